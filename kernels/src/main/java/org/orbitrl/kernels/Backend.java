@@ -1,0 +1,102 @@
+package org.orbitrl.kernels;
+
+import org.orbitrl.kernels.quant.QuantizedTensor;
+
+/**
+ * The compute seam. The CPU backend (Vector API) and the CUDA backend implement the same
+ * operations with the same contracts, so model code is written once.
+ *
+ * <p>Conventions, for every operation unless it says otherwise:
+ * <ul>
+ *   <li>Activations are f32. Weights may be f32 or bf16 ({@link #matmul}) or quantized
+ *       ({@link #matmulQuantized}).</li>
+ *   <li>"Rows" means all leading dimensions flattened: a [B, T, H] tensor has B*T rows of H.
+ *       Arguments must be contiguous unless stated; outputs are written, never accumulated,
+ *       unless the method says "accumulate".</li>
+ *   <li>Output may alias input only where stated ("in place").</li>
+ *   <li>Shapes are checked; a mismatch throws {@link IllegalArgumentException} naming the
+ *       argument, the expected shape and the actual one.</li>
+ * </ul>
+ */
+public interface Backend extends AutoCloseable {
+
+    /** A short name for logs: {@code "cpu"}, {@code "cpu-scalar"}, {@code "cuda:0"}. */
+    String name();
+
+    /** Allocates tensors that this backend's kernels can read and write. */
+    TensorAllocator allocator();
+
+    // ------------------------------------------------------------------ linear algebra
+
+    /**
+     * {@code y = x · wᵀ}: x [rows, K] f32, w [N, K] f32 or bf16, y [rows, N] f32.
+     * Every output element is the dot product of a row of x and a row of w; in exact mode the
+     * reduction order depends only on K, never on the number of rows or a row's position.
+     */
+    void matmul(Tensor x, Tensor w, Tensor y);
+
+    /** {@code y = x · wᵀ} with a quantized weight [N, K], without materialising w in full precision. */
+    void matmulQuantized(Tensor x, QuantizedTensor w, Tensor y);
+
+    /** Dequantizes {@code w} [N, K] into {@code out} [N, K] (f32 or bf16). */
+    void dequantize(QuantizedTensor w, Tensor out);
+
+    // ------------------------------------------------------------------ normalisation, activations
+
+    /** {@code out = x / sqrt(mean(x²) + eps) · weight} per row; weight [H] f32 or bf16. In place allowed. */
+    void rmsNorm(Tensor x, Tensor weight, float eps, Tensor out);
+
+    /** Softmax over the last dimension, in place. */
+    void softmax(Tensor x);
+
+    /** Log-softmax over the last dimension, in place. */
+    void logSoftmax(Tensor x);
+
+    /** {@code out = silu(x) = x·sigmoid(x)}. In place allowed. */
+    void silu(Tensor x, Tensor out);
+
+    /** {@code out = silu(gate) · up}, all [rows, I]. In place (out = gate or up) allowed. */
+    void swiglu(Tensor gate, Tensor up, Tensor out);
+
+    /** {@code out = a + b} elementwise, same shapes. In place allowed. */
+    void add(Tensor a, Tensor b, Tensor out);
+
+    /** {@code out = a · b} elementwise, same shapes. In place allowed. */
+    void mul(Tensor a, Tensor b, Tensor out);
+
+    /** {@code out = alpha · x}. In place allowed. */
+    void scale(Tensor x, float alpha, Tensor out);
+
+    // ------------------------------------------------------------------ positions, attention
+
+    /**
+     * Rotary position embedding, in place: x [T, H, D] (last dimension contiguous; leading ones may
+     * be strided), positions i32 [T]. Rotates the first {@code table.rotaryDim()} channels of each
+     * head; the rest pass through.
+     */
+    void rope(Tensor x, Tensor positions, RopeTable table);
+
+    /**
+     * Causal scaled-dot-product attention for one sequence.
+     * q [T, Hq, D], k [S, Hkv, D], v [S, Hkv, Dv], out [T, Hq, Dv]; Hq a multiple of Hkv (GQA).
+     * Query t sits at absolute position {@code queryStart + t}; key s at position s. Key s is
+     * visible to query t when {@code s <= queryStart + t} and, with a sliding window w > 0,
+     * {@code queryStart + t - s < w}. Last dimensions contiguous; leading ones may be strided.
+     */
+    void attention(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec);
+
+    // ------------------------------------------------------------------ selection
+
+    /** Row lookup: ids i32 or i64 [N], table [V, H] f32 or bf16, out [N, H] f32. */
+    void embedding(Tensor table, Tensor ids, Tensor out);
+
+    /** Per row, the k largest values (descending; ties to the lower index) and their indices (i32). */
+    void topk(Tensor x, int k, Tensor values, Tensor indices);
+
+    /** Per row, the index (i32) of the largest value; ties to the lower index. */
+    void argmax(Tensor x, Tensor out);
+
+    @Override
+    default void close() {
+    }
+}

@@ -1,0 +1,220 @@
+// Quantized weights [N, K], K a multiple of 32. Codes are 4-bit, two per byte, the even element in
+// the low nibble; a row holds K/2 bytes, read 16 bytes (32 values) at a time ("a chunk").
+//   FMT_INT4  compressed-tensors pack-quantized, symmetric: w = (code - 8) * scale[n, k/32], scales bf16
+//   FMT_MXFP4 OCP MX: w = e2m1(code) * 2^(scale[n, k/32] - 127), scales u8 (E8M0; 255 is NaN)
+//   FMT_NVFP4 w = e2m1(code) * e4m3(scale[n, k/16]) * global, scales u8 (E4M3)
+// A chunk's dot product is taken on the unscaled codes and multiplied by the scale once per group.
+
+#define FMT_INT4 0
+#define FMT_MXFP4 1
+#define FMT_NVFP4 2
+
+__device__ __forceinline__ float e2m1(u32 nib) {
+    u32 mag = nib & 7u;
+    float v = mag < 2u ? 0.5f * (float) mag : __uint_as_float(((mag >> 1) + 126u) << 23) * (1.0f + 0.5f * (float) (mag & 1u));
+    return (nib & 8u) ? -v : v;
+}
+
+__device__ __forceinline__ float e4m3(u32 b) {
+    u32 e = (b >> 3) & 15u;
+    u32 m = b & 7u;
+    float v;
+    if (e == 15u && m == 7u) {
+        v = __uint_as_float(0x7fc00000u);
+    } else if (e == 0u) {
+        v = (float) m * 0.001953125f; // m/8 * 2^-6
+    } else {
+        v = __uint_as_float((e + 120u) << 23) * (1.0f + 0.125f * (float) m);
+    }
+    return (b & 0x80u) ? -v : v;
+}
+
+__device__ __forceinline__ float e8m0(u32 e) {
+    if (e == 255u) return __uint_as_float(0x7fc00000u);
+    return e == 0u ? 5.877471754111438e-39f : __uint_as_float(e << 23); // 2^-127 is subnormal
+}
+
+template <int FMT>
+__device__ __forceinline__ float code_value(u32 nib) {
+    if (FMT == FMT_INT4) return (float) ((int) nib - 8);
+    return e2m1(nib);
+}
+
+// Unscaled values of one chunk: 32 codes from 16 bytes.
+template <int FMT>
+__device__ __forceinline__ void decode_chunk(uint4 c, float* w) {
+    u32 words[4] = {c.x, c.y, c.z, c.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            w[i * 8 + j] = code_value<FMT>((words[i] >> (4 * j)) & 15u);
+        }
+    }
+}
+
+// Scales of the two 16-value halves of chunk (n, c).
+template <int FMT>
+__device__ __forceinline__ void chunk_scales(const void* scales, i64 n, int c, int K, float global, float& s0, float& s1) {
+    if (FMT == FMT_INT4) {
+        s0 = bf16_to_f32(((const u16*) scales)[n * (K / 32) + c]);
+        s1 = s0;
+    } else if (FMT == FMT_MXFP4) {
+        s0 = e8m0(((const u8*) scales)[n * (K / 32) + c]);
+        s1 = s0;
+    } else {
+        const u8* s = (const u8*) scales + n * (K / 16) + 2 * c;
+        s0 = e4m3(s[0]) * global;
+        s1 = e4m3(s[1]) * global;
+    }
+}
+
+// out [N, K] = dequantized w, f32 (outBf16 = 0) or bf16 (round to nearest even). One thread per chunk.
+template <int FMT>
+__device__ void dequant(const uint4* codes, const void* scales, float global, void* out, int outBf16, int N, int K) {
+    int chunks = K / 32;
+    i64 total = (i64) N * chunks;
+    GRID_STRIDE(idx, total) {
+        i64 n = idx / chunks;
+        int c = (int) (idx % chunks);
+        float w[32];
+        decode_chunk<FMT>(codes[idx], w);
+        float s0, s1;
+        chunk_scales<FMT>(scales, n, c, K, global, s0, s1);
+#pragma unroll
+        for (int i = 0; i < 32; i++) w[i] *= i < 16 ? s0 : s1;
+        if (outBf16) {
+            uint4* o = (uint4*) ((u16*) out + idx * 32);
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                u32 p[4];
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    p[j] = (u32) f32_to_bf16_bits(w[i * 8 + 2 * j]) | ((u32) f32_to_bf16_bits(w[i * 8 + 2 * j + 1]) << 16);
+                }
+                uint4 u;
+                u.x = p[0];
+                u.y = p[1];
+                u.z = p[2];
+                u.w = p[3];
+                o[i] = u;
+            }
+        } else {
+            float4* o = (float4*) ((float*) out + idx * 32);
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                float4 f;
+                f.x = w[4 * i];
+                f.y = w[4 * i + 1];
+                f.z = w[4 * i + 2];
+                f.w = w[4 * i + 3];
+                o[i] = f;
+            }
+        }
+    }
+}
+
+extern "C" __global__ void dequant_int4(const uint4* codes, const void* scales, float global, void* out, int outBf16, int N, int K) {
+    dequant<FMT_INT4>(codes, scales, global, out, outBf16, N, K);
+}
+extern "C" __global__ void dequant_mxfp4(const uint4* codes, const void* scales, float global, void* out, int outBf16, int N, int K) {
+    dequant<FMT_MXFP4>(codes, scales, global, out, outBf16, N, K);
+}
+extern "C" __global__ void dequant_nvfp4(const uint4* codes, const void* scales, float global, void* out, int outBf16, int N, int K) {
+    dequant<FMT_NVFP4>(codes, scales, global, out, outBf16, N, K);
+}
+
+// Fused dequantize-GEMV for few rows: y [M, N] = x [M, K] . w^T, M <= GEMV_MAXM, f32 accumulate.
+// One warp per output column n; lanes stride over the row's chunks (16-byte loads, coalesced);
+// x rows are small and stay in L1/L2. The weight is never written out in full precision.
+#define GEMV_MAXM 8
+
+template <int FMT>
+__device__ void gemv_q(const float* __restrict__ x, const uint4* __restrict__ codes, const void* scales, float global, float* y, int M, int N, int K) {
+    int n = (int) (((i64) blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+    int lane = threadIdx.x & 31;
+    if (n >= N) return;
+    int chunks = K / 32;
+    const uint4* row = codes + (i64) n * chunks;
+    float acc[GEMV_MAXM];
+#pragma unroll
+    for (int m = 0; m < GEMV_MAXM; m++) acc[m] = 0.0f;
+    for (int c = lane; c < chunks; c += 32) {
+        float w[32];
+        decode_chunk<FMT>(row[c], w);
+        float s0, s1;
+        chunk_scales<FMT>(scales, n, c, K, global, s0, s1);
+#pragma unroll
+        for (int m = 0; m < GEMV_MAXM; m++) {
+            if (m < M) {
+                const float4* xr = (const float4*) (x + (i64) m * K + (i64) c * 32);
+                float d0 = 0.0f;
+                float d1 = 0.0f;
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    float4 a = xr[i];
+                    d0 += w[4 * i] * a.x + w[4 * i + 1] * a.y + w[4 * i + 2] * a.z + w[4 * i + 3] * a.w;
+                    float4 b = xr[4 + i];
+                    d1 += w[16 + 4 * i] * b.x + w[16 + 4 * i + 1] * b.y + w[16 + 4 * i + 2] * b.z + w[16 + 4 * i + 3] * b.w;
+                }
+                acc[m] += d0 * s0 + d1 * s1;
+            }
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < GEMV_MAXM; m++) {
+        if (m < M) {
+            float s = warp_sum(acc[m]);
+            if (lane == 0) y[(i64) m * N + n] = s;
+        }
+    }
+}
+
+extern "C" __global__ void gemv_int4(const float* __restrict__ x, const uint4* __restrict__ codes, const void* scales, float global, float* y, int M, int N, int K) {
+    gemv_q<FMT_INT4>(x, codes, scales, global, y, M, N, K);
+}
+extern "C" __global__ void gemv_mxfp4(const float* __restrict__ x, const uint4* __restrict__ codes, const void* scales, float global, float* y, int M, int N, int K) {
+    gemv_q<FMT_MXFP4>(x, codes, scales, global, y, M, N, K);
+}
+extern "C" __global__ void gemv_nvfp4(const float* __restrict__ x, const uint4* __restrict__ codes, const void* scales, float global, float* y, int M, int N, int K) {
+    gemv_q<FMT_NVFP4>(x, codes, scales, global, y, M, N, K);
+}
+
+// Dense GEMV with a bf16 weight: y [M, N] = x [M, K] . w^T, K a multiple of 8, f32 products and sums.
+extern "C" __global__ void gemv_bf16(const float* __restrict__ x, const uint4* __restrict__ w, float* y, int M, int N, int K) {
+    int n = (int) (((i64) blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+    int lane = threadIdx.x & 31;
+    if (n >= N) return;
+    int chunks = K / 8;
+    const uint4* row = w + (i64) n * chunks;
+    float acc[GEMV_MAXM];
+#pragma unroll
+    for (int m = 0; m < GEMV_MAXM; m++) acc[m] = 0.0f;
+    for (int c = lane; c < chunks; c += 32) {
+        uint4 q = row[c];
+        u32 words[4] = {q.x, q.y, q.z, q.w};
+        float wv[8];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            wv[2 * i] = __uint_as_float(words[i] << 16);
+            wv[2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
+        }
+#pragma unroll
+        for (int m = 0; m < GEMV_MAXM; m++) {
+            if (m < M) {
+                const float4* xr = (const float4*) (x + (i64) m * K + (i64) c * 8);
+                float4 a = xr[0];
+                float4 b = xr[1];
+                acc[m] += wv[0] * a.x + wv[1] * a.y + wv[2] * a.z + wv[3] * a.w
+                        + wv[4] * b.x + wv[5] * b.y + wv[6] * b.z + wv[7] * b.w;
+            }
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < GEMV_MAXM; m++) {
+        if (m < M) {
+            float s = warp_sum(acc[m]);
+            if (lane == 0) y[(i64) m * N + n] = s;
+        }
+    }
+}

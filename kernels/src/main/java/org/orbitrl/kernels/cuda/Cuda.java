@@ -65,8 +65,12 @@ public final class Cuda {
             Loader.load(org.bytedeco.cuda.global.cublas.class);
             Loader.load(org.bytedeco.cuda.global.nvrtc.class);
         } catch (LinkageError e) {
-            return new Probe(0, "CUDA libraries could not be loaded (" + e.getClass().getSimpleName() + ": "
-                    + e.getMessage() + "); needs libcudart.so.13, libcublas.so.13, libnvrtc.so.13 and libcuda.so.1 on the loader path");
+            StringBuilder why = new StringBuilder();
+            for (Throwable t = e; t != null && why.length() < 2000; t = t.getCause()) {
+                why.append(why.isEmpty() ? "" : "; caused by ").append(t.getClass().getSimpleName()).append(": ").append(t.getMessage());
+            }
+            return new Probe(0, "CUDA libraries could not be loaded (" + why
+                    + "); needs libcudart.so.13, libcublas.so.13, libnvrtc.so.13 and libcuda.so.1 on the loader path");
         }
         int[] n = new int[1];
         int err = cudart.cudaGetDeviceCount(n);

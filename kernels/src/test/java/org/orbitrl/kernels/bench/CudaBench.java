@@ -1,0 +1,208 @@
+package org.orbitrl.kernels.bench;
+
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cuda.Cuda;
+import org.orbitrl.kernels.cuda.CudaAllocator;
+import org.orbitrl.kernels.cuda.CudaBackend;
+import org.orbitrl.kernels.cuda.CudaCheck;
+import org.orbitrl.kernels.cuda.CudaEvent;
+import org.orbitrl.kernels.cuda.CudaGraph;
+import org.orbitrl.kernels.cuda.internal.Cublas;
+import org.orbitrl.kernels.cuda.internal.DevicePointer;
+import org.orbitrl.kernels.quant.QuantizedTensor;
+
+import java.io.IOException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.SplittableRandom;
+
+import static org.bytedeco.cuda.global.cudart.cudaMemcpyAsync;
+import static org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToDevice;
+
+/**
+ * GPU benchmarks, each a ratio against a limit measured in the same run:
+ * <ul>
+ *   <li>device-to-device copy bandwidth (bytes read + written), the memory ceiling;</li>
+ *   <li>cuBLAS bf16 GEMM 8192³ (random data), the matrix ceiling, and the backend's {@code matmul}
+ *       (f32 activations, bf16 weight) at model shapes against it;</li>
+ *   <li>the fused INT4 dequant-GEMV ({@code matmulQuantized}, M = 1 and 8) at Qwen3-30B-A3B expert
+ *       shapes and 2048², rotating over enough weight copies to exceed the L2 cache, as effective
+ *       GB/s against the copy bandwidth; issued per call from Java and replayed from a CUDA graph
+ *       (which removes the Java launch cost, as decode will).</li>
+ * </ul>
+ * Usage: {@code CudaBench [OUT_DIR]}; prints a table and writes {@code cuda-bench.md} into OUT_DIR.
+ */
+public final class CudaBench {
+    private static final List<String> ROWS = new ArrayList<>();
+
+    private CudaBench() {
+    }
+
+    public static void main(String[] args) throws IOException {
+        if (!Cuda.available()) {
+            System.out.println("CudaBench: no CUDA device: " + Cuda.unavailableReason());
+            return;
+        }
+        Path out = args.length > 0 ? Path.of(args[0]) : null;
+        try (CudaBackend gpu = new CudaBackend()) {
+            System.out.println("device: " + gpu.device() + ", kernels " + gpu.kernelInfo());
+            double copyGBs = copyBandwidth(gpu);
+            double peakTflops = cublasPeak(gpu);
+            backendMatmul(gpu, peakTflops);
+            gemv(gpu, copyGBs);
+            System.out.println("kernels: " + gpu.kernelInfo());
+            StringBuilder md = new StringBuilder("## CUDA backend on " + gpu.device() + "\n\nDate: " + Instant.now()
+                    + "\n\n| benchmark | figure | against | ratio |\n|---|---|---|---|\n");
+            ROWS.forEach(r -> md.append(r).append('\n'));
+            System.out.println(md);
+            if (out != null) {
+                Files.createDirectories(out);
+                Files.writeString(out.resolve("cuda-bench.md"), md);
+            }
+        }
+    }
+
+    private static void row(String name, String figure, String against, double ratio) {
+        ROWS.add("| " + name + " | " + figure + " | " + against + " | " + String.format("%.3f", ratio) + " |");
+        System.out.printf("%-60s %-22s %-28s %.3f%n", name, figure, against, ratio);
+    }
+
+    /** Median milliseconds of {@code reps} timings of {@code work}, each timed with events after 3 warm-ups. */
+    private static double timeMs(CudaBackend gpu, int reps, Runnable work) {
+        for (int i = 0; i < 3; i++) {
+            work.run();
+        }
+        gpu.synchronize();
+        double[] t = new double[reps];
+        try (CudaEvent a = new CudaEvent(); CudaEvent b = new CudaEvent()) {
+            for (int i = 0; i < reps; i++) {
+                a.record(gpu.stream());
+                work.run();
+                b.record(gpu.stream());
+                b.synchronize();
+                t[i] = b.elapsedMillisSince(a);
+            }
+        }
+        Arrays.sort(t);
+        return t[reps / 2];
+    }
+
+    private static double copyBandwidth(CudaBackend gpu) {
+        long bytes = 2L << 30;
+        CudaAllocator a = gpu.allocator();
+        Tensor src = a.allocate(MemoryCategory.OTHER, DType.U8, bytes);
+        Tensor dst = a.allocate(MemoryCategory.OTHER, DType.U8, bytes);
+        double ms = timeMs(gpu, 10, () -> CudaCheck.check(cudaMemcpyAsync(new DevicePointer(CudaAllocator.address(dst)),
+                new DevicePointer(CudaAllocator.address(src)), bytes, cudaMemcpyDeviceToDevice, gpu.stream().handle()), "cudaMemcpyAsync d2d"));
+        a.free(src);
+        a.free(dst);
+        double gbs = 2.0 * bytes / (ms * 1e6);
+        row("copy d2d 2 GiB (read + write)", String.format("%.0f GB/s", gbs), "4800 GB/s datasheet", gbs / 4800);
+        return gbs;
+    }
+
+    /** Random bf16 device tensor [rows, cols], values uniform in [-1, 1). */
+    private static Tensor randomBf16(CudaBackend gpu, SplittableRandom r, long rows, long cols, MemoryCategory c) {
+        Tensor h = Tensor.allocate(Arena.ofAuto(), DType.BF16, rows, cols);
+        MemorySegment s = h.segment();
+        for (long i = 0; i < rows * cols; i++) {
+            float v = (float) (r.nextDouble() * 2 - 1);
+            s.set(ValueLayout.JAVA_SHORT_UNALIGNED, 2 * i, (short) (Float.floatToRawIntBits(v) >>> 16));
+        }
+        return gpu.toDevice(h, c);
+    }
+
+    private static Tensor randomF32(CudaBackend gpu, SplittableRandom r, long rows, long cols) {
+        float[] v = new float[Math.toIntExact(rows * cols)];
+        for (int i = 0; i < v.length; i++) {
+            v[i] = (float) (r.nextDouble() * 2 - 1);
+        }
+        return gpu.toDevice(Tensor.of(v, rows, cols), MemoryCategory.ACTIVATIONS);
+    }
+
+    private static double cublasPeak(CudaBackend gpu) {
+        int n = 8192;
+        SplittableRandom r = new SplittableRandom(1);
+        Tensor x = randomBf16(gpu, r, n, n, MemoryCategory.OTHER);
+        Tensor w = randomBf16(gpu, r, n, n, MemoryCategory.OTHER);
+        Tensor y = gpu.allocator().allocate(MemoryCategory.OTHER, DType.F32, n, n);
+        double ms;
+        try (Cublas blas = new Cublas(gpu.stream().handle())) {
+            ms = timeMs(gpu, 10, () -> blas.gemm(CudaAllocator.address(x), CudaAllocator.address(w), CudaAllocator.address(y), n, n, n, true));
+        }
+        gpu.free(x);
+        gpu.free(w);
+        gpu.free(y);
+        double tflops = 2.0 * n * n * n / (ms * 1e9);
+        row("cuBLAS bf16 GEMM 8192^3 (f32 out)", String.format("%.0f TFLOP/s", tflops), "790 TFLOP/s (H200 bf16)", tflops / 790);
+        return tflops;
+    }
+
+    private static void backendMatmul(CudaBackend gpu, double peak) {
+        int[][] shapes = {{4096, 4096, 2048}, {4096, 2048, 4096}, {16384, 6144, 2048}}; // M, N, K
+        SplittableRandom r = new SplittableRandom(2);
+        for (int[] s : shapes) {
+            Tensor x = randomF32(gpu, r, s[0], s[2]);
+            Tensor w = randomBf16(gpu, r, s[1], s[2], MemoryCategory.BASE_WEIGHTS);
+            Tensor y = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, s[0], s[1]);
+            double ms = timeMs(gpu, 10, () -> gpu.matmul(x, w, y));
+            double tflops = 2.0 * s[0] * s[1] * s[2] / (ms * 1e9);
+            row(String.format("matmul f32 x bf16 w M=%d N=%d K=%d", s[0], s[1], s[2]), String.format("%.0f TFLOP/s", tflops),
+                    String.format("cuBLAS 8192^3 %.0f", peak), tflops / peak);
+            gpu.free(x);
+            gpu.free(w);
+            gpu.free(y);
+        }
+    }
+
+    private static void gemv(CudaBackend gpu, double copyGBs) {
+        int[][] shapes = {{768, 2048}, {2048, 768}, {2048, 2048}}; // N, K: expert gate/up, expert down, square
+        SplittableRandom r = new SplittableRandom(3);
+        for (int[] s : shapes) {
+            int n = s[0];
+            int k = s[1];
+            QuantizedTensor proto = BenchQuant.randomInt4(r, n, k);
+            long wBytes = proto.byteSize();
+            int copies = (int) Math.max(8, (256L << 20) / wBytes); // > 4x the 60 MB L2
+            QuantizedTensor[] ws = new QuantizedTensor[copies];
+            for (int i = 0; i < copies; i++) {
+                ws[i] = gpu.toDevice(proto);
+            }
+            for (int m : new int[]{1, 8}) {
+                Tensor x = randomF32(gpu, r, m, k);
+                Tensor y = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m, n);
+                Runnable all = () -> {
+                    for (QuantizedTensor w : ws) {
+                        gpu.matmulQuantized(x, w, y);
+                    }
+                };
+                double perCall = timeMs(gpu, 5, all) / copies;
+                double graphMs;
+                try (CudaGraph g = CudaGraph.capture(gpu.stream(), all)) {
+                    graphMs = timeMs(gpu, 5, () -> g.launch(gpu.stream())) / copies;
+                }
+                long bytes = wBytes + (long) m * k * 4 + (long) m * n * 4;
+                double gbsCall = bytes / (perCall * 1e6);
+                double gbsGraph = bytes / (graphMs * 1e6);
+                row(String.format("INT4 g32 GEMV M=%d %dx%d, per Java call (%.2f us)", m, n, k, perCall * 1e3),
+                        String.format("%.0f GB/s", gbsCall), String.format("copy %.0f GB/s", copyGBs), gbsCall / copyGBs);
+                row(String.format("INT4 g32 GEMV M=%d %dx%d, graph replay (%.2f us)", m, n, k, graphMs * 1e3),
+                        String.format("%.0f GB/s", gbsGraph), String.format("copy %.0f GB/s", copyGBs), gbsGraph / copyGBs);
+                gpu.free(x);
+                gpu.free(y);
+            }
+            for (QuantizedTensor w : ws) {
+                gpu.free(w);
+            }
+        }
+    }
+}

@@ -47,7 +47,7 @@ public final class Launcher {
                 pointers.set(ValueLayout.JAVA_LONG, slot, values.address() + slot);
             }
             int err = cuLaunchKernel(function, (int) gridX, gridY, 1, blockX, 1, 1, sharedBytes, stream,
-                    new DevicePointer(pointers.address()), null);
+                    new PointerArray(pointers.address()), (PointerArray) null);
             CudaCheck.driver(err, "cuLaunchKernel " + name, "grid " + gridX + "x" + gridY, "block " + blockX,
                     "shared " + sharedBytes + " B", args.length + " arguments");
         }

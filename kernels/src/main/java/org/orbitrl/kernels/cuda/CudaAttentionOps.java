@@ -5,13 +5,14 @@ import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.RopeTable;
 import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cuda.internal.Kernel;
 
 import java.util.Map;
 import java.util.WeakHashMap;
 
 /** Rotary embedding and causal attention on the device. */
 final class CudaAttentionOps {
-    /** Largest head dimension the attention kernel takes (32 lanes x ATT_MAXC channels). */
+    /** Largest head dimension the attention kernel takes (ATT_MAXD in attention.cu). */
     static final int MAX_HEAD_DIM = 32 * 20;
 
     private final CudaContext ctx;
@@ -19,9 +20,14 @@ final class CudaAttentionOps {
     // Device copies of rope tables: {cos, sin} f32 [maxPositions, rotaryDim/2], uploaded once per table.
     private final Map<RopeTable, Tensor[]> ropeTables = new WeakHashMap<>();
 
+    private final Kernel rope;
+    private final Kernel attention;
+
     CudaAttentionOps(CudaContext ctx, CudaBackend backend) {
         this.ctx = ctx;
         this.backend = backend;
+        this.rope = ctx.kernel("rope", "rope_f32");
+        this.attention = ctx.kernel("attention", "attention_f32");
     }
 
     void rope(Tensor x, Tensor positions, RopeTable table) {
@@ -45,7 +51,7 @@ final class CudaAttentionOps {
         }
         Tensor[] cs = deviceTable(table);
         long[] st = x.strides();
-        ctx.launch("rope", "rope_f32", ctx.gridFor(total, 256), 256, x, st[0], st[1], t, h, half,
+        ctx.launch(rope, ctx.gridFor(total, 256), 256, x, st[0], st[1], t, h, half,
                 table.style() == RopeTable.Style.INTERLEAVED ? 1 : 0, positions, positions.dtype() == DType.I64 ? 1 : 0,
                 cs[0], cs[1], table.maxPositions(), ctx.errorFlag);
     }
@@ -94,17 +100,16 @@ final class CudaAttentionOps {
                 throw new IllegalArgumentException("attention: sinks " + sinks + " must hold one logit per query head (" + hq + ")");
             }
         }
-        long warps = (long) tq * hq;
-        if (warps == 0) {
+        long blocks = (long) tq * hq; // one block of 4 warps per (query, head)
+        if (blocks == 0) {
             return;
         }
-        int block = 128;
-        long grid = (warps * 32 + block - 1) / block;
         long[] qs = q.strides();
         long[] ks = k.strides();
         long[] vs = v.strides();
         long[] os = out.strides();
-        ctx.launch("attention", "attention_f32", grid, block, q, qs[0], qs[1], k, ks[0], ks[1], v, vs[0], vs[1],
-                out, os[0], os[1], tq, hq, hkv, d, dv, queryStart, spec.slidingWindow(), spec.scale(), sinks);
+        boolean vec4 = d % 4 == 0 && ks[0] % 4 == 0 && ks[1] % 4 == 0 && CudaAllocator.address(k) % 16 == 0;
+        ctx.launch(attention, blocks, 128, q, qs[0], qs[1], k, ks[0], ks[1], v, vs[0], vs[1],
+                out, os[0], os[1], tq, hq, hkv, d, dv, queryStart, spec.slidingWindow(), spec.scale(), sinks, vec4 ? 1 : 0);
     }
 }

@@ -236,37 +236,37 @@ public final class CudaBackend implements Backend {
     @Override
     public void softmax(Tensor x) {
         ctx.device.bind();
-        rowOps.softmax("softmax_f32", x);
+        rowOps.softmax(rowOps.softmax, x);
     }
 
     @Override
     public void logSoftmax(Tensor x) {
         ctx.device.bind();
-        rowOps.softmax("log_softmax_f32", x);
+        rowOps.softmax(rowOps.logSoftmax, x);
     }
 
     @Override
     public void silu(Tensor x, Tensor out) {
         ctx.device.bind();
-        rowOps.unary("silu", "silu_f32", x, out);
+        rowOps.unary("silu", rowOps.silu, x, out);
     }
 
     @Override
     public void swiglu(Tensor gate, Tensor up, Tensor out) {
         ctx.device.bind();
-        rowOps.binary("swiglu", "swiglu_f32", gate, up, out);
+        rowOps.binary("swiglu", rowOps.swiglu, gate, up, out);
     }
 
     @Override
     public void add(Tensor a, Tensor b, Tensor out) {
         ctx.device.bind();
-        rowOps.binary("add", "add_f32", a, b, out);
+        rowOps.binary("add", rowOps.add, a, b, out);
     }
 
     @Override
     public void mul(Tensor a, Tensor b, Tensor out) {
         ctx.device.bind();
-        rowOps.binary("mul", "mul_f32", a, b, out);
+        rowOps.binary("mul", rowOps.mul, a, b, out);
     }
 
     @Override

@@ -4,6 +4,7 @@ import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.internal.Cublas;
+import org.orbitrl.kernels.cuda.internal.Kernel;
 import org.orbitrl.kernels.cuda.internal.KernelLibrary;
 import org.orbitrl.kernels.cuda.internal.Launcher;
 
@@ -26,6 +27,7 @@ final class CudaContext implements AutoCloseable {
     final KernelLibrary kernels;
     final Cublas cublas;
     final Tensor errorFlag; // i32 [4]: code, value low, value high, row
+    private final Tensor cublasWorkspace; // u8 [32 MiB]
     private final Map<Scratch, Tensor> scratch = new EnumMap<>(Scratch.class);
 
     CudaContext(CudaDevice device, KernelLibrary kernels) {
@@ -34,13 +36,19 @@ final class CudaContext implements AutoCloseable {
         this.stream = new CudaStream();
         this.allocator = new CudaAllocator(device, stream);
         this.kernels = kernels;
-        this.cublas = new Cublas(stream.handle());
         this.errorFlag = allocator.allocate(MemoryCategory.RUNTIME_RESERVE, DType.I32, 4);
+        this.cublasWorkspace = allocator.allocate(MemoryCategory.RUNTIME_RESERVE, DType.U8, Cublas.WORKSPACE_BYTES);
+        this.cublas = new Cublas(stream.handle(), CudaAllocator.address(cublasWorkspace), Cublas.WORKSPACE_BYTES);
     }
 
-    /** Launches {@code file/kernel} on the stream with a 1-D (or 2-D) grid. */
-    void launch(String file, String kernel, long gridX, int blockX, Object... args) {
-        Launcher.launch(kernels.function(file, kernel), kernel, stream.handle(), gridX, 1, blockX, 0, args);
+    /** A handle on {@code file.cu}'s kernel {@code name}; op classes take theirs once, at construction. */
+    Kernel kernel(String file, String name) {
+        return kernels.kernel(file, name);
+    }
+
+    /** Launches {@code kernel} on the stream with a 1-D grid. */
+    void launch(Kernel kernel, long gridX, int blockX, Object... args) {
+        Launcher.launch(kernel, stream.handle(), gridX, 1, blockX, 0, args);
     }
 
     /** Blocks for a grid-stride loop over n items: enough to fill the device, no more. */

@@ -2,6 +2,7 @@ package org.orbitrl.kernels.cuda;
 
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cuda.internal.Kernel;
 import org.orbitrl.kernels.quant.QuantizedTensor;
 
 /**
@@ -31,9 +32,18 @@ final class CudaMatmulOps {
     private final CudaContext ctx;
     private final CudaRowOps rows;
 
+    private final Kernel gemvBf16;
+    private final java.util.EnumMap<QuantLayout, Kernel> gemv = new java.util.EnumMap<>(QuantLayout.class);
+    private final java.util.EnumMap<QuantLayout, Kernel> dequant = new java.util.EnumMap<>(QuantLayout.class);
+
     CudaMatmulOps(CudaContext ctx, CudaRowOps rows) {
         this.ctx = ctx;
         this.rows = rows;
+        this.gemvBf16 = ctx.kernel("quant", "gemv_bf16");
+        for (QuantLayout l : QuantLayout.values()) {
+            gemv.put(l, ctx.kernel("quant", "gemv_" + l.kernelSuffix()));
+            dequant.put(l, ctx.kernel("quant", "dequant_" + l.kernelSuffix()));
+        }
     }
 
     void matmul(Tensor x, Tensor w, Tensor y) {
@@ -53,7 +63,7 @@ final class CudaMatmulOps {
             case F32 -> ctx.cublas.gemm(CudaAllocator.address(x), CudaAllocator.address(w), CudaAllocator.address(y), m, n, k, false);
             case BF16 -> {
                 if (m <= GEMV_MAX_ROWS && k % 8 == 0 && aligned16(x, w)) {
-                    ctx.launch("quant", "gemv_bf16", gemvGrid(n), GEMV_BLOCK, x, w, y, m, n, k);
+                    ctx.launch(gemvBf16, gemvGrid(n), GEMV_BLOCK, x, w, y, m, n, k);
                 } else {
                     bf16Gemm(x, w, y, m, n, k);
                 }
@@ -83,7 +93,7 @@ final class CudaMatmulOps {
             return;
         }
         if (m <= GEMV_MAX_ROWS && aligned16(x, w.codes())) {
-            ctx.launch("quant", "gemv_" + layout.kernelSuffix(), gemvGrid(n), GEMV_BLOCK,
+            ctx.launch(gemv.get(layout), gemvGrid(n), GEMV_BLOCK,
                     x, w.codes(), w.scales(), w.globalScale(), y, m, n, k);
             return;
         }
@@ -105,7 +115,7 @@ final class CudaMatmulOps {
 
     private void dequantize(QuantizedTensor w, QuantLayout layout, Tensor out, boolean bf16) {
         long chunks = w.rows() * w.cols() / 32;
-        ctx.launch("quant", "dequant_" + layout.kernelSuffix(), ctx.gridFor(chunks, 256), 256,
+        ctx.launch(dequant.get(layout), ctx.gridFor(chunks, 256), 256,
                 w.codes(), w.scales(), w.globalScale(), out, bf16 ? 1 : 0, Math.toIntExact(w.rows()), Math.toIntExact(w.cols()));
     }
 

@@ -2,13 +2,20 @@ package org.orbitrl.kernels.cuda;
 
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cuda.internal.Kernel;
 
 /** Embedding gather, top-k and argmax on the device. */
 final class CudaSelectOps {
     private final CudaContext ctx;
+    private final Kernel embedding;
+    private final Kernel topk;
+    private final Kernel argmax;
 
     CudaSelectOps(CudaContext ctx) {
         this.ctx = ctx;
+        this.embedding = ctx.kernel("select", "embedding_f32");
+        this.topk = ctx.kernel("select", "topk_f32");
+        this.argmax = ctx.kernel("select", "argmax_f32");
     }
 
     void embedding(Tensor table, Tensor ids, Tensor out) {
@@ -26,7 +33,7 @@ final class CudaSelectOps {
         }
         if (n > 0) {
             long grid = Math.min(n, ctx.device.multiprocessors() * 16L);
-            ctx.launch("select", "embedding_f32", grid, 256, table, table.dtype() == DType.BF16 ? 1 : 0,
+            ctx.launch(embedding, grid, 256, table, table.dtype() == DType.BF16 ? 1 : 0,
                     ids, ids.dtype() == DType.I64 ? 1 : 0, out, n, h, table.dim(0), ctx.errorFlag);
         }
     }
@@ -42,7 +49,7 @@ final class CudaSelectOps {
             throw new IllegalArgumentException("topk: k=" + k + " of " + x + " into " + values + ", " + indices);
         }
         if (r > 0) {
-            ctx.launch("select", "topk_f32", r, CudaRowOps.rowBlock(n), x, n, k, values, indices,
+            ctx.launch(topk, r, CudaRowOps.rowBlock(n), x, n, k, values, indices,
                     indices.dtype() == DType.I64 ? 1 : 0);
         }
     }
@@ -57,7 +64,7 @@ final class CudaSelectOps {
             throw new IllegalArgumentException("argmax: out " + out + " for " + r + " rows");
         }
         if (r > 0 && n > 0) {
-            ctx.launch("select", "argmax_f32", r, CudaRowOps.rowBlock(n), x, n, out, out.dtype() == DType.I64 ? 1 : 0);
+            ctx.launch(argmax, r, CudaRowOps.rowBlock(n), x, n, out, out.dtype() == DType.I64 ? 1 : 0);
         }
     }
 

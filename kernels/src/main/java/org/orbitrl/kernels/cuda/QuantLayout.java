@@ -52,8 +52,8 @@ enum QuantLayout {
             throw new IllegalArgumentException(w + ": the CUDA " + name + " kernels need group size " + l.group
                     + " and a column count divisible by 32, got group " + w.format().groupSize() + ", " + w.cols() + " columns");
         }
-        Tensor codes = ctx.devContiguous(w + " codes", w.codes(), null);
-        Tensor scales = ctx.devContiguous(w + " scales", w.scales(), null);
+        Tensor codes = ctx.devContiguous("quantized weight codes", w.codes(), null);
+        Tensor scales = ctx.devContiguous("quantized weight scales", w.scales(), null);
         long n = w.rows();
         long k = w.cols();
         if (codes.byteSize() != n * k / 2) {

@@ -125,39 +125,64 @@ extern "C" __global__ void dequant_nvfp4(const uint4* codes, const void* scales,
 }
 
 // Fused dequantize-GEMV for few rows: y [M, N] = x [M, K] . w^T, M <= GEMV_MAXM, f32 accumulate.
-// One warp per output column n; lanes stride over the row's chunks (16-byte loads, coalesced);
-// x rows are small and stay in L1/L2. The weight is never written out in full precision.
+// One warp per output column n. A lane takes 8-value units (4 code bytes, one u32; every unit lies
+// in one scale group) at u = lane + 32 i: a warp reads 128 contiguous bytes per step, and each lane
+// issues GEMV_UNROLL loads before it uses any. x rows are small and stay in L1/L2. The weight is
+// never written out in full precision.
 #define GEMV_MAXM 8
+#define GEMV_UNROLL 4
+
+// Unscaled values of one unit: 8 codes from a u32, the even element in the low nibble.
+template <int FMT>
+__device__ __forceinline__ void decode_unit(u32 q, float* w) {
+#pragma unroll
+    for (int j = 0; j < 8; j++) w[j] = code_value<FMT>((q >> (4 * j)) & 15u);
+}
 
 template <int FMT>
-__device__ void gemv_q(const float* __restrict__ x, const uint4* __restrict__ codes, const void* scales, float global, float* y, int M, int N, int K) {
+__device__ __forceinline__ float unit_scale(const void* scales, i64 n, int u, int K, float global) {
+    if (FMT == FMT_INT4) return bf16_to_f32(((const u16*) scales)[n * (K / 32) + u / 4]);
+    if (FMT == FMT_MXFP4) return e8m0(((const u8*) scales)[n * (K / 32) + u / 4]);
+    return e4m3(((const u8*) scales)[n * (K / 16) + u / 2]) * global;
+}
+
+template <int FMT>
+__device__ void gemv_q(const float* __restrict__ x, const u32* __restrict__ codes, const void* __restrict__ scales,
+                       float global, float* __restrict__ y, int M, int N, int K) {
     int n = (int) (((i64) blockIdx.x * blockDim.x + threadIdx.x) >> 5);
     int lane = threadIdx.x & 31;
     if (n >= N) return;
-    int chunks = K / 32;
-    const uint4* row = codes + (i64) n * chunks;
+    int units = K / 8;
+    const u32* row = codes + (i64) n * units;
     float acc[GEMV_MAXM];
 #pragma unroll
     for (int m = 0; m < GEMV_MAXM; m++) acc[m] = 0.0f;
-    for (int c = lane; c < chunks; c += 32) {
-        float w[32];
-        decode_chunk<FMT>(row[c], w);
-        float s0, s1;
-        chunk_scales<FMT>(scales, n, c, K, global, s0, s1);
+    for (int base = 0; base < units; base += 32 * GEMV_UNROLL) {
+        u32 q[GEMV_UNROLL];
+        float sc[GEMV_UNROLL];
 #pragma unroll
-        for (int m = 0; m < GEMV_MAXM; m++) {
-            if (m < M) {
-                const float4* xr = (const float4*) (x + (i64) m * K + (i64) c * 32);
-                float d0 = 0.0f;
-                float d1 = 0.0f;
+        for (int i = 0; i < GEMV_UNROLL; i++) {
+            int u = base + lane + 32 * i;
+            q[i] = u < units ? row[u] : 0u;
+            sc[i] = u < units ? unit_scale<FMT>(scales, n, u, K, global) : 0.0f;
+        }
 #pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    float4 a = xr[i];
-                    d0 += w[4 * i] * a.x + w[4 * i + 1] * a.y + w[4 * i + 2] * a.z + w[4 * i + 3] * a.w;
-                    float4 b = xr[4 + i];
-                    d1 += w[16 + 4 * i] * b.x + w[16 + 4 * i + 1] * b.y + w[16 + 4 * i + 2] * b.z + w[16 + 4 * i + 3] * b.w;
+        for (int i = 0; i < GEMV_UNROLL; i++) {
+            int u = base + lane + 32 * i;
+            if (u < units) {
+                float w[8];
+                decode_unit<FMT>(q[i], w);
+#pragma unroll
+                for (int m = 0; m < GEMV_MAXM; m++) {
+                    if (m < M) {
+                        const float4* xr = (const float4*) (x + (i64) m * K + (i64) u * 8);
+                        float4 a = xr[0];
+                        float4 b = xr[1];
+                        float d = w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w
+                                + w[4] * b.x + w[5] * b.y + w[6] * b.z + w[7] * b.w;
+                        acc[m] += d * sc[i];
+                    }
                 }
-                acc[m] += d0 * s0 + d1 * s1;
             }
         }
     }
@@ -170,43 +195,63 @@ __device__ void gemv_q(const float* __restrict__ x, const uint4* __restrict__ co
     }
 }
 
-extern "C" __global__ void gemv_int4(const float* __restrict__ x, const uint4* __restrict__ codes, const void* scales, float global, float* y, int M, int N, int K) {
+extern "C" __global__ void gemv_int4(const float* x, const u32* codes, const void* scales, float global, float* y, int M, int N, int K) {
     gemv_q<FMT_INT4>(x, codes, scales, global, y, M, N, K);
 }
-extern "C" __global__ void gemv_mxfp4(const float* __restrict__ x, const uint4* __restrict__ codes, const void* scales, float global, float* y, int M, int N, int K) {
+extern "C" __global__ void gemv_mxfp4(const float* x, const u32* codes, const void* scales, float global, float* y, int M, int N, int K) {
     gemv_q<FMT_MXFP4>(x, codes, scales, global, y, M, N, K);
 }
-extern "C" __global__ void gemv_nvfp4(const float* __restrict__ x, const uint4* __restrict__ codes, const void* scales, float global, float* y, int M, int N, int K) {
+extern "C" __global__ void gemv_nvfp4(const float* x, const u32* codes, const void* scales, float global, float* y, int M, int N, int K) {
     gemv_q<FMT_NVFP4>(x, codes, scales, global, y, M, N, K);
 }
 
 // Dense GEMV with a bf16 weight: y [M, N] = x [M, K] . w^T, K a multiple of 8, f32 products and sums.
-extern "C" __global__ void gemv_bf16(const float* __restrict__ x, const uint4* __restrict__ w, float* y, int M, int N, int K) {
+// Same shape of work as gemv_q, with 16-byte units of 8 bf16 values.
+extern "C" __global__ void gemv_bf16(const float* __restrict__ x, const uint4* __restrict__ w, float* __restrict__ y,
+                                     int M, int N, int K) {
     int n = (int) (((i64) blockIdx.x * blockDim.x + threadIdx.x) >> 5);
     int lane = threadIdx.x & 31;
     if (n >= N) return;
-    int chunks = K / 8;
-    const uint4* row = w + (i64) n * chunks;
+    int units = K / 8;
+    const uint4* row = w + (i64) n * units;
     float acc[GEMV_MAXM];
 #pragma unroll
     for (int m = 0; m < GEMV_MAXM; m++) acc[m] = 0.0f;
-    for (int c = lane; c < chunks; c += 32) {
-        uint4 q = row[c];
-        u32 words[4] = {q.x, q.y, q.z, q.w};
-        float wv[8];
+    for (int base = 0; base < units; base += 32 * GEMV_UNROLL) {
+        uint4 q[GEMV_UNROLL];
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
-            wv[2 * i] = __uint_as_float(words[i] << 16);
-            wv[2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
+        for (int i = 0; i < GEMV_UNROLL; i++) {
+            int u = base + lane + 32 * i;
+            if (u < units) {
+                q[i] = row[u];
+            } else {
+                q[i].x = 0u;
+                q[i].y = 0u;
+                q[i].z = 0u;
+                q[i].w = 0u;
+            }
         }
 #pragma unroll
-        for (int m = 0; m < GEMV_MAXM; m++) {
-            if (m < M) {
-                const float4* xr = (const float4*) (x + (i64) m * K + (i64) c * 8);
-                float4 a = xr[0];
-                float4 b = xr[1];
-                acc[m] += wv[0] * a.x + wv[1] * a.y + wv[2] * a.z + wv[3] * a.w
-                        + wv[4] * b.x + wv[5] * b.y + wv[6] * b.z + wv[7] * b.w;
+        for (int i = 0; i < GEMV_UNROLL; i++) {
+            int u = base + lane + 32 * i;
+            if (u < units) {
+                u32 words[4] = {q[i].x, q[i].y, q[i].z, q[i].w};
+                float wv[8];
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    wv[2 * j] = __uint_as_float(words[j] << 16);
+                    wv[2 * j + 1] = __uint_as_float(words[j] & 0xffff0000u);
+                }
+#pragma unroll
+                for (int m = 0; m < GEMV_MAXM; m++) {
+                    if (m < M) {
+                        const float4* xr = (const float4*) (x + (i64) m * K + (i64) u * 8);
+                        float4 a = xr[0];
+                        float4 b = xr[1];
+                        acc[m] += wv[0] * a.x + wv[1] * a.y + wv[2] * a.z + wv[3] * a.w
+                                + wv[4] * b.x + wv[5] * b.y + wv[6] * b.z + wv[7] * b.w;
+                    }
+                }
             }
         }
     }

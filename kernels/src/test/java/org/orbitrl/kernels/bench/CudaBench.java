@@ -59,6 +59,7 @@ public final class CudaBench {
             double peakTflops = cublasPeak(gpu);
             backendMatmul(gpu, peakTflops);
             gemv(gpu, copyGBs);
+            attention(gpu, copyGBs);
             System.out.println("kernels: " + gpu.kernelInfo());
             StringBuilder md = new StringBuilder("## CUDA backend on " + gpu.device() + "\n\nDate: " + Instant.now()
                     + "\n\n| benchmark | figure | against | ratio |\n|---|---|---|---|\n");
@@ -135,22 +136,33 @@ public final class CudaBench {
         Tensor x = randomBf16(gpu, r, n, n, MemoryCategory.OTHER);
         Tensor w = randomBf16(gpu, r, n, n, MemoryCategory.OTHER);
         Tensor y = gpu.allocator().allocate(MemoryCategory.OTHER, DType.F32, n, n);
+        Tensor ws = gpu.allocator().allocate(MemoryCategory.OTHER, DType.U8, Cublas.WORKSPACE_BYTES);
         double ms;
-        try (Cublas blas = new Cublas(gpu.stream().handle())) {
+        double tflops;
+        try (Cublas blas = new Cublas(gpu.stream().handle(), CudaAllocator.address(ws), Cublas.WORKSPACE_BYTES)) {
             ms = timeMs(gpu, 10, () -> blas.gemm(CudaAllocator.address(x), CudaAllocator.address(w), CudaAllocator.address(y), n, n, n, true));
+            tflops = 2.0 * n * n * n / (ms * 1e9);
+            row("cuBLAS bf16 GEMM 8192^3 (f32 out)", String.format("%.0f TFLOP/s", tflops), "790 TFLOP/s (H200 bf16)", tflops / 790);
+            for (int[] s : MATMUL_SHAPES) { // the backend matmul's shapes with x already bf16: the GEMM alone
+                double t = timeMs(gpu, 10, () -> blas.gemm(CudaAllocator.address(x), CudaAllocator.address(w), CudaAllocator.address(y),
+                        s[0], s[1], s[2], true));
+                double tf = 2.0 * s[0] * s[1] * s[2] / (t * 1e9);
+                row(String.format("cuBLAS bf16 GEMM alone M=%d N=%d K=%d", s[0], s[1], s[2]), String.format("%.0f TFLOP/s", tf),
+                        String.format("cuBLAS 8192^3 %.0f", tflops), tf / tflops);
+            }
         }
         gpu.free(x);
         gpu.free(w);
         gpu.free(y);
-        double tflops = 2.0 * n * n * n / (ms * 1e9);
-        row("cuBLAS bf16 GEMM 8192^3 (f32 out)", String.format("%.0f TFLOP/s", tflops), "790 TFLOP/s (H200 bf16)", tflops / 790);
+        gpu.free(ws);
         return tflops;
     }
 
+    private static final int[][] MATMUL_SHAPES = {{4096, 4096, 2048}, {4096, 2048, 4096}, {8192, 6144, 2048}}; // M, N, K
+
     private static void backendMatmul(CudaBackend gpu, double peak) {
-        int[][] shapes = {{4096, 4096, 2048}, {4096, 2048, 4096}, {16384, 6144, 2048}}; // M, N, K
         SplittableRandom r = new SplittableRandom(2);
-        for (int[] s : shapes) {
+        for (int[] s : MATMUL_SHAPES) {
             Tensor x = randomF32(gpu, r, s[0], s[2]);
             Tensor w = randomBf16(gpu, r, s[1], s[2], MemoryCategory.BASE_WEIGHTS);
             Tensor y = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, s[0], s[1]);
@@ -165,44 +177,100 @@ public final class CudaBench {
     }
 
     private static void gemv(CudaBackend gpu, double copyGBs) {
-        int[][] shapes = {{768, 2048}, {2048, 768}, {2048, 2048}}; // N, K: expert gate/up, expert down, square
+        // N, K: Qwen3-30B-A3B expert gate/up and down, a 2048 square, and a large one that streams
+        int[][] shapes = {{768, 2048}, {2048, 768}, {2048, 2048}, {8192, 8192}};
         SplittableRandom r = new SplittableRandom(3);
         for (int[] s : shapes) {
             int n = s[0];
             int k = s[1];
             QuantizedTensor proto = BenchQuant.randomInt4(r, n, k);
-            long wBytes = proto.byteSize();
-            int copies = (int) Math.max(8, (256L << 20) / wBytes); // > 4x the 60 MB L2
-            QuantizedTensor[] ws = new QuantizedTensor[copies];
-            for (int i = 0; i < copies; i++) {
-                ws[i] = gpu.toDevice(proto);
+            gemvRows(gpu, copyGBs, "INT4 g32", proto, r, n, k, new int[]{1, 8});
+            if (n == 2048 && k == 2048) {
+                gemvRows(gpu, copyGBs, "MXFP4", BenchQuant.randomMxfp4(r, n, k), r, n, k, new int[]{1});
+                gemvRows(gpu, copyGBs, "bf16 dense", null, r, n, k, new int[]{1, 8});
             }
-            for (int m : new int[]{1, 8}) {
-                Tensor x = randomF32(gpu, r, m, k);
-                Tensor y = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m, n);
-                Runnable all = () -> {
-                    for (QuantizedTensor w : ws) {
-                        gpu.matmulQuantized(x, w, y);
-                    }
-                };
-                double perCall = timeMs(gpu, 5, all) / copies;
-                double graphMs;
-                try (CudaGraph g = CudaGraph.capture(gpu.stream(), all)) {
-                    graphMs = timeMs(gpu, 5, () -> g.launch(gpu.stream())) / copies;
+        }
+    }
+
+    /** Rotates over enough device copies of the weight to exceed L2; per Java call and from a CUDA graph. */
+    private static void gemvRows(CudaBackend gpu, double copyGBs, String label, QuantizedTensor proto, SplittableRandom r,
+                                 int n, int k, int[] ms) {
+        long wBytes = proto != null ? proto.byteSize() : 2L * n * k;
+        int copies = (int) Math.max(8, (256L << 20) / wBytes); // > 4x the 60 MB L2
+        QuantizedTensor[] qs = new QuantizedTensor[proto != null ? copies : 0];
+        Tensor[] ds = new Tensor[proto != null ? 0 : copies];
+        for (int i = 0; i < qs.length; i++) {
+            qs[i] = gpu.toDevice(proto);
+        }
+        if (ds.length > 0) {
+            ds[0] = randomBf16(gpu, r, n, k, MemoryCategory.BASE_WEIGHTS);
+            for (int i = 1; i < ds.length; i++) {
+                ds[i] = gpu.allocator().allocate(MemoryCategory.BASE_WEIGHTS, DType.BF16, n, k);
+                gpu.copy(ds[0], ds[i]);
+            }
+        }
+        for (int m : ms) {
+            Tensor x = randomF32(gpu, r, m, k);
+            Tensor y = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m, n);
+            Runnable all = () -> {
+                for (QuantizedTensor w : qs) {
+                    gpu.matmulQuantized(x, w, y);
                 }
-                long bytes = wBytes + (long) m * k * 4 + (long) m * n * 4;
-                double gbsCall = bytes / (perCall * 1e6);
-                double gbsGraph = bytes / (graphMs * 1e6);
-                row(String.format("INT4 g32 GEMV M=%d %dx%d, per Java call (%.2f us)", m, n, k, perCall * 1e3),
-                        String.format("%.0f GB/s", gbsCall), String.format("copy %.0f GB/s", copyGBs), gbsCall / copyGBs);
-                row(String.format("INT4 g32 GEMV M=%d %dx%d, graph replay (%.2f us)", m, n, k, graphMs * 1e3),
-                        String.format("%.0f GB/s", gbsGraph), String.format("copy %.0f GB/s", copyGBs), gbsGraph / copyGBs);
-                gpu.free(x);
-                gpu.free(y);
+                for (Tensor w : ds) {
+                    gpu.matmul(x, w, y);
+                }
+            };
+            double perCall = timeMs(gpu, 5, all) / copies;
+            double graphMs;
+            try (CudaGraph g = CudaGraph.capture(gpu.stream(), all)) {
+                graphMs = timeMs(gpu, 5, () -> g.launch(gpu.stream())) / copies;
             }
-            for (QuantizedTensor w : ws) {
-                gpu.free(w);
+            long bytes = wBytes + (long) m * k * 4 + (long) m * n * 4;
+            double gbsCall = bytes / (perCall * 1e6);
+            double gbsGraph = bytes / (graphMs * 1e6);
+            row(String.format("%s GEMV M=%d %dx%d, per Java call (%.2f us)", label, m, n, k, perCall * 1e3),
+                    String.format("%.0f GB/s", gbsCall), String.format("copy %.0f GB/s", copyGBs), gbsCall / copyGBs);
+            row(String.format("%s GEMV M=%d %dx%d, graph replay (%.2f us)", label, m, n, k, graphMs * 1e3),
+                    String.format("%.0f GB/s", gbsGraph), String.format("copy %.0f GB/s", copyGBs), gbsGraph / copyGBs);
+            gpu.free(x);
+            gpu.free(y);
+        }
+        for (QuantizedTensor w : qs) {
+            gpu.free(w);
+        }
+        for (Tensor w : ds) {
+            gpu.free(w);
+        }
+    }
+
+    /** Prefill (T = S = 2048) and decode (T = 1, S = 4096) attention, Qwen3-30B-A3B heads: Hq 32, Hkv 4, D 128. */
+    private static void attention(CudaBackend gpu, double copyGBs) {
+        SplittableRandom r = new SplittableRandom(4);
+        int hq = 32;
+        int hkv = 4;
+        int d = 128;
+        for (int[] ts : new int[][]{{2048, 2048}, {1, 4096}, {1, 32768}}) {
+            int t = ts[0];
+            int s = ts[1];
+            Tensor q = randomF32(gpu, r, (long) t * hq, d).reshape(t, hq, d);
+            Tensor k = randomF32(gpu, r, (long) s * hkv, d).reshape(s, hkv, d);
+            Tensor v = randomF32(gpu, r, (long) s * hkv, d).reshape(s, hkv, d);
+            Tensor o = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, t, hq, d);
+            org.orbitrl.kernels.AttentionSpec spec = org.orbitrl.kernels.AttentionSpec.causal(d);
+            double ms = timeMs(gpu, 5, () -> gpu.attention(q, k, v, o, s - t, spec));
+            if (t == 1) {
+                double gbs = (2.0 * s * hkv * d * 4) / (ms * 1e6);
+                row(String.format("attention decode S=%d Hq=%d Hkv=%d D=%d (%.1f us)", s, hq, hkv, d, ms * 1e3),
+                        String.format("%.0f GB/s of K+V", gbs), String.format("copy %.0f GB/s", copyGBs), gbs / copyGBs);
+            } else {
+                double tflops = 4.0 * hq * d * ((double) t * (t + 1) / 2) / (ms * 1e9);
+                row(String.format("attention prefill T=S=%d Hq=%d Hkv=%d D=%d (%.2f ms)", t, hq, hkv, d, ms),
+                        String.format("%.1f TFLOP/s", tflops), "67 TFLOP/s f32 datasheet", tflops / 67);
             }
+            gpu.free(q);
+            gpu.free(k);
+            gpu.free(v);
+            gpu.free(o);
         }
     }
 }

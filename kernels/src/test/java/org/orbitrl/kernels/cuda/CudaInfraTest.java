@@ -90,6 +90,18 @@ class CudaInfraTest extends CudaTestBase {
     }
 
     @Test
+    void graphReplaysCapturedKernels() {
+        Tensor a = dev(Tensor.of(new float[]{1, 2, 3}, 3));
+        Tensor b = dev(Tensor.of(new float[]{10, 20, 30}, 3));
+        try (CudaGraph g = CudaGraph.capture(gpu.stream(), () -> gpu.add(a, b, a))) {
+            assertArrayEquals(new float[]{1, 2, 3}, gpu.toHost(a).toFloatArray(), "capture records, it does not run");
+            g.launch(gpu.stream());
+            g.launch(gpu.stream());
+            assertArrayEquals(new float[]{21, 42, 63}, gpu.toHost(a).toFloatArray(), "two replays add b twice");
+        }
+    }
+
+    @Test
     void kernelCacheHitsOnSecondCompile() throws Exception {
         Path dir = Files.createTempDirectory("orbit-kernel-cache");
         CudaDevice d = gpu.device();

@@ -25,12 +25,23 @@ public final class Cublas implements AutoCloseable {
     private final FloatPointer zero = new FloatPointer(0f);  // beta
     private boolean closed;
 
-    public Cublas(CUstream_st stream) {
+    /** Recommended cuBLAS workspace on Hopper (less makes it fall back to slower kernels). */
+    public static final long WORKSPACE_BYTES = 32L << 20;
+
+    /**
+     * @param workspace device address of {@code workspaceBytes} of device memory owned by the caller
+     *                  for as long as this handle lives, or 0 for cuBLAS's default
+     */
+    public Cublas(CUstream_st stream, long workspace, long workspaceBytes) {
         cublasContext h = new cublasContext();
         CudaCheck.cublas(cublasCreate_v2(h), "cublasCreate");
         this.handle = h;
         CudaCheck.cublas(cublasSetStream_v2(h, stream), "cublasSetStream");
         CudaCheck.cublas(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+        if (workspace != 0) {
+            CudaCheck.cublas(cublasSetWorkspace_v2(h, new DevicePointer(workspace), workspaceBytes), "cublasSetWorkspace",
+                    workspaceBytes + " bytes");
+        }
     }
 
     /**

@@ -34,8 +34,13 @@ public final class KernelLibrary implements AutoCloseable {
         this.compiler = compiler;
     }
 
+    /** A handle on kernel {@code name} of source file {@code file} (without {@code .cu}), resolved at first launch. */
+    public Kernel kernel(String file, String name) {
+        return new Kernel(this, file, name);
+    }
+
     /** Function {@code kernel} of source file {@code file} (without {@code .cu}). */
-    public CUfunc_st function(String file, String kernel) {
+    CUfunc_st function(String file, String kernel) {
         String key = file + "/" + kernel;
         CUfunc_st f = functions.get(key);
         if (f == null) {

@@ -41,6 +41,20 @@ public interface Backend extends AutoCloseable {
     /** Dequantizes {@code w} [N, K] into {@code out} [N, K] (f32 or bf16). */
     void dequantize(QuantizedTensor w, Tensor out);
 
+    /**
+     * {@code dx = dy · w}: the activation gradient through a frozen weight. dy [rows, N] f32,
+     * w [N, K] f32 or bf16, dx [rows, K] f32. The default runs {@link HostOps} on host memory;
+     * backends override it with their kernels.
+     */
+    default void matmulTransposed(Tensor dy, Tensor w, Tensor dx) {
+        HostOps.matmulTransposed(dy, w, dx);
+    }
+
+    /** {@code dx = dy · w} for a quantized w [N, K], decoding w a row at a time. */
+    default void matmulQuantizedTransposed(Tensor dy, QuantizedTensor w, Tensor dx) {
+        HostOps.matmulQuantizedTransposed(dy, w, dx);
+    }
+
     // ------------------------------------------------------------------ normalisation, activations
 
     /** {@code out = x / sqrt(mean(x²) + eps) · weight} per row; weight [H] f32 or bf16. In place allowed. */
@@ -89,6 +103,25 @@ public interface Backend extends AutoCloseable {
 
     /** Row lookup: ids i32 or i64 [N], table [V, H] f32 or bf16, out [N, H] f32. */
     void embedding(Tensor table, Tensor ids, Tensor out);
+
+    /** dst [n, H] row i = src [N, H] row {@code rows[i]}; rows i32 [n]. */
+    default void gatherRows(Tensor src, Tensor rows, Tensor dst) {
+        HostOps.gatherRows(src, rows, dst);
+    }
+
+    /**
+     * Accumulate: dst [N, H] row {@code rows[i]} += {@code weights[i]} · src [n, H] row i, for i in
+     * ascending order (a fixed order, so the sum is batch-invariant). rows i32 [n], weights f32 [n]
+     * or null for 1.
+     */
+    default void scatterAddRows(Tensor src, Tensor rows, Tensor weights, Tensor dst) {
+        HostOps.scatterAddRows(src, rows, weights, dst);
+    }
+
+    /** Accumulate: y [rows, N] += bias [N] for every row. */
+    default void addBias(Tensor y, Tensor bias) {
+        HostOps.addBias(y, bias);
+    }
 
     /** Per row, the k largest values (descending; ties to the lower index) and their indices (i32). */
     void topk(Tensor x, int k, Tensor values, Tensor indices);

@@ -104,6 +104,19 @@ public interface Backend extends AutoCloseable {
     /** Row lookup: ids i32 or i64 [N], table [V, H] f32 or bf16, out [N, H] f32. */
     void embedding(Tensor table, Tensor ids, Tensor out);
 
+    /**
+     * Accumulate {@code c [P, Q] += alpha · aᵀ · b} for a [M, P], b [M, Q], all f32: the shape of an
+     * adapter weight gradient (reduction over the M tokens in ascending order).
+     */
+    default void matmulTN(Tensor a, Tensor b, float alpha, Tensor c) {
+        HostOps.matmulTN(a, b, alpha, c);
+    }
+
+    /** Accumulate {@code y += alpha · x}, same shapes, f32. */
+    default void axpy(float alpha, Tensor x, Tensor y) {
+        HostOps.axpy(alpha, x, y);
+    }
+
     /** dst [n, H] row i = src [N, H] row {@code rows[i]}; rows i32 [n]. */
     default void gatherRows(Tensor src, Tensor rows, Tensor dst) {
         HostOps.gatherRows(src, rows, dst);

@@ -126,4 +126,44 @@ public final class HostOps {
             }
         }
     }
+
+    public static void matmulTN(Tensor a, Tensor b, float alpha, Tensor c) {
+        int m = a.size(0);
+        int p = a.size(1);
+        int q = b.size(1);
+        if (b.dim(0) != m || c.dim(0) != p || c.dim(1) != q || a.dtype() != DType.F32 || b.dtype() != DType.F32
+                || c.dtype() != DType.F32) {
+            throw new IllegalArgumentException("matmulTN: aᵀ " + a + " · b " + b + " -> c " + c + " do not agree");
+        }
+        float[] as = a.contiguous().toFloatArray();
+        float[] bs = b.contiguous().toFloatArray();
+        c.requireContiguous("matmulTN c");
+        float[] cs = c.toFloatArray();
+        for (int i = 0; i < p; i++) {
+            for (int j = 0; j < q; j++) {
+                float acc = 0;
+                for (int t = 0; t < m; t++) {
+                    acc += as[t * p + i] * bs[t * q + j];
+                }
+                cs[i * q + j] += alpha * acc;
+            }
+        }
+        MemorySegment.copy(cs, 0, c.segment(), ValueLayout.JAVA_FLOAT_UNALIGNED, c.byteOffset(), cs.length);
+    }
+
+    public static void axpy(float alpha, Tensor x, Tensor y) {
+        if (x.numel() != y.numel() || x.dtype() != DType.F32 || y.dtype() != DType.F32) {
+            throw new IllegalArgumentException("axpy: " + x + " into " + y);
+        }
+        x.requireContiguous("axpy x");
+        y.requireContiguous("axpy y");
+        MemorySegment xs = x.segment();
+        MemorySegment ys = y.segment();
+        long n = x.numel();
+        for (long i = 0; i < n; i++) {
+            long yo = y.byteOffset() + i * 4;
+            ys.set(ValueLayout.JAVA_FLOAT_UNALIGNED, yo, ys.get(ValueLayout.JAVA_FLOAT_UNALIGNED, yo)
+                    + alpha * xs.get(ValueLayout.JAVA_FLOAT_UNALIGNED, x.byteOffset() + i * 4));
+        }
+    }
 }

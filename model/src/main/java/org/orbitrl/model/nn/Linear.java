@@ -63,6 +63,18 @@ public final class Linear {
         }
     }
 
+    /**
+     * Backward through the frozen layer: dx [M, in] = dy [M, out] · W (overwritten), plus the
+     * adapter's share; the adapter accumulates its own parameter gradients from x [M, in].
+     * No gradient of W or the bias exists.
+     */
+    public void backward(Backend backend, Tensor x, Tensor dy, Tensor dx) {
+        weight.backward(backend, dy, dx);
+        if (adapter != null && adapter.enabled()) {
+            adapter.backward(backend, x, dy, dx);
+        }
+    }
+
     @Override
     public String toString() {
         return "Linear[" + name + ", " + weight.rows() + "x" + weight.cols() + (bias != null ? ", bias" : "") + "]";
@@ -74,5 +86,11 @@ public final class Linear {
 
         /** Accumulates the adapter's contribution into y [M, out] given the layer input x [M, in]. */
         void forward(Backend backend, Tensor x, Tensor y);
+
+        /**
+         * Given the layer input x [M, in] and output gradient dy [M, out]: accumulates the adapter's
+         * share of dx [M, in] and its own parameter gradients.
+         */
+        void backward(Backend backend, Tensor x, Tensor dy, Tensor dx);
     }
 }

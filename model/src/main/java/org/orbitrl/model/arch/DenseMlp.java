@@ -6,6 +6,7 @@ import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.nn.Linear;
+import org.orbitrl.model.nn.Weight;
 
 /** SwiGLU MLP: {@code down(silu(gate(x)) · up(x))}. Also one routed or shared expert. */
 public final class DenseMlp {
@@ -45,15 +46,23 @@ public final class DenseMlp {
     }
 
     void forward(Backend b, Tensor x, Tensor out, Tape tape) {
+        forward(b, x, out, tape, null);
+    }
+
+    /**
+     * With {@code dense} non-null, its three weights (gate, up, down; e.g. dequantized into a chunk
+     * buffer) stand in for the layers' own.
+     */
+    void forward(Backend b, Tensor x, Tensor out, Tape tape, Weight[] dense) {
         TensorAllocator a = b.allocator();
         int n = x.size(0);
         Tensor g = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, gate.out()); // [N, I]
         Tensor u = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, up.out());   // [N, I]
-        gate.forward(b, x, g);
-        up.forward(b, x, u);
+        gate.forwardWith(dense == null ? gate.weight() : dense[0], b, x, g);
+        up.forwardWith(dense == null ? up.weight() : dense[1], b, x, u);
         Tensor act = tape == null ? g : a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, gate.out());
         b.swiglu(g, u, act);
-        down.forward(b, act, out);
+        down.forwardWith(dense == null ? down.weight() : dense[2], b, act, out);
         if (tape != null) {
             tape.x = x;
             tape.g = g;
@@ -64,16 +73,20 @@ public final class DenseMlp {
 
     /** dout [N, hidden] -> dx [N, hidden] (overwritten); adapters accumulate their gradients. */
     void backward(Backend b, Tape tape, Tensor dout, Tensor dx) {
+        backward(b, tape, dout, dx, null);
+    }
+
+    void backward(Backend b, Tape tape, Tensor dout, Tensor dx, Weight[] dense) {
         TensorAllocator a = b.allocator();
         int n = dout.size(0);
         Tensor dact = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, gate.out()); // [N, I]
-        down.backward(b, tape.act, dout, dact);
+        down.backwardWith(dense == null ? down.weight() : dense[2], b, tape.act, dout, dact);
         Tensor dg = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, gate.out());   // [N, I]
         Tensor du = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, up.out());     // [N, I]
         b.swigluBackward(tape.g, tape.u, dact, dg, du);
         Tensor tmp = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, gate.in());   // [N, hidden]
-        gate.backward(b, tape.x, dg, dx);
-        up.backward(b, tape.x, du, tmp);
+        gate.backwardWith(dense == null ? gate.weight() : dense[0], b, tape.x, dg, dx);
+        up.backwardWith(dense == null ? up.weight() : dense[1], b, tape.x, du, tmp);
         b.add(dx, tmp, dx);
     }
 }

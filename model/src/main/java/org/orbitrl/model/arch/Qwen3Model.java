@@ -143,6 +143,18 @@ public final class Qwen3Model implements CausalLM, AdapterTargets {
         }
     }
 
+    /**
+     * Runs quantized routed experts through active-expert-chunked dequantization with C experts per
+     * chunk, forward and backward; 0 runs them on the fused dequantize-multiply kernel instead.
+     */
+    public void setExpertChunk(int c) {
+        for (Layer l : layers) {
+            if (l.moe != null) {
+                l.moe.setExpertChunk(c);
+            }
+        }
+    }
+
     public DecoderConfig config() {
         return config;
     }

@@ -6,6 +6,7 @@ import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.nn.Linear;
+import org.orbitrl.model.nn.Weight;
 
 /**
  * Qwen3-MoE sparse block: a linear router, softmax over all experts, top-k, optional
@@ -18,6 +19,7 @@ final class SparseMoe {
     final DenseMlp[] experts;
     private final int topK;
     private final boolean normTopK;
+    private ExpertChunker chunker;   // null: experts run on their own weights (fused decode for quantized)
 
     /** The routing decision for N tokens, token-major [N*k], plus the full probabilities [N*E]. */
     record Routing(int[] expert, float[] weight, float[] chosenProb, float[] probs, int topK) {
@@ -37,6 +39,23 @@ final class SparseMoe {
         this.experts = experts;
         this.topK = topK;
         this.normTopK = normTopK;
+    }
+
+    /** Routes quantized experts through C-expert dequantization chunks (0 turns chunking off). */
+    void setExpertChunk(int c) {
+        this.chunker = c <= 0 ? null : new ExpertChunker(c);
+    }
+
+    private void eachActive(Backend b, ExpertGroups groups, java.util.function.BiConsumer<Integer, Weight[]> body) {
+        if (chunker != null) {
+            chunker.forEachActive(b, experts, groups, body);
+            return;
+        }
+        for (int e = 0; e < experts.length; e++) {
+            if (groups.count(e) > 0) {
+                body.accept(e, null);
+            }
+        }
     }
 
     Routing route(Backend b, Tensor x) {
@@ -84,23 +103,20 @@ final class SparseMoe {
             tape.expertTapes = new DenseMlp.Tape[experts.length];
             tape.expertOut = new Tensor[experts.length];
         }
-        for (int e = 0; e < experts.length; e++) {
+        eachActive(b, groups, (e, dense) -> {
             int cnt = groups.count(e);
-            if (cnt == 0) {
-                continue;
-            }
             Tensor rows = groups.tokens(e);                                               // i32 [cnt]
             Tensor xe = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);        // [cnt, hidden]
             Tensor ye = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);        // [cnt, hidden]
             b.gatherRows(x, rows, xe);
             DenseMlp.Tape et = tape == null ? null : new DenseMlp.Tape();
-            experts[e].forward(b, xe, ye, et);
+            experts[e].forward(b, xe, ye, et, dense);
             b.scatterAddRows(ye, rows, groups.weights(e), out);
             if (tape != null) {
                 tape.expertTapes[e] = et;
                 tape.expertOut[e] = ye;
             }
-        }
+        });
     }
 
     /** dout [N, hidden] -> dx [N, hidden] (overwritten), through the experts and the routing weights. */
@@ -114,11 +130,8 @@ final class SparseMoe {
         dx.fill(0);
         float[] dWeight = new float[n * topK];   // d loss / d (normalised routing weight), token-major
         float[] d = dout.toFloatArray();
-        for (int ex = 0; ex < e; ex++) {
+        eachActive(b, groups, (ex, dense) -> {
             int cnt = groups.count(ex);
-            if (cnt == 0) {
-                continue;
-            }
             int[] rows = groups.tokenArray(ex);
             float[] w = groups.weightArray(ex);
             float[] ye = tape.expertOut[ex].toFloatArray();
@@ -132,9 +145,9 @@ final class SparseMoe {
                 dWeight[groups.slot(ex, i)] = dot;
             }
             Tensor dxe = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);     // [cnt, hidden]
-            experts[ex].backward(b, tape.expertTapes[ex], Tensor.of(dye, cnt, h), dxe);
+            experts[ex].backward(b, tape.expertTapes[ex], Tensor.of(dye, cnt, h), dxe, dense);
             b.scatterAddRows(dxe, groups.tokens(ex), null, dx);
-        }
+        });
         // routing weights -> softmax probabilities -> router logits
         float[] dLogits = new float[n * e];
         float[] dProb = new float[e];

@@ -54,7 +54,15 @@ public final class Linear {
 
     /** y [M, out] = x [M, in] · Wᵀ + b (+ adapter delta). */
     public void forward(Backend backend, Tensor x, Tensor y) {
-        weight.forward(backend, x, y);
+        forwardWith(weight, backend, x, y);
+    }
+
+    /**
+     * As {@link #forward}, with {@code w} standing in for the base weight: the same matrix held
+     * differently (a dequantized copy in a reused chunk buffer).
+     */
+    public void forwardWith(Weight w, Backend backend, Tensor x, Tensor y) {
+        w.forward(backend, x, y);
         if (bias != null) {
             backend.addBias(y, bias);
         }
@@ -69,7 +77,12 @@ public final class Linear {
      * No gradient of W or the bias exists.
      */
     public void backward(Backend backend, Tensor x, Tensor dy, Tensor dx) {
-        weight.backward(backend, dy, dx);
+        backwardWith(weight, backend, x, dy, dx);
+    }
+
+    /** As {@link #backward}, with {@code w} standing in for the base weight. */
+    public void backwardWith(Weight w, Backend backend, Tensor x, Tensor dy, Tensor dx) {
+        w.backward(backend, dy, dx);
         if (adapter != null && adapter.enabled()) {
             adapter.backward(backend, x, dy, dx);
         }

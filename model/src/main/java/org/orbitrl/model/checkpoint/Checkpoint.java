@@ -20,6 +20,7 @@ import java.util.TreeMap;
 import java.util.TreeSet;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.Tensor;
+import org.orbitrl.model.nn.WeightSource;
 
 /**
  * The weights of one model directory: a single {@code model.safetensors}, or shards listed by
@@ -27,7 +28,7 @@ import org.orbitrl.kernels.Tensor;
  * checks that every indexed tensor is in the shard the index names and that every shard tensor is
  * indexed. Tensors are zero-copy views over the memory-mapped files, valid until {@link #close}.
  */
-public final class Checkpoint implements AutoCloseable {
+public final class Checkpoint implements WeightSource, AutoCloseable {
     /** File name of an unsharded checkpoint. */
     public static final String SINGLE_FILE = "model.safetensors";
     /** File name of the shard index. */
@@ -156,10 +157,12 @@ public final class Checkpoint implements AutoCloseable {
     }
 
     /** All tensor names, sorted. */
+    @Override
     public Set<String> names() {
         return byName.keySet();
     }
 
+    @Override
     public boolean has(String name) {
         return byName.containsKey(name);
     }
@@ -186,6 +189,12 @@ public final class Checkpoint implements AutoCloseable {
     /** Tensor {@code name}, a read-only view over the mapped file. */
     public Tensor tensor(String name) {
         return file(name).tensor(name);
+    }
+
+    /** Tensor {@code name} of any dtype, checked to have exactly {@code shape} ({@code -1} matches any size). */
+    @Override
+    public Tensor tensor(String name, long... shape) {
+        return tensor(name, null, shape);
     }
 
     /**

@@ -198,6 +198,9 @@ class CorruptCheckpointTest {
             fails(f, "a.weight", () -> c.tensor("a.weight", DType.F32, 4, 5), "expected F32[4, 5], got F32[4, 4]");
             fails(f, "a.weight", () -> c.tensor("a.weight", DType.BF16, 4, 4), "expected BF16[4, 4], got F32[4, 4]");
             fails(f, "a.weight", () -> c.tensor("a.weight", DType.F32, 16), "got F32[4, 4]");
+            fails(f, "b.weight", () -> c.tensor("b.weight", 8, 2), "expected [8, 2], got F32[2, 8]");
+            org.orbitrl.model.nn.WeightSource ws = c;
+            assertEquals(16, ws.tensor("a.weight", 4, 4).numel());
             Tensor ok = c.tensor("b.weight", DType.F32, -1, 8);
             assertEquals(2, ok.dim(0));
             fails(tmp, "c.weight", () -> c.tensor("c.weight"), "not in this checkpoint");

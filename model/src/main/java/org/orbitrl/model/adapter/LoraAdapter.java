@@ -86,7 +86,7 @@ public final class LoraAdapter {
     public static LoraAdapter create(AdapterConfig config, AdapterTargets model, TensorAllocator allocator, long seed) {
         SplittableRandom rng = new SplittableRandom(seed);
         return build(config, model, allocator, (name, shape) -> {
-            Tensor t = allocator.allocate(MemoryCategory.ADAPTER_PARAMS, DType.F32, shape);
+            Tensor t = Tensor.allocate(java.lang.foreign.Arena.ofAuto(), DType.F32, shape);
             if (name.endsWith("lora_A.weight")) {
                 double bound = 1.0 / Math.sqrt(shape[1]);
                 float[] v = new float[Math.toIntExact(t.numel())];
@@ -102,11 +102,7 @@ public final class LoraAdapter {
     /** An adapter with the tensors of a PEFT adapter file (checked: every tensor present, shapes exact, none extra). */
     public static LoraAdapter load(AdapterConfig config, WeightSource source, AdapterTargets model,
                                    TensorAllocator allocator) {
-        LoraAdapter adapter = build(config, model, allocator, (name, shape) -> {
-            Tensor t = allocator.allocate(MemoryCategory.ADAPTER_PARAMS, DType.F32, shape);
-            t.copyFrom(source.tensor(name, shape));
-            return t;
-        });
+        LoraAdapter adapter = build(config, model, allocator, source::tensor);
         TreeSet<String> extra = new TreeSet<>(source.names());
         adapter.params.forEach(p -> extra.remove(p.name()));
         if (!extra.isEmpty()) {
@@ -116,8 +112,14 @@ public final class LoraAdapter {
     }
 
     private interface Init {
-        /** A tensor for PEFT name {@code name} in PEFT shape {@code shape}. */
+        /** The initial value (any memory, any float dtype) for PEFT name {@code name} in PEFT shape {@code shape}. */
         Tensor make(String name, long[] shape);
+    }
+
+    private static Tensor param(TensorAllocator allocator, Tensor init) {
+        Tensor t = allocator.allocate(MemoryCategory.ADAPTER_PARAMS, DType.F32, init.shape());
+        t.copyFrom(init);
+        return t;
     }
 
     private static LoraAdapter build(AdapterConfig config, AdapterTargets model, TensorAllocator allocator, Init init) {
@@ -137,8 +139,8 @@ public final class LoraAdapter {
             unmatched.remove(target);
             Linear lin = e.getValue();
             String base = PREFIX + e.getKey() + ".";
-            Tensor a = init.make(base + "lora_A.weight", new long[]{r, lin.in()});
-            Tensor b = init.make(base + "lora_B.weight", new long[]{lin.out(), r});
+            Tensor a = param(allocator, init.make(base + "lora_A.weight", new long[]{r, lin.in()}));
+            Tensor b = param(allocator, init.make(base + "lora_B.weight", new long[]{lin.out(), r}));
             Tensor ga = allocator.allocate(MemoryCategory.ADAPTER_GRADS, DType.F32, r, lin.in());
             Tensor gb = allocator.allocate(MemoryCategory.ADAPTER_GRADS, DType.F32, lin.out(), r);
             ad.params.add(new Param(base + "lora_A.weight", a, ga, 0, r));
@@ -177,7 +179,7 @@ public final class LoraAdapter {
         int in = gateUp ? set.gate().get(0).in() : set.down().get(0).in();
         int inter = set.gate().get(0).out();
         int out = gateUp ? 2 * inter : set.down().get(0).out();
-        Tensor a = init.make(base + "lora_A.weight", new long[]{(long) e * r, in});       // [E*r, in]
+        Tensor a = param(allocator, init.make(base + "lora_A.weight", new long[]{(long) e * r, in})); // [E*r, in]
         Tensor bPeft = init.make(base + "lora_B.weight", new long[]{out, (long) e * r});  // [out, E*r]
         Tensor b = allocator.allocate(MemoryCategory.ADAPTER_PARAMS, DType.F32, e, out, r); // [E, out, r]
         fromPeftB(bPeft, b, e, r);

@@ -32,10 +32,17 @@ public record GrpoAdvantage(boolean normaliseStd, double epsilon) implements Adv
         for (int g = 0; g < groups.count(); g++) {
             int[] m = groups.members(g);
             double mean = 0;
+            float min = Float.POSITIVE_INFINITY;
+            float max = Float.NEGATIVE_INFINITY;
             for (int s : m) {
                 mean += rewards[s];
+                min = Math.min(min, rewards[s]);
+                max = Math.max(max, rewards[s]);
             }
             mean /= m.length;
+            if (min == max) {
+                continue; // all equal: no signal, advantage exactly 0 (not rounding noise over a zero std)
+            }
             double scale = 1;
             if (normaliseStd) {
                 double ss = 0;

@@ -69,7 +69,7 @@ final class RlAssert {
     /**
      * A seeded random batch: ragged masks (each sequence 1..tokens masked tokens from position 0,
      * sequence 1 fully masked out when {@code withEmpty}), log-probs in [-3, -0.1], old log-probs
-     * within ±{@code drift}, one advantage per sequence, importance weights in [0.5, 1.5] and
+     * offset by a per-sequence shift in ±{@code drift} plus per-token noise in ±{@code drift/2}, one advantage per sequence, importance weights in [0.5, 1.5] and
      * reference log-probs within ±0.5. Padding holds NaN, which must never be read.
      */
     static PolicyBatch randomBatch(long seed, int sequences, int tokens, double drift, boolean withEmpty) {
@@ -88,11 +88,12 @@ final class RlAssert {
         for (int s = 0; s < sequences; s++) {
             int len = withEmpty && s == 1 ? 0 : 1 + r.nextInt(tokens);
             float a = (float) (r.nextDouble(-2, 2));
+            double bias = r.nextDouble(-drift, drift);
             for (int t = 0; t < len; t++) {
                 int i = s * tokens + t;
                 mask[i] = 1;
                 logp[i] = (float) r.nextDouble(-3, -0.1);
-                old[i] = (float) (logp[i] + r.nextDouble(-drift, drift));
+                old[i] = (float) (logp[i] + bias + r.nextDouble(-drift, drift) / 2);
                 adv[i] = a;
                 w[i] = (float) r.nextDouble(0.5, 1.5);
                 ref[i] = (float) (logp[i] + r.nextDouble(-0.5, 0.5));

@@ -114,11 +114,13 @@ class BatchInvarianceTest {
     @Test
     void matmulQuantizedRowsAreBatchInvariant() {
         SplittableRandom rnd = new SplittableRandom(22);
-        int k = 130;
+        int k = 160;
         int n = 45;
-        QuantizedTensor w = Int8TestFormat.INSTANCE.quantize(randomF32(rnd, n, k));
-        Tensor x = randomF32(rnd, 23, k);
-        checkRows("matmulQuantized", rnd, x, n, (b, t) -> b.matmulQuantized(t[0], w, t[1]));
+        for (var format : org.orbitrl.kernels.quant.QuantFormats.all()) {
+            QuantizedTensor w = format.quantize(randomF32(rnd, n, k));
+            Tensor x = randomF32(rnd, 23, k);
+            checkRows("matmulQuantized " + format.name(), rnd, x, n, (b, t) -> b.matmulQuantized(t[0], w, t[1]));
+        }
     }
 
     @Test

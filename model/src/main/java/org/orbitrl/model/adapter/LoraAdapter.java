@@ -258,6 +258,13 @@ public final class LoraAdapter {
         return out;
     }
 
+    /** Writes the adapter as PEFT does: {@code adapter_config.json} and {@code adapter_model.safetensors}. */
+    public void save(java.nio.file.Path dir) throws java.io.IOException {
+        config.write(dir);
+        new org.orbitrl.model.checkpoint.SafetensorsWriter().metadata("format", "pt").addAll(peftTensors())
+                .write(dir.resolve("adapter_model.safetensors"));
+    }
+
     /** Copies another adapter's values (same config and targets) into this one: a slot update. */
     public void copyValuesFrom(LoraAdapter other) {
         if (other.params.size() != params.size()) {

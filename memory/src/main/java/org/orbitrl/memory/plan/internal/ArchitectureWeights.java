@@ -42,7 +42,7 @@ public final class ArchitectureWeights {
             hyperHead(g, "model.hc_head", s.deepseekV4().hcMult(), h);
         }
         if (!s.tieWordEmbeddings()) {
-            g.param("lm_head.weight", OUTPUT_HEAD, 1, s.vocabSize(), h);
+            g.linear("lm_head.weight", OUTPUT_HEAD, s.vocabSize(), h, 1);
         }
         return g.toList();
     }

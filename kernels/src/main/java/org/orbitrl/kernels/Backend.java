@@ -99,6 +99,29 @@ public interface Backend extends AutoCloseable {
      */
     void attention(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec);
 
+    // ------------------------------------------------------------------ backward (activation gradients only)
+
+    /** RMSNorm backward: dx [rows, H] from x and dy (dx may alias dy). The norm weight is frozen. */
+    default void rmsNormBackward(Tensor x, Tensor weight, float eps, Tensor dy, Tensor dx) {
+        BackwardOps.rmsNormBackward(x, weight, eps, dy, dx);
+    }
+
+    /** SwiGLU backward: dgate, dup [rows, I] from gate, up and dout. */
+    default void swigluBackward(Tensor gate, Tensor up, Tensor dout, Tensor dgate, Tensor dup) {
+        BackwardOps.swigluBackward(gate, up, dout, dgate, dup);
+    }
+
+    /** RoPE backward, in place on dx [T, H, D]. */
+    default void ropeBackward(Tensor dx, Tensor positions, RopeTable table) {
+        BackwardOps.ropeBackward(dx, positions, table);
+    }
+
+    /** Attention backward for one sequence; dq, dk, dv overwritten. See {@link BackwardOps#attentionBackward}. */
+    default void attentionBackward(Tensor q, Tensor k, Tensor v, Tensor dout, int queryStart, AttentionSpec spec,
+                                   Tensor dq, Tensor dk, Tensor dv) {
+        BackwardOps.attentionBackward(q, k, v, dout, queryStart, spec, dq, dk, dv);
+    }
+
     // ------------------------------------------------------------------ selection
 
     /** Row lookup: ids i32 or i64 [N], table [V, H] f32 or bf16, out [N, H] f32. */

@@ -10,11 +10,13 @@ final class ExpertGroups {
     private final int[] offsets;   // [experts + 1]
     private final int[] tokens;    // [N*k], grouped by expert
     private final float[] weights; // [N*k]
+    private final int[] slots;     // [N*k] token-major index (token*k + j) of each grouped entry
 
-    private ExpertGroups(int[] offsets, int[] tokens, float[] weights) {
+    private ExpertGroups(int[] offsets, int[] tokens, float[] weights, int[] slots) {
         this.offsets = offsets;
         this.tokens = tokens;
         this.weights = weights;
+        this.slots = slots;
     }
 
     static ExpertGroups of(int[] expert, float[] weight, int topK, int experts) {
@@ -31,12 +33,14 @@ final class ExpertGroups {
         int[] fill = offsets.clone();
         int[] tokens = new int[expert.length];
         float[] weights = new float[expert.length];
+        int[] slots = new int[expert.length];
         for (int i = 0; i < expert.length; i++) {
             int slot = fill[expert[i]]++;
             tokens[slot] = i / topK;
             weights[slot] = weight[i];
+            slots[slot] = i;
         }
-        return new ExpertGroups(offsets, tokens, weights);
+        return new ExpertGroups(offsets, tokens, weights, slots);
     }
 
     int count(int e) {
@@ -50,6 +54,19 @@ final class ExpertGroups {
             n += count(e) > 0 ? 1 : 0;
         }
         return n;
+    }
+
+    int[] tokenArray(int e) {
+        return java.util.Arrays.copyOfRange(tokens, offsets[e], offsets[e + 1]);
+    }
+
+    float[] weightArray(int e) {
+        return java.util.Arrays.copyOfRange(weights, offsets[e], offsets[e + 1]);
+    }
+
+    /** The token-major routing slot (token*k + j) of expert e's i-th token. */
+    int slot(int e, int i) {
+        return slots[offsets[e] + i];
     }
 
     Tensor tokens(int e) {

@@ -54,12 +54,37 @@ public final class Linear {
 
     /** y [M, out] = x [M, in] · Wᵀ + b (+ adapter delta). */
     public void forward(Backend backend, Tensor x, Tensor y) {
-        weight.forward(backend, x, y);
+        forwardWith(weight, backend, x, y);
+    }
+
+    /**
+     * As {@link #forward}, with {@code w} standing in for the base weight: the same matrix held
+     * differently (a dequantized copy in a reused chunk buffer).
+     */
+    public void forwardWith(Weight w, Backend backend, Tensor x, Tensor y) {
+        w.forward(backend, x, y);
         if (bias != null) {
             backend.addBias(y, bias);
         }
         if (adapter != null && adapter.enabled()) {
             adapter.forward(backend, x, y);
+        }
+    }
+
+    /**
+     * Backward through the frozen layer: dx [M, in] = dy [M, out] · W (overwritten), plus the
+     * adapter's share; the adapter accumulates its own parameter gradients from x [M, in].
+     * No gradient of W or the bias exists.
+     */
+    public void backward(Backend backend, Tensor x, Tensor dy, Tensor dx) {
+        backwardWith(weight, backend, x, dy, dx);
+    }
+
+    /** As {@link #backward}, with {@code w} standing in for the base weight. */
+    public void backwardWith(Weight w, Backend backend, Tensor x, Tensor dy, Tensor dx) {
+        w.backward(backend, dy, dx);
+        if (adapter != null && adapter.enabled()) {
+            adapter.backward(backend, x, dy, dx);
         }
     }
 
@@ -74,5 +99,11 @@ public final class Linear {
 
         /** Accumulates the adapter's contribution into y [M, out] given the layer input x [M, in]. */
         void forward(Backend backend, Tensor x, Tensor y);
+
+        /**
+         * Given the layer input x [M, in] and output gradient dy [M, out]: accumulates the adapter's
+         * share of dx [M, in] and its own parameter gradients.
+         */
+        void backward(Backend backend, Tensor x, Tensor dy, Tensor dx);
     }
 }

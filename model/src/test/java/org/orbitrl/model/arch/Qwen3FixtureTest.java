@@ -4,7 +4,6 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.Backends;
-import org.orbitrl.kernels.RopeScaling;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.model.TestSafetensors;
 
@@ -23,14 +22,11 @@ import static org.junit.jupiter.api.Assertions.fail;
  * logits and every hidden state within 1e-4 absolute; greedy decoding through the KV cache
  * reproduces {@code greedy.sequence} token for token.
  */
-class Qwen3FixtureTest {
+public class Qwen3FixtureTest {
     static final float ATOL = 1e-4f;
 
-    static DecoderConfig config(String arch) {
-        boolean moe = arch.equals("qwen3_moe");
-        boolean[] moeLayers = {moe, moe};
-        return new DecoderConfig(arch, 256, 64, 2, 4, 2, 16, 128, moe ? 32 : 0, moe ? 8 : 0, moe ? 2 : 0, moe,
-                moeLayers, 1e-6f, false, false, RopeScaling.defaults(10000, 256), 256);
+    public static DecoderConfig config(String arch) {
+        return DecoderConfig.from(org.orbitrl.model.spec.ConfigLoader.load(TestSafetensors.fixtures().resolve(arch)));
     }
 
     @ParameterizedTest
@@ -94,7 +90,7 @@ class Qwen3FixtureTest {
         assertEquals(expected.length - 1, cache.length());
     }
 
-    static void assertClose(String what, float[] ref, float[] got, float atol) {
+    public static void assertClose(String what, float[] ref, float[] got, float atol) {
         assertEquals(ref.length, got.length, what + " length");
         int bad = 0;
         StringBuilder sb = new StringBuilder();

@@ -65,7 +65,7 @@ def main():
     row("torch bf16 matmul 8192^3", f"{peak:.0f} TFLOP/s", "790 TFLOP/s (H200 bf16)", peak / 790)
     del a, b
 
-    for m, nn, k in [(4096, 4096, 2048), (4096, 2048, 4096), (16384, 6144, 2048)]:
+    for m, nn, k in [(4096, 4096, 2048), (4096, 2048, 4096), (8192, 6144, 2048)]:
         x = torch.rand(m, k, device=dev, generator=g).sub_(0.5)
         w = torch.rand(nn, k, device=dev, generator=g).sub_(0.5).to(torch.bfloat16)
         ms = time_ms(lambda: x.to(torch.bfloat16) @ w.T)
@@ -73,7 +73,7 @@ def main():
         row(f"torch x.bf16() @ w.T M={m} N={nn} K={k}", f"{tf:.0f} TFLOP/s", f"torch 8192^3 {peak:.0f}", tf / peak)
 
     shifts = torch.arange(0, 32, 4, device=dev, dtype=torch.int32)
-    for nn, k in [(768, 2048), (2048, 768), (2048, 2048)]:
+    for nn, k in [(768, 2048), (2048, 768), (2048, 2048), (8192, 8192)]:
         wbytes = nn * k // 2 + nn * k // 32 * 2
         copies = max(8, (256 << 20) // wbytes)
         packed = [torch.randint(-2**31, 2**31 - 1, (nn, k // 8), device=dev, dtype=torch.int32, generator=g) for _ in range(copies)]
@@ -103,6 +103,24 @@ def main():
             gbs = (nn * k * 2 + m * k * 2 + m * nn * 2) / (per * 1e6)
             row(f"torch bf16 matmul M={m} {nn}x{k} ({per*1e3:.2f} us)", f"{gbs:.0f} GB/s", f"copy {copy:.0f} GB/s", gbs / copy)
         del packed, scales, dense
+
+    # attention, Qwen3-30B-A3B heads (Hq 32, Hkv 4, D 128): f32 (the backend's dtype) and bf16
+    import torch.nn.functional as F
+    hq, hkv, d = 32, 4, 128
+    for t, s_len in [(2048, 2048), (1, 4096), (1, 32768)]:
+        for dt in (torch.float32, torch.bfloat16):
+            q = torch.rand(1, hq, t, d, device=dev, generator=g).sub_(0.5).to(dt)
+            k = torch.rand(1, hkv, s_len, d, device=dev, generator=g).sub_(0.5).to(dt)
+            v = torch.rand(1, hkv, s_len, d, device=dev, generator=g).sub_(0.5).to(dt)
+            causal = t > 1
+            ms = time_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True), reps=5)
+            tag = "f32" if dt == torch.float32 else "bf16"
+            if t == 1:
+                gbs = 2.0 * s_len * hkv * d * q.element_size() / (ms * 1e6)
+                row(f"torch sdpa {tag} decode S={s_len} ({ms*1e3:.1f} us)", f"{gbs:.0f} GB/s of K+V", f"copy {copy:.0f} GB/s", gbs / copy)
+            else:
+                tf = 4.0 * hq * d * (t * (t + 1) / 2) / (ms * 1e9)
+                row(f"torch sdpa {tag} prefill T=S={t} ({ms:.2f} ms)", f"{tf:.1f} TFLOP/s", "67 TFLOP/s f32 datasheet", tf / 67)
 
     md = f"## PyTorch peer on {name}\n\ntorch {torch.__version__}, {datetime.datetime.now(datetime.timezone.utc).isoformat()}\n\n"
     md += "| benchmark | figure | against | ratio |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"

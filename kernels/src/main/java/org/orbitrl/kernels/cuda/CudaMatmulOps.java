@@ -94,7 +94,7 @@ final class CudaMatmulOps {
         }
         if (m <= GEMV_MAX_ROWS && aligned16(x, w.codes())) {
             ctx.launch(gemv.get(layout), gemvGrid(n), GEMV_BLOCK,
-                    x, w.codes(), w.scales(), w.globalScale(), y, m, n, k);
+                    x, w.codes(), w.scales(), w.zeros(), w.globalScale(), y, m, n, k);
             return;
         }
         Tensor wb = ctx.scratch(CudaContext.Scratch.DEQUANT_BF16, DType.BF16, (long) n * k); // [n, k], reused
@@ -116,7 +116,7 @@ final class CudaMatmulOps {
     private void dequantize(QuantizedTensor w, QuantLayout layout, Tensor out, boolean bf16) {
         long chunks = w.rows() * w.cols() / 32;
         ctx.launch(dequant.get(layout), ctx.gridFor(chunks, 256), 256,
-                w.codes(), w.scales(), w.globalScale(), out, bf16 ? 1 : 0, Math.toIntExact(w.rows()), Math.toIntExact(w.cols()));
+                w.codes(), w.scales(), w.zeros(), w.globalScale(), out, bf16 ? 1 : 0, Math.toIntExact(w.rows()), Math.toIntExact(w.cols()));
     }
 
     private static long gemvGrid(int n) {

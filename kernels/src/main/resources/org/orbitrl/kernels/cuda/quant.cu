@@ -1,9 +1,11 @@
 // Quantized weights [N, K], K a multiple of 32. Codes are 4-bit, two per byte, the even element in
-// the low nibble; a row holds K/2 bytes, read 16 bytes (32 values) at a time ("a chunk").
-//   FMT_INT4  compressed-tensors pack-quantized, symmetric: w = (code - 8) * scale[n, k/32], scales bf16
-//   FMT_MXFP4 OCP MX: w = e2m1(code) * 2^(scale[n, k/32] - 127), scales u8 (E8M0; 255 is NaN)
-//   FMT_NVFP4 w = e2m1(code) * e4m3(scale[n, k/16]) * global, scales u8 (E4M3)
-// A chunk's dot product is taken on the unscaled codes and multiplied by the scale once per group.
+// the low nibble; a row holds K/2 bytes (the compressed-tensors int32 words [N, K/8] are the same
+// bytes). Layouts as the format classes of org.orbitrl.kernels.quant document them:
+//   FMT_INT4  int4-g32 / int4-g32-asym: w = (u - z) * scale[n, k/32], u the stored nibble, scales bf16;
+//             z = 8 when symmetric (zeros null), else the nibble at bits 4*(n%8) of zeros[n/8, k/32]
+//   FMT_MXFP4 mxfp4: w = e2m1(u) * 2^(scale[n, k/32] - 127), scales u8 (E8M0; 255 is NaN)
+//   FMT_NVFP4 nvfp4: w = e2m1(u) * (e4m3(scale[n, k/16]) / global), scales E4M3, global a divisor
+// Dot products are taken on the unscaled codes and multiplied by the scale once per group.
 
 #define FMT_INT4 0
 #define FMT_MXFP4 1
@@ -35,20 +37,26 @@ __device__ __forceinline__ float e8m0(u32 e) {
 }
 
 template <int FMT>
-__device__ __forceinline__ float code_value(u32 nib) {
-    if (FMT == FMT_INT4) return (float) ((int) nib - 8);
+__device__ __forceinline__ float code_value(u32 nib, int zero) {
+    if (FMT == FMT_INT4) return (float) ((int) nib - zero);
     return e2m1(nib);
+}
+
+// The stored zero nibble of group g of row n (INT4; 8 when symmetric).
+__device__ __forceinline__ int zero_nibble(const u32* zeros, i64 n, int g, int K) {
+    if (zeros == 0) return 8;
+    return (int) ((zeros[(n >> 3) * (K / 32) + g] >> (4 * (int) (n & 7))) & 15u);
 }
 
 // Unscaled values of one chunk: 32 codes from 16 bytes.
 template <int FMT>
-__device__ __forceinline__ void decode_chunk(uint4 c, float* w) {
+__device__ __forceinline__ void decode_chunk(uint4 c, int zero, float* w) {
     u32 words[4] = {c.x, c.y, c.z, c.w};
 #pragma unroll
     for (int i = 0; i < 4; i++) {
 #pragma unroll
         for (int j = 0; j < 8; j++) {
-            w[i * 8 + j] = code_value<FMT>((words[i] >> (4 * j)) & 15u);
+            w[i * 8 + j] = code_value<FMT>((words[i] >> (4 * j)) & 15u, zero);
         }
     }
 }
@@ -64,21 +72,22 @@ __device__ __forceinline__ void chunk_scales(const void* scales, i64 n, int c, i
         s1 = s0;
     } else {
         const u8* s = (const u8*) scales + n * (K / 16) + 2 * c;
-        s0 = e4m3(s[0]) * global;
-        s1 = e4m3(s[1]) * global;
+        s0 = e4m3(s[0]) / global;
+        s1 = e4m3(s[1]) / global;
     }
 }
 
 // out [N, K] = dequantized w, f32 (outBf16 = 0) or bf16 (round to nearest even). One thread per chunk.
 template <int FMT>
-__device__ void dequant(const uint4* codes, const void* scales, float global, void* out, int outBf16, int N, int K) {
+__device__ void dequant(const uint4* codes, const void* scales, const u32* zeros, float global, void* out, int outBf16,
+                        int N, int K) {
     int chunks = K / 32;
     i64 total = (i64) N * chunks;
     GRID_STRIDE(idx, total) {
         i64 n = idx / chunks;
         int c = (int) (idx % chunks);
         float w[32];
-        decode_chunk<FMT>(codes[idx], w);
+        decode_chunk<FMT>(codes[idx], FMT == FMT_INT4 ? zero_nibble(zeros, n, c, K) : 0, w);
         float s0, s1;
         chunk_scales<FMT>(scales, n, c, K, global, s0, s1);
 #pragma unroll
@@ -114,14 +123,17 @@ __device__ void dequant(const uint4* codes, const void* scales, float global, vo
     }
 }
 
-extern "C" __global__ void dequant_int4(const uint4* codes, const void* scales, float global, void* out, int outBf16, int N, int K) {
-    dequant<FMT_INT4>(codes, scales, global, out, outBf16, N, K);
+extern "C" __global__ void dequant_int4(const uint4* codes, const void* scales, const u32* zeros, float global, void* out,
+                                      int outBf16, int N, int K) {
+    dequant<FMT_INT4>(codes, scales, zeros, global, out, outBf16, N, K);
 }
-extern "C" __global__ void dequant_mxfp4(const uint4* codes, const void* scales, float global, void* out, int outBf16, int N, int K) {
-    dequant<FMT_MXFP4>(codes, scales, global, out, outBf16, N, K);
+extern "C" __global__ void dequant_mxfp4(const uint4* codes, const void* scales, const u32* zeros, float global, void* out,
+                                      int outBf16, int N, int K) {
+    dequant<FMT_MXFP4>(codes, scales, zeros, global, out, outBf16, N, K);
 }
-extern "C" __global__ void dequant_nvfp4(const uint4* codes, const void* scales, float global, void* out, int outBf16, int N, int K) {
-    dequant<FMT_NVFP4>(codes, scales, global, out, outBf16, N, K);
+extern "C" __global__ void dequant_nvfp4(const uint4* codes, const void* scales, const u32* zeros, float global, void* out,
+                                      int outBf16, int N, int K) {
+    dequant<FMT_NVFP4>(codes, scales, zeros, global, out, outBf16, N, K);
 }
 
 // Fused dequantize-GEMV for few rows: y [M, N] = x [M, K] . w^T, M <= GEMV_MAXM, f32 accumulate.
@@ -134,21 +146,21 @@ extern "C" __global__ void dequant_nvfp4(const uint4* codes, const void* scales,
 
 // Unscaled values of one unit: 8 codes from a u32, the even element in the low nibble.
 template <int FMT>
-__device__ __forceinline__ void decode_unit(u32 q, float* w) {
+__device__ __forceinline__ void decode_unit(u32 q, int zero, float* w) {
 #pragma unroll
-    for (int j = 0; j < 8; j++) w[j] = code_value<FMT>((q >> (4 * j)) & 15u);
+    for (int j = 0; j < 8; j++) w[j] = code_value<FMT>((q >> (4 * j)) & 15u, zero);
 }
 
 template <int FMT>
 __device__ __forceinline__ float unit_scale(const void* scales, i64 n, int u, int K, float global) {
     if (FMT == FMT_INT4) return bf16_to_f32(((const u16*) scales)[n * (K / 32) + u / 4]);
     if (FMT == FMT_MXFP4) return e8m0(((const u8*) scales)[n * (K / 32) + u / 4]);
-    return e4m3(((const u8*) scales)[n * (K / 16) + u / 2]) * global;
+    return e4m3(((const u8*) scales)[n * (K / 16) + u / 2]) / global;
 }
 
 template <int FMT>
 __device__ void gemv_q(const float* __restrict__ x, const u32* __restrict__ codes, const void* __restrict__ scales,
-                       float global, float* __restrict__ y, int M, int N, int K) {
+                       const u32* __restrict__ zeros, float global, float* __restrict__ y, int M, int N, int K) {
     int n = (int) (((i64) blockIdx.x * blockDim.x + threadIdx.x) >> 5);
     int lane = threadIdx.x & 31;
     if (n >= N) return;
@@ -160,18 +172,20 @@ __device__ void gemv_q(const float* __restrict__ x, const u32* __restrict__ code
     for (int base = 0; base < units; base += 32 * GEMV_UNROLL) {
         u32 q[GEMV_UNROLL];
         float sc[GEMV_UNROLL];
+        int zp[GEMV_UNROLL];
 #pragma unroll
         for (int i = 0; i < GEMV_UNROLL; i++) {
             int u = base + lane + 32 * i;
             q[i] = u < units ? row[u] : 0u;
             sc[i] = u < units ? unit_scale<FMT>(scales, n, u, K, global) : 0.0f;
+            zp[i] = FMT == FMT_INT4 && u < units ? zero_nibble(zeros, n, u / 4, K) : 8;
         }
 #pragma unroll
         for (int i = 0; i < GEMV_UNROLL; i++) {
             int u = base + lane + 32 * i;
             if (u < units) {
                 float w[8];
-                decode_unit<FMT>(q[i], w);
+                decode_unit<FMT>(q[i], zp[i], w);
 #pragma unroll
                 for (int m = 0; m < GEMV_MAXM; m++) {
                     if (m < M) {
@@ -195,14 +209,17 @@ __device__ void gemv_q(const float* __restrict__ x, const u32* __restrict__ code
     }
 }
 
-extern "C" __global__ void gemv_int4(const float* x, const u32* codes, const void* scales, float global, float* y, int M, int N, int K) {
-    gemv_q<FMT_INT4>(x, codes, scales, global, y, M, N, K);
+extern "C" __global__ void gemv_int4(const float* x, const u32* codes, const void* scales, const u32* zeros, float global,
+                                   float* y, int M, int N, int K) {
+    gemv_q<FMT_INT4>(x, codes, scales, zeros, global, y, M, N, K);
 }
-extern "C" __global__ void gemv_mxfp4(const float* x, const u32* codes, const void* scales, float global, float* y, int M, int N, int K) {
-    gemv_q<FMT_MXFP4>(x, codes, scales, global, y, M, N, K);
+extern "C" __global__ void gemv_mxfp4(const float* x, const u32* codes, const void* scales, const u32* zeros, float global,
+                                   float* y, int M, int N, int K) {
+    gemv_q<FMT_MXFP4>(x, codes, scales, zeros, global, y, M, N, K);
 }
-extern "C" __global__ void gemv_nvfp4(const float* x, const u32* codes, const void* scales, float global, float* y, int M, int N, int K) {
-    gemv_q<FMT_NVFP4>(x, codes, scales, global, y, M, N, K);
+extern "C" __global__ void gemv_nvfp4(const float* x, const u32* codes, const void* scales, const u32* zeros, float global,
+                                   float* y, int M, int N, int K) {
+    gemv_q<FMT_NVFP4>(x, codes, scales, zeros, global, y, M, N, K);
 }
 
 // Dense GEMV with a bf16 weight: y [M, N] = x [M, K] . w^T, K a multiple of 8, f32 products and sums.

@@ -2,7 +2,8 @@ package org.orbitrl.kernels.bench;
 
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.Tensor;
-import org.orbitrl.kernels.quant.QuantFormat;
+import org.orbitrl.kernels.quant.Int4G32;
+import org.orbitrl.kernels.quant.Mxfp4;
 import org.orbitrl.kernels.quant.QuantizedTensor;
 
 import java.lang.foreign.Arena;
@@ -10,119 +11,43 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.SplittableRandom;
 
-/** Random INT4 g32 (compressed-tensors symmetric layout) matrices for the GPU benchmarks. */
+/**
+ * Random quantized matrices for the GPU benchmarks, in the real formats' layouts, made from random
+ * codes and scales directly (quantizing 8192² weights on the host would dominate the run).
+ */
 final class BenchQuant {
     private BenchQuant() {
     }
 
-    static final QuantFormat INT4 = new QuantFormat() {
-        @Override
-        public String name() {
-            return "int4-g32";
+    private static Tensor randomBytes(SplittableRandom r, DType dt, long... shape) {
+        Tensor t = Tensor.allocate(Arena.ofAuto(), dt, shape);
+        MemorySegment s = t.segment();
+        for (long i = 0; i < t.byteSize(); i++) {
+            s.set(ValueLayout.JAVA_BYTE, i, (byte) r.nextInt(256));
         }
-
-        @Override
-        public int groupSize() {
-            return 32;
-        }
-
-        @Override
-        public int bitsPerValue() {
-            return 4;
-        }
-
-        @Override
-        public DType scaleType() {
-            return DType.BF16;
-        }
-
-        @Override
-        public long packedBytesPerRow(long cols) {
-            return cols / 2;
-        }
-
-        @Override
-        public long storageBytes(long rows, long cols) {
-            return rows * cols / 2 + rows * cols / 32 * 2;
-        }
-
-        @Override
-        public void dequantizeRow(QuantizedTensor w, long row, float[] out) {
-            throw new UnsupportedOperationException("benchmark data only");
-        }
-
-        @Override
-        public QuantizedTensor quantize(Tensor weight) {
-            throw new UnsupportedOperationException("benchmark data only");
-        }
-    };
-
-    static final QuantFormat MXFP4 = new QuantFormat() {
-        @Override
-        public String name() {
-            return "mxfp4";
-        }
-
-        @Override
-        public int groupSize() {
-            return 32;
-        }
-
-        @Override
-        public int bitsPerValue() {
-            return 4;
-        }
-
-        @Override
-        public DType scaleType() {
-            return DType.U8;
-        }
-
-        @Override
-        public long packedBytesPerRow(long cols) {
-            return cols / 2;
-        }
-
-        @Override
-        public long storageBytes(long rows, long cols) {
-            return rows * cols / 2 + rows * cols / 32;
-        }
-
-        @Override
-        public void dequantizeRow(QuantizedTensor w, long row, float[] out) {
-            throw new UnsupportedOperationException("benchmark data only");
-        }
-
-        @Override
-        public QuantizedTensor quantize(Tensor weight) {
-            throw new UnsupportedOperationException("benchmark data only");
-        }
-    };
-
-    /** Random E2M1 codes and E8M0 scales around 2^-4: a [n, k] MXFP4 matrix on the host. */
-    static QuantizedTensor randomMxfp4(SplittableRandom r, int n, int k) {
-        QuantizedTensor t = randomInt4(r, n, k);
-        Tensor scales = Tensor.allocate(Arena.ofAuto(), DType.U8, n, k / 32);
-        MemorySegment s = scales.segment();
-        for (long i = 0; i < (long) n * k / 32; i++) {
-            s.set(ValueLayout.JAVA_BYTE, i, (byte) (120 + r.nextInt(6)));
-        }
-        return new QuantizedTensor(MXFP4, n, k, t.codes(), scales, null, 1f);
+        return t;
     }
 
-    /** Random codes and bf16 scales in [0.002, 0.05): a [n, k] INT4 g32 matrix on the host. */
+    /** int4-g32 [n, k]: random codes, bf16 scales in [0.002, 0.05). */
     static QuantizedTensor randomInt4(SplittableRandom r, int n, int k) {
-        Tensor codes = Tensor.allocate(Arena.ofAuto(), DType.U8, n, k / 2);
-        MemorySegment c = codes.segment();
-        for (long i = 0; i < (long) n * k / 2; i++) {
-            c.set(ValueLayout.JAVA_BYTE, i, (byte) r.nextInt(256));
-        }
+        Tensor codes = randomBytes(r, DType.I32, n, k / 8);
         Tensor scales = Tensor.allocate(Arena.ofAuto(), DType.BF16, n, k / 32);
         for (int i = 0; i < n; i++) {
             for (int g = 0; g < k / 32; g++) {
                 scales.setFloat((float) (0.002 + 0.048 * r.nextDouble()), i, g);
             }
         }
-        return new QuantizedTensor(INT4, n, k, codes, scales, null, 1f);
+        return new QuantizedTensor(Int4G32.INSTANCE, n, k, codes, scales);
+    }
+
+    /** mxfp4 [n, k]: random E2M1 codes, E8M0 scales 2^-7 .. 2^-2. */
+    static QuantizedTensor randomMxfp4(SplittableRandom r, int n, int k) {
+        Tensor codes = randomBytes(r, DType.U8, n, k / 2);
+        Tensor scales = Tensor.allocate(Arena.ofAuto(), DType.U8, n, k / 32);
+        MemorySegment s = scales.segment();
+        for (long i = 0; i < (long) n * k / 32; i++) {
+            s.set(ValueLayout.JAVA_BYTE, i, (byte) (120 + r.nextInt(6)));
+        }
+        return new QuantizedTensor(Mxfp4.INSTANCE, n, k, codes, scales);
     }
 }

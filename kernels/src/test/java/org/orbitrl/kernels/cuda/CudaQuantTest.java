@@ -4,6 +4,8 @@ import org.junit.jupiter.api.Test;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.quant.QuantFormat;
+import org.orbitrl.kernels.quant.QuantFormats;
 import org.orbitrl.kernels.quant.QuantizedTensor;
 
 import java.lang.foreign.Arena;
@@ -12,8 +14,10 @@ import java.util.SplittableRandom;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 
 /**
- * Quantized weights (INT4 g32, MXFP4, NVFP4) on the device against the plain decoders and the
- * scalar backend, including the Qwen3-30B-A3B expert shapes.
+ * Quantized weights (INT4 g32 symmetric and asymmetric, MXFP4, NVFP4; made by each format's own
+ * quantizer from seeded random weights) on the device against the formats' row decoders and the
+ * scalar backend, including the Qwen3-30B-A3B expert shapes and row counts that are not multiples
+ * of 8 (the asymmetric zero points are packed 8 rows to a word).
  * <ul>
  *   <li>dequantize to f32: bitwise equal (every value is exact in f32); to bf16: bitwise equal to
  *       the f32 value rounded to nearest even.</li>
@@ -25,14 +29,34 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
  */
 class CudaQuantTest extends CudaTestBase {
     private static final int[][] NK = {{1, 32}, {7, 64}, {33, 160}, {768, 2048}, {2048, 768}};
+    private static final String[] FORMATS = {"int4-g32", "int4-g32-asym", "mxfp4", "nvfp4"};
+
+    /** A [n, k] matrix in {@code format}, quantized from uniform random weights. */
+    static QuantizedTensor random(String format, SplittableRandom r, int n, int k) {
+        QuantFormat f = QuantFormats.byName(format);
+        return f.quantize(randn(r, 0.1f, n, k));
+    }
+
+    /** The whole matrix through the format's own decoder, row-major [n * k]. */
+    static float[] dequantizeRef(QuantizedTensor w) {
+        int n = Math.toIntExact(w.rows());
+        int k = Math.toIntExact(w.cols());
+        float[] out = new float[n * k];
+        float[] row = new float[k];
+        for (int i = 0; i < n; i++) {
+            w.format().dequantizeRow(w, i, row);
+            System.arraycopy(row, 0, out, i * k, k);
+        }
+        return out;
+    }
 
     @Test
     void dequantizeIsExact() {
         SplittableRandom r = rng(41);
-        for (RefQuantFormats.Kind kind : RefQuantFormats.Kind.values()) {
+        for (String kind : FORMATS) {
             for (int[] nk : NK) {
-                QuantizedTensor w = RefQuantFormats.random(kind, r, nk[0], nk[1]);
-                float[] ref = RefQuantFormats.dequantize(w);
+                QuantizedTensor w = random(kind, r, nk[0], nk[1]);
+                float[] ref = dequantizeRef(w);
                 QuantizedTensor dw = gpu.toDevice(w);
                 try {
                     Tensor f = poisoned(DType.F32, nk[0], nk[1]);
@@ -51,7 +75,7 @@ class CudaQuantTest extends CudaTestBase {
     @Test
     void fusedGemvForFewRows() {
         SplittableRandom r = rng(42);
-        for (RefQuantFormats.Kind kind : RefQuantFormats.Kind.values()) {
+        for (String kind : FORMATS) {
             for (int[] nk : NK) {
                 for (int m : new int[]{1, 3, 8}) {
                     checkMatmul(r, kind, m, nk[0], nk[1]);
@@ -63,7 +87,7 @@ class CudaQuantTest extends CudaTestBase {
     @Test
     void dequantizeThenCublasForManyRows() {
         SplittableRandom r = rng(43);
-        for (RefQuantFormats.Kind kind : RefQuantFormats.Kind.values()) {
+        for (String kind : FORMATS) {
             for (int[] nk : new int[][]{{7, 64}, {33, 160}, {768, 2048}}) {
                 for (int m : new int[]{9, 40}) {
                     checkMatmul(r, kind, m, nk[0], nk[1]);
@@ -72,11 +96,11 @@ class CudaQuantTest extends CudaTestBase {
         }
     }
 
-    private void checkMatmul(SplittableRandom r, RefQuantFormats.Kind kind, int m, int n, int k) {
-        QuantizedTensor w = RefQuantFormats.random(kind, r, n, k);
+    private void checkMatmul(SplittableRandom r, String kind, int m, int n, int k) {
+        QuantizedTensor w = random(kind, r, n, k);
         Tensor x = randn(r, 1f, m, k);
         boolean gemv = m <= CudaMatmulOps.GEMV_MAX_ROWS;
-        float[] wf = RefQuantFormats.dequantize(w);
+        float[] wf = dequantizeRef(w);
         float[] xf = x.toFloatArray();
         Tensor ref = Tensor.allocate(Arena.ofAuto(), DType.F32, m, n);
         if (gemv) {
@@ -103,9 +127,23 @@ class CudaQuantTest extends CudaTestBase {
     }
 
     @Test
+    void fp8BlockFormatsAreRefusedClearly() {
+        QuantizedTensor w = QuantFormats.byName("fp8-block128").quantize(randn(rng(45), 1f, 128, 128));
+        QuantizedTensor dw = gpu.toDevice(w);
+        try {
+            Tensor x = dev(randn(rng(46), 1f, 2, 128));
+            UnsupportedOperationException e = org.junit.jupiter.api.Assertions.assertThrows(UnsupportedOperationException.class,
+                    () -> gpu.matmulQuantized(x, dw, poisoned(DType.F32, 2, 128)));
+            org.junit.jupiter.api.Assertions.assertTrue(e.getMessage().contains("fp8-block128"), e.getMessage());
+        } finally {
+            gpu.free(dw);
+        }
+    }
+
+    @Test
     void dequantBufferIsReusedNotRegrown() {
         SplittableRandom r = rng(44);
-        QuantizedTensor dw = gpu.toDevice(RefQuantFormats.random(RefQuantFormats.Kind.INT4, r, 256, 512));
+        QuantizedTensor dw = gpu.toDevice(random("int4-g32", r, 256, 512));
         try {
             Tensor x = dev(randn(r, 1f, 32, 512));
             Tensor y = poisoned(DType.F32, 32, 256);

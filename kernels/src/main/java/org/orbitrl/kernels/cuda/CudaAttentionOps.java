@@ -22,12 +22,14 @@ final class CudaAttentionOps {
 
     private final Kernel rope;
     private final Kernel attention;
+    private final Kernel combine;
 
     CudaAttentionOps(CudaContext ctx, CudaBackend backend) {
         this.ctx = ctx;
         this.backend = backend;
         this.rope = ctx.kernel("rope", "rope_f32");
         this.attention = ctx.kernel("attention", "attention_f32");
+        this.combine = ctx.kernel("attention", "attention_combine");
     }
 
     void rope(Tensor x, Tensor positions, RopeTable table) {
@@ -100,16 +102,35 @@ final class CudaAttentionOps {
                 throw new IllegalArgumentException("attention: sinks " + sinks + " must hold one logit per query head (" + hq + ")");
             }
         }
-        long blocks = (long) tq * hq; // one block of 4 warps per (query, head)
-        if (blocks == 0) {
+        if ((long) tq * hq == 0) {
             return;
+        }
+        // One block per (query, kv head, key split); its warps take the query heads of the kv head.
+        // Few queries (decode) split the keys so that the device has at least two blocks per SM.
+        int group = hq / hkv;
+        int warps = Math.min(group, 8);
+        long base = (long) tq * hkv;
+        int keys = queryStart + tq;
+        int target = 2 * ctx.device.multiprocessors();
+        int splits = base >= target ? 1 : (int) Math.max(1, Math.min((target + base - 1) / base, (keys + 63) / 64));
+        int splitLen = (keys + splits - 1) / splits;
+        Tensor partAcc = null;
+        Tensor partMl = null;
+        if (splits > 1) {
+            long parts = (long) tq * hq * splits;
+            partAcc = ctx.scratch(CudaContext.Scratch.ATTENTION_ACC, DType.F32, parts * dv); // [T, Hq, splits, Dv]
+            partMl = ctx.scratch(CudaContext.Scratch.ATTENTION_ML, DType.F32, parts * 2);    // [T, Hq, splits, {max, sum}]
         }
         long[] qs = q.strides();
         long[] ks = k.strides();
         long[] vs = v.strides();
         long[] os = out.strides();
         boolean vec4 = d % 4 == 0 && ks[0] % 4 == 0 && ks[1] % 4 == 0 && CudaAllocator.address(k) % 16 == 0;
-        ctx.launch(attention, blocks, 128, q, qs[0], qs[1], k, ks[0], ks[1], v, vs[0], vs[1],
-                out, os[0], os[1], tq, hq, hkv, d, dv, queryStart, spec.slidingWindow(), spec.scale(), sinks, vec4 ? 1 : 0);
+        ctx.launchShared(attention, base * splits, 32 * warps, warps * d * 4, q, qs[0], qs[1], k, ks[0], ks[1], v, vs[0], vs[1],
+                out, os[0], os[1], tq, hq, hkv, d, dv, queryStart, spec.slidingWindow(), spec.scale(), sinks, vec4 ? 1 : 0,
+                splits, splitLen, partAcc, partMl);
+        if (splits > 1) {
+            ctx.launch(combine, (long) tq * hq, 128, partAcc, partMl, out, os[0], os[1], hq, dv, splits);
+        }
     }
 }

@@ -19,7 +19,7 @@ import java.util.Map;
  */
 final class CudaContext implements AutoCloseable {
     /** Scratch buffers, grown on demand and reused by later calls (all work is on one stream). */
-    enum Scratch { X_BF16, DEQUANT_BF16 }
+    enum Scratch { X_BF16, DEQUANT_BF16, ATTENTION_ACC, ATTENTION_ML }
 
     final CudaDevice device;
     final CudaStream stream;
@@ -49,6 +49,11 @@ final class CudaContext implements AutoCloseable {
     /** Launches {@code kernel} on the stream with a 1-D grid. */
     void launch(Kernel kernel, long gridX, int blockX, Object... args) {
         Launcher.launch(kernel, stream.handle(), gridX, 1, blockX, 0, args);
+    }
+
+    /** Launches {@code kernel} with {@code sharedBytes} of dynamic shared memory (at most 48 KiB). */
+    void launchShared(Kernel kernel, long gridX, int blockX, int sharedBytes, Object... args) {
+        Launcher.launch(kernel, stream.handle(), gridX, 1, blockX, sharedBytes, args);
     }
 
     /** Blocks for a grid-stride loop over n items: enough to fill the device, no more. */

@@ -1,16 +1,18 @@
-// Causal attention for one sequence. One block of ATT_WARPS warps per (query t, head h).
-// q [T, Hq, D], k [S, Hkv, D], v [S, Hkv, Dv], out [T, Hq, Dv]; strides in elements for the two
-// leading dimensions, the last dimension contiguous. Query t is at position queryStart + t; key s
-// is visible when s <= queryStart + t and, with window > 0, queryStart + t - s < window.
-// sinks: null or f32 [Hq], a logit joining every softmax denominator with no value.
+// Causal attention for one sequence. q [T, Hq, D], k [S, Hkv, D], v [S, Hkv, Dv], out [T, Hq, Dv];
+// strides in elements for the two leading dimensions, the last dimension contiguous. Query t is at
+// position queryStart + t; key s is visible when s <= queryStart + t and, with window > 0,
+// queryStart + t - s < window. sinks: null or f32 [Hq], a logit joining every softmax denominator
+// with no value. D and Dv up to ATT_MAXD.
 //
-// The visible keys are cut into tiles of 32; warp w takes tiles w, w + ATT_WARPS, ... In a tile each
+// attention_f32: one block per (query t, kv head, key split). Its warps take the G = Hq/Hkv query
+// heads that share the kv head (warp w: heads w, w + warps, ...), so the G heads read each key and
+// value row from L2 once and from L1 after that. The split's keys are cut into tiles of 32: each
 // lane scores one key (q from shared memory), the warp updates its online softmax once per tile,
-// then accumulates p·v with lanes over the value channels (lane, lane + 32, ...). The warps' partial
-// (max, sum, accumulator) are merged through shared memory at the end.
-// D and Dv up to ATT_MAXD. vec4: k rows may be read as float4 (D % 4 == 0, 16-byte aligned rows).
+// then accumulates p*v with lanes over the value channels (lane, lane + 32, ...).
+// With one split the block writes the normalised output; with several (decode: few queries, long
+// context) each writes a partial (max, sum, unnormalised accumulator) that attention_combine merges.
+// vec4: key rows may be read as float4 (D % 4 == 0, 16-byte aligned rows).
 
-#define ATT_WARPS 4
 #define ATT_MAXC 20
 #define ATT_MAXD (32 * ATT_MAXC)
 
@@ -19,90 +21,115 @@ extern "C" __global__ void attention_f32(const float* q, i64 qT, i64 qH,
                                          const float* v, i64 vS, i64 vH,
                                          float* out, i64 oT, i64 oH,
                                          int T, int Hq, int Hkv, int D, int Dv,
-                                         int queryStart, int window, float scale, const float* sinks, int vec4) {
-    __shared__ float qsh[ATT_MAXD];
-    __shared__ float accsh[ATT_WARPS][ATT_MAXD];
-    __shared__ float msh[ATT_WARPS];
-    __shared__ float lsh[ATT_WARPS];
-    int t = blockIdx.x / Hq;
-    int h = blockIdx.x % Hq;
+                                         int queryStart, int window, float scale, const float* sinks, int vec4,
+                                         int splits, int splitLen, float* partAcc, float* partMl) {
+    extern __shared__ float qsh[]; // [warps, D]
+    int split = blockIdx.x % splits;
+    int tk = blockIdx.x / splits;
+    int kvh = tk % Hkv;
+    int t = tk / Hkv;
     int warp = threadIdx.x >> 5;
     int lane = threadIdx.x & 31;
-    int kvh = h / (Hq / Hkv);
+    int warps = blockDim.x >> 5;
+    int G = Hq / Hkv;
     int pos = queryStart + t;
     int lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
-
-    const float* qr = q + (i64) t * qT + (i64) h * qH;
-    for (int c = threadIdx.x; c < D; c += blockDim.x) qsh[c] = qr[c];
-    __syncthreads();
-
-    float acc[ATT_MAXC];
-#pragma unroll
-    for (int i = 0; i < ATT_MAXC; i++) acc[i] = 0.0f;
-    float m = sinks != 0 && warp == 0 ? sinks[h] : -ORBIT_INF;
-    float l = sinks != 0 && warp == 0 ? 1.0f : 0.0f;
+    int ks = split * splitLen;
+    int ke = ks + splitLen - 1 < pos ? ks + splitLen - 1 : pos; // last key of this split
+    if (ks < lo) ks = lo;
 
     const float* kb = k + (i64) kvh * kH;
     const float* vb = v + (i64) kvh * vH;
-    for (int tile = lo + 32 * warp; tile <= pos; tile += 32 * ATT_WARPS) {
-        int j = tile + lane;
-        float s = -ORBIT_INF;
-        if (j <= pos) {
-            const float* kr = kb + (i64) j * kS;
-            float d = 0.0f;
-            if (vec4) {
-                const float4* k4 = (const float4*) kr;
-                for (int c = 0; c < D / 4; c++) {
-                    float4 kv = k4[c];
-                    d += qsh[4 * c] * kv.x + qsh[4 * c + 1] * kv.y + qsh[4 * c + 2] * kv.z + qsh[4 * c + 3] * kv.w;
-                }
-            } else {
-                for (int c = 0; c < D; c++) d += qsh[c] * kr[c];
-            }
-            s = d * scale;
-        }
-        float mn = fmaxf(m, warp_max(s));
-        float corr = expf(m - mn);
-        float p = j <= pos ? expf(s - mn) : 0.0f;
-        l = l * corr + warp_sum(p);
+    float* qw = qsh + warp * D;
+    for (int hl = warp; hl < G; hl += warps) {
+        int h = kvh * G + hl;
+        const float* qr = q + (i64) t * qT + (i64) h * qH;
+        for (int c = lane; c < D; c += 32) qw[c] = qr[c];
+        __syncwarp();
+
+        float acc[ATT_MAXC];
 #pragma unroll
-        for (int i = 0; i < ATT_MAXC; i++) acc[i] *= corr;
-        int valid = pos - tile + 1 < 32 ? pos - tile + 1 : 32;
-        for (int jj = 0; jj < valid; jj++) {
-            float pj = __shfl_sync(0xffffffffu, p, jj);
-            const float* vr = vb + (i64) (tile + jj) * vS;
+        for (int i = 0; i < ATT_MAXC; i++) acc[i] = 0.0f;
+        bool sink = sinks != 0 && split == 0;
+        float m = sink ? sinks[h] : -ORBIT_INF;
+        float l = sink ? 1.0f : 0.0f;
+
+        for (int tile = ks; tile <= ke; tile += 32) {
+            int j = tile + lane;
+            float s = -ORBIT_INF;
+            if (j <= ke) {
+                const float* kr = kb + (i64) j * kS;
+                float d = 0.0f;
+                if (vec4) {
+                    const float4* k4 = (const float4*) kr;
+                    for (int c = 0; c < D / 4; c++) {
+                        float4 kv = k4[c];
+                        d += qw[4 * c] * kv.x + qw[4 * c + 1] * kv.y + qw[4 * c + 2] * kv.z + qw[4 * c + 3] * kv.w;
+                    }
+                } else {
+                    for (int c = 0; c < D; c++) d += qw[c] * kr[c];
+                }
+                s = d * scale;
+            }
+            float mn = fmaxf(m, warp_max(s));
+            float corr = expf(m - mn);
+            float p = j <= ke ? expf(s - mn) : 0.0f;
+            l = l * corr + warp_sum(p);
+#pragma unroll
+            for (int i = 0; i < ATT_MAXC; i++) acc[i] *= corr;
+            int valid = ke - tile + 1 < 32 ? ke - tile + 1 : 32;
+            for (int jj = 0; jj < valid; jj++) {
+                float pj = __shfl_sync(0xffffffffu, p, jj);
+                const float* vr = vb + (i64) (tile + jj) * vS;
+#pragma unroll
+                for (int i = 0; i < ATT_MAXC; i++) {
+                    int c = lane + 32 * i;
+                    if (c < Dv) acc[i] += pj * vr[c];
+                }
+            }
+            m = mn;
+        }
+
+        if (splits == 1) {
+            float inv = 1.0f / l;
+            float* orow = out + (i64) t * oT + (i64) h * oH;
 #pragma unroll
             for (int i = 0; i < ATT_MAXC; i++) {
                 int c = lane + 32 * i;
-                if (c < Dv) acc[i] += pj * vr[c];
+                if (c < Dv) orow[c] = acc[i] * inv;
+            }
+        } else {
+            i64 part = ((i64) t * Hq + h) * splits + split;
+#pragma unroll
+            for (int i = 0; i < ATT_MAXC; i++) {
+                int c = lane + 32 * i;
+                if (c < Dv) partAcc[part * Dv + c] = acc[i];
+            }
+            if (lane == 0) {
+                partMl[2 * part] = m;
+                partMl[2 * part + 1] = l;
             }
         }
-        m = mn;
+        __syncwarp();
     }
+}
 
-    if (lane == 0) {
-        msh[warp] = m;
-        lsh[warp] = l;
-    }
-#pragma unroll
-    for (int i = 0; i < ATT_MAXC; i++) {
-        int c = lane + 32 * i;
-        if (c < Dv) accsh[warp][c] = acc[i];
-    }
-    __syncthreads();
-    float mx = msh[0];
-    for (int w = 1; w < ATT_WARPS; w++) mx = fmaxf(mx, msh[w]);
-    float wsum = 0.0f;
-    float f[ATT_WARPS];
-    for (int w = 0; w < ATT_WARPS; w++) {
-        f[w] = expf(msh[w] - mx);
-        wsum += lsh[w] * f[w];
-    }
-    float inv = 1.0f / wsum;
+// Merges the splits of each (query, head): out = sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M).
+// A split that saw no key has m = -inf, l = 0 and weighs nothing. One block per (t, h).
+extern "C" __global__ void attention_combine(const float* partAcc, const float* partMl, float* out, i64 oT, i64 oH,
+                                             int Hq, int Dv, int splits) {
+    int t = blockIdx.x / Hq;
+    int h = blockIdx.x % Hq;
+    i64 base = ((i64) t * Hq + h) * splits;
+    float mx = -ORBIT_INF;
+    for (int s = 0; s < splits; s++) mx = fmaxf(mx, partMl[2 * (base + s)]);
+    float sum = 0.0f;
+    for (int s = 0; s < splits; s++) sum += partMl[2 * (base + s) + 1] * expf(partMl[2 * (base + s)] - mx);
+    float inv = 1.0f / sum;
     float* orow = out + (i64) t * oT + (i64) h * oH;
     for (int c = threadIdx.x; c < Dv; c += blockDim.x) {
         float o = 0.0f;
-        for (int w = 0; w < ATT_WARPS; w++) o += accsh[w][c] * f[w];
+        for (int s = 0; s < splits; s++) o += partAcc[(base + s) * Dv + c] * expf(partMl[2 * (base + s)] - mx);
         orow[c] = o * inv;
     }
 }

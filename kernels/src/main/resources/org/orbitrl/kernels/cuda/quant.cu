@@ -137,64 +137,90 @@ extern "C" __global__ void dequant_nvfp4(const uint4* codes, const void* scales,
 }
 
 // Fused dequantize-GEMV for few rows: y [M, N] = x [M, K] . w^T, M <= GEMV_MAXM, f32 accumulate.
-// One warp per output column n. A lane takes 8-value units (4 code bytes, one u32; every unit lies
-// in one scale group) at u = lane + 32 i: a warp reads 128 contiguous bytes per step, and each lane
-// issues GEMV_UNROLL loads before it uses any. x rows are small and stay in L1/L2. The weight is
+// One warp per output column n. A lane takes whole 32-value groups (16 code bytes, one uint4 load,
+// one scale) at g = lane + 32 i, and issues GEMV_UNROLL group loads before it uses any. INT4 codes
+// become floats without integer conversion: the bits 0x4B000000 | u are the float 2^23 + u, so
+// (u - z) = that float - (2^23 + z), exactly. x rows are small and stay in L1/L2. The weight is
 // never written out in full precision.
 #define GEMV_MAXM 8
-#define GEMV_UNROLL 4
+#define GEMV_UNROLL 2
 
-// Unscaled values of one unit: 8 codes from a u32, the even element in the low nibble.
 template <int FMT>
-__device__ __forceinline__ void decode_unit(u32 q, int zero, float* w) {
+__device__ __forceinline__ void decode_group(uint4 c, int zero, float* w) {
+    u32 words[4] = {c.x, c.y, c.z, c.w};
+    if (FMT == FMT_INT4) {
+        float base = 8388608.0f + (float) zero;
 #pragma unroll
-    for (int j = 0; j < 8; j++) w[j] = code_value<FMT>((q >> (4 * j)) & 15u, zero);
+        for (int i = 0; i < 4; i++) {
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                w[8 * i + j] = __uint_as_float(0x4B000000u | ((words[i] >> (4 * j)) & 15u)) - base;
+            }
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                w[8 * i + j] = e2m1((words[i] >> (4 * j)) & 15u);
+            }
+        }
+    }
 }
 
 template <int FMT>
-__device__ __forceinline__ float unit_scale(const void* scales, i64 n, int u, int K, float global) {
-    if (FMT == FMT_INT4) return bf16_to_f32(((const u16*) scales)[n * (K / 32) + u / 4]);
-    if (FMT == FMT_MXFP4) return e8m0(((const u8*) scales)[n * (K / 32) + u / 4]);
-    return e4m3(((const u8*) scales)[n * (K / 16) + u / 2]) / global;
-}
-
-template <int FMT>
-__device__ void gemv_q(const float* __restrict__ x, const u32* __restrict__ codes, const void* __restrict__ scales,
+__device__ void gemv_q(const float* __restrict__ x, const uint4* __restrict__ codes, const void* __restrict__ scales,
                        const u32* __restrict__ zeros, float global, float* __restrict__ y, int M, int N, int K) {
     int n = (int) (((i64) blockIdx.x * blockDim.x + threadIdx.x) >> 5);
     int lane = threadIdx.x & 31;
     if (n >= N) return;
-    int units = K / 8;
-    const u32* row = codes + (i64) n * units;
+    int groups = K / 32;
+    const uint4* row = codes + (i64) n * groups;
     float acc[GEMV_MAXM];
 #pragma unroll
     for (int m = 0; m < GEMV_MAXM; m++) acc[m] = 0.0f;
-    for (int base = 0; base < units; base += 32 * GEMV_UNROLL) {
-        u32 q[GEMV_UNROLL];
-        float sc[GEMV_UNROLL];
+    for (int base = 0; base < groups; base += 32 * GEMV_UNROLL) {
+        uint4 q[GEMV_UNROLL];
+        float s0[GEMV_UNROLL];
+        float s1[GEMV_UNROLL];
         int zp[GEMV_UNROLL];
 #pragma unroll
         for (int i = 0; i < GEMV_UNROLL; i++) {
-            int u = base + lane + 32 * i;
-            q[i] = u < units ? row[u] : 0u;
-            sc[i] = u < units ? unit_scale<FMT>(scales, n, u, K, global) : 0.0f;
-            zp[i] = FMT == FMT_INT4 && u < units ? zero_nibble(zeros, n, u / 4, K) : 8;
+            int g = base + lane + 32 * i;
+            if (g < groups) {
+                q[i] = row[g];
+                chunk_scales<FMT>(scales, n, g, K, global, s0[i], s1[i]);
+                zp[i] = FMT == FMT_INT4 ? zero_nibble(zeros, n, g, K) : 0;
+            } else {
+                q[i].x = 0u;
+                q[i].y = 0u;
+                q[i].z = 0u;
+                q[i].w = 0u;
+                s0[i] = 0.0f;
+                s1[i] = 0.0f;
+                zp[i] = 0;
+            }
         }
 #pragma unroll
         for (int i = 0; i < GEMV_UNROLL; i++) {
-            int u = base + lane + 32 * i;
-            if (u < units) {
-                float w[8];
-                decode_unit<FMT>(q[i], zp[i], w);
+            int g = base + lane + 32 * i;
+            if (g < groups) {
+                float w[32];
+                decode_group<FMT>(q[i], zp[i], w);
 #pragma unroll
                 for (int m = 0; m < GEMV_MAXM; m++) {
                     if (m < M) {
-                        const float4* xr = (const float4*) (x + (i64) m * K + (i64) u * 8);
-                        float4 a = xr[0];
-                        float4 b = xr[1];
-                        float d = w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w
-                                + w[4] * b.x + w[5] * b.y + w[6] * b.z + w[7] * b.w;
-                        acc[m] += d * sc[i];
+                        const float4* xr = (const float4*) (x + (i64) m * K + (i64) g * 32);
+                        float d0 = 0.0f;
+                        float d1 = 0.0f;
+#pragma unroll
+                        for (int v = 0; v < 4; v++) {
+                            float4 a = xr[v];
+                            d0 += w[4 * v] * a.x + w[4 * v + 1] * a.y + w[4 * v + 2] * a.z + w[4 * v + 3] * a.w;
+                            float4 b = xr[4 + v];
+                            d1 += w[16 + 4 * v] * b.x + w[17 + 4 * v] * b.y + w[18 + 4 * v] * b.z + w[19 + 4 * v] * b.w;
+                        }
+                        acc[m] += d0 * s0[i] + d1 * s1[i];
                     }
                 }
             }
@@ -209,21 +235,23 @@ __device__ void gemv_q(const float* __restrict__ x, const u32* __restrict__ code
     }
 }
 
-extern "C" __global__ void gemv_int4(const float* x, const u32* codes, const void* scales, const u32* zeros, float global,
+extern "C" __global__ void gemv_int4(const float* x, const uint4* codes, const void* scales, const u32* zeros, float global,
                                    float* y, int M, int N, int K) {
     gemv_q<FMT_INT4>(x, codes, scales, zeros, global, y, M, N, K);
 }
-extern "C" __global__ void gemv_mxfp4(const float* x, const u32* codes, const void* scales, const u32* zeros, float global,
-                                   float* y, int M, int N, int K) {
+extern "C" __global__ void gemv_mxfp4(const float* x, const uint4* codes, const void* scales, const u32* zeros, float global,
+                                    float* y, int M, int N, int K) {
     gemv_q<FMT_MXFP4>(x, codes, scales, zeros, global, y, M, N, K);
 }
-extern "C" __global__ void gemv_nvfp4(const float* x, const u32* codes, const void* scales, const u32* zeros, float global,
-                                   float* y, int M, int N, int K) {
+extern "C" __global__ void gemv_nvfp4(const float* x, const uint4* codes, const void* scales, const u32* zeros, float global,
+                                    float* y, int M, int N, int K) {
     gemv_q<FMT_NVFP4>(x, codes, scales, zeros, global, y, M, N, K);
 }
 
 // Dense GEMV with a bf16 weight: y [M, N] = x [M, K] . w^T, K a multiple of 8, f32 products and sums.
 // Same shape of work as gemv_q, with 16-byte units of 8 bf16 values.
+#define GEMV_BF16_UNROLL 4
+
 extern "C" __global__ void gemv_bf16(const float* __restrict__ x, const uint4* __restrict__ w, float* __restrict__ y,
                                      int M, int N, int K) {
     int n = (int) (((i64) blockIdx.x * blockDim.x + threadIdx.x) >> 5);
@@ -234,10 +262,10 @@ extern "C" __global__ void gemv_bf16(const float* __restrict__ x, const uint4* _
     float acc[GEMV_MAXM];
 #pragma unroll
     for (int m = 0; m < GEMV_MAXM; m++) acc[m] = 0.0f;
-    for (int base = 0; base < units; base += 32 * GEMV_UNROLL) {
-        uint4 q[GEMV_UNROLL];
+    for (int base = 0; base < units; base += 32 * GEMV_BF16_UNROLL) {
+        uint4 q[GEMV_BF16_UNROLL];
 #pragma unroll
-        for (int i = 0; i < GEMV_UNROLL; i++) {
+        for (int i = 0; i < GEMV_BF16_UNROLL; i++) {
             int u = base + lane + 32 * i;
             if (u < units) {
                 q[i] = row[u];
@@ -249,7 +277,7 @@ extern "C" __global__ void gemv_bf16(const float* __restrict__ x, const uint4* _
             }
         }
 #pragma unroll
-        for (int i = 0; i < GEMV_UNROLL; i++) {
+        for (int i = 0; i < GEMV_BF16_UNROLL; i++) {
             int u = base + lane + 32 * i;
             if (u < units) {
                 u32 words[4] = {q[i].x, q[i].y, q[i].z, q[i].w};

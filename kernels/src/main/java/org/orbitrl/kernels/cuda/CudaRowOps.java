@@ -15,6 +15,7 @@ final class CudaRowOps {
     final Kernel silu;
     private final Kernel scale;
     private final Kernel toBf16;
+    private final Kernel toBf16x4;
     private final Kernel rmsnorm;
     final Kernel softmax;
     final Kernel logSoftmax;
@@ -27,6 +28,7 @@ final class CudaRowOps {
         this.silu = ctx.kernel("elementwise", "silu_f32");
         this.scale = ctx.kernel("elementwise", "scale_f32");
         this.toBf16 = ctx.kernel("elementwise", "f32_to_bf16");
+        this.toBf16x4 = ctx.kernel("elementwise", "f32_to_bf16_x4");
         this.rmsnorm = ctx.kernel("norm", "rmsnorm_f32");
         this.softmax = ctx.kernel("norm", "softmax_f32");
         this.logSoftmax = ctx.kernel("norm", "log_softmax_f32");
@@ -66,7 +68,9 @@ final class CudaRowOps {
 
     /** f32 [n] to bf16 [n], round to nearest even. */
     void toBf16(Tensor x, Tensor out, long n) {
-        if (n > 0) {
+        if (n > 0 && n % 4 == 0 && CudaAllocator.address(x) % 16 == 0 && CudaAllocator.address(out) % 8 == 0) {
+            ctx.launch(toBf16x4, ctx.gridFor(n / 4, EW_BLOCK), EW_BLOCK, x, out, n / 4);
+        } else if (n > 0) {
             ctx.launch(toBf16, ctx.gridFor(n, EW_BLOCK), EW_BLOCK, x, out, n);
         }
     }

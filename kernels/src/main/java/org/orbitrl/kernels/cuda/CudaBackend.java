@@ -186,6 +186,7 @@ public final class CudaBackend implements Backend {
             throw switch (code) {
                 case 1 -> new IndexOutOfBoundsException("embedding: token id " + value + " (row " + row + ") is outside the vocabulary");
                 case 2 -> new IndexOutOfBoundsException("rope: position " + value + " (token " + row + ") is outside the rope table");
+                case 3 -> new IndexOutOfBoundsException("moeMatmulQuantized: expert id " + value + " (pair " + row + ") is outside the layer's experts");
                 default -> new IllegalStateException("kernel error code " + code + " value " + value + " row " + row);
             };
         }
@@ -219,6 +220,23 @@ public final class CudaBackend implements Backend {
     public void matmulQuantized(Tensor x, QuantizedTensor w, Tensor y) {
         ctx.device.bind();
         matmulOps.matmulQuantized(x, w, y);
+    }
+
+    /**
+     * Mixture-of-experts decode in one launch: for every (token, expert) pair p,
+     * {@code y[p] = x[row] · W[ids[p]]ᵀ} with the fused dequantize-GEMV.
+     *
+     * @param x          f32 [tokens, K] (each token's experts read its row: gate and up projections) or
+     *                   [tokens·topk, K] (one row per pair: the down projection)
+     * @param experts    the layer's experts stacked as one quantized [E·N, K] matrix (expert e: rows e·N ..)
+     * @param numExperts E
+     * @param ids        i32 [tokens, topk], the experts each token is routed to; an id outside [0, E) is
+     *                   reported by the next {@link #synchronize} as {@link IndexOutOfBoundsException}
+     * @param y          f32 with tokens·topk·N elements, row p = pair p
+     */
+    public void moeMatmulQuantized(Tensor x, QuantizedTensor experts, int numExperts, Tensor ids, Tensor y) {
+        ctx.device.bind();
+        matmulOps.moeMatmulQuantized(x, experts, numExperts, ids, y);
     }
 
     @Override

@@ -51,6 +51,11 @@ final class CudaContext implements AutoCloseable {
         Launcher.launch(kernel, stream.handle(), gridX, 1, blockX, 0, args);
     }
 
+    /** Launches {@code kernel} on a 2-D grid. */
+    void launch2d(Kernel kernel, long gridX, int gridY, int blockX, Object... args) {
+        Launcher.launch(kernel, stream.handle(), gridX, gridY, blockX, 0, args);
+    }
+
     /** Launches {@code kernel} with {@code sharedBytes} of dynamic shared memory (at most 48 KiB). */
     void launchShared(Kernel kernel, long gridX, int blockX, int sharedBytes, Object... args) {
         Launcher.launch(kernel, stream.handle(), gridX, 1, blockX, sharedBytes, args);

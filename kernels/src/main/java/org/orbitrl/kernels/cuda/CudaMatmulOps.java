@@ -35,6 +35,7 @@ final class CudaMatmulOps {
     private final Kernel gemvBf16;
     private final java.util.EnumMap<QuantLayout, Kernel> gemv = new java.util.EnumMap<>(QuantLayout.class);
     private final java.util.EnumMap<QuantLayout, Kernel> dequant = new java.util.EnumMap<>(QuantLayout.class);
+    private final java.util.EnumMap<QuantLayout, Kernel> moeGemv = new java.util.EnumMap<>(QuantLayout.class);
 
     CudaMatmulOps(CudaContext ctx, CudaRowOps rows) {
         this.ctx = ctx;
@@ -43,6 +44,7 @@ final class CudaMatmulOps {
         for (QuantLayout l : QuantLayout.values()) {
             gemv.put(l, ctx.kernel("quant", "gemv_" + l.kernelSuffix()));
             dequant.put(l, ctx.kernel("quant", "dequant_" + l.kernelSuffix()));
+            moeGemv.put(l, ctx.kernel("quant", "moe_gemv_" + l.kernelSuffix()));
         }
     }
 
@@ -100,6 +102,44 @@ final class CudaMatmulOps {
         Tensor wb = ctx.scratch(CudaContext.Scratch.DEQUANT_BF16, DType.BF16, (long) n * k); // [n, k], reused
         dequantize(w, layout, wb, true);
         bf16Gemm(x, wb, y, m, n, k);
+    }
+
+    /**
+     * One launch for every (token, expert) pair of a mixture-of-experts layer at decode:
+     * {@code y[p] = x[p or p / topk] · W[ids[p]]ᵀ}. experts: [E·N, K], expert e's rows at e·N;
+     * ids: i32 [tokens, topk]; x: f32 [tokens, K] (shared by a token's experts) or [tokens·topk, K];
+     * y: f32 [tokens·topk, N] (any shape with that many elements).
+     */
+    void moeMatmulQuantized(Tensor x, QuantizedTensor experts, int numExperts, Tensor ids, Tensor y) {
+        ctx.devContiguous("moeMatmulQuantized x", x, DType.F32);
+        ctx.devContiguous("moeMatmulQuantized y", y, DType.F32);
+        ctx.devContiguous("moeMatmulQuantized expert ids", ids, DType.I32);
+        QuantLayout layout = QuantLayout.of(experts, ctx);
+        if (numExperts <= 0 || experts.rows() % numExperts != 0) {
+            throw new IllegalArgumentException("moeMatmulQuantized: " + experts + " does not stack " + numExperts + " experts");
+        }
+        int n = Math.toIntExact(experts.rows() / numExperts);
+        int k = Math.toIntExact(experts.cols());
+        int pairs = Math.toIntExact(ids.numel());
+        int topk = ids.rank() == 0 ? 1 : ids.size(-1);
+        int tokens = topk == 0 ? 0 : pairs / topk;
+        int xRows = CudaContext.rows(x);
+        if (x.size(-1) != k || (xRows != tokens && xRows != pairs) || y.numel() != (long) pairs * n) {
+            throw new IllegalArgumentException("moeMatmulQuantized: x " + x + ", ids " + ids + ", y " + y + " do not fit "
+                    + numExperts + " experts of [" + n + ", " + k + "] (x rows must be tokens or tokens*topk; y tokens*topk*" + n + ")");
+        }
+        if (pairs > 65535) {
+            throw new IllegalArgumentException("moeMatmulQuantized: " + pairs + " (token, expert) pairs exceed one launch (65535); "
+                    + "this path is for decode, use the chunked path for prefill");
+        }
+        if (pairs == 0) {
+            return;
+        }
+        if (!aligned16(x, experts.codes())) {
+            throw new IllegalArgumentException("moeMatmulQuantized: x and the codes must be 16-byte aligned");
+        }
+        ctx.launch2d(moeGemv.get(layout), gemvGrid(n), pairs, GEMV_BLOCK, x, xRows == pairs && pairs != tokens ? 1 : 0, topk, ids,
+                experts.codes(), experts.scales(), experts.zeros(), experts.globalScale(), y, n, k, numExperts, ctx.errorFlag);
     }
 
     void dequantize(QuantizedTensor w, Tensor out) {

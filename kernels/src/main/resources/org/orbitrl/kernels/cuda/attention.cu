@@ -62,10 +62,20 @@ extern "C" __global__ void attention_f32(const float* q, i64 qT, i64 qH,
                 float d = 0.0f;
                 if (vec4) {
                     const float4* k4 = (const float4*) kr;
-                    for (int c = 0; c < D / 4; c++) {
-                        float4 kv = k4[c];
-                        d += qw[4 * c] * kv.x + qw[4 * c + 1] * kv.y + qw[4 * c + 2] * kv.z + qw[4 * c + 3] * kv.w;
+                    float d1 = 0.0f;
+                    int c = 0;
+#pragma unroll 4
+                    for (; c + 1 < D / 4; c += 2) { // two independent chains, loads issued ahead
+                        float4 ka = k4[c];
+                        float4 kb2 = k4[c + 1];
+                        d += qw[4 * c] * ka.x + qw[4 * c + 1] * ka.y + qw[4 * c + 2] * ka.z + qw[4 * c + 3] * ka.w;
+                        d1 += qw[4 * c + 4] * kb2.x + qw[4 * c + 5] * kb2.y + qw[4 * c + 6] * kb2.z + qw[4 * c + 7] * kb2.w;
                     }
+                    if (c < D / 4) {
+                        float4 ka = k4[c];
+                        d += qw[4 * c] * ka.x + qw[4 * c + 1] * ka.y + qw[4 * c + 2] * ka.z + qw[4 * c + 3] * ka.w;
+                    }
+                    d += d1;
                 } else {
                     for (int c = 0; c < D; c++) d += qw[c] * kr[c];
                 }

@@ -11,6 +11,7 @@ typedef long long i64;
 // Device error flag (int[4]): [code, value low, value high, row]. The first error wins.
 #define ERR_INDEX_OUT_OF_RANGE 1
 #define ERR_POSITION_OUT_OF_RANGE 2
+#define ERR_EXPERT_OUT_OF_RANGE 3
 
 __device__ __forceinline__ void report_error(int* err, int code, i64 value, int row) {
     if (err != 0 && atomicCAS(err, 0, code) == 0) {

@@ -137,90 +137,70 @@ extern "C" __global__ void dequant_nvfp4(const uint4* codes, const void* scales,
 }
 
 // Fused dequantize-GEMV for few rows: y [M, N] = x [M, K] . w^T, M <= GEMV_MAXM, f32 accumulate.
-// One warp per output column n. A lane takes whole 32-value groups (16 code bytes, one uint4 load,
-// one scale) at g = lane + 32 i, and issues GEMV_UNROLL group loads before it uses any. INT4 codes
-// become floats without integer conversion: the bits 0x4B000000 | u are the float 2^23 + u, so
-// (u - z) = that float - (2^23 + z), exactly. x rows are small and stay in L1/L2. The weight is
+// One warp per output column n. A lane takes 8-value units (4 code bytes, one u32; a unit lies in
+// one scale group) at u = lane + 32 i: a warp reads 128 contiguous code bytes and 1 KiB of each x
+// row per step, and each lane issues GEMV_UNROLL code loads before it uses any. INT4 codes become
+// floats without integer conversion: the bits 0x4B000000 | u are the float 2^23 + u, so
+// u - z = that float - (2^23 + z), exactly. x rows are small and stay in L1/L2. The weight is
 // never written out in full precision.
 #define GEMV_MAXM 8
-#define GEMV_UNROLL 2
+#define GEMV_UNROLL 4
 
 template <int FMT>
-__device__ __forceinline__ void decode_group(uint4 c, int zero, float* w) {
-    u32 words[4] = {c.x, c.y, c.z, c.w};
+__device__ __forceinline__ void decode_unit(u32 q, int zero, float* w) {
     if (FMT == FMT_INT4) {
         float base = 8388608.0f + (float) zero;
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-                w[8 * i + j] = __uint_as_float(0x4B000000u | ((words[i] >> (4 * j)) & 15u)) - base;
-            }
-        }
+        for (int j = 0; j < 8; j++) w[j] = __uint_as_float(0x4B000000u | ((q >> (4 * j)) & 15u)) - base;
     } else {
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-                w[8 * i + j] = e2m1((words[i] >> (4 * j)) & 15u);
-            }
-        }
+        for (int j = 0; j < 8; j++) w[j] = e2m1((q >> (4 * j)) & 15u);
     }
 }
 
 template <int FMT>
-__device__ void gemv_q(const float* __restrict__ x, const uint4* __restrict__ codes, const void* __restrict__ scales,
-                       const u32* __restrict__ zeros, float global, float* __restrict__ y, int M, int N, int K) {
-    int n = (int) (((i64) blockIdx.x * blockDim.x + threadIdx.x) >> 5);
-    int lane = threadIdx.x & 31;
-    if (n >= N) return;
-    int groups = K / 32;
-    const uint4* row = codes + (i64) n * groups;
-    float acc[GEMV_MAXM];
+__device__ __forceinline__ float unit_scale(const void* scales, i64 n, int u, int K, float global) {
+    if (FMT == FMT_INT4) return bf16_to_f32(((const u16*) scales)[n * (K / 32) + u / 4]);
+    if (FMT == FMT_MXFP4) return e8m0(((const u8*) scales)[n * (K / 32) + u / 4]);
+    return e4m3(((const u8*) scales)[n * (K / 16) + u / 2]) / global;
+}
+
+// Row n of the weight (global row index: experts stacked as [E * N, K] use e * N + n) times M rows of
+// x (x row m at x + m * xStride); returns the M dot products in lane 0's acc.
+template <int FMT>
+__device__ __forceinline__ void gemv_row(const float* __restrict__ x, i64 xStride, const u32* __restrict__ codes,
+                                         const void* __restrict__ scales, const u32* __restrict__ zeros, float global,
+                                         i64 n, int M, int K, int lane, float* acc) {
+    int units = K / 8;
+    const u32* row = codes + n * units;
 #pragma unroll
     for (int m = 0; m < GEMV_MAXM; m++) acc[m] = 0.0f;
-    for (int base = 0; base < groups; base += 32 * GEMV_UNROLL) {
-        uint4 q[GEMV_UNROLL];
-        float s0[GEMV_UNROLL];
-        float s1[GEMV_UNROLL];
+    for (int base = 0; base < units; base += 32 * GEMV_UNROLL) {
+        u32 q[GEMV_UNROLL];
+        float sc[GEMV_UNROLL];
         int zp[GEMV_UNROLL];
 #pragma unroll
         for (int i = 0; i < GEMV_UNROLL; i++) {
-            int g = base + lane + 32 * i;
-            if (g < groups) {
-                q[i] = row[g];
-                chunk_scales<FMT>(scales, n, g, K, global, s0[i], s1[i]);
-                zp[i] = FMT == FMT_INT4 ? zero_nibble(zeros, n, g, K) : 0;
-            } else {
-                q[i].x = 0u;
-                q[i].y = 0u;
-                q[i].z = 0u;
-                q[i].w = 0u;
-                s0[i] = 0.0f;
-                s1[i] = 0.0f;
-                zp[i] = 0;
-            }
+            int u = base + lane + 32 * i;
+            q[i] = u < units ? row[u] : 0u;
+            sc[i] = u < units ? unit_scale<FMT>(scales, n, u, K, global) : 0.0f;
+            zp[i] = FMT == FMT_INT4 && u < units ? zero_nibble(zeros, n, u / 4, K) : 8;
         }
 #pragma unroll
         for (int i = 0; i < GEMV_UNROLL; i++) {
-            int g = base + lane + 32 * i;
-            if (g < groups) {
-                float w[32];
-                decode_group<FMT>(q[i], zp[i], w);
+            int u = base + lane + 32 * i;
+            if (u < units) {
+                float w[8];
+                decode_unit<FMT>(q[i], zp[i], w);
 #pragma unroll
                 for (int m = 0; m < GEMV_MAXM; m++) {
                     if (m < M) {
-                        const float4* xr = (const float4*) (x + (i64) m * K + (i64) g * 32);
-                        float d0 = 0.0f;
-                        float d1 = 0.0f;
-#pragma unroll
-                        for (int v = 0; v < 4; v++) {
-                            float4 a = xr[v];
-                            d0 += w[4 * v] * a.x + w[4 * v + 1] * a.y + w[4 * v + 2] * a.z + w[4 * v + 3] * a.w;
-                            float4 b = xr[4 + v];
-                            d1 += w[16 + 4 * v] * b.x + w[17 + 4 * v] * b.y + w[18 + 4 * v] * b.z + w[19 + 4 * v] * b.w;
-                        }
-                        acc[m] += d0 * s0[i] + d1 * s1[i];
+                        const float4* xr = (const float4*) (x + m * xStride + (i64) u * 8);
+                        float4 a = xr[0];
+                        float4 b = xr[1];
+                        float d = w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w
+                                + w[4] * b.x + w[5] * b.y + w[6] * b.z + w[7] * b.w;
+                        acc[m] += d * sc[i];
                     }
                 }
             }
@@ -228,28 +208,63 @@ __device__ void gemv_q(const float* __restrict__ x, const uint4* __restrict__ co
     }
 #pragma unroll
     for (int m = 0; m < GEMV_MAXM; m++) {
-        if (m < M) {
-            float s = warp_sum(acc[m]);
-            if (lane == 0) y[(i64) m * N + n] = s;
+        if (m < M) acc[m] = warp_sum(acc[m]);
+    }
+}
+
+template <int FMT>
+__device__ void gemv_q(const float* x, const u32* codes, const void* scales, const u32* zeros, float global, float* y,
+                       int M, int N, int K) {
+    int n = (int) (((i64) blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+    int lane = threadIdx.x & 31;
+    if (n >= N) return;
+    float acc[GEMV_MAXM];
+    gemv_row<FMT>(x, K, codes, scales, zeros, global, n, M, K, lane, acc);
+    if (lane == 0) {
+#pragma unroll
+        for (int m = 0; m < GEMV_MAXM; m++) {
+            if (m < M) y[(i64) m * N + n] = acc[m];
         }
     }
 }
 
-extern "C" __global__ void gemv_int4(const float* x, const uint4* codes, const void* scales, const u32* zeros, float global,
-                                   float* y, int M, int N, int K) {
-    gemv_q<FMT_INT4>(x, codes, scales, zeros, global, y, M, N, K);
-}
-extern "C" __global__ void gemv_mxfp4(const float* x, const uint4* codes, const void* scales, const u32* zeros, float global,
-                                    float* y, int M, int N, int K) {
-    gemv_q<FMT_MXFP4>(x, codes, scales, zeros, global, y, M, N, K);
-}
-extern "C" __global__ void gemv_nvfp4(const float* x, const uint4* codes, const void* scales, const u32* zeros, float global,
-                                    float* y, int M, int N, int K) {
-    gemv_q<FMT_NVFP4>(x, codes, scales, zeros, global, y, M, N, K);
+// Mixture-of-experts decode: P = tokens * topk (token, expert) pairs, blockIdx.y the pair. The experts'
+// weights are stacked as one [E * N, K] matrix; pair p uses expert ids[p] (i32). x is [tokens, K]
+// (xPerPair = 0: a token's experts share its row, the gate/up projections) or [P, K] (xPerPair = 1:
+// the down projection). y [P, N]. One launch for every active expert of a layer.
+template <int FMT>
+__device__ void moe_gemv_q(const float* x, int xPerPair, int topk, const int* ids, const u32* codes, const void* scales,
+                           const u32* zeros, float global, float* y, int N, int K, int E, int* err) {
+    int n = (int) (((i64) blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+    int lane = threadIdx.x & 31;
+    int p = blockIdx.y;
+    if (n >= N) return;
+    int e = ids[p];
+    if (e < 0 || e >= E) {
+        if (n == 0 && lane == 0) report_error(err, ERR_EXPERT_OUT_OF_RANGE, e, p);
+        return;
+    }
+    const float* xr = x + (i64) (xPerPair ? p : p / topk) * K;
+    float acc[GEMV_MAXM];
+    gemv_row<FMT>(xr, K, codes, scales, zeros, global, (i64) e * N + n, 1, K, lane, acc);
+    if (lane == 0) y[(i64) p * N + n] = acc[0];
 }
 
-// Dense GEMV with a bf16 weight: y [M, N] = x [M, K] . w^T, K a multiple of 8, f32 products and sums.
-// Same shape of work as gemv_q, with 16-byte units of 8 bf16 values.
+#define QUANT_KERNELS(NAME, FMT)                                                                                       \
+    extern "C" __global__ void gemv_##NAME(const float* x, const u32* codes, const void* scales, const u32* zeros,    \
+                                           float global, float* y, int M, int N, int K) {                            \
+        gemv_q<FMT>(x, codes, scales, zeros, global, y, M, N, K);                                                      \
+    }                                                                                                                  \
+    extern "C" __global__ void moe_gemv_##NAME(const float* x, int xPerPair, int topk, const int* ids,                \
+                                               const u32* codes, const void* scales, const u32* zeros, float global,  \
+                                               float* y, int N, int K, int E, int* err) {                             \
+        moe_gemv_q<FMT>(x, xPerPair, topk, ids, codes, scales, zeros, global, y, N, K, E, err);                        \
+    }
+
+QUANT_KERNELS(int4, FMT_INT4)
+QUANT_KERNELS(mxfp4, FMT_MXFP4)
+QUANT_KERNELS(nvfp4, FMT_NVFP4)
+
 #define GEMV_BF16_UNROLL 4
 
 extern "C" __global__ void gemv_bf16(const float* __restrict__ x, const uint4* __restrict__ w, float* __restrict__ y,

@@ -59,6 +59,7 @@ public final class CudaBench {
             double peakTflops = cublasPeak(gpu);
             backendMatmul(gpu, peakTflops);
             gemv(gpu, copyGBs);
+            moeDecode(gpu, copyGBs);
             attention(gpu, copyGBs);
             System.out.println("kernels: " + gpu.kernelInfo());
             StringBuilder md = new StringBuilder("## CUDA backend on " + gpu.device() + "\n\nDate: " + Instant.now()
@@ -241,6 +242,98 @@ public final class CudaBench {
         for (Tensor w : ds) {
             gpu.free(w);
         }
+    }
+
+    /**
+     * The routed-expert FFN of one Qwen3-30B-A3B layer at decode (128 INT4 g32 experts, hidden 2048,
+     * expert width 768, top-8): gate and up through {@code moeMatmulQuantized} (x shared by a token's
+     * experts), SwiGLU, down (x per pair), replayed from a CUDA graph; against the HBM limit, the bytes
+     * of the distinct active experts over the copy bandwidth. For M = 1 also the same work as 24
+     * separate {@code matmulQuantized} calls.
+     */
+    private static void moeDecode(CudaBackend gpu, double copyGBs) {
+        int e = 128;
+        int hidden = 2048;
+        int inter = 768;
+        int topk = 8;
+        SplittableRandom r = new SplittableRandom(5);
+        QuantizedTensor gate = gpu.toDevice(BenchQuant.randomInt4(r, e * inter, hidden)); // [E * 768, 2048]
+        QuantizedTensor up = gpu.toDevice(BenchQuant.randomInt4(r, e * inter, hidden));   // [E * 768, 2048]
+        QuantizedTensor down = gpu.toDevice(BenchQuant.randomInt4(r, e * hidden, inter)); // [E * 2048, 768]
+        long perExpert = (gate.byteSize() + up.byteSize() + down.byteSize()) / e;
+        for (int m : new int[]{1, 8}) {
+            int[] ids = new int[m * topk];
+            java.util.Set<Integer> distinct = new java.util.HashSet<>();
+            for (int t = 0; t < m; t++) {
+                java.util.Set<Integer> mine = new java.util.LinkedHashSet<>();
+                while (mine.size() < topk) {
+                    mine.add(r.nextInt(e));
+                }
+                int j = 0;
+                for (int id : mine) {
+                    ids[t * topk + j++] = id;
+                }
+                distinct.addAll(mine);
+            }
+            Tensor dIds = gpu.toDevice(Tensor.ofInts(ids, m, topk), MemoryCategory.ACTIVATIONS);
+            Tensor x = randomF32(gpu, r, m, hidden);
+            Tensor g = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m * topk, inter);
+            Tensor u = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m * topk, inter);
+            Tensor y = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m * topk, hidden);
+            Runnable step = () -> {
+                gpu.moeMatmulQuantized(x, gate, e, dIds, g);
+                gpu.moeMatmulQuantized(x, up, e, dIds, u);
+                gpu.swiglu(g, u, g);
+                gpu.moeMatmulQuantized(g, down, e, dIds, y);
+            };
+            double ms;
+            try (CudaGraph graph = CudaGraph.capture(gpu.stream(), step)) {
+                ms = timeMs(gpu, 20, () -> graph.launch(gpu.stream()));
+            }
+            long bytes = distinct.size() * perExpert;
+            double gbs = bytes / (ms * 1e6);
+            row(String.format("MoE FFN decode M=%d (%d experts, %.1f MB), 4 launches, graph (%.1f us)", m, distinct.size(),
+                    bytes / 1e6, ms * 1e3), String.format("%.0f GB/s", gbs), String.format("copy %.0f GB/s", copyGBs), gbs / copyGBs);
+            if (m == 1) {
+                QuantizedTensor[][] w = new QuantizedTensor[topk][3];
+                for (int j = 0; j < topk; j++) {
+                    w[j][0] = expertView(gate, ids[j], inter);
+                    w[j][1] = expertView(up, ids[j], inter);
+                    w[j][2] = expertView(down, ids[j], hidden);
+                }
+                Runnable perCall = () -> {
+                    for (int j = 0; j < topk; j++) {
+                        Tensor gj = g.slice(0, j, j + 1);
+                        Tensor uj = u.slice(0, j, j + 1);
+                        gpu.matmulQuantized(x, w[j][0], gj);
+                        gpu.matmulQuantized(x, w[j][1], uj);
+                        gpu.swiglu(gj, uj, gj);
+                        gpu.matmulQuantized(gj, w[j][2], y.slice(0, j, j + 1));
+                    }
+                };
+                double ms2;
+                try (CudaGraph graph = CudaGraph.capture(gpu.stream(), perCall)) {
+                    ms2 = timeMs(gpu, 20, () -> graph.launch(gpu.stream()));
+                }
+                double gbs2 = bytes / (ms2 * 1e6);
+                row(String.format("MoE FFN decode M=1, 32 launches (per expert), graph (%.1f us)", ms2 * 1e3),
+                        String.format("%.0f GB/s", gbs2), String.format("copy %.0f GB/s", copyGBs), gbs2 / copyGBs);
+            }
+            gpu.free(dIds);
+            gpu.free(x);
+            gpu.free(g);
+            gpu.free(u);
+            gpu.free(y);
+        }
+        gpu.free(gate);
+        gpu.free(up);
+        gpu.free(down);
+    }
+
+    /** Expert e of a stacked device [E * n, k] INT4 matrix, as views. */
+    private static QuantizedTensor expertView(QuantizedTensor s, int e, int n) {
+        return new QuantizedTensor(s.format(), n, s.cols(), s.codes().slice(0, (long) e * n, (long) (e + 1) * n),
+                s.scales().slice(0, (long) e * n, (long) (e + 1) * n));
     }
 
     /** Prefill (T = S = 2048) and decode (T = 1, S = 4096) attention, Qwen3-30B-A3B heads: Hq 32, Hkv 4, D 128. */

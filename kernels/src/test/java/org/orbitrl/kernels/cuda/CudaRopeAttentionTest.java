@@ -70,6 +70,7 @@ class CudaRopeAttentionTest extends CudaTestBase {
             {3, 7, 4, 2, 1, 576, 512, 0, 0},      // absorbed-MLA-like head dims
             {2, 2, 0, 3, 3, 40, 24, 0, 0},        // head dims not multiples of 32
             {2, 5, 3, 2, 1, 6, 6, 0, 0},          // head dim not a multiple of 4 (scalar key loads)
+            {2, 9, 7, 2, 1, 36, 20, 0, 0},        // an odd number of float4 per key row
             {3, 300, 297, 4, 2, 64, 64, 0, 1},    // many key tiles per warp, sinks
             {4, 260, 256, 2, 2, 128, 128, 100, 0}, // window cutting through a tile
             {40, 40, 0, 4, 2, 128, 128, 0, 0}};    // prefill over more than one tile

@@ -36,6 +36,7 @@ final class CudaMatmulOps {
     private final java.util.EnumMap<QuantLayout, Kernel> gemv = new java.util.EnumMap<>(QuantLayout.class);
     private final java.util.EnumMap<QuantLayout, Kernel> dequant = new java.util.EnumMap<>(QuantLayout.class);
     private final java.util.EnumMap<QuantLayout, Kernel> moeGemv = new java.util.EnumMap<>(QuantLayout.class);
+    private final java.util.EnumMap<QuantLayout, Kernel> gemv1 = new java.util.EnumMap<>(QuantLayout.class);
 
     CudaMatmulOps(CudaContext ctx, CudaRowOps rows) {
         this.ctx = ctx;
@@ -45,6 +46,7 @@ final class CudaMatmulOps {
             gemv.put(l, ctx.kernel("quant", "gemv_" + l.kernelSuffix()));
             dequant.put(l, ctx.kernel("quant", "dequant_" + l.kernelSuffix()));
             moeGemv.put(l, ctx.kernel("quant", "moe_gemv_" + l.kernelSuffix()));
+            gemv1.put(l, ctx.kernel("quant", "gemv1_" + l.kernelSuffix()));
         }
     }
 
@@ -92,6 +94,10 @@ final class CudaMatmulOps {
             throw new IllegalArgumentException("matmulQuantized: x " + x + " · wᵀ " + w + " -> y " + y + " do not agree");
         }
         if (m == 0) {
+            return;
+        }
+        if (m == 1 && aligned16(x, w.codes())) { // decode at batch 1: 8-byte code loads, see quant.cu
+            ctx.launch(gemv1.get(layout), gemvGrid(n), GEMV_BLOCK, x, w.codes(), w.scales(), w.zeros(), w.globalScale(), y, n, k);
             return;
         }
         if (m <= GEMV_MAX_ROWS && aligned16(x, w.codes())) {

@@ -212,6 +212,74 @@ __device__ __forceinline__ void gemv_row(const float* __restrict__ x, i64 xStrid
     }
 }
 
+// The single-row case (decode at batch 1, and every pair of the MoE product): a lane takes 16-value
+// units (8 code bytes, one uint2) at u = lane + 32 i, so a warp reads 256 contiguous bytes per load,
+// and each lane issues GEMV1_UNROLL code loads before it uses any (x, 4·K bytes, is read from L1).
+#define GEMV1_UNROLL 4
+
+template <int FMT>
+__device__ __forceinline__ float unit16_scale(const void* scales, i64 n, int u, int K, float global) {
+    if (FMT == FMT_INT4) return bf16_to_f32(((const u16*) scales)[n * (K / 32) + u / 2]);
+    if (FMT == FMT_MXFP4) return e8m0(((const u8*) scales)[n * (K / 32) + u / 2]);
+    return e4m3(((const u8*) scales)[n * (K / 16) + u]) / global;
+}
+
+template <int FMT>
+__device__ __forceinline__ float gemv_row1(const float* __restrict__ x, const uint2* __restrict__ codes,
+                                           const void* __restrict__ scales, const u32* __restrict__ zeros, float global,
+                                           i64 n, int K, int lane) {
+    int units = K / 16;
+    const uint2* row = codes + n * units;
+    const float4* x4 = (const float4*) x;
+    float acc = 0.0f;
+    for (int base = 0; base < units; base += 32 * GEMV1_UNROLL) {
+        uint2 q[GEMV1_UNROLL];
+        float sc[GEMV1_UNROLL];
+        int zp[GEMV1_UNROLL];
+#pragma unroll
+        for (int i = 0; i < GEMV1_UNROLL; i++) {
+            int u = base + lane + 32 * i;
+            if (u < units) {
+                q[i] = row[u];
+                sc[i] = unit16_scale<FMT>(scales, n, u, K, global);
+                zp[i] = FMT == FMT_INT4 ? zero_nibble(zeros, n, u / 2, K) : 8;
+            } else {
+                q[i].x = 0u;
+                q[i].y = 0u;
+                sc[i] = 0.0f;
+                zp[i] = 8;
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < GEMV1_UNROLL; i++) {
+            int u = base + lane + 32 * i;
+            if (u < units) {
+                float w[16];
+                decode_unit<FMT>(q[i].x, zp[i], w);
+                decode_unit<FMT>(q[i].y, zp[i], w + 8);
+                float d = 0.0f;
+#pragma unroll
+                for (int v = 0; v < 4; v++) {
+                    float4 a = x4[(i64) u * 4 + v];
+                    d += w[4 * v] * a.x + w[4 * v + 1] * a.y + w[4 * v + 2] * a.z + w[4 * v + 3] * a.w;
+                }
+                acc += d * sc[i];
+            }
+        }
+    }
+    return warp_sum(acc);
+}
+
+template <int FMT>
+__device__ void gemv1_q(const float* x, const uint2* codes, const void* scales, const u32* zeros, float global, float* y,
+                        int N, int K) {
+    int n = (int) (((i64) blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+    int lane = threadIdx.x & 31;
+    if (n >= N) return;
+    float r = gemv_row1<FMT>(x, codes, scales, zeros, global, n, K, lane);
+    if (lane == 0) y[n] = r;
+}
+
 template <int FMT>
 __device__ void gemv_q(const float* x, const u32* codes, const void* scales, const u32* zeros, float global, float* y,
                        int M, int N, int K) {
@@ -245,15 +313,18 @@ __device__ void moe_gemv_q(const float* x, int xPerPair, int topk, const int* id
         return;
     }
     const float* xr = x + (i64) (xPerPair ? p : p / topk) * K;
-    float acc[GEMV_MAXM];
-    gemv_row<FMT>(xr, K, codes, scales, zeros, global, (i64) e * N + n, 1, K, lane, acc);
-    if (lane == 0) y[(i64) p * N + n] = acc[0];
+    float r = gemv_row1<FMT>(xr, (const uint2*) codes, scales, zeros, global, (i64) e * N + n, K, lane);
+    if (lane == 0) y[(i64) p * N + n] = r;
 }
 
 #define QUANT_KERNELS(NAME, FMT)                                                                                       \
     extern "C" __global__ void gemv_##NAME(const float* x, const u32* codes, const void* scales, const u32* zeros,    \
                                            float global, float* y, int M, int N, int K) {                            \
         gemv_q<FMT>(x, codes, scales, zeros, global, y, M, N, K);                                                      \
+    }                                                                                                                  \
+    extern "C" __global__ void gemv1_##NAME(const float* x, const uint2* codes, const void* scales, const u32* zeros,  \
+                                            float global, float* y, int N, int K) {                                   \
+        gemv1_q<FMT>(x, codes, scales, zeros, global, y, N, K);                                                        \
     }                                                                                                                  \
     extern "C" __global__ void moe_gemv_##NAME(const float* x, int xPerPair, int topk, const int* ids,                \
                                                const u32* codes, const void* scales, const u32* zeros, float global,  \

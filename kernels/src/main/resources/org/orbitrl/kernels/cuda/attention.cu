@@ -88,7 +88,6 @@ extern "C" __global__ void attention_f32(const float* q, i64 qT, i64 qH,
 #pragma unroll
             for (int i = 0; i < ATT_MAXC; i++) acc[i] *= corr;
             int valid = ke - tile + 1 < 32 ? ke - tile + 1 : 32;
-#pragma unroll 4
             for (int jj = 0; jj < valid; jj++) {
                 float pj = __shfl_sync(0xffffffffu, p, jj);
                 const float* vr = vb + (i64) (tile + jj) * vS;

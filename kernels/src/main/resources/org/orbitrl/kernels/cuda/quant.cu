@@ -212,7 +212,7 @@ __device__ __forceinline__ void gemv_row(const float* __restrict__ x, i64 xStrid
     }
 }
 
-// The single-row case (decode at batch 1, and every pair of the MoE product): a lane takes 16-value
+// The single-row case of matmulQuantized (decode at batch 1): a lane takes 16-value
 // units (8 code bytes, one uint2) at u = lane + 32 i, so a warp reads 256 contiguous bytes per load,
 // and each lane issues GEMV1_UNROLL code loads before it uses any (x, 4·K bytes, is read from L1).
 #define GEMV1_UNROLL 4
@@ -313,8 +313,9 @@ __device__ void moe_gemv_q(const float* x, int xPerPair, int topk, const int* id
         return;
     }
     const float* xr = x + (i64) (xPerPair ? p : p / topk) * K;
-    float r = gemv_row1<FMT>(xr, (const uint2*) codes, scales, zeros, global, (i64) e * N + n, K, lane);
-    if (lane == 0) y[(i64) p * N + n] = r;
+    float acc[GEMV_MAXM];
+    gemv_row<FMT>(xr, K, codes, scales, zeros, global, (i64) e * N + n, 1, K, lane, acc);
+    if (lane == 0) y[(i64) p * N + n] = acc[0];
 }
 
 #define QUANT_KERNELS(NAME, FMT)                                                                                       \

@@ -184,10 +184,10 @@ public final class CudaBench {
         for (int[] s : shapes) {
             int n = s[0];
             int k = s[1];
-            QuantizedTensor proto = BenchQuant.randomInt4(r, n, k);
+            QuantizedTensor proto = CudaBenchData.randomInt4(r, n, k);
             gemvRows(gpu, copyGBs, "INT4 g32", proto, r, n, k, new int[]{1, 8});
             if (n == 2048 && k == 2048) {
-                gemvRows(gpu, copyGBs, "MXFP4", BenchQuant.randomMxfp4(r, n, k), r, n, k, new int[]{1});
+                gemvRows(gpu, copyGBs, "MXFP4", CudaBenchData.randomMxfp4(r, n, k), r, n, k, new int[]{1});
                 gemvRows(gpu, copyGBs, "bf16 dense", null, r, n, k, new int[]{1, 8});
             }
         }
@@ -257,9 +257,9 @@ public final class CudaBench {
         int inter = 768;
         int topk = 8;
         SplittableRandom r = new SplittableRandom(5);
-        QuantizedTensor gate = gpu.toDevice(BenchQuant.randomInt4(r, e * inter, hidden)); // [E * 768, 2048]
-        QuantizedTensor up = gpu.toDevice(BenchQuant.randomInt4(r, e * inter, hidden));   // [E * 768, 2048]
-        QuantizedTensor down = gpu.toDevice(BenchQuant.randomInt4(r, e * hidden, inter)); // [E * 2048, 768]
+        QuantizedTensor gate = gpu.toDevice(CudaBenchData.randomInt4(r, e * inter, hidden)); // [E * 768, 2048]
+        QuantizedTensor up = gpu.toDevice(CudaBenchData.randomInt4(r, e * inter, hidden));   // [E * 768, 2048]
+        QuantizedTensor down = gpu.toDevice(CudaBenchData.randomInt4(r, e * hidden, inter)); // [E * 2048, 768]
         long perExpert = (gate.byteSize() + up.byteSize() + down.byteSize()) / e;
         for (int m : new int[]{1, 8}) {
             int[] ids = new int[m * topk];

@@ -15,8 +15,8 @@ import java.util.SplittableRandom;
  * Random quantized matrices for the GPU benchmarks, in the real formats' layouts, made from random
  * codes and scales directly (quantizing 8192² weights on the host would dominate the run).
  */
-final class BenchQuant {
-    private BenchQuant() {
+final class CudaBenchData {
+    private CudaBenchData() {
     }
 
     private static Tensor randomBytes(SplittableRandom r, DType dt, long... shape) {

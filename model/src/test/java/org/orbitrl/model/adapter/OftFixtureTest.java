@@ -304,6 +304,37 @@ class OftFixtureTest {
         System.out.printf("Cayley-Neumann (%s): max |RᵀR - I| = %.3g%n", variant, largest);
     }
 
+    /**
+     * Through the memory accounting: the adapter allocates its parameters, the rotation blocks it
+     * derives from them and its gradients (exactly one scalar per parameter) up front, and a whole
+     * forward + backward step allocates nothing more through it.
+     */
+    @Test
+    void gradientMemoryIsExactlyTheAdapterSize() {
+        Qwen3Model model = model("qwen3_moe");
+        Map<org.orbitrl.kernels.MemoryCategory, Long> elements = new java.util.EnumMap<>(org.orbitrl.kernels.MemoryCategory.class);
+        TensorAllocator recording = (category, dtype, shape) -> {
+            elements.merge(category, java.util.Arrays.stream(shape).reduce(1, (x, y) -> x * y), Long::sum);
+            return TensorAllocator.heap().allocate(category, dtype, shape);
+        };
+        Path dir = root().resolve("qwen3_moe/neumann");
+        OftAdapter adapter = OftAdapter.load(AdapterConfig.read(dir.resolve("adapter")),
+                new TestSafetensors(dir.resolve("adapter/adapter_model.safetensors")), model, recording);
+        long params = adapter.parameterCount();
+        long rotations = adapter.layers().values().stream()
+                .mapToLong(l -> (long) l.layout().storedBlocks() * l.layout().blockSize() * l.layout().blockSize()).sum();
+        assertEquals(8L * 4 * 120, params, "8 layers of 4 blocks of 16·15/2 parameters");
+        assertEquals(Map.of(org.orbitrl.kernels.MemoryCategory.ADAPTER_GRADS, params,
+                org.orbitrl.kernels.MemoryCategory.ADAPTER_PARAMS, 2 * params + rotations), elements);
+        Map<org.orbitrl.kernels.MemoryCategory, Long> before = Map.copyOf(elements);
+        TestSafetensors ref = new TestSafetensors(dir.resolve("reference_oft.safetensors"));
+        List<int[]> seqs = FixtureLoss.sequences(new TestSafetensors(
+                TestSafetensors.fixtures().resolve("qwen3_moe").resolve("reference.safetensors")));
+        var tape = model.forwardTrain(seqs, false);
+        model.backward(tape, FixtureLoss.dLogits(tape.logits(), ref, seqs));
+        assertEquals(before, elements, "a training step allocates nothing through the adapter's allocator");
+    }
+
     /** max over blocks and entries of |RᵀR − I| for rotation blocks [n, b, b]. */
     static double orthogonalityError(Tensor rotation, int b) {
         float[] r = rotation.toFloatArray();

@@ -258,6 +258,30 @@ class OftFixtureTest {
         }
     }
 
+    /**
+     * Values written into the parameters in place (an optimizer step, a slot publish) take effect at
+     * the next forward with no notification: an identity adapter overwritten with the fixture's
+     * values gives the fixture's logits, and zeroed again gives the base's.
+     */
+    @Test
+    void parametersChangedInPlaceAreSeenByTheNextForward() {
+        Setup s = setup("qwen3", "share_coft");
+        float[] plain;
+        s.adapter().setEnabled(false);
+        plain = s.model().forwardTrain(s.seqs(), false).logits().toFloatArray();
+        s.adapter().setEnabled(true);
+        OftAdapter fresh = OftAdapter.create(s.adapter().config(), s.model(), TensorAllocator.heap());
+        assertArrayEquals(plain, s.model().forwardTrain(s.seqs(), false).logits().toFloatArray(), 0f, "identity");
+        TestSafetensors file = new TestSafetensors(root().resolve("qwen3/share_coft/adapter/adapter_model.safetensors"));
+        for (OftAdapter.Param p : fresh.params()) {
+            p.value().copyFrom(file.get(p.name()));
+        }
+        Qwen3FixtureTest.assertClose("after an in-place update", s.ref().get("logits").toFloatArray(),
+                s.model().forwardTrain(s.seqs(), false).logits().toFloatArray(), 1e-4f);
+        fresh.params().forEach(p -> p.value().fill(0));
+        assertArrayEquals(plain, s.model().forwardTrain(s.seqs(), false).logits().toFloatArray(), 0f, "zeroed again");
+    }
+
     /** The loader behind {@code orbit score --adapter} picks OFT by {@code peft_type} and reproduces PEFT's logits. */
     @Test
     void loadedModelLoadsAnOftAdapterDirectory() {

@@ -99,22 +99,23 @@ public final class CpuBench {
         Tensor x = Tensor.allocate(arena, DType.F32, m, k);
         fill(x, rnd);
         Tensor y = Tensor.allocate(arena, DType.F32, m, n);
-        long warm = System.nanoTime() + (long) (seconds * 0.5e9);
-        for (int i = 0; i < 3 || System.nanoTime() < warm; i++) {
+        // warm up until the kernels run compiled: at least 1 s and 20 calls (the Vector API is
+        // slow until C2 has compiled it)
+        long warm = System.nanoTime() + 1_000_000_000L;
+        for (int i = 0; i < 20 || System.nanoTime() < warm; i++) {
             backend.matmul(x, ws.get(i % copies), y);
         }
         double best = Double.MAX_VALUE;
         long deadline = System.nanoTime() + (long) (seconds * 1e9);
-        int calls = 0;
+        int batches = 0;
         do {
-            int batch = copies;
             long t0 = System.nanoTime();
-            for (int i = 0; i < batch; i++) {
+            for (int i = 0; i < copies; i++) {
                 backend.matmul(x, ws.get(i), y);
             }
-            best = Math.min(best, (System.nanoTime() - t0) / 1e9 / batch);
-            calls += batch;
-        } while (System.nanoTime() < deadline || calls < 3);
+            best = Math.min(best, (System.nanoTime() - t0) / 1e9 / copies);
+            batches++;
+        } while (System.nanoTime() < deadline || batches < 5);
         return new Result(2.0 * m * n * k / best / 1e9, weightBytes / best / 1e9);
     }
 
@@ -142,7 +143,7 @@ public final class CpuBench {
 
         /** Best rate of {@code round} (which returns its flop count) over {@code seconds}, after a warm-up. */
         private static double best(double seconds, java.util.function.LongSupplier round) {
-            long warm = System.nanoTime() + 500_000_000L;
+            long warm = System.nanoTime() + 1_500_000_000L;
             while (System.nanoTime() < warm) {
                 round.getAsLong();
             }

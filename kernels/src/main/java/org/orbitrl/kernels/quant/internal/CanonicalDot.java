@@ -60,35 +60,21 @@ public final class CanonicalDot {
      * x[i, 16u + p]}. A trailing partial unit ({@code k mod 16} values) keeps its natural order.
      */
     public static float[] permuteX(java.lang.foreign.MemorySegment x, long xOff, int m, int k) {
-        float[] raw = new float[m * k];
-        java.lang.foreign.MemorySegment.copy(x, java.lang.foreign.ValueLayout.JAVA_FLOAT_UNALIGNED
-                .withOrder(java.nio.ByteOrder.LITTLE_ENDIAN), xOff, raw, 0, m * k);
+        java.lang.foreign.ValueLayout.OfFloat f32 = java.lang.foreign.ValueLayout.JAVA_FLOAT_UNALIGNED
+                .withOrder(java.nio.ByteOrder.LITTLE_ENDIAN);
         float[] out = new float[m * k];
+        java.lang.foreign.MemorySegment.copy(x, f32, xOff, out, 0, m * k);
+        float[] unit = new float[UNIT];
         int full = k / UNIT * UNIT;
         for (int i = 0; i < m; i++) {
-            int base = i * k;
-            for (int u = 0; u < full; u += UNIT) {
+            for (int u = i * k; u < i * k + full; u += UNIT) {
+                System.arraycopy(out, u, unit, 0, UNIT);
                 for (int p = 0; p < UNIT; p++) {
-                    out[base + u + pos(p)] = raw[base + u + p];
+                    out[u + pos(p)] = unit[p];
                 }
             }
-            System.arraycopy(raw, base + full, out, base + full, k - full);
         }
         return out;
-    }
-
-    /** Partial-sum vectors (one or two per unit parity) as the 32 lanes, then {@link #tree}. */
-    static float reduce(FloatVector e0, FloatVector e1, FloatVector o0, FloatVector o1, float[] scratch) {
-        if (L == 16) {
-            e0.intoArray(scratch, 0);
-            o0.intoArray(scratch, 16);
-        } else {
-            e0.intoArray(scratch, 0);
-            e1.intoArray(scratch, 8);
-            o0.intoArray(scratch, 16);
-            o1.intoArray(scratch, 24);
-        }
-        return tree(scratch);
     }
 
     /**

@@ -128,7 +128,13 @@ public final class NibbleDot {
                 e1 = unit(codes, codeOff, u, SHIFT_B, e2m1, scales, offsets, sh).fma(FloatVector.fromArray(FS, xp, xu + 8), e1);
             }
         }
-        return CanonicalDot.reduce(e0, e1, o0, o1, scratch);
+        e0.intoArray(scratch, 0); // the 32 partial sums: even units, then odd, positions in decoded order
+        o0.intoArray(scratch, UNIT);
+        if (L == 8) {
+            e1.intoArray(scratch, 8);
+            o1.intoArray(scratch, UNIT + 8);
+        }
+        return CanonicalDot.tree(scratch);
     }
 
     private static void rows4(boolean e2m1, MemorySegment codes, long codeOff, int k, int group, float[] scales,
@@ -172,9 +178,33 @@ public final class NibbleDot {
                 o31 = v.fma(FloatVector.fromArray(FS, xp, xu + 8 + 3 * k), o31);
             }
         }
-        out[i] = CanonicalDot.reduce(e00, e01, o00, o01, scratch);
-        out[i + 1] = CanonicalDot.reduce(e10, e11, o10, o11, scratch);
-        out[i + 2] = CanonicalDot.reduce(e20, e21, o20, o21, scratch);
-        out[i + 3] = CanonicalDot.reduce(e30, e31, o30, o31, scratch);
+        e00.intoArray(scratch, 0);
+        o00.intoArray(scratch, UNIT);
+        if (L == 8) {
+            e01.intoArray(scratch, 8);
+            o01.intoArray(scratch, UNIT + 8);
+        }
+        out[i] = CanonicalDot.tree(scratch);
+        e10.intoArray(scratch, 0);
+        o10.intoArray(scratch, UNIT);
+        if (L == 8) {
+            e11.intoArray(scratch, 8);
+            o11.intoArray(scratch, UNIT + 8);
+        }
+        out[i + 1] = CanonicalDot.tree(scratch);
+        e20.intoArray(scratch, 0);
+        o20.intoArray(scratch, UNIT);
+        if (L == 8) {
+            e21.intoArray(scratch, 8);
+            o21.intoArray(scratch, UNIT + 8);
+        }
+        out[i + 2] = CanonicalDot.tree(scratch);
+        e30.intoArray(scratch, 0);
+        o30.intoArray(scratch, UNIT);
+        if (L == 8) {
+            e31.intoArray(scratch, 8);
+            o31.intoArray(scratch, UNIT + 8);
+        }
+        out[i + 3] = CanonicalDot.tree(scratch);
     }
 }

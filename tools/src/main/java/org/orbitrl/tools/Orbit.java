@@ -11,6 +11,7 @@ import picocli.CommandLine.Command;
         description = "RL fine-tuning of frozen low-precision MoE models with adapters.",
         subcommands = {
                 CommandLine.HelpCommand.class,
+                PlanCommand.class,
         })
 public final class Orbit implements Runnable {
 

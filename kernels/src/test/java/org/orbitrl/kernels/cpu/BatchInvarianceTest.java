@@ -121,9 +121,11 @@ class BatchInvarianceTest {
             Tensor dy = randomF32(rnd, 70, n);
             checkRows("matmulTransposed " + wt, rnd, dy, k, (b, t) -> b.matmulTransposed(t[0], w, t[1]));
         }
-        QuantizedTensor q = Int8TestFormat.INSTANCE.quantize(randomF32(rnd, 30, 77));
-        checkRows("matmulQuantizedTransposed", rnd, randomF32(rnd, 37, 30), 77,
-                (b, t) -> b.matmulQuantizedTransposed(t[0], q, t[1]));
+        for (var format : org.orbitrl.kernels.quant.QuantFormats.all()) {
+            QuantizedTensor q = format.quantize(randomF32(rnd, 30, 96));
+            checkRows("matmulQuantizedTransposed " + format.name(), rnd, randomF32(rnd, 37, 30), 96,
+                    (b, t) -> b.matmulQuantizedTransposed(t[0], q, t[1]));
+        }
     }
 
     @Test

@@ -135,14 +135,16 @@ class CpuBackendTest {
                 }
             }
         }
+        for (var format : org.orbitrl.kernels.quant.QuantFormats.all())
         for (int m : new int[]{1, 20}) {
             Tensor dy = randomF32(rnd, m, 45);
-            QuantizedTensor w = Int8TestFormat.INSTANCE.quantize(randomF32(rnd, 45, 130));
-            Tensor ref = zeros(m, 130);
-            Tensor got = zeros(m, 130);
+            QuantizedTensor w = format.quantize(randomF32(rnd, 45, 160));
+            Tensor ref = zeros(m, 160);
+            Tensor got = zeros(m, 160);
             HostOps.matmulQuantizedTransposed(dy, w, ref);
             cpu.matmulQuantizedTransposed(dy, w, got);
-            assertClose("matmulQuantizedTransposed M=" + m, ref.toFloatArray(), got.toFloatArray(), 1e-6 * Math.sqrt(45), 1e-5);
+            assertClose(format.name() + " matmulQuantizedTransposed M=" + m, ref.toFloatArray(), got.toFloatArray(),
+                    1e-6 * Math.sqrt(45), 1e-5);
         }
     }
 

@@ -175,6 +175,11 @@ public final class Qwen3Model implements CausalLM, AdapterTargets {
     }
 
     @Override
+    public CacheGeometry cacheGeometry() {
+        return new CacheGeometry(config.layers(), config.kvHeads(), config.headDim(), config.headDim());
+    }
+
+    @Override
     public KvCache newCache(int capacity) {
         return new KvCache(backend.allocator(), config.layers(), config.kvHeads(), config.headDim(), config.headDim(), capacity);
     }

@@ -2,8 +2,10 @@ package org.orbitrl.model;
 
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.quant.QuantFormat;
+import org.orbitrl.model.adapter.Adapter;
 import org.orbitrl.model.adapter.AdapterConfig;
 import org.orbitrl.model.adapter.LoraAdapter;
+import org.orbitrl.model.adapter.OftAdapter;
 import org.orbitrl.model.arch.CausalLM;
 import org.orbitrl.model.arch.DecoderConfig;
 import org.orbitrl.model.arch.Qwen3Model;
@@ -70,11 +72,13 @@ public final class LoadedModel implements AutoCloseable {
         return (AdapterTargets) model;
     }
 
-    /** Loads a PEFT LoRA adapter directory onto this model. */
-    public LoraAdapter loadAdapter(Path adapterDir) {
+    /** Loads a PEFT adapter directory (LoRA or OFT, by its {@code peft_type}) onto this model. */
+    public Adapter loadAdapter(Path adapterDir) {
         AdapterConfig cfg = AdapterConfig.read(adapterDir);
         try (Checkpoint a = Checkpoint.open(adapterDir.resolve("adapter_model.safetensors"))) {
-            return LoraAdapter.load(cfg, a, targets(), model.backend().allocator());
+            return cfg.type().equals("OFT")
+                    ? OftAdapter.load(cfg, a, targets(), model.backend().allocator())
+                    : LoraAdapter.load(cfg, a, targets(), model.backend().allocator());
         }
     }
 

@@ -13,6 +13,8 @@ import picocli.CommandLine.Command;
                 CommandLine.HelpCommand.class,
                 ScoreCommand.class,
                 GenerateCommand.class,
+                MakeQuickstartCommand.class,
+                PlanCommand.class,
         })
 public final class Orbit implements Runnable {
 

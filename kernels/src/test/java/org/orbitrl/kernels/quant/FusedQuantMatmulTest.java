@@ -34,13 +34,18 @@ class FusedQuantMatmulTest {
         return Tensor.of(v, m, k);
     }
 
-    /** The documented order, written independently: 16 FMA chains over k mod 16, then a halving tree. */
+    /**
+     * The documented order, written independently: value p of 16-value unit u goes to partial sum
+     * 16·(u mod 2) + 2·(p mod 8) + p/8; 32 FMA chains in increasing k, then a halving tree.
+     */
     private static float canonicalDot(float[] x, int xOff, float[] w, int wOff, int k) {
-        float[] acc = new float[16];
-        for (int p = 0; p < k; p++) {
-            acc[p % 16] = Math.fma(x[xOff + p], w[wOff + p], acc[p % 16]);
+        float[] acc = new float[32];
+        for (int q = 0; q < k; q++) {
+            int p = q % 16;
+            int lane = 16 * ((q / 16) % 2) + 2 * (p % 8) + p / 8;
+            acc[lane] = Math.fma(x[xOff + q], w[wOff + q], acc[lane]);
         }
-        for (int h = 8; h >= 1; h /= 2) {
+        for (int h = 16; h >= 1; h /= 2) {
             for (int l = 0; l < h; l++) {
                 acc[l] += acc[l + h];
             }

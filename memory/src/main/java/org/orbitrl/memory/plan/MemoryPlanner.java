@@ -39,11 +39,11 @@ public final class MemoryPlanner {
         WeightInventory inv = WeightInventory.of(req.spec());
         ParamCounts counts = ParamCounts.of(inv);
         List<GpuBudget> budgets = budgets(req, inv);
-        int local = localExperts(req);
+        int local = chunked(req) ? localExperts(req) : 0;
         int chunk = Math.min(req.expertChunk(), local);
-        long chunkBytes = expertChunkBytes(req, inv);
+        long chunkBytes = chunked(req) ? expertChunkBytes(req, inv) : 0;
         int maxChunk = 0;
-        if (local > 0 && req.base().of(ParamFamily.ROUTED_EXPERTS).isQuantized() && !req.adapter().isFull()) {
+        if (local > 0) {
             long room = Long.MAX_VALUE;
             for (GpuBudget b : budgets) {
                 room = Math.min(room, b.headroom() + chunk * chunkBytes);
@@ -52,7 +52,7 @@ public final class MemoryPlanner {
         }
         int maxPrompts = largest(p -> fits(req.withBatch(req.batch().withPrompts(p)), inv), 1 << 20);
         int maxMicro = largest(m -> fits(req.withBatch(req.batch().withMicroBatch(m)), inv), 1 << 14);
-        return new MemoryPlan(req, counts, req.adapter().params(inv), budgets, local > 0 ? chunk : 0, chunkBytes, maxChunk,
+        return new MemoryPlan(req, counts, req.adapter().params(inv), budgets, chunk, chunkBytes, maxChunk,
                 maxPrompts, maxMicro, notes(req, inv, counts));
     }
 
@@ -103,6 +103,11 @@ public final class MemoryPlanner {
             out.add(budget(req, inv, role));
         }
         return out;
+    }
+
+    /** True when routed experts are stored quantized and dequantized chunk by chunk (not in full training). */
+    static boolean chunked(PlanRequest req) {
+        return req.spec().isMoe() && req.base().of(ParamFamily.ROUTED_EXPERTS).isQuantized() && !req.adapter().isFull();
     }
 
     /** Routed experts of one MoE layer that one GPU holds; 0 for a dense model. */
@@ -169,7 +174,7 @@ public final class MemoryPlanner {
         if (full) {
             dequant = 2 * largestLayerBf16;     // all-gather buffers of one layer's shards, double-buffered
         } else {
-            if (s.isMoe() && req.base().of(ParamFamily.ROUTED_EXPERTS).isQuantized()) {
+            if (chunked(req)) {
                 dequant += Math.min(req.expertChunk(), localExperts(req)) * expertChunkBytes(req, inv);
             }
             dequant += 2 * largestQuantizedOther;

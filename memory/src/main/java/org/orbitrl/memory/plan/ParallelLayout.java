@@ -55,7 +55,7 @@ public record ParallelLayout(int expertParallel, int tensorParallel, int rollout
         return rolloutGpus == 0;
     }
 
-    /** The roles this layout has, each with the number of GPUs in it. */
+    /** The roles this layout gives GPUs: one when colocated, rollout and training when split. */
     public List<GpuRole> roles() {
         return colocated() ? List.of(GpuRole.COLOCATED) : List.of(GpuRole.ROLLOUT, GpuRole.TRAIN);
     }

@@ -61,50 +61,60 @@ public record PlanRequest(ModelSpec spec, Path configPath, BaseFormat base, Adap
                 DEFAULT_EXPERT_CHUNK, DType.BF16, 2048, 8192, -1);
     }
 
+    /** This request with the base format changed. */
     public PlanRequest withBase(BaseFormat b) {
         return new PlanRequest(spec, configPath, b, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
                 logitsChunkTokens, prefillChunkTokens, reserveBytes);
     }
 
+    /** This request with the adapter changed. */
     public PlanRequest withAdapter(AdapterSpec a) {
         return new PlanRequest(spec, configPath, base, a, batch, node, layout, recompute, expertChunk, kvDtype,
                 logitsChunkTokens, prefillChunkTokens, reserveBytes);
     }
 
+    /** This request with the batch shape changed. */
     public PlanRequest withBatch(BatchShape b) {
         return new PlanRequest(spec, configPath, base, adapter, b, node, layout, recompute, expertChunk, kvDtype,
                 logitsChunkTokens, prefillChunkTokens, reserveBytes);
     }
 
+    /** This request with the node and layout changed. */
     public PlanRequest withNode(NodeSpec n, ParallelLayout l) {
         return new PlanRequest(spec, configPath, base, adapter, batch, n, l, recompute, expertChunk, kvDtype,
                 logitsChunkTokens, prefillChunkTokens, reserveBytes);
     }
 
+    /** This request with the layout changed. */
     public PlanRequest withLayout(ParallelLayout l) {
         return withNode(node, l);
     }
 
+    /** This request with recompute on or off changed. */
     public PlanRequest withRecompute(boolean r) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, r, expertChunk, kvDtype,
                 logitsChunkTokens, prefillChunkTokens, reserveBytes);
     }
 
+    /** This request with the expert chunk changed. */
     public PlanRequest withExpertChunk(int c) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, c, kvDtype,
                 logitsChunkTokens, prefillChunkTokens, reserveBytes);
     }
 
+    /** This request with the KV cache dtype changed. */
     public PlanRequest withKvDtype(DType d) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, d,
                 logitsChunkTokens, prefillChunkTokens, reserveBytes);
     }
 
+    /** This request with the runtime reserve (negative: the default policy) changed. */
     public PlanRequest withReserve(long bytes) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
                 logitsChunkTokens, prefillChunkTokens, bytes);
     }
 
+    /** This request with the logits and prefill chunks changed. */
     public PlanRequest withChunks(int logitsTokens, int prefillTokens) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
                 logitsTokens, prefillTokens, reserveBytes);

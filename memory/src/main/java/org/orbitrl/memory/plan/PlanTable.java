@@ -20,7 +20,8 @@ public final class PlanTable {
                 .append(r.adapter()).append('\n');
         sb.append("  batch ").append(r.batch()).append('\n');
         sb.append("  layout ").append(r.layout()).append("; recompute ").append(r.recompute() ? "on" : "off")
-                .append("; expert chunk ").append(p.expertChunk()).append("; KV cache ")
+                .append("; expert chunk ").append(p.expertChunk() > 0 ? Integer.toString(p.expertChunk()) : "none")
+                .append("; KV cache ")
                 .append(r.kvDtype().name().toLowerCase(Locale.ROOT)).append('\n');
         sb.append('\n').append(params(p));
         sb.append('\n').append(String.format(Locale.ROOT, "  %-20s", "per GPU"));
@@ -54,7 +55,7 @@ public final class PlanTable {
             sb.append("Does not fit: a ").append(t.role().label()).append(" GPU needs ").append(Bytes.format(t.total()))
                     .append(" of ").append(Bytes.format(t.capacity())).append(".");
         }
-        if (s.isMoe()) {
+        if (p.expertChunk() > 0) {
             sb.append(" Largest safe expert chunk: ").append(p.maxSafeExpertChunk()).append(" of ")
                     .append(MemoryPlanner.localExperts(r)).append(" local experts");
             sb.append(p.expertChunkBytes() > 0 ? " (" + Bytes.format(p.expertChunkBytes()) + " each)." : ".");

@@ -1,7 +1,10 @@
 package org.orbitrl.model.adapter;
 
 import org.orbitrl.kernels.Tensor;
+import org.orbitrl.model.checkpoint.SafetensorsWriter;
 
+import java.io.IOException;
+import java.nio.file.Path;
 import java.util.List;
 import java.util.Map;
 
@@ -45,4 +48,14 @@ public interface Adapter {
 
     /** The gradients in PEFT's layouts, keyed by the parameter's PEFT name. */
     Map<String, Tensor> peftGradients();
+
+    /**
+     * Writes the adapter as PEFT's {@code save_pretrained} lays it out: {@code adapter_config.json}
+     * and {@code adapter_model.safetensors} (PEFT names and layouts, f32, metadata format=pt) in {@code dir}.
+     */
+    default void save(Path dir) throws IOException {
+        config().write(dir);
+        new SafetensorsWriter().addAll(peftTensors()).metadata("format", "pt")
+                .write(dir.resolve("adapter_model.safetensors"));
+    }
 }

@@ -267,6 +267,7 @@ public final class LoraAdapter implements Adapter {
     }
 
     /** Writes the adapter as PEFT does: {@code adapter_config.json} and {@code adapter_model.safetensors}. */
+    @Override
     public void save(java.nio.file.Path dir) throws java.io.IOException {
         config.write(dir);
         new org.orbitrl.model.checkpoint.SafetensorsWriter().metadata("format", "pt").addAll(peftTensors())

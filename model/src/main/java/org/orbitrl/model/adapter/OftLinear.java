@@ -9,6 +9,7 @@ import org.orbitrl.model.adapter.internal.OftMath;
 import org.orbitrl.model.nn.Linear;
 
 import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
 import java.util.function.BooleanSupplier;
 
 /**
@@ -98,7 +99,7 @@ public final class OftLinear implements Linear.AdapterHook {
             }
         }
         Tensor xr = backend.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, rows, in);
-        MemorySegment.copy(out, 0, xr.segment(), java.lang.foreign.ValueLayout.JAVA_FLOAT_UNALIGNED,
+        MemorySegment.copy(out, 0, xr.segment(), ValueLayout.JAVA_FLOAT_UNALIGNED,
                 xr.byteOffset(), out.length);
         return xr;
     }

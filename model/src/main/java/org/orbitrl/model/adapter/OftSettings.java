@@ -33,7 +33,7 @@ public record OftSettings(int r, int blockSize, boolean coft, double eps, boolea
         }
     }
 
-    /** PEFT's defaults for a given block size: exact orthogonality is off, Cayley-Neumann with 5 terms. */
+    /** PEFT's defaults for a given block size: Cayley-Neumann with 5 terms, no coft (eps 6e-5), no block sharing. */
     public static OftSettings ofBlockSize(int blockSize) {
         return new OftSettings(0, blockSize, false, 6e-5, false, true, 5);
     }

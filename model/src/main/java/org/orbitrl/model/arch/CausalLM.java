@@ -31,6 +31,12 @@ public interface CausalLM extends AutoCloseable {
 
     int layers();
 
+    /** The shape of one token's cached keys and values: what a paged block pool is built for. */
+    record CacheGeometry(int layers, int kvHeads, int headDim, int vHeadDim) {
+    }
+
+    CacheGeometry cacheGeometry();
+
     /** A fresh, empty cache for one sequence. */
     KvCache newCache(int capacity);
 

@@ -1,22 +1,12 @@
 package org.orbitrl.model.adapter;
 
-import com.fasterxml.jackson.databind.ObjectMapper;
-import com.fasterxml.jackson.databind.node.ObjectNode;
-import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.model.TestSafetensors;
 
-import java.io.IOException;
-import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
-import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Map;
 
-/** Shared pieces of the adapter fixture tests: the fixture's inputs, its loss gradient, an f32 safetensors writer. */
+/** Shared pieces of the adapter fixture tests: the fixture's inputs and its loss gradient. */
 final class FixtureLoss {
     private FixtureLoss() {
     }
@@ -73,38 +63,5 @@ final class FixtureLoss {
             }
         }
         return Tensor.of(d, (long) b * t, v);
-    }
-
-    /** Writes f32 tensors as safetensors (header padded to 8 bytes, {@code format: pt} metadata, as PEFT writes). */
-    static void writeSafetensors(Path file, Map<String, Tensor> tensors) throws IOException {
-        ObjectMapper json = new ObjectMapper();
-        ObjectNode header = json.createObjectNode();
-        header.putObject("__metadata__").put("format", "pt");
-        long offset = 0;
-        for (var e : tensors.entrySet()) {
-            Tensor t = e.getValue();
-            if (t.dtype() != DType.F32) {
-                throw new IllegalArgumentException(e.getKey() + ": only f32 is written, got " + t.dtype());
-            }
-            ObjectNode n = header.putObject(e.getKey());
-            n.put("dtype", "F32");
-            var shape = n.putArray("shape");
-            for (long d : t.shape()) {
-                shape.add(d);
-            }
-            n.putArray("data_offsets").add(offset).add(offset + 4 * t.numel());
-            offset += 4 * t.numel();
-        }
-        byte[] h = json.writeValueAsBytes(header);
-        int padded = (h.length + 7) / 8 * 8;
-        ByteBuffer buf = ByteBuffer.allocate(Math.toIntExact(8 + padded + offset)).order(ByteOrder.LITTLE_ENDIAN);
-        buf.putLong(padded).put(h);
-        buf.put(" ".repeat(padded - h.length).getBytes(StandardCharsets.US_ASCII));
-        for (Tensor t : tensors.values()) {
-            for (float f : t.toFloatArray()) {
-                buf.putFloat(f);
-            }
-        }
-        Files.write(file, buf.array());
     }
 }

@@ -12,6 +12,7 @@ import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.TestSafetensors;
 import org.orbitrl.model.arch.Qwen3FixtureTest;
 import org.orbitrl.model.arch.Qwen3Model;
+import org.orbitrl.model.checkpoint.Checkpoint;
 
 import java.net.URISyntaxException;
 import java.nio.file.Path;
@@ -235,16 +236,17 @@ class OftFixtureTest {
                 "created"))) {
             OftAdapter original = pair.getKey().adapter();
             Path dir = tmp.resolve(pair.getValue());
-            original.config().write(dir);
-            FixtureLoss.writeSafetensors(dir.resolve("adapter_model.safetensors"), original.peftTensors());
+            original.save(dir);
             float[] before = pair.getKey().model().forwardTrain(s.seqs(), false).logits().toFloatArray();
 
             AdapterConfig cfg = AdapterConfig.read(dir);
             assertEquals(original.config().oft(), cfg.oft(), "settings after a round trip");
             assertEquals(original.config().targetModules(), cfg.targetModules());
             Qwen3Model other = model("qwen3");
-            OftAdapter loaded = OftAdapter.load(cfg, new TestSafetensors(dir.resolve("adapter_model.safetensors")),
-                    other, TensorAllocator.heap());
+            OftAdapter loaded;
+            try (Checkpoint file = Checkpoint.open(dir.resolve("adapter_model.safetensors"))) {
+                loaded = OftAdapter.load(cfg, file, other, TensorAllocator.heap());
+            }
             assertEquals(original.params().size(), loaded.params().size());
             for (int i = 0; i < original.params().size(); i++) {
                 assertEquals(original.params().get(i).name(), loaded.params().get(i).name());
@@ -253,6 +255,48 @@ class OftFixtureTest {
             }
             assertArrayEquals(before, other.forwardTrain(s.seqs(), false).logits().toFloatArray(), 0f,
                     pair.getValue() + ": logits after save and load");
+        }
+    }
+
+    /**
+     * Values written into the parameters in place (an optimizer step, a slot publish) take effect at
+     * the next forward with no notification: an identity adapter overwritten with the fixture's
+     * values gives the fixture's logits, and zeroed again gives the base's.
+     */
+    @Test
+    void parametersChangedInPlaceAreSeenByTheNextForward() {
+        Setup s = setup("qwen3", "share_coft");
+        float[] plain;
+        s.adapter().setEnabled(false);
+        plain = s.model().forwardTrain(s.seqs(), false).logits().toFloatArray();
+        s.adapter().setEnabled(true);
+        OftAdapter fresh = OftAdapter.create(s.adapter().config(), s.model(), TensorAllocator.heap());
+        assertArrayEquals(plain, s.model().forwardTrain(s.seqs(), false).logits().toFloatArray(), 0f, "identity");
+        TestSafetensors file = new TestSafetensors(root().resolve("qwen3/share_coft/adapter/adapter_model.safetensors"));
+        for (OftAdapter.Param p : fresh.params()) {
+            p.value().copyFrom(file.get(p.name()));
+        }
+        Qwen3FixtureTest.assertClose("after an in-place update", s.ref().get("logits").toFloatArray(),
+                s.model().forwardTrain(s.seqs(), false).logits().toFloatArray(), 1e-4f);
+        fresh.params().forEach(p -> p.value().fill(0));
+        assertArrayEquals(plain, s.model().forwardTrain(s.seqs(), false).logits().toFloatArray(), 0f, "zeroed again");
+    }
+
+    /** The loader behind {@code orbit score --adapter} picks OFT by {@code peft_type} and reproduces PEFT's logits. */
+    @Test
+    void loadedModelLoadsAnOftAdapterDirectory() {
+        try (var lm = org.orbitrl.model.LoadedModel.load(TestSafetensors.fixtures().resolve("qwen3_moe"), Backends.cpu(),
+                org.orbitrl.model.BaseFormat.BF16)) {
+            Path dir = root().resolve("qwen3_moe/share_coft");
+            Adapter adapter = lm.loadAdapter(dir.resolve("adapter"));
+            assertTrue(adapter instanceof OftAdapter, "an OFT directory gives an OftAdapter, got " + adapter.getClass());
+            List<int[]> seqs = FixtureLoss.sequences(new TestSafetensors(
+                    TestSafetensors.fixtures().resolve("qwen3_moe").resolve("reference.safetensors")));
+            List<org.orbitrl.model.arch.CausalLM.Segment> batch = seqs.stream()
+                    .map(t -> new org.orbitrl.model.arch.CausalLM.Segment(t, null)).toList();
+            Qwen3FixtureTest.assertClose("qwen3_moe/share_coft through LoadedModel",
+                    new TestSafetensors(dir.resolve("reference_oft.safetensors")).get("logits").toFloatArray(),
+                    lm.model().forward(batch).toFloatArray(), 1e-4f);
         }
     }
 
@@ -302,6 +346,37 @@ class OftFixtureTest {
         }
         assertTrue(largest > 1e-4, "fixture rotations are too close to orthogonal to test the bound: " + largest);
         System.out.printf("Cayley-Neumann (%s): max |RᵀR - I| = %.3g%n", variant, largest);
+    }
+
+    /**
+     * Through the memory accounting: the adapter allocates its parameters, the rotation blocks it
+     * derives from them and its gradients (exactly one scalar per parameter) up front, and a whole
+     * forward + backward step allocates nothing more through it.
+     */
+    @Test
+    void gradientMemoryIsExactlyTheAdapterSize() {
+        Qwen3Model model = model("qwen3_moe");
+        Map<org.orbitrl.kernels.MemoryCategory, Long> elements = new java.util.EnumMap<>(org.orbitrl.kernels.MemoryCategory.class);
+        TensorAllocator recording = (category, dtype, shape) -> {
+            elements.merge(category, java.util.Arrays.stream(shape).reduce(1, (x, y) -> x * y), Long::sum);
+            return TensorAllocator.heap().allocate(category, dtype, shape);
+        };
+        Path dir = root().resolve("qwen3_moe/neumann");
+        OftAdapter adapter = OftAdapter.load(AdapterConfig.read(dir.resolve("adapter")),
+                new TestSafetensors(dir.resolve("adapter/adapter_model.safetensors")), model, recording);
+        long params = adapter.parameterCount();
+        long rotations = adapter.layers().values().stream()
+                .mapToLong(l -> (long) l.layout().storedBlocks() * l.layout().blockSize() * l.layout().blockSize()).sum();
+        assertEquals(8L * 4 * 120, params, "8 layers of 4 blocks of 16·15/2 parameters");
+        assertEquals(Map.of(org.orbitrl.kernels.MemoryCategory.ADAPTER_GRADS, params,
+                org.orbitrl.kernels.MemoryCategory.ADAPTER_PARAMS, 2 * params + rotations), elements);
+        Map<org.orbitrl.kernels.MemoryCategory, Long> before = Map.copyOf(elements);
+        TestSafetensors ref = new TestSafetensors(dir.resolve("reference_oft.safetensors"));
+        List<int[]> seqs = FixtureLoss.sequences(new TestSafetensors(
+                TestSafetensors.fixtures().resolve("qwen3_moe").resolve("reference.safetensors")));
+        var tape = model.forwardTrain(seqs, false);
+        model.backward(tape, FixtureLoss.dLogits(tape.logits(), ref, seqs));
+        assertEquals(before, elements, "a training step allocates nothing through the adapter's allocator");
     }
 
     /** max over blocks and entries of |RᵀR − I| for rotation blocks [n, b, b]. */

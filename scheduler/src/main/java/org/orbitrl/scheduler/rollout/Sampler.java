@@ -1,5 +1,7 @@
 package org.orbitrl.scheduler.rollout;
 
+import org.orbitrl.model.nn.LogProbs;
+
 import java.util.Arrays;
 import java.util.SplittableRandom;
 
@@ -37,10 +39,9 @@ public final class Sampler {
             prob[i] = Math.exp((logits[i] - max) / t);
             sum += prob[i];
         }
-        double logSum = Math.log(sum);
         if (p.greedy()) {
             rng.nextDouble(); // one draw per token, greedy or not, so streams stay aligned
-            return new Draw(argmax, (float) ((logits[argmax] - max) / t - logSum), 0f);
+            return new Draw(argmax, LogProbs.of(logits, argmax, p.temperature()), 0f);
         }
         for (int i = 0; i < v; i++) {
             prob[i] /= sum;
@@ -87,7 +88,7 @@ public final class Sampler {
                 break;
             }
         }
-        float policy = (float) ((logits[token] - max) / t - logSum);
+        float policy = LogProbs.of(logits, token, p.temperature());
         float sampled = (float) Math.log(prob[token] / kept);
         return new Draw(token, policy, sampled);
     }

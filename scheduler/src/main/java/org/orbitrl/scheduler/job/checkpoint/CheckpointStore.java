@@ -11,6 +11,7 @@ import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.List;
+import org.orbitrl.scheduler.job.JobException;
 
 /**
  * A job's checkpoints in one folder: {@code ckpt-<step>.orbit}, newest {@code keep} kept.
@@ -22,7 +23,7 @@ public final class CheckpointStore {
     /** What a job writes into a checkpoint. */
     @FunctionalInterface
     public interface Content {
-        void write(CheckpointWriter out) throws IOException;
+        void write(CheckpointWriter out) throws IOException, JobException;
     }
 
     /**
@@ -72,7 +73,7 @@ public final class CheckpointStore {
      * (a full disk, a read-only folder) the temporary file is removed, the previous checkpoints
      * are untouched, and the error names the file and the cause.
      */
-    public Checkpoint write(long step, Content content) throws IOException {
+    public Checkpoint write(long step, Content content) throws IOException, JobException {
         if (step < 0) {
             throw new IllegalArgumentException("step must not be negative: " + step);
         }
@@ -89,7 +90,7 @@ public final class CheckpointStore {
                 throw new IOException("the file system of " + dir + " cannot rename atomically; checkpoints need it", e);
             }
             forceDirectory();
-        } catch (IOException | RuntimeException e) {
+        } catch (IOException | JobException | RuntimeException e) {
             try {
                 Files.deleteIfExists(tmp);
             } catch (IOException cleanup) {

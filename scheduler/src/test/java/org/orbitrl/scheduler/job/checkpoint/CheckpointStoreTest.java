@@ -41,7 +41,7 @@ class CheckpointStoreTest {
     }
 
     @Test
-    void sectionsReadBackAndOnlyTheNewestAreKept() throws IOException {
+    void sectionsReadBackAndOnlyTheNewestAreKept() throws Exception {
         CheckpointStore store = new CheckpointStore(dir, 3);
         for (long step = 10; step <= 50; step += 10) {
             store.write(step, content(step));
@@ -59,7 +59,7 @@ class CheckpointStoreTest {
     }
 
     @Test
-    void aTruncatedNewestCheckpointFallsBackToThePreviousWithAWarning() throws IOException {
+    void aTruncatedNewestCheckpointFallsBackToThePreviousWithAWarning() throws Exception {
         CheckpointStore store = new CheckpointStore(dir, 5);
         store.write(1, content(1));
         store.write(2, content(2));
@@ -77,7 +77,7 @@ class CheckpointStoreTest {
     }
 
     @Test
-    void aFlippedBitInASectionOrTheIndexIsDetected() throws IOException {
+    void aFlippedBitInASectionOrTheIndexIsDetected() throws Exception {
         CheckpointStore store = new CheckpointStore(dir, 5);
         store.write(1, content(1));
         store.write(2, content(2));
@@ -95,7 +95,7 @@ class CheckpointStoreTest {
     }
 
     @Test
-    void aFailedWriteLeavesNoFileAndThePreviousCheckpointIntact() throws IOException {
+    void aFailedWriteLeavesNoFileAndThePreviousCheckpointIntact() throws Exception {
         CheckpointStore store = new CheckpointStore(dir, 5);
         store.write(1, content(1));
         IOException e = assertThrows(IOException.class, () -> store.write(2, w -> {

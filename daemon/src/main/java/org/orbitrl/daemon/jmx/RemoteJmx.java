@@ -1,6 +1,9 @@
 package org.orbitrl.daemon.jmx;
 
+import java.io.ByteArrayInputStream;
 import java.io.IOException;
+import java.io.ObjectInputFilter;
+import java.io.ObjectInputStream;
 import java.io.InputStream;
 import java.net.InetAddress;
 import java.net.ServerSocket;
@@ -8,6 +11,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.attribute.PosixFilePermission;
 import java.rmi.NoSuchObjectException;
+import java.rmi.Remote;
 import java.rmi.registry.LocateRegistry;
 import java.rmi.registry.Registry;
 import java.rmi.server.RMIClientSocketFactory;
@@ -15,6 +19,7 @@ import java.rmi.server.RMIServerSocketFactory;
 import java.rmi.server.UnicastRemoteObject;
 import java.security.GeneralSecurityException;
 import java.security.KeyStore;
+import java.util.Base64;
 import java.util.HashMap;
 import java.util.Map;
 import java.util.Objects;
@@ -74,16 +79,38 @@ final class RemoteJmx implements AutoCloseable {
             env.put(RMIConnectorServer.RMI_SERVER_SOCKET_FACTORY_ATTRIBUTE, ssf);
             if (csf != null) {
                 env.put(RMIConnectorServer.RMI_CLIENT_SOCKET_FACTORY_ATTRIBUTE, csf);
-                env.put("com.sun.jndi.rmi.factory.socket", csf); // binding into the TLS registry
             }
             String hp = hostForUrl(c.host()) + ":" + c.port();
-            JMXServiceURL url = new JMXServiceURL("service:jmx:rmi://" + hp + "/jndi/rmi://" + hp + "/jmxrmi");
-            JMXConnectorServer server = JMXConnectorServerFactory.newJMXConnectorServer(url, env, mbs);
+            // The connector exports its server object on the registry's port; its stub is bound
+            // straight into the registry object (no network bind, which TLS would make the daemon
+            // trust its own certificate for).
+            JMXConnectorServer server = JMXConnectorServerFactory.newJMXConnectorServer(
+                    new JMXServiceURL("service:jmx:rmi://" + hp), env, mbs);
             server.start();
+            registry.rebind("jmxrmi", stubOf(server.getAddress()));
+            JMXServiceURL url = new JMXServiceURL("service:jmx:rmi:///jndi/rmi://" + hp + "/jmxrmi");
             return new RemoteJmx(registry, server, url);
         } catch (IOException | RuntimeException e) {
             UnicastRemoteObject.unexportObject(registry, true);
             throw e;
+        }
+    }
+
+    /** The server stub a started connector encodes in its {@code /stub/} address. */
+    private static Remote stubOf(JMXServiceURL address) throws IOException {
+        String path = address.getURLPath();
+        if (!path.startsWith("/stub/")) {
+            throw new IOException("unexpected JMX connector address " + address);
+        }
+        byte[] bytes = Base64.getDecoder().decode(path.substring("/stub/".length()));
+        try (ObjectInputStream in = new ObjectInputStream(new ByteArrayInputStream(bytes))) {
+            in.setObjectInputFilter(info -> info.serialClass() == null || info.serialClass().getName().startsWith("java.")
+                    || info.serialClass().getName().startsWith("javax.") || info.serialClass().getName().startsWith("jdk.")
+                    || info.serialClass().getName().startsWith("sun.rmi.") || info.serialClass().isArray()
+                    ? ObjectInputFilter.Status.ALLOWED : ObjectInputFilter.Status.REJECTED);
+            return (Remote) in.readObject();
+        } catch (ClassNotFoundException e) {
+            throw new IOException("cannot decode the JMX connector stub", e);
         }
     }
 

@@ -82,7 +82,7 @@ public final class Countdown extends GeneratedTask {
                 given[i] = 1 + rng.nextLong(maxNumber);
             }
             Term solution = combineAll(given, rng);
-            long target = solution.value;
+            long target = solution.value();
             if (target > maxTarget || contains(given, target)) {
                 continue;
             }
@@ -93,7 +93,7 @@ public final class Countdown extends GeneratedTask {
             meta.put("numbers", shown);
             meta.put("target", Long.toString(target));
             return new Problem(name() + ":" + join(sorted) + ":" + target, "target" + target + "[" + shown + "]=",
-                    solution.text, meta);
+                    solution.text(), meta);
         }
         throw new IllegalStateException(describe() + ": no solvable problem in " + MAX_ATTEMPTS
                 + " draws; raise max_target or the number range");
@@ -135,14 +135,33 @@ public final class Countdown extends GeneratedTask {
         return out;
     }
 
-    /** A value with the expression text that makes it; {@code prec} 3 = atom, 2 = * /, 1 = + -. */
-    private record Term(long value, String text, int prec) {
+    /**
+     * A value and how it was made: a given number ({@code op == 0}) or {@code left op right}. The
+     * text is rendered only for accepted draws.
+     */
+    private record Term(long value, char op, Term left, Term right) {
+
+        /** 3 = a number, 2 = {@code * /}, 1 = {@code + -}. */
+        int prec() {
+            return op == 0 ? 3 : op == '+' || op == '-' ? 1 : 2;
+        }
+
+        /** The expression with the parentheses its precedence needs, and no others. */
+        String text() {
+            if (op == 0) {
+                return Long.toString(value);
+            }
+            int p = prec();
+            boolean rightParens = right.prec() < p || (right.prec() == p && (op == '-' || op == '/'));
+            return (left.prec() < p ? "(" + left.text() + ")" : left.text()) + op
+                    + (rightParens ? "(" + right.text() + ")" : right.text());
+        }
     }
 
     private static Term combineAll(long[] given, SplittableRandom rng) {
         List<Term> pool = new ArrayList<>();
         for (long g : given) {
-            pool.add(new Term(g, Long.toString(g), 3));
+            pool.add(new Term(g, (char) 0, null, null));
         }
         while (pool.size() > 1) {
             Term a = pool.remove(rng.nextInt(pool.size()));
@@ -157,19 +176,14 @@ public final class Countdown extends GeneratedTask {
         int first = rng.nextInt(OPS.length);
         for (int i = 0; i < OPS.length; i++) {
             char op = OPS[(first + i) % OPS.length];
-            long v;
-            switch (op) {
-                case '+' -> v = a.value + b.value;
-                case '-' -> v = a.value - b.value;
-                case '*' -> v = Math.multiplyHigh(a.value, b.value) == 0 ? a.value * b.value : -1;
-                default -> v = a.value % b.value == 0 ? a.value / b.value : -1;
-            }
+            long v = switch (op) {
+                case '+' -> a.value + b.value;
+                case '-' -> a.value - b.value;
+                case '*' -> Math.multiplyHigh(a.value, b.value) == 0 ? a.value * b.value : -1;
+                default -> a.value % b.value == 0 ? a.value / b.value : -1;
+            };
             if (v > 0) {
-                int prec = op == '+' || op == '-' ? 1 : 2;
-                boolean rightParens = b.prec < prec || (b.prec == prec && (op == '-' || op == '/'));
-                String text = (a.prec < prec ? "(" + a.text + ")" : a.text) + op
-                        + (rightParens ? "(" + b.text + ")" : b.text);
-                return new Term(v, text, prec);
+                return new Term(v, op, a, b);
             }
         }
         throw new IllegalStateException("no operation combines " + a.value + " and " + b.value);

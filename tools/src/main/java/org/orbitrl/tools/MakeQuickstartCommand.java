@@ -3,6 +3,7 @@ package org.orbitrl.tools;
 import org.orbitrl.kernels.Backends;
 import org.orbitrl.scheduler.sft.QuickstartBuilder;
 import org.orbitrl.scheduler.sft.TinyMoe;
+import org.orbitrl.scheduler.task.Addition;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
@@ -37,7 +38,7 @@ final class MakeQuickstartCommand implements Callable<Integer> {
     public Integer call() throws Exception {
         TinyMoe shape = TinyMoe.quickstart();
         QuickstartBuilder b = new QuickstartBuilder(shape, seed, steps, batch, lr, shape.hidden());
-        b.build(out, QuickstartBuilder.addition(digits, seed), Backends.cpu(), System.out);
+        b.build(out, QuickstartBuilder.fromTask(new Addition(digits), seed), Backends.cpu(), System.out);
         return 0;
     }
 }

@@ -14,6 +14,8 @@ import org.orbitrl.scheduler.rollout.Completion;
 import org.orbitrl.scheduler.rollout.Request;
 import org.orbitrl.scheduler.rollout.RolloutEngine;
 import org.orbitrl.scheduler.rollout.SamplingParams;
+import org.orbitrl.scheduler.task.Problem;
+import org.orbitrl.scheduler.task.Task;
 
 import java.io.IOException;
 import java.io.PrintStream;
@@ -23,8 +25,6 @@ import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.List;
 import java.util.Map;
-import java.util.SplittableRandom;
-import java.util.function.LongFunction;
 import java.util.stream.Stream;
 
 /**
@@ -113,8 +113,9 @@ public record QuickstartBuilder(TinyMoe shape, long seed, int steps, int batch, 
         List<Request> reqs = new ArrayList<>();
         for (int i = 0; i < examples.size(); i++) {
             SftTrainer.Example e = examples.get(i);
+            int end = e.completion()[e.completion().length - 1];   // the task's end marker
             reqs.add(Request.of("e" + i, e.prompt(), SamplingParams.greedy(e.completion().length + 2)
-                    .withStops(List.of(ByteTokenizerFiles.EOS), List.of())));
+                    .withStops(List.of(end, ByteTokenizerFiles.EOS), List.of())));
         }
         List<Completion> out = engine.generate(reqs);
         int ok = 0;
@@ -126,49 +127,26 @@ public record QuickstartBuilder(TinyMoe shape, long seed, int steps, int batch, 
         return ok / (double) examples.size();
     }
 
-    /** Addition data: "a+b=" → the sum and the end token; held-out pairs are those with (a·b + a + 7b) % 10 == 0. */
-    public static Data addition(int digits, long seed) {
-        long max = (long) Math.pow(10, digits);
-        LongFunction<SplittableRandom> rng = s -> new SplittableRandom(seed * 1_000_003L + s);
+    /**
+     * Supervised data from a verifiable task: the task's prompt, then its reference completion
+     * (answer and end marker), as bytes. Training draws from the task's train split; the held-out
+     * examples are its evaluation split, which training never sees.
+     */
+    public static Data fromTask(Task task, long seed) {
         return new Data() {
             @Override
             public List<SftTrainer.Example> batch(long step, int size) {
-                SplittableRandom r = rng.apply(step);
-                List<SftTrainer.Example> out = new ArrayList<>();
-                while (out.size() < size) {
-                    long a = r.nextLong(max);
-                    long b = r.nextLong(max);
-                    if (!heldOut(a, b)) {
-                        out.add(example(a, b));
-                    }
-                }
-                return out;
+                return task.trainBatch(seed, step, size).stream().map(p -> example(task, p)).toList();
             }
 
             @Override
             public List<SftTrainer.Example> heldOut(int size) {
-                SplittableRandom r = new SplittableRandom(seed ^ 0x5DEECE66DL);
-                List<SftTrainer.Example> out = new ArrayList<>();
-                while (out.size() < size) {
-                    long a = r.nextLong(max);
-                    long b = r.nextLong(max);
-                    if (heldOut(a, b)) {
-                        out.add(example(a, b));
-                    }
-                }
-                return out;
-            }
-
-            boolean heldOut(long a, long b) {
-                return (a * b + a + 7 * b) % 10 == 0;
-            }
-
-            SftTrainer.Example example(long a, long b) {
-                int[] answer = ByteTokenizerFiles.encode(Long.toString(a + b));
-                int[] completion = java.util.Arrays.copyOf(answer, answer.length + 1);
-                completion[answer.length] = ByteTokenizerFiles.EOS;
-                return new SftTrainer.Example(ByteTokenizerFiles.encode(a + "+" + b + "="), completion);
+                return task.evalSplit(size).stream().map(p -> example(task, p)).toList();
             }
         };
+    }
+
+    static SftTrainer.Example example(Task task, Problem p) {
+        return new SftTrainer.Example(ByteTokenizerFiles.encode(p.prompt()), ByteTokenizerFiles.encode(task.completion(p)));
     }
 }

@@ -37,6 +37,9 @@ public interface CausalLM extends AutoCloseable {
 
     CacheGeometry cacheGeometry();
 
+    /** The same frozen weights, shared, in a new model with no adapters attached. */
+    CausalLM view();
+
     /** A fresh, empty cache for one sequence. */
     KvCache newCache(int capacity);
 

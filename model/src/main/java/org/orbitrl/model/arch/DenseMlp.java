@@ -28,6 +28,11 @@ public final class DenseMlp {
         this.down = down;
     }
 
+    /** The same frozen weights with fresh, adapter-free linear layers. */
+    public DenseMlp view() {
+        return new DenseMlp(gate.view(), up.view(), down.view());
+    }
+
     public Linear gate() {
         return gate;
     }

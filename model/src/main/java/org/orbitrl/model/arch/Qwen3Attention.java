@@ -55,6 +55,11 @@ final class Qwen3Attention {
         this.spec = AttentionSpec.causal(c.headDim());
     }
 
+    /** The same frozen weights with fresh, adapter-free linear layers. */
+    Qwen3Attention view(DecoderConfig c) {
+        return new Qwen3Attention(layer, c, q.view(), k.view(), v.view(), o.view(), qNorm, kNorm);
+    }
+
     /**
      * x [N, hidden] (normed input) -> out [N, hidden]. Tokens are the segments' new tokens in order;
      * positions i32 [N] hold each token's absolute position. A segment without a cache attends to

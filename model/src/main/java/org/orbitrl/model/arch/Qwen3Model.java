@@ -149,6 +149,21 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
     }
 
     /**
+     * The same frozen weights (shared, not copied) in a new model whose layers carry no adapter:
+     * rollout engines and the trainer each attach their own adapters to their own view.
+     */
+    @Override
+    public Qwen3Model view() {
+        Layer[] ls = new Layer[layers.length];
+        for (int i = 0; i < ls.length; i++) {
+            Layer l = layers[i];
+            ls[i] = new Layer(l.inputNorm, l.postNorm, l.attention.view(config), l.mlp == null ? null : l.mlp.view(),
+                    l.moe == null ? null : l.moe.view());
+        }
+        return new Qwen3Model(config, backend, embed, ls, finalNorm, lmHead.view());
+    }
+
+    /**
      * Runs quantized routed experts through active-expert-chunked dequantization with C experts per
      * chunk, forward and backward; 0 runs them on the fused dequantize-multiply kernel instead.
      */

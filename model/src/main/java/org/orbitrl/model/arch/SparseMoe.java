@@ -41,6 +41,19 @@ final class SparseMoe {
         this.normTopK = normTopK;
     }
 
+    /** The same frozen weights with fresh, adapter-free linear layers (and no chunk buffer). */
+    SparseMoe view() {
+        DenseMlp[] ex = new DenseMlp[experts.length];
+        for (int e = 0; e < ex.length; e++) {
+            ex[e] = experts[e].view();
+        }
+        SparseMoe m = new SparseMoe(router.view(), ex, topK, normTopK);
+        if (chunker != null) {
+            m.setExpertChunk(chunker.chunk());
+        }
+        return m;
+    }
+
     /** Routes quantized experts through C-expert dequantization chunks (0 turns chunking off). */
     void setExpertChunk(int c) {
         this.chunker = c <= 0 ? null : new ExpertChunker(c);

@@ -23,6 +23,11 @@ public final class Linear {
         }
     }
 
+    /** The same frozen weight and bias in a new layer with no adapter. */
+    public Linear view() {
+        return new Linear(name, weight, bias);
+    }
+
     /** The module path, as Hugging Face names it ({@code model.layers.0.self_attn.q_proj}). */
     public String name() {
         return name;

@@ -51,6 +51,10 @@ public record SamplingParams(float temperature, float topP, int topK, float minP
         return new SamplingParams(temperature, topP, topK, minP, maxNewTokens, stopTokenIds, stopStrings, s);
     }
 
+    public SamplingParams withTemperature(float t) {
+        return new SamplingParams(t, topP, topK, minP, maxNewTokens, stopTokenIds, stopStrings, seed);
+    }
+
     public SamplingParams withStops(List<Integer> ids, List<String> strings) {
         return new SamplingParams(temperature, topP, topK, minP, maxNewTokens, ids, strings, seed);
     }

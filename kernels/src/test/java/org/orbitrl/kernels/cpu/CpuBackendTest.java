@@ -57,9 +57,9 @@ class CpuBackendTest {
         SplittableRandom rnd = new SplittableRandom(1);
         int cases = 0;
         for (DType wt : new DType[]{DType.F32, DType.BF16}) {
-            for (int m : new int[]{1, 3, 8, 17, 33}) {
+            for (int m : new int[]{1, 3, 8, 17}) {
                 for (int k : ODD) {
-                    for (int n : new int[]{1, 3, 5, 17, 33}) {
+                    for (int n : new int[]{1, 5, 17, 33}) {
                         checkMatmul(rnd, wt, m, k, n);
                         cases++;
                     }
@@ -68,7 +68,7 @@ class CpuBackendTest {
             checkMatmul(rnd, wt, 70, 257, 130); // several prefill tiles, K with a tail
             cases++;
         }
-        assertEquals(2 * (5 * ODD.length * 5 + 1), cases);
+        assertEquals(2 * (4 * ODD.length * 4 + 1), cases);
     }
 
     private static void checkMatmul(SplittableRandom rnd, DType wt, int m, int k, int n) {

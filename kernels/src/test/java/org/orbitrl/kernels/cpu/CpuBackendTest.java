@@ -66,9 +66,10 @@ class CpuBackendTest {
                 }
             }
             checkMatmul(rnd, wt, 70, 257, 130); // several prefill tiles, K with a tail
-            cases++;
+            checkMatmul(rnd, wt, 37, 777, 21);  // prefill over several K ranges
+            cases += 2;
         }
-        assertEquals(2 * (4 * ODD.length * 4 + 1), cases);
+        assertEquals(2 * (4 * ODD.length * 4 + 2), cases);
     }
 
     private static void checkMatmul(SplittableRandom rnd, DType wt, int m, int k, int n) {

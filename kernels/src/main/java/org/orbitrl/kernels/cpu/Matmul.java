@@ -10,22 +10,24 @@ import java.lang.foreign.ValueLayout;
  * {@code y = x · wᵀ} over the worker pool: x [M, K] f32, w [N, K] f32 or bf16, y [M, N] f32.
  *
  * <p>The output is cut into tiles of (rows of x) × (rows of w), one task each; a tile is walked
- * in 4×4 register blocks ({@link DotKernels}), w-rows outer so four weight rows stay in L1 while
- * every 4-row block of x passes over them. At decode (M ≤ 16) a tile spans all rows of x and the
- * tasks split N, so the weights stream once at memory bandwidth. The reduction over K is never
- * split: an element's value depends only on its x row, its w row and K.
+ * in 4×4 register blocks ({@link DotKernels}), w-rows outer so four weight rows are reused by
+ * every 4-row block of x. K is walked in ranges of {@value #K_BLOCK}, each block carrying its 16
+ * accumulators from range to range, so the rows a block reads stay in L1. At decode (M ≤ 16) a
+ * tile spans all rows of x and the tasks split N, so the weights stream once at memory bandwidth.
+ * The reduction over K is never split between tasks and its order never changes: an element's
+ * value depends only on its x row, its w row and K.
  */
 final class Matmul {
     private Matmul() {
     }
 
     private static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT_UNALIGNED;
-    /** Rows of x per task at prefill; 64 rows of K = 2048 f32 are 512 KiB (L2). */
-    private static final int PREFILL_ROWS = 64;
+    /** Rows of x per task at prefill (M > 16). */
+    private static final int PREFILL_ROWS = 32;
     /** Rows of w per task at prefill. */
-    private static final int PREFILL_COLS = 64;
-    /** K range per pass at prefill: four rows of x and of w over it stay in L1. */
-    private static final int K_BLOCK = 256;
+    private static final int PREFILL_COLS = 32;
+    /** K range per pass when M ≥ 4: four rows of x and four of w over it (16 KiB f32) stay in L1. */
+    private static final int K_BLOCK = 512;
     /** Below this many multiply-adds a matmul runs on the calling thread. */
     private static final long INLINE_WORK = 1 << 15;
 
@@ -36,8 +38,8 @@ final class Matmul {
     /**
      * As {@link #run(WorkerPool, Tensor, Tensor, Tensor)} with explicit tiles: {@code prefillRows} ×
      * {@code prefillCols} per task when M > 16, and about {@code decodeTasksPerThread} tasks per
-     * thread over N otherwise; at prefill K is walked in ranges of {@code kBlock} (a multiple of the
-     * vector width; 0 for none). The tiles change speed only, never a result.
+     * thread over N otherwise; with four rows of x or more, K is walked in ranges of {@code kBlock}
+     * (a multiple of the vector width; 0 for none). The tiles change speed only, never a result.
      */
     static void run(WorkerPool pool, Tensor x, Tensor w, Tensor y, int prefillRows, int prefillCols,
                     int decodeTasksPerThread, int kBlock) {
@@ -82,7 +84,7 @@ final class Matmul {
         int nTiles = ceilDiv(n, colsPerTask);
         int rpt = rowsPerTask;
         int cpt = colsPerTask;
-        boolean blocked = m > 16 && kBlock > 0 && k >= VectorMath.L && kBlock % VectorMath.L == 0;
+        boolean blocked = m >= 4 && kBlock > 0 && k >= VectorMath.L && kBlock % VectorMath.L == 0;
         pool.parallelFor(mTiles * nTiles, t -> {
             int i0 = (t % mTiles) * rpt;
             int j0 = (t / mTiles) * cpt;

@@ -28,7 +28,7 @@ import java.util.Arrays;
 public final class CpuBackend implements Backend {
 
     /** Elements of work below which a kernel stays on the calling thread. */
-    private static final long GRAIN = 1 << 14;
+    static final long GRAIN = 1 << 14;
     private static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT_UNALIGNED;
 
     private final TensorAllocator allocator;
@@ -231,23 +231,33 @@ public final class CpuBackend implements Backend {
 
     @Override
     public void rope(Tensor x, Tensor positions, RopeTable table) {
+        rotate("rope", x, positions, table, false);
+    }
+
+    @Override
+    public void ropeBackward(Tensor dx, Tensor positions, RopeTable table) {
+        rotate("ropeBackward", dx, positions, table, true);
+    }
+
+    /** Rotates x [T, H, D] in place by the table's angles at the given positions, or by their negatives. */
+    private void rotate(String op, Tensor x, Tensor positions, RopeTable table, boolean inverse) {
         if (x.rank() != 3 || x.dtype() != DType.F32 || x.strides()[2] != 1) {
-            throw new IllegalArgumentException("rope: x must be f32 [T, H, D] with a contiguous last dimension, got " + x);
+            throw new IllegalArgumentException(op + ": x must be f32 [T, H, D] with a contiguous last dimension, got " + x);
         }
         int t = x.size(0);
         int h = x.size(1);
         int d = x.size(2);
         int half = table.rotaryDim() / 2;
         if (table.rotaryDim() > d || positions.numel() != t) {
-            throw new IllegalArgumentException("rope: rotary dim " + table.rotaryDim() + " of x " + x + " with positions " + positions);
+            throw new IllegalArgumentException(op + ": rotary dim " + table.rotaryDim() + " of x " + x + " with positions " + positions);
         }
         if (positions.dtype() != DType.I32 && positions.dtype() != DType.I64) {
-            throw new IllegalArgumentException("rope: positions must be I32 or I64, got " + positions);
+            throw new IllegalArgumentException(op + ": positions must be I32 or I64, got " + positions);
         }
         long[] pos = positions.toLongArray();
         for (int i = 0; i < t; i++) {
             if (pos[i] < 0 || pos[i] >= table.maxPositions()) {
-                throw new IndexOutOfBoundsException("rope: position " + pos[i] + " (token " + i
+                throw new IndexOutOfBoundsException(op + ": position " + pos[i] + " (token " + i
                         + ") outside the rope table's [0, " + table.maxPositions() + ")");
             }
         }
@@ -262,17 +272,17 @@ public final class CpuBackend implements Backend {
                 int i = u / h;
                 int hh = u % h;
                 long off = (x.offset() + i * st[0] + hh * st[1]) * 4;
-                RopeKernel.rotate(s, off, cos, sin, (int) pos[i] * half, half, table.style());
+                RopeKernel.rotate(s, off, cos, sin, (int) pos[i] * half, half, table.style(), inverse);
             }
         });
     }
 
     @Override
     public void attention(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec) {
-        headTensor("q", q);
-        headTensor("k", k);
-        headTensor("v", v);
-        headTensor("out", out);
+        headTensor("attention q", q);
+        headTensor("attention k", k);
+        headTensor("attention v", v);
+        headTensor("attention out", out);
         int t = q.size(0);
         int hq = q.size(1);
         int s = k.size(0);
@@ -289,6 +299,49 @@ public final class CpuBackend implements Backend {
             throw new IllegalArgumentException("attention: sinks " + spec.sinks() + " must hold one value per query head (" + hq + ")");
         }
         AttentionKernel.run(pool, q, k, v, out, queryStart, spec);
+    }
+
+    // ------------------------------------------------------------------ backward and accumulation (training)
+
+    @Override
+    public void rmsNormBackward(Tensor x, Tensor weight, float eps, Tensor dy, Tensor dx) {
+        TrainingOps.rmsNormBackward(pool, x, weight, eps, dy, dx);
+    }
+
+    @Override
+    public void swigluBackward(Tensor gate, Tensor up, Tensor dout, Tensor dgate, Tensor dup) {
+        TrainingOps.swigluBackward(pool, gate, up, dout, dgate, dup);
+    }
+
+    @Override
+    public void attentionBackward(Tensor q, Tensor k, Tensor v, Tensor dout, int queryStart, AttentionSpec spec,
+                                  Tensor dq, Tensor dk, Tensor dv) {
+        TrainingOps.attentionBackward(pool, q, k, v, dout, queryStart, spec, dq, dk, dv);
+    }
+
+    @Override
+    public void matmulTN(Tensor a, Tensor b, float alpha, Tensor c) {
+        TrainingOps.matmulTN(pool, a, b, alpha, c);
+    }
+
+    @Override
+    public void axpy(float alpha, Tensor x, Tensor y) {
+        TrainingOps.axpy(pool, alpha, x, y);
+    }
+
+    @Override
+    public void gatherRows(Tensor src, Tensor rows, Tensor dst) {
+        TrainingOps.gatherRows(pool, src, rows, dst);
+    }
+
+    @Override
+    public void scatterAddRows(Tensor src, Tensor rows, Tensor weights, Tensor dst) {
+        TrainingOps.scatterAddRows(pool, src, rows, weights, dst);
+    }
+
+    @Override
+    public void addBias(Tensor y, Tensor bias) {
+        TrainingOps.addBias(pool, y, bias);
     }
 
     // ------------------------------------------------------------------ selection
@@ -376,13 +429,17 @@ public final class CpuBackend implements Backend {
     }
 
     /** How many tasks for {@code work} elements over {@code units} independent units. */
-    private int tasks(long work, int units) {
+    int tasks(long work, int units) {
+        return tasks(pool, work, units);
+    }
+
+    static int tasks(WorkerPool pool, long work, int units) {
         long byWork = Math.max(1, work / GRAIN);
         return (int) Math.max(1, Math.min(Math.min(units, byWork), pool.threads() * 4L));
     }
 
     /** Start of part {@code t} of {@code n} units cut into {@code parts}, aligned to {@code align}. */
-    private static int split(int n, int parts, int t, int align) {
+    static int split(int n, int parts, int t, int align) {
         if (t >= parts) {
             return n;
         }
@@ -390,9 +447,9 @@ public final class CpuBackend implements Backend {
         return (int) Math.min(n, s / align * align);
     }
 
-    private static void headTensor(String what, Tensor t) {
+    static void headTensor(String what, Tensor t) {
         if (t.rank() != 3 || t.dtype() != DType.F32 || t.strides()[2] != 1) {
-            throw new IllegalArgumentException("attention: " + what + " must be f32 [rows, heads, dim] with a contiguous "
+            throw new IllegalArgumentException(what + " must be f32 [rows, heads, dim] with a contiguous "
                     + "last dimension, got " + t + " strides " + Arrays.toString(t.strides()));
         }
     }
@@ -416,13 +473,13 @@ public final class CpuBackend implements Backend {
         return Math.toIntExact(last == 0 ? 0 : t.numel() / last);
     }
 
-    private static void sameShape(String op, Tensor a, Tensor b) {
+    static void sameShape(String op, Tensor a, Tensor b) {
         if (!Arrays.equals(a.shape(), b.shape())) {
             throw new IllegalArgumentException(op + ": shapes differ: " + a + " vs " + b);
         }
     }
 
-    private static void f32(String what, Tensor t) {
+    static void f32(String what, Tensor t) {
         if (t.dtype() != DType.F32) {
             throw new IllegalArgumentException(what + " must be F32, got " + t);
         }

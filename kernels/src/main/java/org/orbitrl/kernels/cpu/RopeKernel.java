@@ -15,7 +15,7 @@ import static org.orbitrl.kernels.cpu.VectorMath.LE;
  * {@code a' = a·cos − b·sin}, {@code b' = b·cos + a·sin}, with the products rounded separately
  * (no FMA), as the reference computes them. Pairs are (i, i + rotaryDim/2) for
  * {@link RopeTable.Style#HALF} and (2i, 2i+1) for {@link RopeTable.Style#INTERLEAVED}; channels
- * at and past rotaryDim pass through.
+ * at and past rotaryDim pass through. The inverse rotation (the backward pass) uses −sin.
  */
 final class RopeKernel {
     private RopeKernel() {
@@ -27,7 +27,8 @@ final class RopeKernel {
      * @param s   segment of the head vector, {@code x} its byte offset (contiguous channels)
      * @param cos the table's [maxPositions, rotaryDim/2] cos values; {@code row} = position · rotaryDim/2
      */
-    static void rotate(MemorySegment s, long x, float[] cos, float[] sin, int row, int half, RopeTable.Style style) {
+    static void rotate(MemorySegment s, long x, float[] cos, float[] sin, int row, int half, RopeTable.Style style,
+                       boolean inverse) {
         if (style == RopeTable.Style.HALF) {
             int hv = half - half % L;
             long x2 = x + half * 4L;
@@ -36,15 +37,18 @@ final class RopeKernel {
                 FloatVector b = FloatVector.fromMemorySegment(F, s, x2 + j * 4L, LE);
                 FloatVector c = FloatVector.fromArray(F, cos, row + j);
                 FloatVector n = FloatVector.fromArray(F, sin, row + j);
+                if (inverse) {
+                    n = n.neg();
+                }
                 a.mul(c).sub(b.mul(n)).intoMemorySegment(s, x + j * 4L, LE);
                 b.mul(c).add(a.mul(n)).intoMemorySegment(s, x2 + j * 4L, LE);
             }
             for (int j = hv; j < half; j++) {
-                pair(s, x + j * 4L, x2 + j * 4L, cos[row + j], sin[row + j]);
+                pair(s, x + j * 4L, x2 + j * 4L, cos[row + j], inverse ? -sin[row + j] : sin[row + j]);
             }
         } else {
             for (int j = 0; j < half; j++) {
-                pair(s, x + 8L * j, x + 8L * j + 4, cos[row + j], sin[row + j]);
+                pair(s, x + 8L * j, x + 8L * j + 4, cos[row + j], inverse ? -sin[row + j] : sin[row + j]);
             }
         }
     }

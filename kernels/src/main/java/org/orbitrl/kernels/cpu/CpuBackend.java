@@ -3,6 +3,7 @@ package org.orbitrl.kernels.cpu;
 import org.orbitrl.kernels.AttentionSpec;
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.Numerics;
 import org.orbitrl.kernels.RopeTable;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
@@ -119,8 +120,12 @@ public final class CpuBackend implements Backend {
                 w.format().dequantizeRow(w, r, row);
                 if (bf16) {
                     long base = o + r * rowBytes;
-                    for (int c = 0; c < k; c++) {
-                        os.set(ValueLayout.JAVA_SHORT_UNALIGNED, base + c * 2L, org.orbitrl.kernels.Numerics.floatToBf16(row[c]));
+                    int kv = k - k % VectorMath.L;
+                    for (int c = 0; c < kv; c += VectorMath.L) {
+                        VectorMath.storeBf16(jdk.incubator.vector.FloatVector.fromArray(VectorMath.F, row, c), os, base + c * 2L);
+                    }
+                    for (int c = kv; c < k; c++) {
+                        os.set(ValueLayout.JAVA_SHORT_UNALIGNED, base + c * 2L, Numerics.floatToBf16(row[c]));
                     }
                 } else {
                     MemorySegment.copy(row, 0, os, F32, o + r * rowBytes, k);

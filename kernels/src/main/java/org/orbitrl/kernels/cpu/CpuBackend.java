@@ -236,50 +236,12 @@ public final class CpuBackend implements Backend {
 
     @Override
     public void rope(Tensor x, Tensor positions, RopeTable table) {
-        rotate("rope", x, positions, table, false);
+        RopeKernel.run(pool, "rope", x, positions, table, false);
     }
 
     @Override
     public void ropeBackward(Tensor dx, Tensor positions, RopeTable table) {
-        rotate("ropeBackward", dx, positions, table, true);
-    }
-
-    /** Rotates x [T, H, D] in place by the table's angles at the given positions, or by their negatives. */
-    private void rotate(String op, Tensor x, Tensor positions, RopeTable table, boolean inverse) {
-        if (x.rank() != 3 || x.dtype() != DType.F32 || x.strides()[2] != 1) {
-            throw new IllegalArgumentException(op + ": x must be f32 [T, H, D] with a contiguous last dimension, got " + x);
-        }
-        int t = x.size(0);
-        int h = x.size(1);
-        int d = x.size(2);
-        int half = table.rotaryDim() / 2;
-        if (table.rotaryDim() > d || positions.numel() != t) {
-            throw new IllegalArgumentException(op + ": rotary dim " + table.rotaryDim() + " of x " + x + " with positions " + positions);
-        }
-        if (positions.dtype() != DType.I32 && positions.dtype() != DType.I64) {
-            throw new IllegalArgumentException(op + ": positions must be I32 or I64, got " + positions);
-        }
-        long[] pos = positions.toLongArray();
-        for (int i = 0; i < t; i++) {
-            if (pos[i] < 0 || pos[i] >= table.maxPositions()) {
-                throw new IndexOutOfBoundsException(op + ": position " + pos[i] + " (token " + i
-                        + ") outside the rope table's [0, " + table.maxPositions() + ")");
-            }
-        }
-        long[] st = x.strides();
-        float[] cos = table.cosTable();
-        float[] sin = table.sinTable();
-        MemorySegment s = x.segment();
-        int units = t * h;
-        int tasks = tasks((long) units * table.rotaryDim() * 4, units);
-        pool.parallelFor(tasks, task -> {
-            for (int u = split(units, tasks, task, 1); u < split(units, tasks, task + 1, 1); u++) {
-                int i = u / h;
-                int hh = u % h;
-                long off = (x.offset() + i * st[0] + hh * st[1]) * 4;
-                RopeKernel.rotate(s, off, cos, sin, (int) pos[i] * half, half, table.style(), inverse);
-            }
-        });
+        RopeKernel.run(pool, "ropeBackward", dx, positions, table, true);
     }
 
     @Override
@@ -353,79 +315,28 @@ public final class CpuBackend implements Backend {
 
     @Override
     public void embedding(Tensor table, Tensor ids, Tensor out) {
-        table.requireContiguous("embedding table");
-        ids.requireContiguous("embedding ids");
-        f32("embedding out", out);
-        if (table.rank() != 2 || (table.dtype() != DType.F32 && table.dtype() != DType.BF16)) {
-            throw new IllegalArgumentException("embedding: table must be F32 or BF16 [V, H], got " + table);
-        }
-        if (ids.dtype() != DType.I32 && ids.dtype() != DType.I64) {
-            throw new IllegalArgumentException("embedding: ids must be I32 or I64, got " + ids);
-        }
-        int n = Math.toIntExact(ids.numel());
-        int h = table.size(1);
-        long vocab = table.dim(0);
-        if (out.numel() != (long) n * h) {
-            throw new IllegalArgumentException("embedding: out " + out + " for " + n + " ids of width " + h);
-        }
-        long[] id = ids.toLongArray();
-        for (int i = 0; i < n; i++) {
-            if (id[i] < 0 || id[i] >= vocab) {
-                throw new IndexOutOfBoundsException("embedding: token id " + id[i] + " (position " + i
-                        + ") outside vocabulary [0, " + vocab + ")");
-            }
-        }
-        boolean bf16 = table.dtype() == DType.BF16;
-        long rowBytes = (long) h * table.dtype().bytes();
-        int tasks = tasks((long) n * h, n);
-        pool.parallelFor(tasks, t -> {
-            for (int i = split(n, tasks, t, 1); i < split(n, tasks, t + 1, 1); i++) {
-                Selection.embeddingRow(table.segment(), table.byteOffset() + id[i] * rowBytes, bf16,
-                        out.segment(), out.byteOffset() + (long) i * h * 4, h);
-            }
-        });
+        SelectionOps.embedding(pool, table, ids, out);
     }
 
     @Override
     public void topk(Tensor x, int k, Tensor values, Tensor indices) {
-        f32("topk x", x);
-        f32("topk values", values);
-        indices.requireContiguous("topk indices");
-        int n = x.size(-1);
-        int r = rows(x);
-        if (k <= 0 || k > n || values.numel() != (long) r * k || indices.numel() != (long) r * k) {
-            throw new IllegalArgumentException("topk: k=" + k + " of " + x + " into " + values + ", " + indices);
-        }
-        requireIndexType("topk indices", indices);
-        forRows(r, n, row -> {
-            float[] vals = new float[k];
-            int[] idx = new int[k];
-            Selection.topk(x.segment(), x.byteOffset() + (long) row * n * 4, n, k, vals, idx);
-            MemorySegment.copy(vals, 0, values.segment(), F32, values.byteOffset() + (long) row * k * 4, k);
-            for (int j = 0; j < k; j++) {
-                writeIndex(indices, (long) row * k + j, idx[j]);
-            }
-        });
+        SelectionOps.topk(pool, x, k, values, indices);
     }
 
     @Override
     public void argmax(Tensor x, Tensor out) {
-        f32("argmax x", x);
-        out.requireContiguous("argmax out");
-        int n = x.size(-1);
-        int r = rows(x);
-        if (out.numel() != r || n == 0) {
-            throw new IllegalArgumentException("argmax: out " + out + " for " + r + " rows of " + x);
-        }
-        requireIndexType("argmax out", out);
-        forRows(r, n, row -> writeIndex(out, row, Selection.argmax(x.segment(), x.byteOffset() + (long) row * n * 4, n)));
+        SelectionOps.argmax(pool, x, out);
     }
 
     // ------------------------------------------------------------------ helpers
 
     /** Runs body(row) for every row, rows grouped so that each task has at least {@link #GRAIN} elements. */
     private void forRows(int rows, int rowLength, java.util.function.IntConsumer body) {
-        int tasks = tasks((long) rows * rowLength, rows);
+        forRows(pool, rows, rowLength, body);
+    }
+
+    static void forRows(WorkerPool pool, int rows, int rowLength, java.util.function.IntConsumer body) {
+        int tasks = tasks(pool, (long) rows * rowLength, rows);
         pool.parallelFor(tasks, t -> {
             for (int r = split(rows, tasks, t, 1); r < split(rows, tasks, t + 1, 1); r++) {
                 body.accept(r);
@@ -456,20 +367,6 @@ public final class CpuBackend implements Backend {
         if (t.rank() != 3 || t.dtype() != DType.F32 || t.strides()[2] != 1) {
             throw new IllegalArgumentException(what + " must be f32 [rows, heads, dim] with a contiguous "
                     + "last dimension, got " + t + " strides " + Arrays.toString(t.strides()));
-        }
-    }
-
-    private static void requireIndexType(String what, Tensor t) {
-        if (t.dtype() != DType.I32 && t.dtype() != DType.I64) {
-            throw new IllegalArgumentException(what + " must be I32 or I64, got " + t);
-        }
-    }
-
-    private static void writeIndex(Tensor t, long i, int value) {
-        if (t.dtype() == DType.I32) {
-            t.segment().set(ValueLayout.JAVA_INT_UNALIGNED, t.byteOffset() + i * 4, value);
-        } else {
-            t.segment().set(ValueLayout.JAVA_LONG_UNALIGNED, t.byteOffset() + i * 8, value);
         }
     }
 

@@ -1,7 +1,9 @@
 package org.orbitrl.kernels.cpu;
 
 import jdk.incubator.vector.FloatVector;
+import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.RopeTable;
+import org.orbitrl.kernels.Tensor;
 
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
@@ -51,6 +53,44 @@ final class RopeKernel {
                 pair(s, x + 8L * j, x + 8L * j + 4, cos[row + j], inverse ? -sin[row + j] : sin[row + j]);
             }
         }
+    }
+
+    /** Rotates x [T, H, D] (leading dimensions may be strided) in place by the table's angles at the given positions, or by their negatives. */
+    static void run(WorkerPool pool, String op, Tensor x, Tensor positions, RopeTable table, boolean inverse) {
+        if (x.rank() != 3 || x.dtype() != DType.F32 || x.strides()[2] != 1) {
+            throw new IllegalArgumentException(op + ": x must be f32 [T, H, D] with a contiguous last dimension, got " + x);
+        }
+        int t = x.size(0);
+        int h = x.size(1);
+        int d = x.size(2);
+        int half = table.rotaryDim() / 2;
+        if (table.rotaryDim() > d || positions.numel() != t) {
+            throw new IllegalArgumentException(op + ": rotary dim " + table.rotaryDim() + " of x " + x + " with positions " + positions);
+        }
+        if (positions.dtype() != DType.I32 && positions.dtype() != DType.I64) {
+            throw new IllegalArgumentException(op + ": positions must be I32 or I64, got " + positions);
+        }
+        long[] pos = positions.toLongArray();
+        for (int i = 0; i < t; i++) {
+            if (pos[i] < 0 || pos[i] >= table.maxPositions()) {
+                throw new IndexOutOfBoundsException(op + ": position " + pos[i] + " (token " + i
+                        + ") outside the rope table's [0, " + table.maxPositions() + ")");
+            }
+        }
+        long[] st = x.strides();
+        float[] cos = table.cosTable();
+        float[] sin = table.sinTable();
+        MemorySegment s = x.segment();
+        int units = t * h;
+        int tasks = CpuBackend.tasks(pool, (long) units * table.rotaryDim() * 4, units);
+        pool.parallelFor(tasks, task -> {
+            for (int u = CpuBackend.split(units, tasks, task, 1); u < CpuBackend.split(units, tasks, task + 1, 1); u++) {
+                int i = u / h;
+                int hh = u % h;
+                long off = (x.offset() + i * st[0] + hh * st[1]) * 4;
+                RopeKernel.rotate(s, off, cos, sin, (int) pos[i] * half, half, table.style(), inverse);
+            }
+        });
     }
 
     private static void pair(MemorySegment s, long ia, long ib, float c, float n) {

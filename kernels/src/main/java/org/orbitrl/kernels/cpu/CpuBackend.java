@@ -149,6 +149,11 @@ public final class CpuBackend implements Backend {
     }
 
     @Override
+    public void matmulTN(Tensor a, Tensor b, float alpha, Tensor c) {
+        MatmulTN.run(pool, a, b, alpha, c);
+    }
+
+    @Override
     public void matmulQuantizedTransposed(Tensor dy, QuantizedTensor w, Tensor dx) {
         f32("matmulQuantizedTransposed dy", dy);
         f32("matmulQuantizedTransposed dx", dx);

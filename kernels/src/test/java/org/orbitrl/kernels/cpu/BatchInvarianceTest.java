@@ -121,19 +121,23 @@ class BatchInvarianceTest {
             Tensor dy = randomF32(rnd, 70, n);
             checkRows("matmulTransposed " + wt, rnd, dy, k, (b, t) -> b.matmulTransposed(t[0], w, t[1]));
         }
-        QuantizedTensor q = Int8TestFormat.INSTANCE.quantize(randomF32(rnd, 30, 77));
-        checkRows("matmulQuantizedTransposed", rnd, randomF32(rnd, 37, 30), 77,
-                (b, t) -> b.matmulQuantizedTransposed(t[0], q, t[1]));
+        for (var format : org.orbitrl.kernels.quant.QuantFormats.all()) {
+            QuantizedTensor q = format.quantize(randomF32(rnd, 30, 96));
+            checkRows("matmulQuantizedTransposed " + format.name(), rnd, randomF32(rnd, 37, 30), 96,
+                    (b, t) -> b.matmulQuantizedTransposed(t[0], q, t[1]));
+        }
     }
 
     @Test
     void matmulQuantizedRowsAreBatchInvariant() {
         SplittableRandom rnd = new SplittableRandom(22);
-        int k = 130;
+        int k = 160;
         int n = 45;
-        QuantizedTensor w = Int8TestFormat.INSTANCE.quantize(randomF32(rnd, n, k));
-        Tensor x = randomF32(rnd, 23, k);
-        checkRows("matmulQuantized", rnd, x, n, (b, t) -> b.matmulQuantized(t[0], w, t[1]));
+        for (var format : org.orbitrl.kernels.quant.QuantFormats.all()) {
+            QuantizedTensor w = format.quantize(randomF32(rnd, n, k));
+            Tensor x = randomF32(rnd, 23, k);
+            checkRows("matmulQuantized " + format.name(), rnd, x, n, (b, t) -> b.matmulQuantized(t[0], w, t[1]));
+        }
     }
 
     @Test

@@ -100,16 +100,17 @@ class CpuBackendTest {
     @Test
     void matmulQuantizedMatchesScalar() {
         SplittableRandom rnd = new SplittableRandom(3);
+        for (var format : org.orbitrl.kernels.quant.QuantFormats.all())
         for (int m : new int[]{1, 5, 33}) {
-            for (int k : new int[]{7, 64, 130}) {
+            for (int k : new int[]{32, 96, 256}) {
                 for (int n : new int[]{1, 17, 70}) {
                     Tensor x = randomF32(rnd, m, k);
-                    QuantizedTensor w = Int8TestFormat.INSTANCE.quantize(randomF32(rnd, n, k));
+                    QuantizedTensor w = format.quantize(randomF32(rnd, n, k));
                     Tensor yRef = zeros(m, n);
                     Tensor y = zeros(m, n);
                     REF.matmulQuantized(x, w, yRef);
                     cpu.matmulQuantized(x, w, y);
-                    assertClose("matmulQuantized M=" + m + " K=" + k + " N=" + n, yRef.toFloatArray(), y.toFloatArray(),
+                    assertClose(format.name() + " matmulQuantized M=" + m + " K=" + k + " N=" + n, yRef.toFloatArray(), y.toFloatArray(),
                             1e-5 * Math.sqrt(k), 1e-5);
                 }
             }
@@ -136,14 +137,16 @@ class CpuBackendTest {
                 }
             }
         }
+        for (var format : org.orbitrl.kernels.quant.QuantFormats.all())
         for (int m : new int[]{1, 20}) {
             Tensor dy = randomF32(rnd, m, 45);
-            QuantizedTensor w = Int8TestFormat.INSTANCE.quantize(randomF32(rnd, 45, 130));
-            Tensor ref = zeros(m, 130);
-            Tensor got = zeros(m, 130);
+            QuantizedTensor w = format.quantize(randomF32(rnd, 45, 160));
+            Tensor ref = zeros(m, 160);
+            Tensor got = zeros(m, 160);
             HostOps.matmulQuantizedTransposed(dy, w, ref);
             cpu.matmulQuantizedTransposed(dy, w, got);
-            assertClose("matmulQuantizedTransposed M=" + m, ref.toFloatArray(), got.toFloatArray(), 1e-6 * Math.sqrt(45), 1e-5);
+            assertClose(format.name() + " matmulQuantizedTransposed M=" + m, ref.toFloatArray(), got.toFloatArray(),
+                    1e-6 * Math.sqrt(45), 1e-5);
         }
     }
 
@@ -151,8 +154,9 @@ class CpuBackendTest {
     void dequantizeMatchesScalarExactly() {
         SplittableRandom rnd = new SplittableRandom(4);
         for (DType out : new DType[]{DType.F32, DType.BF16}) {
-            for (int[] s : new int[][]{{1, 7}, {17, 33}, {130, 65}}) {
-                QuantizedTensor w = Int8TestFormat.INSTANCE.quantize(randomF32(rnd, s[0], s[1]));
+            for (var format : org.orbitrl.kernels.quant.QuantFormats.all())
+            for (int[] s : new int[][]{{1, 32}, {17, 96}, {130, 256}}) {
+                QuantizedTensor w = format.quantize(randomF32(rnd, s[0], s[1]));
                 Tensor ref = Tensor.allocate(Arena.ofAuto(), out, s[0], s[1]);
                 Tensor got = Tensor.allocate(Arena.ofAuto(), out, s[0], s[1]);
                 REF.dequantize(w, ref);

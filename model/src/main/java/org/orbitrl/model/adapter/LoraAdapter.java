@@ -29,11 +29,11 @@ import java.util.TreeSet;
  * parameters of one module are adapted, PEFT nests the wrappers: the parameter listed first in
  * {@code target_parameters} is innermost, its tensors named {@code <module>.base_layer.lora_*}.
  */
-public final class LoraAdapter {
+public final class LoraAdapter implements Adapter {
     private static final String PREFIX = "base_model.model.";
 
     /** One trainable tensor: its PEFT name, the value and its gradient (same in-memory layout). */
-    public record Param(String name, Tensor value, Tensor grad, int experts, int rank) {
+    public record Param(String name, Tensor value, Tensor grad, int experts, int rank) implements Adapter.Param {
         /** True for an expert lora_B, stored [E, out, r] in memory and [out, E·r] in PEFT files. */
         public boolean expertB() {
             return experts > 0;
@@ -55,29 +55,35 @@ public final class LoraAdapter {
         this.config = config;
     }
 
+    @Override
     public AdapterConfig config() {
         return config;
     }
 
     /** Trainable tensors in a fixed order (the optimizer's and the checkpoint's order). */
+    @Override
     public List<Param> params() {
         return Collections.unmodifiableList(params);
     }
 
+    @Override
     public boolean enabled() {
         return enabled;
     }
 
     /** Switches the adapter off (the reference policy: the base alone) or on. */
+    @Override
     public void setEnabled(boolean on) {
         this.enabled = on;
     }
 
     /** Number of trainable scalars. */
+    @Override
     public long parameterCount() {
         return params.stream().mapToLong(p -> p.value().numel()).sum();
     }
 
+    @Override
     public void zeroGrad() {
         params.forEach(p -> p.grad().fill(0));
     }
@@ -86,7 +92,7 @@ public final class LoraAdapter {
     public static LoraAdapter create(AdapterConfig config, AdapterTargets model, TensorAllocator allocator, long seed) {
         SplittableRandom rng = new SplittableRandom(seed);
         return build(config, model, allocator, (name, shape) -> {
-            Tensor t = allocator.allocate(MemoryCategory.ADAPTER_PARAMS, DType.F32, shape);
+            Tensor t = Tensor.allocate(java.lang.foreign.Arena.ofAuto(), DType.F32, shape);
             if (name.endsWith("lora_A.weight")) {
                 double bound = 1.0 / Math.sqrt(shape[1]);
                 float[] v = new float[Math.toIntExact(t.numel())];
@@ -102,11 +108,7 @@ public final class LoraAdapter {
     /** An adapter with the tensors of a PEFT adapter file (checked: every tensor present, shapes exact, none extra). */
     public static LoraAdapter load(AdapterConfig config, WeightSource source, AdapterTargets model,
                                    TensorAllocator allocator) {
-        LoraAdapter adapter = build(config, model, allocator, (name, shape) -> {
-            Tensor t = allocator.allocate(MemoryCategory.ADAPTER_PARAMS, DType.F32, shape);
-            t.copyFrom(source.tensor(name, shape));
-            return t;
-        });
+        LoraAdapter adapter = build(config, model, allocator, source::tensor);
         TreeSet<String> extra = new TreeSet<>(source.names());
         adapter.params.forEach(p -> extra.remove(p.name()));
         if (!extra.isEmpty()) {
@@ -116,8 +118,14 @@ public final class LoraAdapter {
     }
 
     private interface Init {
-        /** A tensor for PEFT name {@code name} in PEFT shape {@code shape}. */
+        /** The initial value (any memory, any float dtype) for PEFT name {@code name} in PEFT shape {@code shape}. */
         Tensor make(String name, long[] shape);
+    }
+
+    private static Tensor param(TensorAllocator allocator, Tensor init) {
+        Tensor t = allocator.allocate(MemoryCategory.ADAPTER_PARAMS, DType.F32, init.shape());
+        t.copyFrom(init);
+        return t;
     }
 
     private static LoraAdapter build(AdapterConfig config, AdapterTargets model, TensorAllocator allocator, Init init) {
@@ -137,8 +145,8 @@ public final class LoraAdapter {
             unmatched.remove(target);
             Linear lin = e.getValue();
             String base = PREFIX + e.getKey() + ".";
-            Tensor a = init.make(base + "lora_A.weight", new long[]{r, lin.in()});
-            Tensor b = init.make(base + "lora_B.weight", new long[]{lin.out(), r});
+            Tensor a = param(allocator, init.make(base + "lora_A.weight", new long[]{r, lin.in()}));
+            Tensor b = param(allocator, init.make(base + "lora_B.weight", new long[]{lin.out(), r}));
             Tensor ga = allocator.allocate(MemoryCategory.ADAPTER_GRADS, DType.F32, r, lin.in());
             Tensor gb = allocator.allocate(MemoryCategory.ADAPTER_GRADS, DType.F32, lin.out(), r);
             ad.params.add(new Param(base + "lora_A.weight", a, ga, 0, r));
@@ -177,7 +185,7 @@ public final class LoraAdapter {
         int in = gateUp ? set.gate().get(0).in() : set.down().get(0).in();
         int inter = set.gate().get(0).out();
         int out = gateUp ? 2 * inter : set.down().get(0).out();
-        Tensor a = init.make(base + "lora_A.weight", new long[]{(long) e * r, in});       // [E*r, in]
+        Tensor a = param(allocator, init.make(base + "lora_A.weight", new long[]{(long) e * r, in})); // [E*r, in]
         Tensor bPeft = init.make(base + "lora_B.weight", new long[]{out, (long) e * r});  // [out, E*r]
         Tensor b = allocator.allocate(MemoryCategory.ADAPTER_PARAMS, DType.F32, e, out, r); // [E, out, r]
         fromPeftB(bPeft, b, e, r);
@@ -239,6 +247,7 @@ public final class LoraAdapter {
     }
 
     /** The adapter's tensors in PEFT's names and layouts, as {@code adapter_model.safetensors} holds them. */
+    @Override
     public Map<String, Tensor> peftTensors() {
         Map<String, Tensor> out = new LinkedHashMap<>();
         for (Param p : params) {
@@ -248,12 +257,21 @@ public final class LoraAdapter {
     }
 
     /** The gradients in PEFT's layouts, keyed by the parameter's PEFT name. */
+    @Override
     public Map<String, Tensor> peftGradients() {
         Map<String, Tensor> out = new LinkedHashMap<>();
         for (Param p : params) {
             out.put(p.name(), p.expertB() ? toPeftB(p.grad(), p.experts(), p.rank()) : p.grad());
         }
         return out;
+    }
+
+    /** Writes the adapter as PEFT does: {@code adapter_config.json} and {@code adapter_model.safetensors}. */
+    @Override
+    public void save(java.nio.file.Path dir) throws java.io.IOException {
+        config.write(dir);
+        new org.orbitrl.model.checkpoint.SafetensorsWriter().metadata("format", "pt").addAll(peftTensors())
+                .write(dir.resolve("adapter_model.safetensors"));
     }
 
     /** Copies another adapter's values (same config and targets) into this one: a slot update. */

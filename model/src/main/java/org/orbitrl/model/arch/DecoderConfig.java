@@ -1,6 +1,9 @@
 package org.orbitrl.model.arch;
 
 import org.orbitrl.kernels.RopeScaling;
+import org.orbitrl.model.spec.ModelFamily;
+import org.orbitrl.model.spec.ModelSpec;
+import org.orbitrl.model.spec.MoeSpec;
 
 /**
  * The shape of a Qwen3-family decoder (dense {@code qwen3} and {@code qwen3_moe}), as the model
@@ -30,6 +33,24 @@ public record DecoderConfig(String modelType, int vocab, int hidden, int layers,
         if (!ok) {
             throw new IllegalArgumentException("config: " + msg);
         }
+    }
+
+    /** The Qwen3-family shape of a {@code qwen3} or {@code qwen3_moe} spec. */
+    public static DecoderConfig from(ModelSpec spec) {
+        if (spec.family() != ModelFamily.QWEN3 && spec.family() != ModelFamily.QWEN3_MOE) {
+            throw new IllegalArgumentException(spec.source() + ": model_type " + spec.modelType()
+                    + " is not a Qwen3-family model");
+        }
+        boolean[] moe = new boolean[spec.numLayers()];
+        for (int i = 0; i < moe.length; i++) {
+            moe[i] = spec.isMoeLayer(i);
+        }
+        MoeSpec m = spec.moe();
+        return new DecoderConfig(spec.modelType(), spec.vocabSize(), spec.hiddenSize(), spec.numLayers(), spec.numHeads(),
+                spec.numKvHeads(), spec.headDim(), spec.intermediateSize(), m == null ? 0 : m.moeIntermediateSize(),
+                m == null ? 0 : m.numExperts(), m == null ? 0 : m.topK(), m != null && m.normTopkProb(), moe,
+                (float) spec.rmsNormEps(), spec.tieWordEmbeddings(), spec.attentionBias(), spec.ropeScaling(),
+                spec.maxPositionEmbeddings());
     }
 
     public boolean isMoe(int layer) {

@@ -4,7 +4,6 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.Backends;
-import org.orbitrl.kernels.RopeScaling;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.model.TestSafetensors;
 
@@ -27,10 +26,7 @@ public class Qwen3FixtureTest {
     static final float ATOL = 1e-4f;
 
     public static DecoderConfig config(String arch) {
-        boolean moe = arch.equals("qwen3_moe");
-        boolean[] moeLayers = {moe, moe};
-        return new DecoderConfig(arch, 256, 64, 2, 4, 2, 16, 128, moe ? 32 : 0, moe ? 8 : 0, moe ? 2 : 0, moe,
-                moeLayers, 1e-6f, false, false, RopeScaling.defaults(10000, 256), 256);
+        return DecoderConfig.from(org.orbitrl.model.spec.ConfigLoader.load(TestSafetensors.fixtures().resolve(arch)));
     }
 
     @ParameterizedTest

@@ -292,11 +292,6 @@ public final class CpuBackend implements Backend {
     }
 
     @Override
-    public void matmulTN(Tensor a, Tensor b, float alpha, Tensor c) {
-        TrainingOps.matmulTN(pool, a, b, alpha, c);
-    }
-
-    @Override
     public void axpy(float alpha, Tensor x, Tensor y) {
         TrainingOps.axpy(pool, alpha, x, y);
     }

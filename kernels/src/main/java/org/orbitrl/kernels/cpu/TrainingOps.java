@@ -90,33 +90,6 @@ final class TrainingOps {
         AttentionBackward.run(pool, q, k, v, dout, queryStart, spec, dq, dk, dv);
     }
 
-    /** c [P, Q] += alpha · aᵀ [P, M] · b [M, Q]: tasks own (row of c, column range) pairs. */
-    static void matmulTN(WorkerPool pool, Tensor a, Tensor b, float alpha, Tensor c) {
-        f32("matmulTN a", a);
-        f32("matmulTN b", b);
-        f32("matmulTN c", c);
-        if (a.rank() != 2 || b.rank() != 2 || c.rank() != 2 || b.dim(0) != a.dim(0) || c.dim(0) != a.dim(1)
-                || c.dim(1) != b.dim(1)) {
-            throw new IllegalArgumentException("matmulTN: aᵀ " + a + " · b " + b + " -> c " + c + " do not agree");
-        }
-        int m = a.size(0);
-        int p = a.size(1);
-        int q = b.size(1);
-        int colBlock = 256;
-        int colTiles = Matmul.ceilDiv(q, colBlock);
-        int units = p * colTiles;
-        int tasks = tasks(pool, (long) m * p * q / 8, units);
-        pool.parallelFor(tasks, t -> {
-            float[] acc = new float[Math.min(colBlock, q)];
-            for (int u = split(units, tasks, t, 1); u < split(units, tasks, t + 1, 1); u++) {
-                int i = u / colTiles;
-                int c0 = (u % colTiles) * colBlock;
-                Accumulate.matmulTNRow(a.segment(), a.byteOffset(), p, b.segment(), b.byteOffset(), q, m, alpha,
-                        c.segment(), c.byteOffset(), i, c0, Math.min(q, c0 + colBlock), acc);
-            }
-        });
-    }
-
     static void axpy(WorkerPool pool, float alpha, Tensor x, Tensor y) {
         f32("axpy x", x);
         f32("axpy y", y);

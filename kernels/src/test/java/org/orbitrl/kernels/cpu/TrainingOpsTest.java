@@ -145,25 +145,6 @@ class TrainingOpsTest {
     }
 
     @Test
-    void matmulTNAccumulatesAndIgnoresThreadCount() {
-        SplittableRandom rnd = new SplittableRandom(45);
-        for (int[] s : new int[][]{{1, 1, 1}, {7, 5, 33}, {70, 16, 300}, {33, 300, 16}}) { // M, P, Q
-            Tensor a = randomF32(rnd, s[0], s[1]);
-            Tensor b = randomF32(rnd, s[0], s[2]);
-            Tensor c0 = randomF32(rnd, s[1], s[2]);
-            Tensor ref = copy(c0);
-            Tensor got = copy(c0);
-            Tensor one = copy(c0);
-            HostOps.matmulTN(a, b, 0.75f, ref);
-            cpu.matmulTN(a, b, 0.75f, got);
-            single.matmulTN(a, b, 0.75f, one);
-            assertClose("matmulTN M=" + s[0] + " P=" + s[1] + " Q=" + s[2], ref.toFloatArray(), got.toFloatArray(),
-                    1e-5 * Math.sqrt(s[0]), 1e-5);
-            assertBitwise("matmulTN 1 vs 3 threads", one.toFloatArray(), got.toFloatArray());
-        }
-    }
-
-    @Test
     void gatherScatterAxpyAndBiasAreTheReferenceBitForBit() {
         SplittableRandom rnd = new SplittableRandom(46);
         for (int h : new int[]{1, 7, 33, 300}) {

@@ -20,11 +20,15 @@ import java.util.Arrays;
  * ({@code -Dorbit.cpu.threads=N} or the constructor to change it). Close it to stop the threads.
  *
  * <p>Exact mode always holds: every reducing operation (matmul, matmulQuantized, matmulTransposed,
- * rmsNorm, softmax, logSoftmax, attention) splits work over output rows and columns only, never over the
- * reduction, and reduces each output element in one fixed order that depends only on the
- * reduction length. A row's result is therefore bit-identical whether it is computed alone or in
- * a batch, at any position of the batch, with any number of threads, and (for attention) in a
- * prefill or at decode. {@link ScalarBackend} is the plain reference it is tested against.
+ * rmsNorm, softmax, logSoftmax, attention and the backward passes) splits work over output rows,
+ * columns or heads only, never over the reduction, and reduces each output element in one fixed
+ * order that depends only on the reduction length. A row's result is therefore bit-identical
+ * whether it is computed alone or in a batch, at any position of the batch, with any number of
+ * threads, and (for attention) in a prefill or at decode. {@link ScalarBackend} is the plain
+ * reference it is tested against.
+ *
+ * <p>Speed: the Vector API is fast only once C2 has compiled a kernel; the first calls in a fresh
+ * JVM run interpreted and are far slower (seconds for a large matmul).
  */
 public final class CpuBackend implements Backend {
 
@@ -40,10 +44,15 @@ public final class CpuBackend implements Backend {
         this(Integer.getInteger("orbit.cpu.threads", Runtime.getRuntime().availableProcessors()));
     }
 
+    /** @param threads threads that run kernels, the calling thread included (at least 1) */
     public CpuBackend(int threads) {
         this(threads, TensorAllocator.heap());
     }
 
+    /**
+     * @param threads   threads that run kernels, the calling thread included (at least 1)
+     * @param allocator where {@link #allocator()} takes tensors from
+     */
     public CpuBackend(int threads, TensorAllocator allocator) {
         this.allocator = allocator;
         this.pool = new WorkerPool(threads);

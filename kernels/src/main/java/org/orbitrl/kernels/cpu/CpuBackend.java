@@ -3,6 +3,7 @@ package org.orbitrl.kernels.cpu;
 import org.orbitrl.kernels.AttentionSpec;
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.Numerics;
 import org.orbitrl.kernels.RopeTable;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
@@ -19,16 +20,20 @@ import java.util.Arrays;
  * ({@code -Dorbit.cpu.threads=N} or the constructor to change it). Close it to stop the threads.
  *
  * <p>Exact mode always holds: every reducing operation (matmul, matmulQuantized, matmulTransposed,
- * rmsNorm, softmax, logSoftmax, attention) splits work over output rows and columns only, never over the
- * reduction, and reduces each output element in one fixed order that depends only on the
- * reduction length. A row's result is therefore bit-identical whether it is computed alone or in
- * a batch, at any position of the batch, with any number of threads, and (for attention) in a
- * prefill or at decode. {@link ScalarBackend} is the plain reference it is tested against.
+ * rmsNorm, softmax, logSoftmax, attention and the backward passes) splits work over output rows,
+ * columns or heads only, never over the reduction, and reduces each output element in one fixed
+ * order that depends only on the reduction length. A row's result is therefore bit-identical
+ * whether it is computed alone or in a batch, at any position of the batch, with any number of
+ * threads, and (for attention) in a prefill or at decode. {@link ScalarBackend} is the plain
+ * reference it is tested against.
+ *
+ * <p>Speed: the Vector API is fast only once C2 has compiled a kernel; the first calls in a fresh
+ * JVM run interpreted and are far slower (seconds for a large matmul).
  */
 public final class CpuBackend implements Backend {
 
     /** Elements of work below which a kernel stays on the calling thread. */
-    private static final long GRAIN = 1 << 14;
+    static final long GRAIN = 1 << 14;
     private static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT_UNALIGNED;
 
     private final TensorAllocator allocator;
@@ -39,10 +44,15 @@ public final class CpuBackend implements Backend {
         this(Integer.getInteger("orbit.cpu.threads", Runtime.getRuntime().availableProcessors()));
     }
 
+    /** @param threads threads that run kernels, the calling thread included (at least 1) */
     public CpuBackend(int threads) {
         this(threads, TensorAllocator.heap());
     }
 
+    /**
+     * @param threads   threads that run kernels, the calling thread included (at least 1)
+     * @param allocator where {@link #allocator()} takes tensors from
+     */
     public CpuBackend(int threads, TensorAllocator allocator) {
         this.allocator = allocator;
         this.pool = new WorkerPool(threads);
@@ -119,8 +129,12 @@ public final class CpuBackend implements Backend {
                 w.format().dequantizeRow(w, r, row);
                 if (bf16) {
                     long base = o + r * rowBytes;
-                    for (int c = 0; c < k; c++) {
-                        os.set(ValueLayout.JAVA_SHORT_UNALIGNED, base + c * 2L, org.orbitrl.kernels.Numerics.floatToBf16(row[c]));
+                    int kv = k - k % VectorMath.L;
+                    for (int c = 0; c < kv; c += VectorMath.L) {
+                        VectorMath.storeBf16(jdk.incubator.vector.FloatVector.fromArray(VectorMath.F, row, c), os, base + c * 2L);
+                    }
+                    for (int c = kv; c < k; c++) {
+                        os.set(ValueLayout.JAVA_SHORT_UNALIGNED, base + c * 2L, Numerics.floatToBf16(row[c]));
                     }
                 } else {
                     MemorySegment.copy(row, 0, os, F32, o + r * rowBytes, k);
@@ -236,48 +250,20 @@ public final class CpuBackend implements Backend {
 
     @Override
     public void rope(Tensor x, Tensor positions, RopeTable table) {
-        if (x.rank() != 3 || x.dtype() != DType.F32 || x.strides()[2] != 1) {
-            throw new IllegalArgumentException("rope: x must be f32 [T, H, D] with a contiguous last dimension, got " + x);
-        }
-        int t = x.size(0);
-        int h = x.size(1);
-        int d = x.size(2);
-        int half = table.rotaryDim() / 2;
-        if (table.rotaryDim() > d || positions.numel() != t) {
-            throw new IllegalArgumentException("rope: rotary dim " + table.rotaryDim() + " of x " + x + " with positions " + positions);
-        }
-        if (positions.dtype() != DType.I32 && positions.dtype() != DType.I64) {
-            throw new IllegalArgumentException("rope: positions must be I32 or I64, got " + positions);
-        }
-        long[] pos = positions.toLongArray();
-        for (int i = 0; i < t; i++) {
-            if (pos[i] < 0 || pos[i] >= table.maxPositions()) {
-                throw new IndexOutOfBoundsException("rope: position " + pos[i] + " (token " + i
-                        + ") outside the rope table's [0, " + table.maxPositions() + ")");
-            }
-        }
-        long[] st = x.strides();
-        float[] cos = table.cosTable();
-        float[] sin = table.sinTable();
-        MemorySegment s = x.segment();
-        int units = t * h;
-        int tasks = tasks((long) units * table.rotaryDim() * 4, units);
-        pool.parallelFor(tasks, task -> {
-            for (int u = split(units, tasks, task, 1); u < split(units, tasks, task + 1, 1); u++) {
-                int i = u / h;
-                int hh = u % h;
-                long off = (x.offset() + i * st[0] + hh * st[1]) * 4;
-                RopeKernel.rotate(s, off, cos, sin, (int) pos[i] * half, half, table.style());
-            }
-        });
+        RopeKernel.run(pool, "rope", x, positions, table, false);
+    }
+
+    @Override
+    public void ropeBackward(Tensor dx, Tensor positions, RopeTable table) {
+        RopeKernel.run(pool, "ropeBackward", dx, positions, table, true);
     }
 
     @Override
     public void attention(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec) {
-        headTensor("q", q);
-        headTensor("k", k);
-        headTensor("v", v);
-        headTensor("out", out);
+        headTensor("attention q", q);
+        headTensor("attention k", k);
+        headTensor("attention v", v);
+        headTensor("attention out", out);
         int t = q.size(0);
         int hq = q.size(1);
         int s = k.size(0);
@@ -296,83 +282,70 @@ public final class CpuBackend implements Backend {
         AttentionKernel.run(pool, q, k, v, out, queryStart, spec);
     }
 
+    // ------------------------------------------------------------------ backward and accumulation (training)
+
+    @Override
+    public void rmsNormBackward(Tensor x, Tensor weight, float eps, Tensor dy, Tensor dx) {
+        TrainingOps.rmsNormBackward(pool, x, weight, eps, dy, dx);
+    }
+
+    @Override
+    public void swigluBackward(Tensor gate, Tensor up, Tensor dout, Tensor dgate, Tensor dup) {
+        TrainingOps.swigluBackward(pool, gate, up, dout, dgate, dup);
+    }
+
+    @Override
+    public void attentionBackward(Tensor q, Tensor k, Tensor v, Tensor dout, int queryStart, AttentionSpec spec,
+                                  Tensor dq, Tensor dk, Tensor dv) {
+        TrainingOps.attentionBackward(pool, q, k, v, dout, queryStart, spec, dq, dk, dv);
+    }
+
+    @Override
+    public void axpy(float alpha, Tensor x, Tensor y) {
+        TrainingOps.axpy(pool, alpha, x, y);
+    }
+
+    @Override
+    public void gatherRows(Tensor src, Tensor rows, Tensor dst) {
+        TrainingOps.gatherRows(pool, src, rows, dst);
+    }
+
+    @Override
+    public void scatterAddRows(Tensor src, Tensor rows, Tensor weights, Tensor dst) {
+        TrainingOps.scatterAddRows(pool, src, rows, weights, dst);
+    }
+
+    @Override
+    public void addBias(Tensor y, Tensor bias) {
+        TrainingOps.addBias(pool, y, bias);
+    }
+
     // ------------------------------------------------------------------ selection
 
     @Override
     public void embedding(Tensor table, Tensor ids, Tensor out) {
-        table.requireContiguous("embedding table");
-        ids.requireContiguous("embedding ids");
-        f32("embedding out", out);
-        if (table.rank() != 2 || (table.dtype() != DType.F32 && table.dtype() != DType.BF16)) {
-            throw new IllegalArgumentException("embedding: table must be F32 or BF16 [V, H], got " + table);
-        }
-        if (ids.dtype() != DType.I32 && ids.dtype() != DType.I64) {
-            throw new IllegalArgumentException("embedding: ids must be I32 or I64, got " + ids);
-        }
-        int n = Math.toIntExact(ids.numel());
-        int h = table.size(1);
-        long vocab = table.dim(0);
-        if (out.numel() != (long) n * h) {
-            throw new IllegalArgumentException("embedding: out " + out + " for " + n + " ids of width " + h);
-        }
-        long[] id = ids.toLongArray();
-        for (int i = 0; i < n; i++) {
-            if (id[i] < 0 || id[i] >= vocab) {
-                throw new IndexOutOfBoundsException("embedding: token id " + id[i] + " (position " + i
-                        + ") outside vocabulary [0, " + vocab + ")");
-            }
-        }
-        boolean bf16 = table.dtype() == DType.BF16;
-        long rowBytes = (long) h * table.dtype().bytes();
-        int tasks = tasks((long) n * h, n);
-        pool.parallelFor(tasks, t -> {
-            for (int i = split(n, tasks, t, 1); i < split(n, tasks, t + 1, 1); i++) {
-                Selection.embeddingRow(table.segment(), table.byteOffset() + id[i] * rowBytes, bf16,
-                        out.segment(), out.byteOffset() + (long) i * h * 4, h);
-            }
-        });
+        SelectionOps.embedding(pool, table, ids, out);
     }
 
     @Override
     public void topk(Tensor x, int k, Tensor values, Tensor indices) {
-        f32("topk x", x);
-        f32("topk values", values);
-        indices.requireContiguous("topk indices");
-        int n = x.size(-1);
-        int r = rows(x);
-        if (k <= 0 || k > n || values.numel() != (long) r * k || indices.numel() != (long) r * k) {
-            throw new IllegalArgumentException("topk: k=" + k + " of " + x + " into " + values + ", " + indices);
-        }
-        requireIndexType("topk indices", indices);
-        forRows(r, n, row -> {
-            float[] vals = new float[k];
-            int[] idx = new int[k];
-            Selection.topk(x.segment(), x.byteOffset() + (long) row * n * 4, n, k, vals, idx);
-            MemorySegment.copy(vals, 0, values.segment(), F32, values.byteOffset() + (long) row * k * 4, k);
-            for (int j = 0; j < k; j++) {
-                writeIndex(indices, (long) row * k + j, idx[j]);
-            }
-        });
+        SelectionOps.topk(pool, x, k, values, indices);
     }
 
     @Override
     public void argmax(Tensor x, Tensor out) {
-        f32("argmax x", x);
-        out.requireContiguous("argmax out");
-        int n = x.size(-1);
-        int r = rows(x);
-        if (out.numel() != r || n == 0) {
-            throw new IllegalArgumentException("argmax: out " + out + " for " + r + " rows of " + x);
-        }
-        requireIndexType("argmax out", out);
-        forRows(r, n, row -> writeIndex(out, row, Selection.argmax(x.segment(), x.byteOffset() + (long) row * n * 4, n)));
+        SelectionOps.argmax(pool, x, out);
     }
 
     // ------------------------------------------------------------------ helpers
 
     /** Runs body(row) for every row, rows grouped so that each task has at least {@link #GRAIN} elements. */
     private void forRows(int rows, int rowLength, java.util.function.IntConsumer body) {
-        int tasks = tasks((long) rows * rowLength, rows);
+        forRows(pool, rows, rowLength, body);
+    }
+
+    static void forRows(WorkerPool pool, int rows, int rowLength, java.util.function.IntConsumer body) {
+        int tasks = tasks(pool, (long) rows * rowLength, rows);
         pool.parallelFor(tasks, t -> {
             for (int r = split(rows, tasks, t, 1); r < split(rows, tasks, t + 1, 1); r++) {
                 body.accept(r);
@@ -381,13 +354,17 @@ public final class CpuBackend implements Backend {
     }
 
     /** How many tasks for {@code work} elements over {@code units} independent units. */
-    private int tasks(long work, int units) {
+    int tasks(long work, int units) {
+        return tasks(pool, work, units);
+    }
+
+    static int tasks(WorkerPool pool, long work, int units) {
         long byWork = Math.max(1, work / GRAIN);
         return (int) Math.max(1, Math.min(Math.min(units, byWork), pool.threads() * 4L));
     }
 
     /** Start of part {@code t} of {@code n} units cut into {@code parts}, aligned to {@code align}. */
-    private static int split(int n, int parts, int t, int align) {
+    static int split(int n, int parts, int t, int align) {
         if (t >= parts) {
             return n;
         }
@@ -395,24 +372,10 @@ public final class CpuBackend implements Backend {
         return (int) Math.min(n, s / align * align);
     }
 
-    private static void headTensor(String what, Tensor t) {
+    static void headTensor(String what, Tensor t) {
         if (t.rank() != 3 || t.dtype() != DType.F32 || t.strides()[2] != 1) {
-            throw new IllegalArgumentException("attention: " + what + " must be f32 [rows, heads, dim] with a contiguous "
+            throw new IllegalArgumentException(what + " must be f32 [rows, heads, dim] with a contiguous "
                     + "last dimension, got " + t + " strides " + Arrays.toString(t.strides()));
-        }
-    }
-
-    private static void requireIndexType(String what, Tensor t) {
-        if (t.dtype() != DType.I32 && t.dtype() != DType.I64) {
-            throw new IllegalArgumentException(what + " must be I32 or I64, got " + t);
-        }
-    }
-
-    private static void writeIndex(Tensor t, long i, int value) {
-        if (t.dtype() == DType.I32) {
-            t.segment().set(ValueLayout.JAVA_INT_UNALIGNED, t.byteOffset() + i * 4, value);
-        } else {
-            t.segment().set(ValueLayout.JAVA_LONG_UNALIGNED, t.byteOffset() + i * 8, value);
         }
     }
 
@@ -421,13 +384,13 @@ public final class CpuBackend implements Backend {
         return Math.toIntExact(last == 0 ? 0 : t.numel() / last);
     }
 
-    private static void sameShape(String op, Tensor a, Tensor b) {
+    static void sameShape(String op, Tensor a, Tensor b) {
         if (!Arrays.equals(a.shape(), b.shape())) {
             throw new IllegalArgumentException(op + ": shapes differ: " + a + " vs " + b);
         }
     }
 
-    private static void f32(String what, Tensor t) {
+    static void f32(String what, Tensor t) {
         if (t.dtype() != DType.F32) {
             throw new IllegalArgumentException(what + " must be F32, got " + t);
         }

@@ -244,4 +244,153 @@ final class DotKernels {
         }
         return tailBf16(hsum(c), xs, x, ws, w, kv, k);
     }
+
+    // ---------------------------------------------------------------- K ranges (accumulators kept in memory)
+
+    /**
+     * The 4×4 block over K range [k0, k1) only, continuing accumulators kept in {@code acc} at
+     * {@code slot} (16 vectors, element (i, j) at slot + (4i + j)·L); {@code first} starts them at
+     * zero. Splitting K into such ranges leaves every element's sequence of FMAs unchanged.
+     */
+    static void f32x4x4Range(MemorySegment xs, long x, long xs1, MemorySegment ws, long w, long ws1, int k0, int k1,
+                   float[] acc, int slot, boolean first) {
+        FloatVector c00 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 0 * L);
+        FloatVector c01 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 1 * L);
+        FloatVector c02 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 2 * L);
+        FloatVector c03 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 3 * L);
+        FloatVector c10 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 4 * L);
+        FloatVector c11 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 5 * L);
+        FloatVector c12 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 6 * L);
+        FloatVector c13 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 7 * L);
+        FloatVector c20 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 8 * L);
+        FloatVector c21 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 9 * L);
+        FloatVector c22 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 10 * L);
+        FloatVector c23 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 11 * L);
+        FloatVector c30 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 12 * L);
+        FloatVector c31 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 13 * L);
+        FloatVector c32 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 14 * L);
+        FloatVector c33 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 15 * L);
+        for (int p = k0; p < k1; p += L) {
+            FloatVector w0 = FloatVector.fromMemorySegment(F, ws, w + p * 4L, LE);
+            FloatVector w1 = FloatVector.fromMemorySegment(F, ws, w + ws1 + p * 4L, LE);
+            FloatVector w2 = FloatVector.fromMemorySegment(F, ws, w + 2 * ws1 + p * 4L, LE);
+            FloatVector w3 = FloatVector.fromMemorySegment(F, ws, w + 3 * ws1 + p * 4L, LE);
+            FloatVector a = FloatVector.fromMemorySegment(F, xs, x + p * 4L, LE);
+            c00 = a.fma(w0, c00);
+            c01 = a.fma(w1, c01);
+            c02 = a.fma(w2, c02);
+            c03 = a.fma(w3, c03);
+            a = FloatVector.fromMemorySegment(F, xs, x + xs1 + p * 4L, LE);
+            c10 = a.fma(w0, c10);
+            c11 = a.fma(w1, c11);
+            c12 = a.fma(w2, c12);
+            c13 = a.fma(w3, c13);
+            a = FloatVector.fromMemorySegment(F, xs, x + 2 * xs1 + p * 4L, LE);
+            c20 = a.fma(w0, c20);
+            c21 = a.fma(w1, c21);
+            c22 = a.fma(w2, c22);
+            c23 = a.fma(w3, c23);
+            a = FloatVector.fromMemorySegment(F, xs, x + 3 * xs1 + p * 4L, LE);
+            c30 = a.fma(w0, c30);
+            c31 = a.fma(w1, c31);
+            c32 = a.fma(w2, c32);
+            c33 = a.fma(w3, c33);
+        }
+        c00.intoArray(acc, slot + 0 * L);
+        c01.intoArray(acc, slot + 1 * L);
+        c02.intoArray(acc, slot + 2 * L);
+        c03.intoArray(acc, slot + 3 * L);
+        c10.intoArray(acc, slot + 4 * L);
+        c11.intoArray(acc, slot + 5 * L);
+        c12.intoArray(acc, slot + 6 * L);
+        c13.intoArray(acc, slot + 7 * L);
+        c20.intoArray(acc, slot + 8 * L);
+        c21.intoArray(acc, slot + 9 * L);
+        c22.intoArray(acc, slot + 10 * L);
+        c23.intoArray(acc, slot + 11 * L);
+        c30.intoArray(acc, slot + 12 * L);
+        c31.intoArray(acc, slot + 13 * L);
+        c32.intoArray(acc, slot + 14 * L);
+        c33.intoArray(acc, slot + 15 * L);
+    }
+
+    /**
+     * The 4×4 block over K range [k0, k1) only, continuing accumulators kept in {@code acc} at
+     * {@code slot} (16 vectors, element (i, j) at slot + (4i + j)·L); {@code first} starts them at
+     * zero. Splitting K into such ranges leaves every element's sequence of FMAs unchanged.
+     */
+    static void bf16x4x4Range(MemorySegment xs, long x, long xs1, MemorySegment ws, long w, long ws1, int k0, int k1,
+                   float[] acc, int slot, boolean first) {
+        FloatVector c00 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 0 * L);
+        FloatVector c01 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 1 * L);
+        FloatVector c02 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 2 * L);
+        FloatVector c03 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 3 * L);
+        FloatVector c10 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 4 * L);
+        FloatVector c11 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 5 * L);
+        FloatVector c12 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 6 * L);
+        FloatVector c13 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 7 * L);
+        FloatVector c20 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 8 * L);
+        FloatVector c21 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 9 * L);
+        FloatVector c22 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 10 * L);
+        FloatVector c23 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 11 * L);
+        FloatVector c30 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 12 * L);
+        FloatVector c31 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 13 * L);
+        FloatVector c32 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 14 * L);
+        FloatVector c33 = first ? FloatVector.zero(F) : FloatVector.fromArray(F, acc, slot + 15 * L);
+        for (int p = k0; p < k1; p += L) {
+            FloatVector w0 = bf16(ws, w + p * 2L);
+            FloatVector w1 = bf16(ws, w + ws1 + p * 2L);
+            FloatVector w2 = bf16(ws, w + 2 * ws1 + p * 2L);
+            FloatVector w3 = bf16(ws, w + 3 * ws1 + p * 2L);
+            FloatVector a = FloatVector.fromMemorySegment(F, xs, x + p * 4L, LE);
+            c00 = a.fma(w0, c00);
+            c01 = a.fma(w1, c01);
+            c02 = a.fma(w2, c02);
+            c03 = a.fma(w3, c03);
+            a = FloatVector.fromMemorySegment(F, xs, x + xs1 + p * 4L, LE);
+            c10 = a.fma(w0, c10);
+            c11 = a.fma(w1, c11);
+            c12 = a.fma(w2, c12);
+            c13 = a.fma(w3, c13);
+            a = FloatVector.fromMemorySegment(F, xs, x + 2 * xs1 + p * 4L, LE);
+            c20 = a.fma(w0, c20);
+            c21 = a.fma(w1, c21);
+            c22 = a.fma(w2, c22);
+            c23 = a.fma(w3, c23);
+            a = FloatVector.fromMemorySegment(F, xs, x + 3 * xs1 + p * 4L, LE);
+            c30 = a.fma(w0, c30);
+            c31 = a.fma(w1, c31);
+            c32 = a.fma(w2, c32);
+            c33 = a.fma(w3, c33);
+        }
+        c00.intoArray(acc, slot + 0 * L);
+        c01.intoArray(acc, slot + 1 * L);
+        c02.intoArray(acc, slot + 2 * L);
+        c03.intoArray(acc, slot + 3 * L);
+        c10.intoArray(acc, slot + 4 * L);
+        c11.intoArray(acc, slot + 5 * L);
+        c12.intoArray(acc, slot + 6 * L);
+        c13.intoArray(acc, slot + 7 * L);
+        c20.intoArray(acc, slot + 8 * L);
+        c21.intoArray(acc, slot + 9 * L);
+        c22.intoArray(acc, slot + 10 * L);
+        c23.intoArray(acc, slot + 11 * L);
+        c30.intoArray(acc, slot + 12 * L);
+        c31.intoArray(acc, slot + 13 * L);
+        c32.intoArray(acc, slot + 14 * L);
+        c33.intoArray(acc, slot + 15 * L);
+    }
+
+    /** Finishes the 16 elements of a 4×4 block whose accumulators are in {@code acc} at {@code slot}. */
+    static void finish4x4(boolean bf16, float[] acc, int slot, MemorySegment xs, long x, long xs1, MemorySegment ws, long w,
+                          long ws1, int kv, int k, MemorySegment ys, long y, long ys1) {
+        for (int i = 0; i < 4; i++) {
+            for (int j = 0; j < 4; j++) {
+                float s = hsum(FloatVector.fromArray(F, acc, slot + (4 * i + j) * L));
+                float v = bf16 ? tailBf16(s, xs, x + i * xs1, ws, w + j * ws1, kv, k)
+                        : tailF32(s, xs, x + i * xs1, ws, w + j * ws1, kv, k);
+                ys.set(F32, y + i * ys1 + j * 4L, v);
+            }
+        }
+    }
 }

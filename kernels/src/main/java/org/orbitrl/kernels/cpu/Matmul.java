@@ -10,34 +10,39 @@ import java.lang.foreign.ValueLayout;
  * {@code y = x · wᵀ} over the worker pool: x [M, K] f32, w [N, K] f32 or bf16, y [M, N] f32.
  *
  * <p>The output is cut into tiles of (rows of x) × (rows of w), one task each; a tile is walked
- * in 4×4 register blocks ({@link DotKernels}), w-rows outer so four weight rows stay in L1 while
- * every 4-row block of x passes over them. At decode (M ≤ 16) a tile spans all rows of x and the
- * tasks split N, so the weights stream once at memory bandwidth. The reduction over K is never
- * split: an element's value depends only on its x row, its w row and K.
+ * in 4×4 register blocks ({@link DotKernels}), w-rows outer so four weight rows are reused by
+ * every 4-row block of x. K is walked in ranges of {@value #K_BLOCK}, each block carrying its 16
+ * accumulators from range to range, so the rows a block reads stay in L1. At decode (M ≤ 16) a
+ * tile spans all rows of x and the tasks split N, so the weights stream once at memory bandwidth.
+ * The reduction over K is never split between tasks and its order never changes: an element's
+ * value depends only on its x row, its w row and K.
  */
 final class Matmul {
     private Matmul() {
     }
 
     private static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT_UNALIGNED;
-    /** Rows of x per task at prefill; 64 rows of K = 2048 f32 are 512 KiB (L2). */
-    private static final int PREFILL_ROWS = 64;
+    /** Rows of x per task at prefill (M > 16). */
+    private static final int PREFILL_ROWS = 32;
     /** Rows of w per task at prefill. */
-    private static final int PREFILL_COLS = 64;
+    private static final int PREFILL_COLS = 32;
+    /** K range per pass when M ≥ 4: four rows of x and four of w over it (16 KiB f32) stay in L1. */
+    private static final int K_BLOCK = 512;
     /** Below this many multiply-adds a matmul runs on the calling thread. */
     private static final long INLINE_WORK = 1 << 15;
 
     static void run(WorkerPool pool, Tensor x, Tensor w, Tensor y) {
-        run(pool, x, w, y, PREFILL_ROWS, PREFILL_COLS, 4);
+        run(pool, x, w, y, PREFILL_ROWS, PREFILL_COLS, 4, K_BLOCK);
     }
 
     /**
      * As {@link #run(WorkerPool, Tensor, Tensor, Tensor)} with explicit tiles: {@code prefillRows} ×
      * {@code prefillCols} per task when M > 16, and about {@code decodeTasksPerThread} tasks per
-     * thread over N otherwise. The tiles change speed only, never a result.
+     * thread over N otherwise; with four rows of x or more, K is walked in ranges of {@code kBlock}
+     * (a multiple of the vector width; 0 for none). The tiles change speed only, never a result.
      */
     static void run(WorkerPool pool, Tensor x, Tensor w, Tensor y, int prefillRows, int prefillCols,
-                    int decodeTasksPerThread) {
+                    int decodeTasksPerThread, int kBlock) {
         int k = w.size(1);
         int n = w.size(0);
         int m = Math.toIntExact(x.numel() / Math.max(1, k));
@@ -79,11 +84,17 @@ final class Matmul {
         int nTiles = ceilDiv(n, colsPerTask);
         int rpt = rowsPerTask;
         int cpt = colsPerTask;
+        boolean blocked = m >= 4 && kBlock > 0 && k >= VectorMath.L && kBlock % VectorMath.L == 0;
         pool.parallelFor(mTiles * nTiles, t -> {
             int i0 = (t % mTiles) * rpt;
             int j0 = (t / mTiles) * cpt;
-            tile(bf16, xs, x0, xRow, ws, w0, wRow, ys, y0, yRow, k,
-                    i0, Math.min(m, i0 + rpt), j0, Math.min(n, j0 + cpt));
+            int i1 = Math.min(m, i0 + rpt);
+            int j1 = Math.min(n, j0 + cpt);
+            if (blocked) {
+                tileBlocked(bf16, xs, x0, xRow, ws, w0, wRow, ys, y0, yRow, k, i0, i1, j0, j1, kBlock);
+            } else {
+                tile(bf16, xs, x0, xRow, ws, w0, wRow, ys, y0, yRow, k, i0, i1, j0, j1);
+            }
         });
     }
 
@@ -130,6 +141,56 @@ final class Matmul {
                 float v = bf16 ? DotKernels.bf16x1x1(xs, x, ws, w, k) : DotKernels.f32x1x1(xs, x, ws, w, k);
                 ys.set(F32, y0 + i * yRow + j * 4L, v);
             }
+        }
+    }
+
+    private static final ThreadLocal<float[]> ACC = ThreadLocal.withInitial(() -> new float[0]);
+
+    /**
+     * Computes y[i0..i1, j0..j1) walking K in ranges of {@code kBlock}: for each range, every 4×4
+     * block of the tile continues its accumulators (kept in a per-thread buffer [blocks, 16, L])
+     * over that range, so the four x rows and four w rows of a block are read from L1. The rows
+     * and columns that do not fill a 4×4 block take the full-K kernels of {@link #tile}.
+     */
+    static void tileBlocked(boolean bf16, MemorySegment xs, long x0, long xRow, MemorySegment ws, long w0, long wRow,
+                            MemorySegment ys, long y0, long yRow, int k, int i0, int i1, int j0, int j1, int kBlock) {
+        int qi = (i1 - i0) / 4;
+        int qj = (j1 - j0) / 4;
+        int kv = DotKernels.vectorPart(k);
+        int block = 16 * VectorMath.L;
+        float[] acc = ACC.get();
+        if (acc.length < qi * qj * block) {
+            acc = new float[qi * qj * block];
+            ACC.set(acc);
+        }
+        for (int kb = 0; kb < kv; kb += kBlock) {
+            int ke = Math.min(kv, kb + kBlock);
+            for (int jq = 0; jq < qj; jq++) {
+                long w = w0 + (long) (j0 + 4 * jq) * wRow;
+                for (int iq = 0; iq < qi; iq++) {
+                    long x = x0 + (long) (i0 + 4 * iq) * xRow;
+                    int slot = (jq * qi + iq) * block;
+                    if (bf16) {
+                        DotKernels.bf16x4x4Range(xs, x, xRow, ws, w, wRow, kb, ke, acc, slot, kb == 0);
+                    } else {
+                        DotKernels.f32x4x4Range(xs, x, xRow, ws, w, wRow, kb, ke, acc, slot, kb == 0);
+                    }
+                }
+            }
+        }
+        for (int jq = 0; jq < qj; jq++) {
+            for (int iq = 0; iq < qi; iq++) {
+                int i = i0 + 4 * iq;
+                int j = j0 + 4 * jq;
+                DotKernels.finish4x4(bf16, acc, (jq * qi + iq) * block, xs, x0 + i * xRow, xRow, ws, w0 + j * wRow, wRow,
+                        kv, k, ys, y0 + i * yRow + j * 4L, yRow);
+            }
+        }
+        if (i0 + 4 * qi < i1) {
+            tile(bf16, xs, x0, xRow, ws, w0, wRow, ys, y0, yRow, k, i0 + 4 * qi, i1, j0, j1);
+        }
+        if (j0 + 4 * qj < j1 && qi > 0) {
+            tile(bf16, xs, x0, xRow, ws, w0, wRow, ys, y0, yRow, k, i0, i0 + 4 * qi, j0 + 4 * qj, j1);
         }
     }
 

@@ -25,11 +25,11 @@ import java.util.concurrent.CountDownLatch;
  *       K = N = 2048 and the Qwen3-30B-A3B expert shapes (2048 → 768, 768 → 2048), printed as
  *       a fraction of the vector FMA peak, and the weights' read rate as a fraction of the copy
  *       traffic (the limit at decode). Decode shapes cycle through enough weight copies to
- *       exceed the last-level cache, so the weights really come from memory.</li>
+ *       exceed the last-level cache (1 GiB by default), so the weights really come from memory.</li>
  * </ol>
  * Run with {@code tools/bench org.orbitrl.kernels.bench.CpuBench}. Options (system properties):
  * {@code -Dbench.threads=N} (default: available processors), {@code -Dbench.copyMiB=1024},
- * {@code -Dbench.seconds=0.5} (time per measurement).
+ * {@code -Dbench.seconds=0.5} (time per measurement), {@code -Dbench.cycleMiB=1024} (weights cycled at decode).
  */
 public final class CpuBench {
     private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
@@ -81,19 +81,30 @@ public final class CpuBench {
     record Result(double gflops, double weightGBs) {
     }
 
-    /** Times y = x·wᵀ; weights are cycled over enough copies to exceed 256 MiB when they are re-read. */
+    /**
+     * Times y = x·wᵀ. Below M = 64 the weights are cycled over enough copies to fill
+     * {@code bench.cycleMiB} (default 1 GiB, beyond any last-level cache), as a decode step reads
+     * every layer's weights once; at M ≥ 64 one weight is reused, as in a prefill.
+     */
     private static Result matmul(org.orbitrl.kernels.Backend backend, DType wt, int m, int k, int n, double seconds) {
-        SplittableRandom rnd = new SplittableRandom(m * 31L + k);
-        Arena arena = Arena.ofAuto();
-        long weightBytes = (long) n * k * wt.bytes();
-        int copies = (int) Math.max(1, Math.min(64, (256L << 20) / weightBytes));
-        if (m >= 64) {
-            copies = 1; // compute-bound: one weight, reused from cache as a real prefill would
+        try (Arena arena = Arena.ofShared()) {
+            return matmul(backend, arena, wt, m, k, n, seconds);
         }
+    }
+
+    private static Result matmul(org.orbitrl.kernels.Backend backend, Arena arena, DType wt, int m, int k, int n,
+                                 double seconds) {
+        SplittableRandom rnd = new SplittableRandom(m * 31L + k);
+        long weightBytes = (long) n * k * wt.bytes();
+        long cycle = Long.getLong("bench.cycleMiB", 1024) << 20;
+        int copies = m >= 64 ? 1 : (int) Math.max(1, Math.min(512, cycle / weightBytes));
         List<Tensor> ws = new ArrayList<>();
-        for (int c = 0; c < copies; c++) {
+        Tensor w0 = Tensor.allocate(arena, wt, n, k);
+        fill(w0, rnd);
+        ws.add(w0);
+        for (int c = 1; c < copies; c++) {
             Tensor w = Tensor.allocate(arena, wt, n, k);
-            fill(w, rnd);
+            MemorySegment.copy(w0.segment(), 0, w.segment(), 0, weightBytes);
             ws.add(w);
         }
         Tensor x = Tensor.allocate(arena, DType.F32, m, k);

@@ -1,9 +1,11 @@
 package org.orbitrl.kernels.cpu;
 
 import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.Numerics;
 import org.orbitrl.kernels.Tensor;
 
 import java.lang.foreign.Arena;
+import java.lang.foreign.ValueLayout;
 import java.util.SplittableRandom;
 
 import static org.junit.jupiter.api.Assertions.fail;
@@ -13,13 +15,17 @@ final class TestData {
     private TestData() {
     }
 
-    /** Uniform values in [-scale, scale), never all zero. */
+    /** Uniform values in [-scale, scale), never all zero; f32 or bf16 (rounded to nearest even). */
     static Tensor random(SplittableRandom rnd, DType dtype, float scale, long... shape) {
         Tensor t = Tensor.allocate(Arena.ofAuto(), dtype, shape);
-        long n = t.numel();
-        Tensor flat = t.reshape(n);
-        for (long i = 0; i < n; i++) {
-            flat.setFloat((float) ((rnd.nextDouble() * 2 - 1) * scale), i);
+        int n = Math.toIntExact(t.numel());
+        for (int i = 0; i < n; i++) {
+            float v = (float) ((rnd.nextDouble() * 2 - 1) * scale);
+            switch (dtype) {
+                case F32 -> t.segment().setAtIndex(ValueLayout.JAVA_FLOAT_UNALIGNED, i, v);
+                case BF16 -> t.segment().setAtIndex(ValueLayout.JAVA_SHORT_UNALIGNED, i, Numerics.floatToBf16(v));
+                default -> throw new IllegalArgumentException("random " + dtype + " tensors are not supported");
+            }
         }
         return t;
     }

@@ -4,6 +4,8 @@ import org.orbitrl.kernels.Backends;
 import org.orbitrl.scheduler.sft.QuickstartBuilder;
 import org.orbitrl.scheduler.sft.TinyMoe;
 import org.orbitrl.scheduler.task.Addition;
+import org.orbitrl.scheduler.task.Sorting;
+import org.orbitrl.scheduler.task.Task;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
@@ -31,14 +33,28 @@ final class MakeQuickstartCommand implements Callable<Integer> {
     @Option(names = "--lr", defaultValue = "3e-3", description = "learning rate (default ${DEFAULT-VALUE})")
     double lr;
 
-    @Option(names = "--digits", defaultValue = "2", description = "digits per operand (default ${DEFAULT-VALUE})")
+    @Option(names = "--task", defaultValue = "sort", description = "sort or addition (default ${DEFAULT-VALUE})")
+    String task;
+
+    @Option(names = "--digits", defaultValue = "2", description = "addition: digits per operand (default ${DEFAULT-VALUE})")
     int digits;
+
+    @Option(names = "--list-length", defaultValue = "3", description = "sort: items per list (default ${DEFAULT-VALUE})")
+    int listLength;
+
+    @Option(names = "--max-value", defaultValue = "9", description = "sort: largest item (default ${DEFAULT-VALUE})")
+    int maxValue;
 
     @Override
     public Integer call() throws Exception {
         TinyMoe shape = TinyMoe.quickstart();
         QuickstartBuilder b = new QuickstartBuilder(shape, seed, steps, batch, lr, shape.hidden());
-        b.build(out, QuickstartBuilder.fromTask(new Addition(digits), seed), Backends.cpu(), System.out);
+        Task t = switch (task) {
+            case "sort" -> new Sorting(listLength, maxValue);
+            case "addition" -> new Addition(digits);
+            default -> throw new IllegalArgumentException("--task " + task + ": expected sort or addition");
+        };
+        b.build(out, QuickstartBuilder.fromTask(t, seed), Backends.cpu(), System.out);
         return 0;
     }
 }

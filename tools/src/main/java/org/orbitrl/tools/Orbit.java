@@ -14,6 +14,8 @@ import picocli.CommandLine.Command;
                 ScoreCommand.class,
                 GenerateCommand.class,
                 MakeQuickstartCommand.class,
+                RunCommand.class,
+                ReportCommand.class,
                 PlanCommand.class,
         })
 public final class Orbit implements Runnable {

@@ -66,7 +66,7 @@ public record QuickstartBuilder(TinyMoe shape, long seed, int steps, int batch, 
                         log.printf("sft step %4d/%d  loss %.4f  %.1fs%n", step, steps, loss, (System.nanoTime() - t0) / 1e9);
                     }
                     if (step % 250 == 0 && step < steps) {
-                        log.printf("sft step %4d  held-out greedy accuracy %.3f%n", step, greedyAccuracy(lm, data.heldOut(200)));
+                        log.printf("sft step %4d  held-out greedy accuracy %.3f%n", step, greedyAccuracy(lm, data.heldOut(100)));
                     }
                 }
                 merge(lm.targets(), weights);
@@ -80,7 +80,7 @@ public record QuickstartBuilder(TinyMoe shape, long seed, int steps, int batch, 
             }
         }
         try (LoadedModel written = LoadedModel.load(out, backend, BaseFormat.BF16)) {
-            double acc = greedyAccuracy(written, data.heldOut(200));
+            double acc = greedyAccuracy(written, data.heldOut(100));
             log.printf("written %s: experts INT4 g32, held-out greedy accuracy %.3f%n", out, acc);
             return acc;
         }
@@ -118,6 +118,12 @@ public record QuickstartBuilder(TinyMoe shape, long seed, int steps, int batch, 
                     .withStops(List.of(end, ByteTokenizerFiles.EOS), List.of())));
         }
         List<Completion> out = engine.generate(reqs);
+        if (Boolean.getBoolean("orbit.sft.show")) {
+            for (int i = 0; i < Math.min(4, examples.size()); i++) {
+                System.out.println("  " + ByteTokenizerFiles.decode(examples.get(i).prompt()) + " expected "
+                        + java.util.Arrays.toString(examples.get(i).completion()) + " got " + java.util.Arrays.toString(out.get(i).tokens()));
+            }
+        }
         int ok = 0;
         for (int i = 0; i < examples.size(); i++) {
             if (java.util.Arrays.equals(out.get(i).tokens(), examples.get(i).completion())) {

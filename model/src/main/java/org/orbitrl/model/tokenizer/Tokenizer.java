@@ -14,14 +14,17 @@ import org.orbitrl.model.tokenizer.internal.TokenizerJson;
 
 /**
  * A byte-level BPE tokenizer read from a Hugging Face {@code tokenizer.json} (the format of Qwen3,
- * DeepSeek-V3, Kimi-K2's HF exports and gpt-oss). Encoding and decoding give the ids and text
- * that the {@code tokenizers} library gives for the same file.
+ * DeepSeek-V3 and gpt-oss; Kimi-K2 ships a tiktoken file instead). Encoding and decoding give the
+ * ids and text that the {@code tokenizers} library (0.23) gives for the same file, with two
+ * deliberate differences: decoding an id outside the vocabulary throws instead of skipping it,
+ * and Unicode normalization uses the JDK's (newer) Unicode tables.
  *
  * <p>Encoding: added tokens are cut out of the text first (longest match at the leftmost
  * position); the text between them is normalized, pre-tokenized (regex split, then bytes written
  * in the byte-level alphabet) and each piece merged by BPE. Decoding maps ids back to token
  * strings and runs the decoder (byte-level: token characters back to bytes, then UTF-8 with
- * U+FFFD for ill-formed bytes).
+ * U+FFFD for ill-formed bytes). An added token marked {@code normalized} decodes from its
+ * normalized content, as {@code tokenizers} 0.23 does.
  *
  * <p>Instances are immutable apart from an internal per-word cache, and safe to share between
  * threads.

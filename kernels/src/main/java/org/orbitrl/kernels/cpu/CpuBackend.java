@@ -18,8 +18,8 @@ import java.util.Arrays;
  * widened in registers) spread over a pool of daemon threads, one per core by default
  * ({@code -Dorbit.cpu.threads=N} or the constructor to change it). Close it to stop the threads.
  *
- * <p>Exact mode always holds: every reducing operation (matmul, matmulQuantized, rmsNorm,
- * softmax, logSoftmax, attention) splits work over output rows and columns only, never over the
+ * <p>Exact mode always holds: every reducing operation (matmul, matmulQuantized, matmulTransposed,
+ * rmsNorm, softmax, logSoftmax, attention) splits work over output rows and columns only, never over the
  * reduction, and reduces each output element in one fixed order that depends only on the
  * reduction length. A row's result is therefore bit-identical whether it is computed alone or in
  * a batch, at any position of the batch, with any number of threads, and (for attention) in a
@@ -127,6 +127,36 @@ public final class CpuBackend implements Backend {
                 }
             }
         });
+    }
+
+    @Override
+    public void matmulTransposed(Tensor dy, Tensor w, Tensor dx) {
+        f32("matmulTransposed dy", dy);
+        f32("matmulTransposed dx", dx);
+        w.requireContiguous("matmulTransposed w");
+        if (w.dtype() != DType.F32 && w.dtype() != DType.BF16) {
+            throw new IllegalArgumentException("matmulTransposed w must be F32 or BF16, got " + w);
+        }
+        if (w.rank() != 2 || dy.dim(-1) != w.dim(0) || dx.dim(-1) != w.dim(1) || rows(dx) != rows(dy)) {
+            throw new IllegalArgumentException("matmulTransposed: dy " + dy + " · w " + w + " -> dx " + dx + " do not agree");
+        }
+        MatmulTransposed.run(pool, dy, w, dx);
+    }
+
+    @Override
+    public void matmulTN(Tensor a, Tensor b, float alpha, Tensor c) {
+        MatmulTN.run(pool, a, b, alpha, c);
+    }
+
+    @Override
+    public void matmulQuantizedTransposed(Tensor dy, QuantizedTensor w, Tensor dx) {
+        f32("matmulQuantizedTransposed dy", dy);
+        f32("matmulQuantizedTransposed dx", dx);
+        if (dy.dim(-1) != w.rows() || dx.dim(-1) != w.cols() || rows(dx) != rows(dy)) {
+            throw new IllegalArgumentException("matmulQuantizedTransposed: dy " + dy + " · w " + w + " -> dx " + dx
+                    + " do not agree");
+        }
+        MatmulTransposed.runQuantized(pool, dy, w, dx);
     }
 
     // ------------------------------------------------------------------ normalisation, activations

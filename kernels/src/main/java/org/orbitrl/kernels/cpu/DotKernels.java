@@ -25,18 +25,20 @@ final class DotKernels {
 
     private static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT_UNALIGNED;
 
-    /** Finishes one element: horizontal sum, then the K % L tail with scalar FMA (f32 w). */
-    static float finishF32(FloatVector acc, MemorySegment xs, long x, MemorySegment ws, long w, int kv, int k) {
-        float s = hsum(acc);
+    /**
+     * Finishes one element from the horizontal sum of its accumulator: the K % L tail with scalar
+     * FMA (f32 w). Takes the sum, not the vector: a vector that escapes into a call or an array
+     * is boxed by C2, which slows the whole kernel down many times.
+     */
+    static float tailF32(float s, MemorySegment xs, long x, MemorySegment ws, long w, int kv, int k) {
         for (int p = kv; p < k; p++) {
             s = Math.fma(xs.get(F32, x + p * 4L), ws.get(F32, w + p * 4L), s);
         }
         return s;
     }
 
-    /** As {@link #finishF32} for a bf16 w. */
-    static float finishBf16(FloatVector acc, MemorySegment xs, long x, MemorySegment ws, long w, int kv, int k) {
-        float s = hsum(acc);
+    /** As {@link #tailF32} for a bf16 w. */
+    static float tailBf16(float s, MemorySegment xs, long x, MemorySegment ws, long w, int kv, int k) {
         for (int p = kv; p < k; p++) {
             s = Math.fma(xs.get(F32, x + p * 4L), bf16Scalar(ws, w + p * 2L), s);
         }
@@ -83,12 +85,22 @@ final class DotKernels {
             c32 = a.fma(w2, c32);
             c33 = a.fma(w3, c33);
         }
-        FloatVector[] c = {c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33};
-        for (int i = 0; i < 4; i++) {
-            for (int j = 0; j < 4; j++) {
-                ys.set(F32, y + i * ys1 + j * 4L, finishF32(c[i * 4 + j], xs, x + i * xs1, ws, w + j * ws1, kv, k));
-            }
-        }
+        ys.set(F32, y, tailF32(hsum(c00), xs, x, ws, w, kv, k));
+        ys.set(F32, y + 4, tailF32(hsum(c01), xs, x, ws, w + ws1, kv, k));
+        ys.set(F32, y + 8, tailF32(hsum(c02), xs, x, ws, w + 2 * ws1, kv, k));
+        ys.set(F32, y + 12, tailF32(hsum(c03), xs, x, ws, w + 3 * ws1, kv, k));
+        ys.set(F32, y + ys1, tailF32(hsum(c10), xs, x + xs1, ws, w, kv, k));
+        ys.set(F32, y + ys1 + 4, tailF32(hsum(c11), xs, x + xs1, ws, w + ws1, kv, k));
+        ys.set(F32, y + ys1 + 8, tailF32(hsum(c12), xs, x + xs1, ws, w + 2 * ws1, kv, k));
+        ys.set(F32, y + ys1 + 12, tailF32(hsum(c13), xs, x + xs1, ws, w + 3 * ws1, kv, k));
+        ys.set(F32, y + 2 * ys1, tailF32(hsum(c20), xs, x + 2 * xs1, ws, w, kv, k));
+        ys.set(F32, y + 2 * ys1 + 4, tailF32(hsum(c21), xs, x + 2 * xs1, ws, w + ws1, kv, k));
+        ys.set(F32, y + 2 * ys1 + 8, tailF32(hsum(c22), xs, x + 2 * xs1, ws, w + 2 * ws1, kv, k));
+        ys.set(F32, y + 2 * ys1 + 12, tailF32(hsum(c23), xs, x + 2 * xs1, ws, w + 3 * ws1, kv, k));
+        ys.set(F32, y + 3 * ys1, tailF32(hsum(c30), xs, x + 3 * xs1, ws, w, kv, k));
+        ys.set(F32, y + 3 * ys1 + 4, tailF32(hsum(c31), xs, x + 3 * xs1, ws, w + ws1, kv, k));
+        ys.set(F32, y + 3 * ys1 + 8, tailF32(hsum(c32), xs, x + 3 * xs1, ws, w + 2 * ws1, kv, k));
+        ys.set(F32, y + 3 * ys1 + 12, tailF32(hsum(c33), xs, x + 3 * xs1, ws, w + 3 * ws1, kv, k));
     }
 
     static void f32x1x4(MemorySegment xs, long x, MemorySegment ws, long w, long ws1, int k, MemorySegment ys, long y) {
@@ -102,10 +114,10 @@ final class DotKernels {
             c2 = a.fma(FloatVector.fromMemorySegment(F, ws, w + 2 * ws1 + o, LE), c2);
             c3 = a.fma(FloatVector.fromMemorySegment(F, ws, w + 3 * ws1 + o, LE), c3);
         }
-        ys.set(F32, y, finishF32(c0, xs, x, ws, w, kv, k));
-        ys.set(F32, y + 4, finishF32(c1, xs, x, ws, w + ws1, kv, k));
-        ys.set(F32, y + 8, finishF32(c2, xs, x, ws, w + 2 * ws1, kv, k));
-        ys.set(F32, y + 12, finishF32(c3, xs, x, ws, w + 3 * ws1, kv, k));
+        ys.set(F32, y, tailF32(hsum(c0), xs, x, ws, w, kv, k));
+        ys.set(F32, y + 4, tailF32(hsum(c1), xs, x, ws, w + ws1, kv, k));
+        ys.set(F32, y + 8, tailF32(hsum(c2), xs, x, ws, w + 2 * ws1, kv, k));
+        ys.set(F32, y + 12, tailF32(hsum(c3), xs, x, ws, w + 3 * ws1, kv, k));
     }
 
     static void f32x4x1(MemorySegment xs, long x, long xs1, MemorySegment ws, long w, int k, MemorySegment ys, long y, long ys1) {
@@ -119,10 +131,10 @@ final class DotKernels {
             c2 = FloatVector.fromMemorySegment(F, xs, x + 2 * xs1 + o, LE).fma(b, c2);
             c3 = FloatVector.fromMemorySegment(F, xs, x + 3 * xs1 + o, LE).fma(b, c3);
         }
-        ys.set(F32, y, finishF32(c0, xs, x, ws, w, kv, k));
-        ys.set(F32, y + ys1, finishF32(c1, xs, x + xs1, ws, w, kv, k));
-        ys.set(F32, y + 2 * ys1, finishF32(c2, xs, x + 2 * xs1, ws, w, kv, k));
-        ys.set(F32, y + 3 * ys1, finishF32(c3, xs, x + 3 * xs1, ws, w, kv, k));
+        ys.set(F32, y, tailF32(hsum(c0), xs, x, ws, w, kv, k));
+        ys.set(F32, y + ys1, tailF32(hsum(c1), xs, x + xs1, ws, w, kv, k));
+        ys.set(F32, y + 2 * ys1, tailF32(hsum(c2), xs, x + 2 * xs1, ws, w, kv, k));
+        ys.set(F32, y + 3 * ys1, tailF32(hsum(c3), xs, x + 3 * xs1, ws, w, kv, k));
     }
 
     static float f32x1x1(MemorySegment xs, long x, MemorySegment ws, long w, int k) {
@@ -132,7 +144,7 @@ final class DotKernels {
             long o = p * 4L;
             c = FloatVector.fromMemorySegment(F, xs, x + o, LE).fma(FloatVector.fromMemorySegment(F, ws, w + o, LE), c);
         }
-        return finishF32(c, xs, x, ws, w, kv, k);
+        return tailF32(hsum(c), xs, x, ws, w, kv, k);
     }
 
     // ---------------------------------------------------------------- bf16 weights (widened in registers)
@@ -172,12 +184,22 @@ final class DotKernels {
             c32 = a.fma(w2, c32);
             c33 = a.fma(w3, c33);
         }
-        FloatVector[] c = {c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33};
-        for (int i = 0; i < 4; i++) {
-            for (int j = 0; j < 4; j++) {
-                ys.set(F32, y + i * ys1 + j * 4L, finishBf16(c[i * 4 + j], xs, x + i * xs1, ws, w + j * ws1, kv, k));
-            }
-        }
+        ys.set(F32, y, tailBf16(hsum(c00), xs, x, ws, w, kv, k));
+        ys.set(F32, y + 4, tailBf16(hsum(c01), xs, x, ws, w + ws1, kv, k));
+        ys.set(F32, y + 8, tailBf16(hsum(c02), xs, x, ws, w + 2 * ws1, kv, k));
+        ys.set(F32, y + 12, tailBf16(hsum(c03), xs, x, ws, w + 3 * ws1, kv, k));
+        ys.set(F32, y + ys1, tailBf16(hsum(c10), xs, x + xs1, ws, w, kv, k));
+        ys.set(F32, y + ys1 + 4, tailBf16(hsum(c11), xs, x + xs1, ws, w + ws1, kv, k));
+        ys.set(F32, y + ys1 + 8, tailBf16(hsum(c12), xs, x + xs1, ws, w + 2 * ws1, kv, k));
+        ys.set(F32, y + ys1 + 12, tailBf16(hsum(c13), xs, x + xs1, ws, w + 3 * ws1, kv, k));
+        ys.set(F32, y + 2 * ys1, tailBf16(hsum(c20), xs, x + 2 * xs1, ws, w, kv, k));
+        ys.set(F32, y + 2 * ys1 + 4, tailBf16(hsum(c21), xs, x + 2 * xs1, ws, w + ws1, kv, k));
+        ys.set(F32, y + 2 * ys1 + 8, tailBf16(hsum(c22), xs, x + 2 * xs1, ws, w + 2 * ws1, kv, k));
+        ys.set(F32, y + 2 * ys1 + 12, tailBf16(hsum(c23), xs, x + 2 * xs1, ws, w + 3 * ws1, kv, k));
+        ys.set(F32, y + 3 * ys1, tailBf16(hsum(c30), xs, x + 3 * xs1, ws, w, kv, k));
+        ys.set(F32, y + 3 * ys1 + 4, tailBf16(hsum(c31), xs, x + 3 * xs1, ws, w + ws1, kv, k));
+        ys.set(F32, y + 3 * ys1 + 8, tailBf16(hsum(c32), xs, x + 3 * xs1, ws, w + 2 * ws1, kv, k));
+        ys.set(F32, y + 3 * ys1 + 12, tailBf16(hsum(c33), xs, x + 3 * xs1, ws, w + 3 * ws1, kv, k));
     }
 
     static void bf16x1x4(MemorySegment xs, long x, MemorySegment ws, long w, long ws1, int k, MemorySegment ys, long y) {
@@ -191,10 +213,10 @@ final class DotKernels {
             c2 = a.fma(bf16(ws, w + 2 * ws1 + ow), c2);
             c3 = a.fma(bf16(ws, w + 3 * ws1 + ow), c3);
         }
-        ys.set(F32, y, finishBf16(c0, xs, x, ws, w, kv, k));
-        ys.set(F32, y + 4, finishBf16(c1, xs, x, ws, w + ws1, kv, k));
-        ys.set(F32, y + 8, finishBf16(c2, xs, x, ws, w + 2 * ws1, kv, k));
-        ys.set(F32, y + 12, finishBf16(c3, xs, x, ws, w + 3 * ws1, kv, k));
+        ys.set(F32, y, tailBf16(hsum(c0), xs, x, ws, w, kv, k));
+        ys.set(F32, y + 4, tailBf16(hsum(c1), xs, x, ws, w + ws1, kv, k));
+        ys.set(F32, y + 8, tailBf16(hsum(c2), xs, x, ws, w + 2 * ws1, kv, k));
+        ys.set(F32, y + 12, tailBf16(hsum(c3), xs, x, ws, w + 3 * ws1, kv, k));
     }
 
     static void bf16x4x1(MemorySegment xs, long x, long xs1, MemorySegment ws, long w, int k, MemorySegment ys, long y, long ys1) {
@@ -208,10 +230,10 @@ final class DotKernels {
             c2 = FloatVector.fromMemorySegment(F, xs, x + 2 * xs1 + o, LE).fma(b, c2);
             c3 = FloatVector.fromMemorySegment(F, xs, x + 3 * xs1 + o, LE).fma(b, c3);
         }
-        ys.set(F32, y, finishBf16(c0, xs, x, ws, w, kv, k));
-        ys.set(F32, y + ys1, finishBf16(c1, xs, x + xs1, ws, w, kv, k));
-        ys.set(F32, y + 2 * ys1, finishBf16(c2, xs, x + 2 * xs1, ws, w, kv, k));
-        ys.set(F32, y + 3 * ys1, finishBf16(c3, xs, x + 3 * xs1, ws, w, kv, k));
+        ys.set(F32, y, tailBf16(hsum(c0), xs, x, ws, w, kv, k));
+        ys.set(F32, y + ys1, tailBf16(hsum(c1), xs, x + xs1, ws, w, kv, k));
+        ys.set(F32, y + 2 * ys1, tailBf16(hsum(c2), xs, x + 2 * xs1, ws, w, kv, k));
+        ys.set(F32, y + 3 * ys1, tailBf16(hsum(c3), xs, x + 3 * xs1, ws, w, kv, k));
     }
 
     static float bf16x1x1(MemorySegment xs, long x, MemorySegment ws, long w, int k) {
@@ -220,6 +242,6 @@ final class DotKernels {
         for (int p = 0; p < kv; p += L) {
             c = FloatVector.fromMemorySegment(F, xs, x + p * 4L, LE).fma(bf16(ws, w + p * 2L), c);
         }
-        return finishBf16(c, xs, x, ws, w, kv, k);
+        return tailBf16(hsum(c), xs, x, ws, w, kv, k);
     }
 }

@@ -28,6 +28,16 @@ final class Matmul {
     private static final long INLINE_WORK = 1 << 15;
 
     static void run(WorkerPool pool, Tensor x, Tensor w, Tensor y) {
+        run(pool, x, w, y, PREFILL_ROWS, PREFILL_COLS, 4);
+    }
+
+    /**
+     * As {@link #run(WorkerPool, Tensor, Tensor, Tensor)} with explicit tiles: {@code prefillRows} ×
+     * {@code prefillCols} per task when M > 16, and about {@code decodeTasksPerThread} tasks per
+     * thread over N otherwise. The tiles change speed only, never a result.
+     */
+    static void run(WorkerPool pool, Tensor x, Tensor w, Tensor y, int prefillRows, int prefillCols,
+                    int decodeTasksPerThread) {
         int k = w.size(1);
         int n = w.size(0);
         int m = Math.toIntExact(x.numel() / Math.max(1, k));
@@ -55,11 +65,11 @@ final class Matmul {
         int colsPerTask;
         if (m <= 16) {
             rowsPerTask = m;
-            int pieces = pool.threads() * 4;
+            int pieces = pool.threads() * decodeTasksPerThread;
             colsPerTask = roundUp4(Math.max(16, ceilDiv(n, pieces)));
         } else {
-            rowsPerTask = PREFILL_ROWS;
-            colsPerTask = PREFILL_COLS;
+            rowsPerTask = prefillRows;
+            colsPerTask = prefillCols;
         }
         if ((long) m * n * k < INLINE_WORK) {
             rowsPerTask = m;

@@ -17,12 +17,12 @@ import java.nio.ByteOrder;
  * are decoded 16 values at a time straight into vector registers with the Vector API, and each
  * decoded vector is multiplied into a tile of 4 rows of x before the next is decoded, so a weight
  * row is read from memory once per 4 rows of x. Other formats (FP8 blocks) decode one row at a time
- * into a K-float buffer.
+ * into a K-float buffer. x is copied once per call into the order the decoder produces
+ * ({@link CanonicalDot#permuteX}: M·K floats).
  *
  * <p>Exactness: every {@code y[i, j]} is the dot product of row i of x with the exact f32 values of
  * {@link QuantFormat#dequantizeRow}, summed in one fixed order that depends on K only
- * ({@link CanonicalDot}: 16 partial fused-multiply-add chains over {@code k mod 16}, then a fixed
- * tree). The result is the same bits whatever M is, wherever the row sits in x, however N is split,
+ * ({@link CanonicalDot}: 32 partial fused-multiply-add chains, then a fixed tree). The result is the same bits whatever M is, wherever the row sits in x, however N is split,
  * and on 256- or 512-bit vector hardware.
  */
 public final class FusedQuantMatmul {
@@ -42,30 +42,36 @@ public final class FusedQuantMatmul {
         int k = Math.toIntExact(w.cols());
         int n = Math.toIntExact(w.rows());
         int m = check(x, w, y, nStart, nEnd);
-        MemorySegment xs = x.segment();
         MemorySegment ys = y.segment();
-        long xo = x.byteOffset();
         long yo = y.byteOffset();
-        float[] out = new float[m];        // [M]: column j of y
-        float[] scratch16 = new float[CanonicalDot.LANES];
+        float[] xp = CanonicalDot.permuteX(x.segment(), x.byteOffset(), m, k); // [M, K] in decoded order
+        float[] out = new float[m];                                            // [M]: column j of y
+        float[] scratch = new float[CanonicalDot.LANES];
         if (w.format() instanceof NibblePacked np && CanonicalDot.vectorsAvailable()) {
             int group = w.format().groupSize();
-            float[] scales = new float[k / group]; // [K/group] of the current weight row
+            float[] scales = new float[k / group];  // [K/group] of the current weight row
             int[] zeros = new int[k / group];
+            float[] offsets = new float[k / group]; // -zero*scale, exact
             MemorySegment codes = w.codes().segment();
             long codeBase = w.codes().byteOffset();
             for (int j = nStart; j < nEnd; j++) {
                 np.rowScales(w, j, scales, zeros);
-                NibbleDot.rowTimesX(np.e2m1(), codes, codeBase + (long) j * (k / 2), k, group, scales, zeros,
-                        xs, xo, m, out, scratch16);
+                if (!np.e2m1()) {
+                    for (int g = 0; g < offsets.length; g++) {
+                        offsets[g] = -zeros[g] * scales[g];
+                    }
+                }
+                NibbleDot.rowTimesX(np.e2m1(), codes, codeBase + (long) j * (k / 2), k, group, scales, offsets,
+                        xp, m, out, scratch);
                 store(ys, yo, n, j, out, m);
             }
         } else {
             float[] row = new float[k]; // [K]: one dequantized weight row, reused
+            float[] rowPermuted = new float[k];
             for (int j = nStart; j < nEnd; j++) {
                 w.format().dequantizeRow(w, j, row);
                 for (int i = 0; i < m; i++) {
-                    out[i] = CanonicalDot.dot(row, xs, xo + 4L * i * k, k, scratch16);
+                    out[i] = CanonicalDot.dot(row, rowPermuted, xp, i * k, k, scratch);
                 }
                 store(ys, yo, n, j, out, m);
             }

@@ -112,6 +112,23 @@ class BatchInvarianceTest {
     }
 
     @Test
+    void matmulTransposedRowsAreBatchInvariant() {
+        SplittableRandom rnd = new SplittableRandom(25);
+        for (DType wt : new DType[]{DType.F32, DType.BF16}) {
+            int n = 41;
+            int k = 2 * 64 + 37; // whole 4-vector blocks, single vectors and a scalar tail at any width
+            Tensor w = random(rnd, wt, 1f, n, k);
+            Tensor dy = randomF32(rnd, 70, n);
+            checkRows("matmulTransposed " + wt, rnd, dy, k, (b, t) -> b.matmulTransposed(t[0], w, t[1]));
+        }
+        for (var format : org.orbitrl.kernels.quant.QuantFormats.all()) {
+            QuantizedTensor q = format.quantize(randomF32(rnd, 30, 96));
+            checkRows("matmulQuantizedTransposed " + format.name(), rnd, randomF32(rnd, 37, 30), 96,
+                    (b, t) -> b.matmulQuantizedTransposed(t[0], q, t[1]));
+        }
+    }
+
+    @Test
     void matmulQuantizedRowsAreBatchInvariant() {
         SplittableRandom rnd = new SplittableRandom(22);
         int k = 160;

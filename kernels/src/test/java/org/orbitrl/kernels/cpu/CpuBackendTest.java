@@ -5,6 +5,7 @@ import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.orbitrl.kernels.AttentionSpec;
 import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.HostOps;
 import org.orbitrl.kernels.RopeScaling;
 import org.orbitrl.kernels.RopeTable;
 import org.orbitrl.kernels.Tensor;
@@ -111,6 +112,39 @@ class CpuBackendTest {
                             1e-5 * Math.sqrt(k), 1e-5);
                 }
             }
+        }
+    }
+
+    @Test
+    void matmulTransposedMatchesTheHostReference() {
+        SplittableRandom rnd = new SplittableRandom(12);
+        for (DType wt : new DType[]{DType.F32, DType.BF16}) {
+            for (int m : new int[]{1, 3, 8, 33}) {
+                for (int n : new int[]{1, 7, 33}) {
+                    for (int k : new int[]{1, 7, 17, 64, 130, 300}) {
+                        Tensor dy = randomF32(rnd, m, n);
+                        Tensor w = random(rnd, wt, 1f, n, k);
+                        Tensor ref = zeros(m, k);
+                        Tensor got = zeros(m, k);
+                        HostOps.matmulTransposed(dy, w, ref);
+                        cpu.matmulTransposed(dy, w, got);
+                        // same ascending order over N; FMA instead of a rounded product
+                        assertClose("matmulTransposed " + wt + " M=" + m + " N=" + n + " K=" + k, ref.toFloatArray(),
+                                got.toFloatArray(), 1e-6 * Math.sqrt(n), 1e-5);
+                    }
+                }
+            }
+        }
+        for (var format : org.orbitrl.kernels.quant.QuantFormats.all())
+        for (int m : new int[]{1, 20}) {
+            Tensor dy = randomF32(rnd, m, 45);
+            QuantizedTensor w = format.quantize(randomF32(rnd, 45, 160));
+            Tensor ref = zeros(m, 160);
+            Tensor got = zeros(m, 160);
+            HostOps.matmulQuantizedTransposed(dy, w, ref);
+            cpu.matmulQuantizedTransposed(dy, w, got);
+            assertClose(format.name() + " matmulQuantizedTransposed M=" + m, ref.toFloatArray(), got.toFloatArray(),
+                    1e-6 * Math.sqrt(45), 1e-5);
         }
     }
 

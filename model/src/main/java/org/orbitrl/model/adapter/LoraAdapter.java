@@ -29,11 +29,11 @@ import java.util.TreeSet;
  * parameters of one module are adapted, PEFT nests the wrappers: the parameter listed first in
  * {@code target_parameters} is innermost, its tensors named {@code <module>.base_layer.lora_*}.
  */
-public final class LoraAdapter {
+public final class LoraAdapter implements Adapter {
     private static final String PREFIX = "base_model.model.";
 
     /** One trainable tensor: its PEFT name, the value and its gradient (same in-memory layout). */
-    public record Param(String name, Tensor value, Tensor grad, int experts, int rank) {
+    public record Param(String name, Tensor value, Tensor grad, int experts, int rank) implements Adapter.Param {
         /** True for an expert lora_B, stored [E, out, r] in memory and [out, E·r] in PEFT files. */
         public boolean expertB() {
             return experts > 0;
@@ -55,29 +55,35 @@ public final class LoraAdapter {
         this.config = config;
     }
 
+    @Override
     public AdapterConfig config() {
         return config;
     }
 
     /** Trainable tensors in a fixed order (the optimizer's and the checkpoint's order). */
+    @Override
     public List<Param> params() {
         return Collections.unmodifiableList(params);
     }
 
+    @Override
     public boolean enabled() {
         return enabled;
     }
 
     /** Switches the adapter off (the reference policy: the base alone) or on. */
+    @Override
     public void setEnabled(boolean on) {
         this.enabled = on;
     }
 
     /** Number of trainable scalars. */
+    @Override
     public long parameterCount() {
         return params.stream().mapToLong(p -> p.value().numel()).sum();
     }
 
+    @Override
     public void zeroGrad() {
         params.forEach(p -> p.grad().fill(0));
     }
@@ -241,6 +247,7 @@ public final class LoraAdapter {
     }
 
     /** The adapter's tensors in PEFT's names and layouts, as {@code adapter_model.safetensors} holds them. */
+    @Override
     public Map<String, Tensor> peftTensors() {
         Map<String, Tensor> out = new LinkedHashMap<>();
         for (Param p : params) {
@@ -250,12 +257,21 @@ public final class LoraAdapter {
     }
 
     /** The gradients in PEFT's layouts, keyed by the parameter's PEFT name. */
+    @Override
     public Map<String, Tensor> peftGradients() {
         Map<String, Tensor> out = new LinkedHashMap<>();
         for (Param p : params) {
             out.put(p.name(), p.expertB() ? toPeftB(p.grad(), p.experts(), p.rank()) : p.grad());
         }
         return out;
+    }
+
+    /** Writes the adapter as PEFT does: {@code adapter_config.json} and {@code adapter_model.safetensors}. */
+    @Override
+    public void save(java.nio.file.Path dir) throws java.io.IOException {
+        config.write(dir);
+        new org.orbitrl.model.checkpoint.SafetensorsWriter().metadata("format", "pt").addAll(peftTensors())
+                .write(dir.resolve("adapter_model.safetensors"));
     }
 
     /** Copies another adapter's values (same config and targets) into this one: a slot update. */

@@ -43,6 +43,29 @@ public final class LoraLinear implements Linear.AdapterHook {
         return b;
     }
 
+    public float scale() {
+        return scale;
+    }
+
+    /** ΔW = scale · B · A, [out, in] f32: what merging this adapter adds to the base weight. */
+    public Tensor delta() {
+        float[] as = a.contiguous().toFloatArray();
+        float[] bs = b.contiguous().toFloatArray();
+        int r = rank();
+        int in = a.size(1);
+        int out = b.size(0);
+        float[] d = new float[out * in];
+        for (int o = 0; o < out; o++) {
+            for (int j = 0; j < r; j++) {
+                float bj = scale * bs[o * r + j];
+                for (int i = 0; i < in; i++) {
+                    d[o * in + i] += bj * as[j * in + i];
+                }
+            }
+        }
+        return Tensor.of(d, out, in);
+    }
+
     public int rank() {
         return a.size(0);
     }

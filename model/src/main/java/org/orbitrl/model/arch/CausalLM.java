@@ -13,8 +13,11 @@ import java.util.List;
  */
 public interface CausalLM extends AutoCloseable {
 
-    /** One sequence's part of a step: new token ids, and its cache (advanced by the call). */
-    record Segment(int[] tokens, KvCache cache) {
+    /**
+     * One sequence's part of a step: new token ids, and its cache (advanced by the call); a null
+     * cache means no past and nothing kept (training prefill).
+     */
+    record Segment(int[] tokens, SequenceCache cache) {
     }
 
     /** Receives hidden states: index 0 = embeddings, i = after layer i, layers = after the final norm. */
@@ -27,6 +30,12 @@ public interface CausalLM extends AutoCloseable {
     int vocabSize();
 
     int layers();
+
+    /** The shape of one token's cached keys and values: what a paged block pool is built for. */
+    record CacheGeometry(int layers, int kvHeads, int headDim, int vHeadDim) {
+    }
+
+    CacheGeometry cacheGeometry();
 
     /** A fresh, empty cache for one sequence. */
     KvCache newCache(int capacity);

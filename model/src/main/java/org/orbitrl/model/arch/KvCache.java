@@ -1,5 +1,7 @@
 package org.orbitrl.model.arch;
 
+import org.orbitrl.kernels.AttentionSpec;
+import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
@@ -11,7 +13,7 @@ import org.orbitrl.kernels.TensorAllocator;
  * rollout engine's paged cache replaces this for batched serving; this one serves single
  * sequences, tests and the {@code generate} command.
  */
-public final class KvCache {
+public final class KvCache implements SequenceCache {
     private final TensorAllocator allocator;
     private final int layers;
     private final int kvHeads;
@@ -37,12 +39,12 @@ public final class KvCache {
         }
     }
 
-    /** Tokens cached so far (the position of the next token). */
+    @Override
     public int length() {
         return length;
     }
 
-    /** Makes room for {@code more} tokens beyond the current length. */
+    @Override
     public void reserve(int more) {
         int need = length + more;
         if (need <= capacity) {
@@ -73,7 +75,7 @@ public final class KvCache {
         return values[layer].slice(0, 0, upTo);
     }
 
-    /** Writes k [T, kvHeads, headDim] and v at positions [length, length+T) of {@code layer}. */
+    @Override
     public void write(int layer, Tensor k, Tensor v) {
         int t = k.size(0);
         if (length + t > capacity) {
@@ -83,7 +85,12 @@ public final class KvCache {
         values[layer].slice(0, length, length + t).copyFrom(v);
     }
 
-    /** Advances the length once every layer has been written. */
+    @Override
+    public void attend(Backend backend, int layer, Tensor q, Tensor out, int queryStart, int upTo, AttentionSpec spec) {
+        backend.attention(q, keys(layer, upTo), values(layer, upTo), out, queryStart, spec);
+    }
+
+    @Override
     public void advance(int tokens) {
         length += tokens;
     }

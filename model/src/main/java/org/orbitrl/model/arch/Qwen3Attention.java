@@ -89,7 +89,7 @@ final class Qwen3Attention {
         int start = 0;
         for (CausalLM.Segment s : batch) {
             int t = s.tokens().length;
-            KvCache cache = s.cache();
+            SequenceCache cache = s.cache();
             Tensor qSeg = q3.slice(0, start, start + t);
             if (cache == null) {
                 b.attention(qSeg, k3.slice(0, start, start + t), v3.slice(0, start, start + t),
@@ -97,8 +97,7 @@ final class Qwen3Attention {
             } else {
                 int past = cache.length();
                 cache.write(layer, k3.slice(0, start, start + t), v3.slice(0, start, start + t));
-                b.attention(qSeg, cache.keys(layer, past + t), cache.values(layer, past + t),
-                        attn.slice(0, start, start + t), past, spec);
+                cache.attend(b, layer, qSeg, attn.slice(0, start, start + t), past, past + t, spec);
             }
             start += t;
         }

@@ -9,6 +9,7 @@ import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.nn.AdapterTargets;
 import org.orbitrl.model.nn.Linear;
 import org.orbitrl.model.nn.Weight;
+import org.orbitrl.model.nn.WeightLoader;
 import org.orbitrl.model.nn.WeightSource;
 
 import java.util.HashSet;
@@ -22,7 +23,7 @@ import java.util.function.Function;
  * Weights keep the Hugging Face names; bf16 base weights stay zero-copy views of the mapped
  * checkpoint, or routed experts are quantized on load.
  */
-public final class Qwen3Model implements CausalLM, AdapterTargets {
+public final class Qwen3Model implements Trainable, AdapterTargets {
 
     /** How base weights are held. {@code expertQuantizer} null keeps experts in their checkpoint dtype. */
     public record LoadOptions(Function<Tensor, Weight> expertQuantizer) {
@@ -124,22 +125,26 @@ public final class Qwen3Model implements CausalLM, AdapterTargets {
     }
 
     /** Looks up tensors by name, records what was used, and builds linears. */
-    private record Loader(WeightSource src, Set<String> used) {
+    private record Loader(WeightSource src, Set<String> used, WeightLoader weights) {
+        Loader(WeightSource src, Set<String> used) {
+            this(src, used, new WeightLoader(src, used));
+        }
+
         Tensor get(String name, long... shape) {
-            used.add(name);
-            return src.tensor(name, shape);
+            return weights.tensor(name, shape);
         }
 
         Linear linear(String module, int out, int in, boolean bias) {
-            Tensor wt = get(module + ".weight", out, in);
-            Tensor b = bias ? get(module + ".bias", out) : null;
-            return new Linear(module, Weight.of(wt), b);
+            return new Linear(module, weights.weight(module, out, in), bias ? weights.bias(module, out) : null);
         }
 
+        /** An expert projection: quantized as stored, or quantized on load from full precision if asked. */
         Linear expert(String module, int out, int in, LoadOptions options) {
-            Tensor wt = get(module + ".weight", out, in);
-            Weight weight = options.expertQuantizer() == null ? Weight.of(wt) : options.expertQuantizer().apply(wt);
-            return new Linear(module, weight, null);
+            Weight w = weights.weight(module, out, in);
+            if (options.expertQuantizer() != null && w instanceof Weight.Dense d) {
+                w = options.expertQuantizer().apply(d.w());
+            }
+            return new Linear(module, w, null);
         }
     }
 
@@ -175,6 +180,11 @@ public final class Qwen3Model implements CausalLM, AdapterTargets {
     }
 
     @Override
+    public CacheGeometry cacheGeometry() {
+        return new CacheGeometry(config.layers(), config.kvHeads(), config.headDim(), config.headDim());
+    }
+
+    @Override
     public KvCache newCache(int capacity) {
         return new KvCache(backend.allocator(), config.layers(), config.kvHeads(), config.headDim(), config.headDim(), capacity);
     }
@@ -189,6 +199,7 @@ public final class Qwen3Model implements CausalLM, AdapterTargets {
      * needs. With {@code recompute}, only each layer's input is kept and backward re-runs the layer;
      * gradients are identical either way.
      */
+    @Override
     public TrainTape forwardTrain(List<int[]> sequences, boolean recompute) {
         List<Segment> batch = new java.util.ArrayList<>();
         for (int[] s : sequences) {
@@ -200,7 +211,7 @@ public final class Qwen3Model implements CausalLM, AdapterTargets {
     }
 
     /** Everything a training forward keeps for backward. */
-    public static final class TrainTape {
+    public static final class TrainTape implements Trainable.Tape {
         final boolean recompute;
         final List<Segment> batch;
         final int[] lengths;
@@ -219,6 +230,7 @@ public final class Qwen3Model implements CausalLM, AdapterTargets {
             this.layerTapes = new LayerTape[layers];
         }
 
+        @Override
         public Tensor logits() {
             return logits;
         }
@@ -339,7 +351,11 @@ public final class Qwen3Model implements CausalLM, AdapterTargets {
      * Reverse pass from d loss / d logits [N, vocab]: activation gradients through every layer, and
      * parameter gradients for adapter tensors only (accumulated into the adapters' gradient buffers).
      */
-    public void backward(TrainTape tape, Tensor dLogits) {
+    @Override
+    public void backward(Trainable.Tape t, Tensor dLogits) {
+        if (!(t instanceof TrainTape tape)) {
+            throw new IllegalArgumentException("not a tape of this model: " + t);
+        }
         Backend b = backend;
         TensorAllocator a = b.allocator();
         int n = dLogits.size(0);
@@ -399,6 +415,8 @@ public final class Qwen3Model implements CausalLM, AdapterTargets {
                 for (Linear lin : List.of(l.mlp.gate, l.mlp.up, l.mlp.down)) {
                     out.put(lin.name(), lin);
                 }
+            } else {
+                out.put(l.moe.router.name(), l.moe.router);
             }
         }
         out.put(lmHead.name(), lmHead);

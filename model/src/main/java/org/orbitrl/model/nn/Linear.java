@@ -5,8 +5,8 @@ import org.orbitrl.kernels.Tensor;
 
 /**
  * A frozen linear layer {@code y = x·Wᵀ (+ b)} with an optional adapter hook. The base weight and
- * bias never train; an {@link AdapterHook} adds its delta on top in forward and takes its own
- * gradients in backward.
+ * bias never train; an {@link AdapterHook} may transform the input the base weight sees (OFT) and
+ * add a delta on top of its output (LoRA) in forward, and takes its own gradients in backward.
  */
 public final class Linear {
     private final String name;
@@ -62,19 +62,20 @@ public final class Linear {
      * differently (a dequantized copy in a reused chunk buffer).
      */
     public void forwardWith(Weight w, Backend backend, Tensor x, Tensor y) {
-        w.forward(backend, x, y);
+        AdapterHook a = adapter != null && adapter.enabled() ? adapter : null;
+        w.forward(backend, a != null ? a.baseInput(backend, x) : x, y);
         if (bias != null) {
             backend.addBias(y, bias);
         }
-        if (adapter != null && adapter.enabled()) {
-            adapter.forward(backend, x, y);
+        if (a != null) {
+            a.forward(backend, x, y);
         }
     }
 
     /**
-     * Backward through the frozen layer: dx [M, in] = dy [M, out] · W (overwritten), plus the
-     * adapter's share; the adapter accumulates its own parameter gradients from x [M, in].
-     * No gradient of W or the bias exists.
+     * Backward through the frozen layer: dx [M, in] = dy [M, out] · W (overwritten), then the
+     * adapter's part (see {@link AdapterHook#backward}); the adapter accumulates its own parameter
+     * gradients from x [M, in]. No gradient of W or the bias exists.
      */
     public void backward(Backend backend, Tensor x, Tensor dy, Tensor dx) {
         backwardWith(weight, backend, x, dy, dx);
@@ -82,9 +83,10 @@ public final class Linear {
 
     /** As {@link #backward}, with {@code w} standing in for the base weight. */
     public void backwardWith(Weight w, Backend backend, Tensor x, Tensor dy, Tensor dx) {
+        AdapterHook a = adapter != null && adapter.enabled() ? adapter : null;
         w.backward(backend, dy, dx);
-        if (adapter != null && adapter.enabled()) {
-            adapter.backward(backend, x, dy, dx);
+        if (a != null) {
+            a.backward(backend, x, dy, dx);
         }
     }
 
@@ -93,16 +95,30 @@ public final class Linear {
         return "Linear[" + name + ", " + weight.rows() + "x" + weight.cols() + (bias != null ? ", bias" : "") + "]";
     }
 
-    /** An adapter attached to a linear layer (LoRA, OFT). */
+    /**
+     * An adapter attached to a linear layer. The layer computes
+     * {@code y = baseInput(x)·Wᵀ + b}, then {@link #forward} adds the adapter's delta: LoRA keeps
+     * the input and adds {@code scale·(x·Aᵀ)·Bᵀ}; OFT rotates the input ({@code x·R}) and adds nothing.
+     */
     public interface AdapterHook {
         boolean enabled();
+
+        /**
+         * The input the base weight multiplies, [M, in]: x itself (the default), or a transformed
+         * copy in scratch memory (OFT's block-diagonal rotation x·R).
+         */
+        default Tensor baseInput(Backend backend, Tensor x) {
+            return x;
+        }
 
         /** Accumulates the adapter's contribution into y [M, out] given the layer input x [M, in]. */
         void forward(Backend backend, Tensor x, Tensor y);
 
         /**
-         * Given the layer input x [M, in] and output gradient dy [M, out]: accumulates the adapter's
-         * share of dx [M, in] and its own parameter gradients.
+         * Given the layer input x [M, in] and output gradient dy [M, out], with dx [M, in] holding
+         * dy·W on entry (the gradient with respect to {@link #baseInput}): turns dx into the
+         * gradient with respect to x (an additive adapter accumulates its share into it; OFT maps it
+         * through Rᵀ) and accumulates the adapter's own parameter gradients.
          */
         void backward(Backend backend, Tensor x, Tensor dy, Tensor dx);
     }

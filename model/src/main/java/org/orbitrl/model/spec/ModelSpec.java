@@ -118,7 +118,7 @@ public record ModelSpec(Path source, String modelType, ModelFamily family, int v
             throw new IllegalArgumentException("MLA head dims " + headDim + "/" + vHeadDim + " disagree with qk_nope+qk_rope "
                     + mla.qkHeadDim() + " and v_head_dim " + mla.vHeadDim());
         }
-        int rot = mla != null ? mla.qkRopeHeadDim() : (int) Math.round(headDim * rope.partialRotaryFactor());
+        int rot = mla != null ? mla.qkRopeHeadDim() : RopeScaling.rotaryDim(headDim, rope.partialRotaryFactor());
         if (rot <= 0 || rot % 2 != 0 || rot > headDim) {
             throw new IllegalArgumentException("rotary dim " + rot + " (head dim " + headDim + " x partial_rotary_factor "
                     + rope.partialRotaryFactor() + ") must be even and in [2, head dim]");
@@ -179,7 +179,7 @@ public record ModelSpec(Path source, String modelType, ModelFamily family, int v
 
     /** Dimensions per head that rotary embedding rotates. */
     public int rotaryDim() {
-        return mla != null ? mla.qkRopeHeadDim() : (int) Math.round(headDim * rope.partialRotaryFactor());
+        return mla != null ? mla.qkRopeHeadDim() : RopeScaling.rotaryDim(headDim, rope.partialRotaryFactor());
     }
 
     /** The rotary frequencies of the (main) attention, for the kernels. */

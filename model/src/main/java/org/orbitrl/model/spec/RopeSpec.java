@@ -9,7 +9,8 @@ import org.orbitrl.kernels.RopeScaling;
  *
  * @param type                 {@code rope_type} (or the older {@code type}): default, linear or yarn
  * @param theta                {@code rope_theta}
- * @param factor               scaling factor; 1 for DEFAULT
+ * @param factor               scaling factor; 1 for DEFAULT; for YARN, NaN when the config gives none
+ *                             (then {@code max_position_embeddings / original_max_position_embeddings}, as transformers)
  * @param originalMaxPositions YaRN {@code original_max_position_embeddings}, 0 if absent
  * @param betaFast             YaRN {@code beta_fast} (default 32)
  * @param betaSlow             YaRN {@code beta_slow} (default 1)
@@ -30,7 +31,8 @@ public record RopeSpec(RopeScaling.Type type, double theta, double factor, int o
         if (!(theta > 0) || Double.isInfinite(theta)) {
             throw new IllegalArgumentException("rope_theta must be a positive number, got " + theta);
         }
-        if (type != RopeScaling.Type.DEFAULT && !(factor > 0)) {
+        boolean derived = type == RopeScaling.Type.YARN && Double.isNaN(factor);
+        if (type != RopeScaling.Type.DEFAULT && !derived && !(factor > 0)) {
             throw new IllegalArgumentException("rope factor must be positive for " + type + " rope, got " + factor);
         }
         if (originalMaxPositions < 0) {

@@ -23,12 +23,12 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * loss match every {@code grad.*} tensor within 1e-3 relative (‖ours − ref‖ / ‖ref‖), with and
  * without activation recompute (which must give bit-identical gradients).
  */
-class LoraFixtureTest {
+public class LoraFixtureTest {
 
-    record Setup(Qwen3Model model, LoraAdapter adapter, TestSafetensors ref, List<int[]> seqs) {
+    public record Setup(Qwen3Model model, LoraAdapter adapter, TestSafetensors ref, List<int[]> seqs) {
     }
 
-    static Setup setup(String arch) {
+    public static Setup setup(String arch) {
         Path dir = TestSafetensors.fixtures().resolve(arch);
         var model = Qwen3Model.load(org.orbitrl.model.arch.Qwen3FixtureTest.config(arch),
                 new TestSafetensors(dir.resolve("model.safetensors")), Backends.cpu(), Qwen3Model.LoadOptions.full());
@@ -90,7 +90,7 @@ class LoraFixtureTest {
     }
 
     /** Runs the fixture loss forward and backward; returns the adapter gradients in PEFT layout. */
-    static Map<String, float[]> gradients(Setup s, boolean recompute) {
+    public static Map<String, float[]> gradients(Setup s, boolean recompute) {
         var tape = s.model().forwardTrain(s.seqs(), recompute);
         Tensor logits = tape.logits();
         float[] adv = s.ref().get("advantages").toFloatArray();

@@ -123,7 +123,7 @@ class MalformedConfigTest {
     void unsupportedRopeAndQuantization() throws IOException {
         fails(edited("deepseek-v3", r -> ((ObjectNode) r.get("rope_scaling")).put("type", "dynamic")),
                 "'rope_scaling.type'", "dynamic", "yarn");
-        fails(edited("deepseek-v3", r -> ((ObjectNode) r.get("rope_scaling")).remove("factor")),
+        fails(edited("deepseek-v3", r -> ((ObjectNode) r.get("rope_scaling")).put("type", "linear").remove("factor")),
                 "'rope_scaling.factor'", "missing");
         fails(edited("deepseek-v3", r -> ((ObjectNode) r.get("quantization_config")).put("quant_method", "gptq")),
                 "'quantization_config.quant_method'", "gptq", "compressed-tensors");

@@ -92,6 +92,15 @@ class SchemaVariantsTest {
     }
 
     @Test
+    void yarnWithoutFactorDerivesItFromPositions() throws IOException {
+        ObjectNode c = read("deepseek-v3");
+        ((ObjectNode) c.get("rope_scaling")).remove("factor");
+        RopeScaling r = parse(c).ropeScaling();
+        assertEquals(RopeScaling.Type.YARN, r.type());
+        assertEquals(163840.0 / 4096, r.effectiveFactor()); // max_position_embeddings / original_max_position_embeddings
+    }
+
+    @Test
     void mlaWithoutQueryCompression() throws IOException {
         ObjectNode c = read("deepseek-v3");
         c.putNull("q_lora_rank");

@@ -46,7 +46,12 @@ public final class RopeParser {
                     + "'; Orbit supports default, linear and yarn");
         };
         double theta = p.optDouble("rope_theta", thetaIfAbsent);
-        double factor = type == RopeScaling.Type.DEFAULT ? p.optDouble("factor", 1) : p.reqDouble("factor");
+        // YaRN without a factor derives it from the position counts (transformers does the same)
+        double factor = switch (type) {
+            case DEFAULT -> p.optDouble("factor", 1);
+            case LINEAR -> p.reqDouble("factor");
+            case YARN -> p.optDouble("factor", Double.NaN);
+        };
         int originalMax = p.optInt("original_max_position_embeddings", 0);
         double betaFast = p.optDouble("beta_fast", 32);
         double betaSlow = p.optDouble("beta_slow", 1);

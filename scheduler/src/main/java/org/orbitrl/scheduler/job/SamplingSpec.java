@@ -1,0 +1,34 @@
+package org.orbitrl.scheduler.job;
+
+import org.orbitrl.scheduler.job.yaml.Checks;
+import org.orbitrl.scheduler.job.yaml.Section;
+
+/**
+ * Rollout sampling. Each sample records the temperature it was drawn at, since it can change
+ * while the job runs.
+ *
+ * @param temperature softmax temperature (0 = greedy)
+ * @param topP        nucleus mass kept (1 = off)
+ * @param topK        most likely tokens kept (0 = off)
+ * @param minP        tokens below {@code minP × p_max} dropped (0 = off)
+ */
+public record SamplingSpec(@Tunable double temperature, double topP, int topK, double minP) {
+    public SamplingSpec {
+        new Checks()
+                .range("temperature", temperature, 0.0, 10.0)
+                .require(Double.isFinite(topP) && topP > 0 && topP <= 1, "top_p",
+                        "must be greater than 0 and at most 1, got " + Checks.fmt(topP))
+                .range("top_k", topK, 0, 1 << 20)
+                .require(Double.isFinite(minP) && minP >= 0 && minP < 1, "min_p",
+                        "must be at least 0 and less than 1, got " + Checks.fmt(minP))
+                .done();
+    }
+
+    static SamplingSpec read(Section s) {
+        double t = s.number("temperature", 1.0);
+        double p = s.number("top_p", 1.0);
+        int k = s.integer("top_k", 0);
+        double m = s.number("min_p", 0.0);
+        return s.build(() -> new SamplingSpec(t, p, k, m));
+    }
+}

@@ -1,0 +1,26 @@
+package org.orbitrl.scheduler.job;
+
+import java.util.Map;
+import org.orbitrl.scheduler.job.yaml.Section;
+
+/**
+ * A section whose keys depend on a choice in it ({@code task.kind}, {@code adapter.type},
+ * {@code optimizer.schedule}). Keys that do not apply to the choice are refused when a file
+ * sets them, and left out when a job is written.
+ */
+interface Scoped {
+    /** The keys that do not apply to this section's choice, each with the reason. */
+    Map<String, String> unusedKeys();
+
+    /** Adds a problem for every key the file sets that does not apply; returns the record. */
+    static <T extends Scoped> T check(Section s, T built) {
+        if (built != null) {
+            built.unusedKeys().forEach((key, why) -> {
+                if (s.has(key)) {
+                    s.problemAt(key, why);
+                }
+            });
+        }
+        return built;
+    }
+}

@@ -172,38 +172,40 @@ public final class RlJobRunner implements JobRunner {
         long version = state.adapterVersion();
         var b = spec.batch();
 
-        // 1. rollout: prompts × G samples with the serving adapter version
+        // 0. groups of this step that an interrupted attempt already logged are trained, not regenerated
         List<Problem> problems = task.trainBatch(spec.seed(), step, b.promptsPerStep());
-        List<Completion> completions = engine.generate(requests(problems, step));
+        List<SampleRecord> batch = new ArrayList<>();
+        long consumed = drain(batch, state.consumedIndex());
+        java.util.Set<String> logged = new java.util.HashSet<>();
+        batch.forEach(r -> logged.add(r.promptId()));
+        List<Problem> todo = problems.stream().filter(p -> !logged.contains(p.id())).toList();
+
+        // 1. rollout: prompts × G samples with the serving adapter version
+        List<Completion> completions = engine.generate(requests(todo, step));
         long tRollout = System.nanoTime();
 
         // 2. reward, 3. log: each group appended to the sample queue as one entry
         long tokens = 0;
-        double rewardSum = 0;
-        int correct = 0;
-        for (int i = 0; i < problems.size(); i++) {
-            Problem p = problems.get(i);
+        for (int i = 0; i < todo.size(); i++) {
+            Problem p = todo.get(i);
             List<SampleRecord> group = new ArrayList<>();
             for (int s = 0; s < b.samplesPerPrompt(); s++) {
                 Completion c = completions.get(i * b.samplesPerPrompt() + s);
                 Reward r = task.verify(p, codec.decode(c.tokens()));
-                group.add(record(step, i, s, p, c, r, t0));
+                group.add(record(step, problems.indexOf(p), s, p, c, r, t0));
                 tokens += c.tokens().length;
-                rewardSum += r.total();
-                correct += r.correct() ? 1 : 0;
             }
             writer.append(new SampleGroup(group));
         }
         long tReward = System.nanoTime();
 
-        // 4. trainer: tail the queue for whole groups, then one optimizer step on the adapter
-        List<SampleRecord> batch = new ArrayList<>();
-        long consumed = state.consumedIndex();
-        for (LogEntry e; batch.size() < problems.size() * b.samplesPerPrompt() && (e = reader.next()) != null; ) {
-            if (e instanceof LogEntry.Group g) {
-                batch.addAll(g.group().samples());
-            }
-            consumed = reader.lastReadIndex();
+        // 4. trainer: tail the queue for the step's groups (read back by index), one optimizer step on the adapter
+        consumed = drain(batch, consumed);
+        double rewardSum = 0;
+        int correct = 0;
+        for (SampleRecord r : batch) {
+            rewardSum += r.reward();
+            correct += r.rewardBreakdown().getOrDefault(Reward.CORRECT, 0.0) > 0 ? 1 : 0;
         }
         PolicyTrainer.Outcome out = trainer.train(batch, b.samplesPerPrompt());
         long tTrain = System.nanoTime();
@@ -229,7 +231,7 @@ public final class RlJobRunner implements JobRunner {
 
         // metrics
         double seconds = (System.nanoTime() - t0) / 1e9;
-        int n = completions.size();
+        int n = Math.max(1, batch.size());
         Map<String, Double> extra = new TreeMap<>();
         extra.put("loss", out.loss());
         extra.put("grad_norm", out.gradNorm());
@@ -254,6 +256,18 @@ public final class RlJobRunner implements JobRunner {
                 m.logprobGapMax(), tokens, tokens / Math.max(1e-9, (tRollout - t0) / 1e9), seconds, next,
                 new TreeMap<>(extra), memoryBytes()));
         return m;
+    }
+
+    /** Appends every sample group logged after {@code after} to {@code out}; returns the last index read. */
+    private long drain(List<SampleRecord> out, long after) {
+        long last = after;
+        for (LogEntry e; (e = reader.next()) != null; ) {
+            if (e instanceof LogEntry.Group g) {
+                out.addAll(g.group().samples());
+            }
+            last = reader.lastReadIndex();
+        }
+        return last;
     }
 
     private List<Request> requests(List<Problem> problems, long step) {

@@ -21,6 +21,9 @@ public final class Job {
 
     volatile Path file;
     volatile String fileHash = "";
+    /** Size and modification time of the job file when last read; a rescan skips an unchanged file. */
+    volatile long fileSize = -1;
+    volatile long fileModified;
     volatile JobSpec spec;
     volatile JobState state = JobState.QUEUED;
     volatile String reason = "";

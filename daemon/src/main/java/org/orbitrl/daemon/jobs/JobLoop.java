@@ -100,7 +100,7 @@ final class JobLoop implements Runnable {
         Checkpoint cp = found.checkpoint();
         if (cp != null) {
             verifyFixedFields(cp);
-            LOG.info("job {}: resuming from {}", job.name(), cp);
+            LOG.info("job {}: resuming from checkpoint step {} ({})", job.name(), cp.step(), cp.file());
         }
         job.runner = runner;
         runner.load(cp);

@@ -44,7 +44,16 @@ public final class ChildDaemon implements AutoCloseable {
      * @param extraJvm further JVM options (system properties for the ledger runner, CDS)
      */
     public static ChildDaemon start(Path config, Path log, List<String> extraJvm) throws IOException {
-        List<String> cmd = new ArrayList<>();
+        return start(config, log, extraJvm, List.of());
+    }
+
+    /**
+     * Starts a daemon under a wrapper command (for example {@code unshare} with mounts) that ends by
+     * executing the java command line appended to it.
+     */
+    public static ChildDaemon start(Path config, Path log, List<String> extraJvm, List<String> wrapper)
+            throws IOException {
+        List<String> cmd = new ArrayList<>(wrapper);
         cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
         cmd.addAll(orbitJvmFlags());
         cmd.add("-Xmx256m");

@@ -70,7 +70,10 @@ public final class OrbitCtl implements Runnable {
             cmd.getErr().println("orbitctl: " + reason(ex));
             return REFUSED;
         });
-        return cl.execute(args);
+        int exit = cl.execute(args);
+        out.flush();
+        err.flush();
+        return exit;
     }
 
     /** The only caller of System.exit in orbitctl. */

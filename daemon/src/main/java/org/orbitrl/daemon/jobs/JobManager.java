@@ -311,8 +311,9 @@ public final class JobManager {
             }
             JobRunnerProvider provider = runners.get(job.spec.runner());
             if (provider == null) {
-                transition(job, JobState.FAILED, "no runner named '" + job.spec.runner() + "' is installed (installed: "
-                        + String.join(", ", runners.keySet().stream().sorted().toList()) + ")");
+                transition(job, JobState.FAILED, "no runner named '" + job.spec.runner() + "' is installed ("
+                        + (runners.isEmpty() ? "none is" : "installed: " + String.join(", ",
+                        runners.keySet().stream().sorted().toList())) + ")");
                 continue;
             }
             int owned = devices.owned(placement.backend());

@@ -102,6 +102,7 @@ final class JobLoop implements Runnable {
             verifyFixedFields(cp);
             LOG.info("job {}: resuming from checkpoint step {} ({})", job.name(), cp.step(), cp.file());
         }
+        LOG.info("job {}: effective job file\n{}", job.name(), job.specYaml().stripTrailing());
         job.runner = runner;
         runner.load(cp);
         runner.apply(job.spec.tunables()); // values tuned while it was down or loading

@@ -30,6 +30,9 @@ import org.slf4j.LoggerFactory;
 public final class JobManager {
     private static final Logger LOG = LoggerFactory.getLogger(JobManager.class);
 
+    /** Longest failure reason kept in the state map (the log and JMX keep all of it). */
+    private static final int MAX_STORED_REASON = 8192;
+
     private final OrbitConfig config;
     private final StateStore store;
     private final Map<String, JobRunnerProvider> runners;
@@ -371,11 +374,14 @@ public final class JobManager {
         metrics.values().removeIf(v -> !Double.isFinite(v));
         JobSpec spec = job.spec;
         try {
+            String reason = job.reason.length() > MAX_STORED_REASON
+                    ? job.reason.substring(0, MAX_STORED_REASON) + " ... (" + (job.reason.length() - MAX_STORED_REASON)
+                    + " more characters)" : job.reason;
             store.put(new JobRecord(1, job.name(), job.file == null ? null : job.file.toString(), job.fileHash,
-                    job.state.name(), job.reason, job.pausedByUser, rs.step(), spec == null ? 0 : spec.steps(),
+                    job.state.name(), reason, job.pausedByUser, rs.step(), spec == null ? 0 : spec.steps(),
                     rs.adapterVersion(), rs.consumedIndex(), rs.samplesTrained(), job.lastCheckpointStep,
                     job.lastCheckpointFile, job.lastCheckpointAt, metrics, passAtK,
-                    spec == null ? "" : JobFiles.toYaml(spec), Instant.now().toString()));
+                    job.specYaml(), Instant.now().toString()));
         } catch (RuntimeException ex) {
             LOG.error("job {}: cannot persist its state: {}", job.name(), ex.toString());
         }

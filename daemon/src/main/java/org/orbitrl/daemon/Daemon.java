@@ -173,7 +173,7 @@ public final class Daemon implements AutoCloseable {
         if (watcher != null) {
             try {
                 watcher.close();
-            } catch (IOException | InterruptedException e) {
+            } catch (IOException e) {
                 LOG.warn("closing the jobs watcher: {}", e.toString());
             }
         }

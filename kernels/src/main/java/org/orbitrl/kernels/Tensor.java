@@ -407,6 +407,17 @@ public final class Tensor {
 
     /** Fills every element with {@code v}. */
     public Tensor fill(float v) {
+        if (isContiguous() && (v == 0f && Float.floatToRawIntBits(v) == 0)) {
+            segment.asSlice(byteOffset(), byteSize()).fill((byte) 0);
+            return this;
+        }
+        if (isContiguous() && dtype == DType.F32) {
+            long n = numel();
+            for (long i = 0; i < n; i++) {
+                segment.set(F32, (offset + i) * 4, v);
+            }
+            return this;
+        }
         long[] idx = new long[shape.length];
         long n = numel();
         for (long i = 0; i < n; i++) {

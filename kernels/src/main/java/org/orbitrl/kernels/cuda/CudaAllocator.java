@@ -1,0 +1,158 @@
+package org.orbitrl.kernels.cuda;
+
+import org.bytedeco.javacpp.Pointer;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.kernels.cuda.internal.DevicePointer;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.util.Arrays;
+import java.util.EnumMap;
+import java.util.Map;
+import java.util.TreeMap;
+
+import static org.bytedeco.cuda.global.cudart.*;
+
+/**
+ * Device memory through {@code cudaMalloc} (never managed memory), accounted by
+ * {@link MemoryCategory}: live and peak bytes per category, and the total. Allocations are
+ * zero-filled on the owning stream. Memory lives until {@link #free} or {@link #close}.
+ *
+ * <p><b>Device tensors.</b> A tensor from this allocator is an ordinary {@link Tensor} whose
+ * segment spans the device allocation ({@link #deviceSegment}). That segment is never
+ * dereferenced on the host: its scope is closed on purpose, so a host read or write through it
+ * ({@code getFloat}, {@code toFloatArray}, {@code copyFrom}) throws {@link IllegalStateException}
+ * instead of touching a device address. Views (slice, select, reshape, transpose) work as on the
+ * host; only their address arithmetic is used. Copy with {@link CudaBackend#toDevice} and
+ * {@link CudaBackend#toHost}.
+ */
+public final class CudaAllocator implements TensorAllocator, AutoCloseable {
+    /** Allocation granularity (and alignment) in bytes. */
+    public static final long ALIGN = 256;
+
+    private record Block(long address, long bytes, MemoryCategory category) {
+    }
+
+    private final CudaDevice device;
+    private final CudaStream stream;
+    private final TreeMap<Long, Block> blocks = new TreeMap<>();
+    private final Map<MemoryCategory, long[]> live = new EnumMap<>(MemoryCategory.class); // {live, peak}
+    private long liveTotal;
+    private long peakTotal;
+    private boolean closed;
+
+    public CudaAllocator(CudaDevice device, CudaStream stream) {
+        this.device = device;
+        this.stream = stream;
+        for (MemoryCategory c : MemoryCategory.values()) {
+            live.put(c, new long[2]);
+        }
+    }
+
+    /**
+     * A segment of {@code bytes} at device address {@code address} that the host cannot access:
+     * reads and writes through it throw {@link IllegalStateException}; its address and size work.
+     */
+    public static MemorySegment deviceSegment(long address, long bytes) {
+        Arena scope = Arena.ofShared();
+        MemorySegment s = MemorySegment.ofAddress(address).reinterpret(bytes, scope, null);
+        scope.close();
+        return s;
+    }
+
+    /** Device address of the tensor's first element. */
+    public static long address(Tensor t) {
+        return t.segment().address() + t.byteOffset();
+    }
+
+    @Override
+    public synchronized Tensor allocate(MemoryCategory category, DType dtype, long... shape) {
+        if (closed) {
+            throw new IllegalStateException("allocator of " + device + " is closed");
+        }
+        long n = 1;
+        for (long d : shape) {
+            if (d < 0) {
+                throw new IllegalArgumentException("negative dimension in shape " + Arrays.toString(shape));
+            }
+            n = Math.multiplyExact(n, d);
+        }
+        long bytes = Math.max(ALIGN, (Math.multiplyExact(n, dtype.bytes()) + ALIGN - 1) / ALIGN * ALIGN);
+        device.bind();
+        Pointer p = new Pointer();
+        CudaCheck.check(cudaMalloc(p, bytes), "cudaMalloc", category, dtype + Arrays.toString(shape), bytes + " bytes",
+                liveTotal + " bytes live on " + device);
+        long address = p.address();
+        CudaCheck.check(cudaMemsetAsync(new DevicePointer(address), 0, bytes, stream.handle()), "cudaMemsetAsync", bytes + " bytes");
+        blocks.put(address, new Block(address, bytes, category));
+        long[] c = live.get(category);
+        c[0] += bytes;
+        c[1] = Math.max(c[1], c[0]);
+        liveTotal += bytes;
+        peakTotal = Math.max(peakTotal, liveTotal);
+        return Tensor.wrap(deviceSegment(address, bytes), dtype, shape);
+    }
+
+    /** Frees the allocation {@code t} was allocated as (t must be the whole allocation, not a view). */
+    public synchronized void free(Tensor t) {
+        long address = t.segment().address();
+        Block b = blocks.get(address);
+        if (b == null || t.byteOffset() != 0) {
+            throw new IllegalArgumentException("free: " + t + " at 0x" + Long.toHexString(address(t))
+                    + " is not an allocation of " + device);
+        }
+        blocks.remove(address);
+        release(b);
+    }
+
+    private void release(Block b) {
+        device.bind();
+        CudaCheck.check(cudaFree(new DevicePointer(b.address)), "cudaFree", b.bytes + " bytes", b.category);
+        live.get(b.category)[0] -= b.bytes;
+        liveTotal -= b.bytes;
+    }
+
+    /** True when {@code t}'s bytes lie inside one live allocation of this allocator. */
+    public synchronized boolean owns(Tensor t) {
+        long a = address(t);
+        Map.Entry<Long, Block> e = blocks.floorEntry(a);
+        return e != null && a + t.byteSize() <= e.getKey() + e.getValue().bytes;
+    }
+
+    public synchronized long liveBytes(MemoryCategory category) {
+        return live.get(category)[0];
+    }
+
+    public synchronized long peakBytes(MemoryCategory category) {
+        return live.get(category)[1];
+    }
+
+    public synchronized long liveBytes() {
+        return liveTotal;
+    }
+
+    public synchronized long peakBytes() {
+        return peakTotal;
+    }
+
+    /** Number of live allocations. */
+    public synchronized int liveAllocations() {
+        return blocks.size();
+    }
+
+    /** Frees everything still allocated. */
+    @Override
+    public synchronized void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        for (Block b : blocks.values()) {
+            release(b);
+        }
+        blocks.clear();
+    }
+}

@@ -1,0 +1,337 @@
+package org.orbitrl.kernels.cuda;
+
+import org.orbitrl.kernels.AttentionSpec;
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.RopeTable;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cuda.internal.DevicePointer;
+import org.orbitrl.kernels.cuda.internal.KernelCompiler;
+import org.orbitrl.kernels.cuda.internal.KernelLibrary;
+import org.orbitrl.kernels.quant.QuantizedTensor;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.file.Path;
+
+import static org.bytedeco.cuda.global.cudart.*;
+
+/**
+ * The {@link Backend} on one NVIDIA GPU. Tensors are device tensors from {@link #allocator()}
+ * (see {@link CudaAllocator} for what a device tensor is); {@link #toDevice} and {@link #toHost}
+ * copy between host and device. All work is issued, in order, on one stream ({@link #stream()}),
+ * asynchronously: results are on the host only after {@link #toHost} or {@link #synchronize}.
+ *
+ * <p>Kernels are CUDA C sources compiled at run time by NVRTC for the device's architecture and
+ * cached on disk ({@code -Dorbit.cuda.cache}, default {@code ~/.cache/orbit/cuda}); dense products
+ * go through cuBLAS ({@link CudaMatmulOps} states the precision of each path).
+ *
+ * <p>Errors a kernel detects (an embedding id or rope position out of range) cannot throw where
+ * they happen; they are raised as {@link IndexOutOfBoundsException} by the next
+ * {@link #synchronize} or {@link #toHost}. One thread drives a backend at a time.
+ */
+public final class CudaBackend implements Backend {
+    private final CudaContext ctx;
+    private final CudaRowOps rowOps;
+    private final CudaMatmulOps matmulOps;
+    private final CudaAttentionOps attentionOps;
+    private final CudaSelectOps selectOps;
+    private boolean closed;
+
+    /** Device 0, kernel cache from {@code -Dorbit.cuda.cache} or {@code ~/.cache/orbit/cuda}. */
+    public CudaBackend() {
+        this(0, defaultCacheDir());
+    }
+
+    public CudaBackend(int deviceIndex, Path kernelCache) {
+        CudaDevice device = new CudaDevice(deviceIndex);
+        KernelCompiler compiler = new KernelCompiler(kernelCache, device.computeCapabilityMajor(), device.computeCapabilityMinor());
+        this.ctx = new CudaContext(device, new KernelLibrary(compiler));
+        this.rowOps = new CudaRowOps(ctx);
+        this.matmulOps = new CudaMatmulOps(ctx, rowOps);
+        this.attentionOps = new CudaAttentionOps(ctx, this);
+        this.selectOps = new CudaSelectOps(ctx);
+    }
+
+    /** The kernel cache directory: {@code -Dorbit.cuda.cache}, else {@code ~/.cache/orbit/cuda}. */
+    public static Path defaultCacheDir() {
+        String p = System.getProperty("orbit.cuda.cache");
+        return p != null ? Path.of(p) : Path.of(System.getProperty("user.home"), ".cache", "orbit", "cuda");
+    }
+
+    @Override
+    public String name() {
+        return "cuda:" + ctx.device.index();
+    }
+
+    public CudaDevice device() {
+        return ctx.device;
+    }
+
+    @Override
+    public CudaAllocator allocator() {
+        return ctx.allocator;
+    }
+
+    /** The stream every operation of this backend is issued on. */
+    public CudaStream stream() {
+        return ctx.stream;
+    }
+
+    /** The architecture kernels are compiled for and the compile/cache counts so far. */
+    public String kernelInfo() {
+        return ctx.kernels.arch() + ": " + ctx.kernels.stats();
+    }
+
+    // ------------------------------------------------------------------ host <-> device
+
+    /** A device copy of {@code host} (category {@link MemoryCategory#OTHER}). */
+    public Tensor toDevice(Tensor host) {
+        return toDevice(host, MemoryCategory.OTHER);
+    }
+
+    /** A device copy of {@code host}, contiguous, accounted under {@code category}. */
+    public Tensor toDevice(Tensor host, MemoryCategory category) {
+        Tensor dev = ctx.allocator.allocate(category, host.dtype(), host.shape());
+        copyToDevice(host, dev);
+        return dev;
+    }
+
+    /** A device copy of a quantized weight (codes, scales, zero points), accounted as base weights. */
+    public QuantizedTensor toDevice(QuantizedTensor host) {
+        return new QuantizedTensor(host.format(), host.rows(), host.cols(),
+                toDevice(host.codes(), MemoryCategory.BASE_WEIGHTS), toDevice(host.scales(), MemoryCategory.BASE_WEIGHTS),
+                host.zeros() == null ? null : toDevice(host.zeros(), MemoryCategory.BASE_WEIGHTS), host.globalScale());
+    }
+
+    /** Copies host tensor {@code host} into device tensor {@code dev} (same dtype and shape; dev contiguous). */
+    public void copyToDevice(Tensor host, Tensor dev) {
+        checkCopy(host, dev);
+        ctx.devContiguous("copyToDevice destination", dev, host.dtype());
+        Tensor src = hostContiguous(host);
+        ctx.device.bind();
+        CudaCheck.check(cudaMemcpyAsync(new DevicePointer(CudaAllocator.address(dev)), new DevicePointer(CudaAllocator.address(src)),
+                dev.byteSize(), cudaMemcpyHostToDevice, ctx.stream.handle()), "cudaMemcpyAsync host->device", dev, dev.byteSize() + " bytes");
+        // A pageable source is staged by the driver before the call returns, so src may be freed after it.
+        java.lang.ref.Reference.reachabilityFence(src);
+    }
+
+    /** A host copy of device tensor {@code dev}; waits for the stream and reports kernel errors. */
+    public Tensor toHost(Tensor dev) {
+        Tensor host = Tensor.allocate(Arena.ofAuto(), dev.dtype(), dev.shape());
+        copyToHost(dev, host);
+        return host;
+    }
+
+    /** Copies device tensor {@code dev} (contiguous) into host tensor {@code host}; waits for the stream. */
+    public void copyToHost(Tensor dev, Tensor host) {
+        checkCopy(host, dev);
+        ctx.devContiguous("copyToHost source", dev, host.dtype());
+        boolean direct = host.isContiguous() && host.segment().isNative();
+        Tensor dst = direct ? host : Tensor.allocate(Arena.ofAuto(), dev.dtype(), dev.shape());
+        ctx.device.bind();
+        CudaCheck.check(cudaMemcpyAsync(new DevicePointer(CudaAllocator.address(dst)), new DevicePointer(CudaAllocator.address(dev)),
+                dev.byteSize(), cudaMemcpyDeviceToHost, ctx.stream.handle()), "cudaMemcpyAsync device->host", dev, dev.byteSize() + " bytes");
+        synchronize();
+        if (!direct) {
+            host.copyFrom(dst);
+        }
+    }
+
+    /** Device-to-device copy of {@code src} into {@code dst} (same dtype and shape, both contiguous). */
+    public void copy(Tensor src, Tensor dst) {
+        checkCopy(src, dst);
+        ctx.devContiguous("copy source", src, dst.dtype());
+        ctx.devContiguous("copy destination", dst, src.dtype());
+        ctx.device.bind();
+        CudaCheck.check(cudaMemcpyAsync(new DevicePointer(CudaAllocator.address(dst)), new DevicePointer(CudaAllocator.address(src)),
+                dst.byteSize(), cudaMemcpyDeviceToDevice, ctx.stream.handle()), "cudaMemcpyAsync device->device", dst, dst.byteSize() + " bytes");
+    }
+
+    /** Frees a device tensor that came from {@link #allocator()} or {@link #toDevice}. */
+    public void free(Tensor dev) {
+        ctx.allocator.free(dev);
+    }
+
+    /** Frees the parts of a quantized weight that came from {@link #toDevice(QuantizedTensor)}. */
+    public void free(QuantizedTensor dev) {
+        ctx.allocator.free(dev.codes());
+        ctx.allocator.free(dev.scales());
+        if (dev.zeros() != null) {
+            ctx.allocator.free(dev.zeros());
+        }
+    }
+
+    /** Waits for all issued work; throws {@link CudaException} or a kernel-reported error. */
+    public void synchronize() {
+        ctx.device.bind();
+        ctx.stream.synchronize();
+        checkKernelErrors();
+    }
+
+    private void checkKernelErrors() {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment flag = a.allocate(16, 16);
+            CudaCheck.check(cudaMemcpy(new DevicePointer(flag.address()), new DevicePointer(CudaAllocator.address(ctx.errorFlag)),
+                    16, cudaMemcpyDeviceToHost), "cudaMemcpy error flag");
+            int code = flag.get(ValueLayout.JAVA_INT, 0);
+            if (code == 0) {
+                return;
+            }
+            long value = (flag.get(ValueLayout.JAVA_INT, 4) & 0xFFFFFFFFL) | ((long) flag.get(ValueLayout.JAVA_INT, 8) << 32);
+            int row = flag.get(ValueLayout.JAVA_INT, 12);
+            CudaCheck.check(cudaMemsetAsync(new DevicePointer(CudaAllocator.address(ctx.errorFlag)), 0, 16, ctx.stream.handle()),
+                    "cudaMemsetAsync error flag");
+            throw switch (code) {
+                case 1 -> new IndexOutOfBoundsException("embedding: token id " + value + " (row " + row + ") is outside the vocabulary");
+                case 2 -> new IndexOutOfBoundsException("rope: position " + value + " (token " + row + ") is outside the rope table");
+                case 3 -> new IndexOutOfBoundsException("moeMatmulQuantized: expert id " + value + " (pair " + row + ") is outside the layer's experts");
+                default -> new IllegalStateException("kernel error code " + code + " value " + value + " row " + row);
+            };
+        }
+    }
+
+    private static void checkCopy(Tensor a, Tensor b) {
+        if (a.dtype() != b.dtype() || !java.util.Arrays.equals(a.shape(), b.shape())) {
+            throw new IllegalArgumentException("copy between " + a + " and " + b + ": dtype and shape must match");
+        }
+    }
+
+    private static Tensor hostContiguous(Tensor host) {
+        Tensor c = host.contiguous();
+        if (!c.segment().isNative()) {
+            Tensor n = Tensor.allocate(Arena.ofAuto(), c.dtype(), c.shape());
+            n.copyFrom(c);
+            c = n;
+        }
+        return c;
+    }
+
+    // ------------------------------------------------------------------ Backend
+
+    @Override
+    public void matmul(Tensor x, Tensor w, Tensor y) {
+        ctx.device.bind();
+        matmulOps.matmul(x, w, y);
+    }
+
+    @Override
+    public void matmulQuantized(Tensor x, QuantizedTensor w, Tensor y) {
+        ctx.device.bind();
+        matmulOps.matmulQuantized(x, w, y);
+    }
+
+    /**
+     * Mixture-of-experts decode in one launch: for every (token, expert) pair p,
+     * {@code y[p] = x[row] · W[ids[p]]ᵀ} with the fused dequantize-GEMV.
+     *
+     * @param x          f32 [tokens, K] (each token's experts read its row: gate and up projections) or
+     *                   [tokens·topk, K] (one row per pair: the down projection)
+     * @param experts    the layer's experts stacked as one quantized [E·N, K] matrix (expert e: rows e·N ..)
+     * @param numExperts E
+     * @param ids        i32 [tokens, topk], the experts each token is routed to; an id outside [0, E) is
+     *                   reported by the next {@link #synchronize} as {@link IndexOutOfBoundsException}
+     * @param y          f32 with tokens·topk·N elements, row p = pair p
+     */
+    public void moeMatmulQuantized(Tensor x, QuantizedTensor experts, int numExperts, Tensor ids, Tensor y) {
+        ctx.device.bind();
+        matmulOps.moeMatmulQuantized(x, experts, numExperts, ids, y);
+    }
+
+    @Override
+    public void dequantize(QuantizedTensor w, Tensor out) {
+        ctx.device.bind();
+        matmulOps.dequantize(w, out);
+    }
+
+    @Override
+    public void rmsNorm(Tensor x, Tensor weight, float eps, Tensor out) {
+        ctx.device.bind();
+        rowOps.rmsNorm(x, weight, eps, out);
+    }
+
+    @Override
+    public void softmax(Tensor x) {
+        ctx.device.bind();
+        rowOps.softmax(rowOps.softmax, x);
+    }
+
+    @Override
+    public void logSoftmax(Tensor x) {
+        ctx.device.bind();
+        rowOps.softmax(rowOps.logSoftmax, x);
+    }
+
+    @Override
+    public void silu(Tensor x, Tensor out) {
+        ctx.device.bind();
+        rowOps.unary("silu", rowOps.silu, x, out);
+    }
+
+    @Override
+    public void swiglu(Tensor gate, Tensor up, Tensor out) {
+        ctx.device.bind();
+        rowOps.binary("swiglu", rowOps.swiglu, gate, up, out);
+    }
+
+    @Override
+    public void add(Tensor a, Tensor b, Tensor out) {
+        ctx.device.bind();
+        rowOps.binary("add", rowOps.add, a, b, out);
+    }
+
+    @Override
+    public void mul(Tensor a, Tensor b, Tensor out) {
+        ctx.device.bind();
+        rowOps.binary("mul", rowOps.mul, a, b, out);
+    }
+
+    @Override
+    public void scale(Tensor x, float alpha, Tensor out) {
+        ctx.device.bind();
+        rowOps.scale(x, alpha, out);
+    }
+
+    @Override
+    public void rope(Tensor x, Tensor positions, RopeTable table) {
+        ctx.device.bind();
+        attentionOps.rope(x, positions, table);
+    }
+
+    @Override
+    public void attention(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec) {
+        ctx.device.bind();
+        attentionOps.attention(q, k, v, out, queryStart, spec);
+    }
+
+    @Override
+    public void embedding(Tensor table, Tensor ids, Tensor out) {
+        ctx.device.bind();
+        selectOps.embedding(table, ids, out);
+    }
+
+    @Override
+    public void topk(Tensor x, int k, Tensor values, Tensor indices) {
+        ctx.device.bind();
+        selectOps.topk(x, k, values, indices);
+    }
+
+    @Override
+    public void argmax(Tensor x, Tensor out) {
+        ctx.device.bind();
+        selectOps.argmax(x, out);
+    }
+
+    /** Waits for outstanding work, then frees every device buffer, the kernels, cuBLAS and the stream. */
+    @Override
+    public void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        ctx.device.bind();
+        ctx.stream.synchronize();
+        ctx.close();
+    }
+}

@@ -1,0 +1,175 @@
+package org.orbitrl.kernels.cuda;
+
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cuda.internal.Kernel;
+import org.orbitrl.kernels.quant.QuantizedTensor;
+
+/**
+ * Dense and quantized {@code y = x · wᵀ} on the device.
+ *
+ * <p>Precision, by path:
+ * <ul>
+ *   <li>f32 weights: cuBLAS SGEMM-equivalent ({@code cublasGemmEx}, f32 in, f32 compute, no TF32).</li>
+ *   <li>bf16 weights, at most {@value #GEMV_MAX_ROWS} rows: the GEMV kernel, f32 activations times the exact
+ *       bf16 weight values, f32 accumulation.</li>
+ *   <li>bf16 weights, more rows: activations rounded to bf16 (round to nearest even), then cuBLAS
+ *       bf16 × bf16 with f32 accumulation and f32 output: each product carries a relative error of at
+ *       most 2⁻⁸ from the rounding of x.</li>
+ *   <li>Quantized weights, at most {@value #GEMV_MAX_ROWS} rows: the fused dequantize-GEMV kernel; the
+ *       weight values are exact in f32 and the arithmetic is f32.</li>
+ *   <li>Quantized weights, more rows: the weight is dequantized into one reused bf16 buffer and
+ *       multiplied through cuBLAS as above (both operands rounded to bf16, f32 accumulation). This is
+ *       the building block of the expert-chunked path: the buffer is sized once and reused by every
+ *       expert of a chunk.</li>
+ * </ul>
+ */
+final class CudaMatmulOps {
+    /** Largest row count served by the GEMV kernels (GEMV_MAXM in quant.cu). */
+    static final int GEMV_MAX_ROWS = 8;
+    private static final int GEMV_BLOCK = 256; // 8 warps, one output column each
+
+    private final CudaContext ctx;
+    private final CudaRowOps rows;
+
+    private final Kernel gemvBf16;
+    private final java.util.EnumMap<QuantLayout, Kernel> gemv = new java.util.EnumMap<>(QuantLayout.class);
+    private final java.util.EnumMap<QuantLayout, Kernel> dequant = new java.util.EnumMap<>(QuantLayout.class);
+    private final java.util.EnumMap<QuantLayout, Kernel> moeGemv = new java.util.EnumMap<>(QuantLayout.class);
+    private final java.util.EnumMap<QuantLayout, Kernel> gemv1 = new java.util.EnumMap<>(QuantLayout.class);
+
+    CudaMatmulOps(CudaContext ctx, CudaRowOps rows) {
+        this.ctx = ctx;
+        this.rows = rows;
+        this.gemvBf16 = ctx.kernel("quant", "gemv_bf16");
+        for (QuantLayout l : QuantLayout.values()) {
+            gemv.put(l, ctx.kernel("quant", "gemv_" + l.kernelSuffix()));
+            dequant.put(l, ctx.kernel("quant", "dequant_" + l.kernelSuffix()));
+            moeGemv.put(l, ctx.kernel("quant", "moe_gemv_" + l.kernelSuffix()));
+            gemv1.put(l, ctx.kernel("quant", "gemv1_" + l.kernelSuffix()));
+        }
+    }
+
+    void matmul(Tensor x, Tensor w, Tensor y) {
+        ctx.devContiguous("matmul x", x, DType.F32);
+        ctx.devContiguous("matmul y", y, DType.F32);
+        ctx.devContiguous("matmul w", w, null);
+        int k = x.size(-1);
+        int m = CudaContext.rows(x);
+        if (w.rank() != 2 || w.dim(1) != k || y.size(-1) != w.dim(0) || CudaContext.rows(y) != m) {
+            throw new IllegalArgumentException("matmul: x " + x + " · wᵀ " + w + " -> y " + y + " do not agree");
+        }
+        int n = w.size(0);
+        if (m == 0 || n == 0) {
+            return;
+        }
+        switch (w.dtype()) {
+            case F32 -> ctx.cublas.gemm(CudaAllocator.address(x), CudaAllocator.address(w), CudaAllocator.address(y), m, n, k, false);
+            case BF16 -> {
+                if (m <= GEMV_MAX_ROWS && k % 8 == 0 && aligned16(x, w)) {
+                    ctx.launch(gemvBf16, gemvGrid(n), GEMV_BLOCK, x, w, y, m, n, k);
+                } else {
+                    bf16Gemm(x, w, y, m, n, k);
+                }
+            }
+            default -> throw new IllegalArgumentException("matmul: weight must be f32 or bf16, got " + w);
+        }
+    }
+
+    /** x f32 [m, k] rounded to bf16 into scratch, then cuBLAS bf16 with f32 output. w is bf16 [n, k]. */
+    private void bf16Gemm(Tensor x, Tensor w, Tensor y, int m, int n, int k) {
+        Tensor xb = ctx.scratch(CudaContext.Scratch.X_BF16, DType.BF16, (long) m * k); // [m, k]
+        rows.toBf16(x, xb, (long) m * k);
+        ctx.cublas.gemm(CudaAllocator.address(xb), CudaAllocator.address(w), CudaAllocator.address(y), m, n, k, true);
+    }
+
+    void matmulQuantized(Tensor x, QuantizedTensor w, Tensor y) {
+        ctx.devContiguous("matmulQuantized x", x, DType.F32);
+        ctx.devContiguous("matmulQuantized y", y, DType.F32);
+        QuantLayout layout = QuantLayout.of(w, ctx);
+        int k = x.size(-1);
+        int m = CudaContext.rows(x);
+        int n = Math.toIntExact(w.rows());
+        if (w.cols() != k || y.size(-1) != n || CudaContext.rows(y) != m) {
+            throw new IllegalArgumentException("matmulQuantized: x " + x + " · wᵀ " + w + " -> y " + y + " do not agree");
+        }
+        if (m == 0) {
+            return;
+        }
+        if (m == 1 && aligned16(x, w.codes())) { // decode at batch 1: 8-byte code loads, see quant.cu
+            ctx.launch(gemv1.get(layout), gemvGrid(n), GEMV_BLOCK, x, w.codes(), w.scales(), w.zeros(), w.globalScale(), y, n, k);
+            return;
+        }
+        if (m <= GEMV_MAX_ROWS && aligned16(x, w.codes())) {
+            ctx.launch(gemv.get(layout), gemvGrid(n), GEMV_BLOCK,
+                    x, w.codes(), w.scales(), w.zeros(), w.globalScale(), y, m, n, k);
+            return;
+        }
+        Tensor wb = ctx.scratch(CudaContext.Scratch.DEQUANT_BF16, DType.BF16, (long) n * k); // [n, k], reused
+        dequantize(w, layout, wb, true);
+        bf16Gemm(x, wb, y, m, n, k);
+    }
+
+    /**
+     * One launch for every (token, expert) pair of a mixture-of-experts layer at decode:
+     * {@code y[p] = x[p or p / topk] · W[ids[p]]ᵀ}. experts: [E·N, K], expert e's rows at e·N;
+     * ids: i32 [tokens, topk]; x: f32 [tokens, K] (shared by a token's experts) or [tokens·topk, K];
+     * y: f32 [tokens·topk, N] (any shape with that many elements).
+     */
+    void moeMatmulQuantized(Tensor x, QuantizedTensor experts, int numExperts, Tensor ids, Tensor y) {
+        ctx.devContiguous("moeMatmulQuantized x", x, DType.F32);
+        ctx.devContiguous("moeMatmulQuantized y", y, DType.F32);
+        ctx.devContiguous("moeMatmulQuantized expert ids", ids, DType.I32);
+        QuantLayout layout = QuantLayout.of(experts, ctx);
+        if (numExperts <= 0 || experts.rows() % numExperts != 0) {
+            throw new IllegalArgumentException("moeMatmulQuantized: " + experts + " does not stack " + numExperts + " experts");
+        }
+        int n = Math.toIntExact(experts.rows() / numExperts);
+        int k = Math.toIntExact(experts.cols());
+        int pairs = Math.toIntExact(ids.numel());
+        int topk = ids.rank() == 0 ? 1 : ids.size(-1);
+        int tokens = topk == 0 ? 0 : pairs / topk;
+        int xRows = CudaContext.rows(x);
+        if (x.size(-1) != k || (xRows != tokens && xRows != pairs) || y.numel() != (long) pairs * n) {
+            throw new IllegalArgumentException("moeMatmulQuantized: x " + x + ", ids " + ids + ", y " + y + " do not fit "
+                    + numExperts + " experts of [" + n + ", " + k + "] (x rows must be tokens or tokens*topk; y tokens*topk*" + n + ")");
+        }
+        if (pairs > 65535) {
+            throw new IllegalArgumentException("moeMatmulQuantized: " + pairs + " (token, expert) pairs exceed one launch (65535); "
+                    + "this path is for decode, use the chunked path for prefill");
+        }
+        if (pairs == 0) {
+            return;
+        }
+        if (!aligned16(x, experts.codes())) {
+            throw new IllegalArgumentException("moeMatmulQuantized: x and the codes must be 16-byte aligned");
+        }
+        ctx.launch2d(moeGemv.get(layout), gemvGrid(n), pairs, GEMV_BLOCK, x, xRows == pairs && pairs != tokens ? 1 : 0, topk, ids,
+                experts.codes(), experts.scales(), experts.zeros(), experts.globalScale(), y, n, k, numExperts, ctx.errorFlag);
+    }
+
+    void dequantize(QuantizedTensor w, Tensor out) {
+        ctx.devContiguous("dequantize out", out, null);
+        QuantLayout layout = QuantLayout.of(w, ctx);
+        if (out.numel() != w.rows() * w.cols() || (out.rank() == 2 && (out.dim(0) != w.rows() || out.dim(1) != w.cols()))
+                || (out.dtype() != DType.F32 && out.dtype() != DType.BF16)) {
+            throw new IllegalArgumentException("dequantize: " + w + " into " + out + " (expected f32 or bf16 ["
+                    + w.rows() + ", " + w.cols() + "])");
+        }
+        dequantize(w, layout, out, out.dtype() == DType.BF16);
+    }
+
+    private void dequantize(QuantizedTensor w, QuantLayout layout, Tensor out, boolean bf16) {
+        long chunks = w.rows() * w.cols() / 32;
+        ctx.launch(dequant.get(layout), ctx.gridFor(chunks, 256), 256,
+                w.codes(), w.scales(), w.zeros(), w.globalScale(), out, bf16 ? 1 : 0, Math.toIntExact(w.rows()), Math.toIntExact(w.cols()));
+    }
+
+    private static long gemvGrid(int n) {
+        return (n + (GEMV_BLOCK / 32) - 1) / (GEMV_BLOCK / 32);
+    }
+
+    private static boolean aligned16(Tensor a, Tensor b) {
+        return CudaAllocator.address(a) % 16 == 0 && CudaAllocator.address(b) % 16 == 0;
+    }
+}

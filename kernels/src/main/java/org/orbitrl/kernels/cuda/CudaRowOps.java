@@ -1,0 +1,106 @@
+package org.orbitrl.kernels.cuda;
+
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cuda.internal.Kernel;
+
+/** Elementwise operations and row reductions (RMSNorm, softmax, log-softmax) on the device. */
+final class CudaRowOps {
+    private static final int EW_BLOCK = 256;
+
+    private final CudaContext ctx;
+    final Kernel add;
+    final Kernel mul;
+    final Kernel swiglu;
+    final Kernel silu;
+    private final Kernel scale;
+    private final Kernel toBf16;
+    private final Kernel toBf16x4;
+    private final Kernel rmsnorm;
+    final Kernel softmax;
+    final Kernel logSoftmax;
+
+    CudaRowOps(CudaContext ctx) {
+        this.ctx = ctx;
+        this.add = ctx.kernel("elementwise", "add_f32");
+        this.mul = ctx.kernel("elementwise", "mul_f32");
+        this.swiglu = ctx.kernel("elementwise", "swiglu_f32");
+        this.silu = ctx.kernel("elementwise", "silu_f32");
+        this.scale = ctx.kernel("elementwise", "scale_f32");
+        this.toBf16 = ctx.kernel("elementwise", "f32_to_bf16");
+        this.toBf16x4 = ctx.kernel("elementwise", "f32_to_bf16_x4");
+        this.rmsnorm = ctx.kernel("norm", "rmsnorm_f32");
+        this.softmax = ctx.kernel("norm", "softmax_f32");
+        this.logSoftmax = ctx.kernel("norm", "log_softmax_f32");
+    }
+
+    void binary(String op, Kernel kernel, Tensor a, Tensor b, Tensor out) {
+        ctx.devContiguous(op + " a", a, DType.F32);
+        ctx.devContiguous(op + " b", b, DType.F32);
+        ctx.devContiguous(op + " out", out, DType.F32);
+        CudaContext.sameShape(op, a, b);
+        CudaContext.sameShape(op, a, out);
+        long n = a.numel();
+        if (n > 0) {
+            ctx.launch(kernel, ctx.gridFor(n, EW_BLOCK), EW_BLOCK, a, b, out, n);
+        }
+    }
+
+    void unary(String op, Kernel kernel, Tensor x, Tensor out) {
+        ctx.devContiguous(op + " x", x, DType.F32);
+        ctx.devContiguous(op + " out", out, DType.F32);
+        CudaContext.sameShape(op, x, out);
+        long n = x.numel();
+        if (n > 0) {
+            ctx.launch(kernel, ctx.gridFor(n, EW_BLOCK), EW_BLOCK, x, out, n);
+        }
+    }
+
+    void scale(Tensor x, float alpha, Tensor out) {
+        ctx.devContiguous("scale x", x, DType.F32);
+        ctx.devContiguous("scale out", out, DType.F32);
+        CudaContext.sameShape("scale", x, out);
+        long n = x.numel();
+        if (n > 0) {
+            ctx.launch(scale, ctx.gridFor(n, EW_BLOCK), EW_BLOCK, x, alpha, out, n);
+        }
+    }
+
+    /** f32 [n] to bf16 [n], round to nearest even. */
+    void toBf16(Tensor x, Tensor out, long n) {
+        if (n > 0 && n % 4 == 0 && CudaAllocator.address(x) % 16 == 0 && CudaAllocator.address(out) % 8 == 0) {
+            ctx.launch(toBf16x4, ctx.gridFor(n / 4, EW_BLOCK), EW_BLOCK, x, out, n / 4);
+        } else if (n > 0) {
+            ctx.launch(toBf16, ctx.gridFor(n, EW_BLOCK), EW_BLOCK, x, out, n);
+        }
+    }
+
+    void rmsNorm(Tensor x, Tensor weight, float eps, Tensor out) {
+        ctx.devContiguous("rmsNorm x", x, DType.F32);
+        ctx.devContiguous("rmsNorm out", out, DType.F32);
+        ctx.devContiguous("rmsNorm weight", weight, null);
+        CudaContext.sameShape("rmsNorm", x, out);
+        int h = x.size(-1);
+        if (weight.numel() != h || (weight.dtype() != DType.F32 && weight.dtype() != DType.BF16)) {
+            throw new IllegalArgumentException("rmsNorm: weight " + weight + " must be f32 or bf16 of hidden size " + h);
+        }
+        int rows = CudaContext.rows(x);
+        if (rows > 0 && h > 0) {
+            ctx.launch(rmsnorm, rows, rowBlock(h), x, weight, weight.dtype() == DType.BF16 ? 1 : 0, out, h, eps);
+        }
+    }
+
+    void softmax(Kernel kernel, Tensor x) {
+        ctx.devContiguous("softmax x", x, DType.F32);
+        int n = x.size(-1);
+        int rows = CudaContext.rows(x);
+        if (rows > 0 && n > 0) {
+            ctx.launch(kernel, rows, rowBlock(n), x, n);
+        }
+    }
+
+    /** Threads per row: 128 for short rows, up to 1024 for vocabulary-sized ones. */
+    static int rowBlock(int n) {
+        return n <= 1024 ? 128 : n <= 8192 ? 256 : 1024;
+    }
+}

@@ -1,0 +1,69 @@
+package org.orbitrl.kernels.cuda.internal;
+
+import org.bytedeco.cuda.cublas.cublasContext;
+import org.bytedeco.cuda.cudart.CUstream_st;
+import org.bytedeco.javacpp.FloatPointer;
+import org.orbitrl.kernels.cuda.CudaCheck;
+
+import static org.bytedeco.cuda.global.cublas.*;
+import static org.bytedeco.cuda.global.cudart.CUDA_R_16BF;
+import static org.bytedeco.cuda.global.cudart.CUDA_R_32F;
+
+/**
+ * A cuBLAS handle bound to one stream, and the one product Orbit needs from it, in row-major
+ * terms: {@code y[M, N] = x[M, K] · w[N, K]ᵀ}, f32 output, f32 accumulation.
+ *
+ * <p>cuBLAS is column-major. A row-major [N, K] matrix is a column-major [K, N] one, so
+ * {@code yᵀ[N, M] = w · xᵀ} is {@code gemm(op(A)=T, op(B)=N, m=N, n=M, k=K, A=w (lda=K), B=x (ldb=K),
+ * C=y (ldc=N))}.
+ *
+ * <p>Math mode is {@code CUBLAS_DEFAULT_MATH}: f32 × f32 products stay in full f32 (no TF32).
+ */
+public final class Cublas implements AutoCloseable {
+    private final cublasContext handle;
+    private final FloatPointer one = new FloatPointer(1f);   // alpha, host memory, lives as long as the handle
+    private final FloatPointer zero = new FloatPointer(0f);  // beta
+    private boolean closed;
+
+    /** Recommended cuBLAS workspace on Hopper (less makes it fall back to slower kernels). */
+    public static final long WORKSPACE_BYTES = 32L << 20;
+
+    /**
+     * @param workspace device address of {@code workspaceBytes} of device memory owned by the caller
+     *                  for as long as this handle lives, or 0 for cuBLAS's default
+     */
+    public Cublas(CUstream_st stream, long workspace, long workspaceBytes) {
+        cublasContext h = new cublasContext();
+        CudaCheck.cublas(cublasCreate_v2(h), "cublasCreate");
+        this.handle = h;
+        CudaCheck.cublas(cublasSetStream_v2(h, stream), "cublasSetStream");
+        CudaCheck.cublas(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+        if (workspace != 0) {
+            CudaCheck.cublas(cublasSetWorkspace_v2(h, new DevicePointer(workspace), workspaceBytes), "cublasSetWorkspace",
+                    workspaceBytes + " bytes");
+        }
+    }
+
+    /**
+     * {@code y[M, N] = x[M, K] · w[N, K]ᵀ}. {@code bf16} selects bf16 x and w (f32 accumulate),
+     * otherwise both are f32. Addresses are device pointers.
+     */
+    public void gemm(long x, long w, long y, int m, int n, int k, boolean bf16) {
+        int type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+        int err = cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, one,
+                new DevicePointer(w), type, k, new DevicePointer(x), type, k, zero,
+                new DevicePointer(y), CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        CudaCheck.cublas(err, "cublasGemmEx", "x [" + m + ", " + k + "]", "w [" + n + ", " + k + "]",
+                bf16 ? "bf16 x bf16 -> f32" : "f32 x f32 -> f32");
+    }
+
+    @Override
+    public void close() {
+        if (!closed) {
+            closed = true;
+            CudaCheck.cublas(cublasDestroy_v2(handle), "cublasDestroy");
+            one.deallocate();
+            zero.deallocate();
+        }
+    }
+}

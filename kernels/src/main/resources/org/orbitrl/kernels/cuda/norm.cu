@@ -1,0 +1,47 @@
+// Row-wise reductions: one block per row.
+
+// out[r, i] = w[i] * (x[r, i] / sqrt(mean(x[r]^2) + eps)); w f32 or bf16. In place allowed.
+extern "C" __global__ void rmsnorm_f32(const float* x, const void* w, int wBf16, float* out, int h, float eps) {
+    __shared__ float sh[32];
+    const float* xr = x + (i64) blockIdx.x * h;
+    float* yr = out + (i64) blockIdx.x * h;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < h; i += blockDim.x) {
+        float v = xr[i];
+        ss += v * v;
+    }
+    ss = block_sum(ss, sh);
+    float inv = 1.0f / sqrtf(ss / (float) h + eps);
+    for (int i = threadIdx.x; i < h; i += blockDim.x) {
+        float wi = wBf16 ? bf16_to_f32(((const u16*) w)[i]) : ((const float*) w)[i];
+        yr[i] = wi * (xr[i] * inv);
+    }
+}
+
+// Softmax over each row of n, in place.
+extern "C" __global__ void softmax_f32(float* x, int n) {
+    __shared__ float sh[32];
+    float* xr = x + (i64) blockIdx.x * n;
+    float m = -ORBIT_INF;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) m = fmaxf(m, xr[i]);
+    m = block_max(m, sh);
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) s += expf(xr[i] - m);
+    s = block_sum(s, sh);
+    float inv = 1.0f / s;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) xr[i] = expf(xr[i] - m) * inv;
+}
+
+// Log-softmax over each row of n, in place: x - (max + log(sum(exp(x - max)))).
+extern "C" __global__ void log_softmax_f32(float* x, int n) {
+    __shared__ float sh[32];
+    float* xr = x + (i64) blockIdx.x * n;
+    float m = -ORBIT_INF;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) m = fmaxf(m, xr[i]);
+    m = block_max(m, sh);
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) s += expf(xr[i] - m);
+    s = block_sum(s, sh);
+    float lse = m + logf(s);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) xr[i] = xr[i] - lse;
+}

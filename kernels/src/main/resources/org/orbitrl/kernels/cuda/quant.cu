@@ -1,0 +1,397 @@
+// Quantized weights [N, K], K a multiple of 32. Codes are 4-bit, two per byte, the even element in
+// the low nibble; a row holds K/2 bytes (the compressed-tensors int32 words [N, K/8] are the same
+// bytes). Layouts as the format classes of org.orbitrl.kernels.quant document them:
+//   FMT_INT4  int4-g32 / int4-g32-asym: w = (u - z) * scale[n, k/32], u the stored nibble, scales bf16;
+//             z = 8 when symmetric (zeros null), else the nibble at bits 4*(n%8) of zeros[n/8, k/32]
+//   FMT_MXFP4 mxfp4: w = e2m1(u) * 2^(scale[n, k/32] - 127), scales u8 (E8M0; 255 is NaN)
+//   FMT_NVFP4 nvfp4: w = e2m1(u) * (e4m3(scale[n, k/16]) / global), scales E4M3, global a divisor
+// Dot products are taken on the unscaled codes and multiplied by the scale once per group.
+
+#define FMT_INT4 0
+#define FMT_MXFP4 1
+#define FMT_NVFP4 2
+
+__device__ __forceinline__ float e2m1(u32 nib) {
+    u32 mag = nib & 7u;
+    float v = mag < 2u ? 0.5f * (float) mag : __uint_as_float(((mag >> 1) + 126u) << 23) * (1.0f + 0.5f * (float) (mag & 1u));
+    return (nib & 8u) ? -v : v;
+}
+
+__device__ __forceinline__ float e4m3(u32 b) {
+    u32 e = (b >> 3) & 15u;
+    u32 m = b & 7u;
+    float v;
+    if (e == 15u && m == 7u) {
+        v = __uint_as_float(0x7fc00000u);
+    } else if (e == 0u) {
+        v = (float) m * 0.001953125f; // m/8 * 2^-6
+    } else {
+        v = __uint_as_float((e + 120u) << 23) * (1.0f + 0.125f * (float) m);
+    }
+    return (b & 0x80u) ? -v : v;
+}
+
+__device__ __forceinline__ float e8m0(u32 e) {
+    if (e == 255u) return __uint_as_float(0x7fc00000u);
+    return e == 0u ? 5.877471754111438e-39f : __uint_as_float(e << 23); // 2^-127 is subnormal
+}
+
+template <int FMT>
+__device__ __forceinline__ float code_value(u32 nib, int zero) {
+    if (FMT == FMT_INT4) return (float) ((int) nib - zero);
+    return e2m1(nib);
+}
+
+// The stored zero nibble of group g of row n (INT4; 8 when symmetric).
+__device__ __forceinline__ int zero_nibble(const u32* zeros, i64 n, int g, int K) {
+    if (zeros == 0) return 8;
+    return (int) ((zeros[(n >> 3) * (K / 32) + g] >> (4 * (int) (n & 7))) & 15u);
+}
+
+// Unscaled values of one chunk: 32 codes from 16 bytes.
+template <int FMT>
+__device__ __forceinline__ void decode_chunk(uint4 c, int zero, float* w) {
+    u32 words[4] = {c.x, c.y, c.z, c.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            w[i * 8 + j] = code_value<FMT>((words[i] >> (4 * j)) & 15u, zero);
+        }
+    }
+}
+
+// Scales of the two 16-value halves of chunk (n, c).
+template <int FMT>
+__device__ __forceinline__ void chunk_scales(const void* scales, i64 n, int c, int K, float global, float& s0, float& s1) {
+    if (FMT == FMT_INT4) {
+        s0 = bf16_to_f32(((const u16*) scales)[n * (K / 32) + c]);
+        s1 = s0;
+    } else if (FMT == FMT_MXFP4) {
+        s0 = e8m0(((const u8*) scales)[n * (K / 32) + c]);
+        s1 = s0;
+    } else {
+        const u8* s = (const u8*) scales + n * (K / 16) + 2 * c;
+        s0 = e4m3(s[0]) / global;
+        s1 = e4m3(s[1]) / global;
+    }
+}
+
+// out [N, K] = dequantized w, f32 (outBf16 = 0) or bf16 (round to nearest even). One thread per chunk.
+template <int FMT>
+__device__ void dequant(const uint4* codes, const void* scales, const u32* zeros, float global, void* out, int outBf16,
+                        int N, int K) {
+    int chunks = K / 32;
+    i64 total = (i64) N * chunks;
+    GRID_STRIDE(idx, total) {
+        i64 n = idx / chunks;
+        int c = (int) (idx % chunks);
+        float w[32];
+        decode_chunk<FMT>(codes[idx], FMT == FMT_INT4 ? zero_nibble(zeros, n, c, K) : 0, w);
+        float s0, s1;
+        chunk_scales<FMT>(scales, n, c, K, global, s0, s1);
+#pragma unroll
+        for (int i = 0; i < 32; i++) w[i] *= i < 16 ? s0 : s1;
+        if (outBf16) {
+            uint4* o = (uint4*) ((u16*) out + idx * 32);
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                u32 p[4];
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    p[j] = (u32) f32_to_bf16_bits(w[i * 8 + 2 * j]) | ((u32) f32_to_bf16_bits(w[i * 8 + 2 * j + 1]) << 16);
+                }
+                uint4 u;
+                u.x = p[0];
+                u.y = p[1];
+                u.z = p[2];
+                u.w = p[3];
+                o[i] = u;
+            }
+        } else {
+            float4* o = (float4*) ((float*) out + idx * 32);
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                float4 f;
+                f.x = w[4 * i];
+                f.y = w[4 * i + 1];
+                f.z = w[4 * i + 2];
+                f.w = w[4 * i + 3];
+                o[i] = f;
+            }
+        }
+    }
+}
+
+extern "C" __global__ void dequant_int4(const uint4* codes, const void* scales, const u32* zeros, float global, void* out,
+                                      int outBf16, int N, int K) {
+    dequant<FMT_INT4>(codes, scales, zeros, global, out, outBf16, N, K);
+}
+extern "C" __global__ void dequant_mxfp4(const uint4* codes, const void* scales, const u32* zeros, float global, void* out,
+                                      int outBf16, int N, int K) {
+    dequant<FMT_MXFP4>(codes, scales, zeros, global, out, outBf16, N, K);
+}
+extern "C" __global__ void dequant_nvfp4(const uint4* codes, const void* scales, const u32* zeros, float global, void* out,
+                                      int outBf16, int N, int K) {
+    dequant<FMT_NVFP4>(codes, scales, zeros, global, out, outBf16, N, K);
+}
+
+// Fused dequantize-GEMV for few rows: y [M, N] = x [M, K] . w^T, M <= GEMV_MAXM, f32 accumulate.
+// One warp per output column n. A lane takes 8-value units (4 code bytes, one u32; a unit lies in
+// one scale group) at u = lane + 32 i: a warp reads 128 contiguous code bytes and 1 KiB of each x
+// row per step, and each lane issues GEMV_UNROLL code loads before it uses any. INT4 codes become
+// floats without integer conversion: the bits 0x4B000000 | u are the float 2^23 + u, so
+// u - z = that float - (2^23 + z), exactly. x rows are small and stay in L1/L2. The weight is
+// never written out in full precision.
+#define GEMV_MAXM 8
+#define GEMV_UNROLL 4
+
+template <int FMT>
+__device__ __forceinline__ void decode_unit(u32 q, int zero, float* w) {
+    if (FMT == FMT_INT4) {
+        float base = 8388608.0f + (float) zero;
+#pragma unroll
+        for (int j = 0; j < 8; j++) w[j] = __uint_as_float(0x4B000000u | ((q >> (4 * j)) & 15u)) - base;
+    } else {
+#pragma unroll
+        for (int j = 0; j < 8; j++) w[j] = e2m1((q >> (4 * j)) & 15u);
+    }
+}
+
+template <int FMT>
+__device__ __forceinline__ float unit_scale(const void* scales, i64 n, int u, int K, float global) {
+    if (FMT == FMT_INT4) return bf16_to_f32(((const u16*) scales)[n * (K / 32) + u / 4]);
+    if (FMT == FMT_MXFP4) return e8m0(((const u8*) scales)[n * (K / 32) + u / 4]);
+    return e4m3(((const u8*) scales)[n * (K / 16) + u / 2]) / global;
+}
+
+// Row n of the weight (global row index: experts stacked as [E * N, K] use e * N + n) times M rows of
+// x (x row m at x + m * xStride); returns the M dot products in lane 0's acc.
+template <int FMT>
+__device__ __forceinline__ void gemv_row(const float* __restrict__ x, i64 xStride, const u32* __restrict__ codes,
+                                         const void* __restrict__ scales, const u32* __restrict__ zeros, float global,
+                                         i64 n, int M, int K, int lane, float* acc) {
+    int units = K / 8;
+    const u32* row = codes + n * units;
+#pragma unroll
+    for (int m = 0; m < GEMV_MAXM; m++) acc[m] = 0.0f;
+    for (int base = 0; base < units; base += 32 * GEMV_UNROLL) {
+        u32 q[GEMV_UNROLL];
+        float sc[GEMV_UNROLL];
+        int zp[GEMV_UNROLL];
+#pragma unroll
+        for (int i = 0; i < GEMV_UNROLL; i++) {
+            int u = base + lane + 32 * i;
+            q[i] = u < units ? row[u] : 0u;
+            sc[i] = u < units ? unit_scale<FMT>(scales, n, u, K, global) : 0.0f;
+            zp[i] = FMT == FMT_INT4 && u < units ? zero_nibble(zeros, n, u / 4, K) : 8;
+        }
+#pragma unroll
+        for (int i = 0; i < GEMV_UNROLL; i++) {
+            int u = base + lane + 32 * i;
+            if (u < units) {
+                float w[8];
+                decode_unit<FMT>(q[i], zp[i], w);
+#pragma unroll
+                for (int m = 0; m < GEMV_MAXM; m++) {
+                    if (m < M) {
+                        const float4* xr = (const float4*) (x + m * xStride + (i64) u * 8);
+                        float4 a = xr[0];
+                        float4 b = xr[1];
+                        float d = w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w
+                                + w[4] * b.x + w[5] * b.y + w[6] * b.z + w[7] * b.w;
+                        acc[m] += d * sc[i];
+                    }
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < GEMV_MAXM; m++) {
+        if (m < M) acc[m] = warp_sum(acc[m]);
+    }
+}
+
+// The single-row case of matmulQuantized (decode at batch 1): a lane takes 16-value
+// units (8 code bytes, one uint2) at u = lane + 32 i, so a warp reads 256 contiguous bytes per load,
+// and each lane issues GEMV1_UNROLL code loads before it uses any (x, 4·K bytes, is read from L1).
+#define GEMV1_UNROLL 4
+
+template <int FMT>
+__device__ __forceinline__ float unit16_scale(const void* scales, i64 n, int u, int K, float global) {
+    if (FMT == FMT_INT4) return bf16_to_f32(((const u16*) scales)[n * (K / 32) + u / 2]);
+    if (FMT == FMT_MXFP4) return e8m0(((const u8*) scales)[n * (K / 32) + u / 2]);
+    return e4m3(((const u8*) scales)[n * (K / 16) + u]) / global;
+}
+
+template <int FMT>
+__device__ __forceinline__ float gemv_row1(const float* __restrict__ x, const uint2* __restrict__ codes,
+                                           const void* __restrict__ scales, const u32* __restrict__ zeros, float global,
+                                           i64 n, int K, int lane) {
+    int units = K / 16;
+    const uint2* row = codes + n * units;
+    const float4* x4 = (const float4*) x;
+    float acc = 0.0f;
+    for (int base = 0; base < units; base += 32 * GEMV1_UNROLL) {
+        uint2 q[GEMV1_UNROLL];
+        float sc[GEMV1_UNROLL];
+        int zp[GEMV1_UNROLL];
+#pragma unroll
+        for (int i = 0; i < GEMV1_UNROLL; i++) {
+            int u = base + lane + 32 * i;
+            if (u < units) {
+                q[i] = row[u];
+                sc[i] = unit16_scale<FMT>(scales, n, u, K, global);
+                zp[i] = FMT == FMT_INT4 ? zero_nibble(zeros, n, u / 2, K) : 8;
+            } else {
+                q[i].x = 0u;
+                q[i].y = 0u;
+                sc[i] = 0.0f;
+                zp[i] = 8;
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < GEMV1_UNROLL; i++) {
+            int u = base + lane + 32 * i;
+            if (u < units) {
+                float w[16];
+                decode_unit<FMT>(q[i].x, zp[i], w);
+                decode_unit<FMT>(q[i].y, zp[i], w + 8);
+                float d = 0.0f;
+#pragma unroll
+                for (int v = 0; v < 4; v++) {
+                    float4 a = x4[(i64) u * 4 + v];
+                    d += w[4 * v] * a.x + w[4 * v + 1] * a.y + w[4 * v + 2] * a.z + w[4 * v + 3] * a.w;
+                }
+                acc += d * sc[i];
+            }
+        }
+    }
+    return warp_sum(acc);
+}
+
+template <int FMT>
+__device__ void gemv1_q(const float* x, const uint2* codes, const void* scales, const u32* zeros, float global, float* y,
+                        int N, int K) {
+    int n = (int) (((i64) blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+    int lane = threadIdx.x & 31;
+    if (n >= N) return;
+    float r = gemv_row1<FMT>(x, codes, scales, zeros, global, n, K, lane);
+    if (lane == 0) y[n] = r;
+}
+
+template <int FMT>
+__device__ void gemv_q(const float* x, const u32* codes, const void* scales, const u32* zeros, float global, float* y,
+                       int M, int N, int K) {
+    int n = (int) (((i64) blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+    int lane = threadIdx.x & 31;
+    if (n >= N) return;
+    float acc[GEMV_MAXM];
+    gemv_row<FMT>(x, K, codes, scales, zeros, global, n, M, K, lane, acc);
+    if (lane == 0) {
+#pragma unroll
+        for (int m = 0; m < GEMV_MAXM; m++) {
+            if (m < M) y[(i64) m * N + n] = acc[m];
+        }
+    }
+}
+
+// Mixture-of-experts decode: P = tokens * topk (token, expert) pairs, blockIdx.y the pair. The experts'
+// weights are stacked as one [E * N, K] matrix; pair p uses expert ids[p] (i32). x is [tokens, K]
+// (xPerPair = 0: a token's experts share its row, the gate/up projections) or [P, K] (xPerPair = 1:
+// the down projection). y [P, N]. One launch for every active expert of a layer.
+template <int FMT>
+__device__ void moe_gemv_q(const float* x, int xPerPair, int topk, const int* ids, const u32* codes, const void* scales,
+                           const u32* zeros, float global, float* y, int N, int K, int E, int* err) {
+    int n = (int) (((i64) blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+    int lane = threadIdx.x & 31;
+    int p = blockIdx.y;
+    if (n >= N) return;
+    int e = ids[p];
+    if (e < 0 || e >= E) {
+        if (n == 0 && lane == 0) report_error(err, ERR_EXPERT_OUT_OF_RANGE, e, p);
+        return;
+    }
+    const float* xr = x + (i64) (xPerPair ? p : p / topk) * K;
+    float acc[GEMV_MAXM];
+    gemv_row<FMT>(xr, K, codes, scales, zeros, global, (i64) e * N + n, 1, K, lane, acc);
+    if (lane == 0) y[(i64) p * N + n] = acc[0];
+}
+
+#define QUANT_KERNELS(NAME, FMT)                                                                                       \
+    extern "C" __global__ void gemv_##NAME(const float* x, const u32* codes, const void* scales, const u32* zeros,    \
+                                           float global, float* y, int M, int N, int K) {                            \
+        gemv_q<FMT>(x, codes, scales, zeros, global, y, M, N, K);                                                      \
+    }                                                                                                                  \
+    extern "C" __global__ void gemv1_##NAME(const float* x, const uint2* codes, const void* scales, const u32* zeros,  \
+                                            float global, float* y, int N, int K) {                                   \
+        gemv1_q<FMT>(x, codes, scales, zeros, global, y, N, K);                                                        \
+    }                                                                                                                  \
+    extern "C" __global__ void moe_gemv_##NAME(const float* x, int xPerPair, int topk, const int* ids,                \
+                                               const u32* codes, const void* scales, const u32* zeros, float global,  \
+                                               float* y, int N, int K, int E, int* err) {                             \
+        moe_gemv_q<FMT>(x, xPerPair, topk, ids, codes, scales, zeros, global, y, N, K, E, err);                        \
+    }
+
+QUANT_KERNELS(int4, FMT_INT4)
+QUANT_KERNELS(mxfp4, FMT_MXFP4)
+QUANT_KERNELS(nvfp4, FMT_NVFP4)
+
+#define GEMV_BF16_UNROLL 4
+
+extern "C" __global__ void gemv_bf16(const float* __restrict__ x, const uint4* __restrict__ w, float* __restrict__ y,
+                                     int M, int N, int K) {
+    int n = (int) (((i64) blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+    int lane = threadIdx.x & 31;
+    if (n >= N) return;
+    int units = K / 8;
+    const uint4* row = w + (i64) n * units;
+    float acc[GEMV_MAXM];
+#pragma unroll
+    for (int m = 0; m < GEMV_MAXM; m++) acc[m] = 0.0f;
+    for (int base = 0; base < units; base += 32 * GEMV_BF16_UNROLL) {
+        uint4 q[GEMV_BF16_UNROLL];
+#pragma unroll
+        for (int i = 0; i < GEMV_BF16_UNROLL; i++) {
+            int u = base + lane + 32 * i;
+            if (u < units) {
+                q[i] = row[u];
+            } else {
+                q[i].x = 0u;
+                q[i].y = 0u;
+                q[i].z = 0u;
+                q[i].w = 0u;
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < GEMV_BF16_UNROLL; i++) {
+            int u = base + lane + 32 * i;
+            if (u < units) {
+                u32 words[4] = {q[i].x, q[i].y, q[i].z, q[i].w};
+                float wv[8];
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    wv[2 * j] = __uint_as_float(words[j] << 16);
+                    wv[2 * j + 1] = __uint_as_float(words[j] & 0xffff0000u);
+                }
+#pragma unroll
+                for (int m = 0; m < GEMV_MAXM; m++) {
+                    if (m < M) {
+                        const float4* xr = (const float4*) (x + (i64) m * K + (i64) u * 8);
+                        float4 a = xr[0];
+                        float4 b = xr[1];
+                        acc[m] += wv[0] * a.x + wv[1] * a.y + wv[2] * a.z + wv[3] * a.w
+                                + wv[4] * b.x + wv[5] * b.y + wv[6] * b.z + wv[7] * b.w;
+                    }
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < GEMV_MAXM; m++) {
+        if (m < M) {
+            float s = warp_sum(acc[m]);
+            if (lane == 0) y[(i64) m * N + n] = s;
+        }
+    }
+}

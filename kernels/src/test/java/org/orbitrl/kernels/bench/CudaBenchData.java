@@ -1,0 +1,53 @@
+package org.orbitrl.kernels.bench;
+
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.quant.Int4G32;
+import org.orbitrl.kernels.quant.Mxfp4;
+import org.orbitrl.kernels.quant.QuantizedTensor;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.SplittableRandom;
+
+/**
+ * Random quantized matrices for the GPU benchmarks, in the real formats' layouts, made from random
+ * codes and scales directly (quantizing 8192² weights on the host would dominate the run).
+ */
+final class CudaBenchData {
+    private CudaBenchData() {
+    }
+
+    private static Tensor randomBytes(SplittableRandom r, DType dt, long... shape) {
+        Tensor t = Tensor.allocate(Arena.ofAuto(), dt, shape);
+        MemorySegment s = t.segment();
+        for (long i = 0; i < t.byteSize(); i++) {
+            s.set(ValueLayout.JAVA_BYTE, i, (byte) r.nextInt(256));
+        }
+        return t;
+    }
+
+    /** int4-g32 [n, k]: random codes, bf16 scales in [0.002, 0.05). */
+    static QuantizedTensor randomInt4(SplittableRandom r, int n, int k) {
+        Tensor codes = randomBytes(r, DType.I32, n, k / 8);
+        Tensor scales = Tensor.allocate(Arena.ofAuto(), DType.BF16, n, k / 32);
+        for (int i = 0; i < n; i++) {
+            for (int g = 0; g < k / 32; g++) {
+                scales.setFloat((float) (0.002 + 0.048 * r.nextDouble()), i, g);
+            }
+        }
+        return new QuantizedTensor(Int4G32.INSTANCE, n, k, codes, scales);
+    }
+
+    /** mxfp4 [n, k]: random E2M1 codes, E8M0 scales 2^-7 .. 2^-2. */
+    static QuantizedTensor randomMxfp4(SplittableRandom r, int n, int k) {
+        Tensor codes = randomBytes(r, DType.U8, n, k / 2);
+        Tensor scales = Tensor.allocate(Arena.ofAuto(), DType.U8, n, k / 32);
+        MemorySegment s = scales.segment();
+        for (long i = 0; i < (long) n * k / 32; i++) {
+            s.set(ValueLayout.JAVA_BYTE, i, (byte) (120 + r.nextInt(6)));
+        }
+        return new QuantizedTensor(Mxfp4.INSTANCE, n, k, codes, scales);
+    }
+}

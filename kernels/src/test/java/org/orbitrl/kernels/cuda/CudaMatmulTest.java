@@ -1,0 +1,76 @@
+package org.orbitrl.kernels.cuda;
+
+import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.Tensor;
+
+import java.lang.foreign.Arena;
+import java.util.SplittableRandom;
+
+/**
+ * Dense {@code y = x·wᵀ} against the scalar backend, over ragged shapes on both sides of the
+ * GEMV/cuBLAS switch (8 rows). Tolerances are per output element, scaled by
+ * {@code S = Σ|x·w|} (the size of the rounding error of a dot product):
+ * <ul>
+ *   <li>f32 weights, and bf16 weights with ≤ 8 rows (f32 arithmetic, different summation order):
+ *       |err| ≤ 1e-6 + 1e-5·S.</li>
+ *   <li>bf16 weights with > 8 rows (x rounded to bf16 by design): checked exactly that way, against
+ *       the reference fed with x rounded to bf16, |err| ≤ 1e-6 + 1e-5·S.</li>
+ * </ul>
+ */
+class CudaMatmulTest extends CudaTestBase {
+    private static final int[][] MNK = {
+            {1, 1, 8}, {1, 17, 40}, {3, 64, 128}, {8, 96, 256}, {9, 96, 256}, {33, 70, 136},
+            {64, 256, 512}, {1, 512, 2048}, {130, 33, 1032}, {2, 3, 5}, {17, 5, 3}};
+
+    @Test
+    void f32Weights() {
+        SplittableRandom r = rng(31);
+        for (int[] s : MNK) {
+            check(r, s[0], s[1], s[2], DType.F32);
+        }
+    }
+
+    @Test
+    void bf16Weights() {
+        SplittableRandom r = rng(32);
+        for (int[] s : MNK) {
+            check(r, s[0], s[1], s[2], DType.BF16);
+        }
+    }
+
+    private void check(SplittableRandom r, int m, int n, int k, DType wt) {
+        Tensor x = randn(r, 1f, m, k);
+        Tensor w = randn(r, 0.5f, n, k).to(wt);
+        boolean roundsX = wt == DType.BF16 && !(m <= CudaMatmulOps.GEMV_MAX_ROWS && k % 8 == 0);
+        Tensor xRef = roundsX ? Tensor.of(bf16Round(x.toFloatArray()), m, k) : x;
+        Tensor ref = Tensor.allocate(Arena.ofAuto(), DType.F32, m, n);
+        cpu.matmul(xRef, w, ref);
+        Tensor y = poisoned(DType.F32, m, n);
+        gpu.matmul(dev(x), dev(w), y);
+        double[] s = absDot(xRef.toFloatArray(), w.toFloatArray(), m, n, k);
+        double[] tol = new double[s.length];
+        for (int i = 0; i < s.length; i++) {
+            tol[i] = 1e-6 + 1e-5 * s[i];
+        }
+        assertWithin("matmul " + wt + " m=" + m + " n=" + n + " k=" + k + (roundsX ? " (x as bf16)" : ""),
+                ref.toFloatArray(), gpu.toHost(y).toFloatArray(), tol);
+    }
+
+    @Test
+    void leadingDimensionsAreRows() {
+        SplittableRandom r = rng(33);
+        Tensor x = randn(r, 1f, 2, 3, 64); // 6 rows
+        Tensor w = randn(r, 1f, 40, 64).to(DType.BF16);
+        Tensor ref = Tensor.allocate(Arena.ofAuto(), DType.F32, 2, 3, 40);
+        cpu.matmul(x, w, ref);
+        Tensor y = poisoned(DType.F32, 2, 3, 40);
+        gpu.matmul(dev(x), dev(w), y);
+        double[] s = absDot(x.toFloatArray(), w.toFloatArray(), 6, 40, 64);
+        double[] tol = new double[s.length];
+        for (int i = 0; i < s.length; i++) {
+            tol[i] = 1e-6 + 1e-5 * s[i];
+        }
+        assertWithin("matmul [2, 3, 64] x [40, 64]", ref.toFloatArray(), gpu.toHost(y).toFloatArray(), tol);
+    }
+}

@@ -1,0 +1,67 @@
+package org.orbitrl.kernels.cuda;
+
+import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.Tensor;
+
+import java.lang.foreign.Arena;
+import java.util.SplittableRandom;
+
+/**
+ * RMSNorm (f32 and bf16 weight, in place), softmax and log-softmax against the scalar backend,
+ * over short, ragged and vocabulary-sized rows. The device reduces in a tree and the reference
+ * sequentially in f32, so results differ by the rounding of the sums, which grows with the row:
+ * RMSNorm |err| ≤ 1e-7 + 2e-5·|ref|; softmax |err| ≤ 1e-7 + 1e-5·|ref| up to 8192 columns and
+ * 1e-7 + 1e-4·|ref| for the 151937-column row (the reference's own sequential f32 sum is off by
+ * about √n·2⁻²⁴ ≈ 2e-5 there); log-softmax (double sum in the reference) |err| ≤ 2e-5 absolute,
+ * its values being offsets of magnitude up to ~25.
+ */
+class CudaNormTest extends CudaTestBase {
+    private static final int[][] ROWS_BY_WIDTH = {{1, 1}, {3, 7}, {5, 128}, {17, 1000}, {2, 4099}, {4, 8192}, {3, 20000}};
+
+    @Test
+    void rmsNormF32AndBf16Weight() {
+        SplittableRandom r = rng(21);
+        for (int[] rh : ROWS_BY_WIDTH) {
+            int rows = rh[0];
+            int h = rh[1];
+            Tensor x = randn(r, 4f, rows, h);
+            for (DType wt : new DType[]{DType.F32, DType.BF16}) {
+                Tensor w = randn(r, 1.5f, h).to(wt);
+                Tensor ref = Tensor.allocate(Arena.ofAuto(), DType.F32, rows, h);
+                cpu.rmsNorm(x, w, 1e-6f, ref);
+                Tensor out = poisoned(DType.F32, rows, h);
+                gpu.rmsNorm(dev(x), dev(w), 1e-6f, out);
+                assertClose("rmsNorm " + wt + " [" + rows + ", " + h + "]", ref.toFloatArray(), gpu.toHost(out).toFloatArray(), 1e-7, 2e-5);
+            }
+        }
+        Tensor x = randn(r, 1f, 9, 513);
+        Tensor w = randn(r, 1f, 513);
+        Tensor ref = Tensor.allocate(Arena.ofAuto(), DType.F32, 9, 513);
+        cpu.rmsNorm(x, w, 1e-5f, ref);
+        Tensor dx = dev(x);
+        gpu.rmsNorm(dx, dev(w), 1e-5f, dx);
+        assertClose("rmsNorm in place", ref.toFloatArray(), gpu.toHost(dx).toFloatArray(), 1e-7, 2e-5);
+    }
+
+    @Test
+    void softmaxAndLogSoftmax() {
+        SplittableRandom r = rng(22);
+        int[][] shapes = {{1, 1}, {3, 5}, {7, 1000}, {4, 4097}, {2, 151_937}};
+        for (int[] s : shapes) {
+            Tensor x = randn(r, 12f, s[0], s[1]);
+            Tensor ref = x.to(DType.F32);
+            cpu.softmax(ref);
+            Tensor dx = dev(x);
+            gpu.softmax(dx);
+            assertClose("softmax [" + s[0] + ", " + s[1] + "]", ref.toFloatArray(), gpu.toHost(dx).toFloatArray(), 1e-7,
+                    s[1] <= 8192 ? 1e-5 : 1e-4);
+
+            Tensor lref = x.to(DType.F32);
+            cpu.logSoftmax(lref);
+            Tensor dl = dev(x);
+            gpu.logSoftmax(dl);
+            assertClose("logSoftmax [" + s[0] + ", " + s[1] + "]", lref.toFloatArray(), gpu.toHost(dl).toFloatArray(), 2e-5, 0);
+        }
+    }
+}

@@ -1,0 +1,24 @@
+package org.orbitrl.model.arch;
+
+import org.orbitrl.kernels.Tensor;
+
+import java.util.List;
+
+/** A model that can be trained through its adapter: a training forward that keeps a tape, and backward. */
+public interface Trainable extends CausalLM {
+
+    /** What a training forward keeps for backward. */
+    interface Tape {
+        /** Logits [total tokens, vocab] of the sequences, in order. */
+        Tensor logits();
+    }
+
+    /**
+     * Forward over whole sequences (no cached past), keeping what backward needs; with
+     * {@code recompute}, only layer inputs are kept and backward recomputes the rest.
+     */
+    Tape forwardTrain(List<int[]> sequences, boolean recompute);
+
+    /** Adapter gradients (accumulated) and nothing else, from d loss / d logits [total tokens, vocab]. */
+    void backward(Tape tape, Tensor dLogits);
+}

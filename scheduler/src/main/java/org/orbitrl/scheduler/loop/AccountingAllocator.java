@@ -1,0 +1,52 @@
+package org.orbitrl.scheduler.loop;
+
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
+
+import java.lang.foreign.Arena;
+import java.lang.ref.Cleaner;
+import java.util.EnumMap;
+import java.util.Map;
+import java.util.concurrent.atomic.AtomicLongArray;
+
+/**
+ * Host allocations with live and peak bytes by category. Each tensor's memory belongs to an
+ * automatic arena and is freed by the garbage collector once unreachable; a cleaner subtracts it
+ * from the live count then, so "live" lags frees by up to one collection.
+ */
+public final class AccountingAllocator implements TensorAllocator {
+    private static final Cleaner CLEANER = Cleaner.create();
+    private static final MemoryCategory[] CATS = MemoryCategory.values();
+
+    private final AtomicLongArray live = new AtomicLongArray(CATS.length);
+    private final AtomicLongArray peak = new AtomicLongArray(CATS.length);
+
+    @Override
+    public Tensor allocate(MemoryCategory category, DType dtype, long... shape) {
+        Tensor t = Tensor.allocate(Arena.ofAuto(), dtype, shape);
+        long bytes = t.byteSize();
+        int c = category.ordinal();
+        long now = live.addAndGet(c, bytes);
+        peak.accumulateAndGet(c, now, Math::max);
+        CLEANER.register(t.segment(), () -> live.addAndGet(c, -bytes));
+        return t;
+    }
+
+    public Map<MemoryCategory, Long> live() {
+        Map<MemoryCategory, Long> m = new EnumMap<>(MemoryCategory.class);
+        for (MemoryCategory c : CATS) {
+            m.put(c, live.get(c.ordinal()));
+        }
+        return m;
+    }
+
+    public Map<MemoryCategory, Long> peak() {
+        Map<MemoryCategory, Long> m = new EnumMap<>(MemoryCategory.class);
+        for (MemoryCategory c : CATS) {
+            m.put(c, peak.get(c.ordinal()));
+        }
+        return m;
+    }
+}

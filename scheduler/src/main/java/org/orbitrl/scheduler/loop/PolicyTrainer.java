@@ -1,0 +1,246 @@
+package org.orbitrl.scheduler.loop;
+
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.model.adapter.Adapter;
+import org.orbitrl.model.arch.Trainable;
+import org.orbitrl.scheduler.log.SampleRecord;
+import org.orbitrl.scheduler.rl.AdamW;
+import org.orbitrl.scheduler.rl.AdvantageEstimator;
+import org.orbitrl.scheduler.rl.Groups;
+import org.orbitrl.scheduler.rl.LossNormalisation;
+import org.orbitrl.scheduler.rl.LossResult;
+import org.orbitrl.scheduler.rl.MismatchCorrection;
+import org.orbitrl.scheduler.rl.Normaliser;
+import org.orbitrl.scheduler.rl.PolicyBatch;
+import org.orbitrl.scheduler.rl.StepResult;
+import org.orbitrl.scheduler.rl.TrainingLoss;
+import org.orbitrl.scheduler.rl.TruncatedImportanceSampling;
+
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * The trainer's half of a step: from logged samples to one optimizer step on the adapter.
+ * Advantages per group; log-probs of every response token recomputed in training prefills with
+ * the same base and kernels as rollout (the gap to rollout's is measured); the loss (policy term,
+ * truncated importance sampling of train/rollout mismatch, KL to the base with the adapter off);
+ * backward to adapter gradients, accumulated over micro-batches with one normaliser for the whole
+ * batch; one AdamW step (skipped, and reported, on a non-finite loss or gradient).
+ */
+final class PolicyTrainer {
+
+    /** What one training step measured. */
+    record Outcome(double loss, double gapMean, double gapMax, long gapExact, long tokens, double gradNorm, double lr,
+                   double klMean, double clipFraction, boolean skipped, String skipReason) {
+    }
+
+    private final Trainable model;
+    private final Adapter adapter;
+    private final AdamW optimizer;
+    private final AdvantageEstimator advantages;
+    private final TrainingLoss loss;
+    private final LossNormalisation normalisation;
+    private final double fixedConstant;
+    private final double tisCap;
+    private final boolean needReference;
+    private final int microBatch;
+    private final boolean recompute;
+    private float temperature;
+
+    PolicyTrainer(Trainable model, Adapter adapter, AdamW optimizer, AdvantageEstimator advantages, TrainingLoss loss,
+                  LossNormalisation normalisation, double fixedConstant, double tisCap, int microBatch, boolean recompute,
+                  float temperature) {
+        this.model = model;
+        this.adapter = adapter;
+        this.optimizer = optimizer;
+        this.advantages = advantages;
+        this.loss = loss;
+        this.normalisation = normalisation;
+        this.fixedConstant = fixedConstant;
+        this.tisCap = tisCap;
+        this.needReference = loss.kl() != null && loss.kl().coefficient() > 0;
+        this.microBatch = microBatch;
+        this.recompute = recompute;
+        this.temperature = temperature;
+    }
+
+    void setTemperature(float t) {
+        this.temperature = t;
+    }
+
+    AdamW optimizer() {
+        return optimizer;
+    }
+
+    /** One optimizer step on these samples (whole groups). */
+    Outcome train(List<SampleRecord> samples, int groupSize) {
+        int n = samples.size();
+        int width = 1;
+        for (SampleRecord s : samples) {
+            width = Math.max(width, s.responseLength());
+        }
+        // advantages: explicit groups, a ragged group is an error
+        long[] groupIds = new long[n];
+        float[] rewards = new float[n];
+        for (int i = 0; i < n; i++) {
+            groupIds[i] = samples.get(i).groupId();
+            rewards[i] = (float) samples.get(i).reward();
+        }
+        float[] seqAdv = advantages.compute(rewards, Groups.ofSize(groupIds, groupSize));
+        float[] mask = new float[n * width];       // [sequences, width]
+        float[] rollout = new float[n * width];
+        float[] adv = new float[n * width];
+        for (int i = 0; i < n; i++) {
+            SampleRecord s = samples.get(i);
+            for (int t = 0; t < s.responseLength(); t++) {
+                mask[i * width + t] = s.inLoss(t) ? 1f : 0f;
+                rollout[i * width + t] = s.rolloutLogprob(t);
+                adv[i * width + t] = seqAdv[i];
+            }
+        }
+        PolicyBatch shape = PolicyBatch.of(n, width, rollout, rollout, adv, mask);
+        Normaliser norm = Normaliser.over(normalisation, fixedConstant, shape);
+
+        adapter.zeroGrad();
+        double lossSum = 0;
+        double gapSum = 0;
+        double gapMax = 0;
+        long gapExact = 0;
+        long tokens = 0;
+        double klSum = 0;
+        double clipped = 0;
+        for (int from = 0; from < n; from += microBatch) {
+            int to = Math.min(n, from + microBatch);
+            List<SampleRecord> mb = samples.subList(from, to);
+            float[] ref = needReference ? referenceLogprobs(mb, width) : null;
+            List<int[]> seqs = new ArrayList<>();
+            for (SampleRecord s : mb) {
+                seqs.add(concat(s.promptTokens(), s.responseTokens()));
+            }
+            Trainable.Tape tape = model.forwardTrain(seqs, recompute);                 // training prefill, same kernels
+            float[] logits = tape.logits().toFloatArray();                            // [tokens, vocab]
+            int v = model.vocabSize();
+            int rows = mb.size();
+            float[] logp = new float[rows * width];
+            int[] rowOf = new int[rows * width];
+            int base = 0;
+            for (int i = 0; i < rows; i++) {
+                SampleRecord s = mb.get(i);
+                int p = s.promptTokens().length;
+                for (int t = 0; t < s.responseLength(); t++) {
+                    int r = base + p + t - 1;                                          // row predicting response token t
+                    rowOf[i * width + t] = r;
+                    logp[i * width + t] = org.orbitrl.model.nn.LogProbs.of(logits, r * v, v, s.responseToken(t), temperature);
+                    if (s.inLoss(t)) {
+                        double d = Math.abs(logp[i * width + t] - s.rolloutLogprob(t));   // train/rollout gap
+                        gapSum += d;
+                        gapMax = Math.max(gapMax, d);
+                        gapExact += d == 0 ? 1 : 0;
+                        tokens++;
+                    }
+                }
+                base += p + s.responseLength();
+            }
+            float[] mbMask = java.util.Arrays.copyOfRange(mask, from * width, to * width);
+            float[] mbRollout = java.util.Arrays.copyOfRange(rollout, from * width, to * width);
+            float[] mbAdv = java.util.Arrays.copyOfRange(adv, from * width, to * width);
+            PolicyBatch b = PolicyBatch.of(rows, width, logp, logp.clone(), mbAdv, mbMask);   // one update: old = current
+            if (tisCap > 0) {
+                MismatchCorrection c = new TruncatedImportanceSampling(tisCap, org.orbitrl.scheduler.rl.MismatchLevel.TOKEN)
+                        .apply(logp, mbRollout, mbMask, rows, width);
+                b = b.withCorrection(c);
+            }
+            if (ref != null) {
+                b = b.withRefLogp(ref);
+            }
+            LossResult lr = loss.compute(b, norm);
+            lossSum += lr.loss();
+            klSum += lr.stats().klSum();
+            clipped += lr.stats().clippedLow() + lr.stats().clippedHigh();
+            Tensor dLogits = logitGradient(logits, v, lr.grad(), rowOf, mb, width);
+            model.backward(tape, dLogits);                                             // adapter gradients only
+        }
+        List<Tensor> grads = new ArrayList<>();
+        for (Adapter.Param p : adapter.params()) {
+            grads.add(p.grad());
+        }
+        StepResult r = optimizer.step(lossSum, grads);
+        double gapMean = tokens == 0 ? 0 : gapSum / tokens;
+        if (r instanceof StepResult.Applied a) {
+            return new Outcome(lossSum, gapMean, gapMax, gapExact, tokens, a.gradNorm(), a.learningRate(), klSum,
+                    tokens == 0 ? 0 : clipped / tokens, false, null);
+        }
+        StepResult.Skipped s = (StepResult.Skipped) r;
+        return new Outcome(lossSum, gapMean, gapMax, gapExact, tokens, Double.NaN, Double.NaN, klSum, 0, true,
+                String.valueOf(s.offender()));
+    }
+
+    /** Log-probs of the response tokens under the base alone (the adapter switched off): the KL reference. */
+    private float[] referenceLogprobs(List<SampleRecord> mb, int width) {
+        List<org.orbitrl.model.arch.CausalLM.Segment> segs = new ArrayList<>();
+        for (SampleRecord s : mb) {
+            segs.add(new org.orbitrl.model.arch.CausalLM.Segment(concat(s.promptTokens(), s.responseTokens()), null));
+        }
+        adapter.setEnabled(false);
+        float[] logits;
+        try {
+            logits = model.forward(segs).toFloatArray();
+        } finally {
+            adapter.setEnabled(true);
+        }
+        int v = model.vocabSize();
+        float[] ref = new float[mb.size() * width];
+        int base = 0;
+        for (int i = 0; i < mb.size(); i++) {
+            SampleRecord s = mb.get(i);
+            int p = s.promptTokens().length;
+            for (int t = 0; t < s.responseLength(); t++) {
+                ref[i * width + t] = org.orbitrl.model.nn.LogProbs.of(logits, (base + p + t - 1) * v, v, s.responseToken(t), temperature);
+            }
+            base += p + s.responseLength();
+        }
+        return ref;
+    }
+
+    /**
+     * d loss / d logits from d loss / d logp: for a token y predicted from row z at temperature T,
+     * d logp / d z_k = (1[k = y] − softmax(z/T)_k) / T.
+     */
+    private Tensor logitGradient(float[] logits, int v, float[] dLogp, int[] rowOf, List<SampleRecord> mb, int width) {
+        int rows = logits.length / v;
+        float[] d = new float[logits.length];
+        float t = temperature == 0 ? 1f : temperature;
+        for (int i = 0; i < mb.size(); i++) {
+            SampleRecord s = mb.get(i);
+            for (int j = 0; j < s.responseLength(); j++) {
+                float g = dLogp[i * width + j];
+                if (g == 0f) {
+                    continue;
+                }
+                int o = rowOf[i * width + j] * v;
+                float max = Float.NEGATIVE_INFINITY;
+                for (int k = 0; k < v; k++) {
+                    max = Math.max(max, logits[o + k]);
+                }
+                double sum = 0;
+                for (int k = 0; k < v; k++) {
+                    sum += Math.exp((logits[o + k] - max) / t);
+                }
+                for (int k = 0; k < v; k++) {
+                    double p = Math.exp((logits[o + k] - max) / t) / sum;
+                    d[o + k] += (float) (-g * p / t);
+                }
+                d[o + s.responseToken(j)] += g / t;
+            }
+        }
+        return Tensor.of(d, rows, v);
+    }
+
+    static int[] concat(int[] a, int[] b) {
+        int[] out = new int[a.length + b.length];
+        System.arraycopy(a, 0, out, 0, a.length);
+        System.arraycopy(b, 0, out, a.length, b.length);
+        return out;
+    }
+}

@@ -1,0 +1,449 @@
+package org.orbitrl.scheduler.loop;
+
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cpu.CpuBackend;
+import org.orbitrl.model.BaseFormat;
+import org.orbitrl.model.LoadedModel;
+import org.orbitrl.model.adapter.Adapter;
+import org.orbitrl.model.adapter.AdapterConfig;
+import org.orbitrl.model.adapter.AdapterSlots;
+import org.orbitrl.model.arch.CausalLM;
+import org.orbitrl.model.arch.Trainable;
+import org.orbitrl.model.checkpoint.Checkpoint;
+import org.orbitrl.model.checkpoint.SafetensorsWriter;
+import org.orbitrl.model.nn.AdapterTargets;
+import org.orbitrl.scheduler.job.DeviceMemory;
+import org.orbitrl.scheduler.job.EvalResult;
+import org.orbitrl.scheduler.job.JobContext;
+import org.orbitrl.scheduler.job.JobException;
+import org.orbitrl.scheduler.job.JobPlan;
+import org.orbitrl.scheduler.job.JobRunner;
+import org.orbitrl.scheduler.job.JobSpec;
+import org.orbitrl.scheduler.job.RunnerState;
+import org.orbitrl.scheduler.job.StepMetrics;
+import org.orbitrl.scheduler.job.Tunables;
+import org.orbitrl.scheduler.job.checkpoint.CheckpointWriter;
+import org.orbitrl.scheduler.log.AdapterVersionEvent;
+import org.orbitrl.scheduler.log.LogEntry;
+import org.orbitrl.scheduler.log.SampleGroup;
+import org.orbitrl.scheduler.log.SampleLog;
+import org.orbitrl.scheduler.log.SampleLogReader;
+import org.orbitrl.scheduler.log.SampleLogWriter;
+import org.orbitrl.scheduler.log.SampleRecord;
+import org.orbitrl.scheduler.log.SampleTimings;
+import org.orbitrl.scheduler.report.EvalRecord;
+import org.orbitrl.scheduler.report.MetricsLog;
+import org.orbitrl.scheduler.report.StepRecord;
+import org.orbitrl.scheduler.rl.AdamW;
+import org.orbitrl.scheduler.rl.AdamWConfig;
+import org.orbitrl.scheduler.rl.Parameter;
+import org.orbitrl.scheduler.rollout.Completion;
+import org.orbitrl.scheduler.rollout.Request;
+import org.orbitrl.scheduler.rollout.RolloutEngine;
+import org.orbitrl.scheduler.rollout.SamplingParams;
+import org.orbitrl.scheduler.task.Evaluation;
+import org.orbitrl.scheduler.task.Problem;
+import org.orbitrl.scheduler.task.Reward;
+import org.orbitrl.scheduler.task.Task;
+
+import java.io.ByteArrayOutputStream;
+import java.io.IOException;
+import java.io.OutputStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
+import java.util.concurrent.ConcurrentHashMap;
+
+/**
+ * Orbit's RL loop ({@code runner: rl}) in synchronous mode: rollout with the serving adapter
+ * version, rewards, the sample log, training on the logged samples, publication of the next
+ * adapter version into the rollout engine's idle slot. {@link #step} is the loop body and reads
+ * top to bottom. The trainer and the rollout engine are two views of one frozen base (weights
+ * shared, not copied), each with its own adapter.
+ */
+public final class RlJobRunner implements JobRunner {
+    private final JobContext ctx;
+    private JobSpec spec;
+    private Tunables tunables;
+
+    private AccountingAllocator memory;
+    private CpuBackend backend;
+    private LoadedModel base;
+    private Trainable trainerModel;
+    private Adapter trainerAdapter;
+    private AdapterSlots slots;
+    private RolloutEngine engine;
+    private PolicyTrainer trainer;
+    private Task task;
+    private TextCodec codec;
+    private SampleLog sampleLog;
+    private SampleLogWriter writer;
+    private SampleLogReader reader;
+    private MetricsLog metrics;
+
+    private volatile RunnerState state = new RunnerState(0, 0, SampleLog.NO_INDEX, 0);
+    private final Map<String, Double> gauges = new ConcurrentHashMap<>();
+
+    RlJobRunner(JobContext ctx) {
+        this.ctx = ctx;
+        this.spec = ctx.spec();
+        this.tunables = spec.tunables();
+    }
+
+    @Override
+    public JobPlan plan() throws JobException {
+        return RlPlan.plan(spec);
+    }
+
+    @Override
+    public void load(org.orbitrl.scheduler.job.checkpoint.Checkpoint resumeFrom) throws JobException {
+        try {
+            memory = new AccountingAllocator();
+            backend = new CpuBackend(Runtime.getRuntime().availableProcessors(), memory);
+            base = LoadedModel.load(spec.model().path(), backend, baseFormat(spec));
+            codec = TextCodec.forModel(spec.model().path(), base.spec());
+            task = RlSetup.task(spec.task(), spec.eval().size());
+            AdapterConfig cfg = RlSetup.adapterConfig(spec.adapter());
+            // trainer: the loaded model and its trainable adapter; rollout: a view of the same weights with two slots
+            trainerModel = (Trainable) base.model();
+            trainerAdapter = RlSetup.newAdapter(cfg, (AdapterTargets) trainerModel, memory, spec.seed());
+            CausalLM rolloutModel = trainerModel.view();
+            slots = new AdapterSlots((AdapterTargets) rolloutModel,
+                    () -> RlSetup.newAdapter(cfg, (AdapterTargets) rolloutModel, memory, spec.seed()), 0);
+            var b = spec.batch();
+            int seqTokens = b.maxPromptTokens() + b.maxResponseTokens();
+            int sequences = b.promptsPerStep() * b.samplesPerPrompt();
+            int blockSize = 16;
+            engine = new RolloutEngine(rolloutModel, slots, new RolloutEngine.Options(blockSize,
+                    Math.max(64, sequences * ((seqTokens + blockSize - 1) / blockSize + 1)),
+                    Math.max(sequences, spec.eval().size()), Math.max(4096, sequences * 64)), codec::decode);
+            List<Parameter> params = new ArrayList<>();
+            for (Adapter.Param p : trainerAdapter.params()) {
+                params.add(new Parameter(p.name(), p.value()));
+            }
+            var o = spec.optimizer();
+            AdamW adamw = new AdamW(new AdamWConfig(o.beta1(), o.beta2(), o.eps(), o.weightDecay(), o.gradClip()),
+                    RlSetup.schedule(spec, tunables.learningRate()), params, memory);
+            trainer = new PolicyTrainer(trainerModel, trainerAdapter, adamw, RlSetup.advantages(spec.algorithm().name()),
+                    RlSetup.loss(spec), RlSetup.normalisation(spec.algorithm().name()),
+                    (double) b.samplesPerPrompt() * b.maxResponseTokens(), spec.tisCap(), b.microBatch(),
+                    spec.memory().recompute(), (float) tunables.temperature());
+            Files.createDirectories(ctx.dataDir());
+            sampleLog = SampleLog.open(ctx.sampleLogDir());
+            writer = sampleLog.writer();
+            reader = sampleLog.reader();
+            metrics = MetricsLog.open(ctx.dataDir());
+            if (resumeFrom != null) {
+                RlCheckpoint.restore(resumeFrom, this);
+            }
+            reader.startAfter(state.consumedIndex());
+            slots.publish(trainerAdapter, state.adapterVersion() + 1);   // rollout serves what the trainer holds
+            state = new RunnerState(state.step(), state.adapterVersion() + 1, state.consumedIndex(), state.samplesTrained());
+        } catch (IOException | InterruptedException | RuntimeException e) {
+            close();
+            throw new JobException("loading job " + spec.name() + ": " + e.getMessage(), e);
+        }
+    }
+
+    static BaseFormat baseFormat(JobSpec spec) throws JobException {
+        return switch (spec.model().baseFormat()) {
+            case AUTO, BF16 -> BaseFormat.BF16;
+            case INT4 -> BaseFormat.INT4;
+            case MXFP4 -> BaseFormat.MXFP4;
+            case NVFP4 -> BaseFormat.NVFP4;
+            case FP8 -> throw new JobException("model.base_format fp8 is not available for this model on the CPU backend");
+        };
+    }
+
+    /**
+     * One RL step, synchronous: rollout → reward → log → train → publish. The trainer reads the
+     * samples back from the log by index, so a sample is trained exactly once across restarts.
+     */
+    @Override
+    public StepMetrics step() throws JobException {
+        long t0 = System.nanoTime();
+        long step = state.step() + 1;
+        long version = state.adapterVersion();
+        var b = spec.batch();
+
+        // 0. groups of this step that an interrupted attempt already logged are trained, not regenerated
+        List<Problem> problems = task.trainBatch(spec.seed(), step, b.promptsPerStep());
+        List<SampleRecord> batch = new ArrayList<>();
+        long consumed = drain(batch, state.consumedIndex());
+        java.util.Set<String> logged = new java.util.HashSet<>();
+        batch.forEach(r -> logged.add(r.promptId()));
+        List<Problem> todo = problems.stream().filter(p -> !logged.contains(p.id())).toList();
+
+        // 1. rollout: prompts × G samples with the serving adapter version
+        List<Completion> completions = engine.generate(requests(todo, step));
+        long tRollout = System.nanoTime();
+
+        // 2. reward, 3. log: each group appended to the sample queue as one entry
+        long tokens = 0;
+        for (int i = 0; i < todo.size(); i++) {
+            Problem p = todo.get(i);
+            List<SampleRecord> group = new ArrayList<>();
+            for (int s = 0; s < b.samplesPerPrompt(); s++) {
+                Completion c = completions.get(i * b.samplesPerPrompt() + s);
+                Reward r = task.verify(p, codec.decode(c.tokens()));
+                group.add(record(step, problems.indexOf(p), s, p, c, r, t0));
+                tokens += c.tokens().length;
+            }
+            writer.append(new SampleGroup(group));
+        }
+        long tReward = System.nanoTime();
+
+        // 4. trainer: tail the queue for the step's groups (read back by index), one optimizer step on the adapter
+        consumed = drain(batch, consumed);
+        double rewardSum = 0;
+        int correct = 0;
+        for (SampleRecord r : batch) {
+            rewardSum += r.reward();
+            correct += r.rewardBreakdown().getOrDefault(Reward.CORRECT, 0.0) > 0 ? 1 : 0;
+        }
+        PolicyTrainer.Outcome out = trainer.train(batch, b.samplesPerPrompt());
+        long tTrain = System.nanoTime();
+
+        // 5. publish v+1 into the rollout engine's idle slot (only the adapter moves)
+        long next = version;
+        double publishSeconds = 0;
+        long publishBytes = 0;
+        if (!out.skipped()) {
+            next = version + 1;
+            long p0 = System.nanoTime();
+            try {
+                publishBytes = slots.publish(trainerAdapter, next);
+            } catch (InterruptedException ie) {
+                Thread.currentThread().interrupt();
+                throw new JobException("interrupted while publishing adapter version " + next);
+            }
+            publishSeconds = (System.nanoTime() - p0) / 1e9;
+            writer.append(AdapterVersionEvent.of(next, step, RlCheckpoint.checksum(trainerAdapter), "", publishBytes,
+                    System.currentTimeMillis() * 1_000_000L));
+        }
+        state = new RunnerState(step, next, consumed, state.samplesTrained() + batch.size());
+
+        // metrics
+        double seconds = (System.nanoTime() - t0) / 1e9;
+        int n = Math.max(1, batch.size());
+        Map<String, Double> extra = new TreeMap<>();
+        extra.put("loss", out.loss());
+        extra.put("grad_norm", out.gradNorm());
+        extra.put("lr", out.lr());
+        extra.put("kl", out.klMean());
+        extra.put("clip_fraction", out.clipFraction());
+        extra.put("rollout_seconds", (tRollout - t0) / 1e9);
+        extra.put("reward_seconds", (tReward - tRollout) / 1e9);
+        extra.put("train_seconds", (tTrain - tReward) / 1e9);
+        extra.put("publish_seconds", publishSeconds);
+        extra.put("publish_bytes", (double) publishBytes);
+        extra.put("gap_exact_fraction", out.tokens() == 0 ? 1.0 : out.gapExact() / (double) out.tokens());
+        extra.put("train_tokens_per_s", out.tokens() / Math.max(1e-9, (tTrain - tReward) / 1e9));
+        if (out.skipped()) {
+            extra.put("skipped", 1.0);
+        }
+        gauges.put("publish_bytes", (double) publishBytes);
+        gauges.put("publish_seconds", publishSeconds);
+        StepMetrics m = new StepMetrics(step, rewardSum / n, correct / (double) n, out.gapMean(), out.gapMax(), tokens,
+                seconds, next, 0, 0, 0, batch.size(), new TreeMap<>(extra));
+        metrics.step(new StepRecord(step, Instant.now(), m.rewardMean(), m.accuracy(), m.logprobGapMean(),
+                m.logprobGapMax(), tokens, tokens / Math.max(1e-9, (tRollout - t0) / 1e9), seconds, next,
+                new TreeMap<>(extra), memoryBytes()));
+        return m;
+    }
+
+    /** Appends every sample group logged after {@code after} to {@code out}; returns the last index read. */
+    private long drain(List<SampleRecord> out, long after) {
+        long last = after;
+        for (LogEntry e; (e = reader.next()) != null; ) {
+            if (e instanceof LogEntry.Group g) {
+                out.addAll(g.group().samples());
+            }
+            last = reader.lastReadIndex();
+        }
+        return last;
+    }
+
+    private List<Request> requests(List<Problem> problems, long step) {
+        List<Request> out = new ArrayList<>();
+        var b = spec.batch();
+        var s = spec.sampling();
+        for (int i = 0; i < problems.size(); i++) {
+            Problem p = problems.get(i);
+            int[] prompt = codec.encode(p.prompt());
+            if (prompt.length > b.maxPromptTokens()) {
+                throw new IllegalArgumentException("task prompt " + p.id() + " has " + prompt.length
+                        + " tokens, more than batch.max_prompt_tokens " + b.maxPromptTokens());
+            }
+            long seed = spec.seed() * 1_000_003L + step * 8191L + i;
+            out.add(new Request(p.id() + "@" + step, prompt, new SamplingParams((float) tunables.temperature(),
+                    (float) s.topP(), s.topK(), (float) s.minP(), b.maxResponseTokens(), codec.stopTokens(),
+                    task.stopStrings(), seed), b.samplesPerPrompt()));
+        }
+        return out;
+    }
+
+    private SampleRecord record(long step, int i, int s, Problem p, Completion c, Reward r, long t0) {
+        boolean[] mask = new boolean[c.tokens().length];
+        java.util.Arrays.fill(mask, true);
+        List<org.orbitrl.scheduler.log.VersionSpan> spans = new ArrayList<>();
+        for (int t = 0; t < c.versions().length; t++) {
+            if (t == 0 || c.versions()[t] != c.versions()[t - 1]) {
+                spans.add(new org.orbitrl.scheduler.log.VersionSpan(t, c.versions()[t]));
+            }
+        }
+        if (spans.isEmpty()) {
+            spans.add(new org.orbitrl.scheduler.log.VersionSpan(0, state.adapterVersion()));
+        }
+        long now = System.currentTimeMillis() * 1_000_000L;
+        return SampleRecord.builder().job(spec.name()).promptId(p.id())
+                .group(step * 1_000_000L + i, s, spec.batch().samplesPerPrompt())
+                .promptTokens(c.prompt()).response(c.tokens(), c.policyLogprobs(), mask).versions(spans)
+                .reward(r.total(), r.breakdown()).finishReason(org.orbitrl.scheduler.log.FinishReason.valueOf(c.reason().name()))
+                .temperature((float) tunables.temperature())
+                .timings(new SampleTimings(now - (System.nanoTime() - t0), now, 0)).build();
+    }
+
+    /** Accuracy at temperature 0 and pass@k over the held-out split, with the serving adapter. */
+    @Override
+    public EvalResult evaluate() throws JobException {
+        long t0 = System.nanoTime();
+        var e = spec.eval();
+        List<Problem> problems = task.evalSplit(e.size());
+        List<Request> greedy = new ArrayList<>();
+        List<Request> sampled = new ArrayList<>();
+        for (int i = 0; i < problems.size(); i++) {
+            int[] prompt = codec.encode(problems.get(i).prompt());
+            SamplingParams g = new SamplingParams(0, 1, 0, 0, spec.batch().maxResponseTokens(), codec.stopTokens(),
+                    task.stopStrings(), 0);
+            greedy.add(Request.of("eval-greedy-" + i, prompt, g));
+            if (e.samples() > 0) {
+                sampled.add(new Request("eval-" + i, prompt, g.withSeed(spec.seed() + 17L * i)
+                        .withTemperature(Math.max(1e-3f, (float) tunables.temperature())), e.samples()));
+            }
+        }
+        List<Completion> gOut = engine.generate(greedy);
+        boolean[] gOk = new boolean[problems.size()];
+        for (int i = 0; i < problems.size(); i++) {
+            gOk[i] = task.verify(problems.get(i), codec.decode(gOut.get(i).tokens())).correct();
+        }
+        Evaluation ev;
+        if (e.samples() > 0) {
+            List<Completion> sOut = engine.generate(sampled);
+            boolean[][] sOk = new boolean[problems.size()][e.samples()];
+            for (int i = 0; i < problems.size(); i++) {
+                for (int k = 0; k < e.samples(); k++) {
+                    sOk[i][k] = task.verify(problems.get(i), codec.decode(sOut.get(i * e.samples() + k).tokens())).correct();
+                }
+            }
+            ev = Evaluation.of(gOk, sOk, e.passAtK());
+        } else {
+            ev = Evaluation.greedy(gOk);
+        }
+        EvalResult r = new EvalResult(state.step(), ev.accuracy(), ev.passAtK(), problems.size(), (System.nanoTime() - t0) / 1e9);
+        metrics.eval(new EvalRecord(state.step(), Instant.now(), r.accuracy(), r.passAtK()));
+        return r;
+    }
+
+    @Override
+    public void checkpoint(CheckpointWriter out) throws IOException, JobException {
+        RlCheckpoint.write(out, this);
+    }
+
+    @Override
+    public RunnerState state() {
+        return state;
+    }
+
+    @Override
+    public void pause() {
+    }
+
+    @Override
+    public void resume() {
+    }
+
+    @Override
+    public void apply(Tunables t) throws JobException {
+        this.tunables = t;
+        if (trainer != null) {
+            trainer.setTemperature((float) t.temperature());
+            trainer.optimizer().setSchedule(RlSetup.schedule(spec, t.learningRate()));
+        }
+    }
+
+    @Override
+    public Map<String, Double> gauges() {
+        return Map.copyOf(gauges);
+    }
+
+    @Override
+    public List<DeviceMemory> memory() {
+        if (memory == null) {
+            return List.of();
+        }
+        return List.of(new DeviceMemory("cpu:0", memory.live(), memory.peak(), Map.of()));
+    }
+
+    private java.util.SortedMap<String, Long> memoryBytes() {
+        java.util.SortedMap<String, Long> m = new TreeMap<>();
+        for (var e : memory.live().entrySet()) {
+            if (e.getValue() > 0) {
+                m.put(e.getKey().name().toLowerCase(), e.getValue());
+            }
+        }
+        return m;
+    }
+
+    @Override
+    public void close() {
+        try {
+            if (engine != null) {
+                engine.close();
+            }
+            if (metrics != null) {
+                metrics.close();
+            }
+            if (reader != null) {
+                reader.close();
+            }
+            if (writer != null) {
+                writer.close();
+            }
+            if (sampleLog != null) {
+                sampleLog.close();
+            }
+            if (base != null) {
+                base.close();
+            }
+            if (backend != null) {
+                backend.close();
+            }
+        } catch (Exception e) {
+            throw new IllegalStateException("closing job " + spec.name() + ": " + e.getMessage(), e);
+        }
+    }
+
+    // ---- state access for the checkpoint code
+    Adapter trainerAdapter() {
+        return trainerAdapter;
+    }
+
+    PolicyTrainer trainer() {
+        return trainer;
+    }
+
+    void restoreState(RunnerState s) {
+        this.state = s;
+    }
+
+    JobSpec spec() {
+        return spec;
+    }
+}

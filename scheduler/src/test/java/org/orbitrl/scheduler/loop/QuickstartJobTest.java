@@ -1,0 +1,67 @@
+package org.orbitrl.scheduler.loop;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.orbitrl.scheduler.job.JobFiles;
+import org.orbitrl.scheduler.job.JobSpec;
+import org.orbitrl.scheduler.job.checkpoint.CheckpointStore;
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.concurrent.atomic.AtomicBoolean;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * The README's first command, shortened: GRPO with LoRA on the shipped INT4 quickstart base
+ * raises held-out accuracy and pass@1 (seed 0: measured 0.44 → 0.58 and 0.25 → 0.39 over 30
+ * steps; the test asks for at least +0.06 on both, about two standard errors of a 100-prompt
+ * evaluation), the train/rollout log-prob gap is exactly zero (exact mode on the CPU), and the
+ * report is written. Stopping and resuming from a checkpoint gives the same adapter, bit for bit,
+ * as one uninterrupted run.
+ */
+class QuickstartJobTest {
+    static final Path REPO = Path.of(System.getProperty("orbit.repo", "../"));
+
+    static JobSpec quickstart() throws Exception {
+        return JobFiles.read(REPO.resolve("conf/jobs.d/quickstart.yaml"));
+    }
+
+    @Test
+    void grpoRaisesHeldOutAccuracyAndWritesTheReport(@TempDir Path dir) throws Exception {
+        ByteArrayOutputStream log = new ByteArrayOutputStream();
+        ForegroundRun.Outcome o = ForegroundRun.run(quickstart(), dir, new PrintStream(log, true), new AtomicBoolean());
+        String out = log.toString();
+        System.out.println(out);
+        double accGain = o.after().accuracy() - o.before().accuracy();
+        double p1Gain = o.after().passAtK().get(1) - o.before().passAtK().get(1);
+        assertTrue(accGain >= 0.06, "eval accuracy " + o.before().accuracy() + " -> " + o.after().accuracy());
+        assertTrue(p1Gain >= 0.06, "pass@1 " + o.before().passAtK().get(1) + " -> " + o.after().passAtK().get(1));
+        assertTrue(out.lines().filter(l -> l.startsWith("step ")).allMatch(l -> l.contains("gap 0.00e+00/0.00e+00")),
+                "every step's train/rollout gap is exactly zero:\n" + out);
+        assertTrue(Files.size(dir.resolve("report/index.html")) > 500);
+        try (var pngs = Files.list(dir.resolve("report"))) {
+            assertTrue(pngs.filter(p -> p.toString().endsWith(".png")).count() >= 5, "plots written");
+        }
+    }
+
+    @Test
+    void resumingFromACheckpointGivesTheSameAdapterAsAnUninterruptedRun(@TempDir Path dir) throws Exception {
+        JobSpec spec = quickstart().withSteps(4);
+        PrintStream quiet = new PrintStream(new ByteArrayOutputStream());
+        ForegroundRun.run(spec, dir.resolve("straight"), quiet, new AtomicBoolean());
+        ForegroundRun.run(quickstart().withSteps(2), dir.resolve("resumed"), quiet, new AtomicBoolean());
+        ForegroundRun.Outcome second = ForegroundRun.run(spec, dir.resolve("resumed"), quiet, new AtomicBoolean());
+        assertEquals(4, second.steps());
+        byte[] a = new CheckpointStore(dir.resolve("straight/checkpoints"), 3).latest().checkpoint().bytes("adapter");
+        byte[] b = new CheckpointStore(dir.resolve("resumed/checkpoints"), 3).latest().checkpoint().bytes("adapter");
+        byte[] oa = new CheckpointStore(dir.resolve("straight/checkpoints"), 3).latest().checkpoint().bytes("optimizer");
+        byte[] ob = new CheckpointStore(dir.resolve("resumed/checkpoints"), 3).latest().checkpoint().bytes("optimizer");
+        assertArrayEquals(a, b, "adapter after 4 steps, straight vs 2 + resume 2");
+        assertArrayEquals(oa, ob, "optimizer state likewise");
+    }
+}

@@ -71,13 +71,13 @@ public record JobSpec(String name, String runner, ModelSpec model, AdapterSpec a
         return new Tunables(optimizer.lr(), sampling.temperature(), async.stalenessBound(), eval.interval());
     }
 
-    /** This job with new tunable values (validated by the records they land in). */
     /** This job with another step count (a command-line override for short runs). */
     public JobSpec withSteps(long n) {
         return new JobSpec(name, runner, model, adapter, algorithm, kl, tisCap, batch, sampling, optimizer, n, eval,
                 checkpoint, seed, async, task, placement, memory);
     }
 
+    /** This job with new tunable values (validated by the records they land in). */
     public JobSpec with(Tunables t) {
         OptimizerSpec o = optimizer;
         SamplingSpec s = sampling;

@@ -7,6 +7,7 @@ import java.nio.channels.OverlappingFileLockException;
 import java.nio.file.AccessDeniedException;
 import java.nio.file.FileSystemException;
 import java.nio.file.Files;
+import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.time.Duration;
 import java.util.HashMap;
@@ -90,16 +91,29 @@ public final class Daemon implements AutoCloseable {
                 throw new DaemonException(DaemonException.IN_USE, "another Orbit daemon uses the data directory "
                         + config.dataDir() + " (it holds " + config.dataDir().resolve("daemon.lock") + ")");
             }
-            store = StateStore.open(config.dataDir().resolve("state"), config.maxJobs());
         } catch (OverlappingFileLockException e) {
             throw new DaemonException(DaemonException.IN_USE, "this process already runs a daemon on "
                     + config.dataDir(), e);
         } catch (IOException | RuntimeException e) {
             problem = "the data directory " + config.dataDir() + " cannot be written (" + describe(e) + ")";
-            LOG.error("{}; serving with state in memory only, and every job fails until it is fixed", problem);
             closeQuietly(lockChannel);
             lockChannel = null;
             lock = null;
+        }
+        if (problem == null) {
+            Path stateDir = config.dataDir().resolve("state");
+            try {
+                store = StateStore.open(stateDir, config.maxJobs());
+            } catch (IOException | RuntimeException e) {
+                problem = "the state map in " + stateDir + " cannot be opened (" + describe(e)
+                        + "); move it aside to start with no remembered jobs";
+                store = null;
+            }
+        } else {
+            store = null;
+        }
+        if (store == null) {
+            LOG.error("{}; serving with state in memory only, and every job fails until it is fixed", problem);
             store = StateStore.inMemory(config.maxJobs());
         }
         JobManager manager = new JobManager(config, store, runners, problem);
@@ -173,7 +187,7 @@ public final class Daemon implements AutoCloseable {
         if (watcher != null) {
             try {
                 watcher.close();
-            } catch (IOException | InterruptedException e) {
+            } catch (IOException e) {
                 LOG.warn("closing the jobs watcher: {}", e.toString());
             }
         }

@@ -101,7 +101,8 @@ public final class Main {
     private static int serve(OrbitConfig config, Logger log) throws DaemonException, InterruptedException {
         CountDownLatch stop = new CountDownLatch(1);
         // Handling TERM ourselves replaces the JVM's default (run hooks, exit 143): the daemon
-        // checkpoints its jobs and exits 0, which systemd records as a clean stop.
+        // checkpoints its jobs and exits 0, which systemd records as a clean stop. sun.misc.Signal
+        // (module jdk.unsupported) is the JDK's supported way to do that; javac warns about it.
         Signal.handle(new Signal("TERM"), s -> stop.countDown());
         Signal.handle(new Signal("INT"), s -> stop.countDown());
         Daemon daemon = Daemon.start(config, Daemon.installedRunners(), ManagementFactory.getPlatformMBeanServer());

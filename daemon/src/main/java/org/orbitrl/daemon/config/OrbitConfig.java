@@ -37,8 +37,16 @@ public record OrbitConfig(Path dataDir, Path jobsDir, List<String> devices, Watc
 
     public OrbitConfig {
         devices = List.copyOf(devices);
-        Checks c = new Checks()
-                .require(dataDir != null, "data_dir", "is required")
+        Checks c = new Checks();
+        ownRules(c, dataDir, jobsDir, devices, shutdownTimeout, maxJobs);
+        c.require(watch != null && remoteJmx != null && log != null, "", "every section is required");
+        c.done();
+    }
+
+    /** The rules on this record's own (non-section) fields; also checked when a section is invalid. */
+    private static void ownRules(Checks c, Path dataDir, Path jobsDir, List<String> devices, Duration shutdownTimeout,
+                                 int maxJobs) {
+        c.require(dataDir != null, "data_dir", "is required")
                 .require(jobsDir != null, "jobs_dir", "is required")
                 .require(!devices.isEmpty(), "devices", "must list at least one device")
                 .require(shutdownTimeout.compareTo(Duration.ofSeconds(1)) >= 0
@@ -50,7 +58,6 @@ public record OrbitConfig(Path dataDir, Path jobsDir, List<String> devices, Watc
                     "expected a device such as cpu:0 or cuda:3, got '" + devices.get(i) + "'");
         }
         c.require(new HashSet<>(devices).size() == devices.size(), "devices", "names a device twice: " + devices);
-        c.done();
     }
 
     /** The folder of one job's files. */
@@ -100,7 +107,12 @@ public record OrbitConfig(Path dataDir, Path jobsDir, List<String> devices, Watc
         jmx.rejectUnknownKeys();
         LogConfig log = LogConfig.read(s.section("log"), base);
         if (watch == null || remote == null || log == null) {
-            s.rejectUnknownKeys();
+            s.build(() -> { // this level's own rules still count; the sections' problems say the rest
+                Checks c = new Checks();
+                ownRules(c, dataDir, jobsDir, devices, shutdown, maxJobs);
+                c.done();
+                return null;
+            });
             return null;
         }
         return s.build(() -> new OrbitConfig(dataDir, jobsDir, devices, watch, shutdown, maxJobs, remote, log));

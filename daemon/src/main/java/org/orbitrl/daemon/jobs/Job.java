@@ -21,6 +21,9 @@ public final class Job {
 
     volatile Path file;
     volatile String fileHash = "";
+    /** Size and modification time of the job file when last read; a rescan skips an unchanged file. */
+    volatile long fileSize = -1;
+    volatile long fileModified;
     volatile JobSpec spec;
     volatile JobState state = JobState.QUEUED;
     volatile String reason = "";
@@ -38,6 +41,8 @@ public final class Job {
     /** Whether the job has ever written a checkpoint (its fixed fields are then frozen). */
     volatile boolean hasCheckpoint;
     long queuedSeq;
+    private JobSpec yamlOf;
+    private String yaml = "";
 
     // Requests, guarded by `control`.
     private StopKind stop = StopKind.NONE;
@@ -118,6 +123,16 @@ public final class Job {
     public List<DeviceMemory> memory() {
         JobRunner r = runner;
         return r == null ? List.of() : r.memory();
+    }
+
+    /** The spec as canonical YAML, computed once per spec (it is persisted after every step). */
+    synchronized String specYaml() {
+        JobSpec s = spec;
+        if (s != yamlOf) {
+            yaml = s == null ? "" : org.orbitrl.scheduler.job.JobFiles.toYaml(s);
+            yamlOf = s;
+        }
+        return yaml;
     }
 
     // ---- requests, made by the manager; acted on by the job's thread between steps ----

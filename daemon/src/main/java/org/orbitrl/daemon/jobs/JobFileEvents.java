@@ -5,6 +5,7 @@ import java.nio.file.DirectoryStream;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
+import java.nio.file.attribute.BasicFileAttributes;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.util.HashSet;
@@ -39,7 +40,9 @@ public final class JobFileEvents {
             for (Path p : ds) {
                 if (JobFiles.isJobFile(p) && Files.isRegularFile(p)) {
                     present.add(JobFiles.nameOf(p));
-                    changed(p);
+                    if (!unchangedSinceRead(p)) {
+                        changed(p);
+                    }
                 }
             }
         } catch (IOException e) {
@@ -54,11 +57,28 @@ public final class JobFileEvents {
         }
     }
 
+    /** Whether a file's size and modification time are those of its last read (a cheap rescan). */
+    private boolean unchangedSinceRead(Path p) {
+        Job job = manager.job(JobFiles.nameOf(p)).orElse(null);
+        if (job == null || !p.equals(job.file) || job.fileSize < 0) {
+            return false;
+        }
+        try {
+            BasicFileAttributes a = Files.readAttributes(p, BasicFileAttributes.class);
+            return a.size() == job.fileSize && a.lastModifiedTime().toMillis() == job.fileModified
+                    && !(job.state == JobState.STOPPED && job.reason.equals(StopKind.FILE_DELETED.reason));
+        } catch (IOException e) {
+            return false;
+        }
+    }
+
     /** A job file was created or changed (or renamed into place). */
     public void changed(Path file) {
         String name = JobFiles.nameOf(file);
         byte[] bytes;
+        BasicFileAttributes attrs;
         try {
+            attrs = Files.readAttributes(file, BasicFileAttributes.class);
             bytes = Files.readAllBytes(file);
         } catch (NoSuchFileException e) {
             removed(file);
@@ -69,6 +89,19 @@ public final class JobFileEvents {
         }
         String hash = sha256(bytes);
         Job job = manager.job(name).orElse(null);
+        try {
+            onRead(file, bytes, hash, job);
+        } finally {
+            Job now = manager.job(name).orElse(null);
+            if (now != null && file.equals(now.file)) {
+                now.fileSize = attrs.size();
+                now.fileModified = attrs.lastModifiedTime().toMillis();
+            }
+        }
+    }
+
+    private void onRead(Path file, byte[] bytes, String hash, Job job) {
+        String name = JobFiles.nameOf(file);
         if (job != null && job.file != null && !job.file.equals(file) && Files.exists(job.file)) {
             String msg = file + ": job name '" + name + "' is already taken by " + job.file + "; this file is ignored";
             LOG.error(msg);

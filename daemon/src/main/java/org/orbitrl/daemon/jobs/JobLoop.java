@@ -100,8 +100,9 @@ final class JobLoop implements Runnable {
         Checkpoint cp = found.checkpoint();
         if (cp != null) {
             verifyFixedFields(cp);
-            LOG.info("job {}: resuming from {}", job.name(), cp);
+            LOG.info("job {}: resuming from checkpoint step {} ({})", job.name(), cp.step(), cp.file());
         }
+        LOG.info("job {}: effective job file\n{}", job.name(), job.specYaml().stripTrailing());
         job.runner = runner;
         runner.load(cp);
         runner.apply(job.spec.tunables()); // values tuned while it was down or loading
@@ -265,6 +266,16 @@ final class JobLoop implements Runnable {
         }
     }
 
+    /** When the job's folder has (almost) no space left, says so: the usual cause of write failures. */
+    private String freeSpaceNote() {
+        try {
+            long free = Files.getFileStore(dir).getUsableSpace();
+            return free < (1 << 20) ? "; " + dir + " has " + free + " bytes free" : "";
+        } catch (IOException | RuntimeException e) {
+            return "";
+        }
+    }
+
     private boolean stopRequestedBeforeLoad() {
         StopKind stop = job.stopRequested();
         if (stop == StopKind.NONE) {
@@ -295,7 +306,7 @@ final class JobLoop implements Runnable {
     }
 
     private void fail(Throwable t) {
-        String reason = FailureReason.of(t);
+        String reason = FailureReason.of(t) + freeSpaceNote();
         LOG.error("job {} failed: {}", job.name(), reason, t instanceof JobException ? null : t);
         manager.transition(job, JobState.FAILED, reason);
     }

@@ -2,7 +2,6 @@ package org.orbitrl.daemon.jobs;
 
 import java.nio.file.Path;
 import java.time.Duration;
-import java.time.Instant;
 import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.HashMap;
@@ -14,11 +13,9 @@ import java.util.concurrent.CopyOnWriteArrayList;
 import org.orbitrl.daemon.config.OrbitConfig;
 import org.orbitrl.daemon.state.JobRecord;
 import org.orbitrl.daemon.state.StateStore;
-import org.orbitrl.scheduler.job.JobFiles;
 import org.orbitrl.scheduler.job.JobRunnerProvider;
 import org.orbitrl.scheduler.job.JobSpec;
 import org.orbitrl.scheduler.job.TunableKey;
-import org.orbitrl.scheduler.job.yaml.ConfigException;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -84,32 +81,9 @@ public final class JobManager {
     /** Restores jobs from the state map: unfinished ones are queued again to resume from their checkpoints. */
     public synchronized void restore() {
         for (JobRecord r : store.all()) {
-            Job job = new Job(r.name());
-            job.file = r.file() == null ? null : Path.of(r.file());
-            job.fileHash = r.fileSha256() == null ? "" : r.fileSha256();
-            job.pausedByUser = r.pausedByUser();
-            job.lastCheckpointStep = r.lastCheckpointStep();
-            job.lastCheckpointFile = r.lastCheckpointFile() == null ? "" : r.lastCheckpointFile();
-            job.lastCheckpointAt = r.lastCheckpointAt() == null ? "" : r.lastCheckpointAt();
-            job.hasCheckpoint = r.lastCheckpointStep() >= 0;
-            job.runnerState = new org.orbitrl.scheduler.job.RunnerState(r.step(), r.adapterVersion(), r.consumedIndex(),
-                    r.samplesTrained());
-            if (r.spec() != null && !r.spec().isBlank()) {
-                try {
-                    job.spec = JobFiles.parse("state of job " + r.name(), r.spec().getBytes(
-                            java.nio.charset.StandardCharsets.UTF_8), r.name(), Path.of("/"));
-                } catch (ConfigException e) {
-                    LOG.error("job {}: its stored job file no longer validates: {}", r.name(), e.getMessage());
-                }
-            }
-            JobState stored = JobState.valueOf(r.state());
-            if (!stored.terminal() && job.spec != null) {
-                job.state = JobState.QUEUED;
-                job.reason = "resuming after a daemon restart";
+            Job job = JobRecords.toJob(r);
+            if (job.state == JobState.QUEUED) {
                 job.queuedSeq = seq++;
-            } else {
-                job.state = stored.terminal() ? stored : JobState.FAILED;
-                job.reason = stored.terminal() ? r.reason() : "its stored job file no longer validates";
             }
             jobs.put(job.name(), job);
             listeners.forEach(l -> l.added(job));
@@ -311,8 +285,9 @@ public final class JobManager {
             }
             JobRunnerProvider provider = runners.get(job.spec.runner());
             if (provider == null) {
-                transition(job, JobState.FAILED, "no runner named '" + job.spec.runner() + "' is installed (installed: "
-                        + String.join(", ", runners.keySet().stream().sorted().toList()) + ")");
+                transition(job, JobState.FAILED, "no runner named '" + job.spec.runner() + "' is installed ("
+                        + (runners.isEmpty() ? "none is" : "installed: " + String.join(", ",
+                        runners.keySet().stream().sorted().toList())) + ")");
                 continue;
             }
             int owned = devices.owned(placement.backend());
@@ -351,30 +326,8 @@ public final class JobManager {
 
     /** Writes a job's record to the state map. */
     synchronized void persist(Job job) {
-        var rs = job.runnerState;
-        Map<String, Double> metrics = new java.util.TreeMap<>();
-        Map<String, Double> passAtK = new java.util.TreeMap<>();
-        var m = job.lastStep;
-        if (m != null) {
-            metrics.put("reward_mean", m.rewardMean());
-            metrics.put("accuracy", m.accuracy());
-            metrics.put("logprob_gap_mean", m.logprobGapMean());
-            metrics.put("tokens_per_second", m.tokensPerSecond());
-            metrics.put("step_seconds", m.stepSeconds());
-        }
-        var e = job.lastEval;
-        if (e != null) {
-            metrics.put("eval_accuracy", e.accuracy());
-            e.passAtK().forEach((k, v) -> passAtK.put(Integer.toString(k), v));
-        }
-        metrics.values().removeIf(v -> !Double.isFinite(v));
-        JobSpec spec = job.spec;
         try {
-            store.put(new JobRecord(1, job.name(), job.file == null ? null : job.file.toString(), job.fileHash,
-                    job.state.name(), job.reason, job.pausedByUser, rs.step(), spec == null ? 0 : spec.steps(),
-                    rs.adapterVersion(), rs.consumedIndex(), rs.samplesTrained(), job.lastCheckpointStep,
-                    job.lastCheckpointFile, job.lastCheckpointAt, metrics, passAtK,
-                    spec == null ? "" : JobFiles.toYaml(spec), Instant.now().toString()));
+            store.put(JobRecords.of(job));
         } catch (RuntimeException ex) {
             LOG.error("job {}: cannot persist its state: {}", job.name(), ex.toString());
         }

@@ -148,6 +148,7 @@ public final class SdNotify {
         final MemoryLayout stateLayout;
         final VarHandle errnoHandle;
 
+        @SuppressWarnings("restricted") // libc downcalls; the daemon runs with --enable-native-access
         private Native() {
             Linker linker = Linker.nativeLinker();
             SymbolLookup libc = linker.defaultLookup();

@@ -134,4 +134,34 @@ class JobLifecycleTest {
         assertEquals(0, s.gaps);
         assertEquals(80, s.trained.cardinality());
     }
+
+    @Test
+    void aCorruptNewestCheckpointIsSetAsideAndThePreviousOneUsedWithAWarning() throws Exception {
+        LedgerRunner.stepDelayMillis = 20;
+        h = new DaemonHarness(tmp, "").start();
+        h.writeJob("torn", DaemonHarness.ledgerJob(40, "checkpoint: {interval: 5, keep: 5}\n"));
+        h.await("a few checkpoints", Duration.ofSeconds(20),
+                () -> h.daemon.jobs().job("torn").map(j -> j.lastCheckpointStep() >= 15).orElse(false));
+        h.close();
+        java.nio.file.Path dir = h.dataDir.resolve("jobs/torn/checkpoints");
+        java.util.List<java.nio.file.Path> files;
+        try (var s = java.nio.file.Files.list(dir)) {
+            files = s.sorted().toList();
+        }
+        java.nio.file.Path newest = files.getLast();
+        long newestStep = Long.parseLong(newest.getFileName().toString().substring(5, 17));
+        try (java.io.RandomAccessFile f = new java.io.RandomAccessFile(newest.toFile(), "rw")) {
+            f.setLength(f.length() / 2); // torn by a crashing disk, say
+        }
+        h.events.clear();
+        h.start();
+        h.awaitState("torn", JobState.COMPLETED);
+        String warning = h.events.stream().filter(e -> e.startsWith("torn:notice:checkpoint-warning:")).findFirst()
+                .orElseThrow(() -> new AssertionError("no checkpoint warning: " + h.events));
+        assertTrue(warning.contains(newest.getFileName() + " is corrupt: truncated or unfinished"), warning);
+        assertTrue(java.nio.file.Files.exists(dir.resolve(newest.getFileName() + ".corrupt")));
+        LedgerState s = h.lastCheckpoint("torn");
+        assertEquals(80, s.groupsTrained, "resumed from step " + (newestStep - 5) + " and retrained from the log");
+        assertEquals(0, s.duplicates + s.gaps);
+    }
 }

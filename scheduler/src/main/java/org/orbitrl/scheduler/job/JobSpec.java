@@ -41,16 +41,10 @@ public record JobSpec(String name, String runner, ModelSpec model, AdapterSpec a
 
     public JobSpec {
         Checks c = new Checks();
-        c.require(name != null && NAME.matcher(name).matches(), "name", "a job name is 1 to 64 letters, digits, '.', '_'"
-                + " or '-', starting with a letter or digit; got '" + name + "'");
-        c.require(runner != null && RUNNER.matcher(runner).matches(), "runner",
-                "expected a runner name such as rl (lower case letters, digits, '_', '-'), got '" + runner + "'");
+        ownRules(c, name, runner, tisCap, steps);
         c.require(model != null && adapter != null && algorithm != null && kl != null && batch != null
                 && sampling != null && optimizer != null && eval != null && checkpoint != null && async != null
                 && task != null && placement != null && memory != null, "", "every section is required");
-        c.require(tisCap == 0 || (Double.isFinite(tisCap) && tisCap >= 1 && tisCap <= 1e6), "tis_cap",
-                "must be 0 (off) or between 1 and 1000000, got " + Checks.fmt(tisCap));
-        c.range("steps", steps, 1, 1_000_000_000);
         c.done();
         c = new Checks();
         c.require(batch.samplesPerPrompt() >= 2, "batch.samples_per_prompt", "group-relative advantages ("
@@ -61,18 +55,29 @@ public record JobSpec(String name, String runner, ModelSpec model, AdapterSpec a
         c.done();
     }
 
+    /** The rules on this record's own (non-section) fields; also checked when a section is invalid. */
+    private static void ownRules(Checks c, String name, String runner, double tisCap, long steps) {
+        c.require(name != null && NAME.matcher(name).matches(), "name", "a job name is 1 to 64 letters, digits, '.', '_'"
+                + " or '-', starting with a letter or digit; got '" + name + "'");
+        c.require(runner != null && RUNNER.matcher(runner).matches(), "runner",
+                "expected a runner name such as rl (lower case letters, digits, '_', '-'), got '" + runner + "'");
+        c.require(tisCap == 0 || (Double.isFinite(tisCap) && tisCap >= 1 && tisCap <= 1e6), "tis_cap",
+                "must be 0 (off) or between 1 and 1000000, got " + Checks.fmt(tisCap));
+        c.range("steps", steps, 1, 1_000_000_000);
+    }
+
     /** The values that may change while the job runs. */
     public Tunables tunables() {
         return new Tunables(optimizer.lr(), sampling.temperature(), async.stalenessBound(), eval.interval());
     }
 
-    /** This job with new tunable values (validated by the records they land in). */
     /** This job with another step count (a command-line override for short runs). */
     public JobSpec withSteps(long n) {
         return new JobSpec(name, runner, model, adapter, algorithm, kl, tisCap, batch, sampling, optimizer, n, eval,
                 checkpoint, seed, async, task, placement, memory);
     }
 
+    /** This job with new tunable values (validated by the records they land in). */
     public JobSpec with(Tunables t) {
         OptimizerSpec o = optimizer;
         SamplingSpec s = sampling;
@@ -108,8 +113,13 @@ public record JobSpec(String name, String runner, ModelSpec model, AdapterSpec a
         if (model == null || adapter == null || algorithm == null || kl == null || batch == null || sampling == null
                 || optimizer == null || eval == null || checkpoint == null || async == null || task == null
                 || placement == null || memory == null) {
-            s.rejectUnknownKeys();
-            return null; // the sections' problems say why
+            s.build(() -> { // this level's own rules still count; the sections' problems say the rest
+                Checks c = new Checks();
+                ownRules(c, name, runner, tisCap, steps);
+                c.done();
+                return null;
+            });
+            return null;
         }
         return s.build(() -> new JobSpec(name, runner, model, adapter, algorithm, kl, tisCap, batch, sampling, optimizer,
                 steps, eval, checkpoint, seed, async, task, placement, memory));

@@ -16,6 +16,8 @@ public record ModelSpec(Path path, BaseFormat baseFormat) {
         new Checks()
                 .require(path != null && !path.toString().isBlank(), "path",
                         "is required: the folder of the base model's checkpoint (config.json and *.safetensors)")
+                .require(path == null || path.toString().length() <= 4096, "path",
+                        "is longer than 4096 characters, the longest path Linux opens")
                 .require(baseFormat != null, "base_format", "is required")
                 .done();
     }

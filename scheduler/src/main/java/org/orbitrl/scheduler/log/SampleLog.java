@@ -13,6 +13,9 @@ import net.openhft.chronicle.queue.rollcycles.LargeRollCycles;
  * ({@link LargeRollCycles#HUGE_DAILY}: large enough for any rollout rate, few files). Owns the
  * queue's memory mappings; writers and readers made from it must be closed before it.
  *
+ * <p>Threads: writers and readers are each used by one thread; a rollout thread appending with
+ * its writer while a trainer thread tails with its reader is the intended use (the async mode).
+ *
  * <p>Durability: entries live in the page cache as soon as they are written, so they survive
  * the process being killed (kill -9); they reach the disk when the kernel writes them back.
  */

@@ -22,11 +22,18 @@ public final class ConfigException extends Exception {
         return problems;
     }
 
+    /** Problems listed in the message; the rest are counted (all stay in {@link #problems()}). */
+    static final int LISTED = 50;
+
     private static String format(List<ConfigProblem> problems) {
         StringBuilder sb = new StringBuilder();
         sb.append(problems.size() == 1 ? "1 problem" : problems.size() + " problems");
-        for (ConfigProblem p : problems) {
-            sb.append("\n  ").append(p);
+        for (ConfigProblem p : problems.subList(0, Math.min(LISTED, problems.size()))) {
+            String line = p.toString();
+            sb.append("\n  ").append(line.length() > 1000 ? line.substring(0, 1000) + "..." : line);
+        }
+        if (problems.size() > LISTED) {
+            sb.append("\n  ... and ").append(problems.size() - LISTED).append(" more");
         }
         return sb.toString();
     }

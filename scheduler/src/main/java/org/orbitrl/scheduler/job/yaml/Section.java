@@ -269,18 +269,27 @@ public final class Section {
         problems.add(new ConfigProblem(source, e.line(), e.column(), keyPath(e.key()), message));
     }
 
-    /** Line and column of a (possibly dotted, possibly indexed) key relative to this section. */
+    /** Line and column of a (possibly dotted, possibly indexed: {@code a.b[2]}) key relative to this section. */
     private int[] position(String relativeKey) {
         YamlNode node = map;
         int[] best = {map.line(), map.column()};
-        String[] parts = relativeKey.replaceAll("\\[[0-9]+]", "").split("\\.");
-        for (int i = 0; i < parts.length; i++) {
-            if (!(node instanceof YamlNode.Mapping m) || !m.entries().containsKey(parts[i])) {
+        for (String part : relativeKey.split("\\.")) {
+            int bracket = part.indexOf('[');
+            String name = bracket < 0 ? part : part.substring(0, bracket);
+            if (!(node instanceof YamlNode.Mapping m) || !m.entries().containsKey(name)) {
                 return best;
             }
-            YamlNode.Entry e = m.entries().get(parts[i]);
+            YamlNode.Entry e = m.entries().get(name);
             best = new int[] {e.line(), e.column()};
             node = e.value();
+            if (bracket >= 0 && node instanceof YamlNode.Sequence seq) {
+                int i = Integer.parseInt(part.substring(bracket + 1, part.indexOf(']')));
+                if (i >= seq.items().size()) {
+                    return best;
+                }
+                node = seq.items().get(i);
+                best = new int[] {node.line(), node.column()};
+            }
         }
         // The whole path resolved: point at the value the rule is about, when it is a plain value.
         return node instanceof YamlNode.Scalar v ? new int[] {v.line(), v.column()} : best;

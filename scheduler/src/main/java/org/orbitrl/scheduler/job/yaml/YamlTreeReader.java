@@ -30,7 +30,7 @@ public final class YamlTreeReader {
     /** Limits on what a configuration file may contain. */
     public record Limits(int maxBytes, int maxDepth, int maxListLength, int maxStringLength) {
         /** Generous for any real configuration, tiny for a machine. */
-        public static final Limits CONFIG = new Limits(1 << 20, 16, 4096, 64 * 1024);
+        public static final Limits CONFIG = new Limits(1 << 20, 16, 4096, 16 * 1024);
 
         public Limits {
             if (maxBytes <= 0 || maxDepth <= 0 || maxListLength <= 0 || maxStringLength <= 0) {
@@ -169,7 +169,12 @@ public final class YamlTreeReader {
                 return new YamlNode.Scalar("", true, line, col);
             }
             case VALUE_STRING, VALUE_NUMBER_INT, VALUE_NUMBER_FLOAT, VALUE_TRUE, VALUE_FALSE -> {
-                return new YamlNode.Scalar(p.getText(), false, line, col);
+                String text = p.getText();
+                if (text.length() > limits.maxStringLength()) {
+                    throw new TooDeep(new ConfigProblem(source, line, col, "", "a value of " + text.length()
+                            + " characters, more than the limit of " + limits.maxStringLength()));
+                }
+                return new YamlNode.Scalar(text, false, line, col);
             }
             default -> throw new TooDeep(new ConfigProblem(source, line, col, "",
                     "unsupported YAML value (" + t + "); use plain scalars, lists and maps"));

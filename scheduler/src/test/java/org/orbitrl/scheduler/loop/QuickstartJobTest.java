@@ -51,10 +51,11 @@ class QuickstartJobTest {
 
     @Test
     void resumingFromACheckpointGivesTheSameAdapterAsAnUninterruptedRun(@TempDir Path dir) throws Exception {
-        JobSpec spec = quickstart().withSteps(4);
+        var smallEval = new org.orbitrl.scheduler.job.EvalSpec(0, "held_out", 8, 1, java.util.List.of(1));
+        JobSpec spec = quickstart().withEval(smallEval).withSteps(4);
         PrintStream quiet = new PrintStream(new ByteArrayOutputStream());
         ForegroundRun.run(spec, dir.resolve("straight"), quiet, new AtomicBoolean());
-        ForegroundRun.run(quickstart().withSteps(2), dir.resolve("resumed"), quiet, new AtomicBoolean());
+        ForegroundRun.run(spec.withSteps(2), dir.resolve("resumed"), quiet, new AtomicBoolean());
         ForegroundRun.Outcome second = ForegroundRun.run(spec, dir.resolve("resumed"), quiet, new AtomicBoolean());
         assertEquals(4, second.steps());
         byte[] a = new CheckpointStore(dir.resolve("straight/checkpoints"), 3).latest().checkpoint().bytes("adapter");

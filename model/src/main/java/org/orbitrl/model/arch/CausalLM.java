@@ -40,6 +40,9 @@ public interface CausalLM extends AutoCloseable {
     /** The same frozen weights, shared, in a new model with no adapters attached. */
     CausalLM view();
 
+    /** The same frozen weights in a new adapter-free model whose operations run on {@code backend}. */
+    CausalLM view(Backend backend);
+
     /** A fresh, empty cache for one sequence. */
     KvCache newCache(int capacity);
 

@@ -154,13 +154,19 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
      */
     @Override
     public Qwen3Model view() {
+        return view(backend);
+    }
+
+    /** As {@link #view()}, running its operations on {@code other} (another thread pool or device). */
+    @Override
+    public Qwen3Model view(Backend other) {
         Layer[] ls = new Layer[layers.length];
         for (int i = 0; i < ls.length; i++) {
             Layer l = layers[i];
             ls[i] = new Layer(l.inputNorm, l.postNorm, l.attention.view(config), l.mlp == null ? null : l.mlp.view(),
                     l.moe == null ? null : l.moe.view());
         }
-        return new Qwen3Model(config, backend, embed, ls, finalNorm, lmHead.view());
+        return new Qwen3Model(config, other, embed, ls, finalNorm, lmHead.view());
     }
 
     /**

@@ -71,6 +71,12 @@ public record JobSpec(String name, String runner, ModelSpec model, AdapterSpec a
         return new Tunables(optimizer.lr(), sampling.temperature(), async.stalenessBound(), eval.interval());
     }
 
+    /** This job with another async section (a command-line or test override). */
+    public JobSpec withAsync(AsyncSpec a) {
+        return new JobSpec(name, runner, model, adapter, algorithm, kl, tisCap, batch, sampling, optimizer, steps, eval,
+                checkpoint, seed, a, task, placement, memory);
+    }
+
     /** This job with another evaluation section (a command-line or test override). */
     public JobSpec withEval(EvalSpec e) {
         return new JobSpec(name, runner, model, adapter, algorithm, kl, tisCap, batch, sampling, optimizer, steps, e,

@@ -70,7 +70,7 @@ import java.util.concurrent.ConcurrentHashMap;
 public final class RlJobRunner implements JobRunner {
     private final JobContext ctx;
     private JobSpec spec;
-    private Tunables tunables;
+    private volatile Tunables tunables;
 
     private AccountingAllocator memory;
     private CpuBackend backend;
@@ -86,9 +86,15 @@ public final class RlJobRunner implements JobRunner {
     private SampleLogWriter writer;
     private SampleLogReader reader;
     private MetricsLog metrics;
+    private AsyncRollout async;
+    private CpuBackend rolloutBackend;
+    private long groupsConsumed;
+    private long trainerIdleNanos;
+    private long trainerBusyNanos;
 
     private volatile RunnerState state = new RunnerState(0, 0, SampleLog.NO_INDEX, 0);
     private final Map<String, Double> gauges = new ConcurrentHashMap<>();
+    private long loadedAt = System.nanoTime();
 
     RlJobRunner(JobContext ctx) {
         this.ctx = ctx;
@@ -113,7 +119,11 @@ public final class RlJobRunner implements JobRunner {
             // trainer: the loaded model and its trainable adapter; rollout: a view of the same weights with two slots
             trainerModel = (Trainable) base.model();
             trainerAdapter = RlSetup.newAdapter(cfg, (AdapterTargets) trainerModel, memory, spec.seed());
-            CausalLM rolloutModel = trainerModel.view();
+            boolean isAsync = spec.async().enabled();
+            int cores = Runtime.getRuntime().availableProcessors();
+            // async: rollout and training run at once, each on its own thread pool
+            rolloutBackend = isAsync ? new CpuBackend(Math.max(1, cores / 2), memory) : null;
+            CausalLM rolloutModel = isAsync ? trainerModel.view(rolloutBackend) : trainerModel.view();
             slots = new AdapterSlots((AdapterTargets) rolloutModel,
                     () -> RlSetup.newAdapter(cfg, (AdapterTargets) rolloutModel, memory, spec.seed()), 0);
             var b = spec.batch();
@@ -145,6 +155,12 @@ public final class RlJobRunner implements JobRunner {
             reader.startAfter(state.consumedIndex());
             slots.publish(trainerAdapter, state.adapterVersion() + 1);   // rollout serves what the trainer holds
             state = new RunnerState(state.step(), state.adapterVersion() + 1, state.consumedIndex(), state.samplesTrained());
+            if (isAsync) {
+                async = new AsyncRollout(engine, slots, sampleLog::writer, producer(), b.samplesPerPrompt(),
+                        spec.async().maxLagGroups(), spec.async().partialRollouts() == org.orbitrl.scheduler.job.PartialRollouts.ABORT,
+                        state.step() + 1_000_000L, 0, x -> groupsConsumed);
+                async.start();
+            }
         } catch (IOException | InterruptedException | RuntimeException e) {
             close();
             throw new JobException("loading job " + spec.name() + ": " + e.getMessage(), e);
@@ -167,6 +183,10 @@ public final class RlJobRunner implements JobRunner {
      */
     @Override
     public StepMetrics step() throws JobException {
+        return async != null ? asyncStep() : syncStep();
+    }
+
+    private StepMetrics syncStep() throws JobException {
         long t0 = System.nanoTime();
         long step = state.step() + 1;
         long version = state.adapterVersion();
@@ -258,6 +278,162 @@ public final class RlJobRunner implements JobRunner {
         return m;
     }
 
+    /**
+     * One step in async mode: the rollout thread keeps producing; the trainer takes the next
+     * groups from the log (waiting only if rollout is behind), drops groups with a token older than
+     * the staleness bound (counted), trains with importance sampling against the recorded rollout
+     * log-probs, and publishes the next version into the idle slot.
+     */
+    private StepMetrics asyncStep() throws JobException {
+        long t0 = System.nanoTime();
+        long step = state.step() + 1;
+        var b = spec.batch();
+
+        // 1. the next groups from the sample log (the trainer waits only while rollout is behind)
+        List<SampleGroup> groups = new ArrayList<>();
+        long consumed = state.consumedIndex();
+        long waited = 0;
+        while (groups.size() < b.promptsPerStep()) {
+            LogEntry e = reader.next();
+            if (e == null) {
+                async.check();
+                if (ctx.isStopRequested()) {
+                    throw new org.orbitrl.scheduler.job.StepAbortedException("stopping while waiting for rollouts");
+                }
+                long w0 = System.nanoTime();
+                try {
+                    Thread.sleep(1);
+                } catch (InterruptedException ie) {
+                    Thread.currentThread().interrupt();
+                    throw new org.orbitrl.scheduler.job.StepAbortedException("interrupted while waiting for rollouts");
+                }
+                waited += System.nanoTime() - w0;
+                continue;
+            }
+            if (e instanceof LogEntry.Group g) {
+                groups.add(g.group());
+            }
+            consumed = reader.lastReadIndex();
+        }
+        groupsConsumed += groups.size();
+
+        // 2. staleness: a group with any token older than (current version - bound) is dropped and counted
+        long current = state.adapterVersion();
+        int bound = tunables.stalenessBound();
+        List<SampleRecord> batch = new ArrayList<>();
+        long dropped = 0;
+        long staleSum = 0;
+        long staleMax = 0;
+        long staleTokens = 0;
+        for (SampleGroup g : groups) {
+            long oldest = g.samples().stream().mapToLong(SampleRecord::oldestVersion).min().orElse(current);
+            if (current - oldest > bound) {
+                dropped += g.size();
+                continue;
+            }
+            for (SampleRecord r : g.samples()) {
+                batch.add(r);
+                for (int t = 0; t < r.responseLength(); t++) {
+                    long st = current - r.versionOf(t);
+                    staleSum += st;
+                    staleMax = Math.max(staleMax, st);
+                    staleTokens++;
+                }
+            }
+        }
+        double rewardSum = 0;
+        int correct = 0;
+        long tokens = 0;
+        for (SampleRecord r : batch) {
+            rewardSum += r.reward();
+            correct += r.rewardBreakdown().getOrDefault(Reward.CORRECT, 0.0) > 0 ? 1 : 0;
+            tokens += r.responseLength();
+        }
+
+        // 3. train: TIS uses the recorded rollout log-probs, whichever version made them
+        long tTrain0 = System.nanoTime();
+        PolicyTrainer.Outcome out = batch.isEmpty() ? null : trainer.train(batch, b.samplesPerPrompt());
+        long tTrain = System.nanoTime();
+
+        // 4. publish v+1 into the rollout engine's idle slot (it switches between decode steps)
+        long next = current;
+        long publishBytes = 0;
+        double publishSeconds = 0;
+        if (out != null && !out.skipped()) {
+            next = current + 1;
+            long p0 = System.nanoTime();
+            try {
+                publishBytes = slots.publish(trainerAdapter, next);
+            } catch (InterruptedException ie) {
+                Thread.currentThread().interrupt();
+                throw new JobException("interrupted while publishing adapter version " + next);
+            }
+            publishSeconds = (System.nanoTime() - p0) / 1e9;
+            writer.append(AdapterVersionEvent.of(next, step, RlCheckpoint.checksum(trainerAdapter), "", publishBytes,
+                    System.currentTimeMillis() * 1_000_000L));
+        }
+        state = new RunnerState(step, next, consumed, state.samplesTrained() + batch.size());
+        trainerIdleNanos += waited;
+        trainerBusyNanos += System.nanoTime() - t0 - waited;
+
+        double seconds = (System.nanoTime() - t0) / 1e9;
+        Map<String, Double> extra = new TreeMap<>();
+        if (out != null) {
+            extra.put("loss", out.loss());
+            extra.put("grad_norm", out.gradNorm());
+            extra.put("lr", out.lr());
+            extra.put("kl", out.klMean());
+            extra.put("clip_fraction", out.clipFraction());
+        }
+        extra.put("train_seconds", (tTrain - tTrain0) / 1e9);
+        extra.put("publish_seconds", publishSeconds);
+        extra.put("publish_bytes", (double) publishBytes);
+        extra.put("trainer_idle_fraction", trainerIdleNanos / (double) Math.max(1, trainerIdleNanos + trainerBusyNanos));
+        extra.put("rollout_idle_fraction", async.idleFraction());
+        extra.put("dropped_stale", (double) dropped);
+        extra.put("regenerated_samples", (double) async.regeneratedSamples());
+        gauges.put("trainer_idle_fraction", extra.get("trainer_idle_fraction"));
+        gauges.put("rollout_idle_fraction", async.idleFraction());
+        gauges.put("rollout_backpressured", async.backpressured() ? 1.0 : 0.0);
+        gauges.put("trainer_waiting", waited > 0 ? 1.0 : 0.0);
+        gauges.put("queue_lag_groups", (double) (async.producedGroups() - groupsConsumed));
+        gauges.put("publish_bytes", (double) publishBytes);
+        gauges.put("publish_seconds", publishSeconds);
+        int n = Math.max(1, batch.size());
+        StepMetrics m = new StepMetrics(step, rewardSum / n, correct / (double) n, out == null ? Double.NaN : out.gapMean(),
+                out == null ? Double.NaN : out.gapMax(), tokens, seconds, next,
+                staleTokens == 0 ? 0 : staleSum / (double) staleTokens, staleMax, dropped, batch.size(), new TreeMap<>(extra));
+        metrics.step(new StepRecord(step, Instant.now(), m.rewardMean(), m.accuracy(), m.logprobGapMean(),
+                m.logprobGapMax(), tokens, async.generatedTokens() / Math.max(1e-9, (System.nanoTime() - loadedAt) / 1e9),
+                seconds, next, new TreeMap<>(extra), memoryBytes()));
+        return m;
+    }
+
+    /** How the async rollout thread makes its groups (the same prompts, requests and records as sync). */
+    private AsyncRollout.Producer producer() {
+        return new AsyncRollout.Producer() {
+            @Override
+            public List<Problem> problems(long rolloutStep) {
+                return task.trainBatch(spec.seed(), rolloutStep, spec.batch().promptsPerStep());
+            }
+
+            @Override
+            public List<Request> requests(List<Problem> problems, long rolloutStep) {
+                return RlJobRunner.this.requests(problems, rolloutStep);
+            }
+
+            @Override
+            public List<SampleRecord> group(long rolloutStep, int index, Problem p, List<Completion> samples) {
+                List<SampleRecord> g = new ArrayList<>();
+                for (int s = 0; s < samples.size(); s++) {
+                    Completion c = samples.get(s);
+                    g.add(record(rolloutStep, index, s, p, c, task.verify(p, codec.decode(c.tokens())), System.nanoTime()));
+                }
+                return g;
+            }
+        };
+    }
+
     /** Appends every sample group logged after {@code after} to {@code out}; returns the last index read. */
     private long drain(List<SampleRecord> out, long after) {
         long last = after;
@@ -313,6 +489,21 @@ public final class RlJobRunner implements JobRunner {
     /** Accuracy at temperature 0 and pass@k over the held-out split, with the serving adapter. */
     @Override
     public EvalResult evaluate() throws JobException {
+        if (async == null) {
+            return evaluateNow();
+        }
+        try {
+            async.quiesce();                      // the engine serves one caller at a time
+            return evaluateNow();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new JobException("interrupted while pausing rollout for evaluation");
+        } finally {
+            async.setPaused(false);
+        }
+    }
+
+    private EvalResult evaluateNow() throws JobException {
         long t0 = System.nanoTime();
         var e = spec.eval();
         List<Problem> problems = task.evalSplit(e.size());
@@ -363,10 +554,16 @@ public final class RlJobRunner implements JobRunner {
 
     @Override
     public void pause() {
+        if (async != null) {
+            async.setPaused(true);
+        }
     }
 
     @Override
     public void resume() {
+        if (async != null) {
+            async.setPaused(false);
+        }
     }
 
     @Override
@@ -404,8 +601,14 @@ public final class RlJobRunner implements JobRunner {
     @Override
     public void close() {
         try {
+            if (async != null) {
+                async.close();
+            }
             if (engine != null) {
                 engine.close();
+            }
+            if (rolloutBackend != null) {
+                rolloutBackend.close();
             }
             if (metrics != null) {
                 metrics.close();

@@ -196,23 +196,29 @@ public final class RlJobRunner implements JobRunner {
         List<Problem> problems = task.trainBatch(spec.seed(), step, b.promptsPerStep());
         List<SampleRecord> batch = new ArrayList<>();
         long consumed = drain(batch, state.consumedIndex());
-        java.util.Set<String> logged = new java.util.HashSet<>();
-        batch.forEach(r -> logged.add(r.promptId()));
-        List<Problem> todo = problems.stream().filter(p -> !logged.contains(p.id())).toList();
+        java.util.Set<Long> logged = new java.util.HashSet<>();
+        batch.forEach(r -> logged.add(r.groupId()));
+        List<Integer> todo = new ArrayList<>();            // indices of the step's prompts still to roll out
+        for (int i = 0; i < problems.size(); i++) {
+            if (!logged.contains(groupId(step, i))) {
+                todo.add(i);
+            }
+        }
 
         // 1. rollout: prompts × G samples with the serving adapter version
-        List<Completion> completions = engine.generate(requests(todo, step));
+        List<Completion> completions = engine.generate(requests(todo.stream().map(problems::get).toList(), step));
         long tRollout = System.nanoTime();
 
         // 2. reward, 3. log: each group appended to the sample queue as one entry
         long tokens = 0;
-        for (int i = 0; i < todo.size(); i++) {
-            Problem p = todo.get(i);
+        for (int j = 0; j < todo.size(); j++) {
+            int i = todo.get(j);
+            Problem p = problems.get(i);
             List<SampleRecord> group = new ArrayList<>();
             for (int s = 0; s < b.samplesPerPrompt(); s++) {
-                Completion c = completions.get(i * b.samplesPerPrompt() + s);
+                Completion c = completions.get(j * b.samplesPerPrompt() + s);
                 Reward r = task.verify(p, codec.decode(c.tokens()));
-                group.add(record(step, problems.indexOf(p), s, p, c, r, t0));
+                group.add(record(step, i, s, p, c, r, t0));
                 tokens += c.tokens().length;
             }
             writer.append(new SampleGroup(group));
@@ -446,6 +452,11 @@ public final class RlJobRunner implements JobRunner {
         return last;
     }
 
+    /** The group id of prompt {@code i} of step {@code step}: unique in the job's log. */
+    static long groupId(long step, int i) {
+        return step * 1_000_000L + i;
+    }
+
     private List<Request> requests(List<Problem> problems, long step) {
         List<Request> out = new ArrayList<>();
         var b = spec.batch();
@@ -458,7 +469,7 @@ public final class RlJobRunner implements JobRunner {
                         + " tokens, more than batch.max_prompt_tokens " + b.maxPromptTokens());
             }
             long seed = spec.seed() * 1_000_003L + step * 8191L + i;
-            out.add(new Request(p.id() + "@" + step, prompt, new SamplingParams((float) tunables.temperature(),
+            out.add(new Request(p.id() + "@" + step + "#" + i, prompt, new SamplingParams((float) tunables.temperature(),
                     (float) s.topP(), s.topK(), (float) s.minP(), b.maxResponseTokens(), codec.stopTokens(),
                     task.stopStrings(), seed), b.samplesPerPrompt()));
         }
@@ -479,7 +490,7 @@ public final class RlJobRunner implements JobRunner {
         }
         long now = System.currentTimeMillis() * 1_000_000L;
         return SampleRecord.builder().job(spec.name()).promptId(p.id())
-                .group(step * 1_000_000L + i, s, spec.batch().samplesPerPrompt())
+                .group(groupId(step, i), s, spec.batch().samplesPerPrompt())
                 .promptTokens(c.prompt()).response(c.tokens(), c.policyLogprobs(), mask).versions(spans)
                 .reward(r.total(), r.breakdown()).finishReason(org.orbitrl.scheduler.log.FinishReason.valueOf(c.reason().name()))
                 .temperature((float) tunables.temperature())

@@ -118,11 +118,13 @@ public final class RolloutEngine implements AutoCloseable {
 
     /** Submits the requests, steps until all are done, and returns their samples in request order. */
     public List<Completion> generate(List<Request> requests) {
-        requests.forEach(this::submit);
         Map<String, Completion[]> byRequest = new LinkedHashMap<>();
         for (Request r : requests) {
-            byRequest.put(r.id(), new Completion[r.samples()]);
+            if (byRequest.put(r.id(), new Completion[r.samples()]) != null) {
+                throw new IllegalArgumentException("two requests share the id " + r.id());
+            }
         }
+        requests.forEach(this::submit);
         while (!idle()) {
             for (Completion c : step()) {
                 Completion[] slot = byRequest.get(c.requestId());

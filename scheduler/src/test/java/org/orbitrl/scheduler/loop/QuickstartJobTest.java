@@ -49,6 +49,21 @@ class QuickstartJobTest {
         }
     }
 
+    /** 64 prompts a step from a task of ~880 training problems: the same prompt drawn twice stays two groups. */
+    @Test
+    void aPromptDrawnTwiceInOneStepMakesTwoGroups(@TempDir Path dir) throws Exception {
+        JobSpec q = quickstart();
+        var b = q.batch();
+        JobSpec spec = new JobSpec(q.name(), q.runner(), q.model(), q.adapter(), q.algorithm(), q.kl(), q.tisCap(),
+                new org.orbitrl.scheduler.job.BatchSpec(64, 2, b.maxPromptTokens(), b.maxResponseTokens(), 128), q.sampling(),
+                q.optimizer(), 1, new org.orbitrl.scheduler.job.EvalSpec(0, "held_out", 4, 1, java.util.List.of(1)),
+                q.checkpoint(), q.seed(), q.async(), q.task(), q.placement(), q.memory());
+        var problems = RlSetup.task(spec.task(), 4).trainBatch(spec.seed(), 1, 64);
+        assertTrue(problems.stream().map(p -> p.id()).distinct().count() < 64, "the step must repeat a prompt for this test");
+        ForegroundRun.Outcome o = ForegroundRun.run(spec, dir, new PrintStream(new ByteArrayOutputStream()), new AtomicBoolean());
+        assertEquals(1, o.steps());
+    }
+
     @Test
     void resumingFromACheckpointGivesTheSameAdapterAsAnUninterruptedRun(@TempDir Path dir) throws Exception {
         var smallEval = new org.orbitrl.scheduler.job.EvalSpec(0, "held_out", 8, 1, java.util.List.of(1));

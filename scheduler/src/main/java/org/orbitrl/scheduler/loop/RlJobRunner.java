@@ -158,7 +158,7 @@ public final class RlJobRunner implements JobRunner {
             if (isAsync) {
                 async = new AsyncRollout(engine, slots, sampleLog::writer, producer(), b.samplesPerPrompt(),
                         spec.async().maxLagGroups(), spec.async().partialRollouts() == org.orbitrl.scheduler.job.PartialRollouts.ABORT,
-                        state.step() + 1_000_000L, 0, x -> groupsConsumed);
+                        firstRolloutStep(), 0, x -> groupsConsumed);
                 async.start();
             }
         } catch (IOException | InterruptedException | RuntimeException e) {
@@ -450,6 +450,23 @@ public final class RlJobRunner implements JobRunner {
             last = reader.lastReadIndex();
         }
         return last;
+    }
+
+    /**
+     * Async rollout steps number their groups after every group already in the log, so that
+     * groups made after a restart never share an id with groups still waiting to be trained.
+     */
+    private long firstRolloutStep() {
+        long max = (state.step() + 1_000_000L) * 1_000_000L;
+        try (SampleLogReader r = sampleLog.reader()) {
+            r.startAfter(state.consumedIndex());
+            for (LogEntry e; (e = r.next()) != null; ) {
+                if (e instanceof LogEntry.Group g) {
+                    max = Math.max(max, g.group().groupId());
+                }
+            }
+        }
+        return max / 1_000_000L;
     }
 
     /** The group id of prompt {@code i} of step {@code step}: unique in the job's log. */

@@ -90,13 +90,20 @@ public final class SampleLogBench {
                 }
             }
             long t4 = System.nanoTime();
+            long decoded = 0;
+            for (int i = 0; i < groups; i++) {
+                decoded += ((LogEntry.Group) SampleCodec.decode(i, encoded[i % encoded.length])).group().size();
+            }
+            long t5 = System.nanoTime();
             double mb = groups * bytesPerGroup / 1e6;
             double append = mb / ((t1 - t0) / 1e9);
             double readRate = mb / ((t2 - t1) / 1e9);
             double peer = mb / ((t4 - t3) / 1e9);
+            double decode = mb / ((t5 - t4) / 1e9);
             System.out.printf("round %d: %d groups x %d samples x %d tokens (%.1f MB): append %.0f MB/s (%.0f groups/s),"
-                            + " read %.0f MB/s (%d samples), plain FileChannel write %.0f MB/s; append/peer %.2f%n",
-                    round, groups, g, tokens, mb, append, groups / ((t1 - t0) / 1e9), readRate, read, peer, append / peer);
+                            + " read %.0f MB/s (%d samples; decoding alone %.0f MB/s, %d samples), plain FileChannel"
+                            + " write %.0f MB/s; append/peer %.2f%n", round, groups, g, tokens, mb, append,
+                    groups / ((t1 - t0) / 1e9), readRate, read, decode, decoded, peer, append / peer);
         }
     }
 }

@@ -46,7 +46,11 @@ public final class SampleCodec {
 
     /** The bytes of a group entry. */
     public static byte[] encode(SampleGroup group) {
-        Out out = new Out(256 + group.size() * 64);
+        int size = 1 + 2 + 4;
+        for (SampleRecord s : group.samples()) {
+            size += sizeOf(s);
+        }
+        Out out = new Out(size);
         out.u8(KIND_GROUP).u16(SampleRecord.CURRENT_SCHEMA).i32(group.size());
         for (SampleRecord s : group.samples()) {
             writeSample(out, s);
@@ -108,21 +112,44 @@ public final class SampleCodec {
         return "0x" + Long.toHexString(index);
     }
 
+    /** Exact encoded size of one sample (schema 1). */
+    private static int sizeOf(SampleRecord s) {
+        int r = s.responseLength();
+        int size = 4 + utf8Length(s.job()) + 4 + utf8Length(s.promptId()) + 8 + 4 + 4;
+        size += 4 + 4 * s.promptArray().length;
+        size += 4 + 4 * r + 4 * r + (r + 7) / 8;
+        size += 4 + s.versions().size() * (4 + 8);
+        size += 8 + 4;
+        for (String name : s.rewardBreakdown().keySet()) {
+            size += 4 + utf8Length(name) + 8;
+        }
+        return size + 1 + 4 + 8 + 8 + 8;
+    }
+
+    private static int utf8Length(String s) {
+        int n = 0;
+        for (int i = 0; i < s.length(); i++) {
+            char c = s.charAt(i);
+            if (c < 0x80) {
+                n += 1;
+            } else if (c < 0x800) {
+                n += 2;
+            } else if (Character.isHighSurrogate(c)) {
+                n += 4;
+                i++;
+            } else {
+                n += 3;
+            }
+        }
+        return n;
+    }
+
     private static void writeSample(Out out, SampleRecord s) {
         out.str(s.job()).str(s.promptId()).i64(s.groupId()).i32(s.sampleIndex()).i32(s.groupSize());
-        int[] prompt = s.promptTokens();
-        out.i32(prompt.length);
-        for (int t : prompt) {
-            out.i32(t);
-        }
+        int[] prompt = s.promptArray();
+        out.i32(prompt.length).ints(prompt);
         int r = s.responseLength();
-        out.i32(r);
-        for (int i = 0; i < r; i++) {
-            out.i32(s.responseToken(i));
-        }
-        for (int i = 0; i < r; i++) {
-            out.f32(s.rolloutLogprob(i));
-        }
+        out.i32(r).ints(s.responseArray()).floats(s.logprobArray());
         for (int b = 0; b < (r + 7) / 8; b++) {
             int bits = 0;
             for (int j = 0; j < 8 && b * 8 + j < r; j++) {
@@ -149,18 +176,16 @@ public final class SampleCodec {
         int index = in.getInt();
         int size = in.getInt();
         int[] prompt = new int[count(in, "prompt tokens")];
-        for (int i = 0; i < prompt.length; i++) {
-            prompt[i] = in.getInt();
-        }
+        ints(in, prompt);
         int r = count(in, "response tokens");
         int[] response = new int[r];
-        for (int i = 0; i < r; i++) {
-            response[i] = in.getInt();
-        }
+        ints(in, response);
         float[] logprobs = new float[r];
-        for (int i = 0; i < r; i++) {
-            logprobs[i] = in.getFloat();
+        if (in.remaining() < 4L * r) {
+            throw new BufferUnderflowException();
         }
+        in.asFloatBuffer().get(logprobs);
+        in.position(in.position() + 4 * r);
         boolean[] mask = new boolean[r];
         for (int b = 0; b < (r + 7) / 8; b++) {
             int bits = Byte.toUnsignedInt(in.get());
@@ -183,6 +208,15 @@ public final class SampleCodec {
         SampleTimings timings = new SampleTimings(in.getLong(), in.getLong(), in.getLong());
         return new SampleRecord(schema, job, promptId, groupId, index, size, prompt, response, logprobs, mask,
                 Arrays.asList(spans), reward, breakdown, finish, temperature, timings);
+    }
+
+    /** Bulk little-endian ints. */
+    private static void ints(ByteBuffer in, int[] into) {
+        if (in.remaining() < 4L * into.length) {
+            throw new BufferUnderflowException();
+        }
+        in.asIntBuffer().get(into);
+        in.position(in.position() + 4 * into.length);
     }
 
     private static int count(ByteBuffer in, String what) {
@@ -226,6 +260,20 @@ public final class SampleCodec {
         Out f32(float v) { room(4); buf.putFloat(v); return this; }
         Out f64(double v) { room(8); buf.putDouble(v); return this; }
 
+        Out ints(int[] v) {
+            room(4 * v.length);
+            buf.asIntBuffer().put(v);
+            buf.position(buf.position() + 4 * v.length);
+            return this;
+        }
+
+        Out floats(float[] v) {
+            room(4 * v.length);
+            buf.asFloatBuffer().put(v);
+            buf.position(buf.position() + 4 * v.length);
+            return this;
+        }
+
         Out str(String s) {
             byte[] b = s.getBytes(StandardCharsets.UTF_8);
             i32(b.length);
@@ -235,7 +283,7 @@ public final class SampleCodec {
         }
 
         byte[] bytes() {
-            return Arrays.copyOf(buf.array(), buf.position());
+            return buf.position() == buf.capacity() ? buf.array() : Arrays.copyOf(buf.array(), buf.position());
         }
     }
 }

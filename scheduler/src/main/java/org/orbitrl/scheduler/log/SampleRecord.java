@@ -103,6 +103,19 @@ public record SampleRecord(int schemaVersion, String job, String promptId, long 
         return lossMask.clone();
     }
 
+    // The arrays themselves, for the codec in this package (never handed out).
+    int[] promptArray() {
+        return promptTokens;
+    }
+
+    int[] responseArray() {
+        return responseTokens;
+    }
+
+    float[] logprobArray() {
+        return rolloutLogprobs;
+    }
+
     /** Number of generated tokens. */
     public int responseLength() {
         return responseTokens.length;

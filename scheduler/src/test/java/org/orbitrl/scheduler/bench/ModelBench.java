@@ -45,15 +45,29 @@ public final class ModelBench {
         double fma = fmaPeak(threads);
         System.out.printf("machine: %d threads, copy %.1f GB/s (read+write), dense f32 matmul (M=256, K=N=1024) %.1f GFLOP/s%n", threads,
                 copy / 1e9, fma / 1e9);
-        Path wide = Files.createTempDirectory("orbit-bench-wide");
-        TinyMoe w = new TinyMoe(260, 512, 4, 8, 4, 64, 16, 2, 512, 512);
-        w.write(wide, w.randomWeights(1), true);
-        for (Path model : List.of(repo.resolve("models/quickstart"), wide)) {
+        List<Path> models = new ArrayList<>();
+        for (int i = 1; i < args.length; i++) {
+            models.add(Path.of(args[i]));           // given model directories (the HF fixtures, say)
+        }
+        if (models.isEmpty()) {
+            Path wide = Files.createTempDirectory("orbit-bench-wide");
+            TinyMoe w = new TinyMoe(260, 512, 4, 8, 4, 64, 16, 2, 512, 512);
+            w.write(wide, w.randomWeights(1), true);
+            models = List.of(repo.resolve("models/quickstart"), wide);
+        }
+        for (Path model : models) {
             AccountingAllocator mem = new AccountingAllocator();
             try (CpuBackend backend = new CpuBackend(threads, mem); LoadedModel lm = LoadedModel.load(model, backend, BaseFormat.BF16)) {
                 long weightBytes = Files.size(model.resolve("model.safetensors"));
                 System.out.printf("%n== %s (%s, %d layers, hidden %d): checkpoint %.2f MB%n", model.getFileName(),
                         lm.spec().modelType(), lm.spec().numLayers(), lm.spec().hiddenSize(), weightBytes / 1e6);
+                long planned = 0;
+                for (int l = 0; l < lm.spec().numLayers(); l++) {
+                    planned += org.orbitrl.memory.plan.KvCacheLayout.bytesPerToken(lm.spec(), l, DType.F32);
+                }
+                long engineKv = new RolloutEngine(lm.model(), null, new RolloutEngine.Options(16, 4, 4, 64), null).kvBytesPerToken();
+                System.out.printf("KV cache per token: engine %d B, planner %d B (f32), ratio %.3f%n", engineKv, planned,
+                        engineKv / (double) planned);
                 decode(lm, weightBytes, copy);
                 train(lm, mem, fma);
             }
@@ -89,8 +103,10 @@ public final class ModelBench {
 
     static void train(LoadedModel lm, AccountingAllocator mem, double fma) {
         AdapterTargets targets = lm.targets();
-        AdapterConfig cfg = AdapterConfig.lora(32, 64, List.of("q_proj", "k_proj", "v_proj", "o_proj"),
-                List.of("mlp.experts.gate_up_proj", "mlp.experts.down_proj"));
+        boolean moe = !targets.expertSets().isEmpty();
+        AdapterConfig cfg = AdapterConfig.lora(32, 64, moe ? List.of("q_proj", "k_proj", "v_proj", "o_proj")
+                        : List.of("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+                moe ? List.of("mlp.experts.gate_up_proj", "mlp.experts.down_proj") : List.of());
         Adapter a = LoraAdapter.create(cfg, targets, mem, 5);
         for (Adapter.Param p : a.params()) {
             p.value().fill(0.01f);

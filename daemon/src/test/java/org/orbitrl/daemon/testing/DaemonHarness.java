@@ -50,7 +50,12 @@ public final class DaemonHarness implements AutoCloseable {
     /** Starts (or restarts) the daemon. */
     public DaemonHarness start() throws DaemonException, ConfigException, IOException {
         Files.createDirectories(jobsDir);
-        daemon = Daemon.start(config(), Map.of("ledger", new LedgerProvider()), mbeans);
+        Map<String, org.orbitrl.scheduler.job.JobRunnerProvider> runners = new java.util.HashMap<>();
+        for (var p : java.util.ServiceLoader.load(org.orbitrl.scheduler.job.JobRunnerProvider.class)) {
+            runners.put(p.name(), p);                          // Orbit's own runners (rl), as Main finds them
+        }
+        runners.put("ledger", new LedgerProvider());
+        daemon = Daemon.start(config(), runners, mbeans);
         daemon.jobs().addListener(new JobListener() {
             @Override
             public void stateChanged(Job job, JobState from, JobState to, String reason) {

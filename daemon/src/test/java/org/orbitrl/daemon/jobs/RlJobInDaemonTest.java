@@ -37,7 +37,7 @@ class RlJobInDaemonTest {
                 .replace("steps: 30", "steps: 3")
                 .replace("  size: 100\n  samples: 8\n  pass_at_k: [1, 4, 8]", "  size: 8\n  samples: 2\n  pass_at_k: [1, 2]");
         assertTrue(yaml.contains("steps: 3") && yaml.contains("size: 8"), "the job file was shortened:\n" + yaml);
-        h = new DaemonHarness(tmp, "").start();
+        h = new DaemonHarness(tmp, "").start(true);
         h.writeJob("quick", yaml);
         h.await("job quick to complete", java.time.Duration.ofSeconds(240),
                 () -> h.daemon.jobs().job("quick").map(j -> j.state() == JobState.COMPLETED

@@ -49,10 +49,17 @@ public final class DaemonHarness implements AutoCloseable {
 
     /** Starts (or restarts) the daemon. */
     public DaemonHarness start() throws DaemonException, ConfigException, IOException {
+        return start(false);
+    }
+
+    /** Starts the daemon with the test ledger runner, and with Orbit's installed runners (rl) if asked. */
+    public DaemonHarness start(boolean installedRunners) throws DaemonException, ConfigException, IOException {
         Files.createDirectories(jobsDir);
         Map<String, org.orbitrl.scheduler.job.JobRunnerProvider> runners = new java.util.HashMap<>();
-        for (var p : java.util.ServiceLoader.load(org.orbitrl.scheduler.job.JobRunnerProvider.class)) {
-            runners.put(p.name(), p);                          // Orbit's own runners (rl), as Main finds them
+        if (installedRunners) {
+            for (var p : java.util.ServiceLoader.load(org.orbitrl.scheduler.job.JobRunnerProvider.class)) {
+                runners.put(p.name(), p);                      // as Main finds them
+            }
         }
         runners.put("ledger", new LedgerProvider());
         daemon = Daemon.start(config(), runners, mbeans);

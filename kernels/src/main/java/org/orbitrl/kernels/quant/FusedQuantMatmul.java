@@ -18,12 +18,13 @@ import java.nio.ByteOrder;
  * decoded vector is multiplied into a tile of 4 rows of x before the next is decoded, so a weight
  * row is read from memory once per 4 rows of x. Other formats (FP8 blocks) decode one row at a time
  * into a K-float buffer. x is copied once per call into the order the decoder produces
- * ({@link CanonicalDot#permuteX}: M·K floats).
+ * ({@link CanonicalDot#permuteX}: M·K floats, per call, so per thread when N is split).
  *
  * <p>Exactness: every {@code y[i, j]} is the dot product of row i of x with the exact f32 values of
  * {@link QuantFormat#dequantizeRow}, summed in one fixed order that depends on K only
- * ({@link CanonicalDot}: 32 partial fused-multiply-add chains, then a fixed tree). The result is the same bits whatever M is, wherever the row sits in x, however N is split,
- * and on 256- or 512-bit vector hardware.
+ * ({@link CanonicalDot}: 32 partial fused-multiply-add chains, then a fixed tree). The result is
+ * the same bits whatever M is, wherever the row sits in x, however N is split, and on 256-bit,
+ * 512-bit or no vector hardware.
  */
 public final class FusedQuantMatmul {
     private FusedQuantMatmul() {

@@ -47,7 +47,7 @@ public final class FusedQuantMatmul {
         long yo = y.byteOffset();
         float[] xp = CanonicalDot.permuteX(x.segment(), x.byteOffset(), m, k); // [M, K] in decoded order
         float[] out = new float[m];                                            // [M]: column j of y
-        float[] scratch = new float[CanonicalDot.LANES];
+        float[] scratch = new float[4 * CanonicalDot.LANES]; // partial sums of 4 rows
         if (w.format() instanceof NibblePacked np && CanonicalDot.vectorsAvailable()) {
             int group = w.format().groupSize();
             float[] scales = new float[k / group];  // [K/group] of the current weight row
@@ -71,8 +71,9 @@ public final class FusedQuantMatmul {
             float[] rowPermuted = new float[k];
             for (int j = nStart; j < nEnd; j++) {
                 w.format().dequantizeRow(w, j, row);
+                CanonicalDot.permuteRow(row, rowPermuted, k);
                 for (int i = 0; i < m; i++) {
-                    out[i] = CanonicalDot.dot(row, rowPermuted, xp, i * k, k, scratch);
+                    out[i] = CanonicalDot.dot(rowPermuted, xp, i * k, k, scratch);
                 }
                 store(ys, yo, n, j, out, m);
             }

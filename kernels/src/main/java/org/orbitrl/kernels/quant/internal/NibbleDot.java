@@ -80,131 +80,109 @@ public final class NibbleDot {
      * @param scales  [k/group] f32 scale per group
      * @param offsets [k/group] {@code −zero·scale} per group (integers; ignored for E2M1)
      * @param xp      x [m, k] {@linkplain CanonicalDot#permuteX permuted}
-     * @param scratch 32 floats
+     * @param acc     scratch of 4·32 floats
      */
     public static void rowTimesX(boolean e2m1, MemorySegment codes, long codeOff, int k, int group, float[] scales,
-                                 float[] offsets, float[] xp, int m, float[] out, float[] scratch) {
+                                 float[] offsets, float[] xp, int m, float[] out, float[] acc) {
         int i = 0;
         for (; i + 4 <= m; i += 4) {
-            rows4(e2m1, codes, codeOff, k, group, scales, offsets, xp, i, out, scratch);
+            // With 8 lanes, positions 0..7 and 8..15 of every unit are two passes over the row.
+            rows4(e2m1, codes, codeOff, k, group, scales, offsets, xp, i, SHIFT_A, 0, acc);
+            if (L == 8) {
+                rows4(e2m1, codes, codeOff, k, group, scales, offsets, xp, i, SHIFT_B, 8, acc);
+            }
+            for (int r = 0; r < 4; r++) {
+                out[i + r] = CanonicalDot.tree(acc, r * CanonicalDot.LANES);
+            }
         }
         for (; i < m; i++) {
-            out[i] = row1(e2m1, codes, codeOff, k, group, scales, offsets, xp, i * k, scratch);
+            row1(e2m1, codes, codeOff, k, group, scales, offsets, xp, i * k, SHIFT_A, 0, acc);
+            if (L == 8) {
+                row1(e2m1, codes, codeOff, k, group, scales, offsets, xp, i * k, SHIFT_B, 8, acc);
+            }
+            out[i] = CanonicalDot.tree(acc, 0);
         }
     }
 
-    /** Decoded positions 0..L-1 (or, with {@code shifts = SHIFT_B}, 8..15) of unit {@code u} of the row. */
-    private static FloatVector unit(MemorySegment codes, long codeOff, int u, LongVector shifts, boolean e2m1,
-                                    float[] scales, float[] offsets, int unitShift) {
-        int g = u >> unitShift;
-        long bits = codes.get(UNIT_BITS, codeOff + 8L * u);
-        return decode(codes(bits, shifts), e2m1, FloatVector.broadcast(FS, scales[g]), FloatVector.broadcast(FS, offsets[g]));
-    }
+    /*
+     * The loops take one unit per iteration and keep the two partial-sum chains in (a, b): unit u
+     * goes into a, then the two swap, so even units land in one chain and odd units in the other.
+     * After the loop, a holds the even chain when the unit count is even. Each loop computes the
+     * positions [pos, pos + L) of every unit and stores them at lanes pos (even chain) and
+     * 16 + pos (odd chain) of each row's 32 partial sums in acc.
+     */
 
-    private static float row1(boolean e2m1, MemorySegment codes, long codeOff, int k, int group, float[] scales,
-                              float[] offsets, float[] xp, int xo, float[] scratch) {
-        FloatVector e0 = FloatVector.zero(FS); // even units, positions 0..L-1
-        FloatVector e1 = e0;                   // even units, positions 8..15 (8 lanes)
-        FloatVector o0 = e0;                   // odd units
-        FloatVector o1 = e0;
+    private static void row1(boolean e2m1, MemorySegment codes, long codeOff, int k, int group, float[] scales,
+                             float[] offsets, float[] xp, int xo, LongVector shifts, int pos, float[] acc) {
+        FloatVector a = FloatVector.zero(FS);
+        FloatVector b = a;
         int units = k / UNIT;
-        int sh = group == 32 ? 1 : 0;          // unit -> group
-        int u = 0;
-        for (; u + 1 < units; u += 2) {
-            int xu = xo + UNIT * u;
-            e0 = unit(codes, codeOff, u, SHIFT_A, e2m1, scales, offsets, sh).fma(FloatVector.fromArray(FS, xp, xu), e0);
-            o0 = unit(codes, codeOff, u + 1, SHIFT_A, e2m1, scales, offsets, sh)
-                    .fma(FloatVector.fromArray(FS, xp, xu + UNIT), o0);
-            if (L == 8) {
-                e1 = unit(codes, codeOff, u, SHIFT_B, e2m1, scales, offsets, sh).fma(FloatVector.fromArray(FS, xp, xu + 8), e1);
-                o1 = unit(codes, codeOff, u + 1, SHIFT_B, e2m1, scales, offsets, sh)
-                        .fma(FloatVector.fromArray(FS, xp, xu + UNIT + 8), o1);
-            }
+        int sh = group == 32 ? 1 : 0; // unit -> group
+        for (int u = 0; u < units; u++) {
+            long bits = codes.get(UNIT_BITS, codeOff + 8L * u);
+            FloatVector w = decode(codes(bits, shifts), e2m1, FloatVector.broadcast(FS, scales[u >> sh]),
+                    FloatVector.broadcast(FS, offsets[u >> sh]));
+            FloatVector n = w.fma(FloatVector.fromArray(FS, xp, xo + UNIT * u + pos), a);
+            a = b;
+            b = n;
         }
-        if (u < units) { // a last, even unit
-            int xu = xo + UNIT * u;
-            e0 = unit(codes, codeOff, u, SHIFT_A, e2m1, scales, offsets, sh).fma(FloatVector.fromArray(FS, xp, xu), e0);
-            if (L == 8) {
-                e1 = unit(codes, codeOff, u, SHIFT_B, e2m1, scales, offsets, sh).fma(FloatVector.fromArray(FS, xp, xu + 8), e1);
-            }
+        if (units % 2 != 0) {
+            FloatVector t = a;
+            a = b;
+            b = t;
         }
-        e0.intoArray(scratch, 0); // the 32 partial sums: even units, then odd, positions in decoded order
-        o0.intoArray(scratch, UNIT);
-        if (L == 8) {
-            e1.intoArray(scratch, 8);
-            o1.intoArray(scratch, UNIT + 8);
-        }
-        return CanonicalDot.tree(scratch);
+        a.intoArray(acc, pos);
+        b.intoArray(acc, UNIT + pos);
     }
 
     private static void rows4(boolean e2m1, MemorySegment codes, long codeOff, int k, int group, float[] scales,
-                              float[] offsets, float[] xp, int i, float[] out, float[] scratch) {
-        FloatVector zero = FloatVector.zero(FS);
-        // Partial sums of rows i..i+3: even/odd unit chains, positions 0..L-1 (and 8..15 with 8 lanes).
-        FloatVector e00 = zero, e10 = zero, e20 = zero, e30 = zero, o00 = zero, o10 = zero, o20 = zero, o30 = zero;
-        FloatVector e01 = zero, e11 = zero, e21 = zero, e31 = zero, o01 = zero, o11 = zero, o21 = zero, o31 = zero;
+                              float[] offsets, float[] xp, int i, LongVector shifts, int pos, float[] acc) {
+        FloatVector a0 = FloatVector.zero(FS); // rows i..i+3: chain of the current unit's parity
+        FloatVector a1 = a0, a2 = a0, a3 = a0;
+        FloatVector b0 = a0, b1 = a0, b2 = a0, b3 = a0; // and the other chain
         int units = k / UNIT;
         int sh = group == 32 ? 1 : 0;
-        int x0 = i * k;
-        for (int u = 0; u < units; u += 2) {
-            boolean odd = u + 1 < units; // a last unit without an odd partner
+        int x0 = i * k + pos;
+        for (int u = 0; u < units; u++) {
+            long bits = codes.get(UNIT_BITS, codeOff + 8L * u);
+            FloatVector w = decode(codes(bits, shifts), e2m1, FloatVector.broadcast(FS, scales[u >> sh]),
+                    FloatVector.broadcast(FS, offsets[u >> sh]));
             int xu = x0 + UNIT * u;
-            FloatVector w = unit(codes, codeOff, u, SHIFT_A, e2m1, scales, offsets, sh);
-            e00 = w.fma(FloatVector.fromArray(FS, xp, xu), e00);
-            e10 = w.fma(FloatVector.fromArray(FS, xp, xu + k), e10);
-            e20 = w.fma(FloatVector.fromArray(FS, xp, xu + 2 * k), e20);
-            e30 = w.fma(FloatVector.fromArray(FS, xp, xu + 3 * k), e30);
-            if (L == 8) {
-                FloatVector v = unit(codes, codeOff, u, SHIFT_B, e2m1, scales, offsets, sh);
-                e01 = v.fma(FloatVector.fromArray(FS, xp, xu + 8), e01);
-                e11 = v.fma(FloatVector.fromArray(FS, xp, xu + 8 + k), e11);
-                e21 = v.fma(FloatVector.fromArray(FS, xp, xu + 8 + 2 * k), e21);
-                e31 = v.fma(FloatVector.fromArray(FS, xp, xu + 8 + 3 * k), e31);
-            }
-            if (!odd) {
-                break;
-            }
-            xu += UNIT;
-            w = unit(codes, codeOff, u + 1, SHIFT_A, e2m1, scales, offsets, sh);
-            o00 = w.fma(FloatVector.fromArray(FS, xp, xu), o00);
-            o10 = w.fma(FloatVector.fromArray(FS, xp, xu + k), o10);
-            o20 = w.fma(FloatVector.fromArray(FS, xp, xu + 2 * k), o20);
-            o30 = w.fma(FloatVector.fromArray(FS, xp, xu + 3 * k), o30);
-            if (L == 8) {
-                FloatVector v = unit(codes, codeOff, u + 1, SHIFT_B, e2m1, scales, offsets, sh);
-                o01 = v.fma(FloatVector.fromArray(FS, xp, xu + 8), o01);
-                o11 = v.fma(FloatVector.fromArray(FS, xp, xu + 8 + k), o11);
-                o21 = v.fma(FloatVector.fromArray(FS, xp, xu + 8 + 2 * k), o21);
-                o31 = v.fma(FloatVector.fromArray(FS, xp, xu + 8 + 3 * k), o31);
-            }
+            FloatVector n0 = w.fma(FloatVector.fromArray(FS, xp, xu), a0);
+            FloatVector n1 = w.fma(FloatVector.fromArray(FS, xp, xu + k), a1);
+            FloatVector n2 = w.fma(FloatVector.fromArray(FS, xp, xu + 2 * k), a2);
+            FloatVector n3 = w.fma(FloatVector.fromArray(FS, xp, xu + 3 * k), a3);
+            a0 = b0;
+            a1 = b1;
+            a2 = b2;
+            a3 = b3;
+            b0 = n0;
+            b1 = n1;
+            b2 = n2;
+            b3 = n3;
         }
-        e00.intoArray(scratch, 0);
-        o00.intoArray(scratch, UNIT);
-        if (L == 8) {
-            e01.intoArray(scratch, 8);
-            o01.intoArray(scratch, UNIT + 8);
+        if (units % 2 != 0) {
+            FloatVector t = a0;
+            a0 = b0;
+            b0 = t;
+            t = a1;
+            a1 = b1;
+            b1 = t;
+            t = a2;
+            a2 = b2;
+            b2 = t;
+            t = a3;
+            a3 = b3;
+            b3 = t;
         }
-        out[i] = CanonicalDot.tree(scratch);
-        e10.intoArray(scratch, 0);
-        o10.intoArray(scratch, UNIT);
-        if (L == 8) {
-            e11.intoArray(scratch, 8);
-            o11.intoArray(scratch, UNIT + 8);
-        }
-        out[i + 1] = CanonicalDot.tree(scratch);
-        e20.intoArray(scratch, 0);
-        o20.intoArray(scratch, UNIT);
-        if (L == 8) {
-            e21.intoArray(scratch, 8);
-            o21.intoArray(scratch, UNIT + 8);
-        }
-        out[i + 2] = CanonicalDot.tree(scratch);
-        e30.intoArray(scratch, 0);
-        o30.intoArray(scratch, UNIT);
-        if (L == 8) {
-            e31.intoArray(scratch, 8);
-            o31.intoArray(scratch, UNIT + 8);
-        }
-        out[i + 3] = CanonicalDot.tree(scratch);
+        int lanes = CanonicalDot.LANES;
+        a0.intoArray(acc, pos);
+        b0.intoArray(acc, UNIT + pos);
+        a1.intoArray(acc, lanes + pos);
+        b1.intoArray(acc, lanes + UNIT + pos);
+        a2.intoArray(acc, 2 * lanes + pos);
+        b2.intoArray(acc, 2 * lanes + UNIT + pos);
+        a3.intoArray(acc, 3 * lanes + pos);
+        b3.intoArray(acc, 3 * lanes + UNIT + pos);
     }
 }

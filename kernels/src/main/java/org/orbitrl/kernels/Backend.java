@@ -41,6 +41,20 @@ public interface Backend extends AutoCloseable {
     /** Dequantizes {@code w} [N, K] into {@code out} [N, K] (f32 or bf16). */
     void dequantize(QuantizedTensor w, Tensor out);
 
+    /**
+     * {@code dx = dy · w}: the activation gradient through a frozen weight. dy [rows, N] f32,
+     * w [N, K] f32 or bf16, dx [rows, K] f32. The default runs {@link HostOps} on host memory;
+     * backends override it with their kernels.
+     */
+    default void matmulTransposed(Tensor dy, Tensor w, Tensor dx) {
+        HostOps.matmulTransposed(dy, w, dx);
+    }
+
+    /** {@code dx = dy · w} for a quantized w [N, K], decoding w a row at a time. */
+    default void matmulQuantizedTransposed(Tensor dy, QuantizedTensor w, Tensor dx) {
+        HostOps.matmulQuantizedTransposed(dy, w, dx);
+    }
+
     // ------------------------------------------------------------------ normalisation, activations
 
     /** {@code out = x / sqrt(mean(x²) + eps) · weight} per row; weight [H] f32 or bf16. In place allowed. */
@@ -85,10 +99,65 @@ public interface Backend extends AutoCloseable {
      */
     void attention(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec);
 
+    // ------------------------------------------------------------------ backward (activation gradients only)
+
+    /** RMSNorm backward: dx [rows, H] from x and dy (dx may alias dy). The norm weight is frozen. */
+    default void rmsNormBackward(Tensor x, Tensor weight, float eps, Tensor dy, Tensor dx) {
+        BackwardOps.rmsNormBackward(x, weight, eps, dy, dx);
+    }
+
+    /** SwiGLU backward: dgate, dup [rows, I] from gate, up and dout. */
+    default void swigluBackward(Tensor gate, Tensor up, Tensor dout, Tensor dgate, Tensor dup) {
+        BackwardOps.swigluBackward(gate, up, dout, dgate, dup);
+    }
+
+    /** RoPE backward, in place on dx [T, H, D]. */
+    default void ropeBackward(Tensor dx, Tensor positions, RopeTable table) {
+        BackwardOps.ropeBackward(dx, positions, table);
+    }
+
+    /** Attention backward for one sequence; dq, dk, dv overwritten. See {@link BackwardOps#attentionBackward}. */
+    default void attentionBackward(Tensor q, Tensor k, Tensor v, Tensor dout, int queryStart, AttentionSpec spec,
+                                   Tensor dq, Tensor dk, Tensor dv) {
+        BackwardOps.attentionBackward(q, k, v, dout, queryStart, spec, dq, dk, dv);
+    }
+
     // ------------------------------------------------------------------ selection
 
     /** Row lookup: ids i32 or i64 [N], table [V, H] f32 or bf16, out [N, H] f32. */
     void embedding(Tensor table, Tensor ids, Tensor out);
+
+    /**
+     * Accumulate {@code c [P, Q] += alpha · aᵀ · b} for a [M, P], b [M, Q], all f32: the shape of an
+     * adapter weight gradient (reduction over the M tokens in ascending order).
+     */
+    default void matmulTN(Tensor a, Tensor b, float alpha, Tensor c) {
+        HostOps.matmulTN(a, b, alpha, c);
+    }
+
+    /** Accumulate {@code y += alpha · x}, same shapes, f32. */
+    default void axpy(float alpha, Tensor x, Tensor y) {
+        HostOps.axpy(alpha, x, y);
+    }
+
+    /** dst [n, H] row i = src [N, H] row {@code rows[i]}; rows i32 [n]. */
+    default void gatherRows(Tensor src, Tensor rows, Tensor dst) {
+        HostOps.gatherRows(src, rows, dst);
+    }
+
+    /**
+     * Accumulate: dst [N, H] row {@code rows[i]} += {@code weights[i]} · src [n, H] row i, for i in
+     * ascending order (a fixed order, so the sum is batch-invariant). rows i32 [n], weights f32 [n]
+     * or null for 1.
+     */
+    default void scatterAddRows(Tensor src, Tensor rows, Tensor weights, Tensor dst) {
+        HostOps.scatterAddRows(src, rows, weights, dst);
+    }
+
+    /** Accumulate: y [rows, N] += bias [N] for every row. */
+    default void addBias(Tensor y, Tensor bias) {
+        HostOps.addBias(y, bias);
+    }
 
     /** Per row, the k largest values (descending; ties to the lower index) and their indices (i32). */
     void topk(Tensor x, int k, Tensor values, Tensor indices);

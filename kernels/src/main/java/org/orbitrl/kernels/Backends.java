@@ -1,5 +1,6 @@
 package org.orbitrl.kernels;
 
+import org.orbitrl.kernels.cpu.CpuBackend;
 import org.orbitrl.kernels.cpu.ScalarBackend;
 
 /**
@@ -14,18 +15,8 @@ public final class Backends {
         String k = System.getProperty("orbit.kernels", "cpu");
         return switch (k) {
             case "scalar" -> new ScalarBackend();
-            case "cpu" -> fastCpu();
+            case "cpu" -> new CpuBackend();
             default -> throw new IllegalArgumentException("-Dorbit.kernels=" + k + ": expected 'cpu' or 'scalar'");
         };
-    }
-
-    private static Backend fastCpu() {
-        try {
-            return (Backend) Class.forName("org.orbitrl.kernels.cpu.CpuBackend").getConstructor().newInstance();
-        } catch (ClassNotFoundException e) {
-            return new ScalarBackend();
-        } catch (ReflectiveOperationException e) {
-            throw new IllegalStateException("cannot start the CPU backend", e);
-        }
     }
 }

@@ -26,7 +26,12 @@ public final class RopeTable {
      */
     public RopeTable(float[] invFreq, float attentionFactor, int maxPositions, Style style) {
         if (invFreq.length == 0 || maxPositions <= 0) {
-            throw new IllegalArgumentException("rope table needs frequencies and positions");
+            throw new IllegalArgumentException("rope table needs frequencies and positions, got " + invFreq.length
+                    + " frequencies and " + maxPositions + " positions");
+        }
+        if ((long) maxPositions * invFreq.length > Integer.MAX_VALUE) {
+            throw new IllegalArgumentException("rope table of " + maxPositions + " positions x " + invFreq.length
+                    + " frequencies is too large; build it for fewer positions");
         }
         this.rotaryDim = invFreq.length * 2;
         this.maxPositions = maxPositions;

@@ -11,6 +11,9 @@ import picocli.CommandLine.Command;
         description = "RL fine-tuning of frozen low-precision MoE models with adapters.",
         subcommands = {
                 CommandLine.HelpCommand.class,
+                ScoreCommand.class,
+                GenerateCommand.class,
+                PlanCommand.class,
         })
 public final class Orbit implements Runnable {
 

@@ -1,0 +1,122 @@
+package org.orbitrl.memory.plan;
+
+import org.orbitrl.kernels.DType;
+import org.orbitrl.model.spec.AttentionKind;
+import org.orbitrl.model.spec.DeepseekV4Spec;
+import org.orbitrl.model.spec.ModelSpec;
+
+/**
+ * What the rollout KV cache holds per layer, in bytes. The planner sizes the cache with these
+ * methods and the rollout engine's allocator must use the same ones, so the two agree.
+ *
+ * <ul>
+ *   <li>GQA (Qwen3, gpt-oss): per token, K and V of every KV head,
+ *       {@code kvHeads * (headDim + vHeadDim)} elements; sliding-window layers keep at most
+ *       {@code sliding_window} tokens.</li>
+ *   <li>MLA (DeepSeek-V3, Kimi-K2): per token, the compressed latent and the shared rope key,
+ *       {@code kv_lora_rank + qk_rope_head_dim} elements (keys and values are re-expanded from it).</li>
+ *   <li>DeepSeek V4: every layer keeps a sliding window of {@code sliding_window} tokens of its shared
+ *       K=V head ({@code kvHeads * head_dim} elements each). A compressed layer adds one entry per
+ *       {@code ratio} tokens: the pooled KV ({@code head_dim}) and, for compressed-sparse layers,
+ *       the lightning indexer's key ({@code index_head_dim}). The compressor also carries the
+ *       tokens of its open window (KV and gate, {@code ratio} rows of {@code coff*head_dim}; CSA,
+ *       {@code coff = 2}, also the previous window's overlap half), and the indexer likewise.</li>
+ * </ul>
+ * Elements are of the cache dtype ({@code bf16} unless the job asks for {@code fp8}).
+ */
+public final class KvCacheLayout {
+    private KvCacheLayout() {
+    }
+
+    /** Bytes one cached token takes in layer {@code layer}'s full-resolution cache, bf16 elements. */
+    public static long bytesPerToken(ModelSpec spec, int layer) {
+        return bytesPerToken(spec, layer, DType.BF16);
+    }
+
+    /** Bytes one cached token takes in layer {@code layer}'s full-resolution (uncompressed) cache. */
+    public static long bytesPerToken(ModelSpec spec, int layer, DType dtype) {
+        spec.attentionKind(layer); // range check
+        long elems;
+        if (spec.mla() != null) {
+            elems = spec.mla().cacheElementsPerToken();
+        } else if (spec.deepseekV4() != null) {
+            elems = (long) spec.numKvHeads() * spec.headDim();
+        } else {
+            elems = (long) spec.numKvHeads() * (spec.headDim() + spec.vHeadDim());
+        }
+        return elems * dtype.bytes();
+    }
+
+    /** Tokens of the full-resolution cache a sequence of {@code tokens} occupies in layer {@code layer}. */
+    public static long cachedTokens(ModelSpec spec, int layer, long tokens) {
+        AttentionKind k = spec.attentionKind(layer);
+        boolean windowed = k == AttentionKind.SLIDING || spec.deepseekV4() != null;
+        return windowed ? Math.min(tokens, spec.slidingWindow()) : tokens;
+    }
+
+    /** Tokens per compressed entry in layer {@code layer}; 0 for a layer without compression. */
+    public static int compressRate(ModelSpec spec, int layer) {
+        DeepseekV4Spec v = spec.deepseekV4();
+        return v == null ? 0 : v.compressRate(spec.attentionKind(layer));
+    }
+
+    /** Bytes of one compressed entry of layer {@code layer} (pooled KV, plus the indexer key for CSA); 0 if none. */
+    public static long bytesPerCompressedEntry(ModelSpec spec, int layer, DType dtype) {
+        if (compressRate(spec, layer) == 0) {
+            return 0;
+        }
+        long elems = spec.headDim();
+        if (spec.attentionKind(layer) == AttentionKind.COMPRESSED_SPARSE) {
+            elems += spec.deepseekV4().indexHeadDim();
+        }
+        return elems * dtype.bytes();
+    }
+
+    /** Bytes of the compressor's per-sequence state in layer {@code layer} (open window and overlap); 0 if none. */
+    public static long compressorStateBytes(ModelSpec spec, int layer, DType dtype) {
+        long ratio = compressRate(spec, layer);
+        if (ratio == 0) {
+            return 0;
+        }
+        long hd = spec.headDim();
+        if (spec.attentionKind(layer) == AttentionKind.COMPRESSED_SPARSE) {
+            long ihd = spec.deepseekV4().indexHeadDim();
+            // open window: KV and gate, ratio x 2*dim; overlap: KV and gate of the previous window's half, ratio x dim
+            return (2 * ratio * 2 * hd + 2 * ratio * hd + 2 * ratio * 2 * ihd + 2 * ratio * ihd) * dtype.bytes();
+        }
+        return 2 * ratio * hd * dtype.bytes();
+    }
+
+    /** Bytes the cache of layer {@code layer} holds for one sequence of {@code tokens} tokens. */
+    public static long bytesForSequence(ModelSpec spec, int layer, long tokens, DType dtype) {
+        if (tokens < 0) {
+            throw new IllegalArgumentException("negative token count " + tokens);
+        }
+        long b = cachedTokens(spec, layer, tokens) * bytesPerToken(spec, layer, dtype);
+        int ratio = compressRate(spec, layer);
+        if (ratio > 0) {
+            b += tokens / ratio * bytesPerCompressedEntry(spec, layer, dtype) + compressorStateBytes(spec, layer, dtype);
+        }
+        return b;
+    }
+
+    /** Bytes all layers' caches hold for one sequence of {@code tokens} tokens. */
+    public static long bytesPerSequence(ModelSpec spec, long tokens, DType dtype) {
+        long b = 0;
+        for (int i = 0; i < spec.numLayers(); i++) {
+            b = Math.addExact(b, bytesForSequence(spec, i, tokens, dtype));
+        }
+        return b;
+    }
+
+    /**
+     * How many ways tensor parallelism splits a layer's cache: GQA heads are split over up to
+     * {@code kvHeads} ranks; MLA's latent and V4's single shared head are replicated on every rank.
+     */
+    public static int tensorParallelSplit(ModelSpec spec, int tp) {
+        if (spec.mla() != null || spec.deepseekV4() != null) {
+            return 1;
+        }
+        return Math.min(tp, spec.numKvHeads());
+    }
+}

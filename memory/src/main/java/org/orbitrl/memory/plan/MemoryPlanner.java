@@ -1,0 +1,299 @@
+package org.orbitrl.memory.plan;
+
+import java.util.ArrayList;
+import java.util.EnumMap;
+import java.util.List;
+import java.util.Map;
+import java.util.function.IntPredicate;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.memory.plan.internal.ActivationModel;
+import org.orbitrl.model.spec.ModelSpec;
+
+/**
+ * Sizes a job before anything is loaded: bytes per GPU per {@link MemoryCategory}, for each role
+ * of the layout, from the model's weight inventory, the base format, the adapter, the batch
+ * shape and the layout. {@link #check} refuses a job that does not fit with a
+ * {@link PlanRefusedException} that says which category overflows and what would make it fit.
+ *
+ * <p>Rollout and training may run at the same time (the pipeline is asynchronous), so a colocated
+ * GPU holds the rollout's and the trainer's buffers together.
+ */
+public final class MemoryPlanner {
+    private static final long GIB = 1L << 30;
+    /** NCCL's own buffers and channels on a GPU that talks to others. */
+    static final long NCCL_FIXED = GIB;
+    /** Gradient all-reduce bucket, in adapter parameters (f32). */
+    static final long GRAD_BUCKET_PARAMS = 1L << 26;
+
+    private MemoryPlanner() {
+    }
+
+    /** The default runtime reserve: 2 GiB (CUDA context, cuBLAS workspaces, kernels) plus 3% of the GPU for fragmentation. */
+    public static long defaultReserve(long capacity) {
+        return 2 * GIB + capacity * 3 / 100;
+    }
+
+    /** Plans {@code req}; never throws for a job that does not fit (see {@link MemoryPlan#fits}). */
+    public static MemoryPlan plan(PlanRequest req) {
+        WeightInventory inv = WeightInventory.of(req.spec());
+        ParamCounts counts = ParamCounts.of(inv);
+        List<GpuBudget> budgets = budgets(req, inv);
+        int local = chunked(req) ? localExperts(req) : 0;
+        int chunk = Math.min(req.expertChunk(), local);
+        long chunkBytes = chunked(req) ? expertChunkBytes(req, inv) : 0;
+        int maxChunk = 0;
+        if (local > 0) {
+            long room = Long.MAX_VALUE;
+            for (GpuBudget b : budgets) {
+                room = Math.min(room, b.headroom() + chunk * chunkBytes);
+            }
+            maxChunk = (int) Math.max(0, Math.min(local, room / chunkBytes));
+        }
+        int maxPrompts = largest(p -> fits(req.withBatch(req.batch().withPrompts(p)), inv), 1 << 20);
+        int maxMicro = largest(m -> fits(req.withBatch(req.batch().withMicroBatch(m)), inv), 1 << 14);
+        return new MemoryPlan(req, counts, req.adapter().params(inv), budgets, chunk, chunkBytes, maxChunk,
+                maxPrompts, maxMicro, notes(req, inv, counts));
+    }
+
+    /** Plans {@code req} and returns the plan if it fits; otherwise throws, with the table and what would fit. */
+    public static MemoryPlan check(PlanRequest req) {
+        MemoryPlan p = plan(req);
+        if (!p.fits()) {
+            throw new PlanRefusedException(p, FitAdvisor.suggest(p));
+        }
+        return p;
+    }
+
+    static boolean fits(PlanRequest req, WeightInventory inv) {
+        for (GpuBudget b : budgets(req, inv)) {
+            if (!b.fits()) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /** The largest n in [1, cap] with ok(n), for ok monotone (true up to some n); 0 if ok(1) is false. */
+    static int largest(IntPredicate ok, int cap) {
+        if (!ok.test(1)) {
+            return 0;
+        }
+        int lo = 1;
+        int hi = 2;
+        while (hi <= cap && ok.test(hi)) {
+            lo = hi;
+            hi *= 2;
+        }
+        hi = Math.min(hi, cap + 1);
+        while (hi - lo > 1) {   // ok(lo), !ok(hi) or hi beyond cap
+            int mid = (lo + hi) >>> 1;
+            if (ok.test(mid)) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        return lo;
+    }
+
+    static List<GpuBudget> budgets(PlanRequest req, WeightInventory inv) {
+        List<GpuBudget> out = new ArrayList<>();
+        for (GpuRole role : req.layout().roles()) {
+            out.add(budget(req, inv, role));
+        }
+        return out;
+    }
+
+    /** True when routed experts are stored quantized and dequantized chunk by chunk (not in full training). */
+    static boolean chunked(PlanRequest req) {
+        return req.spec().isMoe() && req.base().of(ParamFamily.ROUTED_EXPERTS).isQuantized() && !req.adapter().isFull();
+    }
+
+    /** Routed experts of one MoE layer that one GPU holds; 0 for a dense model. */
+    static int localExperts(PlanRequest req) {
+        ModelSpec s = req.spec();
+        return s.isMoe() ? s.moe().numExperts() / req.layout().expertParallel() : 0;
+    }
+
+    /** bf16 bytes of one routed expert (all its matrices), twice: the chunk buffer is double-buffered. */
+    static long expertChunkBytes(PlanRequest req, WeightInventory inv) {
+        ModelSpec s = req.spec();
+        if (!s.isMoe()) {
+            return 0;
+        }
+        long perExpert = 0;
+        long experts = (long) s.moe().numExperts() * s.numMoeLayers();
+        for (WeightGroup g : inv.main()) {
+            if (g.family() == ParamFamily.ROUTED_EXPERTS) {
+                perExpert += g.numel() / experts * 2;
+            }
+        }
+        return 2 * perExpert;
+    }
+
+    private static GpuBudget budget(PlanRequest req, WeightInventory inv, GpuRole role) {
+        ModelSpec s = req.spec();
+        NodeSpec node = req.node();
+        ParallelLayout lay = req.layout();
+        int g = lay.groupSize(role, node);
+        int ep = lay.expertParallel();
+        int tp = lay.tensorParallel();
+        int dp = lay.dataParallel(role, node);
+        boolean full = req.adapter().isFull();
+        BatchShape batch = req.batch();
+        Map<MemoryCategory, Long> b = new EnumMap<>(MemoryCategory.class);
+
+        // Base weights: experts spread over EP, projections/embedding/head over TP, vectors replicated.
+        // Full training shards everything over the group (ZeRO-3) instead.
+        long base = 0;
+        long largestQuantizedOther = 0;
+        long largestLayerBf16 = 0;
+        for (WeightGroup w : inv.main()) {
+            long bytes = req.base().bytes(w);
+            if (full) {
+                base += ceil(bytes, g);
+            } else if (w.family() == ParamFamily.ROUTED_EXPERTS) {
+                base += bytes / ep;
+            } else if (w.shape().length == 2 && tpSplit(w.family())) {
+                base += ceil(bytes, tp);
+            } else {
+                base += bytes;
+            }
+            if (w.linear() && w.family() != ParamFamily.ROUTED_EXPERTS && req.base().of(w.family()).isQuantized()) {
+                largestQuantizedOther = Math.max(largestQuantizedOther, ceil(w.numelEach() * 2, tp));
+            }
+        }
+        if (full) {
+            largestLayerBf16 = largestLayerBf16(inv);
+        }
+        b.put(MemoryCategory.BASE_WEIGHTS, base);
+
+        // Dequantization: C experts into a double-buffered bf16 chunk; the largest other quantized matrix likewise.
+        long dequant = 0;
+        if (full) {
+            dequant = 2 * largestLayerBf16;     // all-gather buffers of one layer's shards, double-buffered
+        } else {
+            if (chunked(req)) {
+                dequant += Math.min(req.expertChunk(), localExperts(req)) * expertChunkBytes(req, inv);
+            }
+            dequant += 2 * largestQuantizedOther;
+        }
+        b.put(MemoryCategory.DEQUANT_BUFFERS, dequant);
+
+        // Adapter: expert adapters live with their experts; the rest is split by TP.
+        long adapterParams = 0;
+        for (WeightGroup w : inv.main()) {
+            long p = req.adapter().paramsFor(w);
+            adapterParams += full ? ceil(p, g) : w.family() == ParamFamily.ROUTED_EXPERTS ? p / ep : ceil(p, tp);
+        }
+        int pBytes = req.adapter().dtype().bytes();
+        if (full) {
+            b.put(MemoryCategory.ADAPTER_GRADS, role.trains() ? adapterParams * 2 : 0);
+            b.put(MemoryCategory.OPTIMIZER_STATE, role.trains() ? adapterParams * 12 : 0);
+        } else {
+            long slot = adapterParams * pBytes;
+            // Rollout GPUs hold two slots (active version v, incoming v+1). The trainer computes with the
+            // active slot, the version that generated the samples; a training-only GPU holds one copy.
+            b.put(MemoryCategory.ADAPTER_PARAMS, role.rollsOut() ? 2 * slot : slot);
+            b.put(MemoryCategory.ADAPTER_GRADS, role.trains() ? slot : 0);
+            long perParam = 8 + (req.adapter().dtype() == DType.BF16 ? 4 : 0);   // m, v f32 (+ f32 master)
+            b.put(MemoryCategory.OPTIMIZER_STATE, role.trains() ? adapterParams * perParam : 0);
+        }
+
+        // Rollout: every sequence of the step decodes at once, spread over the data-parallel ranks.
+        long seqsPerRank = role.rollsOut() ? ceil(batch.sequences(), dp) : 0;
+        long vocabShard = ceil(s.vocabSize(), tp);
+        long kv = 0;
+        long logits = 0;
+        long scratch = 0;
+        if (role.rollsOut()) {
+            kv = seqsPerRank * KvCacheLayout.bytesPerSequence(s, batch.seqLen(), req.kvDtype())
+                    / KvCacheLayout.tensorParallelSplit(s, tp);
+            logits += seqsPerRank * vocabShard * 12;            // f32 logits + sort keys + indices for top-p
+            long prefill = Math.min(seqsPerRank * batch.promptLen(), req.prefillChunkTokens());
+            scratch += ActivationModel.forwardScratchBytes(inv, prefill, tp);
+        }
+        b.put(MemoryCategory.KV_CACHE, kv);
+
+        // Training: one micro-batch of full sequences per data-parallel rank.
+        long trainTokens = role.trains() ? (long) batch.microBatch() * batch.seqLen() : 0;
+        long activations = scratch;
+        if (role.trains()) {
+            activations += ActivationModel.trainBytes(inv, req.adapter(), trainTokens, req.recompute(), tp);
+            logits += Math.min(trainTokens, req.logitsChunkTokens()) * vocabShard * 8   // f32 logits and their gradient
+                    + trainTokens * 8;                                                      // per-token log-prob, entropy
+        }
+        b.put(MemoryCategory.ACTIVATIONS, activations);
+        b.put(MemoryCategory.LOGITS, logits);
+
+        // Communication: NCCL's own buffers, expert all-to-all (dispatch and combine, send and receive),
+        // the adapter gradient all-reduce bucket, and the adapter staging slot between split groups.
+        long comm = 0;
+        if (g > 1) {
+            comm += NCCL_FIXED;
+        }
+        if (ep > 1 && s.isMoe()) {
+            long tokens = Math.max(trainTokens, Math.max(seqsPerRank, Math.min(seqsPerRank * batch.promptLen(),
+                    req.prefillChunkTokens())));
+            comm += (long) Math.ceil(4.0 * tokens * s.moe().topK() * s.hiddenSize() * 2 * ActivationModel.EXPERT_IMBALANCE);
+        }
+        if (role.trains() && dp > 1) {
+            comm += Math.min(adapterParams, GRAD_BUCKET_PARAMS) * 4;
+        }
+        if (!lay.colocated() && !full) {
+            comm += adapterParams * pBytes;
+        }
+        b.put(MemoryCategory.COMM_BUFFERS, comm);
+
+        b.put(MemoryCategory.RUNTIME_RESERVE, req.reserveBytes() >= 0 ? req.reserveBytes() : defaultReserve(node.bytesPerGpu()));
+        return new GpuBudget(role, g, b, node.bytesPerGpu());
+    }
+
+    private static boolean tpSplit(ParamFamily f) {
+        return f == ParamFamily.ATTENTION || f == ParamFamily.DENSE_MLP || f == ParamFamily.SHARED_EXPERTS
+                || f == ParamFamily.EMBEDDING || f == ParamFamily.OUTPUT_HEAD;
+    }
+
+    /** bf16 bytes of the largest decoder layer (for full training's all-gather buffer). */
+    private static long largestLayerBf16(WeightInventory inv) {
+        ModelSpec s = inv.spec();
+        long perLayer = 0;
+        long expertsPerLayer = 0;
+        for (WeightGroup w : inv.main()) {
+            if (w.family() == ParamFamily.EMBEDDING || w.family() == ParamFamily.OUTPUT_HEAD) {
+                continue;
+            }
+            if (w.family() == ParamFamily.ROUTED_EXPERTS) {
+                expertsPerLayer += w.numel() / Math.max(1, s.numMoeLayers());
+            } else {
+                perLayer += w.numel() / s.numLayers();
+            }
+        }
+        return 2 * (perLayer + expertsPerLayer);
+    }
+
+    private static List<String> notes(PlanRequest req, WeightInventory inv, ParamCounts counts) {
+        List<String> n = new ArrayList<>();
+        if (counts.mtp() > 0) {
+            n.add("The " + req.spec().numNextnPredictLayers() + " multi-token-prediction layer(s) ("
+                    + Bytes.params(counts.mtp()) + " parameters) are not loaded: RL does not use them.");
+        }
+        if (req.adapter().isFull()) {
+            n.add("Full-parameter AdamW: bf16 weights and gradients, f32 moments and master, all sharded over the GPUs "
+                    + "(ZeRO-3); shown for comparison, Orbit trains adapters only.");
+        }
+        if (req.spec().isMoe()) {
+            n.add("Routed-expert activations and all-to-all buffers assume up to " + ActivationModel.EXPERT_IMBALANCE
+                    + "x the even share of routed tokens on one GPU.");
+        }
+        if (req.layout().colocated()) {
+            n.add("Rollout and training share each GPU and may run at once: their buffers are added.");
+        }
+        return n;
+    }
+
+    private static long ceil(long a, long b) {
+        return (a + b - 1) / b;
+    }
+}

@@ -1,0 +1,112 @@
+package org.orbitrl.memory.plan;
+
+import java.nio.file.Path;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.model.spec.ModelSpec;
+
+/**
+ * Everything the planner needs to size a job on a node.
+ *
+ * @param spec               the model
+ * @param configPath         where the spec was read from (for the authors' stated counts), or null
+ * @param base               storage format of the frozen base, per family
+ * @param adapter            what trains
+ * @param batch              shape of one RL step
+ * @param node               the GPUs
+ * @param layout             how the job spreads over them
+ * @param recompute          recompute each layer's activations in backward instead of keeping them
+ * @param expertChunk        routed experts dequantized into the bf16 chunk buffer at once
+ * @param kvDtype            element type of the rollout KV cache ({@code BF16} or {@code F8E4M3})
+ * @param logitsChunkTokens  tokens whose logits the trainer materializes at once (log-probs are
+ *                           computed chunk by chunk)
+ * @param prefillChunkTokens tokens the rollout engine prefills at once
+ * @param reserveBytes       runtime reserve per GPU; negative for the default policy
+ *                           ({@link MemoryPlanner#defaultReserve})
+ */
+public record PlanRequest(ModelSpec spec, Path configPath, BaseFormat base, AdapterSpec adapter, BatchShape batch,
+                          NodeSpec node, ParallelLayout layout, boolean recompute, int expertChunk, DType kvDtype,
+                          int logitsChunkTokens, int prefillChunkTokens, long reserveBytes) {
+
+    /** Experts per chunk unless asked otherwise. */
+    public static final int DEFAULT_EXPERT_CHUNK = 8;
+
+    public PlanRequest {
+        if (spec == null || base == null || adapter == null || batch == null || node == null || layout == null) {
+            throw new IllegalArgumentException("a plan needs a model, base format, adapter, batch shape, node and layout");
+        }
+        if (expertChunk <= 0) {
+            throw new IllegalArgumentException("expert chunk must be a positive number of experts, got " + expertChunk);
+        }
+        if (kvDtype != DType.BF16 && kvDtype != DType.F8E4M3 && kvDtype != DType.F32) {
+            throw new IllegalArgumentException("KV cache dtype must be bf16, fp8 or f32, not " + kvDtype);
+        }
+        if (logitsChunkTokens <= 0 || prefillChunkTokens <= 0) {
+            throw new IllegalArgumentException("logits and prefill chunks must be positive token counts, got "
+                    + logitsChunkTokens + " and " + prefillChunkTokens);
+        }
+        if (adapter.isFull() && base.anyQuantized()) {
+            throw new IllegalArgumentException("full-parameter training needs a bf16 base, not " + base.name());
+        }
+        layout.validate(spec, node);
+    }
+
+    /**
+     * Defaults for {@code spec} on {@code node}: the checkpoint's own base format, LoRA rank 32 on every
+     * projection, 64 prompts x 8 samples of 1024 + 4096 tokens, micro-batch 1, colocated with experts
+     * spread over all GPUs, activations recomputed, chunks of {@value #DEFAULT_EXPERT_CHUNK} experts, bf16 KV cache.
+     */
+    public static PlanRequest defaults(ModelSpec spec, Path configPath, NodeSpec node) {
+        return new PlanRequest(spec, configPath, BaseFormat.parse("native", spec), AdapterSpec.parse("lora:32"),
+                new BatchShape(64, 8, 1024, 4096, 1), node, ParallelLayout.auto(spec, node, 0, 0), true,
+                DEFAULT_EXPERT_CHUNK, DType.BF16, 2048, 8192, -1);
+    }
+
+    public PlanRequest withBase(BaseFormat b) {
+        return new PlanRequest(spec, configPath, b, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
+                logitsChunkTokens, prefillChunkTokens, reserveBytes);
+    }
+
+    public PlanRequest withAdapter(AdapterSpec a) {
+        return new PlanRequest(spec, configPath, base, a, batch, node, layout, recompute, expertChunk, kvDtype,
+                logitsChunkTokens, prefillChunkTokens, reserveBytes);
+    }
+
+    public PlanRequest withBatch(BatchShape b) {
+        return new PlanRequest(spec, configPath, base, adapter, b, node, layout, recompute, expertChunk, kvDtype,
+                logitsChunkTokens, prefillChunkTokens, reserveBytes);
+    }
+
+    public PlanRequest withNode(NodeSpec n, ParallelLayout l) {
+        return new PlanRequest(spec, configPath, base, adapter, batch, n, l, recompute, expertChunk, kvDtype,
+                logitsChunkTokens, prefillChunkTokens, reserveBytes);
+    }
+
+    public PlanRequest withLayout(ParallelLayout l) {
+        return withNode(node, l);
+    }
+
+    public PlanRequest withRecompute(boolean r) {
+        return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, r, expertChunk, kvDtype,
+                logitsChunkTokens, prefillChunkTokens, reserveBytes);
+    }
+
+    public PlanRequest withExpertChunk(int c) {
+        return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, c, kvDtype,
+                logitsChunkTokens, prefillChunkTokens, reserveBytes);
+    }
+
+    public PlanRequest withKvDtype(DType d) {
+        return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, d,
+                logitsChunkTokens, prefillChunkTokens, reserveBytes);
+    }
+
+    public PlanRequest withReserve(long bytes) {
+        return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
+                logitsChunkTokens, prefillChunkTokens, bytes);
+    }
+
+    public PlanRequest withChunks(int logitsTokens, int prefillTokens) {
+        return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
+                logitsTokens, prefillTokens, reserveBytes);
+    }
+}

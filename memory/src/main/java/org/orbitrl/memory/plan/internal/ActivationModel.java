@@ -1,0 +1,131 @@
+package org.orbitrl.memory.plan.internal;
+
+import org.orbitrl.memory.plan.AdapterSpec;
+import org.orbitrl.memory.plan.ParamFamily;
+import org.orbitrl.memory.plan.WeightGroup;
+import org.orbitrl.memory.plan.WeightInventory;
+import org.orbitrl.model.spec.AttentionKind;
+import org.orbitrl.model.spec.DeepseekV4Spec;
+import org.orbitrl.model.spec.MlaSpec;
+import org.orbitrl.model.spec.ModelSpec;
+import org.orbitrl.model.spec.MoeSpec;
+
+/**
+ * Activation memory of adapter training through a frozen base, per token, in bf16 elements.
+ *
+ * <p>Backward through frozen weights needs no weight gradients, only activation gradients, so a
+ * layer keeps what its nonlinearities and the adapter need: the inputs of each RMSNorm (and its
+ * reciprocal RMS), the normalized inputs the adapted projections read, the attention's q, k, v,
+ * output and log-sum-exp (flash attention: no score matrix), SwiGLU's gate and up (its output,
+ * which the adapter of the down projection reads, is recomputed from them), the router's logits
+ * and weights, each routed token's expert gate and up (its input is gathered again from the
+ * normalized input), and the adapters' rank-r intermediates. DeepSeek V4 also keeps the hyper-connection streams and the
+ * compressor's and indexer's projections. Parts that scale with heads or intermediate size are
+ * split by tensor parallelism; routed-expert parts are spread by expert parallelism, with
+ * {@link #EXPERT_IMBALANCE} headroom for uneven routing.
+ *
+ * <p>With recompute, a layer keeps only its input (the residual stream) and one layer at a time is
+ * recomputed during backward; without it, every layer keeps everything. Either way the layer
+ * being differentiated holds its activations and their gradients at once (factor 2).
+ */
+public final class ActivationModel {
+    /** Expected worst-case load on one GPU's experts relative to perfectly even routing. */
+    public static final double EXPERT_IMBALANCE = 1.25;
+
+    private ActivationModel() {
+    }
+
+    /** Per-token bf16 elements one layer keeps for backward: replicated part plus the tensor-parallel share. */
+    public static double perTokenLayer(ModelSpec s, int layer, AdapterSpec adapter, double loraPerToken, int tp) {
+        long h = s.hiddenSize();
+        double rep = 4.0 * h + 4;                   // two norm inputs + normalized outputs, rstd as f32
+        double shard = 0;
+        if (s.deepseekV4() != null) {
+            DeepseekV4Spec v = s.deepseekV4();
+            long hc = v.hcMult();
+            rep += 2.0 * hc * h + 4.0 * (2 + hc) * hc;   // residual streams into both mixers, their mixes (f32)
+            long nh = s.numHeads();
+            long hd = s.headDim();
+            shard += v.qLoraRank() + 2.0 * nh * hd + (double) s.numKvHeads() * hd + (double) v.oGroups() * v.oLoraRank()
+                    + 2.0 * nh;
+            AttentionKind k = s.attentionKind(layer);
+            if (k.isCompressed()) {
+                long coff = k == AttentionKind.COMPRESSED_SPARSE ? 2 : 1;
+                rep += 2.0 * coff * hd;
+                if (k == AttentionKind.COMPRESSED_SPARSE) {
+                    rep += (double) v.indexNHeads() * v.indexHeadDim() + 4.0 * v.indexHeadDim() + v.indexNHeads();
+                }
+            }
+        } else if (s.mla() != null) {
+            MlaSpec m = s.mla();
+            long nh = s.numHeads();
+            rep += m.qLoraRank() + m.kvLoraRank() + m.qkRopeHeadDim();
+            shard += 2.0 * nh * m.qkHeadDim() + 2.0 * nh * m.vHeadDim() + 2.0 * nh;
+        } else {
+            shard += (double) s.numHeads() * s.headDim() + (double) s.numKvHeads() * (s.headDim() + s.vHeadDim())
+                    + (double) s.numHeads() * s.vHeadDim() + 2.0 * s.numHeads();
+        }
+        double experts = 0;
+        if (s.isMoeLayer(layer)) {
+            MoeSpec m = s.moe();
+            rep += 2.0 * m.numExperts() + 2.0 * m.topK();                      // router logits and weights, f32
+            experts = m.topK() * EXPERT_IMBALANCE * 2.0 * m.moeIntermediateSize();
+            shard += 2.0 * m.sharedIntermediateSize();
+        } else {
+            shard += 2.0 * s.intermediateSize();
+        }
+        return rep + shard / tp + experts + loraPerToken;
+    }
+
+    /** Per-token rank-r intermediates of the adapter in one layer (average over layers). */
+    public static double loraPerToken(WeightInventory inv, AdapterSpec adapter) {
+        if (!(adapter instanceof AdapterSpec.Lora lora)) {
+            return 0;
+        }
+        ModelSpec s = inv.spec();
+        double matrices = 0;
+        for (WeightGroup g : inv.main()) {
+            if (g.linear() && lora.targets().contains(g.family()) && g.family() != ParamFamily.ROUTED_EXPERTS
+                    && g.family() != ParamFamily.OUTPUT_HEAD) {
+                matrices += g.count();
+            }
+        }
+        double perLayer = matrices / s.numLayers();
+        if (s.moe() != null && lora.targets().contains(ParamFamily.ROUTED_EXPERTS)) {
+            perLayer += 2.0 * s.moe().topK() * EXPERT_IMBALANCE * s.numMoeLayers() / s.numLayers();
+        }
+        return perLayer * lora.rank();
+    }
+
+    /** Residual-stream elements per token a recomputed layer keeps (its input). */
+    public static long residualPerToken(ModelSpec s) {
+        return s.deepseekV4() == null ? s.hiddenSize() : (long) s.deepseekV4().hcMult() * s.hiddenSize();
+    }
+
+    /** Bytes of training activations for {@code tokens} tokens on one GPU. */
+    public static long trainBytes(WeightInventory inv, AdapterSpec adapter, long tokens, boolean recompute, int tp) {
+        ModelSpec s = inv.spec();
+        double lora = loraPerToken(inv, adapter);
+        double max = 0;
+        double sum = 0;
+        for (int i = 0; i < s.numLayers(); i++) {
+            double e = perTokenLayer(s, i, adapter, lora, tp);
+            max = Math.max(max, e);
+            sum += e;
+        }
+        double elems = recompute
+                ? (double) s.numLayers() * residualPerToken(s) + 2 * max
+                : sum + max;
+        return (long) Math.ceil(elems * tokens * 2);
+    }
+
+    /** Bytes of one layer's forward working set for {@code tokens} tokens (rollout prefill scratch). */
+    public static long forwardScratchBytes(WeightInventory inv, long tokens, int tp) {
+        ModelSpec s = inv.spec();
+        double max = 0;
+        for (int i = 0; i < s.numLayers(); i++) {
+            max = Math.max(max, perTokenLayer(s, i, new AdapterSpec.None(), 0, tp));
+        }
+        return (long) Math.ceil(max * tokens * 2);
+    }
+}

@@ -1,0 +1,171 @@
+package org.orbitrl.memory.plan;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.IOException;
+import java.nio.file.Path;
+import java.util.EnumSet;
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.model.spec.ModelSpec;
+
+/** The planner's byte counts, against hand arithmetic and against files written by other tools. */
+class MemoryPlannerTest {
+    private static final long GIB = 1L << 30;
+
+    /**
+     * The Qwen3-MoE fixture (vocab 256, hidden 64, 2 layers, 4/2 heads of 16, 8 experts of 32, top-2)
+     * on 2 GPUs of 2 GiB: INT4 experts over EP 2, LoRA rank 4, 2 prompts x 2 samples of 8+8 tokens.
+     * Every expected number is worked out here from the shapes, not from the planner's code.
+     */
+    @Test
+    void tinyFixturePlanMatchesHandArithmetic() {
+        ModelSpec spec = TestModels.spec("fixtures/qwen3_moe");
+        PlanRequest req = PlanRequest.defaults(spec, null, NodeSpec.parse("2x2GiB"))
+                .withBase(BaseFormat.parse("int4")).withAdapter(AdapterSpec.parse("lora:4"))
+                .withBatch(new BatchShape(2, 2, 8, 8, 1)).withLayout(ParallelLayout.colocated(2, 1))
+                .withExpertChunk(2).withReserve(0);
+        MemoryPlan plan = MemoryPlanner.plan(req);
+        GpuBudget b = plan.budget(GpuRole.COLOCATED);
+
+        // Base: embedding and head 256x64 bf16; final norm 64; per layer two norms (64), q/o [64,64],
+        // k/v [32,64], q_norm/k_norm (16), router [8,64], all bf16; experts INT4: gate_up [64,64] =
+        // 64*32 B codes + 64*2 bf16 scales, down [64,32] = 64*16 + 64*1*2; 16 experts over EP 2.
+        long layer = 2 * 128 + 2 * 8192 + 2 * 4096 + 2 * 32 + 1024;
+        long expert = (64 * 32 + 64 * 2 * 2) + (64 * 16 + 64 * 2);
+        assertEquals(2 * 32768 + 128 + 2 * layer + 16 * expert / 2, b.get(MemoryCategory.BASE_WEIGHTS));
+        // Dequantization: 2 experts of (64*64 + 64*32) bf16 values, double-buffered.
+        assertEquals(2 * 2 * (64 * 64 + 64 * 32) * 2, b.get(MemoryCategory.DEQUANT_BUFFERS));
+        // LoRA r=4: q,o 4*(64+64), k,v 4*(32+64) per layer; per expert gate_up 4*(64+64) + down 4*(32+64),
+        // 8 of 16 experts on this GPU. bf16: two rollout slots; bf16 grads; f32 m, v and master.
+        long adapter = 2 * (2 * 512 + 2 * 384) + 8 * (512 + 384);
+        assertEquals(10_752, adapter);
+        assertEquals(2 * adapter * 2, b.get(MemoryCategory.ADAPTER_PARAMS));
+        assertEquals(adapter * 2, b.get(MemoryCategory.ADAPTER_GRADS));
+        assertEquals(adapter * 12, b.get(MemoryCategory.OPTIMIZER_STATE));
+        // KV: 4 sequences over 2 data-parallel ranks; 16 tokens x 2 layers x 2 KV heads x (16+16) x 2 B.
+        assertEquals(2 * 16 * 2 * 2 * 32 * 2, b.get(MemoryCategory.KV_CACHE));
+        // Logits: decode 2 sequences x 256 x (4+4+4); training 16 tokens x 256 x (4+4) + 16 x 8.
+        assertEquals(2 * 256 * 12 + 16 * 256 * 8 + 16 * 8, b.get(MemoryCategory.LOGITS));
+        // Activations with recompute: 2 layers keep their 64-wide input, one layer's 676 elements per
+        // token (norms 4*64+4, router 2*8+2*2, attention 64+64+64+8, experts 2*1.25*2*32, LoRA 4*(4+5))
+        // held with their gradients, 16 tokens, bf16; plus a prefill of 16 tokens x 640 (no LoRA).
+        assertEquals((2 * 64 + 2 * 676) * 16 * 2 + 16 * 640 * 2, b.get(MemoryCategory.ACTIVATIONS));
+        // Communication: NCCL 1 GiB; all-to-all 4 x 16 tokens x top-2 x 64 x 2 B x 1.25; f32 gradient bucket.
+        assertEquals(GIB + 4 * 16 * 2 * 64 * 2 * 5 / 4 + adapter * 4, b.get(MemoryCategory.COMM_BUFFERS));
+        assertEquals(0, b.get(MemoryCategory.RUNTIME_RESERVE));
+        assertTrue(plan.fits());
+        assertEquals(4, plan.maxSafeExpertChunk(), "all 4 local experts fit in the chunk buffer");
+        assertEquals(2 * (2 * 512 + 2 * 384) + 16 * (512 + 384), plan.adapterParams(),
+                "the whole model's adapter: attention of both layers, all 16 experts");
+    }
+
+    /** With a BF16 base on one GPU, the base is exactly the bytes of the fixture's own bf16 checkpoint. */
+    @Test
+    void bf16BaseEqualsTheCheckpointOnDisk() throws IOException {
+        for (String arch : new String[] {"qwen3", "qwen3_moe", "deepseek_v3", "gpt_oss", "deepseek_v4"}) {
+            ModelSpec spec = TestModels.spec("fixtures/" + arch);
+            Map<String, long[]> file = SafetensorsHeader.read(TestModels.fixtures().resolve(arch).resolve("model.safetensors"));
+            long fileBytes = 0;
+            long fileBufferElems = 0;
+            for (var e : file.entrySet()) {
+                if (e.getKey().endsWith("e_score_correction_bias") || e.getKey().endsWith(".tid2eid")
+                        || e.getKey().endsWith(".gate.bias") && arch.equals("deepseek_v4")) {
+                    fileBufferElems += e.getValue()[0];
+                } else {
+                    fileBytes += e.getValue()[1];
+                }
+            }
+            WeightInventory inv = WeightInventory.of(spec);
+            long params = 0;
+            for (WeightGroup g : inv.main()) {
+                params += g.buffer() ? 0 : BaseFormat.bf16().bytes(g);
+            }
+            assertEquals(fileBytes, params, arch + ": bf16 bytes of the parameters");
+            assertEquals(fileBufferElems, inv.bufferElements(), arch + ": saved buffer elements");
+        }
+    }
+
+    /** LoRA parameter counts against the PEFT adapters stored with the fixtures (rank 4). */
+    @Test
+    void loraCountsMatchPeftAdapters() throws IOException {
+        Map<String, EnumSet<ParamFamily>> targets = Map.of(
+                "qwen3", EnumSet.of(ParamFamily.ATTENTION, ParamFamily.DENSE_MLP),
+                "qwen3_moe", EnumSet.of(ParamFamily.ATTENTION, ParamFamily.ROUTED_EXPERTS),
+                "deepseek_v3", EnumSet.of(ParamFamily.ATTENTION, ParamFamily.ROUTED_EXPERTS),
+                "gpt_oss", EnumSet.of(ParamFamily.ATTENTION, ParamFamily.ROUTED_EXPERTS));
+        for (var t : targets.entrySet()) {
+            Path dir = TestModels.fixtures().resolve(t.getKey()).resolve("adapter");
+            long peft = 0;
+            for (long[] v : SafetensorsHeader.read(dir.resolve("adapter_model.safetensors")).values()) {
+                peft += v[0];
+            }
+            long ours = new AdapterSpec.Lora(4, t.getValue(), DType.BF16).params(WeightInventory.of(TestModels.spec(
+                    "fixtures/" + t.getKey())));
+            assertEquals(peft, ours, t.getKey() + ": LoRA r=4 on " + t.getValue());
+        }
+    }
+
+    @Test
+    void oftCountsAreBlockGenerators() {
+        // One [out, in] projection with in = 96, block 32: 3 blocks of 32*31/2 generators each.
+        WeightGroup g = WeightGroup.linear("x", ParamFamily.ATTENTION, 40, 96, 5);
+        assertEquals(5L * 3 * 32 * 31 / 2, AdapterSpec.parse("oft:32").paramsFor(g));
+        assertEquals(0, AdapterSpec.parse("oft:32:experts").paramsFor(g));
+        assertEquals(5L * 8 * (40 + 96), AdapterSpec.parse("lora:8").paramsFor(g));
+    }
+
+    @Test
+    void largestBatchIsTheEdgeOfFitting() {
+        ModelSpec spec = TestModels.spec("models/qwen3-30b-a3b");
+        PlanRequest req = PlanRequest.defaults(spec, null, NodeSpec.parse("1xH200"))
+                .withBatch(new BatchShape(8, 8, 1024, 4096, 1));
+        MemoryPlan p = MemoryPlanner.plan(req);
+        assertTrue(p.fits(), "8 prompts fit");
+        int max = p.maxPrompts();
+        assertTrue(max > 1, "some prompts fit, got " + max);
+        assertTrue(MemoryPlanner.plan(req.withBatch(req.batch().withPrompts(max))).fits());
+        assertFalse(MemoryPlanner.plan(req.withBatch(req.batch().withPrompts(max + 1))).fits());
+        int mb = p.maxMicroBatch();
+        assertTrue(MemoryPlanner.plan(req.withBatch(req.batch().withMicroBatch(mb))).fits());
+        assertFalse(MemoryPlanner.plan(req.withBatch(req.batch().withMicroBatch(mb + 1))).fits());
+    }
+
+    @Test
+    void largestSafeChunkIsTheEdgeOfFitting() {
+        ModelSpec spec = TestModels.spec("models/kimi-k2.6");
+        // Squeeze the node so the chunk matters: a reserve that leaves room for only some experts.
+        PlanRequest req = PlanRequest.defaults(spec, null, NodeSpec.parse("8xB200")).withBase(BaseFormat.parse("int4"))
+                .withAdapter(AdapterSpec.parse("lora:32")).withExpertChunk(1);
+        long headroom = MemoryPlanner.plan(req).tightest().headroom();
+        long perExpert = MemoryPlanner.plan(req).expertChunkBytes();
+        // leave 10.5 experts' worth of headroom beyond the one planned
+        PlanRequest tight = req.withReserve(MemoryPlanner.defaultReserve(req.node().bytesPerGpu()) + headroom - 10 * perExpert
+                - perExpert / 2);
+        MemoryPlan p = MemoryPlanner.plan(tight);
+        assertEquals(11, p.maxSafeExpertChunk(), "1 planned + 10 more whole experts fit in the headroom");
+        assertTrue(MemoryPlanner.plan(tight.withExpertChunk(11)).fits());
+        assertFalse(MemoryPlanner.plan(tight.withExpertChunk(12)).fits());
+    }
+
+    @Test
+    void splitLayoutGivesEachGroupItsOwnBase() {
+        ModelSpec spec = TestModels.spec("models/qwen3-30b-a3b");
+        PlanRequest req = PlanRequest.defaults(spec, null, NodeSpec.parse("8xH100"))
+                .withLayout(ParallelLayout.split(4, 1, 4, 4));
+        MemoryPlan p = MemoryPlanner.plan(req);
+        GpuBudget roll = p.budget(GpuRole.ROLLOUT);
+        GpuBudget train = p.budget(GpuRole.TRAIN);
+        assertEquals(roll.get(MemoryCategory.BASE_WEIGHTS), train.get(MemoryCategory.BASE_WEIGHTS));
+        assertEquals(0, roll.get(MemoryCategory.OPTIMIZER_STATE));
+        assertEquals(0, train.get(MemoryCategory.KV_CACHE));
+        assertEquals(2 * train.get(MemoryCategory.ADAPTER_PARAMS), roll.get(MemoryCategory.ADAPTER_PARAMS),
+                "two rollout slots against one training copy");
+        assertNotNull(p.tightest());
+    }
+}

@@ -1,0 +1,148 @@
+package org.orbitrl.memory.plan;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Locale;
+import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.model.spec.ConfigLoader;
+import org.orbitrl.model.spec.ModelSpec;
+
+/**
+ * The reference plans kept in {@code docs/plans}: Kimi-K2.6 with its INT4 experts and DeepSeek V4
+ * Pro with its FP4 experts fit one 8xB200 node with a LoRA adapter; the same models with a BF16
+ * base, or trained in full with AdamW, are refused. The documents are rendered here and must
+ * equal the committed ones (regenerate with {@code -Dorbit.plans.update=true}), so they cannot
+ * drift from the planner.
+ */
+class ReferencePlansTest {
+    private static final NodeSpec B200 = NodeSpec.parse("8xB200");
+    private static final BatchShape BATCH = new BatchShape(64, 8, 1024, 4096, 1);
+
+    /** One reference: a model, its shipped base format, the adapter and tensor parallelism that fit. */
+    record Reference(String file, String title, String model, String base, String adapter, int tp) {
+        PlanRequest request() {
+            return request(base, adapter, tp);
+        }
+
+        PlanRequest request(String b, String a, int t) {
+            Path cfg = TestModels.configOf("models/" + model);
+            ModelSpec spec = ConfigLoader.load(cfg);
+            return PlanRequest.defaults(spec, cfg, B200).withBase(BaseFormat.parse(b, spec))
+                    .withAdapter(AdapterSpec.parse(a)).withBatch(BATCH)
+                    .withLayout(ParallelLayout.colocated(ParallelLayout.auto(spec, B200, 0, 0).expertParallel(), t));
+        }
+
+        String command(String b, String a, int t) {
+            return "tools/orbit plan --model ../shared/models/" + model + " --node 8xB200 --base " + b + " --adapter " + a
+                    + (t == 1 ? "" : " --tp " + t);
+        }
+    }
+
+    static final Reference KIMI = new Reference("kimi-k2.6-int4-lora-8xB200.md",
+            "Kimi-K2.6, INT4 experts as shipped, LoRA rank 32 on every projection, 8xB200",
+            "kimi-k2.6", "int4", "lora:32", 1);
+    static final Reference DSV4 = new Reference("deepseek-v4-pro-fp4-lora-8xB200.md",
+            "DeepSeek V4 Pro, FP4 experts and FP8 attention as shipped, LoRA rank 16 on every projection, 8xB200",
+            "deepseek-v4-pro", "fp4", "lora:16", 2);
+
+    @Test
+    void kimiInt4LoraFits() throws IOException {
+        MemoryPlan p = MemoryPlanner.check(KIMI.request());
+        assertTrue(p.fits());
+        assertTrue(p.maxSafeExpertChunk() >= PlanRequest.DEFAULT_EXPERT_CHUNK);
+        check(KIMI);
+    }
+
+    @Test
+    void deepseekV4ProFp4LoraFits() throws IOException {
+        MemoryPlan p = MemoryPlanner.check(DSV4.request());
+        assertTrue(p.fits());
+        check(DSV4);
+    }
+
+    @Test
+    void bf16BasesAreRefusedAtTheBaseWeights() {
+        for (Reference r : List.of(KIMI, DSV4)) {
+            PlanRefusedException e = assertThrows(PlanRefusedException.class,
+                    () -> MemoryPlanner.check(r.request("bf16", r.adapter(), r.tp())));
+            assertEquals(MemoryCategory.BASE_WEIGHTS, e.plan().tightest().overflowCategory(), r.model());
+            assertTrue(e.getMessage().contains("overflows at BASE_WEIGHTS"), e.getMessage());
+        }
+    }
+
+    @Test
+    void fullParameterAdamIsRefused() {
+        for (Reference r : List.of(KIMI, DSV4)) {
+            PlanRefusedException e = assertThrows(PlanRefusedException.class,
+                    () -> MemoryPlanner.check(r.request("bf16", "full", r.tp())));
+            assertFalse(e.plan().fits());
+            // 16 bytes per parameter (bf16 weight and gradient, f32 m, v, master) do not fit the node at all
+            assertTrue(16 * e.plan().counts().total() > B200.totalBytes(), r.model());
+        }
+    }
+
+    /** Renders the document of {@code r} and compares it with the committed one (or writes it when asked). */
+    private static void check(Reference r) throws IOException {
+        String doc = render(r);
+        System.out.println(doc);
+        Path dir = docsDir();
+        Path file = dir.resolve(r.file());
+        if (Boolean.getBoolean("orbit.plans.update")) {
+            Files.createDirectories(dir);
+            Files.writeString(file, doc, StandardCharsets.UTF_8);
+            return;
+        }
+        assertTrue(Files.isRegularFile(file), file + " is missing; regenerate with -Dorbit.plans.update=true");
+        String committed = Files.readString(file, StandardCharsets.UTF_8);
+        assertEquals(committed, doc, file + " is out of date with the planner; regenerate with -Dorbit.plans.update=true");
+    }
+
+    private static Path docsDir() {
+        Path module = Path.of("").toAbsolutePath();
+        Path repo = Files.isRegularFile(module.resolve("../pom.xml")) && module.endsWith("memory") ? module.getParent() : module;
+        return repo.resolve("docs").resolve("plans").normalize();
+    }
+
+    static String render(Reference r) {
+        StringBuilder sb = new StringBuilder();
+        sb.append("# ").append(r.title()).append("\n\n");
+        sb.append("Rendered by `ReferencePlansTest` (module `memory`) from `../shared/models/").append(r.model())
+                .append("/config.json`; the test fails when this file and the planner disagree. Regenerate with\n")
+                .append("`tools/build -q -pl memory -am -Dtest=ReferencePlansTest -Dsurefire.failIfNoSpecifiedTests=false "
+                        + "-Dorbit.plans.update=true test`. The same plan from the command line:\n\n")
+                .append("    ").append(r.command(r.base(), r.adapter(), r.tp())).append("\n\n");
+        sb.append("How the numbers are made, and what they assume: [README](README.md).\n\n");
+        sb.append("## The plan: fits\n\n```\n").append(PlanTable.render(MemoryPlanner.plan(r.request()))).append("```\n\n");
+        sb.append("## Other adapters and tensor parallelism on the same node\n\n");
+        sb.append("Same model, base, batch and node; per-GPU total of the tightest GPU, re-planned for each row.\n\n");
+        sb.append("| adapter | TP | trainable params | per GPU | headroom | fits |\n|---|---:|---:|---:|---:|---|\n");
+        for (String a : List.of("lora:32", "lora:16", "lora:8", "lora:32:attention+shared+dense", "oft:32")) {
+            for (int tp : new int[] {1, 2}) {
+                MemoryPlan p = MemoryPlanner.plan(r.request(r.base(), a, tp));
+                GpuBudget t = p.tightest();
+                sb.append(String.format(Locale.ROOT, "| `%s` | %d | %s | %s | %s | %s |%n", a, tp,
+                        Bytes.params(p.adapterParams()), Bytes.format(t.total()), Bytes.format(t.headroom()),
+                        p.fits() ? "yes" : "**no** (" + t.overflowCategory() + ")"));
+            }
+        }
+        sb.append("\n## The same job with a BF16 base: refused\n\n    ").append(r.command("bf16", r.adapter(), r.tp()))
+                .append("\n\n```\n").append(refusal(r.request("bf16", r.adapter(), r.tp()))).append("```\n\n");
+        sb.append("## Full-parameter AdamW instead of the adapter: refused\n\n    ").append(r.command("bf16", "full", r.tp()))
+                .append("\n\n```\n").append(refusal(r.request("bf16", "full", r.tp()))).append("```\n");
+        return sb.toString();
+    }
+
+    private static String refusal(PlanRequest req) {
+        PlanRefusedException e = assertThrows(PlanRefusedException.class, () -> MemoryPlanner.check(req));
+        return e.getMessage();
+    }
+}

@@ -1,0 +1,90 @@
+package org.orbitrl.model;
+
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.quant.QuantFormat;
+import org.orbitrl.model.adapter.Adapter;
+import org.orbitrl.model.adapter.AdapterConfig;
+import org.orbitrl.model.adapter.LoraAdapter;
+import org.orbitrl.model.adapter.OftAdapter;
+import org.orbitrl.model.arch.CausalLM;
+import org.orbitrl.model.arch.DecoderConfig;
+import org.orbitrl.model.arch.Qwen3Model;
+import org.orbitrl.model.checkpoint.Checkpoint;
+import org.orbitrl.model.nn.AdapterTargets;
+import org.orbitrl.model.nn.Weight;
+import org.orbitrl.model.spec.ConfigLoader;
+import org.orbitrl.model.spec.ModelSpec;
+
+import java.nio.file.Path;
+
+/**
+ * A model loaded from a Hugging Face directory ({@code config.json} + safetensors), owning the
+ * memory-mapped checkpoint its bf16 weights are views of: closing it unmaps them.
+ */
+public final class LoadedModel implements AutoCloseable {
+    private final Path dir;
+    private final ModelSpec spec;
+    private final Checkpoint checkpoint;
+    private final CausalLM model;
+
+    private LoadedModel(Path dir, ModelSpec spec, Checkpoint checkpoint, CausalLM model) {
+        this.dir = dir;
+        this.spec = spec;
+        this.checkpoint = checkpoint;
+        this.model = model;
+    }
+
+    /** Loads the model in {@code dir} on {@code backend}, holding its bulk weights in {@code format}. */
+    public static LoadedModel load(Path dir, Backend backend, BaseFormat format) {
+        ModelSpec spec = ConfigLoader.load(dir);
+        Checkpoint ckpt = Checkpoint.open(dir);
+        try {
+            CausalLM m = switch (spec.family()) {
+                case QWEN3, QWEN3_MOE -> {
+                    QuantFormat q = format.quantFormat();
+                    var options = new Qwen3Model.LoadOptions(q == null ? null : w -> Weight.of(q.quantize(w)));
+                    yield Qwen3Model.load(DecoderConfig.from(spec), ckpt, backend, options);
+                }
+                default -> throw new IllegalArgumentException(dir + ": model_type " + spec.modelType()
+                        + " is recognised but its forward pass is not available in this build (supported: qwen3, qwen3_moe)");
+            };
+            return new LoadedModel(dir, spec, ckpt, m);
+        } catch (RuntimeException e) {
+            ckpt.close();
+            throw e;
+        }
+    }
+
+    public Path dir() {
+        return dir;
+    }
+
+    public ModelSpec spec() {
+        return spec;
+    }
+
+    public CausalLM model() {
+        return model;
+    }
+
+    /** The model's adapter targets (every architecture Orbit loads offers them). */
+    public AdapterTargets targets() {
+        return (AdapterTargets) model;
+    }
+
+    /** Loads a PEFT adapter directory (LoRA or OFT, by its {@code peft_type}) onto this model. */
+    public Adapter loadAdapter(Path adapterDir) {
+        AdapterConfig cfg = AdapterConfig.read(adapterDir);
+        try (Checkpoint a = Checkpoint.open(adapterDir.resolve("adapter_model.safetensors"))) {
+            return cfg.type().equals("OFT")
+                    ? OftAdapter.load(cfg, a, targets(), model.backend().allocator())
+                    : LoraAdapter.load(cfg, a, targets(), model.backend().allocator());
+        }
+    }
+
+    @Override
+    public void close() {
+        model.close();
+        checkpoint.close();
+    }
+}

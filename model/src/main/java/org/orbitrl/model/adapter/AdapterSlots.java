@@ -1,0 +1,172 @@
+package org.orbitrl.model.adapter;
+
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.model.nn.AdapterTargets;
+import org.orbitrl.model.nn.Linear;
+
+import java.util.ArrayList;
+import java.util.IdentityHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.function.Supplier;
+
+/**
+ * Two adapter slots on one rollout model: the active slot serves decoding while the next adapter
+ * version streams into the idle one; {@link #beginStep} switches atomically, between decode
+ * steps, so every token of a step is produced by exactly one version. Only adapter tensors move:
+ * the base is never touched.
+ *
+ * <p>Threads: one engine thread calls {@link #beginStep}; any one publisher thread calls
+ * {@link #publish}. The publisher writes only the idle slot, and the engine switches only to a
+ * slot whose write has completed.
+ */
+public final class AdapterSlots {
+    private final Adapter[] slots = new Adapter[2];
+    private final long[] versions = {0, -1};
+    private volatile int active;
+    private int pending = -1;
+    private boolean writing;
+    private volatile boolean enabled = true;
+    private long publishedBytes;
+
+    /**
+     * Builds the two slots with {@code factory} (called twice; each call attaches an adapter of the
+     * same config to {@code model}), and puts a dispatching hook on every adapted layer. Slot 0 is
+     * active with version {@code initialVersion}.
+     */
+    public AdapterSlots(AdapterTargets model, Supplier<Adapter> factory, long initialVersion) {
+        List<Map<Linear, Linear.AdapterHook>> hooks = new ArrayList<>();
+        for (int s = 0; s < 2; s++) {
+            slots[s] = factory.get();
+            Map<Linear, Linear.AdapterHook> m = new IdentityHashMap<>();
+            for (Linear l : allLinears(model)) {
+                if (l.adapter() != null) {
+                    m.put(l, l.adapter());
+                }
+            }
+            hooks.add(m);
+        }
+        if (!hooks.get(0).keySet().equals(hooks.get(1).keySet())) {
+            throw new IllegalStateException("the two adapter slots adapt different layers");
+        }
+        for (Linear l : hooks.get(0).keySet()) {
+            l.setAdapter(new SlotHook(hooks.get(0).get(l), hooks.get(1).get(l)));
+        }
+        versions[0] = initialVersion;
+    }
+
+    private static List<Linear> allLinears(AdapterTargets model) {
+        List<Linear> out = new ArrayList<>(model.linearModules().values());
+        for (AdapterTargets.ExpertSet s : model.expertSets()) {
+            out.addAll(s.gate());
+            out.addAll(s.up());
+            out.addAll(s.down());
+        }
+        return out;
+    }
+
+    /** Applies a completed publish, if any, and returns the version that serves this step. */
+    public synchronized long beginStep() {
+        if (pending >= 0) {
+            active = pending;
+            pending = -1;
+            notifyAll();
+        }
+        return versions[active];
+    }
+
+    public synchronized long activeVersion() {
+        return versions[active];
+    }
+
+    /** The adapter serving decode now (read-only for callers). */
+    public synchronized Adapter active() {
+        return slots[active];
+    }
+
+    /**
+     * Copies {@code source}'s tensors (same config) into the idle slot as {@code version}; the switch
+     * happens at the engine's next {@link #beginStep}. Waits while an earlier publish is still
+     * waiting to be switched to. Returns the bytes copied.
+     */
+    public long publish(Adapter source, long version) throws InterruptedException {
+        int target;
+        synchronized (this) {
+            while (pending >= 0 || writing) {
+                wait();
+            }
+            if (version <= versions[active]) {
+                throw new IllegalArgumentException("adapter version " + version + " is not newer than " + versions[active]);
+            }
+            target = 1 - active;
+            writing = true;
+        }
+        long bytes = 0;
+        try {
+            List<? extends Adapter.Param> dst = slots[target].params();
+            List<? extends Adapter.Param> src = source.params();
+            if (dst.size() != src.size()) {
+                throw new IllegalArgumentException("published adapter has " + src.size() + " tensors, slots hold " + dst.size());
+            }
+            for (int i = 0; i < dst.size(); i++) {
+                Tensor d = dst.get(i).value();
+                d.copyFrom(src.get(i).value());
+                bytes += d.byteSize();
+            }
+        } finally {
+            synchronized (this) {
+                writing = false;
+                notifyAll();
+            }
+        }
+        synchronized (this) {
+            versions[target] = version;
+            pending = target;
+            publishedBytes = bytes;
+        }
+        return bytes;
+    }
+
+    /** Bytes moved by the last publish. */
+    public synchronized long lastPublishBytes() {
+        return publishedBytes;
+    }
+
+    /** Turns both slots off (the base alone: the reference policy) or on. */
+    public void setEnabled(boolean on) {
+        enabled = on;
+    }
+
+    private final class SlotHook implements Linear.AdapterHook {
+        private final Linear.AdapterHook[] hooks;
+
+        SlotHook(Linear.AdapterHook a, Linear.AdapterHook b) {
+            this.hooks = new Linear.AdapterHook[]{a, b};
+        }
+
+        private Linear.AdapterHook current() {
+            return hooks[active]; // read on the engine thread, which alone changes `active`
+        }
+
+        @Override
+        public boolean enabled() {
+            return enabled && current().enabled();
+        }
+
+        @Override
+        public Tensor baseInput(Backend backend, Tensor x) {
+            return current().baseInput(backend, x);
+        }
+
+        @Override
+        public void forward(Backend backend, Tensor x, Tensor y) {
+            current().forward(backend, x, y);
+        }
+
+        @Override
+        public void backward(Backend backend, Tensor x, Tensor dy, Tensor dx) {
+            current().backward(backend, x, dy, dx);
+        }
+    }
+}

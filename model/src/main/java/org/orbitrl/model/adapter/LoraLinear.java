@@ -1,0 +1,80 @@
+package org.orbitrl.model.adapter;
+
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.model.nn.Linear;
+
+import java.util.function.BooleanSupplier;
+
+/**
+ * LoRA on one linear layer: {@code y += scale · (x·Aᵀ)·Bᵀ} with A [r, in] and B [out, r] in f32.
+ * Gradients of A and B accumulate into buffers of {@link MemoryCategory#ADAPTER_GRADS}. A may be
+ * shared between two hooks (PEFT's fused gate_up expert LoRA shares one A between the gate and up
+ * halves); its gradient then accumulates from both.
+ */
+public final class LoraLinear implements Linear.AdapterHook {
+    private final Tensor a;      // [r, in]
+    private final Tensor b;      // [out, r]
+    private final Tensor gradA;  // [r, in]
+    private final Tensor gradB;  // [out, r]
+    private final float scale;
+    private final BooleanSupplier enabled;
+
+    public LoraLinear(Tensor a, Tensor b, Tensor gradA, Tensor gradB, float scale, BooleanSupplier enabled) {
+        if (a.rank() != 2 || b.rank() != 2 || a.dim(0) != b.dim(1) || a.dtype() != DType.F32 || b.dtype() != DType.F32) {
+            throw new IllegalArgumentException("LoRA A " + a + " and B " + b + " do not fit (A [r, in], B [out, r], f32)");
+        }
+        this.a = a;
+        this.b = b;
+        this.gradA = gradA;
+        this.gradB = gradB;
+        this.scale = scale;
+        this.enabled = enabled;
+    }
+
+    public Tensor a() {
+        return a;
+    }
+
+    public Tensor b() {
+        return b;
+    }
+
+    public int rank() {
+        return a.size(0);
+    }
+
+    @Override
+    public boolean enabled() {
+        return enabled.getAsBoolean();
+    }
+
+    @Override
+    public void forward(Backend backend, Tensor x, Tensor y) {
+        TensorAllocator al = backend.allocator();
+        int m = Math.toIntExact(x.numel() / a.dim(1));
+        Tensor xa = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, m, rank());   // [M, r]
+        Tensor d = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, m, b.dim(0));  // [M, out]
+        backend.matmul(x, a, xa);
+        backend.matmul(xa, b, d);
+        backend.axpy(scale, d, y);
+    }
+
+    @Override
+    public void backward(Backend backend, Tensor x, Tensor dy, Tensor dx) {
+        TensorAllocator al = backend.allocator();
+        int m = Math.toIntExact(x.numel() / a.dim(1));
+        Tensor xa = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, m, rank());   // [M, r] recomputed
+        backend.matmul(x, a, xa);
+        Tensor dyB = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, m, rank());  // [M, r] = dy · B
+        backend.matmulTransposed(dy, b, dyB);
+        backend.matmulTN(dy, xa, scale, gradB);                                       // dB += s · dyᵀ · xa
+        backend.matmulTN(dyB, x, scale, gradA);                                       // dA += s · (dy·B)ᵀ · x
+        Tensor d = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, m, a.dim(1));  // [M, in] = (dy·B) · A
+        backend.matmulTransposed(dyB, a, d);
+        backend.axpy(scale, d, dx);
+    }
+}

@@ -1,0 +1,56 @@
+package org.orbitrl.model.arch;
+
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.Tensor;
+
+import java.util.List;
+
+/**
+ * A decoder-only language model over a frozen base. One call processes a batch of sequences,
+ * each contributing its new tokens (a whole prompt at prefill, one token at decode) and its own
+ * KV cache; the same code path serves both, so training's prefill and rollout's decode share
+ * kernels.
+ */
+public interface CausalLM extends AutoCloseable {
+
+    /**
+     * One sequence's part of a step: new token ids, and its cache (advanced by the call); a null
+     * cache means no past and nothing kept (training prefill).
+     */
+    record Segment(int[] tokens, SequenceCache cache) {
+    }
+
+    /** Receives hidden states: index 0 = embeddings, i = after layer i, layers = after the final norm. */
+    interface HiddenSink {
+        void accept(int index, Tensor hidden);
+    }
+
+    Backend backend();
+
+    int vocabSize();
+
+    int layers();
+
+    /** The shape of one token's cached keys and values: what a paged block pool is built for. */
+    record CacheGeometry(int layers, int kvHeads, int headDim, int vHeadDim) {
+    }
+
+    CacheGeometry cacheGeometry();
+
+    /** A fresh, empty cache for one sequence. */
+    KvCache newCache(int capacity);
+
+    /**
+     * Runs the new tokens of every segment through the model and returns logits
+     * [total new tokens, vocab] f32, segments in order. Each cache advances by its segment's length.
+     */
+    Tensor forward(List<Segment> batch, HiddenSink hidden);
+
+    default Tensor forward(List<Segment> batch) {
+        return forward(batch, null);
+    }
+
+    @Override
+    default void close() {
+    }
+}

@@ -1,0 +1,59 @@
+package org.orbitrl.model.arch;
+
+import org.orbitrl.kernels.RopeScaling;
+import org.orbitrl.model.spec.ModelFamily;
+import org.orbitrl.model.spec.ModelSpec;
+import org.orbitrl.model.spec.MoeSpec;
+
+/**
+ * The shape of a Qwen3-family decoder (dense {@code qwen3} and {@code qwen3_moe}), as the model
+ * code needs it.
+ *
+ * @param moeLayers which layers have a sparse MoE block (else a dense SwiGLU MLP)
+ */
+public record DecoderConfig(String modelType, int vocab, int hidden, int layers, int heads, int kvHeads, int headDim,
+                            int intermediate, int moeIntermediate, int experts, int topK, boolean normTopKProb,
+                            boolean[] moeLayers, float rmsEps, boolean tieEmbeddings, boolean attentionBias,
+                            RopeScaling rope, int maxPositions) {
+
+    public DecoderConfig {
+        require(vocab > 0 && hidden > 0 && layers > 0 && heads > 0 && kvHeads > 0 && headDim > 0,
+                "sizes must be positive");
+        require(heads % kvHeads == 0, "num_attention_heads " + heads + " is not a multiple of num_key_value_heads " + kvHeads);
+        require(moeLayers.length == layers, "moe layer flags " + moeLayers.length + " for " + layers + " layers");
+        for (boolean m : moeLayers) {
+            if (m) {
+                require(experts > 0 && topK > 0 && topK <= experts, "top-k " + topK + " of " + experts + " experts");
+                require(moeIntermediate > 0, "moe_intermediate_size must be positive");
+            }
+        }
+    }
+
+    private static void require(boolean ok, String msg) {
+        if (!ok) {
+            throw new IllegalArgumentException("config: " + msg);
+        }
+    }
+
+    /** The Qwen3-family shape of a {@code qwen3} or {@code qwen3_moe} spec. */
+    public static DecoderConfig from(ModelSpec spec) {
+        if (spec.family() != ModelFamily.QWEN3 && spec.family() != ModelFamily.QWEN3_MOE) {
+            throw new IllegalArgumentException(spec.source() + ": model_type " + spec.modelType()
+                    + " is not a Qwen3-family model");
+        }
+        boolean[] moe = new boolean[spec.numLayers()];
+        for (int i = 0; i < moe.length; i++) {
+            moe[i] = spec.isMoeLayer(i);
+        }
+        MoeSpec m = spec.moe();
+        return new DecoderConfig(spec.modelType(), spec.vocabSize(), spec.hiddenSize(), spec.numLayers(), spec.numHeads(),
+                spec.numKvHeads(), spec.headDim(), spec.intermediateSize(), m == null ? 0 : m.moeIntermediateSize(),
+                m == null ? 0 : m.numExperts(), m == null ? 0 : m.topK(), m != null && m.normTopkProb(), moe,
+                (float) spec.rmsNormEps(), spec.tieWordEmbeddings(), spec.attentionBias(), spec.ropeScaling(),
+                spec.maxPositionEmbeddings());
+    }
+
+    public boolean isMoe(int layer) {
+        return moeLayers[layer];
+    }
+}

@@ -1,0 +1,450 @@
+package org.orbitrl.model.arch;
+
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.RopeTable;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.model.nn.AdapterTargets;
+import org.orbitrl.model.nn.Linear;
+import org.orbitrl.model.nn.Weight;
+import org.orbitrl.model.nn.WeightSource;
+
+import java.util.HashSet;
+import java.util.List;
+import java.util.Set;
+import java.util.function.Function;
+
+/**
+ * Qwen3 ({@code qwen3}) and Qwen3-MoE ({@code qwen3_moe}): pre-norm decoder layers of Qwen3
+ * attention and a dense SwiGLU MLP or a sparse MoE block, a final RMSNorm and the LM head.
+ * Weights keep the Hugging Face names; bf16 base weights stay zero-copy views of the mapped
+ * checkpoint, or routed experts are quantized on load.
+ */
+public final class Qwen3Model implements CausalLM, AdapterTargets {
+
+    /** How base weights are held. {@code expertQuantizer} null keeps experts in their checkpoint dtype. */
+    public record LoadOptions(Function<Tensor, Weight> expertQuantizer) {
+        public static LoadOptions full() {
+            return new LoadOptions(null);
+        }
+    }
+
+    private final DecoderConfig config;
+    private final Backend backend;
+    private final Tensor embed;       // [vocab, hidden]
+    private final Layer[] layers;
+    private final Tensor finalNorm;   // [hidden]
+    private final Linear lmHead;      // [vocab, hidden]
+    private final RopeTable rope;
+
+    /** One decoder layer. */
+    static final class Layer {
+        final Tensor inputNorm;   // [hidden]
+        final Tensor postNorm;    // [hidden]
+        final Qwen3Attention attention;
+        final DenseMlp mlp;       // null on MoE layers
+        final SparseMoe moe;      // null on dense layers
+
+        Layer(Tensor inputNorm, Tensor postNorm, Qwen3Attention attention, DenseMlp mlp, SparseMoe moe) {
+            this.inputNorm = inputNorm;
+            this.postNorm = postNorm;
+            this.attention = attention;
+            this.mlp = mlp;
+            this.moe = moe;
+        }
+    }
+
+    private Qwen3Model(DecoderConfig config, Backend backend, Tensor embed, Layer[] layers, Tensor finalNorm,
+                       Linear lmHead) {
+        this.config = config;
+        this.backend = backend;
+        this.embed = embed;
+        this.layers = layers;
+        this.finalNorm = finalNorm;
+        this.lmHead = lmHead;
+        this.rope = RopeTable.of(config.rope(), config.headDim(), config.maxPositions(), RopeTable.Style.HALF);
+    }
+
+    /**
+     * Builds the model from named weights, checking every tensor's shape and that the source holds
+     * exactly the tensors the architecture needs (missing and unexpected names are both errors).
+     */
+    public static Qwen3Model load(DecoderConfig c, WeightSource src, Backend backend, LoadOptions options) {
+        Set<String> used = new HashSet<>();
+        Loader w = new Loader(src, used);
+        int h = c.hidden();
+        int qDim = c.heads() * c.headDim();
+        int kvDim = c.kvHeads() * c.headDim();
+        Tensor embed = w.get("model.embed_tokens.weight", c.vocab(), h);
+        Layer[] layers = new Layer[c.layers()];
+        for (int i = 0; i < c.layers(); i++) {
+            String p = "model.layers." + i + ".";
+            Qwen3Attention attn = new Qwen3Attention(i, c,
+                    w.linear(p + "self_attn.q_proj", qDim, h, c.attentionBias()),
+                    w.linear(p + "self_attn.k_proj", kvDim, h, c.attentionBias()),
+                    w.linear(p + "self_attn.v_proj", kvDim, h, c.attentionBias()),
+                    w.linear(p + "self_attn.o_proj", h, qDim, false),
+                    w.get(p + "self_attn.q_norm.weight", c.headDim()),
+                    w.get(p + "self_attn.k_norm.weight", c.headDim()));
+            DenseMlp mlp = null;
+            SparseMoe moe = null;
+            if (c.isMoe(i)) {
+                DenseMlp[] experts = new DenseMlp[c.experts()];
+                for (int e = 0; e < c.experts(); e++) {
+                    String ep = p + "mlp.experts." + e + ".";
+                    experts[e] = new DenseMlp(
+                            w.expert(ep + "gate_proj", c.moeIntermediate(), h, options),
+                            w.expert(ep + "up_proj", c.moeIntermediate(), h, options),
+                            w.expert(ep + "down_proj", h, c.moeIntermediate(), options));
+                }
+                moe = new SparseMoe(w.linear(p + "mlp.gate", c.experts(), h, false), experts, c.topK(), c.normTopKProb());
+            } else {
+                mlp = new DenseMlp(
+                        w.linear(p + "mlp.gate_proj", c.intermediate(), h, false),
+                        w.linear(p + "mlp.up_proj", c.intermediate(), h, false),
+                        w.linear(p + "mlp.down_proj", h, c.intermediate(), false));
+            }
+            layers[i] = new Layer(w.get(p + "input_layernorm.weight", h), w.get(p + "post_attention_layernorm.weight", h),
+                    attn, mlp, moe);
+        }
+        Tensor norm = w.get("model.norm.weight", h);
+        Linear head = c.tieEmbeddings() && !src.has("lm_head.weight")
+                ? new Linear("lm_head", Weight.of(embed), null)
+                : w.linear("lm_head", c.vocab(), h, false);
+        Set<String> extra = new HashSet<>(src.names());
+        extra.removeAll(used);
+        extra.removeIf(n -> n.endsWith("rotary_emb.inv_freq"));
+        if (!extra.isEmpty()) {
+            throw new IllegalArgumentException("checkpoint has tensors a " + c.modelType() + " model does not use: "
+                    + extra.stream().sorted().limit(10).toList() + (extra.size() > 10 ? " and " + (extra.size() - 10) + " more" : ""));
+        }
+        return new Qwen3Model(c, backend, embed, layers, norm, head);
+    }
+
+    /** Looks up tensors by name, records what was used, and builds linears. */
+    private record Loader(WeightSource src, Set<String> used) {
+        Tensor get(String name, long... shape) {
+            used.add(name);
+            return src.tensor(name, shape);
+        }
+
+        Linear linear(String module, int out, int in, boolean bias) {
+            Tensor wt = get(module + ".weight", out, in);
+            Tensor b = bias ? get(module + ".bias", out) : null;
+            return new Linear(module, Weight.of(wt), b);
+        }
+
+        Linear expert(String module, int out, int in, LoadOptions options) {
+            Tensor wt = get(module + ".weight", out, in);
+            Weight weight = options.expertQuantizer() == null ? Weight.of(wt) : options.expertQuantizer().apply(wt);
+            return new Linear(module, weight, null);
+        }
+    }
+
+    /**
+     * Runs quantized routed experts through active-expert-chunked dequantization with C experts per
+     * chunk, forward and backward; 0 runs them on the fused dequantize-multiply kernel instead.
+     */
+    public void setExpertChunk(int c) {
+        for (Layer l : layers) {
+            if (l.moe != null) {
+                l.moe.setExpertChunk(c);
+            }
+        }
+    }
+
+    public DecoderConfig config() {
+        return config;
+    }
+
+    @Override
+    public Backend backend() {
+        return backend;
+    }
+
+    @Override
+    public int vocabSize() {
+        return config.vocab();
+    }
+
+    @Override
+    public int layers() {
+        return config.layers();
+    }
+
+    @Override
+    public CacheGeometry cacheGeometry() {
+        return new CacheGeometry(config.layers(), config.kvHeads(), config.headDim(), config.headDim());
+    }
+
+    @Override
+    public KvCache newCache(int capacity) {
+        return new KvCache(backend.allocator(), config.layers(), config.kvHeads(), config.headDim(), config.headDim(), capacity);
+    }
+
+    @Override
+    public Tensor forward(List<Segment> batch, HiddenSink hidden) {
+        return run(batch, hidden, null);
+    }
+
+    /**
+     * Training forward over whole sequences (no cached past): returns the logits and what backward
+     * needs. With {@code recompute}, only each layer's input is kept and backward re-runs the layer;
+     * gradients are identical either way.
+     */
+    public TrainTape forwardTrain(List<int[]> sequences, boolean recompute) {
+        List<Segment> batch = new java.util.ArrayList<>();
+        for (int[] s : sequences) {
+            batch.add(new Segment(s, null));
+        }
+        TrainTape tape = new TrainTape(layers.length, recompute, batch);
+        tape.logits = run(batch, null, tape);
+        return tape;
+    }
+
+    /** Everything a training forward keeps for backward. */
+    public static final class TrainTape {
+        final boolean recompute;
+        final List<Segment> batch;
+        final int[] lengths;
+        final Tensor[] layerInput;   // per layer [N, hidden]
+        final LayerTape[] layerTapes; // per layer, null under recompute
+        Tensor positions;            // i32 [N]
+        Tensor finalInput;           // [N, hidden] before the final norm
+        Tensor finalNormed;          // [N, hidden] the input of the LM head
+        Tensor logits;               // [N, vocab]
+
+        TrainTape(int layers, boolean recompute, List<Segment> batch) {
+            this.recompute = recompute;
+            this.batch = batch;
+            this.lengths = batch.stream().mapToInt(s -> s.tokens().length).toArray();
+            this.layerInput = new Tensor[layers];
+            this.layerTapes = new LayerTape[layers];
+        }
+
+        public Tensor logits() {
+            return logits;
+        }
+    }
+
+    /** One layer's saved activations. */
+    static final class LayerTape {
+        Tensor normed1;  // [N, hidden]
+        Tensor mid;      // [N, hidden] residual after attention
+        Tensor normed2;  // [N, hidden]
+        final Qwen3Attention.Tape attention = new Qwen3Attention.Tape();
+        DenseMlp.Tape mlp;
+        SparseMoe.Tape moe;
+    }
+
+    private Tensor run(List<Segment> batch, HiddenSink hidden, TrainTape tape) {
+        Backend b = backend;
+        TensorAllocator a = b.allocator();
+        int n = 0;
+        for (Segment s : batch) {
+            n += s.tokens().length;
+        }
+        int[] ids = new int[n];
+        int[] pos = new int[n];
+        int k = 0;
+        for (Segment s : batch) {
+            int past = s.cache() == null ? 0 : s.cache().length();
+            if (s.cache() != null) {
+                s.cache().reserve(s.tokens().length);
+            }
+            for (int t = 0; t < s.tokens().length; t++) {
+                ids[k] = s.tokens()[t];
+                pos[k++] = past + t;
+                if (past + t >= config.maxPositions()) {
+                    throw new IllegalArgumentException("position " + (past + t) + " is beyond max_position_embeddings "
+                            + config.maxPositions());
+                }
+            }
+        }
+        Tensor positions = Tensor.ofInts(pos, n);
+        int h = config.hidden();
+        Tensor x = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden] residual stream
+        b.embedding(embed, Tensor.ofInts(ids, n), x);
+        emit(hidden, 0, x);
+        if (tape != null) {
+            tape.positions = positions;
+        }
+        for (int i = 0; i < layers.length; i++) {
+            LayerTape lt = null;
+            if (tape != null) {
+                tape.layerInput[i] = x;
+                if (!tape.recompute) {
+                    lt = new LayerTape();
+                    tape.layerTapes[i] = lt;
+                }
+            }
+            x = layerForward(i, x, positions, batch, lt);
+            if (i + 1 < layers.length) {
+                emit(hidden, i + 1, x);
+            }
+        }
+        for (Segment s : batch) {
+            if (s.cache() != null) {
+                s.cache().advance(s.tokens().length);
+            }
+        }
+        Tensor normed = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
+        b.rmsNorm(x, finalNorm, config.rmsEps(), normed);
+        emit(hidden, layers.length, normed);
+        if (tape != null) {
+            tape.finalInput = x;
+            tape.finalNormed = normed;
+        }
+        Tensor logits = a.allocate(MemoryCategory.LOGITS, DType.F32, n, config.vocab()); // [N, vocab]
+        lmHead.forward(b, normed, logits);
+        return logits;
+    }
+
+    /** One decoder layer: x [N, hidden] -> a new residual stream [N, hidden]. */
+    private Tensor layerForward(int i, Tensor x, Tensor positions, List<Segment> batch, LayerTape lt) {
+        Backend b = backend;
+        TensorAllocator a = b.allocator();
+        Layer l = layers[i];
+        int n = x.size(0);
+        int h = config.hidden();
+        Tensor normed1 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
+        Tensor delta = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);   // [N, hidden]
+        b.rmsNorm(x, l.inputNorm, config.rmsEps(), normed1);
+        l.attention.forward(b, normed1, positions, batch, rope, delta, lt == null ? null : lt.attention);
+        Tensor mid = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);     // [N, hidden]
+        b.add(x, delta, mid);
+        Tensor normed2 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
+        b.rmsNorm(mid, l.postNorm, config.rmsEps(), normed2);
+        if (l.moe != null) {
+            SparseMoe.Tape mt = lt == null ? null : new SparseMoe.Tape();
+            l.moe.forward(b, normed2, delta, mt);
+            if (lt != null) {
+                lt.moe = mt;
+            }
+        } else {
+            DenseMlp.Tape dt = lt == null ? null : new DenseMlp.Tape();
+            l.mlp.forward(b, normed2, delta, dt);
+            if (lt != null) {
+                lt.mlp = dt;
+            }
+        }
+        Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);     // [N, hidden]
+        b.add(mid, delta, out);
+        if (lt != null) {
+            lt.normed1 = normed1;
+            lt.mid = mid;
+            lt.normed2 = normed2;
+        }
+        return out;
+    }
+
+    /**
+     * Reverse pass from d loss / d logits [N, vocab]: activation gradients through every layer, and
+     * parameter gradients for adapter tensors only (accumulated into the adapters' gradient buffers).
+     */
+    public void backward(TrainTape tape, Tensor dLogits) {
+        Backend b = backend;
+        TensorAllocator a = b.allocator();
+        int n = dLogits.size(0);
+        int h = config.hidden();
+        Tensor dNormed = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
+        lmHead.backward(b, tape.finalNormed, dLogits, dNormed);
+        Tensor dx = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden]
+        b.rmsNormBackward(tape.finalInput, finalNorm, config.rmsEps(), dNormed, dx);
+        for (int i = layers.length - 1; i >= 0; i--) {
+            LayerTape lt = tape.layerTapes[i];
+            if (lt == null) {
+                lt = new LayerTape();
+                layerForward(i, tape.layerInput[i], tape.positions, tape.batch, lt); // recompute
+            }
+            dx = layerBackward(i, lt, tape, dx);
+        }
+    }
+
+    /** d residual-out [N, hidden] -> d residual-in [N, hidden]. */
+    private Tensor layerBackward(int i, LayerTape lt, TrainTape tape, Tensor dOut) {
+        Backend b = backend;
+        TensorAllocator a = b.allocator();
+        Layer l = layers[i];
+        int n = dOut.size(0);
+        int h = config.hidden();
+        Tensor dNormed2 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
+        if (l.moe != null) {
+            l.moe.backward(b, lt.moe, dOut, dNormed2);
+        } else {
+            l.mlp.backward(b, lt.mlp, dOut, dNormed2);
+        }
+        Tensor dMid = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);     // [N, hidden]
+        b.rmsNormBackward(lt.mid, l.postNorm, config.rmsEps(), dNormed2, dMid);
+        b.add(dMid, dOut, dMid);
+        Tensor dNormed1 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
+        l.attention.backward(b, lt.attention, tape.positions, tape.lengths, rope, dMid, dNormed1);
+        Tensor dIn = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden]
+        b.rmsNormBackward(tape.layerInput[i], l.inputNorm, config.rmsEps(), dNormed1, dIn);
+        b.add(dIn, dMid, dIn);
+        return dIn;
+    }
+
+    private static void emit(HiddenSink sink, int index, Tensor t) {
+        if (sink != null) {
+            sink.accept(index, t);
+        }
+    }
+
+    @Override
+    public java.util.Map<String, Linear> linearModules() {
+        java.util.Map<String, Linear> out = new java.util.LinkedHashMap<>();
+        for (Layer l : layers) {
+            for (Linear lin : List.of(l.attention.q, l.attention.k, l.attention.v, l.attention.o)) {
+                out.put(lin.name(), lin);
+            }
+            if (l.mlp != null) {
+                for (Linear lin : List.of(l.mlp.gate, l.mlp.up, l.mlp.down)) {
+                    out.put(lin.name(), lin);
+                }
+            }
+        }
+        out.put(lmHead.name(), lmHead);
+        return out;
+    }
+
+    @Override
+    public List<ExpertSet> expertSets() {
+        List<ExpertSet> out = new java.util.ArrayList<>();
+        for (int i = 0; i < layers.length; i++) {
+            SparseMoe m = layers[i].moe;
+            if (m != null) {
+                List<Linear> g = new java.util.ArrayList<>();
+                List<Linear> u = new java.util.ArrayList<>();
+                List<Linear> d = new java.util.ArrayList<>();
+                for (DenseMlp e : m.experts) {
+                    g.add(e.gate);
+                    u.add(e.up);
+                    d.add(e.down);
+                }
+                out.add(new ExpertSet("model.layers." + i + ".mlp.experts", g, u, d));
+            }
+        }
+        return out;
+    }
+
+    /** Every linear layer of the model, attention and MLP/experts, with its Hugging Face module name. */
+    public List<Linear> linears() {
+        List<Linear> out = new java.util.ArrayList<>();
+        for (Layer l : layers) {
+            out.addAll(List.of(l.attention.q, l.attention.k, l.attention.v, l.attention.o));
+            if (l.mlp != null) {
+                out.addAll(List.of(l.mlp.gate, l.mlp.up, l.mlp.down));
+            } else {
+                out.add(l.moe.router);
+                for (DenseMlp e : l.moe.experts) {
+                    out.addAll(List.of(e.gate, e.up, e.down));
+                }
+            }
+        }
+        out.add(lmHead);
+        return out;
+    }
+}

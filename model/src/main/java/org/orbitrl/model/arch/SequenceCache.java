@@ -1,0 +1,31 @@
+package org.orbitrl.model.arch;
+
+import org.orbitrl.kernels.AttentionSpec;
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.Tensor;
+
+/**
+ * The cached keys and values of one sequence, however they are stored (one contiguous buffer,
+ * or blocks of a shared paged pool). A forward step reserves room for its new tokens, writes
+ * each layer's keys and values, attends, and advances the length once all layers are done.
+ */
+public interface SequenceCache {
+
+    /** Tokens cached so far: the position of the next token. */
+    int length();
+
+    /** Makes room for {@code tokens} more positions (and makes them private to this sequence). */
+    void reserve(int tokens);
+
+    /** Writes k [T, kvHeads, headDim] and v [T, kvHeads, vHeadDim] at positions [length, length+T) of {@code layer}. */
+    void write(int layer, Tensor k, Tensor v);
+
+    /**
+     * Causal attention of q [T, Hq, D] (queries at positions [queryStart, queryStart+T)) over the
+     * cached positions [0, upTo) of {@code layer}, into out [T, Hq, Dv].
+     */
+    void attend(Backend backend, int layer, Tensor q, Tensor out, int queryStart, int upTo, AttentionSpec spec);
+
+    /** Advances the length after every layer has written. */
+    void advance(int tokens);
+}

@@ -1,0 +1,179 @@
+package org.orbitrl.model.arch;
+
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.model.nn.Linear;
+import org.orbitrl.model.nn.Weight;
+
+/**
+ * Qwen3-MoE sparse block: a linear router, softmax over all experts, top-k, optional
+ * renormalisation of the k weights, and the weighted sum of the chosen SwiGLU experts.
+ * Tokens are grouped by expert so each active expert runs one batched matmul over its tokens.
+ * The router is frozen, but the gradient flows through the routing weights into the input.
+ */
+final class SparseMoe {
+    final Linear router;     // [experts, hidden]
+    final DenseMlp[] experts;
+    private final int topK;
+    private final boolean normTopK;
+    private ExpertChunker chunker;   // null: experts run on their own weights (fused decode for quantized)
+
+    /** The routing decision for N tokens, token-major [N*k], plus the full probabilities [N*E]. */
+    record Routing(int[] expert, float[] weight, float[] chosenProb, float[] probs, int topK) {
+    }
+
+    /** What backward needs. */
+    static final class Tape {
+        Tensor x;                 // [N, hidden]
+        Routing routing;
+        ExpertGroups groups;
+        DenseMlp.Tape[] expertTapes; // per expert, null when it had no tokens
+        Tensor[] expertOut;          // per expert [count, hidden], unweighted
+    }
+
+    SparseMoe(Linear router, DenseMlp[] experts, int topK, boolean normTopK) {
+        this.router = router;
+        this.experts = experts;
+        this.topK = topK;
+        this.normTopK = normTopK;
+    }
+
+    /** Routes quantized experts through C-expert dequantization chunks (0 turns chunking off). */
+    void setExpertChunk(int c) {
+        this.chunker = c <= 0 ? null : new ExpertChunker(c);
+    }
+
+    private void eachActive(Backend b, ExpertGroups groups, java.util.function.BiConsumer<Integer, Weight[]> body) {
+        if (chunker != null) {
+            chunker.forEachActive(b, experts, groups, body);
+            return;
+        }
+        for (int e = 0; e < experts.length; e++) {
+            if (groups.count(e) > 0) {
+                body.accept(e, null);
+            }
+        }
+    }
+
+    Routing route(Backend b, Tensor x) {
+        TensorAllocator a = b.allocator();
+        int n = x.size(0);
+        int e = experts.length;
+        Tensor logits = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, e); // [N, E]
+        router.forward(b, x, logits);
+        b.softmax(logits);
+        Tensor vals = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, topK);  // [N, k]
+        Tensor idx = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, n, topK);   // [N, k]
+        b.topk(logits, topK, vals, idx);
+        float[] chosen = vals.toFloatArray();
+        float[] w = chosen.clone();
+        long[] ids = idx.toLongArray();
+        int[] expert = new int[ids.length];
+        for (int i = 0; i < ids.length; i++) {
+            expert[i] = (int) ids[i];
+        }
+        if (normTopK) {
+            for (int t = 0; t < n; t++) {
+                float sum = 0;
+                for (int j = 0; j < topK; j++) {
+                    sum += w[t * topK + j];
+                }
+                for (int j = 0; j < topK; j++) {
+                    w[t * topK + j] /= sum;
+                }
+            }
+        }
+        return new Routing(expert, w, chosen, logits.toFloatArray(), topK);
+    }
+
+    /** x [N, hidden] -> out [N, hidden]. */
+    void forward(Backend b, Tensor x, Tensor out, Tape tape) {
+        Routing r = route(b, x);
+        out.fill(0);
+        ExpertGroups groups = ExpertGroups.of(r.expert(), r.weight(), r.topK(), experts.length);
+        TensorAllocator a = b.allocator();
+        int h = x.size(1);
+        if (tape != null) {
+            tape.x = x;
+            tape.routing = r;
+            tape.groups = groups;
+            tape.expertTapes = new DenseMlp.Tape[experts.length];
+            tape.expertOut = new Tensor[experts.length];
+        }
+        eachActive(b, groups, (e, dense) -> {
+            int cnt = groups.count(e);
+            Tensor rows = groups.tokens(e);                                               // i32 [cnt]
+            Tensor xe = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);        // [cnt, hidden]
+            Tensor ye = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);        // [cnt, hidden]
+            b.gatherRows(x, rows, xe);
+            DenseMlp.Tape et = tape == null ? null : new DenseMlp.Tape();
+            experts[e].forward(b, xe, ye, et, dense);
+            b.scatterAddRows(ye, rows, groups.weights(e), out);
+            if (tape != null) {
+                tape.expertTapes[e] = et;
+                tape.expertOut[e] = ye;
+            }
+        });
+    }
+
+    /** dout [N, hidden] -> dx [N, hidden] (overwritten), through the experts and the routing weights. */
+    void backward(Backend b, Tape tape, Tensor dout, Tensor dx) {
+        TensorAllocator a = b.allocator();
+        int n = dout.size(0);
+        int h = dout.size(1);
+        int e = experts.length;
+        Routing r = tape.routing;
+        ExpertGroups groups = tape.groups;
+        dx.fill(0);
+        float[] dWeight = new float[n * topK];   // d loss / d (normalised routing weight), token-major
+        float[] d = dout.toFloatArray();
+        eachActive(b, groups, (ex, dense) -> {
+            int cnt = groups.count(ex);
+            int[] rows = groups.tokenArray(ex);
+            float[] w = groups.weightArray(ex);
+            float[] ye = tape.expertOut[ex].toFloatArray();
+            float[] dye = new float[cnt * h];                   // [cnt, hidden] = w · dout[row]
+            for (int i = 0; i < cnt; i++) {
+                float dot = 0;
+                for (int c = 0; c < h; c++) {
+                    dye[i * h + c] = w[i] * d[rows[i] * h + c];
+                    dot += d[rows[i] * h + c] * ye[i * h + c];
+                }
+                dWeight[groups.slot(ex, i)] = dot;
+            }
+            Tensor dxe = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);     // [cnt, hidden]
+            experts[ex].backward(b, tape.expertTapes[ex], Tensor.of(dye, cnt, h), dxe, dense);
+            b.scatterAddRows(dxe, groups.tokens(ex), null, dx);
+        });
+        // routing weights -> softmax probabilities -> router logits
+        float[] dLogits = new float[n * e];
+        float[] dProb = new float[e];
+        for (int t = 0; t < n; t++) {
+            java.util.Arrays.fill(dProb, 0);
+            float sumChosen = 0;
+            float dotWd = 0;
+            for (int j = 0; j < topK; j++) {
+                sumChosen += r.chosenProb()[t * topK + j];
+                dotWd += r.weight()[t * topK + j] * dWeight[t * topK + j];
+            }
+            for (int j = 0; j < topK; j++) {
+                int s = t * topK + j;
+                float dp = normTopK ? (dWeight[s] - dotWd) / sumChosen : dWeight[s];
+                dProb[r.expert()[s]] += dp;
+            }
+            float pd = 0;
+            for (int x = 0; x < e; x++) {
+                pd += r.probs()[t * e + x] * dProb[x];
+            }
+            for (int x = 0; x < e; x++) {
+                dLogits[t * e + x] = r.probs()[t * e + x] * (dProb[x] - pd);
+            }
+        }
+        Tensor dxr = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
+        router.backward(b, tape.x, Tensor.of(dLogits, n, e), dxr);
+        b.add(dx, dxr, dx);
+    }
+}

@@ -1,0 +1,134 @@
+package org.orbitrl.model.kv;
+
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
+
+import java.util.ArrayDeque;
+
+/**
+ * The paged KV cache's memory: per layer, one pool of fixed-size blocks of keys and values shared
+ * by every sequence of a rollout engine. Blocks are reference-counted so that the G samples of a
+ * prompt share the prompt's blocks (a block is copied before a shared one is written: copy on
+ * write). Not thread-safe: one engine thread owns it.
+ */
+public final class BlockPool {
+    private final int layers;
+    private final int kvHeads;
+    private final int headDim;
+    private final int vHeadDim;
+    private final int blockSize;
+    private final int blocks;
+    private final Tensor[] keys;     // per layer [blocks*blockSize, kvHeads*headDim]
+    private final Tensor[] values;   // per layer [blocks*blockSize, kvHeads*vHeadDim]
+    private final int[] refs;
+    private final ArrayDeque<Integer> free = new ArrayDeque<>();
+
+    public BlockPool(TensorAllocator allocator, int layers, int kvHeads, int headDim, int vHeadDim, int blockSize, int blocks) {
+        if (blockSize <= 0 || blocks <= 0) {
+            throw new IllegalArgumentException("block size and count must be positive, got " + blockSize + ", " + blocks);
+        }
+        this.layers = layers;
+        this.kvHeads = kvHeads;
+        this.headDim = headDim;
+        this.vHeadDim = vHeadDim;
+        this.blockSize = blockSize;
+        this.blocks = blocks;
+        this.keys = new Tensor[layers];
+        this.values = new Tensor[layers];
+        for (int l = 0; l < layers; l++) {
+            keys[l] = allocator.allocate(MemoryCategory.KV_CACHE, DType.F32, (long) blocks * blockSize, (long) kvHeads * headDim);
+            values[l] = allocator.allocate(MemoryCategory.KV_CACHE, DType.F32, (long) blocks * blockSize, (long) kvHeads * vHeadDim);
+        }
+        this.refs = new int[blocks];
+        for (int b = 0; b < blocks; b++) {
+            free.add(b);
+        }
+    }
+
+    /** Bytes of cache one token occupies across all layers (keys and values, f32). */
+    public static long bytesPerToken(int layers, int kvHeads, int headDim, int vHeadDim) {
+        return (long) layers * kvHeads * (headDim + vHeadDim) * DType.F32.bytes();
+    }
+
+    public long bytesPerToken() {
+        return bytesPerToken(layers, kvHeads, headDim, vHeadDim);
+    }
+
+    public int blockSize() {
+        return blockSize;
+    }
+
+    public int capacityBlocks() {
+        return blocks;
+    }
+
+    public int freeBlocks() {
+        return free.size();
+    }
+
+    public int layers() {
+        return layers;
+    }
+
+    public int kvHeads() {
+        return kvHeads;
+    }
+
+    public int headDim() {
+        return headDim;
+    }
+
+    public int vHeadDim() {
+        return vHeadDim;
+    }
+
+    /** A fresh block with one reference, or -1 when the pool is exhausted. */
+    int allocate() {
+        Integer b = free.poll();
+        if (b == null) {
+            return -1;
+        }
+        refs[b] = 1;
+        return b;
+    }
+
+    void retain(int block) {
+        if (refs[block] <= 0) {
+            throw new IllegalStateException("retain of free block " + block);
+        }
+        refs[block]++;
+    }
+
+    void release(int block) {
+        if (refs[block] <= 0) {
+            throw new IllegalStateException("release of free block " + block);
+        }
+        if (--refs[block] == 0) {
+            free.add(block);
+        }
+    }
+
+    int refs(int block) {
+        return refs[block];
+    }
+
+    /** Copies the first {@code rows} positions of block {@code src} into {@code dst}, every layer. */
+    void copy(int src, int dst, int rows) {
+        for (int l = 0; l < layers; l++) {
+            keys[l].slice(0, (long) dst * blockSize, (long) dst * blockSize + rows)
+                    .copyFrom(keys[l].slice(0, (long) src * blockSize, (long) src * blockSize + rows));
+            values[l].slice(0, (long) dst * blockSize, (long) dst * blockSize + rows)
+                    .copyFrom(values[l].slice(0, (long) src * blockSize, (long) src * blockSize + rows));
+        }
+    }
+
+    Tensor keys(int layer) {
+        return keys[layer];
+    }
+
+    Tensor values(int layer) {
+        return values[layer];
+    }
+}

@@ -1,0 +1,125 @@
+package org.orbitrl.model.nn;
+
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.Tensor;
+
+/**
+ * A frozen linear layer {@code y = x·Wᵀ (+ b)} with an optional adapter hook. The base weight and
+ * bias never train; an {@link AdapterHook} may transform the input the base weight sees (OFT) and
+ * add a delta on top of its output (LoRA) in forward, and takes its own gradients in backward.
+ */
+public final class Linear {
+    private final String name;
+    private final Weight weight;   // [out, in]
+    private final Tensor bias;     // [out] or null
+    private AdapterHook adapter;
+
+    public Linear(String name, Weight weight, Tensor bias) {
+        this.name = name;
+        this.weight = weight;
+        this.bias = bias;
+        if (bias != null && bias.numel() != weight.rows()) {
+            throw new IllegalArgumentException(name + ": bias " + bias + " does not match " + weight.rows() + " outputs");
+        }
+    }
+
+    /** The module path, as Hugging Face names it ({@code model.layers.0.self_attn.q_proj}). */
+    public String name() {
+        return name;
+    }
+
+    public Weight weight() {
+        return weight;
+    }
+
+    public Tensor bias() {
+        return bias;
+    }
+
+    public int in() {
+        return Math.toIntExact(weight.cols());
+    }
+
+    public int out() {
+        return Math.toIntExact(weight.rows());
+    }
+
+    public AdapterHook adapter() {
+        return adapter;
+    }
+
+    public void setAdapter(AdapterHook adapter) {
+        this.adapter = adapter;
+    }
+
+    /** y [M, out] = x [M, in] · Wᵀ + b (+ adapter delta). */
+    public void forward(Backend backend, Tensor x, Tensor y) {
+        forwardWith(weight, backend, x, y);
+    }
+
+    /**
+     * As {@link #forward}, with {@code w} standing in for the base weight: the same matrix held
+     * differently (a dequantized copy in a reused chunk buffer).
+     */
+    public void forwardWith(Weight w, Backend backend, Tensor x, Tensor y) {
+        AdapterHook a = adapter != null && adapter.enabled() ? adapter : null;
+        w.forward(backend, a != null ? a.baseInput(backend, x) : x, y);
+        if (bias != null) {
+            backend.addBias(y, bias);
+        }
+        if (a != null) {
+            a.forward(backend, x, y);
+        }
+    }
+
+    /**
+     * Backward through the frozen layer: dx [M, in] = dy [M, out] · W (overwritten), then the
+     * adapter's part (see {@link AdapterHook#backward}); the adapter accumulates its own parameter
+     * gradients from x [M, in]. No gradient of W or the bias exists.
+     */
+    public void backward(Backend backend, Tensor x, Tensor dy, Tensor dx) {
+        backwardWith(weight, backend, x, dy, dx);
+    }
+
+    /** As {@link #backward}, with {@code w} standing in for the base weight. */
+    public void backwardWith(Weight w, Backend backend, Tensor x, Tensor dy, Tensor dx) {
+        AdapterHook a = adapter != null && adapter.enabled() ? adapter : null;
+        w.backward(backend, dy, dx);
+        if (a != null) {
+            a.backward(backend, x, dy, dx);
+        }
+    }
+
+    @Override
+    public String toString() {
+        return "Linear[" + name + ", " + weight.rows() + "x" + weight.cols() + (bias != null ? ", bias" : "") + "]";
+    }
+
+    /**
+     * An adapter attached to a linear layer. The layer computes
+     * {@code y = baseInput(x)·Wᵀ + b}, then {@link #forward} adds the adapter's delta: LoRA keeps
+     * the input and adds {@code scale·(x·Aᵀ)·Bᵀ}; OFT rotates the input ({@code x·R}) and adds nothing.
+     */
+    public interface AdapterHook {
+        boolean enabled();
+
+        /**
+         * The input the base weight multiplies, [M, in]: x itself (the default), or a transformed
+         * copy in scratch memory (OFT's block-diagonal rotation x·R).
+         */
+        default Tensor baseInput(Backend backend, Tensor x) {
+            return x;
+        }
+
+        /** Accumulates the adapter's contribution into y [M, out] given the layer input x [M, in]. */
+        void forward(Backend backend, Tensor x, Tensor y);
+
+        /**
+         * Given the layer input x [M, in] and output gradient dy [M, out], with dx [M, in] holding
+         * dy·W on entry (the gradient with respect to {@link #baseInput}): turns dx into the
+         * gradient with respect to x (an additive adapter accumulates its share into it; OFT maps it
+         * through Rᵀ) and accumulates the adapter's own parameter gradients.
+         */
+        void backward(Backend backend, Tensor x, Tensor dy, Tensor dx);
+    }
+}

@@ -1,0 +1,184 @@
+package org.orbitrl.scheduler.rollout;
+
+import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.Backends;
+import org.orbitrl.model.BaseFormat;
+import org.orbitrl.model.LoadedModel;
+import org.orbitrl.model.checkpoint.Checkpoint;
+
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.SplittableRandom;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * The rollout engine on the Qwen3-MoE fixture: greedy decoding reproduces transformers' greedy
+ * sequence alone and inside a batch of 7; a seeded request draws the same tokens whatever else is
+ * in the batch; preemption under a tiny cache changes nothing; prefix sharing saves blocks; and in
+ * exact mode the trainer's recomputed log-probs equal rollout's bit for bit.
+ */
+class RolloutEngineTest {
+    static final Path HF = Path.of(System.getProperty("orbit.fixtures", "../../shared/fixtures"), "hf");
+
+    static LoadedModel model(String arch) {
+        return LoadedModel.load(HF.resolve(arch), Backends.cpu(), BaseFormat.BF16);
+    }
+
+    static long[] ref(String arch, String name) {
+        try (Checkpoint c = Checkpoint.open(HF.resolve(arch).resolve("reference.safetensors"))) {
+            return c.tensor(name).toLongArray();
+        }
+    }
+
+    static int[] ints(long[] a) {
+        return Arrays.stream(a).mapToInt(x -> (int) x).toArray();
+    }
+
+    static int[] randomPrompt(SplittableRandom rnd, int len) {
+        int[] p = new int[len];
+        for (int i = 0; i < len; i++) {
+            p[i] = rnd.nextInt(256);
+        }
+        return p;
+    }
+
+    static RolloutEngine engine(LoadedModel m, int blocks) {
+        return new RolloutEngine(m.model(), null, new RolloutEngine.Options(4, blocks, 64, 512), null);
+    }
+
+    @Test
+    void greedyReproducesTransformersAloneAndInABatchOfSeven() {
+        for (String arch : List.of("qwen3", "qwen3_moe")) {
+            try (LoadedModel m = model(arch)) {
+                int[] prompt = ints(ref(arch, "greedy.prompt"));
+                long[] seq = ref(arch, "greedy.sequence");
+                int[] want = ints(Arrays.copyOfRange(seq, prompt.length, seq.length));
+                SplittableRandom rnd = new SplittableRandom(5);
+                for (int batch : new int[]{1, 7}) {
+                    List<Request> reqs = new ArrayList<>();
+                    for (int i = 0; i < batch; i++) {
+                        int[] p = i == batch / 2 ? prompt : randomPrompt(rnd, 3 + rnd.nextInt(12));
+                        reqs.add(Request.of("r" + i, p, SamplingParams.greedy(want.length)));
+                    }
+                    List<Completion> out = engine(m, 256).generate(reqs);
+                    assertArrayEquals(want, out.get(batch / 2).tokens(), arch + " greedy in a batch of " + batch);
+                    assertEquals(FinishReason.LENGTH, out.get(batch / 2).reason());
+                }
+            }
+        }
+    }
+
+    @Test
+    void aSeededRequestDrawsTheSameTokensWhateverTheBatch() {
+        try (LoadedModel m = model("qwen3_moe")) {
+            SplittableRandom rnd = new SplittableRandom(11);
+            int[] prompt = randomPrompt(rnd, 9);
+            SamplingParams p = new SamplingParams(1.0f, 0.95f, 40, 0.01f, 16, List.of(), List.of(), 1234);
+            Completion alone = engine(m, 256).generate(List.of(Request.of("x", prompt, p))).get(0);
+            List<Request> crowd = new ArrayList<>();
+            for (int i = 0; i < 6; i++) {
+                crowd.add(Request.of("o" + i, randomPrompt(rnd, 2 + rnd.nextInt(20)), p.withSeed(i)));
+                if (i == 3) {
+                    crowd.add(Request.of("x", prompt, p));
+                }
+            }
+            Completion inCrowd = engine(m, 256).generate(crowd).stream().filter(c -> c.requestId().equals("x")).findFirst().orElseThrow();
+            assertArrayEquals(alone.tokens(), inCrowd.tokens());
+            assertArrayEquals(alone.policyLogprobs(), inCrowd.policyLogprobs(), 0f);
+        }
+    }
+
+    @Test
+    void recomputedLogprobsEqualRolloutBitForBit() {
+        try (LoadedModel m = model("qwen3_moe")) {
+            SplittableRandom rnd = new SplittableRandom(21);
+            List<Request> reqs = new ArrayList<>();
+            for (int i = 0; i < 5; i++) {
+                reqs.add(new Request("g" + i, randomPrompt(rnd, 4 + rnd.nextInt(10)),
+                        SamplingParams.sample(1.0f, 1.0f, 12, 100 + i), 3));
+            }
+            List<Completion> out = engine(m, 256).generate(reqs);
+            assertEquals(15, out.size());
+            // recompute in different batch compositions: all at once, one by one, reversed
+            var all = Recompute.gap(out, Recompute.policyLogprobs(m.model(), out, 1.0f));
+            assertTrue(all.exact(), "batched recompute: " + all);
+            List<Completion> reversed = new ArrayList<>(out);
+            java.util.Collections.reverse(reversed);
+            assertTrue(Recompute.gap(reversed, Recompute.policyLogprobs(m.model(), reversed, 1.0f)).exact());
+            for (Completion c : out.subList(0, 4)) {
+                assertTrue(Recompute.gap(List.of(c), Recompute.policyLogprobs(m.model(), List.of(c), 1.0f)).exact());
+            }
+            assertTrue(all.tokens() == 15 * 12);
+        }
+    }
+
+    @Test
+    void preemptionUnderATinyCacheChangesNoToken() {
+        try (LoadedModel m = model("qwen3_moe")) {
+            SplittableRandom rnd = new SplittableRandom(31);
+            List<Request> reqs = new ArrayList<>();
+            for (int i = 0; i < 6; i++) {
+                reqs.add(new Request("p" + i, randomPrompt(rnd, 6 + rnd.nextInt(6)), SamplingParams.sample(0.8f, 0.9f, 20, i), 2));
+            }
+            List<Completion> roomy = engine(m, 512).generate(reqs);
+            RolloutEngine tight = engine(m, 24);   // 96 tokens of cache for 12 samples of up to 31 tokens
+            List<Completion> cramped = tight.generate(reqs);
+            assertTrue(tight.stats().preemptions() > 0, "the tight cache must force preemption: " + tight.stats());
+            for (int i = 0; i < roomy.size(); i++) {
+                assertArrayEquals(roomy.get(i).tokens(), cramped.get(i).tokens(), "sample " + i);
+                assertArrayEquals(roomy.get(i).policyLogprobs(), cramped.get(i).policyLogprobs(), 0f);
+            }
+            assertTrue(cramped.stream().mapToInt(Completion::preemptions).sum() > 0);
+        }
+    }
+
+    @Test
+    void samplesOfOnePromptShareItsBlocks() {
+        try (LoadedModel m = model("qwen3")) {
+            int[] prompt = randomPrompt(new SplittableRandom(41), 32);   // 8 full blocks of 4
+            RolloutEngine shared = engine(m, 256);
+            shared.submit(new Request("s", prompt, SamplingParams.sample(1f, 1f, 50, 1), 8));
+            shared.step();   // prefill + first token of all 8 samples
+            shared.step();   // first decode: each sample writes its own block
+            RolloutEngine.Stats st = shared.stats();
+            assertEquals(16, st.generatedTokens());
+            // 8 shared prompt blocks + one private block per sample, instead of 8 x 9
+            assertEquals(256 - (8 + 8), freeBlocks(shared));
+        }
+    }
+
+    static int freeBlocks(RolloutEngine e) {
+        try {
+            var f = RolloutEngine.class.getDeclaredField("pool");
+            f.setAccessible(true);
+            return ((org.orbitrl.model.kv.BlockPool) f.get(e)).freeBlocks();
+        } catch (ReflectiveOperationException ex) {
+            throw new AssertionError(ex);
+        }
+    }
+
+    @Test
+    void stopTokensStopStringsAndLength() {
+        try (LoadedModel m = model("qwen3")) {
+            int[] prompt = ints(ref("qwen3", "greedy.prompt"));
+            long[] seq = ref("qwen3", "greedy.sequence");
+            int third = (int) seq[prompt.length + 2];
+            Completion c = engine(m, 64).generate(List.of(Request.of("a", prompt,
+                    SamplingParams.greedy(10).withStops(List.of(third), List.of())))).get(0);
+            assertEquals(FinishReason.STOP, c.reason());
+            assertEquals(3, c.tokens().length);
+            TextDecoder dec = ids -> String.join(",", Arrays.stream(ids).mapToObj(String::valueOf).toList());
+            String stop = seq[prompt.length + 1] + "," + seq[prompt.length + 2];
+            RolloutEngine e = new RolloutEngine(m.model(), null, new RolloutEngine.Options(4, 64, 8, 64), dec);
+            Completion s = e.generate(List.of(Request.of("b", prompt, SamplingParams.greedy(10).withStops(List.of(), List.of(stop))))).get(0);
+            assertEquals(FinishReason.STOP, s.reason());
+            assertEquals(stop, s.stopString());
+            assertEquals(3, s.tokens().length);
+        }
+    }
+}

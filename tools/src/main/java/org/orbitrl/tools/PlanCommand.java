@@ -1,0 +1,169 @@
+package org.orbitrl.tools;
+
+import java.io.PrintWriter;
+import java.nio.file.Path;
+import java.util.Locale;
+import java.util.concurrent.Callable;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.memory.plan.AdapterSpec;
+import org.orbitrl.memory.plan.BaseFormat;
+import org.orbitrl.memory.plan.BatchShape;
+import org.orbitrl.memory.plan.FitAdvisor;
+import org.orbitrl.memory.plan.MemoryPlan;
+import org.orbitrl.memory.plan.MemoryPlanner;
+import org.orbitrl.memory.plan.NodeSpec;
+import org.orbitrl.memory.plan.ParallelLayout;
+import org.orbitrl.memory.plan.PlanJson;
+import org.orbitrl.memory.plan.PlanRequest;
+import org.orbitrl.memory.plan.PlanTable;
+import org.orbitrl.memory.plan.Suggestion;
+import org.orbitrl.model.spec.ConfigLoader;
+import org.orbitrl.model.spec.ModelSpec;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
+
+/**
+ * {@code orbit plan}: whether a job fits a node, per GPU and category, before anything is loaded.
+ * Exit code 0 when it fits, {@value #DOES_NOT_FIT} when it does not (the refusal, with what would
+ * make it fit, is printed), 1 for bad input.
+ */
+@Command(name = "plan", mixinStandardHelpOptions = true, sortOptions = false,
+        description = {"Plans a job's GPU memory per category and says whether it fits the node.",
+                "Base formats: bf16, int4, fp4, mxfp4, nvfp4, fp8, native, or family=format pairs "
+                        + "(experts=int4,attention=fp8). Nodes: 8xB200, 8xH200, 1xH200, 8xH100 (any count), or NxSIZE "
+                        + "(8x96GB, 4x80GiB). Exit code 0: fits; 3: does not fit; 1: bad input."})
+public final class PlanCommand implements Callable<Integer> {
+    /** Exit code of a job that does not fit. */
+    public static final int DOES_NOT_FIT = 3;
+
+    @Spec
+    CommandSpec spec;
+
+    @Option(names = "--model", required = true, paramLabel = "CONFIG_OR_DIR",
+            description = "config.json of the model, or the directory holding it")
+    Path model;
+
+    @Option(names = "--job", paramLabel = "FILE.yaml", description = "not available yet: there is no job file schema")
+    Path job;
+
+    @Option(names = "--node", defaultValue = "8xB200", description = "GPU node (default: ${DEFAULT-VALUE})")
+    String node;
+
+    @Option(names = "--base", defaultValue = "native", description = "storage format of the frozen base (default: ${DEFAULT-VALUE})")
+    String base;
+
+    @Option(names = "--adapter", defaultValue = "lora:32",
+            description = "lora:RANK or oft:BLOCK [:attention+shared+dense+experts][:f32], full, none (default: ${DEFAULT-VALUE})")
+    String adapter;
+
+    @Option(names = "--prompts", defaultValue = "64", description = "prompts per step (default: ${DEFAULT-VALUE})")
+    int prompts;
+
+    @Option(names = "--samples", defaultValue = "8", description = "samples per prompt (default: ${DEFAULT-VALUE})")
+    int samples;
+
+    @Option(names = "--prompt-len", defaultValue = "1024", description = "longest prompt, tokens (default: ${DEFAULT-VALUE})")
+    int promptLen;
+
+    @Option(names = "--response-len", defaultValue = "4096", description = "longest response, tokens (default: ${DEFAULT-VALUE})")
+    int responseLen;
+
+    @Option(names = "--micro-batch", defaultValue = "1", description = "sequences per training micro-batch (default: ${DEFAULT-VALUE})")
+    int microBatch;
+
+    @Option(names = "--ep", description = "expert-parallel size (default: as many GPUs as divide the expert count)")
+    Integer ep;
+
+    @Option(names = "--tp", defaultValue = "1", description = "tensor-parallel size (default: ${DEFAULT-VALUE})")
+    int tp;
+
+    @Option(names = "--split", paramLabel = "ROLLOUT:TRAIN", description = "separate rollout and training GPUs (default: colocated)")
+    String split;
+
+    @Option(names = "--chunk", defaultValue = "8", description = "experts dequantized at once (default: ${DEFAULT-VALUE})")
+    int chunk;
+
+    @Option(names = "--recompute", negatable = true, defaultValue = "true", fallbackValue = "true",
+            description = "recompute activations in backward (default: on; --no-recompute keeps them)")
+    boolean recompute;
+
+    @Option(names = "--kv-dtype", defaultValue = "bf16", description = "KV cache element type: bf16, fp8 (default: ${DEFAULT-VALUE})")
+    String kvDtype;
+
+    @Option(names = "--reserve", paramLabel = "GiB", description = "runtime reserve per GPU (default: 2 GiB + 3% of the GPU)")
+    Double reserveGib;
+
+    @Option(names = "--json", description = "print one JSON object instead of the table")
+    boolean json;
+
+    @Override
+    public Integer call() {
+        if (job != null) {
+            throw new IllegalArgumentException("--job is not available yet: there is no job file schema; give the job "
+                    + "with --model, --node, --base, --adapter and the batch options");
+        }
+        PlanRequest req = request();
+        MemoryPlan plan = MemoryPlanner.plan(req);
+        java.util.List<Suggestion> suggestions = FitAdvisor.suggest(plan);
+        PrintWriter out = spec.commandLine().getOut();
+        if (json) {
+            out.println(PlanJson.text(plan, suggestions));
+        } else {
+            out.print(plan.fits() ? PlanTable.render(plan) : PlanTable.refusal(plan, suggestions));
+        }
+        out.flush();
+        return plan.fits() ? 0 : DOES_NOT_FIT;
+    }
+
+    PlanRequest request() {
+        ModelSpec s = ConfigLoader.load(model);
+        NodeSpec n = NodeSpec.parse(node);
+        int rollout = 0;
+        int train = 0;
+        if (split != null) {
+            String[] f = split.split(":");
+            if (f.length != 2) {
+                throw new IllegalArgumentException("--split '" + split + "': expected ROLLOUT:TRAIN GPU counts, e.g. 4:4");
+            }
+            rollout = number("--split", f[0]);
+            train = number("--split", f[1]);
+            if (rollout <= 0 || train <= 0) {
+                throw new IllegalArgumentException("--split '" + split + "': both groups need at least one GPU");
+            }
+        }
+        ParallelLayout auto = ParallelLayout.auto(s, n, rollout, train);
+        ParallelLayout layout = new ParallelLayout(ep == null ? auto.expertParallel() : ep, tp, rollout, train);
+        DType kv = switch (kvDtype.toLowerCase(Locale.ROOT)) {
+            case "bf16" -> DType.BF16;
+            case "fp8", "f8e4m3" -> DType.F8E4M3;
+            case "f32" -> DType.F32;
+            default -> throw new IllegalArgumentException("--kv-dtype '" + kvDtype + "': expected bf16 or fp8");
+        };
+        long reserve = -1;
+        if (reserveGib != null) {
+            if (!(reserveGib >= 0) || reserveGib > 1e6) {
+                throw new IllegalArgumentException("--reserve " + reserveGib + ": expected GiB, at least 0");
+            }
+            reserve = (long) (reserveGib * (1L << 30));
+        }
+        return PlanRequest.defaults(s, model, n)
+                .withBase(BaseFormat.parse(base, s))
+                .withAdapter(AdapterSpec.parse(adapter))
+                .withBatch(new BatchShape(prompts, samples, promptLen, responseLen, microBatch))
+                .withLayout(layout)
+                .withRecompute(recompute)
+                .withExpertChunk(chunk)
+                .withKvDtype(kv)
+                .withReserve(reserve);
+    }
+
+    private static int number(String opt, String s) {
+        try {
+            return Integer.parseInt(s.trim());
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException(opt + ": '" + s + "' is not a whole number");
+        }
+    }
+}

@@ -1,0 +1,109 @@
+package org.orbitrl.tools;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.MemoryCategory;
+
+/** {@code orbit plan} end to end through {@link Orbit#execute}: JSON parsed back, exit codes, error messages. */
+class PlanCommandTest {
+    private static final String KIMI = Path.of(System.getProperty("orbit.models"), "kimi-k2.6").toString();
+
+    record Run(int code, String out, String err) {
+    }
+
+    private static synchronized Run run(String... args) {
+        PrintStream out = System.out;
+        PrintStream err = System.err;
+        ByteArrayOutputStream o = new ByteArrayOutputStream();
+        ByteArrayOutputStream e = new ByteArrayOutputStream();
+        try {
+            System.setOut(new PrintStream(o, true, StandardCharsets.UTF_8));
+            System.setErr(new PrintStream(e, true, StandardCharsets.UTF_8));
+            int code = Orbit.execute(args);
+            return new Run(code, o.toString(StandardCharsets.UTF_8), e.toString(StandardCharsets.UTF_8));
+        } finally {
+            System.setOut(out);
+            System.setErr(err);
+        }
+    }
+
+    @Test
+    void jsonOfAJobThatFits() throws Exception {
+        Run r = run("plan", "--model", KIMI, "--node", "8xB200", "--base", "int4", "--adapter", "lora:32", "--json");
+        assertEquals(0, r.code(), r.err());
+        assertEquals(1, r.out().strip().lines().count(), "one JSON object on one line");
+        JsonNode j = new ObjectMapper().readTree(r.out());
+        assertEquals(1_026_408_209_408L, j.get("total_params").asLong());
+        assertEquals(1_026_408_209_408L - 1_014_686_023_680L / 384 * 376, j.get("active_params").asLong());
+        assertTrue(j.get("fits").asBoolean());
+        assertEquals(183_359L << 20, j.get("gpu_capacity_bytes").asLong());
+        JsonNode per = j.get("per_gpu_bytes");
+        long sum = 0;
+        for (MemoryCategory c : new MemoryCategory[] {MemoryCategory.BASE_WEIGHTS, MemoryCategory.KV_CACHE,
+                MemoryCategory.ACTIVATIONS, MemoryCategory.OPTIMIZER_STATE, MemoryCategory.RUNTIME_RESERVE}) {
+            assertTrue(per.get(c.name()).asLong() > 0, c + " is planned");
+        }
+        for (var it = per.properties().iterator(); it.hasNext(); ) {
+            sum += it.next().getValue().asLong();
+        }
+        assertEquals(j.get("per_gpu_total_bytes").asLong(), sum, "categories add up to the total");
+        assertTrue(sum <= j.get("gpu_capacity_bytes").asLong());
+        assertEquals(0, j.get("suggestions").size());
+    }
+
+    @Test
+    void jobThatDoesNotFitExitsWithThreeAndSaysWhere() throws Exception {
+        Run r = run("plan", "--model", KIMI, "--node", "8xB200", "--base", "bf16", "--json");
+        assertEquals(PlanCommand.DOES_NOT_FIT, r.code(), r.err());
+        JsonNode j = new ObjectMapper().readTree(r.out());
+        assertFalse(j.get("fits").asBoolean());
+        assertEquals("BASE_WEIGHTS", j.get("overflow").asText());
+        assertTrue(j.get("suggestions").size() > 0);
+        Run t = run("plan", "--model", KIMI, "--base", "bf16");
+        assertEquals(PlanCommand.DOES_NOT_FIT, t.code());
+        assertTrue(t.out().startsWith("job refused before loading"), t.out());
+        assertTrue(t.out().contains("What would make it fit"), t.out());
+    }
+
+    @Test
+    void tableOfAJobThatFits() {
+        Run r = run("plan", "--model", KIMI, "--node", "8xB200", "--base", "int4", "--adapter", "lora:32");
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.out().contains("base weights") && r.out().contains("KV cache") && r.out().contains("Fits."), r.out());
+        assertTrue(r.out().contains("authors: 1T"), r.out());
+    }
+
+    @Test
+    void badInputIsAClearError() {
+        Run node = run("plan", "--model", KIMI, "--node", "8xA100");
+        assertEquals(1, node.code());
+        assertTrue(node.err().contains("orbit plan: unknown node '8xA100'"), node.err());
+        Run ep = run("plan", "--model", KIMI, "--ep", "5");
+        assertEquals(1, ep.code());
+        assertTrue(ep.err().contains("384 experts") && ep.err().contains("5 expert-parallel"), ep.err());
+        Run neg = run("plan", "--model", KIMI, "--prompts", "-3");
+        assertEquals(1, neg.code());
+        assertTrue(neg.err().contains("prompts must be a positive number, got -3"), neg.err());
+        Run nan = run("plan", "--model", KIMI, "--micro-batch", "two");
+        assertEquals(2, nan.code(), "picocli's usage error");
+        assertTrue(nan.err().contains("'two' is not an int"), nan.err());
+        Run missing = run("plan", "--model", "/nonexistent/model");
+        assertEquals(1, missing.code());
+        assertTrue(missing.err().contains("/nonexistent/model"), missing.err());
+        Run split = run("plan", "--model", KIMI, "--split", "4-4");
+        assertEquals(1, split.code());
+        assertTrue(split.err().contains("ROLLOUT:TRAIN"), split.err());
+        Run job = run("plan", "--model", KIMI, "--job", "x.yaml");
+        assertEquals(1, job.code());
+        assertTrue(job.err().contains("no job file schema"), job.err());
+    }
+}

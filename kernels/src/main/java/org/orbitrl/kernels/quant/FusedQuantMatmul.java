@@ -15,8 +15,10 @@ import java.nio.ByteOrder;
  *
  * <p>INT4 and FP4 weights ({@code int4-g32}, {@code int4-g32-asym}, {@code mxfp4}, {@code nvfp4})
  * are decoded 16 values at a time straight into vector registers with the Vector API, and each
- * decoded vector is multiplied into a tile of 4 rows of x before the next is decoded, so a weight
- * row is read from memory once per 4 rows of x. Other formats (FP8 blocks) decode one row at a time
+ * decoded vector is multiplied into a register tile of 8 rows of x (4 on 256-bit hardware) before
+ * the next is decoded. A weight row is read from memory once per call; its 1-2 KB of codes stay
+ * in L1 while each tile of x rows decodes it again (cheaper than keeping M partial sums in memory,
+ * which would cost a load and a store per multiply-add). Other formats (FP8 blocks) decode one row at a time
  * into a K-float buffer. x is copied once per call into the order the decoder produces
  * ({@link CanonicalDot#permuteX}: M·K floats, per call, so per thread when N is split).
  *
@@ -47,7 +49,7 @@ public final class FusedQuantMatmul {
         long yo = y.byteOffset();
         float[] xp = CanonicalDot.permuteX(x.segment(), x.byteOffset(), m, k); // [M, K] in decoded order
         float[] out = new float[m];                                            // [M]: column j of y
-        float[] scratch = new float[4 * CanonicalDot.LANES]; // partial sums of 4 rows
+        float[] scratch = new float[8 * CanonicalDot.LANES]; // partial sums of up to 8 rows
         if (w.format() instanceof NibblePacked np && CanonicalDot.vectorsAvailable()) {
             int group = w.format().groupSize();
             float[] scales = new float[k / group];  // [K/group] of the current weight row

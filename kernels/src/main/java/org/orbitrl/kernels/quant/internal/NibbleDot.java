@@ -16,7 +16,8 @@ import static org.orbitrl.kernels.quant.internal.CanonicalDot.UNIT;
 
 /**
  * Dot products of one 4-bit weight row with 1..M rows of x, decoding the row one unit (16 values,
- * 8 bytes) at a time straight into registers and feeding each decoded vector to a tile of 4 x rows
+ * 8 bytes) at a time straight into registers and feeding each decoded vector to a tile of 8 (16-lane
+ * vectors) or 4 x rows
  * (no full-precision copy of the row exists). A unit is one 64-bit little-endian load, broadcast to
  * the 64-bit lanes and shifted right by 4·lane, which leaves nibbles 0, 8, 1, 9, … 7, 15 in the 32-bit
  * lanes: x is read {@linkplain CanonicalDot#permuteX permuted} to match. Integer codes decode as
@@ -80,11 +81,17 @@ public final class NibbleDot {
      * @param scales  [k/group] f32 scale per group
      * @param offsets [k/group] {@code −zero·scale} per group (integers; ignored for E2M1)
      * @param xp      x [m, k] {@linkplain CanonicalDot#permuteX permuted}
-     * @param acc     scratch of 4·32 floats
+     * @param acc     scratch of 8·32 floats
      */
     public static void rowTimesX(boolean e2m1, MemorySegment codes, long codeOff, int k, int group, float[] scales,
                                  float[] offsets, float[] xp, int m, float[] out, float[] acc) {
         int i = 0;
+        for (; L == 16 && i + 8 <= m; i += 8) {
+            rows8(e2m1, codes, codeOff, k, group, scales, offsets, xp, i, acc);
+            for (int r = 0; r < 8; r++) {
+                out[i + r] = CanonicalDot.tree(acc, r * CanonicalDot.LANES);
+            }
+        }
         for (; i + 4 <= m; i += 4) {
             // With 8 lanes, positions 0..7 and 8..15 of every unit are two passes over the row.
             rows4(e2m1, codes, codeOff, k, group, scales, offsets, xp, i, SHIFT_A, 0, acc);
@@ -184,5 +191,89 @@ public final class NibbleDot {
         b2.intoArray(acc, 2 * lanes + UNIT + pos);
         a3.intoArray(acc, 3 * lanes + pos);
         b3.intoArray(acc, 3 * lanes + UNIT + pos);
+    }
+
+    /** {@link #rows4} for 8 rows of x, used with 16-lane vectors (16 accumulators fit the 32 registers). */
+    private static void rows8(boolean e2m1, MemorySegment codes, long codeOff, int k, int group, float[] scales,
+                              float[] offsets, float[] xp, int i, float[] acc) {
+        FloatVector zero = FloatVector.zero(FS);
+        FloatVector a0 = zero, a1 = zero, a2 = zero, a3 = zero, a4 = zero, a5 = zero, a6 = zero, a7 = zero;
+        FloatVector b0 = zero, b1 = zero, b2 = zero, b3 = zero, b4 = zero, b5 = zero, b6 = zero, b7 = zero;
+        int units = k / UNIT;
+        int sh = group == 32 ? 1 : 0;
+        int x0 = i * k;
+        for (int u = 0; u < units; u++) {
+            long bits = codes.get(UNIT_BITS, codeOff + 8L * u);
+            FloatVector w = decode(codes(bits, SHIFT_A), e2m1, FloatVector.broadcast(FS, scales[u >> sh]),
+                    FloatVector.broadcast(FS, offsets[u >> sh]));
+            int xu = x0 + UNIT * u;
+            FloatVector n0 = w.fma(FloatVector.fromArray(FS, xp, xu), a0);
+            FloatVector n1 = w.fma(FloatVector.fromArray(FS, xp, xu + k), a1);
+            FloatVector n2 = w.fma(FloatVector.fromArray(FS, xp, xu + 2 * k), a2);
+            FloatVector n3 = w.fma(FloatVector.fromArray(FS, xp, xu + 3 * k), a3);
+            FloatVector n4 = w.fma(FloatVector.fromArray(FS, xp, xu + 4 * k), a4);
+            FloatVector n5 = w.fma(FloatVector.fromArray(FS, xp, xu + 5 * k), a5);
+            FloatVector n6 = w.fma(FloatVector.fromArray(FS, xp, xu + 6 * k), a6);
+            FloatVector n7 = w.fma(FloatVector.fromArray(FS, xp, xu + 7 * k), a7);
+            a0 = b0;
+            a1 = b1;
+            a2 = b2;
+            a3 = b3;
+            a4 = b4;
+            a5 = b5;
+            a6 = b6;
+            a7 = b7;
+            b0 = n0;
+            b1 = n1;
+            b2 = n2;
+            b3 = n3;
+            b4 = n4;
+            b5 = n5;
+            b6 = n6;
+            b7 = n7;
+        }
+        if (units % 2 != 0) {
+            FloatVector t0 = a0;
+            a0 = b0;
+            b0 = t0;
+            FloatVector t1 = a1;
+            a1 = b1;
+            b1 = t1;
+            FloatVector t2 = a2;
+            a2 = b2;
+            b2 = t2;
+            FloatVector t3 = a3;
+            a3 = b3;
+            b3 = t3;
+            FloatVector t4 = a4;
+            a4 = b4;
+            b4 = t4;
+            FloatVector t5 = a5;
+            a5 = b5;
+            b5 = t5;
+            FloatVector t6 = a6;
+            a6 = b6;
+            b6 = t6;
+            FloatVector t7 = a7;
+            a7 = b7;
+            b7 = t7;
+        }
+        int lanes = CanonicalDot.LANES;
+        a0.intoArray(acc, 0);
+        b0.intoArray(acc, UNIT);
+        a1.intoArray(acc, lanes);
+        b1.intoArray(acc, lanes + UNIT);
+        a2.intoArray(acc, 2 * lanes);
+        b2.intoArray(acc, 2 * lanes + UNIT);
+        a3.intoArray(acc, 3 * lanes);
+        b3.intoArray(acc, 3 * lanes + UNIT);
+        a4.intoArray(acc, 4 * lanes);
+        b4.intoArray(acc, 4 * lanes + UNIT);
+        a5.intoArray(acc, 5 * lanes);
+        b5.intoArray(acc, 5 * lanes + UNIT);
+        a6.intoArray(acc, 6 * lanes);
+        b6.intoArray(acc, 6 * lanes + UNIT);
+        a7.intoArray(acc, 7 * lanes);
+        b7.intoArray(acc, 7 * lanes + UNIT);
     }
 }

@@ -16,10 +16,10 @@ import java.nio.ByteOrder;
  * <p>INT4 and FP4 weights ({@code int4-g32}, {@code int4-g32-asym}, {@code mxfp4}, {@code nvfp4})
  * are decoded 16 values at a time straight into vector registers with the Vector API, and each
  * decoded vector is multiplied into a register tile of 8 rows of x (4 on 256-bit hardware) before
- * the next is decoded. A weight row is read from memory once per call; its 1-2 KB of codes stay
+ * the next is decoded. A weight row is read from memory once per call; its K/2 bytes of codes stay
  * in L1 while each tile of x rows decodes it again (cheaper than keeping M partial sums in memory,
- * which would cost a load and a store per multiply-add). Other formats (FP8 blocks) decode one row at a time
- * into a K-float buffer. x is copied once per call into the order the decoder produces
+ * which would cost a load and a store per multiply-add). Other formats (FP8 blocks) decode one row
+ * at a time into a K-float buffer. x is copied once per call into the order the decoder produces
  * ({@link CanonicalDot#permuteX}: M·K floats, per call, so per thread when N is split).
  *
  * <p>Exactness: every {@code y[i, j]} is the dot product of row i of x with the exact f32 values of

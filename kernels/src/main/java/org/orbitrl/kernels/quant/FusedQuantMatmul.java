@@ -15,15 +15,18 @@ import java.nio.ByteOrder;
  *
  * <p>INT4 and FP4 weights ({@code int4-g32}, {@code int4-g32-asym}, {@code mxfp4}, {@code nvfp4})
  * are decoded 16 values at a time straight into vector registers with the Vector API, and each
- * decoded vector is multiplied into a tile of 4 rows of x before the next is decoded, so a weight
- * row is read from memory once per 4 rows of x. Other formats (FP8 blocks) decode one row at a time
- * into a K-float buffer. x is copied once per call into the order the decoder produces
- * ({@link CanonicalDot#permuteX}: M·K floats).
+ * decoded vector is multiplied into a register tile of 8 rows of x (4 on 256-bit hardware) before
+ * the next is decoded. A weight row is read from memory once per call; its K/2 bytes of codes stay
+ * in L1 while each tile of x rows decodes it again (cheaper than keeping M partial sums in memory,
+ * which would cost a load and a store per multiply-add). Other formats (FP8 blocks) decode one row
+ * at a time into a K-float buffer. x is copied once per call into the order the decoder produces
+ * ({@link CanonicalDot#permuteX}: M·K floats, per call, so per thread when N is split).
  *
  * <p>Exactness: every {@code y[i, j]} is the dot product of row i of x with the exact f32 values of
  * {@link QuantFormat#dequantizeRow}, summed in one fixed order that depends on K only
- * ({@link CanonicalDot}: 32 partial fused-multiply-add chains, then a fixed tree). The result is the same bits whatever M is, wherever the row sits in x, however N is split,
- * and on 256- or 512-bit vector hardware.
+ * ({@link CanonicalDot}: 32 partial fused-multiply-add chains, then a fixed tree). The result is
+ * the same bits whatever M is, wherever the row sits in x, however N is split, and on 256-bit,
+ * 512-bit or no vector hardware.
  */
 public final class FusedQuantMatmul {
     private FusedQuantMatmul() {
@@ -46,7 +49,7 @@ public final class FusedQuantMatmul {
         long yo = y.byteOffset();
         float[] xp = CanonicalDot.permuteX(x.segment(), x.byteOffset(), m, k); // [M, K] in decoded order
         float[] out = new float[m];                                            // [M]: column j of y
-        float[] scratch = new float[CanonicalDot.LANES];
+        float[] scratch = new float[8 * CanonicalDot.LANES]; // partial sums of up to 8 rows
         if (w.format() instanceof NibblePacked np && CanonicalDot.vectorsAvailable()) {
             int group = w.format().groupSize();
             float[] scales = new float[k / group];  // [K/group] of the current weight row
@@ -70,8 +73,9 @@ public final class FusedQuantMatmul {
             float[] rowPermuted = new float[k];
             for (int j = nStart; j < nEnd; j++) {
                 w.format().dequantizeRow(w, j, row);
+                CanonicalDot.permuteRow(row, rowPermuted, k);
                 for (int i = 0; i < m; i++) {
-                    out[i] = CanonicalDot.dot(row, rowPermuted, xp, i * k, k, scratch);
+                    out[i] = CanonicalDot.dot(rowPermuted, xp, i * k, k, scratch);
                 }
                 store(ys, yo, n, j, out, m);
             }

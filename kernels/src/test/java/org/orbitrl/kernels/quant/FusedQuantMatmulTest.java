@@ -12,6 +12,11 @@ import java.util.SplittableRandom;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+/**
+ * The fused kernel against dequantize-then-multiply and against its documented summation order.
+ * The JVM picks 16-lane, 8-lane or scalar code from the hardware; run with {@code
+ * -Dorbit.test.heap="-Xmx2g -XX:UseAVX=2"} (or {@code =0}) to check the other paths give the same bits.
+ */
 class FusedQuantMatmulTest {
 
     private static final int[] MS = {1, 3, 4, 5, 8, 13};

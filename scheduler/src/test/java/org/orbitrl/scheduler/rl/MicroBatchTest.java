@@ -2,6 +2,7 @@ package org.orbitrl.scheduler.rl;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.util.ArrayList;
 import java.util.List;
@@ -34,6 +35,10 @@ class MicroBatchTest {
             Normaliser n = Normaliser.over(mode, 7 * 11, full);
             for (TrainingLoss loss : losses()) {
                 LossResult ref = loss.compute(full, n);
+                if (!(loss.policy() instanceof PolicyGradientLoss)) {
+                    assertTrue(ref.stats().clippedLow() > 0 && ref.stats().clippedHigh() > 0,
+                            "both clipped branches occur: " + ref.stats());
+                }
                 for (long seed = 1; seed <= 6; seed++) {
                     List<PolicyBatch> parts = split(full, seed);
                     assertEquals(n, Normaliser.over(mode, 7 * 11, parts), "normaliser over micro-batches");

@@ -47,12 +47,17 @@ public final class CanonicalDot {
 
     /** Sums the 32 partial sums in {@code acc} in the fixed tree order; overwrites {@code acc}. */
     public static float tree(float[] acc) {
+        return tree(acc, 0);
+    }
+
+    /** {@link #tree(float[])} over {@code acc[off, off + 32)}. */
+    public static float tree(float[] acc, int off) {
         for (int h = LANES / 2; h >= 1; h >>= 1) {
-            for (int l = 0; l < h; l++) {
+            for (int l = off; l < off + h; l++) {
                 acc[l] += acc[l + h];
             }
         }
-        return acc[0];
+        return acc[off];
     }
 
     /**
@@ -77,57 +82,53 @@ public final class CanonicalDot {
         return out;
     }
 
-    /**
-     * {@code Σ_k x[k]·w[k]} in the canonical order for a weight row {@code w} in natural order and
-     * an x row already {@linkplain #permuteX permuted} at {@code xp[xOff..]}; {@code wp} is scratch
-     * of k floats for the permuted weight row, {@code scratch} 32 floats.
-     */
-    public static float dot(float[] w, float[] wp, float[] xp, int xOff, int k, float[] scratch) {
+    /** A weight row in natural order, {@code w[0, k)}, reordered unit by unit like {@link #permuteX} into {@code wp}. */
+    public static void permuteRow(float[] w, float[] wp, int k) {
         int full = k / UNIT * UNIT;
         for (int u = 0; u < full; u += UNIT) {
             for (int p = 0; p < UNIT; p++) {
                 wp[u + pos(p)] = w[u + p];
             }
         }
-        java.util.Arrays.fill(scratch, 0f);
+        System.arraycopy(w, full, wp, full, k - full);
+    }
+
+    /**
+     * {@code Σ_k x[k]·w[k]} in the canonical order, for a weight row and an x row both
+     * {@linkplain #permuteRow permuted}: {@code wp[0, k)} and {@code xp[xOff, xOff + k)};
+     * {@code scratch} holds at least 32 floats.
+     */
+    public static float dot(float[] wp, float[] xp, int xOff, int k, float[] scratch) {
+        int full = k / UNIT * UNIT;
+        int units = full / UNIT;
         if (vectorsAvailable()) {
-            FloatVector e0 = FloatVector.zero(FS);
-            FloatVector e1 = e0;
-            FloatVector o0 = e0;
-            FloatVector o1 = e0;
-            int u = 0;
-            for (; u + 2 * UNIT <= full; u += 2 * UNIT) {
-                e0 = FloatVector.fromArray(FS, wp, u).fma(FloatVector.fromArray(FS, xp, xOff + u), e0);
-                o0 = FloatVector.fromArray(FS, wp, u + UNIT).fma(FloatVector.fromArray(FS, xp, xOff + u + UNIT), o0);
-                if (L == 8) {
-                    e1 = FloatVector.fromArray(FS, wp, u + 8).fma(FloatVector.fromArray(FS, xp, xOff + u + 8), e1);
-                    o1 = FloatVector.fromArray(FS, wp, u + UNIT + 8).fma(FloatVector.fromArray(FS, xp, xOff + u + UNIT + 8), o1);
+            for (int pos = 0; pos < UNIT; pos += L) { // with 8 lanes, positions 0..7 then 8..15
+                FloatVector a = FloatVector.zero(FS); // chain of the current unit's parity
+                FloatVector b = a;                    // the other chain
+                for (int u = 0; u < units; u++) {
+                    int o = UNIT * u + pos;
+                    FloatVector n = FloatVector.fromArray(FS, wp, o).fma(FloatVector.fromArray(FS, xp, xOff + o), a);
+                    a = b;
+                    b = n;
                 }
-            }
-            if (u < full) { // one more even unit
-                e0 = FloatVector.fromArray(FS, wp, u).fma(FloatVector.fromArray(FS, xp, xOff + u), e0);
-                if (L == 8) {
-                    e1 = FloatVector.fromArray(FS, wp, u + 8).fma(FloatVector.fromArray(FS, xp, xOff + u + 8), e1);
+                if (units % 2 != 0) {
+                    FloatVector t = a;
+                    a = b;
+                    b = t;
                 }
-            }
-            if (L == 16) {
-                e0.intoArray(scratch, 0);
-                o0.intoArray(scratch, 16);
-            } else {
-                e0.intoArray(scratch, 0);
-                e1.intoArray(scratch, 8);
-                o0.intoArray(scratch, 16);
-                o1.intoArray(scratch, 24);
+                a.intoArray(scratch, pos);
+                b.intoArray(scratch, UNIT + pos);
             }
         } else {
+            java.util.Arrays.fill(scratch, 0, LANES, 0f);
             for (int q = 0; q < full; q++) {
-                int l = UNIT * ((q / UNIT) % 2) + q % UNIT; // permuted position q within its unit
+                int l = UNIT * ((q / UNIT) % 2) + q % UNIT; // q is already at its position within the unit
                 scratch[l] = Math.fma(xp[xOff + q], wp[q], scratch[l]);
             }
         }
-        for (int q = full; q < k; q++) {
+        for (int q = full; q < k; q++) { // a trailing partial unit, in natural order
             int l = lane(q);
-            scratch[l] = Math.fma(xp[xOff + q], w[q], scratch[l]);
+            scratch[l] = Math.fma(xp[xOff + q], wp[q], scratch[l]);
         }
         return tree(scratch);
     }

@@ -16,7 +16,8 @@ import static org.orbitrl.kernels.quant.internal.CanonicalDot.UNIT;
 
 /**
  * Dot products of one 4-bit weight row with 1..M rows of x, decoding the row one unit (16 values,
- * 8 bytes) at a time straight into registers and feeding each decoded vector to a tile of 4 x rows
+ * 8 bytes) at a time straight into registers and feeding each decoded vector to a tile of 8 (16-lane
+ * vectors) or 4 x rows
  * (no full-precision copy of the row exists). A unit is one 64-bit little-endian load, broadcast to
  * the 64-bit lanes and shifted right by 4·lane, which leaves nibbles 0, 8, 1, 9, … 7, 15 in the 32-bit
  * lanes: x is read {@linkplain CanonicalDot#permuteX permuted} to match. Integer codes decode as
@@ -80,131 +81,199 @@ public final class NibbleDot {
      * @param scales  [k/group] f32 scale per group
      * @param offsets [k/group] {@code −zero·scale} per group (integers; ignored for E2M1)
      * @param xp      x [m, k] {@linkplain CanonicalDot#permuteX permuted}
-     * @param scratch 32 floats
+     * @param acc     scratch of 8·32 floats
      */
     public static void rowTimesX(boolean e2m1, MemorySegment codes, long codeOff, int k, int group, float[] scales,
-                                 float[] offsets, float[] xp, int m, float[] out, float[] scratch) {
+                                 float[] offsets, float[] xp, int m, float[] out, float[] acc) {
         int i = 0;
+        for (; L == 16 && i + 8 <= m; i += 8) {
+            rows8(e2m1, codes, codeOff, k, group, scales, offsets, xp, i, acc);
+            for (int r = 0; r < 8; r++) {
+                out[i + r] = CanonicalDot.tree(acc, r * CanonicalDot.LANES);
+            }
+        }
         for (; i + 4 <= m; i += 4) {
-            rows4(e2m1, codes, codeOff, k, group, scales, offsets, xp, i, out, scratch);
+            // With 8 lanes, positions 0..7 and 8..15 of every unit are two passes over the row.
+            rows4(e2m1, codes, codeOff, k, group, scales, offsets, xp, i, SHIFT_A, 0, acc);
+            if (L == 8) {
+                rows4(e2m1, codes, codeOff, k, group, scales, offsets, xp, i, SHIFT_B, 8, acc);
+            }
+            for (int r = 0; r < 4; r++) {
+                out[i + r] = CanonicalDot.tree(acc, r * CanonicalDot.LANES);
+            }
         }
         for (; i < m; i++) {
-            out[i] = row1(e2m1, codes, codeOff, k, group, scales, offsets, xp, i * k, scratch);
+            row1(e2m1, codes, codeOff, k, group, scales, offsets, xp, i * k, SHIFT_A, 0, acc);
+            if (L == 8) {
+                row1(e2m1, codes, codeOff, k, group, scales, offsets, xp, i * k, SHIFT_B, 8, acc);
+            }
+            out[i] = CanonicalDot.tree(acc, 0);
         }
     }
 
-    /** Decoded positions 0..L-1 (or, with {@code shifts = SHIFT_B}, 8..15) of unit {@code u} of the row. */
-    private static FloatVector unit(MemorySegment codes, long codeOff, int u, LongVector shifts, boolean e2m1,
-                                    float[] scales, float[] offsets, int unitShift) {
-        int g = u >> unitShift;
-        long bits = codes.get(UNIT_BITS, codeOff + 8L * u);
-        return decode(codes(bits, shifts), e2m1, FloatVector.broadcast(FS, scales[g]), FloatVector.broadcast(FS, offsets[g]));
-    }
+    /*
+     * The loops take one unit per iteration and keep the two partial-sum chains in (a, b): unit u
+     * goes into a, then the two swap, so even units land in one chain and odd units in the other.
+     * After the loop, a holds the even chain when the unit count is even. Each loop computes the
+     * positions [pos, pos + L) of every unit and stores them at lanes pos (even chain) and
+     * 16 + pos (odd chain) of each row's 32 partial sums in acc.
+     */
 
-    private static float row1(boolean e2m1, MemorySegment codes, long codeOff, int k, int group, float[] scales,
-                              float[] offsets, float[] xp, int xo, float[] scratch) {
-        FloatVector e0 = FloatVector.zero(FS); // even units, positions 0..L-1
-        FloatVector e1 = e0;                   // even units, positions 8..15 (8 lanes)
-        FloatVector o0 = e0;                   // odd units
-        FloatVector o1 = e0;
+    private static void row1(boolean e2m1, MemorySegment codes, long codeOff, int k, int group, float[] scales,
+                             float[] offsets, float[] xp, int xo, LongVector shifts, int pos, float[] acc) {
+        FloatVector a = FloatVector.zero(FS);
+        FloatVector b = a;
         int units = k / UNIT;
-        int sh = group == 32 ? 1 : 0;          // unit -> group
-        int u = 0;
-        for (; u + 1 < units; u += 2) {
-            int xu = xo + UNIT * u;
-            e0 = unit(codes, codeOff, u, SHIFT_A, e2m1, scales, offsets, sh).fma(FloatVector.fromArray(FS, xp, xu), e0);
-            o0 = unit(codes, codeOff, u + 1, SHIFT_A, e2m1, scales, offsets, sh)
-                    .fma(FloatVector.fromArray(FS, xp, xu + UNIT), o0);
-            if (L == 8) {
-                e1 = unit(codes, codeOff, u, SHIFT_B, e2m1, scales, offsets, sh).fma(FloatVector.fromArray(FS, xp, xu + 8), e1);
-                o1 = unit(codes, codeOff, u + 1, SHIFT_B, e2m1, scales, offsets, sh)
-                        .fma(FloatVector.fromArray(FS, xp, xu + UNIT + 8), o1);
-            }
+        int sh = group == 32 ? 1 : 0; // unit -> group
+        for (int u = 0; u < units; u++) {
+            long bits = codes.get(UNIT_BITS, codeOff + 8L * u);
+            FloatVector w = decode(codes(bits, shifts), e2m1, FloatVector.broadcast(FS, scales[u >> sh]),
+                    FloatVector.broadcast(FS, offsets[u >> sh]));
+            FloatVector n = w.fma(FloatVector.fromArray(FS, xp, xo + UNIT * u + pos), a);
+            a = b;
+            b = n;
         }
-        if (u < units) { // a last, even unit
-            int xu = xo + UNIT * u;
-            e0 = unit(codes, codeOff, u, SHIFT_A, e2m1, scales, offsets, sh).fma(FloatVector.fromArray(FS, xp, xu), e0);
-            if (L == 8) {
-                e1 = unit(codes, codeOff, u, SHIFT_B, e2m1, scales, offsets, sh).fma(FloatVector.fromArray(FS, xp, xu + 8), e1);
-            }
+        if (units % 2 != 0) {
+            FloatVector t = a;
+            a = b;
+            b = t;
         }
-        e0.intoArray(scratch, 0); // the 32 partial sums: even units, then odd, positions in decoded order
-        o0.intoArray(scratch, UNIT);
-        if (L == 8) {
-            e1.intoArray(scratch, 8);
-            o1.intoArray(scratch, UNIT + 8);
-        }
-        return CanonicalDot.tree(scratch);
+        a.intoArray(acc, pos);
+        b.intoArray(acc, UNIT + pos);
     }
 
     private static void rows4(boolean e2m1, MemorySegment codes, long codeOff, int k, int group, float[] scales,
-                              float[] offsets, float[] xp, int i, float[] out, float[] scratch) {
+                              float[] offsets, float[] xp, int i, LongVector shifts, int pos, float[] acc) {
+        FloatVector a0 = FloatVector.zero(FS); // rows i..i+3: chain of the current unit's parity
+        FloatVector a1 = a0, a2 = a0, a3 = a0;
+        FloatVector b0 = a0, b1 = a0, b2 = a0, b3 = a0; // and the other chain
+        int units = k / UNIT;
+        int sh = group == 32 ? 1 : 0;
+        int x0 = i * k + pos;
+        for (int u = 0; u < units; u++) {
+            long bits = codes.get(UNIT_BITS, codeOff + 8L * u);
+            FloatVector w = decode(codes(bits, shifts), e2m1, FloatVector.broadcast(FS, scales[u >> sh]),
+                    FloatVector.broadcast(FS, offsets[u >> sh]));
+            int xu = x0 + UNIT * u;
+            FloatVector n0 = w.fma(FloatVector.fromArray(FS, xp, xu), a0);
+            FloatVector n1 = w.fma(FloatVector.fromArray(FS, xp, xu + k), a1);
+            FloatVector n2 = w.fma(FloatVector.fromArray(FS, xp, xu + 2 * k), a2);
+            FloatVector n3 = w.fma(FloatVector.fromArray(FS, xp, xu + 3 * k), a3);
+            a0 = b0;
+            a1 = b1;
+            a2 = b2;
+            a3 = b3;
+            b0 = n0;
+            b1 = n1;
+            b2 = n2;
+            b3 = n3;
+        }
+        if (units % 2 != 0) {
+            FloatVector t = a0;
+            a0 = b0;
+            b0 = t;
+            t = a1;
+            a1 = b1;
+            b1 = t;
+            t = a2;
+            a2 = b2;
+            b2 = t;
+            t = a3;
+            a3 = b3;
+            b3 = t;
+        }
+        int lanes = CanonicalDot.LANES;
+        a0.intoArray(acc, pos);
+        b0.intoArray(acc, UNIT + pos);
+        a1.intoArray(acc, lanes + pos);
+        b1.intoArray(acc, lanes + UNIT + pos);
+        a2.intoArray(acc, 2 * lanes + pos);
+        b2.intoArray(acc, 2 * lanes + UNIT + pos);
+        a3.intoArray(acc, 3 * lanes + pos);
+        b3.intoArray(acc, 3 * lanes + UNIT + pos);
+    }
+
+    /** {@link #rows4} for 8 rows of x, used with 16-lane vectors (16 accumulators fit the 32 registers). */
+    private static void rows8(boolean e2m1, MemorySegment codes, long codeOff, int k, int group, float[] scales,
+                              float[] offsets, float[] xp, int i, float[] acc) {
         FloatVector zero = FloatVector.zero(FS);
-        // Partial sums of rows i..i+3: even/odd unit chains, positions 0..L-1 (and 8..15 with 8 lanes).
-        FloatVector e00 = zero, e10 = zero, e20 = zero, e30 = zero, o00 = zero, o10 = zero, o20 = zero, o30 = zero;
-        FloatVector e01 = zero, e11 = zero, e21 = zero, e31 = zero, o01 = zero, o11 = zero, o21 = zero, o31 = zero;
+        FloatVector a0 = zero, a1 = zero, a2 = zero, a3 = zero, a4 = zero, a5 = zero, a6 = zero, a7 = zero;
+        FloatVector b0 = zero, b1 = zero, b2 = zero, b3 = zero, b4 = zero, b5 = zero, b6 = zero, b7 = zero;
         int units = k / UNIT;
         int sh = group == 32 ? 1 : 0;
         int x0 = i * k;
-        for (int u = 0; u < units; u += 2) {
-            boolean odd = u + 1 < units; // a last unit without an odd partner
+        for (int u = 0; u < units; u++) {
+            long bits = codes.get(UNIT_BITS, codeOff + 8L * u);
+            FloatVector w = decode(codes(bits, SHIFT_A), e2m1, FloatVector.broadcast(FS, scales[u >> sh]),
+                    FloatVector.broadcast(FS, offsets[u >> sh]));
             int xu = x0 + UNIT * u;
-            FloatVector w = unit(codes, codeOff, u, SHIFT_A, e2m1, scales, offsets, sh);
-            e00 = w.fma(FloatVector.fromArray(FS, xp, xu), e00);
-            e10 = w.fma(FloatVector.fromArray(FS, xp, xu + k), e10);
-            e20 = w.fma(FloatVector.fromArray(FS, xp, xu + 2 * k), e20);
-            e30 = w.fma(FloatVector.fromArray(FS, xp, xu + 3 * k), e30);
-            if (L == 8) {
-                FloatVector v = unit(codes, codeOff, u, SHIFT_B, e2m1, scales, offsets, sh);
-                e01 = v.fma(FloatVector.fromArray(FS, xp, xu + 8), e01);
-                e11 = v.fma(FloatVector.fromArray(FS, xp, xu + 8 + k), e11);
-                e21 = v.fma(FloatVector.fromArray(FS, xp, xu + 8 + 2 * k), e21);
-                e31 = v.fma(FloatVector.fromArray(FS, xp, xu + 8 + 3 * k), e31);
-            }
-            if (!odd) {
-                break;
-            }
-            xu += UNIT;
-            w = unit(codes, codeOff, u + 1, SHIFT_A, e2m1, scales, offsets, sh);
-            o00 = w.fma(FloatVector.fromArray(FS, xp, xu), o00);
-            o10 = w.fma(FloatVector.fromArray(FS, xp, xu + k), o10);
-            o20 = w.fma(FloatVector.fromArray(FS, xp, xu + 2 * k), o20);
-            o30 = w.fma(FloatVector.fromArray(FS, xp, xu + 3 * k), o30);
-            if (L == 8) {
-                FloatVector v = unit(codes, codeOff, u + 1, SHIFT_B, e2m1, scales, offsets, sh);
-                o01 = v.fma(FloatVector.fromArray(FS, xp, xu + 8), o01);
-                o11 = v.fma(FloatVector.fromArray(FS, xp, xu + 8 + k), o11);
-                o21 = v.fma(FloatVector.fromArray(FS, xp, xu + 8 + 2 * k), o21);
-                o31 = v.fma(FloatVector.fromArray(FS, xp, xu + 8 + 3 * k), o31);
-            }
+            FloatVector n0 = w.fma(FloatVector.fromArray(FS, xp, xu), a0);
+            FloatVector n1 = w.fma(FloatVector.fromArray(FS, xp, xu + k), a1);
+            FloatVector n2 = w.fma(FloatVector.fromArray(FS, xp, xu + 2 * k), a2);
+            FloatVector n3 = w.fma(FloatVector.fromArray(FS, xp, xu + 3 * k), a3);
+            FloatVector n4 = w.fma(FloatVector.fromArray(FS, xp, xu + 4 * k), a4);
+            FloatVector n5 = w.fma(FloatVector.fromArray(FS, xp, xu + 5 * k), a5);
+            FloatVector n6 = w.fma(FloatVector.fromArray(FS, xp, xu + 6 * k), a6);
+            FloatVector n7 = w.fma(FloatVector.fromArray(FS, xp, xu + 7 * k), a7);
+            a0 = b0;
+            a1 = b1;
+            a2 = b2;
+            a3 = b3;
+            a4 = b4;
+            a5 = b5;
+            a6 = b6;
+            a7 = b7;
+            b0 = n0;
+            b1 = n1;
+            b2 = n2;
+            b3 = n3;
+            b4 = n4;
+            b5 = n5;
+            b6 = n6;
+            b7 = n7;
         }
-        e00.intoArray(scratch, 0);
-        o00.intoArray(scratch, UNIT);
-        if (L == 8) {
-            e01.intoArray(scratch, 8);
-            o01.intoArray(scratch, UNIT + 8);
+        if (units % 2 != 0) {
+            FloatVector t0 = a0;
+            a0 = b0;
+            b0 = t0;
+            FloatVector t1 = a1;
+            a1 = b1;
+            b1 = t1;
+            FloatVector t2 = a2;
+            a2 = b2;
+            b2 = t2;
+            FloatVector t3 = a3;
+            a3 = b3;
+            b3 = t3;
+            FloatVector t4 = a4;
+            a4 = b4;
+            b4 = t4;
+            FloatVector t5 = a5;
+            a5 = b5;
+            b5 = t5;
+            FloatVector t6 = a6;
+            a6 = b6;
+            b6 = t6;
+            FloatVector t7 = a7;
+            a7 = b7;
+            b7 = t7;
         }
-        out[i] = CanonicalDot.tree(scratch);
-        e10.intoArray(scratch, 0);
-        o10.intoArray(scratch, UNIT);
-        if (L == 8) {
-            e11.intoArray(scratch, 8);
-            o11.intoArray(scratch, UNIT + 8);
-        }
-        out[i + 1] = CanonicalDot.tree(scratch);
-        e20.intoArray(scratch, 0);
-        o20.intoArray(scratch, UNIT);
-        if (L == 8) {
-            e21.intoArray(scratch, 8);
-            o21.intoArray(scratch, UNIT + 8);
-        }
-        out[i + 2] = CanonicalDot.tree(scratch);
-        e30.intoArray(scratch, 0);
-        o30.intoArray(scratch, UNIT);
-        if (L == 8) {
-            e31.intoArray(scratch, 8);
-            o31.intoArray(scratch, UNIT + 8);
-        }
-        out[i + 3] = CanonicalDot.tree(scratch);
+        int lanes = CanonicalDot.LANES;
+        a0.intoArray(acc, 0);
+        b0.intoArray(acc, UNIT);
+        a1.intoArray(acc, lanes);
+        b1.intoArray(acc, lanes + UNIT);
+        a2.intoArray(acc, 2 * lanes);
+        b2.intoArray(acc, 2 * lanes + UNIT);
+        a3.intoArray(acc, 3 * lanes);
+        b3.intoArray(acc, 3 * lanes + UNIT);
+        a4.intoArray(acc, 4 * lanes);
+        b4.intoArray(acc, 4 * lanes + UNIT);
+        a5.intoArray(acc, 5 * lanes);
+        b5.intoArray(acc, 5 * lanes + UNIT);
+        a6.intoArray(acc, 6 * lanes);
+        b6.intoArray(acc, 6 * lanes + UNIT);
+        a7.intoArray(acc, 7 * lanes);
+        b7.intoArray(acc, 7 * lanes + UNIT);
     }
 }

@@ -628,36 +628,25 @@ public final class RlJobRunner implements JobRunner {
 
     @Override
     public void close() {
-        try {
-            if (async != null) {
-                async.close();
+        // in dependency order: the rollout thread before the engine it drives, the model before its backend
+        AutoCloseable[] owned = {async, engine, rolloutBackend, metrics, reader, writer, sampleLog, base, backend};
+        Exception first = null;
+        for (AutoCloseable c : owned) {
+            if (c == null) {
+                continue;
             }
-            if (engine != null) {
-                engine.close();
+            try {
+                c.close();
+            } catch (Exception e) {
+                if (first == null) {
+                    first = e;
+                } else {
+                    first.addSuppressed(e);
+                }
             }
-            if (rolloutBackend != null) {
-                rolloutBackend.close();
-            }
-            if (metrics != null) {
-                metrics.close();
-            }
-            if (reader != null) {
-                reader.close();
-            }
-            if (writer != null) {
-                writer.close();
-            }
-            if (sampleLog != null) {
-                sampleLog.close();
-            }
-            if (base != null) {
-                base.close();
-            }
-            if (backend != null) {
-                backend.close();
-            }
-        } catch (Exception e) {
-            throw new IllegalStateException("closing job " + spec.name() + ": " + e.getMessage(), e);
+        }
+        if (first != null) {
+            throw new IllegalStateException("closing job " + spec.name() + ": " + first.getMessage(), first);
         }
     }
 

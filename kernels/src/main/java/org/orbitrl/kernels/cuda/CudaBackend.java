@@ -37,6 +37,7 @@ public final class CudaBackend implements Backend {
     private final CudaMatmulOps matmulOps;
     private final CudaAttentionOps attentionOps;
     private final CudaSelectOps selectOps;
+    private final CudaMoeOps moeOps;
     private boolean closed;
 
     /** Device 0, kernel cache from {@code -Dorbit.cuda.cache} or {@code ~/.cache/orbit/cuda}. */
@@ -52,6 +53,7 @@ public final class CudaBackend implements Backend {
         this.matmulOps = new CudaMatmulOps(ctx, rowOps);
         this.attentionOps = new CudaAttentionOps(ctx, this);
         this.selectOps = new CudaSelectOps(ctx);
+        this.moeOps = new CudaMoeOps(ctx, matmulOps, matmulOps.qgemv);
     }
 
     /** The kernel cache directory: {@code -Dorbit.cuda.cache}, else {@code ~/.cache/orbit/cuda}. */
@@ -237,6 +239,74 @@ public final class CudaBackend implements Backend {
     public void moeMatmulQuantized(Tensor x, QuantizedTensor experts, int numExperts, Tensor ids, Tensor y) {
         ctx.device.bind();
         matmulOps.moeMatmulQuantized(x, experts, numExperts, ids, y);
+    }
+
+    // ------------------------------------------------------------------ mixture of experts, all token counts
+
+    /** A routing buffer for a layer of {@code numExperts} experts and up to {@code maxPairs} (token, expert) pairs. */
+    public MoeRouting moeRouting(int numExperts, int maxPairs) {
+        ctx.device.bind();
+        return new MoeRouting(ctx.allocator, numExperts, maxPairs);
+    }
+
+    /**
+     * Groups the pairs of {@code ids} (i32 [tokens, topk]) by expert into {@code routing}, on the device
+     * (one launch, capturable in a CUDA graph). An id outside the layer's experts is reported by the
+     * next {@link #synchronize} as {@link IndexOutOfBoundsException}.
+     */
+    public void moeRoute(Tensor ids, MoeRouting routing) {
+        ctx.device.bind();
+        moeOps.route(ids, routing);
+    }
+
+    /**
+     * {@code y[p] = x[p or p / topk] · W[e(p)]ᵀ} for every routed pair p, each active expert's weight
+     * read once (the fused dequantize-GEMV over the expert's pairs): the decode path at any batch.
+     *
+     * @param x       f32 or bf16 [tokens, K] (shared by a token's experts) or [tokens·topk, K]
+     * @param experts quantized [E·N, K], expert e's rows at e·N
+     * @param y       f32 with tokens·topk·N elements, row p = pair p
+     */
+    public void moeMatmulGrouped(Tensor x, QuantizedTensor experts, MoeRouting routing, Tensor y) {
+        ctx.device.bind();
+        moeOps.grouped(x, experts, routing, y);
+    }
+
+    /**
+     * The same product for large token counts (prefill, training): {@code chunkExperts} active experts
+     * at a time are dequantized into one reused bf16 buffer and multiplied through cuBLAS (x rounded to
+     * bf16, f32 accumulation). Reads the per-expert counts on the host (one synchronisation).
+     */
+    public void moeMatmulChunked(Tensor x, QuantizedTensor experts, MoeRouting routing, Tensor y, int chunkExperts) {
+        ctx.device.bind();
+        moeOps.chunked(x, experts, routing, y, chunkExperts);
+    }
+
+    /**
+     * The activation gradient through the frozen experts: {@code dx[p] = dy[p] · W[e(p)]} (dy f32
+     * [pairs, N], dx f32 [pairs, K], one row per pair; a token's rows are summed by the caller). The
+     * weight gradient is never formed. Chunked as {@link #moeMatmulChunked}.
+     */
+    public void moeBackwardInput(Tensor dy, QuantizedTensor experts, MoeRouting routing, Tensor dx, int chunkExperts) {
+        ctx.device.bind();
+        moeOps.backwardInput(dy, experts, routing, dx, chunkExperts);
+    }
+
+    /** {@code y[M, N] = x[M, K] · wᵀ} with the fused dequantize-GEMV for f32 or bf16 x (any M; best at M ≤ 16). */
+    public void gemvQuantized(Tensor x, QuantizedTensor w, Tensor y) {
+        ctx.device.bind();
+        ctx.devContiguous("gemvQuantized x", x, null);
+        ctx.devContiguous("gemvQuantized y", y, org.orbitrl.kernels.DType.F32);
+        QuantLayout layout = QuantLayout.of(w, ctx);
+        int k = x.size(-1);
+        int m = CudaContext.rows(x);
+        int n = Math.toIntExact(w.rows());
+        if (w.cols() != k || y.size(-1) != n || CudaContext.rows(y) != m) {
+            throw new IllegalArgumentException("gemvQuantized: x " + x + " · wᵀ " + w + " -> y " + y + " do not agree");
+        }
+        if (m > 0) {
+            matmulOps.qgemv.launch(CudaQgemv.MODE_DENSE, x, w, layout, y, m, Math.min(m, CudaQgemv.MAX_CHUNK), 1, null, null, n, k, 1);
+        }
     }
 
     @Override

@@ -16,8 +16,8 @@ import org.orbitrl.kernels.quant.QuantizedTensor;
  *   <li>bf16 weights, more rows: activations rounded to bf16 (round to nearest even), then cuBLAS
  *       bf16 × bf16 with f32 accumulation and f32 output: each product carries a relative error of at
  *       most 2⁻⁸ from the rounding of x.</li>
- *   <li>Quantized weights, at most {@value #GEMV_MAX_ROWS} rows: the fused dequantize-GEMV kernel; the
- *       weight values are exact in f32 and the arithmetic is f32.</li>
+ *   <li>Quantized weights, at most {@value #QGEMV_MAX_ROWS} rows: the fused dequantize-GEMV kernel
+ *       ({@link CudaQgemv}); the weight values are exact in f32 and the arithmetic is f32.</li>
  *   <li>Quantized weights, more rows: the weight is dequantized into one reused bf16 buffer and
  *       multiplied through cuBLAS as above (both operands rounded to bf16, f32 accumulation). This is
  *       the building block of the expert-chunked path: the buffer is sized once and reused by every
@@ -29,8 +29,14 @@ final class CudaMatmulOps {
     static final int GEMV_MAX_ROWS = 8;
     private static final int GEMV_BLOCK = 256; // 8 warps, one output column each
 
+    /** Rows of x up to which quantized products take the fused GEMV ({@link CudaQgemv}). */
+    static final int QGEMV_MAX_ROWS = 16;
+    /** {@code -Dorbit.cuda.qgemv=off} sends quantized products back to the first-generation GEMV kernels. */
+    private static final boolean QGEMV = !"off".equals(System.getProperty("orbit.cuda.qgemv"));
+
     private final CudaContext ctx;
     private final CudaRowOps rows;
+    final CudaQgemv qgemv;
 
     private final Kernel gemvBf16;
     private final java.util.EnumMap<QuantLayout, Kernel> gemv = new java.util.EnumMap<>(QuantLayout.class);
@@ -41,6 +47,7 @@ final class CudaMatmulOps {
     CudaMatmulOps(CudaContext ctx, CudaRowOps rows) {
         this.ctx = ctx;
         this.rows = rows;
+        this.qgemv = new CudaQgemv(ctx);
         this.gemvBf16 = ctx.kernel("quant", "gemv_bf16");
         for (QuantLayout l : QuantLayout.values()) {
             gemv.put(l, ctx.kernel("quant", "gemv_" + l.kernelSuffix()));
@@ -96,6 +103,10 @@ final class CudaMatmulOps {
         if (m == 0) {
             return;
         }
+        if (QGEMV && m <= QGEMV_MAX_ROWS && aligned16(x, w.codes())) {
+            qgemv.launch(CudaQgemv.MODE_DENSE, x, w, layout, y, m, m, 1, null, null, n, k, 1);
+            return;
+        }
         if (m == 1 && aligned16(x, w.codes())) { // decode at batch 1: 8-byte code loads, see quant.cu
             ctx.launch(gemv1.get(layout), gemvGrid(n), GEMV_BLOCK, x, w.codes(), w.scales(), w.zeros(), w.globalScale(), y, n, k);
             return;
@@ -143,6 +154,11 @@ final class CudaMatmulOps {
         }
         if (!aligned16(x, experts.codes())) {
             throw new IllegalArgumentException("moeMatmulQuantized: x and the codes must be 16-byte aligned");
+        }
+        if (QGEMV) {
+            qgemv.launch(CudaQgemv.MODE_PAIRS, x, experts, layout, y, pairs, 1, xRows == pairs && pairs != tokens ? 1 : topk, ids, null,
+                    n, k, numExperts);
+            return;
         }
         ctx.launch2d(moeGemv.get(layout), gemvGrid(n), pairs, GEMV_BLOCK, x, xRows == pairs && pairs != tokens ? 1 : 0, topk, ids,
                 experts.codes(), experts.scales(), experts.zeros(), experts.globalScale(), y, n, k, numExperts, ctx.errorFlag);

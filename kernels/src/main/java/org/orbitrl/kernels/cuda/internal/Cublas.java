@@ -57,6 +57,20 @@ public final class Cublas implements AutoCloseable {
                 bf16 ? "bf16 x bf16 -> f32" : "f32 x f32 -> f32");
     }
 
+    /**
+     * {@code y[M, N] = a[M, K] · b[K, N]} (no transpose; row-major), f32 output and accumulation;
+     * {@code bf16} selects bf16 a and b. Column-major this is {@code yᵀ = bᵀ · aᵀ}:
+     * {@code gemm(N, N, m=N, n=M, k=K, A=b (lda=N), B=a (ldb=K), C=y (ldc=N))}.
+     */
+    public void gemmNN(long a, long b, long y, int m, int n, int k, boolean bf16) {
+        int type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+        int err = cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, n, m, k, one,
+                new DevicePointer(b), type, n, new DevicePointer(a), type, k, zero,
+                new DevicePointer(y), CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        CudaCheck.cublas(err, "cublasGemmEx (no transpose)", "a [" + m + ", " + k + "]", "b [" + k + ", " + n + "]",
+                bf16 ? "bf16 x bf16 -> f32" : "f32 x f32 -> f32");
+    }
+
     @Override
     public void close() {
         if (!closed) {

@@ -23,6 +23,9 @@ final class CudaAttentionOps {
     private final Kernel rope;
     private final Kernel attention;
     private final Kernel combine;
+    final CudaFlashAttention flash;
+    /** Queries from which prefill takes the tiled kernel ({@code -Dorbit.cuda.flash=off} keeps the per-query kernel). */
+    private static final int FLASH_MIN_QUERIES = "off".equals(System.getProperty("orbit.cuda.flash")) ? Integer.MAX_VALUE : 16;
 
     CudaAttentionOps(CudaContext ctx, CudaBackend backend) {
         this.ctx = ctx;
@@ -30,6 +33,7 @@ final class CudaAttentionOps {
         this.rope = ctx.kernel("rope", "rope_f32");
         this.attention = ctx.kernel("attention", "attention_f32");
         this.combine = ctx.kernel("attention", "attention_combine");
+        this.flash = new CudaFlashAttention(ctx);
     }
 
     void rope(Tensor x, Tensor positions, RopeTable table) {
@@ -103,6 +107,10 @@ final class CudaAttentionOps {
             }
         }
         if ((long) tq * hq == 0) {
+            return;
+        }
+        if (tq >= FLASH_MIN_QUERIES && CudaFlashAttention.prefillFits(q, k, v, out)) {
+            flash.prefill(q, k, v, out, queryStart, spec);
             return;
         }
         // One block per (query, kv head, key split); its warps take the query heads of the kv head.

@@ -375,6 +375,24 @@ public final class CudaBackend implements Backend {
         attentionOps.attention(q, k, v, out, queryStart, spec);
     }
 
+    /**
+     * Decode attention over a paged KV cache laid out as the model's {@code kv.BlockPool}: one query
+     * per sequence, at position {@code lens[b] − 1}.
+     *
+     * @param q         f32 [B, Hq, D], rope applied
+     * @param kCache    f32 [blocks·blockSize, Hkv·D], one layer's keys
+     * @param vCache    f32 [blocks·blockSize, Hkv·Dv]
+     * @param tables    i32 [B, maxBlocks]: position s of sequence b is row tables[b, s / blockSize]·blockSize + s % blockSize
+     * @param lens      i32 [B]: keys of each sequence, the current token's included (at least 1)
+     * @param kvHeads   Hkv
+     * @param out       f32 [B, Hq, Dv]
+     */
+    public void pagedDecodeAttention(Tensor q, Tensor kCache, Tensor vCache, Tensor tables, Tensor lens, int blockSize, int kvHeads,
+                                     Tensor out, AttentionSpec spec) {
+        ctx.device.bind();
+        attentionOps.flash.pagedDecode(q, kCache, vCache, tables, lens, blockSize, kvHeads, out, spec);
+    }
+
     @Override
     public void embedding(Tensor table, Tensor ids, Tensor out) {
         ctx.device.bind();

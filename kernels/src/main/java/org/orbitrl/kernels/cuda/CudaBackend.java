@@ -393,6 +393,26 @@ public final class CudaBackend implements Backend {
         attentionOps.flash.pagedDecode(q, kCache, vCache, tables, lens, blockSize, kvHeads, out, spec);
     }
 
+    /**
+     * Writes one token per sequence into a paged cache: row {@code slots[b]} of the caches gets
+     * {@code k[b]} and {@code v[b]} (k f32 [B, Hkv·D], v f32 [B, Hkv·Dv], slots i32 [B]; a negative slot
+     * skips the sequence). No bounds check on slots: they come from the caller's block tables.
+     */
+    public void pagedKvWrite(Tensor k, Tensor v, Tensor kCache, Tensor vCache, Tensor slots) {
+        ctx.device.bind();
+        attentionOps.flash.pagedKvWrite(k, v, kCache, vCache, slots);
+    }
+
+    /**
+     * {@code out[t] (+)= Σ_j w[t, j]·ys[t·topk + j]}, divided by {@code Σ_j w[t, j]} when {@code normalize}:
+     * the routed experts' outputs weighted into each token's row (ys f32 [tokens·topk, H], weights f32
+     * [tokens, topk], out f32 [tokens, H]; {@code accumulate} adds into out, e.g. the residual stream).
+     */
+    public void moeCombine(Tensor ys, Tensor weights, boolean normalize, Tensor out, boolean accumulate) {
+        ctx.device.bind();
+        moeOps.combine(ys, weights, normalize, out, accumulate);
+    }
+
     @Override
     public void embedding(Tensor table, Tensor ids, Tensor out) {
         ctx.device.bind();

@@ -25,12 +25,33 @@ final class CudaFlashAttention {
     private final Kernel prefill;
     private final Kernel paged;
     private final Kernel combine;
+    private final Kernel kvWrite;
 
     CudaFlashAttention(CudaContext ctx) {
         this.ctx = ctx;
         this.prefill = ctx.kernel("flash_attention", "flash_prefill_f32");
         this.paged = ctx.kernel("flash_attention", "paged_decode_f32");
         this.combine = ctx.kernel("attention", "attention_combine");
+        this.kvWrite = ctx.kernel("flash_attention", "paged_kv_write");
+    }
+
+    /** kCache[slots[b]] = k[b], vCache[slots[b]] = v[b]; k [B, Hkv·D], v [B, Hkv·Dv]; a negative slot skips. */
+    void pagedKvWrite(Tensor k, Tensor v, Tensor kCache, Tensor vCache, Tensor slots) {
+        ctx.devContiguous("pagedKvWrite k", k, DType.F32);
+        ctx.devContiguous("pagedKvWrite v", v, DType.F32);
+        ctx.devContiguous("pagedKvWrite key cache", kCache, DType.F32);
+        ctx.devContiguous("pagedKvWrite value cache", vCache, DType.F32);
+        ctx.devContiguous("pagedKvWrite slots", slots, DType.I32);
+        int b = Math.toIntExact(slots.numel());
+        long kw = kCache.dim(-1);
+        long vw = vCache.dim(-1);
+        if (k.numel() != b * kw || v.numel() != b * vw) {
+            throw new IllegalArgumentException("pagedKvWrite: k " + k + " and v " + v + " must hold " + b + " rows of the caches' widths "
+                    + kw + " / " + vw);
+        }
+        if (b > 0) {
+            ctx.launch(kvWrite, b, 128, k, v, kCache, vCache, slots, (int) kw, (int) vw);
+        }
     }
 
     /** Whether the prefill kernel takes these (already validated) tensors. */

@@ -30,6 +30,7 @@ final class CudaMoeOps {
     private final Kernel route;
     private final Kernel gather;
     private final Kernel scatter;
+    private final Kernel combine;
     private Tensor rowsIn;   // bf16 [pairs, K or N], grown on demand
     private Tensor rowsOut;  // f32 [pairs, N or K]
     private Tensor dequant;  // bf16 [chunkExperts, N, K]
@@ -41,6 +42,23 @@ final class CudaMoeOps {
         this.route = ctx.kernel("moe", "moe_route");
         this.gather = ctx.kernel("moe", "moe_gather_bf16");
         this.scatter = ctx.kernel("moe", "moe_scatter_rows");
+        this.combine = ctx.kernel("moe", "moe_combine");
+    }
+
+    void combine(Tensor ys, Tensor weights, boolean normalize, Tensor out, boolean accumulate) {
+        ctx.devContiguous("moeCombine expert outputs", ys, DType.F32);
+        ctx.devContiguous("moeCombine weights", weights, DType.F32);
+        ctx.devContiguous("moeCombine out", out, DType.F32);
+        int h = out.size(-1);
+        int tokens = CudaContext.rows(out);
+        int topk = weights.size(-1);
+        if (CudaContext.rows(weights) != tokens || ys.numel() != (long) tokens * topk * h) {
+            throw new IllegalArgumentException("moeCombine: expert outputs " + ys + " must be [tokens*topk, " + h + "] for weights "
+                    + weights + " [tokens, topk] and out " + out + " [tokens, " + h + "]");
+        }
+        if (tokens > 0) {
+            ctx.launch(combine, tokens, 256, ys, weights, topk, normalize ? 1 : 0, out, accumulate ? 1 : 0, h);
+        }
     }
 
     void route(Tensor ids, MoeRouting routing) {

@@ -243,3 +243,14 @@ extern "C" __global__ void paged_decode_f32(const float* q, i64 qB, i64 qH, cons
         }
     }
 }
+
+// Appends one token per sequence to the paged cache: kc[slots[b]] = k[b], vc[slots[b]] = v[b]
+// (k [B, kw], v [B, vw], rows of the caches kw and vw floats). A negative slot skips the sequence.
+extern "C" __global__ void paged_kv_write(const float* k, const float* v, float* kc, float* vc, const int* slots, int kw,
+                                          int vw) {
+    int b = blockIdx.x;
+    int slot = slots[b];
+    if (slot < 0) return;
+    for (int c = threadIdx.x; c < kw; c += blockDim.x) kc[(i64) slot * kw + c] = k[(i64) b * kw + c];
+    for (int c = threadIdx.x; c < vw; c += blockDim.x) vc[(i64) slot * vw + c] = v[(i64) b * vw + c];
+}

@@ -102,3 +102,24 @@ extern "C" __global__ void moe_scatter_rows(const float* ys, const int* order, f
         y[(i64) order[i] * N + c] = ys[idx];
     }
 }
+
+// out[t] (+)= sum_j w[t, j] * ys[t * topk + j] / (normalize ? sum_j w[t, j] : 1): the routed experts'
+// outputs weighted into each token's row. ys [T * topk, H], w [T, topk] f32, out [T, H]. One block a token.
+extern "C" __global__ void moe_combine(const float* ys, const float* w, int topk, int normalize, float* out, int accumulate,
+                                       int H) {
+    int t = blockIdx.x;
+    const float* wt = w + (i64) t * topk;
+    float norm = 1.0f;
+    if (normalize) {
+        float s = 0.0f;
+        for (int j = 0; j < topk; j++) s += wt[j];
+        norm = 1.0f / s;
+    }
+    for (int c = threadIdx.x; c < H; c += blockDim.x) {
+        float acc = 0.0f;
+        for (int j = 0; j < topk; j++) acc += wt[j] * ys[((i64) t * topk + j) * H + c];
+        acc *= norm;
+        float* o = out + (i64) t * H + c;
+        *o = accumulate ? *o + acc : acc;
+    }
+}

@@ -11,8 +11,8 @@ import org.orbitrl.kernels.quant.QuantizedTensor;
  * <p>Precision, by path:
  * <ul>
  *   <li>f32 weights: cuBLAS SGEMM-equivalent ({@code cublasGemmEx}, f32 in, f32 compute, no TF32).</li>
- *   <li>bf16 weights, at most {@value #GEMV_MAX_ROWS} rows: the GEMV kernel, f32 activations times the exact
- *       bf16 weight values, f32 accumulation.</li>
+ *   <li>bf16 weights, at most {@value #QGEMV_MAX_ROWS} rows: the GEMV kernel ({@link CudaQgemv#launchBf16}), f32
+ *       activations times the exact bf16 weight values, f32 accumulation.</li>
  *   <li>bf16 weights, more rows: activations rounded to bf16 (round to nearest even), then cuBLAS
  *       bf16 × bf16 with f32 accumulation and f32 output: each product carries a relative error of at
  *       most 2⁻⁸ from the rounding of x.</li>
@@ -73,7 +73,9 @@ final class CudaMatmulOps {
         switch (w.dtype()) {
             case F32 -> ctx.cublas.gemm(CudaAllocator.address(x), CudaAllocator.address(w), CudaAllocator.address(y), m, n, k, false);
             case BF16 -> {
-                if (m <= GEMV_MAX_ROWS && k % 8 == 0 && aligned16(x, w)) {
+                if (QGEMV && m <= QGEMV_MAX_ROWS && k % 8 == 0 && aligned16(x, w)) {
+                    qgemv.launchBf16(x, w, y, m, n, k);
+                } else if (m <= GEMV_MAX_ROWS && k % 8 == 0 && aligned16(x, w)) {
                     ctx.launch(gemvBf16, gemvGrid(n), GEMV_BLOCK, x, w, y, m, n, k);
                 } else {
                     bf16Gemm(x, w, y, m, n, k);

@@ -28,6 +28,7 @@ final class CudaQgemv {
 
     private final CudaContext ctx;
     private final Map<String, Kernel> kernels = new HashMap<>();
+    private final Map<Integer, Kernel> bf16Kernels = new HashMap<>();
 
     CudaQgemv(CudaContext ctx) {
         this.ctx = ctx;
@@ -39,6 +40,31 @@ final class CudaQgemv {
                 }
             }
         }
+        for (int mt : new int[]{1, 4, 8, 16}) {
+            bf16Kernels.put(mt, ctx.kernel("qgemv", "bgemv_m" + mt));
+        }
+    }
+
+    /**
+     * {@code y[M, N] = x[M, K] · wᵀ} for dense bf16 w (K a multiple of 8, 16-byte aligned x and w), f32
+     * x and y: the same work split as the quantized kernels, 8 weights a load.
+     */
+    void launchBf16(Tensor x, Tensor w, Tensor y, int m, int n, int k) {
+        Kernel kernel = bf16Kernels.get(chunkFor(Math.min(m, MAX_CHUNK)));
+        int lanes = lanesFor(k / 8);
+        int rowsPerWarp = 32 / lanes * ROWS_PER_SET;
+        int warps = warpsFor(n, rowsPerWarp, 1);
+        ctx.launch(kernel, ceilDiv(n, (long) warps * rowsPerWarp), 32 * warps, x, m, w, y, n, k, lanes);
+    }
+
+    /** Warps per block (4, 2 or 1): fewer when the grid would otherwise have under two blocks per SM. */
+    private int warpsFor(int n, int rowsPerWarp, long gridY) {
+        int warps = 4;
+        long target = 2L * ctx.device.multiprocessors();
+        while (warps > 1 && ceilDiv(n, (long) warps * rowsPerWarp) * gridY < target) {
+            warps /= 2;
+        }
+        return warps;
     }
 
     /** The compile-time row chunk for about {@code rows} rows of x per weight row. */
@@ -85,11 +111,7 @@ final class CudaQgemv {
         int lanes = lanesFor(k / 32);
         int rowsPerWarp = 32 / lanes * ROWS_PER_SET;
         long gridY = mode == MODE_DENSE ? 1 : rows;
-        int warps = 4;
-        long target = 2L * ctx.device.multiprocessors();
-        while (warps > 1 && ceilDiv(n, (long) warps * rowsPerWarp) * gridY < target) {
-            warps /= 2;
-        }
+        int warps = warpsFor(n, rowsPerWarp, gridY);
         long gridX = ceilDiv(n, (long) warps * rowsPerWarp);
         if (gridY > 65535) {
             throw new IllegalArgumentException("quantized GEMV: " + gridY + " block rows exceed one launch (65535)");

@@ -218,3 +218,75 @@ __device__ __forceinline__ void qgemv(int mode, const void* x, int xDiv, int M, 
 QG_FORMAT(int4, QF_INT4)
 QG_FORMAT(mxfp4, QF_MXFP4)
 QG_FORMAT(nvfp4, QF_NVFP4)
+
+// Dense bf16 weights [N, K] (K a multiple of 8), f32 x [M, K], f32 y [M, N]: the same work split, a
+// 16-byte load being 8 weights; the weights of QG_R rows are widened to f32 once per load and used
+// for every x row of the chunk.
+template <int MT>
+__device__ __forceinline__ void bgemv(const float* __restrict__ x, int M, const uint4* __restrict__ w, float* y, int N, int K,
+                                      int L) {
+    int G = K / 8;
+    int sub = threadIdx.x & (L - 1);
+    int set = ((int) blockIdx.x * (int) blockDim.x + (int) threadIdx.x) / L;
+    int row0 = set * QG_R;
+    if (row0 >= N) return;
+    unsigned mask = L == 32 ? 0xffffffffu : ((1u << L) - 1u) << ((threadIdx.x & 31) & ~(L - 1));
+    i64 grow[QG_R];
+#pragma unroll
+    for (int r = 0; r < QG_R; r++) grow[r] = row0 + r < N ? row0 + r : N - 1;
+    for (int c0 = 0; c0 < M; c0 += MT) {
+        float acc[QG_R][MT];
+#pragma unroll
+        for (int r = 0; r < QG_R; r++)
+#pragma unroll
+            for (int m = 0; m < MT; m++) acc[r][m] = 0.0f;
+        for (int g = sub; g < G; g += L) {
+            uint4 q[QG_R];
+#pragma unroll
+            for (int r = 0; r < QG_R; r++) q[r] = w[grow[r] * G + g];
+            float wv[QG_R][8];
+#pragma unroll
+            for (int r = 0; r < QG_R; r++) {
+                u32 words[4] = {q[r].x, q[r].y, q[r].z, q[r].w};
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    wv[r][2 * j] = __uint_as_float(words[j] << 16);
+                    wv[r][2 * j + 1] = __uint_as_float(words[j] & 0xffff0000u);
+                }
+            }
+#pragma unroll
+            for (int m = 0; m < MT; m++) {
+                if (c0 + m < M) {
+                    float a[8];
+                    qg_x8<false>(x + (i64) (c0 + m) * K, g * 8, a);
+#pragma unroll
+                    for (int r = 0; r < QG_R; r++) {
+                        float d = acc[r][m];
+#pragma unroll
+                        for (int i = 0; i < 8; i++) d = fmaf(wv[r][i], a[i], d);
+                        acc[r][m] = d;
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < QG_R; r++) {
+#pragma unroll
+            for (int m = 0; m < MT; m++) {
+                float v = acc[r][m];
+                for (int o = L >> 1; o > 0; o >>= 1) v += __shfl_xor_sync(mask, v, o);
+                if (sub == 0 && row0 + r < N && c0 + m < M) y[(i64) (c0 + m) * N + row0 + r] = v;
+            }
+        }
+    }
+}
+
+#define BG_KERNEL(MT)                                                                                                  \
+    extern "C" __global__ void __launch_bounds__(128) bgemv_m##MT(const float* x, int M, const uint4* w, float* y,     \
+                                                                  int N, int K, int L) {                               \
+        bgemv<MT>(x, M, w, y, N, K, L);                                                                                \
+    }
+BG_KERNEL(1)
+BG_KERNEL(4)
+BG_KERNEL(8)
+BG_KERNEL(16)

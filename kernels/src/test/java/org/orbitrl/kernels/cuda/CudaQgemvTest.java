@@ -12,7 +12,7 @@ import java.util.SplittableRandom;
  * The fused dequantize-GEMV ({@code qgemv.cu}) in dense mode against the scalar backend's
  * {@code matmulQuantized}: every format, f32 and bf16 x, row counts 1..20 (each compile-time chunk,
  * ragged chunks and more rows than one chunk), K giving 8-, 16- and 32-lane sets, and N not a
- * multiple of the 4 rows a set computes. Tolerance |err| ≤ 1e-6 + 1e-5·Σ|x·w| (f32 accumulation of
+ * multiple of the 4 rows a set computes; and the dense bf16-weight GEMV behind {@code matmul} up to 16 rows. Tolerance |err| ≤ 1e-6 + 1e-5·Σ|x·w| (f32 accumulation of
  * exact weight values; the bf16 case multiplies the bf16-rounded x on the reference side too).
  */
 class CudaQgemvTest extends CudaTestBase {
@@ -39,6 +39,33 @@ class CudaQgemvTest extends CudaTestBase {
                 } finally {
                     gpu.free(dw);
                 }
+            }
+        }
+    }
+
+    @Test
+    void denseBf16WeightsMatchScalarBackend() {
+        SplittableRandom r = rng(72);
+        int[][] shapes = {{70, 2048}, {33, 200}, {256, 64}}; // N, K (K/8 = 256, 25, 8 loads a row)
+        for (int[] s : shapes) {
+            int n = s[0];
+            int k = s[1];
+            float[] wf = bf16Round(randn(r, 0.1f, n, k).toFloatArray());
+            Tensor w = Tensor.of(wf, n, k).to(DType.BF16);
+            Tensor dw = dev(w);
+            for (int m : new int[]{1, 2, 5, 8, 11, 16}) {
+                float[] xv = randn(r, 1f, m, k).toFloatArray();
+                Tensor x = Tensor.of(xv, m, k);
+                Tensor ref = Tensor.allocate(Arena.ofAuto(), DType.F32, m, n);
+                cpu.matmul(x, w, ref);
+                Tensor y = poisoned(DType.F32, m, n);
+                gpu.matmul(dev(x), dw, y);
+                double[] a = absDot(xv, wf, m, n, k);
+                double[] tol = new double[a.length];
+                for (int i = 0; i < a.length; i++) {
+                    tol[i] = 1e-6 + 1e-5 * a[i];
+                }
+                assertWithin("matmul bf16 w M=" + m + " N=" + n + " K=" + k, ref.toFloatArray(), gpu.toHost(y).toFloatArray(), tol);
             }
         }
     }

@@ -30,9 +30,20 @@ def build(config_path):
             cfg = Qwen3MoeConfig(**{k: v for k, v in json.load(f).items() if k not in ("architectures", "transformers_version")})
     else:
         cfg = Qwen3MoeConfig(**QWEN3_30B_A3B)
+    for attr in ("dtype", "torch_dtype"):  # the name changed between transformers 4 and 5
+        try:
+            setattr(cfg, attr, torch.bfloat16)
+        except (AttributeError, TypeError):
+            pass
     torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = AutoModelForCausalLM.from_config(cfg, torch_dtype=torch.bfloat16)
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)  # parameters are created in bf16 on the GPU, never in f32
+    try:
+        with torch.device("cuda"):
+            model = AutoModelForCausalLM.from_config(cfg)
+    finally:
+        torch.set_default_dtype(prev)
+    model.to(torch.bfloat16)
     model.eval()
     return model, cfg
 

@@ -33,7 +33,7 @@ final class CudaAttentionOps {
         this.rope = ctx.kernel("rope", "rope_f32");
         this.attention = ctx.kernel("attention", "attention_f32");
         this.combine = ctx.kernel("attention", "attention_combine");
-        this.flash = new CudaFlashAttention(ctx);
+        this.flash = new CudaFlashAttention(ctx, this::deviceTable);
     }
 
     void rope(Tensor x, Tensor positions, RopeTable table) {

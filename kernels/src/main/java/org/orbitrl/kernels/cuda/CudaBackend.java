@@ -394,6 +394,25 @@ public final class CudaBackend implements Backend {
     }
 
     /**
+     * Decode attention inputs in one launch from the fused q/k/v projection: for each sequence b,
+     * per q and k head an RMSNorm over the head dimension (when the norm weight is given, as
+     * {@link #rmsNorm}), rope at {@code positions[b]} (as {@link #rope}), q into {@code qOut}, and k and v
+     * written into the paged caches at row {@code slots[b]} (as {@link #pagedKvWrite}).
+     *
+     * @param qkv       f32 [B, Hq·D + Hkv·D + Hkv·Dv]: q heads, k heads, v heads
+     * @param qNorm     f32 or bf16 [D], or null
+     * @param kNorm     f32 or bf16 [D], or null
+     * @param positions i32 [B]; one outside the table is reported by the next {@link #synchronize}
+     * @param qOut      f32 [B, Hq, D]
+     * @param slots     i32 [B]; negative: the sequence's k and v are not written
+     */
+    public void qkvPrep(Tensor qkv, int heads, int kvHeads, int headDim, int vHeadDim, Tensor qNorm, Tensor kNorm, float eps,
+                        Tensor positions, RopeTable table, Tensor qOut, Tensor kCache, Tensor vCache, Tensor slots) {
+        ctx.device.bind();
+        attentionOps.flash.qkvPrep(qkv, heads, kvHeads, headDim, vHeadDim, qNorm, kNorm, eps, positions, table, qOut, kCache, vCache, slots);
+    }
+
+    /**
      * Writes one token per sequence into a paged cache: row {@code slots[b]} of the caches gets
      * {@code k[b]} and {@code v[b]} (k f32 [B, Hkv·D], v f32 [B, Hkv·Dv], slots i32 [B]; a negative slot
      * skips the sequence). No bounds check on slots: they come from the caller's block tables.

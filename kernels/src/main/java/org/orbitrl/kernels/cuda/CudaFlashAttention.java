@@ -2,6 +2,7 @@ package org.orbitrl.kernels.cuda;
 
 import org.orbitrl.kernels.AttentionSpec;
 import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.RopeTable;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.internal.Kernel;
 import org.orbitrl.kernels.cuda.internal.Launcher;
@@ -26,13 +27,56 @@ final class CudaFlashAttention {
     private final Kernel paged;
     private final Kernel combine;
     private final Kernel kvWrite;
+    private final Kernel prep;
+    private final java.util.function.Function<RopeTable, Tensor[]> ropeTables; // {cos, sin} on the device
 
-    CudaFlashAttention(CudaContext ctx) {
+    CudaFlashAttention(CudaContext ctx, java.util.function.Function<RopeTable, Tensor[]> ropeTables) {
         this.ctx = ctx;
+        this.ropeTables = ropeTables;
+        this.prep = ctx.kernel("flash_attention", "qkv_prep_f32");
         this.prefill = ctx.kernel("flash_attention", "flash_prefill_f32");
         this.paged = ctx.kernel("flash_attention", "paged_decode_f32");
         this.combine = ctx.kernel("attention", "attention_combine");
         this.kvWrite = ctx.kernel("flash_attention", "paged_kv_write");
+    }
+
+    /**
+     * One launch from the fused projection to attention inputs: per head RMSNorm (q and k, optional),
+     * rope at {@code positions}, q into {@code qOut}, k and v appended to the paged caches at {@code slots}.
+     */
+    void qkvPrep(Tensor qkv, int hq, int hkv, int d, int dv, Tensor qNorm, Tensor kNorm, float eps, Tensor positions, RopeTable table,
+                 Tensor qOut, Tensor kCache, Tensor vCache, Tensor slots) {
+        ctx.devContiguous("qkvPrep qkv", qkv, DType.F32);
+        ctx.devContiguous("qkvPrep q out", qOut, DType.F32);
+        ctx.devContiguous("qkvPrep key cache", kCache, DType.F32);
+        ctx.devContiguous("qkvPrep value cache", vCache, DType.F32);
+        ctx.devContiguous("qkvPrep positions", positions, DType.I32);
+        ctx.devContiguous("qkvPrep slots", slots, DType.I32);
+        int b = Math.toIntExact(positions.numel());
+        long rowW = (long) (hq + hkv) * d + (long) hkv * dv;
+        if (qkv.numel() != b * rowW || qOut.numel() != (long) b * hq * d || slots.numel() != b
+                || kCache.dim(-1) != (long) hkv * d || vCache.dim(-1) != (long) hkv * dv || table.rotaryDim() > d) {
+            throw new IllegalArgumentException("qkvPrep: qkv " + qkv + " must be [" + b + ", " + rowW + "] (Hq " + hq + ", Hkv " + hkv
+                    + ", D " + d + ", Dv " + dv + "), q out " + qOut + " [" + b + ", " + hq + ", " + d + "], slots " + slots
+                    + ", caches " + kCache + " / " + vCache + ", rotary dim " + table.rotaryDim());
+        }
+        DType normType = null;
+        for (Tensor n : new Tensor[]{qNorm, kNorm}) {
+            if (n != null) {
+                ctx.devContiguous("qkvPrep norm weight", n, null);
+                if (n.numel() != d || (n.dtype() != DType.F32 && n.dtype() != DType.BF16) || (normType != null && n.dtype() != normType)) {
+                    throw new IllegalArgumentException("qkvPrep: norm weights must be f32 or bf16 [" + d + "] of one dtype, got " + n);
+                }
+                normType = n.dtype();
+            }
+        }
+        if (b == 0) {
+            return;
+        }
+        Tensor[] cs = ropeTables.apply(table);
+        Launcher.launch(prep, ctx.stream.handle(), b, hq + hkv, 128, 4 * d, qkv, hq, hkv, d, dv, qNorm, kNorm,
+                normType == DType.BF16 ? 1 : 0, eps, positions, cs[0], cs[1], table.rotaryDim() / 2,
+                table.style() == RopeTable.Style.INTERLEAVED ? 1 : 0, table.maxPositions(), qOut, kCache, vCache, slots, ctx.errorFlag);
     }
 
     /** kCache[slots[b]] = k[b], vCache[slots[b]] = v[b]; k [B, Hkv·D], v [B, Hkv·Dv]; a negative slot skips. */

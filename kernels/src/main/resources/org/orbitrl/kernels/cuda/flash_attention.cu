@@ -254,3 +254,61 @@ extern "C" __global__ void paged_kv_write(const float* k, const float* v, float*
     for (int c = threadIdx.x; c < kw; c += blockDim.x) kc[(i64) slot * kw + c] = k[(i64) b * kw + c];
     for (int c = threadIdx.x; c < vw; c += blockDim.x) vc[(i64) slot * vw + c] = v[(i64) b * vw + c];
 }
+
+// Decode attention preparation in one launch, from the fused projection qkv [B, Hq*D + Hkv*D + Hkv*Dv]
+// (q heads, then k heads, then v heads): per q and k head an optional RMSNorm over D (weights f32
+// or bf16; w * (x / sqrt(mean(x^2) + eps)), as rmsnorm_f32), then rope at pos[b] (tables
+// [maxPos, half], pairs as rope_f32), q into qOut [B, Hq, D], k and v into the paged caches at row
+// slots[b] (a negative slot skips the cache write). Grid (B, Hq + Hkv); dynamic shared D floats.
+extern "C" __global__ void qkv_prep_f32(const float* qkv, int Hq, int Hkv, int D, int Dv, const void* qNorm,
+                                        const void* kNorm, int normBf16, float eps, const int* pos, const float* cosT,
+                                        const float* sinT, int half, int interleaved, int maxPos, float* qOut, float* kc,
+                                        float* vc, const int* slots, int* err) {
+    extern __shared__ float buf[]; // [D]
+    __shared__ float sh[32];
+    int b = blockIdx.x;
+    int hh = blockIdx.y;
+    bool isQ = hh < Hq;
+    int j = isQ ? hh : hh - Hq;
+    i64 rowW = (i64) (Hq + Hkv) * D + (i64) Hkv * Dv;
+    const float* src = qkv + (i64) b * rowW + (i64) hh * D;
+    const void* w = isQ ? qNorm : kNorm;
+    float ss = 0.0f;
+    for (int c = threadIdx.x; c < D; c += blockDim.x) {
+        float v = src[c];
+        buf[c] = v;
+        ss += v * v;
+    }
+    if (w != 0) {
+        ss = block_sum(ss, sh);
+        float inv = 1.0f / sqrtf(ss / (float) D + eps);
+        for (int c = threadIdx.x; c < D; c += blockDim.x) {
+            float wi = normBf16 ? bf16_to_f32(((const u16*) w)[c]) : ((const float*) w)[c];
+            buf[c] = wi * (buf[c] * inv);
+        }
+    }
+    __syncthreads();
+    int p = pos[b];
+    bool rot = p >= 0 && p < maxPos;
+    if (!rot && hh == 0 && threadIdx.x == 0) report_error(err, ERR_POSITION_OUT_OF_RANGE, p, b);
+    int slot = slots[b];
+    float* dst = isQ ? qOut + ((i64) b * Hq + hh) * D : (slot >= 0 ? kc + (i64) slot * Hkv * D + (i64) j * D : (float*) 0);
+    for (int c = threadIdx.x; c < D; c += blockDim.x) {
+        float out = buf[c];
+        if (rot && c < 2 * half) {
+            int jj = interleaved ? c >> 1 : (c < half ? c : c - half);
+            bool first = interleaved ? (c & 1) == 0 : c < half;
+            float x1 = first ? buf[c] : buf[interleaved ? c - 1 : c - half];
+            float x2 = first ? buf[interleaved ? c + 1 : c + half] : buf[c];
+            float cs = cosT[(i64) p * half + jj];
+            float sn = sinT[(i64) p * half + jj];
+            out = first ? x1 * cs - x2 * sn : x2 * cs + x1 * sn;
+        }
+        if (dst != 0) dst[c] = out;
+    }
+    if (!isQ && slot >= 0) {
+        const float* vs = qkv + (i64) b * rowW + (i64) (Hq + Hkv) * D + (i64) j * Dv;
+        float* vd = vc + (i64) slot * Hkv * Dv + (i64) j * Dv;
+        for (int c = threadIdx.x; c < Dv; c += blockDim.x) vd[c] = vs[c];
+    }
+}

@@ -30,8 +30,8 @@ import java.util.regex.Pattern;
  * each expert gets its own copy, so nothing is served from cache that would not be in the model).
  *
  * <p>One decode step ({@link #step}) for B sequences: embedding of the last token ids, per layer
- * rmsnorm, q/k/v GEMMs, q/k head norms, rope, cache append, paged decode attention, o GEMM and
- * residual, rmsnorm, router GEMM, softmax, top-k, routed experts (gate, up, SwiGLU, down;
+ * rmsnorm, the fused q/k/v GEMM, q/k head norms + rope + cache append in one launch, paged decode
+ * attention, o GEMM and residual, rmsnorm, router GEMM, softmax, top-k, routed experts (gate, up, SwiGLU, down;
  * per-pair GEMV at B = 1, device-grouped GEMV above), weighted combine into the residual; final
  * norm, lm_head, argmax into the token ids. It issues stream work only, so it can be captured in
  * a CUDA graph; {@link #setPosition} (host to device copies) goes between steps.
@@ -98,9 +98,8 @@ public final class MoeDecodeStack implements AutoCloseable {
     private final Tensor ids;       // i32 [B], the last token of each sequence
     private final Tensor x;         // f32 [B, H], residual stream
     private final Tensor h;         // f32 [B, H]
+    private final Tensor qkv;       // f32 [B, (Hq + 2·Hkv)·D], the fused projection
     private final Tensor q;         // f32 [B, Hq, D]
-    private final Tensor k;         // f32 [B, Hkv, D]
-    private final Tensor v;         // f32 [B, Hkv, D]
     private final Tensor attn;      // f32 [B, Hq, D]
     private final Tensor o;         // f32 [B, H]
     private final Tensor routerLogits; // f32 [B, E]
@@ -116,7 +115,7 @@ public final class MoeDecodeStack implements AutoCloseable {
     private final Tensor slots;     // i32 [B]
     private final Tensor tables;    // i32 [B, maxBlocks]
 
-    private record Layer(Tensor attnNorm, Tensor qw, Tensor kw, Tensor vw, Tensor ow, Tensor qNorm, Tensor kNorm, Tensor postNorm,
+    private record Layer(Tensor attnNorm, Tensor qkvw, Tensor ow, Tensor qNorm, Tensor kNorm, Tensor postNorm,
                          Tensor router, QuantizedTensor gate, QuantizedTensor up, QuantizedTensor down, Tensor kCache, Tensor vCache) {
     }
 
@@ -145,15 +144,13 @@ public final class MoeDecodeStack implements AutoCloseable {
         QuantizedTensor gateProto = gpu.toDevice(CudaBenchData.randomInt4(r, 8 * s.expertWidth(), s.hidden()));
         QuantizedTensor upProto = gpu.toDevice(CudaBenchData.randomInt4(r, 8 * s.expertWidth(), s.hidden()));
         QuantizedTensor downProto = gpu.toDevice(CudaBenchData.randomInt4(r, 8 * s.hidden(), s.expertWidth()));
-        Tensor qProto = bf16(r, (long) s.heads() * hd, s.hidden(), wScale);
-        Tensor kProto = bf16(r, (long) s.kvHeads() * hd, s.hidden(), wScale);
-        Tensor vProto = bf16(r, (long) s.kvHeads() * hd, s.hidden(), wScale);
+        Tensor qkvProto = bf16(r, (long) (s.heads() + 2 * s.kvHeads()) * hd, s.hidden(), wScale); // q, k, v rows stacked
         Tensor oProto = bf16(r, s.hidden(), (long) s.heads() * hd, (float) (1 / Math.sqrt(s.heads() * hd)));
         Tensor routerProto = bf16(r, s.experts(), s.hidden(), 1f);
         this.layers = new Layer[s.layers()];
         long cacheRows = (long) batch * maxBlocks * blockSize;
         for (int l = 0; l < s.layers(); l++) {
-            layers[l] = new Layer(norm(r, s.hidden()), copyOf(qProto), copyOf(kProto), copyOf(vProto), copyOf(oProto),
+            layers[l] = new Layer(norm(r, s.hidden()), copyOf(qkvProto), copyOf(oProto),
                     norm(r, hd), norm(r, hd), norm(r, s.hidden()), copyOf(routerProto),
                     replicate(gateProto, s.experts() / 8), replicate(upProto, s.experts() / 8), replicate(downProto, s.experts() / 8),
                     alloc(MemoryCategory.KV_CACHE, DType.F32, cacheRows, (long) s.kvHeads() * hd),
@@ -162,7 +159,7 @@ public final class MoeDecodeStack implements AutoCloseable {
         for (QuantizedTensor p : new QuantizedTensor[]{gateProto, upProto, downProto}) {
             gpu.free(p);
         }
-        for (Tensor p : new Tensor[]{qProto, kProto, vProto, oProto, routerProto}) {
+        for (Tensor p : new Tensor[]{qkvProto, oProto, routerProto}) {
             owned.remove(p);
             gpu.free(p);
         }
@@ -171,9 +168,8 @@ public final class MoeDecodeStack implements AutoCloseable {
         this.ids = alloc(MemoryCategory.ACTIVATIONS, DType.I32, batch);
         this.x = alloc(MemoryCategory.ACTIVATIONS, DType.F32, batch, s.hidden());
         this.h = alloc(MemoryCategory.ACTIVATIONS, DType.F32, batch, s.hidden());
+        this.qkv = alloc(MemoryCategory.ACTIVATIONS, DType.F32, batch, (long) (s.heads() + 2 * s.kvHeads()) * hd);
         this.q = alloc(MemoryCategory.ACTIVATIONS, DType.F32, batch, s.heads(), hd);
-        this.k = alloc(MemoryCategory.ACTIVATIONS, DType.F32, batch, s.kvHeads(), hd);
-        this.v = alloc(MemoryCategory.ACTIVATIONS, DType.F32, batch, s.kvHeads(), hd);
         this.attn = alloc(MemoryCategory.ACTIVATIONS, DType.F32, batch, s.heads(), hd);
         this.o = alloc(MemoryCategory.ACTIVATIONS, DType.F32, batch, s.hidden());
         this.routerLogits = alloc(MemoryCategory.ACTIVATIONS, DType.F32, batch, s.experts());
@@ -253,14 +249,8 @@ public final class MoeDecodeStack implements AutoCloseable {
         gpu.embedding(embed, ids, x);
         for (Layer L : layers) {
             gpu.rmsNorm(x, L.attnNorm, eps, h);
-            gpu.matmul(h, L.qw, q.reshape(batch, (long) s.heads() * hd));
-            gpu.matmul(h, L.kw, k.reshape(batch, (long) s.kvHeads() * hd));
-            gpu.matmul(h, L.vw, v.reshape(batch, (long) s.kvHeads() * hd));
-            gpu.rmsNorm(q, L.qNorm, eps, q);
-            gpu.rmsNorm(k, L.kNorm, eps, k);
-            gpu.rope(q, positions, rope);
-            gpu.rope(k, positions, rope);
-            gpu.pagedKvWrite(k, v, L.kCache, L.vCache, slots);
+            gpu.matmul(h, L.qkvw, qkv);
+            gpu.qkvPrep(qkv, s.heads(), s.kvHeads(), hd, hd, L.qNorm, L.kNorm, eps, positions, rope, q, L.kCache, L.vCache, slots);
             gpu.pagedDecodeAttention(q, L.kCache, L.vCache, tables, lens, blockSize, s.kvHeads(), attn, spec);
             gpu.matmul(attn.reshape(batch, (long) s.heads() * hd), L.ow, o);
             gpu.add(x, o, x);

@@ -198,7 +198,7 @@ __device__ __forceinline__ void qgemv(int mode, const void* x, int xDiv, int M, 
 }
 
 #define QG_KERNEL(NAME, FMT, MT, XB)                                                                                   \
-    extern "C" __global__ void __launch_bounds__(128) NAME(int mode, const void* x, int xDiv, int M, const int* ids, const int* offsets,      \
+    extern "C" __global__ void __launch_bounds__(128, MT == 1 ? (FMT == QF_MXFP4 ? 6 : 4) : MT == 4 ? 3 : 2) NAME(int mode, const void* x, int xDiv, int M, const int* ids, const int* offsets,      \
                                     const int* order, const int* active, const uint4* codes, const void* scales,       \
                                     const u32* zeros, float global, float* y, int N, int K, int E, int L, int* err) {  \
         qgemv<FMT, MT, XB>(mode, x, xDiv, M, ids, offsets, order, active, codes, scales, zeros, global, y, N, K, E,   \

@@ -423,6 +423,17 @@ public final class CudaBackend implements Backend {
     }
 
     /**
+     * The router of a mixture-of-experts layer in one launch: logits {@code x · wᵀ} (x f32 [tokens, H],
+     * w bf16 [E, H], f32 accumulation), softmax over the experts, the {@code topk} largest probabilities
+     * in descending order (ties to the lower expert) into values f32 [tokens, topk] and indices i32
+     * [tokens, topk], divided by their sum when {@code normalize} (Qwen3's norm_topk_prob).
+     */
+    public void moeRouterTopk(Tensor x, Tensor w, int topk, boolean normalize, Tensor values, Tensor indices) {
+        ctx.device.bind();
+        moeOps.routerTopk(x, w, topk, normalize, values, indices);
+    }
+
+    /**
      * {@code out[t] (+)= Σ_j w[t, j]·ys[t·topk + j]}, divided by {@code Σ_j w[t, j]} when {@code normalize}:
      * the routed experts' outputs weighted into each token's row (ys f32 [tokens·topk, H], weights f32
      * [tokens, topk], out f32 [tokens, H]; {@code accumulate} adds into out, e.g. the residual stream).

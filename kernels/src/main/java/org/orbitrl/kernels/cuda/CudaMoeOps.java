@@ -31,6 +31,7 @@ final class CudaMoeOps {
     private final Kernel gather;
     private final Kernel scatter;
     private final Kernel combine;
+    private final Kernel router;
     private Tensor rowsIn;   // bf16 [pairs, K or N], grown on demand
     private Tensor rowsOut;  // f32 [pairs, N or K]
     private Tensor dequant;  // bf16 [chunkExperts, N, K]
@@ -43,6 +44,30 @@ final class CudaMoeOps {
         this.gather = ctx.kernel("moe", "moe_gather_bf16");
         this.scatter = ctx.kernel("moe", "moe_scatter_rows");
         this.combine = ctx.kernel("moe", "moe_combine");
+        this.router = ctx.kernel("moe", "moe_router_topk");
+    }
+
+    void routerTopk(Tensor x, Tensor w, int topk, boolean normalize, Tensor values, Tensor indices) {
+        ctx.devContiguous("moeRouterTopk x", x, DType.F32);
+        ctx.devContiguous("moeRouterTopk router weight", w, DType.BF16);
+        ctx.devContiguous("moeRouterTopk values", values, DType.F32);
+        ctx.devContiguous("moeRouterTopk indices", indices, DType.I32);
+        int h = x.size(-1);
+        int tokens = CudaContext.rows(x);
+        if (w.rank() != 2 || w.dim(1) != h || h % 8 != 0 || topk <= 0 || topk > w.dim(0)
+                || values.numel() != (long) tokens * topk || indices.numel() != (long) tokens * topk) {
+            throw new IllegalArgumentException("moeRouterTopk: x " + x + " (hidden a multiple of 8), router " + w + " [experts, hidden], top "
+                    + topk + " into " + values + " and " + indices + " [tokens, topk]");
+        }
+        int e = w.size(0);
+        long shared = 4L * (h + e);
+        if (shared > 48 * 1024 || CudaAllocator.address(w) % 16 != 0) {
+            throw new IllegalArgumentException("moeRouterTopk: hidden " + h + " + experts " + e + " exceed the kernel's shared memory, or "
+                    + w + " is not 16-byte aligned");
+        }
+        if (tokens > 0) {
+            ctx.launchShared(router, tokens, 256, (int) shared, x, w, h, e, topk, normalize ? 1 : 0, values, indices);
+        }
     }
 
     void combine(Tensor ys, Tensor weights, boolean normalize, Tensor out, boolean accumulate) {

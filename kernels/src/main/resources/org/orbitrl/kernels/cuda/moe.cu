@@ -123,3 +123,92 @@ extern "C" __global__ void moe_combine(const float* ys, const float* w, int topk
         *o = accumulate ? *o + acc : acc;
     }
 }
+
+// Router in one launch per token (grid T, blockDim a multiple of 32, dynamic shared H + E floats):
+// logits[e] = x[t] . w[e] (w bf16 [E, H], H a multiple of 8, 16-byte aligned rows; f32 accumulate),
+// softmax over the E logits, then the topk largest probabilities in descending order (ties to the
+// lower expert, as the scalar backend), optionally divided by their sum. values f32 [T, topk],
+// indices i32 [T, topk].
+extern "C" __global__ void moe_router_topk(const float* x, const uint4* w, int H, int E, int topk, int normalize,
+                                           float* values, int* indices) {
+    extern __shared__ float smem[];
+    float* xs = smem;       // [H]
+    float* lg = smem + H;   // [E]
+    __shared__ float red[32];
+    __shared__ int redi[32];
+    int t = blockIdx.x;
+    int lane = threadIdx.x & 31;
+    int warp = threadIdx.x >> 5;
+    int warps = blockDim.x >> 5;
+    for (int c = threadIdx.x; c < H; c += blockDim.x) xs[c] = x[(i64) t * H + c];
+    __syncthreads();
+    int units = H / 8;
+    for (int e = warp; e < E; e += warps) {
+        const uint4* row = w + (i64) e * units;
+        float acc = 0.0f;
+        for (int u = lane; u < units; u += 32) {
+            uint4 q = row[u];
+            u32 words[4] = {q.x, q.y, q.z, q.w};
+            const float* xr = xs + u * 8;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                acc += __uint_as_float(words[j] << 16) * xr[2 * j] + __uint_as_float(words[j] & 0xffff0000u) * xr[2 * j + 1];
+            }
+        }
+        acc = warp_sum(acc);
+        if (lane == 0) lg[e] = acc;
+    }
+    __syncthreads();
+    float m = -ORBIT_INF;
+    for (int e = threadIdx.x; e < E; e += blockDim.x) m = fmaxf(m, lg[e]);
+    m = block_max(m, red);
+    float s = 0.0f;
+    for (int e = threadIdx.x; e < E; e += blockDim.x) s += expf(lg[e] - m);
+    s = block_sum(s, red);
+    float inv = 1.0f / s;
+    for (int e = threadIdx.x; e < E; e += blockDim.x) lg[e] = expf(lg[e] - m) * inv;
+    __syncthreads();
+    float picked = 0.0f;
+    for (int j = 0; j < topk; j++) {
+        float bv = -ORBIT_INF;
+        int bi = 0x7fffffff;
+        for (int e = threadIdx.x; e < E; e += blockDim.x) {
+            float v = lg[e];
+            if (v > bv || (v == bv && e < bi)) {
+                bv = v;
+                bi = e;
+            }
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (ov > bv || (ov == bv && oi < bi)) {
+                bv = ov;
+                bi = oi;
+            }
+        }
+        if (lane == 0) {
+            red[warp] = bv;
+            redi[warp] = bi;
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            for (int i = 1; i < warps; i++) {
+                if (red[i] > bv || (red[i] == bv && redi[i] < bi)) {
+                    bv = red[i];
+                    bi = redi[i];
+                }
+            }
+            values[(i64) t * topk + j] = bv;
+            indices[(i64) t * topk + j] = bi;
+            picked += bv;
+            lg[bi] = -ORBIT_INF; // taken
+        }
+        __syncthreads();
+    }
+    if (normalize && threadIdx.x == 0) {
+        float r = 1.0f / picked;
+        for (int j = 0; j < topk; j++) values[(i64) t * topk + j] *= r;
+    }
+}

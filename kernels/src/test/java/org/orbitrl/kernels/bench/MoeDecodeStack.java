@@ -31,7 +31,8 @@ import java.util.regex.Pattern;
  *
  * <p>One decode step ({@link #step}) for B sequences: embedding of the last token ids, per layer
  * rmsnorm, the fused q/k/v GEMM, q/k head norms + rope + cache append in one launch, paged decode
- * attention, o GEMM and residual, rmsnorm, router GEMM, softmax, top-k, routed experts (gate, up, SwiGLU, down;
+ * attention, o GEMM and residual, rmsnorm, router (GEMM, softmax, normalised top-k in one
+ * launch), routed experts (gate, up, SwiGLU, down;
  * per-pair GEMV at B = 1, device-grouped GEMV above), weighted combine into the residual; final
  * norm, lm_head, argmax into the token ids. It issues stream work only, so it can be captured in
  * a CUDA graph; {@link #setPosition} (host to device copies) goes between steps.
@@ -70,7 +71,7 @@ public final class MoeDecodeStack implements AutoCloseable {
             return params / 2 + params / 32 * 2;
         }
 
-        /** Bytes of the bf16 weights every token reads: attention, router, norms excluded. */
+        /** Bytes of the bf16 weights every token reads per layer: attention and router (norms left out). */
         public long denseLayerBytes() {
             long q = (long) heads * headDim * hidden;
             long kv = 2L * kvHeads * headDim * hidden;
@@ -102,7 +103,6 @@ public final class MoeDecodeStack implements AutoCloseable {
     private final Tensor q;         // f32 [B, Hq, D]
     private final Tensor attn;      // f32 [B, Hq, D]
     private final Tensor o;         // f32 [B, H]
-    private final Tensor routerLogits; // f32 [B, E]
     private final Tensor topv;      // f32 [B, topk]
     private final Tensor topi;      // i32 [B, topk]
     private final Tensor gate;      // f32 [B·topk, I]
@@ -172,7 +172,6 @@ public final class MoeDecodeStack implements AutoCloseable {
         this.q = alloc(MemoryCategory.ACTIVATIONS, DType.F32, batch, s.heads(), hd);
         this.attn = alloc(MemoryCategory.ACTIVATIONS, DType.F32, batch, s.heads(), hd);
         this.o = alloc(MemoryCategory.ACTIVATIONS, DType.F32, batch, s.hidden());
-        this.routerLogits = alloc(MemoryCategory.ACTIVATIONS, DType.F32, batch, s.experts());
         this.topv = alloc(MemoryCategory.ACTIVATIONS, DType.F32, batch, s.topk());
         this.topi = alloc(MemoryCategory.ACTIVATIONS, DType.I32, batch, s.topk());
         this.gate = alloc(MemoryCategory.ACTIVATIONS, DType.F32, pairs, s.expertWidth());
@@ -255,9 +254,7 @@ public final class MoeDecodeStack implements AutoCloseable {
             gpu.matmul(attn.reshape(batch, (long) s.heads() * hd), L.ow, o);
             gpu.add(x, o, x);
             gpu.rmsNorm(x, L.postNorm, eps, h);
-            gpu.matmul(h, L.router, routerLogits);
-            gpu.softmax(routerLogits);
-            gpu.topk(routerLogits, s.topk(), topv, topi);
+            gpu.moeRouterTopk(h, L.router, s.topk(), true, topv, topi);
             if (batch == 1) {
                 gpu.moeMatmulQuantized(h, L.gate, s.experts(), topi, gate);
                 gpu.moeMatmulQuantized(h, L.up, s.experts(), topi, up);
@@ -270,7 +267,7 @@ public final class MoeDecodeStack implements AutoCloseable {
                 gpu.swiglu(gate, up, act);
                 gpu.moeMatmulGrouped(act, L.down, routing, down);
             }
-            gpu.moeCombine(down, topv, true, x, true);
+            gpu.moeCombine(down, topv, false, x, true);
         }
         gpu.rmsNorm(x, finalNorm, eps, h);
         gpu.matmul(h, lmHead, logits);

@@ -16,7 +16,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * Mixture-of-experts products for every token count against references computed here from the
  * format classes' own dequantization: the device routing (exact counting-sort result), the grouped
  * GEMV (|err| ≤ 1e-6 + 1e-5·Σ|x·w|), and the expert-chunked cuBLAS path forward and input-gradient
- * (x and w rounded to bf16: |err| ≤ 1e-5 + 2⁻⁷·Σ|x·w|). Ragged routing: skewed expert choice, so
+ * (x and w rounded to bf16: |err| ≤ 1e-5 + 2⁻⁷·Σ|x·w|), and the one-launch router against the
+ * scalar backend's matmul, softmax and top-k (indices exact, values |err| ≤ 1e-7 + 1e-5·|ref|). Ragged routing: skewed expert choice, so
  * some experts get many pairs, some one, some none.
  */
 class CudaMoeGroupedTest extends CudaTestBase {
@@ -142,6 +143,44 @@ class CudaMoeGroupedTest extends CudaTestBase {
                 }
             } finally {
                 gpu.free(dw);
+            }
+        }
+    }
+
+    @Test
+    void routerMatchesMatmulSoftmaxTopk() {
+        SplittableRandom r = rng(94);
+        int tokens = 5;
+        int h = 512;
+        for (int experts : new int[]{64, 300}) {
+            for (boolean normalize : new boolean[]{false, true}) {
+                int topk = 8;
+                Tensor x = randn(r, 1f, tokens, h);
+                Tensor w = Tensor.of(bf16Round(randn(r, 0.2f, experts, h).toFloatArray()), experts, h).to(DType.BF16);
+                Tensor logits = Tensor.allocate(java.lang.foreign.Arena.ofAuto(), DType.F32, tokens, experts);
+                cpu.matmul(x, w, logits);
+                cpu.softmax(logits);
+                Tensor refV = Tensor.allocate(java.lang.foreign.Arena.ofAuto(), DType.F32, tokens, topk);
+                Tensor refI = Tensor.allocate(java.lang.foreign.Arena.ofAuto(), DType.I32, tokens, topk);
+                cpu.topk(logits, topk, refV, refI);
+                float[] rv = refV.toFloatArray();
+                if (normalize) {
+                    for (int t = 0; t < tokens; t++) {
+                        float s = 0;
+                        for (int j = 0; j < topk; j++) {
+                            s += rv[t * topk + j];
+                        }
+                        for (int j = 0; j < topk; j++) {
+                            rv[t * topk + j] /= s;
+                        }
+                    }
+                }
+                Tensor v = poisoned(DType.F32, tokens, topk);
+                Tensor i = poisoned(DType.I32, tokens, topk);
+                gpu.moeRouterTopk(dev(x), dev(w), topk, normalize, v, i);
+                String what = "moeRouterTopk E=" + experts + (normalize ? " normalised" : "");
+                assertExact(what + " indices", refI.toLongArray(), gpu.toHost(i).toLongArray());
+                assertClose(what + " values", rv, gpu.toHost(v).toFloatArray(), 1e-7, 1e-5);
             }
         }
     }

@@ -218,6 +218,16 @@ public final class CudaBackend implements Backend {
         matmulOps.matmul(x, w, y);
     }
 
+    /**
+     * {@code y += x · wᵀ} for a bf16 weight (x, y f32): a residual add folded into the projection, one
+     * launch up to 16 rows (the GEMV, exact weights, f32 accumulation), else cuBLAS with β = 1 on
+     * bf16-rounded x.
+     */
+    public void matmulAccumulate(Tensor x, Tensor w, Tensor y) {
+        ctx.device.bind();
+        matmulOps.matmulAccumulate(x, w, y);
+    }
+
     @Override
     public void matmulQuantized(Tensor x, QuantizedTensor w, Tensor y) {
         ctx.device.bind();

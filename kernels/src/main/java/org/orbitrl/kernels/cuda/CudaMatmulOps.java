@@ -74,7 +74,7 @@ final class CudaMatmulOps {
             case F32 -> ctx.cublas.gemm(CudaAllocator.address(x), CudaAllocator.address(w), CudaAllocator.address(y), m, n, k, false);
             case BF16 -> {
                 if (QGEMV && m <= QGEMV_MAX_ROWS && k % 8 == 0 && aligned16(x, w)) {
-                    qgemv.launchBf16(x, w, y, m, n, k);
+                    qgemv.launchBf16(x, w, y, m, n, k, false);
                 } else if (m <= GEMV_MAX_ROWS && k % 8 == 0 && aligned16(x, w)) {
                     ctx.launch(gemvBf16, gemvGrid(n), GEMV_BLOCK, x, w, y, m, n, k);
                 } else {
@@ -82,6 +82,32 @@ final class CudaMatmulOps {
                 }
             }
             default -> throw new IllegalArgumentException("matmul: weight must be f32 or bf16, got " + w);
+        }
+    }
+
+    /**
+     * {@code y += x · wᵀ} (x, y f32, w bf16 [n, k]): the GEMV with the add folded in up to
+     * {@value #QGEMV_MAX_ROWS} rows, else cuBLAS with β = 1 on bf16-rounded x.
+     */
+    void matmulAccumulate(Tensor x, Tensor w, Tensor y) {
+        ctx.devContiguous("matmulAccumulate x", x, DType.F32);
+        ctx.devContiguous("matmulAccumulate y", y, DType.F32);
+        ctx.devContiguous("matmulAccumulate w", w, DType.BF16);
+        int k = x.size(-1);
+        int m = CudaContext.rows(x);
+        if (w.rank() != 2 || w.dim(1) != k || y.size(-1) != w.dim(0) || CudaContext.rows(y) != m) {
+            throw new IllegalArgumentException("matmulAccumulate: x " + x + " · wᵀ " + w + " -> y " + y + " do not agree");
+        }
+        int n = w.size(0);
+        if (m == 0 || n == 0) {
+            return;
+        }
+        if (m <= QGEMV_MAX_ROWS && k % 8 == 0 && aligned16(x, w)) {
+            qgemv.launchBf16(x, w, y, m, n, k, true);
+        } else {
+            Tensor xb = ctx.scratch(CudaContext.Scratch.X_BF16, DType.BF16, (long) m * k); // [m, k]
+            rows.toBf16(x, xb, (long) m * k);
+            ctx.cublas.gemmAccumulate(CudaAllocator.address(xb), CudaAllocator.address(w), CudaAllocator.address(y), m, n, k);
         }
     }
 

@@ -47,14 +47,14 @@ final class CudaQgemv {
 
     /**
      * {@code y[M, N] = x[M, K] · wᵀ} for dense bf16 w (K a multiple of 8, 16-byte aligned x and w), f32
-     * x and y: the same work split as the quantized kernels, 8 weights a load.
+     * x and y: the same work split as the quantized kernels, 8 weights a load; {@code accumulate} adds into y.
      */
-    void launchBf16(Tensor x, Tensor w, Tensor y, int m, int n, int k) {
+    void launchBf16(Tensor x, Tensor w, Tensor y, int m, int n, int k, boolean accumulate) {
         Kernel kernel = bf16Kernels.get(chunkFor(Math.min(m, MAX_CHUNK)));
         int lanes = lanesFor(k / 8);
         int rowsPerWarp = 32 / lanes * ROWS_PER_SET;
         int warps = warpsFor(n, rowsPerWarp, 1);
-        ctx.launch(kernel, ceilDiv(n, (long) warps * rowsPerWarp), 32 * warps, x, m, w, y, n, k, lanes);
+        ctx.launch(kernel, ceilDiv(n, (long) warps * rowsPerWarp), 32 * warps, x, m, w, y, n, k, lanes, accumulate ? 1 : 0);
     }
 
     /** Warps per block (4, 2 or 1): fewer when the grid would otherwise have under two blocks per SM. */

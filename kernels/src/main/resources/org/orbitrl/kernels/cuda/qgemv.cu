@@ -221,10 +221,10 @@ QG_FORMAT(nvfp4, QF_NVFP4)
 
 // Dense bf16 weights [N, K] (K a multiple of 8), f32 x [M, K], f32 y [M, N]: the same work split, a
 // 16-byte load being 8 weights; the weights of QG_R rows are widened to f32 once per load and used
-// for every x row of the chunk.
+// for every x row of the chunk. accumulate: y += x . w^T (a residual add folded into the product).
 template <int MT>
 __device__ __forceinline__ void bgemv(const float* __restrict__ x, int M, const uint4* __restrict__ w, float* y, int N, int K,
-                                      int L) {
+                                      int L, int accumulate) {
     int G = K / 8;
     int sub = threadIdx.x & (L - 1);
     int set = ((int) blockIdx.x * (int) blockDim.x + (int) threadIdx.x) / L;
@@ -275,7 +275,10 @@ __device__ __forceinline__ void bgemv(const float* __restrict__ x, int M, const 
             for (int m = 0; m < MT; m++) {
                 float v = acc[r][m];
                 for (int o = L >> 1; o > 0; o >>= 1) v += __shfl_xor_sync(mask, v, o);
-                if (sub == 0 && row0 + r < N && c0 + m < M) y[(i64) (c0 + m) * N + row0 + r] = v;
+                if (sub == 0 && row0 + r < N && c0 + m < M) {
+                    float* o = y + (i64) (c0 + m) * N + row0 + r;
+                    *o = accumulate ? *o + v : v;
+                }
             }
         }
     }
@@ -283,8 +286,8 @@ __device__ __forceinline__ void bgemv(const float* __restrict__ x, int M, const 
 
 #define BG_KERNEL(MT)                                                                                                  \
     extern "C" __global__ void __launch_bounds__(128) bgemv_m##MT(const float* x, int M, const uint4* w, float* y,     \
-                                                                  int N, int K, int L) {                               \
-        bgemv<MT>(x, M, w, y, N, K, L);                                                                                \
+                                                                  int N, int K, int L, int accumulate) {               \
+        bgemv<MT>(x, M, w, y, N, K, L, accumulate);                                                                    \
     }
 BG_KERNEL(1)
 BG_KERNEL(4)

@@ -31,7 +31,7 @@ import java.util.regex.Pattern;
  *
  * <p>One decode step ({@link #step}) for B sequences: embedding of the last token ids, per layer
  * rmsnorm, the fused q/k/v GEMM, q/k head norms + rope + cache append in one launch, paged decode
- * attention, o GEMM and residual, rmsnorm, router (GEMM, softmax, normalised top-k in one
+ * attention, o GEMM with the residual add folded in, rmsnorm, router (GEMM, softmax, normalised top-k in one
  * launch), routed experts (gate, up, SwiGLU, down;
  * per-pair GEMV at B = 1, device-grouped GEMV above), weighted combine into the residual; final
  * norm, lm_head, argmax into the token ids. It issues stream work only, so it can be captured in
@@ -102,7 +102,6 @@ public final class MoeDecodeStack implements AutoCloseable {
     private final Tensor qkv;       // f32 [B, (Hq + 2·Hkv)·D], the fused projection
     private final Tensor q;         // f32 [B, Hq, D]
     private final Tensor attn;      // f32 [B, Hq, D]
-    private final Tensor o;         // f32 [B, H]
     private final Tensor topv;      // f32 [B, topk]
     private final Tensor topi;      // i32 [B, topk]
     private final Tensor gate;      // f32 [B·topk, I]
@@ -171,7 +170,6 @@ public final class MoeDecodeStack implements AutoCloseable {
         this.qkv = alloc(MemoryCategory.ACTIVATIONS, DType.F32, batch, (long) (s.heads() + 2 * s.kvHeads()) * hd);
         this.q = alloc(MemoryCategory.ACTIVATIONS, DType.F32, batch, s.heads(), hd);
         this.attn = alloc(MemoryCategory.ACTIVATIONS, DType.F32, batch, s.heads(), hd);
-        this.o = alloc(MemoryCategory.ACTIVATIONS, DType.F32, batch, s.hidden());
         this.topv = alloc(MemoryCategory.ACTIVATIONS, DType.F32, batch, s.topk());
         this.topi = alloc(MemoryCategory.ACTIVATIONS, DType.I32, batch, s.topk());
         this.gate = alloc(MemoryCategory.ACTIVATIONS, DType.F32, pairs, s.expertWidth());
@@ -251,8 +249,7 @@ public final class MoeDecodeStack implements AutoCloseable {
             gpu.matmul(h, L.qkvw, qkv);
             gpu.qkvPrep(qkv, s.heads(), s.kvHeads(), hd, hd, L.qNorm, L.kNorm, eps, positions, rope, q, L.kCache, L.vCache, slots);
             gpu.pagedDecodeAttention(q, L.kCache, L.vCache, tables, lens, blockSize, s.kvHeads(), attn, spec);
-            gpu.matmul(attn.reshape(batch, (long) s.heads() * hd), L.ow, o);
-            gpu.add(x, o, x);
+            gpu.matmulAccumulate(attn.reshape(batch, (long) s.heads() * hd), L.ow, x); // o projection + residual
             gpu.rmsNorm(x, L.postNorm, eps, h);
             gpu.moeRouterTopk(h, L.router, s.topk(), true, topv, topi);
             if (batch == 1) {

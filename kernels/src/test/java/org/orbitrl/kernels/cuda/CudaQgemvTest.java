@@ -12,7 +12,8 @@ import java.util.SplittableRandom;
  * The fused dequantize-GEMV ({@code qgemv.cu}) in dense mode against the scalar backend's
  * {@code matmulQuantized}: every format, f32 and bf16 x, row counts 1..20 (each compile-time chunk,
  * ragged chunks and more rows than one chunk), K giving 8-, 16- and 32-lane sets, and N not a
- * multiple of the 4 rows a set computes; and the dense bf16-weight GEMV behind {@code matmul} up to 16 rows. Tolerance |err| ≤ 1e-6 + 1e-5·Σ|x·w| (f32 accumulation of
+ * multiple of the 4 rows a set computes; the dense bf16-weight GEMV behind {@code matmul} up to 16 rows; and
+ * {@code matmulAccumulate} (y += x·wᵀ) on both of its paths. Tolerance |err| ≤ 1e-6 + 1e-5·Σ|x·w| (f32 accumulation of
  * exact weight values; the bf16 case multiplies the bf16-rounded x on the reference side too).
  */
 class CudaQgemvTest extends CudaTestBase {
@@ -67,6 +68,35 @@ class CudaQgemvTest extends CudaTestBase {
                 }
                 assertWithin("matmul bf16 w M=" + m + " N=" + n + " K=" + k, ref.toFloatArray(), gpu.toHost(y).toFloatArray(), tol);
             }
+        }
+    }
+
+    @Test
+    void accumulatingProductAddsIntoY() {
+        SplittableRandom r = rng(73);
+        int n = 90;
+        int k = 256;
+        float[] wf = bf16Round(randn(r, 0.1f, n, k).toFloatArray());
+        Tensor w = Tensor.of(wf, n, k).to(DType.BF16);
+        Tensor dw = dev(w);
+        for (int m : new int[]{1, 7, 16, 40}) {
+            float[] xv = randn(r, 1f, m, k).toFloatArray();
+            float[] y0 = randn(r, 3f, m, n).toFloatArray();
+            Tensor prod = Tensor.allocate(Arena.ofAuto(), DType.F32, m, n);
+            cpu.matmul(Tensor.of(xv, m, k), w, prod);
+            float[] ref = prod.toFloatArray();
+            for (int i = 0; i < ref.length; i++) {
+                ref[i] += y0[i];
+            }
+            Tensor y = dev(Tensor.of(y0, m, n));
+            gpu.matmulAccumulate(dev(Tensor.of(xv, m, k)), dw, y);
+            double[] a = absDot(xv, wf, m, n, k);
+            double rel = m <= CudaMatmulOps.QGEMV_MAX_ROWS ? 1e-5 : 1.0 / 256; // beyond 16 rows x is rounded to bf16
+            double[] tol = new double[a.length];
+            for (int i = 0; i < a.length; i++) {
+                tol[i] = 1e-6 + 1e-6 * Math.abs(ref[i]) + rel * a[i];
+            }
+            assertWithin("matmulAccumulate M=" + m, ref, gpu.toHost(y).toFloatArray(), tol);
         }
     }
 

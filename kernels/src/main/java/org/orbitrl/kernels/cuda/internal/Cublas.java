@@ -57,6 +57,14 @@ public final class Cublas implements AutoCloseable {
                 bf16 ? "bf16 x bf16 -> f32" : "f32 x f32 -> f32");
     }
 
+    /** {@code y[M, N] += x[M, K] · w[N, K]ᵀ}, bf16 x and w, f32 y and accumulation (β = 1). */
+    public void gemmAccumulate(long x, long w, long y, int m, int n, int k) {
+        int err = cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, one,
+                new DevicePointer(w), CUDA_R_16BF, k, new DevicePointer(x), CUDA_R_16BF, k, one,
+                new DevicePointer(y), CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        CudaCheck.cublas(err, "cublasGemmEx (accumulate)", "x [" + m + ", " + k + "]", "w [" + n + ", " + k + "]", "bf16 x bf16 + f32 -> f32");
+    }
+
     /**
      * {@code y[M, N] = a[M, K] · b[K, N]} (no transpose; row-major), f32 output and accumulation;
      * {@code bf16} selects bf16 a and b. Column-major this is {@code yᵀ = bᵀ · aᵀ}:

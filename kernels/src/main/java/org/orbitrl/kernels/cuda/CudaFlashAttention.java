@@ -165,9 +165,10 @@ final class CudaFlashAttention {
                     + hkv + " kv heads, blocks of " + blockSize + "), tables " + tables + ", lens " + lens + ", out " + out
                     + " do not agree");
         }
-        if (d > MAX_DIM || dv > MAX_DIM || d % 4 != 0 || dv % 4 != 0 || q.strides()[0] % 4 != 0 || q.strides()[1] % 4 != 0) {
+        if (d > MAX_DIM || dv > MAX_DIM || d % 4 != 0 || dv % 4 != 0 || q.strides()[0] % 4 != 0 || q.strides()[1] % 4 != 0
+                || CudaAllocator.address(kCache) % 16 != 0 || CudaAllocator.address(vCache) % 16 != 0) {
             throw new IllegalArgumentException("pagedDecodeAttention: head dims " + d + "/" + dv
-                    + " must be multiples of 4 up to " + MAX_DIM + " with 16-byte aligned q rows");
+                    + " must be multiples of 4 up to " + MAX_DIM + ", with 16-byte aligned q rows and caches");
         }
         Tensor sinks = spec.sinks();
         if (sinks != null) {

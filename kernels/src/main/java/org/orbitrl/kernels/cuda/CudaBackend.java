@@ -2,6 +2,7 @@ package org.orbitrl.kernels.cuda;
 
 import org.orbitrl.kernels.AttentionSpec;
 import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.RopeTable;
 import org.orbitrl.kernels.Tensor;
@@ -306,7 +307,7 @@ public final class CudaBackend implements Backend {
     public void gemvQuantized(Tensor x, QuantizedTensor w, Tensor y) {
         ctx.device.bind();
         ctx.devContiguous("gemvQuantized x", x, null);
-        ctx.devContiguous("gemvQuantized y", y, org.orbitrl.kernels.DType.F32);
+        ctx.devContiguous("gemvQuantized y", y, DType.F32);
         QuantLayout layout = QuantLayout.of(w, ctx);
         int k = x.size(-1);
         int m = CudaContext.rows(x);

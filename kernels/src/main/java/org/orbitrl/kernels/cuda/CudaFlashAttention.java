@@ -7,6 +7,8 @@ import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.internal.Kernel;
 import org.orbitrl.kernels.cuda.internal.Launcher;
 
+import java.util.function.Function;
+
 /**
  * The tiled attention kernels of {@code flash_attention.cu}: causal prefill (16 queries of one head
  * per block sharing key/value tiles staged in shared memory, online softmax) and decode over the
@@ -28,9 +30,9 @@ final class CudaFlashAttention {
     private final Kernel combine;
     private final Kernel kvWrite;
     private final Kernel prep;
-    private final java.util.function.Function<RopeTable, Tensor[]> ropeTables; // {cos, sin} on the device
+    private final Function<RopeTable, Tensor[]> ropeTables; // {cos, sin} on the device
 
-    CudaFlashAttention(CudaContext ctx, java.util.function.Function<RopeTable, Tensor[]> ropeTables) {
+    CudaFlashAttention(CudaContext ctx, Function<RopeTable, Tensor[]> ropeTables) {
         this.ctx = ctx;
         this.ropeTables = ropeTables;
         this.prep = ctx.kernel("flash_attention", "qkv_prep_f32");

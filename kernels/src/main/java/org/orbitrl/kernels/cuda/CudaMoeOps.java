@@ -3,11 +3,16 @@ package org.orbitrl.kernels.cuda;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cuda.internal.DevicePointer;
 import org.orbitrl.kernels.cuda.internal.Kernel;
 import org.orbitrl.kernels.quant.QuantizedTensor;
 
+import java.lang.foreign.Arena;
 import java.util.ArrayList;
 import java.util.List;
+
+import static org.bytedeco.cuda.global.cudart.cudaMemcpyAsync;
+import static org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToHost;
 
 /**
  * Mixture-of-experts products on the device, for every token count:
@@ -181,9 +186,12 @@ final class CudaMoeOps {
             }
         }
         int c = Math.min(chunkExperts, active.size());
-        Tensor xs = grow(0, DType.BF16, (long) pairs * inCols);    // [pairs, inCols] grouped by expert
-        Tensor ys = grow(1, DType.F32, (long) pairs * outCols);    // [pairs, outCols] grouped by expert
-        Tensor wb = grow(2, DType.BF16, (long) c * n * k);         // [c, n, k]
+        rowsIn = grown(rowsIn, MemoryCategory.ACTIVATIONS, DType.BF16, (long) pairs * inCols);
+        rowsOut = grown(rowsOut, MemoryCategory.ACTIVATIONS, DType.F32, (long) pairs * outCols);
+        dequant = grown(dequant, MemoryCategory.DEQUANT_BUFFERS, DType.BF16, (long) c * n * k);
+        Tensor xs = rowsIn.slice(0, 0, (long) pairs * inCols);    // [pairs, inCols] grouped by expert
+        Tensor ys = rowsOut.slice(0, 0, (long) pairs * outCols);  // [pairs, outCols] grouped by expert
+        Tensor wb = dequant.slice(0, 0, (long) c * n * k);        // [c, n, k]
         long total = (long) pairs * inCols;
         ctx.launch(gather, ctx.gridFor(total, 256), 256, in, div, r.order(), xs, pairs, inCols);
         for (int start = 0; start < active.size(); start += c) {
@@ -208,14 +216,13 @@ final class CudaMoeOps {
         ctx.launch(scatter, ctx.gridFor(outTotal, 256), 256, ys, r.order(), out, pairs, outCols);
     }
 
+    /** The routing's offsets [E + 1] on the host (waits for the stream). */
     private int[] hostOffsets(MoeRouting r) {
         Tensor dev = r.offsets();
-        Tensor host = Tensor.allocate(java.lang.foreign.Arena.ofAuto(), DType.I32, dev.shape());
+        Tensor host = Tensor.allocate(Arena.ofAuto(), DType.I32, dev.shape()); // [E + 1]
         ctx.device.bind();
-        CudaCheck.check(org.bytedeco.cuda.global.cudart.cudaMemcpyAsync(
-                new org.orbitrl.kernels.cuda.internal.DevicePointer(CudaAllocator.address(host)),
-                new org.orbitrl.kernels.cuda.internal.DevicePointer(CudaAllocator.address(dev)), dev.byteSize(),
-                org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToHost, ctx.stream.handle()), "cudaMemcpyAsync routing offsets");
+        CudaCheck.check(cudaMemcpyAsync(new DevicePointer(CudaAllocator.address(host)), new DevicePointer(CudaAllocator.address(dev)),
+                dev.byteSize(), cudaMemcpyDeviceToHost, ctx.stream.handle()), "cudaMemcpyAsync routing offsets");
         ctx.stream.synchronize();
         long[] v = host.toLongArray();
         int[] out = new int[v.length];
@@ -240,22 +247,14 @@ final class CudaMoeOps {
                 s.scales().slice(0, e * scaleRows, (e + 1) * scaleRows), zeros, s.globalScale());
     }
 
-    private Tensor grow(int which, DType dtype, long elements) {
-        Tensor t = which == 0 ? rowsIn : which == 1 ? rowsOut : dequant;
-        if (t == null || t.numel() < elements) {
-            if (t != null) {
-                ctx.allocator.free(t);
-            }
-            t = ctx.allocator.allocate(which == 2 ? MemoryCategory.DEQUANT_BUFFERS : MemoryCategory.ACTIVATIONS, dtype,
-                    Math.max(elements, 1024));
-            if (which == 0) {
-                rowsIn = t;
-            } else if (which == 1) {
-                rowsOut = t;
-            } else {
-                dequant = t;
-            }
+    /** {@code current} if it holds {@code elements}, else a new buffer (the old one freed). */
+    private Tensor grown(Tensor current, MemoryCategory category, DType dtype, long elements) {
+        if (current != null && current.numel() >= elements) {
+            return current;
         }
-        return t.slice(0, 0, elements);
+        if (current != null) {
+            ctx.allocator.free(current);
+        }
+        return ctx.allocator.allocate(category, dtype, Math.max(elements, 1024));
     }
 }

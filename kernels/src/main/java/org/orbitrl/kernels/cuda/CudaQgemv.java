@@ -41,13 +41,14 @@ final class CudaQgemv {
             }
         }
         for (int mt : new int[]{1, 4, 8, 16}) {
-            bf16Kernels.put(mt, ctx.kernel("qgemv", "bgemv_m" + mt));
+            bf16Kernels.put(mt, ctx.kernel("bgemv", "bgemv_m" + mt));
         }
     }
 
     /**
      * {@code y[M, N] = x[M, K] · wᵀ} for dense bf16 w (K a multiple of 8, 16-byte aligned x and w), f32
-     * x and y: the same work split as the quantized kernels, 8 weights a load; {@code accumulate} adds into y.
+     * x and y ({@code bgemv.cu}): the same work split as the quantized kernels, 8 weights a load;
+     * {@code accumulate} adds into y.
      */
     void launchBf16(Tensor x, Tensor w, Tensor y, int m, int n, int k, boolean accumulate) {
         Kernel kernel = bf16Kernels.get(chunkFor(Math.min(m, MAX_CHUNK)));

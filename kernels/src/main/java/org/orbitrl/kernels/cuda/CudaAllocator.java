@@ -96,6 +96,99 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         return Tensor.wrap(deviceSegment(address, bytes), dtype, shape);
     }
 
+    /** A device copy of host tensor {@code host} (or {@code host} itself when it already lives here). */
+    @Override
+    public Tensor upload(MemoryCategory category, Tensor host) {
+        if (owns(host)) {
+            return host;
+        }
+        Tensor dev = allocate(category, host.dtype(), host.shape());
+        copy(host, dev);
+        return dev;
+    }
+
+    /** A host copy of device tensor {@code t} (contiguous), after the stream's work; host tensors pass through. */
+    @Override
+    public Tensor toHost(Tensor t) {
+        if (!owns(t)) {
+            return t;
+        }
+        Tensor host = Tensor.allocate(Arena.ofAuto(), t.dtype(), t.shape());
+        copy(t, host);
+        return host;
+    }
+
+    /**
+     * Copies between host and device memory in any direction (host to host too), same shape. The
+     * device side must be contiguous; a host side of another dtype is converted on the host. A copy
+     * to the host waits for the stream; the others are issued on it.
+     */
+    @Override
+    public void copy(Tensor src, Tensor dst) {
+        if (!Arrays.equals(src.shape(), dst.shape())) {
+            throw new IllegalArgumentException("copy of " + src + " into " + dst + ": shapes differ");
+        }
+        boolean fromDevice = owns(src);
+        boolean toDevice = owns(dst);
+        if (!fromDevice && !toDevice) {
+            dst.copyFrom(src);
+            return;
+        }
+        if (fromDevice) {
+            src.requireContiguous("device copy source");
+        }
+        if (toDevice) {
+            dst.requireContiguous("device copy destination");
+        }
+        if (fromDevice && toDevice && src.dtype() != dst.dtype()) {
+            throw new IllegalArgumentException("device copy of " + src + " into " + dst + ": dtypes differ");
+        }
+        device.bind();
+        long bytes = dst.byteSize();
+        if (bytes == 0) {
+            return;
+        }
+        if (!fromDevice) {
+            Tensor h = src.dtype() == dst.dtype() ? src.contiguous() : src.to(dst.dtype());
+            if (!h.segment().isNative()) {
+                Tensor n = Tensor.allocate(Arena.ofAuto(), h.dtype(), h.shape());
+                n.copyFrom(h);
+                h = n;
+            }
+            // a pageable source is staged by the driver before the call returns
+            CudaCheck.check(cudaMemcpyAsync(new DevicePointer(address(dst)), new DevicePointer(address(h)), bytes,
+                    cudaMemcpyHostToDevice, stream.handle()), "cudaMemcpyAsync host->device", dst, bytes + " bytes");
+            java.lang.ref.Reference.reachabilityFence(h);
+        } else if (toDevice) {
+            CudaCheck.check(cudaMemcpyAsync(new DevicePointer(address(dst)), new DevicePointer(address(src)), bytes,
+                    cudaMemcpyDeviceToDevice, stream.handle()), "cudaMemcpyAsync device->device", dst, bytes + " bytes");
+        } else {
+            boolean direct = dst.isContiguous() && dst.segment().isNative() && dst.dtype() == src.dtype();
+            Tensor h = direct ? dst : Tensor.allocate(Arena.ofAuto(), src.dtype(), src.shape());
+            CudaCheck.check(cudaMemcpyAsync(new DevicePointer(address(h)), new DevicePointer(address(src)), src.byteSize(),
+                    cudaMemcpyDeviceToHost, stream.handle()), "cudaMemcpyAsync device->host", src, src.byteSize() + " bytes");
+            stream.synchronize();
+            if (!direct) {
+                dst.copyFrom(h);
+            }
+        }
+    }
+
+    /** Zeroes {@code t}: on the stream for a (contiguous) device tensor, directly for a host one. */
+    @Override
+    public void zero(Tensor t) {
+        if (!owns(t)) {
+            t.fill(0);
+            return;
+        }
+        t.requireContiguous("zero");
+        device.bind();
+        if (t.byteSize() > 0) {
+            CudaCheck.check(cudaMemsetAsync(new DevicePointer(address(t)), 0, t.byteSize(), stream.handle()),
+                    "cudaMemsetAsync", t, t.byteSize() + " bytes");
+        }
+    }
+
     /** Frees the allocation {@code t} was allocated as (t must be the whole allocation, not a view). */
     public synchronized void free(Tensor t) {
         long address = t.segment().address();

@@ -3,6 +3,7 @@ package org.orbitrl.kernels.cuda;
 import org.orbitrl.kernels.AttentionSpec;
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.OptimizerOps;
 import org.orbitrl.kernels.RopeTable;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.internal.DevicePointer;
@@ -40,6 +41,7 @@ public final class CudaBackend implements Backend {
     private final CudaTrainOps trainOps;
     private final CudaAttentionBackward attentionBackward;
     private final CudaExactOps exactOps;
+    private final CudaPolicyOps policyOps;
     private final boolean exact;
     private boolean closed;
 
@@ -70,6 +72,7 @@ public final class CudaBackend implements Backend {
         this.trainOps = new CudaTrainOps(ctx, rowOps, matmulOps);
         this.attentionBackward = new CudaAttentionBackward(ctx, attentionOps);
         this.exactOps = new CudaExactOps(ctx, matmulOps);
+        this.policyOps = new CudaPolicyOps(ctx);
         this.exact = exact;
         this.attentionOps.exact = exact;
     }
@@ -332,6 +335,32 @@ public final class CudaBackend implements Backend {
     public void zero(Tensor t) {
         ctx.device.bind();
         trainOps.zero(t);
+    }
+
+    @Override
+    public void tokenLogProbs(Tensor logits, Tensor rows, Tensor tokens, float temperature, Tensor out) {
+        ctx.device.bind();
+        policyOps.tokenLogProbs(logits, rows, tokens, temperature, out);
+    }
+
+    @Override
+    public void tokenLogProbsBackward(Tensor logits, Tensor rows, Tensor tokens, Tensor dLogp, float temperature,
+                                      Tensor dLogits) {
+        ctx.device.bind();
+        policyOps.tokenLogProbsBackward(logits, rows, tokens, dLogp, temperature, dLogits);
+    }
+
+    @Override
+    public void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, OptimizerOps.AdamWStep step) {
+        ctx.device.bind();
+        policyOps.adamw(param, grad, m, v, step);
+    }
+
+    /** Waits for the stream (the statistics come back to the host). */
+    @Override
+    public OptimizerOps.GradientStats gradientStats(Tensor grad) {
+        ctx.device.bind();
+        return policyOps.gradientStats(grad);
     }
 
     /**

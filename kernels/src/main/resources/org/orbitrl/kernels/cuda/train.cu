@@ -261,3 +261,132 @@ extern "C" __global__ void exact_matmul_f32(const float* x, const void* w, int w
         }
     }
 }
+
+// ---------------------------------------------------------------- optimizer
+// AdamW, one element per thread, every operation rounded on its own (no fused multiply-add), in
+// the order of the host implementation, so a device step equals the host step bit for bit.
+extern "C" __global__ void adamw_f32(float* p, const float* g, float* m, float* v, int clipped, float clip, float b1,
+                                     float omb1, float b2, float omb2, float decay, float stepSize, float bc2Sqrt,
+                                     float eps, i64 n) {
+    GRID_STRIDE(i, n) {
+        float gi = g[i];
+        if (clipped) gi = __fmul_rn(gi, clip);
+        float mi = __fadd_rn(__fmul_rn(b1, m[i]), __fmul_rn(omb1, gi));
+        float vi = __fadd_rn(__fmul_rn(b2, v[i]), __fmul_rn(omb2, __fmul_rn(gi, gi)));
+        float pi = __fmul_rn(p[i], decay);
+        float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), bc2Sqrt), eps);
+        pi = __fsub_rn(pi, __fmul_rn(stepSize, __fdiv_rn(mi, denom)));
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = pi;
+    }
+}
+
+// Block b covers elements [b*chunk, min(n, (b+1)*chunk)): out[2b] = the sum of their squares in
+// double (finite elements only; thread-strided partial sums, then a fixed tree over 256 threads),
+// out[2b+1] = the lowest index of a NaN or infinity among them, or -1. Launched with 256 threads.
+#define STATS_THREADS 256
+#define I64_MAX 0x7fffffffffffffffLL
+
+extern "C" __global__ void sumsq_nonfinite_f32(const float* x, i64 n, i64 chunk, i64* out) {
+    __shared__ double sh[STATS_THREADS];
+    __shared__ i64 shb[STATS_THREADS];
+    i64 lo = (i64) blockIdx.x * chunk;
+    i64 hi = lo + chunk < n ? lo + chunk : n;
+    double s = 0.0;
+    i64 first = I64_MAX;
+    for (i64 i = lo + threadIdx.x; i < hi; i += STATS_THREADS) {
+        float v = x[i];
+        if ((__float_as_uint(v) & 0x7f800000u) == 0x7f800000u) {
+            if (i < first) first = i;
+        } else {
+            s += (double) v * (double) v;
+        }
+    }
+    sh[threadIdx.x] = s;
+    shb[threadIdx.x] = first;
+    __syncthreads();
+    for (int w = STATS_THREADS / 2; w > 0; w >>= 1) {
+        if ((int) threadIdx.x < w) {
+            sh[threadIdx.x] += sh[threadIdx.x + w];
+            if (shb[threadIdx.x + w] < shb[threadIdx.x]) shb[threadIdx.x] = shb[threadIdx.x + w];
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        out[2 * blockIdx.x] = __double_as_longlong(sh[0]);
+        out[2 * blockIdx.x + 1] = shb[0] == I64_MAX ? -1 : shb[0];
+    }
+}
+
+// ---------------------------------------------------------------- policy log-probs
+// One block per i: out[i] = log softmax(logits[rows[i]] / T)[tokens[i]], computed as the host's
+// LogProbs.of: z = (x - max) / T in f32, the sum of exp(z) in double, (x_t - max)/T - log(sum)
+// rounded to f32. The sum is a fixed tree over the block, so the result depends on the row alone.
+#define LOGP_THREADS 256
+
+__device__ double block_sum_d(double v, double* sh) {
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (int w = LOGP_THREADS / 2; w > 0; w >>= 1) {
+        if ((int) threadIdx.x < w) sh[threadIdx.x] += sh[threadIdx.x + w];
+        __syncthreads();
+    }
+    double r = sh[0];
+    __syncthreads();
+    return r;
+}
+
+__device__ float row_max(const float* x, int v, float* shf) {
+    float m = -ORBIT_INF;
+    for (int k = threadIdx.x; k < v; k += LOGP_THREADS) m = fmaxf(m, x[k]);
+    return block_max(m, shf);
+}
+
+extern "C" __global__ void token_logprobs_f32(const float* logits, int v, const int* rows, const int* tokens, float t,
+                                              float* out, i64 nRows, int* err) {
+    __shared__ double sh[LOGP_THREADS];
+    __shared__ float shf[32];
+    int i = blockIdx.x;
+    int r = rows[i];
+    int tok = tokens[i];
+    if (r < 0 || r >= nRows || tok < 0 || tok >= v) {
+        if (threadIdx.x == 0) report_error(err, ERR_ROW_OUT_OF_RANGE, r < 0 || r >= nRows ? r : tok, i);
+        return;
+    }
+    const float* x = logits + (i64) r * v;
+    float m = row_max(x, v, shf);
+    double s = 0.0;
+    for (int k = threadIdx.x; k < v; k += LOGP_THREADS) s += exp((double) __fdiv_rn(__fsub_rn(x[k], m), t));
+    s = block_sum_d(s, sh);
+    if (threadIdx.x == 0) out[i] = (float) ((double) __fdiv_rn(__fsub_rn(x[tok], m), t) - log(s));
+}
+
+// One block per i with dlogp[i] != 0: d[rows[i], k] += (float) (-g * p_k / T) for every k, then
+// d[rows[i], tokens[i]] += g / T, with p = softmax(logits[rows[i]] / T) as above. Rows are distinct.
+extern "C" __global__ void logprob_backward_f32(const float* logits, int v, const int* rows, const int* tokens,
+                                                const float* dlogp, float t, float* d, i64 nRows, int* err) {
+    __shared__ double sh[LOGP_THREADS];
+    __shared__ float shf[32];
+    int i = blockIdx.x;
+    float g = dlogp[i];
+    if (g == 0.0f) return;
+    int r = rows[i];
+    int tok = tokens[i];
+    if (r < 0 || r >= nRows || tok < 0 || tok >= v) {
+        if (threadIdx.x == 0) report_error(err, ERR_ROW_OUT_OF_RANGE, r < 0 || r >= nRows ? r : tok, i);
+        return;
+    }
+    const float* x = logits + (i64) r * v;
+    float* dr = d + (i64) r * v;
+    float m = row_max(x, v, shf);
+    double s = 0.0;
+    for (int k = threadIdx.x; k < v; k += LOGP_THREADS) s += exp((double) __fdiv_rn(__fsub_rn(x[k], m), t));
+    s = block_sum_d(s, sh);
+    for (int k = threadIdx.x; k < v; k += LOGP_THREADS) {
+        double p = exp((double) __fdiv_rn(__fsub_rn(x[k], m), t)) / s;
+        dr[k] = __fadd_rn(dr[k], (float) (-(double) g * p / (double) t));
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) dr[tok] = __fadd_rn(dr[tok], __fdiv_rn(g, t));
+}

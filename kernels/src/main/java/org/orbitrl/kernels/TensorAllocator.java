@@ -12,6 +12,11 @@ public interface TensorAllocator {
     // The four methods below move values between host memory and this allocator's memory. Host
     // allocators keep their defaults (their memory is host memory); a device allocator overrides them.
 
+    /** True when this allocator's tensors are host memory the host may read and write directly. */
+    default boolean hostMemory() {
+        return true;
+    }
+
     /** A tensor of this allocator's memory holding {@code host}'s values: {@code host} itself where that is already so. */
     default Tensor upload(MemoryCategory category, Tensor host) {
         return host;

@@ -96,6 +96,12 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         return Tensor.wrap(deviceSegment(address, bytes), dtype, shape);
     }
 
+    /** Device memory: never read or written by the host directly. */
+    @Override
+    public boolean hostMemory() {
+        return false;
+    }
+
     /** A device copy of host tensor {@code host} (or {@code host} itself when it already lives here). */
     @Override
     public Tensor upload(MemoryCategory category, Tensor host) {

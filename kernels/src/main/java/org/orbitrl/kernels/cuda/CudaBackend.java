@@ -81,7 +81,9 @@ public final class CudaBackend implements Backend {
      * Exact mode: matmul, matmulQuantized and attention compute each row with one fixed kernel and
      * reduction order that do not depend on how many rows share the call, so a token's logits from
      * a one-token decode step equal bit for bit those of a whole-sequence training forward (the
-     * normalisation, softmax and elementwise kernels are row-local in both modes).
+     * normalisation, softmax and elementwise kernels are row-local in both modes). The activation
+     * gradients through frozen weights are then taken in f32 on the exact weight values too
+     * (nothing rounded to bf16).
      */
     public boolean exact() {
         return exact;
@@ -267,13 +269,21 @@ public final class CudaBackend implements Backend {
     @Override
     public void matmulTransposed(Tensor dy, Tensor w, Tensor dx) {
         ctx.device.bind();
-        trainOps.matmulTransposed(dy, w, dx);
+        if (exact) {
+            trainOps.matmulTransposedF32(dy, w, null, dx);
+        } else {
+            trainOps.matmulTransposed(dy, w, dx);
+        }
     }
 
     @Override
     public void matmulQuantizedTransposed(Tensor dy, QuantizedTensor w, Tensor dx) {
         ctx.device.bind();
-        trainOps.matmulQuantizedTransposed(dy, w, dx);
+        if (exact) {
+            trainOps.matmulTransposedF32(dy, null, w, dx);
+        } else {
+            trainOps.matmulQuantizedTransposed(dy, w, dx);
+        }
     }
 
     @Override

@@ -30,6 +30,7 @@ final class CudaTrainOps {
     private final Kernel scatterAdd;
     private final Kernel rmsNormBackward;
     private final Kernel swigluBackward;
+    private final Kernel bf16ToF32;
 
     CudaTrainOps(CudaContext ctx, CudaRowOps rows, CudaMatmulOps matmul) {
         this.ctx = ctx;
@@ -41,6 +42,7 @@ final class CudaTrainOps {
         this.scatterAdd = ctx.kernel("train", "scatter_add_rows_f32");
         this.rmsNormBackward = ctx.kernel("train", "rmsnorm_backward_f32");
         this.swigluBackward = ctx.kernel("train", "swiglu_backward_f32");
+        this.bf16ToF32 = ctx.kernel("elementwise", "bf16_to_f32_kernel");
     }
 
     /** dx [M, K] = dy [M, N] · w [N, K], w f32 or bf16. */
@@ -63,6 +65,41 @@ final class CudaTrainOps {
             case BF16 -> bf16Transposed(dy, w, dx, m, n, k);
             default -> throw new IllegalArgumentException("matmulTransposed: weight must be f32 or bf16, got " + w);
         }
+    }
+
+    /**
+     * Exact mode's dx [M, K] = dy [M, N] · w [N, K]: f32 arithmetic on the exact weight values (a bf16
+     * weight is widened to f32, a quantized one dequantized to f32, into a reused buffer), through
+     * cuBLAS f32; nothing is rounded to bf16.
+     */
+    void matmulTransposedF32(Tensor dy, Tensor w, QuantizedTensor q, Tensor dx) {
+        int n = q != null ? Math.toIntExact(q.rows()) : w.size(0);
+        int k = q != null ? Math.toIntExact(q.cols()) : w.size(1);
+        if (w != null) {
+            ctx.devContiguous("matmulTransposed w", w, null);
+            if (w.rank() != 2 || (w.dtype() != DType.F32 && w.dtype() != DType.BF16)) {
+                throw new IllegalArgumentException("matmulTransposed: weight must be f32 or bf16 [N, K], got " + w);
+            }
+        }
+        int m = checkTransposed(dy, dx, n, k, q != null ? q.toString() : w.toString());
+        if (m == 0 || k == 0) {
+            return;
+        }
+        if (n == 0) {
+            zero(dx);
+            return;
+        }
+        Tensor wf = w;
+        if (q != null || w.dtype() == DType.BF16) {
+            wf = ctx.scratch(CudaContext.Scratch.EXACT_DEQUANT, DType.F32, (long) n * k); // [n, k]
+            if (q != null) {
+                matmul.dequantize(q, wf);
+            } else {
+                ctx.launch(bf16ToF32, ctx.gridFor((long) n * k, EW_BLOCK), EW_BLOCK, w, wf, (long) n * k);
+            }
+        }
+        ctx.cublas.gemm(false, false, k, m, n, 1f, CudaAllocator.address(wf), k,
+                CudaAllocator.address(dy), n, 0f, CudaAllocator.address(dx), k, false);
     }
 
     /** dx [M, K] = dy [M, N] · w [N, K] for a quantized w, through a reused bf16 dequantization buffer. */

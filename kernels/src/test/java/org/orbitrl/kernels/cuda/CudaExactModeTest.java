@@ -106,6 +106,58 @@ class CudaExactModeTest {
         }
     }
 
+    @Test
+    void activationGradientsThroughFrozenWeightsAreF32() {
+        SplittableRandom r = CudaTestBase.rng(93);
+        int m = 37;
+        int n = 96;
+        int k = 64;
+        Tensor dy = CudaTestBase.randn(r, 1f, m, n);
+        Tensor wf = CudaTestBase.randn(r, 0.5f, n, k);
+        Tensor wb = Tensor.allocate(Arena.ofAuto(), DType.BF16, n, k);
+        wb.copyFrom(wf);
+        QuantizedTensor wq = CudaQuantTest.random("int4-g32", r, n, k);
+        Tensor ddy = gpu.toDevice(dy);
+        Tensor dwb = gpu.toDevice(wb);
+        QuantizedTensor dwq = gpu.toDevice(wq);
+        Tensor out = gpu.allocator().allocate(org.orbitrl.kernels.MemoryCategory.OTHER, DType.F32, m, k);
+        try {
+            for (boolean quantized : new boolean[]{false, true}) {
+                Tensor ref = Tensor.allocate(Arena.ofAuto(), DType.F32, m, k);
+                float[] wv;
+                if (quantized) {
+                    cpu.matmulQuantizedTransposed(dy, wq, ref);
+                    gpu.matmulQuantizedTransposed(ddy, dwq, out);
+                    wv = CudaQuantTest.dequantizeRef(wq);
+                } else {
+                    cpu.matmulTransposed(dy, wb, ref);
+                    gpu.matmulTransposed(ddy, dwb, out);
+                    wv = wb.toFloatArray();
+                }
+                float[] d = dy.toFloatArray();
+                double[] tol = new double[m * k];
+                for (int i = 0; i < m; i++) {
+                    for (int j = 0; j < n; j++) {
+                        for (int p = 0; p < k; p++) {
+                            tol[i * k + p] += Math.abs((double) d[i * n + j] * wv[j * k + p]);
+                        }
+                    }
+                }
+                for (int i = 0; i < tol.length; i++) {
+                    tol[i] = 1e-6 + 1e-5 * tol[i]; // f32 accumulation, no bf16 rounding (which would need 2^-8)
+                }
+                CudaTestBase.assertWithin("exact matmul" + (quantized ? "Quantized" : "") + "Transposed against the scalar backend",
+                        ref.toFloatArray(), bits(out), tol);
+            }
+        } finally {
+            gpu.synchronize();
+            gpu.free(ddy);
+            gpu.free(dwb);
+            gpu.free(dwq);
+            gpu.free(out);
+        }
+    }
+
     private static void run(String kind, Tensor x, Tensor wf, Tensor wb, QuantizedTensor wq, Tensor y) {
         switch (kind) {
             case "f32" -> gpu.matmul(x, wf, y);

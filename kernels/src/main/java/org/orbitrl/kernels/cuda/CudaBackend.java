@@ -4,6 +4,7 @@ import org.orbitrl.kernels.AttentionSpec;
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.OptimizerOps;
 import org.orbitrl.kernels.RopeTable;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.internal.DevicePointer;
@@ -39,14 +40,30 @@ public final class CudaBackend implements Backend {
     private final CudaAttentionOps attentionOps;
     private final CudaSelectOps selectOps;
     private final CudaMoeOps moeOps;
+    private final CudaTrainOps trainOps;
+    private final CudaAttentionBackward attentionBackward;
+    private final CudaExactOps exactOps;
+    private final CudaPolicyOps policyOps;
+    private final boolean exact;
     private boolean closed;
 
-    /** Device 0, kernel cache from {@code -Dorbit.cuda.cache} or {@code ~/.cache/orbit/cuda}. */
+    /**
+     * Device 0, kernel cache from {@code -Dorbit.cuda.cache} or {@code ~/.cache/orbit/cuda}, exact
+     * mode when {@code -Dorbit.cuda.exact=true}.
+     */
     public CudaBackend() {
-        this(0, defaultCacheDir());
+        this(0, defaultCacheDir(), Boolean.getBoolean("orbit.cuda.exact"));
     }
 
     public CudaBackend(int deviceIndex, Path kernelCache) {
+        this(deviceIndex, kernelCache, false);
+    }
+
+    /**
+     * @param exact batch-invariant products and attention: every row's result is computed the same
+     *              way whatever the batch (see {@link #exact()}); slower than the default kernels
+     */
+    public CudaBackend(int deviceIndex, Path kernelCache, boolean exact) {
         CudaDevice device = new CudaDevice(deviceIndex);
         KernelCompiler compiler = new KernelCompiler(kernelCache, device.computeCapabilityMajor(), device.computeCapabilityMinor());
         this.ctx = new CudaContext(device, new KernelLibrary(compiler));
@@ -55,6 +72,24 @@ public final class CudaBackend implements Backend {
         this.attentionOps = new CudaAttentionOps(ctx, this);
         this.selectOps = new CudaSelectOps(ctx);
         this.moeOps = new CudaMoeOps(ctx, matmulOps, matmulOps.qgemv);
+        this.trainOps = new CudaTrainOps(ctx, rowOps, matmulOps);
+        this.attentionBackward = new CudaAttentionBackward(ctx, attentionOps);
+        this.exactOps = new CudaExactOps(ctx, matmulOps);
+        this.policyOps = new CudaPolicyOps(ctx);
+        this.exact = exact;
+        this.attentionOps.exact = exact;
+    }
+
+    /**
+     * Exact mode: matmul, matmulQuantized and attention compute each row with one fixed kernel and
+     * reduction order that do not depend on how many rows share the call, so a token's logits from
+     * a one-token decode step equal bit for bit those of a whole-sequence training forward (the
+     * normalisation, softmax and elementwise kernels are row-local in both modes). The activation
+     * gradients through frozen weights are then taken in f32 on the exact weight values too
+     * (nothing rounded to bf16).
+     */
+    public boolean exact() {
+        return exact;
     }
 
     /** The kernel cache directory: {@code -Dorbit.cuda.cache}, else {@code ~/.cache/orbit/cuda}. */
@@ -190,6 +225,7 @@ public final class CudaBackend implements Backend {
                 case 1 -> new IndexOutOfBoundsException("embedding: token id " + value + " (row " + row + ") is outside the vocabulary");
                 case 2 -> new IndexOutOfBoundsException("rope: position " + value + " (token " + row + ") is outside the rope table");
                 case 3 -> new IndexOutOfBoundsException("moeMatmulQuantized: expert id " + value + " (pair " + row + ") is outside the layer's experts");
+                case 4 -> new IndexOutOfBoundsException("gatherRows/scatterAddRows: row " + value + " (index " + row + ") is outside the tensor");
                 default -> new IllegalStateException("kernel error code " + code + " value " + value + " row " + row);
             };
         }
@@ -216,7 +252,11 @@ public final class CudaBackend implements Backend {
     @Override
     public void matmul(Tensor x, Tensor w, Tensor y) {
         ctx.device.bind();
-        matmulOps.matmul(x, w, y);
+        if (exact) {
+            exactOps.matmul(x, w, y);
+        } else {
+            matmulOps.matmul(x, w, y);
+        }
     }
 
     /**
@@ -232,7 +272,118 @@ public final class CudaBackend implements Backend {
     @Override
     public void matmulQuantized(Tensor x, QuantizedTensor w, Tensor y) {
         ctx.device.bind();
-        matmulOps.matmulQuantized(x, w, y);
+        if (exact) {
+            exactOps.matmulQuantized(x, w, y);
+        } else {
+            matmulOps.matmulQuantized(x, w, y);
+        }
+    }
+
+    @Override
+    public void matmulTransposed(Tensor dy, Tensor w, Tensor dx) {
+        ctx.device.bind();
+        if (exact) {
+            trainOps.matmulTransposedF32(dy, w, null, dx);
+        } else {
+            trainOps.matmulTransposed(dy, w, dx);
+        }
+    }
+
+    @Override
+    public void matmulQuantizedTransposed(Tensor dy, QuantizedTensor w, Tensor dx) {
+        ctx.device.bind();
+        if (exact) {
+            trainOps.matmulTransposedF32(dy, null, w, dx);
+        } else {
+            trainOps.matmulQuantizedTransposed(dy, w, dx);
+        }
+    }
+
+    @Override
+    public void matmulTN(Tensor a, Tensor b, float alpha, Tensor c) {
+        ctx.device.bind();
+        trainOps.matmulTN(a, b, alpha, c);
+    }
+
+    @Override
+    public void axpy(float alpha, Tensor x, Tensor y) {
+        ctx.device.bind();
+        trainOps.axpy(alpha, x, y);
+    }
+
+    @Override
+    public void gatherRows(Tensor src, Tensor rows, Tensor dst) {
+        ctx.device.bind();
+        trainOps.gatherRows(src, rows, dst);
+    }
+
+    @Override
+    public void scatterAddRows(Tensor src, Tensor rows, Tensor weights, Tensor dst) {
+        ctx.device.bind();
+        trainOps.scatterAddRows(src, rows, weights, dst);
+    }
+
+    @Override
+    public void addBias(Tensor y, Tensor bias) {
+        ctx.device.bind();
+        trainOps.addBias(y, bias);
+    }
+
+    @Override
+    public void rmsNormBackward(Tensor x, Tensor weight, float eps, Tensor dy, Tensor dx) {
+        ctx.device.bind();
+        trainOps.rmsNormBackward(x, weight, eps, dy, dx);
+    }
+
+    @Override
+    public void swigluBackward(Tensor gate, Tensor up, Tensor dout, Tensor dgate, Tensor dup) {
+        ctx.device.bind();
+        trainOps.swigluBackward(gate, up, dout, dgate, dup);
+    }
+
+    @Override
+    public void ropeBackward(Tensor dx, Tensor positions, RopeTable table) {
+        ctx.device.bind();
+        attentionBackward.ropeBackward(dx, positions, table);
+    }
+
+    @Override
+    public void attentionBackward(Tensor q, Tensor k, Tensor v, Tensor dout, int queryStart, AttentionSpec spec,
+                                  Tensor dq, Tensor dk, Tensor dv) {
+        ctx.device.bind();
+        attentionBackward.attentionBackward(q, k, v, dout, queryStart, spec, dq, dk, dv);
+    }
+
+    /** Sets contiguous device tensor {@code t} to zero, on the stream. */
+    public void zero(Tensor t) {
+        ctx.device.bind();
+        trainOps.zero(t);
+    }
+
+    @Override
+    public void tokenLogProbs(Tensor logits, Tensor rows, Tensor tokens, float temperature, Tensor out) {
+        ctx.device.bind();
+        policyOps.tokenLogProbs(logits, rows, tokens, temperature, out);
+    }
+
+    @Override
+    public void tokenLogProbsBackward(Tensor logits, Tensor rows, Tensor tokens, Tensor dLogp, float temperature,
+                                      Tensor dLogits) {
+        ctx.device.bind();
+        policyOps.tokenLogProbsBackward(logits, rows, tokens, dLogp, temperature, dLogits);
+    }
+
+    @Override
+    public void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, OptimizerOps.AdamWStep step) {
+        ctx.device.bind();
+        policyOps.adamw(param, grad, m, v, step);
+    }
+
+    /** Waits for the stream (the statistics come back to the host). */
+    @Override
+    public OptimizerOps.GradientStats gradientStats(Tensor grad) {
+        ctx.device.bind();
+        return policyOps.gradientStats(grad);
     }
 
     /**

@@ -48,11 +48,13 @@ public final class LoraAdapter implements Adapter {
     }
 
     private final AdapterConfig config;
+    private final TensorAllocator allocator; // where the parameters and gradients live
     private final List<Param> params = new ArrayList<>();
     private volatile boolean enabled = true;
 
-    private LoraAdapter(AdapterConfig config) {
+    private LoraAdapter(AdapterConfig config, TensorAllocator allocator) {
         this.config = config;
+        this.allocator = allocator;
     }
 
     @Override
@@ -85,7 +87,7 @@ public final class LoraAdapter implements Adapter {
 
     @Override
     public void zeroGrad() {
-        params.forEach(p -> p.grad().fill(0));
+        params.forEach(p -> allocator.zero(p.grad()));
     }
 
     /** A fresh adapter: A uniform in ±1/sqrt(in) (PEFT's Kaiming-uniform with a=√5), B zero; seeded. */
@@ -124,7 +126,7 @@ public final class LoraAdapter implements Adapter {
 
     private static Tensor param(TensorAllocator allocator, Tensor init) {
         Tensor t = allocator.allocate(MemoryCategory.ADAPTER_PARAMS, DType.F32, init.shape());
-        t.copyFrom(init);
+        allocator.copy(init, t);
         return t;
     }
 
@@ -132,7 +134,7 @@ public final class LoraAdapter implements Adapter {
         if (!config.type().equals("LORA")) {
             throw new IllegalArgumentException("not a LoRA config: " + config.type());
         }
-        LoraAdapter ad = new LoraAdapter(config);
+        LoraAdapter ad = new LoraAdapter(config, allocator);
         int r = config.rank();
         float scale = config.scale();
         Map<String, Linear> linears = model.linearModules();
@@ -188,7 +190,7 @@ public final class LoraAdapter implements Adapter {
         Tensor a = param(allocator, init.make(base + "lora_A.weight", new long[]{(long) e * r, in})); // [E*r, in]
         Tensor bPeft = init.make(base + "lora_B.weight", new long[]{out, (long) e * r});  // [out, E*r]
         Tensor b = allocator.allocate(MemoryCategory.ADAPTER_PARAMS, DType.F32, e, out, r); // [E, out, r]
-        fromPeftB(bPeft, b, e, r);
+        fromPeftB(bPeft, b, e, r, allocator);
         Tensor ga = allocator.allocate(MemoryCategory.ADAPTER_GRADS, DType.F32, (long) e * r, in);
         Tensor gb = allocator.allocate(MemoryCategory.ADAPTER_GRADS, DType.F32, e, out, r);
         params.add(new Param(base + "lora_A.weight", a, ga, 0, r));
@@ -218,7 +220,7 @@ public final class LoraAdapter implements Adapter {
         return null;
     }
 
-    private static void fromPeftB(Tensor peft, Tensor mine, int e, int r) {
+    private static void fromPeftB(Tensor peft, Tensor mine, int e, int r, TensorAllocator allocator) {
         float[] src = peft.toFloatArray();  // [out, E*r]
         int out = peft.size(0);
         float[] dst = new float[src.length]; // [E, out, r]
@@ -229,11 +231,11 @@ public final class LoraAdapter implements Adapter {
                 }
             }
         }
-        mine.copyFrom(Tensor.of(dst, e, out, r));
+        allocator.copy(Tensor.of(dst, e, out, r), mine);
     }
 
     private static Tensor toPeftB(Tensor mine, int e, int r) {
-        float[] src = mine.toFloatArray();  // [E, out, r]
+        float[] src = mine.toFloatArray();  // [E, out, r], host memory
         int out = mine.size(1);
         float[] dst = new float[src.length]; // [out, E*r]
         for (int o = 0; o < out; o++) {
@@ -251,7 +253,8 @@ public final class LoraAdapter implements Adapter {
     public Map<String, Tensor> peftTensors() {
         Map<String, Tensor> out = new LinkedHashMap<>();
         for (Param p : params) {
-            out.put(p.name(), p.expertB() ? toPeftB(p.value(), p.experts(), p.rank()) : p.value());
+            Tensor v = allocator.toHost(p.value());
+            out.put(p.name(), p.expertB() ? toPeftB(v, p.experts(), p.rank()) : v);
         }
         return out;
     }
@@ -261,7 +264,8 @@ public final class LoraAdapter implements Adapter {
     public Map<String, Tensor> peftGradients() {
         Map<String, Tensor> out = new LinkedHashMap<>();
         for (Param p : params) {
-            out.put(p.name(), p.expertB() ? toPeftB(p.grad(), p.experts(), p.rank()) : p.grad());
+            Tensor g = allocator.toHost(p.grad());
+            out.put(p.name(), p.expertB() ? toPeftB(g, p.experts(), p.rank()) : g);
         }
         return out;
     }
@@ -280,7 +284,7 @@ public final class LoraAdapter implements Adapter {
             throw new IllegalArgumentException("adapters differ: " + other.params.size() + " vs " + params.size() + " tensors");
         }
         for (int i = 0; i < params.size(); i++) {
-            params.get(i).value().copyFrom(other.params.get(i).value());
+            allocator.copy(other.params.get(i).value(), params.get(i).value());
         }
     }
 }

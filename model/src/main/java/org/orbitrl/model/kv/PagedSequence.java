@@ -87,8 +87,8 @@ public final class PagedSequence implements SequenceCache, AutoCloseable {
         for (int i = 0; i < t; i++) {
             int pos = length + i;
             long row = (long) table.get(pos / bs) * bs + pos % bs;
-            kp.select(0, row).copyFrom(k.select(0, i).contiguous().reshape(kw));
-            vp.select(0, row).copyFrom(v.select(0, i).contiguous().reshape(vw));
+            pool.allocator().copy(k.select(0, i).contiguous().reshape(kw), kp.select(0, row));
+            pool.allocator().copy(v.select(0, i).contiguous().reshape(vw), vp.select(0, row));
         }
     }
 
@@ -100,7 +100,7 @@ public final class PagedSequence implements SequenceCache, AutoCloseable {
         for (int p = 0; p < upTo; p++) {
             rows[p] = table.get(p / bs) * bs + p % bs;
         }
-        Tensor idx = Tensor.ofInts(rows, upTo);
+        Tensor idx = backend.allocator().upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(rows, upTo)); // i32 [upTo]
         Tensor k = backend.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, upTo, pool.kvHeads() * (long) pool.headDim());
         Tensor v = backend.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, upTo, pool.kvHeads() * (long) pool.vHeadDim());
         backend.gatherRows(pool.keys(layer), idx, k);

@@ -114,7 +114,7 @@ final class CudaAttentionOps {
         if ((long) tq * hq == 0) {
             return;
         }
-        if (tq >= FLASH_MIN_QUERIES && CudaFlashAttention.prefillFits(q, k, v, out)) {
+        if (!exact && tq >= FLASH_MIN_QUERIES && CudaFlashAttention.prefillFits(q, k, v, out)) {
             flash.prefill(q, k, v, out, queryStart, spec);
             return;
         }

@@ -34,6 +34,11 @@ final class CudaMatmulOps {
     /** {@code -Dorbit.cuda.qgemv=off} sends quantized products back to the first-generation GEMV kernels. */
     private static final boolean QGEMV = !"off".equals(System.getProperty("orbit.cuda.qgemv"));
 
+    /** Rows of x up to which products take a GEMV kernel (exact f32 activations) rather than cuBLAS on bf16-rounded x. */
+    static int gemvRows() {
+        return QGEMV ? QGEMV_MAX_ROWS : GEMV_MAX_ROWS;
+    }
+
     private final CudaContext ctx;
     private final CudaRowOps rows;
     final CudaQgemv qgemv;

@@ -18,7 +18,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * Tolerances, |got - ref| ≤ tol:
  * <ul>
  *   <li>gatherRows, addBias: bitwise (copies and one addition per element).</li>
- *   <li>axpy, scatterAddRows: 1e-7 + 1e-6·|ref| (the device may fuse the multiply-add).</li>
+ *   <li>axpy: 1e-7 + 1e-6·|ref| (the device may fuse the multiply-add); scatterAddRows: 1e-6 + 1e-6·|ref|
+ *       (rows sent to one destination are summed in another order, and sums of unit-scale terms cancel).</li>
  *   <li>matmulTransposed, matmulTN with f32 weights (cuBLAS f32, no TF32): 1e-6 + 1e-5·Σ|terms|,
  *       Σ|terms| the sum of the products' magnitudes; bf16 weights (dy rounded to bf16):
  *       1e-6 + 2⁻⁷·Σ|terms|; quantized weights (dy and the dequantized weight rounded to bf16):
@@ -209,7 +210,7 @@ class CudaTrainOpsTest extends CudaTestBase {
                 Tensor dd = dev(dst);
                 gpu.scatterAddRows(dev(rows), dIds, weighted ? dev(weights) : null, dd);
                 assertClose("scatterAddRows " + (weighted ? "weighted " : "") + Arrays.toString(s), ref.toFloatArray(),
-                        gpu.toHost(dd).toFloatArray(), 1e-7, 1e-6);
+                        gpu.toHost(dd).toFloatArray(), 1e-6, 1e-6); // duplicate rows summed in another order: cancellation
             }
         }
     }

@@ -58,6 +58,18 @@ public class GptOssLoraFixtureTest {
     }
 
     @Test
+    void exportGivesBackThePeftFileBitForBit() {
+        Setup s = setup();
+        var file = new TestSafetensors(TestSafetensors.fixtures().resolve("gpt_oss/adapter/adapter_model.safetensors"));
+        Map<String, Tensor> exported = s.adapter().peftTensors();
+        assertEquals(file.names(), exported.keySet(), "tensor names");
+        for (var e : exported.entrySet()) {
+            assertArrayEquals(file.get(e.getKey()).shape(), e.getValue().shape(), e.getKey() + " shape");
+            assertArrayEquals(file.get(e.getKey()).toFloatArray(), e.getValue().toFloatArray(), 0f, e.getKey());
+        }
+    }
+
+    @Test
     void loraGradientsMatchPeft() {
         Setup s = setup();
         Map<String, float[]> stored = gradients(s, false);

@@ -8,6 +8,7 @@ import org.orbitrl.model.spec.QuantizationConfig;
 
 import java.util.List;
 import java.util.regex.Pattern;
+import java.util.regex.PatternSyntaxException;
 
 /**
  * The shape of a gpt-oss decoder ({@code gpt_oss}) as the model code needs it.
@@ -79,16 +80,25 @@ public record GptOssConfig(int vocab, int hidden, int layers, int heads, int kvH
 
     /**
      * Whether the checkpoint stores {@code module}'s weights in MXFP4: the config is mxfp4 and no
-     * {@code modules_to_not_convert} pattern ({@code *} matches one name part or more) covers the module or a parent.
+     * {@code modules_to_not_convert} entry covers the module, by transformers' rule: an entry is a
+     * regular expression matched at the start of the module name ({@code model.layers.*.self_attn}
+     * covers {@code model.layers.3.self_attn}), or a suffix of the name.
      */
     public boolean storesMxfp4(String module) {
         if (!mxfp4) {
             return false;
         }
         for (String p : modulesToNotConvert) {
-            String regex = Pattern.quote(p).replace("*", "\\E[^.]+(?:\\.[^.]+)*\\Q");
-            if (module.matches(regex + "(\\..*)?")) {
+            if (module.endsWith(p)) {
                 return false;
+            }
+            try {
+                if (Pattern.compile(p).matcher(module).lookingAt()) {
+                    return false;
+                }
+            } catch (PatternSyntaxException e) {
+                throw new IllegalArgumentException("quantization_config.modules_to_not_convert entry '" + p
+                        + "' is not a valid pattern: " + e.getDescription(), e);
             }
         }
         return true;

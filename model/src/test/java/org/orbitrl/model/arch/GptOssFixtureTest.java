@@ -4,6 +4,8 @@ import org.junit.jupiter.api.Test;
 import org.orbitrl.kernels.Backends;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.model.TestSafetensors;
+import org.orbitrl.model.kv.BlockPool;
+import org.orbitrl.model.kv.PagedSequence;
 import org.orbitrl.model.spec.ConfigLoader;
 
 import java.nio.file.Path;
@@ -20,8 +22,9 @@ import static org.orbitrl.model.arch.Qwen3FixtureTest.assertClose;
 /**
  * gpt-oss against Hugging Face transformers 5.17 ({@code shared/fixtures/hf/gpt_oss}): f32 compute
  * from the bf16 weights, logits and every hidden state within 1e-4 absolute; decoding one token at
- * a time through the KV cache, past the sliding window (8) of layer 0, gives the prefill logits
- * within 1e-4; greedy decoding reproduces {@code greedy.sequence} token for token.
+ * a time (both sequences batched, through a contiguous and a paged KV cache), past the sliding
+ * window (8) of layer 0, gives the reference logits within 1e-4; greedy decoding reproduces
+ * {@code greedy.sequence} token for token.
  */
 public class GptOssFixtureTest {
     static final float ATOL = 1e-4f;
@@ -82,24 +85,36 @@ public class GptOssFixtureTest {
     void decodingTokenByTokenAcrossTheWindowMatchesTheReference() {
         var ref = new TestSafetensors(dir().resolve("reference.safetensors"));
         GptOssModel model = model();
+        var geometry = model.cacheGeometry();
+        BlockPool pool = new BlockPool(org.orbitrl.kernels.TensorAllocator.heap(), geometry.layers(), geometry.kvHeads(),
+                geometry.headDim(), geometry.vHeadDim(), 4, 16);
         List<int[]> rows = inputRows(ref);
+        // both rows decode together, one in a contiguous cache and one in 4-token pages
+        List<SequenceCache> caches = List.of(model.newCache(2), new PagedSequence(pool));
         int t = rows.get(0).length;
         int v = model.vocabSize();
         float[] expected = ref.get("logits").toFloatArray(); // [B, T, V]
-        for (int b = 0; b < rows.size(); b++) {
-            KvCache cache = model.newCache(2);
-            // a 3-token prefill, then single tokens: positions 3..T-1 cross the window of 8
-            float[] got = new float[t * v];
-            Tensor first = model.forward(List.of(new CausalLM.Segment(java.util.Arrays.copyOf(rows.get(b), 3), cache)));
-            System.arraycopy(first.toFloatArray(), 0, got, 0, 3 * v);
-            for (int j = 3; j < t; j++) {
-                Tensor lg = model.forward(List.of(new CausalLM.Segment(new int[]{rows.get(b)[j]}, cache)));
-                System.arraycopy(lg.toFloatArray(), 0, got, j * v, v);
+        float[][] got = new float[rows.size()][t * v];
+        int prefill = 3; // then single tokens: positions 3..T-1 cross the window of 8
+        for (int j = 0; j < t; j = j == 0 ? prefill : j + 1) {
+            int len = j == 0 ? prefill : 1;
+            List<CausalLM.Segment> batch = new ArrayList<>();
+            for (int b = 0; b < rows.size(); b++) {
+                batch.add(new CausalLM.Segment(java.util.Arrays.copyOfRange(rows.get(b), j, j + len), caches.get(b)));
             }
-            assertEquals(t, cache.length());
-            float[] exp = java.util.Arrays.copyOfRange(expected, b * t * v, (b + 1) * t * v);
-            assertClose("gpt_oss decode logits, row " + b, exp, got, ATOL);
+            float[] lg = model.forward(batch).toFloatArray(); // [B*len, V]
+            for (int b = 0; b < rows.size(); b++) {
+                System.arraycopy(lg, b * len * v, got[b], j * v, len * v);
+            }
         }
+        for (int b = 0; b < rows.size(); b++) {
+            assertEquals(t, caches.get(b).length());
+            float[] exp = java.util.Arrays.copyOfRange(expected, b * t * v, (b + 1) * t * v);
+            assertClose("gpt_oss decode logits, row " + b + " (" + caches.get(b).getClass().getSimpleName() + ")",
+                    exp, got[b], ATOL);
+        }
+        ((PagedSequence) caches.get(1)).close();
+        assertEquals(16, pool.freeBlocks(), "the paged sequence gave its blocks back");
     }
 
     @Test

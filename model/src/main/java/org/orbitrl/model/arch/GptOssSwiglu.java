@@ -9,12 +9,12 @@ package org.orbitrl.model.arch;
  * <p>Backward follows PyTorch's clamp: the gradient passes where the input lies inside the closed
  * clamp range and is zero where the value was clamped.
  */
-public final class GptOssSwiglu {
+final class GptOssSwiglu {
     private GptOssSwiglu() {
     }
 
     /** gu [rows, 2I] interleaved -> out [rows, I]. */
-    public static void forward(float[] gu, int rows, int inter, float alpha, float limit, float[] out) {
+    static void forward(float[] gu, int rows, int inter, float alpha, float limit, float[] out) {
         for (int r = 0; r < rows; r++) {
             for (int j = 0; j < inter; j++) {
                 float gate = gu[(r * inter + j) * 2];
@@ -28,7 +28,7 @@ public final class GptOssSwiglu {
     }
 
     /** d out [rows, I] -> d gu [rows, 2I] (interleaved, overwritten), given the forward input gu. */
-    public static void backward(float[] gu, float[] dout, int rows, int inter, float alpha, float limit, float[] dgu) {
+    static void backward(float[] gu, float[] dout, int rows, int inter, float alpha, float limit, float[] dgu) {
         for (int r = 0; r < rows; r++) {
             for (int j = 0; j < inter; j++) {
                 int i = (r * inter + j) * 2;

@@ -155,6 +155,8 @@ class GptOssMxfp4CheckpointTest {
             float[] lq = logits(q, rows);
             float[] lf = logits(f, rows);
             assertClose("mxfp4 vs dequantized f32 logits", lf, lq, 1e-4f);
+            System.out.printf("gpt_oss mxfp4 logits: worst |mxfp4 - dequantized f32| %.3g, |mxfp4 - bf16 reference| %.3g%n",
+                    GptOssFixtureTest.maxAbsDiff(lf, lq), GptOssFixtureTest.maxAbsDiff(ref.get("logits").toFloatArray(), lq));
             // quantization moved the logits away from the bf16 reference: the comparison above is not vacuous
             float[] lb = ref.get("logits").toFloatArray();
             float moved = 0;

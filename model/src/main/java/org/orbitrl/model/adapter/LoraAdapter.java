@@ -25,7 +25,9 @@ import java.util.TreeSet;
  * <p>Fused experts follow PEFT's layout: for {@code gate_up_proj} [E, 2I, H] and
  * {@code down_proj} [E, H, I], lora_A is [E·r, in] with expert e's rows at [e·r, (e+1)·r), and
  * lora_B is [out, E·r] with rank j of expert e in column j·E + e; ΔW_e = scale·B_e·A_e. In memory
- * each expert's B is kept contiguous ([E, out, r]) and converted on import and export. When two
+ * each expert's B is kept contiguous ([E, out, r]) and converted on import and export. Experts with
+ * a fused gate_up linear (gpt-oss, whose {@code gate_up_proj} is stored [E, H, 2I] with gate and up
+ * interleaved along 2I) take the whole ΔW_e [2I, H] on that linear, rows in PEFT's order. When two
  * parameters of one module are adapted, PEFT nests the wrappers: the parameter listed first in
  * {@code target_parameters} is innermost, its tensors named {@code <module>.base_layer.lora_*}.
  */
@@ -185,7 +187,8 @@ public final class LoraAdapter implements Adapter {
         int e = set.experts();
         boolean gateUp = param.equals("gate_up_proj");
         int in = gateUp ? set.gate().get(0).in() : set.down().get(0).in();
-        int inter = set.gate().get(0).out();
+        boolean fused = set.fusedGateUp();
+        int inter = fused ? set.gate().get(0).out() / 2 : set.gate().get(0).out();
         int out = gateUp ? 2 * inter : set.down().get(0).out();
         Tensor a = param(allocator, init.make(base + "lora_A.weight", new long[]{(long) e * r, in})); // [E*r, in]
         Tensor bPeft = init.make(base + "lora_B.weight", new long[]{out, (long) e * r});  // [out, E*r]
@@ -200,7 +203,9 @@ public final class LoraAdapter implements Adapter {
             Tensor gax = ga.slice(0, (long) x * r, (long) (x + 1) * r);
             Tensor bx = b.select(0, x);
             Tensor gbx = gb.select(0, x);
-            if (gateUp) {
+            if (gateUp && fused) {
+                set.gate().get(x).setAdapter(new LoraLinear(ax, bx, gax, gbx, scale, this::enabled));
+            } else if (gateUp) {
                 set.gate().get(x).setAdapter(new LoraLinear(ax, bx.slice(0, 0, inter), gax, gbx.slice(0, 0, inter),
                         scale, this::enabled));
                 set.up().get(x).setAdapter(new LoraLinear(ax, bx.slice(0, inter, 2L * inter), gax,

@@ -61,22 +61,31 @@ final class CudaQgemv {
 
     /** k lanes of a warp in {@code qgemv.cu} for chunk mt (QG_KQ_mt). */
     static int quantKLanes(int mt) {
-        return 4;
+        return mt == 8 ? 8 : 4;
     }
 
     /** Output rows of a block in {@code qgemv.cu} for chunk mt: 32 / QG_KQ_mt * QG_R_mt. */
     static int quantRowsPerBlock(int mt) {
-        return 32 / quantKLanes(mt) * (mt == 1 || mt == 16 ? 2 : 4);
+        int rowsPerLane = switch (mt) {
+            case 4, 8 -> 4;
+            default -> 2;
+        };
+        return 32 / quantKLanes(mt) * rowsPerLane;
     }
 
     /** k lanes of a warp in {@code bgemv.cu} for chunk mt (BG_KQ_mt). */
     static int bf16KLanes(int mt) {
-        return mt == 1 || mt == 16 ? 8 : 4;
+        return mt == 4 ? 4 : 8;
     }
 
     /** Output rows of a block in {@code bgemv.cu} for chunk mt: 32 / BG_KQ_mt * BG_R_mt. */
     static int bf16RowsPerBlock(int mt) {
-        return 32 / bf16KLanes(mt) * (mt == 1 ? 2 : mt == 16 ? 1 : 4);
+        int rowsPerLane = switch (mt) {
+            case 4 -> 4;
+            case 16 -> 1;
+            default -> 2;
+        };
+        return 32 / bf16KLanes(mt) * rowsPerLane;
     }
 
     /** Warps per block: 8, halved while the warps' k lanes would outnumber the row's 16-byte loads. */

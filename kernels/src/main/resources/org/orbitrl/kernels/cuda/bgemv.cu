@@ -8,22 +8,54 @@
 #define BG_WARPS 8 // most warps of a block
 // Per x-row chunk MT: k lanes of a warp (KQ), rows of a lane (R), steps whose loads are issued
 // together (U), blocks an SM must hold at once (MINB). A block computes 32 / KQ * R rows.
+#ifndef BG_KQ_1
 #define BG_KQ_1 8
+#endif
+#ifndef BG_R_1
 #define BG_R_1 2
-#define BG_U_1 4
-#define BG_MINB_1 2
+#endif
+#ifndef BG_U_1
+#define BG_U_1 2
+#endif
+#ifndef BG_MINB_1
+#define BG_MINB_1 3
+#endif
+#ifndef BG_KQ_4
 #define BG_KQ_4 4
+#endif
+#ifndef BG_R_4
 #define BG_R_4 4
+#endif
+#ifndef BG_U_4
 #define BG_U_4 2
+#endif
+#ifndef BG_MINB_4
 #define BG_MINB_4 1
-#define BG_KQ_8 4
-#define BG_R_8 4
+#endif
+#ifndef BG_KQ_8
+#define BG_KQ_8 8
+#endif
+#ifndef BG_R_8
+#define BG_R_8 2
+#endif
+#ifndef BG_U_8
 #define BG_U_8 2
-#define BG_MINB_8 1
+#endif
+#ifndef BG_MINB_8
+#define BG_MINB_8 2
+#endif
+#ifndef BG_KQ_16
 #define BG_KQ_16 8
+#endif
+#ifndef BG_R_16
 #define BG_R_16 1
+#endif
+#ifndef BG_U_16
 #define BG_U_16 1
+#endif
+#ifndef BG_MINB_16
 #define BG_MINB_16 2
+#endif
 
 // acc[r][m] += the 8 weights q[r] (bf16) times x rows x + m*K from element k.
 template <int MT, int R>

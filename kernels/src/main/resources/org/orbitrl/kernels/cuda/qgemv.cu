@@ -35,22 +35,54 @@
 #define QG_WARPS 8 // most warps of a block
 // Per x-row chunk MT: k lanes of a warp (KQ), rows of a lane (R), steps whose loads are issued
 // together (U), blocks an SM must hold at once (MINB). A block computes 32 / KQ * R rows.
+#ifndef QG_KQ_1
 #define QG_KQ_1 4
+#endif
+#ifndef QG_R_1
 #define QG_R_1 2
-#define QG_U_1 4
-#define QG_MINB_1 2
+#endif
+#ifndef QG_U_1
+#define QG_U_1 2
+#endif
+#ifndef QG_MINB_1
+#define QG_MINB_1 4
+#endif
+#ifndef QG_KQ_4
 #define QG_KQ_4 4
+#endif
+#ifndef QG_R_4
 #define QG_R_4 4
+#endif
+#ifndef QG_U_4
 #define QG_U_4 2
+#endif
+#ifndef QG_MINB_4
 #define QG_MINB_4 2
-#define QG_KQ_8 4
+#endif
+#ifndef QG_KQ_8
+#define QG_KQ_8 8
+#endif
+#ifndef QG_R_8
 #define QG_R_8 4
+#endif
+#ifndef QG_U_8
 #define QG_U_8 2
+#endif
+#ifndef QG_MINB_8
 #define QG_MINB_8 2
+#endif
+#ifndef QG_KQ_16
 #define QG_KQ_16 4
+#endif
+#ifndef QG_R_16
 #define QG_R_16 2
+#endif
+#ifndef QG_U_16
 #define QG_U_16 1
+#endif
+#ifndef QG_MINB_16
 #define QG_MINB_16 1
+#endif
 
 __device__ __forceinline__ float qg_e4m3(u32 b) {
     u32 e = (b >> 3) & 15u;

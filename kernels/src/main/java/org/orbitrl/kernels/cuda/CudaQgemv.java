@@ -13,14 +13,16 @@ import java.util.Map;
  * fp32 accumulation, weight values exact in f32) in its three modes: dense rows, one
  * (token, expert) pair per block row, and experts grouped by {@link MoeRouting}.
  *
- * <p>Launch shape: a "set" of L lanes computes 4 output rows; L (8, 16 or 32) is picked so that a
- * row's K/32 groups spread evenly over the set's lanes, and the warps per block (1, 2 or 4) so that
- * the grid has at least two blocks per SM where the matrix allows. Rows of x are processed MT at a
- * time (MT = 1, 4, 8 or 16, a compile-time size), each weight group loaded once per chunk.
+ * <p>Launch shape: a block computes a fixed number of consecutive output rows over the whole of K
+ * (its warps split K and reduce through shared memory); that number depends on the compile-time
+ * x-row chunk MT (1, 4, 8 or 16) and must match the per-MT configuration in the kernel sources
+ * ({@link #quantRowsPerBlock}, {@link #bf16RowsPerBlock}). The warps per block (8, or fewer when K
+ * is short) are picked so that every warp has a share of K. Rows of x are processed MT at a time,
+ * each weight load used for every row of the chunk.
  */
 final class CudaQgemv {
-    static final int ROWS_PER_SET = 4; // QG_R in qgemv.cu
     static final int MAX_CHUNK = 16;
+    private static final int MAX_WARPS = 8; // QG_WARPS, BG_WARPS
 
     static final int MODE_DENSE = 0;
     static final int MODE_PAIRS = 1;
@@ -47,22 +49,49 @@ final class CudaQgemv {
 
     /**
      * {@code y[M, N] = x[M, K] · wᵀ} for dense bf16 w (K a multiple of 8, 16-byte aligned x and w), f32
-     * x and y ({@code bgemv.cu}): the same work split as the quantized kernels, 8 weights a load;
+     * x and y ({@code bgemv.cu}): the work split of the quantized kernels, 8 weights a load;
      * {@code accumulate} adds into y.
      */
     void launchBf16(Tensor x, Tensor w, Tensor y, int m, int n, int k, boolean accumulate) {
-        Kernel kernel = bf16Kernels.get(chunkFor(Math.min(m, MAX_CHUNK)));
-        int lanes = lanesFor(k / 8);
-        int rowsPerWarp = 32 / lanes * ROWS_PER_SET;
-        int warps = warpsFor(n, rowsPerWarp, 1);
-        ctx.launch(kernel, ceilDiv(n, (long) warps * rowsPerWarp), 32 * warps, x, m, w, y, n, k, lanes, accumulate ? 1 : 0);
+        int mt = chunkFor(Math.min(m, MAX_CHUNK));
+        Kernel kernel = bf16Kernels.get(mt);
+        int warps = warpsFor(k / 8, bf16KLanes(mt));
+        ctx.launch(kernel, ceilDiv(n, bf16RowsPerBlock(mt)), 32 * warps, x, m, w, y, n, k, accumulate ? 1 : 0);
     }
 
-    /** Warps per block (4, 2 or 1): fewer when the grid would otherwise have under two blocks per SM. */
-    private int warpsFor(int n, int rowsPerWarp, long gridY) {
-        int warps = 4;
-        long target = 2L * ctx.device.multiprocessors();
-        while (warps > 1 && ceilDiv(n, (long) warps * rowsPerWarp) * gridY < target) {
+    /** k lanes of a warp in {@code qgemv.cu} for chunk mt (QG_KQ_mt). */
+    static int quantKLanes(int mt) {
+        return mt == 8 ? 8 : 4;
+    }
+
+    /** Output rows of a block in {@code qgemv.cu} for chunk mt: 32 / QG_KQ_mt * QG_R_mt. */
+    static int quantRowsPerBlock(int mt) {
+        int rowsPerLane = switch (mt) {
+            case 4, 8 -> 4;
+            default -> 2;
+        };
+        return 32 / quantKLanes(mt) * rowsPerLane;
+    }
+
+    /** k lanes of a warp in {@code bgemv.cu} for chunk mt (BG_KQ_mt). */
+    static int bf16KLanes(int mt) {
+        return mt == 4 ? 4 : 8;
+    }
+
+    /** Output rows of a block in {@code bgemv.cu} for chunk mt: 32 / BG_KQ_mt * BG_R_mt. */
+    static int bf16RowsPerBlock(int mt) {
+        int rowsPerLane = switch (mt) {
+            case 4 -> 4;
+            case 16 -> 1;
+            default -> 2;
+        };
+        return 32 / bf16KLanes(mt) * rowsPerLane;
+    }
+
+    /** Warps per block: 8, halved while the warps' k lanes would outnumber the row's 16-byte loads. */
+    static int warpsFor(int loadsPerRow, int kLanes) {
+        int warps = MAX_WARPS;
+        while (warps > 1 && warps * kLanes > loadsPerRow) {
             warps /= 2;
         }
         return warps;
@@ -71,20 +100,6 @@ final class CudaQgemv {
     /** The compile-time row chunk for about {@code rows} rows of x per weight row. */
     static int chunkFor(int rows) {
         return rows <= 1 ? 1 : rows <= 4 ? 4 : rows <= 8 ? 8 : 16;
-    }
-
-    /** Lanes per set for K/32 groups: the most even spread, ties to more lanes. */
-    static int lanesFor(int groups) {
-        int best = 32;
-        double bestEff = -1;
-        for (int l : new int[]{32, 16, 8}) {
-            double eff = groups / (double) (l * ((groups + l - 1) / l));
-            if (eff > bestEff + 1e-9) {
-                bestEff = eff;
-                best = l;
-            }
-        }
-        return best;
     }
 
     /**
@@ -109,11 +124,9 @@ final class CudaQgemv {
         }
         int mt = chunkFor(chunk);
         Kernel kernel = kernels.get("qgemv_" + layout.kernelSuffix() + "_m" + mt + "_" + (bf16 ? "bf16" : "f32"));
-        int lanes = lanesFor(k / 32);
-        int rowsPerWarp = 32 / lanes * ROWS_PER_SET;
         long gridY = mode == MODE_DENSE ? 1 : rows;
-        int warps = warpsFor(n, rowsPerWarp, gridY);
-        long gridX = ceilDiv(n, (long) warps * rowsPerWarp);
+        int warps = warpsFor(k / 32, quantKLanes(mt));
+        long gridX = ceilDiv(n, quantRowsPerBlock(mt));
         if (gridY > 65535) {
             throw new IllegalArgumentException("quantized GEMV: " + gridY + " block rows exceed one launch (65535)");
         }
@@ -121,7 +134,7 @@ final class CudaQgemv {
         Tensor order = routing == null ? null : routing.order();
         Tensor active = routing == null ? null : routing.active();
         ctx.launch2d(kernel, gridX, (int) gridY, 32 * warps, mode, x, xDiv, mode == MODE_DENSE ? rows : 0, ids, offsets, order,
-                active, w.codes(), w.scales(), w.zeros(), w.globalScale(), y, n, k, numExperts, lanes, ctx.errorFlag);
+                active, w.codes(), w.scales(), w.zeros(), w.globalScale(), y, n, k, numExperts, ctx.errorFlag);
     }
 
     private static long ceilDiv(long a, long b) {

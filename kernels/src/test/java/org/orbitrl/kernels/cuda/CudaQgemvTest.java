@@ -11,8 +11,8 @@ import java.util.SplittableRandom;
 /**
  * The fused dequantize-GEMV ({@code qgemv.cu}) in dense mode against the scalar backend's
  * {@code matmulQuantized}: every format, f32 and bf16 x, row counts 1..20 (each compile-time chunk,
- * ragged chunks and more rows than one chunk), K giving 8-, 16- and 32-lane sets, and N not a
- * multiple of the 4 rows a set computes; the dense bf16-weight GEMV behind {@code matmul} up to 16 rows; and
+ * ragged chunks and more rows than one chunk), K from 3 groups (fewer than a warp's k lanes) to 97 (a
+ * ragged last step of the unrolled loop), and N not a multiple of the rows a block computes; the dense bf16-weight GEMV behind {@code matmul} up to 16 rows; and
  * {@code matmulAccumulate} (y += x·wᵀ) on both of its paths. Tolerance |err| ≤ 1e-6 + 1e-5·Σ|x·w| (f32 accumulation of
  * exact weight values; the bf16 case multiplies the bf16-rounded x on the reference side too).
  */
@@ -22,7 +22,7 @@ class CudaQgemvTest extends CudaTestBase {
     @Test
     void denseMatchesScalarBackend() {
         SplittableRandom r = rng(71);
-        int[][] shapes = {{70, 768}, {96, 2048}, {40, 96}, {8, 512}}; // N, K: 24 groups (8 lanes), 64 (32), 3 (8), 16 (16)
+        int[][] shapes = {{70, 768}, {96, 2048}, {40, 96}, {8, 512}, {33, 3104}}; // N, K: 24, 64, 3, 16 and 97 groups a row
         int[] rows = {1, 3, 4, 8, 13, 16, 20};
         for (String format : FORMATS) {
             for (int[] s : shapes) {

@@ -184,7 +184,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
 
     /** Every intermediate is kept on the tape; {@code recompute} changes nothing for this model. */
     @Override
-    public TrainTape forwardTrain(List<int[]> sequences, boolean recompute) {
+    public Trainable.Tape forwardTrain(List<int[]> sequences, boolean recompute) {
         List<Segment> batch = new ArrayList<>();
         for (int[] s : sequences) {
             batch.add(new Segment(s, null));

@@ -9,6 +9,7 @@ import org.orbitrl.model.adapter.OftAdapter;
 import org.orbitrl.model.arch.CausalLM;
 import org.orbitrl.model.arch.DecoderConfig;
 import org.orbitrl.model.arch.Qwen3Model;
+import org.orbitrl.model.arch.dsv4.DeepseekV4Model;
 import org.orbitrl.model.checkpoint.Checkpoint;
 import org.orbitrl.model.nn.AdapterTargets;
 import org.orbitrl.model.nn.Weight;
@@ -45,8 +46,10 @@ public final class LoadedModel implements AutoCloseable {
                     var options = new Qwen3Model.LoadOptions(q == null ? null : w -> Weight.of(q.quantize(w)));
                     yield Qwen3Model.load(DecoderConfig.from(spec), ckpt, backend, options);
                 }
+                case DEEPSEEK_V4 -> DeepseekV4Model.load(spec, ckpt, backend);
                 default -> throw new IllegalArgumentException(dir + ": model_type " + spec.modelType()
-                        + " is recognised but its forward pass is not available in this build (supported: qwen3, qwen3_moe)");
+                        + " is recognised but its forward pass is not available in this build (supported: qwen3, qwen3_moe,"
+                        + " deepseek_v4)");
             };
             return new LoadedModel(dir, spec, ckpt, m);
         } catch (RuntimeException e) {

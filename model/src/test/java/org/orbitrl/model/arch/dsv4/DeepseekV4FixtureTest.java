@@ -126,4 +126,20 @@ public class DeepseekV4FixtureTest {
         }
         assertArrayEquals(expected, got.stream().mapToLong(Long::longValue).toArray(), "deepseek_v4 greedy sequence");
     }
+
+    @Test
+    void loadedModelServesDeepseekV4WithItsPeftAdapter() {
+        var lora = new TestSafetensors(dir().resolve("reference_lora.safetensors"));
+        var ref = new TestSafetensors(dir().resolve("reference.safetensors"));
+        try (var lm = org.orbitrl.model.LoadedModel.load(dir(), Backends.cpu(), org.orbitrl.model.BaseFormat.BF16)) {
+            assertEquals(DeepseekV4Model.class, lm.model().getClass());
+            lm.loadAdapter(dir().resolve("adapter"));
+            List<CausalLM.Segment> batch = new ArrayList<>();
+            for (int[] r : rows(ref.get("input_ids"))) {
+                batch.add(new CausalLM.Segment(r, lm.model().newCache(r.length)));
+            }
+            Qwen3FixtureTest.assertClose("deepseek_v4 lora logits via LoadedModel", lora.get("logits").toFloatArray(),
+                    lm.model().forward(batch).toFloatArray(), ATOL);
+        }
+    }
 }

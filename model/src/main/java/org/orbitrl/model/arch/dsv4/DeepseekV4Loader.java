@@ -23,10 +23,12 @@ import java.util.Set;
  * {@code compressor.wkv}/{@code wgate} → {@code self_attn.compressor.kv_proj}/{@code gate_proj},
  * {@code indexer.*} → {@code self_attn.compressor.indexer.*}, {@code ffn.gate} → {@code mlp.gate},
  * experts' {@code w1/w3/w2} → {@code gate_proj/up_proj/down_proj}. Every tensor's shape is
- * checked and a tensor nobody reads is an error.
+ * checked and a tensor nobody reads is an error. Weights may be bf16, FP8 with 128×128 block
+ * scales or FP4 experts, as {@link DeepseekV4Weights} reads them.
  */
 final class DeepseekV4Loader {
     private final WeightLoader w;
+    private final DeepseekV4Weights quant;
     private final Set<String> used = new HashSet<>();
     private final WeightSource src;
     private final boolean released;
@@ -34,6 +36,7 @@ final class DeepseekV4Loader {
     private DeepseekV4Loader(WeightSource src) {
         this.src = src;
         this.w = new WeightLoader(src, used);
+        this.quant = new DeepseekV4Weights(src, used, w);
         this.released = !src.has("model.embed_tokens.weight") && src.has("embed.weight");
     }
 
@@ -55,7 +58,7 @@ final class DeepseekV4Loader {
     }
 
     private Linear linear(String hfName, String module, int out, int in) {
-        return new Linear(hfName, w.weight(module, out, in), null);
+        return new Linear(hfName, quant.weight(module, out, in), null);
     }
 
     static DeepseekV4Model load(DeepseekV4Config c, WeightSource src, Backend backend) {
@@ -105,7 +108,7 @@ final class DeepseekV4Loader {
                     linear(hp + "self_attn.q_b_proj", p + "attn.wq_b", c.heads() * d, c.qLoraRank()),
                     linear(hp + "self_attn.kv_proj", p + "attn.wkv", d, h),
                     firstOf(new long[] {d}, p + "attn.norm.weight", p + "attn.kv_norm.weight"),
-                    DeepseekV4Dequant.dense(w, src, used, p + "attn.wo_a", c.oGroups() * c.oLoraRank(), groupIn),
+                    quant.dense(p + "attn.wo_a", c.oGroups() * c.oLoraRank(), groupIn),
                     linear(hp + "self_attn.o_b_proj", p + "attn.wo_b", h, c.oGroups() * c.oLoraRank()),
                     floats(p + "attn.attn_sink", c.heads()), comp, idx);
             boolean hash = c.mlpKinds().get(i) == MlpKind.HASH_MOE;

@@ -133,23 +133,32 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
     }
 
     /**
-     * Bytes (f32) of a sequence's decode state after {@code tokens} tokens in layer {@code layer}:
-     * the window's K=V rows, the compressed entries (and the indexer's keys on compressed-sparse
-     * layers), the open windows' raw projections and the overlap halves, as this model keeps them.
+     * Bytes (f32) of the decode state this model keeps for {@code cache} in layer {@code layer}:
+     * the window's K=V rows, every compressed entry (and the indexer's keys on compressed-sparse
+     * layers), the open windows' raw projections and the overlap halves. 0 for a cache it has not seen.
      */
-    public long stateBytes(int layer, int tokens) {
-        DeepseekV4Attention a = layers[layer].attn();
-        long floats = (long) Math.min(tokens, c.slidingWindow() - 1) * c.headDim();
-        for (DeepseekV4Compressor comp : a.indexer == null
-                ? (a.compressor == null ? List.<DeepseekV4Compressor>of() : List.of(a.compressor))
-                : List.of(a.compressor, a.indexer.compressor)) {
-            floats += (long) (tokens / comp.rate) * comp.dim;
-            floats += 2L * (tokens % comp.rate) * comp.width();
-            if (comp.overlap && tokens >= comp.rate) {
-                floats += 2L * comp.rate * comp.dim;
-            }
+    public long stateBytes(SequenceCache cache, int layer) {
+        SeqState st = states.get(cache);
+        if (st == null) {
+            return 0;
+        }
+        DeepseekV4Attention.State s = st.layers[layer];
+        long floats = s.window.length;
+        for (DeepseekV4Compressor.State c : List.of(s.comp, s.index)) {
+            floats += c.entries.length + c.bufKv.length + c.bufGate.length;
+            floats += c.overlapKv == null ? 0 : c.overlapKv.length + c.overlapGate.length;
         }
         return floats * 4;
+    }
+
+    /** Bytes (f32) of the compressed entries (pooled KV and indexer keys) kept for {@code cache} in {@code layer}. */
+    public long compressedEntryBytes(SequenceCache cache, int layer) {
+        SeqState st = states.get(cache);
+        if (st == null) {
+            return 0;
+        }
+        DeepseekV4Attention.State s = st.layers[layer];
+        return 4L * (s.comp.entries.length + s.index.entries.length);
     }
 
     /** A cache that supplies the sequence length; the model keeps the V4 state beside it. */

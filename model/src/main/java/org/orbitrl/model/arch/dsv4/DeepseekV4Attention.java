@@ -33,6 +33,12 @@ final class DeepseekV4Attention {
         float[] window = new float[0];   // [rows, headDim], the latest positions
         final DeepseekV4Compressor.State comp = new DeepseekV4Compressor.State();
         final DeepseekV4Compressor.State index = new DeepseekV4Compressor.State();
+
+        void copyInto(State c) {
+            c.window = window;
+            comp.copyInto(c.comp);
+            index.copyInto(c.index);
+        }
     }
 
     /** One sequence's part of the batch: rows [start, start+len) at positions [pos0, pos0+len). */

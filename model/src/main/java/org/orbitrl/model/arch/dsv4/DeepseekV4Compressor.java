@@ -30,6 +30,16 @@ final class DeepseekV4Compressor {
         int count;
         float[] overlapKv;               // [rate, d] first half of the last full window, or null
         float[] overlapGate;             // [rate, d] with ape added, or null
+
+        /** Arrays are replaced, never written in place, so sharing them is a copy. */
+        void copyInto(State c) {
+            c.bufKv = bufKv;
+            c.bufGate = bufGate;
+            c.entries = entries;
+            c.count = count;
+            c.overlapKv = overlapKv;
+            c.overlapGate = overlapGate;
+        }
     }
 
     DeepseekV4Compressor(Linear wkv, Linear wgate, float[] ape, float[] norm, int rate, int dim, boolean overlap,

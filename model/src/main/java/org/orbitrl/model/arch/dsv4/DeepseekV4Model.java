@@ -16,11 +16,9 @@ import org.orbitrl.model.spec.MlpKind;
 import org.orbitrl.model.spec.ModelSpec;
 
 import java.util.ArrayList;
-import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.WeakHashMap;
 
 /**
  * DeepSeek V4 ({@code deepseek_v4}) as transformers 5.17 defines it: {@code hc_mult} residual
@@ -33,9 +31,10 @@ import java.util.WeakHashMap;
  *
  * <p>The per-sequence decode state (sliding-window K=V rows, each compressor's open window,
  * overlap and emitted entries, the indexer's keys) is what upstream's cache layers hold. It is
- * kept by this model for each {@link SequenceCache} it is given, which only supplies the
- * sequence length (so the rollout engine's paged caches work unchanged); a cache of another
- * length than its state is refused.
+ * attached to the {@link SequenceCache} it belongs to ({@link SequenceCache#attach}), so a fork
+ * of a sequence (the rollout engine's prefix sharing) carries a copy and any model view can
+ * continue it; the cache itself only supplies the length. A cache of another length than its
+ * state (a truncated one) is refused.
  *
  * <p>Computation runs on host arrays with a recorded tape for backward; linear layers run on
  * the backend. Backward gives adapter gradients only.
@@ -50,7 +49,6 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
     private final float headScale;
     private final float[] norm;                 // [hidden]
     private final Linear lmHead;                // [vocab, hidden]
-    private final Map<SequenceCache, SeqState> states = Collections.synchronizedMap(new WeakHashMap<>());
 
     /** One decoder layer. */
     record Layer(DeepseekV4HyperConnection attnHc, float[] attnNorm, DeepseekV4Attention attn,
@@ -60,7 +58,8 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         }
     }
 
-    private static final class SeqState {
+    /** One sequence's decode state, attached to its {@link SequenceCache}. */
+    private static final class SeqState implements SequenceCache.Attachment {
         int length;
         final DeepseekV4Attention.State[] layers;
 
@@ -70,6 +69,20 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
                 layers[i] = new DeepseekV4Attention.State();
             }
         }
+
+        @Override
+        public SeqState copy() {
+            SeqState c = new SeqState(layers.length);
+            c.length = length;
+            for (int i = 0; i < layers.length; i++) {
+                layers[i].copyInto(c.layers[i]);
+            }
+            return c;
+        }
+    }
+
+    private static SeqState stateOf(SequenceCache cache) {
+        return cache.attachment() instanceof SeqState s ? s : null;
     }
 
     DeepseekV4Model(DeepseekV4Config c, Backend backend, Tensor embed, Layer[] layers, float[] headFn, float[] headBase,
@@ -138,7 +151,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
      * layers), the open windows' raw projections and the overlap halves. 0 for a cache it has not seen.
      */
     public long stateBytes(SequenceCache cache, int layer) {
-        SeqState st = states.get(cache);
+        SeqState st = stateOf(cache);
         if (st == null) {
             return 0;
         }
@@ -153,7 +166,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
 
     /** Bytes (f32) of the compressed entries (pooled KV and indexer keys) kept for {@code cache} in {@code layer}. */
     public long compressedEntryBytes(SequenceCache cache, int layer) {
-        SeqState st = states.get(cache);
+        SeqState st = stateOf(cache);
         if (st == null) {
             return 0;
         }
@@ -233,14 +246,14 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
             int past = 0;
             if (s.cache() != null) {
                 past = s.cache().length();
-                SeqState st = states.get(s.cache());
+                SeqState st = stateOf(s.cache());
                 if (st == null || (past == 0 && st.length != 0)) {
                     if (past != 0) {
                         throw new IllegalStateException("a sequence cache at length " + past + " has no DeepSeek V4 "
-                                + "state in this model: its earlier tokens were run through another model or view");
+                                + "state: its earlier tokens were not run through a DeepSeek V4 model");
                     }
                     st = new SeqState(layers.length);
-                    states.put(s.cache(), st);
+                    s.cache().attach(st);
                 } else if (st.length != past) {
                     throw new IllegalStateException("a sequence cache at length " + past + " has DeepSeek V4 state for "
                             + st.length + " tokens: compressed state cannot be truncated or rewound");

@@ -46,7 +46,10 @@ public final class LoadedModel implements AutoCloseable {
                     var options = new Qwen3Model.LoadOptions(q == null ? null : w -> Weight.of(q.quantize(w)));
                     yield Qwen3Model.load(DecoderConfig.from(spec), ckpt, backend, options);
                 }
-                case DEEPSEEK_V4 -> DeepseekV4Model.load(spec, ckpt, backend);
+                case DEEPSEEK_V4 -> {
+                    QuantFormat q = format.quantFormat();
+                    yield DeepseekV4Model.load(spec, ckpt, backend, q == null ? null : w -> Weight.of(q.quantize(w)));
+                }
                 default -> throw new IllegalArgumentException(dir + ": model_type " + spec.modelType()
                         + " is recognised but its forward pass is not available in this build (supported: qwen3, qwen3_moe,"
                         + " deepseek_v4)");

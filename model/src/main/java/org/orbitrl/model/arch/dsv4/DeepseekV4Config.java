@@ -32,6 +32,10 @@ record DeepseekV4Config(ModelSpec spec, int vocab, int hidden, int layers, int h
         int maxPos = s.maxPositionEmbeddings();
         RopeTable main = RopeTable.of(s.ropeScaling(), rot, maxPos, RopeTable.Style.INTERLEAVED);
         RopeTable comp = RopeTable.of(s.compressRopeScaling(), rot, maxPos, RopeTable.Style.INTERLEAVED);
+        if (m.scoring() == MoeSpec.Scoring.SOFTMAX) {
+            throw new IllegalArgumentException(s.source() + ": scoring_func softmax is not supported for deepseek_v4 "
+                    + "(its router applies the score function element-wise: sqrtsoftplus or sigmoid)");
+        }
         if (s.numKvHeads() != 1) {
             throw new IllegalArgumentException(s.source() + ": DeepSeek V4 attention has one shared K=V head, config has "
                     + "num_key_value_heads " + s.numKvHeads());

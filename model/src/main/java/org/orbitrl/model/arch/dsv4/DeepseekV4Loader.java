@@ -4,6 +4,7 @@ import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.model.arch.DenseMlp;
 import org.orbitrl.model.nn.Linear;
+import org.orbitrl.model.nn.Weight;
 import org.orbitrl.model.nn.WeightLoader;
 import org.orbitrl.model.nn.WeightSource;
 import org.orbitrl.model.spec.AttentionKind;
@@ -11,6 +12,7 @@ import org.orbitrl.model.spec.MlpKind;
 
 import java.util.HashSet;
 import java.util.Set;
+import java.util.function.Function;
 
 /**
  * Builds {@link DeepseekV4Model} from a checkpoint in DeepSeek's native names, as transformers
@@ -32,8 +34,10 @@ final class DeepseekV4Loader {
     private final Set<String> used = new HashSet<>();
     private final WeightSource src;
     private final boolean released;
+    private final Function<Tensor, Weight> expertQuantizer;
 
-    private DeepseekV4Loader(WeightSource src) {
+    private DeepseekV4Loader(WeightSource src, Function<Tensor, Weight> expertQuantizer) {
+        this.expertQuantizer = expertQuantizer;
         this.src = src;
         this.w = new WeightLoader(src, used);
         this.quant = new DeepseekV4Weights(src, used, w);
@@ -61,8 +65,18 @@ final class DeepseekV4Loader {
         return new Linear(hfName, quant.weight(module, out, in), null);
     }
 
-    static DeepseekV4Model load(DeepseekV4Config c, WeightSource src, Backend backend) {
-        return new DeepseekV4Loader(src).build(c, backend);
+    static DeepseekV4Model load(DeepseekV4Config c, WeightSource src, Backend backend,
+                                Function<Tensor, Weight> expertQuantizer) {
+        return new DeepseekV4Loader(src, expertQuantizer).build(c, backend);
+    }
+
+    /** A routed expert's projection: as stored, or quantized on load from full precision if asked. */
+    private Linear expert(String hfName, String module, int out, int in) {
+        Weight wt = quant.weight(module, out, in);
+        if (expertQuantizer != null && wt instanceof Weight.Dense d) {
+            wt = expertQuantizer.apply(d.w());
+        }
+        return new Linear(hfName, wt, null);
     }
 
     private DeepseekV4Model build(DeepseekV4Config c, Backend backend) {
@@ -116,9 +130,9 @@ final class DeepseekV4Loader {
             for (int e = 0; e < experts.length; e++) {
                 String ep = p + "ffn.experts." + e + ".";
                 String eh = hp + "mlp.experts." + e + ".";
-                experts[e] = new DenseMlp(linear(eh + "gate_proj", ep + "w1", c.moeIntermediate(), h),
-                        linear(eh + "up_proj", ep + "w3", c.moeIntermediate(), h),
-                        linear(eh + "down_proj", ep + "w2", h, c.moeIntermediate()));
+                experts[e] = new DenseMlp(expert(eh + "gate_proj", ep + "w1", c.moeIntermediate(), h),
+                        expert(eh + "up_proj", ep + "w3", c.moeIntermediate(), h),
+                        expert(eh + "down_proj", ep + "w2", h, c.moeIntermediate()));
             }
             String sp = p + "ffn.shared_experts.";
             String sh = hp + "mlp.shared_experts.";
@@ -128,7 +142,8 @@ final class DeepseekV4Loader {
             DeepseekV4Moe moe = new DeepseekV4Moe(linear(hp + "mlp.gate", p + "ffn.gate", c.experts(), h),
                     hash ? null : floats(p + "ffn.gate.bias", c.experts()),
                     hash ? w.tensor(p + "ffn.gate.tid2eid", c.vocab(), c.topK()).toLongArray() : null,
-                    experts, shared, c.topK(), c.routedScaling(), c.swigluLimit());
+                    experts, shared, c.topK(), c.routedScaling(), c.swigluLimit(),
+                    c.spec().moe().scoring() == org.orbitrl.model.spec.MoeSpec.Scoring.SIGMOID);
             layers[i] = new DeepseekV4Model.Layer(hyper(c, p + "hc_attn_"), floats(p + "attn_norm.weight", h), attn,
                     hyper(c, p + "hc_ffn_"), floats(p + "ffn_norm.weight", h), moe);
         }

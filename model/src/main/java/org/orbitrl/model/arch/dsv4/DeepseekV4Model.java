@@ -98,9 +98,18 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         this.lmHead = lmHead;
     }
 
-    /** The model of {@code spec} with weights from {@code src} (see {@link DeepseekV4Loader}). */
+    /** The model of {@code spec} with weights from {@code src} as stored (see {@link DeepseekV4Loader}). */
     public static DeepseekV4Model load(ModelSpec spec, org.orbitrl.model.nn.WeightSource src, Backend backend) {
-        return DeepseekV4Loader.load(DeepseekV4Config.from(spec), src, backend);
+        return load(spec, src, backend, null);
+    }
+
+    /**
+     * As {@link #load(ModelSpec, org.orbitrl.model.nn.WeightSource, Backend)}, with routed experts
+     * stored in full precision quantized on load by {@code expertQuantizer} (null keeps them as stored).
+     */
+    public static DeepseekV4Model load(ModelSpec spec, org.orbitrl.model.nn.WeightSource src, Backend backend,
+                                       java.util.function.Function<Tensor, org.orbitrl.model.nn.Weight> expertQuantizer) {
+        return DeepseekV4Loader.load(DeepseekV4Config.from(spec), src, backend, expertQuantizer);
     }
 
     @Override

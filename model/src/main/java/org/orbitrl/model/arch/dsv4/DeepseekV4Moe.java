@@ -8,7 +8,8 @@ import java.util.ArrayList;
 import java.util.List;
 
 /**
- * DeepSeek V4's MoE block: router scores {@code sqrt(softplus(x·Wᵀ))}; the k experts are the
+ * DeepSeek V4's MoE block: router scores {@code sqrt(softplus(x·Wᵀ))} (or the sigmoid, by
+ * {@code scoring_func}); the k experts are the
  * top-k of score + {@code e_score_correction_bias}, or on hash layers the fixed
  * {@code tid2eid[token id]} row; weights are the chosen scores renormalised to sum 1 times
  * {@code routed_scaling_factor}. Routed and shared experts are SwiGLU with the V4 clamp
@@ -24,9 +25,10 @@ final class DeepseekV4Moe {
     private final int topK;
     private final float scaling;
     private final float limit;
+    private final boolean sigmoid;   // element-wise sigmoid scores instead of sqrt(softplus)
 
     DeepseekV4Moe(Linear router, float[] bias, long[] tid2eid, DenseMlp[] experts, DenseMlp shared, int topK,
-                  float scaling, float limit) {
+                  float scaling, float limit, boolean sigmoid) {
         this.router = router;
         this.bias = bias;
         this.tid2eid = tid2eid;
@@ -35,6 +37,7 @@ final class DeepseekV4Moe {
         this.topK = topK;
         this.scaling = scaling;
         this.limit = limit;
+        this.sigmoid = sigmoid;
     }
 
     DeepseekV4Moe view() {
@@ -42,11 +45,24 @@ final class DeepseekV4Moe {
         for (int e = 0; e < ex.length; e++) {
             ex[e] = experts[e].view();
         }
-        return new DeepseekV4Moe(router.view(), bias, tid2eid, ex, shared.view(), topK, scaling, limit);
+        return new DeepseekV4Moe(router.view(), bias, tid2eid, ex, shared.view(), topK, scaling, limit, sigmoid);
     }
 
     static float softplus(float x) {
         return x > 20f ? x : (float) Math.log1p(Math.exp(x));
+    }
+
+    private float score(float x) {
+        return sigmoid ? 1f / (1f + (float) Math.exp(-x)) : (float) Math.sqrt(softplus(x));
+    }
+
+    /** d score / d x. */
+    private float scoreGrad(float x) {
+        float sig = 1f / (1f + (float) Math.exp(-x));
+        if (sigmoid) {
+            return sig * (1 - sig);
+        }
+        return (x > 20f ? 1f : sig) / (2f * (float) Math.sqrt(softplus(x)));
     }
 
     /** x [N, hidden] -> [N, hidden]; ids [N] are the tokens' ids (hash routing). */
@@ -57,7 +73,7 @@ final class DeepseekV4Moe {
         Node logits = Ops.linear(t, b, router, x, n);   // [N, E]
         float[] scores = new float[n * e];
         for (int i = 0; i < scores.length; i++) {
-            scores[i] = (float) Math.sqrt(softplus(logits.v[i]));
+            scores[i] = score(logits.v[i]);
         }
         int[] idx = new int[n * topK];                  // [N, k]
         for (int r = 0; r < n; r++) {
@@ -147,10 +163,7 @@ final class DeepseekV4Moe {
                     for (int j = 0; j < topK; j++) {
                         int c = idx[r * topK + j];
                         float ds = scaling * (dw[r * topK + j] / sums[r] - dot / (sums[r] * sums[r]));
-                        float x = logits.v[r * e + c];
-                        float sig = 1f / (1f + (float) Math.exp(-x));
-                        float sp = softplus(x);
-                        dl[r * e + c] += ds * (x > 20f ? 1f : sig) / (2f * (float) Math.sqrt(sp));
+                        dl[r * e + c] += ds * scoreGrad(logits.v[r * e + c]);
                     }
                 }
             });

@@ -2,6 +2,7 @@ package org.orbitrl.model.arch.dsv4;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
@@ -79,9 +80,57 @@ public class DeepseekV4QuantizedCheckpointTest {
         return Tensor.wrap(c.segment().asSlice(c.byteOffset(), c.byteSize()), d, shape);
     }
 
+    /**
+     * {@code LoadedModel} with {@code BaseFormat.MXFP4} quantizes the bf16 experts on load; that model
+     * must equal the dense model whose experts hold the decoded MXFP4 values (same 1e-4 bound).
+     */
+    @Test
+    void quantizeOnLoadMatchesTheDecodedExperts(@TempDir Path tmp) throws IOException {
+        Path fx = DeepseekV4FixtureTest.dir();
+        var ref = new TestSafetensors(fx.resolve("reference.safetensors"));
+        Path dDir = export("experts-only", tmp).resolve("dense");
+        float[] dense = logits(dDir, ref);
+        try (var lm = org.orbitrl.model.LoadedModel.load(fx, Backends.cpu(), org.orbitrl.model.BaseFormat.MXFP4)) {
+            int quantized = 0;
+            for (var set : lm.targets().expertSets()) {
+                for (var lin : set.gate()) {
+                    assertTrue(lin.weight() instanceof org.orbitrl.model.nn.Weight.Quantized q
+                            && q.w().format() == Mxfp4.INSTANCE, lin.name() + " is quantized to MXFP4 on load");
+                    quantized++;
+                }
+            }
+            assertTrue(quantized == 4 * 8, "every routed expert was quantized: " + quantized);
+            List<CausalLM.Segment> batch = new ArrayList<>();
+            for (int[] r : DeepseekV4FixtureTest.rows(ref.get("input_ids"))) {
+                batch.add(new CausalLM.Segment(r, null));
+            }
+            Qwen3FixtureTest.assertClose("deepseek_v4 experts quantized on load vs decoded dense", dense,
+                    lm.model().forward(batch).toFloatArray(), 1e-4f);
+        }
+    }
+
     @ParameterizedTest
     @ValueSource(strings = {"ue8m0", "f32"})
     void releasedLayoutLoadsAndMatchesTheDecodedDenseModel(String scaleFmt, @TempDir Path tmp) throws IOException {
+        Path fx = DeepseekV4FixtureTest.dir();
+        Path out = export(scaleFmt, tmp);
+        var ref = new TestSafetensors(fx.resolve("reference.safetensors"));
+        float[] qLogits = logits(out.resolve("quantized"), ref);
+        float[] dLogits = logits(out.resolve("dense"), ref);
+        Qwen3FixtureTest.assertClose("deepseek_v4 " + scaleFmt + " FP8 + FP4 experts vs decoded dense", dLogits, qLogits, 1e-4f);
+        float[] bf16 = ref.get("logits").toFloatArray();
+        double worst = 0;
+        for (int i = 0; i < bf16.length; i++) {
+            worst = Math.max(worst, Math.abs(bf16[i] - qLogits[i]));
+        }
+        System.out.printf("deepseek_v4 %s: quantization moves logits by at most %.4f from the bf16 model%n", scaleFmt, worst);
+    }
+
+    /**
+     * Writes {@code quantized/} (the released layout; for {@code experts-only}, FP4 experts and
+     * nothing else) and {@code dense/} (the decoded values as f32) under {@code tmp}.
+     */
+    private static Path export(String scaleFmt, Path tmp) throws IOException {
         Path fx = DeepseekV4FixtureTest.dir();
         var src = new TestSafetensors(fx.resolve("model.safetensors"));
         SafetensorsWriter quant = new SafetensorsWriter();
@@ -91,7 +140,8 @@ public class DeepseekV4QuantizedCheckpointTest {
         int fp8 = 0;
         for (String n : new java.util.TreeSet<>(src.names())) {
             Tensor t = src.get(n);
-            if (isExpert(n) || isFp8(n)) {
+            boolean fp8Here = isFp8(n) && !scaleFmt.equals("experts-only");
+            if (isExpert(n) || fp8Here) {
                 String module = n.substring(0, n.length() - ".weight".length());
                 Tensor w = Tensor.of(t.toFloatArray(), t.shape());
                 int rows = t.size(0);
@@ -141,7 +191,8 @@ public class DeepseekV4QuantizedCheckpointTest {
                 dense.add(n, t);
             }
         }
-        assertTrue(fp4 == 4 * 8 * 3 && fp8 > 0, "experts and linears were quantized: " + fp4 + " FP4, " + fp8 + " FP8");
+        assertTrue(fp4 == 4 * 8 * 3 && (fp8 > 0 || scaleFmt.equals("experts-only")),
+                "experts and linears were quantized: " + fp4 + " FP4, " + fp8 + " FP8");
         Path qDir = Files.createDirectories(tmp.resolve("quantized"));
         Path dDir = Files.createDirectories(tmp.resolve("dense"));
         quant.write(qDir.resolve("model.safetensors"));
@@ -158,17 +209,7 @@ public class DeepseekV4QuantizedCheckpointTest {
             ((ObjectNode) cfg.get("quantization_config")).remove("scale_fmt");
         }
         Files.writeString(qDir.resolve("config.json"), json.writeValueAsString(cfg));
-
-        var ref = new TestSafetensors(fx.resolve("reference.safetensors"));
-        float[] qLogits = logits(qDir, ref);
-        float[] dLogits = logits(dDir, ref);
-        Qwen3FixtureTest.assertClose("deepseek_v4 " + scaleFmt + " FP8 + FP4 experts vs decoded dense", dLogits, qLogits, 1e-4f);
-        float[] bf16 = ref.get("logits").toFloatArray();
-        double worst = 0;
-        for (int i = 0; i < bf16.length; i++) {
-            worst = Math.max(worst, Math.abs(bf16[i] - qLogits[i]));
-        }
-        System.out.printf("deepseek_v4 %s: quantization moves logits by at most %.4f from the bf16 model%n", scaleFmt, worst);
+        return tmp;
     }
 
     private static float[] logits(Path dir, TestSafetensors ref) {

@@ -83,7 +83,6 @@ final class DeepseekV4Loader {
         int h = c.hidden();
         int hc = c.hcMult();
         int d = c.headDim();
-        int mix = (2 + hc) * hc;
         Tensor embed = w.tensor(released ? "embed.weight" : "model.embed_tokens.weight", c.vocab(), h);
         DeepseekV4Model.Layer[] layers = new DeepseekV4Model.Layer[c.layers()];
         for (int i = 0; i < c.layers(); i++) {
@@ -159,9 +158,6 @@ final class DeepseekV4Loader {
             throw new IllegalArgumentException("checkpoint has tensors a deepseek_v4 model does not use: "
                     + extra.stream().sorted().limit(10).toList() + (extra.size() > 10 ? " and " + (extra.size() - 10)
                     + " more" : ""));
-        }
-        if (mix <= 0) {
-            throw new IllegalStateException("hc_mult must be positive");
         }
         return new DeepseekV4Model(c, backend, embed, layers, headFn, headBase, headScale, norm, head);
     }

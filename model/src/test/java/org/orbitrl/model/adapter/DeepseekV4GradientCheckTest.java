@@ -60,7 +60,7 @@ public class DeepseekV4GradientCheckTest {
             }
             float[] g = p.grad().toFloatArray();
             float[] v = p.value().toFloatArray();
-            for (int trial = 0; trial < 2; trial++) {
+            for (int trial = 0; trial < 1; trial++) {
                 int i = rnd.nextInt(v.length);
                 float h = 1e-2f;
                 double up = loss(model, seqs, r, p, v, i, v[i] + h);
@@ -73,7 +73,7 @@ public class DeepseekV4GradientCheckTest {
                 checked++;
             }
         }
-        assertTrue(checked >= 12, "checked " + checked + " entries");
+        assertTrue(checked >= 8, "checked " + checked + " entries");
         assertTrue(bad.isEmpty(), "gradient mismatches:\n" + bad);
     }
 

@@ -37,8 +37,14 @@ public enum DType {
         return this == F32 || this == BF16 || this == F16 || this == F8E4M3;
     }
 
-    /** The dtype for a safetensors dtype string, or {@code null} if Orbit has none. */
+    /**
+     * The dtype for a safetensors dtype string, or {@code null} if Orbit has none. {@code F8_E8M0}
+     * (block-scale exponent bytes, {@code float8_e8m0fnu}) is read as its raw bytes, {@link #U8}.
+     */
     public static DType fromSafetensors(String name) {
+        if ("F8_E8M0".equals(name)) {
+            return U8;
+        }
         for (DType d : values()) {
             if (d.safetensorsName.equals(name)) {
                 return d;

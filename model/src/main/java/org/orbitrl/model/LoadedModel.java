@@ -11,6 +11,7 @@ import org.orbitrl.model.arch.DecoderConfig;
 import org.orbitrl.model.arch.GptOssConfig;
 import org.orbitrl.model.arch.GptOssModel;
 import org.orbitrl.model.arch.Qwen3Model;
+import org.orbitrl.model.arch.dsv4.DeepseekV4Model;
 import org.orbitrl.model.checkpoint.Checkpoint;
 import org.orbitrl.model.nn.AdapterTargets;
 import org.orbitrl.model.nn.Weight;
@@ -53,9 +54,13 @@ public final class LoadedModel implements AutoCloseable {
                     var options = new GptOssModel.LoadOptions(q == null ? null : w -> Weight.of(q.quantize(w)));
                     yield GptOssModel.load(GptOssConfig.from(spec), ckpt, backend, options);
                 }
+                case DEEPSEEK_V4 -> {
+                    QuantFormat q = format.quantFormat();
+                    yield DeepseekV4Model.load(spec, ckpt, backend, q == null ? null : w -> Weight.of(q.quantize(w)));
+                }
                 default -> throw new IllegalArgumentException(dir + ": model_type " + spec.modelType()
                         + " is recognised but its forward pass is not available in this build (supported: qwen3,"
-                        + " qwen3_moe, gpt_oss)");
+                        + " qwen3_moe, gpt_oss, deepseek_v4)");
             };
             return new LoadedModel(dir, spec, ckpt, m);
         } catch (RuntimeException e) {

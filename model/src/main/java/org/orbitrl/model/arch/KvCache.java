@@ -23,6 +23,7 @@ public final class KvCache implements SequenceCache {
     private final Tensor[] values;
     private int capacity;
     private int length;
+    private Attachment attachment;
 
     public KvCache(TensorAllocator allocator, int layers, int kvHeads, int headDim, int vHeadDim, int initialCapacity) {
         this.allocator = allocator;
@@ -93,6 +94,16 @@ public final class KvCache implements SequenceCache {
     @Override
     public void advance(int tokens) {
         length += tokens;
+    }
+
+    @Override
+    public Attachment attachment() {
+        return attachment;
+    }
+
+    @Override
+    public void attach(Attachment state) {
+        this.attachment = state;
     }
 
     /** Drops everything after the first {@code newLength} tokens. */

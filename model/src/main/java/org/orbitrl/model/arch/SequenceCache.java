@@ -28,4 +28,22 @@ public interface SequenceCache {
 
     /** Advances the length after every layer has written. */
     void advance(int tokens);
+
+    /**
+     * Per-sequence state a model keeps beside the cached keys and values (DeepSeek V4: the
+     * compressors' open windows and entries); a fork of the sequence gets its own copy.
+     */
+    interface Attachment {
+        Attachment copy();
+    }
+
+    /** The model state attached to this sequence, or null. */
+    default Attachment attachment() {
+        return null;
+    }
+
+    /** Attaches model state to this sequence; a cache that cannot hold any throws. */
+    default void attach(Attachment state) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " cannot hold per-sequence model state");
+    }
 }

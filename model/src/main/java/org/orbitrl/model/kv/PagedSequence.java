@@ -20,6 +20,7 @@ public final class PagedSequence implements SequenceCache, AutoCloseable {
     private final List<Integer> table = new ArrayList<>();
     private int length;
     private boolean freed;
+    private Attachment attachment;
 
     public PagedSequence(BlockPool pool) {
         this.pool = pool;
@@ -123,7 +124,18 @@ public final class PagedSequence implements SequenceCache, AutoCloseable {
             s.table.add(b);
         }
         s.length = length;
+        s.attachment = attachment == null ? null : attachment.copy();
         return s;
+    }
+
+    @Override
+    public Attachment attachment() {
+        return attachment;
+    }
+
+    @Override
+    public void attach(Attachment state) {
+        this.attachment = state;
     }
 
     /** Returns every block to the pool. */

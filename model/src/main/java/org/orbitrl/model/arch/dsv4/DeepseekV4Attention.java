@@ -1,0 +1,180 @@
+package org.orbitrl.model.arch.dsv4;
+
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.RopeTable;
+import org.orbitrl.model.nn.Linear;
+import org.orbitrl.model.spec.AttentionKind;
+
+/**
+ * DeepSeek V4 attention: low-rank queries ({@code wq_a}, weighted RMSNorm, {@code wq_b}, then an
+ * unweighted per-head RMSNorm), one shared K=V head ({@code wkv} + RMSNorm), interleaved partial
+ * rope on the trailing channels, a per-head sink logit, and the grouped low-rank output
+ * projection ({@code wo_a} per head group, then {@code wo_b}). Keys are the sliding window of
+ * raw tokens plus, on compressed layers, the compressor's entries: all causally closed ones
+ * (heavily compressed) or the lightning indexer's top-k (compressed sparse). Because V = K
+ * carries rope, the output's rope channels are rotated back at the query position.
+ */
+final class DeepseekV4Attention {
+    final Linear qA;        // [qLoraRank, hidden]
+    final float[] qNorm;    // [qLoraRank]
+    final Linear qB;        // [heads*headDim, qLoraRank]
+    final Linear kv;        // [headDim, hidden]
+    final float[] kvNorm;   // [headDim]
+    final float[] oA;       // [groups*oLoraRank, heads*headDim/groups]
+    final Linear oB;        // [hidden, groups*oLoraRank]
+    final float[] sinks;    // [heads]
+    final DeepseekV4Compressor compressor;   // null on sliding layers
+    final DeepseekV4Indexer indexer;         // non-null on compressed-sparse layers
+    final AttentionKind kind;
+    private final DeepseekV4Config c;
+
+    /** One sequence's state of this layer: the last window-1 K=V rows and the compressors' states. */
+    static final class State {
+        float[] window = new float[0];   // [rows, headDim], the latest positions
+        final DeepseekV4Compressor.State comp = new DeepseekV4Compressor.State();
+        final DeepseekV4Compressor.State index = new DeepseekV4Compressor.State();
+
+        void copyInto(State c) {
+            c.window = window;
+            comp.copyInto(c.comp);
+            index.copyInto(c.index);
+        }
+    }
+
+    /** One sequence's part of the batch: rows [start, start+len) at positions [pos0, pos0+len). */
+    record Seg(int start, int len, int pos0, State state) {
+    }
+
+    DeepseekV4Attention(DeepseekV4Config c, AttentionKind kind, Linear qA, float[] qNorm, Linear qB, Linear kv,
+                        float[] kvNorm, float[] oA, Linear oB, float[] sinks, DeepseekV4Compressor compressor,
+                        DeepseekV4Indexer indexer) {
+        this.c = c;
+        this.kind = kind;
+        this.qA = qA;
+        this.qNorm = qNorm;
+        this.qB = qB;
+        this.kv = kv;
+        this.kvNorm = kvNorm;
+        this.oA = oA;
+        this.oB = oB;
+        this.sinks = sinks;
+        this.compressor = compressor;
+        this.indexer = indexer;
+    }
+
+    DeepseekV4Attention view() {
+        return new DeepseekV4Attention(c, kind, qA.view(), qNorm, qB.view(), kv.view(), kvNorm, oA, oB.view(), sinks,
+                compressor == null ? null : compressor.view(), indexer == null ? null : indexer.view());
+    }
+
+    private RopeTable rope() {
+        return kind == AttentionKind.SLIDING ? c.mainRope() : c.compressRope();
+    }
+
+    /** x [N, hidden] (normed block input) -> [N, hidden]; positions [N]. */
+    Node forward(GradTape t, Backend b, Node x, int[] positions, Seg[] segs) {
+        int n = positions.length;
+        int heads = c.heads();
+        int d = c.headDim();
+        float eps = c.rmsEps();
+        RopeTable rope = rope();
+        float[][] cs = DeepseekV4Config.cosSin(rope, positions);
+        Node qr = Ops.rmsNorm(t, Ops.linear(t, b, qA, x, n), c.qLoraRank(), qNorm, eps);     // [N, qLoraRank]
+        Node q = Ops.rmsNorm(t, Ops.linear(t, b, qB, qr, n), d, null, eps);                  // [N, heads*d]
+        q = Ops.rope(t, q, heads, d, cs[0], cs[1], false);
+        Node k = Ops.rmsNorm(t, Ops.linear(t, b, kv, x, n), d, kvNorm, eps);                  // [N, d]
+        k = Ops.rope(t, k, 1, d, cs[0], cs[1], false);
+        Node[] comp = compressor == null ? null : compressor.project(t, b, x, n);           // [N, width] x2
+        int[][] picks = indexer == null ? null : indexer.select(b, x, qr, positions, segs, compressor.rate, c);
+        Node[] outs = new Node[segs.length];
+        for (int si = 0; si < segs.length; si++) {
+            Seg s = segs[si];
+            State st = s.state();
+            Node qs = Ops.rows(t, q, heads * d, s.start(), s.len());
+            Node ks = Ops.rows(t, k, d, s.start(), s.len());
+            int past = st == null ? 0 : st.window.length / d;
+            Node entries = null;
+            if (compressor != null) {
+                int w = compressor.width();
+                entries = compressor.compress(t, Ops.rows(t, comp[0], w, s.start(), s.len()),
+                        Ops.rows(t, comp[1], w, s.start(), s.len()), st == null ? null : st.comp, c.compressRope());
+            }
+            int m = entries == null ? 0 : entries.size() / d;
+            int keys = past + s.len() + m;
+            float[] mask = new float[s.len() * keys];            // [len, keys] additive bias
+            for (int i = 0; i < s.len(); i++) {
+                int p = s.pos0() + i;
+                for (int j = 0; j < past + s.len(); j++) {
+                    int kp = s.pos0() - past + j;
+                    boolean visible = kp <= p && p - kp < c.slidingWindow();
+                    mask[i * keys + j] = visible ? 0f : Float.NEGATIVE_INFINITY;
+                }
+                for (int e = 0; e < m; e++) {
+                    boolean visible;
+                    if (kind == AttentionKind.HEAVILY_COMPRESSED) {
+                        visible = e < (p + 1) / compressor.rate;
+                    } else {
+                        visible = false;
+                        for (int sel : picks[s.start() + i]) {
+                            visible |= sel == e;
+                        }
+                    }
+                    mask[i * keys + past + s.len() + e] = visible ? 0f : Float.NEGATIVE_INFINITY;
+                }
+            }
+            Node keyRows = Ops.concatRows(t, past == 0 ? null : new Node(st.window), ks, entries);
+            outs[si] = DeepseekV4SinkAttention.attend(t, qs, keyRows, mask, sinks, heads, d, (float) (1 / Math.sqrt(d)));
+            if (st != null) {
+                int keep = Math.min(c.slidingWindow() - 1, past + s.len());
+                float[] all = java.util.Arrays.copyOf(st.window, (past + s.len()) * d);
+                System.arraycopy(ks.v, 0, all, past * d, s.len() * d);
+                st.window = java.util.Arrays.copyOfRange(all, (past + s.len() - keep) * d, (past + s.len()) * d);
+            }
+        }
+        Node o = Ops.concatRows(t, outs);                                                     // [N, heads*d]
+        o = Ops.rope(t, o, heads, d, cs[0], cs[1], true);
+        Node g = grouped(t, o, n);                                                            // [N, groups*oLoraRank]
+        return Ops.linear(t, b, oB, g, n);
+    }
+
+    /** The block-diagonal projection wo_a: head group gi of o [N, heads*d] through its own [oLoraRank, in] block. */
+    private Node grouped(GradTape t, Node o, int n) {
+        int groups = c.oGroups();
+        int in = c.heads() * c.headDim() / groups;
+        int r = c.oLoraRank();
+        float[] y = new float[n * groups * r];
+        for (int row = 0; row < n; row++) {
+            for (int gi = 0; gi < groups; gi++) {
+                for (int j = 0; j < r; j++) {
+                    float s = 0;
+                    int wo = (gi * r + j) * in;
+                    int xo = row * groups * in + gi * in;
+                    for (int i = 0; i < in; i++) {
+                        s += o.v[xo + i] * oA[wo + i];
+                    }
+                    y[(row * groups + gi) * r + j] = s;
+                }
+            }
+        }
+        Node yn = new Node(y);
+        if (t != null) {
+            t.record(yn, () -> {
+                float[] dy = yn.gradOrNull();
+                float[] dx = o.grad();
+                for (int row = 0; row < n; row++) {
+                    for (int gi = 0; gi < groups; gi++) {
+                        for (int j = 0; j < r; j++) {
+                            float dv = dy[(row * groups + gi) * r + j];
+                            int wo = (gi * r + j) * in;
+                            int xo = row * groups * in + gi * in;
+                            for (int i = 0; i < in; i++) {
+                                dx[xo + i] += dv * oA[wo + i];
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        return yn;
+    }
+}

@@ -1,0 +1,207 @@
+package org.orbitrl.model.arch.dsv4;
+
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.RopeTable;
+import org.orbitrl.model.nn.Linear;
+
+/**
+ * The KV compressor of a compressed attention layer (and of the lightning indexer): every
+ * {@code rate} source tokens become one entry, the softmax-gated (gate + {@code ape}) sum of the
+ * tokens' projected KV per channel, RMS-normalised and rotated at its window's first position
+ * with the compressed branches' rope. With {@code overlap} (compressed-sparse layers) the
+ * projections are 2·d wide: entry w pools the first half of window w-1 with the second half of
+ * window w over 2·rate slots. Tokens of an unfinished window wait in the cache's buffer.
+ */
+final class DeepseekV4Compressor {
+    final Linear wkv;    // [width, hidden]
+    final Linear wgate;  // [width, hidden]
+    final float[] ape;   // [rate, width]
+    final float[] norm;  // [d]
+    final int rate;
+    final int dim;       // d, the entry width
+    final boolean overlap;
+    private final float eps;
+
+    /** One sequence's compressor state: the open window's raw rows, the emitted entries, the overlap. */
+    static final class State {
+        float[] bufKv = new float[0];    // [rows, width] raw projections of the open window
+        float[] bufGate = new float[0];  // [rows, width]
+        float[] entries = new float[0];  // [count, d]
+        int count;
+        float[] overlapKv;               // [rate, d] first half of the last full window, or null
+        float[] overlapGate;             // [rate, d] with ape added, or null
+
+        /** Arrays are replaced, never written in place, so sharing them is a copy. */
+        void copyInto(State c) {
+            c.bufKv = bufKv;
+            c.bufGate = bufGate;
+            c.entries = entries;
+            c.count = count;
+            c.overlapKv = overlapKv;
+            c.overlapGate = overlapGate;
+        }
+    }
+
+    DeepseekV4Compressor(Linear wkv, Linear wgate, float[] ape, float[] norm, int rate, int dim, boolean overlap,
+                         float eps) {
+        this.wkv = wkv;
+        this.wgate = wgate;
+        this.ape = ape;
+        this.norm = norm;
+        this.rate = rate;
+        this.dim = dim;
+        this.overlap = overlap;
+        this.eps = eps;
+    }
+
+    DeepseekV4Compressor view() {
+        return new DeepseekV4Compressor(wkv.view(), wgate.view(), ape, norm, rate, dim, overlap, eps);
+    }
+
+    int width() {
+        return overlap ? 2 * dim : dim;
+    }
+
+    /** Both projections of x [N, hidden]: {kv, gate}, each [N, width]. */
+    Node[] project(GradTape t, Backend b, Node x, int n) {
+        return new Node[] {Ops.linear(t, b, wkv, x, n), Ops.linear(t, b, wgate, x, n)};
+    }
+
+    /**
+     * Adds a segment's new projected rows kv, gate [len, width] and returns every entry of the
+     * sequence so far [M, d]; with a state, the buffer, entries and overlap advance.
+     */
+    Node compress(GradTape t, Node kv, Node gate, State st, RopeTable rope) {
+        int w = width();
+        Node bufKv = st == null || st.bufKv.length == 0 ? null : new Node(st.bufKv);
+        Node bufGate = st == null || st.bufGate.length == 0 ? null : new Node(st.bufGate);
+        Node kvAll = bufKv == null ? kv : Ops.concatRows(t, bufKv, kv);
+        Node gateAll = bufGate == null ? gate : Ops.concatRows(t, bufGate, gate);
+        int rows = kvAll.size() / w;
+        int windows = rows / rate;
+        int usable = windows * rate;
+        int first = st == null ? 0 : st.count * rate;
+        Node old = st == null || st.count == 0 ? null : new Node(st.entries);
+        Node fresh = null;
+        if (windows > 0) {
+            Node pooled = pool(t, kvAll, gateAll, windows, st == null ? null : st.overlapKv,
+                    st == null ? null : st.overlapGate);
+            Node normed = Ops.rmsNorm(t, pooled, dim, norm, eps);
+            int half = rope.rotaryDim() / 2;
+            float[] cos = new float[windows * half];
+            float[] sin = new float[windows * half];
+            for (int i = 0; i < windows; i++) {
+                for (int j = 0; j < half; j++) {
+                    cos[i * half + j] = rope.cos(first + i * rate, j);
+                    sin[i * half + j] = rope.sin(first + i * rate, j);
+                }
+            }
+            fresh = Ops.rope(t, normed, 1, dim, cos, sin, false);
+        }
+        if (st != null) {
+            st.bufKv = java.util.Arrays.copyOfRange(kvAll.v, usable * w, rows * w);
+            st.bufGate = java.util.Arrays.copyOfRange(gateAll.v, usable * w, rows * w);
+            if (windows > 0) {
+                if (overlap) {
+                    st.overlapKv = new float[rate * dim];
+                    st.overlapGate = new float[rate * dim];
+                    for (int j = 0; j < rate; j++) {
+                        int row = (windows - 1) * rate + j;
+                        for (int c = 0; c < dim; c++) {
+                            st.overlapKv[j * dim + c] = kvAll.v[row * w + c];
+                            st.overlapGate[j * dim + c] = gateAll.v[row * w + c] + ape[j * w + c];
+                        }
+                    }
+                }
+                float[] e = java.util.Arrays.copyOf(st.entries, st.entries.length + fresh.size());
+                System.arraycopy(fresh.v, 0, e, st.entries.length, fresh.size());
+                st.entries = e;
+                st.count += windows;
+            }
+        }
+        if (fresh == null) {
+            return old == null ? new Node(new float[0]) : old;
+        }
+        return old == null ? fresh : Ops.concatRows(t, old, fresh);
+    }
+
+    /** The gated pooling of the first {@code windows} full windows of kv, gate [rows, width] -> [windows, d]. */
+    private Node pool(GradTape t, Node kv, Node gate, int windows, float[] priorKv, float[] priorGate) {
+        int w = width();
+        int slots = overlap ? 2 * rate : rate;
+        float[] y = new float[windows * dim];
+        float[] probs = new float[windows * dim * slots];   // softmax weights, for backward
+        int[] src = new int[windows * dim * slots];          // flat index into kv/gate, -1: prior, -2: empty
+        for (int win = 0; win < windows; win++) {
+            for (int c = 0; c < dim; c++) {
+                int base = (win * dim + c) * slots;
+                float[] logit = new float[slots];
+                float[] val = new float[slots];
+                float max = Float.NEGATIVE_INFINITY;
+                for (int s = 0; s < slots; s++) {
+                    int j;
+                    int ch;
+                    int row;
+                    if (overlap && s < rate) {
+                        j = s;
+                        ch = c;
+                        row = (win - 1) * rate + j;
+                        if (win == 0) {
+                            if (priorKv == null) {
+                                src[base + s] = -2;
+                                logit[s] = Float.NEGATIVE_INFINITY;
+                            } else {
+                                src[base + s] = -1;
+                                logit[s] = priorGate[j * dim + c];
+                                val[s] = priorKv[j * dim + c];
+                            }
+                            max = Math.max(max, logit[s]);
+                            continue;
+                        }
+                    } else {
+                        j = overlap ? s - rate : s;
+                        ch = overlap ? dim + c : c;
+                        row = win * rate + j;
+                    }
+                    src[base + s] = row * w + ch;
+                    logit[s] = gate.v[row * w + ch] + ape[j * w + ch];
+                    val[s] = kv.v[row * w + ch];
+                    max = Math.max(max, logit[s]);
+                }
+                float sum = 0;
+                for (int s = 0; s < slots; s++) {
+                    float e = logit[s] == Float.NEGATIVE_INFINITY ? 0f : (float) Math.exp(logit[s] - max);
+                    probs[base + s] = e;
+                    sum += e;
+                }
+                float acc = 0;
+                for (int s = 0; s < slots; s++) {
+                    probs[base + s] /= sum;
+                    acc += probs[base + s] * val[s];
+                }
+                y[win * dim + c] = acc;
+            }
+        }
+        Node yn = new Node(y);
+        if (t != null) {
+            t.record(yn, () -> {
+                float[] dy = yn.gradOrNull();
+                float[] dkv = kv.grad();
+                float[] dg = gate.grad();
+                for (int i = 0; i < windows * dim; i++) {
+                    float out = y[i];
+                    for (int s = 0; s < slots; s++) {
+                        int k = src[i * slots + s];
+                        if (k < 0) {
+                            continue;
+                        }
+                        float p = probs[i * slots + s];
+                        dkv[k] += p * dy[i];
+                        dg[k] += p * dy[i] * (kv.v[k] - out);
+                    }
+                }
+            });
+        }
+        return yn;
+    }
+}

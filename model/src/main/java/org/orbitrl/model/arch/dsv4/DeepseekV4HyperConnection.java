@@ -1,0 +1,277 @@
+package org.orbitrl.model.arch.dsv4;
+
+/**
+ * Manifold-constrained hyper-connections around one attention or MoE block. The {@code hc}
+ * residual streams [N, hc, H] are RMS-normalised (unweighted, over hc·H), projected by
+ * {@code fn} [(2+hc)·hc, hc·H] into pre, post and comb mixes; pre = sigmoid(·)+eps collapses the
+ * streams into the block input, post = 2·sigmoid(·) expands the block output back, and comb, a
+ * row softmax (+eps) made doubly stochastic by Sinkhorn-Knopp iterations, mixes the residual
+ * streams: {@code out_k = post_k · f + Σ_j comb[j,k] · in_j}.
+ */
+final class DeepseekV4HyperConnection {
+    final float[] fn;     // [(2+hc)*hc, hc*hidden]
+    final float[] base;   // [(2+hc)*hc]
+    final float[] scale;  // [3]
+    private final int hc;
+    private final int hidden;
+    private final int iters;
+    private final float hcEps;
+    private final float normEps;
+
+    DeepseekV4HyperConnection(float[] fn, float[] base, float[] scale, int hc, int hidden, int iters, float hcEps,
+                              float normEps) {
+        this.fn = fn;
+        this.base = base;
+        this.scale = scale;
+        this.hc = hc;
+        this.hidden = hidden;
+        this.iters = iters;
+        this.hcEps = hcEps;
+        this.normEps = normEps;
+    }
+
+    private int mixes() {
+        return (2 + hc) * hc;
+    }
+
+    /** The mixing weights [N, (2+hc)·hc] (pre, post, comb row-major [j][k]) of streams [N, hc·H]. */
+    Node weights(GradTape t, Node streams) {
+        int n = streams.size() / (hc * hidden);
+        Node flat = Ops.rmsNorm(t, streams, hc * hidden, null, normEps);
+        Node m = Ops.matmulT(t, flat, n, fn, mixes(), hc * hidden);
+        return map(t, m, n);
+    }
+
+    private static float sigmoid(float x) {
+        return 1f / (1f + (float) Math.exp(-x));
+    }
+
+    private Node map(GradTape t, Node m, int n) {
+        int mm = mixes();
+        int cc = hc * hc;
+        float[] y = new float[n * mm];
+        // per token: softmax probabilities, then every Sinkhorn iterate (2*iters-1 of them) for backward
+        float[][] stages = new float[n][];
+        for (int r = 0; r < n; r++) {
+            int o = r * mm;
+            for (int i = 0; i < hc; i++) {
+                y[o + i] = sigmoid(m.v[o + i] * scale[0] + base[i]) + hcEps;
+                y[o + hc + i] = 2f * sigmoid(m.v[o + hc + i] * scale[1] + base[hc + i]);
+            }
+            float[] st = new float[2 * iters * cc];
+            for (int j = 0; j < hc; j++) {
+                float max = Float.NEGATIVE_INFINITY;
+                for (int k = 0; k < hc; k++) {
+                    max = Math.max(max, m.v[o + 2 * hc + j * hc + k] * scale[2] + base[2 * hc + j * hc + k]);
+                }
+                float sum = 0;
+                for (int k = 0; k < hc; k++) {
+                    float e = (float) Math.exp(m.v[o + 2 * hc + j * hc + k] * scale[2] + base[2 * hc + j * hc + k] - max);
+                    st[j * hc + k] = e;
+                    sum += e;
+                }
+                for (int k = 0; k < hc; k++) {
+                    st[j * hc + k] /= sum;
+                }
+            }
+            // stage 0 = softmax p; stage s>=1 = after normalisation s (odd s: columns first, then alternating)
+            float[] c = new float[cc];
+            for (int i = 0; i < cc; i++) {
+                c[i] = st[i] + hcEps;
+            }
+            for (int s = 1; s < 2 * iters; s++) {
+                normalize(c, s % 2 == 1);
+                System.arraycopy(c, 0, st, s * cc, cc);
+            }
+            System.arraycopy(c, 0, y, o + 2 * hc, cc);
+            stages[r] = st;
+        }
+        Node yn = new Node(y);
+        if (t != null) {
+            t.record(yn, () -> {
+                float[] dy = yn.gradOrNull();
+                float[] dm = m.grad();
+                for (int r = 0; r < n; r++) {
+                    int o = r * mm;
+                    for (int i = 0; i < hc; i++) {
+                        float s0 = sigmoid(m.v[o + i] * scale[0] + base[i]);
+                        dm[o + i] += dy[o + i] * s0 * (1 - s0) * scale[0];
+                        float s1 = sigmoid(m.v[o + hc + i] * scale[1] + base[hc + i]);
+                        dm[o + hc + i] += dy[o + hc + i] * 2f * s1 * (1 - s1) * scale[1];
+                    }
+                    float[] st = stages[r];
+                    float[] dc = new float[cc];
+                    System.arraycopy(dy, o + 2 * hc, dc, 0, cc);
+                    for (int s = 2 * iters - 1; s >= 1; s--) {
+                        // input of normalisation s: stage s-1 (+eps for s == 1)
+                        float[] in = new float[cc];
+                        for (int i = 0; i < cc; i++) {
+                            in[i] = st[(s - 1) * cc + i] + (s == 1 ? hcEps : 0);
+                        }
+                        dc = normalizeBackward(in, dc, s % 2 == 1);
+                    }
+                    for (int j = 0; j < hc; j++) {
+                        float dot = 0;
+                        for (int k = 0; k < hc; k++) {
+                            dot += st[j * hc + k] * dc[j * hc + k];
+                        }
+                        for (int k = 0; k < hc; k++) {
+                            dm[o + 2 * hc + j * hc + k] += st[j * hc + k] * (dc[j * hc + k] - dot) * scale[2];
+                        }
+                    }
+                }
+            });
+        }
+        return yn;
+    }
+
+    /** c[j][k] /= (Σ over the group + eps): columns (sum over j) or rows (sum over k). */
+    private void normalize(float[] c, boolean columns) {
+        for (int a = 0; a < hc; a++) {
+            float s = 0;
+            for (int b = 0; b < hc; b++) {
+                s += c[columns ? b * hc + a : a * hc + b];
+            }
+            for (int b = 0; b < hc; b++) {
+                c[columns ? b * hc + a : a * hc + b] /= s + hcEps;
+            }
+        }
+    }
+
+    private float[] normalizeBackward(float[] in, float[] dOut, boolean columns) {
+        float[] dIn = new float[in.length];
+        for (int a = 0; a < hc; a++) {
+            float s = 0;
+            float dot = 0;
+            for (int b = 0; b < hc; b++) {
+                int i = columns ? b * hc + a : a * hc + b;
+                s += in[i];
+                dot += dOut[i] * in[i];
+            }
+            float den = s + hcEps;
+            for (int b = 0; b < hc; b++) {
+                int i = columns ? b * hc + a : a * hc + b;
+                dIn[i] = dOut[i] / den - dot / (den * den);
+            }
+        }
+        return dIn;
+    }
+
+    /** Block input [N, H] = Σ_j pre_j · stream_j, pre from columns [0, hc) of w [N, width]. */
+    static Node collapse(GradTape t, Node w, int width, Node streams, int hc, int hidden) {
+        int n = streams.size() / (hc * hidden);
+        float[] y = new float[n * hidden];
+        for (int r = 0; r < n; r++) {
+            for (int j = 0; j < hc; j++) {
+                float p = w.v[r * width + j];
+                for (int c = 0; c < hidden; c++) {
+                    y[r * hidden + c] += p * streams.v[(r * hc + j) * hidden + c];
+                }
+            }
+        }
+        Node yn = new Node(y);
+        if (t != null) {
+            t.record(yn, () -> {
+                float[] dy = yn.gradOrNull();
+                float[] dw = w.grad();
+                float[] ds = streams.grad();
+                for (int r = 0; r < n; r++) {
+                    for (int j = 0; j < hc; j++) {
+                        float p = w.v[r * width + j];
+                        float dot = 0;
+                        for (int c = 0; c < hidden; c++) {
+                            int si = (r * hc + j) * hidden + c;
+                            dot += dy[r * hidden + c] * streams.v[si];
+                            ds[si] += p * dy[r * hidden + c];
+                        }
+                        dw[r * width + j] += dot;
+                    }
+                }
+            });
+        }
+        return yn;
+    }
+
+    Node collapse(GradTape t, Node w, Node streams) {
+        return collapse(t, w, mixes(), streams, hc, hidden);
+    }
+
+    /** New streams [N, hc·H]: out_k = post_k · f + Σ_j comb[j,k] · in_j. */
+    Node expand(GradTape t, Node w, Node f, Node streams) {
+        int mm = mixes();
+        int n = f.size() / hidden;
+        float[] y = new float[n * hc * hidden];
+        for (int r = 0; r < n; r++) {
+            for (int k = 0; k < hc; k++) {
+                float post = w.v[r * mm + hc + k];
+                for (int c = 0; c < hidden; c++) {
+                    float s = post * f.v[r * hidden + c];
+                    for (int j = 0; j < hc; j++) {
+                        s += w.v[r * mm + 2 * hc + j * hc + k] * streams.v[(r * hc + j) * hidden + c];
+                    }
+                    y[(r * hc + k) * hidden + c] = s;
+                }
+            }
+        }
+        Node yn = new Node(y);
+        if (t != null) {
+            t.record(yn, () -> {
+                float[] dy = yn.gradOrNull();
+                float[] dw = w.grad();
+                float[] df = f.grad();
+                float[] ds = streams.grad();
+                for (int r = 0; r < n; r++) {
+                    for (int k = 0; k < hc; k++) {
+                        float post = w.v[r * mm + hc + k];
+                        float dPost = 0;
+                        for (int c = 0; c < hidden; c++) {
+                            float d = dy[(r * hc + k) * hidden + c];
+                            dPost += d * f.v[r * hidden + c];
+                            df[r * hidden + c] += d * post;
+                        }
+                        dw[r * mm + hc + k] += dPost;
+                        for (int j = 0; j < hc; j++) {
+                            float comb = w.v[r * mm + 2 * hc + j * hc + k];
+                            float dComb = 0;
+                            for (int c = 0; c < hidden; c++) {
+                                float d = dy[(r * hc + k) * hidden + c];
+                                int si = (r * hc + j) * hidden + c;
+                                dComb += d * streams.v[si];
+                                ds[si] += d * comb;
+                            }
+                            dw[r * mm + 2 * hc + j * hc + k] += dComb;
+                        }
+                    }
+                }
+            });
+        }
+        return yn;
+    }
+
+    /**
+     * The final collapse before the model norm: pre = sigmoid(fn·norm(x) · scale + base) + eps with
+     * {@code fn} [hc, hc·H], {@code scale} [1], {@code base} [hc].
+     */
+    static Node head(GradTape t, Node streams, float[] fn, float[] base, float scale, int hc, int hidden, float hcEps,
+                     float normEps) {
+        int n = streams.size() / (hc * hidden);
+        Node flat = Ops.rmsNorm(t, streams, hc * hidden, null, normEps);
+        Node m = Ops.matmulT(t, flat, n, fn, hc, hc * hidden);
+        float[] pre = new float[n * hc];
+        for (int i = 0; i < pre.length; i++) {
+            pre[i] = sigmoid(m.v[i] * scale + base[i % hc]) + hcEps;
+        }
+        Node p = new Node(pre);
+        if (t != null) {
+            t.record(p, () -> {
+                float[] dp = p.gradOrNull();
+                float[] dm = m.grad();
+                for (int i = 0; i < pre.length; i++) {
+                    float s = sigmoid(m.v[i] * scale + base[i % hc]);
+                    dm[i] += dp[i] * s * (1 - s) * scale;
+                }
+            });
+        }
+        return collapse(t, p, hc, streams, hc, hidden);
+    }
+}

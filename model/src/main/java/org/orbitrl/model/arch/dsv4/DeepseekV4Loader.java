@@ -1,0 +1,171 @@
+package org.orbitrl.model.arch.dsv4;
+
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.model.arch.DenseMlp;
+import org.orbitrl.model.nn.Linear;
+import org.orbitrl.model.nn.Weight;
+import org.orbitrl.model.nn.WeightLoader;
+import org.orbitrl.model.nn.WeightSource;
+import org.orbitrl.model.spec.AttentionKind;
+import org.orbitrl.model.spec.MlpKind;
+
+import java.util.HashSet;
+import java.util.Set;
+import java.util.function.Function;
+
+/**
+ * Builds {@link DeepseekV4Model} from a checkpoint in DeepSeek's native names, as transformers
+ * 5.17 saves it ({@code model.layers.N.attn.wq_a.weight}, {@code model.embed_tokens.weight},
+ * {@code model.hc_head.hc_fn}, {@code head.weight}) or as the released checkpoints name it
+ * ({@code layers.N.attn.wq_a.weight}, {@code embed.weight}, {@code hc_head_fn}, {@code norm.weight},
+ * {@code attn.kv_norm}; multi-token-prediction {@code mtp.*} tensors are not used). The linears
+ * take transformers' module names, which PEFT adapters use: {@code wq_a} → {@code self_attn.q_a_proj},
+ * {@code wq_b} → {@code q_b_proj}, {@code wkv} → {@code kv_proj}, {@code wo_b} → {@code o_b_proj},
+ * {@code compressor.wkv}/{@code wgate} → {@code self_attn.compressor.kv_proj}/{@code gate_proj},
+ * {@code indexer.*} → {@code self_attn.compressor.indexer.*}, {@code ffn.gate} → {@code mlp.gate},
+ * experts' {@code w1/w3/w2} → {@code gate_proj/up_proj/down_proj}. Every tensor's shape is
+ * checked and a tensor nobody reads is an error. Weights may be bf16, FP8 with 128×128 block
+ * scales or FP4 experts, as {@link DeepseekV4Weights} reads them.
+ */
+final class DeepseekV4Loader {
+    private final WeightLoader w;
+    private final DeepseekV4Weights quant;
+    private final Set<String> used = new HashSet<>();
+    private final WeightSource src;
+    private final boolean released;
+    private final Function<Tensor, Weight> expertQuantizer;
+
+    private DeepseekV4Loader(WeightSource src, Function<Tensor, Weight> expertQuantizer) {
+        this.expertQuantizer = expertQuantizer;
+        this.src = src;
+        this.w = new WeightLoader(src, used);
+        this.quant = new DeepseekV4Weights(src, used, w);
+        this.released = !src.has("model.embed_tokens.weight") && src.has("embed.weight");
+    }
+
+    private String layer(int i) {
+        return (released ? "layers." : "model.layers.") + i + ".";
+    }
+
+    private float[] floats(String name, long... shape) {
+        return w.tensor(name, shape).toFloatArray();
+    }
+
+    private float[] firstOf(long[] shape, String... names) {
+        for (String n : names) {
+            if (src.has(n)) {
+                return floats(n, shape);
+            }
+        }
+        throw new IllegalArgumentException("checkpoint has none of " + String.join(", ", names));
+    }
+
+    private Linear linear(String hfName, String module, int out, int in) {
+        return new Linear(hfName, quant.weight(module, out, in), null);
+    }
+
+    static DeepseekV4Model load(DeepseekV4Config c, WeightSource src, Backend backend,
+                                Function<Tensor, Weight> expertQuantizer) {
+        return new DeepseekV4Loader(src, expertQuantizer).build(c, backend);
+    }
+
+    /** A routed expert's projection: as stored, or quantized on load from full precision if asked. */
+    private Linear expert(String hfName, String module, int out, int in) {
+        Weight wt = quant.weight(module, out, in);
+        if (expertQuantizer != null && wt instanceof Weight.Dense d) {
+            wt = expertQuantizer.apply(d.w());
+        }
+        return new Linear(hfName, wt, null);
+    }
+
+    private DeepseekV4Model build(DeepseekV4Config c, Backend backend) {
+        int h = c.hidden();
+        int hc = c.hcMult();
+        int d = c.headDim();
+        Tensor embed = w.tensor(released ? "embed.weight" : "model.embed_tokens.weight", c.vocab(), h);
+        DeepseekV4Model.Layer[] layers = new DeepseekV4Model.Layer[c.layers()];
+        for (int i = 0; i < c.layers(); i++) {
+            String p = layer(i);
+            String hp = "model.layers." + i + ".";
+            AttentionKind kind = c.kinds().get(i);
+            DeepseekV4Compressor comp = null;
+            DeepseekV4Indexer idx = null;
+            if (kind.isCompressed()) {
+                int rate = c.compressRate(i);
+                boolean csa = kind == AttentionKind.COMPRESSED_SPARSE;
+                int width = csa ? 2 * d : d;
+                comp = new DeepseekV4Compressor(
+                        linear(hp + "self_attn.compressor.kv_proj", p + "attn.compressor.wkv", width, h),
+                        linear(hp + "self_attn.compressor.gate_proj", p + "attn.compressor.wgate", width, h),
+                        floats(p + "attn.compressor.ape", rate, width), floats(p + "attn.compressor.norm.weight", d),
+                        rate, d, csa, c.rmsEps());
+                if (csa) {
+                    int id = c.indexDim();
+                    String ip = p + "attn.indexer.";
+                    String ih = hp + "self_attn.compressor.indexer.";
+                    DeepseekV4Compressor ic = new DeepseekV4Compressor(
+                            linear(ih + "kv_proj", ip + "compressor.wkv", 2 * id, h),
+                            linear(ih + "gate_proj", ip + "compressor.wgate", 2 * id, h),
+                            floats(ip + "compressor.ape", rate, 2 * id), floats(ip + "compressor.norm.weight", id),
+                            rate, id, true, c.rmsEps());
+                    idx = new DeepseekV4Indexer(ic, linear(ih + "q_b_proj", ip + "wq_b", c.indexHeads() * id, c.qLoraRank()),
+                            linear(ih + "scorer.weights_proj", ip + "weights_proj", c.indexHeads(), h), c.indexHeads(), id,
+                            c.indexTopK());
+                }
+            }
+            int groupIn = c.heads() * d / c.oGroups();
+            DeepseekV4Attention attn = new DeepseekV4Attention(c, kind,
+                    linear(hp + "self_attn.q_a_proj", p + "attn.wq_a", c.qLoraRank(), h),
+                    floats(p + "attn.q_norm.weight", c.qLoraRank()),
+                    linear(hp + "self_attn.q_b_proj", p + "attn.wq_b", c.heads() * d, c.qLoraRank()),
+                    linear(hp + "self_attn.kv_proj", p + "attn.wkv", d, h),
+                    firstOf(new long[] {d}, p + "attn.norm.weight", p + "attn.kv_norm.weight"),
+                    quant.dense(p + "attn.wo_a", c.oGroups() * c.oLoraRank(), groupIn),
+                    linear(hp + "self_attn.o_b_proj", p + "attn.wo_b", h, c.oGroups() * c.oLoraRank()),
+                    floats(p + "attn.attn_sink", c.heads()), comp, idx);
+            boolean hash = c.mlpKinds().get(i) == MlpKind.HASH_MOE;
+            DenseMlp[] experts = new DenseMlp[c.experts()];
+            for (int e = 0; e < experts.length; e++) {
+                String ep = p + "ffn.experts." + e + ".";
+                String eh = hp + "mlp.experts." + e + ".";
+                experts[e] = new DenseMlp(expert(eh + "gate_proj", ep + "w1", c.moeIntermediate(), h),
+                        expert(eh + "up_proj", ep + "w3", c.moeIntermediate(), h),
+                        expert(eh + "down_proj", ep + "w2", h, c.moeIntermediate()));
+            }
+            String sp = p + "ffn.shared_experts.";
+            String sh = hp + "mlp.shared_experts.";
+            DenseMlp shared = new DenseMlp(linear(sh + "gate_proj", sp + "w1", c.sharedIntermediate(), h),
+                    linear(sh + "up_proj", sp + "w3", c.sharedIntermediate(), h),
+                    linear(sh + "down_proj", sp + "w2", h, c.sharedIntermediate()));
+            DeepseekV4Moe moe = new DeepseekV4Moe(linear(hp + "mlp.gate", p + "ffn.gate", c.experts(), h),
+                    hash ? null : floats(p + "ffn.gate.bias", c.experts()),
+                    hash ? w.tensor(p + "ffn.gate.tid2eid", c.vocab(), c.topK()).toLongArray() : null,
+                    experts, shared, c.topK(), c.routedScaling(), c.swigluLimit(),
+                    c.spec().moe().scoring() == org.orbitrl.model.spec.MoeSpec.Scoring.SIGMOID);
+            layers[i] = new DeepseekV4Model.Layer(hyper(c, p + "hc_attn_"), floats(p + "attn_norm.weight", h), attn,
+                    hyper(c, p + "hc_ffn_"), floats(p + "ffn_norm.weight", h), moe);
+        }
+        float[] headFn = released ? floats("hc_head_fn", hc, (long) hc * h) : floats("model.hc_head.hc_fn", hc, (long) hc * h);
+        float[] headBase = released ? floats("hc_head_base", hc) : floats("model.hc_head.hc_base", hc);
+        float headScale = (released ? floats("hc_head_scale", 1) : floats("model.hc_head.hc_scale", 1))[0];
+        float[] norm = floats(released ? "norm.weight" : "model.norm.weight", h);
+        Linear head = linear("lm_head", "head", c.vocab(), h);
+        Set<String> extra = new HashSet<>(src.names());
+        extra.removeAll(used);
+        extra.removeIf(n -> n.startsWith("mtp.") || n.startsWith("model.mtp."));
+        if (!extra.isEmpty()) {
+            throw new IllegalArgumentException("checkpoint has tensors a deepseek_v4 model does not use: "
+                    + extra.stream().sorted().limit(10).toList() + (extra.size() > 10 ? " and " + (extra.size() - 10)
+                    + " more" : ""));
+        }
+        return new DeepseekV4Model(c, backend, embed, layers, headFn, headBase, headScale, norm, head);
+    }
+
+    private DeepseekV4HyperConnection hyper(DeepseekV4Config c, String prefix) {
+        int hc = c.hcMult();
+        int mix = (2 + hc) * hc;
+        return new DeepseekV4HyperConnection(floats(prefix + "fn", mix, (long) hc * c.hidden()), floats(prefix + "base", mix),
+                floats(prefix + "scale", 3), hc, c.hidden(), c.hcIters(), c.hcEps(), c.rmsEps());
+    }
+}

@@ -1,0 +1,393 @@
+package org.orbitrl.model.arch.dsv4;
+
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.model.arch.CausalLM;
+import org.orbitrl.model.arch.DenseMlp;
+import org.orbitrl.model.arch.KvCache;
+import org.orbitrl.model.arch.SequenceCache;
+import org.orbitrl.model.arch.Trainable;
+import org.orbitrl.model.nn.AdapterTargets;
+import org.orbitrl.model.nn.Linear;
+import org.orbitrl.model.spec.AttentionKind;
+import org.orbitrl.model.spec.MlpKind;
+import org.orbitrl.model.spec.ModelSpec;
+
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * DeepSeek V4 ({@code deepseek_v4}) as transformers 5.17 defines it: {@code hc_mult} residual
+ * streams joined by manifold-constrained hyper-connections around every block, sliding-window /
+ * compressed-sparse / heavily-compressed attention ({@link DeepseekV4Attention}), hash-routed and
+ * score-routed MoE ({@link DeepseekV4Moe}), the hyper-connection head collapse, the final norm
+ * and the LM head. Linear layers carry Hugging Face module names ({@code self_attn.q_a_proj},
+ * {@code mlp.experts}) so PEFT adapters attach; the weights come from the checkpoint's native
+ * names ({@code attn.wq_a}, {@code ffn.experts.N.w1}, see {@link DeepseekV4Loader}).
+ *
+ * <p>The per-sequence decode state (sliding-window K=V rows, each compressor's open window,
+ * overlap and emitted entries, the indexer's keys) is what upstream's cache layers hold. It is
+ * attached to the {@link SequenceCache} it belongs to ({@link SequenceCache#attach}), so a fork
+ * of a sequence (the rollout engine's prefix sharing) carries a copy and any model view can
+ * continue it; the cache itself only supplies the length. A cache of another length than its
+ * state (a truncated one) is refused.
+ *
+ * <p>Computation runs on host arrays with a recorded tape for backward; linear layers run on
+ * the backend. Backward gives adapter gradients only.
+ */
+public final class DeepseekV4Model implements Trainable, AdapterTargets {
+    private final DeepseekV4Config c;
+    private final Backend backend;
+    private final Tensor embed;                 // [vocab, hidden]
+    private final Layer[] layers;
+    private final float[] headFn;               // [hc, hc*hidden]
+    private final float[] headBase;             // [hc]
+    private final float headScale;
+    private final float[] norm;                 // [hidden]
+    private final Linear lmHead;                // [vocab, hidden]
+
+    /** One decoder layer. */
+    record Layer(DeepseekV4HyperConnection attnHc, float[] attnNorm, DeepseekV4Attention attn,
+                 DeepseekV4HyperConnection ffnHc, float[] ffnNorm, DeepseekV4Moe moe) {
+        Layer view() {
+            return new Layer(attnHc, attnNorm, attn.view(), ffnHc, ffnNorm, moe.view());
+        }
+    }
+
+    /** One sequence's decode state, attached to its {@link SequenceCache}. */
+    private static final class SeqState implements SequenceCache.Attachment {
+        int length;
+        final DeepseekV4Attention.State[] layers;
+
+        SeqState(int n) {
+            layers = new DeepseekV4Attention.State[n];
+            for (int i = 0; i < n; i++) {
+                layers[i] = new DeepseekV4Attention.State();
+            }
+        }
+
+        @Override
+        public SeqState copy() {
+            SeqState c = new SeqState(layers.length);
+            c.length = length;
+            for (int i = 0; i < layers.length; i++) {
+                layers[i].copyInto(c.layers[i]);
+            }
+            return c;
+        }
+    }
+
+    private static SeqState stateOf(SequenceCache cache) {
+        return cache.attachment() instanceof SeqState s ? s : null;
+    }
+
+    DeepseekV4Model(DeepseekV4Config c, Backend backend, Tensor embed, Layer[] layers, float[] headFn, float[] headBase,
+                    float headScale, float[] norm, Linear lmHead) {
+        this.c = c;
+        this.backend = backend;
+        this.embed = embed;
+        this.layers = layers;
+        this.headFn = headFn;
+        this.headBase = headBase;
+        this.headScale = headScale;
+        this.norm = norm;
+        this.lmHead = lmHead;
+    }
+
+    /** The model of {@code spec} with weights from {@code src} as stored (see {@link DeepseekV4Loader}). */
+    public static DeepseekV4Model load(ModelSpec spec, org.orbitrl.model.nn.WeightSource src, Backend backend) {
+        return load(spec, src, backend, null);
+    }
+
+    /**
+     * As {@link #load(ModelSpec, org.orbitrl.model.nn.WeightSource, Backend)}, with routed experts
+     * stored in full precision quantized on load by {@code expertQuantizer} (null keeps them as stored).
+     */
+    public static DeepseekV4Model load(ModelSpec spec, org.orbitrl.model.nn.WeightSource src, Backend backend,
+                                       java.util.function.Function<Tensor, org.orbitrl.model.nn.Weight> expertQuantizer) {
+        return DeepseekV4Loader.load(DeepseekV4Config.from(spec), src, backend, expertQuantizer);
+    }
+
+    @Override
+    public DeepseekV4Model view() {
+        return view(backend);
+    }
+
+    @Override
+    public DeepseekV4Model view(Backend other) {
+        Layer[] ls = new Layer[layers.length];
+        for (int i = 0; i < ls.length; i++) {
+            ls[i] = layers[i].view();
+        }
+        return new DeepseekV4Model(c, other, embed, ls, headFn, headBase, headScale, norm, lmHead.view());
+    }
+
+    public ModelSpec spec() {
+        return c.spec();
+    }
+
+    @Override
+    public Backend backend() {
+        return backend;
+    }
+
+    @Override
+    public int vocabSize() {
+        return c.vocab();
+    }
+
+    @Override
+    public int layers() {
+        return c.layers();
+    }
+
+    /**
+     * One shared K=V head of {@code head_dim} per layer: the rows of the sliding window. The
+     * compressed entries and compressor state are not per token (see {@link #stateBytes}).
+     */
+    @Override
+    public CacheGeometry cacheGeometry() {
+        return new CacheGeometry(c.layers(), 1, c.headDim(), 0);
+    }
+
+    /**
+     * Bytes (f32) of the decode state this model keeps for {@code cache} in layer {@code layer}:
+     * the window's K=V rows, every compressed entry (and the indexer's keys on compressed-sparse
+     * layers), the open windows' raw projections and the overlap halves. 0 for a cache it has not seen.
+     */
+    public long stateBytes(SequenceCache cache, int layer) {
+        SeqState st = stateOf(cache);
+        if (st == null) {
+            return 0;
+        }
+        DeepseekV4Attention.State s = st.layers[layer];
+        long floats = s.window.length;
+        for (DeepseekV4Compressor.State c : List.of(s.comp, s.index)) {
+            floats += c.entries.length + c.bufKv.length + c.bufGate.length;
+            floats += c.overlapKv == null ? 0 : c.overlapKv.length + c.overlapGate.length;
+        }
+        return floats * 4;
+    }
+
+    /** Bytes (f32) of the compressed entries (pooled KV and indexer keys) kept for {@code cache} in {@code layer}. */
+    public long compressedEntryBytes(SequenceCache cache, int layer) {
+        SeqState st = stateOf(cache);
+        if (st == null) {
+            return 0;
+        }
+        DeepseekV4Attention.State s = st.layers[layer];
+        return 4L * (s.comp.entries.length + s.index.entries.length);
+    }
+
+    /** A cache that supplies the sequence length; the model keeps the V4 state beside it. */
+    @Override
+    public KvCache newCache(int capacity) {
+        return new KvCache(backend.allocator(), 1, 1, 1, 1, capacity);
+    }
+
+    @Override
+    public Tensor forward(List<Segment> batch, HiddenSink hidden) {
+        Node logits = run(batch, hidden, null);
+        return Tensor.of(logits.v, logits.size() / c.vocab(), c.vocab());
+    }
+
+    /** What a training forward keeps: the tape and the logits node. */
+    static final class TrainTape implements Trainable.Tape {
+        final GradTape tape;
+        final Node logits;    // [N, vocab]
+        private final int vocab;
+
+        TrainTape(GradTape tape, Node logits, int vocab) {
+            this.tape = tape;
+            this.logits = logits;
+            this.vocab = vocab;
+        }
+
+        @Override
+        public Tensor logits() {
+            return Tensor.of(logits.v, logits.size() / vocab, vocab);
+        }
+    }
+
+    /** Every intermediate is kept on the tape; {@code recompute} changes nothing for this model. */
+    @Override
+    public Trainable.Tape forwardTrain(List<int[]> sequences, boolean recompute) {
+        List<Segment> batch = new ArrayList<>();
+        for (int[] s : sequences) {
+            batch.add(new Segment(s, null));
+        }
+        GradTape tape = new GradTape();
+        return new TrainTape(tape, run(batch, null, tape), c.vocab());
+    }
+
+    @Override
+    public void backward(Trainable.Tape t, Tensor dLogits) {
+        if (!(t instanceof TrainTape tt)) {
+            throw new IllegalArgumentException("not a tape of this model: " + t);
+        }
+        float[] d = dLogits.toFloatArray();
+        if (d.length != tt.logits.size()) {
+            throw new IllegalArgumentException("d logits has " + d.length + " values, the logits " + tt.logits.size());
+        }
+        float[] g = tt.logits.grad();
+        for (int i = 0; i < d.length; i++) {
+            g[i] += d[i];
+        }
+        tt.tape.backward();
+    }
+
+    private Node run(List<Segment> batch, HiddenSink hidden, GradTape tape) {
+        int n = 0;
+        for (Segment s : batch) {
+            n += s.tokens().length;
+        }
+        int[] ids = new int[n];
+        int[] pos = new int[n];
+        SeqState[] seqStates = new SeqState[batch.size()];
+        int[] pos0 = new int[batch.size()];
+        int k = 0;
+        for (int si = 0; si < batch.size(); si++) {
+            Segment s = batch.get(si);
+            int past = 0;
+            if (s.cache() != null) {
+                past = s.cache().length();
+                SeqState st = stateOf(s.cache());
+                if (st == null || (past == 0 && st.length != 0)) {
+                    if (past != 0) {
+                        throw new IllegalStateException("a sequence cache at length " + past + " has no DeepSeek V4 "
+                                + "state: its earlier tokens were not run through a DeepSeek V4 model");
+                    }
+                    st = new SeqState(layers.length);
+                    s.cache().attach(st);
+                } else if (st.length != past) {
+                    throw new IllegalStateException("a sequence cache at length " + past + " has DeepSeek V4 state for "
+                            + st.length + " tokens: compressed state cannot be truncated or rewound");
+                }
+                seqStates[si] = st;
+                s.cache().reserve(s.tokens().length);
+            }
+            pos0[si] = past;
+            for (int t = 0; t < s.tokens().length; t++) {
+                int id = s.tokens()[t];
+                if (id < 0 || id >= c.vocab()) {
+                    throw new IllegalArgumentException("token id " + id + " is outside the vocabulary of " + c.vocab());
+                }
+                ids[k] = id;
+                pos[k++] = past + t;
+            }
+        }
+        int h = c.hidden();
+        int hc = c.hcMult();
+        Tensor emb = backend.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);  // [N, hidden]
+        backend.embedding(embed, Tensor.ofInts(ids, n), emb);
+        float[] e = emb.toFloatArray();
+        float[] streams = new float[n * hc * h];                                                 // [N, hc, hidden]
+        for (int r = 0; r < n; r++) {
+            for (int j = 0; j < hc; j++) {
+                System.arraycopy(e, r * h, streams, (r * hc + j) * h, h);
+            }
+        }
+        Node x = new Node(streams);
+        emit(hidden, 0, x, n, hc, h);
+        for (int i = 0; i < layers.length; i++) {
+            DeepseekV4Attention.Seg[] segs = new DeepseekV4Attention.Seg[batch.size()];
+            int start = 0;
+            for (int si = 0; si < segs.length; si++) {
+                int len = batch.get(si).tokens().length;
+                segs[si] = new DeepseekV4Attention.Seg(start, len, pos0[si],
+                        seqStates[si] == null ? null : seqStates[si].layers[i]);
+                start += len;
+            }
+            x = layer(tape, layers[i], x, ids, pos, segs);
+            if (i + 1 < layers.length) {
+                emit(hidden, i + 1, x, n, hc, h);
+            }
+        }
+        Node collapsed = DeepseekV4HyperConnection.head(tape, x, headFn, headBase, headScale, hc, h, c.hcEps(), c.rmsEps());
+        Node normed = Ops.rmsNorm(tape, collapsed, h, norm, c.rmsEps());
+        if (hidden != null) {
+            hidden.accept(layers.length, Tensor.of(normed.v, n, h));
+        }
+        for (int si = 0; si < batch.size(); si++) {
+            Segment s = batch.get(si);
+            if (s.cache() != null) {
+                s.cache().advance(s.tokens().length);
+                seqStates[si].length += s.tokens().length;
+            }
+        }
+        return Ops.linear(tape, backend, lmHead, normed, n);
+    }
+
+    private Node layer(GradTape t, Layer l, Node x, int[] ids, int[] pos, DeepseekV4Attention.Seg[] segs) {
+        Node w = l.attnHc().weights(t, x);
+        Node in = Ops.rmsNorm(t, l.attnHc().collapse(t, w, x), c.hidden(), l.attnNorm(), c.rmsEps());
+        Node a = l.attn().forward(t, backend, in, pos, segs);
+        x = l.attnHc().expand(t, w, a, x);
+        w = l.ffnHc().weights(t, x);
+        in = Ops.rmsNorm(t, l.ffnHc().collapse(t, w, x), c.hidden(), l.ffnNorm(), c.rmsEps());
+        Node m = l.moe().forward(t, backend, in, ids);
+        return l.ffnHc().expand(t, w, m, x);
+    }
+
+    private static void emit(HiddenSink sink, int index, Node x, int n, int hc, int h) {
+        if (sink != null) {
+            sink.accept(index, Tensor.of(x.v, n, hc, h));
+        }
+    }
+
+    /** Every adaptable linear by its Hugging Face module name. */
+    @Override
+    public Map<String, Linear> linearModules() {
+        Map<String, Linear> out = new LinkedHashMap<>();
+        for (Layer l : layers) {
+            DeepseekV4Attention a = l.attn();
+            List<Linear> ls = new ArrayList<>(List.of(a.qA, a.qB, a.kv, a.oB));
+            if (a.compressor != null) {
+                ls.addAll(List.of(a.compressor.wkv, a.compressor.wgate));
+            }
+            if (a.indexer != null) {
+                ls.addAll(List.of(a.indexer.compressor.wkv, a.indexer.compressor.wgate, a.indexer.qB,
+                        a.indexer.weightsProj));
+            }
+            ls.add(l.moe().router);
+            DenseMlp sh = l.moe().shared;
+            ls.addAll(List.of(sh.gate(), sh.up(), sh.down()));
+            for (Linear lin : ls) {
+                out.put(lin.name(), lin);
+            }
+        }
+        out.put(lmHead.name(), lmHead);
+        return out;
+    }
+
+    @Override
+    public List<ExpertSet> expertSets() {
+        List<ExpertSet> out = new ArrayList<>();
+        for (int i = 0; i < layers.length; i++) {
+            List<Linear> g = new ArrayList<>();
+            List<Linear> u = new ArrayList<>();
+            List<Linear> d = new ArrayList<>();
+            for (DenseMlp e : layers[i].moe().experts) {
+                g.add(e.gate());
+                u.add(e.up());
+                d.add(e.down());
+            }
+            out.add(new ExpertSet("model.layers." + i + ".mlp.experts", g, u, d));
+        }
+        return out;
+    }
+
+    /** The attention kind of layer {@code i}. */
+    public AttentionKind attentionKind(int i) {
+        return c.kinds().get(i);
+    }
+
+    /** The MLP kind of layer {@code i}. */
+    public MlpKind mlpKind(int i) {
+        return c.mlpKinds().get(i);
+    }
+}

@@ -1,0 +1,213 @@
+package org.orbitrl.model.arch.dsv4;
+
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.model.arch.DenseMlp;
+import org.orbitrl.model.nn.Linear;
+
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * DeepSeek V4's MoE block: router scores {@code sqrt(softplus(x·Wᵀ))} (or the sigmoid, by
+ * {@code scoring_func}); the k experts are the
+ * top-k of score + {@code e_score_correction_bias}, or on hash layers the fixed
+ * {@code tid2eid[token id]} row; weights are the chosen scores renormalised to sum 1 times
+ * {@code routed_scaling_factor}. Routed and shared experts are SwiGLU with the V4 clamp
+ * (gate ≤ limit, |up| ≤ limit). The routing choice is discrete; gradients flow through the
+ * routing weights into the router logits and on to the block input.
+ */
+final class DeepseekV4Moe {
+    final Linear router;          // [experts, hidden]
+    final float[] bias;           // [experts] selection bias, null on hash layers
+    final long[] tid2eid;         // [vocab, k] on hash layers, else null
+    final DenseMlp[] experts;
+    final DenseMlp shared;
+    private final int topK;
+    private final float scaling;
+    private final float limit;
+    private final boolean sigmoid;   // element-wise sigmoid scores instead of sqrt(softplus)
+
+    DeepseekV4Moe(Linear router, float[] bias, long[] tid2eid, DenseMlp[] experts, DenseMlp shared, int topK,
+                  float scaling, float limit, boolean sigmoid) {
+        this.router = router;
+        this.bias = bias;
+        this.tid2eid = tid2eid;
+        this.experts = experts;
+        this.shared = shared;
+        this.topK = topK;
+        this.scaling = scaling;
+        this.limit = limit;
+        this.sigmoid = sigmoid;
+    }
+
+    DeepseekV4Moe view() {
+        DenseMlp[] ex = new DenseMlp[experts.length];
+        for (int e = 0; e < ex.length; e++) {
+            ex[e] = experts[e].view();
+        }
+        return new DeepseekV4Moe(router.view(), bias, tid2eid, ex, shared.view(), topK, scaling, limit, sigmoid);
+    }
+
+    static float softplus(float x) {
+        return x > 20f ? x : (float) Math.log1p(Math.exp(x));
+    }
+
+    private float score(float x) {
+        return sigmoid ? 1f / (1f + (float) Math.exp(-x)) : (float) Math.sqrt(softplus(x));
+    }
+
+    /** d score / d x. */
+    private float scoreGrad(float x) {
+        float sig = 1f / (1f + (float) Math.exp(-x));
+        if (sigmoid) {
+            return sig * (1 - sig);
+        }
+        return (x > 20f ? 1f : sig) / (2f * (float) Math.sqrt(softplus(x)));
+    }
+
+    /** x [N, hidden] -> [N, hidden]; ids [N] are the tokens' ids (hash routing). */
+    Node forward(GradTape t, Backend b, Node x, int[] ids) {
+        int n = ids.length;
+        int h = router.in();
+        int e = experts.length;
+        Node logits = Ops.linear(t, b, router, x, n);   // [N, E]
+        float[] scores = new float[n * e];
+        for (int i = 0; i < scores.length; i++) {
+            scores[i] = score(logits.v[i]);
+        }
+        int[] idx = new int[n * topK];                  // [N, k]
+        for (int r = 0; r < n; r++) {
+            if (tid2eid != null) {
+                for (int j = 0; j < topK; j++) {
+                    long v = tid2eid[ids[r] * topK + j];
+                    if (v < 0 || v >= e) {
+                        throw new IllegalArgumentException("tid2eid[" + ids[r] + "] names expert " + v + " of " + e);
+                    }
+                    idx[r * topK + j] = (int) v;
+                }
+            } else {
+                boolean[] taken = new boolean[e];
+                for (int j = 0; j < topK; j++) {
+                    int best = -1;
+                    float bv = Float.NEGATIVE_INFINITY;
+                    for (int c = 0; c < e; c++) {
+                        float v = scores[r * e + c] + bias[c];
+                        if (!taken[c] && (best < 0 || v > bv)) {
+                            best = c;
+                            bv = v;
+                        }
+                    }
+                    taken[best] = true;
+                    idx[r * topK + j] = best;
+                }
+            }
+        }
+        Node w = routeWeights(t, logits, scores, idx, n, e);    // [N*k]
+        List<Node> outs = new ArrayList<>();
+        List<int[]> slotsOf = new ArrayList<>();
+        for (int ex = 0; ex < e; ex++) {
+            int cnt = 0;
+            for (int v : idx) {
+                cnt += v == ex ? 1 : 0;
+            }
+            if (cnt == 0) {
+                continue;
+            }
+            int[] slots = new int[cnt];
+            int[] toks = new int[cnt];
+            int c = 0;
+            for (int s = 0; s < idx.length; s++) {
+                if (idx[s] == ex) {
+                    slots[c] = s;
+                    toks[c++] = s / topK;
+                }
+            }
+            Node xe = Ops.gather(t, x, h, toks);
+            outs.add(mlp(t, b, experts[ex], xe, cnt));
+            slotsOf.add(slots);
+        }
+        Node routed = combine(t, n, h, outs, slotsOf, w);
+        return Ops.add(t, routed, mlp(t, b, shared, x, n));
+    }
+
+    private Node mlp(GradTape t, Backend b, DenseMlp m, Node x, int rows) {
+        Node g = Ops.linear(t, b, m.gate(), x, rows);
+        Node u = Ops.linear(t, b, m.up(), x, rows);
+        return Ops.linear(t, b, m.down(), Ops.swiglu(t, g, u, limit), rows);
+    }
+
+    /** Normalised, scaled weights [N*k] of the chosen experts, differentiable in the router logits. */
+    private Node routeWeights(GradTape t, Node logits, float[] scores, int[] idx, int n, int e) {
+        float[] w = new float[n * topK];
+        float[] sums = new float[n];
+        for (int r = 0; r < n; r++) {
+            float s = 0;
+            for (int j = 0; j < topK; j++) {
+                s += scores[r * e + idx[r * topK + j]];
+            }
+            sums[r] = s + 1e-20f;
+            for (int j = 0; j < topK; j++) {
+                w[r * topK + j] = scores[r * e + idx[r * topK + j]] / sums[r] * scaling;
+            }
+        }
+        Node wn = new Node(w);
+        if (t != null) {
+            t.record(wn, () -> {
+                float[] dw = wn.gradOrNull();
+                float[] dl = logits.grad();
+                for (int r = 0; r < n; r++) {
+                    float dot = 0;
+                    for (int j = 0; j < topK; j++) {
+                        dot += dw[r * topK + j] * scores[r * e + idx[r * topK + j]];
+                    }
+                    for (int j = 0; j < topK; j++) {
+                        int c = idx[r * topK + j];
+                        float ds = scaling * (dw[r * topK + j] / sums[r] - dot / (sums[r] * sums[r]));
+                        dl[r * e + c] += ds * scoreGrad(logits.v[r * e + c]);
+                    }
+                }
+            });
+        }
+        return wn;
+    }
+
+    /** out[token] = Σ over its routing slots of weight[slot] · expert output row. */
+    private static Node combine(GradTape t, int n, int h, List<Node> outs, List<int[]> slotsOf, Node w) {
+        int k = w.size() / n;
+        float[] y = new float[n * h];
+        for (int i = 0; i < outs.size(); i++) {
+            int[] slots = slotsOf.get(i);
+            float[] ye = outs.get(i).v;
+            for (int r = 0; r < slots.length; r++) {
+                int tok = slots[r] / k;
+                float wt = w.v[slots[r]];
+                for (int c = 0; c < h; c++) {
+                    y[tok * h + c] += wt * ye[r * h + c];
+                }
+            }
+        }
+        Node yn = new Node(y);
+        if (t != null) {
+            t.record(yn, () -> {
+                float[] dy = yn.gradOrNull();
+                float[] dw = w.grad();
+                for (int i = 0; i < outs.size(); i++) {
+                    int[] slots = slotsOf.get(i);
+                    Node o = outs.get(i);
+                    float[] dye = o.grad();
+                    for (int r = 0; r < slots.length; r++) {
+                        int tok = slots[r] / k;
+                        float wt = w.v[slots[r]];
+                        float dot = 0;
+                        for (int c = 0; c < h; c++) {
+                            dye[r * h + c] += wt * dy[tok * h + c];
+                            dot += dy[tok * h + c] * o.v[r * h + c];
+                        }
+                        dw[slots[r]] += dot;
+                    }
+                }
+            });
+        }
+        return yn;
+    }
+}

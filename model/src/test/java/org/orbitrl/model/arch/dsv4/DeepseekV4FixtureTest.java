@@ -1,0 +1,145 @@
+package org.orbitrl.model.arch.dsv4;
+
+import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.Backends;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.model.TestSafetensors;
+import org.orbitrl.model.arch.CausalLM;
+import org.orbitrl.model.arch.KvCache;
+import org.orbitrl.model.arch.Qwen3FixtureTest;
+import org.orbitrl.model.spec.ConfigLoader;
+
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
+/**
+ * DeepSeek V4 against transformers 5.17 ({@code shared/fixtures/hf/deepseek_v4}): f32 compute
+ * from bf16 weights; logits and every hidden state (0..L-1 as [B,T,hc,H], L after the final
+ * norm) within 1e-4 absolute; prefill in chunks through the cache equals the one-shot forward;
+ * greedy decoding through the cache reproduces {@code greedy.sequence} exactly.
+ */
+public class DeepseekV4FixtureTest {
+    static final float ATOL = 1e-4f;
+
+    static Path dir() {
+        return TestSafetensors.fixtures().resolve("deepseek_v4");
+    }
+
+    static DeepseekV4Model load() {
+        return DeepseekV4Model.load(ConfigLoader.load(dir()), new TestSafetensors(dir().resolve("model.safetensors")),
+                Backends.cpu());
+    }
+
+    static List<int[]> rows(Tensor ids) {
+        List<int[]> out = new ArrayList<>();
+        for (int i = 0; i < ids.size(0); i++) {
+            int[] toks = new int[ids.size(1)];
+            for (int j = 0; j < toks.length; j++) {
+                toks[j] = (int) ids.getLong(i, j);
+            }
+            out.add(toks);
+        }
+        return out;
+    }
+
+    @Test
+    void logitsAndHiddenStatesMatchTransformers() {
+        var ref = new TestSafetensors(dir().resolve("reference.safetensors"));
+        DeepseekV4Model model = load();
+        List<CausalLM.Segment> batch = new ArrayList<>();
+        for (int[] r : rows(ref.get("input_ids"))) {
+            batch.add(new CausalLM.Segment(r, null));
+        }
+        Map<Integer, float[]> hidden = new HashMap<>();
+        Tensor logits = model.forward(batch, (idx, h) -> hidden.put(idx, h.toFloatArray()));
+        for (int i = 0; i <= model.layers(); i++) {
+            Qwen3FixtureTest.assertClose("deepseek_v4 hidden_states." + i, ref.get("hidden_states." + i).toFloatArray(),
+                    hidden.get(i), ATOL);
+        }
+        Qwen3FixtureTest.assertClose("deepseek_v4 logits", ref.get("logits").toFloatArray(), logits.toFloatArray(), ATOL);
+    }
+
+    @Test
+    void chunkedPrefillAndDecodeThroughTheCacheMatchTheOneShotForward() {
+        var ref = new TestSafetensors(dir().resolve("reference.safetensors"));
+        DeepseekV4Model model = load();
+        List<int[]> seqs = rows(ref.get("input_ids"));
+        float[] want = ref.get("logits").toFloatArray();
+        int v = model.vocabSize();
+        int t = seqs.get(0).length;
+        // both sequences in one batch, fed as chunks of 5, 3, then single tokens: windows close mid-chunk
+        KvCache[] caches = {model.newCache(4), model.newCache(4)};
+        List<float[]> got = new ArrayList<>(List.of(new float[t * v], new float[t * v]));
+        int at = 0;
+        while (at < t) {
+            int len = at < 8 ? (at == 0 ? 5 : 3) : 1;
+            List<CausalLM.Segment> batch = new ArrayList<>();
+            for (int b = 0; b < 2; b++) {
+                int[] chunk = java.util.Arrays.copyOfRange(seqs.get(b), at, at + len);
+                batch.add(new CausalLM.Segment(chunk, caches[b]));
+            }
+            float[] lg = model.forward(batch).toFloatArray();
+            for (int b = 0; b < 2; b++) {
+                System.arraycopy(lg, b * len * v, got.get(b), at * v, len * v);
+            }
+            at += len;
+        }
+        float[] all = new float[2 * t * v];
+        System.arraycopy(got.get(0), 0, all, 0, t * v);
+        System.arraycopy(got.get(1), 0, all, t * v, t * v);
+        Qwen3FixtureTest.assertClose("deepseek_v4 logits through the cache", want, all, ATOL);
+        assertEquals(t, caches[0].length());
+    }
+
+    @Test
+    void greedyDecodingThroughTheCacheReproducesTransformers() {
+        var ref = new TestSafetensors(dir().resolve("reference.safetensors"));
+        DeepseekV4Model model = load();
+        long[] prompt = ref.get("greedy.prompt").toLongArray();
+        long[] expected = ref.get("greedy.sequence").toLongArray();
+        KvCache cache = model.newCache(4);
+        int[] next = new int[prompt.length];
+        for (int i = 0; i < prompt.length; i++) {
+            next[i] = (int) prompt[i];
+        }
+        List<Long> got = new ArrayList<>();
+        for (long p : prompt) {
+            got.add(p);
+        }
+        while (got.size() < expected.length) {
+            Tensor logits = model.forward(List.of(new CausalLM.Segment(next, cache)));
+            float[] last = logits.select(0, logits.dim(0) - 1).toFloatArray();
+            int best = 0;
+            for (int i = 1; i < last.length; i++) {
+                if (last[i] > last[best]) {
+                    best = i;
+                }
+            }
+            got.add((long) best);
+            next = new int[] {best};
+        }
+        assertArrayEquals(expected, got.stream().mapToLong(Long::longValue).toArray(), "deepseek_v4 greedy sequence");
+    }
+
+    @Test
+    void loadedModelServesDeepseekV4WithItsPeftAdapter() {
+        var lora = new TestSafetensors(dir().resolve("reference_lora.safetensors"));
+        var ref = new TestSafetensors(dir().resolve("reference.safetensors"));
+        try (var lm = org.orbitrl.model.LoadedModel.load(dir(), Backends.cpu(), org.orbitrl.model.BaseFormat.BF16)) {
+            assertEquals(DeepseekV4Model.class, lm.model().getClass());
+            lm.loadAdapter(dir().resolve("adapter"));
+            List<CausalLM.Segment> batch = new ArrayList<>();
+            for (int[] r : rows(ref.get("input_ids"))) {
+                batch.add(new CausalLM.Segment(r, lm.model().newCache(r.length)));
+            }
+            Qwen3FixtureTest.assertClose("deepseek_v4 lora logits via LoadedModel", lora.get("logits").toFloatArray(),
+                    lm.model().forward(batch).toFloatArray(), ATOL);
+        }
+    }
+}

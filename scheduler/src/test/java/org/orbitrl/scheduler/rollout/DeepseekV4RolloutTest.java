@@ -1,0 +1,40 @@
+package org.orbitrl.scheduler.rollout;
+
+import org.junit.jupiter.api.Test;
+import org.orbitrl.model.LoadedModel;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.SplittableRandom;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
+/**
+ * The rollout engine, unchanged, on the DeepSeek V4 fixture: greedy samples of the fixture's
+ * prompt reproduce transformers' greedy sequence, in a group of three sharing the prompt's
+ * prefill (each fork carries a copy of the compressors' state) and among other requests.
+ */
+class DeepseekV4RolloutTest {
+
+    @Test
+    void greedyGroupsReproduceTransformersThroughForkedCompressorState() {
+        try (LoadedModel m = RolloutEngineTest.model("deepseek_v4")) {
+            int[] prompt = RolloutEngineTest.ints(RolloutEngineTest.ref("deepseek_v4", "greedy.prompt"));
+            long[] seq = RolloutEngineTest.ref("deepseek_v4", "greedy.sequence");
+            int[] want = RolloutEngineTest.ints(Arrays.copyOfRange(seq, prompt.length, seq.length));
+            SplittableRandom rnd = new SplittableRandom(3);
+            List<Request> reqs = new ArrayList<>();
+            reqs.add(Request.of("other0", RolloutEngineTest.randomPrompt(rnd, 11), SamplingParams.greedy(want.length)));
+            reqs.add(new Request("fixture", prompt, SamplingParams.greedy(want.length), 3));
+            reqs.add(Request.of("other1", RolloutEngineTest.randomPrompt(rnd, 5), SamplingParams.greedy(want.length)));
+            List<Completion> out = RolloutEngineTest.engine(m, 256).generate(reqs);
+            assertEquals(5, out.size());
+            for (int s = 1; s <= 3; s++) {
+                assertArrayEquals(want, out.get(s).tokens(), "deepseek_v4 greedy sample " + (s - 1) + " of the group");
+                assertEquals(FinishReason.LENGTH, out.get(s).reason());
+            }
+        }
+    }
+}

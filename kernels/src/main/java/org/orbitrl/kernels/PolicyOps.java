@@ -14,20 +14,20 @@ public final class PolicyOps {
     public static void tokenLogProbs(Tensor logits, Tensor rows, Tensor tokens, float temperature, Tensor out) {
         int n = check("tokenLogProbs", logits, rows, tokens, out);
         int v = logits.size(-1);
-        float[] x = logits.contiguous().toFloatArray();
+        float[] x = new float[v]; // one row at a time
         float t = temperature == 0 ? 1f : temperature;
         for (int i = 0; i < n; i++) {
-            int o = row(logits, rows, i) * v;
+            read(logits, row(logits, rows, i), x);
             int tok = token(v, tokens, i);
             float max = Float.NEGATIVE_INFINITY;
             for (int k = 0; k < v; k++) {
-                max = Math.max(max, x[o + k]);
+                max = Math.max(max, x[k]);
             }
             double sum = 0;
             for (int k = 0; k < v; k++) {
-                sum += Math.exp((x[o + k] - max) / t);
+                sum += Math.exp((x[k] - max) / t);
             }
-            out.setFloat((float) ((x[o + tok] - max) / t - Math.log(sum)), i);
+            out.setFloat((float) ((x[tok] - max) / t - Math.log(sum)), i);
         }
     }
 
@@ -43,8 +43,10 @@ public final class PolicyOps {
         if (!java.util.Arrays.equals(dLogits.shape(), logits.shape()) || dLogits.dtype() != DType.F32) {
             throw new IllegalArgumentException("tokenLogProbsBackward: dLogits " + dLogits + " must be f32 shaped as " + logits);
         }
+        dLogits.requireContiguous("tokenLogProbsBackward dLogits");
         int v = logits.size(-1);
-        float[] x = logits.contiguous().toFloatArray();
+        float[] x = new float[v];  // the logits row
+        float[] d = new float[v];  // its gradient row
         float t = temperature == 0 ? 1f : temperature;
         for (int i = 0; i < n; i++) {
             float g = dLogp.getFloat(i);
@@ -52,21 +54,35 @@ public final class PolicyOps {
                 continue;
             }
             int r = row(logits, rows, i);
-            int o = r * v;
+            read(logits, r, x);
+            read(dLogits, r, d);
             int tok = token(v, tokens, i);
             float max = Float.NEGATIVE_INFINITY;
             for (int k = 0; k < v; k++) {
-                max = Math.max(max, x[o + k]);
+                max = Math.max(max, x[k]);
             }
             double sum = 0;
             for (int k = 0; k < v; k++) {
-                sum += Math.exp((x[o + k] - max) / t);
+                sum += Math.exp((x[k] - max) / t);
             }
             for (int k = 0; k < v; k++) {
-                double p = Math.exp((x[o + k] - max) / t) / sum;
-                dLogits.setFloat(dLogits.getFloat(r, k) + (float) (-g * p / t), r, k);
+                double p = Math.exp((x[k] - max) / t) / sum;
+                d[k] += (float) (-g * p / t);
             }
-            dLogits.setFloat(dLogits.getFloat(r, tok) + g / t, r, tok);
+            d[tok] += g / t;
+            java.lang.foreign.MemorySegment.copy(d, 0, dLogits.segment(), java.lang.foreign.ValueLayout.JAVA_FLOAT_UNALIGNED,
+                    dLogits.byteOffset() + (long) r * v * 4, v);
+        }
+    }
+
+    /** Row r of a rank-2 f32 tensor into {@code into} (last dimension contiguous). */
+    private static void read(Tensor t, int r, float[] into) {
+        Tensor row = t.select(0, r);
+        if (row.isContiguous()) {
+            java.lang.foreign.MemorySegment.copy(row.segment(), java.lang.foreign.ValueLayout.JAVA_FLOAT_UNALIGNED,
+                    row.byteOffset(), into, 0, into.length);
+        } else {
+            System.arraycopy(row.toFloatArray(), 0, into, 0, into.length);
         }
     }
 

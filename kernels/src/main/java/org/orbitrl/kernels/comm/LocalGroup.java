@@ -4,10 +4,6 @@ import org.orbitrl.kernels.Tensor;
 
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
-import java.util.concurrent.BrokenBarrierException;
-import java.util.concurrent.CyclicBarrier;
-import java.util.concurrent.TimeUnit;
-import java.util.concurrent.TimeoutException;
 
 /**
  * Logical ranks in one JVM: {@code size} threads stand in for GPUs and share this group object.
@@ -22,7 +18,10 @@ import java.util.concurrent.TimeoutException;
  */
 public final class LocalGroup {
     private final int size;
-    private final CyclicBarrier barrier;
+    private final Object lock = new Object();
+    private int arrived;        // ranks waiting at the current barrier
+    private long generation;    // barriers completed
+    private boolean broken;
     private final long timeoutMillis;
     private final Object[] posted;   // per rank: what it contributes to the current collective
     private final long[][] counts;   // per rank: counts posted for exchangeCounts
@@ -32,7 +31,6 @@ public final class LocalGroup {
             throw new IllegalArgumentException("a group needs at least one rank, got " + size);
         }
         this.size = size;
-        this.barrier = new CyclicBarrier(size);
         this.timeoutMillis = timeoutMillis;
         this.posted = new Object[size];
         this.counts = new long[size][];
@@ -55,23 +53,53 @@ public final class LocalGroup {
         return new Rank(rank);
     }
 
-    /** Breaks the group: every rank waiting in a collective, or arriving at one, throws. */
+    /** Breaks the group for good: every rank waiting in a collective, or arriving at one, throws. */
     public void abort() {
-        barrier.reset();
+        synchronized (lock) {
+            broken = true;
+            lock.notifyAll();
+        }
     }
 
+    /** A barrier that stays broken once a rank failed, so late arrivals throw instead of waiting. */
     private void await(String op, int rank) {
-        try {
-            barrier.await(timeoutMillis, TimeUnit.MILLISECONDS);
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            barrier.reset();
-            throw new IllegalStateException(op + ": rank " + rank + " interrupted waiting for its peers", e);
-        } catch (BrokenBarrierException | TimeoutException e) {
-            barrier.reset();
-            throw new IllegalStateException(op + ": rank " + rank + " of " + size + " gave up waiting for its peers"
-                    + " (a peer failed, or called a different collective, or none for " + timeoutMillis + " ms)", e);
+        synchronized (lock) {
+            if (broken) {
+                throw brokenGroup(op, rank);
+            }
+            long gen = generation;
+            if (++arrived == size) {
+                arrived = 0;
+                generation++;
+                lock.notifyAll();
+                return;
+            }
+            long deadline = System.nanoTime() + timeoutMillis * 1_000_000;
+            while (gen == generation && !broken) {
+                long left = (deadline - System.nanoTime()) / 1_000_000;
+                if (left <= 0) {
+                    broken = true;
+                    lock.notifyAll();
+                    break;
+                }
+                try {
+                    lock.wait(left);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    broken = true;
+                    lock.notifyAll();
+                    throw new IllegalStateException(op + ": rank " + rank + " interrupted waiting for its peers", e);
+                }
+            }
+            if (gen == generation) {
+                throw brokenGroup(op, rank);
+            }
         }
+    }
+
+    private IllegalStateException brokenGroup(String op, int rank) {
+        return new IllegalStateException(op + ": rank " + rank + " of " + size + " gave up waiting for its peers"
+                + " (a peer failed, or called a different collective, or none came for " + timeoutMillis + " ms)");
     }
 
     private static MemorySegment bytes(Tensor t) {

@@ -56,6 +56,13 @@ public interface Communicator extends AutoCloseable {
      */
     void allToAll(Tensor send, long[] sendCounts, Tensor recv, long[] recvCounts);
 
+    /**
+     * Splits the group: every rank calls it (in the same order as its other collectives) with a
+     * color, and gets a communicator over the ranks that chose the same color, ranked in the order
+     * of their ranks here. Tensor- and expert-parallel groups are splits of the world group.
+     */
+    Communicator split(int color);
+
     /** Returns once every rank of the group has called it (and, on a GPU, its queued work is done). */
     void barrier();
 

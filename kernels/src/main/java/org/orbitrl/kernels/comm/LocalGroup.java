@@ -25,6 +25,7 @@ public final class LocalGroup {
     private final long timeoutMillis;
     private final Object[] posted;   // per rank: what it contributes to the current collective
     private final long[][] counts;   // per rank: counts posted for exchangeCounts
+    private final java.util.Map<String, LocalGroup> splits = new java.util.concurrent.ConcurrentHashMap<>();
 
     private LocalGroup(int size, long timeoutMillis) {
         if (size < 1) {
@@ -59,6 +60,7 @@ public final class LocalGroup {
             broken = true;
             lock.notifyAll();
         }
+        splits.values().forEach(LocalGroup::abort);
     }
 
     /** A barrier that stays broken once a rank failed, so late arrivals throw instead of waiting. */
@@ -274,6 +276,35 @@ public final class LocalGroup {
             } finally {
                 await(op, rank);
             }
+        }
+
+        private int splitCount; // splits this rank has made: the same sequence on every rank
+
+        @Override
+        public Communicator split(int color) {
+            String op = "split";
+            posted[rank] = color;
+            await(op, rank);
+            int index = 0;
+            int members = 0;
+            try {
+                for (int r = 0; r < size; r++) {
+                    if ((Integer) posted[r] == color) {
+                        if (r < rank) {
+                            index++;
+                        }
+                        members++;
+                    }
+                }
+            } finally {
+                await(op, rank);
+            }
+            int n = members;
+            LocalGroup child = splits.computeIfAbsent(splitCount++ + ":" + color, k -> new LocalGroup(n, timeoutMillis));
+            if (broken) {
+                child.abort();
+            }
+            return child.communicator(index);
         }
 
         @Override

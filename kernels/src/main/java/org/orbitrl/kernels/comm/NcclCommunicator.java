@@ -228,6 +228,20 @@ public final class NcclCommunicator implements Communicator {
         NcclCheck.check(end, "ncclGroupEnd (" + op + ")", comm, "rank " + rank + "/" + size, sendCounts, recvCounts);
     }
 
+    /** {@code ncclCommSplit} with this rank as the key: new ranks follow the order of ranks here. */
+    @Override
+    public Communicator split(int color) {
+        backend.device().bind();
+        ncclComm child = new ncclComm();
+        NcclCheck.check(nccl.ncclCommSplit(comm, color, rank, child, null), "ncclCommSplit", comm,
+                "color " + color, "rank " + rank + "/" + size);
+        int[] r = new int[1];
+        int[] n = new int[1];
+        NcclCheck.check(nccl.ncclCommUserRank(child, r), "ncclCommUserRank", child);
+        NcclCheck.check(nccl.ncclCommCount(child, n), "ncclCommCount", child);
+        return new NcclCommunicator(child, backend, r[0], n[0]);
+    }
+
     /** An all-reduce of one element, then a wait on the stream: every rank has reached this point. */
     @Override
     public void barrier() {

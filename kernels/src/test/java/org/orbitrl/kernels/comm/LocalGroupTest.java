@@ -174,6 +174,29 @@ class LocalGroupTest {
         }
     }
 
+    /** Ranks 0..5 split by rank % 3: each subgroup sums only its members, ranked in parent order. */
+    @Test
+    void splitGroupsReduceAmongTheirMembers() {
+        List<float[]> out = LocalRanks.run(6, c -> {
+            Communicator sub = c.split(c.rank() % 3);
+            Communicator again = c.split(c.rank() / 3);   // a second split: consecutive blocks of 3
+            Tensor t = Tensor.of(new float[]{c.rank(), 1}, 2);
+            sub.allReduceSum(t);
+            Tensor u = Tensor.of(new float[]{c.rank()}, 1);
+            again.allReduceSum(u);
+            return new float[]{sub.rank(), sub.size(), t.toFloatArray()[0], t.toFloatArray()[1], u.toFloatArray()[0]};
+        });
+        for (int r = 0; r < 6; r++) {
+            int color = r % 3;
+            float[] got = out.get(r);
+            assertEquals(r / 3, got[0], 0f, "rank " + r + " index in its split");
+            assertEquals(2, got[1], 0f, "rank " + r + " split size");
+            assertEquals(color + (color + 3), got[2], 0f, "rank " + r + " split sum");
+            assertEquals(2, got[3], 0f, "rank " + r + " split member count");
+            assertEquals(r < 3 ? 0 + 1 + 2 : 3 + 4 + 5, got[4], 0f, "rank " + r + " second split sum");
+        }
+    }
+
     @Test
     void mismatchedShapesFailWithAMessageInsteadOfHanging() {
         var e = assertThrows(IllegalStateException.class, () -> LocalRanks.run(2, c -> {

@@ -11,6 +11,9 @@ import org.orbitrl.model.nn.Linear;
 import org.orbitrl.model.nn.Weight;
 import org.orbitrl.model.nn.WeightLoader;
 import org.orbitrl.model.nn.WeightSource;
+import org.orbitrl.model.parallel.ParallelLayout;
+import org.orbitrl.model.parallel.RankGroups;
+import org.orbitrl.model.parallel.ShardedWeights;
 
 import java.util.HashSet;
 import java.util.List;
@@ -39,6 +42,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
     private final Tensor finalNorm;   // [hidden]
     private final Linear lmHead;      // [vocab, hidden]
     private final RopeTable rope;
+    private final RankGroups parallel; // null: the whole model on one rank
 
     /** One decoder layer. */
     static final class Layer {
@@ -58,7 +62,8 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
     }
 
     private Qwen3Model(DecoderConfig config, Backend backend, Tensor embed, Layer[] layers, Tensor finalNorm,
-                       Linear lmHead) {
+                       Linear lmHead, RankGroups parallel) {
+        this.parallel = parallel;
         this.config = config;
         this.backend = backend;
         this.embed = embed;
@@ -73,6 +78,28 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
      * exactly the tensors the architecture needs (missing and unexpected names are both errors).
      */
     public static Qwen3Model load(DecoderConfig c, WeightSource src, Backend backend, LoadOptions options) {
+        return load(c, src, backend, options, null);
+    }
+
+    /**
+     * This rank's share of the model under {@code groups}' {@link ParallelLayout}: attention heads
+     * and the dense MLP split over the tensor-parallel group, routed experts over the expert-parallel
+     * group (the experts other ranks own are neither loaded nor listed), the rest replicated.
+     * {@code src} is the full checkpoint; {@code groups} null loads the whole model.
+     */
+    public static Qwen3Model load(DecoderConfig full, WeightSource fullSource, Backend backend, LoadOptions options,
+                                  RankGroups groups) {
+        DecoderConfig c = full;
+        WeightSource src = fullSource;
+        ShardedWeights sharded = null;
+        if (groups != null) {
+            ParallelLayout layout = groups.layout();
+            layout.validate(full.modelType(), full.heads(), full.kvHeads(), full.intermediate(), full.hasDenseLayers(),
+                    full.experts());
+            c = full.shard(layout.tp());
+            sharded = new ShardedWeights(fullSource, layout, groups.rank(), full.experts());
+            src = sharded;
+        }
         Set<String> used = new HashSet<>();
         Loader w = new Loader(src, used);
         int h = c.hidden();
@@ -94,6 +121,9 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             if (c.isMoe(i)) {
                 DenseMlp[] experts = new DenseMlp[c.experts()];
                 for (int e = 0; e < c.experts(); e++) {
+                    if (sharded != null && !sharded.ownsExpert(e)) {
+                        continue;   // another expert-parallel rank holds it
+                    }
                     String ep = p + "mlp.experts." + e + ".";
                     experts[e] = new DenseMlp(
                             w.expert(ep + "gate_proj", c.moeIntermediate(), h, options),
@@ -121,7 +151,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             throw new IllegalArgumentException("checkpoint has tensors a " + c.modelType() + " model does not use: "
                     + extra.stream().sorted().limit(10).toList() + (extra.size() > 10 ? " and " + (extra.size() - 10) + " more" : ""));
         }
-        return new Qwen3Model(c, backend, embed, layers, norm, head);
+        return new Qwen3Model(c, backend, embed, layers, norm, head, groups);
     }
 
     /** Looks up tensors by name, records what was used, and builds linears. */
@@ -166,7 +196,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             ls[i] = new Layer(l.inputNorm, l.postNorm, l.attention.view(config), l.mlp == null ? null : l.mlp.view(),
                     l.moe == null ? null : l.moe.view());
         }
-        return new Qwen3Model(config, other, embed, ls, finalNorm, lmHead.view());
+        return new Qwen3Model(config, other, embed, ls, finalNorm, lmHead.view(), parallel);
     }
 
     /**
@@ -181,8 +211,22 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         }
     }
 
+    /** This rank's shape: under tensor parallelism, its share of the heads and the dense MLP. */
     public DecoderConfig config() {
         return config;
+    }
+
+    /** The communicators this rank's share runs with; null for a model on one rank. */
+    public RankGroups parallel() {
+        return parallel;
+    }
+
+    private boolean tensorParallel() {
+        return parallel != null && parallel.layout().tp() > 1;
+    }
+
+    private boolean expertParallel() {
+        return parallel != null && parallel.layout().ep() > 1;
     }
 
     @Override
@@ -265,6 +309,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         final Qwen3Attention.Tape attention = new Qwen3Attention.Tape();
         DenseMlp.Tape mlp;
         SparseMoe.Tape moe;
+        ExpertDispatch.Tape dispatch;
     }
 
     private Tensor run(List<Segment> batch, HiddenSink hidden, TrainTape tape) {
@@ -341,11 +386,20 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         Tensor delta = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);   // [N, hidden]
         b.rmsNorm(x, l.inputNorm, config.rmsEps(), normed1);
         l.attention.forward(b, normed1, positions, batch, rope, delta, lt == null ? null : lt.attention);
+        if (tensorParallel()) {
+            parallel.tp().allReduceSum(delta);   // row-parallel o_proj: sum the heads' partial outputs
+        }
         Tensor mid = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);     // [N, hidden]
         b.add(x, delta, mid);
         Tensor normed2 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
         b.rmsNorm(mid, l.postNorm, config.rmsEps(), normed2);
-        if (l.moe != null) {
+        if (l.moe != null && expertParallel()) {
+            ExpertDispatch.Tape dt = lt == null ? null : new ExpertDispatch.Tape();
+            ExpertDispatch.forward(l.moe, b, parallel.ep(), normed2, delta, dt);
+            if (lt != null) {
+                lt.dispatch = dt;
+            }
+        } else if (l.moe != null) {
             SparseMoe.Tape mt = lt == null ? null : new SparseMoe.Tape();
             l.moe.forward(b, normed2, delta, mt);
             if (lt != null) {
@@ -354,6 +408,9 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         } else {
             DenseMlp.Tape dt = lt == null ? null : new DenseMlp.Tape();
             l.mlp.forward(b, normed2, delta, dt);
+            if (tensorParallel()) {
+                parallel.tp().allReduceSum(delta);   // row-parallel down_proj
+            }
             if (lt != null) {
                 lt.mlp = dt;
             }
@@ -403,16 +460,24 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         int n = dOut.size(0);
         int h = config.hidden();
         Tensor dNormed2 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
-        if (l.moe != null) {
+        if (l.moe != null && expertParallel()) {
+            ExpertDispatch.backward(l.moe, b, parallel.ep(), lt.dispatch, dOut, dNormed2);
+        } else if (l.moe != null) {
             l.moe.backward(b, lt.moe, dOut, dNormed2);
         } else {
             l.mlp.backward(b, lt.mlp, dOut, dNormed2);
+            if (tensorParallel()) {
+                parallel.tp().allReduceSum(dNormed2);   // column-parallel gate/up: sum the input gradients
+            }
         }
         Tensor dMid = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);     // [N, hidden]
         b.rmsNormBackward(lt.mid, l.postNorm, config.rmsEps(), dNormed2, dMid);
         b.add(dMid, dOut, dMid);
         Tensor dNormed1 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
         l.attention.backward(b, lt.attention, tape.positions, tape.lengths, rope, dMid, dNormed1);
+        if (tensorParallel()) {
+            parallel.tp().allReduceSum(dNormed1);   // column-parallel q/k/v: sum the input gradients
+        }
         Tensor dIn = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden]
         b.rmsNormBackward(tape.layerInput[i], l.inputNorm, config.rmsEps(), dNormed1, dIn);
         b.add(dIn, dMid, dIn);
@@ -453,10 +518,10 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
                 List<Linear> g = new java.util.ArrayList<>();
                 List<Linear> u = new java.util.ArrayList<>();
                 List<Linear> d = new java.util.ArrayList<>();
-                for (DenseMlp e : m.experts) {
-                    g.add(e.gate);
-                    u.add(e.up);
-                    d.add(e.down);
+                for (DenseMlp e : m.experts) {   // null where another expert-parallel rank holds the expert
+                    g.add(e == null ? null : e.gate);
+                    u.add(e == null ? null : e.up);
+                    d.add(e == null ? null : e.down);
                 }
                 out.add(new ExpertSet("model.layers." + i + ".mlp.experts", g, u, d));
             }
@@ -474,7 +539,9 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             } else {
                 out.add(l.moe.router);
                 for (DenseMlp e : l.moe.experts) {
-                    out.addAll(List.of(e.gate, e.up, e.down));
+                    if (e != null) {
+                        out.addAll(List.of(e.gate, e.up, e.down));
+                    }
                 }
             }
         }

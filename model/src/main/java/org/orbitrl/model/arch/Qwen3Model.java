@@ -37,10 +37,10 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
 
     private final DecoderConfig config;
     private final Backend backend;
-    private final Tensor embed;       // [vocab, hidden]
+    private final Tensor embed;       // [vocab, hidden]; under tensor parallelism this rank's [vocab/tp, hidden] rows
     private final Layer[] layers;
     private final Tensor finalNorm;   // [hidden]
-    private final Linear lmHead;      // [vocab, hidden]
+    private final Linear lmHead;      // [vocab, hidden]; under tensor parallelism [vocab/tp, hidden]
     private final RopeTable rope;
     private final RankGroups parallel; // null: the whole model on one rank
 
@@ -96,6 +96,10 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             ParallelLayout layout = groups.layout();
             layout.validate(full.modelType(), full.heads(), full.kvHeads(), full.intermediate(), full.hasDenseLayers(),
                     full.experts());
+            if (full.vocab() % layout.tp() != 0) {
+                throw new IllegalArgumentException(full.modelType() + ": vocab_size " + full.vocab()
+                        + " is not divisible by tp " + layout.tp() + " (the embedding and LM head are split by rows)");
+            }
             c = full.shard(layout.tp());
             sharded = new ShardedWeights(fullSource, layout, groups.rank(), full.experts());
             src = sharded;
@@ -105,7 +109,8 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         int h = c.hidden();
         int qDim = c.heads() * c.headDim();
         int kvDim = c.kvHeads() * c.headDim();
-        Tensor embed = w.get("model.embed_tokens.weight", c.vocab(), h);
+        int vocabHere = c.vocab() / (groups == null ? 1 : groups.layout().tp());   // vocabulary rows this rank holds
+        Tensor embed = w.get("model.embed_tokens.weight", vocabHere, h);
         Layer[] layers = new Layer[c.layers()];
         for (int i = 0; i < c.layers(); i++) {
             String p = "model.layers." + i + ".";
@@ -143,7 +148,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         Tensor norm = w.get("model.norm.weight", h);
         Linear head = c.tieEmbeddings() && !src.has("lm_head.weight")
                 ? new Linear("lm_head", Weight.of(embed), null)
-                : w.linear("lm_head", c.vocab(), h, false);
+                : w.linear("lm_head", vocabHere, h, false);
         Set<String> extra = new HashSet<>(src.names());
         extra.removeAll(used);
         extra.removeIf(n -> n.endsWith("rotary_emb.inv_freq"));
@@ -339,7 +344,11 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         Tensor positions = Tensor.ofInts(pos, n);
         int h = config.hidden();
         Tensor x = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden] residual stream
-        b.embedding(embed, Tensor.ofInts(ids, n), x);
+        if (tensorParallel()) {
+            VocabParallel.embed(b, parallel.tp(), embed, ids, x);
+        } else {
+            b.embedding(embed, Tensor.ofInts(ids, n), x);
+        }
         emit(hidden, 0, x);
         if (tape != null) {
             tape.positions = positions;
@@ -371,7 +380,13 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             tape.finalNormed = normed;
         }
         Tensor logits = a.allocate(MemoryCategory.LOGITS, DType.F32, n, config.vocab()); // [N, vocab]
-        lmHead.forward(b, normed, logits);
+        if (tensorParallel()) {
+            Tensor block = a.allocate(MemoryCategory.LOGITS, DType.F32, n, lmHead.out());  // [N, vocab/tp]
+            lmHead.forward(b, normed, block);
+            VocabParallel.gatherLogits(b, parallel.tp(), block, logits);
+        } else {
+            lmHead.forward(b, normed, logits);
+        }
         return logits;
     }
 
@@ -439,7 +454,12 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         int n = dLogits.size(0);
         int h = config.hidden();
         Tensor dNormed = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
-        lmHead.backward(b, tape.finalNormed, dLogits, dNormed);
+        if (tensorParallel()) {
+            lmHead.backward(b, tape.finalNormed, VocabParallel.block(dLogits, parallel.tp(), lmHead.out()), dNormed);
+            parallel.tp().allReduceSum(dNormed);   // each vocabulary block's share of the head's input gradient
+        } else {
+            lmHead.backward(b, tape.finalNormed, dLogits, dNormed);
+        }
         Tensor dx = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden]
         b.rmsNormBackward(tape.finalInput, finalNorm, config.rmsEps(), dNormed, dx);
         for (int i = layers.length - 1; i >= 0; i--) {

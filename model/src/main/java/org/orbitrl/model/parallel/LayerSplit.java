@@ -12,6 +12,9 @@ public enum LayerSplit {
 
     /** The split of module {@code model.layers.N.<...>} (routed experts are never tensor-split). */
     public static LayerSplit of(String module) {
+        if (module.equals("lm_head") || module.equals("model.embed_tokens")) {
+            return COLUMN;   // split by vocabulary rows
+        }
         if (!module.startsWith("model.layers.") || module.contains(".experts")) {
             return NONE;
         }

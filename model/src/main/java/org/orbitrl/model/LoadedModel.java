@@ -36,6 +36,15 @@ public final class LoadedModel implements AutoCloseable {
 
     /** Loads the model in {@code dir} on {@code backend}, holding its bulk weights in {@code format}. */
     public static LoadedModel load(Path dir, Backend backend, BaseFormat format) {
+        return load(dir, backend, format, null);
+    }
+
+    /**
+     * As {@link #load(Path, Backend, BaseFormat)}, holding only this rank's share under
+     * {@code groups}' parallel layout (null: the whole model).
+     */
+    public static LoadedModel load(Path dir, Backend backend, BaseFormat format,
+                                   org.orbitrl.model.parallel.RankGroups groups) {
         ModelSpec spec = ConfigLoader.load(dir);
         Checkpoint ckpt = Checkpoint.open(dir);
         try {
@@ -43,7 +52,7 @@ public final class LoadedModel implements AutoCloseable {
                 case QWEN3, QWEN3_MOE -> {
                     QuantFormat q = format.quantFormat();
                     var options = new Qwen3Model.LoadOptions(q == null ? null : w -> Weight.of(q.quantize(w)));
-                    yield Qwen3Model.load(DecoderConfig.from(spec), ckpt, backend, options);
+                    yield Qwen3Model.load(DecoderConfig.from(spec), ckpt, backend, options, groups);
                 }
                 default -> throw new IllegalArgumentException(dir + ": model_type " + spec.modelType()
                         + " is recognised but its forward pass is not available in this build (supported: qwen3, qwen3_moe)");

@@ -75,7 +75,8 @@ class JobPlacementTest {
                 new PlacementSpec(ComputeBackend.CUDA, 4, 0, 1, 4), FOUR).plan(request(spec), 1L << 36));
         assertTrue(heads.getMessage().contains("num_key_value_heads"), heads.getMessage());
         var tooSmall = assertThrows(PlanRefusedException.class, () -> JobPlacement.of(
-                new PlacementSpec(ComputeBackend.CUDA, 2, 0, 2, 1), List.of("a", "b")).plan(request(spec), 1L << 20));
+                new PlacementSpec(ComputeBackend.CUDA, 2, 0, 2, 1), List.of("a", "b"))
+                .plan(request(spec).withBatch(new org.orbitrl.memory.plan.BatchShape(512, 16, 4096, 16384, 8)), 1L << 30));
         assertTrue(tooSmall.getMessage().contains("overflow"), tooSmall.getMessage());
         assertThrows(IllegalArgumentException.class, () -> JobPlacement.of(new PlacementSpec(ComputeBackend.CUDA, 2, 0, 2, 1),
                 List.of("only-one")));

@@ -39,6 +39,15 @@ public final class LoadedModel implements AutoCloseable {
 
     /** Loads the model in {@code dir} on {@code backend}, holding its bulk weights in {@code format}. */
     public static LoadedModel load(Path dir, Backend backend, BaseFormat format) {
+        return load(dir, backend, format, null);
+    }
+
+    /**
+     * As {@link #load(Path, Backend, BaseFormat)}, holding only this rank's share under
+     * {@code groups}' parallel layout (null: the whole model).
+     */
+    public static LoadedModel load(Path dir, Backend backend, BaseFormat format,
+                                   org.orbitrl.model.parallel.RankGroups groups) {
         ModelSpec spec = ConfigLoader.load(dir);
         Checkpoint ckpt = Checkpoint.open(dir);
         try {
@@ -46,7 +55,7 @@ public final class LoadedModel implements AutoCloseable {
                 case QWEN3, QWEN3_MOE -> {
                     QuantFormat q = format.quantFormat();
                     var options = new Qwen3Model.LoadOptions(q == null ? null : w -> Weight.of(q.quantize(w)));
-                    yield Qwen3Model.load(DecoderConfig.from(spec), ckpt, backend, options);
+                    yield Qwen3Model.load(DecoderConfig.from(spec), ckpt, backend, options, groups);
                 }
                 case GPT_OSS -> {
                     // experts shipped in MXFP4 stay as stored; full-precision experts follow the format

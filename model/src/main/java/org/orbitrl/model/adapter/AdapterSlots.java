@@ -59,9 +59,9 @@ public final class AdapterSlots {
     private static List<Linear> allLinears(AdapterTargets model) {
         List<Linear> out = new ArrayList<>(model.linearModules().values());
         for (AdapterTargets.ExpertSet s : model.expertSets()) {
-            out.addAll(s.gate());
-            out.addAll(s.up());
-            out.addAll(s.down());
+            for (List<Linear> ls : List.of(s.gate(), s.up(), s.down())) {
+                ls.stream().filter(java.util.Objects::nonNull).forEach(out::add);   // null: another rank's expert
+            }
         }
         return out;
     }

@@ -186,10 +186,11 @@ public final class LoraAdapter implements Adapter {
                                TensorAllocator allocator, Init init) {
         int e = set.experts();
         boolean gateUp = param.equals("gate_up_proj");
-        int in = gateUp ? set.gate().get(0).in() : set.down().get(0).in();
+        int any = set.firstHeld();
+        int in = gateUp ? set.gate().get(any).in() : set.down().get(any).in();
         boolean fused = set.fusedGateUp();
-        int inter = fused ? set.gate().get(0).out() / 2 : set.gate().get(0).out();
-        int out = gateUp ? 2 * inter : set.down().get(0).out();
+        int inter = fused ? set.gate().get(any).out() / 2 : set.gate().get(any).out();
+        int out = gateUp ? 2 * inter : set.down().get(any).out();
         Tensor a = param(allocator, init.make(base + "lora_A.weight", new long[]{(long) e * r, in})); // [E*r, in]
         Tensor bPeft = init.make(base + "lora_B.weight", new long[]{out, (long) e * r});  // [out, E*r]
         Tensor b = allocator.allocate(MemoryCategory.ADAPTER_PARAMS, DType.F32, e, out, r); // [E, out, r]
@@ -199,6 +200,9 @@ public final class LoraAdapter implements Adapter {
         params.add(new Param(base + "lora_A.weight", a, ga, 0, r));
         params.add(new Param(base + "lora_B.weight", b, gb, e, r));
         for (int x = 0; x < e; x++) {
+            if (set.gate().get(x) == null) {
+                continue;   // held by another expert-parallel rank: its gradient rows stay zero here
+            }
             Tensor ax = a.slice(0, (long) x * r, (long) (x + 1) * r);
             Tensor gax = ga.slice(0, (long) x * r, (long) (x + 1) * r);
             Tensor bx = b.select(0, x);

@@ -53,6 +53,37 @@ public record DecoderConfig(String modelType, int vocab, int hidden, int layers,
                 spec.maxPositionEmbeddings());
     }
 
+    /**
+     * This rank's share under {@code tp}-way tensor parallelism: heads, key/value heads and (when
+     * the model has dense MLP layers) the intermediate size divided by tp; everything else whole.
+     */
+    public DecoderConfig shard(int tp) {
+        if (tp == 1) {
+            return this;
+        }
+        boolean dense = false;
+        for (boolean m : moeLayers) {
+            dense |= !m;
+        }
+        if (heads % tp != 0 || kvHeads % tp != 0 || (dense && intermediate % tp != 0)) {
+            throw new IllegalArgumentException("config: heads " + heads + ", kv heads " + kvHeads + ", intermediate "
+                    + intermediate + " do not split " + tp + " ways");
+        }
+        return new DecoderConfig(modelType, vocab, hidden, layers, heads / tp, kvHeads / tp, headDim,
+                dense ? intermediate / tp : intermediate, moeIntermediate, experts, topK, normTopKProb, moeLayers, rmsEps,
+                tieEmbeddings, attentionBias, rope, maxPositions);
+    }
+
+    /** True when at least one layer has a dense MLP. */
+    public boolean hasDenseLayers() {
+        for (boolean m : moeLayers) {
+            if (!m) {
+                return true;
+            }
+        }
+        return false;
+    }
+
     public boolean isMoe(int layer) {
         return moeLayers[layer];
     }

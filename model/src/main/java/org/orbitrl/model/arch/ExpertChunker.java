@@ -49,8 +49,11 @@ final class ExpertChunker {
                 active.add(e);
             }
         }
-        int inter = experts[0].gate.out();
-        int hidden = experts[0].gate.in();
+        if (active.isEmpty()) {
+            return;
+        }
+        int inter = experts[active.get(0)].gate.out();
+        int hidden = experts[active.get(0)].gate.in();
         if (buffer == null) {
             buffer = b.allocator().allocate(MemoryCategory.DEQUANT_BUFFERS, DType.F32, chunk, 3, (long) inter * hidden);
         }

@@ -12,6 +12,9 @@ import org.orbitrl.model.nn.Placement;
 import org.orbitrl.model.nn.Weight;
 import org.orbitrl.model.nn.WeightLoader;
 import org.orbitrl.model.nn.WeightSource;
+import org.orbitrl.model.parallel.ParallelLayout;
+import org.orbitrl.model.parallel.RankGroups;
+import org.orbitrl.model.parallel.ShardedWeights;
 
 import java.util.HashSet;
 import java.util.List;
@@ -35,11 +38,12 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
 
     private final DecoderConfig config;
     private final Backend backend;
-    private final Tensor embed;       // [vocab, hidden]
+    private final Tensor embed;       // [vocab, hidden]; under tensor parallelism this rank's [vocab/tp, hidden] rows
     private final Layer[] layers;
     private final Tensor finalNorm;   // [hidden]
-    private final Linear lmHead;      // [vocab, hidden]
+    private final Linear lmHead;      // [vocab, hidden]; under tensor parallelism [vocab/tp, hidden]
     private final RopeTable rope;
+    private final RankGroups parallel; // null: the whole model on one rank
 
     /** One decoder layer. */
     static final class Layer {
@@ -59,7 +63,8 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
     }
 
     private Qwen3Model(DecoderConfig config, Backend backend, Tensor embed, Layer[] layers, Tensor finalNorm,
-                       Linear lmHead) {
+                       Linear lmHead, RankGroups parallel) {
+        this.parallel = parallel;
         this.config = config;
         this.backend = backend;
         this.embed = embed;
@@ -74,12 +79,39 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
      * exactly the tensors the architecture needs (missing and unexpected names are both errors).
      */
     public static Qwen3Model load(DecoderConfig c, WeightSource src, Backend backend, LoadOptions options) {
+        return load(c, src, backend, options, null);
+    }
+
+    /**
+     * This rank's share of the model under {@code groups}' {@link ParallelLayout}: attention heads
+     * and the dense MLP split over the tensor-parallel group, routed experts over the expert-parallel
+     * group (the experts other ranks own are neither loaded nor listed), the rest replicated.
+     * {@code src} is the full checkpoint; {@code groups} null loads the whole model.
+     */
+    public static Qwen3Model load(DecoderConfig full, WeightSource fullSource, Backend backend, LoadOptions options,
+                                  RankGroups groups) {
+        DecoderConfig c = full;
+        WeightSource src = fullSource;
+        ShardedWeights sharded = null;
+        if (groups != null) {
+            ParallelLayout layout = groups.layout();
+            layout.validate(full.modelType(), full.heads(), full.kvHeads(), full.intermediate(), full.hasDenseLayers(),
+                    full.experts());
+            if (full.vocab() % layout.tp() != 0) {
+                throw new IllegalArgumentException(full.modelType() + ": vocab_size " + full.vocab()
+                        + " is not divisible by tp " + layout.tp() + " (the embedding and LM head are split by rows)");
+            }
+            c = full.shard(layout.tp());
+            sharded = new ShardedWeights(fullSource, layout, groups.rank(), full.experts());
+            src = sharded;
+        }
         Set<String> used = new HashSet<>();
         Loader w = new Loader(src, used, backend.allocator());
         int h = c.hidden();
         int qDim = c.heads() * c.headDim();
         int kvDim = c.kvHeads() * c.headDim();
-        Tensor embed = w.get("model.embed_tokens.weight", c.vocab(), h);
+        int vocabHere = c.vocab() / (groups == null ? 1 : groups.layout().tp());   // vocabulary rows this rank holds
+        Tensor embed = w.get("model.embed_tokens.weight", vocabHere, h);
         Layer[] layers = new Layer[c.layers()];
         for (int i = 0; i < c.layers(); i++) {
             String p = "model.layers." + i + ".";
@@ -95,6 +127,9 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             if (c.isMoe(i)) {
                 DenseMlp[] experts = new DenseMlp[c.experts()];
                 for (int e = 0; e < c.experts(); e++) {
+                    if (sharded != null && !sharded.ownsExpert(e)) {
+                        continue;   // another expert-parallel rank holds it
+                    }
                     String ep = p + "mlp.experts." + e + ".";
                     experts[e] = new DenseMlp(
                             w.expert(ep + "gate_proj", c.moeIntermediate(), h, options),
@@ -114,7 +149,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         Tensor norm = w.get("model.norm.weight", h);
         Linear head = c.tieEmbeddings() && !src.has("lm_head.weight")
                 ? new Linear("lm_head", Weight.of(embed), null)
-                : w.linear("lm_head", c.vocab(), h, false);
+                : w.linear("lm_head", vocabHere, h, false);
         Set<String> extra = new HashSet<>(src.names());
         extra.removeAll(used);
         extra.removeIf(n -> n.endsWith("rotary_emb.inv_freq"));
@@ -122,7 +157,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             throw new IllegalArgumentException("checkpoint has tensors a " + c.modelType() + " model does not use: "
                     + extra.stream().sorted().limit(10).toList() + (extra.size() > 10 ? " and " + (extra.size() - 10) + " more" : ""));
         }
-        return new Qwen3Model(c, backend, embed, layers, norm, head);
+        return new Qwen3Model(c, backend, embed, layers, norm, head, groups);
     }
 
     /**
@@ -171,7 +206,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             ls[i] = new Layer(l.inputNorm, l.postNorm, l.attention.view(config), l.mlp == null ? null : l.mlp.view(),
                     l.moe == null ? null : l.moe.view());
         }
-        return new Qwen3Model(config, other, embed, ls, finalNorm, lmHead.view());
+        return new Qwen3Model(config, other, embed, ls, finalNorm, lmHead.view(), parallel);
     }
 
     /**
@@ -186,8 +221,22 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         }
     }
 
+    /** This rank's shape: under tensor parallelism, its share of the heads and the dense MLP. */
     public DecoderConfig config() {
         return config;
+    }
+
+    /** The communicators this rank's share runs with; null for a model on one rank. */
+    public RankGroups parallel() {
+        return parallel;
+    }
+
+    private boolean tensorParallel() {
+        return parallel != null && parallel.layout().tp() > 1;
+    }
+
+    private boolean expertParallel() {
+        return parallel != null && parallel.layout().ep() > 1;
     }
 
     @Override
@@ -270,6 +319,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         final Qwen3Attention.Tape attention = new Qwen3Attention.Tape();
         DenseMlp.Tape mlp;
         SparseMoe.Tape moe;
+        ExpertDispatch.Tape dispatch;
     }
 
     private Tensor run(List<Segment> batch, HiddenSink hidden, TrainTape tape) {
@@ -299,7 +349,11 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         Tensor positions = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(pos, n)); // i32 [N]
         int h = config.hidden();
         Tensor x = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden] residual stream
-        b.embedding(embed, a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(ids, n)), x);
+        if (tensorParallel()) {
+            VocabParallel.embed(b, parallel.tp(), embed, ids, x);
+        } else {
+            b.embedding(embed, a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(ids, n)), x);
+        }
         emit(hidden, 0, x);
         if (tape != null) {
             tape.positions = positions;
@@ -331,7 +385,13 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             tape.finalNormed = normed;
         }
         Tensor logits = a.allocate(MemoryCategory.LOGITS, DType.F32, n, config.vocab()); // [N, vocab]
-        lmHead.forward(b, normed, logits);
+        if (tensorParallel()) {
+            Tensor block = a.allocate(MemoryCategory.LOGITS, DType.F32, n, lmHead.out());  // [N, vocab/tp]
+            lmHead.forward(b, normed, block);
+            VocabParallel.gatherLogits(b, parallel.tp(), block, logits);
+        } else {
+            lmHead.forward(b, normed, logits);
+        }
         return logits;
     }
 
@@ -346,11 +406,20 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         Tensor delta = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);   // [N, hidden]
         b.rmsNorm(x, l.inputNorm, config.rmsEps(), normed1);
         l.attention.forward(b, normed1, positions, batch, rope, delta, lt == null ? null : lt.attention);
+        if (tensorParallel()) {
+            parallel.tp().allReduceSum(delta);   // row-parallel o_proj: sum the heads' partial outputs
+        }
         Tensor mid = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);     // [N, hidden]
         b.add(x, delta, mid);
         Tensor normed2 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
         b.rmsNorm(mid, l.postNorm, config.rmsEps(), normed2);
-        if (l.moe != null) {
+        if (l.moe != null && expertParallel()) {
+            ExpertDispatch.Tape dt = lt == null ? null : new ExpertDispatch.Tape();
+            ExpertDispatch.forward(l.moe, b, parallel.ep(), normed2, delta, dt);
+            if (lt != null) {
+                lt.dispatch = dt;
+            }
+        } else if (l.moe != null) {
             SparseMoe.Tape mt = lt == null ? null : new SparseMoe.Tape();
             l.moe.forward(b, normed2, delta, mt);
             if (lt != null) {
@@ -359,6 +428,9 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         } else {
             DenseMlp.Tape dt = lt == null ? null : new DenseMlp.Tape();
             l.mlp.forward(b, normed2, delta, dt);
+            if (tensorParallel()) {
+                parallel.tp().allReduceSum(delta);   // row-parallel down_proj
+            }
             if (lt != null) {
                 lt.mlp = dt;
             }
@@ -387,7 +459,12 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         int n = dLogits.size(0);
         int h = config.hidden();
         Tensor dNormed = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
-        lmHead.backward(b, tape.finalNormed, dLogits, dNormed);
+        if (tensorParallel()) {
+            lmHead.backward(b, tape.finalNormed, VocabParallel.block(dLogits, parallel.tp(), lmHead.out()), dNormed);
+            parallel.tp().allReduceSum(dNormed);   // each vocabulary block's share of the head's input gradient
+        } else {
+            lmHead.backward(b, tape.finalNormed, dLogits, dNormed);
+        }
         Tensor dx = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden]
         b.rmsNormBackward(tape.finalInput, finalNorm, config.rmsEps(), dNormed, dx);
         for (int i = layers.length - 1; i >= 0; i--) {
@@ -408,16 +485,24 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         int n = dOut.size(0);
         int h = config.hidden();
         Tensor dNormed2 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
-        if (l.moe != null) {
+        if (l.moe != null && expertParallel()) {
+            ExpertDispatch.backward(l.moe, b, parallel.ep(), lt.dispatch, dOut, dNormed2);
+        } else if (l.moe != null) {
             l.moe.backward(b, lt.moe, dOut, dNormed2);
         } else {
             l.mlp.backward(b, lt.mlp, dOut, dNormed2);
+            if (tensorParallel()) {
+                parallel.tp().allReduceSum(dNormed2);   // column-parallel gate/up: sum the input gradients
+            }
         }
         Tensor dMid = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);     // [N, hidden]
         b.rmsNormBackward(lt.mid, l.postNorm, config.rmsEps(), dNormed2, dMid);
         b.add(dMid, dOut, dMid);
         Tensor dNormed1 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
         l.attention.backward(b, lt.attention, tape.positions, tape.lengths, rope, dMid, dNormed1);
+        if (tensorParallel()) {
+            parallel.tp().allReduceSum(dNormed1);   // column-parallel q/k/v: sum the input gradients
+        }
         Tensor dIn = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden]
         b.rmsNormBackward(tape.layerInput[i], l.inputNorm, config.rmsEps(), dNormed1, dIn);
         b.add(dIn, dMid, dIn);
@@ -458,15 +543,44 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
                 List<Linear> g = new java.util.ArrayList<>();
                 List<Linear> u = new java.util.ArrayList<>();
                 List<Linear> d = new java.util.ArrayList<>();
-                for (DenseMlp e : m.experts) {
-                    g.add(e.gate);
-                    u.add(e.up);
-                    d.add(e.down);
+                for (DenseMlp e : m.experts) {   // null where another expert-parallel rank holds the expert
+                    g.add(e == null ? null : e.gate);
+                    u.add(e == null ? null : e.up);
+                    d.add(e == null ? null : e.down);
                 }
                 out.add(new ExpertSet("model.layers." + i + ".mlp.experts", g, u, d));
             }
         }
         return out;
+    }
+
+    /**
+     * Bytes of frozen base weights this rank holds: embedding, norms, every linear's weight and bias
+     * (a tied LM head counted once). Under a parallel layout, only this rank's share: what the
+     * memory planner budgets as base weights per GPU.
+     */
+    public long heldBaseBytes() {
+        java.util.IdentityHashMap<Object, Boolean> seen = new java.util.IdentityHashMap<>();
+        long bytes = 0;
+        List<Tensor> tensors = new java.util.ArrayList<>(List.of(embed, finalNorm));
+        for (Layer l : layers) {
+            tensors.addAll(List.of(l.inputNorm, l.postNorm, l.attention.qNorm, l.attention.kNorm));
+        }
+        for (Tensor t : tensors) {
+            if (seen.put(t, Boolean.TRUE) == null) {
+                bytes += t.byteSize();
+            }
+        }
+        for (Linear lin : linears()) {
+            Object key = lin.weight() instanceof Weight.Dense d ? d.w() : lin.weight();
+            if (seen.put(key, Boolean.TRUE) == null) {
+                bytes += lin.weight().byteSize();
+            }
+            if (lin.bias() != null && seen.put(lin.bias(), Boolean.TRUE) == null) {
+                bytes += lin.bias().byteSize();
+            }
+        }
+        return bytes;
     }
 
     /** Every linear layer of the model, attention and MLP/experts, with its Hugging Face module name. */
@@ -479,7 +593,9 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             } else {
                 out.add(l.moe.router);
                 for (DenseMlp e : l.moe.experts) {
-                    out.addAll(List.of(e.gate, e.up, e.down));
+                    if (e != null) {
+                        out.addAll(List.of(e.gate, e.up, e.down));
+                    }
                 }
             }
         }

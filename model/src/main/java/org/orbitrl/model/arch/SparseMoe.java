@@ -16,7 +16,7 @@ import org.orbitrl.model.nn.Weight;
  */
 final class SparseMoe {
     final Linear router;     // [experts, hidden]
-    final DenseMlp[] experts;
+    final DenseMlp[] experts;        // [E], null where another expert-parallel rank holds the expert
     private final int topK;
     private final boolean normTopK;
     private ExpertChunker chunker;   // null: experts run on their own weights (fused decode for quantized)
@@ -45,7 +45,7 @@ final class SparseMoe {
     SparseMoe view() {
         DenseMlp[] ex = new DenseMlp[experts.length];
         for (int e = 0; e < ex.length; e++) {
-            ex[e] = experts[e].view();
+            ex[e] = experts[e] == null ? null : experts[e].view();
         }
         SparseMoe m = new SparseMoe(router.view(), ex, topK, normTopK);
         if (chunker != null) {
@@ -54,12 +54,17 @@ final class SparseMoe {
         return m;
     }
 
+    int topK() {
+        return topK;
+    }
+
     /** Routes quantized experts through C-expert dequantization chunks (0 turns chunking off). */
     void setExpertChunk(int c) {
         this.chunker = c <= 0 ? null : new ExpertChunker(c);
     }
 
-    private void eachActive(Backend b, ExpertGroups groups, java.util.function.BiConsumer<Integer, Weight[]> body) {
+    /** Calls {@code body(expert, dense weights or null)} for every expert with tokens in {@code groups}. */
+    void eachActive(Backend b, ExpertGroups groups, java.util.function.BiConsumer<Integer, Weight[]> body) {
         if (chunker != null) {
             chunker.forEachActive(b, experts, groups, body);
             return;
@@ -138,7 +143,6 @@ final class SparseMoe {
         TensorAllocator a = b.allocator();
         int n = dout.size(0);
         int h = dout.size(1);
-        int e = experts.length;
         Routing r = tape.routing;
         ExpertGroups groups = tape.groups;
         a.zero(dx);
@@ -162,6 +166,19 @@ final class SparseMoe {
             experts[ex].backward(b, tape.expertTapes[ex], a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(dye, cnt, h)), dxe, dense);
             b.scatterAddRows(dxe, a.upload(MemoryCategory.ACTIVATIONS, groups.tokens(ex)), null, dx);
         });
+        routerBackward(b, tape.x, r, dWeight, dx);
+    }
+
+    /**
+     * Accumulates into dx [N, hidden] the gradient that flows through the routing weights: from
+     * d loss / d (normalised weight) per token-major slot [N*k], through the top-k renormalisation and
+     * the softmax, into the router logits and through the frozen router into its input x [N, hidden].
+     */
+    void routerBackward(Backend b, Tensor xIn, Routing r, float[] dWeight, Tensor dx) {
+        TensorAllocator a = b.allocator();
+        int n = xIn.size(0);
+        int h = xIn.size(1);
+        int e = experts.length;
         // routing weights -> softmax probabilities -> router logits
         float[] dLogits = new float[n * e];
         float[] dProb = new float[e];
@@ -187,7 +204,7 @@ final class SparseMoe {
             }
         }
         Tensor dxr = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
-        router.backward(b, tape.x, a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(dLogits, n, e)), dxr);
+        router.backward(b, xIn, a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(dLogits, n, e)), dxr);
         b.add(dx, dxr, dx);
     }
 }

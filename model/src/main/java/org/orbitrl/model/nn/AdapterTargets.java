@@ -37,5 +37,18 @@ public interface AdapterTargets {
         public boolean fusedGateUp() {
             return up.isEmpty() && !gate.isEmpty();
         }
+
+        /**
+         * The first expert this rank holds. Under expert parallelism the lists keep one entry per
+         * expert of the layer, null for the experts other ranks hold.
+         */
+        public int firstHeld() {
+            for (int e = 0; e < gate.size(); e++) {
+                if (gate.get(e) != null) {
+                    return e;
+                }
+            }
+            throw new IllegalStateException(module + ": this rank holds none of its " + gate.size() + " experts");
+        }
     }
 }

@@ -1,0 +1,224 @@
+package org.orbitrl.model.arch;
+
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.kernels.comm.Communicator;
+
+import java.util.Arrays;
+
+/**
+ * A sparse MoE block under expert parallelism. Every rank of the expert-parallel group sees all N
+ * tokens; rank p routes its slice {@code [N·p/M, N·(p+1)/M)}, sends each (token, expert) pair's
+ * input row to the rank that owns the expert (experts are split into M contiguous blocks), the
+ * owners run their experts on what they received and send the unweighted outputs back, the
+ * source combines them with the routing weights, and an all-gather puts the slices back together.
+ * Backward retraces the same path: output gradients to the owners, input gradients back, then the
+ * router's gradient on each slice.
+ *
+ * <p>Rows travel grouped by expert (ascending) and, within an expert, by token; owners see each
+ * expert's rows in global token order. Each token's expert outputs are therefore added in
+ * ascending expert order and each expert's LoRA gradient sums its tokens in ascending order,
+ * exactly as on one rank.
+ */
+final class ExpertDispatch {
+    private ExpertDispatch() {
+    }
+
+    /** What backward needs, on both the source and the owner side. */
+    static final class Tape {
+        int lo;                       // this rank's token slice [lo, hi)
+        int hi;
+        Tensor xs;                    // [n, hidden] the slice's input (a view)
+        SparseMoe.Routing routing;    // over the slice
+        int[] sendToken;              // [S] token (in the slice) of each row sent, grouped by expert
+        int[] sendSlot;               // [S] its token-major routing slot
+        float[] sendWeight;           // [S] its routing weight
+        long[] sendCounts;            // [M] rows sent to each rank
+        long[] recvCounts;            // [M] rows received from each rank
+        Tensor y;                     // [S, hidden] unweighted expert outputs, back from the owners
+        ExpertGroups recvGroups;      // rows received, grouped by expert (owner side)
+        DenseMlp.Tape[] expertTapes;  // [E] owner side, null for experts without rows here
+    }
+
+    private static int sliceStart(int n, int rank, int ranks) {
+        return (int) ((long) n * rank / ranks);
+    }
+
+    /** x [N, hidden] -> out [N, hidden] (overwritten). */
+    static void forward(SparseMoe moe, Backend b, Communicator ep, Tensor x, Tensor out, Tape tape) {
+        TensorAllocator a = b.allocator();
+        int n = x.size(0);
+        int h = x.size(1);
+        int m = ep.size();
+        int experts = moe.experts.length;
+        int perRank = experts / m;
+        int lo = sliceStart(n, ep.rank(), m);
+        int hi = sliceStart(n, ep.rank() + 1, m);
+        int ns = hi - lo;
+        Tensor xs = x.slice(0, lo, hi);                                                     // [n, hidden]
+        SparseMoe.Routing r = ns == 0
+                ? new SparseMoe.Routing(new int[0], new float[0], new float[0], new float[0], moe.topK())
+                : moe.route(b, xs);
+        ExpertGroups g = ExpertGroups.of(r.expert(), r.weight(), r.topK(), experts);
+        int s = r.expert().length;
+        int[] sendToken = new int[s];
+        int[] sendSlot = new int[s];
+        float[] sendWeight = new float[s];
+        int[] sendExpert = new int[s];
+        long[] sendCounts = new long[m];
+        int k = 0;
+        for (int e = 0; e < experts; e++) {
+            int[] tok = g.tokenArray(e);
+            float[] w = g.weightArray(e);
+            for (int i = 0; i < tok.length; i++, k++) {
+                sendToken[k] = tok[i];
+                sendSlot[k] = g.slot(e, i);
+                sendWeight[k] = w[i];
+                sendExpert[k] = e;
+                sendCounts[e / perRank]++;
+            }
+        }
+        Tensor sendX = a.allocate(MemoryCategory.COMM_BUFFERS, DType.F32, s, h);           // [S, hidden]
+        if (s > 0) {
+            b.gatherRows(xs, Tensor.ofInts(sendToken, s), sendX);
+        }
+        long[] recvCounts = ep.exchangeCounts(sendCounts);
+        int rows = Math.toIntExact(Arrays.stream(recvCounts).sum());
+        Tensor recvX = a.allocate(MemoryCategory.COMM_BUFFERS, DType.F32, rows, h);         // [R, hidden]
+        ep.allToAll(sendX, sendCounts, recvX, recvCounts);
+        Tensor recvE = a.allocate(MemoryCategory.COMM_BUFFERS, DType.I32, rows, 1);         // [R, 1] expert ids
+        ep.allToAll(Tensor.ofInts(sendExpert, s, 1), sendCounts, recvE, recvCounts);
+        int[] recvExpert = new int[rows];
+        long[] ids = recvE.toLongArray();
+        float[] ones = new float[rows];
+        for (int i = 0; i < rows; i++) {
+            recvExpert[i] = (int) ids[i];
+            ones[i] = 1;
+        }
+        // owner side: run this rank's experts on the rows it received
+        ExpertGroups rg = ExpertGroups.of(recvExpert, ones, 1, experts);
+        Tensor recvY = a.allocate(MemoryCategory.COMM_BUFFERS, DType.F32, rows, h);         // [R, hidden]
+        DenseMlp.Tape[] tapes = new DenseMlp.Tape[experts];
+        moe.eachActive(b, rg, (e, dense) -> {
+            DenseMlp expert = held(moe, e, ep);
+            int cnt = rg.count(e);
+            Tensor idx = rg.tokens(e);                                                         // i32 [cnt]
+            Tensor xe = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);            // [cnt, hidden]
+            Tensor ye = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);            // [cnt, hidden]
+            b.gatherRows(recvX, idx, xe);
+            DenseMlp.Tape et = tape == null ? null : new DenseMlp.Tape();
+            expert.forward(b, xe, ye, et, dense);
+            b.scatterAddRows(ye, idx, null, recvY);
+            tapes[e] = et;
+        });
+        Tensor y = a.allocate(MemoryCategory.COMM_BUFFERS, DType.F32, s, h);               // [S, hidden]
+        ep.allToAll(recvY, recvCounts, y, sendCounts);
+        // source side: weighted sum per token, experts in ascending order
+        Tensor outS = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, ns, h);             // [n, hidden]
+        if (s > 0) {
+            b.scatterAddRows(y, Tensor.ofInts(sendToken, s), Tensor.of(sendWeight, s), outS);
+        }
+        gatherSlices(b, ep, outS, out);
+        if (tape != null) {
+            tape.lo = lo;
+            tape.hi = hi;
+            tape.xs = xs;
+            tape.routing = r;
+            tape.sendToken = sendToken;
+            tape.sendSlot = sendSlot;
+            tape.sendWeight = sendWeight;
+            tape.sendCounts = sendCounts;
+            tape.recvCounts = recvCounts;
+            tape.y = y;
+            tape.recvGroups = rg;
+            tape.expertTapes = tapes;
+        }
+    }
+
+    /** dout [N, hidden] -> dx [N, hidden] (overwritten); expert adapters on the owners accumulate their gradients. */
+    static void backward(SparseMoe moe, Backend b, Communicator ep, Tape t, Tensor dout, Tensor dx) {
+        TensorAllocator a = b.allocator();
+        int h = dout.size(1);
+        int ns = t.hi - t.lo;
+        int s = t.sendToken.length;
+        int topK = t.routing.topK();
+        float[] d = dout.slice(0, t.lo, t.hi).contiguous().toFloatArray();   // [n, hidden]
+        float[] y = t.y.toFloatArray();                                       // [S, hidden]
+        float[] dWeight = new float[ns * topK];   // d loss / d (normalised routing weight), token-major
+        float[] dy = new float[s * h];            // [S, hidden] = w · dout[token]
+        for (int i = 0; i < s; i++) {
+            int tok = t.sendToken[i];
+            float w = t.sendWeight[i];
+            float dot = 0;
+            for (int c = 0; c < h; c++) {
+                dy[i * h + c] = w * d[tok * h + c];
+                dot += d[tok * h + c] * y[i * h + c];
+            }
+            dWeight[t.sendSlot[i]] = dot;
+        }
+        int rows = Math.toIntExact(Arrays.stream(t.recvCounts).sum());
+        Tensor recvDy = a.allocate(MemoryCategory.COMM_BUFFERS, DType.F32, rows, h);        // [R, hidden]
+        ep.allToAll(Tensor.of(dy, s, h), t.sendCounts, recvDy, t.recvCounts);
+        Tensor recvDx = a.allocate(MemoryCategory.COMM_BUFFERS, DType.F32, rows, h);        // [R, hidden]
+        ExpertGroups rg = t.recvGroups;
+        moe.eachActive(b, rg, (e, dense) -> {
+            DenseMlp expert = held(moe, e, ep);
+            int cnt = rg.count(e);
+            Tensor idx = rg.tokens(e);                                                         // i32 [cnt]
+            Tensor dye = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);           // [cnt, hidden]
+            Tensor dxe = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);           // [cnt, hidden]
+            b.gatherRows(recvDy, idx, dye);
+            expert.backward(b, t.expertTapes[e], dye, dxe, dense);
+            b.scatterAddRows(dxe, idx, null, recvDx);
+        });
+        Tensor dxRows = a.allocate(MemoryCategory.COMM_BUFFERS, DType.F32, s, h);          // [S, hidden]
+        ep.allToAll(recvDx, t.recvCounts, dxRows, t.sendCounts);
+        Tensor dxs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, ns, h);              // [n, hidden]
+        if (s > 0) {
+            b.scatterAddRows(dxRows, Tensor.ofInts(t.sendToken, s), null, dxs);
+        }
+        if (ns > 0) {
+            moe.routerBackward(b, t.xs, t.routing, dWeight, dxs);
+        }
+        gatherSlices(b, ep, dxs, dx);
+    }
+
+    private static DenseMlp held(SparseMoe moe, int e, Communicator ep) {
+        DenseMlp expert = moe.experts[e];
+        if (expert == null) {
+            throw new IllegalStateException("expert-parallel rank " + ep.rank() + " of " + ep.size()
+                    + " received tokens for expert " + e + ", which it does not hold");
+        }
+        return expert;
+    }
+
+    /** out [N, hidden] = every rank's slice [n_p, hidden] in rank order (slices padded to one size for the gather). */
+    private static void gatherSlices(Backend b, Communicator ep, Tensor slice, Tensor out) {
+        TensorAllocator a = b.allocator();
+        int n = out.size(0);
+        int h = out.size(1);
+        int m = ep.size();
+        int cap = (n + m - 1) / m;
+        int ns = slice.size(0);
+        Tensor padded = a.allocate(MemoryCategory.COMM_BUFFERS, DType.F32, cap, h);        // [cap, hidden]
+        if (ns > 0) {
+            int[] own = new int[ns];
+            Arrays.setAll(own, i -> i);
+            b.gatherRows(slice, Tensor.ofInts(own, ns), padded.slice(0, 0, ns));
+        }
+        Tensor all = a.allocate(MemoryCategory.COMM_BUFFERS, DType.F32, (long) m * cap, h); // [M*cap, hidden]
+        ep.allGather(padded, all);
+        int[] idx = new int[n];
+        for (int q = 0; q < m; q++) {
+            int qlo = sliceStart(n, q, m);
+            int qhi = sliceStart(n, q + 1, m);
+            for (int t = qlo; t < qhi; t++) {
+                idx[t] = q * cap + (t - qlo);
+            }
+        }
+        b.gatherRows(all, Tensor.ofInts(idx, n), out);
+    }
+}

@@ -8,6 +8,8 @@ import org.orbitrl.model.adapter.LoraAdapter;
 import org.orbitrl.model.adapter.OftAdapter;
 import org.orbitrl.model.arch.CausalLM;
 import org.orbitrl.model.arch.DecoderConfig;
+import org.orbitrl.model.arch.DeepseekV3Config;
+import org.orbitrl.model.arch.DeepseekV3Model;
 import org.orbitrl.model.arch.Qwen3Model;
 import org.orbitrl.model.checkpoint.Checkpoint;
 import org.orbitrl.model.nn.AdapterTargets;
@@ -45,8 +47,14 @@ public final class LoadedModel implements AutoCloseable {
                     var options = new Qwen3Model.LoadOptions(q == null ? null : w -> Weight.of(q.quantize(w)));
                     yield Qwen3Model.load(DecoderConfig.from(spec), ckpt, backend, options);
                 }
+                case DEEPSEEK_V3 -> {
+                    QuantFormat q = format.quantFormat();
+                    var options = new Qwen3Model.LoadOptions(q == null ? null : w -> Weight.of(q.quantize(w)));
+                    yield DeepseekV3Model.load(DeepseekV3Config.from(spec), spec.mla().ropeInterleave(),
+                            spec.quantization(), ckpt, backend, options);
+                }
                 default -> throw new IllegalArgumentException(dir + ": model_type " + spec.modelType()
-                        + " is recognised but its forward pass is not available in this build (supported: qwen3, qwen3_moe)");
+                        + " is recognised but its forward pass is not available in this build (supported: qwen3, qwen3_moe, deepseek_v3, kimi_k2, kimi_k25)");
             };
             return new LoadedModel(dir, spec, ckpt, m);
         } catch (RuntimeException e) {

@@ -114,7 +114,12 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
     /** One shared "KV head" of kv_lora_rank + qk_rope_head_dim; values are its first kv_lora_rank channels (vHeadDim 0). */
     @Override
     public CacheGeometry cacheGeometry() {
-        return new CacheGeometry(config.layers(), 1, config.cacheWidth(), 0);
+        return cacheGeometry(config);
+    }
+
+    /** The cache geometry of a model of shape {@code c}, without loading it (for sizing). */
+    public static CacheGeometry cacheGeometry(DeepseekV3Config c) {
+        return new CacheGeometry(c.layers(), 1, c.cacheWidth(), 0);
     }
 
     @Override

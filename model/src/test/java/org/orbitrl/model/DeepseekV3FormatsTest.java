@@ -3,6 +3,7 @@ package org.orbitrl.model;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
@@ -18,6 +19,7 @@ import org.orbitrl.model.arch.CausalLM;
 import org.orbitrl.model.arch.DeepseekV3Model;
 import org.orbitrl.model.arch.Qwen3FixtureTest;
 import org.orbitrl.model.checkpoint.SafetensorsWriter;
+import org.orbitrl.model.nn.Weight;
 
 import java.io.IOException;
 import java.lang.foreign.Arena;
@@ -29,6 +31,7 @@ import java.util.Map;
 import java.util.TreeMap;
 
 import static org.junit.jupiter.api.Assertions.assertInstanceOf;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
@@ -64,9 +67,17 @@ public class DeepseekV3FormatsTest {
         return Path.of(System.getProperty("orbit.models", "../../shared/models"));
     }
 
-    @ParameterizedTest
-    @ValueSource(strings = {"kimi_k2", "kimi_k25", "fp8", "fp8_ue8m0"})
-    void reExportedCheckpointMatchesItsDecodedWeights(String layout) throws IOException {
+    /** The quantized export and its decoded twin, and how many weights were converted. */
+    record Export(Path quantized, Path decoded, int converted) {
+    }
+
+    /**
+     * Writes the fixture in {@code layout} into {@code dir}/quantized, and the same weights decoded
+     * by this test into {@code dir}/decoded. {@code alsoPacked}: a module (without prefix) that is
+     * packed although the ignore list keeps it bf16; {@code withQuantConfig} false leaves
+     * {@code quantization_config} out.
+     */
+    static Export export(Path dir, String layout, String alsoPacked, boolean withQuantConfig) throws IOException {
         TestSafetensors src = new TestSafetensors(FIXTURE.resolve("model.safetensors"));
         Map<String, Tensor> quantized = new TreeMap<>();
         Map<String, Tensor> decoded = new TreeMap<>();
@@ -77,7 +88,7 @@ public class DeepseekV3FormatsTest {
         for (String name : src.names()) {
             Tensor t = src.get(name);
             String module = name.substring(0, name.length() - ".weight".length());
-            if (kimi && name.contains(".mlp.experts.")) {
+            if (kimi && (name.contains(".mlp.experts.") || module.equals(alsoPacked))) {
                 QuantizedTensor q = Int4G32.INSTANCE.quantize(t);
                 quantized.put(prefix + module + ".weight_packed", q.codes());
                 quantized.put(prefix + module + ".weight_scale", q.scales());
@@ -98,7 +109,6 @@ public class DeepseekV3FormatsTest {
                 decoded.put(prefix + name, t);
             }
         }
-        assertTrue(converted > 0, "some weights were converted");
         JsonNode realQuant;
         if (kimi) {
             realQuant = JSON.readTree(models().resolve("kimi-k2.6/config.json").toFile()).get("text_config")
@@ -111,15 +121,28 @@ public class DeepseekV3FormatsTest {
         }
         ObjectNode quantConfig = config.deepCopy();
         quantConfig.put("model_type", kimi ? "kimi_k2" : "deepseek_v3");
-        quantConfig.set("quantization_config", realQuant);
+        if (withQuantConfig) {
+            quantConfig.set("quantization_config", realQuant);
+        }
         ObjectNode plainConfig = config.deepCopy();
         plainConfig.put("model_type", kimi ? "kimi_k2" : "deepseek_v3");
         if (layout.equals("kimi_k25")) {
             quantConfig = wrapKimiK25(quantConfig);
             plainConfig = wrapKimiK25(plainConfig);
         }
-        Path qDir = write(tmp.resolve("quantized"), quantConfig, quantized);
-        Path dDir = write(tmp.resolve("decoded"), plainConfig, decoded);
+        return new Export(write(dir.resolve("quantized"), quantConfig, quantized), write(dir.resolve("decoded"), plainConfig,
+                decoded), converted);
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"kimi_k2", "kimi_k25", "fp8", "fp8_ue8m0"})
+    void reExportedCheckpointMatchesItsDecodedWeights(String layout) throws IOException {
+        Export ex = export(tmp, layout, null, true);
+        boolean kimi = layout.startsWith("kimi");
+        int converted = ex.converted();
+        assertTrue(converted > 0, "some weights were converted");
+        Path qDir = ex.quantized();
+        Path dDir = ex.decoded();
 
         List<int[]> seqs = sequences();
         float[] q;
@@ -130,6 +153,13 @@ public class DeepseekV3FormatsTest {
             float[][] h1 = new float[1][];
             q = logits(m.model(), seqs, h1);
             qh1 = h1[0];
+            // the latent cache's absorbed form reads kv_b_proj as stored (fp8: dequantized once)
+            List<CausalLM.Segment> cached = new ArrayList<>();
+            for (int[] s : seqs) {
+                cached.add(new CausalLM.Segment(s, m.model().newCache(s.length)));
+            }
+            Qwen3FixtureTest.assertClose(layout + " logits through the latent cache", q,
+                    m.model().forward(cached).toFloatArray(), 1e-4f);
         }
         try (LoadedModel m = LoadedModel.load(dDir, Backends.cpu(), BaseFormat.BF16)) {
             d = logits(m.model(), seqs, new float[1][]);
@@ -163,6 +193,47 @@ public class DeepseekV3FormatsTest {
             worst = Math.max(worst, Math.abs(a[i] - b[i]));
         }
         return worst;
+    }
+
+    @Test
+    void kimiCheckpointEqualsInt4QuantizationOnLoad() throws IOException {
+        Export ex = export(tmp, "kimi_k2", null, true);
+        List<int[]> seqs = sequences();
+        float[] stored;
+        float[] onLoad;
+        try (LoadedModel m = LoadedModel.load(ex.quantized(), Backends.cpu(), BaseFormat.BF16)) {
+            stored = logits(m.model(), seqs, new float[1][]);
+        }
+        try (LoadedModel m = LoadedModel.load(FIXTURE, Backends.cpu(), BaseFormat.INT4)) {
+            for (var set : m.targets().expertSets()) {
+                for (var lin : set.gate()) {
+                    assertInstanceOf(Weight.Quantized.class, lin.weight(), lin.name());
+                }
+            }
+            for (var lin : m.targets().linearModules().values()) {
+                assertInstanceOf(Weight.Dense.class, lin.weight(), lin.name() + " stays as stored");
+            }
+            onLoad = logits(m.model(), seqs, new float[1][]);
+        }
+        // the same INT4 group-32 codes and scales, held once from the checkpoint and once quantized on load
+        Qwen3FixtureTest.assertClose("INT4 checkpoint vs INT4 on load", stored, onLoad, 0f);
+    }
+
+    @Test
+    void layoutsThatContradictTheQuantizationConfigAreRefused() throws IOException {
+        Export packedAttention = export(tmp.resolve("a"), "kimi_k2", "model.layers.0.self_attn.o_proj", true);
+        var e = assertThrows(IllegalArgumentException.class,
+                () -> LoadedModel.load(packedAttention.quantized(), Backends.cpu(), BaseFormat.BF16));
+        assertTrue(e.getMessage().contains("model.layers.0.self_attn.o_proj") && e.getMessage().contains("ignore"),
+                e.getMessage());
+        Export noConfig = export(tmp.resolve("b"), "fp8", null, false);
+        e = assertThrows(IllegalArgumentException.class,
+                () -> LoadedModel.load(noConfig.quantized(), Backends.cpu(), BaseFormat.BF16));
+        assertTrue(e.getMessage().contains("weight_scale_inv") && e.getMessage().contains("fp8"), e.getMessage());
+        Export kimiNoConfig = export(tmp.resolve("c"), "kimi_k2", null, false);
+        e = assertThrows(IllegalArgumentException.class,
+                () -> LoadedModel.load(kimiNoConfig.quantized(), Backends.cpu(), BaseFormat.BF16));
+        assertTrue(e.getMessage().contains("weight_packed") || e.getMessage().contains("pack-quantized"), e.getMessage());
     }
 
     /** The {@code kimi_k25} wrapper: the text model's config goes under {@code text_config}. */

@@ -19,13 +19,15 @@ import java.util.List;
  * {@code kv_a_proj_with_mqa(x)} gives the latent c [R] and one rope key shared by all heads;
  * {@code kv_b_proj(rmsnorm(c))} expands the latent to every head's no-rope key and value.
  *
- * <p>Without a cache (training) the keys and values are expanded and attention runs per head. With
- * a cache, the cache keeps only {@code [rmsnorm(c), rope key]} per token ({@code R + rope} numbers,
- * stored as one "key head" whose first R channels are also the value) and attention runs in the
- * absorbed form: each head's no-rope query is taken through its slice of kv_b_proj's key rows into
- * latent space, attends over the latents (one shared KV head), and the latent output is taken
- * through the head's value rows. Where an adapter changes kv_b_proj, its effective matrix (as the
- * adapted layer maps the identity) is used instead of the base weight.
+ * <p>Attention runs in the absorbed form, in training and in decoding alike, so that a training
+ * prefill and a cached decode perform the same operations per token (bit-identical log-probs with
+ * batch-invariant kernels). Each token contributes one entry {@code [rmsnorm(c), rope key]}
+ * ({@code R + rope} numbers: all a KV cache stores, as one "key head" whose first R channels are
+ * also the value). Each head's no-rope query is taken through its slice of kv_b_proj's key rows
+ * into latent space, attends over the entries (one shared KV head), and the latent output is taken
+ * through the head's value rows. Where an adapter changes kv_b_proj, its effective matrix is the
+ * adapted layer's image of the identity (exact for LoRA and OFT, both linear in the input), and
+ * backward hands the adapter the gradient of that matrix through the same identity.
  *
  * <p>Rope pairs channels (2i, 2i+1) when {@code rope_interleave} (DeepSeek's layout): transformers
  * permutes those pairs into rotate-half order first, which reorders the query and key channels
@@ -57,10 +59,11 @@ final class DeepseekV3Attention {
         Tensor qa;       // [N, qLora] q_a_proj output, before its norm
         Tensor qan;      // [N, qLora] after the norm (q_b_proj input)
         Tensor latent;   // [N, R] before kv_a_layernorm
-        Tensor latentN;  // [N, R] after it (kv_b_proj input)
-        Tensor q3;       // [N, H, qk] after rope
-        Tensor k3;       // [N, H, qk]
-        Tensor v3;       // [N, H, v]
+        Tensor q3;       // [N, H, qk] queries after rope
+        Tensor qLat;     // [N, H, R+rope] absorbed queries
+        Tensor entry;    // [N, 1, R+rope] normed latent and rope key
+        Tensor outLat;   // [N, H, R] attention output in latent space
+        Tensor kvbW;     // [H*(nope+v), R] the kv_b_proj matrix used
         Tensor attn;     // [N, H*v] o_proj input
     }
 
@@ -144,61 +147,8 @@ final class DeepseekV3Attention {
         kRot.reshape(n, rot).copyFrom(kva.slice(1, r, r + rot));
         b.rope(kRot, positions, rope);
 
-        Tensor attn = alloc(a, n, heads, vd);                              // [N, H, v]
-        boolean anyCache = false;
-        boolean anyFresh = false;
-        for (CausalLM.Segment s : batch) {
-            anyCache |= s.cache() != null;
-            anyFresh |= s.cache() == null;
-        }
-        if (anyCache) {
-            absorbed(b, q3, latentN, kRot, batch, attn);
-        }
-        Tensor k3 = null;
-        Tensor v3 = null;
-        if (anyFresh) {
-            Tensor kvb = alloc(a, n, (long) heads * (nope + vd));          // [N, H*(nope+v)]
-            kvB.forward(b, latentN, kvb);
-            Tensor kvb3 = kvb.reshape(n, heads, nope + vd);
-            k3 = alloc(a, n, heads, qk);                                   // [N, H, qk]
-            for (int h = 0; h < heads; h++) {
-                Tensor kh = k3.select(1, h);                               // [N, qk]
-                kh.slice(1, 0, nope).copyFrom(kvb3.select(1, h).slice(1, 0, nope));
-                kh.slice(1, nope, qk).copyFrom(kRot.select(1, 0));
-            }
-            v3 = alloc(a, n, heads, vd);                                   // [N, H, v]
-            v3.copyFrom(kvb3.slice(2, nope, nope + vd));
-            int start = 0;
-            for (CausalLM.Segment s : batch) {
-                int t = s.tokens().length;
-                if (s.cache() == null) {
-                    b.attention(q3.slice(0, start, start + t), k3.slice(0, start, start + t), v3.slice(0, start, start + t),
-                            attn.slice(0, start, start + t), 0, spec);
-                }
-                start += t;
-            }
-        }
-        Tensor attnFlat = attn.reshape(n, (long) heads * vd);
-        o.forward(b, attnFlat, out);
-        if (tape != null) {
-            tape.x = x;
-            tape.qa = qa;
-            tape.qan = qan;
-            tape.latent = latent;
-            tape.latentN = latentN;
-            tape.q3 = q3;
-            tape.k3 = k3;
-            tape.v3 = v3;
-            tape.attn = attnFlat;
-        }
-    }
-
-    /** Cached segments: append [latent, rope key], attend in latent space, expand through the value rows. */
-    private void absorbed(Backend b, Tensor q3, Tensor latentN, Tensor kRot, List<CausalLM.Segment> batch, Tensor attn) {
-        TensorAllocator a = b.allocator();
-        int n = q3.size(0);
         int w = r + rot;
-        Tensor entry = alloc(a, n, 1, w);                                  // [N, 1, R+rope] what the cache keeps
+        Tensor entry = alloc(a, n, 1, w);                                  // [N, 1, R+rope] what a cache keeps
         entry.select(1, 0).slice(1, 0, r).copyFrom(latentN);
         entry.select(1, 0).slice(1, r, w).copyFrom(kRot.select(1, 0));
         Tensor kvbW = absorbWeight(b);                                     // [H*(nope+v), R]
@@ -212,19 +162,24 @@ final class DeepseekV3Attention {
             qLat.select(1, h).slice(1, 0, r).copyFrom(qLatH);
         }
         qLat.slice(2, r, w).copyFrom(q3.slice(2, nope, qk));
-        Tensor outLat = alloc(a, n, heads, r).fill(0);                     // [N, H, R]
+        Tensor outLat = alloc(a, n, heads, r);                             // [N, H, R]
         int start = 0;
         for (CausalLM.Segment s : batch) {
             int t = s.tokens().length;
             SequenceCache cache = s.cache();
-            if (cache != null) {
+            Tensor qs2 = qLat.slice(0, start, start + t);
+            Tensor os = outLat.slice(0, start, start + t);
+            if (cache == null) {
+                Tensor e = entry.slice(0, start, start + t);
+                b.attention(qs2, e, e.slice(2, 0, r), os, 0, spec);
+            } else {
                 int past = cache.length();
                 cache.write(layer, entry.slice(0, start, start + t), null);
-                cache.attend(b, layer, qLat.slice(0, start, start + t), outLat.slice(0, start, start + t), past,
-                        past + t, spec);
+                cache.attend(b, layer, qs2, os, past, past + t, spec);
             }
             start += t;
         }
+        Tensor attn = alloc(a, n, heads, vd);                              // [N, H, v]
         Tensor latH = alloc(a, n, r);                                      // [N, R]
         Tensor outH = alloc(a, n, vd);                                     // [N, v]
         for (int h = 0; h < heads; h++) {
@@ -233,6 +188,20 @@ final class DeepseekV3Attention {
             b.matmul(latH, kvbW.slice(0, row, row + vd), outH);
             attn.select(1, h).copyFrom(outH);
         }
+        Tensor attnFlat = attn.reshape(n, (long) heads * vd);
+        o.forward(b, attnFlat, out);
+        if (tape != null) {
+            tape.x = x;
+            tape.qa = qa;
+            tape.qan = qan;
+            tape.latent = latent;
+            tape.q3 = q3;
+            tape.qLat = qLat;
+            tape.entry = entry;
+            tape.outLat = outLat;
+            tape.kvbW = kvbW;
+            tape.attn = attnFlat;
+        }
     }
 
     /**
@@ -240,11 +209,8 @@ final class DeepseekV3Attention {
      * once if quantized), or with an enabled adapter the adapted layer's image of the identity, transposed.
      */
     private Tensor absorbWeight(Backend b) {
-        if (kvB.adapter() != null && kvB.adapter().enabled()) {
-            Tensor eye = alloc(b.allocator(), r, r).fill(0);               // [R, R]
-            for (int i = 0; i < r; i++) {
-                eye.setFloat(1f, i, i);
-            }
+        if (adaptedKvB()) {
+            Tensor eye = eye(b.allocator());                               // [R, R]
             Tensor img = alloc(b.allocator(), r, kvB.out());               // [R, H*(nope+v)]
             kvB.forward(b, eye, img);
             Tensor eff = alloc(b.allocator(), kvB.out(), r);               // [H*(nope+v), R]
@@ -264,42 +230,87 @@ final class DeepseekV3Attention {
         return baseKvB;
     }
 
+    private boolean adaptedKvB() {
+        return kvB.adapter() != null && kvB.adapter().enabled();
+    }
+
+    private Tensor eye(TensorAllocator a) {
+        Tensor eye = alloc(a, r, r).fill(0);                               // [R, R]
+        for (int i = 0; i < r; i++) {
+            eye.setFloat(1f, i, i);
+        }
+        return eye;
+    }
+
     /** dout [N, hidden] -> dx [N, hidden] (overwritten). Segments must have had no cached past. */
     void backward(Backend b, Tape tape, Tensor positions, int[] segmentLengths, RopeTable rope, Tensor dout, Tensor dx) {
         TensorAllocator a = b.allocator();
         int n = dout.size(0);
         Tensor dattn = alloc(a, n, (long) heads * vd);                     // [N, H*v]
         o.backward(b, tape.attn, dout, dattn);
-        Tensor dq = alloc(a, n, heads, qk);                                // [N, H, qk]
-        Tensor dk = alloc(a, n, heads, qk);                                // [N, H, qk]
-        Tensor dv = alloc(a, n, heads, vd);                                // [N, H, v]
-        Tensor dattn3 = dattn.reshape(n, heads, vd);
+        boolean adapted = adaptedKvB();
+        int w = r + rot;
+        Tensor dW = adapted ? alloc(a, kvB.out(), r) : null;              // [H*(nope+v), R] d loss / d kv_b matrix
+        // value rows: attn_h = outLat_h · W_vb_hᵀ
+        Tensor dOutLat = alloc(a, n, heads, r);                            // [N, H, R]
+        Tensor dOutH = alloc(a, n, vd);                                    // [N, v]
+        Tensor latH = alloc(a, n, r);                                      // [N, R]
+        for (int h = 0; h < heads; h++) {
+            long row = (long) h * (nope + vd) + nope;
+            dOutH.copyFrom(dattn.reshape(n, heads, vd).select(1, h));
+            b.matmulTransposed(dOutH, tape.kvbW.slice(0, row, row + vd), latH);
+            dOutLat.select(1, h).copyFrom(latH);
+            if (adapted) {
+                latH.copyFrom(tape.outLat.select(1, h));
+                b.matmulTN(dOutH, latH, 1f, dW.slice(0, row, row + vd));
+            }
+        }
+        // attention over the entries (one shared head; its first R channels are also the value)
+        Tensor dqLat = alloc(a, n, heads, w);                              // [N, H, R+rope]
+        Tensor dEntry = alloc(a, n, 1, w);                                 // [N, 1, R+rope]
+        Tensor dEntryV = alloc(a, n, 1, r);                                // [N, 1, R]
         int start = 0;
         for (int t : segmentLengths) {
-            b.attentionBackward(tape.q3.slice(0, start, start + t), tape.k3.slice(0, start, start + t),
-                    tape.v3.slice(0, start, start + t), dattn3.slice(0, start, start + t), 0, spec,
-                    dq.slice(0, start, start + t), dk.slice(0, start, start + t), dv.slice(0, start, start + t));
+            Tensor e = tape.entry.slice(0, start, start + t);
+            b.attentionBackward(tape.qLat.slice(0, start, start + t), e, e.slice(2, 0, r),
+                    dOutLat.slice(0, start, start + t), 0, spec, dqLat.slice(0, start, start + t),
+                    dEntry.slice(0, start, start + t), dEntryV.slice(0, start, start + t));
             start += t;
         }
-        b.ropeBackward(dq.slice(2, nope, qk), positions, rope);
-        // keys: the no-rope part goes back through kv_b_proj, the shared rope key sums over heads
-        Tensor dkRot = alloc(a, n, 1, rot).fill(0);                        // [N, 1, rope]
-        Tensor tmpRot = alloc(a, n, rot);                                  // [N, rope]
-        Tensor dkvb = alloc(a, n, heads, nope + vd);                       // [N, H, nope+v]
-        for (int h = 0; h < heads; h++) {
-            tmpRot.copyFrom(dk.select(1, h).slice(1, nope, qk));
-            b.add(dkRot.reshape(n, rot), tmpRot, dkRot.reshape(n, rot));
-            dkvb.select(1, h).slice(1, 0, nope).copyFrom(dk.select(1, h).slice(1, 0, nope));
-        }
-        dkvb.slice(2, nope, nope + vd).copyFrom(dv);
-        b.ropeBackward(dkRot, positions, rope);
         Tensor dLatentN = alloc(a, n, r);                                  // [N, R]
-        kvB.backward(b, tape.latentN, dkvb.reshape(n, (long) heads * (nope + vd)), dLatentN);
+        dLatentN.copyFrom(dEntry.select(1, 0).slice(1, 0, r));
+        b.add(dLatentN, dEntryV.reshape(n, r), dLatentN);
+        Tensor dkRot = alloc(a, n, 1, rot);                                // [N, 1, rope]
+        dkRot.reshape(n, rot).copyFrom(dEntry.select(1, 0).slice(1, r, w));
+        b.ropeBackward(dkRot, positions, rope);
+        // key rows: qLat_h = qNope_h · W_kb_h
+        Tensor dq = alloc(a, n, heads, qk);                                // [N, H, qk]
+        Tensor dqLatH = alloc(a, n, r);                                    // [N, R]
+        Tensor dqNope = alloc(a, n, nope);                                 // [N, nope]
+        Tensor qNope = alloc(a, n, nope);                                  // [N, nope]
+        for (int h = 0; h < heads; h++) {
+            long row = (long) h * (nope + vd);
+            dqLatH.copyFrom(dqLat.select(1, h).slice(1, 0, r));
+            b.matmul(dqLatH, tape.kvbW.slice(0, row, row + nope), dqNope);
+            dq.select(1, h).slice(1, 0, nope).copyFrom(dqNope);
+            if (adapted) {
+                qNope.copyFrom(tape.q3.select(1, h).slice(1, 0, nope));
+                b.matmulTN(qNope, dqLatH, 1f, dW.slice(0, row, row + nope));
+            }
+        }
+        dq.slice(2, nope, qk).copyFrom(dqLat.slice(2, r, w));
+        b.ropeBackward(dq.slice(2, nope, qk), positions, rope);
+        if (adapted) {
+            // the adapter's kv_b matrix was read as kv_b(I)ᵀ: its gradient enters through that image
+            Tensor dImg = alloc(a, r, kvB.out());                          // [R, H*(nope+v)]
+            dImg.copyFrom(dW.transpose(0, 1));
+            kvB.backward(b, eye(a), dImg, alloc(a, r, r));
+        }
         Tensor dLatent = alloc(a, n, r);                                   // [N, R]
         b.rmsNormBackward(tape.latent, kvANorm, eps, dLatentN, dLatent);
-        Tensor dkva = alloc(a, n, r + rot);                                // [N, R+rope]
+        Tensor dkva = alloc(a, n, w);                                      // [N, R+rope]
         dkva.slice(1, 0, r).copyFrom(dLatent);
-        dkva.slice(1, r, r + rot).copyFrom(dkRot.reshape(n, rot));
+        dkva.slice(1, r, w).copyFrom(dkRot.reshape(n, rot));
         kvA.backward(b, tape.x, dkva, dx);
         Tensor tmp = alloc(a, n, dx.size(1));                              // [N, hidden]
         Tensor dqs = dq.reshape(n, (long) heads * qk);

@@ -17,9 +17,10 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 
 /**
  * DeepSeek-V3 against the transformers 5.17 reference ({@code shared/fixtures/hf/deepseek_v3}):
- * f32 compute from bf16 weights; logits and every hidden state within 1e-4 absolute, both through
- * the expanded form (no cache, training) and through the latent KV cache (absorbed form); greedy
- * decoding through the cache reproduces {@code greedy.sequence} token for token.
+ * f32 compute from bf16 weights; logits and every hidden state within 1e-4 absolute, without a
+ * cache (training) and through the latent KV cache; greedy decoding through the cache reproduces
+ * {@code greedy.sequence} token for token; and a token-by-token decode gives exactly the training
+ * forward's logits, bit for bit (the CPU backend's exact mode is batch-invariant).
  */
 public class DeepseekV3FixtureTest {
     static final float ATOL = 1e-4f;
@@ -67,7 +68,7 @@ public class DeepseekV3FixtureTest {
     }
 
     @Test
-    void expandedFormWithoutCacheMatchesTransformers() {
+    void withoutCacheMatchesTransformers() {
         var ref = reference();
         DeepseekV3Model model = load();
         List<CausalLM.Segment> batch = new ArrayList<>();
@@ -112,6 +113,24 @@ public class DeepseekV3FixtureTest {
         }
         assertArrayEquals(expected, got.stream().mapToLong(Long::longValue).toArray(), "deepseek_v3 greedy sequence");
         assertEquals(expected.length - 1, cache.length());
+    }
+
+    @Test
+    void decodingTokenByTokenEqualsTheTrainingForwardBitForBit() {
+        DeepseekV3Model model = load();
+        int[] seq = inputs(reference()).get(1);
+        float[] train = model.forwardTrain(List.of(seq), false).logits().toFloatArray();
+        KvCache cache = model.newCache(2);
+        int v = model.vocabSize();
+        int prompt = 5;
+        float[] decoded = new float[train.length];
+        Tensor first = model.forward(List.of(new CausalLM.Segment(java.util.Arrays.copyOf(seq, prompt), cache)));
+        System.arraycopy(first.toFloatArray(), 0, decoded, 0, prompt * v);
+        for (int t = prompt; t < seq.length; t++) {
+            Tensor step = model.forward(List.of(new CausalLM.Segment(new int[]{seq[t]}, cache)));
+            System.arraycopy(step.toFloatArray(), 0, decoded, t * v, v);
+        }
+        Qwen3FixtureTest.assertClose("decode vs training forward", train, decoded, 0f);
     }
 
     @Test

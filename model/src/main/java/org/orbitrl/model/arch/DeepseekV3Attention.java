@@ -116,8 +116,8 @@ final class DeepseekV3Attention {
 
     /**
      * x [N, hidden] (normed input) -> out [N, hidden]. Segments without a cache attend to their own
-     * tokens (expanded form); segments with one append their latents and attend over the cached
-     * past too (absorbed form).
+     * tokens' entries (training); segments with one append their entries to it and attend over the
+     * cached past too. Both run the same absorbed-form operations per token.
      */
     void forward(Backend b, Tensor x, Tensor positions, List<CausalLM.Segment> batch, RopeTable rope, Tensor out,
                  Tape tape) {

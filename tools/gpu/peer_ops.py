@@ -7,7 +7,10 @@ Times, with CUDA events (median of repeats after warm-up), on random data:
   - INT4 group-32 weights the way PyTorch users multiply them: unpack the compressed-tensors
     int32 words with shifts and masks, subtract 8, scale by the bf16 group scales, then x @ w.T
     in bf16; and, for reference, the same product with a plain bf16 weight. M = 1 and 8, at the
-    Qwen3-30B-A3B expert shapes and 2048x2048, rotating over enough weight copies to exceed L2.
+    Qwen3-30B-A3B expert shapes and 2048x2048, rotating over enough weight copies to exceed L2;
+  - sdpa prefill and decode (single and batched sequences, GQA), f32 and bf16;
+  - one Qwen3-30B-A3B MoE layer at 1, 8, 64, 256 decode tokens with bf16 experts, looping over the
+    hit experts as transformers does.
 Usage: peer_ops.py [OUT_DIR]  (writes peer-ops.md there)
 """
 import os
@@ -121,6 +124,44 @@ def main():
             else:
                 tf = 4.0 * hq * d * (t * (t + 1) / 2) / (ms * 1e9)
                 row(f"torch sdpa {tag} prefill T=S={t} ({ms:.2f} ms)", f"{tf:.1f} TFLOP/s", "67 TFLOP/s f32 datasheet", tf / 67)
+
+    # batched decode attention at the decode benchmark's shapes (B sequences of S keys, contiguous caches)
+    for b, s_len in [(1, 4096), (64, 1024), (256, 512)]:
+        for dt in (torch.float32, torch.bfloat16):
+            q = torch.rand(b, hq, 1, d, device=dev, generator=g).sub_(0.5).to(dt)
+            k = torch.rand(b, hkv, s_len, d, device=dev, generator=g).sub_(0.5).to(dt)
+            v = torch.rand(b, hkv, s_len, d, device=dev, generator=g).sub_(0.5).to(dt)
+            ms = time_ms(lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True), reps=5)
+            tag = "f32" if dt == torch.float32 else "bf16"
+            gbs = 2.0 * b * s_len * hkv * d * q.element_size() / (ms * 1e6)
+            row(f"torch sdpa {tag} decode B={b} S={s_len} ({ms*1e3:.1f} us)", f"{gbs:.0f} GB/s of K+V", f"copy {copy:.0f} GB/s", gbs / copy)
+            del q, k, v
+
+    # one Qwen3-30B-A3B MoE layer at decode, bf16 experts, the transformers way (a loop over the hit experts)
+    e, hidden, inter, topk = 128, 2048, 768, 8
+    gate_up = torch.rand(e, 2 * inter, hidden, device=dev, generator=g).sub_(0.5).mul_(0.05).to(torch.bfloat16)
+    down_w = torch.rand(e, hidden, inter, device=dev, generator=g).sub_(0.5).mul_(0.05).to(torch.bfloat16)
+    for m in (1, 8, 64, 256):
+        x = torch.rand(m, hidden, device=dev, generator=g).sub_(0.5).to(torch.bfloat16)
+        ids = torch.stack([torch.randperm(e, device=dev, generator=g)[:topk] for _ in range(m)])
+        wts = torch.rand(m, topk, device=dev, generator=g)
+        hit = torch.unique(ids)
+
+        def moe():
+            out = torch.zeros_like(x)
+            for ex in hit.tolist():
+                tok, slot = torch.where(ids == ex)
+                h = x[tok] @ gate_up[ex].T
+                a = F.silu(h[:, :inter]) * h[:, inter:]
+                out.index_add_(0, tok, (a @ down_w[ex].T) * wts[tok, slot, None].to(x.dtype))
+            return out
+
+        ms = time_ms(moe, reps=5)
+        nbytes = hit.numel() * 3 * inter * hidden * 2
+        gbs = nbytes / (ms * 1e6)
+        row(f"torch bf16 MoE layer decode {m} tokens ({hit.numel()} experts, {nbytes/1e6:.0f} MB, {ms*1e3:.0f} us)",
+            f"{gbs:.0f} GB/s", f"copy {copy:.0f} GB/s", gbs / copy)
+    del gate_up, down_w
 
     md = f"## PyTorch peer on {name}\n\ntorch {torch.__version__}, {datetime.datetime.now(datetime.timezone.utc).isoformat()}\n\n"
     md += "| benchmark | figure | against | ratio |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"

@@ -165,6 +165,32 @@ public interface Backend extends AutoCloseable {
     /** Per row, the index (i32) of the largest value; ties to the lower index. */
     void argmax(Tensor x, Tensor out);
 
+    // ------------------------------------------------------------------ policy log-probs, optimizer
+
+    /**
+     * Per-token log-probabilities: out f32 [n] = log softmax(logits[rows[i]] / T)[tokens[i]] for
+     * logits f32 [R, V], rows and tokens i32 [n]; T = 0 counts as 1. See {@link PolicyOps}.
+     */
+    default void tokenLogProbs(Tensor logits, Tensor rows, Tensor tokens, float temperature, Tensor out) {
+        PolicyOps.tokenLogProbs(logits, rows, tokens, temperature, out);
+    }
+
+    /** Accumulate into dLogits [R, V] the gradient of Σ dLogp[i]·logp_i (rows distinct). See {@link PolicyOps}. */
+    default void tokenLogProbsBackward(Tensor logits, Tensor rows, Tensor tokens, Tensor dLogp, float temperature,
+                                       Tensor dLogits) {
+        PolicyOps.tokenLogProbsBackward(logits, rows, tokens, dLogp, temperature, dLogits);
+    }
+
+    /** One AdamW update of a parameter and its moments, in place. See {@link OptimizerOps#adamw}. */
+    default void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, OptimizerOps.AdamWStep step) {
+        OptimizerOps.adamw(param, grad, m, v, step);
+    }
+
+    /** Sum of squares of the finite elements and the first non-finite index of a gradient. */
+    default OptimizerOps.GradientStats gradientStats(Tensor grad) {
+        return OptimizerOps.gradientStats(grad);
+    }
+
     @Override
     default void close() {
     }

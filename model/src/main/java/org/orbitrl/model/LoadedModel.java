@@ -10,6 +10,8 @@ import org.orbitrl.model.arch.CausalLM;
 import org.orbitrl.model.arch.DecoderConfig;
 import org.orbitrl.model.arch.DeepseekV3Config;
 import org.orbitrl.model.arch.DeepseekV3Model;
+import org.orbitrl.model.arch.GptOssConfig;
+import org.orbitrl.model.arch.GptOssModel;
 import org.orbitrl.model.arch.Qwen3Model;
 import org.orbitrl.model.checkpoint.Checkpoint;
 import org.orbitrl.model.nn.AdapterTargets;
@@ -53,8 +55,15 @@ public final class LoadedModel implements AutoCloseable {
                     yield DeepseekV3Model.load(DeepseekV3Config.from(spec), spec.mla().ropeInterleave(),
                             spec.quantization(), ckpt, backend, options);
                 }
+                case GPT_OSS -> {
+                    // experts shipped in MXFP4 stay as stored; full-precision experts follow the format
+                    QuantFormat q = format.quantFormat();
+                    var options = new GptOssModel.LoadOptions(q == null ? null : w -> Weight.of(q.quantize(w)));
+                    yield GptOssModel.load(GptOssConfig.from(spec), ckpt, backend, options);
+                }
                 default -> throw new IllegalArgumentException(dir + ": model_type " + spec.modelType()
-                        + " is recognised but its forward pass is not available in this build (supported: qwen3, qwen3_moe, deepseek_v3, kimi_k2, kimi_k25)");
+                        + " is recognised but its forward pass is not available in this build (supported: qwen3,"
+                        + " qwen3_moe, gpt_oss, deepseek_v3, kimi_k2, kimi_k25)");
             };
             return new LoadedModel(dir, spec, ckpt, m);
         } catch (RuntimeException e) {

@@ -56,6 +56,9 @@ final class GenerateCommand implements Callable<Integer> {
     @Option(names = "--base-format", defaultValue = "bf16", description = "bf16 | int4 | mxfp4 | nvfp4")
     String baseFormat;
 
+    @Option(names = "--backend", defaultValue = "cpu", description = "cpu | scalar | cuda | cuda:N (default ${DEFAULT-VALUE})")
+    String backend;
+
     @Option(names = "--json", description = "print one JSON object (ids, log-probs, finish reason) instead")
     boolean json;
 
@@ -66,7 +69,8 @@ final class GenerateCommand implements Callable<Integer> {
         }
         SamplingParams params = new SamplingParams(temperature, topP, 0, 0, maxNewTokens,
                 stopIds == null ? List.of() : Arrays.stream(stopIds).boxed().toList(), List.of(), seed);
-        try (LoadedModel lm = LoadedModel.load(model, Backends.cpu(), BaseFormat.parse(baseFormat))) {
+        try (org.orbitrl.kernels.Backend be = Backends.named(backend);
+             LoadedModel lm = LoadedModel.load(model, be, BaseFormat.parse(baseFormat))) {
             if (adapter != null) {
                 lm.loadAdapter(adapter);
             }
@@ -85,7 +89,7 @@ final class GenerateCommand implements Callable<Integer> {
             long start = System.nanoTime();
             while (out.size() < maxNewTokens) {
                 Tensor logits = m.forward(List.of(new CausalLM.Segment(next, cache)));
-                float[] last = logits.select(0, logits.dim(0) - 1).toFloatArray();
+                float[] last = be.allocator().toHost(logits.select(0, logits.dim(0) - 1)).toFloatArray();
                 Sampler.Draw d = Sampler.sample(last, params, rng);
                 out.add(d.token());
                 logprobs.add(d.policyLogprob());

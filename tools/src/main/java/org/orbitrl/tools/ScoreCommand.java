@@ -38,10 +38,13 @@ final class ScoreCommand implements Callable<Integer> {
     @Option(names = "--base-format", defaultValue = "bf16", description = "bf16 | int4 | mxfp4 | nvfp4 (default ${DEFAULT-VALUE})")
     String baseFormat;
 
+    @Option(names = "--backend", defaultValue = "cpu", description = "cpu | scalar | cuda | cuda:N (default ${DEFAULT-VALUE})")
+    String backendName;
+
     @Override
     public Integer call() throws Exception {
-        Backend backend = Backends.cpu();
-        try (LoadedModel lm = LoadedModel.load(model, backend, BaseFormat.parse(baseFormat));
+        try (Backend backend = Backends.named(backendName);
+             LoadedModel lm = LoadedModel.load(model, backend, BaseFormat.parse(baseFormat));
              Checkpoint in = Checkpoint.open(tokens)) {
             if (adapter != null) {
                 lm.loadAdapter(adapter);
@@ -72,15 +75,19 @@ final class ScoreCommand implements Callable<Integer> {
             Tensor logits = m.forward(batch);                 // [B*T, V]
             int v = m.vocabSize();
             float[] lp = new float[b * Math.max(0, t - 1)];
-            Tensor logprobs = Tensor.of(logits.toFloatArray(), (long) b * t, v);
-            backend.logSoftmax(logprobs);
+            var alloc = backend.allocator();
+            Tensor onBackend = alloc.allocate(org.orbitrl.kernels.MemoryCategory.LOGITS, DType.F32, (long) b * t, v);
+            alloc.copy(logits, onBackend);
+            backend.logSoftmax(onBackend);
+            Tensor logprobs = alloc.toHost(onBackend);        // [B*T, V]
+            Tensor hostLogits = alloc.toHost(logits);
             for (int i = 0; i < b; i++) {
                 for (int j = 0; j + 1 < t; j++) {
                     lp[i * (t - 1) + j] = logprobs.getFloat((long) i * t + j, batch.get(i).tokens()[j + 1]);
                 }
             }
             new SafetensorsWriter().metadata("format", "pt")
-                    .add("logits", logits.reshape(b, t, v))
+                    .add("logits", hostLogits.reshape(b, t, v))
                     .add("token_logprobs", Tensor.of(lp, b, Math.max(0, t - 1)))
                     .write(out);
             System.out.println("wrote " + out + ": logits [" + b + ", " + t + ", " + v + "], token_logprobs [" + b + ", "

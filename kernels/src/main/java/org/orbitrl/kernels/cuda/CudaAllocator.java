@@ -19,7 +19,14 @@ import static org.bytedeco.cuda.global.cudart.*;
 /**
  * Device memory through {@code cudaMalloc} (never managed memory), accounted by
  * {@link MemoryCategory}: live and peak bytes per category, and the total. Allocations are
- * zero-filled on the owning stream. Memory lives until {@link #free} or {@link #close}.
+ * zero-filled on the owning stream. Memory lives until {@link #free} or {@link #close}, except
+ * that allocations of the per-step categories {@link MemoryCategory#ACTIVATIONS} and
+ * {@link MemoryCategory#LOGITS} are also released once no tensor refers to their memory any more
+ * (the model code drops its temporaries, as on the host): the garbage collector reports them, and
+ * the next {@link #allocate} on the owning thread frees them, so that any kernel that used them was
+ * issued before and the reuse is ordered after it on the stream. A device allocation that fails
+ * for lack of memory runs a collection and retries once. Keep a reference to an activation for as
+ * long as device work captured for later replay uses it.
  *
  * <p><b>Device tensors.</b> A tensor from this allocator is an ordinary {@link Tensor} whose
  * segment spans the device allocation ({@link #deviceSegment}). That segment is never
@@ -40,6 +47,12 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     private final CudaStream stream;
     private final TreeMap<Long, Block> blocks = new TreeMap<>();
     private final Map<MemoryCategory, long[]> live = new EnumMap<>(MemoryCategory.class); // {live, peak}
+    private static final java.lang.ref.Cleaner CLEANER = java.lang.ref.Cleaner.create();
+    private static final java.util.Set<MemoryCategory> RELEASED_WHEN_UNREACHABLE =
+            java.util.EnumSet.of(MemoryCategory.ACTIVATIONS, MemoryCategory.LOGITS);
+    private static final int CUDA_ERROR_MEMORY_ALLOCATION = 2;
+    // blocks whose tensors the collector found unreachable; freed by the owning thread in allocate()
+    private final java.util.concurrent.ConcurrentLinkedQueue<Block> unreachable = new java.util.concurrent.ConcurrentLinkedQueue<>();
     private long liveTotal;
     private long peakTotal;
     private boolean closed;
@@ -82,18 +95,161 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         }
         long bytes = Math.max(ALIGN, (Math.multiplyExact(n, dtype.bytes()) + ALIGN - 1) / ALIGN * ALIGN);
         device.bind();
+        releaseUnreachable();
         Pointer p = new Pointer();
-        CudaCheck.check(cudaMalloc(p, bytes), "cudaMalloc", category, dtype + Arrays.toString(shape), bytes + " bytes",
+        int err = cudaMalloc(p, bytes);
+        if (err == CUDA_ERROR_MEMORY_ALLOCATION) {
+            cudaGetLastError(); // clear the (non-sticky) error before retrying
+            collectUnreachable();
+            p = new Pointer();
+            err = cudaMalloc(p, bytes);
+        }
+        CudaCheck.check(err, "cudaMalloc", category, dtype + Arrays.toString(shape), bytes + " bytes",
                 liveTotal + " bytes live on " + device);
         long address = p.address();
         CudaCheck.check(cudaMemsetAsync(new DevicePointer(address), 0, bytes, stream.handle()), "cudaMemsetAsync", bytes + " bytes");
-        blocks.put(address, new Block(address, bytes, category));
+        Block block = new Block(address, bytes, category);
+        blocks.put(address, block);
         long[] c = live.get(category);
         c[0] += bytes;
         c[1] = Math.max(c[1], c[0]);
         liveTotal += bytes;
         peakTotal = Math.max(peakTotal, liveTotal);
-        return Tensor.wrap(deviceSegment(address, bytes), dtype, shape);
+        MemorySegment segment = deviceSegment(address, bytes);
+        if (RELEASED_WHEN_UNREACHABLE.contains(category)) {
+            // every view of the tensor shares this segment object: it is unreachable when they all are
+            java.util.Queue<Block> q = unreachable;
+            CLEANER.register(segment, () -> q.add(block));
+        }
+        return Tensor.wrap(segment, dtype, shape);
+    }
+
+    /** Frees the blocks reported unreachable that are still live (not freed explicitly meanwhile). */
+    private void releaseUnreachable() {
+        for (Block b = unreachable.poll(); b != null; b = unreachable.poll()) {
+            if (blocks.get(b.address()) == b) { // the same allocation, not a later one at the same address
+                blocks.remove(b.address());
+                release(b);
+            }
+        }
+    }
+
+    /** After a failed allocation: lets the collector find unreachable activations, then frees them. */
+    private void collectUnreachable() {
+        System.gc();
+        try {
+            Thread.sleep(50); // the cleaner thread reports them asynchronously
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        releaseUnreachable();
+    }
+
+    /** Frees now the activations the collector has already found unreachable (on the owning thread). */
+    public synchronized void releaseUnreachableNow() {
+        if (!closed) {
+            device.bind();
+            releaseUnreachable();
+        }
+    }
+
+    /** Device memory: never read or written by the host directly. */
+    @Override
+    public boolean hostMemory() {
+        return false;
+    }
+
+    /** A device copy of host tensor {@code host} (or {@code host} itself when it already lives here). */
+    @Override
+    public Tensor upload(MemoryCategory category, Tensor host) {
+        if (owns(host)) {
+            return host;
+        }
+        Tensor dev = allocate(category, host.dtype(), host.shape());
+        copy(host, dev);
+        return dev;
+    }
+
+    /** A host copy of device tensor {@code t} (contiguous), after the stream's work; host tensors pass through. */
+    @Override
+    public Tensor toHost(Tensor t) {
+        if (!owns(t)) {
+            return t;
+        }
+        Tensor host = Tensor.allocate(Arena.ofAuto(), t.dtype(), t.shape());
+        copy(t, host);
+        return host;
+    }
+
+    /**
+     * Copies between host and device memory in any direction (host to host too), same shape. The
+     * device side must be contiguous; a host side of another dtype is converted on the host. A copy
+     * to the host waits for the stream; the others are issued on it.
+     */
+    @Override
+    public void copy(Tensor src, Tensor dst) {
+        if (!Arrays.equals(src.shape(), dst.shape())) {
+            throw new IllegalArgumentException("copy of " + src + " into " + dst + ": shapes differ");
+        }
+        boolean fromDevice = owns(src);
+        boolean toDevice = owns(dst);
+        if (!fromDevice && !toDevice) {
+            dst.copyFrom(src);
+            return;
+        }
+        if (fromDevice) {
+            src.requireContiguous("device copy source");
+        }
+        if (toDevice) {
+            dst.requireContiguous("device copy destination");
+        }
+        if (fromDevice && toDevice && src.dtype() != dst.dtype()) {
+            throw new IllegalArgumentException("device copy of " + src + " into " + dst + ": dtypes differ");
+        }
+        device.bind();
+        long bytes = dst.byteSize();
+        if (bytes == 0) {
+            return;
+        }
+        if (!fromDevice) {
+            Tensor h = src.dtype() == dst.dtype() ? src.contiguous() : src.to(dst.dtype());
+            if (!h.segment().isNative()) {
+                Tensor n = Tensor.allocate(Arena.ofAuto(), h.dtype(), h.shape());
+                n.copyFrom(h);
+                h = n;
+            }
+            // a pageable source is staged by the driver before the call returns
+            CudaCheck.check(cudaMemcpyAsync(new DevicePointer(address(dst)), new DevicePointer(address(h)), bytes,
+                    cudaMemcpyHostToDevice, stream.handle()), "cudaMemcpyAsync host->device", dst, bytes + " bytes");
+            java.lang.ref.Reference.reachabilityFence(h);
+        } else if (toDevice) {
+            CudaCheck.check(cudaMemcpyAsync(new DevicePointer(address(dst)), new DevicePointer(address(src)), bytes,
+                    cudaMemcpyDeviceToDevice, stream.handle()), "cudaMemcpyAsync device->device", dst, bytes + " bytes");
+        } else {
+            boolean direct = dst.isContiguous() && dst.segment().isNative() && dst.dtype() == src.dtype();
+            Tensor h = direct ? dst : Tensor.allocate(Arena.ofAuto(), src.dtype(), src.shape());
+            CudaCheck.check(cudaMemcpyAsync(new DevicePointer(address(h)), new DevicePointer(address(src)), src.byteSize(),
+                    cudaMemcpyDeviceToHost, stream.handle()), "cudaMemcpyAsync device->host", src, src.byteSize() + " bytes");
+            stream.synchronize();
+            if (!direct) {
+                dst.copyFrom(h);
+            }
+        }
+    }
+
+    /** Zeroes {@code t}: on the stream for a (contiguous) device tensor, directly for a host one. */
+    @Override
+    public void zero(Tensor t) {
+        if (!owns(t)) {
+            t.fill(0);
+            return;
+        }
+        t.requireContiguous("zero");
+        device.bind();
+        if (t.byteSize() > 0) {
+            CudaCheck.check(cudaMemsetAsync(new DevicePointer(address(t)), 0, t.byteSize(), stream.handle()),
+                    "cudaMemsetAsync", t, t.byteSize() + " bytes");
+        }
     }
 
     /** Frees the allocation {@code t} was allocated as (t must be the whole allocation, not a view). */
@@ -154,5 +310,6 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
             release(b);
         }
         blocks.clear();
+        unreachable.clear();
     }
 }

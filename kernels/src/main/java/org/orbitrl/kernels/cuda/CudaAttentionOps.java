@@ -23,6 +23,14 @@ final class CudaAttentionOps {
     private final Kernel rope;
     private final Kernel attention;
     private final Kernel combine;
+    final CudaFlashAttention flash;
+    /** Queries from which prefill takes the tiled kernel ({@code -Dorbit.cuda.flash=off} keeps the per-query kernel). */
+    private static final int FLASH_MIN_QUERIES = "off".equals(System.getProperty("orbit.cuda.flash")) ? Integer.MAX_VALUE : 16;
+    /**
+     * Exact mode: one key split and scalar key loads always, so that a query's output depends on
+     * its own row only (not on how many queries share the launch or on where k and v live).
+     */
+    boolean exact;
 
     CudaAttentionOps(CudaContext ctx, CudaBackend backend) {
         this.ctx = ctx;
@@ -30,6 +38,7 @@ final class CudaAttentionOps {
         this.rope = ctx.kernel("rope", "rope_f32");
         this.attention = ctx.kernel("attention", "attention_f32");
         this.combine = ctx.kernel("attention", "attention_combine");
+        this.flash = new CudaFlashAttention(ctx, this::deviceTable);
     }
 
     void rope(Tensor x, Tensor positions, RopeTable table) {
@@ -58,7 +67,7 @@ final class CudaAttentionOps {
                 cs[0], cs[1], table.maxPositions(), ctx.errorFlag);
     }
 
-    private Tensor[] deviceTable(RopeTable table) {
+    Tensor[] deviceTable(RopeTable table) {
         Tensor[] cs = ropeTables.get(table);
         if (cs == null) {
             int half = table.rotaryDim() / 2;
@@ -105,6 +114,10 @@ final class CudaAttentionOps {
         if ((long) tq * hq == 0) {
             return;
         }
+        if (!exact && tq >= FLASH_MIN_QUERIES && CudaFlashAttention.prefillFits(q, k, v, out)) {
+            flash.prefill(q, k, v, out, queryStart, spec);
+            return;
+        }
         // One block per (query, kv head, key split); its warps take the query heads of the kv head.
         // Few queries (decode) split the keys so that the device has at least two blocks per SM.
         int group = hq / hkv;
@@ -112,7 +125,7 @@ final class CudaAttentionOps {
         long base = (long) tq * hkv;
         int keys = queryStart + tq;
         int target = 2 * ctx.device.multiprocessors();
-        int splits = base >= target ? 1 : (int) Math.max(1, Math.min((target + base - 1) / base, (keys + 63) / 64));
+        int splits = exact || base >= target ? 1 : (int) Math.max(1, Math.min((target + base - 1) / base, (keys + 63) / 64));
         int splitLen = (keys + splits - 1) / splits;
         Tensor partAcc = null;
         Tensor partMl = null;
@@ -125,7 +138,7 @@ final class CudaAttentionOps {
         long[] ks = k.strides();
         long[] vs = v.strides();
         long[] os = out.strides();
-        boolean vec4 = d % 4 == 0 && ks[0] % 4 == 0 && ks[1] % 4 == 0 && CudaAllocator.address(k) % 16 == 0;
+        boolean vec4 = !exact && d % 4 == 0 && ks[0] % 4 == 0 && ks[1] % 4 == 0 && CudaAllocator.address(k) % 16 == 0;
         ctx.launchShared(attention, base * splits, 32 * warps, warps * d * 4, q, qs[0], qs[1], k, ks[0], ks[1], v, vs[0], vs[1],
                 out, os[0], os[1], tq, hq, hkv, d, dv, queryStart, spec.slidingWindow(), spec.scale(), sinks, vec4 ? 1 : 0,
                 splits, splitLen, partAcc, partMl);

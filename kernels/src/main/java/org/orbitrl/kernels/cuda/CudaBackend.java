@@ -2,7 +2,9 @@ package org.orbitrl.kernels.cuda;
 
 import org.orbitrl.kernels.AttentionSpec;
 import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.OptimizerOps;
 import org.orbitrl.kernels.RopeTable;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.internal.DevicePointer;
@@ -37,14 +39,31 @@ public final class CudaBackend implements Backend {
     private final CudaMatmulOps matmulOps;
     private final CudaAttentionOps attentionOps;
     private final CudaSelectOps selectOps;
+    private final CudaMoeOps moeOps;
+    private final CudaTrainOps trainOps;
+    private final CudaAttentionBackward attentionBackward;
+    private final CudaExactOps exactOps;
+    private final CudaPolicyOps policyOps;
+    private final boolean exact;
     private boolean closed;
 
-    /** Device 0, kernel cache from {@code -Dorbit.cuda.cache} or {@code ~/.cache/orbit/cuda}. */
+    /**
+     * Device 0, kernel cache from {@code -Dorbit.cuda.cache} or {@code ~/.cache/orbit/cuda}, exact
+     * mode when {@code -Dorbit.cuda.exact=true}.
+     */
     public CudaBackend() {
-        this(0, defaultCacheDir());
+        this(0, defaultCacheDir(), Boolean.getBoolean("orbit.cuda.exact"));
     }
 
     public CudaBackend(int deviceIndex, Path kernelCache) {
+        this(deviceIndex, kernelCache, false);
+    }
+
+    /**
+     * @param exact batch-invariant products and attention: every row's result is computed the same
+     *              way whatever the batch (see {@link #exact()}); slower than the default kernels
+     */
+    public CudaBackend(int deviceIndex, Path kernelCache, boolean exact) {
         CudaDevice device = new CudaDevice(deviceIndex);
         KernelCompiler compiler = new KernelCompiler(kernelCache, device.computeCapabilityMajor(), device.computeCapabilityMinor());
         this.ctx = new CudaContext(device, new KernelLibrary(compiler));
@@ -52,6 +71,25 @@ public final class CudaBackend implements Backend {
         this.matmulOps = new CudaMatmulOps(ctx, rowOps);
         this.attentionOps = new CudaAttentionOps(ctx, this);
         this.selectOps = new CudaSelectOps(ctx);
+        this.moeOps = new CudaMoeOps(ctx, matmulOps, matmulOps.qgemv);
+        this.trainOps = new CudaTrainOps(ctx, rowOps, matmulOps);
+        this.attentionBackward = new CudaAttentionBackward(ctx, attentionOps);
+        this.exactOps = new CudaExactOps(ctx, matmulOps);
+        this.policyOps = new CudaPolicyOps(ctx);
+        this.exact = exact;
+        this.attentionOps.exact = exact;
+    }
+
+    /**
+     * Exact mode: matmul, matmulQuantized and attention compute each row with one fixed kernel and
+     * reduction order that do not depend on how many rows share the call, so a token's logits from
+     * a one-token decode step equal bit for bit those of a whole-sequence training forward (the
+     * normalisation, softmax and elementwise kernels are row-local in both modes). The activation
+     * gradients through frozen weights are then taken in f32 on the exact weight values too
+     * (nothing rounded to bf16).
+     */
+    public boolean exact() {
+        return exact;
     }
 
     /** The kernel cache directory: {@code -Dorbit.cuda.cache}, else {@code ~/.cache/orbit/cuda}. */
@@ -187,6 +225,7 @@ public final class CudaBackend implements Backend {
                 case 1 -> new IndexOutOfBoundsException("embedding: token id " + value + " (row " + row + ") is outside the vocabulary");
                 case 2 -> new IndexOutOfBoundsException("rope: position " + value + " (token " + row + ") is outside the rope table");
                 case 3 -> new IndexOutOfBoundsException("moeMatmulQuantized: expert id " + value + " (pair " + row + ") is outside the layer's experts");
+                case 4 -> new IndexOutOfBoundsException("gatherRows/scatterAddRows: row " + value + " (index " + row + ") is outside the tensor");
                 default -> new IllegalStateException("kernel error code " + code + " value " + value + " row " + row);
             };
         }
@@ -213,13 +252,138 @@ public final class CudaBackend implements Backend {
     @Override
     public void matmul(Tensor x, Tensor w, Tensor y) {
         ctx.device.bind();
-        matmulOps.matmul(x, w, y);
+        if (exact) {
+            exactOps.matmul(x, w, y);
+        } else {
+            matmulOps.matmul(x, w, y);
+        }
+    }
+
+    /**
+     * {@code y += x · wᵀ} for a bf16 weight (x, y f32): a residual add folded into the projection, one
+     * launch up to 16 rows (the GEMV, exact weights, f32 accumulation), else cuBLAS with β = 1 on
+     * bf16-rounded x.
+     */
+    public void matmulAccumulate(Tensor x, Tensor w, Tensor y) {
+        ctx.device.bind();
+        matmulOps.matmulAccumulate(x, w, y);
     }
 
     @Override
     public void matmulQuantized(Tensor x, QuantizedTensor w, Tensor y) {
         ctx.device.bind();
-        matmulOps.matmulQuantized(x, w, y);
+        if (exact) {
+            exactOps.matmulQuantized(x, w, y);
+        } else {
+            matmulOps.matmulQuantized(x, w, y);
+        }
+    }
+
+    @Override
+    public void matmulTransposed(Tensor dy, Tensor w, Tensor dx) {
+        ctx.device.bind();
+        if (exact) {
+            trainOps.matmulTransposedF32(dy, w, null, dx);
+        } else {
+            trainOps.matmulTransposed(dy, w, dx);
+        }
+    }
+
+    @Override
+    public void matmulQuantizedTransposed(Tensor dy, QuantizedTensor w, Tensor dx) {
+        ctx.device.bind();
+        if (exact) {
+            trainOps.matmulTransposedF32(dy, null, w, dx);
+        } else {
+            trainOps.matmulQuantizedTransposed(dy, w, dx);
+        }
+    }
+
+    @Override
+    public void matmulTN(Tensor a, Tensor b, float alpha, Tensor c) {
+        ctx.device.bind();
+        trainOps.matmulTN(a, b, alpha, c);
+    }
+
+    @Override
+    public void axpy(float alpha, Tensor x, Tensor y) {
+        ctx.device.bind();
+        trainOps.axpy(alpha, x, y);
+    }
+
+    @Override
+    public void gatherRows(Tensor src, Tensor rows, Tensor dst) {
+        ctx.device.bind();
+        trainOps.gatherRows(src, rows, dst);
+    }
+
+    @Override
+    public void scatterAddRows(Tensor src, Tensor rows, Tensor weights, Tensor dst) {
+        ctx.device.bind();
+        trainOps.scatterAddRows(src, rows, weights, dst);
+    }
+
+    @Override
+    public void addBias(Tensor y, Tensor bias) {
+        ctx.device.bind();
+        trainOps.addBias(y, bias);
+    }
+
+    @Override
+    public void rmsNormBackward(Tensor x, Tensor weight, float eps, Tensor dy, Tensor dx) {
+        ctx.device.bind();
+        trainOps.rmsNormBackward(x, weight, eps, dy, dx);
+    }
+
+    @Override
+    public void swigluBackward(Tensor gate, Tensor up, Tensor dout, Tensor dgate, Tensor dup) {
+        ctx.device.bind();
+        trainOps.swigluBackward(gate, up, dout, dgate, dup);
+    }
+
+    @Override
+    public void ropeBackward(Tensor dx, Tensor positions, RopeTable table) {
+        ctx.device.bind();
+        attentionBackward.ropeBackward(dx, positions, table);
+    }
+
+    @Override
+    public void attentionBackward(Tensor q, Tensor k, Tensor v, Tensor dout, int queryStart, AttentionSpec spec,
+                                  Tensor dq, Tensor dk, Tensor dv) {
+        ctx.device.bind();
+        attentionBackward.attentionBackward(q, k, v, dout, queryStart, spec, dq, dk, dv);
+    }
+
+    /** Sets contiguous device tensor {@code t} to zero, on the stream. */
+    public void zero(Tensor t) {
+        ctx.device.bind();
+        trainOps.zero(t);
+    }
+
+    @Override
+    public void tokenLogProbs(Tensor logits, Tensor rows, Tensor tokens, float temperature, Tensor out) {
+        ctx.device.bind();
+        policyOps.tokenLogProbs(logits, rows, tokens, temperature, out);
+    }
+
+    @Override
+    public void tokenLogProbsBackward(Tensor logits, Tensor rows, Tensor tokens, Tensor dLogp, float temperature,
+                                      Tensor dLogits) {
+        ctx.device.bind();
+        policyOps.tokenLogProbsBackward(logits, rows, tokens, dLogp, temperature, dLogits);
+    }
+
+    @Override
+    public void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, OptimizerOps.AdamWStep step) {
+        ctx.device.bind();
+        policyOps.adamw(param, grad, m, v, step);
+    }
+
+    /** Waits for the stream (the statistics come back to the host). */
+    @Override
+    public OptimizerOps.GradientStats gradientStats(Tensor grad) {
+        ctx.device.bind();
+        return policyOps.gradientStats(grad);
     }
 
     /**
@@ -237,6 +401,74 @@ public final class CudaBackend implements Backend {
     public void moeMatmulQuantized(Tensor x, QuantizedTensor experts, int numExperts, Tensor ids, Tensor y) {
         ctx.device.bind();
         matmulOps.moeMatmulQuantized(x, experts, numExperts, ids, y);
+    }
+
+    // ------------------------------------------------------------------ mixture of experts, all token counts
+
+    /** A routing buffer for a layer of {@code numExperts} experts and up to {@code maxPairs} (token, expert) pairs. */
+    public MoeRouting moeRouting(int numExperts, int maxPairs) {
+        ctx.device.bind();
+        return new MoeRouting(ctx.allocator, numExperts, maxPairs);
+    }
+
+    /**
+     * Groups the pairs of {@code ids} (i32 [tokens, topk]) by expert into {@code routing}, on the device
+     * (one launch, capturable in a CUDA graph). An id outside the layer's experts is reported by the
+     * next {@link #synchronize} as {@link IndexOutOfBoundsException}.
+     */
+    public void moeRoute(Tensor ids, MoeRouting routing) {
+        ctx.device.bind();
+        moeOps.route(ids, routing);
+    }
+
+    /**
+     * {@code y[p] = x[p or p / topk] · W[e(p)]ᵀ} for every routed pair p, each active expert's weight
+     * read once (the fused dequantize-GEMV over the expert's pairs): the decode path at any batch.
+     *
+     * @param x       f32 or bf16 [tokens, K] (shared by a token's experts) or [tokens·topk, K]
+     * @param experts quantized [E·N, K], expert e's rows at e·N
+     * @param y       f32 with tokens·topk·N elements, row p = pair p
+     */
+    public void moeMatmulGrouped(Tensor x, QuantizedTensor experts, MoeRouting routing, Tensor y) {
+        ctx.device.bind();
+        moeOps.grouped(x, experts, routing, y);
+    }
+
+    /**
+     * The same product for large token counts (prefill, training): {@code chunkExperts} active experts
+     * at a time are dequantized into one reused bf16 buffer and multiplied through cuBLAS (x rounded to
+     * bf16, f32 accumulation). Reads the per-expert counts on the host (one synchronisation).
+     */
+    public void moeMatmulChunked(Tensor x, QuantizedTensor experts, MoeRouting routing, Tensor y, int chunkExperts) {
+        ctx.device.bind();
+        moeOps.chunked(x, experts, routing, y, chunkExperts);
+    }
+
+    /**
+     * The activation gradient through the frozen experts: {@code dx[p] = dy[p] · W[e(p)]} (dy f32
+     * [pairs, N], dx f32 [pairs, K], one row per pair; a token's rows are summed by the caller). The
+     * weight gradient is never formed. Chunked as {@link #moeMatmulChunked}.
+     */
+    public void moeBackwardInput(Tensor dy, QuantizedTensor experts, MoeRouting routing, Tensor dx, int chunkExperts) {
+        ctx.device.bind();
+        moeOps.backwardInput(dy, experts, routing, dx, chunkExperts);
+    }
+
+    /** {@code y[M, N] = x[M, K] · wᵀ} with the fused dequantize-GEMV for f32 or bf16 x (any M; best at M ≤ 16). */
+    public void gemvQuantized(Tensor x, QuantizedTensor w, Tensor y) {
+        ctx.device.bind();
+        ctx.devContiguous("gemvQuantized x", x, null);
+        ctx.devContiguous("gemvQuantized y", y, DType.F32);
+        QuantLayout layout = QuantLayout.of(w, ctx);
+        int k = x.size(-1);
+        int m = CudaContext.rows(x);
+        int n = Math.toIntExact(w.rows());
+        if (w.cols() != k || y.size(-1) != n || CudaContext.rows(y) != m) {
+            throw new IllegalArgumentException("gemvQuantized: x " + x + " · wᵀ " + w + " -> y " + y + " do not agree");
+        }
+        if (m > 0) {
+            matmulOps.qgemv.launch(CudaQgemv.MODE_DENSE, x, w, layout, y, m, Math.min(m, CudaQgemv.MAX_CHUNK), 1, null, null, n, k, 1);
+        }
     }
 
     @Override
@@ -303,6 +535,74 @@ public final class CudaBackend implements Backend {
     public void attention(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec) {
         ctx.device.bind();
         attentionOps.attention(q, k, v, out, queryStart, spec);
+    }
+
+    /**
+     * Decode attention over a paged KV cache laid out as the model's {@code kv.BlockPool}: one query
+     * per sequence, at position {@code lens[b] − 1}.
+     *
+     * @param q         f32 [B, Hq, D], rope applied
+     * @param kCache    f32 [blocks·blockSize, Hkv·D], one layer's keys
+     * @param vCache    f32 [blocks·blockSize, Hkv·Dv]
+     * @param tables    i32 [B, maxBlocks]: position s of sequence b is row tables[b, s / blockSize]·blockSize + s % blockSize
+     * @param lens      i32 [B]: keys of each sequence, the current token's included (at least 1)
+     * @param kvHeads   Hkv
+     * @param out       f32 [B, Hq, Dv]
+     */
+    public void pagedDecodeAttention(Tensor q, Tensor kCache, Tensor vCache, Tensor tables, Tensor lens, int blockSize, int kvHeads,
+                                     Tensor out, AttentionSpec spec) {
+        ctx.device.bind();
+        attentionOps.flash.pagedDecode(q, kCache, vCache, tables, lens, blockSize, kvHeads, out, spec);
+    }
+
+    /**
+     * Decode attention inputs in one launch from the fused q/k/v projection: for each sequence b,
+     * per q and k head an RMSNorm over the head dimension (when the norm weight is given, as
+     * {@link #rmsNorm}), rope at {@code positions[b]} (as {@link #rope}), q into {@code qOut}, and k and v
+     * written into the paged caches at row {@code slots[b]} (as {@link #pagedKvWrite}).
+     *
+     * @param qkv       f32 [B, Hq·D + Hkv·D + Hkv·Dv]: q heads, k heads, v heads
+     * @param qNorm     f32 or bf16 [D], or null
+     * @param kNorm     f32 or bf16 [D], or null
+     * @param positions i32 [B]; one outside the table is reported by the next {@link #synchronize}
+     * @param qOut      f32 [B, Hq, D]
+     * @param slots     i32 [B]; negative: the sequence's k and v are not written
+     */
+    public void qkvPrep(Tensor qkv, int heads, int kvHeads, int headDim, int vHeadDim, Tensor qNorm, Tensor kNorm, float eps,
+                        Tensor positions, RopeTable table, Tensor qOut, Tensor kCache, Tensor vCache, Tensor slots) {
+        ctx.device.bind();
+        attentionOps.flash.qkvPrep(qkv, heads, kvHeads, headDim, vHeadDim, qNorm, kNorm, eps, positions, table, qOut, kCache, vCache, slots);
+    }
+
+    /**
+     * Writes one token per sequence into a paged cache: row {@code slots[b]} of the caches gets
+     * {@code k[b]} and {@code v[b]} (k f32 [B, Hkv·D], v f32 [B, Hkv·Dv], slots i32 [B]; a negative slot
+     * skips the sequence). No bounds check on slots: they come from the caller's block tables.
+     */
+    public void pagedKvWrite(Tensor k, Tensor v, Tensor kCache, Tensor vCache, Tensor slots) {
+        ctx.device.bind();
+        attentionOps.flash.pagedKvWrite(k, v, kCache, vCache, slots);
+    }
+
+    /**
+     * The router of a mixture-of-experts layer in one launch: logits {@code x · wᵀ} (x f32 [tokens, H],
+     * w bf16 [E, H], f32 accumulation), softmax over the experts, the {@code topk} largest probabilities
+     * in descending order (ties to the lower expert) into values f32 [tokens, topk] and indices i32
+     * [tokens, topk], divided by their sum when {@code normalize} (Qwen3's norm_topk_prob).
+     */
+    public void moeRouterTopk(Tensor x, Tensor w, int topk, boolean normalize, Tensor values, Tensor indices) {
+        ctx.device.bind();
+        moeOps.routerTopk(x, w, topk, normalize, values, indices);
+    }
+
+    /**
+     * {@code out[t] (+)= Σ_j w[t, j]·ys[t·topk + j]}, divided by {@code Σ_j w[t, j]} when {@code normalize}:
+     * the routed experts' outputs weighted into each token's row (ys f32 [tokens·topk, H], weights f32
+     * [tokens, topk], out f32 [tokens, H]; {@code accumulate} adds into out, e.g. the residual stream).
+     */
+    public void moeCombine(Tensor ys, Tensor weights, boolean normalize, Tensor out, boolean accumulate) {
+        ctx.device.bind();
+        moeOps.combine(ys, weights, normalize, out, accumulate);
     }
 
     @Override

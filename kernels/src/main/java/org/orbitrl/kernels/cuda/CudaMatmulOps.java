@@ -11,13 +11,13 @@ import org.orbitrl.kernels.quant.QuantizedTensor;
  * <p>Precision, by path:
  * <ul>
  *   <li>f32 weights: cuBLAS SGEMM-equivalent ({@code cublasGemmEx}, f32 in, f32 compute, no TF32).</li>
- *   <li>bf16 weights, at most {@value #GEMV_MAX_ROWS} rows: the GEMV kernel, f32 activations times the exact
- *       bf16 weight values, f32 accumulation.</li>
+ *   <li>bf16 weights, at most {@value #QGEMV_MAX_ROWS} rows: the GEMV kernel ({@link CudaQgemv#launchBf16}), f32
+ *       activations times the exact bf16 weight values, f32 accumulation.</li>
  *   <li>bf16 weights, more rows: activations rounded to bf16 (round to nearest even), then cuBLAS
  *       bf16 × bf16 with f32 accumulation and f32 output: each product carries a relative error of at
  *       most 2⁻⁸ from the rounding of x.</li>
- *   <li>Quantized weights, at most {@value #GEMV_MAX_ROWS} rows: the fused dequantize-GEMV kernel; the
- *       weight values are exact in f32 and the arithmetic is f32.</li>
+ *   <li>Quantized weights, at most {@value #QGEMV_MAX_ROWS} rows: the fused dequantize-GEMV kernel
+ *       ({@link CudaQgemv}); the weight values are exact in f32 and the arithmetic is f32.</li>
  *   <li>Quantized weights, more rows: the weight is dequantized into one reused bf16 buffer and
  *       multiplied through cuBLAS as above (both operands rounded to bf16, f32 accumulation). This is
  *       the building block of the expert-chunked path: the buffer is sized once and reused by every
@@ -29,8 +29,19 @@ final class CudaMatmulOps {
     static final int GEMV_MAX_ROWS = 8;
     private static final int GEMV_BLOCK = 256; // 8 warps, one output column each
 
+    /** Rows of x up to which quantized products take the fused GEMV ({@link CudaQgemv}). */
+    static final int QGEMV_MAX_ROWS = 16;
+    /** {@code -Dorbit.cuda.qgemv=off} sends quantized products back to the first-generation GEMV kernels. */
+    private static final boolean QGEMV = !"off".equals(System.getProperty("orbit.cuda.qgemv"));
+
+    /** Rows of x up to which products take a GEMV kernel (exact f32 activations) rather than cuBLAS on bf16-rounded x. */
+    static int gemvRows() {
+        return QGEMV ? QGEMV_MAX_ROWS : GEMV_MAX_ROWS;
+    }
+
     private final CudaContext ctx;
     private final CudaRowOps rows;
+    final CudaQgemv qgemv;
 
     private final Kernel gemvBf16;
     private final java.util.EnumMap<QuantLayout, Kernel> gemv = new java.util.EnumMap<>(QuantLayout.class);
@@ -41,6 +52,7 @@ final class CudaMatmulOps {
     CudaMatmulOps(CudaContext ctx, CudaRowOps rows) {
         this.ctx = ctx;
         this.rows = rows;
+        this.qgemv = new CudaQgemv(ctx);
         this.gemvBf16 = ctx.kernel("quant", "gemv_bf16");
         for (QuantLayout l : QuantLayout.values()) {
             gemv.put(l, ctx.kernel("quant", "gemv_" + l.kernelSuffix()));
@@ -66,13 +78,41 @@ final class CudaMatmulOps {
         switch (w.dtype()) {
             case F32 -> ctx.cublas.gemm(CudaAllocator.address(x), CudaAllocator.address(w), CudaAllocator.address(y), m, n, k, false);
             case BF16 -> {
-                if (m <= GEMV_MAX_ROWS && k % 8 == 0 && aligned16(x, w)) {
+                if (QGEMV && m <= QGEMV_MAX_ROWS && k % 8 == 0 && aligned16(x, w)) {
+                    qgemv.launchBf16(x, w, y, m, n, k, false);
+                } else if (m <= GEMV_MAX_ROWS && k % 8 == 0 && aligned16(x, w)) {
                     ctx.launch(gemvBf16, gemvGrid(n), GEMV_BLOCK, x, w, y, m, n, k);
                 } else {
                     bf16Gemm(x, w, y, m, n, k);
                 }
             }
             default -> throw new IllegalArgumentException("matmul: weight must be f32 or bf16, got " + w);
+        }
+    }
+
+    /**
+     * {@code y += x · wᵀ} (x, y f32, w bf16 [n, k]): the GEMV with the add folded in up to
+     * {@value #QGEMV_MAX_ROWS} rows, else cuBLAS with β = 1 on bf16-rounded x.
+     */
+    void matmulAccumulate(Tensor x, Tensor w, Tensor y) {
+        ctx.devContiguous("matmulAccumulate x", x, DType.F32);
+        ctx.devContiguous("matmulAccumulate y", y, DType.F32);
+        ctx.devContiguous("matmulAccumulate w", w, DType.BF16);
+        int k = x.size(-1);
+        int m = CudaContext.rows(x);
+        if (w.rank() != 2 || w.dim(1) != k || y.size(-1) != w.dim(0) || CudaContext.rows(y) != m) {
+            throw new IllegalArgumentException("matmulAccumulate: x " + x + " · wᵀ " + w + " -> y " + y + " do not agree");
+        }
+        int n = w.size(0);
+        if (m == 0 || n == 0) {
+            return;
+        }
+        if (m <= QGEMV_MAX_ROWS && k % 8 == 0 && aligned16(x, w)) {
+            qgemv.launchBf16(x, w, y, m, n, k, true);
+        } else {
+            Tensor xb = ctx.scratch(CudaContext.Scratch.X_BF16, DType.BF16, (long) m * k); // [m, k]
+            rows.toBf16(x, xb, (long) m * k);
+            ctx.cublas.gemmAccumulate(CudaAllocator.address(xb), CudaAllocator.address(w), CudaAllocator.address(y), m, n, k);
         }
     }
 
@@ -94,6 +134,10 @@ final class CudaMatmulOps {
             throw new IllegalArgumentException("matmulQuantized: x " + x + " · wᵀ " + w + " -> y " + y + " do not agree");
         }
         if (m == 0) {
+            return;
+        }
+        if (QGEMV && m <= QGEMV_MAX_ROWS && aligned16(x, w.codes())) {
+            qgemv.launch(CudaQgemv.MODE_DENSE, x, w, layout, y, m, m, 1, null, null, n, k, 1);
             return;
         }
         if (m == 1 && aligned16(x, w.codes())) { // decode at batch 1: 8-byte code loads, see quant.cu
@@ -143,6 +187,11 @@ final class CudaMatmulOps {
         }
         if (!aligned16(x, experts.codes())) {
             throw new IllegalArgumentException("moeMatmulQuantized: x and the codes must be 16-byte aligned");
+        }
+        if (QGEMV) {
+            qgemv.launch(CudaQgemv.MODE_PAIRS, x, experts, layout, y, pairs, 1, xRows == pairs && pairs != tokens ? 1 : topk, ids, null,
+                    n, k, numExperts);
+            return;
         }
         ctx.launch2d(moeGemv.get(layout), gemvGrid(n), pairs, GEMV_BLOCK, x, xRows == pairs && pairs != tokens ? 1 : 0, topk, ids,
                 experts.codes(), experts.scales(), experts.zeros(), experts.globalScale(), y, n, k, numExperts, ctx.errorFlag);

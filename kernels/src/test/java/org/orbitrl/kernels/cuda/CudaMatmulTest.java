@@ -42,7 +42,7 @@ class CudaMatmulTest extends CudaTestBase {
     private void check(SplittableRandom r, int m, int n, int k, DType wt) {
         Tensor x = randn(r, 1f, m, k);
         Tensor w = randn(r, 0.5f, n, k).to(wt);
-        boolean roundsX = wt == DType.BF16 && !(m <= CudaMatmulOps.GEMV_MAX_ROWS && k % 8 == 0);
+        boolean roundsX = wt == DType.BF16 && !(m <= CudaMatmulOps.gemvRows() && k % 8 == 0);
         Tensor xRef = roundsX ? Tensor.of(bf16Round(x.toFloatArray()), m, k) : x;
         Tensor ref = Tensor.allocate(Arena.ofAuto(), DType.F32, m, n);
         cpu.matmul(xRef, w, ref);

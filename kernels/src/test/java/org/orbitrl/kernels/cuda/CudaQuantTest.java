@@ -99,7 +99,7 @@ class CudaQuantTest extends CudaTestBase {
     private void checkMatmul(SplittableRandom r, String kind, int m, int n, int k) {
         QuantizedTensor w = random(kind, r, n, k);
         Tensor x = randn(r, 1f, m, k);
-        boolean gemv = m <= CudaMatmulOps.GEMV_MAX_ROWS;
+        boolean gemv = m <= CudaMatmulOps.gemvRows();
         float[] wf = dequantizeRef(w);
         float[] xf = x.toFloatArray();
         Tensor ref = Tensor.allocate(Arena.ofAuto(), DType.F32, m, n);

@@ -25,7 +25,9 @@ import java.util.TreeSet;
  * <p>Fused experts follow PEFT's layout: for {@code gate_up_proj} [E, 2I, H] and
  * {@code down_proj} [E, H, I], lora_A is [E·r, in] with expert e's rows at [e·r, (e+1)·r), and
  * lora_B is [out, E·r] with rank j of expert e in column j·E + e; ΔW_e = scale·B_e·A_e. In memory
- * each expert's B is kept contiguous ([E, out, r]) and converted on import and export. When two
+ * each expert's B is kept contiguous ([E, out, r]) and converted on import and export. Experts with
+ * a fused gate_up linear (gpt-oss, whose {@code gate_up_proj} is stored [E, H, 2I] with gate and up
+ * interleaved along 2I) take the whole ΔW_e [2I, H] on that linear, rows in PEFT's order. When two
  * parameters of one module are adapted, PEFT nests the wrappers: the parameter listed first in
  * {@code target_parameters} is innermost, its tensors named {@code <module>.base_layer.lora_*}.
  */
@@ -48,11 +50,13 @@ public final class LoraAdapter implements Adapter {
     }
 
     private final AdapterConfig config;
+    private final TensorAllocator allocator; // where the parameters and gradients live
     private final List<Param> params = new ArrayList<>();
     private volatile boolean enabled = true;
 
-    private LoraAdapter(AdapterConfig config) {
+    private LoraAdapter(AdapterConfig config, TensorAllocator allocator) {
         this.config = config;
+        this.allocator = allocator;
     }
 
     @Override
@@ -85,7 +89,7 @@ public final class LoraAdapter implements Adapter {
 
     @Override
     public void zeroGrad() {
-        params.forEach(p -> p.grad().fill(0));
+        params.forEach(p -> allocator.zero(p.grad()));
     }
 
     /** A fresh adapter: A uniform in ±1/sqrt(in) (PEFT's Kaiming-uniform with a=√5), B zero; seeded. */
@@ -124,7 +128,7 @@ public final class LoraAdapter implements Adapter {
 
     private static Tensor param(TensorAllocator allocator, Tensor init) {
         Tensor t = allocator.allocate(MemoryCategory.ADAPTER_PARAMS, DType.F32, init.shape());
-        t.copyFrom(init);
+        allocator.copy(init, t);
         return t;
     }
 
@@ -132,7 +136,7 @@ public final class LoraAdapter implements Adapter {
         if (!config.type().equals("LORA")) {
             throw new IllegalArgumentException("not a LoRA config: " + config.type());
         }
-        LoraAdapter ad = new LoraAdapter(config);
+        LoraAdapter ad = new LoraAdapter(config, allocator);
         int r = config.rank();
         float scale = config.scale();
         Map<String, Linear> linears = model.linearModules();
@@ -183,12 +187,13 @@ public final class LoraAdapter implements Adapter {
         int e = set.experts();
         boolean gateUp = param.equals("gate_up_proj");
         int in = gateUp ? set.gate().get(0).in() : set.down().get(0).in();
-        int inter = set.gate().get(0).out();
+        boolean fused = set.fusedGateUp();
+        int inter = fused ? set.gate().get(0).out() / 2 : set.gate().get(0).out();
         int out = gateUp ? 2 * inter : set.down().get(0).out();
         Tensor a = param(allocator, init.make(base + "lora_A.weight", new long[]{(long) e * r, in})); // [E*r, in]
         Tensor bPeft = init.make(base + "lora_B.weight", new long[]{out, (long) e * r});  // [out, E*r]
         Tensor b = allocator.allocate(MemoryCategory.ADAPTER_PARAMS, DType.F32, e, out, r); // [E, out, r]
-        fromPeftB(bPeft, b, e, r);
+        fromPeftB(bPeft, b, e, r, allocator);
         Tensor ga = allocator.allocate(MemoryCategory.ADAPTER_GRADS, DType.F32, (long) e * r, in);
         Tensor gb = allocator.allocate(MemoryCategory.ADAPTER_GRADS, DType.F32, e, out, r);
         params.add(new Param(base + "lora_A.weight", a, ga, 0, r));
@@ -198,7 +203,9 @@ public final class LoraAdapter implements Adapter {
             Tensor gax = ga.slice(0, (long) x * r, (long) (x + 1) * r);
             Tensor bx = b.select(0, x);
             Tensor gbx = gb.select(0, x);
-            if (gateUp) {
+            if (gateUp && fused) {
+                set.gate().get(x).setAdapter(new LoraLinear(ax, bx, gax, gbx, scale, this::enabled));
+            } else if (gateUp) {
                 set.gate().get(x).setAdapter(new LoraLinear(ax, bx.slice(0, 0, inter), gax, gbx.slice(0, 0, inter),
                         scale, this::enabled));
                 set.up().get(x).setAdapter(new LoraLinear(ax, bx.slice(0, inter, 2L * inter), gax,
@@ -218,7 +225,7 @@ public final class LoraAdapter implements Adapter {
         return null;
     }
 
-    private static void fromPeftB(Tensor peft, Tensor mine, int e, int r) {
+    private static void fromPeftB(Tensor peft, Tensor mine, int e, int r, TensorAllocator allocator) {
         float[] src = peft.toFloatArray();  // [out, E*r]
         int out = peft.size(0);
         float[] dst = new float[src.length]; // [E, out, r]
@@ -229,11 +236,11 @@ public final class LoraAdapter implements Adapter {
                 }
             }
         }
-        mine.copyFrom(Tensor.of(dst, e, out, r));
+        allocator.copy(Tensor.of(dst, e, out, r), mine);
     }
 
     private static Tensor toPeftB(Tensor mine, int e, int r) {
-        float[] src = mine.toFloatArray();  // [E, out, r]
+        float[] src = mine.toFloatArray();  // [E, out, r], host memory
         int out = mine.size(1);
         float[] dst = new float[src.length]; // [out, E*r]
         for (int o = 0; o < out; o++) {
@@ -251,7 +258,8 @@ public final class LoraAdapter implements Adapter {
     public Map<String, Tensor> peftTensors() {
         Map<String, Tensor> out = new LinkedHashMap<>();
         for (Param p : params) {
-            out.put(p.name(), p.expertB() ? toPeftB(p.value(), p.experts(), p.rank()) : p.value());
+            Tensor v = allocator.toHost(p.value());
+            out.put(p.name(), p.expertB() ? toPeftB(v, p.experts(), p.rank()) : v);
         }
         return out;
     }
@@ -261,7 +269,8 @@ public final class LoraAdapter implements Adapter {
     public Map<String, Tensor> peftGradients() {
         Map<String, Tensor> out = new LinkedHashMap<>();
         for (Param p : params) {
-            out.put(p.name(), p.expertB() ? toPeftB(p.grad(), p.experts(), p.rank()) : p.grad());
+            Tensor g = allocator.toHost(p.grad());
+            out.put(p.name(), p.expertB() ? toPeftB(g, p.experts(), p.rank()) : g);
         }
         return out;
     }
@@ -280,7 +289,7 @@ public final class LoraAdapter implements Adapter {
             throw new IllegalArgumentException("adapters differ: " + other.params.size() + " vs " + params.size() + " tensors");
         }
         for (int i = 0; i < params.size(); i++) {
-            params.get(i).value().copyFrom(other.params.get(i).value());
+            allocator.copy(other.params.get(i).value(), params.get(i).value());
         }
     }
 }

@@ -84,8 +84,17 @@ public final class OftAdapter implements Adapter {
         this.enabled = on;
     }
 
+    /** OFT's rotation math runs on the host: its parameters must be host memory. */
+    private static void requireHost(TensorAllocator allocator) {
+        if (!allocator.hostMemory()) {
+            throw new UnsupportedOperationException("OFT adapters run on host-memory backends (cpu, scalar) only; "
+                    + "on a GPU backend use a LoRA adapter");
+        }
+    }
+
     /** A fresh adapter with PEFT's default initialisation: every parameter zero, every rotation the identity. */
     public static OftAdapter create(AdapterConfig config, AdapterTargets model, TensorAllocator allocator) {
+        requireHost(allocator);
         return build(config, model, allocator, (name, shape) -> allocator.allocate(MemoryCategory.ADAPTER_PARAMS,
                 DType.F32, shape));
     }
@@ -93,6 +102,7 @@ public final class OftAdapter implements Adapter {
     /** An adapter with the tensors of a PEFT adapter file (checked: every tensor present, shapes exact, none extra). */
     public static OftAdapter load(AdapterConfig config, WeightSource source, AdapterTargets model,
                                   TensorAllocator allocator) {
+        requireHost(allocator);
         OftAdapter adapter = build(config, model, allocator, (name, shape) -> {
             Tensor t = allocator.allocate(MemoryCategory.ADAPTER_PARAMS, DType.F32, shape);
             t.copyFrom(source.tensor(name, shape));

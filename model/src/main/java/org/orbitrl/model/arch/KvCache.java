@@ -64,7 +64,7 @@ public final class KvCache implements SequenceCache {
     private Tensor grow(Tensor old, int cap, int dim) {
         Tensor t = allocator.allocate(MemoryCategory.KV_CACHE, DType.F32, cap, kvHeads, dim);
         if (length > 0) {
-            t.slice(0, 0, length).copyFrom(old.slice(0, 0, length));
+            allocator.copy(old.slice(0, 0, length), t.slice(0, 0, length));
         }
         return t;
     }
@@ -89,9 +89,9 @@ public final class KvCache implements SequenceCache {
         if (length + t > capacity) {
             throw new IllegalStateException("kv cache: reserve(" + t + ") before writing; capacity " + capacity);
         }
-        keys[layer].slice(0, length, length + t).copyFrom(k);
+        allocator.copy(k, keys[layer].slice(0, length, length + t));
         if (vHeadDim > 0) {
-            values[layer].slice(0, length, length + t).copyFrom(v);
+            allocator.copy(v, values[layer].slice(0, length, length + t));
         }
     }
 

@@ -8,6 +8,7 @@ import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.nn.AdapterTargets;
 import org.orbitrl.model.nn.Linear;
+import org.orbitrl.model.nn.Placement;
 import org.orbitrl.model.nn.Weight;
 import org.orbitrl.model.nn.WeightLoader;
 import org.orbitrl.model.nn.WeightSource;
@@ -74,7 +75,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
      */
     public static Qwen3Model load(DecoderConfig c, WeightSource src, Backend backend, LoadOptions options) {
         Set<String> used = new HashSet<>();
-        Loader w = new Loader(src, used);
+        Loader w = new Loader(src, used, backend.allocator());
         int h = c.hidden();
         int qDim = c.heads() * c.headDim();
         int kvDim = c.kvHeads() * c.headDim();
@@ -124,18 +125,22 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         return new Qwen3Model(c, backend, embed, layers, norm, head);
     }
 
-    /** Looks up tensors by name, records what was used, and builds linears. */
-    private record Loader(WeightSource src, Set<String> used, WeightLoader weights) {
-        Loader(WeightSource src, Set<String> used) {
-            this(src, used, new WeightLoader(src, used));
+    /**
+     * Looks up tensors by name, records what was used, and builds linears; every tensor is placed
+     * in the backend's memory ({@link Placement}).
+     */
+    private record Loader(WeightSource src, Set<String> used, WeightLoader weights, TensorAllocator place) {
+        Loader(WeightSource src, Set<String> used, TensorAllocator place) {
+            this(src, used, new WeightLoader(src, used), place);
         }
 
         Tensor get(String name, long... shape) {
-            return weights.tensor(name, shape);
+            return Placement.tensor(place, weights.tensor(name, shape));
         }
 
         Linear linear(String module, int out, int in, boolean bias) {
-            return new Linear(module, weights.weight(module, out, in), bias ? weights.bias(module, out) : null);
+            return new Linear(module, Placement.weight(place, weights.weight(module, out, in)),
+                    bias ? Placement.tensor(place, weights.bias(module, out)) : null);
         }
 
         /** An expert projection: quantized as stored, or quantized on load from full precision if asked. */
@@ -144,7 +149,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             if (options.expertQuantizer() != null && w instanceof Weight.Dense d) {
                 w = options.expertQuantizer().apply(d.w());
             }
-            return new Linear(module, w, null);
+            return new Linear(module, Placement.weight(place, w), null);
         }
     }
 
@@ -291,10 +296,10 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
                 }
             }
         }
-        Tensor positions = Tensor.ofInts(pos, n);
+        Tensor positions = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(pos, n)); // i32 [N]
         int h = config.hidden();
         Tensor x = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden] residual stream
-        b.embedding(embed, Tensor.ofInts(ids, n), x);
+        b.embedding(embed, a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(ids, n)), x);
         emit(hidden, 0, x);
         if (tape != null) {
             tape.positions = positions;

@@ -81,9 +81,10 @@ final class SparseMoe {
         Tensor vals = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, topK);  // [N, k]
         Tensor idx = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, n, topK);   // [N, k]
         b.topk(logits, topK, vals, idx);
-        float[] chosen = vals.toFloatArray();
+        // the routing decision is taken on the host: [N, k] values and ids, and the [N, E] probabilities for backward
+        float[] chosen = a.toHost(vals).toFloatArray();
         float[] w = chosen.clone();
-        long[] ids = idx.toLongArray();
+        long[] ids = a.toHost(idx).toLongArray();
         int[] expert = new int[ids.length];
         for (int i = 0; i < ids.length; i++) {
             expert[i] = (int) ids[i];
@@ -99,15 +100,15 @@ final class SparseMoe {
                 }
             }
         }
-        return new Routing(expert, w, chosen, logits.toFloatArray(), topK);
+        return new Routing(expert, w, chosen, a.toHost(logits).toFloatArray(), topK);
     }
 
     /** x [N, hidden] -> out [N, hidden]. */
     void forward(Backend b, Tensor x, Tensor out, Tape tape) {
         Routing r = route(b, x);
-        out.fill(0);
-        ExpertGroups groups = ExpertGroups.of(r.expert(), r.weight(), r.topK(), experts.length);
         TensorAllocator a = b.allocator();
+        a.zero(out);
+        ExpertGroups groups = ExpertGroups.of(r.expert(), r.weight(), r.topK(), experts.length);
         int h = x.size(1);
         if (tape != null) {
             tape.x = x;
@@ -118,13 +119,13 @@ final class SparseMoe {
         }
         eachActive(b, groups, (e, dense) -> {
             int cnt = groups.count(e);
-            Tensor rows = groups.tokens(e);                                               // i32 [cnt]
+            Tensor rows = a.upload(MemoryCategory.ACTIVATIONS, groups.tokens(e));         // i32 [cnt]
             Tensor xe = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);        // [cnt, hidden]
             Tensor ye = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);        // [cnt, hidden]
             b.gatherRows(x, rows, xe);
             DenseMlp.Tape et = tape == null ? null : new DenseMlp.Tape();
             experts[e].forward(b, xe, ye, et, dense);
-            b.scatterAddRows(ye, rows, groups.weights(e), out);
+            b.scatterAddRows(ye, rows, a.upload(MemoryCategory.ACTIVATIONS, groups.weights(e)), out);
             if (tape != null) {
                 tape.expertTapes[e] = et;
                 tape.expertOut[e] = ye;
@@ -140,14 +141,14 @@ final class SparseMoe {
         int e = experts.length;
         Routing r = tape.routing;
         ExpertGroups groups = tape.groups;
-        dx.fill(0);
+        a.zero(dx);
         float[] dWeight = new float[n * topK];   // d loss / d (normalised routing weight), token-major
-        float[] d = dout.toFloatArray();
+        float[] d = a.toHost(dout).toFloatArray();
         eachActive(b, groups, (ex, dense) -> {
             int cnt = groups.count(ex);
             int[] rows = groups.tokenArray(ex);
             float[] w = groups.weightArray(ex);
-            float[] ye = tape.expertOut[ex].toFloatArray();
+            float[] ye = a.toHost(tape.expertOut[ex]).toFloatArray();
             float[] dye = new float[cnt * h];                   // [cnt, hidden] = w · dout[row]
             for (int i = 0; i < cnt; i++) {
                 float dot = 0;
@@ -158,8 +159,8 @@ final class SparseMoe {
                 dWeight[groups.slot(ex, i)] = dot;
             }
             Tensor dxe = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);     // [cnt, hidden]
-            experts[ex].backward(b, tape.expertTapes[ex], Tensor.of(dye, cnt, h), dxe, dense);
-            b.scatterAddRows(dxe, groups.tokens(ex), null, dx);
+            experts[ex].backward(b, tape.expertTapes[ex], a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(dye, cnt, h)), dxe, dense);
+            b.scatterAddRows(dxe, a.upload(MemoryCategory.ACTIVATIONS, groups.tokens(ex)), null, dx);
         });
         // routing weights -> softmax probabilities -> router logits
         float[] dLogits = new float[n * e];
@@ -186,7 +187,7 @@ final class SparseMoe {
             }
         }
         Tensor dxr = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
-        router.backward(b, tape.x, Tensor.of(dLogits, n, e), dxr);
+        router.backward(b, tape.x, a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(dLogits, n, e)), dxr);
         b.add(dx, dxr, dx);
     }
 }

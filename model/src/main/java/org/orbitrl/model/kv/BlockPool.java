@@ -15,6 +15,7 @@ import java.util.ArrayDeque;
  * stored: attention takes them from the leading key channels (multi-head latent attention).
  */
 public final class BlockPool {
+    private final TensorAllocator allocator;
     private final int layers;
     private final int kvHeads;
     private final int headDim;
@@ -30,6 +31,7 @@ public final class BlockPool {
         if (blockSize <= 0 || blocks <= 0) {
             throw new IllegalArgumentException("block size and count must be positive, got " + blockSize + ", " + blocks);
         }
+        this.allocator = allocator;
         this.layers = layers;
         this.kvHeads = kvHeads;
         this.headDim = headDim;
@@ -47,6 +49,11 @@ public final class BlockPool {
         for (int b = 0; b < blocks; b++) {
             free.add(b);
         }
+    }
+
+    /** Where the blocks live; copies into and between blocks go through it. */
+    TensorAllocator allocator() {
+        return allocator;
     }
 
     /** Bytes of cache one token occupies across all layers (keys and values, f32). */
@@ -119,11 +126,11 @@ public final class BlockPool {
     /** Copies the first {@code rows} positions of block {@code src} into {@code dst}, every layer. */
     void copy(int src, int dst, int rows) {
         for (int l = 0; l < layers; l++) {
-            keys[l].slice(0, (long) dst * blockSize, (long) dst * blockSize + rows)
-                    .copyFrom(keys[l].slice(0, (long) src * blockSize, (long) src * blockSize + rows));
+            allocator.copy(keys[l].slice(0, (long) src * blockSize, (long) src * blockSize + rows),
+                    keys[l].slice(0, (long) dst * blockSize, (long) dst * blockSize + rows));
             if (values[l] != null) {
-                values[l].slice(0, (long) dst * blockSize, (long) dst * blockSize + rows)
-                        .copyFrom(values[l].slice(0, (long) src * blockSize, (long) src * blockSize + rows));
+                allocator.copy(values[l].slice(0, (long) src * blockSize, (long) src * blockSize + rows),
+                        values[l].slice(0, (long) dst * blockSize, (long) dst * blockSize + rows));
             }
         }
     }

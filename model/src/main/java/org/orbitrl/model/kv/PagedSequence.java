@@ -87,9 +87,9 @@ public final class PagedSequence implements SequenceCache, AutoCloseable {
         for (int i = 0; i < t; i++) {
             int pos = length + i;
             long row = (long) table.get(pos / bs) * bs + pos % bs;
-            kp.select(0, row).copyFrom(k.select(0, i).contiguous().reshape(kw));
+            pool.allocator().copy(k.select(0, i).contiguous().reshape(kw), kp.select(0, row));
             if (vp != null) {
-                vp.select(0, row).copyFrom(v.select(0, i).contiguous().reshape(vw));
+                pool.allocator().copy(v.select(0, i).contiguous().reshape(vw), vp.select(0, row));
             }
         }
     }
@@ -102,7 +102,7 @@ public final class PagedSequence implements SequenceCache, AutoCloseable {
         for (int p = 0; p < upTo; p++) {
             rows[p] = table.get(p / bs) * bs + p % bs;
         }
-        Tensor idx = Tensor.ofInts(rows, upTo);
+        Tensor idx = backend.allocator().upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(rows, upTo)); // i32 [upTo]
         Tensor k = backend.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, upTo, pool.kvHeads() * (long) pool.headDim());
         backend.gatherRows(pool.keys(layer), idx, k);
         Tensor k3 = k.reshape(upTo, pool.kvHeads(), pool.headDim());

@@ -119,19 +119,13 @@ final class PolicyTrainer {
                 seqs.add(concat(s.promptTokens(), s.responseTokens()));
             }
             Trainable.Tape tape = model.forwardTrain(seqs, recompute);                 // training prefill, same kernels
-            float[] logits = tape.logits().toFloatArray();                            // [tokens, vocab]
-            int v = model.vocabSize();
+            Tensor logits = tape.logits();                                            // [tokens, vocab], backend memory
             int rows = mb.size();
-            float[] logp = new float[rows * width];
-            int[] rowOf = new int[rows * width];
-            int base = 0;
+            ResponseTokens picks = ResponseTokens.of(mb, width);
+            float[] logp = picks.logProbs(model.backend(), logits, temperature);     // [rows, width]
             for (int i = 0; i < rows; i++) {
                 SampleRecord s = mb.get(i);
-                int p = s.promptTokens().length;
                 for (int t = 0; t < s.responseLength(); t++) {
-                    int r = base + p + t - 1;                                          // row predicting response token t
-                    rowOf[i * width + t] = r;
-                    logp[i * width + t] = org.orbitrl.model.nn.LogProbs.of(logits, r * v, v, s.responseToken(t), temperature);
                     if (s.inLoss(t)) {
                         double d = Math.abs(logp[i * width + t] - s.rolloutLogprob(t));   // train/rollout gap
                         gapSum += d;
@@ -140,7 +134,6 @@ final class PolicyTrainer {
                         tokens++;
                     }
                 }
-                base += p + s.responseLength();
             }
             float[] mbMask = java.util.Arrays.copyOfRange(mask, from * width, to * width);
             float[] mbRollout = java.util.Arrays.copyOfRange(rollout, from * width, to * width);
@@ -158,7 +151,7 @@ final class PolicyTrainer {
             lossSum += lr.loss();
             klSum += lr.stats().klSum();
             clipped += lr.stats().clippedLow() + lr.stats().clippedHigh();
-            Tensor dLogits = logitGradient(logits, v, lr.grad(), rowOf, mb, width);
+            Tensor dLogits = picks.logitGradient(model.backend(), logits, lr.grad(), temperature);
             model.backward(tape, dLogits);                                             // adapter gradients only
         }
         List<Tensor> grads = new ArrayList<>();
@@ -183,58 +176,13 @@ final class PolicyTrainer {
             segs.add(new org.orbitrl.model.arch.CausalLM.Segment(concat(s.promptTokens(), s.responseTokens()), null));
         }
         adapter.setEnabled(false);
-        float[] logits;
+        Tensor logits;
         try {
-            logits = model.forward(segs).toFloatArray();
+            logits = model.forward(segs);
         } finally {
             adapter.setEnabled(true);
         }
-        int v = model.vocabSize();
-        float[] ref = new float[mb.size() * width];
-        int base = 0;
-        for (int i = 0; i < mb.size(); i++) {
-            SampleRecord s = mb.get(i);
-            int p = s.promptTokens().length;
-            for (int t = 0; t < s.responseLength(); t++) {
-                ref[i * width + t] = org.orbitrl.model.nn.LogProbs.of(logits, (base + p + t - 1) * v, v, s.responseToken(t), temperature);
-            }
-            base += p + s.responseLength();
-        }
-        return ref;
-    }
-
-    /**
-     * d loss / d logits from d loss / d logp: for a token y predicted from row z at temperature T,
-     * d logp / d z_k = (1[k = y] − softmax(z/T)_k) / T.
-     */
-    private Tensor logitGradient(float[] logits, int v, float[] dLogp, int[] rowOf, List<SampleRecord> mb, int width) {
-        int rows = logits.length / v;
-        float[] d = new float[logits.length];
-        float t = temperature == 0 ? 1f : temperature;
-        for (int i = 0; i < mb.size(); i++) {
-            SampleRecord s = mb.get(i);
-            for (int j = 0; j < s.responseLength(); j++) {
-                float g = dLogp[i * width + j];
-                if (g == 0f) {
-                    continue;
-                }
-                int o = rowOf[i * width + j] * v;
-                float max = Float.NEGATIVE_INFINITY;
-                for (int k = 0; k < v; k++) {
-                    max = Math.max(max, logits[o + k]);
-                }
-                double sum = 0;
-                for (int k = 0; k < v; k++) {
-                    sum += Math.exp((logits[o + k] - max) / t);
-                }
-                for (int k = 0; k < v; k++) {
-                    double p = Math.exp((logits[o + k] - max) / t) / sum;
-                    d[o + k] += (float) (-g * p / t);
-                }
-                d[o + s.responseToken(j)] += g / t;
-            }
-        }
-        return Tensor.of(d, rows, v);
+        return ResponseTokens.of(mb, width).logProbs(model.backend(), logits, temperature);
     }
 
     static int[] concat(int[] a, int[] b) {

@@ -10,8 +10,10 @@ import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.Set;
+import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.OptimizerOps;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 
@@ -49,6 +51,8 @@ public final class AdamW {
     private final List<Parameter> params;
     private final List<Tensor> m; // per parameter, its shape
     private final List<Tensor> v; // per parameter, its shape
+    private final TensorAllocator allocator;
+    private final Backend device; // null: parameters, gradients and moments are host memory
     private LearningRateSchedule schedule;
     private long step;
 
@@ -57,6 +61,21 @@ public final class AdamW {
      * @param allocator where the moment buffers come from (category {@code OPTIMIZER_STATE})
      */
     public AdamW(AdamWConfig config, LearningRateSchedule schedule, List<Parameter> params, TensorAllocator allocator) {
+        this(config, schedule, params, allocator, null);
+    }
+
+    /**
+     * As the four-argument constructor, for parameters in a device's memory: the moments come from
+     * {@code device.allocator()}, the non-finite check, the gradient norm and the update run on
+     * {@code device} ({@link Backend#gradientStats}, {@link Backend#adamw}); the update equals the
+     * host's bit for bit, the norm may differ from the host's in the last bits of its double sum.
+     */
+    public AdamW(AdamWConfig config, LearningRateSchedule schedule, List<Parameter> params, Backend device) {
+        this(config, schedule, params, device.allocator(), device);
+    }
+
+    private AdamW(AdamWConfig config, LearningRateSchedule schedule, List<Parameter> params, TensorAllocator allocator,
+                  Backend device) {
         if (config == null || schedule == null) {
             throw new IllegalArgumentException("AdamW needs a config and a learning-rate schedule");
         }
@@ -72,6 +91,8 @@ public final class AdamW {
         this.config = config;
         this.schedule = schedule;
         this.params = List.copyOf(params);
+        this.allocator = allocator;
+        this.device = device;
         this.m = new ArrayList<>();
         this.v = new ArrayList<>();
         for (Parameter p : params) {
@@ -121,11 +142,31 @@ public final class AdamW {
                         + Arrays.toString(p.value().shape()) + ", got " + g);
             }
         }
-        Optional<NonFiniteValue> bad = firstNonFinite(loss, grads);
-        if (bad.isPresent()) {
-            return new StepResult.Skipped(step + 1, bad.get());
+        double norm;
+        if (device == null) {
+            Optional<NonFiniteValue> bad = firstNonFinite(loss, grads);
+            if (bad.isPresent()) {
+                return new StepResult.Skipped(step + 1, bad.get());
+            }
+            norm = GradientClipping.globalNorm(grads);
+        } else {
+            Optional<NonFiniteValue> l = NonFiniteValue.scalar("loss", loss);
+            if (l.isPresent()) {
+                return new StepResult.Skipped(step + 1, l.get());
+            }
+            double ss = 0;
+            for (int k = 0; k < grads.size(); k++) {
+                OptimizerOps.GradientStats st = device.gradientStats(grads.get(k));
+                if (st.firstNonFinite() >= 0) {
+                    float x = allocator.toHost(grads.get(k).reshape(grads.get(k).numel())
+                            .slice(0, st.firstNonFinite(), st.firstNonFinite() + 1)).getFloat(0);
+                    return new StepResult.Skipped(step + 1, new NonFiniteValue("grad." + params.get(k).name(),
+                            st.firstNonFinite(), x));
+                }
+                ss += st.sumOfSquares();
+            }
+            norm = Math.sqrt(ss);
         }
-        double norm = GradientClipping.globalNorm(grads);
         double clip = GradientClipping.coefficient(norm, config.maxGradNorm());
         long t = step + 1;
         double lr = schedule.at(t);
@@ -139,9 +180,15 @@ public final class AdamW {
         float bc2Sqrt = (float) Math.sqrt(1 - Math.pow(config.beta2(), t));
         float eps = (float) config.epsilon();
         boolean clipped = clip < 1;
+        OptimizerOps.AdamWStep scalars = new OptimizerOps.AdamWStep(clipped, clipF, b1, oneMinusB1, b2, oneMinusB2, decay,
+                stepSize, bc2Sqrt, eps);
         for (int k = 0; k < params.size(); k++) {
-            update(params.get(k).value(), grads.get(k), m.get(k), v.get(k), clipped, clipF, b1, oneMinusB1, b2,
-                    oneMinusB2, decay, stepSize, bc2Sqrt, eps);
+            if (device != null) {
+                device.adamw(params.get(k).value(), grads.get(k), m.get(k), v.get(k), scalars);
+            } else {
+                update(params.get(k).value(), grads.get(k), m.get(k), v.get(k), clipped, clipF, b1, oneMinusB1, b2,
+                        oneMinusB2, decay, stepSize, bc2Sqrt, eps);
+            }
         }
         step = t;
         return new StepResult.Applied(t, lr, norm, clip);
@@ -207,8 +254,8 @@ public final class AdamW {
         s.setLong(step, 0);
         out.put(STEP_KEY, s);
         for (int k = 0; k < params.size(); k++) {
-            out.put(EXP_AVG + params.get(k).name(), m.get(k).to(DType.F32));
-            out.put(EXP_AVG_SQ + params.get(k).name(), v.get(k).to(DType.F32));
+            out.put(EXP_AVG + params.get(k).name(), hostCopy(m.get(k)));
+            out.put(EXP_AVG_SQ + params.get(k).name(), hostCopy(v.get(k)));
         }
         return out;
     }
@@ -240,10 +287,16 @@ public final class AdamW {
             require(state, EXP_AVG_SQ + p.name(), DType.F32, p.value().shape());
         }
         for (int k = 0; k < params.size(); k++) {
-            m.get(k).copyFrom(state.get(EXP_AVG + params.get(k).name()));
-            v.get(k).copyFrom(state.get(EXP_AVG_SQ + params.get(k).name()));
+            allocator.copy(state.get(EXP_AVG + params.get(k).name()), m.get(k));
+            allocator.copy(state.get(EXP_AVG_SQ + params.get(k).name()), v.get(k));
         }
         step = newStep;
+    }
+
+    /** A host copy of a moment buffer. */
+    private Tensor hostCopy(Tensor t) {
+        Tensor h = allocator.toHost(t);
+        return h == t ? t.to(DType.F32) : h;
     }
 
     private static Tensor require(Map<String, Tensor> state, String key, DType dtype, long[] shape) {

@@ -33,7 +33,7 @@ public final class Recompute {
             batch.add(new CausalLM.Segment(seq, null));
         }
         Tensor logits = model.forward(batch);    // [total tokens, vocab]
-        float[] all = logits.toFloatArray();
+        float[] all = model.backend().allocator().toHost(logits).toFloatArray(); // a copy when the logits are on a device
         int v = model.vocabSize();
         List<float[]> out = new ArrayList<>();
         int row = 0;

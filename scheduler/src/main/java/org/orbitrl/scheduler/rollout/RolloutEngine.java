@@ -160,13 +160,18 @@ public final class RolloutEngine implements AutoCloseable {
             }
         }
         Tensor logits = model.forward(segments);                   // [new tokens, vocab]
-        float[] all = logits.toFloatArray();                        // device->host copy: the one sync per step
         int v = model.vocabSize();
+        int[] lastRows = new int[batch.size()];                     // each sequence's last new token
         int row = 0;
+        for (int i = 0; i < batch.size(); i++) {
+            row += batch.get(i).pendingInput.length;
+            lastRows[i] = row - 1;
+        }
+        float[] all = lastLogits(logits, lastRows);                 // [batch, vocab]: the one sync per step
         List<Seq> forks = new ArrayList<>();
-        for (Seq s : batch) {
-            row += s.pendingInput.length;
-            float[] last = java.util.Arrays.copyOfRange(all, (row - 1) * v, row * v);
+        for (int i = 0; i < batch.size(); i++) {
+            Seq s = batch.get(i);
+            float[] last = java.util.Arrays.copyOfRange(all, i * v, (i + 1) * v);
             if (s.sample == 0 && s.request.samples() > 1 && s.tokens.isEmpty() && s.preempted == 0) {
                 for (int k = 1; k < s.request.samples(); k++) {      // prefix sharing: siblings fork the prompt
                     Seq sib = new Seq(s.request, k);
@@ -185,6 +190,27 @@ public final class RolloutEngine implements AutoCloseable {
         }
         running.removeIf(s -> s.cache == null);
         return finished;
+    }
+
+    /**
+     * The logits rows {@code rows} of {@code logits} [tokens, vocab] on the host, [rows, vocab]: read
+     * directly from host memory, or gathered on the device and copied (only the rows sampled from).
+     */
+    private float[] lastLogits(Tensor logits, int[] rows) {
+        org.orbitrl.kernels.Backend b = model.backend();
+        org.orbitrl.kernels.TensorAllocator a = b.allocator();
+        int v = logits.size(1);
+        if (a.hostMemory()) {
+            float[] all = logits.toFloatArray();
+            float[] out = new float[rows.length * v];
+            for (int i = 0; i < rows.length; i++) {
+                System.arraycopy(all, rows[i] * v, out, i * v, v);
+            }
+            return out;
+        }
+        Tensor picked = a.allocate(org.orbitrl.kernels.MemoryCategory.LOGITS, org.orbitrl.kernels.DType.F32, rows.length, v);
+        b.gatherRows(logits, a.upload(org.orbitrl.kernels.MemoryCategory.ACTIVATIONS, Tensor.ofInts(rows, rows.length)), picked);
+        return a.toHost(picked).toFloatArray();
     }
 
     /** Samples the next token of {@code s} from its logits row and applies the stop rules. */

@@ -23,6 +23,7 @@ public final class Cublas implements AutoCloseable {
     private final cublasContext handle;
     private final FloatPointer one = new FloatPointer(1f);   // alpha, host memory, lives as long as the handle
     private final FloatPointer zero = new FloatPointer(0f);  // beta
+    private final FloatPointer alphaBeta = new FloatPointer(2); // {alpha, beta} of the general product, host memory
     private boolean closed;
 
     /** Recommended cuBLAS workspace on Hopper (less makes it fall back to slower kernels). */
@@ -57,6 +58,44 @@ public final class Cublas implements AutoCloseable {
                 bf16 ? "bf16 x bf16 -> f32" : "f32 x f32 -> f32");
     }
 
+    /** {@code y[M, N] += x[M, K] · w[N, K]ᵀ}, bf16 x and w, f32 y and accumulation (β = 1). */
+    public void gemmAccumulate(long x, long w, long y, int m, int n, int k) {
+        int err = cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, one,
+                new DevicePointer(w), CUDA_R_16BF, k, new DevicePointer(x), CUDA_R_16BF, k, one,
+                new DevicePointer(y), CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        CudaCheck.cublas(err, "cublasGemmEx (accumulate)", "x [" + m + ", " + k + "]", "w [" + n + ", " + k + "]", "bf16 x bf16 + f32 -> f32");
+    }
+
+    /**
+     * {@code y[M, N] = a[M, K] · b[K, N]} (no transpose; row-major), f32 output and accumulation;
+     * {@code bf16} selects bf16 a and b. Column-major this is {@code yᵀ = bᵀ · aᵀ}:
+     * {@code gemm(N, N, m=N, n=M, k=K, A=b (lda=N), B=a (ldb=K), C=y (ldc=N))}.
+     */
+    public void gemmNN(long a, long b, long y, int m, int n, int k, boolean bf16) {
+        int type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+        int err = cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, n, m, k, one,
+                new DevicePointer(b), type, n, new DevicePointer(a), type, k, zero,
+                new DevicePointer(y), CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        CudaCheck.cublas(err, "cublasGemmEx (no transpose)", "a [" + m + ", " + k + "]", "b [" + k + ", " + n + "]",
+                bf16 ? "bf16 x bf16 -> f32" : "f32 x f32 -> f32");
+    }
+
+    /**
+     * The general column-major product {@code C[m, n] = alpha · op(A)[m, k] · op(B)[k, n] + beta · C},
+     * as cuBLAS defines it (op = transpose when asked; lda, ldb, ldc the column-major leading
+     * dimensions). {@code bf16} selects bf16 A and B; C is always f32, accumulation f32.
+     */
+    public void gemm(boolean transA, boolean transB, int m, int n, int k, float alpha, long a, int lda, long b, int ldb,
+                     float beta, long c, int ldc, boolean bf16) {
+        int type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+        alphaBeta.put(0, alpha).put(1, beta);
+        int err = cublasGemmEx(handle, transA ? CUBLAS_OP_T : CUBLAS_OP_N, transB ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k,
+                alphaBeta, new DevicePointer(a), type, lda, new DevicePointer(b), type, ldb, alphaBeta.getPointer(1),
+                new DevicePointer(c), CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        CudaCheck.cublas(err, "cublasGemmEx", (transA ? "T" : "N") + (transB ? "T" : "N"), "m " + m, "n " + n, "k " + k,
+                "lda " + lda, "ldb " + ldb, "ldc " + ldc, bf16 ? "bf16 x bf16 -> f32" : "f32 x f32 -> f32");
+    }
+
     @Override
     public void close() {
         if (!closed) {
@@ -64,6 +103,7 @@ public final class Cublas implements AutoCloseable {
             CudaCheck.cublas(cublasDestroy_v2(handle), "cublasDestroy");
             one.deallocate();
             zero.deallocate();
+            alphaBeta.deallocate();
         }
     }
 }

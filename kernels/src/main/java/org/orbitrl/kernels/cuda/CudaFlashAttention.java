@@ -1,0 +1,211 @@
+package org.orbitrl.kernels.cuda;
+
+import org.orbitrl.kernels.AttentionSpec;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.RopeTable;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cuda.internal.Kernel;
+import org.orbitrl.kernels.cuda.internal.Launcher;
+
+import java.util.function.Function;
+
+/**
+ * The tiled attention kernels of {@code flash_attention.cu}: causal prefill (16 queries of one head
+ * per block sharing key/value tiles staged in shared memory, online softmax) and decode over the
+ * paged KV cache (block tables as the model's {@code kv.BlockPool} lays them out, key splits merged
+ * by {@code attention_combine}). Both take head dims up to {@value #MAX_DIM} that are multiples of 4.
+ *
+ * <p>Paged decode with key splits uses the context's attention scratch buffers; a CUDA graph that
+ * captures it must be captured after one direct call at the same shapes (so that the buffers have
+ * their final size) and stays valid only while no larger attention call regrows them.
+ */
+final class CudaFlashAttention {
+    static final int MAX_DIM = 128;           // FA_MAXD, and 32 * FA_MAXC for values
+    private static final int PREFILL_QUERIES = 16; // FA_WARPS * FA_QW
+    private static final int TILE = 32;       // FA_TK
+
+    private final CudaContext ctx;
+    private final Kernel prefill;
+    private final Kernel paged;
+    private final Kernel combine;
+    private final Kernel kvWrite;
+    private final Kernel prep;
+    private final Function<RopeTable, Tensor[]> ropeTables; // {cos, sin} on the device
+
+    CudaFlashAttention(CudaContext ctx, Function<RopeTable, Tensor[]> ropeTables) {
+        this.ctx = ctx;
+        this.ropeTables = ropeTables;
+        this.prep = ctx.kernel("flash_attention", "qkv_prep_f32");
+        this.prefill = ctx.kernel("flash_attention", "flash_prefill_f32");
+        this.paged = ctx.kernel("flash_attention", "paged_decode_f32");
+        this.combine = ctx.kernel("attention", "attention_combine");
+        this.kvWrite = ctx.kernel("flash_attention", "paged_kv_write");
+    }
+
+    /**
+     * One launch from the fused projection to attention inputs: per head RMSNorm (q and k, optional),
+     * rope at {@code positions}, q into {@code qOut}, k and v appended to the paged caches at {@code slots}.
+     */
+    void qkvPrep(Tensor qkv, int hq, int hkv, int d, int dv, Tensor qNorm, Tensor kNorm, float eps, Tensor positions, RopeTable table,
+                 Tensor qOut, Tensor kCache, Tensor vCache, Tensor slots) {
+        ctx.devContiguous("qkvPrep qkv", qkv, DType.F32);
+        ctx.devContiguous("qkvPrep q out", qOut, DType.F32);
+        ctx.devContiguous("qkvPrep key cache", kCache, DType.F32);
+        ctx.devContiguous("qkvPrep value cache", vCache, DType.F32);
+        ctx.devContiguous("qkvPrep positions", positions, DType.I32);
+        ctx.devContiguous("qkvPrep slots", slots, DType.I32);
+        int b = Math.toIntExact(positions.numel());
+        long rowW = (long) (hq + hkv) * d + (long) hkv * dv;
+        if (qkv.numel() != b * rowW || qOut.numel() != (long) b * hq * d || slots.numel() != b
+                || kCache.dim(-1) != (long) hkv * d || vCache.dim(-1) != (long) hkv * dv || table.rotaryDim() > d) {
+            throw new IllegalArgumentException("qkvPrep: qkv " + qkv + " must be [" + b + ", " + rowW + "] (Hq " + hq + ", Hkv " + hkv
+                    + ", D " + d + ", Dv " + dv + "), q out " + qOut + " [" + b + ", " + hq + ", " + d + "], slots " + slots
+                    + ", caches " + kCache + " / " + vCache + ", rotary dim " + table.rotaryDim());
+        }
+        DType normType = null;
+        for (Tensor n : new Tensor[]{qNorm, kNorm}) {
+            if (n != null) {
+                ctx.devContiguous("qkvPrep norm weight", n, null);
+                if (n.numel() != d || (n.dtype() != DType.F32 && n.dtype() != DType.BF16) || (normType != null && n.dtype() != normType)) {
+                    throw new IllegalArgumentException("qkvPrep: norm weights must be f32 or bf16 [" + d + "] of one dtype, got " + n);
+                }
+                normType = n.dtype();
+            }
+        }
+        if (b == 0) {
+            return;
+        }
+        Tensor[] cs = ropeTables.apply(table);
+        Launcher.launch(prep, ctx.stream.handle(), b, hq + hkv, 128, 4 * d, qkv, hq, hkv, d, dv, qNorm, kNorm,
+                normType == DType.BF16 ? 1 : 0, eps, positions, cs[0], cs[1], table.rotaryDim() / 2,
+                table.style() == RopeTable.Style.INTERLEAVED ? 1 : 0, table.maxPositions(), qOut, kCache, vCache, slots, ctx.errorFlag);
+    }
+
+    /** kCache[slots[b]] = k[b], vCache[slots[b]] = v[b]; k [B, Hkv·D], v [B, Hkv·Dv]; a negative slot skips. */
+    void pagedKvWrite(Tensor k, Tensor v, Tensor kCache, Tensor vCache, Tensor slots) {
+        ctx.devContiguous("pagedKvWrite k", k, DType.F32);
+        ctx.devContiguous("pagedKvWrite v", v, DType.F32);
+        ctx.devContiguous("pagedKvWrite key cache", kCache, DType.F32);
+        ctx.devContiguous("pagedKvWrite value cache", vCache, DType.F32);
+        ctx.devContiguous("pagedKvWrite slots", slots, DType.I32);
+        int b = Math.toIntExact(slots.numel());
+        long kw = kCache.dim(-1);
+        long vw = vCache.dim(-1);
+        if (k.numel() != b * kw || v.numel() != b * vw) {
+            throw new IllegalArgumentException("pagedKvWrite: k " + k + " and v " + v + " must hold " + b + " rows of the caches' widths "
+                    + kw + " / " + vw);
+        }
+        if (b > 0) {
+            ctx.launch(kvWrite, b, 128, k, v, kCache, vCache, slots, (int) kw, (int) vw);
+        }
+    }
+
+    /** Whether the prefill kernel takes these (already validated) tensors. */
+    static boolean prefillFits(Tensor q, Tensor k, Tensor v, Tensor out) {
+        int d = q.size(2);
+        int dv = v.size(2);
+        if (d > MAX_DIM || dv > MAX_DIM || d % 4 != 0 || dv % 4 != 0) {
+            return false;
+        }
+        for (Tensor t : new Tensor[]{q, k, v}) {
+            long[] s = t.strides();
+            if (s[0] % 4 != 0 || s[1] % 4 != 0 || CudaAllocator.address(t) % 16 != 0) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /** Causal prefill; arguments validated by the caller (see {@link CudaAttentionOps#attention}). */
+    void prefill(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec) {
+        int tq = q.size(0);
+        int hq = q.size(1);
+        int d = q.size(2);
+        int hkv = k.size(1);
+        int dv = v.size(2);
+        long[] qs = q.strides();
+        long[] ks = k.strides();
+        long[] vs = v.strides();
+        long[] os = out.strides();
+        int shared = 4 * (PREFILL_QUERIES * d + TILE * (d + 4) + TILE * (dv + 4));
+        long grid = (tq + PREFILL_QUERIES - 1) / PREFILL_QUERIES;
+        Launcher.launch(prefill, ctx.stream.handle(), grid, hq, 128, shared, q, qs[0], qs[1], k, ks[0], ks[1], v, vs[0], vs[1],
+                out, os[0], os[1], tq, hq, hkv, d, dv, queryStart, spec.slidingWindow(), spec.scale(), spec.sinks());
+    }
+
+    /**
+     * Decode attention over a paged cache, one query per sequence.
+     *
+     * @param q         f32 [B, Hq, D] (last dimension contiguous)
+     * @param kCache    f32 [blocks·blockSize, Hkv·D], one layer of the pool
+     * @param vCache    f32 [blocks·blockSize, Hkv·Dv]
+     * @param tables    i32 [B, maxBlocks]: sequence b's position s is in block tables[b, s / blockSize]
+     * @param lens      i32 [B]: keys of sequence b (its query is at position lens[b] − 1; at least 1)
+     * @param out       f32 [B, Hq, Dv]
+     */
+    void pagedDecode(Tensor q, Tensor kCache, Tensor vCache, Tensor tables, Tensor lens, int blockSize, int hkv, Tensor out,
+                     AttentionSpec spec) {
+        for (Object[] a : new Object[][]{{"q", q}, {"out", out}}) {
+            Tensor t = (Tensor) a[1];
+            ctx.dev("pagedDecodeAttention " + a[0], t);
+            if (t.rank() != 3 || t.dtype() != DType.F32 || t.strides()[2] != 1) {
+                throw new IllegalArgumentException("pagedDecodeAttention: " + a[0] + " must be f32 [B, H, D] with a contiguous last dimension, got " + t);
+            }
+        }
+        ctx.devContiguous("pagedDecodeAttention key cache", kCache, DType.F32);
+        ctx.devContiguous("pagedDecodeAttention value cache", vCache, DType.F32);
+        ctx.devContiguous("pagedDecodeAttention block tables", tables, DType.I32);
+        ctx.devContiguous("pagedDecodeAttention sequence lengths", lens, DType.I32);
+        int b = q.size(0);
+        int hq = q.size(1);
+        int d = q.size(2);
+        int dv = out.size(2);
+        if (hkv <= 0 || hq % hkv != 0 || kCache.rank() != 2 || vCache.rank() != 2 || kCache.dim(1) != (long) hkv * d
+                || vCache.dim(1) != (long) hkv * dv || kCache.dim(0) != vCache.dim(0) || kCache.dim(0) % blockSize != 0
+                || out.dim(0) != b || out.dim(1) != hq || tables.rank() != 2 || tables.dim(0) != b || lens.numel() != b) {
+            throw new IllegalArgumentException("pagedDecodeAttention: q " + q + ", caches " + kCache + " / " + vCache + " ("
+                    + hkv + " kv heads, blocks of " + blockSize + "), tables " + tables + ", lens " + lens + ", out " + out
+                    + " do not agree");
+        }
+        if (d > MAX_DIM || dv > MAX_DIM || d % 4 != 0 || dv % 4 != 0 || q.strides()[0] % 4 != 0 || q.strides()[1] % 4 != 0
+                || CudaAllocator.address(kCache) % 16 != 0 || CudaAllocator.address(vCache) % 16 != 0) {
+            throw new IllegalArgumentException("pagedDecodeAttention: head dims " + d + "/" + dv
+                    + " must be multiples of 4 up to " + MAX_DIM + ", with 16-byte aligned q rows and caches");
+        }
+        Tensor sinks = spec.sinks();
+        if (sinks != null) {
+            ctx.devContiguous("pagedDecodeAttention sinks", sinks, DType.F32);
+            if (sinks.numel() != hq) {
+                throw new IllegalArgumentException("pagedDecodeAttention: sinks " + sinks + " must hold one logit per query head (" + hq + ")");
+            }
+        }
+        if (b == 0) {
+            return;
+        }
+        int maxBlocks = tables.size(1);
+        int maxKeys = maxBlocks * blockSize;
+        int group = hq / hkv;
+        int warps = Math.min(group, 8);
+        long base = (long) b * hkv;
+        int target = 2 * ctx.device.multiprocessors();
+        // The split count depends only on the table's capacity, so a captured graph stays valid as sequences grow.
+        int splits = base >= target ? 1 : (int) Math.max(1, Math.min((target + base - 1) / base, (maxKeys + 63) / 64));
+        int splitLen = (maxKeys + splits - 1) / splits;
+        Tensor partAcc = null;
+        Tensor partMl = null;
+        if (splits > 1) {
+            long parts = (long) b * hq * splits;
+            partAcc = ctx.scratch(CudaContext.Scratch.ATTENTION_ACC, DType.F32, parts * dv); // [B, Hq, splits, Dv]
+            partMl = ctx.scratch(CudaContext.Scratch.ATTENTION_ML, DType.F32, parts * 2);    // [B, Hq, splits, {max, sum}]
+        }
+        long[] qs = q.strides();
+        long[] os = out.strides();
+        int shared = 4 * (warps * d + TILE * (d + 4) + TILE * (dv + 4));
+        ctx.launchShared(paged, base * splits, 32 * warps, shared, q, qs[0], qs[1], kCache, vCache, tables, maxBlocks, lens,
+                blockSize, out, os[0], os[1], hq, hkv, d, dv, spec.slidingWindow(), spec.scale(), sinks, splits, splitLen,
+                partAcc, partMl);
+        if (splits > 1) {
+            ctx.launch(combine, (long) b * hq, 128, partAcc, partMl, out, os[0], os[1], hq, dv, splits);
+        }
+    }
+}

@@ -1,0 +1,260 @@
+package org.orbitrl.kernels.cuda;
+
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cuda.internal.DevicePointer;
+import org.orbitrl.kernels.cuda.internal.Kernel;
+import org.orbitrl.kernels.quant.QuantizedTensor;
+
+import java.lang.foreign.Arena;
+import java.util.ArrayList;
+import java.util.List;
+
+import static org.bytedeco.cuda.global.cudart.cudaMemcpyAsync;
+import static org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToHost;
+
+/**
+ * Mixture-of-experts products on the device, for every token count:
+ * <ul>
+ *   <li>{@link #route}: pairs grouped by expert on the device (one launch, {@code moe.cu});</li>
+ *   <li>{@link #grouped}: the fused dequantize-GEMV over each active expert's pairs, every weight
+ *       byte of an active expert read once (decode at any batch);</li>
+ *   <li>{@link #chunked}: large token counts: x rows gathered by expert and rounded to bf16,
+ *       {@code chunkExperts} active experts dequantized at a time into one reused bf16 buffer, one
+ *       cuBLAS GEMM per expert (bf16 × bf16, f32 accumulate), rows scattered back to pair order;</li>
+ *   <li>{@link #backwardInput}: the activation gradient through the frozen base, dx = dy · W, the same
+ *       way (no weight gradient is ever formed).</li>
+ * </ul>
+ * The chunked paths read the per-expert counts on the host (one synchronisation per call).
+ */
+final class CudaMoeOps {
+    private final CudaContext ctx;
+    private final CudaMatmulOps matmul;
+    private final CudaQgemv qgemv;
+    private final Kernel route;
+    private final Kernel gather;
+    private final Kernel scatter;
+    private final Kernel combine;
+    private final Kernel router;
+    private Tensor rowsIn;   // bf16 [pairs, K or N], grown on demand
+    private Tensor rowsOut;  // f32 [pairs, N or K]
+    private Tensor dequant;  // bf16 [chunkExperts, N, K]
+
+    CudaMoeOps(CudaContext ctx, CudaMatmulOps matmul, CudaQgemv qgemv) {
+        this.ctx = ctx;
+        this.matmul = matmul;
+        this.qgemv = qgemv;
+        this.route = ctx.kernel("moe", "moe_route");
+        this.gather = ctx.kernel("moe", "moe_gather_bf16");
+        this.scatter = ctx.kernel("moe", "moe_scatter_rows");
+        this.combine = ctx.kernel("moe", "moe_combine");
+        this.router = ctx.kernel("moe", "moe_router_topk");
+    }
+
+    void routerTopk(Tensor x, Tensor w, int topk, boolean normalize, Tensor values, Tensor indices) {
+        ctx.devContiguous("moeRouterTopk x", x, DType.F32);
+        ctx.devContiguous("moeRouterTopk router weight", w, DType.BF16);
+        ctx.devContiguous("moeRouterTopk values", values, DType.F32);
+        ctx.devContiguous("moeRouterTopk indices", indices, DType.I32);
+        int h = x.size(-1);
+        int tokens = CudaContext.rows(x);
+        if (w.rank() != 2 || w.dim(1) != h || h % 8 != 0 || topk <= 0 || topk > w.dim(0)
+                || values.numel() != (long) tokens * topk || indices.numel() != (long) tokens * topk) {
+            throw new IllegalArgumentException("moeRouterTopk: x " + x + " (hidden a multiple of 8), router " + w + " [experts, hidden], top "
+                    + topk + " into " + values + " and " + indices + " [tokens, topk]");
+        }
+        int e = w.size(0);
+        long shared = 4L * (h + e);
+        if (shared > 48 * 1024 || CudaAllocator.address(w) % 16 != 0) {
+            throw new IllegalArgumentException("moeRouterTopk: hidden " + h + " + experts " + e + " exceed the kernel's shared memory, or "
+                    + w + " is not 16-byte aligned");
+        }
+        if (tokens > 0) {
+            ctx.launchShared(router, tokens, 256, (int) shared, x, w, h, e, topk, normalize ? 1 : 0, values, indices);
+        }
+    }
+
+    void combine(Tensor ys, Tensor weights, boolean normalize, Tensor out, boolean accumulate) {
+        ctx.devContiguous("moeCombine expert outputs", ys, DType.F32);
+        ctx.devContiguous("moeCombine weights", weights, DType.F32);
+        ctx.devContiguous("moeCombine out", out, DType.F32);
+        int h = out.size(-1);
+        int tokens = CudaContext.rows(out);
+        int topk = weights.size(-1);
+        if (CudaContext.rows(weights) != tokens || ys.numel() != (long) tokens * topk * h) {
+            throw new IllegalArgumentException("moeCombine: expert outputs " + ys + " must be [tokens*topk, " + h + "] for weights "
+                    + weights + " [tokens, topk] and out " + out + " [tokens, " + h + "]");
+        }
+        if (tokens > 0) {
+            ctx.launch(combine, tokens, 256, ys, weights, topk, normalize ? 1 : 0, out, accumulate ? 1 : 0, h);
+        }
+    }
+
+    void route(Tensor ids, MoeRouting routing) {
+        ctx.devContiguous("moeRoute expert ids", ids, DType.I32);
+        int pairs = Math.toIntExact(ids.numel());
+        int topk = ids.rank() == 0 ? 1 : ids.size(-1);
+        routing.routed(pairs, topk);
+        int e = routing.numExperts();
+        if (2L * e * 4 > 48 * 1024) {
+            throw new IllegalArgumentException("moeRoute: " + e + " experts exceed the routing kernel's shared memory (6144 at most)");
+        }
+        Tensor order = routing.order();
+        ctx.launchShared(route, 1, 1024, 2 * e * 4, ids, pairs, e, routing.offsets(), routing.active(), order, ctx.errorFlag);
+    }
+
+    /** x rows: tokens (shared by a token's experts) or pairs; returns pair / xDiv's divisor. */
+    private static int xDiv(String op, Tensor x, MoeRouting r, int k) {
+        int rows = CudaContext.rows(x);
+        int tokens = r.pairs() / Math.max(1, r.topk());
+        if (x.size(-1) != k || (rows != tokens && rows != r.pairs())) {
+            throw new IllegalArgumentException(op + ": x " + x + " must have rows of " + k + " for each of the " + tokens
+                    + " tokens or " + r.pairs() + " pairs");
+        }
+        return rows == r.pairs() ? 1 : r.topk();
+    }
+
+    private static int[] expertShape(String op, QuantizedTensor experts, MoeRouting r) {
+        int e = r.numExperts();
+        if (experts.rows() % e != 0) {
+            throw new IllegalArgumentException(op + ": " + experts + " does not stack " + e + " experts");
+        }
+        return new int[]{Math.toIntExact(experts.rows() / e), Math.toIntExact(experts.cols())};
+    }
+
+    void grouped(Tensor x, QuantizedTensor experts, MoeRouting r, Tensor y) {
+        QuantLayout layout = QuantLayout.of(experts, ctx);
+        int[] nk = expertShape("moeMatmulGrouped", experts, r);
+        ctx.devContiguous("moeMatmulGrouped x", x, null);
+        ctx.devContiguous("moeMatmulGrouped y", y, DType.F32);
+        int xDiv = xDiv("moeMatmulGrouped", x, r, nk[1]);
+        int pairs = r.pairs();
+        if (y.numel() != (long) pairs * nk[0]) {
+            throw new IllegalArgumentException("moeMatmulGrouped: y " + y + " must hold " + pairs + " x " + nk[0] + " values");
+        }
+        if (pairs == 0) {
+            return;
+        }
+        int blocks = Math.min(r.numExperts(), pairs);
+        int perExpert = (2 * pairs + blocks - 1) / blocks;
+        qgemv.launch(CudaQgemv.MODE_GROUPED, x, experts, layout, y, blocks, perExpert, xDiv, null, r, nk[0], nk[1], r.numExperts());
+    }
+
+    void chunked(Tensor x, QuantizedTensor experts, MoeRouting r, Tensor y, int chunkExperts) {
+        int[] nk = expertShape("moeMatmulChunked", experts, r);
+        ctx.devContiguous("moeMatmulChunked x", x, DType.F32);
+        ctx.devContiguous("moeMatmulChunked y", y, DType.F32);
+        int xDiv = xDiv("moeMatmulChunked", x, r, nk[1]);
+        if (y.numel() != (long) r.pairs() * nk[0]) {
+            throw new IllegalArgumentException("moeMatmulChunked: y " + y + " must hold " + r.pairs() + " x " + nk[0] + " values");
+        }
+        run(x, xDiv, experts, r, y, nk[0], nk[1], chunkExperts, false);
+    }
+
+    void backwardInput(Tensor dy, QuantizedTensor experts, MoeRouting r, Tensor dx, int chunkExperts) {
+        int[] nk = expertShape("moeBackwardInput", experts, r);
+        ctx.devContiguous("moeBackwardInput dy", dy, DType.F32);
+        ctx.devContiguous("moeBackwardInput dx", dx, DType.F32);
+        if (dy.numel() != (long) r.pairs() * nk[0] || dx.numel() != (long) r.pairs() * nk[1]) {
+            throw new IllegalArgumentException("moeBackwardInput: dy " + dy + " must hold " + r.pairs() + " x " + nk[0]
+                    + " and dx " + dx + " " + r.pairs() + " x " + nk[1] + " values (one row per pair)");
+        }
+        run(dy, 1, experts, r, dx, nk[0], nk[1], chunkExperts, true);
+    }
+
+    /**
+     * Forward: out[p] = in[p / div] · W_eᵀ (in rows of K, out rows of N). Backward: out[p] = in[p] · W_e
+     * (in rows of N, out rows of K).
+     */
+    private void run(Tensor in, int div, QuantizedTensor experts, MoeRouting r, Tensor out, int n, int k, int chunkExperts,
+                     boolean backward) {
+        if (chunkExperts <= 0) {
+            throw new IllegalArgumentException("chunk of experts must be positive, got " + chunkExperts);
+        }
+        int pairs = r.pairs();
+        if (pairs == 0) {
+            return;
+        }
+        int inCols = backward ? n : k;
+        int outCols = backward ? k : n;
+        int[] offsets = hostOffsets(r);
+        List<Integer> active = new ArrayList<>();
+        for (int e = 0; e < r.numExperts(); e++) {
+            if (offsets[e + 1] > offsets[e]) {
+                active.add(e);
+            }
+        }
+        int c = Math.min(chunkExperts, active.size());
+        rowsIn = grown(rowsIn, MemoryCategory.ACTIVATIONS, DType.BF16, (long) pairs * inCols);
+        rowsOut = grown(rowsOut, MemoryCategory.ACTIVATIONS, DType.F32, (long) pairs * outCols);
+        dequant = grown(dequant, MemoryCategory.DEQUANT_BUFFERS, DType.BF16, (long) c * n * k);
+        Tensor xs = rowsIn.slice(0, 0, (long) pairs * inCols);    // [pairs, inCols] grouped by expert
+        Tensor ys = rowsOut.slice(0, 0, (long) pairs * outCols);  // [pairs, outCols] grouped by expert
+        Tensor wb = dequant.slice(0, 0, (long) c * n * k);        // [c, n, k]
+        long total = (long) pairs * inCols;
+        ctx.launch(gather, ctx.gridFor(total, 256), 256, in, div, r.order(), xs, pairs, inCols);
+        for (int start = 0; start < active.size(); start += c) {
+            int end = Math.min(active.size(), start + c);
+            for (int j = start; j < end; j++) {
+                matmul.dequantize(expert(experts, active.get(j), n), wb.slice(0, (long) (j - start) * n * k, (long) (j - start + 1) * n * k));
+            }
+            for (int j = start; j < end; j++) {
+                int e = active.get(j);
+                int m = offsets[e + 1] - offsets[e];
+                long xa = CudaAllocator.address(xs) + (long) offsets[e] * inCols * 2;
+                long wa = CudaAllocator.address(wb) + (long) (j - start) * n * k * 2;
+                long ya = CudaAllocator.address(ys) + (long) offsets[e] * outCols * 4;
+                if (backward) {
+                    ctx.cublas.gemmNN(xa, wa, ya, m, k, n, true); // [m, n] · [n, k]
+                } else {
+                    ctx.cublas.gemm(xa, wa, ya, m, n, k, true);   // [m, k] · [n, k]ᵀ
+                }
+            }
+        }
+        long outTotal = (long) pairs * outCols;
+        ctx.launch(scatter, ctx.gridFor(outTotal, 256), 256, ys, r.order(), out, pairs, outCols);
+    }
+
+    /** The routing's offsets [E + 1] on the host (waits for the stream). */
+    private int[] hostOffsets(MoeRouting r) {
+        Tensor dev = r.offsets();
+        Tensor host = Tensor.allocate(Arena.ofAuto(), DType.I32, dev.shape()); // [E + 1]
+        ctx.device.bind();
+        CudaCheck.check(cudaMemcpyAsync(new DevicePointer(CudaAllocator.address(host)), new DevicePointer(CudaAllocator.address(dev)),
+                dev.byteSize(), cudaMemcpyDeviceToHost, ctx.stream.handle()), "cudaMemcpyAsync routing offsets");
+        ctx.stream.synchronize();
+        long[] v = host.toLongArray();
+        int[] out = new int[v.length];
+        for (int i = 0; i < v.length; i++) {
+            out[i] = (int) v[i];
+        }
+        return out;
+    }
+
+    /** Expert e of a stacked [E·n, K] matrix as its own [n, K] matrix (views, no copy). */
+    static QuantizedTensor expert(QuantizedTensor s, int e, int n) {
+        Tensor zeros = null;
+        if (s.zeros() != null) {
+            if (n % 8 != 0) {
+                throw new IllegalArgumentException(s + ": asymmetric experts need a row count divisible by 8, got " + n);
+            }
+            zeros = s.zeros().slice(0, (long) e * n / 8, (long) (e + 1) * n / 8);
+        }
+        long codeRows = s.codes().dim(0) / (s.rows() / n);
+        long scaleRows = s.scales().dim(0) / (s.rows() / n);
+        return new QuantizedTensor(s.format(), n, s.cols(), s.codes().slice(0, e * codeRows, (e + 1) * codeRows),
+                s.scales().slice(0, e * scaleRows, (e + 1) * scaleRows), zeros, s.globalScale());
+    }
+
+    /** {@code current} if it holds {@code elements}, else a new buffer (the old one freed). */
+    private Tensor grown(Tensor current, MemoryCategory category, DType dtype, long elements) {
+        if (current != null && current.numel() >= elements) {
+            return current;
+        }
+        if (current != null) {
+            ctx.allocator.free(current);
+        }
+        return ctx.allocator.allocate(category, dtype, Math.max(elements, 1024));
+    }
+}

@@ -1,0 +1,143 @@
+package org.orbitrl.kernels.cuda;
+
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cuda.internal.Kernel;
+import org.orbitrl.kernels.quant.QuantizedTensor;
+
+import java.util.HashMap;
+import java.util.Map;
+
+/**
+ * Launches the bandwidth-oriented fused dequantize-GEMV of {@code qgemv.cu} (f32 or bf16 x, f32 y,
+ * fp32 accumulation, weight values exact in f32) in its three modes: dense rows, one
+ * (token, expert) pair per block row, and experts grouped by {@link MoeRouting}.
+ *
+ * <p>Launch shape: a block computes a fixed number of consecutive output rows over the whole of K
+ * (its warps split K and reduce through shared memory); that number depends on the compile-time
+ * x-row chunk MT (1, 4, 8 or 16) and must match the per-MT configuration in the kernel sources
+ * ({@link #quantRowsPerBlock}, {@link #bf16RowsPerBlock}). The warps per block (8, or fewer when K
+ * is short) are picked so that every warp has a share of K. Rows of x are processed MT at a time,
+ * each weight load used for every row of the chunk.
+ */
+final class CudaQgemv {
+    static final int MAX_CHUNK = 16;
+    private static final int MAX_WARPS = 8; // QG_WARPS, BG_WARPS
+
+    static final int MODE_DENSE = 0;
+    static final int MODE_PAIRS = 1;
+    static final int MODE_GROUPED = 2;
+
+    private final CudaContext ctx;
+    private final Map<String, Kernel> kernels = new HashMap<>();
+    private final Map<Integer, Kernel> bf16Kernels = new HashMap<>();
+
+    CudaQgemv(CudaContext ctx) {
+        this.ctx = ctx;
+        for (QuantLayout l : QuantLayout.values()) {
+            for (int mt : new int[]{1, 4, 8, 16}) {
+                for (String xt : new String[]{"f32", "bf16"}) {
+                    String name = "qgemv_" + l.kernelSuffix() + "_m" + mt + "_" + xt;
+                    kernels.put(name, ctx.kernel("qgemv", name));
+                }
+            }
+        }
+        for (int mt : new int[]{1, 4, 8, 16}) {
+            bf16Kernels.put(mt, ctx.kernel("bgemv", "bgemv_m" + mt));
+        }
+    }
+
+    /**
+     * {@code y[M, N] = x[M, K] · wᵀ} for dense bf16 w (K a multiple of 8, 16-byte aligned x and w), f32
+     * x and y ({@code bgemv.cu}): the work split of the quantized kernels, 8 weights a load;
+     * {@code accumulate} adds into y.
+     */
+    void launchBf16(Tensor x, Tensor w, Tensor y, int m, int n, int k, boolean accumulate) {
+        int mt = chunkFor(Math.min(m, MAX_CHUNK));
+        Kernel kernel = bf16Kernels.get(mt);
+        int warps = warpsFor(k / 8, bf16KLanes(mt));
+        ctx.launch(kernel, ceilDiv(n, bf16RowsPerBlock(mt)), 32 * warps, x, m, w, y, n, k, accumulate ? 1 : 0);
+    }
+
+    /** k lanes of a warp in {@code qgemv.cu} for chunk mt (QG_KQ_mt). */
+    static int quantKLanes(int mt) {
+        return mt == 8 ? 8 : 4;
+    }
+
+    /** Output rows of a block in {@code qgemv.cu} for chunk mt: 32 / QG_KQ_mt * QG_R_mt. */
+    static int quantRowsPerBlock(int mt) {
+        int rowsPerLane = switch (mt) {
+            case 4, 8 -> 4;
+            default -> 2;
+        };
+        return 32 / quantKLanes(mt) * rowsPerLane;
+    }
+
+    /** k lanes of a warp in {@code bgemv.cu} for chunk mt (BG_KQ_mt). */
+    static int bf16KLanes(int mt) {
+        return mt == 4 ? 4 : 8;
+    }
+
+    /** Output rows of a block in {@code bgemv.cu} for chunk mt: 32 / BG_KQ_mt * BG_R_mt. */
+    static int bf16RowsPerBlock(int mt) {
+        int rowsPerLane = switch (mt) {
+            case 4 -> 4;
+            case 16 -> 1;
+            default -> 2;
+        };
+        return 32 / bf16KLanes(mt) * rowsPerLane;
+    }
+
+    /** Warps per block: 8, halved while the warps' k lanes would outnumber the row's 16-byte loads. */
+    static int warpsFor(int loadsPerRow, int kLanes) {
+        int warps = MAX_WARPS;
+        while (warps > 1 && warps * kLanes > loadsPerRow) {
+            warps /= 2;
+        }
+        return warps;
+    }
+
+    /** The compile-time row chunk for about {@code rows} rows of x per weight row. */
+    static int chunkFor(int rows) {
+        return rows <= 1 ? 1 : rows <= 4 ? 4 : rows <= 8 ? 8 : 16;
+    }
+
+    /**
+     * Issues one launch.
+     *
+     * @param x       f32 or bf16, contiguous, rows of K
+     * @param w       quantized [E·N, K] (E = 1 for dense)
+     * @param y       f32, rows of N
+     * @param rows    mode 0: rows of x (= rows of y); mode 1: pairs (blocks in y); mode 2: an upper bound of
+     *                active experts (blocks in y)
+     * @param chunk   rows of x per weight load (mode 1: 1)
+     * @param xDiv    x row = pair / xDiv (modes 1 and 2; 1 in mode 0)
+     */
+    void launch(int mode, Tensor x, QuantizedTensor w, QuantLayout layout, Tensor y, int rows, int chunk, int xDiv,
+                Tensor ids, MoeRouting routing, int n, int k, int numExperts) {
+        boolean bf16 = x.dtype() == DType.BF16;
+        if (!bf16 && x.dtype() != DType.F32) {
+            throw new IllegalArgumentException("quantized GEMV: x must be f32 or bf16, got " + x);
+        }
+        if (CudaAllocator.address(x) % 16 != 0 || CudaAllocator.address(w.codes()) % 16 != 0) {
+            throw new IllegalArgumentException("quantized GEMV: x " + x + " and the codes of " + w + " must be 16-byte aligned");
+        }
+        int mt = chunkFor(chunk);
+        Kernel kernel = kernels.get("qgemv_" + layout.kernelSuffix() + "_m" + mt + "_" + (bf16 ? "bf16" : "f32"));
+        long gridY = mode == MODE_DENSE ? 1 : rows;
+        int warps = warpsFor(k / 32, quantKLanes(mt));
+        long gridX = ceilDiv(n, quantRowsPerBlock(mt));
+        if (gridY > 65535) {
+            throw new IllegalArgumentException("quantized GEMV: " + gridY + " block rows exceed one launch (65535)");
+        }
+        Tensor offsets = routing == null ? null : routing.offsets();
+        Tensor order = routing == null ? null : routing.order();
+        Tensor active = routing == null ? null : routing.active();
+        ctx.launch2d(kernel, gridX, (int) gridY, 32 * warps, mode, x, xDiv, mode == MODE_DENSE ? rows : 0, ids, offsets, order,
+                active, w.codes(), w.scales(), w.zeros(), w.globalScale(), y, n, k, numExperts, ctx.errorFlag);
+    }
+
+    private static long ceilDiv(long a, long b) {
+        return (a + b - 1) / b;
+    }
+}

@@ -1,0 +1,166 @@
+// Dense bf16-weight GEMV for few rows of x (f32 x and y, f32 accumulation), with the work split of
+// qgemv.cu: a block of W warps computes RB = 32 / KQ * R consecutive output rows over the whole of
+// K; a lane is (row lane rl, k lane kq), takes R rows rl, rl + 32 / KQ, ... and the 16-byte loads
+// (8 weights each) kq + KQ * (warp + i * W) of them; the loads of U steps are issued before any is used,
+// the x values of a step are the same for all row lanes, and sums are reduced over the k lanes with
+// shuffles, then over the warps through shared memory.
+
+#define BG_WARPS 8 // most warps of a block
+// Per x-row chunk MT: k lanes of a warp (KQ), rows of a lane (R), steps whose loads are issued
+// together (U), blocks an SM must hold at once (MINB). A block computes 32 / KQ * R rows.
+#ifndef BG_KQ_1
+#define BG_KQ_1 8
+#endif
+#ifndef BG_R_1
+#define BG_R_1 2
+#endif
+#ifndef BG_U_1
+#define BG_U_1 2
+#endif
+#ifndef BG_MINB_1
+#define BG_MINB_1 3
+#endif
+#ifndef BG_KQ_4
+#define BG_KQ_4 4
+#endif
+#ifndef BG_R_4
+#define BG_R_4 4
+#endif
+#ifndef BG_U_4
+#define BG_U_4 2
+#endif
+#ifndef BG_MINB_4
+#define BG_MINB_4 1
+#endif
+#ifndef BG_KQ_8
+#define BG_KQ_8 8
+#endif
+#ifndef BG_R_8
+#define BG_R_8 2
+#endif
+#ifndef BG_U_8
+#define BG_U_8 2
+#endif
+#ifndef BG_MINB_8
+#define BG_MINB_8 2
+#endif
+#ifndef BG_KQ_16
+#define BG_KQ_16 8
+#endif
+#ifndef BG_R_16
+#define BG_R_16 1
+#endif
+#ifndef BG_U_16
+#define BG_U_16 1
+#endif
+#ifndef BG_MINB_16
+#define BG_MINB_16 2
+#endif
+
+// acc[r][m] += the 8 weights q[r] (bf16) times x rows x + m*K from element k.
+template <int MT, int R>
+__device__ __forceinline__ void bg_load(const uint4* q, const float* x, int mcount, int K, int k, float (*acc)[MT]) {
+    float wv[R][8];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        u32 words[4] = {q[r].x, q[r].y, q[r].z, q[r].w};
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            wv[r][2 * j] = __uint_as_float(words[j] << 16);
+            wv[r][2 * j + 1] = __uint_as_float(words[j] & 0xffff0000u);
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+        if (m < mcount) {
+            const float4* xp = (const float4*) (x + (i64) m * K + k);
+            float4 u = xp[0];
+            float4 v = xp[1];
+            float a[8] = {u.x, u.y, u.z, u.w, v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                float d = acc[r][m];
+#pragma unroll
+                for (int i = 0; i < 8; i++) d = fmaf(wv[r][i], a[i], d);
+                acc[r][m] = d;
+            }
+        }
+    }
+}
+
+// Dense bf16 weights [N, K] (K a multiple of 8), f32 x [M, K], f32 y [M, N], rows of x MT at a time.
+// accumulate: y += x . w^T (a residual add folded into the product).
+template <int MT, int KQ, int R, int U>
+__device__ __forceinline__ void bgemv(const float* __restrict__ x, int M, const uint4* __restrict__ w, float* y, int N, int K,
+                                      int accumulate) {
+    constexpr int RL = 32 / KQ; // row lanes of a warp
+    constexpr int RB = RL * R;  // rows of the block
+    __shared__ float red[BG_WARPS][RB * MT]; // per warp: [rows of the block, x rows of the chunk]
+    int G = K / 8;
+    int lane = threadIdx.x & 31;
+    int warp = threadIdx.x >> 5;
+    int W = blockDim.x >> 5;
+    int rl = lane % RL;
+    int kq = lane / RL;
+    int row0 = blockIdx.x * RB;
+    i64 grow[R]; // weight rows (clamped inside the matrix; rows past N are computed, not written)
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        int n = row0 + rl + RL * r;
+        grow[r] = n < N ? n : N - 1;
+    }
+    int S = W * KQ; // loads a block step covers
+    for (int c0 = 0; c0 < M; c0 += MT) {
+        int mcount = M - c0 < MT ? M - c0 : MT;
+        const float* xc = x + (i64) c0 * K;
+        float acc[R][MT];
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int m = 0; m < MT; m++) acc[r][m] = 0.0f;
+        int g = warp * KQ + kq;
+        for (; g < G; g += U * S) { // the loads of U steps (those inside the row) are issued before any is used
+            uint4 q[U][R];
+#pragma unroll
+            for (int u = 0; u < U; u++)
+#pragma unroll
+                for (int r = 0; r < R; r++)
+                    if (u == 0 || g + u * S < G) q[u][r] = w[grow[r] * G + g + u * S];
+#pragma unroll
+            for (int u = 0; u < U; u++)
+                if (u == 0 || g + u * S < G) bg_load<MT, R>(q[u], xc, mcount, K, (g + u * S) * 8, acc);
+        }
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+#pragma unroll
+            for (int m = 0; m < MT; m++) {
+                float v = acc[r][m];
+#pragma unroll
+                for (int o = RL; o < 32; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+                if (kq == 0) red[warp][(rl + RL * r) * MT + m] = v;
+            }
+        }
+        __syncthreads();
+        for (int i = threadIdx.x; i < RB * MT; i += blockDim.x) {
+            int row = i / MT;
+            int m = i % MT;
+            float v = 0.0f;
+            for (int ww = 0; ww < W; ww++) v += red[ww][i];
+            if (row0 + row < N && m < mcount) {
+                float* o = y + (i64) (c0 + m) * N + row0 + row;
+                *o = accumulate ? *o + v : v;
+            }
+        }
+        __syncthreads();
+    }
+}
+
+#define BG_KERNEL(MT)                                                                                                  \
+    extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_##MT)                                          \
+        bgemv_m##MT(const float* x, int M, const uint4* w, float* y, int N, int K, int accumulate) {                    \
+        bgemv<MT, BG_KQ_##MT, BG_R_##MT, BG_U_##MT>(x, M, w, y, N, K, accumulate);                                     \
+    }
+BG_KERNEL(1)
+BG_KERNEL(4)
+BG_KERNEL(8)
+BG_KERNEL(16)

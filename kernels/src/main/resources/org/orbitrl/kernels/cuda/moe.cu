@@ -1,0 +1,214 @@
+// Device-side grouping of mixture-of-experts (token, expert) pairs by expert, and the row moves of
+// the expert-chunked path.
+//
+// Routing buffer (i32), for E experts and P pairs:
+//   offsets [E + 1]   pairs of expert e are order[offsets[e] .. offsets[e + 1])
+//   active  [1 + E]   active[0] = number of experts with at least one pair, then those experts ascending
+//   order   [P]       pair indices grouped by expert (within an expert in ascending pair order)
+
+// One block (blockDim a multiple of 32, at most 1024), shared memory 2 * E ints.
+// ids [P] i32; an id outside [0, E) is reported and its pair joins no expert.
+extern "C" __global__ void moe_route(const int* ids, int P, int E, int* offsets, int* active, int* order, int* err) {
+    extern __shared__ int sh[]; // cnt [E], then start [E]
+    int* cnt = sh;
+    int* start = sh + E;
+    for (int e = threadIdx.x; e < E; e += blockDim.x) cnt[e] = 0;
+    __syncthreads();
+    for (int p = threadIdx.x; p < P; p += blockDim.x) {
+        int e = ids[p];
+        if (e < 0 || e >= E) {
+            report_error(err, ERR_EXPERT_OUT_OF_RANGE, e, p);
+        } else {
+            atomicAdd(&cnt[e], 1);
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x < 32) { // warp 0: lane i scans experts [i*per, (i+1)*per)
+        int lane = threadIdx.x;
+        int per = (E + 31) / 32;
+        int lo = lane * per < E ? lane * per : E;
+        int hi = lo + per < E ? lo + per : E;
+        int sum = 0;
+        int nz = 0;
+        for (int e = lo; e < hi; e++) {
+            sum += cnt[e];
+            nz += cnt[e] > 0 ? 1 : 0;
+        }
+        int incS = sum;
+        int incN = nz;
+        for (int o = 1; o < 32; o <<= 1) {
+            int a = __shfl_up_sync(0xffffffffu, incS, o);
+            int b = __shfl_up_sync(0xffffffffu, incN, o);
+            if (lane >= o) {
+                incS += a;
+                incN += b;
+            }
+        }
+        int s = incS - sum;
+        int n = incN - nz;
+        for (int e = lo; e < hi; e++) {
+            offsets[e] = s;
+            start[e] = s;
+            if (cnt[e] > 0) active[1 + n++] = e;
+            s += cnt[e];
+        }
+        if (lane == 31) {
+            offsets[E] = incS;
+            active[0] = incN;
+        }
+    }
+    __syncthreads();
+    // Stable scatter: warp w places pairs in 32-pair tiles, tiles in order, one warp at a time per tile,
+    // ranking pairs of equal expert inside a tile by lane.
+    if (threadIdx.x < 32) {
+        int lane = threadIdx.x;
+        for (int base = 0; base < P; base += 32) {
+            int p = base + lane;
+            int e = p < P ? ids[p] : -1;
+            bool ok = e >= 0 && e < E;
+            int rank = 0;
+            int same = 0;
+            for (int j = 0; j < 32; j++) {
+                int ej = __shfl_sync(0xffffffffu, e, j);
+                if (ok && ej == e) {
+                    if (j < lane) rank++;
+                    same++;
+                }
+            }
+            if (ok) order[start[e] + rank] = p;
+            __syncwarp();
+            if (ok && rank == same - 1) start[e] += same; // the last of its expert in the tile advances it
+            __syncwarp();
+        }
+    }
+}
+
+// xs[i] = x[order[i] / xDiv] rounded to bf16 (round to nearest even); xs [P, K], x f32 [*, K].
+extern "C" __global__ void moe_gather_bf16(const float* x, int xDiv, const int* order, u16* xs, int P, int K) {
+    i64 total = (i64) P * K;
+    GRID_STRIDE(idx, total) {
+        int i = (int) (idx / K);
+        int c = (int) (idx % K);
+        xs[idx] = f32_to_bf16_bits(x[(i64) (order[i] / xDiv) * K + c]);
+    }
+}
+
+// y[order[i]] = ys[i]: rows of ys [P, N] (grouped by expert) back to pair order.
+extern "C" __global__ void moe_scatter_rows(const float* ys, const int* order, float* y, int P, int N) {
+    i64 total = (i64) P * N;
+    GRID_STRIDE(idx, total) {
+        int i = (int) (idx / N);
+        int c = (int) (idx % N);
+        y[(i64) order[i] * N + c] = ys[idx];
+    }
+}
+
+// out[t] (+)= sum_j w[t, j] * ys[t * topk + j] / (normalize ? sum_j w[t, j] : 1): the routed experts'
+// outputs weighted into each token's row. ys [T * topk, H], w [T, topk] f32, out [T, H]. One block a token.
+extern "C" __global__ void moe_combine(const float* ys, const float* w, int topk, int normalize, float* out, int accumulate,
+                                       int H) {
+    int t = blockIdx.x;
+    const float* wt = w + (i64) t * topk;
+    float norm = 1.0f;
+    if (normalize) {
+        float s = 0.0f;
+        for (int j = 0; j < topk; j++) s += wt[j];
+        norm = 1.0f / s;
+    }
+    for (int c = threadIdx.x; c < H; c += blockDim.x) {
+        float acc = 0.0f;
+        for (int j = 0; j < topk; j++) acc += wt[j] * ys[((i64) t * topk + j) * H + c];
+        acc *= norm;
+        float* o = out + (i64) t * H + c;
+        *o = accumulate ? *o + acc : acc;
+    }
+}
+
+// Router in one launch per token (grid T, blockDim a multiple of 32, dynamic shared H + E floats):
+// logits[e] = x[t] . w[e] (w bf16 [E, H], H a multiple of 8, 16-byte aligned rows; f32 accumulate),
+// softmax over the E logits, then the topk largest probabilities in descending order (ties to the
+// lower expert, as the scalar backend), optionally divided by their sum. values f32 [T, topk],
+// indices i32 [T, topk].
+extern "C" __global__ void moe_router_topk(const float* x, const uint4* w, int H, int E, int topk, int normalize,
+                                           float* values, int* indices) {
+    extern __shared__ float smem[];
+    float* xs = smem;       // [H]
+    float* lg = smem + H;   // [E]
+    __shared__ float red[32];
+    __shared__ int redi[32];
+    int t = blockIdx.x;
+    int lane = threadIdx.x & 31;
+    int warp = threadIdx.x >> 5;
+    int warps = blockDim.x >> 5;
+    for (int c = threadIdx.x; c < H; c += blockDim.x) xs[c] = x[(i64) t * H + c];
+    __syncthreads();
+    int units = H / 8;
+    for (int e = warp; e < E; e += warps) {
+        const uint4* row = w + (i64) e * units;
+        float acc = 0.0f;
+        for (int u = lane; u < units; u += 32) {
+            uint4 q = row[u];
+            u32 words[4] = {q.x, q.y, q.z, q.w};
+            const float* xr = xs + u * 8;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                acc += __uint_as_float(words[j] << 16) * xr[2 * j] + __uint_as_float(words[j] & 0xffff0000u) * xr[2 * j + 1];
+            }
+        }
+        acc = warp_sum(acc);
+        if (lane == 0) lg[e] = acc;
+    }
+    __syncthreads();
+    float m = -ORBIT_INF;
+    for (int e = threadIdx.x; e < E; e += blockDim.x) m = fmaxf(m, lg[e]);
+    m = block_max(m, red);
+    float s = 0.0f;
+    for (int e = threadIdx.x; e < E; e += blockDim.x) s += expf(lg[e] - m);
+    s = block_sum(s, red);
+    float inv = 1.0f / s;
+    for (int e = threadIdx.x; e < E; e += blockDim.x) lg[e] = expf(lg[e] - m) * inv;
+    __syncthreads();
+    float picked = 0.0f;
+    for (int j = 0; j < topk; j++) {
+        float bv = -ORBIT_INF;
+        int bi = 0x7fffffff;
+        for (int e = threadIdx.x; e < E; e += blockDim.x) {
+            float v = lg[e];
+            if (v > bv || (v == bv && e < bi)) {
+                bv = v;
+                bi = e;
+            }
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (ov > bv || (ov == bv && oi < bi)) {
+                bv = ov;
+                bi = oi;
+            }
+        }
+        if (lane == 0) {
+            red[warp] = bv;
+            redi[warp] = bi;
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            for (int i = 1; i < warps; i++) {
+                if (red[i] > bv || (red[i] == bv && redi[i] < bi)) {
+                    bv = red[i];
+                    bi = redi[i];
+                }
+            }
+            values[(i64) t * topk + j] = bv;
+            indices[(i64) t * topk + j] = bi;
+            picked += bv;
+            lg[bi] = -ORBIT_INF; // taken
+        }
+        __syncthreads();
+    }
+    if (normalize && threadIdx.x == 0) {
+        float r = 1.0f / picked;
+        for (int j = 0; j < topk; j++) values[(i64) t * topk + j] *= r;
+    }
+}

@@ -1,0 +1,317 @@
+// Bandwidth-oriented fused dequantize-GEMV for few rows of x: y = x . W^T with W quantized [N, K]
+// (or E experts stacked as [E * N, K]), fp32 accumulation, x f32 or bf16.
+//
+// Layouts (as quant.cu and the format classes): codes two 4-bit values a byte, the even element in
+// the low nibble, K/2 bytes a row; one 16-byte load (uint4) of a row is exactly one 32-value group.
+//   FMT_INT4  w = (u - z) * scale[n, g], scales bf16 [N, K/32]; z = 8 (zeros null) or the nibble at
+//             bits 4*(n%8) of zeros[n/8, g] (compressed-tensors asym)
+//   FMT_MXFP4 w = e2m1(u) * 2^(scale[n, g] - 127), scales u8 E8M0
+//   FMT_NVFP4 w = e2m1(u) * e4m3(scale[n, 2g + half]) / global
+//
+// Work split (bandwidth first): a block of W warps (W = blockDim / 32, at most QG_WARPS) computes
+// RB = 32 / KQ * R consecutive output rows over the whole of K (KQ, R per x-row chunk MT below). A
+// lane is (row lane rl, k lane kq): rl = lane % (32 / KQ) picks R rows rl, rl + 32 / KQ, ..., kq =
+// lane / (32 / KQ) one of the KQ groups a warp takes per step; the warps split K (warp w takes the
+// groups w * KQ + kq + i * W * KQ). A load instruction thus reads KQ consecutive 16-byte groups of
+// 32 / KQ rows, and the x values of a step are the same for all row lanes (a broadcast read) and
+// used for R rows. The code and scale loads of U steps are issued before any is used. Partial sums
+// are reduced over the k lanes with shuffles, then over the warps through shared memory, and the
+// block writes y.
+//
+// INT4 codes become floats with one byte permute: the bytes 0x4B 00 00 u are the float 2^23 + u, so
+// u - z = that float - (2^23 + z), exactly. E2M1 codes: the magnitude bits placed at bits 22..24 of
+// a float are e2m1(u) * 2^-126 (a subnormal for u < 2, exact), multiplied back by 2^126.
+//
+// Three ways to pick the rows of x (mode):
+//   0 dense:   rows 0..M-1 of x and y, expert 0, processed MT at a time
+//   1 pairs:   blockIdx.y = p, expert ids[p], x row p / xDiv, y row p (decode: no grouping needed)
+//   2 grouped: blockIdx.y = j-th active expert e = active[1 + j] (active[0] = count); its pairs
+//              order[offsets[e] .. offsets[e + 1]) (from moe_route), MT at a time: every
+//              weight byte of an active expert is read once per call, whatever the batch.
+
+#define QF_INT4 0
+#define QF_MXFP4 1
+#define QF_NVFP4 2
+#define QG_WARPS 8 // most warps of a block
+// Per x-row chunk MT: k lanes of a warp (KQ), rows of a lane (R), steps whose loads are issued
+// together (U), blocks an SM must hold at once (MINB). A block computes 32 / KQ * R rows.
+#ifndef QG_KQ_1
+#define QG_KQ_1 4
+#endif
+#ifndef QG_R_1
+#define QG_R_1 2
+#endif
+#ifndef QG_U_1
+#define QG_U_1 2
+#endif
+#ifndef QG_MINB_1
+#define QG_MINB_1 4
+#endif
+#ifndef QG_KQ_4
+#define QG_KQ_4 4
+#endif
+#ifndef QG_R_4
+#define QG_R_4 4
+#endif
+#ifndef QG_U_4
+#define QG_U_4 2
+#endif
+#ifndef QG_MINB_4
+#define QG_MINB_4 2
+#endif
+#ifndef QG_KQ_8
+#define QG_KQ_8 8
+#endif
+#ifndef QG_R_8
+#define QG_R_8 4
+#endif
+#ifndef QG_U_8
+#define QG_U_8 2
+#endif
+#ifndef QG_MINB_8
+#define QG_MINB_8 2
+#endif
+#ifndef QG_KQ_16
+#define QG_KQ_16 4
+#endif
+#ifndef QG_R_16
+#define QG_R_16 2
+#endif
+#ifndef QG_U_16
+#define QG_U_16 1
+#endif
+#ifndef QG_MINB_16
+#define QG_MINB_16 1
+#endif
+
+__device__ __forceinline__ float qg_e4m3(u32 b) {
+    u32 e = (b >> 3) & 15u;
+    u32 m = b & 7u;
+    float v;
+    if (e == 15u && m == 7u) {
+        v = __uint_as_float(0x7fc00000u);
+    } else if (e == 0u) {
+        v = (float) m * 0.001953125f;
+    } else {
+        v = __uint_as_float((e + 120u) << 23) * (1.0f + 0.125f * (float) m);
+    }
+    return (b & 0x80u) ? -v : v;
+}
+
+__device__ __forceinline__ float qg_e8m0(u32 e) {
+    if (e == 255u) return __uint_as_float(0x7fc00000u);
+    return e == 0u ? 5.877471754111438e-39f : __uint_as_float(e << 23);
+}
+
+// 8 values of one code word, in k order. zb: 2^23 + zero (INT4).
+template <int FMT>
+__device__ __forceinline__ void qg_decode8(u32 q, float zb, float* w) {
+    if (FMT == QF_INT4) {
+        u32 lo = q & 0x0F0F0F0Fu;        // bytes: elements 0, 2, 4, 6
+        u32 hi = (q >> 4) & 0x0F0F0F0Fu; // bytes: elements 1, 3, 5, 7
+#pragma unroll
+        for (int b = 0; b < 4; b++) {
+            w[2 * b] = __uint_as_float(__byte_perm(lo, 0x4B000000u, 0x7440u | (u32) b)) - zb;
+            w[2 * b + 1] = __uint_as_float(__byte_perm(hi, 0x4B000000u, 0x7440u | (u32) b)) - zb;
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            u32 t = q >> (4 * j);
+            w[j] = __uint_as_float(((t << 22) & 0x01C00000u) | ((t << 28) & 0x80000000u)) * 8.507059173023462e37f; // 2^126
+        }
+    }
+}
+
+// 8 consecutive x values of row xr from element k (f32, or bf16 when XB).
+template <bool XB>
+__device__ __forceinline__ void qg_x8(const void* xr, int k, float* a) {
+    if (XB) {
+        uint4 u = *(const uint4*) ((const u16*) xr + k);
+        u32 words[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            a[2 * i] = __uint_as_float(words[i] << 16);
+            a[2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
+        }
+    } else {
+        const float4* p = (const float4*) ((const float*) xr + k);
+        float4 u = p[0];
+        float4 v = p[1];
+        a[0] = u.x; a[1] = u.y; a[2] = u.z; a[3] = u.w;
+        a[4] = v.x; a[5] = v.y; a[6] = v.z; a[7] = v.w;
+    }
+}
+
+
+// The scale factors and zero of one 32-value group (s0: values 0..15, s1: values 16..31).
+template <int FMT>
+__device__ __forceinline__ void qg_scales(const void* __restrict__ scales, const u32* __restrict__ zeros, float global, i64 row,
+                                          int G, int g, float& s0, float& s1, float& zb) {
+    if (FMT == QF_INT4) {
+        s0 = bf16_to_f32(((const u16*) scales)[row * G + g]);
+        s1 = s0;
+        int z = zeros == 0 ? 8 : (int) ((zeros[(row >> 3) * G + g] >> (4 * (int) (row & 7))) & 15u);
+        zb = 8388608.0f + (float) z;
+    } else if (FMT == QF_MXFP4) {
+        s0 = qg_e8m0(((const u8*) scales)[row * G + g]);
+        s1 = s0;
+        zb = 0.0f;
+    } else {
+        const u8* sp = (const u8*) scales + row * (2 * G) + 2 * g;
+        s0 = qg_e4m3(sp[0]) / global;
+        s1 = qg_e4m3(sp[1]) / global;
+        zb = 0.0f;
+    }
+}
+
+// acc[r][m] += the group g of rows r (codes q[r], scales s0/s1, zero zb) times x rows xr[m].
+template <int FMT, int MT, bool XB, int R>
+__device__ __forceinline__ void qg_group(const uint4* q, const float* s0, const float* s1, const float* zb, const char* const* xr,
+                                         int mcount, int K, int g, float (*acc)[MT]) {
+#pragma unroll
+    for (int wd = 0; wd < 4; wd++) {
+        float w[R][8];
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            u32 word = wd == 0 ? q[r].x : wd == 1 ? q[r].y : wd == 2 ? q[r].z : q[r].w;
+            qg_decode8<FMT>(word, zb[r], w[r]);
+        }
+        int k = g * 32 + wd * 8;
+#pragma unroll
+        for (int m = 0; m < MT; m++) {
+            if (m < mcount) {
+                float a[8];
+                qg_x8<XB>(xr[m], k, a);
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    float d = w[r][0] * a[0];
+#pragma unroll
+                    for (int i = 1; i < 8; i++) d = fmaf(w[r][i], a[i], d);
+                    acc[r][m] = fmaf(d, wd < 2 ? s0[r] : s1[r], acc[r][m]);
+                }
+            }
+        }
+    }
+}
+
+template <int FMT, int MT, bool XB, int KQ, int R, int U>
+__device__ __forceinline__ void qgemv(int mode, const void* x, int xDiv, int M, const int* ids, const int* offsets, const int* order,
+                                      const int* active, const uint4* __restrict__ codes, const void* __restrict__ scales,
+                                      const u32* __restrict__ zeros, float global, float* y, int N, int K, int E, int* err) {
+    constexpr int RL = 32 / KQ; // row lanes of a warp
+    constexpr int RB = RL * R;  // rows of the block
+    __shared__ float red[QG_WARPS][RB * MT]; // per warp: [rows of the block, x rows of the chunk]
+    int G = K / 32;
+    int lane = threadIdx.x & 31;
+    int warp = threadIdx.x >> 5;
+    int W = blockDim.x >> 5;
+    int rl = lane % RL;
+    int kq = lane / RL;
+    int row0 = blockIdx.x * RB;
+
+    int e = 0;
+    int start = 0;
+    int count = M;
+    const int* list = 0;
+    if (mode == 1) {
+        start = blockIdx.y;
+        count = 1;
+        e = ids[start];
+        if (e < 0 || e >= E) { // the whole block leaves
+            if (blockIdx.x == 0 && threadIdx.x == 0) report_error(err, ERR_EXPERT_OUT_OF_RANGE, e, start);
+            return;
+        }
+    } else if (mode == 2) {
+        if ((int) blockIdx.y >= active[0]) return;
+        e = active[1 + blockIdx.y];
+        start = offsets[e];
+        count = offsets[e + 1] - start;
+        list = order;
+    }
+    i64 grow[R]; // global weight rows (clamped inside the matrix; rows past N are computed, not written)
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        int n = row0 + rl + RL * r;
+        grow[r] = (i64) e * N + (n < N ? n : N - 1);
+    }
+    int S = W * KQ; // groups a block step covers
+
+    for (int c0 = 0; c0 < count; c0 += MT) {
+        int mcount = count - c0 < MT ? count - c0 : MT;
+        int yr[MT];              // y row (pair) of each x row of the chunk; its x row is yr / xDiv
+        const char* xr[MT];
+#pragma unroll
+        for (int m = 0; m < MT; m++) {
+            int i = c0 + (m < mcount ? m : mcount - 1);
+            yr[m] = list ? list[start + i] : start + i;
+            xr[m] = (const char*) x + (i64) (yr[m] / xDiv) * K * (XB ? 2 : 4);
+        }
+        float acc[R][MT];
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int m = 0; m < MT; m++) acc[r][m] = 0.0f;
+
+        int g = warp * KQ + kq;
+        for (; g < G; g += U * S) { // the loads of U steps (those inside the row) are issued before any is used
+            uint4 q[U][R];
+            float s0[U][R], s1[U][R], zb[U][R];
+#pragma unroll
+            for (int u = 0; u < U; u++)
+#pragma unroll
+                for (int r = 0; r < R; r++)
+                    if (u == 0 || g + u * S < G) q[u][r] = codes[grow[r] * G + g + u * S];
+#pragma unroll
+            for (int u = 0; u < U; u++)
+#pragma unroll
+                for (int r = 0; r < R; r++)
+                    if (u == 0 || g + u * S < G) qg_scales<FMT>(scales, zeros, global, grow[r], G, g + u * S, s0[u][r], s1[u][r], zb[u][r]);
+#pragma unroll
+            for (int u = 0; u < U; u++)
+                if (u == 0 || g + u * S < G) qg_group<FMT, MT, XB, R>(q[u], s0[u], s1[u], zb[u], xr, mcount, K, g + u * S, acc);
+        }
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+#pragma unroll
+            for (int m = 0; m < MT; m++) {
+                float v = acc[r][m];
+#pragma unroll
+                for (int o = RL; o < 32; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+                if (kq == 0) red[warp][(rl + RL * r) * MT + m] = v;
+            }
+        }
+        __syncthreads();
+        for (int i = threadIdx.x; i < RB * MT; i += blockDim.x) {
+            int row = i / MT;
+            int m = i % MT;
+            float v = 0.0f;
+            for (int w = 0; w < W; w++) v += red[w][i];
+            if (row0 + row < N && m < mcount) y[(i64) (list ? list[start + c0 + m] : start + c0 + m) * N + row0 + row] = v;
+        }
+        __syncthreads();
+    }
+}
+
+#define QG_KERNEL(NAME, FMT, MT, XB)                                                                                   \
+    extern "C" __global__ void __launch_bounds__(32 * QG_WARPS, QG_MINB_##MT)                                          \
+        NAME(int mode, const void* x, int xDiv, int M, const int* ids, const int* offsets, const int* order,             \
+             const int* active, const uint4* codes, const void* scales, const u32* zeros, float global, float* y, int N, \
+             int K, int E, int* err) {                                                                                  \
+        qgemv<FMT, MT, XB, QG_KQ_##MT, QG_R_##MT, QG_U_##MT>(mode, x, xDiv, M, ids, offsets, order, active, codes,     \
+                                                            scales, zeros, global, y, N, K, E, err);                    \
+    }
+
+#define QG_FORMAT(FNAME, FMT)                          \
+    QG_KERNEL(qgemv_##FNAME##_m1_f32, FMT, 1, false)   \
+    QG_KERNEL(qgemv_##FNAME##_m4_f32, FMT, 4, false)   \
+    QG_KERNEL(qgemv_##FNAME##_m8_f32, FMT, 8, false)   \
+    QG_KERNEL(qgemv_##FNAME##_m16_f32, FMT, 16, false) \
+    QG_KERNEL(qgemv_##FNAME##_m1_bf16, FMT, 1, true)   \
+    QG_KERNEL(qgemv_##FNAME##_m4_bf16, FMT, 4, true)   \
+    QG_KERNEL(qgemv_##FNAME##_m8_bf16, FMT, 8, true)   \
+    QG_KERNEL(qgemv_##FNAME##_m16_bf16, FMT, 16, true)
+
+QG_FORMAT(int4, QF_INT4)
+QG_FORMAT(mxfp4, QF_MXFP4)
+QG_FORMAT(nvfp4, QF_NVFP4)

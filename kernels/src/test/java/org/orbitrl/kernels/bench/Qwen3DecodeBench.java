@@ -1,0 +1,110 @@
+package org.orbitrl.kernels.bench;
+
+import org.orbitrl.kernels.cuda.Cuda;
+import org.orbitrl.kernels.cuda.CudaBackend;
+import org.orbitrl.kernels.cuda.CudaEvent;
+import org.orbitrl.kernels.cuda.CudaGraph;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Instant;
+import java.util.Arrays;
+import java.util.HashSet;
+import java.util.Set;
+
+/**
+ * Qwen3-30B-A3B-shaped decode on the GPU ({@link MoeDecodeStack}: random weights, INT4 g32 experts,
+ * bf16 attention, f32 paged KV cache), one whole step captured as a CUDA graph and replayed, at
+ * batch 1, 8, 64 and 256 with {@code context} keys already in every sequence's cache. Reported:
+ * tokens/s, and the HBM limit of the same step, the bytes it must read (every dense weight, the
+ * distinct routed experts of a step, K and V of the context) over the copy bandwidth measured in
+ * this run. The step issued from Java without the graph is reported beside it.
+ *
+ * <p>Usage: {@code Qwen3DecodeBench [OUT_DIR [CONFIG_JSON [CONTEXT]]]}; the shape is read from the
+ * model's {@code config.json} when given, else the published Qwen3-30B-A3B values are used.
+ */
+public final class Qwen3DecodeBench {
+    /** Qwen3-30B-A3B's config.json values (hidden 2048, 48 layers, 32/4 heads of 128, 128 experts of 768, top-8). */
+    static final MoeDecodeStack.Shape QWEN3_30B_A3B = new MoeDecodeStack.Shape(2048, 48, 32, 4, 128, 768, 128, 8, 151936, 1e-6f, 1e6);
+
+    private Qwen3DecodeBench() {
+    }
+
+    public static void main(String[] args) throws IOException {
+        if (!Cuda.available()) {
+            System.out.println("Qwen3DecodeBench: no CUDA device: " + Cuda.unavailableReason());
+            return;
+        }
+        Path out = args.length > 0 ? Path.of(args[0]) : null;
+        MoeDecodeStack.Shape shape = args.length > 1 && Files.isRegularFile(Path.of(args[1]))
+                ? MoeDecodeStack.Shape.fromConfig(Path.of(args[1])) : QWEN3_30B_A3B;
+        int context = args.length > 2 ? Integer.parseInt(args[2]) : 512;
+        int steps = 16;
+        StringBuilder md = new StringBuilder();
+        try (CudaBackend gpu = new CudaBackend()) {
+            double copy = GpuDecodeOpsBench.copyBandwidth(gpu);
+            md.append("## Qwen3-30B-A3B-shaped decode on ").append(gpu.device()).append("\n\nDate: ").append(Instant.now())
+                    .append("\n\nShape ").append(shape).append(", context ").append(context)
+                    .append(" keys per sequence, copy bandwidth ").append(String.format("%.0f GB/s", copy))
+                    .append(" (same run).\n\n| batch | step (graph) | tokens/s | step from Java | bytes/step | HBM-limit tokens/s | of limit |\n")
+                    .append("|---|---|---|---|---|---|---|\n");
+            for (int batch : new int[]{1, 8, 64, 256}) {
+                try (MoeDecodeStack stack = new MoeDecodeStack(gpu, shape, batch, context + steps + 8, 16, 7)) {
+                    stack.setPosition(context);
+                    stack.step(); // warm-up: modules load, scratch buffers reach their size
+                    gpu.synchronize();
+                    long distinct = distinctExperts(gpu, stack) * shape.layers();
+                    double javaMs = stepMs(gpu, stack, context, steps, null);
+                    double graphMs;
+                    try (CudaGraph g = CudaGraph.capture(gpu.stream(), stack::step)) {
+                        graphMs = stepMs(gpu, stack, context, steps, g);
+                    }
+                    long bytes = stack.bytesPerStep(distinct, context + steps / 2);
+                    double tps = batch / (graphMs / 1e3);
+                    double limitTps = batch / (bytes / (copy * 1e9));
+                    String line = String.format("| %d | %.3f ms | %.0f | %.3f ms | %.2f GB | %.0f | %.3f |", batch, graphMs, tps, javaMs,
+                            bytes / 1e9, limitTps, tps / limitTps);
+                    System.out.println(line);
+                    md.append(line).append('\n');
+                }
+            }
+        }
+        md.append("\nDistinct experts per layer are counted on the last layer of a step and assumed for every layer.\n");
+        System.out.println(md);
+        if (out != null) {
+            Files.createDirectories(out);
+            Files.writeString(out.resolve("qwen3-decode.md"), md);
+        }
+    }
+
+    /** Median milliseconds of a step (graph replay when {@code g} is given), positions advancing. */
+    private static double stepMs(CudaBackend gpu, MoeDecodeStack stack, int context, int steps, CudaGraph g) {
+        double[] t = new double[steps];
+        try (CudaEvent a = new CudaEvent(); CudaEvent b = new CudaEvent()) {
+            for (int i = 0; i < steps; i++) {
+                stack.setPosition(context + i);
+                gpu.synchronize();
+                a.record(gpu.stream());
+                if (g != null) {
+                    g.launch(gpu.stream());
+                } else {
+                    stack.step();
+                }
+                b.record(gpu.stream());
+                b.synchronize();
+                t[i] = b.elapsedMillisSince(a);
+            }
+        }
+        Arrays.sort(t);
+        return t[steps / 2];
+    }
+
+    private static long distinctExperts(CudaBackend gpu, MoeDecodeStack stack) {
+        Set<Long> ids = new HashSet<>();
+        for (long id : gpu.toHost(stack.lastRouting()).toLongArray()) {
+            ids.add(id);
+        }
+        return ids.size();
+    }
+}

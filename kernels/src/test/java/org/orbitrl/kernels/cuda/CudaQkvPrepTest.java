@@ -1,0 +1,111 @@
+package org.orbitrl.kernels.cuda;
+
+import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.RopeTable;
+import org.orbitrl.kernels.Tensor;
+
+import java.lang.foreign.Arena;
+import java.util.SplittableRandom;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * The fused decode attention preparation against the scalar backend's rmsNorm and rope applied
+ * to the slices of the same projection, and the caches against a plain row copy: f32, bf16 and no
+ * head norms, HALF and INTERLEAVED rope, partial rotary dims, Dv ≠ D, a sequence whose slot is
+ * negative (its cache rows untouched). Tolerance |err| ≤ 1e-6 + 1e-5·|ref| (f32, differently
+ * ordered sums of squares); v rows and untouched rows exact.
+ */
+class CudaQkvPrepTest extends CudaTestBase {
+
+    @Test
+    void matchesNormRopeAndCacheWrite() {
+        SplittableRandom r = rng(101);
+        int b = 3;
+        int hq = 4;
+        int hkv = 2;
+        int d = 64;
+        int dv = 48;
+        int rows = 40;
+        Object[][] cases = {{"f32", RopeTable.Style.HALF, 32}, {"bf16", RopeTable.Style.INTERLEAVED, 16}, {"none", RopeTable.Style.HALF, 8}};
+        for (Object[] c : cases) {
+            String norm = (String) c[0];
+            RopeTable.Style style = (RopeTable.Style) c[1];
+            int freqs = (Integer) c[2];
+            float[] inv = new float[freqs];
+            for (int i = 0; i < freqs; i++) {
+                inv[i] = (float) Math.pow(10000, -2.0 * i / (2 * freqs));
+            }
+            RopeTable table = new RopeTable(inv, 1f, 64, style);
+            int rowW = (hq + hkv) * d + hkv * dv;
+            Tensor qkv = randn(r, 2f, b, rowW);
+            int[] pos = {5, 0, 63};
+            int[] slots = {7, -1, 22};
+            Tensor qn = null;
+            Tensor kn = null;
+            if (!norm.equals("none")) {
+                qn = randn(r, 1f, d);
+                kn = randn(r, 1f, d);
+                if (norm.equals("bf16")) {
+                    qn = Tensor.of(bf16Round(qn.toFloatArray()), d).to(DType.BF16);
+                    kn = Tensor.of(bf16Round(kn.toFloatArray()), d).to(DType.BF16);
+                }
+            }
+            // reference: the scalar backend's ops on the q and k slices
+            Tensor q = qkv.slice(1, 0, (long) hq * d).contiguous().reshape(b, hq, d);
+            Tensor k = qkv.slice(1, (long) hq * d, (long) (hq + hkv) * d).contiguous().reshape(b, hkv, d);
+            if (qn != null) {
+                Tensor q2 = Tensor.allocate(Arena.ofAuto(), DType.F32, b, hq, d);
+                Tensor k2 = Tensor.allocate(Arena.ofAuto(), DType.F32, b, hkv, d);
+                cpu.rmsNorm(q, qn, 1e-6f, q2);
+                cpu.rmsNorm(k, kn, 1e-6f, k2);
+                q = q2;
+                k = k2;
+            }
+            Tensor hostPos = Tensor.ofInts(pos, b);
+            cpu.rope(q, hostPos, table);
+            cpu.rope(k, hostPos, table);
+
+            Tensor kc = poisoned(DType.F32, rows, (long) hkv * d);
+            Tensor vc = poisoned(DType.F32, rows, (long) hkv * dv);
+            Tensor qOut = poisoned(DType.F32, b, hq, d);
+            gpu.qkvPrep(dev(qkv), hq, hkv, d, dv, qn == null ? null : dev(qn), kn == null ? null : dev(kn), 1e-6f, dev(hostPos), table,
+                    qOut, kc, vc, dev(Tensor.ofInts(slots, b)));
+            String what = "qkvPrep norm " + norm + " " + style + " rotary " + 2 * freqs;
+            assertClose(what + ": q", q.toFloatArray(), gpu.toHost(qOut).toFloatArray(), 1e-6, 1e-5);
+
+            float[] kGot = gpu.toHost(kc).toFloatArray();
+            float[] vGot = gpu.toHost(vc).toFloatArray();
+            float[] kRef = k.toFloatArray();
+            float[] src = qkv.toFloatArray();
+            for (int row = 0; row < rows; row++) {
+                int seq = -1;
+                for (int i = 0; i < b; i++) {
+                    if (slots[i] == row) {
+                        seq = i;
+                    }
+                }
+                if (seq < 0) {
+                    for (int x = 0; x < hkv * d; x++) {
+                        assertTrue(Float.isNaN(kGot[row * hkv * d + x]), what + ": key cache row " + row + " must stay untouched");
+                    }
+                    for (int x = 0; x < hkv * dv; x++) {
+                        assertTrue(Float.isNaN(vGot[row * hkv * dv + x]), what + ": value cache row " + row + " must stay untouched");
+                    }
+                    continue;
+                }
+                float[] kr = new float[hkv * d];
+                float[] kg = new float[hkv * d];
+                System.arraycopy(kRef, seq * hkv * d, kr, 0, hkv * d);
+                System.arraycopy(kGot, row * hkv * d, kg, 0, hkv * d);
+                assertClose(what + ": key cache row " + row, kr, kg, 1e-6, 1e-5);
+                for (int x = 0; x < hkv * dv; x++) {
+                    assertEquals(src[seq * rowW + (hq + hkv) * d + x], vGot[row * hkv * dv + x], 0f,
+                            what + ": value cache row " + row + " [" + x + "]");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,203 @@
+package org.orbitrl.model.arch;
+
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.model.nn.Linear;
+
+/**
+ * gpt-oss sparse block: a router with bias, top-k of the raw router logits, softmax over the k
+ * chosen logits, and the weighted sum of the chosen experts. Expert e is
+ * {@code down(clampedSwiglu(gate_up(x) + b_gu)) + b_down} with a fused, row-interleaved
+ * {@code gate_up} [2I, hidden] (row 2j is gate j, row 2j+1 up j) and {@code down} [hidden, I].
+ * Tokens are grouped by expert so each active expert runs one batched matmul over its tokens.
+ * The router is frozen; the gradient flows through the routing weights into the input.
+ */
+final class GptOssMoe {
+    final Linear router;    // [experts, hidden] + bias [experts]
+    final Linear[] gateUp;  // per expert [2I, hidden] + bias [2I]
+    final Linear[] down;    // per expert [hidden, I] + bias [hidden]
+    private final int topK;
+    private final int inter;
+    private final float alpha;
+    private final float limit;
+
+    /** The routing of N tokens, token-major [N*k]: chosen experts and their softmax weights. */
+    record Routing(int[] expert, float[] weight, int topK) {
+    }
+
+    /** What backward needs. */
+    static final class Tape {
+        Tensor x;              // [N, hidden]
+        Routing routing;
+        ExpertGroups groups;
+        Tensor[] xe;           // per expert [count, hidden] gathered input
+        float[][] gu;          // per expert [count, 2I] gate_up output (with bias)
+        Tensor[] act;          // per expert [count, I] input of down
+        Tensor[] out;          // per expert [count, hidden] unweighted output (with bias)
+    }
+
+    GptOssMoe(Linear router, Linear[] gateUp, Linear[] down, int topK, float alpha, float limit) {
+        this.router = router;
+        this.gateUp = gateUp;
+        this.down = down;
+        this.topK = topK;
+        this.inter = down[0].in();
+        this.alpha = alpha;
+        this.limit = limit;
+    }
+
+    /** The same frozen weights with fresh, adapter-free linear layers. */
+    GptOssMoe view() {
+        Linear[] gu = new Linear[gateUp.length];
+        Linear[] d = new Linear[down.length];
+        for (int e = 0; e < gu.length; e++) {
+            gu[e] = gateUp[e].view();
+            d[e] = down[e].view();
+        }
+        return new GptOssMoe(router.view(), gu, d, topK, alpha, limit);
+    }
+
+    int experts() {
+        return gateUp.length;
+    }
+
+    /** Top-k of the router logits (ties to the lower expert index), then softmax over the k values. */
+    Routing route(Backend b, Tensor x) {
+        int n = x.size(0);
+        int e = experts();
+        Tensor logits = b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, e); // [N, E]
+        router.forward(b, x, logits);
+        float[] lg = logits.toFloatArray();
+        int[] expert = new int[n * topK];
+        float[] weight = new float[n * topK];
+        boolean[] taken = new boolean[e];
+        for (int t = 0; t < n; t++) {
+            java.util.Arrays.fill(taken, false);
+            for (int j = 0; j < topK; j++) {
+                int best = -1;
+                for (int c = 0; c < e; c++) {
+                    if (!taken[c] && (best < 0 || lg[t * e + c] > lg[t * e + best])) {
+                        best = c;
+                    }
+                }
+                taken[best] = true;
+                expert[t * topK + j] = best;
+            }
+            float max = lg[t * e + expert[t * topK]];
+            double sum = 0;
+            for (int j = 0; j < topK; j++) {
+                sum += Math.exp(lg[t * e + expert[t * topK + j]] - max);
+            }
+            for (int j = 0; j < topK; j++) {
+                weight[t * topK + j] = (float) (Math.exp(lg[t * e + expert[t * topK + j]] - max) / sum);
+            }
+        }
+        return new Routing(expert, weight, topK);
+    }
+
+    /** x [N, hidden] -> out [N, hidden]. */
+    void forward(Backend b, Tensor x, Tensor out, Tape tape) {
+        Routing r = route(b, x);
+        out.fill(0);
+        int e = experts();
+        ExpertGroups groups = ExpertGroups.of(r.expert(), r.weight(), r.topK(), e);
+        TensorAllocator a = b.allocator();
+        int h = x.size(1);
+        if (tape != null) {
+            tape.x = x;
+            tape.routing = r;
+            tape.groups = groups;
+            tape.xe = new Tensor[e];
+            tape.gu = new float[e][];
+            tape.act = new Tensor[e];
+            tape.out = new Tensor[e];
+        }
+        for (int ex = 0; ex < e; ex++) {
+            int cnt = groups.count(ex);
+            if (cnt == 0) {
+                continue;
+            }
+            Tensor rows = groups.tokens(ex);                                               // i32 [cnt]
+            Tensor xe = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);         // [cnt, hidden]
+            b.gatherRows(x, rows, xe);
+            Tensor gu = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, 2L * inter); // [cnt, 2I]
+            gateUp[ex].forward(b, xe, gu);
+            float[] guHost = gu.toFloatArray();
+            float[] actHost = new float[cnt * inter];
+            GptOssSwiglu.forward(guHost, cnt, inter, alpha, limit, actHost);
+            Tensor act = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, inter);    // [cnt, I]
+            act.copyFrom(Tensor.of(actHost, cnt, inter));
+            Tensor ye = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);         // [cnt, hidden]
+            down[ex].forward(b, act, ye);
+            b.scatterAddRows(ye, rows, groups.weights(ex), out);
+            if (tape != null) {
+                tape.xe[ex] = xe;
+                tape.gu[ex] = guHost;
+                tape.act[ex] = act;
+                tape.out[ex] = ye;
+            }
+        }
+    }
+
+    /** dout [N, hidden] -> dx [N, hidden] (overwritten), through the experts and the routing weights. */
+    void backward(Backend b, Tape tape, Tensor dout, Tensor dx) {
+        TensorAllocator a = b.allocator();
+        int n = dout.size(0);
+        int h = dout.size(1);
+        int e = experts();
+        Routing r = tape.routing;
+        ExpertGroups groups = tape.groups;
+        dx.fill(0);
+        float[] dWeight = new float[n * topK];   // d loss / d routing weight, token-major
+        float[] d = dout.toFloatArray();
+        for (int ex = 0; ex < e; ex++) {
+            int cnt = groups.count(ex);
+            if (cnt == 0) {
+                continue;
+            }
+            int[] rows = groups.tokenArray(ex);
+            float[] w = groups.weightArray(ex);
+            float[] ye = tape.out[ex].toFloatArray();
+            float[] dye = new float[cnt * h];                   // [cnt, hidden] = w · dout[row]
+            for (int i = 0; i < cnt; i++) {
+                float dot = 0;
+                for (int c = 0; c < h; c++) {
+                    dye[i * h + c] = w[i] * d[rows[i] * h + c];
+                    dot += d[rows[i] * h + c] * ye[i * h + c];
+                }
+                dWeight[groups.slot(ex, i)] = dot;
+            }
+            Tensor dyeT = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);       // [cnt, hidden]
+            dyeT.copyFrom(Tensor.of(dye, cnt, h));
+            Tensor dact = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, inter);   // [cnt, I]
+            down[ex].backward(b, tape.act[ex], dyeT, dact);
+            float[] dgu = new float[cnt * 2 * inter];
+            GptOssSwiglu.backward(tape.gu[ex], dact.toFloatArray(), cnt, inter, alpha, limit, dgu);
+            Tensor dguT = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, 2L * inter); // [cnt, 2I]
+            dguT.copyFrom(Tensor.of(dgu, cnt, 2L * inter));
+            Tensor dxe = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);        // [cnt, hidden]
+            gateUp[ex].backward(b, tape.xe[ex], dguT, dxe);
+            b.scatterAddRows(dxe, groups.tokens(ex), null, dx);
+        }
+        // routing weights = softmax over the chosen logits; unchosen logits get no gradient
+        float[] dLogits = new float[n * e];
+        for (int t = 0; t < n; t++) {
+            float dot = 0;
+            for (int j = 0; j < topK; j++) {
+                dot += r.weight()[t * topK + j] * dWeight[t * topK + j];
+            }
+            for (int j = 0; j < topK; j++) {
+                int s = t * topK + j;
+                dLogits[t * e + r.expert()[s]] = r.weight()[s] * (dWeight[s] - dot);
+            }
+        }
+        Tensor dl = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, e);   // [N, E]
+        dl.copyFrom(Tensor.of(dLogits, n, e));
+        Tensor dxr = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);  // [N, hidden]
+        router.backward(b, tape.x, dl, dxr);
+        b.add(dx, dxr, dx);
+    }
+}

@@ -8,6 +8,8 @@ import org.orbitrl.model.adapter.LoraAdapter;
 import org.orbitrl.model.adapter.OftAdapter;
 import org.orbitrl.model.arch.CausalLM;
 import org.orbitrl.model.arch.DecoderConfig;
+import org.orbitrl.model.arch.DeepseekV3Config;
+import org.orbitrl.model.arch.DeepseekV3Model;
 import org.orbitrl.model.arch.GptOssConfig;
 import org.orbitrl.model.arch.GptOssModel;
 import org.orbitrl.model.arch.Qwen3Model;
@@ -16,6 +18,7 @@ import org.orbitrl.model.checkpoint.Checkpoint;
 import org.orbitrl.model.nn.AdapterTargets;
 import org.orbitrl.model.nn.Weight;
 import org.orbitrl.model.spec.ConfigLoader;
+import org.orbitrl.model.spec.ModelFamily;
 import org.orbitrl.model.spec.ModelSpec;
 
 import java.nio.file.Path;
@@ -49,6 +52,10 @@ public final class LoadedModel implements AutoCloseable {
     public static LoadedModel load(Path dir, Backend backend, BaseFormat format,
                                    org.orbitrl.model.parallel.RankGroups groups) {
         ModelSpec spec = ConfigLoader.load(dir);
+        if (groups != null && spec.family() != ModelFamily.QWEN3 && spec.family() != ModelFamily.QWEN3_MOE) {
+            throw new IllegalArgumentException(dir + ": tensor and expert parallelism are available for qwen3 and"
+                    + " qwen3_moe; model_type " + spec.modelType() + " loads on one device only");
+        }
         Checkpoint ckpt = Checkpoint.open(dir);
         try {
             CausalLM m = switch (spec.family()) {
@@ -56,6 +63,12 @@ public final class LoadedModel implements AutoCloseable {
                     QuantFormat q = format.quantFormat();
                     var options = new Qwen3Model.LoadOptions(q == null ? null : w -> Weight.of(q.quantize(w)));
                     yield Qwen3Model.load(DecoderConfig.from(spec), ckpt, backend, options, groups);
+                }
+                case DEEPSEEK_V3 -> {
+                    QuantFormat q = format.quantFormat();
+                    var options = new Qwen3Model.LoadOptions(q == null ? null : w -> Weight.of(q.quantize(w)));
+                    yield DeepseekV3Model.load(DeepseekV3Config.from(spec), spec.mla().ropeInterleave(),
+                            spec.quantization(), ckpt, backend, options);
                 }
                 case GPT_OSS -> {
                     // experts shipped in MXFP4 stay as stored; full-precision experts follow the format
@@ -69,7 +82,7 @@ public final class LoadedModel implements AutoCloseable {
                 }
                 default -> throw new IllegalArgumentException(dir + ": model_type " + spec.modelType()
                         + " is recognised but its forward pass is not available in this build (supported: qwen3,"
-                        + " qwen3_moe, gpt_oss, deepseek_v4)");
+                        + " qwen3_moe, gpt_oss, deepseek_v3, kimi_k2, kimi_k25, deepseek_v4)");
             };
             return new LoadedModel(dir, spec, ckpt, m);
         } catch (RuntimeException e) {

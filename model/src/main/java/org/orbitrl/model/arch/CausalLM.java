@@ -31,7 +31,11 @@ public interface CausalLM extends AutoCloseable {
 
     int layers();
 
-    /** The shape of one token's cached keys and values: what a paged block pool is built for. */
+    /**
+     * The shape of one token's cached keys and values: what a paged block pool is built for.
+     * {@code vHeadDim} 0 means no separate values: they are the leading channels of the keys
+     * (multi-head latent attention caches one latent that serves as both).
+     */
     record CacheGeometry(int layers, int kvHeads, int headDim, int vHeadDim) {
     }
 

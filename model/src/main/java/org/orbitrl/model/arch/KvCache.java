@@ -12,6 +12,9 @@ import org.orbitrl.kernels.TensorAllocator;
  * [capacity, kvHeads, vHeadDim], f32, filled up to {@link #length()}. Grows by doubling. The
  * rollout engine's paged cache replaces this for batched serving; this one serves single
  * sequences, tests and the {@code generate} command.
+ *
+ * <p>With {@code vHeadDim} 0 no values are stored: the values are the leading channels of the keys
+ * (as many as the attention output has), which is how multi-head latent attention caches its latent.
  */
 public final class KvCache implements SequenceCache {
     private final TensorAllocator allocator;
@@ -36,7 +39,7 @@ public final class KvCache implements SequenceCache {
         this.capacity = Math.max(1, initialCapacity);
         for (int l = 0; l < layers; l++) {
             keys[l] = allocator.allocate(MemoryCategory.KV_CACHE, DType.F32, capacity, kvHeads, headDim);
-            values[l] = allocator.allocate(MemoryCategory.KV_CACHE, DType.F32, capacity, kvHeads, vHeadDim);
+            values[l] = vHeadDim == 0 ? null : allocator.allocate(MemoryCategory.KV_CACHE, DType.F32, capacity, kvHeads, vHeadDim);
         }
     }
 
@@ -54,7 +57,7 @@ public final class KvCache implements SequenceCache {
         int cap = Math.max(need, capacity * 2);
         for (int l = 0; l < layers; l++) {
             keys[l] = grow(keys[l], cap, headDim);
-            values[l] = grow(values[l], cap, vHeadDim);
+            values[l] = vHeadDim == 0 ? null : grow(values[l], cap, vHeadDim);
         }
         capacity = cap;
     }
@@ -72,8 +75,13 @@ public final class KvCache implements SequenceCache {
         return keys[layer].slice(0, 0, upTo);
     }
 
+    /** Values of layer {@code layer} for positions [0, upTo); with vHeadDim 0, the first {@code dv} key channels. */
+    public Tensor values(int layer, int upTo, int dv) {
+        return vHeadDim == 0 ? keys(layer, upTo).slice(2, 0, dv) : values[layer].slice(0, 0, upTo);
+    }
+
     public Tensor values(int layer, int upTo) {
-        return values[layer].slice(0, 0, upTo);
+        return values(layer, upTo, vHeadDim);
     }
 
     @Override
@@ -83,12 +91,14 @@ public final class KvCache implements SequenceCache {
             throw new IllegalStateException("kv cache: reserve(" + t + ") before writing; capacity " + capacity);
         }
         allocator.copy(k, keys[layer].slice(0, length, length + t));
-        allocator.copy(v, values[layer].slice(0, length, length + t));
+        if (vHeadDim > 0) {
+            allocator.copy(v, values[layer].slice(0, length, length + t));
+        }
     }
 
     @Override
     public void attend(Backend backend, int layer, Tensor q, Tensor out, int queryStart, int upTo, AttentionSpec spec) {
-        backend.attention(q, keys(layer, upTo), values(layer, upTo), out, queryStart, spec);
+        backend.attention(q, keys(layer, upTo), values(layer, upTo, out.size(2)), out, queryStart, spec);
     }
 
     @Override

@@ -11,7 +11,8 @@ import java.util.ArrayDeque;
  * The paged KV cache's memory: per layer, one pool of fixed-size blocks of keys and values shared
  * by every sequence of a rollout engine. Blocks are reference-counted so that the G samples of a
  * prompt share the prompt's blocks (a block is copied before a shared one is written: copy on
- * write). Not thread-safe: one engine thread owns it.
+ * write). Not thread-safe: one engine thread owns it. With {@code vHeadDim} 0 no values are
+ * stored: attention takes them from the leading key channels (multi-head latent attention).
  */
 public final class BlockPool {
     private final TensorAllocator allocator;
@@ -41,7 +42,8 @@ public final class BlockPool {
         this.values = new Tensor[layers];
         for (int l = 0; l < layers; l++) {
             keys[l] = allocator.allocate(MemoryCategory.KV_CACHE, DType.F32, (long) blocks * blockSize, (long) kvHeads * headDim);
-            values[l] = allocator.allocate(MemoryCategory.KV_CACHE, DType.F32, (long) blocks * blockSize, (long) kvHeads * vHeadDim);
+            values[l] = vHeadDim == 0 ? null
+                    : allocator.allocate(MemoryCategory.KV_CACHE, DType.F32, (long) blocks * blockSize, (long) kvHeads * vHeadDim);
         }
         this.refs = new int[blocks];
         for (int b = 0; b < blocks; b++) {
@@ -126,8 +128,10 @@ public final class BlockPool {
         for (int l = 0; l < layers; l++) {
             allocator.copy(keys[l].slice(0, (long) src * blockSize, (long) src * blockSize + rows),
                     keys[l].slice(0, (long) dst * blockSize, (long) dst * blockSize + rows));
-            allocator.copy(values[l].slice(0, (long) src * blockSize, (long) src * blockSize + rows),
-                    values[l].slice(0, (long) dst * blockSize, (long) dst * blockSize + rows));
+            if (values[l] != null) {
+                allocator.copy(values[l].slice(0, (long) src * blockSize, (long) src * blockSize + rows),
+                        values[l].slice(0, (long) dst * blockSize, (long) dst * blockSize + rows));
+            }
         }
     }
 

@@ -82,14 +82,16 @@ public final class PagedSequence implements SequenceCache, AutoCloseable {
         int t = k.size(0);
         int bs = pool.blockSize();
         Tensor kp = pool.keys(layer);
-        Tensor vp = pool.values(layer);
+        Tensor vp = pool.values(layer);   // null when values are the keys' leading channels
         int kw = Math.toIntExact(kp.dim(1));
-        int vw = Math.toIntExact(vp.dim(1));
+        int vw = vp == null ? 0 : Math.toIntExact(vp.dim(1));
         for (int i = 0; i < t; i++) {
             int pos = length + i;
             long row = (long) table.get(pos / bs) * bs + pos % bs;
             pool.allocator().copy(k.select(0, i).contiguous().reshape(kw), kp.select(0, row));
-            pool.allocator().copy(v.select(0, i).contiguous().reshape(vw), vp.select(0, row));
+            if (vp != null) {
+                pool.allocator().copy(v.select(0, i).contiguous().reshape(vw), vp.select(0, row));
+            }
         }
     }
 
@@ -103,11 +105,17 @@ public final class PagedSequence implements SequenceCache, AutoCloseable {
         }
         Tensor idx = backend.allocator().upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(rows, upTo)); // i32 [upTo]
         Tensor k = backend.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, upTo, pool.kvHeads() * (long) pool.headDim());
-        Tensor v = backend.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, upTo, pool.kvHeads() * (long) pool.vHeadDim());
         backend.gatherRows(pool.keys(layer), idx, k);
-        backend.gatherRows(pool.values(layer), idx, v);
-        backend.attention(q, k.reshape(upTo, pool.kvHeads(), pool.headDim()), v.reshape(upTo, pool.kvHeads(), pool.vHeadDim()),
-                out, queryStart, spec);
+        Tensor k3 = k.reshape(upTo, pool.kvHeads(), pool.headDim());
+        Tensor v3;
+        if (pool.vHeadDim() == 0) {
+            v3 = k3.slice(2, 0, out.size(2));
+        } else {
+            Tensor v = backend.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, upTo, pool.kvHeads() * (long) pool.vHeadDim());
+            backend.gatherRows(pool.values(layer), idx, v);
+            v3 = v.reshape(upTo, pool.kvHeads(), pool.vHeadDim());
+        }
+        backend.attention(q, k3, v3, out, queryStart, spec);
     }
 
     @Override

@@ -1,0 +1,328 @@
+package org.orbitrl.model.arch;
+
+import org.orbitrl.kernels.AttentionSpec;
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.RopeTable;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.model.nn.Linear;
+import org.orbitrl.model.nn.Weight;
+
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * DeepSeek-V3 multi-head latent attention. Queries: {@code q_b_proj(rmsnorm(q_a_proj(x)))} (or
+ * {@code q_proj(x)}), per head a no-rope part and a rope part. Keys and values:
+ * {@code kv_a_proj_with_mqa(x)} gives the latent c [R] and one rope key shared by all heads;
+ * {@code kv_b_proj(rmsnorm(c))} expands the latent to every head's no-rope key and value.
+ *
+ * <p>Attention runs in the absorbed form, in training and in decoding alike, so that a training
+ * prefill and a cached decode perform the same operations per token (bit-identical log-probs with
+ * batch-invariant kernels). Each token contributes one entry {@code [rmsnorm(c), rope key]}
+ * ({@code R + rope} numbers: all a KV cache stores, as one "key head" whose first R channels are
+ * also the value). Each head's no-rope query is taken through its slice of kv_b_proj's key rows
+ * into latent space, attends over the entries (one shared KV head), and the latent output is taken
+ * through the head's value rows. Where an adapter changes kv_b_proj, its effective matrix is the
+ * adapted layer's image of the identity (exact for LoRA and OFT, both linear in the input), and
+ * backward hands the adapter the gradient of that matrix through the same identity.
+ *
+ * <p>Rope pairs channels (2i, 2i+1) when {@code rope_interleave} (DeepSeek's layout): transformers
+ * permutes those pairs into rotate-half order first, which reorders the query and key channels
+ * alike and leaves every dot product unchanged.
+ */
+final class DeepseekV3Attention {
+    final Linear q;      // [H*qk, hidden], null when q_lora_rank > 0
+    final Linear qA;     // [qLora, hidden], null for a plain q_proj
+    final Linear qB;     // [H*qk, qLora]
+    final Linear kvA;    // [R+rope, hidden]
+    final Linear kvB;    // [H*(nope+v), R]
+    final Linear o;      // [hidden, H*v]
+    final Tensor qANorm;  // [qLora] or null
+    final Tensor kvANorm; // [R]
+    private final int layer;
+    private final int heads;
+    private final int r;
+    private final int nope;
+    private final int rot;
+    private final int qk;
+    private final int vd;
+    private final float eps;
+    private final AttentionSpec spec;
+    private Tensor baseKvB; // [H*(nope+v), R] f32 dequantized kv_b_proj for the absorbed form, when quantized
+
+    /** What backward needs. Attention probabilities are recomputed, not stored. */
+    static final class Tape {
+        Tensor x;        // [N, hidden] normed input
+        Tensor qa;       // [N, qLora] q_a_proj output, before its norm
+        Tensor qan;      // [N, qLora] after the norm (q_b_proj input)
+        Tensor latent;   // [N, R] before kv_a_layernorm
+        Tensor q3;       // [N, H, qk] queries after rope
+        Tensor qLat;     // [N, H, R+rope] absorbed queries
+        Tensor entry;    // [N, 1, R+rope] normed latent and rope key
+        Tensor outLat;   // [N, H, R] attention output in latent space
+        Tensor kvbW;     // [H*(nope+v), R] the kv_b_proj matrix used
+        Tensor attn;     // [N, H*v] o_proj input
+    }
+
+    DeepseekV3Attention(int layer, DeepseekV3Config c, Linear q, Linear qA, Linear qB, Linear kvA, Linear kvB, Linear o,
+                        Tensor qANorm, Tensor kvANorm) {
+        this.layer = layer;
+        this.q = q;
+        this.qA = qA;
+        this.qB = qB;
+        this.kvA = kvA;
+        this.kvB = kvB;
+        this.o = o;
+        this.qANorm = qANorm;
+        this.kvANorm = kvANorm;
+        this.heads = c.heads();
+        this.r = c.kvLoraRank();
+        this.nope = c.qkNope();
+        this.rot = c.qkRope();
+        this.qk = c.qkHeadDim();
+        this.vd = c.vHeadDim();
+        this.eps = c.rmsEps();
+        this.spec = new AttentionSpec(c.softmaxScale(), 0, null);
+    }
+
+    /** The same frozen weights with fresh, adapter-free linear layers. */
+    DeepseekV3Attention view(DeepseekV3Config c) {
+        DeepseekV3Attention a = new DeepseekV3Attention(layer, c, q == null ? null : q.view(), qA == null ? null : qA.view(),
+                q == null ? qB.view() : null, kvA.view(), kvB.view(), o.view(), qANorm, kvANorm);
+        a.baseKvB = baseKvB;
+        return a;
+    }
+
+    List<Linear> linears() {
+        List<Linear> out = new ArrayList<>();
+        if (q != null) {
+            out.add(q);
+        } else {
+            out.add(qA);
+            out.add(qB);
+        }
+        out.add(kvA);
+        out.add(kvB);
+        out.add(o);
+        return out;
+    }
+
+    private static Tensor alloc(TensorAllocator a, long... shape) {
+        return a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, shape);
+    }
+
+    /**
+     * x [N, hidden] (normed input) -> out [N, hidden]. Segments without a cache attend to their own
+     * tokens' entries (training); segments with one append their entries to it and attend over the
+     * cached past too. Both run the same absorbed-form operations per token.
+     */
+    void forward(Backend b, Tensor x, Tensor positions, List<CausalLM.Segment> batch, RopeTable rope, Tensor out,
+                 Tape tape) {
+        TensorAllocator a = b.allocator();
+        int n = x.size(0);
+        Tensor qs = alloc(a, n, (long) heads * qk);                       // [N, H*qk]
+        Tensor qa = null;
+        Tensor qan = null;
+        if (q != null) {
+            q.forward(b, x, qs);
+        } else {
+            qa = alloc(a, n, qA.out());                                   // [N, qLora]
+            qA.forward(b, x, qa);
+            qan = alloc(a, n, qA.out());                                  // [N, qLora]
+            b.rmsNorm(qa, qANorm, eps, qan);
+            qB.forward(b, qan, qs);
+        }
+        Tensor q3 = qs.reshape(n, heads, qk);
+        b.rope(q3.slice(2, nope, qk), positions, rope);
+        Tensor kva = alloc(a, n, r + rot);                                 // [N, R+rope]
+        kvA.forward(b, x, kva);
+        Tensor latent = alloc(a, n, r);                                    // [N, R]
+        latent.copyFrom(kva.slice(1, 0, r));
+        Tensor latentN = alloc(a, n, r);                                   // [N, R]
+        b.rmsNorm(latent, kvANorm, eps, latentN);
+        Tensor kRot = alloc(a, n, 1, rot);                                 // [N, 1, rope]
+        kRot.reshape(n, rot).copyFrom(kva.slice(1, r, r + rot));
+        b.rope(kRot, positions, rope);
+
+        int w = r + rot;
+        Tensor entry = alloc(a, n, 1, w);                                  // [N, 1, R+rope] what a cache keeps
+        entry.select(1, 0).slice(1, 0, r).copyFrom(latentN);
+        entry.select(1, 0).slice(1, r, w).copyFrom(kRot.select(1, 0));
+        Tensor kvbW = absorbWeight(b);                                     // [H*(nope+v), R]
+        Tensor qLat = alloc(a, n, heads, w);                               // [N, H, R+rope]
+        Tensor qNope = alloc(a, n, nope);                                  // [N, nope]
+        Tensor qLatH = alloc(a, n, r);                                     // [N, R]
+        for (int h = 0; h < heads; h++) {
+            long row = (long) h * (nope + vd);
+            qNope.copyFrom(q3.select(1, h).slice(1, 0, nope));
+            b.matmulTransposed(qNope, kvbW.slice(0, row, row + nope), qLatH);
+            qLat.select(1, h).slice(1, 0, r).copyFrom(qLatH);
+        }
+        qLat.slice(2, r, w).copyFrom(q3.slice(2, nope, qk));
+        Tensor outLat = alloc(a, n, heads, r);                             // [N, H, R]
+        int start = 0;
+        for (CausalLM.Segment s : batch) {
+            int t = s.tokens().length;
+            SequenceCache cache = s.cache();
+            Tensor qs2 = qLat.slice(0, start, start + t);
+            Tensor os = outLat.slice(0, start, start + t);
+            if (cache == null) {
+                Tensor e = entry.slice(0, start, start + t);
+                b.attention(qs2, e, e.slice(2, 0, r), os, 0, spec);
+            } else {
+                int past = cache.length();
+                cache.write(layer, entry.slice(0, start, start + t), null);
+                cache.attend(b, layer, qs2, os, past, past + t, spec);
+            }
+            start += t;
+        }
+        Tensor attn = alloc(a, n, heads, vd);                              // [N, H, v]
+        Tensor latH = alloc(a, n, r);                                      // [N, R]
+        Tensor outH = alloc(a, n, vd);                                     // [N, v]
+        for (int h = 0; h < heads; h++) {
+            long row = (long) h * (nope + vd) + nope;
+            latH.copyFrom(outLat.select(1, h));
+            b.matmul(latH, kvbW.slice(0, row, row + vd), outH);
+            attn.select(1, h).copyFrom(outH);
+        }
+        Tensor attnFlat = attn.reshape(n, (long) heads * vd);
+        o.forward(b, attnFlat, out);
+        if (tape != null) {
+            tape.x = x;
+            tape.qa = qa;
+            tape.qan = qan;
+            tape.latent = latent;
+            tape.q3 = q3;
+            tape.qLat = qLat;
+            tape.entry = entry;
+            tape.outLat = outLat;
+            tape.kvbW = kvbW;
+            tape.attn = attnFlat;
+        }
+    }
+
+    /**
+     * kv_b_proj's matrix as the absorbed form multiplies it, [H*(nope+v), R]: the base weight (dequantized
+     * once if quantized), or with an enabled adapter the adapted layer's image of the identity, transposed.
+     */
+    private Tensor absorbWeight(Backend b) {
+        if (adaptedKvB()) {
+            Tensor eye = eye(b.allocator());                               // [R, R]
+            Tensor img = alloc(b.allocator(), r, kvB.out());               // [R, H*(nope+v)]
+            kvB.forward(b, eye, img);
+            Tensor eff = alloc(b.allocator(), kvB.out(), r);               // [H*(nope+v), R]
+            eff.copyFrom(img.transpose(0, 1));
+            return eff;
+        }
+        Weight wt = kvB.weight();
+        if (wt instanceof Weight.Dense d) {
+            return d.w();
+        }
+        if (baseKvB == null) {
+            Weight.Quantized qw = (Weight.Quantized) wt;
+            Tensor t = b.allocator().allocate(MemoryCategory.DEQUANT_BUFFERS, DType.F32, kvB.out(), r);
+            b.dequantize(qw.w(), t);
+            baseKvB = t;
+        }
+        return baseKvB;
+    }
+
+    private boolean adaptedKvB() {
+        return kvB.adapter() != null && kvB.adapter().enabled();
+    }
+
+    private Tensor eye(TensorAllocator a) {
+        Tensor eye = alloc(a, r, r).fill(0);                               // [R, R]
+        for (int i = 0; i < r; i++) {
+            eye.setFloat(1f, i, i);
+        }
+        return eye;
+    }
+
+    /** dout [N, hidden] -> dx [N, hidden] (overwritten). Segments must have had no cached past. */
+    void backward(Backend b, Tape tape, Tensor positions, int[] segmentLengths, RopeTable rope, Tensor dout, Tensor dx) {
+        TensorAllocator a = b.allocator();
+        int n = dout.size(0);
+        Tensor dattn = alloc(a, n, (long) heads * vd);                     // [N, H*v]
+        o.backward(b, tape.attn, dout, dattn);
+        boolean adapted = adaptedKvB();
+        int w = r + rot;
+        Tensor dW = adapted ? alloc(a, kvB.out(), r) : null;              // [H*(nope+v), R] d loss / d kv_b matrix
+        // value rows: attn_h = outLat_h · W_vb_hᵀ
+        Tensor dOutLat = alloc(a, n, heads, r);                            // [N, H, R]
+        Tensor dOutH = alloc(a, n, vd);                                    // [N, v]
+        Tensor latH = alloc(a, n, r);                                      // [N, R]
+        for (int h = 0; h < heads; h++) {
+            long row = (long) h * (nope + vd) + nope;
+            dOutH.copyFrom(dattn.reshape(n, heads, vd).select(1, h));
+            b.matmulTransposed(dOutH, tape.kvbW.slice(0, row, row + vd), latH);
+            dOutLat.select(1, h).copyFrom(latH);
+            if (adapted) {
+                latH.copyFrom(tape.outLat.select(1, h));
+                b.matmulTN(dOutH, latH, 1f, dW.slice(0, row, row + vd));
+            }
+        }
+        // attention over the entries (one shared head; its first R channels are also the value)
+        Tensor dqLat = alloc(a, n, heads, w);                              // [N, H, R+rope]
+        Tensor dEntry = alloc(a, n, 1, w);                                 // [N, 1, R+rope]
+        Tensor dEntryV = alloc(a, n, 1, r);                                // [N, 1, R]
+        int start = 0;
+        for (int t : segmentLengths) {
+            Tensor e = tape.entry.slice(0, start, start + t);
+            b.attentionBackward(tape.qLat.slice(0, start, start + t), e, e.slice(2, 0, r),
+                    dOutLat.slice(0, start, start + t), 0, spec, dqLat.slice(0, start, start + t),
+                    dEntry.slice(0, start, start + t), dEntryV.slice(0, start, start + t));
+            start += t;
+        }
+        Tensor dLatentN = alloc(a, n, r);                                  // [N, R]
+        dLatentN.copyFrom(dEntry.select(1, 0).slice(1, 0, r));
+        b.add(dLatentN, dEntryV.reshape(n, r), dLatentN);
+        Tensor dkRot = alloc(a, n, 1, rot);                                // [N, 1, rope]
+        dkRot.reshape(n, rot).copyFrom(dEntry.select(1, 0).slice(1, r, w));
+        b.ropeBackward(dkRot, positions, rope);
+        // key rows: qLat_h = qNope_h · W_kb_h
+        Tensor dq = alloc(a, n, heads, qk);                                // [N, H, qk]
+        Tensor dqLatH = alloc(a, n, r);                                    // [N, R]
+        Tensor dqNope = alloc(a, n, nope);                                 // [N, nope]
+        Tensor qNope = alloc(a, n, nope);                                  // [N, nope]
+        for (int h = 0; h < heads; h++) {
+            long row = (long) h * (nope + vd);
+            dqLatH.copyFrom(dqLat.select(1, h).slice(1, 0, r));
+            b.matmul(dqLatH, tape.kvbW.slice(0, row, row + nope), dqNope);
+            dq.select(1, h).slice(1, 0, nope).copyFrom(dqNope);
+            if (adapted) {
+                qNope.copyFrom(tape.q3.select(1, h).slice(1, 0, nope));
+                b.matmulTN(qNope, dqLatH, 1f, dW.slice(0, row, row + nope));
+            }
+        }
+        dq.slice(2, nope, qk).copyFrom(dqLat.slice(2, r, w));
+        b.ropeBackward(dq.slice(2, nope, qk), positions, rope);
+        if (adapted) {
+            // the adapter's kv_b matrix was read as kv_b(I)ᵀ: its gradient enters through that image
+            Tensor dImg = alloc(a, r, kvB.out());                          // [R, H*(nope+v)]
+            dImg.copyFrom(dW.transpose(0, 1));
+            kvB.backward(b, eye(a), dImg, alloc(a, r, r));
+        }
+        Tensor dLatent = alloc(a, n, r);                                   // [N, R]
+        b.rmsNormBackward(tape.latent, kvANorm, eps, dLatentN, dLatent);
+        Tensor dkva = alloc(a, n, w);                                      // [N, R+rope]
+        dkva.slice(1, 0, r).copyFrom(dLatent);
+        dkva.slice(1, r, w).copyFrom(dkRot.reshape(n, rot));
+        kvA.backward(b, tape.x, dkva, dx);
+        Tensor tmp = alloc(a, n, dx.size(1));                              // [N, hidden]
+        Tensor dqs = dq.reshape(n, (long) heads * qk);
+        if (q != null) {
+            q.backward(b, tape.x, dqs, tmp);
+        } else {
+            Tensor dqan = alloc(a, n, qA.out());                           // [N, qLora]
+            qB.backward(b, tape.qan, dqs, dqan);
+            Tensor dqa = alloc(a, n, qA.out());                            // [N, qLora]
+            b.rmsNormBackward(tape.qa, qANorm, eps, dqan, dqa);
+            qA.backward(b, tape.x, dqa, tmp);
+        }
+        b.add(dx, tmp, dx);
+    }
+}

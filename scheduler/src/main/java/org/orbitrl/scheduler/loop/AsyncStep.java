@@ -152,6 +152,7 @@ final class AsyncStep implements AutoCloseable {
         extra.put("train_seconds", (tTrain - tTrain0) / 1e9);
         extra.put("publish_seconds", pub.seconds());
         extra.put("publish_bytes", (double) pub.bytes());
+        extra.put("train_samples", (double) batch.size());
         extra.put("trainer_idle_fraction", trainerIdleNanos / (double) Math.max(1, trainerIdleNanos + trainerBusyNanos));
         extra.put("rollout_idle_fraction", rollout.idleFraction());
         extra.put("dropped_stale", (double) st.dropped());

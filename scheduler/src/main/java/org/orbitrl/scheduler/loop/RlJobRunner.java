@@ -97,6 +97,11 @@ public final class RlJobRunner implements JobRunner {
 
     @Override
     public void load(org.orbitrl.scheduler.job.checkpoint.Checkpoint resumeFrom) throws JobException {
+        if (spec.placement().backend() != org.orbitrl.scheduler.job.ComputeBackend.CPU) {
+            throw new JobException("job " + spec.name() + ": placement.backend " + spec.placement().backend().name()
+                    .toLowerCase() + " is not available to the RL runner in this build, which runs the model on the CPU"
+                    + " backend (placement.backend: cpu)");
+        }
         try {
             memory = new AccountingAllocator();
             backend = new CpuBackend(Runtime.getRuntime().availableProcessors(), memory);
@@ -250,6 +255,7 @@ public final class RlJobRunner implements JobRunner {
         extra.put("train_seconds", (tTrain - tReward) / 1e9);
         extra.put("publish_seconds", publishSeconds);
         extra.put("publish_bytes", (double) publishBytes);
+        extra.put("train_samples", (double) batch.size());
         extra.put("gap_exact_fraction", out.tokens() == 0 ? 1.0 : out.gapExact() / (double) out.tokens());
         extra.put("train_tokens_per_s", out.tokens() / Math.max(1e-9, (tTrain - tReward) / 1e9));
         if (out.skipped()) {

@@ -36,12 +36,15 @@ import java.util.stream.Stream;
  * rewards meaningless on random weights; timing does not depend on them.
  *
  * <p>The backend is {@code -Dorbit.kernels} ({@code cpu} by default; {@code cuda} where the RL
- * runner has the CUDA model path). {@code --small} shrinks the shape so a CPU smoke run takes about
- * a minute.
+ * runner has the CUDA model path). {@code --small} shrinks the shape and the batch (4 prompts x 4
+ * samples, 16-token responses, 4 steps) so a CPU smoke run takes a few minutes on two cores. The
+ * trainer's micro-batch defaults to one group: the full vocabulary's logits of a micro-batch must
+ * fit one array.
  *
  * <pre>
  * tools/bench -pl scheduler org.orbitrl.scheduler.bench.AsyncModelBench [--repo .] [--config models/qwen3-4b/config.json]
- *     [--small] [--adapters lora,oft] [--steps 6] [--prompts 8] [--samples 8] [--response 64] [--keep DIR]
+ *     [--small] [--adapters lora,oft] [--steps 6] [--prompts 8] [--samples 8] [--response 256] [--micro-batch 8]
+ *     [--keep DIR]
  * </pre>
  */
 public final class AsyncModelBench {
@@ -57,10 +60,11 @@ public final class AsyncModelBench {
         Path config = Path.of(option(args, "--config", models.resolve("qwen3-4b/config.json").toString()));
         boolean small = List.of(args).contains("--small");
         List<String> adapters = List.of(option(args, "--adapters", "lora,oft").split(","));
-        int steps = Integer.parseInt(option(args, "--steps", "6"));
-        int prompts = Integer.parseInt(option(args, "--prompts", "8"));
-        int samples = Integer.parseInt(option(args, "--samples", "8"));
-        int response = Integer.parseInt(option(args, "--response", small ? "16" : "64"));
+        int steps = Integer.parseInt(option(args, "--steps", small ? "4" : "6"));
+        int prompts = Integer.parseInt(option(args, "--prompts", small ? "4" : "8"));
+        int samples = Integer.parseInt(option(args, "--samples", small ? "4" : "8"));
+        int response = Integer.parseInt(option(args, "--response", small ? "16" : "256"));
+        int microBatch = Integer.parseInt(option(args, "--micro-batch", Integer.toString(samples)));
         String kernels = System.getProperty("orbit.kernels", "cpu");
         ComputeBackend backend = switch (kernels) {
             case "cpu" -> ComputeBackend.CPU;
@@ -80,14 +84,14 @@ public final class AsyncModelBench {
             System.out.printf("model: %s%s (%s), random weights written in %.1fs; backend %s, %d cores%n", config,
                     small ? " shrunk" : "", shape.shape(), (System.nanoTime() - g0) / 1e9, kernels,
                     Runtime.getRuntime().availableProcessors());
-            System.out.printf("batch: %d prompts x %d samples, responses up to %d tokens, %d steps each (first not"
-                    + " counted); async: staleness bound 2, at most %d groups ahead%n", prompts, samples, response, steps,
-                    2 * prompts);
+            System.out.printf("batch: %d prompts x %d samples, responses up to %d tokens, micro-batches of %d, %d steps"
+                    + " each (first not counted); async: staleness bound 2, at most %d groups ahead%n", prompts, samples,
+                    response, microBatch, steps, 2 * prompts);
             JobSpec base = JobFiles.read(repo.resolve("conf/jobs.d/quickstart.yaml"));
             List<String> table = new ArrayList<>();
             List<String> ratios = new ArrayList<>();
             for (String a : adapters) {
-                JobSpec spec = spec(base, model, a.trim(), backend, prompts, samples, response, steps);
+                JobSpec spec = spec(base, model, a.trim(), backend, prompts, samples, response, microBatch, steps);
                 Figures sync = run(spec, work.resolve(a + "-sync"));
                 Figures async = run(spec.withAsync(new AsyncSpec(true, 2, PartialRollouts.CONTINUE, 2 * prompts)),
                         work.resolve(a + "-async"));
@@ -113,7 +117,7 @@ public final class AsyncModelBench {
     }
 
     static JobSpec spec(JobSpec q, Path model, String adapter, ComputeBackend backend, int prompts, int samples,
-                        int response, int steps) {
+                        int response, int microBatch, int steps) {
         List<String> targets = List.of("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj");
         AdapterSpec a = switch (adapter) {
             case "lora" -> new AdapterSpec(AdapterKind.LORA, 16, 32, 0, targets, List.of(), 32);
@@ -123,7 +127,7 @@ public final class AsyncModelBench {
         PlacementSpec p = q.placement();
         return new JobSpec("async-bench-" + adapter, q.runner(), new ModelSpec(model, q.model().baseFormat()), a,
                 q.algorithm(), q.kl(), q.tisCap(), new BatchSpec(prompts, samples, q.batch().maxPromptTokens(), response,
-                prompts * samples), q.sampling(), q.optimizer(), steps, new EvalSpec(0, EvalSpec.HELD_OUT, 4, 1, List.of(1)),
+                microBatch), q.sampling(), q.optimizer(), steps, new EvalSpec(0, EvalSpec.HELD_OUT, 4, 1, List.of(1)),
                 q.checkpoint(), q.seed(), q.async(), q.task(),
                 new PlacementSpec(backend, p.devices(), p.rolloutDevices(), p.expertParallel(), p.tensorParallel()),
                 q.memory());

@@ -26,7 +26,6 @@ import org.orbitrl.scheduler.log.SampleLog;
 import org.orbitrl.scheduler.log.SampleLogReader;
 import org.orbitrl.scheduler.log.SampleLogWriter;
 import org.orbitrl.scheduler.log.SampleRecord;
-import org.orbitrl.scheduler.log.SampleTimings;
 import org.orbitrl.scheduler.report.EvalRecord;
 import org.orbitrl.scheduler.report.MetricsLog;
 import org.orbitrl.scheduler.report.StepRecord;
@@ -55,8 +54,9 @@ import java.util.concurrent.ConcurrentHashMap;
  * Orbit's RL loop ({@code runner: rl}). Synchronous mode (the default): rollout with the serving
  * adapter version, rewards, the sample log, training on the logged samples, publication of the
  * next adapter version into the rollout engine's idle slot; {@link #syncStep} is the loop body
- * and reads top to bottom. Async mode delegates the step to {@link AsyncStep}. The trainer and the rollout engine are two views of one frozen base (weights
- * shared, not copied), each with its own adapter.
+ * and reads top to bottom. Async mode delegates the step to {@link AsyncStep}. The trainer and
+ * the rollout engine are two views of one frozen base (weights shared, not copied), each with its
+ * own adapter.
  */
 public final class RlJobRunner implements JobRunner {
     private final JobContext ctx;
@@ -78,6 +78,7 @@ public final class RlJobRunner implements JobRunner {
     private SampleLogReader reader;
     private MetricsLog metrics;
     private AdapterPublisher publisher;
+    private SampleFactory samples;
     private AsyncStep async;
     private CpuBackend rolloutBackend;
 
@@ -108,6 +109,7 @@ public final class RlJobRunner implements JobRunner {
             base = LoadedModel.load(spec.model().path(), backend, baseFormat(spec));
             codec = TextCodec.forModel(spec.model().path(), base.spec());
             task = RlSetup.task(spec.task(), spec.eval().size());
+            samples = new SampleFactory(spec, task, codec, () -> tunables, () -> state.adapterVersion());
             AdapterConfig cfg = RlSetup.adapterConfig(spec.adapter());
             // trainer: the loaded model and its trainable adapter; rollout: a view of the same weights with two slots
             trainerModel = (Trainable) base.model();
@@ -151,7 +153,7 @@ public final class RlJobRunner implements JobRunner {
             publisher = new AdapterPublisher(slots, trainerAdapter, writer);
             if (isAsync) {
                 async = new AsyncStep(ctx, spec, reader, trainer, publisher, metrics, memory, gauges, engine, slots,
-                        sampleLog::writer, producer(), firstRolloutStep());
+                        sampleLog::writer, samples.producer(), firstRolloutStep());
             }
         } catch (IOException | InterruptedException | RuntimeException e) {
             close();
@@ -197,13 +199,13 @@ public final class RlJobRunner implements JobRunner {
         batch.forEach(r -> logged.add(r.groupId()));
         List<Integer> todo = new ArrayList<>();            // indices of the step's prompts still to roll out
         for (int i = 0; i < problems.size(); i++) {
-            if (!logged.contains(groupId(step, i))) {
+            if (!logged.contains(SampleFactory.groupId(step, i))) {
                 todo.add(i);
             }
         }
 
         // 1. rollout: prompts × G samples with the serving adapter version
-        List<Completion> completions = engine.generate(requests(todo.stream().map(problems::get).toList(), step));
+        List<Completion> completions = engine.generate(samples.requests(todo.stream().map(problems::get).toList(), step));
         long tRollout = System.nanoTime();
 
         // 2. reward, 3. log: each group appended to the sample queue as one entry
@@ -215,7 +217,7 @@ public final class RlJobRunner implements JobRunner {
             for (int s = 0; s < b.samplesPerPrompt(); s++) {
                 Completion c = completions.get(j * b.samplesPerPrompt() + s);
                 Reward r = task.verify(p, codec.decode(c.tokens()));
-                group.add(record(step, i, s, p, c, r, t0));
+                group.add(samples.record(step, i, s, p, c, r, t0));
                 tokens += c.tokens().length;
             }
             writer.append(new SampleGroup(group));
@@ -271,31 +273,6 @@ public final class RlJobRunner implements JobRunner {
         return m;
     }
 
-    /** How the async rollout thread makes its groups (the same prompts, requests and records as sync). */
-    private AsyncRollout.Producer producer() {
-        return new AsyncRollout.Producer() {
-            @Override
-            public List<Problem> problems(long rolloutStep) {
-                return task.trainBatch(spec.seed(), rolloutStep, spec.batch().promptsPerStep());
-            }
-
-            @Override
-            public List<Request> requests(List<Problem> problems, long rolloutStep) {
-                return RlJobRunner.this.requests(problems, rolloutStep);
-            }
-
-            @Override
-            public List<SampleRecord> group(long rolloutStep, int index, Problem p, List<Completion> samples) {
-                List<SampleRecord> g = new ArrayList<>();
-                for (int s = 0; s < samples.size(); s++) {
-                    Completion c = samples.get(s);
-                    g.add(record(rolloutStep, index, s, p, c, task.verify(p, codec.decode(c.tokens())), System.nanoTime()));
-                }
-                return g;
-            }
-        };
-    }
-
     /** Appends every sample group logged after {@code after} to {@code out}; returns the last index read. */
     private long drain(List<SampleRecord> out, long after) {
         long last = after;
@@ -323,51 +300,6 @@ public final class RlJobRunner implements JobRunner {
             }
         }
         return max / 1_000_000L;
-    }
-
-    /** The group id of prompt {@code i} of step {@code step}: unique in the job's log. */
-    static long groupId(long step, int i) {
-        return step * 1_000_000L + i;
-    }
-
-    private List<Request> requests(List<Problem> problems, long step) {
-        List<Request> out = new ArrayList<>();
-        var b = spec.batch();
-        var s = spec.sampling();
-        for (int i = 0; i < problems.size(); i++) {
-            Problem p = problems.get(i);
-            int[] prompt = codec.encode(p.prompt());
-            if (prompt.length > b.maxPromptTokens()) {
-                throw new IllegalArgumentException("task prompt " + p.id() + " has " + prompt.length
-                        + " tokens, more than batch.max_prompt_tokens " + b.maxPromptTokens());
-            }
-            long seed = spec.seed() * 1_000_003L + step * 8191L + i;
-            out.add(new Request(p.id() + "@" + step + "#" + i, prompt, new SamplingParams((float) tunables.temperature(),
-                    (float) s.topP(), s.topK(), (float) s.minP(), b.maxResponseTokens(), codec.stopTokens(),
-                    task.stopStrings(), seed), b.samplesPerPrompt()));
-        }
-        return out;
-    }
-
-    private SampleRecord record(long step, int i, int s, Problem p, Completion c, Reward r, long t0) {
-        boolean[] mask = new boolean[c.tokens().length];
-        java.util.Arrays.fill(mask, true);
-        List<org.orbitrl.scheduler.log.VersionSpan> spans = new ArrayList<>();
-        for (int t = 0; t < c.versions().length; t++) {
-            if (t == 0 || c.versions()[t] != c.versions()[t - 1]) {
-                spans.add(new org.orbitrl.scheduler.log.VersionSpan(t, c.versions()[t]));
-            }
-        }
-        if (spans.isEmpty()) {
-            spans.add(new org.orbitrl.scheduler.log.VersionSpan(0, state.adapterVersion()));
-        }
-        long now = System.currentTimeMillis() * 1_000_000L;
-        return SampleRecord.builder().job(spec.name()).promptId(p.id())
-                .group(groupId(step, i), s, spec.batch().samplesPerPrompt())
-                .promptTokens(c.prompt()).response(c.tokens(), c.policyLogprobs(), mask).versions(spans)
-                .reward(r.total(), r.breakdown()).finishReason(org.orbitrl.scheduler.log.FinishReason.valueOf(c.reason().name()))
-                .temperature((float) tunables.temperature())
-                .timings(new SampleTimings(now - (System.nanoTime() - t0), now, 0)).build();
     }
 
     /** Accuracy at temperature 0 and pass@k over the held-out split, with the serving adapter. */

@@ -91,7 +91,8 @@ public final class Comparison {
                 .append(".notes li{color:#8a4b00}</style>\n</head>\n<body>\n<h1>Orbit run comparison</h1>\n");
         SortedSet<Integer> ks = new TreeSet<>();
         hs.forEach(h -> h.evals().forEach(e -> ks.addAll(e.passAtK().keySet())));
-        b.append("<table>\n<tr><th>run</th><th>steps</th><th>mean step</th><th>samples dropped as stale</th>")
+        b.append("<table>\n<tr><th>run</th><th>steps</th><th>mean step</th><th>samples trained</th>")
+                .append("<th>samples dropped as stale</th>")
                 .append("<th>eval accuracy</th>");
         ks.forEach(k -> b.append("<th>pass@").append(k).append("</th>"));
         b.append("<th>metrics</th></tr>\n");
@@ -101,8 +102,11 @@ public final class Comparison {
             double seconds = steps.stream().mapToDouble(StepRecord::stepSeconds).filter(Double::isFinite).average()
                     .orElse(Double.NaN);
             double dropped = steps.stream().mapToDouble(s -> s.extras().getOrDefault("dropped_stale", 0.0)).sum();
+            boolean counted = steps.stream().anyMatch(s -> s.extras().containsKey("train_samples"));
+            double trained = steps.stream().mapToDouble(s -> s.extras().getOrDefault("train_samples", 0.0)).sum();
             b.append("<tr><td>").append(ReportPage.esc(runs.get(i).name())).append("</td><td>").append(steps.size())
-                    .append("</td><td>").append(fmt("%.2f s", seconds)).append("</td><td>").append(fmt("%.0f", dropped))
+                    .append("</td><td>").append(fmt("%.2f s", seconds)).append("</td><td>").append(counted ? fmt("%.0f", trained) : "-")
+                    .append("</td><td>").append(fmt("%.0f", dropped))
                     .append("</td>");
             List<EvalRecord> ev = h.evals();
             b.append("<td>").append(ev.isEmpty() ? "-" : fmt("%.3f → %.3f", ev.getFirst().accuracy(), ev.getLast().accuracy()))

@@ -21,7 +21,7 @@ import org.junit.jupiter.api.io.TempDir;
 /**
  * Two synthetic runs (seeded noise, known first and last evaluations) in one comparison: every
  * chart shows a line of each run in its own colour, and the table gives each run's first and
- * last accuracy and pass@k and the samples it dropped as stale.
+ * last accuracy and pass@k and the samples it trained on and dropped as stale.
  */
 class ComparisonTest {
 
@@ -37,7 +37,8 @@ class ComparisonTest {
             for (int s = 0; s <= 20; s++) {
                 if (s > 0) {
                     log.step(StepRecord.of(s, T0.plusSeconds(2L * s), 0.3 + slope * s + 0.02 * rng.nextDouble(), 0.5,
-                            1e-6, 1e-5, 500, 1.0 + 0.3 * rng.nextDouble(), s, Map.of("dropped_stale", droppedPerStep),
+                            1e-6, 1e-5, 500, 1.0 + 0.3 * rng.nextDouble(), s, droppedPerStep == 0 ? Map.of("dropped_stale", 0.0)
+                                    : Map.of("dropped_stale", droppedPerStep, "train_samples", 64 - droppedPerStep),
                             Map.of("weights", 1L << 20)));
                 }
                 if (s % 5 == 0) {
@@ -71,9 +72,9 @@ class ComparisonTest {
             }
         }
         String html = Files.readString(w.index());
-        // sync: 0.2 -> 0.2 + 0.02*20 = 0.6, pass@1 half, pass@8 1.5x; async: 0.2 -> 0.5, 8 dropped a step
-        for (String cell : List.of("<td>sync</td><td>20</td>", "<td>0.200 → 0.600</td><td>0.100 → 0.300</td><td>0.300 → 0.900</td>",
-                "<td>async</td><td>20</td>", "<td>160</td><td>0.200 → 0.500</td><td>0.100 → 0.250</td><td>0.300 → 0.750</td>")) {
+        // sync: 0.2 -> 0.2 + 0.02*20 = 0.6, pass@1 half, pass@8 1.5x; async: 0.2 -> 0.5, 8 dropped and 56 trained a step
+        for (String cell : List.of("<td>sync</td><td>20</td>", "<td>-</td><td>0</td><td>0.200 → 0.600</td><td>0.100 → 0.300</td><td>0.300 → 0.900</td>",
+                "<td>async</td><td>20</td>", "<td>1120</td><td>160</td><td>0.200 → 0.500</td><td>0.100 → 0.250</td><td>0.300 → 0.750</td>")) {
             assertTrue(html.contains(cell), "index.html has " + cell + ":\n" + html);
         }
     }

@@ -42,6 +42,18 @@ public final class AccountingAllocator implements TensorAllocator {
         return m;
     }
 
+    /** Live bytes of each category that holds any, by lower-case category name (as the metrics file names them). */
+    public java.util.SortedMap<String, Long> liveByName() {
+        java.util.SortedMap<String, Long> m = new java.util.TreeMap<>();
+        for (MemoryCategory c : CATS) {
+            long b = live.get(c.ordinal());
+            if (b > 0) {
+                m.put(c.name().toLowerCase(), b);
+            }
+        }
+        return m;
+    }
+
     public Map<MemoryCategory, Long> peak() {
         Map<MemoryCategory, Long> m = new EnumMap<>(MemoryCategory.class);
         for (MemoryCategory c : CATS) {

@@ -1,7 +1,5 @@
 package org.orbitrl.scheduler.loop;
 
-import org.orbitrl.kernels.MemoryCategory;
-import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cpu.CpuBackend;
 import org.orbitrl.model.BaseFormat;
 import org.orbitrl.model.LoadedModel;
@@ -10,8 +8,6 @@ import org.orbitrl.model.adapter.AdapterConfig;
 import org.orbitrl.model.adapter.AdapterSlots;
 import org.orbitrl.model.arch.CausalLM;
 import org.orbitrl.model.arch.Trainable;
-import org.orbitrl.model.checkpoint.Checkpoint;
-import org.orbitrl.model.checkpoint.SafetensorsWriter;
 import org.orbitrl.model.nn.AdapterTargets;
 import org.orbitrl.scheduler.job.DeviceMemory;
 import org.orbitrl.scheduler.job.EvalResult;
@@ -24,14 +20,12 @@ import org.orbitrl.scheduler.job.RunnerState;
 import org.orbitrl.scheduler.job.StepMetrics;
 import org.orbitrl.scheduler.job.Tunables;
 import org.orbitrl.scheduler.job.checkpoint.CheckpointWriter;
-import org.orbitrl.scheduler.log.AdapterVersionEvent;
 import org.orbitrl.scheduler.log.LogEntry;
 import org.orbitrl.scheduler.log.SampleGroup;
 import org.orbitrl.scheduler.log.SampleLog;
 import org.orbitrl.scheduler.log.SampleLogReader;
 import org.orbitrl.scheduler.log.SampleLogWriter;
 import org.orbitrl.scheduler.log.SampleRecord;
-import org.orbitrl.scheduler.log.SampleTimings;
 import org.orbitrl.scheduler.report.EvalRecord;
 import org.orbitrl.scheduler.report.MetricsLog;
 import org.orbitrl.scheduler.report.StepRecord;
@@ -47,25 +41,22 @@ import org.orbitrl.scheduler.task.Problem;
 import org.orbitrl.scheduler.task.Reward;
 import org.orbitrl.scheduler.task.Task;
 
-import java.io.ByteArrayOutputStream;
 import java.io.IOException;
-import java.io.OutputStream;
 import java.nio.file.Files;
-import java.nio.file.Path;
 import java.time.Instant;
 import java.util.ArrayList;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
 import java.util.concurrent.ConcurrentHashMap;
 
 /**
- * Orbit's RL loop ({@code runner: rl}) in synchronous mode: rollout with the serving adapter
- * version, rewards, the sample log, training on the logged samples, publication of the next
- * adapter version into the rollout engine's idle slot. {@link #step} is the loop body and reads
- * top to bottom. The trainer and the rollout engine are two views of one frozen base (weights
- * shared, not copied), each with its own adapter.
+ * Orbit's RL loop ({@code runner: rl}). Synchronous mode (the default): rollout with the serving
+ * adapter version, rewards, the sample log, training on the logged samples, publication of the
+ * next adapter version into the rollout engine's idle slot; {@link #syncStep} is the loop body
+ * and reads top to bottom. Async mode delegates the step to {@link AsyncStep}. The trainer and
+ * the rollout engine are two views of one frozen base (weights shared, not copied), each with its
+ * own adapter.
  */
 public final class RlJobRunner implements JobRunner {
     private final JobContext ctx;
@@ -86,15 +77,13 @@ public final class RlJobRunner implements JobRunner {
     private SampleLogWriter writer;
     private SampleLogReader reader;
     private MetricsLog metrics;
-    private AsyncRollout async;
+    private AdapterPublisher publisher;
+    private SampleFactory samples;
+    private AsyncStep async;
     private CpuBackend rolloutBackend;
-    private long groupsConsumed;
-    private long trainerIdleNanos;
-    private long trainerBusyNanos;
 
     private volatile RunnerState state = new RunnerState(0, 0, SampleLog.NO_INDEX, 0);
     private final Map<String, Double> gauges = new ConcurrentHashMap<>();
-    private long loadedAt = System.nanoTime();
 
     RlJobRunner(JobContext ctx) {
         this.ctx = ctx;
@@ -109,12 +98,18 @@ public final class RlJobRunner implements JobRunner {
 
     @Override
     public void load(org.orbitrl.scheduler.job.checkpoint.Checkpoint resumeFrom) throws JobException {
+        if (spec.placement().backend() != org.orbitrl.scheduler.job.ComputeBackend.CPU) {
+            throw new JobException("job " + spec.name() + ": placement.backend " + spec.placement().backend().name()
+                    .toLowerCase() + " is not available to the RL runner in this build, which runs the model on the CPU"
+                    + " backend (placement.backend: cpu)");
+        }
         try {
             memory = new AccountingAllocator();
             backend = new CpuBackend(Runtime.getRuntime().availableProcessors(), memory);
             base = LoadedModel.load(spec.model().path(), backend, baseFormat(spec));
             codec = TextCodec.forModel(spec.model().path(), base.spec());
             task = RlSetup.task(spec.task(), spec.eval().size());
+            samples = new SampleFactory(spec, task, codec, () -> tunables, () -> state.adapterVersion());
             AdapterConfig cfg = RlSetup.adapterConfig(spec.adapter());
             // trainer: the loaded model and its trainable adapter; rollout: a view of the same weights with two slots
             trainerModel = (Trainable) base.model();
@@ -155,11 +150,10 @@ public final class RlJobRunner implements JobRunner {
             reader.startAfter(state.consumedIndex());
             slots.publish(trainerAdapter, state.adapterVersion() + 1);   // rollout serves what the trainer holds
             state = new RunnerState(state.step(), state.adapterVersion() + 1, state.consumedIndex(), state.samplesTrained());
+            publisher = new AdapterPublisher(slots, trainerAdapter, writer);
             if (isAsync) {
-                async = new AsyncRollout(engine, slots, sampleLog::writer, producer(), b.samplesPerPrompt(),
-                        spec.async().maxLagGroups(), spec.async().partialRollouts() == org.orbitrl.scheduler.job.PartialRollouts.ABORT,
-                        firstRolloutStep(), 0, x -> groupsConsumed);
-                async.start();
+                async = new AsyncStep(ctx, spec, reader, trainer, publisher, metrics, memory, gauges, engine, slots,
+                        sampleLog::writer, samples.producer(), firstRolloutStep());
             }
         } catch (IOException | InterruptedException | RuntimeException e) {
             close();
@@ -183,7 +177,12 @@ public final class RlJobRunner implements JobRunner {
      */
     @Override
     public StepMetrics step() throws JobException {
-        return async != null ? asyncStep() : syncStep();
+        if (async == null) {
+            return syncStep();
+        }
+        AsyncStep.Result r = async.step(state, tunables);
+        state = r.state();
+        return r.metrics();
     }
 
     private StepMetrics syncStep() throws JobException {
@@ -200,13 +199,13 @@ public final class RlJobRunner implements JobRunner {
         batch.forEach(r -> logged.add(r.groupId()));
         List<Integer> todo = new ArrayList<>();            // indices of the step's prompts still to roll out
         for (int i = 0; i < problems.size(); i++) {
-            if (!logged.contains(groupId(step, i))) {
+            if (!logged.contains(SampleFactory.groupId(step, i))) {
                 todo.add(i);
             }
         }
 
         // 1. rollout: prompts × G samples with the serving adapter version
-        List<Completion> completions = engine.generate(requests(todo.stream().map(problems::get).toList(), step));
+        List<Completion> completions = engine.generate(samples.requests(todo.stream().map(problems::get).toList(), step));
         long tRollout = System.nanoTime();
 
         // 2. reward, 3. log: each group appended to the sample queue as one entry
@@ -218,7 +217,7 @@ public final class RlJobRunner implements JobRunner {
             for (int s = 0; s < b.samplesPerPrompt(); s++) {
                 Completion c = completions.get(j * b.samplesPerPrompt() + s);
                 Reward r = task.verify(p, codec.decode(c.tokens()));
-                group.add(record(step, i, s, p, c, r, t0));
+                group.add(samples.record(step, i, s, p, c, r, t0));
                 tokens += c.tokens().length;
             }
             writer.append(new SampleGroup(group));
@@ -237,22 +236,11 @@ public final class RlJobRunner implements JobRunner {
         long tTrain = System.nanoTime();
 
         // 5. publish v+1 into the rollout engine's idle slot (only the adapter moves)
-        long next = version;
-        double publishSeconds = 0;
-        long publishBytes = 0;
-        if (!out.skipped()) {
-            next = version + 1;
-            long p0 = System.nanoTime();
-            try {
-                publishBytes = slots.publish(trainerAdapter, next);
-            } catch (InterruptedException ie) {
-                Thread.currentThread().interrupt();
-                throw new JobException("interrupted while publishing adapter version " + next);
-            }
-            publishSeconds = (System.nanoTime() - p0) / 1e9;
-            writer.append(AdapterVersionEvent.of(next, step, RlCheckpoint.checksum(trainerAdapter), "", publishBytes,
-                    System.currentTimeMillis() * 1_000_000L));
-        }
+        AdapterPublisher.Published pub = out.skipped() ? AdapterPublisher.Published.none(version)
+                : publisher.publish(version + 1, step);
+        long next = pub.version();
+        double publishSeconds = pub.seconds();
+        long publishBytes = pub.bytes();
         state = new RunnerState(step, next, consumed, state.samplesTrained() + batch.size());
 
         // metrics
@@ -269,6 +257,7 @@ public final class RlJobRunner implements JobRunner {
         extra.put("train_seconds", (tTrain - tReward) / 1e9);
         extra.put("publish_seconds", publishSeconds);
         extra.put("publish_bytes", (double) publishBytes);
+        extra.put("train_samples", (double) batch.size());
         extra.put("gap_exact_fraction", out.tokens() == 0 ? 1.0 : out.gapExact() / (double) out.tokens());
         extra.put("train_tokens_per_s", out.tokens() / Math.max(1e-9, (tTrain - tReward) / 1e9));
         if (out.skipped()) {
@@ -280,164 +269,8 @@ public final class RlJobRunner implements JobRunner {
                 seconds, next, 0, 0, 0, batch.size(), new TreeMap<>(extra));
         metrics.step(new StepRecord(step, Instant.now(), m.rewardMean(), m.accuracy(), m.logprobGapMean(),
                 m.logprobGapMax(), tokens, tokens / Math.max(1e-9, (tRollout - t0) / 1e9), seconds, next,
-                new TreeMap<>(extra), memoryBytes()));
+                new TreeMap<>(extra), memory.liveByName()));
         return m;
-    }
-
-    /**
-     * One step in async mode: the rollout thread keeps producing; the trainer takes the next
-     * groups from the log (waiting only if rollout is behind), drops groups with a token older than
-     * the staleness bound (counted), trains with importance sampling against the recorded rollout
-     * log-probs, and publishes the next version into the idle slot.
-     */
-    private StepMetrics asyncStep() throws JobException {
-        long t0 = System.nanoTime();
-        long step = state.step() + 1;
-        var b = spec.batch();
-
-        // 1. the next groups from the sample log (the trainer waits only while rollout is behind)
-        List<SampleGroup> groups = new ArrayList<>();
-        long consumed = state.consumedIndex();
-        long waited = 0;
-        while (groups.size() < b.promptsPerStep()) {
-            LogEntry e = reader.next();
-            if (e == null) {
-                async.check();
-                if (ctx.isStopRequested()) {
-                    throw new org.orbitrl.scheduler.job.StepAbortedException("stopping while waiting for rollouts");
-                }
-                long w0 = System.nanoTime();
-                try {
-                    Thread.sleep(1);
-                } catch (InterruptedException ie) {
-                    Thread.currentThread().interrupt();
-                    throw new org.orbitrl.scheduler.job.StepAbortedException("interrupted while waiting for rollouts");
-                }
-                waited += System.nanoTime() - w0;
-                continue;
-            }
-            if (e instanceof LogEntry.Group g) {
-                groups.add(g.group());
-            }
-            consumed = reader.lastReadIndex();
-        }
-        groupsConsumed += groups.size();
-
-        // 2. staleness: a group with any token older than (current version - bound) is dropped and counted
-        long current = state.adapterVersion();
-        int bound = tunables.stalenessBound();
-        List<SampleRecord> batch = new ArrayList<>();
-        long dropped = 0;
-        long staleSum = 0;
-        long staleMax = 0;
-        long staleTokens = 0;
-        for (SampleGroup g : groups) {
-            long oldest = g.samples().stream().mapToLong(SampleRecord::oldestVersion).min().orElse(current);
-            if (current - oldest > bound) {
-                dropped += g.size();
-                continue;
-            }
-            for (SampleRecord r : g.samples()) {
-                batch.add(r);
-                for (int t = 0; t < r.responseLength(); t++) {
-                    long st = current - r.versionOf(t);
-                    staleSum += st;
-                    staleMax = Math.max(staleMax, st);
-                    staleTokens++;
-                }
-            }
-        }
-        double rewardSum = 0;
-        int correct = 0;
-        long tokens = 0;
-        for (SampleRecord r : batch) {
-            rewardSum += r.reward();
-            correct += r.rewardBreakdown().getOrDefault(Reward.CORRECT, 0.0) > 0 ? 1 : 0;
-            tokens += r.responseLength();
-        }
-
-        // 3. train: TIS uses the recorded rollout log-probs, whichever version made them
-        long tTrain0 = System.nanoTime();
-        PolicyTrainer.Outcome out = batch.isEmpty() ? null : trainer.train(batch, b.samplesPerPrompt());
-        long tTrain = System.nanoTime();
-
-        // 4. publish v+1 into the rollout engine's idle slot (it switches between decode steps)
-        long next = current;
-        long publishBytes = 0;
-        double publishSeconds = 0;
-        if (out != null && !out.skipped()) {
-            next = current + 1;
-            long p0 = System.nanoTime();
-            try {
-                publishBytes = slots.publish(trainerAdapter, next);
-            } catch (InterruptedException ie) {
-                Thread.currentThread().interrupt();
-                throw new JobException("interrupted while publishing adapter version " + next);
-            }
-            publishSeconds = (System.nanoTime() - p0) / 1e9;
-            writer.append(AdapterVersionEvent.of(next, step, RlCheckpoint.checksum(trainerAdapter), "", publishBytes,
-                    System.currentTimeMillis() * 1_000_000L));
-        }
-        state = new RunnerState(step, next, consumed, state.samplesTrained() + batch.size());
-        trainerIdleNanos += waited;
-        trainerBusyNanos += System.nanoTime() - t0 - waited;
-
-        double seconds = (System.nanoTime() - t0) / 1e9;
-        Map<String, Double> extra = new TreeMap<>();
-        if (out != null) {
-            extra.put("loss", out.loss());
-            extra.put("grad_norm", out.gradNorm());
-            extra.put("lr", out.lr());
-            extra.put("kl", out.klMean());
-            extra.put("clip_fraction", out.clipFraction());
-        }
-        extra.put("train_seconds", (tTrain - tTrain0) / 1e9);
-        extra.put("publish_seconds", publishSeconds);
-        extra.put("publish_bytes", (double) publishBytes);
-        extra.put("trainer_idle_fraction", trainerIdleNanos / (double) Math.max(1, trainerIdleNanos + trainerBusyNanos));
-        extra.put("rollout_idle_fraction", async.idleFraction());
-        extra.put("dropped_stale", (double) dropped);
-        extra.put("regenerated_samples", (double) async.regeneratedSamples());
-        gauges.put("trainer_idle_fraction", extra.get("trainer_idle_fraction"));
-        gauges.put("rollout_idle_fraction", async.idleFraction());
-        gauges.put("rollout_backpressured", async.backpressured() ? 1.0 : 0.0);
-        gauges.put("trainer_waiting", waited > 0 ? 1.0 : 0.0);
-        gauges.put("queue_lag_groups", (double) (async.producedGroups() - groupsConsumed));
-        gauges.put("publish_bytes", (double) publishBytes);
-        gauges.put("publish_seconds", publishSeconds);
-        int n = Math.max(1, batch.size());
-        StepMetrics m = new StepMetrics(step, rewardSum / n, correct / (double) n, out == null ? Double.NaN : out.gapMean(),
-                out == null ? Double.NaN : out.gapMax(), tokens, seconds, next,
-                staleTokens == 0 ? 0 : staleSum / (double) staleTokens, staleMax, dropped, batch.size(), new TreeMap<>(extra));
-        metrics.step(new StepRecord(step, Instant.now(), m.rewardMean(), m.accuracy(), m.logprobGapMean(),
-                m.logprobGapMax(), tokens, async.generatedTokens() / Math.max(1e-9, (System.nanoTime() - loadedAt) / 1e9),
-                seconds, next, new TreeMap<>(extra), memoryBytes()));
-        return m;
-    }
-
-    /** How the async rollout thread makes its groups (the same prompts, requests and records as sync). */
-    private AsyncRollout.Producer producer() {
-        return new AsyncRollout.Producer() {
-            @Override
-            public List<Problem> problems(long rolloutStep) {
-                return task.trainBatch(spec.seed(), rolloutStep, spec.batch().promptsPerStep());
-            }
-
-            @Override
-            public List<Request> requests(List<Problem> problems, long rolloutStep) {
-                return RlJobRunner.this.requests(problems, rolloutStep);
-            }
-
-            @Override
-            public List<SampleRecord> group(long rolloutStep, int index, Problem p, List<Completion> samples) {
-                List<SampleRecord> g = new ArrayList<>();
-                for (int s = 0; s < samples.size(); s++) {
-                    Completion c = samples.get(s);
-                    g.add(record(rolloutStep, index, s, p, c, task.verify(p, codec.decode(c.tokens())), System.nanoTime()));
-                }
-                return g;
-            }
-        };
     }
 
     /** Appends every sample group logged after {@code after} to {@code out}; returns the last index read. */
@@ -469,51 +302,6 @@ public final class RlJobRunner implements JobRunner {
         return max / 1_000_000L;
     }
 
-    /** The group id of prompt {@code i} of step {@code step}: unique in the job's log. */
-    static long groupId(long step, int i) {
-        return step * 1_000_000L + i;
-    }
-
-    private List<Request> requests(List<Problem> problems, long step) {
-        List<Request> out = new ArrayList<>();
-        var b = spec.batch();
-        var s = spec.sampling();
-        for (int i = 0; i < problems.size(); i++) {
-            Problem p = problems.get(i);
-            int[] prompt = codec.encode(p.prompt());
-            if (prompt.length > b.maxPromptTokens()) {
-                throw new IllegalArgumentException("task prompt " + p.id() + " has " + prompt.length
-                        + " tokens, more than batch.max_prompt_tokens " + b.maxPromptTokens());
-            }
-            long seed = spec.seed() * 1_000_003L + step * 8191L + i;
-            out.add(new Request(p.id() + "@" + step + "#" + i, prompt, new SamplingParams((float) tunables.temperature(),
-                    (float) s.topP(), s.topK(), (float) s.minP(), b.maxResponseTokens(), codec.stopTokens(),
-                    task.stopStrings(), seed), b.samplesPerPrompt()));
-        }
-        return out;
-    }
-
-    private SampleRecord record(long step, int i, int s, Problem p, Completion c, Reward r, long t0) {
-        boolean[] mask = new boolean[c.tokens().length];
-        java.util.Arrays.fill(mask, true);
-        List<org.orbitrl.scheduler.log.VersionSpan> spans = new ArrayList<>();
-        for (int t = 0; t < c.versions().length; t++) {
-            if (t == 0 || c.versions()[t] != c.versions()[t - 1]) {
-                spans.add(new org.orbitrl.scheduler.log.VersionSpan(t, c.versions()[t]));
-            }
-        }
-        if (spans.isEmpty()) {
-            spans.add(new org.orbitrl.scheduler.log.VersionSpan(0, state.adapterVersion()));
-        }
-        long now = System.currentTimeMillis() * 1_000_000L;
-        return SampleRecord.builder().job(spec.name()).promptId(p.id())
-                .group(groupId(step, i), s, spec.batch().samplesPerPrompt())
-                .promptTokens(c.prompt()).response(c.tokens(), c.policyLogprobs(), mask).versions(spans)
-                .reward(r.total(), r.breakdown()).finishReason(org.orbitrl.scheduler.log.FinishReason.valueOf(c.reason().name()))
-                .temperature((float) tunables.temperature())
-                .timings(new SampleTimings(now - (System.nanoTime() - t0), now, 0)).build();
-    }
-
     /** Accuracy at temperature 0 and pass@k over the held-out split, with the serving adapter. */
     @Override
     public EvalResult evaluate() throws JobException {
@@ -521,13 +309,13 @@ public final class RlJobRunner implements JobRunner {
             return evaluateNow();
         }
         try {
-            async.quiesce();                      // the engine serves one caller at a time
+            async.rollout().quiesce();            // the engine serves one caller at a time
             return evaluateNow();
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             throw new JobException("interrupted while pausing rollout for evaluation");
         } finally {
-            async.setPaused(false);
+            async.rollout().setPaused(false);
         }
     }
 
@@ -583,14 +371,14 @@ public final class RlJobRunner implements JobRunner {
     @Override
     public void pause() {
         if (async != null) {
-            async.setPaused(true);
+            async.rollout().setPaused(true);
         }
     }
 
     @Override
     public void resume() {
         if (async != null) {
-            async.setPaused(false);
+            async.rollout().setPaused(false);
         }
     }
 
@@ -614,16 +402,6 @@ public final class RlJobRunner implements JobRunner {
             return List.of();
         }
         return List.of(new DeviceMemory("cpu:0", memory.live(), memory.peak(), Map.of()));
-    }
-
-    private java.util.SortedMap<String, Long> memoryBytes() {
-        java.util.SortedMap<String, Long> m = new TreeMap<>();
-        for (var e : memory.live().entrySet()) {
-            if (e.getValue() > 0) {
-                m.put(e.getKey().name().toLowerCase(), e.getValue());
-            }
-        }
-        return m;
     }
 
     @Override

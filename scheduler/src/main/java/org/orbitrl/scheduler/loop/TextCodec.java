@@ -18,8 +18,8 @@ interface TextCodec {
     List<Integer> stopTokens();
 
     /**
-     * The codec of the model in {@code dir}: Orbit's byte-level tokenizer (no merges) when the
-     * model ships it; other tokenizers are refused with the file named.
+     * The codec of the model in {@code dir}: Orbit's byte-level tokenizer when the
+     * model ships it (no merges), else its Hugging Face byte-level BPE ({@link HfTextCodec}).
      */
     static TextCodec forModel(Path dir, ModelSpec spec) throws IOException {
         Path tok = dir.resolve("tokenizer.json");

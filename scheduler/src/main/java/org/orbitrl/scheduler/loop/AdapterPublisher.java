@@ -1,0 +1,48 @@
+package org.orbitrl.scheduler.loop;
+
+import org.orbitrl.model.adapter.Adapter;
+import org.orbitrl.model.adapter.AdapterSlots;
+import org.orbitrl.scheduler.job.JobException;
+import org.orbitrl.scheduler.log.AdapterVersionEvent;
+import org.orbitrl.scheduler.log.SampleLogWriter;
+
+/**
+ * Publication of a trained adapter version: its weights copied into the rollout engine's idle
+ * slot (only the adapter moves; the engine switches between decode steps), then an
+ * {@link AdapterVersionEvent} appended to the sample log with the bytes copied.
+ */
+final class AdapterPublisher {
+
+    /** What one publication moved and how long the copy took. */
+    record Published(long version, long bytes, double seconds) {
+        static Published none(long version) {
+            return new Published(version, 0, 0);
+        }
+    }
+
+    private final AdapterSlots slots;
+    private final Adapter trainerAdapter;
+    private final SampleLogWriter writer;
+
+    AdapterPublisher(AdapterSlots slots, Adapter trainerAdapter, SampleLogWriter writer) {
+        this.slots = slots;
+        this.trainerAdapter = trainerAdapter;
+        this.writer = writer;
+    }
+
+    /** Publishes the trainer's adapter as {@code version}, trained at {@code step}. */
+    Published publish(long version, long step) throws JobException {
+        long p0 = System.nanoTime();
+        long bytes;
+        try {
+            bytes = slots.publish(trainerAdapter, version);
+        } catch (InterruptedException ie) {
+            Thread.currentThread().interrupt();
+            throw new JobException("interrupted while publishing adapter version " + version);
+        }
+        double seconds = (System.nanoTime() - p0) / 1e9;
+        writer.append(AdapterVersionEvent.of(version, step, RlCheckpoint.checksum(trainerAdapter), "", bytes,
+                System.currentTimeMillis() * 1_000_000L));
+        return new Published(version, bytes, seconds);
+    }
+}

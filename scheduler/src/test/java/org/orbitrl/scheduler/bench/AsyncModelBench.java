@@ -1,0 +1,183 @@
+package org.orbitrl.scheduler.bench;
+
+import org.orbitrl.scheduler.job.AdapterKind;
+import org.orbitrl.scheduler.job.AdapterSpec;
+import org.orbitrl.scheduler.job.AsyncSpec;
+import org.orbitrl.scheduler.job.BatchSpec;
+import org.orbitrl.scheduler.job.ComputeBackend;
+import org.orbitrl.scheduler.job.EvalSpec;
+import org.orbitrl.scheduler.job.JobFiles;
+import org.orbitrl.scheduler.job.JobSpec;
+import org.orbitrl.scheduler.job.ModelSpec;
+import org.orbitrl.scheduler.job.PartialRollouts;
+import org.orbitrl.scheduler.job.PlacementSpec;
+import org.orbitrl.scheduler.loop.ForegroundRun;
+import org.orbitrl.scheduler.report.MetricsHistory;
+import org.orbitrl.scheduler.report.MetricsLog;
+import org.orbitrl.scheduler.report.StepRecord;
+
+import java.io.ByteArrayOutputStream;
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.stream.Stream;
+
+/**
+ * Synchronous against asynchronous RL on a model of a released dense shape (Qwen3-4B by default,
+ * random weights generated here, {@link RandomQwen3}), with LoRA and with OFT, side by side in one
+ * run: mean step time, rollout tokens/s, the trainer's and the rollout's idle fractions, and
+ * adapter publication bytes and time, with the async/sync ratios against the goal (step time at
+ * most 0.7x, rollout throughput at least 1.44x). The task is the quickstart's (sorting), its
+ * rewards meaningless on random weights; timing does not depend on them.
+ *
+ * <p>The backend is {@code -Dorbit.kernels} ({@code cpu} by default; {@code cuda} where the RL
+ * runner has the CUDA model path). {@code --small} shrinks the shape and the batch (4 prompts x 4
+ * samples, 16-token responses, 4 steps) so a CPU smoke run takes a few minutes on two cores. The
+ * trainer's micro-batch defaults to one group: the full vocabulary's logits of a micro-batch must
+ * fit one array.
+ *
+ * <pre>
+ * tools/bench -pl scheduler org.orbitrl.scheduler.bench.AsyncModelBench [--repo .] [--config models/qwen3-4b/config.json]
+ *     [--small] [--adapters lora,oft] [--steps 6] [--prompts 8] [--samples 8] [--response 256] [--micro-batch 8]
+ *     [--keep DIR]
+ * </pre>
+ */
+public final class AsyncModelBench {
+
+    /** One run's figures, over its steps after the first (warm-up). */
+    record Figures(double stepSeconds, double tokensPerSecond, double trainerIdle, double rolloutIdle,
+                   double publishBytes, double publishSeconds, double dropped, int steps) {
+    }
+
+    public static void main(String[] args) throws Exception {
+        Path repo = Path.of(option(args, "--repo", "."));
+        Path models = Path.of(System.getProperty("orbit.models", repo.resolve("../shared/models").toString()));
+        Path config = Path.of(option(args, "--config", models.resolve("qwen3-4b/config.json").toString()));
+        boolean small = List.of(args).contains("--small");
+        List<String> adapters = List.of(option(args, "--adapters", "lora,oft").split(","));
+        int steps = Integer.parseInt(option(args, "--steps", small ? "4" : "6"));
+        int prompts = Integer.parseInt(option(args, "--prompts", small ? "4" : "8"));
+        int samples = Integer.parseInt(option(args, "--samples", small ? "4" : "8"));
+        int response = Integer.parseInt(option(args, "--response", small ? "16" : "256"));
+        int microBatch = Integer.parseInt(option(args, "--micro-batch", Integer.toString(samples)));
+        String kernels = System.getProperty("orbit.kernels", "cpu");
+        ComputeBackend backend = switch (kernels) {
+            case "cpu" -> ComputeBackend.CPU;
+            case "cuda" -> ComputeBackend.CUDA;
+            default -> throw new IllegalArgumentException("-Dorbit.kernels=" + kernels + ": expected cpu or cuda");
+        };
+        RandomQwen3 shape = RandomQwen3.read(config);
+        if (small) {
+            shape = shape.small();
+        }
+        String keep = option(args, "--keep", null);
+        Path work = keep != null ? Path.of(keep) : Files.createTempDirectory("orbit-async-model-bench");
+        try {
+            Path model = work.resolve("model");
+            long g0 = System.nanoTime();
+            shape.write(model, 1);
+            System.out.printf("model: %s%s (%s), random weights written in %.1fs; backend %s, %d cores%n", config,
+                    small ? " shrunk" : "", shape.shape(), (System.nanoTime() - g0) / 1e9, kernels,
+                    Runtime.getRuntime().availableProcessors());
+            System.out.printf("batch: %d prompts x %d samples, responses up to %d tokens, micro-batches of %d, %d steps"
+                    + " each (first not counted); async: staleness bound 2, at most %d groups ahead%n", prompts, samples,
+                    response, microBatch, steps, 2 * prompts);
+            JobSpec base = JobFiles.read(repo.resolve("conf/jobs.d/quickstart.yaml"));
+            List<String> table = new ArrayList<>();
+            List<String> ratios = new ArrayList<>();
+            for (String a : adapters) {
+                JobSpec spec = spec(base, model, a.trim(), backend, prompts, samples, response, microBatch, steps);
+                Figures sync = run(spec, work.resolve(a + "-sync"));
+                Figures async = run(spec.withAsync(new AsyncSpec(true, 2, PartialRollouts.CONTINUE, 2 * prompts)),
+                        work.resolve(a + "-async"));
+                table.add(row(a, "sync", sync));
+                table.add(row(a, "async", async));
+                double st = async.stepSeconds() / sync.stepSeconds();
+                double tp = async.tokensPerSecond() / sync.tokensPerSecond();
+                ratios.add(String.format("%s: async/sync step time %.2f (goal <= 0.70: %s), rollout tokens/s %.2f (goal >="
+                        + " 1.44: %s)", a, st, st <= 0.7 ? "met" : "not met", tp, tp >= 1.44 ? "met" : "not met"));
+            }
+            System.out.println();
+            System.out.println("| adapter | mode | mean step | rollout tokens/s | trainer idle | rollout idle | publish"
+                    + " | publish time | dropped stale |");
+            System.out.println("|---|---|---|---|---|---|---|---|---|");
+            table.forEach(System.out::println);
+            System.out.println();
+            ratios.forEach(System.out::println);
+        } finally {
+            if (keep == null) {
+                delete(work);
+            }
+        }
+    }
+
+    static JobSpec spec(JobSpec q, Path model, String adapter, ComputeBackend backend, int prompts, int samples,
+                        int response, int microBatch, int steps) {
+        List<String> targets = List.of("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj");
+        AdapterSpec a = switch (adapter) {
+            case "lora" -> new AdapterSpec(AdapterKind.LORA, 16, 32, 0, targets, List.of(), 32);
+            case "oft" -> new AdapterSpec(AdapterKind.OFT, 16, 32, 0, targets, List.of(), 32);
+            default -> throw new IllegalArgumentException("--adapters: expected lora and/or oft, got " + adapter);
+        };
+        PlacementSpec p = q.placement();
+        return new JobSpec("async-bench-" + adapter, q.runner(), new ModelSpec(model, q.model().baseFormat()), a,
+                q.algorithm(), q.kl(), q.tisCap(), new BatchSpec(prompts, samples, q.batch().maxPromptTokens(), response,
+                microBatch), q.sampling(), q.optimizer(), steps, new EvalSpec(0, EvalSpec.HELD_OUT, 4, 1, List.of(1)),
+                q.checkpoint(), q.seed(), q.async(), q.task(),
+                new PlacementSpec(backend, p.devices(), p.rolloutDevices(), p.expertParallel(), p.tensorParallel()),
+                q.memory());
+    }
+
+    static Figures run(JobSpec spec, Path dir) throws Exception {
+        ByteArrayOutputStream log = new ByteArrayOutputStream();
+        ForegroundRun.run(spec, dir, new PrintStream(log, true), new AtomicBoolean());
+        List<StepRecord> all = MetricsHistory.read(dir.resolve(MetricsLog.FILE_NAME)).steps();
+        List<StepRecord> s = all.subList(Math.min(1, all.size() - 1), all.size());
+        double wall = s.stream().mapToDouble(StepRecord::stepSeconds).sum();
+        long tokens = s.stream().mapToLong(StepRecord::tokens).sum();
+        StepRecord last = all.getLast();
+        boolean async = spec.async().enabled();
+        // sync: the trainer waits while the step rolls out and scores; rollout waits while the step trains and publishes
+        double trainerIdle = async ? last.extras().getOrDefault("trainer_idle_fraction", Double.NaN)
+                : s.stream().mapToDouble(r -> (x(r, "rollout_seconds") + x(r, "reward_seconds")) / r.stepSeconds()).average().orElse(Double.NaN);
+        double rolloutIdle = async ? last.extras().getOrDefault("rollout_idle_fraction", Double.NaN)
+                : s.stream().mapToDouble(r -> (x(r, "train_seconds") + x(r, "publish_seconds")) / r.stepSeconds()).average().orElse(Double.NaN);
+        double bytes = all.stream().mapToDouble(r -> x(r, "publish_bytes")).filter(b -> b > 0).average().orElse(0);
+        double pubSeconds = all.stream().filter(r -> x(r, "publish_bytes") > 0).mapToDouble(r -> x(r, "publish_seconds"))
+                .average().orElse(Double.NaN);
+        double dropped = all.stream().mapToDouble(r -> x(r, "dropped_stale")).sum();
+        return new Figures(wall / s.size(), tokens / wall, trainerIdle, rolloutIdle, bytes, pubSeconds, dropped, s.size());
+    }
+
+    private static double x(StepRecord r, String key) {
+        return r.extras().getOrDefault(key, 0.0);
+    }
+
+    private static String row(String adapter, String mode, Figures f) {
+        return String.format("| %s | %s | %.3f s | %.0f | %.2f | %.2f | %.2f MB | %.2f ms (%.2f GB/s) | %.0f |", adapter,
+                mode, f.stepSeconds(), f.tokensPerSecond(), f.trainerIdle(), f.rolloutIdle(), f.publishBytes() / 1e6,
+                f.publishSeconds() * 1e3, f.publishBytes() / f.publishSeconds() / 1e9, f.dropped());
+    }
+
+    private static String option(String[] args, String name, String fallback) {
+        for (int i = 0; i + 1 < args.length; i++) {
+            if (args[i].equals(name)) {
+                return args[i + 1];
+            }
+        }
+        return fallback;
+    }
+
+    private static void delete(Path dir) throws IOException {
+        try (Stream<Path> s = Files.walk(dir)) {
+            for (Path p : s.sorted(Comparator.reverseOrder()).toList()) {
+                Files.delete(p);
+            }
+        }
+    }
+}

@@ -77,6 +77,15 @@ public final class Daemon implements AutoCloseable {
     /** Starts a daemon. */
     public static Daemon start(OrbitConfig config, Map<String, JobRunnerProvider> runners, MBeanServer mbeans)
             throws DaemonException {
+        return start(config, runners, mbeans, java.util.List.of());
+    }
+
+    /**
+     * Starts a daemon with {@code listeners} registered before any remembered job is restored or
+     * any job file read, so that they see every transition and notice from the first.
+     */
+    public static Daemon start(OrbitConfig config, Map<String, JobRunnerProvider> runners, MBeanServer mbeans,
+                               java.util.List<org.orbitrl.daemon.jobs.JobListener> listeners) throws DaemonException {
         FileChannel lockChannel = null;
         FileLock lock = null;
         String problem = null;
@@ -117,6 +126,7 @@ public final class Daemon implements AutoCloseable {
             store = StateStore.inMemory(config.maxJobs());
         }
         JobManager manager = new JobManager(config, store, runners, problem);
+        listeners.forEach(manager::addListener);
         manager.restore();
         JobFileEvents events = new JobFileEvents(manager);
         JmxAgent jmx = null;

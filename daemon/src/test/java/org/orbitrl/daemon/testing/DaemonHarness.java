@@ -62,8 +62,7 @@ public final class DaemonHarness implements AutoCloseable {
             }
         }
         runners.put("ledger", new LedgerProvider());
-        daemon = Daemon.start(config(), runners, mbeans);
-        daemon.jobs().addListener(new JobListener() {
+        daemon = Daemon.start(config(), runners, mbeans, List.of(new JobListener() {
             @Override
             public void stateChanged(Job job, JobState from, JobState to, String reason) {
                 events.add(job.name() + ":" + from + "->" + to);
@@ -73,7 +72,7 @@ public final class DaemonHarness implements AutoCloseable {
             public void notice(String job, String kind, String message) {
                 events.add(job + ":notice:" + kind + ":" + message);
             }
-        });
+        })); // registered before restored jobs start, so no early transition or notice is missed
         return this;
     }
 

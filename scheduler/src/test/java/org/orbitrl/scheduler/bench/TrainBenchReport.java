@@ -1,0 +1,149 @@
+package org.orbitrl.scheduler.bench;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.model.arch.DecoderConfig;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+
+/** The markdown {@link Qwen3TrainBench} prints and writes: a line per fact, a row per shape, the peer's figures beside. */
+final class TrainBenchReport {
+
+    /** One tokens-per-step shape: timing, the allocator's peak, the planner's prediction. */
+    static final class Row {
+        final int batch;
+        final int seq;
+        double seconds;                       // per step
+        double loss;
+        String failure;                       // null when it ran
+        Map<MemoryCategory, Long> peak;       // bytes by category
+        long peakTotal;                       // bytes
+        Map<MemoryCategory, Long> planned;    // bytes by category, null if the planner refused
+
+        Row(int batch, int seq) {
+            this.batch = batch;
+            this.seq = seq;
+        }
+
+        long tokens() {
+            return (long) batch * seq;
+        }
+    }
+
+    /** An adapter publish: bytes copied, wall time, how. */
+    record Publish(long bytes, double ms, String how) {
+    }
+
+    private static final List<MemoryCategory> TRAINING = List.of(MemoryCategory.BASE_WEIGHTS, MemoryCategory.DEQUANT_BUFFERS,
+            MemoryCategory.ADAPTER_PARAMS, MemoryCategory.ADAPTER_GRADS, MemoryCategory.OPTIMIZER_STATE,
+            MemoryCategory.ACTIVATIONS, MemoryCategory.LOGITS);
+
+    private final StringBuilder text = new StringBuilder();
+    private final List<Row> rows = new ArrayList<>();
+    private final JsonNode peer;
+
+    TrainBenchReport(TrainBenchOptions o, String kernels, DecoderConfig dc, int fullLayers, JsonNode peer) {
+        this.peer = peer;
+        line("## Adapter training, Qwen3-30B-A3B shape, random weights (Qwen3TrainBench)");
+        line("");
+        line(String.format("%s, backend %s, %d threads; recompute %s, expert chunk %d, %d timed steps per shape after one warm-up",
+                Instant.now(), kernels, Runtime.getRuntime().availableProcessors(), o.recompute(), o.expertChunk(), o.steps()));
+        if (dc.layers() != fullLayers) {
+            line(String.format("**Only %d of the %d layers are built: every figure below is for %d layers, not the real model.**",
+                    dc.layers(), fullLayers, dc.layers()));
+        }
+    }
+
+    void line(String s) {
+        System.out.println(s);
+        text.append(s).append('\n');
+    }
+
+    void add(Row r) {
+        rows.add(r);
+        if (r.failure != null) {
+            line(String.format("%dx%d: %s", r.batch, r.seq, r.failure));
+        } else {
+            line(String.format("%dx%d: %.3f s/step, %.0f tokens/s, loss %.4f, peak %.2f GB", r.batch, r.seq, r.seconds,
+                    r.tokens() / r.seconds, r.loss, r.peakTotal / 1e9));
+        }
+    }
+
+    void publish(Publish p) {
+        line(String.format("adapter publish (%s): %.1f MB in %.2f ms, %.1f GB/s", p.how(), p.bytes() / 1e6, p.ms(),
+                p.bytes() / 1e6 / p.ms()));
+    }
+
+    void write(Path out) throws IOException {
+        line("");
+        line("| tokens/step | s/step | tokens/s | peak GB (allocator) | planner GB | measured/planner | peft tokens/s | Orbit/peft | peft peak GB |");
+        line("|---|---|---|---|---|---|---|---|---|");
+        for (Row r : rows) {
+            JsonNode p = peerRow(r);
+            String peerTok = p == null ? "-" : p.path("oom").asBoolean(false) ? "OOM"
+                    : p.has("tokens_per_s") ? String.format("%.0f", p.get("tokens_per_s").asDouble()) : "error";
+            String ratio = r.failure == null && p != null && p.has("tokens_per_s") && !p.path("oom").asBoolean(false)
+                    ? String.format("%.2f", r.tokens() / r.seconds / p.get("tokens_per_s").asDouble()) : "-";
+            String peerPeak = p != null && p.has("peak_bytes") ? String.format("%.1f", p.get("peak_bytes").asDouble() / 1e9) : "-";
+            long planned = r.planned == null ? 0 : sum(r.planned, TRAINING);
+            long measured = sum(r.peak, TRAINING);
+            line(String.format("| %dx%d = %d | %s | %s | %.3f | %s | %s | %s | %s | %s |", r.batch, r.seq, r.tokens(),
+                    r.failure == null ? String.format("%.3f", r.seconds) : "OOM",
+                    r.failure == null ? String.format("%.0f", r.tokens() / r.seconds) : "-", r.peakTotal / 1e9,
+                    r.planned == null ? "-" : String.format("%.3f", planned / 1e9),
+                    r.planned == null ? "-" : String.format("%.2f", measured / (double) planned), peerTok, ratio, peerPeak));
+        }
+        Row last = null;
+        for (Row r : rows) {
+            if (r.failure == null) {
+                last = r;
+            }
+        }
+        if (last != null && last.planned != null) {
+            line("");
+            line(String.format("Peak by category at %dx%d (allocator peaks since start; planner per GPU, training categories):", last.batch, last.seq));
+            line("");
+            line("| category | measured GB | planner GB | measured/planner |");
+            line("|---|---|---|---|");
+            for (MemoryCategory c : TRAINING) {
+                long m = last.peak.getOrDefault(c, 0L);
+                long p = last.planned.getOrDefault(c, 0L);
+                line(String.format("| %s | %.3f | %.3f | %s |", c.name().toLowerCase(java.util.Locale.ROOT), m / 1e9, p / 1e9,
+                        p == 0 ? "-" : String.format("%.2f", m / (double) p)));
+            }
+        }
+        if (peer != null) {
+            line("");
+            line("peer: " + peer.path("versions").toString() + " on " + peer.path("device").asText("?"));
+        }
+        if (out != null) {
+            Files.writeString(out, text.toString());
+        }
+    }
+
+    private JsonNode peerRow(Row r) {
+        if (peer == null) {
+            return null;
+        }
+        for (JsonNode n : peer.path("results")) {
+            if (n.path("batch").asInt() == r.batch && n.path("seq").asInt() == r.seq) {
+                return n;
+            }
+        }
+        return null;
+    }
+
+    private static long sum(Map<MemoryCategory, Long> m, List<MemoryCategory> cs) {
+        long s = 0;
+        for (MemoryCategory c : cs) {
+            s += m.getOrDefault(c, 0L);
+        }
+        return s;
+    }
+}

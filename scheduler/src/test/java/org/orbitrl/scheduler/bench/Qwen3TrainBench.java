@@ -48,7 +48,10 @@ import java.util.SplittableRandom;
  * java ... org.orbitrl.scheduler.bench.Qwen3TrainBench --config models/qwen3-30b-a3b/config.json
  *     [--layers N] [--small] [--shapes 1x512,2x1024,4x2048,8x2048] [--steps 2] [--recompute true]
  *     [--expert-chunk 8] [--budget-s 200] [--peer peer.json] [--out train-bench.md]
+ * java ... org.orbitrl.scheduler.bench.Qwen3TrainBench --render train-bench.md.json --peer peer.json --out train-bench.md
  * </pre>
+ * {@code --out F} also writes {@code F.json}, from which {@code --render} prints the table again with
+ * the peer's figures (the peer runs after this bench, on a free GPU).
  * {@code --layers N} builds only the first N layers (every figure is then for N layers, as labelled);
  * {@code --small} shrinks the widths to a CPU-sized smoke check.
  */
@@ -60,6 +63,10 @@ public final class Qwen3TrainBench {
 
     public static void main(String[] args) throws Exception {
         TrainBenchOptions o = TrainBenchOptions.parse(args);
+        if (o.render() != null) {   // the table again from an earlier run's JSON, now with the peer's figures
+            TrainBenchReport.fromJson(o.render(), o.peer() == null ? null : JSON.readTree(o.peer().toFile())).write(o.out());
+            return;
+        }
         ObjectNode cfg = (ObjectNode) JSON.readTree(o.config().toFile());
         int fullLayers = cfg.get("num_hidden_layers").asInt();
         if (o.small()) {
@@ -110,6 +117,9 @@ public final class Qwen3TrainBench {
                 }
             }
             report.publish(publish(model, acfg, adapter, backend));
+        }
+        if (o.out() != null) {
+            report.writeJson(Path.of(o.out() + ".json"));
         }
         report.write(o.out());
     }

@@ -17,9 +17,10 @@ import java.util.List;
  * @param budgetSeconds no new shape starts after this many seconds
  * @param peer        the peer's JSON, or null
  * @param out         where the markdown goes, or null
+ * @param render      an earlier run's JSON to render again instead of running, or null
  */
 record TrainBenchOptions(Path config, int layers, boolean small, List<int[]> shapes, int steps, boolean recompute,
-                         int expertChunk, int budgetSeconds, Path peer, Path out) {
+                         int expertChunk, int budgetSeconds, Path peer, Path out, Path render) {
 
     static TrainBenchOptions parse(String[] args) {
         Path config = null;
@@ -32,6 +33,7 @@ record TrainBenchOptions(Path config, int layers, boolean small, List<int[]> sha
         int budget = 200;
         Path peer = null;
         Path out = null;
+        Path render = null;
         for (int i = 0; i < args.length; i++) {
             String a = args[i];
             if (a.equals("--small")) {
@@ -52,11 +54,12 @@ record TrainBenchOptions(Path config, int layers, boolean small, List<int[]> sha
                 case "--budget-s" -> budget = Integer.parseInt(v);
                 case "--peer" -> peer = Path.of(v);
                 case "--out" -> out = Path.of(v);
+                case "--render" -> render = Path.of(v);
                 default -> throw new IllegalArgumentException("unknown option " + a + "; expected --config, --layers, --small, "
-                        + "--shapes, --steps, --recompute, --expert-chunk, --budget-s, --peer, --out");
+                        + "--shapes, --steps, --recompute, --expert-chunk, --budget-s, --peer, --out, --render");
             }
         }
-        if (config == null) {
+        if (config == null && render == null) {
             throw new IllegalArgumentException("--config PATH (a Qwen3-MoE config.json) is required");
         }
         if (steps < 1 || layers < 0 || chunk < 1) {
@@ -73,6 +76,6 @@ record TrainBenchOptions(Path config, int layers, boolean small, List<int[]> sha
         if (peer != null && !peer.toFile().isFile()) {
             peer = null;   // the peer did not run or wrote nothing: the table has no peer columns
         }
-        return new TrainBenchOptions(config, layers, small, list, steps, recompute, chunk, budget, peer, out);
+        return new TrainBenchOptions(config, layers, small, list, steps, recompute, chunk, budget, peer, out, render);
     }
 }

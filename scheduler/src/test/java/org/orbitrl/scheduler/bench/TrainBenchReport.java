@@ -1,6 +1,9 @@
 package org.orbitrl.scheduler.bench;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.model.arch.DecoderConfig;
 
@@ -9,6 +12,8 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Instant;
 import java.util.ArrayList;
+import java.util.EnumMap;
+import java.util.Iterator;
 import java.util.List;
 import java.util.Map;
 
@@ -44,9 +49,13 @@ final class TrainBenchReport {
             MemoryCategory.ADAPTER_PARAMS, MemoryCategory.ADAPTER_GRADS, MemoryCategory.OPTIMIZER_STATE,
             MemoryCategory.ACTIVATIONS, MemoryCategory.LOGITS);
 
+    private static final ObjectMapper JSON = new ObjectMapper();
+
     private final StringBuilder text = new StringBuilder();
+    private final List<String> header = new ArrayList<>();   // the lines before the table, kept for a later render
     private final List<Row> rows = new ArrayList<>();
     private final JsonNode peer;
+    private boolean quiet;
 
     TrainBenchReport(TrainBenchOptions o, String kernels, DecoderConfig dc, int fullLayers, JsonNode peer) {
         this.peer = peer;
@@ -60,9 +69,81 @@ final class TrainBenchReport {
         }
     }
 
+    private TrainBenchReport(JsonNode peer) {
+        this.peer = peer;
+    }
+
     void line(String s) {
-        System.out.println(s);
+        if (!quiet) {
+            System.out.println(s);
+        }
         text.append(s).append('\n');
+        header.add(s);
+    }
+
+    /** Everything measured, as JSON, so that {@link #fromJson} can render the table again with the peer's figures. */
+    void writeJson(Path file) throws IOException {
+        ObjectNode root = JSON.createObjectNode();
+        ArrayNode h = root.putArray("header");
+        header.forEach(h::add);
+        ArrayNode rs = root.putArray("rows");
+        for (Row r : rows) {
+            ObjectNode n = rs.addObject();
+            n.put("batch", r.batch);
+            n.put("seq", r.seq);
+            n.put("seconds", r.seconds);
+            n.put("loss", r.loss);
+            n.put("failure", r.failure);
+            n.put("peakTotal", r.peakTotal);
+            n.set("peak", bytes(r.peak));
+            n.set("planned", bytes(r.planned));
+        }
+        JSON.writerWithDefaultPrettyPrinter().writeValue(file.toFile(), root);
+    }
+
+    /** A report read back from {@link #writeJson}, with the peer's JSON (or null) beside it. */
+    static TrainBenchReport fromJson(Path file, JsonNode peer) throws IOException {
+        JsonNode root = JSON.readTree(file.toFile());
+        TrainBenchReport t = new TrainBenchReport(peer);
+        t.quiet = true;
+        for (JsonNode l : root.path("header")) {
+            if (!l.asText().contains(" s/step, ") && !l.asText().contains(": out of memory")) {
+                t.line(l.asText());
+            }
+        }
+        for (JsonNode n : root.path("rows")) {
+            Row r = new Row(n.get("batch").asInt(), n.get("seq").asInt());
+            r.seconds = n.get("seconds").asDouble();
+            r.loss = n.get("loss").asDouble();
+            r.failure = n.get("failure").isNull() ? null : n.get("failure").asText();
+            r.peakTotal = n.get("peakTotal").asLong();
+            r.peak = categories(n.get("peak"));
+            r.planned = categories(n.get("planned"));
+            t.add(r);
+        }
+        t.quiet = false;
+        return t;
+    }
+
+    private static JsonNode bytes(Map<MemoryCategory, Long> m) {
+        if (m == null) {
+            return JSON.nullNode();
+        }
+        ObjectNode o = JSON.createObjectNode();
+        m.forEach((c, b) -> o.put(c.name(), b));
+        return o;
+    }
+
+    private static Map<MemoryCategory, Long> categories(JsonNode n) {
+        if (n == null || n.isNull()) {
+            return null;
+        }
+        Map<MemoryCategory, Long> m = new EnumMap<>(MemoryCategory.class);
+        for (Iterator<Map.Entry<String, JsonNode>> it = n.fields(); it.hasNext(); ) {
+            Map.Entry<String, JsonNode> e = it.next();
+            m.put(MemoryCategory.valueOf(e.getKey()), e.getValue().asLong());
+        }
+        return m;
     }
 
     void add(Row r) {

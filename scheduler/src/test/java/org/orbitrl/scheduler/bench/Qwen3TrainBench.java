@@ -139,11 +139,10 @@ public final class Qwen3TrainBench {
         }
         try {
             double loss = 0;
-            long t0 = 0;
+            long timed = 0;
             for (int i = 0; i <= steps; i++) {
-                if (i == 1) {
-                    t0 = System.nanoTime();
-                }
+                releaseGarbage(backend);   // the last step's activations, so the allocator's peak is one step's
+                long t0 = System.nanoTime();
                 adapter.zeroGrad();
                 loss = NextTokenLoss.forwardBackward(model, backend, seqs, recompute);
                 List<Tensor> grads = new ArrayList<>();
@@ -154,8 +153,11 @@ public final class Qwen3TrainBench {
                 if (r instanceof StepResult.Skipped s) {
                     throw new IllegalStateException("AdamW skipped the step: " + s.offender());
                 }
+                if (i > 0) {
+                    timed += System.nanoTime() - t0;
+                }
             }
-            row.seconds = (System.nanoTime() - t0) / 1e9 / steps;
+            row.seconds = timed / 1e9 / steps;
             row.loss = loss;
         } catch (OutOfMemoryError | RuntimeException e) {
             if (!outOfMemory(e)) {
@@ -166,11 +168,21 @@ public final class Qwen3TrainBench {
         row.peak = peak(backend, hostMem);
         row.peakTotal = backend.allocator() instanceof CudaAllocator ca ? ca.peakBytes() : hostMem.peak().values().stream().mapToLong(Long::longValue).sum();
         seqs.clear();
+        releaseGarbage(backend);
+        return row;
+    }
+
+    /** Lets the collector find dropped device tensors and frees them now (host tensors: only the collection). */
+    static void releaseGarbage(Backend backend) {
         System.gc();
         if (backend.allocator() instanceof CudaAllocator ca) {
+            try {
+                Thread.sleep(50);   // the cleaner reports unreachable blocks asynchronously
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
             ca.releaseUnreachableNow();
         }
-        return row;
     }
 
     /** Peak bytes by category since the start (the allocator keeps no per-step peak; shapes grow, so it is this shape's). */

@@ -188,7 +188,7 @@ final class TrainBenchReport {
         }
         if (last != null && last.planned != null) {
             line("");
-            line(String.format("Peak by category at %dx%d (allocator peaks since start; planner per GPU, training categories):", last.batch, last.seq));
+            line(String.format("Peak by category at %dx%d (allocator peaks since start, dropped activations freed before each step; planner per GPU, training categories):", last.batch, last.seq));
             line("");
             line("| category | measured GB | planner GB | measured/planner |");
             line("|---|---|---|---|");
@@ -201,7 +201,10 @@ final class TrainBenchReport {
         }
         if (peer != null) {
             line("");
-            line("peer: " + peer.path("versions").toString() + " on " + peer.path("device").asText("?"));
+            line(String.format("peer (tools/gpu/peer_train.py, bf16 base, LoRA r=32 on q/k/v/o + fused experts): %s on %s, %s layers, "
+                    + "gradient checkpointing %s, %s adapter parameters %s", peer.path("versions"), peer.path("device").asText("?"),
+                    peer.path("layers").asText("?"), peer.path("gradient_checkpointing").asText("?"),
+                    peer.path("adapter_params").asText("?"), peer.path("adapter_dtypes")));
         }
         if (out != null) {
             Files.writeString(out, text.toString());

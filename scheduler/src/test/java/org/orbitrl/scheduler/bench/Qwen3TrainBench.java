@@ -87,11 +87,13 @@ public final class Qwen3TrainBench {
                 : new CpuBackend(Runtime.getRuntime().availableProcessors(), hostMem)) {
             TensorAllocator alloc = backend.allocator();
             long t0 = System.nanoTime();
-            Qwen3Model model = Qwen3Model.load(dc, new RandomQwen3Moe(dc, 1), backend, Qwen3Model.LoadOptions.full());
+            RandomQwen3Moe weights = new RandomQwen3Moe(dc, 1);
+            Qwen3Model model = Qwen3Model.load(dc, weights, backend, Qwen3Model.LoadOptions.full());
             model.setExpertChunk(o.expertChunk());
-            report.line(String.format("model: %s, %d layers%s (of %d), hidden %d, %d experts top-%d x %d, vocab %d; built in %.1f s, base %.2f GB",
+            report.line(String.format("model: %s, %d layers%s (of %d), hidden %d, %d experts top-%d x %d, vocab %d; built in %.1f s (%.1f s generating), base %.2f GB",
                     dc.modelType(), dc.layers(), o.small() ? " (--small widths)" : "", fullLayers, dc.hidden(), dc.experts(),
-                    dc.topK(), dc.moeIntermediate(), dc.vocab(), (System.nanoTime() - t0) / 1e9, model.heldBaseBytes() / 1e9));
+                    dc.topK(), dc.moeIntermediate(), dc.vocab(), (System.nanoTime() - t0) / 1e9, weights.generatingSeconds(),
+                    model.heldBaseBytes() / 1e9));
             AdapterConfig acfg = AdapterConfig.lora(32, 64, List.of("q_proj", "k_proj", "v_proj", "o_proj"),
                     List.of("mlp.experts.gate_up_proj", "mlp.experts.down_proj"));
             LoraAdapter adapter = LoraAdapter.create(acfg, model, alloc, 5);
@@ -112,6 +114,9 @@ public final class Qwen3TrainBench {
                 TrainBenchReport.Row row = step(model, adapter, adamw, backend, hostMem, shape[0], shape[1], o.steps(), o.recompute());
                 row.planned = TrainBenchPlan.predict(spec, cfgFile, shape[0], shape[1], o.recompute(), o.expertChunk());
                 report.add(row);
+                if (o.out() != null) {   // after every shape: a run stopped by its time limit keeps what it measured
+                    report.writeJson(Path.of(o.out() + ".json"));
+                }
                 if (row.failure != null) {
                     break;
                 }

@@ -35,6 +35,7 @@ final class RandomQwen3Moe implements WeightSource {
     private final Map<String, Entry> entries = new HashMap<>();
     private final long seed;
     private int lastLayer = -1;
+    private long generatingNanos;
 
     RandomQwen3Moe(DecoderConfig c, long seed) {
         this.seed = seed;
@@ -102,12 +103,24 @@ final class RandomQwen3Moe implements WeightSource {
                     + ", asked for " + Arrays.toString(shape));
         }
         collectPerLayer(name);
+        long t0 = System.nanoTime();
+        Tensor t = generate(e, name, shape);
+        generatingNanos += System.nanoTime() - t0;
+        return t;
+    }
+
+    /** Seconds spent generating tensors (the rest of a model build is placing them). */
+    double generatingSeconds() {
+        return generatingNanos / 1e9;
+    }
+
+    private Tensor generate(Entry e, String name, long[] shape) {
         long s = seed * 0x9E3779B97F4A7C15L + name.hashCode();
         return switch (e.kind) {
-            case ONES -> Tensor.allocate(Arena.ofAuto(), DType.F32, shape).fill(1f).to(DType.BF16);
+            case ONES -> constantBf16(1f, shape);
             case RANDOM -> random(s, shape[0], shape[1]);
             case PACKED -> codes(s, shape[0], shape[1]);
-            case SCALE -> Tensor.allocate(Arena.ofAuto(), DType.F32, shape).fill(CODE_SCALE).to(DType.BF16);
+            case SCALE -> constantBf16(CODE_SCALE, shape);
             case SHAPE -> Tensor.ofInts(new int[]{(int) e.shape[0], (int) e.shape[1]}, 2);
         };
     }
@@ -121,6 +134,19 @@ final class RandomQwen3Moe implements WeightSource {
                 System.gc();
             }
         }
+    }
+
+    /** bf16 of {@code shape}, every element {@code v} (rounded to nearest even). */
+    private static Tensor constantBf16(float v, long... shape) {
+        Tensor t = Tensor.allocate(Arena.ofAuto(), DType.BF16, shape);
+        int bits = Float.floatToRawIntBits(v);
+        short b = (short) ((bits + 0x7FFF + ((bits >>> 16) & 1)) >>> 16);
+        MemorySegment m = t.segment();
+        long n = t.numel();
+        for (long i = 0; i < n; i++) {
+            m.setAtIndex(ValueLayout.JAVA_SHORT_UNALIGNED, i, b);
+        }
+        return t;
     }
 
     /** bf16 [rows, cols], uniform, filled in parallel by blocks of rows. */

@@ -121,7 +121,11 @@ public final class Qwen3TrainBench {
                     break;
                 }
             }
-            report.publish(publish(model, acfg, adapter, backend));
+            try {
+                report.publish(publish(model, acfg, adapter, backend));
+            } catch (RuntimeException e) {
+                report.line("adapter publish failed: " + causes(e));
+            }
         }
         if (o.out() != null) {
             report.writeJson(Path.of(o.out() + ".json"));
@@ -165,10 +169,8 @@ public final class Qwen3TrainBench {
             row.seconds = timed / 1e9 / steps;
             row.loss = loss;
         } catch (OutOfMemoryError | RuntimeException e) {
-            if (!outOfMemory(e)) {
-                throw e;
-            }
-            row.failure = "out of memory: " + firstLine(e.getMessage());
+            // the shapes after this one are not tried; what ran so far is still reported
+            row.failure = outOfMemory(e) ? "out of memory: " + firstLine(e.getMessage()) : "failed: " + causes(e);
         }
         row.peak = peak(backend, hostMem);
         row.peakTotal = backend.allocator() instanceof CudaAllocator ca ? ca.peakBytes() : hostMem.peak().values().stream().mapToLong(Long::longValue).sum();
@@ -246,6 +248,19 @@ public final class Qwen3TrainBench {
             }
         }
         return false;
+    }
+
+    /** Each exception of the cause chain: its class and first message line. */
+    static String causes(Throwable e) {
+        StringBuilder sb = new StringBuilder();
+        for (Throwable t = e; t != null; t = t.getCause()) {
+            sb.append(sb.isEmpty() ? "" : "; caused by ").append(t.getClass().getSimpleName()).append(": ")
+                    .append(firstLine(t.getMessage()));
+            if (t.getCause() == null && t.getStackTrace().length > 0) {
+                sb.append(" at ").append(t.getStackTrace()[0]);
+            }
+        }
+        return sb.toString();
     }
 
     static String firstLine(String s) {

@@ -175,7 +175,7 @@ final class TrainBenchReport {
             long planned = r.planned == null ? 0 : sum(r.planned, TRAINING);
             long measured = sum(r.peak, TRAINING);
             line(String.format("| %dx%d = %d | %s | %s | %.3f | %s | %s | %s | %s | %s |", r.batch, r.seq, r.tokens(),
-                    r.failure == null ? String.format("%.3f", r.seconds) : "OOM",
+                    r.failure == null ? String.format("%.3f", r.seconds) : r.failure.startsWith("out of memory") ? "OOM" : "failed",
                     r.failure == null ? String.format("%.0f", r.tokens() / r.seconds) : "-", r.peakTotal / 1e9,
                     r.planned == null ? "-" : String.format("%.3f", planned / 1e9),
                     r.planned == null ? "-" : String.format("%.2f", measured / (double) planned), peerTok, ratio, peerPeak));

@@ -56,6 +56,7 @@ final class TrainBenchReport {
     private final List<Row> rows = new ArrayList<>();
     private final JsonNode peer;
     private boolean quiet;
+    private double layerScale = 1;   // the config's layers over the layers built
 
     TrainBenchReport(TrainBenchOptions o, String kernels, DecoderConfig dc, int fullLayers, JsonNode peer) {
         this.peer = peer;
@@ -63,6 +64,7 @@ final class TrainBenchReport {
         line("");
         line(String.format("%s, backend %s, %d threads; recompute %s, expert chunk %d, %d timed steps per shape after one warm-up",
                 Instant.now(), kernels, Runtime.getRuntime().availableProcessors(), o.recompute(), o.expertChunk(), o.steps()));
+        layerScale = fullLayers / (double) dc.layers();
         if (dc.layers() != fullLayers) {
             line(String.format("**Only %d of the %d layers are built: every figure below is for %d layers, not the real model.**",
                     dc.layers(), fullLayers, dc.layers()));
@@ -84,6 +86,7 @@ final class TrainBenchReport {
     /** Everything measured, as JSON, so that {@link #fromJson} can render the table again with the peer's figures. */
     void writeJson(Path file) throws IOException {
         ObjectNode root = JSON.createObjectNode();
+        root.put("layerScale", layerScale);
         ArrayNode h = root.putArray("header");
         header.forEach(h::add);
         ArrayNode rs = root.putArray("rows");
@@ -106,6 +109,7 @@ final class TrainBenchReport {
         JsonNode root = JSON.readTree(file.toFile());
         TrainBenchReport t = new TrainBenchReport(peer);
         t.quiet = true;
+        t.layerScale = root.path("layerScale").asDouble(1);
         for (JsonNode l : root.path("header")) {
             if (!l.asText().contains(" s/step, ") && !l.asText().contains(": out of memory")) {
                 t.line(l.asText());
@@ -151,8 +155,10 @@ final class TrainBenchReport {
         if (r.failure != null) {
             line(String.format("%dx%d: %s", r.batch, r.seq, r.failure));
         } else {
-            line(String.format("%dx%d: %.3f s/step, %.0f tokens/s, loss %.4f, peak %.2f GB", r.batch, r.seq, r.seconds,
-                    r.tokens() / r.seconds, r.loss, r.peakTotal / 1e9));
+            line(String.format("%dx%d: %.3f s/step, %.0f tokens/s, loss %.4f, peak %.2f GB%s", r.batch, r.seq, r.seconds,
+                    r.tokens() / r.seconds, r.loss, r.peakTotal / 1e9, layerScale == 1 ? ""
+                            : String.format(" (scaled to all layers: the whole step x %.1f gives %.0f tokens/s, a lower bound, "
+                            + "as the embedding, head and loss do not grow with layers)", layerScale, r.tokens() / r.seconds / layerScale)));
         }
     }
 

@@ -176,7 +176,8 @@ final class TrainBenchReport {
             String peerTok = p == null ? "-" : p.path("oom").asBoolean(false) ? "OOM"
                     : p.has("tokens_per_s") ? String.format("%.0f", p.get("tokens_per_s").asDouble()) : "error";
             String ratio = r.failure == null && p != null && p.has("tokens_per_s") && !p.path("oom").asBoolean(false)
-                    ? String.format("%.2f", r.tokens() / r.seconds / p.get("tokens_per_s").asDouble()) : "-";
+                    ? String.format("%s%.2f", layerScale == 1 ? "" : "≥", r.tokens() / r.seconds / layerScale / p.get("tokens_per_s").asDouble())
+                    : "-";   // with fewer layers built: the step scaled to all layers, a lower bound
             String peerPeak = p != null && p.has("peak_bytes") ? String.format("%.1f", p.get("peak_bytes").asDouble() / 1e9) : "-";
             long planned = r.planned == null ? 0 : sum(r.planned, TRAINING);
             long measured = sum(r.peak, TRAINING);

@@ -60,7 +60,9 @@ final class TrainBenchReport {
 
     TrainBenchReport(TrainBenchOptions o, String kernels, DecoderConfig dc, int fullLayers, JsonNode peer) {
         this.peer = peer;
-        line("## Adapter training, Qwen3-30B-A3B shape, random weights (Qwen3TrainBench)");
+        Path dir = o.config().toAbsolutePath().getParent();
+        line(String.format("## Adapter training, %s shape%s, random weights (Qwen3TrainBench)",
+                dir == null ? o.config() : dir.getFileName(), o.small() ? " shrunk by --small" : ""));
         line("");
         line(String.format("%s, backend %s, %d threads; recompute %s, expert chunk %d, %d timed steps per shape after one warm-up",
                 Instant.now(), kernels, Runtime.getRuntime().availableProcessors(), o.recompute(), o.expertChunk(), o.steps()));

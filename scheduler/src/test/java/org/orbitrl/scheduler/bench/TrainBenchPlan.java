@@ -1,0 +1,41 @@
+package org.orbitrl.scheduler.bench;
+
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.memory.plan.AdapterSpec;
+import org.orbitrl.memory.plan.BaseFormat;
+import org.orbitrl.memory.plan.BatchShape;
+import org.orbitrl.memory.plan.MemoryPlanner;
+import org.orbitrl.memory.plan.NodeSpec;
+import org.orbitrl.memory.plan.ParallelLayout;
+import org.orbitrl.memory.plan.PlanRequest;
+import org.orbitrl.model.spec.ModelSpec;
+
+import java.nio.file.Path;
+import java.util.Map;
+
+/** The memory planner's per-GPU prediction for the bench's training step, requested as {@code orbit plan} builds it. */
+final class TrainBenchPlan {
+    private TrainBenchPlan() {
+    }
+
+    /**
+     * One H200; INT4 routed experts, the rest bf16; LoRA r=32 (f32) on attention and experts; one
+     * micro-batch of {@code batch} sequences of {@code seq} tokens (half prompt, half response); the
+     * logits of every token at once, as the bench materializes them. Null if the planner refuses the request.
+     */
+    static Map<MemoryCategory, Long> predict(ModelSpec spec, Path configPath, int batch, int seq, boolean recompute,
+                                             int expertChunk) {
+        try {
+            NodeSpec node = NodeSpec.parse("1xH200");
+            PlanRequest req = new PlanRequest(spec, configPath, BaseFormat.parse("int4", spec),
+                    AdapterSpec.parse("lora:32:attention+experts:f32"), new BatchShape(batch, 1, seq / 2, seq - seq / 2, batch),
+                    node, ParallelLayout.auto(spec, node, 0, 0), recompute, expertChunk, DType.BF16, batch * seq,
+                    Math.max(1, Math.min(8192, batch * seq)), -1);
+            return MemoryPlanner.plan(req).perGpuBytes();
+        } catch (RuntimeException e) {
+            System.out.println("planner: " + e.getMessage());
+            return null;
+        }
+    }
+}

@@ -153,6 +153,12 @@ public final class OftAdapter implements Adapter {
         return null;
     }
 
+    /** Sets every gradient to zero, in whichever memory the adapter lives. */
+    @Override
+    public void zeroGrad() {
+        params.forEach(p -> memory.zero(p.grad()));
+    }
+
     @Override
     public Map<String, Tensor> peftTensors() {
         Map<String, Tensor> out = new LinkedHashMap<>();

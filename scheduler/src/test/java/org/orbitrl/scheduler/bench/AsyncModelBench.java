@@ -116,6 +116,10 @@ public final class AsyncModelBench {
                 double tp = async.tokensPerSecond() / sync.tokensPerSecond();
                 ratios.add(String.format("%s: async/sync step time %.2f (goal <= 0.70: %s), rollout tokens/s %.2f (goal >="
                         + " 1.44: %s)", a, st, st <= 0.7 ? "met" : "not met", tp, tp >= 1.44 ? "met" : "not met"));
+                // each adapter's figures as soon as they exist, so a run cut short still reports the finished ones
+                System.out.println(table.get(table.size() - 2));
+                System.out.println(table.get(table.size() - 1));
+                System.out.println(ratios.getLast());
             }
             System.out.println();
             System.out.println("| adapter | mode | mean step | rollout tokens/s | trainer idle | rollout idle | publish"

@@ -2,6 +2,7 @@ package org.orbitrl.model.adapter;
 
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.nn.AdapterTargets;
 import org.orbitrl.model.nn.Linear;
 
@@ -29,6 +30,7 @@ public final class AdapterSlots {
     private boolean writing;
     private volatile boolean enabled = true;
     private long publishedBytes;
+    private final TensorAllocator memory;
 
     /**
      * Builds the two slots with {@code factory} (called twice; each call attaches an adapter of the
@@ -36,6 +38,15 @@ public final class AdapterSlots {
      * active with version {@code initialVersion}.
      */
     public AdapterSlots(AdapterTargets model, Supplier<Adapter> factory, long initialVersion) {
+        this(model, factory, initialVersion, TensorAllocator.heap());
+    }
+
+    /**
+     * As {@link #AdapterSlots(AdapterTargets, Supplier, long)}, for adapters whose tensors live in
+     * {@code memory} (a device allocator: publishing then copies device to device through it).
+     */
+    public AdapterSlots(AdapterTargets model, Supplier<Adapter> factory, long initialVersion, TensorAllocator memory) {
+        this.memory = memory;
         List<Map<Linear, Linear.AdapterHook>> hooks = new ArrayList<>();
         for (int s = 0; s < 2; s++) {
             slots[s] = factory.get();
@@ -111,7 +122,7 @@ public final class AdapterSlots {
             }
             for (int i = 0; i < dst.size(); i++) {
                 Tensor d = dst.get(i).value();
-                d.copyFrom(src.get(i).value());
+                memory.copy(src.get(i).value(), d);
                 bytes += d.byteSize();
             }
         } finally {

@@ -41,7 +41,9 @@ import java.util.TreeSet;
  *   <li>Default initialisation: zero parameters, so every rotation is the identity and the adapted
  *       model equals the base.</li>
  * </ul>
- * Disabled ({@link #setEnabled}), the model is the base alone: the reference policy.
+ * Disabled ({@link #setEnabled}), the model is the base alone: the reference policy. The
+ * parameters may live in host or device memory (the allocator given); see {@link OftLinear} for
+ * what runs where.
  */
 public final class OftAdapter implements Adapter {
     private static final String PREFIX = "base_model.model.";
@@ -51,6 +53,7 @@ public final class OftAdapter implements Adapter {
     }
 
     private final AdapterConfig config;
+    private TensorAllocator memory;
     private final List<Param> params = new ArrayList<>();
     private final Map<String, OftLinear> layers = new LinkedHashMap<>();
     private volatile boolean enabled = true;
@@ -84,17 +87,8 @@ public final class OftAdapter implements Adapter {
         this.enabled = on;
     }
 
-    /** OFT's rotation math runs on the host: its parameters must be host memory. */
-    private static void requireHost(TensorAllocator allocator) {
-        if (!allocator.hostMemory()) {
-            throw new UnsupportedOperationException("OFT adapters run on host-memory backends (cpu, scalar) only; "
-                    + "on a GPU backend use a LoRA adapter");
-        }
-    }
-
     /** A fresh adapter with PEFT's default initialisation: every parameter zero, every rotation the identity. */
     public static OftAdapter create(AdapterConfig config, AdapterTargets model, TensorAllocator allocator) {
-        requireHost(allocator);
         return build(config, model, allocator, (name, shape) -> allocator.allocate(MemoryCategory.ADAPTER_PARAMS,
                 DType.F32, shape));
     }
@@ -102,10 +96,9 @@ public final class OftAdapter implements Adapter {
     /** An adapter with the tensors of a PEFT adapter file (checked: every tensor present, shapes exact, none extra). */
     public static OftAdapter load(AdapterConfig config, WeightSource source, AdapterTargets model,
                                   TensorAllocator allocator) {
-        requireHost(allocator);
         OftAdapter adapter = build(config, model, allocator, (name, shape) -> {
             Tensor t = allocator.allocate(MemoryCategory.ADAPTER_PARAMS, DType.F32, shape);
-            t.copyFrom(source.tensor(name, shape));
+            allocator.copy(source.tensor(name, shape), t);
             return t;
         });
         TreeSet<String> extra = new TreeSet<>(source.names());
@@ -125,6 +118,7 @@ public final class OftAdapter implements Adapter {
             throw new IllegalArgumentException("not an OFT config: " + config.type());
         }
         OftAdapter ad = new OftAdapter(config);
+        ad.memory = allocator;
         OftSettings s = config.oft();
         TreeSet<String> unmatched = new TreeSet<>(config.targetModules());
         for (Map.Entry<String, Linear> e : model.linearModules().entrySet()) {
@@ -159,6 +153,12 @@ public final class OftAdapter implements Adapter {
         return null;
     }
 
+    /** Sets every gradient to zero, in whichever memory the adapter lives. */
+    @Override
+    public void zeroGrad() {
+        params.forEach(p -> memory.zero(p.grad()));
+    }
+
     @Override
     public Map<String, Tensor> peftTensors() {
         Map<String, Tensor> out = new LinkedHashMap<>();
@@ -183,7 +183,7 @@ public final class OftAdapter implements Adapter {
                 throw new IllegalArgumentException("adapters differ at tensor " + i + ": " + other.params.get(i).name()
                         + " vs " + params.get(i).name());
             }
-            params.get(i).value().copyFrom(other.params.get(i).value());
+            memory.copy(other.params.get(i).value(), params.get(i).value());
         }
     }
 }

@@ -5,6 +5,7 @@ import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.model.adapter.internal.OftDevice;
 import org.orbitrl.model.adapter.internal.OftMath;
 import org.orbitrl.model.nn.Linear;
 
@@ -27,6 +28,12 @@ import java.util.function.BooleanSupplier;
  * <p>Backward: with g = dL/d(x·R) (what the layer's dx holds on entry), dx = g·Rᵀ blockwise,
  * dL/dR_i = Σ_rows x_iᵀ·g_i, and the parameter gradient follows through the Cayley map's
  * derivative. Gradients accumulate into a buffer of {@link MemoryCategory#ADAPTER_GRADS}.
+ *
+ * <p>Device memory (the parameter from a device allocator): the rotation blocks are still built on
+ * the host from a host copy of the parameter (they are small: b·b per block) and copied up,
+ * transposed, once per change; the rotation of the activations and its backward run on the device
+ * through backend ops ({@link OftDevice}); dL/dR comes back to the host for the Cayley derivative,
+ * and the parameter gradient is accumulated there and copied back.
  */
 public final class OftLinear implements Linear.AdapterHook {
     private final Tensor weight;    // [stored, n] packed skew upper triangles (the trainable parameter)
@@ -37,13 +44,17 @@ public final class OftLinear implements Linear.AdapterHook {
     private final OftSettings.Layout layout;
     private final int in;
     private final BooleanSupplier enabled;
+    private final TensorAllocator memory;  // the parameter's allocator
+    private final Tensor rotationT;        // [stored, b, b] R_jᵀ in device memory; null for host memory
+    private final OftDevice device;        // null for host memory
     private boolean built;
 
     /**
      * @param weight    the parameter [stored, b(b−1)/2], f32
      * @param grad      its gradient buffer, same shape
      * @param in        the layer's input width (blocks · b)
-     * @param allocator where the rotation blocks are kept ({@link MemoryCategory#ADAPTER_PARAMS})
+     * @param allocator the parameter's allocator; the rotation blocks are kept there for host memory
+     *                  ({@link MemoryCategory#ADAPTER_PARAMS}), on the host and transposed on the device otherwise
      */
     public OftLinear(Tensor weight, Tensor grad, int in, OftSettings settings, TensorAllocator allocator,
                      BooleanSupplier enabled) {
@@ -59,8 +70,13 @@ public final class OftLinear implements Linear.AdapterHook {
         this.settings = settings;
         this.in = in;
         this.enabled = enabled;
-        this.rotation = allocator.allocate(MemoryCategory.ADAPTER_PARAMS, DType.F32, layout.storedBlocks(), b, b);
-        this.builtFrom = allocator.allocate(MemoryCategory.ADAPTER_PARAMS, DType.F32, weight.shape());
+        this.memory = allocator;
+        boolean host = allocator.hostMemory();
+        TensorAllocator hostSide = host ? allocator : TensorAllocator.heap();
+        this.rotation = hostSide.allocate(MemoryCategory.ADAPTER_PARAMS, DType.F32, layout.storedBlocks(), b, b);
+        this.builtFrom = hostSide.allocate(MemoryCategory.ADAPTER_PARAMS, DType.F32, weight.shape());
+        this.rotationT = host ? null : allocator.allocate(MemoryCategory.ADAPTER_PARAMS, DType.F32, layout.storedBlocks(), b, b);
+        this.device = host ? null : new OftDevice(layout.blocks(), b, layout.storedBlocks());
     }
 
     public OftSettings.Layout layout() {
@@ -80,6 +96,10 @@ public final class OftLinear implements Linear.AdapterHook {
 
     @Override
     public Tensor baseInput(Backend backend, Tensor x) {
+        if (device != null) {
+            ensureRotation();
+            return device.rotate(backend, x, rotationT);
+        }
         float[] r = rotation().toFloatArray();
         float[] xs = x.contiguous().toFloatArray();   // [M, in]
         float[] out = new float[xs.length];           // [M, in] = x·R blockwise
@@ -111,6 +131,10 @@ public final class OftLinear implements Linear.AdapterHook {
 
     @Override
     public void backward(Backend backend, Tensor x, Tensor dy, Tensor dx) {
+        if (device != null) {
+            deviceBackward(backend, x, dx);
+            return;
+        }
         float[] r = rotation().toFloatArray();
         float[] xs = x.contiguous().toFloatArray();   // [M, in]
         float[] g = dx.contiguous().toFloatArray();   // [M, in] dL/d(x·R)
@@ -151,16 +175,39 @@ public final class OftLinear implements Linear.AdapterHook {
         grad.copyFrom(Tensor.of(dq, grad.shape()));
     }
 
+    /** Device backward: dx ← g·Rᵀ on the device, dL/dR to the host, the parameter gradient accumulated and copied back. */
+    private void deviceBackward(Backend backend, Tensor x, Tensor dx) {
+        ensureRotation();
+        float[] dR = memory.toHost(device.backward(backend, x, dx, rotationT)).toFloatArray();   // [stored, b, b]
+        float[] q = memory.toHost(weight).toFloatArray();
+        float[] dq = memory.toHost(grad).toFloatArray();
+        int b = layout.blockSize();
+        int n = layout.elements();
+        for (int j = 0; j < layout.storedBlocks(); j++) {
+            double[] gj = new double[b * b];
+            for (int i = 0; i < b * b; i++) {
+                gj[i] = dR[j * b * b + i];
+            }
+            double[] s = OftMath.skew(q, j * n, b);
+            double[] dQ = settings.cayleyNeumann()
+                    ? OftMath.neumannBackward(s, gj, b, settings.neumannTerms())
+                    : OftMath.cayleyBackward(s, gj, b);
+            OftMath.packGradient(dQ, b, dq, j * n);
+        }
+        memory.copy(Tensor.of(dq, grad.shape()), grad);
+    }
+
     /** Rebuilds the rotation blocks if the parameter changed since they were built (coft-projecting it first). */
     private synchronized void ensureRotation() {
-        if (built && MemorySegment.mismatch(weight.segment(), weight.byteOffset(), weight.byteOffset() + weight.byteSize(),
+        Tensor w = memory.toHost(weight);   // the parameter itself for host memory, else a host copy
+        if (built && MemorySegment.mismatch(w.segment(), w.byteOffset(), w.byteOffset() + w.byteSize(),
                 builtFrom.segment(), builtFrom.byteOffset(), builtFrom.byteOffset() + builtFrom.byteSize()) == -1) {
             return;
         }
         int b = layout.blockSize();
         int n = layout.elements();
         int stored = layout.storedBlocks();
-        float[] q = weight.toFloatArray();
+        float[] q = w.toFloatArray();
         if (settings.coft()) {
             double radius = settings.eps() / Math.sqrt(stored);
             boolean changed = false;
@@ -168,7 +215,8 @@ public final class OftLinear implements Linear.AdapterHook {
                 changed |= OftMath.project(q, j * n, n, radius);
             }
             if (changed) {
-                weight.copyFrom(Tensor.of(q, weight.shape()));
+                w = Tensor.of(q, weight.shape());
+                memory.copy(w, weight);
             }
         }
         float[] r = new float[stored * b * b];
@@ -180,7 +228,18 @@ public final class OftLinear implements Linear.AdapterHook {
             }
         }
         rotation.copyFrom(Tensor.of(r, rotation.shape()));
-        builtFrom.copyFrom(weight);
+        if (rotationT != null) {
+            float[] rt = new float[r.length];   // [stored, b, b] each block transposed
+            for (int j = 0; j < stored; j++) {
+                for (int k = 0; k < b; k++) {
+                    for (int c = 0; c < b; c++) {
+                        rt[j * b * b + c * b + k] = r[j * b * b + k * b + c];
+                    }
+                }
+            }
+            memory.copy(Tensor.of(rt, rotationT.shape()), rotationT);
+        }
+        builtFrom.copyFrom(w);
         built = true;
     }
 }

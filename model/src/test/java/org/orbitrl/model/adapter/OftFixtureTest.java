@@ -39,7 +39,12 @@ class OftFixtureTest {
     record Setup(Qwen3Model model, OftAdapter adapter, TestSafetensors ref, TestSafetensors base, List<int[]> seqs) {
     }
 
+    /** The OFT fixtures: {@code -Dorbit.oft.fixtures} where set (a bundle without test resources on disk), else the test resources. */
     static Path root() {
+        String dir = System.getProperty("orbit.oft.fixtures");
+        if (dir != null) {
+            return Path.of(dir);
+        }
         try {
             return Path.of(OftFixtureTest.class.getResource("/fixtures/oft").toURI());
         } catch (URISyntaxException e) {

@@ -1,5 +1,6 @@
 package org.orbitrl.scheduler.loop;
 
+import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.adapter.Adapter;
 import org.orbitrl.model.adapter.AdapterSlots;
 import org.orbitrl.scheduler.job.JobException;
@@ -23,8 +24,11 @@ final class AdapterPublisher {
     private final AdapterSlots slots;
     private final Adapter trainerAdapter;
     private final SampleLogWriter writer;
+    private final TensorAllocator memory;
 
-    AdapterPublisher(AdapterSlots slots, Adapter trainerAdapter, SampleLogWriter writer) {
+    /** @param memory the allocator of the adapters' tensors (host or device), to read them for the checksum */
+    AdapterPublisher(AdapterSlots slots, Adapter trainerAdapter, SampleLogWriter writer, TensorAllocator memory) {
+        this.memory = memory;
         this.slots = slots;
         this.trainerAdapter = trainerAdapter;
         this.writer = writer;
@@ -41,7 +45,7 @@ final class AdapterPublisher {
             throw new JobException("interrupted while publishing adapter version " + version);
         }
         double seconds = (System.nanoTime() - p0) / 1e9;
-        writer.append(AdapterVersionEvent.of(version, step, RlCheckpoint.checksum(trainerAdapter), "", bytes,
+        writer.append(AdapterVersionEvent.of(version, step, RlCheckpoint.checksum(trainerAdapter, memory), "", bytes,
                 System.currentTimeMillis() * 1_000_000L));
         return new Published(version, bytes, seconds);
     }

@@ -24,6 +24,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
+import java.util.concurrent.locks.Lock;
 import java.util.function.Supplier;
 
 /**
@@ -48,6 +49,7 @@ final class AsyncStep implements AutoCloseable {
     private final AccountingAllocator memory;
     private final Map<String, Double> gauges;
     private final AsyncRollout rollout;
+    private final Lock deviceLock; // null on the CPU; on a device shared with the rollout thread, held per phase
     private final long startedAt = System.nanoTime();
     private volatile long groupsConsumed;
     private long trainerIdleNanos;
@@ -58,11 +60,14 @@ final class AsyncStep implements AutoCloseable {
      *
      * @param writers   a new appender for the rollout thread (appenders belong to the thread that writes)
      * @param firstStep the rollout step number before the first the thread makes
+     * @param deviceLock null when rollout and training have backends of their own; else the lock the
+     *                   rollout engine holds per step, held here while training
      */
     AsyncStep(JobContext ctx, JobSpec spec, SampleLogReader reader, PolicyTrainer trainer, AdapterPublisher publisher,
               MetricsLog metrics, AccountingAllocator memory, Map<String, Double> gauges, RolloutEngine engine,
-              AdapterSlots slots, Supplier<SampleLogWriter> writers, AsyncRollout.Producer producer, long firstStep) {
+              AdapterSlots slots, Supplier<SampleLogWriter> writers, AsyncRollout.Producer producer, long firstStep, Lock deviceLock) {
         this.ctx = ctx;
+        this.deviceLock = deviceLock;
         this.spec = spec;
         this.reader = reader;
         this.trainer = trainer;
@@ -130,10 +135,18 @@ final class AsyncStep implements AutoCloseable {
 
         // 3. train: TIS uses the recorded rollout log-probs, whichever version made them
         long tTrain0 = System.nanoTime();
-        PolicyTrainer.Outcome out = batch.isEmpty() ? null : trainer.train(batch, b.samplesPerPrompt());
+        PolicyTrainer.Outcome out;
+        lockDevice();
+        try {
+            out = batch.isEmpty() ? null : trainer.train(batch, b.samplesPerPrompt());
+        } finally {
+            unlockDevice();
+        }
         long tTrain = System.nanoTime();
 
         // 4. publish v+1 into the rollout engine's idle slot (it switches between decode steps)
+        // (no device lock: publishing may wait for the engine's next step, and its copies are plain
+        // stream-ordered memcpys, safe from this thread)
         AdapterPublisher.Published pub = out != null && !out.skipped()
                 ? publisher.publish(current + 1, step) : AdapterPublisher.Published.none(current);
         RunnerState next = new RunnerState(step, pub.version(), consumed, state.samplesTrained() + batch.size());
@@ -172,6 +185,18 @@ final class AsyncStep implements AutoCloseable {
                 m.logprobGapMax(), tokens, rollout.generatedTokens() / Math.max(1e-9, (System.nanoTime() - startedAt) / 1e9),
                 seconds, pub.version(), new TreeMap<>(extra), memory.liveByName()));
         return new Result(m, next);
+    }
+
+    private void lockDevice() {
+        if (deviceLock != null) {
+            deviceLock.lock();
+        }
+    }
+
+    private void unlockDevice() {
+        if (deviceLock != null) {
+            deviceLock.unlock();
+        }
     }
 
     @Override

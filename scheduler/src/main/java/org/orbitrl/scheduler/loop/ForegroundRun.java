@@ -51,7 +51,8 @@ public final class ForegroundRun {
     public static Outcome run(JobSpec spec, Path dataDir, PrintStream out, AtomicBoolean stop)
             throws JobException, IOException {
         CheckpointStore checkpoints = new CheckpointStore(dataDir.resolve("checkpoints"), spec.checkpoint().keep());
-        JobContext ctx = new JobContext(spec, dataDir, dataDir.resolve("samples"), List.of("cpu:0"), stop::get);
+        String device = spec.placement().backend() == org.orbitrl.scheduler.job.ComputeBackend.CUDA ? "cuda:0" : "cpu:0";
+        JobContext ctx = new JobContext(spec, dataDir, dataDir.resolve("samples"), List.of(device), stop::get);
         try (JobRunner runner = provider(spec.runner()).create(ctx)) {
             JobPlan plan = runner.plan();
             out.println(plan.table());

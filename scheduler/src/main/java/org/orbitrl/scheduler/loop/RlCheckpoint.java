@@ -2,6 +2,7 @@ package org.orbitrl.scheduler.loop;
 
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.adapter.Adapter;
 import org.orbitrl.scheduler.job.JobException;
 import org.orbitrl.scheduler.job.RunnerState;
@@ -43,7 +44,7 @@ final class RlCheckpoint {
         out.section("state", st.toByteArray());
         Map<String, Tensor> adapter = new LinkedHashMap<>();
         for (Adapter.Param p : r.trainerAdapter().params()) {
-            adapter.put(p.name(), p.value());
+            adapter.put(p.name(), r.adapterMemory().toHost(p.value()));
         }
         out.section("adapter", tensors(adapter));
         out.section("optimizer", tensors(r.trainer().optimizer().exportState()));
@@ -69,16 +70,17 @@ final class RlCheckpoint {
                 throw new IOException(ckpt.file() + ": adapter tensor " + p.name() + " is missing or has another shape "
                         + "(was the adapter section of the job file changed?)");
             }
-            p.value().copyFrom(t);
+            r.adapterMemory().copy(t, p.value());
         }
         r.trainer().optimizer().importState(readTensors(ckpt.bytes("optimizer"), ckpt + " optimizer"));
     }
 
     /** A stable checksum of the adapter's values (CRC32C over every tensor's bytes, in order). */
-    static String checksum(Adapter a) {
+    static String checksum(Adapter a, TensorAllocator memory) {
         CRC32C crc = new CRC32C();
         for (Adapter.Param p : a.params()) {
-            crc.update(p.value().segment().asSlice(p.value().byteOffset(), p.value().byteSize()).asByteBuffer());
+            Tensor v = memory.toHost(p.value());   // the tensor itself in host memory
+            crc.update(v.segment().asSlice(v.byteOffset(), v.byteSize()).asByteBuffer());
         }
         return HexFormat.of().toHexDigits((int) crc.getValue());
     }

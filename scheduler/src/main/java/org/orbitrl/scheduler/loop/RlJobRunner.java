@@ -1,5 +1,8 @@
 package org.orbitrl.scheduler.loop;
 
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.Backends;
+import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.kernels.cpu.CpuBackend;
 import org.orbitrl.model.BaseFormat;
 import org.orbitrl.model.LoadedModel;
@@ -64,7 +67,7 @@ public final class RlJobRunner implements JobRunner {
     private volatile Tunables tunables;
 
     private AccountingAllocator memory;
-    private CpuBackend backend;
+    private Backend backend;
     private LoadedModel base;
     private Trainable trainerModel;
     private Adapter trainerAdapter;
@@ -80,7 +83,8 @@ public final class RlJobRunner implements JobRunner {
     private AdapterPublisher publisher;
     private SampleFactory samples;
     private AsyncStep async;
-    private CpuBackend rolloutBackend;
+    private Backend rolloutBackend;
+    private TensorAllocator adapterMemory;
 
     private volatile RunnerState state = new RunnerState(0, 0, SampleLog.NO_INDEX, 0);
     private final Map<String, Double> gauges = new ConcurrentHashMap<>();
@@ -98,14 +102,12 @@ public final class RlJobRunner implements JobRunner {
 
     @Override
     public void load(org.orbitrl.scheduler.job.checkpoint.Checkpoint resumeFrom) throws JobException {
-        if (spec.placement().backend() != org.orbitrl.scheduler.job.ComputeBackend.CPU) {
-            throw new JobException("job " + spec.name() + ": placement.backend " + spec.placement().backend().name()
-                    .toLowerCase() + " is not available to the RL runner in this build, which runs the model on the CPU"
-                    + " backend (placement.backend: cpu)");
-        }
         try {
             memory = new AccountingAllocator();
-            backend = new CpuBackend(Runtime.getRuntime().availableProcessors(), memory);
+            boolean onDevice = spec.placement().backend() == org.orbitrl.scheduler.job.ComputeBackend.CUDA;
+            backend = onDevice ? deviceBackend(spec) : new CpuBackend(Runtime.getRuntime().availableProcessors(), memory);
+            // adapters and optimizer state live where the model computes: host memory (accounted) or the device
+            adapterMemory = onDevice ? backend.allocator() : memory;
             base = LoadedModel.load(spec.model().path(), backend, baseFormat(spec));
             codec = TextCodec.forModel(spec.model().path(), base.spec());
             task = RlSetup.task(spec.task(), spec.eval().size());
@@ -113,14 +115,17 @@ public final class RlJobRunner implements JobRunner {
             AdapterConfig cfg = RlSetup.adapterConfig(spec.adapter());
             // trainer: the loaded model and its trainable adapter; rollout: a view of the same weights with two slots
             trainerModel = (Trainable) base.model();
-            trainerAdapter = RlSetup.newAdapter(cfg, (AdapterTargets) trainerModel, memory, spec.seed());
+            trainerAdapter = RlSetup.newAdapter(cfg, (AdapterTargets) trainerModel, adapterMemory, spec.seed());
             boolean isAsync = spec.async().enabled();
             int cores = Runtime.getRuntime().availableProcessors();
-            // async: rollout and training run at once, each on its own thread pool
-            rolloutBackend = isAsync ? new CpuBackend(Math.max(1, cores / 2), memory) : null;
-            CausalLM rolloutModel = isAsync ? trainerModel.view(rolloutBackend) : trainerModel.view();
+            // async on the CPU: rollout and training run at once, each on its own thread pool; on the
+            // device both threads share the one backend (one stream, shared scratch buffers), so its
+            // work is serialized by a lock held per rollout engine step and per training/publish phase
+            rolloutBackend = isAsync && !onDevice ? new CpuBackend(Math.max(1, cores / 2), memory) : null;
+            CausalLM rolloutModel = rolloutBackend != null ? trainerModel.view(rolloutBackend) : trainerModel.view();
             slots = new AdapterSlots((AdapterTargets) rolloutModel,
-                    () -> RlSetup.newAdapter(cfg, (AdapterTargets) rolloutModel, memory, spec.seed()), 0);
+                    () -> RlSetup.newAdapter(cfg, (AdapterTargets) rolloutModel, adapterMemory, spec.seed()), 0,
+                    adapterMemory);
             var b = spec.batch();
             int seqTokens = b.maxPromptTokens() + b.maxResponseTokens();
             int sequences = b.promptsPerStep() * b.samplesPerPrompt();
@@ -133,8 +138,10 @@ public final class RlJobRunner implements JobRunner {
                 params.add(new Parameter(p.name(), p.value()));
             }
             var o = spec.optimizer();
-            AdamW adamw = new AdamW(new AdamWConfig(o.beta1(), o.beta2(), o.eps(), o.weightDecay(), o.gradClip()),
-                    RlSetup.schedule(spec, tunables.learningRate()), params, memory);
+            AdamWConfig adamwConfig = new AdamWConfig(o.beta1(), o.beta2(), o.eps(), o.weightDecay(), o.gradClip());
+            AdamW adamw = onDevice
+                    ? new AdamW(adamwConfig, RlSetup.schedule(spec, tunables.learningRate()), params, backend)
+                    : new AdamW(adamwConfig, RlSetup.schedule(spec, tunables.learningRate()), params, memory);
             trainer = new PolicyTrainer(trainerModel, trainerAdapter, adamw, RlSetup.advantages(spec.algorithm().name()),
                     RlSetup.loss(spec), RlSetup.normalisation(spec.algorithm().name()),
                     (double) b.samplesPerPrompt() * b.maxResponseTokens(), spec.tisCap(), b.microBatch(),
@@ -150,14 +157,30 @@ public final class RlJobRunner implements JobRunner {
             reader.startAfter(state.consumedIndex());
             slots.publish(trainerAdapter, state.adapterVersion() + 1);   // rollout serves what the trainer holds
             state = new RunnerState(state.step(), state.adapterVersion() + 1, state.consumedIndex(), state.samplesTrained());
-            publisher = new AdapterPublisher(slots, trainerAdapter, writer);
+            publisher = new AdapterPublisher(slots, trainerAdapter, writer, adapterMemory);
             if (isAsync) {
+                java.util.concurrent.locks.Lock deviceLock = onDevice ? new java.util.concurrent.locks.ReentrantLock(true) : null;
+                engine.serializeDeviceWork(deviceLock);
                 async = new AsyncStep(ctx, spec, reader, trainer, publisher, metrics, memory, gauges, engine, slots,
-                        sampleLog::writer, samples.producer(), firstRolloutStep());
+                        sampleLog::writer, samples.producer(), firstRolloutStep(), deviceLock);
             }
         } catch (IOException | InterruptedException | RuntimeException e) {
             close();
             throw new JobException("loading job " + spec.name() + ": " + e.getMessage(), e);
+        }
+    }
+
+    /**
+     * The CUDA backend for {@code placement.backend: cuda} ({@link Backends#named}: GPU 0, exact
+     * kernels when {@code -Dorbit.cuda.exact=true}); where there is no GPU, a job error that names
+     * the job file's key and says why.
+     */
+    static Backend deviceBackend(JobSpec spec) throws JobException {
+        try {
+            return Backends.named("cuda");
+        } catch (IllegalStateException | UnsatisfiedLinkError | NoClassDefFoundError e) {
+            throw new JobException("job " + spec.name() + ": placement.backend: cuda cannot be used here: "
+                    + e.getMessage() + " (use placement.backend: cpu)", e);
         }
     }
 
@@ -431,6 +454,11 @@ public final class RlJobRunner implements JobRunner {
     // ---- state access for the checkpoint code
     Adapter trainerAdapter() {
         return trainerAdapter;
+    }
+
+    /** Where the adapters' tensors live: the accounted host allocator, or the device's. */
+    TensorAllocator adapterMemory() {
+        return adapterMemory;
     }
 
     PolicyTrainer trainer() {

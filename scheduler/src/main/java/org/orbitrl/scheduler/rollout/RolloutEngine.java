@@ -9,6 +9,7 @@ import org.orbitrl.model.kv.PagedSequence;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Comparator;
+import java.util.concurrent.locks.Lock;
 import java.util.Deque;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -87,6 +88,8 @@ public final class RolloutEngine implements AutoCloseable {
         }
     }
 
+    private volatile Lock deviceLock;
+
     public RolloutEngine(CausalLM model, AdapterSlots slots, Options options, TextDecoder decoder) {
         this.model = model;
         this.slots = slots;
@@ -95,6 +98,15 @@ public final class RolloutEngine implements AutoCloseable {
         CausalLM.CacheGeometry g = model.cacheGeometry();
         this.pool = new BlockPool(model.backend().allocator(), g.layers(), g.kvHeads(), g.headDim(), g.vHeadDim(),
                 options.blockSize(), options.blocks());
+    }
+
+    /**
+     * Makes {@link #generate} hold {@code lock} for each engine step, so that another thread may
+     * use the same device backend between steps (a backend is driven by one thread at a time);
+     * null (the default) for no lock.
+     */
+    public void serializeDeviceWork(Lock lock) {
+        this.deviceLock = lock;
     }
 
     /** Queues a request; it joins the batch at a coming step. Thread-safe. */
@@ -126,7 +138,19 @@ public final class RolloutEngine implements AutoCloseable {
         }
         requests.forEach(this::submit);
         while (!idle()) {
-            for (Completion c : step()) {
+            Lock lock = deviceLock;
+            List<Completion> done;
+            if (lock == null) {
+                done = step();
+            } else {
+                lock.lock();
+                try {
+                    done = step();
+                } finally {
+                    lock.unlock();
+                }
+            }
+            for (Completion c : done) {
                 Completion[] slot = byRequest.get(c.requestId());
                 if (slot != null) {
                     slot[c.sample()] = c;

@@ -1,0 +1,103 @@
+package org.orbitrl.scheduler.loop;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.orbitrl.kernels.cuda.Cuda;
+import org.orbitrl.scheduler.job.ComputeBackend;
+import org.orbitrl.scheduler.job.EvalSpec;
+import org.orbitrl.scheduler.job.JobContext;
+import org.orbitrl.scheduler.job.JobException;
+import org.orbitrl.scheduler.job.JobRunner;
+import org.orbitrl.scheduler.job.JobSpec;
+import org.orbitrl.scheduler.job.PlacementSpec;
+import org.orbitrl.scheduler.job.StepMetrics;
+
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeFalse;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+/**
+ * {@code placement.backend: cuda} in an RL job. Where no GPU is present, loading the job fails
+ * with an error that names the job file's key and carries the CUDA backend's reason. On a GPU
+ * (exact kernels, {@code -Dorbit.cuda.exact=true} set by the test), two steps of the quickstart job
+ * run on the device and the first step agrees with the CPU run: the same sampled tokens, so the
+ * same rewards and token count exactly, and a loss and gradient norm within
+ * 1e-4 + 1e-3·|cpu| (the CPU and CUDA kernels round bf16/f32 reductions differently; the
+ * single-step trainer comparison in CudaPolicyStepTest holds them to 1e-5 + 1e-4·|cpu|, the job
+ * adds a sampled rollout and more layers of accumulation on top).
+ */
+class CudaJobTest {
+
+    static JobSpec onBackend(JobSpec q, ComputeBackend backend) {
+        PlacementSpec p = q.placement();
+        return new JobSpec(q.name(), q.runner(), q.model(), q.adapter(), q.algorithm(), q.kl(), q.tisCap(), q.batch(),
+                q.sampling(), q.optimizer(), 2, new EvalSpec(0, EvalSpec.HELD_OUT, 4, 1, List.of(1)), q.checkpoint(),
+                q.seed(), q.async(), q.task(),
+                new PlacementSpec(backend, p.devices(), p.rolloutDevices(), p.expertParallel(), p.tensorParallel()),
+                q.memory());
+    }
+
+    private static List<StepMetrics> twoSteps(JobSpec spec, Path dir, String device) throws Exception {
+        JobContext ctx = new JobContext(spec, dir, dir.resolve("samples"), List.of(device), () -> false);
+        List<StepMetrics> out = new ArrayList<>();
+        try (JobRunner runner = new RlRunnerProvider().create(ctx)) {
+            runner.load(null);
+            for (int i = 0; i < 2; i++) {
+                out.add(runner.step());
+            }
+        }
+        return out;
+    }
+
+    @Test
+    void withoutAGpuTheJobNamesTheKeyAndTheReason(@TempDir Path dir) throws Exception {
+        assumeFalse(Cuda.available(), "a CUDA device is present: the error path is not reachable");
+        JobSpec spec = onBackend(QuickstartJobTest.quickstart(), ComputeBackend.CUDA);
+        JobContext ctx = new JobContext(spec, dir, dir.resolve("samples"), List.of("cuda:0"), () -> false);
+        try (JobRunner runner = new RlRunnerProvider().create(ctx)) {
+            JobException e = assertThrows(JobException.class, () -> runner.load(null));
+            String m = e.getMessage();
+            assertTrue(m.contains("placement.backend: cuda"), "names the job file key: " + m);
+            assertTrue(m.contains("needs a CUDA GPU") && m.contains(Cuda.unavailableReason()),
+                    "carries the backend's reason (" + Cuda.unavailableReason() + "): " + m);
+            assertTrue(m.contains(spec.name()), "names the job: " + m);
+        }
+    }
+
+    @Test
+    void twoQuickstartStepsOnTheGpuMatchTheCpuFirstStep(@TempDir Path dir) throws Exception {
+        assumeTrue(Cuda.available(), () -> "no CUDA device: " + Cuda.unavailableReason());
+        String before = System.getProperty("orbit.cuda.exact");
+        System.setProperty("orbit.cuda.exact", "true");
+        try {
+            JobSpec q = QuickstartJobTest.quickstart();
+            List<StepMetrics> cpu = twoSteps(onBackend(q, ComputeBackend.CPU), dir.resolve("cpu"), "cpu:0");
+            List<StepMetrics> gpu = twoSteps(onBackend(q, ComputeBackend.CUDA), dir.resolve("cuda"), "cuda:0");
+            assertEquals(2, gpu.size());
+            StepMetrics a = cpu.get(0);
+            StepMetrics b = gpu.get(0);
+            assertEquals(a.tokens(), b.tokens(), "first step's response tokens, cpu vs cuda");
+            assertEquals(a.rewardMean(), b.rewardMean(), 0.0, "first step's mean reward, cpu vs cuda");
+            for (String key : List.of("loss", "grad_norm")) {
+                double x = a.extra().get(key);
+                double y = b.extra().get(key);
+                assertTrue(Double.isFinite(y) && Math.abs(x - y) <= 1e-4 + 1e-3 * Math.abs(x),
+                        "first step's " + key + ": cpu " + x + " cuda " + y + " (tolerance 1e-4 + 1e-3*|cpu|)");
+            }
+            assertTrue(Double.isFinite(gpu.get(1).extra().get("loss")), "second step's loss on cuda is finite");
+            assertEquals(2, gpu.get(1).step());
+        } finally {
+            if (before == null) {
+                System.clearProperty("orbit.cuda.exact");
+            } else {
+                System.setProperty("orbit.cuda.exact", before);
+            }
+        }
+    }
+}

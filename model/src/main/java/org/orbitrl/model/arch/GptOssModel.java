@@ -8,6 +8,7 @@ import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.nn.AdapterTargets;
 import org.orbitrl.model.nn.Linear;
+import org.orbitrl.model.nn.Placement;
 import org.orbitrl.model.nn.Weight;
 import org.orbitrl.model.nn.WeightLoader;
 import org.orbitrl.model.nn.WeightSource;
@@ -65,30 +66,36 @@ public final class GptOssModel implements Trainable, AdapterTargets {
     public static GptOssModel load(GptOssConfig c, WeightSource src, Backend backend, LoadOptions options) {
         Set<String> used = new HashSet<>();
         WeightLoader w = new WeightLoader(src, used);
+        TensorAllocator place = backend.allocator();
         int h = c.hidden();
         int qDim = c.heads() * c.headDim();
         int kvDim = c.kvHeads() * c.headDim();
         boolean bias = c.attentionBias();
-        Tensor embed = w.tensor("model.embed_tokens.weight", c.vocab(), h);
+        Tensor embed = Placement.tensor(place, w.tensor("model.embed_tokens.weight", c.vocab(), h));
         Layer[] layers = new Layer[c.layers()];
         for (int i = 0; i < c.layers(); i++) {
             String p = "model.layers." + i + ".";
-            Tensor sinks = w.tensor(p + "self_attn.sinks", c.heads()).to(DType.F32); // [Hq]
+            Tensor sinks = Placement.tensor(place, w.tensor(p + "self_attn.sinks", c.heads()).to(DType.F32)); // f32 [Hq]
             GptOssAttention attn = new GptOssAttention(i, c,
-                    linear(w, p + "self_attn.q_proj", qDim, h, bias),
-                    linear(w, p + "self_attn.k_proj", kvDim, h, bias),
-                    linear(w, p + "self_attn.v_proj", kvDim, h, bias),
-                    linear(w, p + "self_attn.o_proj", h, qDim, bias), sinks);
+                    linear(w, place, p + "self_attn.q_proj", qDim, h, bias),
+                    linear(w, place, p + "self_attn.k_proj", kvDim, h, bias),
+                    linear(w, place, p + "self_attn.v_proj", kvDim, h, bias),
+                    linear(w, place, p + "self_attn.o_proj", h, qDim, bias), sinks);
             Linear[][] experts = GptOssExpertLoader.load(w, c, p + "mlp.experts", options.expertQuantizer());
-            GptOssMoe moe = new GptOssMoe(linear(w, p + "mlp.router", c.experts(), h, true), experts[0], experts[1],
+            for (Linear[] kind : experts) {
+                for (int e = 0; e < kind.length; e++) {
+                    kind[e] = Placement.linear(place, kind[e]);
+                }
+            }
+            GptOssMoe moe = new GptOssMoe(linear(w, place, p + "mlp.router", c.experts(), h, true), experts[0], experts[1],
                     c.topK(), c.swigluAlpha(), c.swigluLimit());
-            layers[i] = new Layer(w.tensor(p + "input_layernorm.weight", h),
-                    w.tensor(p + "post_attention_layernorm.weight", h), attn, moe);
+            layers[i] = new Layer(Placement.tensor(place, w.tensor(p + "input_layernorm.weight", h)),
+                    Placement.tensor(place, w.tensor(p + "post_attention_layernorm.weight", h)), attn, moe);
         }
-        Tensor norm = w.tensor("model.norm.weight", h);
+        Tensor norm = Placement.tensor(place, w.tensor("model.norm.weight", h));
         Linear head = c.tieEmbeddings() && !src.has("lm_head.weight")
                 ? new Linear("lm_head", Weight.of(embed), null)
-                : linear(w, "lm_head", c.vocab(), h, false);
+                : linear(w, place, "lm_head", c.vocab(), h, false);
         Set<String> extra = new HashSet<>(src.names());
         extra.removeAll(used);
         extra.removeIf(n -> n.endsWith("rotary_emb.inv_freq"));
@@ -100,8 +107,9 @@ public final class GptOssModel implements Trainable, AdapterTargets {
         return new GptOssModel(c, backend, embed, layers, norm, head, rope);
     }
 
-    private static Linear linear(WeightLoader w, String module, int out, int in, boolean bias) {
-        return new Linear(module, w.weight(module, out, in), bias ? w.bias(module, out) : null);
+    /** A linear layer with its weight and bias placed in the backend's memory. */
+    private static Linear linear(WeightLoader w, TensorAllocator place, String module, int out, int in, boolean bias) {
+        return Placement.linear(place, new Linear(module, w.weight(module, out, in), bias ? w.bias(module, out) : null));
     }
 
     /** The same frozen weights (shared, not copied) in a new model whose layers carry no adapter. */
@@ -223,10 +231,10 @@ public final class GptOssModel implements Trainable, AdapterTargets {
                 pos[k++] = past + t;
             }
         }
-        Tensor positions = Tensor.ofInts(pos, n);
+        Tensor positions = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(pos, n)); // i32 [N]
         int h = config.hidden();
         Tensor x = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden] residual stream
-        b.embedding(embed, Tensor.ofInts(ids, n), x);
+        b.embedding(embed, a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(ids, n)), x);
         emit(hidden, 0, x);
         if (tape != null) {
             tape.positions = positions;

@@ -201,10 +201,10 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
                 }
             }
         }
-        Tensor positions = Tensor.ofInts(pos, n);
+        Tensor positions = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(pos, n)); // i32 [N]
         int h = config.hidden();
         Tensor x = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden]
-        b.embedding(embed, Tensor.ofInts(ids, n), x);
+        b.embedding(embed, a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(ids, n)), x);
         emit(hidden, 0, x);
         if (tape != null) {
             tape.positions = positions;

@@ -1,6 +1,7 @@
 package org.orbitrl.model.arch;
 
 import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.Backends;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.model.TestSafetensors;
@@ -26,17 +27,22 @@ public class DeepseekV3FixtureTest {
     static final float ATOL = 1e-4f;
 
     public static DeepseekV3Model load() {
+        return load(Backends.cpu());
+    }
+
+    /** The fixture model with its weights in {@code backend}'s memory. */
+    public static DeepseekV3Model load(Backend backend) {
         var dir = TestSafetensors.fixtures().resolve("deepseek_v3");
         ModelSpec spec = ConfigLoader.load(dir);
         return DeepseekV3Model.load(DeepseekV3Config.from(spec), spec.mla().ropeInterleave(), spec.quantization(),
-                new TestSafetensors(dir.resolve("model.safetensors")), Backends.cpu(), Qwen3Model.LoadOptions.full());
+                new TestSafetensors(dir.resolve("model.safetensors")), backend, Qwen3Model.LoadOptions.full());
     }
 
-    static TestSafetensors reference() {
+    public static TestSafetensors reference() {
         return new TestSafetensors(TestSafetensors.fixtures().resolve("deepseek_v3/reference.safetensors"));
     }
 
-    static List<int[]> inputs(TestSafetensors ref) {
+    public static List<int[]> inputs(TestSafetensors ref) {
         Tensor ids = ref.get("input_ids"); // [2, 24] i64
         List<int[]> out = new ArrayList<>();
         for (int i = 0; i < ids.size(0); i++) {

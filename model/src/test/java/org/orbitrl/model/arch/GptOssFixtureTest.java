@@ -1,6 +1,7 @@
 package org.orbitrl.model.arch;
 
 import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.Backends;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.model.TestSafetensors;
@@ -29,7 +30,7 @@ import static org.orbitrl.model.arch.Qwen3FixtureTest.assertClose;
 public class GptOssFixtureTest {
     static final float ATOL = 1e-4f;
 
-    static Path dir() {
+    public static Path dir() {
         return TestSafetensors.fixtures().resolve("gpt_oss");
     }
 
@@ -38,11 +39,16 @@ public class GptOssFixtureTest {
     }
 
     public static GptOssModel model() {
-        return GptOssModel.load(config(), new TestSafetensors(dir().resolve("model.safetensors")), Backends.cpu(),
+        return model(Backends.cpu());
+    }
+
+    /** The fixture model with its weights in {@code backend}'s memory. */
+    public static GptOssModel model(Backend backend) {
+        return GptOssModel.load(config(), new TestSafetensors(dir().resolve("model.safetensors")), backend,
                 GptOssModel.LoadOptions.full());
     }
 
-    static List<int[]> inputRows(TestSafetensors ref) {
+    public static List<int[]> inputRows(TestSafetensors ref) {
         Tensor ids = ref.get("input_ids"); // [B, T] i64
         List<int[]> rows = new ArrayList<>();
         for (int i = 0; i < ids.size(0); i++) {

@@ -4,6 +4,7 @@ import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.TestSafetensors;
+import org.orbitrl.model.arch.Qwen3FixtureTest;
 import org.orbitrl.model.arch.Trainable;
 
 import java.util.ArrayList;
@@ -118,5 +119,16 @@ final class FixtureLoss {
         assertEquals(expected, checked, what + ": every grad.* tensor of the fixture is checked");
         System.out.printf("%s: %d LoRA gradients, worst relative error %.3g%n", what, checked, worst);
         return worst;
+    }
+
+    /**
+     * A LoRA training step on the model's backend against the PEFT reference: the training-forward
+     * logits within 1e-4 absolute of {@code ref}'s, and every gradient within 1e-3 relative.
+     */
+    static void assertLoraStep(String what, Trainable model, LoraAdapter adapter, TestSafetensors ref, List<int[]> seqs) {
+        var tape = model.forwardTrain(seqs, false);
+        Qwen3FixtureTest.assertClose(what + " lora logits", ref.get("logits").toFloatArray(),
+                model.backend().allocator().toHost(tape.logits()).toFloatArray(), 1e-4f);
+        assertGradientsMatch(what, ref, gradients(model, adapter, ref, seqs, false), 1e-3);
     }
 }

@@ -1,7 +1,9 @@
 package org.orbitrl.kernels.bench;
 
 import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cuda.CudaBackend;
 import org.orbitrl.kernels.quant.Int4G32;
 import org.orbitrl.kernels.quant.Mxfp4;
 import org.orbitrl.kernels.quant.QuantizedTensor;
@@ -9,6 +11,8 @@ import org.orbitrl.kernels.quant.QuantizedTensor;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.util.LinkedHashSet;
+import java.util.Set;
 import java.util.SplittableRandom;
 
 /**
@@ -49,5 +53,35 @@ final class CudaBenchData {
             s.set(ValueLayout.JAVA_BYTE, i, (byte) (120 + r.nextInt(6)));
         }
         return new QuantizedTensor(Mxfp4.INSTANCE, n, k, codes, scales);
+    }
+
+    /** A device tensor [rows, cols] of dtype {@code dt} (f32 or bf16), values uniform in [-1, 1). */
+    static Tensor randomDevice(CudaBackend gpu, SplittableRandom r, DType dt, long rows, long cols) {
+        float[] v = new float[Math.toIntExact(rows * cols)];
+        for (int i = 0; i < v.length; i++) {
+            v[i] = (float) (r.nextDouble() * 2 - 1);
+        }
+        Tensor h = Tensor.of(v, rows, cols);
+        return gpu.toDevice(dt == DType.F32 ? h : h.to(dt), MemoryCategory.ACTIVATIONS);
+    }
+
+    /**
+     * Token-major expert ids [tokens * topk], each token's {@code topk} distinct experts drawn
+     * uniformly from {@code experts}; the experts chosen by any token are added to {@code distinct}.
+     */
+    static int[] randomRouting(SplittableRandom r, int tokens, int topk, int experts, Set<Integer> distinct) {
+        int[] ids = new int[tokens * topk];
+        for (int t = 0; t < tokens; t++) {
+            Set<Integer> mine = new LinkedHashSet<>();
+            while (mine.size() < topk) {
+                mine.add(r.nextInt(experts));
+            }
+            int j = 0;
+            for (int id : mine) {
+                ids[t * topk + j++] = id;
+            }
+            distinct.addAll(mine);
+        }
+        return ids;
     }
 }

@@ -168,10 +168,8 @@ public final class CudaBench {
             long bytes = wBytes + (long) m * k * 4 + (long) m * n * 4;
             double gbsCall = bytes / (perCall * 1e6);
             double gbsGraph = bytes / (graphMs * 1e6);
-            row(String.format("%s GEMV M=%d %dx%d, per Java call (%.2f us)", label, m, n, k, perCall * 1e3),
-                    String.format("%.0f GB/s", gbsCall), String.format("copy %.0f GB/s", copyGBs), gbsCall / copyGBs);
-            row(String.format("%s GEMV M=%d %dx%d, graph replay (%.2f us)", label, m, n, k, graphMs * 1e3),
-                    String.format("%.0f GB/s", gbsGraph), String.format("copy %.0f GB/s", copyGBs), gbsGraph / copyGBs);
+            TABLE.bandwidthRow(String.format("%s GEMV M=%d %dx%d, per Java call (%.2f us)", label, m, n, k, perCall * 1e3), gbsCall, copyGBs);
+            TABLE.bandwidthRow(String.format("%s GEMV M=%d %dx%d, graph replay (%.2f us)", label, m, n, k, graphMs * 1e3), gbsGraph, copyGBs);
             gpu.free(x);
             gpu.free(y);
         }
@@ -196,60 +194,37 @@ public final class CudaBench {
         int inter = 768;
         int topk = 8;
         SplittableRandom r = new SplittableRandom(5);
-        QuantizedTensor gate = gpu.toDevice(CudaBenchData.randomInt4(r, e * inter, hidden)); // [E * 768, 2048]
-        QuantizedTensor up = gpu.toDevice(CudaBenchData.randomInt4(r, e * inter, hidden));   // [E * 768, 2048]
-        QuantizedTensor down = gpu.toDevice(CudaBenchData.randomInt4(r, e * hidden, inter)); // [E * 2048, 768]
-        long perExpert = (gate.byteSize() + up.byteSize() + down.byteSize()) / e;
+        CudaBenchData.StackedExperts experts = CudaBenchData.StackedExperts.random(gpu, r, e, hidden, inter);
         for (int m : new int[]{1, 8}) {
-            java.util.Set<Integer> distinct = new java.util.HashSet<>();
-            int[] ids = CudaBenchData.randomRouting(r, m, topk, e, distinct);
-            Tensor dIds = gpu.toDevice(Tensor.ofInts(ids, m, topk), MemoryCategory.ACTIVATIONS);
-            Tensor x = randomF32(gpu, r, m, hidden);
-            Tensor g = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m * topk, inter);
-            Tensor u = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m * topk, inter);
-            Tensor y = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m * topk, hidden);
-            Runnable step = () -> {
-                gpu.moeMatmulQuantized(x, gate, e, dIds, g);
-                gpu.moeMatmulQuantized(x, up, e, dIds, u);
-                gpu.swiglu(g, u, g);
-                gpu.moeMatmulQuantized(g, down, e, dIds, y);
-            };
-            double ms = GpuBench.graphMs(gpu, 20, step);
-            long bytes = distinct.size() * perExpert;
-            double gbs = bytes / (ms * 1e6);
-            row(String.format("MoE FFN decode M=%d (%d experts, %.1f MB), 4 launches, graph (%.1f us)", m, distinct.size(),
-                    bytes / 1e6, ms * 1e3), String.format("%.0f GB/s", gbs), String.format("copy %.0f GB/s", copyGBs), gbs / copyGBs);
+            CudaBenchData.MoeStep st = CudaBenchData.MoeStep.random(gpu, r, m, topk, e, hidden, inter);
+            double ms = GpuBench.graphMs(gpu, 20, () -> st.perPair(gpu, experts));
+            long bytes = st.expertBytes(experts);
+            TABLE.bandwidthRow(String.format("MoE FFN decode M=%d (%d experts, %.1f MB), 4 launches, graph (%.1f us)", m,
+                    st.distinct().size(), bytes / 1e6, ms * 1e3), bytes / (ms * 1e6), copyGBs);
             if (m == 1) {
                 QuantizedTensor[][] w = new QuantizedTensor[topk][3];
                 for (int j = 0; j < topk; j++) {
-                    w[j][0] = expertView(gate, ids[j], inter);
-                    w[j][1] = expertView(up, ids[j], inter);
-                    w[j][2] = expertView(down, ids[j], hidden);
+                    w[j][0] = expertView(experts.gate(), st.ids()[j], inter);
+                    w[j][1] = expertView(experts.up(), st.ids()[j], inter);
+                    w[j][2] = expertView(experts.down(), st.ids()[j], hidden);
                 }
                 Runnable perCall = () -> {
                     for (int j = 0; j < topk; j++) {
-                        Tensor gj = g.slice(0, j, j + 1);
-                        Tensor uj = u.slice(0, j, j + 1);
-                        gpu.matmulQuantized(x, w[j][0], gj);
-                        gpu.matmulQuantized(x, w[j][1], uj);
+                        Tensor gj = st.g().slice(0, j, j + 1);
+                        Tensor uj = st.u().slice(0, j, j + 1);
+                        gpu.matmulQuantized(st.x(), w[j][0], gj);
+                        gpu.matmulQuantized(st.x(), w[j][1], uj);
                         gpu.swiglu(gj, uj, gj);
-                        gpu.matmulQuantized(gj, w[j][2], y.slice(0, j, j + 1));
+                        gpu.matmulQuantized(gj, w[j][2], st.y().slice(0, j, j + 1));
                     }
                 };
                 double ms2 = GpuBench.graphMs(gpu, 20, perCall);
-                double gbs2 = bytes / (ms2 * 1e6);
-                row(String.format("MoE FFN decode M=1, 32 launches (per expert), graph (%.1f us)", ms2 * 1e3),
-                        String.format("%.0f GB/s", gbs2), String.format("copy %.0f GB/s", copyGBs), gbs2 / copyGBs);
+                TABLE.bandwidthRow(String.format("MoE FFN decode M=1, 32 launches (per expert), graph (%.1f us)", ms2 * 1e3),
+                        bytes / (ms2 * 1e6), copyGBs);
             }
-            gpu.free(dIds);
-            gpu.free(x);
-            gpu.free(g);
-            gpu.free(u);
-            gpu.free(y);
+            st.free(gpu);
         }
-        gpu.free(gate);
-        gpu.free(up);
-        gpu.free(down);
+        experts.free(gpu);
     }
 
     /** Expert e of a stacked device [E * n, k] INT4 matrix, as views. */

@@ -40,6 +40,11 @@ final class GpuBench {
         System.out.printf(lineFormat, name, figure, against, ratio);
     }
 
+    /** Adds a row of an effective bandwidth {@code gbs} against the copy bandwidth {@code copy} measured in the run. */
+    void bandwidthRow(String name, double gbs, double copy) {
+        row(name, String.format("%.0f GB/s", gbs), String.format("copy %.0f GB/s", copy), gbs / copy);
+    }
+
     /** Prints the table as markdown under {@code title} and writes it to {@code out/file} when out is given. */
     void write(String title, Path out, String file) throws IOException {
         StringBuilder md = new StringBuilder("## " + title + "\n\nDate: " + Instant.now()

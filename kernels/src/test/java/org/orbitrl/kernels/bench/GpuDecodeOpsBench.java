@@ -13,8 +13,6 @@ import org.orbitrl.kernels.quant.QuantizedTensor;
 import java.io.IOException;
 import java.nio.file.Path;
 import java.util.Arrays;
-import java.util.HashSet;
-import java.util.Set;
 import java.util.SplittableRandom;
 
 /**
@@ -100,8 +98,7 @@ public final class GpuDecodeOpsBench {
                         }) / copies;
                         long bytes = proto.byteSize() + x.byteSize() + y.byteSize();
                         double gbs = bytes / (ms * 1e6);
-                        row(String.format("%s GEMV %dx%d M=%d x %s (%.2f us)", format, s[0], s[1], m, xt, ms * 1e3),
-                                String.format("%.0f GB/s", gbs), String.format("copy %.0f GB/s", copy), gbs / copy);
+                        TABLE.bandwidthRow(String.format("%s GEMV %dx%d M=%d x %s (%.2f us)", format, s[0], s[1], m, xt, ms * 1e3), gbs, copy);
                         gpu.free(x);
                         gpu.free(y);
                     }
@@ -130,8 +127,7 @@ public final class GpuDecodeOpsBench {
                 }) / copies;
                 long bytes = w0.byteSize() + x.byteSize() + y.byteSize();
                 double gbs = bytes / (ms * 1e6);
-                row(String.format("bf16 GEMV %dx%d M=%d (%.2f us)", s[0], s[1], m, ms * 1e3), String.format("%.0f GB/s", gbs),
-                        String.format("copy %.0f GB/s", copy), gbs / copy);
+                TABLE.bandwidthRow(String.format("bf16 GEMV %dx%d M=%d (%.2f us)", s[0], s[1], m, ms * 1e3), gbs, copy);
                 gpu.free(x);
                 gpu.free(y);
             }
@@ -148,51 +144,29 @@ public final class GpuDecodeOpsBench {
         int inter = 768;
         int topk = 8;
         SplittableRandom r = new SplittableRandom(12);
-        QuantizedTensor gate = gpu.toDevice(CudaBenchData.randomInt4(r, e * inter, hidden));
-        QuantizedTensor up = gpu.toDevice(CudaBenchData.randomInt4(r, e * inter, hidden));
-        QuantizedTensor down = gpu.toDevice(CudaBenchData.randomInt4(r, e * hidden, inter));
-        long perExpert = (gate.byteSize() + up.byteSize() + down.byteSize()) / e;
+        CudaBenchData.StackedExperts experts = CudaBenchData.StackedExperts.random(gpu, r, e, hidden, inter);
         for (int m : new int[]{1, 8, 64, 256}) {
-            Set<Integer> distinct = new HashSet<>();
-            int[] ids = CudaBenchData.randomRouting(r, m, topk, e, distinct);
-            Tensor dIds = gpu.toDevice(Tensor.ofInts(ids, m, topk), MemoryCategory.ACTIVATIONS);
-            Tensor x = f32(gpu, r, DType.F32, m, hidden);
-            Tensor g = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m * topk, inter);
-            Tensor u = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m * topk, inter);
-            Tensor y = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m * topk, hidden);
+            CudaBenchData.MoeStep st = CudaBenchData.MoeStep.random(gpu, r, m, topk, e, hidden, inter);
+            long bytes = st.expertBytes(experts);
             try (MoeRouting routing = gpu.moeRouting(e, m * topk)) {
                 double ms = GpuBench.graphMs(gpu, 15, () -> {
-                    gpu.moeRoute(dIds, routing);
-                    gpu.moeMatmulGrouped(x, gate, routing, g);
-                    gpu.moeMatmulGrouped(x, up, routing, u);
-                    gpu.swiglu(g, u, g);
-                    gpu.moeMatmulGrouped(g, down, routing, y);
+                    gpu.moeRoute(st.dIds(), routing);
+                    gpu.moeMatmulGrouped(st.x(), experts.gate(), routing, st.g());
+                    gpu.moeMatmulGrouped(st.x(), experts.up(), routing, st.u());
+                    gpu.swiglu(st.g(), st.u(), st.g());
+                    gpu.moeMatmulGrouped(st.g(), experts.down(), routing, st.y());
                 });
-                long bytes = distinct.size() * perExpert;
-                double gbs = bytes / (ms * 1e6);
-                row(String.format("MoE layer decode %d tokens (%d experts, %.1f MB), route + grouped (%.1f us)", m, distinct.size(),
-                        bytes / 1e6, ms * 1e3), String.format("%.0f GB/s", gbs), String.format("copy %.0f GB/s", copy), gbs / copy);
+                TABLE.bandwidthRow(String.format("MoE layer decode %d tokens (%d experts, %.1f MB), route + grouped (%.1f us)",
+                        m, st.distinct().size(), bytes / 1e6, ms * 1e3), bytes / (ms * 1e6), copy);
                 if (m == 1) {
-                    double ms1 = GpuBench.graphMs(gpu, 15, () -> {
-                        gpu.moeMatmulQuantized(x, gate, e, dIds, g);
-                        gpu.moeMatmulQuantized(x, up, e, dIds, u);
-                        gpu.swiglu(g, u, g);
-                        gpu.moeMatmulQuantized(g, down, e, dIds, y);
-                    });
-                    double gbs1 = bytes / (ms1 * 1e6);
-                    row(String.format("MoE layer decode 1 token, per-pair GEMV, no routing (%.1f us)", ms1 * 1e3),
-                            String.format("%.0f GB/s", gbs1), String.format("copy %.0f GB/s", copy), gbs1 / copy);
+                    double ms1 = GpuBench.graphMs(gpu, 15, () -> st.perPair(gpu, experts));
+                    TABLE.bandwidthRow(String.format("MoE layer decode 1 token, per-pair GEMV, no routing (%.1f us)", ms1 * 1e3),
+                            bytes / (ms1 * 1e6), copy);
                 }
             }
-            gpu.free(dIds);
-            gpu.free(x);
-            gpu.free(g);
-            gpu.free(u);
-            gpu.free(y);
+            st.free(gpu);
         }
-        gpu.free(gate);
-        gpu.free(up);
-        gpu.free(down);
+        experts.free(gpu);
     }
 
     private static void attention(CudaBackend gpu, double copy) {

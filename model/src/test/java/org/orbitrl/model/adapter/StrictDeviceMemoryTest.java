@@ -10,13 +10,11 @@ import org.orbitrl.model.StrictBackend;
 import org.orbitrl.model.TestSafetensors;
 import org.orbitrl.model.arch.CausalLM;
 import org.orbitrl.model.arch.DeepseekV3FixtureTest;
+import org.orbitrl.model.arch.FixtureRuns;
 import org.orbitrl.model.arch.GptOssFixtureTest;
 import org.orbitrl.model.arch.Qwen3FixtureTest;
-import org.orbitrl.model.arch.SequenceCache;
 import org.orbitrl.model.arch.Trainable;
 
-import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.List;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
@@ -89,25 +87,10 @@ class StrictDeviceMemoryTest {
     private void decodeAndCompare(String arch, CausalLM model, List<int[]> rows, float[] expected) {
         int t = rows.get(0).length;
         int v = model.vocabSize();
-        List<SequenceCache> caches = List.of(model.newCache(2), model.newCache(2));
-        float[][] got = new float[rows.size()][t * v];
-        int prefill = 3;
-        for (int j = 0; j < t; j = j == 0 ? prefill : j + 1) {
-            int len = j == 0 ? prefill : 1;
-            List<CausalLM.Segment> batch = new ArrayList<>();
-            for (int b = 0; b < rows.size(); b++) {
-                batch.add(new CausalLM.Segment(Arrays.copyOfRange(rows.get(b), j, j + len), caches.get(b)));
-            }
-            Tensor logits = model.forward(batch);
-            assertTrue(strict.allocator().owns(logits), arch + ": logits are device memory");
-            float[] lg = strict.allocator().toHost(logits).toFloatArray(); // [B*len, V]
-            for (int b = 0; b < rows.size(); b++) {
-                System.arraycopy(lg, b * len * v, got[b], j * v, len * v);
-            }
-        }
+        float[][] got = FixtureRuns.decodeInSteps(model, rows, List.of(model.newCache(2), model.newCache(2)), 3);
         for (int b = 0; b < rows.size(); b++) {
             Qwen3FixtureTest.assertClose(arch + " decode logits on strict device memory, row " + b,
-                    Arrays.copyOfRange(expected, b * t * v, (b + 1) * t * v), got[b], 1e-4f);
+                    FixtureRuns.row(expected, b, t, v), got[b], 1e-4f);
         }
     }
 

@@ -11,7 +11,6 @@ import org.orbitrl.kernels.cuda.CudaBackend;
 import org.orbitrl.model.TestSafetensors;
 
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
@@ -80,7 +79,7 @@ class CudaArchFixtureTest {
         TestSafetensors ref = reference(arch);
         Trainable model = load(arch, exact);
         List<CausalLM.Segment> batch = new ArrayList<>();
-        for (int[] toks : GptOssFixtureTest.inputRows(ref)) {
+        for (int[] toks : FixtureRuns.inputRows(ref)) {
             batch.add(new CausalLM.Segment(toks, model.newCache(toks.length)));
         }
         Map<Integer, float[]> hidden = new HashMap<>();
@@ -99,28 +98,16 @@ class CudaArchFixtureTest {
     void exactTokenByTokenDecodeMatchesTransformers(String arch) {
         TestSafetensors ref = reference(arch);
         Trainable model = load(arch, exact);
-        List<int[]> rows = GptOssFixtureTest.inputRows(ref);
+        List<int[]> rows = FixtureRuns.inputRows(ref);
         int t = rows.get(0).length;
         int v = model.vocabSize();
         List<KvCache> caches = List.of(model.newCache(2), model.newCache(2)); // grow on the device
-        float[][] got = new float[rows.size()][t * v];
-        int prefill = 3;
-        for (int j = 0; j < t; j = j == 0 ? prefill : j + 1) {
-            int len = j == 0 ? prefill : 1;
-            List<CausalLM.Segment> batch = new ArrayList<>();
-            for (int b = 0; b < rows.size(); b++) {
-                batch.add(new CausalLM.Segment(Arrays.copyOfRange(rows.get(b), j, j + len), caches.get(b)));
-            }
-            float[] lg = host(exact, model.forward(batch)); // [B*len, V]
-            for (int b = 0; b < rows.size(); b++) {
-                System.arraycopy(lg, b * len * v, got[b], j * v, len * v);
-            }
-        }
+        float[][] got = FixtureRuns.decodeInSteps(model, rows, caches, 3);
         float[] expected = ref.get("logits").toFloatArray(); // [B, T, V]
         for (int b = 0; b < rows.size(); b++) {
             assertEquals(t, caches.get(b).length());
-            Qwen3FixtureTest.assertClose(arch + " decode logits on cuda (exact), row " + b,
-                    Arrays.copyOfRange(expected, b * t * v, (b + 1) * t * v), got[b], Qwen3FixtureTest.ATOL);
+            Qwen3FixtureTest.assertClose(arch + " decode logits on cuda (exact), row " + b, FixtureRuns.row(expected, b, t, v),
+                    got[b], Qwen3FixtureTest.ATOL);
         }
     }
 
@@ -129,7 +116,7 @@ class CudaArchFixtureTest {
     void defaultKernelLogitsMatchTransformers(String arch) {
         TestSafetensors ref = reference(arch);
         Trainable model = load(arch, fast);
-        Tensor logits = model.forwardTrain(GptOssFixtureTest.inputRows(ref), false).logits();
+        Tensor logits = model.forwardTrain(FixtureRuns.inputRows(ref), false).logits();
         Qwen3FixtureTest.assertClose(arch + " logits on cuda (default kernels)", ref.get("logits").toFloatArray(),
                 host(fast, logits), 3e-2f);
     }
@@ -141,27 +128,7 @@ class CudaArchFixtureTest {
         Trainable model = load(arch, exact);
         long[] prompt = ref.get("greedy.prompt").toLongArray();
         long[] expected = ref.get("greedy.sequence").toLongArray();
-        KvCache cache = model.newCache(4);
-        int[] next = new int[prompt.length];
-        for (int i = 0; i < prompt.length; i++) {
-            next[i] = (int) prompt[i];
-        }
-        List<Long> got = new ArrayList<>();
-        for (long p : prompt) {
-            got.add(p);
-        }
-        while (got.size() < expected.length) {
-            Tensor logits = model.forward(List.of(new CausalLM.Segment(next, cache)));
-            float[] last = host(exact, logits.select(0, logits.dim(0) - 1));
-            int best = 0;
-            for (int i = 1; i < last.length; i++) {
-                if (last[i] > last[best]) {
-                    best = i;
-                }
-            }
-            got.add((long) best);
-            next = new int[]{best};
-        }
-        assertArrayEquals(expected, got.stream().mapToLong(Long::longValue).toArray(), arch + " greedy sequence on cuda");
+        long[] got = FixtureRuns.greedy(model, prompt, expected.length, model.newCache(4));
+        assertArrayEquals(expected, got, arch + " greedy sequence on cuda");
     }
 }

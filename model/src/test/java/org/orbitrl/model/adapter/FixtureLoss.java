@@ -4,10 +4,10 @@ import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.TestSafetensors;
+import org.orbitrl.model.arch.FixtureRuns;
 import org.orbitrl.model.arch.Qwen3FixtureTest;
 import org.orbitrl.model.arch.Trainable;
 
-import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -22,16 +22,7 @@ final class FixtureLoss {
 
     /** The fixture's token rows, from {@code input_ids} [B, T] i64. */
     static List<int[]> sequences(TestSafetensors reference) {
-        Tensor ids = reference.get("input_ids");
-        List<int[]> seqs = new ArrayList<>();
-        for (int b = 0; b < ids.size(0); b++) {
-            int[] s = new int[ids.size(1)];
-            for (int t = 0; t < s.length; t++) {
-                s[t] = (int) ids.getLong(b, t);
-            }
-            seqs.add(s);
-        }
-        return seqs;
+        return FixtureRuns.inputRows(reference);
     }
 
     /**

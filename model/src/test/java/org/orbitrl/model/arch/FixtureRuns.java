@@ -18,7 +18,11 @@ public final class FixtureRuns {
 
     /** The reference's token rows, from {@code input_ids} [B, T] i64. */
     public static List<int[]> inputRows(TestSafetensors ref) {
-        Tensor ids = ref.get("input_ids");
+        return inputRows(ref.get("input_ids"));
+    }
+
+    /** Token rows of {@code ids} [B, T] (integers). */
+    public static List<int[]> inputRows(Tensor ids) {
         List<int[]> rows = new ArrayList<>();
         for (int i = 0; i < ids.size(0); i++) {
             int[] toks = new int[ids.size(1)];

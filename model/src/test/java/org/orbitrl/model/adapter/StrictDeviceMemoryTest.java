@@ -55,6 +55,11 @@ class StrictDeviceMemoryTest {
         assertArrayEquals(new float[]{2, 4, 6, 8, 10, 12}, strict.allocator().toHost(dev).toFloatArray());
         assertThrows(IllegalArgumentException.class, () -> strict.allocator().toHost(dev.transpose(0, 1)),
                 "a strided device view copied to the host");
+        Tensor t = strict.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, 3, 2);
+        assertThrows(IllegalArgumentException.class, () -> strict.scale(dev.transpose(0, 1), 2f, t),
+                "a strided operand where the device kernel needs a contiguous one");
+        strict.copy(dev.transpose(0, 1), t);
+        assertArrayEquals(new float[]{2, 8, 4, 10, 6, 12}, strict.allocator().toHost(t).toFloatArray(), "a strided copy");
     }
 
     @Test

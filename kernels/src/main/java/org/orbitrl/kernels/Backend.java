@@ -159,6 +159,28 @@ public interface Backend extends AutoCloseable {
         HostOps.addBias(y, bias);
     }
 
+    /**
+     * {@code dst = src} elementwise for tensors of this backend's memory of the same shape and dtype
+     * (4-byte elements on a device), any strides: a column slice, a selected head, a transpose.
+     * The default copies on the host.
+     */
+    default void copy(Tensor src, Tensor dst) {
+        dst.copyFrom(src);
+    }
+
+    /**
+     * gpt-oss's clamped SwiGLU on a fused, interleaved gate_up: gu f32 [rows, 2I] (gate 2j, up 2j+1)
+     * -> out f32 [rows, I]. See {@link ClampedSwiglu}, the host reference the default runs.
+     */
+    default void clampedSwiglu(Tensor gu, float alpha, float limit, Tensor out) {
+        ClampedSwiglu.forward(gu, alpha, limit, out);
+    }
+
+    /** Backward of {@link #clampedSwiglu}: dgu f32 [rows, 2I] (overwritten) from gu and dout [rows, I]. */
+    default void clampedSwigluBackward(Tensor gu, Tensor dout, float alpha, float limit, Tensor dgu) {
+        ClampedSwiglu.backward(gu, dout, alpha, limit, dgu);
+    }
+
     /** Per row, the k largest values (descending; ties to the lower index) and their indices (i32). */
     void topk(Tensor x, int k, Tensor values, Tensor indices);
 

@@ -44,6 +44,7 @@ public final class CudaBackend implements Backend {
     private final CudaAttentionBackward attentionBackward;
     private final CudaExactOps exactOps;
     private final CudaPolicyOps policyOps;
+    private final CudaLayoutOps layoutOps;
     private final boolean exact;
     private boolean closed;
 
@@ -76,6 +77,7 @@ public final class CudaBackend implements Backend {
         this.attentionBackward = new CudaAttentionBackward(ctx, attentionOps);
         this.exactOps = new CudaExactOps(ctx, matmulOps);
         this.policyOps = new CudaPolicyOps(ctx);
+        this.layoutOps = new CudaLayoutOps(ctx);
         this.exact = exact;
         this.attentionOps.exact = exact;
     }
@@ -177,9 +179,18 @@ public final class CudaBackend implements Backend {
         }
     }
 
-    /** Device-to-device copy of {@code src} into {@code dst} (same dtype and shape, both contiguous). */
+    /**
+     * Device-to-device copy of {@code src} into {@code dst} (same dtype and shape): one memcpy when
+     * both are contiguous, else a strided-copy kernel (4-byte elements, up to 4 dimensions).
+     */
+    @Override
     public void copy(Tensor src, Tensor dst) {
         checkCopy(src, dst);
+        if (!src.isContiguous() || !dst.isContiguous()) {
+            ctx.device.bind();
+            layoutOps.copy(src, dst);
+            return;
+        }
         ctx.devContiguous("copy source", src, dst.dtype());
         ctx.devContiguous("copy destination", dst, src.dtype());
         ctx.device.bind();
@@ -603,6 +614,18 @@ public final class CudaBackend implements Backend {
     public void moeCombine(Tensor ys, Tensor weights, boolean normalize, Tensor out, boolean accumulate) {
         ctx.device.bind();
         moeOps.combine(ys, weights, normalize, out, accumulate);
+    }
+
+    @Override
+    public void clampedSwiglu(Tensor gu, float alpha, float limit, Tensor out) {
+        ctx.device.bind();
+        layoutOps.clampedSwiglu(gu, alpha, limit, out);
+    }
+
+    @Override
+    public void clampedSwigluBackward(Tensor gu, Tensor dout, float alpha, float limit, Tensor dgu) {
+        ctx.device.bind();
+        layoutOps.clampedSwigluBackward(gu, dout, alpha, limit, dgu);
     }
 
     @Override

@@ -6,27 +6,15 @@ import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.Cuda;
 import org.orbitrl.kernels.cuda.CudaAllocator;
 import org.orbitrl.kernels.cuda.CudaBackend;
-import org.orbitrl.kernels.cuda.CudaCheck;
-import org.orbitrl.kernels.cuda.CudaEvent;
-import org.orbitrl.kernels.cuda.CudaGraph;
 import org.orbitrl.kernels.cuda.internal.Cublas;
-import org.orbitrl.kernels.cuda.internal.DevicePointer;
 import org.orbitrl.kernels.quant.QuantizedTensor;
 
 import java.io.IOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
-import java.nio.file.Files;
 import java.nio.file.Path;
-import java.time.Instant;
-import java.util.ArrayList;
-import java.util.Arrays;
-import java.util.List;
 import java.util.SplittableRandom;
-
-import static org.bytedeco.cuda.global.cudart.cudaMemcpyAsync;
-import static org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToDevice;
 
 /**
  * GPU benchmarks, each a ratio against a limit measured in the same run:
@@ -42,7 +30,7 @@ import static org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToDevice;
  * Usage: {@code CudaBench [OUT_DIR]}; prints a table and writes {@code cuda-bench.md} into OUT_DIR.
  */
 public final class CudaBench {
-    private static final List<String> ROWS = new ArrayList<>();
+    private static final GpuBench TABLE = new GpuBench(60, 22, 28);
 
     private CudaBench() {
     }
@@ -55,61 +43,19 @@ public final class CudaBench {
         Path out = args.length > 0 ? Path.of(args[0]) : null;
         try (CudaBackend gpu = new CudaBackend()) {
             System.out.println("device: " + gpu.device() + ", kernels " + gpu.kernelInfo());
-            double copyGBs = copyBandwidth(gpu);
+            double copyGBs = TABLE.copyBandwidthRow(gpu);
             double peakTflops = cublasPeak(gpu);
             backendMatmul(gpu, peakTflops);
             gemv(gpu, copyGBs);
             moeDecode(gpu, copyGBs);
             attention(gpu, copyGBs);
             System.out.println("kernels: " + gpu.kernelInfo());
-            StringBuilder md = new StringBuilder("## CUDA backend on " + gpu.device() + "\n\nDate: " + Instant.now()
-                    + "\n\n| benchmark | figure | against | ratio |\n|---|---|---|---|\n");
-            ROWS.forEach(r -> md.append(r).append('\n'));
-            System.out.println(md);
-            if (out != null) {
-                Files.createDirectories(out);
-                Files.writeString(out.resolve("cuda-bench.md"), md);
-            }
+            TABLE.write("CUDA backend on " + gpu.device(), out, "cuda-bench.md");
         }
     }
 
     private static void row(String name, String figure, String against, double ratio) {
-        ROWS.add("| " + name + " | " + figure + " | " + against + " | " + String.format("%.3f", ratio) + " |");
-        System.out.printf("%-60s %-22s %-28s %.3f%n", name, figure, against, ratio);
-    }
-
-    /** Median milliseconds of {@code reps} timings of {@code work}, each timed with events after 3 warm-ups. */
-    private static double timeMs(CudaBackend gpu, int reps, Runnable work) {
-        for (int i = 0; i < 3; i++) {
-            work.run();
-        }
-        gpu.synchronize();
-        double[] t = new double[reps];
-        try (CudaEvent a = new CudaEvent(); CudaEvent b = new CudaEvent()) {
-            for (int i = 0; i < reps; i++) {
-                a.record(gpu.stream());
-                work.run();
-                b.record(gpu.stream());
-                b.synchronize();
-                t[i] = b.elapsedMillisSince(a);
-            }
-        }
-        Arrays.sort(t);
-        return t[reps / 2];
-    }
-
-    private static double copyBandwidth(CudaBackend gpu) {
-        long bytes = 2L << 30;
-        CudaAllocator a = gpu.allocator();
-        Tensor src = a.allocate(MemoryCategory.OTHER, DType.U8, bytes);
-        Tensor dst = a.allocate(MemoryCategory.OTHER, DType.U8, bytes);
-        double ms = timeMs(gpu, 10, () -> CudaCheck.check(cudaMemcpyAsync(new DevicePointer(CudaAllocator.address(dst)),
-                new DevicePointer(CudaAllocator.address(src)), bytes, cudaMemcpyDeviceToDevice, gpu.stream().handle()), "cudaMemcpyAsync d2d"));
-        a.free(src);
-        a.free(dst);
-        double gbs = 2.0 * bytes / (ms * 1e6);
-        row("copy d2d 2 GiB (read + write)", String.format("%.0f GB/s", gbs), "4800 GB/s datasheet", gbs / 4800);
-        return gbs;
+        TABLE.row(name, figure, against, ratio);
     }
 
     /** Random bf16 device tensor [rows, cols], values uniform in [-1, 1). */
@@ -124,11 +70,7 @@ public final class CudaBench {
     }
 
     private static Tensor randomF32(CudaBackend gpu, SplittableRandom r, long rows, long cols) {
-        float[] v = new float[Math.toIntExact(rows * cols)];
-        for (int i = 0; i < v.length; i++) {
-            v[i] = (float) (r.nextDouble() * 2 - 1);
-        }
-        return gpu.toDevice(Tensor.of(v, rows, cols), MemoryCategory.ACTIVATIONS);
+        return CudaBenchData.randomDevice(gpu, r, DType.F32, rows, cols);
     }
 
     private static double cublasPeak(CudaBackend gpu) {
@@ -141,11 +83,11 @@ public final class CudaBench {
         double ms;
         double tflops;
         try (Cublas blas = new Cublas(gpu.stream().handle(), CudaAllocator.address(ws), Cublas.WORKSPACE_BYTES)) {
-            ms = timeMs(gpu, 10, () -> blas.gemm(CudaAllocator.address(x), CudaAllocator.address(w), CudaAllocator.address(y), n, n, n, true));
+            ms = GpuBench.timeMs(gpu, 10, () -> blas.gemm(CudaAllocator.address(x), CudaAllocator.address(w), CudaAllocator.address(y), n, n, n, true));
             tflops = 2.0 * n * n * n / (ms * 1e9);
             row("cuBLAS bf16 GEMM 8192^3 (f32 out)", String.format("%.0f TFLOP/s", tflops), "790 TFLOP/s (H200 bf16)", tflops / 790);
             for (int[] s : MATMUL_SHAPES) { // the backend matmul's shapes with x already bf16: the GEMM alone
-                double t = timeMs(gpu, 10, () -> blas.gemm(CudaAllocator.address(x), CudaAllocator.address(w), CudaAllocator.address(y),
+                double t = GpuBench.timeMs(gpu, 10, () -> blas.gemm(CudaAllocator.address(x), CudaAllocator.address(w), CudaAllocator.address(y),
                         s[0], s[1], s[2], true));
                 double tf = 2.0 * s[0] * s[1] * s[2] / (t * 1e9);
                 row(String.format("cuBLAS bf16 GEMM alone M=%d N=%d K=%d", s[0], s[1], s[2]), String.format("%.0f TFLOP/s", tf),
@@ -167,7 +109,7 @@ public final class CudaBench {
             Tensor x = randomF32(gpu, r, s[0], s[2]);
             Tensor w = randomBf16(gpu, r, s[1], s[2], MemoryCategory.BASE_WEIGHTS);
             Tensor y = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, s[0], s[1]);
-            double ms = timeMs(gpu, 10, () -> gpu.matmul(x, w, y));
+            double ms = GpuBench.timeMs(gpu, 10, () -> gpu.matmul(x, w, y));
             double tflops = 2.0 * s[0] * s[1] * s[2] / (ms * 1e9);
             row(String.format("matmul f32 x bf16 w M=%d N=%d K=%d", s[0], s[1], s[2]), String.format("%.0f TFLOP/s", tflops),
                     String.format("cuBLAS 8192^3 %.0f", peak), tflops / peak);
@@ -221,18 +163,13 @@ public final class CudaBench {
                     gpu.matmul(x, w, y);
                 }
             };
-            double perCall = timeMs(gpu, 5, all) / copies;
-            double graphMs;
-            try (CudaGraph g = CudaGraph.capture(gpu.stream(), all)) {
-                graphMs = timeMs(gpu, 5, () -> g.launch(gpu.stream())) / copies;
-            }
+            double perCall = GpuBench.timeMs(gpu, 5, all) / copies;
+            double graphMs = GpuBench.graphMs(gpu, 5, all) / copies;
             long bytes = wBytes + (long) m * k * 4 + (long) m * n * 4;
             double gbsCall = bytes / (perCall * 1e6);
             double gbsGraph = bytes / (graphMs * 1e6);
-            row(String.format("%s GEMV M=%d %dx%d, per Java call (%.2f us)", label, m, n, k, perCall * 1e3),
-                    String.format("%.0f GB/s", gbsCall), String.format("copy %.0f GB/s", copyGBs), gbsCall / copyGBs);
-            row(String.format("%s GEMV M=%d %dx%d, graph replay (%.2f us)", label, m, n, k, graphMs * 1e3),
-                    String.format("%.0f GB/s", gbsGraph), String.format("copy %.0f GB/s", copyGBs), gbsGraph / copyGBs);
+            TABLE.bandwidthRow(String.format("%s GEMV M=%d %dx%d, per Java call (%.2f us)", label, m, n, k, perCall * 1e3), gbsCall, copyGBs);
+            TABLE.bandwidthRow(String.format("%s GEMV M=%d %dx%d, graph replay (%.2f us)", label, m, n, k, graphMs * 1e3), gbsGraph, copyGBs);
             gpu.free(x);
             gpu.free(y);
         }
@@ -257,77 +194,37 @@ public final class CudaBench {
         int inter = 768;
         int topk = 8;
         SplittableRandom r = new SplittableRandom(5);
-        QuantizedTensor gate = gpu.toDevice(CudaBenchData.randomInt4(r, e * inter, hidden)); // [E * 768, 2048]
-        QuantizedTensor up = gpu.toDevice(CudaBenchData.randomInt4(r, e * inter, hidden));   // [E * 768, 2048]
-        QuantizedTensor down = gpu.toDevice(CudaBenchData.randomInt4(r, e * hidden, inter)); // [E * 2048, 768]
-        long perExpert = (gate.byteSize() + up.byteSize() + down.byteSize()) / e;
+        CudaBenchData.StackedExperts experts = CudaBenchData.StackedExperts.random(gpu, r, e, hidden, inter);
         for (int m : new int[]{1, 8}) {
-            int[] ids = new int[m * topk];
-            java.util.Set<Integer> distinct = new java.util.HashSet<>();
-            for (int t = 0; t < m; t++) {
-                java.util.Set<Integer> mine = new java.util.LinkedHashSet<>();
-                while (mine.size() < topk) {
-                    mine.add(r.nextInt(e));
-                }
-                int j = 0;
-                for (int id : mine) {
-                    ids[t * topk + j++] = id;
-                }
-                distinct.addAll(mine);
-            }
-            Tensor dIds = gpu.toDevice(Tensor.ofInts(ids, m, topk), MemoryCategory.ACTIVATIONS);
-            Tensor x = randomF32(gpu, r, m, hidden);
-            Tensor g = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m * topk, inter);
-            Tensor u = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m * topk, inter);
-            Tensor y = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m * topk, hidden);
-            Runnable step = () -> {
-                gpu.moeMatmulQuantized(x, gate, e, dIds, g);
-                gpu.moeMatmulQuantized(x, up, e, dIds, u);
-                gpu.swiglu(g, u, g);
-                gpu.moeMatmulQuantized(g, down, e, dIds, y);
-            };
-            double ms;
-            try (CudaGraph graph = CudaGraph.capture(gpu.stream(), step)) {
-                ms = timeMs(gpu, 20, () -> graph.launch(gpu.stream()));
-            }
-            long bytes = distinct.size() * perExpert;
-            double gbs = bytes / (ms * 1e6);
-            row(String.format("MoE FFN decode M=%d (%d experts, %.1f MB), 4 launches, graph (%.1f us)", m, distinct.size(),
-                    bytes / 1e6, ms * 1e3), String.format("%.0f GB/s", gbs), String.format("copy %.0f GB/s", copyGBs), gbs / copyGBs);
+            CudaBenchData.MoeStep st = CudaBenchData.MoeStep.random(gpu, r, m, topk, e, hidden, inter);
+            double ms = GpuBench.graphMs(gpu, 20, () -> st.perPair(gpu, experts));
+            long bytes = st.expertBytes(experts);
+            TABLE.bandwidthRow(String.format("MoE FFN decode M=%d (%d experts, %.1f MB), 4 launches, graph (%.1f us)", m,
+                    st.distinct().size(), bytes / 1e6, ms * 1e3), bytes / (ms * 1e6), copyGBs);
             if (m == 1) {
                 QuantizedTensor[][] w = new QuantizedTensor[topk][3];
                 for (int j = 0; j < topk; j++) {
-                    w[j][0] = expertView(gate, ids[j], inter);
-                    w[j][1] = expertView(up, ids[j], inter);
-                    w[j][2] = expertView(down, ids[j], hidden);
+                    w[j][0] = expertView(experts.gate(), st.ids()[j], inter);
+                    w[j][1] = expertView(experts.up(), st.ids()[j], inter);
+                    w[j][2] = expertView(experts.down(), st.ids()[j], hidden);
                 }
                 Runnable perCall = () -> {
                     for (int j = 0; j < topk; j++) {
-                        Tensor gj = g.slice(0, j, j + 1);
-                        Tensor uj = u.slice(0, j, j + 1);
-                        gpu.matmulQuantized(x, w[j][0], gj);
-                        gpu.matmulQuantized(x, w[j][1], uj);
+                        Tensor gj = st.g().slice(0, j, j + 1);
+                        Tensor uj = st.u().slice(0, j, j + 1);
+                        gpu.matmulQuantized(st.x(), w[j][0], gj);
+                        gpu.matmulQuantized(st.x(), w[j][1], uj);
                         gpu.swiglu(gj, uj, gj);
-                        gpu.matmulQuantized(gj, w[j][2], y.slice(0, j, j + 1));
+                        gpu.matmulQuantized(gj, w[j][2], st.y().slice(0, j, j + 1));
                     }
                 };
-                double ms2;
-                try (CudaGraph graph = CudaGraph.capture(gpu.stream(), perCall)) {
-                    ms2 = timeMs(gpu, 20, () -> graph.launch(gpu.stream()));
-                }
-                double gbs2 = bytes / (ms2 * 1e6);
-                row(String.format("MoE FFN decode M=1, 32 launches (per expert), graph (%.1f us)", ms2 * 1e3),
-                        String.format("%.0f GB/s", gbs2), String.format("copy %.0f GB/s", copyGBs), gbs2 / copyGBs);
+                double ms2 = GpuBench.graphMs(gpu, 20, perCall);
+                TABLE.bandwidthRow(String.format("MoE FFN decode M=1, 32 launches (per expert), graph (%.1f us)", ms2 * 1e3),
+                        bytes / (ms2 * 1e6), copyGBs);
             }
-            gpu.free(dIds);
-            gpu.free(x);
-            gpu.free(g);
-            gpu.free(u);
-            gpu.free(y);
+            st.free(gpu);
         }
-        gpu.free(gate);
-        gpu.free(up);
-        gpu.free(down);
+        experts.free(gpu);
     }
 
     /** Expert e of a stacked device [E * n, k] INT4 matrix, as views. */
@@ -350,7 +247,7 @@ public final class CudaBench {
             Tensor v = randomF32(gpu, r, (long) s * hkv, d).reshape(s, hkv, d);
             Tensor o = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, t, hq, d);
             org.orbitrl.kernels.AttentionSpec spec = org.orbitrl.kernels.AttentionSpec.causal(d);
-            double ms = timeMs(gpu, 5, () -> gpu.attention(q, k, v, o, s - t, spec));
+            double ms = GpuBench.timeMs(gpu, 5, () -> gpu.attention(q, k, v, o, s - t, spec));
             if (t == 1) {
                 double gbs = (2.0 * s * hkv * d * 4) / (ms * 1e6);
                 row(String.format("attention decode S=%d Hq=%d Hkv=%d D=%d (%.1f us)", s, hq, hkv, d, ms * 1e3),

@@ -5,30 +5,15 @@ import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.Cuda;
-import org.orbitrl.kernels.cuda.CudaAllocator;
 import org.orbitrl.kernels.cuda.CudaBackend;
-import org.orbitrl.kernels.cuda.CudaCheck;
-import org.orbitrl.kernels.cuda.CudaEvent;
-import org.orbitrl.kernels.cuda.CudaGraph;
 import org.orbitrl.kernels.cuda.MoeRouting;
-import org.orbitrl.kernels.cuda.internal.DevicePointer;
 import org.orbitrl.kernels.quant.QuantFormats;
 import org.orbitrl.kernels.quant.QuantizedTensor;
 
 import java.io.IOException;
-import java.nio.file.Files;
 import java.nio.file.Path;
-import java.time.Instant;
-import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.HashSet;
-import java.util.LinkedHashSet;
-import java.util.List;
-import java.util.Set;
 import java.util.SplittableRandom;
-
-import static org.bytedeco.cuda.global.cudart.cudaMemcpyAsync;
-import static org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToDevice;
 
 /**
  * Decode-path kernels on the GPU, each against a limit measured in the same run (device copy
@@ -45,7 +30,7 @@ import static org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToDevice;
  * Usage: {@code GpuDecodeOpsBench [OUT_DIR]}; prints a table and writes {@code decode-ops.md}.
  */
 public final class GpuDecodeOpsBench {
-    private static final List<String> ROWS = new ArrayList<>();
+    private static final GpuBench TABLE = new GpuBench(72, 20, 22);
 
     private GpuDecodeOpsBench() {
     }
@@ -58,76 +43,20 @@ public final class GpuDecodeOpsBench {
         Path out = args.length > 0 ? Path.of(args[0]) : null;
         try (CudaBackend gpu = new CudaBackend()) {
             System.out.println("device: " + gpu.device());
-            double copy = copyBandwidth(gpu);
+            double copy = TABLE.copyBandwidthRow(gpu);
             gemvs(gpu, copy);
             moeLayer(gpu, copy);
             attention(gpu, copy);
-            StringBuilder md = new StringBuilder("## Decode kernels on " + gpu.device() + "\n\nDate: " + Instant.now()
-                    + "\n\n| benchmark | figure | against | ratio |\n|---|---|---|---|\n");
-            ROWS.forEach(r -> md.append(r).append('\n'));
-            System.out.println(md);
-            if (out != null) {
-                Files.createDirectories(out);
-                Files.writeString(out.resolve("decode-ops.md"), md);
-            }
+            TABLE.write("Decode kernels on " + gpu.device(), out, "decode-ops.md");
         }
     }
 
-    static void row(String name, String figure, String against, double ratio) {
-        ROWS.add("| " + name + " | " + figure + " | " + against + " | " + String.format("%.3f", ratio) + " |");
-        System.out.printf("%-72s %-20s %-22s %.3f%n", name, figure, against, ratio);
-    }
-
-    /** Median milliseconds of {@code reps} event-timed runs of {@code work} after 3 warm-ups. */
-    static double timeMs(CudaBackend gpu, int reps, Runnable work) {
-        for (int i = 0; i < 3; i++) {
-            work.run();
-        }
-        gpu.synchronize();
-        double[] t = new double[reps];
-        try (CudaEvent a = new CudaEvent(); CudaEvent b = new CudaEvent()) {
-            for (int i = 0; i < reps; i++) {
-                a.record(gpu.stream());
-                work.run();
-                b.record(gpu.stream());
-                b.synchronize();
-                t[i] = b.elapsedMillisSince(a);
-            }
-        }
-        Arrays.sort(t);
-        return t[reps / 2];
-    }
-
-    /** Milliseconds of one replay of {@code work} captured as a graph (median). */
-    static double graphMs(CudaBackend gpu, int reps, Runnable work) {
-        work.run(); // first run outside the capture: modules load, scratch buffers reach their size
-        gpu.synchronize();
-        try (CudaGraph g = CudaGraph.capture(gpu.stream(), work)) {
-            return timeMs(gpu, reps, () -> g.launch(gpu.stream()));
-        }
-    }
-
-    static double copyBandwidth(CudaBackend gpu) {
-        long bytes = 2L << 30;
-        CudaAllocator a = gpu.allocator();
-        Tensor src = a.allocate(MemoryCategory.OTHER, DType.U8, bytes);
-        Tensor dst = a.allocate(MemoryCategory.OTHER, DType.U8, bytes);
-        double ms = timeMs(gpu, 10, () -> CudaCheck.check(cudaMemcpyAsync(new DevicePointer(CudaAllocator.address(dst)),
-                new DevicePointer(CudaAllocator.address(src)), bytes, cudaMemcpyDeviceToDevice, gpu.stream().handle()), "cudaMemcpyAsync d2d"));
-        a.free(src);
-        a.free(dst);
-        double gbs = 2.0 * bytes / (ms * 1e6);
-        row("copy d2d 2 GiB (read + write)", String.format("%.0f GB/s", gbs), "4800 GB/s datasheet", gbs / 4800);
-        return gbs;
+    private static void row(String name, String figure, String against, double ratio) {
+        TABLE.row(name, figure, against, ratio);
     }
 
     private static Tensor f32(CudaBackend gpu, SplittableRandom r, DType dt, long rows, long cols) {
-        float[] v = new float[Math.toIntExact(rows * cols)];
-        for (int i = 0; i < v.length; i++) {
-            v[i] = (float) (r.nextDouble() * 2 - 1);
-        }
-        Tensor h = Tensor.of(v, rows, cols);
-        return gpu.toDevice(dt == DType.F32 ? h : h.to(dt), MemoryCategory.ACTIVATIONS);
+        return CudaBenchData.randomDevice(gpu, r, dt, rows, cols);
     }
 
     private static QuantizedTensor quantized(String format, SplittableRandom r, int n, int k) {
@@ -162,15 +91,14 @@ public final class GpuDecodeOpsBench {
                         }
                         Tensor x = f32(gpu, r, xt, m, s[1]);
                         Tensor y = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m, s[0]);
-                        double ms = graphMs(gpu, 7, () -> {
+                        double ms = GpuBench.graphMs(gpu, 7, () -> {
                             for (QuantizedTensor w : ws) {
                                 gpu.gemvQuantized(x, w, y);
                             }
                         }) / copies;
                         long bytes = proto.byteSize() + x.byteSize() + y.byteSize();
                         double gbs = bytes / (ms * 1e6);
-                        row(String.format("%s GEMV %dx%d M=%d x %s (%.2f us)", format, s[0], s[1], m, xt, ms * 1e3),
-                                String.format("%.0f GB/s", gbs), String.format("copy %.0f GB/s", copy), gbs / copy);
+                        TABLE.bandwidthRow(String.format("%s GEMV %dx%d M=%d x %s (%.2f us)", format, s[0], s[1], m, xt, ms * 1e3), gbs, copy);
                         gpu.free(x);
                         gpu.free(y);
                     }
@@ -192,15 +120,14 @@ public final class GpuDecodeOpsBench {
             for (int m : new int[]{1, 8, 16}) {
                 Tensor x = f32(gpu, r, DType.F32, m, s[1]);
                 Tensor y = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m, s[0]);
-                double ms = graphMs(gpu, 7, () -> {
+                double ms = GpuBench.graphMs(gpu, 7, () -> {
                     for (Tensor w : ws) {
                         gpu.matmul(x, w, y);
                     }
                 }) / copies;
                 long bytes = w0.byteSize() + x.byteSize() + y.byteSize();
                 double gbs = bytes / (ms * 1e6);
-                row(String.format("bf16 GEMV %dx%d M=%d (%.2f us)", s[0], s[1], m, ms * 1e3), String.format("%.0f GB/s", gbs),
-                        String.format("copy %.0f GB/s", copy), gbs / copy);
+                TABLE.bandwidthRow(String.format("bf16 GEMV %dx%d M=%d (%.2f us)", s[0], s[1], m, ms * 1e3), gbs, copy);
                 gpu.free(x);
                 gpu.free(y);
             }
@@ -217,62 +144,29 @@ public final class GpuDecodeOpsBench {
         int inter = 768;
         int topk = 8;
         SplittableRandom r = new SplittableRandom(12);
-        QuantizedTensor gate = gpu.toDevice(CudaBenchData.randomInt4(r, e * inter, hidden));
-        QuantizedTensor up = gpu.toDevice(CudaBenchData.randomInt4(r, e * inter, hidden));
-        QuantizedTensor down = gpu.toDevice(CudaBenchData.randomInt4(r, e * hidden, inter));
-        long perExpert = (gate.byteSize() + up.byteSize() + down.byteSize()) / e;
+        CudaBenchData.StackedExperts experts = CudaBenchData.StackedExperts.random(gpu, r, e, hidden, inter);
         for (int m : new int[]{1, 8, 64, 256}) {
-            int[] ids = new int[m * topk];
-            Set<Integer> distinct = new HashSet<>();
-            for (int t = 0; t < m; t++) {
-                Set<Integer> mine = new LinkedHashSet<>();
-                while (mine.size() < topk) {
-                    mine.add(r.nextInt(e));
-                }
-                int j = 0;
-                for (int id : mine) {
-                    ids[t * topk + j++] = id;
-                }
-                distinct.addAll(mine);
-            }
-            Tensor dIds = gpu.toDevice(Tensor.ofInts(ids, m, topk), MemoryCategory.ACTIVATIONS);
-            Tensor x = f32(gpu, r, DType.F32, m, hidden);
-            Tensor g = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m * topk, inter);
-            Tensor u = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m * topk, inter);
-            Tensor y = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m * topk, hidden);
+            CudaBenchData.MoeStep st = CudaBenchData.MoeStep.random(gpu, r, m, topk, e, hidden, inter);
+            long bytes = st.expertBytes(experts);
             try (MoeRouting routing = gpu.moeRouting(e, m * topk)) {
-                double ms = graphMs(gpu, 15, () -> {
-                    gpu.moeRoute(dIds, routing);
-                    gpu.moeMatmulGrouped(x, gate, routing, g);
-                    gpu.moeMatmulGrouped(x, up, routing, u);
-                    gpu.swiglu(g, u, g);
-                    gpu.moeMatmulGrouped(g, down, routing, y);
+                double ms = GpuBench.graphMs(gpu, 15, () -> {
+                    gpu.moeRoute(st.dIds(), routing);
+                    gpu.moeMatmulGrouped(st.x(), experts.gate(), routing, st.g());
+                    gpu.moeMatmulGrouped(st.x(), experts.up(), routing, st.u());
+                    gpu.swiglu(st.g(), st.u(), st.g());
+                    gpu.moeMatmulGrouped(st.g(), experts.down(), routing, st.y());
                 });
-                long bytes = distinct.size() * perExpert;
-                double gbs = bytes / (ms * 1e6);
-                row(String.format("MoE layer decode %d tokens (%d experts, %.1f MB), route + grouped (%.1f us)", m, distinct.size(),
-                        bytes / 1e6, ms * 1e3), String.format("%.0f GB/s", gbs), String.format("copy %.0f GB/s", copy), gbs / copy);
+                TABLE.bandwidthRow(String.format("MoE layer decode %d tokens (%d experts, %.1f MB), route + grouped (%.1f us)",
+                        m, st.distinct().size(), bytes / 1e6, ms * 1e3), bytes / (ms * 1e6), copy);
                 if (m == 1) {
-                    double ms1 = graphMs(gpu, 15, () -> {
-                        gpu.moeMatmulQuantized(x, gate, e, dIds, g);
-                        gpu.moeMatmulQuantized(x, up, e, dIds, u);
-                        gpu.swiglu(g, u, g);
-                        gpu.moeMatmulQuantized(g, down, e, dIds, y);
-                    });
-                    double gbs1 = bytes / (ms1 * 1e6);
-                    row(String.format("MoE layer decode 1 token, per-pair GEMV, no routing (%.1f us)", ms1 * 1e3),
-                            String.format("%.0f GB/s", gbs1), String.format("copy %.0f GB/s", copy), gbs1 / copy);
+                    double ms1 = GpuBench.graphMs(gpu, 15, () -> st.perPair(gpu, experts));
+                    TABLE.bandwidthRow(String.format("MoE layer decode 1 token, per-pair GEMV, no routing (%.1f us)", ms1 * 1e3),
+                            bytes / (ms1 * 1e6), copy);
                 }
             }
-            gpu.free(dIds);
-            gpu.free(x);
-            gpu.free(g);
-            gpu.free(u);
-            gpu.free(y);
+            st.free(gpu);
         }
-        gpu.free(gate);
-        gpu.free(up);
-        gpu.free(down);
+        experts.free(gpu);
     }
 
     private static void attention(CudaBackend gpu, double copy) {
@@ -298,7 +192,7 @@ public final class GpuDecodeOpsBench {
             Tensor dt = gpu.toDevice(Tensor.ofInts(tables, b, maxBlocks), MemoryCategory.ACTIVATIONS);
             Tensor dl = gpu.toDevice(Tensor.ofInts(lens, b), MemoryCategory.ACTIVATIONS);
             AttentionSpec spec = AttentionSpec.causal(d);
-            double ms = graphMs(gpu, 10, () -> gpu.pagedDecodeAttention(q, kc, vc, dt, dl, bs, hkv, o, spec));
+            double ms = GpuBench.graphMs(gpu, 10, () -> gpu.pagedDecodeAttention(q, kc, vc, dt, dl, bs, hkv, o, spec));
             double gbs = (kc.byteSize() + vc.byteSize()) / (ms * 1e6);
             row(String.format("paged decode attention B=%d S=%d Hq=%d Hkv=%d D=%d (%.1f us)", b, len, hq, hkv, d, ms * 1e3),
                     String.format("%.0f GB/s of K+V", gbs), String.format("copy %.0f GB/s", copy), gbs / copy);
@@ -312,7 +206,7 @@ public final class GpuDecodeOpsBench {
         Tensor v = f32(gpu, r, DType.F32, (long) t * hkv, d).reshape(t, hkv, d);
         Tensor o = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, t, hq, d);
         AttentionSpec spec = AttentionSpec.causal(d);
-        double ms = timeMs(gpu, 5, () -> gpu.attention(q, k, v, o, 0, spec));
+        double ms = GpuBench.timeMs(gpu, 5, () -> gpu.attention(q, k, v, o, 0, spec));
         double tflops = 4.0 * hq * d * ((double) t * (t + 1) / 2) / (ms * 1e9);
         row(String.format("causal prefill attention T=S=%d Hq=%d Hkv=%d D=%d (%.3f ms)", t, hq, hkv, d, ms),
                 String.format("%.1f TFLOP/s", tflops), "67 TFLOP/s f32 datasheet", tflops / 67);

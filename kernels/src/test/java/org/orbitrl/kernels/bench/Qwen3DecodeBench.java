@@ -43,7 +43,7 @@ public final class Qwen3DecodeBench {
         int steps = 16;
         StringBuilder md = new StringBuilder();
         try (CudaBackend gpu = new CudaBackend()) {
-            double copy = GpuDecodeOpsBench.copyBandwidth(gpu);
+            double copy = GpuBench.copyBandwidth(gpu);
             md.append("## Qwen3-30B-A3B-shaped decode on ").append(gpu.device()).append("\n\nDate: ").append(Instant.now())
                     .append("\n\nShape ").append(shape).append(", context ").append(context)
                     .append(" keys per sequence, copy bandwidth ").append(String.format("%.0f GB/s", copy))

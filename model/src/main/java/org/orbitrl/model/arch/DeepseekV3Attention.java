@@ -140,53 +140,38 @@ final class DeepseekV3Attention {
         Tensor kva = alloc(a, n, r + rot);                                 // [N, R+rope]
         kvA.forward(b, x, kva);
         Tensor latent = alloc(a, n, r);                                    // [N, R]
-        latent.copyFrom(kva.slice(1, 0, r));
+        b.copy(kva.slice(1, 0, r), latent);
         Tensor latentN = alloc(a, n, r);                                   // [N, R]
         b.rmsNorm(latent, kvANorm, eps, latentN);
         Tensor kRot = alloc(a, n, 1, rot);                                 // [N, 1, rope]
-        kRot.reshape(n, rot).copyFrom(kva.slice(1, r, r + rot));
+        b.copy(kva.slice(1, r, r + rot), kRot.reshape(n, rot));
         b.rope(kRot, positions, rope);
 
         int w = r + rot;
         Tensor entry = alloc(a, n, 1, w);                                  // [N, 1, R+rope] what a cache keeps
-        entry.select(1, 0).slice(1, 0, r).copyFrom(latentN);
-        entry.select(1, 0).slice(1, r, w).copyFrom(kRot.select(1, 0));
+        b.copy(latentN, entry.select(1, 0).slice(1, 0, r));
+        b.copy(kRot.select(1, 0), entry.select(1, 0).slice(1, r, w));
         Tensor kvbW = absorbWeight(b);                                     // [H*(nope+v), R]
         Tensor qLat = alloc(a, n, heads, w);                               // [N, H, R+rope]
         Tensor qNope = alloc(a, n, nope);                                  // [N, nope]
         Tensor qLatH = alloc(a, n, r);                                     // [N, R]
         for (int h = 0; h < heads; h++) {
             long row = (long) h * (nope + vd);
-            qNope.copyFrom(q3.select(1, h).slice(1, 0, nope));
+            b.copy(q3.select(1, h).slice(1, 0, nope), qNope);
             b.matmulTransposed(qNope, kvbW.slice(0, row, row + nope), qLatH);
-            qLat.select(1, h).slice(1, 0, r).copyFrom(qLatH);
+            b.copy(qLatH, qLat.select(1, h).slice(1, 0, r));
         }
-        qLat.slice(2, r, w).copyFrom(q3.slice(2, nope, qk));
+        b.copy(q3.slice(2, nope, qk), qLat.slice(2, r, w));
         Tensor outLat = alloc(a, n, heads, r);                             // [N, H, R]
-        int start = 0;
-        for (CausalLM.Segment s : batch) {
-            int t = s.tokens().length;
-            SequenceCache cache = s.cache();
-            Tensor qs2 = qLat.slice(0, start, start + t);
-            Tensor os = outLat.slice(0, start, start + t);
-            if (cache == null) {
-                Tensor e = entry.slice(0, start, start + t);
-                b.attention(qs2, e, e.slice(2, 0, r), os, 0, spec);
-            } else {
-                int past = cache.length();
-                cache.write(layer, entry.slice(0, start, start + t), null);
-                cache.attend(b, layer, qs2, os, past, past + t, spec);
-            }
-            start += t;
-        }
+        SegmentAttention.attend(b, layer, batch, qLat, entry, entry.slice(2, 0, r), true, spec, outLat);
         Tensor attn = alloc(a, n, heads, vd);                              // [N, H, v]
         Tensor latH = alloc(a, n, r);                                      // [N, R]
         Tensor outH = alloc(a, n, vd);                                     // [N, v]
         for (int h = 0; h < heads; h++) {
             long row = (long) h * (nope + vd) + nope;
-            latH.copyFrom(outLat.select(1, h));
+            b.copy(outLat.select(1, h), latH);
             b.matmul(latH, kvbW.slice(0, row, row + vd), outH);
-            attn.select(1, h).copyFrom(outH);
+            b.copy(outH, attn.select(1, h));
         }
         Tensor attnFlat = attn.reshape(n, (long) heads * vd);
         o.forward(b, attnFlat, out);
@@ -214,7 +199,7 @@ final class DeepseekV3Attention {
             Tensor img = alloc(b.allocator(), r, kvB.out());               // [R, H*(nope+v)]
             kvB.forward(b, eye, img);
             Tensor eff = alloc(b.allocator(), kvB.out(), r);               // [H*(nope+v), R]
-            eff.copyFrom(img.transpose(0, 1));
+            b.copy(img.transpose(0, 1), eff);
             return eff;
         }
         Weight wt = kvB.weight();
@@ -234,12 +219,13 @@ final class DeepseekV3Attention {
         return kvB.adapter() != null && kvB.adapter().enabled();
     }
 
+    /** The [R, R] identity in the backend's memory (built on the host, uploaded). */
     private Tensor eye(TensorAllocator a) {
-        Tensor eye = alloc(a, r, r).fill(0);                               // [R, R]
+        float[] id = new float[r * r];
         for (int i = 0; i < r; i++) {
-            eye.setFloat(1f, i, i);
+            id[i * r + i] = 1f;
         }
-        return eye;
+        return a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(id, r, r));
     }
 
     /** dout [N, hidden] -> dx [N, hidden] (overwritten). Segments must have had no cached past. */
@@ -257,11 +243,11 @@ final class DeepseekV3Attention {
         Tensor latH = alloc(a, n, r);                                      // [N, R]
         for (int h = 0; h < heads; h++) {
             long row = (long) h * (nope + vd) + nope;
-            dOutH.copyFrom(dattn.reshape(n, heads, vd).select(1, h));
+            b.copy(dattn.reshape(n, heads, vd).select(1, h), dOutH);
             b.matmulTransposed(dOutH, tape.kvbW.slice(0, row, row + vd), latH);
-            dOutLat.select(1, h).copyFrom(latH);
+            b.copy(latH, dOutLat.select(1, h));
             if (adapted) {
-                latH.copyFrom(tape.outLat.select(1, h));
+                b.copy(tape.outLat.select(1, h), latH);
                 b.matmulTN(dOutH, latH, 1f, dW.slice(0, row, row + vd));
             }
         }
@@ -278,10 +264,10 @@ final class DeepseekV3Attention {
             start += t;
         }
         Tensor dLatentN = alloc(a, n, r);                                  // [N, R]
-        dLatentN.copyFrom(dEntry.select(1, 0).slice(1, 0, r));
+        b.copy(dEntry.select(1, 0).slice(1, 0, r), dLatentN);
         b.add(dLatentN, dEntryV.reshape(n, r), dLatentN);
         Tensor dkRot = alloc(a, n, 1, rot);                                // [N, 1, rope]
-        dkRot.reshape(n, rot).copyFrom(dEntry.select(1, 0).slice(1, r, w));
+        b.copy(dEntry.select(1, 0).slice(1, r, w), dkRot.reshape(n, rot));
         b.ropeBackward(dkRot, positions, rope);
         // key rows: qLat_h = qNope_h · W_kb_h
         Tensor dq = alloc(a, n, heads, qk);                                // [N, H, qk]
@@ -290,27 +276,27 @@ final class DeepseekV3Attention {
         Tensor qNope = alloc(a, n, nope);                                  // [N, nope]
         for (int h = 0; h < heads; h++) {
             long row = (long) h * (nope + vd);
-            dqLatH.copyFrom(dqLat.select(1, h).slice(1, 0, r));
+            b.copy(dqLat.select(1, h).slice(1, 0, r), dqLatH);
             b.matmul(dqLatH, tape.kvbW.slice(0, row, row + nope), dqNope);
-            dq.select(1, h).slice(1, 0, nope).copyFrom(dqNope);
+            b.copy(dqNope, dq.select(1, h).slice(1, 0, nope));
             if (adapted) {
-                qNope.copyFrom(tape.q3.select(1, h).slice(1, 0, nope));
+                b.copy(tape.q3.select(1, h).slice(1, 0, nope), qNope);
                 b.matmulTN(qNope, dqLatH, 1f, dW.slice(0, row, row + nope));
             }
         }
-        dq.slice(2, nope, qk).copyFrom(dqLat.slice(2, r, w));
+        b.copy(dqLat.slice(2, r, w), dq.slice(2, nope, qk));
         b.ropeBackward(dq.slice(2, nope, qk), positions, rope);
         if (adapted) {
             // the adapter's kv_b matrix was read as kv_b(I)ᵀ: its gradient enters through that image
             Tensor dImg = alloc(a, r, kvB.out());                          // [R, H*(nope+v)]
-            dImg.copyFrom(dW.transpose(0, 1));
+            b.copy(dW.transpose(0, 1), dImg);
             kvB.backward(b, eye(a), dImg, alloc(a, r, r));
         }
         Tensor dLatent = alloc(a, n, r);                                   // [N, R]
         b.rmsNormBackward(tape.latent, kvANorm, eps, dLatentN, dLatent);
         Tensor dkva = alloc(a, n, w);                                      // [N, R+rope]
-        dkva.slice(1, 0, r).copyFrom(dLatent);
-        dkva.slice(1, r, w).copyFrom(dkRot.reshape(n, rot));
+        b.copy(dLatent, dkva.slice(1, 0, r));
+        b.copy(dkRot.reshape(n, rot), dkva.slice(1, r, w));
         kvA.backward(b, tape.x, dkva, dx);
         Tensor tmp = alloc(a, n, dx.size(1));                              // [N, hidden]
         Tensor dqs = dq.reshape(n, (long) heads * qk);

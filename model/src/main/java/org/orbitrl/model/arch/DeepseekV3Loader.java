@@ -2,10 +2,12 @@ package org.orbitrl.model.arch;
 
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.kernels.quant.Fp8Block128;
 import org.orbitrl.kernels.quant.Fp8Block128Ue8m0;
 import org.orbitrl.kernels.quant.QuantizedTensor;
 import org.orbitrl.model.nn.Linear;
+import org.orbitrl.model.nn.Placement;
 import org.orbitrl.model.nn.Weight;
 import org.orbitrl.model.nn.WeightLoader;
 import org.orbitrl.model.nn.WeightSource;
@@ -40,10 +42,12 @@ final class DeepseekV3Loader {
     private final QuantizationConfig quant;
     private final Qwen3Model.LoadOptions options;
     private final List<Pattern> ignore;
+    private final TensorAllocator place;   // where base weights go: the backend's memory
 
     private DeepseekV3Loader(DeepseekV3Config c, WeightSource src, QuantizationConfig quant,
-                             Qwen3Model.LoadOptions options) {
+                             Qwen3Model.LoadOptions options, TensorAllocator place) {
         this.c = c;
+        this.place = place;
         this.src = src;
         this.weights = new WeightLoader(src, used);
         this.quant = quant;
@@ -76,14 +80,14 @@ final class DeepseekV3Loader {
     /** @param quant the checkpoint's {@code quantization_config}, or null */
     static DeepseekV3Model load(DeepseekV3Config c, boolean interleavedRope, QuantizationConfig quant, WeightSource src,
                                 Backend backend, Qwen3Model.LoadOptions options) {
-        return new DeepseekV3Loader(c, src, quant, options).build(interleavedRope, backend);
+        return new DeepseekV3Loader(c, src, quant, options, backend.allocator()).build(interleavedRope, backend);
     }
 
     private DeepseekV3Model build(boolean interleavedRope, Backend backend) {
         String prefix = src.has(KIMI_PREFIX + "model.embed_tokens.weight") ? KIMI_PREFIX : "";
         int h = c.hidden();
         int hq = c.heads();
-        Tensor embed = weights.tensor(prefix + "model.embed_tokens.weight", c.vocab(), h);
+        Tensor embed = placed(prefix + "model.embed_tokens.weight", c.vocab(), h);
         DeepseekV3Model.Layer[] layers = new DeepseekV3Model.Layer[c.layers()];
         for (int i = 0; i < c.layers(); i++) {
             String p = prefix + "model.layers." + i + ".";
@@ -94,7 +98,7 @@ final class DeepseekV3Loader {
             Tensor qANorm = null;
             if (c.qLoraRank() > 0) {
                 qA = linear(a + "q_a_proj", c.qLoraRank(), h, c.attentionBias());
-                qANorm = weights.tensor(a + "q_a_layernorm.weight", c.qLoraRank());
+                qANorm = placed(a + "q_a_layernorm.weight", c.qLoraRank());
                 qB = linear(a + "q_b_proj", hq * c.qkHeadDim(), c.qLoraRank(), false);
             } else {
                 q = linear(a + "q_proj", hq * c.qkHeadDim(), h, false);
@@ -103,7 +107,7 @@ final class DeepseekV3Loader {
                     linear(a + "kv_a_proj_with_mqa", c.cacheWidth(), h, c.attentionBias()),
                     linear(a + "kv_b_proj", hq * (c.qkNope() + c.vHeadDim()), c.kvLoraRank(), false),
                     linear(a + "o_proj", h, hq * c.vHeadDim(), c.attentionBias()),
-                    qANorm, weights.tensor(a + "kv_a_layernorm.weight", c.kvLoraRank()));
+                    qANorm, placed(a + "kv_a_layernorm.weight", c.kvLoraRank()));
             DenseMlp mlp = null;
             DeepseekV3Moe moe = null;
             if (c.isMoe(i)) {
@@ -117,18 +121,18 @@ final class DeepseekV3Loader {
                 DenseMlp shared = c.sharedInter() > 0 ? mlp(p + "mlp.shared_experts.", c.sharedInter()) : null;
                 Tensor bias = null;
                 if (c.scoreCorrectionBias() || src.has(p + "mlp.gate.e_score_correction_bias")) {
-                    bias = weights.tensor(p + "mlp.gate.e_score_correction_bias", c.experts());
+                    bias = weights.tensor(p + "mlp.gate.e_score_correction_bias", c.experts()); // stays on the host, with the routing
                 }
-                Linear router = new Linear(p + "mlp.gate", Weight.of(weights.tensor(p + "mlp.gate.weight", c.experts(), h)),
-                        null);
+                Linear router = Placement.linear(place, new Linear(p + "mlp.gate",
+                        Weight.of(weights.tensor(p + "mlp.gate.weight", c.experts(), h)), null));
                 moe = new DeepseekV3Moe(router, bias, experts, shared, c);
             } else {
                 mlp = mlp(p + "mlp.", c.intermediate());
             }
-            layers[i] = new DeepseekV3Model.Layer(weights.tensor(p + "input_layernorm.weight", h),
-                    weights.tensor(p + "post_attention_layernorm.weight", h), attn, mlp, moe);
+            layers[i] = new DeepseekV3Model.Layer(placed(p + "input_layernorm.weight", h),
+                    placed(p + "post_attention_layernorm.weight", h), attn, mlp, moe);
         }
-        Tensor norm = weights.tensor(prefix + "model.norm.weight", h);
+        Tensor norm = placed(prefix + "model.norm.weight", h);
         Linear head = c.tieEmbeddings() && !src.has(prefix + "lm_head.weight")
                 ? new Linear(prefix + "lm_head", Weight.of(embed), null)
                 : linear(prefix + "lm_head", c.vocab(), h, false);
@@ -143,7 +147,12 @@ final class DeepseekV3Loader {
     }
 
     private Linear linear(String module, int out, int in, boolean bias) {
-        return new Linear(module, weight(module, out, in), bias ? weights.bias(module, out) : null);
+        return Placement.linear(place, new Linear(module, weight(module, out, in), bias ? weights.bias(module, out) : null));
+    }
+
+    /** A tensor that must exist with this shape, placed in the backend's memory. */
+    private Tensor placed(String name, long... shape) {
+        return Placement.tensor(place, weights.tensor(name, shape));
     }
 
     /** A routed expert projection: as stored, or quantized on load from full precision if asked. */
@@ -152,7 +161,7 @@ final class DeepseekV3Loader {
         if (options.expertQuantizer() != null && w instanceof Weight.Dense d) {
             w = options.expertQuantizer().apply(d.w());
         }
-        return new Linear(module, w, null);
+        return Placement.linear(place, new Linear(module, w, null));
     }
 
     /** The base weight of {@code module}, checked against the checkpoint's quantization_config. */

@@ -1,11 +1,8 @@
 package org.orbitrl.model.arch;
 
 import org.orbitrl.kernels.Backend;
-import org.orbitrl.kernels.DType;
-import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.RopeTable;
 import org.orbitrl.kernels.Tensor;
-import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.nn.AdapterTargets;
 import org.orbitrl.model.nn.Linear;
 import org.orbitrl.model.nn.WeightSource;
@@ -34,6 +31,7 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
     private final Tensor finalNorm;    // [hidden]
     private final Linear lmHead;       // [vocab, hidden]
     private final RopeTable rope;
+    private final PreNormDecoder<LayerTape> decoder;
 
     /** One decoder layer. */
     record Layer(Tensor inputNorm, Tensor postNorm, DeepseekV3Attention attention, DenseMlp mlp, DeepseekV3Moe moe) {
@@ -54,6 +52,8 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
         this.lmHead = lmHead;
         this.rope = RopeTable.of(config.rope(), config.qkRope(), config.maxPositions(),
                 interleavedRope ? RopeTable.Style.INTERLEAVED : RopeTable.Style.HALF);
+        this.decoder = new PreNormDecoder<>(backend, layers.length, config.maxPositions(), embed, finalNorm, config.rmsEps(),
+                lmHead, LayerTape::new);
     }
 
     /**
@@ -129,44 +129,12 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
 
     @Override
     public Tensor forward(List<Segment> batch, HiddenSink hidden) {
-        return run(batch, hidden, null);
+        return decoder.forward(batch, hidden, null, this::layerForward);
     }
 
     @Override
-    public TrainTape forwardTrain(List<int[]> sequences, boolean recompute) {
-        List<Segment> batch = new ArrayList<>();
-        for (int[] s : sequences) {
-            batch.add(new Segment(s, null));
-        }
-        TrainTape tape = new TrainTape(layers.length, recompute, batch);
-        tape.logits = run(batch, null, tape);
-        return tape;
-    }
-
-    /** Everything a training forward keeps for backward. */
-    public static final class TrainTape implements Trainable.Tape {
-        final boolean recompute;
-        final List<Segment> batch;
-        final int[] lengths;
-        final Tensor[] layerInput;     // per layer [N, hidden]
-        final LayerTape[] layerTapes;  // per layer, null under recompute
-        Tensor positions;              // i32 [N]
-        Tensor finalInput;             // [N, hidden]
-        Tensor finalNormed;            // [N, hidden]
-        Tensor logits;                 // [N, vocab]
-
-        TrainTape(int layers, boolean recompute, List<Segment> batch) {
-            this.recompute = recompute;
-            this.batch = batch;
-            this.lengths = batch.stream().mapToInt(s -> s.tokens().length).toArray();
-            this.layerInput = new Tensor[layers];
-            this.layerTapes = new LayerTape[layers];
-        }
-
-        @Override
-        public Tensor logits() {
-            return logits;
-        }
+    public DecoderTape<LayerTape> forwardTrain(List<int[]> sequences, boolean recompute) {
+        return decoder.forwardTrain(sequences, recompute, this::layerForward);
     }
 
     /** One layer's saved activations. */
@@ -177,156 +145,51 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
         DeepseekV3Moe.Tape moe;
     }
 
-    private Tensor run(List<Segment> batch, HiddenSink hidden, TrainTape tape) {
-        Backend b = backend;
-        TensorAllocator a = b.allocator();
-        int n = 0;
-        for (Segment s : batch) {
-            n += s.tokens().length;
-        }
-        int[] ids = new int[n];
-        int[] pos = new int[n];
-        int k = 0;
-        for (Segment s : batch) {
-            int past = s.cache() == null ? 0 : s.cache().length();
-            if (s.cache() != null) {
-                s.cache().reserve(s.tokens().length);
-            }
-            for (int t = 0; t < s.tokens().length; t++) {
-                ids[k] = s.tokens()[t];
-                pos[k++] = past + t;
-                if (past + t >= config.maxPositions()) {
-                    throw new IllegalArgumentException("position " + (past + t) + " is beyond max_position_embeddings "
-                            + config.maxPositions());
-                }
-            }
-        }
-        Tensor positions = Tensor.ofInts(pos, n);
-        int h = config.hidden();
-        Tensor x = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden]
-        b.embedding(embed, Tensor.ofInts(ids, n), x);
-        emit(hidden, 0, x);
-        if (tape != null) {
-            tape.positions = positions;
-        }
-        for (int i = 0; i < layers.length; i++) {
-            LayerTape lt = null;
-            if (tape != null) {
-                tape.layerInput[i] = x;
-                if (!tape.recompute) {
-                    lt = new LayerTape();
-                    tape.layerTapes[i] = lt;
-                }
-            }
-            x = layerForward(i, x, positions, batch, lt);
-            if (i + 1 < layers.length) {
-                emit(hidden, i + 1, x);
-            }
-        }
-        for (Segment s : batch) {
-            if (s.cache() != null) {
-                s.cache().advance(s.tokens().length);
-            }
-        }
-        Tensor normed = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
-        b.rmsNorm(x, finalNorm, config.rmsEps(), normed);
-        emit(hidden, layers.length, normed);
-        if (tape != null) {
-            tape.finalInput = x;
-            tape.finalNormed = normed;
-        }
-        Tensor logits = a.allocate(MemoryCategory.LOGITS, DType.F32, n, config.vocab()); // [N, vocab]
-        lmHead.forward(b, normed, logits);
-        return logits;
-    }
-
     /** One decoder layer: x [N, hidden] -> a new residual stream [N, hidden]. */
     private Tensor layerForward(int i, Tensor x, Tensor positions, List<Segment> batch, LayerTape lt) {
         Backend b = backend;
-        TensorAllocator a = b.allocator();
         Layer l = layers[i];
-        int n = x.size(0);
-        int h = config.hidden();
-        Tensor normed1 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
-        Tensor delta = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);   // [N, hidden]
-        b.rmsNorm(x, l.inputNorm(), config.rmsEps(), normed1);
-        l.attention().forward(b, normed1, positions, batch, rope, delta, lt == null ? null : lt.attention);
-        Tensor mid = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);     // [N, hidden]
-        b.add(x, delta, mid);
-        Tensor normed2 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
-        b.rmsNorm(mid, l.postNorm(), config.rmsEps(), normed2);
-        if (l.moe() != null) {
-            DeepseekV3Moe.Tape mt = lt == null ? null : new DeepseekV3Moe.Tape();
-            l.moe().forward(b, normed2, delta, mt);
-            if (lt != null) {
-                lt.moe = mt;
-            }
-        } else {
-            DenseMlp.Tape dt = lt == null ? null : new DenseMlp.Tape();
-            l.mlp().forward(b, normed2, delta, dt);
-            if (lt != null) {
-                lt.mlp = dt;
-            }
-        }
-        Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);     // [N, hidden]
-        b.add(mid, delta, out);
+        PreNormDecoder.Residual r = PreNormDecoder.layer(b, x, l.inputNorm(), l.postNorm(), config.rmsEps(),
+                (in, out) -> l.attention().forward(b, in, positions, batch, rope, out, lt == null ? null : lt.attention),
+                (in, out) -> {
+                    if (l.moe() != null) {
+                        DeepseekV3Moe.Tape mt = lt == null ? null : new DeepseekV3Moe.Tape();
+                        l.moe().forward(b, in, out, mt);
+                        if (lt != null) {
+                            lt.moe = mt;
+                        }
+                    } else {
+                        DenseMlp.Tape dt = lt == null ? null : new DenseMlp.Tape();
+                        l.mlp().forward(b, in, out, dt);
+                        if (lt != null) {
+                            lt.mlp = dt;
+                        }
+                    }
+                });
         if (lt != null) {
-            lt.mid = mid;
+            lt.mid = r.mid();
         }
-        return out;
+        return r.out();
     }
 
     @Override
     public void backward(Trainable.Tape t, Tensor dLogits) {
-        if (!(t instanceof TrainTape tape)) {
-            throw new IllegalArgumentException("not a tape of this model: " + t);
-        }
-        Backend b = backend;
-        TensorAllocator a = b.allocator();
-        int n = dLogits.size(0);
-        int h = config.hidden();
-        Tensor dNormed = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
-        lmHead.backward(b, tape.finalNormed, dLogits, dNormed);
-        Tensor dx = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden]
-        b.rmsNormBackward(tape.finalInput, finalNorm, config.rmsEps(), dNormed, dx);
-        for (int i = layers.length - 1; i >= 0; i--) {
-            LayerTape lt = tape.layerTapes[i];
-            if (lt == null) {
-                lt = new LayerTape();
-                layerForward(i, tape.layerInput[i], tape.positions, tape.batch, lt);
-            }
-            dx = layerBackward(i, lt, tape, dx);
-        }
+        decoder.backward(t, dLogits, this::layerForward, this::layerBackward);
     }
 
     /** d residual-out [N, hidden] -> d residual-in [N, hidden]. */
-    private Tensor layerBackward(int i, LayerTape lt, TrainTape tape, Tensor dOut) {
+    private Tensor layerBackward(int i, LayerTape lt, DecoderTape<LayerTape> tape, Tensor dOut) {
         Backend b = backend;
-        TensorAllocator a = b.allocator();
         Layer l = layers[i];
-        int n = dOut.size(0);
-        int h = config.hidden();
-        Tensor dNormed2 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
-        if (l.moe() != null) {
-            l.moe().backward(b, lt.moe, dOut, dNormed2);
-        } else {
-            l.mlp().backward(b, lt.mlp, dOut, dNormed2);
-        }
-        Tensor dMid = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);     // [N, hidden]
-        b.rmsNormBackward(lt.mid, l.postNorm(), config.rmsEps(), dNormed2, dMid);
-        b.add(dMid, dOut, dMid);
-        Tensor dNormed1 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
-        l.attention().backward(b, lt.attention, tape.positions, tape.lengths, rope, dMid, dNormed1);
-        Tensor dIn = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden]
-        b.rmsNormBackward(tape.layerInput[i], l.inputNorm(), config.rmsEps(), dNormed1, dIn);
-        b.add(dIn, dMid, dIn);
-        return dIn;
-    }
-
-    private static void emit(HiddenSink sink, int index, Tensor t) {
-        if (sink != null) {
-            sink.accept(index, t);
-        }
+        return PreNormDecoder.layerBackward(b, tape.layerInput[i], lt.mid, l.inputNorm(), l.postNorm(), config.rmsEps(), dOut,
+                (d, dIn) -> {
+                    if (l.moe() != null) {
+                        l.moe().backward(b, lt.moe, d, dIn);
+                    } else {
+                        l.mlp().backward(b, lt.mlp, d, dIn);
+                    }
+                },
+                (d, dIn) -> l.attention().backward(b, lt.attention, tape.positions, tape.lengths, rope, d, dIn));
     }
 
     @Override

@@ -15,11 +15,13 @@ import org.orbitrl.model.nn.Weight;
  * transformers masks them); the chosen experts' unbiased scores are the weights, renormalised
  * ({@code norm_topk_prob}, +1e-20) and multiplied by {@code routed_scaling_factor}. The shared
  * experts (one fused SwiGLU MLP) see every token. The router is frozen; the gradient flows through
- * the routing weights into the input, as in transformers.
+ * the routing weights into the input, as in transformers. The routing decision and the gradient of
+ * the routing weights are taken on the host (router logits, expert outputs and d out are copied
+ * there through {@link TensorAllocator#toHost}); everything else runs on the backend.
  */
 final class DeepseekV3Moe {
     final Linear router;     // [experts, hidden]
-    final Tensor bias;       // [experts] e_score_correction_bias, or null
+    final float[] bias;      // [experts] e_score_correction_bias on the host, or null
     final DenseMlp[] experts;
     final DenseMlp shared;   // null when there are no shared experts
     private final int topK;
@@ -44,10 +46,11 @@ final class DeepseekV3Moe {
     }
 
     DeepseekV3Moe(Linear router, Tensor bias, DenseMlp[] experts, DenseMlp shared, DeepseekV3Config c) {
-        this(router, bias, experts, shared, c.topK(), c.nGroup(), c.topkGroup(), c.normTopK(), c.routedScaling());
+        this(router, bias == null ? null : bias.toFloatArray(), experts, shared, c.topK(), c.nGroup(), c.topkGroup(),
+                c.normTopK(), c.routedScaling());
     }
 
-    private DeepseekV3Moe(Linear router, Tensor bias, DenseMlp[] experts, DenseMlp shared, int topK, int nGroup,
+    private DeepseekV3Moe(Linear router, float[] bias, DenseMlp[] experts, DenseMlp shared, int topK, int nGroup,
                           int topkGroup, boolean normTopK, float scaling) {
         this.router = router;
         this.bias = bias;
@@ -95,11 +98,11 @@ final class DeepseekV3Moe {
         int ne = experts.length;
         Tensor logits = b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, ne); // [N, E]
         router.forward(b, x, logits);
-        float[] s = logits.toFloatArray();
+        float[] s = b.allocator().toHost(logits).toFloatArray(); // device->host: the routing decision
         for (int i = 0; i < s.length; i++) {
             s[i] = (float) (1.0 / (1.0 + Math.exp(-s[i])));
         }
-        float[] bs = bias == null ? new float[ne] : bias.toFloatArray();
+        float[] bs = bias == null ? new float[ne] : bias;
         int per = ne / nGroup;
         int[] expert = new int[n * topK];
         float[] weight = new float[n * topK];
@@ -173,9 +176,9 @@ final class DeepseekV3Moe {
                 tape.sharedTape = st;
             }
         } else {
-            out.fill(0);
+            a.zero(out);
         }
-        Tensor routed = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h).fill(0); // [N, hidden]
+        Tensor routed = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden] zero-filled
         if (tape != null) {
             tape.x = x;
             tape.routing = r;
@@ -185,13 +188,13 @@ final class DeepseekV3Moe {
         }
         eachActive(b, groups, (e, dense) -> {
             int cnt = groups.count(e);
-            Tensor rows = groups.tokens(e);                                        // i32 [cnt]
+            Tensor rows = a.upload(MemoryCategory.ACTIVATIONS, groups.tokens(e));  // i32 [cnt]
             Tensor xe = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h); // [cnt, hidden]
             Tensor ye = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h); // [cnt, hidden]
             b.gatherRows(x, rows, xe);
             DenseMlp.Tape et = tape == null ? null : new DenseMlp.Tape();
             experts[e].forward(b, xe, ye, et, dense);
-            b.scatterAddRows(ye, rows, groups.weights(e), routed);
+            b.scatterAddRows(ye, rows, a.upload(MemoryCategory.ACTIVATIONS, groups.weights(e)), routed);
             if (tape != null) {
                 tape.expertTapes[e] = et;
                 tape.expertOut[e] = ye;
@@ -211,27 +214,16 @@ final class DeepseekV3Moe {
         if (shared != null) {
             shared.backward(b, tape.sharedTape, dout, dx);
         } else {
-            dx.fill(0);
+            a.zero(dx);
         }
         float[] dWeight = new float[n * topK];  // d loss / d (final routing weight), token-major
-        float[] d = dout.toFloatArray();
+        float[] d = a.toHost(dout).toFloatArray(); // device->host: for the routing-weight gradient
         eachActive(b, groups, (ex, dense) -> {
             int cnt = groups.count(ex);
-            int[] rows = groups.tokenArray(ex);
-            float[] w = groups.weightArray(ex);
-            float[] ye = tape.expertOut[ex].toFloatArray();
-            float[] dye = new float[cnt * h];                  // [cnt, hidden] = w · dout[row]
-            for (int i = 0; i < cnt; i++) {
-                float dot = 0;
-                for (int c = 0; c < h; c++) {
-                    dye[i * h + c] = w[i] * d[rows[i] * h + c];
-                    dot += d[rows[i] * h + c] * ye[i * h + c];
-                }
-                dWeight[groups.slot(ex, i)] = dot;
-            }
+            float[] dye = RoutedOutputGrad.of(groups, ex, d, a.toHost(tape.expertOut[ex]).toFloatArray(), h, dWeight);
             Tensor dxe = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h); // [cnt, hidden]
-            experts[ex].backward(b, tape.expertTapes[ex], Tensor.of(dye, cnt, h), dxe, dense);
-            b.scatterAddRows(dxe, groups.tokens(ex), null, dx);
+            experts[ex].backward(b, tape.expertTapes[ex], a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(dye, cnt, h)), dxe, dense);
+            b.scatterAddRows(dxe, a.upload(MemoryCategory.ACTIVATIONS, groups.tokens(ex)), null, dx);
         });
         // weights w_j = scaling · s_j / (Σ s + 1e-20) -> scores s = sigmoid(logits) -> router logits
         float[] dLogits = new float[n * ne];
@@ -256,7 +248,7 @@ final class DeepseekV3Moe {
             }
         }
         Tensor dxr = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
-        router.backward(b, tape.x, Tensor.of(dLogits, n, ne), dxr);
+        router.backward(b, tape.x, a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(dLogits, n, ne)), dxr);
         b.add(dx, dxr, dx);
     }
 }

@@ -13,7 +13,10 @@ import org.orbitrl.model.nn.Linear;
  * {@code down(clampedSwiglu(gate_up(x) + b_gu)) + b_down} with a fused, row-interleaved
  * {@code gate_up} [2I, hidden] (row 2j is gate j, row 2j+1 up j) and {@code down} [hidden, I].
  * Tokens are grouped by expert so each active expert runs one batched matmul over its tokens.
- * The router is frozen; the gradient flows through the routing weights into the input.
+ * The router is frozen; the gradient flows through the routing weights into the input. The routing
+ * decision and the gradient of the routing weights are taken on the host (the router logits, the
+ * experts' outputs and d out are copied there through {@link TensorAllocator#toHost}); everything
+ * else runs on the backend.
  */
 final class GptOssMoe {
     final Linear router;    // [experts, hidden] + bias [experts]
@@ -34,7 +37,7 @@ final class GptOssMoe {
         Routing routing;
         ExpertGroups groups;
         Tensor[] xe;           // per expert [count, hidden] gathered input
-        float[][] gu;          // per expert [count, 2I] gate_up output (with bias)
+        Tensor[] gu;           // per expert [count, 2I] gate_up output (with bias)
         Tensor[] act;          // per expert [count, I] input of down
         Tensor[] out;          // per expert [count, hidden] unweighted output (with bias)
     }
@@ -70,7 +73,7 @@ final class GptOssMoe {
         int e = experts();
         Tensor logits = b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, e); // [N, E]
         router.forward(b, x, logits);
-        float[] lg = logits.toFloatArray();
+        float[] lg = b.allocator().toHost(logits).toFloatArray(); // device->host: the routing decision
         int[] expert = new int[n * topK];
         float[] weight = new float[n * topK];
         boolean[] taken = new boolean[e];
@@ -101,17 +104,17 @@ final class GptOssMoe {
     /** x [N, hidden] -> out [N, hidden]. */
     void forward(Backend b, Tensor x, Tensor out, Tape tape) {
         Routing r = route(b, x);
-        out.fill(0);
+        TensorAllocator a = b.allocator();
+        a.zero(out);
         int e = experts();
         ExpertGroups groups = ExpertGroups.of(r.expert(), r.weight(), r.topK(), e);
-        TensorAllocator a = b.allocator();
         int h = x.size(1);
         if (tape != null) {
             tape.x = x;
             tape.routing = r;
             tape.groups = groups;
             tape.xe = new Tensor[e];
-            tape.gu = new float[e][];
+            tape.gu = new Tensor[e];
             tape.act = new Tensor[e];
             tape.out = new Tensor[e];
         }
@@ -120,22 +123,19 @@ final class GptOssMoe {
             if (cnt == 0) {
                 continue;
             }
-            Tensor rows = groups.tokens(ex);                                               // i32 [cnt]
+            Tensor rows = a.upload(MemoryCategory.ACTIVATIONS, groups.tokens(ex));       // i32 [cnt]
             Tensor xe = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);         // [cnt, hidden]
             b.gatherRows(x, rows, xe);
             Tensor gu = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, 2L * inter); // [cnt, 2I]
             gateUp[ex].forward(b, xe, gu);
-            float[] guHost = gu.toFloatArray();
-            float[] actHost = new float[cnt * inter];
-            GptOssSwiglu.forward(guHost, cnt, inter, alpha, limit, actHost);
             Tensor act = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, inter);    // [cnt, I]
-            act.copyFrom(Tensor.of(actHost, cnt, inter));
+            b.clampedSwiglu(gu, alpha, limit, act);
             Tensor ye = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);         // [cnt, hidden]
             down[ex].forward(b, act, ye);
-            b.scatterAddRows(ye, rows, groups.weights(ex), out);
+            b.scatterAddRows(ye, rows, a.upload(MemoryCategory.ACTIVATIONS, groups.weights(ex)), out);
             if (tape != null) {
                 tape.xe[ex] = xe;
-                tape.gu[ex] = guHost;
+                tape.gu[ex] = gu;
                 tape.act[ex] = act;
                 tape.out[ex] = ye;
             }
@@ -150,37 +150,23 @@ final class GptOssMoe {
         int e = experts();
         Routing r = tape.routing;
         ExpertGroups groups = tape.groups;
-        dx.fill(0);
+        a.zero(dx);
         float[] dWeight = new float[n * topK];   // d loss / d routing weight, token-major
-        float[] d = dout.toFloatArray();
+        float[] d = a.toHost(dout).toFloatArray(); // device->host: for the routing-weight gradient
         for (int ex = 0; ex < e; ex++) {
             int cnt = groups.count(ex);
             if (cnt == 0) {
                 continue;
             }
-            int[] rows = groups.tokenArray(ex);
-            float[] w = groups.weightArray(ex);
-            float[] ye = tape.out[ex].toFloatArray();
-            float[] dye = new float[cnt * h];                   // [cnt, hidden] = w · dout[row]
-            for (int i = 0; i < cnt; i++) {
-                float dot = 0;
-                for (int c = 0; c < h; c++) {
-                    dye[i * h + c] = w[i] * d[rows[i] * h + c];
-                    dot += d[rows[i] * h + c] * ye[i * h + c];
-                }
-                dWeight[groups.slot(ex, i)] = dot;
-            }
-            Tensor dyeT = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);       // [cnt, hidden]
-            dyeT.copyFrom(Tensor.of(dye, cnt, h));
+            float[] dye = RoutedOutputGrad.of(groups, ex, d, a.toHost(tape.out[ex]).toFloatArray(), h, dWeight);
+            Tensor dyeT = a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(dye, cnt, h));    // [cnt, hidden]
             Tensor dact = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, inter);   // [cnt, I]
             down[ex].backward(b, tape.act[ex], dyeT, dact);
-            float[] dgu = new float[cnt * 2 * inter];
-            GptOssSwiglu.backward(tape.gu[ex], dact.toFloatArray(), cnt, inter, alpha, limit, dgu);
-            Tensor dguT = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, 2L * inter); // [cnt, 2I]
-            dguT.copyFrom(Tensor.of(dgu, cnt, 2L * inter));
+            Tensor dgu = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, 2L * inter); // [cnt, 2I]
+            b.clampedSwigluBackward(tape.gu[ex], dact, alpha, limit, dgu);
             Tensor dxe = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);        // [cnt, hidden]
-            gateUp[ex].backward(b, tape.xe[ex], dguT, dxe);
-            b.scatterAddRows(dxe, groups.tokens(ex), null, dx);
+            gateUp[ex].backward(b, tape.xe[ex], dgu, dxe);
+            b.scatterAddRows(dxe, a.upload(MemoryCategory.ACTIVATIONS, groups.tokens(ex)), null, dx);
         }
         // routing weights = softmax over the chosen logits; unchosen logits get no gradient
         float[] dLogits = new float[n * e];
@@ -194,9 +180,8 @@ final class GptOssMoe {
                 dLogits[t * e + r.expert()[s]] = r.weight()[s] * (dWeight[s] - dot);
             }
         }
-        Tensor dl = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, e);   // [N, E]
-        dl.copyFrom(Tensor.of(dLogits, n, e));
-        Tensor dxr = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);  // [N, hidden]
+        Tensor dl = a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(dLogits, n, e)); // [N, E]
+        Tensor dxr = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden]
         router.backward(b, tape.x, dl, dxr);
         b.add(dx, dxr, dx);
     }

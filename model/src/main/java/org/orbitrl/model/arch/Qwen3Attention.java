@@ -90,24 +90,7 @@ final class Qwen3Attention {
         b.rope(q3, positions, rope);
         b.rope(k3, positions, rope);
         Tensor v3 = vs.reshape(n, kvHeads, headDim);
-        Tensor attn = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, headDim); // [N, Hq, D]
-        int start = 0;
-        for (CausalLM.Segment s : batch) {
-            int t = s.tokens().length;
-            SequenceCache cache = s.cache();
-            Tensor qSeg = q3.slice(0, start, start + t);
-            if (cache == null) {
-                b.attention(qSeg, k3.slice(0, start, start + t), v3.slice(0, start, start + t),
-                        attn.slice(0, start, start + t), 0, spec);
-            } else {
-                int past = cache.length();
-                cache.write(layer, k3.slice(0, start, start + t), v3.slice(0, start, start + t));
-                cache.attend(b, layer, qSeg, attn.slice(0, start, start + t), past, past + t, spec);
-            }
-            start += t;
-        }
-        Tensor attnFlat = attn.reshape(n, (long) heads * headDim);
-        o.forward(b, attnFlat, out);
+        Tensor attnFlat = SegmentAttention.attendAndProject(b, layer, batch, q3, k3, v3, spec, o, out); // [N, Hq*D]
         if (tape != null) {
             tape.x = x;
             tape.q3 = q3;
@@ -121,32 +104,16 @@ final class Qwen3Attention {
     void backward(Backend b, Tape tape, Tensor positions, int[] segmentLengths, RopeTable rope, Tensor dout, Tensor dx) {
         TensorAllocator a = b.allocator();
         int n = dout.size(0);
-        Tensor dattn = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) heads * headDim);  // [N, Hq*D]
-        o.backward(b, tape.attn, dout, dattn);
-        Tensor dq = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, headDim);     // [N, Hq, D]
-        Tensor dk = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, kvHeads, headDim);   // [N, Hkv, D]
-        Tensor dv = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, kvHeads, headDim);   // [N, Hkv, D]
-        Tensor dattn3 = dattn.reshape(n, heads, headDim);
-        int start = 0;
-        for (int t : segmentLengths) {
-            b.attentionBackward(tape.q3.slice(0, start, start + t), tape.k3.slice(0, start, start + t),
-                    tape.v3.slice(0, start, start + t), dattn3.slice(0, start, start + t), 0, spec,
-                    dq.slice(0, start, start + t), dk.slice(0, start, start + t), dv.slice(0, start, start + t));
-            start += t;
-        }
-        b.ropeBackward(dq, positions, rope);
-        b.ropeBackward(dk, positions, rope);
+        SegmentAttention.Grads g = SegmentAttention.backward(b, o, tape.attn, tape.q3, tape.k3, tape.v3, segmentLengths,
+                spec, positions, rope, dout);
+        Tensor dq = g.dq();   // [N, Hq, D]
+        Tensor dk = g.dk();   // [N, Hkv, D]
         Tensor dqRaw = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) heads * headDim);   // [N, Hq*D]
         Tensor dkRaw = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) kvHeads * headDim); // [N, Hkv*D]
         b.rmsNormBackward(tape.qRaw.reshape((long) n * heads, headDim), qNorm, eps,
                 dq.reshape((long) n * heads, headDim), dqRaw.reshape((long) n * heads, headDim));
         b.rmsNormBackward(tape.kRaw.reshape((long) n * kvHeads, headDim), kNorm, eps,
                 dk.reshape((long) n * kvHeads, headDim), dkRaw.reshape((long) n * kvHeads, headDim));
-        Tensor tmp = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, q.in()); // [N, hidden]
-        q.backward(b, tape.x, dqRaw, dx);
-        k.backward(b, tape.x, dkRaw, tmp);
-        b.add(dx, tmp, dx);
-        v.backward(b, tape.x, dv.reshape(n, (long) kvHeads * headDim), tmp);
-        b.add(dx, tmp, dx);
+        SegmentAttention.inputGradient(b, tape.x, q, dqRaw, k, dkRaw, v, g.dv().reshape(n, (long) kvHeads * headDim), dx);
     }
 }

@@ -1,5 +1,6 @@
 package org.orbitrl.model.nn;
 
+import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
@@ -42,5 +43,15 @@ public final class Placement {
                 yield p == q.w() ? w : Weight.of(p);
             }
         };
+    }
+
+    /**
+     * {@code l}'s weight and bias in {@code allocator}'s memory (a bias as f32, what the kernels add);
+     * {@code l} itself where both already are.
+     */
+    public static Linear linear(TensorAllocator allocator, Linear l) {
+        Weight w = weight(allocator, l.weight());
+        Tensor bias = l.bias() == null ? null : tensor(allocator, l.bias().dtype() == DType.F32 ? l.bias() : l.bias().to(DType.F32));
+        return w == l.weight() && bias == l.bias() ? l : new Linear(l.name(), w, bias);
     }
 }

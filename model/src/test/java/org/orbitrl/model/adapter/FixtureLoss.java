@@ -1,10 +1,19 @@
 package org.orbitrl.model.adapter;
 
+import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.TestSafetensors;
+import org.orbitrl.model.arch.FixtureRuns;
+import org.orbitrl.model.arch.Qwen3FixtureTest;
+import org.orbitrl.model.arch.Trainable;
 
-import java.util.ArrayList;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /** Shared pieces of the adapter fixture tests: the fixture's inputs and its loss gradient. */
 final class FixtureLoss {
@@ -13,16 +22,7 @@ final class FixtureLoss {
 
     /** The fixture's token rows, from {@code input_ids} [B, T] i64. */
     static List<int[]> sequences(TestSafetensors reference) {
-        Tensor ids = reference.get("input_ids");
-        List<int[]> seqs = new ArrayList<>();
-        for (int b = 0; b < ids.size(0); b++) {
-            int[] s = new int[ids.size(1)];
-            for (int t = 0; t < s.length; t++) {
-                s[t] = (int) ids.getLong(b, t);
-            }
-            seqs.add(s);
-        }
-        return seqs;
+        return FixtureRuns.inputRows(reference);
     }
 
     /**
@@ -63,5 +63,63 @@ final class FixtureLoss {
             }
         }
         return Tensor.of(d, (long) b * t, v);
+    }
+
+    /**
+     * One training step's adapter gradients on the model's backend: the training forward, the
+     * fixture loss's d logits (on the host), backward; the PEFT-named gradients copied to the host.
+     */
+    static Map<String, float[]> gradients(Trainable model, LoraAdapter adapter, TestSafetensors ref, List<int[]> seqs,
+                                          boolean recompute) {
+        TensorAllocator a = model.backend().allocator();
+        var tape = model.forwardTrain(seqs, recompute);
+        Tensor d = dLogits(a.toHost(tape.logits()), ref, seqs);
+        adapter.zeroGrad();
+        model.backward(tape, a.upload(MemoryCategory.ACTIVATIONS, d));
+        Map<String, float[]> out = new LinkedHashMap<>();
+        adapter.peftGradients().forEach((k, g) -> out.put(k, g.toFloatArray()));
+        return out;
+    }
+
+    /**
+     * Checks every {@code grad.*} tensor of {@code ref} against {@code grads} (PEFT names) within
+     * {@code limit} relative error ‖ours − ref‖ / ‖ref‖, and that every reference gradient is checked;
+     * prints and returns the worst relative error.
+     */
+    static double assertGradientsMatch(String what, TestSafetensors ref, Map<String, float[]> grads, double limit) {
+        int checked = 0;
+        double worst = 0;
+        for (var e : grads.entrySet()) {
+            String refName = "grad." + e.getKey().replace(".weight", ".default.weight");
+            float[] r = ref.get(refName).toFloatArray();
+            float[] got = e.getValue();
+            assertEquals(r.length, got.length, what + " " + refName + " size");
+            double diff = 0;
+            double norm = 0;
+            for (int i = 0; i < r.length; i++) {
+                diff += (got[i] - r[i]) * (double) (got[i] - r[i]);
+                norm += r[i] * (double) r[i];
+            }
+            double rel = Math.sqrt(diff / norm);
+            assertTrue(norm > 0, refName + " reference is zero");
+            assertTrue(rel < limit, what + " " + refName + ": relative error " + rel + " (limit " + limit + ")");
+            worst = Math.max(worst, rel);
+            checked++;
+        }
+        long expected = ref.names().stream().filter(n -> n.startsWith("grad.")).count();
+        assertEquals(expected, checked, what + ": every grad.* tensor of the fixture is checked");
+        System.out.printf("%s: %d LoRA gradients, worst relative error %.3g%n", what, checked, worst);
+        return worst;
+    }
+
+    /**
+     * A LoRA training step on the model's backend against the PEFT reference: the training-forward
+     * logits within 1e-4 absolute of {@code ref}'s, and every gradient within 1e-3 relative.
+     */
+    static void assertLoraStep(String what, Trainable model, LoraAdapter adapter, TestSafetensors ref, List<int[]> seqs) {
+        var tape = model.forwardTrain(seqs, false);
+        Qwen3FixtureTest.assertClose(what + " lora logits", ref.get("logits").toFloatArray(),
+                model.backend().allocator().toHost(tape.logits()).toFloatArray(), 1e-4f);
+        assertGradientsMatch(what, ref, gradients(model, adapter, ref, seqs, false), 1e-3);
     }
 }

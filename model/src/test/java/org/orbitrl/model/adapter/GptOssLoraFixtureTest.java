@@ -2,14 +2,14 @@ package org.orbitrl.model.adapter;
 
 import org.junit.jupiter.api.Test;
 import org.orbitrl.kernels.Tensor;
-import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.Backends;
 import org.orbitrl.model.TestSafetensors;
 import org.orbitrl.model.arch.GptOssFixtureTest;
 import org.orbitrl.model.arch.GptOssModel;
 import org.orbitrl.model.arch.Qwen3FixtureTest;
 
 import java.nio.file.Path;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 
@@ -30,14 +30,19 @@ public class GptOssLoraFixtureTest {
     }
 
     static Setup setup() {
+        return setup(Backends.cpu());
+    }
+
+    /** The fixture model and adapter with weights and adapter tensors in {@code backend}'s memory. */
+    static Setup setup(Backend backend) {
         Path dir = TestSafetensors.fixtures().resolve("gpt_oss");
-        GptOssModel model = GptOssFixtureTest.model();
+        GptOssModel model = GptOssFixtureTest.model(backend);
         var cfg = AdapterConfig.read(dir.resolve("adapter"));
         var adapter = LoraAdapter.load(cfg, new TestSafetensors(dir.resolve("adapter/adapter_model.safetensors")), model,
-                TensorAllocator.heap());
+                backend.allocator());
         var ref = new TestSafetensors(dir.resolve("reference_lora.safetensors"));
-        List<int[]> seqs = FixtureLoss.sequences(new TestSafetensors(dir.resolve("reference.safetensors")));
-        return new Setup(model, adapter, ref, seqs);
+        return new Setup(model, adapter, ref,
+                FixtureLoss.sequences(new TestSafetensors(dir.resolve("reference.safetensors"))));
     }
 
     @Test
@@ -73,27 +78,7 @@ public class GptOssLoraFixtureTest {
     void loraGradientsMatchPeft() {
         Setup s = setup();
         Map<String, float[]> stored = gradients(s, false);
-        int checked = 0;
-        double worst = 0;
-        for (var e : stored.entrySet()) {
-            String refName = "grad." + e.getKey().replace(".weight", ".default.weight");
-            float[] ref = s.ref().get(refName).toFloatArray();
-            assertEquals(ref.length, e.getValue().length, refName + " size");
-            double diff = 0;
-            double norm = 0;
-            for (int i = 0; i < ref.length; i++) {
-                diff += (e.getValue()[i] - ref[i]) * (double) (e.getValue()[i] - ref[i]);
-                norm += ref[i] * (double) ref[i];
-            }
-            double rel = Math.sqrt(diff / norm);
-            assertTrue(norm > 0, refName + " reference is zero");
-            assertTrue(rel < 1e-3, refName + ": relative error " + rel + " (limit 1e-3)");
-            worst = Math.max(worst, rel);
-            checked++;
-        }
-        long expected = s.ref().names().stream().filter(n -> n.startsWith("grad.")).count();
-        assertEquals(expected, checked, "every grad.* tensor of the fixture is checked");
-        System.out.printf("gpt_oss: %d LoRA gradients, worst relative error %.3g%n", checked, worst);
+        FixtureLoss.assertGradientsMatch("gpt_oss", s.ref(), stored, 1e-3);
         Map<String, float[]> recomputed = gradients(setup(), true);
         for (var e : stored.entrySet()) {
             assertArrayEquals(e.getValue(), recomputed.get(e.getKey()), 0f, e.getKey() + " with recompute");
@@ -101,12 +86,6 @@ public class GptOssLoraFixtureTest {
     }
 
     static Map<String, float[]> gradients(Setup s, boolean recompute) {
-        var tape = s.model().forwardTrain(s.seqs(), recompute);
-        Tensor d = FixtureLoss.dLogits(tape.logits(), s.ref(), s.seqs());
-        s.adapter().zeroGrad();
-        s.model().backward(tape, d);
-        Map<String, float[]> out = new LinkedHashMap<>();
-        s.adapter().peftGradients().forEach((k, g) -> out.put(k, g.toFloatArray()));
-        return out;
+        return FixtureLoss.gradients(s.model(), s.adapter(), s.ref(), s.seqs(), recompute);
     }
 }

@@ -1,6 +1,7 @@
 package org.orbitrl.model.arch;
 
 import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.Backends;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.model.TestSafetensors;
@@ -26,27 +27,23 @@ public class DeepseekV3FixtureTest {
     static final float ATOL = 1e-4f;
 
     public static DeepseekV3Model load() {
+        return load(Backends.cpu());
+    }
+
+    /** The fixture model with its weights in {@code backend}'s memory. */
+    public static DeepseekV3Model load(Backend backend) {
         var dir = TestSafetensors.fixtures().resolve("deepseek_v3");
         ModelSpec spec = ConfigLoader.load(dir);
         return DeepseekV3Model.load(DeepseekV3Config.from(spec), spec.mla().ropeInterleave(), spec.quantization(),
-                new TestSafetensors(dir.resolve("model.safetensors")), Backends.cpu(), Qwen3Model.LoadOptions.full());
+                new TestSafetensors(dir.resolve("model.safetensors")), backend, Qwen3Model.LoadOptions.full());
     }
 
-    static TestSafetensors reference() {
+    public static TestSafetensors reference() {
         return new TestSafetensors(TestSafetensors.fixtures().resolve("deepseek_v3/reference.safetensors"));
     }
 
-    static List<int[]> inputs(TestSafetensors ref) {
-        Tensor ids = ref.get("input_ids"); // [2, 24] i64
-        List<int[]> out = new ArrayList<>();
-        for (int i = 0; i < ids.size(0); i++) {
-            int[] toks = new int[ids.size(1)];
-            for (int j = 0; j < toks.length; j++) {
-                toks[j] = (int) ids.getLong(i, j);
-            }
-            out.add(toks);
-        }
-        return out;
+    public static List<int[]> inputs(TestSafetensors ref) {
+        return FixtureRuns.inputRows(ref); // [2, 24]
     }
 
     @Test
@@ -93,25 +90,8 @@ public class DeepseekV3FixtureTest {
         long[] prompt = ref.get("greedy.prompt").toLongArray();
         long[] expected = ref.get("greedy.sequence").toLongArray();
         KvCache cache = model.newCache(4);
-        int[] next = new int[prompt.length];
-        List<Long> got = new ArrayList<>();
-        for (int i = 0; i < prompt.length; i++) {
-            next[i] = (int) prompt[i];
-            got.add(prompt[i]);
-        }
-        while (got.size() < expected.length) {
-            Tensor logits = model.forward(List.of(new CausalLM.Segment(next, cache)));
-            float[] last = logits.select(0, logits.dim(0) - 1).toFloatArray();
-            int best = 0;
-            for (int v = 1; v < last.length; v++) {
-                if (last[v] > last[best]) {
-                    best = v;
-                }
-            }
-            got.add((long) best);
-            next = new int[]{best};
-        }
-        assertArrayEquals(expected, got.stream().mapToLong(Long::longValue).toArray(), "deepseek_v3 greedy sequence");
+        long[] got = FixtureRuns.greedy(model, prompt, expected.length, cache);
+        assertArrayEquals(expected, got, "deepseek_v3 greedy sequence");
         assertEquals(expected.length - 1, cache.length());
     }
 

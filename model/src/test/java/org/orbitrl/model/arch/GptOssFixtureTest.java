@@ -1,6 +1,7 @@
 package org.orbitrl.model.arch;
 
 import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.Backends;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.model.TestSafetensors;
@@ -29,7 +30,7 @@ import static org.orbitrl.model.arch.Qwen3FixtureTest.assertClose;
 public class GptOssFixtureTest {
     static final float ATOL = 1e-4f;
 
-    static Path dir() {
+    public static Path dir() {
         return TestSafetensors.fixtures().resolve("gpt_oss");
     }
 
@@ -38,21 +39,17 @@ public class GptOssFixtureTest {
     }
 
     public static GptOssModel model() {
-        return GptOssModel.load(config(), new TestSafetensors(dir().resolve("model.safetensors")), Backends.cpu(),
+        return model(Backends.cpu());
+    }
+
+    /** The fixture model with its weights in {@code backend}'s memory. */
+    public static GptOssModel model(Backend backend) {
+        return GptOssModel.load(config(), new TestSafetensors(dir().resolve("model.safetensors")), backend,
                 GptOssModel.LoadOptions.full());
     }
 
-    static List<int[]> inputRows(TestSafetensors ref) {
-        Tensor ids = ref.get("input_ids"); // [B, T] i64
-        List<int[]> rows = new ArrayList<>();
-        for (int i = 0; i < ids.size(0); i++) {
-            int[] toks = new int[ids.size(1)];
-            for (int j = 0; j < toks.length; j++) {
-                toks[j] = (int) ids.getLong(i, j);
-            }
-            rows.add(toks);
-        }
-        return rows;
+    public static List<int[]> inputRows(TestSafetensors ref) {
+        return FixtureRuns.inputRows(ref);
     }
 
     @Test
@@ -96,24 +93,11 @@ public class GptOssFixtureTest {
         int t = rows.get(0).length;
         int v = model.vocabSize();
         float[] expected = ref.get("logits").toFloatArray(); // [B, T, V]
-        float[][] got = new float[rows.size()][t * v];
-        int prefill = 3; // then single tokens: positions 3..T-1 cross the window of 8
-        for (int j = 0; j < t; j = j == 0 ? prefill : j + 1) {
-            int len = j == 0 ? prefill : 1;
-            List<CausalLM.Segment> batch = new ArrayList<>();
-            for (int b = 0; b < rows.size(); b++) {
-                batch.add(new CausalLM.Segment(java.util.Arrays.copyOfRange(rows.get(b), j, j + len), caches.get(b)));
-            }
-            float[] lg = model.forward(batch).toFloatArray(); // [B*len, V]
-            for (int b = 0; b < rows.size(); b++) {
-                System.arraycopy(lg, b * len * v, got[b], j * v, len * v);
-            }
-        }
+        float[][] got = FixtureRuns.decodeInSteps(model, rows, caches, 3); // then single tokens: positions 3..T-1 cross the window of 8
         for (int b = 0; b < rows.size(); b++) {
             assertEquals(t, caches.get(b).length());
-            float[] exp = java.util.Arrays.copyOfRange(expected, b * t * v, (b + 1) * t * v);
             assertClose("gpt_oss decode logits, row " + b + " (" + caches.get(b).getClass().getSimpleName() + ")",
-                    exp, got[b], ATOL);
+                    FixtureRuns.row(expected, b, t, v), got[b], ATOL);
         }
         ((PagedSequence) caches.get(1)).close();
         assertEquals(16, pool.freeBlocks(), "the paged sequence gave its blocks back");
@@ -126,28 +110,8 @@ public class GptOssFixtureTest {
         long[] prompt = ref.get("greedy.prompt").toLongArray();
         long[] expected = ref.get("greedy.sequence").toLongArray();
         assertTrue(expected.length > config().slidingWindow(), "greedy sequence crosses the window");
-        KvCache cache = model.newCache(4);
-        int[] next = new int[prompt.length];
-        for (int i = 0; i < prompt.length; i++) {
-            next[i] = (int) prompt[i];
-        }
-        List<Long> got = new ArrayList<>();
-        for (long p : prompt) {
-            got.add(p);
-        }
-        while (got.size() < expected.length) {
-            Tensor logits = model.forward(List.of(new CausalLM.Segment(next, cache)));
-            float[] last = logits.select(0, logits.dim(0) - 1).toFloatArray();
-            int best = 0;
-            for (int i = 1; i < last.length; i++) {
-                if (last[i] > last[best]) {
-                    best = i;
-                }
-            }
-            got.add((long) best);
-            next = new int[]{best};
-        }
-        assertArrayEquals(expected, got.stream().mapToLong(Long::longValue).toArray(), "gpt_oss greedy sequence");
+        long[] got = FixtureRuns.greedy(model, prompt, expected.length, model.newCache(4));
+        assertArrayEquals(expected, got, "gpt_oss greedy sequence");
     }
 
     static float maxAbsDiff(float[] a, float[] b) {

@@ -5,6 +5,7 @@ import org.orbitrl.kernels.Backends;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.model.TestSafetensors;
 import org.orbitrl.model.arch.CausalLM;
+import org.orbitrl.model.arch.FixtureRuns;
 import org.orbitrl.model.arch.KvCache;
 import org.orbitrl.model.arch.Qwen3FixtureTest;
 import org.orbitrl.model.spec.ConfigLoader;
@@ -37,15 +38,7 @@ public class DeepseekV4FixtureTest {
     }
 
     static List<int[]> rows(Tensor ids) {
-        List<int[]> out = new ArrayList<>();
-        for (int i = 0; i < ids.size(0); i++) {
-            int[] toks = new int[ids.size(1)];
-            for (int j = 0; j < toks.length; j++) {
-                toks[j] = (int) ids.getLong(i, j);
-            }
-            out.add(toks);
-        }
-        return out;
+        return FixtureRuns.inputRows(ids);
     }
 
     @Test
@@ -103,28 +96,8 @@ public class DeepseekV4FixtureTest {
         DeepseekV4Model model = load();
         long[] prompt = ref.get("greedy.prompt").toLongArray();
         long[] expected = ref.get("greedy.sequence").toLongArray();
-        KvCache cache = model.newCache(4);
-        int[] next = new int[prompt.length];
-        for (int i = 0; i < prompt.length; i++) {
-            next[i] = (int) prompt[i];
-        }
-        List<Long> got = new ArrayList<>();
-        for (long p : prompt) {
-            got.add(p);
-        }
-        while (got.size() < expected.length) {
-            Tensor logits = model.forward(List.of(new CausalLM.Segment(next, cache)));
-            float[] last = logits.select(0, logits.dim(0) - 1).toFloatArray();
-            int best = 0;
-            for (int i = 1; i < last.length; i++) {
-                if (last[i] > last[best]) {
-                    best = i;
-                }
-            }
-            got.add((long) best);
-            next = new int[] {best};
-        }
-        assertArrayEquals(expected, got.stream().mapToLong(Long::longValue).toArray(), "deepseek_v4 greedy sequence");
+        long[] got = FixtureRuns.greedy(model, prompt, expected.length, model.newCache(4));
+        assertArrayEquals(expected, got, "deepseek_v4 greedy sequence");
     }
 
     @Test

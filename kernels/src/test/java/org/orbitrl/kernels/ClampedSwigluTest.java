@@ -1,4 +1,4 @@
-package org.orbitrl.model.arch;
+package org.orbitrl.kernels;
 
 import org.junit.jupiter.api.Test;
 
@@ -13,7 +13,7 @@ import static org.junit.jupiter.api.Assertions.fail;
  * finite differences (in double) away from the clamp points, and an exactly zero gradient where
  * gate > limit or |up| > limit.
  */
-class GptOssSwigluTest {
+class ClampedSwigluTest {
     static final float ALPHA = 1.702f;
     static final float LIMIT = 7f;
 
@@ -29,7 +29,7 @@ class GptOssSwigluTest {
         float[] gu = {1f, 2f, 9f, -8f,
                       -2f, 0.5f, 7f, 7.5f};
         float[] out = new float[4];
-        GptOssSwiglu.forward(gu, 2, 2, ALPHA, LIMIT, out);
+        ClampedSwiglu.forward(gu, 2, 2, ALPHA, LIMIT, out);
         double s1 = 1 / (1 + Math.exp(-1.702));          // sigmoid(1.702)
         assertEquals(3 * s1, out[0], 1e-6, "gate 1, up 2: (2+1)·1·σ(1.702)");
         double s7 = 1 / (1 + Math.exp(-1.702 * 7));
@@ -57,7 +57,7 @@ class GptOssSwigluTest {
             dout[i] = (float) (rnd.nextDouble() * 2 - 1);
         }
         float[] dgu = new float[gu.length];
-        GptOssSwiglu.backward(gu, dout, rows, inter, ALPHA, LIMIT, dgu);
+        ClampedSwiglu.backward(gu, dout, rows, inter, ALPHA, LIMIT, dgu);
         int clampedGate = 0;
         int clampedUp = 0;
         int bad = 0;

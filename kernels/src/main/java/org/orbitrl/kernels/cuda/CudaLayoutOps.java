@@ -1,0 +1,89 @@
+package org.orbitrl.kernels.cuda;
+
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cuda.internal.Kernel;
+
+import java.util.Arrays;
+
+/**
+ * Strided copies between device views (column slices, selected heads, transposes) and gpt-oss's
+ * clamped SwiGLU forward and backward (kernels in {@code layout.cu}).
+ */
+final class CudaLayoutOps {
+    private static final int EW_BLOCK = 256;
+    private static final int MAX_RANK = 4;
+
+    private final CudaContext ctx;
+    private final Kernel stridedCopy;
+    private final Kernel clampedSwiglu;
+    private final Kernel clampedSwigluBackward;
+
+    CudaLayoutOps(CudaContext ctx) {
+        this.ctx = ctx;
+        this.stridedCopy = ctx.kernel("layout", "strided_copy_u32");
+        this.clampedSwiglu = ctx.kernel("layout", "clamped_swiglu_f32");
+        this.clampedSwigluBackward = ctx.kernel("layout", "clamped_swiglu_backward_f32");
+    }
+
+    /** dst = src, same shape and dtype (4-byte elements), any strides, at most 4 dimensions. */
+    void copy(Tensor src, Tensor dst) {
+        ctx.dev("copy source", src);
+        ctx.dev("copy destination", dst);
+        if (src.dtype() != dst.dtype() || !Arrays.equals(src.shape(), dst.shape())) {
+            throw new IllegalArgumentException("copy of " + src + " into " + dst + ": dtype and shape must match");
+        }
+        if (src.dtype().bytes() != 4) {
+            throw new IllegalArgumentException("copy of " + src + ": device strided copies take 4-byte elements (f32, i32)");
+        }
+        if (src.rank() > MAX_RANK) {
+            throw new IllegalArgumentException("copy of " + src + ": at most " + MAX_RANK + " dimensions");
+        }
+        long n = src.numel();
+        if (n == 0) {
+            return;
+        }
+        long[] size = padded(src.shape(), 1);
+        long[] s = padded(src.strides(), 0);
+        long[] d = padded(dst.strides(), 0);
+        ctx.launch(stridedCopy, ctx.gridFor(n, EW_BLOCK), EW_BLOCK, src, dst, n, size[1], size[2], size[3],
+                s[0], s[1], s[2], s[3], d[0], d[1], d[2], d[3]);
+    }
+
+    /** gu f32 [rows, 2I] interleaved -> out f32 [rows, I]. */
+    void clampedSwiglu(Tensor gu, float alpha, float limit, Tensor out) {
+        long n = checkGated("clampedSwiglu", gu, out);
+        ctx.devContiguous("clampedSwiglu out", out, DType.F32);
+        if (n > 0) {
+            ctx.launch(clampedSwiglu, ctx.gridFor(n, EW_BLOCK), EW_BLOCK, gu, out, n, alpha, limit);
+        }
+    }
+
+    /** dgu f32 [rows, 2I] (overwritten) from gu [rows, 2I] and dout [rows, I]. */
+    void clampedSwigluBackward(Tensor gu, Tensor dout, float alpha, float limit, Tensor dgu) {
+        long n = checkGated("clampedSwigluBackward", gu, dout);
+        ctx.devContiguous("clampedSwigluBackward dout", dout, DType.F32);
+        ctx.devContiguous("clampedSwigluBackward dgu", dgu, DType.F32);
+        CudaContext.sameShape("clampedSwigluBackward", gu, dgu);
+        if (n > 0) {
+            ctx.launch(clampedSwigluBackward, ctx.gridFor(n, EW_BLOCK), EW_BLOCK, gu, dout, dgu, n, alpha, limit);
+        }
+    }
+
+    /** Checks gu [rows, 2I] against [rows, I]; returns rows·I. */
+    private long checkGated(String op, Tensor gu, Tensor half) {
+        ctx.devContiguous(op + " gu", gu, DType.F32);
+        if (half.rank() != gu.rank() || gu.dim(-1) != 2 * half.dim(-1) || gu.numel() != 2 * half.numel()) {
+            throw new IllegalArgumentException(op + ": gate_up " + gu + " must be [rows, 2I] for " + half + " [rows, I]");
+        }
+        return half.numel();
+    }
+
+    /** The last {@code v.length} of 4 entries; the leading ones {@code fill}. */
+    private static long[] padded(long[] v, long fill) {
+        long[] out = new long[MAX_RANK];
+        Arrays.fill(out, 0, MAX_RANK - v.length, fill);
+        System.arraycopy(v, 0, out, MAX_RANK - v.length, v.length);
+        return out;
+    }
+}

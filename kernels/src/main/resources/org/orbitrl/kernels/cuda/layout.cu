@@ -1,0 +1,43 @@
+// Strided copies between views, and gpt-oss's clamped SwiGLU on an interleaved gate_up.
+
+// dst = src for a view of up to 4 dimensions [n0, n1, n2, n3] (leading ones padded with size 1),
+// strides in elements, 4-byte elements. n = n0·n1·n2·n3.
+extern "C" __global__ void strided_copy_u32(const u32* src, u32* dst, i64 n, i64 n1, i64 n2, i64 n3,
+                                            i64 s0, i64 s1, i64 s2, i64 s3, i64 d0, i64 d1, i64 d2, i64 d3) {
+    GRID_STRIDE(i, n) {
+        i64 r = i;
+        i64 i3 = r % n3;
+        r /= n3;
+        i64 i2 = r % n2;
+        r /= n2;
+        i64 i1 = r % n1;
+        i64 i0 = r / n1;
+        dst[i0 * d0 + i1 * d1 + i2 * d2 + i3 * d3] = src[i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3];
+    }
+}
+
+// gu [rows, 2I] (gate 2j, up 2j+1) -> out [rows, I]; n = rows·I.
+extern "C" __global__ void clamped_swiglu_f32(const float* gu, float* out, i64 n, float alpha, float limit) {
+    GRID_STRIDE(i, n) {
+        float gate = gu[2 * i];
+        float up = gu[2 * i + 1];
+        float g = fminf(gate, limit);
+        float u = fmaxf(-limit, fminf(up, limit));
+        out[i] = (u + 1.0f) * (g / (1.0f + expf(-alpha * g)));
+    }
+}
+
+// d out [rows, I] -> d gu [rows, 2I]; zero where the forward clamped the input.
+extern "C" __global__ void clamped_swiglu_backward_f32(const float* gu, const float* dout, float* dgu, i64 n,
+                                                       float alpha, float limit) {
+    GRID_STRIDE(i, n) {
+        float gate = gu[2 * i];
+        float up = gu[2 * i + 1];
+        float g = fminf(gate, limit);
+        float u = fmaxf(-limit, fminf(up, limit));
+        float s = 1.0f / (1.0f + expf(-alpha * g));
+        float d = dout[i];
+        dgu[2 * i] = gate <= limit ? d * (u + 1.0f) * (s + alpha * g * s * (1.0f - s)) : 0.0f;
+        dgu[2 * i + 1] = (up >= -limit && up <= limit) ? d * (g * s) : 0.0f;
+    }
+}

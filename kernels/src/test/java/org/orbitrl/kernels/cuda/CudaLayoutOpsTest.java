@@ -1,0 +1,67 @@
+package org.orbitrl.kernels.cuda;
+
+import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.ClampedSwiglu;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.Tensor;
+
+import java.util.SplittableRandom;
+
+/**
+ * Strided device copies against the host copy of the same views (exact), and the clamped SwiGLU
+ * forward and backward against {@link ClampedSwiglu} (the device's expf may differ from the host's
+ * double-precision sigmoid by a few ulps: 1e-6 + 1e-5·|ref|). Inputs straddle the clamp limit.
+ */
+class CudaLayoutOpsTest extends CudaTestBase {
+
+    @Test
+    void stridedCopiesOfSlicesHeadsAndTransposesAreExact() {
+        SplittableRandom r = rng(11);
+        Tensor host = randn(r, 1f, 5, 3, 7);                                   // [T, H, D]
+        Tensor src = dev(host);
+        // a column slice, a selected head, a transpose, a 3-d slice of the last dimension
+        check("column slice", host.reshape(15, 7).slice(1, 2, 6), src.reshape(15, 7).slice(1, 2, 6));
+        check("selected head", host.select(1, 2), src.select(1, 2));
+        check("transpose", host.select(1, 0).transpose(0, 1), src.select(1, 0).transpose(0, 1));
+        check("3-d last-dimension slice", host.slice(2, 3, 7), src.slice(2, 3, 7));
+        // a strided destination: write a [5, 3, 2] block into the middle of the last dimension
+        Tensor block = randn(r, 1f, 5, 3, 2);
+        Tensor dst = dev(host);
+        gpu.copy(dev(block), dst.slice(2, 4, 6));
+        Tensor expected = Tensor.of(host.toFloatArray(), 5, 3, 7);
+        expected.slice(2, 4, 6).copyFrom(block);
+        assertClose("strided destination", expected.toFloatArray(), gpu.toHost(dst).toFloatArray(), 0, 0);
+        // i32 too
+        Tensor ids = Tensor.ofInts(new int[]{1, 2, 3, 4, 5, 6}, 2, 3);
+        Tensor out = poisoned(DType.I32, 3, 2);
+        gpu.copy(dev(ids).transpose(0, 1), out);
+        assertExact("i32 transpose", ids.transpose(0, 1).contiguous().toLongArray(), gpu.toHost(out).toLongArray());
+    }
+
+    private void check(String what, Tensor hostView, Tensor devView) {
+        Tensor out = poisoned(DType.F32, hostView.shape());
+        gpu.copy(devView, out);
+        assertClose(what, hostView.contiguous().toFloatArray(), gpu.toHost(out).toFloatArray(), 0, 0);
+    }
+
+    @Test
+    void clampedSwigluForwardAndBackwardMatchTheHostReference() {
+        SplittableRandom r = rng(12);
+        int rows = 37;
+        int inter = 24;
+        float alpha = 1.702f;
+        float limit = 7f;
+        Tensor gu = randn(r, 10f, rows, 2L * inter);                           // about 30% clamped
+        Tensor dout = randn(r, 1f, rows, inter);
+        Tensor out = poisoned(DType.F32, rows, inter);
+        gpu.clampedSwiglu(dev(gu), alpha, limit, out);
+        Tensor ref = Tensor.allocate(java.lang.foreign.Arena.ofAuto(), DType.F32, rows, inter);
+        ClampedSwiglu.forward(gu, alpha, limit, ref);
+        assertClose("clampedSwiglu", ref.toFloatArray(), gpu.toHost(out).toFloatArray(), 1e-6, 1e-5);
+        Tensor dgu = poisoned(DType.F32, rows, 2L * inter);
+        gpu.clampedSwigluBackward(dev(gu), dev(dout), alpha, limit, dgu);
+        Tensor dref = Tensor.allocate(java.lang.foreign.Arena.ofAuto(), DType.F32, rows, 2L * inter);
+        ClampedSwiglu.backward(gu, dout, alpha, limit, dref);
+        assertClose("clampedSwigluBackward", dref.toFloatArray(), gpu.toHost(dgu).toFloatArray(), 1e-6, 1e-5);
+    }
+}

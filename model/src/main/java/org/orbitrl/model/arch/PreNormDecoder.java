@@ -1,0 +1,214 @@
+package org.orbitrl.model.arch;
+
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.model.nn.Linear;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.function.Supplier;
+
+/**
+ * The frame of a pre-norm decoder around its layers: the batch's new tokens flattened and placed
+ * on the backend, the embedding, the layer loop (keeping what backward needs), the caches
+ * advanced, the final RMSNorm and the LM head; and backward through the head, the norm and the
+ * layers in reverse (re-running a layer's forward first under recompute). Also the residual wiring
+ * of one layer: {@code mid = x + attention(norm1(x))}, {@code out = mid + block(norm2(mid))}.
+ *
+ * @param <L> the model's per-layer tape
+ */
+final class PreNormDecoder<L> {
+
+    /** Layer i: x [N, hidden] -> a new residual stream [N, hidden], filling {@code tape} when not null. */
+    interface LayerForward<L> {
+        Tensor apply(int i, Tensor x, Tensor positions, List<CausalLM.Segment> batch, L tape);
+    }
+
+    /** Layer i backward: d out [N, hidden] -> d in [N, hidden]. */
+    interface LayerBackward<L> {
+        Tensor apply(int i, L layerTape, DecoderTape<L> tape, Tensor dOut);
+    }
+
+    /** A sublayer from its (normed) input [N, hidden] to its output [N, hidden]; or the reverse for gradients. */
+    interface Sublayer {
+        void apply(Tensor in, Tensor out);
+    }
+
+    /** The residual stream after attention, and the layer's output, both [N, hidden]. */
+    record Residual(Tensor mid, Tensor out) {
+    }
+
+    private final Backend backend;
+    private final int layers;
+    private final int maxPositions;
+    private final Tensor embed;       // [vocab, hidden]
+    private final Tensor finalNorm;   // [hidden]
+    private final float eps;
+    private final Linear lmHead;      // [vocab, hidden]
+    private final Supplier<L> newTape;
+
+    PreNormDecoder(Backend backend, int layers, int maxPositions, Tensor embed, Tensor finalNorm, float eps, Linear lmHead,
+                   Supplier<L> newTape) {
+        this.backend = backend;
+        this.layers = layers;
+        this.maxPositions = maxPositions;
+        this.embed = embed;
+        this.finalNorm = finalNorm;
+        this.eps = eps;
+        this.lmHead = lmHead;
+        this.newTape = newTape;
+    }
+
+    /** Logits [N, vocab] of the batch's new tokens; hidden states to {@code hidden}; fills {@code tape} when given. */
+    Tensor forward(List<CausalLM.Segment> batch, CausalLM.HiddenSink hidden, DecoderTape<L> tape, LayerForward<L> layer) {
+        Backend b = backend;
+        TensorAllocator a = b.allocator();
+        int n = 0;
+        for (CausalLM.Segment s : batch) {
+            n += s.tokens().length;
+        }
+        int[] ids = new int[n];
+        int[] pos = new int[n];
+        int k = 0;
+        for (CausalLM.Segment s : batch) {
+            int past = s.cache() == null ? 0 : s.cache().length();
+            if (s.cache() != null) {
+                s.cache().reserve(s.tokens().length);
+            }
+            for (int t = 0; t < s.tokens().length; t++) {
+                if (past + t >= maxPositions) {
+                    throw new IllegalArgumentException("position " + (past + t) + " is beyond max_position_embeddings "
+                            + maxPositions);
+                }
+                ids[k] = s.tokens()[t];
+                pos[k++] = past + t;
+            }
+        }
+        Tensor positions = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(pos, n)); // i32 [N]
+        int h = embed.size(1);
+        Tensor x = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);           // [N, hidden] residual stream
+        b.embedding(embed, a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(ids, n)), x);
+        emit(hidden, 0, x);
+        if (tape != null) {
+            tape.positions = positions;
+        }
+        for (int i = 0; i < layers; i++) {
+            L lt = null;
+            if (tape != null) {
+                tape.layerInput[i] = x;
+                if (!tape.recompute) {
+                    lt = newTape.get();
+                    tape.layerTapes.set(i, lt);
+                }
+            }
+            x = layer.apply(i, x, positions, batch, lt);
+            if (i + 1 < layers) {
+                emit(hidden, i + 1, x);
+            }
+        }
+        for (CausalLM.Segment s : batch) {
+            if (s.cache() != null) {
+                s.cache().advance(s.tokens().length);
+            }
+        }
+        Tensor normed = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden]
+        b.rmsNorm(x, finalNorm, eps, normed);
+        emit(hidden, layers, normed);
+        if (tape != null) {
+            tape.finalInput = x;
+            tape.finalNormed = normed;
+        }
+        Tensor logits = a.allocate(MemoryCategory.LOGITS, DType.F32, n, lmHead.out()); // [N, vocab]
+        lmHead.forward(b, normed, logits);
+        return logits;
+    }
+
+    /** The training forward over whole sequences (no cached past). */
+    DecoderTape<L> forwardTrain(List<int[]> sequences, boolean recompute, LayerForward<L> layer) {
+        List<CausalLM.Segment> batch = new ArrayList<>();
+        for (int[] s : sequences) {
+            batch.add(new CausalLM.Segment(s, null));
+        }
+        DecoderTape<L> tape = new DecoderTape<>(layers, recompute, batch);
+        tape.logits = forward(batch, null, tape, layer);
+        return tape;
+    }
+
+    /** Reverse pass from d loss / d logits [N, vocab] through the head, the final norm and every layer. */
+    @SuppressWarnings("unchecked")
+    void backward(Trainable.Tape t, Tensor dLogits, LayerForward<L> forward, LayerBackward<L> layerBackward) {
+        if (!(t instanceof DecoderTape<?> tape0)) {
+            throw new IllegalArgumentException("not a tape of this model: " + t);
+        }
+        DecoderTape<L> tape = (DecoderTape<L>) tape0;
+        if (tape.layerInput.length != layers) {
+            throw new IllegalArgumentException("a tape of " + tape.layerInput.length + " layers for a model of " + layers);
+        }
+        Backend b = backend;
+        TensorAllocator a = b.allocator();
+        int n = dLogits.size(0);
+        int h = embed.size(1);
+        Tensor dNormed = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
+        lmHead.backward(b, tape.finalNormed, dLogits, dNormed);
+        Tensor dx = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden]
+        b.rmsNormBackward(tape.finalInput, finalNorm, eps, dNormed, dx);
+        for (int i = layers - 1; i >= 0; i--) {
+            L lt = tape.layerTapes.get(i);
+            if (lt == null) {
+                lt = newTape.get();
+                forward.apply(i, tape.layerInput[i], tape.positions, tape.batch, lt); // recompute
+            }
+            dx = layerBackward.apply(i, lt, tape, dx);
+        }
+    }
+
+    /** {@code mid = x + attention(norm1(x))}, {@code out = mid + block(norm2(mid))}; x [N, hidden]. */
+    static Residual layer(Backend b, Tensor x, Tensor norm1, Tensor norm2, float eps, Sublayer attention, Sublayer block) {
+        TensorAllocator a = b.allocator();
+        int n = x.size(0);
+        int h = x.size(1);
+        Tensor normed1 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
+        Tensor delta = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);   // [N, hidden]
+        b.rmsNorm(x, norm1, eps, normed1);
+        attention.apply(normed1, delta);
+        Tensor mid = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);     // [N, hidden]
+        b.add(x, delta, mid);
+        Tensor normed2 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
+        b.rmsNorm(mid, norm2, eps, normed2);
+        block.apply(normed2, delta);
+        Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);     // [N, hidden]
+        b.add(mid, delta, out);
+        return new Residual(mid, out);
+    }
+
+    /**
+     * The reverse of {@link #layer}: d out [N, hidden] -> d x [N, hidden], given the layer input x
+     * and mid; {@code block} and {@code attention} map their output gradient to their input gradient.
+     */
+    static Tensor layerBackward(Backend b, Tensor x, Tensor mid, Tensor norm1, Tensor norm2, float eps, Tensor dOut,
+                                Sublayer block, Sublayer attention) {
+        TensorAllocator a = b.allocator();
+        int n = dOut.size(0);
+        int h = dOut.size(1);
+        Tensor dNormed2 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
+        block.apply(dOut, dNormed2);
+        Tensor dMid = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);     // [N, hidden]
+        b.rmsNormBackward(mid, norm2, eps, dNormed2, dMid);
+        b.add(dMid, dOut, dMid);
+        Tensor dNormed1 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
+        attention.apply(dMid, dNormed1);
+        Tensor dIn = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden]
+        b.rmsNormBackward(x, norm1, eps, dNormed1, dIn);
+        b.add(dIn, dMid, dIn);
+        return dIn;
+    }
+
+    private static void emit(CausalLM.HiddenSink sink, int index, Tensor t) {
+        if (sink != null) {
+            sink.accept(index, t);
+        }
+    }
+}

@@ -1,0 +1,110 @@
+package org.orbitrl.model.arch;
+
+import org.orbitrl.kernels.AttentionSpec;
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.RopeTable;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.model.nn.Linear;
+
+import java.util.List;
+
+/**
+ * The steps grouped-query attention layers share around their own projections and norms: causal
+ * attention of a batch of segments (over their own tokens, or appended to and read from their
+ * caches), the output projection, and the backward of both down to the rope inputs and through the
+ * q/k/v projections. Tokens are the segments' new tokens in order.
+ */
+final class SegmentAttention {
+    private SegmentAttention() {
+    }
+
+    /**
+     * Attends q [N, Hq, D] over k [N, Hkv, D] / v [N, Hkv, Dv] segment by segment into out
+     * [N, Hq, Dv]. A segment without a cache attends to its own tokens (training); one with a cache
+     * appends its keys (and values, unless {@code valuesInKeys}: then v is a view of k and the cache
+     * stores k only) and attends over the cached past too.
+     */
+    static void attend(Backend b, int layer, List<CausalLM.Segment> batch, Tensor q, Tensor k, Tensor v,
+                       boolean valuesInKeys, AttentionSpec spec, Tensor out) {
+        int start = 0;
+        for (CausalLM.Segment s : batch) {
+            int t = s.tokens().length;
+            SequenceCache cache = s.cache();
+            Tensor qSeg = q.slice(0, start, start + t);
+            Tensor oSeg = out.slice(0, start, start + t);
+            if (cache == null) {
+                b.attention(qSeg, k.slice(0, start, start + t), v.slice(0, start, start + t), oSeg, 0, spec);
+            } else {
+                int past = cache.length();
+                cache.write(layer, k.slice(0, start, start + t), valuesInKeys ? null : v.slice(0, start, start + t));
+                cache.attend(b, layer, qSeg, oSeg, past, past + t, spec);
+            }
+            start += t;
+        }
+    }
+
+    /**
+     * {@link #attend} with separate values, then {@code o}: q3 [N, Hq, D] -> out [N, hidden].
+     * Returns the o_proj input [N, Hq*Dv] (what backward needs).
+     */
+    static Tensor attendAndProject(Backend b, int layer, List<CausalLM.Segment> batch, Tensor q3, Tensor k3, Tensor v3,
+                                   AttentionSpec spec, Linear o, Tensor out) {
+        int n = q3.size(0);
+        int heads = q3.size(1);
+        int dv = v3.size(2);
+        Tensor attn = b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, dv); // [N, Hq, Dv]
+        attend(b, layer, batch, q3, k3, v3, false, spec, attn);
+        Tensor attnFlat = attn.reshape(n, (long) heads * dv);
+        o.forward(b, attnFlat, out);
+        return attnFlat;
+    }
+
+    /** The query, key and value gradients [N, H, D] of {@link #backward}, rope undone on dq and dk. */
+    record Grads(Tensor dq, Tensor dk, Tensor dv) {
+    }
+
+    /**
+     * From dout [N, hidden] back through o_proj (input {@code attn} [N, Hq*D]), attention segment by
+     * segment (no cached past), and rope: the gradients of the projected q [N, Hq, D], k and v
+     * [N, Hkv, D] as they were before rope.
+     */
+    static Grads backward(Backend b, Linear o, Tensor attn, Tensor q3, Tensor k3, Tensor v3, int[] segmentLengths,
+                          AttentionSpec spec, Tensor positions, RopeTable rope, Tensor dout) {
+        TensorAllocator a = b.allocator();
+        int n = dout.size(0);
+        int heads = q3.size(1);
+        int kvHeads = k3.size(1);
+        int d = q3.size(2);
+        Tensor dattn = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) heads * d);  // [N, Hq*D]
+        o.backward(b, attn, dout, dattn);
+        Tensor dq = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, d);     // [N, Hq, D]
+        Tensor dk = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, kvHeads, d);   // [N, Hkv, D]
+        Tensor dv = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, kvHeads, d);   // [N, Hkv, D]
+        Tensor dattn3 = dattn.reshape(n, heads, d);
+        int start = 0;
+        for (int t : segmentLengths) {
+            b.attentionBackward(q3.slice(0, start, start + t), k3.slice(0, start, start + t),
+                    v3.slice(0, start, start + t), dattn3.slice(0, start, start + t), 0, spec,
+                    dq.slice(0, start, start + t), dk.slice(0, start, start + t), dv.slice(0, start, start + t));
+            start += t;
+        }
+        b.ropeBackward(dq, positions, rope);
+        b.ropeBackward(dk, positions, rope);
+        return new Grads(dq, dk, dv);
+    }
+
+    /** dx [N, hidden] (overwritten) = the input gradients of the q, k and v projections of x, summed. */
+    static void inputGradient(Backend b, Tensor x, Linear q, Tensor dq, Linear k, Tensor dk, Linear v, Tensor dv,
+                              Tensor dx) {
+        int n = x.size(0);
+        Tensor tmp = b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, q.in()); // [N, hidden]
+        q.backward(b, x, dq, dx);
+        k.backward(b, x, dk, tmp);
+        b.add(dx, tmp, dx);
+        v.backward(b, x, dv, tmp);
+        b.add(dx, tmp, dx);
+    }
+}

@@ -1,0 +1,99 @@
+package org.orbitrl.model;
+
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
+
+import java.lang.foreign.Arena;
+import java.util.Arrays;
+
+/**
+ * The device memory of a {@link StrictBackend}: tensors of an arena confined to the device thread,
+ * so the host can neither read nor write them except through {@link #toHost}, {@link #upload},
+ * {@link #copy} and {@link #zero}, which, like a device allocator's, require the device side to be
+ * contiguous. Counts the host reads taken through {@link #toHost}.
+ */
+public final class StrictAllocator implements TensorAllocator {
+    private final StrictBackend backend;
+    private final Arena arena;
+    private int hostReads;
+
+    StrictAllocator(StrictBackend backend) {
+        this.backend = backend;
+        this.arena = backend.on(Arena::ofConfined);
+    }
+
+    @Override
+    public Tensor allocate(MemoryCategory category, DType dtype, long... shape) {
+        return backend.on(() -> Tensor.allocate(arena, dtype, shape));
+    }
+
+    /** True for tensors of this allocator's memory (views included). */
+    public boolean owns(Tensor t) {
+        return t.segment().scope().equals(arena.scope());
+    }
+
+    @Override
+    public boolean hostMemory() {
+        return false;
+    }
+
+    @Override
+    public Tensor upload(MemoryCategory category, Tensor host) {
+        if (owns(host)) {
+            return host;
+        }
+        Tensor dev = allocate(category, host.dtype(), host.shape());
+        copy(host, dev);
+        return dev;
+    }
+
+    @Override
+    public Tensor toHost(Tensor t) {
+        if (!owns(t)) {
+            return t;
+        }
+        t.requireContiguous("device copy source");
+        hostReads++;
+        return backend.on(() -> {
+            Tensor h = Tensor.allocate(Arena.ofAuto(), t.dtype(), t.shape());
+            h.copyFrom(t);
+            return h;
+        });
+    }
+
+    @Override
+    public void copy(Tensor src, Tensor dst) {
+        if (!Arrays.equals(src.shape(), dst.shape())) {
+            throw new IllegalArgumentException("copy of " + src + " into " + dst + ": shapes differ");
+        }
+        if (owns(src)) {
+            src.requireContiguous("device copy source");
+        }
+        if (owns(dst)) {
+            dst.requireContiguous("device copy destination");
+        }
+        backend.on(() -> {
+            dst.copyFrom(src);
+            return null;
+        });
+    }
+
+    @Override
+    public void zero(Tensor t) {
+        if (owns(t)) {
+            t.requireContiguous("zero");
+        }
+        backend.on(() -> t.fill(0));
+    }
+
+    /** How many device tensors were copied to the host through {@link #toHost}. */
+    public int hostReads() {
+        return hostReads;
+    }
+
+    void closeArena() {
+        arena.close();
+    }
+}

@@ -1,0 +1,462 @@
+package org.orbitrl.model;
+
+import org.orbitrl.kernels.AttentionSpec;
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.OptimizerOps;
+import org.orbitrl.kernels.RopeTable;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cpu.ScalarBackend;
+import org.orbitrl.kernels.quant.QuantizedTensor;
+
+import java.util.concurrent.Callable;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+
+/**
+ * A test double of a device backend on the host: the scalar reference backend, run on one
+ * "device" thread, over tensors of a {@link StrictAllocator} that only that thread may touch. Model
+ * code that reads or writes a device tensor on the host ({@code toFloatArray}, {@code copyFrom},
+ * {@code fill}) instead of going through the allocator fails with {@link WrongThreadException}, and an
+ * operation handed a host tensor where a device backend needs device memory fails with
+ * {@link IllegalArgumentException}, as does a strided view where the device kernels need contiguous
+ * operands (only rope, attention, the adapter-gradient product's inputs and {@link #copy} take
+ * strided views): the bugs a GPU run would find, found without a GPU.
+ */
+public final class StrictBackend implements Backend {
+    private final ExecutorService device;
+    private final Thread deviceThread;
+    private final Backend inner = new ScalarBackend();
+    private final StrictAllocator allocator;
+
+    public StrictBackend() {
+        Thread[] t = new Thread[1];
+        this.device = Executors.newSingleThreadExecutor(r -> {
+            t[0] = new Thread(r, "strict-device");
+            t[0].setDaemon(true);
+            return t[0];
+        });
+        try {
+            device.submit(() -> null).get();
+        } catch (InterruptedException | ExecutionException e) {
+            throw new IllegalStateException("starting the device thread", e);
+        }
+        this.deviceThread = t[0];
+        this.allocator = new StrictAllocator(this);
+    }
+
+    /** Runs {@code task} on the device thread (directly when already there) and returns its result. */
+    <T> T on(Callable<T> task) {
+        if (Thread.currentThread() == deviceThread) {
+            try {
+                return task.call();
+            } catch (RuntimeException | Error e) {
+                throw e;
+            } catch (Exception e) {
+                throw new IllegalStateException(e);
+            }
+        }
+        try {
+            return device.submit(task).get();
+        } catch (ExecutionException e) {
+            if (e.getCause() instanceof RuntimeException r) {
+                throw r;
+            }
+            if (e.getCause() instanceof Error err) {
+                throw err;
+            }
+            throw new IllegalStateException(e.getCause());
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted waiting for the device thread", e);
+        }
+    }
+
+    /** Throws unless every non-null tensor is device memory of this backend, as a device kernel would. */
+    private void device(String op, Tensor... ts) {
+        for (Tensor t : ts) {
+            if (t != null && !allocator.owns(t)) {
+                throw new IllegalArgumentException(op + ": " + t + " is host memory; a device backend needs it uploaded");
+            }
+        }
+    }
+
+    /** Throws unless every non-null tensor is contiguous, as the device kernels of this operation require. */
+    private static void contiguous(String op, Tensor... ts) {
+        for (Tensor t : ts) {
+            if (t != null) {
+                t.requireContiguous(op + " operand");
+            }
+        }
+    }
+
+    /** Throws unless every tensor's last dimension is contiguous (leading dimensions may be strided). */
+    private static void lastDimContiguous(String op, Tensor... ts) {
+        for (Tensor t : ts) {
+            if (t.rank() > 0 && t.dim(-1) > 1 && t.strides()[t.rank() - 1] != 1) {
+                throw new IllegalArgumentException(op + ": " + t + " needs a contiguous last dimension");
+            }
+        }
+    }
+
+    @Override
+    public String name() {
+        return "strict";
+    }
+
+    @Override
+    public StrictAllocator allocator() {
+        return allocator;
+    }
+
+    @Override
+    public void matmul(Tensor x, Tensor w, Tensor y) {
+        device("matmul", x, w, y);
+        contiguous("matmul", x, w, y);
+        on(() -> {
+            inner.matmul(x, w, y);
+            return null;
+        });
+    }
+
+    @Override
+    public void matmulQuantized(Tensor x, QuantizedTensor w, Tensor y) {
+        device("matmulQuantized", x, y, w.codes(), w.scales(), w.zeros());
+        contiguous("matmulQuantized", x, y, w.codes(), w.scales(), w.zeros());
+        on(() -> {
+            inner.matmulQuantized(x, w, y);
+            return null;
+        });
+    }
+
+    @Override
+    public void dequantize(QuantizedTensor w, Tensor out) {
+        device("dequantize", out, w.codes(), w.scales(), w.zeros());
+        contiguous("dequantize", out, w.codes(), w.scales(), w.zeros());
+        on(() -> {
+            inner.dequantize(w, out);
+            return null;
+        });
+    }
+
+    @Override
+    public void matmulTransposed(Tensor dy, Tensor w, Tensor dx) {
+        device("matmulTransposed", dy, w, dx);
+        contiguous("matmulTransposed", dy, w, dx);
+        on(() -> {
+            inner.matmulTransposed(dy, w, dx);
+            return null;
+        });
+    }
+
+    @Override
+    public void matmulQuantizedTransposed(Tensor dy, QuantizedTensor w, Tensor dx) {
+        device("matmulQuantizedTransposed", dy, dx, w.codes(), w.scales(), w.zeros());
+        contiguous("matmulQuantizedTransposed", dy, dx, w.codes(), w.scales(), w.zeros());
+        on(() -> {
+            inner.matmulQuantizedTransposed(dy, w, dx);
+            return null;
+        });
+    }
+
+    @Override
+    public void rmsNorm(Tensor x, Tensor weight, float eps, Tensor out) {
+        device("rmsNorm", x, weight, out);
+        contiguous("rmsNorm", x, weight, out);
+        on(() -> {
+            inner.rmsNorm(x, weight, eps, out);
+            return null;
+        });
+    }
+
+    @Override
+    public void softmax(Tensor x) {
+        device("softmax", x);
+        contiguous("softmax", x);
+        on(() -> {
+            inner.softmax(x);
+            return null;
+        });
+    }
+
+    @Override
+    public void logSoftmax(Tensor x) {
+        device("logSoftmax", x);
+        contiguous("logSoftmax", x);
+        on(() -> {
+            inner.logSoftmax(x);
+            return null;
+        });
+    }
+
+    @Override
+    public void silu(Tensor x, Tensor out) {
+        device("silu", x, out);
+        contiguous("silu", x, out);
+        on(() -> {
+            inner.silu(x, out);
+            return null;
+        });
+    }
+
+    @Override
+    public void swiglu(Tensor gate, Tensor up, Tensor out) {
+        device("swiglu", gate, up, out);
+        contiguous("swiglu", gate, up, out);
+        on(() -> {
+            inner.swiglu(gate, up, out);
+            return null;
+        });
+    }
+
+    @Override
+    public void add(Tensor a, Tensor b, Tensor out) {
+        device("add", a, b, out);
+        contiguous("add", a, b, out);
+        on(() -> {
+            inner.add(a, b, out);
+            return null;
+        });
+    }
+
+    @Override
+    public void mul(Tensor a, Tensor b, Tensor out) {
+        device("mul", a, b, out);
+        contiguous("mul", a, b, out);
+        on(() -> {
+            inner.mul(a, b, out);
+            return null;
+        });
+    }
+
+    @Override
+    public void scale(Tensor x, float alpha, Tensor out) {
+        device("scale", x, out);
+        contiguous("scale", x, out);
+        on(() -> {
+            inner.scale(x, alpha, out);
+            return null;
+        });
+    }
+
+    @Override
+    public void rope(Tensor x, Tensor positions, RopeTable table) {
+        device("rope", x, positions);
+        contiguous("rope", positions);
+        lastDimContiguous("rope", x);
+        on(() -> {
+            inner.rope(x, positions, table);
+            return null;
+        });
+    }
+
+    @Override
+    public void attention(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec) {
+        device("attention", q, k, v, out, spec.sinks());
+        contiguous("attention", spec.sinks());
+        lastDimContiguous("attention", q, k, v, out);
+        on(() -> {
+            inner.attention(q, k, v, out, queryStart, spec);
+            return null;
+        });
+    }
+
+    @Override
+    public void rmsNormBackward(Tensor x, Tensor weight, float eps, Tensor dy, Tensor dx) {
+        device("rmsNormBackward", x, weight, dy, dx);
+        contiguous("rmsNormBackward", x, weight, dy, dx);
+        on(() -> {
+            inner.rmsNormBackward(x, weight, eps, dy, dx);
+            return null;
+        });
+    }
+
+    @Override
+    public void swigluBackward(Tensor gate, Tensor up, Tensor dout, Tensor dgate, Tensor dup) {
+        device("swigluBackward", gate, up, dout, dgate, dup);
+        contiguous("swigluBackward", gate, up, dout, dgate, dup);
+        on(() -> {
+            inner.swigluBackward(gate, up, dout, dgate, dup);
+            return null;
+        });
+    }
+
+    @Override
+    public void ropeBackward(Tensor dx, Tensor positions, RopeTable table) {
+        device("ropeBackward", dx, positions);
+        contiguous("ropeBackward", positions);
+        lastDimContiguous("ropeBackward", dx);
+        on(() -> {
+            inner.ropeBackward(dx, positions, table);
+            return null;
+        });
+    }
+
+    @Override
+    public void attentionBackward(Tensor q, Tensor k, Tensor v, Tensor dout, int queryStart, AttentionSpec spec, Tensor dq, Tensor dk, Tensor dv) {
+        device("attentionBackward", q, k, v, dout, dq, dk, dv, spec.sinks());
+        contiguous("attentionBackward", spec.sinks());
+        lastDimContiguous("attentionBackward", q, k, v, dout, dq, dk, dv);
+        on(() -> {
+            inner.attentionBackward(q, k, v, dout, queryStart, spec, dq, dk, dv);
+            return null;
+        });
+    }
+
+    @Override
+    public void embedding(Tensor table, Tensor ids, Tensor out) {
+        device("embedding", table, ids, out);
+        contiguous("embedding", table, ids, out);
+        on(() -> {
+            inner.embedding(table, ids, out);
+            return null;
+        });
+    }
+
+    @Override
+    public void matmulTN(Tensor a, Tensor b, float alpha, Tensor c) {
+        device("matmulTN", a, b, c);
+        contiguous("matmulTN", c);
+        lastDimContiguous("matmulTN", a, b);
+        on(() -> {
+            inner.matmulTN(a, b, alpha, c);
+            return null;
+        });
+    }
+
+    @Override
+    public void axpy(float alpha, Tensor x, Tensor y) {
+        device("axpy", x, y);
+        contiguous("axpy", x, y);
+        on(() -> {
+            inner.axpy(alpha, x, y);
+            return null;
+        });
+    }
+
+    @Override
+    public void gatherRows(Tensor src, Tensor rows, Tensor dst) {
+        device("gatherRows", src, rows, dst);
+        contiguous("gatherRows", src, rows, dst);
+        on(() -> {
+            inner.gatherRows(src, rows, dst);
+            return null;
+        });
+    }
+
+    @Override
+    public void scatterAddRows(Tensor src, Tensor rows, Tensor weights, Tensor dst) {
+        device("scatterAddRows", src, rows, weights, dst);
+        contiguous("scatterAddRows", src, rows, weights, dst);
+        on(() -> {
+            inner.scatterAddRows(src, rows, weights, dst);
+            return null;
+        });
+    }
+
+    @Override
+    public void addBias(Tensor y, Tensor bias) {
+        device("addBias", y, bias);
+        contiguous("addBias", y, bias);
+        on(() -> {
+            inner.addBias(y, bias);
+            return null;
+        });
+    }
+
+    @Override
+    public void copy(Tensor src, Tensor dst) {
+        device("copy", src, dst);
+        on(() -> {
+            inner.copy(src, dst);
+            return null;
+        });
+    }
+
+    @Override
+    public void clampedSwiglu(Tensor gu, float alpha, float limit, Tensor out) {
+        device("clampedSwiglu", gu, out);
+        contiguous("clampedSwiglu", gu, out);
+        on(() -> {
+            inner.clampedSwiglu(gu, alpha, limit, out);
+            return null;
+        });
+    }
+
+    @Override
+    public void clampedSwigluBackward(Tensor gu, Tensor dout, float alpha, float limit, Tensor dgu) {
+        device("clampedSwigluBackward", gu, dout, dgu);
+        contiguous("clampedSwigluBackward", gu, dout, dgu);
+        on(() -> {
+            inner.clampedSwigluBackward(gu, dout, alpha, limit, dgu);
+            return null;
+        });
+    }
+
+    @Override
+    public void topk(Tensor x, int k, Tensor values, Tensor indices) {
+        device("topk", x, values, indices);
+        contiguous("topk", x, values, indices);
+        on(() -> {
+            inner.topk(x, k, values, indices);
+            return null;
+        });
+    }
+
+    @Override
+    public void argmax(Tensor x, Tensor out) {
+        device("argmax", x, out);
+        contiguous("argmax", x, out);
+        on(() -> {
+            inner.argmax(x, out);
+            return null;
+        });
+    }
+
+    @Override
+    public void tokenLogProbs(Tensor logits, Tensor rows, Tensor tokens, float temperature, Tensor out) {
+        device("tokenLogProbs", logits, rows, tokens, out);
+        contiguous("tokenLogProbs", logits, rows, tokens, out);
+        on(() -> {
+            inner.tokenLogProbs(logits, rows, tokens, temperature, out);
+            return null;
+        });
+    }
+
+    @Override
+    public void tokenLogProbsBackward(Tensor logits, Tensor rows, Tensor tokens, Tensor dLogp, float temperature, Tensor dLogits) {
+        device("tokenLogProbsBackward", logits, rows, tokens, dLogp, dLogits);
+        contiguous("tokenLogProbsBackward", logits, rows, tokens, dLogp, dLogits);
+        on(() -> {
+            inner.tokenLogProbsBackward(logits, rows, tokens, dLogp, temperature, dLogits);
+            return null;
+        });
+    }
+
+    @Override
+    public void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, OptimizerOps.AdamWStep step) {
+        device("adamw", param, grad, m, v);
+        contiguous("adamw", param, grad, m, v);
+        on(() -> {
+            inner.adamw(param, grad, m, v, step);
+            return null;
+        });
+    }
+
+    @Override
+    public OptimizerOps.GradientStats gradientStats(Tensor grad) {
+        device("gradientStats", grad);
+        contiguous("gradientStats", grad);
+        return on(() -> inner.gradientStats(grad));
+    }
+
+    /** Frees the device memory and stops the device thread. */
+    @Override
+    public void close() {
+        on(() -> {
+            allocator.closeArena();
+            return null;
+        });
+        device.shutdown();
+    }
+}

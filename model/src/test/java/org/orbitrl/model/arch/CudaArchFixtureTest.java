@@ -1,0 +1,134 @@
+package org.orbitrl.model.arch;
+
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cuda.Cuda;
+import org.orbitrl.kernels.cuda.CudaBackend;
+import org.orbitrl.model.TestSafetensors;
+
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+/**
+ * DeepSeek-V3 (multi-head latent attention, sigmoid group routing, shared experts) and gpt-oss
+ * (sinks, sliding window, biases, clamped SwiGLU) on the CUDA backend against the Hugging Face
+ * transformers references of their fixtures, as {@link DeepseekV3FixtureTest} and
+ * {@link GptOssFixtureTest} check them on the CPU. Weights, activations and the KV caches live in
+ * device memory (the MoE routing decision is copied to the host).
+ * <ul>
+ *   <li>Exact mode (f32 arithmetic on the exact bf16 weights): logits and every hidden state of a
+ *       prefill through the caches within 1e-4 absolute; a 3-token prefill then one token a step,
+ *       both sequences batched (past gpt-oss's sliding window of 8), within 1e-4; greedy decoding
+ *       through the device cache reproduces {@code greedy.sequence}.</li>
+ *   <li>Default kernels (activations rounded to bf16 for products over more than 8 rows, relative
+ *       error ≤ 2⁻⁹ per input): training-forward logits within 3e-2 absolute.</li>
+ * </ul>
+ * Skipped, with the reason, where no CUDA device is present.
+ */
+class CudaArchFixtureTest {
+    private static CudaBackend exact;
+    private static CudaBackend fast;
+
+    @BeforeAll
+    static void open() {
+        assumeTrue(Cuda.available(), () -> "no CUDA device: " + Cuda.unavailableReason());
+        exact = new CudaBackend(0, CudaBackend.defaultCacheDir(), true);
+        fast = new CudaBackend(0, CudaBackend.defaultCacheDir(), false);
+    }
+
+    @AfterAll
+    static void close() {
+        if (exact != null) {
+            exact.close();
+        }
+        if (fast != null) {
+            fast.close();
+        }
+    }
+
+    static Trainable load(String arch, Backend backend) {
+        return switch (arch) {
+            case "deepseek_v3" -> DeepseekV3FixtureTest.load(backend);
+            case "gpt_oss" -> GptOssFixtureTest.model(backend);
+            default -> throw new IllegalArgumentException("no fixture loader for " + arch);
+        };
+    }
+
+    static TestSafetensors reference(String arch) {
+        return new TestSafetensors(TestSafetensors.fixtures().resolve(arch).resolve("reference.safetensors"));
+    }
+
+    private static float[] host(CudaBackend b, Tensor t) {
+        return b.toHost(t.contiguous()).toFloatArray();
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"deepseek_v3", "gpt_oss"})
+    void exactPrefillLogitsAndHiddenStatesMatchTransformers(String arch) {
+        TestSafetensors ref = reference(arch);
+        Trainable model = load(arch, exact);
+        List<CausalLM.Segment> batch = new ArrayList<>();
+        for (int[] toks : FixtureRuns.inputRows(ref)) {
+            batch.add(new CausalLM.Segment(toks, model.newCache(toks.length)));
+        }
+        Map<Integer, float[]> hidden = new HashMap<>();
+        Tensor logits = model.forward(batch, (idx, h) -> hidden.put(idx, host(exact, h)));
+        assertTrue(exact.allocator().owns(logits), "logits are device memory");
+        Qwen3FixtureTest.assertClose(arch + " logits on cuda (exact)", ref.get("logits").toFloatArray(), host(exact, logits),
+                Qwen3FixtureTest.ATOL);
+        for (int i = 0; i <= model.layers(); i++) {
+            Qwen3FixtureTest.assertClose(arch + " hidden_states." + i + " on cuda (exact)",
+                    ref.get("hidden_states." + i).toFloatArray(), hidden.get(i), Qwen3FixtureTest.ATOL);
+        }
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"deepseek_v3", "gpt_oss"})
+    void exactTokenByTokenDecodeMatchesTransformers(String arch) {
+        TestSafetensors ref = reference(arch);
+        Trainable model = load(arch, exact);
+        List<int[]> rows = FixtureRuns.inputRows(ref);
+        int t = rows.get(0).length;
+        int v = model.vocabSize();
+        List<KvCache> caches = List.of(model.newCache(2), model.newCache(2)); // grow on the device
+        float[][] got = FixtureRuns.decodeInSteps(model, rows, caches, 3);
+        float[] expected = ref.get("logits").toFloatArray(); // [B, T, V]
+        for (int b = 0; b < rows.size(); b++) {
+            assertEquals(t, caches.get(b).length());
+            Qwen3FixtureTest.assertClose(arch + " decode logits on cuda (exact), row " + b, FixtureRuns.row(expected, b, t, v),
+                    got[b], Qwen3FixtureTest.ATOL);
+        }
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"deepseek_v3", "gpt_oss"})
+    void defaultKernelLogitsMatchTransformers(String arch) {
+        TestSafetensors ref = reference(arch);
+        Trainable model = load(arch, fast);
+        Tensor logits = model.forwardTrain(FixtureRuns.inputRows(ref), false).logits();
+        Qwen3FixtureTest.assertClose(arch + " logits on cuda (default kernels)", ref.get("logits").toFloatArray(),
+                host(fast, logits), 3e-2f);
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"deepseek_v3", "gpt_oss"})
+    void greedyDecodingThroughTheDeviceCacheReproducesTransformers(String arch) {
+        TestSafetensors ref = reference(arch);
+        Trainable model = load(arch, exact);
+        long[] prompt = ref.get("greedy.prompt").toLongArray();
+        long[] expected = ref.get("greedy.sequence").toLongArray();
+        long[] got = FixtureRuns.greedy(model, prompt, expected.length, model.newCache(4));
+        assertArrayEquals(expected, got, arch + " greedy sequence on cuda");
+    }
+}

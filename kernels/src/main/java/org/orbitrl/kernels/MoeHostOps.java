@@ -212,7 +212,8 @@ public final class MoeHostOps {
      * See {@link Backend#moeExpertMatmul} ({@code transposed} false) and
      * {@link Backend#moeExpertMatmulTransposed} (true), on any backend through its own matmul,
      * dequantize and allocator: quantized experts are dequantized {@code chunk} at a time into one
-     * f32 buffer [chunk, rows·cols] (chunk ≤ 0: each multiplied through its quantized kernel).
+     * f32 buffer [chunk, rows·cols] (chunk ≤ 0: each multiplied through its quantized kernel), a
+     * temporary of the call.
      */
     public static void expertMatmul(Backend b, Tensor in, ExpertWeights w, int[] offsets, Tensor out, int chunk, boolean transposed) {
         String op = transposed ? "moeExpertMatmulTransposed" : "moeExpertMatmul";
@@ -240,7 +241,8 @@ public final class MoeHostOps {
                 QuantizedTensor q = w.quantized(e);
                 if (q != null && chunk > 0) {
                     if (buffer == null) {
-                        buffer = b.allocator().allocate(MemoryCategory.DEQUANT_BUFFERS, DType.F32, Math.min(c, active.size()),
+                        // a per-call temporary: released like the call's other activations when dropped
+                        buffer = b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, Math.min(c, active.size()),
                                 (long) w.rows() * w.cols());
                     }
                     dense[i - start] = buffer.select(0, i - start).reshape(w.rows(), w.cols());

@@ -281,10 +281,10 @@ public final class CudaBench {
             Tensor u = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m * topk, inter);
             Tensor y = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m * topk, hidden);
             Runnable step = () -> {
-                gpu.moeMatmulQuantized(x, gate, e, dIds, g);
-                gpu.moeMatmulQuantized(x, up, e, dIds, u);
+                gpu.moe().moeMatmulQuantized(x, gate, e, dIds, g);
+                gpu.moe().moeMatmulQuantized(x, up, e, dIds, u);
                 gpu.swiglu(g, u, g);
-                gpu.moeMatmulQuantized(g, down, e, dIds, y);
+                gpu.moe().moeMatmulQuantized(g, down, e, dIds, y);
             };
             double ms;
             try (CudaGraph graph = CudaGraph.capture(gpu.stream(), step)) {

@@ -240,13 +240,13 @@ public final class GpuDecodeOpsBench {
             Tensor g = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m * topk, inter);
             Tensor u = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m * topk, inter);
             Tensor y = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m * topk, hidden);
-            try (MoeRouting routing = gpu.moeRouting(e, m * topk)) {
+            try (MoeRouting routing = gpu.moe().moeRouting(e, m * topk)) {
                 double ms = graphMs(gpu, 15, () -> {
-                    gpu.moeRoute(dIds, routing);
-                    gpu.moeMatmulGrouped(x, gate, routing, g);
-                    gpu.moeMatmulGrouped(x, up, routing, u);
+                    gpu.moe().moeRoute(dIds, routing);
+                    gpu.moe().moeMatmulGrouped(x, gate, routing, g);
+                    gpu.moe().moeMatmulGrouped(x, up, routing, u);
                     gpu.swiglu(g, u, g);
-                    gpu.moeMatmulGrouped(g, down, routing, y);
+                    gpu.moe().moeMatmulGrouped(g, down, routing, y);
                 });
                 long bytes = distinct.size() * perExpert;
                 double gbs = bytes / (ms * 1e6);
@@ -254,10 +254,10 @@ public final class GpuDecodeOpsBench {
                         bytes / 1e6, ms * 1e3), String.format("%.0f GB/s", gbs), String.format("copy %.0f GB/s", copy), gbs / copy);
                 if (m == 1) {
                     double ms1 = graphMs(gpu, 15, () -> {
-                        gpu.moeMatmulQuantized(x, gate, e, dIds, g);
-                        gpu.moeMatmulQuantized(x, up, e, dIds, u);
+                        gpu.moe().moeMatmulQuantized(x, gate, e, dIds, g);
+                        gpu.moe().moeMatmulQuantized(x, up, e, dIds, u);
                         gpu.swiglu(g, u, g);
-                        gpu.moeMatmulQuantized(g, down, e, dIds, y);
+                        gpu.moe().moeMatmulQuantized(g, down, e, dIds, y);
                     });
                     double gbs1 = bytes / (ms1 * 1e6);
                     row(String.format("MoE layer decode 1 token, per-pair GEMV, no routing (%.1f us)", ms1 * 1e3),

@@ -21,8 +21,8 @@ import org.orbitrl.model.nn.Weight;
  * weight gradient), the adapters' gradients per expert, and the router backward through the
  * top-k renormalisation and the softmax.
  *
- * <p>Adapters: an expert projection's adapter runs on that expert's rows as an additive hook (LoRA
- * and anything that keeps the base input); {@link #supports} is false when an enabled hook
+ * <p>Adapters: an expert projection's LoRA runs over all experts' rows at once ({@link ExpertLora});
+ * any other hook that keeps the base input runs on its expert's rows; {@link #supports} is false when an enabled hook
  * transforms the base input (OFT), and the block then runs per expert instead.
  */
 final class GroupedMoe {
@@ -76,6 +76,14 @@ final class GroupedMoe {
             }
         }
         return new ExpertWeights(first.out(), first.in(), dense, quantized);
+    }
+
+    private static Linear[] linears(DenseMlp[] experts, int which) {
+        Linear[] out = new Linear[experts.length];
+        for (int e = 0; e < out.length; e++) {
+            out[e] = linear(experts[e], which);
+        }
+        return out;
     }
 
     private static Linear linear(DenseMlp m, int which) {
@@ -195,6 +203,11 @@ final class GroupedMoe {
 
     /** Each active expert's enabled adapter adds its delta into y's rows of that expert, from x's rows. */
     private static void adaptersForward(Backend b, DenseMlp[] experts, int which, int[] offsets, Tensor x, Tensor y) {
+        ExpertLora lora = ExpertLora.of(linears(experts, which));
+        if (lora != null) {
+            lora.forward(b, offsets, x, y);
+            return;
+        }
         for (int e = 0; e < experts.length; e++) {
             Linear.AdapterHook hook = linear(experts[e], which).adapter();
             if (hook != null && hook.enabled() && offsets[e + 1] > offsets[e]) {
@@ -205,6 +218,11 @@ final class GroupedMoe {
 
     /** Each active expert's enabled adapter: its share of dx's rows, and its own parameter gradients. */
     private static void adaptersBackward(Backend b, DenseMlp[] experts, int which, int[] offsets, Tensor x, Tensor dy, Tensor dx) {
+        ExpertLora lora = ExpertLora.of(linears(experts, which));
+        if (lora != null) {
+            lora.backward(b, offsets, x, dy, dx);
+            return;
+        }
         for (int e = 0; e < experts.length; e++) {
             Linear.AdapterHook hook = linear(experts[e], which).adapter();
             if (hook != null && hook.enabled() && offsets[e + 1] > offsets[e]) {

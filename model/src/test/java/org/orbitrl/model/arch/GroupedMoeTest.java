@@ -3,6 +3,8 @@ package org.orbitrl.model.arch;
 import org.junit.jupiter.api.Test;
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.Backends;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.kernels.quant.QuantFormats;
@@ -12,6 +14,7 @@ import org.orbitrl.model.adapter.LoraAdapter;
 import org.orbitrl.model.adapter.LoraFixtureTest;
 import org.orbitrl.model.adapter.LoraLinear;
 import org.orbitrl.model.nn.Linear;
+import org.orbitrl.model.nn.Placement;
 import org.orbitrl.model.nn.Weight;
 
 import java.util.ArrayList;
@@ -127,15 +130,25 @@ class GroupedMoeTest {
         static final int H = 64;
         static final int I = 32;
         static final int E = 8;
-        final Backend b = Backends.cpu();
+        final Backend b;
         SparseMoe moe;
         final List<LoraLinear> loras = new ArrayList<>();
         final List<Tensor> grads = new ArrayList<>();
         SparseMoe.Tape lastTape;
 
+        Block(Backend b) {
+            this.b = b;
+        }
+
         static Block random(long seed, boolean quantized) {
+            return random(seed, quantized, Backends.cpu());
+        }
+
+        /** The same block for the same seed on any backend (weights, adapters and gradients in its memory). */
+        static Block random(long seed, boolean quantized, Backend backend) {
             SplittableRandom r = new SplittableRandom(seed);
-            Block bl = new Block();
+            Block bl = new Block(backend);
+            TensorAllocator mem = backend.allocator();
             float[] rw = new float[E * H];
             for (int e = 0; e < E; e++) {
                 for (int c = 0; c < H; c++) {
@@ -147,17 +160,22 @@ class GroupedMoeTest {
                 experts[e] = new DenseMlp(bl.lora(r, "e" + e + ".gate", I, H, quantized), bl.lora(r, "e" + e + ".up", I, H, quantized),
                         bl.lora(r, "e" + e + ".down", H, I, quantized));
             }
-            bl.moe = new SparseMoe(new Linear("router", Weight.of(Tensor.of(rw, E, H)), null), experts, 2, true);
+            bl.moe = new SparseMoe(new Linear("router", Weight.of(mem.upload(MemoryCategory.BASE_WEIGHTS, Tensor.of(rw, E, H))), null),
+                    experts, 2, true);
             return bl;
         }
 
         Linear lora(SplittableRandom r, String name, int out, int in, boolean quantized) {
+            TensorAllocator mem = b.allocator();
             Tensor w = rand(r, -0.3f, 0.3f, out, in);
-            Linear l = new Linear(name, quantized ? Weight.of(QuantFormats.byName("int4-g32").quantize(w)) : Weight.of(w), null);
+            Weight base = quantized ? Weight.of(Placement.quantized(mem, QuantFormats.byName("int4-g32").quantize(w)))
+                    : Weight.of(mem.upload(MemoryCategory.BASE_WEIGHTS, w));
+            Linear l = new Linear(name, base, null);
             int rank = 4;
-            Tensor ga = Tensor.of(new float[rank * in], rank, in);
-            Tensor gb = Tensor.of(new float[out * rank], out, rank);
-            LoraLinear h = new LoraLinear(rand(r, -0.2f, 0.2f, rank, in), rand(r, -0.2f, 0.2f, out, rank), ga, gb, 0.5f, () -> true);
+            Tensor ga = mem.allocate(MemoryCategory.ADAPTER_GRADS, DType.F32, rank, in);
+            Tensor gb = mem.allocate(MemoryCategory.ADAPTER_GRADS, DType.F32, out, rank);
+            LoraLinear h = new LoraLinear(mem.upload(MemoryCategory.ADAPTER_PARAMS, rand(r, -0.2f, 0.2f, rank, in)),
+                    mem.upload(MemoryCategory.ADAPTER_PARAMS, rand(r, -0.2f, 0.2f, out, rank)), ga, gb, 0.5f, () -> true);
             l.setAdapter(h);
             loras.add(h);
             grads.add(ga);
@@ -168,16 +186,17 @@ class GroupedMoeTest {
         /** out, dx, then every LoRA gradient. */
         float[][] run(Tensor x, Tensor dout) {
             int n = x.size(0);
-            Tensor out = Tensor.of(new float[n * H], n, H);
-            Tensor dx = Tensor.of(new float[n * H], n, H);
+            TensorAllocator mem = b.allocator();
+            Tensor out = mem.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, H);
+            Tensor dx = mem.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, H);
             lastTape = new SparseMoe.Tape();
-            moe.forward(b, x, out, lastTape);
-            moe.backward(b, lastTape, dout, dx);
+            moe.forward(b, mem.upload(MemoryCategory.ACTIVATIONS, x), out, lastTape);
+            moe.backward(b, lastTape, mem.upload(MemoryCategory.ACTIVATIONS, dout), dx);
             float[][] res = new float[2 + grads.size()][];
-            res[0] = out.toFloatArray();
-            res[1] = dx.toFloatArray();
+            res[0] = mem.toHost(out).toFloatArray();
+            res[1] = mem.toHost(dx).toFloatArray();
             for (int i = 0; i < grads.size(); i++) {
-                res[2 + i] = grads.get(i).toFloatArray();
+                res[2 + i] = mem.toHost(grads.get(i)).toFloatArray();
             }
             return res;
         }

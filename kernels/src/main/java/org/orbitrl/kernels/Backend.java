@@ -187,6 +187,74 @@ public interface Backend extends AutoCloseable {
     /** Per row, the index (i32) of the largest value; ties to the lower index. */
     void argmax(Tensor x, Tensor out);
 
+    // ------------------------------------------------------------------ mixture of experts, grouped by expert
+
+    /**
+     * The routing choice from router probabilities probs f32 [T, E] (softmax applied): per token the
+     * k largest (descending, ties to the lower expert) into chosen f32 [T, k] and ids i32 [T, k], and
+     * the routing weights f32 [T, k]: chosen divided by its row sum when {@code normalize}, else chosen.
+     */
+    default void moeTopk(Tensor probs, int k, boolean normalize, Tensor chosen, Tensor weights, Tensor ids) {
+        MoeHostOps.topk(probs, k, normalize, chosen, weights, ids);
+    }
+
+    /**
+     * Groups the P = T·k pairs of ids i32 [T, k] (pair p = token·k + j) by expert, stably: offsets
+     * i32 [E + 1], order i32 [P] (expert e's pairs are order[offsets[e] .. offsets[e + 1]), ascending)
+     * and position i32 [P], its inverse. An id outside [0, E) is an error.
+     */
+    default void moeGroup(Tensor ids, int experts, Tensor offsets, Tensor order, Tensor position) {
+        MoeHostOps.group(ids, experts, offsets, order, position);
+    }
+
+    /**
+     * Rows of the grouped pairs: dst [P, H] row i = src [T, H] row {@code order[i] / k}, multiplied by
+     * {@code weights[order[i]]} (f32 [T, k]) when weights is not null.
+     */
+    default void moeGather(Tensor src, Tensor order, int k, Tensor weights, Tensor dst) {
+        MoeHostOps.gather(src, order, k, weights, dst);
+    }
+
+    /**
+     * Per expert over its grouped rows: ys [P, N] rows offsets[e] .. offsets[e + 1] = xs [P, K] rows ·
+     * W_eᵀ, for experts [N, K]. {@code offsets} [E + 1] on the host. Quantized experts are dequantized
+     * {@code chunk} at a time into one reused buffer (chunk ≤ 0: the backend's quantized product).
+     */
+    default void moeExpertMatmul(Tensor xs, ExpertWeights experts, int[] offsets, Tensor ys, int chunk) {
+        MoeHostOps.expertMatmul(this, xs, experts, offsets, ys, chunk, false);
+    }
+
+    /**
+     * The activation gradient through frozen experts, per expert over its grouped rows: dxs [P, K] =
+     * dys [P, N] · W_e. No weight gradient is formed. Chunked as {@link #moeExpertMatmul}.
+     */
+    default void moeExpertMatmulTransposed(Tensor dys, ExpertWeights experts, int[] offsets, Tensor dxs, int chunk) {
+        MoeHostOps.expertMatmul(this, dys, experts, offsets, dxs, chunk, true);
+    }
+
+    /**
+     * out [T, H] row t (+)= Σ_j weights[t, j] · ys[position[t·k + j]] (j ascending; weights f32 [T, k], or
+     * null for 1): grouped rows [P, H] back to their tokens. Overwrites out unless {@code accumulate}.
+     */
+    default void moeCombineGrouped(Tensor ys, Tensor position, Tensor weights, Tensor out, boolean accumulate) {
+        MoeHostOps.combine(ys, position, weights, out, accumulate);
+    }
+
+    /** The routing-weight gradient: dWeight f32 [T, k] at pair p = ⟨dout [T, H] row p / k, ys [P, H] row position[p]⟩. */
+    default void moeWeightGrad(Tensor dout, Tensor ys, Tensor position, Tensor dWeight) {
+        MoeHostOps.weightGrad(dout, ys, position, dWeight);
+    }
+
+    /**
+     * The router-logit gradient dLogits f32 [T, E] from the routing-weight gradient dWeight [T, k]:
+     * through the top-k renormalisation (when {@code normalize}) and the softmax, given the forward's
+     * probs [T, E], chosen and weights [T, k] and ids i32 [T, k] ({@link #moeTopk}).
+     */
+    default void moeRouterBackward(Tensor probs, Tensor chosen, Tensor weights, Tensor ids, Tensor dWeight, boolean normalize,
+                                   Tensor dLogits) {
+        MoeHostOps.routerBackward(probs, chosen, weights, ids, dWeight, normalize, dLogits);
+    }
+
     // ------------------------------------------------------------------ policy log-probs, optimizer
 
     /**

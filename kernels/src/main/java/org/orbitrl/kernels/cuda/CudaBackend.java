@@ -3,6 +3,7 @@ package org.orbitrl.kernels.cuda;
 import org.orbitrl.kernels.AttentionSpec;
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.ExpertWeights;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.OptimizerOps;
 import org.orbitrl.kernels.RopeTable;
@@ -39,7 +40,7 @@ public final class CudaBackend implements Backend {
     private final CudaMatmulOps matmulOps;
     private final CudaAttentionOps attentionOps;
     private final CudaSelectOps selectOps;
-    private final CudaMoeOps moeOps;
+    private final CudaMoe moe;
     private final CudaTrainOps trainOps;
     private final CudaAttentionBackward attentionBackward;
     private final CudaExactOps exactOps;
@@ -72,7 +73,7 @@ public final class CudaBackend implements Backend {
         this.matmulOps = new CudaMatmulOps(ctx, rowOps);
         this.attentionOps = new CudaAttentionOps(ctx, this);
         this.selectOps = new CudaSelectOps(ctx);
-        this.moeOps = new CudaMoeOps(ctx, matmulOps, matmulOps.qgemv);
+        this.moe = new CudaMoe(ctx, rowOps, matmulOps, this);
         this.trainOps = new CudaTrainOps(ctx, rowOps, matmulOps);
         this.attentionBackward = new CudaAttentionBackward(ctx, attentionOps);
         this.exactOps = new CudaExactOps(ctx, matmulOps);
@@ -397,74 +398,6 @@ public final class CudaBackend implements Backend {
         return policyOps.gradientStats(grad);
     }
 
-    /**
-     * Mixture-of-experts decode in one launch: for every (token, expert) pair p,
-     * {@code y[p] = x[row] · W[ids[p]]ᵀ} with the fused dequantize-GEMV.
-     *
-     * @param x          f32 [tokens, K] (each token's experts read its row: gate and up projections) or
-     *                   [tokens·topk, K] (one row per pair: the down projection)
-     * @param experts    the layer's experts stacked as one quantized [E·N, K] matrix (expert e: rows e·N ..)
-     * @param numExperts E
-     * @param ids        i32 [tokens, topk], the experts each token is routed to; an id outside [0, E) is
-     *                   reported by the next {@link #synchronize} as {@link IndexOutOfBoundsException}
-     * @param y          f32 with tokens·topk·N elements, row p = pair p
-     */
-    public void moeMatmulQuantized(Tensor x, QuantizedTensor experts, int numExperts, Tensor ids, Tensor y) {
-        ctx.device.bind();
-        matmulOps.moeMatmulQuantized(x, experts, numExperts, ids, y);
-    }
-
-    // ------------------------------------------------------------------ mixture of experts, all token counts
-
-    /** A routing buffer for a layer of {@code numExperts} experts and up to {@code maxPairs} (token, expert) pairs. */
-    public MoeRouting moeRouting(int numExperts, int maxPairs) {
-        ctx.device.bind();
-        return new MoeRouting(ctx.allocator, numExperts, maxPairs);
-    }
-
-    /**
-     * Groups the pairs of {@code ids} (i32 [tokens, topk]) by expert into {@code routing}, on the device
-     * (one launch, capturable in a CUDA graph). An id outside the layer's experts is reported by the
-     * next {@link #synchronize} as {@link IndexOutOfBoundsException}.
-     */
-    public void moeRoute(Tensor ids, MoeRouting routing) {
-        ctx.device.bind();
-        moeOps.route(ids, routing);
-    }
-
-    /**
-     * {@code y[p] = x[p or p / topk] · W[e(p)]ᵀ} for every routed pair p, each active expert's weight
-     * read once (the fused dequantize-GEMV over the expert's pairs): the decode path at any batch.
-     *
-     * @param x       f32 or bf16 [tokens, K] (shared by a token's experts) or [tokens·topk, K]
-     * @param experts quantized [E·N, K], expert e's rows at e·N
-     * @param y       f32 with tokens·topk·N elements, row p = pair p
-     */
-    public void moeMatmulGrouped(Tensor x, QuantizedTensor experts, MoeRouting routing, Tensor y) {
-        ctx.device.bind();
-        moeOps.grouped(x, experts, routing, y);
-    }
-
-    /**
-     * The same product for large token counts (prefill, training): {@code chunkExperts} active experts
-     * at a time are dequantized into one reused bf16 buffer and multiplied through cuBLAS (x rounded to
-     * bf16, f32 accumulation). Reads the per-expert counts on the host (one synchronisation).
-     */
-    public void moeMatmulChunked(Tensor x, QuantizedTensor experts, MoeRouting routing, Tensor y, int chunkExperts) {
-        ctx.device.bind();
-        moeOps.chunked(x, experts, routing, y, chunkExperts);
-    }
-
-    /**
-     * The activation gradient through the frozen experts: {@code dx[p] = dy[p] · W[e(p)]} (dy f32
-     * [pairs, N], dx f32 [pairs, K], one row per pair; a token's rows are summed by the caller). The
-     * weight gradient is never formed. Chunked as {@link #moeMatmulChunked}.
-     */
-    public void moeBackwardInput(Tensor dy, QuantizedTensor experts, MoeRouting routing, Tensor dx, int chunkExperts) {
-        ctx.device.bind();
-        moeOps.backwardInput(dy, experts, routing, dx, chunkExperts);
-    }
-
     /** {@code y[M, N] = x[M, K] · wᵀ} with the fused dequantize-GEMV for f32 or bf16 x (any M; best at M ≤ 16). */
     public void gemvQuantized(Tensor x, QuantizedTensor w, Tensor y) {
         ctx.device.bind();
@@ -595,25 +528,51 @@ public final class CudaBackend implements Backend {
         attentionOps.flash.pagedKvWrite(k, v, kCache, vCache, slots);
     }
 
-    /**
-     * The router of a mixture-of-experts layer in one launch: logits {@code x · wᵀ} (x f32 [tokens, H],
-     * w bf16 [E, H], f32 accumulation), softmax over the experts, the {@code topk} largest probabilities
-     * in descending order (ties to the lower expert) into values f32 [tokens, topk] and indices i32
-     * [tokens, topk], divided by their sum when {@code normalize} (Qwen3's norm_topk_prob).
-     */
-    public void moeRouterTopk(Tensor x, Tensor w, int topk, boolean normalize, Tensor values, Tensor indices) {
-        ctx.device.bind();
-        moeOps.routerTopk(x, w, topk, normalize, values, indices);
+    /** The mixture-of-experts operations: decode products, device routing, and the grouped block. */
+    public CudaMoe moe() {
+        return moe;
     }
 
-    /**
-     * {@code out[t] (+)= Σ_j w[t, j]·ys[t·topk + j]}, divided by {@code Σ_j w[t, j]} when {@code normalize}:
-     * the routed experts' outputs weighted into each token's row (ys f32 [tokens·topk, H], weights f32
-     * [tokens, topk], out f32 [tokens, H]; {@code accumulate} adds into out, e.g. the residual stream).
-     */
-    public void moeCombine(Tensor ys, Tensor weights, boolean normalize, Tensor out, boolean accumulate) {
-        ctx.device.bind();
-        moeOps.combine(ys, weights, normalize, out, accumulate);
+    // the grouped mixture-of-experts block: see Backend's contracts and CudaMoe
+    @Override
+    public void moeTopk(Tensor probs, int k, boolean normalize, Tensor chosen, Tensor weights, Tensor ids) {
+        moe.moeTopk(probs, k, normalize, chosen, weights, ids);
+    }
+
+    @Override
+    public void moeGroup(Tensor ids, int experts, Tensor offsets, Tensor order, Tensor position) {
+        moe.moeGroup(ids, experts, offsets, order, position);
+    }
+
+    @Override
+    public void moeGather(Tensor src, Tensor order, int k, Tensor weights, Tensor dst) {
+        moe.moeGather(src, order, k, weights, dst);
+    }
+
+    @Override
+    public void moeExpertMatmul(Tensor xs, ExpertWeights experts, int[] offsets, Tensor ys, int chunk) {
+        moe.moeExpertMatmul(xs, experts, offsets, ys, chunk);
+    }
+
+    @Override
+    public void moeExpertMatmulTransposed(Tensor dys, ExpertWeights experts, int[] offsets, Tensor dxs, int chunk) {
+        moe.moeExpertMatmulTransposed(dys, experts, offsets, dxs, chunk);
+    }
+
+    @Override
+    public void moeCombineGrouped(Tensor ys, Tensor position, Tensor weights, Tensor out, boolean accumulate) {
+        moe.moeCombineGrouped(ys, position, weights, out, accumulate);
+    }
+
+    @Override
+    public void moeWeightGrad(Tensor dout, Tensor ys, Tensor position, Tensor dWeight) {
+        moe.moeWeightGrad(dout, ys, position, dWeight);
+    }
+
+    @Override
+    public void moeRouterBackward(Tensor probs, Tensor chosen, Tensor weights, Tensor ids, Tensor dWeight, boolean normalize,
+                                  Tensor dLogits) {
+        moe.moeRouterBackward(probs, chosen, weights, ids, dWeight, normalize, dLogits);
     }
 
     @Override

@@ -6,7 +6,7 @@ import org.orbitrl.kernels.Tensor;
 
 /**
  * A mixture-of-experts layer's (token, expert) pairs grouped by expert, on the device: filled by
- * {@link CudaBackend#moeRoute} (a device-side counting sort, no host round trip, so it can be
+ * {@link CudaMoe#moeRoute} (a device-side counting sort, no host round trip, so it can be
  * captured in a CUDA graph) and read by the grouped products. Sized once for the largest pair
  * count it will hold and reused step after step.
  *
@@ -42,7 +42,7 @@ public final class MoeRouting implements AutoCloseable {
         return maxPairs;
     }
 
-    /** Pairs of the last {@link CudaBackend#moeRoute} (tokens · topk); throws before the first. */
+    /** Pairs of the last {@link CudaMoe#moeRoute} (tokens · topk); throws before the first. */
     public int pairs() {
         requireRouted();
         return pairs;

@@ -127,10 +127,10 @@ final class CudaBenchData {
 
         /** Gate and up per routed pair (x shared by a token's experts), SwiGLU, down: four launches. */
         void perPair(CudaBackend gpu, StackedExperts w) {
-            gpu.moeMatmulQuantized(x, w.gate(), w.experts(), dIds, g);
-            gpu.moeMatmulQuantized(x, w.up(), w.experts(), dIds, u);
+            gpu.moe().moeMatmulQuantized(x, w.gate(), w.experts(), dIds, g);
+            gpu.moe().moeMatmulQuantized(x, w.up(), w.experts(), dIds, u);
             gpu.swiglu(g, u, g);
-            gpu.moeMatmulQuantized(g, w.down(), w.experts(), dIds, y);
+            gpu.moe().moeMatmulQuantized(g, w.down(), w.experts(), dIds, y);
         }
 
         /** Bytes of the distinct experts the step reads. */

@@ -148,13 +148,13 @@ public final class GpuDecodeOpsBench {
         for (int m : new int[]{1, 8, 64, 256}) {
             CudaBenchData.MoeStep st = CudaBenchData.MoeStep.random(gpu, r, m, topk, e, hidden, inter);
             long bytes = st.expertBytes(experts);
-            try (MoeRouting routing = gpu.moeRouting(e, m * topk)) {
+            try (MoeRouting routing = gpu.moe().moeRouting(e, m * topk)) {
                 double ms = GpuBench.graphMs(gpu, 15, () -> {
-                    gpu.moeRoute(st.dIds(), routing);
-                    gpu.moeMatmulGrouped(st.x(), experts.gate(), routing, st.g());
-                    gpu.moeMatmulGrouped(st.x(), experts.up(), routing, st.u());
+                    gpu.moe().moeRoute(st.dIds(), routing);
+                    gpu.moe().moeMatmulGrouped(st.x(), experts.gate(), routing, st.g());
+                    gpu.moe().moeMatmulGrouped(st.x(), experts.up(), routing, st.u());
                     gpu.swiglu(st.g(), st.u(), st.g());
-                    gpu.moeMatmulGrouped(st.g(), experts.down(), routing, st.y());
+                    gpu.moe().moeMatmulGrouped(st.g(), experts.down(), routing, st.y());
                 });
                 TABLE.bandwidthRow(String.format("MoE layer decode %d tokens (%d experts, %.1f MB), route + grouped (%.1f us)",
                         m, st.distinct().size(), bytes / 1e6, ms * 1e3), bytes / (ms * 1e6), copy);

@@ -163,7 +163,7 @@ public final class MoeDecodeStack implements AutoCloseable {
             gpu.free(p);
         }
         int pairs = batch * s.topk();
-        this.routing = gpu.moeRouting(s.experts(), pairs);
+        this.routing = gpu.moe().moeRouting(s.experts(), pairs);
         this.ids = alloc(MemoryCategory.ACTIVATIONS, DType.I32, batch);
         this.x = alloc(MemoryCategory.ACTIVATIONS, DType.F32, batch, s.hidden());
         this.h = alloc(MemoryCategory.ACTIVATIONS, DType.F32, batch, s.hidden());
@@ -251,20 +251,20 @@ public final class MoeDecodeStack implements AutoCloseable {
             gpu.pagedDecodeAttention(q, L.kCache, L.vCache, tables, lens, blockSize, s.kvHeads(), attn, spec);
             gpu.matmulAccumulate(attn.reshape(batch, (long) s.heads() * hd), L.ow, x); // o projection + residual
             gpu.rmsNorm(x, L.postNorm, eps, h);
-            gpu.moeRouterTopk(h, L.router, s.topk(), true, topv, topi);
+            gpu.moe().moeRouterTopk(h, L.router, s.topk(), true, topv, topi);
             if (batch == 1) {
-                gpu.moeMatmulQuantized(h, L.gate, s.experts(), topi, gate);
-                gpu.moeMatmulQuantized(h, L.up, s.experts(), topi, up);
+                gpu.moe().moeMatmulQuantized(h, L.gate, s.experts(), topi, gate);
+                gpu.moe().moeMatmulQuantized(h, L.up, s.experts(), topi, up);
                 gpu.swiglu(gate, up, act);
-                gpu.moeMatmulQuantized(act, L.down, s.experts(), topi, down);
+                gpu.moe().moeMatmulQuantized(act, L.down, s.experts(), topi, down);
             } else {
-                gpu.moeRoute(topi, routing);
-                gpu.moeMatmulGrouped(h, L.gate, routing, gate);
-                gpu.moeMatmulGrouped(h, L.up, routing, up);
+                gpu.moe().moeRoute(topi, routing);
+                gpu.moe().moeMatmulGrouped(h, L.gate, routing, gate);
+                gpu.moe().moeMatmulGrouped(h, L.up, routing, up);
                 gpu.swiglu(gate, up, act);
-                gpu.moeMatmulGrouped(act, L.down, routing, down);
+                gpu.moe().moeMatmulGrouped(act, L.down, routing, down);
             }
-            gpu.moeCombine(down, topv, false, x, true);
+            gpu.moe().moeCombine(down, topv, false, x, true);
         }
         gpu.rmsNorm(x, finalNorm, eps, h);
         gpu.matmul(h, lmHead, logits);

@@ -49,8 +49,8 @@ class CudaMoeGroupedTest extends CudaTestBase {
         for (int tokens : new int[]{1, 5, 37, 300}) {
             int topk = 4;
             int[] ids = route(r, tokens, topk);
-            try (MoeRouting routing = gpu.moeRouting(E, 1200)) {
-                gpu.moeRoute(dev(Tensor.ofInts(ids, tokens, topk)), routing);
+            try (MoeRouting routing = gpu.moe().moeRouting(E, 1200)) {
+                gpu.moe().moeRoute(dev(Tensor.ofInts(ids, tokens, topk)), routing);
                 long[] offsets = gpu.toHost(routing.offsets()).toLongArray();
                 long[] active = gpu.toHost(routing.active()).toLongArray();
                 long[] order = gpu.toHost(routing.order()).toLongArray();
@@ -89,11 +89,11 @@ class CudaMoeGroupedTest extends CudaTestBase {
             QuantizedTensor stacked = CudaQuantTest.random(format, r, E * N, K);
             float[] wf = CudaQuantTest.dequantizeRef(stacked);
             QuantizedTensor dw = gpu.toDevice(stacked);
-            try (MoeRouting routing = gpu.moeRouting(E, 64 * 4)) {
+            try (MoeRouting routing = gpu.moe().moeRouting(E, 64 * 4)) {
                 for (int tokens : new int[]{1, 3, 64}) {
                     int topk = 4;
                     int[] ids = route(r, tokens, topk);
-                    gpu.moeRoute(dev(Tensor.ofInts(ids, tokens, topk)), routing);
+                    gpu.moe().moeRoute(dev(Tensor.ofInts(ids, tokens, topk)), routing);
                     for (boolean perPair : new boolean[]{false, true}) {
                         for (boolean bf16 : new boolean[]{false, true}) {
                             int xRows = perPair ? ids.length : tokens;
@@ -103,7 +103,7 @@ class CudaMoeGroupedTest extends CudaTestBase {
                             }
                             Tensor x = Tensor.of(xv, xRows, K);
                             Tensor y = poisoned(DType.F32, ids.length, N);
-                            gpu.moeMatmulGrouped(dev(bf16 ? x.to(DType.BF16) : x), dw, routing, y);
+                            gpu.moe().moeMatmulGrouped(dev(bf16 ? x.to(DType.BF16) : x), dw, routing, y);
                             Ref ref = reference(xv, perPair ? 1 : topk, ids, wf, false, 1e-6, 1e-5);
                             assertWithin("moeMatmulGrouped " + format + " tokens " + tokens + (perPair ? " x per pair" : " x per token")
                                     + (bf16 ? " bf16" : " f32"), ref.y, gpu.toHost(y).toFloatArray(), ref.tol);
@@ -125,19 +125,19 @@ class CudaMoeGroupedTest extends CudaTestBase {
             QuantizedTensor dw = gpu.toDevice(stacked);
             int tokens = 90;
             int topk = 3;
-            try (MoeRouting routing = gpu.moeRouting(E, tokens * topk)) {
+            try (MoeRouting routing = gpu.moe().moeRouting(E, tokens * topk)) {
                 int[] ids = route(r, tokens, topk);
-                gpu.moeRoute(dev(Tensor.ofInts(ids, tokens, topk)), routing);
+                gpu.moe().moeRoute(dev(Tensor.ofInts(ids, tokens, topk)), routing);
                 for (int chunk : new int[]{1, 5, E}) {
                     float[] xv = randn(r, 1f, tokens, K).toFloatArray();
                     Tensor y = poisoned(DType.F32, ids.length, N);
-                    gpu.moeMatmulChunked(dev(Tensor.of(xv, tokens, K)), dw, routing, y, chunk);
+                    gpu.moe().moeMatmulChunked(dev(Tensor.of(xv, tokens, K)), dw, routing, y, chunk);
                     Ref ref = reference(xv, topk, ids, wf, false, 1e-5, 1.0 / 128);
                     assertWithin("moeMatmulChunked " + format + " chunk " + chunk, ref.y, gpu.toHost(y).toFloatArray(), ref.tol);
 
                     float[] dyv = randn(r, 1f, ids.length, N).toFloatArray();
                     Tensor dx = poisoned(DType.F32, ids.length, K);
-                    gpu.moeBackwardInput(dev(Tensor.of(dyv, ids.length, N)), dw, routing, dx, chunk);
+                    gpu.moe().moeBackwardInput(dev(Tensor.of(dyv, ids.length, N)), dw, routing, dx, chunk);
                     Ref refB = reference(dyv, 1, ids, wf, true, 1e-5, 1.0 / 128);
                     assertWithin("moeBackwardInput " + format + " chunk " + chunk, refB.y, gpu.toHost(dx).toFloatArray(), refB.tol);
                 }
@@ -177,7 +177,7 @@ class CudaMoeGroupedTest extends CudaTestBase {
                 }
                 Tensor v = poisoned(DType.F32, tokens, topk);
                 Tensor i = poisoned(DType.I32, tokens, topk);
-                gpu.moeRouterTopk(dev(x), dev(w), topk, normalize, v, i);
+                gpu.moe().moeRouterTopk(dev(x), dev(w), topk, normalize, v, i);
                 String what = "moeRouterTopk E=" + experts + (normalize ? " normalised" : "");
                 assertExact(what + " indices", refI.toLongArray(), gpu.toHost(i).toLongArray());
                 assertClose(what + " values", rv, gpu.toHost(v).toFloatArray(), 1e-7, 1e-5);
@@ -187,8 +187,8 @@ class CudaMoeGroupedTest extends CudaTestBase {
 
     @Test
     void expertIdOutsideTheLayerIsReported() {
-        try (MoeRouting routing = gpu.moeRouting(E, 8)) {
-            gpu.moeRoute(dev(Tensor.ofInts(new int[]{3, E}, 1, 2)), routing);
+        try (MoeRouting routing = gpu.moe().moeRouting(E, 8)) {
+            gpu.moe().moeRoute(dev(Tensor.ofInts(new int[]{3, E}, 1, 2)), routing);
             IndexOutOfBoundsException e = assertThrows(IndexOutOfBoundsException.class, gpu::synchronize);
             assertTrue(e.getMessage().contains("expert id " + E), e.getMessage());
         }

@@ -39,7 +39,7 @@ class CudaMoeTest extends CudaTestBase {
                     int xRows = perPair ? tokens * topk : tokens;
                     Tensor x = randn(r, 1f, xRows, k);
                     Tensor y = poisoned(DType.F32, tokens * topk, n);
-                    gpu.moeMatmulQuantized(dev(x), dw, experts, dIds, y);
+                    gpu.moe().moeMatmulQuantized(dev(x), dw, experts, dIds, y);
                     float[] got = gpu.toHost(y).toFloatArray();
                     float[] ref = new float[tokens * topk * n];
                     double[] tol = new double[ref.length];
@@ -78,7 +78,7 @@ class CudaMoeTest extends CudaTestBase {
         QuantizedTensor dw = gpu.toDevice(CudaQuantTest.random("int4-g32", r, 4 * 32, 64));
         try {
             Tensor y = poisoned(DType.F32, 2, 32);
-            gpu.moeMatmulQuantized(dev(randn(r, 1f, 1, 64)), dw, 4, dev(Tensor.ofInts(new int[]{1, 4}, 1, 2)), y);
+            gpu.moe().moeMatmulQuantized(dev(randn(r, 1f, 1, 64)), dw, 4, dev(Tensor.ofInts(new int[]{1, 4}, 1, 2)), y);
             IndexOutOfBoundsException e = assertThrows(IndexOutOfBoundsException.class, gpu::synchronize);
             assertTrue(e.getMessage().contains("expert id 4"), e.getMessage());
         } finally {

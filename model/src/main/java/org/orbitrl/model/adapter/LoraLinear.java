@@ -47,6 +47,16 @@ public final class LoraLinear implements Linear.AdapterHook {
         return scale;
     }
 
+    /** The accumulated gradient of A, [r, in]. */
+    public Tensor gradA() {
+        return gradA;
+    }
+
+    /** The accumulated gradient of B, [out, r]. */
+    public Tensor gradB() {
+        return gradB;
+    }
+
     /** ΔW = scale · B · A, [out, in] f32: what merging this adapter adds to the base weight. */
     public Tensor delta() {
         float[] as = a.contiguous().toFloatArray();

@@ -221,6 +221,19 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         }
     }
 
+    /**
+     * Runs the sparse MoE blocks grouped by expert in backend memory (true, the default: routing,
+     * grouping, expert products and their backward on the device) or per expert with the routing
+     * decision on the host (false).
+     */
+    public void setGroupedExperts(boolean on) {
+        for (Layer l : layers) {
+            if (l.moe != null) {
+                l.moe.setGrouped(on);
+            }
+        }
+    }
+
     /** This rank's shape: under tensor parallelism, its share of the heads and the dense MLP. */
     public DecoderConfig config() {
         return config;

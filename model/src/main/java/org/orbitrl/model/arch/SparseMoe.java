@@ -13,6 +13,10 @@ import org.orbitrl.model.nn.Weight;
  * renormalisation of the k weights, and the weighted sum of the chosen SwiGLU experts.
  * Tokens are grouped by expert so each active expert runs one batched matmul over its tokens.
  * The router is frozen, but the gradient flows through the routing weights into the input.
+ *
+ * <p>By default the block runs grouped in backend memory ({@link GroupedMoe}); it runs per expert,
+ * with the routing decision on the host, when {@link #setGrouped} turns that off, when this rank
+ * lacks some experts, or when an expert adapter transforms the base input.
  */
 final class SparseMoe {
     final Linear router;     // [experts, hidden]
@@ -20,6 +24,8 @@ final class SparseMoe {
     private final int topK;
     private final boolean normTopK;
     private ExpertChunker chunker;   // null: experts run on their own weights (fused decode for quantized)
+    private final GroupedMoe grouped; // null when some expert is not held here
+    private boolean useGrouped = true;
 
     /** The routing decision for N tokens, token-major [N*k], plus the full probabilities [N*E]. */
     record Routing(int[] expert, float[] weight, float[] chosenProb, float[] probs, int topK) {
@@ -32,6 +38,7 @@ final class SparseMoe {
         ExpertGroups groups;
         DenseMlp.Tape[] expertTapes; // per expert, null when it had no tokens
         Tensor[] expertOut;          // per expert [count, hidden], unweighted
+        GroupedMoe.Tape grouped;     // non-null when the grouped path ran
     }
 
     SparseMoe(Linear router, DenseMlp[] experts, int topK, boolean normTopK) {
@@ -39,6 +46,7 @@ final class SparseMoe {
         this.experts = experts;
         this.topK = topK;
         this.normTopK = normTopK;
+        this.grouped = GroupedMoe.of(experts);
     }
 
     /** The same frozen weights with fresh, adapter-free linear layers (and no chunk buffer). */
@@ -48,6 +56,7 @@ final class SparseMoe {
             ex[e] = experts[e] == null ? null : experts[e].view();
         }
         SparseMoe m = new SparseMoe(router.view(), ex, topK, normTopK);
+        m.useGrouped = useGrouped;
         if (chunker != null) {
             m.setExpertChunk(chunker.chunk());
         }
@@ -56,6 +65,19 @@ final class SparseMoe {
 
     int topK() {
         return topK;
+    }
+
+    boolean normTopK() {
+        return normTopK;
+    }
+
+    /** Runs the block grouped in backend memory when it can (the default), or per expert with host routing. */
+    void setGrouped(boolean on) {
+        this.useGrouped = on;
+    }
+
+    private int chunk() {
+        return chunker == null ? 0 : chunker.chunk();
     }
 
     /** Routes quantized experts through C-expert dequantization chunks (0 turns chunking off). */
@@ -110,6 +132,14 @@ final class SparseMoe {
 
     /** x [N, hidden] -> out [N, hidden]. */
     void forward(Backend b, Tensor x, Tensor out, Tape tape) {
+        if (useGrouped && grouped != null && GroupedMoe.supports(b, experts)) {
+            GroupedMoe.Tape gt = tape == null ? null : new GroupedMoe.Tape();
+            grouped.forward(b, this, x, out, gt, chunk());
+            if (tape != null) {
+                tape.grouped = gt;
+            }
+            return;
+        }
         Routing r = route(b, x);
         TensorAllocator a = b.allocator();
         a.zero(out);
@@ -140,6 +170,10 @@ final class SparseMoe {
 
     /** dout [N, hidden] -> dx [N, hidden] (overwritten), through the experts and the routing weights. */
     void backward(Backend b, Tape tape, Tensor dout, Tensor dx) {
+        if (tape.grouped != null) {
+            grouped.backward(b, this, tape.grouped, dout, dx, chunk());
+            return;
+        }
         TensorAllocator a = b.allocator();
         int n = dout.size(0);
         int h = dout.size(1);

@@ -1,0 +1,293 @@
+package org.orbitrl.kernels;
+
+import org.orbitrl.kernels.quant.QuantizedTensor;
+
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * Host implementations of the grouped mixture-of-experts operations of {@link Backend} (the
+ * {@code moe*} defaults): the reference for every backend, and the CPU backend's implementation.
+ *
+ * <p>Shapes, for T tokens, k experts a token, P = T·k (token, expert) pairs, E experts: a pair
+ * index p is {@code token·k + j}; pairs grouped by expert are listed by {@code order} [P] (expert
+ * e's pairs are {@code order[offsets[e] .. offsets[e + 1])}, ascending), and {@code position} [P]
+ * is its inverse ({@code position[order[i]] = i}).
+ */
+public final class MoeHostOps {
+    private MoeHostOps() {
+    }
+
+    /** See {@link Backend#moeTopk}. */
+    public static void topk(Tensor probs, int k, boolean normalize, Tensor chosen, Tensor weights, Tensor ids) {
+        int e = probs.size(-1);
+        int t = rows(probs, e);
+        checkPairs("moeTopk", t, k, chosen, weights, ids);
+        if (k <= 0 || k > e) {
+            throw new IllegalArgumentException("moeTopk: top " + k + " of " + e + " experts");
+        }
+        float[] p = probs.contiguous().toFloatArray();
+        float[] c = new float[t * k];
+        float[] w = new float[t * k];
+        int[] id = new int[t * k];
+        boolean[] taken = new boolean[e];
+        for (int r = 0; r < t; r++) {
+            java.util.Arrays.fill(taken, false);
+            float sum = 0;
+            for (int j = 0; j < k; j++) {
+                int best = -1;
+                for (int x = 0; x < e; x++) {   // ties to the lower index
+                    if (!taken[x] && (best < 0 || p[r * e + x] > p[r * e + best])) {
+                        best = x;
+                    }
+                }
+                taken[best] = true;
+                id[r * k + j] = best;
+                c[r * k + j] = p[r * e + best];
+                sum += c[r * k + j];
+            }
+            for (int j = 0; j < k; j++) {
+                w[r * k + j] = normalize ? c[r * k + j] / sum : c[r * k + j];
+            }
+        }
+        chosen.copyFrom(Tensor.of(c, chosen.shape()));
+        weights.copyFrom(Tensor.of(w, weights.shape()));
+        ids.copyFrom(Tensor.ofInts(id, ids.shape()));
+    }
+
+    /** See {@link Backend#moeGroup}. */
+    public static void group(Tensor ids, int experts, Tensor offsets, Tensor order, Tensor position) {
+        int[] id = ints(ids);
+        int p = id.length;
+        if (offsets.numel() != experts + 1 || order.numel() != p || position.numel() != p) {
+            throw new IllegalArgumentException("moeGroup: " + p + " pairs of " + experts + " experts into offsets " + offsets
+                    + " [E + 1], order " + order + " and position " + position + " [pairs]");
+        }
+        int[] off = new int[experts + 1];
+        for (int i = 0; i < p; i++) {
+            if (id[i] < 0 || id[i] >= experts) {
+                throw new IndexOutOfBoundsException("moeGroup: pair " + i + " routed to expert " + id[i] + " of " + experts);
+            }
+            off[id[i] + 1]++;
+        }
+        for (int e = 0; e < experts; e++) {
+            off[e + 1] += off[e];
+        }
+        int[] fill = off.clone();
+        int[] ord = new int[p];
+        int[] pos = new int[p];
+        for (int i = 0; i < p; i++) {
+            int slot = fill[id[i]]++;
+            ord[slot] = i;
+            pos[i] = slot;
+        }
+        offsets.copyFrom(Tensor.ofInts(off, offsets.shape()));
+        order.copyFrom(Tensor.ofInts(ord, order.shape()));
+        position.copyFrom(Tensor.ofInts(pos, position.shape()));
+    }
+
+    /** See {@link Backend#moeGather}. */
+    public static void gather(Tensor src, Tensor order, int k, Tensor weights, Tensor dst) {
+        int h = src.size(-1);
+        int t = rows(src, h);
+        int[] ord = ints(order);
+        int p = ord.length;
+        if (dst.numel() != (long) p * h || dst.size(-1) != h || (weights != null && weights.numel() != (long) t * k)
+                || p > t * k) {
+            throw new IllegalArgumentException("moeGather: " + p + " pairs (top " + k + ") of " + src + " into " + dst
+                    + (weights == null ? "" : " weighted by " + weights));
+        }
+        float[] s = src.contiguous().toFloatArray();
+        float[] w = weights == null ? null : weights.contiguous().toFloatArray();
+        float[] d = new float[p * h];
+        for (int i = 0; i < p; i++) {
+            int pair = ord[i];
+            int tok = pair / k;
+            float scale = w == null ? 1f : w[pair];
+            for (int c = 0; c < h; c++) {
+                d[i * h + c] = w == null ? s[tok * h + c] : scale * s[tok * h + c];
+            }
+        }
+        dst.copyFrom(Tensor.of(d, dst.shape()));
+    }
+
+    /** See {@link Backend#moeCombineGrouped}. */
+    public static void combine(Tensor ys, Tensor position, Tensor weights, Tensor out, boolean accumulate) {
+        int h = out.size(-1);
+        int t = rows(out, h);
+        int[] pos = ints(position);
+        int k = t == 0 ? 1 : pos.length / t;
+        if (pos.length != t * k || ys.numel() != (long) pos.length * h || (weights != null && weights.numel() != pos.length)) {
+            throw new IllegalArgumentException("moeCombineGrouped: " + ys + " grouped rows into " + out + " through "
+                    + pos.length + " positions" + (weights == null ? "" : ", weights " + weights));
+        }
+        float[] y = ys.contiguous().toFloatArray();
+        float[] w = weights == null ? null : weights.contiguous().toFloatArray();
+        float[] o = accumulate ? out.contiguous().toFloatArray() : new float[t * h];
+        float[] acc = new float[h];
+        for (int r = 0; r < t; r++) {
+            java.util.Arrays.fill(acc, 0);
+            for (int j = 0; j < k; j++) {
+                int pair = r * k + j;
+                float scale = w == null ? 1f : w[pair];
+                int row = pos[pair];
+                for (int c = 0; c < h; c++) {
+                    acc[c] += scale * y[row * h + c];
+                }
+            }
+            for (int c = 0; c < h; c++) {
+                o[r * h + c] += acc[c];
+            }
+        }
+        out.copyFrom(Tensor.of(o, out.shape()));
+    }
+
+    /** See {@link Backend#moeWeightGrad}. */
+    public static void weightGrad(Tensor dout, Tensor ys, Tensor position, Tensor dWeight) {
+        int h = dout.size(-1);
+        int t = rows(dout, h);
+        int[] pos = ints(position);
+        int k = t == 0 ? 1 : pos.length / t;
+        if (pos.length != t * k || ys.numel() != (long) pos.length * h || dWeight.numel() != pos.length) {
+            throw new IllegalArgumentException("moeWeightGrad: dout " + dout + ", grouped outputs " + ys + ", " + pos.length
+                    + " positions into " + dWeight);
+        }
+        float[] d = dout.contiguous().toFloatArray();
+        float[] y = ys.contiguous().toFloatArray();
+        float[] g = new float[pos.length];
+        for (int pair = 0; pair < pos.length; pair++) {
+            int tok = pair / k;
+            int row = pos[pair];
+            float dot = 0;
+            for (int c = 0; c < h; c++) {
+                dot += d[tok * h + c] * y[row * h + c];
+            }
+            g[pair] = dot;
+        }
+        dWeight.copyFrom(Tensor.of(g, dWeight.shape()));
+    }
+
+    /** See {@link Backend#moeRouterBackward}. */
+    public static void routerBackward(Tensor probs, Tensor chosen, Tensor weights, Tensor ids, Tensor dWeight, boolean normalize,
+                                      Tensor dLogits) {
+        int e = probs.size(-1);
+        int t = rows(probs, e);
+        int k = t == 0 ? 1 : Math.toIntExact(ids.numel() / t);
+        checkPairs("moeRouterBackward", t, k, chosen, weights, ids);
+        if (dWeight.numel() != (long) t * k || dLogits.numel() != probs.numel()) {
+            throw new IllegalArgumentException("moeRouterBackward: dWeight " + dWeight + " [tokens, k] and dLogits " + dLogits
+                    + " like probs " + probs);
+        }
+        float[] p = probs.contiguous().toFloatArray();
+        float[] c = chosen.contiguous().toFloatArray();
+        float[] w = weights.contiguous().toFloatArray();
+        float[] dw = dWeight.contiguous().toFloatArray();
+        int[] id = ints(ids);
+        float[] dl = new float[t * e];
+        float[] dProb = new float[e];
+        for (int r = 0; r < t; r++) {
+            java.util.Arrays.fill(dProb, 0);
+            float sumChosen = 0;
+            float dotWd = 0;
+            for (int j = 0; j < k; j++) {
+                sumChosen += c[r * k + j];
+                dotWd += w[r * k + j] * dw[r * k + j];
+            }
+            for (int j = 0; j < k; j++) {
+                int s = r * k + j;
+                dProb[id[s]] += normalize ? (dw[s] - dotWd) / sumChosen : dw[s];
+            }
+            float pd = 0;
+            for (int x = 0; x < e; x++) {
+                pd += p[r * e + x] * dProb[x];
+            }
+            for (int x = 0; x < e; x++) {
+                dl[r * e + x] = p[r * e + x] * (dProb[x] - pd);
+            }
+        }
+        dLogits.copyFrom(Tensor.of(dl, dLogits.shape()));
+    }
+
+    /**
+     * See {@link Backend#moeExpertMatmul} ({@code transposed} false) and
+     * {@link Backend#moeExpertMatmulTransposed} (true), on any backend through its own matmul,
+     * dequantize and allocator: quantized experts are dequantized {@code chunk} at a time into one
+     * f32 buffer [chunk, rows·cols] (chunk ≤ 0: each multiplied through its quantized kernel), a
+     * temporary of the call.
+     */
+    public static void expertMatmul(Backend b, Tensor in, ExpertWeights w, int[] offsets, Tensor out, int chunk, boolean transposed) {
+        String op = transposed ? "moeExpertMatmulTransposed" : "moeExpertMatmul";
+        w.requireHeld(op, offsets);
+        int inCols = transposed ? w.rows() : w.cols();
+        int outCols = transposed ? w.cols() : w.rows();
+        int p = offsets[w.experts()];
+        if (in.size(-1) != inCols || in.numel() != (long) p * inCols || out.size(-1) != outCols || out.numel() != (long) p * outCols) {
+            throw new IllegalArgumentException(op + ": " + p + " grouped rows " + in + " -> " + out + " for experts ["
+                    + w.rows() + ", " + w.cols() + "]");
+        }
+        List<Integer> active = new ArrayList<>();
+        for (int e = 0; e < w.experts(); e++) {
+            if (offsets[e + 1] > offsets[e]) {
+                active.add(e);
+            }
+        }
+        Tensor buffer = null; // [chunk, rows·cols] f32
+        int c = Math.max(1, chunk);
+        for (int start = 0; start < active.size(); start += c) {
+            int end = Math.min(active.size(), start + c);
+            Tensor[] dense = new Tensor[end - start];
+            for (int i = start; i < end; i++) {
+                int e = active.get(i);
+                QuantizedTensor q = w.quantized(e);
+                if (q != null && chunk > 0) {
+                    if (buffer == null) {
+                        // a per-call temporary: released like the call's other activations when dropped
+                        buffer = b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, Math.min(c, active.size()),
+                                (long) w.rows() * w.cols());
+                    }
+                    dense[i - start] = buffer.select(0, i - start).reshape(w.rows(), w.cols());
+                    b.dequantize(q, dense[i - start]);
+                } else {
+                    dense[i - start] = w.dense(e);
+                }
+            }
+            for (int i = start; i < end; i++) {
+                int e = active.get(i);
+                Tensor x = in.reshape((long) p, inCols).slice(0, offsets[e], offsets[e + 1]);
+                Tensor y = out.reshape((long) p, outCols).slice(0, offsets[e], offsets[e + 1]);
+                Tensor d = dense[i - start];
+                if (d != null && transposed) {
+                    b.matmulTransposed(x, d, y);
+                } else if (d != null) {
+                    b.matmul(x, d, y);
+                } else if (transposed) {
+                    b.matmulQuantizedTransposed(x, w.quantized(e), y);
+                } else {
+                    b.matmulQuantized(x, w.quantized(e), y);
+                }
+            }
+        }
+    }
+
+    private static int rows(Tensor t, int cols) {
+        return Math.toIntExact(t.numel() / Math.max(1, cols));
+    }
+
+    private static void checkPairs(String op, int t, int k, Tensor chosen, Tensor weights, Tensor ids) {
+        long p = (long) t * k;
+        if (chosen.numel() != p || weights.numel() != p || ids.numel() != p || chosen.dtype() != DType.F32
+                || weights.dtype() != DType.F32 || (ids.dtype() != DType.I32 && ids.dtype() != DType.I64)) {
+            throw new IllegalArgumentException(op + ": chosen " + chosen + ", weights " + weights + " (f32) and ids " + ids
+                    + " (i32) must be [" + t + ", " + k + "]");
+        }
+    }
+
+    private static int[] ints(Tensor t) {
+        long[] v = t.contiguous().toLongArray();
+        int[] out = new int[v.length];
+        for (int i = 0; i < v.length; i++) {
+            out[i] = Math.toIntExact(v[i]);
+        }
+        return out;
+    }
+}

@@ -1,0 +1,163 @@
+package org.orbitrl.kernels.cuda;
+
+import org.orbitrl.kernels.ExpertWeights;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.quant.QuantizedTensor;
+
+/**
+ * The mixture-of-experts operations of a {@link CudaBackend} ({@link CudaBackend#moe()}): the decode
+ * products over stacked quantized experts, the device routing buffer and the chunked products for
+ * large token counts, and the grouped block of training and prefill (the {@code moe*} operations of
+ * {@link org.orbitrl.kernels.Backend}, which the backend forwards here).
+ */
+public final class CudaMoe {
+    private final CudaContext ctx;
+    private final CudaMatmulOps matmul;
+    private final CudaMoeOps ops;
+    private final CudaMoeTrain train;
+
+    CudaMoe(CudaContext ctx, CudaRowOps rowOps, CudaMatmulOps matmul, CudaBackend backend) {
+        this.ctx = ctx;
+        this.matmul = matmul;
+        this.ops = new CudaMoeOps(ctx, matmul, matmul.qgemv);
+        this.train = new CudaMoeTrain(ctx, rowOps, matmul, backend);
+    }
+
+    /**
+     * Mixture-of-experts decode in one launch: for every (token, expert) pair p,
+     * {@code y[p] = x[row] · W[ids[p]]ᵀ} with the fused dequantize-GEMV.
+     *
+     * @param x          f32 [tokens, K] (each token's experts read its row: gate and up projections) or
+     *                   [tokens·topk, K] (one row per pair: the down projection)
+     * @param experts    the layer's experts stacked as one quantized [E·N, K] matrix (expert e: rows e·N ..)
+     * @param numExperts E
+     * @param ids        i32 [tokens, topk], the experts each token is routed to; an id outside [0, E) is
+     *                   reported by the next {@link CudaBackend#synchronize} as {@link IndexOutOfBoundsException}
+     * @param y          f32 with tokens·topk·N elements, row p = pair p
+     */
+    public void moeMatmulQuantized(Tensor x, QuantizedTensor experts, int numExperts, Tensor ids, Tensor y) {
+        ctx.device.bind();
+        matmul.moeMatmulQuantized(x, experts, numExperts, ids, y);
+    }
+
+    /** A routing buffer for a layer of {@code numExperts} experts and up to {@code maxPairs} (token, expert) pairs. */
+    public MoeRouting moeRouting(int numExperts, int maxPairs) {
+        ctx.device.bind();
+        return new MoeRouting(ctx.allocator, numExperts, maxPairs);
+    }
+
+    /**
+     * Groups the pairs of {@code ids} (i32 [tokens, topk]) by expert into {@code routing}, on the device
+     * (one launch, capturable in a CUDA graph). An id outside the layer's experts is reported by the
+     * next {@link CudaBackend#synchronize} as {@link IndexOutOfBoundsException}.
+     */
+    public void moeRoute(Tensor ids, MoeRouting routing) {
+        ctx.device.bind();
+        ops.route(ids, routing);
+    }
+
+    /**
+     * {@code y[p] = x[p or p / topk] · W[e(p)]ᵀ} for every routed pair p, each active expert's weight
+     * read once (the fused dequantize-GEMV over the expert's pairs): the decode path at any batch.
+     *
+     * @param x       f32 or bf16 [tokens, K] (shared by a token's experts) or [tokens·topk, K]
+     * @param experts quantized [E·N, K], expert e's rows at e·N
+     * @param y       f32 with tokens·topk·N elements, row p = pair p
+     */
+    public void moeMatmulGrouped(Tensor x, QuantizedTensor experts, MoeRouting routing, Tensor y) {
+        ctx.device.bind();
+        ops.grouped(x, experts, routing, y);
+    }
+
+    /**
+     * The same product for large token counts (prefill, training): {@code chunkExperts} active experts
+     * at a time are dequantized into one reused bf16 buffer and multiplied through cuBLAS (x rounded to
+     * bf16, f32 accumulation). Reads the per-expert counts on the host (one synchronisation).
+     */
+    public void moeMatmulChunked(Tensor x, QuantizedTensor experts, MoeRouting routing, Tensor y, int chunkExperts) {
+        ctx.device.bind();
+        ops.chunked(x, experts, routing, y, chunkExperts);
+    }
+
+    /**
+     * The activation gradient through the frozen experts: {@code dx[p] = dy[p] · W[e(p)]} (dy f32
+     * [pairs, N], dx f32 [pairs, K], one row per pair; a token's rows are summed by the caller). The
+     * weight gradient is never formed. Chunked as {@link #moeMatmulChunked}.
+     */
+    public void moeBackwardInput(Tensor dy, QuantizedTensor experts, MoeRouting routing, Tensor dx, int chunkExperts) {
+        ctx.device.bind();
+        ops.backwardInput(dy, experts, routing, dx, chunkExperts);
+    }
+
+    /**
+     * The router of a mixture-of-experts layer in one launch: logits {@code x · wᵀ} (x f32 [tokens, H],
+     * w bf16 [E, H], f32 accumulation), softmax over the experts, the {@code topk} largest probabilities
+     * in descending order (ties to the lower expert) into values f32 [tokens, topk] and indices i32
+     * [tokens, topk], divided by their sum when {@code normalize} (Qwen3's norm_topk_prob).
+     */
+    public void moeRouterTopk(Tensor x, Tensor w, int topk, boolean normalize, Tensor values, Tensor indices) {
+        ctx.device.bind();
+        ops.routerTopk(x, w, topk, normalize, values, indices);
+    }
+
+    /**
+     * {@code out[t] (+)= Σ_j w[t, j]·ys[t·topk + j]}, divided by {@code Σ_j w[t, j]} when {@code normalize}:
+     * the routed experts' outputs weighted into each token's row (ys f32 [tokens·topk, H], weights f32
+     * [tokens, topk], out f32 [tokens, H]; {@code accumulate} adds into out, e.g. the residual stream).
+     */
+    public void moeCombine(Tensor ys, Tensor weights, boolean normalize, Tensor out, boolean accumulate) {
+        ctx.device.bind();
+        ops.combine(ys, weights, normalize, out, accumulate);
+    }
+
+    // ------------------------------------------------------------------ the grouped block (Backend's moe* contracts)
+
+    /** See {@link org.orbitrl.kernels.Backend#moeTopk}. */
+    public void moeTopk(Tensor probs, int k, boolean normalize, Tensor chosen, Tensor weights, Tensor ids) {
+        ctx.device.bind();
+        train.topk(probs, k, normalize, chosen, weights, ids);
+    }
+
+    /** See {@link org.orbitrl.kernels.Backend#moeGroup}; an id out of range is reported by the next {@link CudaBackend#synchronize}. */
+    public void moeGroup(Tensor ids, int experts, Tensor offsets, Tensor order, Tensor position) {
+        ctx.device.bind();
+        train.group(ids, experts, offsets, order, position);
+    }
+
+    /** See {@link org.orbitrl.kernels.Backend#moeGather}. */
+    public void moeGather(Tensor src, Tensor order, int k, Tensor weights, Tensor dst) {
+        ctx.device.bind();
+        train.gather(src, order, k, weights, dst);
+    }
+
+    /** See {@link org.orbitrl.kernels.Backend#moeExpertMatmul}: chunked bf16 dequantization and one cuBLAS GEMM per expert. */
+    public void moeExpertMatmul(Tensor xs, ExpertWeights experts, int[] offsets, Tensor ys, int chunk) {
+        ctx.device.bind();
+        train.expertMatmul(xs, experts, offsets, ys, chunk, false);
+    }
+
+    /** See {@link org.orbitrl.kernels.Backend#moeExpertMatmulTransposed}. */
+    public void moeExpertMatmulTransposed(Tensor dys, ExpertWeights experts, int[] offsets, Tensor dxs, int chunk) {
+        ctx.device.bind();
+        train.expertMatmul(dys, experts, offsets, dxs, chunk, true);
+    }
+
+    /** See {@link org.orbitrl.kernels.Backend#moeCombineGrouped}. */
+    public void moeCombineGrouped(Tensor ys, Tensor position, Tensor weights, Tensor out, boolean accumulate) {
+        ctx.device.bind();
+        train.combine(ys, position, weights, out, accumulate);
+    }
+
+    /** See {@link org.orbitrl.kernels.Backend#moeWeightGrad}. */
+    public void moeWeightGrad(Tensor dout, Tensor ys, Tensor position, Tensor dWeight) {
+        ctx.device.bind();
+        train.weightGrad(dout, ys, position, dWeight);
+    }
+
+    /** See {@link org.orbitrl.kernels.Backend#moeRouterBackward}. */
+    public void moeRouterBackward(Tensor probs, Tensor chosen, Tensor weights, Tensor ids, Tensor dWeight, boolean normalize,
+                                  Tensor dLogits) {
+        ctx.device.bind();
+        train.routerBackward(probs, chosen, weights, ids, dWeight, normalize, dLogits);
+    }
+}

@@ -1,0 +1,227 @@
+package org.orbitrl.kernels.cuda;
+
+import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.ExpertWeights;
+import org.orbitrl.kernels.MoeHostOps;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.quant.QuantizedTensor;
+
+import java.lang.foreign.Arena;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.SplittableRandom;
+
+/**
+ * The grouped mixture-of-experts operations of the CUDA backend ({@code moe*}, {@code moe_train.cu})
+ * against their host implementations ({@link MoeHostOps}) on seeded random data, with ragged
+ * routings (experts without pairs). Routing choices, groupings and row moves are exact; sums whose
+ * order differs within 1e-6 + 1e-5·|ref|; the chunked bf16 expert products within
+ * 1e-5 + 8e-3·Σ|x·w| (x and the dequantized weights rounded to bf16, f32 accumulation).
+ */
+class CudaMoeTrainTest extends CudaTestBase {
+    static final int T = 37;
+    static final int K = 4;
+    static final int E = 16;
+
+    @Test
+    void topkAndGroupingAreExact() {
+        SplittableRandom r = rng(301);
+        Tensor probs = softmax(randn(r, 3f, T, E));
+        for (boolean normalize : new boolean[]{false, true}) {
+            Tensor[] ref = {host(DType.F32, T, K), host(DType.F32, T, K), host(DType.I32, T, K)};
+            MoeHostOps.topk(probs, K, normalize, ref[0], ref[1], ref[2]);
+            Tensor c = poisoned(DType.F32, T, K);
+            Tensor w = poisoned(DType.F32, T, K);
+            Tensor ids = poisoned(DType.I32, T, K);
+            gpu.moeTopk(dev(probs), K, normalize, c, w, ids);
+            assertClose("moeTopk chosen", ref[0].toFloatArray(), gpu.toHost(c).toFloatArray(), 0, 0);
+            assertClose("moeTopk weights, normalize " + normalize, ref[1].toFloatArray(), gpu.toHost(w).toFloatArray(), 0, 1e-6);
+            assertExact("moeTopk ids", ref[2].toLongArray(), gpu.toHost(ids).toLongArray());
+        }
+        int[] ids = raggedIds(r);
+        Tensor hIds = Tensor.ofInts(ids, T, K);
+        Tensor[] ref = {host(DType.I32, E + 1), host(DType.I32, T * K), host(DType.I32, T * K)};
+        MoeHostOps.group(hIds, E, ref[0], ref[1], ref[2]);
+        Tensor off = poisoned(DType.I32, E + 1);
+        Tensor order = poisoned(DType.I32, T * K);
+        Tensor pos = poisoned(DType.I32, T * K);
+        gpu.moeGroup(dev(hIds), E, off, order, pos);
+        assertExact("moeGroup offsets", ref[0].toLongArray(), gpu.toHost(off).toLongArray());
+        assertExact("moeGroup order", ref[1].toLongArray(), gpu.toHost(order).toLongArray());
+        assertExact("moeGroup position", ref[2].toLongArray(), gpu.toHost(pos).toLongArray());
+    }
+
+    @Test
+    void rowMovesAndRoutingGradientsMatchTheHost() {
+        SplittableRandom r = rng(302);
+        int h = 96;
+        int p = T * K;
+        Tensor hIds = Tensor.ofInts(raggedIds(r), T, K);
+        Tensor off = host(DType.I32, E + 1);
+        Tensor order = host(DType.I32, p);
+        Tensor pos = host(DType.I32, p);
+        MoeHostOps.group(hIds, E, off, order, pos);
+        Tensor x = randn(r, 1f, T, h);
+        Tensor w = randn(r, 1f, T, K);
+        Tensor ys = randn(r, 1f, p, h);
+        for (Tensor weights : new Tensor[]{null, w}) {
+            Tensor ref = host(DType.F32, p, h);
+            MoeHostOps.gather(x, order, K, weights, ref);
+            Tensor got = poisoned(DType.F32, p, h);
+            gpu.moeGather(dev(x), dev(order), K, weights == null ? null : dev(weights), got);
+            assertClose("moeGather" + (weights == null ? "" : " weighted"), ref.toFloatArray(), gpu.toHost(got).toFloatArray(), 0, 1e-7);
+            for (boolean acc : new boolean[]{false, true}) {
+                Tensor start = randn(r, 1f, T, h);
+                Tensor cref = host(DType.F32, T, h);
+                cref.copyFrom(start);
+                MoeHostOps.combine(ys, pos, weights, cref, acc);
+                Tensor cgot = dev(start);
+                gpu.moeCombineGrouped(dev(ys), dev(pos), weights == null ? null : dev(weights), cgot, acc);
+                assertClose("moeCombineGrouped accumulate " + acc, cref.toFloatArray(), gpu.toHost(cgot).toFloatArray(), 1e-6, 1e-5);
+            }
+        }
+        Tensor dref = host(DType.F32, T, K);
+        MoeHostOps.weightGrad(x, ys, pos, dref);
+        Tensor dgot = poisoned(DType.F32, T, K);
+        gpu.moeWeightGrad(dev(x), dev(ys), dev(pos), dgot);
+        assertClose("moeWeightGrad", dref.toFloatArray(), gpu.toHost(dgot).toFloatArray(), 1e-5, 1e-5);
+
+        Tensor probs = softmax(randn(r, 3f, T, E));
+        for (boolean normalize : new boolean[]{false, true}) {
+            Tensor c = host(DType.F32, T, K);
+            Tensor rw = host(DType.F32, T, K);
+            Tensor ids = host(DType.I32, T, K);
+            MoeHostOps.topk(probs, K, normalize, c, rw, ids);
+            Tensor dw = randn(r, 1f, T, K);
+            Tensor lref = host(DType.F32, T, E);
+            MoeHostOps.routerBackward(probs, c, rw, ids, dw, normalize, lref);
+            Tensor lgot = poisoned(DType.F32, T, E);
+            gpu.moeRouterBackward(dev(probs), dev(c), dev(rw), dev(ids), dev(dw), normalize, lgot);
+            assertClose("moeRouterBackward normalize " + normalize, lref.toFloatArray(), gpu.toHost(lgot).toFloatArray(), 1e-6, 1e-5);
+        }
+    }
+
+    @Test
+    void chunkedExpertProductsMatchTheHostForEveryChunkAndWeightForm() {
+        SplittableRandom r = rng(303);
+        int e = 8;
+        int n = 64;
+        int k = 96;
+        int tokens = 29;
+        int topk = 2;
+        int p = tokens * topk;
+        int[] ids = new int[p];
+        for (int i = 0; i < p; i++) {
+            ids[i] = 1 + r.nextInt(e - 3);   // experts 0, 6 and 7 get no pair
+        }
+        Tensor off = host(DType.I32, e + 1);
+        MoeHostOps.group(Tensor.ofInts(ids, tokens, topk), e, off, host(DType.I32, p), host(DType.I32, p));
+        int[] offsets = ints(off);
+        QuantizedTensor[] q = new QuantizedTensor[e];
+        Tensor[] dense = new Tensor[e];
+        float[][] wf = new float[e][];
+        for (int x = 0; x < e; x++) {
+            q[x] = CudaQuantTest.random("int4-g32", r, n, k);
+            dense[x] = host(DType.F32, n, k);
+            cpu.dequantize(q[x], dense[x]);
+            wf[x] = dense[x].toFloatArray();
+        }
+        List<Tensor> devWeights = new ArrayList<>();
+        QuantizedTensor[] qd = new QuantizedTensor[e];
+        Tensor[] f32d = new Tensor[e];
+        Tensor[] bf16d = new Tensor[e];
+        for (int x = 0; x < e; x++) {
+            qd[x] = gpu.toDevice(q[x]);
+            devWeights.add(qd[x].codes());
+            devWeights.add(qd[x].scales());
+            f32d[x] = dev(dense[x]);
+            bf16d[x] = dev(dense[x].to(DType.BF16));
+        }
+        try {
+            ExpertWeights hostW = new ExpertWeights(n, k, new Tensor[e], q);
+            ExpertWeights[] forms = {new ExpertWeights(n, k, new Tensor[e], qd), new ExpertWeights(n, k, f32d, new QuantizedTensor[e]),
+                    new ExpertWeights(n, k, bf16d, new QuantizedTensor[e])};
+            String[] names = {"int4-g32", "f32", "bf16"};
+            for (boolean transposed : new boolean[]{false, true}) {
+                int inCols = transposed ? n : k;
+                int outCols = transposed ? k : n;
+                Tensor in = randn(r, 1f, p, inCols);
+                Tensor ref = host(DType.F32, p, outCols);
+                MoeHostOps.expertMatmul(cpu, in, hostW, offsets, ref, 1, transposed);
+                double[] tol = tolerance(in.toFloatArray(), wf, offsets, n, k, transposed);
+                for (int f = 0; f < forms.length; f++) {
+                    for (int chunk : new int[]{1, 3, e}) {
+                        Tensor got = poisoned(DType.F32, p, outCols);
+                        if (transposed) {
+                            gpu.moeExpertMatmulTransposed(dev(in), forms[f], offsets, got, chunk);
+                        } else {
+                            gpu.moeExpertMatmul(dev(in), forms[f], offsets, got, chunk);
+                        }
+                        assertWithin((transposed ? "moeExpertMatmulTransposed " : "moeExpertMatmul ") + names[f] + " chunk " + chunk,
+                                ref.toFloatArray(), gpu.toHost(got).toFloatArray(), tol);
+                    }
+                }
+            }
+        } finally {
+            gpu.synchronize();
+            devWeights.forEach(gpu::free);
+        }
+    }
+
+    /** 1e-5 + 8e-3·Σ|x·w| per output of the grouped product. */
+    private static double[] tolerance(float[] in, float[][] w, int[] offsets, int n, int k, boolean transposed) {
+        int inCols = transposed ? n : k;
+        int outCols = transposed ? k : n;
+        int p = offsets[offsets.length - 1];
+        double[] tol = new double[p * outCols];
+        for (int e = 0; e + 1 < offsets.length; e++) {
+            for (int i = offsets[e]; i < offsets[e + 1]; i++) {
+                for (int o = 0; o < outCols; o++) {
+                    double s = 0;
+                    for (int c = 0; c < inCols; c++) {
+                        float wv = transposed ? w[e][c * k + o] : w[e][o * k + c];
+                        s += Math.abs((double) in[i * inCols + c] * wv);
+                    }
+                    tol[i * outCols + o] = 1e-5 + 8e-3 * s;
+                }
+            }
+        }
+        return tol;
+    }
+
+    /** Token-major ids over E experts where experts 3, 7 and 11 never appear and a token's experts are distinct. */
+    private static int[] raggedIds(SplittableRandom r) {
+        int[] ids = new int[T * K];
+        for (int t = 0; t < T; t++) {
+            List<Integer> pool = new ArrayList<>();
+            for (int e = 0; e < E; e++) {
+                if (e != 3 && e != 7 && e != 11) {
+                    pool.add(e);
+                }
+            }
+            for (int j = 0; j < K; j++) {
+                ids[t * K + j] = pool.remove(r.nextInt(pool.size()));
+            }
+        }
+        return ids;
+    }
+
+    private static Tensor softmax(Tensor logits) {
+        cpu.softmax(logits);
+        return logits;
+    }
+
+    private static Tensor host(DType dtype, long... shape) {
+        return Tensor.allocate(Arena.ofAuto(), dtype, shape);
+    }
+
+    private static int[] ints(Tensor t) {
+        long[] v = t.toLongArray();
+        int[] out = new int[v.length];
+        for (int i = 0; i < v.length; i++) {
+            out[i] = (int) v[i];
+        }
+        return out;
+    }
+}

@@ -1,0 +1,244 @@
+package org.orbitrl.model.arch;
+
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.ExpertWeights;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.kernels.quant.QuantizedTensor;
+import org.orbitrl.model.nn.Linear;
+import org.orbitrl.model.nn.Weight;
+
+/**
+ * The sparse MoE block with every step in backend memory, grouped by expert: the router, softmax,
+ * top-k and renormalisation ({@link Backend#moeTopk}), the pairs grouped by expert
+ * ({@link Backend#moeGroup}; the per-expert counts are the one host read of a call), the gate, up
+ * and down products over each expert's contiguous rows ({@link Backend#moeExpertMatmul}, quantized
+ * experts dequantized C at a time into one reused buffer), each expert's adapters on its rows, and
+ * the weighted combination. Backward mirrors it: the routing-weight gradient and the rows' output
+ * gradients on the device, the activation gradient through the frozen experts (never a base
+ * weight gradient), the adapters' gradients per expert, and the router backward through the
+ * top-k renormalisation and the softmax.
+ *
+ * <p>Adapters: an expert projection's LoRA runs over all experts' rows at once ({@link ExpertLora});
+ * any other hook that keeps the base input runs on its expert's rows; {@link #supports} is false when an enabled hook
+ * transforms the base input (OFT), and the block then runs per expert instead.
+ */
+final class GroupedMoe {
+    private final ExpertWeights gate;   // E x [I, hidden]
+    private final ExpertWeights up;     // E x [I, hidden]
+    private final ExpertWeights down;   // E x [hidden, I]
+
+    /** What backward needs; grouped tensors are in expert order, [P = tokens·k, ...]. */
+    static final class Tape {
+        Tensor x;         // [N, hidden]
+        Tensor probs;     // [N, E] softmax of the router logits
+        Tensor chosen;    // [N, k] the chosen probabilities
+        Tensor weights;   // [N, k] the routing weights (renormalised when the model asks)
+        Tensor ids;       // i32 [N, k]
+        Tensor order;     // i32 [P]
+        Tensor position;  // i32 [P]
+        int[] offsets;    // [E + 1], host
+        Tensor xs;        // [P, hidden] the input rows of the pairs
+        Tensor g;         // [P, I]
+        Tensor u;         // [P, I]
+        Tensor act;       // [P, I] silu(g)·u
+        Tensor ys;        // [P, hidden] unweighted expert outputs
+    }
+
+    private GroupedMoe(ExpertWeights gate, ExpertWeights up, ExpertWeights down) {
+        this.gate = gate;
+        this.up = up;
+        this.down = down;
+    }
+
+    /** The experts' weights as per-projection sets (shared, not copied); null when a rank lacks an expert or one has a bias. */
+    static GroupedMoe of(DenseMlp[] experts) {
+        for (DenseMlp e : experts) {
+            if (e == null || e.gate.bias() != null || e.up.bias() != null || e.down.bias() != null) {
+                return null;
+            }
+        }
+        return new GroupedMoe(weights(experts, 0), weights(experts, 1), weights(experts, 2));
+    }
+
+    private static ExpertWeights weights(DenseMlp[] experts, int which) {
+        Tensor[] dense = new Tensor[experts.length];
+        QuantizedTensor[] quantized = new QuantizedTensor[experts.length];
+        Linear first = linear(experts[0], which);
+        for (int e = 0; e < experts.length; e++) {
+            Weight w = linear(experts[e], which).weight();
+            if (w instanceof Weight.Quantized q) {
+                quantized[e] = q.w();
+            } else if (w instanceof Weight.Dense d) {
+                dense[e] = d.w();
+            }
+        }
+        return new ExpertWeights(first.out(), first.in(), dense, quantized);
+    }
+
+    private static Linear[] linears(DenseMlp[] experts, int which) {
+        Linear[] out = new Linear[experts.length];
+        for (int e = 0; e < out.length; e++) {
+            out[e] = linear(experts[e], which);
+        }
+        return out;
+    }
+
+    private static Linear linear(DenseMlp m, int which) {
+        return which == 0 ? m.gate : which == 1 ? m.up : m.down;
+    }
+
+    /** True unless an enabled adapter on an expert projection transforms the base input (probed on one row). */
+    static boolean supports(Backend b, DenseMlp[] experts) {
+        TensorAllocator a = b.allocator();
+        Tensor probeIn = null;    // [1, hidden]
+        Tensor probeMid = null;   // [1, I]
+        for (DenseMlp m : experts) {
+            for (int which = 0; which < 3; which++) {
+                Linear l = linear(m, which);
+                Linear.AdapterHook h = l.adapter();
+                if (h == null || !h.enabled()) {
+                    continue;
+                }
+                Tensor probe;
+                if (which < 2) {
+                    probe = probeIn = probeIn != null ? probeIn : a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, 1, l.in());
+                } else {
+                    probe = probeMid = probeMid != null ? probeMid : a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, 1, l.in());
+                }
+                if (h.baseInput(b, probe) != probe) {
+                    return false;
+                }
+            }
+        }
+        return true;
+    }
+
+    /** x [N, hidden] -> out [N, hidden] (overwritten). */
+    void forward(Backend b, SparseMoe moe, Tensor x, Tensor out, Tape tape, int chunk) {
+        TensorAllocator a = b.allocator();
+        int n = x.size(0);
+        int h = x.size(1);
+        int e = gate.experts();
+        int k = moe.topK();
+        int inter = gate.rows();
+        int p = n * k;
+        Tensor probs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, e);     // [N, E]
+        moe.router.forward(b, x, probs);
+        b.softmax(probs);
+        Tensor chosen = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, k);    // [N, k]
+        Tensor weights = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, k);   // [N, k]
+        Tensor ids = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, n, k);       // [N, k]
+        b.moeTopk(probs, k, moe.normTopK(), chosen, weights, ids);
+        Tensor offsetsDev = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, e + 1); // [E + 1]
+        Tensor order = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, p);          // [P]
+        Tensor position = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, p);       // [P]
+        b.moeGroup(ids, e, offsetsDev, order, position);
+        int[] offsets = ints(a.toHost(offsetsDev));   // the per-expert counts: the one host read
+        Tensor xs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, h);      // [P, hidden]
+        b.moeGather(x, order, k, null, xs);
+        Tensor g = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);   // [P, I]
+        Tensor u = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);   // [P, I]
+        b.moeExpertMatmul(xs, gate, offsets, g, chunk);
+        b.moeExpertMatmul(xs, up, offsets, u, chunk);
+        adaptersForward(b, moe.experts, 0, offsets, xs, g);
+        adaptersForward(b, moe.experts, 1, offsets, xs, u);
+        Tensor act = tape == null ? g : a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter); // [P, I]
+        b.swiglu(g, u, act);
+        Tensor ys = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, h);      // [P, hidden]
+        b.moeExpertMatmul(act, down, offsets, ys, chunk);
+        adaptersForward(b, moe.experts, 2, offsets, act, ys);
+        b.moeCombineGrouped(ys, position, weights, out, false);
+        if (tape != null) {
+            tape.x = x;
+            tape.probs = probs;
+            tape.chosen = chosen;
+            tape.weights = weights;
+            tape.ids = ids;
+            tape.order = order;
+            tape.position = position;
+            tape.offsets = offsets;
+            tape.xs = xs;
+            tape.g = g;
+            tape.u = u;
+            tape.act = act;
+            tape.ys = ys;
+        }
+    }
+
+    /** dout [N, hidden] -> dx [N, hidden] (overwritten); the experts' adapters accumulate their gradients. */
+    void backward(Backend b, SparseMoe moe, Tape t, Tensor dout, Tensor dx, int chunk) {
+        TensorAllocator a = b.allocator();
+        int n = dout.size(0);
+        int h = dout.size(1);
+        int k = moe.topK();
+        int inter = gate.rows();
+        int p = n * k;
+        Tensor dys = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, h);        // [P, hidden] = w · dout[token]
+        b.moeGather(dout, t.order, k, t.weights, dys);
+        Tensor dWeight = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, k);    // [N, k]
+        b.moeWeightGrad(dout, t.ys, t.position, dWeight);
+        Tensor dact = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);   // [P, I]
+        b.moeExpertMatmulTransposed(dys, down, t.offsets, dact, chunk);
+        adaptersBackward(b, moe.experts, 2, t.offsets, t.act, dys, dact);
+        Tensor dg = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);     // [P, I]
+        Tensor du = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);     // [P, I]
+        b.swigluBackward(t.g, t.u, dact, dg, du);
+        Tensor dxs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, h);        // [P, hidden]
+        Tensor tmp = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, h);        // [P, hidden]
+        b.moeExpertMatmulTransposed(dg, gate, t.offsets, dxs, chunk);
+        adaptersBackward(b, moe.experts, 0, t.offsets, t.xs, dg, dxs);
+        b.moeExpertMatmulTransposed(du, up, t.offsets, tmp, chunk);
+        adaptersBackward(b, moe.experts, 1, t.offsets, t.xs, du, tmp);
+        b.add(dxs, tmp, dxs);
+        b.moeCombineGrouped(dxs, t.position, null, dx, false);
+        Tensor dLogits = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, gate.experts()); // [N, E]
+        b.moeRouterBackward(t.probs, t.chosen, t.weights, t.ids, dWeight, moe.normTopK(), dLogits);
+        Tensor dxr = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);        // [N, hidden]
+        moe.router.backward(b, t.x, dLogits, dxr);
+        b.add(dx, dxr, dx);
+    }
+
+    /** Each active expert's enabled adapter adds its delta into y's rows of that expert, from x's rows. */
+    private static void adaptersForward(Backend b, DenseMlp[] experts, int which, int[] offsets, Tensor x, Tensor y) {
+        ExpertLora lora = ExpertLora.of(linears(experts, which));
+        if (lora != null) {
+            lora.forward(b, offsets, x, y);
+            return;
+        }
+        for (int e = 0; e < experts.length; e++) {
+            Linear.AdapterHook hook = linear(experts[e], which).adapter();
+            if (hook != null && hook.enabled() && offsets[e + 1] > offsets[e]) {
+                hook.forward(b, x.slice(0, offsets[e], offsets[e + 1]), y.slice(0, offsets[e], offsets[e + 1]));
+            }
+        }
+    }
+
+    /** Each active expert's enabled adapter: its share of dx's rows, and its own parameter gradients. */
+    private static void adaptersBackward(Backend b, DenseMlp[] experts, int which, int[] offsets, Tensor x, Tensor dy, Tensor dx) {
+        ExpertLora lora = ExpertLora.of(linears(experts, which));
+        if (lora != null) {
+            lora.backward(b, offsets, x, dy, dx);
+            return;
+        }
+        for (int e = 0; e < experts.length; e++) {
+            Linear.AdapterHook hook = linear(experts[e], which).adapter();
+            if (hook != null && hook.enabled() && offsets[e + 1] > offsets[e]) {
+                long s = offsets[e];
+                long end = offsets[e + 1];
+                hook.backward(b, x.slice(0, s, end), dy.slice(0, s, end), dx.slice(0, s, end));
+            }
+        }
+    }
+
+    private static int[] ints(Tensor t) {
+        long[] v = t.toLongArray();
+        int[] out = new int[v.length];
+        for (int i = 0; i < v.length; i++) {
+            out[i] = (int) v[i];
+        }
+        return out;
+    }
+}

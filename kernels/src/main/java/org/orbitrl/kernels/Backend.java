@@ -181,6 +181,16 @@ public interface Backend extends AutoCloseable {
         PolicyOps.tokenLogProbsBackward(logits, rows, tokens, dLogp, temperature, dLogits);
     }
 
+    /**
+     * Draws one token per request from rows of logits f32 [R, V]: requests i32 [{@link SamplingOps#FIELDS}, B]
+     * (field-major: row, top-k, stream key, temperature, top-p, min-p), tokens i32 [B], sampledLogp
+     * f32 [B] (the token's log-probability under the filtered distribution). A pure function of the
+     * row and the request, the same on every backend: see {@link SamplingOps}.
+     */
+    default void sampleTokens(Tensor logits, Tensor requests, Tensor tokens, Tensor sampledLogp) {
+        SamplingOps.sampleTokens(logits, requests, tokens, sampledLogp);
+    }
+
     /** One AdamW update of a parameter and its moments, in place. See {@link OptimizerOps#adamw}. */
     default void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, OptimizerOps.AdamWStep step) {
         OptimizerOps.adamw(param, grad, m, v, step);

@@ -538,8 +538,13 @@ public final class CudaBackend implements Backend {
      * @param kvHeads   Hkv
      * @param out       f32 [B, Hq, Dv]
      */
+    @Override
     public void pagedDecodeAttention(Tensor q, Tensor kCache, Tensor vCache, Tensor tables, Tensor lens, int blockSize, int kvHeads,
                                      Tensor out, AttentionSpec spec) {
+        if (exact) {   // the per-sequence attention kernel: a decode step equals the training forward bit for bit
+            Backend.super.pagedDecodeAttention(q, kCache, vCache, tables, lens, blockSize, kvHeads, out, spec);
+            return;
+        }
         ctx.device.bind();
         attentionOps.flash.pagedDecode(q, kCache, vCache, tables, lens, blockSize, kvHeads, out, spec);
     }
@@ -568,6 +573,7 @@ public final class CudaBackend implements Backend {
      * {@code k[b]} and {@code v[b]} (k f32 [B, Hkv·D], v f32 [B, Hkv·Dv], slots i32 [B]; a negative slot
      * skips the sequence). No bounds check on slots: they come from the caller's block tables.
      */
+    @Override
     public void pagedKvWrite(Tensor k, Tensor v, Tensor kCache, Tensor vCache, Tensor slots) {
         ctx.device.bind();
         attentionOps.flash.pagedKvWrite(k, v, kCache, vCache, slots);

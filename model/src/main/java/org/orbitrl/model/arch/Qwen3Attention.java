@@ -7,6 +7,7 @@ import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.RopeTable;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.model.kv.PagedDecode;
 import org.orbitrl.model.nn.Linear;
 
 import java.util.List;
@@ -67,6 +68,12 @@ final class Qwen3Attention {
      */
     void forward(Backend b, Tensor x, Tensor positions, List<CausalLM.Segment> batch, RopeTable rope, Tensor out,
                  Tape tape) {
+        forward(b, x, positions, batch, rope, out, tape, null);
+    }
+
+    /** As above; with {@code decode} (a decode step over one paged pool) the cache work is one write and one attention. */
+    void forward(Backend b, Tensor x, Tensor positions, List<CausalLM.Segment> batch, RopeTable rope, Tensor out,
+                 Tape tape, PagedDecode decode) {
         TensorAllocator a = b.allocator();
         int n = x.size(0);
         Tensor qs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) heads * headDim);   // [N, Hq*D]
@@ -91,20 +98,24 @@ final class Qwen3Attention {
         b.rope(k3, positions, rope);
         Tensor v3 = vs.reshape(n, kvHeads, headDim);
         Tensor attn = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, headDim); // [N, Hq, D]
-        int start = 0;
-        for (CausalLM.Segment s : batch) {
-            int t = s.tokens().length;
-            SequenceCache cache = s.cache();
-            Tensor qSeg = q3.slice(0, start, start + t);
-            if (cache == null) {
-                b.attention(qSeg, k3.slice(0, start, start + t), v3.slice(0, start, start + t),
-                        attn.slice(0, start, start + t), 0, spec);
-            } else {
-                int past = cache.length();
-                cache.write(layer, k3.slice(0, start, start + t), v3.slice(0, start, start + t));
-                cache.attend(b, layer, qSeg, attn.slice(0, start, start + t), past, past + t, spec);
+        if (decode != null) {
+            decode.layer(b, layer, q3, k3, v3, attn, spec);
+        } else {
+            int start = 0;
+            for (CausalLM.Segment s : batch) {
+                int t = s.tokens().length;
+                SequenceCache cache = s.cache();
+                Tensor qSeg = q3.slice(0, start, start + t);
+                if (cache == null) {
+                    b.attention(qSeg, k3.slice(0, start, start + t), v3.slice(0, start, start + t),
+                            attn.slice(0, start, start + t), 0, spec);
+                } else {
+                    int past = cache.length();
+                    cache.write(layer, k3.slice(0, start, start + t), v3.slice(0, start, start + t));
+                    cache.attend(b, layer, qSeg, attn.slice(0, start, start + t), past, past + t, spec);
+                }
+                start += t;
             }
-            start += t;
         }
         Tensor attnFlat = attn.reshape(n, (long) heads * headDim);
         o.forward(b, attnFlat, out);

@@ -29,6 +29,11 @@ import java.util.concurrent.ConcurrentLinkedQueue;
  * cache cannot hold the next step, the youngest sequences are preempted (blocks freed) and later
  * recomputed from their tokens; the batch never fails.
  *
+ * <p>Tokens are drawn on the model's backend ({@link org.orbitrl.kernels.Backend#sampleTokens}): each draw
+ * is keyed by the request's seed, the sample index and the token's position, so a sample's tokens do
+ * not depend on the batch, on preemption or on the backend; only the tokens and their log-probs come
+ * back to the host each step.
+ *
  * <p>Adapter versions switch only in {@link #step}'s first line, so no step mixes versions; every
  * token records the version that produced it. One thread drives an engine; {@link #submit} may
  * be called from any thread.
@@ -104,8 +109,8 @@ public final class RolloutEngine implements AutoCloseable {
 
     /**
      * Makes {@link #generate} hold {@code lock} for each engine step, so that another thread may
-     * use the same device backend between steps (a backend is driven by one thread at a time);
-     * null (the default) for no lock.
+     * use the same backend between steps (a backend is driven by one thread at a time); null (the
+     * default) for no lock, as when rollout has a backend of its own.
      */
     public void serializeDeviceWork(Lock lock) {
         this.deviceLock = lock;

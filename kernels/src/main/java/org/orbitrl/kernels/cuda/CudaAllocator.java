@@ -17,7 +17,9 @@ import java.util.TreeMap;
 import static org.bytedeco.cuda.global.cudart.*;
 
 /**
- * Device memory through {@code cudaMalloc} (never managed memory), accounted by
+ * Device memory from the device's stream-ordered pool ({@code cudaMallocAsync} on the allocator's
+ * stream, so a free never synchronises the device; {@code cudaMalloc} while the stream is being
+ * captured into a graph), never managed memory, accounted by
  * {@link MemoryCategory}: live and peak bytes per category, and the total. Allocations are
  * zero-filled on the owning stream. Memory lives until {@link #free} or {@link #close}, except
  * that allocations of the per-step categories {@link MemoryCategory#ACTIVATIONS} and
@@ -40,7 +42,9 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     /** Allocation granularity (and alignment) in bytes. */
     public static final long ALIGN = 256;
 
-    private record Block(long address, long bytes, MemoryCategory category) {
+    // async: from the device's stream-ordered pool (cudaMallocAsync), freed on the stream without a
+    // device-wide synchronisation; else cudaMalloc (while the stream is being captured into a graph)
+    private record Block(long address, long bytes, MemoryCategory category, boolean async) {
     }
 
     private final CudaDevice device;
@@ -53,6 +57,8 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     private static final int CUDA_ERROR_MEMORY_ALLOCATION = 2;
     // blocks whose tensors the collector found unreachable; freed by the owning thread in allocate()
     private final java.util.concurrent.ConcurrentLinkedQueue<Block> unreachable = new java.util.concurrent.ConcurrentLinkedQueue<>();
+    private final java.util.List<Block> deferred = new java.util.ArrayList<>(); // pool blocks freed during a capture
+    private volatile CudaAllocator shared;
     private long liveTotal;
     private long peakTotal;
     private boolean closed;
@@ -63,6 +69,32 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         for (MemoryCategory c : MemoryCategory.values()) {
             live.put(c, new long[2]);
         }
+        device.bind();
+        // the pool keeps freed memory for reuse instead of returning it at every synchronisation
+        CudaCheck.check(cudaDeviceGetDefaultMemPool(pool, device.index()), "cudaDeviceGetDefaultMemPool", device);
+        CudaCheck.check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold,
+                new org.bytedeco.javacpp.LongPointer(1).put(Long.MAX_VALUE)), "cudaMemPoolSetAttribute release threshold");
+    }
+
+    private final org.bytedeco.cuda.cudart.CUmemPoolHandle_st pool = new org.bytedeco.cuda.cudart.CUmemPoolHandle_st();
+
+    /**
+     * Lets tensors of {@code other} (an allocator of the same device, e.g. the frozen weights another
+     * backend loaded) pass this allocator's {@link #owns} checks, so that this allocator's backend
+     * reads them in place. They are never freed here. The caller orders their writes before the
+     * reads (the weights are loaded and synchronised before they are shared).
+     */
+    public void share(CudaAllocator other) {
+        if (other == this || other.device.index() != device.index()) {
+            throw new IllegalArgumentException("share: " + other.device + " is not another allocator of " + device);
+        }
+        this.shared = other;
+    }
+
+    private boolean capturing() {
+        int[] status = new int[1];
+        CudaCheck.check(cudaStreamIsCapturing(stream.handle(), status), "cudaStreamIsCapturing");
+        return status[0] != cudaStreamCaptureStatusNone;
     }
 
     /**
@@ -96,19 +128,20 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         long bytes = Math.max(ALIGN, (Math.multiplyExact(n, dtype.bytes()) + ALIGN - 1) / ALIGN * ALIGN);
         device.bind();
         releaseUnreachable();
+        boolean async = !capturing();
         Pointer p = new Pointer();
-        int err = cudaMalloc(p, bytes);
+        int err = async ? cudaMallocAsync(p, bytes, stream.handle()) : cudaMalloc(p, bytes);
         if (err == CUDA_ERROR_MEMORY_ALLOCATION) {
             cudaGetLastError(); // clear the (non-sticky) error before retrying
             collectUnreachable();
             p = new Pointer();
-            err = cudaMalloc(p, bytes);
+            err = async ? cudaMallocAsync(p, bytes, stream.handle()) : cudaMalloc(p, bytes);
         }
         CudaCheck.check(err, "cudaMalloc", category, dtype + Arrays.toString(shape), bytes + " bytes",
                 liveTotal + " bytes live on " + device);
         long address = p.address();
         CudaCheck.check(cudaMemsetAsync(new DevicePointer(address), 0, bytes, stream.handle()), "cudaMemsetAsync", bytes + " bytes");
-        Block block = new Block(address, bytes, category);
+        Block block = new Block(address, bytes, category, async);
         blocks.put(address, block);
         long[] c = live.get(category);
         c[0] += bytes;
@@ -126,6 +159,10 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
 
     /** Frees the blocks reported unreachable that are still live (not freed explicitly meanwhile). */
     private void releaseUnreachable() {
+        if (!deferred.isEmpty() && !capturing()) {
+            deferred.forEach(this::release);
+            deferred.clear();
+        }
         for (Block b = unreachable.poll(); b != null; b = unreachable.poll()) {
             if (blocks.get(b.address()) == b) { // the same allocation, not a later one at the same address
                 blocks.remove(b.address());
@@ -266,13 +303,29 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
 
     private void release(Block b) {
         device.bind();
-        CudaCheck.check(cudaFree(new DevicePointer(b.address)), "cudaFree", b.bytes + " bytes", b.category);
+        if (b.async && !closed && capturing()) {
+            deferred.add(b);    // a free inside a capture would become part of the graph
+            return;
+        }
+        if (b.async) {
+            CudaCheck.check(cudaFreeAsync(new DevicePointer(b.address), stream.handle()), "cudaFreeAsync", b.bytes + " bytes", b.category);
+        } else {
+            CudaCheck.check(cudaFree(new DevicePointer(b.address)), "cudaFree", b.bytes + " bytes", b.category);
+        }
         live.get(b.category)[0] -= b.bytes;
         liveTotal -= b.bytes;
     }
 
-    /** True when {@code t}'s bytes lie inside one live allocation of this allocator. */
-    public synchronized boolean owns(Tensor t) {
+    /**
+     * True when {@code t}'s bytes lie inside one live allocation of this allocator, or of the
+     * allocator {@link #share}d with it.
+     */
+    public boolean owns(Tensor t) {
+        CudaAllocator other = shared;
+        return ownsHere(t) || other != null && other.ownsHere(t);
+    }
+
+    private synchronized boolean ownsHere(Tensor t) {
         long a = address(t);
         Map.Entry<Long, Block> e = blocks.floorEntry(a);
         return e != null && a + t.byteSize() <= e.getKey() + e.getValue().bytes;
@@ -306,10 +359,15 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
             return;
         }
         closed = true;
+        device.bind();
+        deferred.forEach(this::release);
+        deferred.clear();
         for (Block b : blocks.values()) {
             release(b);
         }
         blocks.clear();
         unreachable.clear();
+        stream.synchronize();
+        CudaCheck.check(cudaMemPoolTrimTo(pool, 0), "cudaMemPoolTrimTo");
     }
 }

@@ -117,9 +117,13 @@ public final class MemoryPlanner {
         return budget(req, WeightInventory.of(req.spec()), role);
     }
 
-    /** True when routed experts are stored quantized and dequantized chunk by chunk (not in full training). */
+    /**
+     * True when routed experts are stored quantized and dequantized chunk by chunk: an adapter job
+     * on an architecture with the chunked path ({@link MoeWorkingSet#hasChunkedPath}).
+     */
     static boolean chunked(PlanRequest req) {
-        return req.spec().isMoe() && req.base().of(ParamFamily.ROUTED_EXPERTS).isQuantized() && !req.adapter().isFull();
+        return MoeWorkingSet.hasChunkedPath(req.spec()) && req.base().of(ParamFamily.ROUTED_EXPERTS).isQuantized()
+                && !req.adapter().isFull();
     }
 
     /** Routed experts of one MoE layer that one GPU holds; 0 for a dense model. */

@@ -22,16 +22,21 @@ final class ReachablePeaks {
     private final List<Entry> entries = new ArrayList<>();
     private final long[] bound;   // per category: reachable at the last count plus allocated since
     private final long[] peak;    // per category, exact
+    private final long[] floor;   // per category: no collection for bounds at or below it
+    private boolean armed = true;  // false: allocations are followed but set no peak
+    private double slack;          // a collection only when the bound passes the peak by this fraction
+    private int collections;
 
     ReachablePeaks(int categories) {
         this.bound = new long[categories];
         this.peak = new long[categories];
+        this.floor = new long[categories];
     }
 
     synchronized void allocated(Object scope, int category, long bytes) {
         entries.add(new Entry(new WeakReference<>(scope), category, bytes));
         bound[category] += bytes;
-        if (bound[category] > peak[category]) {
+        if (armed && bound[category] > (long) (Math.max(floor[category], peak[category]) * (1 + slack))) {
             count();
         }
     }
@@ -40,15 +45,42 @@ final class ReachablePeaks {
         return peak[category];
     }
 
-    /** Peaks start again from the bytes reachable now. */
+    /** Peaks start again from the bytes reachable now; exact (no slack, no floor). */
     synchronized void reset() {
+        restart(0, new long[peak.length]);
+    }
+
+    /**
+     * Peaks start again from the bytes reachable now. A moment is counted only when the bound passes
+     * (1 + {@code slack}) times the larger of the category's peak and its {@code floors} entry, so a
+     * peak above the floor is found to within that factor below the true one.
+     */
+    synchronized void restart(double slack, long[] floors) {
         java.util.Arrays.fill(peak, 0);
+        System.arraycopy(floors, 0, floor, 0, floor.length);
+        this.slack = slack;
+        armed = true;
         count();
+    }
+
+    synchronized long[] peaks() {
+        return peak.clone();
+    }
+
+    /** Until the next {@link #reset}, allocations are followed (to be counted later) but no peak is taken: a cheap warm-up. */
+    synchronized void disarm() {
+        armed = false;
+    }
+
+    /** Full collections run so far. */
+    synchronized int collections() {
+        return collections;
     }
 
     /** Collects, drops the entries of unreachable allocations, and counts the rest exactly. */
     private void count() {
         System.gc();
+        collections++;
         java.util.Arrays.fill(bound, 0);
         int kept = 0;
         for (Entry e : entries) {

@@ -1,5 +1,6 @@
 package org.orbitrl.memory.plan.internal;
 
+import org.orbitrl.model.spec.ModelFamily;
 import org.orbitrl.model.spec.ModelSpec;
 import org.orbitrl.model.spec.MoeSpec;
 
@@ -22,7 +23,9 @@ import org.orbitrl.model.spec.MoeSpec;
  * The busiest expert's pairs are the even share {@code tokens·k/E} times {@link #IMBALANCE}, at most
  * one per token. Dequantization: each MoE layer's chunker keeps its own buffer of {@code C} expert
  * slots {@code [C, 3, I·h]} f32 from its first forward on, in every model instance that runs the
- * chunked path (the trainer's model and the rollout engine's view of it).
+ * chunked path (the trainer's model and the rollout engine's view of it). Only the Qwen3-MoE and
+ * DeepSeek-V3 families (Kimi-K2 included) have the chunked path; the others run quantized experts
+ * through fused dequantize-multiply kernels and hold no chunk buffer.
  */
 public final class MoeWorkingSet {
     /** Expected worst-case load on one expert (or one GPU's experts) relative to perfectly even routing. */
@@ -33,6 +36,11 @@ public final class MoeWorkingSet {
     static final int ELEMENT_BYTES = 4;
 
     private MoeWorkingSet() {
+    }
+
+    /** True if the model's MoE blocks run quantized experts through the chunked dequantization path. */
+    public static boolean hasChunkedPath(ModelSpec s) {
+        return s.isMoe() && (s.family() == ModelFamily.QWEN3_MOE || s.family() == ModelFamily.DEEPSEEK_V3);
     }
 
     /** Routed (token, expert) pairs one GPU's experts take per token: exactly k on one GPU, else the imbalanced share. */

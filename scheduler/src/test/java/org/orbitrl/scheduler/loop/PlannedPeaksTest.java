@@ -96,7 +96,9 @@ class PlannedPeaksTest {
     void moeQwen3PeaksMatchThePlan() throws IOException {
         Shape a = new Shape(2, 64, 4, 2, 16, 128, 8, 2, 32, 256);
         Shape b = new Shape(3, 64, 4, 1, 16, 128, 16, 4, 64, 192);
+        Shape wide = new Shape(2, 64, 2, 1, 16, 128, 4, 2, 256, 128);   // the experts' backward outweighs the attention's
         check(List.of(
+                new Run(wide, 1, 32, true, 2, "lora:8"),
                 new Run(a, 1, 32, false, 0, "lora:8"),
                 new Run(a, 2, 24, true, 2, "lora:8"),
                 new Run(b, 1, 40, true, 3, "lora:4"),

@@ -30,8 +30,8 @@ import org.orbitrl.model.spec.MoeSpec;
 public final class MoeWorkingSet {
     /** Expected worst-case load on one expert (or one GPU's experts) relative to perfectly even routing. */
     public static final double IMBALANCE = 1.25;
-    /** Chunk buffers per MoE layer in one model instance. */
-    static final int BUFFERS_PER_LAYER = 1;
+    /** False: every MoE layer's chunker has its own buffer; true: one buffer serves all layers of a model instance. */
+    static final boolean BUFFER_SHARED_BY_LAYERS = false;
     /** Bytes of one element of every buffer here. */
     static final int ELEMENT_BYTES = 4;
 
@@ -85,8 +85,8 @@ public final class MoeWorkingSet {
         return (long) chunk * 3 * s.moe().moeIntermediateSize() * s.hiddenSize() * ELEMENT_BYTES;
     }
 
-    /** Bytes of dequantization buffers one model instance keeps: a chunk buffer per MoE layer. */
+    /** Bytes of dequantization buffers one model instance keeps: a chunk buffer per MoE layer (or one for all). */
     public static long dequantBytes(ModelSpec s, int chunk) {
-        return (long) BUFFERS_PER_LAYER * s.numMoeLayers() * chunkBufferBytes(s, chunk);
+        return (BUFFER_SHARED_BY_LAYERS ? 1 : s.numMoeLayers()) * chunkBufferBytes(s, chunk);
     }
 }

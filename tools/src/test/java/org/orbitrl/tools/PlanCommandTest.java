@@ -38,7 +38,9 @@ class PlanCommandTest {
 
     @Test
     void jsonOfAJobThatFits() throws Exception {
-        Run r = run("plan", "--model", KIMI, "--node", "8xB200", "--base", "int4", "--adapter", "lora:32", "--json");
+        // one expert per chunk and 24 prompts: each of Kimi's MoE layers keeps its own chunk buffer
+        Run r = run("plan", "--model", KIMI, "--node", "8xB200", "--base", "int4", "--adapter", "lora:32", "--chunk", "1",
+                "--prompts", "24", "--json");
         assertEquals(0, r.code(), r.err());
         assertEquals(1, r.out().strip().lines().count(), "one JSON object on one line");
         JsonNode j = new ObjectMapper().readTree(r.out());
@@ -76,7 +78,8 @@ class PlanCommandTest {
 
     @Test
     void tableOfAJobThatFits() {
-        Run r = run("plan", "--model", KIMI, "--node", "8xB200", "--base", "int4", "--adapter", "lora:32");
+        Run r = run("plan", "--model", KIMI, "--node", "8xB200", "--base", "int4", "--adapter", "lora:32", "--chunk", "1",
+                "--prompts", "24");
         assertEquals(0, r.code(), r.err());
         assertTrue(r.out().contains("base weights") && r.out().contains("KV cache") && r.out().contains("Fits."), r.out());
         assertTrue(r.out().contains("authors: 1T"), r.out());

@@ -8,6 +8,7 @@ import java.util.function.IntPredicate;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.memory.plan.internal.ActivationModel;
+import org.orbitrl.memory.plan.internal.MoeWorkingSet;
 import org.orbitrl.model.spec.ModelSpec;
 
 /**
@@ -44,11 +45,13 @@ public final class MemoryPlanner {
         long chunkBytes = chunked(req) ? expertChunkBytes(req, inv) : 0;
         int maxChunk = 0;
         if (local > 0) {
-            long room = Long.MAX_VALUE;
-            for (GpuBudget b : budgets) {
-                room = Math.min(room, b.headroom() + chunk * chunkBytes);
+            long most = local;
+            for (GpuBudget b : budgets) {   // every chunked model instance on the GPU grows by one slot per layer
+                long perExpert = chunkedInstances(b.role()) * MoeWorkingSet.dequantBytes(req.spec(), 1);
+                long room = b.headroom() + req.expertChunk() * perExpert;
+                most = Math.min(most, room / perExpert);
             }
-            maxChunk = (int) Math.max(0, Math.min(local, room / chunkBytes));
+            maxChunk = (int) Math.max(0, most);
         }
         int maxPrompts = largest(p -> fits(req.withBatch(req.batch().withPrompts(p)), inv), 1 << 20);
         int maxMicro = largest(m -> fits(req.withBatch(req.batch().withMicroBatch(m)), inv), 1 << 14);
@@ -105,9 +108,22 @@ public final class MemoryPlanner {
         return out;
     }
 
-    /** True when routed experts are stored quantized and dequantized chunk by chunk (not in full training). */
+    /**
+     * The budget of one GPU of {@code req} that has {@code role}, whatever roles the layout gives:
+     * e.g. {@link GpuRole#TRAIN} on a colocated layout is a GPU of the same group that only trains
+     * (as a training benchmark runs), without the rollout's slots, KV cache and buffers.
+     */
+    public static GpuBudget budgetOf(PlanRequest req, GpuRole role) {
+        return budget(req, WeightInventory.of(req.spec()), role);
+    }
+
+    /**
+     * True when routed experts are stored quantized and dequantized chunk by chunk: an adapter job
+     * on an architecture with the chunked path ({@link MoeWorkingSet#hasChunkedPath}).
+     */
     static boolean chunked(PlanRequest req) {
-        return req.spec().isMoe() && req.base().of(ParamFamily.ROUTED_EXPERTS).isQuantized() && !req.adapter().isFull();
+        return MoeWorkingSet.hasChunkedPath(req.spec()) && req.base().of(ParamFamily.ROUTED_EXPERTS).isQuantized()
+                && !req.adapter().isFull();
     }
 
     /** Routed experts of one MoE layer that one GPU holds; 0 for a dense model. */
@@ -116,30 +132,29 @@ public final class MemoryPlanner {
         return s.isMoe() ? s.moe().numExperts() / req.layout().expertParallel() : 0;
     }
 
-    /** bf16 bytes of one routed expert (all its matrices), twice: the chunk buffer is double-buffered. */
+    /**
+     * Bytes one more expert in the chunk costs a GPU that trains and rolls out: an f32 slot for
+     * its three matrices in every MoE layer's chunk buffer, in both the trainer's model and the
+     * rollout engine's view (see {@link MoeWorkingSet}).
+     */
     static long expertChunkBytes(PlanRequest req, WeightInventory inv) {
         ModelSpec s = req.spec();
-        if (!s.isMoe()) {
-            return 0;
-        }
-        long perExpert = 0;
-        long experts = (long) s.moe().numExperts() * s.numMoeLayers();
-        for (WeightGroup g : inv.main()) {
-            if (g.family() == ParamFamily.ROUTED_EXPERTS) {
-                perExpert += g.numel() / experts * 2;
-            }
-        }
-        return 2 * perExpert;
+        return s.isMoe() ? 2 * MoeWorkingSet.dequantBytes(s, 1) : 0;
+    }
+
+    /** Model instances on a GPU of {@code role} that run the chunked experts: the trainer's and the rollout's. */
+    private static int chunkedInstances(GpuRole role) {
+        return (role.trains() ? 1 : 0) + (role.rollsOut() ? 1 : 0);
     }
 
     private static GpuBudget budget(PlanRequest req, WeightInventory inv, GpuRole role) {
         ModelSpec s = req.spec();
         NodeSpec node = req.node();
         ParallelLayout lay = req.layout();
-        int g = lay.groupSize(role, node);
+        int g = lay.colocated() ? node.gpus() : lay.groupSize(role, node);   // a role off the layout: the colocated group
         int ep = lay.expertParallel();
         int tp = lay.tensorParallel();
-        int dp = lay.dataParallel(role, node);
+        int dp = g / tp;
         boolean full = req.adapter().isFull();
         BatchShape batch = req.batch();
         Map<MemoryCategory, Long> b = new EnumMap<>(MemoryCategory.class);
@@ -169,13 +184,14 @@ public final class MemoryPlanner {
         }
         b.put(MemoryCategory.BASE_WEIGHTS, base);
 
-        // Dequantization: C experts into a double-buffered bf16 chunk; the largest other quantized matrix likewise.
+        // Dequantization: each MoE layer's chunk buffer of C f32 expert slots, per model instance that
+        // runs the chunked path; the largest other quantized matrix into a double-buffered bf16 copy.
         long dequant = 0;
         if (full) {
             dequant = 2 * largestLayerBf16;     // all-gather buffers of one layer's shards, double-buffered
         } else {
             if (chunked(req)) {
-                dequant += Math.min(req.expertChunk(), localExperts(req)) * expertChunkBytes(req, inv);
+                dequant += chunkedInstances(role) * MoeWorkingSet.dequantBytes(s, req.expertChunk());
             }
             dequant += 2 * largestQuantizedOther;
         }
@@ -188,14 +204,18 @@ public final class MemoryPlanner {
             adapterParams += full ? ceil(p, g) : w.family() == ParamFamily.ROUTED_EXPERTS ? p / ep : ceil(p, tp);
         }
         int pBytes = req.adapter().dtype().bytes();
+        boolean device = !node.hostMemory();
         if (full) {
             b.put(MemoryCategory.ADAPTER_GRADS, role.trains() ? adapterParams * 2 : 0);
             b.put(MemoryCategory.OPTIMIZER_STATE, role.trains() ? adapterParams * 12 : 0);
         } else {
             long slot = adapterParams * pBytes;
-            // Rollout GPUs hold two slots (active version v, incoming v+1). The trainer computes with the
-            // active slot, the version that generated the samples; a training-only GPU holds one copy.
-            b.put(MemoryCategory.ADAPTER_PARAMS, role.rollsOut() ? 2 * slot : slot);
+            // The trainer holds its own adapter; the rollout engine two slots (active version v, incoming
+            // v+1). An OFT adapter also keeps its rotation blocks, and on the host the parameter values
+            // they were built from.
+            long slotBytes = slot + oftRotationBytes(req, inv, ep, tp, device);
+            int slots = (role.trains() ? 1 : 0) + (role.rollsOut() ? 2 : 0);
+            b.put(MemoryCategory.ADAPTER_PARAMS, slots * slotBytes);
             b.put(MemoryCategory.ADAPTER_GRADS, role.trains() ? slot : 0);
             long perParam = 8 + (req.adapter().dtype() == DType.BF16 ? 4 : 0);   // m, v f32 (+ f32 master)
             b.put(MemoryCategory.OPTIMIZER_STATE, role.trains() ? adapterParams * perParam : 0);
@@ -220,9 +240,8 @@ public final class MemoryPlanner {
         long trainTokens = role.trains() ? (long) batch.microBatch() * batch.seqLen() : 0;
         long activations = scratch;
         if (role.trains()) {
-            activations += ActivationModel.trainBytes(inv, req.adapter(), trainTokens, req.recompute(), tp);
-            logits += Math.min(trainTokens, req.logitsChunkTokens()) * vocabShard * 8   // f32 logits and their gradient
-                    + trainTokens * 8;                                                      // per-token log-prob, entropy
+            activations += ActivationModel.trainBytes(inv, req.adapter(), trainTokens, req.recompute(), tp, ep, device);
+            logits += Math.min(trainTokens, req.logitsChunkTokens()) * vocabShard * 8;  // f32 logits and their gradient
         }
         b.put(MemoryCategory.ACTIVATIONS, activations);
         b.put(MemoryCategory.LOGITS, logits);
@@ -248,6 +267,24 @@ public final class MemoryPlanner {
 
         b.put(MemoryCategory.RUNTIME_RESERVE, req.reserveBytes() >= 0 ? req.reserveBytes() : defaultReserve(node.bytesPerGpu()));
         return new GpuBudget(role, g, b, node.bytesPerGpu());
+    }
+
+    /** Bytes an OFT adapter keeps beside its parameters: f32 rotation blocks, and on the host the values they were built from. */
+    private static long oftRotationBytes(PlanRequest req, WeightInventory inv, int ep, int tp, boolean device) {
+        if (!(req.adapter() instanceof AdapterSpec.Oft oft)) {
+            return 0;
+        }
+        long bytes = 0;
+        long b = oft.blockSize();
+        for (WeightGroup w : inv.main()) {
+            long p = req.adapter().paramsFor(w);
+            if (p == 0) {
+                continue;
+            }
+            long rot = ceil(w.cols(), b) * b * b * w.count() * 4 + (device ? 0 : p * 4);
+            bytes += w.family() == ParamFamily.ROUTED_EXPERTS ? rot / ep : ceil(rot, tp);
+        }
+        return bytes;
     }
 
     private static boolean tpSplit(ParamFamily f) {

@@ -39,6 +39,14 @@ public record NodeSpec(String name, int gpus, long bytesPerGpu) {
         }
     }
 
+    /** The name under which the host's own memory stands in for one GPU (the CPU backend). */
+    public static final String HOST = "cpu";
+
+    /** True when this "node" is the host's memory (the CPU backend), whose tensors the host reads directly. */
+    public boolean hostMemory() {
+        return HOST.equals(name);
+    }
+
     /** Memory of the whole node. */
     public long totalBytes() {
         return gpus * bytesPerGpu;

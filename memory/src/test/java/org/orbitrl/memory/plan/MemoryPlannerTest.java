@@ -39,23 +39,29 @@ class MemoryPlannerTest {
         long layer = 2 * 128 + 2 * 8192 + 2 * 4096 + 2 * 32 + 1024;
         long expert = (64 * 32 + 64 * 2 * 2) + (64 * 16 + 64 * 2);
         assertEquals(2 * 32768 + 128 + 2 * layer + 16 * expert / 2, b.get(MemoryCategory.BASE_WEIGHTS));
-        // Dequantization: 2 experts of (64*64 + 64*32) bf16 values, double-buffered.
-        assertEquals(2 * 2 * (64 * 64 + 64 * 32) * 2, b.get(MemoryCategory.DEQUANT_BUFFERS));
+        // Dequantization: each of the 2 MoE layers keeps a chunk buffer of 2 expert slots of gate, up and
+        // down [32, 64] f32, in the trainer's model and in the rollout engine's view.
+        assertEquals(2 * 2 * 2 * 3 * 32 * 64 * 4, b.get(MemoryCategory.DEQUANT_BUFFERS));
         // LoRA r=4: q,o 4*(64+64), k,v 4*(32+64) per layer; per expert gate_up 4*(64+64) + down 4*(32+64),
-        // 8 of 16 experts on this GPU. bf16: two rollout slots; bf16 grads; f32 m, v and master.
+        // 8 of 16 experts on this GPU. bf16: the trainer's copy and two rollout slots; bf16 grads; f32 m, v and master.
         long adapter = 2 * (2 * 512 + 2 * 384) + 8 * (512 + 384);
         assertEquals(10_752, adapter);
-        assertEquals(2 * adapter * 2, b.get(MemoryCategory.ADAPTER_PARAMS));
+        assertEquals(3 * adapter * 2, b.get(MemoryCategory.ADAPTER_PARAMS));
         assertEquals(adapter * 2, b.get(MemoryCategory.ADAPTER_GRADS));
         assertEquals(adapter * 12, b.get(MemoryCategory.OPTIMIZER_STATE));
         // KV: 4 sequences over 2 data-parallel ranks; 16 tokens x 2 layers x 2 KV heads x (16+16) x 2 B.
         assertEquals(2 * 16 * 2 * 2 * 32 * 2, b.get(MemoryCategory.KV_CACHE));
-        // Logits: decode 2 sequences x 256 x (4+4+4); training 16 tokens x 256 x (4+4) + 16 x 8.
-        assertEquals(2 * 256 * 12 + 16 * 256 * 8 + 16 * 8, b.get(MemoryCategory.LOGITS));
-        // Activations with recompute: 2 layers keep their 64-wide input, one layer's 676 elements per
-        // token (norms 4*64+4, router 2*8+2*2, attention 64+64+64+8, experts 2*1.25*2*32, LoRA 4*(4+5))
-        // held with their gradients, 16 tokens, bf16; plus a prefill of 16 tokens x 640 (no LoRA).
-        assertEquals((2 * 64 + 2 * 676) * 16 * 2 + 16 * 640 * 2, b.get(MemoryCategory.ACTIVATIONS));
+        // Logits: decode 2 sequences x 256 x (4+4+4); training 16 tokens x 256 x (4+4).
+        assertEquals(2 * 256 * 12 + 16 * 256 * 8, b.get(MemoryCategory.LOGITS));
+        // Training activations with recompute, f32 per token: the 2 layer inputs, final norm input and
+        // output, head input gradient and residual gradient (6*64), log-prob and position (2); one
+        // layer's tape: 3*64 + 3*(64+32) for norms, residual, q, k, v and attention output, and the
+        // experts' 2*1.25/2 pairs of 2*64 + 3*32; the attention backward, larger than the MoE's:
+        // 3*64 + 3*(64+32) + 64 and LoRA's 2*4 + 64. 16 tokens. Plus the rollout's prefill scratch
+        // of 16 tokens x 640 bf16 (no LoRA).
+        double tape = 3 * 64 + 3 * 96 + 1.25 * (2 * 64 + 3 * 32);
+        double perToken = 6 * 64 + 2 + tape + (3 * 64 + 3 * 96 + 64 + 2 * 4 + 64);
+        assertEquals((long) (perToken * 16) * 4 + 16 * 640 * 2, b.get(MemoryCategory.ACTIVATIONS));
         // Communication: NCCL 1 GiB; all-to-all 4 x 16 tokens x top-2 x 64 x 2 B x 1.25; f32 gradient bucket.
         assertEquals(GIB + 4 * 16 * 2 * 64 * 2 * 5 / 4 + adapter * 4, b.get(MemoryCategory.COMM_BUFFERS));
         assertEquals(0, b.get(MemoryCategory.RUNTIME_RESERVE));
@@ -140,7 +146,7 @@ class MemoryPlannerTest {
     void largestSafeChunkIsTheEdgeOfFitting() {
         ModelSpec spec = TestModels.spec("models/kimi-k2.6");
         // Squeeze the node so the chunk matters: a reserve that leaves room for only some experts.
-        PlanRequest req = PlanRequest.defaults(spec, null, NodeSpec.parse("8xB200")).withBase(BaseFormat.parse("int4"))
+        PlanRequest req = PlanRequest.defaults(spec, null, NodeSpec.parse("8x600GB")).withBase(BaseFormat.parse("int4"))
                 .withAdapter(AdapterSpec.parse("lora:32")).withExpertChunk(1);
         long headroom = MemoryPlanner.plan(req).tightest().headroom();
         long perExpert = MemoryPlanner.plan(req).expertChunkBytes();
@@ -166,6 +172,9 @@ class MemoryPlannerTest {
         assertEquals(0, train.get(MemoryCategory.KV_CACHE));
         assertEquals(2 * train.get(MemoryCategory.ADAPTER_PARAMS), roll.get(MemoryCategory.ADAPTER_PARAMS),
                 "two rollout slots against one training copy");
+        GpuBudget both = MemoryPlanner.plan(req.withLayout(ParallelLayout.colocated(4, 1))).budget(GpuRole.COLOCATED);
+        assertEquals(3 * train.get(MemoryCategory.ADAPTER_PARAMS), both.get(MemoryCategory.ADAPTER_PARAMS),
+                "a colocated GPU holds the trainer's copy and the two rollout slots");
         assertNotNull(p.tightest());
     }
 }

@@ -28,7 +28,7 @@ class ReferencePlansTest {
     private static final BatchShape BATCH = new BatchShape(64, 8, 1024, 4096, 1);
 
     /** One reference: a model, its shipped base format, the adapter and tensor parallelism that fit. */
-    record Reference(String file, String title, String model, String base, String adapter, int tp) {
+    record Reference(String file, String title, String model, String base, String adapter, int tp, int chunk, int prompts) {
         PlanRequest request() {
             return request(base, adapter, tp);
         }
@@ -37,28 +37,38 @@ class ReferencePlansTest {
             Path cfg = TestModels.configOf("models/" + model);
             ModelSpec spec = ConfigLoader.load(cfg);
             return PlanRequest.defaults(spec, cfg, B200).withBase(BaseFormat.parse(b, spec))
-                    .withAdapter(AdapterSpec.parse(a)).withBatch(BATCH)
-                    .withLayout(ParallelLayout.colocated(ParallelLayout.auto(spec, B200, 0, 0).expertParallel(), t));
+                    .withAdapter(AdapterSpec.parse(a)).withBatch(BATCH.withPrompts(prompts))
+                    .withLayout(ParallelLayout.colocated(ParallelLayout.auto(spec, B200, 0, 0).expertParallel(), t))
+                    .withExpertChunk(chunk);
         }
 
         String command(String b, String a, int t) {
             return "tools/orbit plan --model ../shared/models/" + model + " --node 8xB200 --base " + b + " --adapter " + a
-                    + (t == 1 ? "" : " --tp " + t);
+                    + (t == 1 ? "" : " --tp " + t) + (chunk == PlanRequest.DEFAULT_EXPERT_CHUNK ? "" : " --chunk " + chunk)
+                    + (prompts == BATCH.prompts() ? "" : " --prompts " + prompts);
         }
     }
 
+    /**
+     * Kimi's MoE layers each keep their own f32 chunk buffer (in the trainer's model and the rollout's
+     * view), about 10 GiB per expert slot over its 60 MoE layers: one expert at a time, and 24 prompts
+     * a step, leave room for the rest.
+     */
+    static final int KIMI_CHUNK = 1;
+    static final int KIMI_PROMPTS = 24;
+
     static final Reference KIMI = new Reference("kimi-k2.6-int4-lora-8xB200.md",
-            "Kimi-K2.6, INT4 experts as shipped, LoRA rank 32 on every projection, 8xB200",
-            "kimi-k2.6", "int4", "lora:32", 1);
+            "Kimi-K2.6, INT4 experts as shipped, LoRA rank 32 on every projection, 8xB200, 24 prompts, expert chunk 1",
+            "kimi-k2.6", "int4", "lora:32", 1, KIMI_CHUNK, KIMI_PROMPTS);
     static final Reference DSV4 = new Reference("deepseek-v4-pro-fp4-lora-8xB200.md",
             "DeepSeek V4 Pro, FP4 experts and FP8 attention as shipped, LoRA rank 16 on every projection, 8xB200",
-            "deepseek-v4-pro", "fp4", "lora:16", 2);
+            "deepseek-v4-pro", "fp4", "lora:16", 2, PlanRequest.DEFAULT_EXPERT_CHUNK, BATCH.prompts());
 
     @Test
     void kimiInt4LoraFits() throws IOException {
         MemoryPlan p = MemoryPlanner.check(KIMI.request());
         assertTrue(p.fits());
-        assertTrue(p.maxSafeExpertChunk() >= PlanRequest.DEFAULT_EXPERT_CHUNK);
+        assertTrue(p.maxSafeExpertChunk() >= KIMI_CHUNK);
         check(KIMI);
     }
 

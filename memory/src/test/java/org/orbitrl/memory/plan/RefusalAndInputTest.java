@@ -15,7 +15,8 @@ class RefusalAndInputTest {
 
     private static PlanRequest kimi(String node) {
         ModelSpec s = TestModels.spec("models/kimi-k2.6");
-        return PlanRequest.defaults(s, null, NodeSpec.parse(node)).withBase(BaseFormat.parse("int4"));
+        // chunks of 2: each of Kimi's 60 MoE layers keeps its own chunk buffer (~10 GiB per expert slot)
+        return PlanRequest.defaults(s, null, NodeSpec.parse(node)).withBase(BaseFormat.parse("int4")).withExpertChunk(2);
     }
 
     @Test
@@ -44,7 +45,8 @@ class RefusalAndInputTest {
     @Test
     void suggestionsAreReplannedNotCanned() {
         // Without recompute, long sequences overflow at the activations; the advisor re-plans with recompute on.
-        PlanRequest r = kimi("8xB200").withRecompute(false).withBatch(new BatchShape(16, 8, 2048, 8192, 1));
+        // (GPUs of 240 GB: on 8xB200 the categories allocated before the activations already fill the GPU.)
+        PlanRequest r = kimi("8x240GB").withRecompute(false).withBatch(new BatchShape(16, 8, 2048, 8192, 1));
         MemoryPlan p = MemoryPlanner.plan(r);
         assertFalse(p.fits());
         assertEquals(MemoryCategory.ACTIVATIONS, p.tightest().overflowCategory());

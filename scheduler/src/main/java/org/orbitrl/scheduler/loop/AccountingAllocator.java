@@ -15,6 +15,10 @@ import java.util.concurrent.atomic.AtomicLongArray;
  * Host allocations with live and peak bytes by category. Each tensor's memory belongs to an
  * automatic arena and is freed by the garbage collector once unreachable; a cleaner subtracts it
  * from the live count then, so "live" lags frees by up to one collection.
+ *
+ * <p>{@link #reachable()} makes an allocator whose peaks are exact instead: the most bytes of each
+ * category that the program could still reach at once, whatever the collector's timing (see
+ * {@link ReachablePeaks}). It costs a full collection whenever a new peak is possible; for tests.
  */
 public final class AccountingAllocator implements TensorAllocator {
     private static final Cleaner CLEANER = Cleaner.create();
@@ -22,10 +26,32 @@ public final class AccountingAllocator implements TensorAllocator {
 
     private final AtomicLongArray live = new AtomicLongArray(CATS.length);
     private final AtomicLongArray peak = new AtomicLongArray(CATS.length);
+    private final ReachablePeaks exact;
+    private static final double[] SLACKS = {1.0, 0.1, 0.01};
+    /** Runs of the step {@link #peakOfRepeatedStep} takes. */
+    public static final int PEAK_PASSES = SLACKS.length;
+    /** The true peak is at most this fraction above what {@link #peakOfRepeatedStep} reports. */
+    public static final double PEAK_PRECISION = 0.01;   // null: peaks of the cleaner-lagged live count
+
+    public AccountingAllocator() {
+        this.exact = null;
+    }
+
+    private AccountingAllocator(ReachablePeaks exact) {
+        this.exact = exact;
+    }
+
+    /** An allocator whose {@link #peak} is the exact peak of reachable bytes per category (slow: for tests). */
+    public static AccountingAllocator reachable() {
+        return new AccountingAllocator(new ReachablePeaks(CATS.length));
+    }
 
     @Override
     public Tensor allocate(MemoryCategory category, DType dtype, long... shape) {
         Tensor t = Tensor.allocate(Arena.ofAuto(), dtype, shape);
+        if (exact != null) {
+            exact.allocated(t.segment().scope(), category.ordinal(), t.byteSize());
+        }
         long bytes = t.byteSize();
         int c = category.ordinal();
         long now = live.addAndGet(c, bytes);
@@ -54,11 +80,67 @@ public final class AccountingAllocator implements TensorAllocator {
         return m;
     }
 
+    /**
+     * Peak bytes by category since creation (or {@link #resetPeaks}): of the live count, or for
+     * {@link #reachable()} the exact peak of reachable bytes.
+     */
     public Map<MemoryCategory, Long> peak() {
         Map<MemoryCategory, Long> m = new EnumMap<>(MemoryCategory.class);
         for (MemoryCategory c : CATS) {
-            m.put(c, peak.get(c.ordinal()));
+            m.put(c, exact != null ? exact.peak(c.ordinal()) : peak.get(c.ordinal()));
         }
         return m;
+    }
+
+    /**
+     * For {@link #reachable()}: until {@link #resetPeaks}, allocations are followed but take no
+     * peak, so a warm-up (lazily allocated buffers, optimizer state) runs at full speed.
+     */
+    public void pausePeaks() {
+        if (exact != null) {
+            exact.disarm();
+        }
+    }
+
+    /**
+     * For {@link #reachable()}: the peak of reachable bytes per category of a step that
+     * {@code step} runs {@link #PEAK_PASSES} times with the same allocations (the same inputs through
+     * the same code), to within {@link #PEAK_PRECISION} below the true peak. Each run counts only the
+     * moments that could pass the previous run's peak, by a slack that shrinks from run to run, so
+     * that few collections are needed.
+     */
+    public Map<MemoryCategory, Long> peakOfRepeatedStep(Runnable step) {
+        if (exact == null) {
+            throw new IllegalStateException("peaks of reachable bytes need an allocator made by AccountingAllocator.reachable()");
+        }
+        long[] best = new long[CATS.length];
+        for (double slack : SLACKS) {
+            exact.restart(slack, best);
+            step.run();
+            long[] p = exact.peaks();
+            for (int c = 0; c < best.length; c++) {
+                best[c] = Math.max(best[c], p[c]);
+            }
+        }
+        Map<MemoryCategory, Long> m = new EnumMap<>(MemoryCategory.class);
+        for (MemoryCategory c : CATS) {
+            m.put(c, best[c.ordinal()]);
+        }
+        return m;
+    }
+
+    /** For {@link #reachable()}: the full collections it has run to count reachable bytes; else 0. */
+    public int collections() {
+        return exact == null ? 0 : exact.collections();
+    }
+
+    /** Starts the peaks again from what is live (for {@link #reachable()}: reachable) now. */
+    public void resetPeaks() {
+        if (exact != null) {
+            exact.reset();
+        }
+        for (MemoryCategory c : CATS) {
+            peak.set(c.ordinal(), live.get(c.ordinal()));
+        }
     }
 }

@@ -5,6 +5,7 @@ import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.memory.plan.AdapterSpec;
 import org.orbitrl.memory.plan.BaseFormat;
 import org.orbitrl.memory.plan.BatchShape;
+import org.orbitrl.memory.plan.GpuRole;
 import org.orbitrl.memory.plan.MemoryPlanner;
 import org.orbitrl.memory.plan.NodeSpec;
 import org.orbitrl.memory.plan.ParallelLayout;
@@ -14,7 +15,7 @@ import org.orbitrl.model.spec.ModelSpec;
 import java.nio.file.Path;
 import java.util.Map;
 
-/** The memory planner's per-GPU prediction for the bench's training step, requested as {@code orbit plan} builds it. */
+/** The memory planner's prediction for a GPU that runs the bench's training step (and no rollout), requested as {@code orbit plan} builds it. */
 final class TrainBenchPlan {
     private TrainBenchPlan() {
     }
@@ -32,7 +33,7 @@ final class TrainBenchPlan {
                     AdapterSpec.parse("lora:32:attention+experts:f32"), new BatchShape(batch, 1, seq / 2, seq - seq / 2, batch),
                     node, ParallelLayout.auto(spec, node, 0, 0), recompute, expertChunk, DType.BF16, batch * seq,
                     Math.max(1, Math.min(8192, batch * seq)), -1);
-            return MemoryPlanner.plan(req).perGpuBytes();
+            return MemoryPlanner.budgetOf(req, GpuRole.TRAIN).bytes();   // the bench only trains: no rollout slots or cache
         } catch (RuntimeException e) {
             System.out.println("planner: " + e.getMessage());
             return null;

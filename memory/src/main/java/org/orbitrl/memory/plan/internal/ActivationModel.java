@@ -11,7 +11,12 @@ import org.orbitrl.model.spec.ModelSpec;
 import org.orbitrl.model.spec.MoeSpec;
 
 /**
- * Activation memory of adapter training through a frozen base, per token, in bf16 elements.
+ * Activation memory of adapter training through a frozen base.
+ *
+ * <p>For models with standard (grouped-query) attention, {@link #trainBytes} is what the training
+ * code keeps reachable at its peak, tensor by tensor, all f32 (see {@link #standardTrainElements}).
+ * The rest of this description is the estimate used for MLA and DeepSeek V4 models, per token in
+ * bf16 elements.
  *
  * <p>Backward through frozen weights needs no weight gradients, only activation gradients, so a
  * layer keeps what its nonlinearities and the adapter need: the inputs of each RMSNorm (and its
@@ -30,7 +35,7 @@ import org.orbitrl.model.spec.MoeSpec;
  */
 public final class ActivationModel {
     /** Expected worst-case load on one GPU's experts relative to perfectly even routing. */
-    public static final double EXPERT_IMBALANCE = 1.25;
+    public static final double EXPERT_IMBALANCE = MoeWorkingSet.IMBALANCE;
 
     private ActivationModel() {
     }
@@ -97,14 +102,75 @@ public final class ActivationModel {
         return perLayer * lora.rank();
     }
 
+    /**
+     * Per-token f32 elements at the peak of a training step of a model with standard attention:
+     * forward (with or without recompute), the loss and the adapter-only backward. The peak is in
+     * the backward of some layer. Until then the step keeps every layer's input {@code [h]}, the
+     * final norm's input and output, the head's input gradient and the running residual gradient
+     * ({@code 4h}), and the per-token log-probabilities (1). Without recompute every layer's tape is
+     * kept until backward ends; with it, only the layer being differentiated has one. A layer's
+     * tape: both norms' outputs and the residual after attention {@code 3h}; q and k before and after
+     * their norm and rope, v, and the attention output {@code 3·(Hq + Hkv)·D}; the dense MLP's gate,
+     * up and SwiGLU output {@code 3I}, or the MoE block's per-pair tapes ({@link MoeWorkingSet}). On
+     * top of the tapes, the working set of the layer being differentiated is the larger of its
+     * attention phase (the three residual-sized gradients of the layer, the gradients of the
+     * attention output, q, k and v and of q and k before their norms, a {@code [h]} partial input
+     * gradient, and LoRA's {@code xa, dy·B [r]} and {@code (dy·B)·A [h]} of q, k or v) and its MLP
+     * phase (the post-norm gradient plus the dense MLP's {@code dact, dg, du [I]}, a {@code [h]}
+     * partial and LoRA's intermediates, or the MoE block's working set). Heads and the dense MLP are
+     * split by tensor parallelism.
+     */
+    public static double standardTrainElements(ModelSpec s, AdapterSpec adapter, boolean recompute, int tp, int ep,
+                                               boolean device) {
+        long h = s.hiddenSize();
+        int rAttn = loraRank(adapter, ParamFamily.ATTENTION);
+        int rMlp = loraRank(adapter, ParamFamily.DENSE_MLP);
+        int rExperts = loraRank(adapter, ParamFamily.ROUTED_EXPERTS);
+        double qd = (double) s.numHeads() * s.headDim() / tp;
+        double kvd = Math.ceil((double) s.numKvHeads() / tp) * s.headDim();
+        double persistent = (s.numLayers() + 4.0) * h + 1 + (device ? 1 : 0);
+        double attnPhase = 3.0 * h + 3 * (qd + kvd) + h + (rAttn > 0 ? 2.0 * rAttn + h : 0);
+        double tapes = 0;
+        double maxPhase = 0;
+        double maxTapeAndPhase = 0;
+        for (int i = 0; i < s.numLayers(); i++) {
+            double tape = 3.0 * h + 3 * (qd + kvd);
+            double mlpPhase;
+            if (s.isMoeLayer(i)) {
+                tape += MoeWorkingSet.pairsPerToken(s, ep) * MoeWorkingSet.tapePerPair(s);
+                mlpPhase = h + MoeWorkingSet.backwardPerToken(s, rExperts, device);
+            } else {
+                double inter = (double) s.intermediateSize() / tp;
+                tape += 3 * inter;
+                mlpPhase = h + 3 * inter + h + (rMlp > 0 ? 2.0 * rMlp + h : 0);
+            }
+            double phase = Math.max(attnPhase, mlpPhase);
+            tapes += tape;
+            maxPhase = Math.max(maxPhase, phase);
+            maxTapeAndPhase = Math.max(maxTapeAndPhase, tape + phase);
+        }
+        return persistent + (recompute ? maxTapeAndPhase : tapes + maxPhase);
+    }
+
+    private static int loraRank(AdapterSpec adapter, ParamFamily f) {
+        return adapter instanceof AdapterSpec.Lora l && l.targets().contains(f) ? l.rank() : 0;
+    }
+
     /** Residual-stream elements per token a recomputed layer keeps (its input). */
     public static long residualPerToken(ModelSpec s) {
         return s.deepseekV4() == null ? s.hiddenSize() : (long) s.deepseekV4().hcMult() * s.hiddenSize();
     }
 
-    /** Bytes of training activations for {@code tokens} tokens on one GPU. */
-    public static long trainBytes(WeightInventory inv, AdapterSpec adapter, long tokens, boolean recompute, int tp) {
+    /**
+     * Bytes of training activations for {@code tokens} tokens on one GPU; {@code device} adds what a
+     * device keeps of values the host builds (uploaded ids and gradients).
+     */
+    public static long trainBytes(WeightInventory inv, AdapterSpec adapter, long tokens, boolean recompute, int tp, int ep,
+                                  boolean device) {
         ModelSpec s = inv.spec();
+        if (s.mla() == null && s.deepseekV4() == null) {
+            return (long) Math.ceil(standardTrainElements(s, adapter, recompute, tp, ep, device) * tokens) * 4;
+        }
         double lora = loraPerToken(inv, adapter);
         double max = 0;
         double sum = 0;

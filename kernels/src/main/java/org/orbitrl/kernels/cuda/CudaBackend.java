@@ -72,8 +72,9 @@ public final class CudaBackend implements Backend {
     }
 
     /**
-     * A second backend on {@code base}'s device (rollout beside training): its own stream, cuBLAS, scratch and
-     * allocator; its kernels read base's tensors (frozen weights) in place; each frees only what it allocated.
+     * A second backend on {@code base}'s device (rollout beside training): its own stream, of the device's
+     * highest priority, cuBLAS, scratch and allocator; its kernels read base's tensors (frozen weights) in
+     * place; each frees only what it allocated.
      */
     public CudaBackend(CudaBackend base) {
         this(base.ctx.device.index(), base.kernelCache, base.exact, base);
@@ -86,7 +87,7 @@ public final class CudaBackend implements Backend {
         this.kernelCache = kernelCache;
         CudaDevice device = new CudaDevice(deviceIndex);
         KernelCompiler compiler = new KernelCompiler(kernelCache, device.computeCapabilityMajor(), device.computeCapabilityMinor());
-        this.ctx = new CudaContext(device, new KernelLibrary(compiler));
+        this.ctx = new CudaContext(device, new KernelLibrary(compiler), base != null);
         this.rowOps = new CudaRowOps(ctx);
         this.matmulOps = new CudaMatmulOps(ctx, rowOps);
         this.attentionOps = new CudaAttentionOps(ctx, this);

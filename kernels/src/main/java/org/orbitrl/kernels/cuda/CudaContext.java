@@ -31,9 +31,14 @@ final class CudaContext implements AutoCloseable {
     private final Map<Scratch, Tensor> scratch = new EnumMap<>(Scratch.class);
 
     CudaContext(CudaDevice device, KernelLibrary kernels) {
+        this(device, kernels, false);
+    }
+
+    /** {@code highPriority}: the context's stream has the device's highest priority (see {@link CudaStream#CudaStream(boolean)}). */
+    CudaContext(CudaDevice device, KernelLibrary kernels, boolean highPriority) {
         this.device = device;
         device.bind();
-        this.stream = new CudaStream();
+        this.stream = new CudaStream(highPriority);
         this.allocator = new CudaAllocator(device, stream);
         this.kernels = kernels;
         this.errorFlag = allocator.allocate(MemoryCategory.RUNTIME_RESERVE, DType.I32, 4);

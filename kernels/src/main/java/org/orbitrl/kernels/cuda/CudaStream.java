@@ -12,10 +12,27 @@ public final class CudaStream implements AutoCloseable {
     private final CUstream_st handle;
     private boolean closed;
 
-    /** A new stream on the current device. */
+    /** A new stream on the current device, of the default priority. */
     public CudaStream() {
+        this(false);
+    }
+
+    /**
+     * A new stream on the current device; {@code highest}: of the device's highest priority, so that
+     * its blocks are scheduled ahead of those of default-priority streams waiting for free SMs (the
+     * latency-bound decode steps of rollout beside training's large products).
+     */
+    public CudaStream(boolean highest) {
         CUstream_st s = new CUstream_st();
-        CudaCheck.check(cudaStreamCreateWithFlags(s, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+        if (highest) {
+            int[] least = new int[1];
+            int[] greatest = new int[1];
+            CudaCheck.check(cudaDeviceGetStreamPriorityRange(least, greatest), "cudaDeviceGetStreamPriorityRange");
+            CudaCheck.check(cudaStreamCreateWithPriority(s, cudaStreamNonBlocking, greatest[0]), "cudaStreamCreateWithPriority",
+                    "priority " + greatest[0]);
+        } else {
+            CudaCheck.check(cudaStreamCreateWithFlags(s, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+        }
         this.handle = s;
     }
 

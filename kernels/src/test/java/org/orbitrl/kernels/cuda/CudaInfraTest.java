@@ -49,6 +49,22 @@ class CudaInfraTest extends CudaTestBase {
     }
 
     @Test
+    void siblingBackendStreamHasTheDevicesHighestPriority() {
+        int[] least = new int[1];
+        int[] greatest = new int[1];
+        CudaCheck.check(org.bytedeco.cuda.global.cudart.cudaDeviceGetStreamPriorityRange(least, greatest), "range");
+        assertTrue(greatest[0] < least[0], "the H100/H200 class has stream priorities: " + least[0] + ".." + greatest[0]);
+        int[] mine = new int[1];
+        int[] sibling = new int[1];
+        try (CudaBackend rollout = new CudaBackend(gpu)) {
+            CudaCheck.check(org.bytedeco.cuda.global.cudart.cudaStreamGetPriority(gpu.stream().handle(), mine), "priority");
+            CudaCheck.check(org.bytedeco.cuda.global.cudart.cudaStreamGetPriority(rollout.stream().handle(), sibling), "priority");
+        }
+        assertEquals(least[0], mine[0], "the first backend's stream has the default (least) priority");
+        assertEquals(greatest[0], sibling[0], "the sibling (rollout) backend's stream has the highest priority");
+    }
+
+    @Test
     void roundTripEveryDtypeAndStridedHostViews() {
         SplittableRandom r = rng(71);
         for (DType dt : DType.values()) {

@@ -28,6 +28,13 @@ import static org.bytedeco.cuda.global.cudart.*;
  * for lack of memory runs a collection and retries once. Keep a reference to an activation for as
  * long as device work captured for later replay uses it.
  *
+ * <p><b>Release at last use.</b> The model code does not wait for the collector for its big
+ * temporaries: {@link #release} frees an activation or logits allocation as soon as its last use is
+ * issued. The collector remains the net for what is not released explicitly; since the Java heap
+ * barely grows while device memory fills, a collection is also requested (at most once per
+ * threshold) once the per-step bytes allocated since the last one and still live exceed a quarter
+ * of the device memory that was free when the allocator was made ({@link #collectionThreshold}).
+ *
  * <p><b>Device tensors.</b> A tensor from this allocator is an ordinary {@link Tensor} whose
  * segment spans the device allocation ({@link #deviceSegment}). That segment is never
  * dereferenced on the host: its scope is closed on purpose, so a host read or write through it
@@ -40,7 +47,13 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     /** Allocation granularity (and alignment) in bytes. */
     public static final long ALIGN = 256;
 
-    private record Block(long address, long bytes, MemoryCategory category) {
+    /**
+     * One device allocation: {@code size} bytes asked, {@code bytes} allocated; {@code owner} is the
+     * segment its tensors share (weakly held, so that the collector can still find it unreachable);
+     * {@code generation} counts the collections requested before it was made.
+     */
+    private record Block(long address, long bytes, long size, MemoryCategory category,
+                         java.lang.ref.WeakReference<MemorySegment> owner, long generation) {
     }
 
     private final CudaDevice device;
@@ -56,6 +69,9 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     private long liveTotal;
     private long peakTotal;
     private boolean closed;
+    private final long collectionThreshold;
+    private long generation;          // collections requested by the threshold so far
+    private long sinceCollection;     // live per-step bytes allocated in the current generation
 
     public CudaAllocator(CudaDevice device, CudaStream stream) {
         this.device = device;
@@ -63,6 +79,16 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         for (MemoryCategory c : MemoryCategory.values()) {
             live.put(c, new long[2]);
         }
+        this.collectionThreshold = Math.max(ALIGN, device.memoryInfo()[0] / 4);
+    }
+
+    /**
+     * Live activation and logits bytes allocated since the last collection this allocator requested
+     * above which it requests another before allocating: a quarter of the device memory free when
+     * it was made.
+     */
+    public long collectionThreshold() {
+        return collectionThreshold;
     }
 
     /**
@@ -95,6 +121,12 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         }
         long bytes = Math.max(ALIGN, (Math.multiplyExact(n, dtype.bytes()) + ALIGN - 1) / ALIGN * ALIGN);
         device.bind();
+        boolean perStep = RELEASED_WHEN_UNREACHABLE.contains(category);
+        if (perStep && sinceCollection + bytes > collectionThreshold) {
+            generation++;
+            sinceCollection = 0;
+            collectUnreachable();
+        }
         releaseUnreachable();
         Pointer p = new Pointer();
         int err = cudaMalloc(p, bytes);
@@ -108,15 +140,19 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
                 liveTotal + " bytes live on " + device);
         long address = p.address();
         CudaCheck.check(cudaMemsetAsync(new DevicePointer(address), 0, bytes, stream.handle()), "cudaMemsetAsync", bytes + " bytes");
-        Block block = new Block(address, bytes, category);
+        MemorySegment segment = deviceSegment(address, bytes);
+        Block block = new Block(address, bytes, Math.multiplyExact(n, dtype.bytes()), category,
+                new java.lang.ref.WeakReference<>(segment), generation);
         blocks.put(address, block);
+        if (perStep) {
+            sinceCollection += bytes;
+        }
         long[] c = live.get(category);
         c[0] += bytes;
         c[1] = Math.max(c[1], c[0]);
         liveTotal += bytes;
         peakTotal = Math.max(peakTotal, liveTotal);
-        MemorySegment segment = deviceSegment(address, bytes);
-        if (RELEASED_WHEN_UNREACHABLE.contains(category)) {
+        if (perStep) {
             // every view of the tensor shares this segment object: it is unreachable when they all are
             java.util.Queue<Block> q = unreachable;
             CLEANER.register(segment, () -> q.add(block));
@@ -252,6 +288,27 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         }
     }
 
+    /**
+     * Frees now the allocation of activations or logits that {@code t} covers whole (any view of
+     * all its elements from the first, e.g. a reshape); a partial view, a tensor of another
+     * allocator or category, and one already released or freed are left alone. The free is issued
+     * after the work already issued on this allocator's stream ({@code cudaFree} waits for the
+     * device's pending work), so kernels issued before the call still read valid memory.
+     */
+    @Override
+    public synchronized void release(Tensor t) {
+        if (closed || t.byteOffset() != 0) {
+            return;
+        }
+        Block b = blocks.get(t.segment().address());
+        if (b == null || b.owner().get() != t.segment() || !RELEASED_WHEN_UNREACHABLE.contains(b.category())
+                || t.byteSize() != b.size()) {
+            return;
+        }
+        blocks.remove(b.address());
+        release(b);
+    }
+
     /** Frees the allocation {@code t} was allocated as (t must be the whole allocation, not a view). */
     public synchronized void free(Tensor t) {
         long address = t.segment().address();
@@ -269,6 +326,9 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         CudaCheck.check(cudaFree(new DevicePointer(b.address)), "cudaFree", b.bytes + " bytes", b.category);
         live.get(b.category)[0] -= b.bytes;
         liveTotal -= b.bytes;
+        if (b.generation == generation && RELEASED_WHEN_UNREACHABLE.contains(b.category)) {
+            sinceCollection -= b.bytes;
+        }
     }
 
     /** True when {@code t}'s bytes lie inside one live allocation of this allocator. */

@@ -99,6 +99,26 @@ public interface Backend extends AutoCloseable {
      */
     void attention(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec);
 
+    /**
+     * Writes one token per sequence into a paged cache: row {@code slots[b]} of kCache [rows, Hkv·D]
+     * and vCache [rows, Hkv·Dv] gets k[b] and v[b] (k f32 [B, Hkv·D], v f32 [B, Hkv·Dv], slots i32 [B];
+     * a negative slot skips the sequence).
+     */
+    default void pagedKvWrite(Tensor k, Tensor v, Tensor kCache, Tensor vCache, Tensor slots) {
+        PagedOps.kvWrite(this, k, v, kCache, vCache, slots);
+    }
+
+    /**
+     * Decode attention over a paged KV cache, one query per sequence at position {@code lens[b] − 1}:
+     * q f32 [B, Hq, D], kCache [rows, Hkv·D], vCache [rows, Hkv·Dv], tables i32 [B, maxBlocks] (position
+     * s of sequence b is row tables[b, s / blockSize]·blockSize + s % blockSize), lens i32 [B], out
+     * f32 [B, Hq, Dv]. The default gathers and runs {@link #attention} per sequence ({@link PagedOps}).
+     */
+    default void pagedDecodeAttention(Tensor q, Tensor kCache, Tensor vCache, Tensor tables, Tensor lens, int blockSize,
+                                      int kvHeads, Tensor out, AttentionSpec spec) {
+        PagedOps.decodeAttention(this, q, kCache, vCache, tables, lens, blockSize, kvHeads, out, spec);
+    }
+
     // ------------------------------------------------------------------ backward (activation gradients only)
 
     /** RMSNorm backward: dx [rows, H] from x and dy (dx may alias dy). The norm weight is frozen. */
@@ -269,6 +289,16 @@ public interface Backend extends AutoCloseable {
     default void tokenLogProbsBackward(Tensor logits, Tensor rows, Tensor tokens, Tensor dLogp, float temperature,
                                        Tensor dLogits) {
         PolicyOps.tokenLogProbsBackward(logits, rows, tokens, dLogp, temperature, dLogits);
+    }
+
+    /**
+     * Draws one token per request from rows of logits f32 [R, V]: requests i32 [{@link SamplingOps#FIELDS}, B]
+     * (field-major: row, top-k, stream key, temperature, top-p, min-p), tokens i32 [B], sampledLogp
+     * f32 [B] (the token's log-probability under the filtered distribution). A pure function of the
+     * row and the request, the same on every backend: see {@link SamplingOps}.
+     */
+    default void sampleTokens(Tensor logits, Tensor requests, Tensor tokens, Tensor sampledLogp) {
+        SamplingOps.sampleTokens(logits, requests, tokens, sampledLogp);
     }
 
     /** One AdamW update of a parameter and its moments, in place. See {@link OptimizerOps#adamw}. */

@@ -17,7 +17,9 @@ import java.util.TreeMap;
 import static org.bytedeco.cuda.global.cudart.*;
 
 /**
- * Device memory through {@code cudaMalloc} (never managed memory), accounted by
+ * Device memory from the device's stream-ordered pool ({@code cudaMallocAsync} on the allocator's
+ * stream, so a free never synchronises the device; {@code cudaMalloc} while the stream is being
+ * captured into a graph), never managed memory, accounted by
  * {@link MemoryCategory}: live and peak bytes per category, and the total. Allocations are
  * zero-filled on the owning stream. Memory lives until {@link #free} or {@link #close}, except
  * that allocations of the per-step categories {@link MemoryCategory#ACTIVATIONS} and
@@ -30,10 +32,11 @@ import static org.bytedeco.cuda.global.cudart.*;
  *
  * <p><b>Release at last use.</b> The model code does not wait for the collector for its big
  * temporaries: {@link #release} frees an activation or logits allocation as soon as its last use is
- * issued. The collector remains the net for what is not released explicitly; since the Java heap
- * barely grows while device memory fills, a collection is also requested (at most once per
- * threshold) once the per-step bytes allocated since the last one and still live exceed a quarter
- * of the device memory that was free when the allocator was made ({@link #collectionThreshold}).
+ * issued (on the stream, after that use). The collector remains the net for what is not released
+ * explicitly; since the Java heap barely grows while device memory fills, a collection is also
+ * requested once the per-step bytes allocated since the last such request and still live exceed a
+ * quarter of the device memory that was free when the allocator was made
+ * ({@link #collectionThreshold}).
  *
  * <p><b>Device tensors.</b> A tensor from this allocator is an ordinary {@link Tensor} whose
  * segment spans the device allocation ({@link #deviceSegment}). That segment is never
@@ -47,12 +50,11 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     /** Allocation granularity (and alignment) in bytes. */
     public static final long ALIGN = 256;
 
-    /**
-     * One device allocation: {@code size} bytes asked, {@code bytes} allocated; {@code owner} is the
-     * segment its tensors share (weakly held, so that the collector can still find it unreachable);
-     * {@code generation} counts the collections requested before it was made.
-     */
-    private record Block(long address, long bytes, long size, MemoryCategory category,
+    // async: from the device's stream-ordered pool (cudaMallocAsync), freed on the stream without a
+    // device-wide synchronisation; else cudaMalloc (while the stream is being captured into a graph)
+    // size: the bytes asked (bytes: allocated); owner: the segment its tensors share, weakly held so
+    // that the collector still finds it unreachable; generation: collections requested before it was made
+    private record Block(long address, long bytes, long size, MemoryCategory category, boolean async,
                          java.lang.ref.WeakReference<MemorySegment> owner, long generation) {
     }
 
@@ -66,6 +68,8 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     private static final int CUDA_ERROR_MEMORY_ALLOCATION = 2;
     // blocks whose tensors the collector found unreachable; freed by the owning thread in allocate()
     private final java.util.concurrent.ConcurrentLinkedQueue<Block> unreachable = new java.util.concurrent.ConcurrentLinkedQueue<>();
+    private final java.util.List<Block> deferred = new java.util.ArrayList<>(); // pool blocks freed during a capture
+    private volatile CudaAllocator shared;
     private long liveTotal;
     private long peakTotal;
     private boolean closed;
@@ -79,6 +83,11 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         for (MemoryCategory c : MemoryCategory.values()) {
             live.put(c, new long[2]);
         }
+        device.bind();
+        // the pool keeps freed memory for reuse instead of returning it at every synchronisation
+        CudaCheck.check(cudaDeviceGetDefaultMemPool(pool, device.index()), "cudaDeviceGetDefaultMemPool", device);
+        CudaCheck.check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold,
+                new org.bytedeco.javacpp.LongPointer(1).put(Long.MAX_VALUE)), "cudaMemPoolSetAttribute release threshold");
         this.collectionThreshold = Math.max(ALIGN, device.memoryInfo()[0] / 4);
     }
 
@@ -89,6 +98,27 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
      */
     public long collectionThreshold() {
         return collectionThreshold;
+    }
+
+    private final org.bytedeco.cuda.cudart.CUmemPoolHandle_st pool = new org.bytedeco.cuda.cudart.CUmemPoolHandle_st();
+
+    /**
+     * Lets tensors of {@code other} (an allocator of the same device, e.g. the frozen weights another
+     * backend loaded) pass this allocator's {@link #owns} checks, so that this allocator's backend
+     * reads them in place. They are never freed here. The caller orders their writes before the
+     * reads (the weights are loaded and synchronised before they are shared).
+     */
+    public void share(CudaAllocator other) {
+        if (other == this || other.device.index() != device.index()) {
+            throw new IllegalArgumentException("share: " + other.device + " is not another allocator of " + device);
+        }
+        this.shared = other;
+    }
+
+    private boolean capturing() {
+        int[] status = new int[1];
+        CudaCheck.check(cudaStreamIsCapturing(stream.handle(), status), "cudaStreamIsCapturing");
+        return status[0] != cudaStreamCaptureStatusNone;
     }
 
     /**
@@ -128,20 +158,21 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
             collectUnreachable();
         }
         releaseUnreachable();
+        boolean async = !capturing();
         Pointer p = new Pointer();
-        int err = cudaMalloc(p, bytes);
+        int err = async ? cudaMallocAsync(p, bytes, stream.handle()) : cudaMalloc(p, bytes);
         if (err == CUDA_ERROR_MEMORY_ALLOCATION) {
             cudaGetLastError(); // clear the (non-sticky) error before retrying
             collectUnreachable();
             p = new Pointer();
-            err = cudaMalloc(p, bytes);
+            err = async ? cudaMallocAsync(p, bytes, stream.handle()) : cudaMalloc(p, bytes);
         }
         CudaCheck.check(err, "cudaMalloc", category, dtype + Arrays.toString(shape), bytes + " bytes",
                 liveTotal + " bytes live on " + device);
         long address = p.address();
         CudaCheck.check(cudaMemsetAsync(new DevicePointer(address), 0, bytes, stream.handle()), "cudaMemsetAsync", bytes + " bytes");
         MemorySegment segment = deviceSegment(address, bytes);
-        Block block = new Block(address, bytes, Math.multiplyExact(n, dtype.bytes()), category,
+        Block block = new Block(address, bytes, Math.multiplyExact(n, dtype.bytes()), category, async,
                 new java.lang.ref.WeakReference<>(segment), generation);
         blocks.put(address, block);
         if (perStep) {
@@ -162,6 +193,10 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
 
     /** Frees the blocks reported unreachable that are still live (not freed explicitly meanwhile). */
     private void releaseUnreachable() {
+        if (!deferred.isEmpty() && !capturing()) {
+            deferred.forEach(this::release);
+            deferred.clear();
+        }
         for (Block b = unreachable.poll(); b != null; b = unreachable.poll()) {
             if (blocks.get(b.address()) == b) { // the same allocation, not a later one at the same address
                 blocks.remove(b.address());
@@ -291,9 +326,10 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     /**
      * Frees now the allocation of activations or logits that {@code t} covers whole (any view of
      * all its elements from the first, e.g. a reshape); a partial view, a tensor of another
-     * allocator or category, and one already released or freed are left alone. The free is issued
-     * after the work already issued on this allocator's stream ({@code cudaFree} waits for the
-     * device's pending work), so kernels issued before the call still read valid memory.
+     * allocator or category, one already released or freed, and any while the stream is being
+     * captured into a graph (or one allocated during a capture) are left alone. The free is
+     * stream-ordered ({@code cudaFreeAsync}): work already issued on this allocator's stream still
+     * reads valid memory.
      */
     @Override
     public synchronized void release(Tensor t) {
@@ -304,6 +340,9 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         if (b == null || b.owner().get() != t.segment() || !RELEASED_WHEN_UNREACHABLE.contains(b.category())
                 || t.byteSize() != b.size()) {
             return;
+        }
+        if (!b.async() || capturing()) {
+            return;   // captured work replays on it: kept until unreachable, like every allocation made in a capture
         }
         blocks.remove(b.address());
         release(b);
@@ -323,7 +362,15 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
 
     private void release(Block b) {
         device.bind();
-        CudaCheck.check(cudaFree(new DevicePointer(b.address)), "cudaFree", b.bytes + " bytes", b.category);
+        if (b.async && !closed && capturing()) {
+            deferred.add(b);    // a free inside a capture would become part of the graph
+            return;
+        }
+        if (b.async) {
+            CudaCheck.check(cudaFreeAsync(new DevicePointer(b.address), stream.handle()), "cudaFreeAsync", b.bytes + " bytes", b.category);
+        } else {
+            CudaCheck.check(cudaFree(new DevicePointer(b.address)), "cudaFree", b.bytes + " bytes", b.category);
+        }
         live.get(b.category)[0] -= b.bytes;
         liveTotal -= b.bytes;
         if (b.generation == generation && RELEASED_WHEN_UNREACHABLE.contains(b.category)) {
@@ -331,8 +378,16 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         }
     }
 
-    /** True when {@code t}'s bytes lie inside one live allocation of this allocator. */
-    public synchronized boolean owns(Tensor t) {
+    /**
+     * True when {@code t}'s bytes lie inside one live allocation of this allocator, or of the
+     * allocator {@link #share}d with it.
+     */
+    public boolean owns(Tensor t) {
+        CudaAllocator other = shared;
+        return ownsHere(t) || other != null && other.ownsHere(t);
+    }
+
+    private synchronized boolean ownsHere(Tensor t) {
         long a = address(t);
         Map.Entry<Long, Block> e = blocks.floorEntry(a);
         return e != null && a + t.byteSize() <= e.getKey() + e.getValue().bytes;
@@ -366,10 +421,15 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
             return;
         }
         closed = true;
+        device.bind();
+        deferred.forEach(this::release);
+        deferred.clear();
         for (Block b : blocks.values()) {
             release(b);
         }
         blocks.clear();
         unreachable.clear();
+        stream.synchronize();
+        CudaCheck.check(cudaMemPoolTrimTo(pool, 0), "cudaMemPoolTrimTo");
     }
 }

@@ -46,7 +46,9 @@ public final class CudaBackend implements Backend {
     private final CudaExactOps exactOps;
     private final CudaPolicyOps policyOps;
     private final CudaLayoutOps layoutOps;
+    private final CudaSampling sampling;
     private final boolean exact;
+    private final Path kernelCache;
     private boolean closed;
 
     /**
@@ -66,6 +68,22 @@ public final class CudaBackend implements Backend {
      *              way whatever the batch (see {@link #exact()}); slower than the default kernels
      */
     public CudaBackend(int deviceIndex, Path kernelCache, boolean exact) {
+        this(deviceIndex, kernelCache, exact, null);
+    }
+
+    /**
+     * A second backend on {@code base}'s device (rollout beside training): its own stream, cuBLAS, scratch and
+     * allocator; its kernels read base's tensors (frozen weights) in place; each frees only what it allocated.
+     */
+    public CudaBackend(CudaBackend base) {
+        this(base.ctx.device.index(), base.kernelCache, base.exact, base);
+    }
+
+    private CudaBackend(int deviceIndex, Path kernelCache, boolean exact, CudaBackend base) {
+        if (base != null) {
+            base.synchronize(); // what base wrote is visible to this backend's stream
+        }
+        this.kernelCache = kernelCache;
         CudaDevice device = new CudaDevice(deviceIndex);
         KernelCompiler compiler = new KernelCompiler(kernelCache, device.computeCapabilityMajor(), device.computeCapabilityMinor());
         this.ctx = new CudaContext(device, new KernelLibrary(compiler));
@@ -79,8 +97,12 @@ public final class CudaBackend implements Backend {
         this.exactOps = new CudaExactOps(ctx, matmulOps);
         this.policyOps = new CudaPolicyOps(ctx);
         this.layoutOps = new CudaLayoutOps(ctx);
+        this.sampling = new CudaSampling(ctx);
         this.exact = exact;
         this.attentionOps.exact = exact;
+        if (base != null) {
+            ctx.allocator.share(base.ctx.allocator);
+        }
     }
 
     /**
@@ -148,9 +170,9 @@ public final class CudaBackend implements Backend {
 
     /** Copies host tensor {@code host} into device tensor {@code dev} (same dtype and shape; dev contiguous). */
     public void copyToDevice(Tensor host, Tensor dev) {
-        checkCopy(host, dev);
+        CudaCopies.checkCopy(host, dev);
         ctx.devContiguous("copyToDevice destination", dev, host.dtype());
-        Tensor src = hostContiguous(host);
+        Tensor src = CudaCopies.hostContiguous(host);
         ctx.device.bind();
         CudaCheck.check(cudaMemcpyAsync(new DevicePointer(CudaAllocator.address(dev)), new DevicePointer(CudaAllocator.address(src)),
                 dev.byteSize(), cudaMemcpyHostToDevice, ctx.stream.handle()), "cudaMemcpyAsync host->device", dev, dev.byteSize() + " bytes");
@@ -167,7 +189,7 @@ public final class CudaBackend implements Backend {
 
     /** Copies device tensor {@code dev} (contiguous) into host tensor {@code host}; waits for the stream. */
     public void copyToHost(Tensor dev, Tensor host) {
-        checkCopy(host, dev);
+        CudaCopies.checkCopy(host, dev);
         ctx.devContiguous("copyToHost source", dev, host.dtype());
         boolean direct = host.isContiguous() && host.segment().isNative();
         Tensor dst = direct ? host : Tensor.allocate(Arena.ofAuto(), dev.dtype(), dev.shape());
@@ -186,7 +208,7 @@ public final class CudaBackend implements Backend {
      */
     @Override
     public void copy(Tensor src, Tensor dst) {
-        checkCopy(src, dst);
+        CudaCopies.checkCopy(src, dst);
         if (!src.isContiguous() || !dst.isContiguous()) {
             ctx.device.bind();
             layoutOps.copy(src, dst);
@@ -217,46 +239,7 @@ public final class CudaBackend implements Backend {
     public void synchronize() {
         ctx.device.bind();
         ctx.stream.synchronize();
-        checkKernelErrors();
-    }
-
-    private void checkKernelErrors() {
-        try (Arena a = Arena.ofConfined()) {
-            MemorySegment flag = a.allocate(16, 16);
-            CudaCheck.check(cudaMemcpy(new DevicePointer(flag.address()), new DevicePointer(CudaAllocator.address(ctx.errorFlag)),
-                    16, cudaMemcpyDeviceToHost), "cudaMemcpy error flag");
-            int code = flag.get(ValueLayout.JAVA_INT, 0);
-            if (code == 0) {
-                return;
-            }
-            long value = (flag.get(ValueLayout.JAVA_INT, 4) & 0xFFFFFFFFL) | ((long) flag.get(ValueLayout.JAVA_INT, 8) << 32);
-            int row = flag.get(ValueLayout.JAVA_INT, 12);
-            CudaCheck.check(cudaMemsetAsync(new DevicePointer(CudaAllocator.address(ctx.errorFlag)), 0, 16, ctx.stream.handle()),
-                    "cudaMemsetAsync error flag");
-            throw switch (code) {
-                case 1 -> new IndexOutOfBoundsException("embedding: token id " + value + " (row " + row + ") is outside the vocabulary");
-                case 2 -> new IndexOutOfBoundsException("rope: position " + value + " (token " + row + ") is outside the rope table");
-                case 3 -> new IndexOutOfBoundsException("moeMatmulQuantized: expert id " + value + " (pair " + row + ") is outside the layer's experts");
-                case 4 -> new IndexOutOfBoundsException("gatherRows/scatterAddRows: row " + value + " (index " + row + ") is outside the tensor");
-                default -> new IllegalStateException("kernel error code " + code + " value " + value + " row " + row);
-            };
-        }
-    }
-
-    private static void checkCopy(Tensor a, Tensor b) {
-        if (a.dtype() != b.dtype() || !java.util.Arrays.equals(a.shape(), b.shape())) {
-            throw new IllegalArgumentException("copy between " + a + " and " + b + ": dtype and shape must match");
-        }
-    }
-
-    private static Tensor hostContiguous(Tensor host) {
-        Tensor c = host.contiguous();
-        if (!c.segment().isNative()) {
-            Tensor n = Tensor.allocate(Arena.ofAuto(), c.dtype(), c.shape());
-            n.copyFrom(c);
-            c = n;
-        }
-        return c;
+        CudaKernelErrors.raise(ctx);
     }
 
     // ------------------------------------------------------------------ Backend
@@ -386,6 +369,12 @@ public final class CudaBackend implements Backend {
     }
 
     @Override
+    public void sampleTokens(Tensor logits, Tensor requests, Tensor tokens, Tensor sampledLogp) {
+        ctx.device.bind();
+        sampling.sampleTokens(logits, requests, tokens, sampledLogp);
+    }
+
+    @Override
     public void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, OptimizerOps.AdamWStep step) {
         ctx.device.bind();
         policyOps.adamw(param, grad, m, v, step);
@@ -493,8 +482,13 @@ public final class CudaBackend implements Backend {
      * @param kvHeads   Hkv
      * @param out       f32 [B, Hq, Dv]
      */
+    @Override
     public void pagedDecodeAttention(Tensor q, Tensor kCache, Tensor vCache, Tensor tables, Tensor lens, int blockSize, int kvHeads,
                                      Tensor out, AttentionSpec spec) {
+        if (exact) {   // the per-sequence attention kernel: a decode step equals the training forward bit for bit
+            Backend.super.pagedDecodeAttention(q, kCache, vCache, tables, lens, blockSize, kvHeads, out, spec);
+            return;
+        }
         ctx.device.bind();
         attentionOps.flash.pagedDecode(q, kCache, vCache, tables, lens, blockSize, kvHeads, out, spec);
     }
@@ -523,6 +517,7 @@ public final class CudaBackend implements Backend {
      * {@code k[b]} and {@code v[b]} (k f32 [B, Hkv·D], v f32 [B, Hkv·Dv], slots i32 [B]; a negative slot
      * skips the sequence). No bounds check on slots: they come from the caller's block tables.
      */
+    @Override
     public void pagedKvWrite(Tensor k, Tensor v, Tensor kCache, Tensor vCache, Tensor slots) {
         ctx.device.bind();
         attentionOps.flash.pagedKvWrite(k, v, kCache, vCache, slots);

@@ -7,6 +7,7 @@ import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.RopeTable;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.model.kv.PagedDecode;
 import org.orbitrl.model.nn.Linear;
 
 import java.util.List;
@@ -77,6 +78,12 @@ final class Qwen3Attention {
      */
     void forward(Backend b, Tensor x, Tensor positions, List<CausalLM.Segment> batch, RopeTable rope, Tensor out,
                  Tape tape) {
+        forward(b, x, positions, batch, rope, out, tape, null);
+    }
+
+    /** As above; with {@code decode} (a decode step over one paged pool) the cache work is one write and one attention. */
+    void forward(Backend b, Tensor x, Tensor positions, List<CausalLM.Segment> batch, RopeTable rope, Tensor out,
+                 Tape tape, PagedDecode decode) {
         TensorAllocator a = b.allocator();
         int n = x.size(0);
         Tensor qs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) heads * headDim);   // [N, Hq*D]
@@ -100,7 +107,15 @@ final class Qwen3Attention {
         b.rope(q3, positions, rope);
         b.rope(k3, positions, rope);
         Tensor v3 = vs.reshape(n, kvHeads, headDim);
-        Tensor attnFlat = SegmentAttention.attendAndProject(b, layer, batch, q3, k3, v3, spec, o, out); // [N, Hq*D]
+        Tensor attnFlat;                                                   // [N, Hq*D]
+        if (decode != null) {
+            Tensor attn = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, headDim); // [N, Hq, D]
+            decode.layer(b, layer, q3, k3, v3, attn, spec);
+            attnFlat = attn.reshape(n, (long) heads * headDim);
+            o.forward(b, attnFlat, out);
+        } else {
+            attnFlat = SegmentAttention.attendAndProject(b, layer, batch, q3, k3, v3, spec, o, out);
+        }
         if (tape == null) {
             a.release(q3);
             a.release(k3);

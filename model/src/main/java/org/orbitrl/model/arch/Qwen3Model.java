@@ -6,6 +6,7 @@ import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.RopeTable;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.model.kv.PagedDecode;
 import org.orbitrl.model.nn.AdapterTargets;
 import org.orbitrl.model.nn.Linear;
 import org.orbitrl.model.nn.Placement;
@@ -384,6 +385,8 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             }
         }
         Tensor positions = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(pos, n)); // i32 [N]
+        // a decode step over one paged pool without tensor parallelism: one cache write and attention per layer
+        PagedDecode decode = tape == null && !tensorParallel() ? PagedDecode.of(a, batch) : null;
         int h = config.hidden();
         Tensor x = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden] residual stream
         if (tensorParallel()) {
@@ -407,7 +410,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
                 }
             }
             Tensor in = x;
-            x = layerForward(i, x, positions, batch, lt);
+            x = layerForward(i, x, positions, batch, lt, decode);
             if (tape == null && hidden == null) {
                 a.release(in);   // kept by neither a tape nor a sink
             }
@@ -448,7 +451,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
     }
 
     /** One decoder layer: x [N, hidden] -> a new residual stream [N, hidden]. */
-    private Tensor layerForward(int i, Tensor x, Tensor positions, List<Segment> batch, LayerTape lt) {
+    private Tensor layerForward(int i, Tensor x, Tensor positions, List<Segment> batch, LayerTape lt, PagedDecode decode) {
         Backend b = backend;
         TensorAllocator a = b.allocator();
         Layer l = layers[i];
@@ -457,7 +460,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         Tensor normed1 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
         Tensor delta = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);   // [N, hidden]
         b.rmsNorm(x, l.inputNorm, config.rmsEps(), normed1);
-        l.attention.forward(b, normed1, positions, batch, rope, delta, lt == null ? null : lt.attention);
+        l.attention.forward(b, normed1, positions, batch, rope, delta, lt == null ? null : lt.attention, decode);
         if (lt == null) {
             a.release(normed1);
         }
@@ -533,7 +536,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             LayerTape lt = tape.layerTapes[i];
             if (lt == null) {
                 lt = new LayerTape();
-                Tensor out = layerForward(i, tape.layerInput[i], tape.positions, tape.batch, lt); // recompute
+                Tensor out = layerForward(i, tape.layerInput[i], tape.positions, tape.batch, lt, null); // recompute
                 a.release(out);   // the tape keeps the original output as the next layer's input
             }
             Tensor dOut = dx;

@@ -43,6 +43,16 @@ public final class PagedSequence implements SequenceCache, AutoCloseable {
         return table.size();
     }
 
+    /** The pool holding this sequence's blocks. */
+    BlockPool pool() {
+        return pool;
+    }
+
+    /** The pool block holding positions [i·blockSize, (i+1)·blockSize). */
+    int block(int i) {
+        return table.get(i);
+    }
+
     /** Blocks {@link #reserve}(tokens) would take from the pool. */
     public int blocksNeeded(int tokens) {
         int bs = pool.blockSize();

@@ -25,6 +25,8 @@ final class AdapterPublisher {
     private final Adapter trainerAdapter;
     private final SampleLogWriter writer;
     private final TensorAllocator memory;
+    private Runnable beforeCopy = () -> { };
+    private Runnable afterCopy = () -> { };
 
     /** @param memory the allocator of the adapters' tensors (host or device), to read them for the checksum */
     AdapterPublisher(AdapterSlots slots, Adapter trainerAdapter, SampleLogWriter writer, TensorAllocator memory) {
@@ -34,12 +36,23 @@ final class AdapterPublisher {
         this.writer = writer;
     }
 
+    /**
+     * Orders the copy against the trainer's work when the slots live on another stream: {@code before}
+     * waits for the trainer's last update, {@code after} for the copy itself.
+     */
+    void fences(Runnable before, Runnable after) {
+        this.beforeCopy = before;
+        this.afterCopy = after;
+    }
+
     /** Publishes the trainer's adapter as {@code version}, trained at {@code step}. */
     Published publish(long version, long step) throws JobException {
         long p0 = System.nanoTime();
         long bytes;
         try {
+            beforeCopy.run();
             bytes = slots.publish(trainerAdapter, version);
+            afterCopy.run();
         } catch (InterruptedException ie) {
             Thread.currentThread().interrupt();
             throw new JobException("interrupted while publishing adapter version " + version);

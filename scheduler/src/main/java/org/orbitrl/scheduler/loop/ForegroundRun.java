@@ -84,8 +84,14 @@ public final class ForegroundRun {
             EvalResult after = runner.evaluate();
             checkpoints.write(runner.state().step(), runner::checkpoint);
             Path report = dataDir.resolve("report");
-            Report.write(dataDir.resolve(MetricsLog.FILE_NAME), report);
-            out.println("report: " + report.resolve(Report.INDEX));
+            try {
+                Report.write(dataDir.resolve(MetricsLog.FILE_NAME), report);
+                out.println("report: " + report.resolve(Report.INDEX));
+            } catch (RuntimeException | Error e) {
+                // the charts need the platform's fonts: a machine without them still ends the run with its metrics
+                out.println("report: not written (" + e + "); the metrics are in " + dataDir.resolve(MetricsLog.FILE_NAME));
+                report = null;
+            }
             out.println(evalLine("eval after", after));
             out.println(String.format("%s: eval accuracy %.3f -> %.3f%s", spec.name(), before.accuracy(), after.accuracy(),
                     passAtK(before, after)));

@@ -4,6 +4,7 @@ import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.Backends;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.kernels.cpu.CpuBackend;
+import org.orbitrl.kernels.cuda.CudaBackend;
 import org.orbitrl.model.BaseFormat;
 import org.orbitrl.model.LoadedModel;
 import org.orbitrl.model.adapter.Adapter;
@@ -118,14 +119,16 @@ public final class RlJobRunner implements JobRunner {
             trainerAdapter = RlSetup.newAdapter(cfg, (AdapterTargets) trainerModel, adapterMemory, spec.seed());
             boolean isAsync = spec.async().enabled();
             int cores = Runtime.getRuntime().availableProcessors();
-            // async on the CPU: rollout and training run at once, each on its own thread pool; on the
-            // device both threads share the one backend (one stream, shared scratch buffers), so its
-            // work is serialized by a lock held per rollout engine step and per training/publish phase
-            rolloutBackend = isAsync && !onDevice ? new CpuBackend(Math.max(1, cores / 2), memory) : null;
+            // async: rollout and training run at once, each on a backend of its own: on the CPU its own
+            // thread pool; on the device its own stream, cuBLAS handle, scratch and allocator, reading the
+            // trainer's frozen weights in place. The rollout slots live with the rollout backend.
+            rolloutBackend = !isAsync ? null
+                    : onDevice ? new CudaBackend((CudaBackend) backend) : new CpuBackend(Math.max(1, cores / 2), memory);
             CausalLM rolloutModel = rolloutBackend != null ? trainerModel.view(rolloutBackend) : trainerModel.view();
+            TensorAllocator slotMemory = isAsync && onDevice ? rolloutBackend.allocator() : adapterMemory;
             slots = new AdapterSlots((AdapterTargets) rolloutModel,
-                    () -> RlSetup.newAdapter(cfg, (AdapterTargets) rolloutModel, adapterMemory, spec.seed()), 0,
-                    adapterMemory);
+                    () -> RlSetup.newAdapter(cfg, (AdapterTargets) rolloutModel, slotMemory, spec.seed()), 0,
+                    slotMemory);
             var b = spec.batch();
             int seqTokens = b.maxPromptTokens() + b.maxResponseTokens();
             int sequences = b.promptsPerStep() * b.samplesPerPrompt();
@@ -155,14 +158,24 @@ public final class RlJobRunner implements JobRunner {
                 RlCheckpoint.restore(resumeFrom, this);
             }
             reader.startAfter(state.consumedIndex());
+            if (isAsync && onDevice) {
+                ((CudaBackend) backend).synchronize();                 // a restored adapter is written before it is copied
+            }
             slots.publish(trainerAdapter, state.adapterVersion() + 1);   // rollout serves what the trainer holds
+            if (isAsync && onDevice) {
+                ((CudaBackend) rolloutBackend).stream().synchronize();
+            }
             state = new RunnerState(state.step(), state.adapterVersion() + 1, state.consumedIndex(), state.samplesTrained());
             publisher = new AdapterPublisher(slots, trainerAdapter, writer, adapterMemory);
+            if (isAsync && onDevice) {
+                // the copy runs on the rollout stream: after the trainer's last update, and done before it updates again
+                CudaBackend trainerDevice = (CudaBackend) backend;
+                CudaBackend rolloutDevice = (CudaBackend) rolloutBackend;
+                publisher.fences(trainerDevice::synchronize, () -> rolloutDevice.stream().synchronize());
+            }
             if (isAsync) {
-                java.util.concurrent.locks.Lock deviceLock = onDevice ? new java.util.concurrent.locks.ReentrantLock(true) : null;
-                engine.serializeDeviceWork(deviceLock);
                 async = new AsyncStep(ctx, spec, reader, trainer, publisher, metrics, memory, gauges, engine, slots,
-                        sampleLog::writer, samples.producer(), firstRolloutStep(), deviceLock);
+                        sampleLog::writer, samples.producer(), firstRolloutStep(), null);
             }
         } catch (IOException | InterruptedException | RuntimeException e) {
             close();

@@ -1,6 +1,11 @@
 package org.orbitrl.scheduler.rollout;
 
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.SamplingOps;
 import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.adapter.AdapterSlots;
 import org.orbitrl.model.arch.CausalLM;
 import org.orbitrl.model.kv.BlockPool;
@@ -14,7 +19,6 @@ import java.util.Deque;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.SplittableRandom;
 import java.util.concurrent.ConcurrentLinkedQueue;
 
 /**
@@ -24,6 +28,11 @@ import java.util.concurrent.ConcurrentLinkedQueue;
  * between steps. The G samples of a request share the prompt's blocks (copy on write). When the
  * cache cannot hold the next step, the youngest sequences are preempted (blocks freed) and later
  * recomputed from their tokens; the batch never fails.
+ *
+ * <p>Tokens are drawn on the model's backend ({@link org.orbitrl.kernels.Backend#sampleTokens}): each draw
+ * is keyed by the request's seed, the sample index and the token's position, so a sample's tokens do
+ * not depend on the batch, on preemption or on the backend; only the tokens and their log-probs come
+ * back to the host each step.
  *
  * <p>Adapter versions switch only in {@link #step}'s first line, so no step mixes versions; every
  * token records the version that produced it. One thread drives an engine; {@link #submit} may
@@ -70,7 +79,6 @@ public final class RolloutEngine implements AutoCloseable {
     private static final class Seq {
         final Request request;
         final int sample;
-        final SplittableRandom rng;
         final List<Integer> tokens = new ArrayList<>();
         final List<Float> policy = new ArrayList<>();
         final List<Float> sampled = new ArrayList<>();
@@ -84,7 +92,6 @@ public final class RolloutEngine implements AutoCloseable {
         Seq(Request request, int sample) {
             this.request = request;
             this.sample = sample;
-            this.rng = new SplittableRandom(request.params().seed() * 0x9E3779B97F4A7C15L + sample);
         }
     }
 
@@ -102,8 +109,8 @@ public final class RolloutEngine implements AutoCloseable {
 
     /**
      * Makes {@link #generate} hold {@code lock} for each engine step, so that another thread may
-     * use the same device backend between steps (a backend is driven by one thread at a time);
-     * null (the default) for no lock.
+     * use the same backend between steps (a backend is driven by one thread at a time); null (the
+     * default) for no lock, as when rollout has a backend of its own.
      */
     public void serializeDeviceWork(Lock lock) {
         this.deviceLock = lock;
@@ -184,28 +191,30 @@ public final class RolloutEngine implements AutoCloseable {
             }
         }
         Tensor logits = model.forward(segments);                   // [new tokens, vocab]
-        int v = model.vocabSize();
-        int[] lastRows = new int[batch.size()];                     // each sequence's last new token
-        int row = 0;
-        for (int i = 0; i < batch.size(); i++) {
-            row += batch.get(i).pendingInput.length;
-            lastRows[i] = row - 1;
-        }
-        float[] all = lastLogits(logits, lastRows);                 // [batch, vocab]: the one sync per step
+        // one draw per running sequence from its last new token's row, plus one per sibling forked
+        // from a prompt; drawn on the backend, only tokens and log-probs come back
+        List<Seq> drawn = new ArrayList<>();
+        List<Integer> rows = new ArrayList<>();
         List<Seq> forks = new ArrayList<>();
-        for (int i = 0; i < batch.size(); i++) {
-            Seq s = batch.get(i);
-            float[] last = java.util.Arrays.copyOfRange(all, i * v, (i + 1) * v);
+        int row = 0;
+        for (Seq s : batch) {
+            row += s.pendingInput.length;
             if (s.sample == 0 && s.request.samples() > 1 && s.tokens.isEmpty() && s.preempted == 0) {
                 for (int k = 1; k < s.request.samples(); k++) {      // prefix sharing: siblings fork the prompt
                     Seq sib = new Seq(s.request, k);
                     sib.cache = s.cache.fork();
                     sib.admittedAt = s.admittedAt;
-                    accept(sib, last, version, finished);
                     forks.add(sib);
+                    drawn.add(sib);
+                    rows.add(row - 1);
                 }
             }
-            accept(s, last, version, finished);
+            drawn.add(s);
+            rows.add(row - 1);
+        }
+        Draws d = draw(logits, drawn, rows);
+        for (int i = 0; i < drawn.size(); i++) {
+            accept(drawn.get(i), d.tokens[i], d.policy[i], d.sampled[i], version, finished);
         }
         for (Seq f : forks) {
             if (f.cache != null) {
@@ -216,39 +225,64 @@ public final class RolloutEngine implements AutoCloseable {
         return finished;
     }
 
+    /** Tokens and their policy and sampled log-probs, one per draw. */
+    private record Draws(int[] tokens, float[] policy, float[] sampled) {
+    }
+
     /**
-     * The logits rows {@code rows} of {@code logits} [tokens, vocab] on the host, [rows, vocab]: read
-     * directly from host memory, or gathered on the device and copied (only the rows sampled from).
+     * Draws the next token of each of {@code seqs} from row {@code rows[i]} of {@code logits}
+     * [tokens, vocab] on the model's backend: the sampling op (keyed by request seed, sample and
+     * position, so a draw does not depend on the batch), then the policy log-prob at each request's
+     * temperature with the op the trainer recomputes it with. Three small copies come back.
      */
-    private float[] lastLogits(Tensor logits, int[] rows) {
-        org.orbitrl.kernels.Backend b = model.backend();
-        org.orbitrl.kernels.TensorAllocator a = b.allocator();
-        int v = logits.size(1);
-        if (a.hostMemory()) {
-            float[] all = logits.toFloatArray();
-            float[] out = new float[rows.length * v];
-            for (int i = 0; i < rows.length; i++) {
-                System.arraycopy(all, rows[i] * v, out, i * v, v);
-            }
-            return out;
+    private Draws draw(Tensor logits, List<Seq> seqs, List<Integer> rows) {
+        Backend b = model.backend();
+        TensorAllocator a = b.allocator();
+        int n = seqs.size();
+        Tensor req = Tensor.allocate(java.lang.foreign.Arena.ofAuto(), DType.I32, SamplingOps.FIELDS, n); // i32 [FIELDS, n]
+        java.util.TreeSet<Float> temperatures = new java.util.TreeSet<>();
+        for (int i = 0; i < n; i++) {
+            Seq s = seqs.get(i);
+            SamplingParams p = s.request.params();
+            SamplingOps.setRequest(req, i, rows.get(i), p.greedy() ? 0f : p.temperature(), p.topK(), p.topP(), p.minP(),
+                    SamplingOps.streamKey(p.seed(), s.sample, s.tokens.size()));
+            temperatures.add(p.temperature());
         }
-        Tensor picked = a.allocate(org.orbitrl.kernels.MemoryCategory.LOGITS, org.orbitrl.kernels.DType.F32, rows.length, v);
-        b.gatherRows(logits, a.upload(org.orbitrl.kernels.MemoryCategory.ACTIVATIONS, Tensor.ofInts(rows, rows.length)), picked);
-        return a.toHost(picked).toFloatArray();
+        Tensor reqDev = a.upload(MemoryCategory.ACTIVATIONS, req);
+        Tensor tokens = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, n);   // i32 [n]
+        Tensor sampled = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n);  // f32 [n]
+        b.sampleTokens(logits, reqDev, tokens, sampled);
+        Tensor rowIds = reqDev.select(0, SamplingOps.ROW);                      // i32 [n]
+        float[] policy = new float[n];
+        for (float t : temperatures) {
+            Tensor lp = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n);   // f32 [n]
+            b.tokenLogProbs(logits, rowIds, tokens, t, lp);
+            float[] h = a.toHost(lp).toFloatArray();
+            for (int i = 0; i < n; i++) {
+                if (seqs.get(i).request.params().temperature() == t) {
+                    policy[i] = h[i];
+                }
+            }
+        }
+        Tensor tokHost = a.toHost(tokens);
+        int[] tok = new int[n];
+        for (int i = 0; i < n; i++) {
+            tok[i] = (int) tokHost.getLong(i);
+        }
+        return new Draws(tok, policy, a.toHost(sampled).toFloatArray());
     }
 
     /** Samples the next token of {@code s} from its logits row and applies the stop rules. */
-    private void accept(Seq s, float[] logits, long version, List<Completion> finished) {
+    private void accept(Seq s, int token, float policyLogprob, float sampledLogprob, long version, List<Completion> finished) {
         SamplingParams p = s.request.params();
-        Sampler.Draw d = Sampler.sample(logits, p, s.rng);
-        s.tokens.add(d.token());
-        s.policy.add(d.policyLogprob());
-        s.sampled.add(d.sampledLogprob());
+        s.tokens.add(token);
+        s.policy.add(policyLogprob);
+        s.sampled.add(sampledLogprob);
         s.versions.add(version);
         generated++;
-        s.pendingInput = new int[]{d.token()};
+        s.pendingInput = new int[]{token};
         FinishReason reason = null;
-        if (p.stopTokenIds().contains(d.token())) {
+        if (p.stopTokenIds().contains(token)) {
             reason = FinishReason.STOP;
         } else if (!p.stopStrings().isEmpty() && decoder != null) {
             String text = decoder.decode(s.tokens.stream().mapToInt(Integer::intValue).toArray());

@@ -1,0 +1,80 @@
+package org.orbitrl.model.kv;
+
+import org.orbitrl.kernels.AttentionSpec;
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.model.arch.CausalLM;
+
+import java.util.List;
+
+/**
+ * One decode step of a batch of sequences of one {@link BlockPool}, each feeding one token: the
+ * write slots, block tables and lengths, uploaded once and used by every layer, so that a layer
+ * writes its keys and values with one {@link Backend#pagedKvWrite} and attends with one
+ * {@link Backend#pagedDecodeAttention}, whatever the batch.
+ */
+public final class PagedDecode {
+    private final BlockPool pool;
+    private final int batch;
+    private final Tensor slots;  // i32 [B]: pool row of each sequence's new token
+    private final Tensor tables; // i32 [B, maxBlocks]
+    private final Tensor lens;   // i32 [B]: keys of each sequence, the new token included
+
+    private PagedDecode(BlockPool pool, int batch, Tensor slots, Tensor tables, Tensor lens) {
+        this.pool = pool;
+        this.batch = batch;
+        this.slots = slots;
+        this.tables = tables;
+        this.lens = lens;
+    }
+
+    /**
+     * The step's tables when every segment feeds one token into a {@link PagedSequence} (room
+     * reserved, not yet advanced) of one pool that stores values; null otherwise.
+     */
+    public static PagedDecode of(TensorAllocator a, List<CausalLM.Segment> segments) {
+        if (segments.isEmpty()) {
+            return null;
+        }
+        BlockPool pool = null;
+        int maxBlocks = 1;
+        for (CausalLM.Segment s : segments) {
+            if (s.tokens().length != 1 || !(s.cache() instanceof PagedSequence p) || p.pool().vHeadDim() == 0
+                    || pool != null && p.pool() != pool) {
+                return null;
+            }
+            pool = p.pool();
+            maxBlocks = Math.max(maxBlocks, p.blocks());
+        }
+        int n = segments.size();
+        int bs = pool.blockSize();
+        int[] slot = new int[n];
+        int[] table = new int[n * maxBlocks];
+        int[] len = new int[n];
+        for (int i = 0; i < n; i++) {
+            PagedSequence p = (PagedSequence) segments.get(i).cache();
+            int pos = p.length();
+            slot[i] = p.block(pos / bs) * bs + pos % bs;
+            for (int j = 0; j < p.blocks(); j++) {
+                table[i * maxBlocks + j] = p.block(j);
+            }
+            len[i] = pos + 1;
+        }
+        return new PagedDecode(pool, n, a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(slot, n)),
+                a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(table, n, maxBlocks)),
+                a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(len, n)));
+    }
+
+    /**
+     * One layer: k [B, Hkv, D] and v [B, Hkv, Dv] written at the new positions, then q [B, Hq, D]
+     * attends over each sequence's keys into out [B, Hq, Dv].
+     */
+    public void layer(Backend b, int layer, Tensor q, Tensor k, Tensor v, Tensor out, AttentionSpec spec) {
+        Tensor kc = pool.keys(layer);
+        Tensor vc = pool.values(layer);
+        b.pagedKvWrite(k.reshape(batch, kc.dim(1)), v.reshape(batch, vc.dim(1)), kc, vc, slots);
+        b.pagedDecodeAttention(q, kc, vc, tables, lens, pool.blockSize(), pool.kvHeads(), out, spec);
+    }
+}

@@ -41,6 +41,43 @@ public interface TensorAllocator {
     }
 
     /**
+     * Frees now the allocation {@code t} was allocated as, when {@code t} is a whole allocation of
+     * this allocator in a per-step category ({@link MemoryCategory#ACTIVATIONS},
+     * {@link MemoryCategory#LOGITS}); does nothing for anything else (a view that does not cover
+     * its whole allocation, a tensor of another allocator or of another category, one already
+     * released). Work issued on {@code t} before the call is ordered before the free; {@code t} and
+     * every view of it must not be used afterwards. Releasing twice is safe, and so is a tensor
+     * that later becomes unreachable.
+     *
+     * <p>Host memory is left to the garbage collector; with the system property
+     * {@code orbit.poisonReleased=true} (the test JVMs set it) a released whole host tensor is
+     * filled with {@link #poison poison values}, so that a use after release shows in the results.
+     */
+    default void release(Tensor t) {
+        if (poisonReleased() && hostMemory() && isWhole(t)) {
+            poison(t);
+        }
+    }
+
+    /** True when released host tensors are poisoned (system property {@code orbit.poisonReleased}). */
+    static boolean poisonReleased() {
+        return Boolean.getBoolean("orbit.poisonReleased");
+    }
+
+    /** True when {@code t} starts at its segment's start and covers all of it (a whole host allocation). */
+    static boolean isWhole(Tensor t) {
+        return t.byteOffset() == 0 && t.byteSize() > 0 && t.byteSize() == t.segment().byteSize();
+    }
+
+    /**
+     * Fills host tensor {@code t} with values no computation should see: NaN for floating-point
+     * dtypes, the most negative value (an invalid index) for integer ones.
+     */
+    static void poison(Tensor t) {
+        t.fill(t.dtype().isFloatingPoint() ? Float.NaN : -2147483648f);
+    }
+
+    /**
      * An allocator with no accounting over an automatic (GC-managed) arena: for tests, tools
      * and short-lived host buffers. Memory lives until the tensor is unreachable.
      */

@@ -88,6 +88,17 @@ public final class StrictAllocator implements TensorAllocator {
         backend.on(() -> t.fill(0));
     }
 
+    /** Poisons a released whole tensor of this memory when release poisoning is on (see {@link TensorAllocator#release}). */
+    @Override
+    public void release(Tensor t) {
+        if (TensorAllocator.poisonReleased() && owns(t) && TensorAllocator.isWhole(t)) {
+            backend.on(() -> {
+                TensorAllocator.poison(t);
+                return null;
+            });
+        }
+    }
+
     /** How many device tensors were copied to the host through {@link #toHost}. */
     public int hostReads() {
         return hostReads;

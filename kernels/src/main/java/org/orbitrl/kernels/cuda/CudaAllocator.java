@@ -30,6 +30,14 @@ import static org.bytedeco.cuda.global.cudart.*;
  * for lack of memory runs a collection and retries once. Keep a reference to an activation for as
  * long as device work captured for later replay uses it.
  *
+ * <p><b>Release at last use.</b> The model code does not wait for the collector for its big
+ * temporaries: {@link #release} frees an activation or logits allocation as soon as its last use is
+ * issued (on the stream, after that use). The collector remains the net for what is not released
+ * explicitly; since the Java heap barely grows while device memory fills, a collection is also
+ * requested once the per-step bytes allocated since the last such request and still live exceed a
+ * quarter of the device memory that was free when the allocator was made
+ * ({@link #collectionThreshold}).
+ *
  * <p><b>Device tensors.</b> A tensor from this allocator is an ordinary {@link Tensor} whose
  * segment spans the device allocation ({@link #deviceSegment}). That segment is never
  * dereferenced on the host: its scope is closed on purpose, so a host read or write through it
@@ -44,7 +52,10 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
 
     // async: from the device's stream-ordered pool (cudaMallocAsync), freed on the stream without a
     // device-wide synchronisation; else cudaMalloc (while the stream is being captured into a graph)
-    private record Block(long address, long bytes, MemoryCategory category, boolean async) {
+    // size: the bytes asked (bytes: allocated); owner: the segment its tensors share, weakly held so
+    // that the collector still finds it unreachable; generation: collections requested before it was made
+    private record Block(long address, long bytes, long size, MemoryCategory category, boolean async,
+                         java.lang.ref.WeakReference<MemorySegment> owner, long generation) {
     }
 
     private final CudaDevice device;
@@ -62,6 +73,9 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     private long liveTotal;
     private long peakTotal;
     private boolean closed;
+    private final long collectionThreshold;
+    private long generation;          // collections requested by the threshold so far
+    private long sinceCollection;     // live per-step bytes allocated in the current generation
 
     public CudaAllocator(CudaDevice device, CudaStream stream) {
         this.device = device;
@@ -74,6 +88,16 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         CudaCheck.check(cudaDeviceGetDefaultMemPool(pool, device.index()), "cudaDeviceGetDefaultMemPool", device);
         CudaCheck.check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold,
                 new org.bytedeco.javacpp.LongPointer(1).put(Long.MAX_VALUE)), "cudaMemPoolSetAttribute release threshold");
+        this.collectionThreshold = Math.max(ALIGN, device.memoryInfo()[0] / 4);
+    }
+
+    /**
+     * Live activation and logits bytes allocated since the last collection this allocator requested
+     * above which it requests another before allocating: a quarter of the device memory free when
+     * it was made.
+     */
+    public long collectionThreshold() {
+        return collectionThreshold;
     }
 
     private final org.bytedeco.cuda.cudart.CUmemPoolHandle_st pool = new org.bytedeco.cuda.cudart.CUmemPoolHandle_st();
@@ -127,6 +151,12 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         }
         long bytes = Math.max(ALIGN, (Math.multiplyExact(n, dtype.bytes()) + ALIGN - 1) / ALIGN * ALIGN);
         device.bind();
+        boolean perStep = RELEASED_WHEN_UNREACHABLE.contains(category);
+        if (perStep && sinceCollection + bytes > collectionThreshold) {
+            generation++;
+            sinceCollection = 0;
+            collectUnreachable();
+        }
         releaseUnreachable();
         boolean async = !capturing();
         Pointer p = new Pointer();
@@ -141,15 +171,19 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
                 liveTotal + " bytes live on " + device);
         long address = p.address();
         CudaCheck.check(cudaMemsetAsync(new DevicePointer(address), 0, bytes, stream.handle()), "cudaMemsetAsync", bytes + " bytes");
-        Block block = new Block(address, bytes, category, async);
+        MemorySegment segment = deviceSegment(address, bytes);
+        Block block = new Block(address, bytes, Math.multiplyExact(n, dtype.bytes()), category, async,
+                new java.lang.ref.WeakReference<>(segment), generation);
         blocks.put(address, block);
+        if (perStep) {
+            sinceCollection += bytes;
+        }
         long[] c = live.get(category);
         c[0] += bytes;
         c[1] = Math.max(c[1], c[0]);
         liveTotal += bytes;
         peakTotal = Math.max(peakTotal, liveTotal);
-        MemorySegment segment = deviceSegment(address, bytes);
-        if (RELEASED_WHEN_UNREACHABLE.contains(category)) {
+        if (perStep) {
             // every view of the tensor shares this segment object: it is unreachable when they all are
             java.util.Queue<Block> q = unreachable;
             CLEANER.register(segment, () -> q.add(block));
@@ -289,6 +323,31 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         }
     }
 
+    /**
+     * Frees now the allocation of activations or logits that {@code t} covers whole (any view of
+     * all its elements from the first, e.g. a reshape); a partial view, a tensor of another
+     * allocator or category, one already released or freed, and any while the stream is being
+     * captured into a graph (or one allocated during a capture) are left alone. The free is
+     * stream-ordered ({@code cudaFreeAsync}): work already issued on this allocator's stream still
+     * reads valid memory.
+     */
+    @Override
+    public synchronized void release(Tensor t) {
+        if (closed || t.byteOffset() != 0) {
+            return;
+        }
+        Block b = blocks.get(t.segment().address());
+        if (b == null || b.owner().get() != t.segment() || !RELEASED_WHEN_UNREACHABLE.contains(b.category())
+                || t.byteSize() != b.size()) {
+            return;
+        }
+        if (!b.async() || capturing()) {
+            return;   // captured work replays on it: kept until unreachable, like every allocation made in a capture
+        }
+        blocks.remove(b.address());
+        release(b);
+    }
+
     /** Frees the allocation {@code t} was allocated as (t must be the whole allocation, not a view). */
     public synchronized void free(Tensor t) {
         long address = t.segment().address();
@@ -314,6 +373,9 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         }
         live.get(b.category)[0] -= b.bytes;
         liveTotal -= b.bytes;
+        if (b.generation == generation && RELEASED_WHEN_UNREACHABLE.contains(b.category)) {
+            sinceCollection -= b.bytes;
+        }
     }
 
     /**

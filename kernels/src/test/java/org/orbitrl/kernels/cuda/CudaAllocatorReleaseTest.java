@@ -10,6 +10,7 @@ import java.util.List;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
 
 /**
  * Activations and logits on the device are released once unreachable: dropped tensors come back
@@ -57,5 +58,47 @@ class CudaAllocatorReleaseTest extends CudaTestBase {
         assertTrue(java.util.Arrays.equals(keptValues, gpu.toHost(kept).toFloatArray()), "a referenced activation keeps its contents");
         a.free(kv);
         assertEquals(8, after.size());
+    }
+
+    /**
+     * {@link CudaAllocator#release}: the memory comes back at once; a copy issued before the release
+     * still reads the released source (the free is ordered after it); a second release, a release
+     * through a stale handle whose address was reused, a partial view and another category leave
+     * live memory alone.
+     */
+    @Test
+    void releaseFreesNowAfterTheWorkIssuedBefore() {
+        CudaAllocator a = gpu.allocator();
+        long act0 = a.liveBytes(MemoryCategory.ACTIVATIONS);
+        long bytes = 512L * 512 * 4;
+        float[] want = randn(rng(112), 1f, 512, 512).toFloatArray();
+        Tensor src = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, 512, 512);   // [512, 512]
+        gpu.copyToDevice(Tensor.of(want, 512, 512), src);
+        Tensor dst = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, 512, 512);   // [512, 512]
+        a.copy(src, dst);   // issued, not waited for
+        a.release(src);
+        assertEquals(act0 + bytes, a.liveBytes(MemoryCategory.ACTIVATIONS), "the released source is no longer live");
+        Tensor reuse = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, 512, 512); // may take the released address
+        a.release(src);     // twice, through the stale handle
+        a.release(dst.slice(0, 0, 256));   // a partial view
+        a.release(dst.slice(0, 256, 512));
+        assertEquals(act0 + 2 * bytes, a.liveBytes(MemoryCategory.ACTIVATIONS),
+                "a second release, a stale handle and partial views free nothing");
+        float[] got = gpu.toHost(dst).toFloatArray();
+        for (int i = 0; i < want.length; i++) {
+            if (Float.floatToRawIntBits(got[i]) != Float.floatToRawIntBits(want[i])) {
+                fail("copy issued before the release: element " + i + " is " + got[i] + ", expected " + want[i]);
+            }
+        }
+        long kv0 = a.liveBytes(MemoryCategory.KV_CACHE);
+        Tensor kv = a.allocate(MemoryCategory.KV_CACHE, DType.F32, 1024);
+        a.release(kv);
+        assertEquals(kv0 + 4096, a.liveBytes(MemoryCategory.KV_CACHE), "only activations and logits are released");
+        a.free(kv);
+        a.release(dst.reshape(512L * 512));
+        a.release(reuse);
+        assertEquals(act0, a.liveBytes(MemoryCategory.ACTIVATIONS), "whole tensors (a reshape too) are released");
+        assertTrue(a.collectionThreshold() > 0 && a.collectionThreshold() <= gpu.device().totalMemory() / 4,
+                "collection threshold " + a.collectionThreshold() + " is a quarter of the free memory at most");
     }
 }

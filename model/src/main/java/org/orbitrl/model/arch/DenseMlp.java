@@ -20,6 +20,16 @@ public final class DenseMlp {
         Tensor g;    // [N, I] gate projection
         Tensor u;    // [N, I] up projection
         Tensor act;  // [N, I] silu(g)·u, the input of down
+
+        /** Releases what forward allocated for backward (not x, the caller's input). */
+        void release(TensorAllocator a) {
+            for (Tensor t : new Tensor[]{g, u, act}) {
+                if (t != null) {
+                    a.release(t);
+                }
+            }
+            g = u = act = null;
+        }
     }
 
     public DenseMlp(Linear gate, Linear up, Linear down) {
@@ -67,8 +77,13 @@ public final class DenseMlp {
         up.forwardWith(dense == null ? up.weight() : dense[1], b, x, u);
         Tensor act = tape == null ? g : a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, gate.out());
         b.swiglu(g, u, act);
+        if (tape == null) {
+            a.release(u);
+        }
         down.forwardWith(dense == null ? down.weight() : dense[2], b, act, out);
-        if (tape != null) {
+        if (tape == null) {
+            a.release(act);
+        } else {
             tape.x = x;
             tape.g = g;
             tape.u = u;
@@ -89,9 +104,13 @@ public final class DenseMlp {
         Tensor dg = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, gate.out());   // [N, I]
         Tensor du = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, up.out());     // [N, I]
         b.swigluBackward(tape.g, tape.u, dact, dg, du);
+        a.release(dact);
         Tensor tmp = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, gate.in());   // [N, hidden]
         gate.backwardWith(dense == null ? gate.weight() : dense[0], b, tape.x, dg, dx);
+        a.release(dg);
         up.backwardWith(dense == null ? up.weight() : dense[1], b, tape.x, du, tmp);
+        a.release(du);
         b.add(dx, tmp, dx);
+        a.release(tmp);
     }
 }

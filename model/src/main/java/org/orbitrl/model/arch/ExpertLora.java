@@ -60,7 +60,9 @@ final class ExpertLora {
         Tensor d = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, b.rows());    // [P, out]
         bk.moeExpertMatmul(x, a, offsets, xa, 0);
         bk.moeExpertMatmul(xa, b, offsets, d, 0);
+        al.release(xa);
         bk.axpy(scale, d, y);
+        al.release(d);
     }
 
     /** Accumulates each expert's A and B gradients and adds the adapter's share into dx [P, in]. */
@@ -79,8 +81,11 @@ final class ExpertLora {
                 bk.matmulTN(dyB.slice(0, s, end), x.slice(0, s, end), scale, hooks[e].gradA());   // dA += s · (dy·B)ᵀ · x
             }
         }
+        al.release(xa);
         Tensor d = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, a.cols());      // [P, in] = (dy·B) · A
         bk.moeExpertMatmulTransposed(dyB, a, offsets, d, 0);
+        al.release(dyB);
         bk.axpy(scale, d, dx);
+        al.release(d);
     }
 }

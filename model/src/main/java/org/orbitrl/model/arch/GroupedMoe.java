@@ -45,6 +45,16 @@ final class GroupedMoe {
         Tensor u;         // [P, I]
         Tensor act;       // [P, I] silu(g)·u
         Tensor ys;        // [P, hidden] unweighted expert outputs
+
+        /** Releases what the block allocated for backward (not x, the caller's input). */
+        void release(TensorAllocator a) {
+            for (Tensor t : new Tensor[]{probs, chosen, weights, ids, order, position, xs, g, u, act, ys}) {
+                if (t != null) {
+                    a.release(t);
+                }
+            }
+            probs = chosen = weights = ids = order = position = xs = g = u = act = ys = null;
+        }
     }
 
     private GroupedMoe(ExpertWeights gate, ExpertWeights up, ExpertWeights down) {
@@ -137,6 +147,7 @@ final class GroupedMoe {
         Tensor position = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, p);       // [P]
         b.moeGroup(ids, e, offsetsDev, order, position);
         int[] offsets = ints(a.toHost(offsetsDev));   // the per-expert counts: the one host read
+        a.release(offsetsDev);
         Tensor xs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, h);      // [P, hidden]
         b.moeGather(x, order, k, null, xs);
         Tensor g = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);   // [P, I]
@@ -147,11 +158,19 @@ final class GroupedMoe {
         adaptersForward(b, moe.experts, 1, offsets, xs, u);
         Tensor act = tape == null ? g : a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter); // [P, I]
         b.swiglu(g, u, act);
+        if (tape == null) {
+            a.release(xs);
+            a.release(u);
+        }
         Tensor ys = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, h);      // [P, hidden]
         b.moeExpertMatmul(act, down, offsets, ys, chunk);
         adaptersForward(b, moe.experts, 2, offsets, act, ys);
         b.moeCombineGrouped(ys, position, weights, out, false);
-        if (tape != null) {
+        if (tape == null) {
+            for (Tensor t : new Tensor[]{probs, chosen, weights, ids, order, position, act, ys}) {
+                a.release(t);
+            }
+        } else {
             tape.x = x;
             tape.probs = probs;
             tape.chosen = chosen;
@@ -183,22 +202,31 @@ final class GroupedMoe {
         Tensor dact = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);   // [P, I]
         b.moeExpertMatmulTransposed(dys, down, t.offsets, dact, chunk);
         adaptersBackward(b, moe.experts, 2, t.offsets, t.act, dys, dact);
+        a.release(dys);
         Tensor dg = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);     // [P, I]
         Tensor du = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);     // [P, I]
         b.swigluBackward(t.g, t.u, dact, dg, du);
+        a.release(dact);
         Tensor dxs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, h);        // [P, hidden]
         Tensor tmp = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, h);        // [P, hidden]
         b.moeExpertMatmulTransposed(dg, gate, t.offsets, dxs, chunk);
         adaptersBackward(b, moe.experts, 0, t.offsets, t.xs, dg, dxs);
+        a.release(dg);
         b.moeExpertMatmulTransposed(du, up, t.offsets, tmp, chunk);
         adaptersBackward(b, moe.experts, 1, t.offsets, t.xs, du, tmp);
+        a.release(du);
         b.add(dxs, tmp, dxs);
+        a.release(tmp);
         b.moeCombineGrouped(dxs, t.position, null, dx, false);
+        a.release(dxs);
         Tensor dLogits = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, gate.experts()); // [N, E]
         b.moeRouterBackward(t.probs, t.chosen, t.weights, t.ids, dWeight, moe.normTopK(), dLogits);
+        a.release(dWeight);
         Tensor dxr = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);        // [N, hidden]
         moe.router.backward(b, t.x, dLogits, dxr);
+        a.release(dLogits);
         b.add(dx, dxr, dx);
+        a.release(dxr);
     }
 
     /** Each active expert's enabled adapter adds its delta into y's rows of that expert, from x's rows. */

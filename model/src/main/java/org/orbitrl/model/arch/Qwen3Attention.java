@@ -39,6 +39,16 @@ final class Qwen3Attention {
         Tensor k3;     // [N, Hkv, D] after norm and rope
         Tensor v3;     // [N, Hkv, D]
         Tensor attn;   // [N, Hq*D] the input of o_proj
+
+        /** Releases what forward allocated for backward (not x, the caller's input). */
+        void release(TensorAllocator a) {
+            for (Tensor t : new Tensor[]{qRaw, kRaw, q3, k3, v3, attn}) {
+                if (t != null) {
+                    a.release(t);
+                }
+            }
+            qRaw = kRaw = q3 = k3 = v3 = attn = null;
+        }
     }
 
     Qwen3Attention(int layer, DecoderConfig c, Linear q, Linear k, Linear v, Linear o, Tensor qNorm, Tensor kNorm) {
@@ -106,7 +116,12 @@ final class Qwen3Attention {
         } else {
             attnFlat = SegmentAttention.attendAndProject(b, layer, batch, q3, k3, v3, spec, o, out);
         }
-        if (tape != null) {
+        if (tape == null) {
+            a.release(q3);
+            a.release(k3);
+            a.release(vs);
+            a.release(attnFlat);
+        } else {
             tape.x = x;
             tape.q3 = q3;
             tape.k3 = k3;
@@ -129,6 +144,11 @@ final class Qwen3Attention {
                 dq.reshape((long) n * heads, headDim), dqRaw.reshape((long) n * heads, headDim));
         b.rmsNormBackward(tape.kRaw.reshape((long) n * kvHeads, headDim), kNorm, eps,
                 dk.reshape((long) n * kvHeads, headDim), dkRaw.reshape((long) n * kvHeads, headDim));
+        a.release(dq);
+        a.release(dk);
         SegmentAttention.inputGradient(b, tape.x, q, dqRaw, k, dkRaw, v, g.dv().reshape(n, (long) kvHeads * headDim), dx);
+        a.release(dqRaw);
+        a.release(dkRaw);
+        a.release(g.dv());
     }
 }

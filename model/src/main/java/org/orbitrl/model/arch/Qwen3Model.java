@@ -334,6 +334,30 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         DenseMlp.Tape mlp;
         SparseMoe.Tape moe;
         ExpertDispatch.Tape dispatch;
+
+        /** Releases the layer's saved activations once its backward has been issued (the layer input is the caller's). */
+        void release(TensorAllocator a) {
+            for (Tensor t : new Tensor[]{normed1, mid, normed2}) {
+                if (t != null) {
+                    a.release(t);
+                }
+            }
+            normed1 = mid = normed2 = null;
+            attention.release(a);
+            if (mlp != null) {
+                mlp.release(a);
+            }
+            if (moe != null && moe.grouped != null) {
+                moe.grouped.release(a);
+            }
+            if (moe != null && moe.expertTapes != null) {
+                for (DenseMlp.Tape et : moe.expertTapes) {
+                    if (et != null) {
+                        et.release(a);
+                    }
+                }
+            }
+        }
     }
 
     private Tensor run(List<Segment> batch, HiddenSink hidden, TrainTape tape) {
@@ -368,7 +392,9 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         if (tensorParallel()) {
             VocabParallel.embed(b, parallel.tp(), embed, ids, x);
         } else {
-            b.embedding(embed, a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(ids, n)), x);
+            Tensor idsDev = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(ids, n)); // i32 [N]
+            b.embedding(embed, idsDev, x);
+            a.release(idsDev);
         }
         emit(hidden, 0, x);
         if (tape != null) {
@@ -383,7 +409,11 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
                     tape.layerTapes[i] = lt;
                 }
             }
+            Tensor in = x;
             x = layerForward(i, x, positions, batch, lt, decode);
+            if (tape == null && hidden == null) {
+                a.release(in);   // kept by neither a tape nor a sink
+            }
             if (i + 1 < layers.length) {
                 emit(hidden, i + 1, x);
             }
@@ -399,14 +429,23 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         if (tape != null) {
             tape.finalInput = x;
             tape.finalNormed = normed;
+        } else {
+            a.release(positions);
+            if (hidden == null) {
+                a.release(x);
+            }
         }
         Tensor logits = a.allocate(MemoryCategory.LOGITS, DType.F32, n, config.vocab()); // [N, vocab]
         if (tensorParallel()) {
             Tensor block = a.allocate(MemoryCategory.LOGITS, DType.F32, n, lmHead.out());  // [N, vocab/tp]
             lmHead.forward(b, normed, block);
             VocabParallel.gatherLogits(b, parallel.tp(), block, logits);
+            a.release(block);
         } else {
             lmHead.forward(b, normed, logits);
+        }
+        if (tape == null && hidden == null) {
+            a.release(normed);
         }
         return logits;
     }
@@ -422,6 +461,9 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         Tensor delta = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);   // [N, hidden]
         b.rmsNorm(x, l.inputNorm, config.rmsEps(), normed1);
         l.attention.forward(b, normed1, positions, batch, rope, delta, lt == null ? null : lt.attention, decode);
+        if (lt == null) {
+            a.release(normed1);
+        }
         if (tensorParallel()) {
             parallel.tp().allReduceSum(delta);   // row-parallel o_proj: sum the heads' partial outputs
         }
@@ -451,9 +493,15 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
                 lt.mlp = dt;
             }
         }
+        if (lt == null) {
+            a.release(normed2);
+        }
         Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);     // [N, hidden]
         b.add(mid, delta, out);
-        if (lt != null) {
+        a.release(delta);
+        if (lt == null) {
+            a.release(mid);
+        } else {
             lt.normed1 = normed1;
             lt.mid = mid;
             lt.normed2 = normed2;
@@ -483,13 +531,19 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         }
         Tensor dx = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden]
         b.rmsNormBackward(tape.finalInput, finalNorm, config.rmsEps(), dNormed, dx);
+        a.release(dNormed);
         for (int i = layers.length - 1; i >= 0; i--) {
             LayerTape lt = tape.layerTapes[i];
             if (lt == null) {
                 lt = new LayerTape();
-                layerForward(i, tape.layerInput[i], tape.positions, tape.batch, lt, null); // recompute
+                Tensor out = layerForward(i, tape.layerInput[i], tape.positions, tape.batch, lt, null); // recompute
+                a.release(out);   // the tape keeps the original output as the next layer's input
             }
-            dx = layerBackward(i, lt, tape, dx);
+            Tensor dOut = dx;
+            dx = layerBackward(i, lt, tape, dOut);
+            a.release(dOut);
+            lt.release(a);
+            tape.layerTapes[i] = null;   // a second backward recomputes the layer from its kept input
         }
     }
 
@@ -513,6 +567,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         }
         Tensor dMid = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);     // [N, hidden]
         b.rmsNormBackward(lt.mid, l.postNorm, config.rmsEps(), dNormed2, dMid);
+        a.release(dNormed2);
         b.add(dMid, dOut, dMid);
         Tensor dNormed1 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
         l.attention.backward(b, lt.attention, tape.positions, tape.lengths, rope, dMid, dNormed1);
@@ -521,7 +576,9 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         }
         Tensor dIn = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden]
         b.rmsNormBackward(tape.layerInput[i], l.inputNorm, config.rmsEps(), dNormed1, dIn);
+        a.release(dNormed1);
         b.add(dIn, dMid, dIn);
+        a.release(dMid);
         return dIn;
     }
 

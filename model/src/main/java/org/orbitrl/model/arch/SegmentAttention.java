@@ -91,6 +91,7 @@ final class SegmentAttention {
                     dq.slice(0, start, start + t), dk.slice(0, start, start + t), dv.slice(0, start, start + t));
             start += t;
         }
+        a.release(dattn);
         b.ropeBackward(dq, positions, rope);
         b.ropeBackward(dk, positions, rope);
         return new Grads(dq, dk, dv);
@@ -106,5 +107,6 @@ final class SegmentAttention {
         b.add(dx, tmp, dx);
         v.backward(b, x, dv, tmp);
         b.add(dx, tmp, dx);
+        b.allocator().release(tmp);
     }
 }

@@ -153,6 +153,8 @@ final class PolicyTrainer {
             clipped += lr.stats().clippedLow() + lr.stats().clippedHigh();
             Tensor dLogits = picks.logitGradient(model.backend(), logits, lr.grad(), temperature);
             model.backward(tape, dLogits);                                             // adapter gradients only
+            model.backend().allocator().release(dLogits);                              // [tokens, vocab] each: freed
+            model.backend().allocator().release(logits);                               // now, not at the next collection
         }
         List<Tensor> grads = new ArrayList<>();
         for (Adapter.Param p : adapter.params()) {
@@ -182,7 +184,9 @@ final class PolicyTrainer {
         } finally {
             adapter.setEnabled(true);
         }
-        return ResponseTokens.of(mb, width).logProbs(model.backend(), logits, temperature);
+        float[] logp = ResponseTokens.of(mb, width).logProbs(model.backend(), logits, temperature);
+        model.backend().allocator().release(logits);
+        return logp;
     }
 
     static int[] concat(int[] a, int[] b) {

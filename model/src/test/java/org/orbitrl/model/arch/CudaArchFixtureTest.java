@@ -111,6 +111,15 @@ class CudaArchFixtureTest {
         }
     }
 
+    /**
+     * The default kernels round every product's activation input to bf16 (relative error 2^-9 a
+     * rounding). DeepSeek-V3's absorbed MLA rounds about twice as many products a layer as Qwen3
+     * (q_a, q_b, kv_a, the absorbed k_b and v_b, o) and gpt-oss adds biased, clamped experts, so
+     * the bound is 6e-2 absolute on logits whose scale is 3.6-3.9 (1.6% of it; worst measured on
+     * the H200: 0.053 and 0.035). Exact mode holds 1e-4 (above).
+     */
+    private static final float DEFAULT_KERNEL_ATOL = 6e-2f;
+
     @ParameterizedTest
     @ValueSource(strings = {"deepseek_v3", "gpt_oss"})
     void defaultKernelLogitsMatchTransformers(String arch) {
@@ -118,7 +127,7 @@ class CudaArchFixtureTest {
         Trainable model = load(arch, fast);
         Tensor logits = model.forwardTrain(FixtureRuns.inputRows(ref), false).logits();
         Qwen3FixtureTest.assertClose(arch + " logits on cuda (default kernels)", ref.get("logits").toFloatArray(),
-                host(fast, logits), 3e-2f);
+                host(fast, logits), DEFAULT_KERNEL_ATOL);
     }
 
     @ParameterizedTest

@@ -112,8 +112,8 @@ public final class ActivationModel {
      * every layer's tape is kept until backward ends; with it, only the layer being differentiated
      * has one. A layer's tape: both norms' outputs and the residual after attention {@code 3h}; q and
      * k before and after their norm and rope, v, and the attention output {@code 3·(Hq + Hkv)·D};
-     * the dense MLP's gate, up and SwiGLU output {@code 3I}, or the MoE block's
-     * ({@link MoeWorkingSet#tapePerToken}). On top of the tapes, the working set of the layer being
+     * the dense MLP's gate, up and SwiGLU output {@code 3I}, or the MoE block's (grouped or per
+     * expert, see {@link MoeWorkingSet}). On top of the tapes, the working set of the layer being
      * differentiated is the larger of its attention phase (the three residual-sized gradients of the
      * layer, the gradients of the attention output, q, k and v and of q and k before their norms, a
      * {@code [h]} partial input gradient, and LoRA's {@code xa, dy·B [r]} and {@code (dy·B)·A [h]}
@@ -141,11 +141,14 @@ public final class ActivationModel {
         for (int i = 0; i < s.numLayers(); i++) {
             double tape = 3.0 * h + 3 * (qd + kvd);
             double mlpPhase;
-            if (s.isMoeLayer(i)) {
+            if (s.isMoeLayer(i) && MoeWorkingSet.grouped(s, ep, adapter)) {
                 double k = MoeWorkingSet.pairsPerToken(s, ep);
                 tape += MoeWorkingSet.tapePerToken(s, k);
                 mlpPhase = h + Math.max(MoeWorkingSet.backwardPerToken(s, k, rExperts),
                         MoeWorkingSet.gradsPerToken(s, k) + (double) hostChunk / tokens);
+            } else if (s.isMoeLayer(i)) {
+                tape += MoeWorkingSet.pairsPerToken(s, ep) * MoeWorkingSet.perExpertTapePerPair(s);
+                mlpPhase = h + MoeWorkingSet.perExpertBackwardPerToken(s, rExperts, device);
             } else {
                 double inter = (double) s.intermediateSize() / tp;
                 tape += 3 * inter;

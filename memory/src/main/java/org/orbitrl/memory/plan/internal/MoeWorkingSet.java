@@ -26,9 +26,14 @@ import org.orbitrl.model.spec.MoeSpec;
  *
  * <p><b>Per expert</b> (DeepSeek-V3 and Kimi-K2 always; Qwen3-MoE under expert parallelism or with
  * OFT on the experts): each MoE layer's chunker keeps its own f32 buffer {@code [C, 3, I·h]} from its
- * first forward on, in every model instance that runs the chunked path. Its activations are
- * estimated with the grouped path's tensors for the routed pairs one GPU takes
- * ({@link #pairsPerToken}).
+ * first forward on, in every model instance that runs the chunked path. The routing decision is
+ * on the host; per routed pair the tape keeps the gathered input, the expert's output and its
+ * gate, up and SwiGLU product, {@code 2h + 3I}; one expert is differentiated at a time, holding per
+ * pair of that expert {@code dxe, tmp [h]}, {@code dact, dg, du [I]}, LoRA's {@code xa, dy·B [r]}
+ * and {@code (dy·B)·A [h]}, and on a device the uploaded {@code dy·w [h]} and row ids; the router's
+ * gradient {@code dxr [h]} per token (and on a device its uploaded logits gradient {@code [E]}). The
+ * busiest expert's pairs are the even share {@code tokens·k/E} times {@link #IMBALANCE}, at most
+ * one per token.
  *
  * <p>Only the Qwen3-MoE and DeepSeek-V3 families have a chunked path; the others run quantized
  * experts through fused dequantize-multiply kernels and hold no chunk buffer.
@@ -86,6 +91,20 @@ public final class MoeWorkingSet {
     /** Elements per token a device backend keeps of the grouped rows in bf16 ({@code [P, max(h, I)]}), as f32 elements. */
     public static double deviceRowsPerToken(ModelSpec s) {
         return s.moe().topK() * Math.max(s.hiddenSize(), s.moe().moeIntermediateSize()) / 2.0;
+    }
+
+    /** Elements per routed pair that a per-expert layer's tape keeps. */
+    public static double perExpertTapePerPair(ModelSpec s) {
+        return 2.0 * s.hiddenSize() + 3.0 * s.moe().moeIntermediateSize();
+    }
+
+    /** Per-token elements of the per-expert backward beyond its tape (the router's and the busiest expert's). */
+    public static double perExpertBackwardPerToken(ModelSpec s, int loraRank, boolean device) {
+        MoeSpec m = s.moe();
+        long h = s.hiddenSize();
+        double pair = 3.0 * h + 3.0 * m.moeIntermediateSize() + (loraRank > 0 ? 2.0 * loraRank + h : 0) + (device ? h + 1 : 0);
+        double busiest = Math.min(1.0, m.topK() * IMBALANCE / m.numExperts());
+        return Math.max(busiest * pair, h + (device ? m.numExperts() : 0));
     }
 
     /** Expert slots a chunk of {@code chunk} really fills: at most the experts one GPU holds. */

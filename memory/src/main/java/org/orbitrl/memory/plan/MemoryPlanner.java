@@ -254,8 +254,8 @@ public final class MemoryPlanner {
         long trainTokens = role.trains() ? (long) batch.microBatch() * batch.seqLen() : 0;
         long activations = scratch;
         if (role.trains()) {
-            long hostChunk = chunked(req) ? MoeWorkingSet.hostChunkElements(s, req.expertChunk(), ep, req.adapter(), device) : 0;
-            activations += ActivationModel.trainBytes(inv, req.adapter(), trainTokens, req.recompute(), tp, ep, device, hostChunk);
+            int chunk = chunked(req) ? req.expertChunk() : 0;
+            activations += ActivationModel.trainBytes(inv, req.adapter(), trainTokens, req.recompute(), tp, ep, device, chunk);
             logits += Math.min(trainTokens, req.logitsChunkTokens()) * vocabShard * 8;  // f32 logits and their gradient
         }
         b.put(MemoryCategory.ACTIVATIONS, activations);

@@ -46,8 +46,8 @@ public final class MemoryPlanner {
         int maxChunk = 0;
         if (local > 0) {
             long most = local;
-            for (GpuBudget b : budgets) {   // every chunked model instance on the GPU grows by one slot per layer
-                long perExpert = chunkedInstances(b.role()) * MoeWorkingSet.dequantBytes(req.spec(), 1);
+            for (GpuBudget b : budgets) {   // every chunked model instance on the GPU grows by one expert slot
+                long perExpert = Math.max(1, chunkedInstances(b.role()) * slotCost(req));
                 long room = b.headroom() + req.expertChunk() * perExpert;
                 most = Math.min(most, room / perExpert);
             }
@@ -133,13 +133,24 @@ public final class MemoryPlanner {
     }
 
     /**
-     * Bytes one more expert in the chunk costs a GPU that trains and rolls out: an f32 slot for
-     * its three matrices in every MoE layer's chunk buffer, in both the trainer's model and the
-     * rollout engine's view (see {@link MoeWorkingSet}).
+     * Bytes one more expert in the chunk costs a GPU that trains and rolls out, in both the trainer's
+     * model and the rollout engine's (see {@link #slotCost}).
      */
     static long expertChunkBytes(PlanRequest req, WeightInventory inv) {
+        return req.spec().isMoe() ? 2 * slotCost(req) : 0;
+    }
+
+    /**
+     * Bytes one more expert in the chunk costs one model instance: its slot in the dequantization
+     * buffers, or on the host's grouped path its f32 {@code [I, h]} in the per-product temporary
+     * (see {@link MoeWorkingSet}).
+     */
+    private static long slotCost(PlanRequest req) {
         ModelSpec s = req.spec();
-        return s.isMoe() ? 2 * MoeWorkingSet.dequantBytes(s, 1) : 0;
+        int ep = req.layout().expertParallel();
+        boolean device = !req.node().hostMemory();
+        long slot = MoeWorkingSet.slotBytes(s, ep, req.adapter(), device);
+        return slot > 0 ? slot : (long) s.moe().moeIntermediateSize() * s.hiddenSize() * 4;
     }
 
     /** Model instances on a GPU of {@code role} that run the chunked experts: the trainer's and the rollout's. */
@@ -184,14 +195,17 @@ public final class MemoryPlanner {
         }
         b.put(MemoryCategory.BASE_WEIGHTS, base);
 
-        // Dequantization: each MoE layer's chunk buffer of C f32 expert slots, per model instance that
-        // runs the chunked path; the largest other quantized matrix into a double-buffered bf16 copy.
+        // Dequantization: per model instance that runs the chunked path, one bf16 buffer of C expert
+        // matrices on a device's grouped path (none on the host's, whose temporary is an activation),
+        // else each MoE layer's buffer of C f32 expert slots; the largest other quantized matrix into
+        // a double-buffered bf16 copy.
         long dequant = 0;
         if (full) {
             dequant = 2 * largestLayerBf16;     // all-gather buffers of one layer's shards, double-buffered
         } else {
             if (chunked(req)) {
-                dequant += chunkedInstances(role) * MoeWorkingSet.dequantBytes(s, req.expertChunk());
+                dequant += chunkedInstances(role) * MoeWorkingSet.dequantBytes(s, req.expertChunk(), ep, req.adapter(),
+                        !node.hostMemory());
             }
             dequant += 2 * largestQuantizedOther;
         }
@@ -240,7 +254,8 @@ public final class MemoryPlanner {
         long trainTokens = role.trains() ? (long) batch.microBatch() * batch.seqLen() : 0;
         long activations = scratch;
         if (role.trains()) {
-            activations += ActivationModel.trainBytes(inv, req.adapter(), trainTokens, req.recompute(), tp, ep, device);
+            int chunk = chunked(req) ? req.expertChunk() : 0;
+            activations += ActivationModel.trainBytes(inv, req.adapter(), trainTokens, req.recompute(), tp, ep, device, chunk);
             logits += Math.min(trainTokens, req.logitsChunkTokens()) * vocabShard * 8;  // f32 logits and their gradient
         }
         b.put(MemoryCategory.ACTIVATIONS, activations);

@@ -71,6 +71,44 @@ class MemoryPlannerTest {
                 "the whole model's adapter: attention of both layers, all 16 experts");
     }
 
+    /**
+     * The same fixture on one GPU, which holds every expert, so the MoE block runs grouped by expert:
+     * a training GPU keeps one bf16 dequantization buffer of C expert matrices [32, 64] for all
+     * layers, and the host none (its f32 temporary [C, 32·64] of a grouped product is an activation).
+     * LoRA rank 4 on attention and experts, one sequence of 8+8 tokens, recompute, chunk 2.
+     */
+    @Test
+    void groupedMoeOnOneGpuSharesOneBf16ChunkBuffer() {
+        ModelSpec spec = TestModels.spec("fixtures/qwen3_moe");
+        PlanRequest gpu = PlanRequest.defaults(spec, null, NodeSpec.parse("1x2GiB"))
+                .withBase(BaseFormat.parse("int4")).withAdapter(AdapterSpec.parse("lora:4"))
+                .withBatch(new BatchShape(1, 1, 8, 8, 1)).withLayout(ParallelLayout.colocated(1, 1))
+                .withExpertChunk(2).withReserve(0);
+        PlanRequest host = gpu.withNode(new NodeSpec(NodeSpec.HOST, 1, 1L << 40), ParallelLayout.colocated(1, 1));
+        GpuBudget dev = MemoryPlanner.budgetOf(gpu, GpuRole.TRAIN);
+        GpuBudget cpu = MemoryPlanner.budgetOf(host, GpuRole.TRAIN);
+        assertEquals(2 * 32 * 64 * 2, dev.get(MemoryCategory.DEQUANT_BUFFERS));
+        assertEquals(0, cpu.get(MemoryCategory.DEQUANT_BUFFERS));
+        assertEquals(2 * 2 * 32 * 64 * 2, MemoryPlanner.budgetOf(gpu, GpuRole.COLOCATED).get(MemoryCategory.DEQUANT_BUFFERS),
+                "the trainer's backend and the rollout's each keep one buffer");
+        // f32 per token: the 2 layer inputs, final norm input and output, head input gradient and
+        // residual gradient (6*64), log-prob (1), on the device an uploaded position (1) and the
+        // pairs' bf16 rows 2*64/2; one layer's tape: 3*64 + 3*(64+32) and the MoE block's router
+        // probabilities (8), 5 [k] tensors and 2 pairs of 2*64 + 3*32; the MoE backward, larger than
+        // the attention's (3*64 + 3*96 + 64 + 2*4 + 64): the post-norm gradient 64, 2 pairs of
+        // 3*64 + 3*32 + 1 and LoRA's 2*4 + 64 per pair; on the host instead the grads beside the
+        // 2*32*64 temporary spread over 16 tokens. 16 tokens.
+        double tape = 3 * 64 + 3 * 96 + 8 + 5 * 2 + 2 * (2 * 64 + 3 * 32);
+        double grads = 2 * (3 * 64 + 3 * 32 + 1);
+        double devPerToken = 6 * 64 + 1 + 1 + 64 + tape + 64 + grads + 2 * (2 * 4 + 64);
+        double hostPerToken = 6 * 64 + 1 + tape + 64 + grads + 2 * 32 * 64 / 16.0;
+        assertEquals((long) (devPerToken * 16) * 4, dev.get(MemoryCategory.ACTIVATIONS));
+        assertEquals((long) (hostPerToken * 16) * 4, cpu.get(MemoryCategory.ACTIVATIONS));
+        MemoryPlan plan = MemoryPlanner.plan(gpu);
+        assertEquals(2 * 32 * 64 * 2, plan.expertChunkBytes(), "one more expert: a bf16 [32, 64] in the trainer's and the rollout's buffer");
+        assertEquals(8, plan.maxSafeExpertChunk(), "all 8 experts fit in the chunk buffer");
+    }
+
     /** With a BF16 base on one GPU, the base is exactly the bytes of the fixture's own bf16 checkpoint. */
     @Test
     void bf16BaseEqualsTheCheckpointOnDisk() throws IOException {

@@ -55,7 +55,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * the planner, asked about a training GPU of the same shape and settings, must agree on each of
  * activations, dequantization buffers, adapter parameters, adapter gradients, optimizer state and
  * logits within 5% of the measured peak, or within {@value #FLOOR} bytes for tiny categories.
- * Shapes vary tokens, layers, experts and top-k, so that a wrong scaling law fails.
+ * Shapes vary tokens, layers, experts and top-k, so that a wrong scaling law fails. The MoE block runs
+ * its default path, grouped by expert in backend memory (quantized experts: the host's per-product
+ * dequantization temporary, an activation, and no dequantization buffer).
  */
 class PlannedPeaksTest {
     private static final double RTOL = 0.05;

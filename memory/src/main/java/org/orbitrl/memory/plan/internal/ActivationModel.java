@@ -14,7 +14,7 @@ import org.orbitrl.model.spec.MoeSpec;
  * Activation memory of adapter training through a frozen base.
  *
  * <p>For models with standard (grouped-query) attention, {@link #trainBytes} is what the training
- * code keeps reachable at its peak, tensor by tensor, all f32 (see {@link #standardTrainElements}).
+ * code keeps reachable at its peak, tensor by tensor, all f32 (see {@link #standardTrainBytes}).
  * The rest of this description is the estimate used for MLA and DeepSeek V4 models, per token in
  * bf16 elements.
  *
@@ -103,25 +103,28 @@ public final class ActivationModel {
     }
 
     /**
-     * Per-token f32 elements at the peak of a training step of a model with standard attention:
-     * forward (with or without recompute), the loss and the adapter-only backward. The peak is in
-     * the backward of some layer. Until then the step keeps every layer's input {@code [h]}, the
-     * final norm's input and output, the head's input gradient and the running residual gradient
-     * ({@code 4h}), and the per-token log-probabilities (1). Without recompute every layer's tape is
-     * kept until backward ends; with it, only the layer being differentiated has one. A layer's
-     * tape: both norms' outputs and the residual after attention {@code 3h}; q and k before and after
-     * their norm and rope, v, and the attention output {@code 3·(Hq + Hkv)·D}; the dense MLP's gate,
-     * up and SwiGLU output {@code 3I}, or the MoE block's per-pair tapes ({@link MoeWorkingSet}). On
-     * top of the tapes, the working set of the layer being differentiated is the larger of its
-     * attention phase (the three residual-sized gradients of the layer, the gradients of the
-     * attention output, q, k and v and of q and k before their norms, a {@code [h]} partial input
-     * gradient, and LoRA's {@code xa, dy·B [r]} and {@code (dy·B)·A [h]} of q, k or v) and its MLP
-     * phase (the post-norm gradient plus the dense MLP's {@code dact, dg, du [I]}, a {@code [h]}
-     * partial and LoRA's intermediates, or the MoE block's working set). Heads and the dense MLP are
-     * split by tensor parallelism.
+     * Bytes at the peak of a training step of {@code tokens} tokens of a model with standard
+     * attention: forward (with or without recompute), the loss and the adapter-only backward, all
+     * f32. The peak is in the backward of some layer. Until then the step keeps every layer's input
+     * {@code [h]}, the final norm's input and output, the head's input gradient and the running
+     * residual gradient ({@code 4h}), and the per-token log-probabilities (1); a device backend that
+     * runs chunked experts also keeps the MoE block's bf16 rows
+     * ({@link MoeWorkingSet#deviceRowsPerToken}). Without recompute every layer's tape is kept until
+     * backward ends; with it, only the layer being differentiated has one. A layer's tape: both norms' outputs and the residual after attention {@code 3h}; q and
+     * k before and after their norm and rope, v, and the attention output {@code 3·(Hq + Hkv)·D};
+     * the dense MLP's gate, up and SwiGLU output {@code 3I}, or the MoE block's (grouped or per
+     * expert, see {@link MoeWorkingSet}). On top of the tapes, the working set of the layer being
+     * differentiated is the larger of its attention phase (the three residual-sized gradients of the
+     * layer, the gradients of the attention output, q, k and v and of q and k before their norms, a
+     * {@code [h]} partial input gradient, and LoRA's {@code xa, dy·B [r]} and {@code (dy·B)·A [h]}
+     * of q, k or v) and its MLP phase (the post-norm gradient plus the dense MLP's {@code dact, dg,
+     * du [I]}, a {@code [h]} partial and LoRA's intermediates, or the MoE block's backward, which on
+     * the host also holds one grouped product's dequantization temporary beside its gradients).
+     * Heads and the dense MLP are split by tensor parallelism. {@code chunk}: experts dequantized at a
+     * time (0: the experts are not chunked).
      */
-    public static double standardTrainElements(ModelSpec s, AdapterSpec adapter, boolean recompute, int tp, int ep,
-                                               boolean device) {
+    public static long standardTrainBytes(ModelSpec s, AdapterSpec adapter, boolean recompute, int tp, int ep, boolean device,
+                                          int chunk, long tokens) {
         long h = s.hiddenSize();
         int rAttn = loraRank(adapter, ParamFamily.ATTENTION);
         int rMlp = loraRank(adapter, ParamFamily.DENSE_MLP);
@@ -129,6 +132,10 @@ public final class ActivationModel {
         double qd = (double) s.numHeads() * s.headDim() / tp;
         double kvd = Math.ceil((double) s.numKvHeads() / tp) * s.headDim();
         double persistent = (s.numLayers() + 4.0) * h + 1 + (device ? 1 : 0);
+        if (device && chunk > 0 && s.isMoe() && MoeWorkingSet.grouped(s, ep, adapter)) {
+            persistent += MoeWorkingSet.deviceRowsPerToken(s);
+        }
+        long hostChunk = s.isMoe() ? MoeWorkingSet.hostChunkElements(s, chunk, ep, adapter, device) : 0;
         double attnPhase = 3.0 * h + 3 * (qd + kvd) + h + (rAttn > 0 ? 2.0 * rAttn + h : 0);
         double tapes = 0;
         double maxPhase = 0;
@@ -136,9 +143,14 @@ public final class ActivationModel {
         for (int i = 0; i < s.numLayers(); i++) {
             double tape = 3.0 * h + 3 * (qd + kvd);
             double mlpPhase;
-            if (s.isMoeLayer(i)) {
-                tape += MoeWorkingSet.pairsPerToken(s, ep) * MoeWorkingSet.tapePerPair(s);
-                mlpPhase = h + MoeWorkingSet.backwardPerToken(s, rExperts, device);
+            if (s.isMoeLayer(i) && MoeWorkingSet.grouped(s, ep, adapter)) {
+                double k = MoeWorkingSet.pairsPerToken(s, ep);
+                tape += MoeWorkingSet.tapePerToken(s, k);
+                mlpPhase = h + Math.max(MoeWorkingSet.backwardPerToken(s, k, rExperts),
+                        MoeWorkingSet.gradsPerToken(s, k) + (double) hostChunk / tokens);
+            } else if (s.isMoeLayer(i)) {
+                tape += MoeWorkingSet.pairsPerToken(s, ep) * MoeWorkingSet.perExpertTapePerPair(s);
+                mlpPhase = h + MoeWorkingSet.perExpertBackwardPerToken(s, rExperts, device);
             } else {
                 double inter = (double) s.intermediateSize() / tp;
                 tape += 3 * inter;
@@ -149,7 +161,7 @@ public final class ActivationModel {
             maxPhase = Math.max(maxPhase, phase);
             maxTapeAndPhase = Math.max(maxTapeAndPhase, tape + phase);
         }
-        return persistent + (recompute ? maxTapeAndPhase : tapes + maxPhase);
+        return (long) Math.ceil((persistent + (recompute ? maxTapeAndPhase : tapes + maxPhase)) * tokens) * 4;
     }
 
     private static int loraRank(AdapterSpec adapter, ParamFamily f) {
@@ -163,13 +175,14 @@ public final class ActivationModel {
 
     /**
      * Bytes of training activations for {@code tokens} tokens on one GPU; {@code device} adds what a
-     * device keeps of values the host builds (uploaded ids and gradients).
+     * device keeps of values the host builds (uploaded ids and gradients); {@code chunk} is the number
+     * of routed experts dequantized at a time, 0 when they are not chunked.
      */
     public static long trainBytes(WeightInventory inv, AdapterSpec adapter, long tokens, boolean recompute, int tp, int ep,
-                                  boolean device) {
+                                  boolean device, int chunk) {
         ModelSpec s = inv.spec();
         if (s.mla() == null && s.deepseekV4() == null) {
-            return (long) Math.ceil(standardTrainElements(s, adapter, recompute, tp, ep, device) * tokens) * 4;
+            return tokens == 0 ? 0 : standardTrainBytes(s, adapter, recompute, tp, ep, device, chunk, tokens);
         }
         double lora = loraPerToken(inv, adapter);
         double max = 0;

@@ -1,39 +1,46 @@
 package org.orbitrl.memory.plan.internal;
 
+import org.orbitrl.memory.plan.AdapterSpec;
+import org.orbitrl.memory.plan.ParamFamily;
 import org.orbitrl.model.spec.ModelFamily;
 import org.orbitrl.model.spec.ModelSpec;
 import org.orbitrl.model.spec.MoeSpec;
 
 /**
- * The routed-expert part of an adapter-training step, as the sparse MoE block and its expert
- * chunker hold it. Every buffer is f32. Per MoE layer and per routed (token, expert) pair:
+ * The routed-expert part of an adapter-training step. Every activation here is f32 (i32 ids count
+ * the same 4 bytes). Two code paths run the block:
  *
- * <ul>
- *   <li>kept for backward (the layer's tape): the gathered input {@code xe [h]}, the expert's output
- *       {@code ye [h]}, its gate and up projections and their SwiGLU product {@code g, u, act [I]}:
- *       {@code 2h + 3I};</li>
- *   <li>while one expert is differentiated, per pair of that expert: {@code dxe [h]}, {@code dact,
- *       dg, du [I]}, {@code tmp [h]}, and LoRA on the experts adds its rank-r intermediates
- *       {@code xa, dy·B [r]} and {@code (dy·B)·A [h]}; a device also uploads {@code dy·w [h]} and the
- *       row ids (i32);</li>
- *   <li>the router's gradient {@code dxr [h]} per token, and on a device its uploaded logits gradient
- *       {@code [E]}.</li>
- * </ul>
+ * <p><b>Grouped</b> (Qwen3-MoE by default: one GPU holds every expert and no adapter on the experts
+ * transforms the base input): the block keeps, per token and MoE layer, the router's probabilities
+ * {@code [E]}, the chosen probabilities, routing weights, expert ids and the grouped order and
+ * positions {@code [k]} each, and per routed pair the input row and the unweighted output
+ * {@code xs, ys [h]} and {@code g, u, act [I]}: {@code E + 5k + k·(2h + 3I)}. Its backward holds
+ * every pair's {@code dys [h]}, routing-weight gradient {@code [1]}, {@code dact, dg, du [I]} and
+ * {@code dxs, tmp [h]} at once, {@code k·(3h + 3I + 1)}; the experts' LoRA adds its recomputed
+ * {@code xa} and {@code dy·B [r]} and {@code (dy·B)·A [h]} per pair; the router's backward adds
+ * {@code dLogits [E]} and {@code dxr [h]} per token. Quantized experts are dequantized C at a time:
+ * on the host into an f32 temporary {@code [C, I·h]} of each grouped product (an activation, alive
+ * while the backward's working set is), on a device into one bf16 buffer {@code [C, I·h]} that the
+ * backend keeps and every layer shares (plus the pairs' rows in bf16, {@code [P, max(h, I)]}, kept
+ * by the backend too).
  *
- * The busiest expert's pairs are the even share {@code tokens·k/E} times {@link #IMBALANCE}, at most
- * one per token. Dequantization: each MoE layer's chunker keeps its own buffer of {@code C} expert
- * slots {@code [C, 3, I·h]} f32 from its first forward on, in every model instance that runs the
- * chunked path (the trainer's model and the rollout engine's view of it). Only the Qwen3-MoE and
- * DeepSeek-V3 families (Kimi-K2 included) have the chunked path; the others run quantized experts
- * through fused dequantize-multiply kernels and hold no chunk buffer.
+ * <p><b>Per expert</b> (DeepSeek-V3 and Kimi-K2 always; Qwen3-MoE under expert parallelism or with
+ * OFT on the experts): each MoE layer's chunker keeps its own f32 buffer {@code [C, 3, I·h]} from its
+ * first forward on, in every model instance that runs the chunked path. The routing decision is
+ * on the host; per routed pair the tape keeps the gathered input, the expert's output and its
+ * gate, up and SwiGLU product, {@code 2h + 3I}; one expert is differentiated at a time, holding per
+ * pair of that expert {@code dxe, tmp [h]}, {@code dact, dg, du [I]}, LoRA's {@code xa, dy·B [r]}
+ * and {@code (dy·B)·A [h]}, and on a device the uploaded {@code dy·w [h]} and row ids; the router's
+ * gradient {@code dxr [h]} per token (and on a device its uploaded logits gradient {@code [E]}). The
+ * busiest expert's pairs are the even share {@code tokens·k/E} times {@link #IMBALANCE}, at most
+ * one per token.
+ *
+ * <p>Only the Qwen3-MoE and DeepSeek-V3 families have a chunked path; the others run quantized
+ * experts through fused dequantize-multiply kernels and hold no chunk buffer.
  */
 public final class MoeWorkingSet {
     /** Expected worst-case load on one expert (or one GPU's experts) relative to perfectly even routing. */
     public static final double IMBALANCE = 1.25;
-    /** False: every MoE layer's chunker has its own buffer; true: one buffer serves all layers of a model instance. */
-    static final boolean BUFFER_SHARED_BY_LAYERS = false;
-    /** Bytes of one element of every buffer here. */
-    static final int ELEMENT_BYTES = 4;
 
     private MoeWorkingSet() {
     }
@@ -43,50 +50,93 @@ public final class MoeWorkingSet {
         return s.isMoe() && (s.family() == ModelFamily.QWEN3_MOE || s.family() == ModelFamily.DEEPSEEK_V3);
     }
 
+    /**
+     * True if the MoE block runs grouped by expert in backend memory: Qwen3-MoE with every expert on
+     * this GPU ({@code ep == 1}) and no OFT on the experts (the block then runs per expert).
+     */
+    public static boolean grouped(ModelSpec s, int ep, AdapterSpec adapter) {
+        boolean oftOnExperts = adapter instanceof AdapterSpec.Oft o && o.targets().contains(ParamFamily.ROUTED_EXPERTS);
+        return s.isMoe() && s.family() == ModelFamily.QWEN3_MOE && ep == 1 && !oftOnExperts;
+    }
+
     /** Routed (token, expert) pairs one GPU's experts take per token: exactly k on one GPU, else the imbalanced share. */
     public static double pairsPerToken(ModelSpec s, int ep) {
         MoeSpec m = s.moe();
         return ep == 1 ? m.topK() : m.topK() * IMBALANCE / ep;
     }
 
-    /** Elements per routed pair that a layer's tape keeps. */
-    public static double tapePerPair(ModelSpec s) {
+    /** Elements per token that a layer's tape keeps, for {@code k} routed pairs per token on this GPU. */
+    public static double tapePerToken(ModelSpec s, double k) {
+        MoeSpec m = s.moe();
+        return m.numExperts() + 5.0 * k + k * (2.0 * s.hiddenSize() + 3.0 * m.moeIntermediateSize());
+    }
+
+    /** Elements per token of the backward's own gradients (during its expert products), for {@code k} pairs per token. */
+    public static double gradsPerToken(ModelSpec s, double k) {
+        return k * (3.0 * s.hiddenSize() + 3.0 * s.moe().moeIntermediateSize() + 1);
+    }
+
+    /**
+     * Elements per token at the backward's peak, for {@code k} pairs per token, with LoRA of rank
+     * {@code loraRank} (0: none) on the experts.
+     */
+    public static double backwardPerToken(ModelSpec s, double k, int loraRank) {
+        long h = s.hiddenSize();
+        double grads = gradsPerToken(s, k);
+        double lora = loraRank > 0 ? k * (2.0 * loraRank + h) : 0;
+        double router = s.moe().numExperts() + h;
+        return grads + Math.max(lora, router);
+    }
+
+    /** Elements per token a device backend keeps of the grouped rows in bf16 ({@code [P, max(h, I)]}), as f32 elements. */
+    public static double deviceRowsPerToken(ModelSpec s) {
+        return s.moe().topK() * Math.max(s.hiddenSize(), s.moe().moeIntermediateSize()) / 2.0;
+    }
+
+    /** Elements per routed pair that a per-expert layer's tape keeps. */
+    public static double perExpertTapePerPair(ModelSpec s) {
         return 2.0 * s.hiddenSize() + 3.0 * s.moe().moeIntermediateSize();
     }
 
-    /** Elements per pair of the expert being differentiated, with LoRA of rank {@code loraRank} (0: none) on the experts. */
-    public static double backwardPerPair(ModelSpec s, int loraRank, boolean device) {
-        long h = s.hiddenSize();
-        double e = 3.0 * h + 3.0 * s.moe().moeIntermediateSize();
-        if (loraRank > 0) {
-            e += 2.0 * loraRank + h;
-        }
-        if (device) {
-            e += h + 1;
-        }
-        return e;
-    }
-
-    /** Pairs of the busiest expert per token: the imbalanced even share, at most 1. */
-    public static double busiestExpertPerToken(ModelSpec s) {
+    /** Per-token elements of the per-expert backward beyond its tape (the router's and the busiest expert's). */
+    public static double perExpertBackwardPerToken(ModelSpec s, int loraRank, boolean device) {
         MoeSpec m = s.moe();
-        return Math.min(1.0, m.topK() * IMBALANCE / m.numExperts());
+        long h = s.hiddenSize();
+        double pair = 3.0 * h + 3.0 * m.moeIntermediateSize() + (loraRank > 0 ? 2.0 * loraRank + h : 0) + (device ? h + 1 : 0);
+        double busiest = Math.min(1.0, m.topK() * IMBALANCE / m.numExperts());
+        return Math.max(busiest * pair, h + (device ? m.numExperts() : 0));
     }
 
-    /** Per-token elements of the MoE block's backward beyond its tape (the router's and the busiest expert's). */
-    public static double backwardPerToken(ModelSpec s, int loraRank, boolean device) {
-        double expert = busiestExpertPerToken(s) * backwardPerPair(s, loraRank, device);
-        double router = s.hiddenSize() + (device ? s.moe().numExperts() : 0);
-        return Math.max(expert, router);
+    /** Expert slots a chunk of {@code chunk} really fills: at most the experts one GPU holds. */
+    public static int slots(ModelSpec s, int chunk, int ep) {
+        return Math.max(0, Math.min(chunk, s.moe().numExperts() / ep));
     }
 
-    /** Bytes of one layer's chunk buffer of {@code chunk} expert slots. */
-    public static long chunkBufferBytes(ModelSpec s, int chunk) {
-        return (long) chunk * 3 * s.moe().moeIntermediateSize() * s.hiddenSize() * ELEMENT_BYTES;
+    /** Elements of the host's per-product f32 dequantization temporary {@code [C, I·h]} (0 off the grouped host path). */
+    public static long hostChunkElements(ModelSpec s, int chunk, int ep, AdapterSpec adapter, boolean device) {
+        if (device || chunk <= 0 || !grouped(s, ep, adapter)) {
+            return 0;
+        }
+        return (long) slots(s, chunk, ep) * s.moe().moeIntermediateSize() * s.hiddenSize();
     }
 
-    /** Bytes of dequantization buffers one model instance keeps: a chunk buffer per MoE layer (or one for all). */
-    public static long dequantBytes(ModelSpec s, int chunk) {
-        return (BUFFER_SHARED_BY_LAYERS ? 1 : s.numMoeLayers()) * chunkBufferBytes(s, chunk);
+    /**
+     * Dequantization-buffer bytes that one expert slot of the chunk costs one model instance: grouped
+     * on a device, {@code I·h} bf16 in the backend's one buffer; grouped on the host, none (an f32
+     * activation instead, see {@link #hostChunkElements}); per expert, {@code 3·I·h} f32 in every MoE
+     * layer's buffer.
+     */
+    public static long slotBytes(ModelSpec s, int ep, AdapterSpec adapter, boolean device) {
+        long ih = (long) s.moe().moeIntermediateSize() * s.hiddenSize();
+        if (grouped(s, ep, adapter)) {
+            return device ? ih * 2 : 0;
+        }
+        return s.numMoeLayers() * 3 * ih * 4;
+    }
+
+    /** Dequantization-buffer bytes one model instance keeps for chunks of {@code chunk} experts. */
+    public static long dequantBytes(ModelSpec s, int chunk, int ep, AdapterSpec adapter, boolean device) {
+        int c = grouped(s, ep, adapter) ? slots(s, chunk, ep) : chunk;
+        return c * slotBytes(s, ep, adapter, device);
     }
 }

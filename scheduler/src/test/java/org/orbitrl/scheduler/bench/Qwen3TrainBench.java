@@ -7,10 +7,12 @@ import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.Backends;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.OpProfiler;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.kernels.cpu.CpuBackend;
 import org.orbitrl.kernels.cuda.CudaAllocator;
+import org.orbitrl.kernels.cuda.CudaBackend;
 import org.orbitrl.model.adapter.Adapter;
 import org.orbitrl.model.adapter.AdapterConfig;
 import org.orbitrl.model.adapter.AdapterSlots;
@@ -57,6 +59,8 @@ import java.util.SplittableRandom;
  */
 public final class Qwen3TrainBench {
     private static final ObjectMapper JSON = new ObjectMapper();
+    /** With {@code -Dorbit.profile=true}: each operation timed (waited for) in the timed steps; see {@link OpProfiler}. */
+    private static OpProfiler profiler;
 
     private Qwen3TrainBench() {
     }
@@ -86,9 +90,12 @@ public final class Qwen3TrainBench {
         try (Backend backend = kernels.startsWith("cuda") ? Backends.named(kernels)
                 : new CpuBackend(Runtime.getRuntime().availableProcessors(), hostMem)) {
             TensorAllocator alloc = backend.allocator();
+            profiler = Boolean.getBoolean("orbit.profile") ? OpProfiler.wrap(backend,
+                    backend instanceof CudaBackend gpu ? gpu::synchronize : () -> { }) : null;
+            Backend run = profiler == null ? backend : profiler.backend();
             long t0 = System.nanoTime();
             RandomQwen3Moe weights = new RandomQwen3Moe(dc, 1);
-            Qwen3Model model = Qwen3Model.load(dc, weights, backend, Qwen3Model.LoadOptions.full());
+            Qwen3Model model = Qwen3Model.load(dc, weights, run, Qwen3Model.LoadOptions.full());
             model.setExpertChunk(o.expertChunk());
             report.line(String.format("model: %s, %d layers%s (of %d), hidden %d, %d experts top-%d x %d, vocab %d; built in %.1f s (%.1f s generating), base %.2f GB",
                     dc.modelType(), dc.layers(), o.small() ? " (--small widths)" : "", fullLayers, dc.hidden(), dc.experts(),
@@ -103,7 +110,7 @@ public final class Qwen3TrainBench {
             }
             AdamW adamw = alloc.hostMemory()
                     ? new AdamW(AdamWConfig.defaults(), new LearningRateSchedule.Constant(1e-5), params, alloc)
-                    : new AdamW(AdamWConfig.defaults(), new LearningRateSchedule.Constant(1e-5), params, backend);
+                    : new AdamW(AdamWConfig.defaults(), new LearningRateSchedule.Constant(1e-5), params, run);
             report.line(String.format("adapter: LoRA r=32 alpha 64 on q/k/v/o and fused experts, %.1fM parameters (f32), %d tensors",
                     adapter.parameterCount() / 1e6, params.size()));
             for (int[] shape : o.shapes()) {
@@ -111,7 +118,7 @@ public final class Qwen3TrainBench {
                     report.line(String.format("stopped before %dx%d: the time budget of %d s is spent", shape[0], shape[1], o.budgetSeconds()));
                     break;
                 }
-                TrainBenchReport.Row row = step(model, adapter, adamw, backend, hostMem, shape[0], shape[1], o.steps(), o.recompute());
+                TrainBenchReport.Row row = step(model, adapter, adamw, run, hostMem, shape[0], shape[1], o.steps(), o.recompute());
                 row.planned = TrainBenchPlan.predict(spec, cfgFile, shape[0], shape[1], o.recompute(), o.expertChunk());
                 report.add(row);
                 if (o.out() != null) {   // after every shape: a run stopped by its time limit keeps what it measured
@@ -164,7 +171,12 @@ public final class Qwen3TrainBench {
                 }
                 if (i > 0) {
                     timed += System.nanoTime() - t0;
+                } else if (profiler != null) {
+                    profiler.reset();   // the timed steps only
                 }
+            }
+            if (profiler != null) {
+                System.out.printf("%dx%d, %d timed steps: %s", batch, seq, steps, profiler.report(40));
             }
             row.seconds = timed / 1e9 / steps;
             row.loss = loss;

@@ -29,6 +29,7 @@ public final class OpProfiler {
     private final Map<String, long[]> totals = new HashMap<>();   // key -> {calls, nanos}
     private final Backend proxy;
     private long wallStart = System.nanoTime();
+    private volatile String phase = "";
 
     private OpProfiler(Backend target, Runnable sync) {
         this.target = target;
@@ -50,6 +51,14 @@ public final class OpProfiler {
         return proxy;
     }
 
+    /**
+     * Counts what follows under {@code name} (keys read {@code name/op ...}) until the next call;
+     * an empty name counts without a prefix.
+     */
+    public void phase(String name) {
+        phase = name.isEmpty() ? "" : name + "/";
+    }
+
     /** Forgets what was counted so far and restarts the wall clock (after a warm-up, say). */
     public synchronized void reset() {
         totals.clear();
@@ -64,7 +73,7 @@ public final class OpProfiler {
         Object r = call(m, args);
         sync.run();
         long dt = System.nanoTime() - t0;
-        String key = key(m, args);
+        String key = phase + key(m, args);
         synchronized (this) {
             long[] t = totals.computeIfAbsent(key, k -> new long[2]);
             t[0]++;

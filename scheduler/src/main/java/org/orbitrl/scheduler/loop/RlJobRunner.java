@@ -2,6 +2,7 @@ package org.orbitrl.scheduler.loop;
 
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.Backends;
+import org.orbitrl.kernels.OpProfiler;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.kernels.cpu.CpuBackend;
 import org.orbitrl.kernels.cuda.CudaBackend;
@@ -69,6 +70,7 @@ public final class RlJobRunner implements JobRunner {
 
     private AccountingAllocator memory;
     private Backend backend;
+    private OpProfiler profiler;   // null unless -Dorbit.profile=true
     private LoadedModel base;
     private Trainable trainerModel;
     private Adapter trainerAdapter;
@@ -109,7 +111,11 @@ public final class RlJobRunner implements JobRunner {
             backend = onDevice ? deviceBackend(spec) : new CpuBackend(Runtime.getRuntime().availableProcessors(), memory);
             // adapters and optimizer state live where the model computes: host memory (accounted) or the device
             adapterMemory = onDevice ? backend.allocator() : memory;
-            base = LoadedModel.load(spec.model().path(), backend, baseFormat(spec));
+            // -Dorbit.profile=true: every operation of the model and optimizer timed, written to profile.txt at the end
+            profiler = Boolean.getBoolean("orbit.profile") ? OpProfiler.wrap(backend,
+                    backend instanceof CudaBackend gpu ? gpu::synchronize : () -> { }) : null;
+            Backend compute = profiler == null ? backend : profiler.backend();
+            base = LoadedModel.load(spec.model().path(), compute, baseFormat(spec));
             codec = TextCodec.forModel(spec.model().path(), base.spec());
             task = RlSetup.task(spec.task(), spec.eval().size());
             samples = new SampleFactory(spec, task, codec, () -> tunables, () -> state.adapterVersion());
@@ -143,7 +149,7 @@ public final class RlJobRunner implements JobRunner {
             var o = spec.optimizer();
             AdamWConfig adamwConfig = new AdamWConfig(o.beta1(), o.beta2(), o.eps(), o.weightDecay(), o.gradClip());
             AdamW adamw = onDevice
-                    ? new AdamW(adamwConfig, RlSetup.schedule(spec, tunables.learningRate()), params, backend)
+                    ? new AdamW(adamwConfig, RlSetup.schedule(spec, tunables.learningRate()), params, compute)
                     : new AdamW(adamwConfig, RlSetup.schedule(spec, tunables.learningRate()), params, memory);
             trainer = new PolicyTrainer(trainerModel, trainerAdapter, adamw, RlSetup.advantages(spec.algorithm().name()),
                     RlSetup.loss(spec), RlSetup.normalisation(spec.algorithm().name()),
@@ -223,6 +229,7 @@ public final class RlJobRunner implements JobRunner {
 
     private StepMetrics syncStep() throws JobException {
         long t0 = System.nanoTime();
+        phase("rollout");
         long step = state.step() + 1;
         long version = state.adapterVersion();
         var b = spec.batch();
@@ -268,7 +275,9 @@ public final class RlJobRunner implements JobRunner {
             rewardSum += r.reward();
             correct += r.rewardBreakdown().getOrDefault(Reward.CORRECT, 0.0) > 0 ? 1 : 0;
         }
+        phase("train");
         PolicyTrainer.Outcome out = trainer.train(batch, b.samplesPerPrompt());
+        phase("");
         long tTrain = System.nanoTime();
 
         // 5. publish v+1 into the rollout engine's idle slot (only the adapter moves)
@@ -440,10 +449,21 @@ public final class RlJobRunner implements JobRunner {
         return List.of(new DeviceMemory("cpu:0", memory.live(), memory.peak(), Map.of()));
     }
 
+    /** Names what the profiler counts next (when profiling). */
+    private void phase(String name) {
+        if (profiler != null) {
+            profiler.phase(name);
+        }
+    }
+
     @Override
     public void close() {
+        AutoCloseable profile = profiler == null ? null : () -> {   // -Dorbit.profile=true: the operation profile
+            Files.createDirectories(ctx.dataDir());
+            Files.writeString(ctx.dataDir().resolve("profile.txt"), profiler.report(60));
+        };
         // in dependency order: the rollout thread before the engine it drives, the model before its backend
-        AutoCloseable[] owned = {async, engine, rolloutBackend, metrics, reader, writer, sampleLog, base, backend};
+        AutoCloseable[] owned = {profile, async, engine, rolloutBackend, metrics, reader, writer, sampleLog, base, backend};
         Exception first = null;
         for (AutoCloseable c : owned) {
             if (c == null) {

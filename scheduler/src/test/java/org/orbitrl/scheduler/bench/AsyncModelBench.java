@@ -159,6 +159,11 @@ public final class AsyncModelBench {
         // the run's own lines (plan, evaluations, one line a step) show progress as it goes
         ForegroundRun.run(spec, dir, new PrintStream(new PrefixStream(name + ": ", System.out), true), new AtomicBoolean());
         double total = (System.nanoTime() - r0) / 1e9;
+        try (Stream<Path> files = Files.walk(dir)) {   // -Dorbit.profile=true: the run's operation profile
+            for (Path f : files.filter(f -> f.getFileName().toString().equals("profile.txt")).toList()) {
+                System.out.println(name + ": " + Files.readString(f).replace("\n", "\n" + name + ": "));
+            }
+        }
         List<StepRecord> all = MetricsHistory.read(dir.resolve(MetricsLog.FILE_NAME)).steps();
         phases(name, all, total);
         List<StepRecord> s = all.subList(Math.min(1, all.size() - 1), all.size());

@@ -141,9 +141,59 @@ final class CudaAttentionOps {
         boolean vec4 = !exact && d % 4 == 0 && ks[0] % 4 == 0 && ks[1] % 4 == 0 && CudaAllocator.address(k) % 16 == 0;
         ctx.launchShared(attention, base * splits, 32 * warps, warps * d * 4, q, qs[0], qs[1], k, ks[0], ks[1], v, vs[0], vs[1],
                 out, os[0], os[1], tq, hq, hkv, d, dv, queryStart, spec.slidingWindow(), spec.scale(), sinks, vec4 ? 1 : 0,
-                splits, splitLen, partAcc, partMl);
+                splits, splitLen, partAcc, partMl, null, null, 0, 1);
         if (splits > 1) {
             ctx.launch(combine, (long) tq * hq, 128, partAcc, partMl, out, os[0], os[1], hq, dv, splits);
         }
+    }
+
+    /**
+     * Exact-mode decode over a paged cache: the per-sequence attention kernel with its keys read
+     * through the block tables, one launch for the batch (q [B, Hq, D], caches [rows, Hkv·D|Dv], tables
+     * i32 [B, maxBlocks], lens i32 [B]); each row equals that query's attention in an exact prefill bit
+     * for bit.
+     */
+    void pagedExact(Tensor q, Tensor kCache, Tensor vCache, Tensor tables, Tensor lens, int blockSize, int hkv, Tensor out,
+                    AttentionSpec spec) {
+        for (Object[] a : new Object[][]{{"q", q}, {"out", out}}) {
+            Tensor t = (Tensor) a[1];
+            ctx.dev("pagedDecodeAttention " + a[0], t);
+            if (t.rank() != 3 || t.dtype() != DType.F32 || t.strides()[2] != 1) {
+                throw new IllegalArgumentException("pagedDecodeAttention: " + a[0] + " must be f32 [B, H, D] with a contiguous last dimension, got " + t);
+            }
+        }
+        ctx.devContiguous("pagedDecodeAttention key cache", kCache, DType.F32);
+        ctx.devContiguous("pagedDecodeAttention value cache", vCache, DType.F32);
+        ctx.devContiguous("pagedDecodeAttention block tables", tables, DType.I32);
+        ctx.devContiguous("pagedDecodeAttention sequence lengths", lens, DType.I32);
+        int b = q.size(0);
+        int hq = q.size(1);
+        int d = q.size(2);
+        int dv = out.size(2);
+        if (hkv <= 0 || hq % hkv != 0 || kCache.rank() != 2 || vCache.rank() != 2 || kCache.dim(1) != (long) hkv * d
+                || vCache.dim(1) != (long) hkv * dv || kCache.dim(0) != vCache.dim(0) || kCache.dim(0) % blockSize != 0
+                || out.dim(0) != b || out.dim(1) != hq || tables.rank() != 2 || tables.dim(0) != b || lens.numel() != b
+                || d > MAX_HEAD_DIM || dv > MAX_HEAD_DIM) {
+            throw new IllegalArgumentException("pagedDecodeAttention: q " + q + ", caches " + kCache + " / " + vCache + " ("
+                    + hkv + " kv heads, blocks of " + blockSize + "), tables " + tables + ", lens " + lens + ", out " + out
+                    + " do not agree");
+        }
+        Tensor sinks = spec.sinks();
+        if (sinks != null) {
+            ctx.devContiguous("pagedDecodeAttention sinks", sinks, DType.F32);
+            if (sinks.numel() != hq) {
+                throw new IllegalArgumentException("pagedDecodeAttention: sinks " + sinks + " must hold one logit per query head (" + hq + ")");
+            }
+        }
+        if (b == 0) {
+            return;
+        }
+        int maxKeys = tables.size(1) * blockSize;
+        int warps = Math.min(hq / hkv, 8);
+        long[] qs = q.strides();
+        long[] os = out.strides();
+        ctx.launchShared(attention, (long) b * hkv, 32 * warps, warps * d * 4, q, qs[0], qs[1], kCache, (long) hkv * d, (long) d,
+                vCache, (long) hkv * dv, (long) dv, out, os[0], os[1], b, hq, hkv, d, dv, 0, spec.slidingWindow(), spec.scale(),
+                sinks, 0, 1, maxKeys, null, null, tables, lens, tables.size(1), blockSize);
     }
 }

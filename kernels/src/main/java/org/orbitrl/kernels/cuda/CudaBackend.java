@@ -486,11 +486,11 @@ public final class CudaBackend implements Backend {
     @Override
     public void pagedDecodeAttention(Tensor q, Tensor kCache, Tensor vCache, Tensor tables, Tensor lens, int blockSize, int kvHeads,
                                      Tensor out, AttentionSpec spec) {
-        if (exact) {   // the per-sequence attention kernel: a decode step equals the training forward bit for bit
-            Backend.super.pagedDecodeAttention(q, kCache, vCache, tables, lens, blockSize, kvHeads, out, spec);
+        ctx.device.bind();
+        if (exact) {   // the per-sequence attention kernel through the tables: a decode step equals the training forward bit for bit
+            attentionOps.pagedExact(q, kCache, vCache, tables, lens, blockSize, kvHeads, out, spec);
             return;
         }
-        ctx.device.bind();
         attentionOps.flash.pagedDecode(q, kCache, vCache, tables, lens, blockSize, kvHeads, out, spec);
     }
 

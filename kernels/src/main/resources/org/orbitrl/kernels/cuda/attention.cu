@@ -12,9 +12,18 @@
 // With one split the block writes the normalised output; with several (decode: few queries, long
 // context) each writes a partial (max, sum, unnormalised accumulator) that attention_combine merges.
 // vec4: key rows may be read as float4 (D % 4 == 0, 16-byte aligned rows).
+// Paged (tables != null, exact-mode decode): query t is the one new token of sequence t, at position
+// lens[t] - 1; key s of that sequence is row tables[t, s / blockSize] * blockSize + s % blockSize of k
+// and v. The arithmetic is the same code as for contiguous keys, so a decoded token's attention
+// equals the same query's in a prefill bit for bit.
 
 #define ATT_MAXC 20
 #define ATT_MAXD (32 * ATT_MAXC)
+
+// Row of key j of query t's sequence: j itself, or its slot in the paged cache.
+__device__ __forceinline__ i64 att_row(const int* tables, int t, int maxBlocks, int blockSize, int j) {
+    return tables != 0 ? (i64) tables[(i64) t * maxBlocks + j / blockSize] * blockSize + j % blockSize : (i64) j;
+}
 
 extern "C" __global__ void attention_f32(const float* q, i64 qT, i64 qH,
                                          const float* k, i64 kS, i64 kH,
@@ -22,7 +31,8 @@ extern "C" __global__ void attention_f32(const float* q, i64 qT, i64 qH,
                                          float* out, i64 oT, i64 oH,
                                          int T, int Hq, int Hkv, int D, int Dv,
                                          int queryStart, int window, float scale, const float* sinks, int vec4,
-                                         int splits, int splitLen, float* partAcc, float* partMl) {
+                                         int splits, int splitLen, float* partAcc, float* partMl,
+                                         const int* tables, const int* lens, int maxBlocks, int blockSize) {
     extern __shared__ float qsh[]; // [warps, D]
     int split = blockIdx.x % splits;
     int tk = blockIdx.x / splits;
@@ -32,7 +42,7 @@ extern "C" __global__ void attention_f32(const float* q, i64 qT, i64 qH,
     int lane = threadIdx.x & 31;
     int warps = blockDim.x >> 5;
     int G = Hq / Hkv;
-    int pos = queryStart + t;
+    int pos = tables != 0 ? lens[t] - 1 : queryStart + t;
     int lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
     int ks = split * splitLen;
     int ke = ks + splitLen - 1 < pos ? ks + splitLen - 1 : pos; // last key of this split
@@ -58,7 +68,7 @@ extern "C" __global__ void attention_f32(const float* q, i64 qT, i64 qH,
             int j = tile + lane;
             float s = -ORBIT_INF;
             if (j <= ke) {
-                const float* kr = kb + (i64) j * kS;
+                const float* kr = kb + att_row(tables, t, maxBlocks, blockSize, j) * kS;
                 float d = 0.0f;
                 if (vec4) {
                     const float4* k4 = (const float4*) kr;
@@ -90,7 +100,7 @@ extern "C" __global__ void attention_f32(const float* q, i64 qT, i64 qH,
             int valid = ke - tile + 1 < 32 ? ke - tile + 1 : 32;
             for (int jj = 0; jj < valid; jj++) {
                 float pj = __shfl_sync(0xffffffffu, p, jj);
-                const float* vr = vb + (i64) (tile + jj) * vS;
+                const float* vr = vb + att_row(tables, t, maxBlocks, blockSize, tile + jj) * vS;
 #pragma unroll
                 for (int i = 0; i < ATT_MAXC; i++) {
                     int c = lane + 32 * i;

@@ -201,4 +201,82 @@ class CudaExactModeTest {
             }
         }
     }
+
+    /**
+     * A batch of sequences decoding one token each over a paged cache (blocks scattered, tables
+     * padded, lengths ragged) gives, row for row, bitwise the attention of the same query as the
+     * last query of its sequence's exact prefill.
+     */
+    @Test
+    void pagedDecodeEqualsPrefillBitwise() {
+        SplittableRandom r = CudaTestBase.rng(93);
+        int hq = 8, hkv = 2, d = 64, bs = 16;
+        int[] lens = {1, 17, 40, 33};
+        int maxBlocks = 3;
+        int rows = 16 * bs;                              // pool of 16 blocks, handed out in a shuffled order
+        int[] order = {11, 3, 14, 0, 7, 9, 1, 12, 5, 15, 2, 8, 6, 13, 4, 10};
+        float[] kc = new float[rows * hkv * d];
+        float[] vc = new float[rows * hkv * d];
+        for (int i = 0; i < kc.length; i++) {
+            kc[i] = (float) r.nextGaussian();
+            vc[i] = (float) r.nextGaussian();
+        }
+        int[] tables = new int[lens.length * maxBlocks];
+        int next = 0;
+        for (int b = 0; b < lens.length; b++) {
+            for (int j = 0; j < (lens[b] + bs - 1) / bs; j++) {
+                tables[b * maxBlocks + j] = order[next++];
+            }
+        }
+        Tensor q = CudaTestBase.randn(r, 1f, lens.length, hq, d);
+        for (int win : new int[]{0, 9}) {
+            AttentionSpec spec = new AttentionSpec((float) (1 / Math.sqrt(d)), win, null);
+            Tensor dq = gpu.toDevice(q);
+            Tensor dkc = gpu.toDevice(Tensor.of(kc, rows, hkv * d));
+            Tensor dvc = gpu.toDevice(Tensor.of(vc, rows, hkv * d));
+            Tensor dt = gpu.toDevice(Tensor.ofInts(tables, lens.length, maxBlocks));
+            Tensor dl = gpu.toDevice(Tensor.ofInts(lens, lens.length));
+            Tensor out = gpu.allocator().allocate(org.orbitrl.kernels.MemoryCategory.OTHER, DType.F32, lens.length, hq, d);
+            try {
+                gpu.pagedDecodeAttention(dq, dkc, dvc, dt, dl, bs, hkv, out, spec);
+                float[] paged = bits(out);
+                int row = hq * d;
+                for (int b = 0; b < lens.length; b++) {
+                    int len = lens[b];
+                    float[] kk = new float[len * hkv * d];
+                    float[] vv = new float[len * hkv * d];
+                    for (int p = 0; p < len; p++) {
+                        int slot = tables[b * maxBlocks + p / bs] * bs + p % bs;
+                        System.arraycopy(kc, slot * hkv * d, kk, p * hkv * d, hkv * d);
+                        System.arraycopy(vc, slot * hkv * d, vv, p * hkv * d, hkv * d);
+                    }
+                    // the sequence's prefill: its earlier queries are arbitrary, the last is the decoded one
+                    float[] qs = new float[len * row];
+                    float[] qb = q.toFloatArray();
+                    for (int i = 0; i < qs.length; i++) {
+                        qs[i] = (float) r.nextGaussian();
+                    }
+                    System.arraycopy(qb, b * row, qs, (len - 1) * row, row);
+                    Tensor pq = gpu.toDevice(Tensor.of(qs, len, hq, d));
+                    Tensor pk = gpu.toDevice(Tensor.of(kk, len, hkv, d));
+                    Tensor pv = gpu.toDevice(Tensor.of(vv, len, hkv, d));
+                    Tensor po = gpu.allocator().allocate(org.orbitrl.kernels.MemoryCategory.OTHER, DType.F32, len, hq, d);
+                    gpu.attention(pq, pk, pv, po, 0, spec);
+                    float[] pre = bits(po);
+                    assertBitwise("exact paged decode, sequence " + b + " of length " + len + ", window " + win
+                                    + ": decoded vs the last query of its prefill",
+                            java.util.Arrays.copyOfRange(pre, (len - 1) * row, len * row),
+                            java.util.Arrays.copyOfRange(paged, b * row, (b + 1) * row));
+                    for (Tensor x : new Tensor[]{pq, pk, pv, po}) {
+                        gpu.free(x);
+                    }
+                }
+            } finally {
+                gpu.synchronize();
+                for (Tensor x : new Tensor[]{dq, dkc, dvc, dt, dl, out}) {
+                    gpu.free(x);
+                }
+            }
+        }
+    }
 }

@@ -260,6 +260,24 @@ public interface Backend extends AutoCloseable {
         MoeHostOps.combine(ys, position, weights, out, accumulate);
     }
 
+    /**
+     * Per-expert weight gradients over expert-grouped rows: for each expert e with rows
+     * [offsets[e], offsets[e+1]) of a f32 [P, N] and b f32 [P, M], {@code grads[e]} f32 [N, M] +=
+     * alpha · a_eᵀ · b_e (rows summed in ascending order; experts with no rows untouched). The LoRA
+     * factor gradients of every expert of one projection at once.
+     */
+    default void moeExpertGradTN(Tensor a, Tensor b, int[] offsets, float alpha, Tensor[] grads) {
+        if (offsets.length != grads.length + 1 || a.size(0) != b.size(0) || a.size(0) < offsets[grads.length]) {
+            throw new IllegalArgumentException("moeExpertGradTN: a " + a + ", b " + b + " with " + (offsets.length - 1)
+                    + " expert offsets for " + grads.length + " gradients");
+        }
+        for (int e = 0; e < grads.length; e++) {
+            if (offsets[e + 1] > offsets[e]) {
+                matmulTN(a.slice(0, offsets[e], offsets[e + 1]), b.slice(0, offsets[e], offsets[e + 1]), alpha, grads[e]);
+            }
+        }
+    }
+
     /** The routing-weight gradient: dWeight f32 [T, k] at pair p = ⟨dout [T, H] row p / k, ys [P, H] row position[p]⟩. */
     default void moeWeightGrad(Tensor dout, Tensor ys, Tensor position, Tensor dWeight) {
         MoeHostOps.weightGrad(dout, ys, position, dWeight);

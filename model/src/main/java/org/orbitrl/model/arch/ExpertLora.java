@@ -73,14 +73,14 @@ final class ExpertLora {
         Tensor dyB = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, a.rows());   // [P, r] = dy · B
         bk.moeExpertMatmul(x, a, offsets, xa, 0);
         bk.moeExpertMatmulTransposed(dy, b, offsets, dyB, 0);
+        Tensor[] gradB = new Tensor[hooks.length];
+        Tensor[] gradA = new Tensor[hooks.length];
         for (int e = 0; e < hooks.length; e++) {
-            if (offsets[e + 1] > offsets[e]) {
-                long s = offsets[e];
-                long end = offsets[e + 1];
-                bk.matmulTN(dy.slice(0, s, end), xa.slice(0, s, end), scale, hooks[e].gradB());   // dB += s · dyᵀ · xa
-                bk.matmulTN(dyB.slice(0, s, end), x.slice(0, s, end), scale, hooks[e].gradA());   // dA += s · (dy·B)ᵀ · x
-            }
+            gradB[e] = hooks[e].gradB();
+            gradA[e] = hooks[e].gradA();
         }
+        bk.moeExpertGradTN(dy, xa, offsets, scale, gradB);    // dB_e += s · dy_eᵀ · xa_e
+        bk.moeExpertGradTN(dyB, x, offsets, scale, gradA);    // dA_e += s · (dy·B)_eᵀ · x_e
         al.release(xa);
         Tensor d = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, a.cols());      // [P, in] = (dy·B) · A
         bk.moeExpertMatmulTransposed(dyB, a, offsets, d, 0);

@@ -84,6 +84,7 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
     }
 
     /** Runs quantized routed experts through C-expert dequantization chunks (0: fused kernel). */
+    @Override
     public void setExpertChunk(int c) {
         for (Layer l : layers) {
             if (l.moe() != null) {

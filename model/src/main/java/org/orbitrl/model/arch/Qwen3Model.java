@@ -114,6 +114,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
      * Runs quantized routed experts through active-expert-chunked dequantization with C experts per
      * chunk, forward and backward; 0 runs them on the fused dequantize-multiply kernel instead.
      */
+    @Override
     public void setExpertChunk(int c) {
         for (Layer l : layers) {
             if (l.moe != null) {

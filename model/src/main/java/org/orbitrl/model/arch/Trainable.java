@@ -21,4 +21,12 @@ public interface Trainable extends CausalLM {
 
     /** Adapter gradients (accumulated) and nothing else, from d loss / d logits [total tokens, vocab]. */
     void backward(Tape tape, Tensor dLogits);
+
+    /**
+     * Routed experts stored quantized are dequantized {@code experts} at a time into one reused buffer
+     * for the expert products (the plan's expert chunk); 0 multiplies them through the fused
+     * dequantize-multiply kernel instead. Models without routed experts ignore it.
+     */
+    default void setExpertChunk(int experts) {
+    }
 }

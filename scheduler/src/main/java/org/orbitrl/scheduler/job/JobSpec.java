@@ -83,6 +83,12 @@ public record JobSpec(String name, String runner, ModelSpec model, AdapterSpec a
                 checkpoint, seed, async, task, placement, memory);
     }
 
+    /** This job with another placement (a command-line or test override). */
+    public JobSpec withPlacement(PlacementSpec p) {
+        return new JobSpec(name, runner, model, adapter, algorithm, kl, tisCap, batch, sampling, optimizer, steps, eval,
+                checkpoint, seed, async, task, p, memory);
+    }
+
     /** This job with another step count (a command-line override for short runs). */
     public JobSpec withSteps(long n) {
         return new JobSpec(name, runner, model, adapter, algorithm, kl, tisCap, batch, sampling, optimizer, n, eval,

@@ -8,7 +8,7 @@ import org.orbitrl.scheduler.job.yaml.Section;
  * Memory choices the planner checks before anything loads.
  *
  * @param expertChunk experts dequantized at a time in the chunked MoE path (0 = the planner's
- *                    largest safe size)
+ *                    default, {@code PlanRequest.DEFAULT_EXPERT_CHUNK})
  * @param recompute   recompute activations in backward instead of keeping them
  * @param reserve     per device, kept free for the runtime (CUDA context, library workspaces)
  */

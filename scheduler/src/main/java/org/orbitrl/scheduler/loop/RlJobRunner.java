@@ -122,6 +122,7 @@ public final class RlJobRunner implements JobRunner {
             AdapterConfig cfg = RlSetup.adapterConfig(spec.adapter());
             // trainer: the loaded model and its trainable adapter; rollout: a view of the same weights with two slots
             trainerModel = (Trainable) base.model();
+            trainerModel.setExpertChunk(RlPlan.expertChunk(spec));   // the chunk the plan budgets
             trainerAdapter = RlSetup.newAdapter(cfg, (AdapterTargets) trainerModel, adapterMemory, spec.seed());
             boolean isAsync = spec.async().enabled();
             int cores = Runtime.getRuntime().availableProcessors();

@@ -2,6 +2,8 @@ package org.orbitrl.scheduler.loop;
 
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.cuda.Cuda;
+import org.orbitrl.kernels.cuda.CudaDevice;
 import org.orbitrl.memory.plan.AdapterSpec;
 import org.orbitrl.memory.plan.BaseFormat;
 import org.orbitrl.memory.plan.BatchShape;
@@ -14,6 +16,7 @@ import org.orbitrl.memory.plan.PlanTable;
 import org.orbitrl.model.spec.ConfigLoader;
 import org.orbitrl.model.spec.ModelSpec;
 import org.orbitrl.scheduler.job.AdapterKind;
+import org.orbitrl.scheduler.job.ComputeBackend;
 import org.orbitrl.scheduler.job.JobException;
 import org.orbitrl.scheduler.job.JobPlan;
 import org.orbitrl.scheduler.job.JobSpec;
@@ -26,25 +29,50 @@ final class RlPlan {
     private RlPlan() {
     }
 
+    /** The experts dequantized at a time: the job's {@code memory.expert_chunk}, or the planner's default for 0. */
+    static int expertChunk(JobSpec spec) {
+        return Math.max(1, spec.memory().expertChunk() == 0 ? PlanRequest.DEFAULT_EXPERT_CHUNK : spec.memory().expertChunk());
+    }
+
+    /**
+     * What the job is planned against: the host's memory for the CPU backend; for CUDA, the job's
+     * {@code placement.devices} GPUs with the memory device 0 reports, or H200s where no device is
+     * visible (planning on a machine without the GPUs).
+     */
+    static NodeSpec node(JobSpec spec) {
+        if (spec.placement().backend() != ComputeBackend.CUDA) {
+            return new NodeSpec(NodeSpec.HOST, 1, Math.max(Runtime.getRuntime().maxMemory(), 1L << 30));
+        }
+        int gpus = Math.max(1, spec.placement().devices());
+        if (Cuda.available()) {
+            CudaDevice d = new CudaDevice(0);
+            return new NodeSpec(gpus + "x" + d.name().replace(' ', '_'), gpus, d.totalMemory());
+        }
+        return NodeSpec.parse(gpus + "xH200");
+    }
+
     static JobPlan plan(JobSpec spec) throws JobException {
         try {
             ModelSpec model = ConfigLoader.load(spec.model().path());
-            long host = Math.max(Runtime.getRuntime().maxMemory(), 1L << 30);
-            NodeSpec node = new NodeSpec("cpu", 1, host);
+            NodeSpec node = node(spec);
             var a = spec.adapter();
             AdapterSpec adapter = AdapterSpec.parse(a.type() == AdapterKind.LORA ? "lora:" + a.rank() : "oft:" + a.oftBlockSize());
             var b = spec.batch();
             PlanRequest req = new PlanRequest(model, spec.model().path(), BaseFormat.parse("native", model), adapter,
                     new BatchShape(b.promptsPerStep(), b.samplesPerPrompt(), b.maxPromptTokens(), b.maxResponseTokens(),
                             b.microBatch()), node, ParallelLayout.auto(model, node, 0, 0), spec.memory().recompute(),
-                    Math.max(1, spec.memory().expertChunk() == 0 ? PlanRequest.DEFAULT_EXPERT_CHUNK : spec.memory().expertChunk()),
-                    DType.F32, 2048, 8192, 0);
+                    expertChunk(spec),
+                    DType.F32, 2048, 8192, node.hostMemory() ? 0 : spec.memory().reserve().bytes());
             MemoryPlan plan = MemoryPlanner.plan(req);
             String table = PlanTable.render(plan);
             if (!plan.fits()) {
-                throw new PlanRefusedException("job " + spec.name() + " does not fit this host's memory:\n" + table);
+                throw new PlanRefusedException("job " + spec.name() + " does not fit " + (node.hostMemory() ? "this host's memory"
+                        : node.gpus() + " GPU(s) of " + node.bytesPerGpu() / (1L << 20) + " MiB (" + node.name() + ")") + ":\n" + table);
             }
-            Map<String, Map<MemoryCategory, Long>> bytes = Map.of("cpu:0", plan.perGpuBytes());
+            Map<String, Map<MemoryCategory, Long>> bytes = new java.util.LinkedHashMap<>();
+            for (int g = 0; g < node.gpus(); g++) {
+                bytes.put(node.hostMemory() ? "cpu:0" : "cuda:" + g, plan.perGpuBytes());
+            }
             return new JobPlan(bytes, table);
         } catch (PlanRefusedException e) {
             throw e;

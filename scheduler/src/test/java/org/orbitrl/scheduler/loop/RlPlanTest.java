@@ -1,0 +1,67 @@
+package org.orbitrl.scheduler.loop;
+
+import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.cuda.Cuda;
+import org.orbitrl.memory.plan.PlanRequest;
+import org.orbitrl.scheduler.job.ComputeBackend;
+import org.orbitrl.scheduler.job.JobPlan;
+import org.orbitrl.scheduler.job.JobSpec;
+import org.orbitrl.scheduler.job.MemorySpec;
+import org.orbitrl.scheduler.job.PlacementSpec;
+
+import java.util.List;
+import java.util.Map;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * A job is planned against the memory it will run in: the host's for the CPU backend (one "device",
+ * cpu:0), and for CUDA each of its {@code placement.devices} GPUs (cuda:0..), with the device-only
+ * categories (the CUDA runtime's reserve) that a host plan does not have; the GPU is the visible
+ * device 0, or an H200 where none is visible. The expert chunk is the job's, or the planner's
+ * default for 0.
+ */
+class RlPlanTest {
+
+    @Test
+    void cpuAndCudaJobsArePlannedAgainstTheirOwnMemory() throws Exception {
+        JobSpec cpu = QuickstartJobTest.quickstart();
+        assertEquals(ComputeBackend.CPU, cpu.placement().backend(), "the quickstart job runs on the CPU");
+        JobPlan host = RlPlan.plan(cpu);
+        assertEquals(List.of("cpu:0"), List.copyOf(host.bytes().keySet()));
+        assertEquals(0L, host.bytes().get("cpu:0").getOrDefault(MemoryCategory.RUNTIME_RESERVE, 0L),
+                "a host plan reserves nothing for a CUDA runtime");
+
+        PlacementSpec p = cpu.placement();
+        JobSpec gpu = cpu.withPlacement(new PlacementSpec(ComputeBackend.CUDA, 2, p.rolloutDevices(), p.expertParallel(),
+                p.tensorParallel()));
+        JobPlan dev = RlPlan.plan(gpu);
+        assertEquals(List.of("cuda:0", "cuda:1"), List.copyOf(dev.bytes().keySet()));
+        Map<MemoryCategory, Long> g0 = dev.bytes().get("cuda:0");
+        assertTrue(g0.getOrDefault(MemoryCategory.RUNTIME_RESERVE, 0L) > 0, "a GPU plan reserves the CUDA runtime's memory: " + g0);
+        JobPlan one = RlPlan.plan(cpu.withPlacement(new PlacementSpec(ComputeBackend.CUDA, 1, p.rolloutDevices(),
+                p.expertParallel(), p.tensorParallel())));
+        assertEquals(List.of("cuda:0"), List.copyOf(one.bytes().keySet()));
+        assertEquals(host.bytes().get("cpu:0").get(MemoryCategory.BASE_WEIGHTS), one.bytes().get("cuda:0").get(MemoryCategory.BASE_WEIGHTS),
+                "the same base weights on one GPU as on the host");
+        assertTrue(g0.get(MemoryCategory.BASE_WEIGHTS) <= one.bytes().get("cuda:0").get(MemoryCategory.BASE_WEIGHTS),
+                "two GPUs hold no more base weights each than one");
+        String node = Cuda.available() ? "2x" : "2xH200";
+        assertTrue(dev.table().contains(node), "the plan names the node it was made for (" + node + "):\n" + dev.table());
+    }
+
+    @Test
+    void theExpertChunkIsTheJobsOrThePlannersDefault() throws Exception {
+        JobSpec q = QuickstartJobTest.quickstart();
+        MemorySpec m = q.memory();
+        assertEquals(PlanRequest.DEFAULT_EXPERT_CHUNK, RlPlan.expertChunk(withChunk(q, new MemorySpec(0, m.recompute(), m.reserve()))));
+        assertEquals(3, RlPlan.expertChunk(withChunk(q, new MemorySpec(3, m.recompute(), m.reserve()))));
+    }
+
+    private static JobSpec withChunk(JobSpec q, MemorySpec m) {
+        return new JobSpec(q.name(), q.runner(), q.model(), q.adapter(), q.algorithm(), q.kl(), q.tisCap(), q.batch(), q.sampling(),
+                q.optimizer(), q.steps(), q.eval(), q.checkpoint(), q.seed(), q.async(), q.task(), q.placement(), m);
+    }
+}

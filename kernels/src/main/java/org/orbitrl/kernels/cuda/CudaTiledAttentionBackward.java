@@ -73,6 +73,17 @@ final class CudaTiledAttentionBackward {
         return splits;
     }
 
+    /** Whether every row of the inputs can be read as float4: widths and strides multiples of 4, 16-byte aligned. */
+    static boolean vectorLoads(Tensor... inputs) {
+        for (Tensor t : inputs) {
+            long[] st = t.strides();
+            if (t.size(2) % 4 != 0 || st[0] % 4 != 0 || st[1] % 4 != 0 || CudaAllocator.address(t) % 16 != 0) {
+                return false;
+            }
+        }
+        return true;
+    }
+
     /** Arguments validated by {@link CudaAttentionBackward#attentionBackward}; T and S at least 1. */
     void run(Tensor q, Tensor k, Tensor v, Tensor dout, int queryStart, AttentionSpec spec, Tensor dq, Tensor dk,
              Tensor dv) {
@@ -98,13 +109,14 @@ final class CudaTiledAttentionBackward {
         int window = spec.slidingWindow();
         float scale = spec.scale();
 
+        int vec = vectorLoads(q, k, v, dout) ? 1 : 0;
         int rowFloats = 2 * TILE * (ld(d) + ld(dvd));
         int sharedQ = 4 * (rowFloats + TILE * XT);
         backwardQ.allowDynamicShared(sharedQ);
         long qTiles = (tq + TILE - 1) / TILE;
         Launcher.launch(backwardQ, ctx.stream.handle(), qTiles * hq, 1, THREADS, sharedQ, q, qs[0], qs[1], k, ks[0], ks[1],
                 v, vs[0], vs[1], dout, os[0], os[1], dq, dqs[0], dqs[1], lse, delta, tq, hq, hkv, d, dvd, queryStart, window,
-                scale, spec.sinks());
+                scale, spec.sinks(), vec);
 
         Tensor kOut = dk;
         Tensor vOut = dv;
@@ -124,12 +136,12 @@ final class CudaTiledAttentionBackward {
             vH = dvd;
             vP = (long) s * hkv * dvd;
         }
-        int sharedKv = 4 * (rowFloats + 2 * TILE * XT + 2 * TILE);
+        int sharedKv = 4 * (rowFloats + 2 * TILE * XT);
         backwardKv.allowDynamicShared(sharedKv);
         long kTiles = (s + TILE - 1) / TILE;
         Launcher.launch(backwardKv, ctx.stream.handle(), kTiles * hkv * splits, 1, THREADS, sharedKv, q, qs[0], qs[1],
                 k, ks[0], ks[1], v, vs[0], vs[1], dout, os[0], os[1], kOut, kS, kH, kP, vOut, vS, vH, vP, lse, delta,
-                tq, s, hq, hkv, d, dvd, queryStart, window, scale, splits);
+                tq, s, hq, hkv, d, dvd, queryStart, window, scale, splits, vec);
         if (splits > 1) {
             ctx.launch(sumSplits, ctx.gridFor((long) s * hkv * d, 256), 256, kOut, splits, s, hkv, d, dk,
                     dk.strides()[0], dk.strides()[1]);

@@ -34,15 +34,35 @@ __device__ __forceinline__ int ab_ld(int w) {
     return ((w4 >> 2) & 1) ? w4 : w4 + 4;
 }
 
-// sh [AB_T][ld] rows r = src rows (rowPtr(r), or zeros when 0); columns w .. ld-1 zero.
+// sh [AB_T][ld] rows r = src rows (rowPtr(r), or zeros when 0), zero-padded to a multiple of 4
+// columns. vec: w is a multiple of 4 and every row 16-byte aligned (float4 loads).
 template <typename RowPtr>
-__device__ __forceinline__ void ab_load(float* sh, int ld, int w, RowPtr rowPtr) {
-    int n = AB_T * ld;
-    for (int idx = threadIdx.x; idx < n; idx += AB_THREADS) {
-        int r = idx / ld;
-        int c = idx - r * ld;
+__device__ __forceinline__ void ab_load(float* sh, int ld, int w, int vec, RowPtr rowPtr) {
+    if (vec) {
+        int per = w >> 2;
+        for (int idx = threadIdx.x; idx < AB_T * per; idx += AB_THREADS) {
+            int r = idx / per;
+            int c = (idx - r * per) << 2;
+            const float* src = rowPtr(r);
+            float4 x;
+            if (src != 0) {
+                x = *(const float4*) (src + c);
+            } else {
+                x.x = 0.0f;
+                x.y = 0.0f;
+                x.z = 0.0f;
+                x.w = 0.0f;
+            }
+            *(float4*) (sh + r * ld + c) = x;
+        }
+        return;
+    }
+    int w4 = ab_w4(w);
+    for (int idx = threadIdx.x; idx < AB_T * w4; idx += AB_THREADS) {
+        int r = idx / w4;
+        int c = idx - r * w4;
         const float* src = rowPtr(r);
-        sh[idx] = src != 0 && c < w ? src[c] : 0.0f;
+        sh[r * ld + c] = src != 0 && c < w ? src[c] : 0.0f;
     }
 }
 
@@ -145,10 +165,10 @@ __device__ __forceinline__ void ab_zero(float acc[4][8]) {
 
 // Grid ceil(T / 32) * Hq, block AB_THREADS; dynamic shared 4 * (2 * AB_T * (ld(D) + ld(Dv)) + AB_T * AB_XT)
 // bytes. Writes dq [T, Hq, D], lse and delta [T, Hq]. Later query tiles (more keys) launch first.
-extern "C" __global__ void __launch_bounds__(AB_THREADS) attnb_q(
+extern "C" __global__ void __launch_bounds__(AB_THREADS, 3) attnb_q(
         const float* q, i64 qT, i64 qH, const float* k, i64 kS, i64 kH, const float* v, i64 vS, i64 vH,
         const float* dout, i64 oT, i64 oH, float* dq, i64 dqT, i64 dqH, float* lse, float* delta,
-        int T, int Hq, int Hkv, int D, int Dv, int qs, int window, float scale, const float* sinks) {
+        int T, int Hq, int Hkv, int D, int Dv, int qs, int window, float scale, const float* sinks, int vec) {
     extern __shared__ float ab_sm[];
     int ldA = ab_ld(D);
     int ldB = ab_ld(Dv);
@@ -172,8 +192,8 @@ extern "C" __global__ void __launch_bounds__(AB_THREADS) attnb_q(
     const float* kb = k + (i64) g * kH;
     const float* vb = v + (i64) g * vH;
 
-    ab_load(qsh, ldA, D, [&](int r) { return t0 + r < T ? q + (i64) (t0 + r) * qT + (i64) h * qH : (const float*) 0; });
-    ab_load(osh, ldB, Dv, [&](int r) { return t0 + r < T ? dout + (i64) (t0 + r) * oT + (i64) h * oH : (const float*) 0; });
+    ab_load(qsh, ldA, D, vec, [&](int r) { return t0 + r < T ? q + (i64) (t0 + r) * qT + (i64) h * qH : (const float*) 0; });
+    ab_load(osh, ldB, Dv, vec, [&](int r) { return t0 + r < T ? dout + (i64) (t0 + r) * oT + (i64) h * oH : (const float*) 0; });
 
     float acc[4][8];
     float m[4], l[4];
@@ -188,8 +208,8 @@ extern "C" __global__ void __launch_bounds__(AB_THREADS) attnb_q(
     // pass 1: online softmax over the key tiles, acc = unnormalised o
     for (int k0 = lo; k0 <= hi; k0 += AB_T) {
         __syncthreads(); // previous tiles consumed (and the resident tiles written, on the first pass)
-        ab_load(ksh, ldA, D, [&](int r) { return k0 + r <= hi ? kb + (i64) (k0 + r) * kS : (const float*) 0; });
-        ab_load(vsh, ldB, Dv, [&](int r) { return k0 + r <= hi ? vb + (i64) (k0 + r) * vS : (const float*) 0; });
+        ab_load(ksh, ldA, D, vec, [&](int r) { return k0 + r <= hi ? kb + (i64) (k0 + r) * kS : (const float*) 0; });
+        ab_load(vsh, ldB, Dv, vec, [&](int r) { return k0 + r <= hi ? vb + (i64) (k0 + r) * vS : (const float*) 0; });
         __syncthreads();
         float sc[4][2];
         ab_dots(qsh, ksh, ldA, wA, rg, sg, sc);
@@ -244,8 +264,8 @@ extern "C" __global__ void __launch_bounds__(AB_THREADS) attnb_q(
     ab_zero(acc);
     for (int k0 = lo; k0 <= hi; k0 += AB_T) {
         __syncthreads();
-        ab_load(ksh, ldA, D, [&](int r) { return k0 + r <= hi ? kb + (i64) (k0 + r) * kS : (const float*) 0; });
-        ab_load(vsh, ldB, Dv, [&](int r) { return k0 + r <= hi ? vb + (i64) (k0 + r) * vS : (const float*) 0; });
+        ab_load(ksh, ldA, D, vec, [&](int r) { return k0 + r <= hi ? kb + (i64) (k0 + r) * kS : (const float*) 0; });
+        ab_load(vsh, ldB, Dv, vec, [&](int r) { return k0 + r <= hi ? vb + (i64) (k0 + r) * vS : (const float*) 0; });
         __syncthreads();
         float sc[4][2], dp[4][2];
         ab_dots(qsh, ksh, ldA, wA, rg, sg, sc);
@@ -268,14 +288,14 @@ extern "C" __global__ void __launch_bounds__(AB_THREADS) attnb_q(
 }
 
 // Grid ceil(S / 32) * Hkv * splits, block AB_THREADS; dynamic shared
-// 4 * (2 * AB_T * (ld(D) + ld(Dv)) + 2 * AB_T * AB_XT + 2 * AB_T) bytes. Split p of kv head g sums the
+// 4 * (2 * AB_T * (ld(D) + ld(Dv)) + 2 * AB_T * AB_XT) bytes. Split p of kv head g sums the
 // query heads g * G + p * (G / splits) .. + G / splits - 1 (G = Hq / Hkv) and writes its dk, dv
 // rows to dk + p * dkP, dv + p * dvP (row strides dkS, dkH / dvS, dvH). lse and delta from attnb_q.
-extern "C" __global__ void __launch_bounds__(AB_THREADS) attnb_kv(
+extern "C" __global__ void __launch_bounds__(AB_THREADS, 3) attnb_kv(
         const float* q, i64 qT, i64 qH, const float* k, i64 kS, i64 kH, const float* v, i64 vS, i64 vH,
         const float* dout, i64 oT, i64 oH, float* dk, i64 dkS, i64 dkH, i64 dkP, float* dv, i64 dvS, i64 dvH, i64 dvP,
         const float* lse, const float* delta, int T, int S, int Hq, int Hkv, int D, int Dv, int qs, int window,
-        float scale, int splits) {
+        float scale, int splits, int vec) {
     extern __shared__ float ab_sm[];
     int ldA = ab_ld(D);
     int ldB = ab_ld(Dv);
@@ -287,8 +307,6 @@ extern "C" __global__ void __launch_bounds__(AB_THREADS) attnb_kv(
     float* osh = qsh + AB_T * ldA;          // [AB_T][ldB] streamed dout
     float* pt = osh + AB_T * ldB;           // [AB_T queries][AB_XT] p, transposed
     float* dst = pt + AB_T * AB_XT;         // [AB_T queries][AB_XT] ds, transposed
-    float* lsh = dst + AB_T * AB_XT;        // [AB_T] lse of the streamed queries
-    float* dsh = lsh + AB_T;                // [AB_T] delta
 
     int split = blockIdx.x % splits;
     int g = (blockIdx.x / splits) % Hkv;
@@ -302,8 +320,8 @@ extern "C" __global__ void __launch_bounds__(AB_THREADS) attnb_kv(
     int tEnd = T - 1;                       // last one
     if (window > 0) tEnd = min(tEnd, s0 + AB_T - 1 + window - 1 - qs);
 
-    ab_load(ksh, ldA, D, [&](int r) { return s0 + r < S ? k + (i64) (s0 + r) * kS + (i64) g * kH : (const float*) 0; });
-    ab_load(vsh, ldB, Dv, [&](int r) { return s0 + r < S ? v + (i64) (s0 + r) * vS + (i64) g * vH : (const float*) 0; });
+    ab_load(ksh, ldA, D, vec, [&](int r) { return s0 + r < S ? k + (i64) (s0 + r) * kS + (i64) g * kH : (const float*) 0; });
+    ab_load(vsh, ldB, Dv, vec, [&](int r) { return s0 + r < S ? v + (i64) (s0 + r) * vS + (i64) g * vH : (const float*) 0; });
 
     float ak[4][8], av[4][8];
     ab_zero(ak);
@@ -311,13 +329,8 @@ extern "C" __global__ void __launch_bounds__(AB_THREADS) attnb_kv(
     for (int tq = tBeg; tq <= tEnd; tq += AB_T) {
         for (int h = h0; h < h0 + per; h++) {
             __syncthreads(); // previous tiles consumed (and the resident tiles written, on the first pass)
-            ab_load(qsh, ldA, D, [&](int r) { return tq + r <= tEnd ? q + (i64) (tq + r) * qT + (i64) h * qH : (const float*) 0; });
-            ab_load(osh, ldB, Dv, [&](int r) { return tq + r <= tEnd ? dout + (i64) (tq + r) * oT + (i64) h * oH : (const float*) 0; });
-            if (threadIdx.x < AB_T) {
-                int t = tq + threadIdx.x;
-                lsh[threadIdx.x] = t <= tEnd ? lse[(i64) t * Hq + h] : 0.0f;
-                dsh[threadIdx.x] = t <= tEnd ? delta[(i64) t * Hq + h] : 0.0f;
-            }
+            ab_load(qsh, ldA, D, vec, [&](int r) { return tq + r <= tEnd ? q + (i64) (tq + r) * qT + (i64) h * qH : (const float*) 0; });
+            ab_load(osh, ldB, Dv, vec, [&](int r) { return tq + r <= tEnd ? dout + (i64) (tq + r) * oT + (i64) h * oH : (const float*) 0; });
             __syncthreads();
             float sc[4][2], dp[4][2];
             ab_dots(ksh, qsh, ldA, wA, rg, sg, sc);
@@ -327,8 +340,8 @@ extern "C" __global__ void __launch_bounds__(AB_THREADS) attnb_kv(
                 int c = sg + 16 * j;
                 int t = tq + c;
                 int pos = qs + t;
-                float L = lsh[c];
-                float dl = dsh[c];
+                float L = t <= tEnd ? lse[(i64) t * Hq + h] : 0.0f;
+                float dl = t <= tEnd ? delta[(i64) t * Hq + h] : 0.0f;
 #pragma unroll
                 for (int i = 0; i < 4; i++) {
                     int key = s0 + 4 * rg + i;

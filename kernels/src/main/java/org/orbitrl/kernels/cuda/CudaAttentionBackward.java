@@ -7,21 +7,29 @@ import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.internal.Kernel;
 
 /**
- * RoPE and causal attention backward on the device (kernels in {@code train.cu}). Attention
- * backward recomputes the probabilities from q and k (nothing quadratic is stored) in two
- * launches: one warp per (query, head) finds the row's log-sum-exp and writes dq; one warp per
- * (key, kv head) sums dk and dv over the queries that see the key, in ascending order, so the
- * result does not depend on timing.
+ * RoPE and causal attention backward on the device. Attention backward recomputes the
+ * probabilities from q and k (nothing quadratic is stored). Head dims up to 128 take the tiled
+ * kernels ({@link CudaTiledAttentionBackward}); larger ones (up to 640, e.g. absorbed MLA) the
+ * warp-per-row kernels of {@code train.cu} in two launches: one warp per (query, head) finds the
+ * row's log-sum-exp and writes dq; one warp per (key, kv head) sums dk and dv over the queries that
+ * see the key, in ascending order. Both paths are deterministic: no atomics, sums in an order
+ * fixed by the shapes.
+ *
+ * <p>{@code -Dorbit.cuda.attentionBackward=warp} (read at each call) sends every shape to the
+ * warp-per-row kernels, for comparison; the default is {@code tiled}.
  */
 final class CudaAttentionBackward {
     /** Largest head dimension (ATTB_MAXC · 32 in train.cu). */
     static final int MAX_HEAD_DIM = 20 * 32;
+    /** The system property choosing the kernels: {@code tiled} (default) or {@code warp}. */
+    static final String KERNELS_PROPERTY = "orbit.cuda.attentionBackward";
 
     private final CudaContext ctx;
     private final CudaAttentionOps forward;
     private final Kernel ropeBackward;
     private final Kernel backwardQ;
     private final Kernel backwardKv;
+    private final CudaTiledAttentionBackward tiled;
 
     CudaAttentionBackward(CudaContext ctx, CudaAttentionOps forward) {
         this.ctx = ctx;
@@ -29,6 +37,7 @@ final class CudaAttentionBackward {
         this.ropeBackward = ctx.kernel("train", "rope_backward_f32");
         this.backwardQ = ctx.kernel("train", "attention_backward_q");
         this.backwardKv = ctx.kernel("train", "attention_backward_kv");
+        this.tiled = new CudaTiledAttentionBackward(ctx);
     }
 
     void ropeBackward(Tensor dx, Tensor positions, RopeTable table) {
@@ -97,6 +106,14 @@ final class CudaAttentionBackward {
         }
         long items = (long) tq * hq;
         if (items == 0 || s == 0) {
+            return;
+        }
+        String kernels = System.getProperty(KERNELS_PROPERTY, "tiled");
+        if (!kernels.equals("tiled") && !kernels.equals("warp")) {
+            throw new IllegalArgumentException("-D" + KERNELS_PROPERTY + "=" + kernels + ": expected tiled or warp");
+        }
+        if (kernels.equals("tiled") && CudaTiledAttentionBackward.fits(d, dvd)) {
+            tiled.run(q, k, v, dout, queryStart, spec, dq, dk, dv);
             return;
         }
         // lse and delta per (query, head), in two halves of one scratch buffer: [2, T, Hq]

@@ -15,7 +15,9 @@ import java.util.SplittableRandom;
  * reference (BackwardOps), and RoPE backward against the closed form "backward of forward is the
  * identity" (the rotation is orthogonal). Tolerances: rope 1e-6 + 1e-6·|ref| (the same four
  * products per pair); attention 1e-5 + 1e-4·|ref| (exp and dot products summed in another order
- * than the reference's sequential loops).
+ * than the reference's sequential loops), for the tiled kernels (head dims up to 128) and for the
+ * warp-per-row kernels (larger head dims, or {@code -Dorbit.cuda.attentionBackward=warp}). The
+ * backward must also repeat bit for bit.
  */
 class CudaAttentionBackwardTest extends CudaTestBase {
 
@@ -62,12 +64,71 @@ class CudaAttentionBackwardTest extends CudaTestBase {
             {9, 30, 21, 4, 2, 64, 64, 5, 1},      // window + sinks + offset
             {6, 6, 0, 2, 1, 192, 128, 0, 0},      // qk 192, v 128
             {2, 2, 0, 3, 3, 40, 24, 0, 0},        // head dims not multiples of 32
-            {40, 40, 0, 16, 2, 128, 128, 0, 0}};  // GQA 8, head dim 128
+            {40, 40, 0, 16, 2, 128, 128, 0, 0},   // GQA 8, head dim 128
+            {512, 512, 0, 8, 1, 128, 128, 0, 0},  // 512 tokens, GQA 8, head dim 128
+            {300, 300, 0, 8, 2, 64, 64, 0, 0},    // T not a multiple of the 32-row tile, head dim 64
+            {77, 333, 256, 4, 2, 128, 128, 0, 1}, // queries after a cached prefix, sinks, ragged
+            {200, 200, 0, 8, 1, 64, 64, 48, 1},   // sliding window 48 + sinks, ragged
+            {64, 512, 448, 128, 32, 16, 16, 0, 0}}; // many kv heads: each group's heads split in two
+
+    /** Cases also run on the warp-per-row kernels. */
+    private static final int[][] WARP_CASES = {
+            {17, 17, 0, 4, 2, 64, 64, 0, 0},
+            {9, 30, 21, 4, 2, 64, 64, 5, 1},
+            {40, 40, 0, 16, 2, 128, 128, 0, 0}};
 
     @Test
     void attentionBackwardMatchesReference() {
-        SplittableRandom r = rng(82);
-        for (int[] c : CASES) {
+        check(CASES, rng(82));
+    }
+
+    @Test
+    void warpKernelsMatchReference() {
+        String key = CudaAttentionBackward.KERNELS_PROPERTY;
+        String old = System.getProperty(key);
+        System.setProperty(key, "warp");
+        try {
+            check(WARP_CASES, rng(83));
+        } finally {
+            if (old == null) {
+                System.clearProperty(key);
+            } else {
+                System.setProperty(key, old);
+            }
+        }
+    }
+
+    @Test
+    void attentionBackwardRepeatsBitForBit() {
+        SplittableRandom r = rng(84);
+        int t = 300;
+        int hq = 8;
+        int hkv = 2;
+        int d = 128;
+        Tensor q = dev(randn(r, 1f, t, hq, d));
+        Tensor k = dev(randn(r, 1f, t, hkv, d));
+        Tensor v = dev(randn(r, 1f, t, hkv, d));
+        Tensor dout = dev(randn(r, 1f, t, hq, d));
+        AttentionSpec spec = new AttentionSpec((float) (1 / Math.sqrt(d)), 0, dev(randn(r, 2f, hq)));
+        float[][] first = null;
+        for (int run = 0; run < 3; run++) {
+            Tensor gq = poisoned(DType.F32, t, hq, d);
+            Tensor gk = poisoned(DType.F32, t, hkv, d);
+            Tensor gv = poisoned(DType.F32, t, hkv, d);
+            gpu.attentionBackward(q, k, v, dout, 0, spec, gq, gk, gv);
+            float[][] got = {gpu.toHost(gq).toFloatArray(), gpu.toHost(gk).toFloatArray(), gpu.toHost(gv).toFloatArray()};
+            if (first == null) {
+                first = got;
+            } else {
+                for (int i = 0; i < 3; i++) {
+                    assertClose("attentionBackward run " + run + " against run 0, output " + "qkv".charAt(i), first[i], got[i], 0, 0);
+                }
+            }
+        }
+    }
+
+    private void check(int[][] cases, SplittableRandom r) {
+        for (int[] c : cases) {
             int t = c[0], s = c[1], qs = c[2], hq = c[3], hkv = c[4], d = c[5], dv = c[6], win = c[7];
             Tensor sinks = c[8] == 1 ? randn(r, 2f, hq) : null;
             Tensor q = randn(r, 1f, t, hq, d);

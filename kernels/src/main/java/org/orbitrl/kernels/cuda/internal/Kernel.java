@@ -1,6 +1,10 @@
 package org.orbitrl.kernels.cuda.internal;
 
 import org.bytedeco.cuda.cudart.CUfunc_st;
+import org.orbitrl.kernels.cuda.CudaCheck;
+
+import static org.bytedeco.cuda.global.cudart.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+import static org.bytedeco.cuda.global.cudart.cuFuncSetAttribute;
 
 /**
  * A kernel of the library, resolved (its module compiled and loaded) on first launch and cached,
@@ -11,6 +15,7 @@ public final class Kernel {
     private final String file;
     private final String name;
     private CUfunc_st function;
+    private int sharedLimit;
 
     Kernel(KernelLibrary library, String file, String name) {
         this.library = library;
@@ -29,6 +34,18 @@ public final class Kernel {
             function = f;
         }
         return f;
+    }
+
+    /**
+     * Lets launches of this kernel take up to {@code bytes} of dynamic shared memory (the driver
+     * allows 48 KiB unless asked for more, up to the device's opt-in limit).
+     */
+    public void allowDynamicShared(int bytes) {
+        if (bytes > sharedLimit) {
+            CudaCheck.driver(cuFuncSetAttribute(function(), CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes),
+                    "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES) " + this, bytes);
+            sharedLimit = bytes;
+        }
     }
 
     @Override

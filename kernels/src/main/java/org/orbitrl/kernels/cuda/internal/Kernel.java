@@ -1,16 +1,24 @@
 package org.orbitrl.kernels.cuda.internal;
 
 import org.bytedeco.cuda.cudart.CUfunc_st;
+import org.orbitrl.kernels.cuda.CudaCheck;
+
+import static org.bytedeco.cuda.global.cudart.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+import static org.bytedeco.cuda.global.cudart.cuFuncSetAttribute;
 
 /**
  * A kernel of the library, resolved (its module compiled and loaded) on first launch and cached,
  * so the launch path does no lookup and builds no strings.
  */
 public final class Kernel {
+    /** Dynamic shared memory every kernel may use without opting in. */
+    static final int DEFAULT_SHARED = 48 * 1024;
+
     private final KernelLibrary library;
     private final String file;
     private final String name;
     private CUfunc_st function;
+    private int sharedOptIn = DEFAULT_SHARED; // dynamic shared memory the function may be launched with
 
     Kernel(KernelLibrary library, String file, String name) {
         this.library = library;
@@ -29,6 +37,17 @@ public final class Kernel {
             function = f;
         }
         return f;
+    }
+
+    /** Opts the function in to {@code bytes} of dynamic shared memory when it is above what it may use now. */
+    void allowShared(int bytes) {
+        if (bytes > sharedOptIn) {
+            int err = cuFuncSetAttribute(function(), CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes);
+            if (err != 0) {
+                CudaCheck.driver(err, "cuFuncSetAttribute max dynamic shared memory of " + this, bytes + " B");
+            }
+            sharedOptIn = bytes;
+        }
     }
 
     @Override

@@ -14,18 +14,20 @@ import org.orbitrl.kernels.quant.QuantizedTensor;
  * partial product of its 32 values, so the only rounding beyond f32 accumulation is x to bf16 (none
  * for bf16 x).
  *
- * <p>Launch shape: a block computes 64 consecutive output rows of one active expert (4 warps of 16
+ * <p>Launch shape: a block computes 128 consecutive output rows of one active expert (8 warps of 16
  * rows) over the whole of K; it stages MT of the expert's x rows at a time (8, 16 or 32, from the
- * average rows per active expert and the shared memory a row of K takes) and streams each weight
- * byte once per chunk of MT rows.
+ * average pairs per expert of the layer and the shared memory a row of K takes: two blocks an SM
+ * when MT is above 8) and streams each weight byte once per chunk of MT rows.
  */
 final class CudaMoeMma {
-    private static final int ROWS_PER_BLOCK = 64;   // QM_WARPS * 16
-    private static final int THREADS = 128;         // 32 * QM_WARPS
-    /** Dynamic shared memory the x rows of a chunk may take when picking MT above 8. */
-    private static final int X_SHARED_PREFERRED = 96 * 1024;
-    /** Dynamic shared memory at most: with the kernel's 40 KiB of weight stages, within the 227 KiB a block may have. */
-    private static final int X_SHARED_MAX = 180 * 1024;
+    private static final int ROWS_PER_BLOCK = 128; // QM_WARPS * 16
+    private static final int THREADS = 256;        // 32 * QM_WARPS
+    /** The warps' weight stages at the start of the kernel's dynamic shared memory: QM_WARPS * QM_STAGES * QM_STAGE bytes. */
+    private static final int WEIGHT_SHARED = 81920;
+    /** The x rows' share when picking MT above 8: two blocks (and the 1 KiB the system keeps for each) fit in an SM's 228 KiB. */
+    private static final int X_SHARED_PREFERRED = 228 * 1024 / 2 - 1024 - WEIGHT_SHARED;
+    /** The x rows' share at most: a block may have 227 KiB. */
+    private static final int X_SHARED_MAX = 227 * 1024 - WEIGHT_SHARED;
 
     private final CudaContext ctx;
     private final Kernel[][] kernels = new Kernel[3][2]; // [MT 8, 16, 32][x f32, bf16]
@@ -77,7 +79,7 @@ final class CudaMoeMma {
         int experts = r.numExperts();
         int rowsPerExpert = (pairs + Math.min(experts, pairs) - 1) / Math.min(experts, pairs);
         int mt = chunkFor(rowsPerExpert, k);
-        int shared = mt * xStride(k);
+        int shared = WEIGHT_SHARED + mt * xStride(k);
         Kernel kernel = kernels[mt == 8 ? 0 : mt == 16 ? 1 : 2][x.dtype() == DType.BF16 ? 1 : 0];
         long gridX = (n + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
         if (experts > 65535) {

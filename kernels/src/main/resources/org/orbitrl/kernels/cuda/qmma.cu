@@ -18,10 +18,10 @@
 // values are staged in shared memory with every 8-value chunk stored as (x0, x4), (x1, x5), (x2, x6),
 // (x3, x7), so one 16-byte load of chunk t of the group gives the B registers of both mma.
 //
-// Work split: block (blockIdx.x, blockIdx.y) = rows [64 * blockIdx.x, +64) of the blockIdx.y-th active
+// Work split: block (blockIdx.x, blockIdx.y) = rows [128 * blockIdx.x, +128) of the blockIdx.y-th active
 // expert, QM_WARPS warps of 16 rows each, over the whole of K. The block stages its expert's x rows
 // (MT at a time, bf16, in the order above, row stride xStride = 2K + 64 bytes: conflict-free loads)
-// in dynamic shared memory; each warp streams its 16 weight rows through a private QM_STAGES-deep
+// in dynamic shared memory (after the warps' weight stages); each warp streams its 16 weight rows through a private QM_STAGES-deep
 // cp.async pipeline (QM_SG groups a stage, 16-byte copies; scales 4-byte copies) and reads them
 // with ldmatrix, so every weight byte of an active expert is read from memory once per chunk of MT
 // rows (once, when the expert has at most MT rows).
@@ -29,12 +29,13 @@
 // INT4 decode: (w >> 4j) & 0x000F000F | 0x43004300 is the bf16 pair 128 + u; fma(., 1, -(128 + z)) is
 // u - z exactly.
 
-#define QM_WARPS 4
+#define QM_WARPS 8
 #define QM_STAGES 4
 #define QM_SG 8                                   // groups of 32 k a stage
 #define QM_ROWB 144                               // bytes of a weight row in a stage: 8 x 16 + 16 (conflict-free ldmatrix)
 #define QM_WBYTES (16 * QM_ROWB)                  // codes of a stage: [16 rows, QM_ROWB]
 #define QM_STAGE (QM_WBYTES + 16 * 16)            // + scales: [16 rows, 8 groups] bf16
+#define QM_XB 4                                   // x chunks a thread loads before it stores any
 
 __device__ __forceinline__ u32 qm_smem_addr(const void* p) {
     u32 r;
@@ -64,12 +65,6 @@ __device__ __forceinline__ void qm_ldmatrix4(u32 addr, u32* d) {
                  : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
                  : "r"(addr)
                  : "memory");
-}
-
-__device__ __forceinline__ uint4 qm_lds128(u32 addr) {
-    uint4 v;
-    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr) : "memory");
-    return v;
 }
 
 __device__ __forceinline__ u32 qm_fma_bf16x2(u32 a, u32 b, u32 c) {
@@ -128,8 +123,9 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
                                              const u8* __restrict__ codes, const u16* __restrict__ scales,
                                              const u32* __restrict__ zeros, float* y, int N, int K, int xStride) {
     constexpr int NT = MT / 8; // n-tiles of 8 x rows
-    __shared__ __align__(16) u8 wst[QM_WARPS][QM_STAGES][QM_STAGE];
-    extern __shared__ __align__(16) u8 xs[]; // [MT, xStride]: x rows of the chunk, bf16, permuted 8-value chunks
+    extern __shared__ __align__(16) u8 qm_shared[];
+    u8* wst = qm_shared + (threadIdx.x >> 5) * (QM_STAGES * QM_STAGE); // this warp's [QM_STAGES][QM_STAGE] weight stages
+    u8* xs = qm_shared + QM_WARPS * QM_STAGES * QM_STAGE;              // [MT, xStride]: x rows of the chunk, bf16, permuted
 
     if ((int) blockIdx.y >= active[0]) return; // the whole block leaves
     int e = active[1 + blockIdx.y];
@@ -143,8 +139,7 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
     int n0 = blockIdx.x * (16 * QM_WARPS) + warp * 16;
     bool rowsHere = n0 < N; // warp-uniform
     int nst = (G + QM_SG - 1) / QM_SG;
-    u32 wsm = qm_smem_addr(&wst[warp][0][0]);
-    u32 xsm = qm_smem_addr(xs);
+    u32 wsm = qm_smem_addr(wst);
     i64 ebase = (i64) e * N;
 
     // This lane's copies of a stage: codes rows 4 * it + lane / 8 (it < 4), group lane % 8 of the stage;
@@ -193,16 +188,27 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
             }
         }
         __syncthreads(); // the previous chunk's readers of xs are done
-        for (int i = threadIdx.x; i < MT * chunks; i += blockDim.x) {
-            int m = i / chunks;
-            int c = i - m * chunks;
-            uint4 v;
-            v.x = v.y = v.z = v.w = 0u;
-            if (m < mcount) {
-                int p = order[start + c0 + m];
-                v = qm_x8<XB>((const char*) x + (i64) (p / xDiv) * K * (XB ? 2 : 4), 8 * c);
+        // rows mcount .. 8 * nt - 1 of the last n-tile stay as they are: they only reach output columns never written
+        int total = mcount * chunks;
+        for (int i0 = threadIdx.x; i0 < total; i0 += QM_XB * blockDim.x) { // QM_XB items' loads in flight at once
+            uint4 v[QM_XB];
+            int at[QM_XB];
+#pragma unroll
+            for (int u = 0; u < QM_XB; u++) {
+                int i = i0 + u * blockDim.x;
+                at[u] = -1;
+                if (i < total) {
+                    int m = i / chunks;
+                    int c = i - m * chunks;
+                    int p = order[start + c0 + m];
+                    v[u] = qm_x8<XB>((const char*) x + (i64) (p / xDiv) * K * (XB ? 2 : 4), 8 * c);
+                    at[u] = m * xStride + c * 16;
+                }
             }
-            *(uint4*) (xs + m * xStride + c * 16) = v;
+#pragma unroll
+            for (int u = 0; u < QM_XB; u++) {
+                if (at[u] >= 0) *(uint4*) (xs + at[u]) = v[u];
+            }
         }
         __syncthreads();
         if (rowsHere) {
@@ -214,14 +220,14 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
                 for (int q = 0; q < 4; q++) acc[j][q] = 0.0f;
             // ldmatrix: lanes 8i .. 8i + 7 address matrix i = rows (lane % 8) + 8 (i % 2) of group 2 jp + i / 2
             u32 lrow = (u32) (((lane & 7) + ((lane >> 3) & 1) * 8) * QM_ROWB + (lane >> 4) * 16);
-            u32 xrow = xsm + (u32) (g * xStride + t * 16);
+            const u8* xrow = xs + g * xStride + t * 16; // this lane's B chunk: x row g of an n-tile, chunk t of a group
             for (int s = 0; s < nst; s++) {
                 qm_wait<QM_STAGES - 2>();
                 __syncwarp();
                 if (s + QM_STAGES - 1 < nst) loadStage(s + QM_STAGES - 1);
                 qm_commit();
                 u32 base = wsm + (u32) ((s % QM_STAGES) * QM_STAGE);
-                const u16* sc = (const u16*) (&wst[warp][s % QM_STAGES][QM_WBYTES]);
+                const u16* sc = (const u16*) (wst + (s % QM_STAGES) * QM_STAGE + QM_WBYTES);
 #pragma unroll
                 for (int jp = 0; jp < QM_SG / 2; jp++) {
                     int gi0 = s * QM_SG + 2 * jp;
@@ -242,7 +248,7 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
 #pragma unroll
                             for (int j = 0; j < NT; j++) {
                                 if (j < nt) {
-                                    uint4 xv = qm_lds128(xrow + (u32) (8 * j * xStride + gi * 64));
+                                    uint4 xv = *(const uint4*) (xrow + 8 * j * xStride + gi * 64);
                                     float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
                                     qm_mma(c, a[0], b[0], a[1], b[1], xv.x, xv.y);
                                     qm_mma(c, a[2], b[2], a[3], b[3], xv.z, xv.w);

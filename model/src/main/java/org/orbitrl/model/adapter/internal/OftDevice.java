@@ -6,6 +6,9 @@ import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 
+import java.util.LinkedHashMap;
+import java.util.Map;
+
 /**
  * OFT's block-diagonal rotation through {@link Backend} ops, for adapters in device memory. The
  * input [M, blocks·b] is viewed as [M·blocks, b] (row m·blocks + i is token m's slice i); its rows
@@ -18,8 +21,17 @@ public final class OftDevice {
     private final int blocks;
     private final int b;
     private final int stored;
-    private Tensor order;     // i32 [blocks·M]: row i·M + m of the gathered layout is row m·blocks + i of the view
-    private long orderRows = -1;
+    private static final int ORDERS = 8;
+    /** i32 [blocks·M] per (allocator, M): row i·M + m of the gathered layout is row m·blocks + i of the view. */
+    private final Map<OrderKey, Tensor> orders = new LinkedHashMap<>(16, 0.75f, true) {
+        @Override
+        protected boolean removeEldestEntry(Map.Entry<OrderKey, Tensor> eldest) {
+            return size() > ORDERS;
+        }
+    };
+
+    private record OrderKey(TensorAllocator allocator, long rows) {
+    }
 
     public OftDevice(int blocks, int blockSize, int storedBlocks) {
         this.blocks = blocks;
@@ -50,6 +62,8 @@ public final class OftDevice {
         }
         al.zero(out);
         backend.scatterAddRows(o, perm, null, ov);
+        al.release(g);
+        al.release(o);
         return out;
     }
 
@@ -75,6 +89,7 @@ public final class OftDevice {
             backend.matmulTN(xv, gv, 1f, dR.select(0, 0));                              // dR += xᵀ·g
             backend.matmulTransposed(gv, r, t);                                          // g·Rᵀ
             al.copy(t, gv);
+            al.release(t);
             return dR;
         }
         Tensor perm = order(al, rows);
@@ -91,6 +106,9 @@ public final class OftDevice {
         }
         al.zero(dx);
         backend.scatterAddRows(gd, perm, null, gv);
+        al.release(gx);
+        al.release(gg);
+        al.release(gd);
         return dR;
     }
 
@@ -102,8 +120,14 @@ public final class OftDevice {
         return t.numel() / in;
     }
 
-    private Tensor order(TensorAllocator al, long rows) {
-        if (rows != orderRows) {
+    /**
+     * The gather order for M = {@code rows}, uploaded once per allocator and row count and kept for
+     * the last few of them (prefill and decode alternate; a steady decode batch uploads nothing).
+     */
+    private synchronized Tensor order(TensorAllocator al, long rows) {
+        OrderKey key = new OrderKey(al, rows);
+        Tensor t = orders.get(key);
+        if (t == null) {
             int n = Math.toIntExact(rows * blocks);
             int[] idx = new int[n];
             for (int i = 0; i < blocks; i++) {
@@ -111,9 +135,9 @@ public final class OftDevice {
                     idx[(int) (i * rows + m)] = m * blocks + i;
                 }
             }
-            order = al.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(idx, n));
-            orderRows = rows;
+            t = al.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(idx, n));
+            orders.put(key, t);
         }
-        return order;
+        return t;
     }
 }

@@ -322,6 +322,16 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * OFT's block-diagonal rotation of activations: y f32 [rows, blocks·b] = x·R blockwise (slice i of
+     * each row times R_i, or R_0 for one stored block), from rotationT f32 [stored, b, b] = R_jᵀ; with
+     * {@code transposed}, x·Rᵀ blockwise. Contiguous, y distinct from x; a row's result does not
+     * depend on the other rows. See {@link OftOps#rotate}.
+     */
+    default void oftRotate(Tensor x, Tensor rotationT, boolean transposed, Tensor y) {
+        OftOps.rotate(x, rotationT, transposed, y);
+    }
+
+    /**
      * PEFT's coft projection of OFT parameters param f32 [stored, b(b−1)/2], in place: each row whose
      * skew matrix has Frobenius norm above {@code radius} is scaled onto it. See {@link OftOps#project}.
      */

@@ -123,6 +123,57 @@ public final class OftOps {
     }
 
     /**
+     * The block-diagonal rotation of activations: y [rows, blocks·b] = x [rows, blocks·b] · R blockwise,
+     * slice i of every row multiplied by R_j (j = i, or 0 with one stored block), given
+     * rotationT f32 [stored, b, b] = R_jᵀ; with {@code transposed}, by R_jᵀ instead (the backward's
+     * g·Rᵀ). Each output is an f32 sum over the slice in ascending order, so a row's result does not
+     * depend on the other rows. Host memory; y must not overlap x.
+     */
+    public static void rotate(Tensor x, Tensor rotationT, boolean transposed, Tensor y) {
+        int b = checkRotate(x, rotationT, y);
+        int in = x.size(-1);
+        int blocks = in / b;
+        int stored = rotationT.size(0);
+        float[] xs = x.toFloatArray();
+        float[] rt = rotationT.contiguous().toFloatArray();
+        float[] out = new float[xs.length];
+        int rows = xs.length / in;
+        for (int m = 0; m < rows; m++) {
+            for (int i = 0; i < blocks; i++) {
+                int base = m * in + i * b;
+                int ro = (stored == 1 ? 0 : i) * b * b;
+                for (int e = 0; e < b; e++) {
+                    float acc = 0;
+                    for (int l = 0; l < b; l++) {
+                        acc += xs[base + l] * rt[ro + (transposed ? l * b + e : e * b + l)];
+                    }
+                    out[base + e] = acc;
+                }
+            }
+        }
+        y.copyFrom(Tensor.of(out, y.shape()));
+    }
+
+    /** Checks the operands of {@link #rotate}; returns b. */
+    public static int checkRotate(Tensor x, Tensor rotationT, Tensor y) {
+        if (x.dtype() != DType.F32 || !x.isContiguous() || y.dtype() != DType.F32 || !y.isContiguous()
+                || !java.util.Arrays.equals(x.shape(), y.shape())) {
+            throw new IllegalArgumentException("oftRotate: x " + x + " and y " + y + " must be contiguous f32 of one shape");
+        }
+        if (rotationT.dtype() != DType.F32 || rotationT.rank() != 3 || rotationT.size(1) != rotationT.size(2)) {
+            throw new IllegalArgumentException("oftRotate: rotationT must be f32 [stored, b, b], got " + rotationT);
+        }
+        int b = rotationT.size(1);
+        int in = x.rank() == 0 ? 0 : x.size(-1);
+        int stored = rotationT.size(0);
+        if (b < 1 || in % b != 0 || (stored != 1 && stored != in / b)) {
+            throw new IllegalArgumentException("oftRotate: x " + x + " has rows of " + in + ", which rotationT " + rotationT
+                    + " does not split into " + stored + " blocks of " + b + " (or one shared block)");
+        }
+        return b;
+    }
+
+    /**
      * PEFT's coft projection, in place, per stored block of param f32 [stored, b(b−1)/2]: with
      * ‖Q‖_F = sqrt(2·Σv²) (in double), if ‖Q‖_F &gt; radius then v ← radius·(v/‖Q‖_F).
      */

@@ -454,6 +454,16 @@ public final class StrictBackend implements Backend {
     }
 
     @Override
+    public void oftRotate(Tensor x, Tensor rotationT, boolean transposed, Tensor y) {
+        device("oftRotate", x, rotationT, y);
+        contiguous("oftRotate", x, rotationT, y);
+        on(() -> {
+            inner.oftRotate(x, rotationT, transposed, y);
+            return null;
+        });
+    }
+
+    @Override
     public void oftProject(Tensor param, double radius) {
         device("oftProject", param);
         contiguous("oftProject", param);

@@ -390,6 +390,12 @@ public final class CudaBackend implements Backend {
     }
 
     @Override
+    public void oftRotate(Tensor x, Tensor rotationT, boolean transposed, Tensor y) {
+        ctx.device.bind();
+        oftOps.rotate(x, rotationT, transposed, y);
+    }
+
+    @Override
     public void oftProject(Tensor param, double radius) {
         ctx.device.bind();
         oftOps.project(param, radius);

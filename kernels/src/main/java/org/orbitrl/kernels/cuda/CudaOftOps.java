@@ -11,7 +11,8 @@ import java.util.Arrays;
  * OFT's rotation blocks on the device ({@code oft.cu}): the algorithms of the host's {@link OftOps}
  * in double precision, one thread block per stored block. The b×b work matrices of a block sit in
  * shared memory when they fit in 48 KiB (b ≤ 34 for every op, up to b ≤ 77 for the exact forward), else in
- * a reused device workspace. Each op is one launch; nothing is copied to the host.
+ * a reused device workspace. The rotation of activations ({@link #rotate}) is one thread per output.
+ * Each op is one launch; nothing is copied to the host.
  */
 final class CudaOftOps {
     private static final int THREADS = 256;          // OFT_THREADS in oft.cu
@@ -21,12 +22,14 @@ final class CudaOftOps {
     private final Kernel rotation;
     private final Kernel backward;
     private final Kernel project;
+    private final Kernel rotate;
 
     CudaOftOps(CudaContext ctx) {
         this.ctx = ctx;
         this.rotation = ctx.kernel("oft", "oft_rotation");
         this.backward = ctx.kernel("oft", "oft_rotation_backward");
         this.project = ctx.kernel("oft", "oft_project");
+        this.rotate = ctx.kernel("oft", "oft_rotate");
     }
 
     void rotation(Tensor param, int neumannTerms, Tensor rotationT) {
@@ -50,6 +53,18 @@ final class CudaOftOps {
         }
         if (param.size(0) > 0 && param.size(1) > 0) {
             ctx.launch(project, param.size(0), THREADS, param, param.size(1), Double.doubleToRawLongBits(radius));
+        }
+    }
+
+    void rotate(Tensor x, Tensor rotationT, boolean transposed, Tensor y) {
+        ctx.dev("oftRotate x", x);
+        ctx.dev("oftRotate y", y);
+        ctx.devContiguous("oftRotate rotationT", rotationT, DType.F32);
+        int b = OftOps.checkRotate(x, rotationT, y);
+        long total = x.numel();
+        if (total > 0) {
+            ctx.launch(rotate, ctx.gridFor(total, THREADS), THREADS, x, rotationT, y, total, x.size(-1), b,
+                    rotationT.size(0), transposed ? 1 : 0);
         }
     }
 

@@ -236,3 +236,24 @@ extern "C" __global__ void oft_project(float* param, int n, double radius) {
         for (int k = threadIdx.x; k < n; k += blockDim.x) v[k] = (float) (radius * ((double) v[k] / norm));
     }
 }
+
+// y [rows, in] = x . R blockwise (slice i of a row times R_i, or R_0 for one stored block) from
+// rotationT [stored, b, b] = R_j^T; transposed: x . R^T blockwise. One thread per output, an f32
+// sum over the slice in ascending order without fused multiply-adds (the host's OftOps.rotate).
+extern "C" __global__ void oft_rotate(const float* x, const float* rotationT, float* y, i64 total, int in, int b,
+                                      int stored, int transposed) {
+    for (i64 idx = (i64) blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += (i64) gridDim.x * blockDim.x) {
+        int col = (int) (idx % in);
+        int i = col / b;
+        int e = col - i * b;
+        const float* xs = x + (idx - e);
+        const float* r = rotationT + (i64) (stored == 1 ? 0 : i) * b * b;
+        float acc = 0.0f;
+        if (transposed) {
+            for (int l = 0; l < b; l++) acc = __fadd_rn(acc, __fmul_rn(xs[l], r[l * b + e]));
+        } else {
+            for (int l = 0; l < b; l++) acc = __fadd_rn(acc, __fmul_rn(xs[l], r[e * b + l]));
+        }
+        y[idx] = acc;
+    }
+}

@@ -25,7 +25,8 @@ import static org.junit.jupiter.api.Assertions.fail;
  * stored counts (one stored block is the block_share layout), the exact Cayley map and the
  * Cayley-Neumann series of 2 to 7 terms. Rotations (written transposed) within
  * 1e-6 + 1e-6·|ref|; gradients, accumulated onto a random gradient buffer, within 1e-6 + 1e-5·|ref|;
- * the coft projection equal bit for bit, with some rows projected and some not.
+ * the coft projection equal bit for bit, with some rows projected and some not; the rotation of
+ * activations (x·R and x·Rᵀ per slice) within 1e-6·Σ|x·r| + 1e-7 of the double block product.
  */
 class OftOpsTest {
     private final Backend cpu = Backends.cpu();
@@ -90,6 +91,40 @@ class OftOpsTest {
         Tensor grad = Tensor.of(g0.clone(), stored, n);
         cpu.oftRotationBackward(Tensor.of(v, stored, n), Tensor.of(g, stored, b, b), terms, grad);
         assertClose(what + " gradient", wantGrad, grad.toFloatArray(), 1e-6, 1e-5);
+    }
+
+    @ParameterizedTest
+    @CsvSource({"4,3,1,false", "4,3,1,true", "8,5,6,false", "8,5,6,true", "16,2,3,true"})
+    void rotationOfActivationsIsTheBlockProduct(int b, int rows, int stored, boolean transposed) {
+        SplittableRandom r = new SplittableRandom(31L * b + rows + stored);
+        int blocks = stored == 1 ? 4 : stored;
+        int in = blocks * b;
+        int n = b * (b - 1) / 2;
+        float[] v = random(r, stored * n, 0.3);
+        float[] x = random(r, rows * in, 1.0);
+        Tensor rt = Tensor.allocate(Arena.ofAuto(), DType.F32, stored, b, b);
+        cpu.oftRotation(Tensor.of(v, stored, n), 0, rt);
+        Tensor y = Tensor.allocate(Arena.ofAuto(), DType.F32, rows, in);
+        y.fill(Float.NaN);
+        cpu.oftRotate(Tensor.of(x, rows, in), rt, transposed, y);
+        float[] got = y.toFloatArray();
+        for (int m = 0; m < rows; m++) {
+            for (int i = 0; i < blocks; i++) {
+                double[] rj = OftMath.cayley(OftMath.skew(v, (stored == 1 ? 0 : i) * n, b), b);   // R_j [b, b]
+                for (int c = 0; c < b; c++) {
+                    double want = 0;
+                    double scale = 0;
+                    for (int k = 0; k < b; k++) {
+                        double rkc = transposed ? rj[c * b + k] : rj[k * b + c];
+                        want += x[m * in + i * b + k] * rkc;
+                        scale += Math.abs(x[m * in + i * b + k] * rkc);
+                    }
+                    int at = m * in + i * b + c;
+                    assertTrue(Math.abs(got[at] - want) <= 1e-6 * scale + 1e-7,
+                            "row " + m + " slice " + i + " column " + c + ": " + got[at] + " vs " + want);
+                }
+            }
+        }
     }
 
     @Test

@@ -37,9 +37,9 @@ import java.util.function.BooleanSupplier;
  * {@link MemoryCategory#ADAPTER_GRADS}.
  *
  * <p>Device memory (the parameter from a device allocator): every step above is a backend op
- * ({@link OftDevice} rotates the activations with gather, per-block products and scatter); the
- * forward and backward read nothing back to the host. Host memory: the same rotation ops on the
- * host, and the activations rotated by a loop.
+ * ({@link OftDevice}: the activations rotated by {@link Backend#oftRotate}, dL/dR by per-block
+ * products); the forward and backward read nothing back to the host. Host memory: the same
+ * rotation-block ops on the host, and the activations rotated by a loop.
  */
 public final class OftLinear implements Linear.AdapterHook {
     private final Tensor weight;    // [stored, n] packed skew upper triangles (the trainable parameter)

@@ -97,7 +97,7 @@ public final class OftDevice {
 
     /**
      * The gather order for M = {@code rows}, uploaded once per allocator and row count and kept for
-     * the last few of them (prefill and decode alternate; a steady decode batch uploads nothing).
+     * the last few of them (training micro-batches of a few sizes alternate; a steady size uploads nothing).
      */
     private synchronized Tensor order(TensorAllocator al, long rows) {
         OrderKey key = new OrderKey(al, rows);

@@ -319,6 +319,44 @@ public interface Backend extends AutoCloseable {
         SamplingOps.sampleTokens(logits, requests, tokens, sampledLogp);
     }
 
+    // ------------------------------------------------------------------ OFT rotation blocks
+
+    /**
+     * OFT's rotation blocks from their packed parameters: rotationT f32 [stored, b, b] = R_jᵀ for
+     * param f32 [stored, b(b−1)/2] (each row the strict upper triangle of a skew-symmetric Q_j), R_j
+     * the exact Cayley map (I − Q)(I + Q)⁻¹ when {@code neumannTerms} is 0, else PEFT's
+     * Cayley-Neumann series of that many terms. See {@link OftOps}.
+     */
+    default void oftRotation(Tensor param, int neumannTerms, Tensor rotationT) {
+        OftOps.rotation(param, neumannTerms, rotationT);
+    }
+
+    /**
+     * Accumulate into grad f32 [stored, b(b−1)/2] the gradient of the parameters of
+     * {@link #oftRotation} given dRotation f32 [stored, b, b] = dL/dR_j (R, not transposed). See {@link OftOps}.
+     */
+    default void oftRotationBackward(Tensor param, Tensor dRotation, int neumannTerms, Tensor grad) {
+        OftOps.rotationBackward(param, dRotation, neumannTerms, grad);
+    }
+
+    /**
+     * OFT's block-diagonal rotation of activations: y f32 [rows, blocks·b] = x·R blockwise (slice i of
+     * each row times R_i, or R_0 for one stored block), from rotationT f32 [stored, b, b] = R_jᵀ; with
+     * {@code transposed}, x·Rᵀ blockwise. Contiguous, y distinct from x; a row's result does not
+     * depend on the other rows. See {@link OftOps#rotate}.
+     */
+    default void oftRotate(Tensor x, Tensor rotationT, boolean transposed, Tensor y) {
+        OftOps.rotate(x, rotationT, transposed, y);
+    }
+
+    /**
+     * PEFT's coft projection of OFT parameters param f32 [stored, b(b−1)/2], in place: each row whose
+     * skew matrix has Frobenius norm above {@code radius} is scaled onto it. See {@link OftOps#project}.
+     */
+    default void oftProject(Tensor param, double radius) {
+        OftOps.project(param, radius);
+    }
+
     /** One AdamW update of a parameter and its moments, in place. See {@link OptimizerOps#adamw}. */
     default void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, OptimizerOps.AdamWStep step) {
         OptimizerOps.adamw(param, grad, m, v, step);

@@ -434,6 +434,46 @@ public final class StrictBackend implements Backend {
     }
 
     @Override
+    public void oftRotation(Tensor param, int neumannTerms, Tensor rotationT) {
+        device("oftRotation", param, rotationT);
+        contiguous("oftRotation", param, rotationT);
+        on(() -> {
+            inner.oftRotation(param, neumannTerms, rotationT);
+            return null;
+        });
+    }
+
+    @Override
+    public void oftRotationBackward(Tensor param, Tensor dRotation, int neumannTerms, Tensor grad) {
+        device("oftRotationBackward", param, dRotation, grad);
+        contiguous("oftRotationBackward", param, dRotation, grad);
+        on(() -> {
+            inner.oftRotationBackward(param, dRotation, neumannTerms, grad);
+            return null;
+        });
+    }
+
+    @Override
+    public void oftRotate(Tensor x, Tensor rotationT, boolean transposed, Tensor y) {
+        device("oftRotate", x, rotationT, y);
+        contiguous("oftRotate", x, rotationT, y);
+        on(() -> {
+            inner.oftRotate(x, rotationT, transposed, y);
+            return null;
+        });
+    }
+
+    @Override
+    public void oftProject(Tensor param, double radius) {
+        device("oftProject", param);
+        contiguous("oftProject", param);
+        on(() -> {
+            inner.oftProject(param, radius);
+            return null;
+        });
+    }
+
+    @Override
     public void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, OptimizerOps.AdamWStep step) {
         device("adamw", param, grad, m, v);
         contiguous("adamw", param, grad, m, v);

@@ -48,6 +48,7 @@ public final class CudaBackend implements Backend {
     private final CudaPolicyOps policyOps;
     private final CudaLayoutOps layoutOps;
     private final CudaSampling sampling;
+    private final CudaOftOps oftOps;
     private final boolean exact;
     private final Path kernelCache;
     private boolean closed;
@@ -101,6 +102,7 @@ public final class CudaBackend implements Backend {
         this.policyOps = new CudaPolicyOps(ctx);
         this.layoutOps = new CudaLayoutOps(ctx);
         this.sampling = new CudaSampling(ctx);
+        this.oftOps = new CudaOftOps(ctx);
         this.exact = exact;
         this.attentionOps.exact = exact;
         if (base != null) {
@@ -375,6 +377,30 @@ public final class CudaBackend implements Backend {
     public void sampleTokens(Tensor logits, Tensor requests, Tensor tokens, Tensor sampledLogp) {
         ctx.device.bind();
         sampling.sampleTokens(logits, requests, tokens, sampledLogp);
+    }
+
+    @Override
+    public void oftRotation(Tensor param, int neumannTerms, Tensor rotationT) {
+        ctx.device.bind();
+        oftOps.rotation(param, neumannTerms, rotationT);
+    }
+
+    @Override
+    public void oftRotationBackward(Tensor param, Tensor dRotation, int neumannTerms, Tensor grad) {
+        ctx.device.bind();
+        oftOps.rotationBackward(param, dRotation, neumannTerms, grad);
+    }
+
+    @Override
+    public void oftRotate(Tensor x, Tensor rotationT, boolean transposed, Tensor y) {
+        ctx.device.bind();
+        oftOps.rotate(x, rotationT, transposed, y);
+    }
+
+    @Override
+    public void oftProject(Tensor param, double radius) {
+        ctx.device.bind();
+        oftOps.project(param, radius);
     }
 
     @Override

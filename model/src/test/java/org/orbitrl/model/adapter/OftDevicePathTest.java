@@ -20,8 +20,9 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * OFT's device path (what runs when the parameters come from a device allocator: the rotation as
- * gather, per-block products and scatter through backend ops, the Cayley derivative on the host),
+ * OFT's device path (what runs when the parameters come from a device allocator: the rotation
+ * blocks, the coft projection and the Cayley derivative as backend ops, the rotation of the
+ * activations by the rotation op, dL/dR by gather and per-block products),
  * exercised on the CPU backend with an allocator that declares its memory not host-readable: on the
  * PEFT fixtures (qwen3 and qwen3_moe; exact Cayley, Cayley-Neumann, shared block with coft) the
  * logits match {@code reference_oft} within 1e-4 absolute, and every gradient matches PEFT's within

@@ -6,20 +6,34 @@ import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 
+import java.util.LinkedHashMap;
+import java.util.Map;
+
 /**
  * OFT's block-diagonal rotation through {@link Backend} ops, for adapters in device memory. The
- * input [M, blocks·b] is viewed as [M·blocks, b] (row m·blocks + i is token m's slice i); its rows
- * are gathered block by block into [blocks·M, b], each block's M rows are multiplied by their
- * rotation with one f32 product, and the results are scattered back. With one shared block the
- * whole view is multiplied at once. The rotation blocks are given transposed, {@code Rᵀ}, because
- * {@link Backend#matmul} computes {@code x·wᵀ}.
+ * activations [M, blocks·b] are rotated slice by slice with one {@link Backend#oftRotate} (forward
+ * x·R, backward g·Rᵀ). The rotation gradient dL/dR_i = Σ_m x_iᵀ·g_i gathers the rows of the input
+ * and of its gradient block by block into [blocks·M, b] (row i·M + m is token m's slice i) and
+ * takes one f32 product per block; with one shared block the whole view [M·blocks, b] is one
+ * product. The rotation blocks are given transposed, {@code Rᵀ} (as {@link Backend#oftRotation}
+ * writes them).
  */
 public final class OftDevice {
+    private static final int ORDERS = 8;
+
     private final int blocks;
     private final int b;
     private final int stored;
-    private Tensor order;     // i32 [blocks·M]: row i·M + m of the gathered layout is row m·blocks + i of the view
-    private long orderRows = -1;
+    /** i32 [blocks·M] per (allocator, M): row i·M + m of the gathered layout is row m·blocks + i of the view. */
+    private final Map<OrderKey, Tensor> orders = new LinkedHashMap<>(16, 0.75f, true) {
+        @Override
+        protected boolean removeEldestEntry(Map.Entry<OrderKey, Tensor> eldest) {
+            return size() > ORDERS;
+        }
+    };
+
+    private record OrderKey(TensorAllocator allocator, long rows) {
+    }
 
     public OftDevice(int blocks, int blockSize, int storedBlocks) {
         this.blocks = blocks;
@@ -29,27 +43,9 @@ public final class OftDevice {
 
     /** x·R blockwise: x f32 [M, blocks·b] contiguous, rotationT f32 [stored, b, b] (R_jᵀ); a new [M, blocks·b]. */
     public Tensor rotate(Backend backend, Tensor x, Tensor rotationT) {
-        TensorAllocator al = backend.allocator();
-        long rows = rows(x, "OFT input");
-        Tensor out = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, x.shape());   // [M, in]
-        if (rows == 0) {
-            return out;
-        }
-        Tensor xv = x.reshape(rows * blocks, b);                                       // [M·blocks, b]
-        Tensor ov = out.reshape(rows * blocks, b);
-        if (stored == 1) {
-            backend.matmul(xv, rotationT.select(0, 0), ov);
-            return out;
-        }
-        Tensor perm = order(al, rows);
-        Tensor g = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, rows * blocks, b);   // [blocks·M, b]
-        Tensor o = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, rows * blocks, b);   // [blocks·M, b]
-        backend.gatherRows(xv, perm, g);
-        for (int i = 0; i < blocks; i++) {
-            backend.matmul(g.slice(0, i * rows, (i + 1) * rows), rotationT.select(0, i), o.slice(0, i * rows, (i + 1) * rows));
-        }
-        al.zero(out);
-        backend.scatterAddRows(o, perm, null, ov);
+        rows(x, "OFT input");
+        Tensor out = backend.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, x.shape());   // [M, in]
+        backend.oftRotate(x, rotationT, false, out);
         return out;
     }
 
@@ -70,27 +66,24 @@ public final class OftDevice {
         Tensor xv = x.reshape(rows * blocks, b);                                         // [M·blocks, b]
         Tensor gv = dx.reshape(rows * blocks, b);
         if (stored == 1) {
-            Tensor r = rotationT.select(0, 0);
-            Tensor t = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, rows * blocks, b);
             backend.matmulTN(xv, gv, 1f, dR.select(0, 0));                              // dR += xᵀ·g
-            backend.matmulTransposed(gv, r, t);                                          // g·Rᵀ
-            al.copy(t, gv);
-            return dR;
+        } else {
+            Tensor perm = order(al, rows);
+            Tensor gx = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, rows * blocks, b);   // [blocks·M, b]
+            Tensor gg = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, rows * blocks, b);
+            backend.gatherRows(xv, perm, gx);
+            backend.gatherRows(gv, perm, gg);
+            for (int i = 0; i < blocks; i++) {
+                backend.matmulTN(gx.slice(0, i * rows, (i + 1) * rows), gg.slice(0, i * rows, (i + 1) * rows), 1f,
+                        dR.select(0, i));                                                // dR_i += x_iᵀ·g_i
+            }
+            al.release(gx);
+            al.release(gg);
         }
-        Tensor perm = order(al, rows);
-        Tensor gx = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, rows * blocks, b);   // [blocks·M, b]
-        Tensor gg = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, rows * blocks, b);
-        Tensor gd = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, rows * blocks, b);
-        backend.gatherRows(xv, perm, gx);
-        backend.gatherRows(gv, perm, gg);
-        for (int i = 0; i < blocks; i++) {
-            Tensor xi = gx.slice(0, i * rows, (i + 1) * rows);
-            Tensor gi = gg.slice(0, i * rows, (i + 1) * rows);
-            backend.matmulTN(xi, gi, 1f, dR.select(0, i));                               // dR_i += x_iᵀ·g_i
-            backend.matmulTransposed(gi, rotationT.select(0, i), gd.slice(0, i * rows, (i + 1) * rows)); // g_i·R_iᵀ
-        }
-        al.zero(dx);
-        backend.scatterAddRows(gd, perm, null, gv);
+        Tensor t = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, dx.shape());      // [M, in] g·Rᵀ
+        backend.oftRotate(dx, rotationT, true, t);
+        al.copy(t, dx);
+        al.release(t);
         return dR;
     }
 
@@ -102,8 +95,14 @@ public final class OftDevice {
         return t.numel() / in;
     }
 
-    private Tensor order(TensorAllocator al, long rows) {
-        if (rows != orderRows) {
+    /**
+     * The gather order for M = {@code rows}, uploaded once per allocator and row count and kept for
+     * the last few of them (training micro-batches of a few sizes alternate; a steady size uploads nothing).
+     */
+    private synchronized Tensor order(TensorAllocator al, long rows) {
+        OrderKey key = new OrderKey(al, rows);
+        Tensor t = orders.get(key);
+        if (t == null) {
             int n = Math.toIntExact(rows * blocks);
             int[] idx = new int[n];
             for (int i = 0; i < blocks; i++) {
@@ -111,9 +110,9 @@ public final class OftDevice {
                     idx[(int) (i * rows + m)] = m * blocks + i;
                 }
             }
-            order = al.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(idx, n));
-            orderRows = rows;
+            t = al.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(idx, n));
+            orders.put(key, t);
         }
-        return order;
+        return t;
     }
 }

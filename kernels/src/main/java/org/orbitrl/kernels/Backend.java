@@ -278,6 +278,31 @@ public interface Backend extends AutoCloseable {
         }
     }
 
+    /**
+     * Block-diagonal weight gradient: x and g f32 [M, blocks·bs] with contiguous rows, out f32
+     * [blocks, bs, bs] contiguous; out[i] += x_iᵀ · g_i for every block i, x_i being columns
+     * [i·bs, (i+1)·bs) of x (OFT's dL/dR_i over a batch of rows).
+     */
+    default void blockGradTN(Tensor x, Tensor g, int bs, Tensor out) {
+        int blocks = out.size(0);
+        if (bs <= 0 || x.rank() != 2 || g.rank() != 2 || x.dim(0) != g.dim(0) || x.dim(1) != (long) blocks * bs
+                || g.dim(1) != x.dim(1) || out.rank() != 3 || out.dim(1) != bs || out.dim(2) != bs) {
+            throw new IllegalArgumentException("blockGradTN: x " + x + ", g " + g + " [M, blocks·" + bs + "] -> out " + out
+                    + " [blocks, " + bs + ", " + bs + "] do not agree");
+        }
+        TensorAllocator a = allocator();
+        long m = x.dim(0);
+        Tensor xi = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, m, bs);   // [M, bs] block i of x, contiguous
+        Tensor gi = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, m, bs);
+        for (int i = 0; i < blocks; i++) {
+            copy(x.slice(1, (long) i * bs, (long) (i + 1) * bs), xi);
+            copy(g.slice(1, (long) i * bs, (long) (i + 1) * bs), gi);
+            matmulTN(xi, gi, 1f, out.select(0, i));
+        }
+        a.release(xi);
+        a.release(gi);
+    }
+
     /** The routing-weight gradient: dWeight f32 [T, k] at pair p = ⟨dout [T, H] row p / k, ys [P, H] row position[p]⟩. */
     default void moeWeightGrad(Tensor dout, Tensor ys, Tensor position, Tensor dWeight) {
         MoeHostOps.weightGrad(dout, ys, position, dWeight);

@@ -589,6 +589,12 @@ public final class CudaBackend implements Backend {
     }
 
     @Override
+    public void blockGradTN(Tensor x, Tensor g, int bs, Tensor out) {
+        ctx.device.bind();
+        trainOps.blockGradTN(x, g, bs, out);
+    }
+
+    @Override
     public void moeExpertGradTN(Tensor a, Tensor b, int[] offsets, float alpha, Tensor[] grads) {
         ctx.device.bind();
         expertGrads.gradTN(a, b, offsets, alpha, grads);

@@ -154,6 +154,28 @@ final class CudaTrainOps {
                 CudaAllocator.address(a), Math.toIntExact(lda), 1f, CudaAllocator.address(c), q, false);
     }
 
+    /** See {@link org.orbitrl.kernels.Backend#blockGradTN}: one strided-batched cuBLAS product over the blocks. */
+    void blockGradTN(Tensor x, Tensor g, int bs, Tensor out) {
+        ctx.dev("blockGradTN x", x);
+        ctx.dev("blockGradTN g", g);
+        ctx.devContiguous("blockGradTN out", out, DType.F32);
+        int blocks = out.rank() == 3 ? out.size(0) : 0;
+        if (bs <= 0 || x.rank() != 2 || g.rank() != 2 || x.dtype() != DType.F32 || g.dtype() != DType.F32 || x.dim(0) != g.dim(0)
+                || x.dim(1) != (long) blocks * bs || g.dim(1) != x.dim(1) || out.dim(1) != bs || out.dim(2) != bs) {
+            throw new IllegalArgumentException("blockGradTN: x " + x + ", g " + g + " [M, blocks·" + bs + "] -> out " + out
+                    + " [blocks, " + bs + ", " + bs + "] do not agree");
+        }
+        int m = x.size(0);
+        if (m == 0 || blocks == 0) {
+            return;
+        }
+        long ldx = rowStride("blockGradTN x", x);
+        long ldg = rowStride("blockGradTN g", g);
+        // per block, as matmulTN: out_iᵀ [bs, bs] += g_iᵀ [bs, M] · x_i [M, bs] in column-major terms
+        ctx.cublas.gemmStridedBatched(false, true, bs, bs, m, 1f, CudaAllocator.address(g), Math.toIntExact(ldg), bs,
+                CudaAllocator.address(x), Math.toIntExact(ldx), bs, 1f, CudaAllocator.address(out), bs, (long) bs * bs, blocks);
+    }
+
     private static long rowStride(String what, Tensor t) {
         long[] st = t.strides();
         if (st[1] != 1 && t.dim(1) > 1) {

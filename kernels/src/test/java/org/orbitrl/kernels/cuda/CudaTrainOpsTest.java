@@ -155,6 +155,53 @@ class CudaTrainOpsTest extends CudaTestBase {
         assertClose("matmulTN of strided views", ref.toFloatArray(), gpu.toHost(c).toFloatArray(), 1e-5, 1e-5);
     }
 
+    /**
+     * blockGradTN (one strided-batched product) against the scalar backend's per-block products, on
+     * random starting gradients (it accumulates), contiguous inputs and row-strided views;
+     * tolerance 1e-6 + 1e-5·(Σ|terms| + |start|).
+     */
+    @Test
+    void blockGradTNAccumulatesEveryBlock() {
+        SplittableRandom r = rng(77);
+        int[][] shapes = {{1, 1, 4}, {37, 5, 16}, {300, 3, 32}, {64, 80, 32}};   // M, blocks, bs
+        for (int[] s : shapes) {
+            int m = s[0];
+            int blocks = s[1];
+            int bs = s[2];
+            int in = blocks * bs;
+            for (boolean strided : new boolean[]{false, true}) {
+                Tensor bigX = randn(r, 1f, m, in + (strided ? 8 : 0));
+                Tensor bigG = randn(r, 1f, m, in + (strided ? 3 : 0));
+                Tensor x = bigX.slice(1, 0, in);
+                Tensor g = bigG.slice(1, 0, in);
+                Tensor start = randn(r, 1f, blocks, bs, bs);
+                Tensor ref = host(DType.F32, blocks, bs, bs);
+                ref.copyFrom(start);
+                cpu.blockGradTN(x, g, bs, ref);
+                Tensor out = dev(start);
+                gpu.blockGradTN(dev(bigX).slice(1, 0, in), dev(bigG).slice(1, 0, in), bs, out);
+                float[] xs = x.contiguous().toFloatArray();
+                float[] gs = g.contiguous().toFloatArray();
+                float[] st = start.toFloatArray();
+                double[] tol = new double[blocks * bs * bs];
+                for (int blk = 0; blk < blocks; blk++) {
+                    for (int i = 0; i < bs; i++) {
+                        for (int j = 0; j < bs; j++) {
+                            double sum = 0;
+                            for (int t = 0; t < m; t++) {
+                                sum += Math.abs((double) xs[t * in + blk * bs + i] * gs[t * in + blk * bs + j]);
+                            }
+                            int at = (blk * bs + i) * bs + j;
+                            tol[at] = 1e-6 + 1e-5 * (sum + Math.abs(st[at]));
+                        }
+                    }
+                }
+                assertWithin("blockGradTN " + Arrays.toString(s) + (strided ? " strided" : ""), ref.toFloatArray(),
+                        gpu.toHost(out).toFloatArray(), tol);
+            }
+        }
+    }
+
     @Test
     void axpyAndAddBias() {
         SplittableRandom r = rng(75);

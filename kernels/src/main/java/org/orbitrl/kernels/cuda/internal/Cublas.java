@@ -96,6 +96,22 @@ public final class Cublas implements AutoCloseable {
                 "lda " + lda, "ldb " + ldb, "ldc " + ldc, bf16 ? "bf16 x bf16 -> f32" : "f32 x f32 -> f32");
     }
 
+    /**
+     * {@code batch} f32 products at fixed strides, each as {@link #gemm(boolean, boolean, int, int, int, float, long,
+     * int, long, int, float, long, int, boolean)} (column-major; strides in elements between consecutive
+     * A, B and C), in one call.
+     */
+    public void gemmStridedBatched(boolean transA, boolean transB, int m, int n, int k, float alpha, long a, int lda, long strideA,
+                                   long b, int ldb, long strideB, float beta, long c, int ldc, long strideC, int batch) {
+        alphaBeta.put(0, alpha).put(1, beta);
+        int err = cublasGemmStridedBatchedEx(handle, transA ? CUBLAS_OP_T : CUBLAS_OP_N, transB ? CUBLAS_OP_T : CUBLAS_OP_N, m, n,
+                k, alphaBeta, new DevicePointer(a), CUDA_R_32F, lda, strideA, new DevicePointer(b), CUDA_R_32F, ldb, strideB,
+                alphaBeta.getPointer(1), new DevicePointer(c), CUDA_R_32F, ldc, strideC, batch, CUBLAS_COMPUTE_32F,
+                CUBLAS_GEMM_DEFAULT);
+        CudaCheck.cublas(err, "cublasGemmStridedBatchedEx", (transA ? "T" : "N") + (transB ? "T" : "N"), "m " + m, "n " + n,
+                "k " + k, "lda " + lda, "ldb " + ldb, "ldc " + ldc, "batch " + batch, "f32 x f32 -> f32");
+    }
+
     @Override
     public void close() {
         if (!closed) {

@@ -253,6 +253,15 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * The weight gradients of per-expert matrices, per expert over its grouped rows: grads[e] [N, K] +=
+     * scale · dys[rows of e]ᵀ · xs[rows of e], for dys f32 [P, N], xs f32 [P, K], {@code offsets} [E + 1]
+     * on the host and one f32 gradient a expert (those without rows are not touched and may be null).
+     */
+    default void moeExpertWeightGrad(Tensor dys, Tensor xs, int[] offsets, float scale, Tensor[] grads) {
+        MoeHostOps.expertWeightGrad(this, dys, xs, offsets, scale, grads);
+    }
+
+    /**
      * out [T, H] row t (+)= Σ_j weights[t, j] · ys[position[t·k + j]] (j ascending; weights f32 [T, k], or
      * null for 1): grouped rows [P, H] back to their tokens. Overwrites out unless {@code accumulate}.
      */

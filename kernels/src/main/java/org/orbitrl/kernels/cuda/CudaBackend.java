@@ -556,6 +556,11 @@ public final class CudaBackend implements Backend {
     }
 
     @Override
+    public void moeExpertWeightGrad(Tensor dys, Tensor xs, int[] offsets, float scale, Tensor[] grads) {
+        moe.moeExpertWeightGrad(dys, xs, offsets, scale, grads);
+    }
+
+    @Override
     public void moeCombineGrouped(Tensor ys, Tensor position, Tensor weights, Tensor out, boolean accumulate) {
         moe.moeCombineGrouped(ys, position, weights, out, accumulate);
     }

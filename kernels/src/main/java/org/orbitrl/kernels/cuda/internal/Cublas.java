@@ -96,6 +96,11 @@ public final class Cublas implements AutoCloseable {
                 "lda " + lda, "ldb " + ldb, "ldc " + ldc, bf16 ? "bf16 x bf16 -> f32" : "f32 x f32 -> f32");
     }
 
+    /** The handle, for the other cuBLAS entry points of this package ({@link GroupedGemm}). */
+    cublasContext handle() {
+        return handle;
+    }
+
     @Override
     public void close() {
         if (!closed) {

@@ -17,6 +17,11 @@ import org.orbitrl.kernels.cuda.internal.Kernel;
  */
 final class CudaMoeTrain {
     private static final int BLOCK = 128;
+    /**
+     * {@code -Dorbit.cuda.groupedExperts=off}: the expert products one expert at a time through the
+     * backend's own products ({@link MoeHostOps}), the plain reference of the grouped ones.
+     */
+    private static final boolean GROUPED = !"off".equals(System.getProperty("orbit.cuda.groupedExperts"));
     private final CudaContext ctx;
     private final CudaBackend backend;
     private final Kernel topk;
@@ -159,13 +164,13 @@ final class CudaMoeTrain {
 
     /**
      * Forward ({@code transposed} false): out rows of expert e = in rows · W_eᵀ; transposed: out rows =
-     * in rows · W_e. Exact mode, chunk ≤ 0 with a quantized expert among those with rows, or rows not on
-     * 16-byte boundaries: each expert through the backend's own products; otherwise the grouped products
-     * ({@link CudaExpertGemm}).
+     * in rows · W_e. Exact mode (the exact quantized products), the grouped products switched off, chunk ≤ 0
+     * with a quantized expert among those with rows, or rows not on 16-byte boundaries: each expert
+     * through the backend's own products; otherwise the grouped products ({@link CudaExpertGemm}).
      */
     void expertMatmul(Tensor in, ExpertWeights w, int[] offsets, Tensor out, int chunk, boolean transposed) {
-        if (backend.exact() || (chunk <= 0 && quantizedActive(w, offsets)) || !CudaExpertGemm.aligned(in, w, out)) {
-            // exact mode: the exact quantized products; unaligned rows: one product per expert
+        if (backend.exact() || !GROUPED || (chunk <= 0 && quantizedActive(w, offsets)) || !CudaExpertGemm.aligned(in, w, out)) {
+            // one product per expert, quantized ones through the backend's quantized products (no chunk buffer)
             MoeHostOps.expertMatmul(backend, in, w, offsets, out, 0, transposed);
             return;
         }
@@ -177,7 +182,7 @@ final class CudaMoeTrain {
      * strided or unaligned rows: one product per expert).
      */
     void expertWeightGrad(Tensor dys, Tensor xs, int[] offsets, float scale, Tensor[] grads) {
-        if (backend.exact() || !dys.isContiguous() || !xs.isContiguous() || !CudaExpertGemm.aligned(dys, xs, grads)) {
+        if (backend.exact() || !GROUPED || !dys.isContiguous() || !xs.isContiguous() || !CudaExpertGemm.aligned(dys, xs, grads)) {
             MoeHostOps.expertWeightGrad(backend, dys, xs, offsets, scale, grads);
             return;
         }

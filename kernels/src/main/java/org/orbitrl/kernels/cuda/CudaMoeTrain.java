@@ -7,7 +7,6 @@ import org.orbitrl.kernels.MoeHostOps;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.internal.Kernel;
 
-
 /**
  * The grouped mixture-of-experts block's operations on the device ({@code moe_train.cu}; the
  * contracts are {@link org.orbitrl.kernels.Backend}'s {@code moe*} methods). The expert products are

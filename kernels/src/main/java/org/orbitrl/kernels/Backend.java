@@ -253,29 +253,20 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * The weight gradients of per-expert matrices, per expert over its grouped rows: grads[e] [N, K] +=
+     * scale · dys[rows of e]ᵀ · xs[rows of e], for dys f32 [P, N], xs f32 [P, K], {@code offsets} [E + 1]
+     * on the host and one f32 gradient a expert (those without rows are not touched and may be null).
+     */
+    default void moeExpertWeightGrad(Tensor dys, Tensor xs, int[] offsets, float scale, Tensor[] grads) {
+        MoeHostOps.expertWeightGrad(this, dys, xs, offsets, scale, grads);
+    }
+
+    /**
      * out [T, H] row t (+)= Σ_j weights[t, j] · ys[position[t·k + j]] (j ascending; weights f32 [T, k], or
      * null for 1): grouped rows [P, H] back to their tokens. Overwrites out unless {@code accumulate}.
      */
     default void moeCombineGrouped(Tensor ys, Tensor position, Tensor weights, Tensor out, boolean accumulate) {
         MoeHostOps.combine(ys, position, weights, out, accumulate);
-    }
-
-    /**
-     * Per-expert weight gradients over expert-grouped rows: for each expert e with rows
-     * [offsets[e], offsets[e+1]) of a f32 [P, N] and b f32 [P, M], {@code grads[e]} f32 [N, M] +=
-     * alpha · a_eᵀ · b_e (rows summed in ascending order; experts with no rows untouched). The LoRA
-     * factor gradients of every expert of one projection at once.
-     */
-    default void moeExpertGradTN(Tensor a, Tensor b, int[] offsets, float alpha, Tensor[] grads) {
-        if (offsets.length != grads.length + 1 || a.size(0) != b.size(0) || a.size(0) < offsets[grads.length]) {
-            throw new IllegalArgumentException("moeExpertGradTN: a " + a + ", b " + b + " with " + (offsets.length - 1)
-                    + " expert offsets for " + grads.length + " gradients");
-        }
-        for (int e = 0; e < grads.length; e++) {
-            if (offsets[e + 1] > offsets[e]) {
-                matmulTN(a.slice(0, offsets[e], offsets[e + 1]), b.slice(0, offsets[e], offsets[e + 1]), alpha, grads[e]);
-            }
-        }
     }
 
     /**

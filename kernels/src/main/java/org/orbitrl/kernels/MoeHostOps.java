@@ -269,6 +269,35 @@ public final class MoeHostOps {
         }
     }
 
+    /**
+     * See {@link Backend#moeExpertWeightGrad}, on any backend through its own {@code matmulTN}, one
+     * product per expert with rows.
+     */
+    public static void expertWeightGrad(Backend b, Tensor dys, Tensor xs, int[] offsets, float scale, Tensor[] grads) {
+        int experts = grads.length;
+        if (offsets.length != experts + 1) {
+            throw new IllegalArgumentException("moeExpertWeightGrad: " + offsets.length + " offsets for " + experts
+                    + " gradients (expected E + 1)");
+        }
+        int p = offsets[experts];
+        int n = dys.size(-1);
+        int k = xs.size(-1);
+        if (dys.numel() != (long) p * n || xs.numel() != (long) p * k) {
+            throw new IllegalArgumentException("moeExpertWeightGrad: dys " + dys + " and xs " + xs + " must hold " + p + " grouped rows");
+        }
+        Tensor d = dys.rank() == 2 ? dys : dys.reshape((long) p, n);   // [P, N]
+        Tensor x = xs.rank() == 2 ? xs : xs.reshape((long) p, k);      // [P, K]
+        for (int e = 0; e < experts; e++) {
+            if (offsets[e + 1] > offsets[e]) {
+                if (grads[e] == null) {
+                    throw new IllegalArgumentException("moeExpertWeightGrad: expert " + e + " has "
+                            + (offsets[e + 1] - offsets[e]) + " rows but no gradient");
+                }
+                b.matmulTN(d.slice(0, offsets[e], offsets[e + 1]), x.slice(0, offsets[e], offsets[e + 1]), scale, grads[e]);
+            }
+        }
+    }
+
     private static int rows(Tensor t, int cols) {
         return Math.toIntExact(t.numel() / Math.max(1, cols));
     }

@@ -43,7 +43,6 @@ public final class CudaBackend implements Backend {
     private final CudaMoe moe;
     private final CudaTrainOps trainOps;
     private final CudaAttentionBackward attentionBackward;
-    private final CudaExpertGrads expertGrads;
     private final CudaExactOps exactOps;
     private final CudaPolicyOps policyOps;
     private final CudaLayoutOps layoutOps;
@@ -97,7 +96,6 @@ public final class CudaBackend implements Backend {
         this.moe = new CudaMoe(ctx, rowOps, matmulOps, this);
         this.trainOps = new CudaTrainOps(ctx, rowOps, matmulOps);
         this.attentionBackward = new CudaAttentionBackward(ctx, attentionOps);
-        this.expertGrads = new CudaExpertGrads(ctx);
         this.exactOps = new CudaExactOps(ctx, matmulOps);
         this.policyOps = new CudaPolicyOps(ctx);
         this.layoutOps = new CudaLayoutOps(ctx);
@@ -584,6 +582,11 @@ public final class CudaBackend implements Backend {
     }
 
     @Override
+    public void moeExpertWeightGrad(Tensor dys, Tensor xs, int[] offsets, float scale, Tensor[] grads) {
+        moe.moeExpertWeightGrad(dys, xs, offsets, scale, grads);
+    }
+
+    @Override
     public void moeCombineGrouped(Tensor ys, Tensor position, Tensor weights, Tensor out, boolean accumulate) {
         moe.moeCombineGrouped(ys, position, weights, out, accumulate);
     }
@@ -592,12 +595,6 @@ public final class CudaBackend implements Backend {
     public void blockGradTN(Tensor x, Tensor g, int bs, Tensor out) {
         ctx.device.bind();
         trainOps.blockGradTN(x, g, bs, out);
-    }
-
-    @Override
-    public void moeExpertGradTN(Tensor a, Tensor b, int[] offsets, float alpha, Tensor[] grads) {
-        ctx.device.bind();
-        expertGrads.gradTN(a, b, offsets, alpha, grads);
     }
 
     @Override

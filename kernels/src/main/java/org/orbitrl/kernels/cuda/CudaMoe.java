@@ -20,7 +20,7 @@ public final class CudaMoe {
         this.ctx = ctx;
         this.matmul = matmul;
         this.ops = new CudaMoeOps(ctx, matmul, matmul.qgemv);
-        this.train = new CudaMoeTrain(ctx, rowOps, matmul, backend);
+        this.train = new CudaMoeTrain(ctx, rowOps, backend);
     }
 
     /**
@@ -142,7 +142,7 @@ public final class CudaMoe {
         train.gather(src, order, k, weights, dst);
     }
 
-    /** See {@link org.orbitrl.kernels.Backend#moeExpertMatmul}: chunked bf16 dequantization and one cuBLAS GEMM per expert. */
+    /** See {@link org.orbitrl.kernels.Backend#moeExpertMatmul}: chunked bf16 dequantization and one cuBLAS grouped product a chunk. */
     public void moeExpertMatmul(Tensor xs, ExpertWeights experts, int[] offsets, Tensor ys, int chunk) {
         ctx.device.bind();
         train.expertMatmul(xs, experts, offsets, ys, chunk, false);
@@ -152,6 +152,20 @@ public final class CudaMoe {
     public void moeExpertMatmulTransposed(Tensor dys, ExpertWeights experts, int[] offsets, Tensor dxs, int chunk) {
         ctx.device.bind();
         train.expertMatmul(dys, experts, offsets, dxs, chunk, true);
+    }
+
+    /**
+     * Whether the grouped bf16 expert products have cuBLAS write f32 directly (true) or write bf16 rows
+     * widened in place (false); null before the first such product.
+     */
+    Boolean groupedBf16InF32Out() {
+        return train.groupedBf16InF32Out();
+    }
+
+    /** See {@link org.orbitrl.kernels.Backend#moeExpertWeightGrad}: one cuBLAS grouped f32 product. */
+    public void moeExpertWeightGrad(Tensor dys, Tensor xs, int[] offsets, float scale, Tensor[] grads) {
+        ctx.device.bind();
+        train.expertWeightGrad(dys, xs, offsets, scale, grads);
     }
 
     /** See {@link org.orbitrl.kernels.Backend#moeCombineGrouped}. */

@@ -6,23 +6,22 @@ import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.MoeHostOps;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.internal.Kernel;
-import org.orbitrl.kernels.quant.QuantizedTensor;
-
-import java.util.ArrayList;
-import java.util.List;
 
 /**
  * The grouped mixture-of-experts block's operations on the device ({@code moe_train.cu}; the
- * contracts are {@link org.orbitrl.kernels.Backend}'s {@code moe*} methods). The expert products
- * convert the grouped rows to bf16 once, dequantize {@code chunk} active experts at a time into one
- * reused bf16 buffer [chunk, N, K] (the only weight copy alive) and run one cuBLAS GEMM per expert
- * over its contiguous rows (bf16 × bf16, f32 accumulate).
+ * contracts are {@link org.orbitrl.kernels.Backend}'s {@code moe*} methods). The expert products are
+ * {@link CudaExpertGemm}'s: {@code chunk} active experts at a time dequantized into one reused bf16
+ * buffer [chunk, N, K] (the only weight copy alive) by one launch, then one cuBLAS grouped product
+ * over the chunk's experts and their contiguous rows (bf16 × bf16, f32 accumulate).
  */
 final class CudaMoeTrain {
     private static final int BLOCK = 128;
+    /**
+     * {@code -Dorbit.cuda.groupedExperts=off}: the expert products one expert at a time through the
+     * backend's own products ({@link MoeHostOps}), the plain reference of the grouped ones.
+     */
+    private static final boolean GROUPED = !"off".equals(System.getProperty("orbit.cuda.groupedExperts"));
     private final CudaContext ctx;
-    private final CudaRowOps rowOps;
-    private final CudaMatmulOps matmul;
     private final CudaBackend backend;
     private final Kernel topk;
     private final Kernel route;
@@ -31,15 +30,13 @@ final class CudaMoeTrain {
     private final Kernel combine;
     private final Kernel weightGrad;
     private final Kernel routerBackward;
+    private final CudaExpertGemm experts;
     private Tensor active;   // i32 [1 + E] written by the routing kernel
-    private Tensor rowsIn;   // bf16 [P, inCols], grown on demand
-    private Tensor dequant;  // bf16 [chunk, N, K], grown on demand
 
-    CudaMoeTrain(CudaContext ctx, CudaRowOps rowOps, CudaMatmulOps matmul, CudaBackend backend) {
+    CudaMoeTrain(CudaContext ctx, CudaRowOps rowOps, CudaBackend backend) {
         this.ctx = ctx;
-        this.rowOps = rowOps;
-        this.matmul = matmul;
         this.backend = backend;
+        this.experts = new CudaExpertGemm(ctx, rowOps);
         this.topk = ctx.kernel("moe_train", "moe_topk_weights");
         this.route = ctx.kernel("moe", "moe_route");
         this.positions = ctx.kernel("moe_train", "moe_positions");
@@ -166,83 +163,43 @@ final class CudaMoeTrain {
 
     /**
      * Forward ({@code transposed} false): out rows of expert e = in rows · W_eᵀ; transposed: out rows =
-     * in rows · W_e. chunk ≤ 0 (or exact mode): each expert through the backend's own products, no buffer.
+     * in rows · W_e. Exact mode (the exact quantized products), the grouped products switched off, chunk ≤ 0
+     * with a quantized expert among those with rows, or rows not on 16-byte boundaries: each expert
+     * through the backend's own products; otherwise the grouped products ({@link CudaExpertGemm}).
      */
     void expertMatmul(Tensor in, ExpertWeights w, int[] offsets, Tensor out, int chunk, boolean transposed) {
-        if (chunk <= 0 || backend.exact()) {   // exact mode: the exact quantized products on the weights as stored
+        if (backend.exact() || !GROUPED || (chunk <= 0 && quantizedActive(w, offsets)) || !CudaExpertGemm.aligned(in, w, out)) {
+            // one product per expert, quantized ones through the backend's quantized products (no chunk buffer)
             MoeHostOps.expertMatmul(backend, in, w, offsets, out, 0, transposed);
             return;
         }
-        String op = transposed ? "moeExpertMatmulTransposed" : "moeExpertMatmul";
-        w.requireHeld(op, offsets);
-        ctx.devContiguous(op + " in", in, DType.F32);
-        ctx.devContiguous(op + " out", out, DType.F32);
-        int n = w.rows();
-        int k = w.cols();
-        int inCols = transposed ? n : k;
-        int outCols = transposed ? k : n;
-        int p = offsets[w.experts()];
-        if (in.size(-1) != inCols || in.numel() != (long) p * inCols || out.size(-1) != outCols || out.numel() != (long) p * outCols) {
-            throw new IllegalArgumentException(op + ": " + p + " grouped rows " + in + " -> " + out + " for experts [" + n + ", " + k + "]");
-        }
-        List<Integer> act = new ArrayList<>();
-        for (int e = 0; e < w.experts(); e++) {
-            if (offsets[e + 1] > offsets[e]) {
-                act.add(e);
-            }
-        }
-        if (act.isEmpty()) {
-            return;
-        }
-        int c = Math.min(chunk, act.size());
-        rowsIn = grown(rowsIn, MemoryCategory.ACTIVATIONS, (long) p * inCols);
-        dequant = grown(dequant, MemoryCategory.DEQUANT_BUFFERS, (long) c * n * k);
-        Tensor xs = rowsIn.slice(0, 0, (long) p * inCols);           // bf16 [P, inCols]
-        rowOps.toBf16(in, xs, (long) p * inCols);
-        long xBase = CudaAllocator.address(xs);
-        long yBase = CudaAllocator.address(out);
-        for (int start = 0; start < act.size(); start += c) {
-            int end = Math.min(act.size(), start + c);
-            long[] wa = new long[end - start];
-            for (int j = start; j < end; j++) {
-                int e = act.get(j);
-                Tensor slot = dequant.slice(0, (long) (j - start) * n * k, (long) (j - start + 1) * n * k);   // bf16 [n·k]
-                QuantizedTensor q = w.quantized(e);
-                Tensor d = w.dense(e);
-                if (q != null) {
-                    matmul.dequantize(q, slot);
-                    wa[j - start] = CudaAllocator.address(slot);
-                } else if (d.dtype() == DType.BF16) {
-                    ctx.devContiguous(op + " expert " + e, d, DType.BF16);
-                    wa[j - start] = CudaAllocator.address(d);
-                } else {
-                    ctx.devContiguous(op + " expert " + e, d, DType.F32);
-                    rowOps.toBf16(d, slot, (long) n * k);
-                    wa[j - start] = CudaAllocator.address(slot);
-                }
-            }
-            for (int j = start; j < end; j++) {
-                int e = act.get(j);
-                int m = offsets[e + 1] - offsets[e];
-                long xa = xBase + (long) offsets[e] * inCols * 2;
-                long ya = yBase + (long) offsets[e] * outCols * 4;
-                if (transposed) {
-                    ctx.cublas.gemmNN(xa, wa[j - start], ya, m, k, n, true);   // [m, n] · [n, k]
-                } else {
-                    ctx.cublas.gemm(xa, wa[j - start], ya, m, n, k, true);     // [m, k] · [n, k]ᵀ
-                }
-            }
-        }
+        experts.matmul(in, w, offsets, out, chunk, transposed);
     }
 
-    /** {@code current} if it holds {@code elements} bf16 values, else a new buffer (the old one freed). */
-    private Tensor grown(Tensor current, MemoryCategory category, long elements) {
-        if (current != null && current.numel() >= elements) {
-            return current;
+    /**
+     * See {@link org.orbitrl.kernels.Backend#moeExpertWeightGrad}: one grouped f32 product (exact mode,
+     * strided or unaligned rows: one product per expert).
+     */
+    void expertWeightGrad(Tensor dys, Tensor xs, int[] offsets, float scale, Tensor[] grads) {
+        if (backend.exact() || !GROUPED || !dys.isContiguous() || !xs.isContiguous() || !CudaExpertGemm.aligned(dys, xs, grads)) {
+            MoeHostOps.expertWeightGrad(backend, dys, xs, offsets, scale, grads);
+            return;
         }
-        if (current != null) {
-            ctx.allocator.free(current);
+        experts.weightGrad(dys, xs, offsets, scale, grads);
+    }
+
+    /** See {@link CudaExpertGemm#bf16InF32Out()}. */
+    Boolean groupedBf16InF32Out() {
+        return experts.bf16InF32Out();
+    }
+
+    private static boolean quantizedActive(ExpertWeights w, int[] offsets) {
+        w.requireHeld("moeExpertMatmul", offsets);
+        for (int e = 0; e < w.experts(); e++) {
+            if (offsets[e + 1] > offsets[e] && w.quantized(e) != null) {
+                return true;
+            }
         }
-        return ctx.allocator.allocate(category, DType.BF16, Math.max(elements, 1024));
+        return false;
     }
 }

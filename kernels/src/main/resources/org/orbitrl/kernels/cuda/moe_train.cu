@@ -139,3 +139,16 @@ extern "C" __global__ void moe_router_backward(const float* probs, const float* 
     pd = block_sum(pd, red);
     for (int e = threadIdx.x; e < E; e += blockDim.x) dlogits[(i64) t * E + e] = pt[e] * (dp[e] - pd);
 }
+
+// In place, one block a row: row r of y [R, H] f32 holds H bf16 values in its first 2 * H bytes (a
+// product written as bf16 with a row stride of 2 * H); they become the row's H f32 values. Dynamic
+// shared 2 * H bytes: the whole row is read before any of it is written.
+extern "C" __global__ void moe_widen_bf16_rows(float* y, int H) {
+    extern __shared__ float widen_row[];
+    u16* s = (u16*) widen_row;
+    float* row = y + (i64) blockIdx.x * H;
+    const u16* b = (const u16*) row;
+    for (int c = threadIdx.x; c < H; c += blockDim.x) s[c] = b[c];
+    __syncthreads();
+    for (int c = threadIdx.x; c < H; c += blockDim.x) row[c] = bf16_to_f32(s[c]);
+}

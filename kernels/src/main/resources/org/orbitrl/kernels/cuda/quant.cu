@@ -136,6 +136,29 @@ extern "C" __global__ void dequant_nvfp4(const uint4* codes, const void* scales,
     dequant<FMT_NVFP4>(codes, scales, zeros, global, out, outBf16, N, K);
 }
 
+// Several experts of one format dequantized to bf16 in one launch (the expert-chunked products):
+// blockIdx.y is entry j of table [entries, 4] (u64): the addresses of one expert's codes, scales and
+// zero points (0: none) and (slot << 32) | the bits of its f32 global scale. The expert's [N, K]
+// goes to out + slot * N * K (out bf16 [slots, N, K]).
+template <int FMT>
+__device__ void dequant_experts(const unsigned long long* table, u16* out, int N, int K) {
+    const unsigned long long* t = table + 4 * (i64) blockIdx.y;
+    unsigned long long last = t[3];
+    float global = __uint_as_float((u32) (last & 0xffffffffull));
+    i64 slot = (i64) (last >> 32);
+    dequant<FMT>((const uint4*) t[0], (const void*) t[1], (const u32*) t[2], global, out + slot * N * K, 1, N, K);
+}
+
+extern "C" __global__ void dequant_experts_int4(const unsigned long long* table, u16* out, int N, int K) {
+    dequant_experts<FMT_INT4>(table, out, N, K);
+}
+extern "C" __global__ void dequant_experts_mxfp4(const unsigned long long* table, u16* out, int N, int K) {
+    dequant_experts<FMT_MXFP4>(table, out, N, K);
+}
+extern "C" __global__ void dequant_experts_nvfp4(const unsigned long long* table, u16* out, int N, int K) {
+    dequant_experts<FMT_NVFP4>(table, out, N, K);
+}
+
 // Fused dequantize-GEMV for few rows: y [M, N] = x [M, K] . w^T, M <= GEMV_MAXM, f32 accumulate.
 // One warp per output column n. A lane takes 8-value units (4 code bytes, one u32; a unit lies in
 // one scale group) at u = lane + 32 i: a warp reads 128 contiguous code bytes and 1 KiB of each x

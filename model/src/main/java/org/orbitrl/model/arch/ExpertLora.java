@@ -14,20 +14,23 @@ import org.orbitrl.model.nn.Linear;
  * The LoRA of one expert projection (gate, up or down) of every expert, run over the expert-grouped
  * rows with the grouped products of {@link Backend#moeExpertMatmul}: {@code y += s·(x·A_eᵀ)·B_eᵀ} on
  * expert e's rows, four grouped products and one axpy for all experts instead of a few launches and
- * temporaries per expert. Backward accumulates each expert's A and B gradients from its rows and adds
+ * temporaries per expert. Backward accumulates each expert's A and B gradients from its rows with two
+ * grouped weight-gradient products ({@link Backend#moeExpertWeightGrad}) and adds
  * {@code s·(dy·B_e)·A_e} into dx. Built per call from the layers' current hooks; null when some
  * expert's hook is not an enabled LoRA of the common rank and scale (the hooks then run one by one).
  */
 final class ExpertLora {
     private final ExpertWeights a;   // E x [r, in]
     private final ExpertWeights b;   // E x [out, r]
-    private final LoraLinear[] hooks;
+    private final Tensor[] gradA;    // E x [r, in]
+    private final Tensor[] gradB;    // E x [out, r]
     private final float scale;
 
-    private ExpertLora(ExpertWeights a, ExpertWeights b, LoraLinear[] hooks, float scale) {
+    private ExpertLora(ExpertWeights a, ExpertWeights b, Tensor[] gradA, Tensor[] gradB, float scale) {
         this.a = a;
         this.b = b;
-        this.hooks = hooks;
+        this.gradA = gradA;
+        this.gradB = gradB;
         this.scale = scale;
     }
 
@@ -36,20 +39,22 @@ final class ExpertLora {
         if (layers.length == 0 || !(layers[0].adapter() instanceof LoraLinear first)) {
             return null;
         }
-        LoraLinear[] hooks = new LoraLinear[layers.length];
         Tensor[] as = new Tensor[layers.length];
         Tensor[] bs = new Tensor[layers.length];
+        Tensor[] gas = new Tensor[layers.length];
+        Tensor[] gbs = new Tensor[layers.length];
         for (int e = 0; e < layers.length; e++) {
             if (!(layers[e].adapter() instanceof LoraLinear l) || !l.enabled() || l.rank() != first.rank() || l.scale() != first.scale()) {
                 return null;
             }
-            hooks[e] = l;
             as[e] = l.a();
             bs[e] = l.b();
+            gas[e] = l.gradA();
+            gbs[e] = l.gradB();
         }
         int r = first.rank();
         return new ExpertLora(new ExpertWeights(r, as[0].size(1), as, new QuantizedTensor[as.length]),
-                new ExpertWeights(bs[0].size(0), r, bs, new QuantizedTensor[bs.length]), hooks, first.scale());
+                new ExpertWeights(bs[0].size(0), r, bs, new QuantizedTensor[bs.length]), gas, gbs, first.scale());
     }
 
     /** y [P, out] += s·(x·Aᵀ)·Bᵀ per expert's rows of x [P, in]. */
@@ -73,14 +78,8 @@ final class ExpertLora {
         Tensor dyB = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, a.rows());   // [P, r] = dy · B
         bk.moeExpertMatmul(x, a, offsets, xa, 0);
         bk.moeExpertMatmulTransposed(dy, b, offsets, dyB, 0);
-        Tensor[] gradB = new Tensor[hooks.length];
-        Tensor[] gradA = new Tensor[hooks.length];
-        for (int e = 0; e < hooks.length; e++) {
-            gradB[e] = hooks[e].gradB();
-            gradA[e] = hooks[e].gradA();
-        }
-        bk.moeExpertGradTN(dy, xa, offsets, scale, gradB);    // dB_e += s · dy_eᵀ · xa_e
-        bk.moeExpertGradTN(dyB, x, offsets, scale, gradA);    // dA_e += s · (dy·B)_eᵀ · x_e
+        bk.moeExpertWeightGrad(dy, xa, offsets, scale, gradB);    // dB_e += s · dy_eᵀ · xa_e
+        bk.moeExpertWeightGrad(dyB, x, offsets, scale, gradA);    // dA_e += s · (dy·B)_eᵀ · x_e
         al.release(xa);
         Tensor d = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, a.cols());      // [P, in] = (dy·B) · A
         bk.moeExpertMatmulTransposed(dyB, a, offsets, d, 0);

@@ -112,6 +112,11 @@ public final class Cublas implements AutoCloseable {
                 "k " + k, "lda " + lda, "ldb " + ldb, "ldc " + ldc, "batch " + batch, "f32 x f32 -> f32");
     }
 
+    /** The handle, for the other cuBLAS entry points of this package ({@link GroupedGemm}). */
+    cublasContext handle() {
+        return handle;
+    }
+
     @Override
     public void close() {
         if (!closed) {

@@ -1,0 +1,371 @@
+package org.orbitrl.kernels.cuda;
+
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.ExpertWeights;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cuda.internal.DevicePointer;
+import org.orbitrl.kernels.cuda.internal.GroupedGemm;
+import org.orbitrl.kernels.cuda.internal.Kernel;
+import org.orbitrl.kernels.quant.QuantizedTensor;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.EnumMap;
+import java.util.List;
+
+import static org.bytedeco.cuda.global.cudart.CUDA_R_16BF;
+import static org.bytedeco.cuda.global.cudart.CUDA_R_32F;
+import static org.bytedeco.cuda.global.cudart.cudaMemcpyAsync;
+import static org.bytedeco.cuda.global.cudart.cudaMemcpyHostToDevice;
+
+/**
+ * The expert products of the grouped mixture-of-experts block (the contracts are
+ * {@link org.orbitrl.kernels.Backend}'s {@code moeExpertMatmul}, {@code moeExpertMatmulTransposed} and
+ * {@code moeExpertWeightGrad}), each chunk of experts as one cuBLAS grouped product
+ * ({@link GroupedGemm}, one group an expert over its contiguous rows):
+ * <ul>
+ *   <li>Quantized and bf16 experts: the grouped rows are rounded to bf16 once; quantized experts are
+ *       dequantized {@code chunk} at a time into one reused bf16 buffer [chunk, N, K] by one launch
+ *       a chunk and quant format; one grouped bf16 × bf16 product a chunk, f32 accumulation. cuBLAS
+ *       documents only a bf16 output for bf16 inputs of the grouped call: the first call tries an f32
+ *       output and, if cuBLAS refuses it, every call writes bf16 rows into the first half of the f32
+ *       output rows (row stride 2·N) and widens them in place with one launch a call.</li>
+ *   <li>f32 experts (the experts' LoRA factors): one grouped f32 × f32 → f32 product over all of
+ *       them, the rows as they are, no conversion and no buffer (the same arithmetic as the f32 cuBLAS
+ *       product of a single matrix).</li>
+ * </ul>
+ * Every device pointer a call needs (rows, weights, outputs, the dequantization table) is written into
+ * one host table and uploaded by one copy a call.
+ */
+final class CudaExpertGemm {
+    private static final int WIDEN_BLOCK = 256;
+    /** Widest output row widened in place: 2·N bytes of shared memory a block. */
+    static final int MAX_WIDEN_COLS = 24 * 1024;
+    private static final int TABLE_ENTRY = 4;   // u64 words a dequantization entry: codes, scales, zeros, slot | global
+
+    private final CudaContext ctx;
+    private final CudaRowOps rowOps;
+    private final GroupedGemm grouped;
+    private final EnumMap<QuantLayout, Kernel> dequant = new EnumMap<>(QuantLayout.class);
+    private final Kernel widen;
+    private Boolean bf16InF32Out;    // whether cuBLAS's grouped call takes bf16 inputs with an f32 output; null until tried
+    private Tensor rowsIn;           // bf16 [P, inCols], grown on demand
+    private Tensor buffer;           // bf16 [chunk, N, K], grown on demand
+    private Tensor table;            // i64 [entries]: the call's pointer table on the device, grown on demand
+    // i64 [entries] on the host. Pageable (Arena.ofAuto, kept as long as this object refers to it): the driver
+    // stages a pageable host-to-device copy before cudaMemcpyAsync returns, so the next call may overwrite it.
+    private MemorySegment staging = MemorySegment.NULL;
+
+    CudaExpertGemm(CudaContext ctx, CudaRowOps rowOps) {
+        this.ctx = ctx;
+        this.rowOps = rowOps;
+        this.grouped = new GroupedGemm(ctx.cublas);
+        for (QuantLayout l : QuantLayout.values()) {
+            dequant.put(l, ctx.kernel("quant", "dequant_experts_" + l.kernelSuffix()));
+        }
+        this.widen = ctx.kernel("moe_train", "moe_widen_bf16_rows");
+    }
+
+    /** Whether the grouped bf16 products write f32 directly (true), through bf16 rows (false), or are not tried yet (null). */
+    Boolean bf16InF32Out() {
+        return bf16InF32Out;
+    }
+
+    /**
+     * Whether every row, weight and output of the grouped products starts on a 16-byte boundary (the
+     * vectorised tensor-core kernels cuBLAS picks for a pointer array assume it): the row widths and the
+     * weight width multiples of 8 values, the tensors 16-byte aligned. The caller takes the per-expert
+     * products otherwise.
+     */
+    static boolean aligned(Tensor in, ExpertWeights w, Tensor out) {
+        if (w.rows() % 8 != 0 || w.cols() % 8 != 0 || CudaAllocator.address(in) % 16 != 0 || CudaAllocator.address(out) % 16 != 0) {
+            return false;
+        }
+        for (int e = 0; e < w.experts(); e++) {
+            if (w.dense(e) != null && CudaAllocator.address(w.dense(e)) % 16 != 0) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /** {@link #aligned(Tensor, ExpertWeights, Tensor)} for the weight gradients: widths multiples of 4 f32 values. */
+    static boolean aligned(Tensor dys, Tensor xs, Tensor[] grads) {
+        if (dys.size(-1) % 4 != 0 || xs.size(-1) % 4 != 0 || CudaAllocator.address(dys) % 16 != 0 || CudaAllocator.address(xs) % 16 != 0) {
+            return false;
+        }
+        for (Tensor g : grads) {
+            if (g != null && CudaAllocator.address(g) % 16 != 0) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /**
+     * Forward ({@code transposed} false): out rows of expert e = in rows · W_eᵀ; transposed: out rows =
+     * in rows · W_e. Quantized experts need {@code chunk} ≥ 1 (the caller takes the per-expert quantized
+     * products otherwise); for dense experts chunk does not matter.
+     */
+    void matmul(Tensor in, ExpertWeights w, int[] offsets, Tensor out, int chunk, boolean transposed) {
+        String op = transposed ? "moeExpertMatmulTransposed" : "moeExpertMatmul";
+        w.requireHeld(op, offsets);
+        ctx.devContiguous(op + " in", in, DType.F32);
+        ctx.devContiguous(op + " out", out, DType.F32);
+        int n = w.rows();
+        int k = w.cols();
+        int inCols = transposed ? n : k;
+        int outCols = transposed ? k : n;
+        int p = offsets[w.experts()];
+        if (in.size(-1) != inCols || in.numel() != (long) p * inCols || out.size(-1) != outCols || out.numel() != (long) p * outCols) {
+            throw new IllegalArgumentException(op + ": " + p + " grouped rows " + in + " -> " + out + " for experts [" + n + ", " + k + "]");
+        }
+        List<Integer> narrow = new ArrayList<>();   // quantized or bf16: bf16 products
+        List<Integer> wide = new ArrayList<>();     // f32: f32 products
+        int quantized = 0;
+        for (int e = 0; e < w.experts(); e++) {
+            if (offsets[e + 1] == offsets[e]) {
+                continue;
+            }
+            QuantizedTensor q = w.quantized(e);
+            if (q != null) {
+                QuantLayout.of(q, ctx);
+                narrow.add(e);
+                quantized++;
+            } else if (w.dense(e).dtype() == DType.BF16) {
+                ctx.devContiguous(op + " expert " + e, w.dense(e), DType.BF16);
+                narrow.add(e);
+            } else {
+                ctx.devContiguous(op + " expert " + e, w.dense(e), DType.F32);
+                wide.add(e);
+            }
+        }
+        if (quantized > 0 && chunk <= 0) {
+            throw new IllegalArgumentException(op + ": quantized experts need a chunk of at least 1, got " + chunk);
+        }
+        if (!narrow.isEmpty() && !Boolean.TRUE.equals(bf16InF32Out) && outCols > MAX_WIDEN_COLS) {
+            throw new IllegalArgumentException(op + ": output rows of " + outCols + " values exceed the " + MAX_WIDEN_COLS
+                    + " the in-place bf16 widening takes");
+        }
+        if (narrow.isEmpty() && wide.isEmpty()) {
+            return;
+        }
+        // the narrow experts in chunks of c (all at once when none is quantized: no buffer is needed)
+        int c = quantized == 0 ? Math.max(1, narrow.size()) : Math.min(chunk, narrow.size());
+        long entries = 3L * narrow.size() + (long) TABLE_ENTRY * quantized + 3L * wide.size();
+        MemorySegment h = staging(entries);
+        long xBase = 0;
+        if (!narrow.isEmpty()) {
+            rowsIn = grown(rowsIn, MemoryCategory.ACTIVATIONS, (long) p * inCols);
+            Tensor xs = rowsIn.slice(0, 0, (long) p * inCols);           // bf16 [P, inCols]
+            rowOps.toBf16(in, xs, (long) p * inCols);
+            xBase = CudaAllocator.address(xs);
+        }
+        if (quantized > 0) {
+            buffer = grown(buffer, MemoryCategory.DEQUANT_BUFFERS, (long) c * n * k);
+        }
+        long bufBase = quantized > 0 ? CudaAllocator.address(buffer) : 0;
+        long yBase = CudaAllocator.address(out);
+        // table: per chunk [A g][B g][C g][dequantization entries, grouped by format]; then the f32 experts' [A][B][C]
+        long at = 0;
+        for (int start = 0; start < narrow.size(); start += c) {
+            int g = Math.min(narrow.size(), start + c) - start;
+            for (int j = 0; j < g; j++) {
+                int e = narrow.get(start + j);
+                QuantizedTensor q = w.quantized(e);
+                long wa = q != null ? bufBase + 2L * j * n * k : CudaAllocator.address(w.dense(e));
+                h.setAtIndex(ValueLayout.JAVA_LONG, at + j, wa);
+                h.setAtIndex(ValueLayout.JAVA_LONG, at + g + j, xBase + 2L * offsets[e] * inCols);
+                h.setAtIndex(ValueLayout.JAVA_LONG, at + 2L * g + j, yBase + 4L * offsets[e] * outCols);
+            }
+            at += 3L * g;
+            for (QuantLayout l : QuantLayout.values()) {
+                for (int j = 0; j < g; j++) {
+                    QuantizedTensor q = w.quantized(narrow.get(start + j));
+                    if (q != null && QuantLayout.of(q, ctx) == l) {
+                        h.setAtIndex(ValueLayout.JAVA_LONG, at, CudaAllocator.address(q.codes()));
+                        h.setAtIndex(ValueLayout.JAVA_LONG, at + 1, CudaAllocator.address(q.scales()));
+                        h.setAtIndex(ValueLayout.JAVA_LONG, at + 2, q.zeros() == null ? 0L : CudaAllocator.address(q.zeros()));
+                        h.setAtIndex(ValueLayout.JAVA_LONG, at + 3, ((long) j << 32) | (Float.floatToRawIntBits(q.globalScale()) & 0xffffffffL));
+                        at += TABLE_ENTRY;
+                    }
+                }
+            }
+        }
+        for (int j = 0; j < wide.size(); j++) {
+            int e = wide.get(j);
+            h.setAtIndex(ValueLayout.JAVA_LONG, at + j, CudaAllocator.address(w.dense(e)));
+            h.setAtIndex(ValueLayout.JAVA_LONG, at + wide.size() + j, CudaAllocator.address(in) + 4L * offsets[e] * inCols);
+            h.setAtIndex(ValueLayout.JAVA_LONG, at + 2L * wide.size() + j, yBase + 4L * offsets[e] * outCols);
+        }
+        long tableBase = upload(h, entries);
+
+        // cuBLAS is column-major: out rows [m, outCols] are C [outCols, m]; W [n, k] row-major is A [k, n] (lda k),
+        // transposed for the forward product; the rows [m, inCols] are B [inCols, m].
+        long t = tableBase;
+        int[] ms = new int[Math.max(c, wide.size())];
+        int[] ns = new int[ms.length];
+        int[] ks = new int[ms.length];
+        int[] lda = new int[ms.length];
+        int[] ldb = new int[ms.length];
+        int[] ldc = new int[ms.length];
+        Arrays.fill(ms, outCols);
+        Arrays.fill(ks, inCols);
+        Arrays.fill(lda, k);
+        Arrays.fill(ldb, inCols);
+        for (int start = 0; start < narrow.size(); start += c) {
+            int g = Math.min(narrow.size(), start + c) - start;
+            for (int j = 0; j < g; j++) {
+                int e = narrow.get(start + j);
+                ns[j] = offsets[e + 1] - offsets[e];
+            }
+            long entriesAt = t + 8L * 3 * g;
+            for (QuantLayout l : QuantLayout.values()) {
+                int count = 0;
+                for (int j = 0; j < g; j++) {
+                    QuantizedTensor q = w.quantized(narrow.get(start + j));
+                    if (q != null && QuantLayout.of(q, ctx) == l) {
+                        count++;
+                    }
+                }
+                if (count > 0) {
+                    long gridX = Math.max(1, ctx.gridFor((long) n * k / 32, 256) / count);
+                    ctx.launch2d(dequant.get(l), gridX, count, 256, entriesAt, buffer, n, k);
+                    entriesAt += 8L * TABLE_ENTRY * count;
+                }
+            }
+            narrowProduct(op, transposed, g, ms, ns, ks, lda, ldb, ldc, outCols, t, t + 8L * g, t + 16L * g);
+            t = entriesAt;
+        }
+        if (!narrow.isEmpty() && !bf16InF32Out) {
+            ctx.launchShared(widen, p, WIDEN_BLOCK, 2 * outCols, out, outCols);   // f32 experts' rows are written below
+        }
+        if (!wide.isEmpty()) {
+            int g = wide.size();
+            for (int j = 0; j < g; j++) {
+                int e = wide.get(j);
+                ns[j] = offsets[e + 1] - offsets[e];
+            }
+            Arrays.fill(ldc, outCols);
+            grouped.check(op + ", f32 experts", !transposed, false, g, ms, ns, ks, lda, ldb, ldc, 1f, 0f,
+                    t, CUDA_R_32F, t + 8L * g, CUDA_R_32F, t + 16L * g, CUDA_R_32F);
+        }
+    }
+
+    /** One chunk's grouped bf16 product; the first one finds out whether cuBLAS writes f32 from bf16 inputs. */
+    private void narrowProduct(String op, boolean transposed, int g, int[] ms, int[] ns, int[] ks, int[] lda, int[] ldb, int[] ldc,
+                               int outCols, long aArray, long bArray, long cArray) {
+        if (bf16InF32Out == null || bf16InF32Out) {
+            Arrays.fill(ldc, outCols);
+            int status = grouped.run(!transposed, false, g, ms, ns, ks, lda, ldb, ldc, 1f, 0f,
+                    aArray, CUDA_R_16BF, bArray, CUDA_R_16BF, cArray, CUDA_R_32F);
+            if (status == 0) {
+                bf16InF32Out = true;
+                return;
+            }
+            if (bf16InF32Out != null) {
+                CudaCheck.cublas(status, "cublasGemmGroupedBatchedEx (" + op + ", bf16 -> f32)", g + " groups");
+            }
+            bf16InF32Out = false;
+        }
+        Arrays.fill(ldc, 2 * outCols);   // bf16 rows in the first half of each f32 output row
+        grouped.check(op + ", bf16", !transposed, false, g, ms, ns, ks, lda, ldb, ldc, 1f, 0f,
+                aArray, CUDA_R_16BF, bArray, CUDA_R_16BF, cArray, CUDA_R_16BF);
+    }
+
+    /**
+     * Per expert over its grouped rows: grads[e] [N, K] += scale · dys_eᵀ [N, m] · xs_e [m, K], f32
+     * throughout, one grouped f32 product over every expert with rows.
+     */
+    void weightGrad(Tensor dys, Tensor xs, int[] offsets, float scale, Tensor[] grads) {
+        String op = "moeExpertWeightGrad";
+        ctx.devContiguous(op + " dys", dys, DType.F32);
+        ctx.devContiguous(op + " xs", xs, DType.F32);
+        int experts = grads.length;
+        int n = dys.size(-1);
+        int k = xs.size(-1);
+        if (offsets.length != experts + 1) {
+            throw new IllegalArgumentException(op + ": " + offsets.length + " offsets for " + experts + " gradients (expected E + 1)");
+        }
+        int p = offsets[experts];
+        if (dys.numel() != (long) p * n || xs.numel() != (long) p * k) {
+            throw new IllegalArgumentException(op + ": dys " + dys + " and xs " + xs + " must hold " + p + " grouped rows");
+        }
+        List<Integer> active = new ArrayList<>();
+        for (int e = 0; e < experts; e++) {
+            if (offsets[e + 1] > offsets[e]) {
+                Tensor gr = grads[e];
+                if (gr == null || gr.rank() != 2 || gr.dim(0) != n || gr.dim(1) != k) {
+                    throw new IllegalArgumentException(op + ": expert " + e + " has " + (offsets[e + 1] - offsets[e])
+                            + " rows but its gradient is " + gr + ", expected f32 [" + n + ", " + k + "]");
+                }
+                ctx.devContiguous(op + " gradient of expert " + e, gr, DType.F32);
+                active.add(e);
+            }
+        }
+        if (active.isEmpty() || n == 0 || k == 0) {
+            return;
+        }
+        int g = active.size();
+        MemorySegment h = staging(3L * g);
+        int[] ms = new int[g];
+        int[] ns = new int[g];
+        int[] ks = new int[g];
+        int[] lda = new int[g];
+        int[] ldb = new int[g];
+        int[] ldc = new int[g];
+        for (int j = 0; j < g; j++) {
+            int e = active.get(j);
+            h.setAtIndex(ValueLayout.JAVA_LONG, j, CudaAllocator.address(xs) + 4L * offsets[e] * k);
+            h.setAtIndex(ValueLayout.JAVA_LONG, g + j, CudaAllocator.address(dys) + 4L * offsets[e] * n);
+            h.setAtIndex(ValueLayout.JAVA_LONG, 2L * g + j, CudaAllocator.address(grads[e]));
+            // column-major: gradᵀ [K, N] (ldc K) += xs_e as [K, m] (lda K) · (dys_e as [N, m] (ldb N))ᵀ
+            ms[j] = k;
+            ns[j] = n;
+            ks[j] = offsets[e + 1] - offsets[e];
+            lda[j] = k;
+            ldb[j] = n;
+            ldc[j] = k;
+        }
+        long t = upload(h, 3L * g);
+        grouped.check(op, false, true, g, ms, ns, ks, lda, ldb, ldc, scale, 1f,
+                t, CUDA_R_32F, t + 8L * g, CUDA_R_32F, t + 16L * g, CUDA_R_32F);
+    }
+
+    /** The host table, at least {@code entries} u64 words. */
+    private MemorySegment staging(long entries) {
+        if (staging.byteSize() < 8 * entries) {
+            staging = Arena.ofAuto().allocate(8 * Math.max(entries, 1024), 16);
+        }
+        return staging;
+    }
+
+    /** Copies the first {@code entries} words of the host table to the device table (one copy); returns its address. */
+    private long upload(MemorySegment h, long entries) {
+        if (table == null || table.numel() < entries) {
+            if (table != null) {
+                ctx.allocator.free(table);
+            }
+            table = ctx.allocator.allocate(MemoryCategory.ACTIVATIONS, DType.I64, Math.max(entries, 1024));
+        }
+        long dst = CudaAllocator.address(table);
+        CudaCheck.check(cudaMemcpyAsync(new DevicePointer(dst), new DevicePointer(h.address()), 8 * entries, cudaMemcpyHostToDevice,
+                ctx.stream.handle()), "cudaMemcpyAsync host->device (expert pointer table)", entries + " entries");
+        return dst;
+    }
+
+    /** {@code current} if it holds {@code elements} bf16 values, else a new buffer (the old one freed). */
+    private Tensor grown(Tensor current, MemoryCategory category, long elements) {
+        if (current != null && current.numel() >= elements) {
+            return current;
+        }
+        if (current != null) {
+            ctx.allocator.free(current);
+        }
+        return ctx.allocator.allocate(category, DType.BF16, Math.max(elements, 1024));
+    }
+}

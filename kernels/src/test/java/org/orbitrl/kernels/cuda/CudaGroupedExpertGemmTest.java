@@ -1,0 +1,198 @@
+package org.orbitrl.kernels.cuda;
+
+import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.ExpertWeights;
+import org.orbitrl.kernels.MoeHostOps;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.quant.QuantizedTensor;
+
+import java.lang.foreign.Arena;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.SplittableRandom;
+
+/**
+ * The grouped expert products of the CUDA backend ({@link CudaExpertGemm}: one cuBLAS grouped call a
+ * chunk, one dequantization launch a chunk and format) against the host operations
+ * ({@link MoeHostOps#expertMatmul}, {@link MoeHostOps#expertWeightGrad}) on the scalar backend, for
+ * seeded random weights in every form (int4-g32, mxfp4, bf16, f32, and all four mixed in one layer),
+ * forward and transposed, chunk 0, 1, 3 and all, over two groupings: ragged (two experts without rows,
+ * two with a single row) and one expert holding every row. Tolerances, per output, against
+ * Σ|x·w| (the scale of a dot product's rounding error): bf16 products (quantized and bf16 experts;
+ * inputs and weights rounded to bf16, 2⁻⁹ each, the output possibly rounded to bf16, f32 accumulation)
+ * within 1e-5 + 8e-3·Σ|x·w|; f32 products (f32 experts, f32 throughout) within 1e-6 + 3e-5·Σ|x·w|.
+ * The weight gradients (f32, accumulated onto random values) within 1e-6 + 3e-5·(|g₀| + |s|·Σ|dy·x|).
+ */
+class CudaGroupedExpertGemmTest extends CudaTestBase {
+    private static final int E = 7;
+    private static final int N = 48;
+    private static final int K = 96;
+    private static final String[] FORMS = {"int4-g32", "mxfp4", "bf16", "f32", "mixed"};
+
+    @Test
+    void groupedProductsMatchTheHostForEveryFormChunkAndGrouping() {
+        SplittableRandom r = rng(701);
+        for (int[] offsets : groupings(r)) {
+            for (String form : FORMS) {
+                Weights w = Weights.random(this, r, form);
+                try {
+                    for (boolean transposed : new boolean[]{false, true}) {
+                        int inCols = transposed ? N : K;
+                        int outCols = transposed ? K : N;
+                        int p = offsets[E];
+                        Tensor in = randn(r, 1f, p, inCols);
+                        Tensor ref = host(DType.F32, p, outCols);
+                        MoeHostOps.expertMatmul(cpu, in, w.host, offsets, ref, 1, transposed);
+                        double[] tol = tolerance(in.toFloatArray(), w, offsets, transposed);
+                        Tensor din = dev(in);
+                        for (int chunk : new int[]{0, 1, 3, E}) {
+                            Tensor got = poisoned(DType.F32, p, outCols);
+                            if (transposed) {
+                                gpu.moeExpertMatmulTransposed(din, w.device, offsets, got, chunk);
+                            } else {
+                                gpu.moeExpertMatmul(din, w.device, offsets, got, chunk);
+                            }
+                            assertWithin((transposed ? "moeExpertMatmulTransposed " : "moeExpertMatmul ") + form + " chunk " + chunk
+                                    + " rows " + Arrays.toString(offsets), ref.toFloatArray(), gpu.toHost(got).toFloatArray(), tol);
+                        }
+                    }
+                } finally {
+                    gpu.synchronize();
+                    w.free();
+                }
+            }
+        }
+        System.out.println("grouped bf16 expert products: " + (Boolean.TRUE.equals(gpu.moe().groupedBf16InF32Out())
+                ? "cuBLAS writes f32 from bf16 inputs" : "bf16 rows widened in place (cuBLAS refused bf16 -> f32)"));
+    }
+
+    @Test
+    void groupedWeightGradientsMatchTheHost() {
+        SplittableRandom r = rng(702);
+        float scale = 0.75f;
+        for (int[] offsets : groupings(r)) {
+            int p = offsets[E];
+            Tensor dy = randn(r, 1f, p, N);
+            Tensor x = randn(r, 1f, p, K);
+            Tensor[] refGrads = new Tensor[E];
+            Tensor[] devGrads = new Tensor[E];
+            float[][] start = new float[E][];
+            for (int e = 0; e < E; e++) {
+                if (offsets[e + 1] > offsets[e]) {   // experts without rows get no gradient (null is allowed there)
+                    refGrads[e] = randn(r, 1f, N, K);
+                    start[e] = refGrads[e].toFloatArray();
+                    devGrads[e] = dev(refGrads[e]);
+                }
+            }
+            MoeHostOps.expertWeightGrad(cpu, dy, x, offsets, scale, refGrads);
+            gpu.moeExpertWeightGrad(dev(dy), dev(x), offsets, scale, devGrads);
+            float[] dyv = dy.toFloatArray();
+            float[] xv = x.toFloatArray();
+            for (int e = 0; e < E; e++) {
+                if (devGrads[e] == null) {
+                    continue;
+                }
+                double[] tol = new double[N * K];
+                for (int i = 0; i < N; i++) {
+                    for (int j = 0; j < K; j++) {
+                        double s = 0;
+                        for (int row = offsets[e]; row < offsets[e + 1]; row++) {
+                            s += Math.abs((double) dyv[row * N + i] * xv[row * K + j]);
+                        }
+                        tol[i * K + j] = 1e-6 + 3e-5 * (Math.abs(start[e][i * K + j]) + Math.abs(scale) * s);
+                    }
+                }
+                assertWithin("moeExpertWeightGrad expert " + e + " (" + (offsets[e + 1] - offsets[e]) + " rows)",
+                        refGrads[e].toFloatArray(), gpu.toHost(devGrads[e]).toFloatArray(), tol);
+            }
+        }
+    }
+
+    private static Tensor host(DType dtype, long... shape) {
+        return Tensor.allocate(Arena.ofAuto(), dtype, shape);
+    }
+
+    /** Row offsets [E + 1]: ragged (experts 0 and 4 empty, 2 and 6 one row each), then all rows on expert 3. */
+    private static List<int[]> groupings(SplittableRandom r) {
+        int[] counts = new int[E];
+        for (int e = 0; e < E; e++) {
+            counts[e] = e == 0 || e == 4 ? 0 : e == 2 || e == 6 ? 1 : 2 + r.nextInt(12);
+        }
+        int[] one = new int[E];
+        one[3] = 23;
+        List<int[]> out = new ArrayList<>();
+        for (int[] c : new int[][]{counts, one}) {
+            int[] off = new int[E + 1];
+            for (int e = 0; e < E; e++) {
+                off[e + 1] = off[e] + c[e];
+            }
+            out.add(off);
+        }
+        return out;
+    }
+
+    /** 1e-5 + 8e-3·Σ|x·w| for bf16 products, 1e-6 + 3e-5·Σ|x·w| for f32 experts, per output. */
+    private static double[] tolerance(float[] in, Weights w, int[] offsets, boolean transposed) {
+        int inCols = transposed ? N : K;
+        int outCols = transposed ? K : N;
+        int p = offsets[E];
+        double[] tol = new double[p * outCols];
+        for (int e = 0; e < E; e++) {
+            boolean f32 = w.device.dense(e) != null && w.device.dense(e).dtype() == DType.F32;
+            double atol = f32 ? 1e-6 : 1e-5;
+            double rtol = f32 ? 3e-5 : 8e-3;
+            for (int i = offsets[e]; i < offsets[e + 1]; i++) {
+                for (int o = 0; o < outCols; o++) {
+                    double s = 0;
+                    for (int c = 0; c < inCols; c++) {
+                        float wv = transposed ? w.values[e][c * K + o] : w.values[e][o * K + c];
+                        s += Math.abs((double) in[i * inCols + c] * wv);
+                    }
+                    tol[i * outCols + o] = atol + rtol * s;
+                }
+            }
+        }
+        return tol;
+    }
+
+    /** One layer's experts [N, K] on the host (the reference's view) and on the device, with their f32 values. */
+    private record Weights(ExpertWeights host, ExpertWeights device, float[][] values, List<QuantizedTensor> owned) {
+        static Weights random(CudaGroupedExpertGemmTest t, SplittableRandom r, String form) {
+            Tensor[] hostDense = new Tensor[E];
+            QuantizedTensor[] hostQ = new QuantizedTensor[E];
+            Tensor[] devDense = new Tensor[E];
+            QuantizedTensor[] devQ = new QuantizedTensor[E];
+            float[][] values = new float[E][];
+            List<QuantizedTensor> owned = new ArrayList<>();
+            // mixed: experts 1 (int4-g32), 2 and 6 (mxfp4), 3 (f32) and 5 (bf16) have rows in the ragged grouping
+            String[] mixed = {"bf16", "int4-g32", "mxfp4", "f32", "int4-g32", "bf16", "mxfp4"};
+            for (int e = 0; e < E; e++) {
+                String f = form.equals("mixed") ? mixed[e] : form;
+                if (f.equals("int4-g32") || f.equals("mxfp4")) {
+                    hostQ[e] = CudaQuantTest.random(f, r, N, K);
+                    values[e] = CudaQuantTest.dequantizeRef(hostQ[e]);
+                    devQ[e] = gpu.toDevice(hostQ[e]);
+                    owned.add(devQ[e]);
+                } else {
+                    Tensor w = randn(r, 0.1f, N, K);
+                    if (f.equals("bf16")) {
+                        Tensor b = w.to(DType.BF16);
+                        hostDense[e] = b.to(DType.F32);   // the values the device multiplies
+                        devDense[e] = t.dev(b);
+                    } else {
+                        hostDense[e] = w;
+                        devDense[e] = t.dev(w);
+                    }
+                    values[e] = hostDense[e].toFloatArray();
+                }
+            }
+            return new Weights(new ExpertWeights(N, K, hostDense, hostQ), new ExpertWeights(N, K, devDense, devQ), values, owned);
+        }
+
+        void free() {
+            owned.forEach(gpu::free);
+        }
+    }
+}

@@ -34,7 +34,7 @@ import java.util.stream.Stream;
  *
  * <pre>
  * java ... org.orbitrl.scheduler.bench.ExactModeBench [--config models/qwen3-4b/config.json] [--small]
- *     [--layers N] [--prompts 8] [--samples 8] [--prompt-tokens 32] [--new-tokens 64] [--warmup-tokens 8]
+ *     [--layers N] [--prompts 8] [--samples 8] [--prompt-tokens 32] [--new-tokens 64] [--warmup-tokens NEW_TOKENS]
  *     [--temperature 1.0] [--micro-batch 8] [--train-steps 2] [--rank 16] [--base bf16|int4]
  *     [--modes default,exact] [--device 0] [--budget-s 420] [--seed 1] [--keep DIR]
  * </pre>
@@ -69,7 +69,7 @@ public final class ExactModeBench {
         int prompts = intOption(args, "--prompts", small ? 4 : 8);
         int samples = intOption(args, "--samples", small ? 2 : 8);
         ExactModeRun.Settings s = new ExactModeRun.Settings(prompts, samples, intOption(args, "--prompt-tokens", small ? 8 : 32),
-                intOption(args, "--new-tokens", small ? 8 : 64), intOption(args, "--warmup-tokens", small ? 2 : 8),
+                intOption(args, "--new-tokens", small ? 8 : 64), intOption(args, "--warmup-tokens", small ? 2 : intOption(args, "--new-tokens", 64)),
                 Float.parseFloat(option(args, "--temperature", "1.0")), intOption(args, "--micro-batch", samples),
                 intOption(args, "--train-steps", small ? 1 : 2), intOption(args, "--rank", 16),
                 BaseFormat.parse(option(args, "--base", "bf16")), Long.parseLong(option(args, "--seed", "1")));

@@ -250,7 +250,7 @@ final class ExactModeRun implements AutoCloseable {
         PolicyStepProbe.Step first = train(samples);
         double firstSeconds = (System.nanoTime() - t0) / 1e9;
         log.printf("%s: train/rollout log-prob gap over %d tokens: mean %.3e, max %.3e, exactly equal %d (%.4f);"
-                        + " first training step (warm-up) %.2f s, loss %.5f%n", mode, first.tokens(), first.gapMean(),
+                        + " first training step (warm-up) %.2f s, loss %.4e%n", mode, first.tokens(), first.gapMean(),
                 first.gapMax(), first.gapExact(), (double) first.gapExact() / first.tokens(), firstSeconds, first.loss());
         long trainTokens = 0;
         double trainSeconds = 0;

@@ -20,17 +20,18 @@ import java.util.stream.Stream;
  * released dense shape (Qwen3-4B by default) with random weights written once and loaded by each
  * mode's backend, with a LoRA adapter (r 16 on all seven projections, random non-zero B). For each
  * mode ({@link ExactModeRun}): rollout tokens/s of the RL loop's {@code RolloutEngine} (P prompts x
- * S samples x R new tokens, fixed seeds, after a short warm-up rollout), training tokens/s of the
+ * S samples x R new tokens, fixed seeds, after an untimed warm-up rollout), training tokens/s of the
  * loop's own training step (recomputing forward, policy loss, adapter-only backward, AdamW) on the
  * generated sequences, and the train/rollout log-prob gap that step measures (mean and max |gap|
  * and the fraction of tokens exactly equal; exact mode should give 0, 0 and 1). The table ends with
  * the exact/default ratios: the cost.
  *
- * <p>The backend is {@code -Dorbit.kernels} ({@code cuda} by default; {@code cpu} runs both
+ * <p>The backend is {@code -Dorbit.kernels} ({@code cuda} or {@code cuda:N}, the default; {@code cpu} runs both
  * modes on the CPU backend, which is exact by construction: a check of the bench itself, best with
  * {@code --small}). Each phase's figures are printed as they come; no phase starts after
  * {@code --budget-s} (each mode gets an equal share of what is left when it starts), so a run cut
- * short still reports what it measured.
+ * short still reports what it measured. The modes run in the order {@code --modes} gives (the JVM's
+ * own warm-up favours the later one a little; swap them to see how much).
  *
  * <pre>
  * java ... org.orbitrl.scheduler.bench.ExactModeBench [--config models/qwen3-4b/config.json] [--small]
@@ -74,7 +75,7 @@ public final class ExactModeBench {
                 intOption(args, "--train-steps", small ? 1 : 2), intOption(args, "--rank", 16),
                 BaseFormat.parse(option(args, "--base", "bf16")), Long.parseLong(option(args, "--seed", "1")));
         int layers = intOption(args, "--layers", 0);
-        int device = intOption(args, "--device", 0);
+        int device = intOption(args, "--device", kernels.startsWith("cuda:") ? Integer.parseInt(kernels.substring(5)) : 0);
         long budget = (long) (Double.parseDouble(option(args, "--budget-s", "420")) * 1e9);
         List<String> modes = List.of(option(args, "--modes", "default,exact").split(","));
         for (String m : modes) {

@@ -1,5 +1,6 @@
 package org.orbitrl.scheduler.bench;
 
+import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -34,13 +35,26 @@ class ExactModeBenchTest {
 
     @TempDir
     static Path dir;
-    private static Path model;
+    private static CpuBackend backend;
+    private static ExactModeRun run;   // shared: its learning rate is 0, so no test changes what another measures
 
     @BeforeAll
-    static void writeModel() throws Exception {
+    static void load() throws Exception {
         Path config = Path.of(System.getProperty("orbit.models", "../../shared/models"), "qwen3-4b", "config.json");
-        model = dir.resolve("model");
+        Path model = dir.resolve("model");
         RandomQwen3.read(config).small().write(model, 3);
+        backend = new CpuBackend(2);
+        run = new ExactModeRun("cpu", backend, model, settings());
+    }
+
+    @AfterAll
+    static void close() {
+        if (run != null) {
+            run.close();
+        }
+        if (backend != null) {
+            backend.close();
+        }
     }
 
     private static ExactModeRun.Settings settings() {
@@ -52,10 +66,7 @@ class ExactModeBenchTest {
     @Test
     void cpuBackendReportsNoGap() {
         ByteArrayOutputStream log = new ByteArrayOutputStream();
-        ExactModeRun.Figures f;
-        try (CpuBackend b = new CpuBackend(2); ExactModeRun run = new ExactModeRun("cpu", b, model, settings())) {
-            f = run.measure(System.nanoTime() + HOUR, new PrintStream(log, true, StandardCharsets.UTF_8));
-        }
+        ExactModeRun.Figures f = run.measure(System.nanoTime() + HOUR, new PrintStream(log, true, StandardCharsets.UTF_8));
         String printed = log.toString(StandardCharsets.UTF_8);
         long generated = (long) PROMPTS * SAMPLES * NEW_TOKENS;
         assertEquals(generated, f.decodeTokens(), "generated tokens (no stop token: every sample runs to the limit)\n" + printed);
@@ -72,47 +83,43 @@ class ExactModeBenchTest {
 
     @Test
     void perturbedRolloutLogprobShowsAsThatGap() {
-        try (CpuBackend b = new CpuBackend(2); ExactModeRun run = new ExactModeRun("cpu", b, model, settings())) {
-            List<Completion> out = run.rollout(NEW_TOKENS, 9).completions();
-            for (Completion c : out) {
-                for (float lp : c.policyLogprobs()) {
-                    assertTrue(lp < 0 && Float.isFinite(lp), "a rollout log-prob of a 512-token vocabulary: " + lp);
-                }
+        List<Completion> out = run.rollout(NEW_TOKENS, 9).completions();
+        for (Completion c : out) {
+            for (float lp : c.policyLogprobs()) {
+                assertTrue(lp < 0 && Float.isFinite(lp), "a rollout log-prob of a 512-token vocabulary: " + lp);
             }
-            int which = 3;   // completion 3 (prompt 1, sample 1), token 4
-            int token = 4;
-            List<Completion> perturbed = new ArrayList<>(out);
-            Completion c = out.get(which);
-            float[] lp = c.policyLogprobs().clone();
-            float original = lp[token];
-            lp[token] = original + 0.0371f;
-            double expected = Math.abs((double) lp[token] - original);
-            perturbed.set(which, new Completion(c.requestId(), c.sample(), c.prompt(), c.tokens(), lp, c.sampledLogprobs(),
-                    c.versions(), c.reason(), c.stopString(), c.preemptions()));
-            List<SampleRecord> samples = run.samples(perturbed);
-            PolicyStepProbe.Step s = run.train(samples);
-            long n = (long) PROMPTS * SAMPLES * NEW_TOKENS;
-            assertEquals(n, s.tokens());
-            assertEquals(expected, s.gapMax(), "max gap: exactly the perturbation of rollout log-prob [" + which + "]["
-                    + token + "] " + original + " -> " + lp[token]);
-            assertEquals(n - 1, s.gapExact(), "every other token exactly equal");
-            assertEquals(expected / n, s.gapMean(), 1e-15, "mean gap: the perturbation over " + n + " tokens");
-            // the learning rate is 0: the adapter is unchanged, so the unperturbed samples still show no gap
-            PolicyStepProbe.Step again = run.train(run.samples(out));
-            assertEquals(0.0, again.gapMax(), "gap after a step at learning rate 0");
-            assertEquals(n, again.gapExact());
         }
+        int which = 3;   // completion 3 (prompt 1, sample 1), token 4
+        int token = 4;
+        List<Completion> perturbed = new ArrayList<>(out);
+        Completion c = out.get(which);
+        float[] lp = c.policyLogprobs().clone();
+        float original = lp[token];
+        lp[token] = original + 0.0371f;
+        double expected = Math.abs((double) lp[token] - original);
+        perturbed.set(which, new Completion(c.requestId(), c.sample(), c.prompt(), c.tokens(), lp, c.sampledLogprobs(),
+                c.versions(), c.reason(), c.stopString(), c.preemptions()));
+        List<SampleRecord> samples = run.samples(perturbed);
+        PolicyStepProbe.Step s = run.train(samples);
+        long n = (long) PROMPTS * SAMPLES * NEW_TOKENS;
+        assertEquals(n, s.tokens());
+        assertEquals(expected, s.gapMax(), "max gap: exactly the perturbation of rollout log-prob [" + which + "]["
+                + token + "] " + original + " -> " + lp[token]);
+        assertEquals(n - 1, s.gapExact(), "every other token exactly equal");
+        assertEquals(expected / n, s.gapMean(), 1e-15, "mean gap: the perturbation over " + n + " tokens");
+        // the learning rate is 0: the adapter is unchanged, so the unperturbed samples still show no gap
+        PolicyStepProbe.Step again = run.train(run.samples(out));
+        assertEquals(0.0, again.gapMax(), "gap after a step at learning rate 0");
+        assertEquals(n, again.gapExact());
     }
 
     @Test
     void budgetSpentBeforeRolloutStillReports() {
-        try (CpuBackend b = new CpuBackend(2); ExactModeRun run = new ExactModeRun("cpu", b, model, settings())) {
-            ExactModeRun.Figures f = run.measure(System.nanoTime() - 1, new PrintStream(new ByteArrayOutputStream(), true,
-                    StandardCharsets.UTF_8));
-            assertEquals(0, f.decodeTokens());
-            assertTrue(Double.isNaN(f.decodeTokensPerSecond()) && Double.isNaN(f.gapMax()), "nothing measured: " + f);
-            assertTrue(f.note().contains("budget"), f.note());
-        }
+        ExactModeRun.Figures f = run.measure(System.nanoTime() - 1, new PrintStream(new ByteArrayOutputStream(), true,
+                StandardCharsets.UTF_8));
+        assertEquals(0, f.decodeTokens());
+        assertTrue(Double.isNaN(f.decodeTokensPerSecond()) && Double.isNaN(f.gapMax()), "nothing measured: " + f);
+        assertTrue(f.note().contains("budget"), f.note());
     }
 
     @Test

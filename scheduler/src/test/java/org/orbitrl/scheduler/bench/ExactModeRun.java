@@ -238,7 +238,8 @@ final class ExactModeRun implements AutoCloseable {
             return new Figures(mode, 0, Double.NaN, 0, Double.NaN, Double.NaN, Double.NaN, 0, 0, "time budget spent after warm-up");
         }
         Rollout r = rollout(s.newTokens(), s.seed());
-        log.printf("%s: rollout %d prompts x %d samples x %d tokens: %d tokens in %.2f s, %.1f tokens/s%n", mode,
+        log.printf("%s: rollout %d prompts x %d samples x %d tokens: %d tokens in %.2f s (prompt prefills included),"
+                        + " %.1f tokens/s%n", mode,
                 s.prompts(), s.samples(), s.newTokens(), r.tokens(), r.seconds(), r.tokensPerSecond());
         if (System.nanoTime() > deadline) {
             return new Figures(mode, r.tokens(), r.seconds(), 0, Double.NaN, Double.NaN, Double.NaN, 0, 0,

@@ -61,9 +61,17 @@ final class CudaContext implements AutoCloseable {
         Launcher.launch(kernel, stream.handle(), gridX, gridY, blockX, 0, args);
     }
 
-    /** Launches {@code kernel} with {@code sharedBytes} of dynamic shared memory (at most 48 KiB). */
+    /**
+     * Launches {@code kernel} with {@code sharedBytes} of dynamic shared memory (above 48 KiB the
+     * kernel is opted in to that size on its first such launch).
+     */
     void launchShared(Kernel kernel, long gridX, int blockX, int sharedBytes, Object... args) {
         Launcher.launch(kernel, stream.handle(), gridX, 1, blockX, sharedBytes, args);
+    }
+
+    /** Launches {@code kernel} on a 2-D grid with {@code sharedBytes} of dynamic shared memory (as {@link #launchShared}). */
+    void launch2dShared(Kernel kernel, long gridX, int gridY, int blockX, int sharedBytes, Object... args) {
+        Launcher.launch(kernel, stream.handle(), gridX, gridY, blockX, sharedBytes, args);
     }
 
     /** Blocks for a grid-stride loop over n items: enough to fill the device, no more. */

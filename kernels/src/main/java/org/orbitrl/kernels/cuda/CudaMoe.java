@@ -58,7 +58,9 @@ public final class CudaMoe {
 
     /**
      * {@code y[p] = x[p or p / topk] · W[e(p)]ᵀ} for every routed pair p, each active expert's weight
-     * read once (the fused dequantize-GEMV over the expert's pairs): the decode path at any batch.
+     * read once, in one launch that reads the routing on the device: the decode path at any batch.
+     * INT4 experts at more than one token: tensor cores, x rounded to bf16 (see
+     * {@link #moeGroupedTensorCores}); otherwise the fused dequantize-GEMV over the expert's pairs.
      *
      * @param x       f32 or bf16 [tokens, K] (shared by a token's experts) or [tokens·topk, K]
      * @param experts quantized [E·N, K], expert e's rows at e·N
@@ -67,6 +69,16 @@ public final class CudaMoe {
     public void moeMatmulGrouped(Tensor x, QuantizedTensor experts, MoeRouting routing, Tensor y) {
         ctx.device.bind();
         ops.grouped(x, experts, routing, y);
+    }
+
+    /**
+     * Whether {@link #moeMatmulGrouped} may multiply INT4 experts on the tensor cores when more than one
+     * token is routed (x rounded to bf16, weight values exact, f32 accumulation; on by default). Off,
+     * every batch takes the fused dequantize-GEMV (x and weights exact in f32), as the batch of one
+     * always does.
+     */
+    public void moeGroupedTensorCores(boolean enabled) {
+        ops.tensorCores(enabled);
     }
 
     /**

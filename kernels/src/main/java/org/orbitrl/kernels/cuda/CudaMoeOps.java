@@ -18,8 +18,10 @@ import static org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToHost;
  * Mixture-of-experts products on the device, for every token count:
  * <ul>
  *   <li>{@link #route}: pairs grouped by expert on the device (one launch, {@code moe.cu});</li>
- *   <li>{@link #grouped}: the fused dequantize-GEMV over each active expert's pairs, every weight
- *       byte of an active expert read once (decode at any batch);</li>
+ *   <li>{@link #grouped}: decode at any batch, every weight byte of an active expert read once: INT4
+ *       experts at more than one token take the tensor-core kernel ({@link CudaMoeMma}: x rounded to
+ *       bf16, weights exact, f32 accumulation), everything else the fused dequantize-GEMV over each
+ *       active expert's pairs (x and weights exact in f32);</li>
  *   <li>{@link #chunked}: large token counts: x rows gathered by expert and rounded to bf16,
  *       {@code chunkExperts} active experts dequantized at a time into one reused bf16 buffer, one
  *       cuBLAS GEMM per expert (bf16 × bf16, f32 accumulate), rows scattered back to pair order;</li>
@@ -32,6 +34,8 @@ final class CudaMoeOps {
     private final CudaContext ctx;
     private final CudaMatmulOps matmul;
     private final CudaQgemv qgemv;
+    private final CudaMoeMma mma;
+    private boolean tensorCores = true;
     private final Kernel route;
     private final Kernel gather;
     private final Kernel scatter;
@@ -45,6 +49,7 @@ final class CudaMoeOps {
         this.ctx = ctx;
         this.matmul = matmul;
         this.qgemv = qgemv;
+        this.mma = new CudaMoeMma(ctx);
         this.route = ctx.kernel("moe", "moe_route");
         this.gather = ctx.kernel("moe", "moe_gather_bf16");
         this.scatter = ctx.kernel("moe", "moe_scatter_rows");
@@ -136,9 +141,19 @@ final class CudaMoeOps {
         if (pairs == 0) {
             return;
         }
+        int tokens = pairs / Math.max(1, r.topk());
+        if (tensorCores && tokens > 1 && CudaMoeMma.supports(layout, experts, x, nk[1])) {
+            mma.launch(x, xDiv, experts, r, y, nk[0], nk[1]);
+            return;
+        }
         int blocks = Math.min(r.numExperts(), pairs);
         int perExpert = (2 * pairs + blocks - 1) / blocks;
         qgemv.launch(CudaQgemv.MODE_GROUPED, x, experts, layout, y, blocks, perExpert, xDiv, null, r, nk[0], nk[1], r.numExperts());
+    }
+
+    /** Whether {@link #grouped} may take the tensor-core kernel (on unless turned off). */
+    void tensorCores(boolean enabled) {
+        tensorCores = enabled;
     }
 
     void chunked(Tensor x, QuantizedTensor experts, MoeRouting r, Tensor y, int chunkExperts) {

@@ -13,6 +13,7 @@ import org.orbitrl.kernels.quant.QuantizedTensor;
 import java.io.IOException;
 import java.nio.file.Path;
 import java.util.Arrays;
+import java.util.List;
 import java.util.SplittableRandom;
 
 /**
@@ -24,10 +25,12 @@ import java.util.SplittableRandom;
  *       lm_head: effective GB/s (weights + x + y) from CUDA-graph replays rotating over more weight
  *       copies than fit in L2;</li>
  *   <li>one Qwen3-30B-A3B MoE layer (128 INT4 experts, top-8) at 1, 8, 64, 256 tokens: device
- *       routing + grouped gate/up/down + SwiGLU, against the bytes of the distinct experts;</li>
+ *       routing + grouped gate/up/down + SwiGLU, against the bytes of the distinct experts (above one
+ *       token also with the tensor-core path off: the fused GEMV);</li>
  *   <li>paged decode attention against the bytes of K and V; causal prefill attention in TFLOP/s.</li>
  * </ul>
- * Usage: {@code GpuDecodeOpsBench [OUT_DIR]}; prints a table and writes {@code decode-ops.md}.
+ * Usage: {@code GpuDecodeOpsBench [OUT_DIR [PARTS]]}, PARTS a comma list of {@code gemv}, {@code moe},
+ * {@code attention} (all by default); prints a table and writes {@code decode-ops.md}.
  */
 public final class GpuDecodeOpsBench {
     private static final GpuBench TABLE = new GpuBench(72, 20, 22);
@@ -44,9 +47,16 @@ public final class GpuDecodeOpsBench {
         try (CudaBackend gpu = new CudaBackend()) {
             System.out.println("device: " + gpu.device());
             double copy = TABLE.copyBandwidthRow(gpu);
-            gemvs(gpu, copy);
-            moeLayer(gpu, copy);
-            attention(gpu, copy);
+            List<String> parts = Arrays.asList((args.length > 1 ? args[1] : "gemv,moe,attention").split(","));
+            if (parts.contains("gemv")) {
+                gemvs(gpu, copy);
+            }
+            if (parts.contains("moe")) {
+                moeLayer(gpu, copy);
+            }
+            if (parts.contains("attention")) {
+                attention(gpu, copy);
+            }
             TABLE.write("Decode kernels on " + gpu.device(), out, "decode-ops.md");
         }
     }
@@ -149,15 +159,23 @@ public final class GpuDecodeOpsBench {
             CudaBenchData.MoeStep st = CudaBenchData.MoeStep.random(gpu, r, m, topk, e, hidden, inter);
             long bytes = st.expertBytes(experts);
             try (MoeRouting routing = gpu.moe().moeRouting(e, m * topk)) {
-                double ms = GpuBench.graphMs(gpu, 15, () -> {
+                Runnable layer = () -> {
                     gpu.moe().moeRoute(st.dIds(), routing);
                     gpu.moe().moeMatmulGrouped(st.x(), experts.gate(), routing, st.g());
                     gpu.moe().moeMatmulGrouped(st.x(), experts.up(), routing, st.u());
                     gpu.swiglu(st.g(), st.u(), st.g());
                     gpu.moe().moeMatmulGrouped(st.g(), experts.down(), routing, st.y());
-                });
+                };
+                double ms = GpuBench.graphMs(gpu, 15, layer);
                 TABLE.bandwidthRow(String.format("MoE layer decode %d tokens (%d experts, %.1f MB), route + grouped (%.1f us)",
                         m, st.distinct().size(), bytes / 1e6, ms * 1e3), bytes / (ms * 1e6), copy);
+                if (m > 1) { // the same layer with every batch on the fused GEMV, as before the tensor-core path
+                    gpu.moe().moeGroupedTensorCores(false);
+                    double msGemv = GpuBench.graphMs(gpu, 15, layer);
+                    gpu.moe().moeGroupedTensorCores(true);
+                    TABLE.bandwidthRow(String.format("MoE layer decode %d tokens, grouped GEMV, no tensor cores (%.1f us)", m, msGemv * 1e3),
+                            bytes / (msGemv * 1e6), copy);
+                }
                 if (m == 1) {
                     double ms1 = GpuBench.graphMs(gpu, 15, () -> st.perPair(gpu, experts));
                     TABLE.bandwidthRow(String.format("MoE layer decode 1 token, per-pair GEMV, no routing (%.1f us)", ms1 * 1e3),

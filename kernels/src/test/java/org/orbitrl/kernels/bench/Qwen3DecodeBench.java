@@ -21,8 +21,9 @@ import java.util.Set;
  * distinct routed experts of a step, K and V of the context) over the copy bandwidth measured in
  * this run. The step issued from Java without the graph is reported beside it.
  *
- * <p>Usage: {@code Qwen3DecodeBench [OUT_DIR [CONFIG_JSON [CONTEXT]]]}; the shape is read from the
- * model's {@code config.json} when given, else the published Qwen3-30B-A3B values are used.
+ * <p>Usage: {@code Qwen3DecodeBench [OUT_DIR [CONFIG_JSON [CONTEXT [BATCHES]]]]}; the shape is read from the
+ * model's {@code config.json} when given (anything else, e.g. {@code -}: the published Qwen3-30B-A3B
+ * values), BATCHES a comma list (1,8,64,256 by default).
  */
 public final class Qwen3DecodeBench {
     /** Qwen3-30B-A3B's config.json values (hidden 2048, 48 layers, 32/4 heads of 128, 128 experts of 768, top-8). */
@@ -49,7 +50,8 @@ public final class Qwen3DecodeBench {
                     .append(" keys per sequence, copy bandwidth ").append(String.format("%.0f GB/s", copy))
                     .append(" (same run).\n\n| batch | step (graph) | tokens/s | step from Java | bytes/step | HBM-limit tokens/s | of limit |\n")
                     .append("|---|---|---|---|---|---|---|\n");
-            for (int batch : new int[]{1, 8, 64, 256}) {
+            int[] batches = args.length > 3 ? Arrays.stream(args[3].split(",")).mapToInt(Integer::parseInt).toArray() : new int[]{1, 8, 64, 256};
+            for (int batch : batches) {
                 try (MoeDecodeStack stack = new MoeDecodeStack(gpu, shape, batch, context + steps + 8, 16, 7)) {
                     stack.setPosition(context);
                     stack.step(); // warm-up: modules load, scratch buffers reach their size

@@ -15,7 +15,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /**
  * Mixture-of-experts products for every token count against references computed here from the
  * format classes' own dequantization: the device routing (exact counting-sort result), the grouped
- * GEMV (|err| ≤ 1e-6 + 1e-5·Σ|x·w|), and the expert-chunked cuBLAS path forward and input-gradient
+ * fused GEMV (tensor cores off; |err| ≤ 1e-6 + 1e-5·Σ|x·w|), and the expert-chunked cuBLAS path forward and input-gradient
  * (x and w rounded to bf16: |err| ≤ 1e-5 + 2⁻⁷·Σ|x·w|), and the one-launch router against the
  * scalar backend's matmul, softmax and top-k (indices exact, values |err| ≤ 1e-7 + 1e-5·|ref|). Ragged routing: skewed expert choice, so
  * some experts get many pairs, some one, some none.
@@ -89,6 +89,7 @@ class CudaMoeGroupedTest extends CudaTestBase {
             QuantizedTensor stacked = CudaQuantTest.random(format, r, E * N, K);
             float[] wf = CudaQuantTest.dequantizeRef(stacked);
             QuantizedTensor dw = gpu.toDevice(stacked);
+            gpu.moe().moeGroupedTensorCores(false); // the fused GEMV at every batch (CudaMoeGroupedMmaTest: the tensor cores)
             try (MoeRouting routing = gpu.moe().moeRouting(E, 64 * 4)) {
                 for (int tokens : new int[]{1, 3, 64}) {
                     int topk = 4;
@@ -111,6 +112,7 @@ class CudaMoeGroupedTest extends CudaTestBase {
                     }
                 }
             } finally {
+                gpu.moe().moeGroupedTensorCores(true);
                 gpu.free(dw);
             }
         }

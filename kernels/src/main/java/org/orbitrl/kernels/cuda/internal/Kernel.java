@@ -11,11 +11,14 @@ import static org.bytedeco.cuda.global.cudart.cuFuncSetAttribute;
  * so the launch path does no lookup and builds no strings.
  */
 public final class Kernel {
+    /** Dynamic shared memory every kernel may use without opting in. */
+    static final int DEFAULT_SHARED = 48 * 1024;
+
     private final KernelLibrary library;
     private final String file;
     private final String name;
     private CUfunc_st function;
-    private int sharedLimit;
+    private int sharedOptIn = DEFAULT_SHARED; // dynamic shared memory the function may be launched with
 
     Kernel(KernelLibrary library, String file, String name) {
         this.library = library;
@@ -38,13 +41,21 @@ public final class Kernel {
 
     /**
      * Lets launches of this kernel take up to {@code bytes} of dynamic shared memory (the driver
-     * allows 48 KiB unless asked for more, up to the device's opt-in limit).
+     * allows 48 KiB unless asked for more, up to the device's opt-in limit). Launches above 48 KiB
+     * opt in by themselves; calling this ahead keeps the attribute call out of a graph capture.
      */
     public void allowDynamicShared(int bytes) {
-        if (bytes > sharedLimit) {
-            CudaCheck.driver(cuFuncSetAttribute(function(), CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes),
-                    "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES) " + this, bytes);
-            sharedLimit = bytes;
+        allowShared(bytes);
+    }
+
+    /** Opts the function in to {@code bytes} of dynamic shared memory when it is above what it may use now. */
+    void allowShared(int bytes) {
+        if (bytes > sharedOptIn) {
+            int err = cuFuncSetAttribute(function(), CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes);
+            if (err != 0) {
+                CudaCheck.driver(err, "cuFuncSetAttribute max dynamic shared memory of " + this, bytes + " B");
+            }
+            sharedOptIn = bytes;
         }
     }
 

@@ -44,6 +44,7 @@ public final class Launcher {
         if (gridX <= 0 || gridX > Integer.MAX_VALUE || gridY <= 0 || args.length > MAX_ARGS) {
             throw new IllegalArgumentException("kernel " + kernel + ": bad grid " + gridX + "x" + gridY + " or " + args.length + " arguments");
         }
+        kernel.allowShared(sharedBytes);
         Slots slots = SLOTS.get();
         MemorySegment values = slots.values;
         for (int i = 0; i < args.length; i++) {

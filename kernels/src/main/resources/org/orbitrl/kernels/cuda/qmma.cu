@@ -1,0 +1,293 @@
+// Tensor-core grouped expert products for decode batches: y[p] = x[p / xDiv] . W_e^T for every pair p
+// routed to expert e (moe_route's offsets / order / active), W INT4 group-32 stacked [E * N, K] in
+// qgemv.cu's layout (codes two to a byte, the even element in the low nibble, K/2 bytes a row; scales
+// bf16 [E * N, K/32]; zero 8, or the nibble at bits 4*(r%8) of zeros[r/8, g]), mma.sync m16n8k16 bf16
+// with f32 accumulation, y f32.
+//
+// Operands: the weights are the A operand (a warp owns 16 output rows of one expert), the expert's x
+// rows the B operand (n-tiles of 8 rows, MT/8 of them per chunk). Weight values u - z are small
+// integers, exact in bf16; the scale is applied per 32-value group to the f32 partial product of that
+// group (two mma of k16 each), so the weights are exact and x (rounded to bf16 when f32) is the only
+// rounded operand.
+//
+// k order: the mma's 16 k slots are a permutation of physical k, the same for A and B. In group gi,
+// lane (g, t) (g = lane / 4, t = lane % 4) holds the 32-bit word t of rows g and g + 8 (ldmatrix:
+// values 8t .. 8t + 7 of the group, nibble j = value 8t + j). The decode takes the nibble pairs
+// (j, j + 4) into one bf16x2 register: R0 = (v0, v4), R1 = (v1, v5), R2 = (v2, v6), R3 = (v3, v7). The
+// first mma of the group takes A = {R0(g), R0(g+8), R1(g), R1(g+8)}, the second {R2.., R3..}; the x
+// values are staged in shared memory with every 8-value chunk stored as (x0, x4), (x1, x5), (x2, x6),
+// (x3, x7), so one 16-byte load of chunk t of the group gives the B registers of both mma.
+//
+// Work split: block (blockIdx.x, blockIdx.y) = rows [128 * blockIdx.x, +128) of the blockIdx.y-th active
+// expert, QM_WARPS warps of 16 rows each, over the whole of K. The block stages its expert's x rows
+// (MT at a time, bf16, in the order above, row stride xStride = 2K + 64 bytes: conflict-free loads)
+// in dynamic shared memory (after the warps' weight stages); each warp streams its 16 weight rows through a private QM_STAGES-deep
+// cp.async pipeline (QM_SG groups a stage, 16-byte copies; scales 4-byte copies) and reads them
+// with ldmatrix, so every weight byte of an active expert is read from memory once per chunk of MT
+// rows (once, when the expert has at most MT rows).
+//
+// INT4 decode: (w >> 4j) & 0x000F000F | 0x43004300 is the bf16 pair 128 + u; fma(., 1, -(128 + z)) is
+// u - z exactly.
+
+#define QM_WARPS 8
+#define QM_STAGES 4
+#define QM_SG 8                                   // groups of 32 k a stage
+#define QM_ROWB 144                               // bytes of a weight row in a stage: 8 x 16 + 16 (conflict-free ldmatrix)
+#define QM_WBYTES (16 * QM_ROWB)                  // codes of a stage: [16 rows, QM_ROWB]
+#define QM_STAGE (QM_WBYTES + 16 * 16)            // + scales: [16 rows, 8 groups] bf16
+#define QM_XB 4                                   // x chunks a thread loads before it stores any
+
+__device__ __forceinline__ u32 qm_smem_addr(const void* p) {
+    u32 r;
+    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
+    return r;
+}
+
+__device__ __forceinline__ void qm_cp16(u32 dst, const void* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
+}
+
+__device__ __forceinline__ void qm_cp4(u32 dst, const void* src) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst), "l"(src) : "memory");
+}
+
+__device__ __forceinline__ void qm_commit() {
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+template <int N>
+__device__ __forceinline__ void qm_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ void qm_ldmatrix4(u32 addr, u32* d) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+                 : "r"(addr)
+                 : "memory");
+}
+
+__device__ __forceinline__ u32 qm_fma_bf16x2(u32 a, u32 b, u32 c) {
+    u32 d;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+// c = A . B (+ c): m16n8k16, A rows x k (a: 4 bf16x2), B k x n (b: 2 bf16x2), f32 c.
+__device__ __forceinline__ void qm_mma(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%0, %1, %2, %3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// The 8 INT4 values of word w as u - z in bf16 pairs: r[j] = (v_j, v_{j+4}); zc = -(128 + z) in both halves.
+__device__ __forceinline__ void qm_decode(u32 w, u32 zc, u32* r) {
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        u32 v = ((w >> (4 * j)) & 0x000F000Fu) | 0x43004300u;
+        r[j] = qm_fma_bf16x2(v, 0x3F803F80u, zc);
+    }
+}
+
+// -(128 + z) as a bf16 pair for the zero point of global row grow, group gi (z = 8 without zeros).
+__device__ __forceinline__ u32 qm_zero(const u32* __restrict__ zeros, i64 grow, int G, int gi) {
+    u32 z = zeros == 0 ? 8u : (zeros[(grow >> 3) * G + gi] >> (4 * (int) (grow & 7))) & 15u;
+    return (0xC300u | z) * 0x00010001u;
+}
+
+// 8 x values of row xr from element k as bf16 in the order (x0, x4), (x1, x5), (x2, x6), (x3, x7).
+template <bool XB>
+__device__ __forceinline__ uint4 qm_x8(const void* xr, int k) {
+    uint4 o;
+    if (XB) {
+        uint4 u = *(const uint4*) ((const u16*) xr + k);
+        o.x = __byte_perm(u.x, u.z, 0x5410);
+        o.y = __byte_perm(u.x, u.z, 0x7632);
+        o.z = __byte_perm(u.y, u.w, 0x5410);
+        o.w = __byte_perm(u.y, u.w, 0x7632);
+    } else {
+        const float4* p = (const float4*) ((const float*) xr + k);
+        float4 a = p[0];
+        float4 b = p[1];
+        o.x = (u32) f32_to_bf16_bits(a.x) | ((u32) f32_to_bf16_bits(b.x) << 16);
+        o.y = (u32) f32_to_bf16_bits(a.y) | ((u32) f32_to_bf16_bits(b.y) << 16);
+        o.z = (u32) f32_to_bf16_bits(a.z) | ((u32) f32_to_bf16_bits(b.z) << 16);
+        o.w = (u32) f32_to_bf16_bits(a.w) | ((u32) f32_to_bf16_bits(b.w) << 16);
+    }
+    return o;
+}
+
+template <int MT, bool XB>
+__device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int* offsets, const int* order, const int* active,
+                                             const u8* __restrict__ codes, const u16* __restrict__ scales,
+                                             const u32* __restrict__ zeros, float* y, int N, int K, int xStride) {
+    constexpr int NT = MT / 8; // n-tiles of 8 x rows
+    extern __shared__ __align__(16) u8 qm_shared[];
+    u8* wst = qm_shared + (threadIdx.x >> 5) * (QM_STAGES * QM_STAGE); // this warp's [QM_STAGES][QM_STAGE] weight stages
+    u8* xs = qm_shared + QM_WARPS * QM_STAGES * QM_STAGE;              // [MT, xStride]: x rows of the chunk, bf16, permuted
+
+    if ((int) blockIdx.y >= active[0]) return; // the whole block leaves
+    int e = active[1 + blockIdx.y];
+    int start = offsets[e];
+    int count = offsets[e + 1] - start;
+    int G = K >> 5;
+    int lane = threadIdx.x & 31;
+    int warp = threadIdx.x >> 5;
+    int g = lane >> 2;
+    int t = lane & 3;
+    int n0 = blockIdx.x * (16 * QM_WARPS) + warp * 16;
+    bool rowsHere = n0 < N; // warp-uniform
+    int nst = (G + QM_SG - 1) / QM_SG;
+    u32 wsm = qm_smem_addr(wst);
+    i64 ebase = (i64) e * N;
+
+    // This lane's copies of a stage: codes rows 4 * it + lane / 8 (it < 4), group lane % 8 of the stage;
+    // scales rows 8 * it + lane / 4 (it < 2), groups 2 * (lane % 4) and the next.
+    const u8* csrc[4];
+#pragma unroll
+    for (int it = 0; it < 4; it++) {
+        int n = n0 + 4 * it + (lane >> 3);
+        csrc[it] = codes + (ebase + (n < N ? n : N - 1)) * (i64) (K >> 1) + (lane & 7) * 16;
+    }
+    const u16* ssrc[2];
+#pragma unroll
+    for (int it = 0; it < 2; it++) {
+        int n = n0 + 8 * it + (lane >> 2);
+        ssrc[it] = scales + (ebase + (n < N ? n : N - 1)) * (i64) G + 2 * (lane & 3);
+    }
+    // global rows of this lane's A fragment (rows g and g + 8 of the warp's tile), clamped into the expert
+    i64 growLo = ebase + (n0 + g < N ? n0 + g : N - 1);
+    i64 growHi = ebase + (n0 + g + 8 < N ? n0 + g + 8 : N - 1);
+
+    auto loadStage = [&](int s) {
+        u32 base = wsm + (u32) ((s % QM_STAGES) * QM_STAGE);
+        int gs = s * QM_SG;
+        if (gs + (lane & 7) < G) {
+#pragma unroll
+            for (int it = 0; it < 4; it++) {
+                qm_cp16(base + (u32) ((4 * it + (lane >> 3)) * QM_ROWB + (lane & 7) * 16), csrc[it] + (i64) gs * 16);
+            }
+        }
+        if (gs + 2 * (lane & 3) < G) {
+#pragma unroll
+            for (int it = 0; it < 2; it++) {
+                qm_cp4(base + (u32) (QM_WBYTES + (8 * it + (lane >> 2)) * 16 + (lane & 3) * 4), ssrc[it] + gs);
+            }
+        }
+    };
+
+    int chunks = K >> 3; // 8-value chunks of an x row
+    for (int c0 = 0; c0 < count; c0 += MT) {
+        int mcount = count - c0 < MT ? count - c0 : MT;
+        if (rowsHere) { // the first stages of the weights fly while x is staged
+#pragma unroll
+            for (int s = 0; s < QM_STAGES - 1; s++) {
+                if (s < nst) loadStage(s);
+                qm_commit();
+            }
+        }
+        __syncthreads(); // the previous chunk's readers of xs are done
+        // rows mcount .. 8 * nt - 1 of the last n-tile stay as they are: they only reach output columns never written
+        int total = mcount * chunks;
+        for (int i0 = threadIdx.x; i0 < total; i0 += QM_XB * blockDim.x) { // QM_XB items' loads in flight at once
+            uint4 v[QM_XB];
+            int at[QM_XB];
+#pragma unroll
+            for (int u = 0; u < QM_XB; u++) {
+                int i = i0 + u * blockDim.x;
+                at[u] = -1;
+                if (i < total) {
+                    int m = i / chunks;
+                    int c = i - m * chunks;
+                    int p = order[start + c0 + m];
+                    v[u] = qm_x8<XB>((const char*) x + (i64) (p / xDiv) * K * (XB ? 2 : 4), 8 * c);
+                    at[u] = m * xStride + c * 16;
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < QM_XB; u++) {
+                if (at[u] >= 0) *(uint4*) (xs + at[u]) = v[u];
+            }
+        }
+        __syncthreads();
+        if (rowsHere) {
+            int nt = (mcount + 7) >> 3; // n-tiles holding rows
+            float acc[NT][4];
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+#pragma unroll
+                for (int q = 0; q < 4; q++) acc[j][q] = 0.0f;
+            // ldmatrix: lanes 8i .. 8i + 7 address matrix i = rows (lane % 8) + 8 (i % 2) of group 2 jp + i / 2
+            u32 lrow = (u32) (((lane & 7) + ((lane >> 3) & 1) * 8) * QM_ROWB + (lane >> 4) * 16);
+            const u8* xrow = xs + g * xStride + t * 16; // this lane's B chunk: x row g of an n-tile, chunk t of a group
+            for (int s = 0; s < nst; s++) {
+                qm_wait<QM_STAGES - 2>();
+                __syncwarp();
+                if (s + QM_STAGES - 1 < nst) loadStage(s + QM_STAGES - 1);
+                qm_commit();
+                u32 base = wsm + (u32) ((s % QM_STAGES) * QM_STAGE);
+                const u16* sc = (const u16*) (wst + (s % QM_STAGES) * QM_STAGE + QM_WBYTES);
+#pragma unroll
+                for (int jp = 0; jp < QM_SG / 2; jp++) {
+                    int gi0 = s * QM_SG + 2 * jp;
+                    if (gi0 < G) { // G is even: both groups of the pair are inside K
+                        u32 w[4]; // rows g, g + 8 of group gi0, then of gi0 + 1
+                        qm_ldmatrix4(base + lrow + (u32) (2 * jp * 16), w);
+#pragma unroll
+                        for (int h = 0; h < 2; h++) {
+                            int gi = gi0 + h;
+                            float sLo = bf16_to_f32(sc[g * 8 + 2 * jp + h]);
+                            float sHi = bf16_to_f32(sc[(g + 8) * 8 + 2 * jp + h]);
+                            u32 zLo = qm_zero(zeros, growLo, G, gi);
+                            u32 zHi = qm_zero(zeros, growHi, G, gi);
+                            u32 a[4];
+                            u32 b[4];
+                            qm_decode(w[2 * h], zLo, a);
+                            qm_decode(w[2 * h + 1], zHi, b);
+#pragma unroll
+                            for (int j = 0; j < NT; j++) {
+                                if (j < nt) {
+                                    uint4 xv = *(const uint4*) (xrow + 8 * j * xStride + gi * 64);
+                                    float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                                    qm_mma(c, a[0], b[0], a[1], b[1], xv.x, xv.y);
+                                    qm_mma(c, a[2], b[2], a[3], b[3], xv.z, xv.w);
+                                    acc[j][0] = fmaf(sLo, c[0], acc[j][0]);
+                                    acc[j][1] = fmaf(sLo, c[1], acc[j][1]);
+                                    acc[j][2] = fmaf(sHi, c[2], acc[j][2]);
+                                    acc[j][3] = fmaf(sHi, c[3], acc[j][3]);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            qm_wait<0>();
+            __syncwarp(); // every lane is done with the stages before the next chunk refills them
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    int m = 8 * j + 2 * t + (q & 1);
+                    int n = n0 + g + 8 * (q >> 1);
+                    if (j < nt && m < mcount && n < N) y[(i64) order[start + c0 + m] * N + n] = acc[j][q];
+                }
+            }
+        }
+    }
+}
+
+#define QM_KERNEL(MT, XT, XB)                                                                                            \
+    extern "C" __global__ void __launch_bounds__(32 * QM_WARPS, 2)                                                       \
+        qmma_int4_grouped_m##MT##_##XT(const void* x, int xDiv, const int* offsets, const int* order, const int* active, \
+                                       const u8* codes, const u16* scales, const u32* zeros, float* y, int N, int K,     \
+                                       int xStride) {                                                                    \
+        qmma_grouped<MT, XB>(x, xDiv, offsets, order, active, codes, scales, zeros, y, N, K, xStride);                  \
+    }
+
+QM_KERNEL(8, f32, false)
+QM_KERNEL(16, f32, false)
+QM_KERNEL(32, f32, false)
+QM_KERNEL(8, bf16, true)
+QM_KERNEL(16, bf16, true)
+QM_KERNEL(32, bf16, true)

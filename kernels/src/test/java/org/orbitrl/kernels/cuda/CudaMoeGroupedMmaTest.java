@@ -1,0 +1,181 @@
+package org.orbitrl.kernels.cuda;
+
+import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.quant.QuantizedTensor;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.SplittableRandom;
+
+/**
+ * The tensor-core path of {@code moeMatmulGrouped} (INT4 experts, more than one token) against
+ * references computed here from the format classes' own dequantization, on ragged routings that
+ * give experts exactly 0, 1, 2, 5, 9, 10, 17, 32, 41 and 64 rows (so every x-row chunk size of the
+ * kernel is taken, and experts with more rows than a chunk are done in several), expert row counts
+ * N not a multiple of the kernel's 16-row warp tile or 64-row block, K not a multiple of its 256-value
+ * stage, symmetric and zero-point INT4, x per token and per pair, f32 and bf16.
+ *
+ * <p>Tolerance: the kernel's weight values are exact and its only rounding beyond f32 accumulation
+ * is x to bf16 (round to nearest even), so the reference takes x rounded the same way and
+ * |err| ≤ 1e-6 + 1e-5·Σ|x·w| (the fused GEMV's bound). K not a multiple of 64 falls back to the
+ * GEMV (x exact): there the reference takes x unrounded at the same bound.
+ */
+class CudaMoeGroupedMmaTest extends CudaTestBase {
+
+    /** Expert ids [tokens, topk] giving expert e exactly counts[e] pairs, distinct within a token, tokens shuffled. */
+    private static int[] routeWithCounts(SplittableRandom r, int tokens, int topk, int[] counts) {
+        List<Integer> sorted = new ArrayList<>();
+        for (int e = 0; e < counts.length; e++) {
+            if (counts[e] > tokens) {
+                throw new IllegalArgumentException("expert " + e + " cannot take " + counts[e] + " of " + tokens + " tokens");
+            }
+            for (int i = 0; i < counts[e]; i++) {
+                sorted.add(e);
+            }
+        }
+        if (sorted.size() != tokens * topk) {
+            throw new IllegalArgumentException("counts sum to " + sorted.size() + ", not " + tokens + " x " + topk);
+        }
+        // slot j of token t takes sorted[j * tokens + t]: an expert's run (≤ tokens long) never meets a token twice
+        int[] perm = new int[tokens];
+        for (int t = 0; t < tokens; t++) {
+            perm[t] = t;
+        }
+        for (int t = tokens - 1; t > 0; t--) {
+            int o = r.nextInt(t + 1);
+            int v = perm[t];
+            perm[t] = perm[o];
+            perm[o] = v;
+        }
+        int[] ids = new int[tokens * topk];
+        for (int t = 0; t < tokens; t++) {
+            for (int j = 0; j < topk; j++) {
+                ids[perm[t] * topk + j] = sorted.get(j * tokens + t);
+            }
+        }
+        return ids;
+    }
+
+    @Test
+    void tensorCoreGroupedMatchesTheReference() {
+        SplittableRandom r = rng(95);
+        int e = 7;
+        // {tokens, topk, counts...}: pairs per expert of the layer 28 (chunk 32), 10 (chunk 16), 4 (chunk 8)
+        int[][] routings = {{64, 3, 0, 1, 5, 17, 64, 64, 41}, {32, 2, 0, 1, 5, 17, 9, 32, 0}, {12, 2, 0, 10, 1, 1, 5, 5, 2}};
+        int[][] shapes = {{40, 320}, {136, 192}, {24, 96}}; // {N, K}; K = 96: not a multiple of 64, the GEMV
+        for (String format : new String[]{"int4-g32", "int4-g32-asym"}) {
+            for (int[] s : shapes) {
+                int n = s[0];
+                int k = s[1];
+                boolean tc = k % 64 == 0;
+                QuantizedTensor stacked = CudaQuantTest.random(format, r, e * n, k);
+                float[] wf = CudaQuantTest.dequantizeRef(stacked);
+                QuantizedTensor dw = gpu.toDevice(stacked);
+                try {
+                    for (int[] rt : routings) {
+                        int tokens = rt[0];
+                        int topk = rt[1];
+                        int[] ids = routeWithCounts(r, tokens, topk, java.util.Arrays.copyOfRange(rt, 2, rt.length));
+                        try (MoeRouting routing = gpu.moe().moeRouting(e, ids.length)) {
+                            gpu.moe().moeRoute(dev(Tensor.ofInts(ids, tokens, topk)), routing);
+                            for (boolean perPair : new boolean[]{false, true}) {
+                                for (boolean bf16 : new boolean[]{false, true}) {
+                                    int xRows = perPair ? ids.length : tokens;
+                                    float[] xv = randn(r, 1f, xRows, k).toFloatArray();
+                                    if (bf16) {
+                                        xv = bf16Round(xv);
+                                    }
+                                    Tensor x = Tensor.of(xv, xRows, k);
+                                    Tensor y = poisoned(DType.F32, ids.length, n);
+                                    gpu.moe().moeMatmulGrouped(dev(bf16 ? x.to(DType.BF16) : x), dw, routing, y);
+                                    float[][] ref = reference(tc ? bf16Round(xv) : xv, perPair ? 1 : topk, ids, wf, n, k);
+                                    String what = "moeMatmulGrouped " + (tc ? "tensor cores " : "GEMV ") + format + " N " + n + " K " + k
+                                            + " tokens " + tokens + " topk " + topk + (perPair ? " x per pair" : " x per token")
+                                            + (bf16 ? " bf16" : " f32");
+                                    assertWithin(what, ref[0], gpu.toHost(y).toFloatArray(), tolerance(ref[1]));
+                                }
+                            }
+                        }
+                    }
+                } finally {
+                    gpu.free(dw);
+                }
+            }
+        }
+    }
+
+    @Test
+    void tensorCoresAgreeWithTheGemvOnBf16X() {
+        // bf16 x: both paths multiply the same exact values; they differ only in f32 summation order
+        SplittableRandom r = rng(96);
+        int e = 16;
+        int n = 64;
+        int k = 512;
+        int tokens = 24;
+        int topk = 4;
+        QuantizedTensor stacked = CudaQuantTest.random("int4-g32", r, e * n, k);
+        float[] wf = CudaQuantTest.dequantizeRef(stacked);
+        QuantizedTensor dw = gpu.toDevice(stacked);
+        int[] counts = new int[e];
+        for (int i = 0; i < tokens * topk; i++) {
+            counts[(i * 7) % e]++; // 6 rows each
+        }
+        int[] ids = routeWithCounts(r, tokens, topk, counts);
+        try (MoeRouting routing = gpu.moe().moeRouting(e, ids.length)) {
+            gpu.moe().moeRoute(dev(Tensor.ofInts(ids, tokens, topk)), routing);
+            float[] xv = bf16Round(randn(r, 1f, tokens, k).toFloatArray());
+            Tensor x = dev(Tensor.of(xv, tokens, k).to(DType.BF16));
+            Tensor yTc = poisoned(DType.F32, ids.length, n);
+            Tensor yGemv = poisoned(DType.F32, ids.length, n);
+            gpu.moe().moeMatmulGrouped(x, dw, routing, yTc);
+            gpu.moe().moeGroupedTensorCores(false);
+            try {
+                gpu.moe().moeMatmulGrouped(x, dw, routing, yGemv);
+            } finally {
+                gpu.moe().moeGroupedTensorCores(true);
+            }
+            float[][] ref = reference(xv, topk, ids, wf, n, k);
+            double[] tol = tolerance(ref[1]);
+            assertWithin("moeMatmulGrouped tensor cores vs the reference", ref[0], gpu.toHost(yTc).toFloatArray(), tol);
+            double[] tol2 = tol.clone();
+            for (int i = 0; i < tol2.length; i++) {
+                tol2[i] *= 2;
+            }
+            assertWithin("moeMatmulGrouped tensor cores vs the GEMV", gpu.toHost(yGemv).toFloatArray(), gpu.toHost(yTc).toFloatArray(), tol2);
+        } finally {
+            gpu.free(dw);
+        }
+    }
+
+    private static double[] tolerance(float[] absDot) {
+        double[] tol = new double[absDot.length];
+        for (int i = 0; i < tol.length; i++) {
+            tol[i] = 1e-6 + 1e-5 * absDot[i];
+        }
+        return tol;
+    }
+
+    /** {y[p] = x[p / div] · W_{ids[p]}ᵀ, Σ|x·w| per element}, double sums, [pairs, n] each. */
+    private static float[][] reference(float[] x, int div, int[] ids, float[] wf, int n, int k) {
+        float[] y = new float[ids.length * n];
+        float[] a = new float[y.length];
+        for (int p = 0; p < ids.length; p++) {
+            int xr = p / div;
+            long wBase = (long) ids[p] * n * k;
+            for (int o = 0; o < n; o++) {
+                double s = 0;
+                double abs = 0;
+                for (int i = 0; i < k; i++) {
+                    double v = (double) x[xr * k + i] * wf[(int) (wBase + (long) o * k + i)];
+                    s += v;
+                    abs += Math.abs(v);
+                }
+                y[p * n + o] = (float) s;
+                a[p * n + o] = (float) abs;
+            }
+        }
+        return new float[][]{y, a};
+    }
+}

@@ -247,15 +247,8 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             if (mlp != null) {
                 mlp.release(a);
             }
-            if (moe != null && moe.grouped != null) {
-                moe.grouped.release(a);
-            }
-            if (moe != null && moe.expertTapes != null) {
-                for (DenseMlp.Tape et : moe.expertTapes) {
-                    if (et != null) {
-                        et.release(a);
-                    }
-                }
+            if (moe != null) {
+                moe.release(a);
             }
         }
     }

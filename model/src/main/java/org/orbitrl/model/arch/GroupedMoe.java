@@ -118,8 +118,9 @@ final class GroupedMoe {
                 } else {
                     probe = probeMid = probeMid != null ? probeMid : a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, 1, l.in());
                 }
-                if (h.baseInput(b, probe) != probe) {
-                    release(a, probeIn, probeMid);
+                Tensor in = h.baseInput(b, probe);
+                if (in != probe) {
+                    release(a, in, probeIn, probeMid);
                     return false;
                 }
             }

@@ -48,8 +48,10 @@ public final class OftDevice {
         for (int i = 0; i < blocks; i++) {
             backend.matmul(g.slice(0, i * rows, (i + 1) * rows), rotationT.select(0, i), o.slice(0, i * rows, (i + 1) * rows));
         }
+        al.release(g);
         al.zero(out);
         backend.scatterAddRows(o, perm, null, ov);
+        al.release(o);
         return out;
     }
 
@@ -75,6 +77,7 @@ public final class OftDevice {
             backend.matmulTN(xv, gv, 1f, dR.select(0, 0));                              // dR += xᵀ·g
             backend.matmulTransposed(gv, r, t);                                          // g·Rᵀ
             al.copy(t, gv);
+            al.release(t);
             return dR;
         }
         Tensor perm = order(al, rows);
@@ -89,8 +92,11 @@ public final class OftDevice {
             backend.matmulTN(xi, gi, 1f, dR.select(0, i));                               // dR_i += x_iᵀ·g_i
             backend.matmulTransposed(gi, rotationT.select(0, i), gd.slice(0, i * rows, (i + 1) * rows)); // g_i·R_iᵀ
         }
+        al.release(gx);
+        al.release(gg);
         al.zero(dx);
         backend.scatterAddRows(gd, perm, null, gv);
+        al.release(gd);
         return dR;
     }
 

@@ -57,7 +57,7 @@ final class NextTokenLoss {
         a.release(dLogp);
         model.backward(tape, dLogits);
         a.release(dLogits);
-        a.release(logits);
+        tape.release(a);   // the logits and the layer inputs
         return loss / n;
     }
 }

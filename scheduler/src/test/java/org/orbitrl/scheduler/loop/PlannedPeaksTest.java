@@ -151,6 +151,14 @@ class PlannedPeaksTest {
                     failures.add(r + ": " + c + " live until released " + x + " B, planner " + p + " B");
                 }
             }
+            for (MemoryCategory c : RELEASED) {
+                long left = released.leftUnreleased().get(c);
+                if (left != 0) {
+                    failures.add(r + ": " + c + ": " + left + " B allocated by a step and never released");
+                }
+            }
+            System.out.println("  left unreleased by a step: " + released.leftUnreleased().get(MemoryCategory.ACTIVATIONS)
+                    + " B of activations, " + released.leftUnreleased().get(MemoryCategory.LOGITS) + " B of logits");
             if (SITES) {
                 System.out.print(released.report());
             }
@@ -222,6 +230,7 @@ class PlannedPeaksTest {
         return mem.peakOfRepeatedStep(() -> {
             released.restart();
             step.run();
+            released.endStep();
         });
     }
 
@@ -264,7 +273,7 @@ class PlannedPeaksTest {
         a.release(dLogp);
         model.backward(tape, dLogits);
         a.release(dLogits);
-        a.release(logits);
+        tape.release(a);   // the logits and the layer inputs
         return loss / n;
     }
 

@@ -42,6 +42,10 @@ final class ReleasedOnlyAllocator implements TensorAllocator {
     private final long[] live = new long[CATS.length];
     private final long[] peak = new long[CATS.length];
     private final long[] best = new long[CATS.length];          // over every step since creation
+    private final long[] atRestart = new long[CATS.length];     // live when the step began
+    private final long[] left = new long[CATS.length];          // most left unreleased by a step
+    private final long[] lastLeft = new long[CATS.length];      // left unreleased by the last step
+    private final Map<String, Long> leftSites = new TreeMap<>(); // with sites: what the steps left, by allocation site
     private boolean measuring;                                  // false until the first restart: loading and warm-up
     private long lastAnalysed;
     private Map<String, long[]> peakSites = new TreeMap<>();    // site -> {reachable, garbage} bytes at the analysed peak
@@ -138,11 +142,53 @@ final class ReleasedOnlyAllocator implements TensorAllocator {
             }
         }
         System.arraycopy(live, 0, peak, 0, live.length);
+        System.arraycopy(live, 0, atRestart, 0, live.length);
+        startedAt = new java.util.HashSet<>(entries.keySet());
         for (int c = 0; c < best.length; c++) {
             best[c] = Math.max(best[c], peak[c]);
         }
         lastAnalysed = 0;
         measuring = true;
+    }
+
+    private java.util.Set<Long> startedAt = java.util.Set.of();
+
+    /**
+     * The step that began at the last {@link #restart} has ended: what it allocated of the per-step
+     * categories and did not release counts towards {@link #leftUnreleased}.
+     */
+    synchronized void endStep() {
+        for (MemoryCategory c : CATS) {
+            if (perStep(c)) {
+                lastLeft[c.ordinal()] = live[c.ordinal()] - atRestart[c.ordinal()];
+                left[c.ordinal()] = Math.max(left[c.ordinal()], lastLeft[c.ordinal()]);
+            }
+        }
+        if (sites) {
+            for (Map.Entry<Long, Entry> e : entries.entrySet()) {
+                if (!startedAt.contains(e.getKey())) {
+                    leftSites.merge(e.getValue().category() + " " + e.getValue().site(), e.getValue().bytes(), Math::max);
+                }
+            }
+        }
+    }
+
+    /** The most bytes of each per-step category that one step allocated and did not release (0 for the others). */
+    synchronized Map<MemoryCategory, Long> leftUnreleased() {
+        Map<MemoryCategory, Long> m = new EnumMap<>(MemoryCategory.class);
+        for (MemoryCategory c : CATS) {
+            m.put(c, left[c.ordinal()]);
+        }
+        return m;
+    }
+
+    /** Bytes of the per-step categories that the last step allocated and did not release. */
+    synchronized long leftByLastStep() {
+        long sum = 0;
+        for (long b : lastLeft) {
+            sum += b;
+        }
+        return sum;
     }
 
     /** The highest peak of any step since the first {@link #restart}, per category. */
@@ -162,6 +208,9 @@ final class ReleasedOnlyAllocator implements TensorAllocator {
                 "reachable", "garbage"));
         for (Map.Entry<String, long[]> r : rows) {
             sb.append(String.format("    %12d %12d  %s%n", r.getValue()[0], r.getValue()[1], r.getKey()));
+        }
+        for (Map.Entry<String, Long> r : leftSites.entrySet()) {
+            sb.append(String.format("    %12d  left unreleased by a step: %s%n", r.getValue(), r.getKey()));
         }
         return sb.toString();
     }

@@ -267,6 +267,9 @@ public final class MoeHostOps {
                 }
             }
         }
+        if (buffer != null) {
+            b.allocator().release(buffer);
+        }
     }
 
     /**

@@ -55,6 +55,9 @@ public final class PagedOps {
             b.gatherRows(vCache, idx, v);
             b.attention(q.slice(0, i, i + 1), k.reshape(len, kvHeads, d), v.reshape(len, kvHeads, dv), out.slice(0, i, i + 1),
                     len - 1, spec);
+            a.release(idx);
+            a.release(k);
+            a.release(v);
         }
     }
 }

@@ -53,14 +53,16 @@ class MemoryPlannerTest {
         assertEquals(2 * 16 * 2 * 2 * 32 * 2, b.get(MemoryCategory.KV_CACHE));
         // Logits: decode 2 sequences x 256 x (4+4+4); training 16 tokens x 256 x (4+4).
         assertEquals(2 * 256 * 12 + 16 * 256 * 8, b.get(MemoryCategory.LOGITS));
-        // Training activations with recompute, f32 per token: the 2 layer inputs, final norm input and
-        // output, head input gradient and residual gradient (6*64), log-prob and position (2); one
-        // layer's tape: 3*64 + 3*(64+32) for norms, residual, q, k, v and attention output, and the
-        // experts' 2*1.25/2 pairs of 2*64 + 3*32; the attention backward, larger than the MoE's:
-        // 3*64 + 3*(64+32) + 64 and LoRA's 2*4 + 64. 16 tokens. Plus the rollout's prefill scratch
-        // of 16 tokens x 640 bf16 (no LoRA).
+        // Training activations with recompute, f32 per token, temporaries released at their last use:
+        // the 2 layer inputs, final norm input and output and the residual gradient (5*64), the
+        // uploaded positions (1); one layer's tape: 3*64 + 3*(64+32) for norms, residual, q, k, v and
+        // attention output, and the experts' 2*1.25/2 pairs of 2*64 + 3*32; the attention backward,
+        // larger than the MoE's: the residual and attention-input gradients 2*64 beside v's and the
+        // pre-norm q and k gradients 64 + 2*32, the projections' partial input gradient 64 and LoRA's
+        // dy·B 4 beside (dy·B)·A 64. 16 tokens. Plus the rollout's prefill scratch of 16 tokens x 640
+        // bf16 (no LoRA).
         double tape = 3 * 64 + 3 * 96 + 1.25 * (2 * 64 + 3 * 32);
-        double perToken = 6 * 64 + 2 + tape + (3 * 64 + 3 * 96 + 64 + 2 * 4 + 64);
+        double perToken = 5 * 64 + 1 + tape + (2 * 64 + 64 + 2 * 32 + 64 + 4 + 64);
         assertEquals((long) (perToken * 16) * 4 + 16 * 640 * 2, b.get(MemoryCategory.ACTIVATIONS));
         // Communication: NCCL 1 GiB; all-to-all 4 x 16 tokens x top-2 x 64 x 2 B x 1.25; f32 gradient bucket.
         assertEquals(GIB + 4 * 16 * 2 * 64 * 2 * 5 / 4 + adapter * 4, b.get(MemoryCategory.COMM_BUFFERS));
@@ -91,17 +93,18 @@ class MemoryPlannerTest {
         assertEquals(0, cpu.get(MemoryCategory.DEQUANT_BUFFERS));
         assertEquals(2 * 2 * 32 * 64 * 2, MemoryPlanner.budgetOf(gpu, GpuRole.COLOCATED).get(MemoryCategory.DEQUANT_BUFFERS),
                 "the trainer's backend and the rollout's each keep one buffer");
-        // f32 per token: the 2 layer inputs, final norm input and output, head input gradient and
-        // residual gradient (6*64), log-prob (1), on the device an uploaded position (1) and the
+        // f32 per token, temporaries released at their last use: the 2 layer inputs, final norm input
+        // and output and the residual gradient (5*64), on the device an uploaded position (1) and the
         // pairs' bf16 rows 2*64/2; one layer's tape: 3*64 + 3*(64+32) and the MoE block's router
         // probabilities (8), 5 [k] tensors and 2 pairs of 2*64 + 3*32; the MoE backward, larger than
-        // the attention's (3*64 + 3*96 + 64 + 2*4 + 64): the post-norm gradient 64, 2 pairs of
-        // 3*64 + 3*32 + 1 and LoRA's 2*4 + 64 per pair; on the host instead the grads beside the
-        // 2*32*64 temporary spread over 16 tokens. 16 tokens.
+        // the attention's (2*64 + 64 + 2*32 + 64 + 4 + 64): the post-norm gradient 64 beside, through
+        // gate and up, 2 pairs of the routing-weight gradient 1, dg and du 2*32 and dxs and tmp 2*64,
+        // and gate's LoRA dy·B 4 beside (dy·B)·A 64 per pair; on the host the 2*32*64 temporary
+        // spread over 16 tokens instead of the LoRA. 16 tokens.
         double tape = 3 * 64 + 3 * 96 + 8 + 5 * 2 + 2 * (2 * 64 + 3 * 32);
-        double grads = 2 * (3 * 64 + 3 * 32 + 1);
-        double devPerToken = 6 * 64 + 1 + 1 + 64 + tape + 64 + grads + 2 * (2 * 4 + 64);
-        double hostPerToken = 6 * 64 + 1 + tape + 64 + grads + 2 * 32 * 64 / 16.0;
+        double grads = 2 * (1 + 2 * 32 + 2 * 64);
+        double devPerToken = 5 * 64 + 1 + 64 + tape + 64 + grads + 2 * (4 + 64);
+        double hostPerToken = 5 * 64 + tape + 64 + grads + 2 * 32 * 64 / 16.0;
         assertEquals((long) (devPerToken * 16) * 4, dev.get(MemoryCategory.ACTIVATIONS));
         assertEquals((long) (hostPerToken * 16) * 4, cpu.get(MemoryCategory.ACTIVATIONS));
         MemoryPlan plan = MemoryPlanner.plan(gpu);

@@ -93,7 +93,9 @@ public final class LoraLinear implements Linear.AdapterHook {
         Tensor d = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, m, b.dim(0));  // [M, out]
         backend.matmul(x, a, xa);
         backend.matmul(xa, b, d);
+        al.release(xa);
         backend.axpy(scale, d, y);
+        al.release(d);
     }
 
     @Override
@@ -106,8 +108,11 @@ public final class LoraLinear implements Linear.AdapterHook {
         backend.matmulTransposed(dy, b, dyB);
         backend.matmulTN(dy, xa, scale, gradB);                                       // dB += s · dyᵀ · xa
         backend.matmulTN(dyB, x, scale, gradA);                                       // dA += s · (dy·B)ᵀ · x
+        al.release(xa);
         Tensor d = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, m, a.dim(1));  // [M, in] = (dy·B) · A
         backend.matmulTransposed(dyB, a, d);
+        al.release(dyB);
         backend.axpy(scale, d, dx);
+        al.release(d);
     }
 }

@@ -1,6 +1,7 @@
 package org.orbitrl.model.arch;
 
 import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
 
 import java.util.ArrayList;
 import java.util.Collections;
@@ -33,5 +34,22 @@ public final class DecoderTape<L> implements Trainable.Tape {
     @Override
     public Tensor logits() {
         return logits;
+    }
+
+    /** Releases the layer inputs, positions, final norm's input and output and logits (the layer tapes are the model's to release). */
+    @Override
+    public void release(TensorAllocator a) {
+        for (Tensor t : layerInput) {
+            if (t != null) {
+                a.release(t);
+            }
+        }
+        java.util.Arrays.fill(layerInput, null);
+        for (Tensor t : new Tensor[]{positions, finalInput, finalNormed, logits}) {
+            if (t != null) {
+                a.release(t);
+            }
+        }
+        positions = finalInput = finalNormed = logits = null;
     }
 }

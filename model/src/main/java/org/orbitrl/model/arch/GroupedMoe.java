@@ -118,12 +118,23 @@ final class GroupedMoe {
                 } else {
                     probe = probeMid = probeMid != null ? probeMid : a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, 1, l.in());
                 }
-                if (h.baseInput(b, probe) != probe) {
+                Tensor in = h.baseInput(b, probe);
+                if (in != probe) {
+                    release(a, in, probeIn, probeMid);
                     return false;
                 }
             }
         }
+        release(a, probeIn, probeMid);
         return true;
+    }
+
+    private static void release(TensorAllocator a, Tensor... ts) {
+        for (Tensor t : ts) {
+            if (t != null) {
+                a.release(t);
+            }
+        }
     }
 
     /** x [N, hidden] -> out [N, hidden] (overwritten). */

@@ -90,7 +90,9 @@ final class PreNormDecoder<L> {
         Tensor positions = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(pos, n)); // i32 [N]
         int h = embed.size(1);
         Tensor x = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);           // [N, hidden] residual stream
-        b.embedding(embed, a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(ids, n)), x);
+        Tensor idsDev = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(ids, n));  // i32 [N]
+        b.embedding(embed, idsDev, x);
+        a.release(idsDev);
         emit(hidden, 0, x);
         if (tape != null) {
             tape.positions = positions;
@@ -104,7 +106,11 @@ final class PreNormDecoder<L> {
                     tape.layerTapes.set(i, lt);
                 }
             }
+            Tensor in = x;
             x = layer.apply(i, x, positions, batch, lt);
+            if (tape == null && hidden == null) {
+                a.release(in);   // kept by neither a tape nor a sink
+            }
             if (i + 1 < layers) {
                 emit(hidden, i + 1, x);
             }
@@ -123,6 +129,13 @@ final class PreNormDecoder<L> {
         }
         Tensor logits = a.allocate(MemoryCategory.LOGITS, DType.F32, n, lmHead.out()); // [N, vocab]
         lmHead.forward(b, normed, logits);
+        if (tape == null) {
+            a.release(positions);
+        }
+        if (tape == null && hidden == null) {
+            a.release(x);
+            a.release(normed);
+        }
         return logits;
     }
 
@@ -155,14 +168,18 @@ final class PreNormDecoder<L> {
         lmHead.backward(b, tape.finalNormed, dLogits, dNormed);
         Tensor dx = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden]
         b.rmsNormBackward(tape.finalInput, finalNorm, eps, dNormed, dx);
+        a.release(dNormed);
         for (int i = layers - 1; i >= 0; i--) {
             L lt = tape.layerTapes.get(i);
             if (lt == null) {
                 lt = newTape.get();
-                forward.apply(i, tape.layerInput[i], tape.positions, tape.batch, lt); // recompute
+                a.release(forward.apply(i, tape.layerInput[i], tape.positions, tape.batch, lt)); // recompute; the tape keeps the output
             }
+            Tensor dOut = dx;
             dx = layerBackward.apply(i, lt, tape, dx);
+            a.release(dOut);
         }
+        a.release(dx);   // the embedding's input gradient: the embedding does not train
     }
 
     /** {@code mid = x + attention(norm1(x))}, {@code out = mid + block(norm2(mid))}; x [N, hidden]. */
@@ -181,6 +198,7 @@ final class PreNormDecoder<L> {
         block.apply(normed2, delta);
         Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);     // [N, hidden]
         b.add(mid, delta, out);
+        a.release(delta);
         return new Residual(mid, out);
     }
 
@@ -197,12 +215,15 @@ final class PreNormDecoder<L> {
         block.apply(dOut, dNormed2);
         Tensor dMid = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);     // [N, hidden]
         b.rmsNormBackward(mid, norm2, eps, dNormed2, dMid);
+        a.release(dNormed2);
         b.add(dMid, dOut, dMid);
         Tensor dNormed1 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
         attention.apply(dMid, dNormed1);
         Tensor dIn = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden]
         b.rmsNormBackward(x, norm1, eps, dNormed1, dIn);
+        a.release(dNormed1);
         b.add(dIn, dMid, dIn);
+        a.release(dMid);
         return dIn;
     }
 

@@ -224,6 +224,28 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         public Tensor logits() {
             return logits;
         }
+
+        @Override
+        public void release(TensorAllocator a) {
+            for (int i = 0; i < layerTapes.length; i++) {
+                if (layerTapes[i] != null) {
+                    layerTapes[i].release(a);
+                    layerTapes[i] = null;
+                }
+            }
+            for (Tensor t : layerInput) {
+                if (t != null) {
+                    a.release(t);
+                }
+            }
+            java.util.Arrays.fill(layerInput, null);
+            for (Tensor t : new Tensor[]{positions, finalInput, finalNormed, logits}) {
+                if (t != null) {
+                    a.release(t);
+                }
+            }
+            positions = finalInput = finalNormed = logits = null;
+        }
     }
 
     /** One layer's saved activations. */
@@ -248,15 +270,8 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             if (mlp != null) {
                 mlp.release(a);
             }
-            if (moe != null && moe.grouped != null) {
-                moe.grouped.release(a);
-            }
-            if (moe != null && moe.expertTapes != null) {
-                for (DenseMlp.Tape et : moe.expertTapes) {
-                    if (et != null) {
-                        et.release(a);
-                    }
-                }
+            if (moe != null) {
+                moe.release(a);
             }
         }
     }
@@ -446,6 +461,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             lt.release(a);
             tape.layerTapes[i] = null;   // a second backward recomputes the layer from its kept input
         }
+        a.release(dx);   // the embedding's input gradient: the embedding does not train
     }
 
     /** d residual-out [N, hidden] -> d residual-in [N, hidden]. */

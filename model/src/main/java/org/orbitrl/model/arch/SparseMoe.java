@@ -39,6 +39,31 @@ final class SparseMoe {
         DenseMlp.Tape[] expertTapes; // per expert, null when it had no tokens
         Tensor[] expertOut;          // per expert [count, hidden], unweighted
         GroupedMoe.Tape grouped;     // non-null when the grouped path ran
+
+        /** Releases what the block allocated for backward (not x, the caller's input). */
+        void release(TensorAllocator a) {
+            if (grouped != null) {
+                grouped.release(a);
+            }
+            if (expertTapes != null) {
+                for (DenseMlp.Tape et : expertTapes) {
+                    if (et != null) {
+                        et.release(a);
+                        a.release(et.x);   // the expert's gathered rows, allocated by the block
+                    }
+                }
+            }
+            if (expertOut != null) {
+                for (Tensor t : expertOut) {
+                    if (t != null) {
+                        a.release(t);
+                    }
+                }
+            }
+            grouped = null;
+            expertTapes = null;
+            expertOut = null;
+        }
     }
 
     SparseMoe(Linear router, DenseMlp[] experts, int topK, boolean normTopK) {
@@ -127,7 +152,11 @@ final class SparseMoe {
                 }
             }
         }
-        return new Routing(expert, w, chosen, a.toHost(logits).toFloatArray(), topK);
+        float[] probs = a.toHost(logits).toFloatArray();
+        a.release(logits);
+        a.release(vals);
+        a.release(idx);
+        return new Routing(expert, w, chosen, probs, topK);
     }
 
     /** x [N, hidden] -> out [N, hidden]. */
@@ -160,10 +189,16 @@ final class SparseMoe {
             b.gatherRows(x, rows, xe);
             DenseMlp.Tape et = tape == null ? null : new DenseMlp.Tape();
             experts[e].forward(b, xe, ye, et, dense);
-            b.scatterAddRows(ye, rows, a.upload(MemoryCategory.ACTIVATIONS, groups.weights(e)), out);
+            Tensor we = a.upload(MemoryCategory.ACTIVATIONS, groups.weights(e));         // [cnt]
+            b.scatterAddRows(ye, rows, we, out);
+            a.release(rows);
+            a.release(we);
             if (tape != null) {
                 tape.expertTapes[e] = et;
                 tape.expertOut[e] = ye;
+            } else {
+                a.release(xe);
+                a.release(ye);
             }
         });
     }
@@ -197,8 +232,13 @@ final class SparseMoe {
                 dWeight[groups.slot(ex, i)] = dot;
             }
             Tensor dxe = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);     // [cnt, hidden]
-            experts[ex].backward(b, tape.expertTapes[ex], a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(dye, cnt, h)), dxe, dense);
-            b.scatterAddRows(dxe, a.upload(MemoryCategory.ACTIVATIONS, groups.tokens(ex)), null, dx);
+            Tensor dy = a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(dye, cnt, h));    // [cnt, hidden]
+            experts[ex].backward(b, tape.expertTapes[ex], dy, dxe, dense);
+            a.release(dy);
+            Tensor rowsDev = a.upload(MemoryCategory.ACTIVATIONS, groups.tokens(ex));     // i32 [cnt]
+            b.scatterAddRows(dxe, rowsDev, null, dx);
+            a.release(rowsDev);
+            a.release(dxe);
         });
         routerBackward(b, tape.x, r, dWeight, dx);
     }
@@ -238,7 +278,10 @@ final class SparseMoe {
             }
         }
         Tensor dxr = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
-        router.backward(b, xIn, a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(dLogits, n, e)), dxr);
+        Tensor dl = a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(dLogits, n, e));    // [N, E]
+        router.backward(b, xIn, dl, dxr);
+        a.release(dl);
         b.add(dx, dxr, dx);
+        a.release(dxr);
     }
 }

@@ -1,6 +1,7 @@
 package org.orbitrl.model.arch;
 
 import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
 
 import java.util.List;
 
@@ -11,6 +12,15 @@ public interface Trainable extends CausalLM {
     interface Tape {
         /** Logits [total tokens, vocab] of the sequences, in order. */
         Tensor logits();
+
+        /**
+         * Releases to {@code a} (the model's allocator) what the tape keeps, the logits included, once
+         * no backward through it is to come: the layer inputs and the other tensors a device would
+         * otherwise hold until the garbage collector finds the tape unreachable. The tape must not be
+         * used afterwards. The default keeps them for the collector.
+         */
+        default void release(TensorAllocator a) {
+        }
     }
 
     /**

@@ -117,15 +117,21 @@ public final class PagedSequence implements SequenceCache, AutoCloseable {
         Tensor k = backend.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, upTo, pool.kvHeads() * (long) pool.headDim());
         backend.gatherRows(pool.keys(layer), idx, k);
         Tensor k3 = k.reshape(upTo, pool.kvHeads(), pool.headDim());
+        Tensor v = null;
         Tensor v3;
         if (pool.vHeadDim() == 0) {
             v3 = k3.slice(2, 0, out.size(2));
         } else {
-            Tensor v = backend.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, upTo, pool.kvHeads() * (long) pool.vHeadDim());
+            v = backend.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, upTo, pool.kvHeads() * (long) pool.vHeadDim());
             backend.gatherRows(pool.values(layer), idx, v);
             v3 = v.reshape(upTo, pool.kvHeads(), pool.vHeadDim());
         }
         backend.attention(q, k3, v3, out, queryStart, spec);
+        backend.allocator().release(idx);
+        backend.allocator().release(k);
+        if (v != null) {
+            backend.allocator().release(v);
+        }
     }
 
     @Override

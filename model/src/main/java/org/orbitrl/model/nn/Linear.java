@@ -68,7 +68,11 @@ public final class Linear {
      */
     public void forwardWith(Weight w, Backend backend, Tensor x, Tensor y) {
         AdapterHook a = adapter != null && adapter.enabled() ? adapter : null;
-        w.forward(backend, a != null ? a.baseInput(backend, x) : x, y);
+        Tensor in = a != null ? a.baseInput(backend, x) : x;   // [M, in]
+        w.forward(backend, in, y);
+        if (in != x) {
+            backend.allocator().release(in);   // the hook's scratch copy: dead after the base product
+        }
         if (bias != null) {
             backend.addBias(y, bias);
         }
@@ -110,7 +114,8 @@ public final class Linear {
 
         /**
          * The input the base weight multiplies, [M, in]: x itself (the default), or a transformed
-         * copy in scratch memory (OFT's block-diagonal rotation x·R).
+         * copy in scratch memory (OFT's block-diagonal rotation x·R), a new allocation of the
+         * backend's allocator that the layer releases once the base product is issued.
          */
         default Tensor baseInput(Backend backend, Tensor x) {
             return x;

@@ -155,6 +155,7 @@ final class PolicyTrainer {
             model.backward(tape, dLogits);                                             // adapter gradients only
             model.backend().allocator().release(dLogits);                              // [tokens, vocab] each: freed
             model.backend().allocator().release(logits);                               // now, not at the next collection
+            tape.release(model.backend().allocator());                                 // the layer inputs [tokens, hidden] each
         }
         List<Tensor> grads = new ArrayList<>();
         for (Adapter.Param p : adapter.params()) {

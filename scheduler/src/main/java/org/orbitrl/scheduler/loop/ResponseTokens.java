@@ -60,8 +60,13 @@ final class ResponseTokens {
         TensorAllocator a = b.allocator();
         int n = rows.length;
         Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n);                           // [n]
-        b.tokenLogProbs(logits, upload(a, rows), upload(a, tokens), temperature, out);
+        Tensor r = upload(a, rows);                                                                  // i32 [n]
+        Tensor tk = upload(a, tokens);                                                               // i32 [n]
+        b.tokenLogProbs(logits, r, tk, temperature, out);
         float[] values = a.toHost(out).toFloatArray();
+        a.release(r);
+        a.release(tk);
+        a.release(out);
         float[] logp = new float[sequences * width];
         for (int k = 0; k < n; k++) {
             logp[slot[k]] = values[k];
@@ -77,9 +82,14 @@ final class ResponseTokens {
         for (int k = 0; k < n; k++) {
             g[k] = dLogp[slot[k]];
         }
-        Tensor d = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, logits.shape());               // [rows, vocab], zero
-        b.tokenLogProbsBackward(logits, upload(a, rows), upload(a, tokens), a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(g, n)),
-                temperature, d);
+        Tensor d = a.allocate(MemoryCategory.LOGITS, DType.F32, logits.shape());                    // [rows, vocab], zero
+        Tensor r = upload(a, rows);                                                                  // i32 [n]
+        Tensor tk = upload(a, tokens);                                                               // i32 [n]
+        Tensor gDev = a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(g, n));                         // [n]
+        b.tokenLogProbsBackward(logits, r, tk, gDev, temperature, d);
+        a.release(r);
+        a.release(tk);
+        a.release(gDev);
         return d;
     }
 

@@ -42,6 +42,7 @@ final class NextTokenLoss {
         Tensor logp = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n);                   // [n]
         backend.tokenLogProbs(logits, r, tk, 1f, logp);
         float[] lp = a.toHost(logp).toFloatArray();
+        a.release(logp);
         double loss = 0;
         for (float v : lp) {
             loss -= v;
@@ -49,8 +50,14 @@ final class NextTokenLoss {
         float[] g = new float[n];
         java.util.Arrays.fill(g, -1f / n);
         Tensor dLogits = a.allocate(MemoryCategory.LOGITS, DType.F32, logits.shape());        // [tokens, vocab], zero
-        backend.tokenLogProbsBackward(logits, r, tk, a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(g, n)), 1f, dLogits);
+        Tensor dLogp = a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(g, n));                 // [n]
+        backend.tokenLogProbsBackward(logits, r, tk, dLogp, 1f, dLogits);
+        a.release(r);
+        a.release(tk);
+        a.release(dLogp);
         model.backward(tape, dLogits);
+        a.release(dLogits);
+        tape.release(a);   // the logits and the layer inputs
         return loss / n;
     }
 }

@@ -14,7 +14,8 @@ import org.orbitrl.model.spec.MoeSpec;
  * Activation memory of adapter training through a frozen base.
  *
  * <p>For models with standard (grouped-query) attention, {@link #trainBytes} is what the training
- * code keeps reachable at its peak, tensor by tensor, all f32 (see {@link #standardTrainBytes}).
+ * code holds at its peak, tensor by tensor, all f32, each temporary released at its last use (see
+ * {@link #standardTrainBytes}).
  * The rest of this description is the estimate used for MLA and DeepSeek V4 models, per token in
  * bf16 elements.
  *
@@ -105,23 +106,26 @@ public final class ActivationModel {
     /**
      * Bytes at the peak of a training step of {@code tokens} tokens of a model with standard
      * attention: forward (with or without recompute), the loss and the adapter-only backward, all
-     * f32. The peak is in the backward of some layer. Until then the step keeps every layer's input
-     * {@code [h]}, the final norm's input and output, the head's input gradient and the running
-     * residual gradient ({@code 4h}), and the per-token log-probabilities (1); a device backend that
-     * runs chunked experts also keeps the MoE block's bf16 rows
-     * ({@link MoeWorkingSet#deviceRowsPerToken}). Without recompute every layer's tape is kept until
-     * backward ends; with it, only the layer being differentiated has one. A layer's tape: both norms' outputs and the residual after attention {@code 3h}; q and
-     * k before and after their norm and rope, v, and the attention output {@code 3·(Hq + Hkv)·D};
-     * the dense MLP's gate, up and SwiGLU output {@code 3I}, or the MoE block's (grouped or per
-     * expert, see {@link MoeWorkingSet}). On top of the tapes, the working set of the layer being
-     * differentiated is the larger of its attention phase (the three residual-sized gradients of the
-     * layer, the gradients of the attention output, q, k and v and of q and k before their norms, a
-     * {@code [h]} partial input gradient, and LoRA's {@code xa, dy·B [r]} and {@code (dy·B)·A [h]}
-     * of q, k or v) and its MLP phase (the post-norm gradient plus the dense MLP's {@code dact, dg,
-     * du [I]}, a {@code [h]} partial and LoRA's intermediates, or the MoE block's backward, which on
-     * the host also holds one grouped product's dequantization temporary beside its gradients).
-     * Heads and the dense MLP are split by tensor parallelism. {@code chunk}: experts dequantized at a
-     * time (0: the experts are not chunked).
+     * f32, with every temporary released at its last use (what a device allocator holds; a host's
+     * reachable bytes can be more, since released tensors may stay referenced). The peak is in the
+     * backward of some layer. Until then the step keeps every layer's input {@code [h]}, the final
+     * norm's input and output and the running residual gradient ({@code 3h}); a device also keeps
+     * the uploaded positions (1) and, when it runs chunked experts, the MoE block's bf16 rows
+     * ({@link MoeWorkingSet#deviceRowsPerToken}). The loss's log-probabilities and uploads and the
+     * head's input gradient are released before the layers' backward. Without recompute every
+     * layer's tape is kept until backward ends; with it, only the layer being differentiated has one.
+     * A layer's tape: both norms' outputs and the residual after attention {@code 3h}; q and k before
+     * and after their norm and rope, v, and the attention output {@code 3·(Hq + Hkv)·D}; the dense
+     * MLP's gate, up and SwiGLU output {@code 3I}, or the MoE block's (grouped or per expert, see
+     * {@link MoeWorkingSet}). On top of the tapes, the working set of the layer being differentiated
+     * is the larger of its MLP phase (the post-norm gradient {@code [h]} beside the block's backward,
+     * then beside the residual gradient after the block) and its attention phase (the residual and
+     * attention-input gradients {@code 2h} beside the attention backward's largest moment, then the
+     * layer's input gradient {@code [h]}). Each backward's largest moment is the largest of its steps,
+     * each holding only what is still to be used: see {@link #attentionWorkPerToken},
+     * {@link #mlpWorkPerToken} and {@link MoeWorkingSet#backwardPerToken}. Heads and the dense MLP are
+     * split by tensor parallelism. {@code chunk}: experts dequantized at a time (0: the experts are
+     * not chunked).
      */
     public static long standardTrainBytes(ModelSpec s, AdapterSpec adapter, boolean recompute, int tp, int ep, boolean device,
                                           int chunk, long tokens) {
@@ -131,37 +135,67 @@ public final class ActivationModel {
         int rExperts = loraRank(adapter, ParamFamily.ROUTED_EXPERTS);
         double qd = (double) s.numHeads() * s.headDim() / tp;
         double kvd = Math.ceil((double) s.numKvHeads() / tp) * s.headDim();
-        double persistent = (s.numLayers() + 4.0) * h + 1 + (device ? 1 : 0);
+        double persistent = (s.numLayers() + 3.0) * h + (device ? 1 : 0);
         if (device && chunk > 0 && s.isMoe() && MoeWorkingSet.grouped(s, ep, adapter)) {
             persistent += MoeWorkingSet.deviceRowsPerToken(s);
         }
         long hostChunk = s.isMoe() ? MoeWorkingSet.hostChunkElements(s, chunk, ep, adapter, device) : 0;
-        double attnPhase = 3.0 * h + 3 * (qd + kvd) + h + (rAttn > 0 ? 2.0 * rAttn + h : 0);
+        double attnPhase = 2.0 * h + Math.max(attentionWorkPerToken(h, qd, kvd, rAttn), h);
         double tapes = 0;
         double maxPhase = 0;
         double maxTapeAndPhase = 0;
         for (int i = 0; i < s.numLayers(); i++) {
             double tape = 3.0 * h + 3 * (qd + kvd);
-            double mlpPhase;
+            double mlpWork;
             if (s.isMoeLayer(i) && MoeWorkingSet.grouped(s, ep, adapter)) {
                 double k = MoeWorkingSet.pairsPerToken(s, ep);
                 tape += MoeWorkingSet.tapePerToken(s, k);
-                mlpPhase = h + Math.max(MoeWorkingSet.backwardPerToken(s, k, rExperts),
-                        MoeWorkingSet.gradsPerToken(s, k) + (double) hostChunk / tokens);
+                mlpWork = MoeWorkingSet.backwardPerToken(s, k, rExperts, (double) hostChunk / tokens);
             } else if (s.isMoeLayer(i)) {
                 tape += MoeWorkingSet.pairsPerToken(s, ep) * MoeWorkingSet.perExpertTapePerPair(s);
-                mlpPhase = h + MoeWorkingSet.perExpertBackwardPerToken(s, rExperts, device);
+                mlpWork = MoeWorkingSet.perExpertBackwardPerToken(s, rExperts, device);
             } else {
                 double inter = (double) s.intermediateSize() / tp;
                 tape += 3 * inter;
-                mlpPhase = h + 3 * inter + h + (rMlp > 0 ? 2.0 * rMlp + h : 0);
+                mlpWork = mlpWorkPerToken(h, inter, rMlp);
             }
+            double mlpPhase = h + Math.max(mlpWork, h);
             double phase = Math.max(attnPhase, mlpPhase);
             tapes += tape;
             maxPhase = Math.max(maxPhase, phase);
             maxTapeAndPhase = Math.max(maxTapeAndPhase, tape + phase);
         }
         return (long) Math.ceil((persistent + (recompute ? maxTapeAndPhase : tapes + maxPhase)) * tokens) * 4;
+    }
+
+    /**
+     * Per-token elements of a LoRA backward on a linear layer with {@code in} inputs: the recomputed
+     * {@code xa} and {@code dy·B [r]}, then {@code dy·B} beside {@code (dy·B)·A [in]}; 0 without LoRA.
+     */
+    public static double loraBackwardPerToken(int rank, double in) {
+        return rank > 0 ? Math.max(2.0 * rank, rank + in) : 0;
+    }
+
+    /**
+     * Per-token elements of the attention backward's largest moment (beside its input and output
+     * gradients): the output projection's input gradient {@code [Hq·D]} beside o's LoRA; the q, k and
+     * v gradients beside those of q and k before their norms {@code 2·Hq·D + 3·Hkv·D}; or those of v
+     * and of q and k before their norms beside the projections' partial input gradient {@code [h]} and
+     * a LoRA of q, k or v.
+     */
+    static double attentionWorkPerToken(long h, double qd, double kvd, int rank) {
+        return Math.max(qd + loraBackwardPerToken(rank, qd),
+                Math.max(2 * qd + 3 * kvd, qd + 2 * kvd + h + loraBackwardPerToken(rank, h)));
+    }
+
+    /**
+     * Per-token elements of the dense MLP backward's largest moment (beside its input and output
+     * gradients): {@code dact [I]} beside down's LoRA; {@code dact, dg, du [I]}; or {@code dg, du}
+     * beside the partial input gradient {@code [h]} and gate's LoRA.
+     */
+    static double mlpWorkPerToken(long h, double inter, int rank) {
+        return Math.max(inter + loraBackwardPerToken(rank, inter),
+                Math.max(3 * inter, 2 * inter + h + loraBackwardPerToken(rank, h)));
     }
 
     private static int loraRank(AdapterSpec adapter, ParamFamily f) {

@@ -14,13 +14,11 @@ import org.orbitrl.model.spec.MoeSpec;
  * transforms the base input): the block keeps, per token and MoE layer, the router's probabilities
  * {@code [E]}, the chosen probabilities, routing weights, expert ids and the grouped order and
  * positions {@code [k]} each, and per routed pair the input row and the unweighted output
- * {@code xs, ys [h]} and {@code g, u, act [I]}: {@code E + 5k + k·(2h + 3I)}. Its backward holds
- * every pair's {@code dys [h]}, routing-weight gradient {@code [1]}, {@code dact, dg, du [I]} and
- * {@code dxs, tmp [h]} at once, {@code k·(3h + 3I + 1)}; the experts' LoRA adds its recomputed
- * {@code xa} and {@code dy·B [r]} and {@code (dy·B)·A [h]} per pair; the router's backward adds
- * {@code dLogits [E]} and {@code dxr [h]} per token. Quantized experts are dequantized C at a time:
- * on the host into an f32 temporary {@code [C, I·h]} of each grouped product (an activation, alive
- * while the backward's working set is), on a device into one bf16 buffer {@code [C, I·h]} that the
+ * {@code xs, ys [h]} and {@code g, u, act [I]}: {@code E + 5k + k·(2h + 3I)}. Its backward releases
+ * each gradient at its last use; its largest moment is that of one of its steps (see
+ * {@link #backwardPerToken}). Quantized experts are dequantized C at a time:
+ * on the host into an f32 temporary {@code [C, I·h]} of each grouped product (an activation,
+ * released when the product ends), on a device into one bf16 buffer {@code [C, I·h]} that the
  * backend keeps and every layer shares (plus the pairs' rows in bf16, {@code [P, max(h, I)]}, kept
  * by the backend too).
  *
@@ -71,21 +69,24 @@ public final class MoeWorkingSet {
         return m.numExperts() + 5.0 * k + k * (2.0 * s.hiddenSize() + 3.0 * m.moeIntermediateSize());
     }
 
-    /** Elements per token of the backward's own gradients (during its expert products), for {@code k} pairs per token. */
-    public static double gradsPerToken(ModelSpec s, double k) {
-        return k * (3.0 * s.hiddenSize() + 3.0 * s.moe().moeIntermediateSize() + 1);
-    }
-
     /**
-     * Elements per token at the backward's peak, for {@code k} pairs per token, with LoRA of rank
-     * {@code loraRank} (0: none) on the experts.
+     * Elements per token at the grouped backward's largest moment, for {@code k} pairs per token,
+     * with LoRA of rank {@code loraRank} (0: none) on the experts and {@code hostChunk} elements per
+     * token of the host's dequantization temporary (0 on a device). Each step holds only what is still
+     * to be used: through down, {@code dys [h]}, the routing-weight gradient {@code [1]} and
+     * {@code dact [I]} per pair beside the temporary or down's LoRA; through SwiGLU, the routing-weight
+     * gradient and {@code dact, dg, du [I]}; through gate and up, the routing-weight gradient,
+     * {@code dg, du [I]} and {@code dxs, tmp [h]} beside the temporary or their LoRA; through the
+     * router, {@code dLogits [E]} and {@code dxr [h]} per token.
      */
-    public static double backwardPerToken(ModelSpec s, double k, int loraRank) {
+    public static double backwardPerToken(ModelSpec s, double k, int loraRank, double hostChunk) {
         long h = s.hiddenSize();
-        double grads = gradsPerToken(s, k);
-        double lora = loraRank > 0 ? k * (2.0 * loraRank + h) : 0;
+        long inter = s.moe().moeIntermediateSize();
+        double down = k * (h + 1 + inter) + Math.max(hostChunk, k * ActivationModel.loraBackwardPerToken(loraRank, inter));
+        double swiglu = k * (1 + 3.0 * inter);
+        double gateUp = k * (1 + 2.0 * inter + 2.0 * h) + Math.max(hostChunk, k * ActivationModel.loraBackwardPerToken(loraRank, h));
         double router = s.moe().numExperts() + h;
-        return grads + Math.max(lora, router);
+        return Math.max(Math.max(down, swiglu), Math.max(gateUp, router));
     }
 
     /** Elements per token a device backend keeps of the grouped rows in bf16 ({@code [P, max(h, I)]}), as f32 elements. */

@@ -94,6 +94,8 @@ public final class LoraLinear implements Linear.AdapterHook {
         backend.matmul(x, a, xa);
         backend.matmul(xa, b, d);
         backend.axpy(scale, d, y);
+        al.release(xa);
+        al.release(d);
     }
 
     @Override

@@ -22,7 +22,7 @@ public final class PagedDecode {
     private final Tensor tables; // i32 [B, maxBlocks]
     private final Tensor lens;   // i32 [B]: keys of each sequence, the new token included
 
-    private PagedDecode(BlockPool pool, int batch, Tensor slots, Tensor tables, Tensor lens) {
+    PagedDecode(BlockPool pool, int batch, Tensor slots, Tensor tables, Tensor lens) {
         this.pool = pool;
         this.batch = batch;
         this.slots = slots;

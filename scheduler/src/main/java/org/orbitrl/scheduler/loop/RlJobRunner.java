@@ -135,7 +135,8 @@ public final class RlJobRunner implements JobRunner {
             int blockSize = 16;
             engine = new RolloutEngine(rolloutModel, slots, new RolloutEngine.Options(blockSize,
                     Math.max(64, sequences * ((seqTokens + blockSize - 1) / blockSize + 1)),
-                    Math.max(sequences, spec.eval().size()), Math.max(4096, sequences * 64)), codec::decode);
+                    Math.max(sequences, spec.eval().size()), Math.max(4096, sequences * 64),
+                    RolloutEngine.Graphs.valueOf(spec.sampling().decodeGraphs().name())), codec::decode);
             List<Parameter> params = new ArrayList<>();
             for (Adapter.Param p : trainerAdapter.params()) {
                 params.add(new Parameter(p.name(), p.value()));

@@ -94,6 +94,7 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     private Map<Long, Long> measured;               // address -> offset in that plan of the run's allocations
     private CaptureMemory capture;                  // the arena a step being captured allocates from, else null
     private final java.util.List<CaptureMemory> arenas = new java.util.ArrayList<>(); // live arenas
+    private final java.util.List<Block> retired = new java.util.ArrayList<>(); // freed while captured steps live
     private long liveTotal;
     private long peakTotal;
     private boolean closed;
@@ -295,6 +296,15 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         CudaCheck.check(cudaFree(new DevicePointer(m.base)), "cudaFree", "captured step arena", m.bytes + " bytes");
         live.get(MemoryCategory.ACTIVATIONS)[0] -= m.bytes;
         liveTotal -= m.bytes;
+        if (arenas.isEmpty()) {
+            retired.forEach(this::release);
+            retired.clear();
+        }
+    }
+
+    /** True while a step is measured or captured by {@link CudaBackend#captureStep}: its buffers must be its own. */
+    synchronized boolean stepScoped() {
+        return measuring != null || capture != null;
     }
 
     /** True while a step is being captured on this allocator's stream (the stream's own state included). */
@@ -493,6 +503,10 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
             throw new IllegalArgumentException("free: " + t + " is arena memory of a captured step (freed with the step)");
         }
         blocks.remove(address);
+        if (!arenas.isEmpty()) {
+            retired.add(b);   // a captured step may read it (a kernel's reused buffer): freed once no step lives
+            return;
+        }
         release(b);
     }
 
@@ -572,6 +586,8 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
             liveTotal -= m.bytes;
         }
         arenas.clear();
+        retired.forEach(this::release);
+        retired.clear();
         unreachable.clear();
         stream.synchronize();
         CudaCheck.check(cudaMemPoolTrimTo(pool, 0), "cudaMemPoolTrimTo");

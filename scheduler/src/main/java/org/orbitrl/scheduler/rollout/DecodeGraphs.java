@@ -62,7 +62,7 @@ final class DecodeGraphs implements AutoCloseable {
             return null;                                   // a prefill or mixed step
         }
         int batch = bucket(segments.size());
-        int width = Math.max(4, bucket(widest));
+        int width = org.orbitrl.model.kv.PagedDecode.tableWidth(widest);
         DecodeStep step = steps.get((long) batch << 32 | width);
         if (step == null) {
             step = model.decodeStep(pool, batch, width);

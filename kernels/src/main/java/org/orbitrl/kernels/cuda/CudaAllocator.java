@@ -50,7 +50,9 @@ import static org.bytedeco.cuda.global.cudart.*;
  * comes from an arena owned by the step (one device allocation made before the capture, sized by a
  * measuring run of the same step: see {@link CaptureArena}), a release hands the block back to the
  * arena for the step's later allocations, and an upload, a host read or a host copy throws
- * {@link org.orbitrl.kernels.NotCapturableException}. Arena memory is freed with its step.
+ * {@link org.orbitrl.kernels.NotCapturableException}. Arena memory is freed with its step. While
+ * any captured step lives, {@link #free} keeps the memory (a kernel's reused buffer a step refers
+ * to) until the last step is freed.
  */
 public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     /** Allocation granularity (and alignment) in bytes. */
@@ -493,6 +495,18 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
 
     /** Frees the allocation {@code t} was allocated as (t must be the whole allocation, not a view). */
     public synchronized void free(Tensor t) {
+        free(t, true);
+    }
+
+    /**
+     * As {@link #free}, for a buffer no captured step can refer to (a kernel scratch buffer, which
+     * captured steps never share): freed now even while captured steps live.
+     */
+    synchronized void freeUncaptured(Tensor t) {
+        free(t, false);
+    }
+
+    private void free(Tensor t, boolean retire) {
         long address = t.segment().address();
         Block b = blocks.get(address);
         if (b == null || t.byteOffset() != 0) {
@@ -503,7 +517,7 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
             throw new IllegalArgumentException("free: " + t + " is arena memory of a captured step (freed with the step)");
         }
         blocks.remove(address);
-        if (!arenas.isEmpty()) {
+        if (retire && !arenas.isEmpty()) {
             retired.add(b);   // a captured step may read it (a kernel's reused buffer): freed once no step lives
             return;
         }

@@ -84,7 +84,7 @@ final class CudaContext implements AutoCloseable {
         Tensor t = scratch.get(which);
         if (t == null || t.numel() < elements) {
             if (t != null) {
-                allocator.free(t);
+                allocator.freeUncaptured(t);   // captured steps have scratch of their own
             }
             MemoryCategory c = which == Scratch.DEQUANT_BF16 ? MemoryCategory.DEQUANT_BUFFERS : MemoryCategory.ACTIVATIONS;
             t = allocator.allocate(c, dtype, Math.max(elements, 1024));

@@ -242,8 +242,10 @@ public final class RlJobRunner implements JobRunner {
         }
 
         // 1. rollout: prompts × G samples with the serving adapter version
+        RolloutEngine.Stats before = engine.stats();
         List<Completion> completions = engine.generate(samples.requests(todo.stream().map(problems::get).toList(), step));
         long tRollout = System.nanoTime();
+        RolloutEngine.Stats after = engine.stats();
 
         // 2. reward, 3. log: each group appended to the sample queue as one entry
         long tokens = 0;
@@ -290,6 +292,9 @@ public final class RlJobRunner implements JobRunner {
         extra.put("kl", out.klMean());
         extra.put("clip_fraction", out.clipFraction());
         extra.put("rollout_seconds", (tRollout - t0) / 1e9);
+        extra.put("rollout_engine_steps", (double) (after.steps() - before.steps()));
+        extra.put("rollout_graph_steps", (double) (after.graphSteps() - before.graphSteps()));
+        extra.put("rollout_graph_arena_bytes", (double) after.graphArenaBytes());
         extra.put("reward_seconds", (tReward - tRollout) / 1e9);
         extra.put("train_seconds", (tTrain - tReward) / 1e9);
         extra.put("publish_seconds", publishSeconds);

@@ -34,6 +34,14 @@ import java.util.concurrent.ConcurrentLinkedQueue;
  * not depend on the batch, on preemption or on the backend; only the tokens and their log-probs come
  * back to the host each step.
  *
+ * <p>A pure decode step (every running sequence feeds one token) runs as a replayed graph where
+ * the backend captures one and the model has a decode-step form ({@link Options#graphs}, on by
+ * default for device backends; see {@link DecodeGraphs}): the batch padded to a power of two, one
+ * host-to-device copy of its inputs, one launch. Prefill and mixed steps, and every step of a
+ * model or mode that cannot be captured, run eagerly. The tokens and log-probs are the same either
+ * way on the host and, up to 16 sequences, on the GPU (its kernels compute each row alone there);
+ * above that the padded batch's cuBLAS products may round differently.
+ *
  * <p>Adapter versions switch only in {@link #step}'s first line, so no step mixes versions; every
  * token records the version that produced it. One thread drives an engine; {@link #submit} may
  * be called from any thread.
@@ -273,12 +281,12 @@ public final class RolloutEngine implements AutoCloseable {
         if (graphs == null) {
             return null;
         }
-        Object adapter = slots == null ? null : slots.active();
+        org.orbitrl.model.adapter.Adapter adapter = slots == null ? null : slots.active();
         if (adapter instanceof org.orbitrl.model.adapter.OftAdapter) {
             graphs.turnOff("OFT adapters read a host copy of their rotations in forward");
             return null;
         }
-        return graphs.forward(segments, adapter, slots == null || slots.enabled());
+        return graphs.forward(segments, adapter, adapter == null || slots.enabled() && adapter.enabled());
     }
 
     /** Tokens and their policy and sampled log-probs, one per draw. */

@@ -45,9 +45,9 @@ import java.util.stream.Stream;
  * trainer's micro-batch defaults to one group: the full vocabulary's logits of a micro-batch must
  * fit one array. {@code --modes} picks sync and/or async; {@code --graphs} runs each mode with
  * rollout's decode steps as captured graphs ({@code on}), eagerly ({@code off}) or both ({@code on,off};
- * default {@code auto}: graphs on a device), and prints for each run the rollout time per decode
- * step (rollout seconds over the response length: every sample of a step decodes in the same
- * engine steps, to the length limit on random weights) and the graphs/eager ratios.
+ * default {@code auto}: graphs on a device), and prints for each run the rollout time per engine
+ * step (rollout seconds over the engine steps of the rollout, nearly all of them decode steps),
+ * the steps replayed as graphs and the graphs' arena bytes, and the graphs/eager ratios.
  *
  * <pre>
  * tools/bench -pl scheduler org.orbitrl.scheduler.bench.AsyncModelBench [--repo .] [--config models/qwen3-4b/config.json]
@@ -61,7 +61,8 @@ public final class AsyncModelBench {
 
     /** One run's figures, over its steps after the first (warm-up). */
     record Figures(double stepSeconds, double tokensPerSecond, double trainerIdle, double rolloutIdle,
-                   double publishBytes, double publishSeconds, double dropped, int steps, double rolloutSeconds) {
+                   double publishBytes, double publishSeconds, double dropped, int steps, double rolloutSeconds,
+                   double engineSteps, double graphSteps, double arenaBytes) {
     }
 
     public static void main(String[] args) throws Exception {
@@ -206,7 +207,15 @@ public final class AsyncModelBench {
                 .average().orElse(Double.NaN);
         double dropped = all.stream().mapToDouble(r -> x(r, "dropped_stale")).sum();
         double rollout = s.stream().mapToDouble(r -> x(r, "rollout_seconds")).average().orElse(Double.NaN);
-        return new Figures(wall / s.size(), tokens / wall, trainerIdle, rolloutIdle, bytes, pubSeconds, dropped, s.size(), rollout);
+        double engineSteps = s.stream().mapToDouble(r -> x(r, "rollout_engine_steps")).average().orElse(0);
+        double graphSteps = s.stream().mapToDouble(r -> x(r, "rollout_graph_steps")).average().orElse(0);
+        double arena = s.stream().mapToDouble(r -> x(r, "rollout_graph_arena_bytes")).max().orElse(0);
+        if (engineSteps > 0) {
+            System.out.printf("%s: %.0f engine steps a rollout, %.0f of them replayed graphs; graph arenas %.1f MB%n", name,
+                    engineSteps, graphSteps, arena / 1e6);
+        }
+        return new Figures(wall / s.size(), tokens / wall, trainerIdle, rolloutIdle, bytes, pubSeconds, dropped, s.size(), rollout,
+                engineSteps, graphSteps, arena);
     }
 
     /** Per-step phase times (s) and the run's time outside its steps (loading, evaluations, checkpoints). */
@@ -250,9 +259,12 @@ public final class AsyncModelBench {
         return r.extras().getOrDefault(key, 0.0);
     }
 
-    /** Rollout seconds of a step over its decode steps (the response length), in ms. */
+    /**
+     * Rollout seconds of a step over its engine steps (the sync job records them; else the response
+     * length: every sample of a step decodes in the same engine steps), in ms.
+     */
     private static double decodeStepMs(Figures f, int response) {
-        return f.rolloutSeconds() / response * 1e3;
+        return f.rolloutSeconds() / (f.engineSteps() > 0 ? f.engineSteps() : response) * 1e3;
     }
 
     private static String row(String adapter, String mode, Figures f, int response) {

@@ -69,7 +69,7 @@ class CudaDecodeGraphsTest {
         }
     }
 
-    private record Run(List<Completion> done, RolloutEngine.Stats stats, long arenaBeforeClose, long activationsFreed) {
+    private record Run(List<Completion> done, RolloutEngine.Stats stats, long activationsFreed) {
     }
 
     private static Run run(RolloutEngine.Graphs graphs, List<Request> reqs, int publishAt) {
@@ -100,7 +100,7 @@ class CudaDecodeGraphsTest {
             e.close();
             long after = gpu.allocator().liveBytes(MemoryCategory.ACTIVATIONS);
             done.sort(Comparator.comparing(Completion::requestId).thenComparingInt(Completion::sample));
-            return new Run(done, stats, before, before - after);
+            return new Run(done, stats, before - after);
         }
     }
 

@@ -31,7 +31,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * replay re-runs the captured step under capture checking: on the Qwen3 fixture with a LoRA adapter
  * in two slots, seeded sampling gives exactly (bit for bit) the tokens and log-probs of the eager
  * engine, for batches that shrink through 6, 5, 3, 2, 1 (padded to 8, 4, 2, 1 rows, whose padding
- * must not touch the real rows), across a publication and slot switch; and the checking mode throws
+ * must not touch the real rows), across a publication and slot switch; an OFT adapter turns graphs
+ * off for the engine with the eager results; and the checking mode throws
  * on an upload inside a captured step, which the eager forward has and the decode-step form has not.
  */
 class DecodeGraphsTest {
@@ -118,6 +119,35 @@ class DecodeGraphsTest {
         assertEquals(graphStats[2] - 1, graphStats[0], "decode steps replayed, of " + graphStats[2] + " steps");
         // batches 6, 5 -> 8; 3 -> 4; 2; 1; each under slot 0 and slot 1 where both served
         assertTrue(graphStats[1] >= 5, "captured steps by batch bucket and adapter slot: " + graphStats[1]);
+    }
+
+    @Test
+    void anOftAdapterTurnsGraphsOffOnceWithTheEagerResults() {
+        List<Request> reqs = List.of(Request.of("a", new int[]{4, 8, 15}, SamplingParams.sample(1.0f, 1.0f, 5, 1)),
+                Request.of("b", new int[]{16, 23, 42, 7}, SamplingParams.sample(1.0f, 1.0f, 5, 2)));
+        List<List<Completion>> out = new ArrayList<>();
+        for (RolloutEngine.Graphs g : List.of(RolloutEngine.Graphs.OFF, RolloutEngine.Graphs.ON)) {
+            try (LoadedModel m = RolloutEngineTest.model("qwen3")) {
+                AdapterConfig oft = AdapterConfig.oft(org.orbitrl.model.adapter.OftSettings.ofBlockSize(8),
+                        List.of("q_proj", "v_proj"));
+                AdapterSlots slots = new AdapterSlots(m.targets(),
+                        () -> org.orbitrl.model.adapter.OftAdapter.create(oft, m.targets(), m.model().backend().allocator()), 0);
+                randomize(slots.active(), 41, 0.05f);
+                try (RolloutEngine e = new RolloutEngine(m.model(), slots, new RolloutEngine.Options(4, 64, 8, 64, g), null)) {
+                    out.add(e.generate(reqs));
+                    if (g == RolloutEngine.Graphs.ON) {
+                        assertTrue(e.graphsOffReason() != null && e.graphsOffReason().contains("OFT"), "off because of OFT: "
+                                + e.graphsOffReason());
+                        assertEquals(0, e.stats().graphSteps());
+                        assertEquals(0, e.stats().graphs());
+                    }
+                }
+            }
+        }
+        for (int i = 0; i < reqs.size(); i++) {
+            assertArrayEquals(out.get(0).get(i).tokens(), out.get(1).get(i).tokens(), "OFT request " + i + " tokens");
+            assertArrayEquals(out.get(0).get(i).policyLogprobs(), out.get(1).get(i).policyLogprobs(), 0f, "OFT request " + i);
+        }
     }
 
     @Test

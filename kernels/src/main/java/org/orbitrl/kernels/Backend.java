@@ -383,6 +383,25 @@ public interface Backend extends AutoCloseable {
         return OptimizerOps.gradientStats(grad);
     }
 
+    // ------------------------------------------------------------------ capture and replay
+
+    /**
+     * Records the work {@code step} issues (returning its output) for replay, e.g. a decode step
+     * whose inputs sit in fixed tensors. The step must issue stream work only: its allocations come
+     * from an arena the returned step owns (sized by a measuring run of the step; releases reuse it
+     * in stream order), and an upload, a host read or a synchronisation inside it throws
+     * {@link NotCapturableException}. A device backend may run the step once eagerly before
+     * recording it, so its effects must be idempotent for fixed inputs (a cache write of the same
+     * values). The default (the host) records nothing: each replay runs the step again under
+     * {@link CaptureCheck}, so the same checks hold.
+     *
+     * @throws NotCapturableException when the backend cannot capture this step (a backend mode
+     *         whose kernels read from the host, or the step breaks a rule while being recorded)
+     */
+    default CapturedStep captureStep(java.util.function.Supplier<Tensor> step) {
+        return CapturedStep.rerun(name() + " captured step", step);
+    }
+
     @Override
     default void close() {
     }

@@ -5,7 +5,8 @@ package org.orbitrl.kernels;
  * of {@link Backend#pagedKvWrite} and {@link Backend#pagedDecodeAttention}. Decode attention
  * gathers each sequence's keys and values into position order and runs {@link Backend#attention},
  * so it computes bit for bit what attention over a contiguous cache does. The tables are read on
- * the host (one copy back when they live on a device).
+ * the host: in place for host memory (these are then the host backend's kernels, and a captured
+ * step may use them), else with a copy back from the device (not capturable).
  */
 public final class PagedOps {
     private PagedOps() {
@@ -14,7 +15,7 @@ public final class PagedOps {
     /** Row {@code slots[b]} of the caches gets k[b] and v[b]; a negative slot skips the sequence. */
     public static void kvWrite(Backend b, Tensor k, Tensor v, Tensor kCache, Tensor vCache, Tensor slots) {
         TensorAllocator a = b.allocator();
-        Tensor s = a.toHost(slots);
+        Tensor s = a.hostMemory() ? slots : a.toHost(slots);
         int n = Math.toIntExact(slots.numel());
         if (k.dim(0) != n || v.dim(0) != n) {
             throw new IllegalArgumentException("pagedKvWrite: k " + k + " and v " + v + " must hold one row per slot (" + n + ")");
@@ -33,8 +34,8 @@ public final class PagedOps {
     public static void decodeAttention(Backend b, Tensor q, Tensor kCache, Tensor vCache, Tensor tables, Tensor lens,
                                        int blockSize, int kvHeads, Tensor out, AttentionSpec spec) {
         TensorAllocator a = b.allocator();
-        Tensor t = a.toHost(tables);
-        Tensor l = a.toHost(lens);
+        Tensor t = a.hostMemory() ? tables : a.toHost(tables);
+        Tensor l = a.hostMemory() ? lens : a.toHost(lens);
         int n = q.size(0);
         if (tables.rank() != 2 || tables.dim(0) != n || lens.numel() != n || out.dim(0) != n) {
             throw new IllegalArgumentException("pagedDecodeAttention: q " + q + ", tables " + tables + ", lens " + lens + ", out "
@@ -48,7 +49,8 @@ public final class PagedOps {
             for (int p = 0; p < len; p++) {
                 rows[p] = (int) (t.getLong(i, p / blockSize) * blockSize + p % blockSize);
             }
-            Tensor idx = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(rows, len));              // i32 [len]
+            Tensor idx = Tensor.ofInts(rows, len);                                                 // i32 [len]
+            idx = a.hostMemory() ? idx : a.upload(MemoryCategory.ACTIVATIONS, idx);
             Tensor k = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, len, (long) kvHeads * d);   // [len, Hkv*D]
             Tensor v = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, len, (long) kvHeads * dv);  // [len, Hkv*Dv]
             b.gatherRows(kCache, idx, k);

@@ -19,6 +19,9 @@ public interface TensorAllocator {
 
     /** A tensor of this allocator's memory holding {@code host}'s values: {@code host} itself where that is already so. */
     default Tensor upload(MemoryCategory category, Tensor host) {
+        if (CaptureCheck.active()) {
+            CaptureCheck.check("upload of " + host);
+        }
         return host;
     }
 
@@ -27,6 +30,9 @@ public interface TensorAllocator {
      * taken after all work issued on it has finished. Meant for small values the host must act on.
      */
     default Tensor toHost(Tensor t) {
+        if (CaptureCheck.active()) {
+            CaptureCheck.check("host read of " + t);
+        }
         return t;
     }
 

@@ -45,6 +45,14 @@ import static org.bytedeco.cuda.global.cudart.*;
  * instead of touching a device address. Views (slice, select, reshape, transpose) work as on the
  * host; only their address arithmetic is used. Copy with {@link CudaBackend#toDevice} and
  * {@link CudaBackend#toHost}.
+ *
+ * <p><b>Captured steps.</b> While {@link CudaBackend#captureStep} records a step, every allocation
+ * comes from an arena owned by the step (one device allocation made before the capture, sized by a
+ * measuring run of the same step: see {@link CaptureArena}), a release hands the block back to the
+ * arena for the step's later allocations, and an upload, a host read or a host copy throws
+ * {@link org.orbitrl.kernels.NotCapturableException}. Arena memory is freed with its step. While
+ * any captured step lives, {@link #free} keeps the memory (a kernel's reused buffer a step refers
+ * to) until the last step is freed.
  */
 public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     /** Allocation granularity (and alignment) in bytes. */
@@ -54,8 +62,22 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     // device-wide synchronisation; else cudaMalloc (while the stream is being captured into a graph)
     // size: the bytes asked (bytes: allocated); owner: the segment its tensors share, weakly held so
     // that the collector still finds it unreachable; generation: collections requested before it was made
+    // arena: the captured step whose arena holds it (null: its own device allocation); offset: its place there
     private record Block(long address, long bytes, long size, MemoryCategory category, boolean async,
-                         java.lang.ref.WeakReference<MemorySegment> owner, long generation) {
+                         java.lang.ref.WeakReference<MemorySegment> owner, long generation, CaptureMemory arena, long offset) {
+    }
+
+    /** The device allocation of one captured step's arena and the plan that hands it out. */
+    static final class CaptureMemory {
+        final long base;
+        final long bytes;
+        final CaptureArena plan;
+
+        CaptureMemory(long base, long bytes) {
+            this.base = base;
+            this.bytes = bytes;
+            this.plan = new CaptureArena(bytes);
+        }
     }
 
     private final CudaDevice device;
@@ -70,6 +92,11 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     private final java.util.concurrent.ConcurrentLinkedQueue<Block> unreachable = new java.util.concurrent.ConcurrentLinkedQueue<>();
     private final java.util.List<Block> deferred = new java.util.ArrayList<>(); // pool blocks freed during a capture
     private volatile CudaAllocator shared;
+    private CaptureArena measuring;                 // the plan a measuring run of a step builds, else null
+    private Map<Long, Long> measured;               // address -> offset in that plan of the run's allocations
+    private CaptureMemory capture;                  // the arena a step being captured allocates from, else null
+    private final java.util.List<CaptureMemory> arenas = new java.util.ArrayList<>(); // live arenas
+    private final java.util.List<Block> retired = new java.util.ArrayList<>(); // freed while captured steps live
     private long liveTotal;
     private long peakTotal;
     private boolean closed;
@@ -151,6 +178,9 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         }
         long bytes = Math.max(ALIGN, (Math.multiplyExact(n, dtype.bytes()) + ALIGN - 1) / ALIGN * ALIGN);
         device.bind();
+        if (capture != null) {
+            return allocateInArena(category, dtype, shape, n, bytes);
+        }
         boolean perStep = RELEASED_WHEN_UNREACHABLE.contains(category);
         if (perStep && sinceCollection + bytes > collectionThreshold) {
             generation++;
@@ -173,8 +203,11 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         CudaCheck.check(cudaMemsetAsync(new DevicePointer(address), 0, bytes, stream.handle()), "cudaMemsetAsync", bytes + " bytes");
         MemorySegment segment = deviceSegment(address, bytes);
         Block block = new Block(address, bytes, Math.multiplyExact(n, dtype.bytes()), category, async,
-                new java.lang.ref.WeakReference<>(segment), generation);
+                new java.lang.ref.WeakReference<>(segment), generation, null, 0);
         blocks.put(address, block);
+        if (measuring != null) {
+            measured.put(address, measuring.take(bytes));
+        }
         if (perStep) {
             sinceCollection += bytes;
         }
@@ -189,6 +222,96 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
             CLEANER.register(segment, () -> q.add(block));
         }
         return Tensor.wrap(segment, dtype, shape);
+    }
+
+    // an allocation of the step being captured: the next block of its arena's plan, zero-filled by a captured memset
+    private Tensor allocateInArena(MemoryCategory category, DType dtype, long[] shape, long n, long bytes) {
+        long off = capture.plan.take(bytes);
+        if (off < 0) {
+            throw new org.orbitrl.kernels.NotCapturableException("allocation of " + bytes + " bytes (" + category + " " + dtype
+                    + Arrays.toString(shape) + ") beyond the step's arena of " + capture.bytes
+                    + " bytes: the step allocated differently while captured than in its measuring run");
+        }
+        long address = capture.base + off;
+        CudaCheck.check(cudaMemsetAsync(new DevicePointer(address), 0, bytes, stream.handle()), "cudaMemsetAsync", bytes + " bytes");
+        MemorySegment segment = deviceSegment(address, bytes);
+        blocks.put(address, new Block(address, bytes, Math.multiplyExact(n, dtype.bytes()), category, false,
+                new java.lang.ref.WeakReference<>(segment), generation, capture, off));
+        return Tensor.wrap(segment, dtype, shape);
+    }
+
+    /** Starts recording the arena plan of the allocations and releases the thread issues until {@link #endMeasure}. */
+    synchronized void beginMeasure() {
+        measuring = new CaptureArena(Long.MAX_VALUE);
+        measured = new java.util.HashMap<>();
+    }
+
+    /** Ends measuring; returns the arena bytes the measured run needs (at least {@link #ALIGN}). */
+    synchronized long endMeasure() {
+        long bytes = measuring == null ? 0 : measuring.highWater();
+        measuring = null;
+        measured = null;
+        return Math.max(ALIGN, bytes);
+    }
+
+    /**
+     * Allocates an arena of {@code bytes} (before the capture: no allocation happens inside one) and
+     * makes every allocation until {@link #endCapture} come from it. Its bytes count as activations.
+     */
+    synchronized CaptureMemory beginCapture(long bytes) {
+        if (capture != null) {
+            throw new IllegalStateException("a step is already being captured on " + device);
+        }
+        device.bind();
+        Pointer p = new Pointer();
+        int err = cudaMalloc(p, bytes);
+        if (err == CUDA_ERROR_MEMORY_ALLOCATION) {
+            cudaGetLastError();
+            collectUnreachable();
+            p = new Pointer();
+            err = cudaMalloc(p, bytes);
+        }
+        CudaCheck.check(err, "cudaMalloc", "captured step arena", bytes + " bytes", liveTotal + " bytes live on " + device);
+        CaptureMemory m = new CaptureMemory(p.address(), bytes);
+        arenas.add(m);
+        long[] c = live.get(MemoryCategory.ACTIVATIONS);
+        c[0] += bytes;
+        c[1] = Math.max(c[1], c[0]);
+        liveTotal += bytes;
+        peakTotal = Math.max(peakTotal, liveTotal);
+        capture = m;
+        return m;
+    }
+
+    /** Allocations come from the device again. */
+    synchronized void endCapture() {
+        capture = null;
+    }
+
+    /** Frees a captured step's arena (its graph destroyed first); its tensors must not be used afterwards. */
+    synchronized void freeArena(CaptureMemory m) {
+        if (!arenas.remove(m) || closed) {
+            return;
+        }
+        device.bind();
+        blocks.values().removeIf(b -> b.arena() == m);
+        CudaCheck.check(cudaFree(new DevicePointer(m.base)), "cudaFree", "captured step arena", m.bytes + " bytes");
+        live.get(MemoryCategory.ACTIVATIONS)[0] -= m.bytes;
+        liveTotal -= m.bytes;
+        if (arenas.isEmpty()) {
+            retired.forEach(this::release);
+            retired.clear();
+        }
+    }
+
+    /** True while a step is measured or captured by {@link CudaBackend#captureStep}: its buffers must be its own. */
+    synchronized boolean stepScoped() {
+        return measuring != null || capture != null;
+    }
+
+    /** True while a step is being captured on this allocator's stream (the stream's own state included). */
+    synchronized boolean inCapture() {
+        return capture != null || capturing();
     }
 
     /** Frees the blocks reported unreachable that are still live (not freed explicitly meanwhile). */
@@ -236,6 +359,9 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         if (owns(host)) {
             return host;
         }
+        if (inCapture()) {
+            throw new org.orbitrl.kernels.NotCapturableException("upload of " + host);
+        }
         Tensor dev = allocate(category, host.dtype(), host.shape());
         copy(host, dev);
         return dev;
@@ -246,6 +372,9 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     public Tensor toHost(Tensor t) {
         if (!owns(t)) {
             return t;
+        }
+        if (inCapture()) {
+            throw new org.orbitrl.kernels.NotCapturableException("host read of " + t);
         }
         Tensor host = Tensor.allocate(Arena.ofAuto(), t.dtype(), t.shape());
         copy(t, host);
@@ -267,6 +396,9 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         if (!fromDevice && !toDevice) {
             dst.copyFrom(src);
             return;
+        }
+        if ((!fromDevice || !toDevice) && inCapture()) {
+            throw new org.orbitrl.kernels.NotCapturableException((fromDevice ? "device->host" : "host->device") + " copy into " + dst);
         }
         if (fromDevice) {
             src.requireContiguous("device copy source");
@@ -341,8 +473,21 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
                 || t.byteSize() != b.size()) {
             return;
         }
+        if (b.arena() != null) {
+            if (b.arena() == capture) {   // reused by a later allocation of the step, after this use on the stream
+                blocks.remove(b.address());
+                capture.plan.give(b.offset(), b.bytes());
+            }
+            return;                       // outside its capture the arena's memory stays with its graph
+        }
         if (!b.async() || capturing()) {
             return;   // captured work replays on it: kept until unreachable, like every allocation made in a capture
+        }
+        if (measuring != null) {
+            Long off = measured.remove(b.address());
+            if (off != null) {
+                measuring.give(off, b.bytes());
+            }
         }
         blocks.remove(b.address());
         release(b);
@@ -350,13 +495,32 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
 
     /** Frees the allocation {@code t} was allocated as (t must be the whole allocation, not a view). */
     public synchronized void free(Tensor t) {
+        free(t, true);
+    }
+
+    /**
+     * As {@link #free}, for a buffer no captured step can refer to (a kernel scratch buffer, which
+     * captured steps never share): freed now even while captured steps live.
+     */
+    synchronized void freeUncaptured(Tensor t) {
+        free(t, false);
+    }
+
+    private void free(Tensor t, boolean retire) {
         long address = t.segment().address();
         Block b = blocks.get(address);
         if (b == null || t.byteOffset() != 0) {
             throw new IllegalArgumentException("free: " + t + " at 0x" + Long.toHexString(address(t))
                     + " is not an allocation of " + device);
         }
+        if (b.arena() != null) {
+            throw new IllegalArgumentException("free: " + t + " is arena memory of a captured step (freed with the step)");
+        }
         blocks.remove(address);
+        if (retire && !arenas.isEmpty()) {
+            retired.add(b);   // a captured step may read it (a kernel's reused buffer): freed once no step lives
+            return;
+        }
         release(b);
     }
 
@@ -425,9 +589,19 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         deferred.forEach(this::release);
         deferred.clear();
         for (Block b : blocks.values()) {
-            release(b);
+            if (b.arena() == null) {
+                release(b);
+            }
         }
         blocks.clear();
+        for (CaptureMemory m : arenas) {
+            CudaCheck.check(cudaFree(new DevicePointer(m.base)), "cudaFree", "captured step arena", m.bytes + " bytes");
+            live.get(MemoryCategory.ACTIVATIONS)[0] -= m.bytes;
+            liveTotal -= m.bytes;
+        }
+        arenas.clear();
+        retired.forEach(this::release);
+        retired.clear();
         unreachable.clear();
         stream.synchronize();
         CudaCheck.check(cudaMemPoolTrimTo(pool, 0), "cudaMemPoolTrimTo");

@@ -173,6 +173,7 @@ public final class CudaBackend implements Backend {
 
     /** Copies host tensor {@code host} into device tensor {@code dev} (same dtype and shape; dev contiguous). */
     public void copyToDevice(Tensor host, Tensor dev) {
+        requireNotCapturing("host->device copy into " + dev);
         CudaCopies.checkCopy(host, dev);
         ctx.devContiguous("copyToDevice destination", dev, host.dtype());
         Tensor src = CudaCopies.hostContiguous(host);
@@ -192,6 +193,7 @@ public final class CudaBackend implements Backend {
 
     /** Copies device tensor {@code dev} (contiguous) into host tensor {@code host}; waits for the stream. */
     public void copyToHost(Tensor dev, Tensor host) {
+        requireNotCapturing("host read of " + dev);
         CudaCopies.checkCopy(host, dev);
         ctx.devContiguous("copyToHost source", dev, host.dtype());
         boolean direct = host.isContiguous() && host.segment().isNative();
@@ -240,9 +242,55 @@ public final class CudaBackend implements Backend {
 
     /** Waits for all issued work; throws {@link CudaException} or a kernel-reported error. */
     public void synchronize() {
+        requireNotCapturing("synchronize");
         ctx.device.bind();
         ctx.stream.synchronize();
         CudaKernelErrors.raise(ctx);
+    }
+
+    private void requireNotCapturing(String operation) {
+        if (ctx.allocator.inCapture()) {
+            throw new org.orbitrl.kernels.NotCapturableException(operation);
+        }
+    }
+
+    /**
+     * Captures {@code step} as a CUDA graph. First a measuring run: the step runs eagerly once (its
+     * effects happen; with fixed inputs they are the replay's) while the allocator plans the arena
+     * its allocations need; then that arena is allocated and the step is recorded with every
+     * allocation taken from it ({@link CudaAllocator}). A replay is one graph launch writing the same
+     * output tensor. Exact mode is not captured: its decode attention reads sequence lengths on the host.
+     *
+     * @throws org.orbitrl.kernels.NotCapturableException in exact mode, or when the step uploads,
+     *         reads to the host, synchronises or outgrows its arena while recorded
+     */
+    @Override
+    public org.orbitrl.kernels.CapturedStep captureStep(java.util.function.Supplier<Tensor> step) {
+        if (exact) {
+            throw new org.orbitrl.kernels.NotCapturableException(
+                    "exact mode (the per-sequence decode attention reads the lengths on the host)");
+        }
+        ctx.device.bind();
+        CudaAllocator a = ctx.allocator;
+        a.beginMeasure();
+        long bytes;
+        try {
+            step.get();
+        } finally {
+            bytes = a.endMeasure();
+        }
+        CudaAllocator.CaptureMemory arena = a.beginCapture(bytes);
+        Tensor[] out = new Tensor[1];
+        CudaGraph graph;
+        try {
+            graph = CudaGraph.capture(ctx.stream, () -> out[0] = step.get());
+        } catch (RuntimeException | Error e) {
+            a.endCapture();
+            a.freeArena(arena);
+            throw e;
+        }
+        a.endCapture();
+        return new CudaCapturedStep(this, graph, arena, out[0]);
     }
 
     // ------------------------------------------------------------------ Backend

@@ -80,12 +80,19 @@ final class CudaContext implements AutoCloseable {
         return Math.max(1, Math.min(needed, (long) device.multiprocessors() * 32));
     }
 
-    /** A scratch tensor of at least {@code elements}, viewed as [elements]; its contents are undefined. */
+    /**
+     * A scratch tensor of at least {@code elements}, viewed as [elements]; its contents are undefined.
+     * Inside a step being measured or captured for replay it is a fresh allocation of the step (its
+     * arena), so that a captured graph never refers to a shared buffer a later step may grow and free.
+     */
     Tensor scratch(Scratch which, DType dtype, long elements) {
+        if (allocator.stepScoped()) {
+            return allocator.allocate(MemoryCategory.ACTIVATIONS, dtype, Math.max(elements, 1024)).slice(0, 0, elements);
+        }
         Tensor t = scratch.get(which);
         if (t == null || t.numel() < elements) {
             if (t != null) {
-                allocator.free(t);
+                allocator.freeUncaptured(t);   // captured steps have scratch of their own
             }
             MemoryCategory c = which == Scratch.DEQUANT_BF16 ? MemoryCategory.DEQUANT_BUFFERS : MemoryCategory.ACTIVATIONS;
             t = allocator.allocate(c, dtype, Math.max(elements, 1024));

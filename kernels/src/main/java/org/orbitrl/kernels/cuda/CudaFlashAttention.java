@@ -186,7 +186,9 @@ final class CudaFlashAttention {
         int maxKeys = maxBlocks * blockSize;
         int group = hq / hkv;
         int warps = Math.min(group, 8);
-        long base = (long) b * hkv;
+        // the batch rounded up to a power of two: a step padded to a captured graph's batch splits (and so
+        // sums) every row exactly as the unpadded step does
+        long base = (long) (b <= 1 ? 1 : Integer.highestOneBit(b - 1) << 1) * hkv;
         int target = 2 * ctx.device.multiprocessors();
         // The split count depends only on the table's capacity, so a captured graph stays valid as sequences grow.
         int splits = base >= target ? 1 : (int) Math.max(1, Math.min((target + base - 1) / base, (maxKeys + 63) / 64));

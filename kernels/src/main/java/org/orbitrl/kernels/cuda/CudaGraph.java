@@ -27,9 +27,17 @@ public final class CudaGraph implements AutoCloseable {
         CUgraph_st g = new CUgraph_st();
         try {
             work.run();
-        } finally {
-            CudaCheck.check(cudaStreamEndCapture(stream.handle(), g), "cudaStreamEndCapture");
+        } catch (RuntimeException | Error e) {
+            int err = cudaStreamEndCapture(stream.handle(), g);   // the capture ends whatever happened in it
+            if (err != cudaSuccess) {
+                cudaGetLastError();
+                e.addSuppressed(new CudaException("cudaStreamEndCapture", err, "ending a failed capture: error " + err));
+            } else if (!g.isNull()) {
+                cudaGraphDestroy(g);
+            }
+            throw e;
         }
+        CudaCheck.check(cudaStreamEndCapture(stream.handle(), g), "cudaStreamEndCapture");
         CUgraphExec_st e = new CUgraphExec_st();
         CudaCheck.check(cudaGraphInstantiate(e, g, 0L), "cudaGraphInstantiate");
         return new CudaGraph(g, e);

@@ -149,6 +149,11 @@ public final class AdapterSlots {
         enabled = on;
     }
 
+    /** Whether the slots' adapters are applied ({@link #setEnabled}). */
+    public boolean enabled() {
+        return enabled;
+    }
+
     private final class SlotHook implements Linear.AdapterHook {
         private final Linear.AdapterHook[] hooks;
 

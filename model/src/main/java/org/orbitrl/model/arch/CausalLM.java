@@ -60,6 +60,17 @@ public interface CausalLM extends AutoCloseable {
         return forward(batch, null);
     }
 
+    /**
+     * The decode-step form of {@link #forward}: a step of {@code batch} rows (padded) over
+     * {@code pool}, one token each, whose per-step inputs sit in fixed backend tensors and whose
+     * device side issues backend work only, so that it can be captured and replayed
+     * ({@link org.orbitrl.kernels.Backend#captureStep}). {@code maxBlocks} is the width of its
+     * block tables. Null (the default) where the model has no such form.
+     */
+    default org.orbitrl.model.kv.DecodeStep decodeStep(org.orbitrl.model.kv.BlockPool pool, int batch, int maxBlocks) {
+        return null;
+    }
+
     @Override
     default void close() {
     }

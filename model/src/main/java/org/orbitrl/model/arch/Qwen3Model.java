@@ -6,6 +6,8 @@ import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.RopeTable;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.model.kv.BlockPool;
+import org.orbitrl.model.kv.DecodeStep;
 import org.orbitrl.model.kv.PagedDecode;
 import org.orbitrl.model.nn.AdapterTargets;
 import org.orbitrl.model.nn.Linear;
@@ -303,14 +305,48 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         Tensor positions = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(pos, n)); // i32 [N]
         // a decode step over one paged pool without tensor parallelism: one cache write and attention per layer
         PagedDecode decode = tape == null && !tensorParallel() ? PagedDecode.of(a, batch) : null;
+        Tensor idsDev = tensorParallel() ? null : a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(ids, n)); // i32 [N]
+        Tensor logits = body(idsDev, ids, positions, batch, decode, hidden, tape);
+        if (idsDev != null) {
+            a.release(idsDev);
+        }
+        for (Segment s : batch) {
+            if (s.cache() != null) {
+                s.cache().advance(s.tokens().length);
+            }
+        }
+        return logits;
+    }
+
+    /**
+     * A decode step of {@code batch} rows over {@code pool} whose inputs sit in fixed tensors
+     * ({@link DecodeStep}); null under tensor or expert parallelism (their exchanges read the host).
+     */
+    @Override
+    public DecodeStep decodeStep(BlockPool pool, int batch, int maxBlocks) {
+        if (tensorParallel() || expertParallel()) {
+            return null;
+        }
+        return new DecodeStep(backend, pool, batch, maxBlocks, config.maxPositions(),
+                (ids, positions, paged) -> body(ids, null, positions, null, paged, null, null));
+    }
+
+    /**
+     * Everything after the inputs are on the backend: embedding of idsDev i32 [N] (or, under tensor
+     * parallelism, of the host ids), the layers, the final norm and the LM head; logits [N, vocab].
+     * Issues backend work only (no upload, no host read) unless a layer's own kernels need one.
+     */
+    private Tensor body(Tensor idsDev, int[] ids, Tensor positions, List<Segment> batch, PagedDecode decode, HiddenSink hidden,
+                        TrainTape tape) {
+        Backend b = backend;
+        TensorAllocator a = b.allocator();
+        int n = positions.size(0);
         int h = config.hidden();
         Tensor x = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden] residual stream
         if (tensorParallel()) {
             VocabParallel.embed(b, parallel.tp(), embed, ids, x);
         } else {
-            Tensor idsDev = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(ids, n)); // i32 [N]
             b.embedding(embed, idsDev, x);
-            a.release(idsDev);
         }
         emit(hidden, 0, x);
         if (tape != null) {
@@ -332,11 +368,6 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             }
             if (i + 1 < layers.length) {
                 emit(hidden, i + 1, x);
-            }
-        }
-        for (Segment s : batch) {
-            if (s.cache() != null) {
-                s.cache().advance(s.tokens().length);
             }
         }
         Tensor normed = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]

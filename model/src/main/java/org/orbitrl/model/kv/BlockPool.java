@@ -26,8 +26,18 @@ public final class BlockPool {
     private final Tensor[] values;   // per layer [blocks*blockSize, kvHeads*vHeadDim]
     private final int[] refs;
     private final ArrayDeque<Integer> free = new ArrayDeque<>();
+    private final boolean scratch;
 
     public BlockPool(TensorAllocator allocator, int layers, int kvHeads, int headDim, int vHeadDim, int blockSize, int blocks) {
+        this(allocator, layers, kvHeads, headDim, vHeadDim, blockSize, blocks, false);
+    }
+
+    /**
+     * As above; with {@code scratch}, one more block that no sequence ever owns ({@link #scratchBlock}):
+     * where the padding rows of a fixed-size decode batch write their keys and values.
+     */
+    public BlockPool(TensorAllocator allocator, int layers, int kvHeads, int headDim, int vHeadDim, int blockSize, int blocks,
+                     boolean scratch) {
         if (blockSize <= 0 || blocks <= 0) {
             throw new IllegalArgumentException("block size and count must be positive, got " + blockSize + ", " + blocks);
         }
@@ -38,12 +48,13 @@ public final class BlockPool {
         this.vHeadDim = vHeadDim;
         this.blockSize = blockSize;
         this.blocks = blocks;
+        this.scratch = scratch;
         this.keys = new Tensor[layers];
         this.values = new Tensor[layers];
+        long rows = (long) (scratch ? blocks + 1 : blocks) * blockSize;
         for (int l = 0; l < layers; l++) {
-            keys[l] = allocator.allocate(MemoryCategory.KV_CACHE, DType.F32, (long) blocks * blockSize, (long) kvHeads * headDim);
-            values[l] = vHeadDim == 0 ? null
-                    : allocator.allocate(MemoryCategory.KV_CACHE, DType.F32, (long) blocks * blockSize, (long) kvHeads * vHeadDim);
+            keys[l] = allocator.allocate(MemoryCategory.KV_CACHE, DType.F32, rows, (long) kvHeads * headDim);
+            values[l] = vHeadDim == 0 ? null : allocator.allocate(MemoryCategory.KV_CACHE, DType.F32, rows, (long) kvHeads * vHeadDim);
         }
         this.refs = new int[blocks];
         for (int b = 0; b < blocks; b++) {
@@ -71,6 +82,11 @@ public final class BlockPool {
 
     public int capacityBlocks() {
         return blocks;
+    }
+
+    /** The block no sequence owns (index {@link #capacityBlocks()}), for padding rows; -1 when the pool has none. */
+    public int scratchBlock() {
+        return scratch ? blocks : -1;
     }
 
     public int freeBlocks() {

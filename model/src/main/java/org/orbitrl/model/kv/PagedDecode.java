@@ -22,7 +22,7 @@ public final class PagedDecode {
     private final Tensor tables; // i32 [B, maxBlocks]
     private final Tensor lens;   // i32 [B]: keys of each sequence, the new token included
 
-    private PagedDecode(BlockPool pool, int batch, Tensor slots, Tensor tables, Tensor lens) {
+    PagedDecode(BlockPool pool, int batch, Tensor slots, Tensor tables, Tensor lens) {
         this.pool = pool;
         this.batch = batch;
         this.slots = slots;
@@ -48,6 +48,7 @@ public final class PagedDecode {
             pool = p.pool();
             maxBlocks = Math.max(maxBlocks, p.blocks());
         }
+        maxBlocks = tableWidth(maxBlocks);
         int n = segments.size();
         int bs = pool.blockSize();
         int[] slot = new int[n];
@@ -65,6 +66,15 @@ public final class PagedDecode {
         return new PagedDecode(pool, n, a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(slot, n)),
                 a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(table, n, maxBlocks)),
                 a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(len, n)));
+    }
+
+    /**
+     * The width of the block tables of a step whose widest sequence holds {@code blocks} blocks: a power
+     * of two, at least 4. A device's decode attention may split its keys by the table's width, so eager
+     * steps and captured ones (whose tables have this width) sum in the same order.
+     */
+    public static int tableWidth(int blocks) {
+        return Math.max(4, blocks <= 1 ? 1 : Integer.highestOneBit(blocks - 1) << 1);
     }
 
     /**

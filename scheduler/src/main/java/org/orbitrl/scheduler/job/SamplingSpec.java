@@ -11,8 +11,24 @@ import org.orbitrl.scheduler.job.yaml.Section;
  * @param topP        nucleus mass kept (1 = off)
  * @param topK        most likely tokens kept (0 = off)
  * @param minP        tokens below {@code minP × p_max} dropped (0 = off)
+ * @param decodeGraphs whether rollout's pure decode steps run as captured device graphs
+ *                     ({@code auto}: on for device backends); the tokens are the same either way
  */
-public record SamplingSpec(@Tunable double temperature, double topP, int topK, double minP) {
+public record SamplingSpec(@Tunable double temperature, double topP, int topK, double minP, DecodeGraphs decodeGraphs) {
+
+    /** The {@code decode_graphs} setting. */
+    public enum DecodeGraphs {
+        /** On for device backends, off on the host. */
+        AUTO,
+        ON,
+        OFF
+    }
+
+    /** Decode graphs {@link DecodeGraphs#AUTO}. */
+    public SamplingSpec(double temperature, double topP, int topK, double minP) {
+        this(temperature, topP, topK, minP, DecodeGraphs.AUTO);
+    }
+
     public SamplingSpec {
         new Checks()
                 .range("temperature", temperature, 0.0, 10.0)
@@ -21,6 +37,7 @@ public record SamplingSpec(@Tunable double temperature, double topP, int topK, d
                 .range("top_k", topK, 0, 1 << 20)
                 .require(Double.isFinite(minP) && minP >= 0 && minP < 1, "min_p",
                         "must be at least 0 and less than 1, got " + Checks.fmt(minP))
+                .require(decodeGraphs != null, "decode_graphs", "must be auto, on or off")
                 .done();
     }
 
@@ -29,6 +46,7 @@ public record SamplingSpec(@Tunable double temperature, double topP, int topK, d
         double p = s.number("top_p", 1.0);
         int k = s.integer("top_k", 0);
         double m = s.number("min_p", 0.0);
-        return s.build(() -> new SamplingSpec(t, p, k, m));
+        DecodeGraphs g = s.choice("decode_graphs", DecodeGraphs.AUTO);
+        return s.build(() -> new SamplingSpec(t, p, k, m, g));
     }
 }

@@ -142,7 +142,8 @@ public final class RlJobRunner implements JobRunner {
             int blockSize = 16;
             engine = new RolloutEngine(rolloutModel, slots, new RolloutEngine.Options(blockSize,
                     Math.max(64, sequences * ((seqTokens + blockSize - 1) / blockSize + 1)),
-                    Math.max(sequences, spec.eval().size()), Math.max(4096, sequences * 64)), codec::decode);
+                    Math.max(sequences, spec.eval().size()), Math.max(4096, sequences * 64),
+                    RolloutEngine.Graphs.valueOf(spec.sampling().decodeGraphs().name())), codec::decode);
             List<Parameter> params = new ArrayList<>();
             for (Adapter.Param p : trainerAdapter.params()) {
                 params.add(new Parameter(p.name(), p.value()));
@@ -249,8 +250,10 @@ public final class RlJobRunner implements JobRunner {
         }
 
         // 1. rollout: prompts × G samples with the serving adapter version
+        RolloutEngine.Stats before = engine.stats();
         List<Completion> completions = engine.generate(samples.requests(todo.stream().map(problems::get).toList(), step));
         long tRollout = System.nanoTime();
+        RolloutEngine.Stats after = engine.stats();
 
         // 2. reward, 3. log: each group appended to the sample queue as one entry
         long tokens = 0;
@@ -299,6 +302,9 @@ public final class RlJobRunner implements JobRunner {
         extra.put("kl", out.klMean());
         extra.put("clip_fraction", out.clipFraction());
         extra.put("rollout_seconds", (tRollout - t0) / 1e9);
+        extra.put("rollout_engine_steps", (double) (after.steps() - before.steps()));
+        extra.put("rollout_graph_steps", (double) (after.graphSteps() - before.graphSteps()));
+        extra.put("rollout_graph_arena_bytes", (double) after.graphArenaBytes());
         extra.put("reward_seconds", (tReward - tRollout) / 1e9);
         extra.put("train_seconds", (tTrain - tReward) / 1e9);
         extra.put("publish_seconds", publishSeconds);

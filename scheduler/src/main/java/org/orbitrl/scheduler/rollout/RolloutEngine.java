@@ -34,29 +34,64 @@ import java.util.concurrent.ConcurrentLinkedQueue;
  * not depend on the batch, on preemption or on the backend; only the tokens and their log-probs come
  * back to the host each step.
  *
+ * <p>A pure decode step (every running sequence feeds one token) runs as a replayed graph where
+ * the backend captures one and the model has a decode-step form ({@link Options#graphs}, on by
+ * default for device backends; see {@link DecodeGraphs}): the batch padded to a power of two, one
+ * host-to-device copy of its inputs, one launch. Prefill and mixed steps, and every step of a
+ * model or mode that cannot be captured, run eagerly. The tokens and log-probs are the same either
+ * way on the host and, up to 16 sequences, on the GPU (its kernels compute each row alone there);
+ * above that the padded batch's cuBLAS products may round differently.
+ *
  * <p>Adapter versions switch only in {@link #step}'s first line, so no step mixes versions; every
  * token records the version that produced it. One thread drives an engine; {@link #submit} may
  * be called from any thread.
  */
 public final class RolloutEngine implements AutoCloseable {
 
+    /** Whether pure decode steps run as captured graphs ({@link org.orbitrl.kernels.Backend#captureStep}). */
+    public enum Graphs {
+        /** On for device backends (memory the host cannot read), off on the host. */
+        AUTO,
+        ON,
+        OFF
+    }
+
     /**
      * @param blockSize      tokens per cache block
      * @param blocks         blocks in the pool
      * @param maxRunning     sequences decoding at once
      * @param maxBatchTokens new tokens per forward (prefills are admitted while they fit)
+     * @param graphs         captured decode steps; results are the same either way
      */
-    public record Options(int blockSize, int blocks, int maxRunning, int maxBatchTokens) {
+    public record Options(int blockSize, int blocks, int maxRunning, int maxBatchTokens, Graphs graphs) {
         public Options {
             if (blockSize <= 0 || blocks <= 0 || maxRunning <= 0 || maxBatchTokens <= 0) {
                 throw new IllegalArgumentException("engine options must be positive: " + blockSize + ", " + blocks + ", "
                         + maxRunning + ", " + maxBatchTokens);
             }
+            if (graphs == null) {
+                throw new IllegalArgumentException("engine option graphs must be AUTO, ON or OFF, got null");
+            }
+        }
+
+        /** Graphs {@link Graphs#AUTO}. */
+        public Options(int blockSize, int blocks, int maxRunning, int maxBatchTokens) {
+            this(blockSize, blocks, maxRunning, maxBatchTokens, Graphs.AUTO);
+        }
+
+        /** These options with {@code graphs}. */
+        public Options withGraphs(Graphs g) {
+            return new Options(blockSize, blocks, maxRunning, maxBatchTokens, g);
         }
     }
 
-    /** Counters since the engine started. */
-    public record Stats(long steps, long generatedTokens, long prefillTokens, long preemptions, long aborted) {
+    /**
+     * Counters since the engine started; {@code graphSteps} of the steps ran as a replayed graph,
+     * {@code graphs} captured steps are held, their arenas taking {@code graphArenaBytes} of device
+     * memory (activations).
+     */
+    public record Stats(long steps, long generatedTokens, long prefillTokens, long preemptions, long aborted, long graphSteps,
+                        int graphs, long graphArenaBytes) {
     }
 
     private final CausalLM model;
@@ -64,6 +99,7 @@ public final class RolloutEngine implements AutoCloseable {
     private final Options options;
     private final TextDecoder decoder;
     private final BlockPool pool;
+    private final DecodeGraphs graphs;   // null when off
     private final ConcurrentLinkedQueue<Request> submitted = new ConcurrentLinkedQueue<>();
     private final Deque<Seq> waiting = new ArrayDeque<>();       // preempted sequences, resumed first
     private final Deque<Request> newRequests = new ArrayDeque<>();
@@ -103,8 +139,14 @@ public final class RolloutEngine implements AutoCloseable {
         this.options = options;
         this.decoder = decoder;
         CausalLM.CacheGeometry g = model.cacheGeometry();
+        boolean useGraphs = switch (options.graphs()) {
+            case ON -> true;
+            case OFF -> false;
+            case AUTO -> !model.backend().allocator().hostMemory();
+        } && g.vHeadDim() > 0;
         this.pool = new BlockPool(model.backend().allocator(), g.layers(), g.kvHeads(), g.headDim(), g.vHeadDim(),
-                options.blockSize(), options.blocks());
+                options.blockSize(), options.blocks(), useGraphs);
+        this.graphs = useGraphs ? new DecodeGraphs(model, pool) : null;
     }
 
     /**
@@ -127,7 +169,13 @@ public final class RolloutEngine implements AutoCloseable {
     }
 
     public Stats stats() {
-        return new Stats(steps, generated, prefilled, preemptions, aborted);
+        return graphs == null ? new Stats(steps, generated, prefilled, preemptions, aborted, 0, 0, 0)
+                : new Stats(steps, generated, prefilled, preemptions, aborted, graphs.replays(), graphs.count(), graphs.arenaBytes());
+    }
+
+    /** Why decode steps run eagerly although graphs were asked for; null when they run as graphs or were not asked for. */
+    public String graphsOffReason() {
+        return graphs == null ? null : graphs.offReason();
     }
 
     /** Bytes of KV cache per token, as this engine's pool stores it. */
@@ -190,7 +238,10 @@ public final class RolloutEngine implements AutoCloseable {
                 prefilled += s.pendingInput.length;
             }
         }
-        Tensor logits = model.forward(segments);                   // [new tokens, vocab]
+        Tensor logits = decodeByGraph(segments);                   // [bucket, vocab] or null
+        if (logits == null) {
+            logits = model.forward(segments);                      // [new tokens, vocab]
+        }
         // one draw per running sequence from its last new token's row, plus one per sibling forked
         // from a prompt; drawn on the backend, only tokens and log-probs come back
         List<Seq> drawn = new ArrayList<>();
@@ -223,6 +274,19 @@ public final class RolloutEngine implements AutoCloseable {
         }
         running.removeIf(s -> s.cache == null);
         return finished;
+    }
+
+    /** A pure decode step through a replayed graph: logits [bucket, vocab] (padding rows unused); null to run eagerly. */
+    private Tensor decodeByGraph(List<CausalLM.Segment> segments) {
+        if (graphs == null) {
+            return null;
+        }
+        org.orbitrl.model.adapter.Adapter adapter = slots == null ? null : slots.active();
+        if (adapter instanceof org.orbitrl.model.adapter.OftAdapter) {
+            graphs.turnOff("OFT adapters read a host copy of their rotations in forward");
+            return null;
+        }
+        return graphs.forward(segments, adapter, adapter == null || slots.enabled() && adapter.enabled());
     }
 
     /** Tokens and their policy and sampled log-probs, one per draw. */
@@ -432,8 +496,12 @@ public final class RolloutEngine implements AutoCloseable {
         return out;
     }
 
+    /** Frees the captured decode steps and their arenas, and every running sequence's blocks. */
     @Override
     public void close() {
+        if (graphs != null) {
+            graphs.close();
+        }
         running.forEach(s -> {
             if (s.cache != null) {
                 s.cache.close();

@@ -11,6 +11,7 @@ import org.orbitrl.scheduler.job.JobSpec;
 import org.orbitrl.scheduler.job.ModelSpec;
 import org.orbitrl.scheduler.job.PartialRollouts;
 import org.orbitrl.scheduler.job.PlacementSpec;
+import org.orbitrl.scheduler.job.SamplingSpec;
 import org.orbitrl.scheduler.loop.ForegroundRun;
 import org.orbitrl.scheduler.report.MetricsHistory;
 import org.orbitrl.scheduler.report.MetricsLog;
@@ -42,11 +43,16 @@ import java.util.stream.Stream;
  * backend refuses is reported and skipped. {@code --small} shrinks the shape and the batch (4 prompts x 4
  * samples, 16-token responses, 4 steps) so a CPU smoke run takes a few minutes on two cores. The
  * trainer's micro-batch defaults to one group: the full vocabulary's logits of a micro-batch must
- * fit one array.
+ * fit one array. {@code --modes} picks sync and/or async; {@code --graphs} runs each mode with
+ * rollout's decode steps as captured graphs ({@code on}), eagerly ({@code off}) or both ({@code on,off};
+ * default {@code auto}: graphs on a device), and prints for each run the rollout time per engine
+ * step (rollout seconds over the engine steps of the rollout, nearly all of them decode steps),
+ * the steps replayed as graphs and the graphs' arena bytes, and the graphs/eager ratios.
  *
  * <pre>
  * tools/bench -pl scheduler org.orbitrl.scheduler.bench.AsyncModelBench [--repo .] [--config models/qwen3-4b/config.json]
  *     [--small] [--adapters lora,oft] [--steps 6] [--prompts 8] [--samples 8] [--response 256] [--micro-batch 8]
+ *     [--modes sync,async] [--graphs auto|on|off|on,off]
  *     (on cuda: --steps 4 --response 128 by default)
  *     [--keep DIR]
  * </pre>
@@ -55,7 +61,8 @@ public final class AsyncModelBench {
 
     /** One run's figures, over its steps after the first (warm-up). */
     record Figures(double stepSeconds, double tokensPerSecond, double trainerIdle, double rolloutIdle,
-                   double publishBytes, double publishSeconds, double dropped, int steps) {
+                   double publishBytes, double publishSeconds, double dropped, int steps, double rolloutSeconds,
+                   double engineSteps, double graphSteps, double arenaBytes) {
     }
 
     public static void main(String[] args) throws Exception {
@@ -77,6 +84,11 @@ public final class AsyncModelBench {
         int samples = Integer.parseInt(option(args, "--samples", small ? "4" : "8"));
         int response = Integer.parseInt(option(args, "--response", small ? "16" : gpu ? "128" : "256"));
         int microBatch = Integer.parseInt(option(args, "--micro-batch", Integer.toString(samples)));
+        List<String> modes = List.of(option(args, "--modes", "sync,async").split(","));
+        List<SamplingSpec.DecodeGraphs> graphs = new ArrayList<>();
+        for (String g : option(args, "--graphs", "auto").split(",")) {
+            graphs.add(SamplingSpec.DecodeGraphs.valueOf(g.trim().toUpperCase(java.util.Locale.ROOT)));
+        }
         RandomQwen3 shape = RandomQwen3.read(config);
         if (small) {
             shape = shape.small();
@@ -97,34 +109,52 @@ public final class AsyncModelBench {
             List<String> table = new ArrayList<>();
             List<String> ratios = new ArrayList<>();
             for (String a : adapters) {
-                JobSpec spec = spec(base, model, a.trim(), backend, prompts, samples, response, microBatch, steps);
-                Figures sync;
-                Figures async;
-                try {
-                    sync = run(spec, work.resolve(a + "-sync"));
-                    async = run(spec.withAsync(new AsyncSpec(true, 2, PartialRollouts.CONTINUE, 2 * prompts)),
-                            work.resolve(a + "-async"));
-                } catch (Exception e) {
-                    // one adapter kind the backend cannot run must not cost the others' figures
-                    System.out.println(a + ": not run on " + kernels + ": " + e.getMessage());
-                    ratios.add(a + ": not run on " + kernels + ": " + e.getMessage());
-                    continue;
+                java.util.Map<String, Figures> done = new java.util.LinkedHashMap<>();
+                for (SamplingSpec.DecodeGraphs g : graphs) {
+                    JobSpec spec = spec(base, model, a.trim(), backend, prompts, samples, response, microBatch, steps, g);
+                    for (String mode : modes) {
+                        String label = mode + ", graphs " + g.name().toLowerCase(java.util.Locale.ROOT);
+                        Figures f;
+                        try {
+                            f = run(mode.equals("async") ? spec.withAsync(new AsyncSpec(true, 2, PartialRollouts.CONTINUE, 2 * prompts))
+                                    : spec, work.resolve(a + "-" + mode + "-" + g));
+                        } catch (Exception e) {
+                            // one adapter kind the backend cannot run must not cost the others' figures
+                            System.out.println(a + " " + label + ": not run on " + kernels + ": " + e.getMessage());
+                            ratios.add(a + " " + label + ": not run on " + kernels + ": " + e.getMessage());
+                            continue;
+                        }
+                        done.put(mode + "/" + g, f);
+                        // each run's figures as soon as they exist, so a run cut short still reports the finished ones
+                        table.add(row(a, label, f, response));
+                        System.out.println(table.getLast());
+                    }
+                    Figures sync = done.get("sync/" + g);
+                    Figures async = done.get("async/" + g);
+                    if (sync != null && async != null) {
+                        double st = async.stepSeconds() / sync.stepSeconds();
+                        double tp = async.tokensPerSecond() / sync.tokensPerSecond();
+                        ratios.add(String.format("%s, graphs %s: async/sync step time %.2f (goal <= 0.70: %s), rollout tokens/s"
+                                + " %.2f (goal >= 1.44: %s)", a, g, st, st <= 0.7 ? "met" : "not met", tp,
+                                tp >= 1.44 ? "met" : "not met"));
+                        System.out.println(ratios.getLast());
+                    }
                 }
-                table.add(row(a, "sync", sync));
-                table.add(row(a, "async", async));
-                double st = async.stepSeconds() / sync.stepSeconds();
-                double tp = async.tokensPerSecond() / sync.tokensPerSecond();
-                ratios.add(String.format("%s: async/sync step time %.2f (goal <= 0.70: %s), rollout tokens/s %.2f (goal >="
-                        + " 1.44: %s)", a, st, st <= 0.7 ? "met" : "not met", tp, tp >= 1.44 ? "met" : "not met"));
-                // each adapter's figures as soon as they exist, so a run cut short still reports the finished ones
-                System.out.println(table.get(table.size() - 2));
-                System.out.println(table.get(table.size() - 1));
-                System.out.println(ratios.getLast());
+                for (String mode : modes) {
+                    Figures on = done.get(mode + "/ON");
+                    Figures off = done.get(mode + "/OFF");
+                    if (on != null && off != null) {
+                        ratios.add(String.format("%s %s: graphs/eager rollout tokens/s %.2f, rollout time per decode step %.2f ms"
+                                + " vs %.2f ms", a, mode, on.tokensPerSecond() / off.tokensPerSecond(),
+                                decodeStepMs(on, response), decodeStepMs(off, response)));
+                        System.out.println(ratios.getLast());
+                    }
+                }
             }
             System.out.println();
-            System.out.println("| adapter | mode | mean step | rollout tokens/s | trainer idle | rollout idle | publish"
-                    + " | publish time | dropped stale |");
-            System.out.println("|---|---|---|---|---|---|---|---|---|");
+            System.out.println("| adapter | mode | mean step | rollout tokens/s | rollout per decode step | trainer idle | rollout idle"
+                    + " | publish | publish time | dropped stale |");
+            System.out.println("|---|---|---|---|---|---|---|---|---|---|");
             table.forEach(System.out::println);
             System.out.println();
             ratios.forEach(System.out::println);
@@ -136,7 +166,8 @@ public final class AsyncModelBench {
     }
 
     static JobSpec spec(JobSpec q, Path model, String adapter, ComputeBackend backend, int prompts, int samples,
-                        int response, int microBatch, int steps) {
+                        int response, int microBatch, int steps, SamplingSpec.DecodeGraphs graphs) {
+        SamplingSpec sm = q.sampling();
         List<String> targets = List.of("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj");
         AdapterSpec a = switch (adapter) {
             case "lora" -> new AdapterSpec(AdapterKind.LORA, 16, 32, 0, targets, List.of(), 32);
@@ -146,7 +177,7 @@ public final class AsyncModelBench {
         PlacementSpec p = q.placement();
         return new JobSpec("async-bench-" + adapter, q.runner(), new ModelSpec(model, q.model().baseFormat()), a,
                 q.algorithm(), q.kl(), q.tisCap(), new BatchSpec(prompts, samples, q.batch().maxPromptTokens(), response,
-                microBatch), q.sampling(), q.optimizer(), steps, new EvalSpec(0, EvalSpec.HELD_OUT, 4, 1, List.of(1)),
+                microBatch), new SamplingSpec(sm.temperature(), sm.topP(), sm.topK(), sm.minP(), graphs), q.optimizer(), steps, new EvalSpec(0, EvalSpec.HELD_OUT, 4, 1, List.of(1)),
                 q.checkpoint(), q.seed(), q.async(), q.task(),
                 new PlacementSpec(backend, p.devices(), p.rolloutDevices(), p.expertParallel(), p.tensorParallel()),
                 q.memory());
@@ -180,7 +211,16 @@ public final class AsyncModelBench {
         double pubSeconds = all.stream().filter(r -> x(r, "publish_bytes") > 0).mapToDouble(r -> x(r, "publish_seconds"))
                 .average().orElse(Double.NaN);
         double dropped = all.stream().mapToDouble(r -> x(r, "dropped_stale")).sum();
-        return new Figures(wall / s.size(), tokens / wall, trainerIdle, rolloutIdle, bytes, pubSeconds, dropped, s.size());
+        double rollout = s.stream().mapToDouble(r -> x(r, "rollout_seconds")).average().orElse(Double.NaN);
+        double engineSteps = s.stream().mapToDouble(r -> x(r, "rollout_engine_steps")).average().orElse(0);
+        double graphSteps = s.stream().mapToDouble(r -> x(r, "rollout_graph_steps")).average().orElse(0);
+        double arena = s.stream().mapToDouble(r -> x(r, "rollout_graph_arena_bytes")).max().orElse(0);
+        if (engineSteps > 0) {
+            System.out.printf("%s: %.0f engine steps a rollout, %.0f of them replayed graphs; graph arenas %.1f MB%n", name,
+                    engineSteps, graphSteps, arena / 1e6);
+        }
+        return new Figures(wall / s.size(), tokens / wall, trainerIdle, rolloutIdle, bytes, pubSeconds, dropped, s.size(), rollout,
+                engineSteps, graphSteps, arena);
     }
 
     /** Per-step phase times (s) and the run's time outside its steps (loading, evaluations, checkpoints). */
@@ -224,9 +264,18 @@ public final class AsyncModelBench {
         return r.extras().getOrDefault(key, 0.0);
     }
 
-    private static String row(String adapter, String mode, Figures f) {
-        return String.format("| %s | %s | %.3f s | %.0f | %.2f | %.2f | %.2f MB | %.2f ms (%.2f GB/s) | %.0f |", adapter,
-                mode, f.stepSeconds(), f.tokensPerSecond(), f.trainerIdle(), f.rolloutIdle(), f.publishBytes() / 1e6,
+    /**
+     * Rollout seconds of a step over its engine steps (the sync job records them; else the response
+     * length: every sample of a step decodes in the same engine steps), in ms.
+     */
+    private static double decodeStepMs(Figures f, int response) {
+        return f.rolloutSeconds() / (f.engineSteps() > 0 ? f.engineSteps() : response) * 1e3;
+    }
+
+    private static String row(String adapter, String mode, Figures f, int response) {
+        return String.format("| %s | %s | %.3f s | %.0f | %.2f ms | %.2f | %.2f | %.2f MB | %.2f ms (%.2f GB/s) | %.0f |", adapter,
+                mode, f.stepSeconds(), f.tokensPerSecond(), decodeStepMs(f, response), f.trainerIdle(), f.rolloutIdle(),
+                f.publishBytes() / 1e6,
                 f.publishSeconds() * 1e3, f.publishBytes() / f.publishSeconds() / 1e9, f.dropped());
     }
 

@@ -1,0 +1,141 @@
+package org.orbitrl.scheduler.rollout;
+
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.CapturedStep;
+import org.orbitrl.kernels.NotCapturableException;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.model.arch.CausalLM;
+import org.orbitrl.model.kv.BlockPool;
+import org.orbitrl.model.kv.DecodeStep;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.util.HashMap;
+import java.util.Map;
+
+/**
+ * The rollout engine's captured decode steps: a pure decode step (every running sequence feeds one
+ * token) is padded up to a power-of-two batch and run by replaying a step captured once per batch
+ * bucket, block-table width bucket and adapter state (the active slot's adapter and whether
+ * adapters are on: slot dispatch happens on the host while capturing, and publication writes the
+ * idle slot's tensors in place, so a captured step stays valid). Padding rows write into the pool's
+ * scratch block and their logits rows are never sampled. Inputs reach the device with one copy per
+ * step ({@link DecodeStep#prepare}).
+ *
+ * <p>The first time a step cannot be captured (the model has no decode-step form, exact mode, a
+ * layer that reads the host) the cache turns itself off for good, logs why once, and the engine
+ * runs every step eagerly. Owns the captured steps and their arenas until {@link #close}.
+ */
+final class DecodeGraphs implements AutoCloseable {
+    private static final Logger LOG = LoggerFactory.getLogger(DecodeGraphs.class);
+
+    /** What a captured step depends on besides its inputs. */
+    private record Key(int batch, int width, Object adapter, boolean enabled) {
+    }
+
+    private final CausalLM model;
+    private final BlockPool pool;
+    private final Map<Long, DecodeStep> steps = new HashMap<>();       // by batch << 32 | width
+    private final Map<Key, CapturedStep> captured = new HashMap<>();
+    private String off;                                                 // why graphs are off; null while on
+    private long replays;
+
+    /** @param pool a pool with a scratch block ({@link BlockPool#scratchBlock}) */
+    DecodeGraphs(CausalLM model, BlockPool pool) {
+        this.model = model;
+        this.pool = pool;
+    }
+
+    /**
+     * Logits [bucket, vocab] of the step (rows past {@code segments.size()} are padding), each
+     * cache advanced by its token; null when the step must run eagerly (nothing advanced then).
+     *
+     * @param adapter the adapter serving the step (its identity keys the captured step); null for none
+     * @param enabled whether adapters are applied
+     */
+    Tensor forward(java.util.List<CausalLM.Segment> segments, Object adapter, boolean enabled) {
+        if (off != null) {
+            return null;
+        }
+        int widest = DecodeStep.blocksAfterReserve(segments, pool);
+        if (widest < 0) {
+            return null;                                   // a prefill or mixed step
+        }
+        int batch = bucket(segments.size());
+        int width = org.orbitrl.model.kv.PagedDecode.tableWidth(widest);
+        DecodeStep step = steps.get((long) batch << 32 | width);
+        if (step == null) {
+            step = model.decodeStep(pool, batch, width);
+            if (step == null) {
+                turnOff("the model has no decode-step form (" + model.getClass().getSimpleName() + ")");
+                return null;
+            }
+            steps.put((long) batch << 32 | width, step);
+        }
+        step.prepare(segments);
+        Key key = new Key(batch, width, adapter, enabled);
+        Backend b = model.backend();
+        Tensor logits;
+        try {
+            CapturedStep c = captured.get(key);
+            if (c == null) {
+                c = b.captureStep(step::run);
+                captured.put(key, c);
+            }
+            logits = c.replay();
+        } catch (NotCapturableException e) {
+            turnOff(e.getMessage());
+            return null;                                   // the eager forward reserves the same room again
+        } catch (RuntimeException e) {
+            if (captured.containsKey(key)) {
+                throw e;                                   // a replay failed: not a capture problem
+            }
+            turnOff("capture failed: " + e);
+            return null;
+        }
+        step.finish(segments);
+        replays++;
+        return logits;
+    }
+
+    /** Turns graphs off for this engine, for {@code reason} (logged once). */
+    void turnOff(String reason) {
+        if (off == null) {
+            off = reason;
+            LOG.info("decode steps run eagerly, not as captured graphs: {}", reason);
+            close();
+        }
+    }
+
+    /** Why graphs are off; null while they are on. */
+    String offReason() {
+        return off;
+    }
+
+    /** Steps run by a replay so far. */
+    long replays() {
+        return replays;
+    }
+
+    /** Captured steps held. */
+    int count() {
+        return captured.size();
+    }
+
+    /** Device bytes the captured steps' arenas hold (accounted as activations). */
+    long arenaBytes() {
+        return captured.values().stream().mapToLong(CapturedStep::arenaBytes).sum();
+    }
+
+    /** The power of two at or above {@code n} (n ≥ 1). */
+    static int bucket(int n) {
+        return n <= 1 ? 1 : Integer.highestOneBit(n - 1) << 1;
+    }
+
+    @Override
+    public void close() {
+        captured.values().forEach(CapturedStep::close);
+        captured.clear();
+        steps.clear();
+    }
+}

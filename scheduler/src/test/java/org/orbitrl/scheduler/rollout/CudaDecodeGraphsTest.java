@@ -1,0 +1,180 @@
+package org.orbitrl.scheduler.rollout;
+
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.Backends;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.kernels.cuda.Cuda;
+import org.orbitrl.kernels.cuda.CudaBackend;
+import org.orbitrl.model.BaseFormat;
+import org.orbitrl.model.LoadedModel;
+import org.orbitrl.model.adapter.Adapter;
+import org.orbitrl.model.adapter.AdapterSlots;
+import org.orbitrl.model.adapter.LoraAdapter;
+
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.List;
+import java.util.SplittableRandom;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * Rollout decode steps as CUDA graphs on the GPU (default kernels, not exact mode), Qwen3 fixture
+ * with a LoRA adapter in two device slots and a publication + slot switch mid-rollout: seeded
+ * sampling through replayed graphs gives the eager engine's tokens and log-probs bit for bit at
+ * batches of at most 16 rows (6 sequences padded to 8, then 5, 3, 2, 1: the GEMV kernels compute
+ * each row alone, so padding rows cannot touch the real ones); at 20 sequences padded to 32 the
+ * products go through cuBLAS, whose kernel choice may depend on the row count, so the log-probs are
+ * compared within 1e-4 + 1e-4·|eager| up to a sample's first differing token. Also: graphs are
+ * counted, their arenas are device memory (activations) and are freed when the engine closes.
+ * Skipped where no CUDA device is present.
+ */
+class CudaDecodeGraphsTest {
+    private static CudaBackend gpu;
+
+    @BeforeAll
+    static void open() {
+        assumeTrue();
+        gpu = new CudaBackend(0, CudaBackend.defaultCacheDir(), false);
+    }
+
+    private static void assumeTrue() {
+        org.junit.jupiter.api.Assumptions.assumeTrue(Cuda.available(), () -> "no CUDA device: " + Cuda.unavailableReason());
+    }
+
+    @AfterAll
+    static void close() {
+        if (gpu != null) {
+            gpu.close();
+        }
+    }
+
+    /** Seeded values in every adapter tensor, written through {@code memory} (device or host). */
+    static void randomize(Adapter a, TensorAllocator memory, long seed) {
+        SplittableRandom rnd = new SplittableRandom(seed);
+        for (Adapter.Param p : a.params()) {
+            Tensor v = p.value();
+            float[] x = new float[Math.toIntExact(v.numel())];
+            for (int i = 0; i < x.length; i++) {
+                x[i] = (float) (rnd.nextDouble(-1, 1) * 0.2);
+            }
+            memory.copy(Tensor.of(x, v.shape()), v);
+        }
+    }
+
+    private record Run(List<Completion> done, RolloutEngine.Stats stats, long activationsFreed) {
+    }
+
+    private static Run run(RolloutEngine.Graphs graphs, List<Request> reqs, int publishAt) {
+        try (LoadedModel m = LoadedModel.load(RolloutEngineTest.HF.resolve("qwen3"), gpu, BaseFormat.BF16);
+             LoadedModel trainer = LoadedModel.load(RolloutEngineTest.HF.resolve("qwen3"), Backends.cpu(), BaseFormat.BF16)) {
+            AdapterSlots slots = new AdapterSlots(m.targets(),
+                    () -> LoraAdapter.create(DecodeGraphsTest.CFG, m.targets(), gpu.allocator(), 7), 0, gpu.allocator());
+            randomize(slots.active(), gpu.allocator(), 31);
+            LoraAdapter next = LoraAdapter.create(DecodeGraphsTest.CFG, trainer.targets(), TensorAllocator.heap(), 8);
+            randomize(next, TensorAllocator.heap(), 32);
+            List<Completion> done = new ArrayList<>();
+            RolloutEngine e = new RolloutEngine(m.model(), slots, new RolloutEngine.Options(4, 512, 32, 512, graphs), null);
+            reqs.forEach(e::submit);
+            for (int step = 0; !e.idle(); step++) {
+                if (step == publishAt) {
+                    try {
+                        slots.publish(next, 1);
+                    } catch (InterruptedException ex) {
+                        throw new AssertionError(ex);
+                    }
+                }
+                done.addAll(e.step());
+            }
+            assertNull(e.graphsOffReason(), "graphs stay on for the qwen3 decode path on the GPU");
+            RolloutEngine.Stats stats = e.stats();
+            gpu.synchronize();
+            long before = gpu.allocator().liveBytes(MemoryCategory.ACTIVATIONS);
+            e.close();
+            long after = gpu.allocator().liveBytes(MemoryCategory.ACTIVATIONS);
+            done.sort(Comparator.comparing(Completion::requestId).thenComparingInt(Completion::sample));
+            return new Run(done, stats, before - after);
+        }
+    }
+
+    private static List<Request> requests(int n, long seed) {
+        SplittableRandom rnd = new SplittableRandom(seed);
+        List<Request> reqs = new ArrayList<>();
+        int[] lengths = {3, 9, 14, 6, 11, 5};
+        for (int i = 0; i < n; i++) {
+            int[] prompt = RolloutEngineTest.randomPrompt(rnd, 2 + rnd.nextInt(9));
+            reqs.add(Request.of("r" + (char) ('a' + i), prompt, SamplingParams.sample(1.0f, 0.95f, lengths[i % lengths.length],
+                    300 + i)));
+        }
+        return reqs;
+    }
+
+    @Test
+    void replayedGraphsEqualTheEagerEngineBitForBitAtSmallBatches() {
+        List<Request> reqs = requests(6, 17);
+        Run eager = run(RolloutEngine.Graphs.OFF, reqs, 4);
+        Run graph = run(RolloutEngine.Graphs.ON, reqs, 4);
+        assertEquals(eager.done().size(), graph.done().size());
+        boolean switched = false;
+        for (int i = 0; i < eager.done().size(); i++) {
+            Completion a = eager.done().get(i);
+            Completion b = graph.done().get(i);
+            String what = "completion " + a.requestId();
+            assertArrayEquals(a.tokens(), b.tokens(), what + " tokens, eager vs replayed graph");
+            assertArrayEquals(a.versions(), b.versions(), what + " versions");
+            for (int t = 0; t < a.tokens().length; t++) {
+                assertEquals(Float.floatToIntBits(a.policyLogprobs()[t]), Float.floatToIntBits(b.policyLogprobs()[t]),
+                        what + " token " + t + " policy log-prob: eager " + a.policyLogprobs()[t] + " graph " + b.policyLogprobs()[t]);
+                assertEquals(Float.floatToIntBits(a.sampledLogprobs()[t]), Float.floatToIntBits(b.sampledLogprobs()[t]),
+                        what + " token " + t + " sampled log-prob");
+            }
+            switched |= a.versions()[0] == 0 && a.versions()[a.versions().length - 1] == 1;
+        }
+        assertTrue(switched, "some sample spans the adapter switch");
+        RolloutEngine.Stats s = graph.stats();
+        System.out.printf("cuda decode graphs: %d of %d steps replayed, %d graphs, %d arena bytes (freed on close: %d)%n",
+                s.graphSteps(), s.steps(), s.graphs(), s.graphArenaBytes(), graph.activationsFreed());
+        assertEquals(s.steps() - 1, s.graphSteps(), "every decode step after the prefill replays a graph");
+        assertTrue(s.graphs() >= 5, "graphs by batch bucket, table width and adapter slot: " + s.graphs());
+        assertTrue(s.graphArenaBytes() > 0, "arenas hold the steps' activations");
+        assertTrue(graph.activationsFreed() >= s.graphArenaBytes(),
+                "closing the engine frees the arenas: " + graph.activationsFreed() + " of " + s.graphArenaBytes() + " bytes");
+        assertEquals(0, eager.stats().graphs());
+    }
+
+    @Test
+    void paddedCublasBatchesStayWithinTolerance() {
+        List<Request> reqs = requests(20, 23);
+        Run eager = run(RolloutEngine.Graphs.OFF, reqs, -1);
+        Run graph = run(RolloutEngine.Graphs.ON, reqs, -1);
+        int compared = 0;
+        int identical = 0;
+        double worst = 0;
+        for (int i = 0; i < eager.done().size(); i++) {
+            Completion a = eager.done().get(i);
+            Completion b = graph.done().get(i);
+            assertEquals(a.tokens()[0], b.tokens()[0], "completion " + a.requestId() + ": the first token (from the prefill)");
+            for (int t = 0; t < a.tokens().length && a.tokens()[t] == b.tokens()[t]; t++) {
+                float x = a.policyLogprobs()[t];
+                float y = b.policyLogprobs()[t];
+                double err = Math.abs(x - y);
+                worst = Math.max(worst, err / (1e-4 + 1e-4 * Math.abs(x)));
+                assertTrue(err <= 1e-4 + 1e-4 * Math.abs(x), "completion " + a.requestId() + " token " + t
+                        + " policy log-prob: eager " + x + " graph " + y);
+                compared++;
+                identical += x == y ? 1 : 0;
+            }
+        }
+        System.out.printf("cuda decode graphs at 20 -> 32 rows: %d log-probs compared, %d identical, worst error %.3f of the"
+                + " tolerance; %d graphs, %d arena bytes%n", compared, identical, worst, graph.stats().graphs(),
+                graph.stats().graphArenaBytes());
+        assertTrue(compared >= 20 * 3, "log-probs compared: " + compared);
+    }
+}

@@ -1,0 +1,180 @@
+package org.orbitrl.scheduler.rollout;
+
+import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.CapturedStep;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.NotCapturableException;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.model.LoadedModel;
+import org.orbitrl.model.adapter.Adapter;
+import org.orbitrl.model.adapter.AdapterConfig;
+import org.orbitrl.model.adapter.AdapterSlots;
+import org.orbitrl.model.adapter.LoraAdapter;
+import org.orbitrl.model.arch.CausalLM;
+import org.orbitrl.model.kv.BlockPool;
+import org.orbitrl.model.kv.DecodeStep;
+import org.orbitrl.model.kv.PagedSequence;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.SplittableRandom;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * Decode steps through the capture/replay path ({@link DecodeGraphs}) on the host backend, where a
+ * replay re-runs the captured step under capture checking: on the Qwen3 fixture with a LoRA adapter
+ * in two slots, seeded sampling gives exactly (bit for bit) the tokens and log-probs of the eager
+ * engine, for batches that shrink through 6, 5, 3, 2, 1 (padded to 8, 4, 2, 1 rows, whose padding
+ * must not touch the real rows), across a publication and slot switch; an OFT adapter turns graphs
+ * off for the engine with the eager results; and the checking mode throws
+ * on an upload inside a captured step, which the eager forward has and the decode-step form has not.
+ */
+class DecodeGraphsTest {
+    static final AdapterConfig CFG = AdapterConfig.lora(4, 8,
+            List.of("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"), List.of());
+
+    /** Seeded values in every adapter tensor (LoRA's B starts at zero, which would hide the adapter). */
+    static void randomize(Adapter a, long seed, float scale) {
+        SplittableRandom rnd = new SplittableRandom(seed);
+        for (Adapter.Param p : a.params()) {
+            Tensor v = p.value();
+            float[] x = new float[Math.toIntExact(v.numel())];
+            for (int i = 0; i < x.length; i++) {
+                x[i] = (float) (rnd.nextDouble(-1, 1) * scale);
+            }
+            v.copyFrom(Tensor.of(x, v.shape()));
+        }
+    }
+
+    /** Runs one engine over the requests, publishing {@code next} as version 1 after {@code publishAt} steps. */
+    private static List<Completion> run(RolloutEngine.Graphs graphs, List<Request> reqs, int publishAt, long[] stats) {
+        try (LoadedModel m = RolloutEngineTest.model("qwen3"); LoadedModel trainer = RolloutEngineTest.model("qwen3")) {
+            AdapterSlots slots = new AdapterSlots(m.targets(),
+                    () -> LoraAdapter.create(CFG, m.targets(), m.model().backend().allocator(), 7), 0);
+            randomize(slots.active(), 31, 0.2f);
+            LoraAdapter next = LoraAdapter.create(CFG, trainer.targets(), trainer.model().backend().allocator(), 8);
+            randomize(next, 32, 0.2f);
+            List<Completion> done = new ArrayList<>();
+            try (RolloutEngine e = new RolloutEngine(m.model(), slots, new RolloutEngine.Options(4, 256, 16, 256, graphs), null)) {
+                reqs.forEach(e::submit);
+                for (int step = 0; !e.idle(); step++) {
+                    if (step == publishAt) {
+                        try {
+                            slots.publish(next, 1);
+                        } catch (InterruptedException ex) {
+                            throw new AssertionError(ex);
+                        }
+                    }
+                    done.addAll(e.step());
+                }
+                RolloutEngine.Stats s = e.stats();
+                stats[0] = s.graphSteps();
+                stats[1] = s.graphs();
+                stats[2] = s.steps();
+                assertNull(e.graphsOffReason(), "graphs stay on for the qwen3 decode path");
+            }
+            done.sort(java.util.Comparator.comparing(Completion::requestId).thenComparingInt(Completion::sample));
+            return done;
+        }
+    }
+
+    @Test
+    void replayedDecodeStepsEqualTheEagerEngineAcrossPaddingAndASlotSwitch() {
+        SplittableRandom rnd = new SplittableRandom(17);
+        List<Request> reqs = new ArrayList<>();
+        int[] lengths = {3, 9, 14, 6, 11, 5};
+        for (int i = 0; i < lengths.length; i++) {          // ragged: 6 running, then 5, 3, 2, 1 as they finish
+            int[] prompt = RolloutEngineTest.randomPrompt(rnd, 2 + rnd.nextInt(9));
+            reqs.add(Request.of("r" + i, prompt, SamplingParams.sample(1.0f, 0.95f, lengths[i], 300 + i)));
+        }
+        long[] eagerStats = new long[3];
+        long[] graphStats = new long[3];
+        List<Completion> eager = run(RolloutEngine.Graphs.OFF, reqs, 4, eagerStats);
+        List<Completion> graph = run(RolloutEngine.Graphs.ON, reqs, 4, graphStats);
+        assertEquals(0, eagerStats[0], "the eager engine replays nothing");
+        assertEquals(eager.size(), graph.size());
+        boolean switched = false;
+        for (int i = 0; i < eager.size(); i++) {
+            Completion a = eager.get(i);
+            Completion b = graph.get(i);
+            String what = "completion " + a.requestId() + "/" + a.sample();
+            assertArrayEquals(a.tokens(), b.tokens(), what + " tokens, eager vs replayed");
+            assertArrayEquals(a.versions(), b.versions(), what + " versions");
+            for (int t = 0; t < a.tokens().length; t++) {
+                assertEquals(Float.floatToIntBits(a.policyLogprobs()[t]), Float.floatToIntBits(b.policyLogprobs()[t]),
+                        what + " token " + t + " policy log-prob: eager " + a.policyLogprobs()[t] + " replayed " + b.policyLogprobs()[t]);
+                assertEquals(Float.floatToIntBits(a.sampledLogprobs()[t]), Float.floatToIntBits(b.sampledLogprobs()[t]),
+                        what + " token " + t + " sampled log-prob");
+            }
+            switched |= a.versions()[a.versions().length - 1] == 1 && a.versions()[0] == 0;
+        }
+        assertTrue(switched, "some sample spans the adapter switch");
+        // every step after the first (prefill) is a pure decode: all of them replayed
+        assertEquals(graphStats[2] - 1, graphStats[0], "decode steps replayed, of " + graphStats[2] + " steps");
+        // batches 6, 5 -> 8; 3 -> 4; 2; 1; each under slot 0 and slot 1 where both served
+        assertTrue(graphStats[1] >= 5, "captured steps by batch bucket and adapter slot: " + graphStats[1]);
+    }
+
+    @Test
+    void anOftAdapterTurnsGraphsOffOnceWithTheEagerResults() {
+        List<Request> reqs = List.of(Request.of("a", new int[]{4, 8, 15}, SamplingParams.sample(1.0f, 1.0f, 5, 1)),
+                Request.of("b", new int[]{16, 23, 42, 7}, SamplingParams.sample(1.0f, 1.0f, 5, 2)));
+        List<List<Completion>> out = new ArrayList<>();
+        for (RolloutEngine.Graphs g : List.of(RolloutEngine.Graphs.OFF, RolloutEngine.Graphs.ON)) {
+            try (LoadedModel m = RolloutEngineTest.model("qwen3")) {
+                AdapterConfig oft = AdapterConfig.oft(org.orbitrl.model.adapter.OftSettings.ofBlockSize(8),
+                        List.of("q_proj", "v_proj"));
+                AdapterSlots slots = new AdapterSlots(m.targets(),
+                        () -> org.orbitrl.model.adapter.OftAdapter.create(oft, m.targets(), m.model().backend().allocator()), 0);
+                randomize(slots.active(), 41, 0.05f);
+                try (RolloutEngine e = new RolloutEngine(m.model(), slots, new RolloutEngine.Options(4, 64, 8, 64, g), null)) {
+                    out.add(e.generate(reqs));
+                    if (g == RolloutEngine.Graphs.ON) {
+                        assertTrue(e.graphsOffReason() != null && e.graphsOffReason().contains("OFT"), "off because of OFT: "
+                                + e.graphsOffReason());
+                        assertEquals(0, e.stats().graphSteps());
+                        assertEquals(0, e.stats().graphs());
+                    }
+                }
+            }
+        }
+        for (int i = 0; i < reqs.size(); i++) {
+            assertArrayEquals(out.get(0).get(i).tokens(), out.get(1).get(i).tokens(), "OFT request " + i + " tokens");
+            assertArrayEquals(out.get(0).get(i).policyLogprobs(), out.get(1).get(i).policyLogprobs(), 0f, "OFT request " + i);
+        }
+    }
+
+    @Test
+    void captureCheckingThrowsOnAnUploadInsideTheStep() {
+        try (LoadedModel m = RolloutEngineTest.model("qwen3")) {
+            CausalLM model = m.model();
+            Backend b = model.backend();
+            CapturedStep upload = b.captureStep(() -> b.allocator().upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(new int[]{1, 2}, 2)));
+            NotCapturableException e = assertThrows(NotCapturableException.class, upload::replay);
+            assertTrue(e.getMessage().startsWith("not capturable: upload of"), e.getMessage());
+
+            CausalLM.CacheGeometry g = model.cacheGeometry();
+            BlockPool pool = new BlockPool(b.allocator(), g.layers(), g.kvHeads(), g.headDim(), g.vHeadDim(), 4, 16, true);
+            PagedSequence seq = new PagedSequence(pool);
+            model.forward(List.of(new CausalLM.Segment(new int[]{5, 9, 13}, seq)));          // prefill, eager
+            List<CausalLM.Segment> decode = List.of(new CausalLM.Segment(new int[]{21}, seq));
+            // the eager forward uploads its ids and positions: not capturable
+            assertThrows(NotCapturableException.class, () -> b.captureStep(() -> model.forward(decode)).replay());
+            assertEquals(3, seq.length(), "the refused step advanced nothing");
+            // the decode-step form runs under the same checks and gives the eager logits (padded 1 -> 2 rows)
+            DecodeStep step = model.decodeStep(pool, 2, 4);
+            step.prepare(decode);
+            float[] replayed = b.captureStep(step::run).replay().slice(0, 0, 1).contiguous().toFloatArray();
+            PagedSequence twin = new PagedSequence(pool);
+            model.forward(List.of(new CausalLM.Segment(new int[]{5, 9, 13}, twin)));
+            float[] eager = model.forward(List.of(new CausalLM.Segment(new int[]{21}, twin))).toFloatArray();
+            assertArrayEquals(eager, replayed, 0f, "decode-step logits vs the eager forward");
+        }
+    }
+}

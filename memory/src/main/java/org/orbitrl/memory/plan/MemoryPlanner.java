@@ -225,9 +225,9 @@ public final class MemoryPlanner {
         } else {
             long slot = adapterParams * pBytes;
             // The trainer holds its own adapter; the rollout engine two slots (active version v, incoming
-            // v+1). An OFT adapter also keeps its rotation blocks, and on the host the parameter values
-            // they were built from.
-            long slotBytes = slot + oftRotationBytes(req, inv, ep, tp, device);
+            // v+1). An OFT adapter keeps nothing else: its rotation blocks are rebuilt from the parameter
+            // at every forward and backward (a small per-call activation).
+            long slotBytes = slot;
             int slots = (role.trains() ? 1 : 0) + (role.rollsOut() ? 2 : 0);
             b.put(MemoryCategory.ADAPTER_PARAMS, slots * slotBytes);
             b.put(MemoryCategory.ADAPTER_GRADS, role.trains() ? slot : 0);
@@ -282,24 +282,6 @@ public final class MemoryPlanner {
 
         b.put(MemoryCategory.RUNTIME_RESERVE, req.reserveBytes() >= 0 ? req.reserveBytes() : defaultReserve(node.bytesPerGpu()));
         return new GpuBudget(role, g, b, node.bytesPerGpu());
-    }
-
-    /** Bytes an OFT adapter keeps beside its parameters: f32 rotation blocks, and on the host the values they were built from. */
-    private static long oftRotationBytes(PlanRequest req, WeightInventory inv, int ep, int tp, boolean device) {
-        if (!(req.adapter() instanceof AdapterSpec.Oft oft)) {
-            return 0;
-        }
-        long bytes = 0;
-        long b = oft.blockSize();
-        for (WeightGroup w : inv.main()) {
-            long p = req.adapter().paramsFor(w);
-            if (p == 0) {
-                continue;
-            }
-            long rot = ceil(w.cols(), b) * b * b * w.count() * 4 + (device ? 0 : p * 4);
-            bytes += w.family() == ParamFamily.ROUTED_EXPERTS ? rot / ep : ceil(rot, tp);
-        }
-        return bytes;
     }
 
     private static boolean tpSplit(ParamFamily f) {

@@ -155,28 +155,13 @@ final class CudaAttentionOps {
      */
     void pagedExact(Tensor q, Tensor kCache, Tensor vCache, Tensor tables, Tensor lens, int blockSize, int hkv, Tensor out,
                     AttentionSpec spec) {
-        for (Object[] a : new Object[][]{{"q", q}, {"out", out}}) {
-            Tensor t = (Tensor) a[1];
-            ctx.dev("pagedDecodeAttention " + a[0], t);
-            if (t.rank() != 3 || t.dtype() != DType.F32 || t.strides()[2] != 1) {
-                throw new IllegalArgumentException("pagedDecodeAttention: " + a[0] + " must be f32 [B, H, D] with a contiguous last dimension, got " + t);
-            }
-        }
-        ctx.devContiguous("pagedDecodeAttention key cache", kCache, DType.F32);
-        ctx.devContiguous("pagedDecodeAttention value cache", vCache, DType.F32);
-        ctx.devContiguous("pagedDecodeAttention block tables", tables, DType.I32);
-        ctx.devContiguous("pagedDecodeAttention sequence lengths", lens, DType.I32);
+        CudaFlashAttention.checkPaged(ctx, q, kCache, vCache, tables, lens, blockSize, hkv, out);
         int b = q.size(0);
         int hq = q.size(1);
         int d = q.size(2);
         int dv = out.size(2);
-        if (hkv <= 0 || hq % hkv != 0 || kCache.rank() != 2 || vCache.rank() != 2 || kCache.dim(1) != (long) hkv * d
-                || vCache.dim(1) != (long) hkv * dv || kCache.dim(0) != vCache.dim(0) || kCache.dim(0) % blockSize != 0
-                || out.dim(0) != b || out.dim(1) != hq || tables.rank() != 2 || tables.dim(0) != b || lens.numel() != b
-                || d > MAX_HEAD_DIM || dv > MAX_HEAD_DIM) {
-            throw new IllegalArgumentException("pagedDecodeAttention: q " + q + ", caches " + kCache + " / " + vCache + " ("
-                    + hkv + " kv heads, blocks of " + blockSize + "), tables " + tables + ", lens " + lens + ", out " + out
-                    + " do not agree");
+        if (d > MAX_HEAD_DIM || dv > MAX_HEAD_DIM) {
+            throw new IllegalArgumentException("pagedDecodeAttention: head dims " + d + "/" + dv + " exceed " + MAX_HEAD_DIM);
         }
         Tensor sinks = spec.sinks();
         if (sinks != null) {

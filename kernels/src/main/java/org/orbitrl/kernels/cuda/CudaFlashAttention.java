@@ -145,28 +145,11 @@ final class CudaFlashAttention {
      */
     void pagedDecode(Tensor q, Tensor kCache, Tensor vCache, Tensor tables, Tensor lens, int blockSize, int hkv, Tensor out,
                      AttentionSpec spec) {
-        for (Object[] a : new Object[][]{{"q", q}, {"out", out}}) {
-            Tensor t = (Tensor) a[1];
-            ctx.dev("pagedDecodeAttention " + a[0], t);
-            if (t.rank() != 3 || t.dtype() != DType.F32 || t.strides()[2] != 1) {
-                throw new IllegalArgumentException("pagedDecodeAttention: " + a[0] + " must be f32 [B, H, D] with a contiguous last dimension, got " + t);
-            }
-        }
-        ctx.devContiguous("pagedDecodeAttention key cache", kCache, DType.F32);
-        ctx.devContiguous("pagedDecodeAttention value cache", vCache, DType.F32);
-        ctx.devContiguous("pagedDecodeAttention block tables", tables, DType.I32);
-        ctx.devContiguous("pagedDecodeAttention sequence lengths", lens, DType.I32);
+        checkPaged(ctx, q, kCache, vCache, tables, lens, blockSize, hkv, out);
         int b = q.size(0);
         int hq = q.size(1);
         int d = q.size(2);
         int dv = out.size(2);
-        if (hkv <= 0 || hq % hkv != 0 || kCache.rank() != 2 || vCache.rank() != 2 || kCache.dim(1) != (long) hkv * d
-                || vCache.dim(1) != (long) hkv * dv || kCache.dim(0) != vCache.dim(0) || kCache.dim(0) % blockSize != 0
-                || out.dim(0) != b || out.dim(1) != hq || tables.rank() != 2 || tables.dim(0) != b || lens.numel() != b) {
-            throw new IllegalArgumentException("pagedDecodeAttention: q " + q + ", caches " + kCache + " / " + vCache + " ("
-                    + hkv + " kv heads, blocks of " + blockSize + "), tables " + tables + ", lens " + lens + ", out " + out
-                    + " do not agree");
-        }
         if (d > MAX_DIM || dv > MAX_DIM || d % 4 != 0 || dv % 4 != 0 || q.strides()[0] % 4 != 0 || q.strides()[1] % 4 != 0
                 || CudaAllocator.address(kCache) % 16 != 0 || CudaAllocator.address(vCache) % 16 != 0) {
             throw new IllegalArgumentException("pagedDecodeAttention: head dims " + d + "/" + dv
@@ -208,6 +191,37 @@ final class CudaFlashAttention {
                 partAcc, partMl);
         if (splits > 1) {
             ctx.launch(combine, (long) b * hq, 128, partAcc, partMl, out, os[0], os[1], hq, dv, splits);
+        }
+    }
+
+    /**
+     * The checks every paged decode attention makes: q and out f32 [B, H, D|Dv] with contiguous last
+     * dimensions, contiguous f32 caches [rows, Hkv·D|Dv] in whole blocks, i32 tables [B, maxBlocks] and
+     * lens [B], all in device memory and agreeing.
+     */
+    static void checkPaged(CudaContext ctx, Tensor q, Tensor kCache, Tensor vCache, Tensor tables, Tensor lens, int blockSize,
+                           int hkv, Tensor out) {
+        for (Object[] a : new Object[][]{{"q", q}, {"out", out}}) {
+            Tensor t = (Tensor) a[1];
+            ctx.dev("pagedDecodeAttention " + a[0], t);
+            if (t.rank() != 3 || t.dtype() != DType.F32 || t.strides()[2] != 1) {
+                throw new IllegalArgumentException("pagedDecodeAttention: " + a[0] + " must be f32 [B, H, D] with a contiguous last dimension, got " + t);
+            }
+        }
+        ctx.devContiguous("pagedDecodeAttention key cache", kCache, DType.F32);
+        ctx.devContiguous("pagedDecodeAttention value cache", vCache, DType.F32);
+        ctx.devContiguous("pagedDecodeAttention block tables", tables, DType.I32);
+        ctx.devContiguous("pagedDecodeAttention sequence lengths", lens, DType.I32);
+        int b = q.size(0);
+        int hq = q.size(1);
+        int d = q.size(2);
+        int dv = out.size(2);
+        if (hkv <= 0 || hq % hkv != 0 || kCache.rank() != 2 || vCache.rank() != 2 || kCache.dim(1) != (long) hkv * d
+                || vCache.dim(1) != (long) hkv * dv || kCache.dim(0) != vCache.dim(0) || kCache.dim(0) % blockSize != 0
+                || out.dim(0) != b || out.dim(1) != hq || tables.rank() != 2 || tables.dim(0) != b || lens.numel() != b) {
+            throw new IllegalArgumentException("pagedDecodeAttention: q " + q + ", caches " + kCache + " / " + vCache + " ("
+                    + hkv + " kv heads, blocks of " + blockSize + "), tables " + tables + ", lens " + lens + ", out " + out
+                    + " do not agree");
         }
     }
 }

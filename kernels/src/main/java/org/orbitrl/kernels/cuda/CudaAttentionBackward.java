@@ -8,8 +8,10 @@ import org.orbitrl.kernels.cuda.internal.Kernel;
 
 /**
  * RoPE and causal attention backward on the device. Attention backward recomputes the
- * probabilities from q and k (nothing quadratic is stored). Head dims up to 128 take the tiled
- * kernels ({@link CudaTiledAttentionBackward}); larger ones (up to 640, e.g. absorbed MLA) the
+ * probabilities from q and k (nothing quadratic is stored). Outside exact mode, head dims
+ * D = Dv ∈ {64, 128} with aligned rows take the tensor-core kernels ({@link CudaMmaAttention},
+ * {@code -Dorbit.cuda.mmaAttention=off} turns them off); other head dims up to 128 (and every
+ * shape in exact mode) the tiled f32 kernels ({@link CudaTiledAttentionBackward}); larger ones (up to 640, e.g. absorbed MLA) the
  * warp-per-row kernels of {@code train.cu} in two launches: one warp per (query, head) finds the
  * row's log-sum-exp and writes dq; one warp per (key, kv head) sums dk and dv over the queries that
  * see the key, in ascending order. Both paths are deterministic: no atomics, sums in an order
@@ -111,6 +113,10 @@ final class CudaAttentionBackward {
         String kernels = System.getProperty(KERNELS_PROPERTY, "tiled");
         if (!kernels.equals("tiled") && !kernels.equals("warp")) {
             throw new IllegalArgumentException("-D" + KERNELS_PROPERTY + "=" + kernels + ": expected tiled or warp");
+        }
+        if (kernels.equals("tiled") && !forward.exact && CudaMmaAttention.enabled() && CudaMmaAttention.fits(q, k, v, dout)) {
+            forward.mma.backward(q, k, v, dout, queryStart, spec, dq, dk, dv);
+            return;
         }
         if (kernels.equals("tiled") && CudaTiledAttentionBackward.fits(d, dvd)) {
             tiled.run(q, k, v, dout, queryStart, spec, dq, dk, dv);

@@ -24,6 +24,8 @@ final class CudaAttentionOps {
     private final Kernel attention;
     private final Kernel combine;
     final CudaFlashAttention flash;
+    /** Tensor-core prefill and backward (default mode only; see {@link CudaMmaAttention}). */
+    final CudaMmaAttention mma;
     /** Queries from which prefill takes the tiled kernel ({@code -Dorbit.cuda.flash=off} keeps the per-query kernel). */
     private static final int FLASH_MIN_QUERIES = "off".equals(System.getProperty("orbit.cuda.flash")) ? Integer.MAX_VALUE : 16;
     /**
@@ -39,6 +41,7 @@ final class CudaAttentionOps {
         this.attention = ctx.kernel("attention", "attention_f32");
         this.combine = ctx.kernel("attention", "attention_combine");
         this.flash = new CudaFlashAttention(ctx, this::deviceTable);
+        this.mma = new CudaMmaAttention(ctx);
     }
 
     void rope(Tensor x, Tensor positions, RopeTable table) {
@@ -112,6 +115,10 @@ final class CudaAttentionOps {
             }
         }
         if ((long) tq * hq == 0) {
+            return;
+        }
+        if (!exact && tq >= FLASH_MIN_QUERIES && CudaMmaAttention.enabled() && CudaMmaAttention.fits(q, k, v)) {
+            mma.prefill(q, k, v, out, queryStart, spec);
             return;
         }
         if (!exact && tq >= FLASH_MIN_QUERIES && CudaFlashAttention.prefillFits(q, k, v, out)) {

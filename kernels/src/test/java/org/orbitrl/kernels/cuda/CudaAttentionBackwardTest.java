@@ -10,14 +10,24 @@ import org.orbitrl.kernels.Tensor;
 import java.lang.foreign.Arena;
 import java.util.SplittableRandom;
 
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
 /**
  * RoPE backward and attention backward on the device against the scalar backend's host
  * reference (BackwardOps), and RoPE backward against the closed form "backward of forward is the
  * identity" (the rotation is orthogonal). Tolerances: rope 1e-6 + 1e-6·|ref| (the same four
  * products per pair); attention 1e-5 + 1e-4·|ref| (exp and dot products summed in another order
  * than the reference's sequential loops), for the tiled kernels (head dims up to 128) and for the
- * warp-per-row kernels (larger head dims, or {@code -Dorbit.cuda.attentionBackward=warp}). The
- * backward must also repeat bit for bit.
+ * warp-per-row kernels (larger head dims, or {@code -Dorbit.cuda.attentionBackward=warp}), with
+ * the tensor-core path turned off. The backward (default path) must also repeat bit for bit.
+ *
+ * <p>The tensor-core backward ({@link CudaMmaAttention}, D = Dv ∈ {64, 128}) against the same
+ * reference with |err| ≤ 5e-3·max|ref| + 5e-3·|ref| per gradient: q, k, v and dout are rounded to
+ * TF32 (relative error 2^-11 ≈ 4.9e-4 each), as are p and ds when they enter the products, so
+ * scores and dp move by about 1e-3 of their spread and the gradients, sums of many such terms, by a
+ * few 1e-4 of their largest element; 5e-3 leaves a margin of about 10 while a misplaced key, mask
+ * or fragment shows up as an error of order the scale. The tensor-core and f32 kernels must agree
+ * to the same tolerance, forward and backward.
  */
 class CudaAttentionBackwardTest extends CudaTestBase {
 
@@ -77,9 +87,61 @@ class CudaAttentionBackwardTest extends CudaTestBase {
             {9, 30, 21, 4, 2, 64, 64, 5, 1},
             {40, 40, 0, 16, 2, 128, 128, 0, 0}};
 
+    /** T, S, queryStart, Hq, Hkv, D (= Dv), window, sinks(0/1): the tensor-core backward. */
+    private static final int[][] MMA_CASES = {
+            {17, 17, 0, 4, 2, 64, 0, 0},        // training prefill, GQA 2, one block
+            {5, 40, 35, 4, 4, 64, 0, 0},        // queries after a cached prefix, MHA (no split)
+            {33, 33, 0, 4, 1, 64, 8, 0},        // sliding window 8, MQA
+            {20, 20, 0, 8, 2, 64, 0, 1},        // sinks
+            {9, 30, 21, 4, 2, 64, 5, 1},        // window + sinks + offset
+            {40, 40, 0, 16, 2, 128, 0, 0},      // GQA 8, head dim 128
+            {512, 512, 0, 8, 1, 128, 0, 0},     // 512 tokens, GQA 8, head dim 128
+            {300, 300, 0, 8, 2, 64, 0, 0},      // T not a multiple of the tiles, head dim 64
+            {77, 333, 256, 4, 2, 128, 0, 1},    // queries after a cached prefix, sinks, ragged
+            {200, 200, 0, 8, 1, 64, 48, 1},     // sliding window 48 + sinks, ragged
+            {130, 130, 0, 64, 8, 64, 128, 1},   // the gpt-oss head layout, window 128 + sinks
+            {40, 100, 30, 4, 2, 128, 0, 0},     // keys past the last query's position (zero gradients)
+            {64, 200, 136, 32, 16, 64, 0, 0}};  // many kv heads: each group's heads split in two
+
     @Test
     void attentionBackwardMatchesReference() {
-        check(CASES, rng(82));
+        withProperty(CudaMmaAttention.PROPERTY, "off", () -> check(CASES, rng(82), false));
+    }
+
+    @Test
+    void mmaBackwardMatchesReference() {
+        check(MMA_CASES, rng(85), true);
+    }
+
+    @Test
+    void mmaKernelsAgreeWithF32Kernels() {
+        SplittableRandom r = rng(86);
+        int[][] cases = {{300, 8, 2, 128, 0, 1}, {257, 16, 2, 64, 48, 0}}; // T, Hq, Hkv, D, window, sinks
+        for (int[] c : cases) {
+            int t = c[0], hq = c[1], hkv = c[2], d = c[3], win = c[4];
+            Tensor q = dev(randn(r, 1f, t, hq, d));
+            Tensor k = dev(randn(r, 1f, t, hkv, d));
+            Tensor v = dev(randn(r, 1f, t, hkv, d));
+            Tensor dout = dev(randn(r, 1f, t, hq, d));
+            AttentionSpec spec = new AttentionSpec((float) (1 / Math.sqrt(d)), win, c[5] == 1 ? dev(randn(r, 2f, hq)) : null);
+            assertTrue(CudaMmaAttention.fits(q, k, v, dout), "the tensor-core kernels take the case");
+            Tensor[][] outs = new Tensor[2][];
+            for (int path = 0; path < 2; path++) {
+                Tensor[] o = {poisoned(DType.F32, t, hq, d), poisoned(DType.F32, t, hq, d), poisoned(DType.F32, t, hkv, d),
+                        poisoned(DType.F32, t, hkv, d)};
+                withProperty(CudaMmaAttention.PROPERTY, path == 0 ? "off" : "on", () -> {
+                    gpu.attention(q, k, v, o[0], 0, spec);
+                    gpu.attentionBackward(q, k, v, dout, 0, spec, o[1], o[2], o[3]);
+                });
+                outs[path] = o;
+            }
+            String what = String.format("T=%d Hq=%d Hkv=%d D=%d window=%d sinks=%b", t, hq, hkv, d, win, c[5] == 1);
+            String[] names = {"out", "dq", "dk", "dv"};
+            for (int i = 0; i < 4; i++) {
+                assertCloseToScale("tensor-core vs f32 kernels " + names[i] + " " + what, gpu.toHost(outs[0][i]).toFloatArray(),
+                        gpu.toHost(outs[1][i]).toFloatArray(), 5e-3);
+            }
+        }
     }
 
     @Test
@@ -88,7 +150,7 @@ class CudaAttentionBackwardTest extends CudaTestBase {
         String old = System.getProperty(key);
         System.setProperty(key, "warp");
         try {
-            check(WARP_CASES, rng(83));
+            check(WARP_CASES, rng(83), false);
         } finally {
             if (old == null) {
                 System.clearProperty(key);
@@ -127,8 +189,10 @@ class CudaAttentionBackwardTest extends CudaTestBase {
         }
     }
 
-    private void check(int[][] cases, SplittableRandom r) {
-        for (int[] c : cases) {
+    /** Cases as {@link #CASES}, or (mma) as {@link #MMA_CASES} checked on the tensor-core path. */
+    private void check(int[][] cases, SplittableRandom r, boolean mma) {
+        for (int[] cs : cases) {
+            int[] c = mma ? new int[]{cs[0], cs[1], cs[2], cs[3], cs[4], cs[5], cs[5], cs[6], cs[7]} : cs;
             int t = c[0], s = c[1], qs = c[2], hq = c[3], hkv = c[4], d = c[5], dv = c[6], win = c[7];
             Tensor sinks = c[8] == 1 ? randn(r, 2f, hq) : null;
             Tensor q = randn(r, 1f, t, hq, d);
@@ -148,10 +212,20 @@ class CudaAttentionBackwardTest extends CudaTestBase {
             Tensor gq = poisoned(DType.F32, t, hq, d);
             Tensor gk = poisoned(DType.F32, s, hkv, d);
             Tensor gv = poisoned(DType.F32, s, hkv, dv);
-            gpu.attentionBackward(dev(q), dKv.slice(1, 0, hkv).slice(2, 0, d), dKv.slice(1, hkv, 2 * hkv).slice(2, 0, dv),
-                    dev(dout), qs, specGpu, gq, gk, gv);
+            Tensor gkIn = dKv.slice(1, 0, hkv).slice(2, 0, d);
+            Tensor gvIn = dKv.slice(1, hkv, 2 * hkv).slice(2, 0, dv);
+            Tensor gqIn = dev(q);
+            Tensor goIn = dev(dout);
+            gpu.attentionBackward(gqIn, gkIn, gvIn, goIn, qs, specGpu, gq, gk, gv);
             String what = String.format("T=%d S=%d start=%d Hq=%d Hkv=%d D=%d Dv=%d window=%d sinks=%b",
                     t, s, qs, hq, hkv, d, dv, win, sinks != null);
+            if (mma) {
+                assertTrue(CudaMmaAttention.fits(gqIn, gkIn, gvIn, goIn), "the tensor-core kernels take " + what);
+                assertCloseToScale("tensor-core attentionBackward dq " + what, rq.toFloatArray(), gpu.toHost(gq).toFloatArray(), 5e-3);
+                assertCloseToScale("tensor-core attentionBackward dk " + what, rk.toFloatArray(), gpu.toHost(gk).toFloatArray(), 5e-3);
+                assertCloseToScale("tensor-core attentionBackward dv " + what, rv.toFloatArray(), gpu.toHost(gv).toFloatArray(), 5e-3);
+                continue;
+            }
             assertClose("attentionBackward dq " + what, rq.toFloatArray(), gpu.toHost(gq).toFloatArray(), 1e-5, 1e-4);
             assertClose("attentionBackward dk " + what, rk.toFloatArray(), gpu.toHost(gk).toFloatArray(), 1e-5, 1e-4);
             assertClose("attentionBackward dv " + what, rv.toFloatArray(), gpu.toHost(gv).toFloatArray(), 1e-5, 1e-4);

@@ -16,7 +16,14 @@ import java.util.SplittableRandom;
  * scalar backend's attention: GQA/MQA/MHA, sliding windows cutting through tiles, sinks, chunked
  * prefill offsets, ragged sequence lengths over shuffled cache blocks, query counts that leave a
  * block's last warps idle. Tolerance |err| ≤ 2e-6 + 2e-5·|ref| (f32 throughout, outputs are convex
- * combinations of values of magnitude ≤ 1).
+ * combinations of values of magnitude ≤ 1); the f32 prefill kernel is checked with the tensor-core
+ * path turned off.
+ *
+ * <p>The tensor-core prefill ({@link CudaMmaAttention}, D = Dv ∈ {64, 128}) against the same
+ * reference with |err| ≤ 5e-3·max|ref| + 5e-3·|ref|: its inputs are rounded to TF32 (relative error
+ * 2^-11 ≈ 4.9e-4 each), which moves the scores by about 1e-3 for these unit-scale inputs and the
+ * outputs, convex combinations of values, by a few 1e-4 of their scale; 5e-3 leaves a margin of
+ * about 10 while any misplaced key, mask or fragment shows up as an error of order the scale.
  */
 class CudaFlashAttentionTest extends CudaTestBase {
 
@@ -31,6 +38,10 @@ class CudaFlashAttentionTest extends CudaTestBase {
 
     @Test
     void prefillMatchesReference() {
+        withProperty(CudaMmaAttention.PROPERTY, "off", this::prefillF32);
+    }
+
+    private void prefillF32() {
         SplittableRandom r = rng(61);
         for (int[] c : PREFILL) {
             int t = c[0], qs = c[1], hq = c[2], hkv = c[3], d = c[4], dv = c[5], win = c[6];
@@ -47,6 +58,46 @@ class CudaFlashAttentionTest extends CudaTestBase {
             gpu.attention(dev(q), dev(k), dev(v), out, qs, specGpu);
             assertClose(String.format("prefill T=%d start=%d Hq=%d Hkv=%d D=%d Dv=%d window=%d sinks=%b", t, qs, hq, hkv, d, dv, win,
                     sinks != null), ref.toFloatArray(), gpu.toHost(out).toFloatArray(), 2e-6, 2e-5);
+        }
+    }
+
+    /** T, queryStart, Hq, Hkv, D (= Dv), window, sinks(0/1): the tensor-core prefill. */
+    private static final int[][] MMA_PREFILL = {
+            {16, 0, 4, 2, 64, 0, 0},        // one block, its last three warps idle
+            {37, 0, 8, 2, 128, 0, 1},       // ragged, sinks
+            {70, 30, 4, 1, 64, 0, 0},       // queries after a cached prefix, MQA
+            {100, 0, 6, 3, 128, 40, 0},     // window cutting through tiles
+            {130, 11, 8, 1, 64, 7, 1},      // GQA 8, short window, sinks, offset
+            {512, 0, 8, 1, 128, 0, 0},      // 512 tokens, GQA 8
+            {300, 212, 4, 2, 128, 48, 1},   // ragged after a prefix, window + sinks
+            {65, 0, 16, 2, 64, 128, 1}};    // one query past a block, window longer than the sequence
+
+    @Test
+    void mmaPrefillMatchesReference() {
+        SplittableRandom r = rng(62);
+        for (int[] c : MMA_PREFILL) {
+            int t = c[0], qs = c[1], hq = c[2], hkv = c[3], d = c[4], win = c[5];
+            int s = qs + t;
+            Tensor sinks = c[6] == 1 ? randn(r, 2f, hq) : null;
+            // q a view of [T, Hq + 1, D]; k and v views of one [S, 2 Hkv + 1, D] buffer
+            Tensor qBuf = randn(r, 1f, t, hq + 1, d);
+            Tensor kvBuf = randn(r, 1f, s, 2 * hkv + 1, d);
+            Tensor q = qBuf.slice(1, 1, hq + 1);
+            Tensor k = kvBuf.slice(1, 0, hkv);
+            Tensor v = kvBuf.slice(1, hkv, 2 * hkv);
+            AttentionSpec specCpu = new AttentionSpec((float) (1 / Math.sqrt(d)), win, sinks);
+            Tensor ref = Tensor.allocate(Arena.ofAuto(), DType.F32, t, hq, d);
+            cpu.attention(q, k, v, ref, qs, specCpu);
+            Tensor dQ = dev(qBuf).slice(1, 1, hq + 1);
+            Tensor dKv = dev(kvBuf);
+            Tensor dk = dKv.slice(1, 0, hkv);
+            Tensor dvv = dKv.slice(1, hkv, 2 * hkv);
+            org.junit.jupiter.api.Assertions.assertTrue(CudaMmaAttention.fits(dQ, dk, dvv), "the tensor-core kernels take the case");
+            AttentionSpec specGpu = new AttentionSpec(specCpu.scale(), win, sinks == null ? null : dev(sinks));
+            Tensor out = poisoned(DType.F32, t, hq, d);
+            gpu.attention(dQ, dk, dvv, out, qs, specGpu);
+            assertCloseToScale(String.format("tensor-core prefill T=%d start=%d Hq=%d Hkv=%d D=%d window=%d sinks=%b", t, qs, hq,
+                    hkv, d, win, sinks != null), ref.toFloatArray(), gpu.toHost(out).toFloatArray(), 5e-3);
         }
     }
 

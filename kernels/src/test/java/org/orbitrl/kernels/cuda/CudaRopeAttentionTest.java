@@ -17,7 +17,8 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
  * attention (GQA, sliding window, sinks, decode and chunked prefill offsets, strided q/k/v, head
  * dims up to 576) against the scalar backend. RoPE: |err| ≤ 1e-6 + 1e-6·|ref| (the device may
  * fuse multiply-adds). Attention: |err| ≤ 2e-6 + 2e-5·|ref| (online versus two-pass softmax, tree
- * versus sequential dot products).
+ * versus sequential dot products), on the f32 kernels (the tensor-core prefill is turned off here;
+ * CudaFlashAttentionTest checks it).
  */
 class CudaRopeAttentionTest extends CudaTestBase {
 
@@ -77,6 +78,10 @@ class CudaRopeAttentionTest extends CudaTestBase {
 
     @Test
     void causalAttentionMatchesReference() {
+        withProperty(CudaMmaAttention.PROPERTY, "off", this::causalAttentionF32);
+    }
+
+    private void causalAttentionF32() {
         SplittableRandom r = rng(53);
         for (int[] c : ATTENTION) {
             int t = c[0], s = c[1], qs = c[2], hq = c[3], hkv = c[4], d = c[5], dv = c[6], win = c[7];

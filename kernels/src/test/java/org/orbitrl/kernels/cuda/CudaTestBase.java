@@ -111,6 +111,39 @@ abstract class CudaTestBase {
         assertWithin(what, ref, got, tol);
     }
 
+    /**
+     * Checks {@code |got - ref| <= rel·max|ref| + rel·|ref|} elementwise: a tolerance relative to the
+     * output's scale, for results of reduced-precision products (TF32 tensor cores). Prints the
+     * largest {@code |got - ref| / (rel·max|ref|)} seen.
+     */
+    static void assertCloseToScale(String what, float[] ref, float[] got, double rel) {
+        double scale = 0;
+        for (float x : ref) {
+            scale = Math.max(scale, Math.abs(x));
+        }
+        double worst = 0;
+        for (int i = 0; i < ref.length && i < got.length; i++) {
+            worst = Math.max(worst, Math.abs((double) got[i] - ref[i]) / (rel * scale));
+        }
+        System.out.printf("%s: max |ref| %.4g, worst |err| / (%.0e max|ref|) = %.4f%n", what, scale, rel, worst);
+        assertClose(what, ref, got, rel * scale, rel);
+    }
+
+    /** Runs {@code body} with the system property {@code key} set to {@code value}, restoring the old value after. */
+    static void withProperty(String key, String value, Runnable body) {
+        String old = System.getProperty(key);
+        System.setProperty(key, value);
+        try {
+            body.run();
+        } finally {
+            if (old == null) {
+                System.clearProperty(key);
+            } else {
+                System.setProperty(key, old);
+            }
+        }
+    }
+
     /** Checks {@code |got - ref| <= tol[i]} elementwise (NaN never passes); prints the first mismatches. */
     static void assertWithin(String what, float[] ref, float[] got, double[] tol) {
         assertEquals(ref.length, got.length, what + ": element count");

@@ -15,12 +15,15 @@ import java.util.SplittableRandom;
  * Causal attention backward on the GPU for one training sequence: the tiled kernels (default)
  * and the warp-per-row kernels ({@code -Dorbit.cuda.attentionBackward=warp}) against the tiled
  * forward (flash prefill) of the same shape, timed in the same run. Also reports the largest
- * difference between the two backward paths, relative to 1e-5 + 1e-4·|warp result|.
+ * difference between the two backward paths, relative to 1e-5 + 1e-4·|warp result|. The
+ * tensor-core kernels are turned off here ({@code -Dorbit.cuda.mmaAttention=off}); AttentionMmaBench
+ * measures them.
  * Usage: {@code AttentionBackwardBench [OUT_DIR]}; writes {@code attention-backward-bench.md}.
  */
 public final class AttentionBackwardBench {
     private static final GpuBench TABLE = new GpuBench(64, 26, 30);
     private static final String PROPERTY = "orbit.cuda.attentionBackward";
+    private static final String MMA_PROPERTY = "orbit.cuda.mmaAttention";
 
     private AttentionBackwardBench() {
     }
@@ -31,6 +34,7 @@ public final class AttentionBackwardBench {
             return;
         }
         Path out = args.length > 0 ? Path.of(args[0]) : null;
+        System.setProperty(MMA_PROPERTY, "off");
         try (CudaBackend gpu = new CudaBackend()) {
             System.out.println("device: " + gpu.device());
             // T, Hq, Hkv, D, window, sinks: Qwen3-30B-A3B; a gpt-oss style layer (window 128 + sinks)
@@ -41,6 +45,7 @@ public final class AttentionBackwardBench {
             TABLE.write("Attention backward on " + gpu.device(), out, "attention-backward-bench.md");
         } finally {
             System.clearProperty(PROPERTY);
+            System.clearProperty(MMA_PROPERTY);
         }
     }
 

@@ -1,0 +1,164 @@
+package org.orbitrl.kernels.bench;
+
+import org.orbitrl.kernels.AttentionSpec;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cuda.Cuda;
+import org.orbitrl.kernels.cuda.CudaBackend;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.SplittableRandom;
+
+/**
+ * Causal attention of one training sequence on the GPU, forward (prefill) and backward: the
+ * tensor-core kernels (default) against the f32 kernels ({@code -Dorbit.cuda.mmaAttention=off}),
+ * timed in the same run, and against PyTorch's {@code scaled_dot_product_attention} (flash, bf16,
+ * causal) when {@code OUT_DIR/peer-attention.txt} holds the peer's figures of the same call
+ * ({@code tools/gpu/peer_attention.py}, run first by {@code run-attention-bench}). Shapes: T = 2048
+ * with Qwen3-30B-A3B's heads (32 query, 4 kv, D = 128) and gpt-oss's (64 query, 8 kv, D = 64,
+ * window 128, sinks; the peer's row for it is full causal attention, so it is compared by TFLOP/s).
+ * Also a training layer's attention with recompute (two forwards and one backward), and the largest
+ * difference between the two paths relative to the f32 result's scale.
+ * Usage: {@code AttentionMmaBench [OUT_DIR]}; writes {@code attention-mma-bench.md}.
+ */
+public final class AttentionMmaBench {
+    private static final GpuBench TABLE = new GpuBench(70, 30, 34);
+    private static final String PROPERTY = "orbit.cuda.mmaAttention";
+
+    private AttentionMmaBench() {
+    }
+
+    public static void main(String[] args) throws IOException {
+        if (!Cuda.available()) {
+            System.out.println("AttentionMmaBench: no CUDA device: " + Cuda.unavailableReason());
+            return;
+        }
+        Path out = args.length > 0 ? Path.of(args[0]) : null;
+        List<String> peer = out != null && Files.isRegularFile(out.resolve("peer-attention.txt"))
+                ? Files.readAllLines(out.resolve("peer-attention.txt")) : List.of();
+        try (CudaBackend gpu = new CudaBackend()) {
+            System.out.println("device: " + gpu.device());
+            // T, Hq, Hkv, D, window, sinks
+            int[][] shapes = {{2048, 32, 4, 128, 0, 0}, {2048, 64, 8, 64, 128, 1}};
+            for (int[] sh : shapes) {
+                shape(gpu, sh[0], sh[1], sh[2], sh[3], sh[4], sh[5] == 1, peer);
+            }
+            TABLE.write("Tensor-core attention on " + gpu.device(), out, "attention-mma-bench.md");
+        } finally {
+            System.clearProperty(PROPERTY);
+        }
+    }
+
+    private static void shape(CudaBackend gpu, int t, int hq, int hkv, int d, int window, boolean sinks, List<String> peer) {
+        SplittableRandom r = new SplittableRandom(7);
+        Tensor q = CudaBenchData.randomDevice(gpu, r, DType.F32, (long) t * hq, d).reshape(t, hq, d);
+        Tensor k = CudaBenchData.randomDevice(gpu, r, DType.F32, (long) t * hkv, d).reshape(t, hkv, d);
+        Tensor v = CudaBenchData.randomDevice(gpu, r, DType.F32, (long) t * hkv, d).reshape(t, hkv, d);
+        Tensor dout = CudaBenchData.randomDevice(gpu, r, DType.F32, (long) t * hq, d).reshape(t, hq, d);
+        Tensor sinkLogits = sinks ? CudaBenchData.randomDevice(gpu, r, DType.F32, 1, hq).reshape(hq) : null;
+        AttentionSpec spec = new AttentionSpec((float) (1 / Math.sqrt(d)), window, sinkLogits);
+        Tensor[][] res = {outputs(gpu, t, hq, hkv, d), outputs(gpu, t, hq, hkv, d)}; // [f32, mma][out, dq, dk, dv]
+        String what = String.format("T=%d Hq=%d Hkv=%d D=%d%s%s", t, hq, hkv, d, window > 0 ? " window " + window : "",
+                sinks ? " sinks" : "");
+
+        double[] fwd = new double[2];
+        double[] bwd = new double[2];
+        for (int path = 0; path < 2; path++) {
+            Tensor[] o = res[path];
+            System.setProperty(PROPERTY, path == 0 ? "off" : "on");
+            fwd[path] = GpuBench.timeMs(gpu, 10, () -> gpu.attention(q, k, v, o[0], 0, spec));
+            bwd[path] = GpuBench.timeMs(gpu, 10, () -> gpu.attentionBackward(q, k, v, dout, 0, spec, o[1], o[2], o[3]));
+        }
+        System.setProperty(PROPERTY, "on");
+
+        // causal pairs (window-limited) · Hq; forward 2 products (4·D flops a pair), backward 5 (2.5x the forward)
+        double pairs = 0;
+        for (int i = 0; i < t; i++) {
+            pairs += window > 0 ? Math.min(i + 1, window) : i + 1;
+        }
+        double fwdFlops = 4.0 * hq * d * pairs;
+        double bwdFlops = 10.0 * hq * d * pairs;
+        double fullPairs = (double) t * (t + 1) / 2;
+        String[] peerLine = peerLine(peer, t, hq, hkv, d);
+        double peerFwd = peerLine == null ? Double.NaN : Double.parseDouble(peerLine[4]);
+        double peerBwd = peerLine == null ? Double.NaN : Double.parseDouble(peerLine[5]) - peerFwd;
+        // the peer does full causal attention: compare rates where our window makes the work smaller
+        double peerFwdTf = 4.0 * hq * d * fullPairs / (peerFwd * 1e9);
+        double peerBwdTf = 10.0 * hq * d * fullPairs / (peerBwd * 1e9);
+
+        for (int pass = 0; pass < 2; pass++) {
+            String name = pass == 0 ? "forward" : "backward";
+            double[] ms = pass == 0 ? fwd : bwd;
+            double flops = pass == 0 ? fwdFlops : bwdFlops;
+            double tf = flops / (ms[1] * 1e9);
+            double peerTf = pass == 0 ? peerFwdTf : peerBwdTf;
+            double peerMs = pass == 0 ? peerFwd : peerBwd;
+            TABLE.row("attention " + name + " tensor cores " + what, String.format("%.3f ms (%.1f TFLOP/s)", ms[1], tf),
+                    String.format("f32 kernels %.3f ms (%.1f TFLOP/s)", ms[0], flops / (ms[0] * 1e9)), ms[0] / ms[1]);
+            if (peerLine != null) {
+                TABLE.row("attention " + name + " tensor cores vs torch sdpa " + what, String.format("%.1f TFLOP/s", tf),
+                        String.format("sdpa bf16 %.3f ms (%.1f TFLOP/s)", peerMs, peerTf), tf / peerTf);
+            }
+        }
+        double train0 = 2 * fwd[0] + bwd[0];
+        double train1 = 2 * fwd[1] + bwd[1];
+        TABLE.row("training attention (2 forwards + backward) tensor cores " + what, String.format("%.3f ms", train1),
+                String.format("f32 kernels %.3f ms", train0), train0 / train1);
+        if (peerLine != null) {
+            TABLE.row("training attention (2 forwards + backward) vs torch sdpa " + what,
+                    String.format("%.1f TFLOP/s", (2 * fwdFlops + bwdFlops) / (train1 * 1e9)),
+                    String.format("sdpa bf16 %.1f TFLOP/s", (2 * 4.0 + 10.0) * hq * d * fullPairs / ((2 * peerFwd + peerBwd) * 1e9)),
+                    ((2 * fwdFlops + bwdFlops) / train1) / ((2 * 4.0 + 10.0) * hq * d * fullPairs / (2 * peerFwd + peerBwd)));
+        } else {
+            System.out.println("  (no peer-attention.txt: run tools/gpu/peer_attention.py OUT_DIR first for the sdpa ratios)");
+        }
+        String[] names = {"out", "dq", "dk", "dv"};
+        for (int i = 0; i < 4; i++) {
+            float[] a = gpu.toHost(res[0][i]).toFloatArray();
+            float[] b = gpu.toHost(res[1][i]).toFloatArray();
+            double scale = 0;
+            double worst = 0;
+            for (float x : a) {
+                scale = Math.max(scale, Math.abs(x));
+            }
+            for (int j = 0; j < a.length; j++) {
+                worst = Math.max(worst, Math.abs(a[j] - b[j]));
+            }
+            System.out.printf("  %s %s: max |tensor cores - f32| / max |f32| = %.3g%n", what, names[i], worst / scale);
+        }
+        for (Tensor[] o : res) {
+            for (Tensor x : o) {
+                gpu.free(x);
+            }
+        }
+        for (Tensor x : new Tensor[]{q, k, v, dout}) {
+            gpu.free(x);
+        }
+        if (sinkLogits != null) {
+            gpu.free(sinkLogits);
+        }
+    }
+
+    private static String[] peerLine(List<String> peer, int t, int hq, int hkv, int d) {
+        for (String line : peer) {
+            String[] f = line.trim().split("\\s+");
+            if (f.length >= 6 && f[0].equals("" + t) && f[1].equals("" + hq) && f[2].equals("" + hkv) && f[3].equals("" + d)) {
+                return f;
+            }
+        }
+        return null;
+    }
+
+    /** out and dq [T, Hq, D], dk and dv [T, Hkv, D]. */
+    private static Tensor[] outputs(CudaBackend gpu, int t, int hq, int hkv, int d) {
+        return new Tensor[]{
+                gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, t, hq, d),
+                gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, t, hq, d),
+                gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, t, hkv, d),
+                gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, t, hkv, d)};
+    }
+}

@@ -2,7 +2,8 @@
 // launches (dq with the rows' log-sum-exp and delta; dk/dv). mma.sync m16n8k8 TF32: q, k, v and dout
 // stay f32 in memory and are rounded to tf32 (10-bit mantissa, round to nearest) when staged in shared
 // memory, probabilities and score gradients when they enter a product; products accumulate in f32 and
-// the softmax statistics (running max, sum, log-sum-exp, delta) are f32.
+// the softmax statistics (running max, sum, log-sum-exp, delta) are f32, exponentials __expf
+// (ex2.approx, relative error about 2^-21, far below the tf32 rounding).
 //
 // Semantics as flash_attention.cu / attention_backward.cu: q [T, Hq, D], k [S, Hkv, D], v [S, Hkv, Dv],
 // dout [T, Hq, Dv] (leading strides in elements, multiples of 4, rows 16-byte aligned); query t sits at
@@ -92,6 +93,44 @@ __device__ __forceinline__ void am_rows_dot(const float* a, const float* b, floa
     }
 }
 
+// The A fragments of 16 rows (from a) over W channels, for am_frag_dot.
+template <int W>
+__device__ __forceinline__ void am_frags(const float* a, float af[W / 8][4]) {
+    constexpr int LD = W + 4;
+    int g = (threadIdx.x & 31) >> 2;
+    int c = threadIdx.x & 3;
+#pragma unroll
+    for (int j = 0; j < W / 8; j++) {
+        af[j][0] = a[g * LD + 8 * j + c];
+        af[j][1] = a[(g + 8) * LD + 8 * j + c];
+        af[j][2] = a[g * LD + 8 * j + c + 4];
+        af[j][3] = a[(g + 8) * LD + 8 * j + c + 4];
+    }
+}
+
+// As am_rows_dot with the A rows held in registers (am_frags).
+template <int W, int NB>
+__device__ __forceinline__ void am_frag_dot(const float af[W / 8][4], const float* b, float s[NB / 8][4]) {
+    constexpr int LD = W + 4;
+    int g = (threadIdx.x & 31) >> 2;
+    int c = threadIdx.x & 3;
+#pragma unroll
+    for (int n = 0; n < NB / 8; n++) {
+        s[n][0] = 0.0f;
+        s[n][1] = 0.0f;
+        s[n][2] = 0.0f;
+        s[n][3] = 0.0f;
+    }
+#pragma unroll
+    for (int j = 0; j < W / 8; j++) {
+#pragma unroll
+        for (int n = 0; n < NB / 8; n++) {
+            const float* br = b + (n * 8 + g) * LD + 8 * j + c;
+            am_mma(s[n], af[j][0], af[j][1], af[j][2], af[j][3], br[0], br[4]);
+        }
+    }
+}
+
 // acc [16, W] += X [16, NB] . B [NB rows of b, W], X a C tile already rounded to tf32.
 template <int W, int NB>
 __device__ __forceinline__ void am_accumulate(const float x[NB / 8][4], const float* b, float acc[W / 8][4]) {
@@ -122,11 +161,12 @@ __device__ __forceinline__ bool am_visible(int pos, int key, int window) {
     return key <= pos && (window <= 0 || pos - key < window);
 }
 
-// The forward of one block's warp (16 query rows of the staged qsh, local rows r0 = warp * 16 + g and
-// r0 + 8): online softmax over the key tiles lo .. hi; m, l per row, acc the unnormalised output.
-// Every thread of the block calls it (tiles are staged cooperatively).
+// The forward of one block's warp (16 query rows, their fragments qf; local rows r0 = warp * 16 + g
+// and r0 + 8): online softmax over the key tiles lo .. hi; m, l per row, acc the unnormalised output.
+// Every thread of the block calls it (tiles are staged cooperatively; the first staging's barrier
+// also orders the caller's q staging and fragment loads before ksh is written).
 template <int D, int DV>
-__device__ __forceinline__ void am_online(const float* qsh, float* ksh, float* vsh, const float* kb, i64 kS,
+__device__ __forceinline__ void am_online(const float qf[D / 8][4], float* ksh, float* vsh, const float* kb, i64 kS,
                                           const float* vb, i64 vS, int t0, int T, int qs, int window, float scale,
                                           int lo, int hi, float m[2], float l[2], float acc[DV / 8][4]) {
     int warp = threadIdx.x >> 5;
@@ -144,7 +184,7 @@ __device__ __forceinline__ void am_online(const float* qsh, float* ksh, float* v
         // warp-uniform: no key of the tile is visible to a query of the warp
         if (wFirst > wLast || k0 > qs + wLast || (window > 0 && qs + wFirst - (k0 + AM_BN - 1) >= window)) continue;
         float s[AM_BN / 8][4];
-        am_rows_dot<D, AM_BN>(qsh + warp * 16 * (D + 4), ksh, s);
+        am_frag_dot<D, AM_BN>(qf, ksh, s);
         float mx[2] = {-ORBIT_INF, -ORBIT_INF};
 #pragma unroll
         for (int n = 0; n < AM_BN / 8; n++) {
@@ -160,7 +200,7 @@ __device__ __forceinline__ void am_online(const float* qsh, float* ksh, float* v
 #pragma unroll
         for (int i = 0; i < 2; i++) {
             mn[i] = fmaxf(m[i], am_quad_max(mx[i]));
-            float corr = mn[i] == -ORBIT_INF ? 1.0f : expf(m[i] - mn[i]);
+            float corr = mn[i] == -ORBIT_INF ? 1.0f : __expf(m[i] - mn[i]);
             l[i] *= corr;
             m[i] = mn[i];
 #pragma unroll
@@ -174,7 +214,7 @@ __device__ __forceinline__ void am_online(const float* qsh, float* ksh, float* v
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int i = e >> 1;
-                float p = s[n][e] == -ORBIT_INF ? 0.0f : expf(s[n][e] - mn[i]);
+                float p = s[n][e] == -ORBIT_INF ? 0.0f : __expf(s[n][e] - mn[i]);
                 sum[i] += p;
                 s[n][e] = am_tf32(p);
             }
@@ -204,13 +244,17 @@ __device__ __forceinline__ void am_forward(const float* q, i64 qT, i64 qH, const
     int lo = window > 0 ? max(0, qs + t0 - window + 1) : 0;
     am_stage<AM_BM, D>(qsh, [&](int r) { return t0 + r < T ? q + (i64) (t0 + r) * qT + (i64) h * qH : (const float*) 0; });
 
+    __syncthreads();
+    float qf[D / 8][4];
+    am_frags<D>(qsh + (threadIdx.x >> 5) * 16 * (D + 4), qf);
+
     float m[2], l[2], acc[DV / 8][4];
     float sink = sinks != 0 ? sinks[h] : -ORBIT_INF;
     m[0] = m[1] = sink;
     l[0] = l[1] = sinks != 0 ? 1.0f : 0.0f;
 #pragma unroll
     for (int n = 0; n < DV / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    am_online<D, DV>(qsh, ksh, vsh, k + (i64) kvh * kH, kS, v + (i64) kvh * vH, vS, t0, T, qs, window, scale, lo, hi, m, l,
+    am_online<D, DV>(qf, ksh, vsh, k + (i64) kvh * kH, kS, v + (i64) kvh * vH, vS, t0, T, qs, window, scale, lo, hi, m, l,
                      acc);
 
     int g = (threadIdx.x & 31) >> 2;
@@ -255,13 +299,17 @@ __device__ __forceinline__ void am_backward_q(const float* q, i64 qT, i64 qH, co
     am_stage<AM_BM, D>(qsh, [&](int r) { return t0 + r < T ? q + (i64) (t0 + r) * qT + (i64) h * qH : (const float*) 0; });
     am_stage<AM_BM, DV>(osh, [&](int r) { return t0 + r < T ? dout + (i64) (t0 + r) * oT + (i64) h * oH : (const float*) 0; });
 
+    __syncthreads();
+    float qf[D / 8][4];
+    am_frags<D>(qsh + (threadIdx.x >> 5) * 16 * (D + 4), qf);
+
     float m[2], l[2], acc[DV / 8][4];
     float sink = sinks != 0 ? sinks[h] : -ORBIT_INF;
     m[0] = m[1] = sink;
     l[0] = l[1] = sinks != 0 ? 1.0f : 0.0f;
 #pragma unroll
     for (int n = 0; n < DV / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    am_online<D, DV>(qsh, ksh, vsh, kb, kS, vb, vS, t0, T, qs, window, scale, lo, hi, m, l, acc);
+    am_online<D, DV>(qf, ksh, vsh, kb, kS, vb, vS, t0, T, qs, window, scale, lo, hi, m, l, acc);
 
     int warp = threadIdx.x >> 5;
     int g = (threadIdx.x & 31) >> 2;
@@ -300,7 +348,7 @@ __device__ __forceinline__ void am_backward_q(const float* q, i64 qT, i64 qH, co
         __syncthreads();
         if (wFirst > wLast || k0 > qs + wLast || (window > 0 && qs + wFirst - (k0 + AM_BN - 1) >= window)) continue;
         float s[AM_BN / 8][4], dp[AM_BN / 8][4];
-        am_rows_dot<D, AM_BN>(qsh + warp * 16 * (D + 4), ksh, s);
+        am_frag_dot<D, AM_BN>(qf, ksh, s);
         am_rows_dot<DV, AM_BN>(osh + warp * 16 * (DV + 4), vsh, dp);
 #pragma unroll
         for (int n = 0; n < AM_BN / 8; n++) {
@@ -309,7 +357,7 @@ __device__ __forceinline__ void am_backward_q(const float* q, i64 qT, i64 qH, co
                 int i = e >> 1;
                 int key = k0 + n * 8 + 2 * c + (e & 1);
                 bool vis = row[i] && am_visible(pos[i], key, window);
-                float p = vis ? expf(s[n][e] * scale - L[i]) : 0.0f;
+                float p = vis ? __expf(s[n][e] * scale - L[i]) : 0.0f;
                 s[n][e] = am_tf32(vis ? p * (dp[n][e] - dl[i]) * scale : 0.0f);
             }
         }
@@ -395,7 +443,7 @@ __device__ __forceinline__ void am_backward_kv(const float* q, i64 qT, i64 qH, c
                     int t = tq + j;
                     int kk = key[e >> 1];
                     bool vis = t <= tEnd && kk < S && am_visible(qs + t, kk, window);
-                    float p = vis ? expf(s[n][e] * scale - lsh[j]) : 0.0f;
+                    float p = vis ? __expf(s[n][e] * scale - lsh[j]) : 0.0f;
                     dp[n][e] = am_tf32(vis ? p * (dp[n][e] - dsh[j]) * scale : 0.0f);
                     s[n][e] = am_tf32(p);
                 }

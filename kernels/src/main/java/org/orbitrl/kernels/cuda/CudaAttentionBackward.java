@@ -11,14 +11,14 @@ import org.orbitrl.kernels.cuda.internal.Kernel;
  * probabilities from q and k (nothing quadratic is stored). Outside exact mode, head dims
  * D = Dv ∈ {64, 128} with aligned rows take the tensor-core kernels ({@link CudaMmaAttention},
  * {@code -Dorbit.cuda.mmaAttention=off} turns them off); other head dims up to 128 (and every
- * shape in exact mode) the tiled f32 kernels ({@link CudaTiledAttentionBackward}); larger ones (up to 640, e.g. absorbed MLA) the
- * warp-per-row kernels of {@code train.cu} in two launches: one warp per (query, head) finds the
- * row's log-sum-exp and writes dq; one warp per (key, kv head) sums dk and dv over the queries that
- * see the key, in ascending order. Both paths are deterministic: no atomics, sums in an order
+ * shape in exact mode) the tiled f32 kernels ({@link CudaTiledAttentionBackward}); larger ones (up
+ * to 640, e.g. absorbed MLA) the warp-per-row kernels of {@code train.cu} in two launches: one warp
+ * per (query, head) finds the row's log-sum-exp and writes dq; one warp per (key, kv head) sums dk
+ * and dv over the queries that see the key, in ascending order. Every path is deterministic: no atomics, sums in an order
  * fixed by the shapes.
  *
  * <p>{@code -Dorbit.cuda.attentionBackward=warp} (read at each call) sends every shape to the
- * warp-per-row kernels, for comparison; the default is {@code tiled}.
+ * warp-per-row kernels, for comparison; the default is {@code tiled} (tensor-core or tiled f32).
  */
 final class CudaAttentionBackward {
     /** Largest head dimension (ATTB_MAXC · 32 in train.cu). */

@@ -10,7 +10,12 @@ import org.orbitrl.kernels.cuda.internal.Kernel;
 import java.util.Map;
 import java.util.WeakHashMap;
 
-/** Rotary embedding and causal attention on the device. */
+/**
+ * Rotary embedding and causal attention on the device. Prefill (16 queries or more) outside exact
+ * mode takes the tensor-core kernels ({@link CudaMmaAttention}, head dims D = Dv ∈ {64, 128},
+ * {@code -Dorbit.cuda.mmaAttention=off} turns them off), else the f32 tiled kernel
+ * ({@link CudaFlashAttention}) where it fits; everything else the per-query kernel of {@code attention.cu}.
+ */
 final class CudaAttentionOps {
     /** Largest head dimension the attention kernel takes (ATT_MAXD in attention.cu). */
     static final int MAX_HEAD_DIM = 32 * 20;

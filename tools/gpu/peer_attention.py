@@ -48,21 +48,21 @@ def shape(t, hq, hkv, d):
         try:
             kk = k.clone().requires_grad_()
             vv = v.clone().requires_grad_()
-            F.scaled_dot_product_attention(q, kk, vv, is_causal=True, enable_gqa=True)
-            gqa = True
-        except RuntimeError:
+            kw = {"enable_gqa": True}
+            F.scaled_dot_product_attention(q, kk, vv, is_causal=True, **kw)
+        except (RuntimeError, TypeError):
             # the flash backend without GQA: kv heads repeated beforehand (outside the timing)
             kk = k.repeat_interleave(hq // hkv, dim=1).requires_grad_()
             vv = v.repeat_interleave(hq // hkv, dim=1).requires_grad_()
             backend = "flash, kv heads repeated"
-            gqa = False
+            kw = {}
 
         def fwd():
             with torch.no_grad():
-                F.scaled_dot_product_attention(q, kk, vv, is_causal=True, enable_gqa=gqa)
+                F.scaled_dot_product_attention(q, kk, vv, is_causal=True, **kw)
 
         def fwdbwd():
-            o = F.scaled_dot_product_attention(q, kk, vv, is_causal=True, enable_gqa=gqa)
+            o = F.scaled_dot_product_attention(q, kk, vv, is_causal=True, **kw)
             o.backward(dout)
             q.grad = None
             kk.grad = None

@@ -19,7 +19,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * products per pair); attention 1e-5 + 1e-4·|ref| (exp and dot products summed in another order
  * than the reference's sequential loops), for the tiled kernels (head dims up to 128) and for the
  * warp-per-row kernels (larger head dims, or {@code -Dorbit.cuda.attentionBackward=warp}), with
- * the tensor-core path turned off. The backward (default path) must also repeat bit for bit.
+ * the tensor-core path turned off. The backward must also repeat bit for bit, on both paths.
  *
  * <p>The tensor-core backward ({@link CudaMmaAttention}, D = Dv ∈ {64, 128}) against the same
  * reference with |err| ≤ 5e-3·max|ref| + 5e-3·|ref| per gradient: q, k, v and dout are rounded to
@@ -110,7 +110,7 @@ class CudaAttentionBackwardTest extends CudaTestBase {
 
     @Test
     void mmaBackwardMatchesReference() {
-        check(MMA_CASES, rng(85), true);
+        withProperty(CudaMmaAttention.PROPERTY, "on", () -> check(MMA_CASES, rng(85), true));
     }
 
     @Test
@@ -162,6 +162,11 @@ class CudaAttentionBackwardTest extends CudaTestBase {
 
     @Test
     void attentionBackwardRepeatsBitForBit() {
+        withProperty(CudaMmaAttention.PROPERTY, "on", () -> repeatsBitForBit("tensor cores"));
+        withProperty(CudaMmaAttention.PROPERTY, "off", () -> repeatsBitForBit("f32"));
+    }
+
+    private void repeatsBitForBit(String path) {
         SplittableRandom r = rng(84);
         int t = 300;
         int hq = 8;
@@ -183,7 +188,7 @@ class CudaAttentionBackwardTest extends CudaTestBase {
                 first = got;
             } else {
                 for (int i = 0; i < 3; i++) {
-                    assertClose("attentionBackward run " + run + " against run 0, output " + "qkv".charAt(i), first[i], got[i], 0, 0);
+                    assertClose("attentionBackward (" + path + ") run " + run + " against run 0, output " + "qkv".charAt(i), first[i], got[i], 0, 0);
                 }
             }
         }

@@ -74,6 +74,10 @@ class CudaFlashAttentionTest extends CudaTestBase {
 
     @Test
     void mmaPrefillMatchesReference() {
+        withProperty(CudaMmaAttention.PROPERTY, "on", this::mmaPrefill);
+    }
+
+    private void mmaPrefill() {
         SplittableRandom r = rng(62);
         for (int[] c : MMA_PREFILL) {
             int t = c[0], qs = c[1], hq = c[2], hkv = c[3], d = c[4], win = c[5];

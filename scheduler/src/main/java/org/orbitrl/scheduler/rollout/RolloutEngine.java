@@ -282,10 +282,6 @@ public final class RolloutEngine implements AutoCloseable {
             return null;
         }
         org.orbitrl.model.adapter.Adapter adapter = slots == null ? null : slots.active();
-        if (adapter instanceof org.orbitrl.model.adapter.OftAdapter) {
-            graphs.turnOff("OFT adapters decode eagerly: a captured OFT step (the rotation rebuilt in the graph) is not verified on the device");
-            return null;
-        }
         return graphs.forward(segments, adapter, adapter == null || slots.enabled() && adapter.enabled());
     }
 

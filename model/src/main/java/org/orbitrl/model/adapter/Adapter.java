@@ -38,6 +38,15 @@ public interface Adapter {
         return params().stream().mapToLong(p -> p.value().numel()).sum();
     }
 
+    /**
+     * Readies the adapter to serve (decode, not train) on {@code backend} with its current values: it
+     * may compute once what every forward would otherwise rebuild (an OFT adapter its rotation
+     * blocks). Whoever writes the values afterwards calls this again before the next forward;
+     * {@link AdapterSlots} does, on switching to a published slot. Default: nothing to prepare.
+     */
+    default void prepareServing(org.orbitrl.kernels.Backend backend) {
+    }
+
     /** Sets every gradient to zero. */
     default void zeroGrad() {
         params().forEach(p -> p.grad().fill(0));

@@ -173,6 +173,12 @@ public final class OftAdapter implements Adapter {
         return out;
     }
 
+    /** Builds every layer's rotation blocks once, for decoding until the values are next written. */
+    @Override
+    public void prepareServing(org.orbitrl.kernels.Backend backend) {
+        layers.values().forEach(l -> l.prepareServing(backend));
+    }
+
     /** Copies another adapter's values (same config and targets) into this one: a slot update. */
     public void copyValuesFrom(OftAdapter other) {
         if (other.params.size() != params.size()) {

@@ -22,14 +22,21 @@ import java.util.function.BooleanSupplier;
  * Cayley map (or Cayley-Neumann series) of a skew-symmetric matrix whose upper triangle is one row
  * of the parameter [stored blocks, b(b−1)/2]; see {@link OftMath} and {@link org.orbitrl.kernels.OftOps}.
  *
- * <p>The rotation is rebuilt from the parameter at every forward and again in the backward, through
- * {@link Backend#oftRotation} (one launch on a device: stored·b³ flops, negligible beside the
- * layer's product), into a per-call buffer of the backend that runs the layer. Nothing is cached
- * across calls, so whatever writes the parameter (an optimizer step, an adapter slot copy, a
- * checkpoint load, on any stream) needs no notification and can never leave a stale rotation, and
- * two backends running the same layer share no mutable state but the parameter itself. With coft
- * the forward first projects the parameter in place ({@link Backend#oftProject}), as PEFT does at
- * every forward; the gradient is then taken at the projected values.
+ * <p>In training the rotation is rebuilt from the parameter at every forward and again in the
+ * backward, through {@link Backend#oftRotation} (one launch on a device: stored·b³ flops in double
+ * precision, one block of threads per rotation block), into a per-call buffer of the backend that
+ * runs the layer. Nothing is cached across training calls, so whatever writes the parameter (an
+ * optimizer step, a checkpoint load, on any stream) needs no notification and can never leave a
+ * stale rotation. With coft the forward first projects the parameter in place
+ * ({@link Backend#oftProject}), as PEFT does at every forward; the gradient is then taken at the
+ * projected values.
+ *
+ * <p>Serving (a rollout slot): {@link #prepareServing} builds the rotation once into a buffer the
+ * layer keeps (a further stored·b² f32 beside the parameter), and forwards use it until the next
+ * call: a decode step then costs one rotation of the activations per layer, not a rebuild per
+ * step. The same kernel builds it from the same values, so the blocks equal those a training
+ * forward builds, bit for bit. Whoever writes the parameter of a serving layer calls
+ * {@link #prepareServing} again ({@link AdapterSlots} does, when it switches to a published slot).
  *
  * <p>Backward: with g = dL/d(x·R) (what the layer's dx holds on entry), dx = g·Rᵀ blockwise,
  * dL/dR_i = Σ_rows x_iᵀ·g_i, and the parameter gradient follows through the Cayley map's
@@ -50,6 +57,7 @@ public final class OftLinear implements Linear.AdapterHook {
     private final BooleanSupplier enabled;
     private final TensorAllocator memory;  // the parameter's allocator
     private final OftDevice device;        // null for host memory
+    private Tensor served;                 // [stored, b, b] R_jᵀ built by prepareServing, or null: built per call
 
     /**
      * @param weight    the parameter [stored, b(b−1)/2], f32
@@ -103,19 +111,42 @@ public final class OftLinear implements Linear.AdapterHook {
         return enabled.getAsBoolean();
     }
 
-    @Override
-    public Tensor baseInput(Backend backend, Tensor x) {
+    /**
+     * Builds the rotation R_jᵀ [stored, b, b] once (after the coft projection) into a buffer this layer
+     * keeps, on {@code backend}; forwards use it from now on instead of rebuilding it. For serving
+     * only: call again whenever the parameter has been written.
+     */
+    public void prepareServing(Backend backend) {
         if (settings.coft()) {
             backend.oftProject(weight, radius());
         }
-        Tensor rt = buildRotation(backend);   // [stored, b, b] R_jᵀ
+        if (served == null) {
+            int b = layout.blockSize();
+            served = memory.allocate(MemoryCategory.ADAPTER_PARAMS, DType.F32, layout.storedBlocks(), b, b);
+        }
+        backend.oftRotation(weight, terms(), served);
+    }
+
+    @Override
+    public Tensor baseInput(Backend backend, Tensor x) {
+        Tensor rt = served;                    // [stored, b, b] R_jᵀ
+        if (rt == null) {
+            if (settings.coft()) {
+                backend.oftProject(weight, radius());
+            }
+            rt = buildRotation(backend);
+        }
         if (device != null) {
             Tensor out = device.rotate(backend, x, rt);
-            backend.allocator().release(rt);
+            if (rt != served) {
+                backend.allocator().release(rt);
+            }
             return out;
         }
         float[] r = rt.toFloatArray();
-        backend.allocator().release(rt);
+        if (rt != served) {
+            backend.allocator().release(rt);
+        }
         float[] xs = x.contiguous().toFloatArray();   // [M, in]
         float[] out = new float[xs.length];           // [M, in] = x·R blockwise
         int b = layout.blockSize();

@@ -220,6 +220,9 @@ public final class RolloutEngine implements AutoCloseable {
     /** One engine step; returns the samples that finished in it. */
     public List<Completion> step() {
         long version = slots == null ? 0 : slots.beginStep();   // the only place a new adapter version takes effect
+        if (slots != null) {
+            slots.prepareActive(model.backend());
+        }
         for (Request r; (r = submitted.poll()) != null; ) {
             newRequests.add(r);
         }

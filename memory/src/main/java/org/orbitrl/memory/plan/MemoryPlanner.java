@@ -227,14 +227,13 @@ public final class MemoryPlanner {
         } else {
             long slot = adapterParams * pBytes;
             // The trainer holds its own adapter; the rollout engine two slots (active version v, incoming
-            // v+1). An OFT slot also keeps the rotation blocks of its projections outside the routed
-            // experts, built once per version for decoding (stored·b² f32 beside stored·b(b−1)/2
-            // parameters); training, and the experts, rebuild them per call.
-            long servedBytes = req.adapter() instanceof AdapterSpec.Oft o
+            // v+1). An OFT adapter also keeps the rotation blocks of its projections outside the routed
+            // experts (stored·b² f32 beside stored·b(b−1)/2 parameters), built once per version in a
+            // slot and once per step in training; the experts' are rebuilt per call.
+            long heldBytes = req.adapter() instanceof AdapterSpec.Oft o
                     ? denseAdapterParams * 2 * o.blockSize() / (o.blockSize() - 1) * DType.F32.bytes() : 0;
-            int slots = role.trains() ? 1 : 0;
-            long rollout = role.rollsOut() ? 2 * (slot + servedBytes) : 0;
-            b.put(MemoryCategory.ADAPTER_PARAMS, slots * slot + rollout);
+            int slots = (role.trains() ? 1 : 0) + (role.rollsOut() ? 2 : 0);
+            b.put(MemoryCategory.ADAPTER_PARAMS, slots * (slot + heldBytes));
             b.put(MemoryCategory.ADAPTER_GRADS, role.trains() ? slot : 0);
             long perParam = 8 + (req.adapter().dtype() == DType.BF16 ? 4 : 0);   // m, v f32 (+ f32 master)
             b.put(MemoryCategory.OPTIMIZER_STATE, role.trains() ? adapterParams * perParam : 0);

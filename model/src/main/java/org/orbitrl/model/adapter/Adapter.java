@@ -39,12 +39,17 @@ public interface Adapter {
     }
 
     /**
-     * Readies the adapter to serve (decode, not train) on {@code backend} with its current values: it
-     * may compute once what every forward would otherwise rebuild (an OFT adapter its rotation
-     * blocks). Whoever writes the values afterwards calls this again before the next forward;
-     * {@link AdapterSlots} does, on switching to a published slot. Default: nothing to prepare.
+     * Declares the values constant until {@link #unprepare} or the next call: the adapter may compute
+     * once, on {@code backend}, what every forward and backward would otherwise rebuild from them (an
+     * OFT adapter its rotation blocks). Callers: a rollout slot after each publication into it
+     * ({@link AdapterSlots}), and a training step around its micro-batches, before the optimizer
+     * writes the values. Whoever writes the values in between calls this again. Default: nothing.
      */
-    default void prepareServing(org.orbitrl.kernels.Backend backend) {
+    default void prepare(org.orbitrl.kernels.Backend backend) {
+    }
+
+    /** Ends {@link #prepare}: forwards rebuild from the values again. Default: nothing. */
+    default void unprepare() {
     }
 
     /** Sets every gradient to zero. */

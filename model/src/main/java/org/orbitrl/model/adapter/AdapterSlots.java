@@ -89,7 +89,7 @@ public final class AdapterSlots {
     }
 
     /**
-     * Readies the active slot's adapter to serve on {@code backend} ({@link Adapter#prepareServing}),
+     * Readies the active slot's adapter to serve on {@code backend} ({@link Adapter#prepare}),
      * once per version it holds. The engine thread calls it after {@link #beginStep}, before the step's
      * forward; publishing into a slot makes it due again.
      */
@@ -101,7 +101,7 @@ public final class AdapterSlots {
                 return;
             }
         }
-        slots[a].prepareServing(backend);   // only the engine thread reads or writes the active slot
+        slots[a].prepare(backend);   // only the engine thread reads or writes the active slot
         synchronized (this) {
             prepared[a] = true;
         }

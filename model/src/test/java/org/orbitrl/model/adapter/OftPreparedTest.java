@@ -18,15 +18,16 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * OFT serving ({@link OftAdapter#prepareServing}): the rotation blocks built once and kept give the
- * logits of the rotations rebuilt at every forward bit for bit, on the PEFT fixtures (qwen3 and
+ * OFT prepared ({@link OftAdapter#prepare}): the rotation blocks built once and kept give the
+ * logits and the gradients (through PEFT's fixture loss) of the rotations rebuilt at every forward and
+ * backward bit for bit, on the PEFT fixtures (qwen3 and
  * qwen3_moe; exact Cayley, Cayley-Neumann, shared block with coft), in host memory and through the
  * device path ({@link OftDevicePathTest#NOT_HOST}); both match PEFT's {@code reference_oft} logits
  * within 1e-4. After new values are written and the adapter is prepared again, its logits are those
  * of an adapter that rebuilds its rotations from the same new values, bit for bit, and differ from
  * the old ones.
  */
-class OftServingTest {
+class OftPreparedTest {
 
     static Stream<Arguments> cases() {
         return OftFixtureTest.cases();
@@ -34,6 +35,14 @@ class OftServingTest {
 
     private static float[] logits(Qwen3Model model, TestSafetensors base) {
         return model.forwardTrain(FixtureLoss.sequences(base), false).logits().toFloatArray();
+    }
+
+    private static double[] toDouble(float[] f) {
+        double[] d = new double[f.length];
+        for (int i = 0; i < f.length; i++) {
+            d[i] = f[i];
+        }
+        return d;
     }
 
     /** New seeded values for every parameter (a published version), within coft's radius scale. */
@@ -50,7 +59,7 @@ class OftServingTest {
 
     @ParameterizedTest
     @MethodSource("cases")
-    void servedRotationsGiveTheRebuiltLogitsBitForBit(String arch, String variant) {
+    void keptRotationsGiveTheRebuiltLogitsAndGradientsBitForBit(String arch, String variant) {
         Path dir = OftFixtureTest.root().resolve(arch).resolve(variant);
         TestSafetensors ref = new TestSafetensors(dir.resolve("reference_oft.safetensors"));
         TestSafetensors base = new TestSafetensors(TestSafetensors.fixtures().resolve(arch).resolve("reference.safetensors"));
@@ -62,15 +71,27 @@ class OftServingTest {
             Qwen3Model rebuilt = OftFixtureTest.model(arch);
             OftAdapter b = OftAdapter.load(cfg, new TestSafetensors(dir.resolve("adapter/adapter_model.safetensors")), rebuilt, memory);
 
-            a.prepareServing(served.backend());
+            a.prepare(served.backend());
             float[] fromServed = logits(served, base);
             float[] fromRebuilt = logits(rebuilt, base);
+            // a training step's backward with the kept rotations: PEFT's gradients, bit for bit the rebuilt path's
+            for (Qwen3Model m : List.of(served, rebuilt)) {
+                var seqs = FixtureLoss.sequences(base);
+                var tape = m.forwardTrain(seqs, false);
+                m.backward(tape, FixtureLoss.dLogits(tape.logits(), ref, seqs));
+            }
+            for (String k : b.peftGradients().keySet()) {
+                float[] ga = memory.toHost(a.peftGradients().get(k)).toFloatArray();
+                float[] gb = memory.toHost(b.peftGradients().get(k)).toFloatArray();
+                assertArrayEquals(gb, ga, 0f, what + ": gradient " + k + " with kept rotations vs rebuilt");
+                assertTrue(java.util.Arrays.stream(toDouble(gb)).anyMatch(v -> v != 0), what + ": gradient " + k + " is not all zero");
+            }
             Qwen3FixtureTest.assertClose(what + " served OFT logits vs PEFT", ref.get("logits").toFloatArray(), fromServed, 1e-4f);
             assertArrayEquals(fromRebuilt, fromServed, 0f, what + ": served rotations vs rebuilt per forward");
 
             rewrite(a, memory, 5);
             rewrite(b, memory, 5);
-            a.prepareServing(served.backend());
+            a.prepare(served.backend());
             float[] newServed = logits(served, base);
             float[] newRebuilt = logits(rebuilt, base);
             assertArrayEquals(newRebuilt, newServed, 0f, what + ": prepared again after new values vs rebuilt per forward");

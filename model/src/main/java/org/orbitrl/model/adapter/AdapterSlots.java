@@ -118,18 +118,21 @@ public final class AdapterSlots {
 
     /**
      * Copies {@code source}'s tensors (same config) into the idle slot as {@code version}; the switch
-     * happens at the engine's next {@link #beginStep}. Waits while an earlier publish is still
-     * waiting to be switched to. Returns the bytes copied.
+     * happens at the engine's next {@link #beginStep}. An earlier publication the engine has not
+     * switched to yet is replaced (its version is never served): the publisher never waits for a
+     * decode step. Returns the bytes copied.
      */
     public long publish(Adapter source, long version) throws InterruptedException {
         int target;
         synchronized (this) {
-            while (pending >= 0 || writing) {
+            while (writing) {
                 wait();
             }
-            if (version <= versions[active]) {
-                throw new IllegalArgumentException("adapter version " + version + " is not newer than " + versions[active]);
+            long newest = Math.max(versions[0], versions[1]);
+            if (version <= newest) {
+                throw new IllegalArgumentException("adapter version " + version + " is not newer than " + newest);
             }
+            pending = -1;            // the idle slot is written again: no switch to it until the copy completes
             target = 1 - active;
             writing = true;
             prepared[target] = false;

@@ -78,17 +78,29 @@ public final class CudaBackend implements Backend {
      * place; each frees only what it allocated.
      */
     public CudaBackend(CudaBackend base) {
-        this(base.ctx.device.index(), base.kernelCache, base.exact, base);
+        this(base, true);
+    }
+
+    /**
+     * As {@link #CudaBackend(CudaBackend)}; {@code highPriority} false gives the new stream the default
+     * priority (then {@code base}'s work is scheduled no later than this backend's).
+     */
+    public CudaBackend(CudaBackend base, boolean highPriority) {
+        this(base.ctx.device.index(), base.kernelCache, base.exact, base, highPriority);
     }
 
     private CudaBackend(int deviceIndex, Path kernelCache, boolean exact, CudaBackend base) {
+        this(deviceIndex, kernelCache, exact, base, base != null);
+    }
+
+    private CudaBackend(int deviceIndex, Path kernelCache, boolean exact, CudaBackend base, boolean highPriority) {
         if (base != null) {
             base.synchronize(); // what base wrote is visible to this backend's stream
         }
         this.kernelCache = kernelCache;
         CudaDevice device = new CudaDevice(deviceIndex);
         KernelCompiler compiler = new KernelCompiler(kernelCache, device.computeCapabilityMajor(), device.computeCapabilityMinor());
-        this.ctx = new CudaContext(device, new KernelLibrary(compiler), base != null);
+        this.ctx = new CudaContext(device, new KernelLibrary(compiler), highPriority);
         this.rowOps = new CudaRowOps(ctx);
         this.matmulOps = new CudaMatmulOps(ctx, rowOps);
         this.attentionOps = new CudaAttentionOps(ctx, this);

@@ -27,7 +27,9 @@ import java.util.SplittableRandom;
  *   <li>one Qwen3-30B-A3B MoE layer (128 INT4 experts, top-8) at 1, 8, 64, 256 tokens: device
  *       routing + grouped gate/up/down + SwiGLU, against the bytes of the distinct experts (above one
  *       token also with the tensor-core path off: the fused GEMV);</li>
- *   <li>paged decode attention against the bytes of K and V; causal prefill attention in TFLOP/s.</li>
+ *   <li>paged decode attention against the bytes of K and V (B = 1, 8, 64, 256; at S = 512 and B = 64,
+ *       256 also on the per-warp kernel kept behind {@code -Dorbit.cuda.pagedDecode=old}); causal
+ *       prefill attention in TFLOP/s.</li>
  * </ul>
  * Usage: {@code GpuDecodeOpsBench [OUT_DIR [PARTS]]}, PARTS a comma list of {@code gemv}, {@code moe},
  * {@code attention} (all by default); prints a table and writes {@code decode-ops.md}.
@@ -187,13 +189,30 @@ public final class GpuDecodeOpsBench {
         experts.free(gpu);
     }
 
+    /** A sibling backend (sharing {@code gpu}'s memory) whose paged decode takes the per-warp kernel. */
+    private static CudaBackend oldPagedDecode(CudaBackend gpu) {
+        String key = "orbit.cuda.pagedDecode";
+        String before = System.getProperty(key);
+        System.setProperty(key, "old");
+        try {
+            return new CudaBackend(gpu);
+        } finally {
+            if (before == null) {
+                System.clearProperty(key);
+            } else {
+                System.setProperty(key, before);
+            }
+        }
+    }
+
     private static void attention(CudaBackend gpu, double copy) {
         SplittableRandom r = new SplittableRandom(13);
         int hq = 32;
         int hkv = 4;
         int d = 128;
         int bs = 16;
-        for (int[] c : new int[][]{{1, 4096}, {64, 1024}, {256, 512}}) { // sequences, keys each
+        CudaBackend old = oldPagedDecode(gpu);
+        for (int[] c : new int[][]{{1, 4096}, {8, 512}, {64, 512}, {64, 1024}, {256, 512}}) { // sequences, keys each
             int b = c[0];
             int len = c[1];
             int maxBlocks = len / bs;
@@ -214,10 +233,18 @@ public final class GpuDecodeOpsBench {
             double gbs = (kc.byteSize() + vc.byteSize()) / (ms * 1e6);
             row(String.format("paged decode attention B=%d S=%d Hq=%d Hkv=%d D=%d (%.1f us)", b, len, hq, hkv, d, ms * 1e3),
                     String.format("%.0f GB/s of K+V", gbs), String.format("copy %.0f GB/s", copy), gbs / copy);
+            if (len == 512 && b >= 64) { // the same call on the per-warp kernel kept behind -Dorbit.cuda.pagedDecode=old
+                gpu.synchronize();
+                double msOld = GpuBench.graphMs(old, 10, () -> old.pagedDecodeAttention(q, kc, vc, dt, dl, bs, hkv, o, spec));
+                double gbsOld = (kc.byteSize() + vc.byteSize()) / (msOld * 1e6);
+                row(String.format("paged decode attention B=%d S=%d, old per-warp kernel (%.1f us)", b, len, msOld * 1e3),
+                        String.format("%.0f GB/s of K+V", gbsOld), String.format("copy %.0f GB/s", copy), gbsOld / copy);
+            }
             for (Tensor t : new Tensor[]{kc, vc, q, o, dt, dl}) {
                 gpu.free(t);
             }
         }
+        old.close();
         int t = 2048;
         Tensor q = f32(gpu, r, DType.F32, (long) t * hq, d).reshape(t, hq, d);
         Tensor k = f32(gpu, r, DType.F32, (long) t * hkv, d).reshape(t, hkv, d);

@@ -1,0 +1,221 @@
+// Decode attention over the paged cache with every query head of a kv head sharing each key/value
+// tile: the cache is read once per (sequence, kv head, key split).
+//
+// Layout and semantics as paged_decode_f32 (flash_attention.cu): per layer keys kc [rows, Hkv * D]
+// and values vc [rows, Hkv * Dv], f32; sequence b's position s is row
+// tables[b * maxBlocks + s / blockSize] * blockSize + s % blockSize; q [B, Hq, D] (strides qB, qH),
+// one query per sequence at position lens[b] - 1; window > 0 keeps keys with pos - s < window; sinks
+// null or f32 [Hq], a logit joining split 0's softmax denominator with no value. Splits of splitLen
+// keys write partials (unnormalised accumulator, max, sum) that attention_combine merges; with one
+// split the block writes out.
+//
+// Grid B * Hkv * splits; block 32 * warps, warps = ceil(G / PD_HW) with G = Hq / Hkv <= 2 * PD_HW.
+// Warp w owns query heads w * PD_HW .. + PD_HW - 1 of the group (slots past G repeat head G - 1 and
+// are not written). Key/value tiles of PD_TK keys go through a two-stage cp.async pipeline in
+// dynamic shared memory (16-byte copies, one cache row = D or Dv contiguous floats). Per tile:
+// lane j scores key j against the warp's PD_HW heads (K row from shared memory, q rows broadcast),
+// online softmax per head across the warp (running max m, sum l, accumulator rescaled when the max
+// grows), probabilities through shared memory, then lane j accumulates value channels 4j .. 4j + 3
+// for the PD_HW heads. D, Dv <= 128, multiples of 4; caches 16-byte aligned.
+//
+// Dynamic shared memory (floats): 2 stages of [PD_TK][D + 4] keys and [PD_TK][Dv + 4] values, q
+// [warps * PD_HW][D], probabilities [warps * PD_HW][PD_TK]. Rows padded by 4 floats: lane j reading
+// row j with 16-byte loads hits distinct banks.
+
+#define PD_TK 32 // keys per tile
+#define PD_HW 4  // query heads per warp
+
+__device__ __forceinline__ unsigned pd_smem_addr(const void* p) {
+    unsigned r;
+    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
+    return r;
+}
+
+__device__ __forceinline__ void pd_cp16(float* dst, const float* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(pd_smem_addr(dst)), "l"(src) : "memory");
+}
+
+__device__ __forceinline__ void pd_commit() {
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+__device__ __forceinline__ void pd_wait_one() {
+    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+}
+
+// Issues the copies of keys tile .. tile + PD_TK - 1 (those <= ke) into one stage; rows past ke
+// are zeroed (a zero probability times a stale value must stay zero). Warp w copies rows w, w +
+// warps, ...; lane l the 16-byte columns l, l + 32, ...
+__device__ __forceinline__ void pd_load_tile(float* ksh, float* vsh, const float* kb, const float* vb,
+                                             const int* table, int blockSize, i64 kRow, i64 vRow, int D, int Dv,
+                                             int tile, int ke, int warp, int warps, int lane) {
+    for (int j = warp; j < PD_TK; j += warps) {
+        int s = tile + j;
+        float* kd = ksh + j * (D + 4);
+        float* vd = vsh + j * (Dv + 4);
+        if (s <= ke) {
+            i64 row = (i64) table[s / blockSize] * blockSize + s % blockSize;
+            const float* kr = kb + row * kRow;
+            const float* vr = vb + row * vRow;
+            for (int c = 4 * lane; c < D; c += 128) pd_cp16(kd + c, kr + c);
+            for (int c = 4 * lane; c < Dv; c += 128) pd_cp16(vd + c, vr + c);
+        } else {
+            for (int c = 4 * lane; c < D; c += 128) {
+                float4 z;
+                z.x = 0.0f;
+                z.y = 0.0f;
+                z.z = 0.0f;
+                z.w = 0.0f;
+                *(float4*) (kd + c) = z;
+            }
+            for (int c = 4 * lane; c < Dv; c += 128) {
+                float4 z;
+                z.x = 0.0f;
+                z.y = 0.0f;
+                z.z = 0.0f;
+                z.w = 0.0f;
+                *(float4*) (vd + c) = z;
+            }
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(64) paged_decode_tiled_f32(
+        const float* q, i64 qB, i64 qH, const float* kc, const float* vc, const int* tables, int maxBlocks,
+        const int* lens, int blockSize, float* out, i64 oB, i64 oH, int Hq, int Hkv, int D, int Dv, int window,
+        float scale, const float* sinks, int splits, int splitLen, float* partAcc, float* partMl) {
+    extern __shared__ __align__(16) float sm[];
+    int warps = blockDim.x >> 5;
+    int warp = threadIdx.x >> 5;
+    int lane = threadIdx.x & 31;
+    int stage = PD_TK * (D + 4 + Dv + 4);
+    float* qsh = sm + 2 * stage;                     // [warps * PD_HW][D]
+    float* psh = qsh + warps * PD_HW * D;            // [warps * PD_HW][PD_TK]
+
+    int split = blockIdx.x % splits;
+    int bk = blockIdx.x / splits;
+    int kvh = bk % Hkv;
+    int b = bk / Hkv;
+    int G = Hq / Hkv;
+    int pos = lens[b] - 1;
+    int lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+    int ks = split * splitLen;
+    int ke = ks + splitLen - 1 < pos ? ks + splitLen - 1 : pos; // last key of this split
+    if (ks < lo) ks = lo;
+    int tiles = ke >= ks ? (ke - ks) / PD_TK + 1 : 0;
+    const int* table = tables + (i64) b * maxBlocks;
+    i64 kRow = (i64) Hkv * D;
+    i64 vRow = (i64) Hkv * Dv;
+    const float* kb = kc + (i64) kvh * D;
+    const float* vb = vc + (i64) kvh * Dv;
+
+    if (tiles > 0) pd_load_tile(sm, sm + PD_TK * (D + 4), kb, vb, table, blockSize, kRow, vRow, D, Dv, ks, ke, warp, warps, lane);
+    pd_commit();
+    for (int i = threadIdx.x; i < warps * PD_HW * D; i += blockDim.x) {
+        int hl = i / D;
+        int h = kvh * G + (hl < G ? hl : G - 1);
+        qsh[i] = q[(i64) b * qB + (i64) h * qH + i % D];
+    }
+
+    float m[PD_HW], l[PD_HW], acc[PD_HW][4];
+#pragma unroll
+    for (int i = 0; i < PD_HW; i++) {
+        int hl = warp * PD_HW + i;
+        int h = kvh * G + (hl < G ? hl : G - 1);
+        bool sink = sinks != 0 && split == 0;
+        m[i] = sink ? sinks[h] : -ORBIT_INF;
+        l[i] = sink ? 1.0f : 0.0f;
+#pragma unroll
+        for (int c = 0; c < 4; c++) acc[i][c] = 0.0f;
+    }
+    const float* qw = qsh + warp * PD_HW * D;
+    float* pw = psh + warp * PD_HW * PD_TK;
+
+    for (int t = 0; t < tiles; t++) {
+        int tile = ks + t * PD_TK;
+        if (t + 1 < tiles) {
+            float* next = sm + ((t + 1) & 1) * stage;
+            pd_load_tile(next, next + PD_TK * (D + 4), kb, vb, table, blockSize, kRow, vRow, D, Dv, tile + PD_TK, ke, warp,
+                         warps, lane);
+        }
+        pd_commit();
+        pd_wait_one(); // this tile's copies (all but the newest group) have landed
+        __syncthreads();
+        const float* ksh = sm + (t & 1) * stage;   // [PD_TK][D + 4]
+        const float* vsh = ksh + PD_TK * (D + 4);  // [PD_TK][Dv + 4]
+
+        float s[PD_HW];
+#pragma unroll
+        for (int i = 0; i < PD_HW; i++) s[i] = 0.0f;
+        const float* kr = ksh + lane * (D + 4);
+#pragma unroll 4
+        for (int c = 0; c < D; c += 4) {
+            float4 kk = *(const float4*) (kr + c);
+#pragma unroll
+            for (int i = 0; i < PD_HW; i++) {
+                float4 qq = *(const float4*) (qw + i * D + c);
+                s[i] += qq.x * kk.x + qq.y * kk.y + qq.z * kk.z + qq.w * kk.w;
+            }
+        }
+        bool vis = tile + lane <= ke;
+#pragma unroll
+        for (int i = 0; i < PD_HW; i++) {
+            float si = vis ? s[i] * scale : -ORBIT_INF;
+            float mn = fmaxf(m[i], warp_max(si));
+            float corr = mn == -ORBIT_INF ? 1.0f : expf(m[i] - mn);
+            float p = vis ? expf(si - mn) : 0.0f;
+            l[i] = l[i] * corr + warp_sum(p);
+#pragma unroll
+            for (int c = 0; c < 4; c++) acc[i][c] *= corr;
+            m[i] = mn;
+            pw[i * PD_TK + lane] = p;
+        }
+        __syncwarp();
+        if (4 * lane < Dv) {
+            const float* vc4 = vsh + 4 * lane;
+#pragma unroll 2
+            for (int j = 0; j < PD_TK; j += 4) {
+                float4 pp[PD_HW];
+#pragma unroll
+                for (int i = 0; i < PD_HW; i++) pp[i] = *(const float4*) (pw + i * PD_TK + j);
+                float4 v0 = *(const float4*) (vc4 + (j + 0) * (Dv + 4));
+                float4 v1 = *(const float4*) (vc4 + (j + 1) * (Dv + 4));
+                float4 v2 = *(const float4*) (vc4 + (j + 2) * (Dv + 4));
+                float4 v3 = *(const float4*) (vc4 + (j + 3) * (Dv + 4));
+#pragma unroll
+                for (int i = 0; i < PD_HW; i++) {
+                    acc[i][0] += pp[i].x * v0.x + pp[i].y * v1.x + pp[i].z * v2.x + pp[i].w * v3.x;
+                    acc[i][1] += pp[i].x * v0.y + pp[i].y * v1.y + pp[i].z * v2.y + pp[i].w * v3.y;
+                    acc[i][2] += pp[i].x * v0.z + pp[i].y * v1.z + pp[i].z * v2.z + pp[i].w * v3.z;
+                    acc[i][3] += pp[i].x * v0.w + pp[i].y * v1.w + pp[i].z * v2.w + pp[i].w * v3.w;
+                }
+            }
+        }
+        __syncthreads(); // this stage (and the probabilities) consumed before the next pass refills them
+    }
+
+#pragma unroll
+    for (int i = 0; i < PD_HW; i++) {
+        int hl = warp * PD_HW + i;
+        if (hl >= G) continue;
+        int h = kvh * G + hl;
+        if (splits == 1) {
+            float inv = 1.0f / l[i];
+            float* orow = out + (i64) b * oB + (i64) h * oH;
+            if (4 * lane < Dv) {
+#pragma unroll
+                for (int c = 0; c < 4; c++) orow[4 * lane + c] = acc[i][c] * inv;
+            }
+        } else {
+            i64 part = ((i64) b * Hq + h) * splits + split;
+            if (4 * lane < Dv) {
+#pragma unroll
+                for (int c = 0; c < 4; c++) partAcc[part * Dv + 4 * lane + c] = acc[i][c];
+            }
+            if (lane == 0) {
+                partMl[2 * part] = m[i];
+                partMl[2 * part + 1] = l[i];
+            }
+        }
+    }
+}

@@ -202,17 +202,18 @@ final class CudaFlashAttention {
         }
         long[] qs = q.strides();
         long[] os = out.strides();
+        long blocks = (long) b * hkv * splits; // the real sequences only (base may count padding)
         if (tiled) {
             int warps = (group + TILED_HEADS - 1) / TILED_HEADS;
             // two stages of key and value tiles, q rows and probabilities of the block's head slots
             int shared = 4 * (2 * TILED_KEYS * (d + 4 + dv + 4) + warps * TILED_HEADS * (d + TILED_KEYS));
-            ctx.launchShared(pagedTiled, base * splits, 32 * warps, shared, q, qs[0], qs[1], kCache, vCache, tables, maxBlocks, lens,
+            ctx.launchShared(pagedTiled, blocks, 32 * warps, shared, q, qs[0], qs[1], kCache, vCache, tables, maxBlocks, lens,
                     blockSize, out, os[0], os[1], hq, hkv, d, dv, spec.slidingWindow(), spec.scale(), sinks, splits, splitLen,
                     partAcc, partMl);
         } else {
             int warps = Math.min(group, 8);
             int shared = 4 * (warps * d + TILE * (d + 4) + TILE * (dv + 4));
-            ctx.launchShared(paged, base * splits, 32 * warps, shared, q, qs[0], qs[1], kCache, vCache, tables, maxBlocks, lens,
+            ctx.launchShared(paged, blocks, 32 * warps, shared, q, qs[0], qs[1], kCache, vCache, tables, maxBlocks, lens,
                     blockSize, out, os[0], os[1], hq, hkv, d, dv, spec.slidingWindow(), spec.scale(), sinks, splits, splitLen,
                     partAcc, partMl);
         }

@@ -183,7 +183,7 @@ final class CudaFlashAttention {
         int maxBlocks = tables.size(1);
         int maxKeys = maxBlocks * blockSize;
         int group = hq / hkv;
-        boolean tiled = tiledDecode && group <= TILED_MAX_GROUP;
+        boolean tiled = tiledDecode && group <= TILED_MAX_GROUP && kCache.dim(0) <= Integer.MAX_VALUE; // cache rows as int
         // the batch rounded up to a power of two: a step padded to a captured graph's batch splits (and so
         // sums) every row exactly as the unpadded step does
         long base = (long) (b <= 1 ? 1 : Integer.highestOneBit(b - 1) << 1) * hkv;

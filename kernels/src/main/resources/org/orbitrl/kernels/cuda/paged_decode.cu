@@ -44,19 +44,21 @@ __device__ __forceinline__ void pd_wait_one() {
 }
 
 // Issues the copies of keys tile .. tile + PD_TK - 1 (those <= ke) into one stage; rows past ke
-// are zeroed (a zero probability times a stale value must stay zero). Warp w copies rows w, w +
-// warps, ...; lane l the 16-byte columns l, l + 32, ...
+// are zeroed (a zero probability times a stale value must stay zero). Lane l finds key tile + l's
+// cache row (PD_TK is the warp width), then warp w copies rows w, w + warps, ... with lane l taking
+// the 16-byte columns l, l + 32, ... Called by every thread of the block (it shuffles).
 __device__ __forceinline__ void pd_load_tile(float* ksh, float* vsh, const float* kb, const float* vb,
                                              const int* table, int blockSize, i64 kRow, i64 vRow, int D, int Dv,
                                              int tile, int ke, int warp, int warps, int lane) {
+    int sl = tile + lane;
+    int rowl = sl <= ke ? table[sl / blockSize] * blockSize + sl % blockSize : 0;
     for (int j = warp; j < PD_TK; j += warps) {
-        int s = tile + j;
+        int row = __shfl_sync(0xffffffffu, rowl, j);
         float* kd = ksh + j * (D + 4);
         float* vd = vsh + j * (Dv + 4);
-        if (s <= ke) {
-            i64 row = (i64) table[s / blockSize] * blockSize + s % blockSize;
-            const float* kr = kb + row * kRow;
-            const float* vr = vb + row * vRow;
+        if (tile + j <= ke) {
+            const float* kr = kb + (i64) row * kRow;
+            const float* vr = vb + (i64) row * vRow;
             for (int c = 4 * lane; c < D; c += 128) pd_cp16(kd + c, kr + c);
             for (int c = 4 * lane; c < Dv; c += 128) pd_cp16(vd + c, vr + c);
         } else {

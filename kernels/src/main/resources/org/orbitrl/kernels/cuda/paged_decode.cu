@@ -156,7 +156,7 @@ extern "C" __global__ void __launch_bounds__(64) paged_decode_tiled_f32(
 #pragma unroll
             for (int i = 0; i < PD_HW; i++) {
                 float4 qq = *(const float4*) (qw + i * D + c);
-                s[i] += qq.x * kk.x + qq.y * kk.y + qq.z * kk.z + qq.w * kk.w;
+                s[i] = fmaf(qq.x, kk.x, fmaf(qq.y, kk.y, fmaf(qq.z, kk.z, fmaf(qq.w, kk.w, s[i]))));
             }
         }
         bool vis = tile + lane <= ke;
@@ -186,10 +186,10 @@ extern "C" __global__ void __launch_bounds__(64) paged_decode_tiled_f32(
                 float4 v3 = *(const float4*) (vc4 + (j + 3) * (Dv + 4));
 #pragma unroll
                 for (int i = 0; i < PD_HW; i++) {
-                    acc[i][0] += pp[i].x * v0.x + pp[i].y * v1.x + pp[i].z * v2.x + pp[i].w * v3.x;
-                    acc[i][1] += pp[i].x * v0.y + pp[i].y * v1.y + pp[i].z * v2.y + pp[i].w * v3.y;
-                    acc[i][2] += pp[i].x * v0.z + pp[i].y * v1.z + pp[i].z * v2.z + pp[i].w * v3.z;
-                    acc[i][3] += pp[i].x * v0.w + pp[i].y * v1.w + pp[i].z * v2.w + pp[i].w * v3.w;
+                    acc[i][0] = fmaf(pp[i].w, v3.x, fmaf(pp[i].z, v2.x, fmaf(pp[i].y, v1.x, fmaf(pp[i].x, v0.x, acc[i][0]))));
+                    acc[i][1] = fmaf(pp[i].w, v3.y, fmaf(pp[i].z, v2.y, fmaf(pp[i].y, v1.y, fmaf(pp[i].x, v0.y, acc[i][1]))));
+                    acc[i][2] = fmaf(pp[i].w, v3.z, fmaf(pp[i].z, v2.z, fmaf(pp[i].y, v1.z, fmaf(pp[i].x, v0.z, acc[i][2]))));
+                    acc[i][3] = fmaf(pp[i].w, v3.w, fmaf(pp[i].z, v2.w, fmaf(pp[i].y, v1.w, fmaf(pp[i].x, v0.w, acc[i][3]))));
                 }
             }
         }

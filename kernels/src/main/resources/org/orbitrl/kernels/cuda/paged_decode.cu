@@ -113,10 +113,11 @@ extern "C" __global__ void __launch_bounds__(64) paged_decode_tiled_f32(
 
     if (tiles > 0) pd_load_tile(sm, sm + PD_TK * (D + 4), kb, vb, table, blockSize, kRow, vRow, D, Dv, ks, ke, warp, warps, lane);
     pd_commit();
-    for (int i = threadIdx.x; i < warps * PD_HW * D; i += blockDim.x) {
-        int hl = i / D;
-        int h = kvh * G + (hl < G ? hl : G - 1);
-        qsh[i] = q[(i64) b * qB + (i64) h * qH + i % D];
+#pragma unroll
+    for (int i = 0; i < PD_HW; i++) { // each warp stages the q rows of its own heads
+        int hl = warp * PD_HW + i;
+        const float* qr = q + (i64) b * qB + (i64) (kvh * G + (hl < G ? hl : G - 1)) * qH;
+        for (int c = lane; c < D; c += 32) qsh[hl * D + c] = qr[c];
     }
 
     float m[PD_HW], l[PD_HW], acc[PD_HW][4];

@@ -188,7 +188,9 @@ final class CudaFlashAttention {
         // sums) every row exactly as the unpadded step does
         long base = (long) (b <= 1 ? 1 : Integer.highestOneBit(b - 1) << 1) * hkv;
         // The split count depends only on the table's capacity, so a captured graph stays valid as sequences grow.
-        int splits = splitCount(base, (tiled ? 4 : 2) * ctx.device.multiprocessors(), maxKeys);
+        // Tiled: 4 blocks per SM asked for (3 fit at D = Dv = 128), splits of whole tiles down to one.
+        int splits = tiled ? splitCount(base, 4 * ctx.device.multiprocessors(), maxKeys, TILED_KEYS)
+                : splitCount(base, 2 * ctx.device.multiprocessors(), maxKeys, 64);
         int splitLen = (maxKeys + splits - 1) / splits;
         if (tiled) {
             splitLen = (splitLen + TILED_KEYS - 1) / TILED_KEYS * TILED_KEYS; // whole tiles
@@ -224,11 +226,11 @@ final class CudaFlashAttention {
 
     /**
      * Key splits of a paged decode: enough that {@code base} (sequences rounded up to a power of two,
-     * times kv heads) blocks per split reach {@code target} blocks, at most one per 64 keys of the
-     * tables' capacity, at least one.
+     * times kv heads) blocks per split reach {@code target} blocks, at most one per {@code minKeys}
+     * keys of the tables' capacity, at least one.
      */
-    static int splitCount(long base, int target, int maxKeys) {
-        return base >= target ? 1 : (int) Math.max(1, Math.min((target + base - 1) / base, (maxKeys + 63) / 64));
+    static int splitCount(long base, int target, int maxKeys, int minKeys) {
+        return base >= target ? 1 : (int) Math.max(1, Math.min((target + base - 1) / base, (maxKeys + minKeys - 1) / minKeys));
     }
 
     /**

@@ -19,7 +19,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * Paged decode attention (the default, non-exact path: the tiled kernel of {@code paged_decode.cu}
  * for query groups up to 8, the per-warp kernel above) against the scalar backend's attention over
  * the same keys gathered contiguously: batches of 1, 3 and 64 with ragged contexts (1, 17, 512,
- * 1000 keys and random ones), sliding windows, sinks, GQA 8:1, 3:1 and 1:1 and a 16:1 group, head
+ * 1000 keys and random ones) and of 140 short ones (one key split), sliding windows, sinks, GQA 8:1, 3:1 and 1:1 and a 16:1 group, head
  * dims 128, 96, 64 (Dv 32 to 128), cache blocks of 16 and 32 handed out in a shuffled order with
  * spare blocks of garbage, q and out as strided views whose padding must stay untouched. The same
  * cases also run on a sibling backend made with {@code -Dorbit.cuda.pagedDecode=old} (the per-warp
@@ -49,6 +49,15 @@ class CudaPagedDecodeTest extends CudaTestBase {
         return lens;
     }
 
+    /** {@code b} key counts from 1 to 90. */
+    private static int[] shortContexts(int b) {
+        int[] lens = new int[b];
+        for (int i = 0; i < b; i++) {
+            lens[i] = 1 + (i * 37) % 90;
+        }
+        return lens;
+    }
+
     private static List<Case> cases() {
         SplittableRandom r = rng(64);
         return List.of(
@@ -60,7 +69,8 @@ class CudaPagedDecodeTest extends CudaTestBase {
                 new Case(8, 8, 64, 64, 32, 37, false, ragged(r, 64)),
                 new Case(6, 2, 96, 128, 32, 0, true, new int[]{700, 33, 64}),
                 new Case(8, 2, 128, 32, 16, 16, false, new int[]{1, 40, 1000}),
-                new Case(16, 1, 64, 64, 16, 0, true, new int[]{5, 70, 512}));
+                new Case(16, 1, 64, 64, 16, 0, true, new int[]{5, 70, 512}),
+                new Case(8, 4, 64, 64, 16, 20, true, shortContexts(140))); // enough blocks for one split
     }
 
     @Test

@@ -22,8 +22,9 @@
 // [warps * PD_HW][D], probabilities [warps * PD_HW][PD_TK]. Rows padded by 4 floats: lane j reading
 // row j with 16-byte loads hits distinct banks.
 
-#define PD_TK 32 // keys per tile
+#define PD_TK 32 // keys per tile: one per lane
 #define PD_HW 4  // query heads per warp
+static_assert(PD_TK == 32, "lane j scores key j of a tile");
 
 __device__ __forceinline__ unsigned pd_smem_addr(const void* p) {
     unsigned r;

@@ -27,9 +27,10 @@ import java.util.SplittableRandom;
  *   <li>one Qwen3-30B-A3B MoE layer (128 INT4 experts, top-8) at 1, 8, 64, 256 tokens: device
  *       routing + grouped gate/up/down + SwiGLU, against the bytes of the distinct experts (above one
  *       token also with the tensor-core path off: the fused GEMV);</li>
- *   <li>paged decode attention against the bytes of K and V (B = 1, 8, 64, 256; at S = 512 and B = 64,
- *       256 also on the per-warp kernel kept behind {@code -Dorbit.cuda.pagedDecode=old}); causal
- *       prefill attention in TFLOP/s.</li>
+ *   <li>paged decode attention against the bytes of K and V (B = 1, 8, 64, 256; calls rotating over
+ *       copies of the cache until 128 MB, more than L2, are read; at S = 512 and B = 64, 256 also on
+ *       the per-warp kernel kept behind {@code -Dorbit.cuda.pagedDecode=old}); causal prefill
+ *       attention in TFLOP/s.</li>
  * </ul>
  * Usage: {@code GpuDecodeOpsBench [OUT_DIR [PARTS]]}, PARTS a comma list of {@code gemv}, {@code moe},
  * {@code attention} (all by default); prints a table and writes {@code decode-ops.md}.
@@ -216,31 +217,48 @@ public final class GpuDecodeOpsBench {
             int b = c[0];
             int len = c[1];
             int maxBlocks = len / bs;
-            int[] tables = new int[b * maxBlocks];
-            for (int i = 0; i < tables.length; i++) {
-                tables[i] = i;
-            }
+            long kvBytes = 2L * b * len * hkv * d * 4;
+            // calls rotate over copies of the cache (their own blocks of one pool) until 128 MB are read: more than L2
+            int copies = (int) Math.max(1, ((128L << 20) + kvBytes - 1) / kvBytes);
             int[] lens = new int[b];
             Arrays.fill(lens, len);
-            Tensor kc = f32(gpu, r, DType.F32, (long) b * len, (long) hkv * d);
-            Tensor vc = f32(gpu, r, DType.F32, (long) b * len, (long) hkv * d);
+            Tensor kc = f32(gpu, r, DType.F32, (long) copies * b * len, (long) hkv * d);
+            Tensor vc = f32(gpu, r, DType.F32, (long) copies * b * len, (long) hkv * d);
             Tensor q = f32(gpu, r, DType.F32, (long) b * hq, d).reshape(b, hq, d);
             Tensor o = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, b, hq, d);
-            Tensor dt = gpu.toDevice(Tensor.ofInts(tables, b, maxBlocks), MemoryCategory.ACTIVATIONS);
+            Tensor[] dt = new Tensor[copies];
+            for (int k = 0; k < copies; k++) {
+                int[] tables = new int[b * maxBlocks];
+                for (int i = 0; i < tables.length; i++) {
+                    tables[i] = k * tables.length + i;
+                }
+                dt[k] = gpu.toDevice(Tensor.ofInts(tables, b, maxBlocks), MemoryCategory.ACTIVATIONS);
+            }
             Tensor dl = gpu.toDevice(Tensor.ofInts(lens, b), MemoryCategory.ACTIVATIONS);
             AttentionSpec spec = AttentionSpec.causal(d);
-            double ms = GpuBench.graphMs(gpu, 10, () -> gpu.pagedDecodeAttention(q, kc, vc, dt, dl, bs, hkv, o, spec));
-            double gbs = (kc.byteSize() + vc.byteSize()) / (ms * 1e6);
+            double ms = GpuBench.graphMs(gpu, 10, () -> {
+                for (Tensor t : dt) {
+                    gpu.pagedDecodeAttention(q, kc, vc, t, dl, bs, hkv, o, spec);
+                }
+            }) / copies;
+            double gbs = kvBytes / (ms * 1e6);
             row(String.format("paged decode attention B=%d S=%d Hq=%d Hkv=%d D=%d (%.1f us)", b, len, hq, hkv, d, ms * 1e3),
                     String.format("%.0f GB/s of K+V", gbs), String.format("copy %.0f GB/s", copy), gbs / copy);
-            if (len == 512 && b >= 64) { // the same call on the per-warp kernel kept behind -Dorbit.cuda.pagedDecode=old
+            if (len == 512 && b >= 64) { // the same calls on the per-warp kernel kept behind -Dorbit.cuda.pagedDecode=old
                 gpu.synchronize();
-                double msOld = GpuBench.graphMs(old, 10, () -> old.pagedDecodeAttention(q, kc, vc, dt, dl, bs, hkv, o, spec));
-                double gbsOld = (kc.byteSize() + vc.byteSize()) / (msOld * 1e6);
+                double msOld = GpuBench.graphMs(old, 10, () -> {
+                    for (Tensor t : dt) {
+                        old.pagedDecodeAttention(q, kc, vc, t, dl, bs, hkv, o, spec);
+                    }
+                }) / copies;
+                double gbsOld = kvBytes / (msOld * 1e6);
                 row(String.format("paged decode attention B=%d S=%d, old per-warp kernel (%.1f us)", b, len, msOld * 1e3),
                         String.format("%.0f GB/s of K+V", gbsOld), String.format("copy %.0f GB/s", copy), gbsOld / copy);
             }
-            for (Tensor t : new Tensor[]{kc, vc, q, o, dt, dl}) {
+            for (Tensor t : new Tensor[]{kc, vc, q, o, dl}) {
+                gpu.free(t);
+            }
+            for (Tensor t : dt) {
                 gpu.free(t);
             }
         }

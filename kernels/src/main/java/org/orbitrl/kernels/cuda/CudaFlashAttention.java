@@ -14,7 +14,7 @@ import java.util.function.Function;
  * per block sharing key/value tiles staged in shared memory, online softmax) and decode over the
  * paged KV cache (block tables as the model's {@code kv.BlockPool} lays them out, key splits merged
  * by {@code attention_combine}). Both take head dims up to {@value #MAX_DIM} that are multiples of 4.
- * Paged decode takes the tiled kernel of {@code paged_decode.cu} for query groups up to
+ * Paged decode takes a tiled kernel of {@code paged_decode.cu} for query groups up to
  * {@value #TILED_MAX_GROUP} (all heads of a kv head share each cp.async-staged tile, so K and V are
  * read once per sequence, kv head and split), else the per-warp kernel of {@code flash_attention.cu}.
  *
@@ -27,20 +27,25 @@ final class CudaFlashAttention {
     private static final int PREFILL_QUERIES = 16; // FA_WARPS * FA_QW
     private static final int TILE = 32;       // FA_TK
     private static final int TILED_KEYS = 32; // PD_TK (paged_decode.cu)
-    private static final int TILED_HEADS = 4; // PD_HW: query heads per warp
-    /** Largest query group (Hq / Hkv) the tiled paged decode kernel takes: two warps of {@value #TILED_HEADS} heads. */
-    static final int TILED_MAX_GROUP = 2 * TILED_HEADS;
+    /** Largest query group (Hq / Hkv) the tiled paged decode kernels take. */
+    static final int TILED_MAX_GROUP = 8;
 
     private final CudaContext ctx;
     private final Kernel prefill;
     private final Kernel paged;
     private final Kernel pagedTiled;
+    private final Kernel pagedTiledH2;
     /**
-     * Whether paged decode takes the tiled kernel of {@code paged_decode.cu} (every query head of a kv
-     * head on one shared key/value tile) where it fits; {@code -Dorbit.cuda.pagedDecode=old} keeps the
-     * per-warp kernel of {@code flash_attention.cu}. Read when the backend is made.
+     * Query heads per warp of the tiled paged decode kernel of {@code paged_decode.cu} (every query
+     * head of a kv head on one shared key/value tile), 4 by default; 0 for the per-warp kernel of
+     * {@code flash_attention.cu}. From {@code -Dorbit.cuda.pagedDecode}: {@code old} (0),
+     * {@code heads2} (2), anything else 4; read when the backend is made.
      */
-    final boolean tiledDecode = !"old".equals(System.getProperty("orbit.cuda.pagedDecode"));
+    final int tiledHeads = switch (String.valueOf(System.getProperty("orbit.cuda.pagedDecode"))) {
+        case "old" -> 0;
+        case "heads2" -> 2;
+        default -> 4;
+    };
     private final Kernel combine;
     private final Kernel kvWrite;
     private final Kernel prep;
@@ -53,6 +58,7 @@ final class CudaFlashAttention {
         this.prefill = ctx.kernel("flash_attention", "flash_prefill_f32");
         this.paged = ctx.kernel("flash_attention", "paged_decode_f32");
         this.pagedTiled = ctx.kernel("paged_decode", "paged_decode_tiled_f32");
+        this.pagedTiledH2 = ctx.kernel("paged_decode", "paged_decode_tiled_h2_f32");
         this.combine = ctx.kernel("attention", "attention_combine");
         this.kvWrite = ctx.kernel("flash_attention", "paged_kv_write");
     }
@@ -183,7 +189,7 @@ final class CudaFlashAttention {
         int maxBlocks = tables.size(1);
         int maxKeys = maxBlocks * blockSize;
         int group = hq / hkv;
-        boolean tiled = tiledDecode && group <= TILED_MAX_GROUP && kCache.dim(0) <= Integer.MAX_VALUE; // cache rows as int
+        boolean tiled = tiledHeads > 0 && group <= TILED_MAX_GROUP && kCache.dim(0) <= Integer.MAX_VALUE; // cache rows as int
         // the batch rounded up to a power of two: a step padded to a captured graph's batch splits (and so
         // sums) every row exactly as the unpadded step does
         long base = (long) (b <= 1 ? 1 : Integer.highestOneBit(b - 1) << 1) * hkv;
@@ -206,10 +212,10 @@ final class CudaFlashAttention {
         long[] os = out.strides();
         long blocks = (long) b * hkv * splits; // the real sequences only (base may count padding)
         if (tiled) {
-            int warps = (group + TILED_HEADS - 1) / TILED_HEADS;
+            int warps = (group + tiledHeads - 1) / tiledHeads;
             // two stages of key and value tiles, q rows and probabilities of the block's head slots
-            int shared = 4 * (2 * TILED_KEYS * (d + 4 + dv + 4) + warps * TILED_HEADS * (d + TILED_KEYS));
-            ctx.launchShared(pagedTiled, blocks, 32 * warps, shared, q, qs[0], qs[1], kCache, vCache, tables, maxBlocks, lens,
+            int shared = 4 * (2 * TILED_KEYS * (d + 4 + dv + 4) + warps * tiledHeads * (d + TILED_KEYS));
+            ctx.launchShared(tiledHeads == 2 ? pagedTiledH2 : pagedTiled, blocks, 32 * warps, shared, q, qs[0], qs[1], kCache, vCache, tables, maxBlocks, lens,
                     blockSize, out, os[0], os[1], hq, hkv, d, dv, spec.slidingWindow(), spec.scale(), sinks, splits, splitLen,
                     partAcc, partMl);
         } else {

@@ -9,21 +9,20 @@
 // keys write partials (unnormalised accumulator, max, sum) that attention_combine merges; with one
 // split the block writes out.
 //
-// Grid B * Hkv * splits; block 32 * warps, warps = ceil(G / PD_HW) with G = Hq / Hkv <= 2 * PD_HW.
-// Warp w owns query heads w * PD_HW .. + PD_HW - 1 of the group (slots past G repeat head G - 1 and
-// are not written). Key/value tiles of PD_TK keys go through a two-stage cp.async pipeline in
-// dynamic shared memory (16-byte copies, one cache row = D or Dv contiguous floats). Per tile:
-// lane j scores key j against the warp's PD_HW heads (K row from shared memory, q rows broadcast),
+// Grid B * Hkv * splits; block 32 * warps with warps = ceil(G / HW), G = Hq / Hkv <= 8 and HW = 4 or
+// 2 query heads per warp (the two entry points at the end). Warp w owns query heads w * HW .. +
+// HW - 1 of the group (slots past G repeat head G - 1 and are not written). Key/value tiles of PD_TK
+// keys go through a two-stage cp.async pipeline in dynamic shared memory (16-byte copies, one cache row = D or Dv contiguous floats). Per tile:
+// lane j scores key j against the warp's HW heads (K row from shared memory, q rows broadcast),
 // online softmax per head across the warp (running max m, sum l, accumulator rescaled when the max
 // grows), probabilities through shared memory, then lane j accumulates value channels 4j .. 4j + 3
-// for the PD_HW heads. D, Dv <= 128, multiples of 4; caches 16-byte aligned.
+// for the HW heads. D, Dv <= 128, multiples of 4; caches 16-byte aligned.
 //
 // Dynamic shared memory (floats): 2 stages of [PD_TK][D + 4] keys and [PD_TK][Dv + 4] values, q
-// [warps * PD_HW][D], probabilities [warps * PD_HW][PD_TK]. Rows padded by 4 floats: lane j reading
+// [warps * HW][D], probabilities [warps * HW][PD_TK]. Rows padded by 4 floats: lane j reading
 // row j with 16-byte loads hits distinct banks.
 
 #define PD_TK 32 // keys per tile: one per lane
-#define PD_HW 4  // query heads per warp
 static_assert(PD_TK == 32, "lane j scores key j of a tile");
 
 __device__ __forceinline__ unsigned pd_smem_addr(const void* p) {
@@ -83,17 +82,17 @@ __device__ __forceinline__ void pd_load_tile(float* ksh, float* vsh, const float
     }
 }
 
-extern "C" __global__ void __launch_bounds__(64) paged_decode_tiled_f32(
-        const float* q, i64 qB, i64 qH, const float* kc, const float* vc, const int* tables, int maxBlocks,
+template <int HW>
+__device__ __forceinline__ void pd_decode(
+        float* sm, const float* q, i64 qB, i64 qH, const float* kc, const float* vc, const int* tables, int maxBlocks,
         const int* lens, int blockSize, float* out, i64 oB, i64 oH, int Hq, int Hkv, int D, int Dv, int window,
         float scale, const float* sinks, int splits, int splitLen, float* partAcc, float* partMl) {
-    extern __shared__ __align__(16) float sm[];
     int warps = blockDim.x >> 5;
     int warp = threadIdx.x >> 5;
     int lane = threadIdx.x & 31;
     int stage = PD_TK * (D + 4 + Dv + 4);
-    float* qsh = sm + 2 * stage;                     // [warps * PD_HW][D]
-    float* psh = qsh + warps * PD_HW * D;            // [warps * PD_HW][PD_TK]
+    float* qsh = sm + 2 * stage;          // [warps * HW][D]
+    float* psh = qsh + warps * HW * D;    // [warps * HW][PD_TK]
 
     int split = blockIdx.x % splits;
     int bk = blockIdx.x / splits;
@@ -115,16 +114,16 @@ extern "C" __global__ void __launch_bounds__(64) paged_decode_tiled_f32(
     if (tiles > 0) pd_load_tile(sm, sm + PD_TK * (D + 4), kb, vb, table, blockSize, kRow, vRow, D, Dv, ks, ke, warp, warps, lane);
     pd_commit();
 #pragma unroll
-    for (int i = 0; i < PD_HW; i++) { // each warp stages the q rows of its own heads
-        int hl = warp * PD_HW + i;
+    for (int i = 0; i < HW; i++) { // each warp stages the q rows of its own heads
+        int hl = warp * HW + i;
         const float* qr = q + (i64) b * qB + (i64) (kvh * G + (hl < G ? hl : G - 1)) * qH;
         for (int c = lane; c < D; c += 32) qsh[hl * D + c] = qr[c];
     }
 
-    float m[PD_HW], l[PD_HW], acc[PD_HW][4];
+    float m[HW], l[HW], acc[HW][4];
 #pragma unroll
-    for (int i = 0; i < PD_HW; i++) {
-        int hl = warp * PD_HW + i;
+    for (int i = 0; i < HW; i++) {
+        int hl = warp * HW + i;
         int h = kvh * G + (hl < G ? hl : G - 1);
         bool sink = sinks != 0 && split == 0;
         m[i] = sink ? sinks[h] : -ORBIT_INF;
@@ -132,8 +131,8 @@ extern "C" __global__ void __launch_bounds__(64) paged_decode_tiled_f32(
 #pragma unroll
         for (int c = 0; c < 4; c++) acc[i][c] = 0.0f;
     }
-    const float* qw = qsh + warp * PD_HW * D;
-    float* pw = psh + warp * PD_HW * PD_TK;
+    const float* qw = qsh + warp * HW * D;
+    float* pw = psh + warp * HW * PD_TK;
 
     for (int t = 0; t < tiles; t++) {
         int tile = ks + t * PD_TK;
@@ -148,22 +147,22 @@ extern "C" __global__ void __launch_bounds__(64) paged_decode_tiled_f32(
         const float* ksh = sm + (t & 1) * stage;   // [PD_TK][D + 4]
         const float* vsh = ksh + PD_TK * (D + 4);  // [PD_TK][Dv + 4]
 
-        float s[PD_HW];
+        float s[HW];
 #pragma unroll
-        for (int i = 0; i < PD_HW; i++) s[i] = 0.0f;
+        for (int i = 0; i < HW; i++) s[i] = 0.0f;
         const float* kr = ksh + lane * (D + 4);
 #pragma unroll 4
         for (int c = 0; c < D; c += 4) {
             float4 kk = *(const float4*) (kr + c);
 #pragma unroll
-            for (int i = 0; i < PD_HW; i++) {
+            for (int i = 0; i < HW; i++) {
                 float4 qq = *(const float4*) (qw + i * D + c);
                 s[i] = fmaf(qq.x, kk.x, fmaf(qq.y, kk.y, fmaf(qq.z, kk.z, fmaf(qq.w, kk.w, s[i]))));
             }
         }
         bool vis = tile + lane <= ke;
 #pragma unroll
-        for (int i = 0; i < PD_HW; i++) {
+        for (int i = 0; i < HW; i++) {
             float si = vis ? s[i] * scale : -ORBIT_INF;
             float mn = fmaxf(m[i], warp_max(si));
             float corr = mn == -ORBIT_INF ? 1.0f : expf(m[i] - mn);
@@ -179,15 +178,15 @@ extern "C" __global__ void __launch_bounds__(64) paged_decode_tiled_f32(
             const float* vc4 = vsh + 4 * lane;
 #pragma unroll 2
             for (int j = 0; j < PD_TK; j += 4) {
-                float4 pp[PD_HW];
+                float4 pp[HW];
 #pragma unroll
-                for (int i = 0; i < PD_HW; i++) pp[i] = *(const float4*) (pw + i * PD_TK + j);
+                for (int i = 0; i < HW; i++) pp[i] = *(const float4*) (pw + i * PD_TK + j);
                 float4 v0 = *(const float4*) (vc4 + (j + 0) * (Dv + 4));
                 float4 v1 = *(const float4*) (vc4 + (j + 1) * (Dv + 4));
                 float4 v2 = *(const float4*) (vc4 + (j + 2) * (Dv + 4));
                 float4 v3 = *(const float4*) (vc4 + (j + 3) * (Dv + 4));
 #pragma unroll
-                for (int i = 0; i < PD_HW; i++) {
+                for (int i = 0; i < HW; i++) {
                     acc[i][0] = fmaf(pp[i].w, v3.x, fmaf(pp[i].z, v2.x, fmaf(pp[i].y, v1.x, fmaf(pp[i].x, v0.x, acc[i][0]))));
                     acc[i][1] = fmaf(pp[i].w, v3.y, fmaf(pp[i].z, v2.y, fmaf(pp[i].y, v1.y, fmaf(pp[i].x, v0.y, acc[i][1]))));
                     acc[i][2] = fmaf(pp[i].w, v3.z, fmaf(pp[i].z, v2.z, fmaf(pp[i].y, v1.z, fmaf(pp[i].x, v0.z, acc[i][2]))));
@@ -199,8 +198,8 @@ extern "C" __global__ void __launch_bounds__(64) paged_decode_tiled_f32(
     }
 
 #pragma unroll
-    for (int i = 0; i < PD_HW; i++) {
-        int hl = warp * PD_HW + i;
+    for (int i = 0; i < HW; i++) {
+        int hl = warp * HW + i;
         if (hl >= G) continue;
         int h = kvh * G + hl;
         if (splits == 1) {
@@ -222,4 +221,25 @@ extern "C" __global__ void __launch_bounds__(64) paged_decode_tiled_f32(
             }
         }
     }
+}
+
+#define PD_ARGS                                                                                                         \
+    const float *q, i64 qB, i64 qH, const float *kc, const float *vc, const int *tables, int maxBlocks, const int *lens, \
+            int blockSize, float *out, i64 oB, i64 oH, int Hq, int Hkv, int D, int Dv, int window, float scale,        \
+            const float *sinks, int splits, int splitLen, float *partAcc, float *partMl
+#define PD_PASS                                                                                                        \
+    q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq, Hkv, D, Dv, window, scale, sinks, splits, \
+            splitLen, partAcc, partMl
+
+// Four query heads per warp (the default): blocks of ceil(G / 4) <= 2 warps.
+extern "C" __global__ void __launch_bounds__(64) paged_decode_tiled_f32(PD_ARGS) {
+    extern __shared__ __align__(16) float sm[];
+    pd_decode<4>(sm, PD_PASS);
+}
+
+// Two query heads per warp: blocks of ceil(G / 2) <= 4 warps, each tile read from shared memory by
+// twice the warps.
+extern "C" __global__ void __launch_bounds__(128) paged_decode_tiled_h2_f32(PD_ARGS) {
+    extern __shared__ __align__(16) float sm[];
+    pd_decode<2>(sm, PD_PASS);
 }

@@ -28,9 +28,9 @@ import java.util.SplittableRandom;
  *       routing + grouped gate/up/down + SwiGLU, against the bytes of the distinct experts (above one
  *       token also with the tensor-core path off: the fused GEMV);</li>
  *   <li>paged decode attention against the bytes of K and V (B = 1, 8, 64, 256; calls rotating over
- *       copies of the cache until 128 MB, more than L2, are read; at S = 512 and B = 64, 256 also on
- *       the per-warp kernel kept behind {@code -Dorbit.cuda.pagedDecode=old}); causal prefill
- *       attention in TFLOP/s.</li>
+ *       copies of the cache until 128 MB, more than L2, are read; at S = 512 and B = 64, 256 also with
+ *       {@code -Dorbit.cuda.pagedDecode=heads2} and {@code =old}, the per-warp kernel); causal
+ *       prefill attention in TFLOP/s.</li>
  * </ul>
  * Usage: {@code GpuDecodeOpsBench [OUT_DIR [PARTS]]}, PARTS a comma list of {@code gemv}, {@code moe},
  * {@code attention} (all by default); prints a table and writes {@code decode-ops.md}.
@@ -190,11 +190,11 @@ public final class GpuDecodeOpsBench {
         experts.free(gpu);
     }
 
-    /** A sibling backend (sharing {@code gpu}'s memory) whose paged decode takes the per-warp kernel. */
-    private static CudaBackend oldPagedDecode(CudaBackend gpu) {
+    /** A sibling backend (sharing {@code gpu}'s memory) made with {@code -Dorbit.cuda.pagedDecode=choice}. */
+    private static CudaBackend pagedDecodeSibling(CudaBackend gpu, String choice) {
         String key = "orbit.cuda.pagedDecode";
         String before = System.getProperty(key);
-        System.setProperty(key, "old");
+        System.setProperty(key, choice);
         try {
             return new CudaBackend(gpu);
         } finally {
@@ -212,7 +212,8 @@ public final class GpuDecodeOpsBench {
         int hkv = 4;
         int d = 128;
         int bs = 16;
-        CudaBackend old = oldPagedDecode(gpu);
+        String[][] variants = {{"heads2", "tiled, 2 heads a warp"}, {"old", "old per-warp kernel"}};
+        CudaBackend[] siblings = {pagedDecodeSibling(gpu, variants[0][0]), pagedDecodeSibling(gpu, variants[1][0])};
         for (int[] c : new int[][]{{1, 4096}, {8, 512}, {64, 512}, {64, 1024}, {256, 512}}) { // sequences, keys each
             int b = c[0];
             int len = c[1];
@@ -244,16 +245,17 @@ public final class GpuDecodeOpsBench {
             double gbs = kvBytes / (ms * 1e6);
             row(String.format("paged decode attention B=%d S=%d Hq=%d Hkv=%d D=%d (%.1f us)", b, len, hq, hkv, d, ms * 1e3),
                     String.format("%.0f GB/s of K+V", gbs), String.format("copy %.0f GB/s", copy), gbs / copy);
-            if (len == 512 && b >= 64) { // the same calls on the per-warp kernel kept behind -Dorbit.cuda.pagedDecode=old
+            for (int k = 0; k < siblings.length && len == 512 && b >= 64; k++) { // the kernels behind -Dorbit.cuda.pagedDecode
+                CudaBackend other = siblings[k];
                 gpu.synchronize();
-                double msOld = GpuBench.graphMs(old, 10, () -> {
+                double msOther = GpuBench.graphMs(other, 10, () -> {
                     for (Tensor t : dt) {
-                        old.pagedDecodeAttention(q, kc, vc, t, dl, bs, hkv, o, spec);
+                        other.pagedDecodeAttention(q, kc, vc, t, dl, bs, hkv, o, spec);
                     }
                 }) / copies;
-                double gbsOld = kvBytes / (msOld * 1e6);
-                row(String.format("paged decode attention B=%d S=%d, old per-warp kernel (%.1f us)", b, len, msOld * 1e3),
-                        String.format("%.0f GB/s of K+V", gbsOld), String.format("copy %.0f GB/s", copy), gbsOld / copy);
+                double gbsOther = kvBytes / (msOther * 1e6);
+                row(String.format("paged decode attention B=%d S=%d, %s (%.1f us)", b, len, variants[k][1], msOther * 1e3),
+                        String.format("%.0f GB/s of K+V", gbsOther), String.format("copy %.0f GB/s", copy), gbsOther / copy);
             }
             for (Tensor t : new Tensor[]{kc, vc, q, o, dl}) {
                 gpu.free(t);
@@ -262,7 +264,9 @@ public final class GpuDecodeOpsBench {
                 gpu.free(t);
             }
         }
-        old.close();
+        for (CudaBackend other : siblings) {
+            other.close();
+        }
         int t = 2048;
         Tensor q = f32(gpu, r, DType.F32, (long) t * hq, d).reshape(t, hq, d);
         Tensor k = f32(gpu, r, DType.F32, (long) t * hkv, d).reshape(t, hkv, d);

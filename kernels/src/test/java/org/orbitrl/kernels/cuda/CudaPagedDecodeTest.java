@@ -16,14 +16,15 @@ import java.util.SplittableRandom;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * Paged decode attention (the default, non-exact path: the tiled kernel of {@code paged_decode.cu}
+ * Paged decode attention (the default, non-exact path: the tiled kernels of {@code paged_decode.cu}
  * for query groups up to 8, the per-warp kernel above) against the scalar backend's attention over
  * the same keys gathered contiguously: batches of 1, 3 and 64 with ragged contexts (1, 17, 512,
- * 1000 keys and random ones) and of 140 short ones (one key split), sliding windows, sinks, GQA 8:1, 3:1 and 1:1 and a 16:1 group, head
- * dims 128, 96, 64 (Dv 32 to 128), cache blocks of 16 and 32 handed out in a shuffled order with
- * spare blocks of garbage, q and out as strided views whose padding must stay untouched. The same
- * cases also run on a sibling backend made with {@code -Dorbit.cuda.pagedDecode=old} (the per-warp
- * kernel kept as the fallback). Tolerance |err| ≤ 2e-6 + 2e-5·|ref| (f32 throughout; outputs are
+ * 1000 keys and random ones) and of 140 short ones (one key split), sliding windows, sinks, GQA
+ * 8:1, 3:1 and 1:1 and a 16:1 group, head dims 128, 96, 64 (Dv 32 to 128), cache blocks of 16 and
+ * 32 handed out in a shuffled order with spare blocks of garbage, q and out as strided views whose padding must stay untouched. Every case
+ * runs on the default backend (4 query heads a warp) and on sibling backends made with
+ * {@code -Dorbit.cuda.pagedDecode=heads2} (2 heads a warp) and {@code =old} (the per-warp kernel kept
+ * as the fallback). Tolerance |err| ≤ 2e-6 + 2e-5·|ref| (f32 throughout; outputs are
  * convex combinations of values of magnitude ≤ 1).
  */
 class CudaPagedDecodeTest extends CudaTestBase {
@@ -74,22 +75,22 @@ class CudaPagedDecodeTest extends CudaTestBase {
     }
 
     @Test
-    void tiledKernelMatchesReference() {
+    void everyPagedDecodeKernelMatchesReference() {
         SplittableRandom r = rng(65);
-        for (Case c : cases()) {
-            check(gpu, "paged decode " + c, c, r);
+        try (CudaBackend heads2 = sibling("heads2"); CudaBackend old = sibling("old")) {
+            for (Case c : cases()) {
+                check(c, r, List.of(gpu, heads2, old), List.of("tiled, 4 heads a warp", "tiled, 2 heads a warp", "old per-warp kernel"));
+            }
         }
     }
 
-    @Test
-    void oldKernelStillSelectableAndCorrect() {
-        SplittableRandom r = rng(66);
+    /** A backend sharing {@code gpu}'s memory, made with {@code -Dorbit.cuda.pagedDecode=choice}. */
+    private static CudaBackend sibling(String choice) {
         String key = "orbit.cuda.pagedDecode";
         String before = System.getProperty(key);
-        System.setProperty(key, "old");
-        CudaBackend old;
+        System.setProperty(key, choice);
         try {
-            old = new CudaBackend(gpu);
+            return new CudaBackend(gpu);
         } finally {
             if (before == null) {
                 System.clearProperty(key);
@@ -97,16 +98,10 @@ class CudaPagedDecodeTest extends CudaTestBase {
                 System.setProperty(key, before);
             }
         }
-        try (old) {
-            List<Case> all = cases();
-            for (Case c : List.of(all.get(1), all.get(3), all.get(5))) {
-                check(old, "paged decode, old kernel, " + c, c, r);
-            }
-        }
     }
 
-    /** Runs {@code c} on {@code backend} (inputs uploaded through {@code gpu}) and compares with the scalar reference. */
-    private void check(CudaBackend backend, String what, Case c, SplittableRandom r) {
+    /** Runs {@code c} on each backend (inputs uploaded through {@code gpu}) and compares with the scalar reference. */
+    private void check(Case c, SplittableRandom r, List<CudaBackend> backends, List<String> names) {
         int b = c.lens().length;
         int bs = c.blockSize();
         int maxBlocks = 0;
@@ -161,23 +156,27 @@ class CudaPagedDecodeTest extends CudaTestBase {
 
         AttentionSpec specGpu = new AttentionSpec(specCpu.scale(), c.window(), sinks == null ? null : dev(sinks));
         Tensor dq = dev(qWide).slice(2, 0, d);                        // strides [Hq·(D+8), D+8, 1]
-        Tensor outWide = poisoned(DType.F32, b, hq, dv + oPad);
         Tensor dkc = dev(kc);
         Tensor dvc = dev(vc);
         Tensor dt = dev(Tensor.ofInts(tables, b, maxBlocks));
         Tensor dl = dev(Tensor.ofInts(c.lens(), b));
-        gpu.synchronize();
-        backend.pagedDecodeAttention(dq, dkc, dvc, dt, dl, bs, hkv, outWide.slice(2, 0, dv), specGpu);
-        float[] wide = backend.toHost(outWide).toFloatArray();
-        float[] got = new float[b * hq * dv];
-        int untouched = 0;
-        for (int row = 0; row < b * hq; row++) {
-            System.arraycopy(wide, row * (dv + oPad), got, row * dv, dv);
-            for (int p = 0; p < oPad; p++) {
-                untouched += Float.isNaN(wide[row * (dv + oPad) + dv + p]) ? 1 : 0;
+        for (int k = 0; k < backends.size(); k++) {
+            CudaBackend backend = backends.get(k);
+            String what = "paged decode (" + names.get(k) + ") " + c;
+            Tensor outWide = poisoned(DType.F32, b, hq, dv + oPad);
+            gpu.synchronize();
+            backend.pagedDecodeAttention(dq, dkc, dvc, dt, dl, bs, hkv, outWide.slice(2, 0, dv), specGpu);
+            float[] wide = backend.toHost(outWide).toFloatArray();
+            float[] got = new float[b * hq * dv];
+            int untouched = 0;
+            for (int row = 0; row < b * hq; row++) {
+                System.arraycopy(wide, row * (dv + oPad), got, row * dv, dv);
+                for (int p = 0; p < oPad; p++) {
+                    untouched += Float.isNaN(wide[row * (dv + oPad) + dv + p]) ? 1 : 0;
+                }
             }
+            assertTrue(untouched == b * hq * oPad, what + ": " + (b * hq * oPad - untouched) + " padding elements of out were written");
+            assertClose(what, ref, got, ATOL, RTOL);
         }
-        assertTrue(untouched == b * hq * oPad, what + ": " + (b * hq * oPad - untouched) + " padding elements of out were written");
-        assertClose(what, ref, got, ATOL, RTOL);
     }
 }

@@ -23,6 +23,8 @@ package org.orbitrl.kernels.cuda;
 public final class DeviceScratch {
     /** Largest bf16 staging of a product's f32 operand: 256 MiB (row chunks beyond it). */
     public static final long STAGING_BYTES = 256L << 20;
+    // the staging limit in force: STAGING_BYTES, lowered only by tests of the chunked products
+    private static volatile long staging = STAGING_BYTES;
 
     private DeviceScratch() {
     }
@@ -33,9 +35,19 @@ public final class DeviceScratch {
         return (bytes + CudaAllocator.ALIGN - 1) / CudaAllocator.ALIGN * CudaAllocator.ALIGN;
     }
 
+    /** Sets the staging limit (tests: a small one makes small products take the chunked path); returns the previous one. */
+    static long stagingLimit(long bytes) {
+        if (bytes < 2) {
+            throw new IllegalArgumentException("staging limit of " + bytes + " bytes holds no bf16 value");
+        }
+        long old = staging;
+        staging = bytes;
+        return old;
+    }
+
     /** Rows of an f32 operand {@code [rows, cols]} staged in bf16 at a time: all of them when they fit, else as many as fit (at least 1). */
     static long stagingRows(long rows, long cols) {
-        long fit = Math.max(1, STAGING_BYTES / 2 / Math.max(1, cols));
+        long fit = Math.max(1, staging / 2 / Math.max(1, cols));
         return Math.min(rows, fit);
     }
 
@@ -45,7 +57,8 @@ public final class DeviceScratch {
      */
     static long stagingElements(long rows, long cols) {
         long all = rows * cols;
-        return all * 2 <= STAGING_BYTES ? all : Math.max(STAGING_BYTES / 2, cols);
+        long limit = staging;
+        return all * 2 <= limit ? all : Math.max(limit / 2, cols);
     }
 
     /**

@@ -8,6 +8,7 @@ import java.util.function.IntPredicate;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.memory.plan.internal.ActivationModel;
+import org.orbitrl.memory.plan.internal.KernelScratch;
 import org.orbitrl.memory.plan.internal.MoeWorkingSet;
 import org.orbitrl.model.spec.ModelSpec;
 
@@ -255,8 +256,12 @@ public final class MemoryPlanner {
         long activations = scratch;
         if (role.trains()) {
             int chunk = chunked(req) ? req.expertChunk() : 0;
+            long headRows = Math.min(trainTokens, req.logitsChunkTokens());
             activations += ActivationModel.trainBytes(inv, req.adapter(), trainTokens, req.recompute(), tp, ep, device, chunk);
-            logits += Math.min(trainTokens, req.logitsChunkTokens()) * vocabShard * 8;  // f32 logits and their gradient
+            if (device) {   // the backend's own kernel scratch, kept between operations
+                activations += KernelScratch.trainBytes(s, trainTokens, headRows, vocabShard, Math.toIntExact(batch.seqLen()), tp);
+            }
+            logits += headRows * vocabShard * 8;  // f32 logits and their gradient
         }
         b.put(MemoryCategory.ACTIVATIONS, activations);
         b.put(MemoryCategory.LOGITS, logits);

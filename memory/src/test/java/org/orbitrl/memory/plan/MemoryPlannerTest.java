@@ -227,4 +227,29 @@ class MemoryPlannerTest {
                 "a colocated GPU holds the trainer's copy and the two rollout slots");
         assertNotNull(p.tightest());
     }
+
+    /**
+     * The kernel scratch of the training bench's shape (Qwen3-30B-A3B, 8 x 2048 tokens, the head over all
+     * 16,384 rows, one H200): the head's output gradient [16384, 151936] f32 would be 4.98 GB in bf16 and
+     * is staged in 256 MiB = 268,435,456 B; the attention backward of one 2048-token sequence, 32/4 heads
+     * of 128, split in 4 (64 key tiles x 4 kv heads x 4 = 1024 blocks): (2·2048·32 + 4·2048·4·256)·4 =
+     * 34,078,720 B; cos and sin [40960, 64] f32 = 20,971,520 B. Split by TP 2 over two H200s: the head's shard and the
+     * heads halve, but the staging is still full and the attention backward of 16/2 heads splits in 8
+     * (64 x 2 x 8 = 1024): (2·2048·16 + 8·2048·2·256)·4. The host keeps none.
+     */
+    @Test
+    void kernelScratchOfTheTrainingBenchShape() {
+        ModelSpec spec = TestModels.spec("models/qwen3-30b-a3b");
+        PlanRequest req = PlanRequest.defaults(spec, null, NodeSpec.parse("1xH200"))
+                .withBase(BaseFormat.parse("int4")).withAdapter(AdapterSpec.parse("lora:32:attention+experts:f32"))
+                .withBatch(new BatchShape(8, 1, 1024, 1024, 8)).withLayout(ParallelLayout.colocated(1, 1));
+        req = req.withChunks(16384, 8192);
+        assertEquals(268_435_456L + 34_078_720L + 20_971_520L, MemoryPlanner.kernelScratchBytes(req, GpuRole.TRAIN));
+        assertEquals(0, MemoryPlanner.kernelScratchBytes(req, GpuRole.ROLLOUT), "a GPU that does not train keeps none");
+        PlanRequest tp2 = req.withNode(NodeSpec.parse("2xH200"), ParallelLayout.colocated(1, 2));
+        assertEquals(268_435_456L + (2L * 2048 * 16 + 8L * 2048 * 2 * 256) * 4 + 20_971_520L,
+                MemoryPlanner.kernelScratchBytes(tp2, GpuRole.TRAIN));
+        PlanRequest host = req.withNode(new NodeSpec(NodeSpec.HOST, 1, 1L << 40), ParallelLayout.colocated(1, 1));
+        assertEquals(0, MemoryPlanner.kernelScratchBytes(host, GpuRole.TRAIN));
+    }
 }

@@ -100,7 +100,7 @@ public final class CudaBackend implements Backend {
         this.policyOps = new CudaPolicyOps(ctx);
         this.layoutOps = new CudaLayoutOps(ctx);
         this.sampling = new CudaSampling(ctx);
-        this.oftOps = new CudaOftOps(ctx);
+        this.oftOps = new CudaOftOps(ctx, exact);
         this.exact = exact;
         this.attentionOps.exact = exact;
         if (base != null) {

@@ -25,6 +25,7 @@ import java.util.function.Supplier;
 public final class AdapterSlots {
     private final Adapter[] slots = new Adapter[2];
     private final long[] versions = {0, -1};
+    private final boolean[] prepared = new boolean[2];   // the slot's adapter is ready to serve its values
     private volatile int active;
     private int pending = -1;
     private boolean writing;
@@ -87,6 +88,25 @@ public final class AdapterSlots {
         return versions[active];
     }
 
+    /**
+     * Readies the active slot's adapter to serve on {@code backend} ({@link Adapter#prepare}),
+     * once per version it holds. The engine thread calls it after {@link #beginStep}, before the step's
+     * forward; publishing into a slot makes it due again.
+     */
+    public void prepareActive(Backend backend) {
+        int a;
+        synchronized (this) {
+            a = active;
+            if (prepared[a]) {
+                return;
+            }
+        }
+        slots[a].prepare(backend);   // only the engine thread reads or writes the active slot
+        synchronized (this) {
+            prepared[a] = true;
+        }
+    }
+
     public synchronized long activeVersion() {
         return versions[active];
     }
@@ -112,6 +132,7 @@ public final class AdapterSlots {
             }
             target = 1 - active;
             writing = true;
+            prepared[target] = false;
         }
         long bytes = 0;
         try {

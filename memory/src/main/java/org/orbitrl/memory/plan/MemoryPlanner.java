@@ -8,6 +8,7 @@ import java.util.function.IntPredicate;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.memory.plan.internal.ActivationModel;
+import org.orbitrl.memory.plan.internal.KernelScratch;
 import org.orbitrl.memory.plan.internal.MoeWorkingSet;
 import org.orbitrl.model.spec.ModelSpec;
 
@@ -260,6 +261,7 @@ public final class MemoryPlanner {
         if (role.trains()) {
             int chunk = chunked(req) ? req.expertChunk() : 0;
             activations += ActivationModel.trainBytes(inv, req.adapter(), trainTokens, req.recompute(), tp, ep, device, chunk);
+            activations += kernelScratchBytes(req, role);
             logits += Math.min(trainTokens, req.logitsChunkTokens()) * vocabShard * 8;  // f32 logits and their gradient
         }
         b.put(MemoryCategory.ACTIVATIONS, activations);
@@ -286,6 +288,21 @@ public final class MemoryPlanner {
 
         b.put(MemoryCategory.RUNTIME_RESERVE, req.reserveBytes() >= 0 ? req.reserveBytes() : defaultReserve(node.bytesPerGpu()));
         return new GpuBudget(role, g, b, node.bytesPerGpu());
+    }
+
+    /**
+     * The part of a GPU's planned activations that the CUDA backend keeps for its own kernels while
+     * the GPU trains (see {@link KernelScratch}): 0 on the host and on a GPU that does not train.
+     */
+    public static long kernelScratchBytes(PlanRequest req, GpuRole role) {
+        if (req.node().hostMemory() || !role.trains()) {
+            return 0;
+        }
+        ModelSpec s = req.spec();
+        int tp = req.layout().tensorParallel();
+        long trainTokens = (long) req.batch().microBatch() * req.batch().seqLen();
+        return KernelScratch.trainBytes(s, trainTokens, Math.min(trainTokens, req.logitsChunkTokens()),
+                ceil(s.vocabSize(), tp), Math.toIntExact(req.batch().seqLen()), tp);
     }
 
     private static boolean tpSplit(ParamFamily f) {

@@ -1,0 +1,176 @@
+// Expert products of the grouped mixture-of-experts block where one side of every product is narrow
+// (the experts' LoRA factors, rank r): f32 throughout, each operand streamed once, no atomics (every
+// output element is owned by one thread of one block, sums in a fixed order: deterministic).
+// Rows are grouped by expert: expert e owns rows [start, start + count) of the grouped operands.
+
+#define ML_ROWS 128   // rows of a product tile (moe_rows_gemm), b columns of a gradient tile (moe_rows_wgrad)
+#define ML_COLS 32    // output columns of a product tile, a columns of a gradient tile
+#define ML_K 32       // inner depth a step
+
+// out [P, N] rows of a tile = alpha * in [P, K] rows . W_eᵀ + beta * out (beta 0: out is not read),
+// W_e(n, k) = w[e][n * wsn + k * wsk] (A_e [r, K] row-major: wsn K, wsk 1; B_e [K, r] as W(n, k) =
+// B[k][n]: wsn 1, wsk r). Grid (tiles, ceil(N / 32)), 256 threads; tiles i32 [tiles, 3] = expert,
+// first row, rows (1..128). A thread owns 4 rows x 4 columns; the sum over k runs in ascending k.
+extern "C" __global__ void __launch_bounds__(256, 4) moe_rows_gemm(const float* in, int K, const float* const* w, i64 wsn, i64 wsk,
+                                                                const int* tiles, float* out, int N, float alpha, float beta) {
+    __shared__ __align__(16) float xs[ML_K][ML_ROWS + 4];   // [k, row]
+    __shared__ __align__(16) float ws[ML_K][ML_COLS + 4];   // [k, column]
+    int e = tiles[3 * blockIdx.x];
+    int r0 = tiles[3 * blockIdx.x + 1];
+    int rows = tiles[3 * blockIdx.x + 2];
+    int c0 = blockIdx.y * ML_COLS;
+    const float* we = w[e];
+    int tid = threadIdx.x;
+    int tx = tid & 7;    // columns 4tx .. 4tx + 3
+    int ty = tid >> 3;   // rows 4ty .. 4ty + 3
+    float acc[4][4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
+    }
+    const float* base = in + (i64) r0 * K;
+    for (int k0 = 0; k0 < K; k0 += ML_K) {
+        float xv[16];
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            int idx = tid + 256 * i;
+            int row = idx >> 5;
+            int kk = idx & 31;
+            xv[i] = row < rows && k0 + kk < K ? base[(i64) row * K + k0 + kk] : 0.0f;
+        }
+        float wv[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int idx = tid + 256 * i;
+            int c = wsk == 1 ? idx >> 5 : idx & 31;    // consecutive threads along the contiguous side of W
+            int kk = wsk == 1 ? idx & 31 : idx >> 5;
+            wv[i] = c0 + c < N && k0 + kk < K ? we[(i64) (c0 + c) * wsn + (i64) (k0 + kk) * wsk] : 0.0f;
+        }
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            int idx = tid + 256 * i;
+            xs[idx & 31][idx >> 5] = xv[i];
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int idx = tid + 256 * i;
+            if (wsk == 1) {
+                ws[idx & 31][idx >> 5] = wv[i];
+            } else {
+                ws[idx >> 5][idx & 31] = wv[i];
+            }
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < ML_K; kk++) {
+            float4 a = *reinterpret_cast<const float4*>(&xs[kk][4 * ty]);
+            float4 b = *reinterpret_cast<const float4*>(&ws[kk][4 * tx]);
+            float av[4] = {a.x, a.y, a.z, a.w};
+            float bv[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+#pragma unroll
+                for (int j = 0; j < 4; j++) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        int row = 4 * ty + i;
+        if (row < rows) {
+            float* o = out + (i64) (r0 + row) * N;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                int c = c0 + 4 * tx + j;
+                if (c < N) {
+                    float v = alpha * acc[i][j];
+                    o[c] = beta == 0.0f ? v : v + beta * o[c];
+                }
+            }
+        }
+    }
+}
+
+// Per expert over its rows: G_e(a, b) += scale * sum over the expert's rows p (ascending, in steps of
+// 32) of u[p, a] * v[p, b], u f32 [P, A], v f32 [P, B], G_e(a, b) = g[e][a * gsa + b * gsb]. Grid
+// (experts * ceil(B / 128), ceil(A / 32)), 256 threads; experts i32 [n, 3] = expert, first row, rows
+// (at least 1); block x = slot * bTiles + b tile. A thread owns 4 a x 4 b.
+extern "C" __global__ void __launch_bounds__(256, 4) moe_rows_wgrad(const float* u, int A, const float* v, int B, const int* experts,
+                                                                 int bTiles, float* const* g, i64 gsa, i64 gsb, float scale) {
+    __shared__ __align__(16) float us[ML_K][ML_COLS + 4];    // [row, a]
+    __shared__ __align__(16) float vs[ML_K][ML_ROWS + 4];    // [row, b]
+    int slot = blockIdx.x / bTiles;
+    int b0 = (blockIdx.x % bTiles) * ML_ROWS;
+    int a0 = blockIdx.y * ML_COLS;
+    int e = experts[3 * slot];
+    int r0 = experts[3 * slot + 1];
+    int rows = experts[3 * slot + 2];
+    int tid = threadIdx.x;
+    int ta = tid & 7;    // a 4ta .. 4ta + 3
+    int tb = tid >> 3;   // b 4tb .. 4tb + 3
+    float acc[4][4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
+    }
+    for (int p0 = 0; p0 < rows; p0 += ML_K) {
+        float uv[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int idx = tid + 256 * i;
+            int row = idx >> 5;
+            int a = idx & 31;
+            uv[i] = p0 + row < rows && a0 + a < A ? u[(i64) (r0 + p0 + row) * A + a0 + a] : 0.0f;
+        }
+        float vv[16];
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            int idx = tid + 256 * i;
+            int row = idx >> 7;
+            int b = idx & 127;
+            vv[i] = p0 + row < rows && b0 + b < B ? v[(i64) (r0 + p0 + row) * B + b0 + b] : 0.0f;
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int idx = tid + 256 * i;
+            us[idx >> 5][idx & 31] = uv[i];
+        }
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            int idx = tid + 256 * i;
+            vs[idx >> 7][idx & 127] = vv[i];
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < ML_K; kk++) {
+            float4 a = *reinterpret_cast<const float4*>(&us[kk][4 * ta]);
+            float4 b = *reinterpret_cast<const float4*>(&vs[kk][4 * tb]);
+            float av[4] = {a.x, a.y, a.z, a.w};
+            float bv[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+#pragma unroll
+                for (int j = 0; j < 4; j++) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+            }
+        }
+        __syncthreads();
+    }
+    float* ge = g[e];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        int a = a0 + 4 * ta + i;
+        if (a < A) {
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                int b = b0 + 4 * tb + j;
+                if (b < B) {
+                    float* o = ge + a * gsa + b * gsb;
+                    *o += scale * acc[i][j];
+                }
+            }
+        }
+    }
+}

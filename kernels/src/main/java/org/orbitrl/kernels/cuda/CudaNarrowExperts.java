@@ -119,7 +119,8 @@ final class CudaNarrowExperts {
         long wsn = transposed ? 1L : k;
         long wsk = transposed ? (long) k : 1L;
         int colTiles = (outCols + TILE_COLS - 1) / TILE_COLS;
-        ctx.launch2d(gemm, tiles, colTiles, THREADS, in, inCols, base, wsn, wsk, base + tileBytes, out, outCols, alpha, beta);
+        int vec = outCols % 4 == 0 && CudaAllocator.address(out) % 16 == 0 ? 1 : 0;
+        ctx.launch2d(gemm, tiles, colTiles, THREADS, in, inCols, base, wsn, wsk, base + tileBytes, out, outCols, alpha, beta, vec);
     }
 
     /** grads[e] [N, K] += scale · dys_eᵀ [N, m] · xs_e [m, K] over expert e's m rows (dys [P, N], xs [P, K]). */

@@ -11,8 +11,10 @@
 // W_e(n, k) = w[e][n * wsn + k * wsk] (A_e [r, K] row-major: wsn K, wsk 1; B_e [K, r] as W(n, k) =
 // B[k][n]: wsn 1, wsk r). Grid (tiles, ceil(N / 32)), 256 threads; tiles i32 [tiles, 3] = expert,
 // first row, rows (1..128). A thread owns 4 rows x 4 columns; the sum over k runs in ascending k.
-extern "C" __global__ void __launch_bounds__(256, 4) moe_rows_gemm(const float* in, int K, const float* const* w, i64 wsn, i64 wsk,
-                                                                const int* tiles, float* out, int N, float alpha, float beta) {
+// vec: N % 4 == 0 and out 16-byte aligned (the output rows are read and written 16 bytes at a time).
+extern "C" __global__ void __launch_bounds__(256, 3) moe_rows_gemm(const float* in, int K, const float* const* w, i64 wsn, i64 wsk,
+                                                                   const int* tiles, float* out, int N, float alpha, float beta,
+                                                                   int vec) {
     __shared__ __align__(16) float xs[ML_K][ML_ROWS + 4];   // [k, row]
     __shared__ __align__(16) float ws[ML_K][ML_COLS + 4];   // [k, column]
     int e = tiles[3 * blockIdx.x];
@@ -30,23 +32,24 @@ extern "C" __global__ void __launch_bounds__(256, 4) moe_rows_gemm(const float* 
         for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
     }
     const float* base = in + (i64) r0 * K;
+    float xv[16];
+    float wv[4];
+    // the next depth step's operands are loaded into registers while the current one is multiplied
+#define ML_LOAD(k0)                                                                                         \
+    _Pragma("unroll") for (int i = 0; i < 16; i++) {                                                        \
+        int idx = tid + 256 * i;                                                                            \
+        int row = idx >> 5;                                                                                 \
+        int kk = idx & 31;                                                                                  \
+        xv[i] = row < rows && (k0) + kk < K ? base[(i64) row * K + (k0) + kk] : 0.0f;                       \
+    }                                                                                                       \
+    _Pragma("unroll") for (int i = 0; i < 4; i++) {                                                         \
+        int idx = tid + 256 * i;                                                                            \
+        int c = wsk == 1 ? idx >> 5 : idx & 31;   /* consecutive threads along W's contiguous side */      \
+        int kk = wsk == 1 ? idx & 31 : idx >> 5;                                                            \
+        wv[i] = c0 + c < N && (k0) + kk < K ? we[(i64) (c0 + c) * wsn + (i64) ((k0) + kk) * wsk] : 0.0f;     \
+    }
+    ML_LOAD(0)
     for (int k0 = 0; k0 < K; k0 += ML_K) {
-        float xv[16];
-#pragma unroll
-        for (int i = 0; i < 16; i++) {
-            int idx = tid + 256 * i;
-            int row = idx >> 5;
-            int kk = idx & 31;
-            xv[i] = row < rows && k0 + kk < K ? base[(i64) row * K + k0 + kk] : 0.0f;
-        }
-        float wv[4];
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            int idx = tid + 256 * i;
-            int c = wsk == 1 ? idx >> 5 : idx & 31;    // consecutive threads along the contiguous side of W
-            int kk = wsk == 1 ? idx & 31 : idx >> 5;
-            wv[i] = c0 + c < N && k0 + kk < K ? we[(i64) (c0 + c) * wsn + (i64) (k0 + kk) * wsk] : 0.0f;
-        }
 #pragma unroll
         for (int i = 0; i < 16; i++) {
             int idx = tid + 256 * i;
@@ -62,6 +65,9 @@ extern "C" __global__ void __launch_bounds__(256, 4) moe_rows_gemm(const float* 
             }
         }
         __syncthreads();
+        if (k0 + ML_K < K) {
+            ML_LOAD(k0 + ML_K)
+        }
 #pragma unroll
         for (int kk = 0; kk < ML_K; kk++) {
             float4 a = *reinterpret_cast<const float4*>(&xs[kk][4 * ty]);
@@ -76,17 +82,30 @@ extern "C" __global__ void __launch_bounds__(256, 4) moe_rows_gemm(const float* 
         }
         __syncthreads();
     }
+#undef ML_LOAD
+    int c = c0 + 4 * tx;
 #pragma unroll
     for (int i = 0; i < 4; i++) {
         int row = 4 * ty + i;
         if (row < rows) {
             float* o = out + (i64) (r0 + row) * N;
+            if (vec && c + 3 < N) {   // N % 4 == 0 and out 16-byte aligned: one 16-byte access a row
+                float4 v = make_float4(alpha * acc[i][0], alpha * acc[i][1], alpha * acc[i][2], alpha * acc[i][3]);
+                if (beta != 0.0f) {
+                    float4 old = *reinterpret_cast<const float4*>(o + c);
+                    v.x += beta * old.x;
+                    v.y += beta * old.y;
+                    v.z += beta * old.z;
+                    v.w += beta * old.w;
+                }
+                *reinterpret_cast<float4*>(o + c) = v;
+            } else {
 #pragma unroll
-            for (int j = 0; j < 4; j++) {
-                int c = c0 + 4 * tx + j;
-                if (c < N) {
-                    float v = alpha * acc[i][j];
-                    o[c] = beta == 0.0f ? v : v + beta * o[c];
+                for (int j = 0; j < 4; j++) {
+                    if (c + j < N) {
+                        float v = alpha * acc[i][j];
+                        o[c + j] = beta == 0.0f ? v : v + beta * o[c + j];
+                    }
                 }
             }
         }
@@ -97,7 +116,7 @@ extern "C" __global__ void __launch_bounds__(256, 4) moe_rows_gemm(const float* 
 // 32) of u[p, a] * v[p, b], u f32 [P, A], v f32 [P, B], G_e(a, b) = g[e][a * gsa + b * gsb]. Grid
 // (experts * ceil(B / 128), ceil(A / 32)), 256 threads; experts i32 [n, 3] = expert, first row, rows
 // (at least 1); block x = slot * bTiles + b tile. A thread owns 4 a x 4 b.
-extern "C" __global__ void __launch_bounds__(256, 4) moe_rows_wgrad(const float* u, int A, const float* v, int B, const int* experts,
+extern "C" __global__ void __launch_bounds__(256, 3) moe_rows_wgrad(const float* u, int A, const float* v, int B, const int* experts,
                                                                  int bTiles, float* const* g, i64 gsa, i64 gsb, float scale) {
     __shared__ __align__(16) float us[ML_K][ML_COLS + 4];    // [row, a]
     __shared__ __align__(16) float vs[ML_K][ML_ROWS + 4];    // [row, b]
@@ -116,23 +135,24 @@ extern "C" __global__ void __launch_bounds__(256, 4) moe_rows_wgrad(const float*
 #pragma unroll
         for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
     }
+    float uv[4];
+    float vv[16];
+    // the next rows' operands are loaded into registers while the current ones are multiplied
+#define MW_LOAD(p0)                                                                                         \
+    _Pragma("unroll") for (int i = 0; i < 4; i++) {                                                         \
+        int idx = tid + 256 * i;                                                                            \
+        int row = idx >> 5;                                                                                 \
+        int a = idx & 31;                                                                                   \
+        uv[i] = (p0) + row < rows && a0 + a < A ? u[(i64) (r0 + (p0) + row) * A + a0 + a] : 0.0f;           \
+    }                                                                                                       \
+    _Pragma("unroll") for (int i = 0; i < 16; i++) {                                                        \
+        int idx = tid + 256 * i;                                                                            \
+        int row = idx >> 7;                                                                                 \
+        int b = idx & 127;                                                                                  \
+        vv[i] = (p0) + row < rows && b0 + b < B ? v[(i64) (r0 + (p0) + row) * B + b0 + b] : 0.0f;           \
+    }
+    MW_LOAD(0)
     for (int p0 = 0; p0 < rows; p0 += ML_K) {
-        float uv[4];
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            int idx = tid + 256 * i;
-            int row = idx >> 5;
-            int a = idx & 31;
-            uv[i] = p0 + row < rows && a0 + a < A ? u[(i64) (r0 + p0 + row) * A + a0 + a] : 0.0f;
-        }
-        float vv[16];
-#pragma unroll
-        for (int i = 0; i < 16; i++) {
-            int idx = tid + 256 * i;
-            int row = idx >> 7;
-            int b = idx & 127;
-            vv[i] = p0 + row < rows && b0 + b < B ? v[(i64) (r0 + p0 + row) * B + b0 + b] : 0.0f;
-        }
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             int idx = tid + 256 * i;
@@ -144,6 +164,9 @@ extern "C" __global__ void __launch_bounds__(256, 4) moe_rows_wgrad(const float*
             vs[idx >> 7][idx & 127] = vv[i];
         }
         __syncthreads();
+        if (p0 + ML_K < rows) {
+            MW_LOAD(p0 + ML_K)
+        }
 #pragma unroll
         for (int kk = 0; kk < ML_K; kk++) {
             float4 a = *reinterpret_cast<const float4*>(&us[kk][4 * ta]);
@@ -158,6 +181,7 @@ extern "C" __global__ void __launch_bounds__(256, 4) moe_rows_wgrad(const float*
         }
         __syncthreads();
     }
+#undef MW_LOAD
     float* ge = g[e];
 #pragma unroll
     for (int i = 0; i < 4; i++) {

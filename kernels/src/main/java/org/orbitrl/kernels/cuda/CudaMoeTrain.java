@@ -23,14 +23,16 @@ final class CudaMoeTrain {
     private static final boolean GROUPED = !"off".equals(System.getProperty("orbit.cuda.groupedExperts"));
     /**
      * {@code -Dorbit.cuda.narrowExperts=off}: f32 experts with a narrow side (LoRA factors) through the
-     * grouped cuBLAS products as the other f32 experts, instead of {@link CudaNarrowExperts}.
+     * grouped cuBLAS products as the other f32 experts (and the accumulating products as a product and an
+     * axpy), instead of {@link CudaNarrowExperts}. Read at every call (benchmarks compare both).
      */
-    private static final boolean NARROW = !"off".equals(System.getProperty("orbit.cuda.narrowExperts"));
+    static final String NARROW_PROPERTY = "orbit.cuda.narrowExperts";
     /**
      * {@code -Dorbit.cuda.moeGroup=single}: the grouping by one block ({@code moe_route}) instead of the
-     * counting sort over the device ({@code moe_group_count}, {@code moe_group_scan}, {@code moe_group_scatter}).
+     * counting sort over the device ({@code moe_group_count}, {@code moe_group_scan},
+     * {@code moe_group_scatter}). Read at every call.
      */
-    private static final boolean SINGLE_BLOCK_GROUP = "single".equals(System.getProperty("orbit.cuda.moeGroup"));
+    static final String GROUP_PROPERTY = "orbit.cuda.moeGroup";
     /** Most experts the counting sort takes (its scan is one block of 1024 threads, its scatter 8·E ints of shared memory). */
     private static final int SORT_MAX_EXPERTS = 1024;
     private static final int SORT_TILE = 2048;   // pairs a block of the counting sort (MG_TILE)
@@ -95,7 +97,7 @@ final class CudaMoeTrain {
             throw new IllegalArgumentException("moeGroup: " + p + " pairs of " + experts + " experts into offsets " + offsets
                     + " [E + 1], order " + order + " and position " + position + " [pairs] (at most 6144 experts)");
         }
-        if (SINGLE_BLOCK_GROUP || experts > SORT_MAX_EXPERTS || experts == 0) {
+        if ("single".equals(System.getProperty(GROUP_PROPERTY)) || experts > SORT_MAX_EXPERTS || experts == 0) {
             if (active == null || active.numel() < experts + 1) {
                 if (active != null) {
                     ctx.allocator.free(active);
@@ -209,7 +211,7 @@ final class CudaMoeTrain {
      * through the backend's own products; otherwise the grouped products ({@link CudaExpertGemm}).
      */
     void expertMatmul(Tensor in, ExpertWeights w, int[] offsets, Tensor out, int chunk, boolean transposed) {
-        if (!backend.exact() && GROUPED && NARROW && CudaNarrowExperts.handles(w, offsets)) {
+        if (!backend.exact() && GROUPED && narrowOn() && CudaNarrowExperts.handles(w, offsets)) {
             narrow.matmul(transposed ? "moeExpertMatmulTransposed" : "moeExpertMatmul", in, w, offsets, out, transposed, 1f, 0f);
             return;
         }
@@ -228,7 +230,7 @@ final class CudaMoeTrain {
      */
     void expertMatmulAccumulate(Tensor in, ExpertWeights w, int[] offsets, float scale, Tensor out, boolean transposed) {
         String op = transposed ? "moeExpertMatmulTransposedAccumulate" : "moeExpertMatmulAccumulate";
-        if (!backend.exact() && GROUPED && NARROW && CudaNarrowExperts.handles(w, offsets)) {
+        if (!backend.exact() && GROUPED && narrowOn() && CudaNarrowExperts.handles(w, offsets)) {
             narrow.matmul(op, in, w, offsets, out, transposed, scale, 1f);
             return;
         }
@@ -241,7 +243,7 @@ final class CudaMoeTrain {
      * unaligned rows: one product per expert).
      */
     void expertWeightGrad(Tensor dys, Tensor xs, int[] offsets, float scale, Tensor[] grads) {
-        if (!backend.exact() && GROUPED && NARROW && dys.isContiguous() && xs.isContiguous() && CudaNarrowExperts.handlesGrad(dys, xs)) {
+        if (!backend.exact() && GROUPED && narrowOn() && dys.isContiguous() && xs.isContiguous() && CudaNarrowExperts.handlesGrad(dys, xs)) {
             narrow.weightGrad("moeExpertWeightGrad", dys, xs, offsets, scale, grads);
             return;
         }
@@ -255,6 +257,10 @@ final class CudaMoeTrain {
     /** See {@link CudaExpertGemm#bf16InF32Out()}. */
     Boolean groupedBf16InF32Out() {
         return experts.bf16InF32Out();
+    }
+
+    private static boolean narrowOn() {
+        return !"off".equals(System.getProperty(NARROW_PROPERTY));
     }
 
     private static boolean quantizedActive(ExpertWeights w, int[] offsets) {

@@ -19,7 +19,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * grouping ({@link MoeHostOps#group}), exactly: offsets, order and position, for pair counts of one
  * partial tile up to several tiles with a partial last one, 8 experts a token, skewed choices (some
  * experts with many pairs, some without any), one expert taking every pair, and 128, 384 and 1100
- * experts. An expert id outside the layer is reported at the next synchronisation.
+ * experts; the single-block grouping ({@code orbit.cuda.moeGroup=single}) as well. An expert id outside
+ * the layer is reported at the next synchronisation.
  */
 class CudaMoeGroupSortTest extends CudaTestBase {
     private static final int TOPK = 8;
@@ -36,6 +37,22 @@ class CudaMoeGroupSortTest extends CudaTestBase {
         int[] one = new int[tokens * TOPK];
         java.util.Arrays.fill(one, 5);   // every pair on expert 5 (not a valid top-k, but a valid grouping input)
         check("one expert", one, tokens, 128);
+    }
+
+    @Test
+    void singleBlockGroupingStillMatches() {
+        SplittableRandom r = rng(952);
+        String before = System.getProperty(CudaMoeTrain.GROUP_PROPERTY);
+        System.setProperty(CudaMoeTrain.GROUP_PROPERTY, "single");
+        try {
+            check("single block, 128 experts", skewed(r, 1000, 128), 1000, 128);
+        } finally {
+            if (before == null) {
+                System.clearProperty(CudaMoeTrain.GROUP_PROPERTY);
+            } else {
+                System.setProperty(CudaMoeTrain.GROUP_PROPERTY, before);
+            }
+        }
     }
 
     @Test

@@ -33,6 +33,11 @@ final class CudaMoeTrain {
      * {@code moe_group_scatter}). Read at every call.
      */
     static final String GROUP_PROPERTY = "orbit.cuda.moeGroup";
+    /**
+     * {@code -Dorbit.cuda.moeGather=elementwise}: moeGather a thread an element ({@code moe_gather_pairs})
+     * instead of a block a row ({@code moe_gather_rows}). Read at every call.
+     */
+    static final String GATHER_PROPERTY = "orbit.cuda.moeGather";
     /** Most experts the counting sort takes (its scan is one block of 1024 threads, its scatter 8·E ints of shared memory). */
     private static final int SORT_MAX_EXPERTS = 1024;
     private static final int SORT_TILE = 2048;   // pairs a block of the counting sort (MG_TILE)
@@ -42,6 +47,7 @@ final class CudaMoeTrain {
     private final Kernel route;
     private final Kernel positions;
     private final Kernel gather;
+    private final Kernel gatherRows;
     private final Kernel combine;
     private final Kernel weightGrad;
     private final Kernel routerBackward;
@@ -62,6 +68,7 @@ final class CudaMoeTrain {
         this.route = ctx.kernel("moe", "moe_route");
         this.positions = ctx.kernel("moe_train", "moe_positions");
         this.gather = ctx.kernel("moe_train", "moe_gather_pairs");
+        this.gatherRows = ctx.kernel("moe_train", "moe_gather_rows");
         this.combine = ctx.kernel("moe_train", "moe_combine_grouped");
         this.weightGrad = ctx.kernel("moe_train", "moe_weight_grad");
         this.routerBackward = ctx.kernel("moe_train", "moe_router_backward");
@@ -141,7 +148,12 @@ final class CudaMoeTrain {
                     + (weights == null ? "" : " weighted by " + weights));
         }
         if ((long) p * h > 0) {
-            ctx.launch(gather, ctx.gridFor((long) p * h, 256), 256, src, order, k, weights, dst, p, h);
+            if ("elementwise".equals(System.getProperty(GATHER_PROPERTY))) {
+                ctx.launch(gather, ctx.gridFor((long) p * h, 256), 256, src, order, k, weights, dst, p, h);
+            } else {
+                int vec = h % 4 == 0 && CudaAllocator.address(src) % 16 == 0 && CudaAllocator.address(dst) % 16 == 0 ? 1 : 0;
+                ctx.launch(gatherRows, ctx.gridFor((long) p * 256, 256), 256, src, order, k, weights, dst, p, h, vec);
+            }
         }
     }
 

@@ -85,6 +85,37 @@ extern "C" __global__ void moe_gather_pairs(const float* src, const int* order, 
     }
 }
 
+// The same rows as moe_gather_pairs, a block a row (grid-stride over rows): the source row read once
+// and written 16 bytes at a time when vec (H % 4 == 0, src and dst 16-byte aligned). Bit-identical.
+extern "C" __global__ void moe_gather_rows(const float* src, const int* order, int k, const float* w, float* dst, int P, int H,
+                                           int vec) {
+    for (int i = blockIdx.x; i < P; i += gridDim.x) {
+        int p = order[i];
+        float s = w ? w[p] : 1.0f;
+        const float* from = src + (i64) (p / k) * H;
+        float* to = dst + (i64) i * H;
+        if (vec) {
+            const float4* f4 = reinterpret_cast<const float4*>(from);
+            float4* t4 = reinterpret_cast<float4*>(to);
+            for (int c = threadIdx.x; c < (H >> 2); c += blockDim.x) {
+                float4 v = f4[c];
+                if (w) {
+                    v.x = s * v.x;
+                    v.y = s * v.y;
+                    v.z = s * v.z;
+                    v.w = s * v.w;
+                }
+                t4[c] = v;
+            }
+        } else {
+            for (int c = threadIdx.x; c < H; c += blockDim.x) {
+                float v = from[c];
+                to[c] = w ? s * v : v;
+            }
+        }
+    }
+}
+
 // out[t] (+)= sum_j w[t * k + j] * ys[position[t * k + j]] (j ascending; w null: 1). One block a token.
 extern "C" __global__ void moe_combine_grouped(const float* ys, const int* position, const float* w, int k, float* out,
                                                int accumulate, int H) {

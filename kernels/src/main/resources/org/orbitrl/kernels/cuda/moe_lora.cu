@@ -31,37 +31,35 @@ extern "C" __global__ void __launch_bounds__(256, 3) moe_rows_gemm(const float* 
 #pragma unroll
         for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
     }
-    const float* base = in + (i64) r0 * K;
+    // Operand tiles [lines, 32 k] in pieces of 4 lines x 8 consecutive k a warp (32 bytes of 4 rows), so
+    // that their transposed copies [k][line] (row stride 4 mod 32 words) hit 32 distinct banks: element
+    // i of a thread is line lb + 8i, depth kb.
+    int lane = tid & 31;
+    int lb = ((tid >> 5) >> 2 << 2) + (lane >> 3);
+    int kb = (((tid >> 5) & 3) << 3) + (lane & 7);
+    const float* xp = in + ((i64) r0 + lb) * K + kb;   // + 8i rows, + k0
     float xv[16];
     float wv[4];
     // the next depth step's operands are loaded into registers while the current one is multiplied
 #define ML_LOAD(k0)                                                                                         \
     _Pragma("unroll") for (int i = 0; i < 16; i++) {                                                        \
-        int idx = tid + 256 * i;                                                                            \
-        int row = idx >> 5;                                                                                 \
-        int kk = idx & 31;                                                                                  \
-        xv[i] = row < rows && (k0) + kk < K ? base[(i64) row * K + (k0) + kk] : 0.0f;                       \
+        xv[i] = lb + 8 * i < rows && (k0) + kb < K ? xp[(i64) (8 * i) * K + (k0)] : 0.0f;                   \
     }                                                                                                       \
     _Pragma("unroll") for (int i = 0; i < 4; i++) {                                                         \
-        int idx = tid + 256 * i;                                                                            \
-        int c = wsk == 1 ? idx >> 5 : idx & 31;   /* consecutive threads along W's contiguous side */      \
-        int kk = wsk == 1 ? idx & 31 : idx >> 5;                                                            \
+        int c = wsk == 1 ? lb + 8 * i : lane;     /* else consecutive threads along W's columns */          \
+        int kk = wsk == 1 ? kb : (tid >> 5) + 8 * i;                                                        \
         wv[i] = c0 + c < N && (k0) + kk < K ? we[(i64) (c0 + c) * wsn + (i64) ((k0) + kk) * wsk] : 0.0f;     \
     }
     ML_LOAD(0)
     for (int k0 = 0; k0 < K; k0 += ML_K) {
 #pragma unroll
-        for (int i = 0; i < 16; i++) {
-            int idx = tid + 256 * i;
-            xs[idx & 31][idx >> 5] = xv[i];
-        }
+        for (int i = 0; i < 16; i++) xs[kb][lb + 8 * i] = xv[i];
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            int idx = tid + 256 * i;
             if (wsk == 1) {
-                ws[idx & 31][idx >> 5] = wv[i];
+                ws[kb][lb + 8 * i] = wv[i];
             } else {
-                ws[idx >> 5][idx & 31] = wv[i];
+                ws[(tid >> 5) + 8 * i][lane] = wv[i];
             }
         }
         __syncthreads();

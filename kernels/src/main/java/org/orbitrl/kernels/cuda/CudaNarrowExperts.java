@@ -10,6 +10,7 @@ import org.orbitrl.kernels.cuda.internal.Kernel;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.util.Arrays;
 
 import static org.bytedeco.cuda.global.cudart.cudaMemcpyAsync;
 import static org.bytedeco.cuda.global.cudart.cudaMemcpyHostToDevice;
@@ -163,16 +164,22 @@ final class CudaNarrowExperts {
         long listWords = (3L * active + 1) / 2;
         MemorySegment h = staging(experts + listWords);
         long listBytes = 8L * experts;
+        // the experts with the most rows first: their blocks run longest, so they start in the first wave
+        Integer[] byRows = new Integer[active];
         int s = 0;
         for (int e = 0; e < experts; e++) {
             boolean has = offsets[e + 1] > offsets[e];
             h.setAtIndex(ValueLayout.JAVA_LONG, e, has ? CudaAllocator.address(grads[e]) : 0L);
             if (has) {
-                h.set(ValueLayout.JAVA_INT, listBytes + 12L * s, e);
-                h.set(ValueLayout.JAVA_INT, listBytes + 12L * s + 4, offsets[e]);
-                h.set(ValueLayout.JAVA_INT, listBytes + 12L * s + 8, offsets[e + 1] - offsets[e]);
-                s++;
+                byRows[s++] = e;
             }
+        }
+        Arrays.sort(byRows, (x, y) -> Integer.compare(offsets[y + 1] - offsets[y], offsets[x + 1] - offsets[x]));
+        for (int j = 0; j < active; j++) {
+            int e = byRows[j];
+            h.set(ValueLayout.JAVA_INT, listBytes + 12L * j, e);
+            h.set(ValueLayout.JAVA_INT, listBytes + 12L * j + 4, offsets[e]);
+            h.set(ValueLayout.JAVA_INT, listBytes + 12L * j + 8, offsets[e + 1] - offsets[e]);
         }
         long base = upload(h, experts + listWords);
         int bTiles = (bCols + GRAD_B - 1) / GRAD_B;

@@ -647,6 +647,11 @@ public final class CudaBackend implements Backend {
     }
 
     @Override
+    public void moeExpertMatmulAccumulate(Tensor xs, ExpertWeights experts, int[] offsets, float scale, Tensor ys, boolean transposed) {
+        moe.moeExpertMatmulAccumulate(xs, experts, offsets, scale, ys, transposed);
+    }
+
+    @Override
     public void moeCombineGrouped(Tensor ys, Tensor position, Tensor weights, Tensor out, boolean accumulate) {
         moe.moeCombineGrouped(ys, position, weights, out, accumulate);
     }

@@ -63,13 +63,14 @@ def main():
     config = sys.argv[2] if len(sys.argv) > 2 else None
     context = int(sys.argv[3]) if len(sys.argv) > 3 else 512
     new = int(sys.argv[4]) if len(sys.argv) > 4 else 16
+    batches = [int(b) for b in os.environ.get("ORBIT_PEER_BATCHES", "1,8,64,256").split(",")]
     import transformers
     model, cfg = build(config)
     params = sum(p.numel() for p in model.parameters())
     print(json.dumps({"torch": torch.__version__, "transformers": transformers.__version__, "device": torch.cuda.get_device_name(0),
                       "params": params, "context": context, "new_tokens": new}), flush=True)
     results = []
-    for batch in (1, 8, 64, 256):
+    for batch in batches:
         g = torch.Generator(device="cuda").manual_seed(batch)
         prompt = torch.randint(0, cfg.vocab_size, (batch, context), device="cuda", generator=g)
         try:

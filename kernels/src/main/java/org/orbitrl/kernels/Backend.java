@@ -253,6 +253,16 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * ys [P, N] += scale · (xs [P, K] rows of expert e · W_eᵀ) per expert over its grouped rows, or with
+     * {@code transposed} ys [P, K] += scale · (xs [P, N] rows · W_e), for experts [N, K] ({@code offsets}
+     * [E + 1] on the host). The same as {@link #moeExpertMatmul} (or {@link #moeExpertMatmulTransposed})
+     * with chunk 0 into a temporary followed by {@link #axpy}; a backend may fuse the two.
+     */
+    default void moeExpertMatmulAccumulate(Tensor xs, ExpertWeights experts, int[] offsets, float scale, Tensor ys, boolean transposed) {
+        MoeHostOps.expertMatmulAccumulate(this, xs, experts, offsets, scale, ys, transposed);
+    }
+
+    /**
      * The weight gradients of per-expert matrices, per expert over its grouped rows: grads[e] [N, K] +=
      * scale · dys[rows of e]ᵀ · xs[rows of e], for dys f32 [P, N], xs f32 [P, K], {@code offsets} [E + 1]
      * on the host and one f32 gradient a expert (those without rows are not touched and may be null).

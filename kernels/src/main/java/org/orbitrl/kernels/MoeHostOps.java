@@ -276,6 +276,32 @@ public final class MoeHostOps {
      * See {@link Backend#moeExpertWeightGrad}, on any backend through its own {@code matmulTN}, one
      * product per expert with rows.
      */
+    /**
+     * {@link Backend#moeExpertMatmulAccumulate} as the plain product into a temporary (released at the end)
+     * and an axpy.
+     */
+    public static void expertMatmulAccumulate(Backend b, Tensor in, ExpertWeights w, int[] offsets, float scale, Tensor out,
+                                              boolean transposed) {
+        String op = transposed ? "moeExpertMatmulTransposedAccumulate" : "moeExpertMatmulAccumulate";
+        int outCols = transposed ? w.cols() : w.rows();
+        int p = offsets[offsets.length - 1];
+        if (out.size(-1) != outCols || out.numel() != (long) p * outCols) {
+            throw new IllegalArgumentException(op + ": " + p + " grouped rows " + in + " -> " + out + " for experts ["
+                    + w.rows() + ", " + w.cols() + "]");
+        }
+        Tensor d = b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, outCols);   // [P, outCols]
+        try {
+            if (transposed) {
+                b.moeExpertMatmulTransposed(in, w, offsets, d, 0);
+            } else {
+                b.moeExpertMatmul(in, w, offsets, d, 0);
+            }
+            b.axpy(scale, d, out.rank() == 2 ? out : out.reshape((long) p, outCols));
+        } finally {
+            b.allocator().release(d);
+        }
+    }
+
     public static void expertWeightGrad(Backend b, Tensor dys, Tensor xs, int[] offsets, float scale, Tensor[] grads) {
         int experts = grads.length;
         if (offsets.length != experts + 1) {

@@ -103,6 +103,10 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     private final long collectionThreshold;
     private long generation;          // collections requested by the threshold so far
     private long sinceCollection;     // live per-step bytes allocated in the current generation
+    // per-category peaks by allocating call site, under -Dorbit.cuda.peakSites=true; null (no cost) otherwise
+    private final PeakSites sites = PeakSites.enabled() ? new PeakSites(java.util.Set.of(CudaAllocator.class.getName(),
+            PeakSites.class.getName(), CudaContext.class.getName(), CudaBackend.class.getName(),
+            TensorAllocator.class.getName(), "org.orbitrl.kernels.OpProfiler")) : null;
 
     public CudaAllocator(CudaDevice device, CudaStream stream) {
         this.device = device;
@@ -216,6 +220,9 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         c[1] = Math.max(c[1], c[0]);
         liveTotal += bytes;
         peakTotal = Math.max(peakTotal, liveTotal);
+        if (sites != null) {
+            sites.allocated(address, category, bytes, sites.callSite());
+        }
         if (perStep) {
             // every view of the tensor shares this segment object: it is unreachable when they all are
             java.util.Queue<Block> q = unreachable;
@@ -279,6 +286,9 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         c[1] = Math.max(c[1], c[0]);
         liveTotal += bytes;
         peakTotal = Math.max(peakTotal, liveTotal);
+        if (sites != null) {
+            sites.allocated(m.base, MemoryCategory.ACTIVATIONS, bytes, "captured step arena");
+        }
         capture = m;
         return m;
     }
@@ -298,6 +308,9 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         CudaCheck.check(cudaFree(new DevicePointer(m.base)), "cudaFree", "captured step arena", m.bytes + " bytes");
         live.get(MemoryCategory.ACTIVATIONS)[0] -= m.bytes;
         liveTotal -= m.bytes;
+        if (sites != null) {
+            sites.released(m.base);
+        }
         if (arenas.isEmpty()) {
             retired.forEach(this::release);
             retired.clear();
@@ -537,6 +550,9 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         }
         live.get(b.category)[0] -= b.bytes;
         liveTotal -= b.bytes;
+        if (sites != null) {
+            sites.released(b.address);
+        }
         if (b.generation == generation && RELEASED_WHEN_UNREACHABLE.contains(b.category)) {
             sinceCollection -= b.bytes;
         }
@@ -571,6 +587,15 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
 
     public synchronized long peakBytes() {
         return peakTotal;
+    }
+
+    /**
+     * Under {@code -Dorbit.cuda.peakSites=true} ({@link PeakSites#PROPERTY}): the live allocations of
+     * {@code category} at its highest peak so far, grouped by allocating call site, most bytes first;
+     * empty when the property is off.
+     */
+    public synchronized java.util.List<PeakSites.Site> peakSites(MemoryCategory category) {
+        return sites == null ? java.util.List.of() : sites.atPeak(category);
     }
 
     /** Number of live allocations. */

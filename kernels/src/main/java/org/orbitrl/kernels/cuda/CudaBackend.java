@@ -78,17 +78,29 @@ public final class CudaBackend implements Backend {
      * place; each frees only what it allocated.
      */
     public CudaBackend(CudaBackend base) {
-        this(base.ctx.device.index(), base.kernelCache, base.exact, base);
+        this(base, true);
+    }
+
+    /**
+     * As {@link #CudaBackend(CudaBackend)}; {@code highPriority} false gives the new stream the default
+     * priority (then {@code base}'s work is scheduled no later than this backend's).
+     */
+    public CudaBackend(CudaBackend base, boolean highPriority) {
+        this(base.ctx.device.index(), base.kernelCache, base.exact, base, highPriority);
     }
 
     private CudaBackend(int deviceIndex, Path kernelCache, boolean exact, CudaBackend base) {
+        this(deviceIndex, kernelCache, exact, base, base != null);
+    }
+
+    private CudaBackend(int deviceIndex, Path kernelCache, boolean exact, CudaBackend base, boolean highPriority) {
         if (base != null) {
             base.synchronize(); // what base wrote is visible to this backend's stream
         }
         this.kernelCache = kernelCache;
         CudaDevice device = new CudaDevice(deviceIndex);
         KernelCompiler compiler = new KernelCompiler(kernelCache, device.computeCapabilityMajor(), device.computeCapabilityMinor());
-        this.ctx = new CudaContext(device, new KernelLibrary(compiler), base != null);
+        this.ctx = new CudaContext(device, new KernelLibrary(compiler), highPriority);
         this.rowOps = new CudaRowOps(ctx);
         this.matmulOps = new CudaMatmulOps(ctx, rowOps);
         this.attentionOps = new CudaAttentionOps(ctx, this);
@@ -100,7 +112,7 @@ public final class CudaBackend implements Backend {
         this.policyOps = new CudaPolicyOps(ctx);
         this.layoutOps = new CudaLayoutOps(ctx);
         this.sampling = new CudaSampling(ctx);
-        this.oftOps = new CudaOftOps(ctx);
+        this.oftOps = new CudaOftOps(ctx, exact);
         this.exact = exact;
         this.attentionOps.exact = exact;
         if (base != null) {
@@ -632,6 +644,11 @@ public final class CudaBackend implements Backend {
     @Override
     public void moeExpertWeightGrad(Tensor dys, Tensor xs, int[] offsets, float scale, Tensor[] grads) {
         moe.moeExpertWeightGrad(dys, xs, offsets, scale, grads);
+    }
+
+    @Override
+    public void moeExpertMatmulAccumulate(Tensor xs, ExpertWeights experts, int[] offsets, float scale, Tensor ys, boolean transposed) {
+        moe.moeExpertMatmulAccumulate(xs, experts, offsets, scale, ys, transposed);
     }
 
     @Override

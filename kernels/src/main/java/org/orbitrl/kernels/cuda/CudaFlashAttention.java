@@ -14,6 +14,9 @@ import java.util.function.Function;
  * per block sharing key/value tiles staged in shared memory, online softmax) and decode over the
  * paged KV cache (block tables as the model's {@code kv.BlockPool} lays them out, key splits merged
  * by {@code attention_combine}). Both take head dims up to {@value #MAX_DIM} that are multiples of 4.
+ * Paged decode takes a tiled kernel of {@code paged_decode.cu} for query groups up to
+ * {@value #TILED_MAX_GROUP} (all heads of a kv head share each cp.async-staged tile, so K and V are
+ * read once per sequence, kv head and split), else the per-warp kernel of {@code flash_attention.cu}.
  *
  * <p>Paged decode with key splits uses the context's attention scratch buffers; a CUDA graph that
  * captures it must be captured after one direct call at the same shapes (so that the buffers have
@@ -23,10 +26,26 @@ final class CudaFlashAttention {
     static final int MAX_DIM = 128;           // FA_MAXD, and 32 * FA_MAXC for values
     private static final int PREFILL_QUERIES = 16; // FA_WARPS * FA_QW
     private static final int TILE = 32;       // FA_TK
+    private static final int TILED_KEYS = 32; // PD_TK (paged_decode.cu)
+    /** Largest query group (Hq / Hkv) the tiled paged decode kernels take. */
+    static final int TILED_MAX_GROUP = 8;
 
     private final CudaContext ctx;
     private final Kernel prefill;
     private final Kernel paged;
+    private final Kernel pagedTiled;
+    private final Kernel pagedTiledH2;
+    /**
+     * Query heads per warp of the tiled paged decode kernel of {@code paged_decode.cu} (every query
+     * head of a kv head on one shared key/value tile), 4 by default; 0 for the per-warp kernel of
+     * {@code flash_attention.cu}. From {@code -Dorbit.cuda.pagedDecode}: {@code old} (0),
+     * {@code heads2} (2), anything else 4; read when the backend is made.
+     */
+    final int tiledHeads = switch (String.valueOf(System.getProperty("orbit.cuda.pagedDecode"))) {
+        case "old" -> 0;
+        case "heads2" -> 2;
+        default -> 4;
+    };
     private final Kernel combine;
     private final Kernel kvWrite;
     private final Kernel prep;
@@ -38,6 +57,8 @@ final class CudaFlashAttention {
         this.prep = ctx.kernel("flash_attention", "qkv_prep_f32");
         this.prefill = ctx.kernel("flash_attention", "flash_prefill_f32");
         this.paged = ctx.kernel("flash_attention", "paged_decode_f32");
+        this.pagedTiled = ctx.kernel("paged_decode", "paged_decode_tiled_f32");
+        this.pagedTiledH2 = ctx.kernel("paged_decode", "paged_decode_tiled_h2_f32");
         this.combine = ctx.kernel("attention", "attention_combine");
         this.kvWrite = ctx.kernel("flash_attention", "paged_kv_write");
     }
@@ -168,14 +189,18 @@ final class CudaFlashAttention {
         int maxBlocks = tables.size(1);
         int maxKeys = maxBlocks * blockSize;
         int group = hq / hkv;
-        int warps = Math.min(group, 8);
+        boolean tiled = tiledHeads > 0 && group <= TILED_MAX_GROUP && kCache.dim(0) <= Integer.MAX_VALUE; // cache rows as int
         // the batch rounded up to a power of two: a step padded to a captured graph's batch splits (and so
         // sums) every row exactly as the unpadded step does
         long base = (long) (b <= 1 ? 1 : Integer.highestOneBit(b - 1) << 1) * hkv;
-        int target = 2 * ctx.device.multiprocessors();
         // The split count depends only on the table's capacity, so a captured graph stays valid as sequences grow.
-        int splits = base >= target ? 1 : (int) Math.max(1, Math.min((target + base - 1) / base, (maxKeys + 63) / 64));
+        // Tiled: 4 blocks per SM asked for (3 fit at D = Dv = 128), splits of whole tiles down to one.
+        int splits = tiled ? splitCount(base, 4 * ctx.device.multiprocessors(), maxKeys, TILED_KEYS)
+                : splitCount(base, 2 * ctx.device.multiprocessors(), maxKeys, 64);
         int splitLen = (maxKeys + splits - 1) / splits;
+        if (tiled) {
+            splitLen = (splitLen + TILED_KEYS - 1) / TILED_KEYS * TILED_KEYS; // whole tiles
+        }
         Tensor partAcc = null;
         Tensor partMl = null;
         if (splits > 1) {
@@ -185,13 +210,33 @@ final class CudaFlashAttention {
         }
         long[] qs = q.strides();
         long[] os = out.strides();
-        int shared = 4 * (warps * d + TILE * (d + 4) + TILE * (dv + 4));
-        ctx.launchShared(paged, base * splits, 32 * warps, shared, q, qs[0], qs[1], kCache, vCache, tables, maxBlocks, lens,
-                blockSize, out, os[0], os[1], hq, hkv, d, dv, spec.slidingWindow(), spec.scale(), sinks, splits, splitLen,
-                partAcc, partMl);
+        long blocks = (long) b * hkv * splits; // the real sequences only (base may count padding)
+        if (tiled) {
+            int warps = (group + tiledHeads - 1) / tiledHeads;
+            // two stages of key and value tiles, q rows and probabilities of the block's head slots
+            int shared = 4 * (2 * TILED_KEYS * (d + 4 + dv + 4) + warps * tiledHeads * (d + TILED_KEYS));
+            ctx.launchShared(tiledHeads == 2 ? pagedTiledH2 : pagedTiled, blocks, 32 * warps, shared, q, qs[0], qs[1], kCache, vCache, tables, maxBlocks, lens,
+                    blockSize, out, os[0], os[1], hq, hkv, d, dv, spec.slidingWindow(), spec.scale(), sinks, splits, splitLen,
+                    partAcc, partMl);
+        } else {
+            int warps = Math.min(group, 8);
+            int shared = 4 * (warps * d + TILE * (d + 4) + TILE * (dv + 4));
+            ctx.launchShared(paged, blocks, 32 * warps, shared, q, qs[0], qs[1], kCache, vCache, tables, maxBlocks, lens,
+                    blockSize, out, os[0], os[1], hq, hkv, d, dv, spec.slidingWindow(), spec.scale(), sinks, splits, splitLen,
+                    partAcc, partMl);
+        }
         if (splits > 1) {
             ctx.launch(combine, (long) b * hq, 128, partAcc, partMl, out, os[0], os[1], hq, dv, splits);
         }
+    }
+
+    /**
+     * Key splits of a paged decode: enough that {@code base} (sequences rounded up to a power of two,
+     * times kv heads) blocks per split reach {@code target} blocks, at most one per {@code minKeys}
+     * keys of the tables' capacity, at least one.
+     */
+    static int splitCount(long base, int target, int maxKeys, int minKeys) {
+        return base >= target ? 1 : (int) Math.max(1, Math.min((target + base - 1) / base, (maxKeys + minKeys - 1) / minKeys));
     }
 
     /**

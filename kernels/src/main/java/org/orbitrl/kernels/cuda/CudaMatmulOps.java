@@ -110,17 +110,34 @@ final class CudaMatmulOps {
         if (m <= QGEMV_MAX_ROWS && k % 8 == 0 && aligned16(x, w)) {
             qgemv.launchBf16(x, w, y, m, n, k, true);
         } else {
-            Tensor xb = ctx.scratch(CudaContext.Scratch.X_BF16, DType.BF16, (long) m * k); // [m, k]
-            rows.toBf16(x, xb, (long) m * k);
-            ctx.cublas.gemmAccumulate(CudaAllocator.address(xb), CudaAllocator.address(w), CudaAllocator.address(y), m, n, k);
+            staged(x, w, y, m, n, k, true);
         }
     }
 
     /** x f32 [m, k] rounded to bf16 into scratch, then cuBLAS bf16 with f32 output. w is bf16 [n, k]. */
     private void bf16Gemm(Tensor x, Tensor w, Tensor y, int m, int n, int k) {
-        Tensor xb = ctx.scratch(CudaContext.Scratch.X_BF16, DType.BF16, (long) m * k); // [m, k]
-        rows.toBf16(x, xb, (long) m * k);
-        ctx.cublas.gemm(CudaAllocator.address(xb), CudaAllocator.address(w), CudaAllocator.address(y), m, n, k, true);
+        staged(x, w, y, m, n, k, false);
+    }
+
+    /**
+     * y [m, n] = (or +=, {@code accumulate}) x [m, k] · wᵀ with x rounded to bf16 in the staging scratch,
+     * {@link DeviceScratch#stagingRows} rows at a time (one cuBLAS product each), so that the scratch
+     * stays within {@link DeviceScratch#STAGING_BYTES} whatever m is.
+     */
+    private void staged(Tensor x, Tensor w, Tensor y, int m, int n, int k, boolean accumulate) {
+        long chunk = DeviceScratch.stagingRows(m, k);
+        Tensor xb = ctx.scratch(CudaContext.Scratch.X_BF16, DType.BF16, DeviceScratch.stagingElements(m, k)); // [chunk, k]
+        Tensor flat = x.reshape((long) m * k);
+        long ya = CudaAllocator.address(y);
+        for (long r = 0; r < m; r += chunk) {
+            int rs = (int) Math.min(chunk, m - r);
+            rows.toBf16(flat.slice(0, r * k, (r + rs) * k), xb, (long) rs * k);
+            if (accumulate) {
+                ctx.cublas.gemmAccumulate(CudaAllocator.address(xb), CudaAllocator.address(w), ya + 4L * r * n, rs, n, k);
+            } else {
+                ctx.cublas.gemm(CudaAllocator.address(xb), CudaAllocator.address(w), ya + 4L * r * n, rs, n, k, true);
+            }
+        }
     }
 
     void matmulQuantized(Tensor x, QuantizedTensor w, Tensor y) {

@@ -154,6 +154,12 @@ public final class CudaMoe {
         train.expertMatmul(dys, experts, offsets, dxs, chunk, true);
     }
 
+    /** See {@link org.orbitrl.kernels.Backend#moeExpertMatmulAccumulate}. */
+    public void moeExpertMatmulAccumulate(Tensor xs, ExpertWeights experts, int[] offsets, float scale, Tensor ys, boolean transposed) {
+        ctx.device.bind();
+        train.expertMatmulAccumulate(xs, experts, offsets, scale, ys, transposed);
+    }
+
     /**
      * Whether the grouped bf16 expert products have cuBLAS write f32 directly (true) or write bf16 rows
      * widened in place (false); null before the first such product.

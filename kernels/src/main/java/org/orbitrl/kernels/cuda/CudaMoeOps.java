@@ -41,6 +41,9 @@ final class CudaMoeOps {
     private final Kernel scatter;
     private final Kernel combine;
     private final Kernel router;
+    private final Kernel routerLogits;
+    /** {@code -Dorbit.cuda.router=block}: the router in one block per token (the logits and the top-k together). */
+    private static final boolean SPREAD_ROUTER = !"block".equals(System.getProperty("orbit.cuda.router"));
     private Tensor rowsIn;   // bf16 [pairs, K or N], grown on demand
     private Tensor rowsOut;  // f32 [pairs, N or K]
     private Tensor dequant;  // bf16 [chunkExperts, N, K]
@@ -55,6 +58,7 @@ final class CudaMoeOps {
         this.scatter = ctx.kernel("moe", "moe_scatter_rows");
         this.combine = ctx.kernel("moe", "moe_combine");
         this.router = ctx.kernel("moe", "moe_router_topk");
+        this.routerLogits = ctx.kernel("moe", "moe_router_logits");
     }
 
     void routerTopk(Tensor x, Tensor w, int topk, boolean normalize, Tensor values, Tensor indices) {
@@ -75,8 +79,19 @@ final class CudaMoeOps {
             throw new IllegalArgumentException("moeRouterTopk: hidden " + h + " + experts " + e + " exceed the kernel's shared memory, or "
                     + w + " is not 16-byte aligned");
         }
-        if (tokens > 0) {
-            ctx.launchShared(router, tokens, 256, (int) shared, x, w, h, e, topk, normalize ? 1 : 0, values, indices);
+        if (tokens == 0) {
+            return;
+        }
+        if (SPREAD_ROUTER) {
+            // The logits over the whole device (a block per token and 8 experts), then one warp per token
+            // for the softmax and the top-k: one block per token left a single SM reading the router at
+            // batch 1 (64 us a layer on the H200, 43% of a Qwen3-30B-A3B decode step).
+            Tensor logits = ctx.scratch(CudaContext.Scratch.ROUTER_LOGITS, DType.F32, (long) tokens * e);   // [tokens, E]
+            int chunks = (e + 7) / 8;
+            ctx.launchShared(routerLogits, (long) tokens * chunks, 256, 4 * h, x, w, h, e, logits);
+            ctx.launchShared(router, tokens, 32, 4 * (h + e), x, w, h, e, topk, normalize ? 1 : 0, values, indices, logits);
+        } else {
+            ctx.launchShared(router, tokens, 256, (int) shared, x, w, h, e, topk, normalize ? 1 : 0, values, indices, 0L);
         }
     }
 

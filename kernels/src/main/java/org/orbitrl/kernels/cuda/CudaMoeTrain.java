@@ -21,29 +21,60 @@ final class CudaMoeTrain {
      * backend's own products ({@link MoeHostOps}), the plain reference of the grouped ones.
      */
     private static final boolean GROUPED = !"off".equals(System.getProperty("orbit.cuda.groupedExperts"));
+    /**
+     * {@code -Dorbit.cuda.narrowExperts=off}: f32 experts with a narrow side (LoRA factors) through the
+     * grouped cuBLAS products as the other f32 experts (and the accumulating products as a product and an
+     * axpy), instead of {@link CudaNarrowExperts}. Read at every call (benchmarks compare both).
+     */
+    static final String NARROW_PROPERTY = "orbit.cuda.narrowExperts";
+    /**
+     * {@code -Dorbit.cuda.moeGroup=single}: the grouping by one block ({@code moe_route}) instead of the
+     * counting sort over the device ({@code moe_group_count}, {@code moe_group_scan},
+     * {@code moe_group_scatter}). Read at every call.
+     */
+    static final String GROUP_PROPERTY = "orbit.cuda.moeGroup";
+    /**
+     * {@code -Dorbit.cuda.moeGather=elementwise}: moeGather a thread an element ({@code moe_gather_pairs})
+     * instead of a block a row ({@code moe_gather_rows}). Read at every call.
+     */
+    static final String GATHER_PROPERTY = "orbit.cuda.moeGather";
+    /** Most experts the counting sort takes (its scan is one block of 1024 threads, its scatter 8·E ints of shared memory). */
+    private static final int SORT_MAX_EXPERTS = 1024;
+    private static final int SORT_TILE = 2048;   // pairs a block of the counting sort (MG_TILE)
     private final CudaContext ctx;
     private final CudaBackend backend;
     private final Kernel topk;
     private final Kernel route;
     private final Kernel positions;
     private final Kernel gather;
+    private final Kernel gatherRows;
     private final Kernel combine;
     private final Kernel weightGrad;
     private final Kernel routerBackward;
+    private final Kernel groupCount;
+    private final Kernel groupScan;
+    private final Kernel groupScatter;
     private final CudaExpertGemm experts;
+    private final CudaNarrowExperts narrow;
     private Tensor active;   // i32 [1 + E] written by the routing kernel
+    private Tensor tileCounts;   // i32 [tiles, E] of the counting sort, grown on demand
 
     CudaMoeTrain(CudaContext ctx, CudaRowOps rowOps, CudaBackend backend) {
         this.ctx = ctx;
         this.backend = backend;
         this.experts = new CudaExpertGemm(ctx, rowOps);
+        this.narrow = new CudaNarrowExperts(ctx);
         this.topk = ctx.kernel("moe_train", "moe_topk_weights");
         this.route = ctx.kernel("moe", "moe_route");
         this.positions = ctx.kernel("moe_train", "moe_positions");
         this.gather = ctx.kernel("moe_train", "moe_gather_pairs");
+        this.gatherRows = ctx.kernel("moe_train", "moe_gather_rows");
         this.combine = ctx.kernel("moe_train", "moe_combine_grouped");
         this.weightGrad = ctx.kernel("moe_train", "moe_weight_grad");
         this.routerBackward = ctx.kernel("moe_train", "moe_router_backward");
+        this.groupCount = ctx.kernel("moe_train", "moe_group_count");
+        this.groupScan = ctx.kernel("moe_train", "moe_group_scan");
+        this.groupScatter = ctx.kernel("moe_train", "moe_group_scatter");
     }
 
     void topk(Tensor probs, int k, boolean normalize, Tensor chosen, Tensor weights, Tensor ids) {
@@ -73,13 +104,31 @@ final class CudaMoeTrain {
             throw new IllegalArgumentException("moeGroup: " + p + " pairs of " + experts + " experts into offsets " + offsets
                     + " [E + 1], order " + order + " and position " + position + " [pairs] (at most 6144 experts)");
         }
-        if (active == null || active.numel() < experts + 1) {
-            if (active != null) {
-                ctx.allocator.free(active);
+        if ("single".equals(System.getProperty(GROUP_PROPERTY)) || experts > SORT_MAX_EXPERTS || experts == 0) {
+            if (active == null || active.numel() < experts + 1) {
+                if (active != null) {
+                    ctx.allocator.free(active);
+                }
+                active = ctx.allocator.allocate(MemoryCategory.ACTIVATIONS, DType.I32, experts + 1);
             }
-            active = ctx.allocator.allocate(MemoryCategory.ACTIVATIONS, DType.I32, experts + 1);
+            ctx.launchShared(route, 1, 1024, 8 * experts, ids, p, experts, offsets, active, order, ctx.errorFlag);
+        } else {
+            // counting sort: per tile of 2048 pairs the experts' counts, their scan into offsets and each
+            // tile's first slots, then the stable scatter
+            int tiles = Math.max(1, (p + SORT_TILE - 1) / SORT_TILE);
+            long need = (long) tiles * experts;
+            if (tileCounts == null || tileCounts.numel() < need) {
+                if (tileCounts != null) {
+                    ctx.allocator.free(tileCounts);
+                }
+                tileCounts = ctx.allocator.allocate(MemoryCategory.ACTIVATIONS, DType.I32, Math.max(need, 1024));
+            }
+            ctx.launchShared(groupCount, tiles, 256, 4 * experts, ids, p, experts, tileCounts, ctx.errorFlag);
+            ctx.launch(groupScan, 1, 1024, tileCounts, tiles, experts, offsets);
+            if (p > 0) {
+                ctx.launchShared(groupScatter, tiles, 256, 4 * 8 * experts, ids, p, experts, tileCounts, order);
+            }
         }
-        ctx.launchShared(route, 1, 1024, 8 * experts, ids, p, experts, offsets, active, order, ctx.errorFlag);
         if (p > 0) {
             ctx.launch(positions, ctx.gridFor(p, 256), 256, order, p, position);
         }
@@ -99,7 +148,12 @@ final class CudaMoeTrain {
                     + (weights == null ? "" : " weighted by " + weights));
         }
         if ((long) p * h > 0) {
-            ctx.launch(gather, ctx.gridFor((long) p * h, 256), 256, src, order, k, weights, dst, p, h);
+            if ("elementwise".equals(System.getProperty(GATHER_PROPERTY))) {
+                ctx.launch(gather, ctx.gridFor((long) p * h, 256), 256, src, order, k, weights, dst, p, h);
+            } else {
+                int vec = h % 4 == 0 && CudaAllocator.address(src) % 16 == 0 && CudaAllocator.address(dst) % 16 == 0 ? 1 : 0;
+                ctx.launch(gatherRows, ctx.gridFor((long) p * 256, 256), 256, src, order, k, weights, dst, p, h, vec);
+            }
         }
     }
 
@@ -163,11 +217,16 @@ final class CudaMoeTrain {
 
     /**
      * Forward ({@code transposed} false): out rows of expert e = in rows · W_eᵀ; transposed: out rows =
-     * in rows · W_e. Exact mode (the exact quantized products), the grouped products switched off, chunk ≤ 0
-     * with a quantized expert among those with rows, or rows not on 16-byte boundaries: each expert
+     * in rows · W_e. Dense f32 experts with a narrow side (LoRA factors): {@link CudaNarrowExperts}.
+     * Exact mode (the exact quantized products), the grouped products switched off, chunk ≤ 0 with a
+     * quantized expert among those with rows, or rows not on 16-byte boundaries: each expert
      * through the backend's own products; otherwise the grouped products ({@link CudaExpertGemm}).
      */
     void expertMatmul(Tensor in, ExpertWeights w, int[] offsets, Tensor out, int chunk, boolean transposed) {
+        if (!backend.exact() && GROUPED && narrowOn() && CudaNarrowExperts.handles(w, offsets)) {
+            narrow.matmul(transposed ? "moeExpertMatmulTransposed" : "moeExpertMatmul", in, w, offsets, out, transposed, 1f, 0f);
+            return;
+        }
         if (backend.exact() || !GROUPED || (chunk <= 0 && quantizedActive(w, offsets)) || !CudaExpertGemm.aligned(in, w, out)) {
             // one product per expert, quantized ones through the backend's quantized products (no chunk buffer)
             MoeHostOps.expertMatmul(backend, in, w, offsets, out, 0, transposed);
@@ -177,10 +236,29 @@ final class CudaMoeTrain {
     }
 
     /**
-     * See {@link org.orbitrl.kernels.Backend#moeExpertWeightGrad}: one grouped f32 product (exact mode,
-     * strided or unaligned rows: one product per expert).
+     * See {@link org.orbitrl.kernels.Backend#moeExpertMatmulAccumulate}: one launch with the accumulation
+     * for dense f32 experts with a narrow side ({@link CudaNarrowExperts}); otherwise the product into a
+     * temporary and an axpy.
+     */
+    void expertMatmulAccumulate(Tensor in, ExpertWeights w, int[] offsets, float scale, Tensor out, boolean transposed) {
+        String op = transposed ? "moeExpertMatmulTransposedAccumulate" : "moeExpertMatmulAccumulate";
+        if (!backend.exact() && GROUPED && narrowOn() && CudaNarrowExperts.handles(w, offsets)) {
+            narrow.matmul(op, in, w, offsets, out, transposed, scale, 1f);
+            return;
+        }
+        MoeHostOps.expertMatmulAccumulate(backend, in, w, offsets, scale, out, transposed);
+    }
+
+    /**
+     * See {@link org.orbitrl.kernels.Backend#moeExpertWeightGrad}: with a narrow side (LoRA factors)
+     * {@link CudaNarrowExperts}'s kernel, otherwise one grouped f32 product (exact mode, strided or
+     * unaligned rows: one product per expert).
      */
     void expertWeightGrad(Tensor dys, Tensor xs, int[] offsets, float scale, Tensor[] grads) {
+        if (!backend.exact() && GROUPED && narrowOn() && dys.isContiguous() && xs.isContiguous() && CudaNarrowExperts.handlesGrad(dys, xs)) {
+            narrow.weightGrad("moeExpertWeightGrad", dys, xs, offsets, scale, grads);
+            return;
+        }
         if (backend.exact() || !GROUPED || !dys.isContiguous() || !xs.isContiguous() || !CudaExpertGemm.aligned(dys, xs, grads)) {
             MoeHostOps.expertWeightGrad(backend, dys, xs, offsets, scale, grads);
             return;
@@ -191,6 +269,10 @@ final class CudaMoeTrain {
     /** See {@link CudaExpertGemm#bf16InF32Out()}. */
     Boolean groupedBf16InF32Out() {
         return experts.bf16InF32Out();
+    }
+
+    private static boolean narrowOn() {
+        return !"off".equals(System.getProperty(NARROW_PROPERTY));
     }
 
     private static boolean quantizedActive(ExpertWeights w, int[] offsets) {

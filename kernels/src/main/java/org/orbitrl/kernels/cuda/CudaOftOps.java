@@ -11,7 +11,9 @@ import java.util.Arrays;
  * OFT's rotation blocks on the device ({@code oft.cu}): the algorithms of the host's {@link OftOps}
  * in double precision, one thread block per stored block. The b×b work matrices of a block sit in
  * shared memory when they fit in 48 KiB (b ≤ 34 for every op, up to b ≤ 77 for the exact forward), else in
- * a reused device workspace. The rotation of activations ({@link #rotate}) is one thread per output.
+ * a reused device workspace. The rotation of activations ({@link #rotate}) is one strided-batched
+ * cuBLAS f32 product over the blocks (each block's slice of every row times its b×b block); in
+ * exact mode one thread per output, whose sum over the b inputs does not depend on the row count.
  * Each op is one launch; nothing is copied to the host.
  */
 final class CudaOftOps {
@@ -24,8 +26,11 @@ final class CudaOftOps {
     private final Kernel project;
     private final Kernel rotate;
 
-    CudaOftOps(CudaContext ctx) {
+    private final boolean exact;
+
+    CudaOftOps(CudaContext ctx, boolean exact) {
         this.ctx = ctx;
+        this.exact = exact;
         this.rotation = ctx.kernel("oft", "oft_rotation");
         this.backward = ctx.kernel("oft", "oft_rotation_backward");
         this.project = ctx.kernel("oft", "oft_project");
@@ -62,10 +67,22 @@ final class CudaOftOps {
         ctx.devContiguous("oftRotate rotationT", rotationT, DType.F32);
         int b = OftOps.checkRotate(x, rotationT, y);
         long total = x.numel();
-        if (total > 0) {
-            ctx.launch(rotate, ctx.gridFor(total, THREADS), THREADS, x, rotationT, y, total, x.size(-1), b,
-                    rotationT.size(0), transposed ? 1 : 0);
+        if (total == 0) {
+            return;
         }
+        int in = x.size(-1);
+        int stored = rotationT.size(0);
+        if (exact) {
+            ctx.launch(rotate, ctx.gridFor(total, THREADS), THREADS, x, rotationT, y, total, in, b, stored, transposed ? 1 : 0);
+            return;
+        }
+        // Row-major y_i [M, b] = x_i [M, b] · A_iᵀ (A_i = rotationT[i] [b, b]; transposed: · A_i), x_i and y_i the
+        // column slices [i·b, (i+1)·b) of rows of width in. Column-major: y_iᵀ = op(A_i) · x_iᵀ with A_i read as
+        // its own transpose, so op is T for the plain rotation and N for the transposed one; a shared block
+        // has batch stride 0.
+        int rows = Math.toIntExact(total / in);
+        ctx.cublas.gemmStridedBatched(!transposed, false, b, rows, b, 1f, CudaAllocator.address(rotationT), b,
+                stored == 1 ? 0 : (long) b * b, CudaAllocator.address(x), in, b, 0f, CudaAllocator.address(y), in, b, in / b);
     }
 
     /** One block per stored block, with {@code mats} b×b double matrices and b doubles of work each. */

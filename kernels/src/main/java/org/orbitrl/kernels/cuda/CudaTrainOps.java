@@ -115,11 +115,22 @@ final class CudaTrainOps {
         bf16Transposed(dy, wb, dx, m, n, k);
     }
 
+    /**
+     * dx [m, k] = dy [m, n] · wb [n, k] with dy rounded to bf16 in the staging scratch,
+     * {@link DeviceScratch#stagingRows} rows at a time (the LM head's dy [tokens, vocab] would
+     * otherwise need a bf16 copy as large as itself).
+     */
     private void bf16Transposed(Tensor dy, Tensor wb, Tensor dx, int m, int n, int k) {
-        Tensor db = ctx.scratch(CudaContext.Scratch.X_BF16, DType.BF16, (long) m * n); // [m, n]
-        rows.toBf16(dy, db, (long) m * n);
-        ctx.cublas.gemm(false, false, k, m, n, 1f, CudaAllocator.address(wb), k,
-                CudaAllocator.address(db), n, 0f, CudaAllocator.address(dx), k, true);
+        long chunk = DeviceScratch.stagingRows(m, n);
+        Tensor db = ctx.scratch(CudaContext.Scratch.X_BF16, DType.BF16, DeviceScratch.stagingElements(m, n)); // [chunk, n]
+        Tensor flat = dy.reshape((long) m * n);
+        long dxa = CudaAllocator.address(dx);
+        for (long r = 0; r < m; r += chunk) {
+            int rs = (int) Math.min(chunk, m - r);
+            rows.toBf16(flat.slice(0, r * n, (r + rs) * n), db, (long) rs * n);
+            ctx.cublas.gemm(false, false, k, rs, n, 1f, CudaAllocator.address(wb), k,
+                    CudaAllocator.address(db), n, 0f, dxa + 4L * r * k, k, true);
+        }
     }
 
     private int checkTransposed(Tensor dy, Tensor dx, int n, int k, String w) {

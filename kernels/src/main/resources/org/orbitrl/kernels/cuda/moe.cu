@@ -124,13 +124,46 @@ extern "C" __global__ void moe_combine(const float* ys, const float* w, int topk
     }
 }
 
-// Router in one launch per token (grid T, blockDim a multiple of 32, dynamic shared H + E floats):
-// logits[e] = x[t] . w[e] (w bf16 [E, H], H a multiple of 8, 16-byte aligned rows; f32 accumulate),
-// softmax over the E logits, then the topk largest probabilities in descending order (ties to the
-// lower expert, as the scalar backend), optionally divided by their sum. values f32 [T, topk],
-// indices i32 [T, topk].
+// One router logit per warp: x[t] . w[e] (w bf16 [E, H], H a multiple of 8, 16-byte aligned rows; f32
+// accumulate, lanes over 8-wide units, then the warp's sum).
+__device__ __forceinline__ float moe_router_dot(const float* xs, const uint4* w, int units, int e, int lane) {
+    const uint4* row = w + (i64) e * units;
+    float acc = 0.0f;
+    for (int u = lane; u < units; u += 32) {
+        uint4 q = row[u];
+        u32 words[4] = {q.x, q.y, q.z, q.w};
+        const float* xr = xs + u * 8;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            acc += __uint_as_float(words[j] << 16) * xr[2 * j] + __uint_as_float(words[j] & 0xffff0000u) * xr[2 * j + 1];
+        }
+    }
+    return warp_sum(acc);
+}
+
+// Router logits spread over the device (grid T * ceil(E / warps), dynamic shared H floats): block
+// (t, chunk) stages x[t] and its warps compute the logits of experts chunk * warps + warp into
+// logits f32 [T, E]. The same per-expert sum as moe_router_topk's own, bit for bit.
+extern "C" __global__ void moe_router_logits(const float* x, const uint4* w, int H, int E, float* logits) {
+    extern __shared__ float xs[];   // [H]
+    int warps = blockDim.x >> 5;
+    int chunks = (E + warps - 1) / warps;
+    int t = blockIdx.x / chunks;
+    int e = (blockIdx.x % chunks) * warps + (threadIdx.x >> 5);
+    for (int c = threadIdx.x; c < H; c += blockDim.x) xs[c] = x[(i64) t * H + c];
+    __syncthreads();
+    if (e < E) {
+        float v = moe_router_dot(xs, w, H / 8, e, threadIdx.x & 31);
+        if ((threadIdx.x & 31) == 0) logits[(i64) t * E + e] = v;
+    }
+}
+
+// Router per token (grid T, blockDim a multiple of 32, dynamic shared H + E floats): logits[e] =
+// x[t] . w[e] as above, or read from pre [T, E] when given (moe_router_logits), softmax over the E
+// logits, then the topk largest probabilities in descending order (ties to the lower expert, as the
+// scalar backend), optionally divided by their sum. values f32 [T, topk], indices i32 [T, topk].
 extern "C" __global__ void moe_router_topk(const float* x, const uint4* w, int H, int E, int topk, int normalize,
-                                           float* values, int* indices) {
+                                           float* values, int* indices, const float* pre) {
     extern __shared__ float smem[];
     float* xs = smem;       // [H]
     float* lg = smem + H;   // [E]
@@ -140,23 +173,15 @@ extern "C" __global__ void moe_router_topk(const float* x, const uint4* w, int H
     int lane = threadIdx.x & 31;
     int warp = threadIdx.x >> 5;
     int warps = blockDim.x >> 5;
-    for (int c = threadIdx.x; c < H; c += blockDim.x) xs[c] = x[(i64) t * H + c];
-    __syncthreads();
-    int units = H / 8;
-    for (int e = warp; e < E; e += warps) {
-        const uint4* row = w + (i64) e * units;
-        float acc = 0.0f;
-        for (int u = lane; u < units; u += 32) {
-            uint4 q = row[u];
-            u32 words[4] = {q.x, q.y, q.z, q.w};
-            const float* xr = xs + u * 8;
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                acc += __uint_as_float(words[j] << 16) * xr[2 * j] + __uint_as_float(words[j] & 0xffff0000u) * xr[2 * j + 1];
-            }
+    if (pre != 0) {
+        for (int e = threadIdx.x; e < E; e += blockDim.x) lg[e] = pre[(i64) t * E + e];
+    } else {
+        for (int c = threadIdx.x; c < H; c += blockDim.x) xs[c] = x[(i64) t * H + c];
+        __syncthreads();
+        for (int e = warp; e < E; e += warps) {
+            float acc = moe_router_dot(xs, w, H / 8, e, lane);
+            if (lane == 0) lg[e] = acc;
         }
-        acc = warp_sum(acc);
-        if (lane == 0) lg[e] = acc;
     }
     __syncthreads();
     float m = -ORBIT_INF;

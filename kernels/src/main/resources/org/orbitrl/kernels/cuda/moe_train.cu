@@ -67,7 +67,10 @@ extern "C" __global__ void moe_topk_weights(const float* probs, int E, int k, in
 
 // position[order[i]] = i.
 extern "C" __global__ void moe_positions(const int* order, int P, int* position) {
-    GRID_STRIDE(i, (i64) P) position[order[i]] = (int) i;
+    GRID_STRIDE(i, (i64) P) {
+        int o = order[i];
+        if (o >= 0 && o < P) position[o] = (int) i;   // a slot left empty by an id out of range is skipped
+    }
 }
 
 // dst[i] = w[order[i]] * src[order[i] / k] (w null: 1); src [T, H], dst [P, H].
@@ -79,6 +82,37 @@ extern "C" __global__ void moe_gather_pairs(const float* src, const int* order, 
         int p = order[i];
         float v = src[(i64) (p / k) * H + c];
         dst[idx] = w ? w[p] * v : v;
+    }
+}
+
+// The same rows as moe_gather_pairs, a block a row (grid-stride over rows): the source row read once
+// and written 16 bytes at a time when vec (H % 4 == 0, src and dst 16-byte aligned). Bit-identical.
+extern "C" __global__ void moe_gather_rows(const float* src, const int* order, int k, const float* w, float* dst, int P, int H,
+                                           int vec) {
+    for (int i = blockIdx.x; i < P; i += gridDim.x) {
+        int p = order[i];
+        float s = w ? w[p] : 1.0f;
+        const float* from = src + (i64) (p / k) * H;
+        float* to = dst + (i64) i * H;
+        if (vec) {
+            const float4* f4 = reinterpret_cast<const float4*>(from);
+            float4* t4 = reinterpret_cast<float4*>(to);
+            for (int c = threadIdx.x; c < (H >> 2); c += blockDim.x) {
+                float4 v = f4[c];
+                if (w) {
+                    v.x = s * v.x;
+                    v.y = s * v.y;
+                    v.z = s * v.z;
+                    v.w = s * v.w;
+                }
+                t4[c] = v;
+            }
+        } else {
+            for (int c = threadIdx.x; c < H; c += blockDim.x) {
+                float v = from[c];
+                to[c] = w ? s * v : v;
+            }
+        }
     }
 }
 
@@ -151,4 +185,104 @@ extern "C" __global__ void moe_widen_bf16_rows(float* y, int H) {
     for (int c = threadIdx.x; c < H; c += blockDim.x) s[c] = b[c];
     __syncthreads();
     for (int c = threadIdx.x; c < H; c += blockDim.x) row[c] = bf16_to_f32(s[c]);
+}
+
+// Grouping the pairs by expert as a stable counting sort in three launches (moe_group_count,
+// moe_group_scan, moe_group_scatter), tiles of MG_TILE consecutive pairs. counts i32 [tiles, E].
+#define MG_WARPS 8
+#define MG_ROUNDS 8
+#define MG_TILE (MG_WARPS * MG_ROUNDS * 32)
+
+// Grid tiles, 256 threads, dynamic shared E ints: counts[tile, e] = pairs of expert e in the tile; an id
+// outside [0, E) is reported and left out.
+extern "C" __global__ void moe_group_count(const int* ids, int P, int E, int* counts, int* err) {
+    extern __shared__ int hist[];   // [E]
+    for (int e = threadIdx.x; e < E; e += blockDim.x) hist[e] = 0;
+    __syncthreads();
+    int first = blockIdx.x * MG_TILE;
+    for (int i = threadIdx.x; i < MG_TILE; i += blockDim.x) {
+        int p = first + i;
+        if (p < P) {
+            int e = ids[p];
+            if (e < 0 || e >= E) {
+                report_error(err, ERR_EXPERT_OUT_OF_RANGE, e, p);
+            } else {
+                atomicAdd(&hist[e], 1);
+            }
+        }
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < E; e += blockDim.x) counts[(i64) blockIdx.x * E + e] = hist[e];
+}
+
+// One block of 1024 threads (E <= 1024): offsets [E + 1] = exclusive sum of the experts' totals, and
+// counts[tile, e] becomes the first slot of the tile's pairs of expert e in order.
+extern "C" __global__ void moe_group_scan(int* counts, int tiles, int E, int* offsets) {
+    __shared__ int sums[1024];
+    int e = threadIdx.x;
+    int total = 0;
+    if (e < E) {
+        for (int t = 0; t < tiles; t++) total += counts[(i64) t * E + e];
+    }
+    sums[e] = total;
+    __syncthreads();
+    for (int o = 1; o < 1024; o <<= 1) {   // inclusive scan over the experts
+        int add = e >= o ? sums[e - o] : 0;
+        __syncthreads();
+        sums[e] += add;
+        __syncthreads();
+    }
+    if (e < E) {
+        int run = sums[e] - total;
+        offsets[e] = run;
+        if (e == E - 1) offsets[E] = sums[e];
+        for (int t = 0; t < tiles; t++) {
+            int c = counts[(i64) t * E + e];
+            counts[(i64) t * E + e] = run;
+            run += c;
+        }
+    }
+}
+
+// Grid tiles, 256 threads (8 warps), dynamic shared 8 * E ints: warp w places the pairs
+// [tile * MG_TILE + w * 256, + 256) in rounds of 32, pairs of one expert ranked by lane inside a round;
+// the warps' slots of an expert follow each other in warp order, so order lists each expert's pairs
+// ascending.
+extern "C" __global__ void moe_group_scatter(const int* ids, int P, int E, const int* counts, int* order) {
+    extern __shared__ int slots[];   // [warps, E]
+    int lane = threadIdx.x & 31;
+    int w = threadIdx.x >> 5;
+    for (int i = threadIdx.x; i < MG_WARPS * E; i += blockDim.x) slots[i] = 0;
+    __syncthreads();
+    int first = blockIdx.x * MG_TILE + w * (MG_ROUNDS * 32);
+    int* mine = slots + w * E;
+    unsigned below = (1u << lane) - 1u;
+    for (int r = 0; r < MG_ROUNDS; r++) {   // per warp and expert: its pairs in the tile
+        int p = first + r * 32 + lane;
+        int e = p < P ? ids[p] : -1;
+        bool ok = e >= 0 && e < E;
+        unsigned peers = __match_any_sync(0xffffffffu, e);
+        if (ok && (peers & below) == 0) mine[e] += __popc(peers);
+        __syncwarp();
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {   // warp counts -> first slots
+        int run = counts[(i64) blockIdx.x * E + e];
+        for (int v = 0; v < MG_WARPS; v++) {
+            int c = slots[v * E + e];
+            slots[v * E + e] = run;
+            run += c;
+        }
+    }
+    __syncthreads();
+    for (int r = 0; r < MG_ROUNDS; r++) {
+        int p = first + r * 32 + lane;
+        int e = p < P ? ids[p] : -1;
+        bool ok = e >= 0 && e < E;
+        unsigned peers = __match_any_sync(0xffffffffu, e);
+        if (ok) order[mine[e] + __popc(peers & below)] = p;
+        __syncwarp();
+        if (ok && (peers & below) == 0) mine[e] += __popc(peers);
+        __syncwarp();
+    }
 }

@@ -27,7 +27,10 @@ import java.util.SplittableRandom;
  *   <li>one Qwen3-30B-A3B MoE layer (128 INT4 experts, top-8) at 1, 8, 64, 256 tokens: device
  *       routing + grouped gate/up/down + SwiGLU, against the bytes of the distinct experts (above one
  *       token also with the tensor-core path off: the fused GEMV);</li>
- *   <li>paged decode attention against the bytes of K and V; causal prefill attention in TFLOP/s.</li>
+ *   <li>paged decode attention against the bytes of K and V (B = 1, 8, 64, 256; calls rotating over
+ *       copies of the cache until 128 MB, more than L2, are read; at S = 512 and B = 64, 256 also with
+ *       {@code -Dorbit.cuda.pagedDecode=heads2} and {@code =old}, the per-warp kernel); causal
+ *       prefill attention in TFLOP/s.</li>
  * </ul>
  * Usage: {@code GpuDecodeOpsBench [OUT_DIR [PARTS]]}, PARTS a comma list of {@code gemv}, {@code moe},
  * {@code attention} (all by default); prints a table and writes {@code decode-ops.md}.
@@ -187,36 +190,82 @@ public final class GpuDecodeOpsBench {
         experts.free(gpu);
     }
 
+    /** A sibling backend (sharing {@code gpu}'s memory) made with {@code -Dorbit.cuda.pagedDecode=choice}. */
+    private static CudaBackend pagedDecodeSibling(CudaBackend gpu, String choice) {
+        String key = "orbit.cuda.pagedDecode";
+        String before = System.getProperty(key);
+        System.setProperty(key, choice);
+        try {
+            return new CudaBackend(gpu);
+        } finally {
+            if (before == null) {
+                System.clearProperty(key);
+            } else {
+                System.setProperty(key, before);
+            }
+        }
+    }
+
     private static void attention(CudaBackend gpu, double copy) {
         SplittableRandom r = new SplittableRandom(13);
         int hq = 32;
         int hkv = 4;
         int d = 128;
         int bs = 16;
-        for (int[] c : new int[][]{{1, 4096}, {64, 1024}, {256, 512}}) { // sequences, keys each
+        String[][] variants = {{"heads2", "tiled, 2 heads a warp"}, {"old", "old per-warp kernel"}};
+        CudaBackend[] siblings = {pagedDecodeSibling(gpu, variants[0][0]), pagedDecodeSibling(gpu, variants[1][0])};
+        for (int[] c : new int[][]{{1, 4096}, {8, 512}, {64, 512}, {64, 1024}, {256, 512}}) { // sequences, keys each
             int b = c[0];
             int len = c[1];
             int maxBlocks = len / bs;
-            int[] tables = new int[b * maxBlocks];
-            for (int i = 0; i < tables.length; i++) {
-                tables[i] = i;
-            }
+            long kvBytes = 2L * b * len * hkv * d * 4;
+            // calls rotate over copies of the cache (their own blocks of one pool) until 128 MB are read: more than L2
+            int copies = (int) Math.max(1, ((128L << 20) + kvBytes - 1) / kvBytes);
             int[] lens = new int[b];
             Arrays.fill(lens, len);
-            Tensor kc = f32(gpu, r, DType.F32, (long) b * len, (long) hkv * d);
-            Tensor vc = f32(gpu, r, DType.F32, (long) b * len, (long) hkv * d);
+            Tensor kc = f32(gpu, r, DType.F32, (long) copies * b * len, (long) hkv * d);
+            Tensor vc = f32(gpu, r, DType.F32, (long) copies * b * len, (long) hkv * d);
             Tensor q = f32(gpu, r, DType.F32, (long) b * hq, d).reshape(b, hq, d);
             Tensor o = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, b, hq, d);
-            Tensor dt = gpu.toDevice(Tensor.ofInts(tables, b, maxBlocks), MemoryCategory.ACTIVATIONS);
+            Tensor[] dt = new Tensor[copies];
+            for (int k = 0; k < copies; k++) {
+                int[] tables = new int[b * maxBlocks];
+                for (int i = 0; i < tables.length; i++) {
+                    tables[i] = k * tables.length + i;
+                }
+                dt[k] = gpu.toDevice(Tensor.ofInts(tables, b, maxBlocks), MemoryCategory.ACTIVATIONS);
+            }
             Tensor dl = gpu.toDevice(Tensor.ofInts(lens, b), MemoryCategory.ACTIVATIONS);
             AttentionSpec spec = AttentionSpec.causal(d);
-            double ms = GpuBench.graphMs(gpu, 10, () -> gpu.pagedDecodeAttention(q, kc, vc, dt, dl, bs, hkv, o, spec));
-            double gbs = (kc.byteSize() + vc.byteSize()) / (ms * 1e6);
+            double ms = GpuBench.graphMs(gpu, 10, () -> {
+                for (Tensor t : dt) {
+                    gpu.pagedDecodeAttention(q, kc, vc, t, dl, bs, hkv, o, spec);
+                }
+            }) / copies;
+            double gbs = kvBytes / (ms * 1e6);
             row(String.format("paged decode attention B=%d S=%d Hq=%d Hkv=%d D=%d (%.1f us)", b, len, hq, hkv, d, ms * 1e3),
                     String.format("%.0f GB/s of K+V", gbs), String.format("copy %.0f GB/s", copy), gbs / copy);
-            for (Tensor t : new Tensor[]{kc, vc, q, o, dt, dl}) {
+            for (int k = 0; k < siblings.length && len == 512 && b >= 64; k++) { // the kernels behind -Dorbit.cuda.pagedDecode
+                CudaBackend other = siblings[k];
+                gpu.synchronize();
+                double msOther = GpuBench.graphMs(other, 10, () -> {
+                    for (Tensor t : dt) {
+                        other.pagedDecodeAttention(q, kc, vc, t, dl, bs, hkv, o, spec);
+                    }
+                }) / copies;
+                double gbsOther = kvBytes / (msOther * 1e6);
+                row(String.format("paged decode attention B=%d S=%d, %s (%.1f us)", b, len, variants[k][1], msOther * 1e3),
+                        String.format("%.0f GB/s of K+V", gbsOther), String.format("copy %.0f GB/s", copy), gbsOther / copy);
+            }
+            for (Tensor t : new Tensor[]{kc, vc, q, o, dl}) {
                 gpu.free(t);
             }
+            for (Tensor t : dt) {
+                gpu.free(t);
+            }
+        }
+        for (CudaBackend other : siblings) {
+            other.close();
         }
         int t = 2048;
         Tensor q = f32(gpu, r, DType.F32, (long) t * hq, d).reshape(t, hq, d);

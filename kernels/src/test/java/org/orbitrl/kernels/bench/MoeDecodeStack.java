@@ -239,36 +239,84 @@ public final class MoeDecodeStack implements AutoCloseable {
         gpu.copyToDevice(Tensor.ofInts(sl, batch), slots);
     }
 
+    /** The parts of a decode step, for timing each by leaving it out of a captured step. */
+    public enum Part {
+        NORMS, QKV_PROJECTION, QKV_PREP, ATTENTION, O_PROJECTION, ROUTER, ROUTE, EXPERTS, SWIGLU, COMBINE, LM_HEAD
+    }
+
+    private java.util.Set<Part> skipped = java.util.EnumSet.noneOf(Part.class);
+
+    /** Leaves {@code parts} out of the steps issued from now on (their outputs keep earlier values). */
+    public void skip(java.util.Set<Part> parts) {
+        this.skipped = parts.isEmpty() ? java.util.EnumSet.noneOf(Part.class) : java.util.EnumSet.copyOf(parts);
+    }
+
+    private boolean on(Part p) {
+        return !skipped.contains(p);
+    }
+
     /** Issues one decode step (stream work only). */
     public void step() {
         int hd = s.headDim();
         float eps = s.eps();
         gpu.embedding(embed, ids, x);
         for (Layer L : layers) {
-            gpu.rmsNorm(x, L.attnNorm, eps, h);
-            gpu.matmul(h, L.qkvw, qkv);
-            gpu.qkvPrep(qkv, s.heads(), s.kvHeads(), hd, hd, L.qNorm, L.kNorm, eps, positions, rope, q, L.kCache, L.vCache, slots);
-            gpu.pagedDecodeAttention(q, L.kCache, L.vCache, tables, lens, blockSize, s.kvHeads(), attn, spec);
-            gpu.matmulAccumulate(attn.reshape(batch, (long) s.heads() * hd), L.ow, x); // o projection + residual
-            gpu.rmsNorm(x, L.postNorm, eps, h);
-            gpu.moe().moeRouterTopk(h, L.router, s.topk(), true, topv, topi);
-            if (batch == 1) {
-                gpu.moe().moeMatmulQuantized(h, L.gate, s.experts(), topi, gate);
-                gpu.moe().moeMatmulQuantized(h, L.up, s.experts(), topi, up);
-                gpu.swiglu(gate, up, act);
-                gpu.moe().moeMatmulQuantized(act, L.down, s.experts(), topi, down);
-            } else {
-                gpu.moe().moeRoute(topi, routing);
-                gpu.moe().moeMatmulGrouped(h, L.gate, routing, gate);
-                gpu.moe().moeMatmulGrouped(h, L.up, routing, up);
-                gpu.swiglu(gate, up, act);
-                gpu.moe().moeMatmulGrouped(act, L.down, routing, down);
+            if (on(Part.NORMS)) {
+                gpu.rmsNorm(x, L.attnNorm, eps, h);
             }
-            gpu.moe().moeCombine(down, topv, false, x, true);
+            if (on(Part.QKV_PROJECTION)) {
+                gpu.matmul(h, L.qkvw, qkv);
+            }
+            if (on(Part.QKV_PREP)) {
+                gpu.qkvPrep(qkv, s.heads(), s.kvHeads(), hd, hd, L.qNorm, L.kNorm, eps, positions, rope, q, L.kCache, L.vCache, slots);
+            }
+            if (on(Part.ATTENTION)) {
+                gpu.pagedDecodeAttention(q, L.kCache, L.vCache, tables, lens, blockSize, s.kvHeads(), attn, spec);
+            }
+            if (on(Part.O_PROJECTION)) {
+                gpu.matmulAccumulate(attn.reshape(batch, (long) s.heads() * hd), L.ow, x); // o projection + residual
+            }
+            if (on(Part.NORMS)) {
+                gpu.rmsNorm(x, L.postNorm, eps, h);
+            }
+            if (on(Part.ROUTER)) {
+                gpu.moe().moeRouterTopk(h, L.router, s.topk(), true, topv, topi);
+            }
+            if (batch == 1) {
+                if (on(Part.EXPERTS)) {
+                    gpu.moe().moeMatmulQuantized(h, L.gate, s.experts(), topi, gate);
+                    gpu.moe().moeMatmulQuantized(h, L.up, s.experts(), topi, up);
+                }
+                if (on(Part.SWIGLU)) {
+                    gpu.swiglu(gate, up, act);
+                }
+                if (on(Part.EXPERTS)) {
+                    gpu.moe().moeMatmulQuantized(act, L.down, s.experts(), topi, down);
+                }
+            } else {
+                if (on(Part.ROUTE)) {
+                    gpu.moe().moeRoute(topi, routing);
+                }
+                if (on(Part.EXPERTS)) {
+                    gpu.moe().moeMatmulGrouped(h, L.gate, routing, gate);
+                    gpu.moe().moeMatmulGrouped(h, L.up, routing, up);
+                }
+                if (on(Part.SWIGLU)) {
+                    gpu.swiglu(gate, up, act);
+                }
+                if (on(Part.EXPERTS)) {
+                    gpu.moe().moeMatmulGrouped(act, L.down, routing, down);
+                }
+            }
+            if (on(Part.COMBINE)) {
+                gpu.moe().moeCombine(down, topv, false, x, true);
+            }
         }
-        gpu.rmsNorm(x, finalNorm, eps, h);
-        gpu.matmul(h, lmHead, logits);
-        gpu.argmax(logits, ids);
+        if (on(Part.LM_HEAD)) {
+            gpu.rmsNorm(x, finalNorm, eps, h);
+            gpu.matmul(h, lmHead, logits);
+            gpu.argmax(logits, ids);
+        }
     }
 
     /**

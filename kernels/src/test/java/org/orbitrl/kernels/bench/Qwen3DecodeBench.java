@@ -42,7 +42,9 @@ public final class Qwen3DecodeBench {
                 ? MoeDecodeStack.Shape.fromConfig(Path.of(args[1])) : QWEN3_30B_A3B;
         int context = args.length > 2 ? Integer.parseInt(args[2]) : 512;
         int steps = 16;
+        boolean parts = Boolean.getBoolean("orbit.bench.parts");
         StringBuilder md = new StringBuilder();
+        StringBuilder partsMd = new StringBuilder();
         try (CudaBackend gpu = new CudaBackend()) {
             double copy = GpuBench.copyBandwidth(gpu);
             md.append("## Qwen3-30B-A3B-shaped decode on ").append(gpu.device()).append("\n\nDate: ").append(Instant.now())
@@ -69,15 +71,39 @@ public final class Qwen3DecodeBench {
                             bytes / 1e9, limitTps, tps / limitTps);
                     System.out.println(line);
                     md.append(line).append('\n');
+                    if (parts) {
+                        parts(gpu, stack, context, steps, batch, graphMs, partsMd);
+                    }
                 }
             }
         }
         md.append("\nDistinct experts per layer are counted on the last layer of a step and assumed for every layer.\n");
+        if (parts) {
+            md.append("\nWhere a captured step's time goes: each part left out of the step in turn (its outputs keep"
+                    + " earlier values), the graph replayed, the time saved.\n\n| batch | part | ms a step | share |\n|---|---|---|---|\n")
+                    .append(partsMd);
+        }
         System.out.println(md);
         if (out != null) {
             Files.createDirectories(out);
             Files.writeString(out.resolve("qwen3-decode.md"), md);
         }
+    }
+
+    /** The time of each part of a captured step: the step's time less that of the step without it. */
+    private static void parts(CudaBackend gpu, MoeDecodeStack stack, int context, int steps, int batch, double graphMs,
+                              StringBuilder md) {
+        for (MoeDecodeStack.Part p : MoeDecodeStack.Part.values()) {
+            stack.skip(java.util.EnumSet.of(p));
+            double ms;
+            try (CudaGraph g = CudaGraph.capture(gpu.stream(), stack::step)) {
+                ms = stepMs(gpu, stack, context, steps, g);
+            }
+            String line = String.format("| %d | %s | %.3f | %.3f |", batch, p, graphMs - ms, (graphMs - ms) / graphMs);
+            System.out.println(line);
+            md.append(line).append('\n');
+        }
+        stack.skip(java.util.EnumSet.noneOf(MoeDecodeStack.Part.class));
     }
 
     /** Median milliseconds of a step (graph replay when {@code g} is given), positions advancing. */

@@ -24,6 +24,9 @@ import java.util.SplittableRandom;
  * inputs and weights rounded to bf16, 2⁻⁹ each, the output possibly rounded to bf16, f32 accumulation)
  * within 1e-5 + 8e-3·Σ|x·w|; f32 products (f32 experts, f32 throughout) within 1e-6 + 3e-5·Σ|x·w|.
  * The weight gradients (f32, accumulated onto random values) within 1e-6 + 3e-5·(|g₀| + |s|·Σ|dy·x|).
+ * The f32 experts and the weight gradients (48 × 96: a narrow side) run through the narrow-side
+ * kernels ({@link CudaNarrowExperts}) by default and through the grouped f32 cuBLAS product with
+ * {@code orbit.cuda.narrowExperts=off}; both are checked.
  */
 class CudaGroupedExpertGemmTest extends CudaTestBase {
     private static final int E = 7;
@@ -33,7 +36,35 @@ class CudaGroupedExpertGemmTest extends CudaTestBase {
 
     @Test
     void groupedProductsMatchTheHostForEveryFormChunkAndGrouping() {
-        SplittableRandom r = rng(701);
+        products(rng(701));
+    }
+
+    /** The f32 experts through the grouped cuBLAS product instead of the narrow-side kernels ({@link CudaNarrowExperts}). */
+    @Test
+    void groupedProductsWithTheNarrowKernelsOff() {
+        withNarrowOff(() -> products(rng(703)));
+    }
+
+    @Test
+    void groupedWeightGradientsWithTheNarrowKernelsOff() {
+        withNarrowOff(() -> weightGradients(rng(704)));
+    }
+
+    private static void withNarrowOff(Runnable body) {
+        String before = System.getProperty(CudaMoeTrain.NARROW_PROPERTY);
+        System.setProperty(CudaMoeTrain.NARROW_PROPERTY, "off");
+        try {
+            body.run();
+        } finally {
+            if (before == null) {
+                System.clearProperty(CudaMoeTrain.NARROW_PROPERTY);
+            } else {
+                System.setProperty(CudaMoeTrain.NARROW_PROPERTY, before);
+            }
+        }
+    }
+
+    private void products(SplittableRandom r) {
         for (int[] offsets : groupings(r)) {
             for (String form : FORMS) {
                 Weights w = Weights.random(this, r, form);
@@ -70,7 +101,10 @@ class CudaGroupedExpertGemmTest extends CudaTestBase {
 
     @Test
     void groupedWeightGradientsMatchTheHost() {
-        SplittableRandom r = rng(702);
+        weightGradients(rng(702));
+    }
+
+    private void weightGradients(SplittableRandom r) {
         float scale = 0.75f;
         for (int[] offsets : groupings(r)) {
             int p = offsets[E];

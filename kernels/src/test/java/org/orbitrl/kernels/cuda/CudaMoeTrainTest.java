@@ -52,6 +52,52 @@ class CudaMoeTrainTest extends CudaTestBase {
         assertExact("moeGroup position", ref[2].toLongArray(), gpu.toHost(pos).toLongArray());
     }
 
+    /**
+     * moeGather a block a row, 16 bytes at a time (width a multiple of 4) or a value at a time (odd
+     * width, a source view off 16-byte boundaries), and the elementwise kernel
+     * ({@code orbit.cuda.moeGather=elementwise}): the host's rows exactly.
+     */
+    @Test
+    void gatherIsExactForEveryWidthAndKernel() {
+        SplittableRandom r = rng(303);
+        int p = T * K;
+        Tensor hIds = Tensor.ofInts(raggedIds(r), T, K);
+        Tensor off = host(DType.I32, E + 1);
+        Tensor order = host(DType.I32, p);
+        Tensor pos = host(DType.I32, p);
+        MoeHostOps.group(hIds, E, off, order, pos);
+        Tensor w = randn(r, 1f, T, K);
+        Tensor dOrder = dev(order);
+        Tensor dw = dev(w);
+        for (String kernel : new String[]{"rows", "elementwise"}) {
+            for (int h : new int[]{2048, 2051}) {
+                Tensor x = randn(r, 1f, T, h);
+                Tensor dx = h % 4 == 0 ? dev(x) : dev(randn(r, 1f, T * h + 1)).slice(0, 1, T * h + 1L).reshape(T, h);
+                if (h % 4 != 0) {
+                    gpu.copy(dev(x), dx);
+                }
+                for (Tensor weights : new Tensor[]{null, w}) {
+                    Tensor ref = host(DType.F32, p, h);
+                    MoeHostOps.gather(x, order, K, weights, ref);
+                    Tensor got = poisoned(DType.F32, p, h);
+                    String before = System.getProperty(CudaMoeTrain.GATHER_PROPERTY);
+                    System.setProperty(CudaMoeTrain.GATHER_PROPERTY, kernel);
+                    try {
+                        gpu.moeGather(dx, dOrder, K, weights == null ? null : dw, got);
+                    } finally {
+                        if (before == null) {
+                            System.clearProperty(CudaMoeTrain.GATHER_PROPERTY);
+                        } else {
+                            System.setProperty(CudaMoeTrain.GATHER_PROPERTY, before);
+                        }
+                    }
+                    assertClose("moeGather " + kernel + " width " + h + (weights == null ? "" : " weighted"), ref.toFloatArray(),
+                            gpu.toHost(got).toFloatArray(), 0, 0);
+                }
+            }
+        }
+    }
+
     @Test
     void rowMovesAndRoutingGradientsMatchTheHost() {
         SplittableRandom r = rng(302);

@@ -62,9 +62,10 @@ class CudaOftOpsTest extends CudaTestBase {
         OftOps.rotate(x, rt, transposed, want);
         Tensor got = poisoned(DType.F32, rows, blocks * b);
         gpu.oftRotate(dev(x), dev(rt), transposed, got);
-        // the same f32 operations in the same order: equal up to 1e-6 + 1e-6·|ref| (in practice bit for bit)
+        // one strided-batched cuBLAS f32 product: the b-term sums may run in another order than the host's,
+        // so within 1e-5 + 1e-5·|ref| (b ≤ 80 terms of |x| ≈ 1, |R| ≈ 0.3: f32 rounding stays below 1e-5)
         assertClose("b=" + b + " rows=" + rows + " stored=" + stored + (transposed ? " x·Rᵀ" : " x·R"),
-                want.toFloatArray(), gpu.toHost(got).toFloatArray(), 1e-6, 1e-6);
+                want.toFloatArray(), gpu.toHost(got).toFloatArray(), 1e-5, 1e-5);
     }
 
     @Test

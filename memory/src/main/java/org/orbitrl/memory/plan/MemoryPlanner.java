@@ -8,6 +8,7 @@ import java.util.function.IntPredicate;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.memory.plan.internal.ActivationModel;
+import org.orbitrl.memory.plan.internal.KernelScratch;
 import org.orbitrl.memory.plan.internal.MoeWorkingSet;
 import org.orbitrl.model.spec.ModelSpec;
 
@@ -213,9 +214,11 @@ public final class MemoryPlanner {
 
         // Adapter: expert adapters live with their experts; the rest is split by TP.
         long adapterParams = 0;
+        long denseAdapterParams = 0;   // outside the routed experts
         for (WeightGroup w : inv.main()) {
             long p = req.adapter().paramsFor(w);
             adapterParams += full ? ceil(p, g) : w.family() == ParamFamily.ROUTED_EXPERTS ? p / ep : ceil(p, tp);
+            denseAdapterParams += full || w.family() == ParamFamily.ROUTED_EXPERTS ? 0 : ceil(p, tp);
         }
         int pBytes = req.adapter().dtype().bytes();
         boolean device = !node.hostMemory();
@@ -225,11 +228,13 @@ public final class MemoryPlanner {
         } else {
             long slot = adapterParams * pBytes;
             // The trainer holds its own adapter; the rollout engine two slots (active version v, incoming
-            // v+1). An OFT adapter keeps nothing else: its rotation blocks are rebuilt from the parameter
-            // at every forward and backward (a small per-call activation).
-            long slotBytes = slot;
+            // v+1). An OFT adapter also keeps the rotation blocks of its projections outside the routed
+            // experts (stored·b² f32 beside stored·b(b−1)/2 parameters), built once per version in a
+            // slot and once per step in training; the experts' are rebuilt per call.
+            long heldBytes = req.adapter() instanceof AdapterSpec.Oft o
+                    ? denseAdapterParams * 2 * o.blockSize() / (o.blockSize() - 1) * DType.F32.bytes() : 0;
             int slots = (role.trains() ? 1 : 0) + (role.rollsOut() ? 2 : 0);
-            b.put(MemoryCategory.ADAPTER_PARAMS, slots * slotBytes);
+            b.put(MemoryCategory.ADAPTER_PARAMS, slots * (slot + heldBytes));
             b.put(MemoryCategory.ADAPTER_GRADS, role.trains() ? slot : 0);
             long perParam = 8 + (req.adapter().dtype() == DType.BF16 ? 4 : 0);   // m, v f32 (+ f32 master)
             b.put(MemoryCategory.OPTIMIZER_STATE, role.trains() ? adapterParams * perParam : 0);
@@ -256,6 +261,7 @@ public final class MemoryPlanner {
         if (role.trains()) {
             int chunk = chunked(req) ? req.expertChunk() : 0;
             activations += ActivationModel.trainBytes(inv, req.adapter(), trainTokens, req.recompute(), tp, ep, device, chunk);
+            activations += kernelScratchBytes(req, role);
             logits += Math.min(trainTokens, req.logitsChunkTokens()) * vocabShard * 8;  // f32 logits and their gradient
         }
         b.put(MemoryCategory.ACTIVATIONS, activations);
@@ -282,6 +288,21 @@ public final class MemoryPlanner {
 
         b.put(MemoryCategory.RUNTIME_RESERVE, req.reserveBytes() >= 0 ? req.reserveBytes() : defaultReserve(node.bytesPerGpu()));
         return new GpuBudget(role, g, b, node.bytesPerGpu());
+    }
+
+    /**
+     * The part of a GPU's planned activations that the CUDA backend keeps for its own kernels while
+     * the GPU trains (see {@link KernelScratch}): 0 on the host and on a GPU that does not train.
+     */
+    public static long kernelScratchBytes(PlanRequest req, GpuRole role) {
+        if (req.node().hostMemory() || !role.trains()) {
+            return 0;
+        }
+        ModelSpec s = req.spec();
+        int tp = req.layout().tensorParallel();
+        long trainTokens = (long) req.batch().microBatch() * req.batch().seqLen();
+        return KernelScratch.trainBytes(s, trainTokens, Math.min(trainTokens, req.logitsChunkTokens()),
+                ceil(s.vocabSize(), tp), Math.toIntExact(req.batch().seqLen()), tp);
     }
 
     private static boolean tpSplit(ParamFamily f) {

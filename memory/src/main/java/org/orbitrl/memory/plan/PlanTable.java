@@ -36,6 +36,13 @@ public final class PlanTable {
             }
             sb.append('\n');
         }
+        if (p.budgets().stream().anyMatch(b -> MemoryPlanner.kernelScratchBytes(r, b.role()) > 0)) {
+            sb.append(String.format(Locale.ROOT, "  %-20s", "  (kernel scratch)"));
+            for (GpuBudget b : p.budgets()) {
+                sb.append(String.format(Locale.ROOT, " %20s", "(" + Bytes.format(MemoryPlanner.kernelScratchBytes(r, b.role())) + ")"));
+            }
+            sb.append('\n');
+        }
         if (!(r.adapter() instanceof AdapterSpec.None)) {
             List<GpuBudget> other = MemoryPlanner.budgets(r.withRecompute(!r.recompute()), WeightInventory.of(s));
             sb.append(String.format(Locale.ROOT, "  %-20s", r.recompute() ? "  (no recompute)" : "  (with recompute)"));

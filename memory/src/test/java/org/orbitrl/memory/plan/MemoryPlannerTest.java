@@ -16,6 +16,15 @@ import org.orbitrl.model.spec.ModelSpec;
 
 /** The planner's byte counts, against hand arithmetic and against files written by other tools. */
 class MemoryPlannerTest {
+    /**
+     * What the CUDA backend keeps for its kernels while training the qwen3_moe fixture on 16 tokens
+     * (one sequence of 16): the bf16 staging of the head's output gradient [16, 256] (4096 values,
+     * the largest operand); the attention backward's lse and delta 2·16·4 and, its 2 query heads a kv
+     * head split in 2 (one key tile x 2 kv heads is far below 1024 blocks), partial dk and dv
+     * 2·16·2·(16 + 16), f32; cos and sin [256 positions, 8] f32. A host keeps none.
+     */
+    private static final long KERNEL_SCRATCH = 4096 * 2 + (2 * 16 * 4 + 2 * 16 * 2 * 32) * 4 + 2 * 256 * 8 * 4;
+
     private static final long GIB = 1L << 30;
 
     /**
@@ -63,7 +72,7 @@ class MemoryPlannerTest {
         // bf16 (no LoRA).
         double tape = 3 * 64 + 3 * 96 + 1.25 * (2 * 64 + 3 * 32);
         double perToken = 5 * 64 + 1 + tape + (2 * 64 + 64 + 2 * 32 + 64 + 4 + 64);
-        assertEquals((long) (perToken * 16) * 4 + 16 * 640 * 2, b.get(MemoryCategory.ACTIVATIONS));
+        assertEquals((long) (perToken * 16) * 4 + 16 * 640 * 2 + KERNEL_SCRATCH, b.get(MemoryCategory.ACTIVATIONS));
         // Communication: NCCL 1 GiB; all-to-all 4 x 16 tokens x top-2 x 64 x 2 B x 1.25; f32 gradient bucket.
         assertEquals(GIB + 4 * 16 * 2 * 64 * 2 * 5 / 4 + adapter * 4, b.get(MemoryCategory.COMM_BUFFERS));
         assertEquals(0, b.get(MemoryCategory.RUNTIME_RESERVE));
@@ -105,7 +114,7 @@ class MemoryPlannerTest {
         double grads = 2 * (1 + 2 * 32 + 2 * 64);
         double devPerToken = 5 * 64 + 1 + 64 + tape + 64 + grads + 2 * (4 + 64);
         double hostPerToken = 5 * 64 + tape + 64 + grads + 2 * 32 * 64 / 16.0;
-        assertEquals((long) (devPerToken * 16) * 4, dev.get(MemoryCategory.ACTIVATIONS));
+        assertEquals((long) (devPerToken * 16) * 4 + KERNEL_SCRATCH, dev.get(MemoryCategory.ACTIVATIONS));
         assertEquals((long) (hostPerToken * 16) * 4, cpu.get(MemoryCategory.ACTIVATIONS));
         MemoryPlan plan = MemoryPlanner.plan(gpu);
         assertEquals(2 * 32 * 64 * 2, plan.expertChunkBytes(), "one more expert: a bf16 [32, 64] in the trainer's and the rollout's buffer");
@@ -217,5 +226,30 @@ class MemoryPlannerTest {
         assertEquals(3 * train.get(MemoryCategory.ADAPTER_PARAMS), both.get(MemoryCategory.ADAPTER_PARAMS),
                 "a colocated GPU holds the trainer's copy and the two rollout slots");
         assertNotNull(p.tightest());
+    }
+
+    /**
+     * The kernel scratch of the training bench's shape (Qwen3-30B-A3B, 8 x 2048 tokens, the head over all
+     * 16,384 rows, one H200): the head's output gradient [16384, 151936] f32 would be 4.98 GB in bf16 and
+     * is staged in 256 MiB = 268,435,456 B; the attention backward of one 2048-token sequence, 32/4 heads
+     * of 128, split in 4 (64 key tiles x 4 kv heads x 4 = 1024 blocks): (2·2048·32 + 4·2048·4·256)·4 =
+     * 34,078,720 B; cos and sin [40960, 64] f32 = 20,971,520 B. Split by TP 2 over two H200s: the head's shard and the
+     * heads halve, but the staging is still full and the attention backward of 16/2 heads splits in 8
+     * (64 x 2 x 8 = 1024): (2·2048·16 + 8·2048·2·256)·4. The host keeps none.
+     */
+    @Test
+    void kernelScratchOfTheTrainingBenchShape() {
+        ModelSpec spec = TestModels.spec("models/qwen3-30b-a3b");
+        PlanRequest req = PlanRequest.defaults(spec, null, NodeSpec.parse("1xH200"))
+                .withBase(BaseFormat.parse("int4")).withAdapter(AdapterSpec.parse("lora:32:attention+experts:f32"))
+                .withBatch(new BatchShape(8, 1, 1024, 1024, 8)).withLayout(ParallelLayout.colocated(1, 1));
+        req = req.withChunks(16384, 8192);
+        assertEquals(268_435_456L + 34_078_720L + 20_971_520L, MemoryPlanner.kernelScratchBytes(req, GpuRole.TRAIN));
+        assertEquals(0, MemoryPlanner.kernelScratchBytes(req, GpuRole.ROLLOUT), "a GPU that does not train keeps none");
+        PlanRequest tp2 = req.withNode(NodeSpec.parse("2xH200"), ParallelLayout.colocated(1, 2));
+        assertEquals(268_435_456L + (2L * 2048 * 16 + 8L * 2048 * 2 * 256) * 4 + 20_971_520L,
+                MemoryPlanner.kernelScratchBytes(tp2, GpuRole.TRAIN));
+        PlanRequest host = req.withNode(new NodeSpec(NodeSpec.HOST, 1, 1L << 40), ParallelLayout.colocated(1, 1));
+        assertEquals(0, MemoryPlanner.kernelScratchBytes(host, GpuRole.TRAIN));
     }
 }

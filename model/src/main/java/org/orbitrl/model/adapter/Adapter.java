@@ -38,6 +38,20 @@ public interface Adapter {
         return params().stream().mapToLong(p -> p.value().numel()).sum();
     }
 
+    /**
+     * Declares the values constant until {@link #unprepare} or the next call: the adapter may compute
+     * once, on {@code backend}, what every forward and backward would otherwise rebuild from them (an
+     * OFT adapter its rotation blocks). Callers: a rollout slot after each publication into it
+     * ({@link AdapterSlots}), and a training step around its micro-batches, before the optimizer
+     * writes the values. Whoever writes the values in between calls this again. Default: nothing.
+     */
+    default void prepare(org.orbitrl.kernels.Backend backend) {
+    }
+
+    /** Ends {@link #prepare}: forwards rebuild from the values again. Default: nothing. */
+    default void unprepare() {
+    }
+
     /** Sets every gradient to zero. */
     default void zeroGrad() {
         params().forEach(p -> p.grad().fill(0));

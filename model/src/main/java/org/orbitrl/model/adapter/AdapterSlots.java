@@ -25,6 +25,7 @@ import java.util.function.Supplier;
 public final class AdapterSlots {
     private final Adapter[] slots = new Adapter[2];
     private final long[] versions = {0, -1};
+    private final boolean[] prepared = new boolean[2];   // the slot's adapter is ready to serve its values
     private volatile int active;
     private int pending = -1;
     private boolean writing;
@@ -87,6 +88,25 @@ public final class AdapterSlots {
         return versions[active];
     }
 
+    /**
+     * Readies the active slot's adapter to serve on {@code backend} ({@link Adapter#prepare}),
+     * once per version it holds. The engine thread calls it after {@link #beginStep}, before the step's
+     * forward; publishing into a slot makes it due again.
+     */
+    public void prepareActive(Backend backend) {
+        int a;
+        synchronized (this) {
+            a = active;
+            if (prepared[a]) {
+                return;
+            }
+        }
+        slots[a].prepare(backend);   // only the engine thread reads or writes the active slot
+        synchronized (this) {
+            prepared[a] = true;
+        }
+    }
+
     public synchronized long activeVersion() {
         return versions[active];
     }
@@ -98,20 +118,24 @@ public final class AdapterSlots {
 
     /**
      * Copies {@code source}'s tensors (same config) into the idle slot as {@code version}; the switch
-     * happens at the engine's next {@link #beginStep}. Waits while an earlier publish is still
-     * waiting to be switched to. Returns the bytes copied.
+     * happens at the engine's next {@link #beginStep}. An earlier publication the engine has not
+     * switched to yet is replaced (its version is never served): the publisher never waits for a
+     * decode step. Returns the bytes copied.
      */
     public long publish(Adapter source, long version) throws InterruptedException {
         int target;
         synchronized (this) {
-            while (pending >= 0 || writing) {
+            while (writing) {
                 wait();
             }
-            if (version <= versions[active]) {
-                throw new IllegalArgumentException("adapter version " + version + " is not newer than " + versions[active]);
+            long newest = Math.max(versions[0], versions[1]);
+            if (version <= newest) {
+                throw new IllegalArgumentException("adapter version " + version + " is not newer than " + newest);
             }
+            pending = -1;            // the idle slot is written again: no switch to it until the copy completes
             target = 1 - active;
             writing = true;
+            prepared[target] = false;
         }
         long bytes = 0;
         try {

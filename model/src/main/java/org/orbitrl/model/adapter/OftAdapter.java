@@ -173,6 +173,17 @@ public final class OftAdapter implements Adapter {
         return out;
     }
 
+    /** Builds every layer's rotation blocks once, used until {@link #unprepare} or the next call. */
+    @Override
+    public void prepare(org.orbitrl.kernels.Backend backend) {
+        layers.values().forEach(l -> l.prepare(backend));
+    }
+
+    @Override
+    public void unprepare() {
+        layers.values().forEach(OftLinear::unprepare);
+    }
+
     /** Copies another adapter's values (same config and targets) into this one: a slot update. */
     public void copyValuesFrom(OftAdapter other) {
         if (other.params.size() != params.size()) {

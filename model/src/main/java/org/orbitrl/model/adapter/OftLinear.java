@@ -22,14 +22,19 @@ import java.util.function.BooleanSupplier;
  * Cayley map (or Cayley-Neumann series) of a skew-symmetric matrix whose upper triangle is one row
  * of the parameter [stored blocks, b(b−1)/2]; see {@link OftMath} and {@link org.orbitrl.kernels.OftOps}.
  *
- * <p>The rotation is rebuilt from the parameter at every forward and again in the backward, through
- * {@link Backend#oftRotation} (one launch on a device: stored·b³ flops, negligible beside the
- * layer's product), into a per-call buffer of the backend that runs the layer. Nothing is cached
- * across calls, so whatever writes the parameter (an optimizer step, an adapter slot copy, a
- * checkpoint load, on any stream) needs no notification and can never leave a stale rotation, and
- * two backends running the same layer share no mutable state but the parameter itself. With coft
- * the forward first projects the parameter in place ({@link Backend#oftProject}), as PEFT does at
- * every forward; the gradient is then taken at the projected values.
+ * <p>The rotation is built from the parameter through {@link Backend#oftRotation} (one launch on a
+ * device: stored·b³ flops in double precision, one block of threads per rotation block). Unprepared,
+ * the layer rebuilds it at every forward and again in the backward, into a per-call buffer, so
+ * whatever writes the parameter (an optimizer step, a checkpoint load, on any stream) needs no
+ * notification and can never leave a stale rotation. {@link #prepare} builds it once into a buffer
+ * the layer keeps (a further stored·b² f32 beside the parameter), used by every forward and backward
+ * until {@link #unprepare}: a rollout slot prepares after each publication into it (a decode step
+ * then costs one rotation of the activations per layer), and a training step around its
+ * micro-batches (the optimizer writes the parameter after them). The same kernel builds it from the
+ * same values either way, so prepared and rebuilt rotations are equal bit for bit. With coft the
+ * parameter is first projected in place ({@link Backend#oftProject}), as PEFT does at every forward
+ * (once at {@link #prepare} when prepared; the projection is idempotent); the gradient is then
+ * taken at the projected values.
  *
  * <p>Backward: with g = dL/d(x·R) (what the layer's dx holds on entry), dx = g·Rᵀ blockwise,
  * dL/dR_i = Σ_rows x_iᵀ·g_i, and the parameter gradient follows through the Cayley map's
@@ -50,6 +55,8 @@ public final class OftLinear implements Linear.AdapterHook {
     private final BooleanSupplier enabled;
     private final TensorAllocator memory;  // the parameter's allocator
     private final OftDevice device;        // null for host memory
+    private Tensor held;                   // [stored, b, b] R_jᵀ kept by prepare, or null
+    private boolean prepared;              // held holds the rotation of the parameter's values
 
     /**
      * @param weight    the parameter [stored, b(b−1)/2], f32
@@ -103,19 +110,50 @@ public final class OftLinear implements Linear.AdapterHook {
         return enabled.getAsBoolean();
     }
 
-    @Override
-    public Tensor baseInput(Backend backend, Tensor x) {
+    /**
+     * Builds the rotation R_jᵀ [stored, b, b] once (after the coft projection) into a buffer this layer
+     * keeps, on {@code backend}; forwards and backwards use it until {@link #unprepare}. Call again
+     * whenever the parameter has been written.
+     */
+    public void prepare(Backend backend) {
         if (settings.coft()) {
             backend.oftProject(weight, radius());
         }
-        Tensor rt = buildRotation(backend);   // [stored, b, b] R_jᵀ
+        if (held == null) {
+            int b = layout.blockSize();
+            held = memory.allocate(MemoryCategory.ADAPTER_PARAMS, DType.F32, layout.storedBlocks(), b, b);
+        }
+        backend.oftRotation(weight, terms(), held);
+        prepared = true;
+    }
+
+    /** Forwards rebuild the rotation from the parameter again (the buffer is kept for the next {@link #prepare}). */
+    public void unprepare() {
+        prepared = false;
+    }
+
+    @Override
+    public Tensor baseInput(Backend backend, Tensor x) {
+        Tensor rt;                             // [stored, b, b] R_jᵀ
+        if (prepared) {
+            rt = held;
+        } else {
+            if (settings.coft()) {
+                backend.oftProject(weight, radius());
+            }
+            rt = buildRotation(backend);
+        }
         if (device != null) {
             Tensor out = device.rotate(backend, x, rt);
-            backend.allocator().release(rt);
+            if (rt != held) {
+                backend.allocator().release(rt);
+            }
             return out;
         }
         float[] r = rt.toFloatArray();
-        backend.allocator().release(rt);
+        if (rt != held) {
+            backend.allocator().release(rt);
+        }
         float[] xs = x.contiguous().toFloatArray();   // [M, in]
         float[] out = new float[xs.length];           // [M, in] = x·R blockwise
         int b = layout.blockSize();
@@ -146,16 +184,20 @@ public final class OftLinear implements Linear.AdapterHook {
     @Override
     public void backward(Backend backend, Tensor x, Tensor dy, Tensor dx) {
         TensorAllocator al = backend.allocator();
-        Tensor rt = buildRotation(backend);   // [stored, b, b] R_jᵀ, from the values the forward used
+        Tensor rt = prepared ? held : buildRotation(backend);   // [stored, b, b] R_jᵀ, from the values the forward used
         if (device != null) {
             Tensor dR = device.backward(backend, x, dx, rt);   // [stored, b, b] dL/dR_j
             backend.oftRotationBackward(weight, dR, terms(), grad);
             al.release(dR);
-            al.release(rt);
+            if (rt != held) {
+                al.release(rt);
+            }
             return;
         }
         float[] r = rt.toFloatArray();
-        al.release(rt);
+        if (rt != held) {
+            al.release(rt);
+        }
         float[] xs = x.contiguous().toFloatArray();   // [M, in]
         float[] g = dx.contiguous().toFloatArray();   // [M, in] dL/d(x·R)
         float[] out = new float[g.length];            // [M, in] dL/dx = g·Rᵀ blockwise

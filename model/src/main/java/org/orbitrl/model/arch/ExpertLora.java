@@ -13,9 +13,9 @@ import org.orbitrl.model.nn.Linear;
 /**
  * The LoRA of one expert projection (gate, up or down) of every expert, run over the expert-grouped
  * rows with the grouped products of {@link Backend#moeExpertMatmul}: {@code y += s·(x·A_eᵀ)·B_eᵀ} on
- * expert e's rows, four grouped products and one axpy for all experts instead of a few launches and
- * temporaries per expert. Backward accumulates each expert's A and B gradients from its rows with two
- * grouped weight-gradient products ({@link Backend#moeExpertWeightGrad}) and adds
+ * expert e's rows, two grouped products for all experts (the second accumulating into y, {@link
+ * Backend#moeExpertMatmulAccumulate}) instead of a few launches and temporaries per expert. Backward accumulates each expert's A and B gradients from its rows with two
+ * grouped weight-gradient products ({@link Backend#moeExpertWeightGrad}) and accumulates
  * {@code s·(dy·B_e)·A_e} into dx. Built per call from the layers' current hooks; null when some
  * expert's hook is not an enabled LoRA of the common rank and scale (the hooks then run one by one).
  */
@@ -62,12 +62,9 @@ final class ExpertLora {
         TensorAllocator al = bk.allocator();
         int p = offsets[offsets.length - 1];
         Tensor xa = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, a.rows());   // [P, r]
-        Tensor d = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, b.rows());    // [P, out]
         bk.moeExpertMatmul(x, a, offsets, xa, 0);
-        bk.moeExpertMatmul(xa, b, offsets, d, 0);
+        bk.moeExpertMatmulAccumulate(xa, b, offsets, scale, y, false);
         al.release(xa);
-        bk.axpy(scale, d, y);
-        al.release(d);
     }
 
     /** Accumulates each expert's A and B gradients and adds the adapter's share into dx [P, in]. */
@@ -81,10 +78,7 @@ final class ExpertLora {
         bk.moeExpertWeightGrad(dy, xa, offsets, scale, gradB);    // dB_e += s · dy_eᵀ · xa_e
         bk.moeExpertWeightGrad(dyB, x, offsets, scale, gradA);    // dA_e += s · (dy·B)_eᵀ · x_e
         al.release(xa);
-        Tensor d = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, a.cols());      // [P, in] = (dy·B) · A
-        bk.moeExpertMatmulTransposed(dyB, a, offsets, d, 0);
+        bk.moeExpertMatmulAccumulate(dyB, a, offsets, scale, dx, true);   // dx += s · (dy·B) · A
         al.release(dyB);
-        bk.axpy(scale, d, dx);
-        al.release(d);
     }
 }

@@ -31,7 +31,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 class OftDevicePathTest {
 
     /** Heap memory that the adapter code must treat as device memory (copies only through this allocator). */
-    private static final TensorAllocator NOT_HOST = new TensorAllocator() {
+    static final TensorAllocator NOT_HOST = new TensorAllocator() {
         @Override
         public Tensor allocate(MemoryCategory category, DType dtype, long... shape) {
             return TensorAllocator.heap().allocate(category, dtype, shape);

@@ -106,7 +106,7 @@ public record JobSpec(String name, String runner, ModelSpec model, AdapterSpec a
                 new OptimizerSpec(t.learningRate(), o.schedule(), o.warmupSteps(), o.minLrRatio(), o.beta1(), o.beta2(),
                         o.eps(), o.weightDecay(), o.gradClip()),
                 steps, new EvalSpec(t.evalInterval(), e.set(), e.size(), e.samples(), e.passAtK()), checkpoint, seed,
-                new AsyncSpec(a.enabled(), t.stalenessBound(), a.partialRollouts(), a.maxLagGroups()), task, placement,
+                new AsyncSpec(a.enabled(), t.stalenessBound(), a.partialRollouts(), a.maxLagGroups(), a.priority()), task, placement,
                 memory);
     }
 

@@ -103,6 +103,16 @@ final class PolicyTrainer {
         Normaliser norm = Normaliser.over(normalisation, fixedConstant, shape);
 
         adapter.zeroGrad();
+        adapter.prepare(model.backend());   // the values hold until the optimizer step: OFT builds its rotations once
+        try {
+            return trainMicroBatches(samples, n, width, mask, rollout, adv, norm);
+        } finally {
+            adapter.unprepare();
+        }
+    }
+
+    private Outcome trainMicroBatches(List<SampleRecord> samples, int n, int width, float[] mask, float[] rollout, float[] adv,
+                                      Normaliser norm) {
         double lossSum = 0;
         double gapSum = 0;
         double gapMax = 0;
@@ -157,6 +167,7 @@ final class PolicyTrainer {
             model.backend().allocator().release(logits);                               // now, not at the next collection
             tape.release(model.backend().allocator());                                 // the layer inputs [tokens, hidden] each
         }
+        adapter.unprepare();                                                          // the optimizer writes the values
         List<Tensor> grads = new ArrayList<>();
         for (Adapter.Param p : adapter.params()) {
             grads.add(p.grad());

@@ -20,6 +20,7 @@ import org.orbitrl.scheduler.job.JobContext;
 import org.orbitrl.scheduler.job.JobException;
 import org.orbitrl.scheduler.job.JobPlan;
 import org.orbitrl.scheduler.job.JobRunner;
+import org.orbitrl.scheduler.job.AsyncSpec;
 import org.orbitrl.scheduler.job.JobSpec;
 import org.orbitrl.scheduler.job.RunnerState;
 import org.orbitrl.scheduler.job.StepMetrics;
@@ -130,7 +131,8 @@ public final class RlJobRunner implements JobRunner {
             // thread pool; on the device its own stream, cuBLAS handle, scratch and allocator, reading the
             // trainer's frozen weights in place. The rollout slots live with the rollout backend.
             rolloutBackend = !isAsync ? null
-                    : onDevice ? new CudaBackend((CudaBackend) backend) : new CpuBackend(Math.max(1, cores / 2), memory);
+                    : onDevice ? new CudaBackend((CudaBackend) backend, spec.async().priority() == AsyncSpec.Priority.ROLLOUT)
+                    : new CpuBackend(Math.max(1, cores / 2), memory);
             CausalLM rolloutModel = rolloutBackend != null ? trainerModel.view(rolloutBackend) : trainerModel.view();
             TensorAllocator slotMemory = isAsync && onDevice ? rolloutBackend.allocator() : adapterMemory;
             slots = new AdapterSlots((AdapterTargets) rolloutModel,

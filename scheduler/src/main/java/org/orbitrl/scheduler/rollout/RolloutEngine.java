@@ -220,6 +220,9 @@ public final class RolloutEngine implements AutoCloseable {
     /** One engine step; returns the samples that finished in it. */
     public List<Completion> step() {
         long version = slots == null ? 0 : slots.beginStep();   // the only place a new adapter version takes effect
+        if (slots != null) {
+            slots.prepareActive(model.backend());
+        }
         for (Request r; (r = submitted.poll()) != null; ) {
             newRequests.add(r);
         }
@@ -282,10 +285,6 @@ public final class RolloutEngine implements AutoCloseable {
             return null;
         }
         org.orbitrl.model.adapter.Adapter adapter = slots == null ? null : slots.active();
-        if (adapter instanceof org.orbitrl.model.adapter.OftAdapter) {
-            graphs.turnOff("OFT adapters decode eagerly: a captured OFT step (the rotation rebuilt in the graph) is not verified on the device");
-            return null;
-        }
         return graphs.forward(segments, adapter, adapter == null || slots.enabled() && adapter.enabled());
     }
 

@@ -52,7 +52,7 @@ import java.util.stream.Stream;
  * <pre>
  * tools/bench -pl scheduler org.orbitrl.scheduler.bench.AsyncModelBench [--repo .] [--config models/qwen3-4b/config.json]
  *     [--small] [--adapters lora,oft] [--steps 6] [--prompts 8] [--samples 8] [--response 256] [--micro-batch 8]
- *     [--modes sync,async] [--graphs auto|on|off|on,off]
+ *     [--modes sync,async] [--graphs auto|on|off|on,off] [--priority rollout|equal]
  *     (on cuda: --steps 4 --response 128 by default)
  *     [--keep DIR]
  * </pre>
@@ -85,6 +85,7 @@ public final class AsyncModelBench {
         int response = Integer.parseInt(option(args, "--response", small ? "16" : gpu ? "128" : "256"));
         int microBatch = Integer.parseInt(option(args, "--micro-batch", Integer.toString(samples)));
         List<String> modes = List.of(option(args, "--modes", "sync,async").split(","));
+        AsyncSpec.Priority priority = AsyncSpec.Priority.valueOf(option(args, "--priority", "rollout").toUpperCase(java.util.Locale.ROOT));
         List<SamplingSpec.DecodeGraphs> graphs = new ArrayList<>();
         for (String g : option(args, "--graphs", "auto").split(",")) {
             graphs.add(SamplingSpec.DecodeGraphs.valueOf(g.trim().toUpperCase(java.util.Locale.ROOT)));
@@ -103,8 +104,8 @@ public final class AsyncModelBench {
                     small ? " shrunk" : "", shape.shape(), (System.nanoTime() - g0) / 1e9, kernels,
                     Runtime.getRuntime().availableProcessors());
             System.out.printf("batch: %d prompts x %d samples, responses up to %d tokens, micro-batches of %d, %d steps"
-                    + " each (first not counted); async: staleness bound 2, at most %d groups ahead%n", prompts, samples,
-                    response, microBatch, steps, 2 * prompts);
+                    + " each (first not counted); async: staleness bound 2, at most %d groups ahead, priority %s%n", prompts, samples,
+                    response, microBatch, steps, 2 * prompts, priority.name().toLowerCase(java.util.Locale.ROOT));
             JobSpec base = JobFiles.read(repo.resolve("conf/jobs.d/quickstart.yaml"));
             List<String> table = new ArrayList<>();
             List<String> ratios = new ArrayList<>();
@@ -116,7 +117,7 @@ public final class AsyncModelBench {
                         String label = mode + ", graphs " + g.name().toLowerCase(java.util.Locale.ROOT);
                         Figures f;
                         try {
-                            f = run(mode.equals("async") ? spec.withAsync(new AsyncSpec(true, 2, PartialRollouts.CONTINUE, 2 * prompts))
+                            f = run(mode.equals("async") ? spec.withAsync(new AsyncSpec(true, 2, PartialRollouts.CONTINUE, 2 * prompts, priority))
                                     : spec, work.resolve(a + "-" + mode + "-" + g));
                         } catch (Exception e) {
                             // one adapter kind the backend cannot run must not cost the others' figures

@@ -13,6 +13,7 @@ import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.kernels.cpu.CpuBackend;
 import org.orbitrl.kernels.cuda.CudaAllocator;
 import org.orbitrl.kernels.cuda.CudaBackend;
+import org.orbitrl.kernels.cuda.PeakSites;
 import org.orbitrl.model.adapter.Adapter;
 import org.orbitrl.model.adapter.AdapterConfig;
 import org.orbitrl.model.adapter.AdapterSlots;
@@ -55,7 +56,8 @@ import java.util.SplittableRandom;
  * {@code --out F} also writes {@code F.json}, from which {@code --render} prints the table again with
  * the peer's figures (the peer runs after this bench, on a free GPU).
  * {@code --layers N} builds only the first N layers (every figure is then for N layers, as labelled);
- * {@code --small} shrinks the widths to a CPU-sized smoke check.
+ * {@code --small} shrinks the widths to a CPU-sized smoke check. With {@code -Dorbit.cuda.peakSites=true} on a
+ * device, each shape also prints the call sites that allocated the activations live at their peak.
  */
 public final class Qwen3TrainBench {
     private static final ObjectMapper JSON = new ObjectMapper();
@@ -185,6 +187,9 @@ public final class Qwen3TrainBench {
             row.failure = outOfMemory(e) ? "out of memory: " + firstLine(e.getMessage()) : "failed: " + causes(e);
         }
         row.peak = peak(backend, hostMem);
+        if (PeakSites.enabled() && backend.allocator() instanceof CudaAllocator ca) {
+            System.out.print(peakSites(ca, MemoryCategory.ACTIVATIONS, batch + "x" + seq, 20));
+        }
         row.peakTotal = backend.allocator() instanceof CudaAllocator ca ? ca.peakBytes() : hostMem.peak().values().stream().mapToLong(Long::longValue).sum();
         seqs.clear();
         releaseGarbage(backend);
@@ -215,6 +220,22 @@ public final class Qwen3TrainBench {
             m.putAll(hostMem.peak());
         }
         return m;
+    }
+
+    /**
+     * With {@code -Dorbit.cuda.peakSites=true}: the call sites that allocated the bytes live at
+     * {@code category}'s highest peak so far, the {@code top} largest, with their share of the peak.
+     */
+    static String peakSites(CudaAllocator ca, MemoryCategory category, String label, int top) {
+        List<PeakSites.Site> sites = ca.peakSites(category);
+        long total = sites.stream().mapToLong(PeakSites.Site::bytes).sum();
+        StringBuilder sb = new StringBuilder(String.format("%s: %s peak %.3f GB (allocator %.3f GB) by allocating site, top %d of %d:%n",
+                label, category, total / 1e9, ca.peakBytes(category) / 1e9, Math.min(top, sites.size()), sites.size()));
+        for (PeakSites.Site s : sites.subList(0, Math.min(top, sites.size()))) {
+            sb.append(String.format("  %10.3f GB %5.1f%% %6d allocations  %s%n", s.bytes() / 1e9, 100.0 * s.bytes() / Math.max(1, total),
+                    s.allocations(), s.site()));
+        }
+        return sb.toString();
     }
 
     /**

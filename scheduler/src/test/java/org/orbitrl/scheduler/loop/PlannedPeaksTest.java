@@ -218,7 +218,9 @@ class PlannedPeaksTest {
         }
         Runnable step = () -> {
             adapter.zeroGrad();
+            adapter.prepare(backend);   // as the RL trainer does around its micro-batches (OFT keeps its rotations)
             double loss = nextTokenLoss(model, backend, seqs, r.recompute);
+            adapter.unprepare();
             List<Tensor> grads = new ArrayList<>();
             for (Adapter.Param p : adapter.params()) {
                 grads.add(p.grad());

@@ -17,6 +17,7 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
@@ -75,6 +76,37 @@ class AdapterSlotsTest {
             assertArrayEquals(java.util.Arrays.copyOf(only0.tokens(), 4), java.util.Arrays.copyOf(c.tokens(), 4));
             assertArrayEquals(java.util.Arrays.copyOf(only0.policyLogprobs(), 4), java.util.Arrays.copyOf(c.policyLogprobs(), 4), 0f);
             assertNotEquals(only0.policyLogprobs()[5], c.policyLogprobs()[5], "version 1 changed the policy");
+        }
+    }
+
+    @Test
+    void aNewerPublicationReplacesOneNotYetServedWithoutWaiting() throws Exception {
+        try (LoadedModel m = RolloutEngineTest.model("qwen3_moe"); LoadedModel trainer = RolloutEngineTest.model("qwen3_moe")) {
+            AdapterSlots slots = new AdapterSlots(m.targets(),
+                    () -> LoraAdapter.create(CFG, m.targets(), m.model().backend().allocator(), 1), 0);
+            fill(slots.active(), 0f);
+            LoraAdapter src = LoraAdapter.create(CFG, trainer.targets(), trainer.model().backend().allocator(), 2);
+            fill(src, 1e-3f);
+            slots.publish(src, 1);
+            fill(src, 2e-3f);
+            Thread t = new Thread(() -> {
+                try {
+                    slots.publish(src, 2);   // version 1 is still waiting for a step: replaced, not waited for
+                } catch (InterruptedException ex) {
+                    Thread.currentThread().interrupt();
+                }
+            });
+            t.start();
+            t.join(10_000);
+            assertTrue(!t.isAlive(), "the second publication returned without an engine step");
+            assertEquals(0, slots.activeVersion(), "nothing switches before the engine's next step");
+            assertEquals(2, slots.beginStep(), "the engine switches to the newest version");
+            for (Adapter.Param p : slots.active().params()) {
+                for (float x : p.value().toFloatArray()) {
+                    assertEquals(2e-3f, x, 0f, "the serving slot holds version 2 whole: " + p.name());
+                }
+            }
+            assertThrows(IllegalArgumentException.class, () -> slots.publish(src, 2), "versions only move forward");
         }
     }
 

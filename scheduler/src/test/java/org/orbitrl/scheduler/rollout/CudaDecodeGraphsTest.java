@@ -12,7 +12,10 @@ import org.orbitrl.kernels.cuda.CudaBackend;
 import org.orbitrl.model.BaseFormat;
 import org.orbitrl.model.LoadedModel;
 import org.orbitrl.model.adapter.Adapter;
+import org.orbitrl.model.adapter.AdapterConfig;
 import org.orbitrl.model.adapter.AdapterSlots;
+import org.orbitrl.model.adapter.OftAdapter;
+import org.orbitrl.model.adapter.OftSettings;
 import org.orbitrl.model.adapter.LoraAdapter;
 
 import java.util.ArrayList;
@@ -32,7 +35,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * batches of at most 16 rows (6 sequences padded to 8, then 5, 3, 2, 1: the GEMV kernels compute
  * each row alone, so padding rows cannot touch the real ones); at 20 sequences padded to 32 the
  * products go through cuBLAS, whose kernel choice may depend on the row count, so the log-probs are
- * compared within 1e-4 + 1e-4·|eager| up to a sample's first differing token. Also: graphs are
+ * compared within 1e-4 + 1e-4·|eager| up to a sample's first differing token. The same bit-for-bit
+ * check with an OFT adapter on all seven projections, its rotations rebuilt inside the replayed step. Also: graphs are
  * counted, their arenas are device memory (activations) and are freed when the engine closes.
  * Skipped where no CUDA device is present.
  */
@@ -58,12 +62,16 @@ class CudaDecodeGraphsTest {
 
     /** Seeded values in every adapter tensor, written through {@code memory} (device or host). */
     static void randomize(Adapter a, TensorAllocator memory, long seed) {
+        randomize(a, memory, seed, 0.2f);
+    }
+
+    static void randomize(Adapter a, TensorAllocator memory, long seed, float scale) {
         SplittableRandom rnd = new SplittableRandom(seed);
         for (Adapter.Param p : a.params()) {
             Tensor v = p.value();
             float[] x = new float[Math.toIntExact(v.numel())];
             for (int i = 0; i < x.length; i++) {
-                x[i] = (float) (rnd.nextDouble(-1, 1) * 0.2);
+                x[i] = (float) (rnd.nextDouble(-1, 1) * scale);
             }
             memory.copy(Tensor.of(x, v.shape()), v);
         }
@@ -72,14 +80,25 @@ class CudaDecodeGraphsTest {
     private record Run(List<Completion> done, RolloutEngine.Stats stats, long activationsFreed) {
     }
 
+    /** OFT on every projection of the fixture: block size 8, the exact Cayley map (rebuilt in each step). */
+    private static final AdapterConfig OFT = AdapterConfig.oft(OftSettings.ofBlockSize(8),
+            List.of("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"));
+
     private static Run run(RolloutEngine.Graphs graphs, List<Request> reqs, int publishAt) {
+        return run(graphs, reqs, publishAt, false);
+    }
+
+    private static Run run(RolloutEngine.Graphs graphs, List<Request> reqs, int publishAt, boolean oft) {
         try (LoadedModel m = LoadedModel.load(RolloutEngineTest.HF.resolve("qwen3"), gpu, BaseFormat.BF16);
              LoadedModel trainer = LoadedModel.load(RolloutEngineTest.HF.resolve("qwen3"), Backends.cpu(), BaseFormat.BF16)) {
-            AdapterSlots slots = new AdapterSlots(m.targets(),
-                    () -> LoraAdapter.create(DecodeGraphsTest.CFG, m.targets(), gpu.allocator(), 7), 0, gpu.allocator());
-            randomize(slots.active(), gpu.allocator(), 31);
-            LoraAdapter next = LoraAdapter.create(DecodeGraphsTest.CFG, trainer.targets(), TensorAllocator.heap(), 8);
-            randomize(next, TensorAllocator.heap(), 32);
+            AdapterSlots slots = new AdapterSlots(m.targets(), () -> oft
+                    ? OftAdapter.create(OFT, m.targets(), gpu.allocator())
+                    : LoraAdapter.create(DecodeGraphsTest.CFG, m.targets(), gpu.allocator(), 7), 0, gpu.allocator());
+            float scale = oft ? 0.05f : 0.2f;
+            randomize(slots.active(), gpu.allocator(), 31, scale);
+            Adapter next = oft ? OftAdapter.create(OFT, trainer.targets(), TensorAllocator.heap())
+                    : LoraAdapter.create(DecodeGraphsTest.CFG, trainer.targets(), TensorAllocator.heap(), 8);
+            randomize(next, TensorAllocator.heap(), 32, scale);
             List<Completion> done = new ArrayList<>();
             RolloutEngine e = new RolloutEngine(m.model(), slots, new RolloutEngine.Options(4, 512, 32, 512, graphs), null);
             reqs.forEach(e::submit);
@@ -118,9 +137,22 @@ class CudaDecodeGraphsTest {
 
     @Test
     void replayedGraphsEqualTheEagerEngineBitForBitAtSmallBatches() {
+        bitForBitAcrossAPublication(false);
+    }
+
+    /**
+     * OFT: each replay rebuilds the rotations (Cayley map, block-diagonal) from the serving slot's
+     * parameters inside the graph, so a publication into the idle slot reaches the replayed steps.
+     */
+    @Test
+    void oftReplayedGraphsEqualTheEagerEngineBitForBit() {
+        bitForBitAcrossAPublication(true);
+    }
+
+    private static void bitForBitAcrossAPublication(boolean oft) {
         List<Request> reqs = requests(6, 17);
-        Run eager = run(RolloutEngine.Graphs.OFF, reqs, 4);
-        Run graph = run(RolloutEngine.Graphs.ON, reqs, 4);
+        Run eager = run(RolloutEngine.Graphs.OFF, reqs, 4, oft);
+        Run graph = run(RolloutEngine.Graphs.ON, reqs, 4, oft);
         assertEquals(eager.done().size(), graph.done().size());
         boolean switched = false;
         for (int i = 0; i < eager.done().size(); i++) {
@@ -139,8 +171,8 @@ class CudaDecodeGraphsTest {
         }
         assertTrue(switched, "some sample spans the adapter switch");
         RolloutEngine.Stats s = graph.stats();
-        System.out.printf("cuda decode graphs: %d of %d steps replayed, %d graphs, %d arena bytes (freed on close: %d)%n",
-                s.graphSteps(), s.steps(), s.graphs(), s.graphArenaBytes(), graph.activationsFreed());
+        System.out.printf("cuda decode graphs (%s): %d of %d steps replayed, %d graphs, %d arena bytes (freed on close: %d)%n",
+                oft ? "OFT" : "LoRA", s.graphSteps(), s.steps(), s.graphs(), s.graphArenaBytes(), graph.activationsFreed());
         assertEquals(s.steps() - 1, s.graphSteps(), "every decode step after the prefill replays a graph");
         assertTrue(s.graphs() >= 5, "graphs by batch bucket, table width and adapter slot: " + s.graphs());
         assertTrue(s.graphArenaBytes() > 0, "arenas hold the steps' activations");

@@ -1,0 +1,211 @@
+package org.orbitrl.kernels.cuda;
+
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.ExpertWeights;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cuda.internal.DevicePointer;
+import org.orbitrl.kernels.cuda.internal.Kernel;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.Arrays;
+
+import static org.bytedeco.cuda.global.cudart.cudaMemcpyAsync;
+import static org.bytedeco.cuda.global.cudart.cudaMemcpyHostToDevice;
+
+/**
+ * The f32 expert products of the grouped mixture-of-experts block where one side is narrow (the
+ * experts' LoRA factors: rank r ≤ {@value #NARROW}), by the kernels of {@code moe_lora.cu}:
+ * <ul>
+ *   <li>{@link #matmul}: every expert's rows in tiles of 128 rows × 32 output columns, one launch for
+ *       all experts; the wide operand (the [P, hidden] rows or the [P, hidden] output) is streamed once,
+ *       and the output may be accumulated ({@code out = alpha·product + beta·out}), which saves the
+ *       product's temporary and the separate axpy.</li>
+ *   <li>{@link #weightGrad}: grads[e] += scale·dys_eᵀ·xs_e, one block a 32 × 128 tile of an expert's
+ *       gradient summing over the expert's rows in a fixed order (no atomics: deterministic).</li>
+ * </ul>
+ * f32 arithmetic throughout (fused multiply-add), the sums over the inner dimension in ascending
+ * order. The per-call table (expert pointers and row tiles) is uploaded by one copy a call.
+ */
+final class CudaNarrowExperts {
+    /** Widest narrow side (rows or columns of the expert matrices) these kernels take. */
+    static final int NARROW = 128;
+    private static final int TILE_ROWS = 128;
+    private static final int TILE_COLS = 32;
+    private static final int GRAD_B = 128;
+    private static final int THREADS = 256;
+
+    private final CudaContext ctx;
+    private final Kernel gemm;
+    private final Kernel wgrad;
+    private Tensor table;            // i64 [words] on the device, grown on demand
+    // i64 [words] on the host; pageable (the driver stages a pageable copy before cudaMemcpyAsync returns)
+    private MemorySegment staging = MemorySegment.NULL;
+
+    CudaNarrowExperts(CudaContext ctx) {
+        this.ctx = ctx;
+        this.gemm = ctx.kernel("moe_lora", "moe_rows_gemm");
+        this.wgrad = ctx.kernel("moe_lora", "moe_rows_wgrad");
+    }
+
+    /** Whether every expert with rows is a dense f32 matrix and one side of the experts is narrow. */
+    static boolean handles(ExpertWeights w, int[] offsets) {
+        if (Math.min(w.rows(), w.cols()) > NARROW || offsets.length != w.experts() + 1) {
+            return false;
+        }
+        for (int e = 0; e < w.experts(); e++) {
+            if (offsets[e + 1] > offsets[e] && (w.quantized(e) != null || w.dense(e) == null || w.dense(e).dtype() != DType.F32)) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /** Whether the weight gradient has a narrow side (dys [P, N], xs [P, K]). */
+    static boolean handlesGrad(Tensor dys, Tensor xs) {
+        return Math.min(dys.size(-1), xs.size(-1)) <= NARROW;
+    }
+
+    /**
+     * out [P, outCols] = alpha · (in [P, inCols] rows of expert e) · W_eᵀ (forward) or · W_e
+     * (transposed) + beta · out; beta 0 overwrites out without reading it. Experts [N, K] dense f32.
+     */
+    void matmul(String op, Tensor in, ExpertWeights w, int[] offsets, Tensor out, boolean transposed, float alpha, float beta) {
+        w.requireHeld(op, offsets);
+        ctx.devContiguous(op + " in", in, DType.F32);
+        ctx.devContiguous(op + " out", out, DType.F32);
+        int n = w.rows();
+        int k = w.cols();
+        int inCols = transposed ? n : k;
+        int outCols = transposed ? k : n;
+        int experts = w.experts();
+        int p = offsets[experts];
+        if (in.size(-1) != inCols || in.numel() != (long) p * inCols || out.size(-1) != outCols || out.numel() != (long) p * outCols) {
+            throw new IllegalArgumentException(op + ": " + p + " grouped rows " + in + " -> " + out + " for experts [" + n + ", " + k + "]");
+        }
+        int tiles = 0;
+        for (int e = 0; e < experts; e++) {
+            int rows = offsets[e + 1] - offsets[e];
+            if (rows < 0) {
+                throw new IllegalArgumentException(op + ": offsets must not decrease, expert " + e + " has " + offsets[e] + " .. " + offsets[e + 1]);
+            }
+            if (rows > 0) {
+                ctx.devContiguous(op + " expert " + e, w.dense(e), DType.F32);
+                tiles += (rows + TILE_ROWS - 1) / TILE_ROWS;
+            }
+        }
+        if (tiles == 0 || outCols == 0) {
+            return;
+        }
+        // table: [experts] weight addresses (u64), then [tiles, 3] i32 (expert, first row, rows) packed two a word
+        long tileWords = (3L * tiles + 1) / 2;
+        MemorySegment h = staging(experts + tileWords);
+        long tileBytes = 8L * experts;
+        int t = 0;
+        for (int e = 0; e < experts; e++) {
+            int rows = offsets[e + 1] - offsets[e];
+            h.setAtIndex(ValueLayout.JAVA_LONG, e, rows > 0 ? CudaAllocator.address(w.dense(e)) : 0L);
+            for (int r = 0; r < rows; r += TILE_ROWS) {
+                h.set(ValueLayout.JAVA_INT, tileBytes + 12L * t, e);
+                h.set(ValueLayout.JAVA_INT, tileBytes + 12L * t + 4, offsets[e] + r);
+                h.set(ValueLayout.JAVA_INT, tileBytes + 12L * t + 8, Math.min(TILE_ROWS, rows - r));
+                t++;
+            }
+        }
+        long base = upload(h, experts + tileWords);
+        // W'(c, i) of the kernel: output column c, inner index i. Forward: W_e[c][i] (row stride K);
+        // transposed: W_e[i][c] (column c of W_e, inner stride K).
+        long wsn = transposed ? 1L : k;
+        long wsk = transposed ? (long) k : 1L;
+        int colTiles = (outCols + TILE_COLS - 1) / TILE_COLS;
+        int vec = outCols % 4 == 0 && CudaAllocator.address(out) % 16 == 0 ? 1 : 0;
+        ctx.launch2d(gemm, tiles, colTiles, THREADS, in, inCols, base, wsn, wsk, base + tileBytes, out, outCols, alpha, beta, vec);
+    }
+
+    /** grads[e] [N, K] += scale · dys_eᵀ [N, m] · xs_e [m, K] over expert e's m rows (dys [P, N], xs [P, K]). */
+    void weightGrad(String op, Tensor dys, Tensor xs, int[] offsets, float scale, Tensor[] grads) {
+        ctx.devContiguous(op + " dys", dys, DType.F32);
+        ctx.devContiguous(op + " xs", xs, DType.F32);
+        int experts = grads.length;
+        int n = dys.size(-1);
+        int k = xs.size(-1);
+        if (offsets.length != experts + 1) {
+            throw new IllegalArgumentException(op + ": " + offsets.length + " offsets for " + experts + " gradients (expected E + 1)");
+        }
+        int p = offsets[experts];
+        if (dys.numel() != (long) p * n || xs.numel() != (long) p * k) {
+            throw new IllegalArgumentException(op + ": dys " + dys + " and xs " + xs + " must hold " + p + " grouped rows");
+        }
+        int active = 0;
+        for (int e = 0; e < experts; e++) {
+            if (offsets[e + 1] > offsets[e]) {
+                Tensor gr = grads[e];
+                if (gr == null || gr.rank() != 2 || gr.dim(0) != n || gr.dim(1) != k) {
+                    throw new IllegalArgumentException(op + ": expert " + e + " has " + (offsets[e + 1] - offsets[e])
+                            + " rows but its gradient is " + gr + ", expected f32 [" + n + ", " + k + "]");
+                }
+                ctx.devContiguous(op + " gradient of expert " + e, gr, DType.F32);
+                active++;
+            }
+        }
+        if (active == 0 || n == 0 || k == 0) {
+            return;
+        }
+        // the narrow side is the kernel's a (32 a tile), the wide side its b (128 a tile): G(a, b) at a·gsa + b·gsb
+        boolean narrowN = n <= k;
+        Tensor u = narrowN ? dys : xs;
+        Tensor v = narrowN ? xs : dys;
+        int aCols = narrowN ? n : k;
+        int bCols = narrowN ? k : n;
+        long gsa = narrowN ? k : 1L;
+        long gsb = narrowN ? 1L : k;
+        long listWords = (3L * active + 1) / 2;
+        MemorySegment h = staging(experts + listWords);
+        long listBytes = 8L * experts;
+        // the experts with the most rows first: their blocks run longest, so they start in the first wave
+        Integer[] byRows = new Integer[active];
+        int s = 0;
+        for (int e = 0; e < experts; e++) {
+            boolean has = offsets[e + 1] > offsets[e];
+            h.setAtIndex(ValueLayout.JAVA_LONG, e, has ? CudaAllocator.address(grads[e]) : 0L);
+            if (has) {
+                byRows[s++] = e;
+            }
+        }
+        Arrays.sort(byRows, (x, y) -> Integer.compare(offsets[y + 1] - offsets[y], offsets[x + 1] - offsets[x]));
+        for (int j = 0; j < active; j++) {
+            int e = byRows[j];
+            h.set(ValueLayout.JAVA_INT, listBytes + 12L * j, e);
+            h.set(ValueLayout.JAVA_INT, listBytes + 12L * j + 4, offsets[e]);
+            h.set(ValueLayout.JAVA_INT, listBytes + 12L * j + 8, offsets[e + 1] - offsets[e]);
+        }
+        long base = upload(h, experts + listWords);
+        int bTiles = (bCols + GRAD_B - 1) / GRAD_B;
+        int aTiles = (aCols + TILE_COLS - 1) / TILE_COLS;
+        ctx.launch2d(wgrad, (long) active * bTiles, aTiles, THREADS, u, aCols, v, bCols, base + listBytes, bTiles, base, gsa, gsb, scale);
+    }
+
+    /** The host table, at least {@code words} u64 words. */
+    private MemorySegment staging(long words) {
+        if (staging.byteSize() < 8 * words) {
+            staging = Arena.ofAuto().allocate(8 * Math.max(words, 1024), 16);
+        }
+        return staging;
+    }
+
+    /** Copies the first {@code words} words of the host table to the device table (one copy); returns its address. */
+    private long upload(MemorySegment h, long words) {
+        if (table == null || table.numel() < words) {
+            if (table != null) {
+                ctx.allocator.free(table);
+            }
+            table = ctx.allocator.allocate(MemoryCategory.ACTIVATIONS, DType.I64, Math.max(words, 1024));
+        }
+        long dst = CudaAllocator.address(table);
+        CudaCheck.check(cudaMemcpyAsync(new DevicePointer(dst), new DevicePointer(h.address()), 8 * words, cudaMemcpyHostToDevice,
+                ctx.stream.handle()), "cudaMemcpyAsync host->device (narrow expert table)", words + " words");
+        return dst;
+    }
+}

@@ -1,0 +1,210 @@
+package org.orbitrl.kernels.bench;
+
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.ExpertWeights;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.MoeHostOps;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cuda.Cuda;
+import org.orbitrl.kernels.cuda.CudaAllocator;
+import org.orbitrl.kernels.cuda.CudaBackend;
+import org.orbitrl.kernels.quant.QuantizedTensor;
+
+import java.io.IOException;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.SplittableRandom;
+
+/**
+ * The expert LoRA operations of one training step's MoE layer at the Qwen3-30B-A3B shape (16,384
+ * tokens, top-8 of 128 experts: 131,072 grouped rows, hidden 2048, expert width 768, rank 32, f32
+ * LoRA factors, a skewed routing with some experts idle), each timed with the narrow-side kernels
+ * and with {@code orbit.cuda.narrowExperts=off} (the grouped f32 cuBLAS products, and a product plus
+ * an axpy for the accumulating form), and against the device copy bandwidth measured in the same run
+ * (bytes the operation must read and write over its time). moeGroup: the counting sort against the
+ * single-block grouping ({@code orbit.cuda.moeGroup=single}).
+ * Usage: {@code MoeLoraOpsBench [OUT_DIR]}; prints a table and writes {@code moe-lora-ops.md}.
+ */
+public final class MoeLoraOpsBench {
+    private static final GpuBench TABLE = new GpuBench(72, 20, 22);
+    private static final int TOKENS = 16384;
+    private static final int TOPK = 8;
+    private static final int E = 128;
+    private static final int HIDDEN = 2048;
+    private static final int WIDTH = 768;
+    private static final int RANK = 32;
+    private static final String NARROW = "orbit.cuda.narrowExperts";
+    private static final String GROUP = "orbit.cuda.moeGroup";
+
+    private MoeLoraOpsBench() {
+    }
+
+    public static void main(String[] args) throws IOException {
+        if (!Cuda.available()) {
+            System.out.println("MoeLoraOpsBench: no CUDA device: " + Cuda.unavailableReason());
+            return;
+        }
+        Path out = args.length > 0 ? Path.of(args[0]) : null;
+        try (CudaBackend gpu = new CudaBackend()) {
+            System.out.println("device: " + gpu.device());
+            double copy = TABLE.copyBandwidthRow(gpu);
+            SplittableRandom r = new SplittableRandom(7);
+            int[] ids = skewedIds(r);
+            int p = ids.length;
+            Tensor hIds = Tensor.ofInts(ids, TOKENS, TOPK);
+            Tensor[] grouping = {Tensor.allocate(java.lang.foreign.Arena.ofAuto(), DType.I32, E + 1),
+                    Tensor.allocate(java.lang.foreign.Arena.ofAuto(), DType.I32, p),
+                    Tensor.allocate(java.lang.foreign.Arena.ofAuto(), DType.I32, p)};
+            MoeHostOps.group(hIds, E, grouping[0], grouping[1], grouping[2]);
+            int[] offsets = new int[E + 1];
+            long[] off = grouping[0].toLongArray();
+            for (int e = 0; e <= E; e++) {
+                offsets[e] = (int) off[e];
+            }
+            group(gpu, hIds, p);
+
+            CudaAllocator al = gpu.allocator();
+            List<Tensor> owned = new ArrayList<>();
+            Tensor x = filled(gpu, r, owned, p, HIDDEN);        // [P, hidden] gathered rows
+            Tensor h = filled(gpu, r, owned, p, WIDTH);         // [P, width] (dy of gate/up, or the down input)
+            Tensor xa = filled(gpu, r, owned, p, RANK);         // [P, r]
+            Tensor outR = filled(gpu, r, owned, p, RANK);       // [P, r]
+            Tensor outH = filled(gpu, r, owned, p, HIDDEN);     // [P, hidden]
+            Tensor outW = filled(gpu, r, owned, p, WIDTH);      // [P, width]
+            ExpertWeights aGate = experts(gpu, r, owned, RANK, HIDDEN);   // gate/up A [r, hidden]
+            ExpertWeights bGate = experts(gpu, r, owned, WIDTH, RANK);    // gate/up B [width, r]
+            ExpertWeights aDown = experts(gpu, r, owned, RANK, WIDTH);    // down A [r, width]
+            ExpertWeights bDown = experts(gpu, r, owned, HIDDEN, RANK);   // down B [hidden, r]
+            Tensor[] gA = grads(gpu, owned, RANK, HIDDEN);
+            Tensor[] gB = grads(gpu, owned, WIDTH, RANK);
+
+            long f = 4;
+            op(gpu, copy, "x·Aᵀ [P,2048]->[P,32] (gate/up)", f * p * (HIDDEN + RANK),
+                    () -> gpu.moeExpertMatmul(x, aGate, offsets, outR, 0));
+            op(gpu, copy, "h·Aᵀ [P,768]->[P,32] (down)", f * p * (WIDTH + RANK),
+                    () -> gpu.moeExpertMatmul(h, aDown, offsets, outR, 0));
+            op(gpu, copy, "y += s·xa·Bᵀ [P,32]->[P,768] (gate/up)", f * p * (RANK + 2L * WIDTH),
+                    () -> gpu.moeExpertMatmulAccumulate(xa, bGate, offsets, 0.5f, outW, false));
+            op(gpu, copy, "y += s·xa·Bᵀ [P,32]->[P,2048] (down)", f * p * (RANK + 2L * HIDDEN),
+                    () -> gpu.moeExpertMatmulAccumulate(xa, bDown, offsets, 0.5f, outH, false));
+            op(gpu, copy, "dy·B [P,768]->[P,32] (gate/up)", f * p * (WIDTH + RANK),
+                    () -> gpu.moeExpertMatmulTransposed(h, bGate, offsets, outR, 0));
+            op(gpu, copy, "dx += s·(dy·B)·A [P,32]->[P,2048] (gate/up)", f * p * (RANK + 2L * HIDDEN),
+                    () -> gpu.moeExpertMatmulAccumulate(xa, aGate, offsets, 0.5f, outH, true));
+            op(gpu, copy, "dA += s·(dy·B)ᵀ·x [r,2048] (gate/up)", f * p * (RANK + HIDDEN),
+                    () -> gpu.moeExpertWeightGrad(xa, x, offsets, 0.5f, gA));
+            op(gpu, copy, "dB += s·dyᵀ·xa [768,r] (gate/up)", f * p * (WIDTH + RANK),
+                    () -> gpu.moeExpertWeightGrad(h, xa, offsets, 0.5f, gB));
+            gpu.synchronize();
+            for (Tensor t : owned) {
+                al.free(t);
+            }
+            TABLE.write("MoE expert LoRA operations on " + gpu.device() + " (" + p + " grouped rows, " + E + " experts, rank "
+                    + RANK + ")", out, "moe-lora-ops.md");
+        }
+    }
+
+    /** Times {@code work} with the narrow kernels and with them off; rows: GB/s against the copy, and the speed-up. */
+    private static void op(CudaBackend gpu, double copy, String name, long bytes, Runnable work) {
+        double fast = GpuBench.timeMs(gpu, 10, work);
+        System.setProperty(NARROW, "off");
+        double old;
+        try {
+            old = GpuBench.timeMs(gpu, 10, work);
+        } finally {
+            System.clearProperty(NARROW);
+        }
+        TABLE.bandwidthRow(name + String.format(" %.3f ms", fast), bytes / (fast * 1e6), copy);
+        TABLE.row("  vs narrowExperts=off", String.format("%.3f ms", old), "the narrow kernels", old / fast);
+    }
+
+    private static void group(CudaBackend gpu, Tensor hIds, int p) {
+        CudaAllocator al = gpu.allocator();
+        Tensor ids = gpu.toDevice(hIds, MemoryCategory.OTHER);
+        Tensor off = al.allocate(MemoryCategory.OTHER, DType.I32, E + 1);
+        Tensor order = al.allocate(MemoryCategory.OTHER, DType.I32, p);
+        Tensor pos = al.allocate(MemoryCategory.OTHER, DType.I32, p);
+        double sort = GpuBench.timeMs(gpu, 20, () -> gpu.moeGroup(ids, E, off, order, pos));
+        System.setProperty(GROUP, "single");
+        double single;
+        try {
+            single = GpuBench.timeMs(gpu, 5, () -> gpu.moeGroup(ids, E, off, order, pos));
+        } finally {
+            System.clearProperty(GROUP);
+        }
+        TABLE.row("moeGroup " + TOKENS + "x" + TOPK + " ids, " + E + " experts", String.format("%.1f us", sort * 1e3),
+                String.format("single block %.1f us", single * 1e3), single / sort);
+        gpu.synchronize();
+        al.free(ids);
+        al.free(off);
+        al.free(order);
+        al.free(pos);
+    }
+
+    /** A device f32 tensor [rows, cols] of seeded values in [-1, 1) (a 4 MiB random block repeated). */
+    private static Tensor filled(CudaBackend gpu, SplittableRandom r, List<Tensor> owned, long rows, long cols) {
+        int block = 1 << 20;
+        float[] v = new float[block];
+        for (int i = 0; i < block; i++) {
+            v[i] = (float) (r.nextDouble() * 2 - 1);
+        }
+        Tensor src = gpu.toDevice(Tensor.of(v, block), MemoryCategory.OTHER);
+        Tensor t = gpu.allocator().allocate(MemoryCategory.OTHER, DType.F32, rows, cols);
+        Tensor flat = t.reshape(rows * cols);
+        for (long at = 0; at < rows * cols; at += block) {
+            long n = Math.min(block, rows * cols - at);
+            gpu.copy(src.slice(0, 0, n), flat.slice(0, at, at + n));
+        }
+        gpu.synchronize();
+        gpu.allocator().free(src);
+        owned.add(t);
+        return t;
+    }
+
+    private static ExpertWeights experts(CudaBackend gpu, SplittableRandom r, List<Tensor> owned, int rows, int cols) {
+        Tensor[] dense = new Tensor[E];
+        for (int e = 0; e < E; e++) {
+            float[] v = new float[rows * cols];
+            for (int i = 0; i < v.length; i++) {
+                v[i] = (float) ((r.nextDouble() * 2 - 1) * 0.05);
+            }
+            dense[e] = gpu.toDevice(Tensor.of(v, rows, cols), MemoryCategory.OTHER);
+            owned.add(dense[e]);
+        }
+        return new ExpertWeights(rows, cols, dense, new QuantizedTensor[E]);
+    }
+
+    private static Tensor[] grads(CudaBackend gpu, List<Tensor> owned, int rows, int cols) {
+        Tensor[] g = new Tensor[E];
+        for (int e = 0; e < E; e++) {
+            g[e] = gpu.toDevice(Tensor.of(new float[rows * cols], rows, cols), MemoryCategory.OTHER);
+            owned.add(g[e]);
+        }
+        return g;
+    }
+
+    /** Ids [tokens, 8], distinct within a token, skewed towards low experts; experts 120..127 never chosen. */
+    private static int[] skewedIds(SplittableRandom r) {
+        int used = E - 8;
+        int[] ids = new int[TOKENS * TOPK];
+        for (int t = 0; t < TOKENS; t++) {
+            int taken = 0;
+            long mask0 = 0;
+            long mask1 = 0;
+            while (taken < TOPK) {
+                int e = Math.min(used - 1, (int) (used * Math.pow(r.nextDouble(), 1.5)));
+                boolean seen = e < 64 ? (mask0 >> e & 1) != 0 : (mask1 >> (e - 64) & 1) != 0;
+                if (!seen) {
+                    if (e < 64) {
+                        mask0 |= 1L << e;
+                    } else {
+                        mask1 |= 1L << (e - 64);
+                    }
+                    ids[t * TOPK + taken++] = e;
+                }
+            }
+        }
+        return ids;
+    }
+}

@@ -1,0 +1,182 @@
+package org.orbitrl.kernels.cuda;
+
+import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.AttentionSpec;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.Tensor;
+
+import java.lang.foreign.Arena;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Collections;
+import java.util.List;
+import java.util.Random;
+import java.util.SplittableRandom;
+
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * Paged decode attention (the default, non-exact path: the tiled kernels of {@code paged_decode.cu}
+ * for query groups up to 8, the per-warp kernel above) against the scalar backend's attention over
+ * the same keys gathered contiguously: batches of 1, 3 and 64 with ragged contexts (1, 17, 512,
+ * 1000 keys and random ones) and of 140 short ones (one key split), sliding windows, sinks, GQA
+ * 8:1, 3:1 and 1:1 and a 16:1 group, head dims 128, 96, 64 (Dv 32 to 128), cache blocks of 16 and
+ * 32 handed out in a shuffled order with spare blocks of garbage, q and out as strided views whose padding must stay untouched. Every case
+ * runs on the default backend (4 query heads a warp) and on sibling backends made with
+ * {@code -Dorbit.cuda.pagedDecode=heads2} (2 heads a warp) and {@code =old} (the per-warp kernel kept
+ * as the fallback). Tolerance |err| ≤ 2e-6 + 2e-5·|ref| (f32 throughout; outputs are
+ * convex combinations of values of magnitude ≤ 1).
+ */
+class CudaPagedDecodeTest extends CudaTestBase {
+    private static final double ATOL = 2e-6;
+    private static final double RTOL = 2e-5;
+
+    /** One decode batch: heads, dims, cache block size, window, sinks and the sequences' key counts. */
+    private record Case(int hq, int hkv, int d, int dv, int blockSize, int window, boolean sinks, int[] lens) {
+        @Override
+        public String toString() {
+            return String.format("Hq=%d Hkv=%d D=%d Dv=%d block=%d window=%d sinks=%b B=%d lens=%s", hq, hkv, d, dv, blockSize, window,
+                    sinks, lens.length, lens.length <= 8 ? Arrays.toString(lens) : Arrays.toString(Arrays.copyOf(lens, 8)) + "...");
+        }
+    }
+
+    /** {@code b} key counts: 1, 17, 512, 1000 first, then uniform in [1, 1000]. */
+    private static int[] ragged(SplittableRandom r, int b) {
+        int[] fixed = {1, 17, 512, 1000};
+        int[] lens = new int[b];
+        for (int i = 0; i < b; i++) {
+            lens[i] = i < fixed.length ? fixed[i] : 1 + r.nextInt(1000);
+        }
+        return lens;
+    }
+
+    /** {@code b} key counts from 1 to 90. */
+    private static int[] shortContexts(int b) {
+        int[] lens = new int[b];
+        for (int i = 0; i < b; i++) {
+            lens[i] = 1 + (i * 37) % 90;
+        }
+        return lens;
+    }
+
+    private static List<Case> cases() {
+        SplittableRandom r = rng(64);
+        return List.of(
+                new Case(8, 1, 128, 128, 16, 0, false, new int[]{1000}),
+                new Case(8, 1, 128, 128, 32, 0, true, new int[]{1, 17, 512}),
+                new Case(4, 4, 64, 64, 16, 0, false, new int[]{17, 1000, 1}),
+                new Case(16, 2, 128, 128, 16, 100, true, new int[]{512, 1000, 17}),
+                new Case(32, 4, 128, 128, 16, 0, false, ragged(r, 64)),
+                new Case(8, 8, 64, 64, 32, 37, false, ragged(r, 64)),
+                new Case(6, 2, 96, 128, 32, 0, true, new int[]{700, 33, 64}),
+                new Case(8, 2, 128, 32, 16, 16, false, new int[]{1, 40, 1000}),
+                new Case(16, 1, 64, 64, 16, 0, true, new int[]{5, 70, 512}),
+                new Case(8, 4, 64, 64, 16, 20, true, shortContexts(140))); // enough blocks for one split
+    }
+
+    @Test
+    void everyPagedDecodeKernelMatchesReference() {
+        SplittableRandom r = rng(65);
+        try (CudaBackend heads2 = sibling("heads2"); CudaBackend old = sibling("old")) {
+            for (Case c : cases()) {
+                check(c, r, List.of(gpu, heads2, old), List.of("tiled, 4 heads a warp", "tiled, 2 heads a warp", "old per-warp kernel"));
+            }
+        }
+    }
+
+    /** A backend sharing {@code gpu}'s memory, made with {@code -Dorbit.cuda.pagedDecode=choice}. */
+    private static CudaBackend sibling(String choice) {
+        String key = "orbit.cuda.pagedDecode";
+        String before = System.getProperty(key);
+        System.setProperty(key, choice);
+        try {
+            return new CudaBackend(gpu);
+        } finally {
+            if (before == null) {
+                System.clearProperty(key);
+            } else {
+                System.setProperty(key, before);
+            }
+        }
+    }
+
+    /** Runs {@code c} on each backend (inputs uploaded through {@code gpu}) and compares with the scalar reference. */
+    private void check(Case c, SplittableRandom r, List<CudaBackend> backends, List<String> names) {
+        int b = c.lens().length;
+        int bs = c.blockSize();
+        int maxBlocks = 0;
+        int totalBlocks = 0;
+        for (int len : c.lens()) {
+            int nb = (len + bs - 1) / bs;
+            maxBlocks = Math.max(maxBlocks, nb);
+            totalBlocks += nb;
+        }
+        maxBlocks += 1; // tables wider than any sequence: the split count follows the capacity, not the lengths
+        int poolBlocks = totalBlocks + 3; // spare blocks hold values the kernel must not read
+        List<Integer> perm = new ArrayList<>();
+        for (int i = 0; i < poolBlocks; i++) {
+            perm.add(i);
+        }
+        Collections.shuffle(perm, new Random(r.nextLong()));
+        int[] tables = new int[b * maxBlocks];
+        Arrays.fill(tables, -1); // unused table slots are never read
+        int next = 0;
+        for (int i = 0; i < b; i++) {
+            for (int j = 0; j < (c.lens()[i] + bs - 1) / bs; j++) {
+                tables[i * maxBlocks + j] = perm.get(next++);
+            }
+        }
+        int hq = c.hq();
+        int hkv = c.hkv();
+        int d = c.d();
+        int dv = c.dv();
+        Tensor kc = randn(r, 1f, (long) poolBlocks * bs, (long) hkv * d);
+        Tensor vc = randn(r, 1f, (long) poolBlocks * bs, (long) hkv * dv);
+        int qPad = 8;
+        int oPad = 4;
+        Tensor qWide = randn(r, 1f, b, hq, d + qPad);                 // q is the view [B, Hq, D] of rows D + 8 wide
+        Tensor q = qWide.slice(2, 0, d).contiguous();
+        Tensor sinks = c.sinks() ? randn(r, 2f, hq) : null;
+        AttentionSpec specCpu = new AttentionSpec((float) (1 / Math.sqrt(d)), c.window(), sinks);
+
+        float[] ref = new float[b * hq * dv];
+        for (int i = 0; i < b; i++) {
+            int len = c.lens()[i];
+            Tensor k = Tensor.allocate(Arena.ofAuto(), DType.F32, len, hkv, d);
+            Tensor v = Tensor.allocate(Arena.ofAuto(), DType.F32, len, hkv, dv);
+            for (int s = 0; s < len; s++) {
+                long row = (long) tables[i * maxBlocks + s / bs] * bs + s % bs;
+                k.select(0, s).copyFrom(kc.select(0, row).reshape(hkv, d));
+                v.select(0, s).copyFrom(vc.select(0, row).reshape(hkv, dv));
+            }
+            Tensor o = Tensor.allocate(Arena.ofAuto(), DType.F32, 1, hq, dv);
+            cpu.attention(q.slice(0, i, i + 1).contiguous(), k, v, o, len - 1, specCpu);
+            System.arraycopy(o.toFloatArray(), 0, ref, i * hq * dv, hq * dv);
+        }
+
+        AttentionSpec specGpu = new AttentionSpec(specCpu.scale(), c.window(), sinks == null ? null : dev(sinks));
+        Tensor dq = dev(qWide).slice(2, 0, d);                        // strides [Hq·(D+8), D+8, 1]
+        Tensor dkc = dev(kc);
+        Tensor dvc = dev(vc);
+        Tensor dt = dev(Tensor.ofInts(tables, b, maxBlocks));
+        Tensor dl = dev(Tensor.ofInts(c.lens(), b));
+        for (int k = 0; k < backends.size(); k++) {
+            CudaBackend backend = backends.get(k);
+            String what = "paged decode (" + names.get(k) + ") " + c;
+            Tensor outWide = poisoned(DType.F32, b, hq, dv + oPad);
+            gpu.synchronize();
+            backend.pagedDecodeAttention(dq, dkc, dvc, dt, dl, bs, hkv, outWide.slice(2, 0, dv), specGpu);
+            float[] wide = backend.toHost(outWide).toFloatArray();
+            float[] got = new float[b * hq * dv];
+            int untouched = 0;
+            for (int row = 0; row < b * hq; row++) {
+                System.arraycopy(wide, row * (dv + oPad), got, row * dv, dv);
+                for (int p = 0; p < oPad; p++) {
+                    untouched += Float.isNaN(wide[row * (dv + oPad) + dv + p]) ? 1 : 0;
+                }
+            }
+            assertTrue(untouched == b * hq * oPad, what + ": " + (b * hq * oPad - untouched) + " padding elements of out were written");
+            assertClose(what, ref, got, ATOL, RTOL);
+        }
+    }
+}

@@ -1,0 +1,52 @@
+package org.orbitrl.kernels.cuda;
+
+import org.junit.jupiter.api.Test;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
+/**
+ * The closed forms of the CUDA backend's kept scratch ({@link DeviceScratch}) against sums worked
+ * out by hand at the Qwen3-30B-A3B training shape (8 x 2048 tokens, vocab 151,936, hidden 2048,
+ * 32 query and 4 kv heads of 128, 40,960 positions). Exact (integer arithmetic).
+ */
+class DeviceScratchTest {
+    @Test
+    void stagingIsTheOperandUpToTheLimitThenTheLimit() {
+        // the head's dy [16384, 151936] f32 would be 4.98 GB in bf16: staged 883 rows at a time in 256 MiB
+        assertEquals(883, DeviceScratch.stagingRows(16384, 151936));   // 134,217,728 / 151,936 = 883.4
+        assertEquals(268_435_456L, DeviceScratch.stagingBytes(new long[]{16384, 151936}));
+        // the attention projections' operands fit whole: [16384, 4096] bf16 = 134,217,728 B
+        assertEquals(134_217_728L, DeviceScratch.stagingBytes(new long[]{16384, 2048}, new long[]{16384, 4096}));
+        assertEquals(16384, DeviceScratch.stagingRows(16384, 4096));
+        // the largest request wins; small ones are rounded up to 1024 values
+        assertEquals(268_435_456L, DeviceScratch.stagingBytes(new long[]{16384, 4096}, new long[]{16384, 151936}));
+        assertEquals(2048, DeviceScratch.stagingBytes(new long[]{3, 5}));
+        assertEquals(0, DeviceScratch.stagingBytes(new long[]{0, 5}));
+    }
+
+    @Test
+    void aRowLargerThanTheLimitIsStagedAlone() {
+        long old = DeviceScratch.stagingLimit(1000);   // 500 values
+        try {
+            assertEquals(1, DeviceScratch.stagingRows(7, 600));
+            assertEquals(600, DeviceScratch.stagingElements(7, 600));
+            assertEquals(2, DeviceScratch.stagingRows(7, 250));
+            assertEquals(500, DeviceScratch.stagingElements(7, 250));
+            assertEquals(3 * 100, DeviceScratch.stagingElements(3, 100));
+        } finally {
+            DeviceScratch.stagingLimit(old);
+        }
+    }
+
+    @Test
+    void attentionBackwardAndRopeTables() {
+        // T = S = 2048, 32/4 heads, D = 128: 64 key tiles x 4 kv heads x 4 splits = 1024 blocks, so 4 splits;
+        // lse and delta 2·2048·32 = 131,072 values, partial dk and dv 4·2048·4·(128 + 128) = 8,388,608 values
+        assertEquals(4L * (131_072 + 8_388_608), DeviceScratch.attentionBackwardBytes(2048, 2048, 32, 4, 128, 128));
+        // 128 keys: 4 tiles x 4 x 8 = 128 blocks < 1024, so the whole group of 8 splits
+        assertEquals(4L * (2 * 128 * 32 + 8L * 128 * 4 * 256), DeviceScratch.attentionBackwardBytes(128, 128, 32, 4, 128, 128));
+        // one query head a kv head: no split, lse and delta only (rounded up to 1024 values)
+        assertEquals(4096, DeviceScratch.attentionBackwardBytes(16, 16, 4, 4, 64, 64));
+        assertEquals(2L * 40960 * 64 * 4, DeviceScratch.ropeTableBytes(40960, 128));
+    }
+}

@@ -1,0 +1,69 @@
+package org.orbitrl.memory.plan.internal;
+
+import org.orbitrl.kernels.cuda.DeviceScratch;
+import org.orbitrl.model.spec.ModelSpec;
+
+/**
+ * The activation bytes a device backend keeps for its own kernels during a training step, beside
+ * what the model code allocates (which {@link ActivationModel} counts): the buffers of
+ * {@link DeviceScratch}, each grown to its largest request and kept, so all of them are live at the
+ * step's peak. A host backend keeps none.
+ *
+ * <ul>
+ *   <li><b>GEMM staging</b>: the bf16 copy of the f32 operand of a dense product, at most
+ *       {@link DeviceScratch#STAGING_BYTES}: the largest of the head's output gradient
+ *       {@code [head rows, vocab]}, the inputs {@code [tokens, h]} and {@code [tokens, Hq·D]}, the
+ *       projections' output gradients {@code [tokens, Hq·D]}, {@code [tokens, Hkv·D]}, {@code [tokens, h]}, and
+ *       the dense MLP's and shared experts' {@code [tokens, I]} (split by tensor parallelism).</li>
+ *   <li><b>Attention backward</b>: log-sum-exp and delta, and the split partial dk and dv, of one
+ *       sequence of {@code seqLen} tokens (the heads one GPU holds).</li>
+ *   <li><b>RoPE tables</b>: cos and sin over every position.</li>
+ * </ul>
+ */
+public final class KernelScratch {
+    private KernelScratch() {
+    }
+
+    /**
+     * Bytes a device keeps for its kernels while training {@code tokens} tokens in sequences of
+     * {@code seqLen}, the head over {@code headRows} rows of a vocabulary shard of {@code vocabShard}.
+     */
+    public static long trainBytes(ModelSpec s, long tokens, long headRows, long vocabShard, int seqLen, int tp) {
+        if (tokens == 0) {
+            return 0;
+        }
+        return stagingBytes(s, tokens, headRows, vocabShard, tp) + attentionBackwardBytes(s, seqLen, tp) + ropeBytes(s);
+    }
+
+    /** The GEMM staging buffer: the largest dense product's f32 operand in bf16, at most {@link DeviceScratch#STAGING_BYTES}. */
+    public static long stagingBytes(ModelSpec s, long tokens, long headRows, long vocabShard, int tp) {
+        long h = s.hiddenSize();
+        long qd = (long) Math.ceil((double) s.numHeads() / tp) * s.headDim();
+        long kvd = (long) Math.ceil((double) s.numKvHeads() / tp) * Math.max(s.headDim(), s.vHeadDim());
+        long inter = s.numDenseLayers() > 0 ? (s.intermediateSize() + tp - 1) / tp : 0;
+        long shared = s.isMoe() ? (s.moe().sharedIntermediateSize() + tp - 1) / tp : 0;
+        return DeviceScratch.stagingBytes(new long[]{headRows, vocabShard}, new long[]{headRows, h}, new long[]{tokens, h},
+                new long[]{tokens, qd}, new long[]{tokens, kvd}, new long[]{tokens, inter}, new long[]{tokens, shared});
+    }
+
+    /**
+     * The attention backward's scratch for one sequence of {@code seqLen} tokens: standard attention with
+     * its query and kv heads, MLA with one kv head a query head; none for DeepSeek V4 (its own kernels).
+     */
+    public static long attentionBackwardBytes(ModelSpec s, int seqLen, int tp) {
+        if (s.deepseekV4() != null || seqLen <= 0) {
+            return 0;
+        }
+        int hq = (s.numHeads() + tp - 1) / tp;
+        if (s.mla() != null) {
+            return DeviceScratch.attentionBackwardBytes(seqLen, seqLen, hq, hq, s.mla().qkHeadDim(), s.mla().vHeadDim());
+        }
+        int hkv = (s.numKvHeads() + tp - 1) / tp;
+        return DeviceScratch.attentionBackwardBytes(seqLen, seqLen, hq, hkv, s.headDim(), s.vHeadDim());
+    }
+
+    /** The RoPE table over {@code max_position_embeddings} positions. */
+    public static long ropeBytes(ModelSpec s) {
+        return DeviceScratch.ropeTableBytes(s.maxPositionEmbeddings(), s.rotaryDim());
+    }
+}

@@ -29,7 +29,7 @@ import java.util.SplittableRandom;
  *       token also with the tensor-core path off: the fused GEMV);</li>
  *   <li>paged decode attention against the bytes of K and V (B = 1, 8, 64, 256; calls rotating over
  *       copies of the cache until 128 MB, more than L2, are read; at S = 512 and B = 64, 256 also with
- *       {@code -Dorbit.cuda.pagedDecode=heads2} and {@code =old}, the per-warp kernel); causal
+ *       {@code -Dorbit.cuda.pagedDecode=heads4} and {@code =old}, the per-warp kernel); causal
  *       prefill attention in TFLOP/s.</li>
  * </ul>
  * Usage: {@code GpuDecodeOpsBench [OUT_DIR [PARTS]]}, PARTS a comma list of {@code gemv}, {@code moe},
@@ -212,7 +212,7 @@ public final class GpuDecodeOpsBench {
         int hkv = 4;
         int d = 128;
         int bs = 16;
-        String[][] variants = {{"heads2", "tiled, 2 heads a warp"}, {"old", "old per-warp kernel"}};
+        String[][] variants = {{"heads4", "tiled, 4 heads a warp"}, {"old", "old per-warp kernel"}};
         CudaBackend[] siblings = {pagedDecodeSibling(gpu, variants[0][0]), pagedDecodeSibling(gpu, variants[1][0])};
         for (int[] c : new int[][]{{1, 4096}, {8, 512}, {64, 512}, {64, 1024}, {256, 512}}) { // sequences, keys each
             int b = c[0];

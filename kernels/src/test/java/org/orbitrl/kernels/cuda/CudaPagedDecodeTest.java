@@ -22,8 +22,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * 1000 keys and random ones) and of 140 short ones (one key split), sliding windows, sinks, GQA
  * 8:1, 3:1 and 1:1 and a 16:1 group, head dims 128, 96, 64 (Dv 32 to 128), cache blocks of 16 and
  * 32 handed out in a shuffled order with spare blocks of garbage, q and out as strided views whose padding must stay untouched. Every case
- * runs on the default backend (4 query heads a warp) and on sibling backends made with
- * {@code -Dorbit.cuda.pagedDecode=heads2} (2 heads a warp) and {@code =old} (the per-warp kernel kept
+ * runs on the default backend (2 query heads a warp) and on sibling backends made with
+ * {@code -Dorbit.cuda.pagedDecode=heads4} (4 heads a warp) and {@code =old} (the per-warp kernel kept
  * as the fallback). Tolerance |err| ≤ 2e-6 + 2e-5·|ref| (f32 throughout; outputs are
  * convex combinations of values of magnitude ≤ 1).
  */
@@ -77,9 +77,9 @@ class CudaPagedDecodeTest extends CudaTestBase {
     @Test
     void everyPagedDecodeKernelMatchesReference() {
         SplittableRandom r = rng(65);
-        try (CudaBackend heads2 = sibling("heads2"); CudaBackend old = sibling("old")) {
+        try (CudaBackend heads4 = sibling("heads4"); CudaBackend old = sibling("old")) {
             for (Case c : cases()) {
-                check(c, r, List.of(gpu, heads2, old), List.of("tiled, 4 heads a warp", "tiled, 2 heads a warp", "old per-warp kernel"));
+                check(c, r, List.of(gpu, heads4, old), List.of("tiled, 2 heads a warp", "tiled, 4 heads a warp", "old per-warp kernel"));
             }
         }
     }

@@ -108,11 +108,11 @@ class MemoryPlannerTest {
         // probabilities (8), 5 [k] tensors and 2 pairs of 2*64 + 3*32; the MoE backward, larger than
         // the attention's (2*64 + 64 + 2*32 + 64 + 4 + 64): the post-norm gradient 64 beside, through
         // gate and up, 2 pairs of the routing-weight gradient 1, dg and du 2*32 and dxs and tmp 2*64,
-        // and gate's LoRA dy·B 4 beside (dy·B)·A 64 per pair; on the host the 2*32*64 temporary
-        // spread over 16 tokens instead of the LoRA. 16 tokens.
+        // and gate's LoRA per pair: on the device xa and dy·B 2*4 ((dy·B)·A accumulates into dxs in
+        // place); on the host the 2*32*64 temporary spread over 16 tokens instead of the LoRA. 16 tokens.
         double tape = 3 * 64 + 3 * 96 + 8 + 5 * 2 + 2 * (2 * 64 + 3 * 32);
         double grads = 2 * (1 + 2 * 32 + 2 * 64);
-        double devPerToken = 5 * 64 + 1 + 64 + tape + 64 + grads + 2 * (4 + 64);
+        double devPerToken = 5 * 64 + 1 + 64 + tape + 64 + grads + 2 * (2 * 4);
         double hostPerToken = 5 * 64 + tape + 64 + grads + 2 * 32 * 64 / 16.0;
         assertEquals((long) (devPerToken * 16) * 4 + KERNEL_SCRATCH, dev.get(MemoryCategory.ACTIVATIONS));
         assertEquals((long) (hostPerToken * 16) * 4, cpu.get(MemoryCategory.ACTIVATIONS));

@@ -150,7 +150,7 @@ public final class ActivationModel {
             if (s.isMoeLayer(i) && MoeWorkingSet.grouped(s, ep, adapter)) {
                 double k = MoeWorkingSet.pairsPerToken(s, ep);
                 tape += MoeWorkingSet.tapePerToken(s, k);
-                mlpWork = MoeWorkingSet.backwardPerToken(s, k, rExperts, (double) hostChunk / tokens);
+                mlpWork = MoeWorkingSet.backwardPerToken(s, k, rExperts, (double) hostChunk / tokens, device);
             } else if (s.isMoeLayer(i)) {
                 tape += MoeWorkingSet.pairsPerToken(s, ep) * MoeWorkingSet.perExpertTapePerPair(s);
                 mlpWork = MoeWorkingSet.perExpertBackwardPerToken(s, rExperts, device);

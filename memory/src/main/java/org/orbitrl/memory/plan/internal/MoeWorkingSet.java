@@ -77,16 +77,27 @@ public final class MoeWorkingSet {
      * {@code dact [I]} per pair beside the temporary or down's LoRA; through SwiGLU, the routing-weight
      * gradient and {@code dact, dg, du [I]}; through gate and up, the routing-weight gradient,
      * {@code dg, du [I]} and {@code dxs, tmp [h]} beside the temporary or their LoRA; through the
-     * router, {@code dLogits [E]} and {@code dxr [h]} per token.
+     * router, {@code dLogits [E]} and {@code dxr [h]} per token. {@code device}: the experts' LoRA
+     * runs on a device backend, whose rank-r products accumulate {@code (dy·B)·A} into the input
+     * gradient in place (ranks up to {@value #DEVICE_ACCUMULATED_RANK}), so its backward holds only
+     * {@code xa} and {@code dy·B [r]}.
      */
-    public static double backwardPerToken(ModelSpec s, double k, int loraRank, double hostChunk) {
+    public static double backwardPerToken(ModelSpec s, double k, int loraRank, double hostChunk, boolean device) {
         long h = s.hiddenSize();
         long inter = s.moe().moeIntermediateSize();
-        double down = k * (h + 1 + inter) + Math.max(hostChunk, k * ActivationModel.loraBackwardPerToken(loraRank, inter));
+        double down = k * (h + 1 + inter) + Math.max(hostChunk, k * expertLoraBackwardPerToken(loraRank, inter, device));
         double swiglu = k * (1 + 3.0 * inter);
-        double gateUp = k * (1 + 2.0 * inter + 2.0 * h) + Math.max(hostChunk, k * ActivationModel.loraBackwardPerToken(loraRank, h));
+        double gateUp = k * (1 + 2.0 * inter + 2.0 * h) + Math.max(hostChunk, k * expertLoraBackwardPerToken(loraRank, h, device));
         double router = s.moe().numExperts() + h;
         return Math.max(Math.max(down, swiglu), Math.max(gateUp, router));
+    }
+
+    /** Widest LoRA rank whose expert products a device backend accumulates in place. */
+    static final int DEVICE_ACCUMULATED_RANK = 128;
+
+    /** Per-pair elements of an expert LoRA's backward on an expert of {@code in} inputs. */
+    static double expertLoraBackwardPerToken(int rank, double in, boolean device) {
+        return device && rank > 0 && rank <= DEVICE_ACCUMULATED_RANK ? 2.0 * rank : ActivationModel.loraBackwardPerToken(rank, in);
     }
 
     /** Elements per token a device backend keeps of the grouped rows in bf16 ({@code [P, max(h, I)]}), as f32 elements. */

@@ -4,12 +4,10 @@ import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.ExpertWeights;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
-import org.orbitrl.kernels.cuda.internal.DevicePointer;
 import org.orbitrl.kernels.cuda.internal.GroupedGemm;
 import org.orbitrl.kernels.cuda.internal.Kernel;
 import org.orbitrl.kernels.quant.QuantizedTensor;
 
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
@@ -19,8 +17,6 @@ import java.util.List;
 
 import static org.bytedeco.cuda.global.cudart.CUDA_R_16BF;
 import static org.bytedeco.cuda.global.cudart.CUDA_R_32F;
-import static org.bytedeco.cuda.global.cudart.cudaMemcpyAsync;
-import static org.bytedeco.cuda.global.cudart.cudaMemcpyHostToDevice;
 
 /**
  * The expert products of the grouped mixture-of-experts block (the contracts are
@@ -55,15 +51,13 @@ final class CudaExpertGemm {
     private Boolean bf16InF32Out;    // whether cuBLAS's grouped call takes bf16 inputs with an f32 output; null until tried
     private Tensor rowsIn;           // bf16 [P, inCols], grown on demand
     private Tensor buffer;           // bf16 [chunk, N, K], grown on demand
-    private Tensor table;            // i64 [entries]: the call's pointer table on the device, grown on demand
-    // i64 [entries] on the host. Pageable (Arena.ofAuto, kept as long as this object refers to it): the driver
-    // stages a pageable host-to-device copy before cudaMemcpyAsync returns, so the next call may overwrite it.
-    private MemorySegment staging = MemorySegment.NULL;
+    private final DeviceTable table;  // the call's pointer table, written on the host, one copy a call
 
     CudaExpertGemm(CudaContext ctx, CudaRowOps rowOps) {
         this.ctx = ctx;
         this.rowOps = rowOps;
         this.grouped = new GroupedGemm(ctx.cublas);
+        this.table = new DeviceTable(ctx, "expert pointer table");
         for (QuantLayout l : QuantLayout.values()) {
             dequant.put(l, ctx.kernel("quant", "dequant_experts_" + l.kernelSuffix()));
         }
@@ -157,7 +151,7 @@ final class CudaExpertGemm {
         // the narrow experts in chunks of c (all at once when none is quantized: no buffer is needed)
         int c = quantized == 0 ? Math.max(1, narrow.size()) : Math.min(chunk, narrow.size());
         long entries = 3L * narrow.size() + (long) TABLE_ENTRY * quantized + 3L * wide.size();
-        MemorySegment h = staging(entries);
+        MemorySegment h = table.host(entries);
         long xBase = 0;
         if (!narrow.isEmpty()) {
             rowsIn = grown(rowsIn, MemoryCategory.ACTIVATIONS, (long) p * inCols);
@@ -202,7 +196,7 @@ final class CudaExpertGemm {
             h.setAtIndex(ValueLayout.JAVA_LONG, at + wide.size() + j, CudaAllocator.address(in) + 4L * offsets[e] * inCols);
             h.setAtIndex(ValueLayout.JAVA_LONG, at + 2L * wide.size() + j, yBase + 4L * offsets[e] * outCols);
         }
-        long tableBase = upload(h, entries);
+        long tableBase = table.upload(h, entries);
 
         // cuBLAS is column-major: out rows [m, outCols] are C [outCols, m]; W [n, k] row-major is A [k, n] (lda k),
         // transposed for the forward product; the rows [m, inCols] are B [inCols, m].
@@ -311,7 +305,7 @@ final class CudaExpertGemm {
             return;
         }
         int g = active.size();
-        MemorySegment h = staging(3L * g);
+        MemorySegment h = table.host(3L * g);
         int[] ms = new int[g];
         int[] ns = new int[g];
         int[] ks = new int[g];
@@ -331,31 +325,9 @@ final class CudaExpertGemm {
             ldb[j] = n;
             ldc[j] = k;
         }
-        long t = upload(h, 3L * g);
+        long t = table.upload(h, 3L * g);
         grouped.check(op, false, true, g, ms, ns, ks, lda, ldb, ldc, scale, 1f,
                 t, CUDA_R_32F, t + 8L * g, CUDA_R_32F, t + 16L * g, CUDA_R_32F);
-    }
-
-    /** The host table, at least {@code entries} u64 words. */
-    private MemorySegment staging(long entries) {
-        if (staging.byteSize() < 8 * entries) {
-            staging = Arena.ofAuto().allocate(8 * Math.max(entries, 1024), 16);
-        }
-        return staging;
-    }
-
-    /** Copies the first {@code entries} words of the host table to the device table (one copy); returns its address. */
-    private long upload(MemorySegment h, long entries) {
-        if (table == null || table.numel() < entries) {
-            if (table != null) {
-                ctx.allocator.free(table);
-            }
-            table = ctx.allocator.allocate(MemoryCategory.ACTIVATIONS, DType.I64, Math.max(entries, 1024));
-        }
-        long dst = CudaAllocator.address(table);
-        CudaCheck.check(cudaMemcpyAsync(new DevicePointer(dst), new DevicePointer(h.address()), 8 * entries, cudaMemcpyHostToDevice,
-                ctx.stream.handle()), "cudaMemcpyAsync host->device (expert pointer table)", entries + " entries");
-        return dst;
     }
 
     /** {@code current} if it holds {@code elements} bf16 values, else a new buffer (the old one freed). */

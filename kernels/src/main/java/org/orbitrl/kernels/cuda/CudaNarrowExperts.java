@@ -2,18 +2,13 @@ package org.orbitrl.kernels.cuda;
 
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.ExpertWeights;
-import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
-import org.orbitrl.kernels.cuda.internal.DevicePointer;
 import org.orbitrl.kernels.cuda.internal.Kernel;
 
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.Arrays;
 
-import static org.bytedeco.cuda.global.cudart.cudaMemcpyAsync;
-import static org.bytedeco.cuda.global.cudart.cudaMemcpyHostToDevice;
 
 /**
  * The f32 expert products of the grouped mixture-of-experts block where one side is narrow (the
@@ -40,14 +35,13 @@ final class CudaNarrowExperts {
     private final CudaContext ctx;
     private final Kernel gemm;
     private final Kernel wgrad;
-    private Tensor table;            // i64 [words] on the device, grown on demand
-    // i64 [words] on the host; pageable (the driver stages a pageable copy before cudaMemcpyAsync returns)
-    private MemorySegment staging = MemorySegment.NULL;
+    private final DeviceTable table;  // the call's expert pointers and row tiles, one copy a call
 
     CudaNarrowExperts(CudaContext ctx) {
         this.ctx = ctx;
         this.gemm = ctx.kernel("moe_lora", "moe_rows_gemm");
         this.wgrad = ctx.kernel("moe_lora", "moe_rows_wgrad");
+        this.table = new DeviceTable(ctx, "narrow expert table");
     }
 
     /** Whether every expert with rows is a dense f32 matrix and one side of the experts is narrow. */
@@ -101,7 +95,7 @@ final class CudaNarrowExperts {
         }
         // table: [experts] weight addresses (u64), then [tiles, 3] i32 (expert, first row, rows) packed two a word
         long tileWords = (3L * tiles + 1) / 2;
-        MemorySegment h = staging(experts + tileWords);
+        MemorySegment h = table.host(experts + tileWords);
         long tileBytes = 8L * experts;
         int t = 0;
         for (int e = 0; e < experts; e++) {
@@ -114,7 +108,7 @@ final class CudaNarrowExperts {
                 t++;
             }
         }
-        long base = upload(h, experts + tileWords);
+        long base = table.upload(h, experts + tileWords);
         // W'(c, i) of the kernel: output column c, inner index i. Forward: W_e[c][i] (row stride K);
         // transposed: W_e[i][c] (column c of W_e, inner stride K).
         long wsn = transposed ? 1L : k;
@@ -162,7 +156,7 @@ final class CudaNarrowExperts {
         long gsa = narrowN ? k : 1L;
         long gsb = narrowN ? 1L : k;
         long listWords = (3L * active + 1) / 2;
-        MemorySegment h = staging(experts + listWords);
+        MemorySegment h = table.host(experts + listWords);
         long listBytes = 8L * experts;
         // the experts with the most rows first: their blocks run longest, so they start in the first wave
         Integer[] byRows = new Integer[active];
@@ -181,31 +175,9 @@ final class CudaNarrowExperts {
             h.set(ValueLayout.JAVA_INT, listBytes + 12L * j + 4, offsets[e]);
             h.set(ValueLayout.JAVA_INT, listBytes + 12L * j + 8, offsets[e + 1] - offsets[e]);
         }
-        long base = upload(h, experts + listWords);
+        long base = table.upload(h, experts + listWords);
         int bTiles = (bCols + GRAD_B - 1) / GRAD_B;
         int aTiles = (aCols + TILE_COLS - 1) / TILE_COLS;
         ctx.launch2d(wgrad, (long) active * bTiles, aTiles, THREADS, u, aCols, v, bCols, base + listBytes, bTiles, base, gsa, gsb, scale);
-    }
-
-    /** The host table, at least {@code words} u64 words. */
-    private MemorySegment staging(long words) {
-        if (staging.byteSize() < 8 * words) {
-            staging = Arena.ofAuto().allocate(8 * Math.max(words, 1024), 16);
-        }
-        return staging;
-    }
-
-    /** Copies the first {@code words} words of the host table to the device table (one copy); returns its address. */
-    private long upload(MemorySegment h, long words) {
-        if (table == null || table.numel() < words) {
-            if (table != null) {
-                ctx.allocator.free(table);
-            }
-            table = ctx.allocator.allocate(MemoryCategory.ACTIVATIONS, DType.I64, Math.max(words, 1024));
-        }
-        long dst = CudaAllocator.address(table);
-        CudaCheck.check(cudaMemcpyAsync(new DevicePointer(dst), new DevicePointer(h.address()), 8 * words, cudaMemcpyHostToDevice,
-                ctx.stream.handle()), "cudaMemcpyAsync host->device (narrow expert table)", words + " words");
-        return dst;
     }
 }

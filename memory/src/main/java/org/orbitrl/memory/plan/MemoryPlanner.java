@@ -261,9 +261,9 @@ public final class MemoryPlanner {
         if (role.trains()) {
             int chunk = chunked(req) ? req.expertChunk() : 0;
             activations += ActivationModel.trainBytes(inv, req.adapter(), trainTokens, req.recompute(), tp, ep, device, chunk);
-            activations += kernelScratchBytes(req, role);
             logits += Math.min(trainTokens, req.logitsChunkTokens()) * vocabShard * 8;  // f32 logits and their gradient
         }
+        activations += kernelScratchBytes(req, role);
         b.put(MemoryCategory.ACTIVATIONS, activations);
         b.put(MemoryCategory.LOGITS, logits);
 
@@ -291,18 +291,30 @@ public final class MemoryPlanner {
     }
 
     /**
-     * The part of a GPU's planned activations that the CUDA backend keeps for its own kernels while
-     * the GPU trains (see {@link KernelScratch}): 0 on the host and on a GPU that does not train.
+     * The part of a GPU's planned activations that the CUDA backend keeps for its own kernels (see
+     * {@link KernelScratch}): the trainer's while the GPU trains, plus the rollout engine's (a backend of
+     * its own) while it rolls out; 0 on the host.
      */
     public static long kernelScratchBytes(PlanRequest req, GpuRole role) {
-        if (req.node().hostMemory() || !role.trains()) {
+        if (req.node().hostMemory()) {
             return 0;
         }
         ModelSpec s = req.spec();
         int tp = req.layout().tensorParallel();
-        long trainTokens = (long) req.batch().microBatch() * req.batch().seqLen();
-        return KernelScratch.trainBytes(s, trainTokens, Math.min(trainTokens, req.logitsChunkTokens()),
-                ceil(s.vocabSize(), tp), Math.toIntExact(req.batch().seqLen()), tp);
+        long bytes = 0;
+        if (role.trains()) {
+            long trainTokens = (long) req.batch().microBatch() * req.batch().seqLen();
+            bytes += KernelScratch.trainBytes(s, trainTokens, Math.min(trainTokens, req.logitsChunkTokens()),
+                    ceil(s.vocabSize(), tp), Math.toIntExact(req.batch().seqLen()), tp);
+        }
+        if (role.rollsOut()) {
+            ParallelLayout lay = req.layout();
+            int g = lay.colocated() ? req.node().gpus() : lay.groupSize(role, req.node());
+            long seqsPerRank = ceil(req.batch().sequences(), Math.max(1, g / tp));
+            long prefill = Math.min(seqsPerRank * req.batch().promptLen(), req.prefillChunkTokens());
+            bytes += KernelScratch.rolloutBytes(s, prefill, seqsPerRank, tp);
+        }
+        return bytes;
     }
 
     private static boolean tpSplit(ParamFamily f) {

@@ -24,6 +24,12 @@ class MemoryPlannerTest {
      * 2·16·2·(16 + 16), f32; cos and sin [256 positions, 8] f32. A host keeps none.
      */
     private static final long KERNEL_SCRATCH = 4096 * 2 + (2 * 16 * 4 + 2 * 16 * 2 * 32) * 4 + 2 * 256 * 8 * 4;
+    /**
+     * What the rollout engine's backend keeps beside it on the same GPU: the bf16 staging of its
+     * largest forward operand over a prefill of 2 sequences x 8 prompt tokens ([16, 64], rounded up to
+     * the allocator's 1024 values) and its own cos and sin [256, 8] f32.
+     */
+    private static final long ROLLOUT_SCRATCH = 1024 * 2 + 2 * 256 * 8 * 4;
 
     private static final long GIB = 1L << 30;
 
@@ -72,7 +78,7 @@ class MemoryPlannerTest {
         // bf16 (no LoRA).
         double tape = 3 * 64 + 3 * 96 + 1.25 * (2 * 64 + 3 * 32);
         double perToken = 5 * 64 + 1 + tape + (2 * 64 + 64 + 2 * 32 + 64 + 4 + 64);
-        assertEquals((long) (perToken * 16) * 4 + 16 * 640 * 2 + KERNEL_SCRATCH, b.get(MemoryCategory.ACTIVATIONS));
+        assertEquals((long) (perToken * 16) * 4 + 16 * 640 * 2 + KERNEL_SCRATCH + ROLLOUT_SCRATCH, b.get(MemoryCategory.ACTIVATIONS));
         // Communication: NCCL 1 GiB; all-to-all 4 x 16 tokens x top-2 x 64 x 2 B x 1.25; f32 gradient bucket.
         assertEquals(GIB + 4 * 16 * 2 * 64 * 2 * 5 / 4 + adapter * 4, b.get(MemoryCategory.COMM_BUFFERS));
         assertEquals(0, b.get(MemoryCategory.RUNTIME_RESERVE));
@@ -236,6 +242,9 @@ class MemoryPlannerTest {
      * 34,078,720 B; cos and sin [40960, 64] f32 = 20,971,520 B. Split by TP 2 over two H200s: the head's shard and the
      * heads halve, but the staging is still full and the attention backward of 16/2 heads splits in 8
      * (64 x 2 x 8 = 1024): (2·2048·16 + 8·2048·2·256)·4. The host keeps none.
+     * A GPU that rolls out keeps the rollout backend's own: its largest forward operand over the
+     * 8192-token prefill chunk, the attention output [8192, 32·128] f32 = 67,108,864 B in bf16, and its
+     * own RoPE tables; a colocated GPU keeps both.
      */
     @Test
     void kernelScratchOfTheTrainingBenchShape() {
@@ -245,7 +254,9 @@ class MemoryPlannerTest {
                 .withBatch(new BatchShape(8, 1, 1024, 1024, 8)).withLayout(ParallelLayout.colocated(1, 1));
         req = req.withChunks(16384, 8192);
         assertEquals(268_435_456L + 34_078_720L + 20_971_520L, MemoryPlanner.kernelScratchBytes(req, GpuRole.TRAIN));
-        assertEquals(0, MemoryPlanner.kernelScratchBytes(req, GpuRole.ROLLOUT), "a GPU that does not train keeps none");
+        assertEquals(67_108_864L + 20_971_520L, MemoryPlanner.kernelScratchBytes(req, GpuRole.ROLLOUT));
+        assertEquals(268_435_456L + 34_078_720L + 20_971_520L + 67_108_864L + 20_971_520L,
+                MemoryPlanner.kernelScratchBytes(req, GpuRole.COLOCATED));
         PlanRequest tp2 = req.withNode(NodeSpec.parse("2xH200"), ParallelLayout.colocated(1, 2));
         assertEquals(268_435_456L + (2L * 2048 * 16 + 8L * 2048 * 2 * 256) * 4 + 20_971_520L,
                 MemoryPlanner.kernelScratchBytes(tp2, GpuRole.TRAIN));

@@ -4,8 +4,8 @@ import org.orbitrl.kernels.cuda.DeviceScratch;
 import org.orbitrl.model.spec.ModelSpec;
 
 /**
- * The activation bytes a device backend keeps for its own kernels during a training step, beside
- * what the model code allocates (which {@link ActivationModel} counts): the buffers of
+ * The activation bytes a device backend keeps for its own kernels during a training step or a
+ * rollout, beside what the model code allocates (which {@link ActivationModel} counts): the buffers of
  * {@link DeviceScratch}, each grown to its largest request and kept, so all of them are live at the
  * step's peak. A host backend keeps none.
  *
@@ -19,6 +19,9 @@ import org.orbitrl.model.spec.ModelSpec;
  *       sequence of {@code seqLen} tokens (the heads one GPU holds).</li>
  *   <li><b>RoPE tables</b>: cos and sin over every position.</li>
  * </ul>
+ * The rollout engine runs on a backend of its own beside training (its own stream and scratch), so a
+ * GPU that does both keeps both: the rollout's staging of its forward products over the largest
+ * prefill chunk (or the decode batch, when larger) and its own RoPE tables; no attention backward.
  */
 public final class KernelScratch {
     private KernelScratch() {
@@ -33,6 +36,25 @@ public final class KernelScratch {
             return 0;
         }
         return stagingBytes(s, tokens, headRows, vocabShard, tp) + attentionBackwardBytes(s, seqLen, tp) + ropeBytes(s);
+    }
+
+    /**
+     * Bytes a device keeps for the rollout engine's kernels: prefilling {@code prefillTokens} tokens at
+     * once and decoding {@code sequences} at once, only forward products (their f32 inputs
+     * {@code [tokens, h]}, {@code [tokens, Hq·D]}, {@code [tokens, I]} of the dense MLP and shared
+     * experts; the head's input {@code [tokens, h]}) staged, and the RoPE tables.
+     */
+    public static long rolloutBytes(ModelSpec s, long prefillTokens, long sequences, int tp) {
+        long tokens = Math.max(prefillTokens, sequences);
+        if (tokens <= 0) {
+            return 0;
+        }
+        long h = s.hiddenSize();
+        long qd = (long) Math.ceil((double) s.numHeads() / tp) * s.headDim();
+        long inter = s.numDenseLayers() > 0 ? (s.intermediateSize() + tp - 1) / tp : 0;
+        long shared = s.isMoe() ? (s.moe().sharedIntermediateSize() + tp - 1) / tp : 0;
+        return DeviceScratch.stagingBytes(new long[]{tokens, h}, new long[]{tokens, qd}, new long[]{tokens, inter},
+                new long[]{tokens, shared}) + ropeBytes(s);
     }
 
     /** The GEMM staging buffer: the largest dense product's f32 operand in bf16, at most {@link DeviceScratch#STAGING_BYTES}. */

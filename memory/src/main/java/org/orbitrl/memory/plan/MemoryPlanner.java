@@ -69,6 +69,27 @@ public final class MemoryPlanner {
         return p;
     }
 
+    /**
+     * The most decoder layers that can keep their forward activations under recompute (the last ones:
+     * backward reaches them first and frees them first) with everything else as {@code req} asks: each
+     * kept layer is one recomputed forward less per step. 0 without recompute, or when not even one fits.
+     */
+    public static int maxKeptLayers(PlanRequest req) {
+        if (!req.recompute()) {
+            return 0;
+        }
+        WeightInventory inv = WeightInventory.of(req.spec());
+        return largest(k -> fits(req.withKeptLayers(k), inv), req.spec().numLayers());
+    }
+
+    /** As {@link #maxKeptLayers(PlanRequest)} for a GPU of one {@code role} alone (a training-only GPU, say). */
+    public static int maxKeptLayers(PlanRequest req, GpuRole role) {
+        if (!req.recompute()) {
+            return 0;
+        }
+        return largest(k -> budgetOf(req.withKeptLayers(k), role).fits(), req.spec().numLayers());
+    }
+
     static boolean fits(PlanRequest req, WeightInventory inv) {
         for (GpuBudget b : budgets(req, inv)) {
             if (!b.fits()) {
@@ -260,7 +281,7 @@ public final class MemoryPlanner {
         long activations = scratch;
         if (role.trains()) {
             int chunk = chunked(req) ? req.expertChunk() : 0;
-            activations += ActivationModel.trainBytes(inv, req.adapter(), trainTokens, req.recompute(), tp, ep, device, chunk);
+            activations += ActivationModel.trainBytes(inv, req.adapter(), trainTokens, req.layersKept(), tp, ep, device, chunk);
             logits += Math.min(trainTokens, req.logitsChunkTokens()) * vocabShard * 8;  // f32 logits and their gradient
         }
         activations += kernelScratchBytes(req, role);

@@ -22,10 +22,14 @@ import org.orbitrl.model.spec.ModelSpec;
  * @param prefillChunkTokens tokens the rollout engine prefills at once
  * @param reserveBytes       runtime reserve per GPU; negative for the default policy
  *                           ({@link MemoryPlanner#defaultReserve})
+ * @param keptLayers         with {@code recompute}, the last decoder layers that keep their forward
+ *                           activations instead of being recomputed in backward (0: every layer is
+ *                           recomputed; the model's layer count: none is); see
+ *                           {@link MemoryPlanner#maxKeptLayers}
  */
 public record PlanRequest(ModelSpec spec, Path configPath, BaseFormat base, AdapterSpec adapter, BatchShape batch,
                           NodeSpec node, ParallelLayout layout, boolean recompute, int expertChunk, DType kvDtype,
-                          int logitsChunkTokens, int prefillChunkTokens, long reserveBytes) {
+                          int logitsChunkTokens, int prefillChunkTokens, long reserveBytes, int keptLayers) {
 
     /** Experts per chunk unless asked otherwise. */
     public static final int DEFAULT_EXPERT_CHUNK = 8;
@@ -47,7 +51,24 @@ public record PlanRequest(ModelSpec spec, Path configPath, BaseFormat base, Adap
         if (adapter.isFull() && base.anyQuantized()) {
             throw new IllegalArgumentException("full-parameter training needs a bf16 base, not " + base.name());
         }
+        if (keptLayers < 0 || keptLayers > spec.numLayers()) {
+            throw new IllegalArgumentException("kept layers must be between 0 and the model's " + spec.numLayers()
+                    + " layers, got " + keptLayers);
+        }
         layout.validate(spec, node);
+    }
+
+    /** A request in which every layer is recomputed under {@code recompute} (no kept layers). */
+    public PlanRequest(ModelSpec spec, Path configPath, BaseFormat base, AdapterSpec adapter, BatchShape batch,
+                       NodeSpec node, ParallelLayout layout, boolean recompute, int expertChunk, DType kvDtype,
+                       int logitsChunkTokens, int prefillChunkTokens, long reserveBytes) {
+        this(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, kvDtype, logitsChunkTokens,
+                prefillChunkTokens, reserveBytes, 0);
+    }
+
+    /** Layers whose activations are kept in this request: all without recompute, else {@link #keptLayers}. */
+    public int layersKept() {
+        return recompute ? keptLayers : spec.numLayers();
     }
 
     /**
@@ -64,25 +85,25 @@ public record PlanRequest(ModelSpec spec, Path configPath, BaseFormat base, Adap
     /** This request with the base format changed. */
     public PlanRequest withBase(BaseFormat b) {
         return new PlanRequest(spec, configPath, b, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers);
     }
 
     /** This request with the adapter changed. */
     public PlanRequest withAdapter(AdapterSpec a) {
         return new PlanRequest(spec, configPath, base, a, batch, node, layout, recompute, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers);
     }
 
     /** This request with the batch shape changed. */
     public PlanRequest withBatch(BatchShape b) {
         return new PlanRequest(spec, configPath, base, adapter, b, node, layout, recompute, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers);
     }
 
     /** This request with the node and layout changed. */
     public PlanRequest withNode(NodeSpec n, ParallelLayout l) {
         return new PlanRequest(spec, configPath, base, adapter, batch, n, l, recompute, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers);
     }
 
     /** This request with the layout changed. */
@@ -93,30 +114,36 @@ public record PlanRequest(ModelSpec spec, Path configPath, BaseFormat base, Adap
     /** This request with recompute on or off changed. */
     public PlanRequest withRecompute(boolean r) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, r, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers);
+    }
+
+    /** This request with the kept layers under recompute changed (see {@link #keptLayers}). */
+    public PlanRequest withKeptLayers(int layers) {
+        return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, layers);
     }
 
     /** This request with the expert chunk changed. */
     public PlanRequest withExpertChunk(int c) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, c, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers);
     }
 
     /** This request with the KV cache dtype changed. */
     public PlanRequest withKvDtype(DType d) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, d,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers);
     }
 
     /** This request with the runtime reserve (negative: the default policy) changed. */
     public PlanRequest withReserve(long bytes) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, bytes);
+                logitsChunkTokens, prefillChunkTokens, bytes, keptLayers);
     }
 
     /** This request with the logits and prefill chunks changed. */
     public PlanRequest withChunks(int logitsTokens, int prefillTokens) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
-                logitsTokens, prefillTokens, reserveBytes);
+                logitsTokens, prefillTokens, reserveBytes, keptLayers);
     }
 }

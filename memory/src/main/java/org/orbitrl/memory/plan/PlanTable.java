@@ -19,7 +19,8 @@ public final class PlanTable {
         sb.append("  base ").append(r.base().name()).append(" (").append(formats(r.base())).append("); adapter ")
                 .append(r.adapter()).append('\n');
         sb.append("  batch ").append(r.batch()).append('\n');
-        sb.append("  layout ").append(r.layout()).append("; recompute ").append(r.recompute() ? "on" : "off")
+        sb.append("  layout ").append(r.layout()).append("; recompute ")
+                .append(r.recompute() ? r.keptLayers() > 0 ? "on, the last " + r.keptLayers() + " layers kept" : "on" : "off")
                 .append("; expert chunk ").append(p.expertChunk() > 0 ? Integer.toString(p.expertChunk()) : "none")
                 .append("; KV cache ")
                 .append(r.kvDtype().name().toLowerCase(Locale.ROOT)).append('\n');

@@ -3,6 +3,7 @@ package org.orbitrl.memory.plan;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
@@ -262,5 +263,58 @@ class MemoryPlannerTest {
                 MemoryPlanner.kernelScratchBytes(tp2, GpuRole.TRAIN));
         PlanRequest host = req.withNode(new NodeSpec(NodeSpec.HOST, 1, 1L << 40), ParallelLayout.colocated(1, 1));
         assertEquals(0, MemoryPlanner.kernelScratchBytes(host, GpuRole.TRAIN));
+    }
+
+    /**
+     * Kept layers on the tiny fixture (2 layers, 16 training tokens): keeping the last layer under
+     * recompute costs nothing (one layer's tape is live in backward either way); keeping both adds the
+     * first layer's tape of the hand count above (3·64 + 3·96 + 1.25·(2·64 + 3·32) = 760 elements a
+     * token, f32) and equals planning without recompute.
+     */
+    @Test
+    void keptLayersAddTheirTapes() {
+        ModelSpec spec = TestModels.spec("fixtures/qwen3_moe");
+        PlanRequest req = PlanRequest.defaults(spec, null, NodeSpec.parse("2x2GiB"))
+                .withBase(BaseFormat.parse("int4")).withAdapter(AdapterSpec.parse("lora:4"))
+                .withBatch(new BatchShape(2, 2, 8, 8, 1)).withLayout(ParallelLayout.colocated(2, 1))
+                .withExpertChunk(2).withReserve(0);
+        long none = activations(req);
+        assertEquals(none, activations(req.withKeptLayers(1)));
+        assertEquals(none + 760L * 16 * 4, activations(req.withKeptLayers(2)));
+        assertEquals(activations(req.withRecompute(false)), activations(req.withKeptLayers(2)));
+        assertThrows(IllegalArgumentException.class, () -> req.withKeptLayers(3));
+    }
+
+    /**
+     * The training bench's shape (Qwen3-30B-A3B, 8 x 2048 tokens, LoRA r=32 on attention and experts,
+     * one H200), whose 48 layers are alike: each kept layer beyond the first adds one layer's tape,
+     * (no recompute − recompute) / 47; the most kept layers that fit is the edge of fitting.
+     */
+    @Test
+    void mostKeptLayersIsTheEdgeOfFitting() {
+        ModelSpec spec = TestModels.spec("models/qwen3-30b-a3b");
+        PlanRequest req = PlanRequest.defaults(spec, null, NodeSpec.parse("1xH200"))
+                .withBase(BaseFormat.parse("int4")).withAdapter(AdapterSpec.parse("lora:32:attention+experts:f32"))
+                .withBatch(new BatchShape(8, 1, 1024, 1024, 8)).withLayout(ParallelLayout.colocated(1, 1))
+                .withChunks(16384, 8192);
+        long all = trainActivations(req.withRecompute(false));
+        long none = trainActivations(req);
+        for (int k : new int[]{2, 10, 47}) {
+            double expected = none + (all - none) * (k - 1) / 47.0;
+            assertEquals(expected, trainActivations(req.withKeptLayers(k)), 8, k + " kept layers");
+        }
+        int most = MemoryPlanner.maxKeptLayers(req);
+        assertTrue(most > 0 && most < 48, "some but not all of the 48 layers fit: " + most);
+        assertTrue(MemoryPlanner.plan(req.withKeptLayers(most)).fits());
+        assertFalse(MemoryPlanner.plan(req.withKeptLayers(most + 1)).fits());
+        assertEquals(0, MemoryPlanner.maxKeptLayers(req.withRecompute(false)), "nothing to keep without recompute");
+    }
+
+    private static long activations(PlanRequest req) {
+        return MemoryPlanner.plan(req).budget(GpuRole.COLOCATED).get(MemoryCategory.ACTIVATIONS);
+    }
+
+    private static long trainActivations(PlanRequest req) {
+        return MemoryPlanner.budgetOf(req, GpuRole.TRAIN).get(MemoryCategory.ACTIVATIONS);
     }
 }

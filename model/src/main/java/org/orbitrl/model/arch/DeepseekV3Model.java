@@ -83,6 +83,11 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
                 rope.style() == RopeTable.Style.INTERLEAVED);
     }
 
+    @Override
+    public void setKeptLayers(int n) {
+        decoder.setKeptLayers(n);
+    }
+
     /** Runs quantized routed experts through C-expert dequantization chunks (0: fused kernel). */
     @Override
     public void setExpertChunk(int c) {

@@ -170,6 +170,11 @@ public final class GptOssModel implements Trainable, AdapterTargets {
         return decoder.forwardTrain(sequences, recompute, this::layerForward);
     }
 
+    @Override
+    public void setKeptLayers(int n) {
+        decoder.setKeptLayers(n);
+    }
+
     /** One layer's saved activations. */
     static final class LayerTape {
         Tensor mid;      // [N, hidden] residual after attention

@@ -49,6 +49,7 @@ final class PreNormDecoder<L> {
     private final float eps;
     private final Linear lmHead;      // [vocab, hidden]
     private final Supplier<L> newTape;
+    private int keptLayers;           // under recompute, the last layers whose tapes the forward keeps
 
     PreNormDecoder(Backend backend, int layers, int maxPositions, Tensor embed, Tensor finalNorm, float eps, Linear lmHead,
                    Supplier<L> newTape) {
@@ -101,7 +102,7 @@ final class PreNormDecoder<L> {
             L lt = null;
             if (tape != null) {
                 tape.layerInput[i] = x;
-                if (!tape.recompute) {
+                if (!tape.recompute || i >= layers - keptLayers) {   // the last kept layers are not recomputed
                     lt = newTape.get();
                     tape.layerTapes.set(i, lt);
                 }
@@ -137,6 +138,14 @@ final class PreNormDecoder<L> {
             a.release(normed);
         }
         return logits;
+    }
+
+    /** Under recompute, the last {@code n} layers keep their tapes from the forward (see {@link Trainable#setKeptLayers}). */
+    void setKeptLayers(int n) {
+        if (n < 0 || n > layers) {
+            throw new IllegalArgumentException("kept layers must be between 0 and the model's " + layers + ", got " + n);
+        }
+        keptLayers = n;
     }
 
     /** The training forward over whole sequences (no cached past). */

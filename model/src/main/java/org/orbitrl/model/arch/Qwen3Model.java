@@ -42,6 +42,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
     private final Linear lmHead;      // [vocab, hidden]; under tensor parallelism [vocab/tp, hidden]
     private final RopeTable rope;
     private final RankGroups parallel; // null: the whole model on one rank
+    private int keptLayers;            // under recompute, the last layers whose tapes the forward keeps
 
     /** One decoder layer. */
     static final class Layer {
@@ -123,6 +124,14 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
                 l.moe.setExpertChunk(c);
             }
         }
+    }
+
+    @Override
+    public void setKeptLayers(int n) {
+        if (n < 0 || n > layers.length) {
+            throw new IllegalArgumentException("kept layers must be between 0 and the model's " + layers.length + ", got " + n);
+        }
+        keptLayers = n;
     }
 
     /**
@@ -356,7 +365,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             LayerTape lt = null;
             if (tape != null) {
                 tape.layerInput[i] = x;
-                if (!tape.recompute) {
+                if (!tape.recompute || i >= layers.length - keptLayers) {   // the last kept layers are not recomputed
                     lt = new LayerTape();
                     tape.layerTapes[i] = lt;
                 }

@@ -39,4 +39,15 @@ public interface Trainable extends CausalLM {
      */
     default void setExpertChunk(int experts) {
     }
+
+    /**
+     * Under recompute, the last {@code layers} decoder layers keep their activations from the forward
+     * for backward instead of running the layer again (the plan's kept layers): one layer forward a
+     * step less for each, at one layer's activations each. Gradients are identical either way. Models
+     * that keep every activation regardless ignore it.
+     *
+     * @throws IllegalArgumentException if {@code layers} is negative or more than the model has
+     */
+    default void setKeptLayers(int layers) {
+    }
 }

@@ -22,7 +22,8 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
  * {@code o_proj}) and the fused routed-expert parameters. Logits match {@code reference_lora}
  * within 1e-4 absolute, through the training forward and through the latent cache (where the
  * adapted {@code kv_b_proj} is absorbed); gradients of the fixture's loss match every
- * {@code grad.*} tensor within 1e-3 relative (‖ours − ref‖ / ‖ref‖), bit-identical with recompute.
+ * {@code grad.*} tensor within 1e-3 relative (‖ours − ref‖ / ‖ref‖), bit-identical with recompute
+ * and with the last layer kept under recompute.
  */
 public class DeepseekV3LoraFixtureTest {
 
@@ -67,6 +68,12 @@ public class DeepseekV3LoraFixtureTest {
         Map<String, float[]> recomputed = gradients(setup(), true);
         for (var e : stored.entrySet()) {
             assertArrayEquals(e.getValue(), recomputed.get(e.getKey()), 0f, e.getKey() + " with recompute");
+        }
+        Setup kept = setup();
+        kept.model().setKeptLayers(1);   // the last layer's activations kept, the others recomputed
+        Map<String, float[]> partly = gradients(kept, true);
+        for (var e : stored.entrySet()) {
+            assertArrayEquals(e.getValue(), partly.get(e.getKey()), 0f, e.getKey() + " with the last layer kept");
         }
     }
 

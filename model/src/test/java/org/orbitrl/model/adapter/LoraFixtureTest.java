@@ -15,13 +15,15 @@ import java.util.Map;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * PEFT LoRA fixtures (peft 0.21 over transformers 5.17): with the fixture adapter, logits match
  * {@code reference_lora} within 1e-4 absolute, and the gradients of the fixture's policy-gradient
  * loss match every {@code grad.*} tensor within 1e-3 relative (‖ours − ref‖ / ‖ref‖), with and
- * without activation recompute (which must give bit-identical gradients).
+ * without activation recompute (which must give bit-identical gradients), and with the last
+ * layer's activations kept under recompute (the rest recomputed: bit-identical too).
  */
 public class LoraFixtureTest {
 
@@ -87,6 +89,13 @@ public class LoraFixtureTest {
         for (var e : stored.entrySet()) {
             assertArrayEquals(e.getValue(), recomputed.get(e.getKey()), 0f, e.getKey() + " with recompute");
         }
+        Setup kept = setup(arch);
+        kept.model().setKeptLayers(1);   // the fixtures have 2 layers: the first recomputed, the last kept
+        Map<String, float[]> partly = gradients(kept, true);
+        for (var e : stored.entrySet()) {
+            assertArrayEquals(e.getValue(), partly.get(e.getKey()), 0f, e.getKey() + " with the last layer kept");
+        }
+        assertThrows(IllegalArgumentException.class, () -> kept.model().setKeptLayers(3), "3 of 2 layers");
     }
 
     /** Runs the fixture loss forward and backward; returns the adapter gradients in PEFT layout. */

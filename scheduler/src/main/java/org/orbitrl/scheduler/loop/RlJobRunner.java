@@ -124,6 +124,7 @@ public final class RlJobRunner implements JobRunner {
             // trainer: the loaded model and its trainable adapter; rollout: a view of the same weights with two slots
             trainerModel = (Trainable) base.model();
             trainerModel.setExpertChunk(RlPlan.expertChunk(spec));   // the chunk the plan budgets
+            trainerModel.setKeptLayers(RlPlan.request(spec).keptLayers());   // the kept layers the plan budgets
             trainerAdapter = RlSetup.newAdapter(cfg, (AdapterTargets) trainerModel, adapterMemory, spec.seed());
             boolean isAsync = spec.async().enabled();
             int cores = Runtime.getRuntime().availableProcessors();

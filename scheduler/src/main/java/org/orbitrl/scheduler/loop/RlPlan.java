@@ -20,6 +20,7 @@ import org.orbitrl.scheduler.job.ComputeBackend;
 import org.orbitrl.scheduler.job.JobException;
 import org.orbitrl.scheduler.job.JobPlan;
 import org.orbitrl.scheduler.job.JobSpec;
+import org.orbitrl.scheduler.job.MemorySpec;
 import org.orbitrl.scheduler.job.PlanRefusedException;
 
 import java.util.Map;
@@ -51,18 +52,33 @@ final class RlPlan {
         return NodeSpec.parse(gpus + "xH200");
     }
 
+    /**
+     * The request the job is planned as, with its kept layers resolved: {@code memory.kept_layers}
+     * as given (at most the model's layers), or for {@code auto} the most the plan fits (0 without
+     * recompute or when even one does not fit).
+     */
+    static PlanRequest request(JobSpec spec) {
+        ModelSpec model = ConfigLoader.load(spec.model().path());
+        NodeSpec node = node(spec);
+        var a = spec.adapter();
+        AdapterSpec adapter = AdapterSpec.parse(a.type() == AdapterKind.LORA ? "lora:" + a.rank() : "oft:" + a.oftBlockSize());
+        var b = spec.batch();
+        PlanRequest req = new PlanRequest(model, spec.model().path(), BaseFormat.parse("native", model), adapter,
+                new BatchShape(b.promptsPerStep(), b.samplesPerPrompt(), b.maxPromptTokens(), b.maxResponseTokens(),
+                        b.microBatch()), node, ParallelLayout.auto(model, node, 0, 0), spec.memory().recompute(),
+                expertChunk(spec),
+                DType.F32, 2048, 8192, node.hostMemory() ? 0 : spec.memory().reserve().bytes());
+        int kept = spec.memory().keptLayerCount();
+        if (!spec.memory().recompute()) {
+            return req;
+        }
+        return req.withKeptLayers(kept == MemorySpec.AUTO ? MemoryPlanner.maxKeptLayers(req) : Math.min(kept, model.numLayers()));
+    }
+
     static JobPlan plan(JobSpec spec) throws JobException {
         try {
-            ModelSpec model = ConfigLoader.load(spec.model().path());
-            NodeSpec node = node(spec);
-            var a = spec.adapter();
-            AdapterSpec adapter = AdapterSpec.parse(a.type() == AdapterKind.LORA ? "lora:" + a.rank() : "oft:" + a.oftBlockSize());
-            var b = spec.batch();
-            PlanRequest req = new PlanRequest(model, spec.model().path(), BaseFormat.parse("native", model), adapter,
-                    new BatchShape(b.promptsPerStep(), b.samplesPerPrompt(), b.maxPromptTokens(), b.maxResponseTokens(),
-                            b.microBatch()), node, ParallelLayout.auto(model, node, 0, 0), spec.memory().recompute(),
-                    expertChunk(spec),
-                    DType.F32, 2048, 8192, node.hostMemory() ? 0 : spec.memory().reserve().bytes());
+            PlanRequest req = request(spec);
+            NodeSpec node = req.node();
             MemoryPlan plan = MemoryPlanner.plan(req);
             String table = PlanTable.render(plan);
             if (!plan.fits()) {

@@ -50,7 +50,7 @@ import java.util.SplittableRandom;
  * <pre>
  * java ... org.orbitrl.scheduler.bench.Qwen3TrainBench --config models/qwen3-30b-a3b/config.json
  *     [--layers N] [--small] [--shapes 1x512,2x1024,4x2048,8x2048] [--steps 2] [--recompute true]
- *     [--expert-chunk 8] [--budget-s 200] [--peer peer.json] [--out train-bench.md]
+ *     [--expert-chunk 8] [--kept-layers 0|N|auto] [--budget-s 200] [--peer peer.json] [--out train-bench.md]
  * java ... org.orbitrl.scheduler.bench.Qwen3TrainBench --render train-bench.md.json --peer peer.json --out train-bench.md
  * </pre>
  * {@code --out F} also writes {@code F.json}, from which {@code --render} prints the table again with
@@ -120,8 +120,15 @@ public final class Qwen3TrainBench {
                     report.line(String.format("stopped before %dx%d: the time budget of %d s is spent", shape[0], shape[1], o.budgetSeconds()));
                     break;
                 }
+                int kept = !o.recompute() ? 0 : o.keptLayers() >= 0 ? Math.min(o.keptLayers(), dc.layers())
+                        : TrainBenchPlan.maxKeptLayers(spec, cfgFile, shape[0], shape[1], o.expertChunk());
+                model.setKeptLayers(kept);
+                if (o.recompute()) {
+                    report.line(String.format("%dx%d: recompute, the last %d of %d layers kept%s", shape[0], shape[1], kept,
+                            dc.layers(), o.keptLayers() < 0 ? " (the most the planner fits)" : ""));
+                }
                 TrainBenchReport.Row row = step(model, adapter, adamw, run, hostMem, shape[0], shape[1], o.steps(), o.recompute());
-                row.planned = TrainBenchPlan.predict(spec, cfgFile, shape[0], shape[1], o.recompute(), o.expertChunk());
+                row.planned = TrainBenchPlan.predict(spec, cfgFile, shape[0], shape[1], o.recompute(), o.expertChunk(), kept);
                 report.add(row);
                 if (o.out() != null) {   // after every shape: a run stopped by its time limit keeps what it measured
                     report.writeJson(Path.of(o.out() + ".json"));

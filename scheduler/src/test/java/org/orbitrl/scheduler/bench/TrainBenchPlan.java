@@ -26,17 +26,31 @@ final class TrainBenchPlan {
      * logits of every token at once, as the bench materializes them. Null if the planner refuses the request.
      */
     static Map<MemoryCategory, Long> predict(ModelSpec spec, Path configPath, int batch, int seq, boolean recompute,
-                                             int expertChunk) {
+                                             int expertChunk, int keptLayers) {
         try {
-            NodeSpec node = NodeSpec.parse("1xH200");
-            PlanRequest req = new PlanRequest(spec, configPath, BaseFormat.parse("int4", spec),
-                    AdapterSpec.parse("lora:32:attention+experts:f32"), new BatchShape(batch, 1, seq / 2, seq - seq / 2, batch),
-                    node, ParallelLayout.auto(spec, node, 0, 0), recompute, expertChunk, DType.BF16, batch * seq,
-                    Math.max(1, Math.min(8192, batch * seq)), -1);
+            PlanRequest req = request(spec, configPath, batch, seq, recompute, expertChunk).withKeptLayers(keptLayers);
             return MemoryPlanner.budgetOf(req, GpuRole.TRAIN).bytes();   // the bench only trains: no rollout slots or cache
         } catch (RuntimeException e) {
             System.out.println("planner: " + e.getMessage());
             return null;
         }
+    }
+
+    /** The most layers that can keep their activations under recompute on the bench's training GPU (0 if the planner refuses). */
+    static int maxKeptLayers(ModelSpec spec, Path configPath, int batch, int seq, int expertChunk) {
+        try {
+            return MemoryPlanner.maxKeptLayers(request(spec, configPath, batch, seq, true, expertChunk), GpuRole.TRAIN);
+        } catch (RuntimeException e) {
+            System.out.println("planner: " + e.getMessage());
+            return 0;
+        }
+    }
+
+    private static PlanRequest request(ModelSpec spec, Path configPath, int batch, int seq, boolean recompute, int expertChunk) {
+        NodeSpec node = NodeSpec.parse("1xH200");
+        return new PlanRequest(spec, configPath, BaseFormat.parse("int4", spec),
+                AdapterSpec.parse("lora:32:attention+experts:f32"), new BatchShape(batch, 1, seq / 2, seq - seq / 2, batch),
+                node, ParallelLayout.auto(spec, node, 0, 0), recompute, expertChunk, DType.BF16, batch * seq,
+                Math.max(1, Math.min(8192, batch * seq)), -1);
     }
 }

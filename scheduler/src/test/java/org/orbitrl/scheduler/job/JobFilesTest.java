@@ -134,7 +134,7 @@ class JobFilesTest {
     }
 
     @Test
-    void crossFieldRulesPointAtTheKey() {
+    void crossFieldRulesPointAtTheKey() throws Exception {
         List<ConfigProblem> p = problems("""
                 model: {path: m}
                 eval:
@@ -158,6 +158,18 @@ class JobFilesTest {
         assertEquals(23, p.getFirst().column());
         assertTrue(p.getFirst().message().startsWith("group-relative advantages (grpo) need at least 2 samples"),
                 p.toString());
+        // kept_layers is a count or auto
+        p = problems("""
+                model: {path: m}
+                memory:
+                  kept_layers: most
+                """);
+        assertEquals(1, p.size(), p.toString());
+        assertEquals("memory.kept_layers", p.getFirst().key());
+        assertTrue(p.getFirst().message().contains("expected a number of layers (0 or more) or auto, got 'most'"), p.toString());
+        assertEquals(1, problems("model: {path: m}\nmemory: {kept_layers: -2}\n").size());
+        assertEquals(MemorySpec.AUTO, parse("model: {path: m}\nmemory: {kept_layers: auto}\n").memory().keptLayerCount());
+        assertEquals(12, parse("model: {path: m}\nmemory: {kept_layers: 12}\n").memory().keptLayerCount());
     }
 
     @Test
@@ -194,7 +206,7 @@ class JobFilesTest {
                 algorithm: {name: gspo}
                 optimizer: {lr: 3e-6, schedule: warmup_cosine, warmup_steps: 20}
                 checkpoint: {every: 90m}
-                memory: {reserve: 1536MiB}
+                memory: {reserve: 1536MiB, kept_layers: auto}
                 task: {kind: jsonl, train_path: data/gsm8k.jsonl, answer_format: gsm8k}
                 placement: {backend: cuda, devices: 8, rollout_devices: 2, expert_parallel: 6}
                 async: {enabled: true, staleness_bound: 2}

@@ -60,6 +60,27 @@ class RlPlanTest {
         assertEquals(3, RlPlan.expertChunk(withChunk(q, new MemorySpec(3, m.recompute(), m.reserve()))));
     }
 
+    /**
+     * {@code memory.kept_layers}: a count as given (at most the model's layers), auto the most the plan
+     * fits (all the quickstart model's layers in the host's memory; on one GPU of 1 GiB fewer, each
+     * step of the planner's edge: one more would not fit), none without recompute.
+     */
+    @Test
+    void keptLayersAreTheJobsOrTheMostThePlanFits() throws Exception {
+        JobSpec q = QuickstartJobTest.quickstart();
+        MemorySpec m = q.memory();
+        int layers = RlPlan.request(q).spec().numLayers();
+        assertEquals(0, RlPlan.request(q).keptLayers(), "the default keeps none");
+        assertEquals(1, RlPlan.request(withChunk(q, new MemorySpec(0, true, m.reserve(), "1"))).keptLayers());
+        assertEquals(layers, RlPlan.request(withChunk(q, new MemorySpec(0, true, m.reserve(), "999"))).keptLayers());
+        assertEquals(layers, RlPlan.request(withChunk(q, new MemorySpec(0, true, m.reserve(), "auto"))).keptLayers(),
+                "the quickstart model keeps every layer in the host's memory");
+        assertEquals(0, RlPlan.request(withChunk(q, new MemorySpec(0, false, m.reserve(), "auto"))).keptLayers(),
+                "nothing to keep without recompute");
+        String table = RlPlan.plan(withChunk(q, new MemorySpec(0, true, m.reserve(), "1"))).table();
+        assertTrue(table.contains("recompute on, the last 1 layers kept"), table);
+    }
+
     private static JobSpec withChunk(JobSpec q, MemorySpec m) {
         return new JobSpec(q.name(), q.runner(), q.model(), q.adapter(), q.algorithm(), q.kl(), q.tisCap(), q.batch(), q.sampling(),
                 q.optimizer(), q.steps(), q.eval(), q.checkpoint(), q.seed(), q.async(), q.task(), q.placement(), m);

@@ -129,6 +129,18 @@ public final class ActivationModel {
      */
     public static long standardTrainBytes(ModelSpec s, AdapterSpec adapter, boolean recompute, int tp, int ep, boolean device,
                                           int chunk, long tokens) {
+        return standardTrainBytes(s, adapter, recompute ? 0 : s.numLayers(), tp, ep, device, chunk, tokens);
+    }
+
+    /**
+     * As {@link #standardTrainBytes(ModelSpec, AdapterSpec, boolean, int, int, boolean, int, long)} with the
+     * last {@code kept} layers keeping their tapes from the forward and the others recomputed (0: full
+     * recompute; every layer: none). The backward runs from the last layer down, so the peak is in the
+     * backward of some layer j: a kept layer's with the tapes of the kept layers up to it, or a
+     * recomputed layer's with its own tape alone, each beside j's working set.
+     */
+    public static long standardTrainBytes(ModelSpec s, AdapterSpec adapter, int kept, int tp, int ep, boolean device,
+                                          int chunk, long tokens) {
         long h = s.hiddenSize();
         int rAttn = loraRank(adapter, ParamFamily.ATTENTION);
         int rMlp = loraRank(adapter, ParamFamily.DENSE_MLP);
@@ -141,10 +153,13 @@ public final class ActivationModel {
         }
         long hostChunk = s.isMoe() ? MoeWorkingSet.hostChunkElements(s, chunk, ep, adapter, device) : 0;
         double attnPhase = 2.0 * h + Math.max(attentionWorkPerToken(h, qd, kvd, rAttn), h);
+        int layers = s.numLayers();
+        int firstKept = layers - Math.min(Math.max(kept, 0), layers);
+        double keptTapes = 0;   // tapes of the kept layers from firstKept up to the layer at hand
+        double peak = 0;        // the largest of a layer's live tapes beside its working set
         double tapes = 0;
         double maxPhase = 0;
-        double maxTapeAndPhase = 0;
-        for (int i = 0; i < s.numLayers(); i++) {
+        for (int i = 0; i < layers; i++) {
             double tape = 3.0 * h + 3 * (qd + kvd);
             double mlpWork;
             if (s.isMoeLayer(i) && MoeWorkingSet.grouped(s, ep, adapter)) {
@@ -163,9 +178,15 @@ public final class ActivationModel {
             double phase = Math.max(attnPhase, mlpPhase);
             tapes += tape;
             maxPhase = Math.max(maxPhase, phase);
-            maxTapeAndPhase = Math.max(maxTapeAndPhase, tape + phase);
+            if (i >= firstKept) {
+                keptTapes += tape;
+                peak = Math.max(peak, keptTapes + phase);
+            } else {
+                peak = Math.max(peak, tape + phase);
+            }
         }
-        return (long) Math.ceil((persistent + (recompute ? maxTapeAndPhase : tapes + maxPhase)) * tokens) * 4;
+        // without recompute every tape is counted to the end of the backward, beside the largest working set
+        return (long) Math.ceil((persistent + (firstKept == 0 ? tapes + maxPhase : peak)) * tokens) * 4;
     }
 
     /**
@@ -214,21 +235,41 @@ public final class ActivationModel {
      */
     public static long trainBytes(WeightInventory inv, AdapterSpec adapter, long tokens, boolean recompute, int tp, int ep,
                                   boolean device, int chunk) {
+        return trainBytes(inv, adapter, tokens, recompute ? 0 : inv.spec().numLayers(), tp, ep, device, chunk);
+    }
+
+    /**
+     * As {@link #trainBytes(WeightInventory, AdapterSpec, long, boolean, int, int, boolean, int)} with the
+     * last {@code kept} layers keeping their activations and the others recomputed (0: full recompute;
+     * every layer: none). For the MLA and DeepSeek V4 models: every layer's input kept, then at the
+     * backward's start the kept layers' activations, or one recomputed layer's, beside one layer's working set.
+     */
+    public static long trainBytes(WeightInventory inv, AdapterSpec adapter, long tokens, int kept, int tp, int ep,
+                                  boolean device, int chunk) {
         ModelSpec s = inv.spec();
         if (s.mla() == null && s.deepseekV4() == null) {
-            return tokens == 0 ? 0 : standardTrainBytes(s, adapter, recompute, tp, ep, device, chunk, tokens);
+            return tokens == 0 ? 0 : standardTrainBytes(s, adapter, kept, tp, ep, device, chunk, tokens);
         }
         double lora = loraPerToken(inv, adapter);
+        int layers = s.numLayers();
+        int firstKept = layers - Math.min(Math.max(kept, 0), layers);
         double max = 0;
         double sum = 0;
-        for (int i = 0; i < s.numLayers(); i++) {
+        double keptSum = 0;
+        double recomputedMax = 0;
+        for (int i = 0; i < layers; i++) {
             double e = perTokenLayer(s, i, adapter, lora, tp);
             max = Math.max(max, e);
             sum += e;
+            if (i >= firstKept) {
+                keptSum += e;
+            } else {
+                recomputedMax = Math.max(recomputedMax, e);
+            }
         }
-        double elems = recompute
-                ? (double) s.numLayers() * residualPerToken(s) + 2 * max
-                : sum + max;
+        double elems = firstKept == 0
+                ? sum + max
+                : (double) layers * residualPerToken(s) + Math.max(keptSum, recomputedMax) + max;
         return (long) Math.ceil(elems * tokens * 2);
     }
 

@@ -29,16 +29,51 @@ final class CudaMoeMma {
     /** The x rows' share at most: a block may have 227 KiB. */
     private static final int X_SHARED_MAX = 227 * 1024 - WEIGHT_SHARED;
 
+    /** The weight stages of the short-K kernel: 8 warps of 3 stages of 2560 bytes. */
+    private static final int SHORT_WEIGHT_SHARED = 61440;
+    /** An SM's shared memory, for the three-blocks test of the short-K kernel (each block also costs the 1 KiB the system keeps). */
+    private static final int SM_SHARED = 228 * 1024;
+
     private final CudaContext ctx;
-    private final Kernel[][] kernels = new Kernel[3][2]; // [MT 8, 16, 32][x f32, bf16]
+    private final Kernel[][] kernels = new Kernel[3][2];      // [MT 8, 16, 32][x f32, bf16]: stage refilled before its products
+    private final Kernel[][] afterKernels = new Kernel[3][2]; // refilled after its products (one stage more in flight)
+    private final Kernel[] shortKernels = new Kernel[2];      // MT 8, 3 stages, three blocks an SM
+    private final Kernel[][] gateUpKernels = new Kernel[3][2];
+    private boolean fused = !"off".equals(System.getProperty("orbit.cuda.moeFused"));
 
     CudaMoeMma(CudaContext ctx) {
         this.ctx = ctx;
         int[] mts = {8, 16, 32};
+        String[] xt = {"_f32", "_bf16"};
         for (int i = 0; i < mts.length; i++) {
-            kernels[i][0] = ctx.kernel("qmma", "qmma_int4_grouped_m" + mts[i] + "_f32");
-            kernels[i][1] = ctx.kernel("qmma", "qmma_int4_grouped_m" + mts[i] + "_bf16");
+            for (int d = 0; d < 2; d++) {
+                kernels[i][d] = ctx.kernel("qmma", "qmma_int4_grouped_m" + mts[i] + xt[d]);
+                afterKernels[i][d] = ctx.kernel("qmma", "qmma_int4_grouped_after_m" + mts[i] + xt[d]);
+                gateUpKernels[i][d] = ctx.kernel("qmma", "qmma_int4_gate_up_m" + mts[i] + xt[d]);
+            }
         }
+        for (int d = 0; d < 2; d++) {
+            shortKernels[d] = ctx.kernel("qmma", "qmma_int4_grouped_short_m8" + xt[d]);
+        }
+    }
+
+    /**
+     * Whether the decode products take the faster launch shapes (on unless {@code -Dorbit.cuda.moeFused=off}):
+     * a stage refilled after its products, short K (at most 928) at 8 x rows a chunk in three blocks an SM,
+     * and gate and up in one launch ({@link #launchGateUp}). The numbers are the same either way.
+     * {@code -Dorbit.cuda.moeShortK=off} (read at each launch) leaves short K on the two-blocks kernel.
+     */
+    boolean fused() {
+        return fused;
+    }
+
+    void fused(boolean enabled) {
+        fused = enabled;
+    }
+
+    /** Whether the short-K kernel (three blocks an SM) takes 8 rows of K. */
+    static boolean shortFits(int k) {
+        return 3L * (SHORT_WEIGHT_SHARED + 8L * xStride(k) + 1024) <= SM_SHARED;
     }
 
     /** Bytes of one staged x row in the kernel: 2K + 64 (a stride that keeps the fragment loads conflict-free). */
@@ -75,17 +110,57 @@ final class CudaMoeMma {
      * @param y    f32 [pairs, N]
      */
     void launch(Tensor x, int xDiv, QuantizedTensor w, MoeRouting r, Tensor y, int n, int k) {
-        int pairs = r.pairs();
-        int experts = r.numExperts();
-        int rowsPerExpert = (pairs + Math.min(experts, pairs) - 1) / Math.min(experts, pairs);
-        int mt = chunkFor(rowsPerExpert, k);
-        int shared = WEIGHT_SHARED + mt * xStride(k);
-        Kernel kernel = kernels[mt == 8 ? 0 : mt == 16 ? 1 : 2][x.dtype() == DType.BF16 ? 1 : 0];
+        int mt = chunkFor(rowsPerExpert(r), k);
+        int xi = x.dtype() == DType.BF16 ? 1 : 0;
+        Kernel kernel;
+        int shared;
+        if (!fused) {
+            kernel = kernels[mtIndex(mt)][xi];
+            shared = WEIGHT_SHARED + mt * xStride(k);
+        } else if (mt == 8 && shortFits(k) && !"off".equals(System.getProperty("orbit.cuda.moeShortK"))) {
+            kernel = shortKernels[xi];
+            shared = SHORT_WEIGHT_SHARED + mt * xStride(k);
+        } else {
+            kernel = afterKernels[mtIndex(mt)][xi];
+            shared = WEIGHT_SHARED + mt * xStride(k);
+        }
         long gridX = (n + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
+        ctx.launch2dShared(kernel, gridX, gridRows(r), THREADS, shared, x, xDiv, r.offsets(), r.order(), r.active(), w.codes(),
+                w.scales(), w.zeros(), y, n, k, xStride(k));
+    }
+
+    /**
+     * Gate and up in one launch: {@code act[p] = silu(x[p / xDiv] · G_eᵀ) · (x[p / xDiv] · U_eᵀ)} rounded to
+     * bf16, a block computing 64 rows of both for the same staged x rows (numbers as two {@link #launch}es,
+     * the SwiGLU in f32 and a rounding to bf16).
+     *
+     * @param gate INT4 [E·N, K] (checked by {@link #supports})
+     * @param up   INT4 [E·N, K], the same shape
+     * @param act  bf16 [pairs, N]
+     */
+    void launchGateUp(Tensor x, int xDiv, QuantizedTensor gate, QuantizedTensor up, MoeRouting r, Tensor act, int n, int k) {
+        int mt = chunkFor(rowsPerExpert(r), k);
+        Kernel kernel = gateUpKernels[mtIndex(mt)][x.dtype() == DType.BF16 ? 1 : 0];
+        long gridX = (n + ROWS_PER_BLOCK / 2 - 1) / (ROWS_PER_BLOCK / 2);
+        ctx.launch2dShared(kernel, gridX, gridRows(r), THREADS, WEIGHT_SHARED + mt * xStride(k), x, xDiv, r.offsets(), r.order(),
+                r.active(), gate.codes(), gate.scales(), gate.zeros(), up.codes(), up.scales(), up.zeros(), act, n, k, xStride(k));
+    }
+
+    private static int rowsPerExpert(MoeRouting r) {
+        int pairs = r.pairs();
+        int experts = Math.min(r.numExperts(), pairs);
+        return (pairs + experts - 1) / experts;
+    }
+
+    private static int mtIndex(int mt) {
+        return mt == 8 ? 0 : mt == 16 ? 1 : 2;
+    }
+
+    private static int gridRows(MoeRouting r) {
+        int experts = r.numExperts();
         if (experts > 65535) {
             throw new IllegalArgumentException("grouped expert product: " + experts + " experts exceed one launch (65535 block rows)");
         }
-        ctx.launch2dShared(kernel, gridX, experts, THREADS, shared, x, xDiv, r.offsets(), r.order(), r.active(), w.codes(),
-                w.scales(), w.zeros(), y, n, k, xStride(k));
+        return experts;
     }
 }

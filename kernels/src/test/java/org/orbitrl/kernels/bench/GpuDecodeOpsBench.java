@@ -169,9 +169,29 @@ public final class GpuDecodeOpsBench {
                     gpu.swiglu(st.g(), st.u(), st.g());
                     gpu.moe().moeMatmulGrouped(st.g(), experts.down(), routing, st.y());
                 };
+                boolean fusedBefore = gpu.moe().moeFusedDecode();
+                gpu.moe().moeFusedDecode(false);
                 double ms = GpuBench.graphMs(gpu, 15, layer);
                 TABLE.bandwidthRow(String.format("MoE layer decode %d tokens (%d experts, %.1f MB), route + grouped (%.1f us)",
                         m, st.distinct().size(), bytes / 1e6, ms * 1e3), bytes / (ms * 1e6), copy);
+                if (m > 1) { // the fused launch shapes: the same three products, then gate and up in one launch
+                    gpu.moe().moeFusedDecode(true);
+                    double msShapes = GpuBench.graphMs(gpu, 15, layer);
+                    TABLE.bandwidthRow(String.format("MoE layer decode %d tokens, grouped, fused shapes (refill after, short-K down) (%.1f us)",
+                            m, msShapes * 1e3), bytes / (msShapes * 1e6), copy);
+                    Tensor act = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.BF16, (long) m * topk, inter); // [pairs, inter]
+                    Runnable fusedLayer = () -> {
+                        gpu.moe().moeRoute(st.dIds(), routing);
+                        gpu.moe().moeSwigluGrouped(st.x(), experts.gate(), experts.up(), routing, act);
+                        gpu.moe().moeMatmulGrouped(act, experts.down(), routing, st.y());
+                    };
+                    double msFused = GpuBench.graphMs(gpu, 15, fusedLayer);
+                    TABLE.bandwidthRow(String.format("MoE layer decode %d tokens, gate+up+SwiGLU one launch, bf16 act (%.1f us, %.2fx old)",
+                            m, msFused * 1e3, ms / msFused), bytes / (msFused * 1e6), copy);
+                    products(gpu, st, experts, routing, act, m, bytes / 3.0, copy);
+                    gpu.free(act);
+                }
+                gpu.moe().moeFusedDecode(fusedBefore);
                 if (m > 1) { // the same layer with every batch on the fused GEMV, as before the tensor-core path
                     gpu.moe().moeGroupedTensorCores(false);
                     double msGemv = GpuBench.graphMs(gpu, 15, layer);
@@ -188,6 +208,40 @@ public final class GpuDecodeOpsBench {
             st.free(gpu);
         }
         experts.free(gpu);
+    }
+
+    /** Each expert product of the layer alone (routing already filled), old and fused shapes: where the layer's time goes. */
+    private static void products(CudaBackend gpu, CudaBenchData.MoeStep st, CudaBenchData.StackedExperts experts, MoeRouting routing,
+                                 Tensor act, int m, double matrixBytes, double copy) {
+        String shortKey = "orbit.cuda.moeShortK";
+        String[] names = {"gate alone, old", "gate alone, refill after", "gate+up+SwiGLU fused", "down alone, old",
+                "down alone, refill after", "down alone, short K (3 blocks an SM)", "down alone, short K, bf16 x"};
+        double[] bytes = {matrixBytes, matrixBytes, 2 * matrixBytes, matrixBytes, matrixBytes, matrixBytes, matrixBytes};
+        boolean[] fused = {false, true, true, false, true, true, true};
+        String[] shortK = {"on", "on", "on", "on", "off", "on", "on"};
+        Runnable[] work = {
+                () -> gpu.moe().moeMatmulGrouped(st.x(), experts.gate(), routing, st.g()),
+                () -> gpu.moe().moeMatmulGrouped(st.x(), experts.gate(), routing, st.g()),
+                () -> gpu.moe().moeSwigluGrouped(st.x(), experts.gate(), experts.up(), routing, act),
+                () -> gpu.moe().moeMatmulGrouped(st.g(), experts.down(), routing, st.y()),
+                () -> gpu.moe().moeMatmulGrouped(st.g(), experts.down(), routing, st.y()),
+                () -> gpu.moe().moeMatmulGrouped(st.g(), experts.down(), routing, st.y()),
+                () -> gpu.moe().moeMatmulGrouped(act, experts.down(), routing, st.y())};
+        String before = System.getProperty(shortKey);
+        try {
+            for (int i = 0; i < names.length; i++) {
+                gpu.moe().moeFusedDecode(fused[i]);
+                System.setProperty(shortKey, shortK[i]);
+                double ms = GpuBench.graphMs(gpu, 15, work[i]);
+                TABLE.bandwidthRow(String.format("MoE %d tokens: %s (%.1f us)", m, names[i], ms * 1e3), bytes[i] / (ms * 1e6), copy);
+            }
+        } finally {
+            if (before == null) {
+                System.clearProperty(shortKey);
+            } else {
+                System.setProperty(shortKey, before);
+            }
+        }
     }
 
     /** A sibling backend (sharing {@code gpu}'s memory) made with {@code -Dorbit.cuda.pagedDecode=choice}. */

@@ -31,6 +31,8 @@ final class CudaMoeMma {
 
     /** The weight stages of the short-K kernel: 8 warps of 3 stages of 2560 bytes. */
     private static final int SHORT_WEIGHT_SHARED = 61440;
+    /** The weight stages of the two-stage kernels (short K in four blocks an SM, gate and up in three): 8 warps of 2 stages. */
+    private static final int TWO_STAGE_WEIGHT_SHARED = 40960;
     /** An SM's shared memory, for the three-blocks test of the short-K kernel (each block also costs the 1 KiB the system keeps). */
     private static final int SM_SHARED = 228 * 1024;
 
@@ -38,7 +40,10 @@ final class CudaMoeMma {
     private final Kernel[][] kernels = new Kernel[3][2];      // [MT 8, 16, 32][x f32, bf16]: stage refilled before its products
     private final Kernel[][] afterKernels = new Kernel[3][2]; // refilled after its products (one stage more in flight)
     private final Kernel[] shortKernels = new Kernel[2];      // MT 8, 3 stages, three blocks an SM
+    private final Kernel[] short4Kernels = new Kernel[2];     // MT 8, 2 stages, four blocks an SM
     private final Kernel[][] gateUpKernels = new Kernel[3][2];
+    private final Kernel[] gateUp3Kernels = new Kernel[2];    // MT 8, 2 stages, three blocks an SM
+    private final Kernel[] gateUp16Kernels = new Kernel[2];   // MT 16, 2 stages, two blocks an SM
     private boolean fused = !"off".equals(System.getProperty("orbit.cuda.moeFused"));
 
     CudaMoeMma(CudaContext ctx) {
@@ -54,6 +59,9 @@ final class CudaMoeMma {
         }
         for (int d = 0; d < 2; d++) {
             shortKernels[d] = ctx.kernel("qmma", "qmma_int4_grouped_short_m8" + xt[d]);
+            short4Kernels[d] = ctx.kernel("qmma", "qmma_int4_grouped_short4_m8" + xt[d]);
+            gateUp3Kernels[d] = ctx.kernel("qmma", "qmma_int4_gate_up3_m8" + xt[d]);
+            gateUp16Kernels[d] = ctx.kernel("qmma", "qmma_int4_gate_up_st2_m16" + xt[d]);
         }
     }
 
@@ -61,7 +69,11 @@ final class CudaMoeMma {
      * Whether the decode products take the faster launch shapes (on unless {@code -Dorbit.cuda.moeFused=off}):
      * a stage refilled after its products, short K (at most 928) at 8 x rows a chunk in three blocks an SM,
      * and gate and up in one launch ({@link #launchGateUp}). The numbers are the same either way.
-     * {@code -Dorbit.cuda.moeShortK=off} (read at each launch) leaves short K on the two-blocks kernel.
+     * Read at each launch: {@code -Dorbit.cuda.moeShortK=3} (default) short K at 8 rows in three blocks
+     * an SM, {@code =4} in four (two stages), {@code =off} on the two-blocks kernel;
+     * {@code -Dorbit.cuda.moeGateUpStages=2} (default) gate and up in two stages: at 8 rows in three
+     * blocks an SM, and 16 rows a chunk (two blocks) where four stages leave room for 8 only;
+     * {@code =4} always four stages (two blocks an SM, the x chunk of {@link #chunkFor}).
      */
     boolean fused() {
         return fused;
@@ -71,9 +83,9 @@ final class CudaMoeMma {
         fused = enabled;
     }
 
-    /** Whether the short-K kernel (three blocks an SM) takes 8 rows of K. */
-    static boolean shortFits(int k) {
-        return 3L * (SHORT_WEIGHT_SHARED + 8L * xStride(k) + 1024) <= SM_SHARED;
+    /** Whether {@code blocks} blocks of {@code weightShared} bytes of stages and 8 x rows of K fit in an SM. */
+    static boolean fits(int blocks, int weightShared, int k) {
+        return (long) blocks * (weightShared + 8L * xStride(k) + 1024) <= SM_SHARED;
     }
 
     /** Bytes of one staged x row in the kernel: 2K + 64 (a stride that keeps the fragment loads conflict-free). */
@@ -117,7 +129,10 @@ final class CudaMoeMma {
         if (!fused) {
             kernel = kernels[mtIndex(mt)][xi];
             shared = WEIGHT_SHARED + mt * xStride(k);
-        } else if (mt == 8 && shortFits(k) && !"off".equals(System.getProperty("orbit.cuda.moeShortK"))) {
+        } else if (mt == 8 && "4".equals(System.getProperty("orbit.cuda.moeShortK")) && fits(4, TWO_STAGE_WEIGHT_SHARED, k)) {
+            kernel = short4Kernels[xi];
+            shared = TWO_STAGE_WEIGHT_SHARED + mt * xStride(k);
+        } else if (mt == 8 && !"off".equals(System.getProperty("orbit.cuda.moeShortK")) && fits(3, SHORT_WEIGHT_SHARED, k)) {
             kernel = shortKernels[xi];
             shared = SHORT_WEIGHT_SHARED + mt * xStride(k);
         } else {
@@ -139,10 +154,21 @@ final class CudaMoeMma {
      * @param act  bf16 [pairs, N]
      */
     void launchGateUp(Tensor x, int xDiv, QuantizedTensor gate, QuantizedTensor up, MoeRouting r, Tensor act, int n, int k) {
-        int mt = chunkFor(rowsPerExpert(r), k);
-        Kernel kernel = gateUpKernels[mtIndex(mt)][x.dtype() == DType.BF16 ? 1 : 0];
+        int rows = rowsPerExpert(r);
+        int mt = chunkFor(rows, k);
+        int xi = x.dtype() == DType.BF16 ? 1 : 0;
+        Kernel kernel = gateUpKernels[mtIndex(mt)][xi];
+        int shared = WEIGHT_SHARED + mt * xStride(k);
+        boolean twoStages = !"4".equals(System.getProperty("orbit.cuda.moeGateUpStages"));
+        if (twoStages && mt == 8 && rows <= 6 && fits(3, TWO_STAGE_WEIGHT_SHARED, k)) {
+            kernel = gateUp3Kernels[xi];
+            shared = TWO_STAGE_WEIGHT_SHARED + mt * xStride(k);
+        } else if (twoStages && mt == 8 && rows > 6 && 2L * (TWO_STAGE_WEIGHT_SHARED + 16L * xStride(k) + 1024) <= SM_SHARED) {
+            kernel = gateUp16Kernels[xi]; // 16 rows a chunk: the weights read half as often as at 8
+            shared = TWO_STAGE_WEIGHT_SHARED + 16 * xStride(k);
+        }
         long gridX = (n + ROWS_PER_BLOCK / 2 - 1) / (ROWS_PER_BLOCK / 2);
-        ctx.launch2dShared(kernel, gridX, gridRows(r), THREADS, WEIGHT_SHARED + mt * xStride(k), x, xDiv, r.offsets(), r.order(),
+        ctx.launch2dShared(kernel, gridX, gridRows(r), THREADS, shared, x, xDiv, r.offsets(), r.order(),
                 r.active(), gate.codes(), gate.scales(), gate.zeros(), up.codes(), up.scales(), up.zeros(), act, n, k, xStride(k));
     }
 

@@ -333,7 +333,7 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
 
 // The products of one matrix: qmma_int4_grouped_* refill a stage before its products (QM_STAGES - 1 in
 // flight), qmma_int4_grouped_after_* after them (QM_STAGES in flight), qmma_int4_grouped_short_* with 3
-// stages and three blocks an SM (short K, 8 x rows a chunk).
+// stages and three blocks an SM, qmma_int4_grouped_short4_* with 2 stages and four (short K, 8 x rows a chunk).
 #define QM_KERNEL(NAME, MT, XT, XB, ST, AFTER, MINB)                                                                   \
     extern "C" __global__ void __launch_bounds__(32 * QM_WARPS, MINB)                                                  \
         NAME##_m##MT##_##XT(const void* x, int xDiv, const int* offsets, const int* order, const int* active,          \
@@ -356,21 +356,29 @@ QM_KERNEL(qmma_int4_grouped_after, 16, bf16, true, QM_STAGES, true, 2)
 QM_KERNEL(qmma_int4_grouped_after, 32, bf16, true, QM_STAGES, true, 2)
 QM_KERNEL(qmma_int4_grouped_short, 8, f32, false, 3, true, 3)
 QM_KERNEL(qmma_int4_grouped_short, 8, bf16, true, 3, true, 3)
+QM_KERNEL(qmma_int4_grouped_short4, 8, f32, false, 2, true, 4)
+QM_KERNEL(qmma_int4_grouped_short4, 8, bf16, true, 2, true, 4)
 
 // Gate and up of the same experts in one launch: act[p] = silu(x[p / xDiv] . G_e^T) * (x[p / xDiv] . U_e^T),
 // bf16 [pairs, N] (G and U stacked [E * N, K] each, the same layout and zero-point form).
-#define QM_GATE_UP(MT, XT, XB)                                                                                          \
-    extern "C" __global__ void __launch_bounds__(32 * QM_WARPS, 2)                                                     \
-        qmma_int4_gate_up_m##MT##_##XT(const void* x, int xDiv, const int* offsets, const int* order, const int* active, \
-                                       const u8* gcodes, const u16* gscales, const u32* gzeros, const u8* ucodes,       \
-                                       const u16* uscales, const u32* uzeros, u16* act, int N, int K, int xStride) {    \
-        qmma_grouped<MT, XB, QM_STAGES, true, true, true>(x, xDiv, offsets, order, active, gcodes, gscales, gzeros,     \
-                                                          ucodes, uscales, uzeros, act, N, K, xStride);                 \
+// qmma_int4_gate_up_*: QM_STAGES stages, two blocks an SM; qmma_int4_gate_up3_*: 2 stages, three blocks;
+// qmma_int4_gate_up_st2_*: 2 stages, two blocks (16 x rows of a long K).
+#define QM_GATE_UP(NAME, MT, XT, XB, ST, MINB)                                                                       \
+    extern "C" __global__ void __launch_bounds__(32 * QM_WARPS, MINB)                                                \
+        NAME##_m##MT##_##XT(const void* x, int xDiv, const int* offsets, const int* order, const int* active,        \
+                            const u8* gcodes, const u16* gscales, const u32* gzeros, const u8* ucodes,               \
+                            const u16* uscales, const u32* uzeros, u16* act, int N, int K, int xStride) {            \
+        qmma_grouped<MT, XB, ST, true, true, true>(x, xDiv, offsets, order, active, gcodes, gscales, gzeros, ucodes, \
+                                                   uscales, uzeros, act, N, K, xStride);                             \
     }
 
-QM_GATE_UP(8, f32, false)
-QM_GATE_UP(16, f32, false)
-QM_GATE_UP(32, f32, false)
-QM_GATE_UP(8, bf16, true)
-QM_GATE_UP(16, bf16, true)
-QM_GATE_UP(32, bf16, true)
+QM_GATE_UP(qmma_int4_gate_up, 8, f32, false, QM_STAGES, 2)
+QM_GATE_UP(qmma_int4_gate_up, 16, f32, false, QM_STAGES, 2)
+QM_GATE_UP(qmma_int4_gate_up, 32, f32, false, QM_STAGES, 2)
+QM_GATE_UP(qmma_int4_gate_up, 8, bf16, true, QM_STAGES, 2)
+QM_GATE_UP(qmma_int4_gate_up, 16, bf16, true, QM_STAGES, 2)
+QM_GATE_UP(qmma_int4_gate_up, 32, bf16, true, QM_STAGES, 2)
+QM_GATE_UP(qmma_int4_gate_up3, 8, f32, false, 2, 3)
+QM_GATE_UP(qmma_int4_gate_up3, 8, bf16, true, 2, 3)
+QM_GATE_UP(qmma_int4_gate_up_st2, 16, f32, false, 2, 2)
+QM_GATE_UP(qmma_int4_gate_up_st2, 16, bf16, true, 2, 2)

@@ -214,33 +214,45 @@ public final class GpuDecodeOpsBench {
     private static void products(CudaBackend gpu, CudaBenchData.MoeStep st, CudaBenchData.StackedExperts experts, MoeRouting routing,
                                  Tensor act, int m, double matrixBytes, double copy) {
         String shortKey = "orbit.cuda.moeShortK";
-        String[] names = {"gate alone, old", "gate alone, refill after", "gate+up+SwiGLU fused", "down alone, old",
-                "down alone, refill after", "down alone, short K (3 blocks an SM)", "down alone, short K, bf16 x"};
-        double[] bytes = {matrixBytes, matrixBytes, 2 * matrixBytes, matrixBytes, matrixBytes, matrixBytes, matrixBytes};
-        boolean[] fused = {false, true, true, false, true, true, true};
-        String[] shortK = {"on", "on", "on", "on", "off", "on", "on"};
-        Runnable[] work = {
-                () -> gpu.moe().moeMatmulGrouped(st.x(), experts.gate(), routing, st.g()),
-                () -> gpu.moe().moeMatmulGrouped(st.x(), experts.gate(), routing, st.g()),
-                () -> gpu.moe().moeSwigluGrouped(st.x(), experts.gate(), experts.up(), routing, act),
-                () -> gpu.moe().moeMatmulGrouped(st.g(), experts.down(), routing, st.y()),
-                () -> gpu.moe().moeMatmulGrouped(st.g(), experts.down(), routing, st.y()),
-                () -> gpu.moe().moeMatmulGrouped(st.g(), experts.down(), routing, st.y()),
-                () -> gpu.moe().moeMatmulGrouped(act, experts.down(), routing, st.y())};
-        String before = System.getProperty(shortKey);
+        String stagesKey = "orbit.cuda.moeGateUpStages";
+        Runnable gate = () -> gpu.moe().moeMatmulGrouped(st.x(), experts.gate(), routing, st.g());
+        Runnable gateUp = () -> gpu.moe().moeSwigluGrouped(st.x(), experts.gate(), experts.up(), routing, act);
+        Runnable down = () -> gpu.moe().moeMatmulGrouped(st.g(), experts.down(), routing, st.y());
+        Runnable downBf16 = () -> gpu.moe().moeMatmulGrouped(act, experts.down(), routing, st.y());
+        // {name, fused, short K, gate-up stages, matrices}
+        Object[][] rows = {
+                {"gate alone, old", false, "3", "2", 1, gate},
+                {"gate alone, refill after", true, "3", "2", 1, gate},
+                {"gate+up+SwiGLU fused, 4 stages", true, "3", "4", 2, gateUp},
+                {"gate+up+SwiGLU fused, 2 stages (8 rows: 3 blocks an SM; else 16-row chunks)", true, "3", "2", 2, gateUp},
+                {"down alone, old", false, "3", "2", 1, down},
+                {"down alone, refill after", true, "off", "2", 1, down},
+                {"down alone, short K, 3 blocks an SM", true, "3", "2", 1, down},
+                {"down alone, short K, 4 blocks an SM", true, "4", "2", 1, down},
+                {"down alone, short K, 3 blocks, bf16 x", true, "3", "2", 1, downBf16},
+                {"down alone, short K, 4 blocks, bf16 x", true, "4", "2", 1, downBf16}};
+        String shortBefore = System.getProperty(shortKey);
+        String stagesBefore = System.getProperty(stagesKey);
         try {
-            for (int i = 0; i < names.length; i++) {
-                gpu.moe().moeFusedDecode(fused[i]);
-                System.setProperty(shortKey, shortK[i]);
-                double ms = GpuBench.graphMs(gpu, 15, work[i]);
-                TABLE.bandwidthRow(String.format("MoE %d tokens: %s (%.1f us)", m, names[i], ms * 1e3), bytes[i] / (ms * 1e6), copy);
+            for (Object[] row : rows) {
+                gpu.moe().moeFusedDecode((Boolean) row[1]);
+                System.setProperty(shortKey, (String) row[2]);
+                System.setProperty(stagesKey, (String) row[3]);
+                double ms = GpuBench.graphMs(gpu, 15, (Runnable) row[5]);
+                TABLE.bandwidthRow(String.format("MoE %d tokens: %s (%.1f us)", m, row[0], ms * 1e3), (Integer) row[4] * matrixBytes / (ms * 1e6),
+                        copy);
             }
         } finally {
-            if (before == null) {
-                System.clearProperty(shortKey);
-            } else {
-                System.setProperty(shortKey, before);
-            }
+            restore(shortKey, shortBefore);
+            restore(stagesKey, stagesBefore);
+        }
+    }
+
+    private static void restore(String key, String value) {
+        if (value == null) {
+            System.clearProperty(key);
+        } else {
+            System.setProperty(key, value);
         }
     }
 

@@ -12,7 +12,8 @@ import java.util.SplittableRandom;
  * one tensor-core launch; {@code moeMatmulGrouped} with a stage refilled after its products and short K
  * in three blocks an SM) against references computed here from the format classes' own dequantization,
  * and against the unfused launches ({@code moeFusedDecode(false)}), at batches 1, 8, 64 and 256 over
- * 64 experts (top-4: 4 rows an expert at batch 64, so 8-row x chunks, 16-row chunks at 256), ragged
+ * 64 experts (top-4: 4 rows an expert at batch 64, so 8-row x chunks, 16-row chunks at 256), every
+ * variant of {@code orbit.cuda.moeGateUpStages} and {@code orbit.cuda.moeShortK}, ragged
  * routings with experts of 0 and 1 rows and one expert routed every token (several chunks), K = 2048
  * for gate and up, 768 (short K) and 2048 for down, expert widths not a multiple of the 64-row block,
  * symmetric and zero-point INT4.
@@ -87,18 +88,10 @@ class CudaMoeFusedDecodeTest extends CudaTestBase {
             Tensor x = dev(Tensor.of(xv, tokens, HIDDEN));
             float[] xr = tokens > 1 ? bf16Round(xv) : xv; // one token: the GEMV, x exact
 
-            // fused shapes twice (the same bits run to run), then the unfused launches
-            gpu.moe().moeFusedDecode(true);
-            Tensor act = poisoned(DType.BF16, pairs, n);
-            Tensor act2 = poisoned(DType.BF16, pairs, n);
-            gpu.moe().moeSwigluGrouped(x, dGate, dUp, routing, act);
-            gpu.moe().moeSwigluGrouped(x, dGate, dUp, routing, act2);
             gpu.moe().moeFusedDecode(false);
             Tensor actOld = poisoned(DType.BF16, pairs, n);
             gpu.moe().moeSwigluGrouped(x, dGate, dUp, routing, actOld);
-            float[] a = gpu.toHost(act).toFloatArray();
-            assertBitsEqual("moeSwigluGrouped fused, run to run, " + what, a, gpu.toHost(act2).toFloatArray());
-
+            float[] aOld = gpu.toHost(actOld).toFloatArray();
             float[][] g = product(xr, TOPK, ids, gw, n, HIDDEN);
             float[][] u = product(xr, TOPK, ids, uw, n, HIDDEN);
             float[] ref = new float[pairs * n];
@@ -111,13 +104,25 @@ class CudaMoeFusedDecodeTest extends CudaTestBase {
                 double tolU = 1e-6 + 1e-5 * u[1][i];
                 tol[i] = 1e-6 + 1.1 * tolG * Math.abs(u[0][i]) + Math.abs(silu) * tolU + Math.scalb(Math.abs(ref[i]), -8);
             }
-            assertWithin("moeSwigluGrouped fused vs the reference, " + what, ref, a, tol);
-            float[] aOld = gpu.toHost(actOld).toFloatArray();
             double[] unit = new double[aOld.length];
             for (int i = 0; i < unit.length; i++) {
                 unit[i] = Math.scalb(Math.abs(aOld[i]), -7);
             }
-            assertWithin("moeSwigluGrouped fused vs unfused (one bf16 unit), " + what, aOld, a, unit);
+            assertWithin("moeSwigluGrouped unfused vs the reference, " + what, ref, aOld, tol);
+            gpu.moe().moeFusedDecode(true);
+            for (String stages : new String[]{"2", "4"}) { // gate and up in two stages (8 rows in three blocks an SM, or 16-row chunks), or four
+                withProperty("orbit.cuda.moeGateUpStages", stages, () -> {
+                    String v = what + " (gate-up stages " + stages + ")";
+                    Tensor act = poisoned(DType.BF16, pairs, n);
+                    Tensor act2 = poisoned(DType.BF16, pairs, n);
+                    gpu.moe().moeSwigluGrouped(x, dGate, dUp, routing, act);
+                    gpu.moe().moeSwigluGrouped(x, dGate, dUp, routing, act2);
+                    float[] a = gpu.toHost(act).toFloatArray();
+                    assertBitsEqual("moeSwigluGrouped fused, run to run, " + v, a, gpu.toHost(act2).toFloatArray());
+                    assertWithin("moeSwigluGrouped fused vs the reference, " + v, ref, a, tol);
+                    assertWithin("moeSwigluGrouped fused vs unfused (one bf16 unit), " + v, aOld, a, unit);
+                });
+            }
         } finally {
             gpu.free(dGate);
             gpu.free(dUp);
@@ -134,20 +139,27 @@ class CudaMoeFusedDecodeTest extends CudaTestBase {
         try {
             float[] xv = bf16Round(randn(r, 1f, pairs, k).toFloatArray());
             Tensor x = dev(Tensor.of(xv, pairs, k).to(DType.BF16));
-            Tensor y = poisoned(DType.F32, pairs, n);
             Tensor yOld = poisoned(DType.F32, pairs, n);
-            gpu.moe().moeFusedDecode(true);
-            gpu.moe().moeMatmulGrouped(x, dDown, routing, y);
             gpu.moe().moeFusedDecode(false);
             gpu.moe().moeMatmulGrouped(x, dDown, routing, yOld);
-            float[] yv = gpu.toHost(y).toFloatArray();
+            float[] yOldV = gpu.toHost(yOld).toFloatArray();
             float[][] ref = product(xv, 1, ids, dw, n, k);
             double[] tol = new double[ref[0].length];
             for (int i = 0; i < tol.length; i++) {
                 tol[i] = 1e-6 + 1e-5 * ref[1][i];
             }
-            assertWithin("moeMatmulGrouped down, fused shapes, vs the reference, " + what, ref[0], yv, tol);
-            assertBitsEqual("moeMatmulGrouped down, fused vs unfused shapes, " + what, gpu.toHost(yOld).toFloatArray(), yv);
+            assertWithin("moeMatmulGrouped down, unfused, vs the reference, " + what, ref[0], yOldV, tol);
+            gpu.moe().moeFusedDecode(true);
+            for (String shortK : new String[]{"3", "4", "off"}) { // short K in three or four blocks an SM, or on the two-blocks kernel
+                withProperty("orbit.cuda.moeShortK", shortK, () -> {
+                    String v = what + " (short K " + shortK + ")";
+                    Tensor y = poisoned(DType.F32, pairs, n);
+                    gpu.moe().moeMatmulGrouped(x, dDown, routing, y);
+                    float[] yv = gpu.toHost(y).toFloatArray();
+                    assertWithin("moeMatmulGrouped down, fused shapes, vs the reference, " + v, ref[0], yv, tol);
+                    assertBitsEqual("moeMatmulGrouped down, fused vs unfused shapes, " + v, yOldV, yv);
+                });
+            }
         } finally {
             gpu.free(dDown);
         }

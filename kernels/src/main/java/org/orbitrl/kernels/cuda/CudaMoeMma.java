@@ -17,7 +17,10 @@ import org.orbitrl.kernels.quant.QuantizedTensor;
  * <p>Launch shape: a block computes 128 consecutive output rows of one active expert (8 warps of 16
  * rows) over the whole of K; it stages MT of the expert's x rows at a time (8, 16 or 32, from the
  * average pairs per expert of the layer and the shared memory a row of K takes: two blocks an SM
- * when MT is above 8) and streams each weight byte once per chunk of MT rows.
+ * when MT is above 8) and streams each weight byte once per chunk of MT rows. The fused shapes
+ * ({@link #fused}) add: gate and up of the same experts in one launch ({@link #launchGateUp}: a block
+ * computes 64 rows of both and writes silu(gate)·up in bf16), short K (the down projection) in three
+ * blocks an SM, and 16-row chunks in two weight stages where four stages leave room for 8 rows only.
  */
 final class CudaMoeMma {
     private static final int ROWS_PER_BLOCK = 128; // QM_WARPS * 16
@@ -71,9 +74,11 @@ final class CudaMoeMma {
      * and gate and up in one launch ({@link #launchGateUp}). The numbers are the same either way.
      * Read at each launch: {@code -Dorbit.cuda.moeShortK=3} (default) short K at 8 rows in three blocks
      * an SM, {@code =4} in four (two stages), {@code =off} on the two-blocks kernel;
-     * {@code -Dorbit.cuda.moeGateUpStages=2} (default) gate and up in two stages: at 8 rows in three
-     * blocks an SM, and 16 rows a chunk (two blocks) where four stages leave room for 8 only;
-     * {@code =4} always four stages (two blocks an SM, the x chunk of {@link #chunkFor}).
+     * {@code -Dorbit.cuda.moeGateUpStages=auto} (default) gate and up in four stages at up to 6 rows an
+     * expert (8-row chunks, two blocks an SM), in two stages with 16-row chunks above that where four
+     * stages leave room for 8 rows only (the weights read half as often); {@code =2} also 8-row chunks
+     * in two stages and three blocks an SM (faster alone, slower inside the Qwen3-30B-A3B decode step on
+     * the H200); {@code =4} always four stages (the x chunk of {@link #chunkFor}).
      */
     boolean fused() {
         return fused;
@@ -159,8 +164,9 @@ final class CudaMoeMma {
         int xi = x.dtype() == DType.BF16 ? 1 : 0;
         Kernel kernel = gateUpKernels[mtIndex(mt)][xi];
         int shared = WEIGHT_SHARED + mt * xStride(k);
-        boolean twoStages = !"4".equals(System.getProperty("orbit.cuda.moeGateUpStages"));
-        if (twoStages && mt == 8 && rows <= 6 && fits(3, TWO_STAGE_WEIGHT_SHARED, k)) {
+        String stages = System.getProperty("orbit.cuda.moeGateUpStages", "auto");
+        boolean twoStages = !"4".equals(stages);
+        if ("2".equals(stages) && mt == 8 && rows <= 6 && fits(3, TWO_STAGE_WEIGHT_SHARED, k)) {
             kernel = gateUp3Kernels[xi];
             shared = TWO_STAGE_WEIGHT_SHARED + mt * xStride(k);
         } else if (twoStages && mt == 8 && rows > 6 && 2L * (TWO_STAGE_WEIGHT_SHARED + 16L * xStride(k) + 1024) <= SM_SHARED) {

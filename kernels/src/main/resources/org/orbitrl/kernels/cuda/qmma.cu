@@ -21,10 +21,11 @@
 // Work split: block (blockIdx.x, blockIdx.y) = rows [128 * blockIdx.x, +128) of the blockIdx.y-th active
 // expert, QM_WARPS warps of 16 rows each, over the whole of K. The block stages its expert's x rows
 // (MT at a time, bf16, in the order above, row stride xStride = 2K + 64 bytes: conflict-free loads)
-// in dynamic shared memory (after the warps' weight stages); each warp streams its 16 weight rows through a private QM_STAGES-deep
-// cp.async pipeline (QM_SG groups a stage, 16-byte copies; scales 4-byte copies) and reads them
-// with ldmatrix, so every weight byte of an active expert is read from memory once per chunk of MT
-// rows (once, when the expert has at most MT rows).
+// in dynamic shared memory (after the warps' weight stages); each warp streams its 16 weight rows
+// through a private ST-deep cp.async pipeline (ST = QM_STAGES, or 2 or 3 for more blocks an SM; QM_SG
+// groups a stage, 16-byte copies; scales 4-byte copies) and reads them with ldmatrix, so every weight
+// byte of an active expert is read from memory once per chunk of MT rows (once, when the expert has at
+// most MT rows).
 //
 // INT4 decode: (w >> 4j) & 0x000F000F | 0x43004300 is the bf16 pair 128 + u; fma(., 1, -(128 + z)) is
 // u - z exactly.

@@ -221,16 +221,17 @@ public final class GpuDecodeOpsBench {
         Runnable downBf16 = () -> gpu.moe().moeMatmulGrouped(act, experts.down(), routing, st.y());
         // {name, fused, short K, gate-up stages, matrices}
         Object[][] rows = {
-                {"gate alone, old", false, "3", "2", 1, gate},
-                {"gate alone, refill after", true, "3", "2", 1, gate},
+                {"gate alone, old", false, "3", "auto", 1, gate},
+                {"gate alone, refill after", true, "3", "auto", 1, gate},
                 {"gate+up+SwiGLU fused, 4 stages", true, "3", "4", 2, gateUp},
                 {"gate+up+SwiGLU fused, 2 stages (8 rows: 3 blocks an SM; else 16-row chunks)", true, "3", "2", 2, gateUp},
-                {"down alone, old", false, "3", "2", 1, down},
-                {"down alone, refill after", true, "off", "2", 1, down},
-                {"down alone, short K, 3 blocks an SM", true, "3", "2", 1, down},
-                {"down alone, short K, 4 blocks an SM", true, "4", "2", 1, down},
-                {"down alone, short K, 3 blocks, bf16 x", true, "3", "2", 1, downBf16},
-                {"down alone, short K, 4 blocks, bf16 x", true, "4", "2", 1, downBf16}};
+                {"gate+up+SwiGLU fused, auto (8 rows: 4 stages; else 2 stages, 16-row chunks)", true, "3", "auto", 2, gateUp},
+                {"down alone, old", false, "3", "auto", 1, down},
+                {"down alone, refill after", true, "off", "auto", 1, down},
+                {"down alone, short K, 3 blocks an SM", true, "3", "auto", 1, down},
+                {"down alone, short K, 4 blocks an SM", true, "4", "auto", 1, down},
+                {"down alone, short K, 3 blocks, bf16 x", true, "3", "auto", 1, downBf16},
+                {"down alone, short K, 4 blocks, bf16 x", true, "4", "auto", 1, downBf16}};
         String shortBefore = System.getProperty(shortKey);
         String stagesBefore = System.getProperty(stagesKey);
         try {

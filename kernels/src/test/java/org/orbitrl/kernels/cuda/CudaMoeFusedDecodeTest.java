@@ -110,7 +110,9 @@ class CudaMoeFusedDecodeTest extends CudaTestBase {
             }
             assertWithin("moeSwigluGrouped unfused vs the reference, " + what, ref, aOld, tol);
             gpu.moe().moeFusedDecode(true);
-            for (String stages : new String[]{"2", "4"}) { // gate and up in two stages (8 rows in three blocks an SM, or 16-row chunks), or four
+            // gate and up: four stages at 8 rows, two with 16-row chunks above (auto); two stages also at 8 rows
+            // (three blocks an SM); four stages always
+            for (String stages : new String[]{"auto", "2", "4"}) {
                 withProperty("orbit.cuda.moeGateUpStages", stages, () -> {
                     String v = what + " (gate-up stages " + stages + ")";
                     Tensor act = poisoned(DType.BF16, pairs, n);

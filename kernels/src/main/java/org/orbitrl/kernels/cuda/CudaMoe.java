@@ -72,6 +72,39 @@ public final class CudaMoe {
     }
 
     /**
+     * The gate and up products of a SwiGLU expert layer and the activation between them, for every
+     * routed pair p: {@code act[p] = silu(x[p / div] · G[e(p)]ᵀ) · (x[p / div] · U[e(p)]ᵀ)}, rounded to
+     * bf16 (the next product, {@link #moeMatmulGrouped} over the down projection, rounds x to bf16 on
+     * the tensor cores anyway). INT4 experts at more than one token take one tensor-core launch for both
+     * matrices (see {@link #moeFusedDecode}); otherwise the two grouped products, the SwiGLU in f32 and
+     * the rounding, with the same numbers. Capturable in a CUDA graph.
+     *
+     * @param x    f32 or bf16 [tokens, K] (shared by a token's experts) or [tokens·topk, K]
+     * @param gate quantized [E·N, K]
+     * @param up   quantized [E·N, K], the same format and shape
+     * @param act  bf16 with tokens·topk·N elements, row p = pair p
+     */
+    public void moeSwigluGrouped(Tensor x, QuantizedTensor gate, QuantizedTensor up, MoeRouting routing, Tensor act) {
+        ctx.device.bind();
+        ops.gateUp(x, gate, up, routing, act);
+    }
+
+    /**
+     * Whether the grouped decode products take the fused launch shapes: gate and up in one launch
+     * ({@link #moeSwigluGrouped}), a weight stage refilled after its products, and short K (the down
+     * projection) in three blocks an SM. On unless {@code -Dorbit.cuda.moeFused=off}; the numbers are
+     * the same either way.
+     */
+    public boolean moeFusedDecode() {
+        return ops.fused();
+    }
+
+    /** Turns the fused launch shapes of {@link #moeFusedDecode} on or off. */
+    public void moeFusedDecode(boolean enabled) {
+        ops.fused(enabled);
+    }
+
+    /**
      * Whether {@link #moeMatmulGrouped} may multiply INT4 experts on the tensor cores when more than one
      * token is routed (x rounded to bf16, weight values exact, f32 accumulation; on by default). Off,
      * every batch takes the fused dequantize-GEMV (x and weights exact in f32), as the batch of one

@@ -17,7 +17,10 @@ import org.orbitrl.kernels.quant.QuantizedTensor;
  * <p>Launch shape: a block computes 128 consecutive output rows of one active expert (8 warps of 16
  * rows) over the whole of K; it stages MT of the expert's x rows at a time (8, 16 or 32, from the
  * average pairs per expert of the layer and the shared memory a row of K takes: two blocks an SM
- * when MT is above 8) and streams each weight byte once per chunk of MT rows.
+ * when MT is above 8) and streams each weight byte once per chunk of MT rows. The fused shapes
+ * ({@link #fused}) add: gate and up of the same experts in one launch ({@link #launchGateUp}: a block
+ * computes 64 rows of both and writes silu(gate)·up in bf16), short K (the down projection) in three
+ * blocks an SM, and 16-row chunks in two weight stages where four stages leave room for 8 rows only.
  */
 final class CudaMoeMma {
     private static final int ROWS_PER_BLOCK = 128; // QM_WARPS * 16
@@ -29,16 +32,65 @@ final class CudaMoeMma {
     /** The x rows' share at most: a block may have 227 KiB. */
     private static final int X_SHARED_MAX = 227 * 1024 - WEIGHT_SHARED;
 
+    /** The weight stages of the short-K kernel: 8 warps of 3 stages of 2560 bytes. */
+    private static final int SHORT_WEIGHT_SHARED = 61440;
+    /** The weight stages of the two-stage kernels (short K in four blocks an SM, gate and up in three): 8 warps of 2 stages. */
+    private static final int TWO_STAGE_WEIGHT_SHARED = 40960;
+    /** An SM's shared memory, for the three-blocks test of the short-K kernel (each block also costs the 1 KiB the system keeps). */
+    private static final int SM_SHARED = 228 * 1024;
+
     private final CudaContext ctx;
-    private final Kernel[][] kernels = new Kernel[3][2]; // [MT 8, 16, 32][x f32, bf16]
+    private final Kernel[][] kernels = new Kernel[3][2];      // [MT 8, 16, 32][x f32, bf16]: stage refilled before its products
+    private final Kernel[][] afterKernels = new Kernel[3][2]; // refilled after its products (one stage more in flight)
+    private final Kernel[] shortKernels = new Kernel[2];      // MT 8, 3 stages, three blocks an SM
+    private final Kernel[] short4Kernels = new Kernel[2];     // MT 8, 2 stages, four blocks an SM
+    private final Kernel[][] gateUpKernels = new Kernel[3][2];
+    private final Kernel[] gateUp3Kernels = new Kernel[2];    // MT 8, 2 stages, three blocks an SM
+    private final Kernel[] gateUp16Kernels = new Kernel[2];   // MT 16, 2 stages, two blocks an SM
+    private boolean fused = !"off".equals(System.getProperty("orbit.cuda.moeFused"));
 
     CudaMoeMma(CudaContext ctx) {
         this.ctx = ctx;
         int[] mts = {8, 16, 32};
+        String[] xt = {"_f32", "_bf16"};
         for (int i = 0; i < mts.length; i++) {
-            kernels[i][0] = ctx.kernel("qmma", "qmma_int4_grouped_m" + mts[i] + "_f32");
-            kernels[i][1] = ctx.kernel("qmma", "qmma_int4_grouped_m" + mts[i] + "_bf16");
+            for (int d = 0; d < 2; d++) {
+                kernels[i][d] = ctx.kernel("qmma", "qmma_int4_grouped_m" + mts[i] + xt[d]);
+                afterKernels[i][d] = ctx.kernel("qmma", "qmma_int4_grouped_after_m" + mts[i] + xt[d]);
+                gateUpKernels[i][d] = ctx.kernel("qmma", "qmma_int4_gate_up_m" + mts[i] + xt[d]);
+            }
         }
+        for (int d = 0; d < 2; d++) {
+            shortKernels[d] = ctx.kernel("qmma", "qmma_int4_grouped_short_m8" + xt[d]);
+            short4Kernels[d] = ctx.kernel("qmma", "qmma_int4_grouped_short4_m8" + xt[d]);
+            gateUp3Kernels[d] = ctx.kernel("qmma", "qmma_int4_gate_up3_m8" + xt[d]);
+            gateUp16Kernels[d] = ctx.kernel("qmma", "qmma_int4_gate_up_st2_m16" + xt[d]);
+        }
+    }
+
+    /**
+     * Whether the decode products take the faster launch shapes (on unless {@code -Dorbit.cuda.moeFused=off}):
+     * a stage refilled after its products, short K (at most 928) at 8 x rows a chunk in three blocks an SM,
+     * and gate and up in one launch ({@link #launchGateUp}). The numbers are the same either way.
+     * Read at each launch: {@code -Dorbit.cuda.moeShortK=3} (default) short K at 8 rows in three blocks
+     * an SM, {@code =4} in four (two stages), {@code =off} on the two-blocks kernel;
+     * {@code -Dorbit.cuda.moeGateUpStages=auto} (default) gate and up in four stages at up to 6 rows an
+     * expert (8-row chunks, two blocks an SM), in two stages with 16-row chunks above that where four
+     * stages leave room for 8 rows only (the weights read half as often); {@code =2} also 8-row chunks
+     * in two stages and three blocks an SM (faster alone, slower inside the Qwen3-30B-A3B decode step on
+     * the H200); {@code =4} always four stages (the x chunk of {@link #chunkFor}).
+     */
+    boolean fused() {
+        return fused;
+    }
+
+    void fused(boolean enabled) {
+        fused = enabled;
+    }
+
+    /** Whether {@code blocks} blocks of {@code weightShared} bytes of stages and 8 x rows of K fit in an SM. */
+    static boolean fits(int blocks, int weightShared, int k) {
+        return (long) blocks * (weightShared + 8L * xStride(k) + 1024) <= SM_SHARED;
     }
 
     /** Bytes of one staged x row in the kernel: 2K + 64 (a stride that keeps the fragment loads conflict-free). */
@@ -75,17 +127,72 @@ final class CudaMoeMma {
      * @param y    f32 [pairs, N]
      */
     void launch(Tensor x, int xDiv, QuantizedTensor w, MoeRouting r, Tensor y, int n, int k) {
-        int pairs = r.pairs();
-        int experts = r.numExperts();
-        int rowsPerExpert = (pairs + Math.min(experts, pairs) - 1) / Math.min(experts, pairs);
-        int mt = chunkFor(rowsPerExpert, k);
-        int shared = WEIGHT_SHARED + mt * xStride(k);
-        Kernel kernel = kernels[mt == 8 ? 0 : mt == 16 ? 1 : 2][x.dtype() == DType.BF16 ? 1 : 0];
+        int mt = chunkFor(rowsPerExpert(r), k);
+        int xi = x.dtype() == DType.BF16 ? 1 : 0;
+        Kernel kernel;
+        int shared;
+        if (!fused) {
+            kernel = kernels[mtIndex(mt)][xi];
+            shared = WEIGHT_SHARED + mt * xStride(k);
+        } else if (mt == 8 && "4".equals(System.getProperty("orbit.cuda.moeShortK")) && fits(4, TWO_STAGE_WEIGHT_SHARED, k)) {
+            kernel = short4Kernels[xi];
+            shared = TWO_STAGE_WEIGHT_SHARED + mt * xStride(k);
+        } else if (mt == 8 && !"off".equals(System.getProperty("orbit.cuda.moeShortK")) && fits(3, SHORT_WEIGHT_SHARED, k)) {
+            kernel = shortKernels[xi];
+            shared = SHORT_WEIGHT_SHARED + mt * xStride(k);
+        } else {
+            kernel = afterKernels[mtIndex(mt)][xi];
+            shared = WEIGHT_SHARED + mt * xStride(k);
+        }
         long gridX = (n + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
+        ctx.launch2dShared(kernel, gridX, gridRows(r), THREADS, shared, x, xDiv, r.offsets(), r.order(), r.active(), w.codes(),
+                w.scales(), w.zeros(), y, n, k, xStride(k));
+    }
+
+    /**
+     * Gate and up in one launch: {@code act[p] = silu(x[p / xDiv] · G_eᵀ) · (x[p / xDiv] · U_eᵀ)} rounded to
+     * bf16, a block computing 64 rows of both for the same staged x rows (numbers as two {@link #launch}es,
+     * the SwiGLU in f32 and a rounding to bf16).
+     *
+     * @param gate INT4 [E·N, K] (checked by {@link #supports})
+     * @param up   INT4 [E·N, K], the same shape
+     * @param act  bf16 [pairs, N]
+     */
+    void launchGateUp(Tensor x, int xDiv, QuantizedTensor gate, QuantizedTensor up, MoeRouting r, Tensor act, int n, int k) {
+        int rows = rowsPerExpert(r);
+        int mt = chunkFor(rows, k);
+        int xi = x.dtype() == DType.BF16 ? 1 : 0;
+        Kernel kernel = gateUpKernels[mtIndex(mt)][xi];
+        int shared = WEIGHT_SHARED + mt * xStride(k);
+        String stages = System.getProperty("orbit.cuda.moeGateUpStages", "auto");
+        boolean twoStages = !"4".equals(stages);
+        if ("2".equals(stages) && mt == 8 && rows <= 6 && fits(3, TWO_STAGE_WEIGHT_SHARED, k)) {
+            kernel = gateUp3Kernels[xi];
+            shared = TWO_STAGE_WEIGHT_SHARED + mt * xStride(k);
+        } else if (twoStages && mt == 8 && rows > 6 && 2L * (TWO_STAGE_WEIGHT_SHARED + 16L * xStride(k) + 1024) <= SM_SHARED) {
+            kernel = gateUp16Kernels[xi]; // 16 rows a chunk: the weights read half as often as at 8
+            shared = TWO_STAGE_WEIGHT_SHARED + 16 * xStride(k);
+        }
+        long gridX = (n + ROWS_PER_BLOCK / 2 - 1) / (ROWS_PER_BLOCK / 2);
+        ctx.launch2dShared(kernel, gridX, gridRows(r), THREADS, shared, x, xDiv, r.offsets(), r.order(),
+                r.active(), gate.codes(), gate.scales(), gate.zeros(), up.codes(), up.scales(), up.zeros(), act, n, k, xStride(k));
+    }
+
+    private static int rowsPerExpert(MoeRouting r) {
+        int pairs = r.pairs();
+        int experts = Math.min(r.numExperts(), pairs);
+        return (pairs + experts - 1) / experts;
+    }
+
+    private static int mtIndex(int mt) {
+        return mt == 8 ? 0 : mt == 16 ? 1 : 2;
+    }
+
+    private static int gridRows(MoeRouting r) {
+        int experts = r.numExperts();
         if (experts > 65535) {
             throw new IllegalArgumentException("grouped expert product: " + experts + " experts exceed one launch (65535 block rows)");
         }
-        ctx.launch2dShared(kernel, gridX, experts, THREADS, shared, x, xDiv, r.offsets(), r.order(), r.active(), w.codes(),
-                w.scales(), w.zeros(), y, n, k, xStride(k));
+        return experts;
     }
 }

@@ -42,6 +42,8 @@ final class CudaMoeOps {
     private final Kernel combine;
     private final Kernel router;
     private final Kernel routerLogits;
+    private final Kernel swiglu;
+    private final Kernel toBf16;
     /** {@code -Dorbit.cuda.router=block}: the router in one block per token (the logits and the top-k together). */
     private static final boolean SPREAD_ROUTER = !"block".equals(System.getProperty("orbit.cuda.router"));
     private Tensor rowsIn;   // bf16 [pairs, K or N], grown on demand
@@ -59,6 +61,8 @@ final class CudaMoeOps {
         this.combine = ctx.kernel("moe", "moe_combine");
         this.router = ctx.kernel("moe", "moe_router_topk");
         this.routerLogits = ctx.kernel("moe", "moe_router_logits");
+        this.swiglu = ctx.kernel("elementwise", "swiglu_f32");
+        this.toBf16 = ctx.kernel("elementwise", "f32_to_bf16");
     }
 
     void routerTopk(Tensor x, Tensor w, int topk, boolean normalize, Tensor values, Tensor indices) {
@@ -164,6 +168,52 @@ final class CudaMoeOps {
         int blocks = Math.min(r.numExperts(), pairs);
         int perExpert = (2 * pairs + blocks - 1) / blocks;
         qgemv.launch(CudaQgemv.MODE_GROUPED, x, experts, layout, y, blocks, perExpert, xDiv, null, r, nk[0], nk[1], r.numExperts());
+    }
+
+    /**
+     * {@code act[p] = silu(x[p / xDiv] · G_eᵀ) · (x[p / xDiv] · U_eᵀ)} rounded to bf16: one launch of
+     * {@link CudaMoeMma#launchGateUp} where the tensor-core kernel takes both matrices and the fused
+     * shapes are on, else the two {@link #grouped} products, the SwiGLU and the rounding.
+     */
+    void gateUp(Tensor x, QuantizedTensor gate, QuantizedTensor up, MoeRouting r, Tensor act) {
+        int[] nk = expertShape("moeSwigluGrouped gate", gate, r);
+        int[] nkUp = expertShape("moeSwigluGrouped up", up, r);
+        if (nk[0] != nkUp[0] || nk[1] != nkUp[1]) {
+            throw new IllegalArgumentException("moeSwigluGrouped: gate " + gate + " and up " + up + " must stack experts of the same shape");
+        }
+        ctx.devContiguous("moeSwigluGrouped x", x, null);
+        ctx.devContiguous("moeSwigluGrouped act", act, DType.BF16);
+        int xDiv = xDiv("moeSwigluGrouped", x, r, nk[1]);
+        int pairs = r.pairs();
+        long elements = (long) pairs * nk[0];
+        if (act.numel() != elements) {
+            throw new IllegalArgumentException("moeSwigluGrouped: act " + act + " must hold " + pairs + " x " + nk[0] + " values");
+        }
+        if (pairs == 0) {
+            return;
+        }
+        int tokens = pairs / Math.max(1, r.topk());
+        if (mma.fused() && tensorCores && tokens > 1 && CudaMoeMma.supports(QuantLayout.of(gate, ctx), gate, x, nk[1])
+                && CudaMoeMma.supports(QuantLayout.of(up, ctx), up, x, nk[1])) {
+            mma.launchGateUp(x, xDiv, gate, up, r, act, nk[0], nk[1]);
+            return;
+        }
+        Tensor g = ctx.scratch(CudaContext.Scratch.MOE_GATE, DType.F32, elements); // [pairs, N]
+        Tensor u = ctx.scratch(CudaContext.Scratch.MOE_UP, DType.F32, elements);   // [pairs, N]
+        grouped(x, gate, r, g);
+        grouped(x, up, r, u);
+        long grid = ctx.gridFor(elements, 256);
+        ctx.launch(swiglu, grid, 256, g, u, g, elements);
+        ctx.launch(toBf16, grid, 256, g, act, elements);
+    }
+
+    /** Whether the decode products take the fused launch shapes ({@link CudaMoeMma#fused}). */
+    boolean fused() {
+        return mma.fused();
+    }
+
+    void fused(boolean enabled) {
+        mma.fused(enabled);
     }
 
     /** Whether {@link #grouped} may take the tensor-core kernel (on unless turned off). */

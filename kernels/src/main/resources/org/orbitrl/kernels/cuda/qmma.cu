@@ -21,10 +21,11 @@
 // Work split: block (blockIdx.x, blockIdx.y) = rows [128 * blockIdx.x, +128) of the blockIdx.y-th active
 // expert, QM_WARPS warps of 16 rows each, over the whole of K. The block stages its expert's x rows
 // (MT at a time, bf16, in the order above, row stride xStride = 2K + 64 bytes: conflict-free loads)
-// in dynamic shared memory (after the warps' weight stages); each warp streams its 16 weight rows through a private QM_STAGES-deep
-// cp.async pipeline (QM_SG groups a stage, 16-byte copies; scales 4-byte copies) and reads them
-// with ldmatrix, so every weight byte of an active expert is read from memory once per chunk of MT
-// rows (once, when the expert has at most MT rows).
+// in dynamic shared memory (after the warps' weight stages); each warp streams its 16 weight rows
+// through a private ST-deep cp.async pipeline (ST = QM_STAGES, or 2 or 3 for more blocks an SM; QM_SG
+// groups a stage, 16-byte copies; scales 4-byte copies) and reads them with ldmatrix, so every weight
+// byte of an active expert is read from memory once per chunk of MT rows (once, when the expert has at
+// most MT rows).
 //
 // INT4 decode: (w >> 4j) & 0x000F000F | 0x43004300 is the bf16 pair 128 + u; fma(., 1, -(128 + z)) is
 // u - z exactly.
@@ -118,14 +119,21 @@ __device__ __forceinline__ uint4 qm_x8(const void* xr, int k) {
     return o;
 }
 
-template <int MT, bool XB>
+// ST weight stages a warp; AFTER: a stage is refilled after its products (ST stages in flight while the
+// warp waits), else before them (ST - 1 in flight, the slot of the previous stage). FUSED: warps 0-3
+// multiply the first matrix (gate), warps 4-7 the second (up), rows [64 * blockIdx.x, +64) of both;
+// the second's warps hand their products to their partner through their own (drained) stages and the
+// block writes silu(gate) * up. OUTB: y bf16 (round to nearest even), else f32.
+template <int MT, bool XB, int ST, bool AFTER, bool FUSED, bool OUTB>
 __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int* offsets, const int* order, const int* active,
-                                             const u8* __restrict__ codes, const u16* __restrict__ scales,
-                                             const u32* __restrict__ zeros, float* y, int N, int K, int xStride) {
-    constexpr int NT = MT / 8; // n-tiles of 8 x rows
+                                             const u8* codes0, const u16* scales0, const u32* zeros0, const u8* codes1,
+                                             const u16* scales1, const u32* zeros1, void* y, int N, int K, int xStride) {
+    constexpr int NT = MT / 8;                                 // n-tiles of 8 x rows
+    constexpr int HALF = QM_WARPS / 2;
+    constexpr int ROWS = FUSED ? 16 * HALF : 16 * QM_WARPS;    // output rows of a block (of each matrix)
     extern __shared__ __align__(16) u8 qm_shared[];
-    u8* wst = qm_shared + (threadIdx.x >> 5) * (QM_STAGES * QM_STAGE); // this warp's [QM_STAGES][QM_STAGE] weight stages
-    u8* xs = qm_shared + QM_WARPS * QM_STAGES * QM_STAGE;              // [MT, xStride]: x rows of the chunk, bf16, permuted
+    u8* wst = qm_shared + (threadIdx.x >> 5) * (ST * QM_STAGE); // this warp's [ST][QM_STAGE] weight stages
+    u8* xs = qm_shared + QM_WARPS * ST * QM_STAGE;             // [MT, xStride]: x rows of the chunk, bf16, permuted
 
     if ((int) blockIdx.y >= active[0]) return; // the whole block leaves
     int e = active[1 + blockIdx.y];
@@ -136,8 +144,12 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
     int warp = threadIdx.x >> 5;
     int g = lane >> 2;
     int t = lane & 3;
-    int n0 = blockIdx.x * (16 * QM_WARPS) + warp * 16;
-    bool rowsHere = n0 < N; // warp-uniform
+    bool second = FUSED && warp >= HALF; // warp-uniform
+    const u8* codes = second ? codes1 : codes0;
+    const u16* scales = second ? scales1 : scales0;
+    const u32* zeros = second ? zeros1 : zeros0;
+    int n0 = blockIdx.x * ROWS + (FUSED ? (warp & (HALF - 1)) : warp) * 16;
+    bool rowsHere = n0 < N; // warp-uniform, the same for FUSED partners
     int nst = (G + QM_SG - 1) / QM_SG;
     u32 wsm = qm_smem_addr(wst);
     i64 ebase = (i64) e * N;
@@ -161,7 +173,7 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
     i64 growHi = ebase + (n0 + g + 8 < N ? n0 + g + 8 : N - 1);
 
     auto loadStage = [&](int s) {
-        u32 base = wsm + (u32) ((s % QM_STAGES) * QM_STAGE);
+        u32 base = wsm + (u32) ((s % ST) * QM_STAGE);
         int gs = s * QM_SG;
         if (gs + (lane & 7) < G) {
 #pragma unroll
@@ -176,13 +188,21 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
             }
         }
     };
+    auto store = [&](i64 idx, float v) {
+        if (OUTB) {
+            ((u16*) y)[idx] = f32_to_bf16_bits(v);
+        } else {
+            ((float*) y)[idx] = v;
+        }
+    };
 
-    int chunks = K >> 3; // 8-value chunks of an x row
+    constexpr int LEAD = AFTER ? ST : ST - 1; // stages in flight ahead of the one being multiplied
+    int chunks = K >> 3;                      // 8-value chunks of an x row
     for (int c0 = 0; c0 < count; c0 += MT) {
         int mcount = count - c0 < MT ? count - c0 : MT;
         if (rowsHere) { // the first stages of the weights fly while x is staged
 #pragma unroll
-            for (int s = 0; s < QM_STAGES - 1; s++) {
+            for (int s = 0; s < LEAD; s++) {
                 if (s < nst) loadStage(s);
                 qm_commit();
             }
@@ -211,23 +231,25 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
             }
         }
         __syncthreads();
+        int nt = (mcount + 7) >> 3; // n-tiles holding rows
+        float acc[NT][4];
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int q = 0; q < 4; q++) acc[j][q] = 0.0f;
         if (rowsHere) {
-            int nt = (mcount + 7) >> 3; // n-tiles holding rows
-            float acc[NT][4];
-#pragma unroll
-            for (int j = 0; j < NT; j++)
-#pragma unroll
-                for (int q = 0; q < 4; q++) acc[j][q] = 0.0f;
             // ldmatrix: lanes 8i .. 8i + 7 address matrix i = rows (lane % 8) + 8 (i % 2) of group 2 jp + i / 2
             u32 lrow = (u32) (((lane & 7) + ((lane >> 3) & 1) * 8) * QM_ROWB + (lane >> 4) * 16);
             const u8* xrow = xs + g * xStride + t * 16; // this lane's B chunk: x row g of an n-tile, chunk t of a group
             for (int s = 0; s < nst; s++) {
-                qm_wait<QM_STAGES - 2>();
+                qm_wait<LEAD - 1>(); // stage s has landed
                 __syncwarp();
-                if (s + QM_STAGES - 1 < nst) loadStage(s + QM_STAGES - 1);
-                qm_commit();
-                u32 base = wsm + (u32) ((s % QM_STAGES) * QM_STAGE);
-                const u16* sc = (const u16*) (wst + (s % QM_STAGES) * QM_STAGE + QM_WBYTES);
+                if (!AFTER) { // refill the slot of stage s - 1, read by every lane before the barrier above
+                    if (s + LEAD < nst) loadStage(s + LEAD);
+                    qm_commit();
+                }
+                u32 base = wsm + (u32) ((s % ST) * QM_STAGE);
+                const u16* sc = (const u16*) (wst + (s % ST) * QM_STAGE + QM_WBYTES);
 #pragma unroll
                 for (int jp = 0; jp < QM_SG / 2; jp++) {
                     int gi0 = s * QM_SG + 2 * jp;
@@ -261,33 +283,103 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
                         }
                     }
                 }
+                if (AFTER) { // refill this slot once every lane is done with it
+                    __syncwarp();
+                    if (s + LEAD < nst) loadStage(s + LEAD);
+                    qm_commit();
+                }
             }
             qm_wait<0>();
-            __syncwarp(); // every lane is done with the stages before the next chunk refills them
+            __syncwarp(); // every lane is done with the stages before the next chunk (or the hand-over) uses them
+        }
+        if (FUSED) {
+            // [NT * 4][32] f32: the second matrix's products in the drained stages of the warp that made them
+            if (rowsHere && second) {
+                float* hand = (float*) wst;
+#pragma unroll
+                for (int j = 0; j < NT; j++)
+#pragma unroll
+                    for (int q = 0; q < 4; q++) hand[(4 * j + q) * 32 + lane] = acc[j][q];
+            }
+            __syncthreads();
+            if (rowsHere && !second) {
+                const float* hand = (const float*) (wst + HALF * (ST * QM_STAGE)); // the partner warp's
+#pragma unroll
+                for (int j = 0; j < NT; j++) {
+#pragma unroll
+                    for (int q = 0; q < 4; q++) {
+                        int m = 8 * j + 2 * t + (q & 1);
+                        int n = n0 + g + 8 * (q >> 1);
+                        if (j < nt && m < mcount && n < N) {
+                            float gv = acc[j][q];
+                            store((i64) order[start + c0 + m] * N + n, gv / (1.0f + expf(-gv)) * hand[(4 * j + q) * 32 + lane]);
+                        }
+                    }
+                }
+            }
+            __syncthreads(); // the hand-over is read before the next chunk refills the stages
+        } else if (rowsHere) {
 #pragma unroll
             for (int j = 0; j < NT; j++) {
 #pragma unroll
                 for (int q = 0; q < 4; q++) {
                     int m = 8 * j + 2 * t + (q & 1);
                     int n = n0 + g + 8 * (q >> 1);
-                    if (j < nt && m < mcount && n < N) y[(i64) order[start + c0 + m] * N + n] = acc[j][q];
+                    if (j < nt && m < mcount && n < N) store((i64) order[start + c0 + m] * N + n, acc[j][q]);
                 }
             }
         }
     }
 }
 
-#define QM_KERNEL(MT, XT, XB)                                                                                            \
-    extern "C" __global__ void __launch_bounds__(32 * QM_WARPS, 2)                                                       \
-        qmma_int4_grouped_m##MT##_##XT(const void* x, int xDiv, const int* offsets, const int* order, const int* active, \
-                                       const u8* codes, const u16* scales, const u32* zeros, float* y, int N, int K,     \
-                                       int xStride) {                                                                    \
-        qmma_grouped<MT, XB>(x, xDiv, offsets, order, active, codes, scales, zeros, y, N, K, xStride);                  \
+// The products of one matrix: qmma_int4_grouped_* refill a stage before its products (QM_STAGES - 1 in
+// flight), qmma_int4_grouped_after_* after them (QM_STAGES in flight), qmma_int4_grouped_short_* with 3
+// stages and three blocks an SM, qmma_int4_grouped_short4_* with 2 stages and four (short K, 8 x rows a chunk).
+#define QM_KERNEL(NAME, MT, XT, XB, ST, AFTER, MINB)                                                                   \
+    extern "C" __global__ void __launch_bounds__(32 * QM_WARPS, MINB)                                                  \
+        NAME##_m##MT##_##XT(const void* x, int xDiv, const int* offsets, const int* order, const int* active,          \
+                            const u8* codes, const u16* scales, const u32* zeros, float* y, int N, int K, int xStride) { \
+        qmma_grouped<MT, XB, ST, AFTER, false, false>(x, xDiv, offsets, order, active, codes, scales, zeros, 0, 0, 0, y, \
+                                                       N, K, xStride);                                                  \
     }
 
-QM_KERNEL(8, f32, false)
-QM_KERNEL(16, f32, false)
-QM_KERNEL(32, f32, false)
-QM_KERNEL(8, bf16, true)
-QM_KERNEL(16, bf16, true)
-QM_KERNEL(32, bf16, true)
+QM_KERNEL(qmma_int4_grouped, 8, f32, false, QM_STAGES, false, 2)
+QM_KERNEL(qmma_int4_grouped, 16, f32, false, QM_STAGES, false, 2)
+QM_KERNEL(qmma_int4_grouped, 32, f32, false, QM_STAGES, false, 2)
+QM_KERNEL(qmma_int4_grouped, 8, bf16, true, QM_STAGES, false, 2)
+QM_KERNEL(qmma_int4_grouped, 16, bf16, true, QM_STAGES, false, 2)
+QM_KERNEL(qmma_int4_grouped, 32, bf16, true, QM_STAGES, false, 2)
+QM_KERNEL(qmma_int4_grouped_after, 8, f32, false, QM_STAGES, true, 2)
+QM_KERNEL(qmma_int4_grouped_after, 16, f32, false, QM_STAGES, true, 2)
+QM_KERNEL(qmma_int4_grouped_after, 32, f32, false, QM_STAGES, true, 2)
+QM_KERNEL(qmma_int4_grouped_after, 8, bf16, true, QM_STAGES, true, 2)
+QM_KERNEL(qmma_int4_grouped_after, 16, bf16, true, QM_STAGES, true, 2)
+QM_KERNEL(qmma_int4_grouped_after, 32, bf16, true, QM_STAGES, true, 2)
+QM_KERNEL(qmma_int4_grouped_short, 8, f32, false, 3, true, 3)
+QM_KERNEL(qmma_int4_grouped_short, 8, bf16, true, 3, true, 3)
+QM_KERNEL(qmma_int4_grouped_short4, 8, f32, false, 2, true, 4)
+QM_KERNEL(qmma_int4_grouped_short4, 8, bf16, true, 2, true, 4)
+
+// Gate and up of the same experts in one launch: act[p] = silu(x[p / xDiv] . G_e^T) * (x[p / xDiv] . U_e^T),
+// bf16 [pairs, N] (G and U stacked [E * N, K] each, the same layout and zero-point form).
+// qmma_int4_gate_up_*: QM_STAGES stages, two blocks an SM; qmma_int4_gate_up3_*: 2 stages, three blocks;
+// qmma_int4_gate_up_st2_*: 2 stages, two blocks (16 x rows of a long K).
+#define QM_GATE_UP(NAME, MT, XT, XB, ST, MINB)                                                                       \
+    extern "C" __global__ void __launch_bounds__(32 * QM_WARPS, MINB)                                                \
+        NAME##_m##MT##_##XT(const void* x, int xDiv, const int* offsets, const int* order, const int* active,        \
+                            const u8* gcodes, const u16* gscales, const u32* gzeros, const u8* ucodes,               \
+                            const u16* uscales, const u32* uzeros, u16* act, int N, int K, int xStride) {            \
+        qmma_grouped<MT, XB, ST, true, true, true>(x, xDiv, offsets, order, active, gcodes, gscales, gzeros, ucodes, \
+                                                   uscales, uzeros, act, N, K, xStride);                             \
+    }
+
+QM_GATE_UP(qmma_int4_gate_up, 8, f32, false, QM_STAGES, 2)
+QM_GATE_UP(qmma_int4_gate_up, 16, f32, false, QM_STAGES, 2)
+QM_GATE_UP(qmma_int4_gate_up, 32, f32, false, QM_STAGES, 2)
+QM_GATE_UP(qmma_int4_gate_up, 8, bf16, true, QM_STAGES, 2)
+QM_GATE_UP(qmma_int4_gate_up, 16, bf16, true, QM_STAGES, 2)
+QM_GATE_UP(qmma_int4_gate_up, 32, bf16, true, QM_STAGES, 2)
+QM_GATE_UP(qmma_int4_gate_up3, 8, f32, false, 2, 3)
+QM_GATE_UP(qmma_int4_gate_up3, 8, bf16, true, 2, 3)
+QM_GATE_UP(qmma_int4_gate_up_st2, 16, f32, false, 2, 2)
+QM_GATE_UP(qmma_int4_gate_up_st2, 16, bf16, true, 2, 2)

@@ -169,9 +169,29 @@ public final class GpuDecodeOpsBench {
                     gpu.swiglu(st.g(), st.u(), st.g());
                     gpu.moe().moeMatmulGrouped(st.g(), experts.down(), routing, st.y());
                 };
+                boolean fusedBefore = gpu.moe().moeFusedDecode();
+                gpu.moe().moeFusedDecode(false);
                 double ms = GpuBench.graphMs(gpu, 15, layer);
                 TABLE.bandwidthRow(String.format("MoE layer decode %d tokens (%d experts, %.1f MB), route + grouped (%.1f us)",
                         m, st.distinct().size(), bytes / 1e6, ms * 1e3), bytes / (ms * 1e6), copy);
+                if (m > 1) { // the fused launch shapes: the same three products, then gate and up in one launch
+                    gpu.moe().moeFusedDecode(true);
+                    double msShapes = GpuBench.graphMs(gpu, 15, layer);
+                    TABLE.bandwidthRow(String.format("MoE layer decode %d tokens, grouped, fused shapes (refill after, short-K down) (%.1f us)",
+                            m, msShapes * 1e3), bytes / (msShapes * 1e6), copy);
+                    Tensor act = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.BF16, (long) m * topk, inter); // [pairs, inter]
+                    Runnable fusedLayer = () -> {
+                        gpu.moe().moeRoute(st.dIds(), routing);
+                        gpu.moe().moeSwigluGrouped(st.x(), experts.gate(), experts.up(), routing, act);
+                        gpu.moe().moeMatmulGrouped(act, experts.down(), routing, st.y());
+                    };
+                    double msFused = GpuBench.graphMs(gpu, 15, fusedLayer);
+                    TABLE.bandwidthRow(String.format("MoE layer decode %d tokens, gate+up+SwiGLU one launch, bf16 act (%.1f us, %.2fx old)",
+                            m, msFused * 1e3, ms / msFused), bytes / (msFused * 1e6), copy);
+                    products(gpu, st, experts, routing, act, m, bytes / 3.0, copy);
+                    gpu.free(act);
+                }
+                gpu.moe().moeFusedDecode(fusedBefore);
                 if (m > 1) { // the same layer with every batch on the fused GEMV, as before the tensor-core path
                     gpu.moe().moeGroupedTensorCores(false);
                     double msGemv = GpuBench.graphMs(gpu, 15, layer);
@@ -188,6 +208,53 @@ public final class GpuDecodeOpsBench {
             st.free(gpu);
         }
         experts.free(gpu);
+    }
+
+    /** Each expert product of the layer alone (routing already filled), old and fused shapes: where the layer's time goes. */
+    private static void products(CudaBackend gpu, CudaBenchData.MoeStep st, CudaBenchData.StackedExperts experts, MoeRouting routing,
+                                 Tensor act, int m, double matrixBytes, double copy) {
+        String shortKey = "orbit.cuda.moeShortK";
+        String stagesKey = "orbit.cuda.moeGateUpStages";
+        Runnable gate = () -> gpu.moe().moeMatmulGrouped(st.x(), experts.gate(), routing, st.g());
+        Runnable gateUp = () -> gpu.moe().moeSwigluGrouped(st.x(), experts.gate(), experts.up(), routing, act);
+        Runnable down = () -> gpu.moe().moeMatmulGrouped(st.g(), experts.down(), routing, st.y());
+        Runnable downBf16 = () -> gpu.moe().moeMatmulGrouped(act, experts.down(), routing, st.y());
+        // {name, fused, short K, gate-up stages, matrices}
+        Object[][] rows = {
+                {"gate alone, old", false, "3", "auto", 1, gate},
+                {"gate alone, refill after", true, "3", "auto", 1, gate},
+                {"gate+up+SwiGLU fused, 4 stages", true, "3", "4", 2, gateUp},
+                {"gate+up+SwiGLU fused, 2 stages (8 rows: 3 blocks an SM; else 16-row chunks)", true, "3", "2", 2, gateUp},
+                {"gate+up+SwiGLU fused, auto (8 rows: 4 stages; else 2 stages, 16-row chunks)", true, "3", "auto", 2, gateUp},
+                {"down alone, old", false, "3", "auto", 1, down},
+                {"down alone, refill after", true, "off", "auto", 1, down},
+                {"down alone, short K, 3 blocks an SM", true, "3", "auto", 1, down},
+                {"down alone, short K, 4 blocks an SM", true, "4", "auto", 1, down},
+                {"down alone, short K, 3 blocks, bf16 x", true, "3", "auto", 1, downBf16},
+                {"down alone, short K, 4 blocks, bf16 x", true, "4", "auto", 1, downBf16}};
+        String shortBefore = System.getProperty(shortKey);
+        String stagesBefore = System.getProperty(stagesKey);
+        try {
+            for (Object[] row : rows) {
+                gpu.moe().moeFusedDecode((Boolean) row[1]);
+                System.setProperty(shortKey, (String) row[2]);
+                System.setProperty(stagesKey, (String) row[3]);
+                double ms = GpuBench.graphMs(gpu, 15, (Runnable) row[5]);
+                TABLE.bandwidthRow(String.format("MoE %d tokens: %s (%.1f us)", m, row[0], ms * 1e3), (Integer) row[4] * matrixBytes / (ms * 1e6),
+                        copy);
+            }
+        } finally {
+            restore(shortKey, shortBefore);
+            restore(stagesKey, stagesBefore);
+        }
+    }
+
+    private static void restore(String key, String value) {
+        if (value == null) {
+            System.clearProperty(key);
+        } else {
+            System.setProperty(key, value);
+        }
     }
 
     /** A sibling backend (sharing {@code gpu}'s memory) made with {@code -Dorbit.cuda.pagedDecode=choice}. */

@@ -107,6 +107,7 @@ public final class MoeDecodeStack implements AutoCloseable {
     private final Tensor gate;      // f32 [B·topk, I]
     private final Tensor up;        // f32 [B·topk, I]
     private final Tensor act;       // f32 [B·topk, I]
+    private final Tensor actBf16;   // bf16 [B·topk, I]: the fused gate and up products' output
     private final Tensor down;      // f32 [B·topk, H]
     private final Tensor logits;    // f32 [B, V]
     private final Tensor positions; // i32 [B]
@@ -175,6 +176,7 @@ public final class MoeDecodeStack implements AutoCloseable {
         this.gate = alloc(MemoryCategory.ACTIVATIONS, DType.F32, pairs, s.expertWidth());
         this.up = alloc(MemoryCategory.ACTIVATIONS, DType.F32, pairs, s.expertWidth());
         this.act = alloc(MemoryCategory.ACTIVATIONS, DType.F32, pairs, s.expertWidth());
+        this.actBf16 = alloc(MemoryCategory.ACTIVATIONS, DType.BF16, pairs, s.expertWidth());
         this.down = alloc(MemoryCategory.ACTIVATIONS, DType.F32, pairs, s.hidden());
         this.logits = alloc(MemoryCategory.LOGITS, DType.F32, batch, s.vocab());
         this.positions = alloc(MemoryCategory.ACTIVATIONS, DType.I32, batch);
@@ -297,15 +299,22 @@ public final class MoeDecodeStack implements AutoCloseable {
                 if (on(Part.ROUTE)) {
                     gpu.moe().moeRoute(topi, routing);
                 }
-                if (on(Part.EXPERTS)) {
-                    gpu.moe().moeMatmulGrouped(h, L.gate, routing, gate);
-                    gpu.moe().moeMatmulGrouped(h, L.up, routing, up);
-                }
-                if (on(Part.SWIGLU)) {
-                    gpu.swiglu(gate, up, act);
-                }
-                if (on(Part.EXPERTS)) {
-                    gpu.moe().moeMatmulGrouped(act, L.down, routing, down);
+                if (gpu.moe().moeFusedDecode()) { // gate, up and the SwiGLU in one launch (the SWIGLU part is inside EXPERTS)
+                    if (on(Part.EXPERTS)) {
+                        gpu.moe().moeSwigluGrouped(h, L.gate, L.up, routing, actBf16);
+                        gpu.moe().moeMatmulGrouped(actBf16, L.down, routing, down);
+                    }
+                } else {
+                    if (on(Part.EXPERTS)) {
+                        gpu.moe().moeMatmulGrouped(h, L.gate, routing, gate);
+                        gpu.moe().moeMatmulGrouped(h, L.up, routing, up);
+                    }
+                    if (on(Part.SWIGLU)) {
+                        gpu.swiglu(gate, up, act);
+                    }
+                    if (on(Part.EXPERTS)) {
+                        gpu.moe().moeMatmulGrouped(act, L.down, routing, down);
+                    }
                 }
             }
             if (on(Part.COMBINE)) {

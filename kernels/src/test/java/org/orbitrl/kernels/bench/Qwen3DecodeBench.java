@@ -45,6 +45,7 @@ public final class Qwen3DecodeBench {
         boolean parts = Boolean.getBoolean("orbit.bench.parts");
         StringBuilder md = new StringBuilder();
         StringBuilder partsMd = new StringBuilder();
+        StringBuilder fusedMd = new StringBuilder();
         try (CudaBackend gpu = new CudaBackend()) {
             double copy = GpuBench.copyBandwidth(gpu);
             md.append("## Qwen3-30B-A3B-shaped decode on ").append(gpu.device()).append("\n\nDate: ").append(Instant.now())
@@ -74,9 +75,27 @@ public final class Qwen3DecodeBench {
                     if (parts) {
                         parts(gpu, stack, context, steps, batch, graphMs, partsMd);
                     }
+                    if (batch > 1) { // the other launch shapes of the routed experts, the same stack, captured again
+                        boolean fused = gpu.moe().moeFusedDecode();
+                        gpu.moe().moeFusedDecode(!fused);
+                        double otherMs;
+                        try (CudaGraph g = CudaGraph.capture(gpu.stream(), stack::step)) {
+                            otherMs = stepMs(gpu, stack, context, steps, g);
+                        } finally {
+                            gpu.moe().moeFusedDecode(fused);
+                        }
+                        double fusedMs = fused ? graphMs : otherMs;
+                        double unfusedMs = fused ? otherMs : graphMs;
+                        String cmp = String.format("| %d | %.3f ms (%.0f tokens/s) | %.3f ms (%.0f tokens/s) | %.2fx |", batch, unfusedMs,
+                                batch / (unfusedMs / 1e3), fusedMs, batch / (fusedMs / 1e3), unfusedMs / fusedMs);
+                        System.out.println(cmp);
+                        fusedMd.append(cmp).append('\n');
+                    }
                 }
             }
         }
+        md.append("\nThe routed experts' launch shapes (-Dorbit.cuda.moeFused), the same stacks, graphs captured again:\n\n"
+                + "| batch | moeFused=off | moeFused=on | speed-up |\n|---|---|---|---|\n").append(fusedMd);
         md.append("\nDistinct experts per layer are counted on the last layer of a step and assumed for every layer.\n");
         if (parts) {
             md.append("\nWhere a captured step's time goes: each part left out of the step in turn (its outputs keep"

@@ -11,14 +11,27 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * A whole decode step of a small random Qwen3-MoE-shaped stack (embedding, attention over the paged
  * cache, routed INT4 experts, lm_head, argmax: several hundred launches) captured once as a CUDA
  * graph and replayed step after step gives bit-identical logits and token ids to issuing the same
- * launches directly, at batch 1 (per-pair expert GEMV) and batch 3 (device-grouped experts).
+ * launches directly, at batch 1 (per-pair expert GEMV) and batch 3 (device-grouped experts, with the
+ * fused gate-up launch and the unfused launches of {@code moeFusedDecode}).
  */
 class CudaDecodeGraphTest extends CudaTestBase {
     private static final MoeDecodeStack.Shape SHAPE = new MoeDecodeStack.Shape(256, 2, 4, 2, 64, 128, 16, 4, 512, 1e-6f, 1e6);
 
     @Test
     void replayedGraphEqualsDirectLaunches() {
-        for (int batch : new int[]{1, 3}) {
+        boolean fusedBefore = gpu.moe().moeFusedDecode();
+        try {
+            for (boolean fused : new boolean[]{true, false}) {
+                gpu.moe().moeFusedDecode(fused);
+                replayed(fused ? new int[]{1, 3} : new int[]{3});
+            }
+        } finally {
+            gpu.moe().moeFusedDecode(fusedBefore);
+        }
+    }
+
+    private void replayed(int[] batches) {
+        for (int batch : batches) {
             try (MoeDecodeStack stack = new MoeDecodeStack(gpu, SHAPE, batch, 64, 16, 41 + batch)) {
                 long[] firstIds = gpu.toHost(stack.tokenIds()).toLongArray();
                 int steps = 4;

@@ -25,7 +25,7 @@ import java.util.SplittableRandom;
 class CudaMoeGroupedMmaTest extends CudaTestBase {
 
     /** Expert ids [tokens, topk] giving expert e exactly counts[e] pairs, distinct within a token, tokens shuffled. */
-    private static int[] routeWithCounts(SplittableRandom r, int tokens, int topk, int[] counts) {
+    static int[] routeWithCounts(SplittableRandom r, int tokens, int topk, int[] counts) {
         List<Integer> sorted = new ArrayList<>();
         for (int e = 0; e < counts.length; e++) {
             if (counts[e] > tokens) {

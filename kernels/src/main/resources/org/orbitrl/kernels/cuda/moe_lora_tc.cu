@@ -44,11 +44,14 @@ __device__ __forceinline__ void mt_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
-// x = hi + lo as tf32 bit patterns (round to nearest, ties away from zero).
+// x = hi + lo as tf32 bit patterns (round to nearest, ties away from zero; the 13 low bits cleared,
+// so that hi is exactly the f32 value the mma multiplies and x - hi is exact).
 __device__ __forceinline__ void mt_split(float x, u32& hi, u32& lo) {
     asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(hi) : "f"(x));
+    hi &= 0xffffe000u;
     float rest = x - __uint_as_float(hi);
     asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(lo) : "f"(rest));
+    lo &= 0xffffe000u;
 }
 
 // c += A . B, m16n8k8 tf32.

@@ -44,14 +44,16 @@ __device__ __forceinline__ void mt_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
-// x = hi + lo as tf32 bit patterns (round to nearest, ties away from zero; the 13 low bits cleared,
-// so that hi is exactly the f32 value the mma multiplies and x - hi is exact).
+// tf32(x) for finite x: round to nearest, ties away from zero (as cvt.rna.tf32.f32), the 13 low bits
+// cleared; two integer operations on the bits.
+__device__ __forceinline__ u32 mt_tf32(float x) {
+    return (__float_as_uint(x) + 0x1000u) & 0xffffe000u;
+}
+
+// x = hi + lo as tf32 bit patterns: hi = tf32(x), lo = tf32(x - hi) (x - hi is exact in f32).
 __device__ __forceinline__ void mt_split(float x, u32& hi, u32& lo) {
-    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(hi) : "f"(x));
-    hi &= 0xffffe000u;
-    float rest = x - __uint_as_float(hi);
-    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(lo) : "f"(rest));
-    lo &= 0xffffe000u;
+    hi = mt_tf32(x);
+    lo = mt_tf32(x - __uint_as_float(hi));
 }
 
 // c += A . B, m16n8k8 tf32.

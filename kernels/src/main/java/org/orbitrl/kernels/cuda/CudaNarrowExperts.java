@@ -41,7 +41,7 @@ final class CudaNarrowExperts {
     private static final int TILE_ROWS = 128;
     private static final int TILE_COLS = 32;
     private static final int GRAD_B = 128;
-    private static final int TC_GRAD_B = 64;   // b columns of a gradient tile of moe_rows_wgrad_tc
+    private static final int TC_GRAD_B = 128;   // b columns of a gradient tile of moe_rows_wgrad_tc
     private static final int THREADS = 256;
 
     private final CudaContext ctx;

@@ -19,8 +19,8 @@
 #define MT_COLS 32    // output columns of a product tile: 4 mma tiles of 8
 #define MT_K 32       // depth a step (rows of the experts a step in the gradient)
 #define MT_XS (MT_K + 4)   // shared row stride of [row][k] tiles: 4 mod 32 banks
-#define MT_GA 32      // a (narrow side) of a gradient tile: 2 warps of 16
-#define MT_GB 64      // b (wide side) of a gradient tile: 4 warps of 16 (2 mma tiles of 8)
+#define MT_GA 32      // a (narrow side) of a gradient tile: 4 mma tiles of 8
+#define MT_GB 128     // b (wide side) of a gradient tile: 8 warps of 16
 #define MT_GS 8       // shared row padding of [row][a|b] tiles: strides 8 mod 32 banks
 
 __device__ __forceinline__ u32 mt_smem(const void* p) {
@@ -224,16 +224,18 @@ extern "C" __global__ void __launch_bounds__(256, 3) moe_rows_gemm_tc(const floa
 }
 
 // Per expert over its rows: G_e(a, b) += scale * sum over the expert's rows p of u[p, a] * v[p, b]
-// (as moe_rows_wgrad), u f32 [P, A], v f32 [P, B], G_e(a, b) = g[e][a * gsa + b * gsb]. Grid
-// (experts * ceil(B / 64), ceil(A / 32)), 256 threads; experts i32 [n, 3] = expert, first row, rows
-// (at least 1); block x = slot * bTiles + b tile. The product is D [a, b] += U^T [a, p] . V [p, b]:
-// warp w owns a 16w % 32 .. + 15 (w & 1) and b 16 (w >> 1) .. + 15 (2 mma tiles); the sum over the rows
-// runs in ascending steps of 8.
-extern "C" __global__ void __launch_bounds__(256, 4) moe_rows_wgrad_tc(const float* u, int A, const float* v, int B,
+// (as moe_rows_wgrad), u f32 [P, A] (the narrow side), v f32 [P, B], G_e(a, b) = g[e][a * gsa + b * gsb].
+// Grid (experts * ceil(B / 128), ceil(A / 32)), 256 threads; experts i32 [n, 3] = expert, first row, rows
+// (at least 1); block x = slot * bTiles + b tile. The product is D [b, a] += V^T [b, p] . U [p, a]: warp
+// w owns b 16w .. 16w + 15 of the tile and its 32 a (4 mma tiles); v streams through shared memory by
+// cp.async, u (small, read by every warp) is loaded a step ahead into registers and stored split into
+// hi and lo. The sum over the rows runs in ascending steps of 8.
+extern "C" __global__ void __launch_bounds__(256, 3) moe_rows_wgrad_tc(const float* u, int A, const float* v, int B,
                                                                        const int* experts, int bTiles, float* const* g,
                                                                        i64 gsa, i64 gsb, float scale) {
-    __shared__ __align__(16) float us[2][MT_K][MT_GA + MT_GS];   // [buffer][row, a]
     __shared__ __align__(16) float vs[2][MT_K][MT_GB + MT_GS];   // [buffer][row, b]
+    __shared__ __align__(16) float uh[MT_K][MT_GA + MT_GS];      // [row, a] tf32 hi of u
+    __shared__ __align__(16) float ul[MT_K][MT_GA + MT_GS];      // [row, a] tf32 lo of u
     int slot = blockIdx.x / bTiles;
     int b0 = (blockIdx.x - slot * bTiles) * MT_GB;
     int a0 = blockIdx.y * MT_GA;
@@ -245,77 +247,85 @@ extern "C" __global__ void __launch_bounds__(256, 4) moe_rows_wgrad_tc(const flo
     int lane = tid & 31;
     int gq = lane >> 2;
     int c = lane & 3;
-    int wa = 16 * (warp & 1);    // the warp's a (mma rows) within the tile
-    int wb = 16 * (warp >> 1);   // the warp's b (mma columns) within the tile
-    float acc[2][4];
+    int wb = 16 * warp;   // the warp's b (mma rows) within the tile
+    float acc[4][4];
 #pragma unroll
-    for (int j = 0; j < 2; j++) {
+    for (int j = 0; j < 4; j++) {
 #pragma unroll
         for (int i = 0; i < 4; i++) acc[j][i] = 0.0f;
     }
-    // u tile [32 rows, 32 a]: 256 16-byte pieces, 1 a thread; v tile [32 rows, 64 b]: 512, 2 a thread
-    int ur = tid >> 3;
-    int ua = 4 * (tid & 7);
+    // v tile [32 rows, 128 b]: 1024 16-byte pieces, 4 a thread, 32 consecutive threads one row
+    int vb = 4 * (tid & 31);
+    bool vok = b0 + vb < B;
+    const float* vp = v + (i64) r0 * B + b0 + vb;   // + row * B
+#define MT_STAGE_V(buf, p0)                                                                      \
+    _Pragma("unroll") for (int i = 0; i < 4; i++) {                                              \
+        int row = (tid >> 5) + 8 * i;                                                            \
+        bool ok = vok && (p0) + row < rows;                                                      \
+        mt_cp16(&vs[buf][row][vb], ok ? vp + (i64) ((p0) + row) * B : v, ok);                    \
+    }                                                                                            \
+    mt_commit();
+    // u tile [32 rows, 32 a]: 4 elements a thread, 32 consecutive threads along a row
+    int ua = tid & 31;
     bool uok = a0 + ua < A;
     const float* up = u + (i64) r0 * A + a0 + ua;   // + row * A
-    int vr[2];
-    int vb[2];
-    bool vok[2];
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        int idx = tid + 256 * i;
-        vr[i] = idx >> 4;
-        vb[i] = 4 * (idx & 15);
-        vok[i] = b0 + vb[i] < B;
+    float uv[4];
+#define MT_LOAD_U(p0)                                                                            \
+    _Pragma("unroll") for (int i = 0; i < 4; i++) {                                              \
+        int row = (tid >> 5) + 8 * i;                                                            \
+        uv[i] = uok && (p0) + row < rows ? up[(i64) ((p0) + row) * A] : 0.0f;                    \
     }
-    const float* vp = v + (i64) r0 * B + b0;   // + row * B + b
-#define MT_STAGE_G(buf, p0)                                                                               \
-    {                                                                                                     \
-        bool ok = uok && (p0) + ur < rows;                                                                \
-        mt_cp16(&us[buf][ur][ua], ok ? up + (i64) ((p0) + ur) * A : u, ok);                               \
-        _Pragma("unroll") for (int i = 0; i < 2; i++) {                                                   \
-            bool okv = vok[i] && (p0) + vr[i] < rows;                                                     \
-            mt_cp16(&vs[buf][vr[i]][vb[i]], okv ? vp + (i64) ((p0) + vr[i]) * B + vb[i] : v, okv);        \
-        }                                                                                                 \
-        mt_commit();                                                                                      \
-    }
-    MT_STAGE_G(0, 0)
+    MT_STAGE_V(0, 0)
+    MT_LOAD_U(0)
     int s = 0;
     for (int p0 = 0; p0 < rows; p0 += MT_K, s ^= 1) {
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int row = (tid >> 5) + 8 * i;
+            u32 hi, lo;
+            mt_split(uv[i], hi, lo);
+            uh[row][ua] = __uint_as_float(hi);
+            ul[row][ua] = __uint_as_float(lo);
+        }
         if (p0 + MT_K < rows) {
-            MT_STAGE_G(s ^ 1, p0 + MT_K)
+            MT_STAGE_V(s ^ 1, p0 + MT_K)
+            MT_LOAD_U(p0 + MT_K)
             mt_wait<1>();
         } else {
             mt_wait<0>();
         }
         __syncthreads();
+        if (b0 + wb < B) {   // warp-uniform: a warp whose b are all past B skips them
 #pragma unroll
-        for (int ks = 0; ks < MT_K; ks += 8) {
-            // A(m, k) = u[p0 + ks + k][a0 + wa + m]: a0 (m g, k c), a1 (g + 8, c), a2 (g, c + 4), a3 (g + 8, c + 4)
-            u32 ah[4], al[4];
-            mt_split(us[s][ks + c][wa + gq], ah[0], al[0]);
-            mt_split(us[s][ks + c][wa + gq + 8], ah[1], al[1]);
-            mt_split(us[s][ks + c + 4][wa + gq], ah[2], al[2]);
-            mt_split(us[s][ks + c + 4][wa + gq + 8], ah[3], al[3]);
+            for (int ks = 0; ks < MT_K; ks += 8) {
+                // A(m, k) = v[p0 + ks + k][b0 + wb + m]: a0 (m g, k c), a1 (g + 8, c), a2 (g, c + 4), a3 (g + 8, c + 4)
+                u32 ah[4], al[4];
+                mt_split(vs[s][ks + c][wb + gq], ah[0], al[0]);
+                mt_split(vs[s][ks + c][wb + gq + 8], ah[1], al[1]);
+                mt_split(vs[s][ks + c + 4][wb + gq], ah[2], al[2]);
+                mt_split(vs[s][ks + c + 4][wb + gq + 8], ah[3], al[3]);
 #pragma unroll
-            for (int j = 0; j < 2; j++) {
-                // B(k, n) = v[p0 + ks + k][b0 + wb + 8j + n]: b0 (k c, n g), b1 (k c + 4, n g)
-                u32 bh0, bl0, bh1, bl1;
-                mt_split(vs[s][ks + c][wb + 8 * j + gq], bh0, bl0);
-                mt_split(vs[s][ks + c + 4][wb + 8 * j + gq], bh1, bl1);
-                mt_mma3(acc[j], ah, al, bh0, bh1, bl0, bl1);
+                for (int j = 0; j < 4; j++) {
+                    // B(k, n) = u[p0 + ks + k][a0 + 8j + n]: b0 (k c, n g), b1 (k c + 4, n g)
+                    u32 bh0 = __float_as_uint(uh[ks + c][8 * j + gq]);
+                    u32 bh1 = __float_as_uint(uh[ks + c + 4][8 * j + gq]);
+                    u32 bl0 = __float_as_uint(ul[ks + c][8 * j + gq]);
+                    u32 bl1 = __float_as_uint(ul[ks + c + 4][8 * j + gq]);
+                    mt_mma3(acc[j], ah, al, bh0, bh1, bl0, bl1);
+                }
             }
         }
         __syncthreads();
     }
-#undef MT_STAGE_G
+#undef MT_STAGE_V
+#undef MT_LOAD_U
     float* ge = g[e];
 #pragma unroll
-    for (int j = 0; j < 2; j++) {
+    for (int j = 0; j < 4; j++) {
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            int a = a0 + wa + gq + 8 * (i >> 1);
-            int b = b0 + wb + 8 * j + 2 * c + (i & 1);
+            int b = b0 + wb + gq + 8 * (i >> 1);
+            int a = a0 + 8 * j + 2 * c + (i & 1);
             if (a < A && b < B) {
                 float* o = ge + a * gsa + b * gsb;
                 *o += scale * acc[j][i];

@@ -152,6 +152,10 @@ extern "C" __global__ void __launch_bounds__(256, 3) moe_rows_gemm_tc(const floa
     MT_LOAD_W(0)
     int s = 0;
     for (int k0 = 0; k0 < K; k0 += MT_K, s ^= 1) {
+        bool last = k0 + MT_K >= K;
+        if (last && beta != 0.0f) {   // the accumulated output: its latency overlaps the last step's
+            MT_LOAD_OLD()
+        }
         // W of this step into shared memory as hi and lo (every warp reads all of it: split once here)
 #pragma unroll
         for (int i = 0; i < 4; i++) {
@@ -163,14 +167,11 @@ extern "C" __global__ void __launch_bounds__(256, 3) moe_rows_gemm_tc(const floa
             wh[n][kk] = __uint_as_float(hi);
             wl[n][kk] = __uint_as_float(lo);
         }
-        if (k0 + MT_K < K) {
+        if (!last) {
             MT_STAGE_X(s ^ 1, k0 + MT_K)
             MT_LOAD_W(k0 + MT_K)
             mt_wait<1>();
         } else {
-            if (beta != 0.0f) {   // the last step: its latency overlaps the last products
-                MT_LOAD_OLD()
-            }
             mt_wait<0>();
         }
         __syncthreads();

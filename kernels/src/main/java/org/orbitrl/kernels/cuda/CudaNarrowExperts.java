@@ -41,7 +41,6 @@ final class CudaNarrowExperts {
     private static final int TILE_ROWS = 128;
     private static final int TILE_COLS = 32;
     private static final int GRAD_B = 128;
-    private static final int TC_GRAD_B = 128;   // b columns of a gradient tile of moe_rows_wgrad_tc
     private static final int THREADS = 256;
 
     private final CudaContext ctx;
@@ -198,17 +197,12 @@ final class CudaNarrowExperts {
             h.set(ValueLayout.JAVA_INT, listBytes + 12L * j + 8, offsets[e + 1] - offsets[e]);
         }
         long base = table.upload(h, experts + listWords);
+        int bTiles = (bCols + GRAD_B - 1) / GRAD_B;
         int aTiles = (aCols + TILE_COLS - 1) / TILE_COLS;
-        if (tensorCores() && aCols % 4 == 0 && bCols % 4 == 0 && CudaAllocator.address(u) % 16 == 0
-                && CudaAllocator.address(v) % 16 == 0) {
-            int bTiles = (bCols + TC_GRAD_B - 1) / TC_GRAD_B;
-            ctx.launch2d(wgradTc, (long) active * bTiles, aTiles, THREADS, u, aCols, v, bCols, base + listBytes, bTiles, base, gsa, gsb,
-                    scale);
-        } else {
-            int bTiles = (bCols + GRAD_B - 1) / GRAD_B;
-            ctx.launch2d(wgrad, (long) active * bTiles, aTiles, THREADS, u, aCols, v, bCols, base + listBytes, bTiles, base, gsa, gsb,
-                    scale);
-        }
+        boolean tc = tensorCores() && aCols % 4 == 0 && bCols % 4 == 0 && CudaAllocator.address(u) % 16 == 0
+                && CudaAllocator.address(v) % 16 == 0;
+        ctx.launch2d(tc ? wgradTc : wgrad, (long) active * bTiles, aTiles, THREADS, u, aCols, v, bCols, base + listBytes, bTiles, base,
+                gsa, gsb, scale);
     }
 
     /** Whether the tensor-core kernels are on ({@value #KERNELS_PROPERTY} is not {@code f32}). */

@@ -4,9 +4,10 @@
 // tf32 with f32 accumulation. hi + lo represents x to 2^-22 relative; the dropped lo_a.lo_b is below
 // 2^-22 |a.b|: a sum's error is that of an f32 sum (a few 2^-24 of sum |a.b|), not tf32's 2^-11.
 //
-// Same semantics and arguments as moe_lora.cu's moe_rows_gemm / moe_rows_wgrad, with the wide operands
-// streamed into shared memory by 16-byte cp.async copies, the next depth step's copies in flight while
-// the current one is multiplied (two buffers). Requirements (the caller falls back to moe_lora.cu
+// Same semantics as moe_lora.cu's moe_rows_gemm / moe_rows_wgrad (the product's grid is 1-D, see below),
+// the row operands (in; v) streamed into shared memory by 16-byte cp.async copies, the next depth
+// step's copies in flight while the current one is multiplied (two buffers); the narrow expert side
+// (W; u) loaded a step ahead into registers and stored split once for all warps. Requirements (the caller falls back to moe_lora.cu
 // otherwise): moe_rows_gemm_tc: K % 4 == 0 and in 16-byte aligned; moe_rows_wgrad_tc: A % 4 == 0,
 // B % 4 == 0, u and v 16-byte aligned. Every output element is owned by one thread of one block and
 // its sum runs in an order fixed by the shapes; no atomics: results are identical run to run.

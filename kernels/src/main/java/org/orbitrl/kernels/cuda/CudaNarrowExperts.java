@@ -12,7 +12,9 @@ import java.util.Arrays;
 
 /**
  * The f32 expert products of the grouped mixture-of-experts block where one side is narrow (the
- * experts' LoRA factors: rank r ≤ {@value #NARROW}), by the kernels of {@code moe_lora.cu}:
+ * experts' LoRA factors: rank r ≤ {@value #NARROW}), by the tensor-core kernels of
+ * {@code moe_lora_tc.cu} (3xTF32: f32 accuracy) where the operands allow 16-byte copies, else by the
+ * f32 kernels of {@code moe_lora.cu}:
  * <ul>
  *   <li>{@link #matmul}: every expert's rows in tiles of 128 rows × 32 output columns, one launch for
  *       all experts; the wide operand (the [P, hidden] rows or the [P, hidden] output) is streamed once,
@@ -21,12 +23,21 @@ import java.util.Arrays;
  *   <li>{@link #weightGrad}: grads[e] += scale·dys_eᵀ·xs_e, one block a 32 × 128 tile of an expert's
  *       gradient summing over the expert's rows in a fixed order (no atomics: deterministic).</li>
  * </ul>
- * f32 arithmetic throughout (fused multiply-add), the sums over the inner dimension in ascending
- * order. The per-call table (expert pointers and row tiles) is uploaded by one copy a call.
+ * {@code moe_lora.cu}: f32 arithmetic throughout (fused multiply-add), the sums over the inner
+ * dimension in ascending order. {@code moe_lora_tc.cu}: each f32 operand split into two tf32 parts
+ * (hi + lo) and three mma.sync products a step, f32 accumulation; it takes the products whose wide
+ * operand has a multiple of 4 columns and the gradients whose operands both do, all 16-byte aligned.
+ * Both are deterministic (fixed summation order, no atomics). The per-call table (expert pointers and
+ * row tiles) is uploaded by one copy a call.
  */
 final class CudaNarrowExperts {
     /** Widest narrow side (rows or columns of the expert matrices) these kernels take. */
     static final int NARROW = 128;
+    /**
+     * {@code -Dorbit.cuda.moeLora=f32}: always the f32 kernels of {@code moe_lora.cu} instead of the
+     * tensor-core ones. Read at every call (tests and benchmarks compare both).
+     */
+    static final String KERNELS_PROPERTY = "orbit.cuda.moeLora";
     private static final int TILE_ROWS = 128;
     private static final int TILE_COLS = 32;
     private static final int GRAD_B = 128;
@@ -35,12 +46,16 @@ final class CudaNarrowExperts {
     private final CudaContext ctx;
     private final Kernel gemm;
     private final Kernel wgrad;
+    private final Kernel gemmTc;
+    private final Kernel wgradTc;
     private final DeviceTable table;  // the call's expert pointers and row tiles, one copy a call
 
     CudaNarrowExperts(CudaContext ctx) {
         this.ctx = ctx;
         this.gemm = ctx.kernel("moe_lora", "moe_rows_gemm");
         this.wgrad = ctx.kernel("moe_lora", "moe_rows_wgrad");
+        this.gemmTc = ctx.kernel("moe_lora_tc", "moe_rows_gemm_tc");
+        this.wgradTc = ctx.kernel("moe_lora_tc", "moe_rows_wgrad_tc");
         this.table = new DeviceTable(ctx, "narrow expert table");
     }
 
@@ -115,7 +130,13 @@ final class CudaNarrowExperts {
         long wsk = transposed ? (long) k : 1L;
         int colTiles = (outCols + TILE_COLS - 1) / TILE_COLS;
         int vec = outCols % 4 == 0 && CudaAllocator.address(out) % 16 == 0 ? 1 : 0;
-        ctx.launch2d(gemm, tiles, colTiles, THREADS, in, inCols, base, wsn, wsk, base + tileBytes, out, outCols, alpha, beta, vec);
+        if (tensorCores() && inCols > 0 && inCols % 4 == 0 && CudaAllocator.address(in) % 16 == 0) {
+            // one block a (row tile, column tile), the column tiles of a row tile consecutive
+            ctx.launch(gemmTc, (long) tiles * colTiles, THREADS, in, inCols, base, wsn, wsk, base + tileBytes, colTiles, out, outCols,
+                    alpha, beta, vec);
+        } else {
+            ctx.launch2d(gemm, tiles, colTiles, THREADS, in, inCols, base, wsn, wsk, base + tileBytes, out, outCols, alpha, beta, vec);
+        }
     }
 
     /** grads[e] [N, K] += scale · dys_eᵀ [N, m] · xs_e [m, K] over expert e's m rows (dys [P, N], xs [P, K]). */
@@ -178,6 +199,14 @@ final class CudaNarrowExperts {
         long base = table.upload(h, experts + listWords);
         int bTiles = (bCols + GRAD_B - 1) / GRAD_B;
         int aTiles = (aCols + TILE_COLS - 1) / TILE_COLS;
-        ctx.launch2d(wgrad, (long) active * bTiles, aTiles, THREADS, u, aCols, v, bCols, base + listBytes, bTiles, base, gsa, gsb, scale);
+        boolean tc = tensorCores() && aCols % 4 == 0 && bCols % 4 == 0 && CudaAllocator.address(u) % 16 == 0
+                && CudaAllocator.address(v) % 16 == 0;
+        ctx.launch2d(tc ? wgradTc : wgrad, (long) active * bTiles, aTiles, THREADS, u, aCols, v, bCols, base + listBytes, bTiles, base,
+                gsa, gsb, scale);
+    }
+
+    /** Whether the tensor-core kernels are on ({@value #KERNELS_PROPERTY} is not {@code f32}). */
+    static boolean tensorCores() {
+        return !"f32".equals(System.getProperty(KERNELS_PROPERTY));
     }
 }

@@ -20,9 +20,10 @@ import java.util.SplittableRandom;
  * The expert LoRA operations of one training step's MoE layer at the Qwen3-30B-A3B shape (16,384
  * tokens, top-8 of 128 experts: 131,072 grouped rows, hidden 2048, expert width 768, rank 32, f32
  * LoRA factors, a skewed routing with some experts idle), each timed with the narrow-side kernels
- * and with {@code orbit.cuda.narrowExperts=off} (the grouped f32 cuBLAS products, and a product plus
- * an axpy for the accumulating form), and against the device copy bandwidth measured in the same run
- * (bytes the operation must read and write over its time). moeGroup: the counting sort against the
+ * on tensor cores (3xTF32, the default), with their f32 kernels ({@code orbit.cuda.moeLora=f32}) and
+ * with {@code orbit.cuda.narrowExperts=off} (the grouped f32 cuBLAS products, and a product plus an
+ * axpy for the accumulating form), and against the device copy bandwidth measured in the same run
+ * (bytes the operation must read and write over its time, as a fraction of the copy's). moeGroup: the counting sort against the
  * single-block grouping ({@code orbit.cuda.moeGroup=single}).
  * Usage: {@code MoeLoraOpsBench [OUT_DIR]}; prints a table and writes {@code moe-lora-ops.md}.
  */
@@ -35,6 +36,7 @@ public final class MoeLoraOpsBench {
     private static final int WIDTH = 768;
     private static final int RANK = 32;
     private static final String NARROW = "orbit.cuda.narrowExperts";
+    private static final String KERNELS = "orbit.cuda.moeLora";
     private static final String GROUP = "orbit.cuda.moeGroup";
 
     private MoeLoraOpsBench() {
@@ -78,6 +80,8 @@ public final class MoeLoraOpsBench {
             ExpertWeights bDown = experts(gpu, r, owned, HIDDEN, RANK);   // down B [hidden, r]
             Tensor[] gA = grads(gpu, owned, RANK, HIDDEN);
             Tensor[] gB = grads(gpu, owned, WIDTH, RANK);
+            Tensor[] gADown = grads(gpu, owned, RANK, WIDTH);
+            Tensor[] gBDown = grads(gpu, owned, HIDDEN, RANK);
 
             long f = 4;
             op(gpu, copy, "x·Aᵀ [P,2048]->[P,32] (gate/up)", f * p * (HIDDEN + RANK),
@@ -96,6 +100,14 @@ public final class MoeLoraOpsBench {
                     () -> gpu.moeExpertWeightGrad(xa, x, offsets, 0.5f, gA));
             op(gpu, copy, "dB += s·dyᵀ·xa [768,r] (gate/up)", f * p * (WIDTH + RANK),
                     () -> gpu.moeExpertWeightGrad(h, xa, offsets, 0.5f, gB));
+            op(gpu, copy, "dy·B [P,2048]->[P,32] (down)", f * p * (HIDDEN + RANK),
+                    () -> gpu.moeExpertMatmulTransposed(outH, bDown, offsets, outR, 0));
+            op(gpu, copy, "dh += s·(dy·B)·A [P,32]->[P,768] (down)", f * p * (RANK + 2L * WIDTH),
+                    () -> gpu.moeExpertMatmulAccumulate(xa, aDown, offsets, 0.5f, outW, true));
+            op(gpu, copy, "dA += s·(dy·B)ᵀ·h [r,768] (down)", f * p * (RANK + WIDTH),
+                    () -> gpu.moeExpertWeightGrad(xa, h, offsets, 0.5f, gADown));
+            op(gpu, copy, "dB += s·dyᵀ·xa [2048,r] (down)", f * p * (HIDDEN + RANK),
+                    () -> gpu.moeExpertWeightGrad(outH, xa, offsets, 0.5f, gBDown));
             gpu.synchronize();
             for (Tensor t : owned) {
                 al.free(t);
@@ -105,18 +117,27 @@ public final class MoeLoraOpsBench {
         }
     }
 
-    /** Times {@code work} with the narrow kernels and with them off; rows: GB/s against the copy, and the speed-up. */
+    /**
+     * Times {@code work} with the tensor-core narrow kernels, their f32 kernels and the narrow kernels
+     * off; rows: GB/s of both narrow kernels against the copy, and the tensor cores' speed-ups.
+     */
     private static void op(CudaBackend gpu, double copy, String name, long bytes, Runnable work) {
         double fast = GpuBench.timeMs(gpu, 10, work);
-        System.setProperty(NARROW, "off");
-        double old;
-        try {
-            old = GpuBench.timeMs(gpu, 10, work);
-        } finally {
-            System.clearProperty(NARROW);
-        }
+        double f32 = timeWith(gpu, KERNELS, "f32", work);
+        double old = timeWith(gpu, NARROW, "off", work);
         TABLE.bandwidthRow(name + String.format(" %.3f ms", fast), bytes / (fast * 1e6), copy);
-        TABLE.row("  vs narrowExperts=off", String.format("%.3f ms", old), "the narrow kernels", old / fast);
+        TABLE.bandwidthRow(String.format("  f32 kernels (moeLora=f32) %.3f ms", f32), bytes / (f32 * 1e6), copy);
+        TABLE.row("  tensor cores vs f32 kernels", String.format("%.3f ms", f32), "the tensor cores", f32 / fast);
+        TABLE.row("  tensor cores vs narrowExperts=off", String.format("%.3f ms", old), "the tensor cores", old / fast);
+    }
+
+    private static double timeWith(CudaBackend gpu, String key, String value, Runnable work) {
+        System.setProperty(key, value);
+        try {
+            return GpuBench.timeMs(gpu, 10, work);
+        } finally {
+            System.clearProperty(key);
+        }
     }
 
     private static void group(CudaBackend gpu, Tensor hIds, int p) {

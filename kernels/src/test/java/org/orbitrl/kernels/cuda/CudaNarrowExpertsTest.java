@@ -15,8 +15,9 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * The expert products with a narrow side (the experts' LoRA factors, {@link CudaNarrowExperts} and
- * {@code moe_lora.cu}) against the host operations of the scalar backend ({@link MoeHostOps}), for
+ * The expert products with a narrow side (the experts' LoRA factors, {@link CudaNarrowExperts}: the
+ * tensor-core kernels of {@code moe_lora_tc.cu} by default, those of {@code moe_lora.cu} with
+ * {@code -Dorbit.cuda.moeLora=f32}) against the host operations of the scalar backend ({@link MoeHostOps}), for
  * ranks 8 and 32 and widths 768 and 2048, over a ragged grouping (experts without rows, a single row,
  * counts off the 128-row tiles): x·Aᵀ (narrow output), xa·Bᵀ (narrow inner side), their transposed
  * forms dy·B and (dy·B)·A, the accumulating forms ({@code y += s·product}) and both orientations of the

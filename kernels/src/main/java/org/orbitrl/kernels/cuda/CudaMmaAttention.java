@@ -36,7 +36,7 @@ final class CudaMmaAttention {
     /** The system property: {@code bf16}, {@code tf32} or {@code off} ({@code on}: the default variant). */
     static final String PROPERTY = "orbit.cuda.mmaAttention";
     /** The variant taken when the property is unset or {@code on}. */
-    static final String DEFAULT = "tf32";
+    static final String DEFAULT = "bf16";
     private static final int BM = 64;       // AM_BM: queries per block (forward, dq)
     private static final int BN = 32;       // AM_BN: keys per streamed tile
     private static final int BK = 64;       // AM_BK: keys per block (dk/dv)

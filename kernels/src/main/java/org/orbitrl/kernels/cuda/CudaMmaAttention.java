@@ -7,37 +7,48 @@ import org.orbitrl.kernels.cuda.internal.Kernel;
 import org.orbitrl.kernels.cuda.internal.Launcher;
 
 /**
- * Causal attention on tensor cores (kernels in {@code attention_mma.cu}), FlashAttention-2 structure:
- * the prefill forward (one block per 64 queries of a head, online softmax over 32-key tiles) and the
- * backward in two launches, {@code am_backward_q} (one block per 64 queries of a head: the rows'
- * log-sum-exp and delta = dout·o, then dq) and {@code am_backward_kv} (one block per 64 keys of a kv
- * head and split of the group's query heads: dk and dv over the query tiles that see the keys),
- * plus {@code attnb_sum_splits} adding the splits' partial dk/dv in order when the group is split.
+ * Causal attention on tensor cores, FlashAttention-2 structure, in two variants chosen by
+ * {@code -Dorbit.cuda.mmaAttention=bf16|tf32|off} (read at each call; default {@value #DEFAULT}):
+ * the prefill forward (one block per query tile of a head, online softmax over streamed key tiles)
+ * and the backward in two launches, {@code backward_q} (one block per query tile of a head: the rows'
+ * log-sum-exp and delta = dout·o, then dq) and {@code backward_kv} (one block per key tile of a kv
+ * head and split of the group's query heads: dk and dv over the query tiles that see the keys), plus
+ * {@code attnb_sum_splits} adding the splits' partial dk/dv in order when the group is split.
  *
- * <p>Products run as {@code mma.sync m16n8k8} TF32 with f32 accumulation: q, k, v and dout stay f32
- * in memory and are rounded to tf32 (10 mantissa bits, relative error at most 2<sup>-11</sup>) when
- * staged in shared memory; the softmax statistics are f32. TF32 rather than bf16 (8 mantissa bits,
- * 2<sup>-8</sup>) because the results are compared with and used in place of the f32 kernels: TF32
- * keeps the inputs' rounding 8 times smaller at the same memory traffic (inputs are not converted in
- * memory), which leaves the outputs within about 1e-3 of the output scale for unit-scale inputs.
+ * <p>{@code bf16} ({@code attention_bf16.cu}): {@code mma.sync m16n8k16} bf16 with f32 accumulation,
+ * 128-query (forward, dq) and 128-key (dk/dv) blocks of 8 warps, the next streamed tile loaded while
+ * the current one is multiplied. q, k, v and dout stay f32 in memory and are rounded to bf16 (8
+ * mantissa bits, relative error at most 2<sup>-9</sup>) when staged, as are the probabilities and
+ * score gradients when they enter a product; softmax statistics are f32. The outputs move by a few
+ * 1e-3 of their scale for unit-scale inputs, the rounding PyTorch's bf16 attention has too.
+ *
+ * <p>{@code tf32} ({@code attention_mma.cu}): {@code mma.sync m16n8k8} TF32, 64-query / 64-key
+ * blocks of 4 warps, tiles staged synchronously; inputs rounded to tf32 (relative error at most
+ * 2<sup>-11</sup>), outputs within about 1e-3 of their scale.
  *
  * <p>Same semantics as the f32 kernels (causal with the query offset, sliding window, sinks, GQA,
  * the callers' strides); taken for head dims D = Dv ∈ {64, 128} with 16-byte aligned rows and
  * strides that are multiples of 4 ({@link #fits}); other shapes keep the f32 kernels. Every sum has
  * an order fixed by the shapes and no atomics are used: results are identical run to run. Exact
- * mode does not use these kernels. {@code -Dorbit.cuda.mmaAttention=off} (read at each call) turns
- * them off.
+ * mode does not use these kernels; {@code off} keeps the f32 kernels.
  */
 final class CudaMmaAttention {
-    /** The system property: {@code on} (default) or {@code off}. */
+    /** The system property: {@code bf16}, {@code tf32} or {@code off} ({@code on}: the default variant). */
     static final String PROPERTY = "orbit.cuda.mmaAttention";
+    /** The variant taken when the property is unset or {@code on}. */
+    static final String DEFAULT = "bf16";
     private static final int BM = 64;       // AM_BM: queries per block (forward, dq)
     private static final int BN = 32;       // AM_BN: keys per streamed tile
     private static final int BK = 64;       // AM_BK: keys per block (dk/dv)
     private static final int BQ = 32;       // AM_BQ: queries per streamed tile (dk/dv)
     private static final int THREADS = 128;
+    private static final int B_BM = 128;    // AB_BM: queries per block (forward, dq), bf16
+    private static final int B_BK = 128;    // AB_BK: keys per block (dk/dv), bf16
+    private static final int B_THREADS = 256;
     /** Blocks of the dk/dv launch below which the group's query heads are split across blocks. */
     private static final long KV_BLOCKS = 512;
+    /** The same for the bf16 kernels (blocks of twice the keys and threads). */
+    private static final long B_KV_BLOCKS = 256;
 
     private final CudaContext ctx;
     private final Kernel forward64;
@@ -47,6 +58,12 @@ final class CudaMmaAttention {
     private final Kernel backwardKv64;
     private final Kernel backwardKv128;
     private final Kernel sumSplits;
+    private final Kernel bForward64;
+    private final Kernel bForward128;
+    private final Kernel bBackwardQ64;
+    private final Kernel bBackwardQ128;
+    private final Kernel bBackwardKv64;
+    private final Kernel bBackwardKv128;
 
     CudaMmaAttention(CudaContext ctx) {
         this.ctx = ctx;
@@ -57,15 +74,32 @@ final class CudaMmaAttention {
         this.backwardKv64 = ctx.kernel("attention_mma", "am_backward_kv_d64");
         this.backwardKv128 = ctx.kernel("attention_mma", "am_backward_kv_d128");
         this.sumSplits = ctx.kernel("attention_backward", "attnb_sum_splits");
+        this.bForward64 = ctx.kernel("attention_bf16", "ab_forward_d64");
+        this.bForward128 = ctx.kernel("attention_bf16", "ab_forward_d128");
+        this.bBackwardQ64 = ctx.kernel("attention_bf16", "ab_backward_q_d64");
+        this.bBackwardQ128 = ctx.kernel("attention_bf16", "ab_backward_q_d128");
+        this.bBackwardKv64 = ctx.kernel("attention_bf16", "ab_backward_kv_d64");
+        this.bBackwardKv128 = ctx.kernel("attention_bf16", "ab_backward_kv_d128");
+    }
+
+    /** The variant the property selects: {@code bf16}, {@code tf32} or {@code off}. */
+    static String variant() {
+        String p = System.getProperty(PROPERTY, DEFAULT);
+        return switch (p) {
+            case "bf16", "tf32", "off" -> p;
+            case "on" -> DEFAULT;
+            default -> throw new IllegalArgumentException("-D" + PROPERTY + "=" + p + ": expected bf16, tf32, off or on");
+        };
     }
 
     /** Whether the property leaves the tensor-core kernels on. */
     static boolean enabled() {
-        String p = System.getProperty(PROPERTY, "on");
-        if (!p.equals("on") && !p.equals("off")) {
-            throw new IllegalArgumentException("-D" + PROPERTY + "=" + p + ": expected on or off");
-        }
-        return p.equals("on");
+        return !variant().equals("off");
+    }
+
+    /** Streamed tile of the bf16 kernels (AB_BN64 / AB_BN128 and AB_BQ64 / AB_BQ128 in attention_bf16.cu). */
+    private static int bTile(int d) {
+        return d == 64 ? 64 : 32;
     }
 
     /**
@@ -97,6 +131,10 @@ final class CudaMmaAttention {
 
     /** Causal prefill; arguments validated by the caller, {@link #fits} holds, T and S at least 1. */
     void prefill(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec) {
+        if (variant().equals("bf16")) {
+            prefillBf16(q, k, v, out, queryStart, spec);
+            return;
+        }
         int tq = q.size(0);
         int hq = q.size(1);
         int d = q.size(2);
@@ -113,24 +151,49 @@ final class CudaMmaAttention {
                 vs[0], vs[1], out, os[0], os[1], tq, hq, hkv, queryStart, spec.slidingWindow(), spec.scale(), spec.sinks());
     }
 
+    private void prefillBf16(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec) {
+        int tq = q.size(0);
+        int hq = q.size(1);
+        int d = q.size(2);
+        int hkv = k.size(1);
+        long[] qs = q.strides();
+        long[] ks = k.strides();
+        long[] vs = v.strides();
+        long[] os = out.strides();
+        Kernel kernel = d == 64 ? bForward64 : bForward128;
+        int shared = 2 * (B_BM * (d + 8) + 2 * bTile(d) * (2 * d + 16));
+        kernel.allowDynamicShared(shared);
+        long tiles = (tq + B_BM - 1) / B_BM;
+        Launcher.launch(kernel, ctx.stream.handle(), tiles * hq, 1, B_THREADS, shared, q, qs[0], qs[1], k, ks[0], ks[1], v,
+                vs[0], vs[1], out, os[0], os[1], tq, hq, hkv, queryStart, spec.slidingWindow(), spec.scale(), spec.sinks());
+    }
+
     /**
      * The number of blocks that share a kv head's query heads (a divisor of the group): the smallest
-     * that gives the dk/dv launch {@link #KV_BLOCKS} blocks, else the whole group. A function of the
+     * that gives the dk/dv launch {@link #KV_BLOCKS} blocks ({@link #B_KV_BLOCKS} for bf16), else the
+     * whole group. A function of the
      * shapes alone, so the summation order is too.
      */
-    static int splits(int s, int hq, int hkv) {
+    static int splits(int s, int hq, int hkv, boolean bf16) {
         int group = hq / hkv;
-        long keyTiles = (s + BK - 1) / BK;
+        int keysPerBlock = bf16 ? B_BK : BK;
+        long target = bf16 ? B_KV_BLOCKS : KV_BLOCKS;
+        long keyTiles = (s + keysPerBlock - 1) / keysPerBlock;
         int splits = 1;
         for (int p = 1; p <= group; p++) {
             if (group % p == 0) {
                 splits = p;
-                if (keyTiles * hkv * p >= KV_BLOCKS) {
+                if (keyTiles * hkv * p >= target) {
                     break;
                 }
             }
         }
         return splits;
+    }
+
+    /** The most key-tile splits either variant's dk/dv launch uses for these shapes (scratch sizing). */
+    static int maxSplits(int s, int hq, int hkv) {
+        return Math.max(splits(s, hq, hkv, false), splits(s, hq, hkv, true));
     }
 
     /** Attention backward; arguments validated by {@link CudaAttentionBackward}, {@link #fits} holds (dout too). */
@@ -141,7 +204,8 @@ final class CudaMmaAttention {
         int d = q.size(2);
         int s = k.size(0);
         int hkv = k.size(1);
-        int splits = splits(s, hq, hkv);
+        boolean bf16 = variant().equals("bf16");
+        int splits = splits(s, hq, hkv, bf16);
         long items = (long) tq * hq;
         long part = splits > 1 ? (long) splits * s * hkv * d : 0;
         // [2, T, Hq] lse and delta, then the splits' partial dk and dv, each [splits, S, Hkv, D]
@@ -156,11 +220,12 @@ final class CudaMmaAttention {
         int window = spec.slidingWindow();
         float scale = spec.scale();
 
-        Kernel kq = d == 64 ? backwardQ64 : backwardQ128;
-        int sharedQ = 4 * (BM + BN) * 2 * (d + 4);
+        Kernel kq = bf16 ? (d == 64 ? bBackwardQ64 : bBackwardQ128) : d == 64 ? backwardQ64 : backwardQ128;
+        int sharedQ = bf16 ? 2 * (B_BM * (2 * d + 16) + 2 * bTile(d) * (2 * d + 16)) : 4 * (BM + BN) * 2 * (d + 4);
         kq.allowDynamicShared(sharedQ);
-        long qTiles = (tq + BM - 1) / BM;
-        Launcher.launch(kq, ctx.stream.handle(), qTiles * hq, 1, THREADS, sharedQ, q, qs[0], qs[1], k, ks[0], ks[1], v,
+        int bm = bf16 ? B_BM : BM;
+        long qTiles = (tq + bm - 1) / bm;
+        Launcher.launch(kq, ctx.stream.handle(), qTiles * hq, 1, bf16 ? B_THREADS : THREADS, sharedQ, q, qs[0], qs[1], k, ks[0], ks[1], v,
                 vs[0], vs[1], dout, os[0], os[1], dq, dqs[0], dqs[1], lse, delta, tq, hq, hkv, queryStart, window, scale,
                 spec.sinks());
 
@@ -182,11 +247,12 @@ final class CudaMmaAttention {
             vH = kH;
             vP = kP;
         }
-        Kernel kkv = d == 64 ? backwardKv64 : backwardKv128;
-        int sharedKv = 4 * ((BK + BQ) * 2 * (d + 4) + 2 * BQ);
+        Kernel kkv = bf16 ? (d == 64 ? bBackwardKv64 : bBackwardKv128) : d == 64 ? backwardKv64 : backwardKv128;
+        int sharedKv = bf16 ? 2 * (B_BK + 2 * bTile(d)) * (2 * d + 16) + 16 * bTile(d) : 4 * ((BK + BQ) * 2 * (d + 4) + 2 * BQ);
         kkv.allowDynamicShared(sharedKv);
-        long kTiles = (s + BK - 1) / BK;
-        Launcher.launch(kkv, ctx.stream.handle(), kTiles * hkv * splits, 1, THREADS, sharedKv, q, qs[0], qs[1], k, ks[0],
+        int bk = bf16 ? B_BK : BK;
+        long kTiles = (s + bk - 1) / bk;
+        Launcher.launch(kkv, ctx.stream.handle(), kTiles * hkv * splits, 1, bf16 ? B_THREADS : THREADS, sharedKv, q, qs[0], qs[1], k, ks[0],
                 ks[1], v, vs[0], vs[1], dout, os[0], os[1], kOut, kS, kH, kP, vOut, vS, vH, vP, lse, delta, tq, s, hq, hkv,
                 queryStart, window, scale, splits);
         if (splits > 1) {

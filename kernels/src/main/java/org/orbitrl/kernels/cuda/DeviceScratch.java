@@ -87,6 +87,9 @@ public final class DeviceScratch {
         long parts = 0;
         if (CudaTiledAttentionBackward.fits(d, dv)) {
             int splits = CudaTiledAttentionBackward.splits(s, hq, hkv);
+            if (d == dv && (d == 64 || d == 128)) {
+                splits = Math.max(splits, CudaMmaAttention.maxSplits(s, hq, hkv)); // the tensor-core kernels
+            }
             parts = splits > 1 ? (long) splits * s * hkv * (d + dv) : 0;
         }
         return allocationBytes(2 * items + parts, 4);

@@ -14,19 +14,20 @@ import java.util.List;
 import java.util.SplittableRandom;
 
 /**
- * Causal attention of one training sequence on the GPU, forward (prefill) and backward: the
- * tensor-core kernels (default) against the f32 kernels ({@code -Dorbit.cuda.mmaAttention=off}),
- * timed in the same run, and against PyTorch's {@code scaled_dot_product_attention} (flash, bf16,
- * causal) when {@code OUT_DIR/peer-attention.txt} holds the peer's figures of the same call
- * ({@code tools/gpu/peer_attention.py}, run first by {@code run-attention-bench}). Shapes: T = 2048
- * with Qwen3-30B-A3B's heads (32 query, 4 kv, D = 128) and gpt-oss's (64 query, 8 kv, D = 64,
- * window 128, sinks; the peer's row for it is full causal attention, so it is compared by TFLOP/s).
- * Also a training layer's attention with recompute (two forwards and one backward), and the largest
- * difference between the two paths relative to the f32 result's scale.
+ * Causal attention of one training sequence on the GPU, forward (prefill) and backward: the bf16
+ * tensor-core kernels ({@code -Dorbit.cuda.mmaAttention=bf16}) against the TF32 tensor-core kernels
+ * ({@code tf32}) and the f32 kernels ({@code off}), timed in the same run, and against PyTorch's
+ * {@code scaled_dot_product_attention} (flash, bf16, causal) when {@code OUT_DIR/peer-attention.txt}
+ * holds the peer's figures of the same call ({@code tools/gpu/peer_attention.py}, run first by
+ * {@code run-attention-bench}). Shapes: T = 2048 with Qwen3-30B-A3B's heads (32 query, 4 kv,
+ * D = 128) and gpt-oss's (64 query, 8 kv, D = 64, window 128, sinks; the peer's row for it is full
+ * causal attention, so it is compared by TFLOP/s). Also a training layer's attention with recompute
+ * (two forwards and one backward), and the largest difference of each tensor-core variant from the
+ * f32 result, relative to that result's scale.
  * Usage: {@code AttentionMmaBench [OUT_DIR]}; writes {@code attention-mma-bench.md}.
  */
 public final class AttentionMmaBench {
-    private static final GpuBench TABLE = new GpuBench(70, 30, 34);
+    private static final GpuBench TABLE = new GpuBench(78, 30, 34);
     private static final String PROPERTY = "orbit.cuda.mmaAttention";
 
     private AttentionMmaBench() {
@@ -61,19 +62,24 @@ public final class AttentionMmaBench {
         Tensor dout = CudaBenchData.randomDevice(gpu, r, DType.F32, (long) t * hq, d).reshape(t, hq, d);
         Tensor sinkLogits = sinks ? CudaBenchData.randomDevice(gpu, r, DType.F32, 1, hq).reshape(hq) : null;
         AttentionSpec spec = new AttentionSpec((float) (1 / Math.sqrt(d)), window, sinkLogits);
-        Tensor[][] res = {outputs(gpu, t, hq, hkv, d), outputs(gpu, t, hq, hkv, d)}; // [f32, mma][out, dq, dk, dv]
+        String[] paths = {"off", "tf32", "bf16"};
+        String[] labels = {"f32 kernels", "tf32", "bf16"};
+        Tensor[][] res = new Tensor[paths.length][]; // [path][out, dq, dk, dv]
+        for (int p = 0; p < paths.length; p++) {
+            res[p] = outputs(gpu, t, hq, hkv, d);
+        }
         String what = String.format("T=%d Hq=%d Hkv=%d D=%d%s%s", t, hq, hkv, d, window > 0 ? " window " + window : "",
                 sinks ? " sinks" : "");
 
-        double[] fwd = new double[2];
-        double[] bwd = new double[2];
-        for (int path = 0; path < 2; path++) {
+        double[] fwd = new double[paths.length];
+        double[] bwd = new double[paths.length];
+        for (int path = 0; path < paths.length; path++) {
             Tensor[] o = res[path];
-            System.setProperty(PROPERTY, path == 0 ? "off" : "on");
+            System.setProperty(PROPERTY, paths[path]);
             fwd[path] = GpuBench.timeMs(gpu, 10, () -> gpu.attention(q, k, v, o[0], 0, spec));
             bwd[path] = GpuBench.timeMs(gpu, 10, () -> gpu.attentionBackward(q, k, v, dout, 0, spec, o[1], o[2], o[3]));
         }
-        System.setProperty(PROPERTY, "on");
+        System.clearProperty(PROPERTY);
 
         // causal pairs (window-limited) · Hq; forward 2 products (4·D flops a pair), backward 5 (2.5x the forward)
         double pairs = 0;
@@ -94,41 +100,58 @@ public final class AttentionMmaBench {
             String name = pass == 0 ? "forward" : "backward";
             double[] ms = pass == 0 ? fwd : bwd;
             double flops = pass == 0 ? fwdFlops : bwdFlops;
-            double tf = flops / (ms[1] * 1e9);
-            double peerTf = pass == 0 ? peerFwdTf : peerBwdTf;
-            double peerMs = pass == 0 ? peerFwd : peerBwd;
-            TABLE.row("attention " + name + " tensor cores " + what, String.format("%.3f ms (%.1f TFLOP/s)", ms[1], tf),
-                    String.format("f32 kernels %.3f ms (%.1f TFLOP/s)", ms[0], flops / (ms[0] * 1e9)), ms[0] / ms[1]);
+            for (int p = 1; p < paths.length; p++) {
+                double tf = flops / (ms[p] * 1e9);
+                TABLE.row("attention " + name + " " + labels[p] + " tensor cores " + what, String.format("%.3f ms (%.1f TFLOP/s)", ms[p], tf),
+                        String.format("f32 kernels %.3f ms (%.1f TFLOP/s)", ms[0], flops / (ms[0] * 1e9)), ms[0] / ms[p]);
+            }
+            TABLE.row("attention " + name + " bf16 vs tf32 tensor cores " + what, String.format("%.3f ms", ms[2]),
+                    String.format("tf32 %.3f ms", ms[1]), ms[1] / ms[2]);
             if (peerLine != null) {
-                TABLE.row("attention " + name + " tensor cores vs torch sdpa " + what, String.format("%.1f TFLOP/s", tf),
-                        String.format("sdpa bf16 %.3f ms (%.1f TFLOP/s)", peerMs, peerTf), tf / peerTf);
+                double peerTf = pass == 0 ? peerFwdTf : peerBwdTf;
+                double peerMs = pass == 0 ? peerFwd : peerBwd;
+                for (int p = 1; p < paths.length; p++) {
+                    double tf = flops / (ms[p] * 1e9);
+                    TABLE.row("attention " + name + " " + labels[p] + " vs torch sdpa " + what, String.format("%.1f TFLOP/s", tf),
+                            String.format("sdpa bf16 %.3f ms (%.1f TFLOP/s)", peerMs, peerTf), tf / peerTf);
+                }
             }
         }
-        double train0 = 2 * fwd[0] + bwd[0];
-        double train1 = 2 * fwd[1] + bwd[1];
-        TABLE.row("training attention (2 forwards + backward) tensor cores " + what, String.format("%.3f ms", train1),
-                String.format("f32 kernels %.3f ms", train0), train0 / train1);
+        double[] train = new double[paths.length];
+        for (int p = 0; p < paths.length; p++) {
+            train[p] = 2 * fwd[p] + bwd[p];
+        }
+        for (int p = 1; p < paths.length; p++) {
+            TABLE.row("training attention (2 forwards + backward) " + labels[p] + " " + what, String.format("%.3f ms", train[p]),
+                    String.format("f32 kernels %.3f ms", train[0]), train[0] / train[p]);
+        }
+        TABLE.row("training attention (2 forwards + backward) bf16 vs tf32 " + what, String.format("%.3f ms", train[2]),
+                String.format("tf32 %.3f ms", train[1]), train[1] / train[2]);
         if (peerLine != null) {
-            TABLE.row("training attention (2 forwards + backward) vs torch sdpa " + what,
-                    String.format("%.1f TFLOP/s", (2 * fwdFlops + bwdFlops) / (train1 * 1e9)),
-                    String.format("sdpa bf16 %.1f TFLOP/s", (2 * 4.0 + 10.0) * hq * d * fullPairs / ((2 * peerFwd + peerBwd) * 1e9)),
-                    ((2 * fwdFlops + bwdFlops) / train1) / ((2 * 4.0 + 10.0) * hq * d * fullPairs / (2 * peerFwd + peerBwd)));
+            double peerTrainTf = (2 * 4.0 + 10.0) * hq * d * fullPairs / ((2 * peerFwd + peerBwd) * 1e9);
+            for (int p = 1; p < paths.length; p++) {
+                double tf = (2 * fwdFlops + bwdFlops) / (train[p] * 1e9);
+                TABLE.row("training attention (2 forwards + backward) " + labels[p] + " vs torch sdpa " + what,
+                        String.format("%.1f TFLOP/s", tf), String.format("sdpa bf16 %.1f TFLOP/s", peerTrainTf), tf / peerTrainTf);
+            }
         } else {
             System.out.println("  (no peer-attention.txt: run tools/gpu/peer_attention.py OUT_DIR first for the sdpa ratios)");
         }
         String[] names = {"out", "dq", "dk", "dv"};
-        for (int i = 0; i < 4; i++) {
-            float[] a = gpu.toHost(res[0][i]).toFloatArray();
-            float[] b = gpu.toHost(res[1][i]).toFloatArray();
-            double scale = 0;
-            double worst = 0;
-            for (float x : a) {
-                scale = Math.max(scale, Math.abs(x));
+        for (int p = 1; p < paths.length; p++) {
+            for (int i = 0; i < 4; i++) {
+                float[] a = gpu.toHost(res[0][i]).toFloatArray();
+                float[] b = gpu.toHost(res[p][i]).toFloatArray();
+                double scale = 0;
+                double worst = 0;
+                for (float x : a) {
+                    scale = Math.max(scale, Math.abs(x));
+                }
+                for (int j = 0; j < a.length; j++) {
+                    worst = Math.max(worst, Math.abs(a[j] - b[j]));
+                }
+                System.out.printf("  %s %s: max |%s - f32| / max |f32| = %.3g%n", what, names[i], labels[p], worst / scale);
             }
-            for (int j = 0; j < a.length; j++) {
-                worst = Math.max(worst, Math.abs(a[j] - b[j]));
-            }
-            System.out.printf("  %s %s: max |tensor cores - f32| / max |f32| = %.3g%n", what, names[i], worst / scale);
         }
         for (Tensor[] o : res) {
             for (Tensor x : o) {

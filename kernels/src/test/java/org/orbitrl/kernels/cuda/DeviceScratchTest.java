@@ -40,9 +40,13 @@ class DeviceScratchTest {
 
     @Test
     void attentionBackwardAndRopeTables() {
-        // T = S = 2048, 32/4 heads, D = 128: 64 key tiles x 4 kv heads x 4 splits = 1024 blocks, so 4 splits;
-        // lse and delta 2·2048·32 = 131,072 values, partial dk and dv 4·2048·4·(128 + 128) = 8,388,608 values
+        // T = S = 2048, 32/4 heads, D = 128: the f32 tiled kernels split 4 ways (64 key tiles x 4 kv heads x 4
+        // = 1024 blocks), the tensor-core kernels too (32 tiles of 64 keys x 4 x 4 = 512 blocks; bf16: 16 tiles
+        // of 128 keys x 4 x 4 = 256 blocks); lse and delta 2·2048·32 = 131,072 values, partial dk and dv
+        // 4·2048·4·(128 + 128) = 8,388,608 values
         assertEquals(4L * (131_072 + 8_388_608), DeviceScratch.attentionBackwardBytes(2048, 2048, 32, 4, 128, 128));
+        // head dims the tensor-core kernels do not take: the tiled kernels' 4 splits
+        assertEquals(4L * (131_072 + 4L * 2048 * 4 * 192), DeviceScratch.attentionBackwardBytes(2048, 2048, 32, 4, 96, 96));
         // 128 keys: 4 tiles x 4 x 8 = 128 blocks < 1024, so the whole group of 8 splits
         assertEquals(4L * (2 * 128 * 32 + 8L * 128 * 4 * 256), DeviceScratch.attentionBackwardBytes(128, 128, 32, 4, 128, 128));
         // one query head a kv head: no split, lse and delta only (rounded up to 1024 values)

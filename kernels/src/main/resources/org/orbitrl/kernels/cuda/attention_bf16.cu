@@ -1,0 +1,605 @@
+// Causal attention on bf16 tensor cores (FlashAttention-2 structure), the same three launches as
+// attention_mma.cu (prefill forward; backward: dq with the rows' log-sum-exp and delta, then dk/dv),
+// on mma.sync m16n8k16 bf16 with f32 accumulation. q, k, v and dout stay f32 in memory and are rounded
+// to bf16 (round to nearest even, relative error at most 2^-9) when staged in shared memory; the
+// probabilities and score gradients are rounded to bf16 when they enter a product; the softmax
+// statistics (running max, sum, log-sum-exp, delta) are f32, delta from the f32 dout.
+//
+// Semantics as attention_mma.cu: q [T, Hq, D], k [S, Hkv, D], v [S, Hkv, Dv], dout [T, Hq, Dv]
+// (leading strides in elements, multiples of 4, rows 16-byte aligned); query t sits at position qs + t
+// and sees key s when s <= qs + t and (window <= 0 or qs + t - s < window); sinks null or f32 [Hq],
+// a logit in every softmax denominator. D = Dv in {64, 128} (template instances below).
+//
+// Fragments (PTX ISA, m16n8k16 .bf16; g = lane / 4, c = lane % 4; a register holds two bf16, the lower
+// column / k in the low half): A 16x16 a0 (g, 2c..2c+1), a1 (g + 8, 2c..), a2 (g, 2c + 8..),
+// a3 (g + 8, 2c + 8..); B 16x8 b0 (k 2c..2c+1, n g), b1 (k 2c + 8.., n g); C 16x8 c0, c1 (g, 2c, 2c + 1),
+// c2, c3 (g + 8, 2c, 2c + 1). Two C tiles of n 8j and 8j + 8 are, packed pairwise, the A fragment of
+// k 16j: {c0c1 of tile 2j, c2c3 of 2j, c0c1 of 2j + 1, c2c3 of 2j + 1}, so P . V, dS . K, P^T . dout and
+// dS^T . q take the score tiles as they are (no shuffles). Operands come from shared memory through
+// ldmatrix.x4: A of rows r0.. and k0.. from lanes addressing row r0 + (lane & 7) + 8 ((lane >> 3) & 1),
+// column k0 + 8 (lane >> 4); B of a row-major [n][k] tile (K for q . k^T) from row n0 + (lane & 7) +
+// 8 (lane >> 4), column k0 + 8 ((lane >> 3) & 1), giving b0, b1 of n-tile n0 then of n0 + 8; B of a
+// row-major [k][n] tile (V for P . V) with .trans from row k0 + (lane & 7) + 8 ((lane >> 3) & 1),
+// column n0 + 8 (lane >> 4), the same four registers. Shared rows are W + 8 bf16 (W = 64 or 128: a row
+// stride of 16 mod 128 bytes), so the eight rows of every ldmatrix phase hit distinct banks.
+//
+// Pipeline: a block loads the next streamed tile's f32 rows into registers before the current tile's
+// products, and converts and stores them into the other of two shared buffers after; one barrier a tile.
+// Every sum runs in an order fixed by the shapes; no atomics: results are identical run to run.
+
+#define AB_THREADS 256  // 8 warps
+#define AB_BM 128       // queries per block (forward, dq): 8 warps of 16 rows
+#define AB_BK 128       // keys per block (dk/dv): 8 warps of 16 rows
+
+__device__ __forceinline__ u32 ab_smem(const void* p) {
+    u32 r;
+    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
+    return r;
+}
+
+// bf16 pair, round to nearest even: lo in the low half.
+__device__ __forceinline__ u32 ab_pack(float lo, float hi) {
+    u32 r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+__device__ __forceinline__ void ab_ldm(u32 addr, u32* d) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+                 : "r"(addr)
+                 : "memory");
+}
+
+__device__ __forceinline__ void ab_ldm_t(u32 addr, u32* d) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+                 : "r"(addr)
+                 : "memory");
+}
+
+// c += A . B, m16n8k16 bf16, f32 accumulation.
+__device__ __forceinline__ void ab_mma(float* c, const u32* a, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%0, %1, %2, %3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// One thread's share of an f32 tile [ROWS, W] in registers: load (rows from rowPtr(r), zeros where it
+// gives 0), then store into shared bf16 [ROWS][W + 8].
+template <int ROWS, int W>
+struct AbTile {
+    static constexpr int PER = ROWS * (W / 4) / AB_THREADS;
+    float4 x[PER];
+
+    template <typename RowPtr>
+    __device__ __forceinline__ void load(RowPtr rowPtr) {
+#pragma unroll
+        for (int u = 0; u < PER; u++) {
+            int idx = threadIdx.x + u * AB_THREADS;
+            int r = idx / (W / 4);
+            int c = (idx - r * (W / 4)) * 4;
+            const float* src = rowPtr(r);
+            x[u] = src != 0 ? *(const float4*) (src + c) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+    }
+
+    __device__ __forceinline__ void store(u16* sh) const {
+#pragma unroll
+        for (int u = 0; u < PER; u++) {
+            int idx = threadIdx.x + u * AB_THREADS;
+            int r = idx / (W / 4);
+            int c = (idx - r * (W / 4)) * 4;
+            *(uint2*) (sh + r * (W + 8) + c) = make_uint2(ab_pack(x[u].x, x[u].y), ab_pack(x[u].z, x[u].w));
+        }
+    }
+};
+
+// The A fragments of 16 rows (from a, [.][W + 8] bf16) over W channels.
+template <int W>
+__device__ __forceinline__ void ab_frags(const u16* a, u32 af[W / 16][4]) {
+    int lane = threadIdx.x & 31;
+    u32 base = ab_smem(a + ((lane & 7) + ((lane >> 3) & 1) * 8) * (W + 8) + (lane >> 4) * 8);
+#pragma unroll
+    for (int j = 0; j < W / 16; j++) ab_ldm(base + 32 * j, af[j]);
+}
+
+// s [16, NB] = A (16 rows, fragments af) . B^T, B rows 0 .. NB - 1 of b ([.][W + 8] bf16) over W channels.
+template <int W, int NB>
+__device__ __forceinline__ void ab_dot_frags(const u32 af[W / 16][4], const u16* b, float s[NB / 8][4]) {
+    int lane = threadIdx.x & 31;
+    u32 base = ab_smem(b + ((lane & 7) + (lane >> 4) * 8) * (W + 8) + ((lane >> 3) & 1) * 8);
+#pragma unroll
+    for (int n = 0; n < NB / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < W / 16; j++) {
+#pragma unroll
+        for (int np = 0; np < NB / 16; np++) {
+            u32 bf[4];
+            ab_ldm(base + (u32) (np * 16 * (W + 8) * 2 + 32 * j), bf);
+            ab_mma(s[2 * np], af[j], bf[0], bf[1]);
+            ab_mma(s[2 * np + 1], af[j], bf[2], bf[3]);
+        }
+    }
+}
+
+// As ab_dot_frags with the A rows read from shared memory (16 rows of a) step by step.
+template <int W, int NB>
+__device__ __forceinline__ void ab_dot_rows(const u16* a, const u16* b, float s[NB / 8][4]) {
+    int lane = threadIdx.x & 31;
+    u32 abase = ab_smem(a + ((lane & 7) + ((lane >> 3) & 1) * 8) * (W + 8) + (lane >> 4) * 8);
+    u32 bbase = ab_smem(b + ((lane & 7) + (lane >> 4) * 8) * (W + 8) + ((lane >> 3) & 1) * 8);
+#pragma unroll
+    for (int n = 0; n < NB / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < W / 16; j++) {
+        u32 af[4];
+        ab_ldm(abase + 32 * j, af);
+#pragma unroll
+        for (int np = 0; np < NB / 16; np++) {
+            u32 bf[4];
+            ab_ldm(bbase + (u32) (np * 16 * (W + 8) * 2 + 32 * j), bf);
+            ab_mma(s[2 * np], af, bf[0], bf[1]);
+            ab_mma(s[2 * np + 1], af, bf[2], bf[3]);
+        }
+    }
+}
+
+// acc [16, W] += X [16, NB] . B [NB rows of b ([.][W + 8] bf16), W]; X a C tile in f32, rounded to bf16 here.
+template <int W, int NB>
+__device__ __forceinline__ void ab_accumulate(const float x[NB / 8][4], const u16* b, float acc[W / 8][4]) {
+    int lane = threadIdx.x & 31;
+    u32 base = ab_smem(b + ((lane & 7) + ((lane >> 3) & 1) * 8) * (W + 8) + (lane >> 4) * 8);
+#pragma unroll
+    for (int j = 0; j < NB / 16; j++) {
+        u32 a[4] = {ab_pack(x[2 * j][0], x[2 * j][1]), ab_pack(x[2 * j][2], x[2 * j][3]),
+                    ab_pack(x[2 * j + 1][0], x[2 * j + 1][1]), ab_pack(x[2 * j + 1][2], x[2 * j + 1][3])};
+#pragma unroll
+        for (int np = 0; np < W / 16; np++) {
+            u32 bf[4];
+            ab_ldm_t(base + (u32) (j * 16 * (W + 8) * 2 + np * 32), bf);
+            ab_mma(acc[2 * np], a, bf[0], bf[1]);
+            ab_mma(acc[2 * np + 1], a, bf[2], bf[3]);
+        }
+    }
+}
+
+__device__ __forceinline__ float ab_quad_max(float v) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+
+__device__ __forceinline__ float ab_quad_sum(float v) {
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+__device__ __forceinline__ bool ab_visible(int pos, int key, int window) {
+    return key <= pos && (window <= 0 || pos - key < window);
+}
+
+// Streams the key tiles lo, lo + BN, .. <= hi of k and v (rows kb + key * kS, vb + key * vS; rows past hi
+// read as zeros) through the two buffers kv[2] (each k [BN][D + 8] then v [BN][DV + 8]) and calls
+// body(ksh, vsh, k0) for each, every thread of the block. The caller's earlier shared writes are ordered
+// before body by the first barrier; body's reads of a buffer end before the buffer is written again.
+template <int D, int DV, int BN, typename Body>
+__device__ __forceinline__ void ab_stream_keys(u16* kv, const float* kb, i64 kS, const float* vb, i64 vS, int lo, int hi,
+                                               Body body) {
+    constexpr int BUF = BN * (D + 8) + BN * (DV + 8);
+    AbTile<BN, D> kt;
+    AbTile<BN, DV> vt;
+    kt.load([&](int r) { return lo + r <= hi ? kb + (i64) (lo + r) * kS : (const float*) 0; });
+    vt.load([&](int r) { return lo + r <= hi ? vb + (i64) (lo + r) * vS : (const float*) 0; });
+    kt.store(kv);
+    vt.store(kv + BN * (D + 8));
+    __syncthreads();
+    int it = 0;
+    for (int k0 = lo; k0 <= hi; k0 += BN, it++) {
+        u16* ksh = kv + (it & 1) * BUF;
+        int next = k0 + BN;
+        bool more = next <= hi;
+        if (more) {
+            kt.load([&](int r) { return next + r <= hi ? kb + (i64) (next + r) * kS : (const float*) 0; });
+            vt.load([&](int r) { return next + r <= hi ? vb + (i64) (next + r) * vS : (const float*) 0; });
+        }
+        body(ksh, ksh + BN * (D + 8), k0);
+        if (more) {
+            u16* nsh = kv + ((it + 1) & 1) * BUF;
+            kt.store(nsh);
+            vt.store(nsh + BN * (D + 8));
+        }
+        __syncthreads();
+    }
+}
+
+// The online softmax of one warp's 16 query rows (fragments qf) over the key tiles lo .. hi: m, l per
+// row, acc the unnormalised output. Called by every thread of the block.
+template <int D, int DV, int BN>
+__device__ __forceinline__ void ab_online(const u32 qf[D / 16][4], u16* kv, const float* kb, i64 kS, const float* vb,
+                                          i64 vS, int t0, int T, int qs, int window, float scale, int lo, int hi,
+                                          float m[2], float l[2], float acc[DV / 8][4]) {
+    int warp = threadIdx.x >> 5;
+    int g = (threadIdx.x & 31) >> 2;
+    int c = threadIdx.x & 3;
+    int wFirst = t0 + warp * 16;                           // first query of the warp
+    int wLast = min(wFirst + 15, T - 1);
+    int pos[2] = {qs + wFirst + g, qs + wFirst + g + 8};
+    bool row[2] = {wFirst + g < T, wFirst + g + 8 < T};
+    ab_stream_keys<D, DV, BN>(kv, kb, kS, vb, vS, lo, hi, [&](const u16* ksh, const u16* vsh, int k0) {
+        // warp-uniform: no key of the tile is visible to a query of the warp
+        if (wFirst > wLast || k0 > qs + wLast || (window > 0 && qs + wFirst - (k0 + BN - 1) >= window)) return;
+        float s[BN / 8][4];
+        ab_dot_frags<D, BN>(qf, ksh, s);
+        float mx[2] = {-ORBIT_INF, -ORBIT_INF};
+#pragma unroll
+        for (int n = 0; n < BN / 8; n++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int i = e >> 1;
+                int key = k0 + n * 8 + 2 * c + (e & 1);
+                s[n][e] = row[i] && ab_visible(pos[i], key, window) ? s[n][e] * scale : -ORBIT_INF;
+                mx[i] = fmaxf(mx[i], s[n][e]);
+            }
+        }
+        float mn[2], sum[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            mn[i] = fmaxf(m[i], ab_quad_max(mx[i]));
+            float corr = mn[i] == -ORBIT_INF ? 1.0f : __expf(m[i] - mn[i]);
+            l[i] *= corr;
+            m[i] = mn[i];
+#pragma unroll
+            for (int n = 0; n < DV / 8; n++) {
+                acc[n][2 * i] *= corr;
+                acc[n][2 * i + 1] *= corr;
+            }
+        }
+#pragma unroll
+        for (int n = 0; n < BN / 8; n++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int i = e >> 1;
+                float p = s[n][e] == -ORBIT_INF ? 0.0f : __expf(s[n][e] - mn[i]);
+                sum[i] += p;
+                s[n][e] = p;
+            }
+        }
+        l[0] += ab_quad_sum(sum[0]);
+        l[1] += ab_quad_sum(sum[1]);
+        ab_accumulate<DV, BN>(s, vsh, acc);
+    });
+}
+
+// Grid ceil(T / AB_BM) * Hq, block AB_THREADS; dynamic shared 2 * (AB_BM * (D + 8) + 2 * BN * (D + DV + 16))
+// bytes. out [T, Hq, DV]. Later query tiles (more keys) launch first.
+template <int D, int DV, int BN>
+__device__ __forceinline__ void ab_forward(const float* q, i64 qT, i64 qH, const float* k, i64 kS, i64 kH, const float* v,
+                                           i64 vS, i64 vH, float* out, i64 oT, i64 oH, int T, int Hq, int Hkv, int qs,
+                                           int window, float scale, const float* sinks) {
+    extern __shared__ __align__(16) u16 ab_sm[];
+    u16* qsh = ab_sm;                         // [AB_BM][D + 8]
+    u16* kv = qsh + AB_BM * (D + 8);          // 2 x (k [BN][D + 8], v [BN][DV + 8])
+    int tiles = (T + AB_BM - 1) / AB_BM;
+    int h = blockIdx.x % Hq;
+    int t0 = (tiles - 1 - (int) (blockIdx.x / Hq)) * AB_BM;
+    int kvh = h / (Hq / Hkv);
+    int tLast = min(t0 + AB_BM - 1, T - 1);
+    int hi = qs + tLast;
+    int lo = window > 0 ? max(0, qs + t0 - window + 1) : 0;
+    {
+        AbTile<AB_BM, D> qt;
+        qt.load([&](int r) { return t0 + r < T ? q + (i64) (t0 + r) * qT + (i64) h * qH : (const float*) 0; });
+        qt.store(qsh);
+    }
+    __syncthreads();
+    u32 qf[D / 16][4];
+    ab_frags<D>(qsh + (threadIdx.x >> 5) * 16 * (D + 8), qf);
+
+    float m[2], l[2], acc[DV / 8][4];
+    float sink = sinks != 0 ? sinks[h] : -ORBIT_INF;
+    m[0] = m[1] = sink;
+    l[0] = l[1] = sinks != 0 ? 1.0f : 0.0f;
+#pragma unroll
+    for (int n = 0; n < DV / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    ab_online<D, DV, BN>(qf, kv, k + (i64) kvh * kH, kS, v + (i64) kvh * vH, vS, t0, T, qs, window, scale, lo, hi, m, l,
+                         acc);
+
+    int g = (threadIdx.x & 31) >> 2;
+    int c = threadIdx.x & 3;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        int t = t0 + (threadIdx.x >> 5) * 16 + g + 8 * i;
+        if (t < T) {
+            float inv = 1.0f / l[i];
+            float* o = out + (i64) t * oT + (i64) h * oH + 2 * c;
+#pragma unroll
+            for (int n = 0; n < DV / 8; n++) {
+                o[n * 8] = acc[n][2 * i] * inv;
+                o[n * 8 + 1] = acc[n][2 * i + 1] * inv;
+            }
+        }
+    }
+}
+
+// Grid ceil(T / AB_BM) * Hq, block AB_THREADS; dynamic shared
+// 2 * (AB_BM * (D + DV + 16) + 2 * BN * (D + DV + 16)) bytes.
+// Pass 1 recomputes the rows' softmax (as ab_forward) and writes lse and delta = dout . o [T, Hq];
+// pass 2 sums dq = scale * sum_j p_j (dp_j - delta) k_j over the key tiles. dq [T, Hq, D].
+template <int D, int DV, int BN>
+__device__ __forceinline__ void ab_backward_q(const float* q, i64 qT, i64 qH, const float* k, i64 kS, i64 kH,
+                                              const float* v, i64 vS, i64 vH, const float* dout, i64 oT, i64 oH,
+                                              float* dq, i64 dqT, i64 dqH, float* lse, float* delta, int T, int Hq,
+                                              int Hkv, int qs, int window, float scale, const float* sinks) {
+    extern __shared__ __align__(16) u16 ab_sm[];
+    u16* qsh = ab_sm;                         // [AB_BM][D + 8]
+    u16* osh = qsh + AB_BM * (D + 8);         // [AB_BM][DV + 8] dout
+    u16* kv = osh + AB_BM * (DV + 8);         // 2 x (k [BN][D + 8], v [BN][DV + 8])
+    int tiles = (T + AB_BM - 1) / AB_BM;
+    int h = blockIdx.x % Hq;
+    int t0 = (tiles - 1 - (int) (blockIdx.x / Hq)) * AB_BM;
+    int kvh = h / (Hq / Hkv);
+    int tLast = min(t0 + AB_BM - 1, T - 1);
+    int hi = qs + tLast;
+    int lo = window > 0 ? max(0, qs + t0 - window + 1) : 0;
+    const float* kb = k + (i64) kvh * kH;
+    const float* vb = v + (i64) kvh * vH;
+    {
+        AbTile<AB_BM, D> qt;
+        qt.load([&](int r) { return t0 + r < T ? q + (i64) (t0 + r) * qT + (i64) h * qH : (const float*) 0; });
+        qt.store(qsh);
+        AbTile<AB_BM, DV> ot;
+        ot.load([&](int r) { return t0 + r < T ? dout + (i64) (t0 + r) * oT + (i64) h * oH : (const float*) 0; });
+        ot.store(osh);
+    }
+    __syncthreads();
+    int warp = threadIdx.x >> 5;
+    u32 qf[D / 16][4];
+    ab_frags<D>(qsh + warp * 16 * (D + 8), qf);
+
+    float m[2], l[2], acc[DV / 8][4];
+    float sink = sinks != 0 ? sinks[h] : -ORBIT_INF;
+    m[0] = m[1] = sink;
+    l[0] = l[1] = sinks != 0 ? 1.0f : 0.0f;
+#pragma unroll
+    for (int n = 0; n < DV / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    ab_online<D, DV, BN>(qf, kv, kb, kS, vb, vS, t0, T, qs, window, scale, lo, hi, m, l, acc);
+
+    int g = (threadIdx.x & 31) >> 2;
+    int c = threadIdx.x & 3;
+    int wFirst = t0 + warp * 16;
+    int wLast = min(wFirst + 15, T - 1);
+    int pos[2] = {qs + wFirst + g, qs + wFirst + g + 8};
+    bool row[2] = {wFirst + g < T, wFirst + g + 8 < T};
+    float L[2], dl[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        int t = wFirst + g + 8 * i;
+        float part = 0.0f;
+        if (row[i]) {
+            // delta from dout in f32 (not the bf16 copy in shared memory)
+            const float* dor = dout + (i64) t * oT + (i64) h * oH + 2 * c;
+            float inv = 1.0f / l[i];
+#pragma unroll
+            for (int n = 0; n < DV / 8; n++) part += acc[n][2 * i] * inv * dor[n * 8] + acc[n][2 * i + 1] * inv * dor[n * 8 + 1];
+        }
+        dl[i] = ab_quad_sum(part);
+        L[i] = row[i] ? m[i] + logf(l[i]) : 0.0f;
+        if (c == 0 && row[i]) {
+            lse[(i64) t * Hq + h] = L[i];
+            delta[(i64) t * Hq + h] = dl[i];
+        }
+    }
+
+    float dqa[D / 8][4];
+#pragma unroll
+    for (int n = 0; n < D / 8; n++) dqa[n][0] = dqa[n][1] = dqa[n][2] = dqa[n][3] = 0.0f;
+    const u16* orows = osh + warp * 16 * (DV + 8);
+    ab_stream_keys<D, DV, BN>(kv, kb, kS, vb, vS, lo, hi, [&](const u16* ksh, const u16* vsh, int k0) {
+        if (wFirst > wLast || k0 > qs + wLast || (window > 0 && qs + wFirst - (k0 + BN - 1) >= window)) return;
+        float s[BN / 8][4], dp[BN / 8][4];
+        ab_dot_frags<D, BN>(qf, ksh, s);
+        ab_dot_rows<DV, BN>(orows, vsh, dp);
+#pragma unroll
+        for (int n = 0; n < BN / 8; n++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int i = e >> 1;
+                int key = k0 + n * 8 + 2 * c + (e & 1);
+                bool vis = row[i] && ab_visible(pos[i], key, window);
+                float p = vis ? __expf(s[n][e] * scale - L[i]) : 0.0f;
+                s[n][e] = vis ? p * (dp[n][e] - dl[i]) * scale : 0.0f;
+            }
+        }
+        ab_accumulate<D, BN>(s, ksh, dqa);
+    });
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        int t = wFirst + g + 8 * i;
+        if (row[i]) {
+            float* o = dq + (i64) t * dqT + (i64) h * dqH + 2 * c;
+#pragma unroll
+            for (int n = 0; n < D / 8; n++) {
+                o[n * 8] = dqa[n][2 * i];
+                o[n * 8 + 1] = dqa[n][2 * i + 1];
+            }
+        }
+    }
+}
+
+// Grid ceil(S / AB_BK) * Hkv * splits, block AB_THREADS; dynamic shared
+// 2 * (AB_BK * (D + DV + 16) + 2 * BQ * (D + DV + 16)) + 16 * BQ bytes. Split p of kv head g sums the
+// query heads g * G + p * (G / splits) .. + G / splits - 1 (G = Hq / Hkv), query tiles ascending, heads
+// ascending within a tile, and writes its dk, dv rows to dk + p * dkP, dv + p * dvP. lse, delta from
+// ab_backward_q.
+template <int D, int DV, int BQ>
+__device__ __forceinline__ void ab_backward_kv(const float* q, i64 qT, i64 qH, const float* k, i64 kS, i64 kH,
+                                               const float* v, i64 vS, i64 vH, const float* dout, i64 oT, i64 oH,
+                                               float* dk, i64 dkS, i64 dkH, i64 dkP, float* dv, i64 dvS, i64 dvH,
+                                               i64 dvP, const float* lse, const float* delta, int T, int S, int Hq,
+                                               int Hkv, int qs, int window, float scale, int splits) {
+    constexpr int BUF = BQ * (D + 8) + BQ * (DV + 8);
+    extern __shared__ __align__(16) u16 ab_sm[];
+    u16* ksh = ab_sm;                         // [AB_BK][D + 8] resident keys
+    u16* vsh = ksh + AB_BK * (D + 8);         // [AB_BK][DV + 8] resident values
+    u16* qo = vsh + AB_BK * (DV + 8);         // 2 x (q [BQ][D + 8], dout [BQ][DV + 8]) streamed
+    float* ld = (float*) (qo + 2 * BUF);      // 2 x (lse [BQ], delta [BQ])
+    int split = blockIdx.x % splits;
+    int gk = (blockIdx.x / splits) % Hkv;
+    int s0 = (int) (blockIdx.x / (splits * Hkv)) * AB_BK;
+    int G = Hq / Hkv;
+    int per = G / splits;
+    int h0 = gk * G + split * per;
+    int warp = threadIdx.x >> 5;
+    int g = (threadIdx.x & 31) >> 2;
+    int c = threadIdx.x & 3;
+    int tBeg = max(0, s0 - qs);               // first query that sees a key of the block
+    int tEnd = T - 1;
+    if (window > 0) tEnd = min(tEnd, s0 + AB_BK - 1 + window - 1 - qs);
+    int wKey = s0 + warp * 16;                // first key of the warp
+    int key[2] = {wKey + g, wKey + g + 8};
+    int nItems = tBeg <= tEnd ? ((tEnd - tBeg) / BQ + 1) * per : 0; // (query tile, head) pairs
+
+    AbTile<BQ, D> qt;
+    AbTile<BQ, DV> ot;
+    float pl = 0.0f, pd = 0.0f;               // lse, delta of query threadIdx.x of the tile (threads < BQ)
+    auto load = [&](int item) {
+        int tq = tBeg + (item / per) * BQ;
+        int h = h0 + item % per;
+        qt.load([&](int r) { return tq + r <= tEnd ? q + (i64) (tq + r) * qT + (i64) h * qH : (const float*) 0; });
+        ot.load([&](int r) { return tq + r <= tEnd ? dout + (i64) (tq + r) * oT + (i64) h * oH : (const float*) 0; });
+        if (threadIdx.x < BQ) {
+            int t = tq + threadIdx.x;
+            pl = t <= tEnd ? lse[(i64) t * Hq + h] : 0.0f;
+            pd = t <= tEnd ? delta[(i64) t * Hq + h] : 0.0f;
+        }
+    };
+    auto store = [&](int buf) {
+        qt.store(qo + buf * BUF);
+        ot.store(qo + buf * BUF + BQ * (D + 8));
+        if (threadIdx.x < BQ) {
+            ld[buf * 2 * BQ + threadIdx.x] = pl;
+            ld[buf * 2 * BQ + BQ + threadIdx.x] = pd;
+        }
+    };
+    {
+        AbTile<AB_BK, D> kt;
+        kt.load([&](int r) { return s0 + r < S ? k + (i64) (s0 + r) * kS + (i64) gk * kH : (const float*) 0; });
+        kt.store(ksh);
+        AbTile<AB_BK, DV> vt;
+        vt.load([&](int r) { return s0 + r < S ? v + (i64) (s0 + r) * vS + (i64) gk * vH : (const float*) 0; });
+        vt.store(vsh);
+    }
+    if (nItems > 0) {
+        load(0);
+        store(0);
+    }
+    __syncthreads();
+
+    float ak[D / 8][4], av[DV / 8][4];
+#pragma unroll
+    for (int n = 0; n < D / 8; n++) ak[n][0] = ak[n][1] = ak[n][2] = ak[n][3] = 0.0f;
+#pragma unroll
+    for (int n = 0; n < DV / 8; n++) av[n][0] = av[n][1] = av[n][2] = av[n][3] = 0.0f;
+    const u16* krows = ksh + warp * 16 * (D + 8);
+    const u16* vrows = vsh + warp * 16 * (DV + 8);
+    for (int item = 0; item < nItems; item++) {
+        int buf = item & 1;
+        bool more = item + 1 < nItems;
+        if (more) load(item + 1);
+        int tq = tBeg + (item / per) * BQ;
+        int qLast = min(tq + BQ - 1, tEnd);
+        // warp-uniform: no query of the tile sees a key of the warp
+        bool idle = wKey >= S || wKey > qs + qLast || (window > 0 && qs + tq - (wKey + 15) >= window);
+        if (!idle) {
+            const u16* qsh = qo + buf * BUF;
+            const u16* osh = qsh + BQ * (D + 8);
+            const float* lsh = ld + buf * 2 * BQ;
+            const float* dsh = lsh + BQ;
+            float s[BQ / 8][4], dp[BQ / 8][4];
+            ab_dot_rows<D, BQ>(krows, qsh, s);   // s^T [16 keys, BQ queries]
+            ab_dot_rows<DV, BQ>(vrows, osh, dp); // dp^T
+#pragma unroll
+            for (int n = 0; n < BQ / 8; n++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int j = n * 8 + 2 * c + (e & 1);           // query of the tile
+                    int t = tq + j;
+                    int kk = key[e >> 1];
+                    bool vis = t <= tEnd && kk < S && ab_visible(qs + t, kk, window);
+                    float p = vis ? __expf(s[n][e] * scale - lsh[j]) : 0.0f;
+                    dp[n][e] = vis ? p * (dp[n][e] - dsh[j]) * scale : 0.0f;
+                    s[n][e] = p;
+                }
+            }
+            ab_accumulate<DV, BQ>(s, osh, av);
+            ab_accumulate<D, BQ>(dp, qsh, ak);
+        }
+        if (more) store(buf ^ 1);
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        int kk = key[i];
+        if (kk < S) {
+            float* ok = dk + (i64) split * dkP + (i64) kk * dkS + (i64) gk * dkH + 2 * c;
+#pragma unroll
+            for (int n = 0; n < D / 8; n++) {
+                ok[n * 8] = ak[n][2 * i];
+                ok[n * 8 + 1] = ak[n][2 * i + 1];
+            }
+            float* ov = dv + (i64) split * dvP + (i64) kk * dvS + (i64) gk * dvH + 2 * c;
+#pragma unroll
+            for (int n = 0; n < DV / 8; n++) {
+                ov[n * 8] = av[n][2 * i];
+                ov[n * 8 + 1] = av[n][2 * i + 1];
+            }
+        }
+    }
+}
+
+#define AB_FORWARD_ARGS                                                                                                \
+    const float *q, i64 qT, i64 qH, const float *k, i64 kS, i64 kH, const float *v, i64 vS, i64 vH, float *out, i64 oT, \
+        i64 oH, int T, int Hq, int Hkv, int qs, int window, float scale, const float *sinks
+#define AB_BACKWARD_Q_ARGS                                                                                             \
+    const float *q, i64 qT, i64 qH, const float *k, i64 kS, i64 kH, const float *v, i64 vS, i64 vH, const float *dout, \
+        i64 oT, i64 oH, float *dq, i64 dqT, i64 dqH, float *lse, float *delta, int T, int Hq, int Hkv, int qs,         \
+        int window, float scale, const float *sinks
+#define AB_BACKWARD_KV_ARGS                                                                                            \
+    const float *q, i64 qT, i64 qH, const float *k, i64 kS, i64 kH, const float *v, i64 vS, i64 vH, const float *dout, \
+        i64 oT, i64 oH, float *dk, i64 dkS, i64 dkH, i64 dkP, float *dv, i64 dvS, i64 dvH, i64 dvP, const float *lse,  \
+        const float *delta, int T, int S, int Hq, int Hkv, int qs, int window, float scale, int splits
+
+// Streamed tile sizes (CudaMmaAttention mirrors them): keys a forward / dq tile, queries a dk/dv tile.
+#define AB_BN64 64
+#define AB_BN128 32
+#define AB_BQ64 64
+#define AB_BQ128 32
+
+extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_forward_d64(AB_FORWARD_ARGS) {
+    ab_forward<64, 64, AB_BN64>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
+}
+
+extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_forward_d128(AB_FORWARD_ARGS) {
+    ab_forward<128, 128, AB_BN128>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
+}
+
+extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_backward_q_d64(AB_BACKWARD_Q_ARGS) {
+    ab_backward_q<64, 64, AB_BN64>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dq, dqT, dqH, lse, delta, T, Hq, Hkv, qs,
+                                   window, scale, sinks);
+}
+
+extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_backward_q_d128(AB_BACKWARD_Q_ARGS) {
+    ab_backward_q<128, 128, AB_BN128>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dq, dqT, dqH, lse, delta, T, Hq, Hkv,
+                                      qs, window, scale, sinks);
+}
+
+extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_backward_kv_d64(AB_BACKWARD_KV_ARGS) {
+    ab_backward_kv<64, 64, AB_BQ64>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dk, dkS, dkH, dkP, dv, dvS, dvH, dvP,
+                                    lse, delta, T, S, Hq, Hkv, qs, window, scale, splits);
+}
+
+extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_backward_kv_d128(AB_BACKWARD_KV_ARGS) {
+    ab_backward_kv<128, 128, AB_BQ128>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dk, dkS, dkH, dkP, dv, dvS, dvH, dvP,
+                                       lse, delta, T, S, Hq, Hkv, qs, window, scale, splits);
+}

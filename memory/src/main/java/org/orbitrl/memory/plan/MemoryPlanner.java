@@ -184,7 +184,7 @@ public final class MemoryPlanner {
         ModelSpec s = req.spec();
         NodeSpec node = req.node();
         ParallelLayout lay = req.layout();
-        int g = lay.colocated() ? node.gpus() : lay.groupSize(role, node);   // a role off the layout: the colocated group
+        int g = groupSize(req, role);
         int ep = lay.expertParallel();
         int tp = lay.tensorParallel();
         int dp = g / tp;
@@ -262,7 +262,7 @@ public final class MemoryPlanner {
         }
 
         // Rollout: every sequence of the step decodes at once, spread over the data-parallel ranks.
-        long seqsPerRank = role.rollsOut() ? ceil(batch.sequences(), dp) : 0;
+        long seqsPerRank = rolloutSequencesPerRank(req, role);
         long vocabShard = ceil(s.vocabSize(), tp);
         long kv = 0;
         long logits = 0;
@@ -271,8 +271,7 @@ public final class MemoryPlanner {
             kv = seqsPerRank * KvCacheLayout.bytesPerSequence(s, batch.seqLen(), req.kvDtype())
                     / KvCacheLayout.tensorParallelSplit(s, tp);
             logits += seqsPerRank * vocabShard * 12;            // f32 logits + sort keys + indices for top-p
-            long prefill = Math.min(seqsPerRank * batch.promptLen(), req.prefillChunkTokens());
-            scratch += ActivationModel.forwardScratchBytes(inv, prefill, tp);
+            scratch += ActivationModel.forwardScratchBytes(inv, prefillTokens(req, seqsPerRank), tp);
         }
         b.put(MemoryCategory.KV_CACHE, kv);
 
@@ -281,7 +280,8 @@ public final class MemoryPlanner {
         long activations = scratch;
         if (role.trains()) {
             int chunk = chunked(req) ? req.expertChunk() : 0;
-            activations += ActivationModel.trainBytes(inv, req.adapter(), trainTokens, req.layersKept(), tp, ep, device, chunk);
+            activations += ActivationModel.trainBytes(inv, req.adapter(), trainTokens,
+                    req.recompute() ? req.keptLayers() : s.numLayers(), tp, ep, device, chunk);
             logits += Math.min(trainTokens, req.logitsChunkTokens()) * vocabShard * 8;  // f32 logits and their gradient
         }
         activations += kernelScratchBytes(req, role);
@@ -329,13 +329,26 @@ public final class MemoryPlanner {
                     ceil(s.vocabSize(), tp), Math.toIntExact(req.batch().seqLen()), tp);
         }
         if (role.rollsOut()) {
-            ParallelLayout lay = req.layout();
-            int g = lay.colocated() ? req.node().gpus() : lay.groupSize(role, req.node());
-            long seqsPerRank = ceil(req.batch().sequences(), Math.max(1, g / tp));
-            long prefill = Math.min(seqsPerRank * req.batch().promptLen(), req.prefillChunkTokens());
-            bytes += KernelScratch.rolloutBytes(s, prefill, seqsPerRank, tp);
+            long seqsPerRank = rolloutSequencesPerRank(req, role);
+            bytes += KernelScratch.rolloutBytes(s, prefillTokens(req, seqsPerRank), seqsPerRank, tp);
         }
         return bytes;
+    }
+
+    /** GPUs in the group of {@code role}: all of them when colocated; a role off the layout gets the colocated group. */
+    private static int groupSize(PlanRequest req, GpuRole role) {
+        ParallelLayout lay = req.layout();
+        return lay.colocated() ? req.node().gpus() : lay.groupSize(role, req.node());
+    }
+
+    /** Sequences one data-parallel rank of {@code role} decodes at once: every sequence of the step, spread over the ranks. */
+    private static long rolloutSequencesPerRank(PlanRequest req, GpuRole role) {
+        return role.rollsOut() ? ceil(req.batch().sequences(), groupSize(req, role) / req.layout().tensorParallel()) : 0;
+    }
+
+    /** Tokens the rollout engine prefills at once: its sequences' prompts, at most the prefill chunk. */
+    private static long prefillTokens(PlanRequest req, long sequences) {
+        return Math.min(sequences * req.batch().promptLen(), req.prefillChunkTokens());
     }
 
     private static boolean tpSplit(ParamFamily f) {

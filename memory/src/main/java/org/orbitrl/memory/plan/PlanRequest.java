@@ -66,11 +66,6 @@ public record PlanRequest(ModelSpec spec, Path configPath, BaseFormat base, Adap
                 prefillChunkTokens, reserveBytes, 0);
     }
 
-    /** Layers whose activations are kept in this request: all without recompute, else {@link #keptLayers}. */
-    public int layersKept() {
-        return recompute ? keptLayers : spec.numLayers();
-    }
-
     /**
      * Defaults for {@code spec} on {@code node}: the checkpoint's own base format, LoRA rank 32 on every
      * projection, 64 prompts x 8 samples of 1024 + 4096 tokens, micro-batch 1, colocated with experts

@@ -6,6 +6,7 @@ import org.orbitrl.kernels.OpProfiler;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.kernels.cpu.CpuBackend;
 import org.orbitrl.kernels.cuda.CudaBackend;
+import org.orbitrl.memory.plan.PlanRequest;
 import org.orbitrl.model.BaseFormat;
 import org.orbitrl.model.LoadedModel;
 import org.orbitrl.model.adapter.Adapter;
@@ -72,6 +73,7 @@ public final class RlJobRunner implements JobRunner {
     private AccountingAllocator memory;
     private Backend backend;
     private OpProfiler profiler;   // null unless -Dorbit.profile=true
+    private PlanRequest planned;   // the request plan() checked, kept layers resolved; load() trains as it budgets
     private LoadedModel base;
     private Trainable trainerModel;
     private Adapter trainerAdapter;
@@ -101,7 +103,8 @@ public final class RlJobRunner implements JobRunner {
 
     @Override
     public JobPlan plan() throws JobException {
-        return RlPlan.plan(spec);
+        planned = RlPlan.checkedRequest(spec);
+        return RlPlan.plan(spec, planned);
     }
 
     @Override
@@ -124,7 +127,10 @@ public final class RlJobRunner implements JobRunner {
             // trainer: the loaded model and its trainable adapter; rollout: a view of the same weights with two slots
             trainerModel = (Trainable) base.model();
             trainerModel.setExpertChunk(RlPlan.expertChunk(spec));   // the chunk the plan budgets
-            trainerModel.setKeptLayers(RlPlan.request(spec).keptLayers());   // the kept layers the plan budgets
+            if (planned == null) {   // loaded without plan() first
+                planned = RlPlan.checkedRequest(spec);
+            }
+            trainerModel.setKeptLayers(planned.keptLayers());   // the kept layers the plan budgets
             trainerAdapter = RlSetup.newAdapter(cfg, (AdapterTargets) trainerModel, adapterMemory, spec.seed());
             boolean isAsync = spec.async().enabled();
             int cores = Runtime.getRuntime().availableProcessors();

@@ -68,16 +68,29 @@ final class RlPlan {
                         b.microBatch()), node, ParallelLayout.auto(model, node, 0, 0), spec.memory().recompute(),
                 expertChunk(spec),
                 DType.F32, 2048, 8192, node.hostMemory() ? 0 : spec.memory().reserve().bytes());
-        int kept = spec.memory().keptLayerCount();
         if (!spec.memory().recompute()) {
             return req;
         }
+        int kept = spec.memory().keptLayerCount();
         return req.withKeptLayers(kept == MemorySpec.AUTO ? MemoryPlanner.maxKeptLayers(req) : Math.min(kept, model.numLayers()));
     }
 
-    static JobPlan plan(JobSpec spec) throws JobException {
+    /** {@link #request}, its failures (an unreadable config, an impossible layout) as the job's. */
+    static PlanRequest checkedRequest(JobSpec spec) throws JobException {
         try {
-            PlanRequest req = request(spec);
+            return request(spec);
+        } catch (RuntimeException e) {
+            throw new JobException("planning job " + spec.name() + ": " + e.getMessage(), e);
+        }
+    }
+
+    static JobPlan plan(JobSpec spec) throws JobException {
+        return plan(spec, checkedRequest(spec));
+    }
+
+    /** The plan of {@code req}, the job's resolved request; refused with the table if it does not fit. */
+    static JobPlan plan(JobSpec spec, PlanRequest req) throws JobException {
+        try {
             NodeSpec node = req.node();
             MemoryPlan plan = MemoryPlanner.plan(req);
             String table = PlanTable.render(plan);

@@ -41,11 +41,7 @@ class MemoryPlannerTest {
      */
     @Test
     void tinyFixturePlanMatchesHandArithmetic() {
-        ModelSpec spec = TestModels.spec("fixtures/qwen3_moe");
-        PlanRequest req = PlanRequest.defaults(spec, null, NodeSpec.parse("2x2GiB"))
-                .withBase(BaseFormat.parse("int4")).withAdapter(AdapterSpec.parse("lora:4"))
-                .withBatch(new BatchShape(2, 2, 8, 8, 1)).withLayout(ParallelLayout.colocated(2, 1))
-                .withExpertChunk(2).withReserve(0);
+        PlanRequest req = tinyFixtureRequest();
         MemoryPlan plan = MemoryPlanner.plan(req);
         GpuBudget b = plan.budget(GpuRole.COLOCATED);
 
@@ -249,11 +245,7 @@ class MemoryPlannerTest {
      */
     @Test
     void kernelScratchOfTheTrainingBenchShape() {
-        ModelSpec spec = TestModels.spec("models/qwen3-30b-a3b");
-        PlanRequest req = PlanRequest.defaults(spec, null, NodeSpec.parse("1xH200"))
-                .withBase(BaseFormat.parse("int4")).withAdapter(AdapterSpec.parse("lora:32:attention+experts:f32"))
-                .withBatch(new BatchShape(8, 1, 1024, 1024, 8)).withLayout(ParallelLayout.colocated(1, 1));
-        req = req.withChunks(16384, 8192);
+        PlanRequest req = trainingBenchRequest();
         assertEquals(268_435_456L + 34_078_720L + 20_971_520L, MemoryPlanner.kernelScratchBytes(req, GpuRole.TRAIN));
         assertEquals(67_108_864L + 20_971_520L, MemoryPlanner.kernelScratchBytes(req, GpuRole.ROLLOUT));
         assertEquals(268_435_456L + 34_078_720L + 20_971_520L + 67_108_864L + 20_971_520L,
@@ -273,11 +265,7 @@ class MemoryPlannerTest {
      */
     @Test
     void keptLayersAddTheirTapes() {
-        ModelSpec spec = TestModels.spec("fixtures/qwen3_moe");
-        PlanRequest req = PlanRequest.defaults(spec, null, NodeSpec.parse("2x2GiB"))
-                .withBase(BaseFormat.parse("int4")).withAdapter(AdapterSpec.parse("lora:4"))
-                .withBatch(new BatchShape(2, 2, 8, 8, 1)).withLayout(ParallelLayout.colocated(2, 1))
-                .withExpertChunk(2).withReserve(0);
+        PlanRequest req = tinyFixtureRequest();
         long none = activations(req);
         assertEquals(none, activations(req.withKeptLayers(1)));
         assertEquals(none + 760L * 16 * 4, activations(req.withKeptLayers(2)));
@@ -292,11 +280,7 @@ class MemoryPlannerTest {
      */
     @Test
     void mostKeptLayersIsTheEdgeOfFitting() {
-        ModelSpec spec = TestModels.spec("models/qwen3-30b-a3b");
-        PlanRequest req = PlanRequest.defaults(spec, null, NodeSpec.parse("1xH200"))
-                .withBase(BaseFormat.parse("int4")).withAdapter(AdapterSpec.parse("lora:32:attention+experts:f32"))
-                .withBatch(new BatchShape(8, 1, 1024, 1024, 8)).withLayout(ParallelLayout.colocated(1, 1))
-                .withChunks(16384, 8192);
+        PlanRequest req = trainingBenchRequest();
         long all = trainActivations(req.withRecompute(false));
         long none = trainActivations(req);
         for (int k : new int[]{2, 10, 47}) {
@@ -308,6 +292,22 @@ class MemoryPlannerTest {
         assertTrue(MemoryPlanner.plan(req.withKeptLayers(most)).fits());
         assertFalse(MemoryPlanner.plan(req.withKeptLayers(most + 1)).fits());
         assertEquals(0, MemoryPlanner.maxKeptLayers(req.withRecompute(false)), "nothing to keep without recompute");
+    }
+
+    /** The Qwen3-MoE fixture on 2 GPUs of 2 GiB: INT4 experts over EP 2, LoRA rank 4, 2 prompts x 2 samples of 8+8 tokens. */
+    private static PlanRequest tinyFixtureRequest() {
+        return PlanRequest.defaults(TestModels.spec("fixtures/qwen3_moe"), null, NodeSpec.parse("2x2GiB"))
+                .withBase(BaseFormat.parse("int4")).withAdapter(AdapterSpec.parse("lora:4"))
+                .withBatch(new BatchShape(2, 2, 8, 8, 1)).withLayout(ParallelLayout.colocated(2, 1))
+                .withExpertChunk(2).withReserve(0);
+    }
+
+    /** The training bench's shape: Qwen3-30B-A3B, INT4 experts, LoRA r=32 (f32) on attention and experts, 8 x 2048 tokens, one H200. */
+    private static PlanRequest trainingBenchRequest() {
+        return PlanRequest.defaults(TestModels.spec("models/qwen3-30b-a3b"), null, NodeSpec.parse("1xH200"))
+                .withBase(BaseFormat.parse("int4")).withAdapter(AdapterSpec.parse("lora:32:attention+experts:f32"))
+                .withBatch(new BatchShape(8, 1, 1024, 1024, 8)).withLayout(ParallelLayout.colocated(1, 1))
+                .withChunks(16384, 8192);
     }
 
     private static long activations(PlanRequest req) {

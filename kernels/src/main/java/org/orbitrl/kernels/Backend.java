@@ -259,7 +259,17 @@ public interface Backend extends AutoCloseable {
      * with chunk 0 into a temporary followed by {@link #axpy}; a backend may fuse the two.
      */
     default void moeExpertMatmulAccumulate(Tensor xs, ExpertWeights experts, int[] offsets, float scale, Tensor ys, boolean transposed) {
-        MoeHostOps.expertMatmulAccumulate(this, xs, experts, offsets, scale, ys, transposed);
+        moeExpertMatmulAccumulate(xs, experts, offsets, scale, ys, transposed, 0);
+    }
+
+    /**
+     * {@link #moeExpertMatmulAccumulate(Tensor, ExpertWeights, int[], float, Tensor, boolean)} with quantized
+     * experts dequantized {@code chunk} at a time as {@link #moeExpertMatmul} does (chunk ≤ 0: the
+     * backend's quantized product).
+     */
+    default void moeExpertMatmulAccumulate(Tensor xs, ExpertWeights experts, int[] offsets, float scale, Tensor ys, boolean transposed,
+                                           int chunk) {
+        MoeHostOps.expertMatmulAccumulate(this, xs, experts, offsets, scale, ys, transposed, chunk);
     }
 
     /**

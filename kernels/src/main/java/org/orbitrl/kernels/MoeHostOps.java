@@ -273,15 +273,11 @@ public final class MoeHostOps {
     }
 
     /**
-     * See {@link Backend#moeExpertWeightGrad}, on any backend through its own {@code matmulTN}, one
-     * product per expert with rows.
-     */
-    /**
-     * {@link Backend#moeExpertMatmulAccumulate} as the plain product into a temporary (released at the end)
-     * and an axpy.
+     * {@link Backend#moeExpertMatmulAccumulate} as the plain product (quantized experts {@code chunk} at a
+     * time) into a temporary (released at the end) and an axpy.
      */
     public static void expertMatmulAccumulate(Backend b, Tensor in, ExpertWeights w, int[] offsets, float scale, Tensor out,
-                                              boolean transposed) {
+                                              boolean transposed, int chunk) {
         String op = transposed ? "moeExpertMatmulTransposedAccumulate" : "moeExpertMatmulAccumulate";
         int outCols = transposed ? w.cols() : w.rows();
         int p = offsets[offsets.length - 1];
@@ -292,9 +288,9 @@ public final class MoeHostOps {
         Tensor d = b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, outCols);   // [P, outCols]
         try {
             if (transposed) {
-                b.moeExpertMatmulTransposed(in, w, offsets, d, 0);
+                b.moeExpertMatmulTransposed(in, w, offsets, d, chunk);
             } else {
-                b.moeExpertMatmul(in, w, offsets, d, 0);
+                b.moeExpertMatmul(in, w, offsets, d, chunk);
             }
             b.axpy(scale, d, out.rank() == 2 ? out : out.reshape((long) p, outCols));
         } finally {
@@ -302,6 +298,10 @@ public final class MoeHostOps {
         }
     }
 
+    /**
+     * See {@link Backend#moeExpertWeightGrad}, on any backend through its own {@code matmulTN}, one
+     * product per expert with rows.
+     */
     public static void expertWeightGrad(Backend b, Tensor dys, Tensor xs, int[] offsets, float scale, Tensor[] grads) {
         int experts = grads.length;
         if (offsets.length != experts + 1) {

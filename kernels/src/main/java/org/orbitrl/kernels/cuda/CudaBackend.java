@@ -647,8 +647,9 @@ public final class CudaBackend implements Backend {
     }
 
     @Override
-    public void moeExpertMatmulAccumulate(Tensor xs, ExpertWeights experts, int[] offsets, float scale, Tensor ys, boolean transposed) {
-        moe.moeExpertMatmulAccumulate(xs, experts, offsets, scale, ys, transposed);
+    public void moeExpertMatmulAccumulate(Tensor xs, ExpertWeights experts, int[] offsets, float scale, Tensor ys, boolean transposed,
+                                          int chunk) {
+        moe.moeExpertMatmulAccumulate(xs, experts, offsets, scale, ys, transposed, chunk);
     }
 
     @Override

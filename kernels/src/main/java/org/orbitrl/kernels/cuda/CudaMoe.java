@@ -188,9 +188,10 @@ public final class CudaMoe {
     }
 
     /** See {@link org.orbitrl.kernels.Backend#moeExpertMatmulAccumulate}. */
-    public void moeExpertMatmulAccumulate(Tensor xs, ExpertWeights experts, int[] offsets, float scale, Tensor ys, boolean transposed) {
+    public void moeExpertMatmulAccumulate(Tensor xs, ExpertWeights experts, int[] offsets, float scale, Tensor ys, boolean transposed,
+                                          int chunk) {
         ctx.device.bind();
-        train.expertMatmulAccumulate(xs, experts, offsets, scale, ys, transposed);
+        train.expertMatmulAccumulate(xs, experts, offsets, scale, ys, transposed, chunk);
     }
 
     /**

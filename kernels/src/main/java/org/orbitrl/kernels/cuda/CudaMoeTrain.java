@@ -237,16 +237,22 @@ final class CudaMoeTrain {
 
     /**
      * See {@link org.orbitrl.kernels.Backend#moeExpertMatmulAccumulate}: one launch with the accumulation
-     * for dense f32 experts with a narrow side ({@link CudaNarrowExperts}); otherwise the product into a
-     * temporary and an axpy.
+     * for dense f32 experts with a narrow side ({@link CudaNarrowExperts}); bf16 and quantized experts
+     * through {@link CudaExpertGemm}'s batched tiles with β = 1 where {@link #expertMatmul} would take
+     * them; otherwise the product into a temporary and an axpy.
      */
-    void expertMatmulAccumulate(Tensor in, ExpertWeights w, int[] offsets, float scale, Tensor out, boolean transposed) {
+    void expertMatmulAccumulate(Tensor in, ExpertWeights w, int[] offsets, float scale, Tensor out, boolean transposed, int chunk) {
         String op = transposed ? "moeExpertMatmulTransposedAccumulate" : "moeExpertMatmulAccumulate";
         if (!backend.exact() && GROUPED && narrowOn() && CudaNarrowExperts.handles(w, offsets)) {
             narrow.matmul(op, in, w, offsets, out, transposed, scale, 1f);
             return;
         }
-        MoeHostOps.expertMatmulAccumulate(backend, in, w, offsets, scale, out, transposed);
+        if (!backend.exact() && GROUPED && !(chunk <= 0 && quantizedActive(w, offsets)) && CudaExpertGemm.aligned(in, w, out)
+                && CudaExpertGemm.accumulates(w, offsets, transposed)) {
+            experts.matmul(in, w, offsets, out, chunk, transposed, scale, true);
+            return;
+        }
+        MoeHostOps.expertMatmulAccumulate(backend, in, w, offsets, scale, out, transposed, chunk);
     }
 
     /**

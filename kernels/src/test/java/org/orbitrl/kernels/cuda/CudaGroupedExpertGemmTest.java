@@ -23,7 +23,9 @@ import java.util.SplittableRandom;
  * two with a single row), one expert holding every row, and experts of whole multiples of 8 rows beside
  * ragged ones. The bf16 products run as batched tiles of {@link CudaExpertGemm#TILE_ROWS} rows (every
  * expert here a single partial tile), again with 8-row tiles (full tiles, partial tiles through the pad,
- * experts of whole tiles) and through cuBLAS's grouped call ({@code orbit.cuda.expertTile=0}). Tolerances, per output, against
+ * experts of whole tiles) and through cuBLAS's grouped call ({@code orbit.cuda.expertTile=0}). The
+ * accumulating form (y₀ + s·product, chunks 1 and 3) against the host's product and axpy, within
+ * |s|·(the product's tolerance) + 1e-6·|y₀|. Tolerances, per output, against
  * Σ|x·w| (the scale of a dot product's rounding error): bf16 products (quantized and bf16 experts;
  * inputs and weights rounded to bf16, 2⁻⁹ each, the output possibly rounded to bf16, f32 accumulation)
  * within 1e-5 + 8e-3·Σ|x·w|; f32 products (f32 experts, f32 throughout) within 1e-6 + 3e-5·Σ|x·w|.
@@ -34,6 +36,7 @@ import java.util.SplittableRandom;
  */
 class CudaGroupedExpertGemmTest extends CudaTestBase {
     private static final String TILE_PROPERTY = "orbit.cuda.expertTile";
+    private static final float ACC_SCALE = -0.75f;
     private static final int E = 7;
     private static final int N = 48;
     private static final int K = 96;
@@ -104,6 +107,21 @@ class CudaGroupedExpertGemmTest extends CudaTestBase {
                             }
                             assertWithin((transposed ? "moeExpertMatmulTransposed " : "moeExpertMatmul ") + form + " chunk " + chunk
                                     + " rows " + Arrays.toString(offsets), ref.toFloatArray(), gpu.toHost(got).toFloatArray(), tol);
+                        }
+                        // accumulating: y0 + s · product (batched tiles with β = 1 for bf16 and quantized experts)
+                        Tensor y0 = randn(r, 1f, p, outCols);
+                        Tensor acc = Tensor.of(y0.toFloatArray(), p, outCols);
+                        MoeHostOps.expertMatmulAccumulate(cpu, in, w.host, offsets, ACC_SCALE, acc, transposed, 1);
+                        float[] start = y0.toFloatArray();
+                        double[] accTol = new double[tol.length];
+                        for (int i = 0; i < tol.length; i++) {
+                            accTol[i] = Math.abs(ACC_SCALE) * tol[i] + 1e-6 * Math.abs(start[i]);
+                        }
+                        for (int chunk : new int[]{1, 3}) {
+                            Tensor got = dev(y0);
+                            gpu.moeExpertMatmulAccumulate(din, w.device, offsets, ACC_SCALE, got, transposed, chunk);
+                            assertWithin("moeExpertMatmulAccumulate " + form + (transposed ? " transposed" : "") + " chunk " + chunk
+                                    + " rows " + Arrays.toString(offsets), acc.toFloatArray(), gpu.toHost(got).toFloatArray(), accTol);
                         }
                     }
                 } finally {

@@ -69,7 +69,7 @@ class CudaNarrowExpertsTest extends CudaTestBase {
                     Experts w = transposed ? a : b;
                     Tensor y0 = randn(r, 1f, p, width);
                     Tensor ref = Tensor.of(y0.toFloatArray(), p, width);
-                    MoeHostOps.expertMatmulAccumulate(cpu, xa, w.host, offsets, SCALE, ref, transposed);
+                    MoeHostOps.expertMatmulAccumulate(cpu, xa, w.host, offsets, SCALE, ref, transposed, 0);
                     Tensor got = dev(y0);
                     gpu.moeExpertMatmulAccumulate(dev(xa), w.device, offsets, SCALE, got, transposed);
                     double[] dot = absProducts(xa.toFloatArray(), w.values, offsets, rank, width, transposed);

@@ -219,15 +219,12 @@ final class GroupedMoe {
         b.swigluBackward(t.g, t.u, dact, dg, du);
         a.release(dact);
         Tensor dxs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, h);        // [P, hidden]
-        Tensor tmp = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, h);        // [P, hidden]
         b.moeExpertMatmulTransposed(dg, gate, t.offsets, dxs, chunk);
         adaptersBackward(b, moe.experts, 0, t.offsets, t.xs, dg, dxs);
         a.release(dg);
-        b.moeExpertMatmulTransposed(du, up, t.offsets, tmp, chunk);
-        adaptersBackward(b, moe.experts, 1, t.offsets, t.xs, du, tmp);
+        b.moeExpertMatmulAccumulate(du, up, t.offsets, 1f, dxs, true, chunk);     // dxs += du · W_up
+        adaptersBackward(b, moe.experts, 1, t.offsets, t.xs, du, dxs);
         a.release(du);
-        b.add(dxs, tmp, dxs);
-        a.release(tmp);
         b.moeCombineGrouped(dxs, t.position, null, dx, false);
         a.release(dxs);
         Tensor dLogits = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, gate.experts()); // [N, E]

@@ -76,9 +76,12 @@ public final class MoeWorkingSet {
      * token of the host's dequantization temporary (0 on a device). Each step holds only what is still
      * to be used: through down, {@code dys [h]}, the routing-weight gradient {@code [1]} and
      * {@code dact [I]} per pair beside the temporary or down's LoRA; through SwiGLU, the routing-weight
-     * gradient and {@code dact, dg, du [I]}; through gate and up, the routing-weight gradient,
-     * {@code dg, du [I]} and {@code dxs, tmp [h]} beside the temporary or their LoRA; through the
-     * router, {@code dLogits [E]} and {@code dxr [h]} per token. {@code device}: the experts' LoRA
+     * gradient and {@code dact, dg, du [I]}; through gate, the routing-weight gradient,
+     * {@code dg, du [I]} and {@code dxs [h]}, then through up (which accumulates into {@code dxs})
+     * the routing-weight gradient, {@code du [I]}, {@code dxs [h]} and, on the host, the product's
+     * temporary {@code [h]} (a device adds into {@code dxs} directly; in exact mode it too takes the
+     * temporary), each beside the dequantization temporary or their LoRA; through the router,
+     * {@code dLogits [E]} and {@code dxr [h]} per token. {@code device}: the experts' LoRA
      * runs on a device backend, whose rank-r products accumulate {@code (dy·B)·A} into the input
      * gradient in place (ranks up to {@value #DEVICE_ACCUMULATED_RANK}), so its backward holds only
      * {@code xa} and {@code dy·B [r]}.
@@ -88,7 +91,9 @@ public final class MoeWorkingSet {
         long inter = s.moe().moeIntermediateSize();
         double down = k * (h + 1 + inter) + Math.max(hostChunk, k * expertLoraBackwardPerToken(loraRank, inter, device));
         double swiglu = k * (1 + 3.0 * inter);
-        double gateUp = k * (1 + 2.0 * inter + 2.0 * h) + Math.max(hostChunk, k * expertLoraBackwardPerToken(loraRank, h, device));
+        double gate = k * (1 + 2.0 * inter + h);
+        double up = k * (1 + inter + (device ? 1.0 : 2.0) * h);
+        double gateUp = Math.max(gate, up) + Math.max(hostChunk, k * expertLoraBackwardPerToken(loraRank, h, device));
         double router = s.moe().numExperts() + h;
         return Math.max(Math.max(down, swiglu), Math.max(gateUp, router));
     }

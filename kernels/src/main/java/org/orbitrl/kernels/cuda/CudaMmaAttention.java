@@ -7,8 +7,8 @@ import org.orbitrl.kernels.cuda.internal.Kernel;
 import org.orbitrl.kernels.cuda.internal.Launcher;
 
 /**
- * Causal attention on tensor cores, FlashAttention-2 structure, in two variants chosen by
- * {@code -Dorbit.cuda.mmaAttention=bf16|tf32|off} (read at each call; default {@value #DEFAULT}):
+ * Causal attention on tensor cores, FlashAttention-2 structure, in three variants chosen by
+ * {@code -Dorbit.cuda.mmaAttention=bf16|bf16v2|tf32|off} (read at each call; default {@value #DEFAULT}):
  * the prefill forward (one block per query tile of a head, online softmax over streamed key tiles)
  * and the backward in two launches, {@code backward_q} (one block per query tile of a head: the rows'
  * log-sum-exp and delta = dout·o, then dq) and {@code backward_kv} (one block per key tile of a kv
@@ -22,6 +22,12 @@ import org.orbitrl.kernels.cuda.internal.Launcher;
  * score gradients when they enter a product; softmax statistics are f32. The outputs move by a few
  * 1e-3 of their scale for unit-scale inputs, the rounding PyTorch's bf16 attention has too.
  *
+ * <p>{@code bf16v2} (the same file, kernels {@code ab2_*}): the bf16 kernels with less work outside
+ * the products: the scale folded with log2 e into one fma before {@code ex2}, the causal/window mask
+ * applied only on tiles that some key or query crosses, the running output rescaled only when a row
+ * maximum grew, and the scale applied to dq and dk once at the end. Same tiles, launches and
+ * summation orders; results differ from {@code bf16} by the exponent's last bits.
+ *
  * <p>{@code tf32} ({@code attention_mma.cu}): {@code mma.sync m16n8k8} TF32, 64-query / 64-key
  * blocks of 4 warps, tiles staged synchronously; inputs rounded to tf32 (relative error at most
  * 2<sup>-11</sup>), outputs within about 1e-3 of their scale.
@@ -33,7 +39,7 @@ import org.orbitrl.kernels.cuda.internal.Launcher;
  * mode does not use these kernels; {@code off} keeps the f32 kernels.
  */
 final class CudaMmaAttention {
-    /** The system property: {@code bf16}, {@code tf32} or {@code off} ({@code on}: the default variant). */
+    /** The system property: {@code bf16}, {@code bf16v2}, {@code tf32} or {@code off} ({@code on}: the default variant). */
     static final String PROPERTY = "orbit.cuda.mmaAttention";
     /** The variant taken when the property is unset or {@code on}. */
     static final String DEFAULT = "bf16";
@@ -64,6 +70,12 @@ final class CudaMmaAttention {
     private final Kernel bBackwardQ128;
     private final Kernel bBackwardKv64;
     private final Kernel bBackwardKv128;
+    private final Kernel b2Forward64;
+    private final Kernel b2Forward128;
+    private final Kernel b2BackwardQ64;
+    private final Kernel b2BackwardQ128;
+    private final Kernel b2BackwardKv64;
+    private final Kernel b2BackwardKv128;
 
     CudaMmaAttention(CudaContext ctx) {
         this.ctx = ctx;
@@ -80,16 +92,27 @@ final class CudaMmaAttention {
         this.bBackwardQ128 = ctx.kernel("attention_bf16", "ab_backward_q_d128");
         this.bBackwardKv64 = ctx.kernel("attention_bf16", "ab_backward_kv_d64");
         this.bBackwardKv128 = ctx.kernel("attention_bf16", "ab_backward_kv_d128");
+        this.b2Forward64 = ctx.kernel("attention_bf16", "ab2_forward_d64");
+        this.b2Forward128 = ctx.kernel("attention_bf16", "ab2_forward_d128");
+        this.b2BackwardQ64 = ctx.kernel("attention_bf16", "ab2_backward_q_d64");
+        this.b2BackwardQ128 = ctx.kernel("attention_bf16", "ab2_backward_q_d128");
+        this.b2BackwardKv64 = ctx.kernel("attention_bf16", "ab2_backward_kv_d64");
+        this.b2BackwardKv128 = ctx.kernel("attention_bf16", "ab2_backward_kv_d128");
     }
 
-    /** The variant the property selects: {@code bf16}, {@code tf32} or {@code off}. */
+    /** The variant the property selects: {@code bf16}, {@code bf16v2}, {@code tf32} or {@code off}. */
     static String variant() {
         String p = System.getProperty(PROPERTY, DEFAULT);
         return switch (p) {
-            case "bf16", "tf32", "off" -> p;
+            case "bf16", "bf16v2", "tf32", "off" -> p;
             case "on" -> DEFAULT;
-            default -> throw new IllegalArgumentException("-D" + PROPERTY + "=" + p + ": expected bf16, tf32, off or on");
+            default -> throw new IllegalArgumentException("-D" + PROPERTY + "=" + p + ": expected bf16, bf16v2, tf32, off or on");
         };
+    }
+
+    /** Whether the variant runs the bf16 kernels ({@code bf16} or {@code bf16v2}). */
+    private static boolean isBf16(String variant) {
+        return variant.startsWith("bf16");
     }
 
     /** Whether the property leaves the tensor-core kernels on. */
@@ -131,8 +154,9 @@ final class CudaMmaAttention {
 
     /** Causal prefill; arguments validated by the caller, {@link #fits} holds, T and S at least 1. */
     void prefill(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec) {
-        if (variant().equals("bf16")) {
-            prefillBf16(q, k, v, out, queryStart, spec);
+        String variant = variant();
+        if (isBf16(variant)) {
+            prefillBf16(q, k, v, out, queryStart, spec, variant.equals("bf16v2"));
             return;
         }
         int tq = q.size(0);
@@ -151,7 +175,7 @@ final class CudaMmaAttention {
                 vs[0], vs[1], out, os[0], os[1], tq, hq, hkv, queryStart, spec.slidingWindow(), spec.scale(), spec.sinks());
     }
 
-    private void prefillBf16(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec) {
+    private void prefillBf16(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec, boolean v2) {
         int tq = q.size(0);
         int hq = q.size(1);
         int d = q.size(2);
@@ -160,7 +184,7 @@ final class CudaMmaAttention {
         long[] ks = k.strides();
         long[] vs = v.strides();
         long[] os = out.strides();
-        Kernel kernel = d == 64 ? bForward64 : bForward128;
+        Kernel kernel = v2 ? (d == 64 ? b2Forward64 : b2Forward128) : d == 64 ? bForward64 : bForward128;
         int shared = 2 * (B_BM * (d + 8) + 2 * bTile(d) * (2 * d + 16));
         kernel.allowDynamicShared(shared);
         long tiles = (tq + B_BM - 1) / B_BM;
@@ -204,7 +228,9 @@ final class CudaMmaAttention {
         int d = q.size(2);
         int s = k.size(0);
         int hkv = k.size(1);
-        boolean bf16 = variant().equals("bf16");
+        String variant = variant();
+        boolean bf16 = isBf16(variant);
+        boolean v2 = variant.equals("bf16v2");
         int splits = splits(s, hq, hkv, bf16);
         long items = (long) tq * hq;
         long part = splits > 1 ? (long) splits * s * hkv * d : 0;
@@ -220,7 +246,8 @@ final class CudaMmaAttention {
         int window = spec.slidingWindow();
         float scale = spec.scale();
 
-        Kernel kq = bf16 ? (d == 64 ? bBackwardQ64 : bBackwardQ128) : d == 64 ? backwardQ64 : backwardQ128;
+        Kernel kq = v2 ? (d == 64 ? b2BackwardQ64 : b2BackwardQ128)
+                : bf16 ? (d == 64 ? bBackwardQ64 : bBackwardQ128) : d == 64 ? backwardQ64 : backwardQ128;
         int sharedQ = bf16 ? 2 * (B_BM * (2 * d + 16) + 2 * bTile(d) * (2 * d + 16)) : 4 * (BM + BN) * 2 * (d + 4);
         kq.allowDynamicShared(sharedQ);
         int bm = bf16 ? B_BM : BM;
@@ -247,7 +274,8 @@ final class CudaMmaAttention {
             vH = kH;
             vP = kP;
         }
-        Kernel kkv = bf16 ? (d == 64 ? bBackwardKv64 : bBackwardKv128) : d == 64 ? backwardKv64 : backwardKv128;
+        Kernel kkv = v2 ? (d == 64 ? b2BackwardKv64 : b2BackwardKv128)
+                : bf16 ? (d == 64 ? bBackwardKv64 : bBackwardKv128) : d == 64 ? backwardKv64 : backwardKv128;
         int sharedKv = bf16 ? 2 * (B_BK + 2 * bTile(d)) * (2 * d + 16) + 16 * bTile(d) : 4 * ((BK + BQ) * 2 * (d + 4) + 2 * BQ);
         kkv.allowDynamicShared(sharedKv);
         int bk = bf16 ? B_BK : BK;

@@ -26,6 +26,11 @@
 // Pipeline: a block loads the next streamed tile's f32 rows into registers before the current tile's
 // products, and converts and stores them into the other of two shared buffers after; one barrier a tile.
 // Every sum runs in an order fixed by the shapes; no atomics: results are identical run to run.
+//
+// Two instances of each kernel: ab_* and ab2_* (FAST: the exponent in base 2 with the scale folded into
+// one fma, masks only on the tiles a causal or window edge crosses, the running output rescaled only when
+// a row maximum grew, dq and dk scaled once at the end; lse in log2 units between ab2_backward_q and
+// ab2_backward_kv). Same tiles, launches and summation orders.
 
 #define AB_THREADS 256  // 8 warps
 #define AB_BM 128       // queries per block (forward, dq): 8 warps of 16 rows
@@ -175,6 +180,15 @@ __device__ __forceinline__ float ab_quad_sum(float v) {
     return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
+// 2^x (ex2.approx.ftz: relative error about 2^-22; 2^-inf = +0).
+__device__ __forceinline__ float ab_ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+#define AB_LOG2E 1.4426950408889634f
+
 __device__ __forceinline__ bool ab_visible(int pos, int key, int window) {
     return key <= pos && (window <= 0 || pos - key < window);
 }
@@ -215,7 +229,10 @@ __device__ __forceinline__ void ab_stream_keys(u16* kv, const float* kb, i64 kS,
 
 // The online softmax of one warp's 16 query rows (fragments qf) over the key tiles lo .. hi: m, l per
 // row, acc the unnormalised output. Called by every thread of the block.
-template <int D, int DV, int BN>
+// FAST (the bf16v2 kernels): m in log2 units (scores times scale * log2 e, folded into one fma before
+// ex2), the mask applied only on tiles where some key is hidden from some row of the warp, and acc, l
+// rescaled only when a row maximum of the warp grew (a factor of exactly 1 otherwise).
+template <int D, int DV, int BN, bool FAST>
 __device__ __forceinline__ void ab_online(const u32 qf[D / 16][4], u16* kv, const float* kb, i64 kS, const float* vb,
                                           i64 vS, int t0, int T, int qs, int window, float scale, int lo, int hi,
                                           float m[2], float l[2], float acc[DV / 8][4]) {
@@ -226,11 +243,74 @@ __device__ __forceinline__ void ab_online(const u32 qf[D / 16][4], u16* kv, cons
     int wLast = min(wFirst + 15, T - 1);
     int pos[2] = {qs + wFirst + g, qs + wFirst + g + 8};
     bool row[2] = {wFirst + g < T, wFirst + g + 8 < T};
+    float sc2 = scale * AB_LOG2E;
     ab_stream_keys<D, DV, BN>(kv, kb, kS, vb, vS, lo, hi, [&](const u16* ksh, const u16* vsh, int k0) {
         // warp-uniform: no key of the tile is visible to a query of the warp
         if (wFirst > wLast || k0 > qs + wLast || (window > 0 && qs + wFirst - (k0 + BN - 1) >= window)) return;
         float s[BN / 8][4];
         ab_dot_frags<D, BN>(qf, ksh, s);
+        if constexpr (FAST) {
+            // warp-uniform: every key of the tile visible to every row of the warp
+            bool full = wLast == wFirst + 15 && k0 + BN - 1 <= qs + wFirst && (window <= 0 || qs + wLast - k0 < window);
+            float mx[2] = {-ORBIT_INF, -ORBIT_INF};
+            if (!full) {
+#pragma unroll
+                for (int n = 0; n < BN / 8; n++) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        int i = e >> 1;
+                        int key = k0 + n * 8 + 2 * c + (e & 1);
+                        s[n][e] = row[i] && ab_visible(pos[i], key, window) ? s[n][e] : -ORBIT_INF;
+                    }
+                }
+            }
+#pragma unroll
+            for (int n = 0; n < BN / 8; n++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
+            }
+            float mn[2], sum[2] = {0.0f, 0.0f};
+#pragma unroll
+            for (int i = 0; i < 2; i++) mn[i] = fmaxf(m[i], ab_quad_max(mx[i]) * sc2);   // scale > 0
+            if (__any_sync(0xffffffffu, mn[0] != m[0] || mn[1] != m[1])) {
+#pragma unroll
+                for (int i = 0; i < 2; i++) {
+                    float corr = mn[i] == -ORBIT_INF ? 1.0f : ab_ex2(m[i] - mn[i]);
+                    l[i] *= corr;
+                    m[i] = mn[i];
+#pragma unroll
+                    for (int n = 0; n < DV / 8; n++) {
+                        acc[n][2 * i] *= corr;
+                        acc[n][2 * i + 1] *= corr;
+                    }
+                }
+            }
+            if (full) {
+#pragma unroll
+                for (int n = 0; n < BN / 8; n++) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        float p = ab_ex2(fmaf(s[n][e], sc2, -mn[e >> 1]));
+                        sum[e >> 1] += p;
+                        s[n][e] = p;
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int n = 0; n < BN / 8; n++) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        float p = s[n][e] == -ORBIT_INF ? 0.0f : ab_ex2(fmaf(s[n][e], sc2, -mn[e >> 1]));
+                        sum[e >> 1] += p;
+                        s[n][e] = p;
+                    }
+                }
+            }
+            l[0] += ab_quad_sum(sum[0]);
+            l[1] += ab_quad_sum(sum[1]);
+            ab_accumulate<DV, BN>(s, vsh, acc);
+            return;
+        }
         float mx[2] = {-ORBIT_INF, -ORBIT_INF};
 #pragma unroll
         for (int n = 0; n < BN / 8; n++) {
@@ -273,7 +353,7 @@ __device__ __forceinline__ void ab_online(const u32 qf[D / 16][4], u16* kv, cons
 
 // Grid ceil(T / AB_BM) * Hq, block AB_THREADS; dynamic shared 2 * (AB_BM * (D + 8) + 2 * BN * (D + DV + 16))
 // bytes. out [T, Hq, DV]. Later query tiles (more keys) launch first.
-template <int D, int DV, int BN>
+template <int D, int DV, int BN, bool FAST>
 __device__ __forceinline__ void ab_forward(const float* q, i64 qT, i64 qH, const float* k, i64 kS, i64 kH, const float* v,
                                            i64 vS, i64 vH, float* out, i64 oT, i64 oH, int T, int Hq, int Hkv, int qs,
                                            int window, float scale, const float* sinks) {
@@ -297,12 +377,12 @@ __device__ __forceinline__ void ab_forward(const float* q, i64 qT, i64 qH, const
     ab_frags<D>(qsh + (threadIdx.x >> 5) * 16 * (D + 8), qf);
 
     float m[2], l[2], acc[DV / 8][4];
-    float sink = sinks != 0 ? sinks[h] : -ORBIT_INF;
+    float sink = sinks != 0 ? sinks[h] * (FAST ? AB_LOG2E : 1.0f) : -ORBIT_INF;
     m[0] = m[1] = sink;
     l[0] = l[1] = sinks != 0 ? 1.0f : 0.0f;
 #pragma unroll
     for (int n = 0; n < DV / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    ab_online<D, DV, BN>(qf, kv, k + (i64) kvh * kH, kS, v + (i64) kvh * vH, vS, t0, T, qs, window, scale, lo, hi, m, l,
+    ab_online<D, DV, BN, FAST>(qf, kv, k + (i64) kvh * kH, kS, v + (i64) kvh * vH, vS, t0, T, qs, window, scale, lo, hi, m, l,
                          acc);
 
     int g = (threadIdx.x & 31) >> 2;
@@ -326,7 +406,9 @@ __device__ __forceinline__ void ab_forward(const float* q, i64 qT, i64 qH, const
 // 2 * (AB_BM * (D + DV + 16) + 2 * BN * (D + DV + 16)) bytes.
 // Pass 1 recomputes the rows' softmax (as ab_forward) and writes lse and delta = dout . o [T, Hq];
 // pass 2 sums dq = scale * sum_j p_j (dp_j - delta) k_j over the key tiles. dq [T, Hq, D].
-template <int D, int DV, int BN>
+// FAST: lse in log2 units (log2 of the row's softmax denominator of 2^(scale log2 e q.k)), the mask only
+// on tiles where some key is hidden from some row of the warp, scale applied to dq once at the end.
+template <int D, int DV, int BN, bool FAST>
 __device__ __forceinline__ void ab_backward_q(const float* q, i64 qT, i64 qH, const float* k, i64 kS, i64 kH,
                                               const float* v, i64 vS, i64 vH, const float* dout, i64 oT, i64 oH,
                                               float* dq, i64 dqT, i64 dqH, float* lse, float* delta, int T, int Hq,
@@ -358,12 +440,12 @@ __device__ __forceinline__ void ab_backward_q(const float* q, i64 qT, i64 qH, co
     ab_frags<D>(qsh + warp * 16 * (D + 8), qf);
 
     float m[2], l[2], acc[DV / 8][4];
-    float sink = sinks != 0 ? sinks[h] : -ORBIT_INF;
+    float sink = sinks != 0 ? sinks[h] * (FAST ? AB_LOG2E : 1.0f) : -ORBIT_INF;
     m[0] = m[1] = sink;
     l[0] = l[1] = sinks != 0 ? 1.0f : 0.0f;
 #pragma unroll
     for (int n = 0; n < DV / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    ab_online<D, DV, BN>(qf, kv, kb, kS, vb, vS, t0, T, qs, window, scale, lo, hi, m, l, acc);
+    ab_online<D, DV, BN, FAST>(qf, kv, kb, kS, vb, vS, t0, T, qs, window, scale, lo, hi, m, l, acc);
 
     int g = (threadIdx.x & 31) >> 2;
     int c = threadIdx.x & 3;
@@ -384,7 +466,7 @@ __device__ __forceinline__ void ab_backward_q(const float* q, i64 qT, i64 qH, co
             for (int n = 0; n < DV / 8; n++) part += acc[n][2 * i] * inv * dor[n * 8] + acc[n][2 * i + 1] * inv * dor[n * 8 + 1];
         }
         dl[i] = ab_quad_sum(part);
-        L[i] = row[i] ? m[i] + logf(l[i]) : 0.0f;
+        L[i] = row[i] ? (FAST ? m[i] + __log2f(l[i]) : m[i] + logf(l[i])) : 0.0f;
         if (c == 0 && row[i]) {
             lse[(i64) t * Hq + h] = L[i];
             delta[(i64) t * Hq + h] = dl[i];
@@ -395,20 +477,48 @@ __device__ __forceinline__ void ab_backward_q(const float* q, i64 qT, i64 qH, co
 #pragma unroll
     for (int n = 0; n < D / 8; n++) dqa[n][0] = dqa[n][1] = dqa[n][2] = dqa[n][3] = 0.0f;
     const u16* orows = osh + warp * 16 * (DV + 8);
+    float sc2 = scale * AB_LOG2E;
     ab_stream_keys<D, DV, BN>(kv, kb, kS, vb, vS, lo, hi, [&](const u16* ksh, const u16* vsh, int k0) {
         if (wFirst > wLast || k0 > qs + wLast || (window > 0 && qs + wFirst - (k0 + BN - 1) >= window)) return;
         float s[BN / 8][4], dp[BN / 8][4];
         ab_dot_frags<D, BN>(qf, ksh, s);
         ab_dot_rows<DV, BN>(orows, vsh, dp);
+        if constexpr (FAST) {
+            bool full = wLast == wFirst + 15 && k0 + BN - 1 <= qs + wFirst && (window <= 0 || qs + wLast - k0 < window);
+            if (full) {
 #pragma unroll
-        for (int n = 0; n < BN / 8; n++) {
+                for (int n = 0; n < BN / 8; n++) {
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int i = e >> 1;
-                int key = k0 + n * 8 + 2 * c + (e & 1);
-                bool vis = row[i] && ab_visible(pos[i], key, window);
-                float p = vis ? __expf(s[n][e] * scale - L[i]) : 0.0f;
-                s[n][e] = vis ? p * (dp[n][e] - dl[i]) * scale : 0.0f;
+                    for (int e = 0; e < 4; e++) {
+                        int i = e >> 1;
+                        float p = ab_ex2(fmaf(s[n][e], sc2, -L[i]));
+                        s[n][e] = p * (dp[n][e] - dl[i]);
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int n = 0; n < BN / 8; n++) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        int i = e >> 1;
+                        int key = k0 + n * 8 + 2 * c + (e & 1);
+                        bool vis = row[i] && ab_visible(pos[i], key, window);
+                        float p = ab_ex2(fmaf(s[n][e], sc2, -L[i]));
+                        s[n][e] = vis ? p * (dp[n][e] - dl[i]) : 0.0f;
+                    }
+                }
+            }
+        } else {
+#pragma unroll
+            for (int n = 0; n < BN / 8; n++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int i = e >> 1;
+                    int key = k0 + n * 8 + 2 * c + (e & 1);
+                    bool vis = row[i] && ab_visible(pos[i], key, window);
+                    float p = vis ? __expf(s[n][e] * scale - L[i]) : 0.0f;
+                    s[n][e] = vis ? p * (dp[n][e] - dl[i]) * scale : 0.0f;
+                }
             }
         }
         ab_accumulate<D, BN>(s, ksh, dqa);
@@ -418,10 +528,11 @@ __device__ __forceinline__ void ab_backward_q(const float* q, i64 qT, i64 qH, co
         int t = wFirst + g + 8 * i;
         if (row[i]) {
             float* o = dq + (i64) t * dqT + (i64) h * dqH + 2 * c;
+            float f = FAST ? scale : 1.0f;
 #pragma unroll
             for (int n = 0; n < D / 8; n++) {
-                o[n * 8] = dqa[n][2 * i];
-                o[n * 8 + 1] = dqa[n][2 * i + 1];
+                o[n * 8] = dqa[n][2 * i] * f;
+                o[n * 8 + 1] = dqa[n][2 * i + 1] * f;
             }
         }
     }
@@ -431,8 +542,9 @@ __device__ __forceinline__ void ab_backward_q(const float* q, i64 qT, i64 qH, co
 // 2 * (AB_BK * (D + DV + 16) + 2 * BQ * (D + DV + 16)) + 16 * BQ bytes. Split p of kv head g sums the
 // query heads g * G + p * (G / splits) .. + G / splits - 1 (G = Hq / Hkv), query tiles ascending, heads
 // ascending within a tile, and writes its dk, dv rows to dk + p * dkP, dv + p * dvP. lse, delta from
-// ab_backward_q.
-template <int D, int DV, int BQ>
+// ab_backward_q<FAST> (FAST: lse in log2 units, the mask only on tiles where some query of the tile does
+// not see some key of the warp, scale applied to dk once at the end).
+template <int D, int DV, int BQ, bool FAST>
 __device__ __forceinline__ void ab_backward_kv(const float* q, i64 qT, i64 qH, const float* k, i64 kS, i64 kH,
                                                const float* v, i64 vS, i64 vH, const float* dout, i64 oT, i64 oH,
                                                float* dk, i64 dkS, i64 dkH, i64 dkP, float* dv, i64 dvS, i64 dvH,
@@ -503,6 +615,7 @@ __device__ __forceinline__ void ab_backward_kv(const float* q, i64 qT, i64 qH, c
     for (int n = 0; n < DV / 8; n++) av[n][0] = av[n][1] = av[n][2] = av[n][3] = 0.0f;
     const u16* krows = ksh + warp * 16 * (D + 8);
     const u16* vrows = vsh + warp * 16 * (DV + 8);
+    float sc2 = scale * AB_LOG2E;
     for (int item = 0; item < nItems; item++) {
         int buf = item & 1;
         bool more = item + 1 < nItems;
@@ -519,6 +632,36 @@ __device__ __forceinline__ void ab_backward_kv(const float* q, i64 qT, i64 qH, c
             float s[BQ / 8][4], dp[BQ / 8][4];
             ab_dot_rows<D, BQ>(krows, qsh, s);   // s^T [16 keys, BQ queries]
             ab_dot_rows<DV, BQ>(vrows, osh, dp); // dp^T
+            if constexpr (FAST) {
+                bool full = tq + BQ - 1 <= tEnd && wKey + 15 < S && wKey + 15 <= qs + tq
+                        && (window <= 0 || qs + tq + BQ - 1 - wKey < window);
+                if (full) {
+#pragma unroll
+                    for (int n = 0; n < BQ / 8; n++) {
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            int j = n * 8 + 2 * c + (e & 1);
+                            float p = ab_ex2(fmaf(s[n][e], sc2, -lsh[j]));
+                            dp[n][e] = p * (dp[n][e] - dsh[j]);
+                            s[n][e] = p;
+                        }
+                    }
+                } else {
+#pragma unroll
+                    for (int n = 0; n < BQ / 8; n++) {
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            int j = n * 8 + 2 * c + (e & 1);
+                            int t = tq + j;
+                            int kk = key[e >> 1];
+                            bool vis = t <= tEnd && kk < S && ab_visible(qs + t, kk, window);
+                            float p = vis ? ab_ex2(fmaf(s[n][e], sc2, -lsh[j])) : 0.0f;
+                            dp[n][e] = vis ? p * (dp[n][e] - dsh[j]) : 0.0f;
+                            s[n][e] = p;
+                        }
+                    }
+                }
+            } else {
 #pragma unroll
             for (int n = 0; n < BQ / 8; n++) {
 #pragma unroll
@@ -532,6 +675,7 @@ __device__ __forceinline__ void ab_backward_kv(const float* q, i64 qT, i64 qH, c
                     s[n][e] = p;
                 }
             }
+            }
             ab_accumulate<DV, BQ>(s, osh, av);
             ab_accumulate<D, BQ>(dp, qsh, ak);
         }
@@ -543,10 +687,11 @@ __device__ __forceinline__ void ab_backward_kv(const float* q, i64 qT, i64 qH, c
         int kk = key[i];
         if (kk < S) {
             float* ok = dk + (i64) split * dkP + (i64) kk * dkS + (i64) gk * dkH + 2 * c;
+            float f = FAST ? scale : 1.0f;
 #pragma unroll
             for (int n = 0; n < D / 8; n++) {
-                ok[n * 8] = ak[n][2 * i];
-                ok[n * 8 + 1] = ak[n][2 * i + 1];
+                ok[n * 8] = ak[n][2 * i] * f;
+                ok[n * 8 + 1] = ak[n][2 * i + 1] * f;
             }
             float* ov = dv + (i64) split * dvP + (i64) kk * dvS + (i64) gk * dvH + 2 * c;
 #pragma unroll
@@ -577,29 +722,59 @@ __device__ __forceinline__ void ab_backward_kv(const float* q, i64 qT, i64 qH, c
 #define AB_BQ128 32
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_forward_d64(AB_FORWARD_ARGS) {
-    ab_forward<64, 64, AB_BN64>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
+    ab_forward<64, 64, AB_BN64, false>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_forward_d128(AB_FORWARD_ARGS) {
-    ab_forward<128, 128, AB_BN128>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
+    ab_forward<128, 128, AB_BN128, false>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_backward_q_d64(AB_BACKWARD_Q_ARGS) {
-    ab_backward_q<64, 64, AB_BN64>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dq, dqT, dqH, lse, delta, T, Hq, Hkv, qs,
+    ab_backward_q<64, 64, AB_BN64, false>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dq, dqT, dqH, lse, delta, T, Hq, Hkv, qs,
                                    window, scale, sinks);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_backward_q_d128(AB_BACKWARD_Q_ARGS) {
-    ab_backward_q<128, 128, AB_BN128>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dq, dqT, dqH, lse, delta, T, Hq, Hkv,
+    ab_backward_q<128, 128, AB_BN128, false>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dq, dqT, dqH, lse, delta, T, Hq, Hkv,
                                       qs, window, scale, sinks);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_backward_kv_d64(AB_BACKWARD_KV_ARGS) {
-    ab_backward_kv<64, 64, AB_BQ64>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dk, dkS, dkH, dkP, dv, dvS, dvH, dvP,
+    ab_backward_kv<64, 64, AB_BQ64, false>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dk, dkS, dkH, dkP, dv, dvS, dvH, dvP,
                                     lse, delta, T, S, Hq, Hkv, qs, window, scale, splits);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_backward_kv_d128(AB_BACKWARD_KV_ARGS) {
-    ab_backward_kv<128, 128, AB_BQ128>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dk, dkS, dkH, dkP, dv, dvS, dvH, dvP,
+    ab_backward_kv<128, 128, AB_BQ128, false>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dk, dkS, dkH, dkP, dv, dvS, dvH, dvP,
+                                       lse, delta, T, S, Hq, Hkv, qs, window, scale, splits);
+}
+
+
+// The bf16v2 kernels (FAST above): same tiles and launch shapes.
+extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_forward_d64(AB_FORWARD_ARGS) {
+    ab_forward<64, 64, AB_BN64, true>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
+}
+
+extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_forward_d128(AB_FORWARD_ARGS) {
+    ab_forward<128, 128, AB_BN128, true>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
+}
+
+extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_backward_q_d64(AB_BACKWARD_Q_ARGS) {
+    ab_backward_q<64, 64, AB_BN64, true>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dq, dqT, dqH, lse, delta, T, Hq, Hkv, qs,
+                                   window, scale, sinks);
+}
+
+extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_backward_q_d128(AB_BACKWARD_Q_ARGS) {
+    ab_backward_q<128, 128, AB_BN128, true>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dq, dqT, dqH, lse, delta, T, Hq, Hkv,
+                                      qs, window, scale, sinks);
+}
+
+extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_backward_kv_d64(AB_BACKWARD_KV_ARGS) {
+    ab_backward_kv<64, 64, AB_BQ64, true>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dk, dkS, dkH, dkP, dv, dvS, dvH, dvP,
+                                    lse, delta, T, S, Hq, Hkv, qs, window, scale, splits);
+}
+
+extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_backward_kv_d128(AB_BACKWARD_KV_ARGS) {
+    ab_backward_kv<128, 128, AB_BQ128, true>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dk, dkS, dkH, dkP, dv, dvS, dvH, dvP,
                                        lse, delta, T, S, Hq, Hkv, qs, window, scale, splits);
 }

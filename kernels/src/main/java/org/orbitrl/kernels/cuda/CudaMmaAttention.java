@@ -7,8 +7,8 @@ import org.orbitrl.kernels.cuda.internal.Kernel;
 import org.orbitrl.kernels.cuda.internal.Launcher;
 
 /**
- * Causal attention on tensor cores, FlashAttention-2 structure, in three variants chosen by
- * {@code -Dorbit.cuda.mmaAttention=bf16|bf16v2|tf32|off} (read at each call; default {@value #DEFAULT}):
+ * Causal attention on tensor cores, FlashAttention-2 structure, in four variants chosen by
+ * {@code -Dorbit.cuda.mmaAttention=bf16|bf16v2|bf16v3|tf32|off} (read at each call; default {@value #DEFAULT}):
  * the prefill forward (one block per query tile of a head, online softmax over streamed key tiles)
  * and the backward in two launches, {@code backward_q} (one block per query tile of a head: the rows'
  * log-sum-exp and delta = dout·o, then dq) and {@code backward_kv} (one block per key tile of a kv
@@ -28,6 +28,12 @@ import org.orbitrl.kernels.cuda.internal.Launcher;
  * maximum grew, and the scale applied to dq and dk once at the end. Same tiles, launches and
  * summation orders; results differ from {@code bf16} by the exponent's last bits.
  *
+ * <p>{@code bf16v3}: the {@code bf16v2} forward; the backward first rounds q, dout, k and v to bf16
+ * copies (the same rounding the staging does; scratch {@code [2·T·Hq·D + 2·S·Hkv·D]} bf16, see
+ * {@link #stagingElements}), and its kernels ({@code ab3_*}) copy their tiles from those by
+ * {@code cp.async} instead of through registers, 64 keys a tile in {@code backward_q}. Bit for bit
+ * the {@code bf16v2} results where the tiles agree (D = 64), within the same rounding otherwise.
+ *
  * <p>{@code tf32} ({@code attention_mma.cu}): {@code mma.sync m16n8k8} TF32, 64-query / 64-key
  * blocks of 4 warps, tiles staged synchronously; inputs rounded to tf32 (relative error at most
  * 2<sup>-11</sup>), outputs within about 1e-3 of their scale.
@@ -39,7 +45,7 @@ import org.orbitrl.kernels.cuda.internal.Launcher;
  * mode does not use these kernels; {@code off} keeps the f32 kernels.
  */
 final class CudaMmaAttention {
-    /** The system property: {@code bf16}, {@code bf16v2}, {@code tf32} or {@code off} ({@code on}: the default variant). */
+    /** The system property: {@code bf16}, {@code bf16v2}, {@code bf16v3}, {@code tf32} or {@code off} ({@code on}: the default variant). */
     static final String PROPERTY = "orbit.cuda.mmaAttention";
     /** The variant taken when the property is unset or {@code on}. */
     static final String DEFAULT = "bf16";
@@ -51,6 +57,7 @@ final class CudaMmaAttention {
     private static final int B_BM = 128;    // AB_BM: queries per block (forward, dq), bf16
     private static final int B_BK = 128;    // AB_BK: keys per block (dk/dv), bf16
     private static final int B_THREADS = 256;
+    private static final int B3_BN = 64;    // AB3_BN64 = AB3_BN128: keys a streamed tile of the bf16v3 backward_q
     /** Blocks of the dk/dv launch below which the group's query heads are split across blocks. */
     private static final long KV_BLOCKS = 512;
     /** The same for the bf16 kernels (blocks of twice the keys and threads). */
@@ -76,6 +83,11 @@ final class CudaMmaAttention {
     private final Kernel b2BackwardQ128;
     private final Kernel b2BackwardKv64;
     private final Kernel b2BackwardKv128;
+    private final Kernel b3BackwardQ64;
+    private final Kernel b3BackwardQ128;
+    private final Kernel b3BackwardKv64;
+    private final Kernel b3BackwardKv128;
+    private final Kernel toBf16Pair;
 
     CudaMmaAttention(CudaContext ctx) {
         this.ctx = ctx;
@@ -98,16 +110,30 @@ final class CudaMmaAttention {
         this.b2BackwardQ128 = ctx.kernel("attention_bf16", "ab2_backward_q_d128");
         this.b2BackwardKv64 = ctx.kernel("attention_bf16", "ab2_backward_kv_d64");
         this.b2BackwardKv128 = ctx.kernel("attention_bf16", "ab2_backward_kv_d128");
+        this.b3BackwardQ64 = ctx.kernel("attention_bf16", "ab3_backward_q_d64");
+        this.b3BackwardQ128 = ctx.kernel("attention_bf16", "ab3_backward_q_d128");
+        this.b3BackwardKv64 = ctx.kernel("attention_bf16", "ab3_backward_kv_d64");
+        this.b3BackwardKv128 = ctx.kernel("attention_bf16", "ab3_backward_kv_d128");
+        this.toBf16Pair = ctx.kernel("attention_bf16", "ab_to_bf16_pair");
     }
 
-    /** The variant the property selects: {@code bf16}, {@code bf16v2}, {@code tf32} or {@code off}. */
+    /** The variant the property selects: {@code bf16}, {@code bf16v2}, {@code bf16v3}, {@code tf32} or {@code off}. */
     static String variant() {
         String p = System.getProperty(PROPERTY, DEFAULT);
         return switch (p) {
-            case "bf16", "bf16v2", "tf32", "off" -> p;
+            case "bf16", "bf16v2", "bf16v3", "tf32", "off" -> p;
             case "on" -> DEFAULT;
-            default -> throw new IllegalArgumentException("-D" + PROPERTY + "=" + p + ": expected bf16, bf16v2, tf32, off or on");
+            default -> throw new IllegalArgumentException("-D" + PROPERTY + "=" + p
+                    + ": expected bf16, bf16v2, bf16v3, tf32, off or on");
         };
+    }
+
+    /**
+     * bf16 elements of the backward's staging copies (q, dout [T, Hq, D]; k, v [S, Hkv, D]) when the
+     * variant stages them ({@code bf16v3}), else 0.
+     */
+    static long stagingElements(String variant, int t, int s, int hq, int hkv, int d) {
+        return variant.equals("bf16v3") ? 2L * t * hq * d + 2L * s * hkv * d : 0;
     }
 
     /** Whether the variant runs the bf16 kernels ({@code bf16} or {@code bf16v2}). */
@@ -156,7 +182,7 @@ final class CudaMmaAttention {
     void prefill(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec) {
         String variant = variant();
         if (isBf16(variant)) {
-            prefillBf16(q, k, v, out, queryStart, spec, variant.equals("bf16v2"));
+            prefillBf16(q, k, v, out, queryStart, spec, !variant.equals("bf16"));
             return;
         }
         int tq = q.size(0);
@@ -231,6 +257,10 @@ final class CudaMmaAttention {
         String variant = variant();
         boolean bf16 = isBf16(variant);
         boolean v2 = variant.equals("bf16v2");
+        if (variant.equals("bf16v3")) {
+            backwardStaged(q, k, v, dout, queryStart, spec, dq, dk, dv);
+            return;
+        }
         int splits = splits(s, hq, hkv, bf16);
         long items = (long) tq * hq;
         long part = splits > 1 ? (long) splits * s * hkv * d : 0;
@@ -289,5 +319,85 @@ final class CudaMmaAttention {
             ctx.launch(sumSplits, ctx.gridFor((long) s * hkv * d, 256), 256, vOut, splits, s, hkv, d, dv,
                     dv.strides()[0], dv.strides()[1]);
         }
+    }
+
+    /** The bf16v3 backward: bf16 copies of q, dout, k, v, then the ab3 kernels (as {@link #backward} otherwise). */
+    private void backwardStaged(Tensor q, Tensor k, Tensor v, Tensor dout, int queryStart, AttentionSpec spec, Tensor dq,
+                                Tensor dk, Tensor dv) {
+        int tq = q.size(0);
+        int hq = q.size(1);
+        int d = q.size(2);
+        int s = k.size(0);
+        int hkv = k.size(1);
+        int splits = splits(s, hq, hkv, true);
+        long items = (long) tq * hq;
+        long part = splits > 1 ? (long) splits * s * hkv * d : 0;
+        // [2, T, Hq] lse and delta, then the splits' partial dk and dv, each [splits, S, Hkv, D]
+        Tensor scratch = ctx.scratch(CudaContext.Scratch.ATTENTION_BACKWARD, DType.F32, 2 * items + 2 * part);
+        Tensor lse = scratch.slice(0, 0, items);
+        Tensor delta = scratch.slice(0, items, 2 * items);
+        long qn = items * d;
+        long kn = (long) s * hkv * d;
+        // bf16 q, dout [T, Hq, D], then k, v [S, Hkv, D], contiguous
+        Tensor staged = ctx.scratch(CudaContext.Scratch.ATTENTION_BF16, DType.BF16, stagingElements("bf16v3", tq, s, hq, hkv, d));
+        Tensor q16 = staged.slice(0, 0, qn);
+        Tensor do16 = staged.slice(0, qn, 2 * qn);
+        Tensor k16 = staged.slice(0, 2 * qn, 2 * qn + kn);
+        Tensor v16 = staged.slice(0, 2 * qn + kn, 2 * qn + 2 * kn);
+        long[] qs = q.strides();
+        long[] ks = k.strides();
+        long[] vs = v.strides();
+        long[] os = dout.strides();
+        long[] dqs = dq.strides();
+        Launcher.launch(toBf16Pair, ctx.stream.handle(), (qn / 4 + 255) / 256, 2, 256, 0, q, qs[0], qs[1], q16, dout, os[0], os[1],
+                do16, tq, hq, d);
+        Launcher.launch(toBf16Pair, ctx.stream.handle(), (kn / 4 + 255) / 256, 2, 256, 0, k, ks[0], ks[1], k16, v, vs[0], vs[1],
+                v16, s, hkv, d);
+        int window = spec.slidingWindow();
+        float scale = spec.scale();
+
+        Kernel kq = d == 64 ? b3BackwardQ64 : b3BackwardQ128;
+        int sharedQ = 2 * (B_BM * (2 * d + 16) + 2 * B3_BN * (2 * d + 16));
+        kq.allowDynamicShared(sharedQ);
+        long qTiles = (tq + B_BM - 1) / B_BM;
+        Launcher.launch(kq, ctx.stream.handle(), qTiles * hq, 1, B_THREADS, sharedQ, q16, k16, v16, do16, dout, os[0], os[1],
+                dq, dqs[0], dqs[1], lse, delta, tq, hq, hkv, queryStart, window, scale, spec.sinks());
+
+        Tensor kOut = dk;
+        Tensor vOut = dv;
+        long kS = dk.strides()[0];
+        long kH = dk.strides()[1];
+        long vS = dv.strides()[0];
+        long vH = dv.strides()[1];
+        long kP = 0;
+        long vP = 0;
+        if (splits > 1) {
+            kOut = scratch.slice(0, 2 * items, 2 * items + part);
+            vOut = scratch.slice(0, 2 * items + part, 2 * items + 2 * part);
+            kS = (long) hkv * d;
+            kH = d;
+            kP = (long) s * hkv * d;
+            vS = kS;
+            vH = kH;
+            vP = kP;
+        }
+        Kernel kkv = d == 64 ? b3BackwardKv64 : b3BackwardKv128;
+        int bq = bTile3(d);
+        int sharedKv = 2 * (B_BK + 2 * bq) * (2 * d + 16) + 16 * bq;
+        kkv.allowDynamicShared(sharedKv);
+        long kTiles = (s + B_BK - 1) / B_BK;
+        Launcher.launch(kkv, ctx.stream.handle(), kTiles * hkv * splits, 1, B_THREADS, sharedKv, q16, k16, v16, do16, kOut, kS, kH,
+                kP, vOut, vS, vH, vP, lse, delta, tq, s, hq, hkv, queryStart, window, scale, splits);
+        if (splits > 1) {
+            ctx.launch(sumSplits, ctx.gridFor((long) s * hkv * d, 256), 256, kOut, splits, s, hkv, d, dk,
+                    dk.strides()[0], dk.strides()[1]);
+            ctx.launch(sumSplits, ctx.gridFor((long) s * hkv * d, 256), 256, vOut, splits, s, hkv, d, dv,
+                    dv.strides()[0], dv.strides()[1]);
+        }
+    }
+
+    /** Queries a streamed tile of the bf16v3 dk/dv kernel (AB3_BQ64 / AB3_BQ128 in attention_bf16.cu). */
+    private static int bTile3(int d) {
+        return d == 64 ? 64 : 32;
     }
 }

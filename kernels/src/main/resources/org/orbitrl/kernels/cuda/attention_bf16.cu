@@ -85,7 +85,7 @@ struct AbTile {
             int idx = threadIdx.x + u * AB_THREADS;
             int r = idx / (W / 4);
             int c = (idx - r * (W / 4)) * 4;
-            const float* src = rowPtr(r);
+            const float* src = (const float*) rowPtr(r);   // E = float wherever this runs
             x[u] = src != 0 ? *(const float4*) (src + c) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         }
     }
@@ -227,13 +227,80 @@ __device__ __forceinline__ void ab_stream_keys(u16* kv, const float* kb, i64 kS,
     }
 }
 
+// 16-byte (4-byte) asynchronous copy global -> shared; zeros in place of the source where !valid (then
+// nothing is read; src must still be a valid address).
+__device__ __forceinline__ void ab_cp16(u16* dst, const void* src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(ab_smem(dst)), "l"(src), "r"(valid ? 16 : 0)
+                 : "memory");
+}
+
+__device__ __forceinline__ void ab_cp4(float* dst, const void* src, bool valid) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(ab_smem(dst)), "l"(src), "r"(valid ? 4 : 0)
+                 : "memory");
+}
+
+__device__ __forceinline__ void ab_commit() {
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+template <int N>
+__device__ __forceinline__ void ab_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Issues the copies of a bf16 tile [ROWS, W] (row r from rowPtr(r), zeros where it gives 0; rows 16-byte
+// aligned) into shared [ROWS][W + 8]; any: a valid address for the zero rows. No commit.
+template <int ROWS, int W, typename RowPtr>
+__device__ __forceinline__ void ab_cp_tile(u16* sh, const u16* any, RowPtr rowPtr) {
+    constexpr int CH = W / 8;                      // 16-byte chunks a row
+    static_assert(ROWS * CH % AB_THREADS == 0, "whole chunks a thread");
+#pragma unroll
+    for (int u = 0; u < ROWS * CH / AB_THREADS; u++) {
+        int idx = threadIdx.x + u * AB_THREADS;
+        int r = idx / CH;
+        int c = (idx - r * CH) * 8;
+        const u16* src = rowPtr(r);
+        ab_cp16(sh + r * (W + 8) + c, src != 0 ? src + c : any, src != 0);
+    }
+}
+
+// As ab_stream_keys with bf16 sources (kb, vb: bf16 rows of stride kS, vS elements), copied by cp.async:
+// the next tile's copies are issued before the current tile's body; two barriers a tile. Every copy
+// group the caller committed earlier is complete (and, through the first barrier, visible) before body.
+template <int D, int DV, int BN, typename Body>
+__device__ __forceinline__ void ab_stream_keys16(u16* kv, const u16* kb, i64 kS, const u16* vb, i64 vS, int lo, int hi,
+                                                 Body body) {
+    constexpr int BUF = BN * (D + 8) + BN * (DV + 8);
+    auto issue = [&](int k0, u16* dst) {
+        ab_cp_tile<BN, D>(dst, kb, [&](int r) { return k0 + r <= hi ? kb + (i64) (k0 + r) * kS : (const u16*) 0; });
+        ab_cp_tile<BN, DV>(dst + BN * (D + 8), vb,
+                           [&](int r) { return k0 + r <= hi ? vb + (i64) (k0 + r) * vS : (const u16*) 0; });
+        ab_commit();
+    };
+    issue(lo, kv);
+    int it = 0;
+    for (int k0 = lo; k0 <= hi; k0 += BN, it++) {
+        u16* ksh = kv + (it & 1) * BUF;
+        if (k0 + BN <= hi) {
+            issue(k0 + BN, kv + ((it + 1) & 1) * BUF);   // that buffer's last reader passed the barrier below
+            ab_wait<1>();
+        } else {
+            ab_wait<0>();
+        }
+        __syncthreads();
+        body(ksh, ksh + BN * (D + 8), k0);
+        __syncthreads();
+    }
+}
+
 // The online softmax of one warp's 16 query rows (fragments qf) over the key tiles lo .. hi: m, l per
 // row, acc the unnormalised output. Called by every thread of the block.
 // FAST (the bf16v2 kernels): m in log2 units (scores times scale * log2 e, folded into one fma before
 // ex2), the mask applied only on tiles where some key is hidden from some row of the warp, and acc, l
 // rescaled only when a row maximum of the warp grew (a factor of exactly 1 otherwise).
-template <int D, int DV, int BN, bool FAST>
-__device__ __forceinline__ void ab_online(const u32 qf[D / 16][4], u16* kv, const float* kb, i64 kS, const float* vb,
+// E: float (k, v f32, staged through registers) or u16 (bf16 copies, cp.async).
+template <int D, int DV, int BN, bool FAST, typename E>
+__device__ __forceinline__ void ab_online(const u32 qf[D / 16][4], u16* kv, const E* kb, i64 kS, const E* vb,
                                           i64 vS, int t0, int T, int qs, int window, float scale, int lo, int hi,
                                           float m[2], float l[2], float acc[DV / 8][4]) {
     int warp = threadIdx.x >> 5;
@@ -244,7 +311,7 @@ __device__ __forceinline__ void ab_online(const u32 qf[D / 16][4], u16* kv, cons
     int pos[2] = {qs + wFirst + g, qs + wFirst + g + 8};
     bool row[2] = {wFirst + g < T, wFirst + g + 8 < T};
     float sc2 = scale * AB_LOG2E;
-    ab_stream_keys<D, DV, BN>(kv, kb, kS, vb, vS, lo, hi, [&](const u16* ksh, const u16* vsh, int k0) {
+    auto body = [&](const u16* ksh, const u16* vsh, int k0) {
         // warp-uniform: no key of the tile is visible to a query of the warp
         if (wFirst > wLast || k0 > qs + wLast || (window > 0 && qs + wFirst - (k0 + BN - 1) >= window)) return;
         float s[BN / 8][4];
@@ -348,7 +415,12 @@ __device__ __forceinline__ void ab_online(const u32 qf[D / 16][4], u16* kv, cons
         l[0] += ab_quad_sum(sum[0]);
         l[1] += ab_quad_sum(sum[1]);
         ab_accumulate<DV, BN>(s, vsh, acc);
-    });
+    };
+    if constexpr (sizeof(E) == 2) {
+        ab_stream_keys16<D, DV, BN>(kv, kb, kS, vb, vS, lo, hi, body);
+    } else {
+        ab_stream_keys<D, DV, BN>(kv, kb, kS, vb, vS, lo, hi, body);
+    }
 }
 
 // Grid ceil(T / AB_BM) * Hq, block AB_THREADS; dynamic shared 2 * (AB_BM * (D + 8) + 2 * BN * (D + DV + 16))
@@ -382,7 +454,7 @@ __device__ __forceinline__ void ab_forward(const float* q, i64 qT, i64 qH, const
     l[0] = l[1] = sinks != 0 ? 1.0f : 0.0f;
 #pragma unroll
     for (int n = 0; n < DV / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    ab_online<D, DV, BN, FAST>(qf, kv, k + (i64) kvh * kH, kS, v + (i64) kvh * vH, vS, t0, T, qs, window, scale, lo, hi, m, l,
+    ab_online<D, DV, BN, FAST, float>(qf, kv, k + (i64) kvh * kH, kS, v + (i64) kvh * vH, vS, t0, T, qs, window, scale, lo, hi, m, l,
                          acc);
 
     int g = (threadIdx.x & 31) >> 2;
@@ -408,9 +480,12 @@ __device__ __forceinline__ void ab_forward(const float* q, i64 qT, i64 qH, const
 // pass 2 sums dq = scale * sum_j p_j (dp_j - delta) k_j over the key tiles. dq [T, Hq, D].
 // FAST: lse in log2 units (log2 of the row's softmax denominator of 2^(scale log2 e q.k)), the mask only
 // on tiles where some key is hidden from some row of the warp, scale applied to dq once at the end.
-template <int D, int DV, int BN, bool FAST>
-__device__ __forceinline__ void ab_backward_q(const float* q, i64 qT, i64 qH, const float* k, i64 kS, i64 kH,
-                                              const float* v, i64 vS, i64 vH, const float* dout, i64 oT, i64 oH,
+// E: float (q, k, v, dout as given) or u16 (bf16 copies of the same shapes: q, k, v, do point at them,
+// cp.async); dout (f32) feeds delta either way.
+template <int D, int DV, int BN, bool FAST, typename E>
+__device__ __forceinline__ void ab_backward_q(const E* q, i64 qT, i64 qH, const E* k, i64 kS, i64 kH,
+                                              const E* v, i64 vS, i64 vH, const E* dob, i64 dobT, i64 dobH,
+                                              const float* dout, i64 oT, i64 oH,
                                               float* dq, i64 dqT, i64 dqH, float* lse, float* delta, int T, int Hq,
                                               int Hkv, int qs, int window, float scale, const float* sinks) {
     extern __shared__ __align__(16) u16 ab_sm[];
@@ -424,14 +499,20 @@ __device__ __forceinline__ void ab_backward_q(const float* q, i64 qT, i64 qH, co
     int tLast = min(t0 + AB_BM - 1, T - 1);
     int hi = qs + tLast;
     int lo = window > 0 ? max(0, qs + t0 - window + 1) : 0;
-    const float* kb = k + (i64) kvh * kH;
-    const float* vb = v + (i64) kvh * vH;
-    {
+    const E* kb = k + (i64) kvh * kH;
+    const E* vb = v + (i64) kvh * vH;
+    if constexpr (sizeof(E) == 2) {
+        ab_cp_tile<AB_BM, D>(qsh, q, [&](int r) { return t0 + r < T ? q + (i64) (t0 + r) * qT + (i64) h * qH : (const E*) 0; });
+        ab_cp_tile<AB_BM, DV>(osh, dob,
+                              [&](int r) { return t0 + r < T ? dob + (i64) (t0 + r) * dobT + (i64) h * dobH : (const E*) 0; });
+        ab_commit();
+        ab_wait<0>();
+    } else {
         AbTile<AB_BM, D> qt;
         qt.load([&](int r) { return t0 + r < T ? q + (i64) (t0 + r) * qT + (i64) h * qH : (const float*) 0; });
         qt.store(qsh);
         AbTile<AB_BM, DV> ot;
-        ot.load([&](int r) { return t0 + r < T ? dout + (i64) (t0 + r) * oT + (i64) h * oH : (const float*) 0; });
+        ot.load([&](int r) { return t0 + r < T ? dob + (i64) (t0 + r) * dobT + (i64) h * dobH : (const float*) 0; });
         ot.store(osh);
     }
     __syncthreads();
@@ -445,7 +526,7 @@ __device__ __forceinline__ void ab_backward_q(const float* q, i64 qT, i64 qH, co
     l[0] = l[1] = sinks != 0 ? 1.0f : 0.0f;
 #pragma unroll
     for (int n = 0; n < DV / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    ab_online<D, DV, BN, FAST>(qf, kv, kb, kS, vb, vS, t0, T, qs, window, scale, lo, hi, m, l, acc);
+    ab_online<D, DV, BN, FAST, E>(qf, kv, kb, kS, vb, vS, t0, T, qs, window, scale, lo, hi, m, l, acc);
 
     int g = (threadIdx.x & 31) >> 2;
     int c = threadIdx.x & 3;
@@ -478,7 +559,7 @@ __device__ __forceinline__ void ab_backward_q(const float* q, i64 qT, i64 qH, co
     for (int n = 0; n < D / 8; n++) dqa[n][0] = dqa[n][1] = dqa[n][2] = dqa[n][3] = 0.0f;
     const u16* orows = osh + warp * 16 * (DV + 8);
     float sc2 = scale * AB_LOG2E;
-    ab_stream_keys<D, DV, BN>(kv, kb, kS, vb, vS, lo, hi, [&](const u16* ksh, const u16* vsh, int k0) {
+    auto body = [&](const u16* ksh, const u16* vsh, int k0) {
         if (wFirst > wLast || k0 > qs + wLast || (window > 0 && qs + wFirst - (k0 + BN - 1) >= window)) return;
         float s[BN / 8][4], dp[BN / 8][4];
         ab_dot_frags<D, BN>(qf, ksh, s);
@@ -522,7 +603,12 @@ __device__ __forceinline__ void ab_backward_q(const float* q, i64 qT, i64 qH, co
             }
         }
         ab_accumulate<D, BN>(s, ksh, dqa);
-    });
+    };
+    if constexpr (sizeof(E) == 2) {
+        ab_stream_keys16<D, DV, BN>(kv, kb, kS, vb, vS, lo, hi, body);
+    } else {
+        ab_stream_keys<D, DV, BN>(kv, kb, kS, vb, vS, lo, hi, body);
+    }
 #pragma unroll
     for (int i = 0; i < 2; i++) {
         int t = wFirst + g + 8 * i;
@@ -544,9 +630,10 @@ __device__ __forceinline__ void ab_backward_q(const float* q, i64 qT, i64 qH, co
 // ascending within a tile, and writes its dk, dv rows to dk + p * dkP, dv + p * dvP. lse, delta from
 // ab_backward_q<FAST> (FAST: lse in log2 units, the mask only on tiles where some query of the tile does
 // not see some key of the warp, scale applied to dk once at the end).
-template <int D, int DV, int BQ, bool FAST>
-__device__ __forceinline__ void ab_backward_kv(const float* q, i64 qT, i64 qH, const float* k, i64 kS, i64 kH,
-                                               const float* v, i64 vS, i64 vH, const float* dout, i64 oT, i64 oH,
+// E: float (q, k, v, dout as given, staged through registers) or u16 (bf16 copies, cp.async).
+template <int D, int DV, int BQ, bool FAST, typename E>
+__device__ __forceinline__ void ab_backward_kv(const E* q, i64 qT, i64 qH, const E* k, i64 kS, i64 kH,
+                                               const E* v, i64 vS, i64 vH, const E* dout, i64 oT, i64 oH,
                                                float* dk, i64 dkS, i64 dkH, i64 dkP, float* dv, i64 dvS, i64 dvH,
                                                i64 dvP, const float* lse, const float* delta, int T, int S, int Hq,
                                                int Hkv, int qs, int window, float scale, int splits) {
@@ -575,18 +662,36 @@ __device__ __forceinline__ void ab_backward_kv(const float* q, i64 qT, i64 qH, c
     AbTile<BQ, D> qt;
     AbTile<BQ, DV> ot;
     float pl = 0.0f, pd = 0.0f;               // lse, delta of query threadIdx.x of the tile (threads < BQ)
-    auto load = [&](int item) {
+    // bf16 sources: the copies of an item's q, dout, lse, delta into buffer buf, one commit group
+    auto issue = [&](auto item, int buf) {
         int tq = tBeg + (item / per) * BQ;
         int h = h0 + item % per;
-        qt.load([&](int r) { return tq + r <= tEnd ? q + (i64) (tq + r) * qT + (i64) h * qH : (const float*) 0; });
-        ot.load([&](int r) { return tq + r <= tEnd ? dout + (i64) (tq + r) * oT + (i64) h * oH : (const float*) 0; });
+        u16* qd = qo + buf * BUF;
+        ab_cp_tile<BQ, D>(qd, q, [&](int r) { return tq + r <= tEnd ? q + (i64) (tq + r) * qT + (i64) h * qH : (const E*) 0; });
+        ab_cp_tile<BQ, DV>(qd + BQ * (D + 8), dout,
+                           [&](int r) { return tq + r <= tEnd ? dout + (i64) (tq + r) * oT + (i64) h * oH : (const E*) 0; });
+        if (threadIdx.x < 2 * BQ) {
+            int j = threadIdx.x < BQ ? threadIdx.x : threadIdx.x - BQ;
+            int t = tq + j;
+            const float* src = threadIdx.x < BQ ? lse : delta;
+            ab_cp4(ld + buf * 2 * BQ + threadIdx.x, src + (t <= tEnd ? (i64) t * Hq + h : 0), t <= tEnd);
+        }
+        ab_commit();
+    };
+    // f32 sources (E = float; compiled but never called for u16): an item's rows into registers (load),
+    // then into buffer buf (store)
+    auto load = [&](auto item) {
+        int tq = tBeg + (item / per) * BQ;
+        int h = h0 + item % per;
+        qt.load([&](int r) { return tq + r <= tEnd ? q + (i64) (tq + r) * qT + (i64) h * qH : (const E*) 0; });
+        ot.load([&](int r) { return tq + r <= tEnd ? dout + (i64) (tq + r) * oT + (i64) h * oH : (const E*) 0; });
         if (threadIdx.x < BQ) {
             int t = tq + threadIdx.x;
             pl = t <= tEnd ? lse[(i64) t * Hq + h] : 0.0f;
             pd = t <= tEnd ? delta[(i64) t * Hq + h] : 0.0f;
         }
     };
-    auto store = [&](int buf) {
+    auto store = [&](auto buf) {
         qt.store(qo + buf * BUF);
         ot.store(qo + buf * BUF + BQ * (D + 8));
         if (threadIdx.x < BQ) {
@@ -594,19 +699,28 @@ __device__ __forceinline__ void ab_backward_kv(const float* q, i64 qT, i64 qH, c
             ld[buf * 2 * BQ + BQ + threadIdx.x] = pd;
         }
     };
-    {
+    if constexpr (sizeof(E) == 2) {
+        ab_cp_tile<AB_BK, D>(ksh, k, [&](int r) { return s0 + r < S ? k + (i64) (s0 + r) * kS + (i64) gk * kH : (const E*) 0; });
+        ab_cp_tile<AB_BK, DV>(vsh, v, [&](int r) { return s0 + r < S ? v + (i64) (s0 + r) * vS + (i64) gk * vH : (const E*) 0; });
+        if (nItems > 0) {
+            issue(0, 0);                      // one group with the resident keys and values
+        } else {
+            ab_commit();
+            ab_wait<0>();
+        }
+    } else {
         AbTile<AB_BK, D> kt;
         kt.load([&](int r) { return s0 + r < S ? k + (i64) (s0 + r) * kS + (i64) gk * kH : (const float*) 0; });
         kt.store(ksh);
         AbTile<AB_BK, DV> vt;
         vt.load([&](int r) { return s0 + r < S ? v + (i64) (s0 + r) * vS + (i64) gk * vH : (const float*) 0; });
         vt.store(vsh);
+        if (nItems > 0) {
+            load(0);
+            store(0);
+        }
+        __syncthreads();
     }
-    if (nItems > 0) {
-        load(0);
-        store(0);
-    }
-    __syncthreads();
 
     float ak[D / 8][4], av[DV / 8][4];
 #pragma unroll
@@ -619,7 +733,17 @@ __device__ __forceinline__ void ab_backward_kv(const float* q, i64 qT, i64 qH, c
     for (int item = 0; item < nItems; item++) {
         int buf = item & 1;
         bool more = item + 1 < nItems;
-        if (more) load(item + 1);
+        if constexpr (sizeof(E) == 2) {
+            if (more) {
+                issue(item + 1, buf ^ 1);   // that buffer's last reader passed the barrier ending the previous item
+                ab_wait<1>();
+            } else {
+                ab_wait<0>();
+            }
+            __syncthreads();
+        } else {
+            if (more) load(item + 1);
+        }
         int tq = tBeg + (item / per) * BQ;
         int qLast = min(tq + BQ - 1, tEnd);
         // warp-uniform: no query of the tile sees a key of the warp
@@ -679,7 +803,9 @@ __device__ __forceinline__ void ab_backward_kv(const float* q, i64 qT, i64 qH, c
             ab_accumulate<DV, BQ>(s, osh, av);
             ab_accumulate<D, BQ>(dp, qsh, ak);
         }
-        if (more) store(buf ^ 1);
+        if constexpr (sizeof(E) != 2) {
+            if (more) store(buf ^ 1);
+        }
         __syncthreads();
     }
 #pragma unroll
@@ -729,26 +855,28 @@ extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_forward_d128(AB_FORW
     ab_forward<128, 128, AB_BN128, false>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
 }
 
+#define AB_BACKWARD_Q_CALL(D, BN, FAST)                                                                                \
+    ab_backward_q<D, D, BN, FAST, float>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dout, oT, oH, dq, dqT, dqH, lse, \
+                                         delta, T, Hq, Hkv, qs, window, scale, sinks)
+#define AB_BACKWARD_KV_CALL(D, BQ, FAST)                                                                               \
+    ab_backward_kv<D, D, BQ, FAST, float>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dk, dkS, dkH, dkP, dv, dvS,     \
+                                          dvH, dvP, lse, delta, T, S, Hq, Hkv, qs, window, scale, splits)
+
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_backward_q_d64(AB_BACKWARD_Q_ARGS) {
-    ab_backward_q<64, 64, AB_BN64, false>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dq, dqT, dqH, lse, delta, T, Hq, Hkv, qs,
-                                   window, scale, sinks);
+    AB_BACKWARD_Q_CALL(64, AB_BN64, false);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_backward_q_d128(AB_BACKWARD_Q_ARGS) {
-    ab_backward_q<128, 128, AB_BN128, false>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dq, dqT, dqH, lse, delta, T, Hq, Hkv,
-                                      qs, window, scale, sinks);
+    AB_BACKWARD_Q_CALL(128, AB_BN128, false);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_backward_kv_d64(AB_BACKWARD_KV_ARGS) {
-    ab_backward_kv<64, 64, AB_BQ64, false>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dk, dkS, dkH, dkP, dv, dvS, dvH, dvP,
-                                    lse, delta, T, S, Hq, Hkv, qs, window, scale, splits);
+    AB_BACKWARD_KV_CALL(64, AB_BQ64, false);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_backward_kv_d128(AB_BACKWARD_KV_ARGS) {
-    ab_backward_kv<128, 128, AB_BQ128, false>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dk, dkS, dkH, dkP, dv, dvS, dvH, dvP,
-                                       lse, delta, T, S, Hq, Hkv, qs, window, scale, splits);
+    AB_BACKWARD_KV_CALL(128, AB_BQ128, false);
 }
-
 
 // The bf16v2 kernels (FAST above): same tiles and launch shapes.
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_forward_d64(AB_FORWARD_ARGS) {
@@ -760,21 +888,76 @@ extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_forward_d128(AB_FOR
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_backward_q_d64(AB_BACKWARD_Q_ARGS) {
-    ab_backward_q<64, 64, AB_BN64, true>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dq, dqT, dqH, lse, delta, T, Hq, Hkv, qs,
-                                   window, scale, sinks);
+    AB_BACKWARD_Q_CALL(64, AB_BN64, true);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_backward_q_d128(AB_BACKWARD_Q_ARGS) {
-    ab_backward_q<128, 128, AB_BN128, true>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dq, dqT, dqH, lse, delta, T, Hq, Hkv,
-                                      qs, window, scale, sinks);
+    AB_BACKWARD_Q_CALL(128, AB_BN128, true);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_backward_kv_d64(AB_BACKWARD_KV_ARGS) {
-    ab_backward_kv<64, 64, AB_BQ64, true>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dk, dkS, dkH, dkP, dv, dvS, dvH, dvP,
-                                    lse, delta, T, S, Hq, Hkv, qs, window, scale, splits);
+    AB_BACKWARD_KV_CALL(64, AB_BQ64, true);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_backward_kv_d128(AB_BACKWARD_KV_ARGS) {
-    ab_backward_kv<128, 128, AB_BQ128, true>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dk, dkS, dkH, dkP, dv, dvS, dvH, dvP,
-                                       lse, delta, T, S, Hq, Hkv, qs, window, scale, splits);
+    AB_BACKWARD_KV_CALL(128, AB_BQ128, true);
+}
+
+// The bf16v3 backward: the bf16v2 kernels reading bf16 copies of q, k, v and dout (ab_to_bf16_pair) by
+// cp.async, with the tiles below. q16, do16 [T, Hq, D], k16, v16 [S, Hkv, D], contiguous; dout (f32) for delta.
+#define AB3_BN64 64
+#define AB3_BN128 64
+#define AB3_BQ64 64
+#define AB3_BQ128 32
+
+#define AB3_BACKWARD_Q_ARGS                                                                                            \
+    const u16 *q16, const u16 *k16, const u16 *v16, const u16 *do16, const float *dout, i64 oT, i64 oH, float *dq,     \
+        i64 dqT, i64 dqH, float *lse, float *delta, int T, int Hq, int Hkv, int qs, int window, float scale,          \
+        const float *sinks
+#define AB3_BACKWARD_KV_ARGS                                                                                           \
+    const u16 *q16, const u16 *k16, const u16 *v16, const u16 *do16, float *dk, i64 dkS, i64 dkH, i64 dkP, float *dv, \
+        i64 dvS, i64 dvH, i64 dvP, const float *lse, const float *delta, int T, int S, int Hq, int Hkv, int qs,       \
+        int window, float scale, int splits
+#define AB3_BACKWARD_Q_CALL(D, BN)                                                                                     \
+    ab_backward_q<D, D, BN, true, u16>(q16, (i64) Hq * D, D, k16, (i64) Hkv * D, D, v16, (i64) Hkv * D, D, do16,         \
+                                       (i64) Hq * D, D, dout, oT, oH, dq, dqT, dqH, lse, delta, T, Hq, Hkv, qs, window,  \
+                                       scale, sinks)
+#define AB3_BACKWARD_KV_CALL(D, BQ)                                                                                    \
+    ab_backward_kv<D, D, BQ, true, u16>(q16, (i64) Hq * D, D, k16, (i64) Hkv * D, D, v16, (i64) Hkv * D, D, do16,        \
+                                        (i64) Hq * D, D, dk, dkS, dkH, dkP, dv, dvS, dvH, dvP, lse, delta, T, S, Hq,     \
+                                        Hkv, qs, window, scale, splits)
+
+extern "C" __global__ void __launch_bounds__(AB_THREADS) ab3_backward_q_d64(AB3_BACKWARD_Q_ARGS) {
+    AB3_BACKWARD_Q_CALL(64, AB3_BN64);
+}
+
+extern "C" __global__ void __launch_bounds__(AB_THREADS) ab3_backward_q_d128(AB3_BACKWARD_Q_ARGS) {
+    AB3_BACKWARD_Q_CALL(128, AB3_BN128);
+}
+
+extern "C" __global__ void __launch_bounds__(AB_THREADS) ab3_backward_kv_d64(AB3_BACKWARD_KV_ARGS) {
+    AB3_BACKWARD_KV_CALL(64, AB3_BQ64);
+}
+
+extern "C" __global__ void __launch_bounds__(AB_THREADS) ab3_backward_kv_d128(AB3_BACKWARD_KV_ARGS) {
+    AB3_BACKWARD_KV_CALL(128, AB3_BQ128);
+}
+
+// bf16 copies (round to nearest even, as the staging of the f32 kernels above) of two f32 tensors
+// [rows, H, D] (leading strides a multiple of 4, 16-byte aligned) into contiguous [rows, H, D]:
+// blockIdx.y picks the tensor. Grid (ceil(rows * H * D / 4 / 256), 2), block 256.
+extern "C" __global__ void ab_to_bf16_pair(const float* x0, i64 x0S, i64 x0H, u16* y0, const float* x1, i64 x1S, i64 x1H,
+                                           u16* y1, int rows, int H, int D) {
+    const float* x = blockIdx.y == 0 ? x0 : x1;
+    i64 xS = blockIdx.y == 0 ? x0S : x1S;
+    i64 xH = blockIdx.y == 0 ? x0H : x1H;
+    u16* y = blockIdx.y == 0 ? y0 : y1;
+    i64 i = ((i64) blockIdx.x * blockDim.x + threadIdx.x) * 4;   // first of 4 elements of y
+    if (i >= (i64) rows * H * D) return;
+    int d = (int) (i % D);
+    i64 rh = i / D;
+    int h = (int) (rh % H);
+    i64 r = rh / H;
+    float4 v = *(const float4*) (x + r * xS + (i64) h * xH + d);
+    *(uint2*) (y + i) = make_uint2(ab_pack(v.x, v.y), ab_pack(v.z, v.w));
 }

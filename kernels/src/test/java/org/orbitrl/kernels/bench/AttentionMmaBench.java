@@ -15,7 +15,7 @@ import java.util.SplittableRandom;
 
 /**
  * Causal attention of one training sequence on the GPU, forward (prefill) and backward: the bf16
- * tensor-core kernels ({@code -Dorbit.cuda.mmaAttention=bf16}, and {@code bf16v2}) against the TF32 tensor-core kernels
+ * tensor-core kernels ({@code -Dorbit.cuda.mmaAttention=bf16}, and {@code bf16v2}, {@code bf16v3}) against the TF32 tensor-core kernels
  * ({@code tf32}) and the f32 kernels ({@code off}), timed in the same run, and against PyTorch's
  * {@code scaled_dot_product_attention} (flash, bf16, causal) when {@code OUT_DIR/peer-attention.txt}
  * holds the peer's figures of the same call ({@code tools/gpu/peer_attention.py}, run first by
@@ -62,8 +62,8 @@ public final class AttentionMmaBench {
         Tensor dout = CudaBenchData.randomDevice(gpu, r, DType.F32, (long) t * hq, d).reshape(t, hq, d);
         Tensor sinkLogits = sinks ? CudaBenchData.randomDevice(gpu, r, DType.F32, 1, hq).reshape(hq) : null;
         AttentionSpec spec = new AttentionSpec((float) (1 / Math.sqrt(d)), window, sinkLogits);
-        String[] paths = {"off", "tf32", "bf16", "bf16v2"};
-        String[] labels = {"f32 kernels", "tf32", "bf16", "bf16v2"};
+        String[] paths = {"off", "tf32", "bf16", "bf16v2", "bf16v3"};
+        String[] labels = {"f32 kernels", "tf32", "bf16", "bf16v2", "bf16v3"};
         Tensor[][] res = new Tensor[paths.length][]; // [path][out, dq, dk, dv]
         for (int p = 0; p < paths.length; p++) {
             res[p] = outputs(gpu, t, hq, hkv, d);
@@ -107,8 +107,10 @@ public final class AttentionMmaBench {
             }
             TABLE.row("attention " + name + " bf16 vs tf32 tensor cores " + what, String.format("%.3f ms", ms[2]),
                     String.format("tf32 %.3f ms", ms[1]), ms[1] / ms[2]);
-            TABLE.row("attention " + name + " bf16v2 vs bf16 tensor cores " + what, String.format("%.3f ms", ms[3]),
-                    String.format("bf16 %.3f ms", ms[2]), ms[2] / ms[3]);
+            for (int p = 3; p < paths.length; p++) {
+                TABLE.row("attention " + name + " " + labels[p] + " vs bf16 tensor cores " + what, String.format("%.3f ms", ms[p]),
+                        String.format("bf16 %.3f ms", ms[2]), ms[2] / ms[p]);
+            }
             if (peerLine != null) {
                 double peerTf = pass == 0 ? peerFwdTf : peerBwdTf;
                 double peerMs = pass == 0 ? peerFwd : peerBwd;
@@ -129,8 +131,10 @@ public final class AttentionMmaBench {
         }
         TABLE.row("training attention (2 forwards + backward) bf16 vs tf32 " + what, String.format("%.3f ms", train[2]),
                 String.format("tf32 %.3f ms", train[1]), train[1] / train[2]);
-        TABLE.row("training attention (2 forwards + backward) bf16v2 vs bf16 " + what, String.format("%.3f ms", train[3]),
-                String.format("bf16 %.3f ms", train[2]), train[2] / train[3]);
+        for (int p = 3; p < paths.length; p++) {
+            TABLE.row("training attention (2 forwards + backward) " + labels[p] + " vs bf16 " + what, String.format("%.3f ms", train[p]),
+                    String.format("bf16 %.3f ms", train[2]), train[2] / train[p]);
+        }
         if (peerLine != null) {
             double peerTrainTf = (2 * 4.0 + 10.0) * hq * d * fullPairs / ((2 * peerFwd + peerBwd) * 1e9);
             for (int p = 1; p < paths.length; p++) {

@@ -7,8 +7,8 @@ import org.orbitrl.kernels.cuda.internal.Kernel;
 import org.orbitrl.kernels.cuda.internal.Launcher;
 
 /**
- * Causal attention on tensor cores, FlashAttention-2 structure, in four variants chosen by
- * {@code -Dorbit.cuda.mmaAttention=bf16|bf16v2|bf16v3|tf32|off} (read at each call; default {@value #DEFAULT}):
+ * Causal attention on tensor cores, FlashAttention-2 structure, in five variants chosen by
+ * {@code -Dorbit.cuda.mmaAttention=bf16|bf16v2|bf16v3|bf16v4|tf32|off} (read at each call; default {@value #DEFAULT}):
  * the prefill forward (one block per query tile of a head, online softmax over streamed key tiles)
  * and the backward in two launches, {@code backward_q} (one block per query tile of a head: the rows'
  * log-sum-exp and delta = dout·o, then dq) and {@code backward_kv} (one block per key tile of a kv
@@ -33,6 +33,7 @@ import org.orbitrl.kernels.cuda.internal.Launcher;
  * {@link #stagingElements}), and its kernels ({@code ab3_*}) copy their tiles from those by
  * {@code cp.async} instead of through registers, 64 keys a tile in {@code backward_q}. Bit for bit
  * the {@code bf16v2} results where the tiles agree (D = 64), within the same rounding otherwise.
+ * {@code bf16v4}: as {@code bf16v3} with blocks of 4 warps (64 queries or keys), two blocks an SM.
  *
  * <p>{@code tf32} ({@code attention_mma.cu}): {@code mma.sync m16n8k8} TF32, 64-query / 64-key
  * blocks of 4 warps, tiles staged synchronously; inputs rounded to tf32 (relative error at most
@@ -45,7 +46,7 @@ import org.orbitrl.kernels.cuda.internal.Launcher;
  * mode does not use these kernels; {@code off} keeps the f32 kernels.
  */
 final class CudaMmaAttention {
-    /** The system property: {@code bf16}, {@code bf16v2}, {@code bf16v3}, {@code tf32} or {@code off} ({@code on}: the default variant). */
+    /** The system property: {@code bf16}, {@code bf16v2}, {@code bf16v3}, {@code bf16v4}, {@code tf32} or {@code off} ({@code on}: the default variant). */
     static final String PROPERTY = "orbit.cuda.mmaAttention";
     /** The variant taken when the property is unset or {@code on}. */
     static final String DEFAULT = "bf16";
@@ -87,6 +88,10 @@ final class CudaMmaAttention {
     private final Kernel b3BackwardQ128;
     private final Kernel b3BackwardKv64;
     private final Kernel b3BackwardKv128;
+    private final Kernel b4BackwardQ64;
+    private final Kernel b4BackwardQ128;
+    private final Kernel b4BackwardKv64;
+    private final Kernel b4BackwardKv128;
     private final Kernel toBf16Pair;
 
     CudaMmaAttention(CudaContext ctx) {
@@ -114,26 +119,30 @@ final class CudaMmaAttention {
         this.b3BackwardQ128 = ctx.kernel("attention_bf16", "ab3_backward_q_d128");
         this.b3BackwardKv64 = ctx.kernel("attention_bf16", "ab3_backward_kv_d64");
         this.b3BackwardKv128 = ctx.kernel("attention_bf16", "ab3_backward_kv_d128");
+        this.b4BackwardQ64 = ctx.kernel("attention_bf16", "ab4_backward_q_d64");
+        this.b4BackwardQ128 = ctx.kernel("attention_bf16", "ab4_backward_q_d128");
+        this.b4BackwardKv64 = ctx.kernel("attention_bf16", "ab4_backward_kv_d64");
+        this.b4BackwardKv128 = ctx.kernel("attention_bf16", "ab4_backward_kv_d128");
         this.toBf16Pair = ctx.kernel("attention_bf16", "ab_to_bf16_pair");
     }
 
-    /** The variant the property selects: {@code bf16}, {@code bf16v2}, {@code bf16v3}, {@code tf32} or {@code off}. */
+    /** The variant the property selects: {@code bf16}, {@code bf16v2}, {@code bf16v3}, {@code bf16v4}, {@code tf32} or {@code off}. */
     static String variant() {
         String p = System.getProperty(PROPERTY, DEFAULT);
         return switch (p) {
-            case "bf16", "bf16v2", "bf16v3", "tf32", "off" -> p;
+            case "bf16", "bf16v2", "bf16v3", "bf16v4", "tf32", "off" -> p;
             case "on" -> DEFAULT;
             default -> throw new IllegalArgumentException("-D" + PROPERTY + "=" + p
-                    + ": expected bf16, bf16v2, bf16v3, tf32, off or on");
+                    + ": expected bf16, bf16v2, bf16v3, bf16v4, tf32, off or on");
         };
     }
 
     /**
      * bf16 elements of the backward's staging copies (q, dout [T, Hq, D]; k, v [S, Hkv, D]) when the
-     * variant stages them ({@code bf16v3}), else 0.
+     * variant stages them ({@code bf16v3}, {@code bf16v4}), else 0.
      */
     static long stagingElements(String variant, int t, int s, int hq, int hkv, int d) {
-        return variant.equals("bf16v3") ? 2L * t * hq * d + 2L * s * hkv * d : 0;
+        return variant.equals("bf16v3") || variant.equals("bf16v4") ? 2L * t * hq * d + 2L * s * hkv * d : 0;
     }
 
     /** Whether the variant runs the bf16 kernels ({@code bf16} or {@code bf16v2}). */
@@ -225,9 +234,12 @@ final class CudaMmaAttention {
      * shapes alone, so the summation order is too.
      */
     static int splits(int s, int hq, int hkv, boolean bf16) {
+        return bf16 ? splits(s, hq, hkv, B_BK, B_KV_BLOCKS) : splits(s, hq, hkv, BK, KV_BLOCKS);
+    }
+
+    /** As {@link #splits(int, int, int, boolean)} for blocks of keysPerBlock keys and a target of blocks. */
+    static int splits(int s, int hq, int hkv, int keysPerBlock, long target) {
         int group = hq / hkv;
-        int keysPerBlock = bf16 ? B_BK : BK;
-        long target = bf16 ? B_KV_BLOCKS : KV_BLOCKS;
         long keyTiles = (s + keysPerBlock - 1) / keysPerBlock;
         int splits = 1;
         for (int p = 1; p <= group; p++) {
@@ -241,9 +253,9 @@ final class CudaMmaAttention {
         return splits;
     }
 
-    /** The most key-tile splits either variant's dk/dv launch uses for these shapes (scratch sizing). */
+    /** The most key-tile splits any variant's dk/dv launch uses for these shapes (scratch sizing). */
     static int maxSplits(int s, int hq, int hkv) {
-        return Math.max(splits(s, hq, hkv, false), splits(s, hq, hkv, true));
+        return Math.max(Math.max(splits(s, hq, hkv, false), splits(s, hq, hkv, true)), splits(s, hq, hkv, 64, 2 * B_KV_BLOCKS));
     }
 
     /** Attention backward; arguments validated by {@link CudaAttentionBackward}, {@link #fits} holds (dout too). */
@@ -257,8 +269,8 @@ final class CudaMmaAttention {
         String variant = variant();
         boolean bf16 = isBf16(variant);
         boolean v2 = variant.equals("bf16v2");
-        if (variant.equals("bf16v3")) {
-            backwardStaged(q, k, v, dout, queryStart, spec, dq, dk, dv);
+        if (variant.equals("bf16v3") || variant.equals("bf16v4")) {
+            backwardStaged(q, k, v, dout, queryStart, spec, dq, dk, dv, variant.equals("bf16v3") ? 8 : 4);
             return;
         }
         int splits = splits(s, hq, hkv, bf16);
@@ -321,15 +333,20 @@ final class CudaMmaAttention {
         }
     }
 
-    /** The bf16v3 backward: bf16 copies of q, dout, k, v, then the ab3 kernels (as {@link #backward} otherwise). */
+    /**
+     * The bf16v3 (warps = 8) and bf16v4 (warps = 4) backward: bf16 copies of q, dout, k, v, then the
+     * ab3 / ab4 kernels, blocks of 16·warps queries (dq) or keys (dk/dv); as {@link #backward} otherwise.
+     */
     private void backwardStaged(Tensor q, Tensor k, Tensor v, Tensor dout, int queryStart, AttentionSpec spec, Tensor dq,
-                                Tensor dk, Tensor dv) {
+                                Tensor dk, Tensor dv, int warps) {
         int tq = q.size(0);
         int hq = q.size(1);
         int d = q.size(2);
         int s = k.size(0);
         int hkv = k.size(1);
-        int splits = splits(s, hq, hkv, true);
+        int rows = 16 * warps;                // queries (dq) or keys (dk/dv) a block
+        int threads = 32 * warps;
+        int splits = warps == 8 ? splits(s, hq, hkv, true) : splits(s, hq, hkv, rows, 2 * B_KV_BLOCKS);
         long items = (long) tq * hq;
         long part = splits > 1 ? (long) splits * s * hkv * d : 0;
         // [2, T, Hq] lse and delta, then the splits' partial dk and dv, each [splits, S, Hkv, D]
@@ -356,11 +373,11 @@ final class CudaMmaAttention {
         int window = spec.slidingWindow();
         float scale = spec.scale();
 
-        Kernel kq = d == 64 ? b3BackwardQ64 : b3BackwardQ128;
-        int sharedQ = 2 * (B_BM * (2 * d + 16) + 2 * B3_BN * (2 * d + 16));
+        Kernel kq = warps == 8 ? (d == 64 ? b3BackwardQ64 : b3BackwardQ128) : d == 64 ? b4BackwardQ64 : b4BackwardQ128;
+        int sharedQ = 2 * (rows * (2 * d + 16) + 2 * B3_BN * (2 * d + 16));
         kq.allowDynamicShared(sharedQ);
-        long qTiles = (tq + B_BM - 1) / B_BM;
-        Launcher.launch(kq, ctx.stream.handle(), qTiles * hq, 1, B_THREADS, sharedQ, q16, k16, v16, do16, dout, os[0], os[1],
+        long qTiles = (tq + rows - 1) / rows;
+        Launcher.launch(kq, ctx.stream.handle(), qTiles * hq, 1, threads, sharedQ, q16, k16, v16, do16, dout, os[0], os[1],
                 dq, dqs[0], dqs[1], lse, delta, tq, hq, hkv, queryStart, window, scale, spec.sinks());
 
         Tensor kOut = dk;
@@ -381,12 +398,12 @@ final class CudaMmaAttention {
             vH = kH;
             vP = kP;
         }
-        Kernel kkv = d == 64 ? b3BackwardKv64 : b3BackwardKv128;
+        Kernel kkv = warps == 8 ? (d == 64 ? b3BackwardKv64 : b3BackwardKv128) : d == 64 ? b4BackwardKv64 : b4BackwardKv128;
         int bq = bTile3(d);
-        int sharedKv = 2 * (B_BK + 2 * bq) * (2 * d + 16) + 16 * bq;
+        int sharedKv = 2 * (rows + 2 * bq) * (2 * d + 16) + 16 * bq;
         kkv.allowDynamicShared(sharedKv);
-        long kTiles = (s + B_BK - 1) / B_BK;
-        Launcher.launch(kkv, ctx.stream.handle(), kTiles * hkv * splits, 1, B_THREADS, sharedKv, q16, k16, v16, do16, kOut, kS, kH,
+        long kTiles = (s + rows - 1) / rows;
+        Launcher.launch(kkv, ctx.stream.handle(), kTiles * hkv * splits, 1, threads, sharedKv, q16, k16, v16, do16, kOut, kS, kH,
                 kP, vOut, vS, vH, vP, lse, delta, tq, s, hq, hkv, queryStart, window, scale, splits);
         if (splits > 1) {
             ctx.launch(sumSplits, ctx.gridFor((long) s * hkv * d, 256), 256, kOut, splits, s, hkv, d, dk,

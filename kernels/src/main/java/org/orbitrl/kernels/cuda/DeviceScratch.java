@@ -15,7 +15,7 @@ package org.orbitrl.kernels.cuda;
  *   <li><b>Attention backward</b> ({@link #attentionBackwardBytes}): the rows' log-sum-exp and
  *       delta {@code [2, T, Hq]} and, when the group's query heads are split across blocks, the
  *       splits' partial dk and dv {@code [splits, S, Hkv, D + Dv]}, f32; and where the default
- *       tensor-core variant stages bf16 copies ({@code bf16v3}), those of q, dout, k and v
+ *       tensor-core variant stages bf16 copies ({@code bf16v3}, {@code bf16v4}), those of q, dout, k and v
  *       ({@link CudaMmaAttention#stagingElements}), bf16, a buffer of their own.</li>
  *   <li><b>RoPE tables</b> ({@link #ropeTableBytes}): cos and sin {@code [maxPositions, rotary/2]}
  *       f32, uploaded once per table.</li>

@@ -249,14 +249,15 @@ __device__ __forceinline__ void ab_wait() {
 }
 
 // Issues the copies of a bf16 tile [ROWS, W] (row r from rowPtr(r), zeros where it gives 0; rows 16-byte
-// aligned) into shared [ROWS][W + 8]; any: a valid address for the zero rows. No commit.
-template <int ROWS, int W, typename RowPtr>
+// aligned) into shared [ROWS][W + 8] by the block's NT threads; any: a valid address for the zero rows.
+// No commit.
+template <int ROWS, int W, int NT, typename RowPtr>
 __device__ __forceinline__ void ab_cp_tile(u16* sh, const u16* any, RowPtr rowPtr) {
     constexpr int CH = W / 8;                      // 16-byte chunks a row
-    static_assert(ROWS * CH % AB_THREADS == 0, "whole chunks a thread");
+    static_assert(ROWS * CH % NT == 0, "whole chunks a thread");
 #pragma unroll
-    for (int u = 0; u < ROWS * CH / AB_THREADS; u++) {
-        int idx = threadIdx.x + u * AB_THREADS;
+    for (int u = 0; u < ROWS * CH / NT; u++) {
+        int idx = threadIdx.x + u * NT;
         int r = idx / CH;
         int c = (idx - r * CH) * 8;
         const u16* src = rowPtr(r);
@@ -267,13 +268,13 @@ __device__ __forceinline__ void ab_cp_tile(u16* sh, const u16* any, RowPtr rowPt
 // As ab_stream_keys with bf16 sources (kb, vb: bf16 rows of stride kS, vS elements), copied by cp.async:
 // the next tile's copies are issued before the current tile's body; two barriers a tile. Every copy
 // group the caller committed earlier is complete (and, through the first barrier, visible) before body.
-template <int D, int DV, int BN, typename Body>
+template <int D, int DV, int BN, int NT, typename Body>
 __device__ __forceinline__ void ab_stream_keys16(u16* kv, const u16* kb, i64 kS, const u16* vb, i64 vS, int lo, int hi,
                                                  Body body) {
     constexpr int BUF = BN * (D + 8) + BN * (DV + 8);
     auto issue = [&](int k0, u16* dst) {
-        ab_cp_tile<BN, D>(dst, kb, [&](int r) { return k0 + r <= hi ? kb + (i64) (k0 + r) * kS : (const u16*) 0; });
-        ab_cp_tile<BN, DV>(dst + BN * (D + 8), vb,
+        ab_cp_tile<BN, D, NT>(dst, kb, [&](int r) { return k0 + r <= hi ? kb + (i64) (k0 + r) * kS : (const u16*) 0; });
+        ab_cp_tile<BN, DV, NT>(dst + BN * (D + 8), vb,
                            [&](int r) { return k0 + r <= hi ? vb + (i64) (k0 + r) * vS : (const u16*) 0; });
         ab_commit();
     };
@@ -298,8 +299,8 @@ __device__ __forceinline__ void ab_stream_keys16(u16* kv, const u16* kb, i64 kS,
 // FAST (the bf16v2 kernels): m in log2 units (scores times scale * log2 e, folded into one fma before
 // ex2), the mask applied only on tiles where some key is hidden from some row of the warp, and acc, l
 // rescaled only when a row maximum of the warp grew (a factor of exactly 1 otherwise).
-// E: float (k, v f32, staged through registers) or u16 (bf16 copies, cp.async).
-template <int D, int DV, int BN, bool FAST, typename E>
+// E: float (k, v f32, staged through registers; NW = 8) or u16 (bf16 copies, cp.async). NW warps a block.
+template <int D, int DV, int BN, bool FAST, typename E, int NW>
 __device__ __forceinline__ void ab_online(const u32 qf[D / 16][4], u16* kv, const E* kb, i64 kS, const E* vb,
                                           i64 vS, int t0, int T, int qs, int window, float scale, int lo, int hi,
                                           float m[2], float l[2], float acc[DV / 8][4]) {
@@ -417,8 +418,9 @@ __device__ __forceinline__ void ab_online(const u32 qf[D / 16][4], u16* kv, cons
         ab_accumulate<DV, BN>(s, vsh, acc);
     };
     if constexpr (sizeof(E) == 2) {
-        ab_stream_keys16<D, DV, BN>(kv, kb, kS, vb, vS, lo, hi, body);
+        ab_stream_keys16<D, DV, BN, 32 * NW>(kv, kb, kS, vb, vS, lo, hi, body);
     } else {
+        static_assert(NW == 8, "f32 sources: blocks of AB_THREADS");
         ab_stream_keys<D, DV, BN>(kv, kb, kS, vb, vS, lo, hi, body);
     }
 }
@@ -454,7 +456,7 @@ __device__ __forceinline__ void ab_forward(const float* q, i64 qT, i64 qH, const
     l[0] = l[1] = sinks != 0 ? 1.0f : 0.0f;
 #pragma unroll
     for (int n = 0; n < DV / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    ab_online<D, DV, BN, FAST, float>(qf, kv, k + (i64) kvh * kH, kS, v + (i64) kvh * vH, vS, t0, T, qs, window, scale, lo, hi, m, l,
+    ab_online<D, DV, BN, FAST, float, 8>(qf, kv, k + (i64) kvh * kH, kS, v + (i64) kvh * vH, vS, t0, T, qs, window, scale, lo, hi, m, l,
                          acc);
 
     int g = (threadIdx.x & 31) >> 2;
@@ -481,37 +483,40 @@ __device__ __forceinline__ void ab_forward(const float* q, i64 qT, i64 qH, const
 // FAST: lse in log2 units (log2 of the row's softmax denominator of 2^(scale log2 e q.k)), the mask only
 // on tiles where some key is hidden from some row of the warp, scale applied to dq once at the end.
 // E: float (q, k, v, dout as given) or u16 (bf16 copies of the same shapes: q, k, v, do point at them,
-// cp.async); dout (f32) feeds delta either way.
-template <int D, int DV, int BN, bool FAST, typename E>
+// cp.async); dout (f32) feeds delta either way. NW warps a block of BM = 16 NW queries (8 for f32 sources);
+// the grid and shared size above with BM, 32 NW threads, in place of AB_BM, AB_THREADS.
+template <int D, int DV, int BN, bool FAST, typename E, int NW>
 __device__ __forceinline__ void ab_backward_q(const E* q, i64 qT, i64 qH, const E* k, i64 kS, i64 kH,
                                               const E* v, i64 vS, i64 vH, const E* dob, i64 dobT, i64 dobH,
                                               const float* dout, i64 oT, i64 oH,
                                               float* dq, i64 dqT, i64 dqH, float* lse, float* delta, int T, int Hq,
                                               int Hkv, int qs, int window, float scale, const float* sinks) {
+    constexpr int BM = 16 * NW;
     extern __shared__ __align__(16) u16 ab_sm[];
-    u16* qsh = ab_sm;                         // [AB_BM][D + 8]
-    u16* osh = qsh + AB_BM * (D + 8);         // [AB_BM][DV + 8] dout
-    u16* kv = osh + AB_BM * (DV + 8);         // 2 x (k [BN][D + 8], v [BN][DV + 8])
-    int tiles = (T + AB_BM - 1) / AB_BM;
+    u16* qsh = ab_sm;                         // [BM][D + 8]
+    u16* osh = qsh + BM * (D + 8);         // [BM][DV + 8] dout
+    u16* kv = osh + BM * (DV + 8);         // 2 x (k [BN][D + 8], v [BN][DV + 8])
+    int tiles = (T + BM - 1) / BM;
     int h = blockIdx.x % Hq;
-    int t0 = (tiles - 1 - (int) (blockIdx.x / Hq)) * AB_BM;
+    int t0 = (tiles - 1 - (int) (blockIdx.x / Hq)) * BM;
     int kvh = h / (Hq / Hkv);
-    int tLast = min(t0 + AB_BM - 1, T - 1);
+    int tLast = min(t0 + BM - 1, T - 1);
     int hi = qs + tLast;
     int lo = window > 0 ? max(0, qs + t0 - window + 1) : 0;
     const E* kb = k + (i64) kvh * kH;
     const E* vb = v + (i64) kvh * vH;
     if constexpr (sizeof(E) == 2) {
-        ab_cp_tile<AB_BM, D>(qsh, q, [&](int r) { return t0 + r < T ? q + (i64) (t0 + r) * qT + (i64) h * qH : (const E*) 0; });
-        ab_cp_tile<AB_BM, DV>(osh, dob,
+        ab_cp_tile<BM, D, 32 * NW>(qsh, q, [&](int r) { return t0 + r < T ? q + (i64) (t0 + r) * qT + (i64) h * qH : (const E*) 0; });
+        ab_cp_tile<BM, DV, 32 * NW>(osh, dob,
                               [&](int r) { return t0 + r < T ? dob + (i64) (t0 + r) * dobT + (i64) h * dobH : (const E*) 0; });
         ab_commit();
         ab_wait<0>();
     } else {
-        AbTile<AB_BM, D> qt;
+        static_assert(NW == 8, "f32 sources: blocks of AB_THREADS");
+        AbTile<BM, D> qt;
         qt.load([&](int r) { return t0 + r < T ? q + (i64) (t0 + r) * qT + (i64) h * qH : (const float*) 0; });
         qt.store(qsh);
-        AbTile<AB_BM, DV> ot;
+        AbTile<BM, DV> ot;
         ot.load([&](int r) { return t0 + r < T ? dob + (i64) (t0 + r) * dobT + (i64) h * dobH : (const float*) 0; });
         ot.store(osh);
     }
@@ -526,7 +531,7 @@ __device__ __forceinline__ void ab_backward_q(const E* q, i64 qT, i64 qH, const 
     l[0] = l[1] = sinks != 0 ? 1.0f : 0.0f;
 #pragma unroll
     for (int n = 0; n < DV / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    ab_online<D, DV, BN, FAST, E>(qf, kv, kb, kS, vb, vS, t0, T, qs, window, scale, lo, hi, m, l, acc);
+    ab_online<D, DV, BN, FAST, E, NW>(qf, kv, kb, kS, vb, vS, t0, T, qs, window, scale, lo, hi, m, l, acc);
 
     int g = (threadIdx.x & 31) >> 2;
     int c = threadIdx.x & 3;
@@ -605,7 +610,7 @@ __device__ __forceinline__ void ab_backward_q(const E* q, i64 qT, i64 qH, const 
         ab_accumulate<D, BN>(s, ksh, dqa);
     };
     if constexpr (sizeof(E) == 2) {
-        ab_stream_keys16<D, DV, BN>(kv, kb, kS, vb, vS, lo, hi, body);
+        ab_stream_keys16<D, DV, BN, 32 * NW>(kv, kb, kS, vb, vS, lo, hi, body);
     } else {
         ab_stream_keys<D, DV, BN>(kv, kb, kS, vb, vS, lo, hi, body);
     }
@@ -630,22 +635,25 @@ __device__ __forceinline__ void ab_backward_q(const E* q, i64 qT, i64 qH, const 
 // ascending within a tile, and writes its dk, dv rows to dk + p * dkP, dv + p * dvP. lse, delta from
 // ab_backward_q<FAST> (FAST: lse in log2 units, the mask only on tiles where some query of the tile does
 // not see some key of the warp, scale applied to dk once at the end).
-// E: float (q, k, v, dout as given, staged through registers) or u16 (bf16 copies, cp.async).
-template <int D, int DV, int BQ, bool FAST, typename E>
+// E: float (q, k, v, dout as given, staged through registers) or u16 (bf16 copies, cp.async). NW warps a
+// block of BK = 16 NW keys (8 for f32 sources); grid and shared size above with BK, 32 NW threads.
+template <int D, int DV, int BQ, bool FAST, typename E, int NW>
 __device__ __forceinline__ void ab_backward_kv(const E* q, i64 qT, i64 qH, const E* k, i64 kS, i64 kH,
                                                const E* v, i64 vS, i64 vH, const E* dout, i64 oT, i64 oH,
                                                float* dk, i64 dkS, i64 dkH, i64 dkP, float* dv, i64 dvS, i64 dvH,
                                                i64 dvP, const float* lse, const float* delta, int T, int S, int Hq,
                                                int Hkv, int qs, int window, float scale, int splits) {
     constexpr int BUF = BQ * (D + 8) + BQ * (DV + 8);
+    constexpr int BK = 16 * NW;
+    static_assert(2 * BQ <= 32 * NW, "a thread for each lse and delta of a tile");
     extern __shared__ __align__(16) u16 ab_sm[];
-    u16* ksh = ab_sm;                         // [AB_BK][D + 8] resident keys
-    u16* vsh = ksh + AB_BK * (D + 8);         // [AB_BK][DV + 8] resident values
-    u16* qo = vsh + AB_BK * (DV + 8);         // 2 x (q [BQ][D + 8], dout [BQ][DV + 8]) streamed
+    u16* ksh = ab_sm;                         // [BK][D + 8] resident keys
+    u16* vsh = ksh + BK * (D + 8);         // [BK][DV + 8] resident values
+    u16* qo = vsh + BK * (DV + 8);         // 2 x (q [BQ][D + 8], dout [BQ][DV + 8]) streamed
     float* ld = (float*) (qo + 2 * BUF);      // 2 x (lse [BQ], delta [BQ])
     int split = blockIdx.x % splits;
     int gk = (blockIdx.x / splits) % Hkv;
-    int s0 = (int) (blockIdx.x / (splits * Hkv)) * AB_BK;
+    int s0 = (int) (blockIdx.x / (splits * Hkv)) * BK;
     int G = Hq / Hkv;
     int per = G / splits;
     int h0 = gk * G + split * per;
@@ -654,7 +662,7 @@ __device__ __forceinline__ void ab_backward_kv(const E* q, i64 qT, i64 qH, const
     int c = threadIdx.x & 3;
     int tBeg = max(0, s0 - qs);               // first query that sees a key of the block
     int tEnd = T - 1;
-    if (window > 0) tEnd = min(tEnd, s0 + AB_BK - 1 + window - 1 - qs);
+    if (window > 0) tEnd = min(tEnd, s0 + BK - 1 + window - 1 - qs);
     int wKey = s0 + warp * 16;                // first key of the warp
     int key[2] = {wKey + g, wKey + g + 8};
     int nItems = tBeg <= tEnd ? ((tEnd - tBeg) / BQ + 1) * per : 0; // (query tile, head) pairs
@@ -667,8 +675,8 @@ __device__ __forceinline__ void ab_backward_kv(const E* q, i64 qT, i64 qH, const
         int tq = tBeg + (item / per) * BQ;
         int h = h0 + item % per;
         u16* qd = qo + buf * BUF;
-        ab_cp_tile<BQ, D>(qd, q, [&](int r) { return tq + r <= tEnd ? q + (i64) (tq + r) * qT + (i64) h * qH : (const E*) 0; });
-        ab_cp_tile<BQ, DV>(qd + BQ * (D + 8), dout,
+        ab_cp_tile<BQ, D, 32 * NW>(qd, q, [&](int r) { return tq + r <= tEnd ? q + (i64) (tq + r) * qT + (i64) h * qH : (const E*) 0; });
+        ab_cp_tile<BQ, DV, 32 * NW>(qd + BQ * (D + 8), dout,
                            [&](int r) { return tq + r <= tEnd ? dout + (i64) (tq + r) * oT + (i64) h * oH : (const E*) 0; });
         if (threadIdx.x < 2 * BQ) {
             int j = threadIdx.x < BQ ? threadIdx.x : threadIdx.x - BQ;
@@ -700,8 +708,8 @@ __device__ __forceinline__ void ab_backward_kv(const E* q, i64 qT, i64 qH, const
         }
     };
     if constexpr (sizeof(E) == 2) {
-        ab_cp_tile<AB_BK, D>(ksh, k, [&](int r) { return s0 + r < S ? k + (i64) (s0 + r) * kS + (i64) gk * kH : (const E*) 0; });
-        ab_cp_tile<AB_BK, DV>(vsh, v, [&](int r) { return s0 + r < S ? v + (i64) (s0 + r) * vS + (i64) gk * vH : (const E*) 0; });
+        ab_cp_tile<BK, D, 32 * NW>(ksh, k, [&](int r) { return s0 + r < S ? k + (i64) (s0 + r) * kS + (i64) gk * kH : (const E*) 0; });
+        ab_cp_tile<BK, DV, 32 * NW>(vsh, v, [&](int r) { return s0 + r < S ? v + (i64) (s0 + r) * vS + (i64) gk * vH : (const E*) 0; });
         if (nItems > 0) {
             issue(0, 0);                      // one group with the resident keys and values
         } else {
@@ -709,10 +717,11 @@ __device__ __forceinline__ void ab_backward_kv(const E* q, i64 qT, i64 qH, const
             ab_wait<0>();
         }
     } else {
-        AbTile<AB_BK, D> kt;
+        static_assert(NW == 8, "f32 sources: blocks of AB_THREADS");
+        AbTile<BK, D> kt;
         kt.load([&](int r) { return s0 + r < S ? k + (i64) (s0 + r) * kS + (i64) gk * kH : (const float*) 0; });
         kt.store(ksh);
-        AbTile<AB_BK, DV> vt;
+        AbTile<BK, DV> vt;
         vt.load([&](int r) { return s0 + r < S ? v + (i64) (s0 + r) * vS + (i64) gk * vH : (const float*) 0; });
         vt.store(vsh);
         if (nItems > 0) {
@@ -856,10 +865,10 @@ extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_forward_d128(AB_FORW
 }
 
 #define AB_BACKWARD_Q_CALL(D, BN, FAST)                                                                                \
-    ab_backward_q<D, D, BN, FAST, float>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dout, oT, oH, dq, dqT, dqH, lse, \
+    ab_backward_q<D, D, BN, FAST, float, 8>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dout, oT, oH, dq, dqT, dqH, lse, \
                                          delta, T, Hq, Hkv, qs, window, scale, sinks)
 #define AB_BACKWARD_KV_CALL(D, BQ, FAST)                                                                               \
-    ab_backward_kv<D, D, BQ, FAST, float>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dk, dkS, dkH, dkP, dv, dvS,     \
+    ab_backward_kv<D, D, BQ, FAST, float, 8>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dk, dkS, dkH, dkP, dv, dvS,     \
                                           dvH, dvP, lse, delta, T, S, Hq, Hkv, qs, window, scale, splits)
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_backward_q_d64(AB_BACKWARD_Q_ARGS) {
@@ -903,8 +912,9 @@ extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_backward_kv_d128(AB
     AB_BACKWARD_KV_CALL(128, AB_BQ128, true);
 }
 
-// The bf16v3 backward: the bf16v2 kernels reading bf16 copies of q, k, v and dout (ab_to_bf16_pair) by
-// cp.async, with the tiles below. q16, do16 [T, Hq, D], k16, v16 [S, Hkv, D], contiguous; dout (f32) for delta.
+// The bf16v3 (ab3_*, 8 warps a block) and bf16v4 (ab4_*, 4 warps: 64 queries or keys a block, two blocks an
+// SM) backward: the bf16v2 kernels reading bf16 copies of q, dout, k and v (ab_to_bf16_pair) by cp.async,
+// with the tiles below. q16, do16 [T, Hq, D], k16, v16 [S, Hkv, D], contiguous; dout (f32) for delta.
 #define AB3_BN64 64
 #define AB3_BN128 64
 #define AB3_BQ64 64
@@ -918,29 +928,45 @@ extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_backward_kv_d128(AB
     const u16 *q16, const u16 *k16, const u16 *v16, const u16 *do16, float *dk, i64 dkS, i64 dkH, i64 dkP, float *dv, \
         i64 dvS, i64 dvH, i64 dvP, const float *lse, const float *delta, int T, int S, int Hq, int Hkv, int qs,       \
         int window, float scale, int splits
-#define AB3_BACKWARD_Q_CALL(D, BN)                                                                                     \
-    ab_backward_q<D, D, BN, true, u16>(q16, (i64) Hq * D, D, k16, (i64) Hkv * D, D, v16, (i64) Hkv * D, D, do16,         \
+#define AB3_BACKWARD_Q_CALL(D, BN, NW)                                                                                 \
+    ab_backward_q<D, D, BN, true, u16, NW>(q16, (i64) Hq * D, D, k16, (i64) Hkv * D, D, v16, (i64) Hkv * D, D, do16,         \
                                        (i64) Hq * D, D, dout, oT, oH, dq, dqT, dqH, lse, delta, T, Hq, Hkv, qs, window,  \
                                        scale, sinks)
-#define AB3_BACKWARD_KV_CALL(D, BQ)                                                                                    \
-    ab_backward_kv<D, D, BQ, true, u16>(q16, (i64) Hq * D, D, k16, (i64) Hkv * D, D, v16, (i64) Hkv * D, D, do16,        \
+#define AB3_BACKWARD_KV_CALL(D, BQ, NW)                                                                                \
+    ab_backward_kv<D, D, BQ, true, u16, NW>(q16, (i64) Hq * D, D, k16, (i64) Hkv * D, D, v16, (i64) Hkv * D, D, do16,        \
                                         (i64) Hq * D, D, dk, dkS, dkH, dkP, dv, dvS, dvH, dvP, lse, delta, T, S, Hq,     \
                                         Hkv, qs, window, scale, splits)
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab3_backward_q_d64(AB3_BACKWARD_Q_ARGS) {
-    AB3_BACKWARD_Q_CALL(64, AB3_BN64);
+    AB3_BACKWARD_Q_CALL(64, AB3_BN64, 8);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab3_backward_q_d128(AB3_BACKWARD_Q_ARGS) {
-    AB3_BACKWARD_Q_CALL(128, AB3_BN128);
+    AB3_BACKWARD_Q_CALL(128, AB3_BN128, 8);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab3_backward_kv_d64(AB3_BACKWARD_KV_ARGS) {
-    AB3_BACKWARD_KV_CALL(64, AB3_BQ64);
+    AB3_BACKWARD_KV_CALL(64, AB3_BQ64, 8);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab3_backward_kv_d128(AB3_BACKWARD_KV_ARGS) {
-    AB3_BACKWARD_KV_CALL(128, AB3_BQ128);
+    AB3_BACKWARD_KV_CALL(128, AB3_BQ128, 8);
+}
+
+extern "C" __global__ void __launch_bounds__(128, 2) ab4_backward_q_d64(AB3_BACKWARD_Q_ARGS) {
+    AB3_BACKWARD_Q_CALL(64, AB3_BN64, 4);
+}
+
+extern "C" __global__ void __launch_bounds__(128, 2) ab4_backward_q_d128(AB3_BACKWARD_Q_ARGS) {
+    AB3_BACKWARD_Q_CALL(128, AB3_BN128, 4);
+}
+
+extern "C" __global__ void __launch_bounds__(128, 2) ab4_backward_kv_d64(AB3_BACKWARD_KV_ARGS) {
+    AB3_BACKWARD_KV_CALL(64, AB3_BQ64, 4);
+}
+
+extern "C" __global__ void __launch_bounds__(128, 2) ab4_backward_kv_d128(AB3_BACKWARD_KV_ARGS) {
+    AB3_BACKWARD_KV_CALL(128, AB3_BQ128, 4);
 }
 
 // bf16 copies (round to nearest even, as the staging of the f32 kernels above) of two f32 tensors

@@ -15,7 +15,7 @@ import java.util.SplittableRandom;
 
 /**
  * Causal attention of one training sequence on the GPU, forward (prefill) and backward: the bf16
- * tensor-core kernels ({@code -Dorbit.cuda.mmaAttention=bf16}, and {@code bf16v2}, {@code bf16v3}) against the TF32 tensor-core kernels
+ * tensor-core kernels ({@code -Dorbit.cuda.mmaAttention=bf16}, and {@code bf16v2}, {@code bf16v3}, {@code bf16v4}) against the TF32 tensor-core kernels
  * ({@code tf32}) and the f32 kernels ({@code off}), timed in the same run, and against PyTorch's
  * {@code scaled_dot_product_attention} (flash, bf16, causal) when {@code OUT_DIR/peer-attention.txt}
  * holds the peer's figures of the same call ({@code tools/gpu/peer_attention.py}, run first by
@@ -62,8 +62,8 @@ public final class AttentionMmaBench {
         Tensor dout = CudaBenchData.randomDevice(gpu, r, DType.F32, (long) t * hq, d).reshape(t, hq, d);
         Tensor sinkLogits = sinks ? CudaBenchData.randomDevice(gpu, r, DType.F32, 1, hq).reshape(hq) : null;
         AttentionSpec spec = new AttentionSpec((float) (1 / Math.sqrt(d)), window, sinkLogits);
-        String[] paths = {"off", "tf32", "bf16", "bf16v2", "bf16v3"};
-        String[] labels = {"f32 kernels", "tf32", "bf16", "bf16v2", "bf16v3"};
+        String[] paths = {"off", "tf32", "bf16", "bf16v2", "bf16v3", "bf16v4"};
+        String[] labels = {"f32 kernels", "tf32", "bf16", "bf16v2", "bf16v3", "bf16v4"};
         Tensor[][] res = new Tensor[paths.length][]; // [path][out, dq, dk, dv]
         for (int p = 0; p < paths.length; p++) {
             res[p] = outputs(gpu, t, hq, hkv, d);

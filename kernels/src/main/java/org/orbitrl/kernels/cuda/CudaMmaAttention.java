@@ -33,7 +33,9 @@ import org.orbitrl.kernels.cuda.internal.Launcher;
  * {@link #stagingElements}), and its kernels ({@code ab3_*}) copy their tiles from those by
  * {@code cp.async} instead of through registers, 64 keys a tile in {@code backward_q}. Bit for bit
  * the {@code bf16v2} results where the tiles agree (D = 64), within the same rounding otherwise.
- * {@code bf16v4}: as {@code bf16v3} with blocks of 4 warps (64 queries or keys), two blocks an SM.
+ * {@code bf16v4}: as {@code bf16v3} with blocks of 4 warps (64 queries or keys), two blocks an SM
+ * (neither block waits at the other's barriers), and the forward too: bf16 copies of k and v (scratch
+ * {@code [2·S·Hkv·D]} bf16, {@link #forwardStagingElements}), 64 queries a block, 64 keys a tile.
  *
  * <p>{@code tf32} ({@code attention_mma.cu}): {@code mma.sync m16n8k8} TF32, 64-query / 64-key
  * blocks of 4 warps, tiles staged synchronously; inputs rounded to tf32 (relative error at most
@@ -58,7 +60,7 @@ final class CudaMmaAttention {
     private static final int B_BM = 128;    // AB_BM: queries per block (forward, dq), bf16
     private static final int B_BK = 128;    // AB_BK: keys per block (dk/dv), bf16
     private static final int B_THREADS = 256;
-    private static final int B3_BN = 64;    // AB3_BN64 = AB3_BN128: keys a streamed tile of the bf16v3 backward_q
+    private static final int B3_BN = 64;    // AB3_BN64 = AB3_BN128 (and the ab4 forward's tile): keys a streamed tile of the bf16v3/v4 backward_q
     /** Blocks of the dk/dv launch below which the group's query heads are split across blocks. */
     private static final long KV_BLOCKS = 512;
     /** The same for the bf16 kernels (blocks of twice the keys and threads). */
@@ -88,6 +90,8 @@ final class CudaMmaAttention {
     private final Kernel b3BackwardQ128;
     private final Kernel b3BackwardKv64;
     private final Kernel b3BackwardKv128;
+    private final Kernel b4Forward64;
+    private final Kernel b4Forward128;
     private final Kernel b4BackwardQ64;
     private final Kernel b4BackwardQ128;
     private final Kernel b4BackwardKv64;
@@ -119,6 +123,8 @@ final class CudaMmaAttention {
         this.b3BackwardQ128 = ctx.kernel("attention_bf16", "ab3_backward_q_d128");
         this.b3BackwardKv64 = ctx.kernel("attention_bf16", "ab3_backward_kv_d64");
         this.b3BackwardKv128 = ctx.kernel("attention_bf16", "ab3_backward_kv_d128");
+        this.b4Forward64 = ctx.kernel("attention_bf16", "ab4_forward_d64");
+        this.b4Forward128 = ctx.kernel("attention_bf16", "ab4_forward_d128");
         this.b4BackwardQ64 = ctx.kernel("attention_bf16", "ab4_backward_q_d64");
         this.b4BackwardQ128 = ctx.kernel("attention_bf16", "ab4_backward_q_d128");
         this.b4BackwardKv64 = ctx.kernel("attention_bf16", "ab4_backward_kv_d64");
@@ -190,6 +196,10 @@ final class CudaMmaAttention {
     /** Causal prefill; arguments validated by the caller, {@link #fits} holds, T and S at least 1. */
     void prefill(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec) {
         String variant = variant();
+        if (variant.equals("bf16v4")) {
+            prefillStaged(q, k, v, out, queryStart, spec);
+            return;
+        }
         if (isBf16(variant)) {
             prefillBf16(q, k, v, out, queryStart, spec, !variant.equals("bf16"));
             return;
@@ -225,6 +235,38 @@ final class CudaMmaAttention {
         long tiles = (tq + B_BM - 1) / B_BM;
         Launcher.launch(kernel, ctx.stream.handle(), tiles * hq, 1, B_THREADS, shared, q, qs[0], qs[1], k, ks[0], ks[1], v,
                 vs[0], vs[1], out, os[0], os[1], tq, hq, hkv, queryStart, spec.slidingWindow(), spec.scale(), spec.sinks());
+    }
+
+    /** bf16v4: bf16 copies of k and v, then ab4_forward (4 warps, 64 queries a block, 64 keys a tile). */
+    private void prefillStaged(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec) {
+        int tq = q.size(0);
+        int hq = q.size(1);
+        int d = q.size(2);
+        int s = k.size(0);
+        int hkv = k.size(1);
+        long kn = (long) s * hkv * d;
+        // bf16 k, v [S, Hkv, D], contiguous
+        Tensor staged = ctx.scratch(CudaContext.Scratch.ATTENTION_BF16, DType.BF16, forwardStagingElements("bf16v4", s, hkv, d));
+        Tensor k16 = staged.slice(0, 0, kn);
+        Tensor v16 = staged.slice(0, kn, 2 * kn);
+        long[] qs = q.strides();
+        long[] ks = k.strides();
+        long[] vs = v.strides();
+        long[] os = out.strides();
+        Launcher.launch(toBf16Pair, ctx.stream.handle(), (kn / 4 + 255) / 256, 2, 256, 0, k, ks[0], ks[1], k16, v, vs[0], vs[1],
+                v16, s, hkv, d);
+        Kernel kernel = d == 64 ? b4Forward64 : b4Forward128;
+        int rows = 64;
+        int shared = 2 * (rows * (d + 8) + 2 * B3_BN * (2 * d + 16));
+        kernel.allowDynamicShared(shared);
+        long tiles = (tq + rows - 1) / rows;
+        Launcher.launch(kernel, ctx.stream.handle(), tiles * hq, 1, 128, shared, q, qs[0], qs[1], k16, v16, out, os[0], os[1],
+                tq, hq, hkv, queryStart, spec.slidingWindow(), spec.scale(), spec.sinks());
+    }
+
+    /** bf16 elements of the forward's staging copies (k, v [S, Hkv, D]) when the variant stages them ({@code bf16v4}), else 0. */
+    static long forwardStagingElements(String variant, int s, int hkv, int d) {
+        return variant.equals("bf16v4") ? 2L * s * hkv * d : 0;
     }
 
     /**

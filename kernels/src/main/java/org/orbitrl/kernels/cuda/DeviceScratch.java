@@ -101,6 +101,20 @@ public final class DeviceScratch {
         return allocationBytes(2 * items + parts, 4) + (staged > 0 ? allocationBytes(staged, 2) : 0);
     }
 
+    /**
+     * Bytes of the tensor-core attention forward's scratch for {@code s} keys with {@code hkv} kv heads
+     * and head dims {@code d} = {@code dv}: the bf16 copies of k and v where the default variant stages
+     * them ({@code bf16v4}), else 0. The backward's scratch ({@link #attentionBackwardBytes}) is the
+     * same buffer and at least as large.
+     */
+    public static long attentionForwardBytes(int s, int hkv, int d, int dv) {
+        if (d != dv || (d != 64 && d != 128) || s == 0) {
+            return 0;
+        }
+        long staged = CudaMmaAttention.forwardStagingElements(CudaMmaAttention.DEFAULT, s, hkv, d);
+        return staged > 0 ? allocationBytes(staged, 2) : 0;
+    }
+
     /** Bytes of one RoPE table on the device: cos and sin, {@code [maxPositions, rotaryDim / 2]} f32 each. */
     public static long ropeTableBytes(int maxPositions, int rotaryDim) {
         return 2 * allocationBytes((long) maxPositions * (rotaryDim / 2), 4);

@@ -72,17 +72,17 @@ __device__ __forceinline__ void ab_mma(float* c, const u32* a, u32 b0, u32 b1) {
 }
 
 // One thread's share of an f32 tile [ROWS, W] in registers: load (rows from rowPtr(r), zeros where it
-// gives 0), then store into shared bf16 [ROWS][W + 8].
-template <int ROWS, int W>
+// gives 0), then store into shared bf16 [ROWS][W + 8]; NT threads a block.
+template <int ROWS, int W, int NT = AB_THREADS>
 struct AbTile {
-    static constexpr int PER = ROWS * (W / 4) / AB_THREADS;
+    static constexpr int PER = ROWS * (W / 4) / NT;
     float4 x[PER];
 
     template <typename RowPtr>
     __device__ __forceinline__ void load(RowPtr rowPtr) {
 #pragma unroll
         for (int u = 0; u < PER; u++) {
-            int idx = threadIdx.x + u * AB_THREADS;
+            int idx = threadIdx.x + u * NT;
             int r = idx / (W / 4);
             int c = (idx - r * (W / 4)) * 4;
             const float* src = (const float*) rowPtr(r);   // E = float wherever this runs
@@ -93,7 +93,7 @@ struct AbTile {
     __device__ __forceinline__ void store(u16* sh) const {
 #pragma unroll
         for (int u = 0; u < PER; u++) {
-            int idx = threadIdx.x + u * AB_THREADS;
+            int idx = threadIdx.x + u * NT;
             int r = idx / (W / 4);
             int c = (idx - r * (W / 4)) * 4;
             *(uint2*) (sh + r * (W + 8) + c) = make_uint2(ab_pack(x[u].x, x[u].y), ab_pack(x[u].z, x[u].w));
@@ -427,22 +427,25 @@ __device__ __forceinline__ void ab_online(const u32 qf[D / 16][4], u16* kv, cons
 
 // Grid ceil(T / AB_BM) * Hq, block AB_THREADS; dynamic shared 2 * (AB_BM * (D + 8) + 2 * BN * (D + DV + 16))
 // bytes. out [T, Hq, DV]. Later query tiles (more keys) launch first.
-template <int D, int DV, int BN, bool FAST>
-__device__ __forceinline__ void ab_forward(const float* q, i64 qT, i64 qH, const float* k, i64 kS, i64 kH, const float* v,
+// E: float (k, v as given; NW = 8) or u16 (bf16 copies, cp.async); q f32 either way. NW warps a block of
+// BM = 16 NW queries: the grid and shared size above with BM, 32 NW threads in place of AB_BM, AB_THREADS.
+template <int D, int DV, int BN, bool FAST, typename E, int NW>
+__device__ __forceinline__ void ab_forward(const float* q, i64 qT, i64 qH, const E* k, i64 kS, i64 kH, const E* v,
                                            i64 vS, i64 vH, float* out, i64 oT, i64 oH, int T, int Hq, int Hkv, int qs,
                                            int window, float scale, const float* sinks) {
+    constexpr int BM = 16 * NW;
     extern __shared__ __align__(16) u16 ab_sm[];
-    u16* qsh = ab_sm;                         // [AB_BM][D + 8]
-    u16* kv = qsh + AB_BM * (D + 8);          // 2 x (k [BN][D + 8], v [BN][DV + 8])
-    int tiles = (T + AB_BM - 1) / AB_BM;
+    u16* qsh = ab_sm;                         // [BM][D + 8]
+    u16* kv = qsh + BM * (D + 8);             // 2 x (k [BN][D + 8], v [BN][DV + 8])
+    int tiles = (T + BM - 1) / BM;
     int h = blockIdx.x % Hq;
-    int t0 = (tiles - 1 - (int) (blockIdx.x / Hq)) * AB_BM;
+    int t0 = (tiles - 1 - (int) (blockIdx.x / Hq)) * BM;
     int kvh = h / (Hq / Hkv);
-    int tLast = min(t0 + AB_BM - 1, T - 1);
+    int tLast = min(t0 + BM - 1, T - 1);
     int hi = qs + tLast;
     int lo = window > 0 ? max(0, qs + t0 - window + 1) : 0;
     {
-        AbTile<AB_BM, D> qt;
+        AbTile<BM, D, 32 * NW> qt;
         qt.load([&](int r) { return t0 + r < T ? q + (i64) (t0 + r) * qT + (i64) h * qH : (const float*) 0; });
         qt.store(qsh);
     }
@@ -456,7 +459,7 @@ __device__ __forceinline__ void ab_forward(const float* q, i64 qT, i64 qH, const
     l[0] = l[1] = sinks != 0 ? 1.0f : 0.0f;
 #pragma unroll
     for (int n = 0; n < DV / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    ab_online<D, DV, BN, FAST, float, 8>(qf, kv, k + (i64) kvh * kH, kS, v + (i64) kvh * vH, vS, t0, T, qs, window, scale, lo, hi, m, l,
+    ab_online<D, DV, BN, FAST, E, NW>(qf, kv, k + (i64) kvh * kH, kS, v + (i64) kvh * vH, vS, t0, T, qs, window, scale, lo, hi, m, l,
                          acc);
 
     int g = (threadIdx.x & 31) >> 2;
@@ -857,11 +860,11 @@ __device__ __forceinline__ void ab_backward_kv(const E* q, i64 qT, i64 qH, const
 #define AB_BQ128 32
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_forward_d64(AB_FORWARD_ARGS) {
-    ab_forward<64, 64, AB_BN64, false>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
+    ab_forward<64, 64, AB_BN64, false, float, 8>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_forward_d128(AB_FORWARD_ARGS) {
-    ab_forward<128, 128, AB_BN128, false>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
+    ab_forward<128, 128, AB_BN128, false, float, 8>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
 }
 
 #define AB_BACKWARD_Q_CALL(D, BN, FAST)                                                                                \
@@ -889,11 +892,11 @@ extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_backward_kv_d128(AB_
 
 // The bf16v2 kernels (FAST above): same tiles and launch shapes.
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_forward_d64(AB_FORWARD_ARGS) {
-    ab_forward<64, 64, AB_BN64, true>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
+    ab_forward<64, 64, AB_BN64, true, float, 8>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_forward_d128(AB_FORWARD_ARGS) {
-    ab_forward<128, 128, AB_BN128, true>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
+    ab_forward<128, 128, AB_BN128, true, float, 8>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_backward_q_d64(AB_BACKWARD_Q_ARGS) {
@@ -967,6 +970,23 @@ extern "C" __global__ void __launch_bounds__(128, 2) ab4_backward_kv_d64(AB3_BAC
 
 extern "C" __global__ void __launch_bounds__(128, 2) ab4_backward_kv_d128(AB3_BACKWARD_KV_ARGS) {
     AB3_BACKWARD_KV_CALL(128, AB3_BQ128, 4);
+}
+
+// The bf16v4 forward: q f32, k16, v16 bf16 copies [S, Hkv, D] (ab_to_bf16_pair), 4 warps (64 queries) a
+// block, 64 keys a tile.
+#define AB4_FORWARD_ARGS                                                                                               \
+    const float *q, i64 qT, i64 qH, const u16 *k16, const u16 *v16, float *out, i64 oT, i64 oH, int T, int Hq, int Hkv, \
+        int qs, int window, float scale, const float *sinks
+#define AB4_FORWARD_CALL(D)                                                                                            \
+    ab_forward<D, D, 64, true, u16, 4>(q, qT, qH, k16, (i64) Hkv * D, D, v16, (i64) Hkv * D, D, out, oT, oH, T, Hq, Hkv, \
+                                       qs, window, scale, sinks)
+
+extern "C" __global__ void __launch_bounds__(128, 2) ab4_forward_d64(AB4_FORWARD_ARGS) {
+    AB4_FORWARD_CALL(64);
+}
+
+extern "C" __global__ void __launch_bounds__(128, 2) ab4_forward_d128(AB4_FORWARD_ARGS) {
+    AB4_FORWARD_CALL(128);
 }
 
 // bf16 copies (round to nearest even, as the staging of the f32 kernels above) of two f32 tensors

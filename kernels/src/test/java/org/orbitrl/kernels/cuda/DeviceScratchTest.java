@@ -53,4 +53,17 @@ class DeviceScratchTest {
         assertEquals(4096, DeviceScratch.attentionBackwardBytes(16, 16, 4, 4, 64, 64));
         assertEquals(2L * 40960 * 64 * 4, DeviceScratch.ropeTableBytes(40960, 128));
     }
+
+    @Test
+    void attentionStagingOfTheBf16Variants() {
+        // bf16v3/v4 backward: q and dout [2048, 32, 128], k and v [2048, 4, 128], bf16
+        assertEquals(2L * 2048 * 32 * 128 + 2L * 2048 * 4 * 128, CudaMmaAttention.stagingElements("bf16v4", 2048, 2048, 32, 4, 128));
+        assertEquals(2L * 2048 * 32 * 128 + 2L * 2048 * 4 * 128, CudaMmaAttention.stagingElements("bf16v3", 2048, 2048, 32, 4, 128));
+        assertEquals(0, CudaMmaAttention.stagingElements("bf16v2", 2048, 2048, 32, 4, 128));
+        // bf16v4 forward: k and v only
+        assertEquals(2L * 2048 * 4 * 128, CudaMmaAttention.forwardStagingElements("bf16v4", 2048, 4, 128));
+        assertEquals(0, CudaMmaAttention.forwardStagingElements("bf16", 2048, 4, 128));
+        // the 64-key blocks of bf16v4 split as the others at this shape: 32 tiles x 4 kv heads x 4 = 512 blocks
+        assertEquals(4, CudaMmaAttention.splits(2048, 32, 4, 64, 512));
+    }
 }

@@ -50,6 +50,8 @@ import org.orbitrl.kernels.cuda.internal.Launcher;
 final class CudaMmaAttention {
     /** The system property: {@code bf16}, {@code bf16v2}, {@code bf16v3}, {@code bf16v4}, {@code tf32} or {@code off} ({@code on}: the default variant). */
     static final String PROPERTY = "orbit.cuda.mmaAttention";
+    /** Diagnostics: which of the backward's launches run ({@code all}, {@code q} or {@code kv}; see {@link #parts}). */
+    static final String PARTS_PROPERTY = "orbit.cuda.mmaAttention.backwardParts";
     /** The variant taken when the property is unset or {@code on}. */
     static final String DEFAULT = "bf16";
     private static final int BM = 64;       // AM_BM: queries per block (forward, dq)
@@ -154,6 +156,21 @@ final class CudaMmaAttention {
     /** Whether the variant runs the bf16 kernels ({@code bf16} or {@code bf16v2}). */
     private static boolean isBf16(String variant) {
         return variant.startsWith("bf16");
+    }
+
+    /**
+     * The backward's launches to run, {dq, dk/dv}, from {@link #PARTS_PROPERTY}: {@code all} (default), {@code q}
+     * (the staging copies, lse, delta and dq) or {@code kv} (dk and dv, on the lse, delta and copies a previous call
+     * left in the scratch): for the benchmark's split of the backward's time; results are complete only with {@code all}.
+     */
+    private static boolean[] parts() {
+        String p = System.getProperty(PARTS_PROPERTY, "all");
+        return switch (p) {
+            case "all" -> new boolean[]{true, true};
+            case "q" -> new boolean[]{true, false};
+            case "kv" -> new boolean[]{false, true};
+            default -> throw new IllegalArgumentException("-D" + PARTS_PROPERTY + "=" + p + ": expected all, q or kv");
+        };
     }
 
     /** Whether the property leaves the tensor-core kernels on. */
@@ -336,9 +353,15 @@ final class CudaMmaAttention {
         kq.allowDynamicShared(sharedQ);
         int bm = bf16 ? B_BM : BM;
         long qTiles = (tq + bm - 1) / bm;
-        Launcher.launch(kq, ctx.stream.handle(), qTiles * hq, 1, bf16 ? B_THREADS : THREADS, sharedQ, q, qs[0], qs[1], k, ks[0], ks[1], v,
-                vs[0], vs[1], dout, os[0], os[1], dq, dqs[0], dqs[1], lse, delta, tq, hq, hkv, queryStart, window, scale,
-                spec.sinks());
+        boolean[] parts = parts();
+        if (parts[0]) {
+            Launcher.launch(kq, ctx.stream.handle(), qTiles * hq, 1, bf16 ? B_THREADS : THREADS, sharedQ, q, qs[0], qs[1], k, ks[0],
+                    ks[1], v, vs[0], vs[1], dout, os[0], os[1], dq, dqs[0], dqs[1], lse, delta, tq, hq, hkv, queryStart, window,
+                    scale, spec.sinks());
+        }
+        if (!parts[1]) {
+            return;
+        }
 
         Tensor kOut = dk;
         Tensor vOut = dv;
@@ -408,10 +431,13 @@ final class CudaMmaAttention {
         long[] vs = v.strides();
         long[] os = dout.strides();
         long[] dqs = dq.strides();
-        Launcher.launch(toBf16Pair, ctx.stream.handle(), (qn / 4 + 255) / 256, 2, 256, 0, q, qs[0], qs[1], q16, dout, os[0], os[1],
-                do16, tq, hq, d);
-        Launcher.launch(toBf16Pair, ctx.stream.handle(), (kn / 4 + 255) / 256, 2, 256, 0, k, ks[0], ks[1], k16, v, vs[0], vs[1],
-                v16, s, hkv, d);
+        boolean[] parts = parts();
+        if (parts[0]) {
+            Launcher.launch(toBf16Pair, ctx.stream.handle(), (qn / 4 + 255) / 256, 2, 256, 0, q, qs[0], qs[1], q16, dout, os[0],
+                    os[1], do16, tq, hq, d);
+            Launcher.launch(toBf16Pair, ctx.stream.handle(), (kn / 4 + 255) / 256, 2, 256, 0, k, ks[0], ks[1], k16, v, vs[0], vs[1],
+                    v16, s, hkv, d);
+        }
         int window = spec.slidingWindow();
         float scale = spec.scale();
 
@@ -419,8 +445,13 @@ final class CudaMmaAttention {
         int sharedQ = 2 * (rows * (2 * d + 16) + 2 * B3_BN * (2 * d + 16));
         kq.allowDynamicShared(sharedQ);
         long qTiles = (tq + rows - 1) / rows;
-        Launcher.launch(kq, ctx.stream.handle(), qTiles * hq, 1, threads, sharedQ, q16, k16, v16, do16, dout, os[0], os[1],
-                dq, dqs[0], dqs[1], lse, delta, tq, hq, hkv, queryStart, window, scale, spec.sinks());
+        if (parts[0]) {
+            Launcher.launch(kq, ctx.stream.handle(), qTiles * hq, 1, threads, sharedQ, q16, k16, v16, do16, dout, os[0], os[1],
+                    dq, dqs[0], dqs[1], lse, delta, tq, hq, hkv, queryStart, window, scale, spec.sinks());
+        }
+        if (!parts[1]) {
+            return;
+        }
 
         Tensor kOut = dk;
         Tensor vOut = dv;

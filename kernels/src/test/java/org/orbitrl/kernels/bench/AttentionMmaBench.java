@@ -23,12 +23,14 @@ import java.util.SplittableRandom;
  * D = 128) and gpt-oss's (64 query, 8 kv, D = 64, window 128, sinks; the peer's row for it is full
  * causal attention, so it is compared by TFLOP/s). Also a training layer's attention with recompute
  * (two forwards and one backward), and the largest difference of each tensor-core variant from the
- * f32 result, relative to that result's scale.
+ * f32 result, relative to that result's scale; and each bf16 variant's backward split into its dq and dk/dv
+ * launches ({@code -Dorbit.cuda.mmaAttention.backwardParts=q|kv}).
  * Usage: {@code AttentionMmaBench [OUT_DIR]}; writes {@code attention-mma-bench.md}.
  */
 public final class AttentionMmaBench {
     private static final GpuBench TABLE = new GpuBench(78, 30, 34);
     private static final String PROPERTY = "orbit.cuda.mmaAttention";
+    private static final String PARTS = "orbit.cuda.mmaAttention.backwardParts";
 
     private AttentionMmaBench() {
     }
@@ -78,6 +80,26 @@ public final class AttentionMmaBench {
             System.setProperty(PROPERTY, paths[path]);
             fwd[path] = GpuBench.timeMs(gpu, 10, () -> gpu.attention(q, k, v, o[0], 0, spec));
             bwd[path] = GpuBench.timeMs(gpu, 10, () -> gpu.attentionBackward(q, k, v, dout, 0, spec, o[1], o[2], o[3]));
+        }
+        // the backward's two launches apart (orbit.cuda.mmaAttention.backwardParts): dq (with the staging copies,
+        // lse and delta) and dk/dv, into outputs of their own
+        Tensor[] tmp = outputs(gpu, t, hq, hkv, d);
+        for (int path = 2; path < paths.length; path++) {
+            System.setProperty(PROPERTY, paths[path]);
+            try {
+                gpu.attentionBackward(q, k, v, dout, 0, spec, tmp[1], tmp[2], tmp[3]);
+                System.setProperty(PARTS, "q");
+                double qMs = GpuBench.timeMs(gpu, 10, () -> gpu.attentionBackward(q, k, v, dout, 0, spec, tmp[1], tmp[2], tmp[3]));
+                System.setProperty(PARTS, "kv");
+                double kvMs = GpuBench.timeMs(gpu, 10, () -> gpu.attentionBackward(q, k, v, dout, 0, spec, tmp[1], tmp[2], tmp[3]));
+                System.out.printf("  %s backward %s: dq launch(es) %.3f ms, dk/dv launch(es) %.3f ms (whole %.3f ms)%n", what,
+                        labels[path], qMs, kvMs, bwd[path]);
+            } finally {
+                System.clearProperty(PARTS);
+            }
+        }
+        for (Tensor x : tmp) {
+            gpu.free(x);
         }
         System.clearProperty(PROPERTY);
 

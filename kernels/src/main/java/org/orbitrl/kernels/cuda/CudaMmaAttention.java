@@ -31,11 +31,14 @@ import org.orbitrl.kernels.cuda.internal.Launcher;
  * <p>{@code bf16v3}: the {@code bf16v2} forward; the backward first rounds q, dout, k and v to bf16
  * copies (the same rounding the staging does; scratch {@code [2·T·Hq·D + 2·S·Hkv·D]} bf16, see
  * {@link #stagingElements}), and its kernels ({@code ab3_*}) copy their tiles from those by
- * {@code cp.async} instead of through registers, 64 keys a tile in {@code backward_q}. Bit for bit
- * the {@code bf16v2} results where the tiles agree (D = 64), within the same rounding otherwise.
- * {@code bf16v4}: as {@code bf16v3} with blocks of 4 warps (64 queries or keys), two blocks an SM
- * (neither block waits at the other's barriers), and the forward too: bf16 copies of k and v (scratch
- * {@code [2·S·Hkv·D]} bf16, {@link #forwardStagingElements}), 64 queries a block, 64 keys a tile.
+ * {@code cp.async} instead of through registers, 64 keys a tile in {@code backward_q}: the
+ * {@code bf16v2} arithmetic in the same order where the tiles agree (D = 64), the same roundings otherwise.
+ *
+ * <p>{@code bf16v4} (the default): as {@code bf16v3} with blocks of 4 warps (64 queries or keys),
+ * two blocks an SM (neither waits at the other's barriers, so one block's softmax overlaps the other's
+ * products), and the forward too: bf16 copies of k and v (scratch {@code [2·S·Hkv·D]} bf16,
+ * {@link #forwardStagingElements}), 64 queries a block, 64 keys a tile. The fastest variant forward
+ * and backward at training shapes (AttentionMmaBench); the others stay selectable for comparison.
  *
  * <p>{@code tf32} ({@code attention_mma.cu}): {@code mma.sync m16n8k8} TF32, 64-query / 64-key
  * blocks of 4 warps, tiles staged synchronously; inputs rounded to tf32 (relative error at most
@@ -53,7 +56,7 @@ final class CudaMmaAttention {
     /** Diagnostics: which of the backward's launches run ({@code all}, {@code q} or {@code kv}; see {@link #parts}). */
     static final String PARTS_PROPERTY = "orbit.cuda.mmaAttention.backwardParts";
     /** The variant taken when the property is unset or {@code on}. */
-    static final String DEFAULT = "bf16";
+    static final String DEFAULT = "bf16v4";
     private static final int BM = 64;       // AM_BM: queries per block (forward, dq)
     private static final int BN = 32;       // AM_BN: keys per streamed tile
     private static final int BK = 64;       // AM_BK: keys per block (dk/dv)

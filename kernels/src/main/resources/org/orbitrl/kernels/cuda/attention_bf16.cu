@@ -30,7 +30,10 @@
 // Two instances of each kernel: ab_* and ab2_* (FAST: the exponent in base 2 with the scale folded into
 // one fma, masks only on the tiles a causal or window edge crosses, the running output rescaled only when
 // a row maximum grew, dq and dk scaled once at the end; lse in log2 units between ab2_backward_q and
-// ab2_backward_kv). Same tiles, launches and summation orders.
+// ab2_backward_kv). Same tiles, launches and summation orders. ab3_* (backward) and ab4_* (forward and
+// backward, blocks of 4 warps) take bf16 copies of their inputs (ab_to_bf16_pair: the staging's rounding,
+// once per call) and copy tiles by cp.async (16 bytes, zero-filled rows past the end) into the same
+// shared layouts; see the comments at their entry points.
 
 #define AB_THREADS 256  // 8 warps
 #define AB_BM 128       // queries per block (forward, dq): 8 warps of 16 rows

@@ -8,8 +8,10 @@ import org.orbitrl.kernels.cuda.internal.Kernel;
 import org.orbitrl.kernels.cuda.internal.KernelLibrary;
 import org.orbitrl.kernels.cuda.internal.Launcher;
 
+import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.EnumMap;
+import java.util.List;
 import java.util.Map;
 
 /**
@@ -29,6 +31,9 @@ final class CudaContext implements AutoCloseable {
     final Tensor errorFlag; // i32 [4]: code, value low, value high, row
     private final Tensor cublasWorkspace; // u8 [32 MiB]
     private final Map<Scratch, Tensor> scratch = new EnumMap<>(Scratch.class);
+    private final boolean highPriority;
+    private CudaStream side;             // created on first use: work that overlaps the stream's within one op
+    private final List<CudaEvent> events = new ArrayList<>();
 
     CudaContext(CudaDevice device, KernelLibrary kernels) {
         this(device, kernels, false);
@@ -38,12 +43,31 @@ final class CudaContext implements AutoCloseable {
     CudaContext(CudaDevice device, KernelLibrary kernels, boolean highPriority) {
         this.device = device;
         device.bind();
+        this.highPriority = highPriority;
         this.stream = new CudaStream(highPriority);
         this.allocator = new CudaAllocator(device, stream);
         this.kernels = kernels;
         this.errorFlag = allocator.allocate(MemoryCategory.RUNTIME_RESERVE, DType.I32, 4);
         this.cublasWorkspace = allocator.allocate(MemoryCategory.RUNTIME_RESERVE, DType.U8, Cublas.WORKSPACE_BYTES);
         this.cublas = new Cublas(stream.handle(), CudaAllocator.address(cublasWorkspace), Cublas.WORKSPACE_BYTES);
+    }
+
+    /**
+     * A second stream of the stream's priority, for work that overlaps the stream's inside one op (which
+     * forks to it and joins back through events before it returns, so that callers see one stream).
+     */
+    CudaStream sideStream() {
+        if (side == null) {
+            side = new CudaStream(highPriority);
+        }
+        return side;
+    }
+
+    /** A new event, closed with this context. */
+    CudaEvent event() {
+        CudaEvent e = new CudaEvent();
+        events.add(e);
+        return e;
     }
 
     /** A handle on {@code file.cu}'s kernel {@code name}; op classes take theirs once, at construction. */
@@ -137,6 +161,10 @@ final class CudaContext implements AutoCloseable {
         cublas.close();
         kernels.close();
         allocator.close();
+        events.forEach(CudaEvent::close);
+        if (side != null) {
+            side.close();
+        }
         stream.close();
     }
 }

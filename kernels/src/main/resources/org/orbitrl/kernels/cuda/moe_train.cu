@@ -187,6 +187,17 @@ extern "C" __global__ void moe_widen_bf16_rows(float* y, int H) {
     for (int c = threadIdx.x; c < H; c += blockDim.x) row[c] = bf16_to_f32(s[c]);
 }
 
+// The batched expert products' last partial tiles: entry blockIdx.y of table [entries, 3] (u64) is
+// (source, destination, rows): the first rows of an f32 tile [T, cols] of the pad buffer go to the
+// expert's last rows in the output. cols a multiple of 4, both addresses 16-byte aligned.
+extern "C" __global__ void moe_copy_tile_rows(const unsigned long long* table, int cols) {
+    const unsigned long long* t = table + 3 * (i64) blockIdx.y;
+    const float4* src = (const float4*) t[0];
+    float4* dst = (float4*) t[1];
+    i64 n = (i64) t[2] * (cols / 4);
+    GRID_STRIDE(i, n) dst[i] = src[i];
+}
+
 // Grouping the pairs by expert as a stable counting sort in three launches (moe_group_count,
 // moe_group_scan, moe_group_scatter), tiles of MG_TILE consecutive pairs. counts i32 [tiles, E].
 #define MG_WARPS 8

@@ -139,14 +139,43 @@ extern "C" __global__ void dequant_nvfp4(const uint4* codes, const void* scales,
 // Several experts of one format dequantized to bf16 in one launch (the expert-chunked products):
 // blockIdx.y is entry j of table [entries, 4] (u64): the addresses of one expert's codes, scales and
 // zero points (0: none) and (slot << 32) | the bits of its f32 global scale. The expert's [N, K]
-// goes to out + slot * N * K (out bf16 [slots, N, K]).
+// goes to out + slot * N * K (out bf16 [slots, N, K]). One thread per 8-value unit (one u32 code
+// word): a warp reads 128 contiguous code bytes and writes 512 contiguous output bytes, one 16-byte
+// store a thread. The values are those of dequant (the same products, rounded the same way).
 template <int FMT>
 __device__ void dequant_experts(const unsigned long long* table, u16* out, int N, int K) {
     const unsigned long long* t = table + 4 * (i64) blockIdx.y;
+    const u32* codes = (const u32*) t[0];
+    const void* scales = (const void*) t[1];
+    const u32* zeros = (const u32*) t[2];
     unsigned long long last = t[3];
     float global = __uint_as_float((u32) (last & 0xffffffffull));
-    i64 slot = (i64) (last >> 32);
-    dequant<FMT>((const uint4*) t[0], (const void*) t[1], (const u32*) t[2], global, out + slot * N * K, 1, N, K);
+    uint4* o = (uint4*) (out + (i64) (last >> 32) * N * K);
+    int rowUnits = K / 8;
+    i64 units = (i64) N * rowUnits;
+    GRID_STRIDE(u, units) {
+        i64 n = u / rowUnits;
+        int k8 = (int) (u - n * rowUnits);   // unit within the row: values 8 * k8 .. 8 * k8 + 7
+        int c = k8 >> 2;                     // 32-value chunk
+        u32 q = codes[u];
+        float s0, s1;
+        chunk_scales<FMT>(scales, n, c, K, global, s0, s1);
+        float s = (k8 & 3) < 2 ? s0 : s1;    // units 0, 1 of a chunk are its first 16 values
+        int zero = FMT == FMT_INT4 ? zero_nibble(zeros, n, c, K) : 0;
+        u32 p[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            float a = code_value<FMT>((q >> (8 * j)) & 15u, zero) * s;
+            float b = code_value<FMT>((q >> (8 * j + 4)) & 15u, zero) * s;
+            p[j] = (u32) f32_to_bf16_bits(a) | ((u32) f32_to_bf16_bits(b) << 16);
+        }
+        uint4 v;
+        v.x = p[0];
+        v.y = p[1];
+        v.z = p[2];
+        v.w = p[3];
+        o[u] = v;
+    }
 }
 
 extern "C" __global__ void dequant_experts_int4(const unsigned long long* table, u16* out, int N, int K) {

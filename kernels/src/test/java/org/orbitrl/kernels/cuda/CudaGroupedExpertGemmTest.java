@@ -17,9 +17,13 @@ import java.util.SplittableRandom;
  * The grouped expert products of the CUDA backend ({@link CudaExpertGemm}: one cuBLAS grouped call a
  * chunk, one dequantization launch a chunk and format) against the host operations
  * ({@link MoeHostOps#expertMatmul}, {@link MoeHostOps#expertWeightGrad}) on the scalar backend, for
- * seeded random weights in every form (int4-g32, mxfp4, bf16, f32, and all four mixed in one layer),
- * forward and transposed, chunk 0, 1, 3 and all, over two groupings: ragged (two experts without rows,
- * two with a single row) and one expert holding every row. Tolerances, per output, against
+ * seeded random weights in every form (int4-g32 symmetric and asymmetric, mxfp4, nvfp4, bf16, f32, and
+ * four of them mixed in one layer),
+ * forward and transposed, chunk 0, 1, 3 and all, over three groupings: ragged (two experts without rows,
+ * two with a single row), one expert holding every row, and experts of whole multiples of 8 rows beside
+ * ragged ones. The bf16 products run as batched tiles of {@link CudaExpertGemm#TILE_ROWS} rows (every
+ * expert here a single partial tile), again with 8-row tiles (full tiles, partial tiles through the pad,
+ * experts of whole tiles) and through cuBLAS's grouped call ({@code orbit.cuda.expertTile=0}). Tolerances, per output, against
  * Σ|x·w| (the scale of a dot product's rounding error): bf16 products (quantized and bf16 experts;
  * inputs and weights rounded to bf16, 2⁻⁹ each, the output possibly rounded to bf16, f32 accumulation)
  * within 1e-5 + 8e-3·Σ|x·w|; f32 products (f32 experts, f32 throughout) within 1e-6 + 3e-5·Σ|x·w|.
@@ -29,10 +33,11 @@ import java.util.SplittableRandom;
  * {@code orbit.cuda.narrowExperts=off}; both are checked.
  */
 class CudaGroupedExpertGemmTest extends CudaTestBase {
+    private static final String TILE_PROPERTY = "orbit.cuda.expertTile";
     private static final int E = 7;
     private static final int N = 48;
     private static final int K = 96;
-    private static final String[] FORMS = {"int4-g32", "mxfp4", "bf16", "f32", "mixed"};
+    private static final String[] FORMS = {"int4-g32", "int4-g32-asym", "mxfp4", "nvfp4", "bf16", "f32", "mixed"};
 
     @Test
     void groupedProductsMatchTheHostForEveryFormChunkAndGrouping() {
@@ -40,6 +45,18 @@ class CudaGroupedExpertGemmTest extends CudaTestBase {
     }
 
     /** The f32 experts through the grouped cuBLAS product instead of the narrow-side kernels ({@link CudaNarrowExperts}). */
+    @Test
+    void productsInEightRowTilesAndThroughTheGroupedCall() {
+        for (String tile : new String[]{"8", "0"}) {
+            System.setProperty(TILE_PROPERTY, tile);
+            try {
+                products(new SplittableRandom(31 + tile.length()));
+            } finally {
+                System.clearProperty(TILE_PROPERTY);
+            }
+        }
+    }
+
     @Test
     void groupedProductsWithTheNarrowKernelsOff() {
         withNarrowOff(() -> products(rng(703)));
@@ -148,7 +165,10 @@ class CudaGroupedExpertGemmTest extends CudaTestBase {
         return Tensor.allocate(Arena.ofAuto(), dtype, shape);
     }
 
-    /** Row offsets [E + 1]: ragged (experts 0 and 4 empty, 2 and 6 one row each), then all rows on expert 3. */
+    /**
+     * Row offsets [E + 1]: ragged (experts 0 and 4 empty, 2 and 6 one row each), all rows on expert 3, and
+     * experts of 8, 16 and 24 rows beside ragged and empty ones.
+     */
     private static List<int[]> groupings(SplittableRandom r) {
         int[] counts = new int[E];
         for (int e = 0; e < E; e++) {
@@ -156,8 +176,9 @@ class CudaGroupedExpertGemmTest extends CudaTestBase {
         }
         int[] one = new int[E];
         one[3] = 23;
+        int[] whole = {8, 0, 16, 3 + r.nextInt(5), 9, 0, 24};
         List<int[]> out = new ArrayList<>();
-        for (int[] c : new int[][]{counts, one}) {
+        for (int[] c : new int[][]{counts, one, whole}) {
             int[] off = new int[E + 1];
             for (int e = 0; e < E; e++) {
                 off[e + 1] = off[e] + c[e];
@@ -204,7 +225,7 @@ class CudaGroupedExpertGemmTest extends CudaTestBase {
             String[] mixed = {"bf16", "int4-g32", "mxfp4", "f32", "int4-g32", "bf16", "mxfp4"};
             for (int e = 0; e < E; e++) {
                 String f = form.equals("mixed") ? mixed[e] : form;
-                if (f.equals("int4-g32") || f.equals("mxfp4")) {
+                if (!f.equals("bf16") && !f.equals("f32")) {
                     hostQ[e] = CudaQuantTest.random(f, r, N, K);
                     values[e] = CudaQuantTest.dequantizeRef(hostQ[e]);
                     devQ[e] = gpu.toDevice(hostQ[e]);

@@ -112,6 +112,21 @@ public final class Cublas implements AutoCloseable {
                 "k " + k, "lda " + lda, "ldb " + ldb, "ldc " + ldc, "batch " + batch, "f32 x f32 -> f32");
     }
 
+    /**
+     * {@code batch} column-major products of one size through pointer arrays ({@code cublasGemmBatchedEx}):
+     * {@code C_i[m, n] = op(A_i)[m, k] · B_i[k, n]}, A and B bf16, C f32, f32 accumulation. The three
+     * arrays of {@code batch} device pointers each are device memory at {@code aArray}, {@code bArray}
+     * and {@code cArray}.
+     */
+    public void gemmBatchedBf16(boolean transA, int m, int n, int k, long aArray, int lda, long bArray, int ldb, long cArray,
+                                int ldc, int batch) {
+        int err = cublasGemmBatchedEx(handle, transA ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, one,
+                new PointerArray(aArray), CUDA_R_16BF, lda, new PointerArray(bArray), CUDA_R_16BF, ldb, zero,
+                new PointerArray(cArray), CUDA_R_32F, ldc, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        CudaCheck.cublas(err, "cublasGemmBatchedEx", (transA ? "T" : "N") + "N", "m " + m, "n " + n, "k " + k, "lda " + lda,
+                "ldb " + ldb, "ldc " + ldc, "batch " + batch, "bf16 x bf16 -> f32");
+    }
+
     /** The handle, for the other cuBLAS entry points of this package ({@link GroupedGemm}). */
     cublasContext handle() {
         return handle;

@@ -18,9 +18,10 @@ import org.orbitrl.model.spec.MoeSpec;
  * each gradient at its last use; its largest moment is that of one of its steps (see
  * {@link #backwardPerToken}). Quantized experts are dequantized C at a time:
  * on the host into an f32 temporary {@code [C, I·h]} of each grouped product (an activation,
- * released when the product ends), on a device into one bf16 buffer {@code [C, I·h]} that the
- * backend keeps and every layer shares (plus the pairs' rows in bf16, {@code [P, max(h, I)]}, kept
- * by the backend too).
+ * released when the product ends), on a device into a bf16 buffer {@code [C, I·h]} that the
+ * backend keeps and every layer shares (two, when the chunk does not hold every expert: the next
+ * chunk is dequantized while the current one multiplies), with an f32 pad of one partial tile an
+ * expert (plus the pairs' rows in bf16, {@code [P, max(h, I)]}, kept by the backend too).
  *
  * <p><b>Per expert</b> (DeepSeek-V3 and Kimi-K2 always; Qwen3-MoE under expert parallelism or with
  * OFT on the experts): each MoE layer's chunker keeps its own f32 buffer {@code [C, 3, I·h]} from its
@@ -133,22 +134,37 @@ public final class MoeWorkingSet {
     }
 
     /**
+     * Rows a tile of a device backend's batched expert products: an expert's last, partial tile is
+     * computed into an f32 pad {@code [C, T, max(h, I)]} kept beside the chunk buffer.
+     */
+    public static final int DEVICE_TILE_ROWS = 256;
+
+    /**
      * Dequantization-buffer bytes that one expert slot of the chunk costs one model instance: grouped
-     * on a device, {@code I·h} bf16 in the backend's one buffer; grouped on the host, none (an f32
+     * on a device, {@code I·h} bf16 in each half of the backend's double buffer (the next chunk is
+     * dequantized while the current one multiplies) and its partial tile's f32 pad
+     * {@code [T, max(h, I)]} ({@link #DEVICE_TILE_ROWS}); grouped on the host, none (an f32
      * activation instead, see {@link #hostChunkElements}); per expert, {@code 3·I·h} f32 in every MoE
      * layer's buffer.
      */
     public static long slotBytes(ModelSpec s, int ep, AdapterSpec adapter, boolean device) {
+        return slotBytes(s, ep, adapter, device, true);
+    }
+
+    private static long slotBytes(ModelSpec s, int ep, AdapterSpec adapter, boolean device, boolean doubled) {
         long ih = (long) s.moe().moeIntermediateSize() * s.hiddenSize();
         if (grouped(s, ep, adapter)) {
-            return device ? ih * 2 : 0;
+            long pad = (long) DEVICE_TILE_ROWS * Math.max(s.hiddenSize(), s.moe().moeIntermediateSize()) * 4;
+            return device ? (doubled ? 2 : 1) * ih * 2 + pad : 0;
         }
         return s.numMoeLayers() * 3 * ih * 4;
     }
 
     /** Dequantization-buffer bytes one model instance keeps for chunks of {@code chunk} experts. */
     public static long dequantBytes(ModelSpec s, int chunk, int ep, AdapterSpec adapter, boolean device) {
-        int c = grouped(s, ep, adapter) ? slots(s, chunk, ep) : chunk;
-        return c * slotBytes(s, ep, adapter, device);
+        boolean grouped = grouped(s, ep, adapter);
+        int c = grouped ? slots(s, chunk, ep) : chunk;
+        // one chunk holding every expert of the GPU has nothing to overlap: a single buffer
+        return c * slotBytes(s, ep, adapter, device, !grouped || c < s.moe().numExperts() / ep);
     }
 }

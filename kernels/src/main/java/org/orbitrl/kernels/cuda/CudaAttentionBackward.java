@@ -10,7 +10,7 @@ import org.orbitrl.kernels.cuda.internal.Kernel;
  * RoPE and causal attention backward on the device. Attention backward recomputes the
  * probabilities from q and k (nothing quadratic is stored). Outside exact mode, head dims
  * D = Dv ∈ {64, 128} with aligned rows take the tensor-core kernels ({@link CudaMmaAttention},
- * {@code -Dorbit.cuda.mmaAttention=bf16|tf32|off} picks the variant or turns them off); other head dims up to 128 (and every
+ * {@code -Dorbit.cuda.mmaAttention=bf16v4|bf16v3|bf16v2|bf16|tf32|off} picks the variant or turns them off); other head dims up to 128 (and every
  * shape in exact mode) the tiled f32 kernels ({@link CudaTiledAttentionBackward}); larger ones (up
  * to 640, e.g. absorbed MLA) the warp-per-row kernels of {@code train.cu} in two launches: one warp
  * per (query, head) finds the row's log-sum-exp and writes dq; one warp per (key, kv head) sums dk

@@ -13,7 +13,7 @@ import java.util.WeakHashMap;
 /**
  * Rotary embedding and causal attention on the device. Prefill (16 queries or more) outside exact
  * mode takes the tensor-core kernels ({@link CudaMmaAttention}, head dims D = Dv ∈ {64, 128},
- * {@code -Dorbit.cuda.mmaAttention=bf16|tf32|off} picks the variant or turns them off), else the f32 tiled kernel
+ * {@code -Dorbit.cuda.mmaAttention=bf16v4|bf16v3|bf16v2|bf16|tf32|off} picks the variant or turns them off), else the f32 tiled kernel
  * ({@link CudaFlashAttention}) where it fits; everything else the per-query kernel of {@code attention.cu}.
  */
 final class CudaAttentionOps {

@@ -7,8 +7,8 @@ import org.orbitrl.kernels.cuda.internal.Kernel;
 import org.orbitrl.kernels.cuda.internal.Launcher;
 
 /**
- * Causal attention on tensor cores, FlashAttention-2 structure, in two variants chosen by
- * {@code -Dorbit.cuda.mmaAttention=bf16|tf32|off} (read at each call; default {@value #DEFAULT}):
+ * Causal attention on tensor cores, FlashAttention-2 structure, in five variants chosen by
+ * {@code -Dorbit.cuda.mmaAttention=bf16|bf16v2|bf16v3|bf16v4|tf32|off} (read at each call; default {@value #DEFAULT}):
  * the prefill forward (one block per query tile of a head, online softmax over streamed key tiles)
  * and the backward in two launches, {@code backward_q} (one block per query tile of a head: the rows'
  * log-sum-exp and delta = dout·o, then dq) and {@code backward_kv} (one block per key tile of a kv
@@ -22,6 +22,24 @@ import org.orbitrl.kernels.cuda.internal.Launcher;
  * score gradients when they enter a product; softmax statistics are f32. The outputs move by a few
  * 1e-3 of their scale for unit-scale inputs, the rounding PyTorch's bf16 attention has too.
  *
+ * <p>{@code bf16v2} (the same file, kernels {@code ab2_*}): the bf16 kernels with less work outside
+ * the products: the scale folded with log2 e into one fma before {@code ex2}, the causal/window mask
+ * applied only on tiles that some key or query crosses, the running output rescaled only when a row
+ * maximum grew, and the scale applied to dq and dk once at the end. Same tiles, launches and
+ * summation orders; results differ from {@code bf16} by the exponent's last bits.
+ *
+ * <p>{@code bf16v3}: the {@code bf16v2} forward; the backward first rounds q, dout, k and v to bf16
+ * copies (the same rounding the staging does; scratch {@code [2·T·Hq·D + 2·S·Hkv·D]} bf16, see
+ * {@link #stagingElements}), and its kernels ({@code ab3_*}) copy their tiles from those by
+ * {@code cp.async} instead of through registers, 64 keys a tile in {@code backward_q}: the
+ * {@code bf16v2} arithmetic in the same order where the tiles agree (D = 64), the same roundings otherwise.
+ *
+ * <p>{@code bf16v4} (the default): as {@code bf16v3} with blocks of 4 warps (64 queries or keys),
+ * two blocks an SM (neither waits at the other's barriers, so one block's softmax overlaps the other's
+ * products), and the forward too: bf16 copies of k and v (scratch {@code [2·S·Hkv·D]} bf16,
+ * {@link #forwardStagingElements}), 64 queries a block, 64 keys a tile. The fastest variant forward
+ * and backward at training shapes (AttentionMmaBench); the others stay selectable for comparison.
+ *
  * <p>{@code tf32} ({@code attention_mma.cu}): {@code mma.sync m16n8k8} TF32, 64-query / 64-key
  * blocks of 4 warps, tiles staged synchronously; inputs rounded to tf32 (relative error at most
  * 2<sup>-11</sup>), outputs within about 1e-3 of their scale.
@@ -33,10 +51,12 @@ import org.orbitrl.kernels.cuda.internal.Launcher;
  * mode does not use these kernels; {@code off} keeps the f32 kernels.
  */
 final class CudaMmaAttention {
-    /** The system property: {@code bf16}, {@code tf32} or {@code off} ({@code on}: the default variant). */
+    /** The system property: {@code bf16}, {@code bf16v2}, {@code bf16v3}, {@code bf16v4}, {@code tf32} or {@code off} ({@code on}: the default variant). */
     static final String PROPERTY = "orbit.cuda.mmaAttention";
+    /** Diagnostics: which of the backward's launches run ({@code all}, {@code q} or {@code kv}; see {@link #parts}). */
+    static final String PARTS_PROPERTY = "orbit.cuda.mmaAttention.backwardParts";
     /** The variant taken when the property is unset or {@code on}. */
-    static final String DEFAULT = "bf16";
+    static final String DEFAULT = "bf16v4";
     private static final int BM = 64;       // AM_BM: queries per block (forward, dq)
     private static final int BN = 32;       // AM_BN: keys per streamed tile
     private static final int BK = 64;       // AM_BK: keys per block (dk/dv)
@@ -45,6 +65,7 @@ final class CudaMmaAttention {
     private static final int B_BM = 128;    // AB_BM: queries per block (forward, dq), bf16
     private static final int B_BK = 128;    // AB_BK: keys per block (dk/dv), bf16
     private static final int B_THREADS = 256;
+    private static final int B3_BN = 64;    // AB3_BN64 = AB3_BN128 (and the ab4 forward's tile): keys a streamed tile of the bf16v3/v4 backward_q
     /** Blocks of the dk/dv launch below which the group's query heads are split across blocks. */
     private static final long KV_BLOCKS = 512;
     /** The same for the bf16 kernels (blocks of twice the keys and threads). */
@@ -64,6 +85,23 @@ final class CudaMmaAttention {
     private final Kernel bBackwardQ128;
     private final Kernel bBackwardKv64;
     private final Kernel bBackwardKv128;
+    private final Kernel b2Forward64;
+    private final Kernel b2Forward128;
+    private final Kernel b2BackwardQ64;
+    private final Kernel b2BackwardQ128;
+    private final Kernel b2BackwardKv64;
+    private final Kernel b2BackwardKv128;
+    private final Kernel b3BackwardQ64;
+    private final Kernel b3BackwardQ128;
+    private final Kernel b3BackwardKv64;
+    private final Kernel b3BackwardKv128;
+    private final Kernel b4Forward64;
+    private final Kernel b4Forward128;
+    private final Kernel b4BackwardQ64;
+    private final Kernel b4BackwardQ128;
+    private final Kernel b4BackwardKv64;
+    private final Kernel b4BackwardKv128;
+    private final Kernel toBf16Pair;
 
     CudaMmaAttention(CudaContext ctx) {
         this.ctx = ctx;
@@ -80,15 +118,61 @@ final class CudaMmaAttention {
         this.bBackwardQ128 = ctx.kernel("attention_bf16", "ab_backward_q_d128");
         this.bBackwardKv64 = ctx.kernel("attention_bf16", "ab_backward_kv_d64");
         this.bBackwardKv128 = ctx.kernel("attention_bf16", "ab_backward_kv_d128");
+        this.b2Forward64 = ctx.kernel("attention_bf16", "ab2_forward_d64");
+        this.b2Forward128 = ctx.kernel("attention_bf16", "ab2_forward_d128");
+        this.b2BackwardQ64 = ctx.kernel("attention_bf16", "ab2_backward_q_d64");
+        this.b2BackwardQ128 = ctx.kernel("attention_bf16", "ab2_backward_q_d128");
+        this.b2BackwardKv64 = ctx.kernel("attention_bf16", "ab2_backward_kv_d64");
+        this.b2BackwardKv128 = ctx.kernel("attention_bf16", "ab2_backward_kv_d128");
+        this.b3BackwardQ64 = ctx.kernel("attention_bf16", "ab3_backward_q_d64");
+        this.b3BackwardQ128 = ctx.kernel("attention_bf16", "ab3_backward_q_d128");
+        this.b3BackwardKv64 = ctx.kernel("attention_bf16", "ab3_backward_kv_d64");
+        this.b3BackwardKv128 = ctx.kernel("attention_bf16", "ab3_backward_kv_d128");
+        this.b4Forward64 = ctx.kernel("attention_bf16", "ab4_forward_d64");
+        this.b4Forward128 = ctx.kernel("attention_bf16", "ab4_forward_d128");
+        this.b4BackwardQ64 = ctx.kernel("attention_bf16", "ab4_backward_q_d64");
+        this.b4BackwardQ128 = ctx.kernel("attention_bf16", "ab4_backward_q_d128");
+        this.b4BackwardKv64 = ctx.kernel("attention_bf16", "ab4_backward_kv_d64");
+        this.b4BackwardKv128 = ctx.kernel("attention_bf16", "ab4_backward_kv_d128");
+        this.toBf16Pair = ctx.kernel("attention_bf16", "ab_to_bf16_pair");
     }
 
-    /** The variant the property selects: {@code bf16}, {@code tf32} or {@code off}. */
+    /** The variant the property selects: {@code bf16}, {@code bf16v2}, {@code bf16v3}, {@code bf16v4}, {@code tf32} or {@code off}. */
     static String variant() {
         String p = System.getProperty(PROPERTY, DEFAULT);
         return switch (p) {
-            case "bf16", "tf32", "off" -> p;
+            case "bf16", "bf16v2", "bf16v3", "bf16v4", "tf32", "off" -> p;
             case "on" -> DEFAULT;
-            default -> throw new IllegalArgumentException("-D" + PROPERTY + "=" + p + ": expected bf16, tf32, off or on");
+            default -> throw new IllegalArgumentException("-D" + PROPERTY + "=" + p
+                    + ": expected bf16, bf16v2, bf16v3, bf16v4, tf32, off or on");
+        };
+    }
+
+    /**
+     * bf16 elements of the backward's staging copies (q, dout [T, Hq, D]; k, v [S, Hkv, D]) when the
+     * variant stages them ({@code bf16v3}, {@code bf16v4}), else 0.
+     */
+    static long stagingElements(String variant, int t, int s, int hq, int hkv, int d) {
+        return variant.equals("bf16v3") || variant.equals("bf16v4") ? 2L * t * hq * d + 2L * s * hkv * d : 0;
+    }
+
+    /** Whether the variant runs the bf16 kernels ({@code bf16} or {@code bf16v2}). */
+    private static boolean isBf16(String variant) {
+        return variant.startsWith("bf16");
+    }
+
+    /**
+     * The backward's launches to run, {dq, dk/dv}, from {@link #PARTS_PROPERTY}: {@code all} (default), {@code q}
+     * (the staging copies, lse, delta and dq) or {@code kv} (dk and dv, on the lse, delta and copies a previous call
+     * left in the scratch): for the benchmark's split of the backward's time; results are complete only with {@code all}.
+     */
+    private static boolean[] parts() {
+        String p = System.getProperty(PARTS_PROPERTY, "all");
+        return switch (p) {
+            case "all" -> new boolean[]{true, true};
+            case "q" -> new boolean[]{true, false};
+            case "kv" -> new boolean[]{false, true};
+            default -> throw new IllegalArgumentException("-D" + PARTS_PROPERTY + "=" + p + ": expected all, q or kv");
         };
     }
 
@@ -131,8 +215,13 @@ final class CudaMmaAttention {
 
     /** Causal prefill; arguments validated by the caller, {@link #fits} holds, T and S at least 1. */
     void prefill(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec) {
-        if (variant().equals("bf16")) {
-            prefillBf16(q, k, v, out, queryStart, spec);
+        String variant = variant();
+        if (variant.equals("bf16v4")) {
+            prefillStaged(q, k, v, out, queryStart, spec);
+            return;
+        }
+        if (isBf16(variant)) {
+            prefillBf16(q, k, v, out, queryStart, spec, !variant.equals("bf16"));
             return;
         }
         int tq = q.size(0);
@@ -151,7 +240,7 @@ final class CudaMmaAttention {
                 vs[0], vs[1], out, os[0], os[1], tq, hq, hkv, queryStart, spec.slidingWindow(), spec.scale(), spec.sinks());
     }
 
-    private void prefillBf16(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec) {
+    private void prefillBf16(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec, boolean v2) {
         int tq = q.size(0);
         int hq = q.size(1);
         int d = q.size(2);
@@ -160,12 +249,44 @@ final class CudaMmaAttention {
         long[] ks = k.strides();
         long[] vs = v.strides();
         long[] os = out.strides();
-        Kernel kernel = d == 64 ? bForward64 : bForward128;
+        Kernel kernel = v2 ? (d == 64 ? b2Forward64 : b2Forward128) : d == 64 ? bForward64 : bForward128;
         int shared = 2 * (B_BM * (d + 8) + 2 * bTile(d) * (2 * d + 16));
         kernel.allowDynamicShared(shared);
         long tiles = (tq + B_BM - 1) / B_BM;
         Launcher.launch(kernel, ctx.stream.handle(), tiles * hq, 1, B_THREADS, shared, q, qs[0], qs[1], k, ks[0], ks[1], v,
                 vs[0], vs[1], out, os[0], os[1], tq, hq, hkv, queryStart, spec.slidingWindow(), spec.scale(), spec.sinks());
+    }
+
+    /** bf16v4: bf16 copies of k and v, then ab4_forward (4 warps, 64 queries a block, 64 keys a tile). */
+    private void prefillStaged(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec) {
+        int tq = q.size(0);
+        int hq = q.size(1);
+        int d = q.size(2);
+        int s = k.size(0);
+        int hkv = k.size(1);
+        long kn = (long) s * hkv * d;
+        // bf16 k, v [S, Hkv, D], contiguous
+        Tensor staged = ctx.scratch(CudaContext.Scratch.ATTENTION_BF16, DType.BF16, forwardStagingElements("bf16v4", s, hkv, d));
+        Tensor k16 = staged.slice(0, 0, kn);
+        Tensor v16 = staged.slice(0, kn, 2 * kn);
+        long[] qs = q.strides();
+        long[] ks = k.strides();
+        long[] vs = v.strides();
+        long[] os = out.strides();
+        Launcher.launch(toBf16Pair, ctx.stream.handle(), (kn / 4 + 255) / 256, 2, 256, 0, k, ks[0], ks[1], k16, v, vs[0], vs[1],
+                v16, s, hkv, d);
+        Kernel kernel = d == 64 ? b4Forward64 : b4Forward128;
+        int rows = 64;
+        int shared = 2 * (rows * (d + 8) + 2 * B3_BN * (2 * d + 16));
+        kernel.allowDynamicShared(shared);
+        long tiles = (tq + rows - 1) / rows;
+        Launcher.launch(kernel, ctx.stream.handle(), tiles * hq, 1, 128, shared, q, qs[0], qs[1], k16, v16, out, os[0], os[1],
+                tq, hq, hkv, queryStart, spec.slidingWindow(), spec.scale(), spec.sinks());
+    }
+
+    /** bf16 elements of the forward's staging copies (k, v [S, Hkv, D]) when the variant stages them ({@code bf16v4}), else 0. */
+    static long forwardStagingElements(String variant, int s, int hkv, int d) {
+        return variant.equals("bf16v4") ? 2L * s * hkv * d : 0;
     }
 
     /**
@@ -175,9 +296,12 @@ final class CudaMmaAttention {
      * shapes alone, so the summation order is too.
      */
     static int splits(int s, int hq, int hkv, boolean bf16) {
+        return bf16 ? splits(s, hq, hkv, B_BK, B_KV_BLOCKS) : splits(s, hq, hkv, BK, KV_BLOCKS);
+    }
+
+    /** As {@link #splits(int, int, int, boolean)} for blocks of keysPerBlock keys and a target of blocks. */
+    static int splits(int s, int hq, int hkv, int keysPerBlock, long target) {
         int group = hq / hkv;
-        int keysPerBlock = bf16 ? B_BK : BK;
-        long target = bf16 ? B_KV_BLOCKS : KV_BLOCKS;
         long keyTiles = (s + keysPerBlock - 1) / keysPerBlock;
         int splits = 1;
         for (int p = 1; p <= group; p++) {
@@ -191,9 +315,9 @@ final class CudaMmaAttention {
         return splits;
     }
 
-    /** The most key-tile splits either variant's dk/dv launch uses for these shapes (scratch sizing). */
+    /** The most key-tile splits any variant's dk/dv launch uses for these shapes (scratch sizing). */
     static int maxSplits(int s, int hq, int hkv) {
-        return Math.max(splits(s, hq, hkv, false), splits(s, hq, hkv, true));
+        return Math.max(Math.max(splits(s, hq, hkv, false), splits(s, hq, hkv, true)), splits(s, hq, hkv, 64, 2 * B_KV_BLOCKS));
     }
 
     /** Attention backward; arguments validated by {@link CudaAttentionBackward}, {@link #fits} holds (dout too). */
@@ -204,7 +328,13 @@ final class CudaMmaAttention {
         int d = q.size(2);
         int s = k.size(0);
         int hkv = k.size(1);
-        boolean bf16 = variant().equals("bf16");
+        String variant = variant();
+        boolean bf16 = isBf16(variant);
+        boolean v2 = variant.equals("bf16v2");
+        if (variant.equals("bf16v3") || variant.equals("bf16v4")) {
+            backwardStaged(q, k, v, dout, queryStart, spec, dq, dk, dv, variant.equals("bf16v3") ? 8 : 4);
+            return;
+        }
         int splits = splits(s, hq, hkv, bf16);
         long items = (long) tq * hq;
         long part = splits > 1 ? (long) splits * s * hkv * d : 0;
@@ -220,14 +350,21 @@ final class CudaMmaAttention {
         int window = spec.slidingWindow();
         float scale = spec.scale();
 
-        Kernel kq = bf16 ? (d == 64 ? bBackwardQ64 : bBackwardQ128) : d == 64 ? backwardQ64 : backwardQ128;
+        Kernel kq = v2 ? (d == 64 ? b2BackwardQ64 : b2BackwardQ128)
+                : bf16 ? (d == 64 ? bBackwardQ64 : bBackwardQ128) : d == 64 ? backwardQ64 : backwardQ128;
         int sharedQ = bf16 ? 2 * (B_BM * (2 * d + 16) + 2 * bTile(d) * (2 * d + 16)) : 4 * (BM + BN) * 2 * (d + 4);
         kq.allowDynamicShared(sharedQ);
         int bm = bf16 ? B_BM : BM;
         long qTiles = (tq + bm - 1) / bm;
-        Launcher.launch(kq, ctx.stream.handle(), qTiles * hq, 1, bf16 ? B_THREADS : THREADS, sharedQ, q, qs[0], qs[1], k, ks[0], ks[1], v,
-                vs[0], vs[1], dout, os[0], os[1], dq, dqs[0], dqs[1], lse, delta, tq, hq, hkv, queryStart, window, scale,
-                spec.sinks());
+        boolean[] parts = parts();
+        if (parts[0]) {
+            Launcher.launch(kq, ctx.stream.handle(), qTiles * hq, 1, bf16 ? B_THREADS : THREADS, sharedQ, q, qs[0], qs[1], k, ks[0],
+                    ks[1], v, vs[0], vs[1], dout, os[0], os[1], dq, dqs[0], dqs[1], lse, delta, tq, hq, hkv, queryStart, window,
+                    scale, spec.sinks());
+        }
+        if (!parts[1]) {
+            return;
+        }
 
         Tensor kOut = dk;
         Tensor vOut = dv;
@@ -247,7 +384,8 @@ final class CudaMmaAttention {
             vH = kH;
             vP = kP;
         }
-        Kernel kkv = bf16 ? (d == 64 ? bBackwardKv64 : bBackwardKv128) : d == 64 ? backwardKv64 : backwardKv128;
+        Kernel kkv = v2 ? (d == 64 ? b2BackwardKv64 : b2BackwardKv128)
+                : bf16 ? (d == 64 ? bBackwardKv64 : bBackwardKv128) : d == 64 ? backwardKv64 : backwardKv128;
         int sharedKv = bf16 ? 2 * (B_BK + 2 * bTile(d)) * (2 * d + 16) + 16 * bTile(d) : 4 * ((BK + BQ) * 2 * (d + 4) + 2 * BQ);
         kkv.allowDynamicShared(sharedKv);
         int bk = bf16 ? B_BK : BK;
@@ -261,5 +399,98 @@ final class CudaMmaAttention {
             ctx.launch(sumSplits, ctx.gridFor((long) s * hkv * d, 256), 256, vOut, splits, s, hkv, d, dv,
                     dv.strides()[0], dv.strides()[1]);
         }
+    }
+
+    /**
+     * The bf16v3 (warps = 8) and bf16v4 (warps = 4) backward: bf16 copies of q, dout, k, v, then the
+     * ab3 / ab4 kernels, blocks of 16·warps queries (dq) or keys (dk/dv); as {@link #backward} otherwise.
+     */
+    private void backwardStaged(Tensor q, Tensor k, Tensor v, Tensor dout, int queryStart, AttentionSpec spec, Tensor dq,
+                                Tensor dk, Tensor dv, int warps) {
+        int tq = q.size(0);
+        int hq = q.size(1);
+        int d = q.size(2);
+        int s = k.size(0);
+        int hkv = k.size(1);
+        int rows = 16 * warps;                // queries (dq) or keys (dk/dv) a block
+        int threads = 32 * warps;
+        int splits = warps == 8 ? splits(s, hq, hkv, true) : splits(s, hq, hkv, rows, 2 * B_KV_BLOCKS);
+        long items = (long) tq * hq;
+        long part = splits > 1 ? (long) splits * s * hkv * d : 0;
+        // [2, T, Hq] lse and delta, then the splits' partial dk and dv, each [splits, S, Hkv, D]
+        Tensor scratch = ctx.scratch(CudaContext.Scratch.ATTENTION_BACKWARD, DType.F32, 2 * items + 2 * part);
+        Tensor lse = scratch.slice(0, 0, items);
+        Tensor delta = scratch.slice(0, items, 2 * items);
+        long qn = items * d;
+        long kn = (long) s * hkv * d;
+        // bf16 q, dout [T, Hq, D], then k, v [S, Hkv, D], contiguous
+        Tensor staged = ctx.scratch(CudaContext.Scratch.ATTENTION_BF16, DType.BF16, stagingElements("bf16v3", tq, s, hq, hkv, d));
+        Tensor q16 = staged.slice(0, 0, qn);
+        Tensor do16 = staged.slice(0, qn, 2 * qn);
+        Tensor k16 = staged.slice(0, 2 * qn, 2 * qn + kn);
+        Tensor v16 = staged.slice(0, 2 * qn + kn, 2 * qn + 2 * kn);
+        long[] qs = q.strides();
+        long[] ks = k.strides();
+        long[] vs = v.strides();
+        long[] os = dout.strides();
+        long[] dqs = dq.strides();
+        boolean[] parts = parts();
+        if (parts[0]) {
+            Launcher.launch(toBf16Pair, ctx.stream.handle(), (qn / 4 + 255) / 256, 2, 256, 0, q, qs[0], qs[1], q16, dout, os[0],
+                    os[1], do16, tq, hq, d);
+            Launcher.launch(toBf16Pair, ctx.stream.handle(), (kn / 4 + 255) / 256, 2, 256, 0, k, ks[0], ks[1], k16, v, vs[0], vs[1],
+                    v16, s, hkv, d);
+        }
+        int window = spec.slidingWindow();
+        float scale = spec.scale();
+
+        Kernel kq = warps == 8 ? (d == 64 ? b3BackwardQ64 : b3BackwardQ128) : d == 64 ? b4BackwardQ64 : b4BackwardQ128;
+        int sharedQ = 2 * (rows * (2 * d + 16) + 2 * B3_BN * (2 * d + 16));
+        kq.allowDynamicShared(sharedQ);
+        long qTiles = (tq + rows - 1) / rows;
+        if (parts[0]) {
+            Launcher.launch(kq, ctx.stream.handle(), qTiles * hq, 1, threads, sharedQ, q16, k16, v16, do16, dout, os[0], os[1],
+                    dq, dqs[0], dqs[1], lse, delta, tq, hq, hkv, queryStart, window, scale, spec.sinks());
+        }
+        if (!parts[1]) {
+            return;
+        }
+
+        Tensor kOut = dk;
+        Tensor vOut = dv;
+        long kS = dk.strides()[0];
+        long kH = dk.strides()[1];
+        long vS = dv.strides()[0];
+        long vH = dv.strides()[1];
+        long kP = 0;
+        long vP = 0;
+        if (splits > 1) {
+            kOut = scratch.slice(0, 2 * items, 2 * items + part);
+            vOut = scratch.slice(0, 2 * items + part, 2 * items + 2 * part);
+            kS = (long) hkv * d;
+            kH = d;
+            kP = (long) s * hkv * d;
+            vS = kS;
+            vH = kH;
+            vP = kP;
+        }
+        Kernel kkv = warps == 8 ? (d == 64 ? b3BackwardKv64 : b3BackwardKv128) : d == 64 ? b4BackwardKv64 : b4BackwardKv128;
+        int bq = bTile3(d);
+        int sharedKv = 2 * (rows + 2 * bq) * (2 * d + 16) + 16 * bq;
+        kkv.allowDynamicShared(sharedKv);
+        long kTiles = (s + rows - 1) / rows;
+        Launcher.launch(kkv, ctx.stream.handle(), kTiles * hkv * splits, 1, threads, sharedKv, q16, k16, v16, do16, kOut, kS, kH,
+                kP, vOut, vS, vH, vP, lse, delta, tq, s, hq, hkv, queryStart, window, scale, splits);
+        if (splits > 1) {
+            ctx.launch(sumSplits, ctx.gridFor((long) s * hkv * d, 256), 256, kOut, splits, s, hkv, d, dk,
+                    dk.strides()[0], dk.strides()[1]);
+            ctx.launch(sumSplits, ctx.gridFor((long) s * hkv * d, 256), 256, vOut, splits, s, hkv, d, dv,
+                    dv.strides()[0], dv.strides()[1]);
+        }
+    }
+
+    /** Queries a streamed tile of the bf16v3 dk/dv kernel (AB3_BQ64 / AB3_BQ128 in attention_bf16.cu). */
+    private static int bTile3(int d) {
+        return d == 64 ? 64 : 32;
     }
 }

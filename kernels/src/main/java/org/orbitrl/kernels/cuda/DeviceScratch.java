@@ -14,7 +14,9 @@ package org.orbitrl.kernels.cuda;
  *       is then exactly {@link #STAGING_BYTES}.</li>
  *   <li><b>Attention backward</b> ({@link #attentionBackwardBytes}): the rows' log-sum-exp and
  *       delta {@code [2, T, Hq]} and, when the group's query heads are split across blocks, the
- *       splits' partial dk and dv {@code [splits, S, Hkv, D + Dv]}, f32.</li>
+ *       splits' partial dk and dv {@code [splits, S, Hkv, D + Dv]}, f32; and where the default
+ *       tensor-core variant stages bf16 copies ({@code bf16v3}, {@code bf16v4}), those of q, dout, k and v
+ *       ({@link CudaMmaAttention#stagingElements}), bf16, a buffer of their own.</li>
  *   <li><b>RoPE tables</b> ({@link #ropeTableBytes}): cos and sin {@code [maxPositions, rotary/2]}
  *       f32, uploaded once per table.</li>
  * </ul>
@@ -85,6 +87,10 @@ public final class DeviceScratch {
         }
         long items = (long) t * hq;
         long parts = 0;
+        long staged = 0;
+        if (d == dv && (d == 64 || d == 128)) {
+            staged = CudaMmaAttention.stagingElements(CudaMmaAttention.DEFAULT, t, s, hq, hkv, d);
+        }
         if (CudaTiledAttentionBackward.fits(d, dv)) {
             int splits = CudaTiledAttentionBackward.splits(s, hq, hkv);
             if (d == dv && (d == 64 || d == 128)) {
@@ -92,7 +98,21 @@ public final class DeviceScratch {
             }
             parts = splits > 1 ? (long) splits * s * hkv * (d + dv) : 0;
         }
-        return allocationBytes(2 * items + parts, 4);
+        return allocationBytes(2 * items + parts, 4) + (staged > 0 ? allocationBytes(staged, 2) : 0);
+    }
+
+    /**
+     * Bytes of the tensor-core attention forward's scratch for {@code s} keys with {@code hkv} kv heads
+     * and head dims {@code d} = {@code dv}: the bf16 copies of k and v where the default variant stages
+     * them ({@code bf16v4}), else 0. The backward's scratch ({@link #attentionBackwardBytes}) is the
+     * same buffer and at least as large.
+     */
+    public static long attentionForwardBytes(int s, int hkv, int d, int dv) {
+        if (d != dv || (d != 64 && d != 128) || s == 0) {
+            return 0;
+        }
+        long staged = CudaMmaAttention.forwardStagingElements(CudaMmaAttention.DEFAULT, s, hkv, d);
+        return staged > 0 ? allocationBytes(staged, 2) : 0;
     }
 
     /** Bytes of one RoPE table on the device: cos and sin, {@code [maxPositions, rotaryDim / 2]} f32 each. */

@@ -26,6 +26,14 @@
 // Pipeline: a block loads the next streamed tile's f32 rows into registers before the current tile's
 // products, and converts and stores them into the other of two shared buffers after; one barrier a tile.
 // Every sum runs in an order fixed by the shapes; no atomics: results are identical run to run.
+//
+// Two instances of each kernel: ab_* and ab2_* (FAST: the exponent in base 2 with the scale folded into
+// one fma, masks only on the tiles a causal or window edge crosses, the running output rescaled only when
+// a row maximum grew, dq and dk scaled once at the end; lse in log2 units between ab2_backward_q and
+// ab2_backward_kv). Same tiles, launches and summation orders. ab3_* (backward) and ab4_* (forward and
+// backward, blocks of 4 warps) take bf16 copies of their inputs (ab_to_bf16_pair: the staging's rounding,
+// once per call) and copy tiles by cp.async (16 bytes, zero-filled rows past the end) into the same
+// shared layouts; see the comments at their entry points.
 
 #define AB_THREADS 256  // 8 warps
 #define AB_BM 128       // queries per block (forward, dq): 8 warps of 16 rows
@@ -67,20 +75,20 @@ __device__ __forceinline__ void ab_mma(float* c, const u32* a, u32 b0, u32 b1) {
 }
 
 // One thread's share of an f32 tile [ROWS, W] in registers: load (rows from rowPtr(r), zeros where it
-// gives 0), then store into shared bf16 [ROWS][W + 8].
-template <int ROWS, int W>
+// gives 0), then store into shared bf16 [ROWS][W + 8]; NT threads a block.
+template <int ROWS, int W, int NT = AB_THREADS>
 struct AbTile {
-    static constexpr int PER = ROWS * (W / 4) / AB_THREADS;
+    static constexpr int PER = ROWS * (W / 4) / NT;
     float4 x[PER];
 
     template <typename RowPtr>
     __device__ __forceinline__ void load(RowPtr rowPtr) {
 #pragma unroll
         for (int u = 0; u < PER; u++) {
-            int idx = threadIdx.x + u * AB_THREADS;
+            int idx = threadIdx.x + u * NT;
             int r = idx / (W / 4);
             int c = (idx - r * (W / 4)) * 4;
-            const float* src = rowPtr(r);
+            const float* src = (const float*) rowPtr(r);   // E = float wherever this runs
             x[u] = src != 0 ? *(const float4*) (src + c) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         }
     }
@@ -88,7 +96,7 @@ struct AbTile {
     __device__ __forceinline__ void store(u16* sh) const {
 #pragma unroll
         for (int u = 0; u < PER; u++) {
-            int idx = threadIdx.x + u * AB_THREADS;
+            int idx = threadIdx.x + u * NT;
             int r = idx / (W / 4);
             int c = (idx - r * (W / 4)) * 4;
             *(uint2*) (sh + r * (W + 8) + c) = make_uint2(ab_pack(x[u].x, x[u].y), ab_pack(x[u].z, x[u].w));
@@ -175,6 +183,15 @@ __device__ __forceinline__ float ab_quad_sum(float v) {
     return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
+// 2^x (ex2.approx.ftz: relative error about 2^-22; 2^-inf = +0).
+__device__ __forceinline__ float ab_ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+#define AB_LOG2E 1.4426950408889634f
+
 __device__ __forceinline__ bool ab_visible(int pos, int key, int window) {
     return key <= pos && (window <= 0 || pos - key < window);
 }
@@ -213,10 +230,81 @@ __device__ __forceinline__ void ab_stream_keys(u16* kv, const float* kb, i64 kS,
     }
 }
 
+// 16-byte (4-byte) asynchronous copy global -> shared; zeros in place of the source where !valid (then
+// nothing is read; src must still be a valid address).
+__device__ __forceinline__ void ab_cp16(u16* dst, const void* src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(ab_smem(dst)), "l"(src), "r"(valid ? 16 : 0)
+                 : "memory");
+}
+
+__device__ __forceinline__ void ab_cp4(float* dst, const void* src, bool valid) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(ab_smem(dst)), "l"(src), "r"(valid ? 4 : 0)
+                 : "memory");
+}
+
+__device__ __forceinline__ void ab_commit() {
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+template <int N>
+__device__ __forceinline__ void ab_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Issues the copies of a bf16 tile [ROWS, W] (row r from rowPtr(r), zeros where it gives 0; rows 16-byte
+// aligned) into shared [ROWS][W + 8] by the block's NT threads; any: a valid address for the zero rows.
+// No commit.
+template <int ROWS, int W, int NT, typename RowPtr>
+__device__ __forceinline__ void ab_cp_tile(u16* sh, const u16* any, RowPtr rowPtr) {
+    constexpr int CH = W / 8;                      // 16-byte chunks a row
+    static_assert(ROWS * CH % NT == 0, "whole chunks a thread");
+#pragma unroll
+    for (int u = 0; u < ROWS * CH / NT; u++) {
+        int idx = threadIdx.x + u * NT;
+        int r = idx / CH;
+        int c = (idx - r * CH) * 8;
+        const u16* src = rowPtr(r);
+        ab_cp16(sh + r * (W + 8) + c, src != 0 ? src + c : any, src != 0);
+    }
+}
+
+// As ab_stream_keys with bf16 sources (kb, vb: bf16 rows of stride kS, vS elements), copied by cp.async:
+// the next tile's copies are issued before the current tile's body; two barriers a tile. Every copy
+// group the caller committed earlier is complete (and, through the first barrier, visible) before body.
+template <int D, int DV, int BN, int NT, typename Body>
+__device__ __forceinline__ void ab_stream_keys16(u16* kv, const u16* kb, i64 kS, const u16* vb, i64 vS, int lo, int hi,
+                                                 Body body) {
+    constexpr int BUF = BN * (D + 8) + BN * (DV + 8);
+    auto issue = [&](int k0, u16* dst) {
+        ab_cp_tile<BN, D, NT>(dst, kb, [&](int r) { return k0 + r <= hi ? kb + (i64) (k0 + r) * kS : (const u16*) 0; });
+        ab_cp_tile<BN, DV, NT>(dst + BN * (D + 8), vb,
+                           [&](int r) { return k0 + r <= hi ? vb + (i64) (k0 + r) * vS : (const u16*) 0; });
+        ab_commit();
+    };
+    issue(lo, kv);
+    int it = 0;
+    for (int k0 = lo; k0 <= hi; k0 += BN, it++) {
+        u16* ksh = kv + (it & 1) * BUF;
+        if (k0 + BN <= hi) {
+            issue(k0 + BN, kv + ((it + 1) & 1) * BUF);   // that buffer's last reader passed the barrier below
+            ab_wait<1>();
+        } else {
+            ab_wait<0>();
+        }
+        __syncthreads();
+        body(ksh, ksh + BN * (D + 8), k0);
+        __syncthreads();
+    }
+}
+
 // The online softmax of one warp's 16 query rows (fragments qf) over the key tiles lo .. hi: m, l per
 // row, acc the unnormalised output. Called by every thread of the block.
-template <int D, int DV, int BN>
-__device__ __forceinline__ void ab_online(const u32 qf[D / 16][4], u16* kv, const float* kb, i64 kS, const float* vb,
+// FAST (the bf16v2 kernels): m in log2 units (scores times scale * log2 e, folded into one fma before
+// ex2), the mask applied only on tiles where some key is hidden from some row of the warp, and acc, l
+// rescaled only when a row maximum of the warp grew (a factor of exactly 1 otherwise).
+// E: float (k, v f32, staged through registers; NW = 8) or u16 (bf16 copies, cp.async). NW warps a block.
+template <int D, int DV, int BN, bool FAST, typename E, int NW>
+__device__ __forceinline__ void ab_online(const u32 qf[D / 16][4], u16* kv, const E* kb, i64 kS, const E* vb,
                                           i64 vS, int t0, int T, int qs, int window, float scale, int lo, int hi,
                                           float m[2], float l[2], float acc[DV / 8][4]) {
     int warp = threadIdx.x >> 5;
@@ -226,11 +314,74 @@ __device__ __forceinline__ void ab_online(const u32 qf[D / 16][4], u16* kv, cons
     int wLast = min(wFirst + 15, T - 1);
     int pos[2] = {qs + wFirst + g, qs + wFirst + g + 8};
     bool row[2] = {wFirst + g < T, wFirst + g + 8 < T};
-    ab_stream_keys<D, DV, BN>(kv, kb, kS, vb, vS, lo, hi, [&](const u16* ksh, const u16* vsh, int k0) {
+    float sc2 = scale * AB_LOG2E;
+    auto body = [&](const u16* ksh, const u16* vsh, int k0) {
         // warp-uniform: no key of the tile is visible to a query of the warp
         if (wFirst > wLast || k0 > qs + wLast || (window > 0 && qs + wFirst - (k0 + BN - 1) >= window)) return;
         float s[BN / 8][4];
         ab_dot_frags<D, BN>(qf, ksh, s);
+        if constexpr (FAST) {
+            // warp-uniform: every key of the tile visible to every row of the warp
+            bool full = wLast == wFirst + 15 && k0 + BN - 1 <= qs + wFirst && (window <= 0 || qs + wLast - k0 < window);
+            float mx[2] = {-ORBIT_INF, -ORBIT_INF};
+            if (!full) {
+#pragma unroll
+                for (int n = 0; n < BN / 8; n++) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        int i = e >> 1;
+                        int key = k0 + n * 8 + 2 * c + (e & 1);
+                        s[n][e] = row[i] && ab_visible(pos[i], key, window) ? s[n][e] : -ORBIT_INF;
+                    }
+                }
+            }
+#pragma unroll
+            for (int n = 0; n < BN / 8; n++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
+            }
+            float mn[2], sum[2] = {0.0f, 0.0f};
+#pragma unroll
+            for (int i = 0; i < 2; i++) mn[i] = fmaxf(m[i], ab_quad_max(mx[i]) * sc2);   // scale > 0
+            if (__any_sync(0xffffffffu, mn[0] != m[0] || mn[1] != m[1])) {
+#pragma unroll
+                for (int i = 0; i < 2; i++) {
+                    float corr = mn[i] == -ORBIT_INF ? 1.0f : ab_ex2(m[i] - mn[i]);
+                    l[i] *= corr;
+                    m[i] = mn[i];
+#pragma unroll
+                    for (int n = 0; n < DV / 8; n++) {
+                        acc[n][2 * i] *= corr;
+                        acc[n][2 * i + 1] *= corr;
+                    }
+                }
+            }
+            if (full) {
+#pragma unroll
+                for (int n = 0; n < BN / 8; n++) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        float p = ab_ex2(fmaf(s[n][e], sc2, -mn[e >> 1]));
+                        sum[e >> 1] += p;
+                        s[n][e] = p;
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int n = 0; n < BN / 8; n++) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        float p = s[n][e] == -ORBIT_INF ? 0.0f : ab_ex2(fmaf(s[n][e], sc2, -mn[e >> 1]));
+                        sum[e >> 1] += p;
+                        s[n][e] = p;
+                    }
+                }
+            }
+            l[0] += ab_quad_sum(sum[0]);
+            l[1] += ab_quad_sum(sum[1]);
+            ab_accumulate<DV, BN>(s, vsh, acc);
+            return;
+        }
         float mx[2] = {-ORBIT_INF, -ORBIT_INF};
 #pragma unroll
         for (int n = 0; n < BN / 8; n++) {
@@ -268,27 +419,36 @@ __device__ __forceinline__ void ab_online(const u32 qf[D / 16][4], u16* kv, cons
         l[0] += ab_quad_sum(sum[0]);
         l[1] += ab_quad_sum(sum[1]);
         ab_accumulate<DV, BN>(s, vsh, acc);
-    });
+    };
+    if constexpr (sizeof(E) == 2) {
+        ab_stream_keys16<D, DV, BN, 32 * NW>(kv, kb, kS, vb, vS, lo, hi, body);
+    } else {
+        static_assert(NW == 8, "f32 sources: blocks of AB_THREADS");
+        ab_stream_keys<D, DV, BN>(kv, kb, kS, vb, vS, lo, hi, body);
+    }
 }
 
 // Grid ceil(T / AB_BM) * Hq, block AB_THREADS; dynamic shared 2 * (AB_BM * (D + 8) + 2 * BN * (D + DV + 16))
 // bytes. out [T, Hq, DV]. Later query tiles (more keys) launch first.
-template <int D, int DV, int BN>
-__device__ __forceinline__ void ab_forward(const float* q, i64 qT, i64 qH, const float* k, i64 kS, i64 kH, const float* v,
+// E: float (k, v as given; NW = 8) or u16 (bf16 copies, cp.async); q f32 either way. NW warps a block of
+// BM = 16 NW queries: the grid and shared size above with BM, 32 NW threads in place of AB_BM, AB_THREADS.
+template <int D, int DV, int BN, bool FAST, typename E, int NW>
+__device__ __forceinline__ void ab_forward(const float* q, i64 qT, i64 qH, const E* k, i64 kS, i64 kH, const E* v,
                                            i64 vS, i64 vH, float* out, i64 oT, i64 oH, int T, int Hq, int Hkv, int qs,
                                            int window, float scale, const float* sinks) {
+    constexpr int BM = 16 * NW;
     extern __shared__ __align__(16) u16 ab_sm[];
-    u16* qsh = ab_sm;                         // [AB_BM][D + 8]
-    u16* kv = qsh + AB_BM * (D + 8);          // 2 x (k [BN][D + 8], v [BN][DV + 8])
-    int tiles = (T + AB_BM - 1) / AB_BM;
+    u16* qsh = ab_sm;                         // [BM][D + 8]
+    u16* kv = qsh + BM * (D + 8);             // 2 x (k [BN][D + 8], v [BN][DV + 8])
+    int tiles = (T + BM - 1) / BM;
     int h = blockIdx.x % Hq;
-    int t0 = (tiles - 1 - (int) (blockIdx.x / Hq)) * AB_BM;
+    int t0 = (tiles - 1 - (int) (blockIdx.x / Hq)) * BM;
     int kvh = h / (Hq / Hkv);
-    int tLast = min(t0 + AB_BM - 1, T - 1);
+    int tLast = min(t0 + BM - 1, T - 1);
     int hi = qs + tLast;
     int lo = window > 0 ? max(0, qs + t0 - window + 1) : 0;
     {
-        AbTile<AB_BM, D> qt;
+        AbTile<BM, D, 32 * NW> qt;
         qt.load([&](int r) { return t0 + r < T ? q + (i64) (t0 + r) * qT + (i64) h * qH : (const float*) 0; });
         qt.store(qsh);
     }
@@ -297,12 +457,12 @@ __device__ __forceinline__ void ab_forward(const float* q, i64 qT, i64 qH, const
     ab_frags<D>(qsh + (threadIdx.x >> 5) * 16 * (D + 8), qf);
 
     float m[2], l[2], acc[DV / 8][4];
-    float sink = sinks != 0 ? sinks[h] : -ORBIT_INF;
+    float sink = sinks != 0 ? sinks[h] * (FAST ? AB_LOG2E : 1.0f) : -ORBIT_INF;
     m[0] = m[1] = sink;
     l[0] = l[1] = sinks != 0 ? 1.0f : 0.0f;
 #pragma unroll
     for (int n = 0; n < DV / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    ab_online<D, DV, BN>(qf, kv, k + (i64) kvh * kH, kS, v + (i64) kvh * vH, vS, t0, T, qs, window, scale, lo, hi, m, l,
+    ab_online<D, DV, BN, FAST, E, NW>(qf, kv, k + (i64) kvh * kH, kS, v + (i64) kvh * vH, vS, t0, T, qs, window, scale, lo, hi, m, l,
                          acc);
 
     int g = (threadIdx.x & 31) >> 2;
@@ -326,30 +486,44 @@ __device__ __forceinline__ void ab_forward(const float* q, i64 qT, i64 qH, const
 // 2 * (AB_BM * (D + DV + 16) + 2 * BN * (D + DV + 16)) bytes.
 // Pass 1 recomputes the rows' softmax (as ab_forward) and writes lse and delta = dout . o [T, Hq];
 // pass 2 sums dq = scale * sum_j p_j (dp_j - delta) k_j over the key tiles. dq [T, Hq, D].
-template <int D, int DV, int BN>
-__device__ __forceinline__ void ab_backward_q(const float* q, i64 qT, i64 qH, const float* k, i64 kS, i64 kH,
-                                              const float* v, i64 vS, i64 vH, const float* dout, i64 oT, i64 oH,
+// FAST: lse in log2 units (log2 of the row's softmax denominator of 2^(scale log2 e q.k)), the mask only
+// on tiles where some key is hidden from some row of the warp, scale applied to dq once at the end.
+// E: float (q, k, v, dout as given) or u16 (bf16 copies of the same shapes: q, k, v, do point at them,
+// cp.async); dout (f32) feeds delta either way. NW warps a block of BM = 16 NW queries (8 for f32 sources);
+// the grid and shared size above with BM, 32 NW threads, in place of AB_BM, AB_THREADS.
+template <int D, int DV, int BN, bool FAST, typename E, int NW>
+__device__ __forceinline__ void ab_backward_q(const E* q, i64 qT, i64 qH, const E* k, i64 kS, i64 kH,
+                                              const E* v, i64 vS, i64 vH, const E* dob, i64 dobT, i64 dobH,
+                                              const float* dout, i64 oT, i64 oH,
                                               float* dq, i64 dqT, i64 dqH, float* lse, float* delta, int T, int Hq,
                                               int Hkv, int qs, int window, float scale, const float* sinks) {
+    constexpr int BM = 16 * NW;
     extern __shared__ __align__(16) u16 ab_sm[];
-    u16* qsh = ab_sm;                         // [AB_BM][D + 8]
-    u16* osh = qsh + AB_BM * (D + 8);         // [AB_BM][DV + 8] dout
-    u16* kv = osh + AB_BM * (DV + 8);         // 2 x (k [BN][D + 8], v [BN][DV + 8])
-    int tiles = (T + AB_BM - 1) / AB_BM;
+    u16* qsh = ab_sm;                         // [BM][D + 8]
+    u16* osh = qsh + BM * (D + 8);         // [BM][DV + 8] dout
+    u16* kv = osh + BM * (DV + 8);         // 2 x (k [BN][D + 8], v [BN][DV + 8])
+    int tiles = (T + BM - 1) / BM;
     int h = blockIdx.x % Hq;
-    int t0 = (tiles - 1 - (int) (blockIdx.x / Hq)) * AB_BM;
+    int t0 = (tiles - 1 - (int) (blockIdx.x / Hq)) * BM;
     int kvh = h / (Hq / Hkv);
-    int tLast = min(t0 + AB_BM - 1, T - 1);
+    int tLast = min(t0 + BM - 1, T - 1);
     int hi = qs + tLast;
     int lo = window > 0 ? max(0, qs + t0 - window + 1) : 0;
-    const float* kb = k + (i64) kvh * kH;
-    const float* vb = v + (i64) kvh * vH;
-    {
-        AbTile<AB_BM, D> qt;
+    const E* kb = k + (i64) kvh * kH;
+    const E* vb = v + (i64) kvh * vH;
+    if constexpr (sizeof(E) == 2) {
+        ab_cp_tile<BM, D, 32 * NW>(qsh, q, [&](int r) { return t0 + r < T ? q + (i64) (t0 + r) * qT + (i64) h * qH : (const E*) 0; });
+        ab_cp_tile<BM, DV, 32 * NW>(osh, dob,
+                              [&](int r) { return t0 + r < T ? dob + (i64) (t0 + r) * dobT + (i64) h * dobH : (const E*) 0; });
+        ab_commit();
+        ab_wait<0>();
+    } else {
+        static_assert(NW == 8, "f32 sources: blocks of AB_THREADS");
+        AbTile<BM, D> qt;
         qt.load([&](int r) { return t0 + r < T ? q + (i64) (t0 + r) * qT + (i64) h * qH : (const float*) 0; });
         qt.store(qsh);
-        AbTile<AB_BM, DV> ot;
-        ot.load([&](int r) { return t0 + r < T ? dout + (i64) (t0 + r) * oT + (i64) h * oH : (const float*) 0; });
+        AbTile<BM, DV> ot;
+        ot.load([&](int r) { return t0 + r < T ? dob + (i64) (t0 + r) * dobT + (i64) h * dobH : (const float*) 0; });
         ot.store(osh);
     }
     __syncthreads();
@@ -358,12 +532,12 @@ __device__ __forceinline__ void ab_backward_q(const float* q, i64 qT, i64 qH, co
     ab_frags<D>(qsh + warp * 16 * (D + 8), qf);
 
     float m[2], l[2], acc[DV / 8][4];
-    float sink = sinks != 0 ? sinks[h] : -ORBIT_INF;
+    float sink = sinks != 0 ? sinks[h] * (FAST ? AB_LOG2E : 1.0f) : -ORBIT_INF;
     m[0] = m[1] = sink;
     l[0] = l[1] = sinks != 0 ? 1.0f : 0.0f;
 #pragma unroll
     for (int n = 0; n < DV / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    ab_online<D, DV, BN>(qf, kv, kb, kS, vb, vS, t0, T, qs, window, scale, lo, hi, m, l, acc);
+    ab_online<D, DV, BN, FAST, E, NW>(qf, kv, kb, kS, vb, vS, t0, T, qs, window, scale, lo, hi, m, l, acc);
 
     int g = (threadIdx.x & 31) >> 2;
     int c = threadIdx.x & 3;
@@ -384,7 +558,7 @@ __device__ __forceinline__ void ab_backward_q(const float* q, i64 qT, i64 qH, co
             for (int n = 0; n < DV / 8; n++) part += acc[n][2 * i] * inv * dor[n * 8] + acc[n][2 * i + 1] * inv * dor[n * 8 + 1];
         }
         dl[i] = ab_quad_sum(part);
-        L[i] = row[i] ? m[i] + logf(l[i]) : 0.0f;
+        L[i] = row[i] ? (FAST ? m[i] + __log2f(l[i]) : m[i] + logf(l[i])) : 0.0f;
         if (c == 0 && row[i]) {
             lse[(i64) t * Hq + h] = L[i];
             delta[(i64) t * Hq + h] = dl[i];
@@ -395,33 +569,67 @@ __device__ __forceinline__ void ab_backward_q(const float* q, i64 qT, i64 qH, co
 #pragma unroll
     for (int n = 0; n < D / 8; n++) dqa[n][0] = dqa[n][1] = dqa[n][2] = dqa[n][3] = 0.0f;
     const u16* orows = osh + warp * 16 * (DV + 8);
-    ab_stream_keys<D, DV, BN>(kv, kb, kS, vb, vS, lo, hi, [&](const u16* ksh, const u16* vsh, int k0) {
+    float sc2 = scale * AB_LOG2E;
+    auto body = [&](const u16* ksh, const u16* vsh, int k0) {
         if (wFirst > wLast || k0 > qs + wLast || (window > 0 && qs + wFirst - (k0 + BN - 1) >= window)) return;
         float s[BN / 8][4], dp[BN / 8][4];
         ab_dot_frags<D, BN>(qf, ksh, s);
         ab_dot_rows<DV, BN>(orows, vsh, dp);
+        if constexpr (FAST) {
+            bool full = wLast == wFirst + 15 && k0 + BN - 1 <= qs + wFirst && (window <= 0 || qs + wLast - k0 < window);
+            if (full) {
 #pragma unroll
-        for (int n = 0; n < BN / 8; n++) {
+                for (int n = 0; n < BN / 8; n++) {
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int i = e >> 1;
-                int key = k0 + n * 8 + 2 * c + (e & 1);
-                bool vis = row[i] && ab_visible(pos[i], key, window);
-                float p = vis ? __expf(s[n][e] * scale - L[i]) : 0.0f;
-                s[n][e] = vis ? p * (dp[n][e] - dl[i]) * scale : 0.0f;
+                    for (int e = 0; e < 4; e++) {
+                        int i = e >> 1;
+                        float p = ab_ex2(fmaf(s[n][e], sc2, -L[i]));
+                        s[n][e] = p * (dp[n][e] - dl[i]);
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int n = 0; n < BN / 8; n++) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        int i = e >> 1;
+                        int key = k0 + n * 8 + 2 * c + (e & 1);
+                        bool vis = row[i] && ab_visible(pos[i], key, window);
+                        float p = ab_ex2(fmaf(s[n][e], sc2, -L[i]));
+                        s[n][e] = vis ? p * (dp[n][e] - dl[i]) : 0.0f;
+                    }
+                }
+            }
+        } else {
+#pragma unroll
+            for (int n = 0; n < BN / 8; n++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int i = e >> 1;
+                    int key = k0 + n * 8 + 2 * c + (e & 1);
+                    bool vis = row[i] && ab_visible(pos[i], key, window);
+                    float p = vis ? __expf(s[n][e] * scale - L[i]) : 0.0f;
+                    s[n][e] = vis ? p * (dp[n][e] - dl[i]) * scale : 0.0f;
+                }
             }
         }
         ab_accumulate<D, BN>(s, ksh, dqa);
-    });
+    };
+    if constexpr (sizeof(E) == 2) {
+        ab_stream_keys16<D, DV, BN, 32 * NW>(kv, kb, kS, vb, vS, lo, hi, body);
+    } else {
+        ab_stream_keys<D, DV, BN>(kv, kb, kS, vb, vS, lo, hi, body);
+    }
 #pragma unroll
     for (int i = 0; i < 2; i++) {
         int t = wFirst + g + 8 * i;
         if (row[i]) {
             float* o = dq + (i64) t * dqT + (i64) h * dqH + 2 * c;
+            float f = FAST ? scale : 1.0f;
 #pragma unroll
             for (int n = 0; n < D / 8; n++) {
-                o[n * 8] = dqa[n][2 * i];
-                o[n * 8 + 1] = dqa[n][2 * i + 1];
+                o[n * 8] = dqa[n][2 * i] * f;
+                o[n * 8 + 1] = dqa[n][2 * i + 1] * f;
             }
         }
     }
@@ -431,22 +639,27 @@ __device__ __forceinline__ void ab_backward_q(const float* q, i64 qT, i64 qH, co
 // 2 * (AB_BK * (D + DV + 16) + 2 * BQ * (D + DV + 16)) + 16 * BQ bytes. Split p of kv head g sums the
 // query heads g * G + p * (G / splits) .. + G / splits - 1 (G = Hq / Hkv), query tiles ascending, heads
 // ascending within a tile, and writes its dk, dv rows to dk + p * dkP, dv + p * dvP. lse, delta from
-// ab_backward_q.
-template <int D, int DV, int BQ>
-__device__ __forceinline__ void ab_backward_kv(const float* q, i64 qT, i64 qH, const float* k, i64 kS, i64 kH,
-                                               const float* v, i64 vS, i64 vH, const float* dout, i64 oT, i64 oH,
+// ab_backward_q<FAST> (FAST: lse in log2 units, the mask only on tiles where some query of the tile does
+// not see some key of the warp, scale applied to dk once at the end).
+// E: float (q, k, v, dout as given, staged through registers) or u16 (bf16 copies, cp.async). NW warps a
+// block of BK = 16 NW keys (8 for f32 sources); grid and shared size above with BK, 32 NW threads.
+template <int D, int DV, int BQ, bool FAST, typename E, int NW>
+__device__ __forceinline__ void ab_backward_kv(const E* q, i64 qT, i64 qH, const E* k, i64 kS, i64 kH,
+                                               const E* v, i64 vS, i64 vH, const E* dout, i64 oT, i64 oH,
                                                float* dk, i64 dkS, i64 dkH, i64 dkP, float* dv, i64 dvS, i64 dvH,
                                                i64 dvP, const float* lse, const float* delta, int T, int S, int Hq,
                                                int Hkv, int qs, int window, float scale, int splits) {
     constexpr int BUF = BQ * (D + 8) + BQ * (DV + 8);
+    constexpr int BK = 16 * NW;
+    static_assert(2 * BQ <= 32 * NW, "a thread for each lse and delta of a tile");
     extern __shared__ __align__(16) u16 ab_sm[];
-    u16* ksh = ab_sm;                         // [AB_BK][D + 8] resident keys
-    u16* vsh = ksh + AB_BK * (D + 8);         // [AB_BK][DV + 8] resident values
-    u16* qo = vsh + AB_BK * (DV + 8);         // 2 x (q [BQ][D + 8], dout [BQ][DV + 8]) streamed
+    u16* ksh = ab_sm;                         // [BK][D + 8] resident keys
+    u16* vsh = ksh + BK * (D + 8);         // [BK][DV + 8] resident values
+    u16* qo = vsh + BK * (DV + 8);         // 2 x (q [BQ][D + 8], dout [BQ][DV + 8]) streamed
     float* ld = (float*) (qo + 2 * BUF);      // 2 x (lse [BQ], delta [BQ])
     int split = blockIdx.x % splits;
     int gk = (blockIdx.x / splits) % Hkv;
-    int s0 = (int) (blockIdx.x / (splits * Hkv)) * AB_BK;
+    int s0 = (int) (blockIdx.x / (splits * Hkv)) * BK;
     int G = Hq / Hkv;
     int per = G / splits;
     int h0 = gk * G + split * per;
@@ -455,7 +668,7 @@ __device__ __forceinline__ void ab_backward_kv(const float* q, i64 qT, i64 qH, c
     int c = threadIdx.x & 3;
     int tBeg = max(0, s0 - qs);               // first query that sees a key of the block
     int tEnd = T - 1;
-    if (window > 0) tEnd = min(tEnd, s0 + AB_BK - 1 + window - 1 - qs);
+    if (window > 0) tEnd = min(tEnd, s0 + BK - 1 + window - 1 - qs);
     int wKey = s0 + warp * 16;                // first key of the warp
     int key[2] = {wKey + g, wKey + g + 8};
     int nItems = tBeg <= tEnd ? ((tEnd - tBeg) / BQ + 1) * per : 0; // (query tile, head) pairs
@@ -463,18 +676,36 @@ __device__ __forceinline__ void ab_backward_kv(const float* q, i64 qT, i64 qH, c
     AbTile<BQ, D> qt;
     AbTile<BQ, DV> ot;
     float pl = 0.0f, pd = 0.0f;               // lse, delta of query threadIdx.x of the tile (threads < BQ)
-    auto load = [&](int item) {
+    // bf16 sources: the copies of an item's q, dout, lse, delta into buffer buf, one commit group
+    auto issue = [&](auto item, int buf) {
         int tq = tBeg + (item / per) * BQ;
         int h = h0 + item % per;
-        qt.load([&](int r) { return tq + r <= tEnd ? q + (i64) (tq + r) * qT + (i64) h * qH : (const float*) 0; });
-        ot.load([&](int r) { return tq + r <= tEnd ? dout + (i64) (tq + r) * oT + (i64) h * oH : (const float*) 0; });
+        u16* qd = qo + buf * BUF;
+        ab_cp_tile<BQ, D, 32 * NW>(qd, q, [&](int r) { return tq + r <= tEnd ? q + (i64) (tq + r) * qT + (i64) h * qH : (const E*) 0; });
+        ab_cp_tile<BQ, DV, 32 * NW>(qd + BQ * (D + 8), dout,
+                           [&](int r) { return tq + r <= tEnd ? dout + (i64) (tq + r) * oT + (i64) h * oH : (const E*) 0; });
+        if (threadIdx.x < 2 * BQ) {
+            int j = threadIdx.x < BQ ? threadIdx.x : threadIdx.x - BQ;
+            int t = tq + j;
+            const float* src = threadIdx.x < BQ ? lse : delta;
+            ab_cp4(ld + buf * 2 * BQ + threadIdx.x, src + (t <= tEnd ? (i64) t * Hq + h : 0), t <= tEnd);
+        }
+        ab_commit();
+    };
+    // f32 sources (E = float; compiled but never called for u16): an item's rows into registers (load),
+    // then into buffer buf (store)
+    auto load = [&](auto item) {
+        int tq = tBeg + (item / per) * BQ;
+        int h = h0 + item % per;
+        qt.load([&](int r) { return tq + r <= tEnd ? q + (i64) (tq + r) * qT + (i64) h * qH : (const E*) 0; });
+        ot.load([&](int r) { return tq + r <= tEnd ? dout + (i64) (tq + r) * oT + (i64) h * oH : (const E*) 0; });
         if (threadIdx.x < BQ) {
             int t = tq + threadIdx.x;
             pl = t <= tEnd ? lse[(i64) t * Hq + h] : 0.0f;
             pd = t <= tEnd ? delta[(i64) t * Hq + h] : 0.0f;
         }
     };
-    auto store = [&](int buf) {
+    auto store = [&](auto buf) {
         qt.store(qo + buf * BUF);
         ot.store(qo + buf * BUF + BQ * (D + 8));
         if (threadIdx.x < BQ) {
@@ -482,19 +713,29 @@ __device__ __forceinline__ void ab_backward_kv(const float* q, i64 qT, i64 qH, c
             ld[buf * 2 * BQ + BQ + threadIdx.x] = pd;
         }
     };
-    {
-        AbTile<AB_BK, D> kt;
+    if constexpr (sizeof(E) == 2) {
+        ab_cp_tile<BK, D, 32 * NW>(ksh, k, [&](int r) { return s0 + r < S ? k + (i64) (s0 + r) * kS + (i64) gk * kH : (const E*) 0; });
+        ab_cp_tile<BK, DV, 32 * NW>(vsh, v, [&](int r) { return s0 + r < S ? v + (i64) (s0 + r) * vS + (i64) gk * vH : (const E*) 0; });
+        if (nItems > 0) {
+            issue(0, 0);                      // one group with the resident keys and values
+        } else {
+            ab_commit();
+            ab_wait<0>();
+        }
+    } else {
+        static_assert(NW == 8, "f32 sources: blocks of AB_THREADS");
+        AbTile<BK, D> kt;
         kt.load([&](int r) { return s0 + r < S ? k + (i64) (s0 + r) * kS + (i64) gk * kH : (const float*) 0; });
         kt.store(ksh);
-        AbTile<AB_BK, DV> vt;
+        AbTile<BK, DV> vt;
         vt.load([&](int r) { return s0 + r < S ? v + (i64) (s0 + r) * vS + (i64) gk * vH : (const float*) 0; });
         vt.store(vsh);
+        if (nItems > 0) {
+            load(0);
+            store(0);
+        }
+        __syncthreads();
     }
-    if (nItems > 0) {
-        load(0);
-        store(0);
-    }
-    __syncthreads();
 
     float ak[D / 8][4], av[DV / 8][4];
 #pragma unroll
@@ -503,10 +744,21 @@ __device__ __forceinline__ void ab_backward_kv(const float* q, i64 qT, i64 qH, c
     for (int n = 0; n < DV / 8; n++) av[n][0] = av[n][1] = av[n][2] = av[n][3] = 0.0f;
     const u16* krows = ksh + warp * 16 * (D + 8);
     const u16* vrows = vsh + warp * 16 * (DV + 8);
+    float sc2 = scale * AB_LOG2E;
     for (int item = 0; item < nItems; item++) {
         int buf = item & 1;
         bool more = item + 1 < nItems;
-        if (more) load(item + 1);
+        if constexpr (sizeof(E) == 2) {
+            if (more) {
+                issue(item + 1, buf ^ 1);   // that buffer's last reader passed the barrier ending the previous item
+                ab_wait<1>();
+            } else {
+                ab_wait<0>();
+            }
+            __syncthreads();
+        } else {
+            if (more) load(item + 1);
+        }
         int tq = tBeg + (item / per) * BQ;
         int qLast = min(tq + BQ - 1, tEnd);
         // warp-uniform: no query of the tile sees a key of the warp
@@ -519,6 +771,36 @@ __device__ __forceinline__ void ab_backward_kv(const float* q, i64 qT, i64 qH, c
             float s[BQ / 8][4], dp[BQ / 8][4];
             ab_dot_rows<D, BQ>(krows, qsh, s);   // s^T [16 keys, BQ queries]
             ab_dot_rows<DV, BQ>(vrows, osh, dp); // dp^T
+            if constexpr (FAST) {
+                bool full = tq + BQ - 1 <= tEnd && wKey + 15 < S && wKey + 15 <= qs + tq
+                        && (window <= 0 || qs + tq + BQ - 1 - wKey < window);
+                if (full) {
+#pragma unroll
+                    for (int n = 0; n < BQ / 8; n++) {
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            int j = n * 8 + 2 * c + (e & 1);
+                            float p = ab_ex2(fmaf(s[n][e], sc2, -lsh[j]));
+                            dp[n][e] = p * (dp[n][e] - dsh[j]);
+                            s[n][e] = p;
+                        }
+                    }
+                } else {
+#pragma unroll
+                    for (int n = 0; n < BQ / 8; n++) {
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            int j = n * 8 + 2 * c + (e & 1);
+                            int t = tq + j;
+                            int kk = key[e >> 1];
+                            bool vis = t <= tEnd && kk < S && ab_visible(qs + t, kk, window);
+                            float p = vis ? ab_ex2(fmaf(s[n][e], sc2, -lsh[j])) : 0.0f;
+                            dp[n][e] = vis ? p * (dp[n][e] - dsh[j]) : 0.0f;
+                            s[n][e] = p;
+                        }
+                    }
+                }
+            } else {
 #pragma unroll
             for (int n = 0; n < BQ / 8; n++) {
 #pragma unroll
@@ -532,10 +814,13 @@ __device__ __forceinline__ void ab_backward_kv(const float* q, i64 qT, i64 qH, c
                     s[n][e] = p;
                 }
             }
+            }
             ab_accumulate<DV, BQ>(s, osh, av);
             ab_accumulate<D, BQ>(dp, qsh, ak);
         }
-        if (more) store(buf ^ 1);
+        if constexpr (sizeof(E) != 2) {
+            if (more) store(buf ^ 1);
+        }
         __syncthreads();
     }
 #pragma unroll
@@ -543,10 +828,11 @@ __device__ __forceinline__ void ab_backward_kv(const float* q, i64 qT, i64 qH, c
         int kk = key[i];
         if (kk < S) {
             float* ok = dk + (i64) split * dkP + (i64) kk * dkS + (i64) gk * dkH + 2 * c;
+            float f = FAST ? scale : 1.0f;
 #pragma unroll
             for (int n = 0; n < D / 8; n++) {
-                ok[n * 8] = ak[n][2 * i];
-                ok[n * 8 + 1] = ak[n][2 * i + 1];
+                ok[n * 8] = ak[n][2 * i] * f;
+                ok[n * 8 + 1] = ak[n][2 * i + 1] * f;
             }
             float* ov = dv + (i64) split * dvP + (i64) kk * dvS + (i64) gk * dvH + 2 * c;
 #pragma unroll
@@ -577,29 +863,150 @@ __device__ __forceinline__ void ab_backward_kv(const float* q, i64 qT, i64 qH, c
 #define AB_BQ128 32
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_forward_d64(AB_FORWARD_ARGS) {
-    ab_forward<64, 64, AB_BN64>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
+    ab_forward<64, 64, AB_BN64, false, float, 8>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_forward_d128(AB_FORWARD_ARGS) {
-    ab_forward<128, 128, AB_BN128>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
+    ab_forward<128, 128, AB_BN128, false, float, 8>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
 }
 
+#define AB_BACKWARD_Q_CALL(D, BN, FAST)                                                                                \
+    ab_backward_q<D, D, BN, FAST, float, 8>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dout, oT, oH, dq, dqT, dqH, lse, \
+                                         delta, T, Hq, Hkv, qs, window, scale, sinks)
+#define AB_BACKWARD_KV_CALL(D, BQ, FAST)                                                                               \
+    ab_backward_kv<D, D, BQ, FAST, float, 8>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dk, dkS, dkH, dkP, dv, dvS,     \
+                                          dvH, dvP, lse, delta, T, S, Hq, Hkv, qs, window, scale, splits)
+
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_backward_q_d64(AB_BACKWARD_Q_ARGS) {
-    ab_backward_q<64, 64, AB_BN64>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dq, dqT, dqH, lse, delta, T, Hq, Hkv, qs,
-                                   window, scale, sinks);
+    AB_BACKWARD_Q_CALL(64, AB_BN64, false);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_backward_q_d128(AB_BACKWARD_Q_ARGS) {
-    ab_backward_q<128, 128, AB_BN128>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dq, dqT, dqH, lse, delta, T, Hq, Hkv,
-                                      qs, window, scale, sinks);
+    AB_BACKWARD_Q_CALL(128, AB_BN128, false);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_backward_kv_d64(AB_BACKWARD_KV_ARGS) {
-    ab_backward_kv<64, 64, AB_BQ64>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dk, dkS, dkH, dkP, dv, dvS, dvH, dvP,
-                                    lse, delta, T, S, Hq, Hkv, qs, window, scale, splits);
+    AB_BACKWARD_KV_CALL(64, AB_BQ64, false);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_backward_kv_d128(AB_BACKWARD_KV_ARGS) {
-    ab_backward_kv<128, 128, AB_BQ128>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dk, dkS, dkH, dkP, dv, dvS, dvH, dvP,
-                                       lse, delta, T, S, Hq, Hkv, qs, window, scale, splits);
+    AB_BACKWARD_KV_CALL(128, AB_BQ128, false);
+}
+
+// The bf16v2 kernels (FAST above): same tiles and launch shapes.
+extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_forward_d64(AB_FORWARD_ARGS) {
+    ab_forward<64, 64, AB_BN64, true, float, 8>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
+}
+
+extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_forward_d128(AB_FORWARD_ARGS) {
+    ab_forward<128, 128, AB_BN128, true, float, 8>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
+}
+
+extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_backward_q_d64(AB_BACKWARD_Q_ARGS) {
+    AB_BACKWARD_Q_CALL(64, AB_BN64, true);
+}
+
+extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_backward_q_d128(AB_BACKWARD_Q_ARGS) {
+    AB_BACKWARD_Q_CALL(128, AB_BN128, true);
+}
+
+extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_backward_kv_d64(AB_BACKWARD_KV_ARGS) {
+    AB_BACKWARD_KV_CALL(64, AB_BQ64, true);
+}
+
+extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_backward_kv_d128(AB_BACKWARD_KV_ARGS) {
+    AB_BACKWARD_KV_CALL(128, AB_BQ128, true);
+}
+
+// The bf16v3 (ab3_*, 8 warps a block) and bf16v4 (ab4_*, 4 warps: 64 queries or keys a block, two blocks an
+// SM) backward: the bf16v2 kernels reading bf16 copies of q, dout, k and v (ab_to_bf16_pair) by cp.async,
+// with the tiles below. q16, do16 [T, Hq, D], k16, v16 [S, Hkv, D], contiguous; dout (f32) for delta.
+#define AB3_BN64 64
+#define AB3_BN128 64
+#define AB3_BQ64 64
+#define AB3_BQ128 32
+
+#define AB3_BACKWARD_Q_ARGS                                                                                            \
+    const u16 *q16, const u16 *k16, const u16 *v16, const u16 *do16, const float *dout, i64 oT, i64 oH, float *dq,     \
+        i64 dqT, i64 dqH, float *lse, float *delta, int T, int Hq, int Hkv, int qs, int window, float scale,          \
+        const float *sinks
+#define AB3_BACKWARD_KV_ARGS                                                                                           \
+    const u16 *q16, const u16 *k16, const u16 *v16, const u16 *do16, float *dk, i64 dkS, i64 dkH, i64 dkP, float *dv, \
+        i64 dvS, i64 dvH, i64 dvP, const float *lse, const float *delta, int T, int S, int Hq, int Hkv, int qs,       \
+        int window, float scale, int splits
+#define AB3_BACKWARD_Q_CALL(D, BN, NW)                                                                                 \
+    ab_backward_q<D, D, BN, true, u16, NW>(q16, (i64) Hq * D, D, k16, (i64) Hkv * D, D, v16, (i64) Hkv * D, D, do16,         \
+                                       (i64) Hq * D, D, dout, oT, oH, dq, dqT, dqH, lse, delta, T, Hq, Hkv, qs, window,  \
+                                       scale, sinks)
+#define AB3_BACKWARD_KV_CALL(D, BQ, NW)                                                                                \
+    ab_backward_kv<D, D, BQ, true, u16, NW>(q16, (i64) Hq * D, D, k16, (i64) Hkv * D, D, v16, (i64) Hkv * D, D, do16,        \
+                                        (i64) Hq * D, D, dk, dkS, dkH, dkP, dv, dvS, dvH, dvP, lse, delta, T, S, Hq,     \
+                                        Hkv, qs, window, scale, splits)
+
+extern "C" __global__ void __launch_bounds__(AB_THREADS) ab3_backward_q_d64(AB3_BACKWARD_Q_ARGS) {
+    AB3_BACKWARD_Q_CALL(64, AB3_BN64, 8);
+}
+
+extern "C" __global__ void __launch_bounds__(AB_THREADS) ab3_backward_q_d128(AB3_BACKWARD_Q_ARGS) {
+    AB3_BACKWARD_Q_CALL(128, AB3_BN128, 8);
+}
+
+extern "C" __global__ void __launch_bounds__(AB_THREADS) ab3_backward_kv_d64(AB3_BACKWARD_KV_ARGS) {
+    AB3_BACKWARD_KV_CALL(64, AB3_BQ64, 8);
+}
+
+extern "C" __global__ void __launch_bounds__(AB_THREADS) ab3_backward_kv_d128(AB3_BACKWARD_KV_ARGS) {
+    AB3_BACKWARD_KV_CALL(128, AB3_BQ128, 8);
+}
+
+extern "C" __global__ void __launch_bounds__(128, 2) ab4_backward_q_d64(AB3_BACKWARD_Q_ARGS) {
+    AB3_BACKWARD_Q_CALL(64, AB3_BN64, 4);
+}
+
+extern "C" __global__ void __launch_bounds__(128, 2) ab4_backward_q_d128(AB3_BACKWARD_Q_ARGS) {
+    AB3_BACKWARD_Q_CALL(128, AB3_BN128, 4);
+}
+
+extern "C" __global__ void __launch_bounds__(128, 2) ab4_backward_kv_d64(AB3_BACKWARD_KV_ARGS) {
+    AB3_BACKWARD_KV_CALL(64, AB3_BQ64, 4);
+}
+
+extern "C" __global__ void __launch_bounds__(128, 2) ab4_backward_kv_d128(AB3_BACKWARD_KV_ARGS) {
+    AB3_BACKWARD_KV_CALL(128, AB3_BQ128, 4);
+}
+
+// The bf16v4 forward: q f32, k16, v16 bf16 copies [S, Hkv, D] (ab_to_bf16_pair), 4 warps (64 queries) a
+// block, 64 keys a tile.
+#define AB4_FORWARD_ARGS                                                                                               \
+    const float *q, i64 qT, i64 qH, const u16 *k16, const u16 *v16, float *out, i64 oT, i64 oH, int T, int Hq, int Hkv, \
+        int qs, int window, float scale, const float *sinks
+#define AB4_FORWARD_CALL(D)                                                                                            \
+    ab_forward<D, D, 64, true, u16, 4>(q, qT, qH, k16, (i64) Hkv * D, D, v16, (i64) Hkv * D, D, out, oT, oH, T, Hq, Hkv, \
+                                       qs, window, scale, sinks)
+
+extern "C" __global__ void __launch_bounds__(128, 2) ab4_forward_d64(AB4_FORWARD_ARGS) {
+    AB4_FORWARD_CALL(64);
+}
+
+extern "C" __global__ void __launch_bounds__(128, 2) ab4_forward_d128(AB4_FORWARD_ARGS) {
+    AB4_FORWARD_CALL(128);
+}
+
+// bf16 copies (round to nearest even, as the staging of the f32 kernels above) of two f32 tensors
+// [rows, H, D] (leading strides a multiple of 4, 16-byte aligned) into contiguous [rows, H, D]:
+// blockIdx.y picks the tensor. Grid (ceil(rows * H * D / 4 / 256), 2), block 256.
+extern "C" __global__ void ab_to_bf16_pair(const float* x0, i64 x0S, i64 x0H, u16* y0, const float* x1, i64 x1S, i64 x1H,
+                                           u16* y1, int rows, int H, int D) {
+    const float* x = blockIdx.y == 0 ? x0 : x1;
+    i64 xS = blockIdx.y == 0 ? x0S : x1S;
+    i64 xH = blockIdx.y == 0 ? x0H : x1H;
+    u16* y = blockIdx.y == 0 ? y0 : y1;
+    i64 i = ((i64) blockIdx.x * blockDim.x + threadIdx.x) * 4;   // first of 4 elements of y
+    if (i >= (i64) rows * H * D) return;
+    int d = (int) (i % D);
+    i64 rh = i / D;
+    int h = (int) (rh % H);
+    i64 r = rh / H;
+    float4 v = *(const float4*) (x + r * xS + (i64) h * xH + d);
+    *(uint2*) (y + i) = make_uint2(ab_pack(v.x, v.y), ab_pack(v.z, v.w));
 }

@@ -15,7 +15,7 @@ import java.util.SplittableRandom;
 
 /**
  * Causal attention of one training sequence on the GPU, forward (prefill) and backward: the bf16
- * tensor-core kernels ({@code -Dorbit.cuda.mmaAttention=bf16}) against the TF32 tensor-core kernels
+ * tensor-core kernels ({@code -Dorbit.cuda.mmaAttention=bf16}, and {@code bf16v2}, {@code bf16v3}, {@code bf16v4}) against the TF32 tensor-core kernels
  * ({@code tf32}) and the f32 kernels ({@code off}), timed in the same run, and against PyTorch's
  * {@code scaled_dot_product_attention} (flash, bf16, causal) when {@code OUT_DIR/peer-attention.txt}
  * holds the peer's figures of the same call ({@code tools/gpu/peer_attention.py}, run first by
@@ -23,12 +23,14 @@ import java.util.SplittableRandom;
  * D = 128) and gpt-oss's (64 query, 8 kv, D = 64, window 128, sinks; the peer's row for it is full
  * causal attention, so it is compared by TFLOP/s). Also a training layer's attention with recompute
  * (two forwards and one backward), and the largest difference of each tensor-core variant from the
- * f32 result, relative to that result's scale.
+ * f32 result, relative to that result's scale; and each bf16 variant's backward split into its dq and dk/dv
+ * launches ({@code -Dorbit.cuda.mmaAttention.backwardParts=q|kv}).
  * Usage: {@code AttentionMmaBench [OUT_DIR]}; writes {@code attention-mma-bench.md}.
  */
 public final class AttentionMmaBench {
     private static final GpuBench TABLE = new GpuBench(78, 30, 34);
     private static final String PROPERTY = "orbit.cuda.mmaAttention";
+    private static final String PARTS = "orbit.cuda.mmaAttention.backwardParts";
 
     private AttentionMmaBench() {
     }
@@ -62,8 +64,8 @@ public final class AttentionMmaBench {
         Tensor dout = CudaBenchData.randomDevice(gpu, r, DType.F32, (long) t * hq, d).reshape(t, hq, d);
         Tensor sinkLogits = sinks ? CudaBenchData.randomDevice(gpu, r, DType.F32, 1, hq).reshape(hq) : null;
         AttentionSpec spec = new AttentionSpec((float) (1 / Math.sqrt(d)), window, sinkLogits);
-        String[] paths = {"off", "tf32", "bf16"};
-        String[] labels = {"f32 kernels", "tf32", "bf16"};
+        String[] paths = {"off", "tf32", "bf16", "bf16v2", "bf16v3", "bf16v4"};
+        String[] labels = {"f32 kernels", "tf32", "bf16", "bf16v2", "bf16v3", "bf16v4"};
         Tensor[][] res = new Tensor[paths.length][]; // [path][out, dq, dk, dv]
         for (int p = 0; p < paths.length; p++) {
             res[p] = outputs(gpu, t, hq, hkv, d);
@@ -78,6 +80,26 @@ public final class AttentionMmaBench {
             System.setProperty(PROPERTY, paths[path]);
             fwd[path] = GpuBench.timeMs(gpu, 10, () -> gpu.attention(q, k, v, o[0], 0, spec));
             bwd[path] = GpuBench.timeMs(gpu, 10, () -> gpu.attentionBackward(q, k, v, dout, 0, spec, o[1], o[2], o[3]));
+        }
+        // the backward's two launches apart (orbit.cuda.mmaAttention.backwardParts): dq (with the staging copies,
+        // lse and delta) and dk/dv, into outputs of their own
+        Tensor[] tmp = outputs(gpu, t, hq, hkv, d);
+        for (int path = 2; path < paths.length; path++) {
+            System.setProperty(PROPERTY, paths[path]);
+            try {
+                gpu.attentionBackward(q, k, v, dout, 0, spec, tmp[1], tmp[2], tmp[3]);
+                System.setProperty(PARTS, "q");
+                double qMs = GpuBench.timeMs(gpu, 10, () -> gpu.attentionBackward(q, k, v, dout, 0, spec, tmp[1], tmp[2], tmp[3]));
+                System.setProperty(PARTS, "kv");
+                double kvMs = GpuBench.timeMs(gpu, 10, () -> gpu.attentionBackward(q, k, v, dout, 0, spec, tmp[1], tmp[2], tmp[3]));
+                System.out.printf("  %s backward %s: dq launch(es) %.3f ms, dk/dv launch(es) %.3f ms (whole %.3f ms)%n", what,
+                        labels[path], qMs, kvMs, bwd[path]);
+            } finally {
+                System.clearProperty(PARTS);
+            }
+        }
+        for (Tensor x : tmp) {
+            gpu.free(x);
         }
         System.clearProperty(PROPERTY);
 
@@ -107,6 +129,10 @@ public final class AttentionMmaBench {
             }
             TABLE.row("attention " + name + " bf16 vs tf32 tensor cores " + what, String.format("%.3f ms", ms[2]),
                     String.format("tf32 %.3f ms", ms[1]), ms[1] / ms[2]);
+            for (int p = 3; p < paths.length; p++) {
+                TABLE.row("attention " + name + " " + labels[p] + " vs bf16 tensor cores " + what, String.format("%.3f ms", ms[p]),
+                        String.format("bf16 %.3f ms", ms[2]), ms[2] / ms[p]);
+            }
             if (peerLine != null) {
                 double peerTf = pass == 0 ? peerFwdTf : peerBwdTf;
                 double peerMs = pass == 0 ? peerFwd : peerBwd;
@@ -127,6 +153,10 @@ public final class AttentionMmaBench {
         }
         TABLE.row("training attention (2 forwards + backward) bf16 vs tf32 " + what, String.format("%.3f ms", train[2]),
                 String.format("tf32 %.3f ms", train[1]), train[1] / train[2]);
+        for (int p = 3; p < paths.length; p++) {
+            TABLE.row("training attention (2 forwards + backward) " + labels[p] + " vs bf16 " + what, String.format("%.3f ms", train[p]),
+                    String.format("bf16 %.3f ms", train[2]), train[2] / train[p]);
+        }
         if (peerLine != null) {
             double peerTrainTf = (2 * 4.0 + 10.0) * hq * d * fullPairs / ((2 * peerFwd + peerBwd) * 1e9);
             for (int p = 1; p < paths.length; p++) {

@@ -22,7 +22,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * the tensor-core path turned off. The backward must also repeat bit for bit, on both paths.
  *
  * <p>The tensor-core backward ({@link CudaMmaAttention}, D = Dv ∈ {64, 128}) against the same
- * reference, both variants. TF32 with |err| ≤ 5e-3·max|ref| + 5e-3·|ref| per gradient: q, k, v and
+ * reference, every variant (bf16v2, bf16v3 and bf16v4 to the bf16 tolerance: the same roundings). TF32 with |err| ≤ 5e-3·max|ref| + 5e-3·|ref| per gradient: q, k, v and
  * dout are rounded to TF32 (relative error 2^-11 ≈ 4.9e-4 each), as are p and ds when they enter the
  * products, so scores and dp move by about 1e-3 of their spread and the gradients, sums of many such
  * terms, by a few 1e-4 of their largest element; 5e-3 leaves a margin of about 10. bf16 with
@@ -124,6 +124,24 @@ class CudaAttentionBackwardTest extends CudaTestBase {
         withProperty(CudaMmaAttention.PROPERTY, "bf16", () -> check(MMA_CASES, rng(87), 2e-2));
     }
 
+    /** bf16v2: the bf16 roundings, the exponent in base 2; the same tolerance as bf16. */
+    @Test
+    void bf16v2BackwardMatchesReference() {
+        withProperty(CudaMmaAttention.PROPERTY, "bf16v2", () -> check(MMA_CASES, rng(88), 2e-2));
+    }
+
+    /** bf16v3: bf16v2's arithmetic on staged bf16 copies, 64-key tiles in backward_q; the same tolerance. */
+    @Test
+    void bf16v3BackwardMatchesReference() {
+        withProperty(CudaMmaAttention.PROPERTY, "bf16v3", () -> check(MMA_CASES, rng(89), 2e-2));
+    }
+
+    /** bf16v4: bf16v3 with blocks of 4 warps (64 queries or keys); the same tolerance. */
+    @Test
+    void bf16v4BackwardMatchesReference() {
+        withProperty(CudaMmaAttention.PROPERTY, "bf16v4", () -> check(MMA_CASES, rng(90), 2e-2));
+    }
+
     @Test
     void mmaKernelsAgreeWithF32Kernels() {
         agreeWithF32("tf32", 5e-3);
@@ -132,6 +150,21 @@ class CudaAttentionBackwardTest extends CudaTestBase {
     @Test
     void bf16KernelsAgreeWithF32Kernels() {
         agreeWithF32("bf16", 2e-2);
+    }
+
+    @Test
+    void bf16v2KernelsAgreeWithF32Kernels() {
+        agreeWithF32("bf16v2", 2e-2);
+    }
+
+    @Test
+    void bf16v3KernelsAgreeWithF32Kernels() {
+        agreeWithF32("bf16v3", 2e-2);
+    }
+
+    @Test
+    void bf16v4KernelsAgreeWithF32Kernels() {
+        agreeWithF32("bf16v4", 2e-2);
     }
 
     private void agreeWithF32(String variant, double tol) {
@@ -183,6 +216,9 @@ class CudaAttentionBackwardTest extends CudaTestBase {
     @Test
     void attentionBackwardRepeatsBitForBit() {
         withProperty(CudaMmaAttention.PROPERTY, "bf16", () -> repeatsBitForBit("bf16 tensor cores"));
+        withProperty(CudaMmaAttention.PROPERTY, "bf16v2", () -> repeatsBitForBit("bf16v2 tensor cores"));
+        withProperty(CudaMmaAttention.PROPERTY, "bf16v3", () -> repeatsBitForBit("bf16v3 tensor cores"));
+        withProperty(CudaMmaAttention.PROPERTY, "bf16v4", () -> repeatsBitForBit("bf16v4 tensor cores"));
         withProperty(CudaMmaAttention.PROPERTY, "tf32", () -> repeatsBitForBit("tf32 tensor cores"));
         withProperty(CudaMmaAttention.PROPERTY, "off", () -> repeatsBitForBit("f32"));
     }

@@ -86,6 +86,18 @@ class CudaFlashAttentionTest extends CudaTestBase {
         withProperty(CudaMmaAttention.PROPERTY, "bf16", () -> mmaPrefill("bf16", 2e-2));
     }
 
+    /** bf16v2: the bf16 roundings, the exponent in base 2; the same tolerance as bf16. */
+    @Test
+    void bf16v2PrefillMatchesReference() {
+        withProperty(CudaMmaAttention.PROPERTY, "bf16v2", () -> mmaPrefill("bf16v2", 2e-2));
+    }
+
+    /** bf16v4: the bf16v2 arithmetic on bf16 copies of k and v, 64-query blocks of 4 warps; the same tolerance. */
+    @Test
+    void bf16v4PrefillMatchesReference() {
+        withProperty(CudaMmaAttention.PROPERTY, "bf16v4", () -> mmaPrefill("bf16v4", 2e-2));
+    }
+
     private void mmaPrefill(String variant, double tol) {
         SplittableRandom r = rng(62);
         for (int[] c : MMA_PREFILL) {

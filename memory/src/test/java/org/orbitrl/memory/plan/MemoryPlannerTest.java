@@ -242,9 +242,10 @@ class MemoryPlannerTest {
      * 16,384 rows, one H200): the head's output gradient [16384, 151936] f32 would be 4.98 GB in bf16 and
      * is staged in 256 MiB = 268,435,456 B; the attention backward of one 2048-token sequence, 32/4 heads
      * of 128, split in 4 (64 key tiles x 4 kv heads x 4 = 1024 blocks): (2·2048·32 + 4·2048·4·256)·4 =
-     * 34,078,720 B; cos and sin [40960, 64] f32 = 20,971,520 B. Split by TP 2 over two H200s: the head's shard and the
-     * heads halve, but the staging is still full and the attention backward of 16/2 heads splits in 8
-     * (64 x 2 x 8 = 1024): (2·2048·16 + 8·2048·2·256)·4. The host keeps none.
+     * 34,078,720 B, and the tensor-core kernels' bf16 copies of q, dout and k, v: (2·2048·32·128 + 2·2048·4·128)·2
+     * = 37,748,736 B; cos and sin [40960, 64] f32 = 20,971,520 B. Split by TP 2 over two H200s: the head's shard
+     * and the heads halve, but the staging is still full and the attention backward of 16/2 heads splits in 8
+     * (64 x 2 x 8 = 1024): (2·2048·16 + 8·2048·2·256)·4, copies (2·2048·16·128 + 2·2048·2·128)·2. The host keeps none.
      * A GPU that rolls out keeps the rollout backend's own: its largest forward operand over the
      * 8192-token prefill chunk, the attention output [8192, 32·128] f32 = 67,108,864 B in bf16, and its
      * own RoPE tables; a colocated GPU keeps both.
@@ -252,12 +253,13 @@ class MemoryPlannerTest {
     @Test
     void kernelScratchOfTheTrainingBenchShape() {
         PlanRequest req = trainingBenchRequest();
-        assertEquals(268_435_456L + 34_078_720L + 20_971_520L, MemoryPlanner.kernelScratchBytes(req, GpuRole.TRAIN));
+        assertEquals(268_435_456L + 34_078_720L + 37_748_736L + 20_971_520L, MemoryPlanner.kernelScratchBytes(req, GpuRole.TRAIN));
         assertEquals(67_108_864L + 20_971_520L, MemoryPlanner.kernelScratchBytes(req, GpuRole.ROLLOUT));
-        assertEquals(268_435_456L + 34_078_720L + 20_971_520L + 67_108_864L + 20_971_520L,
+        assertEquals(268_435_456L + 34_078_720L + 37_748_736L + 20_971_520L + 67_108_864L + 20_971_520L,
                 MemoryPlanner.kernelScratchBytes(req, GpuRole.COLOCATED));
         PlanRequest tp2 = req.withNode(NodeSpec.parse("2xH200"), ParallelLayout.colocated(1, 2));
-        assertEquals(268_435_456L + (2L * 2048 * 16 + 8L * 2048 * 2 * 256) * 4 + 20_971_520L,
+        assertEquals(268_435_456L + (2L * 2048 * 16 + 8L * 2048 * 2 * 256) * 4 + (2L * 2048 * 16 * 128 + 2L * 2048 * 2 * 128) * 2
+                + 20_971_520L,
                 MemoryPlanner.kernelScratchBytes(tp2, GpuRole.TRAIN));
         PlanRequest host = req.withNode(new NodeSpec(NodeSpec.HOST, 1, 1L << 40), ParallelLayout.colocated(1, 1));
         assertEquals(0, MemoryPlanner.kernelScratchBytes(host, GpuRole.TRAIN));

@@ -330,7 +330,7 @@ public final class MemoryPlanner {
         }
         if (role.rollsOut()) {
             long seqsPerRank = rolloutSequencesPerRank(req, role);
-            bytes += KernelScratch.rolloutBytes(s, prefillTokens(req, seqsPerRank), seqsPerRank, tp);
+            bytes += KernelScratch.rolloutBytes(s, prefillTokens(req, seqsPerRank), seqsPerRank, req.batch().promptLen(), tp);
         }
         return bytes;
     }

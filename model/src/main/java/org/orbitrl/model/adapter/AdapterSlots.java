@@ -200,6 +200,11 @@ public final class AdapterSlots {
         }
 
         @Override
+        public boolean transformsInput() {
+            return current().transformsInput();
+        }
+
+        @Override
         public void forward(Backend backend, Tensor x, Tensor y) {
             current().forward(backend, x, y);
         }

@@ -133,6 +133,11 @@ public final class OftLinear implements Linear.AdapterHook {
     }
 
     @Override
+    public boolean transformsInput() {
+        return true;
+    }
+
+    @Override
     public Tensor baseInput(Backend backend, Tensor x) {
         Tensor rt;                             // [stored, b, b] R_jᵀ
         if (prepared) {

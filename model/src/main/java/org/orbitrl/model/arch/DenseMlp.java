@@ -105,12 +105,9 @@ public final class DenseMlp {
         Tensor du = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, up.out());     // [N, I]
         b.swigluBackward(tape.g, tape.u, dact, dg, du);
         a.release(dact);
-        Tensor tmp = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, gate.in());   // [N, hidden]
         gate.backwardWith(dense == null ? gate.weight() : dense[0], b, tape.x, dg, dx);
         a.release(dg);
-        up.backwardWith(dense == null ? up.weight() : dense[1], b, tape.x, du, tmp);
+        up.backwardAccumulateWith(dense == null ? up.weight() : dense[1], b, tape.x, du, dx);   // the grouped block's order
         a.release(du);
-        b.add(dx, tmp, dx);
-        a.release(tmp);
     }
 }

@@ -1,7 +1,10 @@
 package org.orbitrl.model.nn;
 
 import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
 
 /**
  * A frozen linear layer {@code y = x·Wᵀ (+ b)} with an optional adapter hook. The base weight and
@@ -99,6 +102,29 @@ public final class Linear {
         }
     }
 
+    /**
+     * dx [M, in] += the gradient with respect to x: the base product into a temporary added to dx,
+     * then an additive adapter's share accumulated into dx (the order a grouped expert block takes, whose
+     * base product accumulates into its input gradient); an adapter that transforms the input (OFT) maps
+     * the temporary first.
+     */
+    public void backwardAccumulateWith(Weight w, Backend backend, Tensor x, Tensor dy, Tensor dx) {
+        AdapterHook a = adapter != null && adapter.enabled() ? adapter : null;
+        TensorAllocator al = backend.allocator();
+        Tensor tmp = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, dx.shape());   // [M, in]
+        w.backward(backend, dy, tmp);
+        if (a != null && a.transformsInput()) {
+            a.backward(backend, x, dy, tmp);
+            backend.add(dx, tmp, dx);
+        } else {
+            backend.add(dx, tmp, dx);
+            if (a != null) {
+                a.backward(backend, x, dy, dx);
+            }
+        }
+        al.release(tmp);
+    }
+
     @Override
     public String toString() {
         return "Linear[" + name + ", " + weight.rows() + "x" + weight.cols() + (bias != null ? ", bias" : "") + "]";
@@ -119,6 +145,11 @@ public final class Linear {
          */
         default Tensor baseInput(Backend backend, Tensor x) {
             return x;
+        }
+
+        /** Whether {@link #baseInput} transforms x (OFT), so that {@link #backward} maps dx rather than adding to it. */
+        default boolean transformsInput() {
+            return false;
         }
 
         /** Accumulates the adapter's contribution into y [M, out] given the layer input x [M, in]. */

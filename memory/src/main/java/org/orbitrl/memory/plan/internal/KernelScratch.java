@@ -21,7 +21,8 @@ import org.orbitrl.model.spec.ModelSpec;
  * </ul>
  * The rollout engine runs on a backend of its own beside training (its own stream and scratch), so a
  * GPU that does both keeps both: the rollout's staging of its forward products over the largest
- * prefill chunk (or the decode batch, when larger) and its own RoPE tables; no attention backward.
+ * prefill chunk (or the decode batch, when larger), the tensor-core attention forward's bf16 copies
+ * of one prompt's keys and values, and its own RoPE tables; no attention backward.
  */
 public final class KernelScratch {
     private KernelScratch() {
@@ -42,9 +43,10 @@ public final class KernelScratch {
      * Bytes a device keeps for the rollout engine's kernels: prefilling {@code prefillTokens} tokens at
      * once and decoding {@code sequences} at once, only forward products (their f32 inputs
      * {@code [tokens, h]}, {@code [tokens, Hq·D]}, {@code [tokens, I]} of the dense MLP and shared
-     * experts; the head's input {@code [tokens, h]}) staged, and the RoPE tables.
+     * experts; the head's input {@code [tokens, h]}) staged, the prefill attention's bf16 keys and
+     * values of a prompt of {@code promptLen} tokens, and the RoPE tables.
      */
-    public static long rolloutBytes(ModelSpec s, long prefillTokens, long sequences, int tp) {
+    public static long rolloutBytes(ModelSpec s, long prefillTokens, long sequences, long promptLen, int tp) {
         long tokens = Math.max(prefillTokens, sequences);
         if (tokens <= 0) {
             return 0;
@@ -54,7 +56,19 @@ public final class KernelScratch {
         long inter = s.numDenseLayers() > 0 ? (s.intermediateSize() + tp - 1) / tp : 0;
         long shared = s.isMoe() ? (s.moe().sharedIntermediateSize() + tp - 1) / tp : 0;
         return DeviceScratch.stagingBytes(new long[]{tokens, h}, new long[]{tokens, qd}, new long[]{tokens, inter},
-                new long[]{tokens, shared}) + ropeBytes(s);
+                new long[]{tokens, shared}) + attentionForwardBytes(s, promptLen, tp) + ropeBytes(s);
+    }
+
+    /**
+     * The tensor-core attention forward's bf16 keys and values for {@code keys} keys (standard attention
+     * with head dims 64 or 128; none for MLA, whose head dims differ, or DeepSeek V4).
+     */
+    static long attentionForwardBytes(ModelSpec s, long keys, int tp) {
+        if (s.deepseekV4() != null || s.mla() != null || keys <= 0) {
+            return 0;
+        }
+        int hkv = (s.numKvHeads() + tp - 1) / tp;
+        return DeviceScratch.attentionForwardBytes(Math.toIntExact(keys), hkv, s.headDim(), s.vHeadDim());
     }
 
     /** The GEMM staging buffer: the largest dense product's f32 operand in bf16, at most {@link DeviceScratch#STAGING_BYTES}. */

@@ -356,35 +356,33 @@ final class CudaExpertGemm {
         long padBase = CudaAllocator.address(pad);
         long yBase = CudaAllocator.address(out);
         MemorySegment h = table.host(entries);
-        // per chunk: [A tiles][B tiles][C tiles][dequantization entries, grouped by format][partial tiles' copies]
+        // per chunk: [A tiles][B tiles][C tiles] (the full tiles first, then the partial ones), the
+        // dequantization entries grouped by format, the partial tiles' copies
         long at = 0;
         int[][] layout = new int[(narrow.size() + c - 1) / c][];   // per chunk: tiles, then entries per format, then partial tiles
         for (int start = 0, chunkIndex = 0; start < narrow.size(); start += c, chunkIndex++) {
             int g = Math.min(narrow.size(), start + c) - start;
             int tiles = 0;
+            int full = 0;
             for (int j = 0; j < g; j++) {
                 int e = narrow.get(start + j);
                 tiles += (offsets[e + 1] - offsets[e] + tile - 1) / tile;
+                full += (offsets[e + 1] - offsets[e]) / tile;
             }
             long copies = at + 3L * tiles;
-            int t = 0;
-            int partial = 0;
+            int t = 0;              // the next full tile's index
+            int partial = 0;        // partial tiles so far, at full + partial
             for (int j = 0; j < g; j++) {
                 int e = narrow.get(start + j);
                 QuantizedTensor q = w.quantized(e);
                 long wa = q != null ? bufBase + (overlap ? (chunkIndex & 1) * half : 0) + 2L * j * n * k : CudaAllocator.address(w.dense(e));
-                for (int r = offsets[e]; r < offsets[e + 1]; r += tile, t++) {
+                for (int r = offsets[e]; r < offsets[e + 1]; r += tile) {
                     int rows = Math.min(tile, offsets[e + 1] - r);
-                    h.setAtIndex(ValueLayout.JAVA_LONG, at + t, wa);
-                    h.setAtIndex(ValueLayout.JAVA_LONG, at + tiles + t, xBase + 2L * r * inCols);
-                    long dst = yBase + 4L * r * outCols;
-                    if (rows < tile) {
-                        long src = padBase + 4L * j * tile * outCols;
-                        h.setAtIndex(ValueLayout.JAVA_LONG, at + 2L * tiles + t, src);
-                        partial++;
-                    } else {
-                        h.setAtIndex(ValueLayout.JAVA_LONG, at + 2L * tiles + t, dst);
-                    }
+                    int i = rows < tile ? full + partial++ : t++;
+                    h.setAtIndex(ValueLayout.JAVA_LONG, at + i, wa);
+                    h.setAtIndex(ValueLayout.JAVA_LONG, at + tiles + i, xBase + 2L * r * inCols);
+                    long c0 = rows < tile ? padBase + 4L * j * tile * outCols : yBase + 4L * r * outCols;
+                    h.setAtIndex(ValueLayout.JAVA_LONG, at + 2L * tiles + i, c0);
                 }
             }
             at = copies;
@@ -414,7 +412,7 @@ final class CudaExpertGemm {
             int[] l = new int[counts.length + 2];
             l[0] = tiles;
             System.arraycopy(counts, 0, l, 1, counts.length);
-            l[l.length - 1] = partial;
+            l[l.length - 1] = partial;    // the partial tiles: the last of the chunk's tiles
             layout[chunkIndex] = l;
         }
         long base = table.upload(h, entries);
@@ -447,13 +445,22 @@ final class CudaExpertGemm {
                 lane().ready[b].record(side);
                 lane().ready[b].waitOn(ctx.stream);
             }
-            // column-major as in matmul: C [outCols, tile] = op(W as [k, n]) · rows as [inCols, tile]
-            ctx.cublas.gemmBatchedBf16(!transposed, outCols, tile, inCols, alpha, t, k, t + 8L * tiles, inCols, accumulate ? 1f : 0f,
-                    t + 16L * tiles, outCols, tiles);
+            // column-major as in matmul: C [outCols, tile] = op(W as [k, n]) · rows as [inCols, tile]; accumulating,
+            // the full tiles add into the output (β = 1) and the partial ones go to the pad (β = 0) by a second call
+            int partial = l[l.length - 1];
+            int first = accumulate ? tiles - partial : tiles;
+            if (first > 0) {
+                ctx.cublas.gemmBatchedBf16(!transposed, outCols, tile, inCols, alpha, t, k, t + 8L * tiles, inCols, accumulate ? 1f : 0f,
+                        t + 16L * tiles, outCols, first);
+            }
+            if (first < tiles) {
+                long skip = 8L * first;
+                ctx.cublas.gemmBatchedBf16(!transposed, outCols, tile, inCols, alpha, t + skip, k, t + 8L * tiles + skip, inCols, 0f,
+                        t + 16L * tiles + skip, outCols, tiles - first);
+            }
             if (overlap) {
                 lane().free[b].record(ctx.stream);
             }
-            int partial = l[l.length - 1];
             if (partial > 0) {
                 long gridX = Math.max(1, Math.min(ctx.gridFor((long) tile * outCols / 4, 256), ctx.gridFor((long) p * outCols / 4, 256)));
                 ctx.launch2d(copyTileRows, gridX, partial, 256, entriesAt, outCols, accumulate ? 1 : 0);

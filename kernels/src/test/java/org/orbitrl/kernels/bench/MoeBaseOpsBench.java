@@ -25,7 +25,8 @@ import java.util.SplittableRandom;
  * and down and the two transposed products of the backward, each as TFLOP/s against one dense bf16
  * cuBLAS product of the same FLOPs measured in the same run (x rounded to bf16 the same way), and with
  * bf16 experts (no dequantization) to show what the dequantization costs; each also with cuBLAS's
- * grouped call ({@code orbit.cuda.expertTile=0}) and 256- and 512-row tiles (ratio: their time over the default's).
+ * grouped call ({@code orbit.cuda.expertTile=0}), 128- and 512-row tiles (the default is 256) and the
+ * dequantization not overlapped ({@code orbit.cuda.dequantOverlap=off}); ratio: their time over the default's.
  * Usage: {@code MoeBaseOpsBench [OUT_DIR [CHUNK]]}; prints a table and writes {@code moe-base-ops.md}.
  */
 public final class MoeBaseOpsBench {
@@ -36,6 +37,7 @@ public final class MoeBaseOpsBench {
     private static final int HIDDEN = 2048;
     private static final int WIDTH = 768;
     private static final String TILE = "orbit.cuda.expertTile";
+    private static final String OVERLAP = "orbit.cuda.dequantOverlap";
 
     private MoeBaseOpsBench() {
     }
@@ -105,13 +107,15 @@ public final class MoeBaseOpsBench {
     private static void op(CudaBackend gpu, double flops, double dense, String name, Runnable work) {
         double ms = GpuBench.timeMs(gpu, 5, work);
         TABLE.row(String.format("%s %.3f ms", name, ms), tflops(flops, ms), String.format("dense %.3f ms", dense), dense / ms);
-        for (String tile : new String[]{"0", "256", "512"}) {
-            System.setProperty(TILE, tile);
+        String[][] variants = {{TILE, "0"}, {TILE, "128"}, {TILE, "512"}, {OVERLAP, "off"}};
+        for (String[] v : variants) {
+            System.setProperty(v[0], v[1]);
             try {
                 double other = GpuBench.timeMs(gpu, 5, work);
-                TABLE.row(String.format("    expertTile=%s %.3f ms", tile, other), tflops(flops, other), "the default", other / ms);
+                TABLE.row(String.format("    %s=%s %.3f ms", v[0].substring("orbit.cuda.".length()), v[1], other), tflops(flops, other),
+                        "the default", other / ms);
             } finally {
-                System.clearProperty(TILE);
+                System.clearProperty(v[0]);
             }
         }
     }

@@ -247,15 +247,16 @@ class MemoryPlannerTest {
      * and the heads halve, but the staging is still full and the attention backward of 16/2 heads splits in 8
      * (64 x 2 x 8 = 1024): (2·2048·16 + 8·2048·2·256)·4, copies (2·2048·16·128 + 2·2048·2·128)·2. The host keeps none.
      * A GPU that rolls out keeps the rollout backend's own: its largest forward operand over the
-     * 8192-token prefill chunk, the attention output [8192, 32·128] f32 = 67,108,864 B in bf16, and its
-     * own RoPE tables; a colocated GPU keeps both.
+     * 8192-token prefill chunk, the attention output [8192, 32·128] f32 = 67,108,864 B in bf16, the
+     * prefill attention's bf16 keys and values of one 1024-token prompt, 2·1024·4·128·2 = 2,097,152 B,
+     * and its own RoPE tables; a colocated GPU keeps both.
      */
     @Test
     void kernelScratchOfTheTrainingBenchShape() {
         PlanRequest req = trainingBenchRequest();
         assertEquals(268_435_456L + 34_078_720L + 37_748_736L + 20_971_520L, MemoryPlanner.kernelScratchBytes(req, GpuRole.TRAIN));
-        assertEquals(67_108_864L + 20_971_520L, MemoryPlanner.kernelScratchBytes(req, GpuRole.ROLLOUT));
-        assertEquals(268_435_456L + 34_078_720L + 37_748_736L + 20_971_520L + 67_108_864L + 20_971_520L,
+        assertEquals(67_108_864L + 2_097_152L + 20_971_520L, MemoryPlanner.kernelScratchBytes(req, GpuRole.ROLLOUT));
+        assertEquals(268_435_456L + 34_078_720L + 37_748_736L + 20_971_520L + 67_108_864L + 2_097_152L + 20_971_520L,
                 MemoryPlanner.kernelScratchBytes(req, GpuRole.COLOCATED));
         PlanRequest tp2 = req.withNode(NodeSpec.parse("2xH200"), ParallelLayout.colocated(1, 2));
         assertEquals(268_435_456L + (2L * 2048 * 16 + 8L * 2048 * 2 * 256) * 4 + (2L * 2048 * 16 * 128 + 2L * 2048 * 2 * 128) * 2

@@ -231,19 +231,7 @@ final class CudaExpertGemm {
                 h.setAtIndex(ValueLayout.JAVA_LONG, at + g + j, xBase + 2L * offsets[e] * inCols);
                 h.setAtIndex(ValueLayout.JAVA_LONG, at + 2L * g + j, yBase + 4L * offsets[e] * outCols);
             }
-            at += 3L * g;
-            for (QuantLayout l : QuantLayout.values()) {
-                for (int j = 0; j < g; j++) {
-                    QuantizedTensor q = w.quantized(narrow.get(start + j));
-                    if (q != null && QuantLayout.of(q, ctx) == l) {
-                        h.setAtIndex(ValueLayout.JAVA_LONG, at, CudaAllocator.address(q.codes()));
-                        h.setAtIndex(ValueLayout.JAVA_LONG, at + 1, CudaAllocator.address(q.scales()));
-                        h.setAtIndex(ValueLayout.JAVA_LONG, at + 2, q.zeros() == null ? 0L : CudaAllocator.address(q.zeros()));
-                        h.setAtIndex(ValueLayout.JAVA_LONG, at + 3, ((long) j << 32) | (Float.floatToRawIntBits(q.globalScale()) & 0xffffffffL));
-                        at += TABLE_ENTRY;
-                    }
-                }
-            }
+            at = dequantEntries(h, at + 3L * g, w, narrow, start, g, new int[QuantLayout.values().length]);
         }
         for (int j = 0; j < wide.size(); j++) {
             int e = wide.get(j);
@@ -328,20 +316,22 @@ final class CudaExpertGemm {
         int p = offsets[w.experts()];
         boolean anyQuantized = false;
         long entries = 0;
-        for (int start = 0; start < narrow.size(); start += c) {
+        int chunks = (narrow.size() + c - 1) / c;
+        int[] tilesOf = new int[chunks];   // per chunk: its tiles, and how many of them are full
+        int[] fullOf = new int[chunks];
+        for (int i = 0; i < chunks; i++) {
+            int start = i * c;
             int g = Math.min(narrow.size(), start + c) - start;
-            int tiles = 0;
-            int partial = 0;
             int quantized = 0;
             for (int j = 0; j < g; j++) {
                 int e = narrow.get(start + j);
                 int rows = offsets[e + 1] - offsets[e];
-                tiles += (rows + tile - 1) / tile;
-                partial += rows % tile != 0 ? 1 : 0;
+                tilesOf[i] += (rows + tile - 1) / tile;
+                fullOf[i] += rows / tile;
                 quantized += w.quantized(e) != null ? 1 : 0;
             }
             anyQuantized |= quantized > 0;
-            entries += 3L * tiles + (long) TABLE_ENTRY * quantized + (long) COPY_ENTRY * partial;
+            entries += 3L * tilesOf[i] + (long) TABLE_ENTRY * quantized + (long) COPY_ENTRY * (tilesOf[i] - fullOf[i]);
         }
         rowsIn = grown(rowsIn, MemoryCategory.ACTIVATIONS, DType.BF16, (long) (p + tile) * inCols);  // tile rows of slack
         rowOps.toBf16(in, rowsIn.slice(0, 0, (long) p * inCols), (long) p * inCols);
@@ -359,17 +349,12 @@ final class CudaExpertGemm {
         // per chunk: [A tiles][B tiles][C tiles] (the full tiles first, then the partial ones), the
         // dequantization entries grouped by format, the partial tiles' copies
         long at = 0;
-        int[][] layout = new int[(narrow.size() + c - 1) / c][];   // per chunk: tiles, then entries per format, then partial tiles
+        int[][] layout = new int[chunks][];   // per chunk: tiles, then entries per format, then partial tiles
         for (int start = 0, chunkIndex = 0; start < narrow.size(); start += c, chunkIndex++) {
             int g = Math.min(narrow.size(), start + c) - start;
-            int tiles = 0;
-            int full = 0;
-            for (int j = 0; j < g; j++) {
-                int e = narrow.get(start + j);
-                tiles += (offsets[e + 1] - offsets[e] + tile - 1) / tile;
-                full += (offsets[e + 1] - offsets[e]) / tile;
-            }
-            long copies = at + 3L * tiles;
+            int tiles = tilesOf[chunkIndex];
+            int full = fullOf[chunkIndex];
+            long afterTiles = at + 3L * tiles;
             int t = 0;              // the next full tile's index
             int partial = 0;        // partial tiles so far, at full + partial
             for (int j = 0; j < g; j++) {
@@ -385,21 +370,8 @@ final class CudaExpertGemm {
                     h.setAtIndex(ValueLayout.JAVA_LONG, at + 2L * tiles + i, c0);
                 }
             }
-            at = copies;
             int[] counts = new int[QuantLayout.values().length];
-            for (QuantLayout l : QuantLayout.values()) {
-                for (int j = 0; j < g; j++) {
-                    QuantizedTensor q = w.quantized(narrow.get(start + j));
-                    if (q != null && QuantLayout.of(q, ctx) == l) {
-                        h.setAtIndex(ValueLayout.JAVA_LONG, at, CudaAllocator.address(q.codes()));
-                        h.setAtIndex(ValueLayout.JAVA_LONG, at + 1, CudaAllocator.address(q.scales()));
-                        h.setAtIndex(ValueLayout.JAVA_LONG, at + 2, q.zeros() == null ? 0L : CudaAllocator.address(q.zeros()));
-                        h.setAtIndex(ValueLayout.JAVA_LONG, at + 3, ((long) j << 32) | (Float.floatToRawIntBits(q.globalScale()) & 0xffffffffL));
-                        at += TABLE_ENTRY;
-                        counts[l.ordinal()]++;
-                    }
-                }
-            }
+            at = dequantEntries(h, afterTiles, w, narrow, start, g, counts);
             for (int j = 0; j < g; j++) {
                 int e = narrow.get(start + j);
                 int rows = (offsets[e + 1] - offsets[e]) % tile;
@@ -484,6 +456,28 @@ final class CudaExpertGemm {
             lane = new Lane(ctx.event(), new CudaEvent[]{ctx.event(), ctx.event()}, new CudaEvent[]{ctx.event(), ctx.event()});
         }
         return lane;
+    }
+
+    /**
+     * Writes the dequantization entries of the chunk's experts {@code narrow[start, start + g)} from word
+     * {@code at}, grouped by format (one launch a format reads its run), each expert's slot its place j in
+     * the chunk; adds each format's entries to {@code counts}; returns the word after them.
+     */
+    private long dequantEntries(MemorySegment h, long at, ExpertWeights w, List<Integer> narrow, int start, int g, int[] counts) {
+        for (QuantLayout l : QuantLayout.values()) {
+            for (int j = 0; j < g; j++) {
+                QuantizedTensor q = w.quantized(narrow.get(start + j));
+                if (q != null && QuantLayout.of(q, ctx) == l) {
+                    h.setAtIndex(ValueLayout.JAVA_LONG, at, CudaAllocator.address(q.codes()));
+                    h.setAtIndex(ValueLayout.JAVA_LONG, at + 1, CudaAllocator.address(q.scales()));
+                    h.setAtIndex(ValueLayout.JAVA_LONG, at + 2, q.zeros() == null ? 0L : CudaAllocator.address(q.zeros()));
+                    h.setAtIndex(ValueLayout.JAVA_LONG, at + 3, ((long) j << 32) | (Float.floatToRawIntBits(q.globalScale()) & 0xffffffffL));
+                    at += TABLE_ENTRY;
+                    counts[l.ordinal()]++;
+                }
+            }
+        }
+        return at;
     }
 
     private static void copyEntry(MemorySegment h, long at, long src, long dst, int rows) {

@@ -55,6 +55,28 @@ final class CudaBenchData {
         return new QuantizedTensor(Mxfp4.INSTANCE, n, k, codes, scales);
     }
 
+    /**
+     * A device f32 tensor [rows, cols] (category OTHER) of seeded values in [-1, 1): a 4 MiB random block
+     * repeated, so that gigabyte operands are filled quickly.
+     */
+    static Tensor repeatedBlock(CudaBackend gpu, SplittableRandom r, long rows, long cols) {
+        int block = 1 << 20;
+        float[] v = new float[block];
+        for (int i = 0; i < block; i++) {
+            v[i] = (float) (r.nextDouble() * 2 - 1);
+        }
+        Tensor src = gpu.toDevice(Tensor.of(v, block), MemoryCategory.OTHER);
+        Tensor t = gpu.allocator().allocate(MemoryCategory.OTHER, DType.F32, rows, cols);
+        Tensor flat = t.reshape(rows * cols);
+        for (long at = 0; at < rows * cols; at += block) {
+            long n = Math.min(block, rows * cols - at);
+            gpu.copy(src.slice(0, 0, n), flat.slice(0, at, at + n));
+        }
+        gpu.synchronize();
+        gpu.allocator().free(src);
+        return t;
+    }
+
     /** A device tensor [rows, cols] of dtype {@code dt} (f32 or bf16), values uniform in [-1, 1). */
     static Tensor randomDevice(CudaBackend gpu, SplittableRandom r, DType dt, long rows, long cols) {
         float[] v = new float[Math.toIntExact(rows * cols)];

@@ -163,22 +163,8 @@ public final class MoeLoraOpsBench {
         al.free(pos);
     }
 
-    /** A device f32 tensor [rows, cols] of seeded values in [-1, 1) (a 4 MiB random block repeated). */
     private static Tensor filled(CudaBackend gpu, SplittableRandom r, List<Tensor> owned, long rows, long cols) {
-        int block = 1 << 20;
-        float[] v = new float[block];
-        for (int i = 0; i < block; i++) {
-            v[i] = (float) (r.nextDouble() * 2 - 1);
-        }
-        Tensor src = gpu.toDevice(Tensor.of(v, block), MemoryCategory.OTHER);
-        Tensor t = gpu.allocator().allocate(MemoryCategory.OTHER, DType.F32, rows, cols);
-        Tensor flat = t.reshape(rows * cols);
-        for (long at = 0; at < rows * cols; at += block) {
-            long n = Math.min(block, rows * cols - at);
-            gpu.copy(src.slice(0, 0, n), flat.slice(0, at, at + n));
-        }
-        gpu.synchronize();
-        gpu.allocator().free(src);
+        Tensor t = CudaBenchData.repeatedBlock(gpu, r, rows, cols);
         owned.add(t);
         return t;
     }

@@ -248,12 +248,87 @@ extern "C" __global__ void moe_router_topk(const float* x, const uint4* w, int H
     router_select(lg, E, topk, normalize, values + (i64) t * topk, indices + (i64) t * topk, red, redi);
 }
 
+// x[t] . w[e] for one warp (w bf16 [E, H], rows of `units` 16-byte units): each lane issues its loads of
+// up to 8 units before using any (one memory round trip a pass at H <= 2048), f32 sums, the warp's total.
+__device__ __forceinline__ float router_dot_batched(const float* xs, const uint4* __restrict__ w, int units, int e, int lane) {
+    const uint4* row = w + (i64) e * units;
+    float acc = 0.0f;
+    for (int u0 = 0; u0 < units; u0 += 256) {
+        uint4 q[8];
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            int u = u0 + lane + 32 * i;
+            if (u < units) q[i] = row[u];
+        }
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            int u = u0 + lane + 32 * i;
+            if (u < units) {
+                u32 words[4] = {q[i].x, q[i].y, q[i].z, q[i].w};
+                const float* xr = xs + u * 8;
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    acc += __uint_as_float(words[j] << 16) * xr[2 * j] + __uint_as_float(words[j] & 0xffff0000u) * xr[2 * j + 1];
+                }
+            }
+        }
+    }
+    return warp_sum(acc);
+}
+
+// The selection of router_select by one warp (no block barriers): the softmax's max and sum over the E
+// logits lg (shared memory), then the topk largest logits in descending order (ties to the lower expert),
+// their probabilities expf(l - max) / sum, optionally divided by their sum. lg is overwritten.
+__device__ __forceinline__ void router_select_warp(float* lg, int E, int topk, int normalize, float* values, int* indices) {
+    int lane = threadIdx.x & 31;
+    float m = -ORBIT_INF;
+    for (int e = lane; e < E; e += 32) m = fmaxf(m, lg[e]);
+    m = warp_max(m);
+    float s = 0.0f;
+    for (int e = lane; e < E; e += 32) s += expf(lg[e] - m);
+    s = warp_sum(s);
+    float inv = 1.0f / s;
+    float picked = 0.0f;
+    for (int j = 0; j < topk; j++) {
+        float bv = -ORBIT_INF;
+        int bi = 0x7fffffff;
+        for (int e = lane; e < E; e += 32) {
+            float v = lg[e];
+            if (v > bv || (v == bv && e < bi)) {
+                bv = v;
+                bi = e;
+            }
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (ov > bv || (ov == bv && oi < bi)) {
+                bv = ov;
+                bi = oi;
+            }
+        }
+        float p = expf(bv - m) * inv;
+        picked += p;
+        if (lane == 0) {
+            values[j] = p;
+            indices[j] = bi;
+            lg[bi] = -ORBIT_INF; // taken
+        }
+        __syncwarp();
+    }
+    if (normalize && lane == 0) {
+        float r = 1.0f / picked;
+        for (int j = 0; j < topk; j++) values[j] *= r;
+    }
+}
+
 // The router of a decode step in one launch over the device (grid ceil(E / warps) x T, dynamic shared
 // H + E floats): every block of token t = blockIdx.y stages xs = nw * (x[t] / sqrt(mean(x[t]^2) + eps))
 // (rmsnorm_f32's expression; nw f32 or bf16) and writes its share of those values to h[t] (the experts'
-// input); its warps compute the logits of experts blockIdx.x * warps + warp (moe_router_dot) into
+// input); its warps compute the logits of experts blockIdx.x * warps + warp (router_dot_batched) into
 // logits [T, E]. The block that finishes token t last (a ticket counted on the device) reads the E
-// logits back and runs router_select, then re-arms the ticket to 0 for the next launch.
+// logits back and its first warp selects the experts (router_select_warp), then re-arms the ticket to 0.
 extern "C" __global__ void moe_router_norm_topk(const float* x, const void* nw, int nwBf16, float eps, float* h, const uint4* w,
                                                 int H, int E, int topk, int normalize, float* logits, int* tickets,
                                                 float* values, int* indices) {
@@ -261,31 +336,44 @@ extern "C" __global__ void moe_router_norm_topk(const float* x, const void* nw, 
     float* xs = smem;       // [H]
     float* lg = smem + H;   // [E]
     __shared__ float red[32];
-    __shared__ int redi[32];
     __shared__ int last;
     int t = blockIdx.y;
     int lane = threadIdx.x & 31;
     int warps = blockDim.x >> 5;
-    const float* xr = x + (i64) t * H;
+    const float4* xr = (const float4*) (x + (i64) t * H);
+    int H4 = H >> 2;
+    float4 xv[4]; // the row's float4s of this thread, loaded together (H <= 2048 at 128 threads: one pass)
     float ss = 0.0f;
-    for (int c = threadIdx.x; c < H; c += blockDim.x) {
-        float v = xr[c];
-        ss += v * v;
+    for (int c0 = 0; c0 < H4; c0 += 4 * blockDim.x) {
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int c = c0 + threadIdx.x + i * blockDim.x;
+            if (c < H4) xv[i] = xr[c];
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int c = c0 + threadIdx.x + i * blockDim.x;
+            if (c < H4) {
+                float4 v = xv[i];
+                ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+                *(float4*) (xs + 4 * c) = v;
+            }
+        }
     }
-    ss = block_sum(ss, red);
+    ss = block_sum(ss, red);   // its barriers also order the staging above
     float inv = 1.0f / sqrtf(ss / (float) H + eps);
     int share = (H + gridDim.x - 1) / gridDim.x;
     int lo = blockIdx.x * share;
     for (int c = threadIdx.x; c < H; c += blockDim.x) {
         float wi = nwBf16 ? bf16_to_f32(((const u16*) nw)[c]) : ((const float*) nw)[c];
-        float v = wi * (xr[c] * inv);
+        float v = wi * (xs[c] * inv);
         xs[c] = v;
         if (c >= lo && c < lo + share) h[(i64) t * H + c] = v;
     }
     __syncthreads();
     int e = blockIdx.x * warps + (threadIdx.x >> 5);
     if (e < E) {
-        float v = moe_router_dot(xs, w, H / 8, e, lane);
+        float v = router_dot_batched(xs, w, H / 8, e, lane);
         if (lane == 0) logits[(i64) t * E + e] = v;
     }
     __threadfence();
@@ -296,6 +384,8 @@ extern "C" __global__ void moe_router_norm_topk(const float* x, const void* nw, 
     __threadfence();
     for (int c = threadIdx.x; c < E; c += blockDim.x) lg[c] = ((volatile const float*) logits)[(i64) t * E + c]; // past L1: other blocks wrote them
     __syncthreads();
-    router_select(lg, E, topk, normalize, values + (i64) t * topk, indices + (i64) t * topk, red, redi);
-    if (threadIdx.x == 0) tickets[t] = 0;
+    if (threadIdx.x < 32) {
+        router_select_warp(lg, E, topk, normalize, values + (i64) t * topk, indices + (i64) t * topk);
+        if (threadIdx.x == 0) tickets[t] = 0;
+    }
 }

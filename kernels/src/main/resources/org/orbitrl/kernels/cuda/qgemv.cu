@@ -317,16 +317,18 @@ QG_FORMAT(mxfp4, QF_MXFP4)
 QG_FORMAT(nvfp4, QF_NVFP4)
 
 // ---------------------------------------------------------------------------------------------------
-// Decode fusions of the routed experts (one x row per pair, f32 x).
+// Decode fusions of the routed experts (one x row per pair, f32 x). At one token a launch is a few
+// memory round trips, so these kernels issue a step's weight loads first, stage x in shared memory
+// while those are in flight, and fit the whole grid in one wave.
 
 #ifndef QGS_KQ
-#define QGS_KQ 4 // gate/up: k lanes of a warp
+#define QGS_KQ 8 // gate/up: k lanes of a warp
 #endif
 #ifndef QGS_R
-#define QGS_R 2  // gate/up: rows of a lane (of each matrix)
+#define QGS_R 4  // gate/up: rows of a lane (of each matrix)
 #endif
-#ifndef QGS_U
-#define QGS_U 2  // gate/up: steps whose loads are issued together
+#ifndef QGS_MINB
+#define QGS_MINB 2
 #endif
 #ifndef QGD_KQ
 #define QGD_KQ 8 // down: k lanes of a warp
@@ -339,13 +341,11 @@ QG_FORMAT(nvfp4, QF_NVFP4)
 #endif
 #define QGD_MAX_TOPK 16
 
-// The loads of U steps of one matrix's R rows (codes, scales, zeros), then their products into acc.
+// The loads of U steps g, g + S, .. (those below G) of R rows: codes, scale factors and zeros.
 template <int FMT, int R, int U>
-__device__ __forceinline__ void qg_steps(const uint4* __restrict__ codes, const void* __restrict__ scales, const u32* __restrict__ zeros,
-                                         float global, const i64* grow, int G, int g, int S, const char* const* xr, int K,
-                                         float (*acc)[1]) {
-    uint4 q[U][R];
-    float s0[U][R], s1[U][R], zb[U][R];
+__device__ __forceinline__ void qg_fetch(const uint4* __restrict__ codes, const void* __restrict__ scales, const u32* __restrict__ zeros,
+                                         float global, const i64* grow, int G, int g, int S, uint4 (*q)[R], float (*s0)[R],
+                                         float (*s1)[R], float (*zb)[R]) {
 #pragma unroll
     for (int u = 0; u < U; u++)
 #pragma unroll
@@ -356,6 +356,12 @@ __device__ __forceinline__ void qg_steps(const uint4* __restrict__ codes, const 
 #pragma unroll
         for (int r = 0; r < R; r++)
             if (u == 0 || g + u * S < G) qg_scales<FMT>(scales, zeros, global, grow[r], G, g + u * S, s0[u][r], s1[u][r], zb[u][r]);
+}
+
+// The products of the steps qg_fetch loaded, times x row xr, into acc.
+template <int FMT, int R, int U>
+__device__ __forceinline__ void qg_apply(uint4 (*q)[R], float (*s0)[R], float (*s1)[R], float (*zb)[R], int G, int g, int S,
+                                         const char* const* xr, int K, float (*acc)[1]) {
 #pragma unroll
     for (int u = 0; u < U; u++)
         if (u == 0 || g + u * S < G) qg_group<FMT, 1, false, R>(q[u], s0[u], s1[u], zb[u], xr, 1, K, g + u * S, acc);
@@ -363,9 +369,10 @@ __device__ __forceinline__ void qg_steps(const uint4* __restrict__ codes, const 
 
 // act[p, n] = silu(g) * u with g = x[p / xDiv] . Gate[e]^T[n], u = x[p / xDiv] . Up[e]^T[n], e = ids[p]
 // (blockIdx.y = p): the gate and up products of a decode step's routed pairs and the SwiGLU between
-// them in one launch. The work split of qgemv (mode 1); each lane holds the same R rows of both
-// matrices, so the block's RB rows of gate and up are reduced side by side and never leave the SM.
-template <int FMT, int KQ, int R, int U>
+// them in one launch. qgemv's lane split (KQ k lanes, R rows a lane, warps over K) with each lane
+// holding the same R rows of both matrices; a step's loads of both are issued before x is staged in
+// shared memory (dynamic, K floats). The block's rows of gate and up never leave the SM.
+template <int FMT, int KQ, int R>
 __device__ __forceinline__ void qgemv_swiglu(const float* x, int xDiv, const int* ids, const uint4* __restrict__ gc,
                                              const void* __restrict__ gs, const u32* __restrict__ gz, float gglobal,
                                              const uint4* __restrict__ uc, const void* __restrict__ us,
@@ -373,6 +380,7 @@ __device__ __forceinline__ void qgemv_swiglu(const float* x, int xDiv, const int
                                              int* err) {
     constexpr int RL = 32 / KQ;
     constexpr int RB = RL * R;
+    extern __shared__ float xs[];          // [K]
     __shared__ float red[2][QG_WARPS][RB]; // [gate | up][warp][row of the block]
     int G = K / 32;
     int lane = threadIdx.x & 31;
@@ -393,17 +401,32 @@ __device__ __forceinline__ void qgemv_swiglu(const float* x, int xDiv, const int
         int n = row0 + rl + RL * r;
         grow[r] = (i64) e * N + (n < N ? n : N - 1);
     }
-    const char* xr[1] = {(const char*) (x + (i64) (p / xDiv) * K)};
+    int S = W * KQ;
+    int g = warp * KQ + kq;
+    uint4 qg[1][R], qu[1][R];
+    float gs0[1][R], gs1[1][R], gzb[1][R], us0[1][R], us1[1][R], uzb[1][R];
+    if (g < G) {
+        qg_fetch<FMT, R, 1>(gc, gs, gz, gglobal, grow, G, g, S, qg, gs0, gs1, gzb);
+        qg_fetch<FMT, R, 1>(uc, us, uz, uglobal, grow, G, g, S, qu, us0, us1, uzb);
+    }
+    const float4* xg = (const float4*) (x + (i64) (p / xDiv) * K);
+    for (int c = threadIdx.x; c < K / 4; c += blockDim.x) ((float4*) xs)[c] = xg[c];
+    __syncthreads();
+    const char* xr[1] = {(const char*) xs};
     float ag[R][1], au[R][1];
 #pragma unroll
     for (int r = 0; r < R; r++) {
         ag[r][0] = 0.0f;
         au[r][0] = 0.0f;
     }
-    int S = W * KQ;
-    for (int g = warp * KQ + kq; g < G; g += U * S) {
-        qg_steps<FMT, R, U>(gc, gs, gz, gglobal, grow, G, g, S, xr, K, ag);
-        qg_steps<FMT, R, U>(uc, us, uz, uglobal, grow, G, g, S, xr, K, au);
+    while (g < G) {
+        qg_apply<FMT, R, 1>(qg, gs0, gs1, gzb, G, g, S, xr, K, ag);
+        qg_apply<FMT, R, 1>(qu, us0, us1, uzb, G, g, S, xr, K, au);
+        g += S;
+        if (g < G) {
+            qg_fetch<FMT, R, 1>(gc, gs, gz, gglobal, grow, G, g, S, qg, gs0, gs1, gzb);
+            qg_fetch<FMT, R, 1>(uc, us, uz, uglobal, grow, G, g, S, qu, us0, us1, uzb);
+        }
     }
 #pragma unroll
     for (int r = 0; r < R; r++) {
@@ -421,21 +444,22 @@ __device__ __forceinline__ void qgemv_swiglu(const float* x, int xDiv, const int
     }
     __syncthreads();
     for (int i = threadIdx.x; i < RB; i += blockDim.x) {
-        float g = 0.0f;
-        float u = 0.0f;
+        float gv = 0.0f;
+        float uv = 0.0f;
         for (int w = 0; w < W; w++) {
-            g += red[0][w][i];
-            u += red[1][w][i];
+            gv += red[0][w][i];
+            uv += red[1][w][i];
         }
-        if (row0 + i < N) act[(i64) p * N + row0 + i] = g / (1.0f + expf(-g)) * u; // swiglu_f32's expression
+        if (row0 + i < N) act[(i64) p * N + row0 + i] = gv / (1.0f + expf(-gv)) * uv; // swiglu_f32's expression
     }
 }
 
 // out[t, n] (+)= c * sum_j w[t, j] * (act[t * topk + j] . Down[e_j]^T[n]), e_j = ids[t, j], c = 1 / sum_j w[t, j]
 // when normalize else 1: the down products of a decode token's routed experts weighted into its residual
 // row in one launch. Block (row chunk, token t = blockIdx.y), one warp per routed expert (blockDim 32 * topk):
-// warp j computes the block's RB rows of expert j's product over the whole of K (lanes split as qgemv's);
-// the experts' sums are weighted and added in j order, as moe_combine adds them.
+// warp j issues its first steps' weight loads, stages act row t * topk + j in shared memory (dynamic,
+// topk * K floats), then computes the block's RB rows of expert j's product over the whole of K (lanes
+// split as qgemv's); the experts' sums are weighted and added in j order, as moe_combine adds them.
 template <int FMT, int KQ, int R, int U>
 __device__ __forceinline__ void qgemv_down_combine(const float* act, const int* ids, const float* wts, int topk, int normalize,
                                                    const uint4* __restrict__ codes, const void* __restrict__ scales,
@@ -443,6 +467,7 @@ __device__ __forceinline__ void qgemv_down_combine(const float* act, const int* 
                                                    int N, int K, int E, int* err) {
     constexpr int RL = 32 / KQ;
     constexpr int RB = RL * R;
+    extern __shared__ float as[];           // [topk][K]
     __shared__ float red[QGD_MAX_TOPK][RB]; // [expert of the token][row of the block]
     int G = K / 32;
     int lane = threadIdx.x & 31;
@@ -465,8 +490,20 @@ __device__ __forceinline__ void qgemv_down_combine(const float* act, const int* 
             int n = row0 + rl + RL * r;
             grow[r] = (i64) e * N + (n < N ? n : N - 1);
         }
-        const char* xr[1] = {(const char*) (act + (i64) pair * K)};
-        for (int g = kq; g < G; g += U * KQ) qg_steps<FMT, R, U>(codes, scales, zeros, global, grow, G, g, KQ, xr, K, acc);
+        uint4 q[U][R];
+        float s0[U][R], s1[U][R], zb[U][R];
+        int g = kq;
+        if (g < G) qg_fetch<FMT, R, U>(codes, scales, zeros, global, grow, G, g, KQ, q, s0, s1, zb);
+        float* arow = as + j * K;
+        const float4* ag = (const float4*) (act + (i64) pair * K);
+        for (int c = lane; c < K / 4; c += 32) ((float4*) arow)[c] = ag[c];
+        __syncwarp();
+        const char* xr[1] = {(const char*) arow};
+        while (g < G) {
+            qg_apply<FMT, R, U>(q, s0, s1, zb, G, g, KQ, xr, K, acc);
+            g += U * KQ;
+            if (g < G) qg_fetch<FMT, R, U>(codes, scales, zeros, global, grow, G, g, KQ, q, s0, s1, zb);
+        }
     }
 #pragma unroll
     for (int r = 0; r < R; r++) {
@@ -492,11 +529,18 @@ __device__ __forceinline__ void qgemv_down_combine(const float* act, const int* 
     }
 }
 
+// Two shapes of the gate/up launch: QGS_R rows a lane (QGS_MINB blocks an SM), and half as many rows
+// a lane in more, smaller blocks (_r2: 2 rows, 3 blocks an SM).
 #define QG_DECODE_KERNELS(FNAME, FMT)                                                                                        \
-    extern "C" __global__ void __launch_bounds__(32 * QG_WARPS) qgemv_swiglu_##FNAME(                                       \
+    extern "C" __global__ void __launch_bounds__(32 * QG_WARPS, QGS_MINB) qgemv_swiglu_##FNAME(                             \
         const float* x, int xDiv, const int* ids, const uint4* gc, const void* gs, const u32* gz, float gglobal,            \
         const uint4* uc, const void* us, const u32* uz, float uglobal, float* act, int N, int K, int E, int* err) {         \
-        qgemv_swiglu<FMT, QGS_KQ, QGS_R, QGS_U>(x, xDiv, ids, gc, gs, gz, gglobal, uc, us, uz, uglobal, act, N, K, E, err); \
+        qgemv_swiglu<FMT, QGS_KQ, QGS_R>(x, xDiv, ids, gc, gs, gz, gglobal, uc, us, uz, uglobal, act, N, K, E, err);        \
+    }                                                                                                                      \
+    extern "C" __global__ void __launch_bounds__(32 * QG_WARPS, 3) qgemv_swiglu_r2_##FNAME(                                 \
+        const float* x, int xDiv, const int* ids, const uint4* gc, const void* gs, const u32* gz, float gglobal,            \
+        const uint4* uc, const void* us, const u32* uz, float uglobal, float* act, int N, int K, int E, int* err) {         \
+        qgemv_swiglu<FMT, QGS_KQ, 2>(x, xDiv, ids, gc, gs, gz, gglobal, uc, us, uz, uglobal, act, N, K, E, err);            \
     }                                                                                                                      \
     extern "C" __global__ void __launch_bounds__(32 * QGD_MAX_TOPK) qgemv_down_combine_##FNAME(                             \
         const float* act, const int* ids, const float* wts, int topk, int normalize, const uint4* codes,                    \

@@ -12,7 +12,11 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * cache, routed INT4 experts, lm_head, argmax: several hundred launches) captured once as a CUDA
  * graph and replayed step after step gives bit-identical logits and token ids to issuing the same
  * launches directly, at batch 1 (per-pair expert GEMV) and batch 3 (device-grouped experts, with the
- * fused gate-up launch and the unfused launches of {@code moeFusedDecode}).
+ * fused gate-up launch and the unfused launches of {@code moeFusedDecode}), with the fused decode
+ * operations ({@link CudaFusedDecode}: norms inside the products, the ticketed router, the experts in two
+ * launches at batch 1) and without them. With and without them the logits agree within
+ * {@code 1e-3} of their largest magnitude (the norms' sums of squares are reduced in another order;
+ * everything else is the same arithmetic).
  */
 class CudaDecodeGraphTest extends CudaTestBase {
     private static final MoeDecodeStack.Shape SHAPE = new MoeDecodeStack.Shape(256, 2, 4, 2, 64, 128, 16, 4, 512, 1e-6f, 1e6);
@@ -23,16 +27,28 @@ class CudaDecodeGraphTest extends CudaTestBase {
         try {
             for (boolean fused : new boolean[]{true, false}) {
                 gpu.moe().moeFusedDecode(fused);
-                replayed(fused ? new int[]{1, 3} : new int[]{3});
+                replayed(fused ? new int[]{1, 3} : new int[]{3}, true);
+            }
+            gpu.moe().moeFusedDecode(true);
+            for (int batch : new int[]{1, 3}) {
+                float[][] on = replayed(new int[]{batch}, true);
+                float[][] off = replayed(new int[]{batch}, false);
+                for (int p = 0; p < on.length; p++) {
+                    assertCloseToScale("batch " + batch + " step " + p + ": logits with the fused decode operations vs without",
+                            off[p], on[p], 1e-3);
+                }
             }
         } finally {
             gpu.moe().moeFusedDecode(fusedBefore);
         }
     }
 
-    private void replayed(int[] batches) {
+    /** The direct logits of each step of the last batch. */
+    private float[][] replayed(int[] batches, boolean fusedOps) {
+        float[][] last = null;
         for (int batch : batches) {
             try (MoeDecodeStack stack = new MoeDecodeStack(gpu, SHAPE, batch, 64, 16, 41 + batch)) {
+                stack.fused(fusedOps);
                 long[] firstIds = gpu.toHost(stack.tokenIds()).toLongArray();
                 int steps = 4;
                 float[][] direct = new float[steps][];
@@ -65,7 +81,9 @@ class CudaDecodeGraphTest extends CudaTestBase {
                                 "batch " + batch + " step " + p + ": graph replay token ids");
                     }
                 }
+                last = direct;
             }
         }
+        return last;
     }
 }

@@ -158,6 +158,7 @@ __device__ __forceinline__ void bgemv(const float* __restrict__ x, int M, const 
 #define BG_KERNEL(MT)                                                                                                  \
     extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_##MT)                                          \
         bgemv_m##MT(const float* x, int M, const uint4* w, float* y, int N, int K, int accumulate) {                    \
+        pdl_enter();                                                                                                   \
         bgemv<MT, BG_KQ_##MT, BG_R_##MT, BG_U_##MT>(x, M, w, y, N, K, accumulate);                                     \
     }
 BG_KERNEL(1)

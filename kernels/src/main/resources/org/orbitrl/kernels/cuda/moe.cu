@@ -9,6 +9,7 @@
 // One block (blockDim a multiple of 32, at most 1024), shared memory 2 * E ints.
 // ids [P] i32; an id outside [0, E) is reported and its pair joins no expert.
 extern "C" __global__ void moe_route(const int* ids, int P, int E, int* offsets, int* active, int* order, int* err) {
+    pdl_enter();
     extern __shared__ int sh[]; // cnt [E], then start [E]
     int* cnt = sh;
     int* start = sh + E;
@@ -107,6 +108,7 @@ extern "C" __global__ void moe_scatter_rows(const float* ys, const int* order, f
 // outputs weighted into each token's row. ys [T * topk, H], w [T, topk] f32, out [T, H]. One block a token.
 extern "C" __global__ void moe_combine(const float* ys, const float* w, int topk, int normalize, float* out, int accumulate,
                                        int H) {
+    pdl_enter();
     int t = blockIdx.x;
     const float* wt = w + (i64) t * topk;
     float norm = 1.0f;
@@ -145,6 +147,7 @@ __device__ __forceinline__ float moe_router_dot(const float* xs, const uint4* w,
 // (t, chunk) stages x[t] and its warps compute the logits of experts chunk * warps + warp into
 // logits f32 [T, E]. The same per-expert sum as moe_router_topk's own, bit for bit.
 extern "C" __global__ void moe_router_logits(const float* x, const uint4* w, int H, int E, float* logits) {
+    pdl_enter();
     extern __shared__ float xs[];   // [H]
     int warps = blockDim.x >> 5;
     int chunks = (E + warps - 1) / warps;
@@ -164,6 +167,7 @@ extern "C" __global__ void moe_router_logits(const float* x, const uint4* w, int
 // scalar backend), optionally divided by their sum. values f32 [T, topk], indices i32 [T, topk].
 extern "C" __global__ void moe_router_topk(const float* x, const uint4* w, int H, int E, int topk, int normalize,
                                            float* values, int* indices, const float* pre) {
+    pdl_enter();
     extern __shared__ float smem[];
     float* xs = smem;       // [H]
     float* lg = smem + H;   // [E]

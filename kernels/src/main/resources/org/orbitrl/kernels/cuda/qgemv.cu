@@ -298,6 +298,7 @@ __device__ __forceinline__ void qgemv(int mode, const void* x, int xDiv, int M, 
         NAME(int mode, const void* x, int xDiv, int M, const int* ids, const int* offsets, const int* order,             \
              const int* active, const uint4* codes, const void* scales, const u32* zeros, float global, float* y, int N, \
              int K, int E, int* err) {                                                                                  \
+        pdl_enter();                                                                                                   \
         qgemv<FMT, MT, XB, QG_KQ_##MT, QG_R_##MT, QG_U_##MT>(mode, x, xDiv, M, ids, offsets, order, active, codes,     \
                                                             scales, zeros, global, y, N, K, E, err);                    \
     }

@@ -3,6 +3,7 @@ package org.orbitrl.kernels.cuda;
 import org.junit.jupiter.api.Test;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.bench.MoeDecodeStack;
+import org.orbitrl.kernels.cuda.internal.Launcher;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -12,7 +13,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * cache, routed INT4 experts, lm_head, argmax: several hundred launches) captured once as a CUDA
  * graph and replayed step after step gives bit-identical logits and token ids to issuing the same
  * launches directly, at batch 1 (per-pair expert GEMV) and batch 3 (device-grouped experts, with the
- * fused gate-up launch and the unfused launches of {@code moeFusedDecode}).
+ * fused gate-up launch and the unfused launches of {@code moeFusedDecode}). The direct launches are
+ * made with dependent launches off (the reference), then again with them on, and the graph is
+ * captured with them on (programmatic edges between the step's kernels), where the device has them.
  */
 class CudaDecodeGraphTest extends CudaTestBase {
     private static final MoeDecodeStack.Shape SHAPE = new MoeDecodeStack.Shape(256, 2, 4, 2, 64, 128, 16, 4, 512, 1e-6f, 1e6);
@@ -20,6 +23,7 @@ class CudaDecodeGraphTest extends CudaTestBase {
     @Test
     void replayedGraphEqualsDirectLaunches() {
         boolean fusedBefore = gpu.moe().moeFusedDecode();
+        boolean dependentBefore = gpu.dependentLaunches();
         try {
             for (boolean fused : new boolean[]{true, false}) {
                 gpu.moe().moeFusedDecode(fused);
@@ -27,6 +31,20 @@ class CudaDecodeGraphTest extends CudaTestBase {
             }
         } finally {
             gpu.moe().moeFusedDecode(fusedBefore);
+            gpu.dependentLaunches(dependentBefore);
+        }
+    }
+
+    /** Whether the kernels here can be launched as programmatic dependents (built for sm_90 or newer). */
+    private static boolean dependentLaunchesAvailable() {
+        boolean before = gpu.dependentLaunches();
+        try {
+            gpu.dependentLaunches(true);
+            return true;
+        } catch (IllegalArgumentException e) {
+            return false;
+        } finally {
+            gpu.dependentLaunches(before);
         }
     }
 
@@ -34,6 +52,8 @@ class CudaDecodeGraphTest extends CudaTestBase {
         for (int batch : batches) {
             try (MoeDecodeStack stack = new MoeDecodeStack(gpu, SHAPE, batch, 64, 16, 41 + batch)) {
                 long[] firstIds = gpu.toHost(stack.tokenIds()).toLongArray();
+                boolean dependent = dependentLaunchesAvailable();
+                gpu.dependentLaunches(false);
                 int steps = 4;
                 float[][] direct = new float[steps][];
                 long[][] directIds = new long[steps][];
@@ -49,11 +69,33 @@ class CudaDecodeGraphTest extends CudaTestBase {
                     varied |= f != direct[steps - 1][0];
                 }
                 assertTrue(varied, "direct logits must not be constant");
+                int[] reset = new int[batch];
+                for (int b = 0; b < batch; b++) {
+                    reset[b] = (int) firstIds[b];
+                }
+
+                if (dependent) {
+                    gpu.dependentLaunches(true);
+                    long before = Launcher.dependentLaunches();
+                    gpu.copyToDevice(Tensor.ofInts(reset, batch), stack.tokenIds());
+                    for (int p = 0; p < steps; p++) {
+                        stack.setPosition(p);
+                        stack.step();
+                        assertArrayEquals(direct[p], gpu.toHost(stack.logits()).toFloatArray(), 0f,
+                                "batch " + batch + " step " + p + ": direct dependent launches, logits");
+                        assertArrayEquals(directIds[p], gpu.toHost(stack.tokenIds()).toLongArray(),
+                                "batch " + batch + " step " + p + ": direct dependent launches, token ids");
+                    }
+                    assertTrue(Launcher.dependentLaunches() - before >= 6L * steps * SHAPE.layers(),
+                            "most of a step's launches are dependent ones: " + (Launcher.dependentLaunches() - before) + " in " + steps + " steps");
+                }
 
                 try (CudaGraph g = CudaGraph.capture(gpu.stream(), stack::step)) {
-                    int[] reset = new int[batch];
-                    for (int b = 0; b < batch; b++) {
-                        reset[b] = (int) firstIds[b];
+                    if (dependent) {
+                        GraphEdges.Counts edges = GraphEdges.of(g);
+                        System.out.println("batch " + batch + " decode step graph: " + edges);
+                        assertTrue(edges == null || edges.programmatic() >= 6L * SHAPE.layers(),
+                                "programmatic edges in the captured step: " + edges);
                     }
                     gpu.copyToDevice(Tensor.ofInts(reset, batch), stack.tokenIds());
                     for (int p = 0; p < steps; p++) {

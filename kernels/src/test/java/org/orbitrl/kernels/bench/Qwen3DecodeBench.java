@@ -19,7 +19,9 @@ import java.util.Set;
  * batch 1, 8, 64 and 256 with {@code context} keys already in every sequence's cache. Reported:
  * tokens/s, and the HBM limit of the same step, the bytes it must read (every dense weight, the
  * distinct routed experts of a step, K and V of the context) over the copy bandwidth measured in
- * this run. The step issued from Java without the graph is reported beside it.
+ * this run. The step issued from Java without the graph is reported beside it, and the captured step
+ * with programmatic dependent launch off and on ({@code -Dorbit.cuda.pdl}: the step's kernels start
+ * while the one before them ends) where the device has it.
  *
  * <p>Usage: {@code Qwen3DecodeBench [OUT_DIR [CONFIG_JSON [CONTEXT [BATCHES]]]]}; the shape is read from the
  * model's {@code config.json} when given (anything else, e.g. {@code -}: the published Qwen3-30B-A3B
@@ -46,6 +48,7 @@ public final class Qwen3DecodeBench {
         StringBuilder md = new StringBuilder();
         StringBuilder partsMd = new StringBuilder();
         StringBuilder fusedMd = new StringBuilder();
+        StringBuilder pdlMd = new StringBuilder();
         try (CudaBackend gpu = new CudaBackend()) {
             double copy = GpuBench.copyBandwidth(gpu);
             md.append("## Qwen3-30B-A3B-shaped decode on ").append(gpu.device()).append("\n\nDate: ").append(Instant.now())
@@ -75,6 +78,9 @@ public final class Qwen3DecodeBench {
                     if (parts) {
                         parts(gpu, stack, context, steps, batch, graphMs, partsMd);
                     }
+                    if (gpu.dependentLaunches() || supportsDependentLaunches(gpu)) {
+                        pdlMd.append(compareDependentLaunches(gpu, stack, context, steps, batch, graphMs)).append('\n');
+                    }
                     if (batch > 1) { // the other launch shapes of the routed experts, the same stack, captured again
                         boolean fused = gpu.moe().moeFusedDecode();
                         gpu.moe().moeFusedDecode(!fused);
@@ -96,6 +102,9 @@ public final class Qwen3DecodeBench {
         }
         md.append("\nThe routed experts' launch shapes (-Dorbit.cuda.moeFused), the same stacks, graphs captured again:\n\n"
                 + "| batch | moeFused=off | moeFused=on | speed-up |\n|---|---|---|---|\n").append(fusedMd);
+        md.append("\nProgrammatic dependent launch (-Dorbit.cuda.pdl; ").append(System.getProperty("orbit.cuda.pdl", "default"))
+                .append(" in the table above), the same stacks, graphs captured again:\n\n"
+                        + "| batch | pdl=off | pdl=on | speed-up |\n|---|---|---|---|\n").append(pdlMd);
         md.append("\nDistinct experts per layer are counted on the last layer of a step and assumed for every layer.\n");
         if (parts) {
             md.append("\nWhere a captured step's time goes: each part left out of the step in turn (its outputs keep"
@@ -107,6 +116,38 @@ public final class Qwen3DecodeBench {
             Files.createDirectories(out);
             Files.writeString(out.resolve("qwen3-decode.md"), md);
         }
+    }
+
+    /** Whether dependent launches can be turned on (kernels built for sm_90 or newer); leaves them as they were. */
+    private static boolean supportsDependentLaunches(CudaBackend gpu) {
+        boolean before = gpu.dependentLaunches();
+        try {
+            gpu.dependentLaunches(true);
+            return true;
+        } catch (IllegalArgumentException e) {
+            return false;
+        } finally {
+            gpu.dependentLaunches(before);
+        }
+    }
+
+    /** The captured step with dependent launches the other way than for {@code graphMs}: a table row off, on, speed-up. */
+    private static String compareDependentLaunches(CudaBackend gpu, MoeDecodeStack stack, int context, int steps, int batch,
+                                                   double graphMs) {
+        boolean on = gpu.dependentLaunches();
+        gpu.dependentLaunches(!on);
+        double otherMs;
+        try (CudaGraph g = CudaGraph.capture(gpu.stream(), stack::step)) {
+            otherMs = stepMs(gpu, stack, context, steps, g);
+        } finally {
+            gpu.dependentLaunches(on);
+        }
+        double onMs = on ? graphMs : otherMs;
+        double offMs = on ? otherMs : graphMs;
+        String row = String.format("| %d | %.3f ms (%.0f tokens/s) | %.3f ms (%.0f tokens/s) | %.2fx |", batch, offMs,
+                batch / (offMs / 1e3), onMs, batch / (onMs / 1e3), offMs / onMs);
+        System.out.println("dependent launches " + row);
+        return row;
     }
 
     /** The time of each part of a captured step: the step's time less that of the step without it. */

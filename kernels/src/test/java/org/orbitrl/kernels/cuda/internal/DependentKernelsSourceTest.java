@@ -36,7 +36,15 @@ class DependentKernelsSourceTest {
     private static final Pattern DEFINE = Pattern.compile("#define\\s+\\w+\\(([^)]*)\\)");
 
     /** A {@code __global__} definition: its name (a pattern when a macro pastes it together) and whether it starts with the wait. */
-    private record Definition(String file, String nameExpr, Pattern name, boolean literal, boolean waits) {
+    private record Definition(String file, String nameExpr, Pattern name, boolean literal, boolean waits, List<String> params) {
+        /** Characters of the name that are not macro parameters. */
+        int literalChars() {
+            int n = 0;
+            for (String part : nameExpr.split("##")) {
+                n += params != null && params.contains(part.trim()) ? 0 : part.trim().length();
+            }
+            return n;
+        }
     }
 
     @Test
@@ -49,8 +57,10 @@ class DependentKernelsSourceTest {
             String name = entry.substring(entry.indexOf('/') + 1);
             List<Definition> defs = definitions(file, KernelLibrary.resource(file + ".cu"));
             List<Definition> exact = defs.stream().filter(d -> d.literal && d.nameExpr.equals(name)).toList();
+            List<Definition> stamped = defs.stream().filter(d -> !d.literal && d.name.matcher(name).matches()).toList();
+            int specific = stamped.stream().mapToInt(Definition::literalChars).max().orElse(0);
             List<Definition> matching = !exact.isEmpty() ? exact
-                    : defs.stream().filter(d -> !d.literal && d.name.matcher(name).matches()).toList();
+                    : stamped.stream().filter(d -> d.literalChars() == specific).toList(); // the most specific macros
             if (matching.isEmpty()) {
                 problems.add(entry + ": no definition in " + file + ".cu");
             }
@@ -119,10 +129,14 @@ class DependentKernelsSourceTest {
                         body<MT>(x);                                    \\
                     }
                 K(c, 8)
+                #define J(MT) extern "C" __global__ void j_m##MT(const float* x) { body<MT>(x); }
+                J(8)
                 """;
         List<Definition> defs = definitions("t", src);
-        assertEquals(List.of("a_f32", "b_f32", "NAME##_m##MT"), defs.stream().map(Definition::nameExpr).toList());
-        assertEquals(List.of(true, false, true), defs.stream().map(Definition::waits).toList());
+        assertEquals(List.of("a_f32", "b_f32", "NAME##_m##MT", "j_m##MT"), defs.stream().map(Definition::nameExpr).toList());
+        assertEquals(List.of(true, false, true, false), defs.stream().map(Definition::waits).toList());
+        assertEquals(List.of(5, 5, 2, 3), defs.stream().map(Definition::literalChars).toList());
+        assertTrue(defs.get(3).name.matcher("j_m8").matches(), defs.get(3).name.pattern());
         assertTrue(defs.get(2).name.matcher("c_m8").matches(), defs.get(2).name.pattern());
         assertFalse(defs.get(2).name.matcher("c_x8").matches(), defs.get(2).name.pattern());
         assertFalse(defs.get(2).literal);
@@ -152,7 +166,7 @@ class DependentKernelsSourceTest {
                         .map(p -> params.contains(p.trim()) ? "\\w+" : Pattern.quote(p.trim()))
                         .collect(Collectors.joining()));
             }
-            out.add(new Definition(file, nameExpr, name, params == null, waits));
+            out.add(new Definition(file, nameExpr, name, params == null, waits, params));
         }
         return out;
     }

@@ -33,12 +33,12 @@ public final class KernelLibrary implements AutoCloseable {
     static final int DEPENDENT_LAUNCH_ARCH = 90;
 
     private final KernelCompiler compiler;
+    private final int arch; // the compiled architecture as a number (90 for sm_90)
     private final Map<String, CUmod_st> modules = new HashMap<>();
     private final Map<String, CUfunc_st> functions = new HashMap<>();
     private long compileNanos;
     private int compiled;
     private int cached;
-    private final int arch;             // the compiled architecture as a number (90 for sm_90)
     private boolean dependentLaunches;
 
     /** A library with dependent launches on or off as {@code dependentLaunches} (see {@link #dependentLaunches(boolean)}). */
@@ -74,7 +74,7 @@ public final class KernelLibrary implements AutoCloseable {
     private static void requireDependentArch(int arch) {
         if (arch < DEPENDENT_LAUNCH_ARCH) {
             throw new IllegalArgumentException("dependent launches (" + DEPENDENT_LAUNCH_PROPERTY + "=on) need kernels built for sm_"
-                    + DEPENDENT_LAUNCH_ARCH + " or newer; these are built for " + arch);
+                    + DEPENDENT_LAUNCH_ARCH + " or newer; these are built for architecture " + arch);
         }
     }
 

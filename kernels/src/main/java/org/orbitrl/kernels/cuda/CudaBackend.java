@@ -41,6 +41,7 @@ public final class CudaBackend implements Backend {
     private final CudaAttentionOps attentionOps;
     private final CudaSelectOps selectOps;
     private final CudaMoe moe;
+    private final CudaFusedDecode fusedDecode;
     private final CudaTrainOps trainOps;
     private final CudaAttentionBackward attentionBackward;
     private final CudaExactOps exactOps;
@@ -108,6 +109,7 @@ public final class CudaBackend implements Backend {
         this.attentionOps = new CudaAttentionOps(ctx, this);
         this.selectOps = new CudaSelectOps(ctx);
         this.moe = new CudaMoe(ctx, rowOps, matmulOps, this);
+        this.fusedDecode = new CudaFusedDecode(ctx, matmulOps, rowOps, moe.ops());
         this.trainOps = new CudaTrainOps(ctx, rowOps, matmulOps);
         this.attentionBackward = new CudaAttentionBackward(ctx, attentionOps);
         this.exactOps = new CudaExactOps(ctx, matmulOps);
@@ -628,6 +630,11 @@ public final class CudaBackend implements Backend {
     public void pagedKvWrite(Tensor k, Tensor v, Tensor kCache, Tensor vCache, Tensor slots) {
         ctx.device.bind();
         attentionOps.flash.pagedKvWrite(k, v, kCache, vCache, slots);
+    }
+
+    /** The fused operations of a decode step at few tokens (norms, router selection, SwiGLU and combine folded into products). */
+    public CudaFusedDecode fusedDecode() {
+        return fusedDecode;
     }
 
     /** The mixture-of-experts operations: decode products, device routing, and the grouped block. */

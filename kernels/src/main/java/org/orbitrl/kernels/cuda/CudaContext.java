@@ -21,7 +21,7 @@ import java.util.Map;
  */
 final class CudaContext implements AutoCloseable {
     /** Scratch buffers, grown on demand and reused by later calls (all work is on one stream). */
-    enum Scratch { X_BF16, DEQUANT_BF16, ATTENTION_ACC, ATTENTION_ML, ATTENTION_BACKWARD, ATTENTION_BF16, EXACT_DEQUANT, OFT_WORK, ROUTER_LOGITS, MOE_GATE, MOE_UP }
+    enum Scratch { X_BF16, DEQUANT_BF16, ATTENTION_ACC, ATTENTION_ML, ATTENTION_BACKWARD, ATTENTION_BF16, EXACT_DEQUANT, OFT_WORK, ROUTER_LOGITS, MOE_GATE, MOE_UP, X_F32 }
 
     final CudaDevice device;
     final CudaStream stream;
@@ -29,6 +29,9 @@ final class CudaContext implements AutoCloseable {
     final KernelLibrary kernels;
     final Cublas cublas;
     final Tensor errorFlag; // i32 [4]: code, value low, value high, row
+    /** Rows a ticketed launch may count at once ({@link #tickets}). */
+    static final int TICKETS = 4096;
+    final Tensor tickets;   // i32 [TICKETS]: per-row counters of kernels whose last block finishes a row; 0 between launches
     private final Tensor cublasWorkspace; // u8 [32 MiB]
     private final Map<Scratch, Tensor> scratch = new EnumMap<>(Scratch.class);
     private final boolean highPriority;
@@ -48,6 +51,7 @@ final class CudaContext implements AutoCloseable {
         this.allocator = new CudaAllocator(device, stream);
         this.kernels = kernels;
         this.errorFlag = allocator.allocate(MemoryCategory.RUNTIME_RESERVE, DType.I32, 4);
+        this.tickets = allocator.allocate(MemoryCategory.RUNTIME_RESERVE, DType.I32, TICKETS);
         this.cublasWorkspace = allocator.allocate(MemoryCategory.RUNTIME_RESERVE, DType.U8, Cublas.WORKSPACE_BYTES);
         this.cublas = new Cublas(stream.handle(), CudaAllocator.address(cublasWorkspace), Cublas.WORKSPACE_BYTES);
     }

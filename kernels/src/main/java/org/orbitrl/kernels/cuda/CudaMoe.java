@@ -23,6 +23,11 @@ public final class CudaMoe {
         this.train = new CudaMoeTrain(ctx, rowOps, backend);
     }
 
+    /** The decode operations' launcher, shared with {@link CudaFusedDecode}. */
+    CudaMoeOps ops() {
+        return ops;
+    }
+
     /**
      * Mixture-of-experts decode in one launch: for every (token, expert) pair p,
      * {@code y[p] = x[row] · W[ids[p]]ᵀ} with the fused dequantize-GEMV.

@@ -165,3 +165,33 @@ BG_KERNEL(1)
 BG_KERNEL(4)
 BG_KERNEL(8)
 BG_KERNEL(16)
+
+// y (+)= rmsnorm(x) . w^T for M <= MT rows of x: every block stages the normalized rows
+// nw[k] * (x[k] / sqrt(mean(x^2) + eps)) (rmsnorm_f32's expression; nw f32 or bf16) in shared memory,
+// then computes its rows of the product as bgemv does: a decode step's norm folded into the product
+// that reads it. Dynamic shared memory M * K floats.
+#define BG_NORM_KERNEL(MT)                                                                                             \
+    extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_##MT)                                          \
+        bgemv_norm_m##MT(const float* x, int M, const void* nw, int nwBf16, float eps, const uint4* w, float* y, int N,  \
+                         int K, int accumulate) {                                                                     \
+        extern __shared__ float xs[];                                                                                  \
+        __shared__ float sh[32];                                                                                       \
+        for (int m = 0; m < M; m++) {                                                                                  \
+            const float* xr = x + (i64) m * K;                                                                         \
+            float ss = 0.0f;                                                                                           \
+            for (int i = threadIdx.x; i < K; i += blockDim.x) {                                                        \
+                float v = xr[i];                                                                                       \
+                ss += v * v;                                                                                           \
+            }                                                                                                          \
+            ss = block_sum(ss, sh);                                                                                    \
+            float inv = 1.0f / sqrtf(ss / (float) K + eps);                                                            \
+            for (int i = threadIdx.x; i < K; i += blockDim.x) {                                                        \
+                float wi = nwBf16 ? bf16_to_f32(((const u16*) nw)[i]) : ((const float*) nw)[i];                        \
+                xs[m * K + i] = wi * (xr[i] * inv);                                                                    \
+            }                                                                                                          \
+        }                                                                                                              \
+        __syncthreads();                                                                                               \
+        bgemv<MT, BG_KQ_##MT, BG_R_##MT, BG_U_##MT>(xs, M, w, y, N, K, accumulate);                                   \
+    }
+BG_NORM_KERNEL(1)
+BG_NORM_KERNEL(4)

@@ -161,33 +161,14 @@ extern "C" __global__ void moe_router_logits(const float* x, const uint4* w, int
     }
 }
 
-// Router per token (grid T, blockDim a multiple of 32, dynamic shared H + E floats): logits[e] =
-// x[t] . w[e] as above, or read from pre [T, E] when given (moe_router_logits), softmax over the E
-// logits, then the topk largest probabilities in descending order (ties to the lower expert, as the
-// scalar backend), optionally divided by their sum. values f32 [T, topk], indices i32 [T, topk].
-extern "C" __global__ void moe_router_topk(const float* x, const uint4* w, int H, int E, int topk, int normalize,
-                                           float* values, int* indices, const float* pre) {
-    pdl_enter();
-    extern __shared__ float smem[];
-    float* xs = smem;       // [H]
-    float* lg = smem + H;   // [E]
-    __shared__ float red[32];
-    __shared__ int redi[32];
-    int t = blockIdx.x;
+// Softmax over the E logits lg (shared memory, overwritten) by the whole block, then the topk largest
+// probabilities in descending order (ties to the lower expert, as the scalar backend), optionally divided
+// by their sum, into values f32 [topk] and indices i32 [topk]. red, redi: 32 entries of shared memory.
+__device__ __forceinline__ void router_select(float* lg, int E, int topk, int normalize, float* values, int* indices,
+                                              float* red, int* redi) {
     int lane = threadIdx.x & 31;
     int warp = threadIdx.x >> 5;
     int warps = blockDim.x >> 5;
-    if (pre != 0) {
-        for (int e = threadIdx.x; e < E; e += blockDim.x) lg[e] = pre[(i64) t * E + e];
-    } else {
-        for (int c = threadIdx.x; c < H; c += blockDim.x) xs[c] = x[(i64) t * H + c];
-        __syncthreads();
-        for (int e = warp; e < E; e += warps) {
-            float acc = moe_router_dot(xs, w, H / 8, e, lane);
-            if (lane == 0) lg[e] = acc;
-        }
-    }
-    __syncthreads();
     float m = -ORBIT_INF;
     for (int e = threadIdx.x; e < E; e += blockDim.x) m = fmaxf(m, lg[e]);
     m = block_max(m, red);
@@ -229,8 +210,8 @@ extern "C" __global__ void moe_router_topk(const float* x, const uint4* w, int H
                     bi = redi[i];
                 }
             }
-            values[(i64) t * topk + j] = bv;
-            indices[(i64) t * topk + j] = bi;
+            values[j] = bv;
+            indices[j] = bi;
             picked += bv;
             lg[bi] = -ORBIT_INF; // taken
         }
@@ -238,6 +219,87 @@ extern "C" __global__ void moe_router_topk(const float* x, const uint4* w, int H
     }
     if (normalize && threadIdx.x == 0) {
         float r = 1.0f / picked;
-        for (int j = 0; j < topk; j++) values[(i64) t * topk + j] *= r;
+        for (int j = 0; j < topk; j++) values[j] *= r;
     }
+}
+
+// Router per token (grid T, blockDim a multiple of 32, dynamic shared H + E floats): logits[e] =
+// x[t] . w[e] as above, or read from pre [T, E] when given (moe_router_logits), then router_select.
+// values f32 [T, topk], indices i32 [T, topk].
+extern "C" __global__ void moe_router_topk(const float* x, const uint4* w, int H, int E, int topk, int normalize,
+                                           float* values, int* indices, const float* pre) {
+    pdl_enter();
+    extern __shared__ float smem[];
+    float* xs = smem;       // [H]
+    float* lg = smem + H;   // [E]
+    __shared__ float red[32];
+    __shared__ int redi[32];
+    int t = blockIdx.x;
+    int lane = threadIdx.x & 31;
+    int warp = threadIdx.x >> 5;
+    int warps = blockDim.x >> 5;
+    if (pre != 0) {
+        for (int e = threadIdx.x; e < E; e += blockDim.x) lg[e] = pre[(i64) t * E + e];
+    } else {
+        for (int c = threadIdx.x; c < H; c += blockDim.x) xs[c] = x[(i64) t * H + c];
+        __syncthreads();
+        for (int e = warp; e < E; e += warps) {
+            float acc = moe_router_dot(xs, w, H / 8, e, lane);
+            if (lane == 0) lg[e] = acc;
+        }
+    }
+    __syncthreads();
+    router_select(lg, E, topk, normalize, values + (i64) t * topk, indices + (i64) t * topk, red, redi);
+}
+
+// The router of a decode step in one launch over the device (grid ceil(E / warps) x T, dynamic shared
+// H + E floats): every block of token t = blockIdx.y stages xs = nw * (x[t] / sqrt(mean(x[t]^2) + eps))
+// (rmsnorm_f32's expression; nw f32 or bf16) and writes its share of those values to h[t] (the experts'
+// input); its warps compute the logits of experts blockIdx.x * warps + warp (moe_router_dot) into
+// logits [T, E]. The block that finishes token t last (a ticket counted on the device) reads the E
+// logits back and runs router_select, then re-arms the ticket to 0 for the next launch.
+extern "C" __global__ void moe_router_norm_topk(const float* x, const void* nw, int nwBf16, float eps, float* h, const uint4* w,
+                                                int H, int E, int topk, int normalize, float* logits, int* tickets,
+                                                float* values, int* indices) {
+    extern __shared__ float smem[];
+    float* xs = smem;       // [H]
+    float* lg = smem + H;   // [E]
+    __shared__ float red[32];
+    __shared__ int redi[32];
+    __shared__ int last;
+    int t = blockIdx.y;
+    int lane = threadIdx.x & 31;
+    int warps = blockDim.x >> 5;
+    const float* xr = x + (i64) t * H;
+    float ss = 0.0f;
+    for (int c = threadIdx.x; c < H; c += blockDim.x) {
+        float v = xr[c];
+        ss += v * v;
+    }
+    ss = block_sum(ss, red);
+    float inv = 1.0f / sqrtf(ss / (float) H + eps);
+    int share = (H + gridDim.x - 1) / gridDim.x;
+    int lo = blockIdx.x * share;
+    for (int c = threadIdx.x; c < H; c += blockDim.x) {
+        float wi = nwBf16 ? bf16_to_f32(((const u16*) nw)[c]) : ((const float*) nw)[c];
+        float v = wi * (xr[c] * inv);
+        xs[c] = v;
+        if (c >= lo && c < lo + share) h[(i64) t * H + c] = v;
+    }
+    __syncthreads();
+    int e = blockIdx.x * warps + (threadIdx.x >> 5);
+    if (e < E) {
+        float v = moe_router_dot(xs, w, H / 8, e, lane);
+        if (lane == 0) logits[(i64) t * E + e] = v;
+    }
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(tickets + t, 1) == (int) gridDim.x - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    for (int c = threadIdx.x; c < E; c += blockDim.x) lg[c] = ((volatile const float*) logits)[(i64) t * E + c]; // past L1: other blocks wrote them
+    __syncthreads();
+    router_select(lg, E, topk, normalize, values + (i64) t * topk, indices + (i64) t * topk, red, redi);
+    if (threadIdx.x == 0) tickets[t] = 0;
 }

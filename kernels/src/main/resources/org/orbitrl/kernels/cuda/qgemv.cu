@@ -316,3 +316,196 @@ __device__ __forceinline__ void qgemv(int mode, const void* x, int xDiv, int M, 
 QG_FORMAT(int4, QF_INT4)
 QG_FORMAT(mxfp4, QF_MXFP4)
 QG_FORMAT(nvfp4, QF_NVFP4)
+
+// ---------------------------------------------------------------------------------------------------
+// Decode fusions of the routed experts (one x row per pair, f32 x).
+
+#ifndef QGS_KQ
+#define QGS_KQ 4 // gate/up: k lanes of a warp
+#endif
+#ifndef QGS_R
+#define QGS_R 2  // gate/up: rows of a lane (of each matrix)
+#endif
+#ifndef QGS_U
+#define QGS_U 2  // gate/up: steps whose loads are issued together
+#endif
+#ifndef QGD_KQ
+#define QGD_KQ 8 // down: k lanes of a warp
+#endif
+#ifndef QGD_R
+#define QGD_R 2  // down: rows of a lane
+#endif
+#ifndef QGD_U
+#define QGD_U 3  // down: steps whose loads are issued together
+#endif
+#define QGD_MAX_TOPK 16
+
+// The loads of U steps of one matrix's R rows (codes, scales, zeros), then their products into acc.
+template <int FMT, int R, int U>
+__device__ __forceinline__ void qg_steps(const uint4* __restrict__ codes, const void* __restrict__ scales, const u32* __restrict__ zeros,
+                                         float global, const i64* grow, int G, int g, int S, const char* const* xr, int K,
+                                         float (*acc)[1]) {
+    uint4 q[U][R];
+    float s0[U][R], s1[U][R], zb[U][R];
+#pragma unroll
+    for (int u = 0; u < U; u++)
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            if (u == 0 || g + u * S < G) q[u][r] = codes[grow[r] * G + g + u * S];
+#pragma unroll
+    for (int u = 0; u < U; u++)
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            if (u == 0 || g + u * S < G) qg_scales<FMT>(scales, zeros, global, grow[r], G, g + u * S, s0[u][r], s1[u][r], zb[u][r]);
+#pragma unroll
+    for (int u = 0; u < U; u++)
+        if (u == 0 || g + u * S < G) qg_group<FMT, 1, false, R>(q[u], s0[u], s1[u], zb[u], xr, 1, K, g + u * S, acc);
+}
+
+// act[p, n] = silu(g) * u with g = x[p / xDiv] . Gate[e]^T[n], u = x[p / xDiv] . Up[e]^T[n], e = ids[p]
+// (blockIdx.y = p): the gate and up products of a decode step's routed pairs and the SwiGLU between
+// them in one launch. The work split of qgemv (mode 1); each lane holds the same R rows of both
+// matrices, so the block's RB rows of gate and up are reduced side by side and never leave the SM.
+template <int FMT, int KQ, int R, int U>
+__device__ __forceinline__ void qgemv_swiglu(const float* x, int xDiv, const int* ids, const uint4* __restrict__ gc,
+                                             const void* __restrict__ gs, const u32* __restrict__ gz, float gglobal,
+                                             const uint4* __restrict__ uc, const void* __restrict__ us,
+                                             const u32* __restrict__ uz, float uglobal, float* act, int N, int K, int E,
+                                             int* err) {
+    constexpr int RL = 32 / KQ;
+    constexpr int RB = RL * R;
+    __shared__ float red[2][QG_WARPS][RB]; // [gate | up][warp][row of the block]
+    int G = K / 32;
+    int lane = threadIdx.x & 31;
+    int warp = threadIdx.x >> 5;
+    int W = blockDim.x >> 5;
+    int rl = lane % RL;
+    int kq = lane / RL;
+    int row0 = blockIdx.x * RB;
+    int p = blockIdx.y;
+    int e = ids[p];
+    if (e < 0 || e >= E) { // the whole block leaves
+        if (blockIdx.x == 0 && threadIdx.x == 0) report_error(err, ERR_EXPERT_OUT_OF_RANGE, e, p);
+        return;
+    }
+    i64 grow[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        int n = row0 + rl + RL * r;
+        grow[r] = (i64) e * N + (n < N ? n : N - 1);
+    }
+    const char* xr[1] = {(const char*) (x + (i64) (p / xDiv) * K)};
+    float ag[R][1], au[R][1];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        ag[r][0] = 0.0f;
+        au[r][0] = 0.0f;
+    }
+    int S = W * KQ;
+    for (int g = warp * KQ + kq; g < G; g += U * S) {
+        qg_steps<FMT, R, U>(gc, gs, gz, gglobal, grow, G, g, S, xr, K, ag);
+        qg_steps<FMT, R, U>(uc, us, uz, uglobal, grow, G, g, S, xr, K, au);
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        float vg = ag[r][0];
+        float vu = au[r][0];
+#pragma unroll
+        for (int o = RL; o < 32; o <<= 1) {
+            vg += __shfl_xor_sync(0xffffffffu, vg, o);
+            vu += __shfl_xor_sync(0xffffffffu, vu, o);
+        }
+        if (kq == 0) {
+            red[0][warp][rl + RL * r] = vg;
+            red[1][warp][rl + RL * r] = vu;
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < RB; i += blockDim.x) {
+        float g = 0.0f;
+        float u = 0.0f;
+        for (int w = 0; w < W; w++) {
+            g += red[0][w][i];
+            u += red[1][w][i];
+        }
+        if (row0 + i < N) act[(i64) p * N + row0 + i] = g / (1.0f + expf(-g)) * u; // swiglu_f32's expression
+    }
+}
+
+// out[t, n] (+)= c * sum_j w[t, j] * (act[t * topk + j] . Down[e_j]^T[n]), e_j = ids[t, j], c = 1 / sum_j w[t, j]
+// when normalize else 1: the down products of a decode token's routed experts weighted into its residual
+// row in one launch. Block (row chunk, token t = blockIdx.y), one warp per routed expert (blockDim 32 * topk):
+// warp j computes the block's RB rows of expert j's product over the whole of K (lanes split as qgemv's);
+// the experts' sums are weighted and added in j order, as moe_combine adds them.
+template <int FMT, int KQ, int R, int U>
+__device__ __forceinline__ void qgemv_down_combine(const float* act, const int* ids, const float* wts, int topk, int normalize,
+                                                   const uint4* __restrict__ codes, const void* __restrict__ scales,
+                                                   const u32* __restrict__ zeros, float global, float* out, int accumulate,
+                                                   int N, int K, int E, int* err) {
+    constexpr int RL = 32 / KQ;
+    constexpr int RB = RL * R;
+    __shared__ float red[QGD_MAX_TOPK][RB]; // [expert of the token][row of the block]
+    int G = K / 32;
+    int lane = threadIdx.x & 31;
+    int j = threadIdx.x >> 5;
+    int rl = lane % RL;
+    int kq = lane / RL;
+    int row0 = blockIdx.x * RB;
+    int t = blockIdx.y;
+    int pair = t * topk + j;
+    int e = ids[pair];
+    bool ok = e >= 0 && e < E;
+    if (!ok && blockIdx.x == 0 && lane == 0) report_error(err, ERR_EXPERT_OUT_OF_RANGE, e, pair);
+    float acc[R][1];
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[r][0] = 0.0f;
+    if (ok) {
+        i64 grow[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            int n = row0 + rl + RL * r;
+            grow[r] = (i64) e * N + (n < N ? n : N - 1);
+        }
+        const char* xr[1] = {(const char*) (act + (i64) pair * K)};
+        for (int g = kq; g < G; g += U * KQ) qg_steps<FMT, R, U>(codes, scales, zeros, global, grow, G, g, KQ, xr, K, acc);
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        float v = acc[r][0];
+#pragma unroll
+        for (int o = RL; o < 32; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (kq == 0) red[j][rl + RL * r] = v;
+    }
+    __syncthreads();
+    if ((int) threadIdx.x < RB && row0 + (int) threadIdx.x < N) {
+        const float* wt = wts + (i64) t * topk;
+        float c = 1.0f;
+        if (normalize) {
+            float s = 0.0f;
+            for (int i = 0; i < topk; i++) s += wt[i];
+            c = 1.0f / s;
+        }
+        float v = 0.0f;
+        for (int i = 0; i < topk; i++) v += wt[i] * red[i][threadIdx.x];
+        v *= c;
+        float* o = out + (i64) t * N + row0 + threadIdx.x;
+        *o = accumulate ? *o + v : v;
+    }
+}
+
+#define QG_DECODE_KERNELS(FNAME, FMT)                                                                                        \
+    extern "C" __global__ void __launch_bounds__(32 * QG_WARPS) qgemv_swiglu_##FNAME(                                       \
+        const float* x, int xDiv, const int* ids, const uint4* gc, const void* gs, const u32* gz, float gglobal,            \
+        const uint4* uc, const void* us, const u32* uz, float uglobal, float* act, int N, int K, int E, int* err) {         \
+        qgemv_swiglu<FMT, QGS_KQ, QGS_R, QGS_U>(x, xDiv, ids, gc, gs, gz, gglobal, uc, us, uz, uglobal, act, N, K, E, err); \
+    }                                                                                                                      \
+    extern "C" __global__ void __launch_bounds__(32 * QGD_MAX_TOPK) qgemv_down_combine_##FNAME(                             \
+        const float* act, const int* ids, const float* wts, int topk, int normalize, const uint4* codes,                    \
+        const void* scales, const u32* zeros, float global, float* out, int accumulate, int N, int K, int E, int* err) {    \
+        qgemv_down_combine<FMT, QGD_KQ, QGD_R, QGD_U>(act, ids, wts, topk, normalize, codes, scales, zeros, global, out,   \
+                                                     accumulate, N, K, E, err);                                            \
+    }
+
+QG_DECODE_KERNELS(int4, QF_INT4)
+QG_DECODE_KERNELS(mxfp4, QF_MXFP4)
+QG_DECODE_KERNELS(nvfp4, QF_NVFP4)

@@ -6,6 +6,7 @@ import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.RopeTable;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.CudaBackend;
+import org.orbitrl.kernels.cuda.CudaFusedDecode;
 import org.orbitrl.kernels.cuda.MoeRouting;
 import org.orbitrl.kernels.quant.Int4G32;
 import org.orbitrl.kernels.quant.QuantizedTensor;
@@ -34,7 +35,8 @@ import java.util.regex.Pattern;
  * attention, o GEMM with the residual add folded in, rmsnorm, router (GEMM, softmax, normalised top-k in one
  * launch), routed experts (gate, up, SwiGLU, down;
  * per-pair GEMV at B = 1, device-grouped GEMV above), weighted combine into the residual; final
- * norm, lm_head, argmax into the token ids. It issues stream work only, so it can be captured in
+ * norm, lm_head, argmax into the token ids. With {@link #fused} (the default) the norms, the router's
+ * selection, the SwiGLU and the combine ride inside the products (see {@link CudaFusedDecode}). It issues stream work only, so it can be captured in
  * a CUDA graph; {@link #setPosition} (host to device copies) goes between steps.
  */
 public final class MoeDecodeStack implements AutoCloseable {
@@ -257,17 +259,42 @@ public final class MoeDecodeStack implements AutoCloseable {
         return !skipped.contains(p);
     }
 
+    private boolean fused = !"off".equals(System.getProperty("orbit.bench.fusedDecode"));
+
+    /**
+     * Whether steps take the fused decode operations ({@link org.orbitrl.kernels.cuda.CudaFusedDecode}): the
+     * norms folded into the q/k/v product (up to 4 sequences) and into the router with its selection, and at
+     * one sequence the experts as two launches (gate, up and SwiGLU; down, combine and residual add). On
+     * by default; {@code -Dorbit.bench.fusedDecode=off} starts with them off.
+     */
+    public void fused(boolean on) {
+        this.fused = on;
+    }
+
+    public boolean fused() {
+        return fused;
+    }
+
     /** Issues one decode step (stream work only). */
     public void step() {
         int hd = s.headDim();
         float eps = s.eps();
+        CudaFusedDecode fd = gpu.fusedDecode();
+        boolean fusedNorm = fused && batch <= 4;
+        boolean fusedExperts = fused && batch == 1;
         gpu.embedding(embed, ids, x);
         for (Layer L : layers) {
-            if (on(Part.NORMS)) {
-                gpu.rmsNorm(x, L.attnNorm, eps, h);
-            }
-            if (on(Part.QKV_PROJECTION)) {
-                gpu.matmul(h, L.qkvw, qkv);
+            if (fusedNorm) {
+                if (on(Part.QKV_PROJECTION)) { // the attention's norm inside
+                    fd.rmsNormMatmul(x, L.attnNorm, eps, L.qkvw, qkv, false);
+                }
+            } else {
+                if (on(Part.NORMS)) {
+                    gpu.rmsNorm(x, L.attnNorm, eps, h);
+                }
+                if (on(Part.QKV_PROJECTION)) {
+                    gpu.matmul(h, L.qkvw, qkv);
+                }
             }
             if (on(Part.QKV_PREP)) {
                 gpu.qkvPrep(qkv, s.heads(), s.kvHeads(), hd, hd, L.qNorm, L.kNorm, eps, positions, rope, q, L.kCache, L.vCache, slots);
@@ -278,11 +305,24 @@ public final class MoeDecodeStack implements AutoCloseable {
             if (on(Part.O_PROJECTION)) {
                 gpu.matmulAccumulate(attn.reshape(batch, (long) s.heads() * hd), L.ow, x); // o projection + residual
             }
-            if (on(Part.NORMS)) {
-                gpu.rmsNorm(x, L.postNorm, eps, h);
+            if (fused) {
+                if (on(Part.ROUTER)) { // the MLP's norm inside; h written for the experts
+                    fd.moeRouterNormTopk(x, L.postNorm, eps, L.router, s.topk(), true, h, topv, topi);
+                }
+            } else {
+                if (on(Part.NORMS)) {
+                    gpu.rmsNorm(x, L.postNorm, eps, h);
+                }
+                if (on(Part.ROUTER)) {
+                    gpu.moe().moeRouterTopk(h, L.router, s.topk(), true, topv, topi);
+                }
             }
-            if (on(Part.ROUTER)) {
-                gpu.moe().moeRouterTopk(h, L.router, s.topk(), true, topv, topi);
+            if (fusedExperts) {
+                if (on(Part.EXPERTS)) { // SwiGLU inside the first launch, the combine and the residual add inside the second
+                    fd.moeSwigluPairs(h, L.gate, L.up, s.experts(), topi, act);
+                    fd.moeDownCombine(act, L.down, s.experts(), topi, topv, false, x, true);
+                }
+                continue;
             }
             if (batch == 1) {
                 if (on(Part.EXPERTS)) {

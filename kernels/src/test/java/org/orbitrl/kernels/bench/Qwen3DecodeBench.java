@@ -49,6 +49,7 @@ public final class Qwen3DecodeBench {
         StringBuilder partsMd = new StringBuilder();
         StringBuilder fusedMd = new StringBuilder();
         StringBuilder pdlMd = new StringBuilder();
+        StringBuilder opsMd = new StringBuilder();
         try (CudaBackend gpu = new CudaBackend()) {
             double copy = GpuBench.copyBandwidth(gpu);
             md.append("## Qwen3-30B-A3B-shaped decode on ").append(gpu.device()).append("\n\nDate: ").append(Instant.now())
@@ -81,6 +82,22 @@ public final class Qwen3DecodeBench {
                     if (gpu.dependentLaunches() || supportsDependentLaunches(gpu)) {
                         pdlMd.append(compareDependentLaunches(gpu, stack, context, steps, batch, graphMs)).append('\n');
                     }
+                    { // the fused decode operations (norms, router selection, SwiGLU, combine inside the products) the other way
+                        boolean on = stack.fused();
+                        stack.fused(!on);
+                        double otherMs;
+                        try (CudaGraph g = CudaGraph.capture(gpu.stream(), stack::step)) {
+                            otherMs = stepMs(gpu, stack, context, steps, g);
+                        } finally {
+                            stack.fused(on);
+                        }
+                        double onMs = on ? graphMs : otherMs;
+                        double offMs = on ? otherMs : graphMs;
+                        String cmp = String.format("| %d | %.3f ms (%.0f tokens/s) | %.3f ms (%.0f tokens/s) | %.2fx |", batch, offMs,
+                                batch / (offMs / 1e3), onMs, batch / (onMs / 1e3), offMs / onMs);
+                        System.out.println(cmp);
+                        opsMd.append(cmp).append('\n');
+                    }
                     if (batch > 1) { // the other launch shapes of the routed experts, the same stack, captured again
                         boolean fused = gpu.moe().moeFusedDecode();
                         gpu.moe().moeFusedDecode(!fused);
@@ -105,6 +122,8 @@ public final class Qwen3DecodeBench {
         md.append("\nProgrammatic dependent launch (-Dorbit.cuda.pdl; ").append(System.getProperty("orbit.cuda.pdl", "default"))
                 .append(" in the table above), the same stacks, graphs captured again:\n\n"
                         + "| batch | pdl=off | pdl=on | speed-up |\n|---|---|---|---|\n").append(pdlMd);
+        md.append("\nThe fused decode operations (-Dorbit.bench.fusedDecode; CudaFusedDecode), the same stacks, graphs captured again:\n\n"
+                + "| batch | fused ops off | fused ops on | speed-up |\n|---|---|---|---|\n").append(opsMd);
         md.append("\nDistinct experts per layer are counted on the last layer of a step and assumed for every layer.\n");
         if (parts) {
             md.append("\nWhere a captured step's time goes: each part left out of the step in turn (its outputs keep"

@@ -1,0 +1,227 @@
+package org.orbitrl.kernels.cuda;
+
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cuda.internal.Kernel;
+import org.orbitrl.kernels.quant.QuantizedTensor;
+
+import java.util.EnumMap;
+
+/**
+ * The fused operations of a decode step at few tokens ({@link CudaBackend#fusedDecode()}): each folds
+ * work that would be a launch of its own into the launch that consumes it, because at one token a
+ * launch costs more in latency than the bytes it moves. Together they take a Qwen3-MoE layer's decode
+ * from twelve launches to seven: the attention's norm into the q/k/v product, the MLP's norm and the
+ * softmax and top-k into the router's product, the SwiGLU into the experts' gate and up product, and the
+ * weighted combine and the residual add into the experts' down product.
+ *
+ * <p>Numbers: every product is f32 activations times the exact weight values with f32 accumulation (the
+ * GEMV kernels' arithmetic); the norms use {@code rmsnorm_f32}'s expression, with the sum of squares
+ * reduced in a different order. Each op is deterministic (no atomics on values) and capturable in a
+ * CUDA graph.
+ */
+public final class CudaFusedDecode {
+    /** Rows of x up to which {@link #rmsNormMatmul} runs as one launch (the normalized rows are staged per block). */
+    static final int NORM_GEMV_MAX_ROWS = 4;
+    /** Most routed experts per token of {@link #moeDownCombine} (one warp each; QGD_MAX_TOPK in qgemv.cu). */
+    static final int MAX_TOPK = 16;
+    private static final int ROUTER_WARPS = 4;
+    private static final int SHARED_LIMIT = 48 * 1024;
+
+    private final CudaContext ctx;
+    private final CudaMatmulOps matmul;
+    private final CudaRowOps rows;
+    private final CudaMoeOps moeOps;
+    private final Kernel norm1;
+    private final Kernel norm4;
+    private final Kernel routerNormTopk;
+    private final EnumMap<QuantLayout, Kernel> swiglu = new EnumMap<>(QuantLayout.class);
+    private final EnumMap<QuantLayout, Kernel> downCombine = new EnumMap<>(QuantLayout.class);
+
+    CudaFusedDecode(CudaContext ctx, CudaMatmulOps matmul, CudaRowOps rows, CudaMoeOps moeOps) {
+        this.ctx = ctx;
+        this.matmul = matmul;
+        this.rows = rows;
+        this.moeOps = moeOps;
+        this.norm1 = ctx.kernel("bgemv", "bgemv_norm_m1");
+        this.norm4 = ctx.kernel("bgemv", "bgemv_norm_m4");
+        this.routerNormTopk = ctx.kernel("moe", "moe_router_norm_topk");
+        for (QuantLayout l : QuantLayout.values()) {
+            swiglu.put(l, ctx.kernel("qgemv", "qgemv_swiglu_" + l.kernelSuffix()));
+            downCombine.put(l, ctx.kernel("qgemv", "qgemv_down_combine_" + l.kernelSuffix()));
+        }
+    }
+
+    /**
+     * {@code y = rmsnorm(x) · wᵀ} (or {@code y += ...} when {@code accumulate}): x f32 [M, K], norm weight f32
+     * or bf16 [K], w bf16 [N, K], y f32 [M, N]. One launch up to {@value #NORM_GEMV_MAX_ROWS} rows
+     * (K a multiple of 8, aligned operands); otherwise the norm into scratch and the product.
+     */
+    public void rmsNormMatmul(Tensor x, Tensor normWeight, float eps, Tensor w, Tensor y, boolean accumulate) {
+        ctx.device.bind();
+        ctx.devContiguous("rmsNormMatmul x", x, DType.F32);
+        ctx.devContiguous("rmsNormMatmul y", y, DType.F32);
+        ctx.devContiguous("rmsNormMatmul w", w, DType.BF16);
+        ctx.devContiguous("rmsNormMatmul norm weight", normWeight, null);
+        int k = x.size(-1);
+        int m = CudaContext.rows(x);
+        if (w.rank() != 2 || w.dim(1) != k || y.size(-1) != w.dim(0) || CudaContext.rows(y) != m || normWeight.numel() != k
+                || (normWeight.dtype() != DType.F32 && normWeight.dtype() != DType.BF16)) {
+            throw new IllegalArgumentException("rmsNormMatmul: rmsnorm(x " + x + ", weight " + normWeight + " f32 or bf16 [" + k
+                    + "]) · wᵀ " + w + " -> y " + y + " do not agree");
+        }
+        int n = w.size(0);
+        if (m == 0 || n == 0) {
+            return;
+        }
+        if (m <= NORM_GEMV_MAX_ROWS && k % 8 == 0 && 4L * m * k <= SHARED_LIMIT && CudaAllocator.address(x) % 16 == 0
+                && CudaAllocator.address(w) % 16 == 0) {
+            int mt = m == 1 ? 1 : 4;
+            int warps = CudaQgemv.warpsFor(k / 8, CudaQgemv.bf16KLanes(mt));
+            long grid = (n + CudaQgemv.bf16RowsPerBlock(mt) - 1) / CudaQgemv.bf16RowsPerBlock(mt);
+            ctx.launchShared(mt == 1 ? norm1 : norm4, grid, 32 * warps, 4 * m * k, x, m, normWeight,
+                    normWeight.dtype() == DType.BF16 ? 1 : 0, eps, w, y, n, k, accumulate ? 1 : 0);
+            return;
+        }
+        Tensor normed = ctx.scratch(CudaContext.Scratch.X_F32, DType.F32, (long) m * k).reshape(m, k); // [M, K]
+        rows.rmsNorm(x.reshape(m, k), normWeight, eps, normed);
+        if (accumulate) {
+            matmul.matmulAccumulate(normed, w, y);
+        } else {
+            matmul.matmul(normed, w, y);
+        }
+    }
+
+    /**
+     * The router of a decode step in one launch: {@code h = rmsnorm(x)} (written out: the experts' input),
+     * router logits {@code h · routerᵀ}, softmax, and the top-k probabilities (ties to the lower expert),
+     * divided by their sum when {@code normalize}. x f32 [T, H], norm weight f32 or bf16 [H], router bf16
+     * [E, H] (H a multiple of 8), h f32 [T, H], values f32 [T, topk], indices i32 [T, topk]. The logits are
+     * spread over ceil(E / 4) blocks a token; the block that finishes a token last selects its experts.
+     */
+    public void moeRouterNormTopk(Tensor x, Tensor normWeight, float eps, Tensor router, int topk, boolean normalize, Tensor h,
+                                  Tensor values, Tensor indices) {
+        ctx.device.bind();
+        ctx.devContiguous("moeRouterNormTopk x", x, DType.F32);
+        ctx.devContiguous("moeRouterNormTopk h", h, DType.F32);
+        ctx.devContiguous("moeRouterNormTopk router", router, DType.BF16);
+        ctx.devContiguous("moeRouterNormTopk norm weight", normWeight, null);
+        ctx.devContiguous("moeRouterNormTopk values", values, DType.F32);
+        ctx.devContiguous("moeRouterNormTopk indices", indices, DType.I32);
+        int hd = x.size(-1);
+        int tokens = CudaContext.rows(x);
+        int e = router.rank() == 2 ? router.size(0) : 0;
+        if (router.rank() != 2 || router.dim(1) != hd || hd % 8 != 0 || h.numel() != (long) tokens * hd || normWeight.numel() != hd
+                || (normWeight.dtype() != DType.F32 && normWeight.dtype() != DType.BF16) || topk <= 0 || topk > e
+                || values.numel() != (long) tokens * topk || indices.numel() != (long) tokens * topk) {
+            throw new IllegalArgumentException("moeRouterNormTopk: x " + x + " (hidden a multiple of 8), norm weight " + normWeight
+                    + ", router " + router + " [experts, hidden], top " + topk + " into h " + h + ", " + values + " and " + indices
+                    + " [tokens, topk]");
+        }
+        long shared = 4L * (hd + e);
+        if (shared > SHARED_LIMIT || CudaAllocator.address(router) % 16 != 0) {
+            throw new IllegalArgumentException("moeRouterNormTopk: hidden " + hd + " + experts " + e
+                    + " exceed the kernel's shared memory, or " + router + " is not 16-byte aligned");
+        }
+        if (tokens == 0) {
+            return;
+        }
+        if (tokens > CudaContext.TICKETS) { // more tokens than tickets: the norm, then the router of any batch
+            rows.rmsNorm(x, normWeight, eps, h);
+            moeOps.routerTopk(h, router, topk, normalize, values, indices);
+            return;
+        }
+        Tensor logits = ctx.scratch(CudaContext.Scratch.ROUTER_LOGITS, DType.F32, (long) tokens * e); // [T, E]
+        int chunks = (e + ROUTER_WARPS - 1) / ROUTER_WARPS;
+        ctx.launch2dShared(routerNormTopk, chunks, tokens, 32 * ROUTER_WARPS, (int) shared, x, normWeight,
+                normWeight.dtype() == DType.BF16 ? 1 : 0, eps, h, router, hd, e, topk, normalize ? 1 : 0, logits,
+                ctx.tickets, values, indices);
+    }
+
+    /**
+     * The gate and up products of every routed pair and the SwiGLU between them, in one launch:
+     * {@code act[p] = silu(x[p / d] · G[e]ᵀ) · (x[p / d] · U[e]ᵀ)} with {@code e = ids[p]} and d = topk
+     * when x has a row per token, 1 when it has one per pair. gate and up stack E experts as [E·I, H] in
+     * the same quantized format; x f32 [tokens or pairs, H]; ids i32 [tokens, topk]; act f32 [pairs, I].
+     * An id outside [0, E) is reported by the next synchronize as {@link IndexOutOfBoundsException}.
+     */
+    public void moeSwigluPairs(Tensor x, QuantizedTensor gate, QuantizedTensor up, int numExperts, Tensor ids, Tensor act) {
+        ctx.device.bind();
+        ctx.devContiguous("moeSwigluPairs x", x, DType.F32);
+        ctx.devContiguous("moeSwigluPairs act", act, DType.F32);
+        ctx.devContiguous("moeSwigluPairs expert ids", ids, DType.I32);
+        QuantLayout layout = QuantLayout.of(gate, ctx);
+        if (QuantLayout.of(up, ctx) != layout || gate.rows() != up.rows() || gate.cols() != up.cols() || numExperts <= 0
+                || gate.rows() % numExperts != 0) {
+            throw new IllegalArgumentException("moeSwigluPairs: gate " + gate + " and up " + up + " must stack " + numExperts
+                    + " experts of one shape and format");
+        }
+        int n = Math.toIntExact(gate.rows() / numExperts);
+        int k = Math.toIntExact(gate.cols());
+        int pairs = Math.toIntExact(ids.numel());
+        int topk = ids.rank() == 0 ? 1 : ids.size(-1);
+        int tokens = pairs / Math.max(1, topk);
+        int xRows = CudaContext.rows(x);
+        if (x.size(-1) != k || (xRows != tokens && xRows != pairs) || act.numel() != (long) pairs * n || k % 32 != 0) {
+            throw new IllegalArgumentException("moeSwigluPairs: x " + x + ", ids " + ids + ", act " + act + " do not fit " + numExperts
+                    + " experts of [" + n + ", " + k + "] (x rows: tokens or tokens*topk; act: tokens*topk*" + n + "; K a multiple of 32)");
+        }
+        if (pairs > 65535) {
+            throw new IllegalArgumentException("moeSwigluPairs: " + pairs + " (token, expert) pairs exceed one launch (65535)");
+        }
+        if (CudaAllocator.address(x) % 16 != 0 || CudaAllocator.address(gate.codes()) % 16 != 0 || CudaAllocator.address(up.codes()) % 16 != 0) {
+            throw new IllegalArgumentException("moeSwigluPairs: x and the codes must be 16-byte aligned");
+        }
+        if (pairs == 0) {
+            return;
+        }
+        int xDiv = xRows == pairs && pairs != tokens ? 1 : topk;
+        int rowsPerBlock = 32 / 4 * 2; // 32 / QGS_KQ * QGS_R
+        int warps = CudaQgemv.warpsFor(k / 32, 4);
+        ctx.launch2d(swiglu.get(layout), (n + rowsPerBlock - 1) / rowsPerBlock, pairs, 32 * warps, x, xDiv, ids,
+                gate.codes(), gate.scales(), gate.zeros(), gate.globalScale(), up.codes(), up.scales(), up.zeros(), up.globalScale(),
+                act, n, k, numExperts, ctx.errorFlag);
+    }
+
+    /**
+     * The down products of every token's routed experts, weighted and added into its row in one launch:
+     * {@code out[t] (+)= c · Σ_j w[t, j] · (act[t·topk + j] · D[ids[t, j]]ᵀ)} with {@code c = 1 / Σ_j w[t, j]}
+     * when {@code normalize}, else 1; the experts are added in j order. act f32 [tokens·topk, I]; down
+     * stacks E experts as [E·H, I]; ids i32 and w f32 [tokens, topk] (topk at most {@value #MAX_TOPK});
+     * out f32 [tokens, H], added into when {@code accumulate} (the residual stream).
+     */
+    public void moeDownCombine(Tensor act, QuantizedTensor down, int numExperts, Tensor ids, Tensor weights, boolean normalize,
+                               Tensor out, boolean accumulate) {
+        ctx.device.bind();
+        ctx.devContiguous("moeDownCombine act", act, DType.F32);
+        ctx.devContiguous("moeDownCombine expert ids", ids, DType.I32);
+        ctx.devContiguous("moeDownCombine weights", weights, DType.F32);
+        ctx.devContiguous("moeDownCombine out", out, DType.F32);
+        QuantLayout layout = QuantLayout.of(down, ctx);
+        if (numExperts <= 0 || down.rows() % numExperts != 0) {
+            throw new IllegalArgumentException("moeDownCombine: " + down + " does not stack " + numExperts + " experts");
+        }
+        int n = Math.toIntExact(down.rows() / numExperts);
+        int k = Math.toIntExact(down.cols());
+        int topk = ids.rank() == 0 ? 1 : ids.size(-1);
+        int tokens = CudaContext.rows(out);
+        if (out.size(-1) != n || ids.numel() != (long) tokens * topk || weights.numel() != (long) tokens * topk
+                || act.numel() != (long) tokens * topk * k || k % 32 != 0 || topk > MAX_TOPK) {
+            throw new IllegalArgumentException("moeDownCombine: act " + act + " [tokens*topk, " + k + "], ids " + ids + " and weights "
+                    + weights + " [tokens, topk <= " + MAX_TOPK + "] do not fit out " + out + " [tokens, " + n + "] (K a multiple of 32)");
+        }
+        if (tokens > 65535) {
+            throw new IllegalArgumentException("moeDownCombine: " + tokens + " tokens exceed one launch (65535)");
+        }
+        if (CudaAllocator.address(act) % 16 != 0 || CudaAllocator.address(down.codes()) % 16 != 0) {
+            throw new IllegalArgumentException("moeDownCombine: act and the codes must be 16-byte aligned");
+        }
+        if (tokens == 0) {
+            return;
+        }
+        int rowsPerBlock = 32 / 8 * 2; // 32 / QGD_KQ * QGD_R
+        ctx.launch2d(downCombine.get(layout), (n + rowsPerBlock - 1) / rowsPerBlock, tokens, 32 * topk, act, ids, weights, topk,
+                normalize ? 1 : 0, down.codes(), down.scales(), down.zeros(), down.globalScale(), out, accumulate ? 1 : 0, n, k,
+                numExperts, ctx.errorFlag);
+    }
+}

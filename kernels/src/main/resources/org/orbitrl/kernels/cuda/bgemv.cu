@@ -174,6 +174,7 @@ BG_KERNEL(16)
     extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_##MT)                                          \
         bgemv_norm_m##MT(const float* x, int M, const void* nw, int nwBf16, float eps, const uint4* w, float* y, int N,  \
                          int K, int accumulate) {                                                                     \
+        pdl_enter();                                                                                                   \
         extern __shared__ float xs[];                                                                                  \
         __shared__ float sh[32];                                                                                       \
         for (int m = 0; m < M; m++) {                                                                                  \

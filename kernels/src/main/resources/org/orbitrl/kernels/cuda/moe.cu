@@ -261,6 +261,7 @@ extern "C" __global__ void moe_router_topk(const float* x, const uint4* w, int H
 extern "C" __global__ void moe_router_norm_topk(const float* x, const void* nw, int nwBf16, float eps, float* h, const uint4* w,
                                                 int H, int E, int topk, int normalize, float* logits, int* tickets,
                                                 float* values, int* indices) {
+    pdl_enter();
     extern __shared__ float smem[];
     float* xs = smem;       // [H]
     float* lg = smem + H;   // [E]

@@ -339,7 +339,7 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
     extern "C" __global__ void __launch_bounds__(32 * QM_WARPS, MINB)                                                  \
         NAME##_m##MT##_##XT(const void* x, int xDiv, const int* offsets, const int* order, const int* active,          \
                             const u8* codes, const u16* scales, const u32* zeros, float* y, int N, int K, int xStride) { \
-        pdl_enter();                                                                                                     \
+        pdl_enter();                                                                                                   \
         qmma_grouped<MT, XB, ST, AFTER, false, false>(x, xDiv, offsets, order, active, codes, scales, zeros, 0, 0, 0, y, \
                                                        N, K, xStride);                                                  \
     }

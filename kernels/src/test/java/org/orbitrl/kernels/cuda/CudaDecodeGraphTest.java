@@ -86,15 +86,15 @@ class CudaDecodeGraphTest extends CudaTestBase {
                         assertArrayEquals(directIds[p], gpu.toHost(stack.tokenIds()).toLongArray(),
                                 "batch " + batch + " step " + p + ": direct dependent launches, token ids");
                     }
-                    assertTrue(Launcher.dependentLaunches() - before >= 6L * steps * SHAPE.layers(),
-                            "most of a step's launches are dependent ones: " + (Launcher.dependentLaunches() - before) + " in " + steps + " steps");
+                    assertTrue(Launcher.dependentLaunches() - before >= 3L * steps * SHAPE.layers(),
+                            "a step's launches are dependent ones: " + (Launcher.dependentLaunches() - before) + " in " + steps + " steps");
                 }
 
                 try (CudaGraph g = CudaGraph.capture(gpu.stream(), stack::step)) {
                     if (dependent) {
                         GraphEdges.Counts edges = GraphEdges.of(g);
                         System.out.println("batch " + batch + " decode step graph: " + edges);
-                        assertTrue(edges == null || edges.programmatic() >= 6L * SHAPE.layers(),
+                        assertTrue(edges == null || edges.programmatic() >= 3L * SHAPE.layers(),
                                 "programmatic edges in the captured step: " + edges);
                     }
                     gpu.copyToDevice(Tensor.ofInts(reset, batch), stack.tokenIds());

@@ -42,6 +42,13 @@ final class DependentKernels {
         s.add("moe/moe_combine");
         s.add("moe/moe_router_logits");
         s.add("moe/moe_router_topk");
+        s.add("moe/moe_router_norm_topk");        // the fused decode operations (CudaFusedDecode)
+        s.add("bgemv/bgemv_norm_m1");
+        s.add("bgemv/bgemv_norm_m4");
+        for (String format : new String[]{"int4", "mxfp4", "nvfp4"}) {
+            s.add("qgemv/qgemv_swiglu_" + format);
+            s.add("qgemv/qgemv_down_combine_" + format);
+        }
         String[] xs = {"f32", "bf16"};
         for (int mt : new int[]{1, 4, 8, 16}) {
             s.add("bgemv/bgemv_m" + mt);

@@ -101,7 +101,9 @@ public final class CudaBackend implements Backend {
         this.kernelCache = kernelCache;
         CudaDevice device = new CudaDevice(deviceIndex);
         KernelCompiler compiler = new KernelCompiler(kernelCache, device.computeCapabilityMajor(), device.computeCapabilityMinor());
-        this.ctx = new CudaContext(device, new KernelLibrary(compiler), highPriority);
+        boolean dependentLaunches = KernelLibrary.dependentLaunchesFor(
+                System.getProperty(KernelLibrary.DEPENDENT_LAUNCH_PROPERTY), compiler.archNumber());
+        this.ctx = new CudaContext(device, new KernelLibrary(compiler, dependentLaunches), highPriority);
         this.rowOps = new CudaRowOps(ctx);
         this.matmulOps = new CudaMatmulOps(ctx, rowOps);
         this.attentionOps = new CudaAttentionOps(ctx, this);
@@ -159,9 +161,27 @@ public final class CudaBackend implements Backend {
         return ctx.stream;
     }
 
-    /** The architecture kernels are compiled for and the compile/cache counts so far. */
+    /** The architecture kernels are compiled for, the compile/cache counts so far and whether launches are dependent. */
     public String kernelInfo() {
-        return ctx.kernels.arch() + ": " + ctx.kernels.stats();
+        return ctx.kernels.arch() + ": " + ctx.kernels.stats() + ", dependent launches " + (dependentLaunches() ? "on" : "off");
+    }
+
+    /**
+     * Whether the kernels of a decode step that wait for their predecessor are launched as
+     * programmatic dependents of the kernel before them (Hopper's programmatic dependent launch):
+     * {@code -Dorbit.cuda.pdl=on|off}, on by default where the kernels are built for sm_90 or newer.
+     * The numbers are the same either way.
+     */
+    public boolean dependentLaunches() {
+        return ctx.kernels.dependentLaunches();
+    }
+
+    /**
+     * Turns dependent launches on or off for launches issued from now on (a graph captured before
+     * keeps its edges). On needs kernels built for sm_90 or newer.
+     */
+    public void dependentLaunches(boolean on) {
+        ctx.kernels.dependentLaunches(on);
     }
 
     // ------------------------------------------------------------------ host <-> device

@@ -27,6 +27,8 @@ public final class CudaFusedDecode {
     static final int MAX_TOPK = 16;
     private static final int ROUTER_WARPS = 4;
     private static final int SHARED_LIMIT = 48 * 1024;
+    /** Dynamic shared memory a launch may opt in to (sm_90: 227 KiB). */
+    private static final int MAX_SHARED = 227 * 1024;
 
     private final CudaContext ctx;
     private final CudaMatmulOps matmul;
@@ -36,6 +38,9 @@ public final class CudaFusedDecode {
     private final Kernel norm4;
     private final Kernel routerNormTopk;
     private final EnumMap<QuantLayout, Kernel> swiglu = new EnumMap<>(QuantLayout.class);
+    private final EnumMap<QuantLayout, Kernel> swigluR2 = new EnumMap<>(QuantLayout.class);
+    /** Rows of each matrix a lane of the gate/up launch takes: 4 (QGS_R, fewer larger blocks) or 2; {@code -Dorbit.cuda.decodeGateUpRows}. */
+    private int gateUpRows = Integer.getInteger("orbit.cuda.decodeGateUpRows", 4);
     private final EnumMap<QuantLayout, Kernel> downCombine = new EnumMap<>(QuantLayout.class);
 
     CudaFusedDecode(CudaContext ctx, CudaMatmulOps matmul, CudaRowOps rows, CudaMoeOps moeOps) {
@@ -43,11 +48,12 @@ public final class CudaFusedDecode {
         this.matmul = matmul;
         this.rows = rows;
         this.moeOps = moeOps;
-        this.norm1 = ctx.kernel("bgemv", "bgemv_norm_m1");
+        this.norm1 = ctx.kernel("bgemv", "bgemv_norm1");
         this.norm4 = ctx.kernel("bgemv", "bgemv_norm_m4");
         this.routerNormTopk = ctx.kernel("moe", "moe_router_norm_topk");
         for (QuantLayout l : QuantLayout.values()) {
             swiglu.put(l, ctx.kernel("qgemv", "qgemv_swiglu_" + l.kernelSuffix()));
+            swigluR2.put(l, ctx.kernel("qgemv", "qgemv_swiglu_r2_" + l.kernelSuffix()));
             downCombine.put(l, ctx.kernel("qgemv", "qgemv_down_combine_" + l.kernelSuffix()));
         }
     }
@@ -76,11 +82,15 @@ public final class CudaFusedDecode {
         }
         if (m <= NORM_GEMV_MAX_ROWS && k % 8 == 0 && 4L * m * k <= SHARED_LIMIT && CudaAllocator.address(x) % 16 == 0
                 && CudaAllocator.address(w) % 16 == 0) {
-            int mt = m == 1 ? 1 : 4;
-            int warps = CudaQgemv.warpsFor(k / 8, CudaQgemv.bf16KLanes(mt));
-            long grid = (n + CudaQgemv.bf16RowsPerBlock(mt) - 1) / CudaQgemv.bf16RowsPerBlock(mt);
-            ctx.launchShared(mt == 1 ? norm1 : norm4, grid, 32 * warps, 4 * m * k, x, m, normWeight,
-                    normWeight.dtype() == DType.BF16 ? 1 : 0, eps, w, y, n, k, accumulate ? 1 : 0);
+            int nwBf16 = normWeight.dtype() == DType.BF16 ? 1 : 0;
+            if (m == 1) { // bgemv_norm1: 8 k lanes, 4 rows a lane (BGN_KQ, BGN_R)
+                int warps = CudaQgemv.warpsFor(k / 8, 8);
+                ctx.launchShared(norm1, (n + 15) / 16, 32 * warps, 4 * k, x, normWeight, nwBf16, eps, w, y, n, k, accumulate ? 1 : 0);
+            } else {
+                int warps = CudaQgemv.warpsFor(k / 8, CudaQgemv.bf16KLanes(4));
+                long grid = (n + CudaQgemv.bf16RowsPerBlock(4) - 1) / CudaQgemv.bf16RowsPerBlock(4);
+                ctx.launchShared(norm4, grid, 32 * warps, 4 * m * k, x, m, normWeight, nwBf16, eps, w, y, n, k, accumulate ? 1 : 0);
+            }
             return;
         }
         Tensor normed = ctx.scratch(CudaContext.Scratch.X_F32, DType.F32, (long) m * k).reshape(m, k); // [M, K]
@@ -138,6 +148,18 @@ public final class CudaFusedDecode {
                 ctx.tickets, values, indices);
     }
 
+    /** Rows of each of gate and up a lane of {@link #moeSwigluPairs} takes (4 or 2); a block takes 4 lanes' rows. */
+    public void gateUpRowsPerLane(int rows) {
+        if (rows != 2 && rows != 4) {
+            throw new IllegalArgumentException("gate/up rows a lane: 2 or 4, got " + rows);
+        }
+        this.gateUpRows = rows;
+    }
+
+    public int gateUpRowsPerLane() {
+        return gateUpRows;
+    }
+
     /**
      * The gate and up products of every routed pair and the SwiGLU between them, in one launch:
      * {@code act[p] = silu(x[p / d] · G[e]ᵀ) · (x[p / d] · U[e]ᵀ)} with {@code e = ids[p]} and d = topk
@@ -172,13 +194,17 @@ public final class CudaFusedDecode {
         if (CudaAllocator.address(x) % 16 != 0 || CudaAllocator.address(gate.codes()) % 16 != 0 || CudaAllocator.address(up.codes()) % 16 != 0) {
             throw new IllegalArgumentException("moeSwigluPairs: x and the codes must be 16-byte aligned");
         }
+        if (4L * k > MAX_SHARED) {
+            throw new IllegalArgumentException("moeSwigluPairs: K " + k + " exceeds the kernel's shared memory (" + MAX_SHARED / 4 + " values)");
+        }
         if (pairs == 0) {
             return;
         }
         int xDiv = xRows == pairs && pairs != tokens ? 1 : topk;
-        int rowsPerBlock = 32 / 4 * 2; // 32 / QGS_KQ * QGS_R
-        int warps = CudaQgemv.warpsFor(k / 32, 4);
-        ctx.launch2d(swiglu.get(layout), (n + rowsPerBlock - 1) / rowsPerBlock, pairs, 32 * warps, x, xDiv, ids,
+        int rowsPerBlock = 32 / 8 * gateUpRows; // 32 / QGS_KQ * rows a lane
+        int warps = CudaQgemv.warpsFor(k / 32, 8);
+        Kernel kernel = (gateUpRows == 2 ? swigluR2 : swiglu).get(layout);
+        ctx.launch2dShared(kernel, (n + rowsPerBlock - 1) / rowsPerBlock, pairs, 32 * warps, 4 * k, x, xDiv, ids,
                 gate.codes(), gate.scales(), gate.zeros(), gate.globalScale(), up.codes(), up.scales(), up.zeros(), up.globalScale(),
                 act, n, k, numExperts, ctx.errorFlag);
     }
@@ -216,11 +242,16 @@ public final class CudaFusedDecode {
         if (CudaAllocator.address(act) % 16 != 0 || CudaAllocator.address(down.codes()) % 16 != 0) {
             throw new IllegalArgumentException("moeDownCombine: act and the codes must be 16-byte aligned");
         }
+        if (4L * topk * k > MAX_SHARED) {
+            throw new IllegalArgumentException("moeDownCombine: " + topk + " rows of " + k + " activations exceed the kernel's shared memory ("
+                    + MAX_SHARED + " bytes)");
+        }
         if (tokens == 0) {
             return;
         }
         int rowsPerBlock = 32 / 8 * 2; // 32 / QGD_KQ * QGD_R
-        ctx.launch2d(downCombine.get(layout), (n + rowsPerBlock - 1) / rowsPerBlock, tokens, 32 * topk, act, ids, weights, topk,
+        ctx.launch2dShared(downCombine.get(layout), (n + rowsPerBlock - 1) / rowsPerBlock, tokens, 32 * topk, 4 * topk * k, act, ids,
+                weights, topk,
                 normalize ? 1 : 0, down.codes(), down.scales(), down.zeros(), down.globalScale(), out, accumulate ? 1 : 0, n, k,
                 numExperts, ctx.errorFlag);
     }

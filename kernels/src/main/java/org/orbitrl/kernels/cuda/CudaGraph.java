@@ -43,6 +43,11 @@ public final class CudaGraph implements AutoCloseable {
         return new CudaGraph(g, e);
     }
 
+    /** The captured graph (its nodes and edges), for inspection. */
+    CUgraph_st graph() {
+        return graph;
+    }
+
     /** Replays the graph on {@code stream}. */
     public void launch(CudaStream stream) {
         CudaCheck.check(cudaGraphLaunch(exec, stream.handle()), "cudaGraphLaunch");

@@ -158,6 +158,7 @@ __device__ __forceinline__ void bgemv(const float* __restrict__ x, int M, const 
 #define BG_KERNEL(MT)                                                                                                  \
     extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_##MT)                                          \
         bgemv_m##MT(const float* x, int M, const uint4* w, float* y, int N, int K, int accumulate) {                    \
+        pdl_enter();                                                                                                   \
         bgemv<MT, BG_KQ_##MT, BG_R_##MT, BG_U_##MT>(x, M, w, y, N, K, accumulate);                                     \
     }
 BG_KERNEL(1)
@@ -165,7 +166,7 @@ BG_KERNEL(4)
 BG_KERNEL(8)
 BG_KERNEL(16)
 
-// y (+)= rmsnorm(x) . w^T for M <= MT rows of x: every block stages the normalized rows
+// y (+)= rmsnorm(x) . w^T for M <= MT rows of x (MT = 4; one row: bgemv_norm1 below): every block stages the normalized rows
 // nw[k] * (x[k] / sqrt(mean(x^2) + eps)) (rmsnorm_f32's expression; nw f32 or bf16) in shared memory,
 // then computes its rows of the product as bgemv does: a decode step's norm folded into the product
 // that reads it. Dynamic shared memory M * K floats.
@@ -173,24 +174,115 @@ BG_KERNEL(16)
     extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_##MT)                                          \
         bgemv_norm_m##MT(const float* x, int M, const void* nw, int nwBf16, float eps, const uint4* w, float* y, int N,  \
                          int K, int accumulate) {                                                                     \
+        pdl_enter();                                                                                                   \
         extern __shared__ float xs[];                                                                                  \
         __shared__ float sh[32];                                                                                       \
-        for (int m = 0; m < M; m++) {                                                                                  \
-            const float* xr = x + (i64) m * K;                                                                         \
-            float ss = 0.0f;                                                                                           \
-            for (int i = threadIdx.x; i < K; i += blockDim.x) {                                                        \
-                float v = xr[i];                                                                                       \
-                ss += v * v;                                                                                           \
-            }                                                                                                          \
-            ss = block_sum(ss, sh);                                                                                    \
-            float inv = 1.0f / sqrtf(ss / (float) K + eps);                                                            \
-            for (int i = threadIdx.x; i < K; i += blockDim.x) {                                                        \
-                float wi = nwBf16 ? bf16_to_f32(((const u16*) nw)[i]) : ((const float*) nw)[i];                        \
-                xs[m * K + i] = wi * (xr[i] * inv);                                                                    \
-            }                                                                                                          \
-        }                                                                                                              \
-        __syncthreads();                                                                                               \
+        bg_stage_norm(x, M, nw, nwBf16, eps, K, xs, sh);                                                               \
         bgemv<MT, BG_KQ_##MT, BG_R_##MT, BG_U_##MT>(xs, M, w, y, N, K, accumulate);                                   \
     }
-BG_NORM_KERNEL(1)
+
+// xs[m * K + k] = nw[k] * (x[m, k] / sqrt(mean(x[m]^2) + eps)) for the M rows, by the whole block; ends
+// with a barrier.
+__device__ __forceinline__ void bg_stage_norm(const float* x, int M, const void* nw, int nwBf16, float eps, int K, float* xs, float* sh) {
+    for (int m = 0; m < M; m++) {
+        const float* xr = x + (i64) m * K;
+        float ss = 0.0f;
+        for (int i = threadIdx.x; i < K; i += blockDim.x) {
+            float v = xr[i];
+            ss += v * v;
+        }
+        ss = block_sum(ss, sh);
+        float inv = 1.0f / sqrtf(ss / (float) K + eps);
+        for (int i = threadIdx.x; i < K; i += blockDim.x) {
+            float wi = nwBf16 ? bf16_to_f32(((const u16*) nw)[i]) : ((const float*) nw)[i];
+            xs[m * K + i] = wi * (xr[i] * inv);
+        }
+    }
+    __syncthreads();
+}
+
+#ifndef BGN_KQ
+#define BGN_KQ 8 // one-row norm GEMV: k lanes of a warp
+#endif
+#ifndef BGN_R
+#define BGN_R 4  // rows of a lane
+#endif
+#ifndef BGN_U
+#define BGN_U 2  // steps whose loads are issued together
+#endif
+
+// y (+)= rmsnorm(x) . w^T for one row of x, bgemv's split with its first steps' weight loads issued
+// before the norm is computed and staged (dynamic shared memory K floats), and each next batch of
+// loads issued before the current one is used.
+extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, 3)
+    bgemv_norm1(const float* x, const void* nw, int nwBf16, float eps, const uint4* w, float* y, int N, int K, int accumulate) {
+    pdl_enter();
+    constexpr int KQ = BGN_KQ;
+    constexpr int R = BGN_R;
+    constexpr int U = BGN_U;
+    constexpr int RL = 32 / KQ;
+    constexpr int RB = RL * R;
+    extern __shared__ float xs[];
+    __shared__ float sh[32];
+    __shared__ float red[BG_WARPS][RB];
+    int G = K / 8;
+    int lane = threadIdx.x & 31;
+    int warp = threadIdx.x >> 5;
+    int W = blockDim.x >> 5;
+    int rl = lane % RL;
+    int kq = lane / RL;
+    int row0 = blockIdx.x * RB;
+    i64 grow[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        int n = row0 + rl + RL * r;
+        grow[r] = n < N ? n : N - 1;
+    }
+    int S = W * KQ;
+    int g = warp * KQ + kq;
+    uint4 q[U][R];
+#pragma unroll
+    for (int u = 0; u < U; u++)
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            if (g + u * S < G) q[u][r] = w[grow[r] * G + g + u * S];
+    bg_stage_norm(x, 1, nw, nwBf16, eps, K, xs, sh);
+    float acc[R][1];
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[r][0] = 0.0f;
+    while (g < G) {
+        uint4 nq[U][R];
+        int gn = g + U * S;
+#pragma unroll
+        for (int u = 0; u < U; u++)
+#pragma unroll
+            for (int r = 0; r < R; r++)
+                if (gn + u * S < G) nq[u][r] = w[grow[r] * G + gn + u * S];
+#pragma unroll
+        for (int u = 0; u < U; u++)
+            if (g + u * S < G) bg_load<1, R>(q[u], xs, 1, K, (g + u * S) * 8, acc);
+#pragma unroll
+        for (int u = 0; u < U; u++)
+#pragma unroll
+            for (int r = 0; r < R; r++) q[u][r] = nq[u][r];
+        g = gn;
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        float v = acc[r][0];
+#pragma unroll
+        for (int o = RL; o < 32; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (kq == 0) red[warp][rl + RL * r] = v;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < RB; i += blockDim.x) {
+        float v = 0.0f;
+        for (int ww = 0; ww < W; ww++) v += red[ww][i];
+        if (row0 + i < N) {
+            float* o = y + row0 + i;
+            *o = accumulate ? *o + v : v;
+        }
+    }
+}
+
 BG_NORM_KERNEL(4)

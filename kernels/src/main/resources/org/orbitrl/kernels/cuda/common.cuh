@@ -21,6 +21,18 @@ __device__ __forceinline__ void report_error(int* err, int code, i64 value, int 
     }
 }
 
+// Programmatic dependent launch (sm_90+). A kernel launched with programmatic stream serialization
+// may start while the kernel before it on the stream still runs: griddepcontrol.wait blocks until that
+// kernel has completed and its memory is visible, then launch_dependents lets the next such kernel
+// start its blocks. Without the launch attribute both are no-ops. A kernel the host launches this way
+// calls pdl_enter() as its first statement, before any read or write of global memory.
+__device__ __forceinline__ void pdl_enter() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
 __device__ __forceinline__ float bf16_to_f32(u16 h) {
     return __uint_as_float(((u32) h) << 16);
 }

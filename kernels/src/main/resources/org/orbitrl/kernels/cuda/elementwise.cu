@@ -20,6 +20,7 @@ extern "C" __global__ void silu_f32(const float* x, float* out, i64 n) {
 }
 
 extern "C" __global__ void swiglu_f32(const float* gate, const float* up, float* out, i64 n) {
+    pdl_enter();
     GRID_STRIDE(i, n) {
         float g = gate[i];
         out[i] = g / (1.0f + expf(-g)) * up[i];

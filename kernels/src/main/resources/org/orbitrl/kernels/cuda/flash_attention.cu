@@ -150,6 +150,7 @@ extern "C" __global__ void paged_decode_f32(const float* q, i64 qB, i64 qH, cons
                                             float* out, i64 oB, i64 oH, int Hq, int Hkv, int D, int Dv, int window,
                                             float scale, const float* sinks, int splits, int splitLen,
                                             float* partAcc, float* partMl) {
+    pdl_enter();
     extern __shared__ float sm[];
     int warps = blockDim.x >> 5;
     float* qsh = sm;                          // [warps][D]
@@ -264,6 +265,7 @@ extern "C" __global__ void qkv_prep_f32(const float* qkv, int Hq, int Hkv, int D
                                         const void* kNorm, int normBf16, float eps, const int* pos, const float* cosT,
                                         const float* sinT, int half, int interleaved, int maxPos, float* qOut, float* kc,
                                         float* vc, const int* slots, int* err) {
+    pdl_enter();
     extern __shared__ float buf[]; // [D]
     __shared__ float sh[32];
     int b = blockIdx.x;

@@ -9,6 +9,7 @@
 // One block (blockDim a multiple of 32, at most 1024), shared memory 2 * E ints.
 // ids [P] i32; an id outside [0, E) is reported and its pair joins no expert.
 extern "C" __global__ void moe_route(const int* ids, int P, int E, int* offsets, int* active, int* order, int* err) {
+    pdl_enter();
     extern __shared__ int sh[]; // cnt [E], then start [E]
     int* cnt = sh;
     int* start = sh + E;
@@ -107,6 +108,7 @@ extern "C" __global__ void moe_scatter_rows(const float* ys, const int* order, f
 // outputs weighted into each token's row. ys [T * topk, H], w [T, topk] f32, out [T, H]. One block a token.
 extern "C" __global__ void moe_combine(const float* ys, const float* w, int topk, int normalize, float* out, int accumulate,
                                        int H) {
+    pdl_enter();
     int t = blockIdx.x;
     const float* wt = w + (i64) t * topk;
     float norm = 1.0f;
@@ -145,6 +147,7 @@ __device__ __forceinline__ float moe_router_dot(const float* xs, const uint4* w,
 // (t, chunk) stages x[t] and its warps compute the logits of experts chunk * warps + warp into
 // logits f32 [T, E]. The same per-expert sum as moe_router_topk's own, bit for bit.
 extern "C" __global__ void moe_router_logits(const float* x, const uint4* w, int H, int E, float* logits) {
+    pdl_enter();
     extern __shared__ float xs[];   // [H]
     int warps = blockDim.x >> 5;
     int chunks = (E + warps - 1) / warps;
@@ -225,6 +228,7 @@ __device__ __forceinline__ void router_select(float* lg, int E, int topk, int no
 // values f32 [T, topk], indices i32 [T, topk].
 extern "C" __global__ void moe_router_topk(const float* x, const uint4* w, int H, int E, int topk, int normalize,
                                            float* values, int* indices, const float* pre) {
+    pdl_enter();
     extern __shared__ float smem[];
     float* xs = smem;       // [H]
     float* lg = smem + H;   // [E]
@@ -248,32 +252,30 @@ extern "C" __global__ void moe_router_topk(const float* x, const uint4* w, int H
     router_select(lg, E, topk, normalize, values + (i64) t * topk, indices + (i64) t * topk, red, redi);
 }
 
-// x[t] . w[e] for one warp (w bf16 [E, H], rows of `units` 16-byte units): each lane issues its loads of
-// up to 8 units before using any (one memory round trip a pass at H <= 2048), f32 sums, the warp's total.
-__device__ __forceinline__ float router_dot_batched(const float* xs, const uint4* __restrict__ w, int units, int e, int lane) {
-    const uint4* row = w + (i64) e * units;
-    float acc = 0.0f;
-    for (int u0 = 0; u0 < units; u0 += 256) {
-        uint4 q[8];
+// One warp's share of x . w[e] (w bf16, 16-byte units): the 8 units u0 + lane + 32 i held in q, times
+// xs (shared), added to acc.
+__device__ __forceinline__ void router_dot_units(const uint4* q, const float* xs, int units, int u0, int lane, float& acc) {
 #pragma unroll
-        for (int i = 0; i < 8; i++) {
-            int u = u0 + lane + 32 * i;
-            if (u < units) q[i] = row[u];
-        }
+    for (int i = 0; i < 8; i++) {
+        int u = u0 + lane + 32 * i;
+        if (u < units) {
+            u32 words[4] = {q[i].x, q[i].y, q[i].z, q[i].w};
+            const float* xr = xs + u * 8;
 #pragma unroll
-        for (int i = 0; i < 8; i++) {
-            int u = u0 + lane + 32 * i;
-            if (u < units) {
-                u32 words[4] = {q[i].x, q[i].y, q[i].z, q[i].w};
-                const float* xr = xs + u * 8;
-#pragma unroll
-                for (int j = 0; j < 4; j++) {
-                    acc += __uint_as_float(words[j] << 16) * xr[2 * j] + __uint_as_float(words[j] & 0xffff0000u) * xr[2 * j + 1];
-                }
+            for (int j = 0; j < 4; j++) {
+                acc += __uint_as_float(words[j] << 16) * xr[2 * j] + __uint_as_float(words[j] & 0xffff0000u) * xr[2 * j + 1];
             }
         }
     }
-    return warp_sum(acc);
+}
+
+// The loads of units u0 + lane + 32 i (i < 8, those below units) of router row `row` into q.
+__device__ __forceinline__ void router_fetch(const uint4* __restrict__ row, int units, int u0, int lane, uint4* q) {
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        int u = u0 + lane + 32 * i;
+        if (u < units) q[i] = row[u];
+    }
 }
 
 // The selection of router_select by one warp (no block barriers): the softmax's max and sum over the E
@@ -326,12 +328,13 @@ __device__ __forceinline__ void router_select_warp(float* lg, int E, int topk, i
 // The router of a decode step in one launch over the device (grid ceil(E / warps) x T, dynamic shared
 // H + E floats): every block of token t = blockIdx.y stages xs = nw * (x[t] / sqrt(mean(x[t]^2) + eps))
 // (rmsnorm_f32's expression; nw f32 or bf16) and writes its share of those values to h[t] (the experts'
-// input); its warps compute the logits of experts blockIdx.x * warps + warp (router_dot_batched) into
-// logits [T, E]. The block that finishes token t last (a ticket counted on the device) reads the E
+// input); its warps compute the logits of experts blockIdx.x * warps + warp into logits [T, E], each
+// lane's first 8 weight loads issued before x is read (one memory round trip at H <= 2048). The block that finishes token t last (a ticket counted on the device) reads the E
 // logits back and its first warp selects the experts (router_select_warp), then re-arms the ticket to 0.
 extern "C" __global__ void moe_router_norm_topk(const float* x, const void* nw, int nwBf16, float eps, float* h, const uint4* w,
                                                 int H, int E, int topk, int normalize, float* logits, int* tickets,
                                                 float* values, int* indices) {
+    pdl_enter();
     extern __shared__ float smem[];
     float* xs = smem;       // [H]
     float* lg = smem + H;   // [E]
@@ -340,6 +343,11 @@ extern "C" __global__ void moe_router_norm_topk(const float* x, const void* nw, 
     int t = blockIdx.y;
     int lane = threadIdx.x & 31;
     int warps = blockDim.x >> 5;
+    int e = blockIdx.x * warps + (threadIdx.x >> 5);
+    int units = H / 8;
+    const uint4* wrow = w + (i64) (e < E ? e : 0) * units;
+    uint4 q[8];
+    if (e < E) router_fetch(wrow, units, 0, lane, q);
     const float4* xr = (const float4*) (x + (i64) t * H);
     int H4 = H >> 2;
     float4 xv[4]; // the row's float4s of this thread, loaded together (H <= 2048 at 128 threads: one pass)
@@ -371,10 +379,15 @@ extern "C" __global__ void moe_router_norm_topk(const float* x, const void* nw, 
         if (c >= lo && c < lo + share) h[(i64) t * H + c] = v;
     }
     __syncthreads();
-    int e = blockIdx.x * warps + (threadIdx.x >> 5);
     if (e < E) {
-        float v = router_dot_batched(xs, w, H / 8, e, lane);
-        if (lane == 0) logits[(i64) t * E + e] = v;
+        float acc = 0.0f;
+        router_dot_units(q, xs, units, 0, lane, acc);
+        for (int u0 = 256; u0 < units; u0 += 256) {
+            router_fetch(wrow, units, u0, lane, q);
+            router_dot_units(q, xs, units, u0, lane, acc);
+        }
+        acc = warp_sum(acc);
+        if (lane == 0) logits[(i64) t * E + e] = acc;
     }
     __threadfence();
     __syncthreads();

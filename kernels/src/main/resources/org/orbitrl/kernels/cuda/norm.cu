@@ -2,6 +2,7 @@
 
 // out[r, i] = w[i] * (x[r, i] / sqrt(mean(x[r]^2) + eps)); w f32 or bf16. In place allowed.
 extern "C" __global__ void rmsnorm_f32(const float* x, const void* w, int wBf16, float* out, int h, float eps) {
+    pdl_enter();
     __shared__ float sh[32];
     const float* xr = x + (i64) blockIdx.x * h;
     float* yr = out + (i64) blockIdx.x * h;

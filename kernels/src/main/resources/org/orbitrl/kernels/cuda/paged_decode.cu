@@ -233,6 +233,7 @@ __device__ __forceinline__ void pd_decode(
 
 // Four query heads per warp (the default): blocks of ceil(G / 4) <= 2 warps.
 extern "C" __global__ void __launch_bounds__(64) paged_decode_tiled_f32(PD_ARGS) {
+    pdl_enter();
     extern __shared__ __align__(16) float sm[];
     pd_decode<4>(sm, PD_PASS);
 }
@@ -240,6 +241,7 @@ extern "C" __global__ void __launch_bounds__(64) paged_decode_tiled_f32(PD_ARGS)
 // Two query heads per warp: blocks of ceil(G / 2) <= 4 warps, each tile read from shared memory by
 // twice the warps.
 extern "C" __global__ void __launch_bounds__(128) paged_decode_tiled_h2_f32(PD_ARGS) {
+    pdl_enter();
     extern __shared__ __align__(16) float sm[];
     pd_decode<2>(sm, PD_PASS);
 }

@@ -298,6 +298,7 @@ __device__ __forceinline__ void qgemv(int mode, const void* x, int xDiv, int M, 
         NAME(int mode, const void* x, int xDiv, int M, const int* ids, const int* offsets, const int* order,             \
              const int* active, const uint4* codes, const void* scales, const u32* zeros, float global, float* y, int N, \
              int K, int E, int* err) {                                                                                  \
+        pdl_enter();                                                                                                   \
         qgemv<FMT, MT, XB, QG_KQ_##MT, QG_R_##MT, QG_U_##MT>(mode, x, xDiv, M, ids, offsets, order, active, codes,     \
                                                             scales, zeros, global, y, N, K, E, err);                    \
     }
@@ -535,16 +536,19 @@ __device__ __forceinline__ void qgemv_down_combine(const float* act, const int* 
     extern "C" __global__ void __launch_bounds__(32 * QG_WARPS, QGS_MINB) qgemv_swiglu_##FNAME(                             \
         const float* x, int xDiv, const int* ids, const uint4* gc, const void* gs, const u32* gz, float gglobal,            \
         const uint4* uc, const void* us, const u32* uz, float uglobal, float* act, int N, int K, int E, int* err) {         \
+        pdl_enter();                                                                                                         \
         qgemv_swiglu<FMT, QGS_KQ, QGS_R>(x, xDiv, ids, gc, gs, gz, gglobal, uc, us, uz, uglobal, act, N, K, E, err);        \
     }                                                                                                                      \
     extern "C" __global__ void __launch_bounds__(32 * QG_WARPS, 3) qgemv_swiglu_r2_##FNAME(                                 \
         const float* x, int xDiv, const int* ids, const uint4* gc, const void* gs, const u32* gz, float gglobal,            \
         const uint4* uc, const void* us, const u32* uz, float uglobal, float* act, int N, int K, int E, int* err) {         \
+        pdl_enter();                                                                                                         \
         qgemv_swiglu<FMT, QGS_KQ, 2>(x, xDiv, ids, gc, gs, gz, gglobal, uc, us, uz, uglobal, act, N, K, E, err);            \
     }                                                                                                                      \
     extern "C" __global__ void __launch_bounds__(32 * QGD_MAX_TOPK) qgemv_down_combine_##FNAME(                             \
         const float* act, const int* ids, const float* wts, int topk, int normalize, const uint4* codes,                    \
         const void* scales, const u32* zeros, float global, float* out, int accumulate, int N, int K, int E, int* err) {    \
+        pdl_enter();                                                                                                         \
         qgemv_down_combine<FMT, QGD_KQ, QGD_R, QGD_U>(act, ids, wts, topk, normalize, codes, scales, zeros, global, out,   \
                                                      accumulate, N, K, E, err);                                            \
     }

@@ -339,6 +339,7 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
     extern "C" __global__ void __launch_bounds__(32 * QM_WARPS, MINB)                                                  \
         NAME##_m##MT##_##XT(const void* x, int xDiv, const int* offsets, const int* order, const int* active,          \
                             const u8* codes, const u16* scales, const u32* zeros, float* y, int N, int K, int xStride) { \
+        pdl_enter();                                                                                                   \
         qmma_grouped<MT, XB, ST, AFTER, false, false>(x, xDiv, offsets, order, active, codes, scales, zeros, 0, 0, 0, y, \
                                                        N, K, xStride);                                                  \
     }
@@ -369,6 +370,7 @@ QM_KERNEL(qmma_int4_grouped_short4, 8, bf16, true, 2, true, 4)
         NAME##_m##MT##_##XT(const void* x, int xDiv, const int* offsets, const int* order, const int* active,        \
                             const u8* gcodes, const u16* gscales, const u32* gzeros, const u8* ucodes,               \
                             const u16* uscales, const u32* uzeros, u16* act, int N, int K, int xStride) {            \
+        pdl_enter();                                                                                                 \
         qmma_grouped<MT, XB, ST, true, true, true>(x, xDiv, offsets, order, active, gcodes, gscales, gzeros, ucodes, \
                                                    uscales, uzeros, act, N, K, xStride);                             \
     }

@@ -19,7 +19,9 @@ import java.util.Set;
  * batch 1, 8, 64 and 256 with {@code context} keys already in every sequence's cache. Reported:
  * tokens/s, and the HBM limit of the same step, the bytes it must read (every dense weight, the
  * distinct routed experts of a step, K and V of the context) over the copy bandwidth measured in
- * this run. The step issued from Java without the graph is reported beside it.
+ * this run. The step issued from Java without the graph is reported beside it, and the captured step
+ * with programmatic dependent launch off and on ({@code -Dorbit.cuda.pdl}: the step's kernels start
+ * while the one before them ends) where the device has it.
  *
  * <p>Usage: {@code Qwen3DecodeBench [OUT_DIR [CONFIG_JSON [CONTEXT [BATCHES]]]]}; the shape is read from the
  * model's {@code config.json} when given (anything else, e.g. {@code -}: the published Qwen3-30B-A3B
@@ -46,6 +48,7 @@ public final class Qwen3DecodeBench {
         StringBuilder md = new StringBuilder();
         StringBuilder partsMd = new StringBuilder();
         StringBuilder fusedMd = new StringBuilder();
+        StringBuilder pdlMd = new StringBuilder();
         StringBuilder opsMd = new StringBuilder();
         try (CudaBackend gpu = new CudaBackend()) {
             double copy = GpuBench.copyBandwidth(gpu);
@@ -76,6 +79,9 @@ public final class Qwen3DecodeBench {
                     if (parts) {
                         parts(gpu, stack, context, steps, batch, graphMs, partsMd);
                     }
+                    if (gpu.dependentLaunches() || supportsDependentLaunches(gpu)) {
+                        pdlMd.append(compareDependentLaunches(gpu, stack, context, steps, batch, graphMs)).append('\n');
+                    }
                     { // the fused decode operations (norms, router selection, SwiGLU, combine inside the products) the other way
                         boolean on = stack.fused();
                         stack.fused(!on);
@@ -89,6 +95,20 @@ public final class Qwen3DecodeBench {
                         double offMs = on ? otherMs : graphMs;
                         String cmp = String.format("| %d | %.3f ms (%.0f tokens/s) | %.3f ms (%.0f tokens/s) | %.2fx |", batch, offMs,
                                 batch / (offMs / 1e3), onMs, batch / (onMs / 1e3), offMs / onMs);
+                        System.out.println(cmp);
+                        opsMd.append(cmp).append('\n');
+                    }
+                    if (batch == 1 && stack.fused()) { // the gate/up launch in its other shape (2 rows a lane, more blocks)
+                        int rows = gpu.fusedDecode().gateUpRowsPerLane();
+                        gpu.fusedDecode().gateUpRowsPerLane(rows == 4 ? 2 : 4);
+                        double otherMs;
+                        try (CudaGraph g = CudaGraph.capture(gpu.stream(), stack::step)) {
+                            otherMs = stepMs(gpu, stack, context, steps, g);
+                        } finally {
+                            gpu.fusedDecode().gateUpRowsPerLane(rows);
+                        }
+                        String cmp = String.format("| %d | gate/up %d rows a lane: %.3f ms (%.0f tokens/s) | %d rows a lane: %.3f ms | |", batch,
+                                rows, graphMs, batch / (graphMs / 1e3), rows == 4 ? 2 : 4, otherMs);
                         System.out.println(cmp);
                         opsMd.append(cmp).append('\n');
                     }
@@ -113,6 +133,9 @@ public final class Qwen3DecodeBench {
         }
         md.append("\nThe routed experts' launch shapes (-Dorbit.cuda.moeFused), the same stacks, graphs captured again:\n\n"
                 + "| batch | moeFused=off | moeFused=on | speed-up |\n|---|---|---|---|\n").append(fusedMd);
+        md.append("\nProgrammatic dependent launch (-Dorbit.cuda.pdl; ").append(System.getProperty("orbit.cuda.pdl", "default"))
+                .append(" in the table above), the same stacks, graphs captured again:\n\n"
+                        + "| batch | pdl=off | pdl=on | speed-up |\n|---|---|---|---|\n").append(pdlMd);
         md.append("\nThe fused decode operations (-Dorbit.bench.fusedDecode; CudaFusedDecode), the same stacks, graphs captured again:\n\n"
                 + "| batch | fused ops off | fused ops on | speed-up |\n|---|---|---|---|\n").append(opsMd);
         md.append("\nDistinct experts per layer are counted on the last layer of a step and assumed for every layer.\n");
@@ -126,6 +149,38 @@ public final class Qwen3DecodeBench {
             Files.createDirectories(out);
             Files.writeString(out.resolve("qwen3-decode.md"), md);
         }
+    }
+
+    /** Whether dependent launches can be turned on (kernels built for sm_90 or newer); leaves them as they were. */
+    private static boolean supportsDependentLaunches(CudaBackend gpu) {
+        boolean before = gpu.dependentLaunches();
+        try {
+            gpu.dependentLaunches(true);
+            return true;
+        } catch (IllegalArgumentException e) {
+            return false;
+        } finally {
+            gpu.dependentLaunches(before);
+        }
+    }
+
+    /** The captured step with dependent launches the other way than for {@code graphMs}: a table row off, on, speed-up. */
+    private static String compareDependentLaunches(CudaBackend gpu, MoeDecodeStack stack, int context, int steps, int batch,
+                                                   double graphMs) {
+        boolean on = gpu.dependentLaunches();
+        gpu.dependentLaunches(!on);
+        double otherMs;
+        try (CudaGraph g = CudaGraph.capture(gpu.stream(), stack::step)) {
+            otherMs = stepMs(gpu, stack, context, steps, g);
+        } finally {
+            gpu.dependentLaunches(on);
+        }
+        double onMs = on ? graphMs : otherMs;
+        double offMs = on ? otherMs : graphMs;
+        String row = String.format("| %d | %.3f ms (%.0f tokens/s) | %.3f ms (%.0f tokens/s) | %.2fx |", batch, offMs,
+                batch / (offMs / 1e3), onMs, batch / (onMs / 1e3), offMs / onMs);
+        System.out.println("dependent launches " + row);
+        return row;
     }
 
     /** The time of each part of a captured step: the step's time less that of the step without it. */

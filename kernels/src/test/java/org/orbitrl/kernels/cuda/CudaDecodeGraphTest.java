@@ -3,6 +3,7 @@ package org.orbitrl.kernels.cuda;
 import org.junit.jupiter.api.Test;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.bench.MoeDecodeStack;
+import org.orbitrl.kernels.cuda.internal.Launcher;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -16,7 +17,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * operations ({@link CudaFusedDecode}: norms inside the products, the ticketed router, the experts in two
  * launches at batch 1) and without them. With and without them the logits agree within
  * {@code 1e-3} of their largest magnitude (the norms' sums of squares are reduced in another order;
- * everything else is the same arithmetic).
+ * everything else is the same arithmetic). The direct launches are made with dependent launches off
+ * (the reference), then again with them on, and the graph is captured with them on (programmatic edges
+ * between the step's kernels), where the device has them.
  */
 class CudaDecodeGraphTest extends CudaTestBase {
     private static final MoeDecodeStack.Shape SHAPE = new MoeDecodeStack.Shape(256, 2, 4, 2, 64, 128, 16, 4, 512, 1e-6f, 1e6);
@@ -24,6 +27,7 @@ class CudaDecodeGraphTest extends CudaTestBase {
     @Test
     void replayedGraphEqualsDirectLaunches() {
         boolean fusedBefore = gpu.moe().moeFusedDecode();
+        boolean dependentBefore = gpu.dependentLaunches();
         try {
             for (boolean fused : new boolean[]{true, false}) {
                 gpu.moe().moeFusedDecode(fused);
@@ -40,6 +44,20 @@ class CudaDecodeGraphTest extends CudaTestBase {
             }
         } finally {
             gpu.moe().moeFusedDecode(fusedBefore);
+            gpu.dependentLaunches(dependentBefore);
+        }
+    }
+
+    /** Whether the kernels here can be launched as programmatic dependents (built for sm_90 or newer). */
+    private static boolean dependentLaunchesAvailable() {
+        boolean before = gpu.dependentLaunches();
+        try {
+            gpu.dependentLaunches(true);
+            return true;
+        } catch (IllegalArgumentException e) {
+            return false;
+        } finally {
+            gpu.dependentLaunches(before);
         }
     }
 
@@ -50,6 +68,8 @@ class CudaDecodeGraphTest extends CudaTestBase {
             try (MoeDecodeStack stack = new MoeDecodeStack(gpu, SHAPE, batch, 64, 16, 41 + batch)) {
                 stack.fused(fusedOps);
                 long[] firstIds = gpu.toHost(stack.tokenIds()).toLongArray();
+                boolean dependent = dependentLaunchesAvailable();
+                gpu.dependentLaunches(false);
                 int steps = 4;
                 float[][] direct = new float[steps][];
                 long[][] directIds = new long[steps][];
@@ -65,11 +85,33 @@ class CudaDecodeGraphTest extends CudaTestBase {
                     varied |= f != direct[steps - 1][0];
                 }
                 assertTrue(varied, "direct logits must not be constant");
+                int[] reset = new int[batch];
+                for (int b = 0; b < batch; b++) {
+                    reset[b] = (int) firstIds[b];
+                }
+
+                if (dependent) {
+                    gpu.dependentLaunches(true);
+                    long before = Launcher.dependentLaunches();
+                    gpu.copyToDevice(Tensor.ofInts(reset, batch), stack.tokenIds());
+                    for (int p = 0; p < steps; p++) {
+                        stack.setPosition(p);
+                        stack.step();
+                        assertArrayEquals(direct[p], gpu.toHost(stack.logits()).toFloatArray(), 0f,
+                                "batch " + batch + " step " + p + ": direct dependent launches, logits");
+                        assertArrayEquals(directIds[p], gpu.toHost(stack.tokenIds()).toLongArray(),
+                                "batch " + batch + " step " + p + ": direct dependent launches, token ids");
+                    }
+                    assertTrue(Launcher.dependentLaunches() - before >= 3L * steps * SHAPE.layers(),
+                            "a step's launches are dependent ones: " + (Launcher.dependentLaunches() - before) + " in " + steps + " steps");
+                }
 
                 try (CudaGraph g = CudaGraph.capture(gpu.stream(), stack::step)) {
-                    int[] reset = new int[batch];
-                    for (int b = 0; b < batch; b++) {
-                        reset[b] = (int) firstIds[b];
+                    if (dependent) {
+                        GraphEdges.Counts edges = GraphEdges.of(g);
+                        System.out.println("batch " + batch + " decode step graph: " + edges);
+                        assertTrue(edges == null || edges.programmatic() >= 3L * SHAPE.layers(),
+                                "programmatic edges in the captured step: " + edges);
                     }
                     gpu.copyToDevice(Tensor.ofInts(reset, batch), stack.tokenIds());
                     for (int p = 0; p < steps; p++) {

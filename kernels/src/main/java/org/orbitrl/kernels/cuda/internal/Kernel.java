@@ -8,7 +8,10 @@ import static org.bytedeco.cuda.global.cudart.cuFuncSetAttribute;
 
 /**
  * A kernel of the library, resolved (its module compiled and loaded) on first launch and cached,
- * so the launch path does no lookup and builds no strings.
+ * so the launch path does no lookup and builds no strings. A kernel that waits for its predecessor
+ * (its body starts with {@code pdl_enter()}; the list is {@link DependentKernels}) is launched as a
+ * programmatic dependent of the kernel before it on the stream while the library's dependent
+ * launches are on.
  */
 public final class Kernel {
     /** Dynamic shared memory every kernel may use without opting in. */
@@ -17,6 +20,7 @@ public final class Kernel {
     private final KernelLibrary library;
     private final String file;
     private final String name;
+    private final boolean waitsForPredecessor;
     private CUfunc_st function;
     private int sharedOptIn = DEFAULT_SHARED; // dynamic shared memory the function may be launched with
 
@@ -24,10 +28,21 @@ public final class Kernel {
         this.library = library;
         this.file = file;
         this.name = name;
+        this.waitsForPredecessor = DependentKernels.waitsForPredecessor(file, name);
     }
 
     public String name() {
         return name;
+    }
+
+    /** Whether the kernel's first statement waits for the kernel before it (so it may be launched before that one ends). */
+    public boolean waitsForPredecessor() {
+        return waitsForPredecessor;
+    }
+
+    /** Whether the next launch of this kernel is a programmatic dependent launch ({@code cuLaunchKernelEx}). */
+    boolean dependentLaunch() {
+        return waitsForPredecessor && library.dependentLaunches();
     }
 
     CUfunc_st function() {

@@ -34,6 +34,7 @@ public final class KernelCompiler {
 
     private final Path cacheDir;
     private final String arch;
+    private final int archNumber;
     private final boolean cubin;
     private final String nvrtcVersion;
 
@@ -63,11 +64,17 @@ public final class KernelCompiler {
         }
         this.cubin = exact;
         this.arch = exact ? "sm_" + cc : "compute_" + best;
+        this.archNumber = exact ? cc : best;
     }
 
     /** The {@code --gpu-architecture} value used: {@code sm_90}, or {@code compute_XX} for PTX. */
     public String arch() {
         return arch;
+    }
+
+    /** The architecture as a number: 90 for {@code sm_90} or {@code compute_90} ({@code __CUDA_ARCH__} / 10). */
+    public int archNumber() {
+        return archNumber;
     }
 
     /** Compiles (or loads from the cache) {@code source}; {@code name} names it in errors and logs. */

@@ -19,19 +19,79 @@ import static org.bytedeco.cuda.global.cudart.*;
  * The kernel sources of the CUDA backend ({@code org/orbitrl/kernels/cuda/*.cu} on the class
  * path, each prefixed with {@code common.cuh}), compiled on first use, loaded as modules into the
  * current context and looked up by name. Not thread-safe: the owning backend serialises calls.
+ *
+ * <p>Dependent launches: while on, each kernel that waits for its predecessor ({@link Kernel#waitsForPredecessor})
+ * is launched with programmatic stream serialization allowed, so that its blocks may start while the
+ * kernel before it on the stream still runs (a stream capture turns this into a programmatic edge of
+ * the graph). Needs kernels built for sm_90 or newer, where {@code pdl_enter()} is not empty.
  */
 public final class KernelLibrary implements AutoCloseable {
     private static final String RESOURCES = "/org/orbitrl/kernels/cuda/";
+    /** The switch of dependent launches: {@code on}, {@code off}, or unset for on where the kernels are built for sm_90 or newer. */
+    public static final String DEPENDENT_LAUNCH_PROPERTY = "orbit.cuda.pdl";
+    /** The first architecture ({@code __CUDA_ARCH__} / 10) with programmatic dependent launch. */
+    static final int DEPENDENT_LAUNCH_ARCH = 90;
 
     private final KernelCompiler compiler;
+    private final int arch; // the compiled architecture as a number (90 for sm_90)
     private final Map<String, CUmod_st> modules = new HashMap<>();
     private final Map<String, CUfunc_st> functions = new HashMap<>();
     private long compileNanos;
     private int compiled;
     private int cached;
+    private boolean dependentLaunches;
 
-    public KernelLibrary(KernelCompiler compiler) {
+    /** A library with dependent launches on or off as {@code dependentLaunches} (see {@link #dependentLaunches(boolean)}). */
+    public KernelLibrary(KernelCompiler compiler, boolean dependentLaunches) {
+        this(compiler, compiler.archNumber(), dependentLaunches);
+    }
+
+    /** {@code compiler} may be null where nothing is launched (the launch path's own tests). */
+    KernelLibrary(KernelCompiler compiler, int arch, boolean dependentLaunches) {
         this.compiler = compiler;
+        this.arch = arch;
+        dependentLaunches(dependentLaunches);
+    }
+
+    /**
+     * Whether dependent launches are on, from the value of {@value #DEPENDENT_LAUNCH_PROPERTY}
+     * ({@code on}, {@code off} or null) for kernels built for {@code arch} (90 for sm_90).
+     */
+    public static boolean dependentLaunchesFor(String property, int arch) {
+        if (property == null || property.isEmpty()) {
+            return arch >= DEPENDENT_LAUNCH_ARCH;
+        }
+        return switch (property) {
+            case "on" -> {
+                requireDependentArch(arch);
+                yield true;
+            }
+            case "off" -> false;
+            default -> throw new IllegalArgumentException("-D" + DEPENDENT_LAUNCH_PROPERTY + "=" + property + ": expected on or off");
+        };
+    }
+
+    private static void requireDependentArch(int arch) {
+        if (arch < DEPENDENT_LAUNCH_ARCH) {
+            throw new IllegalArgumentException("dependent launches (" + DEPENDENT_LAUNCH_PROPERTY + "=on) need kernels built for sm_"
+                    + DEPENDENT_LAUNCH_ARCH + " or newer; these are built for architecture " + arch);
+        }
+    }
+
+    /** Whether kernels that wait for their predecessor are launched as programmatic dependents. */
+    public boolean dependentLaunches() {
+        return dependentLaunches;
+    }
+
+    /**
+     * Turns dependent launches on or off for the launches issued from now on (a graph captured
+     * before keeps the edges it was captured with). On needs kernels built for sm_90 or newer.
+     */
+    public void dependentLaunches(boolean on) {
+        if (on) {
+            requireDependentArch(arch);
+        }
+        dependentLaunches = on;
     }
 
     /** A handle on kernel {@code name} of source file {@code file} (without {@code .cu}), resolved at first launch. */

@@ -1,6 +1,10 @@
 package org.orbitrl.kernels.cuda.internal;
 
+import org.bytedeco.cuda.cudart.CUlaunchAttribute;
+import org.bytedeco.cuda.cudart.CUlaunchConfig;
 import org.bytedeco.cuda.cudart.CUstream_st;
+import org.bytedeco.javacpp.Pointer;
+import org.bytedeco.javacpp.PointerPointer;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.CudaCheck;
 
@@ -8,13 +12,22 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 
+import static org.bytedeco.cuda.global.cudart.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
 import static org.bytedeco.cuda.global.cudart.cuLaunchKernel;
+import static org.bytedeco.cuda.global.cudart.cuLaunchKernelEx;
 
 /**
- * Marshals kernel arguments and calls {@code cuLaunchKernel}. Each thread has one native block of
- * argument slots and the {@code void*[]} pointing at them, allocated once and kept for the life of
- * the thread (the driver copies the values during the call, so the next launch may overwrite them;
- * no argument memory is ever left to a garbage collector while the driver reads it).
+ * Marshals kernel arguments and launches. Each thread has one native block of argument slots and
+ * the {@code void*[]} pointing at them, and one launch configuration with its attribute, allocated
+ * once and kept for the life of the thread (the driver copies the values during the call, so the
+ * next launch may overwrite them; no argument memory is ever left to a garbage collector while the
+ * driver reads it).
+ *
+ * <p>A kernel that waits for its predecessor ({@link Kernel#waitsForPredecessor}) is launched, while
+ * its library's dependent launches are on, through {@code cuLaunchKernelEx} with programmatic stream
+ * serialization allowed: its blocks may start once every block of the kernel before it on the stream
+ * has started and called {@code griddepcontrol.launch_dependents} (or ended), and its first statement
+ * waits until that kernel has completed. Every other launch goes through {@code cuLaunchKernel}.
  *
  * <p>Arguments: {@link Long} (a 64-bit value or device address), {@link Integer} (int),
  * {@link Float} (float), {@link Tensor} (the device address of its first element) and
@@ -23,21 +36,55 @@ import static org.bytedeco.cuda.global.cudart.cuLaunchKernel;
 public final class Launcher {
     private static final int MAX_ARGS = 64;
 
-    /** values: [MAX_ARGS] 8-byte slots; table: [MAX_ARGS] pointers into values; pointers: table as JavaCPP sees it. */
-    private record Slots(MemorySegment values, MemorySegment table, PointerArray pointers) {
+    /** How a launch is issued. */
+    enum Path {
+        /** {@code cuLaunchKernel}: the kernel starts after the work before it on the stream has completed. */
+        PLAIN,
+        /** {@code cuLaunchKernelEx} with programmatic stream serialization: may start while its predecessor runs. */
+        DEPENDENT
     }
 
-    private static final ThreadLocal<Slots> SLOTS = ThreadLocal.withInitial(() -> {
-        // [MAX_ARGS] 8-byte values and [MAX_ARGS] pointers into them; lives as long as the thread.
-        MemorySegment values = Arena.ofAuto().allocate(8L * MAX_ARGS, 16);
-        MemorySegment pointers = Arena.ofAuto().allocate(8L * MAX_ARGS, 16);
-        for (int i = 0; i < MAX_ARGS; i++) {
-            pointers.setAtIndex(ValueLayout.JAVA_LONG, i, values.address() + 8L * i);
+    /** One thread's launch state. */
+    private static final class Slots {
+        final MemorySegment values;       // [MAX_ARGS] 8-byte argument values
+        final MemorySegment table;        // [MAX_ARGS] pointers into values
+        final PointerArray pointers;      // table as JavaCPP sees it
+        final CUlaunchConfig config;      // the dependent launch's configuration, attrs -> attribute
+        final CUlaunchAttribute attribute; // programmatic stream serialization allowed
+        long dependentLaunches;           // launches issued on the dependent path by this thread
+
+        Slots() {
+            values = Arena.ofAuto().allocate(8L * MAX_ARGS, 16);
+            table = Arena.ofAuto().allocate(8L * MAX_ARGS, 16);
+            for (int i = 0; i < MAX_ARGS; i++) {
+                table.setAtIndex(ValueLayout.JAVA_LONG, i, values.address() + 8L * i);
+            }
+            pointers = new PointerArray(table.address());
+            attribute = new CUlaunchAttribute();
+            Pointer.memset(attribute, 0, attribute.sizeof());
+            attribute.id(CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION);
+            attribute.value().programmaticStreamSerializationAllowed(1);
+            config = new CUlaunchConfig();
+            Pointer.memset(config, 0, config.sizeof());
+            config.attrs(attribute);
+            config.numAttrs(1);
+            config.gridDimZ(1).blockDimY(1).blockDimZ(1);
         }
-        return new Slots(values, pointers, new PointerArray(pointers.address()));
-    });
+    }
+
+    private static final ThreadLocal<Slots> SLOTS = ThreadLocal.withInitial(Slots::new);
 
     private Launcher() {
+    }
+
+    /** The path a launch of {@code kernel} takes now. */
+    static Path path(Kernel kernel) {
+        return kernel.dependentLaunch() ? Path.DEPENDENT : Path.PLAIN;
+    }
+
+    /** Launches issued on the dependent path by the calling thread so far. */
+    public static long dependentLaunches() {
+        return SLOTS.get().dependentLaunches;
     }
 
     public static void launch(Kernel kernel, CUstream_st stream, long gridX, int gridY, int blockX, int sharedBytes, Object... args) {
@@ -58,6 +105,17 @@ public final class Launcher {
                 default -> throw new IllegalArgumentException("kernel " + kernel + ": argument " + i
                         + " of type " + args[i].getClass().getSimpleName() + " cannot be passed");
             }
+        }
+        if (path(kernel) == Path.DEPENDENT) {
+            CUlaunchConfig config = slots.config;
+            config.gridDimX((int) gridX).gridDimY(gridY).blockDimX(blockX).sharedMemBytes(sharedBytes).hStream(stream);
+            int err = cuLaunchKernelEx(config, kernel.function(), slots.pointers, (PointerPointer<?>) null);
+            if (err != 0) {
+                CudaCheck.driver(err, "cuLaunchKernelEx " + kernel + " (dependent launch: programmatic stream serialization)",
+                        "grid " + gridX + "x" + gridY, "block " + blockX, "shared " + sharedBytes + " B", args.length + " arguments");
+            }
+            slots.dependentLaunches++;
+            return;
         }
         int err = cuLaunchKernel(kernel.function(), (int) gridX, gridY, 1, blockX, 1, 1, sharedBytes, stream,
                 slots.pointers, (PointerArray) null);

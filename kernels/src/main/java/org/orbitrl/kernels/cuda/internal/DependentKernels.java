@@ -1,0 +1,75 @@
+package org.orbitrl.kernels.cuda.internal;
+
+import java.util.HashSet;
+import java.util.Set;
+
+/**
+ * The kernels that may be launched as programmatic dependents of the kernel before them on the
+ * stream: those of a decode step, each of which calls {@code pdl_enter()} ({@code common.cuh}) as
+ * the first statement of its body, before it reads or writes global memory. Listing a kernel here
+ * whose body does not start so would let it read its predecessor's output before that is written;
+ * {@code DependentKernelsSourceTest} checks every entry against the sources.
+ */
+final class DependentKernels {
+    /** "file/name" of every kernel that waits for its predecessor. */
+    private static final Set<String> NAMES = names();
+
+    private DependentKernels() {
+    }
+
+    /** Whether kernel {@code name} of {@code file}.cu begins with {@code pdl_enter()}. */
+    static boolean waitsForPredecessor(String file, String name) {
+        return NAMES.contains(file + "/" + name);
+    }
+
+    /** Every entry as "file/name" (for the source check). */
+    static Set<String> all() {
+        return NAMES;
+    }
+
+    private static Set<String> names() {
+        Set<String> s = new HashSet<>();
+        s.add("select/embedding_f32");
+        s.add("select/argmax_f32");
+        s.add("norm/rmsnorm_f32");
+        s.add("elementwise/swiglu_f32");
+        s.add("flash_attention/qkv_prep_f32");
+        s.add("flash_attention/paged_decode_f32");
+        s.add("paged_decode/paged_decode_tiled_f32");
+        s.add("paged_decode/paged_decode_tiled_h2_f32");
+        s.add("attention/attention_combine");
+        s.add("moe/moe_route");
+        s.add("moe/moe_combine");
+        s.add("moe/moe_router_logits");
+        s.add("moe/moe_router_topk");
+        s.add("moe/moe_router_norm_topk");        // the fused decode operations (CudaFusedDecode)
+        s.add("bgemv/bgemv_norm1");
+        s.add("bgemv/bgemv_norm_m4");
+        for (String format : new String[]{"int4", "mxfp4", "nvfp4"}) {
+            s.add("qgemv/qgemv_swiglu_" + format);
+            s.add("qgemv/qgemv_swiglu_r2_" + format);
+            s.add("qgemv/qgemv_down_combine_" + format);
+        }
+        String[] xs = {"f32", "bf16"};
+        for (int mt : new int[]{1, 4, 8, 16}) {
+            s.add("bgemv/bgemv_m" + mt);
+            for (String format : new String[]{"int4", "mxfp4", "nvfp4"}) {
+                for (String x : xs) {
+                    s.add("qgemv/qgemv_" + format + "_m" + mt + "_" + x);
+                }
+            }
+        }
+        for (String x : xs) {
+            for (int mt : new int[]{8, 16, 32}) {
+                s.add("qmma/qmma_int4_grouped_m" + mt + "_" + x);
+                s.add("qmma/qmma_int4_grouped_after_m" + mt + "_" + x);
+                s.add("qmma/qmma_int4_gate_up_m" + mt + "_" + x);
+            }
+            s.add("qmma/qmma_int4_grouped_short_m8_" + x);
+            s.add("qmma/qmma_int4_grouped_short4_m8_" + x);
+            s.add("qmma/qmma_int4_gate_up3_m8_" + x);
+            s.add("qmma/qmma_int4_gate_up_st2_m16_" + x);
+        }
+        return Set.copyOf(s);
+    }
+}

@@ -1,0 +1,198 @@
+package org.orbitrl.kernels.cuda.internal;
+
+import org.junit.jupiter.api.Test;
+
+import java.io.IOException;
+import java.net.URISyntaxException;
+import java.net.URL;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Set;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import java.util.stream.Collectors;
+import java.util.stream.Stream;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
+
+/**
+ * The kernels launched as programmatic dependents ({@link DependentKernels}) against the CUDA
+ * sources: each one's body (written out, or in the {@code #define} that stamps it out) starts with
+ * {@code pdl_enter();} before anything else, {@code pdl_enter} is called nowhere else, and every
+ * written-out kernel that starts with it is listed (no kernel waits for a launch that never comes
+ * as a dependent one). A listed kernel that read global memory before the wait would race with
+ * its predecessor on the GPU; this finds it without one.
+ */
+class DependentKernelsSourceTest {
+    private static final Pattern GLOBAL = Pattern.compile("__global__");
+    private static final Pattern LAUNCH_BOUNDS = Pattern.compile("__launch_bounds__\\s*\\([^)]*\\)");
+    private static final Pattern DEFINE = Pattern.compile("#define\\s+\\w+\\(([^)]*)\\)");
+
+    /** A {@code __global__} definition: its name (a pattern when a macro pastes it together) and whether it starts with the wait. */
+    private record Definition(String file, String nameExpr, Pattern name, boolean literal, boolean waits, List<String> params) {
+        /** Characters of the name that are not macro parameters. */
+        int literalChars() {
+            int n = 0;
+            for (String part : nameExpr.split("##")) {
+                n += params != null && params.contains(part.trim()) ? 0 : part.trim().length();
+            }
+            return n;
+        }
+    }
+
+    @Test
+    void everyListedKernelWaitsFirst() throws IOException {
+        Set<String> listed = DependentKernels.all();
+        assertTrue(listed.size() > 40, "the decode step's kernels are listed: " + listed.size());
+        List<String> problems = new ArrayList<>();
+        for (String entry : listed.stream().sorted().toList()) {
+            String file = entry.substring(0, entry.indexOf('/'));
+            String name = entry.substring(entry.indexOf('/') + 1);
+            List<Definition> defs = definitions(file, KernelLibrary.resource(file + ".cu"));
+            List<Definition> exact = defs.stream().filter(d -> d.literal && d.nameExpr.equals(name)).toList();
+            List<Definition> stamped = defs.stream().filter(d -> !d.literal && d.name.matcher(name).matches()).toList();
+            int specific = stamped.stream().mapToInt(Definition::literalChars).max().orElse(0);
+            List<Definition> matching = !exact.isEmpty() ? exact
+                    : stamped.stream().filter(d -> d.literalChars() == specific).toList(); // the most specific macros
+            if (matching.isEmpty()) {
+                problems.add(entry + ": no definition in " + file + ".cu");
+            }
+            for (Definition d : matching) {
+                if (!d.waits) {
+                    problems.add(entry + ": the body of " + d.nameExpr + " in " + file + ".cu does not start with pdl_enter();");
+                }
+            }
+        }
+        if (!problems.isEmpty()) {
+            fail(problems.size() + " listed kernels are unsafe to launch as dependents:\n  " + String.join("\n  ", problems));
+        }
+    }
+
+    @Test
+    void waitIsOnlyFirstAndOnlyInListedKernels() throws IOException, URISyntaxException {
+        URL common = KernelLibrary.class.getResource("/org/orbitrl/kernels/cuda/common.cuh");
+        assertNotNull(common, "common.cuh on the class path");
+        Path dir = Path.of(common.toURI()).getParent();
+        List<String> files;
+        try (Stream<Path> s = Files.list(dir)) {
+            files = s.map(p -> p.getFileName().toString()).filter(n -> n.endsWith(".cu")).sorted().toList();
+        }
+        assertTrue(files.size() > 10, "kernel sources found in " + dir + ": " + files);
+        assertTrue(KernelLibrary.resource("common.cuh").contains("griddepcontrol.wait"), "common.cuh defines the wait");
+        Set<String> listed = DependentKernels.all();
+        List<String> problems = new ArrayList<>();
+        int waiting = 0;
+        for (String f : files) {
+            String file = f.substring(0, f.length() - 3);
+            String src = KernelLibrary.resource(f);
+            List<Definition> defs = definitions(file, src);
+            long firsts = defs.stream().filter(Definition::waits).count();
+            long calls = Pattern.compile("\\bpdl_enter\\s*\\(").matcher(stripComments(src)).results().count();
+            if (calls != firsts) {
+                problems.add(f + ": pdl_enter() called " + calls + " times, " + firsts + " of them as a kernel's first statement");
+            }
+            for (Definition d : defs) {
+                if (d.literal && d.waits && !listed.contains(file + "/" + d.nameExpr)) {
+                    problems.add(file + "/" + d.nameExpr + " waits for its predecessor but is not listed in DependentKernels");
+                }
+            }
+            waiting += (int) firsts;
+        }
+        if (!problems.isEmpty()) {
+            fail(String.join("\n", problems));
+        }
+        assertTrue(waiting >= 16, "kernels (and kernel macros) that start with pdl_enter(): " + waiting);
+    }
+
+    @Test
+    void parserSeesWhatItIsMeantTo() {
+        String src = """
+                extern "C" __global__ void a_f32(const float* x) {
+                    pdl_enter();
+                    x[0];
+                }
+                extern "C" __global__ void __launch_bounds__(64) b_f32(const float* x) {
+                    extern __shared__ float sm[];
+                    pdl_enter();
+                }
+                #define K(NAME, MT)                                     \\
+                    extern "C" __global__ void __launch_bounds__(32, 2) \\
+                        NAME##_m##MT(const float* x) {                  \\
+                        /* waits */ pdl_enter();                        \\
+                        body<MT>(x);                                    \\
+                    }
+                K(c, 8)
+                #define J(MT) extern "C" __global__ void j_m##MT(const float* x) { body<MT>(x); }
+                J(8)
+                """;
+        List<Definition> defs = definitions("t", src);
+        assertEquals(List.of("a_f32", "b_f32", "NAME##_m##MT", "j_m##MT"), defs.stream().map(Definition::nameExpr).toList());
+        assertEquals(List.of(true, false, true, false), defs.stream().map(Definition::waits).toList());
+        assertEquals(List.of(5, 5, 2, 3), defs.stream().map(Definition::literalChars).toList());
+        assertTrue(defs.get(3).name.matcher("j_m8").matches(), defs.get(3).name.pattern());
+        assertTrue(defs.get(2).name.matcher("c_m8").matches(), defs.get(2).name.pattern());
+        assertFalse(defs.get(2).name.matcher("c_x8").matches(), defs.get(2).name.pattern());
+        assertFalse(defs.get(2).literal);
+    }
+
+    /** Every {@code __global__} definition of {@code src}. */
+    private static List<Definition> definitions(String file, String src) {
+        List<Definition> out = new ArrayList<>();
+        Matcher m = GLOBAL.matcher(src);
+        while (m.find()) {
+            int open = src.indexOf('{', m.end());
+            if (open < 0) {
+                break;
+            }
+            String head = LAUNCH_BOUNDS.matcher(src.substring(m.end(), open)).replaceAll(" ");
+            String beforeParams = head.substring(0, head.indexOf('(')).trim();
+            String[] words = beforeParams.split("[\\s\\\\]+");
+            String nameExpr = words[words.length - 1];
+            String body = stripComments(src.substring(open + 1, Math.min(src.length(), open + 400))).replace("\\", " ").strip();
+            boolean waits = body.startsWith("pdl_enter();");
+            List<String> params = macroParams(src, m.start());
+            Pattern name;
+            if (params == null) {
+                name = Pattern.compile(Pattern.quote(nameExpr));
+            } else {
+                name = Pattern.compile(Arrays.stream(nameExpr.split("##"))
+                        .map(p -> params.contains(p.trim()) ? "\\w+" : Pattern.quote(p.trim()))
+                        .collect(Collectors.joining()));
+            }
+            out.add(new Definition(file, nameExpr, name, params == null, waits, params));
+        }
+        return out;
+    }
+
+    /** The parameters of the {@code #define} the position lies in (its lines joined by backslashes), or null outside one. */
+    private static List<String> macroParams(String src, int pos) {
+        int lineStart = src.lastIndexOf('\n', pos - 1) + 1;
+        while (true) {
+            String line = src.substring(lineStart, Math.max(lineStart, src.indexOf('\n', lineStart)));
+            Matcher d = DEFINE.matcher(line.strip());
+            if (d.lookingAt()) {
+                return Arrays.stream(d.group(1).split(",")).map(String::trim).toList();
+            }
+            if (lineStart == 0) {
+                return null;
+            }
+            int prevStart = src.lastIndexOf('\n', lineStart - 2) + 1;
+            String prev = src.substring(prevStart, lineStart - 1);
+            if (!prev.stripTrailing().endsWith("\\")) {
+                return null;
+            }
+            lineStart = prevStart;
+        }
+    }
+
+    private static String stripComments(String s) {
+        return s.replaceAll("(?s)/\\*.*?\\*/", " ").replaceAll("//[^\n]*", " ");
+    }
+}

@@ -41,6 +41,8 @@ public final class CudaFusedDecode {
     private final EnumMap<QuantLayout, Kernel> swigluR2 = new EnumMap<>(QuantLayout.class);
     /** Rows of each matrix a lane of the gate/up launch takes: 4 (QGS_R, fewer larger blocks) or 2; {@code -Dorbit.cuda.decodeGateUpRows}. */
     private int gateUpRows = Integer.getInteger("orbit.cuda.decodeGateUpRows", 4);
+    /** Most warps a block of the gate/up launch and of the one-row norm GEMV ({@code -Dorbit.cuda.decodeWarps}, 8 or 4). */
+    private int warps = Integer.getInteger("orbit.cuda.decodeWarps", 8);
     private final EnumMap<QuantLayout, Kernel> downCombine = new EnumMap<>(QuantLayout.class);
 
     CudaFusedDecode(CudaContext ctx, CudaMatmulOps matmul, CudaRowOps rows, CudaMoeOps moeOps) {
@@ -84,8 +86,8 @@ public final class CudaFusedDecode {
                 && CudaAllocator.address(w) % 16 == 0) {
             int nwBf16 = normWeight.dtype() == DType.BF16 ? 1 : 0;
             if (m == 1) { // bgemv_norm1: 8 k lanes, 4 rows a lane (BGN_KQ, BGN_R)
-                int warps = CudaQgemv.warpsFor(k / 8, 8);
-                ctx.launchShared(norm1, (n + 15) / 16, 32 * warps, 4 * k, x, normWeight, nwBf16, eps, w, y, n, k, accumulate ? 1 : 0);
+                int blockWarps = Math.min(warps, CudaQgemv.warpsFor(k / 8, 8));
+                ctx.launchShared(norm1, (n + 15) / 16, 32 * blockWarps, 4 * k, x, normWeight, nwBf16, eps, w, y, n, k, accumulate ? 1 : 0);
             } else {
                 int warps = CudaQgemv.warpsFor(k / 8, CudaQgemv.bf16KLanes(4));
                 long grid = (n + CudaQgemv.bf16RowsPerBlock(4) - 1) / CudaQgemv.bf16RowsPerBlock(4);
@@ -160,6 +162,18 @@ public final class CudaFusedDecode {
         return gateUpRows;
     }
 
+    /** Most warps a block of the gate/up launch and of the one-row norm GEMV takes (4 or 8; the warps split K). */
+    public void blockWarps(int w) {
+        if (w != 4 && w != 8) {
+            throw new IllegalArgumentException("decode block warps: 4 or 8, got " + w);
+        }
+        this.warps = w;
+    }
+
+    public int blockWarps() {
+        return warps;
+    }
+
     /**
      * The gate and up products of every routed pair and the SwiGLU between them, in one launch:
      * {@code act[p] = silu(x[p / d] · G[e]ᵀ) · (x[p / d] · U[e]ᵀ)} with {@code e = ids[p]} and d = topk
@@ -202,9 +216,9 @@ public final class CudaFusedDecode {
         }
         int xDiv = xRows == pairs && pairs != tokens ? 1 : topk;
         int rowsPerBlock = 32 / 8 * gateUpRows; // 32 / QGS_KQ * rows a lane
-        int warps = CudaQgemv.warpsFor(k / 32, 8);
+        int w = Math.min(warps, CudaQgemv.warpsFor(k / 32, 8));
         Kernel kernel = (gateUpRows == 2 ? swigluR2 : swiglu).get(layout);
-        ctx.launch2dShared(kernel, (n + rowsPerBlock - 1) / rowsPerBlock, pairs, 32 * warps, 4 * k, x, xDiv, ids,
+        ctx.launch2dShared(kernel, (n + rowsPerBlock - 1) / rowsPerBlock, pairs, 32 * w, 4 * k, x, xDiv, ids,
                 gate.codes(), gate.scales(), gate.zeros(), gate.globalScale(), up.codes(), up.scales(), up.zeros(), up.globalScale(),
                 act, n, k, numExperts, ctx.errorFlag);
     }

@@ -98,19 +98,26 @@ public final class Qwen3DecodeBench {
                         System.out.println(cmp);
                         opsMd.append(cmp).append('\n');
                     }
-                    if (batch == 1 && stack.fused()) { // the gate/up launch in its other shape (2 rows a lane, more blocks)
-                        int rows = gpu.fusedDecode().gateUpRowsPerLane();
-                        gpu.fusedDecode().gateUpRowsPerLane(rows == 4 ? 2 : 4);
-                        double otherMs;
-                        try (CudaGraph g = CudaGraph.capture(gpu.stream(), stack::step)) {
-                            otherMs = stepMs(gpu, stack, context, steps, g);
+                    if (batch == 1 && stack.fused()) { // the gate/up and norm GEMV launch shapes (rows a lane, warps a block)
+                        var fd = gpu.fusedDecode();
+                        int rows = fd.gateUpRowsPerLane();
+                        int warps = fd.blockWarps();
+                        StringBuilder shapes = new StringBuilder("| 1 | launch shapes (gate/up rows a lane, warps a block):");
+                        try {
+                            for (int[] ls : new int[][]{{4, 8}, {4, 4}, {2, 8}, {2, 4}}) {
+                                fd.gateUpRowsPerLane(ls[0]);
+                                fd.blockWarps(ls[1]);
+                                try (CudaGraph g = CudaGraph.capture(gpu.stream(), stack::step)) {
+                                    shapes.append(String.format(" %d/%d %.3f ms;", ls[0], ls[1], stepMs(gpu, stack, context, steps, g)));
+                                }
+                            }
                         } finally {
-                            gpu.fusedDecode().gateUpRowsPerLane(rows);
+                            fd.gateUpRowsPerLane(rows);
+                            fd.blockWarps(warps);
                         }
-                        String cmp = String.format("| %d | gate/up %d rows a lane: %.3f ms (%.0f tokens/s) | %d rows a lane: %.3f ms | |", batch,
-                                rows, graphMs, batch / (graphMs / 1e3), rows == 4 ? 2 : 4, otherMs);
-                        System.out.println(cmp);
-                        opsMd.append(cmp).append('\n');
+                        shapes.append(" | | |");
+                        System.out.println(shapes);
+                        opsMd.append(shapes).append('\n');
                     }
                     if (batch > 1) { // the other launch shapes of the routed experts, the same stack, captured again
                         boolean fused = gpu.moe().moeFusedDecode();

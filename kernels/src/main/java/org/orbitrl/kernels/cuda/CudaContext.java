@@ -32,7 +32,6 @@ final class CudaContext implements AutoCloseable {
     /** Rows a ticketed launch may count at once ({@link #tickets}). */
     static final int TICKETS = 4096;
     final Tensor tickets;   // i32 [TICKETS]: per-row counters of kernels whose last block finishes a row; 0 between launches
-    final Tensor attentionTickets; // i32 [TICKETS]: the same, for paged decode attention's (sequence, kv head) splits
     private final Tensor cublasWorkspace; // u8 [32 MiB]
     private final Map<Scratch, Tensor> scratch = new EnumMap<>(Scratch.class);
     private final boolean highPriority;
@@ -53,7 +52,6 @@ final class CudaContext implements AutoCloseable {
         this.kernels = kernels;
         this.errorFlag = allocator.allocate(MemoryCategory.RUNTIME_RESERVE, DType.I32, 4);
         this.tickets = allocator.allocate(MemoryCategory.RUNTIME_RESERVE, DType.I32, TICKETS);
-        this.attentionTickets = allocator.allocate(MemoryCategory.RUNTIME_RESERVE, DType.I32, TICKETS);
         this.cublasWorkspace = allocator.allocate(MemoryCategory.RUNTIME_RESERVE, DType.U8, Cublas.WORKSPACE_BYTES);
         this.cublas = new Cublas(stream.handle(), CudaAllocator.address(cublasWorkspace), Cublas.WORKSPACE_BYTES);
     }

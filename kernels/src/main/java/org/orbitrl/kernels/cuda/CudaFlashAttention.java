@@ -48,12 +48,6 @@ final class CudaFlashAttention {
         case "heads4" -> 4;
         default -> 2;
     };
-    /**
-     * Whether the tiled kernel's splits are merged by the last block of each (sequence, kv head), counted
-     * on the device ({@code -Dorbit.cuda.pagedCombine=ticket}, the default), or by a second launch
-     * ({@code launch}); read when the backend is made.
-     */
-    final boolean ticketCombine = !"launch".equals(System.getProperty("orbit.cuda.pagedCombine"));
     private final Kernel combine;
     private final Kernel kvWrite;
     private final Kernel prep;
@@ -223,13 +217,9 @@ final class CudaFlashAttention {
             int warps = (group + tiledHeads - 1) / tiledHeads;
             // two stages of key and value tiles, q rows and probabilities of the block's head slots
             int shared = 4 * (2 * TILED_KEYS * (d + 4 + dv + 4) + warps * tiledHeads * (d + TILED_KEYS));
-            boolean ticketed = splits > 1 && ticketCombine && (long) b * hkv <= CudaContext.TICKETS;
             ctx.launchShared(tiledHeads == 2 ? pagedTiledH2 : pagedTiled, blocks, 32 * warps, shared, q, qs[0], qs[1], kCache, vCache, tables, maxBlocks, lens,
                     blockSize, out, os[0], os[1], hq, hkv, d, dv, spec.slidingWindow(), spec.scale(), sinks, splits, splitLen,
-                    partAcc, partMl, ticketed ? ctx.attentionTickets : null);
-            if (ticketed) {
-                return; // the last block of each (sequence, kv head) merged the splits
-            }
+                    partAcc, partMl);
         } else {
             int warps = Math.min(group, 8);
             int shared = 4 * (warps * d + TILE * (d + 4) + TILE * (dv + 4));

@@ -6,9 +6,8 @@
 // tables[b * maxBlocks + s / blockSize] * blockSize + s % blockSize; q [B, Hq, D] (strides qB, qH),
 // one query per sequence at position lens[b] - 1; window > 0 keeps keys with pos - s < window; sinks
 // null or f32 [Hq], a logit joining split 0's softmax denominator with no value. Splits of splitLen
-// keys write partials (unnormalised accumulator, max, sum) that attention_combine merges, or, with
-// tickets (i32 [B * Hkv], zero between launches), the last block of each (sequence, kv head) merges
-// them itself; with one split the block writes out.
+// keys write partials (unnormalised accumulator, max, sum) that attention_combine merges; with one
+// split the block writes out.
 //
 // Grid B * Hkv * splits; block 32 * warps with warps = ceil(G / HW), G = Hq / Hkv <= 8 and HW = 4 or
 // 2 query heads per warp (the two entry points at the end). Warp w owns query heads w * HW .. +
@@ -87,7 +86,7 @@ template <int HW>
 __device__ __forceinline__ void pd_decode(
         float* sm, const float* q, i64 qB, i64 qH, const float* kc, const float* vc, const int* tables, int maxBlocks,
         const int* lens, int blockSize, float* out, i64 oB, i64 oH, int Hq, int Hkv, int D, int Dv, int window,
-        float scale, const float* sinks, int splits, int splitLen, float* partAcc, float* partMl, int* tickets) {
+        float scale, const float* sinks, int splits, int splitLen, float* partAcc, float* partMl) {
     int warps = blockDim.x >> 5;
     int warp = threadIdx.x >> 5;
     int lane = threadIdx.x & 31;
@@ -222,41 +221,15 @@ __device__ __forceinline__ void pd_decode(
             }
         }
     }
-    if (splits == 1 || tickets == 0) return;
-    // The block that finishes (sequence, kv head) last merges its heads' splits (attention_combine's
-    // arithmetic, in its order) and re-arms the ticket: no second launch.
-    __shared__ int last;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(tickets + bk, 1) == splits - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    const volatile float* vml = partMl;
-    const volatile float* vacc = partAcc;
-    for (int i = threadIdx.x; i < G * Dv; i += blockDim.x) {
-        int h = kvh * G + i / Dv;
-        int c = i % Dv;
-        i64 base = ((i64) b * Hq + h) * splits;
-        float mx = -ORBIT_INF;
-        for (int sp = 0; sp < splits; sp++) mx = fmaxf(mx, vml[2 * (base + sp)]);
-        float sum = 0.0f;
-        for (int sp = 0; sp < splits; sp++) sum += vml[2 * (base + sp) + 1] * expf(vml[2 * (base + sp)] - mx);
-        float inv = 1.0f / sum;
-        float o = 0.0f;
-        for (int sp = 0; sp < splits; sp++) o += vacc[(base + sp) * Dv + c] * expf(vml[2 * (base + sp)] - mx);
-        out[(i64) b * oB + (i64) h * oH + c] = o * inv;
-    }
-    if (threadIdx.x == 0) tickets[bk] = 0;
 }
 
 #define PD_ARGS                                                                                                         \
     const float *q, i64 qB, i64 qH, const float *kc, const float *vc, const int *tables, int maxBlocks, const int *lens, \
             int blockSize, float *out, i64 oB, i64 oH, int Hq, int Hkv, int D, int Dv, int window, float scale,        \
-            const float *sinks, int splits, int splitLen, float *partAcc, float *partMl, int *tickets
+            const float *sinks, int splits, int splitLen, float *partAcc, float *partMl
 #define PD_PASS                                                                                                        \
     q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq, Hkv, D, Dv, window, scale, sinks, splits, \
-            splitLen, partAcc, partMl, tickets
+            splitLen, partAcc, partMl
 
 // Four query heads per warp (the default): blocks of ceil(G / 4) <= 2 warps.
 extern "C" __global__ void __launch_bounds__(64) paged_decode_tiled_f32(PD_ARGS) {

@@ -262,8 +262,8 @@ public final class MoeDecodeStack implements AutoCloseable {
     private boolean fused = !"off".equals(System.getProperty("orbit.bench.fusedDecode"));
 
     /**
-     * Whether steps take the fused decode operations ({@link org.orbitrl.kernels.cuda.CudaFusedDecode}): the
-     * norms folded into the q/k/v product (up to 4 sequences) and into the router with its selection, and at
+     * Whether steps take the fused decode operations ({@link org.orbitrl.kernels.cuda.CudaFusedDecode}): up to 4
+     * sequences the norms folded into the q/k/v product and into the router with its selection, and at
      * one sequence the experts as two launches (gate, up and SwiGLU; down, combine and residual add). On
      * by default; {@code -Dorbit.bench.fusedDecode=off} starts with them off.
      */
@@ -280,7 +280,7 @@ public final class MoeDecodeStack implements AutoCloseable {
         int hd = s.headDim();
         float eps = s.eps();
         CudaFusedDecode fd = gpu.fusedDecode();
-        boolean fusedNorm = fused && batch <= 4;
+        boolean fusedNorm = fused && batch <= 4; // the norm GEMV and the ticketed router: measured faster up to a few tokens only
         boolean fusedExperts = fused && batch == 1;
         gpu.embedding(embed, ids, x);
         for (Layer L : layers) {
@@ -305,7 +305,7 @@ public final class MoeDecodeStack implements AutoCloseable {
             if (on(Part.O_PROJECTION)) {
                 gpu.matmulAccumulate(attn.reshape(batch, (long) s.heads() * hd), L.ow, x); // o projection + residual
             }
-            if (fused) {
+            if (fusedNorm) {
                 if (on(Part.ROUTER)) { // the MLP's norm inside; h written for the experts
                     fd.moeRouterNormTopk(x, L.postNorm, eps, L.router, s.topk(), true, h, topv, topi);
                 }

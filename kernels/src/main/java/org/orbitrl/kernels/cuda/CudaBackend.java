@@ -169,7 +169,7 @@ public final class CudaBackend implements Backend {
     /**
      * Whether the kernels of a decode step that wait for their predecessor are launched as
      * programmatic dependents of the kernel before them (Hopper's programmatic dependent launch):
-     * {@code -Dorbit.cuda.pdl=on|off}, on by default where the kernels are built for sm_90 or newer.
+     * {@code -Dorbit.cuda.pdl=on|off}, off by default ({@code on} needs kernels built for sm_90 or newer).
      * The numbers are the same either way.
      */
     public boolean dependentLaunches() {

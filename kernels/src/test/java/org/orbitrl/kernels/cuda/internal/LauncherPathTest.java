@@ -52,8 +52,8 @@ class LauncherPathTest {
 
     @Test
     void switchDefaultsOnFromSm90AndOnNeedsIt() {
-        assertTrue(KernelLibrary.dependentLaunchesFor(null, 90));
-        assertTrue(KernelLibrary.dependentLaunchesFor("", 100));
+        assertFalse(KernelLibrary.dependentLaunchesFor(null, 90)); // off unless asked for
+        assertFalse(KernelLibrary.dependentLaunchesFor("", 100));
         assertFalse(KernelLibrary.dependentLaunchesFor(null, 89));
         assertFalse(KernelLibrary.dependentLaunchesFor(null, 80));
         assertTrue(KernelLibrary.dependentLaunchesFor("on", 90));

@@ -110,6 +110,8 @@ public final class CudaFusedDecode {
      * divided by their sum when {@code normalize}. x f32 [T, H], norm weight f32 or bf16 [H], router bf16
      * [E, H] (H a multiple of 8), h f32 [T, H], values f32 [T, topk], indices i32 [T, topk]. The logits are
      * spread over ceil(E / 4) blocks a token; the block that finishes a token last selects its experts.
+     * The tickets that find that block are the backend's own, so launches of this op on one backend run
+     * one after another (its stream); up to 4096 tokens a launch, more take the unfused norm and router.
      */
     public void moeRouterNormTopk(Tensor x, Tensor normWeight, float eps, Tensor router, int topk, boolean normalize, Tensor h,
                                   Tensor values, Tensor indices) {

@@ -124,13 +124,13 @@ class KillNineTest {
                 if (mode == 0) {
                     Thread.sleep(rnd.nextInt(2500)); // somewhere in startup, recovery or loading
                     killsDuringStartup++;
-                } else if (mode == 1 && kills > 0) {
+                } else if (mode <= 2 && kills > 0) {
                     // Inside the state map's recovery, which a killed daemon's successor runs first:
                     // Chronicle Map's recovery starts with its warnings and marks the header incomplete
                     // until it is done.
                     await(d, "recovering it", START_BOUND, context);
                     d.awaitLog(CHRONICLE_RECOVERY_WARNING, Duration.ofSeconds(10));
-                    Thread.sleep(rnd.nextInt(150));
+                    Thread.sleep(30 + rnd.nextInt(100));
                     killsDuringRecovery++;
                 } else {
                     await(d, "loading -> running", START_BOUND, context);

@@ -103,6 +103,7 @@ class KillNineTest {
         int steps = 400;
         int groupsPerStep = 2;
         Path config = config(tmp, steps);
+        Path stateMap = tmp.resolve("data/state/jobs.cm3"); // present once a daemon has created it
         long seed = Long.getLong("orbit.test.kill9.seed", 20_260_601L);
         SplittableRandom rnd = new SplittableRandom(seed);
         long budget = System.nanoTime() + Duration.ofSeconds(40).toNanos();
@@ -124,7 +125,7 @@ class KillNineTest {
                 if (mode == 0) {
                     Thread.sleep(rnd.nextInt(2500)); // somewhere in startup, recovery or loading
                     killsDuringStartup++;
-                } else if (mode <= 2 && kills > 0) {
+                } else if (mode <= 2 && Files.exists(stateMap)) {
                     // Inside the state map's recovery, which a killed daemon's successor runs first:
                     // Chronicle Map's recovery starts with its warnings and marks the header incomplete
                     // until it is done.
@@ -157,6 +158,7 @@ class KillNineTest {
         try (ChildDaemon d = ChildDaemon.start(config, tmp.resolve("final.log"), jvm(0))) {
             runs++;
             if (!logs.toString().contains("ledger: running -> completed")) {
+                await(d, "loading -> running", START_BOUND, "the last run (seed " + seed + ")");
                 await(d, "ledger: running -> completed", Duration.ofSeconds(120), "the last run (seed " + seed + ")");
             }
             Matcher r = RESUME.matcher(d.output());

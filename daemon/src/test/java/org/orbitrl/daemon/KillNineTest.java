@@ -31,12 +31,24 @@ import org.orbitrl.scheduler.log.SampleLogReader;
 /**
  * The daemon in a child JVM, stopped with SIGTERM (exit 0 after checkpointing) and killed with
  * SIGKILL at random points many times while a job runs; after each restart the job resumes from
- * its last checkpoint, and at the end every logged sample was trained exactly once.
+ * its last checkpoint, and at the end every logged sample was trained exactly once. Some kills land
+ * inside the state map's recovery, which leaves its header incomplete for the next start. A start
+ * that does not reach the job in time fails with the daemon's log and thread dump. The kill points
+ * come from a seed, {@code -Dorbit.test.kill9.seed=N} to try others.
  */
 @TestMethodOrder(MethodOrderer.OrderAnnotation.class)
 class KillNineTest {
     private static final Pattern PROGRESS = Pattern.compile("job ledger step (\\d+)/");
     private static final Pattern RESUME = Pattern.compile("resuming from checkpoint step (\\d+)");
+
+    /**
+     * How long a (re)start may take to run the job: a few seconds normally; Chronicle Map alone
+     * would wait a minute on a state map whose header a killed daemon left incomplete.
+     */
+    static final Duration START_BOUND = Duration.ofSeconds(30);
+
+    /** The warning Chronicle Map logs as its recovery begins. */
+    static final String CHRONICLE_RECOVERY_WARNING = "Do not use recovery as a standard way";
 
     @TempDir
     Path tmp;
@@ -62,7 +74,7 @@ class KillNineTest {
     void sigtermCheckpointsRunningJobsAndExitsZero() throws Exception {
         Path config = config(tmp, 100_000);
         try (ChildDaemon d = ChildDaemon.start(config, tmp.resolve("run.log"), jvm(20))) {
-            assertTrue(d.awaitLog("job ledger step 5/", Duration.ofSeconds(60)), d.output());
+            await(d, "job ledger step 5/", Duration.ofSeconds(60), "SIGTERM test");
             long t0 = System.nanoTime();
             int exit = d.terminate(Duration.ofSeconds(30));
             long ms = (System.nanoTime() - t0) / 1_000_000;
@@ -78,32 +90,52 @@ class KillNineTest {
         }
     }
 
+    /** Waits for {@code text} in the daemon's log; fails with the log and the daemon's threads. */
+    static void await(ChildDaemon d, String text, Duration timeout, String context) throws Exception {
+        if (!d.awaitLog(text, timeout)) {
+            throw new AssertionError(d.diagnosis(context + ": no '" + text + "' in the log within " + timeout));
+        }
+    }
+
     @Test
     @Order(2)
     void killedAtRandomPointsTheJobResumesAndTrainsEverySampleExactlyOnce() throws Exception {
         int steps = 400;
         int groupsPerStep = 2;
         Path config = config(tmp, steps);
-        SplittableRandom rnd = new SplittableRandom(20_260_601L);
+        Path stateMap = tmp.resolve("data/state/jobs.cm3"); // present once a daemon has created it
+        long seed = Long.getLong("orbit.test.kill9.seed", 20_260_601L);
+        SplittableRandom rnd = new SplittableRandom(seed);
         long budget = System.nanoTime() + Duration.ofSeconds(40).toNanos();
         int kills = 0;
         int killsDuringStartup = 0;
+        int killsDuringRecovery = 0;
         int runs = 0;
         long replayed = 0;
         long lastStepSeen = 0;
         List<Long> resumedAt = new ArrayList<>();
+        List<Long> startMillis = new ArrayList<>();
         StringBuilder logs = new StringBuilder();
         while (System.nanoTime() < budget && kills < 16) {
             Path log = tmp.resolve("run-" + runs + ".log");
             try (ChildDaemon d = ChildDaemon.start(config, log, jvm(15))) {
                 runs++;
-                if (rnd.nextInt(5) == 0) {
+                String context = "run " + runs + " (seed " + seed + ", after " + kills + " kills)";
+                int mode = rnd.nextInt(5);
+                if (mode == 0) {
                     Thread.sleep(rnd.nextInt(2500)); // somewhere in startup, recovery or loading
                     killsDuringStartup++;
+                } else if (mode <= 2 && Files.exists(stateMap)) {
+                    // Inside the state map's recovery, which a killed daemon's successor runs first:
+                    // Chronicle Map's recovery starts with its warnings and marks the header incomplete
+                    // until it is done.
+                    await(d, "recovering it", START_BOUND, context);
+                    d.awaitLog(CHRONICLE_RECOVERY_WARNING, Duration.ofSeconds(10));
+                    Thread.sleep(30 + rnd.nextInt(100));
+                    killsDuringRecovery++;
                 } else {
-                    if (!d.awaitLog("loading -> running", Duration.ofSeconds(60))) {
-                        throw new AssertionError("the daemon did not start running the job:\n" + d.output());
-                    }
+                    await(d, "loading -> running", START_BOUND, context);
+                    startMillis.add(d.ageMillis());
                     Thread.sleep(100 + rnd.nextInt(1200));
                 }
                 d.kill9();
@@ -125,8 +157,10 @@ class KillNineTest {
         // The last run goes to the end, then stops cleanly.
         try (ChildDaemon d = ChildDaemon.start(config, tmp.resolve("final.log"), jvm(0))) {
             runs++;
-            assertTrue(d.awaitLog("ledger: running -> completed", Duration.ofSeconds(120))
-                    || logs.toString().contains("ledger: running -> completed"), d.output());
+            if (!logs.toString().contains("ledger: running -> completed")) {
+                await(d, "loading -> running", START_BOUND, "the last run (seed " + seed + ")");
+                await(d, "ledger: running -> completed", Duration.ofSeconds(120), "the last run (seed " + seed + ")");
+            }
             Matcher r = RESUME.matcher(d.output());
             if (r.find()) {
                 resumedAt.add(Long.parseLong(r.group(1)));
@@ -168,10 +202,14 @@ class KillNineTest {
         }
         assertEquals(chain, s.chain, "the trained sequence is the logged sequence");
         long fallbacks = Pattern.compile("is corrupt").matcher(logs).results().count();
-        System.out.printf("kill -9: %d kills (%d during startup or loading) over %d runs; resumed from checkpoints at"
-                        + " steps %s; %d steps replayed from the log after kills; %d checkpoints set aside as corrupt;"
-                        + " %d groups (%d samples) logged, each once; %d samples trained exactly once: 0 lost, 0 twice%n",
-                kills, killsDuringStartup, runs, resumedAt, replayed, fallbacks, groups, samplesLogged, s.samplesTrained);
+        long incompleteMaps = Pattern.compile("was left marked incomplete").matcher(logs).results().count();
+        System.out.printf("kill -9 (seed %d): %d kills (%d during startup or loading, %d inside the state map's"
+                        + " recovery) over %d runs; %d restarts found the state map's header left incomplete;"
+                        + " running %s ms after start; resumed from checkpoints at steps %s; %d steps replayed from"
+                        + " the log after kills; %d checkpoints set aside as corrupt; %d groups (%d samples) logged,"
+                        + " each once; %d samples trained exactly once: 0 lost, 0 twice%n",
+                seed, kills, killsDuringStartup, killsDuringRecovery, runs, incompleteMaps, startMillis, resumedAt,
+                replayed, fallbacks, groups, samplesLogged, s.samplesTrained);
         assertTrue(kills >= 5, "enough kills to mean something: " + kills);
     }
 

@@ -6,6 +6,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Optional;
@@ -19,9 +20,17 @@ import org.slf4j.LoggerFactory;
  * cleanly (the daemon was killed) is opened through Chronicle Map's recovery, which repairs
  * segment locks and counters left by a killed writer. Only one daemon opens a data directory at
  * a time (the daemon holds a lock on it), which recovery requires.
+ *
+ * <p>A kill can also land while Chronicle Map creates or recovers the file, which leaves its
+ * header marked incomplete; Chronicle would then wait a minute for the dead process before it
+ * recovers. The map file is therefore created under a temporary name and renamed once whole,
+ * and a header left incomplete by a killed recovery is marked ready before recovering again
+ * ({@link StateMapHeader}).
  */
 public final class StateStore implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(StateStore.class);
+    /** The map's file name in its folder. */
+    static final String FILE = "jobs.cm3";
     private static final ObjectMapper JSON = new ObjectMapper()
             .configure(DeserializationFeature.FAIL_ON_UNKNOWN_PROPERTIES, false);
 
@@ -34,18 +43,36 @@ public final class StateStore implements AutoCloseable {
     }
 
     /**
-     * Opens (creating) the map in {@code dir}.
+     * Opens (creating) the map in {@code dir}. The caller must be the only process using
+     * {@code dir} (recovery after a kill requires it).
      *
      * @param maxJobs entries the map is sized for
      */
     public static StateStore open(Path dir, int maxJobs) throws IOException {
         Files.createDirectories(dir);
-        Path file = dir.resolve("jobs.cm3");
+        Path file = dir.resolve(FILE);
         Path marker = dir.resolve("clean-shutdown");
         ChronicleMapBuilder<CharSequence, byte[]> b = builder(maxJobs);
+        Path partial = dir.resolve(FILE + ".new");
+        if (Files.deleteIfExists(partial)) {
+            LOG.warn("removed {}, a state map whose creation was interrupted", partial);
+        }
+        if (Files.exists(file) && StateMapHeader.readiness(file) == StateMapHeader.Readiness.EMPTY) {
+            LOG.warn("the state map {} holds no map (its creation was interrupted); creating it again", file);
+            Files.delete(file);
+        }
+        boolean created = !Files.exists(file);
+        if (created) {
+            b.createPersistedTo(partial.toFile()).close(); // a kill leaves only the temporary file
+            Files.move(partial, file, StandardCopyOption.ATOMIC_MOVE);
+        }
         ChronicleMap<CharSequence, byte[]> map;
-        if (Files.exists(file) && !Files.exists(marker)) {
+        if (!created && !Files.exists(marker)) {
             LOG.warn("the state map {} was not closed cleanly (the daemon was killed); recovering it", file);
+            if (StateMapHeader.markReadyIfIncomplete(file)) {
+                LOG.warn("the state map {} was left marked incomplete by a daemon killed while creating or"
+                        + " recovering it; marked ready for this recovery", file);
+            }
             map = b.recoverPersistedTo(file.toFile(), true,
                     corruption -> LOG.warn("state map recovery: {}", corruption.message()));
         } else {
@@ -60,7 +87,8 @@ public final class StateStore implements AutoCloseable {
         return new StateStore(builder(maxJobs).create(), null);
     }
 
-    private static ChronicleMapBuilder<CharSequence, byte[]> builder(int maxJobs) {
+    /** The map's builder (tests open the file with it as a killed daemon would have). */
+    static ChronicleMapBuilder<CharSequence, byte[]> builder(int maxJobs) {
         return ChronicleMap.of(CharSequence.class, byte[].class)
                 .name("orbit-jobs")
                 .entries(maxJobs)

@@ -8,7 +8,10 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
 
 /**
  * The daemon in its own JVM, started like production ({@code org.orbitrl.daemon.Main --config FILE})
@@ -114,6 +117,47 @@ public final class ChildDaemon implements AutoCloseable {
             return -1;
         }
         return process.exitValue();
+    }
+
+    /**
+     * The daemon's threads with their stacks ({@code jcmd PID Thread.print} of this JVM's JDK), to
+     * say where it is stuck; a line saying why not when they cannot be taken.
+     */
+    public String threadDump() {
+        if (!process.isAlive()) {
+            return "(no thread dump: the daemon has exited with " + process.exitValue() + ")";
+        }
+        Path jcmd = Path.of(System.getProperty("java.home"), "bin", "jcmd");
+        try {
+            Process p = new ProcessBuilder(jcmd.toString(), Long.toString(process.pid()), "Thread.print")
+                    .redirectErrorStream(true).start();
+            CompletableFuture<byte[]> out = CompletableFuture.supplyAsync(() -> {
+                try {
+                    return p.getInputStream().readAllBytes();
+                } catch (IOException e) {
+                    return ("(reading jcmd's output: " + e + ")").getBytes(StandardCharsets.UTF_8);
+                }
+            });
+            if (!p.waitFor(30, TimeUnit.SECONDS)) {
+                p.destroyForcibly();
+                return "(no thread dump: " + jcmd + " did not answer within 30 s)";
+            }
+            return new String(out.get(5, TimeUnit.SECONDS), StandardCharsets.UTF_8);
+        } catch (IOException | ExecutionException | TimeoutException e) {
+            return "(no thread dump: " + e + ")";
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return "(no thread dump: interrupted)";
+        }
+    }
+
+    /**
+     * What a test says when the daemon did not reach a point in time: the log so far and, while
+     * the process lives, its thread dump.
+     */
+    public String diagnosis(String what) throws IOException {
+        return what + " (pid " + process.pid() + ", " + ageMillis() + " ms after start); log:\n" + output()
+                + "\nthreads of the daemon:\n" + threadDump();
     }
 
     /** Milliseconds since start. */

@@ -79,25 +79,16 @@ public final class Qwen3DecodeBench {
                     if (parts) {
                         parts(gpu, stack, context, steps, batch, graphMs, partsMd);
                     }
+                    Timer t = new Timer(gpu, stack, context, steps);
                     if (gpu.dependentLaunches() || supportsDependentLaunches(gpu)) {
-                        pdlMd.append(compareDependentLaunches(gpu, stack, context, steps, batch, graphMs)).append('\n');
+                        String row = offOnRow(batch, gpu.dependentLaunches(), graphMs, t.otherWay(gpu.dependentLaunches(), gpu::dependentLaunches));
+                        System.out.println("dependent launches " + row);
+                        pdlMd.append(row).append('\n');
                     }
-                    { // the fused decode operations (norms, router selection, SwiGLU, combine inside the products) the other way
-                        boolean on = stack.fused();
-                        stack.fused(!on);
-                        double otherMs;
-                        try (CudaGraph g = CudaGraph.capture(gpu.stream(), stack::step)) {
-                            otherMs = stepMs(gpu, stack, context, steps, g);
-                        } finally {
-                            stack.fused(on);
-                        }
-                        double onMs = on ? graphMs : otherMs;
-                        double offMs = on ? otherMs : graphMs;
-                        String cmp = String.format("| %d | %.3f ms (%.0f tokens/s) | %.3f ms (%.0f tokens/s) | %.2fx |", batch, offMs,
-                                batch / (offMs / 1e3), onMs, batch / (onMs / 1e3), offMs / onMs);
-                        System.out.println(cmp);
-                        opsMd.append(cmp).append('\n');
-                    }
+                    // the fused decode operations (norms, router selection, SwiGLU, combine inside the products) the other way
+                    String ops = offOnRow(batch, stack.fused(), graphMs, t.otherWay(stack.fused(), stack::fused));
+                    System.out.println("fused decode operations " + ops);
+                    opsMd.append(ops).append('\n');
                     if (batch == 1 && stack.fused()) { // the gate/up and norm GEMV launch shapes (rows a lane, warps a block)
                         var fd = gpu.fusedDecode();
                         int rows = fd.gateUpRowsPerLane();
@@ -107,9 +98,7 @@ public final class Qwen3DecodeBench {
                             for (int[] ls : new int[][]{{4, 8}, {4, 4}, {2, 8}, {2, 4}}) {
                                 fd.gateUpRowsPerLane(ls[0]);
                                 fd.blockWarps(ls[1]);
-                                try (CudaGraph g = CudaGraph.capture(gpu.stream(), stack::step)) {
-                                    shapes.append(String.format(" %d/%d %.3f ms;", ls[0], ls[1], stepMs(gpu, stack, context, steps, g)));
-                                }
+                                shapes.append(String.format(" %d/%d %.3f ms;", ls[0], ls[1], t.captured()));
                             }
                         } finally {
                             fd.gateUpRowsPerLane(rows);
@@ -121,19 +110,9 @@ public final class Qwen3DecodeBench {
                     }
                     if (batch > 1) { // the other launch shapes of the routed experts, the same stack, captured again
                         boolean fused = gpu.moe().moeFusedDecode();
-                        gpu.moe().moeFusedDecode(!fused);
-                        double otherMs;
-                        try (CudaGraph g = CudaGraph.capture(gpu.stream(), stack::step)) {
-                            otherMs = stepMs(gpu, stack, context, steps, g);
-                        } finally {
-                            gpu.moe().moeFusedDecode(fused);
-                        }
-                        double fusedMs = fused ? graphMs : otherMs;
-                        double unfusedMs = fused ? otherMs : graphMs;
-                        String cmp = String.format("| %d | %.3f ms (%.0f tokens/s) | %.3f ms (%.0f tokens/s) | %.2fx |", batch, unfusedMs,
-                                batch / (unfusedMs / 1e3), fusedMs, batch / (fusedMs / 1e3), unfusedMs / fusedMs);
-                        System.out.println(cmp);
-                        fusedMd.append(cmp).append('\n');
+                        String row = offOnRow(batch, fused, graphMs, t.otherWay(fused, gpu.moe()::moeFusedDecode));
+                        System.out.println("moeFused " + row);
+                        fusedMd.append(row).append('\n');
                     }
                 }
             }
@@ -171,23 +150,32 @@ public final class Qwen3DecodeBench {
         }
     }
 
-    /** The captured step with dependent launches the other way than for {@code graphMs}: a table row off, on, speed-up. */
-    private static String compareDependentLaunches(CudaBackend gpu, MoeDecodeStack stack, int context, int steps, int batch,
-                                                   double graphMs) {
-        boolean on = gpu.dependentLaunches();
-        gpu.dependentLaunches(!on);
-        double otherMs;
-        try (CudaGraph g = CudaGraph.capture(gpu.stream(), stack::step)) {
-            otherMs = stepMs(gpu, stack, context, steps, g);
-        } finally {
-            gpu.dependentLaunches(on);
+    /** Times the captured step of one stack, with a switch as it is or the other way. */
+    private record Timer(CudaBackend gpu, MoeDecodeStack stack, int context, int steps) {
+        /** The step captured now and replayed: median milliseconds. */
+        double captured() {
+            try (CudaGraph g = CudaGraph.capture(gpu.stream(), stack::step)) {
+                return stepMs(gpu, stack, context, steps, g);
+            }
         }
+
+        /** {@link #captured} with {@code set} given {@code !on}, then set back to {@code on}. */
+        double otherWay(boolean on, java.util.function.Consumer<Boolean> set) {
+            set.accept(!on);
+            try {
+                return captured();
+            } finally {
+                set.accept(on);
+            }
+        }
+    }
+
+    /** A table row: the step with the switch off, on, and off / on, where {@code graphMs} was measured with it {@code on}. */
+    private static String offOnRow(int batch, boolean on, double graphMs, double otherMs) {
         double onMs = on ? graphMs : otherMs;
         double offMs = on ? otherMs : graphMs;
-        String row = String.format("| %d | %.3f ms (%.0f tokens/s) | %.3f ms (%.0f tokens/s) | %.2fx |", batch, offMs,
+        return String.format("| %d | %.3f ms (%.0f tokens/s) | %.3f ms (%.0f tokens/s) | %.2fx |", batch, offMs,
                 batch / (offMs / 1e3), onMs, batch / (onMs / 1e3), offMs / onMs);
-        System.out.println("dependent launches " + row);
-        return row;
     }
 
     /** The time of each part of a captured step: the step's time less that of the step without it. */

@@ -176,6 +176,11 @@ public final class CudaBackend implements Backend {
         return ctx.kernels.dependentLaunches();
     }
 
+    /** Whether {@link #dependentLaunches(boolean) dependent launches} can be turned on (kernels built for sm_90 or newer). */
+    public boolean dependentLaunchesSupported() {
+        return ctx.kernels.dependentLaunchesSupported();
+    }
+
     /**
      * Turns dependent launches on or off for launches issued from now on (a graph captured before
      * keeps its edges). On needs kernels built for sm_90 or newer.

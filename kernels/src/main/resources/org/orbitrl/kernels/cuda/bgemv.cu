@@ -186,13 +186,7 @@ BG_KERNEL(16)
 __device__ __forceinline__ void bg_stage_norm(const float* x, int M, const void* nw, int nwBf16, float eps, int K, float* xs, float* sh) {
     for (int m = 0; m < M; m++) {
         const float* xr = x + (i64) m * K;
-        float ss = 0.0f;
-        for (int i = threadIdx.x; i < K; i += blockDim.x) {
-            float v = xr[i];
-            ss += v * v;
-        }
-        ss = block_sum(ss, sh);
-        float inv = 1.0f / sqrtf(ss / (float) K + eps);
+        float inv = row_rms_inv(xr, K, eps, sh);
         for (int i = threadIdx.x; i < K; i += blockDim.x) {
             float wi = nwBf16 ? bf16_to_f32(((const u16*) nw)[i]) : ((const float*) nw)[i];
             xs[m * K + i] = wi * (xr[i] * inv);

@@ -6,13 +6,7 @@ extern "C" __global__ void rmsnorm_f32(const float* x, const void* w, int wBf16,
     __shared__ float sh[32];
     const float* xr = x + (i64) blockIdx.x * h;
     float* yr = out + (i64) blockIdx.x * h;
-    float ss = 0.0f;
-    for (int i = threadIdx.x; i < h; i += blockDim.x) {
-        float v = xr[i];
-        ss += v * v;
-    }
-    ss = block_sum(ss, sh);
-    float inv = 1.0f / sqrtf(ss / (float) h + eps);
+    float inv = row_rms_inv(xr, h, eps, sh);
     for (int i = threadIdx.x; i < h; i += blockDim.x) {
         float wi = wBf16 ? bf16_to_f32(((const u16*) w)[i]) : ((const float*) w)[i];
         yr[i] = wi * (xr[i] * inv);

@@ -195,6 +195,32 @@ __device__ __forceinline__ void qg_group(const uint4* q, const float* s0, const 
     }
 }
 
+// The loads of U steps g, g + S, .. (those below G; step 0 always) of R rows: codes, scale factors and zeros.
+template <int FMT, int R, int U>
+__device__ __forceinline__ void qg_fetch(const uint4* __restrict__ codes, const void* __restrict__ scales, const u32* __restrict__ zeros,
+                                         float global, const i64* grow, int G, int g, int S, uint4 (*q)[R], float (*s0)[R],
+                                         float (*s1)[R], float (*zb)[R]) {
+#pragma unroll
+    for (int u = 0; u < U; u++)
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            if (u == 0 || g + u * S < G) q[u][r] = codes[grow[r] * G + g + u * S];
+#pragma unroll
+    for (int u = 0; u < U; u++)
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            if (u == 0 || g + u * S < G) qg_scales<FMT>(scales, zeros, global, grow[r], G, g + u * S, s0[u][r], s1[u][r], zb[u][r]);
+}
+
+// The products of the steps qg_fetch loaded, times the mcount rows xr of x, into acc.
+template <int FMT, int MT, bool XB, int R, int U>
+__device__ __forceinline__ void qg_apply(uint4 (*q)[R], float (*s0)[R], float (*s1)[R], float (*zb)[R], int G, int g, int S,
+                                         const char* const* xr, int mcount, int K, float (*acc)[MT]) {
+#pragma unroll
+    for (int u = 0; u < U; u++)
+        if (u == 0 || g + u * S < G) qg_group<FMT, MT, XB, R>(q[u], s0[u], s1[u], zb[u], xr, mcount, K, g + u * S, acc);
+}
+
 template <int FMT, int MT, bool XB, int KQ, int R, int U>
 __device__ __forceinline__ void qgemv(int mode, const void* x, int xDiv, int M, const int* ids, const int* offsets, const int* order,
                                       const int* active, const uint4* __restrict__ codes, const void* __restrict__ scales,
@@ -257,19 +283,8 @@ __device__ __forceinline__ void qgemv(int mode, const void* x, int xDiv, int M, 
         for (; g < G; g += U * S) { // the loads of U steps (those inside the row) are issued before any is used
             uint4 q[U][R];
             float s0[U][R], s1[U][R], zb[U][R];
-#pragma unroll
-            for (int u = 0; u < U; u++)
-#pragma unroll
-                for (int r = 0; r < R; r++)
-                    if (u == 0 || g + u * S < G) q[u][r] = codes[grow[r] * G + g + u * S];
-#pragma unroll
-            for (int u = 0; u < U; u++)
-#pragma unroll
-                for (int r = 0; r < R; r++)
-                    if (u == 0 || g + u * S < G) qg_scales<FMT>(scales, zeros, global, grow[r], G, g + u * S, s0[u][r], s1[u][r], zb[u][r]);
-#pragma unroll
-            for (int u = 0; u < U; u++)
-                if (u == 0 || g + u * S < G) qg_group<FMT, MT, XB, R>(q[u], s0[u], s1[u], zb[u], xr, mcount, K, g + u * S, acc);
+            qg_fetch<FMT, R, U>(codes, scales, zeros, global, grow, G, g, S, q, s0, s1, zb);
+            qg_apply<FMT, MT, XB, R, U>(q, s0, s1, zb, G, g, S, xr, mcount, K, acc);
         }
 #pragma unroll
         for (int r = 0; r < R; r++) {
@@ -342,32 +357,6 @@ QG_FORMAT(nvfp4, QF_NVFP4)
 #endif
 #define QGD_MAX_TOPK 16
 
-// The loads of U steps g, g + S, .. (those below G) of R rows: codes, scale factors and zeros.
-template <int FMT, int R, int U>
-__device__ __forceinline__ void qg_fetch(const uint4* __restrict__ codes, const void* __restrict__ scales, const u32* __restrict__ zeros,
-                                         float global, const i64* grow, int G, int g, int S, uint4 (*q)[R], float (*s0)[R],
-                                         float (*s1)[R], float (*zb)[R]) {
-#pragma unroll
-    for (int u = 0; u < U; u++)
-#pragma unroll
-        for (int r = 0; r < R; r++)
-            if (u == 0 || g + u * S < G) q[u][r] = codes[grow[r] * G + g + u * S];
-#pragma unroll
-    for (int u = 0; u < U; u++)
-#pragma unroll
-        for (int r = 0; r < R; r++)
-            if (u == 0 || g + u * S < G) qg_scales<FMT>(scales, zeros, global, grow[r], G, g + u * S, s0[u][r], s1[u][r], zb[u][r]);
-}
-
-// The products of the steps qg_fetch loaded, times x row xr, into acc.
-template <int FMT, int R, int U>
-__device__ __forceinline__ void qg_apply(uint4 (*q)[R], float (*s0)[R], float (*s1)[R], float (*zb)[R], int G, int g, int S,
-                                         const char* const* xr, int K, float (*acc)[1]) {
-#pragma unroll
-    for (int u = 0; u < U; u++)
-        if (u == 0 || g + u * S < G) qg_group<FMT, 1, false, R>(q[u], s0[u], s1[u], zb[u], xr, 1, K, g + u * S, acc);
-}
-
 // act[p, n] = silu(g) * u with g = x[p / xDiv] . Gate[e]^T[n], u = x[p / xDiv] . Up[e]^T[n], e = ids[p]
 // (blockIdx.y = p): the gate and up products of a decode step's routed pairs and the SwiGLU between
 // them in one launch. qgemv's lane split (KQ k lanes, R rows a lane, warps over K) with each lane
@@ -421,8 +410,8 @@ __device__ __forceinline__ void qgemv_swiglu(const float* x, int xDiv, const int
         au[r][0] = 0.0f;
     }
     while (g < G) {
-        qg_apply<FMT, R, 1>(qg, gs0, gs1, gzb, G, g, S, xr, K, ag);
-        qg_apply<FMT, R, 1>(qu, us0, us1, uzb, G, g, S, xr, K, au);
+        qg_apply<FMT, 1, false, R, 1>(qg, gs0, gs1, gzb, G, g, S, xr, 1, K, ag);
+        qg_apply<FMT, 1, false, R, 1>(qu, us0, us1, uzb, G, g, S, xr, 1, K, au);
         g += S;
         if (g < G) {
             qg_fetch<FMT, R, 1>(gc, gs, gz, gglobal, grow, G, g, S, qg, gs0, gs1, gzb);
@@ -501,7 +490,7 @@ __device__ __forceinline__ void qgemv_down_combine(const float* act, const int* 
         __syncwarp();
         const char* xr[1] = {(const char*) arow};
         while (g < G) {
-            qg_apply<FMT, R, U>(q, s0, s1, zb, G, g, KQ, xr, K, acc);
+            qg_apply<FMT, 1, false, R, U>(q, s0, s1, zb, G, g, KQ, xr, 1, K, acc);
             g += U * KQ;
             if (g < G) qg_fetch<FMT, R, U>(codes, scales, zeros, global, grow, G, g, KQ, q, s0, s1, zb);
         }

@@ -80,7 +80,7 @@ public final class Qwen3DecodeBench {
                         parts(gpu, stack, context, steps, batch, graphMs, partsMd);
                     }
                     Timer t = new Timer(gpu, stack, context, steps);
-                    if (gpu.dependentLaunches() || supportsDependentLaunches(gpu)) {
+                    if (gpu.dependentLaunchesSupported()) {
                         String row = offOnRow(batch, gpu.dependentLaunches(), graphMs, t.otherWay(gpu.dependentLaunches(), gpu::dependentLaunches));
                         System.out.println("dependent launches " + row);
                         pdlMd.append(row).append('\n');
@@ -134,19 +134,6 @@ public final class Qwen3DecodeBench {
         if (out != null) {
             Files.createDirectories(out);
             Files.writeString(out.resolve("qwen3-decode.md"), md);
-        }
-    }
-
-    /** Whether dependent launches can be turned on (kernels built for sm_90 or newer); leaves them as they were. */
-    private static boolean supportsDependentLaunches(CudaBackend gpu) {
-        boolean before = gpu.dependentLaunches();
-        try {
-            gpu.dependentLaunches(true);
-            return true;
-        } catch (IllegalArgumentException e) {
-            return false;
-        } finally {
-            gpu.dependentLaunches(before);
         }
     }
 

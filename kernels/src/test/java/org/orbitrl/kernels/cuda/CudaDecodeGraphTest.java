@@ -48,19 +48,6 @@ class CudaDecodeGraphTest extends CudaTestBase {
         }
     }
 
-    /** Whether the kernels here can be launched as programmatic dependents (built for sm_90 or newer). */
-    private static boolean dependentLaunchesAvailable() {
-        boolean before = gpu.dependentLaunches();
-        try {
-            gpu.dependentLaunches(true);
-            return true;
-        } catch (IllegalArgumentException e) {
-            return false;
-        } finally {
-            gpu.dependentLaunches(before);
-        }
-    }
-
     /** The direct logits of each step of the last batch. */
     private float[][] replayed(int[] batches, boolean fusedOps) {
         float[][] last = null;
@@ -68,7 +55,7 @@ class CudaDecodeGraphTest extends CudaTestBase {
             try (MoeDecodeStack stack = new MoeDecodeStack(gpu, SHAPE, batch, 64, 16, 41 + batch)) {
                 stack.fused(fusedOps);
                 long[] firstIds = gpu.toHost(stack.tokenIds()).toLongArray();
-                boolean dependent = dependentLaunchesAvailable();
+                boolean dependent = gpu.dependentLaunchesSupported();
                 gpu.dependentLaunches(false);
                 int steps = 4;
                 float[][] direct = new float[steps][];

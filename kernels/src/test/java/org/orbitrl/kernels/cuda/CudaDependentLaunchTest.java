@@ -92,7 +92,7 @@ class CudaDependentLaunchTest extends CudaTestBase {
     @Test
     void dependentChainEqualsPlainLaunchesAndScalarBackend() {
         boolean before = gpu.dependentLaunches();
-        assumeTrue(dependentLaunchesAvailable(), () -> "no programmatic dependent launch here: " + gpu.kernelInfo());
+        assumeTrue(gpu.dependentLaunchesSupported(), () -> "no programmatic dependent launch here: " + gpu.kernelInfo());
         Chain c = new Chain();
         try {
             gpu.dependentLaunches(false);
@@ -148,17 +148,6 @@ class CudaDependentLaunchTest extends CudaTestBase {
         } finally {
             gpu.dependentLaunches(before);
             c.close();
-        }
-    }
-
-    /** Turns dependent launches on where the kernels are built for them; false where they are not. */
-    private static boolean dependentLaunchesAvailable() {
-        try {
-            gpu.dependentLaunches(true);
-            return true;
-        } catch (IllegalArgumentException e) {
-            System.out.println("dependent launches unavailable: " + e.getMessage());
-            return false;
         }
     }
 

@@ -80,6 +80,11 @@ public final class KernelLibrary implements AutoCloseable {
         }
     }
 
+    /** Whether dependent launches can be turned on: the kernels are built for sm_90 or newer. */
+    public boolean dependentLaunchesSupported() {
+        return arch >= DEPENDENT_LAUNCH_ARCH;
+    }
+
     /** Whether kernels that wait for their predecessor are launched as programmatic dependents. */
     public boolean dependentLaunches() {
         return dependentLaunches;

@@ -65,6 +65,8 @@ class LauncherPathTest {
         assertTrue(bad.getMessage().contains("orbit.cuda.pdl=yes"), bad.getMessage());
 
         KernelLibrary ampere = new KernelLibrary(null, 80, false);
+        assertFalse(ampere.dependentLaunchesSupported(), "sm_80 kernels have no griddepcontrol");
+        assertTrue(new KernelLibrary(null, 90, false).dependentLaunchesSupported(), "sm_90 kernels may wait, even while off");
         assertThrows(IllegalArgumentException.class, () -> ampere.dependentLaunches(true));
         assertFalse(ampere.dependentLaunches());
         assertEquals(Launcher.Path.PLAIN, Launcher.path(ampere.kernel("norm", "rmsnorm_f32")));

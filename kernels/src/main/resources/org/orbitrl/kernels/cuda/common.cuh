@@ -96,30 +96,6 @@ __device__ __forceinline__ float block_max(float v, float* sh) {
     return v;
 }
 
-// The largest of v[start], v[start + stride], .. below n across the warp (ties to the lower index): each
-// lane scans its strided elements, then the warp reduces; every lane gets (value, index). Lanes with
-// no element hold (-inf, INT_MAX).
-__device__ __forceinline__ void warp_argmax(const float* v, int n, int start, int stride, float& bv, int& bi) {
-    bv = -ORBIT_INF;
-    bi = 0x7fffffff;
-    for (int e = start; e < n; e += stride) {
-        float x = v[e];
-        if (x > bv || (x == bv && e < bi)) {
-            bv = x;
-            bi = e;
-        }
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (ov > bv || (ov == bv && oi < bi)) {
-            bv = ov;
-            bi = oi;
-        }
-    }
-}
-
 // 1 / sqrt(mean(xr[0 .. h)^2) + eps) of a row, by the whole block (every thread gets it); sh: 32 floats
 // of shared memory. The rmsnorm's scale: out = w * (x * inv).
 __device__ __forceinline__ float row_rms_inv(const float* xr, int h, float eps, float* sh) {

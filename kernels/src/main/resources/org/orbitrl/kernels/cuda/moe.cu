@@ -180,9 +180,24 @@ __device__ __forceinline__ void router_select(float* lg, int E, int topk, int no
     __syncthreads();
     float picked = 0.0f;
     for (int j = 0; j < topk; j++) {
-        float bv;
-        int bi;
-        warp_argmax(lg, E, threadIdx.x, blockDim.x, bv, bi);
+        float bv = -ORBIT_INF;
+        int bi = 0x7fffffff;
+        for (int e = threadIdx.x; e < E; e += blockDim.x) {
+            float v = lg[e];
+            if (v > bv || (v == bv && e < bi)) {
+                bv = v;
+                bi = e;
+            }
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (ov > bv || (ov == bv && oi < bi)) {
+                bv = ov;
+                bi = oi;
+            }
+        }
         if (lane == 0) {
             red[warp] = bv;
             redi[warp] = bi;
@@ -277,9 +292,24 @@ __device__ __forceinline__ void router_select_warp(float* lg, int E, int topk, i
     float inv = 1.0f / s;
     float picked = 0.0f;
     for (int j = 0; j < topk; j++) {
-        float bv;
-        int bi;
-        warp_argmax(lg, E, lane, 32, bv, bi);
+        float bv = -ORBIT_INF;
+        int bi = 0x7fffffff;
+        for (int e = lane; e < E; e += 32) {
+            float v = lg[e];
+            if (v > bv || (v == bv && e < bi)) {
+                bv = v;
+                bi = e;
+            }
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (ov > bv || (ov == bv && oi < bi)) {
+                bv = ov;
+                bi = oi;
+            }
+        }
         float p = expf(bv - m) * inv;
         picked += p;
         if (lane == 0) {

@@ -19,9 +19,24 @@ extern "C" __global__ void moe_topk_weights(const float* probs, int E, int k, in
     for (int e = threadIdx.x; e < E; e += blockDim.x) pr[e] = probs[(i64) t * E + e];
     __syncthreads();
     for (int j = 0; j < k; j++) {
-        float bv;
-        int bi;
-        warp_argmax(pr, E, threadIdx.x, blockDim.x, bv, bi);
+        float bv = -ORBIT_INF;
+        int bi = 0x7fffffff;
+        for (int e = threadIdx.x; e < E; e += blockDim.x) {
+            float v = pr[e];
+            if (v > bv || (v == bv && e < bi)) {
+                bv = v;
+                bi = e;
+            }
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (ov > bv || (ov == bv && oi < bi)) {
+                bv = ov;
+                bi = oi;
+            }
+        }
         if (lane == 0) {
             red[warp] = bv;
             redi[warp] = bi;

@@ -21,7 +21,7 @@ import java.util.Map;
  */
 final class CudaContext implements AutoCloseable {
     /** Scratch buffers, grown on demand and reused by later calls (all work is on one stream). */
-    enum Scratch { X_BF16, DEQUANT_BF16, ATTENTION_ACC, ATTENTION_ML, ATTENTION_BACKWARD, ATTENTION_BF16, EXACT_DEQUANT, OFT_WORK, ROUTER_LOGITS, MOE_GATE, MOE_UP, X_F32 }
+    enum Scratch { X_BF16, DEQUANT_BF16, ATTENTION_ACC, ATTENTION_ML, ATTENTION_BACKWARD, ATTENTION_BF16, EXACT_DEQUANT, OFT_WORK, ROUTER_LOGITS, MOE_ACT, MOE_GATE, MOE_UP, X_F32 }
 
     final CudaDevice device;
     final CudaStream stream;
@@ -100,6 +100,11 @@ final class CudaContext implements AutoCloseable {
     /** Launches {@code kernel} on a 2-D grid with {@code sharedBytes} of dynamic shared memory (as {@link #launchShared}). */
     void launch2dShared(Kernel kernel, long gridX, int gridY, int blockX, int sharedBytes, Object... args) {
         Launcher.launch(kernel, stream.handle(), gridX, gridY, blockX, sharedBytes, args);
+    }
+
+    /** A cooperative launch of a 1-D grid (every block resident at once; see {@link Launcher#launchCooperative}). */
+    void launchCooperative(Kernel kernel, int gridX, int blockX, int sharedBytes, Object... args) {
+        Launcher.launchCooperative(kernel, stream.handle(), gridX, blockX, sharedBytes, args);
     }
 
     /** Blocks for a grid-stride loop over n items: enough to fill the device, no more. */

@@ -15,6 +15,7 @@ public final class CudaDevice {
     private final int ccMajor;
     private final int ccMinor;
     private final int multiprocessors;
+    private final boolean cooperativeLaunch;
     private final long totalMemory;
 
     public CudaDevice(int index) {
@@ -28,6 +29,7 @@ public final class CudaDevice {
         this.ccMajor = attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, "compute capability major");
         this.ccMinor = attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, "compute capability minor");
         this.multiprocessors = attribute(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, "multiprocessor count");
+        this.cooperativeLaunch = attribute(CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH, "cooperative launch") != 0;
         byte[] nameBytes = new byte[256];
         int[] dev = new int[1];
         CudaCheck.driver(cuDeviceGet(dev, index), "cuDeviceGet", index);
@@ -75,6 +77,11 @@ public final class CudaDevice {
 
     public int multiprocessors() {
         return multiprocessors;
+    }
+
+    /** Whether the device runs cooperative launches (grids whose blocks are all resident at once). */
+    public boolean cooperativeLaunch() {
+        return cooperativeLaunch;
     }
 
     public long totalMemory() {

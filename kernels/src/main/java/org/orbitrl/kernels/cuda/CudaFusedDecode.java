@@ -1,6 +1,7 @@
 package org.orbitrl.kernels.cuda;
 
 import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.internal.Kernel;
 import org.orbitrl.kernels.quant.QuantizedTensor;
@@ -26,6 +27,8 @@ public final class CudaFusedDecode {
     /** Most routed experts per token of {@link #moeDownCombine} (one warp each; QGD_MAX_TOPK in qgemv.cu). */
     static final int MAX_TOPK = 16;
     private static final int ROUTER_WARPS = 4;
+    /** Warps of a moe_decode block (MD_WARPS). */
+    private static final int PERSISTENT_WARPS = 8;
     private static final int SHARED_LIMIT = 48 * 1024;
     /** Dynamic shared memory a launch may opt in to (sm_90: 227 KiB). */
     private static final int MAX_SHARED = 227 * 1024;
@@ -44,6 +47,16 @@ public final class CudaFusedDecode {
     /** Most warps a block of the gate/up launch and of the one-row norm GEMV ({@code -Dorbit.cuda.decodeWarps}, 8 or 4). */
     private int warps = Integer.getInteger("orbit.cuda.decodeWarps", 8);
     private final EnumMap<QuantLayout, Kernel> downCombine = new EnumMap<>(QuantLayout.class);
+    private final EnumMap<QuantLayout, Kernel> moeDecode = new EnumMap<>(QuantLayout.class);
+    /** u32 [2]: moe_decode's grid barrier (arrivals, departures); 0 between launches. */
+    private final Tensor gridBarrier;
+    /**
+     * Whether {@link #moeDecode} takes its one cooperative launch where it can ({@code -Dorbit.cuda.moeDecode=persistent};
+     * off by default: on the H200 it measured 0.96x to 1.06x of the three launches, varying from run to run).
+     */
+    private boolean persistentMoe = "persistent".equals(System.getProperty("orbit.cuda.moeDecode"));
+    /** i64 [grid, 16]: moe_decode's phase timestamps per block, when set (tracing); null otherwise. */
+    private Tensor moeTrace;
 
     CudaFusedDecode(CudaContext ctx, CudaMatmulOps matmul, CudaRowOps rows, CudaMoeOps moeOps) {
         this.ctx = ctx;
@@ -57,7 +70,9 @@ public final class CudaFusedDecode {
             swiglu.put(l, ctx.kernel("qgemv", "qgemv_swiglu_" + l.kernelSuffix()));
             swigluR2.put(l, ctx.kernel("qgemv", "qgemv_swiglu_r2_" + l.kernelSuffix()));
             downCombine.put(l, ctx.kernel("qgemv", "qgemv_down_combine_" + l.kernelSuffix()));
+            moeDecode.put(l, ctx.kernel("moe_decode", "moe_decode_" + l.kernelSuffix()));
         }
+        this.gridBarrier = ctx.allocator.allocate(MemoryCategory.RUNTIME_RESERVE, DType.I32, 2);
     }
 
     /**
@@ -270,5 +285,95 @@ public final class CudaFusedDecode {
                 weights, topk,
                 normalize ? 1 : 0, down.codes(), down.scales(), down.zeros(), down.globalScale(), out, accumulate ? 1 : 0, n, k,
                 numExperts, ctx.errorFlag);
+    }
+    /** Whether {@link #moeDecode} runs as one cooperative launch where it can (else as its three launches). */
+    public void persistentMoe(boolean on) {
+        this.persistentMoe = on;
+    }
+
+    public boolean persistentMoe() {
+        return persistentMoe;
+    }
+
+    /** Records moe_decode's phase timestamps (global timer, ns) into {@code trace} i64 [grid, 16], or stops (null). */
+    void traceMoe(Tensor trace) {
+        this.moeTrace = trace;
+    }
+
+    /**
+     * The routed MLP of a decode step with its norm, router and residual add:
+     * {@code x += Σ_j w_j · (silu(h · G[e_j]ᵀ) · (h · U[e_j]ᵀ)) · D[e_j]ᵀ} with {@code h = rmsnorm(x)} and
+     * (w, e) the router's top-k of {@code h · routerᵀ} as {@link #moeRouterNormTopk} selects them (written
+     * to values and indices). x f32 [T, H]; norm weight f32 or bf16 [H]; router bf16 [E, H]; gate and up
+     * stack E experts as [E·I, H], down as [E·H, I], one quantized format; values f32 and indices i32 [T, topk].
+     *
+     * <p>With {@link #persistentMoe} on, at one token (topk at most 8, H and I multiples of 32) it is one
+     * cooperative launch whose blocks pass the router's logits and the SwiGLU rows to each other through
+     * two grid barriers ({@code moe_decode.cu}): the three launches' latencies become two barriers'. Its barrier
+     * counters are the op's own, so launches of it on one backend run one after another (its stream).
+     * Otherwise (the default) it is {@link #moeRouterNormTopk},
+     * {@link #moeSwigluPairs} and {@link #moeDownCombine}. Both ways compute the same products in f32
+     * (the norm's sum of squares reduced in a different order).
+     */
+    public void moeDecode(Tensor x, Tensor normWeight, float eps, Tensor router, int topk, boolean normalize,
+                          QuantizedTensor gate, QuantizedTensor up, QuantizedTensor down, int numExperts, Tensor values,
+                          Tensor indices) {
+        ctx.device.bind();
+        ctx.devContiguous("moeDecode x", x, DType.F32);
+        ctx.devContiguous("moeDecode router", router, DType.BF16);
+        ctx.devContiguous("moeDecode norm weight", normWeight, null);
+        ctx.devContiguous("moeDecode values", values, DType.F32);
+        ctx.devContiguous("moeDecode indices", indices, DType.I32);
+        int hd = x.size(-1);
+        int tokens = CudaContext.rows(x);
+        QuantLayout layout = QuantLayout.of(gate, ctx);
+        if (router.rank() != 2 || router.dim(1) != hd || router.size(0) != numExperts || numExperts <= 0
+                || QuantLayout.of(up, ctx) != layout || QuantLayout.of(down, ctx) != layout || gate.rows() != up.rows()
+                || gate.cols() != hd || up.cols() != hd || gate.rows() % numExperts != 0
+                || down.rows() != (long) numExperts * hd || down.cols() != gate.rows() / numExperts) {
+            throw new IllegalArgumentException("moeDecode: x " + x + ", router " + router + " [" + numExperts + ", hidden], gate " + gate
+                    + " and up " + up + " [" + numExperts + "·I, hidden], down " + down + " [" + numExperts
+                    + "·hidden, I] in one format do not agree");
+        }
+        int inter = Math.toIntExact(gate.rows() / numExperts);
+        if (tokens == 0) {
+            return;
+        }
+        int shared = 4 * (hd + topk * inter + numExperts); // h, the act rows, the logits
+        Kernel kernel = moeDecode.get(layout);
+        int grid = persistentMoe && tokens == 1 && topk >= 1 && topk <= 8 && hd % 32 == 0 && inter % 32 == 0
+                && values.numel() == topk && indices.numel() == topk && normWeight.numel() == hd
+                && (normWeight.dtype() == DType.F32 || normWeight.dtype() == DType.BF16) && shared <= MAX_SHARED
+                && ctx.device.cooperativeLaunch() && CudaAllocator.address(x) % 16 == 0 && CudaAllocator.address(router) % 16 == 0
+                && CudaAllocator.address(gate.codes()) % 16 == 0 && CudaAllocator.address(up.codes()) % 16 == 0
+                && CudaAllocator.address(down.codes()) % 16 == 0
+                ? persistentGrid(kernel, shared, hd, inter, topk, numExperts) : 0;
+        // the scratch both ways take, at the sizes of both, so that switching ways never grows it inside a capture
+        Tensor h = ctx.scratch(CudaContext.Scratch.X_F32, DType.F32, (long) tokens * hd).reshape(tokens, hd);
+        Tensor act = ctx.scratch(CudaContext.Scratch.MOE_ACT, DType.F32, (long) tokens * topk * inter).reshape(tokens * topk, inter);
+        Tensor logits = ctx.scratch(CudaContext.Scratch.ROUTER_LOGITS, DType.F32, (long) tokens * numExperts);
+        if (grid == 0) {
+            moeRouterNormTopk(x, normWeight, eps, router, topk, normalize, h, values, indices);
+            moeSwigluPairs(h, gate, up, numExperts, indices, act);
+            moeDownCombine(act, down, numExperts, indices, values, false, x, true);
+            return;
+        }
+        ctx.launchCooperative(kernel, grid, 32 * PERSISTENT_WARPS, shared, x, normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0,
+                eps, router, numExperts, topk, normalize ? 1 : 0, gate.codes(), gate.scales(), gate.zeros(), gate.globalScale(),
+                up.codes(), up.scales(), up.zeros(), up.globalScale(), down.codes(), down.scales(), down.zeros(),
+                down.globalScale(), hd, inter, logits, act, values, indices, gridBarrier, ctx.errorFlag, moeTrace);
+    }
+
+    /**
+     * Blocks of the cooperative moe_decode launch: as many as the device holds at once, no more than
+     * the widest phase has work for (router warps, gate/up tiles, down chunks); 0 when none fits.
+     */
+    private int persistentGrid(Kernel kernel, int shared, int hd, int inter, int topk, int experts) {
+        int perSm = kernel.residentBlocksPerSm(32 * PERSISTENT_WARPS, shared);
+        int tiles = (inter + 15) / 16 * topk;      // 16-row gate/up tiles (32 / MD_KQ * MD_GU_R)
+        int chunks = (hd + 7) / 8;                   // 8-row down chunks (32 / MD_KQ * MD_DN_R)
+        int routerBlocks = (experts + PERSISTENT_WARPS - 1) / PERSISTENT_WARPS;
+        int useful = Math.max(tiles, Math.max(chunks, routerBlocks));
+        return (int) Math.min((long) perSm * ctx.device.multiprocessors(), useful);
     }
 }

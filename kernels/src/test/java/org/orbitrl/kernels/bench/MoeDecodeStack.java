@@ -36,7 +36,9 @@ import java.util.regex.Pattern;
  * launch), routed experts (gate, up, SwiGLU, down;
  * per-pair GEMV at B = 1, device-grouped GEMV above), weighted combine into the residual; final
  * norm, lm_head, argmax into the token ids. With {@link #fused} (the default) the norms, the router's
- * selection, the SwiGLU and the combine ride inside the products (see {@link CudaFusedDecode}). It issues stream work only, so it can be captured in
+ * selection, the SwiGLU and the combine ride inside the products (see {@link CudaFusedDecode}); at one sequence
+ * the whole MLP (norm, router, experts, combine, residual) is one cooperative launch ({@link CudaFusedDecode#moeDecode}).
+ * It issues stream work only, so it can be captured in
  * a CUDA graph; {@link #setPosition} (host to device copies) goes between steps.
  */
 public final class MoeDecodeStack implements AutoCloseable {
@@ -304,6 +306,10 @@ public final class MoeDecodeStack implements AutoCloseable {
             }
             if (on(Part.O_PROJECTION)) {
                 gpu.matmulAccumulate(attn.reshape(batch, (long) s.heads() * hd), L.ow, x); // o projection + residual
+            }
+            if (fusedExperts && on(Part.ROUTER) && on(Part.EXPERTS)) { // norm, router, experts, combine, residual: one op
+                fd.moeDecode(x, L.postNorm, eps, L.router, s.topk(), true, L.gate, L.up, L.down, s.experts(), topv, topi);
+                continue;
             }
             if (fusedNorm) {
                 if (on(Part.ROUTER)) { // the MLP's norm inside; h written for the experts

@@ -50,6 +50,7 @@ public final class Qwen3DecodeBench {
         StringBuilder fusedMd = new StringBuilder();
         StringBuilder pdlMd = new StringBuilder();
         StringBuilder opsMd = new StringBuilder();
+        StringBuilder moeMd = new StringBuilder();
         try (CudaBackend gpu = new CudaBackend()) {
             double copy = GpuBench.copyBandwidth(gpu);
             md.append("## Qwen3-30B-A3B-shaped decode on ").append(gpu.device()).append("\n\nDate: ").append(Instant.now())
@@ -89,6 +90,12 @@ public final class Qwen3DecodeBench {
                     String ops = offOnRow(batch, stack.fused(), graphMs, t.otherWay(stack.fused(), stack::fused));
                     System.out.println("fused decode operations " + ops);
                     opsMd.append(ops).append('\n');
+                    if (batch == 1 && stack.fused()) { // the routed MLP as one cooperative launch or as three
+                        var fd = gpu.fusedDecode();
+                        String row = offOnRow(batch, fd.persistentMoe(), graphMs, t.otherWay(fd.persistentMoe(), fd::persistentMoe));
+                        System.out.println("one-launch MoE " + row);
+                        moeMd.append(row).append('\n');
+                    }
                     if (batch == 1 && stack.fused()) { // the gate/up and norm GEMV launch shapes (rows a lane, warps a block)
                         var fd = gpu.fusedDecode();
                         int rows = fd.gateUpRowsPerLane();
@@ -124,6 +131,9 @@ public final class Qwen3DecodeBench {
                         + "| batch | pdl=off | pdl=on | speed-up |\n|---|---|---|---|\n").append(pdlMd);
         md.append("\nThe fused decode operations (-Dorbit.bench.fusedDecode; CudaFusedDecode), the same stacks, graphs captured again:\n\n"
                 + "| batch | fused ops off | fused ops on | speed-up |\n|---|---|---|---|\n").append(opsMd);
+        md.append("\nThe routed MLP of a token (norm, router, experts, combine) as one cooperative launch or as three"
+                + " (-Dorbit.cuda.moeDecode=persistent|launches; CudaFusedDecode.moeDecode), the same stacks, graphs captured again:\n\n"
+                + "| batch | three launches | one launch | speed-up |\n|---|---|---|---|\n").append(moeMd);
         md.append("\nDistinct experts per layer are counted on the last layer of a step and assumed for every layer.\n");
         if (parts) {
             md.append("\nWhere a captured step's time goes: each part left out of the step in turn (its outputs keep"

@@ -111,7 +111,7 @@ class CudaFusedDecodeTest extends CudaTestBase {
     }
 
     /** Each token's chosen experts: distinct, each with the reference's j-th largest probability, the values those probabilities. */
-    private static void checkSelection(String what, double[][] xn, float[] w, int e, int h, int topk, boolean normalize,
+    static void checkSelection(String what, double[][] xn, float[] w, int e, int h, int topk, boolean normalize,
                                        float[] values, long[] ids) {
         for (int t = 0; t < xn.length; t++) {
             double[] p = new double[e];
@@ -335,7 +335,7 @@ class CudaFusedDecodeTest extends CudaTestBase {
         return ids;
     }
 
-    private static float[] normWeights(SplittableRandom r, int k, boolean bf16) {
+    static float[] normWeights(SplittableRandom r, int k, boolean bf16) {
         float[] w = new float[k];
         for (int i = 0; i < k; i++) {
             w[i] = (float) (0.5 + r.nextDouble());
@@ -344,7 +344,7 @@ class CudaFusedDecodeTest extends CudaTestBase {
     }
 
     /** w · (x / sqrt(mean(x²) + eps)) per row, in double. */
-    private static double[][] normalize(float[] x, float[] w, int m, int k) {
+    static double[][] normalize(float[] x, float[] w, int m, int k) {
         double[][] out = new double[m][k];
         for (int i = 0; i < m; i++) {
             double ss = 0;
@@ -360,7 +360,7 @@ class CudaFusedDecodeTest extends CudaTestBase {
     }
 
     /** {Σ a·w, Σ|a·w|} of a[ao ..] and w[wo ..] over k. */
-    private static double[] dot(float[] a, int ao, float[] w, int wo, int k) {
+    static double[] dot(float[] a, int ao, float[] w, int wo, int k) {
         double s = 0;
         double sa = 0;
         for (int i = 0; i < k; i++) {

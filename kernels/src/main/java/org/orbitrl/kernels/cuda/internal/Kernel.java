@@ -5,6 +5,7 @@ import org.orbitrl.kernels.cuda.CudaCheck;
 
 import static org.bytedeco.cuda.global.cudart.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
 import static org.bytedeco.cuda.global.cudart.cuFuncSetAttribute;
+import static org.bytedeco.cuda.global.cudart.cuOccupancyMaxActiveBlocksPerMultiprocessor;
 
 /**
  * A kernel of the library, resolved (its module compiled and loaded) on first launch and cached,
@@ -61,6 +62,17 @@ public final class Kernel {
      */
     public void allowDynamicShared(int bytes) {
         allowShared(bytes);
+    }
+
+    /** Blocks of {@code blockSize} threads and {@code sharedBytes} of dynamic shared memory one SM holds at once (0: none fits). */
+    public int residentBlocksPerSm(int blockSize, int sharedBytes) {
+        allowShared(sharedBytes);
+        int[] n = new int[1];
+        int err = cuOccupancyMaxActiveBlocksPerMultiprocessor(n, function(), blockSize, sharedBytes);
+        if (err != 0) {
+            CudaCheck.driver(err, "cuOccupancyMaxActiveBlocksPerMultiprocessor " + this, "block " + blockSize, "shared " + sharedBytes + " B");
+        }
+        return n[0];
     }
 
     /** Opts the function in to {@code bytes} of dynamic shared memory when it is above what it may use now. */

@@ -18,7 +18,9 @@ import static org.bytedeco.cuda.global.cudart.*;
 /**
  * The kernel sources of the CUDA backend ({@code org/orbitrl/kernels/cuda/*.cu} on the class
  * path, each prefixed with {@code common.cuh}), compiled on first use, loaded as modules into the
- * current context and looked up by name. Not thread-safe: the owning backend serialises calls.
+ * current context and looked up by name. A line {@code #include "name.cuh"} of a source is replaced
+ * by that header of the same folder (helpers two kernel files share); NVRTC sees one text, and the
+ * disk cache's key covers the headers. Not thread-safe: the owning backend serialises calls.
  *
  * <p>Dependent launches: while on, each kernel that waits for its predecessor ({@link Kernel#waitsForPredecessor})
  * is launched with programmatic stream serialization allowed, so that its blocks may start while the
@@ -122,7 +124,7 @@ public final class KernelLibrary implements AutoCloseable {
         CUmod_st m = modules.get(file);
         if (m == null) {
             long t0 = System.nanoTime();
-            String source = resource("common.cuh") + "\n#line 1 \"" + file + ".cu\"\n" + resource(file + ".cu");
+            String source = source(file);
             KernelCompiler.Image image = compiler.compile(file, source);
             byte[] bytes = image.bytes();
             BytePointer data = new BytePointer(bytes.length + 1L);
@@ -150,6 +152,42 @@ public final class KernelLibrary implements AutoCloseable {
     /** Modules compiled by NVRTC in this process, loaded from the disk cache, and the time both took. */
     public String stats() {
         return compiled + " compiled, " + cached + " from cache, " + compileNanos / 1_000_000 + " ms";
+    }
+
+    /** The text NVRTC compiles for {@code file}.cu: common.cuh, then the file with its headers in place. */
+    static String source(String file) {
+        return resource("common.cuh") + "\n#line 1 \"" + file + ".cu\"\n" + withHeaders(file + ".cu", resource(file + ".cu"), 0);
+    }
+
+    /** {@code text} of resource {@code name} with each line {@code #include "h.cuh"} replaced by that header (headers may include headers). */
+    static String withHeaders(String name, String text, int depth) {
+        if (!text.contains("#include")) {
+            return text;
+        }
+        StringBuilder out = new StringBuilder(text.length() * 2);
+        String[] lines = text.split("\n", -1);
+        for (int i = 0; i < lines.length; i++) {
+            String line = lines[i];
+            String t = line.strip();
+            if (t.startsWith("#include")) {
+                int a = t.indexOf('"');
+                int b = t.lastIndexOf('"');
+                String header = a >= 0 && b > a ? t.substring(a + 1, b) : "";
+                if (!header.endsWith(".cuh") || header.contains("/") || depth > 4) {
+                    throw new IllegalStateException("kernel source " + name + " line " + (i + 1) + ": " + t
+                            + " (only #include \"name.cuh\" of the kernel folder, nested at most 4 deep)");
+                }
+                out.append("#line 1 \"").append(header).append("\"\n")
+                        .append(withHeaders(header, resource(header), depth + 1))
+                        .append("\n#line ").append(i + 2).append(" \"").append(name).append("\"\n");
+            } else {
+                out.append(line);
+                if (i < lines.length - 1) {
+                    out.append('\n');
+                }
+            }
+        }
+        return out.toString();
     }
 
     static String resource(String name) {

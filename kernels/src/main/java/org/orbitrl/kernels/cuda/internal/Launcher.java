@@ -12,6 +12,7 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 
+import static org.bytedeco.cuda.global.cudart.CU_LAUNCH_ATTRIBUTE_COOPERATIVE;
 import static org.bytedeco.cuda.global.cudart.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
 import static org.bytedeco.cuda.global.cudart.cuLaunchKernel;
 import static org.bytedeco.cuda.global.cudart.cuLaunchKernelEx;
@@ -27,7 +28,8 @@ import static org.bytedeco.cuda.global.cudart.cuLaunchKernelEx;
  * its library's dependent launches are on, through {@code cuLaunchKernelEx} with programmatic stream
  * serialization allowed: its blocks may start once every block of the kernel before it on the stream
  * has started and called {@code griddepcontrol.launch_dependents} (or ended), and its first statement
- * waits until that kernel has completed. Every other launch goes through {@code cuLaunchKernel}.
+ * waits until that kernel has completed. A cooperative launch ({@link #launchCooperative}) goes through
+ * {@code cuLaunchKernelEx} with the cooperative attribute. Every other launch goes through {@code cuLaunchKernel}.
  *
  * <p>Arguments: {@link Long} (a 64-bit value or device address), {@link Integer} (int),
  * {@link Float} (float), {@link Tensor} (the device address of its first element) and
@@ -51,6 +53,8 @@ public final class Launcher {
         final PointerArray pointers;      // table as JavaCPP sees it
         final CUlaunchConfig config;      // the dependent launch's configuration, attrs -> attribute
         final CUlaunchAttribute attribute; // programmatic stream serialization allowed
+        final CUlaunchConfig cooperativeConfig;      // a cooperative launch's configuration
+        final CUlaunchAttribute cooperativeAttribute; // cooperative: every block resident at once
         long dependentLaunches;           // launches issued on the dependent path by this thread
 
         Slots() {
@@ -69,6 +73,15 @@ public final class Launcher {
             config.attrs(attribute);
             config.numAttrs(1);
             config.gridDimZ(1).blockDimY(1).blockDimZ(1);
+            cooperativeAttribute = new CUlaunchAttribute();
+            Pointer.memset(cooperativeAttribute, 0, cooperativeAttribute.sizeof());
+            cooperativeAttribute.id(CU_LAUNCH_ATTRIBUTE_COOPERATIVE);
+            cooperativeAttribute.value().cooperative(1);
+            cooperativeConfig = new CUlaunchConfig();
+            Pointer.memset(cooperativeConfig, 0, cooperativeConfig.sizeof());
+            cooperativeConfig.attrs(cooperativeAttribute);
+            cooperativeConfig.numAttrs(1);
+            cooperativeConfig.gridDimY(1).gridDimZ(1).blockDimY(1).blockDimZ(1);
         }
     }
 
@@ -93,19 +106,7 @@ public final class Launcher {
         }
         kernel.allowShared(sharedBytes);
         Slots slots = SLOTS.get();
-        MemorySegment values = slots.values;
-        for (int i = 0; i < args.length; i++) {
-            long slot = 8L * i;
-            switch (args[i]) {
-                case null -> values.set(ValueLayout.JAVA_LONG, slot, 0L);
-                case Long l -> values.set(ValueLayout.JAVA_LONG, slot, l);
-                case Integer n -> values.set(ValueLayout.JAVA_INT, slot, n);
-                case Float f -> values.set(ValueLayout.JAVA_FLOAT, slot, f);
-                case Tensor t -> values.set(ValueLayout.JAVA_LONG, slot, t.segment().address() + t.byteOffset());
-                default -> throw new IllegalArgumentException("kernel " + kernel + ": argument " + i
-                        + " of type " + args[i].getClass().getSimpleName() + " cannot be passed");
-            }
-        }
+        marshal(kernel, slots.values, args);
         if (path(kernel) == Path.DEPENDENT) {
             CUlaunchConfig config = slots.config;
             config.gridDimX((int) gridX).gridDimY(gridY).blockDimX(blockX).sharedMemBytes(sharedBytes).hStream(stream);
@@ -122,6 +123,42 @@ public final class Launcher {
         if (err != 0) {
             CudaCheck.driver(err, "cuLaunchKernel " + kernel, "grid " + gridX + "x" + gridY, "block " + blockX,
                     "shared " + sharedBytes + " B", args.length + " arguments");
+        }
+    }
+
+    /**
+     * A cooperative launch of a 1-D grid: the driver starts it only with every block resident at once
+     * (more blocks than the device holds fail with {@code CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE}), so
+     * its blocks may wait for each other. A stream capture records it as a cooperative kernel node.
+     */
+    public static void launchCooperative(Kernel kernel, CUstream_st stream, int gridX, int blockX, int sharedBytes, Object... args) {
+        if (gridX <= 0 || args.length > MAX_ARGS) {
+            throw new IllegalArgumentException("kernel " + kernel + ": bad grid " + gridX + " or " + args.length + " arguments");
+        }
+        kernel.allowShared(sharedBytes);
+        Slots slots = SLOTS.get();
+        marshal(kernel, slots.values, args);
+        CUlaunchConfig config = slots.cooperativeConfig;
+        config.gridDimX(gridX).blockDimX(blockX).sharedMemBytes(sharedBytes).hStream(stream);
+        int err = cuLaunchKernelEx(config, kernel.function(), slots.pointers, (PointerPointer<?>) null);
+        if (err != 0) {
+            CudaCheck.driver(err, "cuLaunchKernelEx " + kernel + " (cooperative)", "grid " + gridX, "block " + blockX,
+                    "shared " + sharedBytes + " B", args.length + " arguments");
+        }
+    }
+
+    private static void marshal(Kernel kernel, MemorySegment values, Object[] args) {
+        for (int i = 0; i < args.length; i++) {
+            long slot = 8L * i;
+            switch (args[i]) {
+                case null -> values.set(ValueLayout.JAVA_LONG, slot, 0L);
+                case Long l -> values.set(ValueLayout.JAVA_LONG, slot, l);
+                case Integer n -> values.set(ValueLayout.JAVA_INT, slot, n);
+                case Float f -> values.set(ValueLayout.JAVA_FLOAT, slot, f);
+                case Tensor t -> values.set(ValueLayout.JAVA_LONG, slot, t.segment().address() + t.byteOffset());
+                default -> throw new IllegalArgumentException("kernel " + kernel + ": argument " + i
+                        + " of type " + args[i].getClass().getSimpleName() + " cannot be passed");
+            }
         }
     }
 }

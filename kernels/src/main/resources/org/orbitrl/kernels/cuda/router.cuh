@@ -1,0 +1,74 @@
+// Router helpers shared by the router kernels (moe.cu) and the persistent decode MoE (moe_decode.cu).
+
+// One warp's share of x . w[e] (w bf16, 16-byte units): the 8 units u0 + lane + 32 i held in q, times
+// xs (shared), added to acc.
+__device__ __forceinline__ void router_dot_units(const uint4* q, const float* xs, int units, int u0, int lane, float& acc) {
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        int u = u0 + lane + 32 * i;
+        if (u < units) {
+            u32 words[4] = {q[i].x, q[i].y, q[i].z, q[i].w};
+            const float* xr = xs + u * 8;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                acc += __uint_as_float(words[j] << 16) * xr[2 * j] + __uint_as_float(words[j] & 0xffff0000u) * xr[2 * j + 1];
+            }
+        }
+    }
+}
+
+// The loads of units u0 + lane + 32 i (i < 8, those below units) of router row `row` into q.
+__device__ __forceinline__ void router_fetch(const uint4* __restrict__ row, int units, int u0, int lane, uint4* q) {
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        int u = u0 + lane + 32 * i;
+        if (u < units) q[i] = row[u];
+    }
+}
+
+// The selection of router_select by one warp (no block barriers): the softmax's max and sum over the E
+// logits lg (shared memory), then the topk largest logits in descending order (ties to the lower expert),
+// their probabilities expf(l - max) / sum, optionally divided by their sum. lg is overwritten.
+__device__ __forceinline__ void router_select_warp(float* lg, int E, int topk, int normalize, float* values, int* indices) {
+    int lane = threadIdx.x & 31;
+    float m = -ORBIT_INF;
+    for (int e = lane; e < E; e += 32) m = fmaxf(m, lg[e]);
+    m = warp_max(m);
+    float s = 0.0f;
+    for (int e = lane; e < E; e += 32) s += expf(lg[e] - m);
+    s = warp_sum(s);
+    float inv = 1.0f / s;
+    float picked = 0.0f;
+    for (int j = 0; j < topk; j++) {
+        float bv = -ORBIT_INF;
+        int bi = 0x7fffffff;
+        for (int e = lane; e < E; e += 32) {
+            float v = lg[e];
+            if (v > bv || (v == bv && e < bi)) {
+                bv = v;
+                bi = e;
+            }
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (ov > bv || (ov == bv && oi < bi)) {
+                bv = ov;
+                bi = oi;
+            }
+        }
+        float p = expf(bv - m) * inv;
+        picked += p;
+        if (lane == 0) {
+            values[j] = p;
+            indices[j] = bi;
+            lg[bi] = -ORBIT_INF; // taken
+        }
+        __syncwarp();
+    }
+    if (normalize && lane == 0) {
+        float r = 1.0f / picked;
+        for (int j = 0; j < topk; j++) values[j] *= r;
+    }
+}

@@ -327,11 +327,12 @@ public final class CudaFusedDecode {
         int hd = x.size(-1);
         int tokens = CudaContext.rows(x);
         QuantLayout layout = QuantLayout.of(gate, ctx);
-        if (router.rank() != 2 || router.dim(1) != hd || router.size(0) != numExperts || numExperts <= 0
+        if (router.rank() != 2 || router.dim(1) != hd || router.size(0) != numExperts || numExperts <= 0 || topk <= 0 || topk > numExperts
                 || QuantLayout.of(up, ctx) != layout || QuantLayout.of(down, ctx) != layout || gate.rows() != up.rows()
                 || gate.cols() != hd || up.cols() != hd || gate.rows() % numExperts != 0
                 || down.rows() != (long) numExperts * hd || down.cols() != gate.rows() / numExperts) {
-            throw new IllegalArgumentException("moeDecode: x " + x + ", router " + router + " [" + numExperts + ", hidden], gate " + gate
+            throw new IllegalArgumentException("moeDecode: x " + x + ", router " + router + " [" + numExperts + ", hidden] (top " + topk
+                    + " of them), gate " + gate
                     + " and up " + up + " [" + numExperts + "·I, hidden], down " + down + " [" + numExperts
                     + "·hidden, I] in one format do not agree");
         }
@@ -339,15 +340,16 @@ public final class CudaFusedDecode {
         if (tokens == 0) {
             return;
         }
-        int shared = 4 * (hd + topk * inter + numExperts); // h, the act rows, the logits
+        long shared = 4L * (hd + (long) topk * inter + numExperts); // h, the act rows, the logits
         Kernel kernel = moeDecode.get(layout);
-        int grid = persistentMoe && tokens == 1 && topk >= 1 && topk <= 8 && hd % 32 == 0 && inter % 32 == 0
+        int grid = persistentMoe && tokens == 1 && topk <= 8 && hd % 32 == 0 && inter % 32 == 0
                 && values.numel() == topk && indices.numel() == topk && normWeight.numel() == hd
-                && (normWeight.dtype() == DType.F32 || normWeight.dtype() == DType.BF16) && shared <= MAX_SHARED
+                && (normWeight.dtype() == DType.F32 || normWeight.dtype() == DType.BF16)
+                && shared + kernel.staticSharedBytes() <= MAX_SHARED
                 && ctx.device.cooperativeLaunch() && CudaAllocator.address(x) % 16 == 0 && CudaAllocator.address(router) % 16 == 0
                 && CudaAllocator.address(gate.codes()) % 16 == 0 && CudaAllocator.address(up.codes()) % 16 == 0
                 && CudaAllocator.address(down.codes()) % 16 == 0
-                ? persistentGrid(kernel, shared, hd, inter, topk, numExperts) : 0;
+                ? persistentGrid(kernel, (int) shared, hd, inter, topk, numExperts) : 0;
         // the scratch both ways take, at the sizes of both, so that switching ways never grows it inside a capture
         Tensor h = ctx.scratch(CudaContext.Scratch.X_F32, DType.F32, (long) tokens * hd).reshape(tokens, hd);
         Tensor act = ctx.scratch(CudaContext.Scratch.MOE_ACT, DType.F32, (long) tokens * topk * inter).reshape(tokens * topk, inter);
@@ -358,7 +360,10 @@ public final class CudaFusedDecode {
             moeDownCombine(act, down, numExperts, indices, values, false, x, true);
             return;
         }
-        ctx.launchCooperative(kernel, grid, 32 * PERSISTENT_WARPS, shared, x, normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0,
+        if (moeTrace != null && moeTrace.numel() < 16L * grid) {
+            throw new IllegalArgumentException("moeDecode: trace " + moeTrace + " holds fewer than 16 stamps for each of " + grid + " blocks");
+        }
+        ctx.launchCooperative(kernel, grid, 32 * PERSISTENT_WARPS, (int) shared, x, normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0,
                 eps, router, numExperts, topk, normalize ? 1 : 0, gate.codes(), gate.scales(), gate.zeros(), gate.globalScale(),
                 up.codes(), up.scales(), up.zeros(), up.globalScale(), down.codes(), down.scales(), down.zeros(),
                 down.globalScale(), hd, inter, logits, act, values, indices, gridBarrier, ctx.errorFlag, moeTrace);

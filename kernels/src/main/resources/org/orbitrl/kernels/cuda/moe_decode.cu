@@ -247,7 +247,7 @@ __device__ __forceinline__ void moe_decode(float* x, const void* nw, int nwBf16,
                                            const uint4* __restrict__ dc, const void* __restrict__ ds, const u32* __restrict__ dz,
                                            float dglobal, int H, int I, float* logits, float* act, float* values, int* indices,
                                            u32* bar, int* err, long long* trace) {
-    extern __shared__ float smem[];
+    extern __shared__ __align__(16) float smem[];
     float* xs = smem;           // [H]: h
     float* as = smem + H;       // [topk][I]: the act rows (phase D)
     float* lg = as + topk * I;  // [E]: the logits (phase S)

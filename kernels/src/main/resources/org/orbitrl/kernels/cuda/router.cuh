@@ -63,7 +63,7 @@ __device__ __forceinline__ void router_select_warp(float* lg, int E, int topk, i
         if (lane == 0) {
             values[j] = p;
             indices[j] = bi;
-            lg[bi] = -ORBIT_INF; // taken
+            if ((unsigned) bi < (unsigned) E) lg[bi] = -ORBIT_INF; // taken (none when no logit is a number)
         }
         __syncwarp();
     }

@@ -132,6 +132,10 @@ class CudaMoeDecodeTest extends CudaTestBase {
                     dev(randn(r, 1f, 1, c[0] + 32)), l.norm, EPS, l.router, c[3], true, l.gate, l.up, l.down, c[2],
                     poisoned(DType.F32, 1, c[3]), poisoned(DType.I32, 1, c[3])));
             assertTrue(shape.getMessage().contains("moeDecode"), shape.getMessage());
+            IllegalArgumentException tooMany = assertThrows(IllegalArgumentException.class, () -> gpu.fusedDecode().moeDecode(
+                    dev(randn(r, 1f, 1, c[0])), l.norm, EPS, l.router, c[2] + 1, true, l.gate, l.up, l.down, c[2],
+                    poisoned(DType.F32, 1, c[2] + 1), poisoned(DType.I32, 1, c[2] + 1)));
+            assertTrue(tooMany.getMessage().contains("top " + (c[2] + 1)), tooMany.getMessage());
         } finally {
             gpu.fusedDecode().persistentMoe(before);
             l.free();

@@ -4,6 +4,8 @@ import org.bytedeco.cuda.cudart.CUfunc_st;
 import org.orbitrl.kernels.cuda.CudaCheck;
 
 import static org.bytedeco.cuda.global.cudart.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+import static org.bytedeco.cuda.global.cudart.CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES;
+import static org.bytedeco.cuda.global.cudart.cuFuncGetAttribute;
 import static org.bytedeco.cuda.global.cudart.cuFuncSetAttribute;
 import static org.bytedeco.cuda.global.cudart.cuOccupancyMaxActiveBlocksPerMultiprocessor;
 
@@ -62,6 +64,16 @@ public final class Kernel {
      */
     public void allowDynamicShared(int bytes) {
         allowShared(bytes);
+    }
+
+    /** Bytes of static shared memory the compiled function declares (to be added to any dynamic size). */
+    public int staticSharedBytes() {
+        int[] v = new int[1];
+        int err = cuFuncGetAttribute(v, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, function());
+        if (err != 0) {
+            CudaCheck.driver(err, "cuFuncGetAttribute static shared memory of " + this);
+        }
+        return v[0];
     }
 
     /** Blocks of {@code blockSize} threads and {@code sharedBytes} of dynamic shared memory one SM holds at once (0: none fits). */

@@ -150,29 +150,9 @@ __device__ __forceinline__ void moe_decode_experts(float* x, int topk, const uin
             qg_fetch<FMT, MD_GU_R, 1>(gc, gs, gz, gglobal, grow, G, g, S, qg, gs0, gs1, gzb);
             qg_fetch<FMT, MD_GU_R, 1>(uc, us, uz, uglobal, grow, G, g, S, qu, us0, us1, uzb);
         }
-        while (g < G) {
-            qg_apply<FMT, 1, false, MD_GU_R, 1>(qg, gs0, gs1, gzb, G, g, S, xr, 1, H, ag);
-            qg_apply<FMT, 1, false, MD_GU_R, 1>(qu, us0, us1, uzb, G, g, S, xr, 1, H, au);
-            g += S;
-            if (g < G) {
-                qg_fetch<FMT, MD_GU_R, 1>(gc, gs, gz, gglobal, grow, G, g, S, qg, gs0, gs1, gzb);
-                qg_fetch<FMT, MD_GU_R, 1>(uc, us, uz, uglobal, grow, G, g, S, qu, us0, us1, uzb);
-            }
-        }
-#pragma unroll
-        for (int r = 0; r < MD_GU_R; r++) {
-            float vg = ag[r][0];
-            float vu = au[r][0];
-#pragma unroll
-            for (int o = RL; o < 32; o <<= 1) {
-                vg += __shfl_xor_sync(0xffffffffu, vg, o);
-                vu += __shfl_xor_sync(0xffffffffu, vu, o);
-            }
-            if (kq == 0) {
-                red[0][warp][rl + RL * r] = vg;
-                red[1][warp][rl + RL * r] = vu;
-            }
-        }
+        qg_gate_up_steps<FMT, MD_GU_R>(gc, gs, gz, gglobal, uc, us, uz, uglobal, grow, G, g, S, xr, H, qg, gs0, gs1, gzb, qu, us0,
+                                       us1, uzb, ag, au);
+        qg_gate_up_to_shared<RL, MD_GU_R, MD_WARPS>(ag, au, red, warp, rl, kq);
         __syncthreads();
         if ((int) threadIdx.x < RB && row0 + (int) threadIdx.x < I) {
             float gv = 0.0f;

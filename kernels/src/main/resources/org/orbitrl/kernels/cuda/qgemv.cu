@@ -270,29 +270,9 @@ __device__ __forceinline__ void qgemv_swiglu(const float* x, int xDiv, const int
         ag[r][0] = 0.0f;
         au[r][0] = 0.0f;
     }
-    while (g < G) {
-        qg_apply<FMT, 1, false, R, 1>(qg, gs0, gs1, gzb, G, g, S, xr, 1, K, ag);
-        qg_apply<FMT, 1, false, R, 1>(qu, us0, us1, uzb, G, g, S, xr, 1, K, au);
-        g += S;
-        if (g < G) {
-            qg_fetch<FMT, R, 1>(gc, gs, gz, gglobal, grow, G, g, S, qg, gs0, gs1, gzb);
-            qg_fetch<FMT, R, 1>(uc, us, uz, uglobal, grow, G, g, S, qu, us0, us1, uzb);
-        }
-    }
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-        float vg = ag[r][0];
-        float vu = au[r][0];
-#pragma unroll
-        for (int o = RL; o < 32; o <<= 1) {
-            vg += __shfl_xor_sync(0xffffffffu, vg, o);
-            vu += __shfl_xor_sync(0xffffffffu, vu, o);
-        }
-        if (kq == 0) {
-            red[0][warp][rl + RL * r] = vg;
-            red[1][warp][rl + RL * r] = vu;
-        }
-    }
+    qg_gate_up_steps<FMT, R>(gc, gs, gz, gglobal, uc, us, uz, uglobal, grow, G, g, S, xr, K, qg, gs0, gs1, gzb, qu, us0, us1, uzb,
+                             ag, au);
+    qg_gate_up_to_shared<RL, R, QG_WARPS>(ag, au, red, warp, rl, kq);
     __syncthreads();
     for (int i = threadIdx.x; i < RB; i += blockDim.x) {
         float gv = 0.0f;

@@ -142,3 +142,46 @@ __device__ __forceinline__ void qg_apply(uint4 (*q)[R], float (*s0)[R], float (*
     for (int u = 0; u < U; u++)
         if (u == 0 || g + u * S < G) qg_group<FMT, MT, XB, R>(q[u], s0[u], s1[u], zb[u], xr, mcount, K, g + u * S, acc);
 }
+
+// The gate and up products of a lane's R rows (as qgemv_swiglu and moe_decode compute them): from the
+// step g whose loads qg_fetch has issued into (qg, gs0, ..) and (qu, us0, ..), each step's products
+// over x (xr) into ag and au, then the next step's loads.
+template <int FMT, int R>
+__device__ __forceinline__ void qg_gate_up_steps(const uint4* __restrict__ gc, const void* __restrict__ gs, const u32* __restrict__ gz,
+                                                 float gglobal, const uint4* __restrict__ uc, const void* __restrict__ us,
+                                                 const u32* __restrict__ uz, float uglobal, const i64* grow, int G, int g, int S,
+                                                 const char* const* xr, int K, uint4 (*qg)[R], float (*gs0)[R], float (*gs1)[R],
+                                                 float (*gzb)[R], uint4 (*qu)[R], float (*us0)[R], float (*us1)[R],
+                                                 float (*uzb)[R], float (*ag)[1], float (*au)[1]) {
+    while (g < G) {
+        qg_apply<FMT, 1, false, R, 1>(qg, gs0, gs1, gzb, G, g, S, xr, 1, K, ag);
+        qg_apply<FMT, 1, false, R, 1>(qu, us0, us1, uzb, G, g, S, xr, 1, K, au);
+        g += S;
+        if (g < G) {
+            qg_fetch<FMT, R, 1>(gc, gs, gz, gglobal, grow, G, g, S, qg, gs0, gs1, gzb);
+            qg_fetch<FMT, R, 1>(uc, us, uz, uglobal, grow, G, g, S, qu, us0, us1, uzb);
+        }
+    }
+}
+
+// A lane's gate and up sums of its R rows (ag, au of row lane rl, k lane kq) summed over the k lanes
+// with shuffles and stored for the block in red [gate | up][warp][row]; the caller's barrier then makes
+// them visible to the threads that sum over the warps.
+template <int RL, int R, int WMAX>
+__device__ __forceinline__ void qg_gate_up_to_shared(float (*ag)[1], float (*au)[1], float (*red)[WMAX][RL * R], int warp, int rl,
+                                                     int kq) {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        float vg = ag[r][0];
+        float vu = au[r][0];
+#pragma unroll
+        for (int o = RL; o < 32; o <<= 1) {
+            vg += __shfl_xor_sync(0xffffffffu, vg, o);
+            vu += __shfl_xor_sync(0xffffffffu, vu, o);
+        }
+        if (kq == 0) {
+            red[0][warp][rl + RL * r] = vg;
+            red[1][warp][rl + RL * r] = vu;
+        }
+    }
+}

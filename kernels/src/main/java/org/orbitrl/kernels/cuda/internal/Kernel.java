@@ -26,6 +26,9 @@ public final class Kernel {
     private final boolean waitsForPredecessor;
     private CUfunc_st function;
     private int sharedOptIn = DEFAULT_SHARED; // dynamic shared memory the function may be launched with
+    private int staticShared = -1;            // the function's static shared memory, once asked
+    private final int[] residentShape = {-1, -1}; // block size and dynamic shared memory of `resident`
+    private int resident;                     // blocks an SM holds at that shape
 
     Kernel(KernelLibrary library, String file, String name) {
         this.library = library;
@@ -66,25 +69,36 @@ public final class Kernel {
         allowShared(bytes);
     }
 
-    /** Bytes of static shared memory the compiled function declares (to be added to any dynamic size). */
+    /** Bytes of static shared memory the compiled function declares (to be added to any dynamic size); asked of the driver once. */
     public int staticSharedBytes() {
-        int[] v = new int[1];
-        int err = cuFuncGetAttribute(v, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, function());
-        if (err != 0) {
-            CudaCheck.driver(err, "cuFuncGetAttribute static shared memory of " + this);
+        if (staticShared < 0) {
+            int[] v = new int[1];
+            int err = cuFuncGetAttribute(v, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, function());
+            if (err != 0) {
+                CudaCheck.driver(err, "cuFuncGetAttribute static shared memory of " + this);
+            }
+            staticShared = v[0];
         }
-        return v[0];
+        return staticShared;
     }
 
-    /** Blocks of {@code blockSize} threads and {@code sharedBytes} of dynamic shared memory one SM holds at once (0: none fits). */
+    /**
+     * Blocks of {@code blockSize} threads and {@code sharedBytes} of dynamic shared memory one SM holds at once
+     * (0: none fits); the driver is asked again only when the launch shape changes.
+     */
     public int residentBlocksPerSm(int blockSize, int sharedBytes) {
-        allowShared(sharedBytes);
-        int[] n = new int[1];
-        int err = cuOccupancyMaxActiveBlocksPerMultiprocessor(n, function(), blockSize, sharedBytes);
-        if (err != 0) {
-            CudaCheck.driver(err, "cuOccupancyMaxActiveBlocksPerMultiprocessor " + this, "block " + blockSize, "shared " + sharedBytes + " B");
+        if (blockSize != residentShape[0] || sharedBytes != residentShape[1]) {
+            allowShared(sharedBytes);
+            int[] n = new int[1];
+            int err = cuOccupancyMaxActiveBlocksPerMultiprocessor(n, function(), blockSize, sharedBytes);
+            if (err != 0) {
+                CudaCheck.driver(err, "cuOccupancyMaxActiveBlocksPerMultiprocessor " + this, "block " + blockSize, "shared " + sharedBytes + " B");
+            }
+            residentShape[0] = blockSize;
+            residentShape[1] = sharedBytes;
+            resident = n[0];
         }
-        return n[0];
+        return resident;
     }
 
     /** Opts the function in to {@code bytes} of dynamic shared memory when it is above what it may use now. */

@@ -289,6 +289,36 @@ public interface Backend extends AutoCloseable {
         MoeHostOps.combine(ys, position, weights, out, accumulate);
     }
 
+    // ------------------------------------------------------------------ mixture of experts, per routed pair (decode)
+
+    /**
+     * Whether a few tokens' routed experts (a decode step) should run per (token, expert) pair ({@link
+     * #moeExpertMatmulPairs}, {@link #moeCombinePairs}) rather than grouped by expert: the pairs' experts are
+     * read from ids on the backend, so nothing waits for the host and the step can be captured. False
+     * here; a device backend whose pair products are faster than grouping says so.
+     */
+    default boolean moePairs() {
+        return false;
+    }
+
+    /**
+     * Per routed pair: y [P, N] row p (+)= scale · x[p / xDiv] · W_eᵀ with e = ids[p], for ids i32 [T, k]
+     * on the backend (P = T·k, pair p = t·k + j), experts [N, K] (f32, bf16 or quantized), x f32 [P / xDiv,
+     * K] with xDiv k (a row a token) or 1 (a row a pair). Overwrites y unless {@code accumulate}. An id
+     * outside [0, E), or routed to an expert this rank does not hold, is an error.
+     */
+    default void moeExpertMatmulPairs(Tensor x, int xDiv, ExpertWeights experts, Tensor ids, float scale, Tensor y, boolean accumulate) {
+        MoeHostOps.expertMatmulPairs(this, x, xDiv, experts, ids, scale, y, accumulate);
+    }
+
+    /**
+     * out [T, H] row t (+)= Σ_j weights[t, j] · ys[t·k + j] (j ascending) for ys f32 [T·k, H] in pair order
+     * and weights f32 [T, k]: the pairs back to their tokens. Overwrites out unless {@code accumulate}.
+     */
+    default void moeCombinePairs(Tensor ys, Tensor weights, Tensor out, boolean accumulate) {
+        MoeHostOps.combinePairs(ys, weights, out, accumulate);
+    }
+
     /**
      * Block-diagonal weight gradient: x and g f32 [M, blocks·bs] with contiguous rows, out f32
      * [blocks, bs, bs] contiguous; out[i] += x_iᵀ · g_i for every block i, x_i being columns

@@ -142,6 +142,73 @@ public final class MoeHostOps {
         out.copyFrom(Tensor.of(o, out.shape()));
     }
 
+    /** See {@link Backend#moeExpertMatmulPairs}: each pair's row through its expert with the backend's own products. */
+    public static void expertMatmulPairs(Backend b, Tensor x, int xDiv, ExpertWeights w, Tensor ids, float scale, Tensor y,
+                                         boolean accumulate) {
+        int[] id = ints(ids);
+        int p = id.length;
+        int n = w.rows();
+        int k = w.cols();
+        if (xDiv <= 0 || p % xDiv != 0 || x.size(-1) != k || x.numel() != (long) p / xDiv * k || y.size(-1) != n
+                || y.numel() != (long) p * n) {
+            throw new IllegalArgumentException("moeExpertMatmulPairs: x " + x + " (a row per " + xDiv + " pairs), " + p + " pairs "
+                    + ids + " -> y " + y + " for experts [" + n + ", " + k + "]");
+        }
+        Tensor xr = x.contiguous().reshape((long) p / xDiv, k);
+        float[] out = accumulate ? y.contiguous().toFloatArray() : new float[p * n];
+        Tensor row = b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, 1, n);
+        try {
+            for (int i = 0; i < p; i++) {
+                int e = id[i];
+                if (e < 0 || e >= w.experts() || !w.held(e)) {
+                    throw new IndexOutOfBoundsException("moeExpertMatmulPairs: pair " + i + " routed to expert " + e + " of "
+                            + w.experts() + (e >= 0 && e < w.experts() ? " (not held by this rank)" : ""));
+                }
+                Tensor xi = xr.slice(0, i / xDiv, i / xDiv + 1);
+                if (w.quantized(e) != null) {
+                    b.matmulQuantized(xi, w.quantized(e), row);
+                } else {
+                    b.matmul(xi, w.dense(e), row);
+                }
+                float[] v = row.toFloatArray();
+                for (int c = 0; c < n; c++) {
+                    out[i * n + c] += scale * v[c];
+                }
+            }
+        } finally {
+            b.allocator().release(row);
+        }
+        y.copyFrom(Tensor.of(out, y.shape()));
+    }
+
+    /** See {@link Backend#moeCombinePairs}. */
+    public static void combinePairs(Tensor ys, Tensor weights, Tensor out, boolean accumulate) {
+        int h = out.size(-1);
+        int t = rows(out, h);
+        int k = t == 0 ? 1 : Math.toIntExact(weights.numel() / t);
+        if (weights.numel() != (long) t * k || ys.numel() != (long) t * k * h || ys.size(-1) != h) {
+            throw new IllegalArgumentException("moeCombinePairs: " + ys + " pair rows into " + out + " with weights " + weights
+                    + " [tokens, k]");
+        }
+        float[] y = ys.contiguous().toFloatArray();
+        float[] w = weights.contiguous().toFloatArray();
+        float[] o = accumulate ? out.contiguous().toFloatArray() : new float[t * h];
+        float[] acc = new float[h];
+        for (int r = 0; r < t; r++) {
+            java.util.Arrays.fill(acc, 0);
+            for (int j = 0; j < k; j++) {
+                int pair = r * k + j;
+                for (int c = 0; c < h; c++) {
+                    acc[c] += w[pair] * y[pair * h + c];
+                }
+            }
+            for (int c = 0; c < h; c++) {
+                o[r * h + c] += acc[c];
+            }
+        }
+        out.copyFrom(Tensor.of(o, out.shape()));
+    }
+
     /** See {@link Backend#moeWeightGrad}. */
     public static void weightGrad(Tensor dout, Tensor ys, Tensor position, Tensor dWeight) {
         int h = dout.size(-1);

@@ -45,6 +45,12 @@ public final class CudaBackend implements Backend {
     private final CudaTrainOps trainOps;
     private final CudaAttentionBackward attentionBackward;
     private final CudaExactOps exactOps;
+    private final CudaMoePairs moePairs;
+    /**
+     * Whether a few tokens' routed experts run per pair ({@link #moePairs()}): {@code -Dorbit.cuda.moePairs=off} keeps
+     * them grouped by expert (a host read of the counts a layer, so decode steps of MoE models are not captured).
+     */
+    private boolean moePairsOn = !"off".equals(System.getProperty("orbit.cuda.moePairs"));
     private final CudaPolicyOps policyOps;
     private final CudaLayoutOps layoutOps;
     private final CudaSampling sampling;
@@ -110,6 +116,7 @@ public final class CudaBackend implements Backend {
         this.selectOps = new CudaSelectOps(ctx);
         this.moe = new CudaMoe(ctx, rowOps, matmulOps, this);
         this.fusedDecode = new CudaFusedDecode(ctx, matmulOps, rowOps, moe.ops());
+        this.moePairs = new CudaMoePairs(ctx);
         this.trainOps = new CudaTrainOps(ctx, rowOps, matmulOps);
         this.attentionBackward = new CudaAttentionBackward(ctx, attentionOps);
         this.exactOps = new CudaExactOps(ctx, matmulOps);
@@ -682,6 +689,52 @@ public final class CudaBackend implements Backend {
     public void moeExpertMatmulAccumulate(Tensor xs, ExpertWeights experts, int[] offsets, float scale, Tensor ys, boolean transposed,
                                           int chunk) {
         moe.moeExpertMatmulAccumulate(xs, experts, offsets, scale, ys, transposed, chunk);
+    }
+
+    /**
+     * True outside exact mode (unless {@code -Dorbit.cuda.moePairs=off}): a decode step's experts then run per pair
+     * through device tables ({@link CudaMoePairs}), nothing read on the host, so the step can be captured. Exact mode
+     * keeps the grouped products, whose rows are computed as training computes them.
+     */
+    @Override
+    public boolean moePairs() {
+        return moePairsOn && !exact;
+    }
+
+    /** Turns the per-pair decode experts on or off for the calls issued from now on (see {@link #moePairs()}). */
+    public void moePairs(boolean on) {
+        this.moePairsOn = on;
+    }
+
+    @Override
+    public void moeExpertMatmulPairs(Tensor x, int xDiv, ExpertWeights experts, Tensor ids, float scale, Tensor y, boolean accumulate) {
+        ctx.device.bind();
+        if (moePairs.matmul(x, xDiv, experts, ids, scale, y, accumulate)) {
+            return;
+        }
+        // quantized experts scaled or added into y: the plain product into a temporary, then the axpy
+        Tensor tmp = ctx.allocator.allocate(MemoryCategory.ACTIVATIONS, DType.F32, y.shape());
+        try {
+            moePairs.matmul(x, xDiv, experts, ids, 1f, tmp, false);
+            if (accumulate) {
+                axpy(scale, tmp, y);
+            } else {
+                scale(tmp, scale, y);
+            }
+        } finally {
+            ctx.allocator.release(tmp);
+        }
+    }
+
+    @Override
+    public void moeCombinePairs(Tensor ys, Tensor weights, Tensor out, boolean accumulate) {
+        ctx.device.bind();
+        moe.moeCombine(ys, weights, false, out, accumulate);
+    }
+
+    /** Device tables of expert addresses the per-pair products hold. */
+    int moePairTables() {
+        return moePairs.tables();
     }
 
     @Override

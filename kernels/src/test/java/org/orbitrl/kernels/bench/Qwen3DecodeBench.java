@@ -45,6 +45,8 @@ public final class Qwen3DecodeBench {
         int context = args.length > 2 ? Integer.parseInt(args[2]) : 512;
         int steps = 16;
         boolean parts = Boolean.getBoolean("orbit.bench.parts");
+        // -Dorbit.bench.sweeps=false: the step at each batch only, not the switches' other ways
+        boolean sweeps = !"false".equals(System.getProperty("orbit.bench.sweeps"));
         StringBuilder md = new StringBuilder();
         StringBuilder partsMd = new StringBuilder();
         StringBuilder fusedMd = new StringBuilder();
@@ -79,6 +81,9 @@ public final class Qwen3DecodeBench {
                     md.append(line).append('\n');
                     if (parts) {
                         parts(gpu, stack, context, steps, batch, graphMs, partsMd);
+                    }
+                    if (!sweeps) {
+                        continue;
                     }
                     Timer t = new Timer(gpu, stack, context, steps);
                     if (gpu.dependentLaunchesSupported()) {

@@ -213,5 +213,10 @@ public final class AdapterSlots {
         public void backward(Backend backend, Tensor x, Tensor dy, Tensor dx) {
             current().backward(backend, x, dy, dx);
         }
+
+        @Override
+        public Linear.AdapterHook resolved() {
+            return current().resolved();
+        }
     }
 }

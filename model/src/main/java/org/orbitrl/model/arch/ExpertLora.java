@@ -36,7 +36,7 @@ final class ExpertLora {
 
     /** The projection's LoRA over all experts, or null (see the class comment). */
     static ExpertLora of(Linear[] layers) {
-        if (layers.length == 0 || !(layers[0].adapter() instanceof LoraLinear first)) {
+        if (layers.length == 0 || layers[0].adapter() == null || !(layers[0].adapter().resolved() instanceof LoraLinear first)) {
             return null;
         }
         Tensor[] as = new Tensor[layers.length];
@@ -44,7 +44,9 @@ final class ExpertLora {
         Tensor[] gas = new Tensor[layers.length];
         Tensor[] gbs = new Tensor[layers.length];
         for (int e = 0; e < layers.length; e++) {
-            if (!(layers[e].adapter() instanceof LoraLinear l) || !l.enabled() || l.rank() != first.rank() || l.scale() != first.scale()) {
+            Linear.AdapterHook h = layers[e].adapter();   // a slot's hook: enabled only while its slots are
+            if (h == null || !h.enabled() || !(h.resolved() instanceof LoraLinear l) || !l.enabled() || l.rank() != first.rank()
+                    || l.scale() != first.scale()) {
                 return null;
             }
             as[e] = l.a();
@@ -64,6 +66,18 @@ final class ExpertLora {
         Tensor xa = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, a.rows());   // [P, r]
         bk.moeExpertMatmul(x, a, offsets, xa, 0);
         bk.moeExpertMatmulAccumulate(xa, b, offsets, scale, y, false);
+        al.release(xa);
+    }
+
+    /**
+     * y [P, out] row p += s·(x[p / xDiv]·A_eᵀ)·B_eᵀ with e = ids[p] (ids on the backend): the per-pair form of
+     * {@link #forward} for a decode step ({@link Backend#moeExpertMatmulPairs}; nothing read on the host).
+     */
+    void forwardPairs(Backend bk, Tensor x, int xDiv, Tensor ids, Tensor y) {
+        TensorAllocator al = bk.allocator();
+        Tensor xa = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, ids.numel(), a.rows());   // [P, r]
+        bk.moeExpertMatmulPairs(x, xDiv, a, ids, 1f, xa, false);
+        bk.moeExpertMatmulPairs(xa, 1, b, ids, scale, y, true);
         al.release(xa);
     }
 

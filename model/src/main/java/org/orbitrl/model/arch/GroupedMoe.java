@@ -139,6 +139,10 @@ final class GroupedMoe {
 
     /** x [N, hidden] -> out [N, hidden] (overwritten). */
     void forward(Backend b, SparseMoe moe, Tensor x, Tensor out, Tape tape, int chunk) {
+        if (tape == null && (long) x.size(0) * moe.topK() <= PAIRS_MAX && b.moePairs() && pairAdapters(moe.experts)) {
+            forwardPairs(b, moe, x, out);
+            return;
+        }
         TensorAllocator a = b.allocator();
         int n = x.size(0);
         int h = x.size(1);
@@ -195,6 +199,74 @@ final class GroupedMoe {
             tape.u = u;
             tape.act = act;
             tape.ys = ys;
+        }
+    }
+
+    /**
+     * The forward of a few tokens per (token, expert) pair, where the backend asks for it ({@link Backend#moePairs}):
+     * the routing as above, then each pair's gate, up and down products through its expert and its LoRA, read
+     * from the ids on the backend ({@link Backend#moeExpertMatmulPairs}), and the pairs weighted back into their
+     * tokens ({@link Backend#moeCombinePairs}). No host read, so a decode step of an MoE model can be captured.
+     * Each pair reads its expert's weights once, so it pays only while pairs are few against the experts
+     * (a decode step of a few sequences); no tape, so never in training.
+     */
+    private void forwardPairs(Backend b, SparseMoe moe, Tensor x, Tensor out) {
+        TensorAllocator a = b.allocator();
+        int n = x.size(0);
+        int e = gate.experts();
+        int k = moe.topK();
+        int inter = gate.rows();
+        int p = n * k;
+        Tensor probs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, e);     // [N, E]
+        moe.router.forward(b, x, probs);
+        b.softmax(probs);
+        Tensor chosen = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, k);    // [N, k]
+        Tensor weights = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, k);   // [N, k]
+        Tensor ids = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, n, k);       // [N, k]
+        b.moeTopk(probs, k, moe.normTopK(), chosen, weights, ids);
+        a.release(probs);
+        a.release(chosen);
+        Tensor g = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);     // [P, I]
+        Tensor u = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);     // [P, I]
+        b.moeExpertMatmulPairs(x, k, gate, ids, 1f, g, false);
+        b.moeExpertMatmulPairs(x, k, up, ids, 1f, u, false);
+        pairAdaptersForward(b, moe.experts, 0, x, k, ids, g);
+        pairAdaptersForward(b, moe.experts, 1, x, k, ids, u);
+        b.swiglu(g, u, g);                                                           // act, in place
+        a.release(u);
+        Tensor ys = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, x.size(1)); // [P, hidden]
+        b.moeExpertMatmulPairs(g, 1, down, ids, 1f, ys, false);
+        pairAdaptersForward(b, moe.experts, 2, g, 1, ids, ys);
+        a.release(g);
+        b.moeCombinePairs(ys, weights, out, false);
+        a.release(ys);
+        a.release(weights);
+        a.release(ids);
+    }
+
+    /** Pairs at most this many a call ({@code tokens · k}) take {@link #forwardPairs} where the backend asks for it. */
+    static final int PAIRS_MAX = 64;
+
+    /** Whether every enabled adapter on the experts is a LoRA the pair products can run: per projection, all experts' or none. */
+    private static boolean pairAdapters(DenseMlp[] experts) {
+        for (int which = 0; which < 3; which++) {
+            if (ExpertLora.of(linears(experts, which)) != null) {
+                continue;
+            }
+            for (DenseMlp m : experts) {
+                Linear.AdapterHook h = linear(m, which).adapter();
+                if (h != null && h.enabled()) {
+                    return false;
+                }
+            }
+        }
+        return true;
+    }
+
+    private static void pairAdaptersForward(Backend b, DenseMlp[] experts, int which, Tensor x, int xDiv, Tensor ids, Tensor y) {
+        ExpertLora lora = ExpertLora.of(linears(experts, which));
+        if (lora != null) {
+            lora.forwardPairs(b, x, xDiv, ids, y);
         }
     }
 

@@ -162,5 +162,14 @@ public final class Linear {
          * through Rᵀ) and accumulates the adapter's own parameter gradients.
          */
         void backward(Backend backend, Tensor x, Tensor dy, Tensor dx);
+
+        /**
+         * The hook that does the work now: this one, or for a hook that dispatches to others (an adapter slot's) the
+         * one it dispatches to at this moment, resolved in turn. Lets a block that runs many layers' adapters at once
+         * ({@code ExpertLora}) reach their tensors.
+         */
+        default AdapterHook resolved() {
+            return this;
+        }
     }
 }

@@ -22,9 +22,12 @@ import java.util.Map;
  * scratch block and their logits rows are never sampled. Inputs reach the device with one copy per
  * step ({@link DecodeStep#prepare}).
  *
- * <p>The first time a step cannot be captured (the model has no decode-step form, exact mode, a
- * layer that reads the host) the cache turns itself off for good, logs why once, and the engine
- * runs every step eagerly. Owns the captured steps and their arenas until {@link #close}.
+ * <p>When the model has no decode-step form the cache turns itself off for good, logs why once, and
+ * the engine runs every step eagerly. When a step of some batch bucket cannot be captured (exact mode,
+ * a layer that reads the host at that batch, such as an MoE block whose experts run grouped by expert
+ * above a few tokens) that bucket's steps run eagerly from then on, logged once a bucket, and the
+ * other buckets keep their graphs. A failure of the capture itself turns the cache off. Owns the
+ * captured steps and their arenas until {@link #close}.
  */
 final class DecodeGraphs implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(DecodeGraphs.class);
@@ -38,6 +41,7 @@ final class DecodeGraphs implements AutoCloseable {
     private final Map<Long, DecodeStep> steps = new HashMap<>();       // by batch << 32 | width
     private final Map<Key, CapturedStep> captured = new HashMap<>();
     private String off;                                                 // why graphs are off; null while on
+    private final Map<Integer, String> eagerBatches = new HashMap<>();  // batch bucket -> why its steps run eagerly
     private long replays;
 
     /** @param pool a pool with a scratch block ({@link BlockPool#scratchBlock}) */
@@ -62,6 +66,9 @@ final class DecodeGraphs implements AutoCloseable {
             return null;                                   // a prefill or mixed step
         }
         int batch = bucket(segments.size());
+        if (eagerBatches.containsKey(batch)) {
+            return null;
+        }
         int width = org.orbitrl.model.kv.PagedDecode.tableWidth(widest);
         DecodeStep step = steps.get((long) batch << 32 | width);
         if (step == null) {
@@ -84,7 +91,7 @@ final class DecodeGraphs implements AutoCloseable {
             }
             logits = c.replay();
         } catch (NotCapturableException e) {
-            turnOff(e.getMessage());
+            eager(batch, e.getMessage());
             return null;                                   // the eager forward reserves the same room again
         } catch (RuntimeException e) {
             if (captured.containsKey(key)) {
@@ -105,6 +112,18 @@ final class DecodeGraphs implements AutoCloseable {
             LOG.info("decode steps run eagerly, not as captured graphs: {}", reason);
             close();
         }
+    }
+
+    /** Runs the steps of batch bucket {@code batch} eagerly from now on, for {@code reason} (logged once a bucket). */
+    private void eager(int batch, String reason) {
+        if (eagerBatches.putIfAbsent(batch, reason) == null) {
+            LOG.info("decode steps of batch {} run eagerly, not as captured graphs: {}", batch, reason);
+        }
+    }
+
+    /** Why each batch bucket whose steps run eagerly does (the others replay graphs while graphs are on). */
+    Map<Integer, String> eagerBatches() {
+        return java.util.Collections.unmodifiableMap(eagerBatches);
     }
 
     /** Why graphs are off; null while they are on. */

@@ -178,6 +178,11 @@ public final class RolloutEngine implements AutoCloseable {
         return graphs == null ? null : graphs.offReason();
     }
 
+    /** The batch buckets whose decode steps run eagerly while graphs are on, with why; empty when every bucket replays graphs. */
+    public java.util.Map<Integer, String> eagerBatches() {
+        return graphs == null ? java.util.Map.of() : graphs.eagerBatches();
+    }
+
     /** Bytes of KV cache per token, as this engine's pool stores it. */
     public long kvBytesPerToken() {
         return pool.bytesPerToken();

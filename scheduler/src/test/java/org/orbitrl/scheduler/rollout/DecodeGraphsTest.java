@@ -39,6 +39,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 class DecodeGraphsTest {
     static final AdapterConfig CFG = AdapterConfig.lora(4, 8,
             List.of("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"), List.of());
+    /** LoRA on the attention and on the fused experts (PEFT's target_parameters), as the qwen3_moe fixture's adapter. */
+    static final AdapterConfig MOE_CFG = AdapterConfig.lora(4, 8, List.of("q_proj", "k_proj", "v_proj", "o_proj"),
+            List.of("mlp.experts.gate_up_proj", "mlp.experts.down_proj"));
 
     /** Seeded values in every adapter tensor (LoRA's B starts at zero, which would hide the adapter). */
     static void randomize(Adapter a, long seed, float scale) {
@@ -147,6 +150,63 @@ class DecodeGraphsTest {
         for (int i = 0; i < reqs.size(); i++) {
             assertArrayEquals(out.get(0).get(i).tokens(), out.get(1).get(i).tokens(), "OFT request " + i + " tokens");
             assertArrayEquals(out.get(0).get(i).policyLogprobs(), out.get(1).get(i).policyLogprobs(), 0f, "OFT request " + i);
+        }
+    }
+
+    /**
+     * The qwen3_moe fixture (LoRA on attention and on every expert) on the scalar host backend: where the backend asks
+     * for the per-pair MoE forward, every decode step replays a graph and gives the eager engine's tokens and log-probs
+     * bit for bit; where it does not, the MoE block reads its per-expert counts on the host, so each batch bucket's steps
+     * run eagerly (reported per bucket) while graphs stay on, and the tokens are again the eager engine's.
+     */
+    @Test
+    void moeDecodeStepsReplayWhenTheExpertsRunPerPair() {
+        List<Request> reqs = new ArrayList<>();
+        SplittableRandom rnd = new SplittableRandom(23);
+        int[] lengths = {4, 9, 6, 7, 3};
+        for (int i = 0; i < lengths.length; i++) {
+            reqs.add(Request.of("m" + i, RolloutEngineTest.randomPrompt(rnd, 2 + rnd.nextInt(6)),
+                    SamplingParams.sample(1.0f, 0.95f, lengths[i], 500 + i)));
+        }
+        for (boolean pairs : new boolean[]{true, false}) {
+            List<List<Completion>> out = new ArrayList<>();
+            for (RolloutEngine.Graphs g : List.of(RolloutEngine.Graphs.OFF, RolloutEngine.Graphs.ON)) {
+                Backend b = new org.orbitrl.kernels.cpu.ScalarBackend() {
+                    @Override
+                    public boolean moePairs() {
+                        return pairs;
+                    }
+                };
+                try (LoadedModel m = LoadedModel.load(RolloutEngineTest.HF.resolve("qwen3_moe"), b, org.orbitrl.model.BaseFormat.BF16)) {
+                    AdapterSlots slots = new AdapterSlots(m.targets(),
+                            () -> LoraAdapter.create(MOE_CFG, m.targets(), m.model().backend().allocator(), 7), 0);
+                    randomize(slots.active(), 51, 0.2f);
+                    assertTrue(slots.active().params().stream().anyMatch(p -> p.name().contains(".experts.")),
+                            "the adapter has expert LoRA: " + slots.active().params().size() + " tensors");
+                    try (RolloutEngine e = new RolloutEngine(m.model(), slots, new RolloutEngine.Options(4, 128, 8, 128, g), null)) {
+                        List<Completion> done = new ArrayList<>(e.generate(reqs));
+                        done.sort(java.util.Comparator.comparing(Completion::requestId).thenComparingInt(Completion::sample));
+                        out.add(done);
+                        if (g == RolloutEngine.Graphs.ON) {
+                            assertNull(e.graphsOffReason(), "graphs stay on");
+                            RolloutEngine.Stats st = e.stats();
+                            if (pairs) {
+                                assertTrue(e.eagerBatches().isEmpty(), "every bucket replays: " + e.eagerBatches());
+                                assertEquals(st.steps() - 1, st.graphSteps(), "every decode step after the prefill replays");
+                            } else {
+                                assertEquals(0, st.graphSteps(), "grouped experts read the host: nothing replays");
+                                assertTrue(!e.eagerBatches().isEmpty() && e.eagerBatches().values().stream()
+                                        .allMatch(r -> r.contains("host read")), "eager buckets, with why: " + e.eagerBatches());
+                            }
+                        }
+                    }
+                }
+            }
+            for (int i = 0; i < reqs.size(); i++) {
+                String what = (pairs ? "per-pair" : "grouped") + " experts, request " + i;
+                assertArrayEquals(out.get(0).get(i).tokens(), out.get(1).get(i).tokens(), what + " tokens, eager vs graphs");
+                assertArrayEquals(out.get(0).get(i).policyLogprobs(), out.get(1).get(i).policyLogprobs(), 0f, what + " log-probs");
+            }
         }
     }
 

@@ -1,0 +1,222 @@
+package org.orbitrl.kernels.cuda;
+
+import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.ExpertWeights;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.quant.QuantizedTensor;
+
+import java.util.SplittableRandom;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * The per-pair decode experts ({@link CudaBackend#moeExpertMatmulPairs}, {@link CudaBackend#moeCombinePairs}) against
+ * references computed here in double from the inputs: every expert a matrix of its own (quantized ones through the
+ * format classes' own decoders; bf16 and f32 ones as stored), each pair's expert read from ids on the device.
+ *
+ * <p>Tolerance of a product {@code Σ x_k·w_k} of exact weights in f32 arithmetic: {@code 1e-6 + 2e-5·Σ|x_k·w_k|} (f32
+ * accumulation over K ≤ 2048); a scaled product added into y adds {@code 1e-6·|y|}. The combine: {@code 1e-6 +
+ * 1e-6·Σ_j |w_j·ys_j|}.
+ */
+class CudaMoePairsTest extends CudaTestBase {
+    private static final String[] FORMATS = {"int4-g32", "int4-g32-asym", "mxfp4", "nvfp4", "bf16", "f32"};
+
+    @Test
+    void pairProductsMatchTheReferenceForEveryForm() {
+        SplittableRandom r = rng(901);
+        int experts = 12;
+        for (String format : FORMATS) {
+            boolean quantized = !format.equals("bf16") && !format.equals("f32");
+            // {tokens, topk, N, K, x per pair}; K = 40 (not a multiple of 8) takes the dense kernel's scalar loop
+            int[][] cases = quantized ? new int[][]{{1, 8, 96, 2048, 0}, {3, 4, 40, 256, 1}}
+                    : new int[][]{{1, 8, 96, 2048, 0}, {3, 4, 40, 256, 1}, {2, 3, 33, 40, 0}};
+            for (int[] c : cases) {
+                int tokens = c[0];
+                int topk = c[1];
+                int n = c[2];
+                int k = c[3];
+                boolean perPair = c[4] == 1;
+                String what = "pairs " + format + " tokens " + tokens + " topk " + topk + " [" + n + ", " + k + "]"
+                        + (perPair ? ", x per pair" : "");
+                int pairs = tokens * topk;
+                Tensor[] dense = new Tensor[experts];
+                QuantizedTensor[] quant = new QuantizedTensor[experts];
+                float[][] ref = new float[experts][];
+                for (int e = 0; e < experts; e++) {
+                    if (quantized) {
+                        QuantizedTensor q = CudaQuantTest.random(format, r, n, k);
+                        ref[e] = CudaQuantTest.dequantizeRef(q);
+                        quant[e] = gpu.toDevice(q);
+                    } else {
+                        float[] w = randn(r, 0.1f, n, k).toFloatArray();
+                        if (format.equals("bf16")) {
+                            w = bf16Round(w);
+                        }
+                        ref[e] = w;
+                        dense[e] = dev(Tensor.of(w, n, k).to(format.equals("bf16") ? DType.BF16 : DType.F32));
+                    }
+                }
+                ExpertWeights ew = new ExpertWeights(n, k, dense, quant);
+                try {
+                    int xRows = perPair ? pairs : tokens;
+                    int xDiv = perPair ? 1 : topk;
+                    float[] x = randn(r, 1f, xRows, k).toFloatArray();
+                    int[] ids = routes(r, tokens, topk, experts);
+                    Tensor dx = dev(Tensor.of(x, xRows, k));
+                    Tensor dIds = dev(Tensor.ofInts(ids, tokens, topk));
+                    Tensor y = poisoned(DType.F32, pairs, n);
+                    gpu.moeExpertMatmulPairs(dx, xDiv, ew, dIds, 1f, y, false);
+                    float[] got = gpu.toHost(y).toFloatArray();
+                    float[] want = new float[pairs * n];
+                    double[] tol = new double[want.length];
+                    double[][] dots = new double[pairs * n][];
+                    for (int p = 0; p < pairs; p++) {
+                        for (int o = 0; o < n; o++) {
+                            double s = 0;
+                            double abs = 0;
+                            for (int i = 0; i < k; i++) {
+                                double v = (double) x[(p / xDiv) * k + i] * ref[ids[p]][o * k + i];
+                                s += v;
+                                abs += Math.abs(v);
+                            }
+                            want[p * n + o] = (float) s;
+                            tol[p * n + o] = 1e-6 + 2e-5 * abs;
+                            dots[p * n + o] = new double[]{s, abs};
+                        }
+                    }
+                    assertWithin(what, want, got, tol);
+
+                    // scaled and added into y (quantized experts: a temporary and an axpy)
+                    float[] y0 = randn(r, 1f, pairs, n).toFloatArray();
+                    Tensor acc = dev(Tensor.of(y0, pairs, n));
+                    gpu.moeExpertMatmulPairs(dx, xDiv, ew, dIds, 0.5f, acc, true);
+                    float[] got2 = gpu.toHost(acc).toFloatArray();
+                    float[] want2 = new float[want.length];
+                    double[] tol2 = new double[want.length];
+                    for (int i = 0; i < want2.length; i++) {
+                        want2[i] = (float) (y0[i] + 0.5 * dots[i][0]);
+                        tol2[i] = 1e-6 + 1e-6 * Math.abs(y0[i]) + 0.5 * 2e-5 * dots[i][1];
+                    }
+                    assertWithin(what + ", y += 0.5 · product", want2, got2, tol2);
+                } finally {
+                    for (QuantizedTensor q : quant) {
+                        if (q != null) {
+                            gpu.free(q);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    @Test
+    void combineWeightsThePairsIntoTheirTokens() {
+        SplittableRandom r = rng(902);
+        int tokens = 3;
+        int topk = 4;
+        int h = 200;
+        float[] ys = randn(r, 1f, tokens * topk, h).toFloatArray();
+        float[] w = randn(r, 1f, tokens, topk).toFloatArray();
+        float[] out0 = randn(r, 1f, tokens, h).toFloatArray();
+        for (boolean accumulate : new boolean[]{false, true}) {
+            Tensor out = accumulate ? dev(Tensor.of(out0, tokens, h)) : poisoned(DType.F32, tokens, h);
+            gpu.moeCombinePairs(dev(Tensor.of(ys, tokens * topk, h)), dev(Tensor.of(w, tokens, topk)), out, accumulate);
+            float[] want = new float[tokens * h];
+            double[] tol = new double[want.length];
+            for (int t = 0; t < tokens; t++) {
+                for (int c = 0; c < h; c++) {
+                    double s = accumulate ? out0[t * h + c] : 0;
+                    double abs = Math.abs(s);
+                    for (int j = 0; j < topk; j++) {
+                        double v = (double) w[t * topk + j] * ys[(t * topk + j) * h + c];
+                        s += v;
+                        abs += Math.abs(v);
+                    }
+                    want[t * h + c] = (float) s;
+                    tol[t * h + c] = 1e-6 + 1e-6 * abs;
+                }
+            }
+            assertWithin("moeCombinePairs" + (accumulate ? " into out" : ""), want, gpu.toHost(out).toFloatArray(), tol);
+        }
+    }
+
+    @Test
+    void aCapturedGraphReplaysThePairsAndTheirTablesAreKept() {
+        SplittableRandom r = rng(903);
+        int experts = 8;
+        int n = 64;
+        int k = 256;
+        QuantizedTensor[] quant = new QuantizedTensor[experts];
+        for (int e = 0; e < experts; e++) {
+            quant[e] = gpu.toDevice(CudaQuantTest.random("int4-g32", r, n, k));
+        }
+        ExpertWeights ew = new ExpertWeights(n, k, new Tensor[experts], quant);
+        try {
+            Tensor x = dev(randn(r, 1f, 2, k));
+            Tensor ids = dev(Tensor.ofInts(new int[]{3, 5, 0, 7}, 2, 2));
+            Tensor y = poisoned(DType.F32, 4, n);
+            gpu.moeExpertMatmulPairs(x, 2, ew, ids, 1f, y, false);   // the table is made here, outside the capture
+            int tables = gpu.moePairTables();
+            float[] direct = gpu.toHost(y).toFloatArray();
+            Tensor z = poisoned(DType.F32, 4, n);
+            try (CudaGraph g = CudaGraph.capture(gpu.stream(), () -> gpu.moeExpertMatmulPairs(x, 2, ew, ids, 1f, z, false))) {
+                g.launch(gpu.stream());
+                assertArrayEquals(direct, gpu.toHost(z).toFloatArray(), 0f, "graph replay of the pair products");
+                gpu.copyToDevice(Tensor.ofInts(new int[]{5, 3, 7, 0}, 2, 2), ids);   // new routing, same graph
+                g.launch(gpu.stream());
+                float[] swapped = gpu.toHost(z).toFloatArray();
+                for (int o = 0; o < n; o++) {
+                    assertEquals(direct[o], swapped[n + o], 0f, "pair 1 now takes pair 0's expert, row " + o);
+                    assertEquals(direct[2 * n + o], swapped[3 * n + o], 0f, "pair 3 now takes pair 2's expert, row " + o);
+                }
+            }
+            assertEquals(tables, gpu.moePairTables(), "the same experts reuse their table");
+        } finally {
+            for (QuantizedTensor q : quant) {
+                gpu.free(q);
+            }
+        }
+    }
+
+    @Test
+    void expertsOutsideTheLayerOrNotHeldAreReportedAndShapesChecked() {
+        SplittableRandom r = rng(904);
+        int experts = 4;
+        Tensor[] dense = new Tensor[experts];
+        for (int e = 0; e < experts; e++) {
+            dense[e] = e == 2 ? null : dev(randn(r, 0.1f, 32, 64).to(DType.BF16)); // expert 2: not held by this rank
+        }
+        ExpertWeights ew = new ExpertWeights(32, 64, dense, new QuantizedTensor[experts]);
+        Tensor x = dev(randn(r, 1f, 1, 64));
+        gpu.moeExpertMatmulPairs(x, 2, ew, dev(Tensor.ofInts(new int[]{1, 4}, 1, 2)), 1f, poisoned(DType.F32, 2, 32), false);
+        IndexOutOfBoundsException e = assertThrows(IndexOutOfBoundsException.class, gpu::synchronize);
+        assertTrue(e.getMessage().contains("expert id 4"), e.getMessage());
+        gpu.moeExpertMatmulPairs(x, 2, ew, dev(Tensor.ofInts(new int[]{0, 2}, 1, 2)), 1f, poisoned(DType.F32, 2, 32), false);
+        e = assertThrows(IndexOutOfBoundsException.class, gpu::synchronize);
+        assertTrue(e.getMessage().contains("expert id 2"), e.getMessage());
+        IllegalArgumentException bad = assertThrows(IllegalArgumentException.class, () -> gpu.moeExpertMatmulPairs(
+                dev(randn(r, 1f, 1, 48)), 2, ew, dev(Tensor.ofInts(new int[]{0, 1}, 1, 2)), 1f, poisoned(DType.F32, 2, 32), false));
+        assertTrue(bad.getMessage().contains("moeExpertMatmulPairs") && bad.getMessage().contains("[32, 64]"), bad.getMessage());
+    }
+
+    /** topk distinct experts a token, seeded. */
+    private static int[] routes(SplittableRandom r, int tokens, int topk, int experts) {
+        int[] ids = new int[tokens * topk];
+        for (int t = 0; t < tokens; t++) {
+            boolean[] used = new boolean[experts];
+            for (int j = 0; j < topk; j++) {
+                int e;
+                do {
+                    e = r.nextInt(experts);
+                } while (used[e]);
+                used[e] = true;
+                ids[t * topk + j] = e;
+            }
+        }
+        return ids;
+    }
+}

@@ -1,0 +1,70 @@
+package org.orbitrl.model.arch;
+
+import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.kernels.cpu.ScalarBackend;
+import org.orbitrl.kernels.quant.QuantFormats;
+import org.orbitrl.model.TestSafetensors;
+import org.orbitrl.model.adapter.AdapterConfig;
+import org.orbitrl.model.adapter.LoraAdapter;
+import org.orbitrl.model.nn.Weight;
+
+import java.nio.file.Path;
+import java.util.List;
+
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * The MoE block's per-pair forward ({@link GroupedMoe}'s decode form, taken when the backend asks for it through
+ * {@link Backend#moePairs}) against its grouped forward, on the qwen3_moe fixture with its PEFT LoRA adapter on the
+ * experts (bf16 and INT4 experts): the same logits within {@code 1e-5 + 1e-4·|ref|} (only the order of the weighted
+ * sums over a token's experts differs). That it reads nothing on the host is checked end to end by the rollout's
+ * captured decode steps ({@code DecodeGraphsTest}).
+ */
+class MoePairsTest {
+    private static final Path DIR = TestSafetensors.fixtures().resolve("qwen3_moe");
+
+    /** The scalar host backend, asking for the per-pair MoE forward when {@code pairs}. */
+    private static Backend backend(boolean pairs) {
+        return new ScalarBackend() {
+            @Override
+            public boolean moePairs() {
+                return pairs;
+            }
+        };
+    }
+
+    private static Qwen3Model load(Backend b, boolean int4) {
+        Qwen3Model m = Qwen3Model.load(Qwen3FixtureTest.config("qwen3_moe"), new TestSafetensors(DIR.resolve("model.safetensors")), b,
+                int4 ? new Qwen3Model.LoadOptions(w -> Weight.of(QuantFormats.byName("int4-g32").quantize(w))) : Qwen3Model.LoadOptions.full());
+        LoraAdapter.load(AdapterConfig.read(DIR.resolve("adapter")), new TestSafetensors(DIR.resolve("adapter/adapter_model.safetensors")),
+                m, TensorAllocator.heap());
+        return m;
+    }
+
+    @Test
+    void pairForwardMatchesTheGroupedForwardWithExpertLora() {
+        int[] tokens = {5, 17, 3, 42, 8};
+        for (boolean int4 : new boolean[]{false, true}) {
+            float[][] logits = new float[2][];
+            for (boolean pairs : new boolean[]{false, true}) {
+                Qwen3Model m = load(backend(pairs), int4);
+                int k = m.config().topK();
+                assertTrue((long) tokens.length * k <= GroupedMoe.PAIRS_MAX, "the prompt's pairs take the per-pair forward");
+                logits[pairs ? 1 : 0] = m.forward(List.of(new CausalLM.Segment(tokens, null))).toFloatArray();
+            }
+            float[] want = logits[0];
+            float[] got = logits[1];
+            assertTrue(want.length == got.length && want.length > 0, "logits of both forwards");
+            boolean differs = false;
+            for (int i = 0; i < want.length; i++) {
+                double tol = 1e-5 + 1e-4 * Math.abs(want[i]);
+                assertTrue(Math.abs(got[i] - want[i]) <= tol, (int4 ? "int4" : "bf16") + " experts, logit " + i + ": grouped "
+                        + want[i] + " per pair " + got[i]);
+                differs |= want[i] != want[0];
+            }
+            assertTrue(differs, "the logits vary");
+        }
+    }
+}

@@ -25,6 +25,10 @@ import java.util.Map;
  * pair comes from ids on the device and its matrix from a table of the experts' addresses on the device,
  * so a call never waits for the host and can be captured in a graph.
  *
+ * <p>Up to {@value #DIRECT_PAIRS} pairs a call each pair's block reads its expert's matrix (a pair's launch row); above
+ * that the pairs are first grouped by expert on the device ({@code moe_route}) and each active expert's block takes its
+ * pairs in turn, so an expert's matrix comes from DRAM once a call whatever the batch.
+ *
  * <p>Tables: one per distinct set of expert matrices, uploaded at its first use and kept for the
  * backend's life (at most 32 bytes an expert; a captured step refers to them, so none is ever freed
  * early). A first use inside a capture is refused ({@link NotCapturableException}); a captured step's
@@ -38,9 +42,16 @@ final class CudaMoePairs {
     private static final int SHARED_DEFAULT = 48 * 1024;
     private static final int MAX_SHARED = 227 * 1024;
 
+    /** Pairs a call up to which each pair reads its expert's matrix; above, the pairs are grouped by expert on the device. */
+    static final int DIRECT_PAIRS = 64;
+
     private final CudaContext ctx;
     private final EnumMap<QuantLayout, Kernel> quantized = new EnumMap<>(QuantLayout.class);
+    /** Grouped on the device: per layout, the kernels of row chunks 1, 4, 8 and 16. */
+    private final EnumMap<QuantLayout, Map<Integer, Kernel>> routedQuantized = new EnumMap<>(QuantLayout.class);
     private final Kernel dense;
+    private final Kernel routedDense;
+    private final Kernel route;
     private final Map<TableKey, Tensor> tables = new HashMap<>();
 
     /** The words of a table, compared by value. */
@@ -60,8 +71,15 @@ final class CudaMoePairs {
         this.ctx = ctx;
         for (QuantLayout l : QuantLayout.values()) {
             quantized.put(l, ctx.kernel("qgemv", "qgemv_" + l.kernelSuffix() + "_pairs_f32"));
+            Map<Integer, Kernel> byChunk = new HashMap<>();
+            for (int mt : new int[]{1, 4, 8, 16}) {
+                byChunk.put(mt, ctx.kernel("qgemv", "qgemv_" + l.kernelSuffix() + "_routed_m" + mt + "_f32"));
+            }
+            routedQuantized.put(l, byChunk);
         }
         this.dense = ctx.kernel("moe_pairs", "moe_pairs_dense");
+        this.routedDense = ctx.kernel("moe_pairs", "moe_routed_dense");
+        this.route = ctx.kernel("moe", "moe_route");
     }
 
     /** Tables held (for tests and the memory report). */
@@ -96,26 +114,60 @@ final class CudaMoePairs {
             return true;
         }
         Tensor table = table(w, kind);
-        if (kind.layout != null) {
-            if (CudaAllocator.address(x) % 16 != 0) {
-                throw new IllegalArgumentException("moeExpertMatmulPairs: x " + x + " must be 16-byte aligned for quantized experts");
-            }
-            int warps = CudaQgemv.warpsFor(k / 32, CudaQgemv.quantKLanes(1));
-            long gridX = (n + CudaQgemv.quantRowsPerBlock(1) - 1) / CudaQgemv.quantRowsPerBlock(1);
-            ctx.launch2d(quantized.get(kind.layout), gridX, pairs, 32 * warps, x, xDiv, ids, table, y, n, k, w.experts(),
-                    ctx.errorFlag);
-            return true;
-        }
         long shared = 4L * k;
-        if (shared > MAX_SHARED) {
+        if (kind.layout == null && shared > MAX_SHARED) {
             throw new IllegalArgumentException("moeExpertMatmulPairs: K " + k + " exceeds the kernel's shared memory (" + MAX_SHARED / 4
                     + " values)");
         }
+        if (kind.layout != null && CudaAllocator.address(x) % 16 != 0) {
+            throw new IllegalArgumentException("moeExpertMatmulPairs: x " + x + " must be 16-byte aligned for quantized experts");
+        }
         boolean vec = k % 8 == 0 && kind.aligned;
+        if (pairs > DIRECT_PAIRS) {
+            routed(x, xDiv, w, ids, scale, y, accumulate, kind, table, pairs, n, k, (int) shared, vec);
+            return true;
+        }
+        if (kind.layout != null) {
+            int warps = CudaQgemv.warpsFor(k / 32, CudaQgemv.quantKLanes(1));
+            long gridX = (n + CudaQgemv.quantRowsPerBlock(1) - 1) / CudaQgemv.quantRowsPerBlock(1);
+            ctx.launch2d(quantized.get(kind.layout), gridX, pairs, 32 * warps, x, xDiv, ids, null, null, null, table, y, n, k,
+                    w.experts(), ctx.errorFlag);
+            return true;
+        }
         long gridX = (n + DENSE_ROWS_PER_BLOCK - 1) / DENSE_ROWS_PER_BLOCK;
         ctx.launch2dShared(dense, gridX, pairs, DENSE_THREADS, (int) Math.max(shared, 16), x, xDiv, ids, table,
                 kind.bf16 ? 1 : 0, vec ? 1 : 0, scale, y, accumulate ? 1 : 0, n, k, w.experts(), ctx.errorFlag);
         return true;
+    }
+
+    /** The pairs grouped by expert on the device (moe_route into a temporary), then one block row an active expert. */
+    private void routed(Tensor x, int xDiv, ExpertWeights w, Tensor ids, float scale, Tensor y, boolean accumulate, Kind kind,
+                        Tensor table, int pairs, int n, int k, int shared, boolean vec) {
+        int e = w.experts();
+        if (2L * e * 4 > SHARED_DEFAULT) {
+            throw new IllegalArgumentException("moeExpertMatmulPairs: " + e + " experts exceed the routing kernel's shared memory (6144 at most)");
+        }
+        Tensor routing = ctx.allocator.allocate(org.orbitrl.kernels.MemoryCategory.ACTIVATIONS, DType.I32, 2L * e + 2 + pairs);
+        try {
+            Tensor offsets = routing.slice(0, 0, e + 1);
+            Tensor active = routing.slice(0, e + 1, 2L * e + 2);
+            Tensor order = routing.slice(0, 2L * e + 2, 2L * e + 2 + pairs);
+            ctx.launchShared(route, 1, 1024, 2 * e * 4, ids, pairs, e, offsets, active, order, ctx.errorFlag);
+            int blocks = Math.min(e, pairs);
+            if (kind.layout != null) {
+                int mt = CudaQgemv.chunkFor((2 * pairs + blocks - 1) / blocks);
+                int warps = CudaQgemv.warpsFor(k / 32, CudaQgemv.quantKLanes(mt));
+                long gridX = (n + CudaQgemv.quantRowsPerBlock(mt) - 1) / CudaQgemv.quantRowsPerBlock(mt);
+                ctx.launch2d(routedQuantized.get(kind.layout).get(mt), gridX, blocks, 32 * warps, x, xDiv, null, offsets, order, active,
+                        table, y, n, k, e, ctx.errorFlag);
+            } else {
+                long gridX = (n + DENSE_ROWS_PER_BLOCK - 1) / DENSE_ROWS_PER_BLOCK;
+                ctx.launch2dShared(routedDense, gridX, blocks, DENSE_THREADS, Math.max(shared, 16), x, xDiv, offsets, order, active,
+                        table, kind.bf16 ? 1 : 0, vec ? 1 : 0, scale, y, accumulate ? 1 : 0, n, k, e, ctx.errorFlag);
+            }
+        } finally {
+            ctx.allocator.release(routing);
+        }
     }
 
     /** What the held experts are: one quantized layout, or full precision of one dtype (and whether every row start is 16-byte aligned). */

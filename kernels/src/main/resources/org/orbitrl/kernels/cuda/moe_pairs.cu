@@ -8,6 +8,10 @@
 // memory (dynamic, K floats); warp w takes rows row0 + w * MP_R + i (i < MP_R) together, its lanes
 // striding over K in units of 8 values (bf16: one 16-byte load, f32: two) when vec, else one value;
 // then a warp sum. f32 accumulation, in the same order for a row whatever the batch.
+//
+// moe_routed_dense: the same products grouped by expert on the device (moe_route's offsets, active list
+// and order): block (row chunk, j-th active expert) takes that expert's pairs one after another, so its
+// rows of the matrix come from DRAM once and from cache for the later pairs.
 
 #define MP_WARPS 8
 #define MP_R 4 // rows a warp takes at once
@@ -60,21 +64,9 @@ __device__ __forceinline__ void mp_rows(const float* xs, const void* w, int K, i
     for (int i = 0; i < MP_R; i++) acc[i] = warp_sum(acc[i]);
 }
 
-extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
-    moe_pairs_dense(const float* x, int xDiv, const int* ids, const unsigned long long* table, int wBf16, int vec, float scale,
-                    float* y, int accumulate, int N, int K, int E, int* err) {
-    pdl_enter();
-    extern __shared__ float xs[]; // [K]
-    int p = blockIdx.y;
-    int e = ids[p];
-    const void* w = e >= 0 && e < E ? (const void*) table[e] : (const void*) 0;
-    if (w == 0) { // the whole block leaves
-        if (blockIdx.x == 0 && threadIdx.x == 0) report_error(err, ERR_EXPERT_OUT_OF_RANGE, e, p);
-        return;
-    }
-    const float* xr = x + (i64) (p / xDiv) * K;
-    for (int k = threadIdx.x; k < K; k += blockDim.x) xs[k] = xr[k];
-    __syncthreads();
+// The block's rows of pair p's product (x row staged in xs by the caller) into y.
+__device__ __forceinline__ void mp_pair(const float* xs, const void* w, int wBf16, int vec, float scale, float* y, int accumulate,
+                                        int N, int K, int p) {
     int lane = threadIdx.x & 31;
     int warp = threadIdx.x >> 5;
     int n0 = (blockIdx.x * MP_WARPS + warp) * MP_R;
@@ -94,4 +86,45 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
         float* o = y + (i64) p * N + n0 + lane;
         *o = accumulate ? *o + scale * v : scale * v;
     }
+}
+
+extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
+    moe_routed_dense(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
+                     const unsigned long long* table, int wBf16, int vec, float scale, float* y, int accumulate, int N, int K,
+                     int E, int* err) {
+    pdl_enter();
+    extern __shared__ float xs[]; // [K]
+    if ((int) blockIdx.y >= active[0]) return;
+    int e = active[1 + blockIdx.y];
+    const void* w = (const void*) table[e];
+    if (w == 0) { // an expert this rank does not hold
+        if (blockIdx.x == 0 && threadIdx.x == 0) report_error(err, ERR_EXPERT_OUT_OF_RANGE, e, -1);
+        return;
+    }
+    for (int i = offsets[e]; i < offsets[e + 1]; i++) {
+        int p = order[i];
+        const float* xr = x + (i64) (p / xDiv) * K;
+        for (int k = threadIdx.x; k < K; k += blockDim.x) xs[k] = xr[k];
+        __syncthreads();
+        mp_pair(xs, w, wBf16, vec, scale, y, accumulate, N, K, p);
+        __syncthreads();
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
+    moe_pairs_dense(const float* x, int xDiv, const int* ids, const unsigned long long* table, int wBf16, int vec, float scale,
+                    float* y, int accumulate, int N, int K, int E, int* err) {
+    pdl_enter();
+    extern __shared__ float xs[]; // [K]
+    int p = blockIdx.y;
+    int e = ids[p];
+    const void* w = e >= 0 && e < E ? (const void*) table[e] : (const void*) 0;
+    if (w == 0) { // the whole block leaves
+        if (blockIdx.x == 0 && threadIdx.x == 0) report_error(err, ERR_EXPERT_OUT_OF_RANGE, e, p);
+        return;
+    }
+    const float* xr = x + (i64) (p / xDiv) * K;
+    for (int k = threadIdx.x; k < K; k += blockDim.x) xs[k] = xr[k];
+    __syncthreads();
+    mp_pair(xs, w, wBf16, vec, scale, y, accumulate, N, K, p);
 }

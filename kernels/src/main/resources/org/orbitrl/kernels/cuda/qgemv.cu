@@ -28,9 +28,9 @@
 //   2 grouped: blockIdx.y = j-th active expert e = active[1 + j] (active[0] = count); its pairs
 //              order[offsets[e] .. offsets[e + 1]) (from moe_route), MT at a time: every
 //              weight byte of an active expert is read once per call, whatever the batch.
-//   3 pairs through a table: as 1, but each expert is a matrix [N, K] of its own, found in a table
-//              of 4 words an expert passed as codes: its codes, scales and zeros (0: none) and its
-//              global scale (f32 bits); a null codes word is an expert this rank does not hold.
+// Through a table (TBL, modes 1 and 2): each expert is a matrix [N, K] of its own, found in a table of
+// 4 words an expert passed as codes: its codes, scales and zeros (0: none) and its global scale (f32
+// bits); a null codes word is an expert this rank does not hold (reported as out of range).
 
 #include "qgemv_group.cuh"
 #define QG_WARPS 8 // most warps of a block
@@ -112,25 +112,23 @@ __device__ __forceinline__ void qgemv(int mode, const void* x, int xDiv, int M, 
             if (blockIdx.x == 0 && threadIdx.x == 0) report_error(err, ERR_EXPERT_OUT_OF_RANGE, e, start);
             return;
         }
-    } else if (TBL) { // mode 3
-        start = blockIdx.y;
-        count = 1;
-        e = ids[start];
-        const unsigned long long* table = (const unsigned long long*) codes;
-        if (e < 0 || e >= E || table[4 * (i64) e] == 0ull) { // the whole block leaves
-            if (blockIdx.x == 0 && threadIdx.x == 0) report_error(err, ERR_EXPERT_OUT_OF_RANGE, e, start);
-            return;
-        }
-        codes = (const uint4*) table[4 * (i64) e];
-        scales = (const void*) table[4 * (i64) e + 1];
-        zeros = (const u32*) table[4 * (i64) e + 2];
-        global = __uint_as_float((u32) table[4 * (i64) e + 3]);
     } else if (mode == 2) {
         if ((int) blockIdx.y >= active[0]) return;
         e = active[1 + blockIdx.y];
         start = offsets[e];
         count = offsets[e + 1] - start;
         list = order;
+    }
+    if (TBL) {
+        const unsigned long long* table = (const unsigned long long*) codes;
+        if (table[4 * (i64) e] == 0ull) { // an expert this rank does not hold: the whole block leaves
+            if (blockIdx.x == 0 && threadIdx.x == 0) report_error(err, ERR_EXPERT_OUT_OF_RANGE, e, mode == 1 ? start : -1);
+            return;
+        }
+        codes = (const uint4*) table[4 * (i64) e];
+        scales = (const void*) table[4 * (i64) e + 1];
+        zeros = (const u32*) table[4 * (i64) e + 2];
+        global = __uint_as_float((u32) table[4 * (i64) e + 3]);
     }
     i64 grow[R]; // global weight rows (clamped inside the matrix; rows past N are computed, not written)
     i64 ebase = TBL ? 0 : (i64) e * N; // the expert's first row in the matrix the pointers address
@@ -210,17 +208,25 @@ QG_FORMAT(int4, QF_INT4)
 QG_FORMAT(mxfp4, QF_MXFP4)
 QG_FORMAT(nvfp4, QF_NVFP4)
 
-// Mode 3 (pairs through a table of experts), f32 x: qgemv_<format>_pairs_f32, the codes argument the table.
-#define QG_TABLE_KERNEL(FNAME, FMT)                                                                                    \
-    extern "C" __global__ void __launch_bounds__(32 * QG_WARPS, QG_MINB_1)                                             \
-        qgemv_##FNAME##_pairs_f32(const float* x, int xDiv, const int* ids, const uint4* table, float* y, int N, int K,  \
-                                  int E, int* err) {                                                                    \
+// Experts through a table, f32 x (the codes argument the table): qgemv_<format>_pairs_f32 (mode 1) and
+// qgemv_<format>_routed_m<MT>_f32 (mode 2, MT rows of x a weight load).
+#define QG_TABLE_KERNEL(NAME, FMT, MT, MODE)                                                                           \
+    extern "C" __global__ void __launch_bounds__(32 * QG_WARPS, QG_MINB_##MT)                                          \
+        NAME(const float* x, int xDiv, const int* ids, const int* offsets, const int* order, const int* active,         \
+             const uint4* table, float* y, int N, int K, int E, int* err) {                                             \
         pdl_enter();                                                                                                   \
-        qgemv<FMT, 1, false, QG_KQ_1, QG_R_1, QG_U_1, true>(3, x, xDiv, 1, ids, 0, 0, 0, table, 0, 0, 0.0f, y, N, K, E, err); \
+        qgemv<FMT, MT, false, QG_KQ_##MT, QG_R_##MT, QG_U_##MT, true>(MODE, x, xDiv, 1, ids, offsets, order, active,    \
+                                                                     table, 0, 0, 0.0f, y, N, K, E, err);              \
     }
-QG_TABLE_KERNEL(int4, QF_INT4)
-QG_TABLE_KERNEL(mxfp4, QF_MXFP4)
-QG_TABLE_KERNEL(nvfp4, QF_NVFP4)
+#define QG_TABLE_FORMAT(FNAME, FMT)                             \
+    QG_TABLE_KERNEL(qgemv_##FNAME##_pairs_f32, FMT, 1, 1)       \
+    QG_TABLE_KERNEL(qgemv_##FNAME##_routed_m1_f32, FMT, 1, 2)   \
+    QG_TABLE_KERNEL(qgemv_##FNAME##_routed_m4_f32, FMT, 4, 2)   \
+    QG_TABLE_KERNEL(qgemv_##FNAME##_routed_m8_f32, FMT, 8, 2)   \
+    QG_TABLE_KERNEL(qgemv_##FNAME##_routed_m16_f32, FMT, 16, 2)
+QG_TABLE_FORMAT(int4, QF_INT4)
+QG_TABLE_FORMAT(mxfp4, QF_MXFP4)
+QG_TABLE_FORMAT(nvfp4, QF_NVFP4)
 
 // ---------------------------------------------------------------------------------------------------
 // Decode fusions of the routed experts (one x row per pair, f32 x). At one token a launch is a few

@@ -16,7 +16,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /**
  * The per-pair decode experts ({@link CudaBackend#moeExpertMatmulPairs}, {@link CudaBackend#moeCombinePairs}) against
  * references computed here in double from the inputs: every expert a matrix of its own (quantized ones through the
- * format classes' own decoders; bf16 and f32 ones as stored), each pair's expert read from ids on the device.
+ * format classes' own decoders; bf16 and f32 ones as stored), each pair's expert read from ids on the device; a call of
+ * more than 64 pairs groups them by expert on the device first.
  *
  * <p>Tolerance of a product {@code Σ x_k·w_k} of exact weights in f32 arithmetic: {@code 1e-6 + 2e-5·Σ|x_k·w_k|} (f32
  * accumulation over K ≤ 2048); a scaled product added into y adds {@code 1e-6·|y|}. The combine: {@code 1e-6 +
@@ -32,8 +33,9 @@ class CudaMoePairsTest extends CudaTestBase {
         for (String format : FORMATS) {
             boolean quantized = !format.equals("bf16") && !format.equals("f32");
             // {tokens, topk, N, K, x per pair}; K = 40 (not a multiple of 8) takes the dense kernel's scalar loop
-            int[][] cases = quantized ? new int[][]{{1, 8, 96, 2048, 0}, {3, 4, 40, 256, 1}}
-                    : new int[][]{{1, 8, 96, 2048, 0}, {3, 4, 40, 256, 1}, {2, 3, 33, 40, 0}};
+            // 20 x 8 = 160 pairs (above CudaMoePairs.DIRECT_PAIRS): grouped by expert on the device first
+            int[][] cases = quantized ? new int[][]{{1, 8, 96, 2048, 0}, {3, 4, 40, 256, 1}, {20, 8, 96, 256, 0}, {30, 4, 40, 128, 1}}
+                    : new int[][]{{1, 8, 96, 2048, 0}, {3, 4, 40, 256, 1}, {2, 3, 33, 40, 0}, {20, 8, 96, 256, 0}, {30, 4, 33, 40, 1}};
             for (int[] c : cases) {
                 int tokens = c[0];
                 int topk = c[1];
@@ -196,6 +198,13 @@ class CudaMoePairsTest extends CudaTestBase {
         IndexOutOfBoundsException e = assertThrows(IndexOutOfBoundsException.class, gpu::synchronize);
         assertTrue(e.getMessage().contains("expert id 4"), e.getMessage());
         gpu.moeExpertMatmulPairs(x, 2, ew, dev(Tensor.ofInts(new int[]{0, 2}, 1, 2)), 1f, poisoned(DType.F32, 2, 32), false);
+        e = assertThrows(IndexOutOfBoundsException.class, gpu::synchronize);
+        assertTrue(e.getMessage().contains("expert id 2"), e.getMessage());
+        int[] many = new int[80];   // 40 tokens x 2: grouped on the device, expert 2 among them
+        for (int i = 0; i < many.length; i++) {
+            many[i] = i % 4;
+        }
+        gpu.moeExpertMatmulPairs(dev(randn(r, 1f, 40, 64)), 2, ew, dev(Tensor.ofInts(many, 40, 2)), 1f, poisoned(DType.F32, 80, 32), false);
         e = assertThrows(IndexOutOfBoundsException.class, gpu::synchronize);
         assertTrue(e.getMessage().contains("expert id 2"), e.getMessage());
         IllegalArgumentException bad = assertThrows(IllegalArgumentException.class, () -> gpu.moeExpertMatmulPairs(

@@ -207,8 +207,8 @@ final class GroupedMoe {
      * the routing as above, then each pair's gate, up and down products through its expert and its LoRA, read
      * from the ids on the backend ({@link Backend#moeExpertMatmulPairs}), and the pairs weighted back into their
      * tokens ({@link Backend#moeCombinePairs}). No host read, so a decode step of an MoE model can be captured.
-     * Each pair reads its expert's weights once, so it pays only while pairs are few against the experts
-     * (a decode step of a few sequences); no tape, so never in training.
+     * For decode batches ({@value #PAIRS_MAX} pairs at most); no tape, so never in training, and a long prompt's
+     * prefill keeps the grouped products.
      */
     private void forwardPairs(Backend b, SparseMoe moe, Tensor x, Tensor out) {
         TensorAllocator a = b.allocator();
@@ -244,8 +244,11 @@ final class GroupedMoe {
         a.release(ids);
     }
 
-    /** Pairs at most this many a call ({@code tokens · k}) take {@link #forwardPairs} where the backend asks for it. */
-    static final int PAIRS_MAX = 64;
+    /**
+     * Pairs at most this many a call ({@code tokens · k}) take {@link #forwardPairs} where the backend asks for it: a
+     * decode step of up to 256 sequences at top-8.
+     */
+    static final int PAIRS_MAX = 2048;
 
     /** Whether every enabled adapter on the experts is a LoRA the pair products can run: per projection, all experts' or none. */
     private static boolean pairAdapters(DenseMlp[] experts) {

@@ -1,0 +1,153 @@
+package org.orbitrl.scheduler.bench;
+
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.Backends;
+import org.orbitrl.kernels.CapturedStep;
+import org.orbitrl.kernels.NotCapturableException;
+import org.orbitrl.kernels.cuda.CudaBackend;
+import org.orbitrl.model.adapter.AdapterConfig;
+import org.orbitrl.model.adapter.LoraAdapter;
+import org.orbitrl.model.arch.CausalLM;
+import org.orbitrl.model.arch.DecoderConfig;
+import org.orbitrl.model.arch.Qwen3Model;
+import org.orbitrl.model.kv.BlockPool;
+import org.orbitrl.model.kv.DecodeStep;
+import org.orbitrl.model.kv.PagedDecode;
+import org.orbitrl.model.kv.PagedSequence;
+import org.orbitrl.model.spec.ConfigLoader;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.SplittableRandom;
+
+/**
+ * Decode steps of the model itself, the path rollout takes ({@link Qwen3Model#decodeStep}, captured and replayed as
+ * {@code DecodeGraphs} does), on a random-weight Qwen3-MoE of a real shape (Qwen3-30B-A3B by default: routed experts
+ * INT4 group-32, the rest bf16) with rollout's adapter attached (LoRA r=32 on q/k/v/o and on the fused experts, f32),
+ * on the CUDA backend. Per batch, each sequence holding {@code context} keys: the step with the experts per (token,
+ * expert) pair, captured as a graph and replayed, against the same step with the experts grouped by expert, which reads
+ * the per-expert counts on the host and so runs eagerly. A batch whose step cannot be captured is reported as eager.
+ *
+ * <pre>java ... org.orbitrl.scheduler.bench.ModelDecodeBench OUT CONFIG_JSON [context] [batches]</pre>
+ */
+public final class ModelDecodeBench {
+    private static final int STEPS = 12;
+
+    private ModelDecodeBench() {
+    }
+
+    public static void main(String[] args) throws Exception {
+        Path out = Path.of(args[0]);
+        Path config = Path.of(args[1]);
+        int context = args.length > 2 ? Integer.parseInt(args[2]) : 512;
+        int[] batches = args.length > 3 ? Arrays.stream(args[3].split(",")).mapToInt(Integer::parseInt).toArray() : new int[]{1, 8, 64};
+        DecoderConfig dc = DecoderConfig.from(ConfigLoader.load(config));
+        StringBuilder md = new StringBuilder();
+        try (Backend backend = Backends.named("cuda")) {
+            CudaBackend gpu = (CudaBackend) backend;
+            long t0 = System.nanoTime();
+            Qwen3Model model = Qwen3Model.load(dc, new RandomQwen3Moe(dc, 1), backend, Qwen3Model.LoadOptions.full());
+            AdapterConfig acfg = AdapterConfig.lora(32, 64, List.of("q_proj", "k_proj", "v_proj", "o_proj"),
+                    List.of("mlp.experts.gate_up_proj", "mlp.experts.down_proj"));
+            LoraAdapter adapter = LoraAdapter.create(acfg, model, backend.allocator(), 5);
+            md.append("## Model decode steps (ModelDecodeBench) on ").append(gpu.device()).append("\n\nDate: ").append(Instant.now())
+                    .append(String.format("%n%nShape %s: %d layers, hidden %d, %d experts top-%d x %d, vocab %d; experts INT4 g32, the rest"
+                                    + " bf16; LoRA r=32 (%.0fM parameters, f32) on q/k/v/o and the experts; built in %.1f s. Context %d keys a"
+                                    + " sequence; %d steps a row, median.%n%n",
+                            config.getParent().getFileName(), dc.layers(), dc.hidden(), dc.experts(), dc.topK(), dc.moeIntermediate(),
+                            dc.vocab(), adapter.parameterCount() / 1e6, (System.nanoTime() - t0) / 1e9, context, STEPS))
+                    .append("| batch | experts per pair, step | tokens/s | experts grouped, step | tokens/s | speed-up |\n|---|---|---|---|---|---|\n");
+            CausalLM.CacheGeometry g = model.cacheGeometry();
+            int most = Arrays.stream(batches).max().orElse(1);
+            BlockPool pool = new BlockPool(gpu.allocator(), g.layers(), g.kvHeads(), g.headDim(), g.vHeadDim(), BLOCK,
+                    most * blocksPerSequence(context), true);
+            for (int batch : batches) {
+                double[] pairs = run(gpu, model, pool, dc, batch, context, true);
+                double[] grouped = run(gpu, model, pool, dc, batch, context, false);
+                String row = String.format("| %d | %s | %.0f | %s | %.0f | %.2fx |", batch, label(pairs), batch / (pairs[0] / 1e3),
+                        label(grouped), batch / (grouped[0] / 1e3), grouped[0] / pairs[0]);
+                System.out.println(row);
+                md.append(row).append('\n');
+            }
+            gpu.moePairs(true);
+        }
+        md.append("\n\"graph\": the captured step replayed; \"eager\": launched from Java, with the host read of the grouped experts.\n");
+        System.out.println(md);
+        Files.createDirectories(out);
+        Files.writeString(out.resolve("model-decode.md"), md);
+    }
+
+    private static String label(double[] r) {
+        return String.format("%.3f ms (%s)", r[0], r[1] > 0 ? "graph" : "eager");
+    }
+
+    /** {median ms a step, 1 if replayed as a graph else 0} of {@code batch} sequences with the experts per pair or grouped. */
+    private static final int BLOCK = 16;
+
+    private static int blocksPerSequence(int context) {
+        return (context + STEPS + 4 + BLOCK - 1) / BLOCK + 1;
+    }
+
+    private static double[] run(CudaBackend gpu, Qwen3Model model, BlockPool pool, DecoderConfig dc, int batch, int context, boolean pairs) {
+        gpu.moePairs(pairs);
+        List<PagedSequence> seqs = new ArrayList<>();
+        SplittableRandom r = new SplittableRandom(batch);
+        try {
+            for (int b = 0; b < batch; b++) {           // prefill, a sequence at a time
+                PagedSequence s = new PagedSequence(pool);
+                int[] prompt = new int[context];
+                for (int i = 0; i < context; i++) {
+                    prompt[i] = r.nextInt(dc.vocab());
+                }
+                model.forward(List.of(new CausalLM.Segment(prompt, s)));
+                seqs.add(s);
+            }
+            gpu.synchronize();
+            double[] ms = new double[STEPS];
+            CapturedStep captured = null;
+            DecodeStep step = null;
+            boolean graph = true;
+            for (int i = 0; i < STEPS + 1; i++) {         // the first step warms up (and captures)
+                List<CausalLM.Segment> segs = new ArrayList<>();
+                for (PagedSequence s : seqs) {
+                    segs.add(new CausalLM.Segment(new int[]{r.nextInt(dc.vocab())}, s));
+                }
+                long t = System.nanoTime();
+                if (graph) {
+                    int widest = DecodeStep.blocksAfterReserve(segs, pool);
+                    if (step == null) {
+                        step = model.decodeStep(pool, batch, PagedDecode.tableWidth(widest + STEPS));
+                    }
+                    step.prepare(segs);
+                    try {
+                        if (captured == null) {
+                            captured = gpu.captureStep(step::run);
+                        }
+                        captured.replay();
+                        step.finish(segs);
+                    } catch (NotCapturableException e) {
+                        graph = false;                      // the eager forward reserves the same room again
+                    }
+                }
+                if (!graph) {
+                    model.forward(segs);
+                }
+                gpu.synchronize();
+                if (i > 0) {
+                    ms[i - 1] = (System.nanoTime() - t) / 1e6;
+                }
+            }
+            if (captured != null) {
+                captured.close();
+            }
+            Arrays.sort(ms);
+            return new double[]{ms[STEPS / 2], graph ? 1 : 0};
+        } finally {
+            seqs.forEach(PagedSequence::close);
+        }
+    }
+}

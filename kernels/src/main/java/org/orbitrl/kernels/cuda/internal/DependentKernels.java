@@ -45,7 +45,13 @@ final class DependentKernels {
         s.add("moe/moe_router_norm_topk");        // the fused decode operations (CudaFusedDecode)
         s.add("bgemv/bgemv_norm1");
         s.add("bgemv/bgemv_norm_m4");
+        s.add("moe_pairs/moe_pairs_dense");          // the per-pair decode experts (CudaMoePairs)
+        s.add("moe_pairs/moe_routed_dense");
         for (String format : new String[]{"int4", "mxfp4", "nvfp4"}) {
+            s.add("qgemv/qgemv_" + format + "_pairs_f32");
+            for (int mt : new int[]{1, 4, 8, 16}) {
+                s.add("qgemv/qgemv_" + format + "_routed_m" + mt + "_f32");
+            }
             s.add("qgemv/qgemv_swiglu_" + format);
             s.add("qgemv/qgemv_swiglu_r2_" + format);
             s.add("qgemv/qgemv_down_combine_" + format);

@@ -4,6 +4,7 @@ import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.Backends;
 import org.orbitrl.kernels.CapturedStep;
 import org.orbitrl.kernels.NotCapturableException;
+import org.orbitrl.kernels.OpProfiler;
 import org.orbitrl.kernels.cuda.CudaBackend;
 import org.orbitrl.model.adapter.AdapterConfig;
 import org.orbitrl.model.adapter.LoraAdapter;
@@ -32,6 +33,9 @@ import java.util.SplittableRandom;
  * expert) pair, captured as a graph and replayed, against the same step with the experts grouped by expert, which reads
  * the per-expert counts on the host and so runs eagerly. A batch whose step cannot be captured is reported as eager.
  *
+ * <p>With {@code -Dorbit.profile=true} the steps run eagerly with the experts per pair under {@link OpProfiler} (every
+ * operation waited for and timed) and each batch prints where a step's time goes, instead of the table.
+ *
  * <pre>java ... org.orbitrl.scheduler.bench.ModelDecodeBench OUT CONFIG_JSON [context] [batches]</pre>
  */
 public final class ModelDecodeBench {
@@ -49,8 +53,10 @@ public final class ModelDecodeBench {
         StringBuilder md = new StringBuilder();
         try (Backend backend = Backends.named("cuda")) {
             CudaBackend gpu = (CudaBackend) backend;
+            OpProfiler profiler = Boolean.getBoolean("orbit.profile") ? OpProfiler.wrap(backend, gpu::synchronize) : null;
             long t0 = System.nanoTime();
-            Qwen3Model model = Qwen3Model.load(dc, new RandomQwen3Moe(dc, 1), backend, Qwen3Model.LoadOptions.full());
+            Qwen3Model model = Qwen3Model.load(dc, new RandomQwen3Moe(dc, 1), profiler == null ? backend : profiler.backend(),
+                    Qwen3Model.LoadOptions.full());
             AdapterConfig acfg = AdapterConfig.lora(32, 64, List.of("q_proj", "k_proj", "v_proj", "o_proj"),
                     List.of("mlp.experts.gate_up_proj", "mlp.experts.down_proj"));
             LoraAdapter adapter = LoraAdapter.create(acfg, model, backend.allocator(), 5);
@@ -65,6 +71,14 @@ public final class ModelDecodeBench {
             int most = Arrays.stream(batches).max().orElse(1);
             BlockPool pool = new BlockPool(gpu.allocator(), g.layers(), g.kvHeads(), g.headDim(), g.vHeadDim(), BLOCK,
                     most * blocksPerSequence(context), true);
+            if (profiler != null) {
+                for (int batch : batches) {
+                    double[] eager = run(gpu, model, pool, dc, batch, context, true, profiler);
+                    System.out.printf("batch %d, experts per pair, eager and profiled: %.3f ms a step%n%s%n", batch, eager[0],
+                            profiler.report(30));
+                }
+                return;
+            }
             for (int batch : batches) {
                 double[] pairs = run(gpu, model, pool, dc, batch, context, true);
                 double[] grouped = run(gpu, model, pool, dc, batch, context, false);
@@ -93,6 +107,12 @@ public final class ModelDecodeBench {
     }
 
     private static double[] run(CudaBackend gpu, Qwen3Model model, BlockPool pool, DecoderConfig dc, int batch, int context, boolean pairs) {
+        return run(gpu, model, pool, dc, batch, context, pairs, null);
+    }
+
+    /** As above; with a profiler, every step eager and the timed steps alone counted by it. */
+    private static double[] run(CudaBackend gpu, Qwen3Model model, BlockPool pool, DecoderConfig dc, int batch, int context, boolean pairs,
+                                OpProfiler profiler) {
         gpu.moePairs(pairs);
         List<PagedSequence> seqs = new ArrayList<>();
         SplittableRandom r = new SplittableRandom(batch);
@@ -110,7 +130,7 @@ public final class ModelDecodeBench {
             double[] ms = new double[STEPS];
             CapturedStep captured = null;
             DecodeStep step = null;
-            boolean graph = true;
+            boolean graph = profiler == null;
             for (int i = 0; i < STEPS + 1; i++) {         // the first step warms up (and captures)
                 List<CausalLM.Segment> segs = new ArrayList<>();
                 for (PagedSequence s : seqs) {
@@ -134,6 +154,9 @@ public final class ModelDecodeBench {
                     }
                 }
                 if (!graph) {
+                    if (profiler != null && i == 1) {
+                        profiler.reset();
+                    }
                     model.forward(segs);
                 }
                 gpu.synchronize();

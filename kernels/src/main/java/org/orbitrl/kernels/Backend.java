@@ -292,12 +292,12 @@ public interface Backend extends AutoCloseable {
     // ------------------------------------------------------------------ mixture of experts, per routed pair (decode)
 
     /**
-     * Whether a few tokens' routed experts (a decode step) should run per (token, expert) pair ({@link
-     * #moeExpertMatmulPairs}, {@link #moeCombinePairs}) rather than grouped by expert: the pairs' experts are
-     * read from ids on the backend, so nothing waits for the host and the step can be captured. False
-     * here; a device backend whose pair products are faster than grouping says so.
+     * Whether a few tokens' routed experts {@code experts} (a decode step's) should run per (token, expert) pair
+     * ({@link #moeExpertMatmulPairs}, {@link #moeCombinePairs}) rather than grouped by expert: the pairs' experts
+     * are read from ids on the backend, so nothing waits for the host and the step can be captured. False here;
+     * a device backend whose pair products take these experts, and are faster than grouping, says so.
      */
-    default boolean moePairs() {
+    default boolean moePairs(ExpertWeights experts) {
         return false;
     }
 

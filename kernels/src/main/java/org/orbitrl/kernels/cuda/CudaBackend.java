@@ -47,7 +47,7 @@ public final class CudaBackend implements Backend {
     private final CudaExactOps exactOps;
     private final CudaMoePairs moePairs;
     /**
-     * Whether a few tokens' routed experts run per pair ({@link #moePairs()}): {@code -Dorbit.cuda.moePairs=off} keeps
+     * Whether a few tokens' routed experts run per pair ({@link #moePairs(ExpertWeights)}): {@code -Dorbit.cuda.moePairs=off} keeps
      * them grouped by expert (a host read of the counts a layer, so decode steps of MoE models are not captured).
      */
     private boolean moePairsOn = !"off".equals(System.getProperty("orbit.cuda.moePairs"));
@@ -692,16 +692,17 @@ public final class CudaBackend implements Backend {
     }
 
     /**
-     * True outside exact mode (unless {@code -Dorbit.cuda.moePairs=off}): a decode step's experts then run per pair
-     * through device tables ({@link CudaMoePairs}), nothing read on the host, so the step can be captured. Exact mode
-     * keeps the grouped products, whose rows are computed as training computes them.
+     * True outside exact mode (unless {@code -Dorbit.cuda.moePairs=off}) for experts the pair kernels take (one
+     * quantized format, or full precision of one dtype; see {@link CudaMoePairs#supports}): a decode step's experts
+     * then run per pair through device tables ({@link CudaMoePairs}), nothing read on the host, so the step can be
+     * captured. Exact mode keeps the grouped products, whose rows are computed as training computes them.
      */
     @Override
-    public boolean moePairs() {
-        return moePairsOn && !exact;
+    public boolean moePairs(ExpertWeights experts) {
+        return moePairsOn && !exact && moePairs.supports(experts);
     }
 
-    /** Turns the per-pair decode experts on or off for the calls issued from now on (see {@link #moePairs()}). */
+    /** Turns the per-pair decode experts on or off for the calls issued from now on (see {@link #moePairs(ExpertWeights)}). */
     public void moePairs(boolean on) {
         this.moePairsOn = on;
     }

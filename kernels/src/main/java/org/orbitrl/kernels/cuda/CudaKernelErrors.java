@@ -30,8 +30,11 @@ final class CudaKernelErrors {
             throw switch (code) {
                 case 1 -> new IndexOutOfBoundsException("embedding: token id " + value + " (row " + row + ") is outside the vocabulary");
                 case 2 -> new IndexOutOfBoundsException("rope: position " + value + " (token " + row + ") is outside the rope table");
-                case 3 -> new IndexOutOfBoundsException("moeMatmulQuantized: expert id " + value + " (pair " + row + ") is outside the layer's experts");
+                case 3 -> new IndexOutOfBoundsException("routed experts: expert id " + value + (row >= 0 ? " (pair " + row + ")" : "")
+                        + " is outside the layer's experts");
                 case 4 -> new IndexOutOfBoundsException("gatherRows/scatterAddRows: row " + value + " (index " + row + ") is outside the tensor");
+                case 5 -> new IndexOutOfBoundsException("routed experts: expert id " + value + (row >= 0 ? " (pair " + row + ")" : "")
+                        + " is not held by this rank (its table entry is empty)");
                 default -> new IllegalStateException("kernel error code " + code + " value " + value + " row " + row);
             };
         }

@@ -72,7 +72,7 @@ final class CudaMoePairs {
         for (QuantLayout l : QuantLayout.values()) {
             quantized.put(l, ctx.kernel("qgemv", "qgemv_" + l.kernelSuffix() + "_pairs_f32"));
             Map<Integer, Kernel> byChunk = new HashMap<>();
-            for (int mt : new int[]{1, 4, 8, 16}) {
+            for (int mt : new int[]{4, 8, 16}) {  // more pairs than active experts: at least 2 a block row (chunkFor(2) = 4)
                 byChunk.put(mt, ctx.kernel("qgemv", "qgemv_" + l.kernelSuffix() + "_routed_m" + mt + "_f32"));
             }
             routedQuantized.put(l, byChunk);
@@ -81,6 +81,44 @@ final class CudaMoePairs {
         this.routedDense = ctx.kernel("moe_pairs", "moe_routed_dense");
         this.route = ctx.kernel("moe", "moe_route");
     }
+
+    /**
+     * Whether the pair products take {@code w}: every held expert in one quantized format the kernels know, or full
+     * precision of one dtype with rows short enough for the kernels' shared memory, at most {@value #MAX_ROUTED_EXPERTS}
+     * experts (the device routing's limit), and at least one expert held.
+     */
+    boolean supports(ExpertWeights w) {
+        if (w.experts() > MAX_ROUTED_EXPERTS || 4L * w.cols() > MAX_SHARED) {
+            return false;
+        }
+        String format = null;
+        DType dtype = null;
+        boolean any = false;
+        for (int e = 0; e < w.experts(); e++) {
+            QuantizedTensor q = w.quantized(e);
+            Tensor d = w.dense(e);
+            if (q != null) {
+                String f = q.format().name();
+                if (dtype != null || (format != null && !format.equals(f)) || !QUANT_FORMATS.contains(f) || q.cols() % 32 != 0) {
+                    return false;
+                }
+                format = f;
+            } else if (d != null) {
+                if (format != null || (dtype != null && dtype != d.dtype())) {
+                    return false;
+                }
+                dtype = d.dtype();
+            } else {
+                continue;
+            }
+            any = true;
+        }
+        return any;
+    }
+
+    private static final java.util.Set<String> QUANT_FORMATS = java.util.Set.of("int4-g32", "int4-g32-asym", "mxfp4", "nvfp4");
+    /** Experts {@code moe_route} groups at most (its shared memory: 2 ints an expert). */
+    static final int MAX_ROUTED_EXPERTS = SHARED_DEFAULT / 8;
 
     /** Tables held (for tests and the memory report). */
     int tables() {
@@ -241,6 +279,7 @@ final class CudaMoePairs {
         CudaCheck.check(cudart.cudaMemcpyAsync(new DevicePointer(CudaAllocator.address(t)), new DevicePointer(host.address()),
                 8L * words.length, cudart.cudaMemcpyHostToDevice, ctx.stream.handle()), "cudaMemcpyAsync host->device (expert table)",
                 words.length + " words");
+        java.lang.ref.Reference.reachabilityFence(host); // the driver has staged the pageable copy when the call returns
         tables.put(key, t);
         return t;
     }

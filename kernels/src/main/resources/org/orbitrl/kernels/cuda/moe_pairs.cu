@@ -13,6 +13,7 @@
 // and order): block (row chunk, j-th active expert) takes that expert's pairs one after another, so its
 // rows of the matrix come from DRAM once and from cache for the later pairs.
 
+#define ERR_EXPERT_NOT_HELD 5 // a pair routed to an expert this rank does not hold (CudaKernelErrors)
 #define MP_WARPS 8
 #define MP_R 4 // rows a warp takes at once
 
@@ -98,7 +99,7 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
     int e = active[1 + blockIdx.y];
     const void* w = (const void*) table[e];
     if (w == 0) { // an expert this rank does not hold
-        if (blockIdx.x == 0 && threadIdx.x == 0) report_error(err, ERR_EXPERT_OUT_OF_RANGE, e, -1);
+        if (blockIdx.x == 0 && threadIdx.x == 0) report_error(err, ERR_EXPERT_NOT_HELD, e, -1);
         return;
     }
     for (int i = offsets[e]; i < offsets[e + 1]; i++) {
@@ -120,7 +121,7 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
     int e = ids[p];
     const void* w = e >= 0 && e < E ? (const void*) table[e] : (const void*) 0;
     if (w == 0) { // the whole block leaves
-        if (blockIdx.x == 0 && threadIdx.x == 0) report_error(err, ERR_EXPERT_OUT_OF_RANGE, e, p);
+        if (blockIdx.x == 0 && threadIdx.x == 0) report_error(err, e >= 0 && e < E ? ERR_EXPERT_NOT_HELD : ERR_EXPERT_OUT_OF_RANGE, e, p);
         return;
     }
     const float* xr = x + (i64) (p / xDiv) * K;

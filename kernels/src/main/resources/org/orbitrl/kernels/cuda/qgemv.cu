@@ -33,6 +33,7 @@
 // bits); a null codes word is an expert this rank does not hold (reported as out of range).
 
 #include "qgemv_group.cuh"
+#define ERR_EXPERT_NOT_HELD 5 // a pair routed to an expert this rank does not hold (CudaKernelErrors)
 #define QG_WARPS 8 // most warps of a block
 // Per x-row chunk MT: k lanes of a warp (KQ), rows of a lane (R), steps whose loads are issued
 // together (U), blocks an SM must hold at once (MINB). A block computes 32 / KQ * R rows.
@@ -122,7 +123,7 @@ __device__ __forceinline__ void qgemv(int mode, const void* x, int xDiv, int M, 
     if (TBL) {
         const unsigned long long* table = (const unsigned long long*) codes;
         if (table[4 * (i64) e] == 0ull) { // an expert this rank does not hold: the whole block leaves
-            if (blockIdx.x == 0 && threadIdx.x == 0) report_error(err, ERR_EXPERT_OUT_OF_RANGE, e, mode == 1 ? start : -1);
+            if (blockIdx.x == 0 && threadIdx.x == 0) report_error(err, ERR_EXPERT_NOT_HELD, e, mode == 1 ? start : -1);
             return;
         }
         codes = (const uint4*) table[4 * (i64) e];
@@ -209,7 +210,7 @@ QG_FORMAT(mxfp4, QF_MXFP4)
 QG_FORMAT(nvfp4, QF_NVFP4)
 
 // Experts through a table, f32 x (the codes argument the table): qgemv_<format>_pairs_f32 (mode 1) and
-// qgemv_<format>_routed_m<MT>_f32 (mode 2, MT rows of x a weight load).
+// qgemv_<format>_routed_m<MT>_f32 (mode 2, MT rows of x a weight load; at least 2 pairs a block row, so MT >= 4).
 #define QG_TABLE_KERNEL(NAME, FMT, MT, MODE)                                                                           \
     extern "C" __global__ void __launch_bounds__(32 * QG_WARPS, QG_MINB_##MT)                                          \
         NAME(const float* x, int xDiv, const int* ids, const int* offsets, const int* order, const int* active,         \
@@ -220,7 +221,6 @@ QG_FORMAT(nvfp4, QF_NVFP4)
     }
 #define QG_TABLE_FORMAT(FNAME, FMT)                             \
     QG_TABLE_KERNEL(qgemv_##FNAME##_pairs_f32, FMT, 1, 1)       \
-    QG_TABLE_KERNEL(qgemv_##FNAME##_routed_m1_f32, FMT, 1, 2)   \
     QG_TABLE_KERNEL(qgemv_##FNAME##_routed_m4_f32, FMT, 4, 2)   \
     QG_TABLE_KERNEL(qgemv_##FNAME##_routed_m8_f32, FMT, 8, 2)   \
     QG_TABLE_KERNEL(qgemv_##FNAME##_routed_m16_f32, FMT, 16, 2)

@@ -115,6 +115,52 @@ class CudaMoePairsTest extends CudaTestBase {
         }
     }
 
+    /** 128 INT4 experts (Qwen3-MoE's count) at 128 and 512 pairs: the grouped launches of 4 and 8 rows a weight load. */
+    @Test
+    void groupedOnTheDeviceAtAModelsExpertCount() {
+        SplittableRandom r = rng(905);
+        int experts = 128;
+        int n = 32;
+        int k = 64;
+        QuantizedTensor[] quant = new QuantizedTensor[experts];
+        float[][] ref = new float[experts][];
+        for (int e = 0; e < experts; e++) {
+            QuantizedTensor q = CudaQuantTest.random("int4-g32", r, n, k);
+            ref[e] = CudaQuantTest.dequantizeRef(q);
+            quant[e] = gpu.toDevice(q);
+        }
+        ExpertWeights ew = new ExpertWeights(n, k, new Tensor[experts], quant);
+        try {
+            for (int tokens : new int[]{16, 64}) {   // x 8 = 128 pairs (2 a block row) and 512 (8 a block row)
+                int pairs = tokens * 8;
+                float[] x = randn(r, 1f, tokens, k).toFloatArray();
+                int[] ids = routes(r, tokens, 8, experts);
+                Tensor y = poisoned(DType.F32, pairs, n);
+                gpu.moeExpertMatmulPairs(dev(Tensor.of(x, tokens, k)), 8, ew, dev(Tensor.ofInts(ids, tokens, 8)), 1f, y, false);
+                float[] want = new float[pairs * n];
+                double[] tol = new double[want.length];
+                for (int p = 0; p < pairs; p++) {
+                    for (int o = 0; o < n; o++) {
+                        double s = 0;
+                        double abs = 0;
+                        for (int i = 0; i < k; i++) {
+                            double v = (double) x[(p / 8) * k + i] * ref[ids[p]][o * k + i];
+                            s += v;
+                            abs += Math.abs(v);
+                        }
+                        want[p * n + o] = (float) s;
+                        tol[p * n + o] = 1e-6 + 2e-5 * abs;
+                    }
+                }
+                assertWithin("128 experts, " + pairs + " pairs grouped on the device", want, gpu.toHost(y).toFloatArray(), tol);
+            }
+        } finally {
+            for (QuantizedTensor q : quant) {
+                gpu.free(q);
+            }
+        }
+    }
+
     @Test
     void combineWeightsThePairsIntoTheirTokens() {
         SplittableRandom r = rng(902);
@@ -199,14 +245,14 @@ class CudaMoePairsTest extends CudaTestBase {
         assertTrue(e.getMessage().contains("expert id 4"), e.getMessage());
         gpu.moeExpertMatmulPairs(x, 2, ew, dev(Tensor.ofInts(new int[]{0, 2}, 1, 2)), 1f, poisoned(DType.F32, 2, 32), false);
         e = assertThrows(IndexOutOfBoundsException.class, gpu::synchronize);
-        assertTrue(e.getMessage().contains("expert id 2"), e.getMessage());
+        assertTrue(e.getMessage().contains("expert id 2 (pair 1) is not held"), e.getMessage());
         int[] many = new int[80];   // 40 tokens x 2: grouped on the device, expert 2 among them
         for (int i = 0; i < many.length; i++) {
             many[i] = i % 4;
         }
         gpu.moeExpertMatmulPairs(dev(randn(r, 1f, 40, 64)), 2, ew, dev(Tensor.ofInts(many, 40, 2)), 1f, poisoned(DType.F32, 80, 32), false);
         e = assertThrows(IndexOutOfBoundsException.class, gpu::synchronize);
-        assertTrue(e.getMessage().contains("expert id 2"), e.getMessage());
+        assertTrue(e.getMessage().contains("expert id 2 is not held"), e.getMessage());
         IllegalArgumentException bad = assertThrows(IllegalArgumentException.class, () -> gpu.moeExpertMatmulPairs(
                 dev(randn(r, 1f, 1, 48)), 2, ew, dev(Tensor.ofInts(new int[]{0, 1}, 1, 2)), 1f, poisoned(DType.F32, 2, 32), false));
         assertTrue(bad.getMessage().contains("moeExpertMatmulPairs") && bad.getMessage().contains("[32, 64]"), bad.getMessage());

@@ -139,7 +139,13 @@ final class GroupedMoe {
 
     /** x [N, hidden] -> out [N, hidden] (overwritten). */
     void forward(Backend b, SparseMoe moe, Tensor x, Tensor out, Tape tape, int chunk) {
-        if (tape == null && (long) x.size(0) * moe.topK() <= PAIRS_MAX && b.moePairs() && pairAdapters(moe.experts)) {
+        forward(b, moe, x, out, tape, chunk, true);
+    }
+
+    /** As above; outside training ({@code training} false) a few tokens may take {@link #forwardPairs}. */
+    void forward(Backend b, SparseMoe moe, Tensor x, Tensor out, Tape tape, int chunk, boolean training) {
+        if (!training && tape == null && (long) x.size(0) * moe.topK() <= PAIRS_MAX && b.moePairs(gate) && b.moePairs(up)
+                && b.moePairs(down) && pairAdapters(moe.experts)) {
             forwardPairs(b, moe, x, out);
             return;
         }
@@ -207,8 +213,8 @@ final class GroupedMoe {
      * the routing as above, then each pair's gate, up and down products through its expert and its LoRA, read
      * from the ids on the backend ({@link Backend#moeExpertMatmulPairs}), and the pairs weighted back into their
      * tokens ({@link Backend#moeCombinePairs}). No host read, so a decode step of an MoE model can be captured.
-     * For decode batches ({@value #PAIRS_MAX} pairs at most); no tape, so never in training, and a long prompt's
-     * prefill keeps the grouped products.
+     * For inference and decode batches ({@value #PAIRS_MAX} pairs at most), never in a training step (whose
+     * recomputed forwards must equal its first), and a long prompt's prefill keeps the grouped products.
      */
     private void forwardPairs(Backend b, SparseMoe moe, Tensor x, Tensor out) {
         TensorAllocator a = b.allocator();

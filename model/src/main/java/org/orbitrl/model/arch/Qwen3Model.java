@@ -371,7 +371,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
                 }
             }
             Tensor in = x;
-            x = layerForward(i, x, positions, batch, lt, decode);
+            x = layerForward(i, x, positions, batch, lt, decode, tape != null);
             if (tape == null && hidden == null) {
                 a.release(in);   // kept by neither a tape nor a sink
             }
@@ -407,7 +407,9 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
     }
 
     /** One decoder layer: x [N, hidden] -> a new residual stream [N, hidden]. */
-    private Tensor layerForward(int i, Tensor x, Tensor positions, List<Segment> batch, LayerTape lt, PagedDecode decode) {
+    /** @param training a layer of a training step's forward (with or without its tape), never taking the decode forms */
+    private Tensor layerForward(int i, Tensor x, Tensor positions, List<Segment> batch, LayerTape lt, PagedDecode decode,
+                                boolean training) {
         Backend b = backend;
         TensorAllocator a = b.allocator();
         Layer l = layers[i];
@@ -435,7 +437,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             }
         } else if (l.moe != null) {
             SparseMoe.Tape mt = lt == null ? null : new SparseMoe.Tape();
-            l.moe.forward(b, normed2, delta, mt);
+            l.moe.forward(b, normed2, delta, mt, training);
             if (lt != null) {
                 lt.moe = mt;
             }
@@ -492,7 +494,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             LayerTape lt = tape.layerTapes[i];
             if (lt == null) {
                 lt = new LayerTape();
-                Tensor out = layerForward(i, tape.layerInput[i], tape.positions, tape.batch, lt, null); // recompute
+                Tensor out = layerForward(i, tape.layerInput[i], tape.positions, tape.batch, lt, null, true); // recompute
                 a.release(out);   // the tape keeps the original output as the next layer's input
             }
             Tensor dOut = dx;

@@ -159,11 +159,20 @@ final class SparseMoe {
         return new Routing(expert, w, chosen, probs, topK);
     }
 
-    /** x [N, hidden] -> out [N, hidden]. */
+    /** x [N, hidden] -> out [N, hidden], as a training forward computes it (a recomputed layer's forward too). */
     void forward(Backend b, Tensor x, Tensor out, Tape tape) {
+        forward(b, x, out, tape, true);
+    }
+
+    /**
+     * x [N, hidden] -> out [N, hidden]. {@code training}: a forward of a training step, with or without a tape (under
+     * recompute a layer runs without one first, then with one for backward, and both must compute the same); false for
+     * inference and decode, which may take the backend's per-pair experts ({@link GroupedMoe}).
+     */
+    void forward(Backend b, Tensor x, Tensor out, Tape tape, boolean training) {
         if (useGrouped && grouped != null && GroupedMoe.supports(b, experts)) {
             GroupedMoe.Tape gt = tape == null ? null : new GroupedMoe.Tape();
-            grouped.forward(b, this, x, out, gt, chunk());
+            grouped.forward(b, this, x, out, gt, chunk(), training || tape != null);
             if (tape != null) {
                 tape.grouped = gt;
             }

@@ -29,7 +29,7 @@ class MoePairsTest {
     private static Backend backend(boolean pairs) {
         return new ScalarBackend() {
             @Override
-            public boolean moePairs() {
+            public boolean moePairs(org.orbitrl.kernels.ExpertWeights experts) {
                 return pairs;
             }
         };

@@ -23,10 +23,10 @@ import java.util.Map;
  * step ({@link DecodeStep#prepare}).
  *
  * <p>When the model has no decode-step form the cache turns itself off for good, logs why once, and
- * the engine runs every step eagerly. When a step of some batch bucket cannot be captured (exact mode,
- * a layer that reads the host at that batch, such as an MoE block whose experts run grouped by expert
- * above a few tokens) that bucket's steps run eagerly from then on, logged once a bucket, and the
- * other buckets keep their graphs. A failure of the capture itself turns the cache off. Owns the
+ * the engine runs every step eagerly. When a step of some batch bucket cannot be captured under some
+ * adapter state (exact mode, a layer that reads the host at that batch, such as an MoE block whose
+ * experts run grouped by expert) that bucket's steps under that state run eagerly from then on, logged
+ * once, and the other buckets and states keep their graphs. A failure of the capture itself turns the cache off. Owns the
  * captured steps and their arenas until {@link #close}.
  */
 final class DecodeGraphs implements AutoCloseable {
@@ -41,7 +41,7 @@ final class DecodeGraphs implements AutoCloseable {
     private final Map<Long, DecodeStep> steps = new HashMap<>();       // by batch << 32 | width
     private final Map<Key, CapturedStep> captured = new HashMap<>();
     private String off;                                                 // why graphs are off; null while on
-    private final Map<Integer, String> eagerBatches = new HashMap<>();  // batch bucket -> why its steps run eagerly
+    private final Map<Key, String> eager = new HashMap<>();             // (batch bucket, adapter state) -> why it runs eagerly
     private long replays;
 
     /** @param pool a pool with a scratch block ({@link BlockPool#scratchBlock}) */
@@ -66,7 +66,8 @@ final class DecodeGraphs implements AutoCloseable {
             return null;                                   // a prefill or mixed step
         }
         int batch = bucket(segments.size());
-        if (eagerBatches.containsKey(batch)) {
+        Key eagerKey = new Key(batch, 0, adapter, enabled);
+        if (eager.containsKey(eagerKey)) {
             return null;
         }
         int width = org.orbitrl.model.kv.PagedDecode.tableWidth(widest);
@@ -91,7 +92,7 @@ final class DecodeGraphs implements AutoCloseable {
             }
             logits = c.replay();
         } catch (NotCapturableException e) {
-            eager(batch, e.getMessage());
+            eager(eagerKey, e.getMessage());
             return null;                                   // the eager forward reserves the same room again
         } catch (RuntimeException e) {
             if (captured.containsKey(key)) {
@@ -114,16 +115,21 @@ final class DecodeGraphs implements AutoCloseable {
         }
     }
 
-    /** Runs the steps of batch bucket {@code batch} eagerly from now on, for {@code reason} (logged once a bucket). */
-    private void eager(int batch, String reason) {
-        if (eagerBatches.putIfAbsent(batch, reason) == null) {
-            LOG.info("decode steps of batch {} run eagerly, not as captured graphs: {}", batch, reason);
+    /**
+     * Runs the steps of one batch bucket under one adapter state ({@code key}'s width unused) eagerly from now on, for
+     * {@code reason} (logged once a bucket and state).
+     */
+    private void eager(Key key, String reason) {
+        if (eager.putIfAbsent(key, reason) == null) {
+            LOG.info("decode steps of batch {} run eagerly, not as captured graphs: {}", key.batch(), reason);
         }
     }
 
-    /** Why each batch bucket whose steps run eagerly does (the others replay graphs while graphs are on). */
+    /** Why each batch bucket whose steps run eagerly (under some adapter state) does; the others replay graphs while graphs are on. */
     Map<Integer, String> eagerBatches() {
-        return java.util.Collections.unmodifiableMap(eagerBatches);
+        Map<Integer, String> m = new java.util.TreeMap<>();
+        eager.forEach((k, r) -> m.putIfAbsent(k.batch(), r));
+        return java.util.Collections.unmodifiableMap(m);
     }
 
     /** Why graphs are off; null while they are on. */

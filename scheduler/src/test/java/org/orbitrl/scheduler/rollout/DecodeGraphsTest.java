@@ -173,7 +173,7 @@ class DecodeGraphsTest {
             for (RolloutEngine.Graphs g : List.of(RolloutEngine.Graphs.OFF, RolloutEngine.Graphs.ON)) {
                 Backend b = new org.orbitrl.kernels.cpu.ScalarBackend() {
                     @Override
-                    public boolean moePairs() {
+                    public boolean moePairs(org.orbitrl.kernels.ExpertWeights experts) {
                         return pairs;
                     }
                 };

@@ -49,7 +49,7 @@ final class DependentKernels {
         s.add("moe_pairs/moe_routed_dense");
         for (String format : new String[]{"int4", "mxfp4", "nvfp4"}) {
             s.add("qgemv/qgemv_" + format + "_pairs_f32");
-            for (int mt : new int[]{1, 4, 8, 16}) {
+            for (int mt : new int[]{4, 8, 16}) {
                 s.add("qgemv/qgemv_" + format + "_routed_m" + mt + "_f32");
             }
             s.add("qgemv/qgemv_swiglu_" + format);

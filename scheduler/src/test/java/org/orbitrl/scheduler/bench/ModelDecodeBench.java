@@ -6,6 +6,7 @@ import org.orbitrl.kernels.CapturedStep;
 import org.orbitrl.kernels.NotCapturableException;
 import org.orbitrl.kernels.OpProfiler;
 import org.orbitrl.kernels.cuda.CudaBackend;
+import org.orbitrl.kernels.cuda.CudaEvent;
 import org.orbitrl.model.adapter.AdapterConfig;
 import org.orbitrl.model.adapter.LoraAdapter;
 import org.orbitrl.model.arch.CausalLM;
@@ -66,7 +67,14 @@ public final class ModelDecodeBench {
                                     + " sequence; %d steps a row, median.%n%n",
                             config.getParent().getFileName(), dc.layers(), dc.hidden(), dc.experts(), dc.topK(), dc.moeIntermediate(),
                             dc.vocab(), adapter.parameterCount() / 1e6, (System.nanoTime() - t0) / 1e9, context, STEPS))
-                    .append("| batch | experts per pair, step | tokens/s | experts grouped, step | tokens/s | speed-up |\n|---|---|---|---|---|---|\n");
+                    ;
+            double copy = profiler == null ? copyBandwidth(gpu) : 0;
+            md.append(String.format("Copy bandwidth %.0f GB/s (device to device, read + write, same run). The HBM limit: the bytes a"
+                            + " step reads at least (every dense weight and the LM head in bf16, the attention's LoRA factors, the routed"
+                            + " experts' INT4 weights and LoRA factors for the distinct experts a layer expects under uniform routing,"
+                            + " E·(1 − (1 − k/E)^B), and each sequence's keys and values) over that bandwidth.%n%n", copy))
+                    .append("| batch | experts per pair, step | tokens/s | bytes/step | of the HBM limit | experts grouped, step | tokens/s |"
+                            + " speed-up |\n|---|---|---|---|---|---|---|---|\n");
             CausalLM.CacheGeometry g = model.cacheGeometry();
             int most = Arrays.stream(batches).max().orElse(1);
             BlockPool pool = new BlockPool(gpu.allocator(), g.layers(), g.kvHeads(), g.headDim(), g.vHeadDim(), BLOCK,
@@ -82,8 +90,10 @@ public final class ModelDecodeBench {
             for (int batch : batches) {
                 double[] pairs = run(gpu, model, pool, dc, batch, context, true);
                 double[] grouped = run(gpu, model, pool, dc, batch, context, false);
-                String row = String.format("| %d | %s | %.0f | %s | %.0f | %.2fx |", batch, label(pairs), batch / (pairs[0] / 1e3),
-                        label(grouped), batch / (grouped[0] / 1e3), grouped[0] / pairs[0]);
+                double bytes = bytesPerStep(dc, batch, context + STEPS / 2);
+                String row = String.format("| %d | %s | %.0f | %.2f GB | %.3f | %s | %.0f | %.2fx |", batch, label(pairs),
+                        batch / (pairs[0] / 1e3), bytes / 1e9, bytes / (copy * 1e9) / (pairs[0] / 1e3), label(grouped),
+                        batch / (grouped[0] / 1e3), grouped[0] / pairs[0]);
                 System.out.println(row);
                 md.append(row).append('\n');
             }
@@ -93,6 +103,46 @@ public final class ModelDecodeBench {
         System.out.println(md);
         Files.createDirectories(out);
         Files.writeString(out.resolve("model-decode.md"), md);
+    }
+
+    /** LoRA rank of the bench's adapter. */
+    private static final int RANK = 32;
+
+    /** The bytes a decode step of {@code batch} sequences holding {@code keys} keys each reads at least (see the table's note). */
+    static double bytesPerStep(DecoderConfig c, int batch, int keys) {
+        double h = c.hidden();
+        double q = (double) c.heads() * c.headDim();
+        double kv = (double) c.kvHeads() * c.headDim();
+        double attention = 2 * (h * q + 2 * h * kv + q * h) + 2.0 * c.experts() * h;          // q, k, v, o, router: bf16
+        double attentionLora = 4.0 * RANK * ((h + q) + 2 * (h + kv) + (q + h));               // A and B of q, k, v, o: f32
+        double expertParams = 3.0 * h * c.moeIntermediate();
+        double expert = expertParams / 2 + expertParams / 32 * 2;                             // INT4 codes and bf16 group scales
+        double expertLora = 4.0 * RANK * 3 * (h + c.moeIntermediate());                       // gate, up, down: A and B, f32
+        double distinct = c.experts() * (1 - Math.pow(1 - (double) c.topK() / c.experts(), batch));
+        double cache = (double) batch * keys * 2 * kv * 4;                                    // f32 keys and values
+        double perLayer = attention + attentionLora + distinct * (expert + expertLora) + cache;
+        return c.layers() * perLayer + 2.0 * c.vocab() * h;                                   // the LM head, bf16
+    }
+
+    /** Device-to-device copy bandwidth (read + write), GB/s: ten copies of 2 GiB timed by events. */
+    private static double copyBandwidth(CudaBackend gpu) {
+        long bytes = 2L << 30;
+        org.orbitrl.kernels.Tensor src = gpu.allocator().allocate(org.orbitrl.kernels.MemoryCategory.OTHER, org.orbitrl.kernels.DType.U8, bytes);
+        org.orbitrl.kernels.Tensor dst = gpu.allocator().allocate(org.orbitrl.kernels.MemoryCategory.OTHER, org.orbitrl.kernels.DType.U8, bytes);
+        try (CudaEvent a = new CudaEvent(); CudaEvent b = new CudaEvent()) {
+            gpu.allocator().copy(src, dst);
+            gpu.synchronize();
+            a.record(gpu.stream());
+            for (int i = 0; i < 10; i++) {
+                gpu.allocator().copy(src, dst);
+            }
+            b.record(gpu.stream());
+            b.synchronize();
+            return 2.0 * bytes * 10 / (b.elapsedMillisSince(a) * 1e6);
+        } finally {
+            gpu.free(src);
+            gpu.free(dst);
+        }
     }
 
     private static String label(double[] r) {

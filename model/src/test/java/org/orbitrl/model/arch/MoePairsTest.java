@@ -67,4 +67,37 @@ class MoePairsTest {
             assertTrue(differs, "the logits vary");
         }
     }
+
+    /**
+     * A training step never takes the per-pair form, even where the backend asks for it: under recompute its layers
+     * first run without a tape and must compute what their recompute for backward computes (the grouped form). Counted
+     * on the backend: an inference forward calls the pair products, a recomputing training forward and its backward
+     * never do.
+     */
+    @Test
+    void trainingForwardsKeepTheGroupedExperts() {
+        int[] calls = new int[1];
+        Backend counting = new ScalarBackend() {
+            @Override
+            public boolean moePairs(org.orbitrl.kernels.ExpertWeights experts) {
+                return true;
+            }
+
+            @Override
+            public void moeExpertMatmulPairs(org.orbitrl.kernels.Tensor x, int xDiv, org.orbitrl.kernels.ExpertWeights experts,
+                                             org.orbitrl.kernels.Tensor ids, float scale, org.orbitrl.kernels.Tensor y, boolean accumulate) {
+                calls[0]++;
+                super.moeExpertMatmulPairs(x, xDiv, experts, ids, scale, y, accumulate);
+            }
+        };
+        Qwen3Model m = load(counting, true);
+        List<int[]> seqs = List.of(new int[]{5, 17, 3, 42}, new int[]{8, 1, 30});
+        m.forward(List.of(new CausalLM.Segment(seqs.get(0), null)));
+        assertTrue(calls[0] > 0, "an inference forward takes the pair products");
+        calls[0] = 0;
+        var tape = m.forwardTrain(seqs, true);
+        float[] logits = tape.logits().toFloatArray();
+        assertTrue(logits.length > 0 && Float.isFinite(logits[0]), "training logits");
+        assertTrue(calls[0] == 0, "a recomputing training forward called the pair products " + calls[0] + " times");
+    }
 }

@@ -190,23 +190,11 @@ public final class MoeHostOps {
             throw new IllegalArgumentException("moeCombinePairs: " + ys + " pair rows into " + out + " with weights " + weights
                     + " [tokens, k]");
         }
-        float[] y = ys.contiguous().toFloatArray();
-        float[] w = weights.contiguous().toFloatArray();
-        float[] o = accumulate ? out.contiguous().toFloatArray() : new float[t * h];
-        float[] acc = new float[h];
-        for (int r = 0; r < t; r++) {
-            java.util.Arrays.fill(acc, 0);
-            for (int j = 0; j < k; j++) {
-                int pair = r * k + j;
-                for (int c = 0; c < h; c++) {
-                    acc[c] += w[pair] * y[pair * h + c];
-                }
-            }
-            for (int c = 0; c < h; c++) {
-                o[r * h + c] += acc[c];
-            }
+        int[] identity = new int[t * k];   // pair p is row p of ys
+        for (int i = 0; i < identity.length; i++) {
+            identity[i] = i;
         }
-        out.copyFrom(Tensor.of(o, out.shape()));
+        combine(ys, Tensor.ofInts(identity, t * k), weights, out, accumulate);
     }
 
     /** See {@link Backend#moeWeightGrad}. */

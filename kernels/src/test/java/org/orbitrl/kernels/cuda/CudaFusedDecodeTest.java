@@ -319,7 +319,7 @@ class CudaFusedDecodeTest extends CudaTestBase {
     }
 
     /** topk distinct experts a token, seeded. */
-    private static int[] routes(SplittableRandom r, int tokens, int topk, int experts) {
+    static int[] routes(SplittableRandom r, int tokens, int topk, int experts) {
         int[] ids = new int[tokens * topk];
         for (int t = 0; t < tokens; t++) {
             boolean[] used = new boolean[experts];

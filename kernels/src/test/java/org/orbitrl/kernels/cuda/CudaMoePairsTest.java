@@ -67,7 +67,7 @@ class CudaMoePairsTest extends CudaTestBase {
                     int xRows = perPair ? pairs : tokens;
                     int xDiv = perPair ? 1 : topk;
                     float[] x = randn(r, 1f, xRows, k).toFloatArray();
-                    int[] ids = routes(r, tokens, topk, experts);
+                    int[] ids = CudaFusedDecodeTest.routes(r, tokens, topk, experts);
                     Tensor dx = dev(Tensor.of(x, xRows, k));
                     Tensor dIds = dev(Tensor.ofInts(ids, tokens, topk));
                     Tensor y = poisoned(DType.F32, pairs, n);
@@ -134,7 +134,7 @@ class CudaMoePairsTest extends CudaTestBase {
             for (int tokens : new int[]{16, 64}) {   // x 8 = 128 pairs (2 a block row) and 512 (8 a block row)
                 int pairs = tokens * 8;
                 float[] x = randn(r, 1f, tokens, k).toFloatArray();
-                int[] ids = routes(r, tokens, 8, experts);
+                int[] ids = CudaFusedDecodeTest.routes(r, tokens, 8, experts);
                 Tensor y = poisoned(DType.F32, pairs, n);
                 gpu.moeExpertMatmulPairs(dev(Tensor.of(x, tokens, k)), 8, ew, dev(Tensor.ofInts(ids, tokens, 8)), 1f, y, false);
                 float[] want = new float[pairs * n];
@@ -256,22 +256,5 @@ class CudaMoePairsTest extends CudaTestBase {
         IllegalArgumentException bad = assertThrows(IllegalArgumentException.class, () -> gpu.moeExpertMatmulPairs(
                 dev(randn(r, 1f, 1, 48)), 2, ew, dev(Tensor.ofInts(new int[]{0, 1}, 1, 2)), 1f, poisoned(DType.F32, 2, 32), false));
         assertTrue(bad.getMessage().contains("moeExpertMatmulPairs") && bad.getMessage().contains("[32, 64]"), bad.getMessage());
-    }
-
-    /** topk distinct experts a token, seeded. */
-    private static int[] routes(SplittableRandom r, int tokens, int topk, int experts) {
-        int[] ids = new int[tokens * topk];
-        for (int t = 0; t < tokens; t++) {
-            boolean[] used = new boolean[experts];
-            for (int j = 0; j < topk; j++) {
-                int e;
-                do {
-                    e = r.nextInt(experts);
-                } while (used[e]);
-                used[e] = true;
-                ids[t * topk + j] = e;
-            }
-        }
-        return ids;
     }
 }

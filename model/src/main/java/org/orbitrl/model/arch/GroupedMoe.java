@@ -156,13 +156,11 @@ final class GroupedMoe {
         int k = moe.topK();
         int inter = gate.rows();
         int p = n * k;
-        Tensor probs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, e);     // [N, E]
-        moe.router.forward(b, x, probs);
-        b.softmax(probs);
-        Tensor chosen = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, k);    // [N, k]
-        Tensor weights = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, k);   // [N, k]
-        Tensor ids = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, n, k);       // [N, k]
-        b.moeTopk(probs, k, moe.normTopK(), chosen, weights, ids);
+        Routed r = route(b, moe, x);
+        Tensor probs = r.probs();
+        Tensor chosen = r.chosen();
+        Tensor weights = r.weights();
+        Tensor ids = r.ids();
         Tensor offsetsDev = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, e + 1); // [E + 1]
         Tensor order = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, p);          // [P]
         Tensor position = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, p);       // [P]
@@ -218,20 +216,14 @@ final class GroupedMoe {
      */
     private void forwardPairs(Backend b, SparseMoe moe, Tensor x, Tensor out) {
         TensorAllocator a = b.allocator();
-        int n = x.size(0);
-        int e = gate.experts();
         int k = moe.topK();
         int inter = gate.rows();
-        int p = n * k;
-        Tensor probs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, e);     // [N, E]
-        moe.router.forward(b, x, probs);
-        b.softmax(probs);
-        Tensor chosen = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, k);    // [N, k]
-        Tensor weights = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, k);   // [N, k]
-        Tensor ids = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, n, k);       // [N, k]
-        b.moeTopk(probs, k, moe.normTopK(), chosen, weights, ids);
-        a.release(probs);
-        a.release(chosen);
+        int p = x.size(0) * k;
+        Routed r = route(b, moe, x);
+        a.release(r.probs());
+        a.release(r.chosen());
+        Tensor weights = r.weights();
+        Tensor ids = r.ids();
         Tensor g = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);     // [P, I]
         Tensor u = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);     // [P, I]
         b.moeExpertMatmulPairs(x, k, gate, ids, 1f, g, false);
@@ -248,6 +240,24 @@ final class GroupedMoe {
         a.release(ys);
         a.release(weights);
         a.release(ids);
+    }
+
+    /** The router's choice for x [N, hidden]: probs [N, E] (softmax), chosen and weights f32 [N, k], ids i32 [N, k]. */
+    private record Routed(Tensor probs, Tensor chosen, Tensor weights, Tensor ids) {
+    }
+
+    private Routed route(Backend b, SparseMoe moe, Tensor x) {
+        TensorAllocator a = b.allocator();
+        int n = x.size(0);
+        int k = moe.topK();
+        Tensor probs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, gate.experts()); // [N, E]
+        moe.router.forward(b, x, probs);
+        b.softmax(probs);
+        Tensor chosen = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, k);    // [N, k]
+        Tensor weights = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, k);   // [N, k]
+        Tensor ids = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, n, k);       // [N, k]
+        b.moeTopk(probs, k, moe.normTopK(), chosen, weights, ids);
+        return new Routed(probs, chosen, weights, ids);
     }
 
     /**

@@ -49,6 +49,60 @@ public record ExpertWeights(int rows, int cols, Tensor[] dense, QuantizedTensor[
         return quantized[e];
     }
 
+    /**
+     * The experts as one quantized matrix [E·rows, cols] (expert e its rows {@code [e·rows, (e + 1)·rows)}), a view of
+     * the memory they are held in, when they lie back to back there: every expert held and quantized in one format with
+     * one global scale, and its codes, scales and zero points each the e-th of E equal consecutive pieces of one memory
+     * segment (how {@code Placement.experts} places them on a device). Null otherwise: the kernels that read a stacked
+     * matrix then do not apply.
+     */
+    public QuantizedTensor stacked() {
+        QuantizedTensor first = quantized[0];
+        if (first == null) {
+            return null;
+        }
+        for (int e = 1; e < experts(); e++) {
+            QuantizedTensor q = quantized[e];
+            if (q == null || q.format() != first.format() || Float.floatToRawIntBits(q.globalScale()) != Float.floatToRawIntBits(first.globalScale())
+                    || !follows(first.codes(), q.codes(), e) || !follows(first.scales(), q.scales(), e)
+                    || (first.zeros() == null) != (q.zeros() == null) || (first.zeros() != null && !follows(first.zeros(), q.zeros(), e))) {
+                return null;
+            }
+        }
+        int n = experts();
+        Tensor codes = span(first.codes(), n);
+        Tensor scales = span(first.scales(), n);
+        Tensor zeros = first.zeros() == null ? null : span(first.zeros(), n);
+        if (codes == null || scales == null || (first.zeros() != null && zeros == null)) {
+            return null;
+        }
+        try {
+            return new QuantizedTensor(first.format(), (long) n * rows, cols, codes, scales, zeros, first.globalScale());
+        } catch (IllegalArgumentException notStackable) { // a format whose parts do not stack by rows
+            return null;
+        }
+    }
+
+    /** Whether {@code t} is the e-th piece after {@code first}: same segment, dtype and shape, contiguous, right after. */
+    private static boolean follows(Tensor first, Tensor t, int e) {
+        return t.segment().address() == first.segment().address() && t.dtype() == first.dtype()
+                && java.util.Arrays.equals(t.shape(), first.shape()) && t.isContiguous() && first.isContiguous()
+                && t.byteOffset() == first.byteOffset() + e * first.byteSize();
+    }
+
+    /** {@code count} pieces shaped as {@code first}, stacked along dimension 0 from {@code first} on; null when the segment ends before. */
+    private static Tensor span(Tensor first, int count) {
+        long bytes = count * first.byteSize();
+        if (first.rank() == 0 || first.byteOffset() + bytes > first.segment().byteSize()) {
+            return null;
+        }
+        long[] shape = first.shape();
+        shape[0] *= count;
+        long elements = first.segment().byteSize() / first.dtype().bytes();
+        return Tensor.wrap(first.segment(), first.dtype(), elements).slice(0, first.offset(), first.offset() + count * first.numel())
+                .reshape(shape);
+    }
+
     /** Checks that every expert with a pair in {@code offsets} [E + 1] is held. */
     public void requireHeld(String op, int[] offsets) {
         if (offsets.length != experts() + 1) {

@@ -116,7 +116,7 @@ public final class CudaBackend implements Backend {
         this.selectOps = new CudaSelectOps(ctx);
         this.moe = new CudaMoe(ctx, rowOps, matmulOps, this);
         this.fusedDecode = new CudaFusedDecode(ctx, matmulOps, rowOps, moe.ops());
-        this.moePairs = new CudaMoePairs(ctx);
+        this.moePairs = new CudaMoePairs(ctx, moe.ops());
         this.trainOps = new CudaTrainOps(ctx, rowOps, matmulOps);
         this.attentionBackward = new CudaAttentionBackward(ctx, attentionOps);
         this.exactOps = new CudaExactOps(ctx, matmulOps);

@@ -26,8 +26,9 @@ import java.util.Map;
  * so a call never waits for the host and can be captured in a graph.
  *
  * <p>Up to {@value #DIRECT_PAIRS} pairs a call each pair's block reads its expert's matrix (a pair's launch row); above
- * that the pairs are first grouped by expert on the device ({@code moe_route}) and each active expert's block takes its
- * pairs in turn, so an expert's matrix comes from DRAM once a call whatever the batch.
+ * that the pairs are first grouped by expert on the device ({@code moe_route}) and each active expert's blocks take its
+ * pairs eight at a time, their x rows staged together and each row of the expert's matrix read once for them all (a row
+ * a warp for a LoRA's A, a thread a row for its B), so an expert's matrix comes from DRAM once a call whatever the batch.
  *
  * <p>Tables: one per distinct set of expert matrices, uploaded at its first use and kept for the
  * backend's life (at most 32 bytes an expert; a captured step refers to them, so none is ever freed
@@ -39,18 +40,36 @@ final class CudaMoePairs {
     private static final int QUANT_WORDS = 4;
     private static final int DENSE_ROWS_PER_BLOCK = 32; // MP_WARPS * MP_R in moe_pairs.cu
     private static final int DENSE_THREADS = 256;
+    /** Pairs of an expert the grouped dense kernels take at once (MR_PAIRS in moe_pairs.cu). */
+    private static final int ROUTED_PAIRS = 8;
+    /** K up to which the grouped dense products take a thread a row (MS_K), and that kernel's block (MS_THREADS). */
+    private static final int SHORT_K = 64;
+    private static final int SHORT_K_THREADS = 128;
     private static final int SHARED_DEFAULT = 48 * 1024;
     private static final int MAX_SHARED = 227 * 1024;
 
     /** Pairs a call up to which each pair reads its expert's matrix; above, the pairs are grouped by expert on the device. */
     static final int DIRECT_PAIRS = 64;
 
+    /**
+     * Pairs a call from which INT4 experts that lie back to back ({@link ExpertWeights#stacked}) take the tensor-core
+     * grouped kernel ({@link CudaMoeOps#grouped}: x rounded to bf16, as training's expert products round it); below, and
+     * for every other form, the pair kernels. {@code -Dorbit.cuda.moePairsStacked=N} moves the bound, {@code =off} keeps
+     * the pair kernels.
+     */
+    static final int STACKED_PAIRS = stackedPairs(System.getProperty("orbit.cuda.moePairsStacked"));
+
     private final CudaContext ctx;
+    private final CudaMoeOps grouped;
+    /** The device routing of a call above {@value #DIRECT_PAIRS} pairs, one per expert count, made outside a capture and kept. */
+    private final Map<Integer, MoeRouting> routings = new HashMap<>();
     private final EnumMap<QuantLayout, Kernel> quantized = new EnumMap<>(QuantLayout.class);
     /** Grouped on the device: per layout, the kernels of row chunks 1, 4, 8 and 16. */
     private final EnumMap<QuantLayout, Map<Integer, Kernel>> routedQuantized = new EnumMap<>(QuantLayout.class);
     private final Kernel dense;
-    private final Kernel routedDense;
+    private final Kernel routedDense;       // grouped on the device: 4 rows a warp
+    private final Kernel routedDenseRow;    // a row a warp (few rows, long K: a LoRA's A)
+    private final Kernel routedDenseShortK; // a thread a row (K at most SHORT_K: a LoRA's B)
     private final Kernel route;
     private final Map<TableKey, Tensor> tables = new HashMap<>();
 
@@ -67,8 +86,9 @@ final class CudaMoePairs {
         }
     }
 
-    CudaMoePairs(CudaContext ctx) {
+    CudaMoePairs(CudaContext ctx, CudaMoeOps grouped) {
         this.ctx = ctx;
+        this.grouped = grouped;
         for (QuantLayout l : QuantLayout.values()) {
             quantized.put(l, ctx.kernel("qgemv", "qgemv_" + l.kernelSuffix() + "_pairs_f32"));
             Map<Integer, Kernel> byChunk = new HashMap<>();
@@ -78,7 +98,9 @@ final class CudaMoePairs {
             routedQuantized.put(l, byChunk);
         }
         this.dense = ctx.kernel("moe_pairs", "moe_pairs_dense");
-        this.routedDense = ctx.kernel("moe_pairs", "moe_routed_dense");
+        this.routedDense = ctx.kernel("moe_pairs", "moe_routed_dense_r4");
+        this.routedDenseRow = ctx.kernel("moe_pairs", "moe_routed_dense_r1");
+        this.routedDenseShortK = ctx.kernel("moe_pairs", "moe_routed_dense_k");
         this.route = ctx.kernel("moe", "moe_route");
     }
 
@@ -151,6 +173,15 @@ final class CudaMoePairs {
         if (pairs == 0 || n == 0) {
             return true;
         }
+        if (kind.layout == QuantLayout.INT4 && pairs >= STACKED_PAIRS && ids.rank() == 2) {
+            QuantizedTensor stacked = w.stacked();   // experts back to back: the tensor-core kernel over the stack, no table
+            if (stacked != null && CudaMoeMma.supports(kind.layout, stacked, x, k)) {
+                MoeRouting r = routing(w.experts(), pairs);
+                grouped.route(ids, r);
+                grouped.grouped(x, stacked, r, y);
+                return true;
+            }
+        }
         Tensor table = table(w, kind);
         long shared = 4L * k;
         if (kind.layout == null && shared > MAX_SHARED) {
@@ -185,26 +216,61 @@ final class CudaMoePairs {
         if (2L * e * 4 > SHARED_DEFAULT) {
             throw new IllegalArgumentException("moeExpertMatmulPairs: " + e + " experts exceed the routing kernel's shared memory (6144 at most)");
         }
-        Tensor routing = ctx.allocator.allocate(org.orbitrl.kernels.MemoryCategory.ACTIVATIONS, DType.I32, 2L * e + 2 + pairs);
-        try {
-            Tensor offsets = routing.slice(0, 0, e + 1);
-            Tensor active = routing.slice(0, e + 1, 2L * e + 2);
-            Tensor order = routing.slice(0, 2L * e + 2, 2L * e + 2 + pairs);
-            ctx.launchShared(route, 1, 1024, 2 * e * 4, ids, pairs, e, offsets, active, order, ctx.errorFlag);
-            int blocks = Math.min(e, pairs);
-            if (kind.layout != null) {
-                int mt = CudaQgemv.chunkFor((2 * pairs + blocks - 1) / blocks);
-                int warps = CudaQgemv.warpsFor(k / 32, CudaQgemv.quantKLanes(mt));
-                long gridX = (n + CudaQgemv.quantRowsPerBlock(mt) - 1) / CudaQgemv.quantRowsPerBlock(mt);
-                ctx.launch2d(routedQuantized.get(kind.layout).get(mt), gridX, blocks, 32 * warps, x, xDiv, null, offsets, order, active,
-                        table, y, n, k, e, ctx.errorFlag);
-            } else {
-                long gridX = (n + DENSE_ROWS_PER_BLOCK - 1) / DENSE_ROWS_PER_BLOCK;
-                ctx.launch2dShared(routedDense, gridX, blocks, DENSE_THREADS, Math.max(shared, 16), x, xDiv, offsets, order, active,
-                        table, kind.bf16 ? 1 : 0, vec ? 1 : 0, scale, y, accumulate ? 1 : 0, n, k, e, ctx.errorFlag);
+        MoeRouting r = routing(e, pairs);
+        Tensor offsets = r.offsets();
+        Tensor active = r.active();
+        Tensor order = r.orderOf(pairs);
+        ctx.launchShared(route, 1, 1024, 2 * e * 4, ids, pairs, e, offsets, active, order, ctx.errorFlag);
+        int blocks = Math.min(e, pairs);
+        if (kind.layout != null) {
+            int mt = CudaQgemv.chunkFor((2 * pairs + blocks - 1) / blocks);
+            int warps = CudaQgemv.warpsFor(k / 32, CudaQgemv.quantKLanes(mt));
+            long gridX = (n + CudaQgemv.quantRowsPerBlock(mt) - 1) / CudaQgemv.quantRowsPerBlock(mt);
+            ctx.launch2d(routedQuantized.get(kind.layout).get(mt), gridX, blocks, 32 * warps, x, xDiv, null, offsets, order, active,
+                    table, y, n, k, e, ctx.errorFlag);
+        } else if (k <= SHORT_K) { // a LoRA's B: a thread a row
+            long gridX = (n + SHORT_K_THREADS - 1) / SHORT_K_THREADS;
+            ctx.launch2d(routedDenseShortK, gridX, blocks, SHORT_K_THREADS, x, xDiv, offsets, order, active, table, kind.bf16 ? 1 : 0,
+                    vec ? 1 : 0, scale, y, accumulate ? 1 : 0, n, k, ROUTED_PAIRS, ctx.errorFlag);
+        } else {
+            int mt = (int) Math.max(1, Math.min(ROUTED_PAIRS, MAX_SHARED / (4L * k)));   // x rows staged at once
+            boolean fewRows = n <= 64;                  // a LoRA's A: a row a warp, more blocks an expert
+            int rows = fewRows ? DENSE_THREADS / 32 : DENSE_ROWS_PER_BLOCK;
+            long gridX = (n + rows - 1) / rows;
+            ctx.launch2dShared(fewRows ? routedDenseRow : routedDense, gridX, blocks, DENSE_THREADS, (int) (4L * mt * k), x, xDiv,
+                    offsets, order, active, table, kind.bf16 ? 1 : 0, vec ? 1 : 0, scale, y, accumulate ? 1 : 0, n, k, mt, ctx.errorFlag);
+        }
+    }
+
+    /**
+     * The kept routing of {@code experts} experts (sized for a launch's most pairs, 65535: 256 KiB at 128 experts).
+     * Calls on the backend's stream run in order, so one buffer serves every call and every captured step; it is made
+     * outside a capture (a captured step's measuring run makes it), like the tables.
+     */
+    private MoeRouting routing(int experts, int pairs) {
+        MoeRouting r = routings.get(experts);
+        if (r == null) {
+            if (ctx.allocator.inCapture()) {
+                throw new NotCapturableException("the first grouped call over " + experts + " experts (" + pairs + " pairs: its routing"
+                        + " buffer is allocated); a captured step's measuring run makes it");
             }
-        } finally {
-            ctx.allocator.release(routing);
+            r = new MoeRouting(ctx.allocator, experts, 65535);
+            routings.put(experts, r);
+        }
+        return r;
+    }
+
+    static int stackedPairs(String property) {
+        if (property == null || property.isBlank()) {
+            return 16;
+        }
+        if (property.equals("off")) {
+            return Integer.MAX_VALUE;
+        }
+        try {
+            return Integer.parseInt(property.trim());
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException("orbit.cuda.moePairsStacked: expected a pair count or off, got '" + property + "'");
         }
     }
 

@@ -17,6 +17,14 @@ final class CudaRowOps {
     private final Kernel toBf16;
     private final Kernel toBf16x4;
     private final Kernel rmsnorm;
+    private final Kernel rmsnormWarp;
+    /**
+     * Rows up to this long (a head's q or k) are normalized a warp a row ({@code rmsnorm_warp_f32}, and its backward),
+     * longer ones a block a row; chosen by the row length alone, so a row's value never depends on the rows beside it.
+     */
+    static final int WARP_ROW_MAX = 512;
+    /** Rows a block of the warp-a-row kernels. */
+    static final int WARP_ROWS = 8;
     final Kernel softmax;
     final Kernel logSoftmax;
 
@@ -30,6 +38,7 @@ final class CudaRowOps {
         this.toBf16 = ctx.kernel("elementwise", "f32_to_bf16");
         this.toBf16x4 = ctx.kernel("elementwise", "f32_to_bf16_x4");
         this.rmsnorm = ctx.kernel("norm", "rmsnorm_f32");
+        this.rmsnormWarp = ctx.kernel("norm", "rmsnorm_warp_f32");
         this.softmax = ctx.kernel("norm", "softmax_f32");
         this.logSoftmax = ctx.kernel("norm", "log_softmax_f32");
     }
@@ -86,7 +95,12 @@ final class CudaRowOps {
         }
         int rows = CudaContext.rows(x);
         if (rows > 0 && h > 0) {
-            ctx.launch(rmsnorm, rows, rowBlock(h), x, weight, weight.dtype() == DType.BF16 ? 1 : 0, out, h, eps);
+            if (h <= WARP_ROW_MAX) {
+                ctx.launch(rmsnormWarp, (rows + WARP_ROWS - 1) / WARP_ROWS, 32 * WARP_ROWS, x, weight,
+                        weight.dtype() == DType.BF16 ? 1 : 0, out, h, eps, (long) rows);
+            } else {
+                ctx.launch(rmsnorm, rows, rowBlock(h), x, weight, weight.dtype() == DType.BF16 ? 1 : 0, out, h, eps);
+            }
         }
     }
 

@@ -29,6 +29,7 @@ final class CudaTrainOps {
     private final Kernel gather;
     private final Kernel scatterAdd;
     private final Kernel rmsNormBackward;
+    private final Kernel rmsNormBackwardWarp;
     private final Kernel swigluBackward;
     private final Kernel bf16ToF32;
 
@@ -41,6 +42,7 @@ final class CudaTrainOps {
         this.gather = ctx.kernel("train", "gather_rows_f32");
         this.scatterAdd = ctx.kernel("train", "scatter_add_rows_f32");
         this.rmsNormBackward = ctx.kernel("train", "rmsnorm_backward_f32");
+        this.rmsNormBackwardWarp = ctx.kernel("train", "rmsnorm_backward_warp_f32");
         this.swigluBackward = ctx.kernel("train", "swiglu_backward_f32");
         this.bf16ToF32 = ctx.kernel("elementwise", "bf16_to_f32_kernel");
     }
@@ -271,7 +273,12 @@ final class CudaTrainOps {
         }
         int r = CudaContext.rows(x);
         if (r > 0 && h > 0) {
-            ctx.launch(rmsNormBackward, r, CudaRowOps.rowBlock(h), x, weight, weight.dtype() == DType.BF16 ? 1 : 0, dy, dx, h, eps);
+            if (h <= CudaRowOps.WARP_ROW_MAX) {
+                ctx.launch(rmsNormBackwardWarp, (r + CudaRowOps.WARP_ROWS - 1) / CudaRowOps.WARP_ROWS, 32 * CudaRowOps.WARP_ROWS, x, weight,
+                        weight.dtype() == DType.BF16 ? 1 : 0, dy, dx, h, eps, (long) r);
+            } else {
+                ctx.launch(rmsNormBackward, r, CudaRowOps.rowBlock(h), x, weight, weight.dtype() == DType.BF16 ? 1 : 0, dy, dx, h, eps);
+            }
         }
     }
 

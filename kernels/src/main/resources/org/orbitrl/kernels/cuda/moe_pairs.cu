@@ -9,9 +9,7 @@
 // striding over K in units of 8 values (bf16: one 16-byte load, f32: two) when vec, else one value;
 // then a warp sum. f32 accumulation, in the same order for a row whatever the batch.
 //
-// moe_routed_dense: the same products grouped by expert on the device (moe_route's offsets, active list
-// and order): block (row chunk, j-th active expert) takes that expert's pairs one after another, so its
-// rows of the matrix come from DRAM once and from cache for the later pairs.
+// moe_routed_dense_*: the same products grouped by expert on the device (below).
 
 #define ERR_EXPERT_NOT_HELD 5 // a pair routed to an expert this rank does not hold (CudaKernelErrors)
 #define MP_WARPS 8
@@ -89,12 +87,17 @@ __device__ __forceinline__ void mp_pair(const float* xs, const void* w, int wBf1
     }
 }
 
-extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
-    moe_routed_dense(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
-                     const unsigned long long* table, int wBf16, int vec, float scale, float* y, int accumulate, int N, int K,
-                     int E, int* err) {
-    pdl_enter();
-    extern __shared__ float xs[]; // [K]
+// Grouped by expert (moe_route's offsets, order and active list): block (row chunk, j-th active expert) takes that
+// expert's pairs MR_PAIRS at a time (at most mt, what shared memory holds at this K): their x rows staged together,
+// then each warp reads its R rows of W_e once for all of them (R = 1 for a LoRA's A, a few rows of a long K: more
+// blocks an expert; R = 4 otherwise). f32 accumulation per lane over K in units of 8 (one value when not vec), then a
+// warp sum: the same order for a (pair, row) whatever else the call holds.
+#define MR_PAIRS 8
+
+template <int R>
+__device__ __forceinline__ void mr_expert(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
+                                          const unsigned long long* table, int wBf16, int vec, float scale, float* y,
+                                          int accumulate, int N, int K, int mt, int* err, float* xs) {
     if ((int) blockIdx.y >= active[0]) return;
     int e = active[1 + blockIdx.y];
     const void* w = (const void*) table[e];
@@ -102,12 +105,165 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
         if (blockIdx.x == 0 && threadIdx.x == 0) report_error(err, ERR_EXPERT_NOT_HELD, e, -1);
         return;
     }
-    for (int i = offsets[e]; i < offsets[e + 1]; i++) {
-        int p = order[i];
-        const float* xr = x + (i64) (p / xDiv) * K;
-        for (int k = threadIdx.x; k < K; k += blockDim.x) xs[k] = xr[k];
+    int lane = threadIdx.x & 31;
+    int n0 = (blockIdx.x * MP_WARPS + (threadIdx.x >> 5)) * R;
+    int end = offsets[e + 1];
+    for (int c = offsets[e]; c < end; c += mt) {
+        int m = min(mt, end - c);
+        for (int j = 0; j < m; j++) {
+            const float* xr = x + (i64) (order[c + j] / xDiv) * K;
+            for (int k = threadIdx.x; k < K; k += blockDim.x) xs[j * K + k] = xr[k];
+        }
         __syncthreads();
-        mp_pair(xs, w, wBf16, vec, scale, y, accumulate, N, K, p);
+        if (n0 < N) {
+            float acc[R][MR_PAIRS];
+#pragma unroll
+            for (int i = 0; i < R; i++)
+#pragma unroll
+                for (int j = 0; j < MR_PAIRS; j++) acc[i][j] = 0.0f;
+            if (vec) {
+                for (int u = lane; u < K / 8; u += 32) {
+#pragma unroll
+                    for (int i = 0; i < R; i++) {
+                        int n = n0 + i < N ? n0 + i : N - 1;
+                        float wv[8];
+                        if (wBf16) {
+                            uint4 q = ((const uint4*) ((const u16*) w + (i64) n * K))[u];
+                            u32 words[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+                            for (int t = 0; t < 4; t++) {
+                                wv[2 * t] = __uint_as_float(words[t] << 16);
+                                wv[2 * t + 1] = __uint_as_float(words[t] & 0xffff0000u);
+                            }
+                        } else {
+                            const float4* rw = (const float4*) ((const float*) w + (i64) n * K) + 2 * u;
+                            float4 a = rw[0];
+                            float4 b = rw[1];
+                            wv[0] = a.x; wv[1] = a.y; wv[2] = a.z; wv[3] = a.w;
+                            wv[4] = b.x; wv[5] = b.y; wv[6] = b.z; wv[7] = b.w;
+                        }
+#pragma unroll
+                        for (int j = 0; j < MR_PAIRS; j++) {
+                            if (j < m) {
+                                const float4* xv = (const float4*) (xs + j * K + 8 * u);
+                                float4 a = xv[0];
+                                float4 b = xv[1];
+                                float d = acc[i][j];
+                                d = fmaf(wv[0], a.x, d); d = fmaf(wv[1], a.y, d); d = fmaf(wv[2], a.z, d); d = fmaf(wv[3], a.w, d);
+                                d = fmaf(wv[4], b.x, d); d = fmaf(wv[5], b.y, d); d = fmaf(wv[6], b.z, d); d = fmaf(wv[7], b.w, d);
+                                acc[i][j] = d;
+                            }
+                        }
+                    }
+                }
+            } else {
+                for (int k = lane; k < K; k += 32) {
+#pragma unroll
+                    for (int i = 0; i < R; i++) {
+                        int n = n0 + i < N ? n0 + i : N - 1;
+                        float wv = wBf16 ? bf16_to_f32(((const u16*) w)[(i64) n * K + k]) : ((const float*) w)[(i64) n * K + k];
+#pragma unroll
+                        for (int j = 0; j < MR_PAIRS; j++) {
+                            if (j < m) acc[i][j] = fmaf(wv, xs[j * K + k], acc[i][j]);
+                        }
+                    }
+                }
+            }
+#pragma unroll
+            for (int i = 0; i < R; i++) {
+#pragma unroll
+                for (int j = 0; j < MR_PAIRS; j++) {
+                    if (j < m) {
+                        float v = warp_sum(acc[i][j]);
+                        if (lane == 0 && n0 + i < N) {
+                            float* o = y + (i64) order[c + j] * N + n0 + i;
+                            *o = accumulate ? *o + scale * v : scale * v;
+                        }
+                    }
+                }
+            }
+        }
+        __syncthreads();
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
+    moe_routed_dense_r1(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
+                        const unsigned long long* table, int wBf16, int vec, float scale, float* y, int accumulate, int N, int K,
+                        int mt, int* err) {
+    pdl_enter();
+    extern __shared__ float xs[]; // [mt, K]
+    mr_expert<1>(x, xDiv, offsets, order, active, table, wBf16, vec, scale, y, accumulate, N, K, mt, err, xs);
+}
+
+extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
+    moe_routed_dense_r4(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
+                        const unsigned long long* table, int wBf16, int vec, float scale, float* y, int accumulate, int N, int K,
+                        int mt, int* err) {
+    pdl_enter();
+    extern __shared__ float xs[]; // [mt, K]
+    mr_expert<4>(x, xDiv, offsets, order, active, table, wBf16, vec, scale, y, accumulate, N, K, mt, err, xs);
+}
+
+// Short K (at most MS_K, a LoRA's B whose K is its rank): a thread a row of W_e and no reduction across lanes; block
+// (MS_THREADS-row chunk, j-th active expert) takes the expert's pairs MR_PAIRS at a time, their x rows staged
+// together, and reads its row once for all of them. f32 accumulation over k in order.
+#define MS_K 64
+#define MS_THREADS 128
+
+extern "C" __global__ void __launch_bounds__(MS_THREADS)
+    moe_routed_dense_k(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
+                       const unsigned long long* table, int wBf16, int vec, float scale, float* y, int accumulate, int N, int K,
+                       int mt, int* err) {
+    pdl_enter();
+    __shared__ float xs[MR_PAIRS * MS_K];
+    if ((int) blockIdx.y >= active[0]) return;
+    int e = active[1 + blockIdx.y];
+    const void* w = (const void*) table[e];
+    if (w == 0) {
+        if (blockIdx.x == 0 && threadIdx.x == 0) report_error(err, ERR_EXPERT_NOT_HELD, e, -1);
+        return;
+    }
+    int n = blockIdx.x * MS_THREADS + threadIdx.x;
+    int end = offsets[e + 1];
+    for (int c = offsets[e]; c < end; c += MR_PAIRS) {
+        int m = min(MR_PAIRS, end - c);
+        for (int i = threadIdx.x; i < m * K; i += MS_THREADS) {
+            int j = i / K;
+            xs[i] = x[(i64) (order[c + j] / xDiv) * K + (i - j * K)];
+        }
+        __syncthreads();
+        if (n < N) {
+            float acc[MR_PAIRS];
+#pragma unroll
+            for (int j = 0; j < MR_PAIRS; j++) acc[j] = 0.0f;
+            if (vec && !wBf16) { // the row in 16-byte loads
+                const float4* rw = (const float4*) ((const float*) w + (i64) n * K);
+                for (int q = 0; q < K / 4; q++) {
+                    float4 a = rw[q];
+#pragma unroll
+                    for (int j = 0; j < MR_PAIRS; j++) {
+                        const float* xj = xs + j * K + 4 * q;
+                        float d = acc[j];
+                        d = fmaf(a.x, xj[0], d); d = fmaf(a.y, xj[1], d); d = fmaf(a.z, xj[2], d); d = fmaf(a.w, xj[3], d);
+                        acc[j] = d;
+                    }
+                }
+            } else {
+                for (int k = 0; k < K; k++) {
+                    float wv = wBf16 ? bf16_to_f32(((const u16*) w)[(i64) n * K + k]) : ((const float*) w)[(i64) n * K + k];
+#pragma unroll
+                    for (int j = 0; j < MR_PAIRS; j++) acc[j] = fmaf(wv, xs[j * K + k], acc[j]);
+                }
+            }
+#pragma unroll
+            for (int j = 0; j < MR_PAIRS; j++) {
+                if (j < m) {
+                    float* o = y + (i64) order[c + j] * N + n;
+                    *o = accumulate ? *o + scale * acc[j] : scale * acc[j];
+                }
+            }
+        }
         __syncthreads();
     }
 }

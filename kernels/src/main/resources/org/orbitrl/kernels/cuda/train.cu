@@ -77,6 +77,31 @@ extern "C" __global__ void rmsnorm_backward_f32(const float* x, const void* w, i
     }
 }
 
+// The same for short rows (h <= 512): one warp a row, 8 rows a block, the sums by shuffles (see rmsnorm_warp_f32).
+extern "C" __global__ void rmsnorm_backward_warp_f32(const float* x, const void* w, int wBf16, const float* dy, float* dx,
+                                                     int h, float eps, i64 rows) {
+    i64 r = (i64) blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (r >= rows) return;
+    int lane = threadIdx.x & 31;
+    i64 o = r * h;
+    float ss = 0.0f;
+    float dot = 0.0f;
+    for (int i = lane; i < h; i += 32) {
+        float xv = x[o + i];
+        float wi = wBf16 ? bf16_to_f32(((const u16*) w)[i]) : ((const float*) w)[i];
+        ss += xv * xv;
+        dot += wi * dy[o + i] * xv;
+    }
+    ss = warp_sum(ss);
+    dot = warp_sum(dot);
+    float inv = 1.0f / sqrtf(ss / (float) h + eps);
+    float c = inv * inv * inv * dot / (float) h;
+    for (int i = lane; i < h; i += 32) {
+        float wi = wBf16 ? bf16_to_f32(((const u16*) w)[i]) : ((const float*) w)[i];
+        dx[o + i] = inv * wi * dy[o + i] - c * x[o + i];
+    }
+}
+
 // out = silu(g)*u: dg = dout*u*s*(1 + g*(1-s)), du = dout*silu(g), s = sigmoid(g).
 extern "C" __global__ void swiglu_backward_f32(const float* gate, const float* up, const float* dout, float* dgate,
                                                float* dup, i64 n) {

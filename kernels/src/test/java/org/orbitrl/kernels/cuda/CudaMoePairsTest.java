@@ -33,9 +33,12 @@ class CudaMoePairsTest extends CudaTestBase {
         for (String format : FORMATS) {
             boolean quantized = !format.equals("bf16") && !format.equals("f32");
             // {tokens, topk, N, K, x per pair}; K = 40 (not a multiple of 8) takes the dense kernel's scalar loop
-            // 20 x 8 = 160 pairs (above CudaMoePairs.DIRECT_PAIRS): grouped by expert on the device first
+            // 20 x 8 = 160 pairs (above CudaMoePairs.DIRECT_PAIRS): grouped by expert on the device first, an expert's
+            // pairs 8 at a time (7 at K = 8192, what shared memory holds); a row a warp at N ≤ 64 (a LoRA's A), a thread a
+            // row at K ≤ 64 (a LoRA's B: K = 32 in 16-byte loads, K = 20 one value at a time)
             int[][] cases = quantized ? new int[][]{{1, 8, 96, 2048, 0}, {3, 4, 40, 256, 1}, {20, 8, 96, 256, 0}, {30, 4, 40, 128, 1}}
-                    : new int[][]{{1, 8, 96, 2048, 0}, {3, 4, 40, 256, 1}, {2, 3, 33, 40, 0}, {20, 8, 96, 256, 0}, {30, 4, 33, 40, 1}};
+                    : new int[][]{{1, 8, 96, 2048, 0}, {3, 4, 40, 256, 1}, {2, 3, 33, 40, 0}, {20, 8, 96, 256, 0}, {30, 4, 33, 40, 1},
+                    {24, 8, 32, 2048, 1}, {20, 8, 16, 8192, 0}, {18, 4, 200, 32, 1}, {17, 4, 70, 20, 0}};
             for (int[] c : cases) {
                 int tokens = c[0];
                 int topk = c[1];
@@ -157,6 +160,70 @@ class CudaMoePairsTest extends CudaTestBase {
         } finally {
             for (QuantizedTensor q : quant) {
                 gpu.free(q);
+            }
+        }
+    }
+
+    /**
+     * INT4 experts back to back (each a view of one stacked matrix, as {@code Placement.experts} places a model's): from
+     * {@link CudaMoePairs#STACKED_PAIRS} pairs on they take the tensor-core grouped kernel over the stack, which rounds x
+     * to bf16 (the reference rounds it the same way; |err| ≤ 1e-6 + 1e-5·Σ|x·w|) and needs no address table; below, the
+     * pair kernels (x exact, the first test's bound) with their table.
+     */
+    @Test
+    void expertsBackToBackTakeTheTensorCoreKernelOverTheirStack() {
+        SplittableRandom r = rng(907);
+        int experts = 16;
+        int n = 96;
+        int k = 256;
+        for (String format : new String[]{"int4-g32", "int4-g32-asym"}) {
+            QuantizedTensor host = CudaQuantTest.random(format, r, experts * n, k);
+            float[] wf = CudaQuantTest.dequantizeRef(host);
+            QuantizedTensor dw = gpu.toDevice(host);
+            try {
+                QuantizedTensor[] quant = new QuantizedTensor[experts];
+                for (int e = 0; e < experts; e++) {
+                    quant[e] = CudaMoeOps.expert(dw, e, n);
+                }
+                ExpertWeights ew = new ExpertWeights(n, k, new Tensor[experts], quant);
+                assertTrue(ew.stacked() != null, format + ": views of one matrix read as a stack");
+                int tables = gpu.moePairTables();
+                // {tokens, topk, x per pair}: the stacked cases first (no table), then one below the bound
+                for (int[] c : new int[][]{{16, 8, 0}, {20, 4, 1}, {64, 8, 1}, {3, 4, 0}, {1, 8, 1}}) {
+                    int tokens = c[0];
+                    int topk = c[1];
+                    boolean perPair = c[2] == 1;
+                    int pairs = tokens * topk;
+                    boolean stacked = pairs >= CudaMoePairs.STACKED_PAIRS;
+                    int xRows = perPair ? pairs : tokens;
+                    int xDiv = perPair ? 1 : topk;
+                    float[] x = randn(r, 1f, xRows, k).toFloatArray();
+                    float[] xr = stacked ? bf16Round(x) : x;
+                    int[] ids = CudaFusedDecodeTest.routes(r, tokens, topk, experts);
+                    Tensor y = poisoned(DType.F32, pairs, n);
+                    gpu.moeExpertMatmulPairs(dev(Tensor.of(x, xRows, k)), xDiv, ew, dev(Tensor.ofInts(ids, tokens, topk)), 1f, y, false);
+                    float[] want = new float[pairs * n];
+                    double[] tol = new double[want.length];
+                    for (int p = 0; p < pairs; p++) {
+                        for (int o = 0; o < n; o++) {
+                            double s = 0;
+                            double abs = 0;
+                            for (int i = 0; i < k; i++) {
+                                double v = (double) xr[(p / xDiv) * k + i] * wf[(ids[p] * n + o) * k + i];
+                                s += v;
+                                abs += Math.abs(v);
+                            }
+                            want[p * n + o] = (float) s;
+                            tol[p * n + o] = 1e-6 + (stacked ? 1e-5 : 2e-5) * abs;
+                        }
+                    }
+                    String what = format + " back to back, " + pairs + " pairs" + (perPair ? ", x per pair" : "")
+                            + (stacked ? " (tensor cores over the stack)" : " (pair kernels)");
+                    assertWithin(what, want, gpu.toHost(y).toFloatArray(), tol);
+                    assertEquals(tables + (stacked ? 0 : 1), gpu.moePairTables(), what + ": address tables held");
+                }
+            } finally {
+                gpu.free(dw);
             }
         }
     }

@@ -17,7 +17,7 @@ import java.util.SplittableRandom;
  * its values being offsets of magnitude up to ~25.
  */
 class CudaNormTest extends CudaTestBase {
-    private static final int[][] ROWS_BY_WIDTH = {{1, 1}, {3, 7}, {5, 128}, {17, 1000}, {2, 4099}, {4, 8192}, {3, 20000}};
+    private static final int[][] ROWS_BY_WIDTH = {{1, 1}, {3, 7}, {5, 128}, {1001, 128}, {13, 512}, {9, 513}, {17, 1000}, {2, 4099}, {4, 8192}, {3, 20000}};
 
     @Test
     void rmsNormF32AndBf16Weight() {

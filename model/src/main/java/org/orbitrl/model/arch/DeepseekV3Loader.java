@@ -111,12 +111,22 @@ final class DeepseekV3Loader {
             DenseMlp mlp = null;
             DeepseekV3Moe moe = null;
             if (c.isMoe(i)) {
+                String[] projections = {"gate_proj", "up_proj", "down_proj"};
+                Weight[][] held = new Weight[3][c.experts()];   // [projection][expert]
+                for (int e = 0; e < c.experts(); e++) {
+                    for (int j = 0; j < 3; j++) {
+                        held[j][e] = expert(p + "mlp.experts." + e + "." + projections[j], j < 2 ? c.moeIntermediate() : h,
+                                j < 2 ? h : c.moeIntermediate());
+                    }
+                }
+                for (int j = 0; j < 3; j++) {
+                    held[j] = Placement.experts(place, held[j]);   // back to back on a device
+                }
                 DenseMlp[] experts = new DenseMlp[c.experts()];
                 for (int e = 0; e < c.experts(); e++) {
                     String ep = p + "mlp.experts." + e + ".";
-                    experts[e] = new DenseMlp(expert(ep + "gate_proj", c.moeIntermediate(), h),
-                            expert(ep + "up_proj", c.moeIntermediate(), h),
-                            expert(ep + "down_proj", h, c.moeIntermediate()));
+                    experts[e] = new DenseMlp(new Linear(ep + "gate_proj", held[0][e], null),
+                            new Linear(ep + "up_proj", held[1][e], null), new Linear(ep + "down_proj", held[2][e], null));
                 }
                 DenseMlp shared = c.sharedInter() > 0 ? mlp(p + "mlp.shared_experts.", c.sharedInter()) : null;
                 Tensor bias = null;
@@ -155,13 +165,13 @@ final class DeepseekV3Loader {
         return Placement.tensor(place, weights.tensor(name, shape));
     }
 
-    /** A routed expert projection: as stored, or quantized on load from full precision if asked. */
-    private Linear expert(String module, int out, int in) {
+    /** A routed expert projection's weight where the checkpoint holds it: as stored, or quantized on load if asked. */
+    private Weight expert(String module, int out, int in) {
         Weight w = weight(module, out, in);
         if (options.expertQuantizer() != null && w instanceof Weight.Dense d) {
             w = options.expertQuantizer().apply(d.w());
         }
-        return Placement.linear(place, new Linear(module, w, null));
+        return w;
     }
 
     /** The base weight of {@code module}, checked against the checkpoint's quantization_config. */

@@ -61,16 +61,27 @@ final class Qwen3Loader {
             DenseMlp mlp = null;
             SparseMoe moe = null;
             if (c.isMoe(i)) {
-                DenseMlp[] experts = new DenseMlp[c.experts()];
+                String[] projections = {"gate_proj", "up_proj", "down_proj"};
+                Weight[][] held = new Weight[3][c.experts()];   // [projection][expert], null where another rank holds it
                 for (int e = 0; e < c.experts(); e++) {
                     if (sharded != null && !sharded.ownsExpert(e)) {
                         continue;   // another expert-parallel rank holds it
                     }
-                    String ep = p + "mlp.experts." + e + ".";
-                    experts[e] = new DenseMlp(
-                            w.expert(ep + "gate_proj", c.moeIntermediate(), h, options),
-                            w.expert(ep + "up_proj", c.moeIntermediate(), h, options),
-                            w.expert(ep + "down_proj", h, c.moeIntermediate(), options));
+                    for (int j = 0; j < 3; j++) {
+                        held[j][e] = w.expert(p + "mlp.experts." + e + "." + projections[j], j < 2 ? c.moeIntermediate() : h,
+                                j < 2 ? h : c.moeIntermediate(), options);
+                    }
+                }
+                for (int j = 0; j < 3; j++) {
+                    held[j] = Placement.experts(w.place(), held[j]);   // back to back on a device
+                }
+                DenseMlp[] experts = new DenseMlp[c.experts()];
+                for (int e = 0; e < c.experts(); e++) {
+                    if (held[0][e] != null) {
+                        String ep = p + "mlp.experts." + e + ".";
+                        experts[e] = new DenseMlp(new Linear(ep + "gate_proj", held[0][e], null),
+                                new Linear(ep + "up_proj", held[1][e], null), new Linear(ep + "down_proj", held[2][e], null));
+                    }
                 }
                 moe = new SparseMoe(w.linear(p + "mlp.gate", c.experts(), h, false), experts, c.topK(), c.normTopKProb());
             } else {
@@ -114,13 +125,13 @@ final class Qwen3Loader {
                     bias ? Placement.tensor(place, weights.bias(module, out)) : null);
         }
 
-        /** An expert projection: quantized as stored, or quantized on load from full precision if asked. */
-        Linear expert(String module, int out, int in, Qwen3Model.LoadOptions options) {
+        /** An expert projection's weight where the checkpoint holds it: quantized as stored, or quantized on load if asked. */
+        Weight expert(String module, int out, int in, Qwen3Model.LoadOptions options) {
             Weight w = weights.weight(module, out, in);
             if (options.expertQuantizer() != null && w instanceof Weight.Dense d) {
                 w = options.expertQuantizer().apply(d.w());
             }
-            return new Linear(module, Placement.weight(place, w), null);
+            return w;
         }
     }
 }

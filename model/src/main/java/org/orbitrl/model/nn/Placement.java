@@ -31,6 +31,67 @@ public final class Placement {
         return new QuantizedTensor(w.format(), w.rows(), w.cols(), codes, scales, zeros, w.globalScale());
     }
 
+    /**
+     * One projection of a layer's routed experts in {@code allocator}'s memory. In device memory, experts quantized
+     * in one format and shape are placed back to back: their codes, scales and zero points each in one allocation of
+     * E pieces, each expert a view of its piece, so the experts also read as one stacked matrix
+     * ({@link org.orbitrl.kernels.ExpertWeights#stacked}) for the grouped tensor-core kernels. Anything else (host
+     * memory, full-precision experts, a mix, an expert this rank does not hold: a null entry, kept) is placed expert by
+     * expert as {@link #weight} does.
+     */
+    public static Weight[] experts(TensorAllocator allocator, Weight[] experts) {
+        Weight[] out = new Weight[experts.length];
+        QuantizedTensor first = experts.length > 1 && experts[0] instanceof Weight.Quantized q ? q.w() : null;
+        boolean stack = first != null && !allocator.hostMemory();
+        for (int e = 0; stack && e < experts.length; e++) {
+            stack = experts[e] instanceof Weight.Quantized q && q.w().format() == first.format() && q.w().rows() == first.rows()
+                    && q.w().cols() == first.cols() && (q.w().zeros() == null) == (first.zeros() == null)
+                    && Float.floatToRawIntBits(q.w().globalScale()) == Float.floatToRawIntBits(first.globalScale())
+                    && sameLayout(q.w().codes(), first.codes()) && sameLayout(q.w().scales(), first.scales())
+                    && (first.zeros() == null || sameLayout(q.w().zeros(), first.zeros()));
+        }
+        if (!stack) {
+            for (int e = 0; e < experts.length; e++) {
+                out[e] = experts[e] == null ? null : weight(allocator, experts[e]);
+            }
+            return out;
+        }
+        int n = experts.length;
+        Tensor codes = stackOf(allocator, first.codes(), n);
+        Tensor scales = stackOf(allocator, first.scales(), n);
+        Tensor zeros = first.zeros() == null ? null : stackOf(allocator, first.zeros(), n);
+        for (int e = 0; e < n; e++) {
+            QuantizedTensor q = ((Weight.Quantized) experts[e]).w();
+            Tensor c = piece(codes, e, n);
+            Tensor s = piece(scales, e, n);
+            Tensor z = zeros == null ? null : piece(zeros, e, n);
+            allocator.copy(q.codes(), c);
+            allocator.copy(q.scales(), s);
+            if (z != null) {
+                allocator.copy(q.zeros(), z);
+            }
+            out[e] = Weight.of(new QuantizedTensor(q.format(), q.rows(), q.cols(), c, s, z, q.globalScale()));
+        }
+        return out;
+    }
+
+    private static boolean sameLayout(Tensor t, Tensor first) {
+        return t.dtype() == first.dtype() && t.rank() > 0 && java.util.Arrays.equals(t.shape(), first.shape());
+    }
+
+    /** One allocation of {@code count} pieces shaped as {@code like}, stacked along dimension 0. */
+    private static Tensor stackOf(TensorAllocator allocator, Tensor like, int count) {
+        long[] shape = like.shape();
+        shape[0] *= count;
+        return allocator.allocate(MemoryCategory.BASE_WEIGHTS, like.dtype(), shape);
+    }
+
+    /** Piece e of {@code count} of a stack made by {@link #stackOf}. */
+    private static Tensor piece(Tensor stack, int e, int count) {
+        long rows = stack.dim(0) / count;
+        return stack.slice(0, e * rows, (e + 1) * rows);
+    }
+
     /** {@code w} with its tensors in {@code allocator}'s memory. */
     public static Weight weight(TensorAllocator allocator, Weight w) {
         return switch (w) {

@@ -41,6 +41,13 @@ import java.util.SplittableRandom;
  */
 public final class ModelDecodeBench {
     private static final int STEPS = 12;
+    /** {@code -Dorbit.bench.grouped=false}: the grouped experts' column left out (NaN). */
+    private static final boolean GROUPED = !"false".equals(System.getProperty("orbit.bench.grouped"));
+    /**
+     * {@code -Dorbit.bench.profilerRange=true}: {@code cudaProfilerStart} before the first timed step, so that a profiler
+     * started with its collection off ({@code ncu --profile-from-start off}) sees the timed steps and not the prefill.
+     */
+    private static final boolean PROFILER_RANGE = Boolean.getBoolean("orbit.bench.profilerRange");
 
     private ModelDecodeBench() {
     }
@@ -89,7 +96,7 @@ public final class ModelDecodeBench {
             }
             for (int batch : batches) {
                 double[] pairs = run(gpu, model, pool, dc, batch, context, true);
-                double[] grouped = run(gpu, model, pool, dc, batch, context, false);
+                double[] grouped = GROUPED ? run(gpu, model, pool, dc, batch, context, false) : new double[]{Double.NaN, 0};
                 double bytes = bytesPerStep(dc, batch, context + STEPS / 2);
                 String row = String.format("| %d | %s | %.0f | %.2f GB | %.3f | %s | %.0f | %.2fx |", batch, label(pairs),
                         batch / (pairs[0] / 1e3), bytes / 1e9, bytes / (copy * 1e9) / (pairs[0] / 1e3), label(grouped),
@@ -103,6 +110,19 @@ public final class ModelDecodeBench {
         System.out.println(md);
         Files.createDirectories(out);
         Files.writeString(out.resolve("model-decode.md"), md);
+    }
+
+    /** The driver's {@code cuProfilerStart} for the current context (not in the JavaCPP presets; through the FFM linker). */
+    private static void profilerStart() {
+        try {
+            var lookup = java.lang.foreign.SymbolLookup.libraryLookup("libcuda.so.1", java.lang.foreign.Arena.global());
+            var start = java.lang.foreign.Linker.nativeLinker().downcallHandle(lookup.find("cuProfilerStart").orElseThrow(),
+                    java.lang.foreign.FunctionDescriptor.of(java.lang.foreign.ValueLayout.JAVA_INT));
+            int rc = (int) start.invokeExact();
+            System.out.println("cuProfilerStart: " + rc);
+        } catch (Throwable e) {
+            throw new IllegalStateException("cuProfilerStart", e);
+        }
     }
 
     /** LoRA rank of the bench's adapter. */
@@ -185,6 +205,9 @@ public final class ModelDecodeBench {
                 List<CausalLM.Segment> segs = new ArrayList<>();
                 for (PagedSequence s : seqs) {
                     segs.add(new CausalLM.Segment(new int[]{r.nextInt(dc.vocab())}, s));
+                }
+                if (i == 1 && PROFILER_RANGE) {
+                    profilerStart(); // an external profiler's window: the timed steps
                 }
                 long t = System.nanoTime();
                 if (graph) {

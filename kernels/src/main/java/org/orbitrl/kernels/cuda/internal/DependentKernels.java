@@ -32,6 +32,7 @@ final class DependentKernels {
         s.add("select/embedding_f32");
         s.add("select/argmax_f32");
         s.add("norm/rmsnorm_f32");
+        s.add("norm/rmsnorm_warp_f32");
         s.add("elementwise/swiglu_f32");
         s.add("flash_attention/qkv_prep_f32");
         s.add("flash_attention/paged_decode_f32");
@@ -46,7 +47,9 @@ final class DependentKernels {
         s.add("bgemv/bgemv_norm1");
         s.add("bgemv/bgemv_norm_m4");
         s.add("moe_pairs/moe_pairs_dense");          // the per-pair decode experts (CudaMoePairs)
-        s.add("moe_pairs/moe_routed_dense");
+        s.add("moe_pairs/moe_routed_dense_r1");
+        s.add("moe_pairs/moe_routed_dense_r4");
+        s.add("moe_pairs/moe_routed_dense_k");
         for (String format : new String[]{"int4", "mxfp4", "nvfp4"}) {
             s.add("qgemv/qgemv_" + format + "_pairs_f32");
             for (int mt : new int[]{4, 8, 16}) {

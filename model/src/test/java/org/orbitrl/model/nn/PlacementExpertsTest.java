@@ -1,0 +1,141 @@
+package org.orbitrl.model.nn;
+
+import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.ExpertWeights;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.kernels.quant.Int4G32;
+import org.orbitrl.kernels.quant.Int4G32Asym;
+import org.orbitrl.kernels.quant.QuantFormat;
+import org.orbitrl.kernels.quant.QuantizedTensor;
+import org.orbitrl.model.StrictBackend;
+
+import java.util.SplittableRandom;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertSame;
+
+/**
+ * {@link Placement#experts}: on a device, experts of one quantized format placed back to back, read back as one
+ * stacked matrix ({@link ExpertWeights#stacked}) whose rows are the experts' rows in order, bit for bit; anything else
+ * placed expert by expert. The device is {@link StrictBackend}'s memory, which the host reaches only by copies.
+ */
+class PlacementExpertsTest {
+    private static final int EXPERTS = 5;
+    private static final int ROWS = 24;
+    private static final int COLS = 64;
+
+    private static Weight[] quantizedExperts(QuantFormat format, long seed) {
+        SplittableRandom r = new SplittableRandom(seed);
+        Weight[] w = new Weight[EXPERTS];
+        for (int e = 0; e < EXPERTS; e++) {
+            float[] v = new float[ROWS * COLS];
+            for (int i = 0; i < v.length; i++) {
+                v[i] = (float) (r.nextGaussian() * 0.05 + (format == Int4G32Asym.INSTANCE ? 0.02 : 0));
+            }
+            w[e] = Weight.of(format.quantize(Tensor.of(v, ROWS, COLS)));
+        }
+        return w;
+    }
+
+    private static QuantizedTensor q(Weight w) {
+        return ((Weight.Quantized) w).w();
+    }
+
+    /** The dequantized rows of {@code w}, read through host copies of its parts. */
+    private static float[] rows(TensorAllocator a, QuantizedTensor w) {
+        QuantizedTensor host = new QuantizedTensor(w.format(), w.rows(), w.cols(), a.toHost(w.codes()), a.toHost(w.scales()),
+                w.zeros() == null ? null : a.toHost(w.zeros()), w.globalScale());
+        float[] out = new float[Math.toIntExact(w.rows() * w.cols())];
+        float[] row = new float[Math.toIntExact(w.cols())];
+        for (int i = 0; i < w.rows(); i++) {
+            host.format().dequantizeRow(host, i, row);
+            System.arraycopy(row, 0, out, i * row.length, row.length);
+        }
+        return out;
+    }
+
+    @Test
+    void quantizedExpertsOnADeviceLieBackToBackAndReadAsOneStackedMatrix() {
+        StrictBackend device = new StrictBackend();
+        TensorAllocator a = device.allocator();
+        for (QuantFormat format : new QuantFormat[]{Int4G32.INSTANCE, Int4G32Asym.INSTANCE}) {
+            Weight[] host = quantizedExperts(format, 71);
+            Weight[] placed = Placement.experts(a, host);
+            QuantizedTensor[] quantized = new QuantizedTensor[EXPERTS];
+            for (int e = 0; e < EXPERTS; e++) {
+                quantized[e] = q(placed[e]);
+                assertEquals(format, quantized[e].format());
+                // each expert as placed holds exactly the host expert's values
+                assertArrayEquals(rows(TensorAllocator.heap(), q(host[e])), rows(a, quantized[e]), format.name() + " expert " + e);
+            }
+            QuantizedTensor stacked = new ExpertWeights(ROWS, COLS, new Tensor[EXPERTS], quantized).stacked();
+            assertNotNull(stacked, format.name() + ": experts placed back to back read as one matrix");
+            assertEquals((long) EXPERTS * ROWS, stacked.rows());
+            assertEquals(COLS, stacked.cols());
+            float[] all = rows(a, stacked);
+            for (int e = 0; e < EXPERTS; e++) {
+                float[] want = rows(TensorAllocator.heap(), q(host[e]));
+                float[] got = new float[want.length];
+                System.arraycopy(all, e * want.length, got, 0, want.length);
+                assertArrayEquals(want, got, format.name() + ": rows of expert " + e + " in the stacked matrix");
+            }
+        }
+    }
+
+    @Test
+    void hostMemoryMixedFormsAndMissingExpertsArePlacedOneByOne() {
+        Weight[] host = quantizedExperts(Int4G32.INSTANCE, 72);
+        // host memory: the weights stay as they are (no copy), each its own allocation, so no stacked matrix
+        Weight[] same = Placement.experts(TensorAllocator.heap(), host);
+        for (int e = 0; e < EXPERTS; e++) {
+            assertSame(host[e], same[e]);
+        }
+        assertNull(weights(same).stacked(), "separate host allocations are not one matrix");
+
+        StrictBackend device = new StrictBackend();
+        TensorAllocator a = device.allocator();
+        Weight[] missing = host.clone();
+        missing[3] = null;   // an expert another rank holds
+        Weight[] placed = Placement.experts(a, missing);
+        assertNull(placed[3]);
+        for (int e = 0; e < EXPERTS; e++) {
+            if (e != 3) {
+                assertArrayEquals(rows(TensorAllocator.heap(), q(host[e])), rows(a, q(placed[e])), "expert " + e);
+            }
+        }
+        assertNull(weights(placed).stacked(), "an expert not held: no stacked matrix");
+
+        Weight[] mixed = quantizedExperts(Int4G32.INSTANCE, 73);
+        mixed[1] = quantizedExperts(Int4G32Asym.INSTANCE, 74)[1];   // another format
+        assertNull(weights(Placement.experts(a, mixed)).stacked(), "mixed formats are placed one by one");
+
+        Weight[] dense = quantizedExperts(Int4G32.INSTANCE, 75);
+        float[] v = new float[ROWS * COLS];
+        SplittableRandom r = new SplittableRandom(76);
+        for (int i = 0; i < v.length; i++) {
+            v[i] = (float) r.nextGaussian();
+        }
+        dense[0] = Weight.of(Tensor.of(v, ROWS, COLS).to(DType.BF16));
+        Weight[] placedDense = Placement.experts(a, dense);
+        assertNull(weights(placedDense).stacked());
+        assertArrayEquals(rows(TensorAllocator.heap(), q(dense[2])), rows(a, q(placedDense[2])));
+    }
+
+    private static ExpertWeights weights(Weight[] w) {
+        Tensor[] dense = new Tensor[w.length];
+        QuantizedTensor[] quantized = new QuantizedTensor[w.length];
+        for (int e = 0; e < w.length; e++) {
+            if (w[e] instanceof Weight.Quantized q) {
+                quantized[e] = q.w();
+            } else if (w[e] instanceof Weight.Dense d) {
+                dense[e] = d.w();
+            }
+        }
+        return new ExpertWeights(ROWS, COLS, dense, quantized);
+    }
+}

@@ -160,6 +160,19 @@ public interface Backend extends AutoCloseable {
         HostOps.axpy(alpha, x, y);
     }
 
+    /**
+     * Accumulate {@code y += alpha · x · wᵀ}: x [rows, K] f32, w [N, K] f32 or bf16, y [rows, N] f32 (a LoRA's B
+     * product added into its base projection's output). Here {@link #matmul} into a temporary, then {@link #axpy}; a
+     * backend may fuse the two (its result then within the f32 rounding of this form; in exact mode, this form).
+     */
+    default void matmulAxpy(Tensor x, Tensor w, float alpha, Tensor y) {
+        TensorAllocator a = allocator();
+        Tensor d = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, y.shape());
+        matmul(x, w, d);
+        axpy(alpha, d, y);
+        a.release(d);
+    }
+
     /** dst [n, H] row i = src [N, H] row {@code rows[i]}; rows i32 [n]. */
     default void gatherRows(Tensor src, Tensor rows, Tensor dst) {
         HostOps.gatherRows(src, rows, dst);
@@ -306,6 +319,10 @@ public interface Backend extends AutoCloseable {
      * on the backend (P = T·k, pair p = t·k + j), experts [N, K] (f32, bf16 or quantized), x f32 [P / xDiv,
      * K] with xDiv k (a row a token) or 1 (a row a pair). Overwrites y unless {@code accumulate}. An id
      * outside [0, E), or routed to an expert this rank does not hold, is an error.
+     *
+     * <p>A backend may keep what it derives from {@code ids} (the pairs grouped by expert) for the next calls with
+     * the same ids tensor, so a layer's products group their pairs once: write new ids into a new tensor, never
+     * into one these calls have read.
      */
     default void moeExpertMatmulPairs(Tensor x, int xDiv, ExpertWeights experts, Tensor ids, float scale, Tensor y, boolean accumulate) {
         MoeHostOps.expertMatmulPairs(this, x, xDiv, experts, ids, scale, y, accumulate);

@@ -403,6 +403,17 @@ public final class CudaBackend implements Backend {
         trainOps.axpy(alpha, x, y);
     }
 
+    /** One cuBLAS product with α = alpha and β = 1 for an f32 w outside exact mode; otherwise {@link Backend}'s two steps. */
+    @Override
+    public void matmulAxpy(Tensor x, Tensor w, float alpha, Tensor y) {
+        if (exact || w.dtype() != DType.F32) {
+            Backend.super.matmulAxpy(x, w, alpha, y);
+            return;
+        }
+        ctx.device.bind();
+        matmulOps.matmulAxpyF32(x, w, alpha, y);
+    }
+
     @Override
     public void gatherRows(Tensor src, Tensor rows, Tensor dst) {
         ctx.device.bind();
@@ -731,6 +742,11 @@ public final class CudaBackend implements Backend {
     public void moeCombinePairs(Tensor ys, Tensor weights, Tensor out, boolean accumulate) {
         ctx.device.bind();
         moe.moeCombine(ys, weights, false, out, accumulate);
+    }
+
+    /** Routes of pairs by expert the per-pair products have launched. */
+    int moePairRoutes() {
+        return moePairs.routes();
     }
 
     /** Device tables of expert addresses the per-pair products hold. */

@@ -114,6 +114,25 @@ final class CudaMatmulOps {
         }
     }
 
+    /** {@code y += alpha · x · wᵀ}, all f32: one cuBLAS product with β = 1. */
+    void matmulAxpyF32(Tensor x, Tensor w, float alpha, Tensor y) {
+        ctx.devContiguous("matmulAxpy x", x, DType.F32);
+        ctx.devContiguous("matmulAxpy w", w, DType.F32);
+        ctx.devContiguous("matmulAxpy y", y, DType.F32);
+        int k = x.size(-1);
+        int m = CudaContext.rows(x);
+        if (w.rank() != 2 || w.dim(1) != k || y.size(-1) != w.dim(0) || CudaContext.rows(y) != m) {
+            throw new IllegalArgumentException("matmulAxpy: y " + y + " += alpha · x " + x + " · wᵀ " + w + " do not agree");
+        }
+        int n = w.size(0);
+        if (m == 0 || n == 0) {
+            return;
+        }
+        // column-major: yᵀ [n, m] += alpha · w [k, n]ᵀ · xᵀ [k, m]
+        ctx.cublas.gemm(true, false, n, m, k, alpha, CudaAllocator.address(w), k, CudaAllocator.address(x), k, 1f,
+                CudaAllocator.address(y), n, false);
+    }
+
     /** x f32 [m, k] rounded to bf16 into scratch, then cuBLAS bf16 with f32 output. w is bf16 [n, k]. */
     private void bf16Gemm(Tensor x, Tensor w, Tensor y, int m, int n, int k) {
         staged(x, w, y, m, n, k, false);

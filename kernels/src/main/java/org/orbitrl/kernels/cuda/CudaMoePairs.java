@@ -63,6 +63,9 @@ final class CudaMoePairs {
     private final CudaMoeOps grouped;
     /** The device routing of a call above {@value #DIRECT_PAIRS} pairs, one per expert count, made outside a capture and kept. */
     private final Map<Integer, MoeRouting> routings = new HashMap<>();
+    /** The ids tensor each routing was last filled from (compared by identity). */
+    private final Map<Integer, Tensor> routedIds = new HashMap<>();
+    private int routes;
     private final EnumMap<QuantLayout, Kernel> quantized = new EnumMap<>(QuantLayout.class);
     /** Grouped on the device: per layout, the kernels of row chunks 1, 4, 8 and 16. */
     private final EnumMap<QuantLayout, Map<Integer, Kernel>> routedQuantized = new EnumMap<>(QuantLayout.class);
@@ -70,7 +73,6 @@ final class CudaMoePairs {
     private final Kernel routedDense;       // grouped on the device: 4 rows a warp
     private final Kernel routedDenseRow;    // a row a warp (few rows, long K: a LoRA's A)
     private final Kernel routedDenseShortK; // a thread a row (K at most SHORT_K: a LoRA's B)
-    private final Kernel route;
     private final Map<TableKey, Tensor> tables = new HashMap<>();
 
     /** The words of a table, compared by value. */
@@ -101,7 +103,6 @@ final class CudaMoePairs {
         this.routedDense = ctx.kernel("moe_pairs", "moe_routed_dense_r4");
         this.routedDenseRow = ctx.kernel("moe_pairs", "moe_routed_dense_r1");
         this.routedDenseShortK = ctx.kernel("moe_pairs", "moe_routed_dense_k");
-        this.route = ctx.kernel("moe", "moe_route");
     }
 
     /**
@@ -142,6 +143,11 @@ final class CudaMoePairs {
     /** Experts {@code moe_route} groups at most (its shared memory: 2 ints an expert). */
     static final int MAX_ROUTED_EXPERTS = SHARED_DEFAULT / 8;
 
+    /** Routes launched so far (for tests). */
+    int routes() {
+        return routes;
+    }
+
     /** Tables held (for tests and the memory report). */
     int tables() {
         return tables.size();
@@ -176,9 +182,7 @@ final class CudaMoePairs {
         if (kind.layout == QuantLayout.INT4 && pairs >= STACKED_PAIRS && ids.rank() == 2) {
             QuantizedTensor stacked = w.stacked();   // experts back to back: the tensor-core kernel over the stack, no table
             if (stacked != null && CudaMoeMma.supports(kind.layout, stacked, x, k)) {
-                MoeRouting r = routing(w.experts(), pairs);
-                grouped.route(ids, r);
-                grouped.grouped(x, stacked, r, y);
+                grouped.grouped(x, stacked, routed(w.experts(), ids), y);
                 return true;
             }
         }
@@ -193,7 +197,7 @@ final class CudaMoePairs {
         }
         boolean vec = k % 8 == 0 && kind.aligned;
         if (pairs > DIRECT_PAIRS) {
-            routed(x, xDiv, w, ids, scale, y, accumulate, kind, table, pairs, n, k, (int) shared, vec);
+            byExpert(x, xDiv, w, ids, scale, y, accumulate, kind, table, pairs, n, k, vec);
             return true;
         }
         if (kind.layout != null) {
@@ -209,18 +213,17 @@ final class CudaMoePairs {
         return true;
     }
 
-    /** The pairs grouped by expert on the device (moe_route into a temporary), then one block row an active expert. */
-    private void routed(Tensor x, int xDiv, ExpertWeights w, Tensor ids, float scale, Tensor y, boolean accumulate, Kind kind,
-                        Tensor table, int pairs, int n, int k, int shared, boolean vec) {
+    /** The pairs grouped by expert on the device ({@link #routed}), then one block row an active expert. */
+    private void byExpert(Tensor x, int xDiv, ExpertWeights w, Tensor ids, float scale, Tensor y, boolean accumulate, Kind kind,
+                          Tensor table, int pairs, int n, int k, boolean vec) {
         int e = w.experts();
         if (2L * e * 4 > SHARED_DEFAULT) {
             throw new IllegalArgumentException("moeExpertMatmulPairs: " + e + " experts exceed the routing kernel's shared memory (6144 at most)");
         }
-        MoeRouting r = routing(e, pairs);
+        MoeRouting r = routed(e, ids);
         Tensor offsets = r.offsets();
         Tensor active = r.active();
-        Tensor order = r.orderOf(pairs);
-        ctx.launchShared(route, 1, 1024, 2 * e * 4, ids, pairs, e, offsets, active, order, ctx.errorFlag);
+        Tensor order = r.order();
         int blocks = Math.min(e, pairs);
         if (kind.layout != null) {
             int mt = CudaQgemv.chunkFor((2 * pairs + blocks - 1) / blocks);
@@ -240,6 +243,24 @@ final class CudaMoePairs {
             ctx.launch2dShared(fewRows ? routedDenseRow : routedDense, gridX, blocks, DENSE_THREADS, (int) (4L * mt * k), x, xDiv,
                     offsets, order, active, table, kind.bf16 ? 1 : 0, vec ? 1 : 0, scale, y, accumulate ? 1 : 0, n, k, mt, ctx.errorFlag);
         }
+    }
+
+    /**
+     * The pairs of {@code ids} grouped by expert in the kept routing of their expert count: routed on the device
+     * ({@code moe_route}) unless the routing's last fill was for this same ids tensor (the other products of the same
+     * layer: the gate's, the up's and down's, their LoRA factors'; see {@link org.orbitrl.kernels.Backend#moeExpertMatmulPairs}).
+     * A captured step records the route where it first ran, and its replays fill the routing there again before every
+     * product that reads it.
+     */
+    private MoeRouting routed(int experts, Tensor ids) {
+        int pairs = Math.toIntExact(ids.numel());
+        MoeRouting r = routing(experts, pairs);
+        if (routedIds.get(experts) != ids || r.pairs() != pairs) {
+            grouped.route(ids, r);
+            routedIds.put(experts, ids);
+            routes++;
+        }
+        return r;
     }
 
     /**

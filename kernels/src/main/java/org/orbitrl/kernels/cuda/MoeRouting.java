@@ -69,14 +69,6 @@ public final class MoeRouting implements AutoCloseable {
         return buffer.slice(0, 2L * numExperts + 2, 2L * numExperts + 2 + pairs());
     }
 
-    /** i32 [pairs]: the order's first {@code pairs} entries, for a route launched directly (not through {@link CudaMoe#moeRoute}). */
-    Tensor orderOf(int pairs) {
-        if (closed || pairs > maxPairs) {
-            throw new IllegalStateException("MoeRouting: order of " + pairs + " pairs from a routing " + (closed ? "closed" : "of " + maxPairs));
-        }
-        return buffer.slice(0, 2L * numExperts + 2, 2L * numExperts + 2 + pairs);
-    }
-
     void routed(int pairs, int topk) {
         if (pairs > maxPairs) {
             throw new IllegalArgumentException("MoeRouting: " + pairs + " pairs exceed the " + maxPairs + " it was sized for");

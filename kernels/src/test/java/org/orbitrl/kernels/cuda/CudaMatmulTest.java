@@ -57,6 +57,48 @@ class CudaMatmulTest extends CudaTestBase {
                 ref.toFloatArray(), gpu.toHost(y).toFloatArray(), tol);
     }
 
+    /**
+     * {@code y += alpha · x · wᵀ} (a LoRA's B into its projection's output) against a double reference: f32 w in one
+     * cuBLAS product with β = 1, bf16 w in two steps (x rounded to bf16 where the product rounds it);
+     * |err| ≤ 1e-6 + 1e-6·|y0| + 1e-5·|alpha|·S.
+     */
+    @Test
+    void matmulAxpyAddsTheScaledProduct() {
+        SplittableRandom r = rng(34);
+        for (int[] s : new int[][]{{1, 4096, 32}, {64, 2048, 32}, {64, 32, 2048}, {37, 100, 16}, {300, 33, 40}}) {
+            for (DType wt : new DType[]{DType.F32, DType.BF16}) {
+                int m = s[0];
+                int n = s[1];
+                int k = s[2];
+                float alpha = 0.75f;
+                float[] x = randn(r, 1f, m, k).toFloatArray();
+                Tensor w = randn(r, 0.5f, n, k).to(wt);
+                float[] y0 = randn(r, 1f, m, n).toFloatArray();
+                boolean roundsX = wt == DType.BF16 && !(m <= CudaMatmulOps.gemvRows() && k % 8 == 0);
+                float[] xr = roundsX ? bf16Round(x) : x;
+                float[] wf = w.toFloatArray();
+                float[] want = new float[m * n];
+                double[] tol = new double[m * n];
+                for (int i = 0; i < m; i++) {
+                    for (int o = 0; o < n; o++) {
+                        double d = 0;
+                        double abs = 0;
+                        for (int j = 0; j < k; j++) {
+                            double v = (double) xr[i * k + j] * wf[o * k + j];
+                            d += v;
+                            abs += Math.abs(v);
+                        }
+                        want[i * n + o] = (float) (y0[i * n + o] + alpha * d);
+                        tol[i * n + o] = 1e-6 + 1e-6 * Math.abs(y0[i * n + o]) + 1e-5 * alpha * abs;
+                    }
+                }
+                Tensor y = dev(Tensor.of(y0, m, n));
+                gpu.matmulAxpy(dev(Tensor.of(x, m, k)), dev(w), alpha, y);
+                assertWithin("matmulAxpy " + wt + " m=" + m + " n=" + n + " k=" + k, want, gpu.toHost(y).toFloatArray(), tol);
+            }
+        }
+    }
+
     @Test
     void leadingDimensionsAreRows() {
         SplittableRandom r = rng(33);

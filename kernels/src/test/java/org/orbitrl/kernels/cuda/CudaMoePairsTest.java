@@ -228,6 +228,66 @@ class CudaMoePairsTest extends CudaTestBase {
         }
     }
 
+    /**
+     * Calls with the same ids tensor group their pairs once (a layer's products); another ids tensor groups again, and
+     * so does the first one after it. Every product against the reference (the first test's bound).
+     */
+    @Test
+    void pairsAreGroupedOnceForTheSameIdsAndAgainForOthers() {
+        SplittableRandom r = rng(909);
+        int experts = 12;
+        int tokens = 20;
+        int topk = 8;
+        int n = 48;
+        int k = 256;
+        int pairs = tokens * topk;   // above CudaMoePairs.DIRECT_PAIRS
+        Tensor[] first = new Tensor[experts];
+        Tensor[] second = new Tensor[experts];
+        float[][] w1 = new float[experts][];
+        float[][] w2 = new float[experts][];
+        for (int e = 0; e < experts; e++) {
+            w1[e] = randn(r, 0.1f, n, k).toFloatArray();
+            w2[e] = randn(r, 0.1f, n, k).toFloatArray();
+            first[e] = dev(Tensor.of(w1[e], n, k));
+            second[e] = dev(Tensor.of(w2[e], n, k));
+        }
+        ExpertWeights a = new ExpertWeights(n, k, first, new QuantizedTensor[experts]);
+        ExpertWeights b = new ExpertWeights(n, k, second, new QuantizedTensor[experts]);
+        float[] x = randn(r, 1f, tokens, k).toFloatArray();
+        Tensor dx = dev(Tensor.of(x, tokens, k));
+        int[] ids1 = CudaFusedDecodeTest.routes(r, tokens, topk, experts);
+        int[] ids2 = CudaFusedDecodeTest.routes(r, tokens, topk, experts);
+        Tensor d1 = dev(Tensor.ofInts(ids1, tokens, topk));
+        Tensor d2 = dev(Tensor.ofInts(ids2, tokens, topk));
+        int before = gpu.moePairRoutes();
+        // {ids, weights, routes launched by then}: the second set on the same ids reuses the grouping
+        Object[][] calls = {{d1, ids1, a, w1, 1}, {d1, ids1, b, w2, 1}, {d2, ids2, a, w1, 2}, {d1, ids1, b, w2, 3}};
+        for (Object[] c : calls) {
+            int[] ids = (int[]) c[1];
+            float[][] ref = (float[][]) c[3];
+            Tensor y = poisoned(DType.F32, pairs, n);
+            gpu.moeExpertMatmulPairs(dx, topk, (ExpertWeights) c[2], (Tensor) c[0], 1f, y, false);
+            float[] want = new float[pairs * n];
+            double[] tol = new double[want.length];
+            for (int p = 0; p < pairs; p++) {
+                for (int o = 0; o < n; o++) {
+                    double s = 0;
+                    double abs = 0;
+                    for (int i = 0; i < k; i++) {
+                        double v = (double) x[(p / topk) * k + i] * ref[ids[p]][o * k + i];
+                        s += v;
+                        abs += Math.abs(v);
+                    }
+                    want[p * n + o] = (float) s;
+                    tol[p * n + o] = 1e-6 + 2e-5 * abs;
+                }
+            }
+            String what = "ids " + (c[0] == d1 ? 1 : 2) + " through " + (c[2] == a ? "the first" : "the second") + " experts";
+            assertWithin(what, want, gpu.toHost(y).toFloatArray(), tol);
+            assertEquals(before + (int) c[4], gpu.moePairRoutes(), what + ": routes launched");
+        }
+    }
+
     @Test
     void combineWeightsThePairsIntoTheirTokens() {
         SplittableRandom r = rng(902);

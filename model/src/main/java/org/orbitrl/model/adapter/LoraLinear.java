@@ -90,12 +90,9 @@ public final class LoraLinear implements Linear.AdapterHook {
         TensorAllocator al = backend.allocator();
         int m = Math.toIntExact(x.numel() / a.dim(1));
         Tensor xa = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, m, rank());   // [M, r]
-        Tensor d = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, m, b.dim(0));  // [M, out]
         backend.matmul(x, a, xa);
-        backend.matmul(xa, b, d);
+        backend.matmulAxpy(xa, b, scale, y);                                          // y += s · xa · Bᵀ
         al.release(xa);
-        backend.axpy(scale, d, y);
-        al.release(d);
     }
 
     @Override

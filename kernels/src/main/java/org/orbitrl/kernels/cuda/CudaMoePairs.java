@@ -29,11 +29,16 @@ import java.util.Map;
  * that the pairs are first grouped by expert on the device ({@code moe_route}) and each active expert's blocks take its
  * pairs eight at a time, their x rows staged together and each row of the expert's matrix read once for them all (a row
  * a warp for a LoRA's A, a thread a row for its B), so an expert's matrix comes from DRAM once a call whatever the batch.
+ * The grouping is kept for the next calls with the same ids tensor (a layer's gate, up, down and their LoRA factors group
+ * their pairs once). From {@link #STACKED_PAIRS} pairs, INT4 experts that lie back to back in memory
+ * ({@link ExpertWeights#stacked}, how a model's experts are placed on a device) take the tensor-core grouped kernel over
+ * their stack instead ({@link CudaMoeMma}).
  *
  * <p>Tables: one per distinct set of expert matrices, uploaded at its first use and kept for the
  * backend's life (at most 32 bytes an expert; a captured step refers to them, so none is ever freed
  * early). A first use inside a capture is refused ({@link NotCapturableException}); a captured step's
- * measuring run, which runs the step eagerly first, makes them.
+ * measuring run, which runs the step eagerly first, makes them. The same holds for the routing buffers (one per expert
+ * count, 256 KiB at 128 experts), accounted as {@link MemoryCategory#RUNTIME_RESERVE}.
  */
 final class CudaMoePairs {
     /** Words a quantized expert takes in its table: codes, scales, zeros (0: none), global scale (f32 bits). */
@@ -275,7 +280,7 @@ final class CudaMoePairs {
                 throw new NotCapturableException("the first grouped call over " + experts + " experts (" + pairs + " pairs: its routing"
                         + " buffer is allocated); a captured step's measuring run makes it");
             }
-            r = new MoeRouting(ctx.allocator, experts, 65535);
+            r = new MoeRouting(ctx.allocator, MemoryCategory.RUNTIME_RESERVE, experts, 65535);
             routings.put(experts, r);
         }
         return r;

@@ -25,13 +25,18 @@ public final class MoeRouting implements AutoCloseable {
     private boolean closed;
 
     MoeRouting(CudaAllocator allocator, int numExperts, int maxPairs) {
+        this(allocator, MemoryCategory.ACTIVATIONS, numExperts, maxPairs);
+    }
+
+    /** A routing whose buffer is accounted as {@code category} (one kept for the backend's life: {@link MemoryCategory#RUNTIME_RESERVE}). */
+    MoeRouting(CudaAllocator allocator, MemoryCategory category, int numExperts, int maxPairs) {
         if (numExperts <= 0 || maxPairs <= 0) {
             throw new IllegalArgumentException("MoeRouting: experts " + numExperts + " and pairs " + maxPairs + " must be positive");
         }
         this.allocator = allocator;
         this.numExperts = numExperts;
         this.maxPairs = maxPairs;
-        this.buffer = allocator.allocate(MemoryCategory.ACTIVATIONS, DType.I32, 2L * numExperts + 2 + maxPairs);
+        this.buffer = allocator.allocate(category, DType.I32, 2L * numExperts + 2 + maxPairs);
     }
 
     public int numExperts() {

@@ -26,8 +26,11 @@ class RandomQwen3MoeTest {
         ObjectNode c = (ObjectNode) new ObjectMapper().readTree(models.resolve("qwen3-30b-a3b/config.json").toFile());
         Qwen3TrainBench.shrink(c);
         c.put("num_hidden_layers", 2);
-        Path f = Files.createTempDirectory("random-qwen3-moe").resolve("config.json");
+        Path dir = Files.createTempDirectory("random-qwen3-moe");
+        dir.toFile().deleteOnExit();   // registered first, deleted last: after the file in it
+        Path f = dir.resolve("config.json");
         new ObjectMapper().writeValue(f.toFile(), c);
+        f.toFile().deleteOnExit();
         return DecoderConfig.from(ConfigLoader.load(f));
     }
 

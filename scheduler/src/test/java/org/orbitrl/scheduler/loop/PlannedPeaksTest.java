@@ -295,10 +295,10 @@ class PlannedPeaksTest {
                 """, s.moe() ? "Qwen3MoeForCausalLM" : "Qwen3ForCausalLM", s.moe() ? "qwen3_moe" : "qwen3", s.hidden, s.layers,
                 s.heads, s.kvHeads, s.headDim, s.inter, s.vocab, moe);
         Path dir = Files.createTempDirectory("orbit-planned-peaks");
+        dir.toFile().deleteOnExit();   // registered first, deleted last: after the file in it
         Path f = dir.resolve("config.json");
         Files.writeString(f, json);
         f.toFile().deleteOnExit();
-        dir.toFile().deleteOnExit();
         return f;
     }
 

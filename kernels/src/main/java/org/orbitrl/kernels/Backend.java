@@ -168,9 +168,12 @@ public interface Backend extends AutoCloseable {
     default void matmulAxpy(Tensor x, Tensor w, float alpha, Tensor y) {
         TensorAllocator a = allocator();
         Tensor d = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, y.shape());
-        matmul(x, w, d);
-        axpy(alpha, d, y);
-        a.release(d);
+        try {
+            matmul(x, w, d);
+            axpy(alpha, d, y);
+        } finally {
+            a.release(d);
+        }
     }
 
     /** dst [n, H] row i = src [N, H] row {@code rows[i]}; rows i32 [n]. */

@@ -2,6 +2,8 @@ package org.orbitrl.kernels;
 
 import org.orbitrl.kernels.quant.QuantizedTensor;
 
+import java.util.Arrays;
+
 /**
  * One projection (gate, up or down) of a mixture-of-experts layer's routed experts: E matrices of
  * the same shape [rows, cols], each held in full precision (f32 or bf16) or quantized. An entry
@@ -54,14 +56,15 @@ public record ExpertWeights(int rows, int cols, Tensor[] dense, QuantizedTensor[
      * the memory they are held in, when they lie back to back there: every expert held and quantized in one format with
      * one global scale, and its codes, scales and zero points each the e-th of E equal consecutive pieces of one memory
      * segment (how {@code Placement.experts} places them on a device). Null otherwise: the kernels that read a stacked
-     * matrix then do not apply.
+     * matrix then do not apply. The stack's parts are the experts' parts end to end, so this holds for formats whose
+     * parts are laid out by rows (the INT4 and FP4 formats here), which the stacked matrix's own check confirms.
      */
     public QuantizedTensor stacked() {
-        QuantizedTensor first = quantized[0];
+        QuantizedTensor first = experts() == 0 ? null : quantized[0];
         if (first == null) {
             return null;
         }
-        for (int e = 1; e < experts(); e++) {
+        for (int e = 0; e < experts(); e++) {
             QuantizedTensor q = quantized[e];
             if (q == null || q.format() != first.format() || Float.floatToRawIntBits(q.globalScale()) != Float.floatToRawIntBits(first.globalScale())
                     || !follows(first.codes(), q.codes(), e) || !follows(first.scales(), q.scales(), e)
@@ -86,7 +89,7 @@ public record ExpertWeights(int rows, int cols, Tensor[] dense, QuantizedTensor[
     /** Whether {@code t} is the e-th piece after {@code first}: same segment, dtype and shape, contiguous, right after. */
     private static boolean follows(Tensor first, Tensor t, int e) {
         return t.segment().address() == first.segment().address() && t.dtype() == first.dtype()
-                && java.util.Arrays.equals(t.shape(), first.shape()) && t.isContiguous() && first.isContiguous()
+                && Arrays.equals(t.shape(), first.shape()) && t.isContiguous() && first.isContiguous()
                 && t.byteOffset() == first.byteOffset() + e * first.byteSize();
     }
 

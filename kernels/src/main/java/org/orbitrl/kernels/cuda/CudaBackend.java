@@ -51,6 +51,7 @@ public final class CudaBackend implements Backend {
      * them grouped by expert (a host read of the counts a layer, so decode steps of MoE models are not captured).
      */
     private boolean moePairsOn = !"off".equals(System.getProperty("orbit.cuda.moePairs"));
+    private static final boolean FUSED_AXPY = !"off".equals(System.getProperty("orbit.cuda.fusedAxpy"));
     private final CudaPolicyOps policyOps;
     private final CudaLayoutOps layoutOps;
     private final CudaSampling sampling;
@@ -403,10 +404,13 @@ public final class CudaBackend implements Backend {
         trainOps.axpy(alpha, x, y);
     }
 
-    /** One cuBLAS product with α = alpha and β = 1 for an f32 w outside exact mode; otherwise {@link Backend}'s two steps. */
+    /**
+     * One cuBLAS product with α = alpha and β = 1 for an f32 w outside exact mode; otherwise, and with
+     * {@code -Dorbit.cuda.fusedAxpy=off}, {@link Backend}'s two steps.
+     */
     @Override
     public void matmulAxpy(Tensor x, Tensor w, float alpha, Tensor y) {
-        if (exact || w.dtype() != DType.F32) {
+        if (exact || w.dtype() != DType.F32 || !FUSED_AXPY) {
             Backend.super.matmulAxpy(x, w, alpha, y);
             return;
         }

@@ -50,6 +50,11 @@ final class CudaMoePairs {
     /** K up to which the grouped dense products take a thread a row (MS_K), and that kernel's block (MS_THREADS). */
     private static final int SHORT_K = 64;
     private static final int SHORT_K_THREADS = 128;
+    /**
+     * {@code -Dorbit.cuda.routedPairs=single}: grouped full-precision products take an expert's pairs one at a time and
+     * re-read its matrix for each (the kernel the eight-at-a-time ones replaced, kept as their reference).
+     */
+    private static final boolean SINGLE_PAIRS = "single".equals(System.getProperty("orbit.cuda.routedPairs"));
     private static final int SHARED_DEFAULT = 48 * 1024;
     private static final int MAX_SHARED = 227 * 1024;
 
@@ -78,6 +83,7 @@ final class CudaMoePairs {
     private final Kernel routedDense;       // grouped on the device: 4 rows a warp
     private final Kernel routedDenseRow;    // a row a warp (few rows, long K: a LoRA's A)
     private final Kernel routedDenseShortK; // a thread a row (K at most SHORT_K: a LoRA's B)
+    private final Kernel routedDenseSingle; // the reference: an expert's pairs one at a time
     private final Map<TableKey, Tensor> tables = new HashMap<>();
 
     /** The words of a table, compared by value. */
@@ -108,6 +114,7 @@ final class CudaMoePairs {
         this.routedDense = ctx.kernel("moe_pairs", "moe_routed_dense_r4");
         this.routedDenseRow = ctx.kernel("moe_pairs", "moe_routed_dense_r1");
         this.routedDenseShortK = ctx.kernel("moe_pairs", "moe_routed_dense_k");
+        this.routedDenseSingle = ctx.kernel("moe_pairs", "moe_routed_dense");
     }
 
     /**
@@ -184,7 +191,7 @@ final class CudaMoePairs {
         if (pairs == 0 || n == 0) {
             return true;
         }
-        if (kind.layout == QuantLayout.INT4 && pairs >= STACKED_PAIRS && ids.rank() == 2) {
+        if (kind.layout == QuantLayout.INT4 && pairs >= STACKED_PAIRS && ids.rank() == 2 && (xDiv == 1 || xDiv == ids.size(-1))) {
             QuantizedTensor stacked = w.stacked();   // experts back to back: the tensor-core kernel over the stack, no table
             if (stacked != null && CudaMoeMma.supports(kind.layout, stacked, x, k)) {
                 grouped.grouped(x, stacked, routed(w.experts(), ids), y);
@@ -236,6 +243,10 @@ final class CudaMoePairs {
             long gridX = (n + CudaQgemv.quantRowsPerBlock(mt) - 1) / CudaQgemv.quantRowsPerBlock(mt);
             ctx.launch2d(routedQuantized.get(kind.layout).get(mt), gridX, blocks, 32 * warps, x, xDiv, null, offsets, order, active,
                     table, y, n, k, e, ctx.errorFlag);
+        } else if (SINGLE_PAIRS) { // the reference: an expert's pairs one at a time
+            long gridX = (n + DENSE_ROWS_PER_BLOCK - 1) / DENSE_ROWS_PER_BLOCK;
+            ctx.launch2dShared(routedDenseSingle, gridX, blocks, DENSE_THREADS, Math.max(4 * k, 16), x, xDiv, offsets, order, active,
+                    table, kind.bf16 ? 1 : 0, vec ? 1 : 0, scale, y, accumulate ? 1 : 0, n, k, e, ctx.errorFlag);
         } else if (k <= SHORT_K) { // a LoRA's B: a thread a row
             long gridX = (n + SHORT_K_THREADS - 1) / SHORT_K_THREADS;
             ctx.launch2d(routedDenseShortK, gridX, blocks, SHORT_K_THREADS, x, xDiv, offsets, order, active, table, kind.bf16 ? 1 : 0,

@@ -21,8 +21,9 @@ final class CudaRowOps {
     /**
      * Rows up to this long (a head's q or k) are normalized a warp a row ({@code rmsnorm_warp_f32}, and its backward),
      * longer ones a block a row; chosen by the row length alone, so a row's value never depends on the rows beside it.
+     * {@code -Dorbit.cuda.warpNorm=off}: every row a block (the kernels the warp ones replaced).
      */
-    static final int WARP_ROW_MAX = 512;
+    static final int WARP_ROW_MAX = "off".equals(System.getProperty("orbit.cuda.warpNorm")) ? 0 : 512;
     /** Rows a block of the warp-a-row kernels. */
     static final int WARP_ROWS = 8;
     final Kernel softmax;

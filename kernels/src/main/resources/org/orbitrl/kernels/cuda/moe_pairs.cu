@@ -7,9 +7,12 @@
 // wBf16 else f32). Block (row chunk, pair p = blockIdx.y) of MP_WARPS warps: x's row staged in shared
 // memory (dynamic, K floats); warp w takes rows row0 + w * MP_R + i (i < MP_R) together, its lanes
 // striding over K in units of 8 values (bf16: one 16-byte load, f32: two) when vec, else one value;
-// then a warp sum. f32 accumulation, in the same order for a row whatever the batch.
+// then a warp sum. f32 accumulation, in the same order for a row whatever the other pairs of the call.
 //
-// moe_routed_dense_*: the same products grouped by expert on the device (below).
+// moe_routed_dense_r1/_r4: the same products grouped by expert on the device, in the same order (below);
+// moe_routed_dense_k: short K, summed over k in order, so a row's bits differ from the others' (none of these runs in
+// exact mode); moe_routed_dense: the grouped form that takes an expert's pairs one at a time (the reference of the
+// first two, -Dorbit.cuda.routedPairs=single).
 
 #define ERR_EXPERT_NOT_HELD 5 // a pair routed to an expert this rank does not hold (CudaKernelErrors)
 #define MP_WARPS 8
@@ -243,17 +246,21 @@ extern "C" __global__ void __launch_bounds__(MS_THREADS)
                     float4 a = rw[q];
 #pragma unroll
                     for (int j = 0; j < MR_PAIRS; j++) {
-                        const float* xj = xs + j * K + 4 * q;
-                        float d = acc[j];
-                        d = fmaf(a.x, xj[0], d); d = fmaf(a.y, xj[1], d); d = fmaf(a.z, xj[2], d); d = fmaf(a.w, xj[3], d);
-                        acc[j] = d;
+                        if (j < m) { // rows past m were not staged
+                            const float* xj = xs + j * K + 4 * q;
+                            float d = acc[j];
+                            d = fmaf(a.x, xj[0], d); d = fmaf(a.y, xj[1], d); d = fmaf(a.z, xj[2], d); d = fmaf(a.w, xj[3], d);
+                            acc[j] = d;
+                        }
                     }
                 }
             } else {
                 for (int k = 0; k < K; k++) {
                     float wv = wBf16 ? bf16_to_f32(((const u16*) w)[(i64) n * K + k]) : ((const float*) w)[(i64) n * K + k];
 #pragma unroll
-                    for (int j = 0; j < MR_PAIRS; j++) acc[j] = fmaf(wv, xs[j * K + k], acc[j]);
+                    for (int j = 0; j < MR_PAIRS; j++) {
+                        if (j < m) acc[j] = fmaf(wv, xs[j * K + k], acc[j]); // rows past m were not staged
+                    }
                 }
             }
 #pragma unroll
@@ -264,6 +271,29 @@ extern "C" __global__ void __launch_bounds__(MS_THREADS)
                 }
             }
         }
+        __syncthreads();
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
+    moe_routed_dense(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
+                     const unsigned long long* table, int wBf16, int vec, float scale, float* y, int accumulate, int N, int K,
+                     int E, int* err) {
+    pdl_enter();
+    extern __shared__ float xs[]; // [K]
+    if ((int) blockIdx.y >= active[0]) return;
+    int e = active[1 + blockIdx.y];
+    const void* w = (const void*) table[e];
+    if (w == 0) { // an expert this rank does not hold
+        if (blockIdx.x == 0 && threadIdx.x == 0) report_error(err, ERR_EXPERT_NOT_HELD, e, -1);
+        return;
+    }
+    for (int i = offsets[e]; i < offsets[e + 1]; i++) {
+        int p = order[i];
+        const float* xr = x + (i64) (p / xDiv) * K;
+        for (int k = threadIdx.x; k < K; k += blockDim.x) xs[k] = xr[k];
+        __syncthreads();
+        mp_pair(xs, w, wBf16, vec, scale, y, accumulate, N, K, p);
         __syncthreads();
     }
 }

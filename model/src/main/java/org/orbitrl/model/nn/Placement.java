@@ -6,6 +6,8 @@ import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.kernels.quant.QuantizedTensor;
 
+import java.util.Arrays;
+
 /**
  * Puts frozen base weights where a backend's kernels read them: for a host backend they stay as
  * they are (zero-copy views of the mapped checkpoint); for a device backend each is copied once
@@ -76,7 +78,7 @@ public final class Placement {
     }
 
     private static boolean sameLayout(Tensor t, Tensor first) {
-        return t.dtype() == first.dtype() && t.rank() > 0 && java.util.Arrays.equals(t.shape(), first.shape());
+        return t.dtype() == first.dtype() && t.rank() > 0 && Arrays.equals(t.shape(), first.shape());
     }
 
     /** One allocation of {@code count} pieces shaped as {@code like}, stacked along dimension 0. */

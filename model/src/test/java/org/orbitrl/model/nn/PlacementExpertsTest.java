@@ -15,9 +15,11 @@ import java.util.SplittableRandom;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertSame;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * {@link Placement#experts}: on a device, experts of one quantized format placed back to back, read back as one
@@ -73,6 +75,7 @@ class PlacementExpertsTest {
                 // each expert as placed holds exactly the host expert's values
                 assertArrayEquals(rows(TensorAllocator.heap(), q(host[e])), rows(a, quantized[e]), format.name() + " expert " + e);
             }
+            assertFalse(eachItsOwn(placed), format.name() + ": the experts share their allocations");
             QuantizedTensor stacked = new ExpertWeights(ROWS, COLS, new Tensor[EXPERTS], quantized).stacked();
             assertNotNull(stacked, format.name() + ": experts placed back to back read as one matrix");
             assertEquals((long) EXPERTS * ROWS, stacked.rows());
@@ -109,10 +112,13 @@ class PlacementExpertsTest {
             }
         }
         assertNull(weights(placed).stacked(), "an expert not held: no stacked matrix");
+        assertTrue(eachItsOwn(placed), "an expert not held: the others placed one by one");
 
         Weight[] mixed = quantizedExperts(Int4G32.INSTANCE, 73);
         mixed[1] = quantizedExperts(Int4G32Asym.INSTANCE, 74)[1];   // another format
-        assertNull(weights(Placement.experts(a, mixed)).stacked(), "mixed formats are placed one by one");
+        Weight[] placedMixed = Placement.experts(a, mixed);
+        assertNull(weights(placedMixed).stacked(), "mixed formats: no stacked matrix");
+        assertTrue(eachItsOwn(placedMixed), "mixed formats are placed one by one");
 
         Weight[] dense = quantizedExperts(Int4G32.INSTANCE, 75);
         float[] v = new float[ROWS * COLS];
@@ -123,7 +129,22 @@ class PlacementExpertsTest {
         dense[0] = Weight.of(Tensor.of(v, ROWS, COLS).to(DType.BF16));
         Weight[] placedDense = Placement.experts(a, dense);
         assertNull(weights(placedDense).stacked());
+        assertTrue(eachItsOwn(placedDense), "a full-precision expert among them: placed one by one");
         assertArrayEquals(rows(TensorAllocator.heap(), q(dense[2])), rows(a, q(placedDense[2])));
+    }
+
+    /** Whether every placed expert's codes are an allocation of their own (distinct segments). */
+    private static boolean eachItsOwn(Weight[] w) {
+        java.util.Set<Long> bases = new java.util.HashSet<>();
+        int held = 0;
+        for (Weight x : w) {
+            if (x == null) {
+                continue;
+            }
+            held++;
+            bases.add(x instanceof Weight.Quantized q ? q.w().codes().segment().address() : ((Weight.Dense) x).w().segment().address());
+        }
+        return bases.size() == held;
     }
 
     private static ExpertWeights weights(Weight[] w) {

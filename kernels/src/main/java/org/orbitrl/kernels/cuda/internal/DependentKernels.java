@@ -50,6 +50,7 @@ final class DependentKernels {
         s.add("moe_pairs/moe_routed_dense_r1");
         s.add("moe_pairs/moe_routed_dense_r4");
         s.add("moe_pairs/moe_routed_dense_k");
+        s.add("moe_pairs/moe_routed_dense");
         for (String format : new String[]{"int4", "mxfp4", "nvfp4"}) {
             s.add("qgemv/qgemv_" + format + "_pairs_f32");
             for (int mt : new int[]{4, 8, 16}) {

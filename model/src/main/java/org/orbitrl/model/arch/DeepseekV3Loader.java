@@ -111,23 +111,8 @@ final class DeepseekV3Loader {
             DenseMlp mlp = null;
             DeepseekV3Moe moe = null;
             if (c.isMoe(i)) {
-                String[] projections = {"gate_proj", "up_proj", "down_proj"};
-                Weight[][] held = new Weight[3][c.experts()];   // [projection][expert]
-                for (int e = 0; e < c.experts(); e++) {
-                    for (int j = 0; j < 3; j++) {
-                        held[j][e] = expert(p + "mlp.experts." + e + "." + projections[j], j < 2 ? c.moeIntermediate() : h,
-                                j < 2 ? h : c.moeIntermediate());
-                    }
-                }
-                for (int j = 0; j < 3; j++) {
-                    held[j] = Placement.experts(place, held[j]);   // back to back on a device
-                }
-                DenseMlp[] experts = new DenseMlp[c.experts()];
-                for (int e = 0; e < c.experts(); e++) {
-                    String ep = p + "mlp.experts." + e + ".";
-                    experts[e] = new DenseMlp(new Linear(ep + "gate_proj", held[0][e], null),
-                            new Linear(ep + "up_proj", held[1][e], null), new Linear(ep + "down_proj", held[2][e], null));
-                }
+                DenseMlp[] experts = DenseMlp.routedExperts(place, p + "mlp.experts.", c.experts(), c.moeIntermediate(), h,
+                        e -> true, this::expert);
                 DenseMlp shared = c.sharedInter() > 0 ? mlp(p + "mlp.shared_experts.", c.sharedInter()) : null;
                 Tensor bias = null;
                 if (c.scoreCorrectionBias() || src.has(p + "mlp.gate.e_score_correction_bias")) {

@@ -6,7 +6,10 @@ import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.nn.Linear;
+import org.orbitrl.model.nn.Placement;
 import org.orbitrl.model.nn.Weight;
+
+import java.util.function.IntPredicate;
 
 /** SwiGLU MLP: {@code down(silu(gate(x)) · up(x))}. Also one routed or shared expert. */
 public final class DenseMlp {
@@ -36,6 +39,40 @@ public final class DenseMlp {
         this.gate = gate;
         this.up = up;
         this.down = down;
+    }
+
+    /** A loader's base weight of one expert projection [out, in], as the checkpoint holds it (or quantized on load). */
+    interface ExpertWeightSource {
+        Weight weight(String module, int out, int in);
+    }
+
+    /**
+     * A layer's routed experts {@code <prefix><e>.gate_proj / up_proj / down_proj} (gate and up [inter, hidden], down
+     * [hidden, inter]), each projection's experts placed together ({@link Placement#experts}: back to back on a device);
+     * null for an expert {@code held} says another rank holds.
+     */
+    static DenseMlp[] routedExperts(TensorAllocator place, String prefix, int experts, int inter, int hidden, IntPredicate held,
+                                    ExpertWeightSource source) {
+        String[] projections = {"gate_proj", "up_proj", "down_proj"};
+        Weight[][] w = new Weight[3][experts];   // [projection][expert]
+        for (int e = 0; e < experts; e++) {
+            if (held.test(e)) {
+                for (int j = 0; j < 3; j++) {
+                    w[j][e] = source.weight(prefix + e + "." + projections[j], j < 2 ? inter : hidden, j < 2 ? hidden : inter);
+                }
+            }
+        }
+        for (int j = 0; j < 3; j++) {
+            w[j] = Placement.experts(place, w[j]);
+        }
+        DenseMlp[] out = new DenseMlp[experts];
+        for (int e = 0; e < experts; e++) {
+            if (w[0][e] != null) {
+                out[e] = new DenseMlp(new Linear(prefix + e + ".gate_proj", w[0][e], null),
+                        new Linear(prefix + e + ".up_proj", w[1][e], null), new Linear(prefix + e + ".down_proj", w[2][e], null));
+            }
+        }
+        return out;
     }
 
     /** The same frozen weights with fresh, adapter-free linear layers. */

@@ -61,28 +61,9 @@ final class Qwen3Loader {
             DenseMlp mlp = null;
             SparseMoe moe = null;
             if (c.isMoe(i)) {
-                String[] projections = {"gate_proj", "up_proj", "down_proj"};
-                Weight[][] held = new Weight[3][c.experts()];   // [projection][expert], null where another rank holds it
-                for (int e = 0; e < c.experts(); e++) {
-                    if (sharded != null && !sharded.ownsExpert(e)) {
-                        continue;   // another expert-parallel rank holds it
-                    }
-                    for (int j = 0; j < 3; j++) {
-                        held[j][e] = w.expert(p + "mlp.experts." + e + "." + projections[j], j < 2 ? c.moeIntermediate() : h,
-                                j < 2 ? h : c.moeIntermediate(), options);
-                    }
-                }
-                for (int j = 0; j < 3; j++) {
-                    held[j] = Placement.experts(w.place(), held[j]);   // back to back on a device
-                }
-                DenseMlp[] experts = new DenseMlp[c.experts()];
-                for (int e = 0; e < c.experts(); e++) {
-                    if (held[0][e] != null) {
-                        String ep = p + "mlp.experts." + e + ".";
-                        experts[e] = new DenseMlp(new Linear(ep + "gate_proj", held[0][e], null),
-                                new Linear(ep + "up_proj", held[1][e], null), new Linear(ep + "down_proj", held[2][e], null));
-                    }
-                }
+                ShardedWeights shards = sharded;
+                DenseMlp[] experts = DenseMlp.routedExperts(w.place(), p + "mlp.experts.", c.experts(), c.moeIntermediate(), h,
+                        e -> shards == null || shards.ownsExpert(e), (module, out, in) -> w.expert(module, out, in, options));
                 moe = new SparseMoe(w.linear(p + "mlp.gate", c.experts(), h, false), experts, c.topK(), c.normTopKProb());
             } else {
                 mlp = new DenseMlp(

@@ -51,6 +51,12 @@ final class CudaMoePairs {
     private static final int SHORT_K = 64;
     private static final int SHORT_K_THREADS = 128;
     /**
+     * The register-held rows of a LoRA's A (moe_routed_dense_a): 16-byte pieces of a row a pass (MA_PIECES), and the shared
+     * memory its staged x slices take at most (two blocks an SM).
+     */
+    private static final int LONG_K_PIECES = 512;
+    private static final int LONG_K_SHARED = 64 * 1024;
+    /**
      * {@code -Dorbit.cuda.routedPairs=single}: grouped full-precision products take an expert's pairs one at a time and
      * re-read its matrix for each (the kernel the eight-at-a-time ones replaced, kept as their reference).
      */
@@ -81,7 +87,8 @@ final class CudaMoePairs {
     private final EnumMap<QuantLayout, Map<Integer, Kernel>> routedQuantized = new EnumMap<>(QuantLayout.class);
     private final Kernel dense;
     private final Kernel routedDense;       // grouped on the device: 4 rows a warp
-    private final Kernel routedDenseRow;    // a row a warp (few rows, long K: a LoRA's A)
+    private final Kernel routedDenseRow;    // a row a warp (few rows, long K: a LoRA's A in bf16)
+    private final Kernel routedDenseLongK;  // a row a warp, its slice of K held in registers (a LoRA's A in f32)
     private final Kernel routedDenseShortK; // a thread a row (K at most SHORT_K: a LoRA's B)
     private final Kernel routedDenseSingle; // the reference: an expert's pairs one at a time
     private final Map<TableKey, Tensor> tables = new HashMap<>();
@@ -114,6 +121,7 @@ final class CudaMoePairs {
         this.routedDense = ctx.kernel("moe_pairs", "moe_routed_dense_r4");
         this.routedDenseRow = ctx.kernel("moe_pairs", "moe_routed_dense_r1");
         this.routedDenseShortK = ctx.kernel("moe_pairs", "moe_routed_dense_k");
+        this.routedDenseLongK = ctx.kernel("moe_pairs", "moe_routed_dense_a");
         this.routedDenseSingle = ctx.kernel("moe_pairs", "moe_routed_dense");
     }
 
@@ -251,6 +259,13 @@ final class CudaMoePairs {
             long gridX = (n + SHORT_K_THREADS - 1) / SHORT_K_THREADS;
             ctx.launch2d(routedDenseShortK, gridX, blocks, SHORT_K_THREADS, x, xDiv, offsets, order, active, table, kind.bf16 ? 1 : 0,
                     vec ? 1 : 0, scale, y, accumulate ? 1 : 0, n, k, ROUTED_PAIRS, ctx.errorFlag);
+        } else if (n <= 64 && !kind.bf16 && vec && CudaAllocator.address(x) % 16 == 0) {
+            // a LoRA's A: a row a warp, its slice of K in registers
+            int stride = Math.min(k / 4, LONG_K_PIECES);                                // 16-byte pieces of a row staged
+            int mt = (int) Math.max(1, Math.min(ROUTED_PAIRS, LONG_K_SHARED / (16L * stride)));
+            long gridX = (n + DENSE_THREADS / 32 - 1) / (DENSE_THREADS / 32);
+            ctx.launch2dShared(routedDenseLongK, gridX, blocks, DENSE_THREADS, 16 * mt * stride, x, xDiv, offsets, order, active,
+                    table, scale, y, accumulate ? 1 : 0, n, k, mt, ctx.errorFlag);
         } else {
             int mt = (int) Math.max(1, Math.min(ROUTED_PAIRS, MAX_SHARED / (4L * k)));   // x rows staged at once
             boolean fewRows = n <= 64;                  // a LoRA's A: a row a warp, more blocks an expert

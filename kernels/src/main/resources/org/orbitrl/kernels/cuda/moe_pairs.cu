@@ -10,9 +10,9 @@
 // then a warp sum. f32 accumulation, in the same order for a row whatever the other pairs of the call.
 //
 // moe_routed_dense_r1/_r4: the same products grouped by expert on the device, in the same order (below);
-// moe_routed_dense_k: short K, summed over k in order, so a row's bits differ from the others' (none of these runs in
-// exact mode); moe_routed_dense: the grouped form that takes an expert's pairs one at a time (the reference of the
-// first two, -Dorbit.cuda.routedPairs=single).
+// moe_routed_dense_a (f32 rows of a long K, few rows: a LoRA's A) and moe_routed_dense_k (short K: a LoRA's B) sum in
+// orders of their own, so a row's bits differ from the others' (none of these runs in exact mode); moe_routed_dense:
+// the grouped form that takes an expert's pairs one at a time (the reference of the others, -Dorbit.cuda.routedPairs=single).
 
 #define ERR_EXPERT_NOT_HELD 5 // a pair routed to an expert this rank does not hold (CudaKernelErrors)
 #define MP_WARPS 8
@@ -208,9 +208,82 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
     mr_expert<4>(x, xDiv, offsets, order, active, table, wBf16, vec, scale, y, accumulate, N, K, mt, err, xs);
 }
 
+// f32 rows of a long K, few of them (a LoRA's A: N is its rank): a row a warp, and the lane's share of a pass of K
+// (MA_V 16-byte pieces, lane l the pieces l, l + 32, ...: 2048 values a pass) loaded into registers before anything
+// else, so every weight byte of the block is in flight at once (r1 loads a piece, multiplies it and loads the next:
+// a round trip to DRAM a piece). The expert's pairs are taken mt at a time, the pass's slices of their x rows staged
+// in shared memory (conflict-free 16-byte reads); a (pair, row) sums its lane's pieces in order, then across the warp,
+// pass after pass into y. Needs K % 4 == 0 and x and the rows 16-byte aligned.
+#define MA_V 16
+#define MA_PIECES (32 * MA_V) // 16-byte pieces of a row a pass
+
+extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
+    moe_routed_dense_a(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
+                       const unsigned long long* table, float scale, float* y, int accumulate, int N, int K, int mt, int* err) {
+    pdl_enter();
+    extern __shared__ float4 xa[]; // [mt, stride]: the pass's slices of mt x rows
+    if ((int) blockIdx.y >= active[0]) return;
+    int e = active[1 + blockIdx.y];
+    const float* w = (const float*) table[e];
+    if (w == 0) { // an expert this rank does not hold
+        if (blockIdx.x == 0 && threadIdx.x == 0) report_error(err, ERR_EXPERT_NOT_HELD, e, -1);
+        return;
+    }
+    int lane = threadIdx.x & 31;
+    int n = blockIdx.x * MP_WARPS + (threadIdx.x >> 5);
+    bool row = n < N; // warp-uniform
+    int start = offsets[e];
+    int end = offsets[e + 1];
+    int K4 = K >> 2;
+    int stride = K4 < MA_PIECES ? K4 : MA_PIECES;
+    const float4* wr = (const float4*) (w + (i64) (row ? n : 0) * K);
+    for (int k0 = 0; k0 < K4; k0 += MA_PIECES) {
+        int kl = K4 - k0 < MA_PIECES ? K4 - k0 : MA_PIECES; // pieces in this pass
+        float4 wv[MA_V];
+#pragma unroll
+        for (int i = 0; i < MA_V; i++) {
+            int q = lane + 32 * i;
+            wv[i] = row && q < kl ? __ldg(wr + k0 + q) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+        for (int c = start; c < end; c += mt) {
+            int m = min(mt, end - c);
+            for (int i = threadIdx.x; i < m * kl; i += blockDim.x) {
+                int j = i / kl;
+                int q = i - j * kl;
+                xa[j * stride + q] = ((const float4*) (x + (i64) (order[c + j] / xDiv) * K))[k0 + q];
+            }
+            __syncthreads();
+            if (row) {
+                for (int j = 0; j < m; j++) {
+                    const float4* xj = xa + j * stride;
+                    float d = 0.0f;
+#pragma unroll
+                    for (int i = 0; i < MA_V; i++) {
+                        int q = lane + 32 * i;
+                        if (q < kl) { // slots past kl were not staged
+                            float4 a = xj[q];
+                            d = fmaf(wv[i].x, a.x, d);
+                            d = fmaf(wv[i].y, a.y, d);
+                            d = fmaf(wv[i].z, a.z, d);
+                            d = fmaf(wv[i].w, a.w, d);
+                        }
+                    }
+                    d = warp_sum(d);
+                    if (lane == 0) {
+                        float* o = y + (i64) order[c + j] * N + n;
+                        *o = (accumulate || k0 > 0 ? *o : 0.0f) + scale * d;
+                    }
+                }
+            }
+            __syncthreads();
+        }
+    }
+}
+
 // Short K (at most MS_K, a LoRA's B whose K is its rank): a thread a row of W_e and no reduction across lanes; block
 // (MS_THREADS-row chunk, j-th active expert) takes the expert's pairs MR_PAIRS at a time, their x rows staged
-// together, and reads its row once for all of them. f32 accumulation over k in order.
+// together, and reads its row once for all of them (f32 rows in 16-byte loads: the whole row into registers first,
+// every load in flight at once). f32 accumulation over k in order.
 #define MS_K 64
 #define MS_THREADS 128
 
@@ -229,6 +302,13 @@ extern "C" __global__ void __launch_bounds__(MS_THREADS)
     }
     int n = blockIdx.x * MS_THREADS + threadIdx.x;
     int end = offsets[e + 1];
+    bool rows4 = vec && !wBf16;
+    float4 wv[MS_K / 4]; // the row, when rows4
+    if (rows4) {
+        const float4* rw = (const float4*) ((const float*) w + (i64) (n < N ? n : 0) * K);
+#pragma unroll
+        for (int q = 0; q < MS_K / 4; q++) wv[q] = n < N && 4 * q < K ? __ldg(rw + q) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
     for (int c = offsets[e]; c < end; c += MR_PAIRS) {
         int m = min(MR_PAIRS, end - c);
         for (int i = threadIdx.x; i < m * K; i += MS_THREADS) {
@@ -240,10 +320,11 @@ extern "C" __global__ void __launch_bounds__(MS_THREADS)
             float acc[MR_PAIRS];
 #pragma unroll
             for (int j = 0; j < MR_PAIRS; j++) acc[j] = 0.0f;
-            if (vec && !wBf16) { // the row in 16-byte loads
-                const float4* rw = (const float4*) ((const float*) w + (i64) n * K);
-                for (int q = 0; q < K / 4; q++) {
-                    float4 a = rw[q];
+            if (rows4) {
+#pragma unroll
+                for (int q = 0; q < MS_K / 4; q++) {
+                    if (4 * q >= K) break;
+                    float4 a = wv[q];
 #pragma unroll
                     for (int j = 0; j < MR_PAIRS; j++) {
                         if (j < m) { // rows past m were not staged
@@ -256,10 +337,10 @@ extern "C" __global__ void __launch_bounds__(MS_THREADS)
                 }
             } else {
                 for (int k = 0; k < K; k++) {
-                    float wv = wBf16 ? bf16_to_f32(((const u16*) w)[(i64) n * K + k]) : ((const float*) w)[(i64) n * K + k];
+                    float wk = wBf16 ? bf16_to_f32(((const u16*) w)[(i64) n * K + k]) : ((const float*) w)[(i64) n * K + k];
 #pragma unroll
                     for (int j = 0; j < MR_PAIRS; j++) {
-                        if (j < m) acc[j] = fmaf(wv, xs[j * K + k], acc[j]); // rows past m were not staged
+                        if (j < m) acc[j] = fmaf(wk, xs[j * K + k], acc[j]); // rows past m were not staged
                     }
                 }
             }

@@ -332,6 +332,25 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * A LoRA term of {@link #moeSwigluPairs}: {@code scale · lo[p] · B_eᵀ} for pair p routed to expert e, with lo f32
+     * [P, r] the pairs' products with the LoRA's A and {@code b} the experts' B, [N, r] each.
+     */
+    record PairLora(Tensor lo, ExpertWeights b, float scale) {
+    }
+
+    /**
+     * A decode step's gate, up and SwiGLU per routed pair in one call, where the backend has a fused form:
+     * act f32 [P, N] row p = silu(x[p / xDiv] · G_eᵀ + g) · (x[p / xDiv] · U_eᵀ + u) with e = ids[p] and g, u the
+     * LoRA terms ({@link PairLora}; null: none); x, ids and xDiv as in {@link #moeExpertMatmulPairs}, and the same
+     * contract on ids. Returns false without writing anything where there is none (here): the caller then runs the
+     * separate products, the terms and {@link #swiglu}.
+     */
+    default boolean moeSwigluPairs(Tensor x, int xDiv, ExpertWeights gate, ExpertWeights up, Tensor ids, PairLora gateLora,
+                                   PairLora upLora, Tensor act) {
+        return false;
+    }
+
+    /**
      * out [T, H] row t (+)= Σ_j weights[t, j] · ys[t·k + j] (j ascending) for ys f32 [T·k, H] in pair order
      * and weights f32 [T, k]: the pairs back to their tokens. Overwrites out unless {@code accumulate}.
      */

@@ -742,6 +742,17 @@ public final class CudaBackend implements Backend {
         }
     }
 
+    /**
+     * Stacked INT4 gate and up experts from {@link CudaMoePairs#STACKED_PAIRS} pairs, with f32 LoRA terms or none: one
+     * tensor-core launch ({@link CudaMoePairs#swiglu}); {@code -Dorbit.cuda.moeSwigluPairs=off} keeps the separate products.
+     */
+    @Override
+    public boolean moeSwigluPairs(Tensor x, int xDiv, ExpertWeights gate, ExpertWeights up, Tensor ids, PairLora gateLora,
+                                  PairLora upLora, Tensor act) {
+        ctx.device.bind();
+        return moePairs.swiglu(x, xDiv, gate, up, ids, gateLora, upLora, act);
+    }
+
     @Override
     public void moeCombinePairs(Tensor ys, Tensor weights, Tensor out, boolean accumulate) {
         ctx.device.bind();

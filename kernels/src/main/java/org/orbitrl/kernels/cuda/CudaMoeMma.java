@@ -47,6 +47,8 @@ final class CudaMoeMma {
     private final Kernel[][] gateUpKernels = new Kernel[3][2];
     private final Kernel[] gateUp3Kernels = new Kernel[2];    // MT 8, 2 stages, three blocks an SM
     private final Kernel[] gateUp16Kernels = new Kernel[2];   // MT 16, 2 stages, two blocks an SM
+    private final Kernel[] gateUpLoraKernels = new Kernel[3]; // [MT 8, 16, 32], f32 x and act, with LoRA terms
+    private final Kernel gateUpLora16Kernel;                  // MT 16, 2 stages, two blocks an SM
     private boolean fused = !"off".equals(System.getProperty("orbit.cuda.moeFused"));
 
     CudaMoeMma(CudaContext ctx) {
@@ -59,7 +61,9 @@ final class CudaMoeMma {
                 afterKernels[i][d] = ctx.kernel("qmma", "qmma_int4_grouped_after_m" + mts[i] + xt[d]);
                 gateUpKernels[i][d] = ctx.kernel("qmma", "qmma_int4_gate_up_m" + mts[i] + xt[d]);
             }
+            gateUpLoraKernels[i] = ctx.kernel("qmma", "qmma_int4_gate_up_lora_m" + mts[i] + "_f32");
         }
+        gateUpLora16Kernel = ctx.kernel("qmma", "qmma_int4_gate_up_lora_st2_m16_f32");
         for (int d = 0; d < 2; d++) {
             shortKernels[d] = ctx.kernel("qmma", "qmma_int4_grouped_short_m8" + xt[d]);
             short4Kernels[d] = ctx.kernel("qmma", "qmma_int4_grouped_short4_m8" + xt[d]);
@@ -176,6 +180,32 @@ final class CudaMoeMma {
         long gridX = (n + ROWS_PER_BLOCK / 2 - 1) / (ROWS_PER_BLOCK / 2);
         ctx.launch2dShared(kernel, gridX, gridRows(r), THREADS, shared, x, xDiv, r.offsets(), r.order(),
                 r.active(), gate.codes(), gate.scales(), gate.zeros(), up.codes(), up.scales(), up.zeros(), act, n, k, xStride(k));
+    }
+
+    /**
+     * Gate and up with their LoRA terms in one launch, f32 x and f32 act: {@code act[p] = silu(g) · u} with
+     * {@code g = x[p / xDiv] · G_eᵀ + gateScale · gateLo[p] · Bg_eᵀ} and u likewise, e the pair's expert (the launch
+     * shapes of {@link #launchGateUp}; a warp adds its matrix's term to its products before the SwiGLU).
+     *
+     * @param gateLo  f32 [pairs, rank], the pairs' products with the gate LoRA's A, or null for no term
+     * @param gateB   the gate LoRA's B as a table of the experts' f32 [N, rank] addresses (null with gateLo)
+     * @param act     f32 [pairs, N]
+     */
+    void launchGateUpLora(Tensor x, int xDiv, QuantizedTensor gate, QuantizedTensor up, MoeRouting r, Tensor act, int n, int k,
+                          Tensor gateLo, Tensor gateB, float gateScale, Tensor upLo, Tensor upB, float upScale, int rank) {
+        int rows = rowsPerExpert(r);
+        int mt = chunkFor(rows, k);
+        Kernel kernel = gateUpLoraKernels[mtIndex(mt)];
+        int shared = WEIGHT_SHARED + mt * xStride(k);
+        if (!"4".equals(System.getProperty("orbit.cuda.moeGateUpStages", "auto")) && mt == 8 && rows > 6
+                && 2L * (TWO_STAGE_WEIGHT_SHARED + 16L * xStride(k) + 1024) <= SM_SHARED) {
+            kernel = gateUpLora16Kernel; // 16 rows a chunk: the weights read half as often as at 8
+            shared = TWO_STAGE_WEIGHT_SHARED + 16 * xStride(k);
+        }
+        long gridX = (n + ROWS_PER_BLOCK / 2 - 1) / (ROWS_PER_BLOCK / 2);
+        ctx.launch2dShared(kernel, gridX, gridRows(r), THREADS, shared, x, xDiv, r.offsets(), r.order(), r.active(), gate.codes(),
+                gate.scales(), gate.zeros(), up.codes(), up.scales(), up.zeros(), act, n, k, xStride(k), gateLo, gateB, gateScale,
+                upLo, upB, upScale, rank);
     }
 
     private static int rowsPerExpert(MoeRouting r) {

@@ -207,6 +207,21 @@ final class CudaMoeOps {
         ctx.launch(toBf16, grid, 256, g, act, elements);
     }
 
+    /**
+     * Gate and up with LoRA terms and the SwiGLU in one tensor-core launch ({@link CudaMoeMma#launchGateUpLora}), f32 x
+     * and act; false (nothing launched) where the fused shapes or the tensor cores are off or the kernel does not take
+     * the operands.
+     */
+    boolean gateUpLora(Tensor x, int xDiv, QuantizedTensor gate, QuantizedTensor up, MoeRouting r, Tensor act, int n, int k,
+                       Tensor gateLo, Tensor gateB, float gateScale, Tensor upLo, Tensor upB, float upScale, int rank) {
+        if (!mma.fused() || !tensorCores || x.dtype() != DType.F32 || !CudaMoeMma.supports(QuantLayout.of(gate, ctx), gate, x, k)
+                || !CudaMoeMma.supports(QuantLayout.of(up, ctx), up, x, k)) {
+            return false;
+        }
+        mma.launchGateUpLora(x, xDiv, gate, up, r, act, n, k, gateLo, gateB, gateScale, upLo, upB, upScale, rank);
+        return true;
+    }
+
     /** Whether the decode products take the fused launch shapes ({@link CudaMoeMma#fused}). */
     boolean fused() {
         return mma.fused();

@@ -1,6 +1,7 @@
 package org.orbitrl.kernels.cuda;
 
 import org.bytedeco.cuda.global.cudart;
+import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.ExpertWeights;
 import org.orbitrl.kernels.MemoryCategory;
@@ -77,6 +78,9 @@ final class CudaMoePairs {
 
     private final CudaContext ctx;
     private final CudaMoeOps grouped;
+    /** {@code -Dorbit.cuda.moeSwigluPairs=off}: gate, up and the SwiGLU as separate calls ({@link #swiglu} declines). */
+    private static final boolean SWIGLU_PAIRS = !"off".equals(System.getProperty("orbit.cuda.moeSwigluPairs"));
+
     /** The device routing of a call above {@value #DIRECT_PAIRS} pairs, one per expert count, made outside a capture and kept. */
     private final Map<Integer, MoeRouting> routings = new HashMap<>();
     /** The ids tensor each routing was last filled from (compared by identity). */
@@ -231,6 +235,72 @@ final class CudaMoePairs {
         ctx.launch2dShared(dense, gridX, pairs, DENSE_THREADS, (int) Math.max(shared, 16), x, xDiv, ids, table,
                 kind.bf16 ? 1 : 0, vec ? 1 : 0, scale, y, accumulate ? 1 : 0, n, k, w.experts(), ctx.errorFlag);
         return true;
+    }
+
+    /**
+     * act [P, N] row p = silu(x[p / xDiv] · G_eᵀ + g) · (x[p / xDiv] · U_eᵀ + u) in one tensor-core launch
+     * ({@link CudaMoeOps#gateUpLora}) for INT4 gate and up experts that lie back to back, from {@link #STACKED_PAIRS}
+     * pairs, with LoRA terms of f32 factors of one rank (a multiple of 4) or none. Returns false, launching nothing,
+     * for anything else (the caller runs the separate products).
+     */
+    boolean swiglu(Tensor x, int xDiv, ExpertWeights gate, ExpertWeights up, Tensor ids, Backend.PairLora gateLora,
+                   Backend.PairLora upLora, Tensor act) {
+        int pairs = Math.toIntExact(ids.numel());
+        int n = gate.rows();
+        int k = gate.cols();
+        if (!SWIGLU_PAIRS || pairs < STACKED_PAIRS || ids.rank() != 2 || !(xDiv == 1 || xDiv == ids.size(-1))) {
+            return false;
+        }
+        ctx.devContiguous("moeSwigluPairs x", x, DType.F32);
+        ctx.devContiguous("moeSwigluPairs act", act, DType.F32);
+        ctx.devContiguous("moeSwigluPairs expert ids", ids, DType.I32);
+        if (up.rows() != n || up.cols() != k || up.experts() != gate.experts() || x.size(-1) != k
+                || x.numel() != (long) pairs / xDiv * k || act.size(-1) != n || act.numel() != (long) pairs * n) {
+            throw new IllegalArgumentException("moeSwigluPairs: x " + x + " (a row per " + xDiv + " pairs), " + pairs + " pairs " + ids
+                    + " -> act " + act + " for gate experts " + gate.experts() + " x [" + n + ", " + k + "] and up " + up.experts()
+                    + " x [" + up.rows() + ", " + up.cols() + "]");
+        }
+        QuantizedTensor g = gate.stacked();
+        QuantizedTensor u = up.stacked();
+        if (g == null || u == null || QuantLayout.of(g, ctx) != QuantLayout.INT4 || QuantLayout.of(u, ctx) != QuantLayout.INT4) {
+            return false;
+        }
+        int rank = gateLora != null ? gateLora.b().cols() : upLora != null ? upLora.b().cols() : 0;
+        Tensor gateTable = loraTable("gate", gateLora, gate, pairs, rank);
+        Tensor upTable = loraTable("up", upLora, up, pairs, rank);
+        if ((gateLora != null && gateTable == null) || (upLora != null && upTable == null)) {
+            return false;
+        }
+        return grouped.gateUpLora(x, xDiv, g, u, routed(gate.experts(), ids), act, n, k, gateLora == null ? null : gateLora.lo(),
+                gateTable, gateLora == null ? 0f : gateLora.scale(), upLora == null ? null : upLora.lo(), upTable,
+                upLora == null ? 0f : upLora.scale(), rank);
+    }
+
+    /** The table of a LoRA term's B factors when the fused kernel takes them (every expert's f32 [N, rank], 16-byte aligned), else null. */
+    private Tensor loraTable(String which, Backend.PairLora l, ExpertWeights base, int pairs, int rank) {
+        if (l == null) {
+            return null;
+        }
+        ExpertWeights b = l.b();
+        if (b.experts() != base.experts() || b.rows() != base.rows() || b.cols() != rank || rank % 4 != 0) {
+            return null;
+        }
+        ctx.devContiguous("moeSwigluPairs " + which + " LoRA lo", l.lo(), DType.F32);
+        if (l.lo().size(-1) != rank || l.lo().numel() != (long) pairs * rank) {
+            throw new IllegalArgumentException("moeSwigluPairs: the " + which + " LoRA's lo " + l.lo() + " must be [" + pairs + ", "
+                    + rank + "] for B [" + b.rows() + ", " + rank + "]");
+        }
+        if (CudaAllocator.address(l.lo()) % 16 != 0) {
+            return null;
+        }
+        for (int e = 0; e < b.experts(); e++) {
+            Tensor d = b.dense(e);
+            if (d == null || d.dtype() != DType.F32) {
+                return null;
+            }
+        }
+        Kind kind = kind(b);
+        return kind.aligned ? table(b, kind) : null;
     }
 
     /** The pairs grouped by expert on the device ({@link #routed}), then one block row an active expert. */

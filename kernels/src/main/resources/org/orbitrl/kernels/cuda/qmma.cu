@@ -119,15 +119,26 @@ __device__ __forceinline__ uint4 qm_x8(const void* xr, int k) {
     return o;
 }
 
+// A LoRA term of a fused launch's matrix (QmLora): out[p, n] += s * (lo[p] . B_e[n]), lo f32 [pairs, R] (the pair's
+// products with the LoRA's A), B_e = table[e] f32 [N, R] (R % 4 == 0, rows 16-byte aligned), lo null: none.
+struct QmLora {
+    const float* lo;
+    const unsigned long long* table;
+    float s;
+};
+
 // ST weight stages a warp; AFTER: a stage is refilled after its products (ST stages in flight while the
 // warp waits), else before them (ST - 1 in flight, the slot of the previous stage). FUSED: warps 0-3
 // multiply the first matrix (gate), warps 4-7 the second (up), rows [64 * blockIdx.x, +64) of both;
 // the second's warps hand their products to their partner through their own (drained) stages and the
-// block writes silu(gate) * up. OUTB: y bf16 (round to nearest even), else f32.
-template <int MT, bool XB, int ST, bool AFTER, bool FUSED, bool OUTB>
+// block writes silu(gate) * up. OUTB: y bf16 (round to nearest even), else f32. LORA (FUSED only): each
+// warp adds its matrix's LoRA term (lora0 the first's, lora1 the second's, R their rank) to its products
+// before the SwiGLU, summed over k in order in f32 (lo and the rows of B read from global memory).
+template <int MT, bool XB, int ST, bool AFTER, bool FUSED, bool OUTB, bool LORA = false>
 __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int* offsets, const int* order, const int* active,
                                              const u8* codes0, const u16* scales0, const u32* zeros0, const u8* codes1,
-                                             const u16* scales1, const u32* zeros1, void* y, int N, int K, int xStride) {
+                                             const u16* scales1, const u32* zeros1, void* y, int N, int K, int xStride,
+                                             QmLora lora0 = QmLora{0, 0, 0.0f}, QmLora lora1 = QmLora{0, 0, 0.0f}, int R = 0) {
     constexpr int NT = MT / 8;                                 // n-tiles of 8 x rows
     constexpr int HALF = QM_WARPS / 2;
     constexpr int ROWS = FUSED ? 16 * HALF : 16 * QM_WARPS;    // output rows of a block (of each matrix)
@@ -291,6 +302,36 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
             }
             qm_wait<0>();
             __syncwarp(); // every lane is done with the stages before the next chunk (or the hand-over) uses them
+            if (LORA) {
+                QmLora l = second ? lora1 : lora0;
+                const float* bw = l.lo != 0 ? (const float*) l.table[e] : (const float*) 0;
+                if (bw != 0) {
+                    const float4* bLo = (const float4*) (bw + (growLo - ebase) * R); // rows g and g + 8 of the warp's tile
+                    const float4* bHi = (const float4*) (bw + (growHi - ebase) * R);
+#pragma unroll
+                    for (int j = 0; j < NT; j++) {
+                        if (j < nt) {
+#pragma unroll
+                            for (int h = 0; h < 2; h++) {
+                                int m = 8 * j + 2 * t + h;
+                                const float4* lr = (const float4*) (l.lo + (i64) order[start + c0 + (m < mcount ? m : 0)] * R);
+                                float sLo = 0.0f;
+                                float sHi = 0.0f;
+#pragma unroll 4
+                                for (int q = 0; q < (R >> 2); q++) {
+                                    float4 v = lr[q];
+                                    float4 a = bLo[q];
+                                    float4 b = bHi[q];
+                                    sLo = fmaf(a.x, v.x, sLo); sLo = fmaf(a.y, v.y, sLo); sLo = fmaf(a.z, v.z, sLo); sLo = fmaf(a.w, v.w, sLo);
+                                    sHi = fmaf(b.x, v.x, sHi); sHi = fmaf(b.y, v.y, sHi); sHi = fmaf(b.z, v.z, sHi); sHi = fmaf(b.w, v.w, sHi);
+                                }
+                                acc[j][h] = acc[j][h] + l.s * sLo;
+                                acc[j][2 + h] = acc[j][2 + h] + l.s * sHi;
+                            }
+                        }
+                    }
+                }
+            }
         }
         if (FUSED) {
             // [NT * 4][32] f32: the second matrix's products in the drained stages of the warp that made them
@@ -385,3 +426,23 @@ QM_GATE_UP(qmma_int4_gate_up3, 8, f32, false, 2, 3)
 QM_GATE_UP(qmma_int4_gate_up3, 8, bf16, true, 2, 3)
 QM_GATE_UP(qmma_int4_gate_up_st2, 16, f32, false, 2, 2)
 QM_GATE_UP(qmma_int4_gate_up_st2, 16, bf16, true, 2, 2)
+
+// Gate and up with their LoRA terms, f32 x and f32 act: act[p] = silu(x G_e^T + s_g lo_g[p] Bg_e^T) * (x U_e^T +
+// s_u lo_u[p] Bu_e^T) (rollout's decode step with an adapter on the experts; the same shapes as above).
+#define QM_GATE_UP_LORA(NAME, MT, ST, MINB)                                                                          \
+    extern "C" __global__ void __launch_bounds__(32 * QM_WARPS, MINB)                                                \
+        NAME##_m##MT##_f32(const void* x, int xDiv, const int* offsets, const int* order, const int* active,         \
+                           const u8* gcodes, const u16* gscales, const u32* gzeros, const u8* ucodes,                \
+                           const u16* uscales, const u32* uzeros, float* act, int N, int K, int xStride,             \
+                           const float* glo, const unsigned long long* gtable, float gs, const float* ulo,           \
+                           const unsigned long long* utable, float us, int R) {                                      \
+        pdl_enter();                                                                                                 \
+        qmma_grouped<MT, false, ST, true, true, false, true>(x, xDiv, offsets, order, active, gcodes, gscales, gzeros, \
+                                                             ucodes, uscales, uzeros, act, N, K, xStride,             \
+                                                             QmLora{glo, gtable, gs}, QmLora{ulo, utable, us}, R);    \
+    }
+
+QM_GATE_UP_LORA(qmma_int4_gate_up_lora, 8, QM_STAGES, 2)
+QM_GATE_UP_LORA(qmma_int4_gate_up_lora, 16, QM_STAGES, 2)
+QM_GATE_UP_LORA(qmma_int4_gate_up_lora, 32, QM_STAGES, 2)
+QM_GATE_UP_LORA(qmma_int4_gate_up_lora_st2, 16, 2, 2)

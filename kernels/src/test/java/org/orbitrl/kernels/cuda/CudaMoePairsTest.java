@@ -1,6 +1,7 @@
 package org.orbitrl.kernels.cuda;
 
 import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.ExpertWeights;
 import org.orbitrl.kernels.Tensor;
@@ -224,6 +225,122 @@ class CudaMoePairsTest extends CudaTestBase {
                 }
             } finally {
                 gpu.free(dw);
+            }
+        }
+    }
+
+    /**
+     * Gate, up, their LoRA terms and the SwiGLU in one tensor-core launch ({@link CudaBackend#moeSwigluPairs}) for INT4
+     * experts back to back, against a double reference of {@code silu(x·G_eᵀ + s_g·lo_g·Bg_eᵀ) · (x·U_eᵀ + s_u·lo_u·Bu_eᵀ)}
+     * with x rounded to bf16 (as the tensor-core products round it): with both terms, one, none; x per token and per
+     * pair; 8 and 32 pairs an expert (the 8- and 16-row chunks). Below {@link CudaMoePairs#STACKED_PAIRS} pairs the call
+     * declines and writes nothing. Tolerance: each of g and u within {@code e = 1e-6 + 1e-5·(Σ|x·w| + |s|·Σ|lo·b|)}, so
+     * act within {@code 1e-6 + 1.1·e_g·|u| + |silu(g)|·e_u + 1e-6·|act|}.
+     */
+    @Test
+    void gateUpTheirLoraTermsAndTheSwigluInOneLaunch() {
+        SplittableRandom r = rng(911);
+        int experts = 16;
+        int n = 96;
+        int k = 256;
+        int rank = 8;
+        for (String format : new String[]{"int4-g32", "int4-g32-asym"}) {
+            QuantizedTensor hg = CudaQuantTest.random(format, r, experts * n, k);
+            QuantizedTensor hu = CudaQuantTest.random(format, r, experts * n, k);
+            float[] wg = CudaQuantTest.dequantizeRef(hg);
+            float[] wu = CudaQuantTest.dequantizeRef(hu);
+            QuantizedTensor dg = gpu.toDevice(hg);
+            QuantizedTensor du = gpu.toDevice(hu);
+            try {
+                QuantizedTensor[] qg = new QuantizedTensor[experts];
+                QuantizedTensor[] qu = new QuantizedTensor[experts];
+                Tensor[] bg = new Tensor[experts];
+                Tensor[] bu = new Tensor[experts];
+                float[][] bgh = new float[experts][];
+                float[][] buh = new float[experts][];
+                for (int e = 0; e < experts; e++) {
+                    qg[e] = CudaMoeOps.expert(dg, e, n);
+                    qu[e] = CudaMoeOps.expert(du, e, n);
+                    bgh[e] = randn(r, 0.5f, n, rank).toFloatArray();
+                    buh[e] = randn(r, 0.5f, n, rank).toFloatArray();
+                    bg[e] = dev(Tensor.of(bgh[e], n, rank));
+                    bu[e] = dev(Tensor.of(buh[e], n, rank));
+                }
+                ExpertWeights gate = new ExpertWeights(n, k, new Tensor[experts], qg);
+                ExpertWeights up = new ExpertWeights(n, k, new Tensor[experts], qu);
+                ExpertWeights gateB = new ExpertWeights(n, rank, bg, new QuantizedTensor[experts]);
+                ExpertWeights upB = new ExpertWeights(n, rank, bu, new QuantizedTensor[experts]);
+                // {tokens, topk, x per pair, terms: 3 both, 1 gate's, 2 up's, 0 none}
+                for (int[] c : new int[][]{{16, 8, 0, 3}, {64, 8, 0, 3}, {20, 4, 1, 1}, {32, 4, 0, 2}, {16, 8, 1, 0}, {3, 4, 0, 3}}) {
+                    int tokens = c[0];
+                    int topk = c[1];
+                    boolean perPair = c[2] == 1;
+                    boolean withGate = (c[3] & 1) != 0;
+                    boolean withUp = (c[3] & 2) != 0;
+                    int pairs = tokens * topk;
+                    int xRows = perPair ? pairs : tokens;
+                    int xDiv = perPair ? 1 : topk;
+                    float[] x = randn(r, 1f, xRows, k).toFloatArray();
+                    float[] xr = bf16Round(x);
+                    int[] ids = CudaFusedDecodeTest.routes(r, tokens, topk, experts);
+                    float[] log = randn(r, 1f, pairs, rank).toFloatArray();
+                    float[] lou = randn(r, 1f, pairs, rank).toFloatArray();
+                    float sg = 0.75f;
+                    float su = -1.25f;
+                    Backend.PairLora gl = withGate ? new Backend.PairLora(dev(Tensor.of(log, pairs, rank)), gateB, sg) : null;
+                    Backend.PairLora ul = withUp ? new Backend.PairLora(dev(Tensor.of(lou, pairs, rank)), upB, su) : null;
+                    Tensor act = poisoned(DType.F32, pairs, n);
+                    String what = format + ", " + pairs + " pairs" + (perPair ? ", x per pair" : "") + (withGate ? ", gate's LoRA" : "")
+                            + (withUp ? ", up's LoRA" : "");
+                    boolean done = gpu.moeSwigluPairs(dev(Tensor.of(x, xRows, k)), xDiv, gate, up, dev(Tensor.ofInts(ids, tokens, topk)),
+                            gl, ul, act);
+                    if (pairs < CudaMoePairs.STACKED_PAIRS) {
+                        assertTrue(!done, what + ": below the bound the call declines");
+                        float[] got = gpu.toHost(act).toFloatArray();
+                        for (float v : got) {
+                            assertTrue(Float.isNaN(v), what + ": a declined call writes nothing");
+                        }
+                        continue;
+                    }
+                    assertTrue(done, what + ": stacked INT4 experts take the fused launch");
+                    float[] want = new float[pairs * n];
+                    double[] tol = new double[want.length];
+                    for (int p = 0; p < pairs; p++) {
+                        int e = ids[p];
+                        for (int o = 0; o < n; o++) {
+                            double g = 0;
+                            double u = 0;
+                            double ag = 0;
+                            double au = 0;
+                            for (int i = 0; i < k; i++) {
+                                double xv = xr[(p / xDiv) * k + i];
+                                g += xv * wg[(e * n + o) * k + i];
+                                u += xv * wu[(e * n + o) * k + i];
+                                ag += Math.abs(xv * wg[(e * n + o) * k + i]);
+                                au += Math.abs(xv * wu[(e * n + o) * k + i]);
+                            }
+                            for (int j = 0; j < rank; j++) {
+                                if (withGate) {
+                                    g += sg * (double) log[p * rank + j] * bgh[e][o * rank + j];
+                                    ag += Math.abs(sg * (double) log[p * rank + j] * bgh[e][o * rank + j]);
+                                }
+                                if (withUp) {
+                                    u += su * (double) lou[p * rank + j] * buh[e][o * rank + j];
+                                    au += Math.abs(su * (double) lou[p * rank + j] * buh[e][o * rank + j]);
+                                }
+                            }
+                            double silu = g / (1 + Math.exp(-g));
+                            double a = silu * u;
+                            want[p * n + o] = (float) a;
+                            tol[p * n + o] = 1e-6 + 1.1 * (1e-6 + 1e-5 * ag) * Math.abs(u) + Math.abs(silu) * (1e-6 + 1e-5 * au)
+                                    + 1e-6 * Math.abs(a);
+                        }
+                    }
+                    assertWithin(what, want, gpu.toHost(act).toFloatArray(), tol);
+                }
+            } finally {
+                gpu.free(dg);
+                gpu.free(du);
             }
         }
     }

@@ -74,11 +74,26 @@ final class ExpertLora {
      * {@link #forward} for a decode step ({@link Backend#moeExpertMatmulPairs}; nothing read on the host).
      */
     void forwardPairs(Backend bk, Tensor x, int xDiv, Tensor ids, Tensor y) {
-        TensorAllocator al = bk.allocator();
-        Tensor xa = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, ids.numel(), a.rows());   // [P, r]
+        Tensor xa = pairsA(bk, x, xDiv, ids);
+        addPairsB(bk, xa, ids, y);
+        bk.allocator().release(xa);
+    }
+
+    /** The pairs' products with A: xa [P, r] row p = x[p / xDiv]·A_eᵀ (the caller releases it). */
+    Tensor pairsA(Backend bk, Tensor x, int xDiv, Tensor ids) {
+        Tensor xa = bk.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, ids.numel(), a.rows());   // [P, r]
         bk.moeExpertMatmulPairs(x, xDiv, a, ids, 1f, xa, false);
+        return xa;
+    }
+
+    /** y [P, out] row p += s·xa[p]·B_eᵀ, xa from {@link #pairsA}. */
+    void addPairsB(Backend bk, Tensor xa, Tensor ids, Tensor y) {
         bk.moeExpertMatmulPairs(xa, 1, b, ids, scale, y, true);
-        al.release(xa);
+    }
+
+    /** The term {@link Backend#moeSwigluPairs} adds for this LoRA, xa from {@link #pairsA}. */
+    Backend.PairLora pairTerm(Tensor xa) {
+        return new Backend.PairLora(xa, b, scale);
     }
 
     /** Accumulates each expert's A and B gradients and adds the adapter's share into dx [P, in]. */

@@ -209,7 +209,8 @@ final class GroupedMoe {
     /**
      * The forward of a few tokens per (token, expert) pair, where the backend asks for it ({@link Backend#moePairs}):
      * the routing as above, then each pair's gate, up and down products through its expert and its LoRA, read
-     * from the ids on the backend ({@link Backend#moeExpertMatmulPairs}), and the pairs weighted back into their
+     * from the ids on the backend ({@link Backend#moeExpertMatmulPairs}; gate, up, their LoRA's B and the SwiGLU in
+     * one call where the backend fuses them, {@link Backend#moeSwigluPairs}), and the pairs weighted back into their
      * tokens ({@link Backend#moeCombinePairs}). No host read, so a decode step of an MoE model can be captured.
      * For inference and decode batches ({@value #PAIRS_MAX} pairs at most), never in a training step (whose
      * recomputed forwards must equal its first), and a long prompt's prefill keeps the grouped products.
@@ -224,14 +225,26 @@ final class GroupedMoe {
         a.release(r.chosen());
         Tensor weights = r.weights();
         Tensor ids = r.ids();
-        Tensor g = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);     // [P, I]
-        Tensor u = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);     // [P, I]
-        b.moeExpertMatmulPairs(x, k, gate, ids, 1f, g, false);
-        b.moeExpertMatmulPairs(x, k, up, ids, 1f, u, false);
-        pairAdaptersForward(b, moe.experts, 0, x, k, ids, g);
-        pairAdaptersForward(b, moe.experts, 1, x, k, ids, u);
-        b.swiglu(g, u, g);                                                           // act, in place
-        a.release(u);
+        ExpertLora gateLora = ExpertLora.of(linears(moe.experts, 0));
+        ExpertLora upLora = ExpertLora.of(linears(moe.experts, 1));
+        Tensor gateA = gateLora == null ? null : gateLora.pairsA(b, x, k, ids);     // [P, r]
+        Tensor upA = upLora == null ? null : upLora.pairsA(b, x, k, ids);           // [P, r]
+        Tensor g = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);     // [P, I]: act
+        if (!b.moeSwigluPairs(x, k, gate, up, ids, gateA == null ? null : gateLora.pairTerm(gateA),
+                upA == null ? null : upLora.pairTerm(upA), g)) {
+            Tensor u = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter); // [P, I]
+            b.moeExpertMatmulPairs(x, k, gate, ids, 1f, g, false);
+            b.moeExpertMatmulPairs(x, k, up, ids, 1f, u, false);
+            if (gateA != null) {
+                gateLora.addPairsB(b, gateA, ids, g);
+            }
+            if (upA != null) {
+                upLora.addPairsB(b, upA, ids, u);
+            }
+            b.swiglu(g, u, g);                                                       // act, in place
+            a.release(u);
+        }
+        release(a, gateA, upA);
         Tensor ys = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, x.size(1)); // [P, hidden]
         b.moeExpertMatmulPairs(g, 1, down, ids, 1f, ys, false);
         pairAdaptersForward(b, moe.experts, 2, g, 1, ids, ys);

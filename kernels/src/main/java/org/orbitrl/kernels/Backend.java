@@ -351,6 +351,16 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * One projection of a decode step's routed experts per pair with its LoRA term in one call, where the backend has a
+     * fused form: y f32 [P, N] row p = x[p / xDiv] · W_eᵀ + lora (overwritten), as {@link #moeExpertMatmulPairs}
+     * otherwise. Returns false without writing anything where there is none (here): the caller then runs the product
+     * and adds the term.
+     */
+    default boolean moeExpertMatmulPairsLora(Tensor x, int xDiv, ExpertWeights experts, Tensor ids, PairLora lora, Tensor y) {
+        return false;
+    }
+
+    /**
      * out [T, H] row t (+)= Σ_j weights[t, j] · ys[t·k + j] (j ascending) for ys f32 [T·k, H] in pair order
      * and weights f32 [T, k]: the pairs back to their tokens. Overwrites out unless {@code accumulate}.
      */

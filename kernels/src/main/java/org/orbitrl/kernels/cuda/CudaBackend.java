@@ -753,6 +753,13 @@ public final class CudaBackend implements Backend {
         return moePairs.swiglu(x, xDiv, gate, up, ids, gateLora, upLora, act);
     }
 
+    /** Stacked INT4 experts from {@link CudaMoePairs#STACKED_PAIRS} pairs with an f32 LoRA: one tensor-core launch ({@link CudaMoePairs#matmulLora}). */
+    @Override
+    public boolean moeExpertMatmulPairsLora(Tensor x, int xDiv, ExpertWeights experts, Tensor ids, PairLora lora, Tensor y) {
+        ctx.device.bind();
+        return moePairs.matmulLora(x, xDiv, experts, ids, lora, y);
+    }
+
     @Override
     public void moeCombinePairs(Tensor ys, Tensor weights, Tensor out, boolean accumulate) {
         ctx.device.bind();

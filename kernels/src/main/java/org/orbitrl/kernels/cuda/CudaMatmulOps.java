@@ -39,8 +39,20 @@ final class CudaMatmulOps {
         return QGEMV ? QGEMV_MAX_ROWS : GEMV_MAX_ROWS;
     }
 
+    /**
+     * f32 products of at most this many rows against at most {@link #NARROW_MAX_N} f32 rows of w (a LoRA's A over a decode
+     * batch) take {@code narrow_matmul_f32} (a row of w a warp, held in registers; batch-invariant f32 sums) rather than
+     * cuBLAS's split-K pair of launches; {@code -Dorbit.cuda.narrowMatmul=off} keeps cuBLAS.
+     */
+    static final int NARROW_MAX_ROWS = 256;
+    static final int NARROW_MAX_N = 64;
+    private static final boolean NARROW = !"off".equals(System.getProperty("orbit.cuda.narrowMatmul"));
+    private static final int NARROW_ROWS_PER_BLOCK = 4;   // x rows a block stages (mt)
+    private static final int NARROW_PIECES = 512;         // MA_PIECES in moe_pairs.cu: 16-byte pieces of a row a pass
+
     private final CudaContext ctx;
     private final CudaRowOps rows;
+    private final Kernel narrow;
     final CudaQgemv qgemv;
 
     private final Kernel gemvBf16;
@@ -54,6 +66,7 @@ final class CudaMatmulOps {
         this.rows = rows;
         this.qgemv = new CudaQgemv(ctx);
         this.gemvBf16 = ctx.kernel("quant", "gemv_bf16");
+        this.narrow = ctx.kernel("moe_pairs", "narrow_matmul_f32");
         for (QuantLayout l : QuantLayout.values()) {
             gemv.put(l, ctx.kernel("quant", "gemv_" + l.kernelSuffix()));
             dequant.put(l, ctx.kernel("quant", "dequant_" + l.kernelSuffix()));
@@ -76,7 +89,15 @@ final class CudaMatmulOps {
             return;
         }
         switch (w.dtype()) {
-            case F32 -> ctx.cublas.gemm(CudaAllocator.address(x), CudaAllocator.address(w), CudaAllocator.address(y), m, n, k, false);
+            case F32 -> {
+                if (NARROW && m <= NARROW_MAX_ROWS && n <= NARROW_MAX_N && k % 4 == 0 && aligned16(x, w)) {
+                    int stride = Math.min(k / 4, NARROW_PIECES);
+                    ctx.launch2dShared(narrow, (n + 7) / 8, (m + NARROW_ROWS_PER_BLOCK - 1) / NARROW_ROWS_PER_BLOCK, 256,
+                            16 * NARROW_ROWS_PER_BLOCK * stride, x, w, y, m, n, k, NARROW_ROWS_PER_BLOCK);
+                } else {
+                    ctx.cublas.gemm(CudaAllocator.address(x), CudaAllocator.address(w), CudaAllocator.address(y), m, n, k, false);
+                }
+            }
             case BF16 -> {
                 if (QGEMV && m <= QGEMV_MAX_ROWS && k % 8 == 0 && aligned16(x, w)) {
                     qgemv.launchBf16(x, w, y, m, n, k, false);

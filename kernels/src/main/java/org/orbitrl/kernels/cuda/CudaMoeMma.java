@@ -49,6 +49,8 @@ final class CudaMoeMma {
     private final Kernel[] gateUp16Kernels = new Kernel[2];   // MT 16, 2 stages, two blocks an SM
     private final Kernel[] gateUpLoraKernels = new Kernel[3]; // [MT 8, 16, 32], f32 x and act, with LoRA terms
     private final Kernel gateUpLora16Kernel;                  // MT 16, 2 stages, two blocks an SM
+    private final Kernel[] loraKernels = new Kernel[3];       // [MT 8, 16, 32], f32 x and y, with a LoRA term (after)
+    private final Kernel loraShortKernel;                     // MT 8, 3 stages, three blocks an SM
     private boolean fused = !"off".equals(System.getProperty("orbit.cuda.moeFused"));
 
     CudaMoeMma(CudaContext ctx) {
@@ -62,7 +64,9 @@ final class CudaMoeMma {
                 gateUpKernels[i][d] = ctx.kernel("qmma", "qmma_int4_gate_up_m" + mts[i] + xt[d]);
             }
             gateUpLoraKernels[i] = ctx.kernel("qmma", "qmma_int4_gate_up_lora_m" + mts[i] + "_f32");
+            loraKernels[i] = ctx.kernel("qmma", "qmma_int4_grouped_lora_after_m" + mts[i] + "_f32");
         }
+        loraShortKernel = ctx.kernel("qmma", "qmma_int4_grouped_lora_short_m8_f32");
         gateUpLora16Kernel = ctx.kernel("qmma", "qmma_int4_gate_up_lora_st2_m16_f32");
         for (int d = 0; d < 2; d++) {
             shortKernels[d] = ctx.kernel("qmma", "qmma_int4_grouped_short_m8" + xt[d]);
@@ -180,6 +184,28 @@ final class CudaMoeMma {
         long gridX = (n + ROWS_PER_BLOCK / 2 - 1) / (ROWS_PER_BLOCK / 2);
         ctx.launch2dShared(kernel, gridX, gridRows(r), THREADS, shared, x, xDiv, r.offsets(), r.order(),
                 r.active(), gate.codes(), gate.scales(), gate.zeros(), up.codes(), up.scales(), up.zeros(), act, n, k, xStride(k));
+    }
+
+    /**
+     * One matrix with its LoRA term in one launch, f32 x and y: {@code y[p] = x[p / xDiv] · W_eᵀ + scale · lo[p] · B_eᵀ}
+     * (the fused shapes of {@link #launch}: short K at 8 rows a chunk in three blocks an SM unless
+     * {@code -Dorbit.cuda.moeShortK=off}, else a stage refilled after its products).
+     *
+     * @param lo    f32 [pairs, rank], the pairs' products with the LoRA's A
+     * @param table the LoRA's B as a table of the experts' f32 [N, rank] addresses
+     */
+    void launchLora(Tensor x, int xDiv, QuantizedTensor w, MoeRouting r, Tensor y, int n, int k, Tensor lo, Tensor table, float scale,
+                    int rank) {
+        int mt = chunkFor(rowsPerExpert(r), k);
+        Kernel kernel = loraKernels[mtIndex(mt)];
+        int shared = WEIGHT_SHARED + mt * xStride(k);
+        if (mt == 8 && !"off".equals(System.getProperty("orbit.cuda.moeShortK")) && fits(3, SHORT_WEIGHT_SHARED, k)) {
+            kernel = loraShortKernel;
+            shared = SHORT_WEIGHT_SHARED + mt * xStride(k);
+        }
+        long gridX = (n + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
+        ctx.launch2dShared(kernel, gridX, gridRows(r), THREADS, shared, x, xDiv, r.offsets(), r.order(), r.active(), w.codes(),
+                w.scales(), w.zeros(), y, n, k, xStride(k), lo, table, scale, rank);
     }
 
     /**

@@ -222,6 +222,19 @@ final class CudaMoeOps {
         return true;
     }
 
+    /**
+     * One matrix's products with a LoRA term in one tensor-core launch ({@link CudaMoeMma#launchLora}), f32 x and y; false
+     * (nothing launched) where the fused shapes or the tensor cores are off or the kernel does not take the operands.
+     */
+    boolean groupedLora(Tensor x, int xDiv, QuantizedTensor w, MoeRouting r, Tensor y, int n, int k, Tensor lo, Tensor table,
+                        float scale, int rank) {
+        if (!mma.fused() || !tensorCores || x.dtype() != DType.F32 || !CudaMoeMma.supports(QuantLayout.of(w, ctx), w, x, k)) {
+            return false;
+        }
+        mma.launchLora(x, xDiv, w, r, y, n, k, lo, table, scale, rank);
+        return true;
+    }
+
     /** Whether the decode products take the fused launch shapes ({@link CudaMoeMma#fused}). */
     boolean fused() {
         return mma.fused();

@@ -266,8 +266,8 @@ final class CudaMoePairs {
             return false;
         }
         int rank = gateLora != null ? gateLora.b().cols() : upLora != null ? upLora.b().cols() : 0;
-        Tensor gateTable = loraTable("gate", gateLora, gate, pairs, rank);
-        Tensor upTable = loraTable("up", upLora, up, pairs, rank);
+        Tensor gateTable = loraTable("moeSwigluPairs gate", gateLora, gate, pairs, rank);
+        Tensor upTable = loraTable("moeSwigluPairs up", upLora, up, pairs, rank);
         if ((gateLora != null && gateTable == null) || (upLora != null && upTable == null)) {
             return false;
         }
@@ -276,8 +276,37 @@ final class CudaMoePairs {
                 upLora == null ? 0f : upLora.scale(), rank);
     }
 
+    /**
+     * y [P, N] row p = x[p / xDiv] · W_eᵀ + scale · lo[p] · B_eᵀ in one tensor-core launch ({@link CudaMoeOps#groupedLora})
+     * for INT4 experts that lie back to back, from {@link #STACKED_PAIRS} pairs, with a LoRA of f32 factors (rank a
+     * multiple of 4). Returns false, launching nothing, for anything else (the caller runs the product and the term).
+     */
+    boolean matmulLora(Tensor x, int xDiv, ExpertWeights w, Tensor ids, Backend.PairLora lora, Tensor y) {
+        int pairs = Math.toIntExact(ids.numel());
+        int n = w.rows();
+        int k = w.cols();
+        if (!SWIGLU_PAIRS || pairs < STACKED_PAIRS || ids.rank() != 2 || !(xDiv == 1 || xDiv == ids.size(-1))) {
+            return false;
+        }
+        ctx.devContiguous("moeExpertMatmulPairsLora x", x, DType.F32);
+        ctx.devContiguous("moeExpertMatmulPairsLora y", y, DType.F32);
+        ctx.devContiguous("moeExpertMatmulPairsLora expert ids", ids, DType.I32);
+        if (x.size(-1) != k || x.numel() != (long) pairs / xDiv * k || y.size(-1) != n || y.numel() != (long) pairs * n) {
+            throw new IllegalArgumentException("moeExpertMatmulPairsLora: x " + x + " (a row per " + xDiv + " pairs), " + pairs
+                    + " pairs " + ids + " -> y " + y + " for experts [" + n + ", " + k + "]");
+        }
+        QuantizedTensor stacked = w.stacked();
+        if (stacked == null || QuantLayout.of(stacked, ctx) != QuantLayout.INT4) {
+            return false;
+        }
+        int rank = lora.b().cols();
+        Tensor table = loraTable("moeExpertMatmulPairsLora", lora, w, pairs, rank);
+        return table != null && grouped.groupedLora(x, xDiv, stacked, routed(w.experts(), ids), y, n, k, lora.lo(), table,
+                lora.scale(), rank);
+    }
+
     /** The table of a LoRA term's B factors when the fused kernel takes them (every expert's f32 [N, rank], 16-byte aligned), else null. */
-    private Tensor loraTable(String which, Backend.PairLora l, ExpertWeights base, int pairs, int rank) {
+    private Tensor loraTable(String what, Backend.PairLora l, ExpertWeights base, int pairs, int rank) {
         if (l == null) {
             return null;
         }
@@ -285,10 +314,10 @@ final class CudaMoePairs {
         if (b.experts() != base.experts() || b.rows() != base.rows() || b.cols() != rank || rank % 4 != 0) {
             return null;
         }
-        ctx.devContiguous("moeSwigluPairs " + which + " LoRA lo", l.lo(), DType.F32);
+        ctx.devContiguous(what + " LoRA lo", l.lo(), DType.F32);
         if (l.lo().size(-1) != rank || l.lo().numel() != (long) pairs * rank) {
-            throw new IllegalArgumentException("moeSwigluPairs: the " + which + " LoRA's lo " + l.lo() + " must be [" + pairs + ", "
-                    + rank + "] for B [" + b.rows() + ", " + rank + "]");
+            throw new IllegalArgumentException(what + ": the LoRA's lo " + l.lo() + " must be [" + pairs + ", " + rank + "] for B ["
+                    + b.rows() + ", " + rank + "]");
         }
         if (CudaAllocator.address(l.lo()) % 16 != 0) {
             return null;

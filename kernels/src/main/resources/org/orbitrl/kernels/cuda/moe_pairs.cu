@@ -13,6 +13,7 @@
 // moe_routed_dense_a (f32 rows of a long K, few rows: a LoRA's A) and moe_routed_dense_k (short K: a LoRA's B) sum in
 // orders of their own, so a row's bits differ from the others' (none of these runs in exact mode); moe_routed_dense:
 // the grouped form that takes an expert's pairs one at a time (the reference of the others, -Dorbit.cuda.routedPairs=single).
+// narrow_matmul_f32: moe_routed_dense_a's sums for a plain product (a LoRA's A in an attention projection at decode).
 
 #define ERR_EXPERT_NOT_HELD 5 // a pair routed to an expert this rank does not hold (CudaKernelErrors)
 #define MP_WARPS 8
@@ -211,29 +212,19 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
 // f32 rows of a long K, few of them (a LoRA's A: N is its rank): a row a warp, and the lane's share of a pass of K
 // (MA_V 16-byte pieces, lane l the pieces l, l + 32, ...: 2048 values a pass) loaded into registers before anything
 // else, so every weight byte of the block is in flight at once (r1 loads a piece, multiplies it and loads the next:
-// a round trip to DRAM a piece). The expert's pairs are taken mt at a time, the pass's slices of their x rows staged
-// in shared memory (conflict-free 16-byte reads); a (pair, row) sums its lane's pieces in order, then across the warp,
-// pass after pass into y. Needs K % 4 == 0 and x and the rows 16-byte aligned.
+// a round trip to DRAM a piece). The x rows are taken mt at a time, the pass's slices staged in shared memory
+// (conflict-free 16-byte reads); a (row of x, row of W) sums its lane's pieces in order, then across the warp, pass
+// after pass into the output. Needs K % 4 == 0 and x and the rows of W 16-byte aligned.
+//   ma_rows: block row blockIdx.x's MP_WARPS rows of W against count x rows, xrow(i) the i-th; out(i, n, later, d)
+//   takes the sum d of x row i and W row n over one pass (later: not the first pass).
 #define MA_V 16
 #define MA_PIECES (32 * MA_V) // 16-byte pieces of a row a pass
 
-extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
-    moe_routed_dense_a(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
-                       const unsigned long long* table, float scale, float* y, int accumulate, int N, int K, int mt, int* err) {
-    pdl_enter();
-    extern __shared__ float4 xa[]; // [mt, stride]: the pass's slices of mt x rows
-    if ((int) blockIdx.y >= active[0]) return;
-    int e = active[1 + blockIdx.y];
-    const float* w = (const float*) table[e];
-    if (w == 0) { // an expert this rank does not hold
-        if (blockIdx.x == 0 && threadIdx.x == 0) report_error(err, ERR_EXPERT_NOT_HELD, e, -1);
-        return;
-    }
+template <typename XRow, typename Out>
+__device__ __forceinline__ void ma_rows(const float* w, int N, int K, int count, int mt, XRow xrow, Out out, float4* xa) {
     int lane = threadIdx.x & 31;
     int n = blockIdx.x * MP_WARPS + (threadIdx.x >> 5);
     bool row = n < N; // warp-uniform
-    int start = offsets[e];
-    int end = offsets[e + 1];
     int K4 = K >> 2;
     int stride = K4 < MA_PIECES ? K4 : MA_PIECES;
     const float4* wr = (const float4*) (w + (i64) (row ? n : 0) * K);
@@ -245,12 +236,12 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
             int q = lane + 32 * i;
             wv[i] = row && q < kl ? __ldg(wr + k0 + q) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         }
-        for (int c = start; c < end; c += mt) {
-            int m = min(mt, end - c);
+        for (int c = 0; c < count; c += mt) {
+            int m = min(mt, count - c);
             for (int i = threadIdx.x; i < m * kl; i += blockDim.x) {
                 int j = i / kl;
                 int q = i - j * kl;
-                xa[j * stride + q] = ((const float4*) (x + (i64) (order[c + j] / xDiv) * K))[k0 + q];
+                xa[j * stride + q] = ((const float4*) xrow(c + j))[k0 + q];
             }
             __syncthreads();
             if (row) {
@@ -269,15 +260,51 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
                         }
                     }
                     d = warp_sum(d);
-                    if (lane == 0) {
-                        float* o = y + (i64) order[c + j] * N + n;
-                        *o = (accumulate || k0 > 0 ? *o : 0.0f) + scale * d;
-                    }
+                    if (lane == 0) out(c + j, n, k0 > 0, d);
                 }
             }
             __syncthreads();
         }
     }
+}
+
+// Grouped by expert (moe_route's offsets / order / active): block (row chunk, j-th active expert), the expert's pairs.
+extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
+    moe_routed_dense_a(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
+                       const unsigned long long* table, float scale, float* y, int accumulate, int N, int K, int mt, int* err) {
+    pdl_enter();
+    extern __shared__ float4 xa[]; // [mt, min(K / 4, MA_PIECES)]: the pass's slices of mt x rows
+    if ((int) blockIdx.y >= active[0]) return;
+    int e = active[1 + blockIdx.y];
+    const float* w = (const float*) table[e];
+    if (w == 0) { // an expert this rank does not hold
+        if (blockIdx.x == 0 && threadIdx.x == 0) report_error(err, ERR_EXPERT_NOT_HELD, e, -1);
+        return;
+    }
+    const int* pairs = order + offsets[e];
+    ma_rows(w, N, K, offsets[e + 1] - offsets[e], mt,
+            [&](int i) { return x + (i64) (pairs[i] / xDiv) * K; },
+            [&](int i, int n, bool later, float d) {
+                float* o = y + (i64) pairs[i] * N + n;
+                *o = (accumulate || later ? *o : 0.0f) + scale * d;
+            },
+            xa);
+}
+
+// y [M, N] = x [M, K] . w^T for f32 x and a few f32 rows of w (a LoRA's A over a decode batch): block (row chunk of w,
+// mt rows of x), the same sums as moe_routed_dense_a (a row of y does not depend on the others: batch-invariant).
+extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
+    narrow_matmul_f32(const float* x, const float* w, float* y, int M, int N, int K, int mt) {
+    pdl_enter();
+    extern __shared__ float4 xa[]; // [mt, min(K / 4, MA_PIECES)]
+    int m0 = blockIdx.y * mt;
+    ma_rows(w, N, K, min(mt, M - m0), mt,
+            [&](int i) { return x + (i64) (m0 + i) * K; },
+            [&](int i, int n, bool later, float d) {
+                float* o = y + (i64) (m0 + i) * N + n;
+                *o = (later ? *o : 0.0f) + d;
+            },
+            xa);
 }
 
 // Short K (at most MS_K, a LoRA's B whose K is its rank): a thread a row of W_e and no reduction across lanes; block

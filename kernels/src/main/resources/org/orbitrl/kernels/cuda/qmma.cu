@@ -131,9 +131,9 @@ struct QmLora {
 // warp waits), else before them (ST - 1 in flight, the slot of the previous stage). FUSED: warps 0-3
 // multiply the first matrix (gate), warps 4-7 the second (up), rows [64 * blockIdx.x, +64) of both;
 // the second's warps hand their products to their partner through their own (drained) stages and the
-// block writes silu(gate) * up. OUTB: y bf16 (round to nearest even), else f32. LORA (FUSED only): each
-// warp adds its matrix's LoRA term (lora0 the first's, lora1 the second's, R their rank) to its products
-// before the SwiGLU, summed over k in order in f32 (lo and the rows of B read from global memory).
+// block writes silu(gate) * up. OUTB: y bf16 (round to nearest even), else f32. LORA: each warp adds its
+// matrix's LoRA term (lora0 the first's, lora1 the second's, R their rank) to its products (before the
+// SwiGLU when FUSED), summed over k in order in f32 (lo and the rows of B read from global memory).
 template <int MT, bool XB, int ST, bool AFTER, bool FUSED, bool OUTB, bool LORA = false>
 __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int* offsets, const int* order, const int* active,
                                              const u8* codes0, const u16* scales0, const u32* zeros0, const u8* codes1,
@@ -401,6 +401,24 @@ QM_KERNEL(qmma_int4_grouped_short, 8, f32, false, 3, true, 3)
 QM_KERNEL(qmma_int4_grouped_short, 8, bf16, true, 3, true, 3)
 QM_KERNEL(qmma_int4_grouped_short4, 8, f32, false, 2, true, 4)
 QM_KERNEL(qmma_int4_grouped_short4, 8, bf16, true, 2, true, 4)
+
+// One matrix with its LoRA term, f32 x and y: y[p] = x[p / xDiv] . W_e^T + s lo[p] . B_e^T (rollout's down
+// projection with an adapter on the experts); the shapes of qmma_int4_grouped_after_* and _short_*.
+#define QM_KERNEL_LORA(NAME, MT, ST, MINB)                                                                             \
+    extern "C" __global__ void __launch_bounds__(32 * QM_WARPS, MINB)                                                  \
+        NAME##_m##MT##_f32(const void* x, int xDiv, const int* offsets, const int* order, const int* active,           \
+                           const u8* codes, const u16* scales, const u32* zeros, float* y, int N, int K, int xStride,  \
+                           const float* lo, const unsigned long long* table, float s, int R) {                         \
+        pdl_enter();                                                                                                   \
+        qmma_grouped<MT, false, ST, true, false, false, true>(x, xDiv, offsets, order, active, codes, scales, zeros, 0, \
+                                                              0, 0, y, N, K, xStride, QmLora{lo, table, s},             \
+                                                              QmLora{0, 0, 0.0f}, R);                                   \
+    }
+
+QM_KERNEL_LORA(qmma_int4_grouped_lora_after, 8, QM_STAGES, 2)
+QM_KERNEL_LORA(qmma_int4_grouped_lora_after, 16, QM_STAGES, 2)
+QM_KERNEL_LORA(qmma_int4_grouped_lora_after, 32, QM_STAGES, 2)
+QM_KERNEL_LORA(qmma_int4_grouped_lora_short, 8, 3, 3)
 
 // Gate and up of the same experts in one launch: act[p] = silu(x[p / xDiv] . G_e^T) * (x[p / xDiv] . U_e^T),
 // bf16 [pairs, N] (G and U stacked [E * N, K] each, the same layout and zero-point form).

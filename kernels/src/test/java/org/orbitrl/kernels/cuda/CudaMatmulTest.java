@@ -21,7 +21,8 @@ import java.util.SplittableRandom;
 class CudaMatmulTest extends CudaTestBase {
     private static final int[][] MNK = {
             {1, 1, 8}, {1, 17, 40}, {3, 64, 128}, {8, 96, 256}, {9, 96, 256}, {33, 70, 136},
-            {64, 256, 512}, {1, 512, 2048}, {130, 33, 1032}, {2, 3, 5}, {17, 5, 3}};
+            {64, 256, 512}, {1, 512, 2048}, {130, 33, 1032}, {2, 3, 5}, {17, 5, 3},
+            {64, 32, 2048}, {7, 64, 8196}, {256, 16, 3000}, {257, 32, 2048}};
 
     @Test
     void f32Weights() {
@@ -95,6 +96,38 @@ class CudaMatmulTest extends CudaTestBase {
                 Tensor y = dev(Tensor.of(y0, m, n));
                 gpu.matmulAxpy(dev(Tensor.of(x, m, k)), dev(w), alpha, y);
                 assertWithin("matmulAxpy " + wt + " m=" + m + " n=" + n + " k=" + k, want, gpu.toHost(y).toFloatArray(), tol);
+            }
+        }
+    }
+
+    /**
+     * f32 products of a decode batch against a few rows of w ({@code narrow_matmul_f32}, up to
+     * {@link CudaMatmulOps#NARROW_MAX_ROWS} rows): a row's result does not depend on the batch around it, bit for bit
+     * (each row of a 64-row product against the same row alone), with K over one and over several passes of registers.
+     */
+    @Test
+    void narrowF32ProductsAreBatchInvariant() {
+        SplittableRandom r = rng(35);
+        for (int[] s : new int[][]{{64, 32, 2048}, {33, 64, 4100}, {9, 8, 768}}) {
+            int m = s[0];
+            int n = s[1];
+            int k = s[2];
+            float[] x = randn(r, 1f, m, k).toFloatArray();
+            Tensor w = dev(randn(r, 0.5f, n, k));
+            Tensor y = poisoned(DType.F32, m, n);
+            gpu.matmul(dev(Tensor.of(x, m, k)), w, y);
+            float[] all = gpu.toHost(y).toFloatArray();
+            for (int i : new int[]{0, m / 2, m - 1}) {
+                float[] row = new float[k];
+                System.arraycopy(x, i * k, row, 0, k);
+                Tensor y1 = poisoned(DType.F32, 1, n);
+                gpu.matmul(dev(Tensor.of(row, 1, k)), w, y1);
+                float[] one = gpu.toHost(y1).toFloatArray();
+                for (int o = 0; o < n; o++) {
+                    org.junit.jupiter.api.Assertions.assertEquals(Float.floatToRawIntBits(all[i * n + o]), Float.floatToRawIntBits(one[o]),
+                            "m=" + m + " n=" + n + " k=" + k + ": row " + i + " column " + o + " alone " + one[o] + ", in the batch "
+                                    + all[i * n + o]);
+                }
             }
         }
     }

@@ -346,6 +346,89 @@ class CudaMoePairsTest extends CudaTestBase {
     }
 
     /**
+     * A projection and its LoRA term in one tensor-core launch ({@link CudaBackend#moeExpertMatmulPairsLora}: rollout's
+     * down product) for INT4 experts back to back, against a double reference of {@code x·W_eᵀ + s·lo·B_eᵀ} with x rounded
+     * to bf16: short K (three blocks an SM) and a K of 1024 (four stages, two blocks); x per pair and per token; 8 and 32 pairs an expert; below
+     * {@link CudaMoePairs#STACKED_PAIRS} pairs the call declines and writes nothing. Tolerance:
+     * {@code 1e-6 + 1e-5·(Σ|x·w| + |s|·Σ|lo·b|)}.
+     */
+    @Test
+    void aProjectionAndItsLoraTermInOneLaunch() {
+        SplittableRandom r = rng(913);
+        int experts = 16;
+        int n = 160;
+        int rank = 12;
+        for (int k : new int[]{192, 1024}) {
+            String format = k == 192 ? "int4-g32" : "int4-g32-asym";
+            QuantizedTensor hw = CudaQuantTest.random(format, r, experts * n, k);
+            float[] wf = CudaQuantTest.dequantizeRef(hw);
+            QuantizedTensor dw = gpu.toDevice(hw);
+            try {
+                QuantizedTensor[] q = new QuantizedTensor[experts];
+                Tensor[] bs = new Tensor[experts];
+                float[][] bh = new float[experts][];
+                for (int e = 0; e < experts; e++) {
+                    q[e] = CudaMoeOps.expert(dw, e, n);
+                    bh[e] = randn(r, 0.5f, n, rank).toFloatArray();
+                    bs[e] = dev(Tensor.of(bh[e], n, rank));
+                }
+                ExpertWeights w = new ExpertWeights(n, k, new Tensor[experts], q);
+                ExpertWeights b = new ExpertWeights(n, rank, bs, new QuantizedTensor[experts]);
+                // {tokens, topk, x per pair}
+                for (int[] c : new int[][]{{16, 8, 1}, {64, 8, 1}, {24, 4, 0}, {2, 4, 1}}) {
+                    int tokens = c[0];
+                    int topk = c[1];
+                    boolean perPair = c[2] == 1;
+                    int pairs = tokens * topk;
+                    int xRows = perPair ? pairs : tokens;
+                    int xDiv = perPair ? 1 : topk;
+                    float[] x = randn(r, 1f, xRows, k).toFloatArray();
+                    float[] xr = bf16Round(x);
+                    int[] ids = CudaFusedDecodeTest.routes(r, tokens, topk, experts);
+                    float[] lo = randn(r, 1f, pairs, rank).toFloatArray();
+                    float scale = 1.5f;
+                    Tensor y = poisoned(DType.F32, pairs, n);
+                    String what = format + ", K " + k + ", " + pairs + " pairs" + (perPair ? ", x per pair" : "");
+                    boolean done = gpu.moeExpertMatmulPairsLora(dev(Tensor.of(x, xRows, k)), xDiv, w, dev(Tensor.ofInts(ids, tokens, topk)),
+                            new Backend.PairLora(dev(Tensor.of(lo, pairs, rank)), b, scale), y);
+                    if (pairs < CudaMoePairs.STACKED_PAIRS) {
+                        assertTrue(!done, what + ": below the bound the call declines");
+                        for (float v : gpu.toHost(y).toFloatArray()) {
+                            assertTrue(Float.isNaN(v), what + ": a declined call writes nothing");
+                        }
+                        continue;
+                    }
+                    assertTrue(done, what + ": stacked INT4 experts take the fused launch");
+                    float[] want = new float[pairs * n];
+                    double[] tol = new double[want.length];
+                    for (int p = 0; p < pairs; p++) {
+                        int e = ids[p];
+                        for (int o = 0; o < n; o++) {
+                            double d = 0;
+                            double abs = 0;
+                            for (int i = 0; i < k; i++) {
+                                double v = (double) xr[(p / xDiv) * k + i] * wf[(e * n + o) * k + i];
+                                d += v;
+                                abs += Math.abs(v);
+                            }
+                            for (int j = 0; j < rank; j++) {
+                                double v = scale * (double) lo[p * rank + j] * bh[e][o * rank + j];
+                                d += v;
+                                abs += Math.abs(v);
+                            }
+                            want[p * n + o] = (float) d;
+                            tol[p * n + o] = 1e-6 + 1e-5 * abs;
+                        }
+                    }
+                    assertWithin(what, want, gpu.toHost(y).toFloatArray(), tol);
+                }
+            } finally {
+                gpu.free(dw);
+            }
+        }
+    }
+
+    /**
      * Calls with the same ids tensor group their pairs once (a layer's products); another ids tensor groups again, and
      * so does the first one after it. Every product against the reference (the first test's bound).
      */

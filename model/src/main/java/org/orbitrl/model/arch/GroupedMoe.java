@@ -210,7 +210,8 @@ final class GroupedMoe {
      * The forward of a few tokens per (token, expert) pair, where the backend asks for it ({@link Backend#moePairs}):
      * the routing as above, then each pair's gate, up and down products through its expert and its LoRA, read
      * from the ids on the backend ({@link Backend#moeExpertMatmulPairs}; gate, up, their LoRA's B and the SwiGLU in
-     * one call where the backend fuses them, {@link Backend#moeSwigluPairs}), and the pairs weighted back into their
+     * one call where the backend fuses them, {@link Backend#moeSwigluPairs}, and down with its LoRA's B,
+     * {@link Backend#moeExpertMatmulPairsLora}), and the pairs weighted back into their
      * tokens ({@link Backend#moeCombinePairs}). No host read, so a decode step of an MoE model can be captured.
      * For inference and decode batches ({@value #PAIRS_MAX} pairs at most), never in a training step (whose
      * recomputed forwards must equal its first), and a long prompt's prefill keeps the grouped products.
@@ -246,8 +247,15 @@ final class GroupedMoe {
         }
         release(a, gateA, upA);
         Tensor ys = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, x.size(1)); // [P, hidden]
-        b.moeExpertMatmulPairs(g, 1, down, ids, 1f, ys, false);
-        pairAdaptersForward(b, moe.experts, 2, g, 1, ids, ys);
+        ExpertLora downLora = ExpertLora.of(linears(moe.experts, 2));
+        Tensor downA = downLora == null ? null : downLora.pairsA(b, g, 1, ids);    // [P, r]
+        if (downA == null || !b.moeExpertMatmulPairsLora(g, 1, down, ids, downLora.pairTerm(downA), ys)) {
+            b.moeExpertMatmulPairs(g, 1, down, ids, 1f, ys, false);
+            if (downA != null) {
+                downLora.addPairsB(b, downA, ids, ys);
+            }
+        }
+        release(a, downA);
         a.release(g);
         b.moeCombinePairs(ys, weights, out, false);
         a.release(ys);
@@ -293,13 +301,6 @@ final class GroupedMoe {
             }
         }
         return true;
-    }
-
-    private static void pairAdaptersForward(Backend b, DenseMlp[] experts, int which, Tensor x, int xDiv, Tensor ids, Tensor y) {
-        ExpertLora lora = ExpertLora.of(linears(experts, which));
-        if (lora != null) {
-            lora.forwardPairs(b, x, xDiv, ids, y);
-        }
     }
 
     /** dout [N, hidden] -> dx [N, hidden] (overwritten); the experts' adapters accumulate their gradients. */

@@ -18,6 +18,15 @@ final class CudaRowOps {
     private final Kernel toBf16x4;
     private final Kernel rmsnorm;
     private final Kernel rmsnormWarp;
+    private final Kernel rmsnormV4;
+    /**
+     * Longer rows of a multiple of 4 values up to {@value #V4_ROW_MAX} (a model's hidden size) are normalized with the row
+     * held in registers ({@code rmsnorm_v4_f32}, 256 threads, chosen by the row length alone); {@code -Dorbit.cuda.v4Norm=off}
+     * keeps {@code rmsnorm_f32}.
+     */
+    private static final boolean V4_NORM = !"off".equals(System.getProperty("orbit.cuda.v4Norm"));
+    static final int V4_BLOCK = 256;
+    static final int V4_ROW_MAX = 8 * 4 * V4_BLOCK;   // RN_V float4s a thread
     /**
      * Rows up to this long (a head's q or k) are normalized a warp a row ({@code rmsnorm_warp_f32}, and its backward),
      * longer ones a block a row; chosen by the row length alone, so a row's value never depends on the rows beside it.
@@ -40,6 +49,7 @@ final class CudaRowOps {
         this.toBf16x4 = ctx.kernel("elementwise", "f32_to_bf16_x4");
         this.rmsnorm = ctx.kernel("norm", "rmsnorm_f32");
         this.rmsnormWarp = ctx.kernel("norm", "rmsnorm_warp_f32");
+        this.rmsnormV4 = ctx.kernel("norm", "rmsnorm_v4_f32");
         this.softmax = ctx.kernel("norm", "softmax_f32");
         this.logSoftmax = ctx.kernel("norm", "log_softmax_f32");
     }
@@ -99,6 +109,9 @@ final class CudaRowOps {
             if (h <= WARP_ROW_MAX) {
                 ctx.launch(rmsnormWarp, (rows + WARP_ROWS - 1) / WARP_ROWS, 32 * WARP_ROWS, x, weight,
                         weight.dtype() == DType.BF16 ? 1 : 0, out, h, eps, (long) rows);
+            } else if (V4_NORM && h % 4 == 0 && h <= V4_ROW_MAX) {
+                boolean vec = CudaAllocator.address(x) % 16 == 0 && CudaAllocator.address(out) % 16 == 0;
+                ctx.launch(rmsnormV4, rows, V4_BLOCK, x, weight, weight.dtype() == DType.BF16 ? 1 : 0, out, h, eps, vec ? 1 : 0);
             } else {
                 ctx.launch(rmsnorm, rows, rowBlock(h), x, weight, weight.dtype() == DType.BF16 ? 1 : 0, out, h, eps);
             }

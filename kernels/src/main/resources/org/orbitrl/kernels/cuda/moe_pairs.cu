@@ -219,6 +219,7 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
 //   takes the sum d of x row i and W row n over one pass (later: not the first pass).
 #define MA_V 16
 #define MA_PIECES (32 * MA_V) // 16-byte pieces of a row a pass
+#define MA_XB 4                // x pieces a thread loads before it stores any
 
 template <typename XRow, typename Out>
 __device__ __forceinline__ void ma_rows(const float* w, int N, int K, int count, int mt, XRow xrow, Out out, float4* xa) {
@@ -238,10 +239,24 @@ __device__ __forceinline__ void ma_rows(const float* w, int N, int K, int count,
         }
         for (int c = 0; c < count; c += mt) {
             int m = min(mt, count - c);
-            for (int i = threadIdx.x; i < m * kl; i += blockDim.x) {
-                int j = i / kl;
-                int q = i - j * kl;
-                xa[j * stride + q] = ((const float4*) xrow(c + j))[k0 + q];
+            for (int i0 = threadIdx.x; i0 < m * kl; i0 += MA_XB * blockDim.x) { // MA_XB loads in flight a thread
+                float4 v[MA_XB];
+                int at[MA_XB];
+#pragma unroll
+                for (int u = 0; u < MA_XB; u++) {
+                    int i = i0 + u * blockDim.x;
+                    at[u] = -1;
+                    if (i < m * kl) {
+                        int j = i / kl;
+                        int q = i - j * kl;
+                        v[u] = __ldg((const float4*) xrow(c + j) + k0 + q);
+                        at[u] = j * stride + q;
+                    }
+                }
+#pragma unroll
+                for (int u = 0; u < MA_XB; u++) {
+                    if (at[u] >= 0) xa[at[u]] = v[u];
+                }
             }
             __syncthreads();
             if (row) {

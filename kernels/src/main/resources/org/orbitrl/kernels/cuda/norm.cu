@@ -13,6 +13,63 @@ extern "C" __global__ void rmsnorm_f32(const float* x, const void* w, int wBf16,
     }
 }
 
+// The same for rows of h % 4 == 0 up to RN_V * 4 * blockDim.x values (a model's hidden size): thread t holds the
+// values 4 (t + u blockDim.x) .. + 3 (u < RN_V) in registers, loaded at once (16-byte loads when vec: x and out
+// 16-byte aligned; else one value at a time, the same sums), so a row costs one round trip to memory where
+// rmsnorm_f32 loads a value, adds it and loads the next (then reads the row again). Chosen by h alone.
+#define RN_V 8
+
+extern "C" __global__ void rmsnorm_v4_f32(const float* x, const void* w, int wBf16, float* out, int h, float eps, int vec) {
+    pdl_enter();
+    __shared__ float sh[32];
+    const float* xr = x + (i64) blockIdx.x * h;
+    float* yr = out + (i64) blockIdx.x * h;
+    int h4 = h >> 2;
+    float4 v[RN_V];
+#pragma unroll
+    for (int u = 0; u < RN_V; u++) {
+        int i = threadIdx.x + u * blockDim.x;
+        if (i < h4) {
+            v[u] = vec ? ((const float4*) xr)[i] : make_float4(xr[4 * i], xr[4 * i + 1], xr[4 * i + 2], xr[4 * i + 3]);
+        } else {
+            v[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+    }
+    float ss = 0.0f;
+#pragma unroll
+    for (int u = 0; u < RN_V; u++) {
+        ss = fmaf(v[u].x, v[u].x, ss);
+        ss = fmaf(v[u].y, v[u].y, ss);
+        ss = fmaf(v[u].z, v[u].z, ss);
+        ss = fmaf(v[u].w, v[u].w, ss);
+    }
+    ss = block_sum(ss, sh);
+    float inv = 1.0f / sqrtf(ss / (float) h + eps);
+#pragma unroll
+    for (int u = 0; u < RN_V; u++) {
+        int i = threadIdx.x + u * blockDim.x;
+        if (i < h4) {
+            float4 wv;
+            if (wBf16) {
+                const u16* wb = (const u16*) w + 4 * i;
+                wv = make_float4(bf16_to_f32(wb[0]), bf16_to_f32(wb[1]), bf16_to_f32(wb[2]), bf16_to_f32(wb[3]));
+            } else {
+                const float* wf = (const float*) w + 4 * i;
+                wv = make_float4(wf[0], wf[1], wf[2], wf[3]);
+            }
+            float4 o = make_float4(wv.x * (v[u].x * inv), wv.y * (v[u].y * inv), wv.z * (v[u].z * inv), wv.w * (v[u].w * inv));
+            if (vec) {
+                ((float4*) yr)[i] = o;
+            } else {
+                yr[4 * i] = o.x;
+                yr[4 * i + 1] = o.y;
+                yr[4 * i + 2] = o.z;
+                yr[4 * i + 3] = o.w;
+            }
+        }
+    }
+}
+
 // The same for short rows (h <= WARP_ROW_MAX, a head's q or k): one warp a row, 8 rows a block, the sum of squares by
 // shuffles alone. A block of 128 threads a row of 128 spent its time on the block barriers of the reduction (0.67 ms
 // for [524288, 128] on the H200, five times its bytes' time). Chosen by h alone, so a row's result does not depend on

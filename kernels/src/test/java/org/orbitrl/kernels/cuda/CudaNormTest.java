@@ -17,7 +17,8 @@ import java.util.SplittableRandom;
  * its values being offsets of magnitude up to ~25.
  */
 class CudaNormTest extends CudaTestBase {
-    private static final int[][] ROWS_BY_WIDTH = {{1, 1}, {3, 7}, {5, 128}, {1001, 128}, {13, 512}, {9, 513}, {17, 1000}, {2, 4099}, {4, 8192}, {3, 20000}};
+    private static final int[][] ROWS_BY_WIDTH = {{1, 1}, {3, 7}, {5, 128}, {1001, 128}, {13, 512}, {9, 513}, {17, 1000}, {2, 4099}, {4, 8192}, {3, 20000},
+            {64, 2048}, {2, 7168}, {3, 2052}};
 
     @Test
     void rmsNormF32AndBf16Weight() {
@@ -42,6 +43,42 @@ class CudaNormTest extends CudaTestBase {
         Tensor dx = dev(x);
         gpu.rmsNorm(dx, dev(w), 1e-5f, dx);
         assertClose("rmsNorm in place", ref.toFloatArray(), gpu.toHost(dx).toFloatArray(), 1e-7, 2e-5);
+    }
+
+    /**
+     * Rows of a model's hidden size are summed in an order fixed by their length alone: a row gives the same bits alone
+     * or in a batch, and from a 16-byte aligned buffer or from one that is not (exact mode's decode and training
+     * forward normalize the same row from different tensors).
+     */
+    @Test
+    void rmsNormOfAHiddenRowDependsOnTheRowAlone() {
+        SplittableRandom r = rng(23);
+        int rows = 5;
+        int h = 2048;
+        float[] xs = randn(r, 2f, rows, h).toFloatArray();
+        Tensor w = dev(randn(r, 1f, h).to(DType.BF16));
+        Tensor out = poisoned(DType.F32, rows, h);
+        gpu.rmsNorm(dev(Tensor.of(xs, rows, h)), w, 1e-6f, out);
+        float[] batch = gpu.toHost(out).toFloatArray();
+        float[] shifted = new float[rows * h + 1];
+        System.arraycopy(xs, 0, shifted, 1, rows * h);
+        Tensor unaligned = dev(Tensor.of(shifted, 1, rows * h + 1)).slice(1, 1, rows * h + 1).reshape(rows, h);
+        Tensor outShifted = dev(Tensor.of(new float[rows * h + 1], 1, rows * h + 1)).slice(1, 1, rows * h + 1).reshape(rows, h);
+        gpu.rmsNorm(unaligned, w, 1e-6f, outShifted);
+        float[] fromUnaligned = gpu.toHost(outShifted).toFloatArray();
+        float[] row = new float[h];
+        System.arraycopy(xs, 3 * h, row, 0, h);
+        Tensor one = poisoned(DType.F32, 1, h);
+        gpu.rmsNorm(dev(Tensor.of(row, 1, h)), w, 1e-6f, one);
+        float[] alone = gpu.toHost(one).toFloatArray();
+        for (int i = 0; i < rows * h; i++) {
+            org.junit.jupiter.api.Assertions.assertEquals(Float.floatToRawIntBits(batch[i]), Float.floatToRawIntBits(fromUnaligned[i]),
+                    "value " + i + ": aligned " + batch[i] + ", unaligned " + fromUnaligned[i]);
+        }
+        for (int i = 0; i < h; i++) {
+            org.junit.jupiter.api.Assertions.assertEquals(Float.floatToRawIntBits(batch[3 * h + i]), Float.floatToRawIntBits(alone[i]),
+                    "row 3 value " + i + ": in the batch " + batch[3 * h + i] + ", alone " + alone[i]);
+        }
     }
 
     @Test

@@ -41,7 +41,7 @@ import java.util.SplittableRandom;
  */
 public final class ModelDecodeBench {
     private static final int STEPS = 12;
-    /** {@code -Dorbit.bench.grouped=false}: the grouped experts' column left out (NaN). */
+    /** {@code -Dorbit.bench.grouped=false}: the grouped experts' columns left out. */
     private static final boolean GROUPED = !"false".equals(System.getProperty("orbit.bench.grouped"));
     /**
      * {@code -Dorbit.bench.profilerRange=true}: {@code cudaProfilerStart} before the first timed step, so that a profiler
@@ -80,8 +80,10 @@ public final class ModelDecodeBench {
                             + " step reads at least (every dense weight and the LM head in bf16, the attention's LoRA factors, the routed"
                             + " experts' INT4 weights and LoRA factors for the distinct experts a layer expects under uniform routing,"
                             + " E·(1 − (1 − k/E)^B), and each sequence's keys and values) over that bandwidth.%n%n", copy))
-                    .append("| batch | experts per pair, step | tokens/s | bytes/step | of the HBM limit | experts grouped, step | tokens/s |"
-                            + " speed-up |\n|---|---|---|---|---|---|---|---|\n");
+                    .append(GROUPED
+                            ? "| batch | experts per pair, step | tokens/s | bytes/step | of the HBM limit | experts grouped, step | tokens/s |"
+                                    + " speed-up |\n|---|---|---|---|---|---|---|---|\n"
+                            : "| batch | experts per pair, step | tokens/s | bytes/step | of the HBM limit |\n|---|---|---|---|---|\n");
             CausalLM.CacheGeometry g = model.cacheGeometry();
             int most = Arrays.stream(batches).max().orElse(1);
             BlockPool pool = new BlockPool(gpu.allocator(), g.layers(), g.kvHeads(), g.headDim(), g.vHeadDim(), BLOCK,
@@ -98,9 +100,11 @@ public final class ModelDecodeBench {
                 double[] pairs = run(gpu, model, pool, dc, batch, context, true);
                 double[] grouped = GROUPED ? run(gpu, model, pool, dc, batch, context, false) : new double[]{Double.NaN, 0};
                 double bytes = bytesPerStep(dc, batch, context + STEPS / 2);
-                String row = String.format("| %d | %s | %.0f | %.2f GB | %.3f | %s | %.0f | %.2fx |", batch, label(pairs),
-                        batch / (pairs[0] / 1e3), bytes / 1e9, bytes / (copy * 1e9) / (pairs[0] / 1e3), label(grouped),
-                        batch / (grouped[0] / 1e3), grouped[0] / pairs[0]);
+                String row = String.format("| %d | %s | %.0f | %.2f GB | %.3f |", batch, label(pairs), batch / (pairs[0] / 1e3),
+                        bytes / 1e9, bytes / (copy * 1e9) / (pairs[0] / 1e3));
+                if (GROUPED) {
+                    row += String.format(" %s | %.0f | %.2fx |", label(grouped), batch / (grouped[0] / 1e3), grouped[0] / pairs[0]);
+                }
                 System.out.println(row);
                 md.append(row).append('\n');
             }

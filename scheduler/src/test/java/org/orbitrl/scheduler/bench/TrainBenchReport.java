@@ -171,8 +171,10 @@ final class TrainBenchReport {
 
     void write(Path out) throws IOException {
         line("");
-        line("| tokens/step | s/step | tokens/s | peak GB (allocator) | planner GB | measured/planner | peft tokens/s | Orbit/peft | peft peak GB |");
-        line("|---|---|---|---|---|---|---|---|---|");
+        JsonNode best = peerBest();
+        line("| tokens/step | s/step | tokens/s | peak GB (allocator) | planner GB | measured/planner | peft tokens/s | Orbit/peft | peft peak GB |"
+                + " Orbit/peft's fastest shape |");
+        line("|---|---|---|---|---|---|---|---|---|---|");
         for (Row r : rows) {
             JsonNode p = peerRow(r);
             String peerTok = p == null ? "-" : p.path("oom").asBoolean(false) ? "OOM"
@@ -183,11 +185,20 @@ final class TrainBenchReport {
             String peerPeak = p != null && p.has("peak_bytes") ? String.format("%.1f", p.get("peak_bytes").asDouble() / 1e9) : "-";
             long planned = r.planned == null ? 0 : sum(r.planned, TRAINING);
             long measured = sum(r.peak, TRAINING);
-            line(String.format("| %dx%d = %d | %s | %s | %.3f | %s | %s | %s | %s | %s |", r.batch, r.seq, r.tokens(),
+            String bestRatio = r.failure == null && best != null
+                    ? String.format("%s%.2f", layerScale == 1 ? "" : "≥", r.tokens() / r.seconds / layerScale / best.get("tokens_per_s").asDouble())
+                    : "-";
+            line(String.format("| %dx%d = %d | %s | %s | %.3f | %s | %s | %s | %s | %s | %s |", r.batch, r.seq, r.tokens(),
                     r.failure == null ? String.format("%.3f", r.seconds) : r.failure.startsWith("out of memory") ? "OOM" : "failed",
                     r.failure == null ? String.format("%.0f", r.tokens() / r.seconds) : "-", r.peakTotal / 1e9,
                     r.planned == null ? "-" : String.format("%.3f", planned / 1e9),
-                    r.planned == null ? "-" : String.format("%.2f", measured / (double) planned), peerTok, ratio, peerPeak));
+                    r.planned == null ? "-" : String.format("%.2f", measured / (double) planned), peerTok, ratio, peerPeak, bestRatio));
+        }
+        if (best != null) {
+            line("");
+            line(String.format("peft's fastest shape that ran (the last column's reference): %dx%d, %.0f tokens/s, peak %.1f GB.",
+                    best.path("batch").asInt(), best.path("seq").asInt(), best.get("tokens_per_s").asDouble(),
+                    best.path("peak_bytes").asDouble() / 1e9));
         }
         Row last = null;
         for (Row r : rows) {
@@ -218,6 +229,20 @@ final class TrainBenchReport {
         if (out != null) {
             Files.writeString(out, text.toString());
         }
+    }
+
+    /** The peer's row of the most tokens/s among the shapes that ran (not out of memory), or null. */
+    private JsonNode peerBest() {
+        JsonNode best = null;
+        if (peer != null) {
+            for (JsonNode n : peer.path("results")) {
+                if (!n.path("oom").asBoolean(false) && n.has("tokens_per_s")
+                        && (best == null || n.get("tokens_per_s").asDouble() > best.get("tokens_per_s").asDouble())) {
+                    best = n;
+                }
+            }
+        }
+        return best;
     }
 
     private JsonNode peerRow(Row r) {

@@ -90,7 +90,7 @@ final class CudaMatmulOps {
         }
         switch (w.dtype()) {
             case F32 -> {
-                if (NARROW && m <= NARROW_MAX_ROWS && n <= NARROW_MAX_N && k % 4 == 0 && aligned16(x, w)) {
+                if (NARROW && m <= NARROW_MAX_ROWS && n <= NARROW_MAX_N && k > 0 && k % 4 == 0 && aligned16(x, w)) {
                     int stride = Math.min(k / 4, NARROW_PIECES);
                     ctx.launch2dShared(narrow, (n + 7) / 8, (m + NARROW_ROWS_PER_BLOCK - 1) / NARROW_ROWS_PER_BLOCK, 256,
                             16 * NARROW_ROWS_PER_BLOCK * stride, x, w, y, m, n, k, NARROW_ROWS_PER_BLOCK);

@@ -358,7 +358,7 @@ final class CudaMoePairs {
             long gridX = (n + SHORT_K_THREADS - 1) / SHORT_K_THREADS;
             ctx.launch2d(routedDenseShortK, gridX, blocks, SHORT_K_THREADS, x, xDiv, offsets, order, active, table, kind.bf16 ? 1 : 0,
                     vec ? 1 : 0, scale, y, accumulate ? 1 : 0, n, k, ROUTED_PAIRS, ctx.errorFlag);
-        } else if (n <= 64 && !kind.bf16 && vec && CudaAllocator.address(x) % 16 == 0) {
+        } else if (n <= 64 && k > 0 && !kind.bf16 && vec && CudaAllocator.address(x) % 16 == 0) {
             // a LoRA's A: a row a warp, its slice of K in registers
             int stride = Math.min(k / 4, LONG_K_PIECES);                                // 16-byte pieces of a row staged
             int mt = (int) Math.max(1, Math.min(ROUTED_PAIRS, LONG_K_SHARED / (16L * stride)));

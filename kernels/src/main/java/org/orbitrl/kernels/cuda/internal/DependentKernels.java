@@ -33,6 +33,7 @@ final class DependentKernels {
         s.add("select/argmax_f32");
         s.add("norm/rmsnorm_f32");
         s.add("norm/rmsnorm_warp_f32");
+        s.add("norm/rmsnorm_v4_f32");
         s.add("elementwise/swiglu_f32");
         s.add("flash_attention/qkv_prep_f32");
         s.add("flash_attention/paged_decode_f32");
@@ -51,6 +52,8 @@ final class DependentKernels {
         s.add("moe_pairs/moe_routed_dense_r4");
         s.add("moe_pairs/moe_routed_dense_k");
         s.add("moe_pairs/moe_routed_dense");
+        s.add("moe_pairs/moe_routed_dense_a");
+        s.add("moe_pairs/narrow_matmul_f32");       // a LoRA's A over a decode batch (CudaMatmulOps)
         for (String format : new String[]{"int4", "mxfp4", "nvfp4"}) {
             s.add("qgemv/qgemv_" + format + "_pairs_f32");
             for (int mt : new int[]{4, 8, 16}) {
@@ -80,6 +83,12 @@ final class DependentKernels {
             s.add("qmma/qmma_int4_gate_up3_m8_" + x);
             s.add("qmma/qmma_int4_gate_up_st2_m16_" + x);
         }
+        for (int mt : new int[]{8, 16, 32}) {             // with LoRA terms (f32 x only)
+            s.add("qmma/qmma_int4_gate_up_lora_m" + mt + "_f32");
+            s.add("qmma/qmma_int4_grouped_lora_after_m" + mt + "_f32");
+        }
+        s.add("qmma/qmma_int4_gate_up_lora_st2_m16_f32");
+        s.add("qmma/qmma_int4_grouped_lora_short_m8_f32");
         return Set.copyOf(s);
     }
 }

@@ -62,6 +62,11 @@ final class CudaMoePairs {
      * re-read its matrix for each (the kernel the eight-at-a-time ones replaced, kept as their reference).
      */
     private static final boolean SINGLE_PAIRS = "single".equals(System.getProperty("orbit.cuda.routedPairs"));
+    /**
+     * {@code -Dorbit.cuda.moeSwigluPairs=off}: gate, up and the SwiGLU as separate calls, and down apart from its LoRA's B
+     * ({@link #swiglu} and {@link #matmulLora} decline).
+     */
+    private static final boolean SWIGLU_PAIRS = !"off".equals(System.getProperty("orbit.cuda.moeSwigluPairs"));
     private static final int SHARED_DEFAULT = 48 * 1024;
     private static final int MAX_SHARED = 227 * 1024;
 
@@ -78,9 +83,6 @@ final class CudaMoePairs {
 
     private final CudaContext ctx;
     private final CudaMoeOps grouped;
-    /** {@code -Dorbit.cuda.moeSwigluPairs=off}: gate, up and the SwiGLU as separate calls ({@link #swiglu} declines). */
-    private static final boolean SWIGLU_PAIRS = !"off".equals(System.getProperty("orbit.cuda.moeSwigluPairs"));
-
     /** The device routing of a call above {@value #DIRECT_PAIRS} pairs, one per expert count, made outside a capture and kept. */
     private final Map<Integer, MoeRouting> routings = new HashMap<>();
     /** The ids tensor each routing was last filled from (compared by identity). */
@@ -240,8 +242,8 @@ final class CudaMoePairs {
     /**
      * act [P, N] row p = silu(x[p / xDiv] · G_eᵀ + g) · (x[p / xDiv] · U_eᵀ + u) in one tensor-core launch
      * ({@link CudaMoeOps#gateUpLora}) for INT4 gate and up experts that lie back to back, from {@link #STACKED_PAIRS}
-     * pairs, with LoRA terms of f32 factors of one rank (a multiple of 4) or none. Returns false, launching nothing,
-     * for anything else (the caller runs the separate products).
+     * pairs, with LoRA terms of f32 factors of one rank (a multiple of 4) or none. Returns false, writing nothing into act,
+     * for anything else (the caller runs the separate products; the pairs' grouping may have been made, and is kept).
      */
     boolean swiglu(Tensor x, int xDiv, ExpertWeights gate, ExpertWeights up, Tensor ids, Backend.PairLora gateLora,
                    Backend.PairLora upLora, Tensor act) {
@@ -279,7 +281,8 @@ final class CudaMoePairs {
     /**
      * y [P, N] row p = x[p / xDiv] · W_eᵀ + scale · lo[p] · B_eᵀ in one tensor-core launch ({@link CudaMoeOps#groupedLora})
      * for INT4 experts that lie back to back, from {@link #STACKED_PAIRS} pairs, with a LoRA of f32 factors (rank a
-     * multiple of 4). Returns false, launching nothing, for anything else (the caller runs the product and the term).
+     * multiple of 4). Returns false, writing nothing into y, for anything else (the caller runs the product and the term;
+     * the pairs' grouping may have been made, and is kept).
      */
     boolean matmulLora(Tensor x, int xDiv, ExpertWeights w, Tensor ids, Backend.PairLora lora, Tensor y) {
         int pairs = Math.toIntExact(ids.numel());

@@ -70,16 +70,10 @@ final class ExpertLora {
     }
 
     /**
-     * y [P, out] row p += s·(x[p / xDiv]·A_eᵀ)·B_eᵀ with e = ids[p] (ids on the backend): the per-pair form of
-     * {@link #forward} for a decode step ({@link Backend#moeExpertMatmulPairs}; nothing read on the host).
+     * The pairs' products with A for the per-pair form of {@link #forward} in a decode step ({@link Backend#moeExpertMatmulPairs},
+     * nothing read on the host): xa [P, r] row p = x[p / xDiv]·A_eᵀ with e = ids[p] (the caller releases it); then
+     * {@link #addPairsB} adds s·xa·B_eᵀ into y, or the backend fuses that term into the projection ({@link #pairTerm}).
      */
-    void forwardPairs(Backend bk, Tensor x, int xDiv, Tensor ids, Tensor y) {
-        Tensor xa = pairsA(bk, x, xDiv, ids);
-        addPairsB(bk, xa, ids, y);
-        bk.allocator().release(xa);
-    }
-
-    /** The pairs' products with A: xa [P, r] row p = x[p / xDiv]·A_eᵀ (the caller releases it). */
     Tensor pairsA(Backend bk, Tensor x, int xDiv, Tensor ids) {
         Tensor xa = bk.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, ids.numel(), a.rows());   // [P, r]
         bk.moeExpertMatmulPairs(x, xDiv, a, ids, 1f, xa, false);
@@ -91,7 +85,7 @@ final class ExpertLora {
         bk.moeExpertMatmulPairs(xa, 1, b, ids, scale, y, true);
     }
 
-    /** The term {@link Backend#moeSwigluPairs} adds for this LoRA, xa from {@link #pairsA}. */
+    /** The term {@link Backend#moeSwigluPairs} or {@link Backend#moeExpertMatmulPairsLora} adds for this LoRA, xa from {@link #pairsA}. */
     Backend.PairLora pairTerm(Tensor xa) {
         return new Backend.PairLora(xa, b, scale);
     }

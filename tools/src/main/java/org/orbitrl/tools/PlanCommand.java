@@ -89,7 +89,8 @@ public final class PlanCommand implements Callable<Integer> {
             description = "recompute activations in backward (default: on; --no-recompute keeps them)")
     boolean recompute;
 
-    @Option(names = "--kv-dtype", defaultValue = "bf16", description = "KV cache element type: bf16, fp8 (default: ${DEFAULT-VALUE})")
+    @Option(names = "--kv-dtype", defaultValue = "bf16", description = "KV cache element type: bf16, fp8, f32 (default: ${DEFAULT-VALUE};"
+            + " a job's rollout engines hold f32 caches, and its own plan counts f32)")
     String kvDtype;
 
     @Option(names = "--reserve", paramLabel = "GiB", description = "runtime reserve per GPU (default: 2 GiB + 3% of the GPU)")
@@ -139,7 +140,7 @@ public final class PlanCommand implements Callable<Integer> {
             case "bf16" -> DType.BF16;
             case "fp8", "f8e4m3" -> DType.F8E4M3;
             case "f32" -> DType.F32;
-            default -> throw new IllegalArgumentException("--kv-dtype '" + kvDtype + "': expected bf16 or fp8");
+            default -> throw new IllegalArgumentException("--kv-dtype '" + kvDtype + "': expected bf16, fp8 or f32");
         };
         long reserve = -1;
         if (reserveGib != null) {

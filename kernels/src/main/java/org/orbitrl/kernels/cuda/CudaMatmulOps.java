@@ -48,7 +48,6 @@ final class CudaMatmulOps {
     static final int NARROW_MAX_N = 64;
     private static final boolean NARROW = !"off".equals(System.getProperty("orbit.cuda.narrowMatmul"));
     private static final int NARROW_ROWS_PER_BLOCK = 4;   // x rows a block stages (mt)
-    private static final int NARROW_PIECES = 512;         // MA_PIECES in moe_pairs.cu: 16-byte pieces of a row a pass
 
     private final CudaContext ctx;
     private final CudaRowOps rows;
@@ -91,7 +90,7 @@ final class CudaMatmulOps {
         switch (w.dtype()) {
             case F32 -> {
                 if (NARROW && m <= NARROW_MAX_ROWS && n <= NARROW_MAX_N && k > 0 && k % 4 == 0 && aligned16(x, w)) {
-                    int stride = Math.min(k / 4, NARROW_PIECES);
+                    int stride = Math.min(k / 4, CudaMoePairs.LONG_K_PIECES);   // the 16-byte x pieces a row stages
                     ctx.launch2dShared(narrow, (n + 7) / 8, (m + NARROW_ROWS_PER_BLOCK - 1) / NARROW_ROWS_PER_BLOCK, 256,
                             16 * NARROW_ROWS_PER_BLOCK * stride, x, w, y, m, n, k, NARROW_ROWS_PER_BLOCK);
                 } else {

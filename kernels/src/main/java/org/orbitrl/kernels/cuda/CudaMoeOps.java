@@ -214,8 +214,7 @@ final class CudaMoeOps {
      */
     boolean gateUpLora(Tensor x, int xDiv, QuantizedTensor gate, QuantizedTensor up, MoeRouting r, Tensor act, int n, int k,
                        Tensor gateLo, Tensor gateB, float gateScale, Tensor upLo, Tensor upB, float upScale, int rank) {
-        if (!mma.fused() || !tensorCores || x.dtype() != DType.F32 || !CudaMoeMma.supports(QuantLayout.of(gate, ctx), gate, x, k)
-                || !CudaMoeMma.supports(QuantLayout.of(up, ctx), up, x, k)) {
+        if (!takesLora(x, gate, k) || !takesLora(x, up, k)) {
             return false;
         }
         mma.launchGateUpLora(x, xDiv, gate, up, r, act, n, k, gateLo, gateB, gateScale, upLo, upB, upScale, rank);
@@ -228,11 +227,16 @@ final class CudaMoeOps {
      */
     boolean groupedLora(Tensor x, int xDiv, QuantizedTensor w, MoeRouting r, Tensor y, int n, int k, Tensor lo, Tensor table,
                         float scale, int rank) {
-        if (!mma.fused() || !tensorCores || x.dtype() != DType.F32 || !CudaMoeMma.supports(QuantLayout.of(w, ctx), w, x, k)) {
+        if (!takesLora(x, w, k)) {
             return false;
         }
         mma.launchLora(x, xDiv, w, r, y, n, k, lo, table, scale, rank);
         return true;
+    }
+
+    /** Whether the LoRA-term launches take f32 x against INT4 experts w: the fused shapes and the tensor cores on, and the kernel's operands. */
+    private boolean takesLora(Tensor x, QuantizedTensor w, int k) {
+        return mma.fused() && tensorCores && x.dtype() == DType.F32 && CudaMoeMma.supports(QuantLayout.of(w, ctx), w, x, k);
     }
 
     /** Whether the decode products take the fused launch shapes ({@link CudaMoeMma#fused}). */

@@ -52,10 +52,10 @@ final class CudaMoePairs {
     private static final int SHORT_K = 64;
     private static final int SHORT_K_THREADS = 128;
     /**
-     * The register-held rows of a LoRA's A (moe_routed_dense_a): 16-byte pieces of a row a pass (MA_PIECES), and the shared
-     * memory its staged x slices take at most (two blocks an SM).
+     * The register-held rows of a LoRA's A (moe_routed_dense_a, and narrow_matmul_f32 for CudaMatmulOps): 16-byte pieces of a
+     * row a pass (MA_PIECES in moe_pairs.cu), and the shared memory the staged x slices take at most (two blocks an SM).
      */
-    private static final int LONG_K_PIECES = 512;
+    static final int LONG_K_PIECES = 512;
     private static final int LONG_K_SHARED = 64 * 1024;
     /**
      * {@code -Dorbit.cuda.routedPairs=single}: grouped full-precision products take an expert's pairs one at a time and
@@ -250,7 +250,7 @@ final class CudaMoePairs {
         int pairs = Math.toIntExact(ids.numel());
         int n = gate.rows();
         int k = gate.cols();
-        if (!SWIGLU_PAIRS || pairs < STACKED_PAIRS || ids.rank() != 2 || !(xDiv == 1 || xDiv == ids.size(-1))) {
+        if (!fusedPairs(pairs, ids, xDiv)) {
             return false;
         }
         ctx.devContiguous("moeSwigluPairs x", x, DType.F32);
@@ -288,7 +288,7 @@ final class CudaMoePairs {
         int pairs = Math.toIntExact(ids.numel());
         int n = w.rows();
         int k = w.cols();
-        if (!SWIGLU_PAIRS || pairs < STACKED_PAIRS || ids.rank() != 2 || !(xDiv == 1 || xDiv == ids.size(-1))) {
+        if (!fusedPairs(pairs, ids, xDiv)) {
             return false;
         }
         ctx.devContiguous("moeExpertMatmulPairsLora x", x, DType.F32);
@@ -306,6 +306,11 @@ final class CudaMoePairs {
         Tensor table = loraTable("moeExpertMatmulPairsLora", lora, w, pairs, rank);
         return table != null && grouped.groupedLora(x, xDiv, stacked, routed(w.experts(), ids), y, n, k, lora.lo(), table,
                 lora.scale(), rank);
+    }
+
+    /** Whether a call may take the fused tensor-core launches: on, from {@link #STACKED_PAIRS} pairs, ids [tokens, k], x a row a token or a pair. */
+    private static boolean fusedPairs(int pairs, Tensor ids, int xDiv) {
+        return SWIGLU_PAIRS && pairs >= STACKED_PAIRS && ids.rank() == 2 && (xDiv == 1 || xDiv == ids.size(-1));
     }
 
     /** The table of a LoRA term's B factors when the fused kernel takes them (every expert's f32 [N, rank], 16-byte aligned), else null. */

@@ -35,6 +35,20 @@ public interface Backend extends AutoCloseable {
      */
     void matmul(Tensor x, Tensor w, Tensor y);
 
+    /**
+     * {@code ys[i] = x · ws[i]ᵀ} for weights that read the same x (an attention block's q, k and v, or their LoRAs' A):
+     * the numbers of a {@link #matmul} each, which is what this default does; a backend may share the work on x (one
+     * rounding of x, one launch).
+     */
+    default void matmulShared(Tensor x, Tensor[] ws, Tensor[] ys) {
+        if (ws.length != ys.length) {
+            throw new IllegalArgumentException("matmulShared: " + ws.length + " weights for " + ys.length + " outputs");
+        }
+        for (int i = 0; i < ws.length; i++) {
+            matmul(x, ws[i], ys[i]);
+        }
+    }
+
     /** {@code y = x · wᵀ} with a quantized weight [N, K], without materialising w in full precision. */
     void matmulQuantized(Tensor x, QuantizedTensor w, Tensor y);
 

@@ -352,6 +352,17 @@ public final class CudaBackend implements Backend {
         }
     }
 
+    /** As {@link #matmul} for each weight; outside exact mode x is read (and rounded to bf16) once for all of them. */
+    @Override
+    public void matmulShared(Tensor x, Tensor[] ws, Tensor[] ys) {
+        ctx.device.bind();
+        if (exact) {
+            Backend.super.matmulShared(x, ws, ys);
+        } else {
+            matmulOps.matmulShared(x, ws, ys);
+        }
+    }
+
     /**
      * {@code y += x · wᵀ} for a bf16 weight (x, y f32): a residual add folded into the projection, one
      * launch up to 16 rows (the GEMV, exact weights, f32 accumulation), else cuBLAS with β = 1 on

@@ -52,6 +52,7 @@ final class CudaMatmulOps {
     private final CudaContext ctx;
     private final CudaRowOps rows;
     private final Kernel narrow;
+    private final Kernel narrow3;
     final CudaQgemv qgemv;
 
     private final Kernel gemvBf16;
@@ -66,6 +67,7 @@ final class CudaMatmulOps {
         this.qgemv = new CudaQgemv(ctx);
         this.gemvBf16 = ctx.kernel("quant", "gemv_bf16");
         this.narrow = ctx.kernel("moe_pairs", "narrow_matmul_f32");
+        this.narrow3 = ctx.kernel("moe_pairs", "narrow_matmul3_f32");
         for (QuantLayout l : QuantLayout.values()) {
             gemv.put(l, ctx.kernel("quant", "gemv_" + l.kernelSuffix()));
             dequant.put(l, ctx.kernel("quant", "dequant_" + l.kernelSuffix()));
@@ -107,6 +109,68 @@ final class CudaMatmulOps {
                 }
             }
             default -> throw new IllegalArgumentException("matmul: weight must be f32 or bf16, got " + w);
+        }
+    }
+
+    /**
+     * ys[i] = x · ws[i]ᵀ for weights that read the same x (an attention block's q, k and v), the numbers of {@link #matmul}
+     * for each: up to three f32 weights on the narrow path in one {@code narrow_matmul3_f32} launch; bf16 weights above
+     * the GEMV's rows with x rounded to bf16 once for all of them (one staging chunk), a cuBLAS product each; anything
+     * else a {@link #matmul} each.
+     */
+    void matmulShared(Tensor x, Tensor[] ws, Tensor[] ys) {
+        if (ws.length != ys.length) {
+            throw new IllegalArgumentException("matmulShared: " + ws.length + " weights for " + ys.length + " outputs");
+        }
+        ctx.devContiguous("matmulShared x", x, DType.F32);
+        int k = x.size(-1);
+        int m = CudaContext.rows(x);
+        DType dtype = ws.length == 0 ? null : ws[0].dtype();
+        boolean narrowAll = NARROW && ws.length >= 2 && ws.length <= 3 && dtype == DType.F32 && m <= NARROW_MAX_ROWS && k > 0
+                && k % 4 == 0;
+        boolean stagedAll = ws.length >= 2 && dtype == DType.BF16 && m > QGEMV_MAX_ROWS && DeviceScratch.stagingRows(m, k) >= m;
+        for (int i = 0; i < ws.length; i++) {
+            ctx.devContiguous("matmulShared w", ws[i], null);
+            ctx.devContiguous("matmulShared y", ys[i], DType.F32);
+            if (ws[i].rank() != 2 || ws[i].dim(1) != k || ys[i].size(-1) != ws[i].dim(0) || CudaContext.rows(ys[i]) != m) {
+                throw new IllegalArgumentException("matmulShared: x " + x + " · wᵀ " + ws[i] + " -> y " + ys[i] + " do not agree");
+            }
+            narrowAll &= ws[i].dtype() == DType.F32 && ws[i].size(0) <= NARROW_MAX_N && aligned16(x, ws[i]);
+            stagedAll &= ws[i].dtype() == DType.BF16;
+        }
+        if (m == 0) {
+            return;
+        }
+        if (narrowAll) {
+            int stride = Math.min(k / 4, CudaMoePairs.LONG_K_PIECES);   // the 16-byte x pieces a row stages
+            long[] w = new long[3];
+            long[] y = new long[3];
+            int[] n = new int[3];
+            long blocks = 0;
+            for (int i = 0; i < ws.length; i++) {
+                w[i] = CudaAllocator.address(ws[i]);
+                y[i] = CudaAllocator.address(ys[i]);
+                n[i] = ws[i].size(0);
+                blocks += (n[i] + 7) / 8;
+            }
+            if (blocks > 0) {
+                ctx.launch2dShared(narrow3, blocks, (m + NARROW_ROWS_PER_BLOCK - 1) / NARROW_ROWS_PER_BLOCK, 256,
+                        16 * NARROW_ROWS_PER_BLOCK * stride, x, m, k, NARROW_ROWS_PER_BLOCK, w[0], y[0], n[0], w[1], y[1], n[1],
+                        w[2], y[2], n[2]);
+            }
+        } else if (stagedAll) {
+            Tensor xb = ctx.scratch(CudaContext.Scratch.X_BF16, DType.BF16, DeviceScratch.stagingElements(m, k)); // [m, k]
+            rows.toBf16(x.reshape((long) m * k), xb, (long) m * k);
+            for (int i = 0; i < ws.length; i++) {
+                if (ws[i].size(0) > 0) {
+                    ctx.cublas.gemm(CudaAllocator.address(xb), CudaAllocator.address(ws[i]), CudaAllocator.address(ys[i]), m,
+                            ws[i].size(0), k, true);
+                }
+            }
+        } else {
+            for (int i = 0; i < ws.length; i++) {
+                matmul(x, ws[i], ys[i]);
+            }
         }
     }
 

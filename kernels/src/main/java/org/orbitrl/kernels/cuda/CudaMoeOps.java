@@ -31,6 +31,8 @@ import static org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToHost;
  * The chunked paths read the per-expert counts on the host (one synchronisation per call).
  */
 final class CudaMoeOps {
+    /** Threads of a {@code moe_combine} block: a column each, so a token's row takes {@code ceil(H / 256)} blocks. */
+    private static final int COMBINE_THREADS = 256;
     private final CudaContext ctx;
     private final CudaMatmulOps matmul;
     private final CudaQgemv qgemv;
@@ -111,7 +113,9 @@ final class CudaMoeOps {
                     + weights + " [tokens, topk] and out " + out + " [tokens, " + h + "]");
         }
         if (tokens > 0) {
-            ctx.launch(combine, tokens, 256, ys, weights, topk, normalize ? 1 : 0, out, accumulate ? 1 : 0, h);
+            // a column a thread: one round trip of its topk loads, not one a 256-column pass of a single block
+            int chunks = Math.min((h + COMBINE_THREADS - 1) / COMBINE_THREADS, 65535);
+            ctx.launch2d(combine, tokens, chunks, COMBINE_THREADS, ys, weights, topk, normalize ? 1 : 0, out, accumulate ? 1 : 0, h);
         }
     }
 

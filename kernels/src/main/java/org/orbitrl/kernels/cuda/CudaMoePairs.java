@@ -45,6 +45,9 @@ final class CudaMoePairs {
     /** Words a quantized expert takes in its table: codes, scales, zeros (0: none), global scale (f32 bits). */
     private static final int QUANT_WORDS = 4;
     private static final int DENSE_ROWS_PER_BLOCK = 32; // MP_WARPS * MP_R in moe_pairs.cu
+    private static final int DENSE_WARPS = 8;           // MP_WARPS: the rows of a moe_pairs_dense_r1 block
+    /** f32 experts of at most this many rows (a LoRA's A) take {@code moe_pairs_dense_r1}. */
+    private static final int LONE_ROWS_MAX = 64;
     private static final int DENSE_THREADS = 256;
     /** Pairs of an expert the grouped dense kernels take at once (MR_PAIRS in moe_pairs.cu). */
     private static final int ROUTED_PAIRS = 8;
@@ -92,6 +95,7 @@ final class CudaMoePairs {
     /** Grouped on the device: per layout, the kernels of row chunks 1, 4, 8 and 16. */
     private final EnumMap<QuantLayout, Map<Integer, Kernel>> routedQuantized = new EnumMap<>(QuantLayout.class);
     private final Kernel dense;
+    private final Kernel denseR1;
     private final Kernel routedDense;       // grouped on the device: 4 rows a warp
     private final Kernel routedDenseRow;    // a row a warp (few rows, long K: a LoRA's A in bf16)
     private final Kernel routedDenseLongK;  // a row a warp, its slice of K held in registers (a LoRA's A in f32)
@@ -124,6 +128,7 @@ final class CudaMoePairs {
             routedQuantized.put(l, byChunk);
         }
         this.dense = ctx.kernel("moe_pairs", "moe_pairs_dense");
+        this.denseR1 = ctx.kernel("moe_pairs", "moe_pairs_dense_r1");
         this.routedDense = ctx.kernel("moe_pairs", "moe_routed_dense_r4");
         this.routedDenseRow = ctx.kernel("moe_pairs", "moe_routed_dense_r1");
         this.routedDenseShortK = ctx.kernel("moe_pairs", "moe_routed_dense_k");
@@ -233,8 +238,11 @@ final class CudaMoePairs {
                     w.experts(), ctx.errorFlag);
             return true;
         }
-        long gridX = (n + DENSE_ROWS_PER_BLOCK - 1) / DENSE_ROWS_PER_BLOCK;
-        ctx.launch2dShared(dense, gridX, pairs, DENSE_THREADS, (int) Math.max(shared, 16), x, xDiv, ids, table,
+        // few f32 rows (a LoRA's A): a row a warp, four times the blocks, each row's loads in flight at once; the same sums
+        boolean lone = !kind.bf16 && vec && n <= LONE_ROWS_MAX;
+        int rowsPerBlock = lone ? DENSE_WARPS : DENSE_ROWS_PER_BLOCK;
+        long gridX = (n + rowsPerBlock - 1) / rowsPerBlock;
+        ctx.launch2dShared(lone ? denseR1 : dense, gridX, pairs, DENSE_THREADS, (int) Math.max(shared, 16), x, xDiv, ids, table,
                 kind.bf16 ? 1 : 0, vec ? 1 : 0, scale, y, accumulate ? 1 : 0, n, k, w.experts(), ctx.errorFlag);
         return true;
     }

@@ -105,7 +105,9 @@ extern "C" __global__ void moe_scatter_rows(const float* ys, const int* order, f
 }
 
 // out[t] (+)= sum_j w[t, j] * ys[t * topk + j] / (normalize ? sum_j w[t, j] : 1): the routed experts'
-// outputs weighted into each token's row. ys [T * topk, H], w [T, topk] f32, out [T, H]. One block a token.
+// outputs weighted into each token's row. ys [T * topk, H], w [T, topk] f32, out [T, H]. Block (t, chunk): token
+// t's columns chunk * blockDim.x + threadIdx.x, + gridDim.y * blockDim.x, ... (a column's sum in the same order
+// whatever the grid).
 extern "C" __global__ void moe_combine(const float* ys, const float* w, int topk, int normalize, float* out, int accumulate,
                                        int H) {
     pdl_enter();
@@ -117,7 +119,7 @@ extern "C" __global__ void moe_combine(const float* ys, const float* w, int topk
         for (int j = 0; j < topk; j++) s += wt[j];
         norm = 1.0f / s;
     }
-    for (int c = threadIdx.x; c < H; c += blockDim.x) {
+    for (int c = blockIdx.y * blockDim.x + threadIdx.x; c < H; c += gridDim.y * blockDim.x) {
         float acc = 0.0f;
         for (int j = 0; j < topk; j++) acc += wt[j] * ys[((i64) t * topk + j) * H + c];
         acc *= norm;

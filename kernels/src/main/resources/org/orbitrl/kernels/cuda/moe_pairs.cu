@@ -18,17 +18,44 @@
 #define ERR_EXPERT_NOT_HELD 5 // a pair routed to an expert this rank does not hold (CudaKernelErrors)
 #define MP_WARPS 8
 #define MP_R 4 // rows a warp takes at once
+#define MP_AHEAD 8 // a lone row's 8-value units a lane loads before it multiplies any (moe_pairs_dense_r1)
 
-template <bool BF16, bool VEC>
+template <bool BF16, bool VEC, int R = MP_R>
 __device__ __forceinline__ void mp_rows(const float* xs, const void* w, int K, int n0, int N, int lane, float* acc) {
 #pragma unroll
-    for (int i = 0; i < MP_R; i++) acc[i] = 0.0f;
-    if (VEC) {
+    for (int i = 0; i < R; i++) acc[i] = 0.0f;
+    if (VEC && R == 1 && !BF16) { // a lone f32 row: MP_AHEAD of the lane's units loaded before any is multiplied
+        int units = K / 8;
+        const float4* r = (const float4*) ((const float*) w + (i64) (n0 < N ? n0 : N - 1) * K);
+        float d = 0.0f;
+        for (int u0 = lane; u0 < units; u0 += 32 * MP_AHEAD) {
+            float4 a[MP_AHEAD], b[MP_AHEAD];
+#pragma unroll
+            for (int j = 0; j < MP_AHEAD; j++) {
+                int u = u0 + 32 * j;
+                if (u < units) {
+                    a[j] = r[2 * u];
+                    b[j] = r[2 * u + 1];
+                }
+            }
+#pragma unroll
+            for (int j = 0; j < MP_AHEAD; j++) {
+                int u = u0 + 32 * j;
+                if (u < units) { // the order of the loop below: unit by unit, its 8 values in order
+                    const float* xv = xs + 8 * u;
+                    float wv[8] = {a[j].x, a[j].y, a[j].z, a[j].w, b[j].x, b[j].y, b[j].z, b[j].w};
+#pragma unroll
+                    for (int q = 0; q < 8; q++) d = fmaf(wv[q], xv[q], d);
+                }
+            }
+        }
+        acc[0] = d;
+    } else if (VEC) {
         int units = K / 8;
         for (int u = lane; u < units; u += 32) {
             const float* xv = xs + 8 * u;
 #pragma unroll
-            for (int i = 0; i < MP_R; i++) {
+            for (int i = 0; i < R; i++) {
                 int n = n0 + i < N ? n0 + i : N - 1;
                 float wv[8];
                 if (BF16) {
@@ -56,7 +83,7 @@ __device__ __forceinline__ void mp_rows(const float* xs, const void* w, int K, i
         for (int k = lane; k < K; k += 32) {
             float xv = xs[k];
 #pragma unroll
-            for (int i = 0; i < MP_R; i++) {
+            for (int i = 0; i < R; i++) {
                 int n = n0 + i < N ? n0 + i : N - 1;
                 float wv = BF16 ? bf16_to_f32(((const u16*) w)[(i64) n * K + k]) : ((const float*) w)[(i64) n * K + k];
                 acc[i] = fmaf(wv, xv, acc[i]);
@@ -64,28 +91,29 @@ __device__ __forceinline__ void mp_rows(const float* xs, const void* w, int K, i
         }
     }
 #pragma unroll
-    for (int i = 0; i < MP_R; i++) acc[i] = warp_sum(acc[i]);
+    for (int i = 0; i < R; i++) acc[i] = warp_sum(acc[i]);
 }
 
-// The block's rows of pair p's product (x row staged in xs by the caller) into y.
+// The block's rows of pair p's product (x row staged in xs by the caller) into y: R rows a warp.
+template <int R>
 __device__ __forceinline__ void mp_pair(const float* xs, const void* w, int wBf16, int vec, float scale, float* y, int accumulate,
                                         int N, int K, int p) {
     int lane = threadIdx.x & 31;
     int warp = threadIdx.x >> 5;
-    int n0 = (blockIdx.x * MP_WARPS + warp) * MP_R;
+    int n0 = (blockIdx.x * MP_WARPS + warp) * R;
     if (n0 >= N) return;
-    float acc[MP_R];
+    float acc[R];
     if (wBf16) {
-        if (vec) mp_rows<true, true>(xs, w, K, n0, N, lane, acc);
-        else mp_rows<true, false>(xs, w, K, n0, N, lane, acc);
+        if (vec) mp_rows<true, true, R>(xs, w, K, n0, N, lane, acc);
+        else mp_rows<true, false, R>(xs, w, K, n0, N, lane, acc);
     } else {
-        if (vec) mp_rows<false, true>(xs, w, K, n0, N, lane, acc);
-        else mp_rows<false, false>(xs, w, K, n0, N, lane, acc);
+        if (vec) mp_rows<false, true, R>(xs, w, K, n0, N, lane, acc);
+        else mp_rows<false, false, R>(xs, w, K, n0, N, lane, acc);
     }
-    if (lane < MP_R && n0 + lane < N) {
+    if (lane < R && n0 + lane < N) {
         float v = acc[0];
 #pragma unroll
-        for (int i = 1; i < MP_R; i++) v = lane == i ? acc[i] : v;
+        for (int i = 1; i < R; i++) v = lane == i ? acc[i] : v;
         float* o = y + (i64) p * N + n0 + lane;
         *o = accumulate ? *o + scale * v : scale * v;
     }
@@ -215,16 +243,17 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
 // a round trip to DRAM a piece). The x rows are taken mt at a time, the pass's slices staged in shared memory
 // (conflict-free 16-byte reads); a (row of x, row of W) sums its lane's pieces in order, then across the warp, pass
 // after pass into the output. Needs K % 4 == 0 and x and the rows of W 16-byte aligned.
-//   ma_rows: block row blockIdx.x's MP_WARPS rows of W against count x rows, xrow(i) the i-th; out(i, n, later, d)
-//   takes the sum d of x row i and W row n over one pass (later: not the first pass).
+//   ma_rows: row block rb's MP_WARPS rows of W against count x rows, xrow(i) the i-th; out(i, n, later, d) takes the
+//   sum d of x row i and W row n over one pass (later: not the first pass).
 #define MA_V 16
 #define MA_PIECES (32 * MA_V) // 16-byte pieces of a row a pass
 #define MA_XB 4                // x pieces a thread loads before it stores any
 
 template <typename XRow, typename Out>
-__device__ __forceinline__ void ma_rows(const float* w, int N, int K, int count, int mt, XRow xrow, Out out, float4* xa) {
+__device__ __forceinline__ void ma_rows(const float* w, int N, int K, int count, int mt, XRow xrow, Out out, float4* xa,
+                                        int rb) {
     int lane = threadIdx.x & 31;
-    int n = blockIdx.x * MP_WARPS + (threadIdx.x >> 5);
+    int n = rb * MP_WARPS + (threadIdx.x >> 5);
     bool row = n < N; // warp-uniform
     int K4 = K >> 2;
     int stride = K4 < MA_PIECES ? K4 : MA_PIECES;
@@ -303,15 +332,13 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
                 float* o = y + (i64) pairs[i] * N + n;
                 *o = (accumulate || later ? *o : 0.0f) + scale * d;
             },
-            xa);
+            xa, blockIdx.x);
 }
 
 // y [M, N] = x [M, K] . w^T for f32 x and a few f32 rows of w (a LoRA's A over a decode batch): block (row chunk of w,
 // mt rows of x), the same sums as moe_routed_dense_a (a row of y does not depend on the others: batch-invariant).
-extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
-    narrow_matmul_f32(const float* x, const float* w, float* y, int M, int N, int K, int mt) {
-    pdl_enter();
-    extern __shared__ float4 xa[]; // [mt, min(K / 4, MA_PIECES)]
+__device__ __forceinline__ void narrow_rows(const float* x, const float* w, float* y, int M, int N, int K, int mt, int rb,
+                                            float4* xa) {
     int m0 = blockIdx.y * mt;
     ma_rows(w, N, K, min(mt, M - m0), mt,
             [&](int i) { return x + (i64) (m0 + i) * K; },
@@ -319,7 +346,33 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
                 float* o = y + (i64) (m0 + i) * N + n;
                 *o = (later ? *o : 0.0f) + d;
             },
-            xa);
+            xa, rb);
+}
+
+extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
+    narrow_matmul_f32(const float* x, const float* w, float* y, int M, int N, int K, int mt) {
+    pdl_enter();
+    extern __shared__ float4 xa[]; // [mt, min(K / 4, MA_PIECES)]
+    narrow_rows(x, w, y, M, N, K, mt, blockIdx.x, xa);
+}
+
+// Up to three such products of the same x in one launch (an attention block's q, k and v LoRA A): y_i = x . w_i^T for
+// the i with n_i > 0, the row blocks of w_0, then w_1's, then w_2's along blockIdx.x; each the sums of narrow_matmul_f32.
+extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
+    narrow_matmul3_f32(const float* x, int M, int K, int mt, const float* w0, float* y0, int n0, const float* w1, float* y1,
+                       int n1, const float* w2, float* y2, int n2) {
+    pdl_enter();
+    extern __shared__ float4 xa[]; // [mt, min(K / 4, MA_PIECES)]
+    int rb = blockIdx.x;
+    int b0 = (n0 + MP_WARPS - 1) / MP_WARPS;
+    int b1 = (n1 + MP_WARPS - 1) / MP_WARPS;
+    if (rb < b0) {
+        narrow_rows(x, w0, y0, M, n0, K, mt, rb, xa);
+    } else if (rb < b0 + b1) {
+        narrow_rows(x, w1, y1, M, n1, K, mt, rb - b0, xa);
+    } else {
+        narrow_rows(x, w2, y2, M, n2, K, mt, rb - b0 - b1, xa);
+    }
 }
 
 // Short K (at most MS_K, a LoRA's B whose K is its rank): a thread a row of W_e and no reduction across lanes; block
@@ -416,16 +469,14 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
         const float* xr = x + (i64) (p / xDiv) * K;
         for (int k = threadIdx.x; k < K; k += blockDim.x) xs[k] = xr[k];
         __syncthreads();
-        mp_pair(xs, w, wBf16, vec, scale, y, accumulate, N, K, p);
+        mp_pair<MP_R>(xs, w, wBf16, vec, scale, y, accumulate, N, K, p);
         __syncthreads();
     }
 }
 
-extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
-    moe_pairs_dense(const float* x, int xDiv, const int* ids, const unsigned long long* table, int wBf16, int vec, float scale,
-                    float* y, int accumulate, int N, int K, int E, int* err) {
-    pdl_enter();
-    extern __shared__ float xs[]; // [K]
+template <int R>
+__device__ __forceinline__ void mp_dense(const float* x, int xDiv, const int* ids, const unsigned long long* table, int wBf16,
+                                         int vec, float scale, float* y, int accumulate, int N, int K, int E, int* err, float* xs) {
     int p = blockIdx.y;
     int e = ids[p];
     const void* w = e >= 0 && e < E ? (const void*) table[e] : (const void*) 0;
@@ -436,5 +487,24 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
     const float* xr = x + (i64) (p / xDiv) * K;
     for (int k = threadIdx.x; k < K; k += blockDim.x) xs[k] = xr[k];
     __syncthreads();
-    mp_pair(xs, w, wBf16, vec, scale, y, accumulate, N, K, p);
+    mp_pair<R>(xs, w, wBf16, vec, scale, y, accumulate, N, K, p);
+}
+
+// MP_R rows a warp: blocks of MP_WARPS * MP_R rows.
+extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
+    moe_pairs_dense(const float* x, int xDiv, const int* ids, const unsigned long long* table, int wBf16, int vec, float scale,
+                    float* y, int accumulate, int N, int K, int E, int* err) {
+    pdl_enter();
+    extern __shared__ float xs[]; // [K]
+    mp_dense<MP_R>(x, xDiv, ids, table, wBf16, vec, scale, y, accumulate, N, K, E, err, xs);
+}
+
+// A row a warp (blocks of MP_WARPS rows: four times the blocks, for few rows of a long K, a LoRA's A over few pairs);
+// a row's sum in the same order as moe_pairs_dense's.
+extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
+    moe_pairs_dense_r1(const float* x, int xDiv, const int* ids, const unsigned long long* table, int wBf16, int vec, float scale,
+                       float* y, int accumulate, int N, int K, int E, int* err) {
+    pdl_enter();
+    extern __shared__ float xs[]; // [K]
+    mp_dense<1>(x, xDiv, ids, table, wBf16, vec, scale, y, accumulate, N, K, E, err, xs);
 }

@@ -132,6 +132,64 @@ class CudaMatmulTest extends CudaTestBase {
         }
     }
 
+    /**
+     * Products that read the same x ({@link CudaBackend#matmulShared}: q, k and v, or their LoRAs' A) give the bits of a
+     * {@code matmul} each, on every path: f32 LoRA A shapes in one {@code narrow_matmul3_f32} launch (one to three
+     * weights, ragged rows, K over one and several register passes), bf16 projections above the GEMV's rows with x
+     * rounded once (Qwen3's q/k/v shapes, scaled down), and what falls back to a product each (over 256 rows; mixed
+     * dtypes); the first weight's result also against the scalar reference (1e-6 + 1e-5·S).
+     */
+    @Test
+    void sharedInputProductsEqualAProductEach() {
+        SplittableRandom r = rng(36);
+        int[][][] cases = {
+                {{64, 2048}, {32, 32, 32}}, {{1, 2048}, {32, 32, 32}}, {{9, 4100}, {64, 8, 17}}, {{256, 768}, {16}},
+                {{5, 512}, {24, 40}}, {{300, 256}, {32, 32, 32}}};
+        for (int[][] c : cases) {
+            sharedCase(r, c[0][0], c[0][1], c[1], DType.F32, null);
+        }
+        for (int[] mk : new int[][]{{64, 512}, {17, 256}, {8, 256}, {1, 256}}) {
+            sharedCase(r, mk[0], mk[1], new int[]{1024, 128, 128}, DType.BF16, null);
+        }
+        sharedCase(r, 64, 256, new int[]{32, 48}, DType.F32, DType.BF16);
+    }
+
+    private void sharedCase(SplittableRandom r, int m, int k, int[] ns, DType wt, DType secondWt) {
+        Tensor x = randn(r, 1f, m, k);
+        Tensor dx = dev(x);
+        Tensor[] hw = new Tensor[ns.length];
+        Tensor[] ws = new Tensor[ns.length];
+        Tensor[] ys = new Tensor[ns.length];
+        for (int i = 0; i < ns.length; i++) {
+            hw[i] = randn(r, 0.5f, ns[i], k).to(i == 1 && secondWt != null ? secondWt : wt);
+            ws[i] = dev(hw[i]);
+            ys[i] = poisoned(DType.F32, m, ns[i]);
+        }
+        gpu.matmulShared(dx, ws, ys);
+        String what = "matmulShared " + wt + (secondWt != null ? "+" + secondWt : "") + " m=" + m + " k=" + k + " n="
+                + java.util.Arrays.toString(ns);
+        for (int i = 0; i < ns.length; i++) {
+            Tensor one = poisoned(DType.F32, m, ns[i]);
+            gpu.matmul(dx, ws[i], one);
+            float[] want = gpu.toHost(one).toFloatArray();
+            float[] got = gpu.toHost(ys[i]).toFloatArray();
+            for (int j = 0; j < want.length; j++) {
+                org.junit.jupiter.api.Assertions.assertEquals(Float.floatToRawIntBits(want[j]), Float.floatToRawIntBits(got[j]),
+                        what + ": weight " + i + " element " + j + " alone " + want[j] + ", shared " + got[j]);
+            }
+        }
+        boolean roundsX = hw[0].dtype() == DType.BF16 && !(m <= CudaMatmulOps.gemvRows() && k % 8 == 0);
+        Tensor xRef = roundsX ? Tensor.of(bf16Round(x.toFloatArray()), m, k) : x;
+        Tensor ref = Tensor.allocate(Arena.ofAuto(), DType.F32, m, ns[0]);
+        cpu.matmul(xRef, hw[0], ref);
+        double[] s = absDot(xRef.toFloatArray(), hw[0].toFloatArray(), m, ns[0], k);
+        double[] tol = new double[s.length];
+        for (int i = 0; i < s.length; i++) {
+            tol[i] = 1e-6 + 1e-5 * s[i];
+        }
+        assertWithin(what + " against the reference", ref.toFloatArray(), gpu.toHost(ys[0]).toFloatArray(), tol);
+    }
+
     @Test
     void leadingDimensionsAreRows() {
         SplittableRandom r = rng(33);

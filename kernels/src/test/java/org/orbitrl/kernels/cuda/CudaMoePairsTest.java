@@ -36,10 +36,12 @@ class CudaMoePairsTest extends CudaTestBase {
             // {tokens, topk, N, K, x per pair}; K = 40 (not a multiple of 8) takes the dense kernel's scalar loop
             // 20 x 8 = 160 pairs (above CudaMoePairs.DIRECT_PAIRS): grouped by expert on the device first, an expert's
             // pairs 8 at a time (7 at K = 8192, what shared memory holds); a row a warp at N ≤ 64 (a LoRA's A), a thread a
-            // row at K ≤ 64 (a LoRA's B: K = 32 in 16-byte loads, K = 20 one value at a time)
+            // row at K ≤ 64 (a LoRA's B: K = 32 in 16-byte loads, K = 20 one value at a time); per pair, f32 rows at N ≤ 64
+            // a row a warp (moe_pairs_dense_r1: a lane's 8-unit batches whole, partial, and several at K = 8192)
             int[][] cases = quantized ? new int[][]{{1, 8, 96, 2048, 0}, {3, 4, 40, 256, 1}, {20, 8, 96, 256, 0}, {30, 4, 40, 128, 1}}
                     : new int[][]{{1, 8, 96, 2048, 0}, {3, 4, 40, 256, 1}, {2, 3, 33, 40, 0}, {20, 8, 96, 256, 0}, {30, 4, 33, 40, 1},
-                    {24, 8, 32, 2048, 1}, {20, 8, 16, 8192, 0}, {18, 4, 200, 32, 1}, {17, 4, 70, 20, 0}};
+                    {24, 8, 32, 2048, 1}, {20, 8, 16, 8192, 0}, {18, 4, 200, 32, 1}, {17, 4, 70, 20, 0}, {1, 8, 32, 2048, 0},
+                    {8, 8, 32, 768, 0}, {2, 4, 24, 8192, 1}};
             for (int[] c : cases) {
                 int tokens = c[0];
                 int topk = c[1];
@@ -493,7 +495,12 @@ class CudaMoePairsTest extends CudaTestBase {
         SplittableRandom r = rng(902);
         int tokens = 3;
         int topk = 4;
-        int h = 200;
+        for (int h : new int[]{200, 600}) { // one block a token, and three (a column a thread)
+            combineCase(r, tokens, topk, h);
+        }
+    }
+
+    private void combineCase(SplittableRandom r, int tokens, int topk, int h) {
         float[] ys = randn(r, 1f, tokens * topk, h).toFloatArray();
         float[] w = randn(r, 1f, tokens, topk).toFloatArray();
         float[] out0 = randn(r, 1f, tokens, h).toFloatArray();
@@ -515,7 +522,7 @@ class CudaMoePairsTest extends CudaTestBase {
                     tol[t * h + c] = 1e-6 + 1e-6 * abs;
                 }
             }
-            assertWithin("moeCombinePairs" + (accumulate ? " into out" : ""), want, gpu.toHost(out).toFloatArray(), tol);
+            assertWithin("moeCombinePairs h " + h + (accumulate ? " into out" : ""), want, gpu.toHost(out).toFloatArray(), tol);
         }
     }
 

@@ -86,6 +86,11 @@ public final class LoraLinear implements Linear.AdapterHook {
     }
 
     @Override
+    public LowRank lowRank() {
+        return enabled() ? new LowRank(a, b, scale) : null;
+    }
+
+    @Override
     public void forward(Backend backend, Tensor x, Tensor y) {
         TensorAllocator al = backend.allocator();
         int m = Math.toIntExact(x.numel() / a.dim(1));

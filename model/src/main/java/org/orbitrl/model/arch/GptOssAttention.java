@@ -72,9 +72,7 @@ final class GptOssAttention {
         Tensor qs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) heads * headDim);   // [N, Hq*D]
         Tensor ks = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) kvHeads * headDim); // [N, Hkv*D]
         Tensor vs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) kvHeads * headDim); // [N, Hkv*D]
-        q.forward(b, x, qs);
-        k.forward(b, x, ks);
-        v.forward(b, x, vs);
+        Linear.forwardShared(b, x, new Linear[]{q, k, v}, new Tensor[]{qs, ks, vs});
         Tensor q3 = qs.reshape(n, heads, headDim);
         Tensor k3 = ks.reshape(n, kvHeads, headDim);
         Tensor v3 = vs.reshape(n, kvHeads, headDim);

@@ -89,9 +89,7 @@ final class Qwen3Attention {
         Tensor qs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) heads * headDim);   // [N, Hq*D]
         Tensor ks = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) kvHeads * headDim); // [N, Hkv*D]
         Tensor vs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) kvHeads * headDim); // [N, Hkv*D]
-        q.forward(b, x, qs);
-        k.forward(b, x, ks);
-        v.forward(b, x, vs);
+        Linear.forwardShared(b, x, new Linear[]{q, k, v}, new Tensor[]{qs, ks, vs});
         Tensor q3 = qs;
         Tensor k3 = ks;
         if (tape != null) {

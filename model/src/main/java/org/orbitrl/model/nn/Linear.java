@@ -66,6 +66,64 @@ public final class Linear {
     }
 
     /**
+     * {@code ys[i] = layers[i](x)} for layers that read the same x (an attention block's q, k and v), the numbers of each
+     * layer's {@link #forward}: when every base weight is dense and no adapter transforms the input, the base products
+     * go through one {@link Backend#matmulShared}, and the A products of the adapters that are low-rank ({@link
+     * AdapterHook#lowRank}) through another, each then adding its {@code scale · (x·Aᵀ)·Bᵀ}; otherwise each layer runs
+     * on its own.
+     */
+    public static void forwardShared(Backend backend, Tensor x, Linear[] layers, Tensor[] ys) {
+        if (layers.length != ys.length) {
+            throw new IllegalArgumentException("forwardShared: " + layers.length + " layers for " + ys.length + " outputs");
+        }
+        Tensor[] ws = new Tensor[layers.length];
+        AdapterHook[] hooks = new AdapterHook[layers.length];
+        for (int i = 0; i < layers.length; i++) {
+            AdapterHook h = layers[i].adapter;
+            hooks[i] = h != null && h.enabled() ? h : null;
+            if (!(layers[i].weight instanceof Weight.Dense d) || (hooks[i] != null && hooks[i].transformsInput())) {
+                for (int j = 0; j < layers.length; j++) {
+                    layers[j].forward(backend, x, ys[j]);
+                }
+                return;
+            }
+            ws[i] = d.w();
+        }
+        backend.matmulShared(x, ws, ys);
+        java.util.List<Integer> lowRank = new java.util.ArrayList<>();
+        AdapterHook.LowRank[] terms = new AdapterHook.LowRank[layers.length];
+        for (int i = 0; i < layers.length; i++) {
+            if (layers[i].bias != null) {
+                backend.addBias(ys[i], layers[i].bias);
+            }
+            terms[i] = hooks[i] == null ? null : hooks[i].resolved().lowRank();
+            if (terms[i] != null) {
+                lowRank.add(i);
+            } else if (hooks[i] != null) {
+                hooks[i].forward(backend, x, ys[i]);
+            }
+        }
+        if (lowRank.isEmpty()) {
+            return;
+        }
+        TensorAllocator al = backend.allocator();
+        int m = Math.toIntExact(x.numel() / x.size(-1));
+        Tensor[] as = new Tensor[lowRank.size()];
+        Tensor[] xas = new Tensor[lowRank.size()];
+        for (int j = 0; j < as.length; j++) {
+            AdapterHook.LowRank t = terms[lowRank.get(j)];
+            as[j] = t.a();
+            xas[j] = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, m, t.a().size(0));   // [M, r]
+        }
+        backend.matmulShared(x, as, xas);
+        for (int j = 0; j < as.length; j++) {
+            AdapterHook.LowRank t = terms[lowRank.get(j)];
+            backend.matmulAxpy(xas[j], t.b(), t.scale(), ys[lowRank.get(j)]);   // y += s · xa · Bᵀ
+            al.release(xas[j]);
+        }
+    }
+
+    /**
      * As {@link #forward}, with {@code w} standing in for the base weight: the same matrix held
      * differently (a dequantized copy in a reused chunk buffer).
      */
@@ -154,6 +212,19 @@ public final class Linear {
 
         /** Accumulates the adapter's contribution into y [M, out] given the layer input x [M, in]. */
         void forward(Backend backend, Tensor x, Tensor y);
+
+        /**
+         * The delta as a low-rank product when {@link #forward} is exactly {@code y += scale · (x·Aᵀ)·Bᵀ} through {@link
+         * Backend#matmul} and {@link Backend#matmulAxpy} (an enabled LoRA), so that layers reading the same x can share the
+         * A products ({@link Linear#forwardShared}); null otherwise (the default).
+         */
+        default LowRank lowRank() {
+            return null;
+        }
+
+        /** A [r, in] and B [out, r] f32 and the scale of a low-rank delta. */
+        record LowRank(Tensor a, Tensor b, float scale) {
+        }
 
         /**
          * Given the layer input x [M, in] and output gradient dy [M, out], with dx [M, in] holding

@@ -48,12 +48,14 @@ final class DependentKernels {
         s.add("bgemv/bgemv_norm1");
         s.add("bgemv/bgemv_norm_m4");
         s.add("moe_pairs/moe_pairs_dense");          // the per-pair decode experts (CudaMoePairs)
+        s.add("moe_pairs/moe_pairs_dense_r1");
         s.add("moe_pairs/moe_routed_dense_r1");
         s.add("moe_pairs/moe_routed_dense_r4");
         s.add("moe_pairs/moe_routed_dense_k");
         s.add("moe_pairs/moe_routed_dense");
         s.add("moe_pairs/moe_routed_dense_a");
         s.add("moe_pairs/narrow_matmul_f32");       // a LoRA's A over a decode batch (CudaMatmulOps)
+        s.add("moe_pairs/narrow_matmul3_f32");      // q's, k's and v's in one launch
         for (String format : new String[]{"int4", "mxfp4", "nvfp4"}) {
             s.add("qgemv/qgemv_" + format + "_pairs_f32");
             for (int mt : new int[]{4, 8, 16}) {

@@ -123,6 +123,34 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * A decode step's attention inputs, one new token a sequence: q f32 [B, Hq, D] and k f32 [B, Hkv, D] each through an
+     * RMSNorm over D per head (weights qNorm and kNorm [D], or null for none) and rope at {@code positions[b]}, q written
+     * into qOut f32 [B, Hq, D], k and v f32 [B, Hkv, Dv] into the paged caches at row {@code slots[b]} (as {@link
+     * #pagedKvWrite}; a negative slot skips the sequence). The default runs {@link #rmsNorm}, {@link #rope} and {@link
+     * #pagedKvWrite}, the numbers of those steps; a backend may fuse them (its own summation order for the norms).
+     */
+    default void pagedDecodePrep(Tensor q, Tensor k, Tensor v, Tensor qNorm, Tensor kNorm, float eps, Tensor positions, RopeTable rope,
+                                 Tensor qOut, Tensor kCache, Tensor vCache, Tensor slots) {
+        int b = q.size(0);
+        int hq = q.size(1);
+        int hkv = k.size(1);
+        int d = q.size(2);
+        TensorAllocator a = allocator();
+        Tensor kOut = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, b, hkv, d);   // [B, Hkv, D]
+        for (Tensor[] t : new Tensor[][]{{q, qNorm, qOut}, {k, kNorm, kOut}}) {
+            int heads = t[0].size(1);
+            if (t[1] != null) {
+                rmsNorm(t[0].reshape((long) b * heads, d), t[1], eps, t[2].reshape((long) b * heads, d));
+            } else {
+                copy(t[0], t[2].reshape(t[0].shape()));
+            }
+            rope(t[2].reshape(b, heads, d), positions, rope);
+        }
+        pagedKvWrite(kOut.reshape(b, (long) hkv * d), v.reshape(b, vCache.dim(1)), kCache, vCache, slots);
+        a.release(kOut);
+    }
+
+    /**
      * Decode attention over a paged KV cache, one query per sequence at position {@code lens[b] − 1}:
      * q f32 [B, Hq, D], kCache [rows, Hkv·D], vCache [rows, Hkv·Dv], tables i32 [B, maxBlocks] (position
      * s of sequence b is row tables[b, s / blockSize]·blockSize + s % blockSize), lens i32 [B], out

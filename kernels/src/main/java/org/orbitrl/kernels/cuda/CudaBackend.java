@@ -640,6 +640,18 @@ public final class CudaBackend implements Backend {
         attentionOps.flash.pagedDecode(q, kCache, vCache, tables, lens, blockSize, kvHeads, out, spec);
     }
 
+    /** One launch ({@code qkv_prep3_f32}) outside exact mode; in exact mode the separate steps, as the training forward takes them. */
+    @Override
+    public void pagedDecodePrep(Tensor q, Tensor k, Tensor v, Tensor qNorm, Tensor kNorm, float eps, Tensor positions, RopeTable rope,
+                                Tensor qOut, Tensor kCache, Tensor vCache, Tensor slots) {
+        ctx.device.bind();
+        if (exact) {
+            Backend.super.pagedDecodePrep(q, k, v, qNorm, kNorm, eps, positions, rope, qOut, kCache, vCache, slots);
+        } else {
+            attentionOps.flash.qkvPrep3(q, k, v, qNorm, kNorm, eps, positions, rope, qOut, kCache, vCache, slots);
+        }
+    }
+
     /**
      * Decode attention inputs in one launch from the fused q/k/v projection: for each sequence b,
      * per q and k head an RMSNorm over the head dimension (when the norm weight is given, as

@@ -51,12 +51,14 @@ final class CudaFlashAttention {
     private final Kernel combine;
     private final Kernel kvWrite;
     private final Kernel prep;
+    private final Kernel prep3;
     private final Function<RopeTable, Tensor[]> ropeTables; // {cos, sin} on the device
 
     CudaFlashAttention(CudaContext ctx, Function<RopeTable, Tensor[]> ropeTables) {
         this.ctx = ctx;
         this.ropeTables = ropeTables;
         this.prep = ctx.kernel("flash_attention", "qkv_prep_f32");
+        this.prep3 = ctx.kernel("flash_attention", "qkv_prep3_f32");
         this.prefill = ctx.kernel("flash_attention", "flash_prefill_f32");
         this.paged = ctx.kernel("flash_attention", "paged_decode_f32");
         this.pagedTiled = ctx.kernel("paged_decode", "paged_decode_tiled_f32");
@@ -72,25 +74,55 @@ final class CudaFlashAttention {
     void qkvPrep(Tensor qkv, int hq, int hkv, int d, int dv, Tensor qNorm, Tensor kNorm, float eps, Tensor positions, RopeTable table,
                  Tensor qOut, Tensor kCache, Tensor vCache, Tensor slots) {
         ctx.devContiguous("qkvPrep qkv", qkv, DType.F32);
-        ctx.devContiguous("qkvPrep q out", qOut, DType.F32);
-        ctx.devContiguous("qkvPrep key cache", kCache, DType.F32);
-        ctx.devContiguous("qkvPrep value cache", vCache, DType.F32);
-        ctx.devContiguous("qkvPrep positions", positions, DType.I32);
-        ctx.devContiguous("qkvPrep slots", slots, DType.I32);
         int b = Math.toIntExact(positions.numel());
         long rowW = (long) (hq + hkv) * d + (long) hkv * dv;
-        if (qkv.numel() != b * rowW || qOut.numel() != (long) b * hq * d || slots.numel() != b
-                || kCache.dim(-1) != (long) hkv * d || vCache.dim(-1) != (long) hkv * dv || table.rotaryDim() > d) {
+        if (qkv.numel() != b * rowW) {
             throw new IllegalArgumentException("qkvPrep: qkv " + qkv + " must be [" + b + ", " + rowW + "] (Hq " + hq + ", Hkv " + hkv
-                    + ", D " + d + ", Dv " + dv + "), q out " + qOut + " [" + b + ", " + hq + ", " + d + "], slots " + slots
-                    + ", caches " + kCache + " / " + vCache + ", rotary dim " + table.rotaryDim());
+                    + ", D " + d + ", Dv " + dv + ")");
+        }
+        prepLaunch("qkvPrep", prep, new Object[]{qkv}, b, hq, hkv, d, dv, qNorm, kNorm, eps, positions, table, qOut, kCache, vCache,
+                slots);
+    }
+
+    /**
+     * {@link #qkvPrep} from the three projections' outputs: q [B, Hq, D], k [B, Hkv, D] and v [B, Hkv, Dv], contiguous f32
+     * (what {@link org.orbitrl.kernels.Backend#pagedDecodePrep} takes).
+     */
+    void qkvPrep3(Tensor q, Tensor k, Tensor v, Tensor qNorm, Tensor kNorm, float eps, Tensor positions, RopeTable table, Tensor qOut,
+                  Tensor kCache, Tensor vCache, Tensor slots) {
+        ctx.devContiguous("pagedDecodePrep q", q, DType.F32);
+        ctx.devContiguous("pagedDecodePrep k", k, DType.F32);
+        ctx.devContiguous("pagedDecodePrep v", v, DType.F32);
+        int b = Math.toIntExact(positions.numel());
+        if (q.rank() != 3 || k.rank() != 3 || v.rank() != 3 || q.size(0) != b || k.size(0) != b || v.size(0) != b
+                || k.size(1) != v.size(1) || k.size(2) != q.size(2)) {
+            throw new IllegalArgumentException("pagedDecodePrep: q " + q + ", k " + k + ", v " + v + " must be [B, Hq, D], [B, Hkv, D],"
+                    + " [B, Hkv, Dv] for " + b + " positions");
+        }
+        prepLaunch("pagedDecodePrep", prep3, new Object[]{q, k, v}, b, q.size(1), k.size(1), q.size(2), v.size(2), qNorm, kNorm, eps,
+                positions, table, qOut, kCache, vCache, slots);
+    }
+
+    /** The checks and the launch both prep kernels share; {@code inputs} lead the kernel's arguments. */
+    private void prepLaunch(String op, Kernel kernel, Object[] inputs, int b, int hq, int hkv, int d, int dv, Tensor qNorm, Tensor kNorm,
+                            float eps, Tensor positions, RopeTable table, Tensor qOut, Tensor kCache, Tensor vCache, Tensor slots) {
+        ctx.devContiguous(op + " q out", qOut, DType.F32);
+        ctx.devContiguous(op + " key cache", kCache, DType.F32);
+        ctx.devContiguous(op + " value cache", vCache, DType.F32);
+        ctx.devContiguous(op + " positions", positions, DType.I32);
+        ctx.devContiguous(op + " slots", slots, DType.I32);
+        if (qOut.numel() != (long) b * hq * d || slots.numel() != b || kCache.dim(-1) != (long) hkv * d || vCache.dim(-1) != (long) hkv * dv
+                || table.rotaryDim() > d) {
+            throw new IllegalArgumentException(op + ": q out " + qOut + " must be [" + b + ", " + hq + ", " + d + "], slots " + slots
+                    + " [" + b + "], caches " + kCache + " / " + vCache + " rows of " + hkv + " x " + d + " / " + dv + ", rotary dim "
+                    + table.rotaryDim() + " at most " + d);
         }
         DType normType = null;
         for (Tensor n : new Tensor[]{qNorm, kNorm}) {
             if (n != null) {
-                ctx.devContiguous("qkvPrep norm weight", n, null);
+                ctx.devContiguous(op + " norm weight", n, null);
                 if (n.numel() != d || (n.dtype() != DType.F32 && n.dtype() != DType.BF16) || (normType != null && n.dtype() != normType)) {
-                    throw new IllegalArgumentException("qkvPrep: norm weights must be f32 or bf16 [" + d + "] of one dtype, got " + n);
+                    throw new IllegalArgumentException(op + ": norm weights must be f32 or bf16 [" + d + "] of one dtype, got " + n);
                 }
                 normType = n.dtype();
             }
@@ -99,9 +131,12 @@ final class CudaFlashAttention {
             return;
         }
         Tensor[] cs = ropeTables.apply(table);
-        Launcher.launch(prep, ctx.stream.handle(), b, hq + hkv, 128, 4 * d, qkv, hq, hkv, d, dv, qNorm, kNorm,
-                normType == DType.BF16 ? 1 : 0, eps, positions, cs[0], cs[1], table.rotaryDim() / 2,
-                table.style() == RopeTable.Style.INTERLEAVED ? 1 : 0, table.maxPositions(), qOut, kCache, vCache, slots, ctx.errorFlag);
+        Object[] rest = {hq, hkv, d, dv, qNorm, kNorm, normType == DType.BF16 ? 1 : 0, eps, positions, cs[0], cs[1], table.rotaryDim() / 2,
+                table.style() == RopeTable.Style.INTERLEAVED ? 1 : 0, table.maxPositions(), qOut, kCache, vCache, slots, ctx.errorFlag};
+        Object[] args = new Object[inputs.length + rest.length];
+        System.arraycopy(inputs, 0, args, 0, inputs.length);
+        System.arraycopy(rest, 0, args, inputs.length, rest.length);
+        Launcher.launch(kernel, ctx.stream.handle(), b, hq + hkv, 128, 4 * d, args);
     }
 
     /** kCache[slots[b]] = k[b], vCache[slots[b]] = v[b]; k [B, Hkv·D], v [B, Hkv·Dv]; a negative slot skips. */

@@ -256,24 +256,19 @@ extern "C" __global__ void paged_kv_write(const float* k, const float* v, float*
     for (int c = threadIdx.x; c < vw; c += blockDim.x) vc[(i64) slot * vw + c] = v[(i64) b * vw + c];
 }
 
-// Decode attention preparation in one launch, from the fused projection qkv [B, Hq*D + Hkv*D + Hkv*Dv]
-// (q heads, then k heads, then v heads): per q and k head an optional RMSNorm over D (weights f32
-// or bf16; w * (x / sqrt(mean(x^2) + eps)), as rmsnorm_f32), then rope at pos[b] (tables
-// [maxPos, half], pairs as rope_f32), q into qOut [B, Hq, D], k and v into the paged caches at row
-// slots[b] (a negative slot skips the cache write). Grid (B, Hq + Hkv); dynamic shared D floats.
-extern "C" __global__ void qkv_prep_f32(const float* qkv, int Hq, int Hkv, int D, int Dv, const void* qNorm,
-                                        const void* kNorm, int normBf16, float eps, const int* pos, const float* cosT,
-                                        const float* sinT, int half, int interleaved, int maxPos, float* qOut, float* kc,
-                                        float* vc, const int* slots, int* err) {
-    pdl_enter();
-    extern __shared__ float buf[]; // [D]
-    __shared__ float sh[32];
+// Decode attention preparation in one launch: per q and k head an optional RMSNorm over D (weights f32 or bf16;
+// w * (x / sqrt(mean(x^2) + eps)), as rmsnorm_f32), then rope at pos[b] (tables [maxPos, half], pairs as rope_f32), q
+// into qOut [B, Hq, D], k and v into the paged caches at row slots[b] (a negative slot skips the cache write). Block
+// (b, head hh < Hq + Hkv): src the head's D values, vsrc (k heads) the matching v head's Dv; dynamic shared D floats.
+__device__ __forceinline__ void qkv_prep_head(const float* src, const float* vsrc, int Hq, int Hkv, int D, int Dv,
+                                              const void* qNorm, const void* kNorm, int normBf16, float eps, const int* pos,
+                                              const float* cosT, const float* sinT, int half, int interleaved, int maxPos,
+                                              float* qOut, float* kc, float* vc, const int* slots, int* err, float* buf,
+                                              float* sh) {
     int b = blockIdx.x;
     int hh = blockIdx.y;
     bool isQ = hh < Hq;
     int j = isQ ? hh : hh - Hq;
-    i64 rowW = (i64) (Hq + Hkv) * D + (i64) Hkv * Dv;
-    const float* src = qkv + (i64) b * rowW + (i64) hh * D;
     const void* w = isQ ? qNorm : kNorm;
     float ss = 0.0f;
     for (int c = threadIdx.x; c < D; c += blockDim.x) {
@@ -309,8 +304,38 @@ extern "C" __global__ void qkv_prep_f32(const float* qkv, int Hq, int Hkv, int D
         if (dst != 0) dst[c] = out;
     }
     if (!isQ && slot >= 0) {
-        const float* vs = qkv + (i64) b * rowW + (i64) (Hq + Hkv) * D + (i64) j * Dv;
         float* vd = vc + (i64) slot * Hkv * Dv + (i64) j * Dv;
-        for (int c = threadIdx.x; c < Dv; c += blockDim.x) vd[c] = vs[c];
+        for (int c = threadIdx.x; c < Dv; c += blockDim.x) vd[c] = vsrc[c];
     }
+}
+
+#define QKV_PREP_ARGS                                                                                                  \
+    const void *qNorm, const void *kNorm, int normBf16, float eps, const int *pos, const float *cosT, const float *sinT, \
+            int half, int interleaved, int maxPos, float *qOut, float *kc, float *vc, const int *slots, int *err
+#define QKV_PREP_PASS qNorm, kNorm, normBf16, eps, pos, cosT, sinT, half, interleaved, maxPos, qOut, kc, vc, slots, err
+
+// From the fused projection qkv [B, Hq*D + Hkv*D + Hkv*Dv] (q heads, then k heads, then v heads). Grid (B, Hq + Hkv).
+extern "C" __global__ void qkv_prep_f32(const float* qkv, int Hq, int Hkv, int D, int Dv, QKV_PREP_ARGS) {
+    pdl_enter();
+    extern __shared__ float buf[]; // [D]
+    __shared__ float sh[32];
+    int b = blockIdx.x;
+    int hh = blockIdx.y;
+    i64 rowW = (i64) (Hq + Hkv) * D + (i64) Hkv * Dv;
+    const float* row = qkv + (i64) b * rowW;
+    const float* vsrc = hh < Hq ? (const float*) 0 : row + (i64) (Hq + Hkv) * D + (i64) (hh - Hq) * Dv;
+    qkv_prep_head(row + (i64) hh * D, vsrc, Hq, Hkv, D, Dv, QKV_PREP_PASS, buf, sh);
+}
+
+// From the three projections' outputs q [B, Hq, D], k [B, Hkv, D], v [B, Hkv, Dv] (contiguous). Grid (B, Hq + Hkv).
+extern "C" __global__ void qkv_prep3_f32(const float* q, const float* k, const float* v, int Hq, int Hkv, int D, int Dv,
+                                         QKV_PREP_ARGS) {
+    pdl_enter();
+    extern __shared__ float buf[]; // [D]
+    __shared__ float sh[32];
+    int b = blockIdx.x;
+    int hh = blockIdx.y;
+    const float* src = hh < Hq ? q + ((i64) b * Hq + hh) * D : k + ((i64) b * Hkv + hh - Hq) * D;
+    const float* vsrc = hh < Hq ? (const float*) 0 : v + ((i64) b * Hkv + hh - Hq) * Dv;
+    qkv_prep_head(src, vsrc, Hq, Hkv, D, Dv, QKV_PREP_PASS, buf, sh);
 }

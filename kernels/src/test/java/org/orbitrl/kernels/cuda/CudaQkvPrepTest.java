@@ -12,8 +12,10 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * The fused decode attention preparation against the scalar backend's rmsNorm and rope applied
- * to the slices of the same projection, and the caches against a plain row copy: f32, bf16 and no
+ * The fused decode attention preparation ({@code qkvPrep} from one fused projection, {@code pagedDecodePrep} from
+ * q, k and v apart) against the scalar backend's rmsNorm and rope applied to the slices of the same projection, and
+ * the caches against a plain row copy; the host backend's default {@code pagedDecodePrep} (those very steps) must
+ * equal the reference bit for bit: f32, bf16 and no
  * head norms, HALF and INTERLEAVED rope, partial rotary dims, Dv ≠ D, a sequence whose slot is
  * negative (its cache rows untouched). Tolerance |err| ≤ 1e-6 + 1e-5·|ref| (f32, differently
  * ordered sums of squares); v rows and untouched rows exact.
@@ -68,44 +70,66 @@ class CudaQkvPrepTest extends CudaTestBase {
             cpu.rope(q, hostPos, table);
             cpu.rope(k, hostPos, table);
 
-            Tensor kc = poisoned(DType.F32, rows, (long) hkv * d);
-            Tensor vc = poisoned(DType.F32, rows, (long) hkv * dv);
-            Tensor qOut = poisoned(DType.F32, b, hq, d);
-            gpu.qkvPrep(dev(qkv), hq, hkv, d, dv, qn == null ? null : dev(qn), kn == null ? null : dev(kn), 1e-6f, dev(hostPos), table,
-                    qOut, kc, vc, dev(Tensor.ofInts(slots, b)));
-            String what = "qkvPrep norm " + norm + " " + style + " rotary " + 2 * freqs;
-            assertClose(what + ": q", q.toFloatArray(), gpu.toHost(qOut).toFloatArray(), 1e-6, 1e-5);
+            Tensor dq = dev(qkv.slice(1, 0, (long) hq * d).contiguous().reshape(b, hq, d));
+            Tensor dk = dev(qkv.slice(1, (long) hq * d, (long) (hq + hkv) * d).contiguous().reshape(b, hkv, d));
+            Tensor dv3 = dev(qkv.slice(1, (long) (hq + hkv) * d, rowW).contiguous().reshape(b, hkv, dv));
+            for (String form : new String[]{"qkvPrep", "pagedDecodePrep", "pagedDecodePrep (host default)"}) {
+                boolean host = form.endsWith("(host default)");
+                Tensor kc = host ? nanHost(rows, (long) hkv * d) : poisoned(DType.F32, rows, (long) hkv * d);
+                Tensor vc = host ? nanHost(rows, (long) hkv * dv) : poisoned(DType.F32, rows, (long) hkv * dv);
+                Tensor qOut = host ? nanHost(b, hq, d) : poisoned(DType.F32, b, hq, d);
+                Tensor dSlots = dev(Tensor.ofInts(slots, b));
+                switch (form) {
+                    case "qkvPrep" -> gpu.qkvPrep(dev(qkv), hq, hkv, d, dv, qn == null ? null : dev(qn), kn == null ? null : dev(kn), 1e-6f,
+                            dev(hostPos), table, qOut, kc, vc, dSlots);
+                    case "pagedDecodePrep" -> gpu.pagedDecodePrep(dq, dk, dv3, qn == null ? null : dev(qn), kn == null ? null : dev(kn),
+                            1e-6f, dev(hostPos), table, qOut, kc, vc, dSlots);
+                    default -> cpu.pagedDecodePrep(gpu.toHost(dq), gpu.toHost(dk), gpu.toHost(dv3), qn, kn, 1e-6f, hostPos, table, qOut,
+                            kc, vc, Tensor.ofInts(slots, b));
+                }
+                String what = form + " norm " + norm + " " + style + " rotary " + 2 * freqs;
+                // the host default is the reference's own steps: equal bits
+                double rel = host ? 0 : 1e-5;
+                double abs = host ? 0 : 1e-6;
+                assertClose(what + ": q", q.toFloatArray(), (host ? qOut : gpu.toHost(qOut)).toFloatArray(), abs, rel);
 
-            float[] kGot = gpu.toHost(kc).toFloatArray();
-            float[] vGot = gpu.toHost(vc).toFloatArray();
-            float[] kRef = k.toFloatArray();
-            float[] src = qkv.toFloatArray();
-            for (int row = 0; row < rows; row++) {
-                int seq = -1;
-                for (int i = 0; i < b; i++) {
-                    if (slots[i] == row) {
-                        seq = i;
+                float[] kGot = (host ? kc : gpu.toHost(kc)).toFloatArray();
+                float[] vGot = (host ? vc : gpu.toHost(vc)).toFloatArray();
+                float[] kRef = k.toFloatArray();
+                float[] src = qkv.toFloatArray();
+                for (int row = 0; row < rows; row++) {
+                    int seq = -1;
+                    for (int i = 0; i < b; i++) {
+                        if (slots[i] == row) {
+                            seq = i;
+                        }
                     }
-                }
-                if (seq < 0) {
-                    for (int x = 0; x < hkv * d; x++) {
-                        assertTrue(Float.isNaN(kGot[row * hkv * d + x]), what + ": key cache row " + row + " must stay untouched");
+                    if (seq < 0) {
+                        for (int x = 0; x < hkv * d; x++) {
+                            assertTrue(Float.isNaN(kGot[row * hkv * d + x]), what + ": key cache row " + row + " must stay untouched");
+                        }
+                        for (int x = 0; x < hkv * dv; x++) {
+                            assertTrue(Float.isNaN(vGot[row * hkv * dv + x]), what + ": value cache row " + row + " must stay untouched");
+                        }
+                        continue;
                     }
+                    float[] kr = new float[hkv * d];
+                    float[] kg = new float[hkv * d];
+                    System.arraycopy(kRef, seq * hkv * d, kr, 0, hkv * d);
+                    System.arraycopy(kGot, row * hkv * d, kg, 0, hkv * d);
+                    assertClose(what + ": key cache row " + row, kr, kg, abs, rel);
                     for (int x = 0; x < hkv * dv; x++) {
-                        assertTrue(Float.isNaN(vGot[row * hkv * dv + x]), what + ": value cache row " + row + " must stay untouched");
+                        assertEquals(src[seq * rowW + (hq + hkv) * d + x], vGot[row * hkv * dv + x], 0f,
+                                what + ": value cache row " + row + " [" + x + "]");
                     }
-                    continue;
-                }
-                float[] kr = new float[hkv * d];
-                float[] kg = new float[hkv * d];
-                System.arraycopy(kRef, seq * hkv * d, kr, 0, hkv * d);
-                System.arraycopy(kGot, row * hkv * d, kg, 0, hkv * d);
-                assertClose(what + ": key cache row " + row, kr, kg, 1e-6, 1e-5);
-                for (int x = 0; x < hkv * dv; x++) {
-                    assertEquals(src[seq * rowW + (hq + hkv) * d + x], vGot[row * hkv * dv + x], 0f,
-                            what + ": value cache row " + row + " [" + x + "]");
                 }
             }
         }
+    }
+
+    private static Tensor nanHost(long... shape) {
+        Tensor t = Tensor.allocate(Arena.ofAuto(), DType.F32, shape);
+        t.fill(Float.NaN);
+        return t;
     }
 }

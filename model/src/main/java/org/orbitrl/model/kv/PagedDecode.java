@@ -3,6 +3,7 @@ package org.orbitrl.model.kv;
 import org.orbitrl.kernels.AttentionSpec;
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.RopeTable;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.arch.CausalLM;
@@ -85,6 +86,21 @@ public final class PagedDecode {
         Tensor kc = pool.keys(layer);
         Tensor vc = pool.values(layer);
         b.pagedKvWrite(k.reshape(batch, kc.dim(1)), v.reshape(batch, vc.dim(1)), kc, vc, slots);
-        b.pagedDecodeAttention(q, kc, vc, tables, lens, pool.blockSize(), pool.kvHeads(), out, spec);
+        attend(b, layer, q, out, spec);
+    }
+
+    /**
+     * One layer from the projections' raw outputs ({@link Backend#pagedDecodePrep}): q [B, Hq, D] and k [B, Hkv, D]
+     * normed per head (qNorm, kNorm, or null) and roped at the new positions, q into qOut, k and v [B, Hkv, Dv] written
+     * at the new positions; then {@link #attend} with qOut.
+     */
+    public void prepare(Backend b, int layer, Tensor q, Tensor k, Tensor v, Tensor qNorm, Tensor kNorm, float eps, Tensor positions,
+                        RopeTable rope, Tensor qOut) {
+        b.pagedDecodePrep(q, k, v, qNorm, kNorm, eps, positions, rope, qOut, pool.keys(layer), pool.values(layer), slots);
+    }
+
+    /** q [B, Hq, D] attends over each sequence's keys of {@code layer}, the new ones written, into out [B, Hq, Dv]. */
+    public void attend(Backend b, int layer, Tensor q, Tensor out, AttentionSpec spec) {
+        b.pagedDecodeAttention(q, pool.keys(layer), pool.values(layer), tables, lens, pool.blockSize(), pool.kvHeads(), out, spec);
     }
 }

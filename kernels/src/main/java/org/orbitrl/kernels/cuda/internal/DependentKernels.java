@@ -36,6 +36,7 @@ final class DependentKernels {
         s.add("norm/rmsnorm_v4_f32");
         s.add("elementwise/swiglu_f32");
         s.add("flash_attention/qkv_prep_f32");
+        s.add("flash_attention/qkv_prep3_f32");
         s.add("flash_attention/paged_decode_f32");
         s.add("paged_decode/paged_decode_tiled_f32");
         s.add("paged_decode/paged_decode_tiled_h2_f32");

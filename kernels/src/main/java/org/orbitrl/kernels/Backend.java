@@ -116,7 +116,8 @@ public interface Backend extends AutoCloseable {
     /**
      * Writes one token per sequence into a paged cache: row {@code slots[b]} of kCache [rows, Hkv·D]
      * and vCache [rows, Hkv·Dv] gets k[b] and v[b] (k f32 [B, Hkv·D], v f32 [B, Hkv·Dv], slots i32 [B];
-     * a negative slot skips the sequence).
+     * a negative slot skips the sequence). The caches are f32 or bf16 (both the same; bf16 rounds to
+     * nearest even); v and vCache null: no values (they are the keys' leading channels).
      */
     default void pagedKvWrite(Tensor k, Tensor v, Tensor kCache, Tensor vCache, Tensor slots) {
         PagedOps.kvWrite(this, k, v, kCache, vCache, slots);

@@ -63,10 +63,12 @@ public final class HostOps {
         dx.requireContiguous("matmulTransposed dx");
     }
 
+    /** dst f32 [n, h] row i = src row rows[i]; src f32, or bf16 (a paged KV cache's rows) widened to f32. */
     public static void gatherRows(Tensor src, Tensor rows, Tensor dst) {
         int h = src.size(-1);
         int n = Math.toIntExact(rows.numel());
-        if (dst.dim(-1) != h || dst.numel() != (long) n * h || src.dtype() != DType.F32 || dst.dtype() != DType.F32) {
+        if (dst.dim(-1) != h || dst.numel() != (long) n * h || (src.dtype() != DType.F32 && src.dtype() != DType.BF16)
+                || dst.dtype() != DType.F32) {
             throw new IllegalArgumentException("gatherRows: " + n + " rows of " + src + " into " + dst);
         }
         src.requireContiguous("gatherRows src");
@@ -77,8 +79,22 @@ public final class HostOps {
             if (r < 0 || r >= srcRows) {
                 throw new IndexOutOfBoundsException("gatherRows: row " + r + " of " + srcRows);
             }
-            MemorySegment.copy(src.segment(), src.byteOffset() + r * h * 4, dst.segment(),
-                    dst.byteOffset() + (long) i * h * 4, (long) h * 4);
+            copyRow(src, r, dst, i, h);
+        }
+    }
+
+    /** Row r of src (f32, or bf16 widened exactly) into f32 row i of dst; rows of h values, both contiguous. */
+    public static void copyRow(Tensor src, long r, Tensor dst, long i, int h) {
+        if (src.dtype() == DType.F32) {
+            MemorySegment.copy(src.segment(), src.byteOffset() + r * h * 4, dst.segment(), dst.byteOffset() + i * h * 4, (long) h * 4);
+            return;
+        }
+        MemorySegment s = src.segment();
+        MemorySegment d = dst.segment();
+        long so = src.byteOffset() + r * h * 2;
+        long d0 = dst.byteOffset() + i * h * 4;
+        for (int c = 0; c < h; c++) {
+            d.set(ValueLayout.JAVA_FLOAT_UNALIGNED, d0 + 4L * c, Numerics.bf16ToFloat(s.get(ValueLayout.JAVA_SHORT_UNALIGNED, so + 2L * c)));
         }
     }
 

@@ -17,16 +17,19 @@ public final class PagedOps {
         TensorAllocator a = b.allocator();
         Tensor s = a.hostMemory() ? slots : a.toHost(slots);
         int n = Math.toIntExact(slots.numel());
-        if (k.dim(0) != n || v.dim(0) != n) {
-            throw new IllegalArgumentException("pagedKvWrite: k " + k + " and v " + v + " must hold one row per slot (" + n + ")");
+        if (k.dim(0) != n || (v == null) != (vCache == null) || (v != null && v.dim(0) != n)) {
+            throw new IllegalArgumentException("pagedKvWrite: k " + k + " and v " + v + " must hold one row per slot (" + n + ")"
+                    + ", v and its cache " + vCache + " both given or both null");
         }
         for (int i = 0; i < n; i++) {
             long row = s.getLong(i);
             if (row < 0) {
                 continue;
             }
-            a.copy(k.select(0, i).contiguous().reshape(kCache.dim(1)), kCache.select(0, row));
-            a.copy(v.select(0, i).contiguous().reshape(vCache.dim(1)), vCache.select(0, row));
+            a.copy(k.select(0, i).contiguous().reshape(kCache.dim(1)), kCache.select(0, row));   // host copies convert f32 to bf16
+            if (v != null) {
+                a.copy(v.select(0, i).contiguous().reshape(vCache.dim(1)), vCache.select(0, row));
+            }
         }
     }
 

@@ -105,8 +105,13 @@ final class TrainingOps {
         });
     }
 
+    /** dst f32 [n, h] row i = src row rows[i]; src f32, or bf16 (a paged KV cache's rows) widened to f32. */
     static void gatherRows(WorkerPool pool, Tensor src, Tensor rows, Tensor dst) {
-        f32("gatherRows src", src);
+        if (src.dtype() == DType.BF16) {
+            src.requireContiguous("gatherRows src");
+        } else {
+            f32("gatherRows src", src);
+        }
         f32("gatherRows dst", dst);
         int h = src.size(-1);
         long[] r = rowIndices("gatherRows", rows, src.numel() / Math.max(1, h));
@@ -116,8 +121,7 @@ final class TrainingOps {
         int tasks = tasks(pool, (long) r.length * h, r.length);
         pool.parallelFor(tasks, t -> {
             for (int i = split(r.length, tasks, t, 1); i < split(r.length, tasks, t + 1, 1); i++) {
-                MemorySegment.copy(src.segment(), src.byteOffset() + r[i] * h * 4, dst.segment(),
-                        dst.byteOffset() + (long) i * h * 4, (long) h * 4);
+                org.orbitrl.kernels.HostOps.copyRow(src, r[i], dst, i, h);
             }
         });
     }

@@ -168,6 +168,10 @@ final class CudaAttentionOps {
     void pagedExact(Tensor q, Tensor kCache, Tensor vCache, Tensor tables, Tensor lens, int blockSize, int hkv, Tensor out,
                     AttentionSpec spec) {
         CudaFlashAttention.checkPaged(ctx, q, kCache, vCache, tables, lens, blockSize, hkv, out);
+        if (kCache.dtype() != DType.F32) {
+            throw new IllegalArgumentException("pagedDecodeAttention in exact mode: the KV cache must be f32 (a step must equal the"
+                    + " training forward bit for bit), got " + kCache.dtype().name().toLowerCase(java.util.Locale.ROOT) + " " + kCache);
+        }
         int b = q.size(0);
         int hq = q.size(1);
         int d = q.size(2);

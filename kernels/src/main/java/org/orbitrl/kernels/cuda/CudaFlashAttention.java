@@ -35,6 +35,9 @@ final class CudaFlashAttention {
     private final Kernel paged;
     private final Kernel pagedTiled;
     private final Kernel pagedTiledH2;
+    private final Kernel pagedBf16;        // the same three over a bf16 cache
+    private final Kernel pagedTiledBf16;
+    private final Kernel pagedTiledH2Bf16;
     /**
      * Query heads per warp of the tiled paged decode kernel of {@code paged_decode.cu} (every query
      * head of a kv head on one shared key/value tile), 2 by default; 0 for the per-warp kernel of
@@ -50,8 +53,11 @@ final class CudaFlashAttention {
     };
     private final Kernel combine;
     private final Kernel kvWrite;
+    private final Kernel kvWriteBf16;
     private final Kernel prep;
     private final Kernel prep3;
+    private final Kernel prepBf16;
+    private final Kernel prep3Bf16;
     private final Function<RopeTable, Tensor[]> ropeTables; // {cos, sin} on the device
 
     CudaFlashAttention(CudaContext ctx, Function<RopeTable, Tensor[]> ropeTables) {
@@ -59,6 +65,12 @@ final class CudaFlashAttention {
         this.ropeTables = ropeTables;
         this.prep = ctx.kernel("flash_attention", "qkv_prep_f32");
         this.prep3 = ctx.kernel("flash_attention", "qkv_prep3_f32");
+        this.prepBf16 = ctx.kernel("flash_attention", "qkv_prep_kvbf16");
+        this.prep3Bf16 = ctx.kernel("flash_attention", "qkv_prep3_kvbf16");
+        this.pagedBf16 = ctx.kernel("flash_attention", "paged_decode_kvbf16");
+        this.pagedTiledBf16 = ctx.kernel("paged_decode", "paged_decode_tiled_kvbf16");
+        this.pagedTiledH2Bf16 = ctx.kernel("paged_decode", "paged_decode_tiled_h2_kvbf16");
+        this.kvWriteBf16 = ctx.kernel("flash_attention", "paged_kv_write_kvbf16");
         this.prefill = ctx.kernel("flash_attention", "flash_prefill_f32");
         this.paged = ctx.kernel("flash_attention", "paged_decode_f32");
         this.pagedTiled = ctx.kernel("paged_decode", "paged_decode_tiled_f32");
@@ -80,8 +92,8 @@ final class CudaFlashAttention {
             throw new IllegalArgumentException("qkvPrep: qkv " + qkv + " must be [" + b + ", " + rowW + "] (Hq " + hq + ", Hkv " + hkv
                     + ", D " + d + ", Dv " + dv + ")");
         }
-        prepLaunch("qkvPrep", prep, new Object[]{qkv}, b, hq, hkv, d, dv, qNorm, kNorm, eps, positions, table, qOut, kCache, vCache,
-                slots);
+        prepLaunch("qkvPrep", cacheType(kCache) == DType.BF16 ? prepBf16 : prep, new Object[]{qkv}, b, hq, hkv, d, dv, qNorm, kNorm, eps,
+                positions, table, qOut, kCache, vCache, slots);
     }
 
     /**
@@ -99,16 +111,15 @@ final class CudaFlashAttention {
             throw new IllegalArgumentException("pagedDecodePrep: q " + q + ", k " + k + ", v " + v + " must be [B, Hq, D], [B, Hkv, D],"
                     + " [B, Hkv, Dv] for " + b + " positions");
         }
-        prepLaunch("pagedDecodePrep", prep3, new Object[]{q, k, v}, b, q.size(1), k.size(1), q.size(2), v.size(2), qNorm, kNorm, eps,
-                positions, table, qOut, kCache, vCache, slots);
+        prepLaunch("pagedDecodePrep", cacheType(kCache) == DType.BF16 ? prep3Bf16 : prep3, new Object[]{q, k, v}, b, q.size(1), k.size(1),
+                q.size(2), v.size(2), qNorm, kNorm, eps, positions, table, qOut, kCache, vCache, slots);
     }
 
     /** The checks and the launch both prep kernels share; {@code inputs} lead the kernel's arguments. */
     private void prepLaunch(String op, Kernel kernel, Object[] inputs, int b, int hq, int hkv, int d, int dv, Tensor qNorm, Tensor kNorm,
                             float eps, Tensor positions, RopeTable table, Tensor qOut, Tensor kCache, Tensor vCache, Tensor slots) {
         ctx.devContiguous(op + " q out", qOut, DType.F32);
-        ctx.devContiguous(op + " key cache", kCache, DType.F32);
-        ctx.devContiguous(op + " value cache", vCache, DType.F32);
+        checkCaches(op, kCache, vCache);
         ctx.devContiguous(op + " positions", positions, DType.I32);
         ctx.devContiguous(op + " slots", slots, DType.I32);
         if (qOut.numel() != (long) b * hq * d || slots.numel() != b || kCache.dim(-1) != (long) hkv * d || vCache.dim(-1) != (long) hkv * dv
@@ -139,22 +150,31 @@ final class CudaFlashAttention {
         Launcher.launch(kernel, ctx.stream.handle(), b, hq + hkv, 128, 4 * d, args);
     }
 
-    /** kCache[slots[b]] = k[b], vCache[slots[b]] = v[b]; k [B, Hkv·D], v [B, Hkv·Dv]; a negative slot skips. */
+    /**
+     * kCache[slots[b]] = k[b], vCache[slots[b]] = v[b]; k [B, Hkv·D], v [B, Hkv·Dv] f32; caches f32 or bf16 (rounded to
+     * nearest even); v and vCache null: keys only; a negative slot skips.
+     */
     void pagedKvWrite(Tensor k, Tensor v, Tensor kCache, Tensor vCache, Tensor slots) {
         ctx.devContiguous("pagedKvWrite k", k, DType.F32);
-        ctx.devContiguous("pagedKvWrite v", v, DType.F32);
-        ctx.devContiguous("pagedKvWrite key cache", kCache, DType.F32);
-        ctx.devContiguous("pagedKvWrite value cache", vCache, DType.F32);
+        if ((v == null) != (vCache == null)) {
+            throw new IllegalArgumentException("pagedKvWrite: v " + v + " and the value cache " + vCache + " must be both given or both null");
+        }
+        if (v != null) {
+            ctx.devContiguous("pagedKvWrite v", v, DType.F32);
+            checkCaches("pagedKvWrite", kCache, vCache);
+        } else {
+            checkCaches("pagedKvWrite", kCache, kCache);
+        }
         ctx.devContiguous("pagedKvWrite slots", slots, DType.I32);
         int b = Math.toIntExact(slots.numel());
         long kw = kCache.dim(-1);
-        long vw = vCache.dim(-1);
-        if (k.numel() != b * kw || v.numel() != b * vw) {
+        long vw = vCache == null ? 0 : vCache.dim(-1);
+        if (k.numel() != b * kw || (v != null && v.numel() != b * vw)) {
             throw new IllegalArgumentException("pagedKvWrite: k " + k + " and v " + v + " must hold " + b + " rows of the caches' widths "
                     + kw + " / " + vw);
         }
         if (b > 0) {
-            ctx.launch(kvWrite, b, 128, k, v, kCache, vCache, slots, (int) kw, (int) vw);
+            ctx.launch(cacheType(kCache) == DType.BF16 ? kvWriteBf16 : kvWrite, b, 128, k, v, kCache, vCache, slots, (int) kw, (int) vw);
         }
     }
 
@@ -226,7 +246,9 @@ final class CudaFlashAttention {
         int maxBlocks = tables.size(1);
         int maxKeys = maxBlocks * blockSize;
         int group = hq / hkv;
-        boolean tiled = tiledHeads > 0 && group <= TILED_MAX_GROUP && kCache.dim(0) <= Integer.MAX_VALUE; // cache rows as int
+        boolean bf16 = kCache.dtype() == DType.BF16;
+        // cache rows as int; a bf16 row in 16-byte pieces
+        boolean tiled = tiledHeads > 0 && group <= TILED_MAX_GROUP && kCache.dim(0) <= Integer.MAX_VALUE && (!bf16 || (d % 8 == 0 && dv % 8 == 0));
         // the batch rounded up to a power of two: a step padded to a captured graph's batch splits (and so
         // sums) every row exactly as the unpadded step does
         long base = (long) (b <= 1 ? 1 : Integer.highestOneBit(b - 1) << 1) * hkv;
@@ -251,19 +273,40 @@ final class CudaFlashAttention {
         if (tiled) {
             int warps = (group + tiledHeads - 1) / tiledHeads;
             // two stages of key and value tiles, q rows and probabilities of the block's head slots
-            int shared = 4 * (2 * TILED_KEYS * (d + 4 + dv + 4) + warps * tiledHeads * (d + TILED_KEYS));
-            ctx.launchShared(tiledHeads == 2 ? pagedTiledH2 : pagedTiled, blocks, 32 * warps, shared, q, qs[0], qs[1], kCache, vCache, tables, maxBlocks, lens,
+            int pad = bf16 ? 8 : 4;   // 16 bytes of the cache's values a row
+            int shared = 2 * TILED_KEYS * (d + pad + dv + pad) * (bf16 ? 2 : 4) + 4 * warps * tiledHeads * (d + TILED_KEYS);
+            Kernel kernel = tiledHeads == 2 ? (bf16 ? pagedTiledH2Bf16 : pagedTiledH2) : (bf16 ? pagedTiledBf16 : pagedTiled);
+            ctx.launchShared(kernel, blocks, 32 * warps, shared, q, qs[0], qs[1], kCache, vCache, tables, maxBlocks, lens,
                     blockSize, out, os[0], os[1], hq, hkv, d, dv, spec.slidingWindow(), spec.scale(), sinks, splits, splitLen,
                     partAcc, partMl);
         } else {
             int warps = Math.min(group, 8);
             int shared = 4 * (warps * d + TILE * (d + 4) + TILE * (dv + 4));
-            ctx.launchShared(paged, blocks, 32 * warps, shared, q, qs[0], qs[1], kCache, vCache, tables, maxBlocks, lens,
+            ctx.launchShared(bf16 ? pagedBf16 : paged, blocks, 32 * warps, shared, q, qs[0], qs[1], kCache, vCache, tables, maxBlocks, lens,
                     blockSize, out, os[0], os[1], hq, hkv, d, dv, spec.slidingWindow(), spec.scale(), sinks, splits, splitLen,
                     partAcc, partMl);
         }
         if (splits > 1) {
             ctx.launch(combine, (long) b * hq, 128, partAcc, partMl, out, os[0], os[1], hq, dv, splits);
+        }
+    }
+
+    /** A paged cache's element type: f32 or bf16 (the rollout engines' choice). */
+    static DType cacheType(Tensor kCache) {
+        return kCache.dtype();
+    }
+
+    private void checkCaches(String op, Tensor kCache, Tensor vCache) {
+        checkCaches(ctx, op, kCache, vCache);
+    }
+
+    /** Contiguous device caches, both f32 or both bf16 (16-byte aligned rows are checked where a kernel needs them). */
+    static void checkCaches(CudaContext ctx, String op, Tensor kCache, Tensor vCache) {
+        ctx.devContiguous(op + " key cache", kCache, null);
+        ctx.devContiguous(op + " value cache", vCache, null);
+        if ((kCache.dtype() != DType.F32 && kCache.dtype() != DType.BF16) || vCache.dtype() != kCache.dtype()) {
+            throw new IllegalArgumentException(op + ": the key and value caches must both be f32 or both bf16, got " + kCache + " / "
+                    + vCache);
         }
     }
 
@@ -290,8 +333,7 @@ final class CudaFlashAttention {
                 throw new IllegalArgumentException("pagedDecodeAttention: " + a[0] + " must be f32 [B, H, D] with a contiguous last dimension, got " + t);
             }
         }
-        ctx.devContiguous("pagedDecodeAttention key cache", kCache, DType.F32);
-        ctx.devContiguous("pagedDecodeAttention value cache", vCache, DType.F32);
+        checkCaches(ctx, "pagedDecodeAttention", kCache, vCache);
         ctx.devContiguous("pagedDecodeAttention block tables", tables, DType.I32);
         ctx.devContiguous("pagedDecodeAttention sequence lengths", lens, DType.I32);
         int b = q.size(0);

@@ -27,6 +27,7 @@ final class CudaTrainOps {
     private final Kernel axpy;
     private final Kernel addBias;
     private final Kernel gather;
+    private final Kernel gatherBf16;
     private final Kernel scatterAdd;
     private final Kernel rmsNormBackward;
     private final Kernel rmsNormBackwardWarp;
@@ -40,6 +41,7 @@ final class CudaTrainOps {
         this.axpy = ctx.kernel("train", "axpy_f32");
         this.addBias = ctx.kernel("train", "add_bias_f32");
         this.gather = ctx.kernel("train", "gather_rows_f32");
+        this.gatherBf16 = ctx.kernel("train", "gather_rows_bf16_f32");
         this.scatterAdd = ctx.kernel("train", "scatter_add_rows_f32");
         this.rmsNormBackward = ctx.kernel("train", "rmsnorm_backward_f32");
         this.rmsNormBackwardWarp = ctx.kernel("train", "rmsnorm_backward_warp_f32");
@@ -222,8 +224,12 @@ final class CudaTrainOps {
         }
     }
 
+    /** dst f32 [n, h] row i = src row rows[i]: src f32, or bf16 (a paged KV cache's rows) widened to f32. */
     void gatherRows(Tensor src, Tensor rowIds, Tensor dst) {
-        ctx.devContiguous("gatherRows src", src, DType.F32);
+        ctx.devContiguous("gatherRows src", src, null);
+        if (src.dtype() != DType.F32 && src.dtype() != DType.BF16) {
+            throw new IllegalArgumentException("gatherRows: src " + src + " must be f32 or bf16");
+        }
         ctx.devContiguous("gatherRows dst", dst, DType.F32);
         ctx.devContiguous("gatherRows rows", rowIds, null);
         integral("gatherRows rows", rowIds);
@@ -233,7 +239,8 @@ final class CudaTrainOps {
             throw new IllegalArgumentException("gatherRows: " + n + " rows of " + src + " into " + dst);
         }
         if ((long) n * h > 0) {
-            ctx.launch(gather, ctx.gridFor((long) n * h, EW_BLOCK), EW_BLOCK, src, rowIds, rowIds.dtype() == DType.I64 ? 1 : 0,
+            ctx.launch(src.dtype() == DType.BF16 ? gatherBf16 : gather, ctx.gridFor((long) n * h, EW_BLOCK), EW_BLOCK, src, rowIds,
+                    rowIds.dtype() == DType.I64 ? 1 : 0,
                     dst, n, h, src.numel() / h, ctx.errorFlag);
         }
     }

@@ -13,18 +13,29 @@
 #define FA_MAXC 4     // value channels per lane: Dv <= 128
 #define FA_MAXD 128
 
-// Cooperative load of up to FA_TK rows of width W (a multiple of 4) into sh [FA_TK][W + 4];
-// rowPtr(j) gives row j's address or 0 when j is past the tile (filled with zeros).
+// 4 consecutive values from global memory as f32: f32 (16-byte aligned) or bf16 (8-byte aligned, widened exactly).
+__device__ __forceinline__ float4 fa_ld4(const float* p) {
+    return *(const float4*) p;
+}
+
+__device__ __forceinline__ float4 fa_ld4(const u16* p) {
+    uint2 u = *(const uint2*) p;
+    return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
+                       __uint_as_float(u.y & 0xffff0000u));
+}
+
+// Cooperative load of up to FA_TK rows of width W (a multiple of 4) into sh [FA_TK][W + 4] f32;
+// rowPtr(j) gives row j's address (f32 or bf16 values) or 0 when j is past the tile (filled with zeros).
 template <typename RowPtr>
 __device__ __forceinline__ void fa_load_tile(float* sh, int W, RowPtr rowPtr) {
     int per = W / 4;
     for (int idx = threadIdx.x; idx < FA_TK * per; idx += blockDim.x) {
         int j = idx / per;
         int c = (idx % per) * 4;
-        const float* src = rowPtr(j);
+        auto src = rowPtr(j);
         float4 v;
         if (src != 0) {
-            v = *(const float4*) (src + c);
+            v = fa_ld4(src + c);
         } else {
             v.x = 0.0f;
             v.y = 0.0f;
@@ -139,19 +150,19 @@ extern "C" __global__ void __launch_bounds__(FA_WARPS * 32) flash_prefill_f32(
 }
 
 // Decode over the paged cache (the layout of the model's kv.BlockPool): per layer keys
-// kc [blocks * blockSize, Hkv * D] and values vc [blocks * blockSize, Hkv * Dv], f32; sequence b's
+// kc [blocks * blockSize, Hkv * D] and values vc [blocks * blockSize, Hkv * Dv], f32 (paged_decode_f32) or bf16
+// (paged_decode_kvbf16, widened to f32 as the tiles are staged); sequence b's
 // position s lives in row tables[b * maxBlocks + s / blockSize] * blockSize + s % blockSize.
 // q [B, Hq, D] (strides qB, qH): one query per sequence at position lens[b] - 1 (lens[b] >= 1).
 // Grid B * Hkv * splits; block 32 * warps; warp w takes the query heads w, w + warps, ... of the
 // kv head in rounds (each round re-reads the split's tiles). Splits write partials merged by
 // attention_combine (attention.cu), exactly like the contiguous kernel; one split writes out.
-extern "C" __global__ void paged_decode_f32(const float* q, i64 qB, i64 qH, const float* kc, const float* vc,
-                                            const int* tables, int maxBlocks, const int* lens, int blockSize,
-                                            float* out, i64 oB, i64 oH, int Hq, int Hkv, int D, int Dv, int window,
-                                            float scale, const float* sinks, int splits, int splitLen,
-                                            float* partAcc, float* partMl) {
-    pdl_enter();
-    extern __shared__ float sm[];
+template <typename CT>
+__device__ __forceinline__ void paged_decode_body(const float* q, i64 qB, i64 qH, const CT* kc, const CT* vc,
+                                                  const int* tables, int maxBlocks, const int* lens, int blockSize,
+                                                  float* out, i64 oB, i64 oH, int Hq, int Hkv, int D, int Dv, int window,
+                                                  float scale, const float* sinks, int splits, int splitLen,
+                                                  float* partAcc, float* partMl, float* sm) {
     int warps = blockDim.x >> 5;
     float* qsh = sm;                          // [warps][D]
     float* ksh = qsh + warps * D;             // [FA_TK][D + 4]
@@ -188,11 +199,11 @@ extern "C" __global__ void paged_decode_f32(const float* q, i64 qB, i64 qH, cons
             __syncthreads();
             fa_load_tile(ksh, D, [&](int j) {
                 int s = tile + j;
-                return s <= ke ? kc + ((i64) table[s / blockSize] * blockSize + s % blockSize) * kRow + (i64) kvh * D : (const float*) 0;
+                return s <= ke ? kc + ((i64) table[s / blockSize] * blockSize + s % blockSize) * kRow + (i64) kvh * D : (const CT*) 0;
             });
             fa_load_tile(vsh, Dv, [&](int j) {
                 int s = tile + j;
-                return s <= ke ? vc + ((i64) table[s / blockSize] * blockSize + s % blockSize) * vRow + (i64) kvh * Dv : (const float*) 0;
+                return s <= ke ? vc + ((i64) table[s / blockSize] * blockSize + s % blockSize) * vRow + (i64) kvh * Dv : (const CT*) 0;
             });
             __syncthreads();
             int key = tile + lane;
@@ -245,25 +256,65 @@ extern "C" __global__ void paged_decode_f32(const float* q, i64 qB, i64 qH, cons
     }
 }
 
+#define PDF_ARGS(CT)                                                                                                   \
+    const float *q, i64 qB, i64 qH, const CT *kc, const CT *vc, const int *tables, int maxBlocks, const int *lens,       \
+            int blockSize, float *out, i64 oB, i64 oH, int Hq, int Hkv, int D, int Dv, int window, float scale,        \
+            const float *sinks, int splits, int splitLen, float *partAcc, float *partMl
+#define PDF_PASS                                                                                                       \
+    q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq, Hkv, D, Dv, window, scale, sinks, splits, \
+            splitLen, partAcc, partMl
+
+extern "C" __global__ void paged_decode_f32(PDF_ARGS(float)) {
+    pdl_enter();
+    extern __shared__ float sm[];
+    paged_decode_body<float>(PDF_PASS, sm);
+}
+
+extern "C" __global__ void paged_decode_kvbf16(PDF_ARGS(u16)) {
+    pdl_enter();
+    extern __shared__ float sm[];
+    paged_decode_body<u16>(PDF_PASS, sm);
+}
+
 // Appends one token per sequence to the paged cache: kc[slots[b]] = k[b], vc[slots[b]] = v[b]
-// (k [B, kw], v [B, vw], rows of the caches kw and vw floats). A negative slot skips the sequence.
-extern "C" __global__ void paged_kv_write(const float* k, const float* v, float* kc, float* vc, const int* slots, int kw,
-                                          int vw) {
+// (k [B, kw], v [B, vw] f32, rows of the caches kw and vw values; vw 0: no values). A negative slot skips the
+// sequence. paged_kv_write_kvbf16: bf16 caches, each value rounded to nearest even.
+__device__ __forceinline__ void pd_store(float* p, float v) {
+    *p = v;
+}
+
+__device__ __forceinline__ void pd_store(u16* p, float v) {
+    *p = f32_to_bf16_bits(v);
+}
+
+template <typename CT>
+__device__ __forceinline__ void kv_write_body(const float* k, const float* v, CT* kc, CT* vc, const int* slots, int kw, int vw) {
     int b = blockIdx.x;
     int slot = slots[b];
     if (slot < 0) return;
-    for (int c = threadIdx.x; c < kw; c += blockDim.x) kc[(i64) slot * kw + c] = k[(i64) b * kw + c];
-    for (int c = threadIdx.x; c < vw; c += blockDim.x) vc[(i64) slot * vw + c] = v[(i64) b * vw + c];
+    for (int c = threadIdx.x; c < kw; c += blockDim.x) pd_store(kc + (i64) slot * kw + c, k[(i64) b * kw + c]);
+    for (int c = threadIdx.x; c < vw; c += blockDim.x) pd_store(vc + (i64) slot * vw + c, v[(i64) b * vw + c]);
+}
+
+extern "C" __global__ void paged_kv_write(const float* k, const float* v, float* kc, float* vc, const int* slots, int kw,
+                                          int vw) {
+    kv_write_body(k, v, kc, vc, slots, kw, vw);
+}
+
+extern "C" __global__ void paged_kv_write_kvbf16(const float* k, const float* v, u16* kc, u16* vc, const int* slots, int kw,
+                                                int vw) {
+    kv_write_body(k, v, kc, vc, slots, kw, vw);
 }
 
 // Decode attention preparation in one launch: per q and k head an optional RMSNorm over D (weights f32 or bf16;
 // w * (x / sqrt(mean(x^2) + eps)), as rmsnorm_f32), then rope at pos[b] (tables [maxPos, half], pairs as rope_f32), q
 // into qOut [B, Hq, D], k and v into the paged caches at row slots[b] (a negative slot skips the cache write). Block
 // (b, head hh < Hq + Hkv): src the head's D values, vsrc (k heads) the matching v head's Dv; dynamic shared D floats.
+template <typename CT>
 __device__ __forceinline__ void qkv_prep_head(const float* src, const float* vsrc, int Hq, int Hkv, int D, int Dv,
                                               const void* qNorm, const void* kNorm, int normBf16, float eps, const int* pos,
                                               const float* cosT, const float* sinT, int half, int interleaved, int maxPos,
-                                              float* qOut, float* kc, float* vc, const int* slots, int* err, float* buf,
+                                              float* qOut, CT* kc, CT* vc, const int* slots, int* err, float* buf,
                                               float* sh) {
     int b = blockIdx.x;
     int hh = blockIdx.y;
@@ -289,7 +340,8 @@ __device__ __forceinline__ void qkv_prep_head(const float* src, const float* vsr
     bool rot = p >= 0 && p < maxPos;
     if (!rot && hh == 0 && threadIdx.x == 0) report_error(err, ERR_POSITION_OUT_OF_RANGE, p, b);
     int slot = slots[b];
-    float* dst = isQ ? qOut + ((i64) b * Hq + hh) * D : (slot >= 0 ? kc + (i64) slot * Hkv * D + (i64) j * D : (float*) 0);
+    float* qDst = isQ ? qOut + ((i64) b * Hq + hh) * D : (float*) 0;
+    CT* kDst = !isQ && slot >= 0 ? kc + (i64) slot * Hkv * D + (i64) j * D : (CT*) 0;
     for (int c = threadIdx.x; c < D; c += blockDim.x) {
         float out = buf[c];
         if (rot && c < 2 * half) {
@@ -301,22 +353,23 @@ __device__ __forceinline__ void qkv_prep_head(const float* src, const float* vsr
             float sn = sinT[(i64) p * half + jj];
             out = first ? x1 * cs - x2 * sn : x2 * cs + x1 * sn;
         }
-        if (dst != 0) dst[c] = out;
+        if (qDst != 0) qDst[c] = out;
+        if (kDst != 0) pd_store(kDst + c, out);
     }
     if (!isQ && slot >= 0) {
-        float* vd = vc + (i64) slot * Hkv * Dv + (i64) j * Dv;
-        for (int c = threadIdx.x; c < Dv; c += blockDim.x) vd[c] = vsrc[c];
+        CT* vd = vc + (i64) slot * Hkv * Dv + (i64) j * Dv;
+        for (int c = threadIdx.x; c < Dv; c += blockDim.x) pd_store(vd + c, vsrc[c]);
     }
 }
 
-#define QKV_PREP_ARGS                                                                                                  \
+#define QKV_PREP_ARGS(CT)                                                                                              \
     const void *qNorm, const void *kNorm, int normBf16, float eps, const int *pos, const float *cosT, const float *sinT, \
-            int half, int interleaved, int maxPos, float *qOut, float *kc, float *vc, const int *slots, int *err
+            int half, int interleaved, int maxPos, float *qOut, CT *kc, CT *vc, const int *slots, int *err
 #define QKV_PREP_PASS qNorm, kNorm, normBf16, eps, pos, cosT, sinT, half, interleaved, maxPos, qOut, kc, vc, slots, err
 
 // From the fused projection qkv [B, Hq*D + Hkv*D + Hkv*Dv] (q heads, then k heads, then v heads). Grid (B, Hq + Hkv).
-extern "C" __global__ void qkv_prep_f32(const float* qkv, int Hq, int Hkv, int D, int Dv, QKV_PREP_ARGS) {
-    pdl_enter();
+template <typename CT>
+__device__ __forceinline__ void qkv_prep_fused(const float* qkv, int Hq, int Hkv, int D, int Dv, QKV_PREP_ARGS(CT)) {
     extern __shared__ float buf[]; // [D]
     __shared__ float sh[32];
     int b = blockIdx.x;
@@ -324,18 +377,41 @@ extern "C" __global__ void qkv_prep_f32(const float* qkv, int Hq, int Hkv, int D
     i64 rowW = (i64) (Hq + Hkv) * D + (i64) Hkv * Dv;
     const float* row = qkv + (i64) b * rowW;
     const float* vsrc = hh < Hq ? (const float*) 0 : row + (i64) (Hq + Hkv) * D + (i64) (hh - Hq) * Dv;
-    qkv_prep_head(row + (i64) hh * D, vsrc, Hq, Hkv, D, Dv, QKV_PREP_PASS, buf, sh);
+    qkv_prep_head<CT>(row + (i64) hh * D, vsrc, Hq, Hkv, D, Dv, QKV_PREP_PASS, buf, sh);
 }
 
 // From the three projections' outputs q [B, Hq, D], k [B, Hkv, D], v [B, Hkv, Dv] (contiguous). Grid (B, Hq + Hkv).
-extern "C" __global__ void qkv_prep3_f32(const float* q, const float* k, const float* v, int Hq, int Hkv, int D, int Dv,
-                                         QKV_PREP_ARGS) {
-    pdl_enter();
+template <typename CT>
+__device__ __forceinline__ void qkv_prep_apart(const float* q, const float* k, const float* v, int Hq, int Hkv, int D, int Dv,
+                                               QKV_PREP_ARGS(CT)) {
     extern __shared__ float buf[]; // [D]
     __shared__ float sh[32];
     int b = blockIdx.x;
     int hh = blockIdx.y;
     const float* src = hh < Hq ? q + ((i64) b * Hq + hh) * D : k + ((i64) b * Hkv + hh - Hq) * D;
     const float* vsrc = hh < Hq ? (const float*) 0 : v + ((i64) b * Hkv + hh - Hq) * Dv;
-    qkv_prep_head(src, vsrc, Hq, Hkv, D, Dv, QKV_PREP_PASS, buf, sh);
+    qkv_prep_head<CT>(src, vsrc, Hq, Hkv, D, Dv, QKV_PREP_PASS, buf, sh);
+}
+
+// The entry points: f32 caches (_f32) and bf16 caches (_kvbf16, k and v rounded to nearest even).
+extern "C" __global__ void qkv_prep_f32(const float* qkv, int Hq, int Hkv, int D, int Dv, QKV_PREP_ARGS(float)) {
+    pdl_enter();
+    qkv_prep_fused<float>(qkv, Hq, Hkv, D, Dv, QKV_PREP_PASS);
+}
+
+extern "C" __global__ void qkv_prep_kvbf16(const float* qkv, int Hq, int Hkv, int D, int Dv, QKV_PREP_ARGS(u16)) {
+    pdl_enter();
+    qkv_prep_fused<u16>(qkv, Hq, Hkv, D, Dv, QKV_PREP_PASS);
+}
+
+extern "C" __global__ void qkv_prep3_f32(const float* q, const float* k, const float* v, int Hq, int Hkv, int D, int Dv,
+                                         QKV_PREP_ARGS(float)) {
+    pdl_enter();
+    qkv_prep_apart<float>(q, k, v, Hq, Hkv, D, Dv, QKV_PREP_PASS);
+}
+
+extern "C" __global__ void qkv_prep3_kvbf16(const float* q, const float* k, const float* v, int Hq, int Hkv, int D, int Dv,
+                                            QKV_PREP_ARGS(u16)) {
+    pdl_enter();
+    qkv_prep_apart<u16>(q, k, v, Hq, Hkv, D, Dv, QKV_PREP_PASS);
 }

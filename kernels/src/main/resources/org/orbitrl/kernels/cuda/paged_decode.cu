@@ -2,7 +2,8 @@
 // tile: the cache is read once per (sequence, kv head, key split).
 //
 // Layout and semantics as paged_decode_f32 (flash_attention.cu): per layer keys kc [rows, Hkv * D]
-// and values vc [rows, Hkv * Dv], f32; sequence b's position s is row
+// and values vc [rows, Hkv * Dv], f32 (CT float) or bf16 (CT u16: the _kvbf16 entry points, each value
+// widened to f32 exactly where it is read); sequence b's position s is row
 // tables[b * maxBlocks + s / blockSize] * blockSize + s % blockSize; q [B, Hq, D] (strides qB, qH),
 // one query per sequence at position lens[b] - 1; window > 0 keeps keys with pos - s < window; sinks
 // null or f32 [Hq], a logit joining split 0's softmax denominator with no value. Splits of splitLen
@@ -12,15 +13,16 @@
 // Grid B * Hkv * splits; block 32 * warps with warps = ceil(G / HW), G = Hq / Hkv <= 8 and HW = 4 or
 // 2 query heads per warp (the two entry points at the end). Warp w owns query heads w * HW .. +
 // HW - 1 of the group (slots past G repeat head G - 1 and are not written). Key/value tiles of PD_TK
-// keys go through a two-stage cp.async pipeline in dynamic shared memory (16-byte copies, one cache row = D or Dv contiguous floats). Per tile:
+// keys go through a two-stage cp.async pipeline in dynamic shared memory (16-byte copies of the cache's own bytes, one
+// cache row = D or Dv contiguous values). Per tile:
 // lane j scores key j against the warp's HW heads (K row from shared memory, q rows broadcast),
 // online softmax per head across the warp (running max m, sum l, accumulator rescaled when the max
 // grows), probabilities through shared memory, then lane j accumulates value channels 4j .. 4j + 3
-// for the HW heads. D, Dv <= 128, multiples of 4; caches 16-byte aligned.
+// for the HW heads. D, Dv <= 128, multiples of 4 (f32) or 8 (bf16); caches 16-byte aligned.
 //
-// Dynamic shared memory (floats): 2 stages of [PD_TK][D + 4] keys and [PD_TK][Dv + 4] values, q
-// [warps * HW][D], probabilities [warps * HW][PD_TK]. Rows padded by 4 floats: lane j reading
-// row j with 16-byte loads hits distinct banks.
+// Dynamic shared memory: 2 stages of [PD_TK][D + PAD] keys and [PD_TK][Dv + PAD] values of CT (PAD: 16 bytes of
+// CT), then f32 q [warps * HW][D] and probabilities [warps * HW][PD_TK]. Rows padded by 16 bytes: lane j reading
+// row j hits distinct banks.
 
 #define PD_TK 32 // keys per tile: one per lane
 static_assert(PD_TK == 32, "lane j scores key j of a tile");
@@ -31,7 +33,24 @@ __device__ __forceinline__ unsigned pd_smem_addr(const void* p) {
     return r;
 }
 
-__device__ __forceinline__ void pd_cp16(float* dst, const float* src) {
+template <typename CT>
+struct PdCache {
+    static constexpr int PAD = 16 / (int) sizeof(CT); // a row's padding, in values
+    static constexpr int CHUNK = 16 / (int) sizeof(CT); // values a 16-byte copy moves
+};
+
+// 4 consecutive cache values from shared memory as f32 (bf16 widened exactly).
+__device__ __forceinline__ float4 pd_ld4(const float* p) {
+    return *(const float4*) p;
+}
+
+__device__ __forceinline__ float4 pd_ld4(const u16* p) {
+    uint2 u = *(const uint2*) p;
+    return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
+                       __uint_as_float(u.y & 0xffff0000u));
+}
+
+__device__ __forceinline__ void pd_cp16(void* dst, const void* src) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(pd_smem_addr(dst)), "l"(src) : "memory");
 }
 
@@ -47,52 +66,78 @@ __device__ __forceinline__ void pd_wait_one() {
 // are zeroed (a zero probability times a stale value must stay zero). Lane l finds key tile + l's
 // cache row (PD_TK is the warp width), then warp w copies rows w, w + warps, ... with lane l taking
 // the 16-byte columns l, l + 32, ... Called by every thread of the block (it shuffles).
-__device__ __forceinline__ void pd_load_tile(float* ksh, float* vsh, const float* kb, const float* vb,
-                                             const int* table, int blockSize, i64 kRow, i64 vRow, int D, int Dv,
-                                             int tile, int ke, int warp, int warps, int lane) {
+template <typename CT>
+__device__ __forceinline__ void pd_load_tile(CT* ksh, CT* vsh, const CT* kb, const CT* vb, const int* table, int blockSize,
+                                             i64 kRow, i64 vRow, int D, int Dv, int tile, int ke, int warp, int warps,
+                                             int lane) {
+    constexpr int PAD = PdCache<CT>::PAD;
+    constexpr int CH = PdCache<CT>::CHUNK;
     int sl = tile + lane;
     int rowl = sl <= ke ? table[sl / blockSize] * blockSize + sl % blockSize : 0;
     for (int j = warp; j < PD_TK; j += warps) {
         int row = __shfl_sync(0xffffffffu, rowl, j);
-        float* kd = ksh + j * (D + 4);
-        float* vd = vsh + j * (Dv + 4);
+        CT* kd = ksh + j * (D + PAD);
+        CT* vd = vsh + j * (Dv + PAD);
         if (tile + j <= ke) {
-            const float* kr = kb + (i64) row * kRow;
-            const float* vr = vb + (i64) row * vRow;
-            for (int c = 4 * lane; c < D; c += 128) pd_cp16(kd + c, kr + c);
-            for (int c = 4 * lane; c < Dv; c += 128) pd_cp16(vd + c, vr + c);
+            const CT* kr = kb + (i64) row * kRow;
+            const CT* vr = vb + (i64) row * vRow;
+            for (int c = CH * lane; c < D; c += 32 * CH) pd_cp16(kd + c, kr + c);
+            for (int c = CH * lane; c < Dv; c += 32 * CH) pd_cp16(vd + c, vr + c);
         } else {
-            for (int c = 4 * lane; c < D; c += 128) {
-                float4 z;
-                z.x = 0.0f;
-                z.y = 0.0f;
-                z.z = 0.0f;
-                z.w = 0.0f;
-                *(float4*) (kd + c) = z;
-            }
-            for (int c = 4 * lane; c < Dv; c += 128) {
-                float4 z;
-                z.x = 0.0f;
-                z.y = 0.0f;
-                z.z = 0.0f;
-                z.w = 0.0f;
-                *(float4*) (vd + c) = z;
-            }
+            uint4 z = make_uint4(0u, 0u, 0u, 0u);
+            for (int c = CH * lane; c < D; c += 32 * CH) *(uint4*) (kd + c) = z;
+            for (int c = CH * lane; c < Dv; c += 32 * CH) *(uint4*) (vd + c) = z;
+        }
+    }
+}
+
+// s[i] = q row i (of the warp's HW, f32 in shared memory) . key row kr, over D in order, 4 values a step: f32 keys
+// 16 bytes a load; bf16 keys 8 values (16 bytes) a load, so that the lanes' rows (a 272-byte stride at D = 128)
+// fall in distinct banks, then the same fma chain.
+template <int HW>
+__device__ __forceinline__ void pd_scores(const float* kr, const float* qw, int D, float* s) {
+#pragma unroll 4
+    for (int c = 0; c < D; c += 4) {
+        float4 kk = *(const float4*) (kr + c);
+#pragma unroll
+        for (int i = 0; i < HW; i++) {
+            float4 qq = *(const float4*) (qw + i * D + c);
+            s[i] = fmaf(qq.x, kk.x, fmaf(qq.y, kk.y, fmaf(qq.z, kk.z, fmaf(qq.w, kk.w, s[i]))));
         }
     }
 }
 
 template <int HW>
+__device__ __forceinline__ void pd_scores(const u16* kr, const float* qw, int D, float* s) {
+#pragma unroll 2
+    for (int c = 0; c < D; c += 8) {
+        uint4 u = *(const uint4*) (kr + c);
+        float4 k0 = make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
+                                __uint_as_float(u.y & 0xffff0000u));
+        float4 k1 = make_float4(__uint_as_float(u.z << 16), __uint_as_float(u.z & 0xffff0000u), __uint_as_float(u.w << 16),
+                                __uint_as_float(u.w & 0xffff0000u));
+#pragma unroll
+        for (int i = 0; i < HW; i++) {
+            float4 q0 = *(const float4*) (qw + i * D + c);
+            float4 q1 = *(const float4*) (qw + i * D + c + 4);
+            s[i] = fmaf(q0.x, k0.x, fmaf(q0.y, k0.y, fmaf(q0.z, k0.z, fmaf(q0.w, k0.w, s[i]))));
+            s[i] = fmaf(q1.x, k1.x, fmaf(q1.y, k1.y, fmaf(q1.z, k1.z, fmaf(q1.w, k1.w, s[i]))));
+        }
+    }
+}
+
+template <int HW, typename CT>
 __device__ __forceinline__ void pd_decode(
-        float* sm, const float* q, i64 qB, i64 qH, const float* kc, const float* vc, const int* tables, int maxBlocks,
+        CT* sm, const float* q, i64 qB, i64 qH, const CT* kc, const CT* vc, const int* tables, int maxBlocks,
         const int* lens, int blockSize, float* out, i64 oB, i64 oH, int Hq, int Hkv, int D, int Dv, int window,
         float scale, const float* sinks, int splits, int splitLen, float* partAcc, float* partMl) {
+    constexpr int PAD = PdCache<CT>::PAD;
     int warps = blockDim.x >> 5;
     int warp = threadIdx.x >> 5;
     int lane = threadIdx.x & 31;
-    int stage = PD_TK * (D + 4 + Dv + 4);
-    float* qsh = sm + 2 * stage;          // [warps * HW][D]
-    float* psh = qsh + warps * HW * D;    // [warps * HW][PD_TK]
+    int stage = PD_TK * (D + PAD + Dv + PAD); // values of CT
+    float* qsh = (float*) (sm + 2 * stage);   // [warps * HW][D]
+    float* psh = qsh + warps * HW * D;        // [warps * HW][PD_TK]
 
     int split = blockIdx.x % splits;
     int bk = blockIdx.x / splits;
@@ -108,10 +153,10 @@ __device__ __forceinline__ void pd_decode(
     const int* table = tables + (i64) b * maxBlocks;
     i64 kRow = (i64) Hkv * D;
     i64 vRow = (i64) Hkv * Dv;
-    const float* kb = kc + (i64) kvh * D;
-    const float* vb = vc + (i64) kvh * Dv;
+    const CT* kb = kc + (i64) kvh * D;
+    const CT* vb = vc + (i64) kvh * Dv;
 
-    if (tiles > 0) pd_load_tile(sm, sm + PD_TK * (D + 4), kb, vb, table, blockSize, kRow, vRow, D, Dv, ks, ke, warp, warps, lane);
+    if (tiles > 0) pd_load_tile(sm, sm + PD_TK * (D + PAD), kb, vb, table, blockSize, kRow, vRow, D, Dv, ks, ke, warp, warps, lane);
     pd_commit();
 #pragma unroll
     for (int i = 0; i < HW; i++) { // each warp stages the q rows of its own heads
@@ -137,29 +182,20 @@ __device__ __forceinline__ void pd_decode(
     for (int t = 0; t < tiles; t++) {
         int tile = ks + t * PD_TK;
         if (t + 1 < tiles) {
-            float* next = sm + ((t + 1) & 1) * stage;
-            pd_load_tile(next, next + PD_TK * (D + 4), kb, vb, table, blockSize, kRow, vRow, D, Dv, tile + PD_TK, ke, warp,
+            CT* next = sm + ((t + 1) & 1) * stage;
+            pd_load_tile(next, next + PD_TK * (D + PAD), kb, vb, table, blockSize, kRow, vRow, D, Dv, tile + PD_TK, ke, warp,
                          warps, lane);
         }
         pd_commit();
         pd_wait_one(); // this tile's copies (all but the newest group) have landed
         __syncthreads();
-        const float* ksh = sm + (t & 1) * stage;   // [PD_TK][D + 4]
-        const float* vsh = ksh + PD_TK * (D + 4);  // [PD_TK][Dv + 4]
+        const CT* ksh = sm + (t & 1) * stage;      // [PD_TK][D + PAD]
+        const CT* vsh = ksh + PD_TK * (D + PAD);   // [PD_TK][Dv + PAD]
 
         float s[HW];
 #pragma unroll
         for (int i = 0; i < HW; i++) s[i] = 0.0f;
-        const float* kr = ksh + lane * (D + 4);
-#pragma unroll 4
-        for (int c = 0; c < D; c += 4) {
-            float4 kk = *(const float4*) (kr + c);
-#pragma unroll
-            for (int i = 0; i < HW; i++) {
-                float4 qq = *(const float4*) (qw + i * D + c);
-                s[i] = fmaf(qq.x, kk.x, fmaf(qq.y, kk.y, fmaf(qq.z, kk.z, fmaf(qq.w, kk.w, s[i]))));
-            }
-        }
+        pd_scores<HW>(ksh + lane * (D + PAD), qw, D, s);
         bool vis = tile + lane <= ke;
 #pragma unroll
         for (int i = 0; i < HW; i++) {
@@ -175,16 +211,16 @@ __device__ __forceinline__ void pd_decode(
         }
         __syncwarp();
         if (4 * lane < Dv) {
-            const float* vc4 = vsh + 4 * lane;
+            const CT* vc4 = vsh + 4 * lane;
 #pragma unroll 2
             for (int j = 0; j < PD_TK; j += 4) {
                 float4 pp[HW];
 #pragma unroll
                 for (int i = 0; i < HW; i++) pp[i] = *(const float4*) (pw + i * PD_TK + j);
-                float4 v0 = *(const float4*) (vc4 + (j + 0) * (Dv + 4));
-                float4 v1 = *(const float4*) (vc4 + (j + 1) * (Dv + 4));
-                float4 v2 = *(const float4*) (vc4 + (j + 2) * (Dv + 4));
-                float4 v3 = *(const float4*) (vc4 + (j + 3) * (Dv + 4));
+                float4 v0 = pd_ld4(vc4 + (j + 0) * (Dv + PAD));
+                float4 v1 = pd_ld4(vc4 + (j + 1) * (Dv + PAD));
+                float4 v2 = pd_ld4(vc4 + (j + 2) * (Dv + PAD));
+                float4 v3 = pd_ld4(vc4 + (j + 3) * (Dv + PAD));
 #pragma unroll
                 for (int i = 0; i < HW; i++) {
                     acc[i][0] = fmaf(pp[i].w, v3.x, fmaf(pp[i].z, v2.x, fmaf(pp[i].y, v1.x, fmaf(pp[i].x, v0.x, acc[i][0]))));
@@ -223,25 +259,38 @@ __device__ __forceinline__ void pd_decode(
     }
 }
 
-#define PD_ARGS                                                                                                         \
-    const float *q, i64 qB, i64 qH, const float *kc, const float *vc, const int *tables, int maxBlocks, const int *lens, \
+#define PD_ARGS(CT)                                                                                                     \
+    const float *q, i64 qB, i64 qH, const CT *kc, const CT *vc, const int *tables, int maxBlocks, const int *lens,       \
             int blockSize, float *out, i64 oB, i64 oH, int Hq, int Hkv, int D, int Dv, int window, float scale,        \
             const float *sinks, int splits, int splitLen, float *partAcc, float *partMl
 #define PD_PASS                                                                                                        \
     q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq, Hkv, D, Dv, window, scale, sinks, splits, \
             splitLen, partAcc, partMl
 
-// Four query heads per warp (the default): blocks of ceil(G / 4) <= 2 warps.
-extern "C" __global__ void __launch_bounds__(64) paged_decode_tiled_f32(PD_ARGS) {
+// Four query heads per warp: blocks of ceil(G / 4) <= 2 warps.
+extern "C" __global__ void __launch_bounds__(64) paged_decode_tiled_f32(PD_ARGS(float)) {
     pdl_enter();
     extern __shared__ __align__(16) float sm[];
-    pd_decode<4>(sm, PD_PASS);
+    pd_decode<4, float>(sm, PD_PASS);
 }
 
-// Two query heads per warp: blocks of ceil(G / 2) <= 4 warps, each tile read from shared memory by
+// Two query heads per warp (the default): blocks of ceil(G / 2) <= 4 warps, each tile read from shared memory by
 // twice the warps.
-extern "C" __global__ void __launch_bounds__(128) paged_decode_tiled_h2_f32(PD_ARGS) {
+extern "C" __global__ void __launch_bounds__(128) paged_decode_tiled_h2_f32(PD_ARGS(float)) {
     pdl_enter();
     extern __shared__ __align__(16) float sm[];
-    pd_decode<2>(sm, PD_PASS);
+    pd_decode<2, float>(sm, PD_PASS);
+}
+
+// The same over a bf16 cache.
+extern "C" __global__ void __launch_bounds__(64) paged_decode_tiled_kvbf16(PD_ARGS(u16)) {
+    pdl_enter();
+    extern __shared__ __align__(16) float sm[];
+    pd_decode<4, u16>((u16*) sm, PD_PASS);
+}
+
+extern "C" __global__ void __launch_bounds__(128) paged_decode_tiled_h2_kvbf16(PD_ARGS(u16)) {
+    pdl_enter();
+    extern __shared__ __align__(16) float sm[];
+    pd_decode<2, u16>((u16*) sm, PD_PASS);
 }

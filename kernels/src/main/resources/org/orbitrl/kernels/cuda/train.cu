@@ -19,9 +19,19 @@ __device__ __forceinline__ i64 row_index(const void* rows, int rowsI64, int i) {
     return rowsI64 ? ((const i64*) rows)[i] : (i64) ((const int*) rows)[i];
 }
 
-// dst [n, h] row i = src [srcRows, h] row rows[i].
-extern "C" __global__ void gather_rows_f32(const float* src, const void* rows, int rowsI64, float* dst, int n, int h,
-                                           i64 srcRows, int* err) {
+// dst [n, h] row i = src [srcRows, h] row rows[i]; gather_rows_bf16_f32: a bf16 src (a paged KV cache's rows), widened
+// to f32 exactly.
+__device__ __forceinline__ float gr_value(const float* src, i64 i) {
+    return src[i];
+}
+
+__device__ __forceinline__ float gr_value(const u16* src, i64 i) {
+    return bf16_to_f32(src[i]);
+}
+
+template <typename T>
+__device__ __forceinline__ void gather_rows_body(const T* src, const void* rows, int rowsI64, float* dst, int n, int h,
+                                                 i64 srcRows, int* err) {
     i64 total = (i64) n * h;
     GRID_STRIDE(idx, total) {
         int i = (int) (idx / h);
@@ -32,8 +42,18 @@ extern "C" __global__ void gather_rows_f32(const float* src, const void* rows, i
             dst[idx] = __int_as_float(0x7fc00000);
             continue;
         }
-        dst[idx] = src[r * h + c];
+        dst[idx] = gr_value(src, r * h + c);
     }
+}
+
+extern "C" __global__ void gather_rows_f32(const float* src, const void* rows, int rowsI64, float* dst, int n, int h,
+                                           i64 srcRows, int* err) {
+    gather_rows_body(src, rows, rowsI64, dst, n, h, srcRows, err);
+}
+
+extern "C" __global__ void gather_rows_bf16_f32(const u16* src, const void* rows, int rowsI64, float* dst, int n, int h,
+                                                i64 srcRows, int* err) {
+    gather_rows_body(src, rows, rowsI64, dst, n, h, srcRows, err);
 }
 
 // dst [dstRows, h] row rows[i] += w[i] * src [n, h] row i, for i = 0, 1, ..., n-1 in that order.

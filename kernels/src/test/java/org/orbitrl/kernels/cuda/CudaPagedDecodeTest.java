@@ -25,7 +25,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * runs on the default backend (2 query heads a warp) and on sibling backends made with
  * {@code -Dorbit.cuda.pagedDecode=heads4} (4 heads a warp) and {@code =old} (the per-warp kernel kept
  * as the fallback). Tolerance |err| ≤ 2e-6 + 2e-5·|ref| (f32 throughout; outputs are
- * convex combinations of values of magnitude ≤ 1).
+ * convex combinations of values of magnitude ≤ 1). A bf16 cache against an f32 one of the same values: equal bits.
  */
 class CudaPagedDecodeTest extends CudaTestBase {
     private static final double ATOL = 2e-6;
@@ -80,6 +80,107 @@ class CudaPagedDecodeTest extends CudaTestBase {
         try (CudaBackend heads4 = sibling("heads4"); CudaBackend old = sibling("old")) {
             for (Case c : cases()) {
                 check(c, r, List.of(gpu, heads4, old), List.of("tiled, 2 heads a warp", "tiled, 4 heads a warp", "old per-warp kernel"));
+            }
+        }
+    }
+
+    /**
+     * A bf16 cache: every kernel gives the bits it gives over an f32 cache holding the same (bf16-representable) values,
+     * since each value is widened exactly where it is read and the sums run in the same order; and the cache's own
+     * operations round and widen exactly: {@code pagedKvWrite} stores each f32 value rounded to nearest even (as
+     * {@link org.orbitrl.kernels.Numerics#floatToBf16}), {@code gatherRows} reads rows back as f32.
+     */
+    @Test
+    void aBf16CacheGivesTheBitsOfAnF32CacheOfTheSameValues() {
+        SplittableRandom r = rng(66);
+        try (CudaBackend heads4 = sibling("heads4"); CudaBackend old = sibling("old")) {
+            for (Case c : cases()) {
+                checkBf16(c, r, List.of(gpu, heads4, old), List.of("tiled, 2 heads a warp", "tiled, 4 heads a warp", "old per-warp kernel"));
+            }
+        }
+        int rows = 40;
+        int w = 96;
+        Tensor k = randn(r, 3f, 5, w);
+        Tensor v = randn(r, 3f, 5, w);
+        int[] slots = {3, -1, 39, 0, 17};
+        Tensor kc = dev(Tensor.of(bf16Round(randn(r, 1f, rows, w).toFloatArray()), rows, w).to(DType.BF16));
+        Tensor vc = dev(Tensor.of(bf16Round(randn(r, 1f, rows, w).toFloatArray()), rows, w).to(DType.BF16));
+        float[] kBefore = gpu.toHost(kc).toFloatArray();
+        gpu.pagedKvWrite(dev(k), dev(v), kc, vc, dev(Tensor.ofInts(slots, 5)));
+        float[] kAfter = gpu.toHost(kc).toFloatArray();
+        float[] vAfter = gpu.toHost(vc).toFloatArray();
+        float[] kf = k.toFloatArray();
+        float[] vf = v.toFloatArray();
+        for (int row = 0; row < rows; row++) {
+            int seq = -1;
+            for (int i = 0; i < slots.length; i++) {
+                seq = slots[i] == row ? i : seq;
+            }
+            for (int x = 0; x < w; x++) {
+                float wantK = seq < 0 ? kBefore[row * w + x] : org.orbitrl.kernels.Numerics.bf16ToFloat(
+                        org.orbitrl.kernels.Numerics.floatToBf16(kf[seq * w + x]));
+                org.junit.jupiter.api.Assertions.assertEquals(Float.floatToRawIntBits(wantK), Float.floatToRawIntBits(kAfter[row * w + x]),
+                        "bf16 key cache row " + row + " [" + x + "]" + (seq < 0 ? " (not written)" : ""));
+                if (seq >= 0) {
+                    float wantV = org.orbitrl.kernels.Numerics.bf16ToFloat(org.orbitrl.kernels.Numerics.floatToBf16(vf[seq * w + x]));
+                    org.junit.jupiter.api.Assertions.assertEquals(Float.floatToRawIntBits(wantV), Float.floatToRawIntBits(vAfter[row * w + x]),
+                            "bf16 value cache row " + row + " [" + x + "]");
+                }
+            }
+        }
+        int[] pick = {39, 0, 3, 3, 22};
+        Tensor got = poisoned(DType.F32, pick.length, w);
+        gpu.gatherRows(kc, dev(Tensor.ofInts(pick, pick.length)), got);
+        float[] g = gpu.toHost(got).toFloatArray();
+        for (int i = 0; i < pick.length; i++) {
+            for (int x = 0; x < w; x++) {
+                org.junit.jupiter.api.Assertions.assertEquals(Float.floatToRawIntBits(kAfter[pick[i] * w + x]), Float.floatToRawIntBits(g[i * w + x]),
+                        "gatherRows of bf16 row " + pick[i] + " [" + x + "]");
+            }
+        }
+    }
+
+    /** {@code c} over an f32 cache of bf16-rounded values and over the same values in a bf16 cache: equal bits. */
+    private void checkBf16(Case c, SplittableRandom r, List<CudaBackend> backends, List<String> names) {
+        int b = c.lens().length;
+        int bs = c.blockSize();
+        int maxBlocks = 1;
+        int total = 0;
+        for (int len : c.lens()) {
+            maxBlocks = Math.max(maxBlocks, (len + bs - 1) / bs + 1);
+            total += (len + bs - 1) / bs;
+        }
+        int[] tables = new int[b * maxBlocks];
+        int next = 0;
+        for (int i = 0; i < b; i++) {
+            for (int j = 0; j < maxBlocks; j++) {
+                tables[i * maxBlocks + j] = j < (c.lens()[i] + bs - 1) / bs ? next++ : 0;
+            }
+        }
+        long rows = (long) total * bs;
+        Tensor k32 = Tensor.of(bf16Round(randn(r, 1f, rows, (long) c.hkv() * c.d()).toFloatArray()), rows, (long) c.hkv() * c.d());
+        Tensor v32 = Tensor.of(bf16Round(randn(r, 1f, rows, (long) c.hkv() * c.dv()).toFloatArray()), rows, (long) c.hkv() * c.dv());
+        Tensor q = dev(randn(r, 1f, b, c.hq(), c.d()));
+        Tensor sinks = c.sinks() ? dev(randn(r, 2f, c.hq())) : null;
+        AttentionSpec spec = new AttentionSpec((float) (1 / Math.sqrt(c.d())), c.window(), sinks);
+        Tensor dt = dev(Tensor.ofInts(tables, b, maxBlocks));
+        Tensor dl = dev(Tensor.ofInts(c.lens(), b));
+        Tensor[] f32 = {dev(k32), dev(v32)};
+        Tensor[] bf16 = {dev(k32.to(DType.BF16)), dev(v32.to(DType.BF16))};
+        for (int i = 0; i < backends.size(); i++) {
+            CudaBackend backend = backends.get(i);
+            Tensor want = poisoned(DType.F32, b, c.hq(), c.dv());
+            Tensor got = poisoned(DType.F32, b, c.hq(), c.dv());
+            gpu.synchronize();
+            backend.pagedDecodeAttention(q, f32[0], f32[1], dt, dl, bs, c.hkv(), want, spec);
+            backend.pagedDecodeAttention(q, bf16[0], bf16[1], dt, dl, bs, c.hkv(), got, spec);
+            float[] a = backend.toHost(want).toFloatArray();
+            float[] g = backend.toHost(got).toFloatArray();
+            for (int j = 0; j < a.length; j++) {
+                if (Float.floatToRawIntBits(a[j]) != Float.floatToRawIntBits(g[j])) {
+                    org.junit.jupiter.api.Assertions.fail("paged decode over a bf16 cache (" + names.get(i) + ") " + c + ": element " + j
+                            + " " + g[j] + ", over the f32 cache of the same values " + a[j]);
+                }
             }
         }
     }

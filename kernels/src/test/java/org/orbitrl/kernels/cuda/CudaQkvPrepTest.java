@@ -8,6 +8,7 @@ import org.orbitrl.kernels.Tensor;
 import java.lang.foreign.Arena;
 import java.util.SplittableRandom;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -73,6 +74,34 @@ class CudaQkvPrepTest extends CudaTestBase {
             Tensor dq = dev(qkv.slice(1, 0, (long) hq * d).contiguous().reshape(b, hq, d));
             Tensor dk = dev(qkv.slice(1, (long) hq * d, (long) (hq + hkv) * d).contiguous().reshape(b, hkv, d));
             Tensor dv3 = dev(qkv.slice(1, (long) (hq + hkv) * d, rowW).contiguous().reshape(b, hkv, dv));
+            // bf16 caches: q's bits as with f32 caches, every written key and value that one rounded to nearest even
+            {
+                Tensor kc32 = poisoned(DType.F32, rows, (long) hkv * d);
+                Tensor vc32 = poisoned(DType.F32, rows, (long) hkv * dv);
+                Tensor kc16 = dev(Tensor.allocate(Arena.ofAuto(), DType.BF16, rows, (long) hkv * d));
+                Tensor vc16 = dev(Tensor.allocate(Arena.ofAuto(), DType.BF16, rows, (long) hkv * dv));
+                Tensor q32 = poisoned(DType.F32, b, hq, d);
+                Tensor q16 = poisoned(DType.F32, b, hq, d);
+                Tensor dSlots = dev(Tensor.ofInts(slots, b));
+                Tensor dn = qn == null ? null : dev(qn);
+                Tensor dkn = kn == null ? null : dev(kn);
+                gpu.pagedDecodePrep(dq, dk, dv3, dn, dkn, 1e-6f, dev(hostPos), table, q32, kc32, vc32, dSlots);
+                gpu.pagedDecodePrep(dq, dk, dv3, dn, dkn, 1e-6f, dev(hostPos), table, q16, kc16, vc16, dSlots);
+                String what = "pagedDecodePrep into bf16 caches, norm " + norm + " " + style;
+                assertArrayEquals(bits(gpu.toHost(q32).toFloatArray()), bits(gpu.toHost(q16).toFloatArray()), what + ": q");
+                for (Tensor[] pair : new Tensor[][]{{kc32, kc16}, {vc32, vc16}}) {
+                    float[] f = gpu.toHost(pair[0]).toFloatArray();
+                    float[] h = gpu.toHost(pair[1]).toFloatArray();
+                    int width = f.length / rows;
+                    for (int slot : slots) {
+                        for (int x = slot < 0 ? width : 0; x < width; x++) {
+                            float want = org.orbitrl.kernels.Numerics.bf16ToFloat(org.orbitrl.kernels.Numerics.floatToBf16(f[slot * width + x]));
+                            assertEquals(Float.floatToRawIntBits(want), Float.floatToRawIntBits(h[slot * width + x]),
+                                    what + ": cache row " + slot + " [" + x + "]");
+                        }
+                    }
+                }
+            }
             for (String form : new String[]{"qkvPrep", "pagedDecodePrep", "pagedDecodePrep (host default)"}) {
                 boolean host = form.endsWith("(host default)");
                 Tensor kc = host ? nanHost(rows, (long) hkv * d) : poisoned(DType.F32, rows, (long) hkv * d);
@@ -125,6 +154,14 @@ class CudaQkvPrepTest extends CudaTestBase {
                 }
             }
         }
+    }
+
+    private static int[] bits(float[] v) {
+        int[] b = new int[v.length];
+        for (int i = 0; i < v.length; i++) {
+            b[i] = Float.floatToRawIntBits(v[i]);
+        }
+        return b;
     }
 
     private static Tensor nanHost(long... shape) {

@@ -85,7 +85,7 @@ public final class KvCache implements SequenceCache {
     }
 
     @Override
-    public void write(int layer, Tensor k, Tensor v) {
+    public void write(Backend backend, int layer, Tensor k, Tensor v) {
         int t = k.size(0);
         if (length + t > capacity) {
             throw new IllegalStateException("kv cache: reserve(" + t + ") before writing; capacity " + capacity);

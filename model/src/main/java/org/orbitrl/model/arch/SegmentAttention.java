@@ -39,7 +39,7 @@ final class SegmentAttention {
                 b.attention(qSeg, k.slice(0, start, start + t), v.slice(0, start, start + t), oSeg, 0, spec);
             } else {
                 int past = cache.length();
-                cache.write(layer, k.slice(0, start, start + t), valuesInKeys ? null : v.slice(0, start, start + t));
+                cache.write(b, layer, k.slice(0, start, start + t), valuesInKeys ? null : v.slice(0, start, start + t));
                 cache.attend(b, layer, qSeg, oSeg, past, past + t, spec);
             }
             start += t;

@@ -17,8 +17,12 @@ public interface SequenceCache {
     /** Makes room for {@code tokens} more positions (and makes them private to this sequence). */
     void reserve(int tokens);
 
-    /** Writes k [T, kvHeads, headDim] and v [T, kvHeads, vHeadDim] at positions [length, length+T) of {@code layer}. */
-    void write(int layer, Tensor k, Tensor v);
+    /**
+     * Writes k [T, kvHeads, headDim] and v [T, kvHeads, vHeadDim] (f32; v null when values are the keys' leading
+     * channels) at positions [length, length+T) of {@code layer}; a cache that stores another dtype converts through
+     * {@code backend}.
+     */
+    void write(Backend backend, int layer, Tensor k, Tensor v);
 
     /**
      * Causal attention of q [T, Hq, D] (queries at positions [queryStart, queryStart+T)) over the

@@ -22,6 +22,7 @@ public final class BlockPool {
     private final int vHeadDim;
     private final int blockSize;
     private final int blocks;
+    private final DType dtype;
     private final Tensor[] keys;     // per layer [blocks*blockSize, kvHeads*headDim]
     private final Tensor[] values;   // per layer [blocks*blockSize, kvHeads*vHeadDim]
     private final int[] refs;
@@ -38,9 +39,22 @@ public final class BlockPool {
      */
     public BlockPool(TensorAllocator allocator, int layers, int kvHeads, int headDim, int vHeadDim, int blockSize, int blocks,
                      boolean scratch) {
+        this(allocator, layers, kvHeads, headDim, vHeadDim, blockSize, blocks, scratch, DType.F32);
+    }
+
+    /**
+     * As above, the keys and values held as {@code dtype}: f32, or bf16 (half the memory; each value rounded to nearest
+     * even as it is written, read back exactly; not in exact mode, whose steps must equal the training forward).
+     */
+    public BlockPool(TensorAllocator allocator, int layers, int kvHeads, int headDim, int vHeadDim, int blockSize, int blocks,
+                     boolean scratch, DType dtype) {
         if (blockSize <= 0 || blocks <= 0) {
             throw new IllegalArgumentException("block size and count must be positive, got " + blockSize + ", " + blocks);
         }
+        if (dtype != DType.F32 && dtype != DType.BF16) {
+            throw new IllegalArgumentException("a KV cache holds f32 or bf16 values, not " + dtype);
+        }
+        this.dtype = dtype;
         this.allocator = allocator;
         this.layers = layers;
         this.kvHeads = kvHeads;
@@ -53,8 +67,8 @@ public final class BlockPool {
         this.values = new Tensor[layers];
         long rows = (long) (scratch ? blocks + 1 : blocks) * blockSize;
         for (int l = 0; l < layers; l++) {
-            keys[l] = allocator.allocate(MemoryCategory.KV_CACHE, DType.F32, rows, (long) kvHeads * headDim);
-            values[l] = vHeadDim == 0 ? null : allocator.allocate(MemoryCategory.KV_CACHE, DType.F32, rows, (long) kvHeads * vHeadDim);
+            keys[l] = allocator.allocate(MemoryCategory.KV_CACHE, dtype, rows, (long) kvHeads * headDim);
+            values[l] = vHeadDim == 0 ? null : allocator.allocate(MemoryCategory.KV_CACHE, dtype, rows, (long) kvHeads * vHeadDim);
         }
         this.refs = new int[blocks];
         for (int b = 0; b < blocks; b++) {
@@ -69,11 +83,21 @@ public final class BlockPool {
 
     /** Bytes of cache one token occupies across all layers (keys and values, f32). */
     public static long bytesPerToken(int layers, int kvHeads, int headDim, int vHeadDim) {
-        return (long) layers * kvHeads * (headDim + vHeadDim) * DType.F32.bytes();
+        return bytesPerToken(layers, kvHeads, headDim, vHeadDim, DType.F32);
+    }
+
+    /** Bytes of cache one token occupies across all layers (keys and values of {@code dtype}). */
+    public static long bytesPerToken(int layers, int kvHeads, int headDim, int vHeadDim, DType dtype) {
+        return (long) layers * kvHeads * (headDim + vHeadDim) * dtype.bytes();
     }
 
     public long bytesPerToken() {
-        return bytesPerToken(layers, kvHeads, headDim, vHeadDim);
+        return bytesPerToken(layers, kvHeads, headDim, vHeadDim, dtype);
+    }
+
+    /** The element type of the keys and values: f32 or bf16. */
+    public DType dtype() {
+        return dtype;
     }
 
     public int blockSize() {

@@ -87,7 +87,7 @@ public final class PagedSequence implements SequenceCache, AutoCloseable {
     }
 
     @Override
-    public void write(int layer, Tensor k, Tensor v) {
+    public void write(Backend backend, int layer, Tensor k, Tensor v) {
         check();
         int t = k.size(0);
         int bs = pool.blockSize();
@@ -95,6 +95,17 @@ public final class PagedSequence implements SequenceCache, AutoCloseable {
         Tensor vp = pool.values(layer);   // null when values are the keys' leading channels
         int kw = Math.toIntExact(kp.dim(1));
         int vw = vp == null ? 0 : Math.toIntExact(vp.dim(1));
+        if (kp.dtype() != k.dtype()) {    // a bf16 pool: the rows rounded as they are written, one backend step
+            int[] slots = new int[t];
+            for (int i = 0; i < t; i++) {
+                int pos = length + i;
+                slots[i] = table.get(pos / bs) * bs + pos % bs;
+            }
+            Tensor s = backend.allocator().upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(slots, t));   // i32 [T]
+            backend.pagedKvWrite(k.contiguous().reshape(t, kw), vp == null ? null : v.contiguous().reshape(t, vw), kp, vp, s);
+            backend.allocator().release(s);
+            return;
+        }
         for (int i = 0; i < t; i++) {
             int pos = length + i;
             long row = (long) table.get(pos / bs) * bs + pos % bs;

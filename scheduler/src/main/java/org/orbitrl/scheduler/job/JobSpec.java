@@ -102,7 +102,7 @@ public record JobSpec(String name, String runner, ModelSpec model, AdapterSpec a
         AsyncSpec a = async;
         EvalSpec e = eval;
         return new JobSpec(name, runner, model, adapter, algorithm, kl, tisCap, batch,
-                new SamplingSpec(t.temperature(), s.topP(), s.topK(), s.minP(), s.decodeGraphs()),
+                new SamplingSpec(t.temperature(), s.topP(), s.topK(), s.minP(), s.decodeGraphs(), s.kvCache()),
                 new OptimizerSpec(t.learningRate(), o.schedule(), o.warmupSteps(), o.minLrRatio(), o.beta1(), o.beta2(),
                         o.eps(), o.weightDecay(), o.gradClip()),
                 steps, new EvalSpec(t.evalInterval(), e.set(), e.size(), e.samples(), e.passAtK()), checkpoint, seed,

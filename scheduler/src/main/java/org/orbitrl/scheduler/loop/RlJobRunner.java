@@ -2,6 +2,7 @@ package org.orbitrl.scheduler.loop;
 
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.Backends;
+import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.OpProfiler;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.kernels.cpu.CpuBackend;
@@ -149,10 +150,16 @@ public final class RlJobRunner implements JobRunner {
             int seqTokens = b.maxPromptTokens() + b.maxResponseTokens();
             int sequences = b.promptsPerStep() * b.samplesPerPrompt();
             int blockSize = 16;
+            DType kvCache = spec.sampling().kvCache().dtype();
+            if (kvCache != DType.F32 && backend instanceof CudaBackend gpu && gpu.exact()) {
+                throw new IllegalArgumentException("sampling.kv_cache: " + spec.sampling().kvCache().name().toLowerCase(java.util.Locale.ROOT)
+                        + " needs the default kernels; with -Dorbit.cuda.exact=true a decode step must equal the training forward bit"
+                        + " for bit, which needs kv_cache: f32");
+            }
             engine = new RolloutEngine(rolloutModel, slots, new RolloutEngine.Options(blockSize,
                     Math.max(64, sequences * ((seqTokens + blockSize - 1) / blockSize + 1)),
                     Math.max(sequences, spec.eval().size()), Math.max(4096, sequences * 64),
-                    RolloutEngine.Graphs.valueOf(spec.sampling().decodeGraphs().name())), codec::decode);
+                    RolloutEngine.Graphs.valueOf(spec.sampling().decodeGraphs().name()), kvCache), codec::decode);
             List<Parameter> params = new ArrayList<>();
             for (Adapter.Param p : trainerAdapter.params()) {
                 params.add(new Parameter(p.name(), p.value()));

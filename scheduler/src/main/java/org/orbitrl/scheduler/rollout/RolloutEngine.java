@@ -63,7 +63,10 @@ public final class RolloutEngine implements AutoCloseable {
      * @param maxBatchTokens new tokens per forward (prefills are admitted while they fit)
      * @param graphs         captured decode steps; results are the same either way
      */
-    public record Options(int blockSize, int blocks, int maxRunning, int maxBatchTokens, Graphs graphs) {
+    /**
+     * @param kvCache the element type of the paged KV cache: f32, or bf16 (half the memory a token takes)
+     */
+    public record Options(int blockSize, int blocks, int maxRunning, int maxBatchTokens, Graphs graphs, DType kvCache) {
         public Options {
             if (blockSize <= 0 || blocks <= 0 || maxRunning <= 0 || maxBatchTokens <= 0) {
                 throw new IllegalArgumentException("engine options must be positive: " + blockSize + ", " + blocks + ", "
@@ -72,16 +75,29 @@ public final class RolloutEngine implements AutoCloseable {
             if (graphs == null) {
                 throw new IllegalArgumentException("engine option graphs must be AUTO, ON or OFF, got null");
             }
+            if (kvCache != DType.F32 && kvCache != DType.BF16) {
+                throw new IllegalArgumentException("engine option kvCache must be f32 or bf16, got " + kvCache);
+            }
         }
 
-        /** Graphs {@link Graphs#AUTO}. */
+        /** Graphs {@link Graphs#AUTO}, an f32 cache. */
         public Options(int blockSize, int blocks, int maxRunning, int maxBatchTokens) {
             this(blockSize, blocks, maxRunning, maxBatchTokens, Graphs.AUTO);
         }
 
+        /** An f32 cache. */
+        public Options(int blockSize, int blocks, int maxRunning, int maxBatchTokens, Graphs graphs) {
+            this(blockSize, blocks, maxRunning, maxBatchTokens, graphs, DType.F32);
+        }
+
         /** These options with {@code graphs}. */
         public Options withGraphs(Graphs g) {
-            return new Options(blockSize, blocks, maxRunning, maxBatchTokens, g);
+            return new Options(blockSize, blocks, maxRunning, maxBatchTokens, g, kvCache);
+        }
+
+        /** These options with a cache of {@code dtype}. */
+        public Options withKvCache(DType dtype) {
+            return new Options(blockSize, blocks, maxRunning, maxBatchTokens, graphs, dtype);
         }
     }
 
@@ -145,7 +161,7 @@ public final class RolloutEngine implements AutoCloseable {
             case AUTO -> !model.backend().allocator().hostMemory();
         } && g.vHeadDim() > 0;
         this.pool = new BlockPool(model.backend().allocator(), g.layers(), g.kvHeads(), g.headDim(), g.vHeadDim(),
-                options.blockSize(), options.blocks(), useGraphs);
+                options.blockSize(), options.blocks(), useGraphs, options.kvCache());
         this.graphs = useGraphs ? new DecodeGraphs(model, pool) : null;
     }
 

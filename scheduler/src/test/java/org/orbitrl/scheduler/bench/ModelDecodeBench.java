@@ -48,6 +48,9 @@ public final class ModelDecodeBench {
      * started with its collection off ({@code ncu --profile-from-start off}) sees the timed steps and not the prefill.
      */
     private static final boolean PROFILER_RANGE = Boolean.getBoolean("orbit.bench.profilerRange");
+    /** {@code -Dorbit.bench.kvCache=bf16}: the paged cache holds bf16 keys and values (f32 otherwise). */
+    private static final org.orbitrl.kernels.DType KV = "bf16".equals(System.getProperty("orbit.bench.kvCache"))
+            ? org.orbitrl.kernels.DType.BF16 : org.orbitrl.kernels.DType.F32;
 
     private ModelDecodeBench() {
     }
@@ -71,9 +74,10 @@ public final class ModelDecodeBench {
             md.append("## Model decode steps (ModelDecodeBench) on ").append(gpu.device()).append("\n\nDate: ").append(Instant.now())
                     .append(String.format("%n%nShape %s: %d layers, hidden %d, %d experts top-%d x %d, vocab %d; experts INT4 g32, the rest"
                                     + " bf16; LoRA r=32 (%.0fM parameters, f32) on q/k/v/o and the experts; built in %.1f s. Context %d keys a"
-                                    + " sequence; %d steps a row, median.%n%n",
+                                    + " sequence in a %s paged cache; %d steps a row, median.%n%n",
                             config.getParent().getFileName(), dc.layers(), dc.hidden(), dc.experts(), dc.topK(), dc.moeIntermediate(),
-                            dc.vocab(), adapter.parameterCount() / 1e6, (System.nanoTime() - t0) / 1e9, context, STEPS))
+                            dc.vocab(), adapter.parameterCount() / 1e6, (System.nanoTime() - t0) / 1e9, context,
+                            KV.name().toLowerCase(java.util.Locale.ROOT), STEPS))
                     ;
             double copy = profiler == null ? copyBandwidth(gpu) : 0;
             md.append(String.format("Copy bandwidth %.0f GB/s (device to device, read + write, same run). The HBM limit: the bytes a"
@@ -87,7 +91,7 @@ public final class ModelDecodeBench {
             CausalLM.CacheGeometry g = model.cacheGeometry();
             int most = Arrays.stream(batches).max().orElse(1);
             BlockPool pool = new BlockPool(gpu.allocator(), g.layers(), g.kvHeads(), g.headDim(), g.vHeadDim(), BLOCK,
-                    most * blocksPerSequence(context), true);
+                    most * blocksPerSequence(context), true, KV);
             if (profiler != null) {
                 for (int batch : batches) {
                     double[] eager = run(gpu, model, pool, dc, batch, context, true, profiler);
@@ -143,7 +147,7 @@ public final class ModelDecodeBench {
         double expert = expertParams / 2 + expertParams / 32 * 2;                             // INT4 codes and bf16 group scales
         double expertLora = 4.0 * RANK * 3 * (h + c.moeIntermediate());                       // gate, up, down: A and B, f32
         double distinct = c.experts() * (1 - Math.pow(1 - (double) c.topK() / c.experts(), batch));
-        double cache = (double) batch * keys * 2 * kv * 4;                                    // f32 keys and values
+        double cache = (double) batch * keys * 2 * kv * KV.bytes();                          // keys and values, f32 or bf16
         double perLayer = attention + attentionLora + distinct * (expert + expertLora) + cache;
         return c.layers() * perLayer + 2.0 * c.vocab() * h;                                   // the LM head, bf16
     }

@@ -199,6 +199,21 @@ class JobFilesTest {
     }
 
     @Test
+    void theKvCacheIsF32UnlessAskedForBf16() throws Exception {
+        assertEquals(org.orbitrl.kernels.DType.F32, parse("model: {path: m}\n").sampling().kvCache().dtype());
+        JobSpec bf16 = parse("model: {path: m}\nsampling: {kv_cache: bf16}\n");
+        assertEquals(SamplingSpec.KvCache.BF16, bf16.sampling().kvCache());
+        assertEquals(org.orbitrl.kernels.DType.BF16, bf16.sampling().kvCache().dtype());
+        assertEquals(bf16, JobFiles.parse("canonical", JobFiles.toYaml(bf16).getBytes(StandardCharsets.UTF_8), "job", BASE),
+                "kv_cache survives the canonical form");
+        List<ConfigProblem> p = problems("model: {path: m}\nsampling: {kv_cache: fp8}\n");
+        assertEquals(1, p.size(), p.toString());
+        assertEquals("sampling.kv_cache", p.get(0).key());
+        assertTrue(p.get(0).message().contains("f32") && p.get(0).message().contains("bf16") && p.get(0).message().contains("fp8"),
+                p.get(0).message());
+    }
+
+    @Test
     void canonicalYamlReadsBackEqual() throws Exception {
         JobSpec spec = parse("""
                 model: {path: /models/kimi, base_format: int4}

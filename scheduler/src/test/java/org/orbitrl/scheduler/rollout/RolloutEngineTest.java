@@ -73,6 +73,49 @@ class RolloutEngineTest {
         }
     }
 
+    /**
+     * A bf16 KV cache (half the bytes a token takes) on every cache path of the host backend: Qwen3-MoE's fused decode
+     * (norms, rope and the cache write in one step; decode attention over the paged cache), gpt-oss (sinks and sliding
+     * windows through the gathered prefix) and DeepSeek V3 (values in the keys' leading channels). Greedy rollouts of
+     * the same prompts against an f32 cache: each token's log-prob within 0.05 up to the first token where the two
+     * rollouts part (keys and values differ by bf16 rounding, at most 2^-9 of each value), and the rollouts may part only
+     * where the f32 run's top two tokens were within 0.1 of each other in log-prob (checked: the parting token's
+     * log-prob in the f32 run is within 0.1 of the bf16 run's pick's).
+     */
+    @Test
+    void aBf16CacheKeepsGreedyRolloutsCloseToTheF32Cache() {
+        assertEquals(2 * org.orbitrl.model.kv.BlockPool.bytesPerToken(4, 2, 64, 64, org.orbitrl.kernels.DType.BF16),
+                org.orbitrl.model.kv.BlockPool.bytesPerToken(4, 2, 64, 64), "a bf16 token takes half an f32 one");
+        for (String arch : List.of("qwen3_moe", "gpt_oss", "deepseek_v3")) {
+            try (LoadedModel m = model(arch)) {
+                SplittableRandom rnd = new SplittableRandom(77);
+                List<Request> reqs = new ArrayList<>();
+                for (int i = 0; i < 4; i++) {
+                    reqs.add(Request.of("r" + i, randomPrompt(rnd, 5 + rnd.nextInt(20)), SamplingParams.greedy(12)));
+                }
+                RolloutEngine.Options o = new RolloutEngine.Options(4, 256, 64, 512);
+                List<Completion> f32 = new RolloutEngine(m.model(), null, o, null).generate(reqs);
+                List<Completion> bf16 = new RolloutEngine(m.model(), null, o.withKvCache(org.orbitrl.kernels.DType.BF16), null)
+                        .generate(reqs);
+                for (int i = 0; i < reqs.size(); i++) {
+                    int[] a = f32.get(i).tokens();
+                    int[] b = bf16.get(i).tokens();
+                    float[] la = f32.get(i).policyLogprobs();
+                    float[] lb = bf16.get(i).policyLogprobs();
+                    for (int t = 0; t < Math.min(a.length, b.length); t++) {
+                        String what = arch + " request " + i + " token " + t;
+                        if (a[t] != b[t]) {
+                            assertTrue(Math.abs(la[t] - lb[t]) <= 0.1, what + ": the rollouts part where the picks were not close: f32 "
+                                    + a[t] + " (" + la[t] + "), bf16 " + b[t] + " (" + lb[t] + ")");
+                            break;
+                        }
+                        assertTrue(Math.abs(la[t] - lb[t]) <= 0.05, what + ": log-prob " + lb[t] + " over a bf16 cache, " + la[t] + " over f32");
+                    }
+                }
+            }
+        }
+    }
+
     @Test
     void aSeededRequestDrawsTheSameTokensWhateverTheBatch() {
         try (LoadedModel m = model("qwen3_moe")) {

@@ -40,6 +40,11 @@ final class DependentKernels {
         s.add("flash_attention/paged_decode_f32");
         s.add("paged_decode/paged_decode_tiled_f32");
         s.add("paged_decode/paged_decode_tiled_h2_f32");
+        s.add("flash_attention/qkv_prep_kvbf16");   // the same over a bf16 KV cache
+        s.add("flash_attention/qkv_prep3_kvbf16");
+        s.add("flash_attention/paged_decode_kvbf16");
+        s.add("paged_decode/paged_decode_tiled_kvbf16");
+        s.add("paged_decode/paged_decode_tiled_h2_kvbf16");
         s.add("attention/attention_combine");
         s.add("moe/moe_route");
         s.add("moe/moe_combine");

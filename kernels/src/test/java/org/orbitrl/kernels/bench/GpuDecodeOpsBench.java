@@ -57,6 +57,9 @@ public final class GpuDecodeOpsBench {
             if (parts.contains("moe")) {
                 moeLayer(gpu, copy);
             }
+            if (parts.contains("splits")) {
+                pagedSplits(gpu, copy);
+            }
             if (parts.contains("attention")) {
                 attention(gpu, copy);
             }
@@ -269,6 +272,68 @@ public final class GpuDecodeOpsBench {
                 System.clearProperty(key);
             } else {
                 System.setProperty(key, before);
+            }
+        }
+    }
+
+    /**
+     * The paged decode of a decode step's batch as the model meets it (8, 64 and 256 sequences of 524 keys in tables of 64
+     * blocks of 16: the power-of-two capacity of 1024 keys a captured step is sized for), f32 and bf16 caches, over the key splits
+     * ({@code -Dorbit.cuda.pagedSplits}) against the default choice.
+     */
+    private static void pagedSplits(CudaBackend gpu, double copy) {
+        SplittableRandom r = new SplittableRandom(14);
+        int hq = 32;
+        int hkv = 4;
+        int d = 128;
+        int bs = 16;
+        int len = 524;
+        int width = 64;
+        for (int b : new int[]{8, 64, 256})
+        for (DType dtype : new DType[]{DType.F32, DType.BF16}) {
+            long kvBytes = 2L * b * len * hkv * d * dtype.bytes();
+            int copies = (int) Math.max(1, ((128L << 20) + kvBytes - 1) / kvBytes);
+            Tensor kc = f32(gpu, r, dtype, (long) copies * b * width * bs, (long) hkv * d);
+            Tensor vc = f32(gpu, r, dtype, (long) copies * b * width * bs, (long) hkv * d);
+            Tensor q = f32(gpu, r, DType.F32, (long) b * hq, d).reshape(b, hq, d);
+            Tensor o = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, b, hq, d);
+            Tensor[] dt = new Tensor[copies];
+            for (int k = 0; k < copies; k++) {
+                int[] tables = new int[b * width];
+                for (int i = 0; i < tables.length; i++) {
+                    tables[i] = k * tables.length + i;
+                }
+                dt[k] = gpu.toDevice(Tensor.ofInts(tables, b, width), MemoryCategory.ACTIVATIONS);
+            }
+            int[] lens = new int[b];
+            Arrays.fill(lens, len);
+            Tensor dl = gpu.toDevice(Tensor.ofInts(lens, b), MemoryCategory.ACTIVATIONS);
+            AttentionSpec spec = AttentionSpec.causal(d);
+            Tensor kk = kc;
+            Tensor vv = vc;
+            for (String splits : new String[]{null, "1", "2", "3", "4", "6", "8", "12", "16"}) {
+                if (splits == null) {
+                    System.clearProperty("orbit.cuda.pagedSplits");
+                } else {
+                    System.setProperty("orbit.cuda.pagedSplits", splits);
+                }
+                gpu.synchronize();
+                double ms = GpuBench.graphMs(gpu, 10, () -> {
+                    for (Tensor t : dt) {
+                        gpu.pagedDecodeAttention(q, kk, vv, t, dl, bs, hkv, o, spec);
+                    }
+                }) / copies;
+                double gbs = kvBytes / (ms * 1e6);
+                row(String.format("paged decode B=%d S=%d of %d, %s cache, %s (%.1f us)", b, len, width * bs,
+                                dtype.name().toLowerCase(java.util.Locale.ROOT), splits == null ? "default splits" : splits + " splits", ms * 1e3),
+                        String.format("%.0f GB/s of K+V", gbs), String.format("copy %.0f GB/s", copy), gbs / copy);
+            }
+            System.clearProperty("orbit.cuda.pagedSplits");
+            for (Tensor t : new Tensor[]{kc, vc, q, o, dl}) {
+                gpu.free(t);
+            }
+            for (Tensor t : dt) {
+                gpu.free(t);
             }
         }
     }

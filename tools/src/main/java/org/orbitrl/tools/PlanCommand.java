@@ -90,7 +90,7 @@ public final class PlanCommand implements Callable<Integer> {
     boolean recompute;
 
     @Option(names = "--kv-dtype", defaultValue = "bf16", description = "KV cache element type: bf16, fp8, f32 (default: ${DEFAULT-VALUE};"
-            + " a job's rollout engines hold f32 caches, and its own plan counts f32)")
+            + " a job's rollout engines hold what its sampling.kv_cache says, f32 or bf16, and its own plan counts that)")
     String kvDtype;
 
     @Option(names = "--reserve", paramLabel = "GiB", description = "runtime reserve per GPU (default: 2 GiB + 3% of the GPU)")

@@ -94,7 +94,7 @@ final class CudaFlashAttention {
             throw new IllegalArgumentException("qkvPrep: qkv " + qkv + " must be [" + b + ", " + rowW + "] (Hq " + hq + ", Hkv " + hkv
                     + ", D " + d + ", Dv " + dv + ")");
         }
-        prepLaunch("qkvPrep", cacheType(kCache) == DType.BF16 ? prepBf16 : prep, new Object[]{qkv}, b, hq, hkv, d, dv, qNorm, kNorm, eps,
+        prepLaunch("qkvPrep", kCache.dtype() == DType.BF16 ? prepBf16 : prep, new Object[]{qkv}, b, hq, hkv, d, dv, qNorm, kNorm, eps,
                 positions, table, qOut, kCache, vCache, slots);
     }
 
@@ -113,7 +113,7 @@ final class CudaFlashAttention {
             throw new IllegalArgumentException("pagedDecodePrep: q " + q + ", k " + k + ", v " + v + " must be [B, Hq, D], [B, Hkv, D],"
                     + " [B, Hkv, Dv] for " + b + " positions");
         }
-        prepLaunch("pagedDecodePrep", cacheType(kCache) == DType.BF16 ? prep3Bf16 : prep3, new Object[]{q, k, v}, b, q.size(1), k.size(1),
+        prepLaunch("pagedDecodePrep", kCache.dtype() == DType.BF16 ? prep3Bf16 : prep3, new Object[]{q, k, v}, b, q.size(1), k.size(1),
                 q.size(2), v.size(2), qNorm, kNorm, eps, positions, table, qOut, kCache, vCache, slots);
     }
 
@@ -176,7 +176,7 @@ final class CudaFlashAttention {
                     + kw + " / " + vw);
         }
         if (b > 0) {
-            ctx.launch(cacheType(kCache) == DType.BF16 ? kvWriteBf16 : kvWrite, b, 128, k, v, kCache, vCache, slots, (int) kw, (int) vw);
+            ctx.launch(kCache.dtype() == DType.BF16 ? kvWriteBf16 : kvWrite, b, 128, k, v, kCache, vCache, slots, (int) kw, (int) vw);
         }
     }
 
@@ -296,11 +296,6 @@ final class CudaFlashAttention {
         if (splits > 1) {
             ctx.launch(combine, (long) b * hq, 128, partAcc, partMl, out, os[0], os[1], hq, dv, splits);
         }
-    }
-
-    /** A paged cache's element type: f32 or bf16 (the rollout engines' choice). */
-    static DType cacheType(Tensor kCache) {
-        return kCache.dtype();
     }
 
     private void checkCaches(String op, Tensor kCache, Tensor vCache) {

@@ -240,8 +240,7 @@ final class CudaTrainOps {
         }
         if ((long) n * h > 0) {
             ctx.launch(src.dtype() == DType.BF16 ? gatherBf16 : gather, ctx.gridFor((long) n * h, EW_BLOCK), EW_BLOCK, src, rowIds,
-                    rowIds.dtype() == DType.I64 ? 1 : 0,
-                    dst, n, h, src.numel() / h, ctx.errorFlag);
+                    rowIds.dtype() == DType.I64 ? 1 : 0, dst, n, h, src.numel() / h, ctx.errorFlag);
         }
     }
 

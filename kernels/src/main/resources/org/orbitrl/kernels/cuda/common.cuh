@@ -37,6 +37,12 @@ __device__ __forceinline__ float bf16_to_f32(u16 h) {
     return __uint_as_float(((u32) h) << 16);
 }
 
+// Four bf16 values (two 32-bit words, the even element in the low half) widened to f32 exactly.
+__device__ __forceinline__ float4 bf16x4_to_f32(uint2 u) {
+    return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
+                       __uint_as_float(u.y & 0xffff0000u));
+}
+
 // Round to nearest even; NaN stays NaN (as Numerics.floatToBf16 and PyTorch).
 __device__ __forceinline__ u16 f32_to_bf16_bits(float f) {
     u32 x = __float_as_uint(f);

@@ -19,9 +19,7 @@ __device__ __forceinline__ float4 fa_ld4(const float* p) {
 }
 
 __device__ __forceinline__ float4 fa_ld4(const u16* p) {
-    uint2 u = *(const uint2*) p;
-    return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
-                       __uint_as_float(u.y & 0xffff0000u));
+    return bf16x4_to_f32(*(const uint2*) p);
 }
 
 // Cooperative load of up to FA_TK rows of width W (a multiple of 4) into sh [FA_TK][W + 4] f32;

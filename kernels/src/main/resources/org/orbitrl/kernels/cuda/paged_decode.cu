@@ -45,9 +45,7 @@ __device__ __forceinline__ float4 pd_ld4(const float* p) {
 }
 
 __device__ __forceinline__ float4 pd_ld4(const u16* p) {
-    uint2 u = *(const uint2*) p;
-    return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
-                       __uint_as_float(u.y & 0xffff0000u));
+    return bf16x4_to_f32(*(const uint2*) p);
 }
 
 __device__ __forceinline__ void pd_cp16(void* dst, const void* src) {
@@ -112,10 +110,8 @@ __device__ __forceinline__ void pd_scores(const u16* kr, const float* qw, int D,
 #pragma unroll 2
     for (int c = 0; c < D; c += 8) {
         uint4 u = *(const uint4*) (kr + c);
-        float4 k0 = make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
-                                __uint_as_float(u.y & 0xffff0000u));
-        float4 k1 = make_float4(__uint_as_float(u.z << 16), __uint_as_float(u.z & 0xffff0000u), __uint_as_float(u.w << 16),
-                                __uint_as_float(u.w & 0xffff0000u));
+        float4 k0 = bf16x4_to_f32(make_uint2(u.x, u.y));
+        float4 k1 = bf16x4_to_f32(make_uint2(u.z, u.w));
 #pragma unroll
         for (int i = 0; i < HW; i++) {
             float4 q0 = *(const float4*) (qw + i * D + c);

@@ -6,6 +6,9 @@ import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 
+import java.util.ArrayList;
+import java.util.List;
+
 /**
  * A frozen linear layer {@code y = x·Wᵀ (+ b)} with an optional adapter hook. The base weight and
  * bias never train; an {@link AdapterHook} may transform the input the base weight sees (OFT) and
@@ -90,7 +93,7 @@ public final class Linear {
             ws[i] = d.w();
         }
         backend.matmulShared(x, ws, ys);
-        java.util.List<Integer> lowRank = new java.util.ArrayList<>();
+        List<Integer> lowRank = new ArrayList<>();
         AdapterHook.LowRank[] terms = new AdapterHook.LowRank[layers.length];
         for (int i = 0; i < layers.length; i++) {
             if (layers[i].bias != null) {

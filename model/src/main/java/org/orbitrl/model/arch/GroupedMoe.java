@@ -144,9 +144,8 @@ final class GroupedMoe {
 
     /** As above; outside training ({@code training} false) a few tokens may take {@link #forwardPairs}. */
     void forward(Backend b, SparseMoe moe, Tensor x, Tensor out, Tape tape, int chunk, boolean training) {
-        if (!training && tape == null && (long) x.size(0) * moe.topK() <= PAIRS_MAX && b.moePairs(gate) && b.moePairs(up)
-                && b.moePairs(down) && pairAdapters(moe.experts)) {
-            forwardPairs(b, moe, x, out);
+        if (takesPairs(b, moe, x, tape, training)) {
+            forwardPairs(b, moe, x, out, false);
             return;
         }
         TensorAllocator a = b.allocator();
@@ -206,6 +205,20 @@ final class GroupedMoe {
         }
     }
 
+    /** Whether a forward of x takes {@link #forwardPairs}: outside training, a few tokens, where the backend asks for it. */
+    boolean takesPairs(Backend b, SparseMoe moe, Tensor x, Tape tape, boolean training) {
+        return !training && tape == null && (long) x.size(0) * moe.topK() <= PAIRS_MAX && b.moePairs(gate) && b.moePairs(up)
+                && b.moePairs(down) && pairAdapters(moe.experts);
+    }
+
+    /**
+     * out [N, hidden] += the block's output for x, per (token, expert) pair ({@link #takesPairs} must hold): the pairs
+     * weighted into out as it is, the sum of what {@link #forwardPairs} writes and an add, the same bits, one launch fewer.
+     */
+    void forwardPairsAdd(Backend b, SparseMoe moe, Tensor x, Tensor out) {
+        forwardPairs(b, moe, x, out, true);
+    }
+
     /**
      * The forward of a few tokens per (token, expert) pair, where the backend asks for it ({@link Backend#moePairs}):
      * the routing as above, then each pair's gate, up and down products through its expert and its LoRA, read
@@ -216,7 +229,7 @@ final class GroupedMoe {
      * For inference and decode batches ({@value #PAIRS_MAX} pairs at most), never in a training step (whose
      * recomputed forwards must equal its first), and a long prompt's prefill keeps the grouped products.
      */
-    private void forwardPairs(Backend b, SparseMoe moe, Tensor x, Tensor out) {
+    private void forwardPairs(Backend b, SparseMoe moe, Tensor x, Tensor out, boolean accumulate) {
         TensorAllocator a = b.allocator();
         int k = moe.topK();
         int inter = gate.rows();
@@ -257,7 +270,7 @@ final class GroupedMoe {
         }
         release(a, downA);
         a.release(g);
-        b.moeCombinePairs(ys, weights, out, false);
+        b.moeCombinePairs(ys, weights, out, accumulate);
         a.release(ys);
         a.release(weights);
         a.release(ids);

@@ -429,6 +429,13 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         b.add(x, delta, mid);
         Tensor normed2 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
         b.rmsNorm(mid, l.postNorm, config.rmsEps(), normed2);
+        if (l.moe != null && lt == null && !training && !expertParallel()) {
+            // inference: the block's output added into the residual stream in place (mid + moe, as below, one launch fewer)
+            a.release(delta);
+            l.moe.forwardAdd(b, normed2, mid);
+            a.release(normed2);
+            return mid;
+        }
         if (l.moe != null && expertParallel()) {
             ExpertDispatch.Tape dt = lt == null ? null : new ExpertDispatch.Tape();
             ExpertDispatch.forward(l.moe, b, parallel.ep(), normed2, delta, dt);

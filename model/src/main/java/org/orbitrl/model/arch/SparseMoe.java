@@ -169,6 +169,22 @@ final class SparseMoe {
      * recompute a layer runs without one first, then with one for backward, and both must compute the same); false for
      * inference and decode, which may take the backend's per-pair experts ({@link GroupedMoe}).
      */
+    /**
+     * out [N, hidden] += the block's output for x, outside training (no tape): the decode form's pairs weighted straight
+     * into out where it applies, else the output and an add. The bits of a {@link #forward} and {@link Backend#add}.
+     */
+    void forwardAdd(Backend b, Tensor x, Tensor out) {
+        if (useGrouped && grouped != null && GroupedMoe.supports(b, experts) && grouped.takesPairs(b, this, x, null, false)) {
+            grouped.forwardPairsAdd(b, this, x, out);
+            return;
+        }
+        TensorAllocator a = b.allocator();
+        Tensor delta = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, out.shape());   // [N, hidden]
+        forward(b, x, delta, null, false);
+        b.add(out, delta, out);
+        a.release(delta);
+    }
+
     void forward(Backend b, Tensor x, Tensor out, Tape tape, boolean training) {
         if (useGrouped && grouped != null && GroupedMoe.supports(b, experts)) {
             GroupedMoe.Tape gt = tape == null ? null : new GroupedMoe.Tape();

@@ -69,6 +69,52 @@ class MoePairsTest {
     }
 
     /**
+     * An inference layer adds its MoE block into the residual stream in place ({@link SparseMoe#forwardAdd}): the bits of
+     * the block's output and an add, on the per-pair form (the pairs weighted straight into the stream) and the grouped
+     * one (an output and an add), for f32 and INT4 experts with LoRA on every projection.
+     */
+    @Test
+    void theBlockAddedInPlaceHasTheBitsOfItsOutputAndAnAdd() {
+        java.util.SplittableRandom r = new java.util.SplittableRandom(31);
+        for (boolean pairs : new boolean[]{false, true}) {
+            for (boolean int4 : new boolean[]{false, true}) {
+                int[] addedInPlace = new int[1];
+                Backend b = new ScalarBackend() {
+                    @Override
+                    public boolean moePairs(org.orbitrl.kernels.ExpertWeights experts) {
+                        return pairs;
+                    }
+
+                    @Override
+                    public void moeCombinePairs(org.orbitrl.kernels.Tensor ys, org.orbitrl.kernels.Tensor weights,
+                                                org.orbitrl.kernels.Tensor out, boolean accumulate) {
+                        addedInPlace[0] += accumulate ? 1 : 0;
+                        super.moeCombinePairs(ys, weights, out, accumulate);
+                    }
+                };
+                GroupedMoeTest.Block bl = GroupedMoeTest.Block.random(17, int4, b);
+                org.orbitrl.kernels.Tensor x = GroupedMoeTest.rand(r, -1f, 1f, 5, GroupedMoeTest.Block.H);
+                float[] stream = GroupedMoeTest.rand(r, -1f, 1f, 5, GroupedMoeTest.Block.H).toFloatArray();
+                org.orbitrl.kernels.Tensor delta = org.orbitrl.kernels.Tensor.of(new float[stream.length], 5, GroupedMoeTest.Block.H);
+                bl.moe.forward(b, x, delta, null, false);
+                org.orbitrl.kernels.Tensor want = org.orbitrl.kernels.Tensor.of(new float[stream.length], 5, GroupedMoeTest.Block.H);
+                b.add(org.orbitrl.kernels.Tensor.of(stream, 5, GroupedMoeTest.Block.H), delta, want);
+                org.orbitrl.kernels.Tensor got = org.orbitrl.kernels.Tensor.of(stream.clone(), 5, GroupedMoeTest.Block.H);
+                bl.moe.forwardAdd(b, x, got);
+                float[] w = want.toFloatArray();
+                float[] g = got.toFloatArray();
+                for (int i = 0; i < w.length; i++) {
+                    org.junit.jupiter.api.Assertions.assertEquals(Float.floatToRawIntBits(w[i]), Float.floatToRawIntBits(g[i]),
+                            (pairs ? "per pair" : "grouped") + (int4 ? ", int4" : ", f32") + " experts, element " + i + ": output and add "
+                                    + w[i] + ", in place " + g[i]);
+                }
+                org.junit.jupiter.api.Assertions.assertNotEquals(stream[0], g[0], "the block added something");
+                org.junit.jupiter.api.Assertions.assertEquals(pairs ? 1 : 0, addedInPlace[0], "pairs weighted straight into the stream");
+            }
+        }
+    }
+
+    /**
      * A training step never takes the per-pair form, even where the backend asks for it: under recompute its layers
      * first run without a tape and must compute what their recompute for backward computes (the grouped form). Counted
      * on the backend: an inference forward calls the pair products, a recomputing training forward and its backward

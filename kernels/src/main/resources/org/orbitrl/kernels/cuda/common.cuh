@@ -33,6 +33,16 @@ __device__ __forceinline__ void pdl_enter() {
 #endif
 }
 
+// The parameters every paged decode kernel takes (flash_attention.cu, paged_decode.cu; CudaFlashAttention passes them
+// in this order), over a cache of CT values, and their names to pass on.
+#define PAGED_DECODE_ARGS(CT)                                                                                          \
+    const float *q, i64 qB, i64 qH, const CT *kc, const CT *vc, const int *tables, int maxBlocks, const int *lens,       \
+            int blockSize, float *out, i64 oB, i64 oH, int Hq, int Hkv, int D, int Dv, int window, float scale,        \
+            const float *sinks, int splits, int splitLen, float *partAcc, float *partMl
+#define PAGED_DECODE_PASS                                                                                              \
+    q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq, Hkv, D, Dv, window, scale, sinks, splits, \
+            splitLen, partAcc, partMl
+
 __device__ __forceinline__ float bf16_to_f32(u16 h) {
     return __uint_as_float(((u32) h) << 16);
 }

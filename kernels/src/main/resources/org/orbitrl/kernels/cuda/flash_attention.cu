@@ -254,24 +254,16 @@ __device__ __forceinline__ void paged_decode_body(const float* q, i64 qB, i64 qH
     }
 }
 
-#define PDF_ARGS(CT)                                                                                                   \
-    const float *q, i64 qB, i64 qH, const CT *kc, const CT *vc, const int *tables, int maxBlocks, const int *lens,       \
-            int blockSize, float *out, i64 oB, i64 oH, int Hq, int Hkv, int D, int Dv, int window, float scale,        \
-            const float *sinks, int splits, int splitLen, float *partAcc, float *partMl
-#define PDF_PASS                                                                                                       \
-    q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq, Hkv, D, Dv, window, scale, sinks, splits, \
-            splitLen, partAcc, partMl
-
-extern "C" __global__ void paged_decode_f32(PDF_ARGS(float)) {
+extern "C" __global__ void paged_decode_f32(PAGED_DECODE_ARGS(float)) {
     pdl_enter();
     extern __shared__ float sm[];
-    paged_decode_body<float>(PDF_PASS, sm);
+    paged_decode_body<float>(PAGED_DECODE_PASS, sm);
 }
 
-extern "C" __global__ void paged_decode_kvbf16(PDF_ARGS(u16)) {
+extern "C" __global__ void paged_decode_kvbf16(PAGED_DECODE_ARGS(u16)) {
     pdl_enter();
     extern __shared__ float sm[];
-    paged_decode_body<u16>(PDF_PASS, sm);
+    paged_decode_body<u16>(PAGED_DECODE_PASS, sm);
 }
 
 // Appends one token per sequence to the paged cache: kc[slots[b]] = k[b], vc[slots[b]] = v[b]

@@ -255,38 +255,30 @@ __device__ __forceinline__ void pd_decode(
     }
 }
 
-#define PD_ARGS(CT)                                                                                                     \
-    const float *q, i64 qB, i64 qH, const CT *kc, const CT *vc, const int *tables, int maxBlocks, const int *lens,       \
-            int blockSize, float *out, i64 oB, i64 oH, int Hq, int Hkv, int D, int Dv, int window, float scale,        \
-            const float *sinks, int splits, int splitLen, float *partAcc, float *partMl
-#define PD_PASS                                                                                                        \
-    q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq, Hkv, D, Dv, window, scale, sinks, splits, \
-            splitLen, partAcc, partMl
-
 // Four query heads per warp: blocks of ceil(G / 4) <= 2 warps.
-extern "C" __global__ void __launch_bounds__(64) paged_decode_tiled_f32(PD_ARGS(float)) {
+extern "C" __global__ void __launch_bounds__(64) paged_decode_tiled_f32(PAGED_DECODE_ARGS(float)) {
     pdl_enter();
     extern __shared__ __align__(16) float sm[];
-    pd_decode<4, float>(sm, PD_PASS);
+    pd_decode<4, float>(sm, PAGED_DECODE_PASS);
 }
 
 // Two query heads per warp (the default): blocks of ceil(G / 2) <= 4 warps, each tile read from shared memory by
 // twice the warps.
-extern "C" __global__ void __launch_bounds__(128) paged_decode_tiled_h2_f32(PD_ARGS(float)) {
+extern "C" __global__ void __launch_bounds__(128) paged_decode_tiled_h2_f32(PAGED_DECODE_ARGS(float)) {
     pdl_enter();
     extern __shared__ __align__(16) float sm[];
-    pd_decode<2, float>(sm, PD_PASS);
+    pd_decode<2, float>(sm, PAGED_DECODE_PASS);
 }
 
 // The same over a bf16 cache.
-extern "C" __global__ void __launch_bounds__(64) paged_decode_tiled_kvbf16(PD_ARGS(u16)) {
+extern "C" __global__ void __launch_bounds__(64) paged_decode_tiled_kvbf16(PAGED_DECODE_ARGS(u16)) {
     pdl_enter();
     extern __shared__ __align__(16) float sm[];
-    pd_decode<4, u16>((u16*) sm, PD_PASS);
+    pd_decode<4, u16>((u16*) sm, PAGED_DECODE_PASS);
 }
 
-extern "C" __global__ void __launch_bounds__(128) paged_decode_tiled_h2_kvbf16(PD_ARGS(u16)) {
+extern "C" __global__ void __launch_bounds__(128) paged_decode_tiled_h2_kvbf16(PAGED_DECODE_ARGS(u16)) {
     pdl_enter();
     extern __shared__ __align__(16) float sm[];
-    pd_decode<2, u16>((u16*) sm, PD_PASS);
+    pd_decode<2, u16>((u16*) sm, PAGED_DECODE_PASS);
 }

@@ -77,9 +77,19 @@ class CudaPagedDecodeTest extends CudaTestBase {
     @Test
     void everyPagedDecodeKernelMatchesReference() {
         SplittableRandom r = rng(65);
+        everyKernel((c, backends, names) -> check(c, r, backends, names));
+    }
+
+    /** One case on the backends of every paged decode kernel, and their names. */
+    private interface CaseCheck {
+        void run(Case c, List<CudaBackend> backends, List<String> names);
+    }
+
+    /** Each case of {@link #cases} on the default backend and the siblings of the other kernels. */
+    private static void everyKernel(CaseCheck check) {
         try (CudaBackend heads4 = sibling("heads4"); CudaBackend old = sibling("old")) {
             for (Case c : cases()) {
-                check(c, r, List.of(gpu, heads4, old), List.of("tiled, 2 heads a warp", "tiled, 4 heads a warp", "old per-warp kernel"));
+                check.run(c, List.of(gpu, heads4, old), List.of("tiled, 2 heads a warp", "tiled, 4 heads a warp", "old per-warp kernel"));
             }
         }
     }
@@ -93,11 +103,7 @@ class CudaPagedDecodeTest extends CudaTestBase {
     @Test
     void aBf16CacheGivesTheBitsOfAnF32CacheOfTheSameValues() {
         SplittableRandom r = rng(66);
-        try (CudaBackend heads4 = sibling("heads4"); CudaBackend old = sibling("old")) {
-            for (Case c : cases()) {
-                checkBf16(c, r, List.of(gpu, heads4, old), List.of("tiled, 2 heads a warp", "tiled, 4 heads a warp", "old per-warp kernel"));
-            }
-        }
+        everyKernel((c, backends, names) -> checkBf16(c, r, backends, names));
         int rows = 40;
         int w = 96;
         Tensor k = randn(r, 3f, 5, w);

@@ -212,14 +212,6 @@ final class GroupedMoe {
     }
 
     /**
-     * out [N, hidden] += the block's output for x, per (token, expert) pair ({@link #takesPairs} must hold): the pairs
-     * weighted into out as it is, the sum of what {@link #forwardPairs} writes and an add, the same bits, one launch fewer.
-     */
-    void forwardPairsAdd(Backend b, SparseMoe moe, Tensor x, Tensor out) {
-        forwardPairs(b, moe, x, out, true);
-    }
-
-    /**
      * The forward of a few tokens per (token, expert) pair, where the backend asks for it ({@link Backend#moePairs}):
      * the routing as above, then each pair's gate, up and down products through its expert and its LoRA, read
      * from the ids on the backend ({@link Backend#moeExpertMatmulPairs}; gate, up, their LoRA's B and the SwiGLU in
@@ -227,9 +219,11 @@ final class GroupedMoe {
      * {@link Backend#moeExpertMatmulPairsLora}), and the pairs weighted back into their
      * tokens ({@link Backend#moeCombinePairs}). No host read, so a decode step of an MoE model can be captured.
      * For inference and decode batches ({@value #PAIRS_MAX} pairs at most), never in a training step (whose
-     * recomputed forwards must equal its first), and a long prompt's prefill keeps the grouped products.
+     * recomputed forwards must equal its first), and a long prompt's prefill keeps the grouped products. With
+     * {@code accumulate} the pairs are weighted into out as it is ({@link #takesPairs} must hold): the bits of the
+     * output and an add, one launch fewer.
      */
-    private void forwardPairs(Backend b, SparseMoe moe, Tensor x, Tensor out, boolean accumulate) {
+    void forwardPairs(Backend b, SparseMoe moe, Tensor x, Tensor out, boolean accumulate) {
         TensorAllocator a = b.allocator();
         int k = moe.topK();
         int inter = gate.rows();

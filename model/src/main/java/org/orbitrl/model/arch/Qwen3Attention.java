@@ -81,7 +81,10 @@ final class Qwen3Attention {
         forward(b, x, positions, batch, rope, out, tape, null);
     }
 
-    /** As above; with {@code decode} (a decode step over one paged pool) the cache work is one write and one attention. */
+    /**
+     * As above; with {@code decode} (a decode step over one paged pool, never with a tape) the norms, rope and cache
+     * write are one backend step, and the attention another.
+     */
     void forward(Backend b, Tensor x, Tensor positions, List<CausalLM.Segment> batch, RopeTable rope, Tensor out,
                  Tape tape, PagedDecode decode) {
         TensorAllocator a = b.allocator();
@@ -90,7 +93,7 @@ final class Qwen3Attention {
         Tensor ks = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) kvHeads * headDim); // [N, Hkv*D]
         Tensor vs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) kvHeads * headDim); // [N, Hkv*D]
         Linear.forwardShared(b, x, new Linear[]{q, k, v}, new Tensor[]{qs, ks, vs});
-        if (decode != null && tape == null) {   // a decode step: norms, rope and the cache write in one backend step
+        if (decode != null) {   // a decode step (never taped): norms, rope and the cache write in one backend step
             Tensor q3 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, headDim);   // [N, Hq, D]
             decode.prepare(b, layer, qs.reshape(n, heads, headDim), ks.reshape(n, kvHeads, headDim), vs.reshape(n, kvHeads, headDim),
                     qNorm, kNorm, eps, positions, rope, q3);
@@ -119,15 +122,7 @@ final class Qwen3Attention {
         b.rope(q3, positions, rope);
         b.rope(k3, positions, rope);
         Tensor v3 = vs.reshape(n, kvHeads, headDim);
-        Tensor attnFlat;                                                   // [N, Hq*D]
-        if (decode != null) {
-            Tensor attn = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, headDim); // [N, Hq, D]
-            decode.layer(b, layer, q3, k3, v3, attn, spec);
-            attnFlat = attn.reshape(n, (long) heads * headDim);
-            o.forward(b, attnFlat, out);
-        } else {
-            attnFlat = SegmentAttention.attendAndProject(b, layer, batch, q3, k3, v3, spec, o, out);
-        }
+        Tensor attnFlat = SegmentAttention.attendAndProject(b, layer, batch, q3, k3, v3, spec, o, out);   // [N, Hq*D]
         if (tape == null) {
             a.release(q3);
             a.release(k3);

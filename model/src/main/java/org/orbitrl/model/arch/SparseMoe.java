@@ -175,7 +175,7 @@ final class SparseMoe {
      */
     void forwardAdd(Backend b, Tensor x, Tensor out) {
         if (useGrouped && grouped != null && GroupedMoe.supports(b, experts) && grouped.takesPairs(b, this, x, null, false)) {
-            grouped.forwardPairsAdd(b, this, x, out);
+            grouped.forwardPairs(b, this, x, out, true);
             return;
         }
         TensorAllocator a = b.allocator();

@@ -13,8 +13,8 @@ import java.util.List;
 /**
  * One decode step of a batch of sequences of one {@link BlockPool}, each feeding one token: the
  * write slots, block tables and lengths, uploaded once and used by every layer, so that a layer
- * writes its keys and values with one {@link Backend#pagedKvWrite} and attends with one
- * {@link Backend#pagedDecodeAttention}, whatever the batch.
+ * prepares and writes its keys and values with one {@link Backend#pagedDecodePrep} and attends with
+ * one {@link Backend#pagedDecodeAttention}, whatever the batch.
  */
 public final class PagedDecode {
     private final BlockPool pool;
@@ -76,17 +76,6 @@ public final class PagedDecode {
      */
     public static int tableWidth(int blocks) {
         return Math.max(4, blocks <= 1 ? 1 : Integer.highestOneBit(blocks - 1) << 1);
-    }
-
-    /**
-     * One layer: k [B, Hkv, D] and v [B, Hkv, Dv] written at the new positions, then q [B, Hq, D]
-     * attends over each sequence's keys into out [B, Hq, Dv].
-     */
-    public void layer(Backend b, int layer, Tensor q, Tensor k, Tensor v, Tensor out, AttentionSpec spec) {
-        Tensor kc = pool.keys(layer);
-        Tensor vc = pool.values(layer);
-        b.pagedKvWrite(k.reshape(batch, kc.dim(1)), v.reshape(batch, vc.dim(1)), kc, vc, slots);
-        attend(b, layer, q, out, spec);
     }
 
     /**

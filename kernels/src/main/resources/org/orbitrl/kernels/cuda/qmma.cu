@@ -82,19 +82,78 @@ __device__ __forceinline__ void qm_mma(float* c, u32 a0, u32 a1, u32 a2, u32 a3,
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+// (a & 0x000F000F) | 0x43004300 in one instruction: the bf16 pair 128 + u of the nibbles at bits 0 and 16 of a.
+__device__ __forceinline__ u32 qm_magic(u32 a) {
+    u32 d;
+    asm("lop3.b32 %0, %1, 0x000F000F, 0x43004300, 0xEA;\n" : "=r"(d) : "r"(a));
+    return d;
+}
+
 // The 8 INT4 values of word w as u - z in bf16 pairs: r[j] = (v_j, v_{j+4}); zc = -(128 + z) in both halves.
 __device__ __forceinline__ void qm_decode(u32 w, u32 zc, u32* r) {
 #pragma unroll
     for (int j = 0; j < 4; j++) {
-        u32 v = ((w >> (4 * j)) & 0x000F000Fu) | 0x43004300u;
-        r[j] = qm_fma_bf16x2(v, 0x3F803F80u, zc);
+        r[j] = qm_fma_bf16x2(qm_magic(w >> (4 * j)), 0x3F803F80u, zc);
     }
 }
 
-// -(128 + z) as a bf16 pair for the zero point of global row grow, group gi (z = 8 without zeros).
-__device__ __forceinline__ u32 qm_zero(const u32* __restrict__ zeros, i64 grow, int G, int gi) {
-    u32 z = zeros == 0 ? 8u : (zeros[(grow >> 3) * G + gi] >> (4 * (int) (grow & 7))) & 15u;
+// -(128 + z) as a bf16 pair for zero point z (z = 8 without zeros: symmetric).
+__device__ __forceinline__ u32 qm_zc(u32 z) {
     return (0xC300u | z) * 0x00010001u;
+}
+
+// The zero points of groups gi0 and gi0 + 1 (gi0 even) of the row whose word row is zrow and nibble shift zsh, as
+// -(128 + z) bf16 pairs.
+__device__ __forceinline__ uint2 qm_zero2(const u32* __restrict__ zrow, int zsh, int gi0) {
+    uint2 w = *(const uint2*) (zrow + gi0);
+    return make_uint2(qm_zc((w.x >> zsh) & 15u), qm_zc((w.y >> zsh) & 15u));
+}
+
+// The products of one weight stage (QM_SG groups: gs = its first group) into acc. FULL: every group of the stage
+// is inside K; ZP: the zero points come from zeros (zrow / zsh of rows g and g + 8), else 8. ldmatrix gives this
+// lane's words of rows g and g + 8 of two groups; the stage's scales [16 rows, QM_SG] bf16 are read two groups at a
+// time (one 32-bit load a row). Every n-tile below nt holds x rows (nt >= 1), so tile 0 needs no check.
+template <int NT, bool FULL, bool ZP>
+__device__ __forceinline__ void qm_stage(float (&acc)[NT][4], u32 wbase, const u16* sc, const u8* xrow, int xStride, int gs,
+                                         int G, int nt, int g, const u32* zLoRow, const u32* zHiRow, int zshLo, int zshHi) {
+#pragma unroll 2
+    for (int jp = 0; jp < QM_SG / 2; jp++) {
+        int gi0 = gs + 2 * jp;
+        if (FULL || gi0 < G) { // G is even: both groups of the pair are inside K
+            u32 w[4]; // rows g, g + 8 of group gi0, then of gi0 + 1
+            qm_ldmatrix4(wbase + (u32) (2 * jp * 16), w);
+            u32 sl = *(const u32*) (sc + g * 8 + 2 * jp);       // bf16 scales of groups gi0, gi0 + 1, row g
+            u32 sh = *(const u32*) (sc + (g + 8) * 8 + 2 * jp); // and row g + 8
+            uint2 zl = make_uint2(0xC308C308u, 0xC308C308u);
+            uint2 zh = zl;
+            if (ZP) {
+                zl = qm_zero2(zLoRow, zshLo, gi0);
+                zh = qm_zero2(zHiRow, zshHi, gi0);
+            }
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                float sLo = __uint_as_float(h == 0 ? sl << 16 : sl & 0xFFFF0000u);
+                float sHi = __uint_as_float(h == 0 ? sh << 16 : sh & 0xFFFF0000u);
+                u32 a[4];
+                u32 b[4];
+                qm_decode(w[2 * h], h == 0 ? zl.x : zl.y, a);
+                qm_decode(w[2 * h + 1], h == 0 ? zh.x : zh.y, b);
+#pragma unroll
+                for (int j = 0; j < NT; j++) {
+                    if (j == 0 || j < nt) {
+                        uint4 xv = *(const uint4*) (xrow + 8 * j * xStride + (gi0 + h) * 64);
+                        float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                        qm_mma(c, a[0], b[0], a[1], b[1], xv.x, xv.y);
+                        qm_mma(c, a[2], b[2], a[3], b[3], xv.z, xv.w);
+                        acc[j][0] = fmaf(sLo, c[0], acc[j][0]);
+                        acc[j][1] = fmaf(sLo, c[1], acc[j][1]);
+                        acc[j][2] = fmaf(sHi, c[2], acc[j][2]);
+                        acc[j][3] = fmaf(sHi, c[3], acc[j][3]);
+                    }
+                }
+            }
+        }
+    }
 }
 
 // 8 x values of row xr from element k as bf16 in the order (x0, x4), (x1, x5), (x2, x6), (x3, x7).
@@ -166,22 +225,31 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
     i64 ebase = (i64) e * N;
 
     // This lane's copies of a stage: codes rows 4 * it + lane / 8 (it < 4), group lane % 8 of the stage;
-    // scales rows 8 * it + lane / 4 (it < 2), groups 2 * (lane % 4) and the next.
-    const u8* csrc[4];
+    // scales rows 8 * it + lane / 4 (it < 2), groups 2 * (lane % 4) and the next. Rows past N read row N - 1;
+    // the offsets are from row n0 (bytes of codes, elements of scales).
+    int nLast = N - 1 - n0;
+    const u8* cbase = codes + (ebase + n0) * (i64) (K >> 1) + (lane & 7) * 16;
+    const u16* sbase = scales + (ebase + n0) * (i64) G + 2 * (lane & 3);
+    int coff[4];
 #pragma unroll
     for (int it = 0; it < 4; it++) {
-        int n = n0 + 4 * it + (lane >> 3);
-        csrc[it] = codes + (ebase + (n < N ? n : N - 1)) * (i64) (K >> 1) + (lane & 7) * 16;
+        int r = 4 * it + (lane >> 3);
+        coff[it] = (r < nLast ? r : nLast) * (K >> 1);
     }
-    const u16* ssrc[2];
+    int soff[2];
 #pragma unroll
     for (int it = 0; it < 2; it++) {
-        int n = n0 + 8 * it + (lane >> 2);
-        ssrc[it] = scales + (ebase + (n < N ? n : N - 1)) * (i64) G + 2 * (lane & 3);
+        int r = 8 * it + (lane >> 2);
+        soff[it] = (r < nLast ? r : nLast) * G;
     }
     // global rows of this lane's A fragment (rows g and g + 8 of the warp's tile), clamped into the expert
     i64 growLo = ebase + (n0 + g < N ? n0 + g : N - 1);
     i64 growHi = ebase + (n0 + g + 8 < N ? n0 + g + 8 : N - 1);
+    // their zero points: word row grow / 8 of zeros [E * N / 8, G], nibble grow % 8
+    const u32* zLoRow = zeros == 0 ? zeros : zeros + (growLo >> 3) * G;
+    const u32* zHiRow = zeros == 0 ? zeros : zeros + (growHi >> 3) * G;
+    int zshLo = 4 * (int) (growLo & 7);
+    int zshHi = 4 * (int) (growHi & 7);
 
     auto loadStage = [&](int s) {
         u32 base = wsm + (u32) ((s % ST) * QM_STAGE);
@@ -189,13 +257,13 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
         if (gs + (lane & 7) < G) {
 #pragma unroll
             for (int it = 0; it < 4; it++) {
-                qm_cp16(base + (u32) ((4 * it + (lane >> 3)) * QM_ROWB + (lane & 7) * 16), csrc[it] + (i64) gs * 16);
+                qm_cp16(base + (u32) ((4 * it + (lane >> 3)) * QM_ROWB + (lane & 7) * 16), cbase + coff[it] + gs * 16);
             }
         }
         if (gs + 2 * (lane & 3) < G) {
 #pragma unroll
             for (int it = 0; it < 2; it++) {
-                qm_cp4(base + (u32) (QM_WBYTES + (8 * it + (lane >> 2)) * 16 + (lane & 3) * 4), ssrc[it] + gs);
+                qm_cp4(base + (u32) (QM_WBYTES + (8 * it + (lane >> 2)) * 16 + (lane & 3) * 4), sbase + soff[it] + gs);
             }
         }
     };
@@ -259,40 +327,20 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
                     if (s + LEAD < nst) loadStage(s + LEAD);
                     qm_commit();
                 }
-                u32 base = wsm + (u32) ((s % ST) * QM_STAGE);
+                u32 wbase = wsm + (u32) ((s % ST) * QM_STAGE) + lrow;
                 const u16* sc = (const u16*) (wst + (s % ST) * QM_STAGE + QM_WBYTES);
-#pragma unroll
-                for (int jp = 0; jp < QM_SG / 2; jp++) {
-                    int gi0 = s * QM_SG + 2 * jp;
-                    if (gi0 < G) { // G is even: both groups of the pair are inside K
-                        u32 w[4]; // rows g, g + 8 of group gi0, then of gi0 + 1
-                        qm_ldmatrix4(base + lrow + (u32) (2 * jp * 16), w);
-#pragma unroll
-                        for (int h = 0; h < 2; h++) {
-                            int gi = gi0 + h;
-                            float sLo = bf16_to_f32(sc[g * 8 + 2 * jp + h]);
-                            float sHi = bf16_to_f32(sc[(g + 8) * 8 + 2 * jp + h]);
-                            u32 zLo = qm_zero(zeros, growLo, G, gi);
-                            u32 zHi = qm_zero(zeros, growHi, G, gi);
-                            u32 a[4];
-                            u32 b[4];
-                            qm_decode(w[2 * h], zLo, a);
-                            qm_decode(w[2 * h + 1], zHi, b);
-#pragma unroll
-                            for (int j = 0; j < NT; j++) {
-                                if (j < nt) {
-                                    uint4 xv = *(const uint4*) (xrow + 8 * j * xStride + gi * 64);
-                                    float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                                    qm_mma(c, a[0], b[0], a[1], b[1], xv.x, xv.y);
-                                    qm_mma(c, a[2], b[2], a[3], b[3], xv.z, xv.w);
-                                    acc[j][0] = fmaf(sLo, c[0], acc[j][0]);
-                                    acc[j][1] = fmaf(sLo, c[1], acc[j][1]);
-                                    acc[j][2] = fmaf(sHi, c[2], acc[j][2]);
-                                    acc[j][3] = fmaf(sHi, c[3], acc[j][3]);
-                                }
-                            }
-                        }
+                int gs = s * QM_SG;
+                bool full = gs + QM_SG <= G;
+                if (zeros == 0) {
+                    if (full) {
+                        qm_stage<NT, true, false>(acc, wbase, sc, xrow, xStride, gs, G, nt, g, 0, 0, 0, 0);
+                    } else {
+                        qm_stage<NT, false, false>(acc, wbase, sc, xrow, xStride, gs, G, nt, g, 0, 0, 0, 0);
                     }
+                } else if (full) {
+                    qm_stage<NT, true, true>(acc, wbase, sc, xrow, xStride, gs, G, nt, g, zLoRow, zHiRow, zshLo, zshHi);
+                } else {
+                    qm_stage<NT, false, true>(acc, wbase, sc, xrow, xStride, gs, G, nt, g, zLoRow, zHiRow, zshLo, zshHi);
                 }
                 if (AFTER) { // refill this slot once every lane is done with it
                     __syncwarp();

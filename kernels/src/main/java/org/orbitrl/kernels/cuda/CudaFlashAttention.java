@@ -16,7 +16,9 @@ import java.util.function.Function;
  * by {@code attention_combine}). Both take head dims up to {@value #MAX_DIM} that are multiples of 4.
  * Paged decode takes a tiled kernel of {@code paged_decode.cu} for query groups up to
  * {@value #TILED_MAX_GROUP} (all heads of a kv head share each cp.async-staged tile, so K and V are
- * read once per sequence, kv head and split), else the per-warp kernel of {@code flash_attention.cu}.
+ * read once per sequence, kv head and split), else the per-warp kernel of {@code flash_attention.cu}. Over a
+ * bf16 cache with equal head dims of 64 or 128 and query groups up to {@value #MMA_MAX_GROUP} it takes the
+ * tensor-core kernels of {@code paged_decode.cu} (q and the probabilities rounded to bf16; {@link #pagedMma}).
  *
  * <p>Paged decode with key splits uses the context's attention scratch buffers; a CUDA graph that
  * captures it must be captured after one direct call at the same shapes (so that the buffers have
@@ -31,6 +33,12 @@ final class CudaFlashAttention {
     static final int TILED_SPLIT_KEYS = 128;
     /** Largest query group (Hq / Hkv) the tiled paged decode kernels take. */
     static final int TILED_MAX_GROUP = 8;
+    /** Largest query group of the tensor-core paged decode kernels (the 16 rows of an mma tile). */
+    static final int MMA_MAX_GROUP = 16;
+    private static final int MMA_WARPS = 4;   // PM_WARPS (paged_decode.cu)
+    private static final int MMA_KEYS = 16;   // PM_TK
+    /** Keys a tensor-core decode block takes at least: a tile for each of its warps. */
+    static final int MMA_SPLIT_KEYS = MMA_WARPS * MMA_KEYS;
 
     private final CudaContext ctx;
     private final Kernel prefill;
@@ -53,6 +61,14 @@ final class CudaFlashAttention {
         case "heads4" -> 4;
         default -> 2;
     };
+    /**
+     * Whether decode attention over a bf16 cache takes the tensor-core kernels ({@code paged_decode_mma_*}: q and the
+     * probabilities rounded to bf16) where they apply: {@code -Dorbit.cuda.pagedMma=off} keeps the tiled kernels (exact
+     * products of f32 q with the widened cache); read when the backend is made.
+     */
+    final boolean pagedMma = !"off".equals(System.getProperty("orbit.cuda.pagedMma"));
+    private final Kernel pagedMma64;
+    private final Kernel pagedMma128;
     private final Kernel combine;
     private final Kernel kvWrite;
     private final Kernel kvWriteBf16;
@@ -72,6 +88,8 @@ final class CudaFlashAttention {
         this.pagedBf16 = ctx.kernel("flash_attention", "paged_decode_kvbf16");
         this.pagedTiledBf16 = ctx.kernel("paged_decode", "paged_decode_tiled_kvbf16");
         this.pagedTiledH2Bf16 = ctx.kernel("paged_decode", "paged_decode_tiled_h2_kvbf16");
+        this.pagedMma64 = ctx.kernel("paged_decode", "paged_decode_mma_d64_kvbf16");
+        this.pagedMma128 = ctx.kernel("paged_decode", "paged_decode_mma_d128_kvbf16");
         this.kvWriteBf16 = ctx.kernel("flash_attention", "paged_kv_write_kvbf16");
         this.prefill = ctx.kernel("flash_attention", "flash_prefill_f32");
         this.paged = ctx.kernel("flash_attention", "paged_decode_f32");
@@ -250,14 +268,17 @@ final class CudaFlashAttention {
         int group = hq / hkv;
         boolean bf16 = kCache.dtype() == DType.BF16;
         // cache rows as int; a bf16 row in 16-byte pieces
-        boolean tiled = tiledHeads > 0 && group <= TILED_MAX_GROUP && kCache.dim(0) <= Integer.MAX_VALUE && (!bf16 || (d % 8 == 0 && dv % 8 == 0));
+        boolean mma = bf16 && pagedMma && group <= MMA_MAX_GROUP && d == dv && (d == 64 || d == 128) && kCache.dim(0) <= Integer.MAX_VALUE;
+        boolean tiled = mma || tiledHeads > 0 && group <= TILED_MAX_GROUP && kCache.dim(0) <= Integer.MAX_VALUE
+                && (!bf16 || (d % 8 == 0 && dv % 8 == 0));
         // the batch rounded up to a power of two: a step padded to a captured graph's batch splits (and so
         // sums) every row exactly as the unpadded step does
         long base = (long) (b <= 1 ? 1 : Integer.highestOneBit(b - 1) << 1) * hkv;
         // The split count depends only on the table's capacity, so a captured graph stays valid as sequences grow.
         // Tiled: 4 blocks per SM asked for (3 fit at D = Dv = 128), splits of whole tiles down to one; and while the
         // batch alone does not reach that, blocks of at most TILED_SPLIT_KEYS keys (the longest blocks set the tail).
-        int splits = tiled ? tiledSplits(base, 4 * ctx.device.multiprocessors(), maxKeys)
+        int splits = mma ? mmaSplits(base, 2 * ctx.device.multiprocessors(), maxKeys)
+                : tiled ? tiledSplits(base, 4 * ctx.device.multiprocessors(), maxKeys)
                 : splitCount(base, 2 * ctx.device.multiprocessors(), maxKeys, 64);
         String forced = System.getProperty("orbit.cuda.pagedSplits");   // a bench's sweep: the key splits, read at each call
         if (forced != null) {
@@ -265,7 +286,8 @@ final class CudaFlashAttention {
         }
         int splitLen = (maxKeys + splits - 1) / splits;
         if (tiled) {
-            splitLen = (splitLen + TILED_KEYS - 1) / TILED_KEYS * TILED_KEYS; // whole tiles
+            int tile = mma ? MMA_KEYS : TILED_KEYS;
+            splitLen = (splitLen + tile - 1) / tile * tile; // whole tiles
         }
         Tensor partAcc = null;
         Tensor partMl = null;
@@ -277,7 +299,14 @@ final class CudaFlashAttention {
         long[] qs = q.strides();
         long[] os = out.strides();
         long blocks = (long) b * hkv * splits; // the real sequences only (base may count padding)
-        if (tiled) {
+        if (mma) {
+            // each warp's two stages of key and value tiles (rows padded by 16 bytes), reused for the warps' merge
+            int stages = MMA_WARPS * 2 * 2 * MMA_KEYS * (d + 8) * 2;
+            int merge = 4 * (2 * MMA_WARPS * 16 + MMA_WARPS * 16 * d);
+            ctx.launchShared(d == 64 ? pagedMma64 : pagedMma128, blocks, 32 * MMA_WARPS, Math.max(stages, merge), q, qs[0], qs[1], kCache,
+                    vCache, tables, maxBlocks, lens, blockSize, out, os[0], os[1], hq, hkv, d, dv, spec.slidingWindow(), spec.scale(),
+                    sinks, splits, splitLen, partAcc, partMl);
+        } else if (tiled) {
             int warps = (group + tiledHeads - 1) / tiledHeads;
             // two stages of key and value tiles, q rows and probabilities of the block's head slots
             int pad = bf16 ? 8 : 4;   // 16 bytes of the cache's values a row
@@ -321,6 +350,17 @@ final class CudaFlashAttention {
     static int tiledSplits(long base, int target, int maxKeys) {
         int splits = splitCount(base, target, maxKeys, TILED_KEYS);
         return base >= target ? splits : Math.max(splits, (maxKeys + TILED_SPLIT_KEYS - 1) / TILED_SPLIT_KEYS);
+    }
+
+    /**
+     * The tensor-core kernels' key splits: as many as keep {@code base} blocks a split within {@code target}
+     * (rounded down: a block's warps stream their own tiles, so fewer, longer blocks do better), at most one per
+     * {@link #MMA_SPLIT_KEYS} keys of the capacity, at least one. Measured on the H200 (sequences of 524 keys in tables
+     * of 1024, a bf16 cache): 64 sequences 40.6 µs with one split against 63.6 with eight; 8 sequences 14.8 µs with
+     * eight against 19.2 with seventeen; 256 sequences one split.
+     */
+    static int mmaSplits(long base, int target, int maxKeys) {
+        return base >= target ? 1 : (int) Math.max(1, Math.min(target / base, (maxKeys + MMA_SPLIT_KEYS - 1) / MMA_SPLIT_KEYS));
     }
 
     /**

@@ -282,3 +282,265 @@ extern "C" __global__ void __launch_bounds__(128) paged_decode_tiled_h2_kvbf16(P
     extern __shared__ __align__(16) float sm[];
     pd_decode<2, u16>((u16*) sm, PAGED_DECODE_PASS);
 }
+
+// Decode attention over a bf16 cache on tensor cores (paged_decode_mma_d64/_d128_kvbf16): the same grid, arguments
+// and outputs as the tiled kernels (partials for attention_combine when splits > 1), D == Dv (the entry point's),
+// G = Hq / Hkv <= 16. Each of the block's PM_WARPS warps takes the split's 16-key tiles w, w + PM_WARPS, ... through a
+// private two-stage cp.async pipeline (key and value rows of the tile; rows past the split's last key filled with
+// zeros), and keeps its own online softmax; the block merges its warps at the end.
+//   Scores: S = Q . K^T per tile, mma m16n8k16 with the group's query heads as the 16 rows (rows past G are zero),
+//   q rounded to bf16 (round to nearest even) once, keys as stored, f32 accumulation, then times the scale in f32.
+//   Values: O += P . V with P the tile's probabilities rounded to bf16 (the scores' accumulator layout is the mma's A
+//   operand layout), the running sum l of the f32 probabilities. So beyond f32 accumulation the kernel rounds q and P
+//   to bf16: it differs from the tiled kernels (exact products of f32 q with the widened cache) by that rounding.
+#define PM_WARPS 4
+#define PM_TK 16 // keys a warp's tile
+
+__device__ __forceinline__ void pm_ldmatrix4(unsigned addr, unsigned* d) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+                 : "r"(addr)
+                 : "memory");
+}
+
+__device__ __forceinline__ void pm_ldmatrix4_trans(unsigned addr, unsigned* d) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+                 : "r"(addr)
+                 : "memory");
+}
+
+__device__ __forceinline__ void pm_mma(float* c, unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0, unsigned b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%0, %1, %2, %3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// 16 bytes from src into shared dst, or zeros when !valid (src is then not read).
+__device__ __forceinline__ void pm_cp16(unsigned dst, const void* src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
+}
+
+__device__ __forceinline__ void pm_wait_all() {
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+}
+
+__device__ __forceinline__ unsigned pm_pack(float lo, float hi) {
+    return (unsigned) f32_to_bf16_bits(lo) | ((unsigned) f32_to_bf16_bits(hi) << 16);
+}
+
+template <int D>
+__device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 qH, const u16* kc, const u16* vc, const int* tables,
+                                          int maxBlocks, const int* lens, int blockSize, float* out, i64 oB, i64 oH, int Hq, int Hkv,
+                                          int window, float scale, const float* sinks, int splits, int splitLen, float* partAcc,
+                                          float* partMl) {
+    constexpr int ROW = D + 8;              // a staged row, bf16: 16 bytes of padding (conflict-free ldmatrix)
+    constexpr int TILE = PM_TK * ROW;       // one tile of keys or values
+    constexpr int STAGE = 2 * TILE;         // keys, then values
+    constexpr int KS = D / 16;              // k-steps of the scores, and pairs of value n-tiles
+    constexpr int NT = D / 8;               // value n-tiles of the output
+    constexpr int CH = D / 16;              // 16-byte copies a lane makes of a row half
+    int warp = threadIdx.x >> 5;
+    int lane = threadIdx.x & 31;
+    int g = lane >> 2;
+    int t = lane & 3;
+
+    int split = blockIdx.x % splits;
+    int bk = blockIdx.x / splits;
+    int kvh = bk % Hkv;
+    int b = bk / Hkv;
+    int G = Hq / Hkv;
+    int pos = lens[b] - 1;
+    int lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+    int ks = split * splitLen;
+    int ke = ks + splitLen - 1 < pos ? ks + splitLen - 1 : pos; // last key of this split
+    if (ks < lo) ks = lo;
+    int tiles = ke >= ks ? (ke - ks) / PM_TK + 1 : 0;
+    const int* table = tables + (i64) b * maxBlocks;
+    const u16* kb = kc + (i64) kvh * D;
+    const u16* vb = vc + (i64) kvh * D;
+    i64 rowStride = (i64) Hkv * D;
+
+    u16* wsm = sm + warp * 2 * STAGE; // this warp's two stages
+    unsigned wbase = pd_smem_addr(wsm);
+    // this lane's copies: key row lane / 2 of the tile, half lane % 2 of it
+    int cr = lane >> 1;
+    int ch = (lane & 1) * (D / 2);
+    auto load = [&](int tile, int slot) { // the warp's tile-th tile of the split into stage slot
+        int key = ks + tile * PM_TK + cr;
+        bool valid = key <= ke;
+        i64 row = valid ? (i64) table[key / blockSize] * blockSize + key % blockSize : 0;
+        const u16* kr = kb + row * rowStride + ch;
+        const u16* vr = vb + row * rowStride + ch;
+        unsigned kd = wbase + (unsigned) ((slot * STAGE + cr * ROW + ch) * 2);
+#pragma unroll
+        for (int c = 0; c < CH; c++) {
+            pm_cp16(kd + 16 * c, kr + 8 * c, valid);
+            pm_cp16(kd + (unsigned) (TILE * 2) + 16 * c, vr + 8 * c, valid);
+        }
+    };
+    int mine = tiles > warp ? (tiles - warp + PM_WARPS - 1) / PM_WARPS : 0; // this warp's tiles
+    if (mine > 0) load(warp, 0);
+    pd_commit();
+
+    // q as the A operand: rows g and g + 8 are query heads kvh * G + row (zero past G), k-step kk's columns 16 kk + 2t,
+    // + 1 (a0, a1) and + 8, + 9 (a2, a3)
+    unsigned qa[KS][4];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        int r = g + 8 * h;
+        const float* qr = q + (i64) b * qB + (i64) (kvh * G + (r < G ? r : 0)) * qH;
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++) {
+            float2 x0 = r < G ? *(const float2*) (qr + 16 * kk + 2 * t) : make_float2(0.0f, 0.0f);
+            float2 x1 = r < G ? *(const float2*) (qr + 16 * kk + 2 * t + 8) : make_float2(0.0f, 0.0f);
+            qa[kk][h] = pm_pack(x0.x, x0.y);
+            qa[kk][2 + h] = pm_pack(x1.x, x1.y);
+        }
+    }
+    // running max and this lane's share of the sum for rows g (0) and g + 8 (1); the sink joins split 0 once (warp 0)
+    float m[2], l[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        int r = g + 8 * h;
+        bool sink = sinks != 0 && split == 0 && warp == 0 && r < G;
+        m[h] = sink ? sinks[kvh * G + r] : -ORBIT_INF;
+        l[h] = sink && t == 0 ? 1.0f : 0.0f;
+    }
+    float o[NT][4];
+#pragma unroll
+    for (int j = 0; j < NT; j++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) o[j][c] = 0.0f;
+
+    // ldmatrix lane addresses (bytes from a tile's start): scores take matrices (keys 0-7 | 8-15) x (cols +0 | +8),
+    // values (keys 0-7 | 8-15) x (cols +0 | +8) transposed
+    int mi = lane >> 3;
+    unsigned kAddr = (unsigned) ((((mi >> 1) * 8 + (lane & 7)) * ROW + (mi & 1) * 8) * 2);
+    unsigned vAddr = (unsigned) ((((mi & 1) * 8 + (lane & 7)) * ROW + (mi >> 1) * 8) * 2);
+    for (int i = 0; i < mine; i++) {
+        if (i + 1 < mine) load(warp + (i + 1) * PM_WARPS, (i + 1) & 1);
+        pd_commit();
+        pd_wait_one();
+        __syncwarp();
+        unsigned kt = wbase + (unsigned) ((i & 1) * STAGE * 2);
+        unsigned vt = kt + (unsigned) (TILE * 2);
+        float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++) {
+            unsigned kf[4];
+            pm_ldmatrix4(kt + kAddr + (unsigned) (kk * 32), kf);
+            pm_mma(s[0], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], kf[0], kf[1]);
+            pm_mma(s[1], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], kf[2], kf[3]);
+        }
+        int key0 = ks + (warp + i * PM_WARPS) * PM_TK; // key of column 0
+        unsigned pa[4];
+#pragma unroll
+        for (int h = 0; h < 2; h++) { // rows g, g + 8: values c = 2h, 2h + 1 of both n-tiles
+            float mx = -ORBIT_INF;
+#pragma unroll
+            for (int n = 0; n < 2; n++)
+#pragma unroll
+                for (int c = 0; c < 2; c++) {
+                    bool vis = key0 + 8 * n + 2 * t + c <= ke;
+                    s[n][2 * h + c] = vis ? s[n][2 * h + c] * scale : -ORBIT_INF;
+                    mx = fmaxf(mx, s[n][2 * h + c]);
+                }
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            float mn = fmaxf(m[h], mx);
+            float corr = mn == -ORBIT_INF ? 1.0f : expf(m[h] - mn);
+            float sum = 0.0f;
+#pragma unroll
+            for (int n = 0; n < 2; n++)
+#pragma unroll
+                for (int c = 0; c < 2; c++) {
+                    float p = mn == -ORBIT_INF ? 0.0f : expf(s[n][2 * h + c] - mn);
+                    s[n][2 * h + c] = p;
+                    sum += p;
+                }
+            l[h] = l[h] * corr + sum;
+            m[h] = mn;
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                o[j][2 * h] *= corr;
+                o[j][2 * h + 1] *= corr;
+            }
+            pa[h] = pm_pack(s[0][2 * h], s[0][2 * h + 1]);     // keys 2t, 2t + 1
+            pa[2 + h] = pm_pack(s[1][2 * h], s[1][2 * h + 1]); // keys 2t + 8, 2t + 9
+        }
+#pragma unroll
+        for (int dp = 0; dp < KS; dp++) {
+            unsigned vf[4];
+            pm_ldmatrix4_trans(vt + vAddr + (unsigned) (dp * 32), vf);
+            pm_mma(o[2 * dp], pa[0], pa[1], pa[2], pa[3], vf[0], vf[1]);
+            pm_mma(o[2 * dp + 1], pa[0], pa[1], pa[2], pa[3], vf[2], vf[3]);
+        }
+        __syncwarp(); // every lane is done with this stage before it is refilled
+    }
+    pm_wait_all();
+    __syncthreads(); // every warp is done with its stages: they take the merge
+
+    // the merge: warp w's max and sum [PM_WARPS][16], and its accumulator [PM_WARPS][16][D] f32
+    float* ml = (float*) sm;
+    float* acc = ml + 2 * PM_WARPS * 16;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        float lt = l[h];
+        lt += __shfl_xor_sync(0xffffffffu, lt, 1);
+        lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+        int r = g + 8 * h;
+        if (t == 0) {
+            ml[(warp * 16 + r) * 2] = m[h];
+            ml[(warp * 16 + r) * 2 + 1] = lt;
+        }
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            *(float2*) (acc + (warp * 16 + r) * D + 8 * j + 2 * t) = make_float2(o[j][2 * h], o[j][2 * h + 1]);
+        }
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < G * D; idx += blockDim.x) {
+        int r = idx / D;
+        int d = idx - r * D;
+        float mx = -ORBIT_INF;
+#pragma unroll
+        for (int w = 0; w < PM_WARPS; w++) mx = fmaxf(mx, ml[(w * 16 + r) * 2]);
+        float sum = 0.0f;
+        float v = 0.0f;
+        if (mx != -ORBIT_INF) {
+#pragma unroll
+            for (int w = 0; w < PM_WARPS; w++) {
+                float f = expf(ml[(w * 16 + r) * 2] - mx);
+                sum += ml[(w * 16 + r) * 2 + 1] * f;
+                v += acc[(w * 16 + r) * D + d] * f;
+            }
+        }
+        int h = kvh * G + r;
+        if (splits == 1) {
+            out[(i64) b * oB + (i64) h * oH + d] = v / sum;
+        } else {
+            i64 part = ((i64) b * Hq + h) * splits + split;
+            partAcc[part * D + d] = v;
+            if (d == 0) {
+                partMl[2 * part] = mx;
+                partMl[2 * part + 1] = sum;
+            }
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) paged_decode_mma_d128_kvbf16(PAGED_DECODE_ARGS(u16)) {
+    pdl_enter();
+    extern __shared__ __align__(16) u16 pm_sm128[];
+    pm_decode<128>(pm_sm128, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq, Hkv, window, scale, sinks,
+                   splits, splitLen, partAcc, partMl);
+}
+
+extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) paged_decode_mma_d64_kvbf16(PAGED_DECODE_ARGS(u16)) {
+    pdl_enter();
+    extern __shared__ __align__(16) u16 pm_sm64[];
+    pm_decode<64>(pm_sm64, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq, Hkv, window, scale, sinks,
+                  splits, splitLen, partAcc, partMl);
+}

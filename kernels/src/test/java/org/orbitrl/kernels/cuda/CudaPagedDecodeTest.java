@@ -25,7 +25,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * runs on the default backend (2 query heads a warp) and on sibling backends made with
  * {@code -Dorbit.cuda.pagedDecode=heads4} (4 heads a warp) and {@code =old} (the per-warp kernel kept
  * as the fallback). Tolerance |err| ≤ 2e-6 + 2e-5·|ref| (f32 throughout; outputs are
- * convex combinations of values of magnitude ≤ 1). A bf16 cache against an f32 one of the same values: equal bits.
+ * convex combinations of values of magnitude ≤ 1). A bf16 cache against an f32 one of the same values: equal bits
+ * (tiled kernels). The tensor-core kernel over a bf16 cache: within its rounding bound of the exact attention.
  */
 class CudaPagedDecodeTest extends CudaTestBase {
     private static final double ATOL = 2e-6;
@@ -85,11 +86,15 @@ class CudaPagedDecodeTest extends CudaTestBase {
         void run(Case c, List<CudaBackend> backends, List<String> names);
     }
 
-    /** Each case of {@link #cases} on the default backend and the siblings of the other kernels. */
+    /**
+     * Each case of {@link #cases} on the default backend and the siblings of the other kernels; over a bf16 cache the
+     * default backend takes the tensor-core kernel where it applies, so the tiled kernel of two heads a warp runs there
+     * on a sibling made with {@code -Dorbit.cuda.pagedMma=off}.
+     */
     private static void everyKernel(CaseCheck check) {
-        try (CudaBackend heads4 = sibling("heads4"); CudaBackend old = sibling("old")) {
+        try (CudaBackend heads4 = sibling("heads4"); CudaBackend old = sibling("old"); CudaBackend tiled = sibling("orbit.cuda.pagedMma", "off")) {
             for (Case c : cases()) {
-                check.run(c, List.of(gpu, heads4, old), List.of("tiled, 2 heads a warp", "tiled, 4 heads a warp", "old per-warp kernel"));
+                check.run(c, List.of(tiled, heads4, old), List.of("tiled, 2 heads a warp", "tiled, 4 heads a warp", "old per-warp kernel"));
             }
         }
     }
@@ -191,24 +196,42 @@ class CudaPagedDecodeTest extends CudaTestBase {
         }
     }
 
-    /** A backend sharing {@code gpu}'s memory, made with {@code -Dorbit.cuda.pagedDecode=choice}. */
+    /** A backend sharing {@code gpu}'s memory, made with {@code -Dorbit.cuda.pagedDecode=choice} and the tiled kernels over bf16. */
     private static CudaBackend sibling(String choice) {
-        String key = "orbit.cuda.pagedDecode";
-        String before = System.getProperty(key);
-        System.setProperty(key, choice);
+        return sibling("orbit.cuda.pagedDecode", choice, "orbit.cuda.pagedMma", "off");
+    }
+
+    /** A backend sharing {@code gpu}'s memory, made with the system properties {@code keyValues} (key, value, ...). */
+    private static CudaBackend sibling(String... keyValues) {
+        String[] before = new String[keyValues.length / 2];
+        for (int i = 0; i < before.length; i++) {
+            before[i] = System.getProperty(keyValues[2 * i]);
+            System.setProperty(keyValues[2 * i], keyValues[2 * i + 1]);
+        }
         try {
             return new CudaBackend(gpu);
         } finally {
-            if (before == null) {
-                System.clearProperty(key);
-            } else {
-                System.setProperty(key, before);
+            for (int i = 0; i < before.length; i++) {
+                if (before[i] == null) {
+                    System.clearProperty(keyValues[2 * i]);
+                } else {
+                    System.setProperty(keyValues[2 * i], before[i]);
+                }
             }
         }
     }
 
     /** Runs {@code c} on each backend (inputs uploaded through {@code gpu}) and compares with the scalar reference. */
     private void check(Case c, SplittableRandom r, List<CudaBackend> backends, List<String> names) {
+        check(c, r, backends, names, false);
+    }
+
+    /**
+     * {@code c} on each backend against the scalar reference; {@code bf16Cache}: the cache holds bf16 values (the
+     * reference takes the same values in f32) and each output (sequence, head) may differ from the reference by the
+     * tensor-core kernel's rounding bound {@link #mmaBound}; returns the outputs, a row of each backend.
+     */
+    private float[][] check(Case c, SplittableRandom r, List<CudaBackend> backends, List<String> names, boolean bf16Cache) {
         int b = c.lens().length;
         int bs = c.blockSize();
         int maxBlocks = 0;
@@ -239,6 +262,10 @@ class CudaPagedDecodeTest extends CudaTestBase {
         int dv = c.dv();
         Tensor kc = randn(r, 1f, (long) poolBlocks * bs, (long) hkv * d);
         Tensor vc = randn(r, 1f, (long) poolBlocks * bs, (long) hkv * dv);
+        if (bf16Cache) {
+            kc = Tensor.of(bf16Round(kc.toFloatArray()), kc.shape());
+            vc = Tensor.of(bf16Round(vc.toFloatArray()), vc.shape());
+        }
         int qPad = 8;
         int oPad = 4;
         Tensor qWide = randn(r, 1f, b, hq, d + qPad);                 // q is the view [B, Hq, D] of rows D + 8 wide
@@ -247,6 +274,7 @@ class CudaPagedDecodeTest extends CudaTestBase {
         AttentionSpec specCpu = new AttentionSpec((float) (1 / Math.sqrt(d)), c.window(), sinks);
 
         float[] ref = new float[b * hq * dv];
+        float[] bound = new float[b * hq]; // per (sequence, head): the tensor-core kernel's rounding bound
         for (int i = 0; i < b; i++) {
             int len = c.lens()[i];
             Tensor k = Tensor.allocate(Arena.ofAuto(), DType.F32, len, hkv, d);
@@ -259,12 +287,19 @@ class CudaPagedDecodeTest extends CudaTestBase {
             Tensor o = Tensor.allocate(Arena.ofAuto(), DType.F32, 1, hq, dv);
             cpu.attention(q.slice(0, i, i + 1).contiguous(), k, v, o, len - 1, specCpu);
             System.arraycopy(o.toFloatArray(), 0, ref, i * hq * dv, hq * dv);
+            if (bf16Cache) {
+                for (int h = 0; h < hq; h++) {
+                    bound[i * hq + h] = mmaBound(q.select(0, i).select(0, h).toFloatArray(), k, v, h / (hq / hkv), len, c.window(),
+                            specCpu.scale());
+                }
+            }
         }
 
         AttentionSpec specGpu = new AttentionSpec(specCpu.scale(), c.window(), sinks == null ? null : dev(sinks));
         Tensor dq = dev(qWide).slice(2, 0, d);                        // strides [Hq·(D+8), D+8, 1]
-        Tensor dkc = dev(kc);
-        Tensor dvc = dev(vc);
+        Tensor dkc = dev(bf16Cache ? kc.to(DType.BF16) : kc);
+        Tensor dvc = dev(bf16Cache ? vc.to(DType.BF16) : vc);
+        float[][] outs = new float[backends.size()][];
         Tensor dt = dev(Tensor.ofInts(tables, b, maxBlocks));
         Tensor dl = dev(Tensor.ofInts(c.lens(), b));
         for (int k = 0; k < backends.size(); k++) {
@@ -283,7 +318,69 @@ class CudaPagedDecodeTest extends CudaTestBase {
                 }
             }
             assertTrue(untouched == b * hq * oPad, what + ": " + (b * hq * oPad - untouched) + " padding elements of out were written");
-            assertClose(what, ref, got, ATOL, RTOL);
+            if (bf16Cache) {
+                for (int j = 0; j < got.length; j++) {
+                    float tol = bound[j / dv];
+                    if (!(Math.abs(got[j] - ref[j]) <= tol)) {
+                        org.junit.jupiter.api.Assertions.fail(what + " over a bf16 cache: element " + j + " " + got[j] + ", reference "
+                                + ref[j] + ", bound " + tol);
+                    }
+                }
+            } else {
+                assertClose(what, ref, got, ATOL, RTOL);
+            }
+            outs[k] = got;
+        }
+        return outs;
+    }
+
+    /**
+     * How far the tensor-core kernel's output for one query row may be from the exact attention over the same bf16
+     * keys and values: it rounds q to bf16 (each score moves by at most Δ = 2⁻⁹·scale·Σ|q_d·k_d| over the row's keys)
+     * and the probabilities of the value products to bf16 (relative 2⁻⁹). A weight w_i = p_i / Σp then moves by at most
+     * a factor e^{2Δ}, so |õ − o| ≤ ((e^{2Δ} − 1) + 2⁻⁹·e^{2Δ})·max|v| over the row's visible keys, plus 1e-5 for f32
+     * accumulation. k, v: [len, Hkv, D|Dv] of the sequence.
+     */
+    private static float mmaBound(float[] qRow, Tensor k, Tensor v, int kvh, int len, int window, float scale) {
+        int d = qRow.length;
+        int lo = window > 0 ? Math.max(0, len - window) : 0;
+        double delta = 0;
+        double maxV = 0;
+        for (int s = lo; s < len; s++) {
+            float[] kr = k.select(0, s).select(0, kvh).toFloatArray();
+            double sum = 0;
+            for (int x = 0; x < d; x++) {
+                sum += Math.abs(qRow[x] * kr[x]);
+            }
+            delta = Math.max(delta, Math.scalb(scale * sum, -9));
+            for (float y : v.select(0, s).select(0, kvh).toFloatArray()) {
+                maxV = Math.max(maxV, Math.abs(y));
+            }
+        }
+        double grow = Math.exp(2 * delta);
+        return (float) (((grow - 1) + Math.scalb(grow, -9)) * maxV + 1e-5);
+    }
+
+    /**
+     * Decode attention over a bf16 cache on tensor cores (the default where the head dims are equal and 64 or 128 and
+     * the query group is at most 16) stays within its rounding bound ({@link #mmaBound}) of the exact attention over the
+     * same values, over every case; where the kernel applies, its output differs from the tiled kernel's
+     * ({@code -Dorbit.cuda.pagedMma=off}: exact products), which shows it ran.
+     */
+    @Test
+    void tensorCoreDecodeOverABf16CacheIsWithinItsRoundingBound() {
+        SplittableRandom r = rng(67);
+        try (CudaBackend tiled = sibling("orbit.cuda.pagedMma", "off")) {
+            int applied = 0;
+            for (Case c : cases()) {
+                float[][] outs = check(c, r, List.of(gpu, tiled), List.of("tensor cores", "tiled, 2 heads a warp"), true);
+                boolean mma = c.d() == c.dv() && (c.d() == 64 || c.d() == 128) && c.hq() / c.hkv() <= 16;
+                boolean differs = !Arrays.equals(outs[0], outs[1]);
+                assertTrue(differs == mma, c + ": the default backend's output " + (differs ? "differs from" : "equals")
+                        + " the tiled kernel's, but the tensor-core kernel " + (mma ? "applies" : "does not apply"));
+                applied += mma ? 1 : 0;
+            }
+            assertTrue(applied >= 6, "the tensor-core kernel applied to " + applied + " cases");
         }
     }
 }

@@ -45,6 +45,8 @@ final class DependentKernels {
         s.add("flash_attention/paged_decode_kvbf16");
         s.add("paged_decode/paged_decode_tiled_kvbf16");
         s.add("paged_decode/paged_decode_tiled_h2_kvbf16");
+        s.add("paged_decode/paged_decode_mma_d64_kvbf16");
+        s.add("paged_decode/paged_decode_mma_d128_kvbf16");
         s.add("attention/attention_combine");
         s.add("moe/moe_route");
         s.add("moe/moe_combine");

@@ -51,6 +51,8 @@ final class CudaMoeMma {
     private final Kernel gateUpLora16Kernel;                  // MT 16, 2 stages, two blocks an SM
     private final Kernel[] loraKernels = new Kernel[3];       // [MT 8, 16, 32], f32 x and y, with a LoRA term (after)
     private final Kernel loraShortKernel;                     // MT 8, 3 stages, three blocks an SM
+    private final Kernel loraShort4Kernel;                    // MT 8, 2 stages, four blocks an SM
+    private final Kernel gateUpLora3Kernel;                   // MT 8, 2 stages, three blocks an SM
     private boolean fused = !"off".equals(System.getProperty("orbit.cuda.moeFused"));
 
     CudaMoeMma(CudaContext ctx) {
@@ -67,6 +69,8 @@ final class CudaMoeMma {
             loraKernels[i] = ctx.kernel("qmma", "qmma_int4_grouped_lora_after_m" + mts[i] + "_f32");
         }
         loraShortKernel = ctx.kernel("qmma", "qmma_int4_grouped_lora_short_m8_f32");
+        loraShort4Kernel = ctx.kernel("qmma", "qmma_int4_grouped_lora_short4_m8_f32");
+        gateUpLora3Kernel = ctx.kernel("qmma", "qmma_int4_gate_up_lora3_m8_f32");
         gateUpLora16Kernel = ctx.kernel("qmma", "qmma_int4_gate_up_lora_st2_m16_f32");
         for (int d = 0; d < 2; d++) {
             shortKernels[d] = ctx.kernel("qmma", "qmma_int4_grouped_short_m8" + xt[d]);
@@ -85,8 +89,12 @@ final class CudaMoeMma {
      * {@code -Dorbit.cuda.moeGateUpStages=auto} (default) gate and up in four stages at up to 6 rows an
      * expert (8-row chunks, two blocks an SM), in two stages with 16-row chunks above that where four
      * stages leave room for 8 rows only (the weights read half as often); {@code =2} also 8-row chunks
-     * in two stages and three blocks an SM (faster alone, slower inside the Qwen3-30B-A3B decode step on
-     * the H200); {@code =4} always four stages (the x chunk of {@link #chunkFor}).
+     * in two stages and three blocks an SM; {@code =4} always four stages (the x chunk of
+     * {@link #chunkFor}). The same choices for the launches with LoRA terms. More blocks are faster alone
+     * and slower inside the Qwen3-30B-A3B decode step on the H200 (64 tokens alone: gate and up 89.9 µs in
+     * three blocks against 97.1 in four stages, down 52.2 in four blocks against 55.2 in three; the step
+     * with its LoRA terms: 27.219 ms with {@code 2} and {@code 4} against 26.246 with the defaults, that
+     * run's two LoRA kernels of these shapes not yet launched as programmatic dependents).
      */
     boolean fused() {
         return fused;
@@ -142,10 +150,10 @@ final class CudaMoeMma {
         if (!fused) {
             kernel = kernels[mtIndex(mt)][xi];
             shared = WEIGHT_SHARED + mt * xStride(k);
-        } else if (mt == 8 && "4".equals(System.getProperty("orbit.cuda.moeShortK")) && fits(4, TWO_STAGE_WEIGHT_SHARED, k)) {
+        } else if (mt == 8 && shortK().equals("4") && fits(4, TWO_STAGE_WEIGHT_SHARED, k)) {
             kernel = short4Kernels[xi];
             shared = TWO_STAGE_WEIGHT_SHARED + mt * xStride(k);
-        } else if (mt == 8 && !"off".equals(System.getProperty("orbit.cuda.moeShortK")) && fits(3, SHORT_WEIGHT_SHARED, k)) {
+        } else if (mt == 8 && !shortK().equals("off") && fits(3, SHORT_WEIGHT_SHARED, k)) {
             kernel = shortKernels[xi];
             shared = SHORT_WEIGHT_SHARED + mt * xStride(k);
         } else {
@@ -172,7 +180,7 @@ final class CudaMoeMma {
         int xi = x.dtype() == DType.BF16 ? 1 : 0;
         Kernel kernel = gateUpKernels[mtIndex(mt)][xi];
         int shared = WEIGHT_SHARED + mt * xStride(k);
-        String stages = System.getProperty("orbit.cuda.moeGateUpStages", "auto");
+        String stages = gateUpStages();
         boolean twoStages = !"4".equals(stages);
         if ("2".equals(stages) && mt == 8 && rows <= 6 && fits(3, TWO_STAGE_WEIGHT_SHARED, k)) {
             kernel = gateUp3Kernels[xi];
@@ -188,8 +196,8 @@ final class CudaMoeMma {
 
     /**
      * One matrix with its LoRA term in one launch, f32 x and y: {@code y[p] = x[p / xDiv] · W_eᵀ + scale · lo[p] · B_eᵀ}
-     * (the fused shapes of {@link #launch}: short K at 8 rows a chunk in three blocks an SM unless
-     * {@code -Dorbit.cuda.moeShortK=off}, else a stage refilled after its products).
+     * (the fused shapes of {@link #launch}: short K at 8 rows a chunk in three blocks an SM, four with
+     * {@code -Dorbit.cuda.moeShortK=4}, else a stage refilled after its products).
      *
      * @param lo    f32 [pairs, rank], the pairs' products with the LoRA's A
      * @param table the LoRA's B as a table of the experts' f32 [N, rank] addresses
@@ -199,7 +207,10 @@ final class CudaMoeMma {
         int mt = chunkFor(rowsPerExpert(r), k);
         Kernel kernel = loraKernels[mtIndex(mt)];
         int shared = WEIGHT_SHARED + mt * xStride(k);
-        if (mt == 8 && !"off".equals(System.getProperty("orbit.cuda.moeShortK")) && fits(3, SHORT_WEIGHT_SHARED, k)) {
+        if (mt == 8 && shortK().equals("4") && fits(4, TWO_STAGE_WEIGHT_SHARED, k)) {
+            kernel = loraShort4Kernel;
+            shared = TWO_STAGE_WEIGHT_SHARED + mt * xStride(k);
+        } else if (mt == 8 && !shortK().equals("off") && fits(3, SHORT_WEIGHT_SHARED, k)) {
             kernel = loraShortKernel;
             shared = SHORT_WEIGHT_SHARED + mt * xStride(k);
         }
@@ -223,7 +234,11 @@ final class CudaMoeMma {
         int mt = chunkFor(rows, k);
         Kernel kernel = gateUpLoraKernels[mtIndex(mt)];
         int shared = WEIGHT_SHARED + mt * xStride(k);
-        if (!"4".equals(System.getProperty("orbit.cuda.moeGateUpStages", "auto")) && mt == 8 && rows > 6
+        String stages = gateUpStages();
+        if ("2".equals(stages) && mt == 8 && rows <= 6 && fits(3, TWO_STAGE_WEIGHT_SHARED, k)) {
+            kernel = gateUpLora3Kernel;
+            shared = TWO_STAGE_WEIGHT_SHARED + mt * xStride(k);
+        } else if (!"4".equals(stages) && mt == 8 && rows > 6
                 && 2L * (TWO_STAGE_WEIGHT_SHARED + 16L * xStride(k) + 1024) <= SM_SHARED) {
             kernel = gateUpLora16Kernel; // 16 rows a chunk: the weights read half as often as at 8
             shared = TWO_STAGE_WEIGHT_SHARED + 16 * xStride(k);
@@ -232,6 +247,16 @@ final class CudaMoeMma {
         ctx.launch2dShared(kernel, gridX, gridRows(r), THREADS, shared, x, xDiv, r.offsets(), r.order(), r.active(), gate.codes(),
                 gate.scales(), gate.zeros(), up.codes(), up.scales(), up.zeros(), act, n, k, xStride(k), gateLo, gateB, gateScale,
                 upLo, upB, upScale, rank);
+    }
+
+    /** {@code -Dorbit.cuda.moeShortK}: 3 (default), 4 or off ({@link #fused}). */
+    private static String shortK() {
+        return System.getProperty("orbit.cuda.moeShortK", "3");
+    }
+
+    /** {@code -Dorbit.cuda.moeGateUpStages}: auto (default), 2 or 4 ({@link #fused}). */
+    private static String gateUpStages() {
+        return System.getProperty("orbit.cuda.moeGateUpStages", "auto");
     }
 
     private static int rowsPerExpert(MoeRouting r) {

@@ -451,7 +451,7 @@ QM_KERNEL(qmma_int4_grouped_short4, 8, f32, false, 2, true, 4)
 QM_KERNEL(qmma_int4_grouped_short4, 8, bf16, true, 2, true, 4)
 
 // One matrix with its LoRA term, f32 x and y: y[p] = x[p / xDiv] . W_e^T + s lo[p] . B_e^T (rollout's down
-// projection with an adapter on the experts); the shapes of qmma_int4_grouped_after_* and _short_*.
+// projection with an adapter on the experts); the shapes of qmma_int4_grouped_after_*, _short_* and _short4_*.
 #define QM_KERNEL_LORA(NAME, MT, ST, MINB)                                                                             \
     extern "C" __global__ void __launch_bounds__(32 * QM_WARPS, MINB)                                                  \
         NAME##_m##MT##_f32(const void* x, int xDiv, const int* offsets, const int* order, const int* active,           \
@@ -467,6 +467,7 @@ QM_KERNEL_LORA(qmma_int4_grouped_lora_after, 8, QM_STAGES, 2)
 QM_KERNEL_LORA(qmma_int4_grouped_lora_after, 16, QM_STAGES, 2)
 QM_KERNEL_LORA(qmma_int4_grouped_lora_after, 32, QM_STAGES, 2)
 QM_KERNEL_LORA(qmma_int4_grouped_lora_short, 8, 3, 3)
+QM_KERNEL_LORA(qmma_int4_grouped_lora_short4, 8, 2, 4)
 
 // Gate and up of the same experts in one launch: act[p] = silu(x[p / xDiv] . G_e^T) * (x[p / xDiv] . U_e^T),
 // bf16 [pairs, N] (G and U stacked [E * N, K] each, the same layout and zero-point form).
@@ -512,3 +513,4 @@ QM_GATE_UP_LORA(qmma_int4_gate_up_lora, 8, QM_STAGES, 2)
 QM_GATE_UP_LORA(qmma_int4_gate_up_lora, 16, QM_STAGES, 2)
 QM_GATE_UP_LORA(qmma_int4_gate_up_lora, 32, QM_STAGES, 2)
 QM_GATE_UP_LORA(qmma_int4_gate_up_lora_st2, 16, 2, 2)
+QM_GATE_UP_LORA(qmma_int4_gate_up_lora3, 8, 2, 3)

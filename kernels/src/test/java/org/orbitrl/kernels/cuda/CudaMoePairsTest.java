@@ -235,7 +235,8 @@ class CudaMoePairsTest extends CudaTestBase {
      * Gate, up, their LoRA terms and the SwiGLU in one tensor-core launch ({@link CudaBackend#moeSwigluPairs}) for INT4
      * experts back to back, against a double reference of {@code silu(x·G_eᵀ + s_g·lo_g·Bg_eᵀ) · (x·U_eᵀ + s_u·lo_u·Bu_eᵀ)}
      * with x rounded to bf16 (as the tensor-core products round it): with both terms, one, none; x per token and per
-     * pair; 8 and 32 pairs an expert (the 8- and 16-row chunks). Below {@link CudaMoePairs#STACKED_PAIRS} pairs the call
+     * pair; 5 to 32 pairs an expert (8-row chunks in four stages and two blocks an SM, or two stages and three, from
+ * {@code orbit.cuda.moeGateUpStages}; 16-row chunks above 6). Below {@link CudaMoePairs#STACKED_PAIRS} pairs the call
      * declines and writes nothing. Tolerance: each of g and u within {@code e = 1e-6 + 1e-5·(Σ|x·w| + |s|·Σ|lo·b|)}, so
      * act within {@code 1e-6 + 1.1·e_g·|u| + |silu(g)|·e_u + 1e-6·|act|}.
      */
@@ -273,7 +274,7 @@ class CudaMoePairsTest extends CudaTestBase {
                 ExpertWeights gateB = new ExpertWeights(n, rank, bg, new QuantizedTensor[experts]);
                 ExpertWeights upB = new ExpertWeights(n, rank, bu, new QuantizedTensor[experts]);
                 // {tokens, topk, x per pair, terms: 3 both, 1 gate's, 2 up's, 0 none}
-                for (int[] c : new int[][]{{16, 8, 0, 3}, {64, 8, 0, 3}, {20, 4, 1, 1}, {32, 4, 0, 2}, {16, 8, 1, 0}, {3, 4, 0, 3}}) {
+                for (int[] c : new int[][]{{16, 8, 0, 3}, {64, 8, 0, 3}, {20, 4, 1, 1}, {24, 4, 0, 3}, {32, 4, 0, 2}, {16, 8, 1, 0}, {3, 4, 0, 3}}) {
                     int tokens = c[0];
                     int topk = c[1];
                     boolean perPair = c[2] == 1;
@@ -294,17 +295,16 @@ class CudaMoePairsTest extends CudaTestBase {
                     Tensor act = poisoned(DType.F32, pairs, n);
                     String what = format + ", " + pairs + " pairs" + (perPair ? ", x per pair" : "") + (withGate ? ", gate's LoRA" : "")
                             + (withUp ? ", up's LoRA" : "");
-                    boolean done = gpu.moeSwigluPairs(dev(Tensor.of(x, xRows, k)), xDiv, gate, up, dev(Tensor.ofInts(ids, tokens, topk)),
-                            gl, ul, act);
+                    Tensor dx = dev(Tensor.of(x, xRows, k));
+                    Tensor dIds = dev(Tensor.ofInts(ids, tokens, topk));
                     if (pairs < CudaMoePairs.STACKED_PAIRS) {
-                        assertTrue(!done, what + ": below the bound the call declines");
+                        assertTrue(!gpu.moeSwigluPairs(dx, xDiv, gate, up, dIds, gl, ul, act), what + ": below the bound the call declines");
                         float[] got = gpu.toHost(act).toFloatArray();
                         for (float v : got) {
                             assertTrue(Float.isNaN(v), what + ": a declined call writes nothing");
                         }
                         continue;
                     }
-                    assertTrue(done, what + ": stacked INT4 experts take the fused launch");
                     float[] want = new float[pairs * n];
                     double[] tol = new double[want.length];
                     for (int p = 0; p < pairs; p++) {
@@ -338,7 +338,15 @@ class CudaMoePairsTest extends CudaTestBase {
                                     + 1e-6 * Math.abs(a);
                         }
                     }
-                    assertWithin(what, want, gpu.toHost(act).toFloatArray(), tol);
+                    // 8-row chunks in four stages and two blocks an SM (the default), in two stages and three blocks
+                    for (String stages : new String[]{"auto", "2"}) {
+                        withProperty("orbit.cuda.moeGateUpStages", stages, () -> {
+                            String v = what + " (gate-up stages " + stages + ")";
+                            Tensor out = poisoned(DType.F32, pairs, n);
+                            assertTrue(gpu.moeSwigluPairs(dx, xDiv, gate, up, dIds, gl, ul, out), v + ": stacked INT4 experts take the fused launch");
+                            assertWithin(v, want, gpu.toHost(out).toFloatArray(), tol);
+                        });
+                    }
                 }
             } finally {
                 gpu.free(dg);
@@ -350,7 +358,7 @@ class CudaMoePairsTest extends CudaTestBase {
     /**
      * A projection and its LoRA term in one tensor-core launch ({@link CudaBackend#moeExpertMatmulPairsLora}: rollout's
      * down product) for INT4 experts back to back, against a double reference of {@code x·W_eᵀ + s·lo·B_eᵀ} with x rounded
-     * to bf16: short K (three blocks an SM) and a K of 1024 (four stages, two blocks); x per pair and per token; 8 and 32 pairs an expert; below
+     * to bf16: short K (three, four and two blocks an SM) and a K of 1024 (four stages, two blocks); x per pair and per token; 8 and 32 pairs an expert; below
      * {@link CudaMoePairs#STACKED_PAIRS} pairs the call declines and writes nothing. Tolerance:
      * {@code 1e-6 + 1e-5·(Σ|x·w| + |s|·Σ|lo·b|)}.
      */
@@ -391,16 +399,16 @@ class CudaMoePairsTest extends CudaTestBase {
                     float scale = 1.5f;
                     Tensor y = poisoned(DType.F32, pairs, n);
                     String what = format + ", K " + k + ", " + pairs + " pairs" + (perPair ? ", x per pair" : "");
-                    boolean done = gpu.moeExpertMatmulPairsLora(dev(Tensor.of(x, xRows, k)), xDiv, w, dev(Tensor.ofInts(ids, tokens, topk)),
-                            new Backend.PairLora(dev(Tensor.of(lo, pairs, rank)), b, scale), y);
+                    Tensor dx = dev(Tensor.of(x, xRows, k));
+                    Tensor dIds = dev(Tensor.ofInts(ids, tokens, topk));
+                    Backend.PairLora pl = new Backend.PairLora(dev(Tensor.of(lo, pairs, rank)), b, scale);
                     if (pairs < CudaMoePairs.STACKED_PAIRS) {
-                        assertTrue(!done, what + ": below the bound the call declines");
+                        assertTrue(!gpu.moeExpertMatmulPairsLora(dx, xDiv, w, dIds, pl, y), what + ": below the bound the call declines");
                         for (float v : gpu.toHost(y).toFloatArray()) {
                             assertTrue(Float.isNaN(v), what + ": a declined call writes nothing");
                         }
                         continue;
                     }
-                    assertTrue(done, what + ": stacked INT4 experts take the fused launch");
                     float[] want = new float[pairs * n];
                     double[] tol = new double[want.length];
                     for (int p = 0; p < pairs; p++) {
@@ -422,7 +430,14 @@ class CudaMoePairsTest extends CudaTestBase {
                             tol[p * n + o] = 1e-6 + 1e-5 * abs;
                         }
                     }
-                    assertWithin(what, want, gpu.toHost(y).toFloatArray(), tol);
+                    for (String shortK : new String[]{"3", "4", "off"}) { // short K in three or four blocks an SM, or two
+                        withProperty("orbit.cuda.moeShortK", shortK, () -> {
+                            String v = what + " (short K " + shortK + ")";
+                            Tensor out = poisoned(DType.F32, pairs, n);
+                            assertTrue(gpu.moeExpertMatmulPairsLora(dx, xDiv, w, dIds, pl, out), v + ": stacked INT4 experts take the fused launch");
+                            assertWithin(v, want, gpu.toHost(out).toFloatArray(), tol);
+                        });
+                    }
                 }
             } finally {
                 gpu.free(dw);

@@ -99,6 +99,8 @@ final class DependentKernels {
         }
         s.add("qmma/qmma_int4_gate_up_lora_st2_m16_f32");
         s.add("qmma/qmma_int4_grouped_lora_short_m8_f32");
+        s.add("qmma/qmma_int4_grouped_lora_short4_m8_f32");
+        s.add("qmma/qmma_int4_gate_up_lora3_m8_f32");
         return Set.copyOf(s);
     }
 }

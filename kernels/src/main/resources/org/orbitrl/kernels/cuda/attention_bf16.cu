@@ -39,12 +39,6 @@
 #define AB_BM 128       // queries per block (forward, dq): 8 warps of 16 rows
 #define AB_BK 128       // keys per block (dk/dv): 8 warps of 16 rows
 
-__device__ __forceinline__ u32 ab_smem(const void* p) {
-    u32 r;
-    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
-    return r;
-}
-
 // bf16 pair, round to nearest even: lo in the low half.
 __device__ __forceinline__ u32 ab_pack(float lo, float hi) {
     u32 r;
@@ -52,26 +46,9 @@ __device__ __forceinline__ u32 ab_pack(float lo, float hi) {
     return r;
 }
 
-__device__ __forceinline__ void ab_ldm(u32 addr, u32* d) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
-                 : "r"(addr)
-                 : "memory");
-}
-
-__device__ __forceinline__ void ab_ldm_t(u32 addr, u32* d) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
-                 : "r"(addr)
-                 : "memory");
-}
-
-// c += A . B, m16n8k16 bf16, f32 accumulation.
+// c += A . B, m16n8k16 bf16, f32 accumulation (A as four registers).
 __device__ __forceinline__ void ab_mma(float* c, const u32* a, u32 b0, u32 b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-                 "{%0, %1, %2, %3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    mma_bf16_16816(c, a[0], a[1], a[2], a[3], b0, b1);
 }
 
 // One thread's share of an f32 tile [ROWS, W] in registers: load (rows from rowPtr(r), zeros where it
@@ -108,16 +85,16 @@ struct AbTile {
 template <int W>
 __device__ __forceinline__ void ab_frags(const u16* a, u32 af[W / 16][4]) {
     int lane = threadIdx.x & 31;
-    u32 base = ab_smem(a + ((lane & 7) + ((lane >> 3) & 1) * 8) * (W + 8) + (lane >> 4) * 8);
+    u32 base = smem_addr(a + ((lane & 7) + ((lane >> 3) & 1) * 8) * (W + 8) + (lane >> 4) * 8);
 #pragma unroll
-    for (int j = 0; j < W / 16; j++) ab_ldm(base + 32 * j, af[j]);
+    for (int j = 0; j < W / 16; j++) ldsm_x4(base + 32 * j, af[j]);
 }
 
 // s [16, NB] = A (16 rows, fragments af) . B^T, B rows 0 .. NB - 1 of b ([.][W + 8] bf16) over W channels.
 template <int W, int NB>
 __device__ __forceinline__ void ab_dot_frags(const u32 af[W / 16][4], const u16* b, float s[NB / 8][4]) {
     int lane = threadIdx.x & 31;
-    u32 base = ab_smem(b + ((lane & 7) + (lane >> 4) * 8) * (W + 8) + ((lane >> 3) & 1) * 8);
+    u32 base = smem_addr(b + ((lane & 7) + (lane >> 4) * 8) * (W + 8) + ((lane >> 3) & 1) * 8);
 #pragma unroll
     for (int n = 0; n < NB / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
 #pragma unroll
@@ -125,7 +102,7 @@ __device__ __forceinline__ void ab_dot_frags(const u32 af[W / 16][4], const u16*
 #pragma unroll
         for (int np = 0; np < NB / 16; np++) {
             u32 bf[4];
-            ab_ldm(base + (u32) (np * 16 * (W + 8) * 2 + 32 * j), bf);
+            ldsm_x4(base + (u32) (np * 16 * (W + 8) * 2 + 32 * j), bf);
             ab_mma(s[2 * np], af[j], bf[0], bf[1]);
             ab_mma(s[2 * np + 1], af[j], bf[2], bf[3]);
         }
@@ -136,18 +113,18 @@ __device__ __forceinline__ void ab_dot_frags(const u32 af[W / 16][4], const u16*
 template <int W, int NB>
 __device__ __forceinline__ void ab_dot_rows(const u16* a, const u16* b, float s[NB / 8][4]) {
     int lane = threadIdx.x & 31;
-    u32 abase = ab_smem(a + ((lane & 7) + ((lane >> 3) & 1) * 8) * (W + 8) + (lane >> 4) * 8);
-    u32 bbase = ab_smem(b + ((lane & 7) + (lane >> 4) * 8) * (W + 8) + ((lane >> 3) & 1) * 8);
+    u32 abase = smem_addr(a + ((lane & 7) + ((lane >> 3) & 1) * 8) * (W + 8) + (lane >> 4) * 8);
+    u32 bbase = smem_addr(b + ((lane & 7) + (lane >> 4) * 8) * (W + 8) + ((lane >> 3) & 1) * 8);
 #pragma unroll
     for (int n = 0; n < NB / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
 #pragma unroll
     for (int j = 0; j < W / 16; j++) {
         u32 af[4];
-        ab_ldm(abase + 32 * j, af);
+        ldsm_x4(abase + 32 * j, af);
 #pragma unroll
         for (int np = 0; np < NB / 16; np++) {
             u32 bf[4];
-            ab_ldm(bbase + (u32) (np * 16 * (W + 8) * 2 + 32 * j), bf);
+            ldsm_x4(bbase + (u32) (np * 16 * (W + 8) * 2 + 32 * j), bf);
             ab_mma(s[2 * np], af, bf[0], bf[1]);
             ab_mma(s[2 * np + 1], af, bf[2], bf[3]);
         }
@@ -158,7 +135,7 @@ __device__ __forceinline__ void ab_dot_rows(const u16* a, const u16* b, float s[
 template <int W, int NB>
 __device__ __forceinline__ void ab_accumulate(const float x[NB / 8][4], const u16* b, float acc[W / 8][4]) {
     int lane = threadIdx.x & 31;
-    u32 base = ab_smem(b + ((lane & 7) + ((lane >> 3) & 1) * 8) * (W + 8) + (lane >> 4) * 8);
+    u32 base = smem_addr(b + ((lane & 7) + ((lane >> 3) & 1) * 8) * (W + 8) + (lane >> 4) * 8);
 #pragma unroll
     for (int j = 0; j < NB / 16; j++) {
         u32 a[4] = {ab_pack(x[2 * j][0], x[2 * j][1]), ab_pack(x[2 * j][2], x[2 * j][3]),
@@ -166,7 +143,7 @@ __device__ __forceinline__ void ab_accumulate(const float x[NB / 8][4], const u1
 #pragma unroll
         for (int np = 0; np < W / 16; np++) {
             u32 bf[4];
-            ab_ldm_t(base + (u32) (j * 16 * (W + 8) * 2 + np * 32), bf);
+            ldsm_x4_trans(base + (u32) (j * 16 * (W + 8) * 2 + np * 32), bf);
             ab_mma(acc[2 * np], a, bf[0], bf[1]);
             ab_mma(acc[2 * np + 1], a, bf[2], bf[3]);
         }
@@ -233,12 +210,12 @@ __device__ __forceinline__ void ab_stream_keys(u16* kv, const float* kb, i64 kS,
 // 16-byte (4-byte) asynchronous copy global -> shared; zeros in place of the source where !valid (then
 // nothing is read; src must still be a valid address).
 __device__ __forceinline__ void ab_cp16(u16* dst, const void* src, bool valid) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(ab_smem(dst)), "l"(src), "r"(valid ? 16 : 0)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0)
                  : "memory");
 }
 
 __device__ __forceinline__ void ab_cp4(float* dst, const void* src, bool valid) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(ab_smem(dst)), "l"(src), "r"(valid ? 4 : 0)
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 4 : 0)
                  : "memory");
 }
 

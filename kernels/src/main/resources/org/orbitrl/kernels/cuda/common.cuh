@@ -126,3 +126,35 @@ __device__ __forceinline__ float row_rms_inv(const float* xr, int h, float eps, 
 
 #define GRID_STRIDE(i, n) \
     for (i64 i = (i64) blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64) gridDim.x * blockDim.x)
+
+// Tensor-core helpers (sm_80+). smem_addr: the 32-bit shared-memory address of a generic pointer into shared memory.
+// ldsm_x4: four 8x8 b16 matrices (lanes 8i .. 8i + 7 address the rows of matrix i; d[i] is this lane's pair of
+// matrix i, row lane / 4, columns 2 (lane % 4) and + 1), ldsm_x4_trans the same transposed (rows 2 (lane % 4) and
+// + 1, column lane / 4). mma_bf16_16816: c += A . B, mma m16n8k16 with bf16 A (16 x 16: a0..a3) and B (16 x 8:
+// b0, b1), f32 accumulation.
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+    u32 r;
+    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
+    return r;
+}
+
+__device__ __forceinline__ void ldsm_x4(u32 addr, u32* d) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+                 : "r"(addr)
+                 : "memory");
+}
+
+__device__ __forceinline__ void ldsm_x4_trans(u32 addr, u32* d) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+                 : "r"(addr)
+                 : "memory");
+}
+
+__device__ __forceinline__ void mma_bf16_16816(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%0, %1, %2, %3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}

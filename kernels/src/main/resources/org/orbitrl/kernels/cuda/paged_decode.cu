@@ -27,12 +27,6 @@
 #define PD_TK 32 // keys per tile: one per lane
 static_assert(PD_TK == 32, "lane j scores key j of a tile");
 
-__device__ __forceinline__ unsigned pd_smem_addr(const void* p) {
-    unsigned r;
-    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
-    return r;
-}
-
 template <typename CT>
 struct PdCache {
     static constexpr int PAD = 16 / (int) sizeof(CT); // a row's padding, in values
@@ -49,7 +43,7 @@ __device__ __forceinline__ float4 pd_ld4(const u16* p) {
 }
 
 __device__ __forceinline__ void pd_cp16(void* dst, const void* src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(pd_smem_addr(dst)), "l"(src) : "memory");
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src) : "memory");
 }
 
 __device__ __forceinline__ void pd_commit() {
@@ -58,6 +52,28 @@ __device__ __forceinline__ void pd_commit() {
 
 __device__ __forceinline__ void pd_wait_one() {
     asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+}
+
+// The block's sequence b, kv head kvh and key split (grid B * Hkv * splits, the split fastest), the group G = Hq / Hkv,
+// and the split's keys ks .. ke (none when ke < ks): the splitLen keys of the split up to the query's position
+// lens[b] - 1, from the sliding window's first key on (window > 0).
+struct PdSplit {
+    int b, kvh, split, G, ks, ke;
+};
+
+__device__ __forceinline__ PdSplit pd_split(const int* lens, int Hq, int Hkv, int window, int splits, int splitLen) {
+    PdSplit r;
+    r.split = blockIdx.x % splits;
+    int bk = blockIdx.x / splits;
+    r.kvh = bk % Hkv;
+    r.b = bk / Hkv;
+    r.G = Hq / Hkv;
+    int pos = lens[r.b] - 1;
+    int lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+    int ks = r.split * splitLen;
+    r.ke = ks + splitLen - 1 < pos ? ks + splitLen - 1 : pos; // last key of this split
+    r.ks = ks < lo ? lo : ks;
+    return r;
 }
 
 // Issues the copies of keys tile .. tile + PD_TK - 1 (those <= ke) into one stage; rows past ke
@@ -135,16 +151,7 @@ __device__ __forceinline__ void pd_decode(
     float* qsh = (float*) (sm + 2 * stage);   // [warps * HW][D]
     float* psh = qsh + warps * HW * D;        // [warps * HW][PD_TK]
 
-    int split = blockIdx.x % splits;
-    int bk = blockIdx.x / splits;
-    int kvh = bk % Hkv;
-    int b = bk / Hkv;
-    int G = Hq / Hkv;
-    int pos = lens[b] - 1;
-    int lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
-    int ks = split * splitLen;
-    int ke = ks + splitLen - 1 < pos ? ks + splitLen - 1 : pos; // last key of this split
-    if (ks < lo) ks = lo;
+    auto [b, kvh, split, G, ks, ke] = pd_split(lens, Hq, Hkv, window, splits, splitLen);
     int tiles = ke >= ks ? (ke - ks) / PD_TK + 1 : 0;
     const int* table = tables + (i64) b * maxBlocks;
     i64 kRow = (i64) Hkv * D;
@@ -296,27 +303,6 @@ extern "C" __global__ void __launch_bounds__(128) paged_decode_tiled_h2_kvbf16(P
 #define PM_WARPS 4
 #define PM_TK 16 // keys a warp's tile
 
-__device__ __forceinline__ void pm_ldmatrix4(unsigned addr, unsigned* d) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
-                 : "r"(addr)
-                 : "memory");
-}
-
-__device__ __forceinline__ void pm_ldmatrix4_trans(unsigned addr, unsigned* d) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
-                 : "r"(addr)
-                 : "memory");
-}
-
-__device__ __forceinline__ void pm_mma(float* c, unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0, unsigned b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-                 "{%0, %1, %2, %3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
 // 16 bytes from src into shared dst, or zeros when !valid (src is then not read).
 __device__ __forceinline__ void pm_cp16(unsigned dst, const void* src, bool valid) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
@@ -346,16 +332,13 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
     int g = lane >> 2;
     int t = lane & 3;
 
-    int split = blockIdx.x % splits;
-    int bk = blockIdx.x / splits;
-    int kvh = bk % Hkv;
-    int b = bk / Hkv;
-    int G = Hq / Hkv;
-    int pos = lens[b] - 1;
-    int lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
-    int ks = split * splitLen;
-    int ke = ks + splitLen - 1 < pos ? ks + splitLen - 1 : pos; // last key of this split
-    if (ks < lo) ks = lo;
+    PdSplit sp = pd_split(lens, Hq, Hkv, window, splits, splitLen);
+    int split = sp.split;
+    int kvh = sp.kvh;
+    int b = sp.b;
+    int G = sp.G;
+    int ks = sp.ks;
+    int ke = sp.ke;
     int tiles = ke >= ks ? (ke - ks) / PM_TK + 1 : 0;
     const int* table = tables + (i64) b * maxBlocks;
     const u16* kb = kc + (i64) kvh * D;
@@ -363,7 +346,7 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
     i64 rowStride = (i64) Hkv * D;
 
     u16* wsm = sm + warp * 2 * STAGE; // this warp's two stages
-    unsigned wbase = pd_smem_addr(wsm);
+    unsigned wbase = smem_addr(wsm);
     // this lane's copies: key row lane / 2 of the tile, half lane % 2 of it
     int cr = lane >> 1;
     int ch = (lane & 1) * (D / 2);
@@ -430,9 +413,9 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
 #pragma unroll
         for (int kk = 0; kk < KS; kk++) {
             unsigned kf[4];
-            pm_ldmatrix4(kt + kAddr + (unsigned) (kk * 32), kf);
-            pm_mma(s[0], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], kf[0], kf[1]);
-            pm_mma(s[1], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], kf[2], kf[3]);
+            ldsm_x4(kt + kAddr + (unsigned) (kk * 32), kf);
+            mma_bf16_16816(s[0], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], kf[0], kf[1]);
+            mma_bf16_16816(s[1], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], kf[2], kf[3]);
         }
         int key0 = ks + (warp + i * PM_WARPS) * PM_TK; // key of column 0
         unsigned pa[4];
@@ -473,9 +456,9 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
 #pragma unroll
         for (int dp = 0; dp < KS; dp++) {
             unsigned vf[4];
-            pm_ldmatrix4_trans(vt + vAddr + (unsigned) (dp * 32), vf);
-            pm_mma(o[2 * dp], pa[0], pa[1], pa[2], pa[3], vf[0], vf[1]);
-            pm_mma(o[2 * dp + 1], pa[0], pa[1], pa[2], pa[3], vf[2], vf[3]);
+            ldsm_x4_trans(vt + vAddr + (unsigned) (dp * 32), vf);
+            mma_bf16_16816(o[2 * dp], pa[0], pa[1], pa[2], pa[3], vf[0], vf[1]);
+            mma_bf16_16816(o[2 * dp + 1], pa[0], pa[1], pa[2], pa[3], vf[2], vf[3]);
         }
         __syncwarp(); // every lane is done with this stage before it is refilled
     }

@@ -38,12 +38,6 @@
 #define QM_STAGE (QM_WBYTES + 16 * 16)            // + scales: [16 rows, 8 groups] bf16
 #define QM_XB 4                                   // x chunks a thread loads before it stores any
 
-__device__ __forceinline__ u32 qm_smem_addr(const void* p) {
-    u32 r;
-    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
-    return r;
-}
-
 __device__ __forceinline__ void qm_cp16(u32 dst, const void* src) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
 }
@@ -61,25 +55,10 @@ __device__ __forceinline__ void qm_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
-__device__ __forceinline__ void qm_ldmatrix4(u32 addr, u32* d) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
-                 : "r"(addr)
-                 : "memory");
-}
-
 __device__ __forceinline__ u32 qm_fma_bf16x2(u32 a, u32 b, u32 c) {
     u32 d;
     asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(d) : "r"(a), "r"(b), "r"(c));
     return d;
-}
-
-// c = A . B (+ c): m16n8k16, A rows x k (a: 4 bf16x2), B k x n (b: 2 bf16x2), f32 c.
-__device__ __forceinline__ void qm_mma(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-                 "{%0, %1, %2, %3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
 // (a & 0x000F000F) | 0x43004300 in one instruction: the bf16 pair 128 + u of the nibbles at bits 0 and 16 of a.
@@ -121,7 +100,7 @@ __device__ __forceinline__ void qm_stage(float (&acc)[NT][4], u32 wbase, const u
         int gi0 = gs + 2 * jp;
         if (FULL || gi0 < G) { // G is even: both groups of the pair are inside K
             u32 w[4]; // rows g, g + 8 of group gi0, then of gi0 + 1
-            qm_ldmatrix4(wbase + (u32) (2 * jp * 16), w);
+            ldsm_x4(wbase + (u32) (2 * jp * 16), w);
             u32 sl = *(const u32*) (sc + g * 8 + 2 * jp);       // bf16 scales of groups gi0, gi0 + 1, row g
             u32 sh = *(const u32*) (sc + (g + 8) * 8 + 2 * jp); // and row g + 8
             uint2 zl = make_uint2(0xC308C308u, 0xC308C308u);
@@ -143,8 +122,8 @@ __device__ __forceinline__ void qm_stage(float (&acc)[NT][4], u32 wbase, const u
                     if (j == 0 || j < nt) {
                         uint4 xv = *(const uint4*) (xrow + 8 * j * xStride + (gi0 + h) * 64);
                         float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                        qm_mma(c, a[0], b[0], a[1], b[1], xv.x, xv.y);
-                        qm_mma(c, a[2], b[2], a[3], b[3], xv.z, xv.w);
+                        mma_bf16_16816(c, a[0], b[0], a[1], b[1], xv.x, xv.y);
+                        mma_bf16_16816(c, a[2], b[2], a[3], b[3], xv.z, xv.w);
                         acc[j][0] = fmaf(sLo, c[0], acc[j][0]);
                         acc[j][1] = fmaf(sLo, c[1], acc[j][1]);
                         acc[j][2] = fmaf(sHi, c[2], acc[j][2]);
@@ -221,7 +200,7 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
     int n0 = blockIdx.x * ROWS + (FUSED ? (warp & (HALF - 1)) : warp) * 16;
     bool rowsHere = n0 < N; // warp-uniform, the same for FUSED partners
     int nst = (G + QM_SG - 1) / QM_SG;
-    u32 wsm = qm_smem_addr(wst);
+    u32 wsm = smem_addr(wst);
     i64 ebase = (i64) e * N;
 
     // This lane's copies of a stage: codes rows 4 * it + lane / 8 (it < 4), group lane % 8 of the stage;

@@ -210,22 +210,12 @@ __device__ __forceinline__ void ab_stream_keys(u16* kv, const float* kb, i64 kS,
 // 16-byte (4-byte) asynchronous copy global -> shared; zeros in place of the source where !valid (then
 // nothing is read; src must still be a valid address).
 __device__ __forceinline__ void ab_cp16(u16* dst, const void* src, bool valid) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0)
-                 : "memory");
+    cp_async16_zfill(smem_addr(dst), src, valid);
 }
 
 __device__ __forceinline__ void ab_cp4(float* dst, const void* src, bool valid) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 4 : 0)
                  : "memory");
-}
-
-__device__ __forceinline__ void ab_commit() {
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-
-template <int N>
-__device__ __forceinline__ void ab_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 // Issues the copies of a bf16 tile [ROWS, W] (row r from rowPtr(r), zeros where it gives 0; rows 16-byte
@@ -256,7 +246,7 @@ __device__ __forceinline__ void ab_stream_keys16(u16* kv, const u16* kb, i64 kS,
         ab_cp_tile<BN, D, NT>(dst, kb, [&](int r) { return k0 + r <= hi ? kb + (i64) (k0 + r) * kS : (const u16*) 0; });
         ab_cp_tile<BN, DV, NT>(dst + BN * (D + 8), vb,
                            [&](int r) { return k0 + r <= hi ? vb + (i64) (k0 + r) * vS : (const u16*) 0; });
-        ab_commit();
+        cp_async_commit();
     };
     issue(lo, kv);
     int it = 0;
@@ -264,9 +254,9 @@ __device__ __forceinline__ void ab_stream_keys16(u16* kv, const u16* kb, i64 kS,
         u16* ksh = kv + (it & 1) * BUF;
         if (k0 + BN <= hi) {
             issue(k0 + BN, kv + ((it + 1) & 1) * BUF);   // that buffer's last reader passed the barrier below
-            ab_wait<1>();
+            cp_async_wait<1>();
         } else {
-            ab_wait<0>();
+            cp_async_wait<0>();
         }
         __syncthreads();
         body(ksh, ksh + BN * (D + 8), k0);
@@ -492,8 +482,8 @@ __device__ __forceinline__ void ab_backward_q(const E* q, i64 qT, i64 qH, const 
         ab_cp_tile<BM, D, 32 * NW>(qsh, q, [&](int r) { return t0 + r < T ? q + (i64) (t0 + r) * qT + (i64) h * qH : (const E*) 0; });
         ab_cp_tile<BM, DV, 32 * NW>(osh, dob,
                               [&](int r) { return t0 + r < T ? dob + (i64) (t0 + r) * dobT + (i64) h * dobH : (const E*) 0; });
-        ab_commit();
-        ab_wait<0>();
+        cp_async_commit();
+        cp_async_wait<0>();
     } else {
         static_assert(NW == 8, "f32 sources: blocks of AB_THREADS");
         AbTile<BM, D> qt;
@@ -667,7 +657,7 @@ __device__ __forceinline__ void ab_backward_kv(const E* q, i64 qT, i64 qH, const
             const float* src = threadIdx.x < BQ ? lse : delta;
             ab_cp4(ld + buf * 2 * BQ + threadIdx.x, src + (t <= tEnd ? (i64) t * Hq + h : 0), t <= tEnd);
         }
-        ab_commit();
+        cp_async_commit();
     };
     // f32 sources (E = float; compiled but never called for u16): an item's rows into registers (load),
     // then into buffer buf (store)
@@ -696,8 +686,8 @@ __device__ __forceinline__ void ab_backward_kv(const E* q, i64 qT, i64 qH, const
         if (nItems > 0) {
             issue(0, 0);                      // one group with the resident keys and values
         } else {
-            ab_commit();
-            ab_wait<0>();
+            cp_async_commit();
+            cp_async_wait<0>();
         }
     } else {
         static_assert(NW == 8, "f32 sources: blocks of AB_THREADS");
@@ -728,9 +718,9 @@ __device__ __forceinline__ void ab_backward_kv(const E* q, i64 qT, i64 qH, const
         if constexpr (sizeof(E) == 2) {
             if (more) {
                 issue(item + 1, buf ^ 1);   // that buffer's last reader passed the barrier ending the previous item
-                ab_wait<1>();
+                cp_async_wait<1>();
             } else {
-                ab_wait<0>();
+                cp_async_wait<0>();
             }
             __syncthreads();
         } else {

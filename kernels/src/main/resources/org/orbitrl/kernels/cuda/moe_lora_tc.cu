@@ -24,25 +24,9 @@
 #define MT_GB 128     // b (wide side) of a gradient tile: 8 warps of 16
 #define MT_GS 8       // shared row padding of [row][a|b] tiles: strides 8 mod 32 banks
 
-__device__ __forceinline__ u32 mt_smem(const void* p) {
-    u32 r;
-    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
-    return r;
-}
-
 // 16 bytes from src into shared dst, or 16 zero bytes when !valid (src is then not read).
 __device__ __forceinline__ void mt_cp16(float* dst, const float* src, bool valid) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(mt_smem(dst)), "l"(src), "r"(valid ? 16 : 0)
-                 : "memory");
-}
-
-__device__ __forceinline__ void mt_commit() {
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-
-template <int N>
-__device__ __forceinline__ void mt_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+    cp_async16_zfill(smem_addr(dst), src, valid);
 }
 
 // tf32(x) for finite x: round to nearest, ties away from zero (as cvt.rna.tf32.f32), the 13 low bits
@@ -119,7 +103,7 @@ extern "C" __global__ void __launch_bounds__(256, 3) moe_rows_gemm_tc(const floa
         bool ok = xok[i] && (k0) + 4 * (idx & 7) < K;                                        \
         mt_cp16(&xs[buf][idx >> 3][4 * (idx & 7)], ok ? xrow[i] + (k0) : in, ok);            \
     }                                                                                        \
-    mt_commit();
+    cp_async_commit();
     // W tile [32 columns, 32 k]: 4 elements a thread, consecutive threads along W's unit stride
     float wv[4];
 #define MT_LOAD_W(k0)                                                                                       \
@@ -171,9 +155,9 @@ extern "C" __global__ void __launch_bounds__(256, 3) moe_rows_gemm_tc(const floa
         if (!last) {
             MT_STAGE_X(s ^ 1, k0 + MT_K)
             MT_LOAD_W(k0 + MT_K)
-            mt_wait<1>();
+            cp_async_wait<1>();
         } else {
-            mt_wait<0>();
+            cp_async_wait<0>();
         }
         __syncthreads();
         if (16 * warp < rows) {   // warp-uniform: a warp whose rows are all past the tile's skips them
@@ -266,7 +250,7 @@ extern "C" __global__ void __launch_bounds__(256, 3) moe_rows_wgrad_tc(const flo
         bool ok = vok && (p0) + row < rows;                                                      \
         mt_cp16(&vs[buf][row][vb], ok ? vp + (i64) ((p0) + row) * B : v, ok);                    \
     }                                                                                            \
-    mt_commit();
+    cp_async_commit();
     // u tile [32 rows, 32 a]: 4 elements a thread, 32 consecutive threads along a row
     int ua = tid & 31;
     bool uok = a0 + ua < A;
@@ -292,9 +276,9 @@ extern "C" __global__ void __launch_bounds__(256, 3) moe_rows_wgrad_tc(const flo
         if (p0 + MT_K < rows) {
             MT_STAGE_V(s ^ 1, p0 + MT_K)
             MT_LOAD_U(p0 + MT_K)
-            mt_wait<1>();
+            cp_async_wait<1>();
         } else {
-            mt_wait<0>();
+            cp_async_wait<0>();
         }
         __syncthreads();
         if (b0 + wb < B) {   // warp-uniform: a warp whose b are all past B skips them

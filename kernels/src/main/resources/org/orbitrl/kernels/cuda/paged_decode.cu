@@ -46,14 +46,6 @@ __device__ __forceinline__ void pd_cp16(void* dst, const void* src) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src) : "memory");
 }
 
-__device__ __forceinline__ void pd_commit() {
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-
-__device__ __forceinline__ void pd_wait_one() {
-    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
-}
-
 // The block's sequence b, kv head kvh and key split (grid B * Hkv * splits, the split fastest), the group G = Hq / Hkv,
 // and the split's keys ks .. ke (none when ke < ks): the splitLen keys of the split up to the query's position
 // lens[b] - 1, from the sliding window's first key on (window > 0).
@@ -160,7 +152,7 @@ __device__ __forceinline__ void pd_decode(
     const CT* vb = vc + (i64) kvh * Dv;
 
     if (tiles > 0) pd_load_tile(sm, sm + PD_TK * (D + PAD), kb, vb, table, blockSize, kRow, vRow, D, Dv, ks, ke, warp, warps, lane);
-    pd_commit();
+    cp_async_commit();
 #pragma unroll
     for (int i = 0; i < HW; i++) { // each warp stages the q rows of its own heads
         int hl = warp * HW + i;
@@ -189,8 +181,8 @@ __device__ __forceinline__ void pd_decode(
             pd_load_tile(next, next + PD_TK * (D + PAD), kb, vb, table, blockSize, kRow, vRow, D, Dv, tile + PD_TK, ke, warp,
                          warps, lane);
         }
-        pd_commit();
-        pd_wait_one(); // this tile's copies (all but the newest group) have landed
+        cp_async_commit();
+        cp_async_wait<1>(); // this tile's copies (all but the newest group) have landed
         __syncthreads();
         const CT* ksh = sm + (t & 1) * stage;      // [PD_TK][D + PAD]
         const CT* vsh = ksh + PD_TK * (D + PAD);   // [PD_TK][Dv + PAD]
@@ -303,11 +295,6 @@ extern "C" __global__ void __launch_bounds__(128) paged_decode_tiled_h2_kvbf16(P
 #define PM_WARPS 4
 #define PM_TK 16 // keys a warp's tile
 
-// 16 bytes from src into shared dst, or zeros when !valid (src is then not read).
-__device__ __forceinline__ void pm_cp16(unsigned dst, const void* src, bool valid) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
-}
-
 __device__ __forceinline__ void pm_wait_all() {
     asm volatile("cp.async.wait_all;\n" ::: "memory");
 }
@@ -359,13 +346,13 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
         unsigned kd = wbase + (unsigned) ((slot * STAGE + cr * ROW + ch) * 2);
 #pragma unroll
         for (int c = 0; c < CH; c++) {
-            pm_cp16(kd + 16 * c, kr + 8 * c, valid);
-            pm_cp16(kd + (unsigned) (TILE * 2) + 16 * c, vr + 8 * c, valid);
+            cp_async16_zfill(kd + 16 * c, kr + 8 * c, valid);
+            cp_async16_zfill(kd + (unsigned) (TILE * 2) + 16 * c, vr + 8 * c, valid);
         }
     };
     int mine = tiles > warp ? (tiles - warp + PM_WARPS - 1) / PM_WARPS : 0; // this warp's tiles
     if (mine > 0) load(warp, 0);
-    pd_commit();
+    cp_async_commit();
 
     // q as the A operand: rows g and g + 8 are query heads kvh * G + row (zero past G), k-step kk's columns 16 kk + 2t,
     // + 1 (a0, a1) and + 8, + 9 (a2, a3)
@@ -404,8 +391,8 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
     unsigned vAddr = (unsigned) ((((mi & 1) * 8 + (lane & 7)) * ROW + (mi >> 1) * 8) * 2);
     for (int i = 0; i < mine; i++) {
         if (i + 1 < mine) load(warp + (i + 1) * PM_WARPS, (i + 1) & 1);
-        pd_commit();
-        pd_wait_one();
+        cp_async_commit();
+        cp_async_wait<1>();
         __syncwarp();
         unsigned kt = wbase + (unsigned) ((i & 1) * STAGE * 2);
         unsigned vt = kt + (unsigned) (TILE * 2);

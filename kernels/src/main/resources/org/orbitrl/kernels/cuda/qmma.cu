@@ -46,15 +46,6 @@ __device__ __forceinline__ void qm_cp4(u32 dst, const void* src) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst), "l"(src) : "memory");
 }
 
-__device__ __forceinline__ void qm_commit() {
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-
-template <int N>
-__device__ __forceinline__ void qm_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
 __device__ __forceinline__ u32 qm_fma_bf16x2(u32 a, u32 b, u32 c) {
     u32 d;
     asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(d) : "r"(a), "r"(b), "r"(c));
@@ -95,7 +86,7 @@ __device__ __forceinline__ uint2 qm_zero2(const u32* __restrict__ zrow, int zsh,
 template <int NT, bool FULL, bool ZP>
 __device__ __forceinline__ void qm_stage(float (&acc)[NT][4], u32 wbase, const u16* sc, const u8* xrow, int xStride, int gs,
                                          int G, int nt, int g, const u32* zLoRow, const u32* zHiRow, int zshLo, int zshHi) {
-#pragma unroll 2
+#pragma unroll 2 // fully unrolled, the products of a stage spill at the 128 registers of two blocks an SM
     for (int jp = 0; jp < QM_SG / 2; jp++) {
         int gi0 = gs + 2 * jp;
         if (FULL || gi0 < G) { // G is even: both groups of the pair are inside K
@@ -262,7 +253,7 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
 #pragma unroll
             for (int s = 0; s < LEAD; s++) {
                 if (s < nst) loadStage(s);
-                qm_commit();
+                cp_async_commit();
             }
         }
         __syncthreads(); // the previous chunk's readers of xs are done
@@ -300,11 +291,11 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
             u32 lrow = (u32) (((lane & 7) + ((lane >> 3) & 1) * 8) * QM_ROWB + (lane >> 4) * 16);
             const u8* xrow = xs + g * xStride + t * 16; // this lane's B chunk: x row g of an n-tile, chunk t of a group
             for (int s = 0; s < nst; s++) {
-                qm_wait<LEAD - 1>(); // stage s has landed
+                cp_async_wait<LEAD - 1>(); // stage s has landed
                 __syncwarp();
                 if (!AFTER) { // refill the slot of stage s - 1, read by every lane before the barrier above
                     if (s + LEAD < nst) loadStage(s + LEAD);
-                    qm_commit();
+                    cp_async_commit();
                 }
                 u32 wbase = wsm + (u32) ((s % ST) * QM_STAGE) + lrow;
                 const u16* sc = (const u16*) (wst + (s % ST) * QM_STAGE + QM_WBYTES);
@@ -324,10 +315,10 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
                 if (AFTER) { // refill this slot once every lane is done with it
                     __syncwarp();
                     if (s + LEAD < nst) loadStage(s + LEAD);
-                    qm_commit();
+                    cp_async_commit();
                 }
             }
-            qm_wait<0>();
+            cp_async_wait<0>();
             __syncwarp(); // every lane is done with the stages before the next chunk (or the hand-over) uses them
             if (LORA) {
                 QmLora l = second ? lora1 : lora0;

@@ -49,6 +49,22 @@ public interface Backend extends AutoCloseable {
         }
     }
 
+    /** A low-rank term of {@link #matmulLowRank}: {@code scale · (x · aᵀ) · bᵀ}, a f32 [r, K], b f32 [N, r]. */
+    record LowRankTerm(Tensor a, Tensor b, float scale) {
+    }
+
+    /**
+     * {@code ys[i] = x · ws[i]ᵀ + terms[i].scale · (x · terms[i].aᵀ) · terms[i].bᵀ} (a null term adds nothing) for dense
+     * weights that read the same x (an attention block's q, k and v with their LoRAs, or one projection), where the
+     * backend has a fused form for this call: it then writes every ys[i] and returns true. Its numbers are those of
+     * {@link #matmulShared} followed by the terms (each {@link #matmul} of the A, then {@link #matmulAxpy} of the B),
+     * within f32 rounding. Returns false without writing anything where there is none (here, and in exact mode): the
+     * caller then runs those steps.
+     */
+    default boolean matmulLowRank(Tensor x, Tensor[] ws, LowRankTerm[] terms, Tensor[] ys) {
+        return false;
+    }
+
     /** {@code y = x · wᵀ} with a quantized weight [N, K], without materialising w in full precision. */
     void matmulQuantized(Tensor x, QuantizedTensor w, Tensor y);
 
@@ -372,6 +388,20 @@ public interface Backend extends AutoCloseable {
      */
     default void moeExpertMatmulPairs(Tensor x, int xDiv, ExpertWeights experts, Tensor ids, float scale, Tensor y, boolean accumulate) {
         MoeHostOps.expertMatmulPairs(this, x, xDiv, experts, ids, scale, y, accumulate);
+    }
+
+    /**
+     * {@link #moeExpertMatmulPairs} of the same x and ids for each of {@code experts} (the gate's and the up's LoRA A),
+     * scale 1, each ys[i] overwritten: the numbers of a call each, which is what this default makes; a backend may take
+     * them in one launch.
+     */
+    default void moeExpertMatmulPairsShared(Tensor x, int xDiv, ExpertWeights[] experts, Tensor ids, Tensor[] ys) {
+        if (experts.length != ys.length) {
+            throw new IllegalArgumentException("moeExpertMatmulPairsShared: " + experts.length + " expert sets for " + ys.length + " outputs");
+        }
+        for (int i = 0; i < experts.length; i++) {
+            moeExpertMatmulPairs(x, xDiv, experts[i], ids, 1f, ys[i], false);
+        }
     }
 
     /**

@@ -364,6 +364,20 @@ public final class CudaBackend implements Backend {
     }
 
     /**
+     * Decode batches of 17 to 64 rows outside exact mode, bf16 weights with f32 LoRA factors: the LoRAs' A products and
+     * x rounded to bf16 in one launch, then the base products and the B terms on tensor cores in another ({@code
+     * dmma.cu}); {@code -Dorbit.cuda.dmma=off} declines.
+     */
+    @Override
+    public boolean matmulLowRank(Tensor x, Tensor[] ws, LowRankTerm[] terms, Tensor[] ys) {
+        if (exact) {
+            return false;
+        }
+        ctx.device.bind();
+        return matmulOps.matmulLowRank(x, ws, terms, ys);
+    }
+
+    /**
      * {@code y += x · wᵀ} for a bf16 weight (x, y f32): a residual add folded into the projection, one
      * launch up to 16 rows (the GEMV, exact weights, f32 accumulation), else cuBLAS with β = 1 on
      * bf16-rounded x.
@@ -762,6 +776,15 @@ public final class CudaBackend implements Backend {
             }
         } finally {
             ctx.allocator.release(tmp);
+        }
+    }
+
+    /** Two f32 LoRA A sets over the same grouped pairs in one launch ({@link CudaMoePairs#matmulShared}); else a call each. */
+    @Override
+    public void moeExpertMatmulPairsShared(Tensor x, int xDiv, ExpertWeights[] experts, Tensor ids, Tensor[] ys) {
+        ctx.device.bind();
+        if (!moePairs.matmulShared(x, xDiv, experts, ids, ys)) {
+            Backend.super.moeExpertMatmulPairsShared(x, xDiv, experts, ids, ys);
         }
     }
 

@@ -1,6 +1,9 @@
 package org.orbitrl.kernels.cuda;
 
+import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.NotCapturableException;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.internal.Kernel;
 import org.orbitrl.kernels.quant.QuantizedTensor;
@@ -49,10 +52,47 @@ final class CudaMatmulOps {
     private static final boolean NARROW = !"off".equals(System.getProperty("orbit.cuda.narrowMatmul"));
     private static final int NARROW_ROWS_PER_BLOCK = 4;   // x rows a block stages (mt)
 
+    /**
+     * Rows of x for which {@link #matmulLowRank} takes the tensor-core decode kernels ({@code dmma.cu}): above the GEMV's
+     * (whose f32 rows stay exact), at most 64 (8 n-tiles of 8 tokens a warp). {@code -Dorbit.cuda.dmma=off} declines.
+     */
+    static final int DMMA_MIN_ROWS = QGEMV_MAX_ROWS + 1;
+    static final int DMMA_MAX_ROWS = 64;
+    private static final boolean DMMA = !"off".equals(System.getProperty("orbit.cuda.dmma"));
+    private static final int DMMA_ROWS = 128;      // DM_ROWS: weight rows a block
+    private static final int DMMA_THREADS = 256;   // DM_THREADS
+    private static final int DMMA_KC = 64;         // DM_KC: values of K a stage
+    private static final int DMMA_STAGE_ROW = 144; // DM_ROWB
+    private static final int DMMA_STAGES = 4;      // DM_ST
+    private static final int DMMA_RMAX = 64;       // DM_RMAX
+    private static final int DMMA_BLOCKS_AN_SM = 2;
+    private static final int DMMA_SPLITS = 8;      // DM_SPLITS: ranges of K at most, a power of two
+    /**
+     * Weight rows a call needs in all (every weight's rows together) to take the tensor-core decode kernels: with fewer,
+     * filling the device takes deep splits of K, whose partial sums cost more than they save (on the H200, Qwen3-30B-A3B's
+     * o projection, 2048 rows over K = 4096, took 27.5 µs at 64 rows against 23.7 for cuBLAS and the separate terms,
+     * while q, k and v, 5120 rows together, took 31.3 against 36.7; {@code GpuDecodeOpsBench lowrank}).
+     * {@code -Dorbit.cuda.dmmaMinRows=N} moves the bound.
+     */
+    static int dmmaMinRows() {
+        return Integer.getInteger("orbit.cuda.dmmaMinRows", 4096);
+    }
+
+    /** {@code -Dorbit.cuda.dmmaSplits=N}: that many ranges of K (1, 2, 4 or 8) instead of the most that fit two blocks an SM. */
+    private static final int DMMA_SPLITS_SET = Integer.getInteger("orbit.cuda.dmmaSplits", 0);
+    /** Partial tiles the split products leave (f32: 8 MiB) and row blocks a call at most (a counter each). */
+    private static final int DMMA_PART_FLOATS = 2 << 20;
+    private static final int DMMA_COUNTERS = 4096;
+
     private final CudaContext ctx;
     private final CudaRowOps rows;
     private final Kernel narrow;
     private final Kernel narrow3;
+    private final Kernel dmma32;
+    private final Kernel dmma64;
+    /** dmma.cu's partial tiles and its counters (kept zero between launches), made at the first call outside a capture. */
+    private Tensor dmmaPart;
+    private Tensor dmmaCounters;
     final CudaQgemv qgemv;
 
     private final Kernel gemvBf16;
@@ -68,6 +108,8 @@ final class CudaMatmulOps {
         this.gemvBf16 = ctx.kernel("quant", "gemv_bf16");
         this.narrow = ctx.kernel("moe_pairs", "narrow_matmul_f32");
         this.narrow3 = ctx.kernel("moe_pairs", "narrow_matmul3_f32");
+        this.dmma32 = ctx.kernel("dmma", "dmma_bf16_m32_f32");
+        this.dmma64 = ctx.kernel("dmma", "dmma_bf16_m64_f32");
         for (QuantLayout l : QuantLayout.values()) {
             gemv.put(l, ctx.kernel("quant", "gemv_" + l.kernelSuffix()));
             dequant.put(l, ctx.kernel("quant", "dequant_" + l.kernelSuffix()));
@@ -156,7 +198,7 @@ final class CudaMatmulOps {
             if (blocks > 0) {
                 ctx.launch2dShared(narrow3, blocks, (m + NARROW_ROWS_PER_BLOCK - 1) / NARROW_ROWS_PER_BLOCK, 256,
                         16 * NARROW_ROWS_PER_BLOCK * stride, x, m, k, NARROW_ROWS_PER_BLOCK, w[0], y[0], n[0], w[1], y[1], n[1],
-                        w[2], y[2], n[2]);
+                        w[2], y[2], n[2], 0L);
             }
         } else if (stagedAll) {
             Tensor xb = ctx.scratch(CudaContext.Scratch.X_BF16, DType.BF16, DeviceScratch.stagingElements(m, k)); // [m, k]
@@ -172,6 +214,155 @@ final class CudaMatmulOps {
                 matmul(x, ws[i], ys[i]);
             }
         }
+    }
+
+    /**
+     * {@link Backend#matmulLowRank} for {@value #DMMA_MIN_ROWS} to {@value #DMMA_MAX_ROWS} rows of x, up to three bf16
+     * weights of rows a multiple of 128 ({@link #dmmaMinRows} at least in all), K a multiple of 64, and f32 LoRA factors
+     * of rank at most 64 (a multiple of 4) on at least one of them: one {@code narrow_matmul3_f32} launch for the terms'
+     * x · Aᵀ (the sums of {@link #matmulShared}) that also writes x rounded to bf16, then one {@code dmma.cu} launch for
+     * the base products on tensor cores (x and the weights in bf16, f32 sums, split over K in a fixed order) with each
+     * term's s · (x · Aᵀ) · Bᵀ added in f32. Returns false, writing nothing, for any other call.
+     */
+    boolean matmulLowRank(Tensor x, Tensor[] ws, Backend.LowRankTerm[] terms, Tensor[] ys) {
+        long rowBlocks = lowRankRowBlocks(x, ws, terms, ys);
+        if (rowBlocks == 0) {
+            return false;
+        }
+        int k = x.size(-1);
+        int m = CudaContext.rows(x);
+        int tile = m <= 32 ? 32 : 64;
+        int splits = dmmaSplits(rowBlocks, k / DMMA_KC);
+        if (splits == 0) {
+            return false;
+        }
+        ctx.dev("matmulLowRank x", x);
+        dmmaWorkspace();
+        // the terms' x · Aᵀ (packed to the front of the launch) and x in bf16
+        Tensor xb = ctx.scratch(CudaContext.Scratch.X_BF16, DType.BF16, (long) m * k);
+        long loFloats = 0;
+        for (Backend.LowRankTerm t : terms) {
+            loFloats += t == null ? 0 : (long) m * t.a().size(0);
+        }
+        Tensor loAll = ctx.scratch(CudaContext.Scratch.LORA_LO, DType.F32, loFloats);
+        long[] lo = new long[3];
+        long[] aw = new long[3];
+        long[] ay = new long[3];
+        int[] an = new int[3];
+        int j = 0;
+        long aBlocks = 0;
+        for (int i = 0, at = 0; i < ws.length; i++) {
+            if (terms[i] != null) {
+                int r = terms[i].a().size(0);
+                lo[i] = CudaAllocator.address(loAll) + 4L * at;
+                at += m * r;
+                aw[j] = CudaAllocator.address(terms[i].a());
+                ay[j] = lo[i];
+                an[j] = r;
+                aBlocks += (r + 7) / 8;
+                j++;
+            }
+        }
+        int stride = Math.min(k / 4, CudaMoePairs.LONG_K_PIECES);
+        ctx.launch2dShared(narrow3, aBlocks, (m + NARROW_ROWS_PER_BLOCK - 1) / NARROW_ROWS_PER_BLOCK, 256,
+                16 * NARROW_ROWS_PER_BLOCK * stride, x, m, k, NARROW_ROWS_PER_BLOCK, aw[0], ay[0], an[0], aw[1], ay[1], an[1],
+                aw[2], ay[2], an[2], CudaAllocator.address(xb));
+        Object[] args = new Object[6 + 7 * 3];
+        args[0] = xb;
+        args[1] = m;
+        args[2] = k;
+        args[3] = dmmaPart;
+        args[4] = dmmaCounters;
+        args[5] = 0;   // y overwritten
+        for (int i = 0; i < 3; i++) {
+            boolean here = i < ws.length;
+            Backend.LowRankTerm t = here ? terms[i] : null;
+            args[6 + 7 * i] = here ? CudaAllocator.address(ws[i]) : 0L;
+            args[7 + 7 * i] = here ? CudaAllocator.address(ys[i]) : 0L;
+            args[8 + 7 * i] = here ? ws[i].size(0) : 0;
+            args[9 + 7 * i] = t != null ? lo[i] : 0L;
+            args[10 + 7 * i] = t != null ? CudaAllocator.address(t.b()) : 0L;
+            args[11 + 7 * i] = t != null ? t.scale() : 0f;
+            args[12 + 7 * i] = t != null ? t.a().size(0) : 0;
+        }
+        ctx.launch2dShared(tile == 32 ? dmma32 : dmma64, rowBlocks, splits, DMMA_THREADS,
+                DMMA_STAGES * (DMMA_ROWS + tile) * DMMA_STAGE_ROW, args);
+        return true;
+    }
+
+    /**
+     * The 128-row blocks of the weights of a {@link #matmulLowRank} call the kernels take, or 0 where they do not (see
+     * there); throws where the shapes do not agree.
+     */
+    private long lowRankRowBlocks(Tensor x, Tensor[] ws, Backend.LowRankTerm[] terms, Tensor[] ys) {
+        if (!DMMA || ws.length == 0 || ws.length > 3 || ws.length != ys.length || terms.length != ws.length) {
+            return 0;
+        }
+        int k = x.size(-1);
+        int m = CudaContext.rows(x);
+        if (m < DMMA_MIN_ROWS || m > DMMA_MAX_ROWS || k % DMMA_KC != 0 || x.dtype() != DType.F32 || !x.isContiguous()
+                || CudaAllocator.address(x) % 16 != 0) {
+            return 0;
+        }
+        boolean anyTerm = false;
+        long rowBlocks = 0;
+        for (int i = 0; i < ws.length; i++) {
+            Tensor w = ws[i];
+            if (w.dtype() != DType.BF16 || w.rank() != 2 || !w.isContiguous() || w.dim(1) != k || w.size(0) % DMMA_ROWS != 0
+                    || CudaAllocator.address(w) % 16 != 0 || ys[i].dtype() != DType.F32 || !ys[i].isContiguous()) {
+                return 0;
+            }
+            if (ys[i].size(-1) != w.size(0) || CudaContext.rows(ys[i]) != m) {
+                throw new IllegalArgumentException("matmulLowRank: x " + x + " · wᵀ " + w + " -> y " + ys[i] + " do not agree");
+            }
+            Backend.LowRankTerm t = terms[i];
+            if (t != null) {
+                Tensor a = t.a();
+                Tensor b = t.b();
+                if (a.dtype() != DType.F32 || b.dtype() != DType.F32 || !a.isContiguous() || !b.isContiguous() || a.rank() != 2
+                        || b.rank() != 2 || a.size(0) > DMMA_RMAX || a.size(0) % 4 != 0 || CudaAllocator.address(a) % 16 != 0
+                        || CudaAllocator.address(b) % 16 != 0) {
+                    return 0;
+                }
+                if (a.dim(1) != k || b.dim(1) != a.dim(0) || b.dim(0) != w.dim(0)) {
+                    throw new IllegalArgumentException("matmulLowRank: the low-rank term a " + a + ", b " + b + " does not fit x " + x
+                            + " · wᵀ " + w);
+                }
+                anyTerm = true;
+            }
+            rowBlocks += w.size(0) / DMMA_ROWS;
+        }
+        return anyTerm && rowBlocks <= DMMA_COUNTERS && rowBlocks * DMMA_ROWS >= dmmaMinRows() ? rowBlocks : 0;
+    }
+
+    /**
+     * Ranges of K for {@code rowBlocks} blocks of rows over {@code chunks} 64-value chunks: the largest power of two (at
+     * most {@value #DMMA_SPLITS} and the chunks) that keeps the blocks within two an SM, and the partial tiles of 64 rows
+     * of x within their buffer; 0 where even one range's do not fit. It depends on the shapes and the device, never on
+     * the rows of x (a row's sums are the same in any batch).
+     */
+    private int dmmaSplits(long rowBlocks, int chunks) {
+        int target = DMMA_BLOCKS_AN_SM * ctx.device.multiprocessors();
+        int splits = DMMA_SPLITS_SET > 0 ? Integer.highestOneBit(Math.min(DMMA_SPLITS_SET, DMMA_SPLITS))
+                : Integer.highestOneBit((int) Math.max(1, Math.min(DMMA_SPLITS, target / rowBlocks)));
+        while (splits > 1 && (splits > chunks || (long) splits * rowBlocks * 64 * DMMA_ROWS > DMMA_PART_FLOATS)) {
+            splits >>= 1;
+        }
+        return (long) splits * rowBlocks * 64 * DMMA_ROWS > DMMA_PART_FLOATS ? 0 : splits;
+    }
+
+    /** dmma.cu's partial tiles and zeroed counters, kept for the backend's life (made outside a capture, like the routings). */
+    private void dmmaWorkspace() {
+        if (dmmaPart != null) {
+            return;
+        }
+        if (ctx.allocator.inCapture()) {
+            throw new NotCapturableException("the first tensor-core decode product (its workspace is"
+                    + " allocated); a captured step's measuring run makes it");
+        }
+        dmmaPart = ctx.allocator.allocate(MemoryCategory.RUNTIME_RESERVE, DType.F32, DMMA_PART_FLOATS);
+        dmmaCounters = ctx.allocator.allocate(MemoryCategory.RUNTIME_RESERVE, DType.I32, DMMA_COUNTERS);
+        ctx.allocator.zero(dmmaCounters);
     }
 
     /**

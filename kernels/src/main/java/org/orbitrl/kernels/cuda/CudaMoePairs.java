@@ -99,6 +99,7 @@ final class CudaMoePairs {
     private final Kernel routedDense;       // grouped on the device: 4 rows a warp
     private final Kernel routedDenseRow;    // a row a warp (few rows, long K: a LoRA's A in bf16)
     private final Kernel routedDenseLongK;  // a row a warp, its slice of K held in registers (a LoRA's A in f32)
+    private final Kernel routedDenseLongK2; // the same for two LoRAs' A (gate's and up's) in one launch
     private final Kernel routedDenseShortK; // a thread a row (K at most SHORT_K: a LoRA's B)
     private final Kernel routedDenseSingle; // the reference: an expert's pairs one at a time
     private final Map<TableKey, Tensor> tables = new HashMap<>();
@@ -133,6 +134,7 @@ final class CudaMoePairs {
         this.routedDenseRow = ctx.kernel("moe_pairs", "moe_routed_dense_r1");
         this.routedDenseShortK = ctx.kernel("moe_pairs", "moe_routed_dense_k");
         this.routedDenseLongK = ctx.kernel("moe_pairs", "moe_routed_dense_a");
+        this.routedDenseLongK2 = ctx.kernel("moe_pairs", "moe_routed_dense_a2");
         this.routedDenseSingle = ctx.kernel("moe_pairs", "moe_routed_dense");
     }
 
@@ -244,6 +246,50 @@ final class CudaMoePairs {
         long gridX = (n + rowsPerBlock - 1) / rowsPerBlock;
         ctx.launch2dShared(lone ? denseR1 : dense, gridX, pairs, DENSE_THREADS, (int) Math.max(shared, 16), x, xDiv, ids, table,
                 kind.bf16 ? 1 : 0, vec ? 1 : 0, scale, y, accumulate ? 1 : 0, n, k, w.experts(), ctx.errorFlag);
+        return true;
+    }
+
+    /**
+     * Two sets of f32 experts of few rows over a long K (the gate's and the up's LoRA A) against the same x and pairs in one
+     * {@code moe_routed_dense_a2} launch: above {@value #DIRECT_PAIRS} pairs, where each would take {@code
+     * moe_routed_dense_a}, with its sums (scale 1, ys overwritten). Returns false, writing nothing, for anything else (the
+     * caller runs a {@link #matmul} each).
+     */
+    boolean matmulShared(Tensor x, int xDiv, ExpertWeights[] ws, Tensor ids, Tensor[] ys) {
+        if (ws.length != 2 || ys.length != 2 || SINGLE_PAIRS) {
+            return false;
+        }
+        int pairs = Math.toIntExact(ids.numel());
+        int k = ws[0].cols();
+        int e = ws[0].experts();
+        if (pairs <= DIRECT_PAIRS || pairs > 65535 || ws[1].cols() != k || ws[1].experts() != e || k <= SHORT_K || k % 8 != 0
+                || 2L * e * 4 > SHARED_DEFAULT || ids.dtype() != DType.I32 || x.dtype() != DType.F32 || !x.isContiguous()
+                || CudaAllocator.address(x) % 16 != 0 || xDiv <= 0 || pairs % xDiv != 0 || x.size(-1) != k
+                || x.numel() != (long) pairs / xDiv * k) {
+            return false;
+        }
+        Tensor[] tables = new Tensor[2];
+        for (int i = 0; i < 2; i++) {
+            int n = ws[i].rows();
+            if (n > 64 || n == 0 || ys[i].dtype() != DType.F32 || !ys[i].isContiguous() || ys[i].size(-1) != n
+                    || ys[i].numel() != (long) pairs * n) {
+                return false;
+            }
+            Kind kind = kind(ws[i]);
+            if (kind.layout != null || kind.bf16 || !kind.aligned) {
+                return false;
+            }
+            tables[i] = table(ws[i], kind);
+        }
+        ctx.devContiguous("moeExpertMatmulPairsShared x", x, DType.F32);
+        ctx.devContiguous("moeExpertMatmulPairsShared expert ids", ids, DType.I32);
+        MoeRouting r = routed(e, ids);
+        int stride = Math.min(k / 4, LONG_K_PIECES);
+        int mt = (int) Math.max(1, Math.min(ROUTED_PAIRS, LONG_K_SHARED / (16L * stride)));
+        int warps = DENSE_THREADS / 32;
+        long gridX = (ws[0].rows() + warps - 1) / warps + (ws[1].rows() + warps - 1) / warps;
+        ctx.launch2dShared(routedDenseLongK2, gridX, Math.min(e, pairs), DENSE_THREADS, 16 * mt * stride, x, xDiv, r.offsets(),
+                r.order(), r.active(), tables[0], ys[0], ws[0].rows(), tables[1], ys[1], ws[1].rows(), k, mt, ctx.errorFlag);
         return true;
     }
 

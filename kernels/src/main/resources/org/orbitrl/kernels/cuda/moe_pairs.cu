@@ -244,14 +244,19 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
 // (conflict-free 16-byte reads); a (row of x, row of W) sums its lane's pieces in order, then across the warp, pass
 // after pass into the output. Needs K % 4 == 0 and x and the rows of W 16-byte aligned.
 //   ma_rows: row block rb's MP_WARPS rows of W against count x rows, xrow(i) the i-th; out(i, n, later, d) takes the
-//   sum d of x row i and W row n over one pass (later: not the first pass).
+//   sum d of x row i and W row n over one pass (later: not the first pass); xout(i, q, v) sees every 16-byte piece q of
+//   x row i as it is staged (ma_none: nothing).
 #define MA_V 16
 #define MA_PIECES (32 * MA_V) // 16-byte pieces of a row a pass
 #define MA_XB 4                // x pieces a thread loads before it stores any
 
-template <typename XRow, typename Out>
+struct MaNone {
+    __device__ __forceinline__ void operator()(int, int, float4) const {}
+};
+
+template <typename XRow, typename Out, typename XOut>
 __device__ __forceinline__ void ma_rows(const float* w, int N, int K, int count, int mt, XRow xrow, Out out, float4* xa,
-                                        int rb) {
+                                        int rb, XOut xout) {
     int lane = threadIdx.x & 31;
     int n = rb * MP_WARPS + (threadIdx.x >> 5);
     bool row = n < N; // warp-uniform
@@ -284,7 +289,12 @@ __device__ __forceinline__ void ma_rows(const float* w, int N, int K, int count,
                 }
 #pragma unroll
                 for (int u = 0; u < MA_XB; u++) {
-                    if (at[u] >= 0) xa[at[u]] = v[u];
+                    if (at[u] >= 0) {
+                        xa[at[u]] = v[u];
+                        int i = i0 + u * blockDim.x;
+                        int j = i / kl;
+                        xout(c + j, k0 + i - j * kl, v[u]);
+                    }
                 }
             }
             __syncthreads();
@@ -332,13 +342,45 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
                 float* o = y + (i64) pairs[i] * N + n;
                 *o = (accumulate || later ? *o : 0.0f) + scale * d;
             },
-            xa, blockIdx.x);
+            xa, blockIdx.x, MaNone());
+}
+
+// Two such products of the same x and pairs in one launch (the gate's and the up's LoRA A): y_i row p = x[p / xDiv] .
+// W_i,e^T for the two tables, the row blocks of the first (N0 rows) then the second's (N1) along blockIdx.x; each the
+// sums of moe_routed_dense_a (scale 1, y overwritten).
+extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
+    moe_routed_dense_a2(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
+                        const unsigned long long* table0, float* y0, int N0, const unsigned long long* table1, float* y1,
+                        int N1, int K, int mt, int* err) {
+    pdl_enter();
+    extern __shared__ float4 xa[]; // [mt, min(K / 4, MA_PIECES)]
+    if ((int) blockIdx.y >= active[0]) return;
+    int b0 = (N0 + MP_WARPS - 1) / MP_WARPS;
+    bool second = (int) blockIdx.x >= b0; // block-uniform
+    const unsigned long long* table = second ? table1 : table0;
+    float* y = second ? y1 : y0;
+    int N = second ? N1 : N0;
+    int e = active[1 + blockIdx.y];
+    const float* w = (const float*) table[e];
+    if (w == 0) { // an expert this rank does not hold
+        if (threadIdx.x == 0 && (blockIdx.x == 0 || (int) blockIdx.x == b0)) report_error(err, ERR_EXPERT_NOT_HELD, e, -1);
+        return;
+    }
+    const int* pairs = order + offsets[e];
+    ma_rows(w, N, K, offsets[e + 1] - offsets[e], mt,
+            [&](int i) { return x + (i64) (pairs[i] / xDiv) * K; },
+            [&](int i, int n, bool later, float d) {
+                float* o = y + (i64) pairs[i] * N + n;
+                *o = (later ? *o : 0.0f) + 1.0f * d;
+            },
+            xa, second ? blockIdx.x - b0 : blockIdx.x, MaNone());
 }
 
 // y [M, N] = x [M, K] . w^T for f32 x and a few f32 rows of w (a LoRA's A over a decode batch): block (row chunk of w,
 // mt rows of x), the same sums as moe_routed_dense_a (a row of y does not depend on the others: batch-invariant).
+template <typename XOut = MaNone>
 __device__ __forceinline__ void narrow_rows(const float* x, const float* w, float* y, int M, int N, int K, int mt, int rb,
-                                            float4* xa) {
+                                            float4* xa, XOut xout = XOut()) {
     int m0 = blockIdx.y * mt;
     ma_rows(w, N, K, min(mt, M - m0), mt,
             [&](int i) { return x + (i64) (m0 + i) * K; },
@@ -346,7 +388,7 @@ __device__ __forceinline__ void narrow_rows(const float* x, const float* w, floa
                 float* o = y + (i64) (m0 + i) * N + n;
                 *o = (later ? *o : 0.0f) + d;
             },
-            xa, rb);
+            xa, rb, [&](int i, int q, float4 v) { xout(m0 + i, q, v); });
 }
 
 extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
@@ -358,16 +400,26 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
 
 // Up to three such products of the same x in one launch (an attention block's q, k and v LoRA A): y_i = x . w_i^T for
 // the i with n_i > 0, the row blocks of w_0, then w_1's, then w_2's along blockIdx.x; each the sums of narrow_matmul_f32.
+// With xb (n0 > 0), the first row block's blocks also write x rounded to bf16 (round to nearest even) into xb [M, K], for
+// the base products that follow (dmma.cu).
 extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
     narrow_matmul3_f32(const float* x, int M, int K, int mt, const float* w0, float* y0, int n0, const float* w1, float* y1,
-                       int n1, const float* w2, float* y2, int n2) {
+                       int n1, const float* w2, float* y2, int n2, u16* xb) {
     pdl_enter();
     extern __shared__ float4 xa[]; // [mt, min(K / 4, MA_PIECES)]
     int rb = blockIdx.x;
     int b0 = (n0 + MP_WARPS - 1) / MP_WARPS;
     int b1 = (n1 + MP_WARPS - 1) / MP_WARPS;
     if (rb < b0) {
-        narrow_rows(x, w0, y0, M, n0, K, mt, rb, xa);
+        if (xb != 0 && rb == 0) {
+            narrow_rows(x, w0, y0, M, n0, K, mt, rb, xa, [&](int m, int q, float4 v) {
+                u32 lo = (u32) f32_to_bf16_bits(v.x) | ((u32) f32_to_bf16_bits(v.y) << 16);
+                u32 hi = (u32) f32_to_bf16_bits(v.z) | ((u32) f32_to_bf16_bits(v.w) << 16);
+                *(uint2*) (xb + (i64) m * K + 4 * q) = make_uint2(lo, hi);
+            });
+        } else {
+            narrow_rows(x, w0, y0, M, n0, K, mt, rb, xa);
+        }
     } else if (rb < b0 + b1) {
         narrow_rows(x, w1, y1, M, n1, K, mt, rb - b0, xa);
     } else {

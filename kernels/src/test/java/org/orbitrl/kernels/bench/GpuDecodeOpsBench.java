@@ -57,6 +57,9 @@ public final class GpuDecodeOpsBench {
             if (parts.contains("moe")) {
                 moeLayer(gpu, copy);
             }
+            if (parts.contains("lowrank")) {
+                lowRank(gpu, copy);
+            }
             if (parts.contains("splits")) {
                 pagedSplits(gpu, copy);
             }
@@ -149,6 +152,96 @@ public final class GpuDecodeOpsBench {
             }
             for (Tensor w : ws) {
                 gpu.free(w);
+            }
+        }
+    }
+
+    /**
+     * An attention block's projections with LoRA r=32 at decode (Qwen3-30B-A3B: q, k, v 4096/512/512 x 2048 and o 2048 x
+     * 4096, bf16; the LoRA factors f32), M = 32 and 64: {@code matmulLowRank} (the A products and x in bf16 in one
+     * launch, the base products and B terms on tensor cores in another) against the unfused steps (x in bf16, a cuBLAS
+     * product a weight, the A products in one launch, a B product a weight), over weight copies rotated past L2. Both
+     * blocks take the fused path here; by default the model's o projection (2048 rows) stays below
+     * {@code orbit.cuda.dmmaMinRows}.
+     */
+    private static void lowRank(CudaBackend gpu, double copy) {
+        String bound = System.getProperty("orbit.cuda.dmmaMinRows");
+        System.setProperty("orbit.cuda.dmmaMinRows", "128"); // both blocks on the fused path, o's below its default bound too
+        try {
+            lowRankBlocks(gpu, copy);
+        } finally {
+            restore("orbit.cuda.dmmaMinRows", bound);
+        }
+    }
+
+    private static void lowRankBlocks(CudaBackend gpu, double copy) {
+        SplittableRandom r = new SplittableRandom(13);
+        int[][][] blocks = {{{4096, 2048}, {512, 2048}, {512, 2048}}, {{2048, 4096}}};
+        String[] names = {"q, k, v", "o"};
+        int rank = 32;
+        for (int bi = 0; bi < blocks.length; bi++) {
+            int[][] shapes = blocks[bi];
+            int count = shapes.length;
+            int k = shapes[0][1];
+            long bytes = 0;
+            for (int[] s : shapes) {
+                bytes += 2L * s[0] * k + 4L * rank * (k + s[0]);
+            }
+            int copies = (int) Math.max(2, (256L << 20) / bytes);
+            Tensor[][] ws = new Tensor[copies][count];
+            org.orbitrl.kernels.Backend.LowRankTerm[][] terms = new org.orbitrl.kernels.Backend.LowRankTerm[copies][count];
+            for (int c = 0; c < copies; c++) {
+                for (int i = 0; i < count; i++) {
+                    ws[c][i] = f32(gpu, r, DType.BF16, shapes[i][0], k);
+                    terms[c][i] = new org.orbitrl.kernels.Backend.LowRankTerm(f32(gpu, r, DType.F32, rank, k),
+                            f32(gpu, r, DType.F32, shapes[i][0], rank), 2f);
+                }
+            }
+            for (int m : new int[]{32, 64}) {
+                Tensor x = f32(gpu, r, DType.F32, m, k);
+                Tensor[] ys = new Tensor[count];
+                Tensor[] los = new Tensor[count];
+                for (int i = 0; i < count; i++) {
+                    ys[i] = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m, shapes[i][0]);
+                    los[i] = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m, rank);
+                }
+                double fused = GpuBench.graphMs(gpu, 7, () -> {
+                    for (int c = 0; c < copies; c++) {
+                        if (!gpu.matmulLowRank(x, ws[c], terms[c], ys)) {
+                            throw new IllegalStateException("matmulLowRank declined " + m + " rows");
+                        }
+                    }
+                }) / copies;
+                double unfused = GpuBench.graphMs(gpu, 7, () -> {
+                    for (int c = 0; c < copies; c++) {
+                        gpu.matmulShared(x, ws[c], ys);
+                        Tensor[] as = new Tensor[count];
+                        for (int i = 0; i < count; i++) {
+                            as[i] = terms[c][i].a();
+                        }
+                        gpu.matmulShared(x, as, los);
+                        for (int i = 0; i < count; i++) {
+                            gpu.matmulAxpy(los[i], terms[c][i].b(), 2f, ys[i]);
+                        }
+                    }
+                }) / copies;
+                TABLE.bandwidthRow(String.format("%s + LoRA M=%d fused (%.2f us)", names[bi], m, fused * 1e3), bytes / (fused * 1e6), copy);
+                TABLE.bandwidthRow(String.format("%s + LoRA M=%d unfused (%.2f us)", names[bi], m, unfused * 1e3), bytes / (unfused * 1e6),
+                        copy);
+                row(String.format("%s M=%d fused / unfused time", names[bi], m), String.format("%.3f", fused / unfused), "1.0",
+                        fused / unfused);
+                gpu.free(x);
+                for (int i = 0; i < count; i++) {
+                    gpu.free(ys[i]);
+                    gpu.free(los[i]);
+                }
+            }
+            for (int c = 0; c < copies; c++) {
+                for (int i = 0; i < count; i++) {
+                    gpu.free(ws[c][i]);
+                    gpu.free(terms[c][i].a());
+                    gpu.free(terms[c][i].b());
+                }
             }
         }
     }

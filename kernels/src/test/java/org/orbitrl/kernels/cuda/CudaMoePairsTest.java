@@ -5,6 +5,7 @@ import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.ExpertWeights;
 import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cuda.internal.Launcher;
 import org.orbitrl.kernels.quant.QuantizedTensor;
 
 import java.util.SplittableRandom;
@@ -502,6 +503,58 @@ class CudaMoePairsTest extends CudaTestBase {
             String what = "ids " + (c[0] == d1 ? 1 : 2) + " through " + (c[2] == a ? "the first" : "the second") + " experts";
             assertWithin(what, want, gpu.toHost(y).toFloatArray(), tol);
             assertEquals(before + (int) c[4], gpu.moePairRoutes(), what + ": routes launched");
+        }
+    }
+
+    /**
+     * Two LoRAs' A over the same x and pairs in one launch ({@code moe_routed_dense_a2}: the gate's and the up's, ranks
+     * 32 and 16, K 2048 in one register pass and 4096 in two, a row of x a pair and a token) give the bits of a call each
+     * ({@code moe_routed_dense_a}, checked against the reference above), whatever the other set's shape.
+     */
+    @Test
+    void twoLorasAOfTheSamePairsInOneLaunch() {
+        SplittableRandom r = rng(910);
+        int experts = 16;
+        int topk = 8;
+        for (int[] c : new int[][]{{24, 2048, 1}, {12, 4096, 8}}) {
+            int tokens = c[0];
+            int k = c[1];
+            int xDiv = c[2] == 1 ? 1 : topk;
+            int pairs = tokens * topk;   // above CudaMoePairs.DIRECT_PAIRS
+            int[] ranks = {32, 16};
+            ExpertWeights[] sets = new ExpertWeights[2];
+            for (int i = 0; i < 2; i++) {
+                Tensor[] w = new Tensor[experts];
+                for (int e = 0; e < experts; e++) {
+                    w[e] = dev(randn(r, 0.05f, ranks[i], k));
+                }
+                sets[i] = new ExpertWeights(ranks[i], k, w, new QuantizedTensor[experts]);
+            }
+            Tensor x = dev(randn(r, 1f, pairs / xDiv, k));
+            Tensor ids = dev(Tensor.ofInts(CudaFusedDecodeTest.routes(r, tokens, topk, experts), tokens, topk));
+            Tensor[] alone = new Tensor[2];
+            for (int i = 0; i < 2; i++) {   // a call each; the first groups the pairs, which the rest reuse
+                alone[i] = poisoned(DType.F32, pairs, ranks[i]);
+                gpu.moeExpertMatmulPairs(x, xDiv, sets[i], ids, 1f, alone[i], false);
+            }
+            Tensor[] both = {poisoned(DType.F32, pairs, ranks[0]), poisoned(DType.F32, pairs, ranks[1])};
+            boolean dependentBefore = gpu.dependentLaunches();
+            gpu.dependentLaunches(gpu.dependentLaunchesSupported());   // counted on the dependent path
+            long launches = Launcher.dependentLaunches();
+            gpu.moeExpertMatmulPairsShared(x, xDiv, sets, ids, both);
+            long used = Launcher.dependentLaunches() - launches;
+            gpu.dependentLaunches(dependentBefore);
+            for (int i = 0; i < 2; i++) {
+                float[] want = gpu.toHost(alone[i]).toFloatArray();
+                float[] got = gpu.toHost(both[i]).toFloatArray();
+                for (int j = 0; j < want.length; j++) {
+                    assertEquals(Float.floatToRawIntBits(want[j]), Float.floatToRawIntBits(got[j]), "K " + k + " xDiv " + xDiv + " set " + i
+                            + " element " + j + ": alone " + want[j] + ", in one launch " + got[j]);
+                }
+            }
+            if (gpu.dependentLaunchesSupported()) {
+                assertEquals(1, used, "one launch for both sets");
+            }
         }
     }
 

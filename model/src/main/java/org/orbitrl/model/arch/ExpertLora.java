@@ -80,6 +80,18 @@ final class ExpertLora {
         return xa;
     }
 
+    /**
+     * {@link #pairsA} of two LoRAs that read the same x (the gate's and the up's) in one backend call ({@link
+     * Backend#moeExpertMatmulPairsShared}): their xa [P, r] each (the caller releases them).
+     */
+    static Tensor[] pairsA(Backend bk, Tensor x, int xDiv, Tensor ids, ExpertLora first, ExpertLora second) {
+        TensorAllocator al = bk.allocator();
+        Tensor[] xa = {al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, ids.numel(), first.a.rows()),
+                al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, ids.numel(), second.a.rows())};
+        bk.moeExpertMatmulPairsShared(x, xDiv, new ExpertWeights[]{first.a, second.a}, ids, xa);
+        return xa;
+    }
+
     /** y [P, out] row p += s·xa[p]·B_eᵀ, xa from {@link #pairsA}. */
     void addPairsB(Backend bk, Tensor xa, Tensor ids, Tensor y) {
         bk.moeExpertMatmulPairs(xa, 1, b, ids, scale, y, true);

@@ -235,8 +235,16 @@ final class GroupedMoe {
         Tensor ids = r.ids();
         ExpertLora gateLora = ExpertLora.of(linears(moe.experts, 0));
         ExpertLora upLora = ExpertLora.of(linears(moe.experts, 1));
-        Tensor gateA = gateLora == null ? null : gateLora.pairsA(b, x, k, ids);     // [P, r]
-        Tensor upA = upLora == null ? null : upLora.pairsA(b, x, k, ids);           // [P, r]
+        Tensor gateA;                                                                // [P, r]
+        Tensor upA;                                                                  // [P, r]
+        if (gateLora != null && upLora != null) {   // both A products of x in one call
+            Tensor[] both = ExpertLora.pairsA(b, x, k, ids, gateLora, upLora);
+            gateA = both[0];
+            upA = both[1];
+        } else {
+            gateA = gateLora == null ? null : gateLora.pairsA(b, x, k, ids);
+            upA = upLora == null ? null : upLora.pairsA(b, x, k, ids);
+        }
         Tensor g = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);     // [P, I]: act
         if (!b.moeSwigluPairs(x, k, gate, up, ids, gateA == null ? null : gateLora.pairTerm(gateA),
                 upA == null ? null : upLora.pairTerm(upA), g)) {

@@ -63,8 +63,14 @@ public final class Linear {
         this.adapter = adapter;
     }
 
-    /** y [M, out] = x [M, in] · Wᵀ + b (+ adapter delta). */
+    /**
+     * y [M, out] = x [M, in] · Wᵀ + b (+ adapter delta); a low-rank adapter's term with the base product in the backend's
+     * fused form ({@link Backend#matmulLowRank}) where it has one for the call.
+     */
     public void forward(Backend backend, Tensor x, Tensor y) {
+        if (adapter != null && forwardLowRank(backend, x, new Linear[]{this}, new Tensor[]{y})) {
+            return;
+        }
         forwardWith(weight, backend, x, y);
     }
 
@@ -72,8 +78,8 @@ public final class Linear {
      * {@code ys[i] = layers[i](x)} for layers that read the same x (an attention block's q, k and v), the numbers of each
      * layer's {@link #forward}: when every base weight is dense and no adapter transforms the input, the base products
      * go through one {@link Backend#matmulShared}, and the A products of the adapters that are low-rank ({@link
-     * AdapterHook#lowRank}) through another, each then adding its {@code scale · (x·Aᵀ)·Bᵀ}; otherwise each layer runs
-     * on its own.
+     * AdapterHook#lowRank}) through another, each then adding its {@code scale · (x·Aᵀ)·Bᵀ} (all of it in the backend's
+     * fused form, {@link Backend#matmulLowRank}, where it has one for the call); otherwise each layer runs on its own.
      */
     public static void forwardShared(Backend backend, Tensor x, Linear[] layers, Tensor[] ys) {
         if (layers.length != ys.length) {
@@ -91,6 +97,9 @@ public final class Linear {
                 return;
             }
             ws[i] = d.w();
+        }
+        if (forwardLowRank(backend, x, layers, ys)) {
+            return;
         }
         backend.matmulShared(x, ws, ys);
         List<Integer> lowRank = new ArrayList<>();
@@ -124,6 +133,41 @@ public final class Linear {
             backend.matmulAxpy(xas[j], t.b(), t.scale(), ys[lowRank.get(j)]);   // y += s · xa · Bᵀ
             al.release(xas[j]);
         }
+    }
+
+    /**
+     * The layers' base products and low-rank adapter terms in the backend's fused form where it has one for this call
+     * ({@link Backend#matmulLowRank}), then their biases: every base weight dense, every enabled adapter low-rank, at
+     * least one of them. False, with nothing written, otherwise.
+     */
+    private static boolean forwardLowRank(Backend backend, Tensor x, Linear[] layers, Tensor[] ys) {
+        Tensor[] ws = new Tensor[layers.length];
+        Backend.LowRankTerm[] terms = new Backend.LowRankTerm[layers.length];
+        boolean any = false;
+        for (int i = 0; i < layers.length; i++) {
+            if (!(layers[i].weight instanceof Weight.Dense d)) {
+                return false;
+            }
+            ws[i] = d.w();
+            AdapterHook h = layers[i].adapter;
+            if (h != null && h.enabled()) {
+                AdapterHook.LowRank t = h.transformsInput() ? null : h.resolved().lowRank();
+                if (t == null) {
+                    return false;
+                }
+                terms[i] = new Backend.LowRankTerm(t.a(), t.b(), t.scale());
+                any = true;
+            }
+        }
+        if (!any || !backend.matmulLowRank(x, ws, terms, ys)) {
+            return false;
+        }
+        for (int i = 0; i < layers.length; i++) {
+            if (layers[i].bias != null) {
+                backend.addBias(ys[i], layers[i].bias);
+            }
+        }
+        return true;
     }
 
     /**

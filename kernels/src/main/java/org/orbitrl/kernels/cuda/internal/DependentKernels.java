@@ -62,8 +62,11 @@ final class DependentKernels {
         s.add("moe_pairs/moe_routed_dense_k");
         s.add("moe_pairs/moe_routed_dense");
         s.add("moe_pairs/moe_routed_dense_a");
+        s.add("moe_pairs/moe_routed_dense_a2");
         s.add("moe_pairs/narrow_matmul_f32");       // a LoRA's A over a decode batch (CudaMatmulOps)
         s.add("moe_pairs/narrow_matmul3_f32");      // q's, k's and v's in one launch
+        s.add("dmma/dmma_bf16_m32_f32");            // a decode batch's dense products and LoRA terms on tensor cores
+        s.add("dmma/dmma_bf16_m64_f32");
         for (String format : new String[]{"int4", "mxfp4", "nvfp4"}) {
             s.add("qgemv/qgemv_" + format + "_pairs_f32");
             for (int mt : new int[]{4, 8, 16}) {

@@ -1,0 +1,190 @@
+package org.orbitrl.kernels.cuda;
+
+import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.Tensor;
+
+import java.util.Arrays;
+import java.util.SplittableRandom;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * A decode batch's dense products with their LoRA terms in two launches ({@link CudaBackend#matmulLowRank}:
+ * {@code narrow_matmul3_f32} for the terms' x·Aᵀ and x in bf16, then {@code dmma.cu} on tensor cores) against a double
+ * reference of {@code y = bf16(x)·Wᵀ + s·(x·Aᵀ)·Bᵀ}: the base product takes x rounded to bf16, the term's A product the
+ * f32 x. Tolerance per element: 1e-6 + 1e-5·S + 1e-5·|s|·Σ_r |B_r|·(|lo_r| + Σ_k |x·A_r|), with S = Σ_k |bf16(x)·W|
+ * (f32 sums in another order, the f32 rounding of lo carried through B).
+ */
+class CudaLowRankMatmulTest extends CudaTestBase {
+
+    /** One call: m rows of x [m, k], weights of ns[i] rows, ranks[i] (0: no term), scale s. */
+    private record Case(int m, int k, int[] ns, int[] ranks, float s) {
+    }
+
+    @Test
+    void baseProductsAndLoraTermsAgainstADoubleReference() {
+        SplittableRandom r = rng(71);
+        Case[] cases = {
+                new Case(64, 2048, new int[]{1024, 128, 128}, new int[]{32, 32, 32}, 2f),      // q, k, v scaled down
+                new Case(40, 512, new int[]{256, 128}, new int[]{16, 0}, 0.5f),                 // a weight without a term
+                new Case(17, 4096, new int[]{128}, new int[]{32}, 1f),                          // o: long K, 32-token tiles
+                new Case(33, 192, new int[]{128, 128, 128}, new int[]{4, 8, 64}, -1.5f),        // 3 chunks of K, ranks 4..64
+                new Case(64, 128, new int[]{640}, new int[]{12}, 0.25f),                        // 5 row blocks, 2 chunks
+                new Case(24, 64, new int[]{128, 256}, new int[]{8, 8}, 1f)};                    // one chunk: K unsplit
+        withProperty("orbit.cuda.dmmaMinRows", "128", () -> {
+            for (Case c : cases) {
+                check(r, c);
+            }
+        });
+        check(r, new Case(64, 2048, new int[]{4096, 512, 512}, new int[]{32, 32, 32}, 2f));  // Qwen3-30B-A3B's q, k, v
+    }
+
+    private void check(SplittableRandom r, Case c) {
+        int m = c.m();
+        int k = c.k();
+        int count = c.ns().length;
+        float[] x = randn(r, 1f, m, k).toFloatArray();
+        float[] xb = bf16Round(x);
+        Tensor[] ws = new Tensor[count];
+        Tensor[] ys = new Tensor[count];
+        float[][] wf = new float[count][];
+        float[][] af = new float[count][];
+        float[][] bf = new float[count][];
+        Backend.LowRankTerm[] terms = new Backend.LowRankTerm[count];
+        for (int i = 0; i < count; i++) {
+            Tensor w = randn(r, 0.5f, c.ns()[i], k).to(DType.BF16);
+            wf[i] = w.toFloatArray();
+            ws[i] = dev(w);
+            ys[i] = poisoned(DType.F32, m, c.ns()[i]);
+            int rank = c.ranks()[i];
+            if (rank > 0) {
+                Tensor a = randn(r, 0.05f, rank, k);
+                Tensor b = randn(r, 0.5f, c.ns()[i], rank);
+                af[i] = a.toFloatArray();
+                bf[i] = b.toFloatArray();
+                terms[i] = new Backend.LowRankTerm(dev(a), dev(b), c.s());
+            }
+        }
+        String what = "matmulLowRank m=" + m + " k=" + k + " n=" + Arrays.toString(c.ns()) + " r=" + Arrays.toString(c.ranks());
+        assertTrue(gpu.matmulLowRank(dev(Tensor.of(x, m, k)), ws, terms, ys), what + ": the fused path takes the call");
+        for (int i = 0; i < count; i++) {
+            int n = c.ns()[i];
+            int rank = c.ranks()[i];
+            float[] want = new float[m * n];
+            double[] tol = new double[m * n];
+            for (int row = 0; row < m; row++) {
+                double[] lo = new double[rank];
+                double[] loAbs = new double[rank];
+                for (int q = 0; q < rank; q++) {
+                    for (int j = 0; j < k; j++) {
+                        double v = (double) x[row * k + j] * af[i][q * k + j];
+                        lo[q] += v;
+                        loAbs[q] += Math.abs(v);
+                    }
+                }
+                for (int o = 0; o < n; o++) {
+                    double d = 0;
+                    double abs = 0;
+                    for (int j = 0; j < k; j++) {
+                        double v = (double) xb[row * k + j] * wf[i][o * k + j];
+                        d += v;
+                        abs += Math.abs(v);
+                    }
+                    double term = 0;
+                    double termTol = 0;
+                    for (int q = 0; q < rank; q++) {
+                        double b = bf[i][o * rank + q];
+                        term += lo[q] * b;
+                        termTol += Math.abs(b) * (Math.abs(lo[q]) + loAbs[q]);
+                    }
+                    want[row * n + o] = (float) (d + c.s() * term);
+                    tol[row * n + o] = 1e-6 + 1e-5 * abs + 1e-5 * Math.abs(c.s()) * termTol;
+                }
+            }
+            assertWithin(what + " weight " + i, want, gpu.toHost(ys[i]).toFloatArray(), tol);
+        }
+    }
+
+    /**
+     * A row's result depends on that row alone: the first rows of a 64-row call equal, bit for bit, the same rows in a
+     * call of 20 (32-token tiles instead of 64), whatever the other rows hold.
+     */
+    @Test
+    void aRowsResultDoesNotDependOnTheBatch() {
+        withProperty("orbit.cuda.dmmaMinRows", "128", this::batchInvariance);
+    }
+
+    private void batchInvariance() {
+        SplittableRandom r = rng(72);
+        int k = 1024;
+        int n = 256;
+        int rank = 16;
+        float[] x = randn(r, 1f, 64, k).toFloatArray();
+        Tensor w = dev(randn(r, 0.5f, n, k).to(DType.BF16));
+        Backend.LowRankTerm[] terms = {new Backend.LowRankTerm(dev(randn(r, 0.05f, rank, k)), dev(randn(r, 0.5f, n, rank)), 2f)};
+        Tensor yAll = poisoned(DType.F32, 64, n);
+        assertTrue(gpu.matmulLowRank(dev(Tensor.of(x, 64, k)), new Tensor[]{w}, terms, new Tensor[]{yAll}));
+        float[] part = Arrays.copyOf(x, 20 * k);
+        for (int j = 10 * k; j < 20 * k; j++) {
+            part[j] = (float) r.nextGaussian(); // rows 10..19 differ from the 64-row call's
+        }
+        Tensor ySome = poisoned(DType.F32, 20, n);
+        assertTrue(gpu.matmulLowRank(dev(Tensor.of(part, 20, k)), new Tensor[]{w}, terms, new Tensor[]{ySome}));
+        float[] all = gpu.toHost(yAll).toFloatArray();
+        float[] some = gpu.toHost(ySome).toFloatArray();
+        for (int j = 0; j < 10 * n; j++) {
+            assertEquals(Float.floatToRawIntBits(all[j]), Float.floatToRawIntBits(some[j]),
+                    "row " + j / n + " column " + j % n + ": in 64 rows " + all[j] + ", in 20 " + some[j]);
+        }
+    }
+
+    /** Calls outside the kernels' shapes are declined and write nothing: the caller's unfused steps run instead. */
+    @Test
+    void otherShapesAreDeclinedUntouched() {
+        withProperty("orbit.cuda.dmmaMinRows", "128", this::declines);
+        SplittableRandom r = rng(74);
+        int k = 256;
+        Tensor w = dev(randn(r, 0.5f, 2048, k).to(DType.BF16));
+        Backend.LowRankTerm term = new Backend.LowRankTerm(dev(randn(r, 0.05f, 8, k)), dev(randn(r, 0.5f, 2048, 8)), 1f);
+        Tensor y = poisoned(DType.F32, 32, 2048);
+        assertFalse(gpu.matmulLowRank(dev(randn(r, 1f, 32, k)), new Tensor[]{w}, new Backend.LowRankTerm[]{term},
+                new Tensor[]{y}), "2048 rows: below the default bound of " + CudaMatmulOps.dmmaMinRows());
+        assertUntouched(y);
+    }
+
+    private void declines() {
+        SplittableRandom r = rng(73);
+        int k = 256;
+        Tensor w = dev(randn(r, 0.5f, 128, k).to(DType.BF16));
+        Tensor odd = dev(randn(r, 0.5f, 96, k).to(DType.BF16));
+        Backend.LowRankTerm term = new Backend.LowRankTerm(dev(randn(r, 0.05f, 8, k)), dev(randn(r, 0.5f, 128, 8)), 1f);
+        Backend.LowRankTerm oddTerm = new Backend.LowRankTerm(dev(randn(r, 0.05f, 8, k)), dev(randn(r, 0.5f, 96, 8)), 1f);
+        for (int m : new int[]{CudaMatmulOps.DMMA_MIN_ROWS - 1, CudaMatmulOps.DMMA_MAX_ROWS + 1}) {
+            Tensor y = poisoned(DType.F32, m, 128);
+            assertFalse(gpu.matmulLowRank(dev(randn(r, 1f, m, k)), new Tensor[]{w}, new Backend.LowRankTerm[]{term},
+                    new Tensor[]{y}), m + " rows");
+            assertUntouched(y);
+        }
+        Tensor x = dev(randn(r, 1f, 32, k));
+        Tensor y = poisoned(DType.F32, 32, 128);
+        assertFalse(gpu.matmulLowRank(x, new Tensor[]{w}, new Backend.LowRankTerm[]{null}, new Tensor[]{y}), "no term");
+        assertUntouched(y);
+        Tensor y96 = poisoned(DType.F32, 32, 96);
+        assertFalse(gpu.matmulLowRank(x, new Tensor[]{odd}, new Backend.LowRankTerm[]{oddTerm}, new Tensor[]{y96}),
+                "96 rows: not a multiple of 128");
+        assertUntouched(y96);
+        Tensor f32 = dev(randn(r, 0.5f, 128, k));
+        assertFalse(gpu.matmulLowRank(x, new Tensor[]{f32}, new Backend.LowRankTerm[]{term}, new Tensor[]{y}), "an f32 weight");
+        assertUntouched(y);
+    }
+
+    private void assertUntouched(Tensor y) {
+        for (float v : gpu.toHost(y).toFloatArray()) {
+            assertTrue(Float.isNaN(v), "a declined call wrote " + v);
+        }
+    }
+}

@@ -122,16 +122,16 @@ __device__ __forceinline__ void dmma_tile(const u16* xb, int M, int K, const u16
         float* lt = ls + MT * rs;         // [MT][DM_ROWS + 4]: s . lo . B^T of this split's tokens, 0 elsewhere
         u32 bsa = smem_addr(bs);
         u32 lsa = smem_addr(ls);
-        int pieces = R >> 2; // 16-byte pieces of a row, at most 16
+        int pieces = R >> 2; // 16-byte pieces of a row, at most DM_RMAX / 4 = 16
 #pragma unroll
-        for (int it = 0; it < DM_ROWS * 16 / DM_THREADS; it++) {
+        for (int it = 0; it < DM_ROWS * (DM_RMAX / 4) / DM_THREADS; it++) {
             int i = tid + DM_THREADS * it;
             int rr = i >> 4;
             int c = i & 15;
             if (c < pieces) cp_async16_zfill(bsa + (u32) ((rr * rs + 4 * c) * 4), bl + (i64) (n0 + rr) * R + 4 * c, true);
         }
 #pragma unroll
-        for (int it = 0; it < MT * 16 / DM_THREADS; it++) {
+        for (int it = 0; it < MT * (DM_RMAX / 4) / DM_THREADS; it++) {
             int i = tid + DM_THREADS * it;
             int mm = i >> 4;
             int c = i & 15;

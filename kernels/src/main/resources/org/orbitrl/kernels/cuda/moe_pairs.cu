@@ -322,17 +322,16 @@ __device__ __forceinline__ void ma_rows(const float* w, int N, int K, int count,
     }
 }
 
-// Grouped by expert (moe_route's offsets / order / active): block (row chunk, j-th active expert), the expert's pairs.
-extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
-    moe_routed_dense_a(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
-                       const unsigned long long* table, float scale, float* y, int accumulate, int N, int K, int mt, int* err) {
-    pdl_enter();
-    extern __shared__ float4 xa[]; // [mt, min(K / 4, MA_PIECES)]: the pass's slices of mt x rows
-    if ((int) blockIdx.y >= active[0]) return;
+// Grouped by expert (moe_route's offsets / order / active): the pairs of the blockIdx.y-th active expert (which the
+// caller checked there is) against row block rb of its matrix in table, y (+)= scale . x . W_e^T; a block with report
+// set reports an expert this rank does not hold.
+__device__ __forceinline__ void ma_expert(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
+                                          const unsigned long long* table, float scale, float* y, int accumulate, int N,
+                                          int K, int mt, int* err, int rb, bool report, float4* xa) {
     int e = active[1 + blockIdx.y];
     const float* w = (const float*) table[e];
     if (w == 0) { // an expert this rank does not hold
-        if (blockIdx.x == 0 && threadIdx.x == 0) report_error(err, ERR_EXPERT_NOT_HELD, e, -1);
+        if (report && threadIdx.x == 0) report_error(err, ERR_EXPERT_NOT_HELD, e, -1);
         return;
     }
     const int* pairs = order + offsets[e];
@@ -342,7 +341,17 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
                 float* o = y + (i64) pairs[i] * N + n;
                 *o = (accumulate || later ? *o : 0.0f) + scale * d;
             },
-            xa, blockIdx.x, MaNone());
+            xa, rb, MaNone());
+}
+
+// Block (row chunk, j-th active expert): that expert's pairs.
+extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
+    moe_routed_dense_a(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
+                       const unsigned long long* table, float scale, float* y, int accumulate, int N, int K, int mt, int* err) {
+    pdl_enter();
+    extern __shared__ float4 xa[]; // [mt, min(K / 4, MA_PIECES)]: the pass's slices of mt x rows
+    if ((int) blockIdx.y >= active[0]) return;
+    ma_expert(x, xDiv, offsets, order, active, table, scale, y, accumulate, N, K, mt, err, blockIdx.x, blockIdx.x == 0, xa);
 }
 
 // Two such products of the same x and pairs in one launch (the gate's and the up's LoRA A): y_i row p = x[p / xDiv] .
@@ -357,23 +366,9 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
     if ((int) blockIdx.y >= active[0]) return;
     int b0 = (N0 + MP_WARPS - 1) / MP_WARPS;
     bool second = (int) blockIdx.x >= b0; // block-uniform
-    const unsigned long long* table = second ? table1 : table0;
-    float* y = second ? y1 : y0;
-    int N = second ? N1 : N0;
-    int e = active[1 + blockIdx.y];
-    const float* w = (const float*) table[e];
-    if (w == 0) { // an expert this rank does not hold
-        if (threadIdx.x == 0 && (blockIdx.x == 0 || (int) blockIdx.x == b0)) report_error(err, ERR_EXPERT_NOT_HELD, e, -1);
-        return;
-    }
-    const int* pairs = order + offsets[e];
-    ma_rows(w, N, K, offsets[e + 1] - offsets[e], mt,
-            [&](int i) { return x + (i64) (pairs[i] / xDiv) * K; },
-            [&](int i, int n, bool later, float d) {
-                float* o = y + (i64) pairs[i] * N + n;
-                *o = (later ? *o : 0.0f) + 1.0f * d;
-            },
-            xa, second ? blockIdx.x - b0 : blockIdx.x, MaNone());
+    int rb = second ? blockIdx.x - b0 : blockIdx.x;
+    ma_expert(x, xDiv, offsets, order, active, second ? table1 : table0, 1.0f, second ? y1 : y0, 0, second ? N1 : N0, K, mt,
+              err, rb, rb == 0, xa);
 }
 
 // y [M, N] = x [M, K] . w^T for f32 x and a few f32 rows of w (a LoRA's A over a decode batch): block (row chunk of w,

@@ -17,6 +17,7 @@ import java.util.SplittableRandom;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
 
 /**
  * {@link Linear#forwardShared}: layers that read the same x (q, k and v) give the bits of each layer's own forward, with
@@ -86,6 +87,85 @@ class SharedInputLinearTest {
             assertArrayEquals(bits(want[i]), bits(got[i]), layers[i] + " beside a hook that transforms the input");
         }
         assertEquals(0, calls.stream().filter("matmulShared"::equals).count(), "each layer alone: " + calls);
+    }
+
+    /**
+     * A backend with a fused form ({@link Backend#matmulLowRank}, here the same steps on the CPU: x·Wᵀ, then each term's
+     * s·(x·Aᵀ)·Bᵀ added) gets q, k and v in one call: each weight with its own layer's LoRA factors and scale (null for
+     * the layer without one), the biases added after it; the numbers are the layers' own forwards within f32 rounding (the
+     * bias and the term are added in the other order). One adapted layer alone takes it too, and a call without any
+     * low-rank term never reaches it.
+     */
+    @Test
+    void aBackendsFusedFormGetsEachLayersWeightAndTerm() {
+        SplittableRandom r = new SplittableRandom(43);
+        Tensor x = rand(r, 6, 32);
+        Linear q = layer(r, "q", 24, 32, true);
+        Linear k = layer(r, "k", 8, 32, false);
+        Linear v = layer(r, "v", 8, 32, false);
+        q.setAdapter(lora(r, 4, 24, 32, 0.5f));
+        v.setAdapter(lora(r, 2, 8, 32, 2f));
+        Linear[] layers = {q, k, v};
+        float[][] want = separately(layers, x);
+
+        List<Backend.LowRankTerm[]> fused = new ArrayList<>();
+        List<Tensor[]> weights = new ArrayList<>();
+        Backend withFusedForm = (Backend) Proxy.newProxyInstance(Backend.class.getClassLoader(), new Class<?>[]{Backend.class},
+                (proxy, method, args) -> {
+                    calls.add(method.getName());
+                    if (method.getName().equals("matmulLowRank")) {
+                        Tensor in = (Tensor) args[0];
+                        Tensor[] ws = (Tensor[]) args[1];
+                        Backend.LowRankTerm[] terms = (Backend.LowRankTerm[]) args[2];
+                        Tensor[] ys = (Tensor[]) args[3];
+                        fused.add(terms.clone());
+                        weights.add(ws.clone());
+                        for (int i = 0; i < ws.length; i++) {
+                            cpu.matmul(in, ws[i], ys[i]);
+                            if (terms[i] != null) {
+                                Tensor xa = cpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, in.size(0), terms[i].a().size(0));
+                                cpu.matmul(in, terms[i].a(), xa);
+                                cpu.matmulAxpy(xa, terms[i].b(), terms[i].scale(), ys[i]);
+                            }
+                        }
+                        return true;
+                    }
+                    try {
+                        return method.invoke(cpu, args);
+                    } catch (InvocationTargetException e) {
+                        throw e.getCause();
+                    }
+                });
+        Tensor[] ys = new Tensor[layers.length];
+        for (int i = 0; i < layers.length; i++) {
+            ys[i] = cpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, x.size(0), layers[i].out());
+        }
+        calls.clear();
+        Linear.forwardShared(withFusedForm, x, layers, ys);
+        assertEquals(1, fused.size(), "one fused call for q, k and v: " + calls);
+        assertEquals(0, calls.stream().filter("matmulShared"::equals).count(), calls.toString());
+        Backend.LowRankTerm[] terms = fused.get(0);
+        assertEquals(0.5f, terms[0].scale());
+        assertNull(terms[1], "k has no adapter");
+        assertEquals(2f, terms[2].scale());
+        assertEquals(2, terms[2].a().size(0), "v's rank");
+        for (int i = 0; i < layers.length; i++) {
+            assertEquals(layers[i].out(), weights.get(0)[i].size(0), "weight " + i + " is " + layers[i] + "'s");
+            float[] got = ys[i].toFloatArray();
+            for (int j = 0; j < got.length; j++) {
+                assertEquals(want[i][j], got[j], 1e-5 * (1 + Math.abs(want[i][j])), layers[i] + " element " + j);
+            }
+        }
+
+        Tensor y = cpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, x.size(0), q.out());
+        q.forward(withFusedForm, x, y);
+        assertEquals(2, fused.size(), "an adapted layer alone: " + calls);
+        Tensor yk = cpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, x.size(0), k.out());
+        k.forward(withFusedForm, x, yk);
+        q.setAdapter(null);
+        v.setAdapter(null);
+        Linear.forwardShared(withFusedForm, x, layers, ys);
+        assertEquals(2, fused.size(), "no low-rank term, no fused call: " + calls);
     }
 
     /** Adds 0.25 to every output; with {@code transforms}, also doubles the input the base weight sees. */

@@ -31,9 +31,13 @@ import java.util.SplittableRandom;
  *       copies of the cache until 128 MB, more than L2, are read; at S = 512 and B = 64, 256 also with
  *       {@code -Dorbit.cuda.pagedDecode=heads4} and {@code =old}, the per-warp kernel); causal
  *       prefill attention in TFLOP/s.</li>
+ *   <li>{@code splits}: decode attention of 8, 64 and 256 sequences over its key splits;</li>
+ *   <li>{@code lowrank}: an attention block's projections with their LoRA terms at 32 and 64 rows, fused
+ *       ({@code matmulLowRank}) against the unfused steps.</li>
  * </ul>
  * Usage: {@code GpuDecodeOpsBench [OUT_DIR [PARTS]]}, PARTS a comma list of {@code gemv}, {@code moe},
- * {@code attention} (all by default); prints a table and writes {@code decode-ops.md}.
+ * {@code attention}, {@code splits}, {@code lowrank} ({@code gemv,moe,attention} by default); prints a table and
+ * writes {@code decode-ops.md}.
  */
 public final class GpuDecodeOpsBench {
     private static final GpuBench TABLE = new GpuBench(72, 20, 22);

@@ -184,7 +184,6 @@ final class CudaMatmulOps {
             return;
         }
         if (narrowAll) {
-            int stride = Math.min(k / 4, CudaMoePairs.LONG_K_PIECES);   // the 16-byte x pieces a row stages
             long[] w = new long[3];
             long[] y = new long[3];
             int[] n = new int[3];
@@ -196,9 +195,7 @@ final class CudaMatmulOps {
                 blocks += (n[i] + 7) / 8;
             }
             if (blocks > 0) {
-                ctx.launch2dShared(narrow3, blocks, (m + NARROW_ROWS_PER_BLOCK - 1) / NARROW_ROWS_PER_BLOCK, 256,
-                        16 * NARROW_ROWS_PER_BLOCK * stride, x, m, k, NARROW_ROWS_PER_BLOCK, w[0], y[0], n[0], w[1], y[1], n[1],
-                        w[2], y[2], n[2], 0L);
+                launchNarrow3(x, m, k, w, y, n, blocks, 0L);
             }
         } else if (stagedAll) {
             Tensor xb = ctx.scratch(CudaContext.Scratch.X_BF16, DType.BF16, DeviceScratch.stagingElements(m, k)); // [m, k]
@@ -214,6 +211,17 @@ final class CudaMatmulOps {
                 matmul(x, ws[i], ys[i]);
             }
         }
+    }
+
+    /**
+     * {@code narrow_matmul3_f32}: y_i = x · w_iᵀ for the up to three f32 weights at addresses w (n_i rows, 0: none), over
+     * {@code blocks} row blocks in all; with xb (not 0) also x rounded to bf16 into it.
+     */
+    private void launchNarrow3(Tensor x, int m, int k, long[] w, long[] y, int[] n, long blocks, long xb) {
+        int stride = Math.min(k / 4, CudaMoePairs.LONG_K_PIECES);   // the 16-byte x pieces a row stages
+        ctx.launch2dShared(narrow3, blocks, (m + NARROW_ROWS_PER_BLOCK - 1) / NARROW_ROWS_PER_BLOCK, 256,
+                16 * NARROW_ROWS_PER_BLOCK * stride, x, m, k, NARROW_ROWS_PER_BLOCK, w[0], y[0], n[0], w[1], y[1], n[1], w[2], y[2],
+                n[2], xb);
     }
 
     /**
@@ -263,10 +271,7 @@ final class CudaMatmulOps {
                 j++;
             }
         }
-        int stride = Math.min(k / 4, CudaMoePairs.LONG_K_PIECES);
-        ctx.launch2dShared(narrow3, aBlocks, (m + NARROW_ROWS_PER_BLOCK - 1) / NARROW_ROWS_PER_BLOCK, 256,
-                16 * NARROW_ROWS_PER_BLOCK * stride, x, m, k, NARROW_ROWS_PER_BLOCK, aw[0], ay[0], an[0], aw[1], ay[1], an[1],
-                aw[2], ay[2], an[2], CudaAllocator.address(xb));
+        launchNarrow3(x, m, k, aw, ay, an, aBlocks, CudaAllocator.address(xb));
         Object[] args = new Object[6 + 7 * 3];
         args[0] = xb;
         args[1] = m;

@@ -285,7 +285,7 @@ final class CudaMoePairs {
         ctx.devContiguous("moeExpertMatmulPairsShared expert ids", ids, DType.I32);
         MoeRouting r = routed(e, ids);
         int stride = Math.min(k / 4, LONG_K_PIECES);
-        int mt = (int) Math.max(1, Math.min(ROUTED_PAIRS, LONG_K_SHARED / (16L * stride)));
+        int mt = longKRows(stride);
         int warps = DENSE_THREADS / 32;
         long gridX = (ws[0].rows() + warps - 1) / warps + (ws[1].rows() + warps - 1) / warps;
         ctx.launch2dShared(routedDenseLongK2, gridX, Math.min(e, pairs), DENSE_THREADS, 16 * mt * stride, x, xDiv, r.offsets(),
@@ -423,7 +423,7 @@ final class CudaMoePairs {
         } else if (n <= 64 && k > 0 && !kind.bf16 && vec && CudaAllocator.address(x) % 16 == 0) {
             // a LoRA's A: a row a warp, its slice of K in registers
             int stride = Math.min(k / 4, LONG_K_PIECES);                                // 16-byte pieces of a row staged
-            int mt = (int) Math.max(1, Math.min(ROUTED_PAIRS, LONG_K_SHARED / (16L * stride)));
+            int mt = longKRows(stride);
             long gridX = (n + DENSE_THREADS / 32 - 1) / (DENSE_THREADS / 32);
             ctx.launch2dShared(routedDenseLongK, gridX, blocks, DENSE_THREADS, 16 * mt * stride, x, xDiv, offsets, order, active,
                     table, scale, y, accumulate ? 1 : 0, n, k, mt, ctx.errorFlag);
@@ -435,6 +435,11 @@ final class CudaMoePairs {
             ctx.launch2dShared(fewRows ? routedDenseRow : routedDense, gridX, blocks, DENSE_THREADS, (int) (4L * mt * k), x, xDiv,
                     offsets, order, active, table, kind.bf16 ? 1 : 0, vec ? 1 : 0, scale, y, accumulate ? 1 : 0, n, k, mt, ctx.errorFlag);
         }
+    }
+
+    /** Rows of x the LoRA A kernels ({@code moe_routed_dense_a}, {@code _a2}) stage at once, {@code stride} 16-byte pieces each. */
+    private static int longKRows(int stride) {
+        return (int) Math.max(1, Math.min(ROUTED_PAIRS, LONG_K_SHARED / (16L * stride)));
     }
 
     /**

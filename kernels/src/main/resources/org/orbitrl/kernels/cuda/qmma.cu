@@ -156,6 +156,65 @@ struct QmLora {
     float s;
 };
 
+// acc[h] += s (lr . bLo), acc[2 + h] += s (lr . bHi): the R-long sums of a LoRA term in order, in f32 (lr a pair's
+// lo row, bLo / bHi the B rows of the lane's output rows g and g + 8).
+__device__ __forceinline__ void qm_lora_dot(float (&acc)[4], int h, float s, const float4* lr, const float4* bLo,
+                                            const float4* bHi, int R) {
+    float sLo = 0.0f;
+    float sHi = 0.0f;
+#pragma unroll 4
+    for (int q = 0; q < (R >> 2); q++) {
+        float4 v = lr[q];
+        float4 a = bLo[q];
+        float4 b = bHi[q];
+        sLo = fmaf(a.x, v.x, sLo); sLo = fmaf(a.y, v.y, sLo); sLo = fmaf(a.z, v.z, sLo); sLo = fmaf(a.w, v.w, sLo);
+        sHi = fmaf(b.x, v.x, sHi); sHi = fmaf(b.y, v.y, sHi); sHi = fmaf(b.z, v.z, sHi); sHi = fmaf(b.w, v.w, sHi);
+    }
+    acc[h] = acc[h] + s * sLo;
+    acc[2 + h] = acc[2 + h] + s * sHi;
+}
+
+// A warp's LoRA term from its drained weight stages: one round of 16-byte copies stages the B rows of its 16 output
+// rows ([16, rs] f32, rows past N repeat row N - 1) and the lo rows of the chunk's mcount pairs ([MT, rs] after them),
+// then every lane sums as qm_lora_dot does from global memory (the same order: the same bits), one round trip to
+// memory instead of one per few pieces. pairs: the chunk's pair ids. The caller checked (16 + MT) * rs floats fit.
+template <int NT, int MT>
+__device__ __forceinline__ void qm_lora_staged(float (&acc)[NT][4], QmLora l, const float* bw, float* ring, int rs, int n0,
+                                               int N, int R, const int* pairs, int mcount, int nt, int g, int t, int lane) {
+    float* bt = ring;
+    float* lt = ring + 16 * rs;
+    int q4 = R >> 2; // 16-byte pieces of a row
+    u32 bts = smem_addr(bt);
+    u32 lts = smem_addr(lt);
+    for (int i = lane; i < 16 * q4; i += 32) {
+        int r = i / q4;
+        int q = i - r * q4;
+        int row = n0 + r < N ? n0 + r : N - 1;
+        qm_cp16(bts + (u32) ((r * rs + 4 * q) * 4), bw + (i64) row * R + 4 * q);
+    }
+    for (int i = lane; i < mcount * q4; i += 32) {
+        int m = i / q4;
+        int q = i - m * q4;
+        qm_cp16(lts + (u32) ((m * rs + 4 * q) * 4), l.lo + (i64) pairs[m] * R + 4 * q);
+    }
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncwarp();
+    const float4* bLo = (const float4*) (bt + g * rs);
+    const float4* bHi = (const float4*) (bt + (g + 8) * rs);
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        if (j < nt) {
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                int m = 8 * j + 2 * t + h;
+                qm_lora_dot(acc[j], h, l.s, (const float4*) (lt + (m < mcount ? m : 0) * rs), bLo, bHi, R);
+            }
+        }
+    }
+    __syncwarp(); // every lane has read the tiles before the stages are written again (the hand-over, the next chunk)
+}
+
 // ST weight stages a warp; AFTER: a stage is refilled after its products (ST stages in flight while the
 // warp waits), else before them (ST - 1 in flight, the slot of the previous stage). FUSED: warps 0-3
 // multiply the first matrix (gate), warps 4-7 the second (up), rows [64 * blockIdx.x, +64) of both;
@@ -324,27 +383,21 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
                 QmLora l = second ? lora1 : lora0;
                 const float* bw = l.lo != 0 ? (const float*) l.table[e] : (const float*) 0;
                 if (bw != 0) {
-                    const float4* bLo = (const float4*) (bw + (growLo - ebase) * R); // rows g and g + 8 of the warp's tile
-                    const float4* bHi = (const float4*) (bw + (growHi - ebase) * R);
+                    int rs = R + 4; // row stride of the staged tiles, floats: conflict-free 16-byte reads
+                    if ((16 + MT) * rs * 4 <= ST * QM_STAGE) {
+                        qm_lora_staged<NT, MT>(acc, l, bw, (float*) wst, rs, n0, N, R, order + start + c0, mcount, nt, g, t, lane);
+                    } else {
+                        const float4* bLo = (const float4*) (bw + (growLo - ebase) * R); // rows g and g + 8 of the warp's tile
+                        const float4* bHi = (const float4*) (bw + (growHi - ebase) * R);
 #pragma unroll
-                    for (int j = 0; j < NT; j++) {
-                        if (j < nt) {
+                        for (int j = 0; j < NT; j++) {
+                            if (j < nt) {
 #pragma unroll
-                            for (int h = 0; h < 2; h++) {
-                                int m = 8 * j + 2 * t + h;
-                                const float4* lr = (const float4*) (l.lo + (i64) order[start + c0 + (m < mcount ? m : 0)] * R);
-                                float sLo = 0.0f;
-                                float sHi = 0.0f;
-#pragma unroll 4
-                                for (int q = 0; q < (R >> 2); q++) {
-                                    float4 v = lr[q];
-                                    float4 a = bLo[q];
-                                    float4 b = bHi[q];
-                                    sLo = fmaf(a.x, v.x, sLo); sLo = fmaf(a.y, v.y, sLo); sLo = fmaf(a.z, v.z, sLo); sLo = fmaf(a.w, v.w, sLo);
-                                    sHi = fmaf(b.x, v.x, sHi); sHi = fmaf(b.y, v.y, sHi); sHi = fmaf(b.z, v.z, sHi); sHi = fmaf(b.w, v.w, sHi);
+                                for (int h = 0; h < 2; h++) {
+                                    int m = 8 * j + 2 * t + h;
+                                    const float4* lr = (const float4*) (l.lo + (i64) order[start + c0 + (m < mcount ? m : 0)] * R);
+                                    qm_lora_dot(acc[j], h, l.s, lr, bLo, bHi, R);
                                 }
-                                acc[j][h] = acc[j][h] + l.s * sLo;
-                                acc[j][2 + h] = acc[j][2 + h] + l.s * sHi;
                             }
                         }
                     }

@@ -249,6 +249,7 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
 #define MA_V 16
 #define MA_PIECES (32 * MA_V) // 16-byte pieces of a row a pass
 #define MA_XB 4                // x pieces a thread loads before it stores any
+#define MA_ROWS 8              // x rows a chunk at most (mt: ROUTED_PAIRS and NARROW_ROWS_PER_BLOCK in the host code)
 
 struct MaNone {
     __device__ __forceinline__ void operator()(int, int, float4) const {}
@@ -273,27 +274,41 @@ __device__ __forceinline__ void ma_rows(const float* w, int N, int K, int count,
         }
         for (int c = 0; c < count; c += mt) {
             int m = min(mt, count - c);
-            for (int i0 = threadIdx.x; i0 < m * kl; i0 += MA_XB * blockDim.x) { // MA_XB loads in flight a thread
+            __shared__ const float4* rows[MA_ROWS]; // the chunk's x rows from this pass's first piece
+            if ((int) threadIdx.x < m) rows[threadIdx.x] = (const float4*) xrow(c + threadIdx.x) + k0;
+            __syncthreads();
+            // this thread's pieces: (j, q) steps by blockDim.x through the chunk's [m, kl] pieces, no division a piece
+            int j = 0;
+            int q = threadIdx.x;
+            while (q >= kl) {
+                q -= kl;
+                j++;
+            }
+            while (j < m) { // MA_XB loads in flight a thread
                 float4 v[MA_XB];
                 int at[MA_XB];
+                int pj[MA_XB];
+                int pq[MA_XB];
 #pragma unroll
                 for (int u = 0; u < MA_XB; u++) {
-                    int i = i0 + u * blockDim.x;
                     at[u] = -1;
-                    if (i < m * kl) {
-                        int j = i / kl;
-                        int q = i - j * kl;
-                        v[u] = __ldg((const float4*) xrow(c + j) + k0 + q);
+                    if (j < m) {
+                        v[u] = __ldg(rows[j] + q);
                         at[u] = j * stride + q;
+                        pj[u] = j;
+                        pq[u] = q;
+                        q += blockDim.x;
+                        while (q >= kl) {
+                            q -= kl;
+                            j++;
+                        }
                     }
                 }
 #pragma unroll
                 for (int u = 0; u < MA_XB; u++) {
                     if (at[u] >= 0) {
                         xa[at[u]] = v[u];
-                        int i = i0 + u * blockDim.x;
-                        int j = i / kl;
-                        xout(c + j, k0 + i - j * kl, v[u]);
+                        xout(c + pj[u], k0 + pq[u], v[u]);
                     }
                 }
             }

@@ -50,7 +50,7 @@ final class CudaMatmulOps {
     static final int NARROW_MAX_ROWS = 256;
     static final int NARROW_MAX_N = 64;
     private static final boolean NARROW = !"off".equals(System.getProperty("orbit.cuda.narrowMatmul"));
-    private static final int NARROW_ROWS_PER_BLOCK = 4;   // x rows a block stages (mt)
+    private static final int NARROW_ROWS_PER_BLOCK = 4;   // x rows a block stages (mt; at most MA_ROWS in moe_pairs.cu)
 
     /**
      * Rows of x for which {@link #matmulLowRank} takes the tensor-core decode kernels ({@code dmma.cu}): above the GEMV's

@@ -49,7 +49,7 @@ final class CudaMoePairs {
     /** f32 experts of at most this many rows (a LoRA's A) take {@code moe_pairs_dense_r1}. */
     private static final int LONE_ROWS_MAX = 64;
     private static final int DENSE_THREADS = 256;
-    /** Pairs of an expert the grouped dense kernels take at once (MR_PAIRS in moe_pairs.cu). */
+    /** Pairs of an expert the grouped dense kernels take at once (MR_PAIRS in moe_pairs.cu; at most MA_ROWS there). */
     private static final int ROUTED_PAIRS = 8;
     /** K up to which the grouped dense products take a thread a row (MS_K), and that kernel's block (MS_THREADS). */
     private static final int SHORT_K = 64;

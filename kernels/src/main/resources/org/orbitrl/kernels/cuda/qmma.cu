@@ -174,6 +174,23 @@ __device__ __forceinline__ void qm_lora_dot(float (&acc)[4], int h, float s, con
     acc[2 + h] = acc[2 + h] + s * sHi;
 }
 
+// The LoRA terms of a warp's products: acc[j] gets pair m = 8j + 2t + h's (lo row loRow(m), a row past the chunk's
+// mcount reads pair 0's: its outputs are never written) against the B rows bLo and bHi, for the n-tiles below nt.
+template <int NT, typename LoRow>
+__device__ __forceinline__ void qm_lora_terms(float (&acc)[NT][4], float s, LoRow loRow, const float4* bLo, const float4* bHi,
+                                              int mcount, int nt, int t, int R) {
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        if (j < nt) {
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                int m = 8 * j + 2 * t + h;
+                qm_lora_dot(acc[j], h, s, loRow(m < mcount ? m : 0), bLo, bHi, R);
+            }
+        }
+    }
+}
+
 // A warp's LoRA term from its drained weight stages: one round of 16-byte copies stages the B rows of its 16 output
 // rows ([16, rs] f32, rows past N repeat row N - 1) and the lo rows of the chunk's mcount pairs ([MT, rs] after them),
 // then every lane sums as qm_lora_dot does from global memory (the same order: the same bits), one round trip to
@@ -200,18 +217,8 @@ __device__ __forceinline__ void qm_lora_staged(float (&acc)[NT][4], QmLora l, co
     cp_async_commit();
     cp_async_wait<0>();
     __syncwarp();
-    const float4* bLo = (const float4*) (bt + g * rs);
-    const float4* bHi = (const float4*) (bt + (g + 8) * rs);
-#pragma unroll
-    for (int j = 0; j < NT; j++) {
-        if (j < nt) {
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                int m = 8 * j + 2 * t + h;
-                qm_lora_dot(acc[j], h, l.s, (const float4*) (lt + (m < mcount ? m : 0) * rs), bLo, bHi, R);
-            }
-        }
-    }
+    qm_lora_terms(acc, l.s, [&](int m) { return (const float4*) (lt + m * rs); }, (const float4*) (bt + g * rs),
+                  (const float4*) (bt + (g + 8) * rs), mcount, nt, t, R);
     __syncwarp(); // every lane has read the tiles before the stages are written again (the hand-over, the next chunk)
 }
 
@@ -387,19 +394,9 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
                     if ((16 + MT) * rs * 4 <= ST * QM_STAGE) {
                         qm_lora_staged<NT, MT>(acc, l, bw, (float*) wst, rs, n0, N, R, order + start + c0, mcount, nt, g, t, lane);
                     } else {
-                        const float4* bLo = (const float4*) (bw + (growLo - ebase) * R); // rows g and g + 8 of the warp's tile
-                        const float4* bHi = (const float4*) (bw + (growHi - ebase) * R);
-#pragma unroll
-                        for (int j = 0; j < NT; j++) {
-                            if (j < nt) {
-#pragma unroll
-                                for (int h = 0; h < 2; h++) {
-                                    int m = 8 * j + 2 * t + h;
-                                    const float4* lr = (const float4*) (l.lo + (i64) order[start + c0 + (m < mcount ? m : 0)] * R);
-                                    qm_lora_dot(acc[j], h, l.s, lr, bLo, bHi, R);
-                                }
-                            }
-                        }
+                        qm_lora_terms(acc, l.s, [&](int m) { return (const float4*) (l.lo + (i64) order[start + c0 + m] * R); },
+                                      (const float4*) (bw + (growLo - ebase) * R), (const float4*) (bw + (growHi - ebase) * R),
+                                      mcount, nt, t, R); // the B rows of the warp's tile rows g and g + 8
                     }
                 }
             }

@@ -129,7 +129,17 @@ final class CudaMoeOps {
             throw new IllegalArgumentException("moeRoute: " + e + " experts exceed the routing kernel's shared memory (6144 at most)");
         }
         Tensor order = routing.order();
-        ctx.launchShared(route, 1, 1024, 2 * e * 4, ids, pairs, e, routing.offsets(), routing.active(), order, ctx.errorFlag);
+        ctx.launchShared(route, 1, 1024, routeShared(e, pairs), ids, pairs, e, routing.offsets(), routing.active(), order,
+                ctx.errorFlag);
+    }
+
+    /** Pairs up to which {@code moe_route} ranks every pair at once, given room for their ids (MR_RANK_PAIRS in moe.cu). */
+    static final int ROUTE_RANK_PAIRS = 1024;
+
+    /** {@code moe_route}'s shared memory: two ints an expert, and the pairs' ids when they fit (the parallel placing). */
+    static int routeShared(int experts, int pairs) {
+        int shared = 2 * experts * 4;
+        return pairs <= ROUTE_RANK_PAIRS && shared + 4L * pairs <= 48 * 1024 ? shared + 4 * pairs : shared;
     }
 
     /** x rows: tokens (shared by a token's experts) or pairs; returns pair / xDiv's divisor. */

@@ -38,12 +38,19 @@ final class CudaMoeTrain {
      * instead of a block a row ({@code moe_gather_rows}). Read at every call.
      */
     static final String GATHER_PROPERTY = "orbit.cuda.moeGather";
+    /**
+     * {@code -Dorbit.cuda.moeTopk=block}: the top-k choice a block a token ({@code moe_topk_weights}) instead of a warp a
+     * token ({@code moe_topk_warps}, the same choice and weights). Read at every call.
+     */
+    static final String TOPK_PROPERTY = "orbit.cuda.moeTopk";
+    private static final int TOPK_WARPS = 8;   // tokens a block of moe_topk_warps (MT_WARPS)
     /** Most experts the counting sort takes (its scan is one block of 1024 threads, its scatter 8·E ints of shared memory). */
     private static final int SORT_MAX_EXPERTS = 1024;
     private static final int SORT_TILE = 2048;   // pairs a block of the counting sort (MG_TILE)
     private final CudaContext ctx;
     private final CudaBackend backend;
     private final Kernel topk;
+    private final Kernel topkWarps;
     private final Kernel route;
     private final Kernel positions;
     private final Kernel gather;
@@ -65,6 +72,7 @@ final class CudaMoeTrain {
         this.experts = new CudaExpertGemm(ctx, rowOps);
         this.narrow = new CudaNarrowExperts(ctx);
         this.topk = ctx.kernel("moe_train", "moe_topk_weights");
+        this.topkWarps = ctx.kernel("moe_train", "moe_topk_warps");
         this.route = ctx.kernel("moe", "moe_route");
         this.positions = ctx.kernel("moe_train", "moe_positions");
         this.gather = ctx.kernel("moe_train", "moe_gather_pairs");
@@ -90,7 +98,12 @@ final class CudaMoeTrain {
                     + " [tokens, k] (at most 12288 experts)");
         }
         if (t > 0) {
-            ctx.launchShared(topk, t, BLOCK, 4 * e, probs, e, k, normalize ? 1 : 0, chosen, weights, ids);
+            if (!"block".equals(System.getProperty(TOPK_PROPERTY)) && 4L * TOPK_WARPS * e <= 48 * 1024) {
+                ctx.launchShared(topkWarps, (t + TOPK_WARPS - 1) / TOPK_WARPS, 32 * TOPK_WARPS, 4 * TOPK_WARPS * e, probs, t, e, k,
+                        normalize ? 1 : 0, chosen, weights, ids);
+            } else {
+                ctx.launchShared(topk, t, BLOCK, 4 * e, probs, e, k, normalize ? 1 : 0, chosen, weights, ids);
+            }
         }
     }
 
@@ -111,7 +124,8 @@ final class CudaMoeTrain {
                 }
                 active = ctx.allocator.allocate(MemoryCategory.ACTIVATIONS, DType.I32, experts + 1);
             }
-            ctx.launchShared(route, 1, 1024, 8 * experts, ids, p, experts, offsets, active, order, ctx.errorFlag);
+            ctx.launchShared(route, 1, 1024, CudaMoeOps.routeShared(experts, p), ids, p, experts, offsets, active, order,
+                    ctx.errorFlag);
         } else {
             // counting sort: per tile of 2048 pairs the experts' counts, their scan into offsets and each
             // tile's first slots, then the stable scatter

@@ -6,17 +6,31 @@
 //   active  [1 + E]   active[0] = number of experts with at least one pair, then those experts ascending
 //   order   [P]       pair indices grouped by expert (within an expert in ascending pair order)
 
-// One block (blockDim a multiple of 32, at most 1024), shared memory 2 * E ints.
+#define MR_RANK_PAIRS 1024 // pairs up to which moe_route ranks each pair among its expert's in parallel
+
+__device__ __forceinline__ u32 dynamic_smem_bytes() {
+    u32 n;
+    asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(n));
+    return n;
+}
+
+// One block (blockDim a multiple of 32, at most 1024), shared memory 2 * E ints, or 2 * E + P.
 // ids [P] i32; an id outside [0, E) is reported and its pair joins no expert.
+// With room for the ids too (at most MR_RANK_PAIRS pairs: a decode step's), every thread places its pairs at once: a
+// pair's place is its expert's first slot plus the pairs of that expert before it. Else warp 0 scatters 32-pair tiles
+// in order. Both give the same order.
 extern "C" __global__ void moe_route(const int* ids, int P, int E, int* offsets, int* active, int* order, int* err) {
     pdl_enter();
-    extern __shared__ int sh[]; // cnt [E], then start [E]
+    extern __shared__ int sh[]; // cnt [E], then start [E], then (rank) the ids [P]
     int* cnt = sh;
     int* start = sh + E;
+    int* sids = sh + 2 * E;
+    bool rank = P <= MR_RANK_PAIRS && 4u * (2u * E + P) <= dynamic_smem_bytes();
     for (int e = threadIdx.x; e < E; e += blockDim.x) cnt[e] = 0;
     __syncthreads();
     for (int p = threadIdx.x; p < P; p += blockDim.x) {
         int e = ids[p];
+        if (rank) sids[p] = e;
         if (e < 0 || e >= E) {
             report_error(err, ERR_EXPERT_OUT_OF_RANGE, e, p);
         } else {
@@ -59,6 +73,18 @@ extern "C" __global__ void moe_route(const int* ids, int P, int E, int* offsets,
         }
     }
     __syncthreads();
+    if (rank) {
+        for (int p = threadIdx.x; p < P; p += blockDim.x) {
+            int e = sids[p];
+            if (e >= 0 && e < E) {
+                int before = 0;
+#pragma unroll 8
+                for (int q = 0; q < p; q++) before += sids[q] == e ? 1 : 0;
+                order[start[e] + before] = p;
+            }
+        }
+        return;
+    }
     // Stable scatter: warp w places pairs in 32-pair tiles, tiles in order, one warp at a time per tile,
     // ranking pairs of equal expert inside a tile by lane.
     if (threadIdx.x < 32) {

@@ -65,6 +65,58 @@ extern "C" __global__ void moe_topk_weights(const float* probs, int E, int k, in
     }
 }
 
+// moe_topk_weights with a warp a token (MT_WARPS tokens a block; dynamic shared MT_WARPS * E floats): a round is a scan
+// of the lane's experts and a butterfly of shuffles, with no block barrier. The choice is the same: the larger value,
+// then the lower expert, is a total order on finite values, so every reduction tree finds the same one; the weights
+// are summed and divided as there. T: tokens.
+#define MT_WARPS 8
+extern "C" __global__ void __launch_bounds__(32 * MT_WARPS)
+    moe_topk_warps(const float* probs, int T, int E, int k, int normalize, float* chosen, float* weights, int* ids) {
+    pdl_enter();
+    extern __shared__ float prw[];
+    int lane = threadIdx.x & 31;
+    int warp = threadIdx.x >> 5;
+    int t = blockIdx.x * MT_WARPS + warp;
+    if (t >= T) return; // warp-uniform; nothing below waits for the other warps
+    float* pr = prw + warp * E;
+    for (int e = lane; e < E; e += 32) pr[e] = probs[(i64) t * E + e];
+    __syncwarp();
+    for (int j = 0; j < k; j++) {
+        float bv = -ORBIT_INF;
+        int bi = 0x7fffffff;
+        for (int e = lane; e < E; e += 32) {
+            float v = pr[e];
+            if (v > bv || (v == bv && e < bi)) {
+                bv = v;
+                bi = e;
+            }
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (ov > bv || (ov == bv && oi < bi)) {
+                bv = ov;
+                bi = oi;
+            }
+        }
+        if (lane == 0) {
+            chosen[(i64) t * k + j] = bv;
+            ids[(i64) t * k + j] = bi;
+        }
+        if (bi < E && (bi & 31) == lane) pr[bi] = -ORBIT_INF; // taken
+        __syncwarp();
+    }
+    if (lane == 0) {
+        float s = 0.0f;
+        for (int j = 0; j < k; j++) s += chosen[(i64) t * k + j];
+        for (int j = 0; j < k; j++) {
+            float c = chosen[(i64) t * k + j];
+            weights[(i64) t * k + j] = normalize ? c / s : c;
+        }
+    }
+}
+
 // position[order[i]] = i.
 extern "C" __global__ void moe_positions(const int* order, int P, int* position) {
     GRID_STRIDE(i, (i64) P) {

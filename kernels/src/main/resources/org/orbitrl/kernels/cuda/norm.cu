@@ -97,6 +97,7 @@ extern "C" __global__ void rmsnorm_warp_f32(const float* x, const void* w, int w
 
 // Softmax over each row of n, in place.
 extern "C" __global__ void softmax_f32(float* x, int n) {
+    pdl_enter();
     __shared__ float sh[32];
     float* xr = x + (i64) blockIdx.x * n;
     float m = -ORBIT_INF;

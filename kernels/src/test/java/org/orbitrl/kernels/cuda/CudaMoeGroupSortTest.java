@@ -19,7 +19,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * grouping ({@link MoeHostOps#group}), exactly: offsets, order and position, for pair counts of one
  * partial tile up to several tiles with a partial last one, 8 experts a token, skewed choices (some
  * experts with many pairs, some without any), one expert taking every pair, and 128, 384 and 1100
- * experts; the single-block grouping ({@code orbit.cuda.moeGroup=single}) as well. An expert id outside
+ * experts; the single-block grouping ({@code orbit.cuda.moeGroup=single}) as well, on both sides of the 1024 pairs
+ * up to which it places every pair at once. An expert id outside
  * the layer is reported at the next synchronisation.
  */
 class CudaMoeGroupSortTest extends CudaTestBase {
@@ -46,6 +47,12 @@ class CudaMoeGroupSortTest extends CudaTestBase {
         System.setProperty(CudaMoeTrain.GROUP_PROPERTY, "single");
         try {
             check("single block, 128 experts", skewed(r, 1000, 128), 1000, 128);
+            // up to 1024 pairs every pair is placed at once, above it warp 0 scatters tiles: the same order
+            for (int experts : new int[]{128, 384}) {
+                for (int tokens : new int[]{1, 64, 128, 129}) {
+                    check("single block, " + experts + " experts, " + tokens + " tokens", skewed(r, tokens, experts), tokens, experts);
+                }
+            }
         } finally {
             if (before == null) {
                 System.clearProperty(CudaMoeTrain.GROUP_PROPERTY);

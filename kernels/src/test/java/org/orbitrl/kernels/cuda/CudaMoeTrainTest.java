@@ -53,6 +53,81 @@ class CudaMoeTrainTest extends CudaTestBase {
     }
 
     /**
+     * The top-k choice a warp a token ({@code moe_topk_warps}, the default) against the host's and against the block a token
+     * ({@code orbit.cuda.moeTopk=block}) bit for bit, over the experts of the models Orbit takes (16 to 1100, top 4 or 8)
+     * and token counts that leave a block partly empty, with probabilities on a grid of 1/64 so that many of them tie
+     * (ties go to the lower expert in both).
+     */
+    @Test
+    void topkAWarpATokenChoosesAsABlockDoes() {
+        SplittableRandom r = rng(304);
+        int[][] shapes = {{64, 128, 8}, {5, 384, 8}, {37, 16, 4}, {3, 32, 4}, {9, 1100, 8}, {1, 256, 8}};
+        for (int[] sh : shapes) {
+            int t = sh[0];
+            int e = sh[1];
+            int k = sh[2];
+            for (boolean ties : new boolean[]{false, true}) {
+                Tensor probs = softmax(randn(r, 3f, t, e));
+                if (ties) {
+                    float[] v = probs.toFloatArray();
+                    for (int i = 0; i < v.length; i++) {
+                        v[i] = Math.round(v[i] * 64f) / 64f;
+                    }
+                    probs = Tensor.of(v, t, e);
+                }
+                for (boolean normalize : new boolean[]{false, true}) {
+                    String what = "moeTopk " + t + " tokens, " + e + " experts, top " + k + (ties ? ", ties" : "")
+                            + (normalize ? ", normalized" : "");
+                    Tensor[] ref = {host(DType.F32, t, k), host(DType.F32, t, k), host(DType.I32, t, k)};
+                    MoeHostOps.topk(probs, k, normalize, ref[0], ref[1], ref[2]);
+                    Tensor[] warps = topkOn(probs, k, normalize, null);
+                    Tensor[] blocks = topkOn(probs, k, normalize, "block");
+                    assertExact(what + " ids", ref[2].toLongArray(), gpu.toHost(warps[2]).toLongArray());
+                    assertClose(what + " chosen", ref[0].toFloatArray(), gpu.toHost(warps[0]).toFloatArray(), 0, 0);
+                    assertClose(what + " weights", ref[1].toFloatArray(), gpu.toHost(warps[1]).toFloatArray(), 0, 1e-6);
+                    for (int i = 0; i < 3; i++) {
+                        Tensor a = gpu.toHost(warps[i]);
+                        Tensor b = gpu.toHost(blocks[i]);
+                        long[] wa = a.dtype() == DType.F32 ? bits(a.toFloatArray()) : a.toLongArray();
+                        long[] wb = b.dtype() == DType.F32 ? bits(b.toFloatArray()) : b.toLongArray();
+                        assertExact(what + ", a warp against a block, output " + i, wb, wa);
+                    }
+                }
+            }
+        }
+    }
+
+    /** moeTopk's chosen, weights and ids with {@code orbit.cuda.moeTopk} set to kernel (null: the default). */
+    private Tensor[] topkOn(Tensor probs, int k, boolean normalize, String kernel) {
+        int t = probs.size(0);
+        Tensor[] out = {poisoned(DType.F32, t, k), poisoned(DType.F32, t, k), poisoned(DType.I32, t, k)};
+        String before = System.getProperty(CudaMoeTrain.TOPK_PROPERTY);
+        if (kernel == null) {
+            System.clearProperty(CudaMoeTrain.TOPK_PROPERTY);
+        } else {
+            System.setProperty(CudaMoeTrain.TOPK_PROPERTY, kernel);
+        }
+        try {
+            gpu.moeTopk(dev(probs), k, normalize, out[0], out[1], out[2]);
+        } finally {
+            if (before == null) {
+                System.clearProperty(CudaMoeTrain.TOPK_PROPERTY);
+            } else {
+                System.setProperty(CudaMoeTrain.TOPK_PROPERTY, before);
+            }
+        }
+        return out;
+    }
+
+    private static long[] bits(float[] v) {
+        long[] b = new long[v.length];
+        for (int i = 0; i < v.length; i++) {
+            b[i] = Float.floatToRawIntBits(v[i]);
+        }
+        return b;
+    }
+
+    /**
      * moeGather a block a row, 16 bytes at a time (width a multiple of 4) or a value at a time (odd
      * width, a source view off 16-byte boundaries), and the elementwise kernel
      * ({@code orbit.cuda.moeGather=elementwise}): the host's rows exactly.

@@ -49,6 +49,8 @@ final class DependentKernels {
         s.add("paged_decode/paged_decode_mma_d128_kvbf16");
         s.add("attention/attention_combine");
         s.add("moe/moe_route");
+        s.add("norm/softmax_f32");                // the router's probabilities, then their top k
+        s.add("moe_train/moe_topk_warps");
         s.add("moe/moe_combine");
         s.add("moe/moe_router_logits");
         s.add("moe/moe_router_topk");

@@ -90,6 +90,15 @@ public interface Backend extends AutoCloseable {
     /** {@code out = x / sqrt(mean(x²) + eps) · weight} per row; weight [H] f32 or bf16. In place allowed. */
     void rmsNorm(Tensor x, Tensor weight, float eps, Tensor out);
 
+    /**
+     * {@code sum = a + b}, then {@code out = rmsNorm(sum)}: a decoder layer's residual stream after its attention and the
+     * norm before its MLP. The values of {@link #add} and {@link #rmsNorm}; a backend may do both in one pass.
+     */
+    default void addRmsNorm(Tensor a, Tensor b, Tensor sum, Tensor weight, float eps, Tensor out) {
+        add(a, b, sum);
+        rmsNorm(sum, weight, eps, out);
+    }
+
     /** Softmax over the last dimension, in place. */
     void softmax(Tensor x);
 

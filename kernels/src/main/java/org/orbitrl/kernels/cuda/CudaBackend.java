@@ -578,6 +578,12 @@ public final class CudaBackend implements Backend {
     }
 
     @Override
+    public void addRmsNorm(Tensor a, Tensor b, Tensor sum, Tensor weight, float eps, Tensor out) {
+        ctx.device.bind();
+        rowOps.addRmsNorm(a, b, sum, weight, eps, out);
+    }
+
+    @Override
     public void softmax(Tensor x) {
         ctx.device.bind();
         rowOps.softmax(rowOps.softmax, x);

@@ -19,6 +19,7 @@ final class CudaRowOps {
     private final Kernel rmsnorm;
     private final Kernel rmsnormWarp;
     private final Kernel rmsnormV4;
+    private final Kernel addRmsnormV4;
     /**
      * Longer rows of a multiple of 4 values up to {@value #V4_ROW_MAX} (a model's hidden size) are normalized with the row
      * held in registers ({@code rmsnorm_v4_f32}, 256 threads, chosen by the row length alone); {@code -Dorbit.cuda.v4Norm=off}
@@ -50,6 +51,7 @@ final class CudaRowOps {
         this.rmsnorm = ctx.kernel("norm", "rmsnorm_f32");
         this.rmsnormWarp = ctx.kernel("norm", "rmsnorm_warp_f32");
         this.rmsnormV4 = ctx.kernel("norm", "rmsnorm_v4_f32");
+        this.addRmsnormV4 = ctx.kernel("norm", "add_rmsnorm_v4_f32");
         this.softmax = ctx.kernel("norm", "softmax_f32");
         this.logSoftmax = ctx.kernel("norm", "log_softmax_f32");
     }
@@ -116,6 +118,38 @@ final class CudaRowOps {
                 ctx.launch(rmsnorm, rows, rowBlock(h), x, weight, weight.dtype() == DType.BF16 ? 1 : 0, out, h, eps);
             }
         }
+    }
+
+    /**
+     * {@link org.orbitrl.kernels.Backend#addRmsNorm}: one {@code add_rmsnorm_v4_f32} launch where {@link #rmsNorm} takes
+     * {@code rmsnorm_v4_f32} (the same values as the add and that norm), else the two.
+     */
+    void addRmsNorm(Tensor a, Tensor b, Tensor sum, Tensor weight, float eps, Tensor out) {
+        ctx.devContiguous("addRmsNorm a", a, DType.F32);
+        ctx.devContiguous("addRmsNorm b", b, DType.F32);
+        ctx.devContiguous("addRmsNorm sum", sum, DType.F32);
+        ctx.devContiguous("addRmsNorm out", out, DType.F32);
+        ctx.devContiguous("addRmsNorm weight", weight, null);
+        CudaContext.sameShape("addRmsNorm a and b", a, b);
+        CudaContext.sameShape("addRmsNorm a and sum", a, sum);
+        CudaContext.sameShape("addRmsNorm a and out", a, out);
+        int h = a.size(-1);
+        if (weight.numel() != h || (weight.dtype() != DType.F32 && weight.dtype() != DType.BF16)) {
+            throw new IllegalArgumentException("addRmsNorm: weight " + weight + " must be f32 or bf16 of hidden size " + h);
+        }
+        int rows = CudaContext.rows(a);
+        if (h > WARP_ROW_MAX && V4_NORM && h % 4 == 0 && h <= V4_ROW_MAX && rows > 0) {
+            boolean vec = aligned16(a) && aligned16(b) && aligned16(sum) && aligned16(out);
+            ctx.launch(addRmsnormV4, rows, V4_BLOCK, a, b, sum, weight, weight.dtype() == DType.BF16 ? 1 : 0, out, h, eps,
+                    vec ? 1 : 0);
+        } else {
+            binary("add", add, a, b, sum);
+            rmsNorm(sum, weight, eps, out);
+        }
+    }
+
+    private static boolean aligned16(Tensor t) {
+        return CudaAllocator.address(t) % 16 == 0;
     }
 
     void softmax(Kernel kernel, Tensor x) {

@@ -19,22 +19,10 @@ extern "C" __global__ void rmsnorm_f32(const float* x, const void* w, int wBf16,
 // rmsnorm_f32 loads a value, adds it and loads the next (then reads the row again). Chosen by h alone.
 #define RN_V 8
 
-extern "C" __global__ void rmsnorm_v4_f32(const float* x, const void* w, int wBf16, float* out, int h, float eps, int vec) {
-    pdl_enter();
-    __shared__ float sh[32];
-    const float* xr = x + (i64) blockIdx.x * h;
-    float* yr = out + (i64) blockIdx.x * h;
+// The norm of one row held as rmsnorm_v4_f32 holds it (v, zeros past h / 4), written to yr.
+__device__ __forceinline__ void rn_v4_row(const float4 (&v)[RN_V], const void* w, int wBf16, float* yr, int h, float eps, int vec,
+                                          float* sh) {
     int h4 = h >> 2;
-    float4 v[RN_V];
-#pragma unroll
-    for (int u = 0; u < RN_V; u++) {
-        int i = threadIdx.x + u * blockDim.x;
-        if (i < h4) {
-            v[u] = vec ? ((const float4*) xr)[i] : make_float4(xr[4 * i], xr[4 * i + 1], xr[4 * i + 2], xr[4 * i + 3]);
-        } else {
-            v[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        }
-    }
     float ss = 0.0f;
 #pragma unroll
     for (int u = 0; u < RN_V; u++) {
@@ -68,6 +56,57 @@ extern "C" __global__ void rmsnorm_v4_f32(const float* x, const void* w, int wBf
             }
         }
     }
+}
+
+// The 16-byte piece i of a row (one value at a time unless vec).
+__device__ __forceinline__ float4 rn_load4(const float* r, int i, int vec) {
+    return vec ? ((const float4*) r)[i] : make_float4(r[4 * i], r[4 * i + 1], r[4 * i + 2], r[4 * i + 3]);
+}
+
+extern "C" __global__ void rmsnorm_v4_f32(const float* x, const void* w, int wBf16, float* out, int h, float eps, int vec) {
+    pdl_enter();
+    __shared__ float sh[32];
+    const float* xr = x + (i64) blockIdx.x * h;
+    int h4 = h >> 2;
+    float4 v[RN_V];
+#pragma unroll
+    for (int u = 0; u < RN_V; u++) {
+        int i = threadIdx.x + u * blockDim.x;
+        v[u] = i < h4 ? rn_load4(xr, i, vec) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+    rn_v4_row(v, w, wBf16, out + (i64) blockIdx.x * h, h, eps, vec, sh);
+}
+
+// A residual add and the norm of its sum in one launch: sum = a + b (add_f32's values), out = rmsnorm_v4_f32 of sum (its
+// values): a decoder layer's stream after attention and the norm before its MLP. vec: a, b, sum and out 16-byte aligned.
+extern "C" __global__ void add_rmsnorm_v4_f32(const float* a, const float* b, float* sum, const void* w, int wBf16, float* out,
+                                              int h, float eps, int vec) {
+    pdl_enter();
+    __shared__ float sh[32];
+    i64 row = (i64) blockIdx.x * h;
+    int h4 = h >> 2;
+    float4 v[RN_V];
+#pragma unroll
+    for (int u = 0; u < RN_V; u++) {
+        int i = threadIdx.x + u * blockDim.x;
+        if (i < h4) {
+            float4 x = rn_load4(a + row, i, vec);
+            float4 y = rn_load4(b + row, i, vec);
+            v[u] = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
+            float* sr = sum + row;
+            if (vec) {
+                ((float4*) sr)[i] = v[u];
+            } else {
+                sr[4 * i] = v[u].x;
+                sr[4 * i + 1] = v[u].y;
+                sr[4 * i + 2] = v[u].z;
+                sr[4 * i + 3] = v[u].w;
+            }
+        } else {
+            v[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+    }
+    rn_v4_row(v, w, wBf16, out + row, h, eps, vec, sh);
 }
 
 // The same for short rows (h <= WARP_ROW_MAX, a head's q or k): one warp a row, 8 rows a block, the sum of squares by

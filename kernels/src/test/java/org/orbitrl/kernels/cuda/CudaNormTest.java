@@ -8,8 +8,8 @@ import java.lang.foreign.Arena;
 import java.util.SplittableRandom;
 
 /**
- * RMSNorm (f32 and bf16 weight, in place), softmax and log-softmax against the scalar backend,
- * over short, ragged and vocabulary-sized rows. The device reduces in a tree and the reference
+ * RMSNorm (f32 and bf16 weight, in place; and after a residual add in one launch), softmax and log-softmax against the
+ * scalar backend, over short, ragged and vocabulary-sized rows. The device reduces in a tree and the reference
  * sequentially in f32, so results differ by the rounding of the sums, which grows with the row:
  * RMSNorm |err| ≤ 1e-7 + 2e-5·|ref|; softmax |err| ≤ 1e-7 + 1e-5·|ref| up to 8192 columns and
  * 1e-7 + 1e-4·|ref| for the 151937-column row (the reference's own sequential f32 sum is off by
@@ -43,6 +43,64 @@ class CudaNormTest extends CudaTestBase {
         Tensor dx = dev(x);
         gpu.rmsNorm(dx, dev(w), 1e-5f, dx);
         assertClose("rmsNorm in place", ref.toFloatArray(), gpu.toHost(dx).toFloatArray(), 1e-7, 2e-5);
+    }
+
+    /**
+     * The residual add and the norm of its sum in one launch ({@code add_rmsnorm_v4_f32} for rows of 513-8192 values, a
+     * multiple of 4) give the bits of {@code add} then {@code rmsNorm}, for f32 and bf16 weights, from aligned buffers
+     * and from views off 16-byte boundaries; other rows take the two launches. The sum against the host's exactly, the
+     * norm against the host's as in the test above.
+     */
+    @Test
+    void addRmsNormGivesTheBitsOfTheAddAndTheNorm() {
+        SplittableRandom r = rng(24);
+        for (int[] rh : ROWS_BY_WIDTH) {
+            int rows = rh[0];
+            int h = rh[1];
+            for (DType wt : new DType[]{DType.F32, DType.BF16}) {
+                for (boolean shifted : new boolean[]{false, true}) {
+                    String what = "addRmsNorm " + wt + " [" + rows + ", " + h + "]" + (shifted ? " off 16-byte boundaries" : "");
+                    Tensor a = randn(r, 3f, rows, h);
+                    Tensor b = randn(r, 1f, rows, h);
+                    Tensor w = randn(r, 1.5f, h).to(wt);
+                    Tensor dw = dev(w);
+                    Tensor[] d = {view(a, shifted), view(b, shifted), view(randn(r, 1f, rows, h), shifted), view(randn(r, 1f, rows, h), shifted)};
+                    gpu.addRmsNorm(d[0], d[1], d[2], dw, 1e-6f, d[3]);
+                    Tensor sum = poisoned(DType.F32, rows, h);
+                    Tensor out = poisoned(DType.F32, rows, h);
+                    gpu.add(dev(a), dev(b), sum);
+                    gpu.rmsNorm(sum, dw, 1e-6f, out);
+                    float[] wantSum = gpu.toHost(sum).toFloatArray();
+                    float[] want = gpu.toHost(out).toFloatArray();
+                    float[] gotSum = gpu.toHost(d[2]).toFloatArray();
+                    float[] got = gpu.toHost(d[3]).toFloatArray();
+                    for (int i = 0; i < want.length; i++) {
+                        org.junit.jupiter.api.Assertions.assertEquals(Float.floatToRawIntBits(wantSum[i]), Float.floatToRawIntBits(gotSum[i]),
+                                what + ": sum " + i + ", add " + wantSum[i] + ", fused " + gotSum[i]);
+                        org.junit.jupiter.api.Assertions.assertEquals(Float.floatToRawIntBits(want[i]), Float.floatToRawIntBits(got[i]),
+                                what + ": norm " + i + ", add and rmsNorm " + want[i] + ", fused " + got[i]);
+                    }
+                    Tensor hostSum = Tensor.allocate(Arena.ofAuto(), DType.F32, rows, h);
+                    cpu.add(a, b, hostSum);
+                    Tensor ref = Tensor.allocate(Arena.ofAuto(), DType.F32, rows, h);
+                    cpu.rmsNorm(hostSum, w, 1e-6f, ref);
+                    assertClose(what + " sum against the host", hostSum.toFloatArray(), gotSum, 0, 0);
+                    assertClose(what + " against the host", ref.toFloatArray(), got, 1e-7, 2e-5);
+                }
+            }
+        }
+    }
+
+    /** t on the device: its own buffer, or (shifted) a view one value into a larger one, off 16-byte boundaries. */
+    private Tensor view(Tensor t, boolean shifted) {
+        if (!shifted) {
+            return dev(t);
+        }
+        int rows = t.size(0);
+        int h = t.size(1);
+        float[] v = new float[rows * h + 1];
+        System.arraycopy(t.toFloatArray(), 0, v, 1, rows * h);
+        return dev(Tensor.of(v, 1, rows * h + 1)).slice(1, 1, rows * h + 1L).reshape(rows, h);
     }
 
     /**

@@ -426,9 +426,8 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             parallel.tp().allReduceSum(delta);   // row-parallel o_proj: sum the heads' partial outputs
         }
         Tensor mid = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);     // [N, hidden]
-        b.add(x, delta, mid);
         Tensor normed2 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
-        b.rmsNorm(mid, l.postNorm, config.rmsEps(), normed2);
+        b.addRmsNorm(x, delta, mid, l.postNorm, config.rmsEps(), normed2);        // mid = x + delta, normed2 its norm
         if (l.moe != null && lt == null && !training && !expertParallel()) {
             // inference: the block's output added into the residual stream in place (mid + moe, as below, one launch fewer)
             a.release(delta);

@@ -34,6 +34,7 @@ final class DependentKernels {
         s.add("norm/rmsnorm_f32");
         s.add("norm/rmsnorm_warp_f32");
         s.add("norm/rmsnorm_v4_f32");
+        s.add("norm/add_rmsnorm_v4_f32");
         s.add("elementwise/swiglu_f32");
         s.add("flash_attention/qkv_prep_f32");
         s.add("flash_attention/qkv_prep3_f32");

@@ -50,7 +50,11 @@ final class CudaMatmulOps {
     static final int NARROW_MAX_ROWS = 256;
     static final int NARROW_MAX_N = 64;
     private static final boolean NARROW = !"off".equals(System.getProperty("orbit.cuda.narrowMatmul"));
-    private static final int NARROW_ROWS_PER_BLOCK = 4;   // x rows a block stages (mt; at most MA_ROWS in moe_pairs.cu)
+    /**
+     * x rows a block of the narrow products stages (mt; 1 to MA_ROWS = 8 in moe_pairs.cu), {@code -Dorbit.cuda.narrowRows=N}
+     * (4 by default): fewer rows give more blocks (a decode batch of 8 rows fills 8 blocks at 4, 32 at 1) and the same sums.
+     */
+    private static final int NARROW_ROWS_PER_BLOCK = Math.max(1, Math.min(8, Integer.getInteger("orbit.cuda.narrowRows", 4)));
 
     /**
      * Rows of x for which {@link #matmulLowRank} takes the tensor-core decode kernels ({@code dmma.cu}): above the GEMV's

@@ -66,6 +66,14 @@ final class CudaMoePairs {
      */
     private static final boolean SINGLE_PAIRS = "single".equals(System.getProperty("orbit.cuda.routedPairs"));
     /**
+     * {@code -Dorbit.cuda.moeLoraA=fma}: the experts' LoRA A products grouped by expert on CUDA cores (f32 multiply-adds,
+     * {@code moe_routed_dense_a}) instead of tensor cores in three TF32 products ({@code moe_routed_tc_a}: about 2^-20 of
+     * each product's magnitude from the f32 sums; a K that is not a multiple of 16 takes the CUDA cores either way).
+     */
+    private static final boolean LORA_A_FMA = "fma".equals(System.getProperty("orbit.cuda.moeLoraA"));
+    /** Rows of W a block of the tensor-core LoRA A kernels takes (four n-tiles of 8). */
+    private static final int TC_A_ROWS = 32;
+    /**
      * {@code -Dorbit.cuda.moeSwigluPairs=off}: gate, up and the SwiGLU as separate calls, and down apart from its LoRA's B
      * ({@link #swiglu} and {@link #matmulLora} decline).
      */
@@ -100,6 +108,8 @@ final class CudaMoePairs {
     private final Kernel routedDenseRow;    // a row a warp (few rows, long K: a LoRA's A in bf16)
     private final Kernel routedDenseLongK;  // a row a warp, its slice of K held in registers (a LoRA's A in f32)
     private final Kernel routedDenseLongK2; // the same for two LoRAs' A (gate's and up's) in one launch
+    private final Kernel routedTcA;         // a LoRA's A on tensor cores (three TF32 products), K a multiple of 16
+    private final Kernel routedTcA2;        // the same for two LoRAs' A in one launch
     private final Kernel routedDenseShortK; // a thread a row (K at most SHORT_K: a LoRA's B)
     private final Kernel routedDenseSingle; // the reference: an expert's pairs one at a time
     private final Map<TableKey, Tensor> tables = new HashMap<>();
@@ -135,6 +145,8 @@ final class CudaMoePairs {
         this.routedDenseShortK = ctx.kernel("moe_pairs", "moe_routed_dense_k");
         this.routedDenseLongK = ctx.kernel("moe_pairs", "moe_routed_dense_a");
         this.routedDenseLongK2 = ctx.kernel("moe_pairs", "moe_routed_dense_a2");
+        this.routedTcA = ctx.kernel("moe_pairs", "moe_routed_tc_a");
+        this.routedTcA2 = ctx.kernel("moe_pairs", "moe_routed_tc_a2");
         this.routedDenseSingle = ctx.kernel("moe_pairs", "moe_routed_dense");
     }
 
@@ -284,6 +296,12 @@ final class CudaMoePairs {
         ctx.devContiguous("moeExpertMatmulPairsShared x", x, DType.F32);
         ctx.devContiguous("moeExpertMatmulPairsShared expert ids", ids, DType.I32);
         MoeRouting r = routed(e, ids);
+        if (tensorCoreA(k)) {
+            long gridX = (ws[0].rows() + TC_A_ROWS - 1) / TC_A_ROWS + (ws[1].rows() + TC_A_ROWS - 1) / TC_A_ROWS;
+            ctx.launch2d(routedTcA2, gridX, Math.min(e, pairs), DENSE_THREADS, x, xDiv, r.offsets(), r.order(), r.active(), tables[0],
+                    ys[0], ws[0].rows(), tables[1], ys[1], ws[1].rows(), k, ctx.errorFlag);
+            return true;
+        }
         int stride = Math.min(k / 4, LONG_K_PIECES);
         int mt = longKRows(stride);
         int warps = DENSE_THREADS / 32;
@@ -421,6 +439,12 @@ final class CudaMoePairs {
             ctx.launch2d(routedDenseShortK, gridX, blocks, SHORT_K_THREADS, x, xDiv, offsets, order, active, table, kind.bf16 ? 1 : 0,
                     vec ? 1 : 0, scale, y, accumulate ? 1 : 0, n, k, ROUTED_PAIRS, ctx.errorFlag);
         } else if (n <= 64 && k > 0 && !kind.bf16 && vec && CudaAllocator.address(x) % 16 == 0) {
+            if (tensorCoreA(k)) { // a LoRA's A on tensor cores: 32 rows a block, 16 pairs at a time
+                long gridX = (n + TC_A_ROWS - 1) / TC_A_ROWS;
+                ctx.launch2d(routedTcA, gridX, blocks, DENSE_THREADS, x, xDiv, offsets, order, active, table, scale, y,
+                        accumulate ? 1 : 0, n, k, ctx.errorFlag);
+                return;
+            }
             // a LoRA's A: a row a warp, its slice of K in registers
             int stride = Math.min(k / 4, LONG_K_PIECES);                                // 16-byte pieces of a row staged
             int mt = longKRows(stride);
@@ -435,6 +459,11 @@ final class CudaMoePairs {
             ctx.launch2dShared(fewRows ? routedDenseRow : routedDense, gridX, blocks, DENSE_THREADS, (int) (4L * mt * k), x, xDiv,
                     offsets, order, active, table, kind.bf16 ? 1 : 0, vec ? 1 : 0, scale, y, accumulate ? 1 : 0, n, k, mt, ctx.errorFlag);
         }
+    }
+
+    /** Whether a LoRA's A over this K takes the tensor-core kernels ({@code moe_routed_tc_a}, {@code _a2}). */
+    private static boolean tensorCoreA(int k) {
+        return !LORA_A_FMA && k % 16 == 0;
     }
 
     /** Rows of x the LoRA A kernels ({@code moe_routed_dense_a}, {@code _a2}) stage at once, {@code stride} 16-byte pieces each. */

@@ -386,6 +386,168 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
               err, rb, rb == 0, xa);
 }
 
+// The same products on tensor cores (a LoRA's A over the pairs grouped by expert: moe_routed_tc_a, _a2), in three TF32
+// products: each f32 value v = hi + lo, hi = v rounded to tf32 (cvt.rna), lo = v - hi (exact in f32; the mma reads its
+// top 19 bits), and x . w = xl . wh + xh . wl + xh . wh, f32 accumulation; the lo . lo term (about 2^-22 of each
+// product) is left out. Block (32-row slice rb of W, an expert): its 8 warps take the 16-value chunks of K in turn (warp
+// w the chunks w, w + 8, ...), TA_CB chunks of W and of x in registers before any is multiplied; each warp's [16 pairs,
+// 32 rows] partial sums meet in shared memory and are added in warp order. The pairs 16 at a time (W read again from
+// L2 for each further 16). A row's sums depend on its own x row only, in a fixed order: batch-invariant. Needs K % 16
+// == 0 and x and the rows of W 16-byte aligned.
+//   Fragments (PTX ISA, m16n8k8 .tf32; g = lane / 4, s = lane % 4): A a0 (g, s), a1 (g + 8, s), a2 (g, s + 4), a3
+//   (g + 8, s + 4); B b0 (k s, n g), b1 (k s + 4, n g); C c0 c1 (g, 2s, 2s + 1), c2 c3 (g + 8, ...). Lane s's 16-byte
+//   piece of a chunk (values 4s .. 4s + 3) feeds the slots s and s + 4 of two k8 products: (.x, .y) the first, (.z, .w)
+//   the second, in x and in W alike.
+#define TA_CB 3   // chunks of K a warp holds in registers at once
+#define TA_RED 40 // a partial sum row's floats in shared memory (32 and a pad)
+
+__device__ __forceinline__ void ta_split(float v, u32& hi, u32& lo) {
+    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(hi) : "f"(v));
+    lo = __float_as_uint(v - __uint_as_float(hi));
+}
+
+__device__ __forceinline__ void ta_mma(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%0, %1, %2, %3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// acc (n-tile t) += the two k8 products of one chunk: x rows g, g + 8 (xa, xb) against W row g of each n-tile (wv[t]).
+__device__ __forceinline__ void ta_chunk(float (*acc)[4], float4 xa, float4 xb, const float4* wv) {
+    u32 ah[8], al[8];
+    ta_split(xa.x, ah[0], al[0]);
+    ta_split(xb.x, ah[1], al[1]);
+    ta_split(xa.y, ah[2], al[2]);
+    ta_split(xb.y, ah[3], al[3]);
+    ta_split(xa.z, ah[4], al[4]);
+    ta_split(xb.z, ah[5], al[5]);
+    ta_split(xa.w, ah[6], al[6]);
+    ta_split(xb.w, ah[7], al[7]);
+#pragma unroll
+    for (int t = 0; t < 4; t++) {
+        u32 bh[4], bl[4];
+        ta_split(wv[t].x, bh[0], bl[0]);
+        ta_split(wv[t].y, bh[1], bl[1]);
+        ta_split(wv[t].z, bh[2], bl[2]);
+        ta_split(wv[t].w, bh[3], bl[3]);
+        ta_mma(acc[t], al[0], al[1], al[2], al[3], bh[0], bh[1]);
+        ta_mma(acc[t], ah[0], ah[1], ah[2], ah[3], bl[0], bl[1]);
+        ta_mma(acc[t], ah[0], ah[1], ah[2], ah[3], bh[0], bh[1]);
+        ta_mma(acc[t], al[4], al[5], al[6], al[7], bh[2], bh[3]);
+        ta_mma(acc[t], ah[4], ah[5], ah[6], ah[7], bl[2], bl[3]);
+        ta_mma(acc[t], ah[4], ah[5], ah[6], ah[7], bh[2], bh[3]);
+    }
+}
+
+// Rows rb * 32 .. + 31 of W [N, K] against count x rows (xrow(i) the i-th): out(i, n, d) takes the sum d of x row i and
+// W row n. red: MP_WARPS * 16 * TA_RED floats of shared memory.
+template <typename XRow, typename Out>
+__device__ __forceinline__ void ta_rows(const float* w, int N, int K, int count, XRow xrow, Out out, float* red, int rb) {
+    int lane = threadIdx.x & 31;
+    int warp = threadIdx.x >> 5;
+    int g = lane >> 2;
+    int s = lane & 3;
+    int chunks = K >> 4;
+    const float4* wr[4];
+    bool wok[4];
+#pragma unroll
+    for (int t = 0; t < 4; t++) {
+        int n = rb * 32 + 8 * t + g;
+        wok[t] = n < N;
+        wr[t] = (const float4*) (w + (i64) (wok[t] ? n : 0) * K) + s;
+    }
+    const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    for (int m0 = 0; m0 < count; m0 += 16) {
+        float acc[4][4];
+#pragma unroll
+        for (int t = 0; t < 4; t++) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.0f;
+        bool ra = g < count - m0;
+        bool rbw = g + 8 < count - m0;
+        const float4* xa = (const float4*) xrow(ra ? m0 + g : m0) + s;
+        const float4* xb = (const float4*) xrow(rbw ? m0 + g + 8 : m0) + s;
+        for (int c0 = warp; c0 < chunks; c0 += MP_WARPS * TA_CB) {
+            float4 wv[TA_CB][4], xv[TA_CB][2];
+#pragma unroll
+            for (int j = 0; j < TA_CB; j++) {
+                int c = c0 + MP_WARPS * j;
+                bool ok = c < chunks;
+#pragma unroll
+                for (int t = 0; t < 4; t++) wv[j][t] = ok && wok[t] ? __ldg(wr[t] + 4 * c) : zero;
+                xv[j][0] = ok && ra ? __ldg(xa + 4 * c) : zero;
+                xv[j][1] = ok && rbw ? __ldg(xb + 4 * c) : zero;
+            }
+#pragma unroll
+            for (int j = 0; j < TA_CB; j++) ta_chunk(acc, xv[j][0], xv[j][1], wv[j]);
+        }
+        float* mine = red + warp * 16 * TA_RED;
+#pragma unroll
+        for (int t = 0; t < 4; t++) {
+            *(float2*) (mine + g * TA_RED + 8 * t + 2 * s) = make_float2(acc[t][0], acc[t][1]);
+            *(float2*) (mine + (g + 8) * TA_RED + 8 * t + 2 * s) = make_float2(acc[t][2], acc[t][3]);
+        }
+        __syncthreads();
+        for (int i = threadIdx.x; i < 16 * 32; i += blockDim.x) {
+            int r = i >> 5;
+            int col = i & 31;
+            int n = rb * 32 + col;
+            if (r < count - m0 && n < N) {
+                float d = 0.0f;
+#pragma unroll
+                for (int v = 0; v < MP_WARPS; v++) d += red[v * 16 * TA_RED + r * TA_RED + col];
+                out(m0 + r, n, d);
+            }
+        }
+        __syncthreads();
+    }
+}
+
+// ta_rows over the pairs of the blockIdx.y-th active expert: y (+)= scale . x . W_e^T (ma_expert's arguments).
+__device__ __forceinline__ void ta_expert(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
+                                          const unsigned long long* table, float scale, float* y, int accumulate, int N,
+                                          int K, int* err, int rb, bool report, float* red) {
+    int e = active[1 + blockIdx.y];
+    const float* w = (const float*) table[e];
+    if (w == 0) { // an expert this rank does not hold
+        if (report && threadIdx.x == 0) report_error(err, ERR_EXPERT_NOT_HELD, e, -1);
+        return;
+    }
+    const int* pairs = order + offsets[e];
+    ta_rows(w, N, K, offsets[e + 1] - offsets[e],
+            [&](int i) { return x + (i64) (pairs[i] / xDiv) * K; },
+            [&](int i, int n, float d) {
+                float* o = y + (i64) pairs[i] * N + n;
+                *o = (accumulate ? *o : 0.0f) + scale * d;
+            },
+            red, rb);
+}
+
+// Block (32-row slice, j-th active expert): that expert's pairs (moe_routed_dense_a's arguments but mt).
+extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
+    moe_routed_tc_a(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
+                    const unsigned long long* table, float scale, float* y, int accumulate, int N, int K, int* err) {
+    pdl_enter();
+    __shared__ __align__(16) float red[MP_WARPS * 16 * TA_RED];
+    if ((int) blockIdx.y >= active[0]) return;
+    ta_expert(x, xDiv, offsets, order, active, table, scale, y, accumulate, N, K, err, blockIdx.x, blockIdx.x == 0, red);
+}
+
+// The gate's and the up's LoRA A in one launch (moe_routed_dense_a2's arguments but mt): the 32-row slices of the first
+// set's rows, then the second's, along blockIdx.x; each the sums of moe_routed_tc_a (scale 1, y overwritten).
+extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
+    moe_routed_tc_a2(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
+                     const unsigned long long* table0, float* y0, int N0, const unsigned long long* table1, float* y1, int N1,
+                     int K, int* err) {
+    pdl_enter();
+    __shared__ __align__(16) float red[MP_WARPS * 16 * TA_RED];
+    if ((int) blockIdx.y >= active[0]) return;
+    int b0 = (N0 + 31) / 32;
+    bool second = (int) blockIdx.x >= b0; // block-uniform
+    int rb = second ? blockIdx.x - b0 : blockIdx.x;
+    ta_expert(x, xDiv, offsets, order, active, second ? table1 : table0, 1.0f, second ? y1 : y0, 0, second ? N1 : N0, K,
+              err, rb, rb == 0, red);
+}
+
 // y [M, N] = x [M, K] . w^T for f32 x and a few f32 rows of w (a LoRA's A over a decode batch): block (row chunk of w,
 // mt rows of x), the same sums as moe_routed_dense_a (a row of y does not depend on the others: batch-invariant).
 template <typename XOut = MaNone>

@@ -22,7 +22,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * more than 64 pairs groups them by expert on the device first.
  *
  * <p>Tolerance of a product {@code Σ x_k·w_k} of exact weights in f32 arithmetic: {@code 1e-6 + 2e-5·Σ|x_k·w_k|} (f32
- * accumulation over K ≤ 2048); a scaled product added into y adds {@code 1e-6·|y|}. The combine: {@code 1e-6 +
+ * accumulation over K ≤ 2048; the tensor-core LoRA A's three TF32 products leave about {@code 2^-20} of each product's
+ * magnitude on top); a scaled product added into y adds {@code 1e-6·|y|}. The combine: {@code 1e-6 +
  * 1e-6·Σ_j |w_j·ys_j|}.
  */
 class CudaMoePairsTest extends CudaTestBase {
@@ -38,11 +39,14 @@ class CudaMoePairsTest extends CudaTestBase {
             // 20 x 8 = 160 pairs (above CudaMoePairs.DIRECT_PAIRS): grouped by expert on the device first, an expert's
             // pairs 8 at a time (7 at K = 8192, what shared memory holds); a row a warp at N ≤ 64 (a LoRA's A), a thread a
             // row at K ≤ 64 (a LoRA's B: K = 32 in 16-byte loads, K = 20 one value at a time); per pair, f32 rows at N ≤ 64
-            // a row a warp (moe_pairs_dense_r1: a lane's 8-unit batches whole, partial, and several at K = 8192)
+            // a row a warp (moe_pairs_dense_r1: a lane's 8-unit batches whole, partial, and several at K = 8192). Grouped f32
+            // rows at N <= 64 and K a multiple of 16 (a LoRA's A) take the tensor cores (moe_routed_tc_a): 32 rows a block
+            // (N = 48: a partial second slice, 64: two whole), 16 pairs at a time (about 27 and 20 pairs an expert: two
+            // rounds); K = 72 keeps the CUDA cores' moe_routed_dense_a
             int[][] cases = quantized ? new int[][]{{1, 8, 96, 2048, 0}, {3, 4, 40, 256, 1}, {20, 8, 96, 256, 0}, {30, 4, 40, 128, 1}}
                     : new int[][]{{1, 8, 96, 2048, 0}, {3, 4, 40, 256, 1}, {2, 3, 33, 40, 0}, {20, 8, 96, 256, 0}, {30, 4, 33, 40, 1},
                     {24, 8, 32, 2048, 1}, {20, 8, 16, 8192, 0}, {18, 4, 200, 32, 1}, {17, 4, 70, 20, 0}, {1, 8, 32, 2048, 0},
-                    {8, 8, 32, 768, 0}, {2, 4, 24, 8192, 1}};
+                    {8, 8, 32, 768, 0}, {2, 4, 24, 8192, 1}, {40, 8, 48, 768, 1}, {30, 8, 64, 2048, 0}, {20, 8, 24, 72, 0}};
             for (int[] c : cases) {
                 int tokens = c[0];
                 int topk = c[1];

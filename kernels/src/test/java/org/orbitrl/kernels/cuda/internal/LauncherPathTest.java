@@ -21,7 +21,7 @@ class LauncherPathTest {
         Kernel rmsnorm = lib.kernel("norm", "rmsnorm_f32");
         Kernel qgemv = lib.kernel("qgemv", "qgemv_int4_m1_bf16");
         Kernel gateUp = lib.kernel("qmma", "qmma_int4_gate_up_m8_f32");
-        Kernel softmax = lib.kernel("norm", "softmax_f32");        // not in a decode step
+        Kernel softmax = lib.kernel("norm", "log_softmax_f32");    // not in a decode step
         Kernel toBf16 = lib.kernel("elementwise", "f32_to_bf16");  // same file as swiglu_f32, not flagged
         Kernel prefill = lib.kernel("flash_attention", "flash_prefill_f32");
 

@@ -6,6 +6,8 @@
 //   active  [1 + E]   active[0] = number of experts with at least one pair, then those experts ascending
 //   order   [P]       pair indices grouped by expert (within an expert in ascending pair order)
 
+#include "router.cuh"
+
 #define MR_RANK_PAIRS 1024 // pairs up to which moe_route ranks each pair among its expert's in parallel
 
 __device__ __forceinline__ u32 dynamic_smem_bytes() {
@@ -208,24 +210,9 @@ __device__ __forceinline__ void router_select(float* lg, int E, int topk, int no
     __syncthreads();
     float picked = 0.0f;
     for (int j = 0; j < topk; j++) {
-        float bv = -ORBIT_INF;
-        int bi = 0x7fffffff;
-        for (int e = threadIdx.x; e < E; e += blockDim.x) {
-            float v = lg[e];
-            if (v > bv || (v == bv && e < bi)) {
-                bv = v;
-                bi = e;
-            }
-        }
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-            if (ov > bv || (ov == bv && oi < bi)) {
-                bv = ov;
-                bi = oi;
-            }
-        }
+        float bv;
+        int bi;
+        warp_pick(lg, threadIdx.x, blockDim.x, E, bv, bi);
         if (lane == 0) {
             red[warp] = bv;
             redi[warp] = bi;
@@ -279,8 +266,6 @@ extern "C" __global__ void moe_router_topk(const float* x, const uint4* w, int H
     __syncthreads();
     router_select(lg, E, topk, normalize, values + (i64) t * topk, indices + (i64) t * topk, red, redi);
 }
-
-#include "router.cuh"
 
 // The router of a decode step in one launch over the device (grid ceil(E / warps) x T, dynamic shared
 // H + E floats): every block of token t = blockIdx.y stages xs = nw * (x[t] / sqrt(mean(x[t]^2) + eps))

@@ -337,18 +337,25 @@ __device__ __forceinline__ void ma_rows(const float* w, int N, int K, int count,
     }
 }
 
+// The blockIdx.y-th active expert e (the caller checked there is one) and its f32 matrix in table: null for an expert
+// this rank does not hold, which a block with report set reports.
+__device__ __forceinline__ const float* active_expert(const int* active, const unsigned long long* table, int* err, bool report,
+                                                      int& e) {
+    e = active[1 + blockIdx.y];
+    const float* w = (const float*) table[e];
+    if (w == 0 && report && threadIdx.x == 0) report_error(err, ERR_EXPERT_NOT_HELD, e, -1);
+    return w;
+}
+
 // Grouped by expert (moe_route's offsets / order / active): the pairs of the blockIdx.y-th active expert (which the
 // caller checked there is) against row block rb of its matrix in table, y (+)= scale . x . W_e^T; a block with report
 // set reports an expert this rank does not hold.
 __device__ __forceinline__ void ma_expert(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
                                           const unsigned long long* table, float scale, float* y, int accumulate, int N,
                                           int K, int mt, int* err, int rb, bool report, float4* xa) {
-    int e = active[1 + blockIdx.y];
-    const float* w = (const float*) table[e];
-    if (w == 0) { // an expert this rank does not hold
-        if (report && threadIdx.x == 0) report_error(err, ERR_EXPERT_NOT_HELD, e, -1);
-        return;
-    }
+    int e;
+    const float* w = active_expert(active, table, err, report, e);
+    if (w == 0) return;
     const int* pairs = order + offsets[e];
     ma_rows(w, N, K, offsets[e + 1] - offsets[e], mt,
             [&](int i) { return x + (i64) (pairs[i] / xDiv) * K; },
@@ -506,12 +513,9 @@ __device__ __forceinline__ void ta_rows(const float* w, int N, int K, int count,
 __device__ __forceinline__ void ta_expert(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
                                           const unsigned long long* table, float scale, float* y, int accumulate, int N,
                                           int K, int* err, int rb, bool report, float* red) {
-    int e = active[1 + blockIdx.y];
-    const float* w = (const float*) table[e];
-    if (w == 0) { // an expert this rank does not hold
-        if (report && threadIdx.x == 0) report_error(err, ERR_EXPERT_NOT_HELD, e, -1);
-        return;
-    }
+    int e;
+    const float* w = active_expert(active, table, err, report, e);
+    if (w == 0) return;
     const int* pairs = order + offsets[e];
     ta_rows(w, N, K, offsets[e + 1] - offsets[e],
             [&](int i) { return x + (i64) (pairs[i] / xDiv) * K; },

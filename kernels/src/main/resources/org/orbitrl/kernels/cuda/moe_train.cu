@@ -4,6 +4,8 @@
 // T tokens, k experts a token, P = T * k pairs (pair p = token * k + j), E experts; order [P] lists the
 // pairs grouped by expert and position [P] is its inverse.
 
+#include "router.cuh"
+
 // Per token (one block, blockDim a multiple of 32, dynamic shared E floats): the k largest of probs
 // [T, E] in descending order, ties to the lower expert, into chosen and ids [T, k]; weights = chosen,
 // divided by their sum (j ascending) when normalize.
@@ -19,24 +21,9 @@ extern "C" __global__ void moe_topk_weights(const float* probs, int E, int k, in
     for (int e = threadIdx.x; e < E; e += blockDim.x) pr[e] = probs[(i64) t * E + e];
     __syncthreads();
     for (int j = 0; j < k; j++) {
-        float bv = -ORBIT_INF;
-        int bi = 0x7fffffff;
-        for (int e = threadIdx.x; e < E; e += blockDim.x) {
-            float v = pr[e];
-            if (v > bv || (v == bv && e < bi)) {
-                bv = v;
-                bi = e;
-            }
-        }
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-            if (ov > bv || (ov == bv && oi < bi)) {
-                bv = ov;
-                bi = oi;
-            }
-        }
+        float bv;
+        int bi;
+        warp_pick(pr, threadIdx.x, blockDim.x, E, bv, bi);
         if (lane == 0) {
             red[warp] = bv;
             redi[warp] = bi;
@@ -82,24 +69,9 @@ extern "C" __global__ void __launch_bounds__(32 * MT_WARPS)
     for (int e = lane; e < E; e += 32) pr[e] = probs[(i64) t * E + e];
     __syncwarp();
     for (int j = 0; j < k; j++) {
-        float bv = -ORBIT_INF;
-        int bi = 0x7fffffff;
-        for (int e = lane; e < E; e += 32) {
-            float v = pr[e];
-            if (v > bv || (v == bv && e < bi)) {
-                bv = v;
-                bi = e;
-            }
-        }
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-            if (ov > bv || (ov == bv && oi < bi)) {
-                bv = ov;
-                bi = oi;
-            }
-        }
+        float bv;
+        int bi;
+        warp_pick(pr, lane, 32, E, bv, bi);
         if (lane == 0) {
             chosen[(i64) t * k + j] = bv;
             ids[(i64) t * k + j] = bi;

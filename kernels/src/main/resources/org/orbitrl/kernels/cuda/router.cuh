@@ -1,4 +1,28 @@
-// Router helpers shared by the router kernels (moe.cu) and the persistent decode MoE (moe_decode.cu).
+// Router helpers shared by the router kernels (moe.cu, moe_train.cu) and the persistent decode MoE (moe_decode.cu).
+
+// The larger value, then the lower index, among v[e] for e = first, first + step, ... below E, then across the warp by a
+// butterfly of shuffles: a total order on finite values, so every reduction tree picks the same one (bv -inf and bi
+// 0x7fffffff where no value is a number). Every lane gets the warp's pick.
+__device__ __forceinline__ void warp_pick(const float* v, int first, int step, int E, float& bv, int& bi) {
+    bv = -ORBIT_INF;
+    bi = 0x7fffffff;
+    for (int e = first; e < E; e += step) {
+        float x = v[e];
+        if (x > bv || (x == bv && e < bi)) {
+            bv = x;
+            bi = e;
+        }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ov > bv || (ov == bv && oi < bi)) {
+            bv = ov;
+            bi = oi;
+        }
+    }
+}
 
 // One warp's share of x . w[e] (w bf16, 16-byte units): the 8 units u0 + lane + 32 i held in q, times
 // xs (shared), added to acc.
@@ -40,24 +64,9 @@ __device__ __forceinline__ void router_select_warp(float* lg, int E, int topk, i
     float inv = 1.0f / s;
     float picked = 0.0f;
     for (int j = 0; j < topk; j++) {
-        float bv = -ORBIT_INF;
-        int bi = 0x7fffffff;
-        for (int e = lane; e < E; e += 32) {
-            float v = lg[e];
-            if (v > bv || (v == bv && e < bi)) {
-                bv = v;
-                bi = e;
-            }
-        }
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-            if (ov > bv || (ov == bv && oi < bi)) {
-                bv = ov;
-                bi = oi;
-            }
-        }
+        float bv;
+        int bi;
+        warp_pick(lg, lane, 32, E, bv, bi);
         float p = expf(bv - m) * inv;
         picked += p;
         if (lane == 0) {

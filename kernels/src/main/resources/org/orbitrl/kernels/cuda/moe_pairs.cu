@@ -14,6 +14,8 @@
 // orders of their own, so a row's bits differ from the others' (none of these runs in exact mode); moe_routed_dense:
 // the grouped form that takes an expert's pairs one at a time (the reference of the others, -Dorbit.cuda.routedPairs=single).
 // narrow_matmul_f32: moe_routed_dense_a's sums for a plain product (a LoRA's A in an attention projection at decode).
+// moe_routed_tc_a/_a2: a LoRA's A over the grouped pairs on tensor cores (three TF32 products; the host's default where
+// K is a multiple of 16).
 
 #define ERR_EXPERT_NOT_HELD 5 // a pair routed to an expert this rank does not hold (CudaKernelErrors)
 #define MP_WARPS 8

@@ -103,9 +103,7 @@ final class CudaRowOps {
         ctx.devContiguous("rmsNorm weight", weight, null);
         CudaContext.sameShape("rmsNorm", x, out);
         int h = x.size(-1);
-        if (weight.numel() != h || (weight.dtype() != DType.F32 && weight.dtype() != DType.BF16)) {
-            throw new IllegalArgumentException("rmsNorm: weight " + weight + " must be f32 or bf16 of hidden size " + h);
-        }
+        checkNormWeight("rmsNorm", weight, h);
         int rows = CudaContext.rows(x);
         if (rows > 0 && h > 0) {
             if (h <= WARP_ROW_MAX) {
@@ -134,9 +132,7 @@ final class CudaRowOps {
         CudaContext.sameShape("addRmsNorm a and sum", a, sum);
         CudaContext.sameShape("addRmsNorm a and out", a, out);
         int h = a.size(-1);
-        if (weight.numel() != h || (weight.dtype() != DType.F32 && weight.dtype() != DType.BF16)) {
-            throw new IllegalArgumentException("addRmsNorm: weight " + weight + " must be f32 or bf16 of hidden size " + h);
-        }
+        checkNormWeight("addRmsNorm", weight, h);
         int rows = CudaContext.rows(a);
         if (h > WARP_ROW_MAX && V4_NORM && h % 4 == 0 && h <= V4_ROW_MAX && rows > 0) {
             boolean vec = aligned16(a) && aligned16(b) && aligned16(sum) && aligned16(out);
@@ -145,6 +141,13 @@ final class CudaRowOps {
         } else {
             binary("add", add, a, b, sum);
             rmsNorm(sum, weight, eps, out);
+        }
+    }
+
+    /** A norm's weight: f32 or bf16, one value a column of the h-wide rows. */
+    private static void checkNormWeight(String op, Tensor weight, int h) {
+        if (weight.numel() != h || (weight.dtype() != DType.F32 && weight.dtype() != DType.BF16)) {
+            throw new IllegalArgumentException(op + ": weight " + weight + " must be f32 or bf16 of hidden size " + h);
         }
     }
 

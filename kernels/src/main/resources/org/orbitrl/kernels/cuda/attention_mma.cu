@@ -27,18 +27,13 @@
 #define AM_THREADS 128
 
 __device__ __forceinline__ float am_tf32(float x) {
-    u32 r;
-    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
-    return __uint_as_float(r);
+    return __uint_as_float(tf32_bits(x));
 }
 
 // c += A . B, m16n8k8 tf32 (operands as tf32 bit patterns held in floats).
 __device__ __forceinline__ void am_mma(float* c, float a0, float a1, float a2, float a3, float b0, float b1) {
-    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-                 "{%0, %1, %2, %3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(__float_as_uint(a0)), "r"(__float_as_uint(a1)), "r"(__float_as_uint(a2)), "r"(__float_as_uint(a3)),
-                   "r"(__float_as_uint(b0)), "r"(__float_as_uint(b1)));
+    mma_tf32_1688(c, __float_as_uint(a0), __float_as_uint(a1), __float_as_uint(a2), __float_as_uint(a3), __float_as_uint(b0),
+                  __float_as_uint(b1));
 }
 
 // sh [ROWS][W + 4] = rows r of the source (rowPtr(r), or zeros where it gives 0), rounded to tf32.

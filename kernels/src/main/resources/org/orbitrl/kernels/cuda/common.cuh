@@ -159,6 +159,21 @@ __device__ __forceinline__ void mma_bf16_16816(float* c, u32 a0, u32 a1, u32 a2,
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+// tf32_bits: x rounded to tf32 (cvt.rna: to nearest, ties away from zero), its bit pattern. mma_tf32_1688: c += A . B,
+// mma m16n8k8 with tf32 A (16 x 8: a0..a3) and B (8 x 8: b0, b1) given as bit patterns, f32 accumulation.
+__device__ __forceinline__ u32 tf32_bits(float x) {
+    u32 r;
+    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+    return r;
+}
+
+__device__ __forceinline__ void mma_tf32_1688(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%0, %1, %2, %3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
 // Asynchronous copies global -> shared (sm_80+): 16 bytes, or 16 zero bytes where !valid (nothing is read then; src must
 // still be a valid address); the commit of the copies issued so far as one group; the wait until at most N groups are
 // in flight.

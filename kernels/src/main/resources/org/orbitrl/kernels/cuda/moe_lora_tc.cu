@@ -43,10 +43,7 @@ __device__ __forceinline__ void mt_split(float x, u32& hi, u32& lo) {
 
 // c += A . B, m16n8k8 tf32.
 __device__ __forceinline__ void mt_mma(float* c, const u32* a, u32 b0, u32 b1) {
-    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-                 "{%0, %1, %2, %3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    mma_tf32_1688(c, a[0], a[1], a[2], a[3], b0, b1);
 }
 
 // c += A . B in 3xTF32: the small cross terms first, then hi . hi.

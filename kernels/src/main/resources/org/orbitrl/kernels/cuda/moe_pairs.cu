@@ -410,16 +410,10 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
 #define TA_CB 3   // chunks of K a warp holds in registers at once
 #define TA_RED 40 // a partial sum row's floats in shared memory (32 and a pad)
 
+// (moe_lora_tc.cu's mt_split also rounds lo to tf32; here the mma reads lo's top 19 bits as they are.)
 __device__ __forceinline__ void ta_split(float v, u32& hi, u32& lo) {
-    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(hi) : "f"(v));
+    hi = tf32_bits(v);
     lo = __float_as_uint(v - __uint_as_float(hi));
-}
-
-__device__ __forceinline__ void ta_mma(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
-    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-                 "{%0, %1, %2, %3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
 // acc (n-tile t) += the two k8 products of one chunk: x rows g, g + 8 (xa, xb) against W row g of each n-tile (wv[t]).
@@ -440,12 +434,12 @@ __device__ __forceinline__ void ta_chunk(float (*acc)[4], float4 xa, float4 xb, 
         ta_split(wv[t].y, bh[1], bl[1]);
         ta_split(wv[t].z, bh[2], bl[2]);
         ta_split(wv[t].w, bh[3], bl[3]);
-        ta_mma(acc[t], al[0], al[1], al[2], al[3], bh[0], bh[1]);
-        ta_mma(acc[t], ah[0], ah[1], ah[2], ah[3], bl[0], bl[1]);
-        ta_mma(acc[t], ah[0], ah[1], ah[2], ah[3], bh[0], bh[1]);
-        ta_mma(acc[t], al[4], al[5], al[6], al[7], bh[2], bh[3]);
-        ta_mma(acc[t], ah[4], ah[5], ah[6], ah[7], bl[2], bl[3]);
-        ta_mma(acc[t], ah[4], ah[5], ah[6], ah[7], bh[2], bh[3]);
+        mma_tf32_1688(acc[t], al[0], al[1], al[2], al[3], bh[0], bh[1]);
+        mma_tf32_1688(acc[t], ah[0], ah[1], ah[2], ah[3], bl[0], bl[1]);
+        mma_tf32_1688(acc[t], ah[0], ah[1], ah[2], ah[3], bh[0], bh[1]);
+        mma_tf32_1688(acc[t], al[4], al[5], al[6], al[7], bh[2], bh[3]);
+        mma_tf32_1688(acc[t], ah[4], ah[5], ah[6], ah[7], bl[2], bl[3]);
+        mma_tf32_1688(acc[t], ah[4], ah[5], ah[6], ah[7], bh[2], bh[3]);
     }
 }
 

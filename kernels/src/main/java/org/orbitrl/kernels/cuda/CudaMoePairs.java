@@ -67,12 +67,16 @@ final class CudaMoePairs {
     private static final boolean SINGLE_PAIRS = "single".equals(System.getProperty("orbit.cuda.routedPairs"));
     /**
      * {@code -Dorbit.cuda.moeLoraA=fma}: the experts' LoRA A products grouped by expert on CUDA cores (f32 multiply-adds,
-     * {@code moe_routed_dense_a}) instead of tensor cores in three TF32 products ({@code moe_routed_tc_a}: about 2^-20 of
-     * each product's magnitude from the f32 sums; a K that is not a multiple of 16 takes the CUDA cores either way).
+     * {@code moe_routed_dense_a}) instead of tensor cores in three TF32 products ({@code moe_routed_tcp_a}: about 2^-20 of
+     * each product's magnitude from the f32 sums; a K that is not a multiple of 16 takes the CUDA cores either way);
+     * {@code =tc}: the tensor-core kernels that hold their loads in registers ({@code moe_routed_tc_a}; the same bits as
+     * the default's, which streams them through shared memory).
      */
-    private static final boolean LORA_A_FMA = "fma".equals(System.getProperty("orbit.cuda.moeLoraA"));
+    static final String LORA_A_PROPERTY = "orbit.cuda.moeLoraA";
     /** Rows of W a block of the tensor-core LoRA A kernels takes (four n-tiles of 8). */
     private static final int TC_A_ROWS = 32;
+    /** The shared-memory rings of {@code moe_routed_tcp_a}: MP_WARPS * TA_ST * TA_STF floats in moe_pairs.cu. */
+    private static final int TC_A_RING_BYTES = 8 * 4 * 768 * 4;
     /**
      * {@code -Dorbit.cuda.moeSwigluPairs=off}: gate, up and the SwiGLU as separate calls, and down apart from its LoRA's B
      * ({@link #swiglu} and {@link #matmulLora} decline).
@@ -110,6 +114,8 @@ final class CudaMoePairs {
     private final Kernel routedDenseLongK2; // the same for two LoRAs' A (gate's and up's) in one launch
     private final Kernel routedTcA;         // a LoRA's A on tensor cores (three TF32 products), K a multiple of 16
     private final Kernel routedTcA2;        // the same for two LoRAs' A in one launch
+    private final Kernel routedTcpA;        // the same products, their loads through shared memory
+    private final Kernel routedTcpA2;
     private final Kernel routedDenseShortK; // a thread a row (K at most SHORT_K: a LoRA's B)
     private final Kernel routedDenseSingle; // the reference: an expert's pairs one at a time
     private final Map<TableKey, Tensor> tables = new HashMap<>();
@@ -147,6 +153,8 @@ final class CudaMoePairs {
         this.routedDenseLongK2 = ctx.kernel("moe_pairs", "moe_routed_dense_a2");
         this.routedTcA = ctx.kernel("moe_pairs", "moe_routed_tc_a");
         this.routedTcA2 = ctx.kernel("moe_pairs", "moe_routed_tc_a2");
+        this.routedTcpA = ctx.kernel("moe_pairs", "moe_routed_tcp_a");
+        this.routedTcpA2 = ctx.kernel("moe_pairs", "moe_routed_tcp_a2");
         this.routedDenseSingle = ctx.kernel("moe_pairs", "moe_routed_dense");
     }
 
@@ -298,8 +306,10 @@ final class CudaMoePairs {
         MoeRouting r = routed(e, ids);
         if (tensorCoreA(k)) {
             long gridX = (ws[0].rows() + TC_A_ROWS - 1) / TC_A_ROWS + (ws[1].rows() + TC_A_ROWS - 1) / TC_A_ROWS;
-            ctx.launch2d(routedTcA2, gridX, Math.min(e, pairs), DENSE_THREADS, x, xDiv, r.offsets(), r.order(), r.active(), tables[0],
-                    ys[0], ws[0].rows(), tables[1], ys[1], ws[1].rows(), k, ctx.errorFlag);
+            boolean registers = loraARegisters();
+            ctx.launch2dShared(registers ? routedTcA2 : routedTcpA2, gridX, Math.min(e, pairs), DENSE_THREADS,
+                    registers ? 0 : TC_A_RING_BYTES, x, xDiv, r.offsets(), r.order(), r.active(), tables[0], ys[0],
+                    ws[0].rows(), tables[1], ys[1], ws[1].rows(), k, ctx.errorFlag);
             return true;
         }
         int stride = Math.min(k / 4, LONG_K_PIECES);
@@ -441,8 +451,10 @@ final class CudaMoePairs {
         } else if (n <= 64 && k > 0 && !kind.bf16 && vec && CudaAllocator.address(x) % 16 == 0) {
             if (tensorCoreA(k)) { // a LoRA's A on tensor cores: 32 rows a block, 16 pairs at a time
                 long gridX = (n + TC_A_ROWS - 1) / TC_A_ROWS;
-                ctx.launch2d(routedTcA, gridX, blocks, DENSE_THREADS, x, xDiv, offsets, order, active, table, scale, y,
-                        accumulate ? 1 : 0, n, k, ctx.errorFlag);
+                boolean registers = loraARegisters();
+                ctx.launch2dShared(registers ? routedTcA : routedTcpA, gridX, blocks, DENSE_THREADS,
+                        registers ? 0 : TC_A_RING_BYTES, x, xDiv, offsets, order, active, table, scale, y, accumulate ? 1 : 0,
+                        n, k, ctx.errorFlag);
                 return;
             }
             // a LoRA's A: a row a warp, its slice of K in registers
@@ -463,7 +475,12 @@ final class CudaMoePairs {
 
     /** Whether a LoRA's A over this K takes the tensor-core kernels ({@code moe_routed_tc_a}, {@code _a2}). */
     private static boolean tensorCoreA(int k) {
-        return !LORA_A_FMA && k % 16 == 0;
+        return !"fma".equals(System.getProperty(LORA_A_PROPERTY)) && k % 16 == 0;
+    }
+
+    /** Whether the tensor-core LoRA A kernels hold their loads in registers ({@code -Dorbit.cuda.moeLoraA=tc}). */
+    private static boolean loraARegisters() {
+        return "tc".equals(System.getProperty(LORA_A_PROPERTY));
     }
 
     /** Rows of x the LoRA A kernels ({@code moe_routed_dense_a}, {@code _a2}) stage at once, {@code stride} 16-byte pieces each. */

@@ -505,7 +505,92 @@ __device__ __forceinline__ void ta_rows(const float* w, int N, int K, int count,
     }
 }
 
+// ta_rows with its loads through shared memory: each lane copies exactly the 16-byte pieces it multiplies (W rows g +
+// 8t and x rows g, g + 8 of a chunk, piece s) with cp.async into its warp's TA_ST-deep ring of stages, so TA_ST - 1 chunks
+// are in flight while one is multiplied, without holding them in registers. The same products in the same order as
+// ta_rows, so the same bits. sm: dynamic shared memory, MP_WARPS * TA_ST * TA_STF floats (the partial sums reuse it).
+#define TA_ST 4    // a warp's chunks in flight, plus the one multiplied
+#define TA_STF 768 // floats of a stage: W [32 rows][16], then x [16 rows][16]
+template <typename XRow, typename Out>
+__device__ __forceinline__ void ta_rows_pipe(const float* w, int N, int K, int count, XRow xrow, Out out, float* sm, int rb) {
+    int lane = threadIdx.x & 31;
+    int warp = threadIdx.x >> 5;
+    int g = lane >> 2;
+    int s = lane & 3;
+    int chunks = K >> 4;
+    int mine = chunks > warp ? (chunks - warp + MP_WARPS - 1) / MP_WARPS : 0; // this warp's chunks: warp, warp + 8, ...
+    const float* wr[4];
+    bool wok[4];
+#pragma unroll
+    for (int t = 0; t < 4; t++) {
+        int n = rb * 32 + 8 * t + g;
+        wok[t] = n < N;
+        wr[t] = w + (i64) (wok[t] ? n : 0) * K + 4 * s;
+    }
+    float* ring = sm + warp * TA_ST * TA_STF;
+    u32 ringAddr = smem_addr(ring);
+    u32 wdst = (u32) ((g * 16 + 4 * s) * 4);       // W row g + 8t: + 512 t bytes
+    u32 xdst = (u32) ((512 + g * 16 + 4 * s) * 4); // x row g; row g + 8: + 512 bytes
+    for (int m0 = 0; m0 < count; m0 += 16) {
+        float acc[4][4];
+#pragma unroll
+        for (int t = 0; t < 4; t++) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.0f;
+        bool ra = g < count - m0;
+        bool rbw = g + 8 < count - m0;
+        const float* xa = xrow(ra ? m0 + g : m0) + 4 * s;
+        const float* xb = xrow(rbw ? m0 + g + 8 : m0) + 4 * s;
+        auto issue = [&](int i) { // the warp's i-th chunk into stage i % TA_ST
+            int c = warp + MP_WARPS * i;
+            u32 b = ringAddr + (u32) ((i % TA_ST) * TA_STF * 4);
+#pragma unroll
+            for (int t = 0; t < 4; t++) cp_async16_zfill(b + wdst + 512u * t, wr[t] + 16 * c, wok[t]);
+            cp_async16_zfill(b + xdst, xa + 16 * c, ra);
+            cp_async16_zfill(b + xdst + 512u, xb + 16 * c, rbw);
+        };
+#pragma unroll
+        for (int i = 0; i < TA_ST - 1; i++) {
+            if (i < mine) issue(i);
+            cp_async_commit();
+        }
+        for (int i = 0; i < mine; i++) {
+            if (i + TA_ST - 1 < mine) issue(i + TA_ST - 1); // into the stage multiplied last round (its values are in use)
+            cp_async_commit();
+            cp_async_wait<TA_ST - 1>(); // this lane's copies of chunk i have landed
+            const float* st = ring + (i % TA_ST) * TA_STF;
+            float4 wv[4];
+#pragma unroll
+            for (int t = 0; t < 4; t++) wv[t] = *(const float4*) (st + (g + 8 * t) * 16 + 4 * s);
+            float4 x0 = *(const float4*) (st + 512 + g * 16 + 4 * s);
+            float4 x1 = *(const float4*) (st + 512 + (g + 8) * 16 + 4 * s);
+            ta_chunk(acc, x0, x1, wv);
+        }
+        cp_async_wait<0>();
+        __syncthreads(); // every warp is done with its ring: the partial sums take its memory
+        float* red = sm;
+        float* part = red + warp * 16 * TA_RED;
+#pragma unroll
+        for (int t = 0; t < 4; t++) {
+            *(float2*) (part + g * TA_RED + 8 * t + 2 * s) = make_float2(acc[t][0], acc[t][1]);
+            *(float2*) (part + (g + 8) * TA_RED + 8 * t + 2 * s) = make_float2(acc[t][2], acc[t][3]);
+        }
+        __syncthreads();
+        for (int i = threadIdx.x; i < 16 * 32; i += blockDim.x) {
+            int r = i >> 5;
+            int col = i & 31;
+            int n = rb * 32 + col;
+            if (r < count - m0 && n < N) {
+                float d = 0.0f;
+#pragma unroll
+                for (int v = 0; v < MP_WARPS; v++) d += red[v * 16 * TA_RED + r * TA_RED + col];
+                out(m0 + r, n, d);
+            }
+        }
+        __syncthreads();
+    }
+}
+
 // ta_rows over the pairs of the blockIdx.y-th active expert: y (+)= scale . x . W_e^T (ma_expert's arguments).
+template <bool PIPE>
 __device__ __forceinline__ void ta_expert(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
                                           const unsigned long long* table, float scale, float* y, int accumulate, int N,
                                           int K, int* err, int rb, bool report, float* red) {
@@ -513,13 +598,16 @@ __device__ __forceinline__ void ta_expert(const float* x, int xDiv, const int* o
     const float* w = active_expert(active, table, err, report, e);
     if (w == 0) return;
     const int* pairs = order + offsets[e];
-    ta_rows(w, N, K, offsets[e + 1] - offsets[e],
-            [&](int i) { return x + (i64) (pairs[i] / xDiv) * K; },
-            [&](int i, int n, float d) {
-                float* o = y + (i64) pairs[i] * N + n;
-                *o = (accumulate ? *o : 0.0f) + scale * d;
-            },
-            red, rb);
+    auto xrow = [&](int i) { return x + (i64) (pairs[i] / xDiv) * K; };
+    auto out = [&](int i, int n, float d) {
+        float* o = y + (i64) pairs[i] * N + n;
+        *o = (accumulate ? *o : 0.0f) + scale * d;
+    };
+    if (PIPE) {
+        ta_rows_pipe(w, N, K, offsets[e + 1] - offsets[e], xrow, out, red, rb);
+    } else {
+        ta_rows(w, N, K, offsets[e + 1] - offsets[e], xrow, out, red, rb);
+    }
 }
 
 // Block (32-row slice, j-th active expert): that expert's pairs (moe_routed_dense_a's arguments but mt).
@@ -529,7 +617,7 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
     pdl_enter();
     __shared__ __align__(16) float red[MP_WARPS * 16 * TA_RED];
     if ((int) blockIdx.y >= active[0]) return;
-    ta_expert(x, xDiv, offsets, order, active, table, scale, y, accumulate, N, K, err, blockIdx.x, blockIdx.x == 0, red);
+    ta_expert<false>(x, xDiv, offsets, order, active, table, scale, y, accumulate, N, K, err, blockIdx.x, blockIdx.x == 0, red);
 }
 
 // The gate's and the up's LoRA A in one launch (moe_routed_dense_a2's arguments but mt): the 32-row slices of the first
@@ -544,8 +632,33 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
     int b0 = (N0 + 31) / 32;
     bool second = (int) blockIdx.x >= b0; // block-uniform
     int rb = second ? blockIdx.x - b0 : blockIdx.x;
-    ta_expert(x, xDiv, offsets, order, active, second ? table1 : table0, 1.0f, second ? y1 : y0, 0, second ? N1 : N0, K,
-              err, rb, rb == 0, red);
+    ta_expert<false>(x, xDiv, offsets, order, active, second ? table1 : table0, 1.0f, second ? y1 : y0, 0, second ? N1 : N0,
+                     K, err, rb, rb == 0, red);
+}
+
+// moe_routed_tc_a and _a2 with their loads through shared memory (ta_rows_pipe: the same bits); dynamic shared memory
+// MP_WARPS * TA_ST * TA_STF floats.
+extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
+    moe_routed_tcp_a(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
+                     const unsigned long long* table, float scale, float* y, int accumulate, int N, int K, int* err) {
+    pdl_enter();
+    extern __shared__ __align__(16) float tsm[];
+    if ((int) blockIdx.y >= active[0]) return;
+    ta_expert<true>(x, xDiv, offsets, order, active, table, scale, y, accumulate, N, K, err, blockIdx.x, blockIdx.x == 0, tsm);
+}
+
+extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
+    moe_routed_tcp_a2(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
+                      const unsigned long long* table0, float* y0, int N0, const unsigned long long* table1, float* y1, int N1,
+                      int K, int* err) {
+    pdl_enter();
+    extern __shared__ __align__(16) float tsm[];
+    if ((int) blockIdx.y >= active[0]) return;
+    int b0 = (N0 + 31) / 32;
+    bool second = (int) blockIdx.x >= b0; // block-uniform
+    int rb = second ? blockIdx.x - b0 : blockIdx.x;
+    ta_expert<true>(x, xDiv, offsets, order, active, second ? table1 : table0, 1.0f, second ? y1 : y0, 0, second ? N1 : N0,
+                    K, err, rb, rb == 0, tsm);
 }
 
 // y [M, N] = x [M, K] . w^T for f32 x and a few f32 rows of w (a LoRA's A over a decode batch): block (row chunk of w,

@@ -562,6 +562,75 @@ class CudaMoePairsTest extends CudaTestBase {
         }
     }
 
+    /**
+     * The tensor-core LoRA A kernels with their loads streamed through shared memory (the default, {@code
+     * moe_routed_tcp_a}, {@code _a2}) give the bits of those that hold them in registers ({@code -Dorbit.cuda.moeLoraA=tc}):
+     * the same products in the same order. Ranks 32, 16 and 48 (a partial second slice), K 768 to 4096, one and two
+     * rounds of 16 pairs, x a row a pair and a token, y overwritten and added into.
+     */
+    @Test
+    void loraALoadsThroughSharedMemoryKeepTheBits() {
+        SplittableRandom r = rng(911);
+        int experts = 8;
+        int topk = 4;
+        for (int[] c : new int[][]{{24, 2048, 32, 1}, {40, 768, 48, 8}, {20, 4096, 16, 4}}) {
+            int tokens = c[0];
+            int k = c[1];
+            int n = c[2];
+            int xDiv = c[3] == 1 ? 1 : topk;
+            int pairs = tokens * topk;   // above CudaMoePairs.DIRECT_PAIRS
+            Tensor[] w = new Tensor[experts];
+            Tensor[] w2 = new Tensor[experts];
+            for (int e = 0; e < experts; e++) {
+                w[e] = dev(randn(r, 0.05f, n, k));
+                w2[e] = dev(randn(r, 0.05f, 16, k));
+            }
+            ExpertWeights set = new ExpertWeights(n, k, w, new QuantizedTensor[experts]);
+            ExpertWeights[] sets = {set, new ExpertWeights(16, k, w2, new QuantizedTensor[experts])};
+            Tensor x = dev(randn(r, 1f, pairs / xDiv, k));
+            Tensor ids = dev(Tensor.ofInts(CudaFusedDecodeTest.routes(r, tokens, topk, experts), tokens, topk));
+            float[] y0 = randn(r, 1f, pairs, n).toFloatArray();
+            long[][][] out = new long[2][][];
+            for (int way = 0; way < 2; way++) {
+                String before = System.getProperty(CudaMoePairs.LORA_A_PROPERTY);
+                if (way == 1) {
+                    System.setProperty(CudaMoePairs.LORA_A_PROPERTY, "tc");
+                } else {
+                    System.clearProperty(CudaMoePairs.LORA_A_PROPERTY);
+                }
+                try {
+                    Tensor y = poisoned(DType.F32, pairs, n);
+                    gpu.moeExpertMatmulPairs(x, xDiv, set, ids, 1f, y, false);
+                    Tensor acc = dev(Tensor.of(y0, pairs, n));
+                    gpu.moeExpertMatmulPairs(x, xDiv, set, ids, 0.5f, acc, true);
+                    Tensor[] both = {poisoned(DType.F32, pairs, n), poisoned(DType.F32, pairs, 16)};
+                    gpu.moeExpertMatmulPairsShared(x, xDiv, sets, ids, both);
+                    out[way] = new long[][]{bitsOf(y), bitsOf(acc), bitsOf(both[0]), bitsOf(both[1])};
+                } finally {
+                    if (before == null) {
+                        System.clearProperty(CudaMoePairs.LORA_A_PROPERTY);
+                    } else {
+                        System.setProperty(CudaMoePairs.LORA_A_PROPERTY, before);
+                    }
+                }
+            }
+            String[] names = {"y", "y += 0.5 product", "two sets, the first", "two sets, the second"};
+            for (int i = 0; i < names.length; i++) {
+                assertArrayEquals(out[1][i], out[0][i], "K " + k + " rank " + n + " xDiv " + xDiv + ", " + names[i]
+                        + ": through shared memory against in registers");
+            }
+        }
+    }
+
+    private long[] bitsOf(Tensor t) {
+        float[] v = gpu.toHost(t).toFloatArray();
+        long[] b = new long[v.length];
+        for (int i = 0; i < v.length; i++) {
+            b[i] = Float.floatToRawIntBits(v[i]);
+        }
+        return b;
+    }
+
     @Test
     void combineWeightsThePairsIntoTheirTokens() {
         SplittableRandom r = rng(902);

@@ -68,6 +68,8 @@ final class DependentKernels {
         s.add("moe_pairs/moe_routed_dense_a2");
         s.add("moe_pairs/moe_routed_tc_a");
         s.add("moe_pairs/moe_routed_tc_a2");
+        s.add("moe_pairs/moe_routed_tcp_a");
+        s.add("moe_pairs/moe_routed_tcp_a2");
         s.add("moe_pairs/narrow_matmul_f32");       // a LoRA's A over a decode batch (CudaMatmulOps)
         s.add("moe_pairs/narrow_matmul3_f32");      // q's, k's and v's in one launch
         s.add("dmma/dmma_bf16_m32_f32");            // a decode batch's dense products and LoRA terms on tensor cores

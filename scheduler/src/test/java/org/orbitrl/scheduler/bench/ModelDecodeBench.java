@@ -24,6 +24,7 @@ import java.time.Instant;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import java.util.Map;
 import java.util.SplittableRandom;
 
 /**
@@ -51,6 +52,13 @@ public final class ModelDecodeBench {
     /** {@code -Dorbit.bench.kvCache=bf16}: the paged cache holds bf16 keys and values (f32 otherwise). */
     private static final org.orbitrl.kernels.DType KV = "bf16".equals(System.getProperty("orbit.bench.kvCache"))
             ? org.orbitrl.kernels.DType.BF16 : org.orbitrl.kernels.DType.F32;
+    /**
+     * {@code -Dorbit.bench.variants=NAME:KEY=VALUE,KEY=VALUE;NAME:...}: each batch's step timed under each variant's system
+     * properties (the kernels' switches read at each call), the variants taken in turn {@code orbit.bench.rounds} times
+     * (2 by default) on the same model and cache, each variant's best median reported. Empty: one run as is.
+     */
+    private static final String VARIANTS = System.getProperty("orbit.bench.variants", "");
+    private static final int ROUNDS = Math.max(1, Integer.getInteger("orbit.bench.rounds", 2));
 
     private ModelDecodeBench() {
     }
@@ -84,7 +92,7 @@ public final class ModelDecodeBench {
                             + " step reads at least (every dense weight and the LM head in bf16, the attention's LoRA factors, the routed"
                             + " experts' INT4 weights and LoRA factors for the distinct experts a layer expects under uniform routing,"
                             + " E·(1 − (1 − k/E)^B), and each sequence's keys and values) over that bandwidth.%n%n", copy))
-                    .append(GROUPED
+                    .append(!VARIANTS.isBlank() ? "" : GROUPED
                             ? "| batch | experts per pair, step | tokens/s | bytes/step | of the HBM limit | experts grouped, step | tokens/s |"
                                     + " speed-up |\n|---|---|---|---|---|---|---|---|\n"
                             : "| batch | experts per pair, step | tokens/s | bytes/step | of the HBM limit |\n|---|---|---|---|---|\n");
@@ -99,6 +107,39 @@ public final class ModelDecodeBench {
                             profiler.report(30));
                 }
                 return;
+            }
+            if (!VARIANTS.isBlank()) {
+                md.append("| batch | variant | step | tokens/s | of the HBM limit | medians |\n|---|---|---|---|---|---|\n");
+                for (int batch : batches) {
+                    String[] variants = VARIANTS.split(";");
+                    double[][] ms = new double[variants.length][ROUNDS];
+                    for (int round = 0; round < ROUNDS; round++) {
+                        for (int v = 0; v < variants.length; v++) {
+                            Map<String, String> before = applyVariant(variants[v]);
+                            try {
+                                ms[v][round] = run(gpu, model, pool, dc, batch, context, true)[0];
+                            } finally {
+                                before.forEach((k, old) -> {
+                                    if (old == null) {
+                                        System.clearProperty(k);
+                                    } else {
+                                        System.setProperty(k, old);
+                                    }
+                                });
+                            }
+                        }
+                    }
+                    double bytes = bytesPerStep(dc, batch, context + STEPS / 2);
+                    for (int v = 0; v < variants.length; v++) {
+                        double best = Arrays.stream(ms[v]).min().orElseThrow();
+                        String row = String.format("| %d | %s | %.3f ms | %.0f | %.3f | %s |", batch, variants[v], best,
+                                batch / (best / 1e3), bytes / (copy * 1e9) / (best / 1e3),
+                                Arrays.stream(ms[v]).mapToObj(x -> String.format("%.3f", x)).collect(java.util.stream.Collectors.joining(" ")));
+                        System.out.println(row);
+                        md.append(row).append('\n');
+                    }
+                }
+                batches = new int[0];
             }
             for (int batch : batches) {
                 double[] pairs = run(gpu, model, pool, dc, batch, context, true);
@@ -118,6 +159,26 @@ public final class ModelDecodeBench {
         System.out.println(md);
         Files.createDirectories(out);
         Files.writeString(out.resolve("model-decode.md"), md);
+    }
+
+    /** Sets the system properties of a variant ({@code NAME:KEY=VALUE,...}); returns their values before (null: unset). */
+    private static Map<String, String> applyVariant(String variant) {
+        Map<String, String> before = new java.util.LinkedHashMap<>();
+        int colon = variant.indexOf(':');
+        String props = colon < 0 ? "" : variant.substring(colon + 1);
+        for (String kv : props.split(",")) {
+            if (kv.isBlank()) {
+                continue;
+            }
+            int eq = kv.indexOf('=');
+            if (eq <= 0) {
+                throw new IllegalArgumentException("orbit.bench.variants: '" + kv + "' in '" + variant + "' is not KEY=VALUE");
+            }
+            String key = kv.substring(0, eq).trim();
+            before.put(key, System.getProperty(key));
+            System.setProperty(key, kv.substring(eq + 1).trim());
+        }
+        return before;
     }
 
     /** The driver's {@code cuProfilerStart} for the current context (not in the JavaCPP presets; through the FFM linker). */

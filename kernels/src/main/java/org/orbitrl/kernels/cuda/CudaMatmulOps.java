@@ -69,7 +69,11 @@ final class CudaMatmulOps {
     private static final int DMMA_STAGE_ROW = 144; // DM_ROWB
     private static final int DMMA_STAGES = 4;      // DM_ST
     private static final int DMMA_RMAX = 64;       // DM_RMAX
-    private static final int DMMA_BLOCKS_AN_SM = 2;
+    /**
+     * Blocks an SM the splits of K aim at: one (q, k and v of Qwen3-30B-A3B, 40 row blocks: 2 splits, 80 blocks) was
+     * faster in the decode step than two (4 splits: batch 64 20.49-20.65 ms against 20.62-20.86 in one run on the H200).
+     */
+    private static final int DMMA_SPLIT_BLOCKS_AN_SM = 1;
     private static final int DMMA_SPLITS = 8;      // DM_SPLITS: ranges of K at most, a power of two
     /**
      * Weight rows a call needs in all (every weight's rows together) to take the tensor-core decode kernels: with fewer,
@@ -82,8 +86,10 @@ final class CudaMatmulOps {
         return Integer.getInteger("orbit.cuda.dmmaMinRows", 4096);
     }
 
-    /** {@code -Dorbit.cuda.dmmaSplits=N}: that many ranges of K (1, 2, 4 or 8) instead of the most that fit two blocks an SM. */
-    private static final int DMMA_SPLITS_SET = Integer.getInteger("orbit.cuda.dmmaSplits", 0);
+    /** {@code -Dorbit.cuda.dmmaSplits=N}: that many ranges of K (1, 2, 4 or 8) instead of the most that fit a block an SM; read at each call. */
+    private static int dmmaSplitsSet() {
+        return Integer.getInteger("orbit.cuda.dmmaSplits", 0);
+    }
     /** Partial tiles the split products leave (f32: 8 MiB) and row blocks a call at most (a counter each). */
     private static final int DMMA_PART_FLOATS = 2 << 20;
     private static final int DMMA_COUNTERS = 4096;
@@ -346,13 +352,14 @@ final class CudaMatmulOps {
 
     /**
      * Ranges of K for {@code rowBlocks} blocks of rows over {@code chunks} 64-value chunks: the largest power of two (at
-     * most {@value #DMMA_SPLITS} and the chunks) that keeps the blocks within two an SM, and the partial tiles of 64 rows
-     * of x within their buffer; 0 where even one range's do not fit. It depends on the shapes and the device, never on
-     * the rows of x (a row's sums are the same in any batch).
+     * most {@value #DMMA_SPLITS} and the chunks) that keeps the blocks within {@value #DMMA_SPLIT_BLOCKS_AN_SM} an SM, and
+     * the partial tiles of 64 rows of x within their buffer; 0 where even one range's do not fit. It depends on the shapes
+     * and the device, never on the rows of x (a row's sums are the same in any batch).
      */
     private int dmmaSplits(long rowBlocks, int chunks) {
-        int target = DMMA_BLOCKS_AN_SM * ctx.device.multiprocessors();
-        int splits = DMMA_SPLITS_SET > 0 ? Integer.highestOneBit(Math.min(DMMA_SPLITS_SET, DMMA_SPLITS))
+        int target = DMMA_SPLIT_BLOCKS_AN_SM * ctx.device.multiprocessors();
+        int set = dmmaSplitsSet();
+        int splits = set > 0 ? Integer.highestOneBit(Math.min(set, DMMA_SPLITS))
                 : Integer.highestOneBit((int) Math.max(1, Math.min(DMMA_SPLITS, target / rowBlocks)));
         while (splits > 1 && (splits > chunks || (long) splits * rowBlocks * 64 * DMMA_ROWS > DMMA_PART_FLOATS)) {
             splits >>= 1;

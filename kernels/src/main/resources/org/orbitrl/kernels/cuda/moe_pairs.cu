@@ -443,6 +443,36 @@ __device__ __forceinline__ void ta_chunk(float (*acc)[4], float4 xa, float4 xb, 
     }
 }
 
+// The end of a round of ta_rows / ta_rows_pipe: each warp's partial sums acc of x rows m0 .. m0 + 15 against the block's
+// 32 rows of W (its chunks of K) into red (MP_WARPS * 16 * TA_RED floats of shared memory), then out(i, n, d) with d
+// their sum in warp order; every thread of the block takes part, and red is free again when it returns.
+template <typename Out>
+__device__ __forceinline__ void ta_reduce(float (&acc)[4][4], float* red, int count, int m0, int N, int rb, Out out) {
+    int lane = threadIdx.x & 31;
+    int warp = threadIdx.x >> 5;
+    int g = lane >> 2;
+    int s = lane & 3;
+    float* mine = red + warp * 16 * TA_RED;
+#pragma unroll
+    for (int t = 0; t < 4; t++) {
+        *(float2*) (mine + g * TA_RED + 8 * t + 2 * s) = make_float2(acc[t][0], acc[t][1]);
+        *(float2*) (mine + (g + 8) * TA_RED + 8 * t + 2 * s) = make_float2(acc[t][2], acc[t][3]);
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < 16 * 32; i += blockDim.x) {
+        int r = i >> 5;
+        int col = i & 31;
+        int n = rb * 32 + col;
+        if (r < count - m0 && n < N) {
+            float d = 0.0f;
+#pragma unroll
+            for (int v = 0; v < MP_WARPS; v++) d += red[v * 16 * TA_RED + r * TA_RED + col];
+            out(m0 + r, n, d);
+        }
+    }
+    __syncthreads();
+}
+
 // Rows rb * 32 .. + 31 of W [N, K] against count x rows (xrow(i) the i-th): out(i, n, d) takes the sum d of x row i and
 // W row n. red: MP_WARPS * 16 * TA_RED floats of shared memory.
 template <typename XRow, typename Out>
@@ -483,25 +513,7 @@ __device__ __forceinline__ void ta_rows(const float* w, int N, int K, int count,
 #pragma unroll
             for (int j = 0; j < TA_CB; j++) ta_chunk(acc, xv[j][0], xv[j][1], wv[j]);
         }
-        float* mine = red + warp * 16 * TA_RED;
-#pragma unroll
-        for (int t = 0; t < 4; t++) {
-            *(float2*) (mine + g * TA_RED + 8 * t + 2 * s) = make_float2(acc[t][0], acc[t][1]);
-            *(float2*) (mine + (g + 8) * TA_RED + 8 * t + 2 * s) = make_float2(acc[t][2], acc[t][3]);
-        }
-        __syncthreads();
-        for (int i = threadIdx.x; i < 16 * 32; i += blockDim.x) {
-            int r = i >> 5;
-            int col = i & 31;
-            int n = rb * 32 + col;
-            if (r < count - m0 && n < N) {
-                float d = 0.0f;
-#pragma unroll
-                for (int v = 0; v < MP_WARPS; v++) d += red[v * 16 * TA_RED + r * TA_RED + col];
-                out(m0 + r, n, d);
-            }
-        }
-        __syncthreads();
+        ta_reduce(acc, red, count, m0, N, rb, out);
     }
 }
 
@@ -566,26 +578,7 @@ __device__ __forceinline__ void ta_rows_pipe(const float* w, int N, int K, int c
         }
         cp_async_wait<0>();
         __syncthreads(); // every warp is done with its ring: the partial sums take its memory
-        float* red = sm;
-        float* part = red + warp * 16 * TA_RED;
-#pragma unroll
-        for (int t = 0; t < 4; t++) {
-            *(float2*) (part + g * TA_RED + 8 * t + 2 * s) = make_float2(acc[t][0], acc[t][1]);
-            *(float2*) (part + (g + 8) * TA_RED + 8 * t + 2 * s) = make_float2(acc[t][2], acc[t][3]);
-        }
-        __syncthreads();
-        for (int i = threadIdx.x; i < 16 * 32; i += blockDim.x) {
-            int r = i >> 5;
-            int col = i & 31;
-            int n = rb * 32 + col;
-            if (r < count - m0 && n < N) {
-                float d = 0.0f;
-#pragma unroll
-                for (int v = 0; v < MP_WARPS; v++) d += red[v * 16 * TA_RED + r * TA_RED + col];
-                out(m0 + r, n, d);
-            }
-        }
-        __syncthreads();
+        ta_reduce(acc, sm, count, m0, N, rb, out);
     }
 }
 

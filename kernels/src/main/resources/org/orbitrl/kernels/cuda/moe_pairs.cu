@@ -603,6 +603,19 @@ __device__ __forceinline__ void ta_expert(const float* x, int xDiv, const int* o
     }
 }
 
+// ta_expert for two sets of rows in one launch (the gate's and the up's LoRA A): the 32-row slices of the first set's
+// rows, then the second's, along blockIdx.x; scale 1, y overwritten.
+template <bool PIPE>
+__device__ __forceinline__ void ta_expert2(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
+                                           const unsigned long long* table0, float* y0, int N0, const unsigned long long* table1,
+                                           float* y1, int N1, int K, int* err, float* red) {
+    int b0 = (N0 + 31) / 32;
+    bool second = (int) blockIdx.x >= b0; // block-uniform
+    int rb = second ? blockIdx.x - b0 : blockIdx.x;
+    ta_expert<PIPE>(x, xDiv, offsets, order, active, second ? table1 : table0, 1.0f, second ? y1 : y0, 0, second ? N1 : N0,
+                    K, err, rb, rb == 0, red);
+}
+
 // Block (32-row slice, j-th active expert): that expert's pairs (moe_routed_dense_a's arguments but mt).
 extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
     moe_routed_tc_a(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
@@ -613,8 +626,8 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
     ta_expert<false>(x, xDiv, offsets, order, active, table, scale, y, accumulate, N, K, err, blockIdx.x, blockIdx.x == 0, red);
 }
 
-// The gate's and the up's LoRA A in one launch (moe_routed_dense_a2's arguments but mt): the 32-row slices of the first
-// set's rows, then the second's, along blockIdx.x; each the sums of moe_routed_tc_a (scale 1, y overwritten).
+// The gate's and the up's LoRA A in one launch (moe_routed_dense_a2's arguments but mt, ta_expert2): each the sums of
+// moe_routed_tc_a (scale 1, y overwritten).
 extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
     moe_routed_tc_a2(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
                      const unsigned long long* table0, float* y0, int N0, const unsigned long long* table1, float* y1, int N1,
@@ -622,11 +635,7 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
     pdl_enter();
     __shared__ __align__(16) float red[MP_WARPS * 16 * TA_RED];
     if ((int) blockIdx.y >= active[0]) return;
-    int b0 = (N0 + 31) / 32;
-    bool second = (int) blockIdx.x >= b0; // block-uniform
-    int rb = second ? blockIdx.x - b0 : blockIdx.x;
-    ta_expert<false>(x, xDiv, offsets, order, active, second ? table1 : table0, 1.0f, second ? y1 : y0, 0, second ? N1 : N0,
-                     K, err, rb, rb == 0, red);
+    ta_expert2<false>(x, xDiv, offsets, order, active, table0, y0, N0, table1, y1, N1, K, err, red);
 }
 
 // moe_routed_tc_a and _a2 with their loads through shared memory (ta_rows_pipe: the same bits); dynamic shared memory
@@ -647,11 +656,7 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
     pdl_enter();
     extern __shared__ __align__(16) float tsm[];
     if ((int) blockIdx.y >= active[0]) return;
-    int b0 = (N0 + 31) / 32;
-    bool second = (int) blockIdx.x >= b0; // block-uniform
-    int rb = second ? blockIdx.x - b0 : blockIdx.x;
-    ta_expert<true>(x, xDiv, offsets, order, active, second ? table1 : table0, 1.0f, second ? y1 : y0, 0, second ? N1 : N0,
-                    K, err, rb, rb == 0, tsm);
+    ta_expert2<true>(x, xDiv, offsets, order, active, table0, y0, N0, table1, y1, N1, K, err, tsm);
 }
 
 // y [M, N] = x [M, K] . w^T for f32 x and a few f32 rows of w (a LoRA's A over a decode batch): block (row chunk of w,

@@ -66,7 +66,6 @@ final class CudaMatmulOps {
     private static final int DMMA_ROWS = 128;      // DM_ROWS: weight rows a block
     private static final int DMMA_THREADS = 256;   // DM_THREADS
     private static final int DMMA_KC = 64;         // DM_KC: values of K a stage
-    private static final int DMMA_STAGE_ROW = 144; // DM_ROWB
     private static final int DMMA_STAGES = 4;      // DM_ST
     private static final int DMMA_RMAX = 64;       // DM_RMAX
     /**
@@ -86,6 +85,15 @@ final class CudaMatmulOps {
         return Integer.getInteger("orbit.cuda.dmmaMinRows", 4096);
     }
 
+    /**
+     * {@code -Dorbit.cuda.dmmaChunk=128}: stages of 128 values of K (a row's 256 bytes a copy round, four stages in most
+     * of an SM's shared memory) instead of 64, where K is a multiple of 128; read at each call. The same sums in the same
+     * order wherever the splits of K fall on the same values.
+     */
+    private static int dmmaChunk(int k) {
+        return Integer.getInteger("orbit.cuda.dmmaChunk", DMMA_KC) == 2 * DMMA_KC && k % (2 * DMMA_KC) == 0 ? 2 * DMMA_KC : DMMA_KC;
+    }
+
     /** {@code -Dorbit.cuda.dmmaSplits=N}: that many ranges of K (1, 2, 4 or 8) instead of the most that fit a block an SM; read at each call. */
     private static int dmmaSplitsSet() {
         return Integer.getInteger("orbit.cuda.dmmaSplits", 0);
@@ -100,6 +108,8 @@ final class CudaMatmulOps {
     private final Kernel narrow3;
     private final Kernel dmma32;
     private final Kernel dmma64;
+    private final Kernel dmmaWide32;
+    private final Kernel dmmaWide64;
     /** dmma.cu's partial tiles and its counters (kept zero between launches), made at the first call outside a capture. */
     private Tensor dmmaPart;
     private Tensor dmmaCounters;
@@ -120,6 +130,8 @@ final class CudaMatmulOps {
         this.narrow3 = ctx.kernel("moe_pairs", "narrow_matmul3_f32");
         this.dmma32 = ctx.kernel("dmma", "dmma_bf16_m32_f32");
         this.dmma64 = ctx.kernel("dmma", "dmma_bf16_m64_f32");
+        this.dmmaWide32 = ctx.kernel("dmma", "dmma_bf16_wide_m32_f32");
+        this.dmmaWide64 = ctx.kernel("dmma", "dmma_bf16_wide_m64_f32");
         for (QuantLayout l : QuantLayout.values()) {
             gemv.put(l, ctx.kernel("quant", "gemv_" + l.kernelSuffix()));
             dequant.put(l, ctx.kernel("quant", "dequant_" + l.kernelSuffix()));
@@ -250,7 +262,8 @@ final class CudaMatmulOps {
         int k = x.size(-1);
         int m = CudaContext.rows(x);
         int tile = m <= 32 ? 32 : 64;
-        int splits = dmmaSplits(rowBlocks, k / DMMA_KC);
+        int kc = dmmaChunk(k);
+        int splits = dmmaSplits(rowBlocks, k / kc);
         if (splits == 0) {
             return false;
         }
@@ -300,8 +313,8 @@ final class CudaMatmulOps {
             args[11 + 7 * i] = t != null ? t.scale() : 0f;
             args[12 + 7 * i] = t != null ? t.a().size(0) : 0;
         }
-        ctx.launch2dShared(tile == 32 ? dmma32 : dmma64, rowBlocks, splits, DMMA_THREADS,
-                DMMA_STAGES * (DMMA_ROWS + tile) * DMMA_STAGE_ROW, args);
+        Kernel kernel = kc == DMMA_KC ? (tile == 32 ? dmma32 : dmma64) : (tile == 32 ? dmmaWide32 : dmmaWide64);
+        ctx.launch2dShared(kernel, rowBlocks, splits, DMMA_THREADS, DMMA_STAGES * (DMMA_ROWS + tile) * (2 * kc + 16), args);
         return true;
     }
 
@@ -351,7 +364,7 @@ final class CudaMatmulOps {
     }
 
     /**
-     * Ranges of K for {@code rowBlocks} blocks of rows over {@code chunks} 64-value chunks: the largest power of two (at
+     * Ranges of K for {@code rowBlocks} blocks of rows over {@code chunks} chunks of a stage: the largest power of two (at
      * most {@value #DMMA_SPLITS} and the chunks) that keeps the blocks within {@value #DMMA_SPLIT_BLOCKS_AN_SM} an SM, and
      * the partial tiles of 64 rows of x within their buffer; 0 where even one range's do not fit. It depends on the shapes
      * and the device, never on the rows of x (a row's sums are the same in any batch).

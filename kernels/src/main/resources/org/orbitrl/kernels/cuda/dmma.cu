@@ -5,8 +5,9 @@
 // and B_i f32, y f32. M is at most 8 * NT tokens; K a multiple of 64, N_i of 128.
 //
 // Operands: the weights are the mma's A operand (a warp owns 16 rows), the tokens its B operand (n-tiles of 8 tokens,
-// all NT of them a warp). Both stream through one DM_ST-stage cp.async pipeline a block, 64 values of K a stage, rows
-// padded to DM_ROWB bytes (conflict-free ldmatrix); a thread's copies advance pointers set up once.
+// all NT of them a warp). Both stream through one DM_ST-stage cp.async pipeline a block, KC values of K a stage (64;
+// 128 for the wide kernels, whose four stages take most of an SM's shared memory), rows padded to ROWB bytes
+// (conflict-free ldmatrix); a thread's copies advance pointers set up once.
 //
 // Work split: block (blockIdx.x, blockIdx.y) = rows [128 r, +128) of weight i (blockIdx.x counts the weights' row
 // blocks in order: W_0's, then W_1's, then W_2's) over the blockIdx.y-th of gridDim.y contiguous ranges of K's
@@ -20,21 +21,25 @@
 #define DM_WARPS 8
 #define DM_THREADS (32 * DM_WARPS)
 #define DM_ROWS (16 * DM_WARPS)        // weight rows a block
-#define DM_KC 64                       // values of K a stage
+#define DM_KC 64                       // values of K a stage (the wide kernels: 128)
 #define DM_ST 4                        // stages
-#define DM_ROWB 144                    // bytes of a row in a stage: 64 bf16 + 16
-#define DM_WBYTES (DM_ROWS * DM_ROWB)  // the weight tile of a stage
 #define DM_RMAX 64                     // LoRA rank at most
 #define DM_SPLITS 8                    // ranges of K at most
-#define DM_WCP (DM_ROWS * 8 / DM_THREADS) // 16-byte weight copies a thread a stage
 
-template <int NT>
+template <int NT, int KC = DM_KC>
 __device__ __forceinline__ void dmma_tile(const u16* xb, int M, int K, const u16* w, float* y, int N, const float* lo,
                                           const float* bl, float s, int R, int accumulate, int rb, float* part,
                                           int* counters) {
     constexpr int MT = 8 * NT;
-    constexpr int XCP = MT * 8 / DM_THREADS; // 16-byte x copies a thread a stage (1 or 2)
-    constexpr int STAGE = DM_WBYTES + MT * DM_ROWB;
+    constexpr int PR = KC / 8;                     // 16-byte pieces of a row in a stage
+    constexpr int PS = KC == 64 ? 3 : 4;           // log2(PR)
+    static_assert(KC == 64 || KC == 128, "stages of 64 or 128 values of K");
+    constexpr int RI = DM_THREADS / PR;            // rows a round of copies covers
+    constexpr int ROWB = 2 * KC + 16;              // bytes of a row in a stage: KC bf16 + 16 (conflict-free ldmatrix)
+    constexpr int WBYTES = DM_ROWS * ROWB;         // the weight tile of a stage
+    constexpr int WCP = DM_ROWS / RI;              // 16-byte weight copies a thread a stage
+    constexpr int XCP = MT / RI;                   // 16-byte x copies a thread a stage (1 to 4)
+    constexpr int STAGE = WBYTES + MT * ROWB;
     extern __shared__ __align__(16) u8 dm_shared[];
     __shared__ int dm_last;
     int tid = threadIdx.x;
@@ -45,35 +50,35 @@ __device__ __forceinline__ void dmma_tile(const u16* xb, int M, int K, const u16
     int splits = gridDim.y;
     int ks = blockIdx.y;
     int rbg = blockIdx.x;
-    int chunks = K / DM_KC;
+    int chunks = K / KC;
     int c0 = chunks * ks / splits;
     int nk = chunks * (ks + 1) / splits - c0;
     int n0 = rb * DM_ROWS;
     u32 sm = smem_addr(dm_shared);
 
-    // this thread's copies: weight rows (tid / 8) + 32 it and token rows (tid / 8) + 32 it (rows past M read row M - 1:
-    // their products reach no output), piece tid % 8 of each, from chunk c0 on
-    const u16* wsrc[DM_WCP];
+    // this thread's copies: weight rows tid / PR + RI it and token rows tid / PR + RI it (rows past M read row M - 1:
+    // their products reach no output), piece tid % PR of each, from chunk c0 on
+    const u16* wsrc[WCP];
     const u16* xsrc[XCP];
-    u32 dst = (u32) ((tid >> 3) * DM_ROWB + (tid & 7) * 16);
+    u32 dst = (u32) ((tid >> PS) * ROWB + (tid & (PR - 1)) * 16);
 #pragma unroll
-    for (int it = 0; it < DM_WCP; it++) {
-        wsrc[it] = w + (i64) (n0 + (tid >> 3) + 32 * it) * K + c0 * DM_KC + (tid & 7) * 8;
+    for (int it = 0; it < WCP; it++) {
+        wsrc[it] = w + (i64) (n0 + (tid >> PS) + RI * it) * K + c0 * KC + (tid & (PR - 1)) * 8;
     }
 #pragma unroll
     for (int it = 0; it < XCP; it++) {
-        int row = (tid >> 3) + 32 * it;
-        xsrc[it] = xb + (i64) (row < M ? row : M - 1) * K + c0 * DM_KC + (tid & 7) * 8;
+        int row = (tid >> PS) + RI * it;
+        xsrc[it] = xb + (i64) (row < M ? row : M - 1) * K + c0 * KC + (tid & (PR - 1)) * 8;
     }
     auto load = [&](int st) { // chunk c0 + st into slot st % DM_ST
         u32 base = sm + (u32) ((st % DM_ST) * STAGE) + dst;
 #pragma unroll
-        for (int it = 0; it < DM_WCP; it++) {
-            cp_async16_zfill(base + (u32) (32 * it * DM_ROWB), wsrc[it] + st * DM_KC, true);
+        for (int it = 0; it < WCP; it++) {
+            cp_async16_zfill(base + (u32) (RI * it * ROWB), wsrc[it] + st * KC, true);
         }
 #pragma unroll
         for (int it = 0; it < XCP; it++) {
-            cp_async16_zfill(base + (u32) (DM_WBYTES + 32 * it * DM_ROWB), xsrc[it] + st * DM_KC, true);
+            cp_async16_zfill(base + (u32) (WBYTES + RI * it * ROWB), xsrc[it] + st * KC, true);
         }
     };
 
@@ -89,8 +94,8 @@ __device__ __forceinline__ void dmma_tile(const u16* xb, int M, int K, const u16
         for (int q = 0; q < 4; q++) acc[j][q] = 0.0f;
     // ldmatrix rows: A = rows 16 warp + (lane % 8) + 8 ((lane / 8) % 2), k + 8 (lane / 16); B = tokens (lane % 8) +
     // 8 (lane / 16) of an n-tile pair, k + 8 ((lane / 8) % 2): d[0], d[1] the n-tile j's b0, b1, d[2], d[3] tile j + 1's
-    u32 aoff = (u32) ((warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * DM_ROWB + (lane >> 4) * 16);
-    u32 boff = (u32) (DM_WBYTES + ((lane & 7) + (lane >> 4) * 8) * DM_ROWB + ((lane >> 3) & 1) * 16);
+    u32 aoff = (u32) ((warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * ROWB + (lane >> 4) * 16);
+    u32 boff = (u32) (WBYTES + ((lane & 7) + (lane >> 4) * 8) * ROWB + ((lane >> 3) & 1) * 16);
     for (int st = 0; st < nk; st++) {
         cp_async_wait<DM_ST - 2>(); // stage st has landed (this thread's copies)
         __syncthreads();            // everyone's, and every reader of the slot refilled below is done with it
@@ -98,13 +103,13 @@ __device__ __forceinline__ void dmma_tile(const u16* xb, int M, int K, const u16
         cp_async_commit();
         u32 base = sm + (u32) ((st % DM_ST) * STAGE);
 #pragma unroll
-        for (int kk = 0; kk < DM_KC / 16; kk++) {
+        for (int kk = 0; kk < KC / 16; kk++) {
             u32 a[4];
             ldsm_x4(base + aoff + kk * 32, a);
 #pragma unroll
             for (int j = 0; j < NT; j += 2) {
                 u32 b[4];
-                ldsm_x4(base + boff + (u32) (j * 8 * DM_ROWB) + kk * 32, b);
+                ldsm_x4(base + boff + (u32) (j * 8 * ROWB) + kk * 32, b);
                 mma_bf16_16816(acc[j], a[0], a[1], a[2], a[3], b[0], b[1]);
                 mma_bf16_16816(acc[j + 1], a[0], a[1], a[2], a[3], b[2], b[3]);
             }
@@ -244,7 +249,7 @@ __device__ __forceinline__ void dmma_tile(const u16* xb, int M, int K, const u16
 
 // The weights' row blocks along blockIdx.x: W_0's N_0 / 128, then W_1's, then W_2's (n_i = 0: none). lo_i = 0: no LoRA
 // term.
-#define DMMA_KERNEL(NAME, NT)                                                                                          \
+#define DMMA_KERNEL(NAME, NT, KC)                                                                                          \
     extern "C" __global__ void __launch_bounds__(DM_THREADS, 2)                                                        \
         NAME(const u16* xb, int M, int K, float* part, int* counters, int accumulate, const u16* w0, float* y0, int n0, \
              const float* lo0, const float* b0, float s0, int r0, const u16* w1, float* y1, int n1, const float* lo1,   \
@@ -255,11 +260,13 @@ __device__ __forceinline__ void dmma_tile(const u16* xb, int M, int K, const u16
         int blocks0 = n0 / DM_ROWS;                                                                                    \
         int blocks1 = n1 / DM_ROWS;                                                                                    \
         int i = rb < blocks0 ? 0 : rb < blocks0 + blocks1 ? 1 : 2;                                                     \
-        dmma_tile<NT>(xb, M, K, i == 0 ? w0 : i == 1 ? w1 : w2, i == 0 ? y0 : i == 1 ? y1 : y2,                        \
+        dmma_tile<NT, KC>(xb, M, K, i == 0 ? w0 : i == 1 ? w1 : w2, i == 0 ? y0 : i == 1 ? y1 : y2,                        \
                       i == 0 ? n0 : i == 1 ? n1 : n2, i == 0 ? lo0 : i == 1 ? lo1 : lo2, i == 0 ? b0 : i == 1 ? b1 : b2, \
                       i == 0 ? s0 : i == 1 ? s1 : s2, i == 0 ? r0 : i == 1 ? r1 : r2, accumulate,                       \
                       rb - (i > 0 ? blocks0 : 0) - (i > 1 ? blocks1 : 0), part, counters);                             \
     }
 
-DMMA_KERNEL(dmma_bf16_m32_f32, 4)
-DMMA_KERNEL(dmma_bf16_m64_f32, 8)
+DMMA_KERNEL(dmma_bf16_m32_f32, 4, 64)
+DMMA_KERNEL(dmma_bf16_m64_f32, 8, 64)
+DMMA_KERNEL(dmma_bf16_wide_m32_f32, 4, 128)
+DMMA_KERNEL(dmma_bf16_wide_m64_f32, 8, 128)

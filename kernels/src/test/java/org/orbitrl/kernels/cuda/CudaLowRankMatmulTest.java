@@ -110,6 +110,55 @@ class CudaLowRankMatmulTest extends CudaTestBase {
     }
 
     /**
+     * Stages of 128 values of K ({@code -Dorbit.cuda.dmmaChunk=128}) against the double reference, and bit for bit
+     * against stages of 64 where the splits of K fall on the same values: Qwen3-30B-A3B's q, k and v (2 splits), o
+     * (K = 4096, 8 splits, 17 rows: 32-token tiles), and K = 1024 in 4 splits set by hand.
+     */
+    @Test
+    void wideStagesGiveTheBitsOfNarrowOnes() {
+        SplittableRandom r = rng(73);
+        withProperty("orbit.cuda.dmmaChunk", "128", () -> check(r, new Case(48, 2048, new int[]{4096, 512, 512}, new int[]{32, 32, 32}, 2f)));
+        withProperty("orbit.cuda.dmmaMinRows", "128", () -> {
+            sameBits(r, 64, 2048, new int[]{4096, 512, 512}, 32);
+            sameBits(r, 17, 4096, new int[]{2048}, 32);
+            withProperty("orbit.cuda.dmmaSplits", "4", () -> sameBits(r, 40, 1024, new int[]{256, 128}, 16));
+        });
+    }
+
+    /** One call's outputs with stages of 64 and of 128 values of K, the same inputs, compared bit for bit. */
+    private void sameBits(SplittableRandom r, int m, int k, int[] ns, int rank) {
+        Tensor x = dev(randn(r, 1f, m, k));
+        Tensor[] ws = new Tensor[ns.length];
+        Backend.LowRankTerm[] terms = new Backend.LowRankTerm[ns.length];
+        for (int i = 0; i < ns.length; i++) {
+            ws[i] = dev(randn(r, 0.5f, ns[i], k).to(DType.BF16));
+            terms[i] = new Backend.LowRankTerm(dev(randn(r, 0.05f, rank, k)), dev(randn(r, 0.5f, ns[i], rank)), 1.5f);
+        }
+        float[][] outs = new float[2][];
+        String[] chunks = {"64", "128"};
+        for (int v = 0; v < 2; v++) {
+            Tensor[] ys = new Tensor[ns.length];
+            for (int i = 0; i < ns.length; i++) {
+                ys[i] = poisoned(DType.F32, m, ns[i]);
+            }
+            withProperty("orbit.cuda.dmmaChunk", chunks[v], () -> assertTrue(gpu.matmulLowRank(x, ws, terms, ys)));
+            float[] all = new float[0];
+            for (Tensor y : ys) {
+                float[] h = gpu.toHost(y).toFloatArray();
+                float[] joined = Arrays.copyOf(all, all.length + h.length);
+                System.arraycopy(h, 0, joined, all.length, h.length);
+                all = joined;
+            }
+            outs[v] = all;
+        }
+        for (int j = 0; j < outs[0].length; j++) {
+            assertEquals(Float.floatToRawIntBits(outs[0][j]), Float.floatToRawIntBits(outs[1][j]),
+                    "m=" + m + " k=" + k + " n=" + Arrays.toString(ns) + ": element " + j + " with stages of 128 " + outs[1][j]
+                            + ", of 64 " + outs[0][j]);
+        }
+    }
+
+    /**
      * A row's result depends on that row alone: the first rows of a 64-row call equal, bit for bit, the same rows in a
      * call of 20 (32-token tiles instead of 64), whatever the other rows hold.
      */

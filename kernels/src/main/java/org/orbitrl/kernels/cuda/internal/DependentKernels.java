@@ -74,6 +74,8 @@ final class DependentKernels {
         s.add("moe_pairs/narrow_matmul3_f32");      // q's, k's and v's in one launch
         s.add("dmma/dmma_bf16_m32_f32");            // a decode batch's dense products and LoRA terms on tensor cores
         s.add("dmma/dmma_bf16_m64_f32");
+        s.add("dmma/dmma_bf16_wide_m32_f32");
+        s.add("dmma/dmma_bf16_wide_m64_f32");
         for (String format : new String[]{"int4", "mxfp4", "nvfp4"}) {
             s.add("qgemv/qgemv_" + format + "_pairs_f32");
             for (int mt : new int[]{4, 8, 16}) {

@@ -69,6 +69,8 @@ final class CudaFlashAttention {
     final boolean pagedMma = !"off".equals(System.getProperty("orbit.cuda.pagedMma"));
     private final Kernel pagedMma64;
     private final Kernel pagedMma128;
+    private final Kernel pagedMma3x64;  // three stages a warp
+    private final Kernel pagedMma3x128;
     private final Kernel combine;
     private final Kernel kvWrite;
     private final Kernel kvWriteBf16;
@@ -90,6 +92,8 @@ final class CudaFlashAttention {
         this.pagedTiledH2Bf16 = ctx.kernel("paged_decode", "paged_decode_tiled_h2_kvbf16");
         this.pagedMma64 = ctx.kernel("paged_decode", "paged_decode_mma_d64_kvbf16");
         this.pagedMma128 = ctx.kernel("paged_decode", "paged_decode_mma_d128_kvbf16");
+        this.pagedMma3x64 = ctx.kernel("paged_decode", "paged_decode_mma3_d64_kvbf16");
+        this.pagedMma3x128 = ctx.kernel("paged_decode", "paged_decode_mma3_d128_kvbf16");
         this.kvWriteBf16 = ctx.kernel("flash_attention", "paged_kv_write_kvbf16");
         this.prefill = ctx.kernel("flash_attention", "flash_prefill_f32");
         this.paged = ctx.kernel("flash_attention", "paged_decode_f32");
@@ -300,10 +304,12 @@ final class CudaFlashAttention {
         long[] os = out.strides();
         long blocks = (long) b * hkv * splits; // the real sequences only (base may count padding)
         if (mma) {
-            // each warp's two stages of key and value tiles (rows padded by 16 bytes), reused for the warps' merge
-            int stages = MMA_WARPS * 2 * 2 * MMA_KEYS * (d + 8) * 2;
+            // each warp's ring of key and value tiles (rows padded by 16 bytes), reused for the warps' merge
+            int ring = pagedStages();
+            int stages = MMA_WARPS * ring * 2 * MMA_KEYS * (d + 8) * 2;
             int merge = 4 * (2 * MMA_WARPS * 16 + MMA_WARPS * 16 * d);
-            ctx.launchShared(d == 64 ? pagedMma64 : pagedMma128, blocks, 32 * MMA_WARPS, Math.max(stages, merge), q, qs[0], qs[1], kCache,
+            Kernel kernel = ring == 3 ? (d == 64 ? pagedMma3x64 : pagedMma3x128) : (d == 64 ? pagedMma64 : pagedMma128);
+            ctx.launchShared(kernel, blocks, 32 * MMA_WARPS, Math.max(stages, merge), q, qs[0], qs[1], kCache,
                     vCache, tables, maxBlocks, lens, blockSize, out, os[0], os[1], hq, hkv, d, dv, spec.slidingWindow(), spec.scale(),
                     sinks, splits, splitLen, partAcc, partMl);
         } else if (tiled) {
@@ -400,5 +406,14 @@ final class CudaFlashAttention {
                     + hkv + " kv heads, blocks of " + blockSize + "), tables " + tables + ", lens " + lens + ", out " + out
                     + " do not agree");
         }
+    }
+
+    /**
+     * {@code -Dorbit.cuda.pagedStages}: the stages of each warp's ring of key and value tiles in the tensor-core decode
+     * kernels, 2 (default: one tile in flight while one is multiplied) or 3 (two in flight; 104 KiB a block at D 128,
+     * two blocks an SM). The same products in the same order either way. Read at each launch.
+     */
+    private static int pagedStages() {
+        return "3".equals(System.getProperty("orbit.cuda.pagedStages")) ? 3 : 2;
     }
 }

@@ -285,8 +285,9 @@ extern "C" __global__ void __launch_bounds__(128) paged_decode_tiled_h2_kvbf16(P
 // Decode attention over a bf16 cache on tensor cores (paged_decode_mma_d64/_d128_kvbf16): the same grid, arguments
 // and outputs as the tiled kernels (partials for attention_combine when splits > 1), D == Dv (the entry point's),
 // G = Hq / Hkv <= 16. Each of the block's PM_WARPS warps takes the split's 16-key tiles w, w + PM_WARPS, ... through a
-// private two-stage cp.async pipeline (key and value rows of the tile; rows past the split's last key filled with
-// zeros), and keeps its own online softmax; the block merges its warps at the end.
+// private ring of ST cp.async stages (key and value rows of the tile; rows past the split's last key filled with zeros:
+// ST - 1 tiles in flight while one is multiplied; ST = 2, or 3 for paged_decode_mma3_*), and keeps its own online
+// softmax; the block merges its warps at the end.
 //   Scores: S = Q . K^T per tile, mma m16n8k16 with the group's query heads as the 16 rows (rows past G are zero),
 //   q rounded to bf16 (round to nearest even) once, keys as stored, f32 accumulation, then times the scale in f32.
 //   Values: O += P . V with P the tile's probabilities rounded to bf16 (the scores' accumulator layout is the mma's A
@@ -303,7 +304,7 @@ __device__ __forceinline__ unsigned pm_pack(float lo, float hi) {
     return (unsigned) f32_to_bf16_bits(lo) | ((unsigned) f32_to_bf16_bits(hi) << 16);
 }
 
-template <int D>
+template <int D, int ST>
 __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 qH, const u16* kc, const u16* vc, const int* tables,
                                           int maxBlocks, const int* lens, int blockSize, float* out, i64 oB, i64 oH, int Hq, int Hkv,
                                           int window, float scale, const float* sinks, int splits, int splitLen, float* partAcc,
@@ -332,7 +333,7 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
     const u16* vb = vc + (i64) kvh * D;
     i64 rowStride = (i64) Hkv * D;
 
-    u16* wsm = sm + warp * 2 * STAGE; // this warp's two stages
+    u16* wsm = sm + warp * ST * STAGE; // this warp's ring of stages
     unsigned wbase = smem_addr(wsm);
     // this lane's copies: key row lane / 2 of the tile, half lane % 2 of it
     int cr = lane >> 1;
@@ -351,8 +352,11 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
         }
     };
     int mine = tiles > warp ? (tiles - warp + PM_WARPS - 1) / PM_WARPS : 0; // this warp's tiles
-    if (mine > 0) load(warp, 0);
-    cp_async_commit();
+#pragma unroll
+    for (int i = 0; i < ST - 1; i++) {
+        if (i < mine) load(warp + i * PM_WARPS, i);
+        cp_async_commit();
+    }
 
     // q as the A operand: rows g and g + 8 are query heads kvh * G + row (zero past G), k-step kk's columns 16 kk + 2t,
     // + 1 (a0, a1) and + 8, + 9 (a2, a3)
@@ -390,11 +394,11 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
     unsigned kAddr = (unsigned) ((((mi >> 1) * 8 + (lane & 7)) * ROW + (mi & 1) * 8) * 2);
     unsigned vAddr = (unsigned) ((((mi & 1) * 8 + (lane & 7)) * ROW + (mi >> 1) * 8) * 2);
     for (int i = 0; i < mine; i++) {
-        if (i + 1 < mine) load(warp + (i + 1) * PM_WARPS, (i + 1) & 1);
+        if (i + ST - 1 < mine) load(warp + (i + ST - 1) * PM_WARPS, (i + ST - 1) % ST); // the stage of tile i - 1
         cp_async_commit();
-        cp_async_wait<1>();
+        cp_async_wait<ST - 1>(); // tile i has landed (this lane's copies)
         __syncwarp();
-        unsigned kt = wbase + (unsigned) ((i & 1) * STAGE * 2);
+        unsigned kt = wbase + (unsigned) ((i % ST) * STAGE * 2);
         unsigned vt = kt + (unsigned) (TILE * 2);
         float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll
@@ -501,16 +505,15 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
     }
 }
 
-extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) paged_decode_mma_d128_kvbf16(PAGED_DECODE_ARGS(u16)) {
-    pdl_enter();
-    extern __shared__ __align__(16) u16 pm_sm128[];
-    pm_decode<128>(pm_sm128, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq, Hkv, window, scale, sinks,
-                   splits, splitLen, partAcc, partMl);
-}
+#define PM_KERNEL(NAME, D, ST)                                                                                         \
+    extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) NAME(PAGED_DECODE_ARGS(u16)) {                         \
+        pdl_enter();                                                                                                   \
+        extern __shared__ __align__(16) u16 NAME##_sm[];                                                               \
+        pm_decode<D, ST>(NAME##_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq, Hkv, window,   \
+                         scale, sinks, splits, splitLen, partAcc, partMl);                                             \
+    }
 
-extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) paged_decode_mma_d64_kvbf16(PAGED_DECODE_ARGS(u16)) {
-    pdl_enter();
-    extern __shared__ __align__(16) u16 pm_sm64[];
-    pm_decode<64>(pm_sm64, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq, Hkv, window, scale, sinks,
-                  splits, splitLen, partAcc, partMl);
-}
+PM_KERNEL(paged_decode_mma_d128_kvbf16, 128, 2)
+PM_KERNEL(paged_decode_mma_d64_kvbf16, 64, 2)
+PM_KERNEL(paged_decode_mma3_d128_kvbf16, 128, 3)
+PM_KERNEL(paged_decode_mma3_d64_kvbf16, 64, 3)

@@ -232,6 +232,12 @@ class CudaPagedDecodeTest extends CudaTestBase {
      * tensor-core kernel's rounding bound {@link #mmaBound}; returns the outputs, a row of each backend.
      */
     private float[][] check(Case c, SplittableRandom r, List<CudaBackend> backends, List<String> names, boolean bf16Cache) {
+        return check(c, r, backends, names, bf16Cache, null);
+    }
+
+    /** As above, backend k launching under the system property {@code props.get(k)} (key, value; null: none). */
+    private float[][] check(Case c, SplittableRandom r, List<CudaBackend> backends, List<String> names, boolean bf16Cache,
+                            List<String[]> props) {
         int b = c.lens().length;
         int bs = c.blockSize();
         int maxBlocks = 0;
@@ -307,7 +313,13 @@ class CudaPagedDecodeTest extends CudaTestBase {
             String what = "paged decode (" + names.get(k) + ") " + c;
             Tensor outWide = poisoned(DType.F32, b, hq, dv + oPad);
             gpu.synchronize();
-            backend.pagedDecodeAttention(dq, dkc, dvc, dt, dl, bs, hkv, outWide.slice(2, 0, dv), specGpu);
+            String[] prop = props == null ? null : props.get(k);
+            Runnable launch = () -> backend.pagedDecodeAttention(dq, dkc, dvc, dt, dl, bs, hkv, outWide.slice(2, 0, dv), specGpu);
+            if (prop == null) {
+                launch.run();
+            } else {
+                withProperty(prop[0], prop[1], launch);
+            }
             float[] wide = backend.toHost(outWide).toFloatArray();
             float[] got = new float[b * hq * dv];
             int untouched = 0;
@@ -382,5 +394,32 @@ class CudaPagedDecodeTest extends CudaTestBase {
             }
             assertTrue(applied >= 6, "the tensor-core kernel applied to " + applied + " cases");
         }
+    }
+
+    /**
+     * The tensor-core kernel with a ring of three stages a warp ({@code -Dorbit.cuda.pagedStages=3}: two tiles in flight
+     * while one is multiplied) gives the bits of the two-stage ring over every case it applies to (the same products in
+     * the same order), within the rounding bound of {@link #mmaBound}.
+     */
+    @Test
+    void aDeeperRingOfTilesGivesTheSameBits() {
+        SplittableRandom r = rng(71);
+        int applied = 0;
+        for (Case c : cases()) {
+            boolean mma = c.d() == c.dv() && (c.d() == 64 || c.d() == 128) && c.hq() / c.hkv() <= 16;
+            if (!mma) {
+                continue;
+            }
+            List<String[]> props = Arrays.asList(null, new String[]{"orbit.cuda.pagedStages", "3"});
+            float[][] outs = check(c, r, List.of(gpu, gpu), List.of("two stages", "three stages"), true, props);
+            for (int j = 0; j < outs[0].length; j++) {
+                if (Float.floatToRawIntBits(outs[0][j]) != Float.floatToRawIntBits(outs[1][j])) {
+                    org.junit.jupiter.api.Assertions.fail(c + ": element " + j + " " + outs[1][j] + " with three stages, " + outs[0][j]
+                            + " with two");
+                }
+            }
+            applied++;
+        }
+        assertTrue(applied >= 6, "the tensor-core kernel applied to " + applied + " cases");
     }
 }

@@ -48,6 +48,8 @@ final class DependentKernels {
         s.add("paged_decode/paged_decode_tiled_h2_kvbf16");
         s.add("paged_decode/paged_decode_mma_d64_kvbf16");
         s.add("paged_decode/paged_decode_mma_d128_kvbf16");
+        s.add("paged_decode/paged_decode_mma3_d64_kvbf16");
+        s.add("paged_decode/paged_decode_mma3_d128_kvbf16");
         s.add("attention/attention_combine");
         s.add("moe/moe_route");
         s.add("norm/softmax_f32");                // the router's probabilities, then their top k

@@ -410,12 +410,12 @@ final class CudaFlashAttention {
 
     /**
      * {@code -Dorbit.cuda.pagedStages}: the stages of each warp's ring of key and value tiles in the tensor-core decode
-     * kernels, 3 (default: two tiles in flight while one is multiplied; 104 KiB a block at D 128, two blocks an SM) or 2
-     * (one in flight). The same products in the same order either way. Read at each launch. Three were faster in the
-     * Qwen3-30B-A3B decode step at batch 64 on the H200 in each of two runs (20.677 against 20.749 ms, 20.672 against
-     * 20.761, the same JVM and model each).
+     * kernels, 2 (default: one tile in flight while one is multiplied) or 3 (two in flight; 104 KiB a block at D 128, two
+     * blocks an SM). The same products in the same order either way. Read at each launch. In the Qwen3-30B-A3B decode
+     * step at batch 64 on the H200 three stages against two, the same JVM and model each: 20.677 against 20.749 ms,
+     * 20.672 against 20.761, 20.572 against 20.510; no difference beyond a run's spread.
      */
     private static int pagedStages() {
-        return "2".equals(System.getProperty("orbit.cuda.pagedStages")) ? 2 : 3;
+        return "3".equals(System.getProperty("orbit.cuda.pagedStages")) ? 3 : 2;
     }
 }

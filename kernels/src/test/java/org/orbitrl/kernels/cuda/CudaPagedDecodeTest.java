@@ -397,9 +397,9 @@ class CudaPagedDecodeTest extends CudaTestBase {
     }
 
     /**
-     * The tensor-core kernel with a ring of three stages a warp (the default: two tiles in flight while one is
-     * multiplied) gives the bits of the two-stage ring ({@code -Dorbit.cuda.pagedStages=2}) over every case it applies to
-     * (the same products in the same order), each within the rounding bound of {@link #mmaBound}.
+     * The tensor-core kernel with a ring of three stages a warp ({@code -Dorbit.cuda.pagedStages=3}: two tiles in flight
+     * while one is multiplied) gives the bits of the two-stage ring (the default) over every case it applies to (the same
+     * products in the same order), each within the rounding bound of {@link #mmaBound}.
      */
     @Test
     void aDeeperRingOfTilesGivesTheSameBits() {

@@ -314,7 +314,8 @@ final class CudaMatmulOps {
             args[12 + 7 * i] = t != null ? t.a().size(0) : 0;
         }
         Kernel kernel = kc == DMMA_KC ? (tile == 32 ? dmma32 : dmma64) : (tile == 32 ? dmmaWide32 : dmmaWide64);
-        ctx.launch2dShared(kernel, rowBlocks, splits, DMMA_THREADS, DMMA_STAGES * (DMMA_ROWS + tile) * (2 * kc + 16), args);
+        int rowBytes = 2 * kc + 16; // ROWB: a staged row of kc bf16 values and 16 bytes of padding
+        ctx.launch2dShared(kernel, rowBlocks, splits, DMMA_THREADS, DMMA_STAGES * (DMMA_ROWS + tile) * rowBytes, args);
         return true;
     }
 

@@ -249,21 +249,22 @@ __device__ __forceinline__ void dmma_tile(const u16* xb, int M, int K, const u16
 
 // The weights' row blocks along blockIdx.x: W_0's N_0 / 128, then W_1's, then W_2's (n_i = 0: none). lo_i = 0: no LoRA
 // term.
-#define DMMA_KERNEL(NAME, NT, KC)                                                                                          \
-    extern "C" __global__ void __launch_bounds__(DM_THREADS, 2)                                                        \
+#define DMMA_KERNEL(NAME, NT, KC)                                                                                       \
+    extern "C" __global__ void __launch_bounds__(DM_THREADS, 2)                                                         \
         NAME(const u16* xb, int M, int K, float* part, int* counters, int accumulate, const u16* w0, float* y0, int n0, \
              const float* lo0, const float* b0, float s0, int r0, const u16* w1, float* y1, int n1, const float* lo1,   \
              const float* b1, float s1, int r1, const u16* w2, float* y2, int n2, const float* lo2, const float* b2,    \
-             float s2, int r2) {                                                                                       \
-        pdl_enter();                                                                                                   \
-        int rb = blockIdx.x;                                                                                           \
-        int blocks0 = n0 / DM_ROWS;                                                                                    \
-        int blocks1 = n1 / DM_ROWS;                                                                                    \
-        int i = rb < blocks0 ? 0 : rb < blocks0 + blocks1 ? 1 : 2;                                                     \
-        dmma_tile<NT, KC>(xb, M, K, i == 0 ? w0 : i == 1 ? w1 : w2, i == 0 ? y0 : i == 1 ? y1 : y2,                        \
-                      i == 0 ? n0 : i == 1 ? n1 : n2, i == 0 ? lo0 : i == 1 ? lo1 : lo2, i == 0 ? b0 : i == 1 ? b1 : b2, \
-                      i == 0 ? s0 : i == 1 ? s1 : s2, i == 0 ? r0 : i == 1 ? r1 : r2, accumulate,                       \
-                      rb - (i > 0 ? blocks0 : 0) - (i > 1 ? blocks1 : 0), part, counters);                             \
+             float s2, int r2) {                                                                                        \
+        pdl_enter();                                                                                                    \
+        int rb = blockIdx.x;                                                                                            \
+        int blocks0 = n0 / DM_ROWS;                                                                                     \
+        int blocks1 = n1 / DM_ROWS;                                                                                     \
+        int i = rb < blocks0 ? 0 : rb < blocks0 + blocks1 ? 1 : 2;                                                      \
+        dmma_tile<NT, KC>(xb, M, K, i == 0 ? w0 : i == 1 ? w1 : w2, i == 0 ? y0 : i == 1 ? y1 : y2,                     \
+                          i == 0 ? n0 : i == 1 ? n1 : n2, i == 0 ? lo0 : i == 1 ? lo1 : lo2,                            \
+                          i == 0 ? b0 : i == 1 ? b1 : b2, i == 0 ? s0 : i == 1 ? s1 : s2,                               \
+                          i == 0 ? r0 : i == 1 ? r1 : r2, accumulate,                                                   \
+                          rb - (i > 0 ? blocks0 : 0) - (i > 1 ? blocks1 : 0), part, counters);                          \
     }
 
 DMMA_KERNEL(dmma_bf16_m32_f32, 4, 64)

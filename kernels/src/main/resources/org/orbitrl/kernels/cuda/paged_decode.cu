@@ -509,8 +509,8 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
     extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) NAME(PAGED_DECODE_ARGS(u16)) {                         \
         pdl_enter();                                                                                                   \
         extern __shared__ __align__(16) u16 NAME##_sm[];                                                               \
-        pm_decode<D, ST>(NAME##_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq, Hkv, window,   \
-                         scale, sinks, splits, splitLen, partAcc, partMl);                                             \
+        pm_decode<D, ST>(NAME##_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq, Hkv,       \
+                         window, scale, sinks, splits, splitLen, partAcc, partMl);                                     \
     }
 
 PM_KERNEL(paged_decode_mma_d128_kvbf16, 128, 2)

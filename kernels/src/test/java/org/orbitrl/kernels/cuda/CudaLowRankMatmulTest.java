@@ -134,27 +134,26 @@ class CudaLowRankMatmulTest extends CudaTestBase {
             ws[i] = dev(randn(r, 0.5f, ns[i], k).to(DType.BF16));
             terms[i] = new Backend.LowRankTerm(dev(randn(r, 0.05f, rank, k)), dev(randn(r, 0.5f, ns[i], rank)), 1.5f);
         }
-        float[][] outs = new float[2][];
+        float[][][] outs = new float[2][ns.length][];
         String[] chunks = {"64", "128"};
         for (int v = 0; v < 2; v++) {
             Tensor[] ys = new Tensor[ns.length];
             for (int i = 0; i < ns.length; i++) {
                 ys[i] = poisoned(DType.F32, m, ns[i]);
             }
-            withProperty("orbit.cuda.dmmaChunk", chunks[v], () -> assertTrue(gpu.matmulLowRank(x, ws, terms, ys)));
-            float[] all = new float[0];
-            for (Tensor y : ys) {
-                float[] h = gpu.toHost(y).toFloatArray();
-                float[] joined = Arrays.copyOf(all, all.length + h.length);
-                System.arraycopy(h, 0, joined, all.length, h.length);
-                all = joined;
+            String chunk = chunks[v];
+            withProperty("orbit.cuda.dmmaChunk", chunk, () -> assertTrue(gpu.matmulLowRank(x, ws, terms, ys),
+                    "stages of " + chunk + ": the fused path takes the call"));
+            for (int i = 0; i < ns.length; i++) {
+                outs[v][i] = gpu.toHost(ys[i]).toFloatArray();
             }
-            outs[v] = all;
         }
-        for (int j = 0; j < outs[0].length; j++) {
-            assertEquals(Float.floatToRawIntBits(outs[0][j]), Float.floatToRawIntBits(outs[1][j]),
-                    "m=" + m + " k=" + k + " n=" + Arrays.toString(ns) + ": element " + j + " with stages of 128 " + outs[1][j]
-                            + ", of 64 " + outs[0][j]);
+        for (int i = 0; i < ns.length; i++) {
+            for (int j = 0; j < outs[0][i].length; j++) {
+                assertEquals(Float.floatToRawIntBits(outs[0][i][j]), Float.floatToRawIntBits(outs[1][i][j]),
+                        "m=" + m + " k=" + k + " n=" + Arrays.toString(ns) + ": weight " + i + " element " + j + " with stages of 128 "
+                                + outs[1][i][j] + ", of 64 " + outs[0][i][j]);
+            }
         }
     }
 

@@ -366,7 +366,8 @@ public final class CudaBackend implements Backend {
     /**
      * Decode batches of 17 to 64 rows outside exact mode, bf16 weights with f32 LoRA factors: the LoRAs' A products and
      * x rounded to bf16 in one launch, then the base products and the B terms on tensor cores in another ({@code
-     * dmma.cu}); {@code -Dorbit.cuda.dmma=off} declines.
+     * dmma.cu}), or below that form's bound a cuBLAS product each and the B terms as {@link #matmulAxpy} adds them (with
+     * the fused axpy on); {@code -Dorbit.cuda.dmma=off} declines.
      */
     @Override
     public boolean matmulLowRank(Tensor x, Tensor[] ws, LowRankTerm[] terms, Tensor[] ys) {
@@ -374,7 +375,7 @@ public final class CudaBackend implements Backend {
             return false;
         }
         ctx.device.bind();
-        return matmulOps.matmulLowRank(x, ws, terms, ys);
+        return matmulOps.matmulLowRank(x, ws, terms, ys, FUSED_AXPY);
     }
 
     /**

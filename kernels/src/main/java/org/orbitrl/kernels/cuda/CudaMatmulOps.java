@@ -71,9 +71,11 @@ final class CudaMatmulOps {
     /**
      * Blocks an SM the splits of K aim at: one (q, k and v of Qwen3-30B-A3B, 40 row blocks: 2 splits, 80 blocks) was
      * faster in the decode step than two (4 splits: batch 64 20.49-20.65 ms against 20.62-20.86 in one run on the H200).
+     * Counts that are not a power of two, set by hand, were within a run's spread of it in one JVM (batch 64: 2 splits
+     * 20.563 ms, 3 20.591, 5 20.398, 6 20.503), so the default stays the power of two.
      */
     private static final int DMMA_SPLIT_BLOCKS_AN_SM = 1;
-    private static final int DMMA_SPLITS = 8;      // DM_SPLITS: ranges of K at most, a power of two
+    private static final int DMMA_SPLITS = 8;      // DM_SPLITS: ranges of K at most
     /**
      * Weight rows a call needs in all (every weight's rows together) to take the tensor-core decode kernels: with fewer,
      * filling the device takes deep splits of K, whose partial sums cost more than they save (on the H200, Qwen3-30B-A3B's
@@ -94,7 +96,7 @@ final class CudaMatmulOps {
         return Integer.getInteger("orbit.cuda.dmmaChunk", DMMA_KC) == 2 * DMMA_KC && k % (2 * DMMA_KC) == 0 ? 2 * DMMA_KC : DMMA_KC;
     }
 
-    /** {@code -Dorbit.cuda.dmmaSplits=N}: that many ranges of K (1, 2, 4 or 8) instead of the most that fit a block an SM; read at each call. */
+    /** {@code -Dorbit.cuda.dmmaSplits=N}: that many ranges of K (1 to 8) instead of the most that fit a block an SM; read at each call. */
     private static int dmmaSplitsSet() {
         return Integer.getInteger("orbit.cuda.dmmaSplits", 0);
     }
@@ -248,13 +250,17 @@ final class CudaMatmulOps {
 
     /**
      * {@link Backend#matmulLowRank} for {@value #DMMA_MIN_ROWS} to {@value #DMMA_MAX_ROWS} rows of x, up to three bf16
-     * weights of rows a multiple of 128 ({@link #dmmaMinRows} at least in all), K a multiple of 64, and f32 LoRA factors
-     * of rank at most 64 (a multiple of 4) on at least one of them: one {@code narrow_matmul3_f32} launch for the terms'
-     * x · Aᵀ (the sums of {@link #matmulShared}) that also writes x rounded to bf16, then one {@code dmma.cu} launch for
-     * the base products on tensor cores (x and the weights in bf16, f32 sums, split over K in a fixed order) with each
-     * term's s · (x · Aᵀ) · Bᵀ added in f32. Returns false, writing nothing, for any other call.
+     * weights of rows a multiple of 128, K a multiple of 64, and f32 LoRA factors of rank at most 64 (a multiple of 4)
+     * on at least one of them: one {@code narrow_matmul3_f32} launch for the terms' x · Aᵀ (the sums of {@link
+     * #matmulShared}) that also writes x rounded to bf16, then one {@code dmma.cu} launch for the base products on
+     * tensor cores (x and the weights in bf16, f32 sums, split over K in a fixed order) with each term's s · (x · Aᵀ) ·
+     * Bᵀ added in f32. Below {@link #dmmaMinRows} weight rows in all (an attention block's o), the same first launch,
+     * then a cuBLAS product from its bf16 x for each weight and each term added as {@link #matmulAxpyF32} adds it
+     * (where {@code stagedForm}): the numbers of the unfused steps (x to bf16 and cuBLAS, {@code narrow_matmul_f32},
+     * the axpy) in one launch fewer ({@code -Dorbit.cuda.lowRankStaged=off}, read at each call, declines those calls
+     * instead). Returns false, writing nothing, for any other call.
      */
-    boolean matmulLowRank(Tensor x, Tensor[] ws, Backend.LowRankTerm[] terms, Tensor[] ys) {
+    boolean matmulLowRank(Tensor x, Tensor[] ws, Backend.LowRankTerm[] terms, Tensor[] ys, boolean stagedForm) {
         long rowBlocks = lowRankRowBlocks(x, ws, terms, ys);
         if (rowBlocks == 0) {
             return false;
@@ -263,12 +269,15 @@ final class CudaMatmulOps {
         int m = CudaContext.rows(x);
         int tile = m <= 32 ? 32 : 64;
         int kc = dmmaChunk(k);
-        int splits = dmmaSplits(rowBlocks, k / kc);
-        if (splits == 0) {
+        int splits = rowBlocks * DMMA_ROWS >= dmmaMinRows() ? dmmaSplits(rowBlocks, k / kc) : 0;
+        boolean staged = splits == 0;
+        if (staged && (!stagedForm || "off".equals(System.getProperty("orbit.cuda.lowRankStaged")))) {
             return false;
         }
         ctx.dev("matmulLowRank x", x);
-        dmmaWorkspace();
+        if (!staged) {
+            dmmaWorkspace();
+        }
         // the terms' x · Aᵀ (packed to the front of the launch) and x in bf16
         Tensor xb = ctx.scratch(CudaContext.Scratch.X_BF16, DType.BF16, (long) m * k);
         long loFloats = 0;
@@ -295,6 +304,20 @@ final class CudaMatmulOps {
             }
         }
         launchNarrow3(x, m, k, aw, ay, an, aBlocks, CudaAllocator.address(xb));
+        if (staged) {
+            for (int i = 0, at = 0; i < ws.length; i++) {
+                if (ws[i].size(0) > 0) {
+                    ctx.cublas.gemm(CudaAllocator.address(xb), CudaAllocator.address(ws[i]), CudaAllocator.address(ys[i]), m,
+                            ws[i].size(0), k, true);
+                }
+                if (terms[i] != null) {
+                    int r = terms[i].a().size(0);
+                    matmulAxpyF32(loAll.slice(0, at, at + (long) m * r).reshape(m, r), terms[i].b(), terms[i].scale(), ys[i]);
+                    at += m * r;
+                }
+            }
+            return true;
+        }
         Object[] args = new Object[6 + 7 * 3];
         args[0] = xb;
         args[1] = m;
@@ -361,22 +384,23 @@ final class CudaMatmulOps {
             }
             rowBlocks += w.size(0) / DMMA_ROWS;
         }
-        return anyTerm && rowBlocks <= DMMA_COUNTERS && rowBlocks * DMMA_ROWS >= dmmaMinRows() ? rowBlocks : 0;
+        return anyTerm && rowBlocks <= DMMA_COUNTERS ? rowBlocks : 0;
     }
 
     /**
      * Ranges of K for {@code rowBlocks} blocks of rows over {@code chunks} chunks of a stage: the largest power of two (at
-     * most {@value #DMMA_SPLITS} and the chunks) that keeps the blocks within {@value #DMMA_SPLIT_BLOCKS_AN_SM} an SM, and
-     * the partial tiles of 64 rows of x within their buffer; 0 where even one range's do not fit. It depends on the shapes
-     * and the device, never on the rows of x (a row's sums are the same in any batch).
+     * most {@value #DMMA_SPLITS} and the chunks) that keeps the blocks within {@value #DMMA_SPLIT_BLOCKS_AN_SM} an SM, or
+     * the count set ({@link #dmmaSplitsSet}; uneven ranges where it does not divide the chunks), and the partial tiles of
+     * 64 rows of x within their buffer; 0 where even one range's do not fit. It depends on the shapes and the device,
+     * never on the rows of x (a row's sums are the same in any batch).
      */
     private int dmmaSplits(long rowBlocks, int chunks) {
         int target = DMMA_SPLIT_BLOCKS_AN_SM * ctx.device.multiprocessors();
         int set = dmmaSplitsSet();
-        int splits = set > 0 ? Integer.highestOneBit(Math.min(set, DMMA_SPLITS))
+        int splits = set > 0 ? Math.min(set, DMMA_SPLITS)
                 : Integer.highestOneBit((int) Math.max(1, Math.min(DMMA_SPLITS, target / rowBlocks)));
         while (splits > 1 && (splits > chunks || (long) splits * rowBlocks * 64 * DMMA_ROWS > DMMA_PART_FLOATS)) {
-            splits >>= 1;
+            splits--;
         }
         return (long) splits * rowBlocks * 64 * DMMA_ROWS > DMMA_PART_FLOATS ? 0 : splits;
     }

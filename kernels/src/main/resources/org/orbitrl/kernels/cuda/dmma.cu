@@ -11,12 +11,12 @@
 //
 // Work split: block (blockIdx.x, blockIdx.y) = rows [128 r, +128) of weight i (blockIdx.x counts the weights' row
 // blocks in order: W_0's, then W_1's, then W_2's) over the blockIdx.y-th of gridDim.y contiguous ranges of K's
-// 64-value chunks (a power of two, at most DM_SPLITS), 16 rows a warp. The LoRA term (f32, r in order) of token m joins
-// the sums of split m % splits. Unsplit, a block writes y (or adds into it); split, each block leaves its partial tile
-// in part (f32 [split][row block][8 NT tokens][128 rows]) and the last block of a row block to arrive (a counter per row
-// block, which that block sets back to 0) adds the partials in split order 0, 1, ... and writes y. A row of y depends
-// on its row of x alone (batch-invariant: the splits depend on the shapes, not on M), and not on the order in which
-// the blocks finish.
+// 64-value chunks (at most DM_SPLITS, uneven where they do not divide), 16 rows a warp. The LoRA term (f32, r in
+// order) of token m joins the sums of split m % splits. Unsplit, a block writes y (or adds into it); split, each
+// block leaves its partial tile in part (f32 [split][row block][8 NT tokens][128 rows]) and the last block of a row
+// block to arrive (a counter per row block, which that block sets back to 0) adds the partials in split order 0, 1,
+// ... and writes y. A row of y depends on its row of x alone (batch-invariant: the splits depend on the shapes, not
+// on M), and not on the order in which the blocks finish.
 
 #define DM_WARPS 8
 #define DM_THREADS (32 * DM_WARPS)

@@ -41,6 +41,10 @@ class CudaLowRankMatmulTest extends CudaTestBase {
             }
         });
         check(r, new Case(64, 2048, new int[]{4096, 512, 512}, new int[]{32, 32, 32}, 2f));  // Qwen3-30B-A3B's q, k, v
+        for (String splits : new String[]{"3", "5", "7"}) { // ranges of K not a power of two (uneven: 32 chunks in 3)
+            withProperty("orbit.cuda.dmmaSplits", splits,
+                    () -> check(r, new Case(64, 2048, new int[]{4096, 512, 512}, new int[]{32, 32, 32}, 2f)));
+        }
     }
 
     private void check(SplittableRandom r, Case c) {
@@ -111,15 +115,16 @@ class CudaLowRankMatmulTest extends CudaTestBase {
 
     /**
      * Stages of 128 values of K ({@code -Dorbit.cuda.dmmaChunk=128}) against the double reference, and bit for bit
-     * against stages of 64 where the splits of K fall on the same values: Qwen3-30B-A3B's q, k and v (2 splits), o
-     * (K = 4096, 8 splits, 17 rows: 32-token tiles), and K = 1024 in 4 splits set by hand.
+     * against stages of 64 where the splits of K fall on the same values: Qwen3-30B-A3B's q, k and v (2 splits, set by
+     * hand: 3 would split 32 chunks of 64 at 10 and 21, 16 of 128 at 5 and 10), o (K = 4096, 8 splits, 17 rows: 32-token
+     * tiles), and K = 1024 in 4 splits set by hand.
      */
     @Test
     void wideStagesGiveTheBitsOfNarrowOnes() {
         SplittableRandom r = rng(73);
         withProperty("orbit.cuda.dmmaChunk", "128", () -> check(r, new Case(48, 2048, new int[]{4096, 512, 512}, new int[]{32, 32, 32}, 2f)));
         withProperty("orbit.cuda.dmmaMinRows", "128", () -> {
-            sameBits(r, 64, 2048, new int[]{4096, 512, 512}, 32);
+            withProperty("orbit.cuda.dmmaSplits", "2", () -> sameBits(r, 64, 2048, new int[]{4096, 512, 512}, 32));
             sameBits(r, 17, 4096, new int[]{2048}, 32);
             withProperty("orbit.cuda.dmmaSplits", "4", () -> sameBits(r, 40, 1024, new int[]{256, 128}, 16));
         });
@@ -159,11 +164,13 @@ class CudaLowRankMatmulTest extends CudaTestBase {
 
     /**
      * A row's result depends on that row alone: the first rows of a 64-row call equal, bit for bit, the same rows in a
-     * call of 20 (32-token tiles instead of 64), whatever the other rows hold.
+     * call of 20 (32-token tiles instead of 64), whatever the other rows hold; in the default 8 ranges of K and in 3
+     * uneven ones (the LoRA term of row m joins range m % 3).
      */
     @Test
     void aRowsResultDoesNotDependOnTheBatch() {
         withProperty("orbit.cuda.dmmaMinRows", "128", this::batchInvariance);
+        withProperty("orbit.cuda.dmmaMinRows", "128", () -> withProperty("orbit.cuda.dmmaSplits", "3", this::batchInvariance));
     }
 
     private void batchInvariance() {
@@ -190,6 +197,45 @@ class CudaLowRankMatmulTest extends CudaTestBase {
         }
     }
 
+    /**
+     * Below the tensor-core form's bound of weight rows ({@link CudaMatmulOps#dmmaMinRows}: an attention block's o), the
+     * staged form: against the double reference, and bit for bit against the unfused steps the caller would take
+     * instead (the base product, the A product, the axpy of the term), for one weight (Qwen3-30B-A3B's o: 2048 rows,
+     * K = 4096) and for three with one of them without a term, at 17, 40 and 64 rows.
+     */
+    @Test
+    void belowTheBoundTheStagedFormGivesTheUnfusedBits() {
+        SplittableRandom r = rng(75);
+        check(r, new Case(64, 4096, new int[]{2048}, new int[]{32}, 2f));
+        check(r, new Case(20, 512, new int[]{256, 128, 384}, new int[]{16, 0, 8}, -0.5f));
+        int[][] shapes = {{17, 4096, 2048, 32}, {64, 4096, 2048, 32}, {40, 512, 256, 16}};
+        for (int[] c : shapes) {
+            int m = c[0];
+            int k = c[1];
+            int n = c[2];
+            int rank = c[3];
+            Tensor x = dev(randn(r, 1f, m, k));
+            Tensor w = dev(randn(r, 0.5f, n, k).to(DType.BF16));
+            Tensor a = dev(randn(r, 0.05f, rank, k));
+            Tensor b = dev(randn(r, 0.5f, n, rank));
+            float s = 1.5f;
+            Tensor fused = poisoned(DType.F32, m, n);
+            assertTrue(gpu.matmulLowRank(x, new Tensor[]{w}, new Backend.LowRankTerm[]{new Backend.LowRankTerm(a, b, s)},
+                    new Tensor[]{fused}), m + " rows, " + n + " weight rows: the staged form takes the call");
+            Tensor steps = poisoned(DType.F32, m, n);
+            Tensor xa = poisoned(DType.F32, m, rank);
+            gpu.matmul(x, w, steps);
+            gpu.matmul(x, a, xa);
+            gpu.matmulAxpy(xa, b, s, steps);
+            float[] want = gpu.toHost(steps).toFloatArray();
+            float[] got = gpu.toHost(fused).toFloatArray();
+            for (int j = 0; j < want.length; j++) {
+                assertEquals(Float.floatToRawIntBits(want[j]), Float.floatToRawIntBits(got[j]), "m=" + m + " k=" + k + " n=" + n
+                        + ": element " + j + " staged " + got[j] + ", unfused steps " + want[j]);
+            }
+        }
+    }
+
     /** Calls outside the kernels' shapes are declined and write nothing: the caller's unfused steps run instead. */
     @Test
     void otherShapesAreDeclinedUntouched() {
@@ -199,8 +245,9 @@ class CudaLowRankMatmulTest extends CudaTestBase {
         Tensor w = dev(randn(r, 0.5f, 2048, k).to(DType.BF16));
         Backend.LowRankTerm term = new Backend.LowRankTerm(dev(randn(r, 0.05f, 8, k)), dev(randn(r, 0.5f, 2048, 8)), 1f);
         Tensor y = poisoned(DType.F32, 32, 2048);
-        assertFalse(gpu.matmulLowRank(dev(randn(r, 1f, 32, k)), new Tensor[]{w}, new Backend.LowRankTerm[]{term},
-                new Tensor[]{y}), "2048 rows: below the default bound of " + CudaMatmulOps.dmmaMinRows());
+        withProperty("orbit.cuda.lowRankStaged", "off", () -> assertFalse(gpu.matmulLowRank(dev(randn(r, 1f, 32, k)),
+                new Tensor[]{w}, new Backend.LowRankTerm[]{term}, new Tensor[]{y}),
+                "2048 rows: below the default bound of " + CudaMatmulOps.dmmaMinRows() + ", the staged form off"));
         assertUntouched(y);
     }
 

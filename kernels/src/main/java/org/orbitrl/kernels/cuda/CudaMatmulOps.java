@@ -254,11 +254,12 @@ final class CudaMatmulOps {
      * on at least one of them: one {@code narrow_matmul3_f32} launch for the terms' x · Aᵀ (the sums of {@link
      * #matmulShared}) that also writes x rounded to bf16, then one {@code dmma.cu} launch for the base products on
      * tensor cores (x and the weights in bf16, f32 sums, split over K in a fixed order) with each term's s · (x · Aᵀ) ·
-     * Bᵀ added in f32. Below {@link #dmmaMinRows} weight rows in all (an attention block's o), the same first launch,
-     * then a cuBLAS product from its bf16 x for each weight and each term added as {@link #matmulAxpyF32} adds it
-     * (where {@code stagedForm}): the numbers of the unfused steps (x to bf16 and cuBLAS, {@code narrow_matmul_f32},
-     * the axpy) in one launch fewer ({@code -Dorbit.cuda.lowRankStaged=off}, read at each call, declines those calls
-     * instead). Returns false, writing nothing, for any other call.
+     * Bᵀ added in f32. Below {@link #dmmaMinRows} weight rows in all (an attention block's o), or where the split
+     * products' partial tiles would not fit their buffer, the same first launch, then a cuBLAS product from its bf16 x
+     * for each weight and each term added as {@link #matmulAxpyF32} adds it (where {@code stagedForm}): the numbers of
+     * the unfused steps (x to bf16 and cuBLAS, {@code narrow_matmul_f32}, the axpy) in one launch fewer ({@code
+     * -Dorbit.cuda.lowRankStaged=off}, read at each call, declines those calls instead). Returns false, writing
+     * nothing, for any other call.
      */
     boolean matmulLowRank(Tensor x, Tensor[] ws, Backend.LowRankTerm[] terms, Tensor[] ys, boolean stagedForm) {
         long rowBlocks = lowRankRowBlocks(x, ws, terms, ys);

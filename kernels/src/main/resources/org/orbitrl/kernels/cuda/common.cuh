@@ -63,6 +63,15 @@ __device__ __forceinline__ u16 f32_to_bf16_bits(float f) {
     return (u16) ((x + 0x7fffu + lsb) >> 16);
 }
 
+// f32_to_bf16_bits(lo) | f32_to_bf16_bits(hi) << 16 in one instruction (sm_80+): cvt.rn rounds every value but a NaN
+// the same way (to nearest even, to infinity past the largest bf16), and gives a NaN as the canonical 0x7FFF where
+// f32_to_bf16_bits keeps its payload.
+__device__ __forceinline__ u32 f32x2_to_bf16x2(float lo, float hi) {
+    u32 d;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
+    return d;
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {

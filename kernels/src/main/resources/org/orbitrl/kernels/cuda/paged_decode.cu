@@ -301,7 +301,7 @@ __device__ __forceinline__ void pm_wait_all() {
 }
 
 __device__ __forceinline__ unsigned pm_pack(float lo, float hi) {
-    return (unsigned) f32_to_bf16_bits(lo) | ((unsigned) f32_to_bf16_bits(hi) << 16);
+    return f32x2_to_bf16x2(lo, hi);
 }
 
 template <int D, int ST>

@@ -140,10 +140,10 @@ __device__ __forceinline__ uint4 qm_x8(const void* xr, int k) {
         const float4* p = (const float4*) ((const float*) xr + k);
         float4 a = p[0];
         float4 b = p[1];
-        o.x = (u32) f32_to_bf16_bits(a.x) | ((u32) f32_to_bf16_bits(b.x) << 16);
-        o.y = (u32) f32_to_bf16_bits(a.y) | ((u32) f32_to_bf16_bits(b.y) << 16);
-        o.z = (u32) f32_to_bf16_bits(a.z) | ((u32) f32_to_bf16_bits(b.z) << 16);
-        o.w = (u32) f32_to_bf16_bits(a.w) | ((u32) f32_to_bf16_bits(b.w) << 16);
+        o.x = f32x2_to_bf16x2(a.x, b.x);
+        o.y = f32x2_to_bf16x2(a.y, b.y);
+        o.z = f32x2_to_bf16x2(a.z, b.z);
+        o.w = f32x2_to_bf16x2(a.w, b.w);
     }
     return o;
 }

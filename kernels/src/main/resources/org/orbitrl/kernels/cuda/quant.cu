@@ -99,7 +99,7 @@ __device__ void dequant(const uint4* codes, const void* scales, const u32* zeros
                 u32 p[4];
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
-                    p[j] = (u32) f32_to_bf16_bits(w[i * 8 + 2 * j]) | ((u32) f32_to_bf16_bits(w[i * 8 + 2 * j + 1]) << 16);
+                    p[j] = f32x2_to_bf16x2(w[i * 8 + 2 * j], w[i * 8 + 2 * j + 1]);
                 }
                 uint4 u;
                 u.x = p[0];
@@ -167,7 +167,7 @@ __device__ void dequant_experts(const unsigned long long* table, u16* out, int N
         for (int j = 0; j < 4; j++) {
             float a = code_value<FMT>((q >> (8 * j)) & 15u, zero) * s;
             float b = code_value<FMT>((q >> (8 * j + 4)) & 15u, zero) * s;
-            p[j] = (u32) f32_to_bf16_bits(a) | ((u32) f32_to_bf16_bits(b) << 16);
+            p[j] = f32x2_to_bf16x2(a, b);
         }
         uint4 v;
         v.x = p[0];

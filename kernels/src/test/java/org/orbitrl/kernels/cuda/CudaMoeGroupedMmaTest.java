@@ -149,6 +149,80 @@ class CudaMoeGroupedMmaTest extends CudaTestBase {
         }
     }
 
+    /**
+     * f32 x is rounded to bf16 as the kernel stages it, to nearest even: its products equal, bit for bit, those of the
+     * same x rounded to bf16 on the host first ({@code Tensor.to(BF16)}), over x whose values include exact ties of
+     * both parities (the 16 bits below a bf16 exactly 0x8000), values one unit beside a tie, subnormals and signed
+     * zeros, for one matrix at K 2048 and 768 (16-row chunks) and for gate and up in one launch.
+     */
+    @Test
+    void f32XIsRoundedAsTheHostRoundsIt() {
+        SplittableRandom r = rng(97);
+        int e = 8;
+        int tokens = 32;
+        int topk = 2;
+        int[] counts = new int[e];
+        for (int i = 0; i < tokens * topk; i++) {
+            counts[(i * 3) % e]++; // 8 rows an expert: 8-row chunks
+        }
+        int[] ids = routeWithCounts(r, tokens, topk, counts);
+        for (int k : new int[]{2048, 768}) {
+            int n = 136;
+            float[] xv = randn(r, 1f, tokens, k).toFloatArray();
+            for (int i = 0; i < xv.length; i++) {
+                int bits = Float.floatToRawIntBits(xv[i]);
+                switch (i % 8) {
+                    case 0 -> xv[i] = Float.intBitsToFloat((bits & 0xFFFE0000) | 0x8000);            // a tie, even: down
+                    case 1 -> xv[i] = Float.intBitsToFloat((bits & 0xFFFE0000) | 0x18000);           // a tie, odd: up
+                    case 2 -> xv[i] = Float.intBitsToFloat((bits & 0xFFFF0000) | 0x7FFF);            // just below a tie
+                    case 3 -> xv[i] = Float.intBitsToFloat((bits & 0xFFFF0000) | 0x8001);            // just above one
+                    case 4 -> xv[i] = Float.intBitsToFloat((bits & 0x8000FFFF) | (r.nextInt(1, 0x7F) << 16)); // subnormal
+                    case 5 -> xv[i] = (i & 8) == 0 ? 0.0f : -0.0f;
+                    default -> { }
+                }
+            }
+            QuantizedTensor stacked = CudaQuantTest.random("int4-g32", r, e * n, k);
+            QuantizedTensor dw = gpu.toDevice(stacked);
+            try (MoeRouting routing = gpu.moe().moeRouting(e, ids.length)) {
+                gpu.moe().moeRoute(dev(Tensor.ofInts(ids, tokens, topk)), routing);
+                Tensor x = Tensor.of(xv, tokens, k);
+                Tensor yF32 = poisoned(DType.F32, ids.length, n);
+                Tensor yBf16 = poisoned(DType.F32, ids.length, n);
+                gpu.moe().moeMatmulGrouped(dev(x), dw, routing, yF32);
+                gpu.moe().moeMatmulGrouped(dev(x.to(DType.BF16)), dw, routing, yBf16);
+                assertBitsEqual("moeMatmulGrouped K " + k + ": f32 x against x rounded on the host",
+                        gpu.toHost(yBf16).toFloatArray(), gpu.toHost(yF32).toFloatArray());
+                if (k == 2048) {
+                    QuantizedTensor up = gpu.toDevice(CudaQuantTest.random("int4-g32", r, e * n, k));
+                    try {
+                        Tensor aF32 = poisoned(DType.BF16, ids.length, n);
+                        Tensor aBf16 = poisoned(DType.BF16, ids.length, n);
+                        gpu.moe().moeSwigluGrouped(dev(x), dw, up, routing, aF32);
+                        gpu.moe().moeSwigluGrouped(dev(x.to(DType.BF16)), dw, up, routing, aBf16);
+                        assertBitsEqual("moeSwigluGrouped: f32 x against x rounded on the host",
+                                gpu.toHost(aBf16).toFloatArray(), gpu.toHost(aF32).toFloatArray());
+                    } finally {
+                        gpu.free(up);
+                    }
+                }
+            } finally {
+                gpu.free(dw);
+            }
+        }
+    }
+
+    private static void assertBitsEqual(String what, float[] ref, float[] got) {
+        long[] a = new long[ref.length];
+        long[] b = new long[got.length];
+        for (int i = 0; i < a.length; i++) {
+            a[i] = Float.floatToRawIntBits(ref[i]);
+        }
+        for (int i = 0; i < b.length; i++) {
+            b[i] = Float.floatToRawIntBits(got[i]);
+        }
+        assertExact(what, a, b);
+    }
+
     private static double[] tolerance(float[] absDot) {
         double[] tol = new double[absDot.length];
         for (int i = 0; i < tol.length; i++) {

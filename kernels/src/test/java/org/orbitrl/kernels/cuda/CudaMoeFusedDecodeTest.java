@@ -167,18 +167,6 @@ class CudaMoeFusedDecodeTest extends CudaTestBase {
         }
     }
 
-    private static void assertBitsEqual(String what, float[] ref, float[] got) {
-        long[] a = new long[ref.length];
-        long[] b = new long[got.length];
-        for (int i = 0; i < a.length; i++) {
-            a[i] = Float.floatToRawIntBits(ref[i]);
-        }
-        for (int i = 0; i < b.length; i++) {
-            b[i] = Float.floatToRawIntBits(got[i]);
-        }
-        assertExact(what, a, b);
-    }
-
     /** {y[p] = x[p / div] · W_{ids[p]}ᵀ, Σ|x·w|} per element, double sums, [pairs, n] each. */
     private static float[][] product(float[] x, int div, int[] ids, float[] w, int n, int k) {
         float[] y = new float[ids.length * n];

@@ -211,18 +211,6 @@ class CudaMoeGroupedMmaTest extends CudaTestBase {
         }
     }
 
-    private static void assertBitsEqual(String what, float[] ref, float[] got) {
-        long[] a = new long[ref.length];
-        long[] b = new long[got.length];
-        for (int i = 0; i < a.length; i++) {
-            a[i] = Float.floatToRawIntBits(ref[i]);
-        }
-        for (int i = 0; i < b.length; i++) {
-            b[i] = Float.floatToRawIntBits(got[i]);
-        }
-        assertExact(what, a, b);
-    }
-
     private static double[] tolerance(float[] absDot) {
         double[] tol = new double[absDot.length];
         for (int i = 0; i < tol.length; i++) {

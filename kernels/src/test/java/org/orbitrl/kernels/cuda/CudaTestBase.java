@@ -186,6 +186,19 @@ abstract class CudaTestBase {
         }
     }
 
+    /** f32 results equal bit for bit (raw bits: NaN payloads and the sign of zero count). */
+    static void assertBitsEqual(String what, float[] ref, float[] got) {
+        long[] a = new long[ref.length];
+        long[] b = new long[got.length];
+        for (int i = 0; i < a.length; i++) {
+            a[i] = Float.floatToRawIntBits(ref[i]);
+        }
+        for (int i = 0; i < b.length; i++) {
+            b[i] = Float.floatToRawIntBits(got[i]);
+        }
+        assertExact(what, a, b);
+    }
+
     /** Σ_k |x[i,k]·w[j,k]| for each output [i, j]: the scale of a dot product's rounding error. */
     static double[] absDot(float[] x, float[] w, int m, int n, int k) {
         double[] out = new double[m * n];

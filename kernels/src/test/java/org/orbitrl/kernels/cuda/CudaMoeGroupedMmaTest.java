@@ -153,7 +153,7 @@ class CudaMoeGroupedMmaTest extends CudaTestBase {
      * f32 x is rounded to bf16 as the kernel stages it, to nearest even: its products equal, bit for bit, those of the
      * same x rounded to bf16 on the host first ({@code Tensor.to(BF16)}), over x whose values include exact ties of
      * both parities (the 16 bits below a bf16 exactly 0x8000), values one unit beside a tie, subnormals and signed
-     * zeros, for one matrix at K 2048 and 768 (16-row chunks) and for gate and up in one launch.
+     * zeros, for one matrix at K 2048 and 768 (8 rows an expert) and for gate and up in one launch.
      */
     @Test
     void f32XIsRoundedAsTheHostRoundsIt() {

@@ -443,6 +443,19 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * A decode step's down products per routed pair, their LoRA terms and the weighting back into the tokens in one
+     * call, where the backend has a fused form: out [T, H] row t (+)= Σ_j weights[t, j] · (act[t·k + j] · D_eᵀ + lora)
+     * (j ascending, e = ids[t, j]) for act f32 [T·k, I], ids i32 and weights f32 [T, k]; overwrites out unless {@code
+     * accumulate}. The numbers of {@link #moeExpertMatmulPairsLora} (or {@link #moeExpertMatmulPairs} and the term) and
+     * then {@link #moeCombinePairs}, within f32 rounding. Returns false without writing anything where there is none
+     * (here): the caller then runs those steps.
+     */
+    default boolean moeDownCombinePairs(Tensor act, ExpertWeights down, Tensor ids, PairLora lora, Tensor weights, Tensor out,
+                                        boolean accumulate) {
+        return false;
+    }
+
+    /**
      * out [T, H] row t (+)= Σ_j weights[t, j] · ys[t·k + j] (j ascending) for ys f32 [T·k, H] in pair order
      * and weights f32 [T, k]: the pairs back to their tokens. Overwrites out unless {@code accumulate}.
      */

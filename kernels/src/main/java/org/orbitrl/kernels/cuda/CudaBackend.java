@@ -797,7 +797,8 @@ public final class CudaBackend implements Backend {
 
     /**
      * Stacked INT4 gate and up experts from {@link CudaMoePairs#STACKED_PAIRS} pairs, with f32 LoRA terms or none: one
-     * tensor-core launch ({@link CudaMoePairs#swiglu}); {@code -Dorbit.cuda.moeSwigluPairs=off} keeps the separate products.
+     * tensor-core launch ({@link CudaMoePairs#swiglu}); fewer pairs of stacked quantized experts, one GEMV launch
+     * ({@link CudaMoeDecodePairs}); {@code -Dorbit.cuda.moeSwigluPairs=off} keeps the separate products.
      */
     @Override
     public boolean moeSwigluPairs(Tensor x, int xDiv, ExpertWeights gate, ExpertWeights up, Tensor ids, PairLora gateLora,
@@ -811,6 +812,17 @@ public final class CudaBackend implements Backend {
     public boolean moeExpertMatmulPairsLora(Tensor x, int xDiv, ExpertWeights experts, Tensor ids, PairLora lora, Tensor y) {
         ctx.device.bind();
         return moePairs.matmulLora(x, xDiv, experts, ids, lora, y);
+    }
+
+    /**
+     * Below {@link CudaMoePairs#STACKED_PAIRS} pairs (a decode step of one token at top-8), stacked quantized experts: the
+     * down products, their LoRA terms and the combine in one launch ({@link CudaMoePairs#downCombine}).
+     */
+    @Override
+    public boolean moeDownCombinePairs(Tensor act, ExpertWeights down, Tensor ids, PairLora lora, Tensor weights, Tensor out,
+                                       boolean accumulate) {
+        ctx.device.bind();
+        return moePairs.downCombine(act, down, ids, lora, weights, out, accumulate);
     }
 
     @Override

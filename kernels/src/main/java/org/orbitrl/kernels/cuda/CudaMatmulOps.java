@@ -259,9 +259,12 @@ final class CudaMatmulOps {
      * for each weight and each term added as {@link #matmulAxpyF32} adds it (where {@code stagedForm}): the numbers of
      * the unfused steps (x to bf16 and cuBLAS, {@code narrow_matmul_f32}, the axpy) in one launch fewer ({@code
      * -Dorbit.cuda.lowRankStaged=off}, read at each call, declines those calls instead). Returns false, writing
-     * nothing, for any other call.
+     * nothing, for any other call. Fewer rows of x take {@link #gemvLowRank}.
      */
     boolean matmulLowRank(Tensor x, Tensor[] ws, Backend.LowRankTerm[] terms, Tensor[] ys, boolean stagedForm) {
+        if (gemvLowRank(x, ws, terms, ys)) {
+            return true;
+        }
         long rowBlocks = lowRankRowBlocks(x, ws, terms, ys);
         if (rowBlocks == 0) {
             return false;
@@ -340,6 +343,95 @@ final class CudaMatmulOps {
         Kernel kernel = kc == DMMA_KC ? (tile == 32 ? dmma32 : dmma64) : (tile == 32 ? dmmaWide32 : dmmaWide64);
         int rowBytes = 2 * kc + 16; // ROWB: a staged row of kc bf16 values and 16 bytes of padding
         ctx.launch2dShared(kernel, rowBlocks, splits, DMMA_THREADS, DMMA_STAGES * (DMMA_ROWS + tile) * rowBytes, args);
+        return true;
+    }
+
+    /**
+     * {@link Backend#matmulLowRank} for 1 to {@value #QGEMV_MAX_ROWS} rows of x (a decode step of few sequences): up to
+     * three bf16 weights, K a multiple of 8, f32 LoRA factors of rank at most {@value #NARROW_MAX_N}. One {@code
+     * narrow_matmul3_f32} launch for the terms' x · Aᵀ (the sums of {@link #matmulShared}), then one {@code bgemv_lr}
+     * launch for the base products (the GEMV's sums of {@link #matmul}: f32 x, the weights exact) with each term's s · (x ·
+     * Aᵀ) · Bᵀ added to its outputs in f32: two launches where the unfused steps take a GEMV a weight, the A products and
+     * a B product a term. {@code -Dorbit.cuda.lowRankGemv=off}, read at each call, declines these calls (the caller runs
+     * those steps). False, with nothing written, for any other call.
+     */
+    private boolean gemvLowRank(Tensor x, Tensor[] ws, Backend.LowRankTerm[] terms, Tensor[] ys) {
+        if (!QGEMV || "off".equals(System.getProperty("orbit.cuda.lowRankGemv")) || ws.length == 0 || ws.length > 3
+                || ws.length != ys.length || terms.length != ws.length) {
+            return false;
+        }
+        int k = x.size(-1);
+        int m = CudaContext.rows(x);
+        if (m < 1 || m > QGEMV_MAX_ROWS || k % 8 != 0 || x.dtype() != DType.F32 || !x.isContiguous()
+                || CudaAllocator.address(x) % 16 != 0) {
+            return false;
+        }
+        boolean anyTerm = false;
+        for (int i = 0; i < ws.length; i++) {
+            Tensor w = ws[i];
+            if (w.dtype() != DType.BF16 || w.rank() != 2 || !w.isContiguous() || w.dim(1) != k || CudaAllocator.address(w) % 16 != 0
+                    || ys[i].dtype() != DType.F32 || !ys[i].isContiguous()) {
+                return false;
+            }
+            if (ys[i].size(-1) != w.size(0) || CudaContext.rows(ys[i]) != m) {
+                throw new IllegalArgumentException("matmulLowRank: x " + x + " · wᵀ " + w + " -> y " + ys[i] + " do not agree");
+            }
+            Backend.LowRankTerm t = terms[i];
+            if (t != null) {
+                Tensor a = t.a();
+                Tensor b = t.b();
+                if (a.dtype() != DType.F32 || b.dtype() != DType.F32 || !a.isContiguous() || !b.isContiguous() || a.rank() != 2
+                        || b.rank() != 2 || a.size(0) == 0 || a.size(0) > NARROW_MAX_N || CudaAllocator.address(a) % 16 != 0) {
+                    return false;
+                }
+                if (a.dim(1) != k || b.dim(1) != a.dim(0) || b.dim(0) != w.dim(0)) {
+                    throw new IllegalArgumentException("matmulLowRank: the low-rank term a " + a + ", b " + b + " does not fit x " + x
+                            + " · wᵀ " + w);
+                }
+                anyTerm = true;
+            }
+        }
+        if (!anyTerm) {
+            return false;
+        }
+        ctx.dev("matmulLowRank x", x);
+        long loFloats = 0;
+        for (Backend.LowRankTerm t : terms) {
+            loFloats += t == null ? 0 : (long) m * t.a().size(0);
+        }
+        Tensor loAll = ctx.scratch(CudaContext.Scratch.LORA_LO, DType.F32, loFloats);
+        long[] w = new long[3];
+        long[] y = new long[3];
+        int[] n = new int[3];
+        long[] lo = new long[3];
+        long[] b = new long[3];
+        float[] scales = new float[3];
+        int[] ranks = new int[3];
+        long[] aw = new long[3];
+        long[] ay = new long[3];
+        int[] an = new int[3];
+        long aBlocks = 0;
+        for (int i = 0, j = 0, at = 0; i < ws.length; i++) {
+            w[i] = CudaAllocator.address(ws[i]);
+            y[i] = CudaAllocator.address(ys[i]);
+            n[i] = ws[i].size(0);
+            Backend.LowRankTerm t = terms[i];
+            if (t != null) {
+                int r = t.a().size(0);
+                lo[i] = CudaAllocator.address(loAll) + 4L * at;
+                b[i] = CudaAllocator.address(t.b());
+                scales[i] = t.scale();
+                ranks[i] = r;
+                at += m * r;
+                aw[j] = CudaAllocator.address(t.a());
+                ay[j] = lo[i];
+                an[j] = r;
+                aBlocks += (r + 7) / 8;
+                j++;
+            }
+        }
+        launchNarrow3(x, m, k, aw, ay, an, aBlocks, 0L);
+        qgemv.launchBf16LowRank(x, m, k, w, y, n, lo, b, scales, ranks);
         return true;
     }
 

@@ -96,8 +96,16 @@ final class CudaMoePairs {
      */
     static final int STACKED_PAIRS = stackedPairs(System.getProperty("orbit.cuda.moePairsStacked"));
 
+    /**
+     * Pairs a call from which the gate's and the up's LoRA A take one grouped launch ({@link #matmulShared}): past
+     * {@value #DIRECT_PAIRS}, or from {@link #STACKED_PAIRS} where that is fewer (the pairs are grouped for the fused
+     * expert products then anyway).
+     */
+    static final int SHARED_A_PAIRS = Math.min(STACKED_PAIRS, DIRECT_PAIRS + 1);
+
     private final CudaContext ctx;
     private final CudaMoeOps grouped;
+    private final CudaMoeDecodePairs decode;
     /** The device routing of a call above {@value #DIRECT_PAIRS} pairs, one per expert count, made outside a capture and kept. */
     private final Map<Integer, MoeRouting> routings = new HashMap<>();
     /** The ids tensor each routing was last filled from (compared by identity). */
@@ -136,6 +144,7 @@ final class CudaMoePairs {
     CudaMoePairs(CudaContext ctx, CudaMoeOps grouped) {
         this.ctx = ctx;
         this.grouped = grouped;
+        this.decode = new CudaMoeDecodePairs(ctx);
         for (QuantLayout l : QuantLayout.values()) {
             quantized.put(l, ctx.kernel("qgemv", "qgemv_" + l.kernelSuffix() + "_pairs_f32"));
             Map<Integer, Kernel> byChunk = new HashMap<>();
@@ -271,7 +280,7 @@ final class CudaMoePairs {
 
     /**
      * Two sets of f32 experts of few rows over a long K (the gate's and the up's LoRA A) against the same x and pairs in one
-     * {@code moe_routed_dense_a2} launch: above {@value #DIRECT_PAIRS} pairs, where each would take {@code
+     * {@code moe_routed_dense_a2} launch: from {@link #SHARED_A_PAIRS} pairs, where each would take {@code
      * moe_routed_dense_a}, with its sums (scale 1, ys overwritten). Returns false, writing nothing, for anything else (the
      * caller runs a {@link #matmul} each).
      */
@@ -282,7 +291,7 @@ final class CudaMoePairs {
         int pairs = Math.toIntExact(ids.numel());
         int k = ws[0].cols();
         int e = ws[0].experts();
-        if (pairs <= DIRECT_PAIRS || pairs > 65535 || ws[1].cols() != k || ws[1].experts() != e || k <= SHORT_K || k % 8 != 0
+        if (pairs < SHARED_A_PAIRS || pairs > 65535 || ws[1].cols() != k || ws[1].experts() != e || k <= SHORT_K || k % 8 != 0
                 || 2L * e * 4 > SHARED_DEFAULT || ids.dtype() != DType.I32 || x.dtype() != DType.F32 || !x.isContiguous()
                 || CudaAllocator.address(x) % 16 != 0 || xDiv <= 0 || pairs % xDiv != 0 || x.size(-1) != k
                 || x.numel() != (long) pairs / xDiv * k) {
@@ -324,15 +333,17 @@ final class CudaMoePairs {
     /**
      * act [P, N] row p = silu(x[p / xDiv] · G_eᵀ + g) · (x[p / xDiv] · U_eᵀ + u) in one tensor-core launch
      * ({@link CudaMoeOps#gateUpLora}) for INT4 gate and up experts that lie back to back, from {@link #STACKED_PAIRS}
-     * pairs, with LoRA terms of f32 factors of one rank (a multiple of 4) or none. Returns false, writing nothing into act,
-     * for anything else (the caller runs the separate products; the pairs' grouping may have been made, and is kept).
+     * pairs, with LoRA terms of f32 factors of one rank (a multiple of 4) or none; below that, stacked experts of any
+     * quantized layout in one GEMV launch ({@link CudaMoeDecodePairs#swiglu}: f32 x). Returns false, writing nothing into
+     * act, for anything else (the caller runs the separate products; the pairs' grouping may have been made, and is kept).
      */
     boolean swiglu(Tensor x, int xDiv, ExpertWeights gate, ExpertWeights up, Tensor ids, Backend.PairLora gateLora,
                    Backend.PairLora upLora, Tensor act) {
         int pairs = Math.toIntExact(ids.numel());
         int n = gate.rows();
         int k = gate.cols();
-        if (!fusedPairs(pairs, ids, xDiv)) {
+        boolean fused = fusedPairs(pairs, ids, xDiv);
+        if (!fused && !(SWIGLU_PAIRS && CudaMoeDecodePairs.takes(pairs, ids, xDiv))) {
             return false;
         }
         ctx.devContiguous("moeSwigluPairs x", x, DType.F32);
@@ -346,7 +357,7 @@ final class CudaMoePairs {
         }
         QuantizedTensor g = gate.stacked();
         QuantizedTensor u = up.stacked();
-        if (g == null || u == null || QuantLayout.of(g, ctx) != QuantLayout.INT4 || QuantLayout.of(u, ctx) != QuantLayout.INT4) {
+        if (g == null || u == null || (fused && (QuantLayout.of(g, ctx) != QuantLayout.INT4 || QuantLayout.of(u, ctx) != QuantLayout.INT4))) {
             return false;
         }
         int rank = gateLora != null ? gateLora.b().cols() : upLora != null ? upLora.b().cols() : 0;
@@ -354,6 +365,9 @@ final class CudaMoePairs {
         Tensor upTable = loraTable("moeSwigluPairs up", upLora, up, pairs, rank);
         if ((gateLora != null && gateTable == null) || (upLora != null && upTable == null)) {
             return false;
+        }
+        if (!fused) {
+            return decode.swiglu(x, xDiv, g, u, gate.experts(), ids, gateLora, gateTable, upLora, upTable, rank, act);
         }
         return grouped.gateUpLora(x, xDiv, g, u, routed(gate.experts(), ids), act, n, k, gateLora == null ? null : gateLora.lo(),
                 gateTable, gateLora == null ? 0f : gateLora.scale(), upLora == null ? null : upLora.lo(), upTable,
@@ -388,6 +402,38 @@ final class CudaMoePairs {
         Tensor table = loraTable("moeExpertMatmulPairsLora", lora, w, pairs, rank);
         return table != null && grouped.groupedLora(x, xDiv, stacked, routed(w.experts(), ids), y, n, k, lora.lo(), table,
                 lora.scale(), rank);
+    }
+
+    /**
+     * out [T, H] (+)= Σ_j weights[t, j] · (act[t·k + j] · D_eᵀ + scale · lo · B_eᵀ) in one launch ({@link
+     * CudaMoeDecodePairs#downCombine}) for stacked quantized experts below {@link #STACKED_PAIRS} pairs, with a LoRA of f32
+     * factors (rank a multiple of 4) or none. Returns false, writing nothing, for anything else (the caller runs the
+     * products, the term and the combine).
+     */
+    boolean downCombine(Tensor act, ExpertWeights down, Tensor ids, Backend.PairLora lora, Tensor weights, Tensor out,
+                        boolean accumulate) {
+        int pairs = Math.toIntExact(ids.numel());
+        if (!SWIGLU_PAIRS || !CudaMoeDecodePairs.takes(pairs, ids, 1)) {
+            return false;
+        }
+        ctx.devContiguous("moeDownCombinePairs act", act, DType.F32);
+        ctx.devContiguous("moeDownCombinePairs expert ids", ids, DType.I32);
+        int n = down.rows();
+        int k = down.cols();
+        if (act.size(-1) != k || act.numel() != (long) pairs * k) {
+            throw new IllegalArgumentException("moeDownCombinePairs: act " + act + " must be [" + pairs + ", " + k + "] for " + pairs
+                    + " pairs " + ids + " of experts [" + n + ", " + k + "]");
+        }
+        QuantizedTensor d = down.stacked();
+        if (d == null) {
+            return false;
+        }
+        int rank = lora == null ? 0 : lora.b().cols();
+        Tensor table = loraTable("moeDownCombinePairs", lora, down, pairs, rank);
+        if (lora != null && table == null) {
+            return false;
+        }
+        return decode.downCombine(act, d, down.experts(), ids, lora, table, rank, weights, out, accumulate);
     }
 
     /** Whether a call may take the fused tensor-core launches: on, from {@link #STACKED_PAIRS} pairs, ids [tokens, k], x a row a token or a pair. */

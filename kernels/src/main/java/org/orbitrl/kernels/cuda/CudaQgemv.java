@@ -31,6 +31,7 @@ final class CudaQgemv {
     private final CudaContext ctx;
     private final Map<String, Kernel> kernels = new HashMap<>();
     private final Map<Integer, Kernel> bf16Kernels = new HashMap<>();
+    private final Map<Integer, Kernel> bf16LowRank = new HashMap<>();
 
     CudaQgemv(CudaContext ctx) {
         this.ctx = ctx;
@@ -44,7 +45,36 @@ final class CudaQgemv {
         }
         for (int mt : new int[]{1, 4, 8, 16}) {
             bf16Kernels.put(mt, ctx.kernel("bgemv", "bgemv_m" + mt));
+            bf16LowRank.put(mt, ctx.kernel("bgemv", "bgemv_lr_m" + mt));
         }
+    }
+
+    /**
+     * {@code ys[i] = x[M, K] · ws[i]ᵀ + scales[i] · lo_i · b_iᵀ} for up to three dense bf16 weights read by the same x
+     * ({@code bgemv_lr_m*}, one launch, each weight's row blocks after the one before's): the sums of {@link #launchBf16},
+     * then each output's term over the rank in order. Addresses: w, y per weight (0: none), lo [M, r] and b [N, r] f32
+     * (0: no term). K a multiple of 8, x and the weights 16-byte aligned.
+     */
+    void launchBf16LowRank(Tensor x, int m, int k, long[] w, long[] y, int[] n, long[] lo, long[] b, float[] scales, int[] ranks) {
+        int mt = chunkFor(Math.min(m, MAX_CHUNK));
+        int rows = bf16RowsPerBlock(mt);
+        long blocks = 0;
+        Object[] args = new Object[3 + 7 * 3];
+        args[0] = x;
+        args[1] = m;
+        args[2] = k;
+        for (int i = 0; i < 3; i++) {
+            blocks += ceilDiv(n[i], rows);
+            args[3 + 7 * i] = w[i];
+            args[4 + 7 * i] = y[i];
+            args[5 + 7 * i] = n[i];
+            args[6 + 7 * i] = lo[i];
+            args[7 + 7 * i] = b[i];
+            args[8 + 7 * i] = scales[i];
+            args[9 + 7 * i] = ranks[i];
+        }
+        int warps = warpsFor(k / 8, bf16KLanes(mt));
+        ctx.launch(bf16LowRank.get(mt), blocks, 32 * warps, args);
     }
 
     /**

@@ -90,9 +90,13 @@ __device__ __forceinline__ void bg_load(const uint4* q, const float* x, int mcou
 
 // Dense bf16 weights [N, K] (K a multiple of 8), f32 x [M, K], f32 y [M, N], rows of x MT at a time.
 // accumulate: y += x . w^T (a residual add folded into the product).
+// With lo (not null), a low-rank term is added to each output: y[m, n] = sum + s * (sum over j < r, in order, of
+// lo[m, j] * b[n, j]), lo [M, r] and b [N, r] f32 (a LoRA's x . A^T and its B). blk: the block's index among the
+// product's row blocks.
 template <int MT, int KQ, int R, int U>
 __device__ __forceinline__ void bgemv(const float* __restrict__ x, int M, const uint4* __restrict__ w, float* y, int N, int K,
-                                      int accumulate) {
+                                      int accumulate, int blk = 0, const float* lo = nullptr, const float* bt = nullptr,
+                                      float s = 0.0f, int r = 0) {
     constexpr int RL = 32 / KQ; // row lanes of a warp
     constexpr int RB = RL * R;  // rows of the block
     __shared__ float red[BG_WARPS][RB * MT]; // per warp: [rows of the block, x rows of the chunk]
@@ -102,7 +106,7 @@ __device__ __forceinline__ void bgemv(const float* __restrict__ x, int M, const 
     int W = blockDim.x >> 5;
     int rl = lane % RL;
     int kq = lane / RL;
-    int row0 = blockIdx.x * RB;
+    int row0 = blk * RB;
     i64 grow[R]; // weight rows (clamped inside the matrix; rows past N are computed, not written)
 #pragma unroll
     for (int r = 0; r < R; r++) {
@@ -147,6 +151,13 @@ __device__ __forceinline__ void bgemv(const float* __restrict__ x, int M, const 
             float v = 0.0f;
             for (int ww = 0; ww < W; ww++) v += red[ww][i];
             if (row0 + row < N && m < mcount) {
+                if (lo != nullptr) {
+                    const float* l = lo + (i64) (c0 + m) * r;
+                    const float* b = bt + (i64) (row0 + row) * r;
+                    float t = 0.0f;
+                    for (int j = 0; j < r; j++) t = fmaf(l[j], b[j], t);
+                    v += s * t;
+                }
                 float* o = y + (i64) (c0 + m) * N + row0 + row;
                 *o = accumulate ? *o + v : v;
             }
@@ -159,12 +170,37 @@ __device__ __forceinline__ void bgemv(const float* __restrict__ x, int M, const 
     extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_##MT)                                          \
         bgemv_m##MT(const float* x, int M, const uint4* w, float* y, int N, int K, int accumulate) {                    \
         pdl_enter();                                                                                                   \
-        bgemv<MT, BG_KQ_##MT, BG_R_##MT, BG_U_##MT>(x, M, w, y, N, K, accumulate);                                     \
+        bgemv<MT, BG_KQ_##MT, BG_R_##MT, BG_U_##MT>(x, M, w, y, N, K, accumulate, blockIdx.x);                         \
     }
 BG_KERNEL(1)
 BG_KERNEL(4)
 BG_KERNEL(8)
 BG_KERNEL(16)
+
+// Up to three products of the same x with their low-rank terms in one launch (an attention block's q, k and v with their
+// LoRAs, or o with its LoRA, at few rows of x): y_i = x . w_i^T + s_i * lo_i . b_i^T for the i with n_i > 0, the row
+// blocks of w_0, then w_1's, then w_2's along blockIdx.x, each bgemv's sums; lo_i null: no term.
+#define BG_LR_ARGS(I) const uint4 *w##I, float *y##I, int n##I, const float *lo##I, const float *bt##I, float s##I, int r##I
+#define BG_LR_KERNEL(MT)                                                                                               \
+    extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_##MT)                                          \
+        bgemv_lr_m##MT(const float* x, int M, int K, BG_LR_ARGS(0), BG_LR_ARGS(1), BG_LR_ARGS(2)) {                    \
+        pdl_enter();                                                                                                   \
+        constexpr int RB = 32 / BG_KQ_##MT * BG_R_##MT;                                                                \
+        int nb0 = (n0 + RB - 1) / RB;                                                                                  \
+        int nb1 = (n1 + RB - 1) / RB;                                                                                  \
+        int rb = blockIdx.x;                                                                                           \
+        if (rb < nb0) {                                                                                                \
+            bgemv<MT, BG_KQ_##MT, BG_R_##MT, BG_U_##MT>(x, M, w0, y0, n0, K, 0, rb, lo0, bt0, s0, r0);                 \
+        } else if (rb < nb0 + nb1) {                                                                                   \
+            bgemv<MT, BG_KQ_##MT, BG_R_##MT, BG_U_##MT>(x, M, w1, y1, n1, K, 0, rb - nb0, lo1, bt1, s1, r1);           \
+        } else {                                                                                                       \
+            bgemv<MT, BG_KQ_##MT, BG_R_##MT, BG_U_##MT>(x, M, w2, y2, n2, K, 0, rb - nb0 - nb1, lo2, bt2, s2, r2);     \
+        }                                                                                                              \
+    }
+BG_LR_KERNEL(1)
+BG_LR_KERNEL(4)
+BG_LR_KERNEL(8)
+BG_LR_KERNEL(16)
 
 // y (+)= rmsnorm(x) . w^T for M <= MT rows of x (MT = 4; one row: bgemv_norm1 below): every block stages the normalized rows
 // nw[k] * (x[k] / sqrt(mean(x^2) + eps)) (rmsnorm_f32's expression; nw f32 or bf16) in shared memory,
@@ -178,7 +214,7 @@ BG_KERNEL(16)
         extern __shared__ float xs[];                                                                                  \
         __shared__ float sh[32];                                                                                       \
         bg_stage_norm(x, M, nw, nwBf16, eps, K, xs, sh);                                                               \
-        bgemv<MT, BG_KQ_##MT, BG_R_##MT, BG_U_##MT>(xs, M, w, y, N, K, accumulate);                                   \
+        bgemv<MT, BG_KQ_##MT, BG_R_##MT, BG_U_##MT>(xs, M, w, y, N, K, accumulate, blockIdx.x);                       \
     }
 
 // xs[m * K + k] = nw[k] * (x[m, k] / sqrt(mean(x[m]^2) + eps)) for the M rows, by the whole block; ends

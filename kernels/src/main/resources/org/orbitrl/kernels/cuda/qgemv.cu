@@ -253,6 +253,23 @@ QG_TABLE_FORMAT(nvfp4, QF_NVFP4)
 #endif
 #define QGD_MAX_TOPK 16
 
+// A LoRA term of the routed pairs' products: s * (sum over j < r, in order, of lo[p, j] * B_e[n, j]) for pair p of expert e
+// and output row n, lo [pairs, r] f32 and B_e [N, r] f32 at table[e]; none (0) where lo is null.
+struct QgLora {
+    const float* lo = nullptr;
+    const unsigned long long* table = nullptr;
+    float s = 0.0f;
+    int r = 0;
+    __device__ __forceinline__ float term(int p, int e, int n) const {
+        if (lo == nullptr) return 0.0f;
+        const float* l = lo + (i64) p * r;
+        const float* b = (const float*) table[e] + (i64) n * r;
+        float t = 0.0f;
+        for (int j = 0; j < r; j++) t = fmaf(l[j], b[j], t);
+        return s * t;
+    }
+};
+
 // act[p, n] = silu(g) * u with g = x[p / xDiv] . Gate[e]^T[n], u = x[p / xDiv] . Up[e]^T[n], e = ids[p]
 // (blockIdx.y = p): the gate and up products of a decode step's routed pairs and the SwiGLU between
 // them in one launch. qgemv's lane split (KQ k lanes, R rows a lane, warps over K) with each lane
@@ -263,7 +280,7 @@ __device__ __forceinline__ void qgemv_swiglu(const float* x, int xDiv, const int
                                              const void* __restrict__ gs, const u32* __restrict__ gz, float gglobal,
                                              const uint4* __restrict__ uc, const void* __restrict__ us,
                                              const u32* __restrict__ uz, float uglobal, float* act, int N, int K, int E,
-                                             int* err) {
+                                             int* err, const QgLora& gl = QgLora(), const QgLora& ul = QgLora()) {
     constexpr int RL = 32 / KQ;
     constexpr int RB = RL * R;
     extern __shared__ float xs[];          // [K]
@@ -316,7 +333,11 @@ __device__ __forceinline__ void qgemv_swiglu(const float* x, int xDiv, const int
             gv += red[0][w][i];
             uv += red[1][w][i];
         }
-        if (row0 + i < N) act[(i64) p * N + row0 + i] = gv / (1.0f + expf(-gv)) * uv; // swiglu_f32's expression
+        if (row0 + i < N) {
+            gv += gl.term(p, e, row0 + i);
+            uv += ul.term(p, e, row0 + i);
+            act[(i64) p * N + row0 + i] = gv / (1.0f + expf(-gv)) * uv; // swiglu_f32's expression
+        }
     }
 }
 
@@ -330,7 +351,7 @@ template <int FMT, int KQ, int R, int U>
 __device__ __forceinline__ void qgemv_down_combine(const float* act, const int* ids, const float* wts, int topk, int normalize,
                                                    const uint4* __restrict__ codes, const void* __restrict__ scales,
                                                    const u32* __restrict__ zeros, float global, float* out, int accumulate,
-                                                   int N, int K, int E, int* err) {
+                                                   int N, int K, int E, int* err, const QgLora& lora = QgLora()) {
     constexpr int RL = 32 / KQ;
     constexpr int RB = RL * R;
     extern __shared__ float as[];           // [topk][K]
@@ -376,7 +397,11 @@ __device__ __forceinline__ void qgemv_down_combine(const float* act, const int* 
         float v = acc[r][0];
 #pragma unroll
         for (int o = RL; o < 32; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (kq == 0) red[j][rl + RL * r] = v;
+        if (kq == 0) {
+            int n = row0 + rl + RL * r;
+            if (ok && n < N) v += lora.term(pair, e, n);
+            red[j][rl + RL * r] = v;
+        }
     }
     __syncthreads();
     if ((int) threadIdx.x < RB && row0 + (int) threadIdx.x < N) {
@@ -418,6 +443,30 @@ __device__ __forceinline__ void qgemv_down_combine(const float* act, const int* 
                                                      accumulate, N, K, E, err);                                            \
     }
 
+// The same launches with the pairs' LoRA terms (rollout's decode step at few tokens): gate's and up's added to g and u
+// before the SwiGLU (glo / ulo null: none), down's to each expert's product before it is weighted.
+#define QG_DECODE_LORA_KERNELS(FNAME, FMT)                                                                                   \
+    extern "C" __global__ void __launch_bounds__(32 * QG_WARPS, QGS_MINB) qgemv_swiglu_lora_##FNAME(                        \
+        const float* x, int xDiv, const int* ids, const uint4* gc, const void* gs, const u32* gz, float gglobal,            \
+        const uint4* uc, const void* us, const u32* uz, float uglobal, float* act, int N, int K, int E, int* err,           \
+        const float* glo, const unsigned long long* gtab, float gsc, const float* ulo, const unsigned long long* utab,       \
+        float usc, int rank) {                                                                                               \
+        pdl_enter();                                                                                                         \
+        qgemv_swiglu<FMT, QGS_KQ, QGS_R>(x, xDiv, ids, gc, gs, gz, gglobal, uc, us, uz, uglobal, act, N, K, E, err,         \
+                                         QgLora{glo, gtab, gsc, rank}, QgLora{ulo, utab, usc, rank});                        \
+    }                                                                                                                      \
+    extern "C" __global__ void __launch_bounds__(32 * QGD_MAX_TOPK) qgemv_down_combine_lora_##FNAME(                        \
+        const float* act, const int* ids, const float* wts, int topk, int normalize, const uint4* codes,                    \
+        const void* scales, const u32* zeros, float global, float* out, int accumulate, int N, int K, int E, int* err,      \
+        const float* lo, const unsigned long long* tab, float sc, int rank) {                                                \
+        pdl_enter();                                                                                                         \
+        qgemv_down_combine<FMT, QGD_KQ, QGD_R, QGD_U>(act, ids, wts, topk, normalize, codes, scales, zeros, global, out,   \
+                                                     accumulate, N, K, E, err, QgLora{lo, tab, sc, rank});                 \
+    }
+
 QG_DECODE_KERNELS(int4, QF_INT4)
+QG_DECODE_LORA_KERNELS(int4, QF_INT4)
+QG_DECODE_LORA_KERNELS(mxfp4, QF_MXFP4)
+QG_DECODE_LORA_KERNELS(nvfp4, QF_NVFP4)
 QG_DECODE_KERNELS(mxfp4, QF_MXFP4)
 QG_DECODE_KERNELS(nvfp4, QF_NVFP4)

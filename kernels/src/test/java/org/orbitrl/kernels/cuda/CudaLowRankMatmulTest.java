@@ -14,7 +14,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * A decode batch's dense products with their LoRA terms in two launches ({@link CudaBackend#matmulLowRank}:
- * {@code narrow_matmul3_f32} for the terms' x·Aᵀ and x in bf16, then {@code dmma.cu} on tensor cores) against a double
+ * {@code narrow_matmul3_f32} for the terms' x·Aᵀ and x in bf16, then {@code dmma.cu} on tensor cores; up to 16 rows of x,
+ * the A products and then {@code bgemv_lr} on f32 x) against a double
  * reference of {@code y = bf16(x)·Wᵀ + s·(x·Aᵀ)·Bᵀ}: the base product takes x rounded to bf16, the term's A product the
  * f32 x. Tolerance per element: 1e-6 + 1e-5·S + 1e-5·|s|·Σ_r |B_r|·(|lo_r| + Σ_k |x·A_r|), with S = Σ_k |bf16(x)·W|
  * (f32 sums in another order, the f32 rounding of lo carried through B).
@@ -47,12 +48,41 @@ class CudaLowRankMatmulTest extends CudaTestBase {
         }
     }
 
+    /**
+     * Up to {@value CudaMatmulOps#QGEMV_MAX_ROWS} rows of x (a decode step of few sequences) the GEMV form takes the call:
+     * the A products, then one launch for the base products of f32 x (the weights exact) with each term added to its
+     * outputs. Against the double reference of {@code y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ} with the same tolerance: Qwen3-30B-A3B's q,
+     * k and v and its o at one row, a weight without a term, row counts that are not a multiple of a block's rows, ranks 4
+     * to 64, and 1, 3, 4, 5, 8, 9 and 16 rows of x (each row chunk of the kernels).
+     */
+    @Test
+    void fewRowsTakeTheGemvWithTheTermsFolded() {
+        SplittableRandom r = rng(76);
+        Case[] cases = {
+                new Case(1, 2048, new int[]{4096, 512, 512}, new int[]{32, 32, 32}, 2f),    // Qwen3-30B-A3B's q, k, v
+                new Case(1, 4096, new int[]{2048}, new int[]{32}, 2f),                      // its o
+                new Case(3, 512, new int[]{256, 128, 384}, new int[]{16, 0, 8}, -0.5f),     // a weight without a term
+                new Case(4, 1024, new int[]{100, 37}, new int[]{4, 64}, 0.25f),             // ragged rows, ranks 4 and 64
+                new Case(5, 2048, new int[]{4096, 512, 512}, new int[]{32, 32, 32}, 1f),
+                new Case(8, 264, new int[]{130}, new int[]{12}, 1.5f),                      // K of 33 loads a row
+                new Case(9, 64, new int[]{48, 16, 8}, new int[]{8, 8, 8}, 1f),              // K of one load a warp's lanes
+                new Case(16, 4096, new int[]{2048}, new int[]{32}, -1f)};
+        for (Case c : cases) {
+            check(r, c, false);
+        }
+    }
+
     private void check(SplittableRandom r, Case c) {
+        check(r, c, true);
+    }
+
+    /** One call against the double reference; {@code xToBf16}: the base products take x rounded to bf16 (the tensor cores'). */
+    private void check(SplittableRandom r, Case c, boolean xToBf16) {
         int m = c.m();
         int k = c.k();
         int count = c.ns().length;
         float[] x = randn(r, 1f, m, k).toFloatArray();
-        float[] xb = bf16Round(x);
+        float[] xb = xToBf16 ? bf16Round(x) : x;
         Tensor[] ws = new Tensor[count];
         Tensor[] ys = new Tensor[count];
         float[][] wf = new float[count][];
@@ -260,10 +290,20 @@ class CudaLowRankMatmulTest extends CudaTestBase {
         Backend.LowRankTerm oddTerm = new Backend.LowRankTerm(dev(randn(r, 0.05f, 8, k)), dev(randn(r, 0.5f, 96, 8)), 1f);
         for (int m : new int[]{CudaMatmulOps.DMMA_MIN_ROWS - 1, CudaMatmulOps.DMMA_MAX_ROWS + 1}) {
             Tensor y = poisoned(DType.F32, m, 128);
-            assertFalse(gpu.matmulLowRank(dev(randn(r, 1f, m, k)), new Tensor[]{w}, new Backend.LowRankTerm[]{term},
-                    new Tensor[]{y}), m + " rows");
+            Tensor xm = dev(randn(r, 1f, m, k));
+            withProperty("orbit.cuda.lowRankGemv", "off", () -> assertFalse(gpu.matmulLowRank(xm, new Tensor[]{w},
+                    new Backend.LowRankTerm[]{term}, new Tensor[]{y}), m + " rows, the GEMV form off"));
             assertUntouched(y);
         }
+        Tensor x4 = dev(randn(r, 1f, 4, k));
+        Tensor y4 = poisoned(DType.F32, 4, 128);
+        assertFalse(gpu.matmulLowRank(x4, new Tensor[]{dev(randn(r, 0.5f, 128, k))}, new Backend.LowRankTerm[]{term},
+                new Tensor[]{y4}), "4 rows, an f32 weight");
+        Backend.LowRankTerm wide = new Backend.LowRankTerm(dev(randn(r, 0.05f, 72, k)), dev(randn(r, 0.5f, 128, 72)), 1f);
+        assertFalse(gpu.matmulLowRank(x4, new Tensor[]{w}, new Backend.LowRankTerm[]{wide}, new Tensor[]{y4}),
+                "4 rows, rank 72: above the A product's 64 rows");
+        assertFalse(gpu.matmulLowRank(x4, new Tensor[]{w}, new Backend.LowRankTerm[]{null}, new Tensor[]{y4}), "4 rows, no term");
+        assertUntouched(y4);
         Tensor x = dev(randn(r, 1f, 32, k));
         Tensor y = poisoned(DType.F32, 32, 128);
         assertFalse(gpu.matmulLowRank(x, new Tensor[]{w}, new Backend.LowRankTerm[]{null}, new Tensor[]{y}), "no term");

@@ -241,7 +241,8 @@ class CudaMoePairsTest extends CudaTestBase {
      * experts back to back, against a double reference of {@code silu(x·G_eᵀ + s_g·lo_g·Bg_eᵀ) · (x·U_eᵀ + s_u·lo_u·Bu_eᵀ)}
      * with x rounded to bf16 (as the tensor-core products round it): with both terms, one, none; x per token and per
      * pair; 5 to 32 pairs an expert (8-row chunks in four stages and two blocks an SM, or two stages and three, from
- * {@code orbit.cuda.moeGateUpStages}; 16-row chunks above 6). Below {@link CudaMoePairs#STACKED_PAIRS} pairs the call
+     * {@code orbit.cuda.moeGateUpStages}; 16-row chunks above 6). Below {@link CudaMoePairs#STACKED_PAIRS} pairs the GEMV
+     * launch takes the call ({@link CudaMoeDecodePairs}: the reference then with f32 x), and with it off the call
      * declines and writes nothing. Tolerance: each of g and u within {@code e = 1e-6 + 1e-5·(Σ|x·w| + |s|·Σ|lo·b|)}, so
      * act within {@code 1e-6 + 1.1·e_g·|u| + |silu(g)|·e_u + 1e-6·|act|}.
      */
@@ -289,7 +290,8 @@ class CudaMoePairsTest extends CudaTestBase {
                     int xRows = perPair ? pairs : tokens;
                     int xDiv = perPair ? 1 : topk;
                     float[] x = randn(r, 1f, xRows, k).toFloatArray();
-                    float[] xr = bf16Round(x);
+                    boolean below = pairs < CudaMoePairs.STACKED_PAIRS;   // the GEMV launch: f32 x
+                    float[] xr = below ? x : bf16Round(x);
                     int[] ids = CudaFusedDecodeTest.routes(r, tokens, topk, experts);
                     float[] log = randn(r, 1f, pairs, rank).toFloatArray();
                     float[] lou = randn(r, 1f, pairs, rank).toFloatArray();
@@ -302,13 +304,13 @@ class CudaMoePairsTest extends CudaTestBase {
                             + (withUp ? ", up's LoRA" : "");
                     Tensor dx = dev(Tensor.of(x, xRows, k));
                     Tensor dIds = dev(Tensor.ofInts(ids, tokens, topk));
-                    if (pairs < CudaMoePairs.STACKED_PAIRS) {
-                        assertTrue(!gpu.moeSwigluPairs(dx, xDiv, gate, up, dIds, gl, ul, act), what + ": below the bound the call declines");
+                    if (below) {
+                        withProperty("orbit.cuda.moeDecodePairs", "off", () -> assertTrue(!gpu.moeSwigluPairs(dx, xDiv, gate, up, dIds,
+                                gl, ul, act), what + ": below the bound, the GEMV launch off, the call declines"));
                         float[] got = gpu.toHost(act).toFloatArray();
                         for (float v : got) {
                             assertTrue(Float.isNaN(v), what + ": a declined call writes nothing");
                         }
-                        continue;
                     }
                     float[] want = new float[pairs * n];
                     double[] tol = new double[want.length];
@@ -342,6 +344,11 @@ class CudaMoePairsTest extends CudaTestBase {
                             tol[p * n + o] = 1e-6 + 1.1 * (1e-6 + 1e-5 * ag) * Math.abs(u) + Math.abs(silu) * (1e-6 + 1e-5 * au)
                                     + 1e-6 * Math.abs(a);
                         }
+                    }
+                    if (below) {
+                        assertTrue(gpu.moeSwigluPairs(dx, xDiv, gate, up, dIds, gl, ul, act), what + ": the GEMV launch takes the call");
+                        assertWithin(what + " (GEMV launch)", want, gpu.toHost(act).toFloatArray(), tol);
+                        continue;
                     }
                     // 8-row chunks in four stages and two blocks an SM (the default), in two stages and three blocks
                     for (String stages : new String[]{"auto", "2"}) {

@@ -217,7 +217,8 @@ final class GroupedMoe {
      * from the ids on the backend ({@link Backend#moeExpertMatmulPairs}; gate, up, their LoRA's B and the SwiGLU in
      * one call where the backend fuses them, {@link Backend#moeSwigluPairs}, and down with its LoRA's B,
      * {@link Backend#moeExpertMatmulPairsLora}), and the pairs weighted back into their
-     * tokens ({@link Backend#moeCombinePairs}). No host read, so a decode step of an MoE model can be captured.
+     * tokens ({@link Backend#moeCombinePairs}; down, its LoRA's B and that in one call where the backend fuses them,
+     * {@link Backend#moeDownCombinePairs}). No host read, so a decode step of an MoE model can be captured.
      * For inference and decode batches ({@value #PAIRS_MAX} pairs at most), never in a training step (whose
      * recomputed forwards must equal its first), and a long prompt's prefill keeps the grouped products. With
      * {@code accumulate} the pairs are weighted into out as it is ({@link #takesPairs} must hold): the bits of the
@@ -261,9 +262,13 @@ final class GroupedMoe {
             a.release(u);
         }
         release(a, gateA, upA);
-        Tensor ys = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, x.size(1)); // [P, hidden]
         ExpertLora downLora = ExpertLora.of(linears(moe.experts, 2));
         Tensor downA = downLora == null ? null : downLora.pairsA(b, g, 1, ids);    // [P, r]
+        if (b.moeDownCombinePairs(g, down, ids, downA == null ? null : downLora.pairTerm(downA), weights, out, accumulate)) {
+            release(a, downA, g, weights, ids);
+            return;
+        }
+        Tensor ys = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, x.size(1)); // [P, hidden]
         if (downA == null || !b.moeExpertMatmulPairsLora(g, 1, down, ids, downLora.pairTerm(downA), ys)) {
             b.moeExpertMatmulPairs(g, 1, down, ids, 1f, ys, false);
             if (downA != null) {

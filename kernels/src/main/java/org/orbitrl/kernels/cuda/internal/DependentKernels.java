@@ -90,6 +90,7 @@ final class DependentKernels {
         String[] xs = {"f32", "bf16"};
         for (int mt : new int[]{1, 4, 8, 16}) {
             s.add("bgemv/bgemv_m" + mt);
+            s.add("bgemv/bgemv_lr_m" + mt);
             for (String format : new String[]{"int4", "mxfp4", "nvfp4"}) {
                 for (String x : xs) {
                     s.add("qgemv/qgemv_" + format + "_m" + mt + "_" + x);

@@ -1,0 +1,96 @@
+package org.orbitrl.kernels.cuda;
+
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cuda.internal.Kernel;
+import org.orbitrl.kernels.quant.QuantizedTensor;
+
+import java.util.EnumMap;
+
+/**
+ * The routed experts of a decode step of few tokens (below {@link CudaMoePairs#STACKED_PAIRS} pairs) with their LoRA
+ * terms, on {@code qgemv.cu}'s decode fusions: gate, up, their terms and the SwiGLU in one launch ({@code
+ * qgemv_swiglu_lora_*}), and the down products, their terms and the weighting back into the tokens in another ({@code
+ * qgemv_down_combine_lora_*}). The products read x in f32 and the quantized weights exactly, as the pair GEMVs do; each
+ * term is {@code s · Σ_j lo[p, j] · B_e[n, j]} (j in order) added to its product before the SwiGLU or the weighting.
+ * {@link CudaMoePairs} checks the shapes and makes the B tables; {@code -Dorbit.cuda.moeDecodePairs=off} (read at each
+ * call) declines, and the caller runs the separate products.
+ */
+final class CudaMoeDecodePairs {
+    /** Rows of a gate/up block: 32 / QGS_KQ * QGS_R in qgemv.cu. */
+    private static final int SWIGLU_ROWS = 32 / 8 * 4;
+    /** Rows of a down block: 32 / QGD_KQ * QGD_R. */
+    private static final int DOWN_ROWS = 32 / 8 * 2;
+    /** Experts a token the down launch takes (a warp each): QGD_MAX_TOPK. */
+    static final int MAX_TOPK = 16;
+    private static final int MAX_SHARED = 227 * 1024;
+
+    private final CudaContext ctx;
+    private final EnumMap<QuantLayout, Kernel> swiglu = new EnumMap<>(QuantLayout.class);
+    private final EnumMap<QuantLayout, Kernel> down = new EnumMap<>(QuantLayout.class);
+
+    CudaMoeDecodePairs(CudaContext ctx) {
+        this.ctx = ctx;
+        for (QuantLayout l : QuantLayout.values()) {
+            swiglu.put(l, ctx.kernel("qgemv", "qgemv_swiglu_lora_" + l.kernelSuffix()));
+            down.put(l, ctx.kernel("qgemv", "qgemv_down_combine_lora_" + l.kernelSuffix()));
+        }
+    }
+
+    /** Whether a call of this many pairs, ids [tokens, k] and x a row per xDiv pairs may take these launches. */
+    static boolean takes(int pairs, Tensor ids, int xDiv) {
+        return pairs > 0 && pairs < CudaMoePairs.STACKED_PAIRS && ids.rank() == 2 && (xDiv == 1 || xDiv == ids.size(-1))
+                && !"off".equals(System.getProperty("orbit.cuda.moeDecodePairs"));
+    }
+
+    /**
+     * act [P, N] = silu(x · G_eᵀ + g) · (x · U_eᵀ + u) for stacked g and u of one layout; the terms' tables from
+     * {@link CudaMoePairs} (null with their LoRA). False, writing nothing, where x or K do not suit the kernel.
+     */
+    boolean swiglu(Tensor x, int xDiv, QuantizedTensor g, QuantizedTensor u, int experts, Tensor ids, Backend.PairLora gl,
+                   Tensor gTable, Backend.PairLora ul, Tensor uTable, int rank, Tensor act) {
+        QuantLayout layout = QuantLayout.of(g, ctx);
+        int n = Math.toIntExact(g.rows() / experts);
+        int k = Math.toIntExact(g.cols());
+        if (layout == null || QuantLayout.of(u, ctx) != layout || k % 32 != 0 || 4L * k > MAX_SHARED
+                || CudaAllocator.address(x) % 16 != 0 || CudaAllocator.address(g.codes()) % 16 != 0
+                || CudaAllocator.address(u.codes()) % 16 != 0) {
+            return false;
+        }
+        int pairs = Math.toIntExact(ids.numel());
+        int warps = CudaQgemv.warpsFor(k / 32, 8);
+        ctx.launch2dShared(swiglu.get(layout), (n + SWIGLU_ROWS - 1) / SWIGLU_ROWS, pairs, 32 * warps, 4 * k, x, xDiv, ids,
+                g.codes(), g.scales(), g.zeros(), g.globalScale(), u.codes(), u.scales(), u.zeros(), u.globalScale(), act, n, k,
+                experts, ctx.errorFlag, gl == null ? null : gl.lo(), gTable, gl == null ? 0f : gl.scale(), ul == null ? null : ul.lo(),
+                uTable, ul == null ? 0f : ul.scale(), rank);
+        return true;
+    }
+
+    /**
+     * out [T, H] (+)= Σ_j weights[t, j] · (act[t·k + j] · D_eᵀ + lora) for stacked d; the term's table from {@link
+     * CudaMoePairs} (null without a LoRA). False, writing nothing, where the shapes do not suit the kernel.
+     */
+    boolean downCombine(Tensor act, QuantizedTensor d, int experts, Tensor ids, Backend.PairLora lora, Tensor table, int rank,
+                        Tensor weights, Tensor out, boolean accumulate) {
+        QuantLayout layout = QuantLayout.of(d, ctx);
+        int n = Math.toIntExact(d.rows() / experts);
+        int k = Math.toIntExact(d.cols());
+        int topk = ids.size(-1);
+        int tokens = ids.size(0);
+        if (layout == null || k % 32 != 0 || topk > MAX_TOPK || 4L * topk * k > MAX_SHARED || CudaAllocator.address(act) % 16 != 0
+                || CudaAllocator.address(d.codes()) % 16 != 0) {
+            return false;
+        }
+        ctx.devContiguous("moeDownCombinePairs weights", weights, DType.F32);
+        ctx.devContiguous("moeDownCombinePairs out", out, DType.F32);
+        if (weights.numel() != (long) tokens * topk || out.size(-1) != n || CudaContext.rows(out) != tokens) {
+            throw new IllegalArgumentException("moeDownCombinePairs: weights " + weights + " [" + tokens + ", " + topk + "] and out " + out
+                    + " [" + tokens + ", " + n + "] do not fit ids " + ids + " and experts of [" + n + ", " + k + "]");
+        }
+        ctx.launch2dShared(down.get(layout), (n + DOWN_ROWS - 1) / DOWN_ROWS, tokens, 32 * topk, 4 * topk * k, act, ids, weights,
+                topk, 0, d.codes(), d.scales(), d.zeros(), d.globalScale(), out, accumulate ? 1 : 0, n, k, experts, ctx.errorFlag,
+                lora == null ? null : lora.lo(), table, lora == null ? 0f : lora.scale(), rank);
+        return true;
+    }
+}

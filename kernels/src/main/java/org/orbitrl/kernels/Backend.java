@@ -443,6 +443,17 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * A decode step's router in one call, where the backend fuses it: weights f32 [T, k] and ids i32 [T, k] of the k
+     * largest of softmax(x · routerᵀ) over the E experts of each token (x f32 [T, hidden], router [E, hidden]), the
+     * weights divided by their sum when {@code normalize}: the numbers of {@link #matmul}, {@link #softmax} and {@link
+     * #moeTopk} within f32 rounding (of two equal probabilities either expert may be chosen). Returns false without
+     * writing anything where there is none (here): the caller then runs those steps.
+     */
+    default boolean moeRouterTopk(Tensor x, Tensor router, int k, boolean normalize, Tensor weights, Tensor ids) {
+        return false;
+    }
+
+    /**
      * A decode step's down products per routed pair, their LoRA terms and the weighting back into the tokens in one
      * call, where the backend has a fused form: out [T, H] row t (+)= Σ_j weights[t, j] · (act[t·k + j] · D_eᵀ + lora)
      * (j ascending, e = ids[t, j]) for act f32 [T·k, I], ids i32 and weights f32 [T, k]; overwrites out unless {@code

@@ -815,6 +815,19 @@ public final class CudaBackend implements Backend {
     }
 
     /**
+     * The logits, the softmax and the top k in one launch ({@link CudaFusedDecode#moeRouterTopk}); outside exact mode,
+     * {@code -Dorbit.cuda.routerTopk=off} (read at each call) declines.
+     */
+    @Override
+    public boolean moeRouterTopk(Tensor x, Tensor router, int k, boolean normalize, Tensor weights, Tensor ids) {
+        if (exact || "off".equals(System.getProperty("orbit.cuda.routerTopk"))) {
+            return false;
+        }
+        ctx.device.bind();
+        return fusedDecode.moeRouterTopk(x, router, k, normalize, weights, ids);
+    }
+
+    /**
      * Below {@link CudaMoePairs#STACKED_PAIRS} pairs (a decode step of one token at top-8), stacked quantized experts: the
      * down products, their LoRA terms and the combine in one launch ({@link CudaMoePairs#downCombine}).
      */

@@ -128,6 +128,39 @@ public final class CudaFusedDecode {
      * The tickets that find that block are the backend's own, so launches of this op on one backend run
      * one after another (its stream); up to 4096 tokens a launch, more take the unfused norm and router.
      */
+    /**
+     * The router of x as it is (normed before): values and indices [T, topk] of the topk largest of softmax(x ·
+     * routerᵀ) per token, divided by their sum when {@code normalize}: {@code moe_router_norm_topk} without its norm, one
+     * launch up to {@link CudaContext#TICKETS} tokens (the router of any batch above). Returns false, launching nothing,
+     * where the shapes do not suit it (router not bf16 [E, hidden] 16-byte aligned, hidden not a multiple of 8, hidden +
+     * E floats past the kernel's shared memory).
+     */
+    public boolean moeRouterTopk(Tensor x, Tensor router, int topk, boolean normalize, Tensor values, Tensor indices) {
+        ctx.device.bind();
+        ctx.devContiguous("moeRouterTopk x", x, DType.F32);
+        ctx.devContiguous("moeRouterTopk values", values, DType.F32);
+        ctx.devContiguous("moeRouterTopk indices", indices, DType.I32);
+        int hd = x.size(-1);
+        int tokens = CudaContext.rows(x);
+        if (router.dtype() != DType.BF16 || router.rank() != 2 || !router.isContiguous() || router.dim(1) != hd || hd % 8 != 0
+                || CudaAllocator.address(router) % 16 != 0 || 4L * (hd + router.size(0)) > SHARED_LIMIT || tokens == 0) {
+            return false;
+        }
+        int e = router.size(0);
+        if (topk <= 0 || topk > e || values.numel() != (long) tokens * topk || indices.numel() != (long) tokens * topk) {
+            throw new IllegalArgumentException("moeRouterTopk: x " + x + ", router " + router + " [experts, hidden], top " + topk
+                    + " into " + values + " and " + indices + " [tokens, topk]");
+        }
+        if (tokens > CudaContext.TICKETS) {
+            moeOps.routerTopk(x, router, topk, normalize, values, indices);
+            return true;
+        }
+        Tensor logits = ctx.scratch(CudaContext.Scratch.ROUTER_LOGITS, DType.F32, (long) tokens * e); // [T, E]
+        ctx.launch2dShared(routerNormTopk, (e + ROUTER_WARPS - 1) / ROUTER_WARPS, tokens, 32 * ROUTER_WARPS, 4 * (hd + e), x, null, 0,
+                0f, null, router, hd, e, topk, normalize ? 1 : 0, logits, ctx.tickets, values, indices);
+        return true;
+    }
+
     public void moeRouterNormTopk(Tensor x, Tensor normWeight, float eps, Tensor router, int topk, boolean normalize, Tensor h,
                                   Tensor values, Tensor indices) {
         ctx.device.bind();

@@ -348,7 +348,7 @@ final class CudaMatmulOps {
 
     /**
      * {@link Backend#matmulLowRank} for 1 to {@value #QGEMV_MAX_ROWS} rows of x (a decode step of few sequences): up to
-     * three bf16 weights, K a multiple of 8, f32 LoRA factors of rank at most {@value #NARROW_MAX_N}. One {@code
+     * three bf16 weights, K a multiple of 8, f32 LoRA factors of rank at most {@value #NARROW_MAX_N}, a multiple of 4. One {@code
      * narrow_matmul3_f32} launch for the terms' x · Aᵀ (the sums of {@link #matmulShared}), then one {@code bgemv_lr}
      * launch for the base products (the GEMV's sums of {@link #matmul}: f32 x, the weights exact) with each term's s · (x ·
      * Aᵀ) · Bᵀ added to its outputs in f32: two launches where the unfused steps take a GEMV a weight, the A products and
@@ -381,7 +381,8 @@ final class CudaMatmulOps {
                 Tensor a = t.a();
                 Tensor b = t.b();
                 if (a.dtype() != DType.F32 || b.dtype() != DType.F32 || !a.isContiguous() || !b.isContiguous() || a.rank() != 2
-                        || b.rank() != 2 || a.size(0) == 0 || a.size(0) > NARROW_MAX_N || CudaAllocator.address(a) % 16 != 0) {
+                        || b.rank() != 2 || a.size(0) == 0 || a.size(0) > NARROW_MAX_N || a.size(0) % 4 != 0
+                        || CudaAllocator.address(a) % 16 != 0 || CudaAllocator.address(b) % 16 != 0) {
                     return false;
                 }
                 if (a.dim(1) != k || b.dim(1) != a.dim(0) || b.dim(0) != w.dim(0)) {

@@ -96,13 +96,6 @@ final class CudaMoePairs {
      */
     static final int STACKED_PAIRS = stackedPairs(System.getProperty("orbit.cuda.moePairsStacked"));
 
-    /**
-     * Pairs a call from which the gate's and the up's LoRA A take one grouped launch ({@link #matmulShared}): past
-     * {@value #DIRECT_PAIRS}, or from {@link #STACKED_PAIRS} where that is fewer (the pairs are grouped for the fused
-     * expert products then anyway).
-     */
-    static final int SHARED_A_PAIRS = Math.min(STACKED_PAIRS, DIRECT_PAIRS + 1);
-
     private final CudaContext ctx;
     private final CudaMoeOps grouped;
     private final CudaMoeDecodePairs decode;
@@ -116,6 +109,7 @@ final class CudaMoePairs {
     private final EnumMap<QuantLayout, Map<Integer, Kernel>> routedQuantized = new EnumMap<>(QuantLayout.class);
     private final Kernel dense;
     private final Kernel denseR1;
+    private final Kernel denseR1x2;         // the same for two sets (the gate's and the up's LoRA A) in one launch
     private final Kernel routedDense;       // grouped on the device: 4 rows a warp
     private final Kernel routedDenseRow;    // a row a warp (few rows, long K: a LoRA's A in bf16)
     private final Kernel routedDenseLongK;  // a row a warp, its slice of K held in registers (a LoRA's A in f32)
@@ -155,6 +149,7 @@ final class CudaMoePairs {
         }
         this.dense = ctx.kernel("moe_pairs", "moe_pairs_dense");
         this.denseR1 = ctx.kernel("moe_pairs", "moe_pairs_dense_r1");
+        this.denseR1x2 = ctx.kernel("moe_pairs", "moe_pairs_dense_r1x2");
         this.routedDense = ctx.kernel("moe_pairs", "moe_routed_dense_r4");
         this.routedDenseRow = ctx.kernel("moe_pairs", "moe_routed_dense_r1");
         this.routedDenseShortK = ctx.kernel("moe_pairs", "moe_routed_dense_k");
@@ -280,8 +275,9 @@ final class CudaMoePairs {
 
     /**
      * Two sets of f32 experts of few rows over a long K (the gate's and the up's LoRA A) against the same x and pairs in one
-     * {@code moe_routed_dense_a2} launch: from {@link #SHARED_A_PAIRS} pairs, where each would take {@code
-     * moe_routed_dense_a}, with its sums (scale 1, ys overwritten). Returns false, writing nothing, for anything else (the
+     * {@code moe_routed_dense_a2} launch above {@value #DIRECT_PAIRS} pairs, where each would take {@code
+     * moe_routed_dense_a}, with its sums; up to that, one {@code moe_pairs_dense_r1x2} launch with the sums of a {@code
+     * moe_pairs_dense_r1} each (scale 1, ys overwritten). Returns false, writing nothing, for anything else (the
      * caller runs a {@link #matmul} each).
      */
     boolean matmulShared(Tensor x, int xDiv, ExpertWeights[] ws, Tensor ids, Tensor[] ys) {
@@ -291,7 +287,7 @@ final class CudaMoePairs {
         int pairs = Math.toIntExact(ids.numel());
         int k = ws[0].cols();
         int e = ws[0].experts();
-        if (pairs < SHARED_A_PAIRS || pairs > 65535 || ws[1].cols() != k || ws[1].experts() != e || k <= SHORT_K || k % 8 != 0
+        if (pairs == 0 || pairs > 65535 || ws[1].cols() != k || ws[1].experts() != e || k <= SHORT_K || k % 8 != 0
                 || 2L * e * 4 > SHARED_DEFAULT || ids.dtype() != DType.I32 || x.dtype() != DType.F32 || !x.isContiguous()
                 || CudaAllocator.address(x) % 16 != 0 || xDiv <= 0 || pairs % xDiv != 0 || x.size(-1) != k
                 || x.numel() != (long) pairs / xDiv * k) {
@@ -312,6 +308,15 @@ final class CudaMoePairs {
         }
         ctx.devContiguous("moeExpertMatmulPairsShared x", x, DType.F32);
         ctx.devContiguous("moeExpertMatmulPairsShared expert ids", ids, DType.I32);
+        if (pairs <= DIRECT_PAIRS) {   // each pair's block rows read its experts' rows: moe_pairs_dense_r1's sums, both sets
+            if (4L * k > MAX_SHARED) {
+                return false;
+            }
+            long gridX = (ws[0].rows() + DENSE_WARPS - 1) / DENSE_WARPS + (ws[1].rows() + DENSE_WARPS - 1) / DENSE_WARPS;
+            ctx.launch2dShared(denseR1x2, gridX, pairs, DENSE_THREADS, 4 * k, x, xDiv, ids, tables[0], ys[0], ws[0].rows(), tables[1],
+                    ys[1], ws[1].rows(), k, e, ctx.errorFlag);
+            return true;
+        }
         MoeRouting r = routed(e, ids);
         if (tensorCoreA(k)) {
             long gridX = (ws[0].rows() + TC_A_ROWS - 1) / TC_A_ROWS + (ws[1].rows() + TC_A_ROWS - 1) / TC_A_ROWS;

@@ -91,7 +91,8 @@ __device__ __forceinline__ void bg_load(const uint4* q, const float* x, int mcou
 // Dense bf16 weights [N, K] (K a multiple of 8), f32 x [M, K], f32 y [M, N], rows of x MT at a time.
 // accumulate: y += x . w^T (a residual add folded into the product).
 // With lo (not null), a low-rank term is added to each output: y[m, n] = sum + s * (sum over j < r, in order, of
-// lo[m, j] * b[n, j]), lo [M, r] and b [N, r] f32 (a LoRA's x . A^T and its B). blk: the block's index among the
+// lo[m, j] * b[n, j]), lo [M, r] and b [N, r] f32 (a LoRA's x . A^T and its B; r a multiple of 4, both 16-byte
+// aligned). blk: the block's index among the
 // product's row blocks.
 template <int MT, int KQ, int R, int U>
 __device__ __forceinline__ void bgemv(const float* __restrict__ x, int M, const uint4* __restrict__ w, float* y, int N, int K,
@@ -151,13 +152,7 @@ __device__ __forceinline__ void bgemv(const float* __restrict__ x, int M, const 
             float v = 0.0f;
             for (int ww = 0; ww < W; ww++) v += red[ww][i];
             if (row0 + row < N && m < mcount) {
-                if (lo != nullptr) {
-                    const float* l = lo + (i64) (c0 + m) * r;
-                    const float* b = bt + (i64) (row0 + row) * r;
-                    float t = 0.0f;
-                    for (int j = 0; j < r; j++) t = fmaf(l[j], b[j], t);
-                    v += s * t;
-                }
+                if (lo != nullptr) v += s * lora_dot<4>(lo + (i64) (c0 + m) * r, bt + (i64) (row0 + row) * r, r);
                 float* o = y + (i64) (c0 + m) * N + row0 + row;
                 *o = accumulate ? *o + v : v;
             }

@@ -72,6 +72,33 @@ __device__ __forceinline__ u32 f32x2_to_bf16x2(float lo, float hi) {
     return d;
 }
 
+// sum over j < r, in order, of l[j] * b[j] (one fmaf each from 0) for r a multiple of 4 and l, b 16-byte aligned: a
+// LoRA term's dot of a pair's x . A^T with a row of B. Each 4 * C values' loads are issued before any is used.
+template <int C = 8>
+__device__ __forceinline__ float lora_dot(const float* l, const float* b, int r) {
+    float t = 0.0f;
+    for (int j0 = 0; j0 < r; j0 += 4 * C) {
+        float4 lv[C], bv[C];
+#pragma unroll
+        for (int i = 0; i < C; i++) {
+            if (j0 + 4 * i < r) {
+                lv[i] = ((const float4*) (l + j0))[i];
+                bv[i] = ((const float4*) (b + j0))[i];
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < C; i++) {
+            if (j0 + 4 * i < r) {
+                t = fmaf(lv[i].x, bv[i].x, t);
+                t = fmaf(lv[i].y, bv[i].y, t);
+                t = fmaf(lv[i].z, bv[i].z, t);
+                t = fmaf(lv[i].w, bv[i].w, t);
+            }
+        }
+    }
+    return t;
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {

@@ -270,7 +270,7 @@ extern "C" __global__ void moe_router_topk(const float* x, const uint4* w, int H
 // The router of a decode step in one launch over the device (grid ceil(E / warps) x T, dynamic shared
 // H + E floats): every block of token t = blockIdx.y stages xs = nw * (x[t] / sqrt(mean(x[t]^2) + eps))
 // (rmsnorm_f32's expression; nw f32 or bf16) and writes its share of those values to h[t] (the experts'
-// input); its warps compute the logits of experts blockIdx.x * warps + warp into logits [T, E], each
+// input; nw null: xs = x[t], nothing written to h); its warps compute the logits of experts blockIdx.x * warps + warp into logits [T, E], each
 // lane's first 8 weight loads issued before x is read (one memory round trip at H <= 2048). The block that finishes token t last (a ticket counted on the device) reads the E
 // logits back and its first warp selects the experts (router_select_warp), then re-arms the ticket to 0.
 extern "C" __global__ void moe_router_norm_topk(const float* x, const void* nw, int nwBf16, float eps, float* h, const uint4* w,
@@ -311,16 +311,18 @@ extern "C" __global__ void moe_router_norm_topk(const float* x, const void* nw, 
         }
     }
     ss = block_sum(ss, red);   // its barriers also order the staging above
-    float inv = 1.0f / sqrtf(ss / (float) H + eps);
-    int share = (H + gridDim.x - 1) / gridDim.x;
-    int lo = blockIdx.x * share;
-    for (int c = threadIdx.x; c < H; c += blockDim.x) {
-        float wi = nwBf16 ? bf16_to_f32(((const u16*) nw)[c]) : ((const float*) nw)[c];
-        float v = wi * (xs[c] * inv);
-        xs[c] = v;
-        if (c >= lo && c < lo + share) h[(i64) t * H + c] = v;
+    if (nw != nullptr) {       // nw null: x is the router's input as it is (normed before), h not written
+        float inv = 1.0f / sqrtf(ss / (float) H + eps);
+        int share = (H + gridDim.x - 1) / gridDim.x;
+        int lo = blockIdx.x * share;
+        for (int c = threadIdx.x; c < H; c += blockDim.x) {
+            float wi = nwBf16 ? bf16_to_f32(((const u16*) nw)[c]) : ((const float*) nw)[c];
+            float v = wi * (xs[c] * inv);
+            xs[c] = v;
+            if (c >= lo && c < lo + share) h[(i64) t * H + c] = v;
+        }
+        __syncthreads();
     }
-    __syncthreads();
     if (e < E) {
         float acc = 0.0f;
         router_dot_units(q, xs, units, 0, lane, acc);

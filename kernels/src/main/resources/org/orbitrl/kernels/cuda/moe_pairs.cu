@@ -99,10 +99,10 @@ __device__ __forceinline__ void mp_rows(const float* xs, const void* w, int K, i
 // The block's rows of pair p's product (x row staged in xs by the caller) into y: R rows a warp.
 template <int R>
 __device__ __forceinline__ void mp_pair(const float* xs, const void* w, int wBf16, int vec, float scale, float* y, int accumulate,
-                                        int N, int K, int p) {
+                                        int N, int K, int p, int blk) {
     int lane = threadIdx.x & 31;
     int warp = threadIdx.x >> 5;
-    int n0 = (blockIdx.x * MP_WARPS + warp) * R;
+    int n0 = (blk * MP_WARPS + warp) * R;
     if (n0 >= N) return;
     float acc[R];
     if (wBf16) {
@@ -804,25 +804,26 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
         const float* xr = x + (i64) (p / xDiv) * K;
         for (int k = threadIdx.x; k < K; k += blockDim.x) xs[k] = xr[k];
         __syncthreads();
-        mp_pair<MP_R>(xs, w, wBf16, vec, scale, y, accumulate, N, K, p);
+        mp_pair<MP_R>(xs, w, wBf16, vec, scale, y, accumulate, N, K, p, blockIdx.x);
         __syncthreads();
     }
 }
 
 template <int R>
 __device__ __forceinline__ void mp_dense(const float* x, int xDiv, const int* ids, const unsigned long long* table, int wBf16,
-                                         int vec, float scale, float* y, int accumulate, int N, int K, int E, int* err, float* xs) {
+                                         int vec, float scale, float* y, int accumulate, int N, int K, int E, int* err, float* xs,
+                                         int blk) {
     int p = blockIdx.y;
     int e = ids[p];
     const void* w = e >= 0 && e < E ? (const void*) table[e] : (const void*) 0;
     if (w == 0) { // the whole block leaves
-        if (blockIdx.x == 0 && threadIdx.x == 0) report_error(err, e >= 0 && e < E ? ERR_EXPERT_NOT_HELD : ERR_EXPERT_OUT_OF_RANGE, e, p);
+        if (blk == 0 && threadIdx.x == 0) report_error(err, e >= 0 && e < E ? ERR_EXPERT_NOT_HELD : ERR_EXPERT_OUT_OF_RANGE, e, p);
         return;
     }
     const float* xr = x + (i64) (p / xDiv) * K;
     for (int k = threadIdx.x; k < K; k += blockDim.x) xs[k] = xr[k];
     __syncthreads();
-    mp_pair<R>(xs, w, wBf16, vec, scale, y, accumulate, N, K, p);
+    mp_pair<R>(xs, w, wBf16, vec, scale, y, accumulate, N, K, p, blk);
 }
 
 // MP_R rows a warp: blocks of MP_WARPS * MP_R rows.
@@ -831,7 +832,7 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
                     float* y, int accumulate, int N, int K, int E, int* err) {
     pdl_enter();
     extern __shared__ float xs[]; // [K]
-    mp_dense<MP_R>(x, xDiv, ids, table, wBf16, vec, scale, y, accumulate, N, K, E, err, xs);
+    mp_dense<MP_R>(x, xDiv, ids, table, wBf16, vec, scale, y, accumulate, N, K, E, err, xs, blockIdx.x);
 }
 
 // A row a warp (blocks of MP_WARPS rows: four times the blocks, for few rows of a long K, a LoRA's A over few pairs);
@@ -841,5 +842,21 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
                        float* y, int accumulate, int N, int K, int E, int* err) {
     pdl_enter();
     extern __shared__ float xs[]; // [K]
-    mp_dense<1>(x, xDiv, ids, table, wBf16, vec, scale, y, accumulate, N, K, E, err, xs);
+    mp_dense<1>(x, xDiv, ids, table, wBf16, vec, scale, y, accumulate, N, K, E, err, xs, blockIdx.x);
+}
+
+// Two such products of the same x and pairs in one launch (the gate's and the up's LoRA A at few pairs): f32 rows,
+// vec, scale 1, y overwritten; the row blocks of table0's experts, then table1's, along blockIdx.x; each row's sum
+// that of moe_pairs_dense_r1.
+extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
+    moe_pairs_dense_r1x2(const float* x, int xDiv, const int* ids, const unsigned long long* table0, float* y0, int N0,
+                         const unsigned long long* table1, float* y1, int N1, int K, int E, int* err) {
+    pdl_enter();
+    extern __shared__ float xs[]; // [K]
+    int b0 = (N0 + MP_WARPS - 1) / MP_WARPS;
+    if ((int) blockIdx.x < b0) {
+        mp_dense<1>(x, xDiv, ids, table0, 0, 1, 1.0f, y0, 0, N0, K, E, err, xs, blockIdx.x);
+    } else {
+        mp_dense<1>(x, xDiv, ids, table1, 0, 1, 1.0f, y1, 0, N1, K, E, err, xs, blockIdx.x - b0);
+    }
 }

@@ -254,7 +254,8 @@ QG_TABLE_FORMAT(nvfp4, QF_NVFP4)
 #define QGD_MAX_TOPK 16
 
 // A LoRA term of the routed pairs' products: s * (sum over j < r, in order, of lo[p, j] * B_e[n, j]) for pair p of expert e
-// and output row n, lo [pairs, r] f32 and B_e [N, r] f32 at table[e]; none (0) where lo is null.
+// and output row n, lo [pairs, r] f32 and B_e [N, r] f32 at table[e] (r a multiple of 4, rows 16-byte aligned); none (0)
+// where lo is null.
 struct QgLora {
     const float* lo = nullptr;
     const unsigned long long* table = nullptr;
@@ -262,11 +263,7 @@ struct QgLora {
     int r = 0;
     __device__ __forceinline__ float term(int p, int e, int n) const {
         if (lo == nullptr) return 0.0f;
-        const float* l = lo + (i64) p * r;
-        const float* b = (const float*) table[e] + (i64) n * r;
-        float t = 0.0f;
-        for (int j = 0; j < r; j++) t = fmaf(l[j], b[j], t);
-        return s * t;
+        return s * lora_dot(lo + (i64) p * r, (const float*) table[e] + (i64) n * r, r);
     }
 };
 

@@ -9,6 +9,7 @@ import java.util.Arrays;
 import java.util.SplittableRandom;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -107,6 +108,47 @@ class CudaFusedDecodeTest extends CudaTestBase {
                             gpu.toHost(values).toFloatArray(), gpu.toHost(ids).toLongArray());
                 }
             }
+        }
+    }
+
+    /**
+     * The router of x as it is ({@link CudaBackend#moeRouterTopk}: the kernel above without its norm), rollout's decode
+     * router: the same selection check on x itself, in three runs (the tickets re-armed), 1, 5 and 64 tokens; a router
+     * that is not bf16 is declined and nothing written.
+     */
+    @Test
+    void routerTopkOfUnnormedRowsSelectsTheLargestProbabilities() {
+        SplittableRandom r = rng(313);
+        int[][] cases = {{1, 2048, 128, 8}, {5, 256, 60, 3}, {64, 512, 128, 8}}; // {tokens, H, E, topk}
+        for (int[] c : cases) {
+            for (boolean normalize : new boolean[]{true, false}) {
+                int t = c[0];
+                int h = c[1];
+                int e = c[2];
+                int topk = c[3];
+                String what = "moeRouterTopk tokens " + t + " H " + h + " E " + e + " top " + topk + (normalize ? " normalized" : "");
+                float[] x = randn(r, 1f, t, h).toFloatArray();
+                float[] w = bf16Round(randn(r, 0.2f, e, h).toFloatArray());
+                Tensor dx = dev(Tensor.of(x, t, h));
+                Tensor dw = dev(Tensor.of(w, e, h).to(DType.BF16));
+                double[][] xd = new double[t][h];
+                for (int i = 0; i < t * h; i++) {
+                    xd[i / h][i % h] = x[i];
+                }
+                for (int run = 0; run < 3; run++) {
+                    Tensor values = poisoned(DType.F32, t, topk);
+                    Tensor ids = poisoned(DType.I32, t, topk);
+                    assertTrue(gpu.moeRouterTopk(dx, dw, topk, normalize, values, ids), what + ": the fused router takes the call");
+                    checkSelection(what + " (run " + run + ")", xd, w, e, h, topk, normalize, gpu.toHost(values).toFloatArray(),
+                            gpu.toHost(ids).toLongArray());
+                }
+            }
+        }
+        Tensor values = poisoned(DType.F32, 1, 8);
+        assertFalse(gpu.moeRouterTopk(dev(randn(r, 1f, 1, 256)), dev(randn(r, 0.2f, 64, 256)), 8, true, values,
+                poisoned(DType.I32, 1, 8)), "an f32 router");
+        for (float v : gpu.toHost(values).toFloatArray()) {
+            assertTrue(Float.isNaN(v), "a declined call wrote " + v);
         }
     }
 

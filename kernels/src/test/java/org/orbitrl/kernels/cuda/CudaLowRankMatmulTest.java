@@ -302,6 +302,9 @@ class CudaLowRankMatmulTest extends CudaTestBase {
         Backend.LowRankTerm wide = new Backend.LowRankTerm(dev(randn(r, 0.05f, 72, k)), dev(randn(r, 0.5f, 128, 72)), 1f);
         assertFalse(gpu.matmulLowRank(x4, new Tensor[]{w}, new Backend.LowRankTerm[]{wide}, new Tensor[]{y4}),
                 "4 rows, rank 72: above the A product's 64 rows");
+        Backend.LowRankTerm odd6 = new Backend.LowRankTerm(dev(randn(r, 0.05f, 6, k)), dev(randn(r, 0.5f, 128, 6)), 1f);
+        assertFalse(gpu.matmulLowRank(x4, new Tensor[]{w}, new Backend.LowRankTerm[]{odd6}, new Tensor[]{y4}),
+                "4 rows, rank 6: not a multiple of 4");
         assertFalse(gpu.matmulLowRank(x4, new Tensor[]{w}, new Backend.LowRankTerm[]{null}, new Tensor[]{y4}), "4 rows, no term");
         assertUntouched(y4);
         Tensor x = dev(randn(r, 1f, 32, k));

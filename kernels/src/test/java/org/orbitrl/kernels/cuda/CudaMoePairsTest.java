@@ -520,18 +520,20 @@ class CudaMoePairsTest extends CudaTestBase {
     /**
      * Two LoRAs' A over the same x and pairs in one launch ({@code moe_routed_dense_a2}: the gate's and the up's, ranks
      * 32 and 16, K 2048 in one register pass and 4096 in two, a row of x a pair and a token) give the bits of a call each
-     * ({@code moe_routed_dense_a}, checked against the reference above), whatever the other set's shape.
+     * ({@code moe_routed_dense_a}, checked against the reference above), whatever the other set's shape; so do up to
+     * {@value CudaMoePairs#DIRECT_PAIRS} pairs ({@code moe_pairs_dense_r1x2} against a {@code moe_pairs_dense_r1} each: 8,
+     * 24 and 64 pairs).
      */
     @Test
     void twoLorasAOfTheSamePairsInOneLaunch() {
         SplittableRandom r = rng(910);
         int experts = 16;
         int topk = 8;
-        for (int[] c : new int[][]{{24, 2048, 1}, {12, 4096, 8}}) {
+        for (int[] c : new int[][]{{24, 2048, 1}, {12, 4096, 8}, {1, 2048, 8}, {3, 768, 1}, {8, 2048, 8}}) {
             int tokens = c[0];
             int k = c[1];
             int xDiv = c[2] == 1 ? 1 : topk;
-            int pairs = tokens * topk;   // above CudaMoePairs.DIRECT_PAIRS
+            int pairs = tokens * topk;   // above CudaMoePairs.DIRECT_PAIRS, or up to it (a pair's blocks each)
             int[] ranks = {32, 16};
             ExpertWeights[] sets = new ExpertWeights[2];
             for (int i = 0; i < 2; i++) {

@@ -229,11 +229,20 @@ final class GroupedMoe {
         int k = moe.topK();
         int inter = gate.rows();
         int p = x.size(0) * k;
-        Routed r = route(b, moe, x);
-        a.release(r.probs());
-        a.release(r.chosen());
-        Tensor weights = r.weights();
-        Tensor ids = r.ids();
+        Tensor weights = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, x.size(0), k);   // [N, k]
+        Tensor ids = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, x.size(0), k);       // [N, k]
+        Linear router = moe.router;
+        boolean fusedRouter = router.bias() == null && (router.adapter() == null || !router.adapter().enabled())
+                && router.weight() instanceof Weight.Dense d && b.moeRouterTopk(x, d.w(), k, moe.normTopK(), weights, ids);
+        if (!fusedRouter) {
+            a.release(weights);
+            a.release(ids);
+            Routed r = route(b, moe, x);
+            a.release(r.probs());
+            a.release(r.chosen());
+            weights = r.weights();
+            ids = r.ids();
+        }
         ExpertLora gateLora = ExpertLora.of(linears(moe.experts, 0));
         ExpertLora upLora = ExpertLora.of(linears(moe.experts, 1));
         Tensor gateA;                                                                // [P, r]

@@ -62,6 +62,7 @@ final class DependentKernels {
         s.add("bgemv/bgemv_norm_m4");
         s.add("moe_pairs/moe_pairs_dense");          // the per-pair decode experts (CudaMoePairs)
         s.add("moe_pairs/moe_pairs_dense_r1");
+        s.add("moe_pairs/moe_pairs_dense_r1x2");
         s.add("moe_pairs/moe_routed_dense_r1");
         s.add("moe_pairs/moe_routed_dense_r4");
         s.add("moe_pairs/moe_routed_dense_k");
@@ -86,6 +87,8 @@ final class DependentKernels {
             s.add("qgemv/qgemv_swiglu_" + format);
             s.add("qgemv/qgemv_swiglu_r2_" + format);
             s.add("qgemv/qgemv_down_combine_" + format);
+            s.add("qgemv/qgemv_swiglu_lora_" + format);
+            s.add("qgemv/qgemv_down_combine_lora_" + format);
         }
         String[] xs = {"f32", "bf16"};
         for (int mt : new int[]{1, 4, 8, 16}) {

@@ -284,30 +284,10 @@ final class CudaMatmulOps {
         }
         // the terms' x · Aᵀ (packed to the front of the launch) and x in bf16
         Tensor xb = ctx.scratch(CudaContext.Scratch.X_BF16, DType.BF16, (long) m * k);
-        long loFloats = 0;
-        for (Backend.LowRankTerm t : terms) {
-            loFloats += t == null ? 0 : (long) m * t.a().size(0);
-        }
-        Tensor loAll = ctx.scratch(CudaContext.Scratch.LORA_LO, DType.F32, loFloats);
-        long[] lo = new long[3];
-        long[] aw = new long[3];
-        long[] ay = new long[3];
-        int[] an = new int[3];
-        int j = 0;
-        long aBlocks = 0;
-        for (int i = 0, at = 0; i < ws.length; i++) {
-            if (terms[i] != null) {
-                int r = terms[i].a().size(0);
-                lo[i] = CudaAllocator.address(loAll) + 4L * at;
-                at += m * r;
-                aw[j] = CudaAllocator.address(terms[i].a());
-                ay[j] = lo[i];
-                an[j] = r;
-                aBlocks += (r + 7) / 8;
-                j++;
-            }
-        }
-        launchNarrow3(x, m, k, aw, ay, an, aBlocks, CudaAllocator.address(xb));
+        PackedTerms packed = packTerms(terms, m);
+        Tensor loAll = packed.all();
+        long[] lo = packed.lo();
+        launchNarrow3(x, m, k, packed.aw(), packed.ay(), packed.an(), packed.blocks(), CudaAllocator.address(xb));
         if (staged) {
             for (int i = 0, at = 0; i < ws.length; i++) {
                 if (ws[i].size(0) > 0) {
@@ -348,7 +328,7 @@ final class CudaMatmulOps {
 
     /**
      * {@link Backend#matmulLowRank} for 1 to {@value #QGEMV_MAX_ROWS} rows of x (a decode step of few sequences): up to
-     * three bf16 weights, K a multiple of 8, f32 LoRA factors of rank at most {@value #NARROW_MAX_N}, a multiple of 4. One {@code
+     * three bf16 weights, K a multiple of 8, f32 LoRA factors of rank at most {@value #DMMA_RMAX}, a multiple of 4. One {@code
      * narrow_matmul3_f32} launch for the terms' x · Aᵀ (the sums of {@link #matmulShared}), then one {@code bgemv_lr}
      * launch for the base products (the GEMV's sums of {@link #matmul}: f32 x, the weights exact) with each term's s · (x ·
      * Aᵀ) · Bᵀ added to its outputs in f32: two launches where the unfused steps take a GEMV a weight, the A products and
@@ -356,21 +336,89 @@ final class CudaMatmulOps {
      * those steps). False, with nothing written, for any other call.
      */
     private boolean gemvLowRank(Tensor x, Tensor[] ws, Backend.LowRankTerm[] terms, Tensor[] ys) {
-        if (!QGEMV || "off".equals(System.getProperty("orbit.cuda.lowRankGemv")) || ws.length == 0 || ws.length > 3
-                || ws.length != ys.length || terms.length != ws.length) {
+        if (!QGEMV || "off".equals(System.getProperty("orbit.cuda.lowRankGemv"))) {
             return false;
         }
         int k = x.size(-1);
         int m = CudaContext.rows(x);
-        if (m < 1 || m > QGEMV_MAX_ROWS || k % 8 != 0 || x.dtype() != DType.F32 || !x.isContiguous()
-                || CudaAllocator.address(x) % 16 != 0) {
+        if (m < 1 || m > QGEMV_MAX_ROWS || k % 8 != 0 || !lowRankForms(x, ws, terms, ys, 1)) {
             return false;
         }
+        ctx.dev("matmulLowRank x", x);
+        PackedTerms packed = packTerms(terms, m);
+        long[] w = new long[3];
+        long[] y = new long[3];
+        int[] n = new int[3];
+        long[] b = new long[3];
+        float[] scales = new float[3];
+        int[] ranks = new int[3];
+        for (int i = 0; i < ws.length; i++) {
+            w[i] = CudaAllocator.address(ws[i]);
+            y[i] = CudaAllocator.address(ys[i]);
+            n[i] = ws[i].size(0);
+            if (terms[i] != null) {
+                b[i] = CudaAllocator.address(terms[i].b());
+                scales[i] = terms[i].scale();
+                ranks[i] = terms[i].a().size(0);
+            }
+        }
+        launchNarrow3(x, m, k, packed.aw(), packed.ay(), packed.an(), packed.blocks(), 0L);
+        qgemv.launchBf16LowRank(x, m, k, w, y, n, packed.lo(), b, scales, ranks);
+        return true;
+    }
+
+    /**
+     * The terms' x · Aᵀ packed into one scratch buffer, each [m, r] after the one before: every weight's lo address (0: no
+     * term), and the A products' weights, outputs and rows packed to the front for {@code narrow_matmul3_f32}, over
+     * {@code blocks} row blocks.
+     */
+    private record PackedTerms(Tensor all, long[] lo, long[] aw, long[] ay, int[] an, long blocks) {
+    }
+
+    private PackedTerms packTerms(Backend.LowRankTerm[] terms, int m) {
+        long loFloats = 0;
+        for (Backend.LowRankTerm t : terms) {
+            loFloats += t == null ? 0 : (long) m * t.a().size(0);
+        }
+        Tensor all = ctx.scratch(CudaContext.Scratch.LORA_LO, DType.F32, loFloats);
+        long[] lo = new long[3];
+        long[] aw = new long[3];
+        long[] ay = new long[3];
+        int[] an = new int[3];
+        long blocks = 0;
+        for (int i = 0, j = 0, at = 0; i < terms.length; i++) {
+            if (terms[i] != null) {
+                int r = terms[i].a().size(0);
+                lo[i] = CudaAllocator.address(all) + 4L * at;
+                at += m * r;
+                aw[j] = CudaAllocator.address(terms[i].a());
+                ay[j] = lo[i];
+                an[j] = r;
+                blocks += (r + 7) / 8;
+                j++;
+            }
+        }
+        return new PackedTerms(all, lo, aw, ay, an, blocks);
+    }
+
+    /**
+     * Whether the weights, outputs and terms of a {@link #matmulLowRank} call have the forms its kernels take: one to
+     * three bf16 weights [N, K] with N a multiple of {@code rowMultiple}, f32 x and outputs, f32 terms of rank 4 to
+     * {@value #DMMA_RMAX} (a multiple of 4), all 16-byte aligned, at least one term. Throws where the shapes do not
+     * agree.
+     */
+    private static boolean lowRankForms(Tensor x, Tensor[] ws, Backend.LowRankTerm[] terms, Tensor[] ys, int rowMultiple) {
+        if (ws.length == 0 || ws.length > 3 || ws.length != ys.length || terms.length != ws.length || x.dtype() != DType.F32
+                || !x.isContiguous() || CudaAllocator.address(x) % 16 != 0) {
+            return false;
+        }
+        int k = x.size(-1);
+        int m = CudaContext.rows(x);
         boolean anyTerm = false;
         for (int i = 0; i < ws.length; i++) {
             Tensor w = ws[i];
-            if (w.dtype() != DType.BF16 || w.rank() != 2 || !w.isContiguous() || w.dim(1) != k || CudaAllocator.address(w) % 16 != 0
-                    || ys[i].dtype() != DType.F32 || !ys[i].isContiguous()) {
+            if (w.dtype() != DType.BF16 || w.rank() != 2 || !w.isContiguous() || w.dim(1) != k || w.size(0) % rowMultiple != 0
+                    || CudaAllocator.address(w) % 16 != 0 || ys[i].dtype() != DType.F32 || !ys[i].isContiguous()) {
                 return false;
             }
             if (ys[i].size(-1) != w.size(0) || CudaContext.rows(ys[i]) != m) {
@@ -381,7 +429,7 @@ final class CudaMatmulOps {
                 Tensor a = t.a();
                 Tensor b = t.b();
                 if (a.dtype() != DType.F32 || b.dtype() != DType.F32 || !a.isContiguous() || !b.isContiguous() || a.rank() != 2
-                        || b.rank() != 2 || a.size(0) == 0 || a.size(0) > NARROW_MAX_N || a.size(0) % 4 != 0
+                        || b.rank() != 2 || a.size(0) == 0 || a.size(0) > DMMA_RMAX || a.size(0) % 4 != 0
                         || CudaAllocator.address(a) % 16 != 0 || CudaAllocator.address(b) % 16 != 0) {
                     return false;
                 }
@@ -392,48 +440,7 @@ final class CudaMatmulOps {
                 anyTerm = true;
             }
         }
-        if (!anyTerm) {
-            return false;
-        }
-        ctx.dev("matmulLowRank x", x);
-        long loFloats = 0;
-        for (Backend.LowRankTerm t : terms) {
-            loFloats += t == null ? 0 : (long) m * t.a().size(0);
-        }
-        Tensor loAll = ctx.scratch(CudaContext.Scratch.LORA_LO, DType.F32, loFloats);
-        long[] w = new long[3];
-        long[] y = new long[3];
-        int[] n = new int[3];
-        long[] lo = new long[3];
-        long[] b = new long[3];
-        float[] scales = new float[3];
-        int[] ranks = new int[3];
-        long[] aw = new long[3];
-        long[] ay = new long[3];
-        int[] an = new int[3];
-        long aBlocks = 0;
-        for (int i = 0, j = 0, at = 0; i < ws.length; i++) {
-            w[i] = CudaAllocator.address(ws[i]);
-            y[i] = CudaAllocator.address(ys[i]);
-            n[i] = ws[i].size(0);
-            Backend.LowRankTerm t = terms[i];
-            if (t != null) {
-                int r = t.a().size(0);
-                lo[i] = CudaAllocator.address(loAll) + 4L * at;
-                b[i] = CudaAllocator.address(t.b());
-                scales[i] = t.scale();
-                ranks[i] = r;
-                at += m * r;
-                aw[j] = CudaAllocator.address(t.a());
-                ay[j] = lo[i];
-                an[j] = r;
-                aBlocks += (r + 7) / 8;
-                j++;
-            }
-        }
-        launchNarrow3(x, m, k, aw, ay, an, aBlocks, 0L);
-        qgemv.launchBf16LowRank(x, m, k, w, y, n, lo, b, scales, ranks);
-        return true;
+        return anyTerm;
     }
 
     /**
@@ -441,44 +448,16 @@ final class CudaMatmulOps {
      * there); throws where the shapes do not agree.
      */
     private long lowRankRowBlocks(Tensor x, Tensor[] ws, Backend.LowRankTerm[] terms, Tensor[] ys) {
-        if (!DMMA || ws.length == 0 || ws.length > 3 || ws.length != ys.length || terms.length != ws.length) {
-            return 0;
-        }
         int k = x.size(-1);
         int m = CudaContext.rows(x);
-        if (m < DMMA_MIN_ROWS || m > DMMA_MAX_ROWS || k % DMMA_KC != 0 || x.dtype() != DType.F32 || !x.isContiguous()
-                || CudaAllocator.address(x) % 16 != 0) {
+        if (!DMMA || m < DMMA_MIN_ROWS || m > DMMA_MAX_ROWS || k % DMMA_KC != 0 || !lowRankForms(x, ws, terms, ys, DMMA_ROWS)) {
             return 0;
         }
-        boolean anyTerm = false;
         long rowBlocks = 0;
-        for (int i = 0; i < ws.length; i++) {
-            Tensor w = ws[i];
-            if (w.dtype() != DType.BF16 || w.rank() != 2 || !w.isContiguous() || w.dim(1) != k || w.size(0) % DMMA_ROWS != 0
-                    || CudaAllocator.address(w) % 16 != 0 || ys[i].dtype() != DType.F32 || !ys[i].isContiguous()) {
-                return 0;
-            }
-            if (ys[i].size(-1) != w.size(0) || CudaContext.rows(ys[i]) != m) {
-                throw new IllegalArgumentException("matmulLowRank: x " + x + " · wᵀ " + w + " -> y " + ys[i] + " do not agree");
-            }
-            Backend.LowRankTerm t = terms[i];
-            if (t != null) {
-                Tensor a = t.a();
-                Tensor b = t.b();
-                if (a.dtype() != DType.F32 || b.dtype() != DType.F32 || !a.isContiguous() || !b.isContiguous() || a.rank() != 2
-                        || b.rank() != 2 || a.size(0) > DMMA_RMAX || a.size(0) % 4 != 0 || CudaAllocator.address(a) % 16 != 0
-                        || CudaAllocator.address(b) % 16 != 0) {
-                    return 0;
-                }
-                if (a.dim(1) != k || b.dim(1) != a.dim(0) || b.dim(0) != w.dim(0)) {
-                    throw new IllegalArgumentException("matmulLowRank: the low-rank term a " + a + ", b " + b + " does not fit x " + x
-                            + " · wᵀ " + w);
-                }
-                anyTerm = true;
-            }
+        for (Tensor w : ws) {
             rowBlocks += w.size(0) / DMMA_ROWS;
         }
-        return anyTerm && rowBlocks <= DMMA_COUNTERS ? rowBlocks : 0;
+        return rowBlocks <= DMMA_COUNTERS ? rowBlocks : 0;
     }
 
     /**

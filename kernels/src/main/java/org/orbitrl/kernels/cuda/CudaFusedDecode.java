@@ -120,15 +120,6 @@ public final class CudaFusedDecode {
     }
 
     /**
-     * The router of a decode step in one launch: {@code h = rmsnorm(x)} (written out: the experts' input),
-     * router logits {@code h · routerᵀ}, softmax, and the top-k probabilities (ties to the lower expert),
-     * divided by their sum when {@code normalize}. x f32 [T, H], norm weight f32 or bf16 [H], router bf16
-     * [E, H] (H a multiple of 8), h f32 [T, H], values f32 [T, topk], indices i32 [T, topk]. The logits are
-     * spread over ceil(E / 4) blocks a token; the block that finishes a token last selects its experts.
-     * The tickets that find that block are the backend's own, so launches of this op on one backend run
-     * one after another (its stream); up to 4096 tokens a launch, more take the unfused norm and router.
-     */
-    /**
      * The router of x as it is (normed before): values and indices [T, topk] of the topk largest of softmax(x ·
      * routerᵀ) per token, divided by their sum when {@code normalize}: {@code moe_router_norm_topk} without its norm, one
      * launch up to {@link CudaContext#TICKETS} tokens (the router of any batch above). Returns false, launching nothing,
@@ -161,6 +152,15 @@ public final class CudaFusedDecode {
         return true;
     }
 
+    /**
+     * The router of a decode step in one launch: {@code h = rmsnorm(x)} (written out: the experts' input),
+     * router logits {@code h · routerᵀ}, softmax, and the top-k probabilities (ties to the lower expert),
+     * divided by their sum when {@code normalize}. x f32 [T, H], norm weight f32 or bf16 [H], router bf16
+     * [E, H] (H a multiple of 8), h f32 [T, H], values f32 [T, topk], indices i32 [T, topk]. The logits are
+     * spread over ceil(E / 4) blocks a token; the block that finishes a token last selects its experts.
+     * The tickets that find that block are the backend's own, so launches of this op on one backend run
+     * one after another (its stream); up to 4096 tokens a launch, more take the unfused norm and router.
+     */
     public void moeRouterNormTopk(Tensor x, Tensor normWeight, float eps, Tensor router, int topk, boolean normalize, Tensor h,
                                   Tensor values, Tensor indices) {
         ctx.device.bind();

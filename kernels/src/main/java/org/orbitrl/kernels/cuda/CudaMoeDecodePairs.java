@@ -23,8 +23,7 @@ final class CudaMoeDecodePairs {
     /** Rows of a down block: 32 / QGD_KQ * QGD_R. */
     private static final int DOWN_ROWS = 32 / 8 * 2;
     /** Experts a token the down launch takes (a warp each): QGD_MAX_TOPK. */
-    static final int MAX_TOPK = 16;
-    private static final int MAX_SHARED = 227 * 1024;
+    private static final int MAX_TOPK = 16;
 
     private final CudaContext ctx;
     private final EnumMap<QuantLayout, Kernel> swiglu = new EnumMap<>(QuantLayout.class);
@@ -53,7 +52,7 @@ final class CudaMoeDecodePairs {
         QuantLayout layout = QuantLayout.of(g, ctx);
         int n = Math.toIntExact(g.rows() / experts);
         int k = Math.toIntExact(g.cols());
-        if (layout == null || QuantLayout.of(u, ctx) != layout || k % 32 != 0 || 4L * k > MAX_SHARED
+        if (QuantLayout.of(u, ctx) != layout || k % 32 != 0 || 4L * k > CudaMoePairs.MAX_SHARED
                 || CudaAllocator.address(x) % 16 != 0 || CudaAllocator.address(g.codes()) % 16 != 0
                 || CudaAllocator.address(u.codes()) % 16 != 0) {
             return false;
@@ -78,7 +77,7 @@ final class CudaMoeDecodePairs {
         int k = Math.toIntExact(d.cols());
         int topk = ids.size(-1);
         int tokens = ids.size(0);
-        if (layout == null || k % 32 != 0 || topk > MAX_TOPK || 4L * topk * k > MAX_SHARED || CudaAllocator.address(act) % 16 != 0
+        if (k % 32 != 0 || topk > MAX_TOPK || 4L * topk * k > CudaMoePairs.MAX_SHARED || CudaAllocator.address(act) % 16 != 0
                 || CudaAllocator.address(d.codes()) % 16 != 0) {
             return false;
         }

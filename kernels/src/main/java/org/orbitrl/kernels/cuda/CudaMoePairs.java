@@ -83,7 +83,7 @@ final class CudaMoePairs {
      */
     private static final boolean SWIGLU_PAIRS = !"off".equals(System.getProperty("orbit.cuda.moeSwigluPairs"));
     private static final int SHARED_DEFAULT = 48 * 1024;
-    private static final int MAX_SHARED = 227 * 1024;
+    static final int MAX_SHARED = 227 * 1024;
 
     /** Pairs a call up to which each pair reads its expert's matrix; above, the pairs are grouped by expert on the device. */
     static final int DIRECT_PAIRS = 64;

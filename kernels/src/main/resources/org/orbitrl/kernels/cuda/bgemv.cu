@@ -92,8 +92,7 @@ __device__ __forceinline__ void bg_load(const uint4* q, const float* x, int mcou
 // accumulate: y += x . w^T (a residual add folded into the product).
 // With lo (not null), a low-rank term is added to each output: y[m, n] = sum + s * (sum over j < r, in order, of
 // lo[m, j] * b[n, j]), lo [M, r] and b [N, r] f32 (a LoRA's x . A^T and its B; r a multiple of 4, both 16-byte
-// aligned). blk: the block's index among the
-// product's row blocks.
+// aligned). blk: the block's index among the product's row blocks.
 template <int MT, int KQ, int R, int U>
 __device__ __forceinline__ void bgemv(const float* __restrict__ x, int M, const uint4* __restrict__ w, float* y, int N, int K,
                                       int accumulate, int blk = 0, const float* lo = nullptr, const float* bt = nullptr,

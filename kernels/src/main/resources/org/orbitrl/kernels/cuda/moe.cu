@@ -270,9 +270,11 @@ extern "C" __global__ void moe_router_topk(const float* x, const uint4* w, int H
 // The router of a decode step in one launch over the device (grid ceil(E / warps) x T, dynamic shared
 // H + E floats): every block of token t = blockIdx.y stages xs = nw * (x[t] / sqrt(mean(x[t]^2) + eps))
 // (rmsnorm_f32's expression; nw f32 or bf16) and writes its share of those values to h[t] (the experts'
-// input; nw null: xs = x[t], nothing written to h); its warps compute the logits of experts blockIdx.x * warps + warp into logits [T, E], each
-// lane's first 8 weight loads issued before x is read (one memory round trip at H <= 2048). The block that finishes token t last (a ticket counted on the device) reads the E
-// logits back and its first warp selects the experts (router_select_warp), then re-arms the ticket to 0.
+// input; nw null: xs = x[t], nothing written to h); its warps compute the logits of experts
+// blockIdx.x * warps + warp into logits [T, E], each lane's first 8 weight loads issued before x is read
+// (one memory round trip at H <= 2048). The block that finishes token t last (a ticket counted on the
+// device) reads the E logits back and its first warp selects the experts (router_select_warp), then
+// re-arms the ticket to 0.
 extern "C" __global__ void moe_router_norm_topk(const float* x, const void* nw, int nwBf16, float eps, float* h, const uint4* w,
                                                 int H, int E, int topk, int normalize, float* logits, int* tickets,
                                                 float* values, int* indices) {

@@ -229,20 +229,9 @@ final class GroupedMoe {
         int k = moe.topK();
         int inter = gate.rows();
         int p = x.size(0) * k;
-        Tensor weights = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, x.size(0), k);   // [N, k]
-        Tensor ids = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, x.size(0), k);       // [N, k]
-        Linear router = moe.router;
-        boolean fusedRouter = router.bias() == null && (router.adapter() == null || !router.adapter().enabled())
-                && router.weight() instanceof Weight.Dense d && b.moeRouterTopk(x, d.w(), k, moe.normTopK(), weights, ids);
-        if (!fusedRouter) {
-            a.release(weights);
-            a.release(ids);
-            Routed r = route(b, moe, x);
-            a.release(r.probs());
-            a.release(r.chosen());
-            weights = r.weights();
-            ids = r.ids();
-        }
+        Routed r = routePairs(b, moe, x);
+        Tensor weights = r.weights();
+        Tensor ids = r.ids();
         ExpertLora gateLora = ExpertLora.of(linears(moe.experts, 0));
         ExpertLora upLora = ExpertLora.of(linears(moe.experts, 1));
         Tensor gateA;                                                                // [P, r]
@@ -294,6 +283,31 @@ final class GroupedMoe {
 
     /** The router's choice for x [N, hidden]: probs [N, E] (softmax), chosen and weights f32 [N, k], ids i32 [N, k]. */
     private record Routed(Tensor probs, Tensor chosen, Tensor weights, Tensor ids) {
+    }
+
+    /**
+     * The router's weights and ids for {@link #forwardPairs} (probs and chosen null): in one backend call where it has
+     * one ({@link Backend#moeRouterTopk}; a dense router without bias or enabled adapter), else {@link #route}'s.
+     */
+    private Routed routePairs(Backend b, SparseMoe moe, Tensor x) {
+        TensorAllocator a = b.allocator();
+        int n = x.size(0);
+        int k = moe.topK();
+        Linear router = moe.router;
+        if (router.bias() == null && (router.adapter() == null || !router.adapter().enabled())
+                && router.weight() instanceof Weight.Dense d) {
+            Tensor weights = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, k);   // [N, k]
+            Tensor ids = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, n, k);       // [N, k]
+            if (b.moeRouterTopk(x, d.w(), k, moe.normTopK(), weights, ids)) {
+                return new Routed(null, null, weights, ids);
+            }
+            a.release(weights);
+            a.release(ids);
+        }
+        Routed r = route(b, moe, x);
+        a.release(r.probs());
+        a.release(r.chosen());
+        return new Routed(null, null, r.weights(), r.ids());
     }
 
     private Routed route(Backend b, SparseMoe moe, Tensor x) {

@@ -161,15 +161,7 @@ extern "C" __global__ void moe_combine(const float* ys, const float* w, int topk
 __device__ __forceinline__ float moe_router_dot(const float* xs, const uint4* w, int units, int e, int lane) {
     const uint4* row = w + (i64) e * units;
     float acc = 0.0f;
-    for (int u = lane; u < units; u += 32) {
-        uint4 q = row[u];
-        u32 words[4] = {q.x, q.y, q.z, q.w};
-        const float* xr = xs + u * 8;
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            acc += __uint_as_float(words[j] << 16) * xr[2 * j] + __uint_as_float(words[j] & 0xffff0000u) * xr[2 * j + 1];
-        }
-    }
+    for (int u = lane; u < units; u += 32) router_unit(row[u], xs + u * 8, acc);
     return warp_sum(acc);
 }
 

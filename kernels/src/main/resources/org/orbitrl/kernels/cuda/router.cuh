@@ -24,20 +24,27 @@ __device__ __forceinline__ void warp_pick(const float* v, int first, int step, i
     }
 }
 
+// acc plus one 16-byte unit of a bf16 row (q) times its 8 values of x (xr: shared, 16-byte aligned), in the order of
+// the unit's values. x is read as two 16-byte loads: with lanes 32 bytes apart, 16 shared-memory wavefronts a warp for
+// the unit's x where eight 4-byte loads took 64 (8-way bank conflicts); the sums are the same.
+__device__ __forceinline__ void router_unit(uint4 q, const float* xr, float& acc) {
+    float4 a = *(const float4*) xr;
+    float4 b = *(const float4*) (xr + 4);
+    float xv[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+    u32 words[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        acc += __uint_as_float(words[j] << 16) * xv[2 * j] + __uint_as_float(words[j] & 0xffff0000u) * xv[2 * j + 1];
+    }
+}
+
 // One warp's share of x . w[e] (w bf16, 16-byte units): the 8 units u0 + lane + 32 i held in q, times
-// xs (shared), added to acc.
+// xs (shared, 16-byte aligned), added to acc.
 __device__ __forceinline__ void router_dot_units(const uint4* q, const float* xs, int units, int u0, int lane, float& acc) {
 #pragma unroll
     for (int i = 0; i < 8; i++) {
         int u = u0 + lane + 32 * i;
-        if (u < units) {
-            u32 words[4] = {q[i].x, q[i].y, q[i].z, q[i].w};
-            const float* xr = xs + u * 8;
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                acc += __uint_as_float(words[j] << 16) * xr[2 * j] + __uint_as_float(words[j] & 0xffff0000u) * xr[2 * j + 1];
-            }
-        }
+        if (u < units) router_unit(q[i], xs + u * 8, acc);
     }
 }
 

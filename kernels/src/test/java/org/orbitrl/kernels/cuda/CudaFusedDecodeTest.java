@@ -119,7 +119,8 @@ class CudaFusedDecodeTest extends CudaTestBase {
     @Test
     void routerTopkOfUnnormedRowsSelectsTheLargestProbabilities() {
         SplittableRandom r = rng(313);
-        int[][] cases = {{1, 2048, 128, 8}, {5, 256, 60, 3}, {64, 512, 128, 8}}; // {tokens, H, E, topk}
+        // {tokens, H, E, topk}; H 7168 and E 256: DeepSeek-V3's router
+        int[][] cases = {{1, 2048, 128, 8}, {5, 256, 60, 3}, {64, 512, 128, 8}, {37, 2048, 128, 8}, {40, 7168, 256, 8}};
         for (int[] c : cases) {
             for (boolean normalize : new boolean[]{true, false}) {
                 int t = c[0];

@@ -38,6 +38,7 @@ public final class CudaBackend implements Backend {
     private final CudaContext ctx;
     private final CudaRowOps rowOps;
     private final CudaMatmulOps matmulOps;
+    private final CudaLowRankOps lowRankOps;
     private final CudaAttentionOps attentionOps;
     private final CudaSelectOps selectOps;
     private final CudaMoe moe;
@@ -113,6 +114,7 @@ public final class CudaBackend implements Backend {
         this.ctx = new CudaContext(device, new KernelLibrary(compiler, dependentLaunches), highPriority);
         this.rowOps = new CudaRowOps(ctx);
         this.matmulOps = new CudaMatmulOps(ctx, rowOps);
+        this.lowRankOps = new CudaLowRankOps(ctx, matmulOps);
         this.attentionOps = new CudaAttentionOps(ctx, this);
         this.selectOps = new CudaSelectOps(ctx);
         this.moe = new CudaMoe(ctx, rowOps, matmulOps, this);
@@ -364,10 +366,11 @@ public final class CudaBackend implements Backend {
     }
 
     /**
-     * Decode batches of 17 to 64 rows outside exact mode, bf16 weights with f32 LoRA factors: the LoRAs' A products and
-     * x rounded to bf16 in one launch, then the base products and the B terms on tensor cores in another ({@code
-     * dmma.cu}), or below that form's bound a cuBLAS product each and the B terms as {@link #matmulAxpy} adds them (with
-     * the fused axpy on); {@code -Dorbit.cuda.dmma=off} declines.
+     * Decode batches of 1 to 64 rows outside exact mode, bf16 weights with f32 LoRA factors ({@link CudaLowRankOps}): the
+     * LoRAs' A products in one launch, then the base products with the B terms in another: the GEMV at 1 to 16 rows
+     * ({@code bgemv_lr_m*}; {@code -Dorbit.cuda.lowRankGemv=off} declines), tensor cores at 17 to 64 ({@code dmma.cu},
+     * x rounded to bf16 by the first launch), or below that form's bound a cuBLAS product each and the B terms as {@link
+     * #matmulAxpy} adds them (with the fused axpy on); {@code -Dorbit.cuda.dmma=off} declines those.
      */
     @Override
     public boolean matmulLowRank(Tensor x, Tensor[] ws, LowRankTerm[] terms, Tensor[] ys) {
@@ -375,7 +378,7 @@ public final class CudaBackend implements Backend {
             return false;
         }
         ctx.device.bind();
-        return matmulOps.matmulLowRank(x, ws, terms, ys, FUSED_AXPY);
+        return lowRankOps.matmulLowRank(x, ws, terms, ys, FUSED_AXPY);
     }
 
     /**

@@ -228,7 +228,7 @@ class CudaLowRankMatmulTest extends CudaTestBase {
     }
 
     /**
-     * Below the tensor-core form's bound of weight rows ({@link CudaMatmulOps#dmmaMinRows}: an attention block's o), the
+     * Below the tensor-core form's bound of weight rows ({@link CudaLowRankOps#dmmaMinRows}: an attention block's o), the
      * staged form: against the double reference, and bit for bit against the unfused steps the caller would take
      * instead (the base product, the A product, the axpy of the term), for one weight (Qwen3-30B-A3B's o: 2048 rows,
      * K = 4096) and for three with one of them without a term, at 17, 40 and 64 rows.
@@ -277,7 +277,7 @@ class CudaLowRankMatmulTest extends CudaTestBase {
         Tensor y = poisoned(DType.F32, 32, 2048);
         withProperty("orbit.cuda.lowRankStaged", "off", () -> assertFalse(gpu.matmulLowRank(dev(randn(r, 1f, 32, k)),
                 new Tensor[]{w}, new Backend.LowRankTerm[]{term}, new Tensor[]{y}),
-                "2048 rows: below the default bound of " + CudaMatmulOps.dmmaMinRows() + ", the staged form off"));
+                "2048 rows: below the default bound of " + CudaLowRankOps.dmmaMinRows() + ", the staged form off"));
         assertUntouched(y);
     }
 
@@ -288,7 +288,7 @@ class CudaLowRankMatmulTest extends CudaTestBase {
         Tensor odd = dev(randn(r, 0.5f, 96, k).to(DType.BF16));
         Backend.LowRankTerm term = new Backend.LowRankTerm(dev(randn(r, 0.05f, 8, k)), dev(randn(r, 0.5f, 128, 8)), 1f);
         Backend.LowRankTerm oddTerm = new Backend.LowRankTerm(dev(randn(r, 0.05f, 8, k)), dev(randn(r, 0.5f, 96, 8)), 1f);
-        for (int m : new int[]{CudaMatmulOps.DMMA_MIN_ROWS - 1, CudaMatmulOps.DMMA_MAX_ROWS + 1}) {
+        for (int m : new int[]{CudaLowRankOps.DMMA_MIN_ROWS - 1, CudaLowRankOps.DMMA_MAX_ROWS + 1}) {
             Tensor y = poisoned(DType.F32, m, 128);
             Tensor xm = dev(randn(r, 1f, m, k));
             withProperty("orbit.cuda.lowRankGemv", "off", () -> assertFalse(gpu.matmulLowRank(xm, new Tensor[]{w},

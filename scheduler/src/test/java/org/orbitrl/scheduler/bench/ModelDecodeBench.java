@@ -91,6 +91,7 @@ public final class ModelDecodeBench {
                             KV.name().toLowerCase(java.util.Locale.ROOT), STEPS))
                     ;
             double copy = profiler == null ? copyBandwidth(gpu) : 0;
+            System.out.printf("Copy bandwidth %.0f GB/s (measured before the steps; a run stopped by a time limit keeps it)%n", copy);
             md.append(String.format("Copy bandwidth %.0f GB/s (device to device, read + write, same run). The HBM limit: the bytes a"
                             + " step reads at least (every dense weight and the LM head in bf16, the attention's LoRA factors, the routed"
                             + " experts' INT4 weights and LoRA factors for the distinct experts a layer expects under uniform routing,"

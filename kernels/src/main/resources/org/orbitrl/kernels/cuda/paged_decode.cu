@@ -338,10 +338,16 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
     // this lane's copies: key row lane / 2 of the tile, half lane % 2 of it
     int cr = lane >> 1;
     int ch = (lane & 1) * (D / 2);
-    auto load = [&](int tile, int slot) { // the warp's tile-th tile of the split into stage slot
+    // the page of this lane's key in the warp's tile-th tile of the split (0 past ke): read one tile ahead of its copies,
+    // so that the table's round trip overlaps a tile's products instead of preceding every tile's copies
+    auto page = [&](int tile) {
+        int key = ks + tile * PM_TK + cr;
+        return key <= ke ? table[key / blockSize] : 0;
+    };
+    auto load = [&](int tile, int slot, int pg) { // the warp's tile-th tile of the split (its page pg) into stage slot
         int key = ks + tile * PM_TK + cr;
         bool valid = key <= ke;
-        i64 row = valid ? (i64) table[key / blockSize] * blockSize + key % blockSize : 0;
+        i64 row = valid ? (i64) pg * blockSize + key % blockSize : 0;
         const u16* kr = kb + row * rowStride + ch;
         const u16* vr = vb + row * rowStride + ch;
         unsigned kd = wbase + (unsigned) ((slot * STAGE + cr * ROW + ch) * 2);
@@ -354,9 +360,10 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
     int mine = tiles > warp ? (tiles - warp + PM_WARPS - 1) / PM_WARPS : 0; // this warp's tiles
 #pragma unroll
     for (int i = 0; i < ST - 1; i++) {
-        if (i < mine) load(warp + i * PM_WARPS, i);
+        if (i < mine) load(warp + i * PM_WARPS, i, page(warp + i * PM_WARPS));
         cp_async_commit();
     }
+    int nextPage = ST - 1 < mine ? page(warp + (ST - 1) * PM_WARPS) : 0; // the page of the next tile to copy
 
     // q as the A operand: rows g and g + 8 are query heads kvh * G + row (zero past G), k-step kk's columns 16 kk + 2t,
     // + 1 (a0, a1) and + 8, + 9 (a2, a3)
@@ -394,8 +401,9 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
     unsigned kAddr = (unsigned) ((((mi >> 1) * 8 + (lane & 7)) * ROW + (mi & 1) * 8) * 2);
     unsigned vAddr = (unsigned) ((((mi & 1) * 8 + (lane & 7)) * ROW + (mi >> 1) * 8) * 2);
     for (int i = 0; i < mine; i++) {
-        if (i + ST - 1 < mine) load(warp + (i + ST - 1) * PM_WARPS, (i + ST - 1) % ST); // the stage of tile i - 1
+        if (i + ST - 1 < mine) load(warp + (i + ST - 1) * PM_WARPS, (i + ST - 1) % ST, nextPage); // the stage of tile i - 1
         cp_async_commit();
+        if (i + ST < mine) nextPage = page(warp + (i + ST) * PM_WARPS); // lands while tile i is multiplied
         cp_async_wait<ST - 1>(); // tile i has landed (this lane's copies)
         __syncwarp();
         unsigned kt = wbase + (unsigned) ((i % ST) * STAGE * 2);

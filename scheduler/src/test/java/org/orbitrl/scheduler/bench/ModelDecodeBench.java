@@ -7,6 +7,7 @@ import org.orbitrl.kernels.NotCapturableException;
 import org.orbitrl.kernels.OpProfiler;
 import org.orbitrl.kernels.cuda.CudaBackend;
 import org.orbitrl.kernels.cuda.CudaEvent;
+import org.orbitrl.kernels.cuda.internal.Launcher;
 import org.orbitrl.model.adapter.AdapterConfig;
 import org.orbitrl.model.adapter.LoraAdapter;
 import org.orbitrl.model.arch.CausalLM;
@@ -57,7 +58,9 @@ public final class ModelDecodeBench {
      * properties (the kernels' switches read at each call), the variants taken in turn {@code orbit.bench.rounds} times
      * (2 by default) on the same model and cache, each variant's best median reported. Empty: one run as is. Before the
      * rounds, {@code orbit.bench.warmup} untimed runs (1 by default) of the first variant: its first timed round otherwise
-     * pays for the JVM's first run (on the H200, batch 64: 20.96-21.11 ms against 20.4-20.6 in later rounds).
+     * pays for the JVM's first run (on the H200, batch 64: 20.96-21.11 ms against 20.4-20.6 in later rounds). A variant's
+     * {@code orbit.bench.omit=REGEX} leaves the launches it matches out of the captured step ({@link #capture}): the step's
+     * time without them, so the difference is their share of the graph (the numbers are then wrong).
      */
     private static final String VARIANTS = System.getProperty("orbit.bench.variants", "");
     private static final int ROUNDS = Math.max(1, Integer.getInteger("orbit.bench.rounds", 2));
@@ -256,6 +259,23 @@ public final class ModelDecodeBench {
         return run(gpu, model, pool, dc, batch, context, pairs, null);
     }
 
+    /**
+     * The decode step captured, with the launches {@code -Dorbit.bench.omit=REGEX} names left out of the graph (a variant's
+     * timing aid: {@code Launcher.OMIT_PROPERTY} set for the capture alone, so the prefill and the eager steps run whole).
+     */
+    private static CapturedStep capture(CudaBackend gpu, DecodeStep step) {
+        String omit = System.getProperty("orbit.bench.omit", "");
+        if (omit.isEmpty()) {
+            return gpu.captureStep(step::run);
+        }
+        System.setProperty(Launcher.OMIT_PROPERTY, omit);
+        try {
+            return gpu.captureStep(step::run);
+        } finally {
+            System.clearProperty(Launcher.OMIT_PROPERTY);
+        }
+    }
+
     /** As above; with a profiler, every step eager and the timed steps alone counted by it. */
     private static double[] run(CudaBackend gpu, Qwen3Model model, BlockPool pool, DecoderConfig dc, int batch, int context, boolean pairs,
                                 OpProfiler profiler) {
@@ -294,7 +314,7 @@ public final class ModelDecodeBench {
                     step.prepare(segs);
                     try {
                         if (captured == null) {
-                            captured = gpu.captureStep(step::run);
+                            captured = capture(gpu, step);
                         }
                         captured.replay();
                         step.finish(segs);

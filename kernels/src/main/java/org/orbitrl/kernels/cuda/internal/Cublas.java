@@ -50,6 +50,9 @@ public final class Cublas implements AutoCloseable {
      * otherwise both are f32. Addresses are device pointers.
      */
     public void gemm(long x, long w, long y, int m, int n, int k, boolean bf16) {
+        if (Launcher.omitted("cublas")) {
+            return;
+        }
         int type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
         int err = cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, one,
                 new DevicePointer(w), type, k, new DevicePointer(x), type, k, zero,
@@ -60,6 +63,9 @@ public final class Cublas implements AutoCloseable {
 
     /** {@code y[M, N] += x[M, K] · w[N, K]ᵀ}, bf16 x and w, f32 y and accumulation (β = 1). */
     public void gemmAccumulate(long x, long w, long y, int m, int n, int k) {
+        if (Launcher.omitted("cublas")) {
+            return;
+        }
         int err = cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, one,
                 new DevicePointer(w), CUDA_R_16BF, k, new DevicePointer(x), CUDA_R_16BF, k, one,
                 new DevicePointer(y), CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
@@ -72,6 +78,9 @@ public final class Cublas implements AutoCloseable {
      * {@code gemm(N, N, m=N, n=M, k=K, A=b (lda=N), B=a (ldb=K), C=y (ldc=N))}.
      */
     public void gemmNN(long a, long b, long y, int m, int n, int k, boolean bf16) {
+        if (Launcher.omitted("cublas")) {
+            return;
+        }
         int type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
         int err = cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, n, m, k, one,
                 new DevicePointer(b), type, n, new DevicePointer(a), type, k, zero,
@@ -87,6 +96,9 @@ public final class Cublas implements AutoCloseable {
      */
     public void gemm(boolean transA, boolean transB, int m, int n, int k, float alpha, long a, int lda, long b, int ldb,
                      float beta, long c, int ldc, boolean bf16) {
+        if (Launcher.omitted("cublas")) {
+            return;
+        }
         int type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
         alphaBeta.put(0, alpha).put(1, beta);
         int err = cublasGemmEx(handle, transA ? CUBLAS_OP_T : CUBLAS_OP_N, transB ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k,
@@ -103,6 +115,9 @@ public final class Cublas implements AutoCloseable {
      */
     public void gemmStridedBatched(boolean transA, boolean transB, int m, int n, int k, float alpha, long a, int lda, long strideA,
                                    long b, int ldb, long strideB, float beta, long c, int ldc, long strideC, int batch) {
+        if (Launcher.omitted("cublas")) {
+            return;
+        }
         alphaBeta.put(0, alpha).put(1, beta);
         int err = cublasGemmStridedBatchedEx(handle, transA ? CUBLAS_OP_T : CUBLAS_OP_N, transB ? CUBLAS_OP_T : CUBLAS_OP_N, m, n,
                 k, alphaBeta, new DevicePointer(a), CUDA_R_32F, lda, strideA, new DevicePointer(b), CUDA_R_32F, ldb, strideB,
@@ -120,6 +135,9 @@ public final class Cublas implements AutoCloseable {
      */
     public void gemmBatchedBf16(boolean transA, int m, int n, int k, float alpha, long aArray, int lda, long bArray, int ldb,
                                 float beta, long cArray, int ldc, int batch) {
+        if (Launcher.omitted("cublas")) {
+            return;
+        }
         alphaBeta.put(0, alpha).put(1, beta);
         int err = cublasGemmBatchedEx(handle, transA ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, alphaBeta,
                 new PointerArray(aArray), CUDA_R_16BF, lda, new PointerArray(bArray), CUDA_R_16BF, ldb, alphaBeta.getPointer(1),

@@ -11,6 +11,8 @@ import org.orbitrl.kernels.cuda.CudaCheck;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.util.regex.Pattern;
+import java.util.regex.PatternSyntaxException;
 
 import static org.bytedeco.cuda.global.cudart.CU_LAUNCH_ATTRIBUTE_COOPERATIVE;
 import static org.bytedeco.cuda.global.cudart.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
@@ -95,6 +97,37 @@ public final class Launcher {
         return kernel.dependentLaunch() ? Path.DEPENDENT : Path.PLAIN;
     }
 
+    /**
+     * A timing aid, never for numbers: {@code -Dorbit.cuda.omitKernels=REGEX} (read at each launch) leaves out every launch
+     * whose kernel name contains a match, and {@link Cublas}'s products when it matches {@code cublas}. Their outputs keep
+     * what they held, so a captured decode step timed with and without a kernel gives that kernel's share of the step as
+     * it runs in the graph (its time and the gap before the next launch), which a profiler's serialized launches do not.
+     */
+    public static final String OMIT_PROPERTY = "orbit.cuda.omitKernels";
+
+    private record Omit(String regex, Pattern pattern) {
+    }
+
+    private static volatile Omit omit = new Omit("", null);
+
+    /** Whether launches of kernel {@code name} are left out now ({@link #OMIT_PROPERTY}). */
+    public static boolean omitted(String name) {
+        String regex = System.getProperty(OMIT_PROPERTY, "");
+        if (regex.isEmpty()) {
+            return false;
+        }
+        Omit o = omit;
+        if (!o.regex.equals(regex)) {
+            try {
+                o = new Omit(regex, Pattern.compile(regex));
+            } catch (PatternSyntaxException e) {
+                throw new IllegalArgumentException("-D" + OMIT_PROPERTY + "=" + regex + ": not a regular expression: " + e.getDescription(), e);
+            }
+            omit = o;
+        }
+        return o.pattern.matcher(name).find();
+    }
+
     /** Launches issued on the dependent path by the calling thread so far. */
     public static long dependentLaunches() {
         return SLOTS.get().dependentLaunches;
@@ -103,6 +136,9 @@ public final class Launcher {
     public static void launch(Kernel kernel, CUstream_st stream, long gridX, int gridY, int blockX, int sharedBytes, Object... args) {
         if (gridX <= 0 || gridX > Integer.MAX_VALUE || gridY <= 0 || args.length > MAX_ARGS) {
             throw new IllegalArgumentException("kernel " + kernel + ": bad grid " + gridX + "x" + gridY + " or " + args.length + " arguments");
+        }
+        if (omitted(kernel.name())) {
+            return;
         }
         kernel.allowShared(sharedBytes);
         Slots slots = SLOTS.get();

@@ -29,12 +29,12 @@ final class CudaLowRankOps {
     private static final int DMMA_STAGES = 4;      // DM_ST
     private static final int DMMA_RMAX = 64;       // DM_RMAX
     /**
-     * Blocks an SM the splits of K aim at: one (q, k and v of Qwen3-30B-A3B, 40 row blocks: 2 splits, 80 blocks) was
-     * faster in the decode step than two (4 splits: batch 64 20.49-20.65 ms against 20.62-20.86 in one run on the H200).
-     * Counts that are not a power of two, set by hand, were within a run's spread of it in one JVM (batch 64: 2 splits
-     * 20.563 ms, 3 20.591, 5 20.398, 6 20.503), so the default stays the power of two.
+     * Blocks an SM the splits of K aim at: one and a half, the count of splits rounded to the nearest (q, k and v of
+     * Qwen3-30B-A3B, 40 row blocks on 132 SMs: 5 splits, 200 blocks). On the H200, batch 64 of the decode step with 5
+     * splits against 2 (the largest power of two within one block an SM, the default before): 20.108 ms against 20.433
+     * and 20.368 in one JVM, 20.398 against 20.563 in another call (4: 20.480; 3: 20.591; 6: 20.503).
      */
-    private static final int DMMA_SPLIT_BLOCKS_AN_SM = 1;
+    private static final double DMMA_SPLIT_BLOCKS_AN_SM = 1.5;
     private static final int DMMA_SPLITS = 8;      // DM_SPLITS: ranges of K at most
     /**
      * Weight rows a call needs in all (every weight's rows together) to take the tensor-core decode kernels: with fewer,
@@ -297,17 +297,16 @@ final class CudaLowRankOps {
     }
 
     /**
-     * Ranges of K for {@code rowBlocks} blocks of rows over {@code chunks} chunks of a stage: the largest power of two (at
-     * most {@value #DMMA_SPLITS} and the chunks) that keeps the blocks within {@value #DMMA_SPLIT_BLOCKS_AN_SM} an SM, or
-     * the count set ({@link #dmmaSplitsSet}; uneven ranges where it does not divide the chunks), and the partial tiles of
+     * Ranges of K for {@code rowBlocks} blocks of rows over {@code chunks} chunks of a stage: the count (at most
+     * {@value #DMMA_SPLITS} and the chunks) nearest {@value #DMMA_SPLIT_BLOCKS_AN_SM} blocks an SM, or the count set
+     * ({@link #dmmaSplitsSet}), uneven ranges where it does not divide the chunks, and the partial tiles of
      * 64 rows of x within their buffer; 0 where even one range's do not fit. It depends on the shapes and the device,
      * never on the rows of x (a row's sums are the same in any batch).
      */
     private int dmmaSplits(long rowBlocks, int chunks) {
-        int target = DMMA_SPLIT_BLOCKS_AN_SM * ctx.device.multiprocessors();
+        double target = DMMA_SPLIT_BLOCKS_AN_SM * ctx.device.multiprocessors();
         int set = dmmaSplitsSet();
-        int splits = set > 0 ? Math.min(set, DMMA_SPLITS)
-                : Integer.highestOneBit((int) Math.max(1, Math.min(DMMA_SPLITS, target / rowBlocks)));
+        int splits = set > 0 ? Math.min(set, DMMA_SPLITS) : (int) Math.max(1, Math.min(DMMA_SPLITS, Math.round(target / rowBlocks)));
         while (splits > 1 && (splits > chunks || (long) splits * rowBlocks * 64 * DMMA_ROWS > DMMA_PART_FLOATS)) {
             splits--;
         }

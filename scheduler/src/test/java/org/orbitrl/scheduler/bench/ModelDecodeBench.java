@@ -5,6 +5,7 @@ import org.orbitrl.kernels.Backends;
 import org.orbitrl.kernels.CapturedStep;
 import org.orbitrl.kernels.NotCapturableException;
 import org.orbitrl.kernels.OpProfiler;
+import org.orbitrl.kernels.cuda.CudaAllocator;
 import org.orbitrl.kernels.cuda.CudaBackend;
 import org.orbitrl.kernels.cuda.CudaEvent;
 import org.orbitrl.kernels.cuda.internal.Launcher;
@@ -262,18 +263,33 @@ public final class ModelDecodeBench {
     /**
      * The decode step captured, with the launches {@code -Dorbit.bench.omit=REGEX} names left out of the graph (a variant's
      * timing aid: {@code Launcher.OMIT_PROPERTY} set for the capture alone, so the prefill and the eager steps run whole).
+     * The whole step is captured and replayed once before, so that what the left-out launches would write (the router's
+     * experts, the routing) holds this batch's values rather than the prefill's: the step's arena is planned by its
+     * allocations alone, the same with and without the launches, and a new arena of the same size usually lands where
+     * the last one was freed (a line says so when it did not: the left-out launches' arena buffers then hold no values).
      */
     private static CapturedStep capture(CudaBackend gpu, DecodeStep step) {
         String omit = System.getProperty("orbit.bench.omit", "");
         if (omit.isEmpty()) {
             return gpu.captureStep(step::run);
         }
+        long wholeOutput;
+        try (CapturedStep whole = gpu.captureStep(step::run)) {
+            wholeOutput = CudaAllocator.address(whole.replay());
+            gpu.synchronize();
+        }
         System.setProperty(Launcher.OMIT_PROPERTY, omit);
+        CapturedStep cut;
         try {
-            return gpu.captureStep(step::run);
+            cut = gpu.captureStep(step::run);
         } finally {
             System.clearProperty(Launcher.OMIT_PROPERTY);
         }
+        if (CudaAllocator.address(cut.replay()) != wholeOutput) {
+            System.out.println("orbit.bench.omit=" + omit + ": the step's arena moved between the captures; the left-out"
+                    + " launches' arena buffers hold no values of this batch");
+        }
+        return cut;
     }
 
     /** As above; with a profiler, every step eager and the timed steps alone counted by it. */

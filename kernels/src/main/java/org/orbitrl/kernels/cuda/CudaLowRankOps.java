@@ -304,8 +304,12 @@ final class CudaLowRankOps {
      * never on the rows of x (a row's sums are the same in any batch).
      */
     private int dmmaSplits(long rowBlocks, int chunks) {
-        double target = DMMA_SPLIT_BLOCKS_AN_SM * ctx.device.multiprocessors();
-        int set = dmmaSplitsSet();
+        return dmmaSplits(rowBlocks, chunks, ctx.device.multiprocessors(), dmmaSplitsSet());
+    }
+
+    /** {@link #dmmaSplits(long, int)} on a device of {@code sms} SMs, {@code set} the count asked for (0: none). */
+    static int dmmaSplits(long rowBlocks, int chunks, int sms, int set) {
+        double target = DMMA_SPLIT_BLOCKS_AN_SM * sms;
         int splits = set > 0 ? Math.min(set, DMMA_SPLITS) : (int) Math.max(1, Math.min(DMMA_SPLITS, Math.round(target / rowBlocks)));
         while (splits > 1 && (splits > chunks || (long) splits * rowBlocks * 64 * DMMA_ROWS > DMMA_PART_FLOATS)) {
             splits--;

@@ -11,8 +11,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /**
  * The timing aid {@code -Dorbit.cuda.omitKernels} (no GPU needed): a launch whose kernel name matches returns before any
  * compile or driver call, one that does not match goes on to them (here a library without a compiler, where that fails:
- * without a GPU at the native libraries, with one at the missing compiler), and
- * a malformed pattern is an error that names the property.
+ * without a GPU at the native libraries, with one at the missing compiler), and a malformed pattern is an error that
+ * names the property.
  */
 class LauncherOmitTest {
     private String before;

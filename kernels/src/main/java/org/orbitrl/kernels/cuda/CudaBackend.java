@@ -818,8 +818,9 @@ public final class CudaBackend implements Backend {
     }
 
     /**
-     * The logits, the softmax and the top k in one launch ({@link CudaFusedDecode#moeRouterTopk}); outside exact mode,
-     * {@code -Dorbit.cuda.routerTopk=off} (read at each call) declines.
+     * The logits, the softmax and the top k in one launch ({@link CudaFusedDecode#moeRouterTopk}), above
+     * {@link CudaMoePairs#DIRECT_PAIRS} pairs with the pairs grouped by expert for the expert calls on the same ids in the
+     * same launch; outside exact mode, {@code -Dorbit.cuda.routerTopk=off} (read at each call) declines.
      */
     @Override
     public boolean moeRouterTopk(Tensor x, Tensor router, int k, boolean normalize, Tensor weights, Tensor ids) {
@@ -827,7 +828,13 @@ public final class CudaBackend implements Backend {
             return false;
         }
         ctx.device.bind();
-        return fusedDecode.moeRouterTopk(x, router, k, normalize, weights, ids);
+        int experts = router.rank() == 2 ? router.size(0) : 0;
+        MoeRouting routing = experts > 0 ? moePairs.routingForRouter(experts, Math.toIntExact(ids.numel())) : null;
+        CudaFusedDecode.Router done = fusedDecode.moeRouterTopk(x, router, k, normalize, weights, ids, routing);
+        if (done == CudaFusedDecode.Router.SELECTED_AND_GROUPED) {
+            moePairs.groupedBy(experts, ids);
+        }
+        return done != CudaFusedDecode.Router.DECLINED;
     }
 
     /**

@@ -27,6 +27,18 @@ public final class CudaFusedDecode {
     /** Most routed experts per token of {@link #moeDownCombine} (one warp each; QGD_MAX_TOPK in qgemv.cu). */
     static final int MAX_TOPK = 16;
     private static final int ROUTER_WARPS = 4;
+    /** Experts a block of {@code moe_router_tiles} takes (RT_WARPS in moe.cu), most x rows it stages, and their bytes. */
+    private static final int TILE_WARPS = 8;
+    private static final int TILE_MOST_ROWS = 8;
+    private static final int TILE_SHARED = 96 * 1024;
+    /**
+     * {@code -Dorbit.cuda.routerTiles=N}: the router of x as it is takes {@code moe_router_tiles} from N tokens a call (8
+     * by default; {@code off}: never), a block an expert chunk and a tile of tokens, where below it takes
+     * {@code moe_router_norm_topk}, a block a token and four experts. The same bits either way. Read at each call.
+     */
+    static final String ROUTER_TILES_PROPERTY = "orbit.cuda.routerTiles";
+    /** {@code -Dorbit.cuda.routerGroups=off}: the tiled router leaves the grouping of the pairs to its own launch. */
+    static final String ROUTER_GROUPS_PROPERTY = "orbit.cuda.routerGroups";
     /** Warps of a moe_decode block (MD_WARPS). */
     private static final int PERSISTENT_WARPS = 8;
     private static final int SHARED_LIMIT = 48 * 1024;
@@ -40,6 +52,7 @@ public final class CudaFusedDecode {
     private final Kernel norm1;
     private final Kernel norm4;
     private final Kernel routerNormTopk;
+    private final Kernel routerTiles;
     private final EnumMap<QuantLayout, Kernel> swiglu = new EnumMap<>(QuantLayout.class);
     private final EnumMap<QuantLayout, Kernel> swigluR2 = new EnumMap<>(QuantLayout.class);
     /** Rows of each matrix a lane of the gate/up launch takes: 4 (QGS_R, fewer larger blocks) or 2; {@code -Dorbit.cuda.decodeGateUpRows}. */
@@ -66,6 +79,7 @@ public final class CudaFusedDecode {
         this.norm1 = ctx.kernel("bgemv", "bgemv_norm1");
         this.norm4 = ctx.kernel("bgemv", "bgemv_norm_m4");
         this.routerNormTopk = ctx.kernel("moe", "moe_router_norm_topk");
+        this.routerTiles = ctx.kernel("moe", "moe_router_tiles");
         for (QuantLayout l : QuantLayout.values()) {
             swiglu.put(l, ctx.kernel("qgemv", "qgemv_swiglu_" + l.kernelSuffix()));
             swigluR2.put(l, ctx.kernel("qgemv", "qgemv_swiglu_r2_" + l.kernelSuffix()));
@@ -127,6 +141,19 @@ public final class CudaFusedDecode {
      * E floats past the kernel's shared memory).
      */
     public boolean moeRouterTopk(Tensor x, Tensor router, int topk, boolean normalize, Tensor values, Tensor indices) {
+        return moeRouterTopk(x, router, topk, normalize, values, indices, null) != Router.DECLINED;
+    }
+
+    /** What {@link #moeRouterTopk} did: declined (nothing launched), selected the experts, or also grouped the pairs. */
+    enum Router { DECLINED, SELECTED, SELECTED_AND_GROUPED }
+
+    /**
+     * {@link #moeRouterTopk}, and where {@code routing} is given and the call takes {@code moe_router_tiles} with at most
+     * {@value CudaMoeOps#ROUTE_RANK_PAIRS} pairs, the pairs grouped by expert into it in the same launch (the last block
+     * runs {@code moe_route}'s body: the same offsets, active experts and order), unless {@code -Dorbit.cuda.routerGroups=off}
+     * (read at each call).
+     */
+    Router moeRouterTopk(Tensor x, Tensor router, int topk, boolean normalize, Tensor values, Tensor indices, MoeRouting routing) {
         ctx.device.bind();
         ctx.devContiguous("moeRouterTopk x", x, DType.F32);
         ctx.devContiguous("moeRouterTopk values", values, DType.F32);
@@ -135,7 +162,7 @@ public final class CudaFusedDecode {
         int tokens = CudaContext.rows(x);
         if (router.dtype() != DType.BF16 || router.rank() != 2 || !router.isContiguous() || router.dim(1) != hd || hd % 8 != 0
                 || CudaAllocator.address(router) % 16 != 0 || 4L * (hd + router.size(0)) > SHARED_LIMIT || tokens == 0) {
-            return false;
+            return Router.DECLINED;
         }
         int e = router.size(0);
         if (topk <= 0 || topk > e || values.numel() != (long) tokens * topk || indices.numel() != (long) tokens * topk) {
@@ -144,12 +171,56 @@ public final class CudaFusedDecode {
         }
         if (tokens > CudaContext.TICKETS) {
             moeOps.routerTopk(x, router, topk, normalize, values, indices);
-            return true;
+            return Router.SELECTED;
         }
         Tensor logits = ctx.scratch(CudaContext.Scratch.ROUTER_LOGITS, DType.F32, (long) tokens * e); // [T, E]
+        int tt = tileRows(tokens, e, hd, ctx.device.multiprocessors(), System.getProperty(ROUTER_TILES_PROPERTY));
+        if (tt > 0 && CudaAllocator.address(x) % 16 == 0) {
+            int chunks = (e + TILE_WARPS - 1) / TILE_WARPS;
+            int shared = 4 * Math.max(tt * hd, TILE_WARPS * e);
+            int pairs = tokens * topk;
+            boolean group = routing != null && routing.numExperts() == e && pairs <= CudaMoeOps.ROUTE_RANK_PAIRS
+                    && pairs <= routing.maxPairs() && !"off".equals(System.getProperty(ROUTER_GROUPS_PROPERTY));
+            if (group) {
+                routing.routed(pairs, topk);
+            }
+            ctx.launch2dShared(routerTiles, chunks, (tokens + tt - 1) / tt, 32 * TILE_WARPS, shared, x, router, hd, e, tokens, tt,
+                    topk, normalize ? 1 : 0, logits, ctx.tickets, values, indices, group ? routing.offsets() : null,
+                    group ? routing.active() : null, group ? routing.order() : null,
+                    group ? ctx.tickets.slice(0, CudaContext.TICKETS - 1, CudaContext.TICKETS) : null, ctx.errorFlag);
+            return group ? Router.SELECTED_AND_GROUPED : Router.SELECTED;
+        }
         ctx.launch2dShared(routerNormTopk, (e + ROUTER_WARPS - 1) / ROUTER_WARPS, tokens, 32 * ROUTER_WARPS, 4 * (hd + e), x, null, 0,
                 0f, null, router, hd, e, topk, normalize ? 1 : 0, logits, ctx.tickets, values, indices);
-        return true;
+        return Router.SELECTED;
+    }
+
+    /**
+     * The x rows a block of {@code moe_router_tiles} stages for {@code tokens} tokens over {@code experts} experts of
+     * {@code hidden} values, on {@code sms} multiprocessors: enough that the expert chunks times the tiles come near one
+     * block an SM, at most {@value #TILE_MOST_ROWS} and {@value #TILE_SHARED} bytes of rows (two blocks an SM); 0 where
+     * the call takes {@code moe_router_norm_topk} (fewer tokens than the switch's bound, the switch off, a row past the
+     * bytes, or the selecting warps' logits past them).
+     */
+    static int tileRows(int tokens, int experts, int hidden, int sms, String property) {
+        int from = 8;
+        if (property != null) {
+            if (property.equals("off")) {
+                return 0;
+            }
+            try {
+                from = Integer.parseInt(property);
+            } catch (NumberFormatException ex) {
+                throw new IllegalArgumentException("-D" + ROUTER_TILES_PROPERTY + "=" + property + ": expected off or a token count");
+            }
+        }
+        int fit = TILE_SHARED / (4 * hidden);
+        if (tokens < Math.max(1, from) || fit < 1 || 4L * TILE_WARPS * experts > TILE_SHARED) {
+            return 0;
+        }
+        long chunks = (experts + TILE_WARPS - 1) / TILE_WARPS;
+        long rows = (tokens * chunks + sms - 1) / sms;
+        return (int) Math.max(1, Math.min(Math.min(rows, TILE_MOST_ROWS), fit));
     }
 
     /**

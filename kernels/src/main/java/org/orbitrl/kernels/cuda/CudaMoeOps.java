@@ -136,10 +136,14 @@ final class CudaMoeOps {
     /** Pairs up to which {@code moe_route} ranks every pair at once, given room for their ids (MR_RANK_PAIRS in moe.cu). */
     static final int ROUTE_RANK_PAIRS = 1024;
 
-    /** {@code moe_route}'s shared memory: two ints an expert, and the pairs' ids when they fit (the parallel placing). */
+    /**
+     * {@code moe_route}'s shared memory: two ints an expert, and when it fits (the parallel placing) a byte an expert for
+     * each 32-pair tile (its count of that expert's pairs), rounded up to whole ints.
+     */
     static int routeShared(int experts, int pairs) {
         int shared = 2 * experts * 4;
-        return pairs <= ROUTE_RANK_PAIRS && shared + 4L * pairs <= 48 * 1024 ? shared + 4 * pairs : shared;
+        long table = ((long) (pairs + 31) / 32 * experts + 3) / 4 * 4;
+        return pairs <= ROUTE_RANK_PAIRS && shared + table <= 48 * 1024 ? shared + (int) table : shared;
     }
 
     /** x rows: tokens (shared by a token's experts) or pairs; returns pair / xDiv's divisor. */

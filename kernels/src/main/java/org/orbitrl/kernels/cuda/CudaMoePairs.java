@@ -546,6 +546,23 @@ final class CudaMoePairs {
      * A captured step records the route where it first ran, and its replays fill the routing there again before every
      * product that reads it.
      */
+    /**
+     * The kept routing a decode step's router may fill in its own launch ({@link CudaFusedDecode#moeRouterTopk}) for
+     * {@code pairs} pairs over {@code experts} experts: null where the grouped calls would not read it (at most
+     * {@value #DIRECT_PAIRS} pairs: each pair reads its expert's rows), or where it would be allocated inside a capture.
+     */
+    MoeRouting routingForRouter(int experts, int pairs) {
+        if (pairs <= DIRECT_PAIRS || (!routings.containsKey(experts) && ctx.allocator.inCapture())) {
+            return null;
+        }
+        return routing(experts, pairs);
+    }
+
+    /** Records that the kept routing of {@code experts} experts holds the grouping of {@code ids}, filled by the router. */
+    void groupedBy(int experts, Tensor ids) {
+        routedIds.put(experts, ids);
+    }
+
     private MoeRouting routed(int experts, Tensor ids) {
         int pairs = Math.toIntExact(ids.numel());
         MoeRouting r = routing(experts, pairs);

@@ -16,32 +16,54 @@ __device__ __forceinline__ u32 dynamic_smem_bytes() {
     return n;
 }
 
-// One block (blockDim a multiple of 32, at most 1024), shared memory 2 * E ints, or 2 * E + P.
-// ids [P] i32; an id outside [0, E) is reported and its pair joins no expert.
-// With room for the ids too (at most MR_RANK_PAIRS pairs: a decode step's), every thread places its pairs at once: a
-// pair's place is its expert's first slot plus the pairs of that expert before it. Else warp 0 scatters 32-pair tiles
-// in order. Both give the same order.
-extern "C" __global__ void moe_route(const int* ids, int P, int E, int* offsets, int* active, int* order, int* err) {
-    pdl_enter();
-    extern __shared__ int sh[]; // cnt [E], then start [E], then (rank) the ids [P]
+// One block (blockDim a multiple of 32, at most 1024), shared memory 2 * E ints, or 2 * E ints and (P + 31) / 32 * E
+// bytes. ids [P] i32; an id outside [0, E) is reported and its pair joins no expert.
+// With room for the table (at most MR_RANK_PAIRS pairs: a decode step's), every pair is placed at once: the pairs are
+// taken in 32-pair tiles, a warp a tile, and __match_any_sync finds each tile's pairs of the same expert; tab[tile, e]
+// counts them, so a pair's place is its expert's first slot, plus its expert's pairs in the tiles before its own, plus
+// those before it in its own tile. Else warp 0 scatters the tiles in order. Both give the same order.
+// The body of moe_route for any block (moe_router_tiles' last block runs it too): ids read past L1 (ld.global.cg), so
+// that values other blocks of the same launch wrote are seen; sh: the block's dynamic shared memory.
+__device__ __forceinline__ void route_pairs(const int* ids, int P, int E, int* offsets, int* active, int* order, int* err,
+                                            int* sh) {
     int* cnt = sh;
     int* start = sh + E;
-    int* sids = sh + 2 * E;
-    bool rank = P <= MR_RANK_PAIRS && 4u * (2u * E + P) <= dynamic_smem_bytes();
+    u8* tab = (u8*) (sh + 2 * E);
+    int tiles = (P + 31) >> 5;
+    bool rank = P <= MR_RANK_PAIRS && 8u * E + (u32) tiles * E <= dynamic_smem_bytes();
+    int lane = threadIdx.x & 31;
+    int warp = threadIdx.x >> 5;
+    int warps = blockDim.x >> 5;
     for (int e = threadIdx.x; e < E; e += blockDim.x) cnt[e] = 0;
+    if (rank) {
+        for (int i = threadIdx.x; i < tiles * E; i += blockDim.x) tab[i] = 0;
+    }
     __syncthreads();
-    for (int p = threadIdx.x; p < P; p += blockDim.x) {
-        int e = ids[p];
-        if (rank) sids[p] = e;
-        if (e < 0 || e >= E) {
-            report_error(err, ERR_EXPERT_OUT_OF_RANGE, e, p);
-        } else {
-            atomicAdd(&cnt[e], 1);
+    if (rank) {
+        for (int tile = warp; tile < tiles; tile += warps) {
+            int p = tile * 32 + lane;
+            int e = p < P ? __ldcg(ids + p) : -1;
+            bool ok = e >= 0 && e < E;
+            if (p < P && !ok) report_error(err, ERR_EXPERT_OUT_OF_RANGE, e, p);
+            u32 same = __match_any_sync(0xffffffffu, e); // the tile's lanes holding this lane's expert
+            if (ok && lane == __ffs(same) - 1) {         // the first of them counts them
+                int n = __popc(same);
+                tab[tile * E + e] = (u8) n;
+                atomicAdd(&cnt[e], n);
+            }
+        }
+    } else {
+        for (int p = threadIdx.x; p < P; p += blockDim.x) {
+            int e = __ldcg(ids + p);
+            if (e < 0 || e >= E) {
+                report_error(err, ERR_EXPERT_OUT_OF_RANGE, e, p);
+            } else {
+                atomicAdd(&cnt[e], 1);
+            }
         }
     }
     __syncthreads();
     if (threadIdx.x < 32) { // warp 0: lane i scans experts [i*per, (i+1)*per)
-        int lane = threadIdx.x;
         int per = (E + 31) / 32;
         int lo = lane * per < E ? lane * per : E;
         int hi = lo + per < E ? lo + per : E;
@@ -76,12 +98,14 @@ extern "C" __global__ void moe_route(const int* ids, int P, int E, int* offsets,
     }
     __syncthreads();
     if (rank) {
-        for (int p = threadIdx.x; p < P; p += blockDim.x) {
-            int e = sids[p];
-            if (e >= 0 && e < E) {
-                int before = 0;
-#pragma unroll 8
-                for (int q = 0; q < p; q++) before += sids[q] == e ? 1 : 0;
+        for (int tile = warp; tile < tiles; tile += warps) {
+            int p = tile * 32 + lane;
+            int e = p < P ? __ldcg(ids + p) : -1;
+            bool ok = e >= 0 && e < E;
+            u32 same = __match_any_sync(0xffffffffu, e);
+            if (ok) {
+                int before = __popc(same & ((1u << lane) - 1u));
+                for (int j = 0; j < tile; j++) before += tab[j * E + e];
                 order[start[e] + before] = p;
             }
         }
@@ -90,10 +114,9 @@ extern "C" __global__ void moe_route(const int* ids, int P, int E, int* offsets,
     // Stable scatter: warp w places pairs in 32-pair tiles, tiles in order, one warp at a time per tile,
     // ranking pairs of equal expert inside a tile by lane.
     if (threadIdx.x < 32) {
-        int lane = threadIdx.x;
         for (int base = 0; base < P; base += 32) {
             int p = base + lane;
-            int e = p < P ? ids[p] : -1;
+            int e = p < P ? __ldcg(ids + p) : -1;
             bool ok = e >= 0 && e < E;
             int rank = 0;
             int same = 0;
@@ -110,6 +133,12 @@ extern "C" __global__ void moe_route(const int* ids, int P, int E, int* offsets,
             __syncwarp();
         }
     }
+}
+
+extern "C" __global__ void moe_route(const int* ids, int P, int E, int* offsets, int* active, int* order, int* err) {
+    pdl_enter();
+    extern __shared__ int sh[]; // cnt [E], then start [E], then (rank) tab [tiles, E] bytes
+    route_pairs(ids, P, E, offsets, active, order, err, sh);
 }
 
 // xs[i] = x[order[i] / xDiv] rounded to bf16 (round to nearest even); xs [P, K], x f32 [*, K].
@@ -339,4 +368,76 @@ extern "C" __global__ void moe_router_norm_topk(const float* x, const void* nw, 
         router_select_warp(lg, E, topk, normalize, values + (i64) t * topk, indices + (i64) t * topk);
         if (threadIdx.x == 0) tickets[t] = 0;
     }
+}
+
+// The router of a decode batch over x as it is (moe_router_norm_topk without its norm) in fewer, wider blocks: block
+// (expert chunk blockIdx.x, token tile blockIdx.y) of RT_WARPS warps stages the tile's tt rows of x (dynamic shared
+// memory, max(tt * H, RT_WARPS * E) floats) once, every copy in flight at once (cp.async), and warp w holds expert blockIdx.x * RT_WARPS + w's first 256 units
+// in registers and multiplies them with each row. Each x row is read ceil(E / RT_WARPS) times (ceil(E / 4) there, with
+// a block a token) and each weight row once a tile. Every logit is moe_router_norm_topk's sum (lane over units lane +
+// 32 i in order, then warp_sum), so the same bits, and the selection is the same router_select_warp: the block that
+// finishes a tile last (a ticket a tile) selects its tokens' experts, a warp a token, then re-arms the ticket. With
+// offsets given (the routing buffer of moe_route, and routeTicket 0), the block that selects the last tile (a second
+// ticket) also groups the T * topk pairs by expert, moe_route's body and results, and re-arms that ticket.
+#define RT_WARPS 8
+extern "C" __global__ void __launch_bounds__(32 * RT_WARPS)
+    moe_router_tiles(const float* x, const uint4* w, int H, int E, int T, int tt, int topk, int normalize, float* logits,
+                     int* tickets, float* values, int* indices, int* offsets, int* active, int* order, int* routeTicket,
+                     int* err) {
+    pdl_enter();
+    extern __shared__ __align__(16) float smem[]; // [tt, H] x rows, then [RT_WARPS, E] the selecting warps' logits
+    __shared__ int last;
+    int lane = threadIdx.x & 31;
+    int warp = threadIdx.x >> 5;
+    int e = blockIdx.x * RT_WARPS + warp;
+    int t0 = blockIdx.y * tt;
+    int rows = min(tt, T - t0);
+    int units = H / 8;
+    const uint4* wrow = w + (i64) (e < E ? e : 0) * units;
+    uint4 q[8];
+    if (e < E) router_fetch(wrow, units, 0, lane, q);
+    const float4* xr = (const float4*) (x + (i64) t0 * H);
+    int n4 = rows * (H >> 2);
+    u32 xs0 = smem_addr(smem);
+    for (int c = threadIdx.x; c < n4; c += blockDim.x) cp_async16_zfill(xs0 + 16u * c, xr + c, true); // all in flight at once
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+    if (e < E) {
+        for (int j = 0; j < rows; j++) {
+            const float* xs = smem + (i64) j * H;
+            float acc = 0.0f;
+            router_dot_units(q, xs, units, 0, lane, acc);
+            for (int u0 = 256; u0 < units; u0 += 256) { // past 256 units: fetched again for each row (L1)
+                uint4 p[8];
+                router_fetch(wrow, units, u0, lane, p);
+                router_dot_units(p, xs, units, u0, lane, acc);
+            }
+            acc = warp_sum(acc);
+            if (lane == 0) logits[(i64) (t0 + j) * E + e] = acc;
+        }
+    }
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(tickets + blockIdx.y, 1) == (int) gridDim.x - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    float* lg = smem + warp * E; // the x rows are read no more (the barriers above)
+    for (int j = warp; j < rows; j += RT_WARPS) {
+        for (int c = lane; c < E; c += 32) lg[c] = ((volatile const float*) logits)[(i64) (t0 + j) * E + c]; // past L1
+        __syncwarp();
+        router_select_warp(lg, E, topk, normalize, values + (i64) (t0 + j) * topk, indices + (i64) (t0 + j) * topk);
+        __syncwarp();
+    }
+    if (threadIdx.x == 0) tickets[blockIdx.y] = 0;
+    if (offsets == nullptr) return;
+    __threadfence();
+    __syncthreads(); // the tile's indices are written; last is read no more
+    if (threadIdx.x == 0) last = atomicAdd(routeTicket, 1) == (int) gridDim.y - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    route_pairs(indices, T * topk, E, offsets, active, order, err, (int*) smem); // the selecting warps are done with smem
+    if (threadIdx.x == 0) *routeTicket = 0;
 }

@@ -2,12 +2,14 @@ package org.orbitrl.kernels.cuda;
 
 import org.junit.jupiter.api.Test;
 import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.ExpertWeights;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.quant.QuantizedTensor;
 
 import java.util.Arrays;
 import java.util.SplittableRandom;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -150,6 +152,132 @@ class CudaFusedDecodeTest extends CudaTestBase {
                 poisoned(DType.I32, 1, 8)), "an f32 router");
         for (float v : gpu.toHost(values).toFloatArray()) {
             assertTrue(Float.isNaN(v), "a declined call wrote " + v);
+        }
+    }
+
+    /**
+     * The router of x as it is in tiles ({@code moe_router_tiles}, a block an expert chunk and a tile of tokens) against
+     * the same call a block a token ({@code moe_router_norm_topk}, the switch off): the same values and indices bit for
+     * bit, at 1 to 200 tokens (the tile kernel forced down to 1 token), hidden 2048 and 7168, 60 to 384 experts.
+     */
+    @Test
+    void routerTilesEqualTheTokenBlocksBitForBit() {
+        SplittableRandom r = rng(317);
+        // {tokens, H, E, topk}
+        int[][] cases = {{1, 2048, 128, 8}, {5, 256, 60, 3}, {8, 2048, 128, 8}, {64, 2048, 128, 8}, {37, 2048, 128, 8},
+                {200, 512, 128, 8}, {40, 7168, 256, 8}, {19, 7168, 384, 8}};
+        String before = System.getProperty(CudaFusedDecode.ROUTER_TILES_PROPERTY);
+        try {
+            for (int[] c : cases) {
+                int t = c[0];
+                int h = c[1];
+                int e = c[2];
+                int topk = c[3];
+                Tensor dx = dev(randn(r, 1f, t, h));
+                Tensor dw = dev(Tensor.of(bf16Round(randn(r, 0.2f, e, h).toFloatArray()), e, h).to(DType.BF16));
+                for (boolean normalize : new boolean[]{true, false}) {
+                    String what = "router tokens " + t + " H " + h + " E " + e + " top " + topk + (normalize ? " normalized" : "");
+                    float[][] vals = new float[2][];
+                    long[][] ids = new long[2][];
+                    String[] modes = {"off", "1"};
+                    for (int m = 0; m < 2; m++) {
+                        System.setProperty(CudaFusedDecode.ROUTER_TILES_PROPERTY, modes[m]);
+                        Tensor values = poisoned(DType.F32, t, topk);
+                        Tensor idx = poisoned(DType.I32, t, topk);
+                        assertTrue(gpu.moeRouterTopk(dx, dw, topk, normalize, values, idx), what);
+                        vals[m] = gpu.toHost(values).toFloatArray();
+                        ids[m] = gpu.toHost(idx).toLongArray();
+                    }
+                    assertArrayEquals(ids[0], ids[1], what + ": indices");
+                    for (int i = 0; i < vals[0].length; i++) {
+                        assertEquals(Float.floatToRawIntBits(vals[0][i]), Float.floatToRawIntBits(vals[1][i]),
+                                what + ": value " + i + " " + vals[0][i] + " against " + vals[1][i]);
+                    }
+                }
+            }
+        } finally {
+            if (before == null) {
+                System.clearProperty(CudaFusedDecode.ROUTER_TILES_PROPERTY);
+            } else {
+                System.setProperty(CudaFusedDecode.ROUTER_TILES_PROPERTY, before);
+            }
+        }
+    }
+
+    /**
+     * Above {@value CudaMoePairs#DIRECT_PAIRS} pairs the tiled router also groups the pairs by expert in its own launch
+     * ({@code moe_route}'s body in its last block) for the expert calls on the same ids: a grouped product over those ids
+     * then launches no {@code moe_route}, and equals bit for bit the same product after the router with the grouping
+     * switched off (which launches one), and the double reference within {@code 1e-6 + 2e-5·Σ|x·w|}. 64 tokens x 8 of
+     * 128 experts (512 pairs), 20 x 8 of 60, 128 x 8 of 64 (1024 pairs, the most it groups).
+     */
+    @Test
+    void theTiledRouterGroupsThePairsForTheExpertCalls() {
+        SplittableRandom r = rng(331);
+        int h = 256;
+        int n = 48;
+        int topk = 8;
+        String before = System.getProperty(CudaFusedDecode.ROUTER_GROUPS_PROPERTY);
+        try {
+            for (int[] c : new int[][]{{64, 128}, {20, 60}, {128, 64}}) {
+                int tokens = c[0];
+                int e = c[1];
+                int pairs = tokens * topk;
+                float[] x = randn(r, 1f, tokens, h).toFloatArray();
+                Tensor dx = dev(Tensor.of(x, tokens, h));
+                Tensor dw = dev(Tensor.of(bf16Round(randn(r, 0.2f, e, h).toFloatArray()), e, h).to(DType.BF16));
+                float[][] we = new float[e][];
+                Tensor[] wd = new Tensor[e];
+                for (int i = 0; i < e; i++) {
+                    we[i] = randn(r, 0.1f, n, h).toFloatArray();
+                    wd[i] = dev(Tensor.of(we[i], n, h));
+                }
+                ExpertWeights experts = new ExpertWeights(n, h, wd, new QuantizedTensor[e]);
+                String what = tokens + " tokens x " + topk + " of " + e + " experts";
+                float[][] ys = new float[2][];
+                long[][] ids = new long[2][];
+                String[] modes = {"on", "off"};
+                for (int m = 0; m < 2; m++) {
+                    System.setProperty(CudaFusedDecode.ROUTER_GROUPS_PROPERTY, modes[m]);
+                    Tensor values = poisoned(DType.F32, tokens, topk);
+                    Tensor idx = poisoned(DType.I32, tokens, topk);
+                    assertTrue(gpu.moeRouterTopk(dx, dw, topk, true, values, idx), what);
+                    int routes = gpu.moePairRoutes();
+                    Tensor y = poisoned(DType.F32, pairs, n);
+                    gpu.moeExpertMatmulPairs(dx, topk, experts, idx, 1f, y, false);
+                    assertEquals(m, gpu.moePairRoutes() - routes, what + ", grouping " + modes[m] + ": moe_route launches");
+                    ys[m] = gpu.toHost(y).toFloatArray();
+                    ids[m] = gpu.toHost(idx).toLongArray();
+                }
+                assertArrayEquals(ids[0], ids[1], what + ": the router's choice");
+                for (int i = 0; i < ys[0].length; i++) {
+                    assertEquals(Float.floatToRawIntBits(ys[1][i]), Float.floatToRawIntBits(ys[0][i]),
+                            what + ": y[" + i + "] with the router's grouping " + ys[0][i] + ", with moe_route's " + ys[1][i]);
+                }
+                float[] want = new float[pairs * n];
+                double[] tol = new double[want.length];
+                for (int p = 0; p < pairs; p++) {
+                    float[] w = we[(int) ids[0][p]];
+                    for (int o = 0; o < n; o++) {
+                        double s = 0;
+                        double abs = 0;
+                        for (int i = 0; i < h; i++) {
+                            double v = (double) x[(p / topk) * h + i] * w[o * h + i];
+                            s += v;
+                            abs += Math.abs(v);
+                        }
+                        want[p * n + o] = (float) s;
+                        tol[p * n + o] = 1e-6 + 2e-5 * abs;
+                    }
+                }
+                assertWithin(what, want, ys[0], tol);
+            }
+        } finally {
+            if (before == null) {
+                System.clearProperty(CudaFusedDecode.ROUTER_GROUPS_PROPERTY);
+            } else {
+                System.setProperty(CudaFusedDecode.ROUTER_GROUPS_PROPERTY, before);
+            }
         }
     }
 

@@ -46,7 +46,8 @@ class CudaMoeGroupedTest extends CudaTestBase {
     @Test
     void routingIsTheStableCountingSort() {
         SplittableRandom r = rng(91);
-        for (int tokens : new int[]{1, 5, 37, 300}) {
+        // 4 to 1024 pairs: placed at once from the tiles' counts (1 to 32 tiles); 1200: the scatter a tile at a time
+        for (int tokens : new int[]{1, 5, 37, 64, 256, 300}) {
             int topk = 4;
             int[] ids = route(r, tokens, topk);
             try (MoeRouting routing = gpu.moe().moeRouting(E, 1200)) {

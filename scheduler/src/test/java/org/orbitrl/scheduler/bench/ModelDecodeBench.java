@@ -33,7 +33,8 @@ import java.util.SplittableRandom;
  * Decode steps of the model itself, the path rollout takes ({@link Qwen3Model#decodeStep}, captured and replayed as
  * {@code DecodeGraphs} does), on a random-weight Qwen3-MoE of a real shape (Qwen3-30B-A3B by default: routed experts
  * INT4 group-32, the rest bf16) with rollout's adapter attached (LoRA r=32 on q/k/v/o and on the fused experts, f32),
- * on the CUDA backend. Per batch, each sequence holding {@code context} keys: the step with the experts per (token,
+ * on the CUDA backend ({@code -Dorbit.bench.adapter=none}: the base model alone, as a plain transformers {@code generate}
+ * runs it). Per batch, each sequence holding {@code context} keys: the step with the experts per (token,
  * expert) pair, captured as a graph and replayed, against the same step with the experts grouped by expert, which reads
  * the per-expert counts on the host and so runs eagerly. A batch whose step cannot be captured is reported as eager.
  *
@@ -66,6 +67,12 @@ public final class ModelDecodeBench {
     private static final String VARIANTS = System.getProperty("orbit.bench.variants", "");
     private static final int ROUNDS = Math.max(1, Integer.getInteger("orbit.bench.rounds", 2));
     private static final int WARMUP = Math.max(0, Integer.getInteger("orbit.bench.warmup", 1));
+    /**
+     * {@code -Dorbit.bench.adapter=none}: the base model alone, no adapter attached (what a plain transformers
+     * {@code generate} of the same shape runs); the HBM limit's bytes then leave the LoRA factors out. {@code lora} (the
+     * default): rollout's adapter, LoRA r=32 f32 on q/k/v/o and the experts.
+     */
+    private static final boolean ADAPTER = adapterProperty(System.getProperty("orbit.bench.adapter", "lora"));
 
     private ModelDecodeBench() {
     }
@@ -83,23 +90,28 @@ public final class ModelDecodeBench {
             long t0 = System.nanoTime();
             Qwen3Model model = Qwen3Model.load(dc, new RandomQwen3Moe(dc, 1), profiler == null ? backend : profiler.backend(),
                     Qwen3Model.LoadOptions.full());
-            AdapterConfig acfg = AdapterConfig.lora(32, 64, List.of("q_proj", "k_proj", "v_proj", "o_proj"),
-                    List.of("mlp.experts.gate_up_proj", "mlp.experts.down_proj"));
-            LoraAdapter adapter = LoraAdapter.create(acfg, model, backend.allocator(), 5);
+            String adapterText = "no adapter";
+            if (ADAPTER) {
+                AdapterConfig acfg = AdapterConfig.lora(RANK, 64, List.of("q_proj", "k_proj", "v_proj", "o_proj"),
+                        List.of("mlp.experts.gate_up_proj", "mlp.experts.down_proj"));
+                LoraAdapter adapter = LoraAdapter.create(acfg, model, backend.allocator(), 5);
+                adapterText = String.format("LoRA r=%d (%.0fM parameters, f32) on q/k/v/o and the experts", RANK,
+                        adapter.parameterCount() / 1e6);
+            }
             md.append("## Model decode steps (ModelDecodeBench) on ").append(gpu.device()).append("\n\nDate: ").append(Instant.now())
                     .append(String.format("%n%nShape %s: %d layers, hidden %d, %d experts top-%d x %d, vocab %d; experts INT4 g32, the rest"
-                                    + " bf16; LoRA r=32 (%.0fM parameters, f32) on q/k/v/o and the experts; built in %.1f s. Context %d keys a"
-                                    + " sequence in a %s paged cache; %d steps a row, median.%n%n",
+                                    + " bf16; %s; built in %.1f s. Context %d keys a sequence in a %s paged cache; %d steps a row,"
+                                    + " median.%n%n",
                             config.getParent().getFileName(), dc.layers(), dc.hidden(), dc.experts(), dc.topK(), dc.moeIntermediate(),
-                            dc.vocab(), adapter.parameterCount() / 1e6, (System.nanoTime() - t0) / 1e9, context,
-                            KV.name().toLowerCase(java.util.Locale.ROOT), STEPS))
-                    ;
+                            dc.vocab(), adapterText, (System.nanoTime() - t0) / 1e9, context,
+                            KV.name().toLowerCase(java.util.Locale.ROOT), STEPS));
             double copy = profiler == null ? copyBandwidth(gpu) : 0;
             System.out.printf("Copy bandwidth %.0f GB/s (measured before the steps; a run stopped by a time limit keeps it)%n", copy);
             md.append(String.format("Copy bandwidth %.0f GB/s (device to device, read + write, same run). The HBM limit: the bytes a"
-                            + " step reads at least (every dense weight and the LM head in bf16, the attention's LoRA factors, the routed"
-                            + " experts' INT4 weights and LoRA factors for the distinct experts a layer expects under uniform routing,"
-                            + " E·(1 − (1 − k/E)^B), and each sequence's keys and values) over that bandwidth.%n%n", copy))
+                            + " step reads at least (every dense weight and the LM head in bf16, %s the routed experts' INT4 weights"
+                            + " %sfor the distinct experts a layer expects under uniform routing, E·(1 − (1 − k/E)^B), and each"
+                            + " sequence's keys and values) over that bandwidth.%n%n", copy,
+                            ADAPTER ? "the attention's LoRA factors," : "", ADAPTER ? "and LoRA factors " : ""))
                     .append(!VARIANTS.isBlank() ? "" : GROUPED
                             ? "| batch | experts per pair, step | tokens/s | bytes/step | of the HBM limit | experts grouped, step | tokens/s |"
                                     + " speed-up |\n|---|---|---|---|---|---|---|---|\n"
@@ -205,6 +217,14 @@ public final class ModelDecodeBench {
         }
     }
 
+    private static boolean adapterProperty(String value) {
+        return switch (value) {
+            case "lora" -> true;
+            case "none" -> false;
+            default -> throw new IllegalArgumentException("orbit.bench.adapter: '" + value + "', expected lora or none");
+        };
+    }
+
     /** LoRA rank of the bench's adapter. */
     private static final int RANK = 32;
 
@@ -220,6 +240,10 @@ public final class ModelDecodeBench {
         double expertLora = 4.0 * RANK * 3 * (h + c.moeIntermediate());                       // gate, up, down: A and B, f32
         double distinct = c.experts() * (1 - Math.pow(1 - (double) c.topK() / c.experts(), batch));
         double cache = (double) batch * keys * 2 * kv * KV.bytes();                          // keys and values, f32 or bf16
+        if (!ADAPTER) {
+            attentionLora = 0;
+            expertLora = 0;
+        }
         double perLayer = attention + attentionLora + distinct * (expert + expertLora) + cache;
         return c.layers() * perLayer + 2.0 * c.vocab() * h;                                   // the LM head, bf16
     }

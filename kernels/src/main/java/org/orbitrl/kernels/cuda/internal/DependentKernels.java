@@ -58,6 +58,7 @@ final class DependentKernels {
         s.add("moe/moe_router_logits");
         s.add("moe/moe_router_topk");
         s.add("moe/moe_router_norm_topk");        // the fused decode operations (CudaFusedDecode)
+        s.add("moe/moe_router_tiles");
         s.add("bgemv/bgemv_norm1");
         s.add("bgemv/bgemv_norm_m4");
         s.add("moe_pairs/moe_pairs_dense");          // the per-pair decode experts (CudaMoePairs)

@@ -540,13 +540,6 @@ final class CudaMoePairs {
     }
 
     /**
-     * The pairs of {@code ids} grouped by expert in the kept routing of their expert count: routed on the device
-     * ({@code moe_route}) unless the routing's last fill was for this same ids tensor (the other products of the same
-     * layer: the gate's, the up's and down's, their LoRA factors'; see {@link org.orbitrl.kernels.Backend#moeExpertMatmulPairs}).
-     * A captured step records the route where it first ran, and its replays fill the routing there again before every
-     * product that reads it.
-     */
-    /**
      * The kept routing a decode step's router may fill in its own launch ({@link CudaFusedDecode#moeRouterTopk}) for
      * {@code pairs} pairs over {@code experts} experts: null where the grouped calls would not read it (at most
      * {@value #DIRECT_PAIRS} pairs: each pair reads its expert's rows), or where it would be allocated inside a capture.
@@ -563,6 +556,14 @@ final class CudaMoePairs {
         routedIds.put(experts, ids);
     }
 
+    /**
+     * The pairs of {@code ids} grouped by expert in the kept routing of their expert count: routed on the device
+     * ({@code moe_route}) unless the routing's last fill was for this same ids tensor (the other products of the same
+     * layer: the gate's, the up's and down's, their LoRA factors'; see {@link org.orbitrl.kernels.Backend#moeExpertMatmulPairs}),
+     * or the router's launch filled it for them ({@link #groupedBy}).
+     * A captured step records the route where it first ran, and its replays fill the routing there again before every
+     * product that reads it.
+     */
     private MoeRouting routed(int experts, Tensor ids) {
         int pairs = Math.toIntExact(ids.numel());
         MoeRouting r = routing(experts, pairs);

@@ -9,7 +9,6 @@ import org.orbitrl.kernels.quant.QuantizedTensor;
 import java.util.Arrays;
 import java.util.SplittableRandom;
 
-import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -166,40 +165,30 @@ class CudaFusedDecodeTest extends CudaTestBase {
         // {tokens, H, E, topk}
         int[][] cases = {{1, 2048, 128, 8}, {5, 256, 60, 3}, {8, 2048, 128, 8}, {64, 2048, 128, 8}, {37, 2048, 128, 8},
                 {200, 512, 128, 8}, {40, 7168, 256, 8}, {19, 7168, 384, 8}};
-        String before = System.getProperty(CudaFusedDecode.ROUTER_TILES_PROPERTY);
-        try {
-            for (int[] c : cases) {
-                int t = c[0];
-                int h = c[1];
-                int e = c[2];
-                int topk = c[3];
-                Tensor dx = dev(randn(r, 1f, t, h));
-                Tensor dw = dev(Tensor.of(bf16Round(randn(r, 0.2f, e, h).toFloatArray()), e, h).to(DType.BF16));
-                for (boolean normalize : new boolean[]{true, false}) {
-                    String what = "router tokens " + t + " H " + h + " E " + e + " top " + topk + (normalize ? " normalized" : "");
-                    float[][] vals = new float[2][];
-                    long[][] ids = new long[2][];
-                    String[] modes = {"off", "1"};
-                    for (int m = 0; m < 2; m++) {
-                        System.setProperty(CudaFusedDecode.ROUTER_TILES_PROPERTY, modes[m]);
+        for (int[] c : cases) {
+            int t = c[0];
+            int h = c[1];
+            int e = c[2];
+            int topk = c[3];
+            Tensor dx = dev(randn(r, 1f, t, h));
+            Tensor dw = dev(Tensor.of(bf16Round(randn(r, 0.2f, e, h).toFloatArray()), e, h).to(DType.BF16));
+            for (boolean normalize : new boolean[]{true, false}) {
+                String what = "router tokens " + t + " H " + h + " E " + e + " top " + topk + (normalize ? " normalized" : "");
+                float[][] vals = new float[2][];
+                long[][] ids = new long[2][];
+                String[] modes = {"off", "1"};
+                for (int m = 0; m < 2; m++) {
+                    int mode = m;
+                    withProperty(CudaFusedDecode.ROUTER_TILES_PROPERTY, modes[m], () -> {
                         Tensor values = poisoned(DType.F32, t, topk);
                         Tensor idx = poisoned(DType.I32, t, topk);
                         assertTrue(gpu.moeRouterTopk(dx, dw, topk, normalize, values, idx), what);
-                        vals[m] = gpu.toHost(values).toFloatArray();
-                        ids[m] = gpu.toHost(idx).toLongArray();
-                    }
-                    assertArrayEquals(ids[0], ids[1], what + ": indices");
-                    for (int i = 0; i < vals[0].length; i++) {
-                        assertEquals(Float.floatToRawIntBits(vals[0][i]), Float.floatToRawIntBits(vals[1][i]),
-                                what + ": value " + i + " " + vals[0][i] + " against " + vals[1][i]);
-                    }
+                        vals[mode] = gpu.toHost(values).toFloatArray();
+                        ids[mode] = gpu.toHost(idx).toLongArray();
+                    });
                 }
-            }
-        } finally {
-            if (before == null) {
-                System.clearProperty(CudaFusedDecode.ROUTER_TILES_PROPERTY);
-            } else {
-                System.setProperty(CudaFusedDecode.ROUTER_TILES_PROPERTY, before);
+                assertExact(what + ": indices", ids[0], ids[1]);
+                assertBitsEqual(what + ": values", vals[0], vals[1]);
             }
         }
     }
@@ -217,67 +206,57 @@ class CudaFusedDecodeTest extends CudaTestBase {
         int h = 256;
         int n = 48;
         int topk = 8;
-        String before = System.getProperty(CudaFusedDecode.ROUTER_GROUPS_PROPERTY);
-        try {
-            for (int[] c : new int[][]{{64, 128}, {20, 60}, {128, 64}}) {
-                int tokens = c[0];
-                int e = c[1];
-                int pairs = tokens * topk;
-                float[] x = randn(r, 1f, tokens, h).toFloatArray();
-                Tensor dx = dev(Tensor.of(x, tokens, h));
-                Tensor dw = dev(Tensor.of(bf16Round(randn(r, 0.2f, e, h).toFloatArray()), e, h).to(DType.BF16));
-                float[][] we = new float[e][];
-                Tensor[] wd = new Tensor[e];
-                for (int i = 0; i < e; i++) {
-                    we[i] = randn(r, 0.1f, n, h).toFloatArray();
-                    wd[i] = dev(Tensor.of(we[i], n, h));
-                }
-                ExpertWeights experts = new ExpertWeights(n, h, wd, new QuantizedTensor[e]);
-                String what = tokens + " tokens x " + topk + " of " + e + " experts";
-                float[][] ys = new float[2][];
-                long[][] ids = new long[2][];
-                String[] modes = {"on", "off"};
-                for (int m = 0; m < 2; m++) {
-                    System.setProperty(CudaFusedDecode.ROUTER_GROUPS_PROPERTY, modes[m]);
+        for (int[] c : new int[][]{{64, 128}, {20, 60}, {128, 64}}) {
+            int tokens = c[0];
+            int e = c[1];
+            int pairs = tokens * topk;
+            float[] x = randn(r, 1f, tokens, h).toFloatArray();
+            Tensor dx = dev(Tensor.of(x, tokens, h));
+            Tensor dw = dev(Tensor.of(bf16Round(randn(r, 0.2f, e, h).toFloatArray()), e, h).to(DType.BF16));
+            float[][] we = new float[e][];
+            Tensor[] wd = new Tensor[e];
+            for (int i = 0; i < e; i++) {
+                we[i] = randn(r, 0.1f, n, h).toFloatArray();
+                wd[i] = dev(Tensor.of(we[i], n, h));
+            }
+            ExpertWeights experts = new ExpertWeights(n, h, wd, new QuantizedTensor[e]);
+            String what = tokens + " tokens x " + topk + " of " + e + " experts";
+            float[][] ys = new float[2][];
+            long[][] ids = new long[2][];
+            String[] modes = {"on", "off"};
+            for (int m = 0; m < 2; m++) {
+                int mode = m;
+                withProperty(CudaFusedDecode.ROUTER_GROUPS_PROPERTY, modes[m], () -> {
                     Tensor values = poisoned(DType.F32, tokens, topk);
                     Tensor idx = poisoned(DType.I32, tokens, topk);
                     assertTrue(gpu.moeRouterTopk(dx, dw, topk, true, values, idx), what);
                     int routes = gpu.moePairRoutes();
                     Tensor y = poisoned(DType.F32, pairs, n);
                     gpu.moeExpertMatmulPairs(dx, topk, experts, idx, 1f, y, false);
-                    assertEquals(m, gpu.moePairRoutes() - routes, what + ", grouping " + modes[m] + ": moe_route launches");
-                    ys[m] = gpu.toHost(y).toFloatArray();
-                    ids[m] = gpu.toHost(idx).toLongArray();
-                }
-                assertArrayEquals(ids[0], ids[1], what + ": the router's choice");
-                for (int i = 0; i < ys[0].length; i++) {
-                    assertEquals(Float.floatToRawIntBits(ys[1][i]), Float.floatToRawIntBits(ys[0][i]),
-                            what + ": y[" + i + "] with the router's grouping " + ys[0][i] + ", with moe_route's " + ys[1][i]);
-                }
-                float[] want = new float[pairs * n];
-                double[] tol = new double[want.length];
-                for (int p = 0; p < pairs; p++) {
-                    float[] w = we[(int) ids[0][p]];
-                    for (int o = 0; o < n; o++) {
-                        double s = 0;
-                        double abs = 0;
-                        for (int i = 0; i < h; i++) {
-                            double v = (double) x[(p / topk) * h + i] * w[o * h + i];
-                            s += v;
-                            abs += Math.abs(v);
-                        }
-                        want[p * n + o] = (float) s;
-                        tol[p * n + o] = 1e-6 + 2e-5 * abs;
+                    assertEquals(mode, gpu.moePairRoutes() - routes, what + ", grouping " + modes[mode] + ": moe_route launches");
+                    ys[mode] = gpu.toHost(y).toFloatArray();
+                    ids[mode] = gpu.toHost(idx).toLongArray();
+                });
+            }
+            assertExact(what + ": the router's choice", ids[0], ids[1]);
+            assertBitsEqual(what + ": y with moe_route's grouping against the router's", ys[1], ys[0]);
+            float[] want = new float[pairs * n];
+            double[] tol = new double[want.length];
+            for (int p = 0; p < pairs; p++) {
+                float[] w = we[(int) ids[0][p]];
+                for (int o = 0; o < n; o++) {
+                    double sum = 0;
+                    double abs = 0;
+                    for (int i = 0; i < h; i++) {
+                        double v = (double) x[(p / topk) * h + i] * w[o * h + i];
+                        sum += v;
+                        abs += Math.abs(v);
                     }
+                    want[p * n + o] = (float) sum;
+                    tol[p * n + o] = 1e-6 + 2e-5 * abs;
                 }
-                assertWithin(what, want, ys[0], tol);
             }
-        } finally {
-            if (before == null) {
-                System.clearProperty(CudaFusedDecode.ROUTER_GROUPS_PROPERTY);
-            } else {
-                System.setProperty(CudaFusedDecode.ROUTER_GROUPS_PROPERTY, before);
-            }
+            assertWithin(what, want, ys[0], tol);
         }
     }
 

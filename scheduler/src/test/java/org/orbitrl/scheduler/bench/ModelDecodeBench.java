@@ -108,10 +108,10 @@ public final class ModelDecodeBench {
             double copy = profiler == null ? copyBandwidth(gpu) : 0;
             System.out.printf("Copy bandwidth %.0f GB/s (measured before the steps; a run stopped by a time limit keeps it)%n", copy);
             md.append(String.format("Copy bandwidth %.0f GB/s (device to device, read + write, same run). The HBM limit: the bytes a"
-                            + " step reads at least (every dense weight and the LM head in bf16, %s the routed experts' INT4 weights"
+                            + " step reads at least (every dense weight and the LM head in bf16,%s the routed experts' INT4 weights"
                             + " %sfor the distinct experts a layer expects under uniform routing, E·(1 − (1 − k/E)^B), and each"
                             + " sequence's keys and values) over that bandwidth.%n%n", copy,
-                            ADAPTER ? "the attention's LoRA factors," : "", ADAPTER ? "and LoRA factors " : ""))
+                            ADAPTER ? " the attention's LoRA factors," : "", ADAPTER ? "and LoRA factors " : ""))
                     .append(!VARIANTS.isBlank() ? "" : GROUPED
                             ? "| batch | experts per pair, step | tokens/s | bytes/step | of the HBM limit | experts grouped, step | tokens/s |"
                                     + " speed-up |\n|---|---|---|---|---|---|---|---|\n"

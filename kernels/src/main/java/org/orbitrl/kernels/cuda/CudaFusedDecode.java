@@ -27,13 +27,13 @@ public final class CudaFusedDecode {
     /** Most routed experts per token of {@link #moeDownCombine} (one warp each; QGD_MAX_TOPK in qgemv.cu). */
     static final int MAX_TOPK = 16;
     private static final int ROUTER_WARPS = 4;
-    /** Experts a block of {@code moe_router_tiles} takes (RT_WARPS in moe.cu), most x rows it stages, and their bytes. */
+    /** Experts a block of {@code moe_router_tiles} takes (RT_WARPS in moe.cu), most x rows it stages, their bytes. */
     private static final int TILE_WARPS = 8;
     private static final int TILE_MOST_ROWS = 8;
     private static final int TILE_SHARED = 96 * 1024;
     /**
-     * {@code -Dorbit.cuda.routerTiles=N}: the router of x as it is takes {@code moe_router_tiles} from N tokens a call (8
-     * by default; {@code off}: never), a block an expert chunk and a tile of tokens, where below it takes
+     * {@code -Dorbit.cuda.routerTiles=N}: the router of x as it is takes {@code moe_router_tiles} from N tokens a call
+     * (8 by default; {@code off}: never), a block an expert chunk and a tile of tokens, where below it takes
      * {@code moe_router_norm_topk}, a block a token and four experts. The same bits either way. Read at each call.
      */
     static final String ROUTER_TILES_PROPERTY = "orbit.cuda.routerTiles";

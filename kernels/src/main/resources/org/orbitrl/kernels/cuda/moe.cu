@@ -16,16 +16,16 @@ __device__ __forceinline__ u32 dynamic_smem_bytes() {
     return n;
 }
 
-// One block (blockDim a multiple of 32, at most 1024), shared memory 2 * E ints, or 2 * E ints and (P + 31) / 32 * E
-// bytes. ids [P] i32; an id outside [0, E) is reported and its pair joins no expert.
+// The pairs of ids [P] i32 grouped by expert into the routing buffer, by one block (blockDim a multiple of 32, at most
+// 1024) with shared memory sh of 2 * E ints, or 2 * E ints and (P + 31) / 32 * E bytes; an id outside [0, E) is
+// reported and its pair joins no expert. The ids are read past L1 (ld.global.cg), so that values other blocks of the
+// same launch wrote are seen (moe_router_tiles' last block runs this too).
 // With room for the table (at most MR_RANK_PAIRS pairs: a decode step's), every pair is placed at once: the pairs are
 // taken in 32-pair tiles, a warp a tile, and __match_any_sync finds each tile's pairs of the same expert; tab[tile, e]
 // counts them, so a pair's place is its expert's first slot, plus its expert's pairs in the tiles before its own, plus
 // those before it in its own tile. Else warp 0 scatters the tiles in order. Both give the same order.
-// The body of moe_route for any block (moe_router_tiles' last block runs it too): ids read past L1 (ld.global.cg), so
-// that values other blocks of the same launch wrote are seen; sh: the block's dynamic shared memory.
-__device__ __forceinline__ void route_pairs(const int* ids, int P, int E, int* offsets, int* active, int* order, int* err,
-                                            int* sh) {
+__device__ __forceinline__ void route_pairs(const int* ids, int P, int E, int* offsets, int* active, int* order,
+                                            int* err, int* sh) {
     int* cnt = sh;
     int* start = sh + E;
     u8* tab = (u8*) (sh + 2 * E);
@@ -135,6 +135,7 @@ __device__ __forceinline__ void route_pairs(const int* ids, int P, int E, int* o
     }
 }
 
+// route_pairs in a launch of its own: one block, dynamic shared memory as route_pairs says.
 extern "C" __global__ void moe_route(const int* ids, int P, int E, int* offsets, int* active, int* order, int* err) {
     pdl_enter();
     extern __shared__ int sh[]; // cnt [E], then start [E], then (rank) tab [tiles, E] bytes
@@ -372,18 +373,19 @@ extern "C" __global__ void moe_router_norm_topk(const float* x, const void* nw, 
 
 // The router of a decode batch over x as it is (moe_router_norm_topk without its norm) in fewer, wider blocks: block
 // (expert chunk blockIdx.x, token tile blockIdx.y) of RT_WARPS warps stages the tile's tt rows of x (dynamic shared
-// memory, max(tt * H, RT_WARPS * E) floats) once, every copy in flight at once (cp.async), and warp w holds expert blockIdx.x * RT_WARPS + w's first 256 units
-// in registers and multiplies them with each row. Each x row is read ceil(E / RT_WARPS) times (ceil(E / 4) there, with
-// a block a token) and each weight row once a tile. Every logit is moe_router_norm_topk's sum (lane over units lane +
-// 32 i in order, then warp_sum), so the same bits, and the selection is the same router_select_warp: the block that
-// finishes a tile last (a ticket a tile) selects its tokens' experts, a warp a token, then re-arms the ticket. With
-// offsets given (the routing buffer of moe_route, and routeTicket 0), the block that selects the last tile (a second
-// ticket) also groups the T * topk pairs by expert, moe_route's body and results, and re-arms that ticket.
+// memory, max(tt * H, RT_WARPS * E) floats) once, every copy in flight at once (cp.async), and warp w holds expert
+// blockIdx.x * RT_WARPS + w's first 256 units in registers and multiplies them with each row. Each x row is read
+// ceil(E / RT_WARPS) times (ceil(E / 4) there, with a block a token) and each weight row once a tile. Every logit is
+// moe_router_norm_topk's sum (lane over units lane + 32 i in order, then warp_sum), so the same bits, and the selection
+// is the same router_select_warp: the block that finishes a tile last (a ticket a tile) selects its tokens' experts, a
+// warp a token, then re-arms the ticket. With offsets given (the routing buffer of moe_route, and routeTicket 0), the
+// block that selects the last tile (a second ticket) also groups the T * topk pairs by expert (route_pairs: moe_route's
+// results), and re-arms that ticket.
 #define RT_WARPS 8
 extern "C" __global__ void __launch_bounds__(32 * RT_WARPS)
-    moe_router_tiles(const float* x, const uint4* w, int H, int E, int T, int tt, int topk, int normalize, float* logits,
-                     int* tickets, float* values, int* indices, int* offsets, int* active, int* order, int* routeTicket,
-                     int* err) {
+    moe_router_tiles(const float* x, const uint4* w, int H, int E, int T, int tt, int topk, int normalize,
+                     float* logits, int* tickets, float* values, int* indices, int* offsets, int* active, int* order,
+                     int* routeTicket, int* err) {
     pdl_enter();
     extern __shared__ __align__(16) float smem[]; // [tt, H] x rows, then [RT_WARPS, E] the selecting warps' logits
     __shared__ int last;
@@ -399,7 +401,9 @@ extern "C" __global__ void __launch_bounds__(32 * RT_WARPS)
     const float4* xr = (const float4*) (x + (i64) t0 * H);
     int n4 = rows * (H >> 2);
     u32 xs0 = smem_addr(smem);
-    for (int c = threadIdx.x; c < n4; c += blockDim.x) cp_async16_zfill(xs0 + 16u * c, xr + c, true); // all in flight at once
+    for (int c = threadIdx.x; c < n4; c += blockDim.x) { // every copy in flight at once
+        cp_async16_zfill(xs0 + 16u * c, xr + c, true);
+    }
     cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();
@@ -438,6 +442,6 @@ extern "C" __global__ void __launch_bounds__(32 * RT_WARPS)
     __syncthreads();
     if (!last) return;
     __threadfence();
-    route_pairs(indices, T * topk, E, offsets, active, order, err, (int*) smem); // the selecting warps are done with smem
+    route_pairs(indices, T * topk, E, offsets, active, order, err, (int*) smem); // the selecting warps are done with it
     if (threadIdx.x == 0) *routeTicket = 0;
 }

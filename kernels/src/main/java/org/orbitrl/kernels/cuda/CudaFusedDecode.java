@@ -133,25 +133,19 @@ public final class CudaFusedDecode {
         }
     }
 
-    /**
-     * The router of x as it is (normed before): values and indices [T, topk] of the topk largest of softmax(x ·
-     * routerᵀ) per token, divided by their sum when {@code normalize}: {@code moe_router_norm_topk} without its norm, one
-     * launch up to {@link CudaContext#TICKETS} tokens (the router of any batch above). Returns false, launching nothing,
-     * where the shapes do not suit it (router not bf16 [E, hidden] 16-byte aligned, hidden not a multiple of 8, hidden +
-     * E floats past the kernel's shared memory).
-     */
-    public boolean moeRouterTopk(Tensor x, Tensor router, int topk, boolean normalize, Tensor values, Tensor indices) {
-        return moeRouterTopk(x, router, topk, normalize, values, indices, null) != Router.DECLINED;
-    }
-
     /** What {@link #moeRouterTopk} did: declined (nothing launched), selected the experts, or also grouped the pairs. */
     enum Router { DECLINED, SELECTED, SELECTED_AND_GROUPED }
 
     /**
-     * {@link #moeRouterTopk}, and where {@code routing} is given and the call takes {@code moe_router_tiles} with at most
-     * {@value CudaMoeOps#ROUTE_RANK_PAIRS} pairs, the pairs grouped by expert into it in the same launch (the last block
-     * runs {@code moe_route}'s body: the same offsets, active experts and order), unless {@code -Dorbit.cuda.routerGroups=off}
-     * (read at each call).
+     * The router of x as it is (normed before): values and indices [T, topk] of the topk largest of softmax(x ·
+     * routerᵀ) per token, divided by their sum when {@code normalize}: {@code moe_router_norm_topk} without its norm, or
+     * from {@link #tileRows}' token count {@code moe_router_tiles}, one launch up to {@link CudaContext#TICKETS} tokens
+     * (the router of any batch above). Declines, launching nothing, where the shapes do not suit it (router not bf16
+     * [E, hidden] 16-byte aligned, hidden not a multiple of 8, hidden + E floats past the kernel's shared memory). Where
+     * {@code routing} is given and the call takes {@code moe_router_tiles} with at most
+     * {@value CudaMoeOps#ROUTE_RANK_PAIRS} pairs, the pairs are also grouped by expert into it in the same launch (the
+     * last block runs {@code moe_route}'s body: the same offsets, active experts and order), unless
+     * {@code -Dorbit.cuda.routerGroups=off} (read at each call).
      */
     Router moeRouterTopk(Tensor x, Tensor router, int topk, boolean normalize, Tensor values, Tensor indices, MoeRouting routing) {
         ctx.device.bind();

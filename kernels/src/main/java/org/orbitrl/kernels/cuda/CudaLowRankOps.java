@@ -168,8 +168,11 @@ final class CudaLowRankOps {
      * multiple of 4. One {@code narrow_matmul3_f32} launch for the terms' x · Aᵀ (the sums of {@link
      * CudaMatmulOps#matmulShared}), then one {@code bgemv_lr} launch for the base products (the GEMV's sums of {@link
      * CudaMatmulOps#matmul}: f32 x, the weights exact) with each term's s · (x · Aᵀ) · Bᵀ added to its outputs in f32:
-     * two launches where the unfused steps take a GEMV a weight, the A products and a B product a term. {@code -Dorbit.cuda.lowRankGemv=off}, read at each call, declines these calls (the caller runs
-     * those steps). False, with nothing written, for any other call.
+     * two launches where the unfused steps take a GEMV a weight, the A products and a B product a term; one launch
+     * ({@code bgemv_lra_m*}, the same bits) where the GEMV's blocks hold eight warps, its first blocks the A products'
+     * and the rest waiting for them before their terms ({@code -Dorbit.cuda.lowRankA=separate} keeps the two).
+     * {@code -Dorbit.cuda.lowRankGemv=off}, read at each call, declines these calls (the caller runs those steps).
+     * False, with nothing written, for any other call.
      */
     private boolean gemvLowRank(Tensor x, Tensor[] ws, Backend.LowRankTerm[] terms, Tensor[] ys) {
         if (!CudaMatmulOps.QGEMV || "off".equals(System.getProperty("orbit.cuda.lowRankGemv"))) {
@@ -198,8 +201,11 @@ final class CudaLowRankOps {
                 ranks[i] = terms[i].a().size(0);
             }
         }
-        matmul.launchNarrow3(x, m, k, packed.aw(), packed.ay(), packed.an(), packed.blocks(), 0L);
-        matmul.qgemv.launchBf16LowRank(x, m, k, w, y, n, packed.lo(), b, scales, ranks);
+        if ("separate".equals(System.getProperty("orbit.cuda.lowRankA")) || !matmul.launchNarrow3Gemv(x, m, k, packed.aw(), packed.ay(),
+                packed.an(), packed.blocks(), w, y, n, packed.lo(), b, scales, ranks)) {
+            matmul.launchNarrow3(x, m, k, packed.aw(), packed.ay(), packed.an(), packed.blocks(), 0L);
+            matmul.qgemv.launchBf16LowRank(x, m, k, w, y, n, packed.lo(), b, scales, ranks);
+        }
         return true;
     }
 

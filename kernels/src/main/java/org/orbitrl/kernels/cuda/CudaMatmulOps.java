@@ -189,6 +189,19 @@ final class CudaMatmulOps {
     }
 
     /**
+     * {@link #launchNarrow3} (no bf16 x) and {@link CudaQgemv#launchBf16LowRank} in one launch ({@link
+     * CudaQgemv#launchBf16LowRankA}: the same bits); false, with nothing launched, where that launch does not take the
+     * shapes. Its counters are the context's first two tickets.
+     */
+    boolean launchNarrow3Gemv(Tensor x, int m, int k, long[] aw, long[] ay, int[] an, long aBlocks, long[] w, long[] y, int[] n,
+                              long[] lo, long[] b, float[] scales, int[] ranks) {
+        int stride = Math.min(k / 4, CudaMoePairs.LONG_K_PIECES);
+        return qgemv.launchBf16LowRankA(x, m, k, w, y, n, lo, b, scales, ranks, aw, ay, an, aBlocks,
+                (m + NARROW_ROWS_PER_BLOCK - 1) / NARROW_ROWS_PER_BLOCK, NARROW_ROWS_PER_BLOCK, 16 * NARROW_ROWS_PER_BLOCK * stride,
+                ctx.tickets);
+    }
+
+    /**
      * {@code y += x · wᵀ} (x, y f32, w bf16 [n, k]): the GEMV with the add folded in up to
      * {@value #QGEMV_MAX_ROWS} rows, else cuBLAS with β = 1 on bf16-rounded x.
      */

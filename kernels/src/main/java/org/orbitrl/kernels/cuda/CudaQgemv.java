@@ -32,6 +32,7 @@ final class CudaQgemv {
     private final Map<String, Kernel> kernels = new HashMap<>();
     private final Map<Integer, Kernel> bf16Kernels = new HashMap<>();
     private final Map<Integer, Kernel> bf16LowRank = new HashMap<>();
+    private final Map<Integer, Kernel> bf16LowRankA = new HashMap<>();
 
     CudaQgemv(CudaContext ctx) {
         this.ctx = ctx;
@@ -46,6 +47,7 @@ final class CudaQgemv {
         for (int mt : new int[]{1, 4, 8, 16}) {
             bf16Kernels.put(mt, ctx.kernel("bgemv", "bgemv_m" + mt));
             bf16LowRank.put(mt, ctx.kernel("bgemv", "bgemv_lr_m" + mt));
+            bf16LowRankA.put(mt, ctx.kernel("bgemv", "bgemv_lra_m" + mt));
         }
     }
 
@@ -57,14 +59,56 @@ final class CudaQgemv {
      */
     void launchBf16LowRank(Tensor x, int m, int k, long[] w, long[] y, int[] n, long[] lo, long[] b, float[] scales, int[] ranks) {
         int mt = chunkFor(Math.min(m, MAX_CHUNK));
+        int warps = warpsFor(k / 8, bf16KLanes(mt));
+        ctx.launch(bf16LowRank.get(mt), lowRankBlocks(mt, n), 32 * warps, lowRankArgs(x, m, k, w, y, n, lo, b, scales, ranks, 0));
+    }
+
+    /**
+     * {@link #launchBf16LowRank} with the terms' lo made in the same launch ({@code bgemv_lra_m*}): its first aBlocks ·
+     * aChunks blocks are {@code narrow_matmul3_f32}'s for the terms' A (aw, ay, an packed as that launch takes them, amt
+     * rows of x a chunk, aShared bytes of shared memory), whose lo the row blocks wait for before their terms: the bits of
+     * the two launches in one. flags: i32 [2] of zeros, left zero. False (nothing launched) where the GEMV's blocks would
+     * hold fewer warps than the A products' eight (a short K).
+     */
+    boolean launchBf16LowRankA(Tensor x, int m, int k, long[] w, long[] y, int[] n, long[] lo, long[] b, float[] scales, int[] ranks,
+                               long[] aw, long[] ay, int[] an, long aBlocks, int aChunks, int amt, int aShared, Tensor flags) {
+        int mt = chunkFor(Math.min(m, MAX_CHUNK));
+        if (warpsFor(k / 8, bf16KLanes(mt)) != MAX_WARPS) {
+            return false;
+        }
+        Object[] args = lowRankArgs(x, m, k, w, y, n, lo, b, scales, ranks, 13);
+        int at = 3 + 7 * 3;
+        for (int i = 0; i < 3; i++) {
+            args[at++] = aw[i];
+            args[at++] = ay[i];
+            args[at++] = an[i];
+        }
+        args[at++] = (int) aBlocks;
+        args[at++] = aChunks;
+        args[at++] = amt;
+        args[at] = flags;
+        ctx.launch2dShared(bf16LowRankA.get(mt), aBlocks * aChunks + lowRankBlocks(mt, n), 1, 32 * MAX_WARPS, aShared, args);
+        return true;
+    }
+
+    /** The row blocks of {@code bgemv_lr_m*}'s products of n rows each. */
+    private static long lowRankBlocks(int mt, int[] n) {
         int rows = bf16RowsPerBlock(mt);
         long blocks = 0;
-        Object[] args = new Object[3 + 7 * 3];
+        for (int i = 0; i < 3; i++) {
+            blocks += ceilDiv(n[i], rows);
+        }
+        return blocks;
+    }
+
+    /** {@code bgemv_lr_m*}'s arguments, and {@code extra} slots after them. */
+    private static Object[] lowRankArgs(Tensor x, int m, int k, long[] w, long[] y, int[] n, long[] lo, long[] b, float[] scales,
+                                        int[] ranks, int extra) {
+        Object[] args = new Object[3 + 7 * 3 + extra];
         args[0] = x;
         args[1] = m;
         args[2] = k;
         for (int i = 0; i < 3; i++) {
-            blocks += ceilDiv(n[i], rows);
             args[3 + 7 * i] = w[i];
             args[4 + 7 * i] = y[i];
             args[5 + 7 * i] = n[i];
@@ -73,8 +117,7 @@ final class CudaQgemv {
             args[8 + 7 * i] = scales[i];
             args[9 + 7 * i] = ranks[i];
         }
-        int warps = warpsFor(k / 8, bf16KLanes(mt));
-        ctx.launch(bf16LowRank.get(mt), blocks, 32 * warps, args);
+        return args;
     }
 
     /**

@@ -5,6 +5,8 @@
 // the x values of a step are the same for all row lanes, and sums are reduced over the k lanes with
 // shuffles, then over the warps through shared memory.
 
+#include "narrow.cuh"
+
 #define BG_WARPS 8 // most warps of a block
 // Per x-row chunk MT: k lanes of a warp (KQ), rows of a lane (R), steps whose loads are issued
 // together (U), blocks an SM must hold at once (MINB). A block computes 32 / KQ * R rows.
@@ -92,11 +94,12 @@ __device__ __forceinline__ void bg_load(const uint4* q, const float* x, int mcou
 // accumulate: y += x . w^T (a residual add folded into the product).
 // With lo (not null), a low-rank term is added to each output: y[m, n] = sum + s * (sum over j < r, in order, of
 // lo[m, j] * b[n, j]), lo [M, r] and b [N, r] f32 (a LoRA's x . A^T and its B; r a multiple of 4, both 16-byte
-// aligned). blk: the block's index among the product's row blocks.
+// aligned). blk: the block's index among the product's row blocks. With done, the terms wait for need blocks of the
+// launch that make lo (wait_count).
 template <int MT, int KQ, int R, int U>
 __device__ __forceinline__ void bgemv(const float* __restrict__ x, int M, const uint4* __restrict__ w, float* y, int N, int K,
                                       int accumulate, int blk = 0, const float* lo = nullptr, const float* bt = nullptr,
-                                      float s = 0.0f, int r = 0) {
+                                      float s = 0.0f, int r = 0, const int* done = nullptr, int need = 0) {
     constexpr int RL = 32 / KQ; // row lanes of a warp
     constexpr int RB = RL * R;  // rows of the block
     __shared__ float red[BG_WARPS][RB * MT]; // per warp: [rows of the block, x rows of the chunk]
@@ -144,6 +147,7 @@ __device__ __forceinline__ void bgemv(const float* __restrict__ x, int M, const 
                 if (kq == 0) red[warp][(rl + RL * r) * MT + m] = v;
             }
         }
+        if (lo != nullptr && done != nullptr && c0 == 0 && threadIdx.x == 0) wait_count(done, need);
         __syncthreads();
         for (int i = threadIdx.x; i < RB * MT; i += blockDim.x) {
             int row = i / MT;
@@ -175,26 +179,74 @@ BG_KERNEL(16)
 // LoRAs, or o with its LoRA, at few rows of x): y_i = x . w_i^T + s_i * lo_i . b_i^T for the i with n_i > 0, the row
 // blocks of w_0, then w_1's, then w_2's along blockIdx.x, each bgemv's sums; lo_i null: no term.
 #define BG_LR_ARGS(I) const uint4 *w##I, float *y##I, int n##I, const float *lo##I, const float *bt##I, float s##I, int r##I
+#define BG_LR_PASS(I) w##I, y##I, n##I, lo##I, bt##I, s##I, r##I
+
+// Row block rb of bgemv_lr's products; done, need: bgemv's wait for lo.
+template <int MT>
+__device__ __forceinline__ void bg_lr_block(const float* x, int M, int K, BG_LR_ARGS(0), BG_LR_ARGS(1), BG_LR_ARGS(2), int rb,
+                                            const int* done, int need) {
+    constexpr int KQ = MT == 1 ? BG_KQ_1 : MT == 4 ? BG_KQ_4 : MT == 8 ? BG_KQ_8 : BG_KQ_16;
+    constexpr int R = MT == 1 ? BG_R_1 : MT == 4 ? BG_R_4 : MT == 8 ? BG_R_8 : BG_R_16;
+    constexpr int U = MT == 1 ? BG_U_1 : MT == 4 ? BG_U_4 : MT == 8 ? BG_U_8 : BG_U_16;
+    constexpr int RB = 32 / KQ * R;
+    int nb0 = (n0 + RB - 1) / RB;
+    int nb1 = (n1 + RB - 1) / RB;
+    if (rb < nb0) {
+        bgemv<MT, KQ, R, U>(x, M, w0, y0, n0, K, 0, rb, lo0, bt0, s0, r0, done, need);
+    } else if (rb < nb0 + nb1) {
+        bgemv<MT, KQ, R, U>(x, M, w1, y1, n1, K, 0, rb - nb0, lo1, bt1, s1, r1, done, need);
+    } else {
+        bgemv<MT, KQ, R, U>(x, M, w2, y2, n2, K, 0, rb - nb0 - nb1, lo2, bt2, s2, r2, done, need);
+    }
+}
+
 #define BG_LR_KERNEL(MT)                                                                                               \
     extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_##MT)                                          \
         bgemv_lr_m##MT(const float* x, int M, int K, BG_LR_ARGS(0), BG_LR_ARGS(1), BG_LR_ARGS(2)) {                    \
         pdl_enter();                                                                                                   \
-        constexpr int RB = 32 / BG_KQ_##MT * BG_R_##MT;                                                                \
-        int nb0 = (n0 + RB - 1) / RB;                                                                                  \
-        int nb1 = (n1 + RB - 1) / RB;                                                                                  \
-        int rb = blockIdx.x;                                                                                           \
-        if (rb < nb0) {                                                                                                \
-            bgemv<MT, BG_KQ_##MT, BG_R_##MT, BG_U_##MT>(x, M, w0, y0, n0, K, 0, rb, lo0, bt0, s0, r0);                 \
-        } else if (rb < nb0 + nb1) {                                                                                   \
-            bgemv<MT, BG_KQ_##MT, BG_R_##MT, BG_U_##MT>(x, M, w1, y1, n1, K, 0, rb - nb0, lo1, bt1, s1, r1);           \
-        } else {                                                                                                       \
-            bgemv<MT, BG_KQ_##MT, BG_R_##MT, BG_U_##MT>(x, M, w2, y2, n2, K, 0, rb - nb0 - nb1, lo2, bt2, s2, r2);     \
-        }                                                                                                              \
+        bg_lr_block<MT>(x, M, K, BG_LR_PASS(0), BG_LR_PASS(1), BG_LR_PASS(2), blockIdx.x, nullptr, 0);                 \
     }
 BG_LR_KERNEL(1)
 BG_LR_KERNEL(4)
 BG_LR_KERNEL(8)
 BG_LR_KERNEL(16)
+
+// bgemv_lr with its terms' lo made in the same launch: blocks b < aBlocks * aChunks are narrow_matmul3_f32's (row block b
+// % aBlocks, chunk b / aBlocks of amt rows of x: aw_i and ay_i, the terms' A and lo packed to the front as that launch
+// takes them), the others bgemv_lr's row blocks, whose terms wait for all of those (flags[0] counts the A blocks done,
+// flags[1] the row blocks done, the last of which zeroes both: zero between launches; each row block waits, terms or
+// not, before it counts). The bits of narrow_matmul3_f32 and then bgemv_lr, one launch instead of two: at a few rows
+// each is a few microseconds of round trips, and the A products now run beside the base products. 32 * BG_WARPS
+// threads (narrow's MP_WARPS warps); dynamic shared memory narrow_matmul3_f32's.
+#define BG_LRA_KERNEL(MT, MINB)                                                                                        \
+    extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, MINB)                                                  \
+        bgemv_lra_m##MT(const float* x, int M, int K, BG_LR_ARGS(0), BG_LR_ARGS(1), BG_LR_ARGS(2), const float* aw0,   \
+                        float* ay0, int an0, const float* aw1, float* ay1, int an1, const float* aw2, float* ay2,      \
+                        int an2, int aBlocks, int aChunks, int amt, int* flags) {                                     \
+        pdl_enter();                                                                                                   \
+        int nA = aBlocks * aChunks;                                                                                    \
+        if ((int) blockIdx.x < nA) {                                                                                   \
+            extern __shared__ float4 xa[];                                                                             \
+            narrow3_block(x, M, K, amt, aw0, ay0, an0, aw1, ay1, an1, aw2, ay2, an2, (u16*) 0, xa,                     \
+                          (int) blockIdx.x % aBlocks, (int) blockIdx.x / aBlocks);                                     \
+            __threadfence();                                                                                           \
+            __syncthreads();                                                                                           \
+            if (threadIdx.x == 0) atomicAdd(flags, 1);                                                                 \
+            return;                                                                                                    \
+        }                                                                                                              \
+        bg_lr_block<MT>(x, M, K, BG_LR_PASS(0), BG_LR_PASS(1), BG_LR_PASS(2), blockIdx.x - nA, flags, nA);             \
+        if (threadIdx.x == 0) { /* bgemv ends at a barrier: every thread is past its terms */                         \
+            wait_count(flags, nA);                                                                                     \
+            if (atomicAdd(flags + 1, 1) == (int) gridDim.x - nA - 1) {                                                 \
+                flags[0] = 0;                                                                                          \
+                flags[1] = 0;                                                                                          \
+            }                                                                                                          \
+        }                                                                                                              \
+    }
+BG_LRA_KERNEL(1, 2) // two blocks an SM where bgemv_lr_m1 takes three: the A products' loads fit in registers
+BG_LRA_KERNEL(4, BG_MINB_4)
+BG_LRA_KERNEL(8, BG_MINB_8)
+BG_LRA_KERNEL(16, BG_MINB_16)
 
 // y (+)= rmsnorm(x) . w^T for M <= MT rows of x (MT = 4; one row: bgemv_norm1 below): every block stages the normalized rows
 // nw[k] * (x[k] / sqrt(mean(x^2) + eps)) (rmsnorm_f32's expression; nw f32 or bf16) in shared memory,

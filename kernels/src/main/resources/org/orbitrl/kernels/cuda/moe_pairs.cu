@@ -17,8 +17,9 @@
 // moe_routed_tc_a/_a2: a LoRA's A over the grouped pairs on tensor cores (three TF32 products; the host's default where
 // K is a multiple of 16).
 
+#include "narrow.cuh"
+
 #define ERR_EXPERT_NOT_HELD 5 // a pair routed to an expert this rank does not hold (CudaKernelErrors)
-#define MP_WARPS 8
 #define MP_R 4 // rows a warp takes at once
 #define MP_AHEAD 8 // a lone row's 8-value units a lane loads before it multiplies any (moe_pairs_dense_r1)
 
@@ -239,105 +240,6 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
     mr_expert<4>(x, xDiv, offsets, order, active, table, wBf16, vec, scale, y, accumulate, N, K, mt, err, xs);
 }
 
-// f32 rows of a long K, few of them (a LoRA's A: N is its rank): a row a warp, and the lane's share of a pass of K
-// (MA_V 16-byte pieces, lane l the pieces l, l + 32, ...: 2048 values a pass) loaded into registers before anything
-// else, so every weight byte of the block is in flight at once (r1 loads a piece, multiplies it and loads the next:
-// a round trip to DRAM a piece). The x rows are taken mt at a time, the pass's slices staged in shared memory
-// (conflict-free 16-byte reads); a (row of x, row of W) sums its lane's pieces in order, then across the warp, pass
-// after pass into the output. Needs K % 4 == 0 and x and the rows of W 16-byte aligned.
-//   ma_rows: row block rb's MP_WARPS rows of W against count x rows, xrow(i) the i-th; out(i, n, later, d) takes the
-//   sum d of x row i and W row n over one pass (later: not the first pass); xout(i, q, v) sees every 16-byte piece q of
-//   x row i as it is staged (ma_none: nothing).
-#define MA_V 16
-#define MA_PIECES (32 * MA_V) // 16-byte pieces of a row a pass
-#define MA_XB 4                // x pieces a thread loads before it stores any
-#define MA_ROWS 8              // x rows a chunk at most (mt: ROUTED_PAIRS and NARROW_ROWS_PER_BLOCK in the host code)
-
-struct MaNone {
-    __device__ __forceinline__ void operator()(int, int, float4) const {}
-};
-
-template <typename XRow, typename Out, typename XOut>
-__device__ __forceinline__ void ma_rows(const float* w, int N, int K, int count, int mt, XRow xrow, Out out, float4* xa,
-                                        int rb, XOut xout) {
-    int lane = threadIdx.x & 31;
-    int n = rb * MP_WARPS + (threadIdx.x >> 5);
-    bool row = n < N; // warp-uniform
-    int K4 = K >> 2;
-    int stride = K4 < MA_PIECES ? K4 : MA_PIECES;
-    const float4* wr = (const float4*) (w + (i64) (row ? n : 0) * K);
-    for (int k0 = 0; k0 < K4; k0 += MA_PIECES) {
-        int kl = K4 - k0 < MA_PIECES ? K4 - k0 : MA_PIECES; // pieces in this pass
-        float4 wv[MA_V];
-#pragma unroll
-        for (int i = 0; i < MA_V; i++) {
-            int q = lane + 32 * i;
-            wv[i] = row && q < kl ? __ldg(wr + k0 + q) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        }
-        for (int c = 0; c < count; c += mt) {
-            int m = min(mt, count - c);
-            __shared__ const float4* rows[MA_ROWS]; // the chunk's x rows from this pass's first piece
-            if ((int) threadIdx.x < m) rows[threadIdx.x] = (const float4*) xrow(c + threadIdx.x) + k0;
-            __syncthreads();
-            // this thread's pieces: (j, q) steps by blockDim.x through the chunk's [m, kl] pieces, no division a piece
-            int j = 0;
-            int q = threadIdx.x;
-            while (q >= kl) {
-                q -= kl;
-                j++;
-            }
-            while (j < m) { // MA_XB loads in flight a thread
-                float4 v[MA_XB];
-                int at[MA_XB];
-                int pj[MA_XB];
-                int pq[MA_XB];
-#pragma unroll
-                for (int u = 0; u < MA_XB; u++) {
-                    at[u] = -1;
-                    if (j < m) {
-                        v[u] = __ldg(rows[j] + q);
-                        at[u] = j * stride + q;
-                        pj[u] = j;
-                        pq[u] = q;
-                        q += blockDim.x;
-                        while (q >= kl) {
-                            q -= kl;
-                            j++;
-                        }
-                    }
-                }
-#pragma unroll
-                for (int u = 0; u < MA_XB; u++) {
-                    if (at[u] >= 0) {
-                        xa[at[u]] = v[u];
-                        xout(c + pj[u], k0 + pq[u], v[u]);
-                    }
-                }
-            }
-            __syncthreads();
-            if (row) {
-                for (int j = 0; j < m; j++) {
-                    const float4* xj = xa + j * stride;
-                    float d = 0.0f;
-#pragma unroll
-                    for (int i = 0; i < MA_V; i++) {
-                        int q = lane + 32 * i;
-                        if (q < kl) { // slots past kl were not staged
-                            float4 a = xj[q];
-                            d = fmaf(wv[i].x, a.x, d);
-                            d = fmaf(wv[i].y, a.y, d);
-                            d = fmaf(wv[i].z, a.z, d);
-                            d = fmaf(wv[i].w, a.w, d);
-                        }
-                    }
-                    d = warp_sum(d);
-                    if (lane == 0) out(c + j, n, k0 > 0, d);
-                }
-            }
-            __syncthreads();
-        }
-    }
-}
 
 // The blockIdx.y-th active expert e (the caller checked there is one) and its f32 matrix in table: null for an expert
 // this rank does not hold, which a block with report set reports.
@@ -659,55 +561,23 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
     ta_expert2<true>(x, xDiv, offsets, order, active, table0, y0, N0, table1, y1, N1, K, err, tsm);
 }
 
-// y [M, N] = x [M, K] . w^T for f32 x and a few f32 rows of w (a LoRA's A over a decode batch): block (row chunk of w,
-// mt rows of x), the same sums as moe_routed_dense_a (a row of y does not depend on the others: batch-invariant).
-template <typename XOut = MaNone>
-__device__ __forceinline__ void narrow_rows(const float* x, const float* w, float* y, int M, int N, int K, int mt, int rb,
-                                            float4* xa, XOut xout = XOut()) {
-    int m0 = blockIdx.y * mt;
-    ma_rows(w, N, K, min(mt, M - m0), mt,
-            [&](int i) { return x + (i64) (m0 + i) * K; },
-            [&](int i, int n, bool later, float d) {
-                float* o = y + (i64) (m0 + i) * N + n;
-                *o = (later ? *o : 0.0f) + d;
-            },
-            xa, rb, [&](int i, int q, float4 v) { xout(m0 + i, q, v); });
-}
 
 extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
     narrow_matmul_f32(const float* x, const float* w, float* y, int M, int N, int K, int mt) {
     pdl_enter();
     extern __shared__ float4 xa[]; // [mt, min(K / 4, MA_PIECES)]
-    narrow_rows(x, w, y, M, N, K, mt, blockIdx.x, xa);
+    narrow_rows(x, w, y, M, N, K, mt, blockIdx.x, blockIdx.y, xa);
 }
 
-// Up to three such products of the same x in one launch (an attention block's q, k and v LoRA A): y_i = x . w_i^T for
-// the i with n_i > 0, the row blocks of w_0, then w_1's, then w_2's along blockIdx.x; each the sums of narrow_matmul_f32.
-// With xb (n0 > 0), the first row block's blocks also write x rounded to bf16 (round to nearest even) into xb [M, K], for
-// the base products that follow (dmma.cu).
+// Up to three such products of the same x in one launch (an attention block's q, k and v LoRA A): narrow3_block's
+// blocks, row blocks along blockIdx.x, chunks of mt rows of x along blockIdx.y. With xb (n0 > 0), x rounded to bf16 into
+// xb [M, K] too, for the base products that follow (dmma.cu).
 extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
     narrow_matmul3_f32(const float* x, int M, int K, int mt, const float* w0, float* y0, int n0, const float* w1, float* y1,
                        int n1, const float* w2, float* y2, int n2, u16* xb) {
     pdl_enter();
     extern __shared__ float4 xa[]; // [mt, min(K / 4, MA_PIECES)]
-    int rb = blockIdx.x;
-    int b0 = (n0 + MP_WARPS - 1) / MP_WARPS;
-    int b1 = (n1 + MP_WARPS - 1) / MP_WARPS;
-    if (rb < b0) {
-        if (xb != 0 && rb == 0) {
-            narrow_rows(x, w0, y0, M, n0, K, mt, rb, xa, [&](int m, int q, float4 v) {
-                u32 lo = (u32) f32_to_bf16_bits(v.x) | ((u32) f32_to_bf16_bits(v.y) << 16);
-                u32 hi = (u32) f32_to_bf16_bits(v.z) | ((u32) f32_to_bf16_bits(v.w) << 16);
-                *(uint2*) (xb + (i64) m * K + 4 * q) = make_uint2(lo, hi);
-            });
-        } else {
-            narrow_rows(x, w0, y0, M, n0, K, mt, rb, xa);
-        }
-    } else if (rb < b0 + b1) {
-        narrow_rows(x, w1, y1, M, n1, K, mt, rb - b0, xa);
-    } else {
-        narrow_rows(x, w2, y2, M, n2, K, mt, rb - b0 - b1, xa);
-    }
+    narrow3_block(x, M, K, mt, w0, y0, n0, w1, y1, n1, w2, y2, n2, xb, xa, blockIdx.x, blockIdx.y);
 }
 
 // Short K (at most MS_K, a LoRA's B whose K is its rank): a thread a row of W_e and no reduction across lanes; block

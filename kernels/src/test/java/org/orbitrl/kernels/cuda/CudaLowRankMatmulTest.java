@@ -4,6 +4,7 @@ import org.junit.jupiter.api.Test;
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cuda.internal.Launcher;
 
 import java.util.Arrays;
 import java.util.SplittableRandom;
@@ -69,6 +70,73 @@ class CudaLowRankMatmulTest extends CudaTestBase {
                 new Case(16, 4096, new int[]{2048}, new int[]{32}, -1f)};
         for (Case c : cases) {
             check(r, c, false);
+        }
+    }
+
+    /**
+     * The GEMV form's A products in the GEMV's own launch ({@code bgemv_lra_m*}, the default) give the bits of the two
+     * launches ({@code -Dorbit.cuda.lowRankA=separate}: {@code narrow_matmul3_f32}, then {@code bgemv_lr}) in one launch
+     * on the dependent path where those take two: q, k and v and o of Qwen3-30B-A3B at 1, 4, 5, 8 and 16 rows (one to
+     * four chunks of the A products' rows), a weight without a term, ranks 4 and 64; three runs on the same counters, each
+     * output NaN before it (a row block that passed its wait early would read the lo of no run or a NaN). A K of 64
+     * (blocks of one warp) keeps the two launches.
+     */
+    @Test
+    void aProductsInTheGemvLaunchKeepTheBits() {
+        SplittableRandom r = rng(77);
+        Case[] cases = {
+                new Case(1, 2048, new int[]{4096, 512, 512}, new int[]{32, 32, 32}, 2f),
+                new Case(1, 4096, new int[]{2048}, new int[]{32}, 2f),
+                new Case(4, 512, new int[]{256, 128, 384}, new int[]{16, 0, 8}, -0.5f),
+                new Case(5, 1024, new int[]{100, 37}, new int[]{4, 64}, 0.25f),
+                new Case(8, 2048, new int[]{4096, 512, 512}, new int[]{32, 32, 32}, 1f),
+                new Case(16, 4096, new int[]{2048}, new int[]{32}, -1f),
+                new Case(3, 64, new int[]{48, 16, 8}, new int[]{8, 8, 8}, 1f)};
+        boolean dependentBefore = gpu.dependentLaunches();
+        try {
+            gpu.dependentLaunches(gpu.dependentLaunchesSupported());   // launches counted on the dependent path
+            for (Case c : cases) {
+                int m = c.m();
+                int k = c.k();
+                int count = c.ns().length;
+                Tensor[] ws = new Tensor[count];
+                Backend.LowRankTerm[] terms = new Backend.LowRankTerm[count];
+                for (int i = 0; i < count; i++) {
+                    ws[i] = dev(randn(r, 0.5f, c.ns()[i], k).to(DType.BF16));
+                    int rank = c.ranks()[i];
+                    terms[i] = rank == 0 ? null : new Backend.LowRankTerm(dev(randn(r, 0.05f, rank, k)), dev(randn(r, 0.5f, c.ns()[i], rank)),
+                            c.s());
+                }
+                String what = "m=" + m + " k=" + k + " n=" + Arrays.toString(c.ns()) + " r=" + Arrays.toString(c.ranks());
+                for (int run = 0; run < 3; run++) {
+                    Tensor x = dev(randn(r, 1f, m, k));
+                    Tensor[] two = new Tensor[count];
+                    Tensor[] one = new Tensor[count];
+                    for (int i = 0; i < count; i++) {
+                        two[i] = poisoned(DType.F32, m, c.ns()[i]);
+                        one[i] = poisoned(DType.F32, m, c.ns()[i]);
+                    }
+                    long[] launches = new long[2];
+                    withProperty("orbit.cuda.lowRankA", "separate", () -> {
+                        long before = Launcher.dependentLaunches();
+                        assertTrue(gpu.matmulLowRank(x, ws, terms, two), what + ": the GEMV form takes the call");
+                        launches[0] = Launcher.dependentLaunches() - before;
+                    });
+                    long before = Launcher.dependentLaunches();
+                    assertTrue(gpu.matmulLowRank(x, ws, terms, one), what + ": the GEMV form takes the call");
+                    launches[1] = Launcher.dependentLaunches() - before;
+                    for (int i = 0; i < count; i++) {
+                        assertBitsEqual(what + ", run " + run + ", weight " + i, gpu.toHost(two[i]).toFloatArray(),
+                                gpu.toHost(one[i]).toFloatArray());
+                    }
+                    if (gpu.dependentLaunchesSupported()) {
+                        assertEquals(2, launches[0], what + ": the A products and the GEMV apart");
+                        assertEquals(k == 64 ? 2 : 1, launches[1], what + (k == 64 ? ": blocks of one warp keep two launches" : ": one launch"));
+                    }
+                }
+            }
+        } finally {
+            gpu.dependentLaunches(dependentBefore);
         }
     }
 

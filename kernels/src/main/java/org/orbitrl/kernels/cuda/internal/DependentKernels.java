@@ -95,6 +95,7 @@ final class DependentKernels {
         for (int mt : new int[]{1, 4, 8, 16}) {
             s.add("bgemv/bgemv_m" + mt);
             s.add("bgemv/bgemv_lr_m" + mt);
+            s.add("bgemv/bgemv_lra_m" + mt);
             for (String format : new String[]{"int4", "mxfp4", "nvfp4"}) {
                 for (String x : xs) {
                     s.add("qgemv/qgemv_" + format + "_m" + mt + "_" + x);

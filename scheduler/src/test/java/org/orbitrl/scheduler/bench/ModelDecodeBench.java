@@ -225,8 +225,23 @@ public final class ModelDecodeBench {
         };
     }
 
-    /** LoRA rank of the bench's adapter. */
-    private static final int RANK = 32;
+    /**
+     * LoRA rank of the bench's adapter: {@code -Dorbit.bench.rank=N} (32 by default, a multiple of 4 from 4 to 64; 16
+     * reads the factors' bytes that bf16 factors of rank 32 would, over the same launches).
+     */
+    private static final int RANK = rankProperty(System.getProperty("orbit.bench.rank", "32"));
+
+    private static int rankProperty(String value) {
+        try {
+            int r = Integer.parseInt(value.trim());
+            if (r >= 4 && r <= 64 && r % 4 == 0) {
+                return r;
+            }
+        } catch (NumberFormatException e) {
+            // reported below
+        }
+        throw new IllegalArgumentException("orbit.bench.rank: '" + value + "', expected a multiple of 4 from 4 to 64");
+    }
 
     /** The bytes a decode step of {@code batch} sequences holding {@code keys} keys each reads at least (see the table's note). */
     static double bytesPerStep(DecoderConfig c, int batch, int keys) {

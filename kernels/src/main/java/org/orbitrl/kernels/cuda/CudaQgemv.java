@@ -76,7 +76,7 @@ final class CudaQgemv {
         if (warpsFor(k / 8, bf16KLanes(mt)) != MAX_WARPS) {
             return false;
         }
-        Object[] args = lowRankArgs(x, m, k, w, y, n, lo, b, scales, ranks, 13);
+        Object[] args = lowRankArgs(x, m, k, w, y, n, lo, b, scales, ranks, 3 * 3 + 4);   // then aw, ay, an of each, and 4
         int at = 3 + 7 * 3;
         for (int i = 0; i < 3; i++) {
             args[at++] = aw[i];

@@ -240,7 +240,6 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
     mr_expert<4>(x, xDiv, offsets, order, active, table, wBf16, vec, scale, y, accumulate, N, K, mt, err, xs);
 }
 
-
 // The blockIdx.y-th active expert e (the caller checked there is one) and its f32 matrix in table: null for an expert
 // this rank does not hold, which a block with report set reports.
 __device__ __forceinline__ const float* active_expert(const int* active, const unsigned long long* table, int* err, bool report,
@@ -561,7 +560,8 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
     ta_expert2<true>(x, xDiv, offsets, order, active, table0, y0, N0, table1, y1, N1, K, err, tsm);
 }
 
-
+// y [M, N] = x [M, K] . w^T for f32 x and a few f32 rows of w (a LoRA's A over a decode batch, narrow.cuh's narrow_rows):
+// block (row chunk of w along blockIdx.x, mt rows of x along blockIdx.y).
 extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
     narrow_matmul_f32(const float* x, const float* w, float* y, int M, int N, int K, int mt) {
     pdl_enter();

@@ -8,6 +8,7 @@ import org.orbitrl.kernels.OpProfiler;
 import org.orbitrl.kernels.cuda.CudaAllocator;
 import org.orbitrl.kernels.cuda.CudaBackend;
 import org.orbitrl.kernels.cuda.CudaEvent;
+import org.orbitrl.kernels.cuda.internal.KernelLibrary;
 import org.orbitrl.kernels.cuda.internal.Launcher;
 import org.orbitrl.model.adapter.AdapterConfig;
 import org.orbitrl.model.adapter.LoraAdapter;
@@ -62,7 +63,8 @@ public final class ModelDecodeBench {
      * rounds, {@code orbit.bench.warmup} untimed runs (1 by default) of the first variant: its first timed round otherwise
      * pays for the JVM's first run (on the H200, batch 64: 20.96-21.11 ms against 20.4-20.6 in later rounds). A variant's
      * {@code orbit.bench.omit=REGEX} leaves the launches it matches out of the captured step ({@link #capture}): the step's
-     * time without them, so the difference is their share of the graph (the numbers are then wrong).
+     * time without them, so the difference is their share of the graph (the numbers are then wrong). A variant's
+     * {@code orbit.cuda.pdl=on|off} captures its step with dependent launches on or off.
      */
     private static final String VARIANTS = System.getProperty("orbit.bench.variants", "");
     private static final int ROUNDS = Math.max(1, Integer.getInteger("orbit.bench.rounds", 2));
@@ -308,6 +310,9 @@ public final class ModelDecodeBench {
      * the last one was freed (a line says so when it did not: the left-out launches' arena buffers then hold no values).
      */
     private static CapturedStep capture(CudaBackend gpu, DecodeStep step) {
+        // orbit.cuda.pdl as the variant (or the JVM) sets it: the step captured with dependent launches as it says
+        gpu.dependentLaunches(KernelLibrary.dependentLaunchesFor(System.getProperty(KernelLibrary.DEPENDENT_LAUNCH_PROPERTY),
+                gpu.dependentLaunchesSupported() ? 90 : 0));
         String omit = System.getProperty("orbit.bench.omit", "");
         if (omit.isEmpty()) {
             return gpu.captureStep(step::run);

@@ -310,13 +310,8 @@ public final class ModelDecodeBench {
      * the last one was freed (a line says so when it did not: the left-out launches' arena buffers then hold no values).
      */
     private static CapturedStep capture(CudaBackend gpu, DecodeStep step) {
-        String pdl = System.getProperty(KernelLibrary.DEPENDENT_LAUNCH_PROPERTY, ""); // as the variant (or the JVM) sets it
-        switch (pdl) {
-            case "on" -> gpu.dependentLaunches(true);   // says so where the kernels are built for an older GPU
-            case "off", "" -> gpu.dependentLaunches(false);
-            default -> throw new IllegalArgumentException("-D" + KernelLibrary.DEPENDENT_LAUNCH_PROPERTY + "=" + pdl
-                    + ": expected on or off");
-        }
+        // orbit.cuda.pdl as the variant (or the JVM) sets it; on says so where the kernels are built for an older GPU
+        gpu.dependentLaunches(KernelLibrary.dependentLaunchesAsked(System.getProperty(KernelLibrary.DEPENDENT_LAUNCH_PROPERTY)));
         String omit = System.getProperty("orbit.bench.omit", "");
         if (omit.isEmpty()) {
             return gpu.captureStep(step::run);

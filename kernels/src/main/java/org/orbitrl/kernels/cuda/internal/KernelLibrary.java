@@ -62,14 +62,20 @@ public final class KernelLibrary implements AutoCloseable {
      * them (batch 1: 3.321 against 3.312 ms) and slower at batch 64 (19.59 against 18.56 ms).
      */
     public static boolean dependentLaunchesFor(String property, int arch) {
+        boolean on = dependentLaunchesAsked(property);
+        if (on) {
+            requireDependentArch(arch);
+        }
+        return on;
+    }
+
+    /** The value of {@value #DEPENDENT_LAUNCH_PROPERTY} as asked: {@code on} true, {@code off} or null false, else an error naming it. */
+    public static boolean dependentLaunchesAsked(String property) {
         if (property == null || property.isEmpty()) {
             return false;
         }
         return switch (property) {
-            case "on" -> {
-                requireDependentArch(arch);
-                yield true;
-            }
+            case "on" -> true;
             case "off" -> false;
             default -> throw new IllegalArgumentException("-D" + DEPENDENT_LAUNCH_PROPERTY + "=" + property + ": expected on or off");
         };

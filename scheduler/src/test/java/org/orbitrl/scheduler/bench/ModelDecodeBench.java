@@ -108,7 +108,9 @@ public final class ModelDecodeBench {
                             dc.vocab(), adapterText, (System.nanoTime() - t0) / 1e9, context,
                             KV.name().toLowerCase(java.util.Locale.ROOT), STEPS));
             double copy = profiler == null ? copyBandwidth(gpu) : 0;
-            System.out.printf("Copy bandwidth %.0f GB/s (measured before the steps; a run stopped by a time limit keeps it)%n", copy);
+            if (profiler == null) {
+                System.out.printf("Copy bandwidth %.0f GB/s (measured before the steps; a run stopped by a time limit keeps it)%n", copy);
+            }
             md.append(String.format("Copy bandwidth %.0f GB/s (device to device, read + write, same run). The HBM limit: the bytes a"
                             + " step reads at least (every dense weight and the LM head in bf16,%s the routed experts' INT4 weights"
                             + " %sfor the distinct experts a layer expects under uniform routing, E·(1 − (1 − k/E)^B), and each"
@@ -124,9 +126,11 @@ public final class ModelDecodeBench {
                     most * blocksPerSequence(context), true, KV);
             if (profiler != null) {
                 for (int batch : batches) {
-                    double[] eager = run(gpu, model, pool, dc, batch, context, true, profiler);
-                    System.out.printf("batch %d, experts per pair, eager and profiled: %.3f ms a step%n%s%n", batch, eager[0],
-                            profiler.report(30));
+                    try (Prefilled p = prefill(model, pool, dc, batch, context)) {
+                        double[] eager = run(gpu, model, pool, dc, p, true, profiler);
+                        System.out.printf("batch %d, experts per pair, eager and profiled: %.3f ms a step%n%s%n", batch, eager[0],
+                                profiler.report(30));
+                    }
                 }
                 return;
             }
@@ -135,22 +139,24 @@ public final class ModelDecodeBench {
                 for (int batch : batches) {
                     String[] variants = VARIANTS.split(";");
                     double[][] ms = new double[variants.length][ROUNDS];
-                    for (int round = -WARMUP; round < ROUNDS; round++) {
-                        for (int v = 0; v < (round < 0 ? 1 : variants.length); v++) {
-                            Map<String, String> before = applyVariant(variants[v]);
-                            try {
-                                double step = run(gpu, model, pool, dc, batch, context, true)[0];
-                                if (round >= 0) {
-                                    ms[v][round] = step;
-                                }
-                            } finally {
-                                before.forEach((k, old) -> {
-                                    if (old == null) {
-                                        System.clearProperty(k);
-                                    } else {
-                                        System.setProperty(k, old);
+                    try (Prefilled p = prefill(model, pool, dc, batch, context)) {
+                        for (int round = -WARMUP; round < ROUNDS; round++) {
+                            for (int v = 0; v < (round < 0 ? 1 : variants.length); v++) {
+                                Map<String, String> before = applyVariant(variants[v]);
+                                try {
+                                    double step = run(gpu, model, pool, dc, p, true, null)[0];
+                                    if (round >= 0) {
+                                        ms[v][round] = step;
                                     }
-                                });
+                                } finally {
+                                    before.forEach((k, old) -> {
+                                        if (old == null) {
+                                            System.clearProperty(k);
+                                        } else {
+                                            System.setProperty(k, old);
+                                        }
+                                    });
+                                }
                             }
                         }
                     }
@@ -167,8 +173,12 @@ public final class ModelDecodeBench {
                 batches = new int[0];
             }
             for (int batch : batches) {
-                double[] pairs = run(gpu, model, pool, dc, batch, context, true);
-                double[] grouped = GROUPED ? run(gpu, model, pool, dc, batch, context, false) : new double[]{Double.NaN, 0};
+                double[] pairs;
+                double[] grouped;
+                try (Prefilled p = prefill(model, pool, dc, batch, context)) {
+                    pairs = run(gpu, model, pool, dc, p, true, null);
+                    grouped = GROUPED ? run(gpu, model, pool, dc, p, false, null) : new double[]{Double.NaN, 0};
+                }
                 double bytes = bytesPerStep(dc, batch, context + STEPS / 2);
                 String row = String.format("| %d | %s | %.0f | %.2f GB | %.3f |", batch, label(pairs), batch / (pairs[0] / 1e3),
                         bytes / 1e9, bytes / (copy * 1e9) / (pairs[0] / 1e3));
@@ -290,15 +300,43 @@ public final class ModelDecodeBench {
         return String.format("%.3f ms (%s)", r[0], r[1] > 0 ? "graph" : "eager");
     }
 
-    /** {median ms a step, 1 if replayed as a graph else 0} of {@code batch} sequences with the experts per pair or grouped. */
     private static final int BLOCK = 16;
 
+    /** A prefilled sequence's blocks (its context) and a run's own blocks for its steps (forks that copy a partial block). */
     private static int blocksPerSequence(int context) {
         return (context + STEPS + 4 + BLOCK - 1) / BLOCK + 1;
     }
 
-    private static double[] run(CudaBackend gpu, Qwen3Model model, BlockPool pool, DecoderConfig dc, int batch, int context, boolean pairs) {
-        return run(gpu, model, pool, dc, batch, context, pairs, null);
+    /**
+     * A batch's sequences, prefilled once (a sequence at a time, {@code context} random tokens each): every run of the batch
+     * (each variant, round, and the grouped experts' row) decodes from forks of them, so a run pays for its steps and not
+     * for the prefill (at batch 256 of this shape the prefill takes over a minute, a run a second).
+     */
+    private record Prefilled(List<PagedSequence> seqs) implements AutoCloseable {
+        @Override
+        public void close() {
+            seqs.forEach(PagedSequence::close);
+        }
+    }
+
+    private static Prefilled prefill(Qwen3Model model, BlockPool pool, DecoderConfig dc, int batch, int context) {
+        List<PagedSequence> seqs = new ArrayList<>();
+        SplittableRandom r = new SplittableRandom(batch);
+        try {
+            for (int b = 0; b < batch; b++) {
+                PagedSequence s = new PagedSequence(pool);
+                seqs.add(s);
+                int[] prompt = new int[context];
+                for (int i = 0; i < context; i++) {
+                    prompt[i] = r.nextInt(dc.vocab());
+                }
+                model.forward(List.of(new CausalLM.Segment(prompt, s)));
+            }
+        } catch (RuntimeException e) {
+            seqs.forEach(PagedSequence::close);
+            throw e;
+        }
+        return new Prefilled(seqs);
     }
 
     /**
@@ -335,21 +373,20 @@ public final class ModelDecodeBench {
         return cut;
     }
 
-    /** As above; with a profiler, every step eager and the timed steps alone counted by it. */
-    private static double[] run(CudaBackend gpu, Qwen3Model model, BlockPool pool, DecoderConfig dc, int batch, int context, boolean pairs,
+    /**
+     * {median ms a step, 1 if replayed as a graph else 0} of decoding {@code STEPS} tokens (after one that warms up and
+     * captures) on forks of the prefilled sequences, with the experts per pair or grouped; the tokens are the same in
+     * every run of a batch. With a profiler, every step eager and the timed steps alone counted by it.
+     */
+    private static double[] run(CudaBackend gpu, Qwen3Model model, BlockPool pool, DecoderConfig dc, Prefilled prefilled, boolean pairs,
                                 OpProfiler profiler) {
         gpu.moePairs(pairs);
+        int batch = prefilled.seqs().size();
         List<PagedSequence> seqs = new ArrayList<>();
-        SplittableRandom r = new SplittableRandom(batch);
+        SplittableRandom r = new SplittableRandom(1_000_003L * batch + 17);
         try {
-            for (int b = 0; b < batch; b++) {           // prefill, a sequence at a time
-                PagedSequence s = new PagedSequence(pool);
-                int[] prompt = new int[context];
-                for (int i = 0; i < context; i++) {
-                    prompt[i] = r.nextInt(dc.vocab());
-                }
-                model.forward(List.of(new CausalLM.Segment(prompt, s)));
-                seqs.add(s);
+            for (PagedSequence base : prefilled.seqs()) {
+                seqs.add(base.fork());
             }
             gpu.synchronize();
             double[] ms = new double[STEPS];

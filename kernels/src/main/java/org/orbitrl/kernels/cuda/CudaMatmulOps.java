@@ -44,16 +44,23 @@ final class CudaMatmulOps {
     /**
      * f32 products of at most this many rows against at most {@link #NARROW_MAX_N} f32 rows of w (a LoRA's A over a decode
      * batch) take {@code narrow_matmul_f32} (a row of w a warp, held in registers; batch-invariant f32 sums) rather than
-     * cuBLAS's split-K pair of launches; {@code -Dorbit.cuda.narrowMatmul=off} keeps cuBLAS.
+     * cuBLAS's split-K pair of launches; {@code -Dorbit.cuda.narrowMatmul=off} (read at each call) keeps cuBLAS.
      */
     static final int NARROW_MAX_ROWS = 256;
     static final int NARROW_MAX_N = 64;
-    private static final boolean NARROW = !"off".equals(System.getProperty("orbit.cuda.narrowMatmul"));
+
+    private static boolean narrow() {
+        return !"off".equals(System.getProperty("orbit.cuda.narrowMatmul"));
+    }
+
     /**
-     * x rows a block of the narrow products stages (mt; 1 to MA_ROWS = 8 in moe_pairs.cu), {@code -Dorbit.cuda.narrowRows=N}
-     * (4 by default): fewer rows give more blocks (a decode batch of 8 rows fills 8 blocks at 4, 32 at 1) and the same sums.
+     * x rows a block of the narrow products stages (mt; 1 to MA_ROWS = 8 in narrow.cuh), {@code -Dorbit.cuda.narrowRows=N}
+     * (read at each call, 4 by default): fewer rows give more blocks (a decode batch of 8 rows fills 8 blocks at 4, 32 at
+     * 1) and the same sums.
      */
-    private static final int NARROW_ROWS_PER_BLOCK = Math.max(1, Math.min(8, Integer.getInteger("orbit.cuda.narrowRows", 4)));
+    private static int narrowRows() {
+        return Math.max(1, Math.min(8, Integer.getInteger("orbit.cuda.narrowRows", 4)));
+    }
 
     private final CudaContext ctx;
     private final CudaRowOps rows;
@@ -97,10 +104,10 @@ final class CudaMatmulOps {
         }
         switch (w.dtype()) {
             case F32 -> {
-                if (NARROW && m <= NARROW_MAX_ROWS && n <= NARROW_MAX_N && k > 0 && k % 4 == 0 && aligned16(x, w)) {
+                if (narrow() && m <= NARROW_MAX_ROWS && n <= NARROW_MAX_N && k > 0 && k % 4 == 0 && aligned16(x, w)) {
                     int stride = Math.min(k / 4, CudaMoePairs.LONG_K_PIECES);   // the 16-byte x pieces a row stages
-                    ctx.launch2dShared(narrow, (n + 7) / 8, (m + NARROW_ROWS_PER_BLOCK - 1) / NARROW_ROWS_PER_BLOCK, 256,
-                            16 * NARROW_ROWS_PER_BLOCK * stride, x, w, y, m, n, k, NARROW_ROWS_PER_BLOCK);
+                    int mt = narrowRows();
+                    ctx.launch2dShared(narrow, (n + 7) / 8, (m + mt - 1) / mt, 256, 16 * mt * stride, x, w, y, m, n, k, mt);
                 } else {
                     ctx.cublas.gemm(CudaAllocator.address(x), CudaAllocator.address(w), CudaAllocator.address(y), m, n, k, false);
                 }
@@ -132,7 +139,7 @@ final class CudaMatmulOps {
         int k = x.size(-1);
         int m = CudaContext.rows(x);
         DType dtype = ws.length == 0 ? null : ws[0].dtype();
-        boolean narrowAll = NARROW && ws.length >= 2 && ws.length <= 3 && dtype == DType.F32 && m <= NARROW_MAX_ROWS && k > 0
+        boolean narrowAll = narrow() && ws.length >= 2 && ws.length <= 3 && dtype == DType.F32 && m <= NARROW_MAX_ROWS && k > 0
                 && k % 4 == 0;
         boolean stagedAll = ws.length >= 2 && dtype == DType.BF16 && m > QGEMV_MAX_ROWS && DeviceScratch.stagingRows(m, k) >= m;
         for (int i = 0; i < ws.length; i++) {
@@ -183,9 +190,9 @@ final class CudaMatmulOps {
      */
     void launchNarrow3(Tensor x, int m, int k, long[] w, long[] y, int[] n, long blocks, long xb) {
         int stride = Math.min(k / 4, CudaMoePairs.LONG_K_PIECES);   // the 16-byte x pieces a row stages
-        ctx.launch2dShared(narrow3, blocks, (m + NARROW_ROWS_PER_BLOCK - 1) / NARROW_ROWS_PER_BLOCK, 256,
-                16 * NARROW_ROWS_PER_BLOCK * stride, x, m, k, NARROW_ROWS_PER_BLOCK, w[0], y[0], n[0], w[1], y[1], n[1], w[2], y[2],
-                n[2], xb);
+        int mt = narrowRows();
+        ctx.launch2dShared(narrow3, blocks, (m + mt - 1) / mt, 256, 16 * mt * stride, x, m, k, mt, w[0], y[0], n[0], w[1], y[1],
+                n[1], w[2], y[2], n[2], xb);
     }
 
     /**
@@ -196,9 +203,9 @@ final class CudaMatmulOps {
     boolean launchNarrow3Gemv(Tensor x, int m, int k, long[] aw, long[] ay, int[] an, long aBlocks, long[] w, long[] y, int[] n,
                               long[] lo, long[] b, float[] scales, int[] ranks) {
         int stride = Math.min(k / 4, CudaMoePairs.LONG_K_PIECES);
-        return qgemv.launchBf16LowRankA(x, m, k, w, y, n, lo, b, scales, ranks, aw, ay, an, aBlocks,
-                (m + NARROW_ROWS_PER_BLOCK - 1) / NARROW_ROWS_PER_BLOCK, NARROW_ROWS_PER_BLOCK, 16 * NARROW_ROWS_PER_BLOCK * stride,
-                ctx.tickets);
+        int mt = narrowRows();
+        return qgemv.launchBf16LowRankA(x, m, k, w, y, n, lo, b, scales, ranks, aw, ay, an, aBlocks, (m + mt - 1) / mt, mt,
+                16 * mt * stride, ctx.tickets);
     }
 
     /**

@@ -1,6 +1,7 @@
 package org.orbitrl.kernels.bench;
 
 import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.ExpertWeights;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.CudaBackend;
@@ -12,6 +13,7 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.LinkedHashSet;
+import java.util.List;
 import java.util.Set;
 import java.util.SplittableRandom;
 
@@ -75,6 +77,20 @@ final class CudaBenchData {
         gpu.synchronize();
         gpu.allocator().free(src);
         return t;
+    }
+
+    /** {@code experts} f32 matrices [rows, cols] of their own on the device, values in ±0.05 (a LoRA's factors), added to owned. */
+    static ExpertWeights denseExperts(CudaBackend gpu, SplittableRandom r, List<Tensor> owned, int experts, int rows, int cols) {
+        Tensor[] dense = new Tensor[experts];
+        for (int e = 0; e < experts; e++) {
+            float[] v = new float[rows * cols];
+            for (int i = 0; i < v.length; i++) {
+                v[i] = (float) ((r.nextDouble() * 2 - 1) * 0.05);
+            }
+            dense[e] = gpu.toDevice(Tensor.of(v, rows, cols), MemoryCategory.OTHER);
+            owned.add(dense[e]);
+        }
+        return new ExpertWeights(rows, cols, dense, new QuantizedTensor[experts]);
     }
 
     /** A device tensor [rows, cols] of dtype {@code dt} (f32 or bf16), values uniform in [-1, 1). */

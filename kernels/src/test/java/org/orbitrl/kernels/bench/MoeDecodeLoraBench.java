@@ -56,12 +56,12 @@ public final class MoeDecodeLoraBench {
             ExpertWeights up = views(stack.up(), WIDTH, HIDDEN);
             ExpertWeights down = views(stack.down(), HIDDEN, WIDTH);
             List<Tensor> owned = new ArrayList<>();
-            ExpertWeights gateA = factors(gpu, r, owned, RANK, HIDDEN);
-            ExpertWeights upA = factors(gpu, r, owned, RANK, HIDDEN);
-            ExpertWeights downA = factors(gpu, r, owned, RANK, WIDTH);
-            ExpertWeights gateB = factors(gpu, r, owned, WIDTH, RANK);
-            ExpertWeights upB = factors(gpu, r, owned, WIDTH, RANK);
-            ExpertWeights downB = factors(gpu, r, owned, HIDDEN, RANK);
+            ExpertWeights gateA = CudaBenchData.denseExperts(gpu, r, owned, E, RANK, HIDDEN);
+            ExpertWeights upA = CudaBenchData.denseExperts(gpu, r, owned, E, RANK, HIDDEN);
+            ExpertWeights downA = CudaBenchData.denseExperts(gpu, r, owned, E, RANK, WIDTH);
+            ExpertWeights gateB = CudaBenchData.denseExperts(gpu, r, owned, E, WIDTH, RANK);
+            ExpertWeights upB = CudaBenchData.denseExperts(gpu, r, owned, E, WIDTH, RANK);
+            ExpertWeights downB = CudaBenchData.denseExperts(gpu, r, owned, E, HIDDEN, RANK);
             for (int m : tokens) {
                 layer(gpu, r, m, copy, gate, up, down, gateA, upA, downA, gateB, upB, downB, stack);
             }
@@ -166,19 +166,5 @@ public final class MoeDecodeLoraBench {
             throw new IllegalStateException("the experts' views do not read as one stack: " + s);
         }
         return w;
-    }
-
-    /** E f32 matrices [rows, cols] of their own, values in ±0.05 (a LoRA's factors on the device). */
-    private static ExpertWeights factors(CudaBackend gpu, SplittableRandom r, List<Tensor> owned, int rows, int cols) {
-        Tensor[] dense = new Tensor[E];
-        for (int e = 0; e < E; e++) {
-            float[] v = new float[rows * cols];
-            for (int i = 0; i < v.length; i++) {
-                v[i] = (float) ((r.nextDouble() * 2 - 1) * 0.05);
-            }
-            dense[e] = gpu.toDevice(Tensor.of(v, rows, cols), MemoryCategory.OTHER);
-            owned.add(dense[e]);
-        }
-        return new ExpertWeights(rows, cols, dense, new QuantizedTensor[E]);
     }
 }

@@ -74,10 +74,10 @@ public final class MoeLoraOpsBench {
             Tensor outR = filled(gpu, r, owned, p, RANK);       // [P, r]
             Tensor outH = filled(gpu, r, owned, p, HIDDEN);     // [P, hidden]
             Tensor outW = filled(gpu, r, owned, p, WIDTH);      // [P, width]
-            ExpertWeights aGate = experts(gpu, r, owned, RANK, HIDDEN);   // gate/up A [r, hidden]
-            ExpertWeights bGate = experts(gpu, r, owned, WIDTH, RANK);    // gate/up B [width, r]
-            ExpertWeights aDown = experts(gpu, r, owned, RANK, WIDTH);    // down A [r, width]
-            ExpertWeights bDown = experts(gpu, r, owned, HIDDEN, RANK);   // down B [hidden, r]
+            ExpertWeights aGate = CudaBenchData.denseExperts(gpu, r, owned, E, RANK, HIDDEN);   // gate/up A [r, hidden]
+            ExpertWeights bGate = CudaBenchData.denseExperts(gpu, r, owned, E, WIDTH, RANK);    // gate/up B [width, r]
+            ExpertWeights aDown = CudaBenchData.denseExperts(gpu, r, owned, E, RANK, WIDTH);    // down A [r, width]
+            ExpertWeights bDown = CudaBenchData.denseExperts(gpu, r, owned, E, HIDDEN, RANK);   // down B [hidden, r]
             Tensor[] gA = grads(gpu, owned, RANK, HIDDEN);
             Tensor[] gB = grads(gpu, owned, WIDTH, RANK);
             Tensor[] gADown = grads(gpu, owned, RANK, WIDTH);
@@ -167,19 +167,6 @@ public final class MoeLoraOpsBench {
         Tensor t = CudaBenchData.repeatedBlock(gpu, r, rows, cols);
         owned.add(t);
         return t;
-    }
-
-    private static ExpertWeights experts(CudaBackend gpu, SplittableRandom r, List<Tensor> owned, int rows, int cols) {
-        Tensor[] dense = new Tensor[E];
-        for (int e = 0; e < E; e++) {
-            float[] v = new float[rows * cols];
-            for (int i = 0; i < v.length; i++) {
-                v[i] = (float) ((r.nextDouble() * 2 - 1) * 0.05);
-            }
-            dense[e] = gpu.toDevice(Tensor.of(v, rows, cols), MemoryCategory.OTHER);
-            owned.add(dense[e]);
-        }
-        return new ExpertWeights(rows, cols, dense, new QuantizedTensor[E]);
     }
 
     private static Tensor[] grads(CudaBackend gpu, List<Tensor> owned, int rows, int cols) {

@@ -8,7 +8,6 @@ import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.Cuda;
 import org.orbitrl.kernels.cuda.CudaAllocator;
 import org.orbitrl.kernels.cuda.CudaBackend;
-import org.orbitrl.kernels.quant.QuantizedTensor;
 
 import java.io.IOException;
 import java.nio.file.Path;

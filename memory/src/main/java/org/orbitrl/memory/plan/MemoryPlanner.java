@@ -219,7 +219,7 @@ public final class MemoryPlanner {
 
         // Dequantization: per model instance that runs the chunked path, one bf16 buffer of C expert
         // matrices on a device's grouped path (none on the host's, whose temporary is an activation),
-        // else each MoE layer's buffer of C f32 expert slots; the largest other quantized matrix into
+        // else one buffer of C f32 expert slots that the instance's MoE layers share; the largest other quantized matrix into
         // a double-buffered bf16 copy.
         long dequant = 0;
         if (full) {

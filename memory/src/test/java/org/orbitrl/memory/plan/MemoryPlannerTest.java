@@ -51,9 +51,9 @@ class MemoryPlannerTest {
         long layer = 2 * 128 + 2 * 8192 + 2 * 4096 + 2 * 32 + 1024;
         long expert = (64 * 32 + 64 * 2 * 2) + (64 * 16 + 64 * 2);
         assertEquals(2 * 32768 + 128 + 2 * layer + 16 * expert / 2, b.get(MemoryCategory.BASE_WEIGHTS));
-        // Dequantization: each of the 2 MoE layers keeps a chunk buffer of 2 expert slots of gate, up and
-        // down [32, 64] f32, in the trainer's model and in the rollout engine's view.
-        assertEquals(2 * 2 * 2 * 3 * 32 * 64 * 4, b.get(MemoryCategory.DEQUANT_BUFFERS));
+        // Dequantization: one chunk buffer of 2 expert slots of gate, up and down [32, 64] f32, shared by
+        // the 2 MoE layers, in the trainer's model and in the rollout engine's view.
+        assertEquals(2 * 2 * 3 * 32 * 64 * 4, b.get(MemoryCategory.DEQUANT_BUFFERS));
         // LoRA r=4: q,o 4*(64+64), k,v 4*(32+64) per layer; per expert gate_up 4*(64+64) + down 4*(32+64),
         // 8 of 16 experts on this GPU. bf16: the trainer's copy and two rollout slots; bf16 grads; f32 m, v and master.
         long adapter = 2 * (2 * 512 + 2 * 384) + 8 * (512 + 384);

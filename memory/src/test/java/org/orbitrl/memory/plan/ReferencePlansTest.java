@@ -50,15 +50,14 @@ class ReferencePlansTest {
     }
 
     /**
-     * Kimi's MoE layers each keep their own f32 chunk buffer (in the trainer's model and the rollout's
-     * view), about 10 GiB per expert slot over its 60 MoE layers: one expert at a time, and 24 prompts
-     * a step, leave room for the rest.
+     * Kimi's 60 MoE layers share one f32 chunk buffer per model instance (336 MiB an expert slot, in the
+     * trainer's model and in the rollout's view): the default chunk and batch fit.
      */
-    static final int KIMI_CHUNK = 1;
-    static final int KIMI_PROMPTS = 24;
+    static final int KIMI_CHUNK = PlanRequest.DEFAULT_EXPERT_CHUNK;
+    static final int KIMI_PROMPTS = BATCH.prompts();
 
     static final Reference KIMI = new Reference("kimi-k2.6-int4-lora-8xB200.md",
-            "Kimi-K2.6, INT4 experts as shipped, LoRA rank 32 on every projection, 8xB200, 24 prompts, expert chunk 1",
+            "Kimi-K2.6, INT4 experts as shipped, LoRA rank 32 on every projection, 8xB200",
             "kimi-k2.6", "int4", "lora:32", 1, KIMI_CHUNK, KIMI_PROMPTS);
     static final Reference DSV4 = new Reference("deepseek-v4-pro-fp4-lora-8xB200.md",
             "DeepSeek V4 Pro, FP4 experts and FP8 attention as shipped, LoRA rank 16 on every projection, 8xB200",
@@ -70,6 +69,24 @@ class ReferencePlansTest {
         assertTrue(p.fits());
         assertTrue(p.maxSafeExpertChunk() >= KIMI_CHUNK);
         check(KIMI);
+    }
+
+    /**
+     * On 8xH200 (141 GB) Kimi-K2.6 fits with LoRA on every projection but the routed experts', with the default chunk
+     * and batch; with the routed experts' LoRA too (38 GiB a GPU of adapter, gradients and AdamW state at rank 32) it
+     * does not.
+     */
+    @Test
+    void kimiInt4FitsH200WithoutRoutedExpertLora() {
+        NodeSpec h200 = NodeSpec.parse("8xH200");
+        Path cfg = TestModels.configOf("models/kimi-k2.6");
+        ModelSpec spec = ConfigLoader.load(cfg);
+        PlanRequest req = PlanRequest.defaults(spec, cfg, h200).withBase(BaseFormat.parse("int4", spec)).withBatch(BATCH)
+                .withLayout(ParallelLayout.colocated(ParallelLayout.auto(spec, h200, 0, 0).expertParallel(), 1));
+        MemoryPlan dense = MemoryPlanner.check(req.withAdapter(AdapterSpec.parse("lora:32:attention+shared+dense")));
+        assertTrue(dense.fits());
+        assertTrue(dense.maxSafeExpertChunk() >= PlanRequest.DEFAULT_EXPERT_CHUNK, "the default chunk fits");
+        assertFalse(MemoryPlanner.plan(req.withAdapter(AdapterSpec.parse("lora:32"))).fits());
     }
 
     @Test

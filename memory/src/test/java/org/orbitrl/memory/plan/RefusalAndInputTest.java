@@ -15,7 +15,7 @@ class RefusalAndInputTest {
 
     private static PlanRequest kimi(String node) {
         ModelSpec s = TestModels.spec("models/kimi-k2.6");
-        // chunks of 2: each of Kimi's 60 MoE layers keeps its own chunk buffer (~10 GiB per expert slot)
+        // chunks of 2 (Kimi's 60 MoE layers share one chunk buffer per model instance, 336 MiB an expert slot)
         return PlanRequest.defaults(s, null, NodeSpec.parse(node)).withBase(BaseFormat.parse("int4")).withExpertChunk(2);
     }
 
@@ -45,7 +45,7 @@ class RefusalAndInputTest {
     @Test
     void suggestionsAreReplannedNotCanned() {
         // Without recompute, long sequences overflow at the activations; the advisor re-plans with recompute on.
-        // (GPUs of 240 GB: on 8xB200 the categories allocated before the activations already fill the GPU.)
+        // (GPUs of 240 GB: room enough that recompute alone makes this batch fit.)
         PlanRequest r = kimi("8x240GB").withRecompute(false).withBatch(new BatchShape(16, 8, 2048, 8192, 1));
         MemoryPlan p = MemoryPlanner.plan(r);
         assertFalse(p.fits());

@@ -79,8 +79,10 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
         for (int i = 0; i < ls.length; i++) {
             ls[i] = layers[i].view(config);
         }
-        return new DeepseekV3Model(config, other, prefix, embed, ls, finalNorm, lmHead.view(),
+        DeepseekV3Model v = new DeepseekV3Model(config, other, prefix, embed, ls, finalNorm, lmHead.view(),
                 rope.style() == RopeTable.Style.INTERLEAVED);
+        v.setExpertChunk(expertChunk());   // the view's own chunk buffer: it may run beside this model
+        return v;
     }
 
     @Override
@@ -91,11 +93,22 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
     /** Runs quantized routed experts through C-expert dequantization chunks (0: fused kernel). */
     @Override
     public void setExpertChunk(int c) {
+        ExpertChunker shared = c <= 0 ? null : new ExpertChunker(c);   // one buffer for every MoE layer of this model
         for (Layer l : layers) {
             if (l.moe() != null) {
-                l.moe().setExpertChunk(c);
+                l.moe().useChunker(shared);
             }
         }
+    }
+
+    /** Experts a dequantization chunk (0: off or no MoE layer). */
+    int expertChunk() {
+        for (Layer l : layers) {
+            if (l.moe() != null) {
+                return l.moe().chunk();
+            }
+        }
+        return 0;
     }
 
     public DeepseekV3Config config() {

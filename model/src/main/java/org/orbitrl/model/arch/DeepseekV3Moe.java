@@ -63,22 +63,28 @@ final class DeepseekV3Moe {
         this.scaling = scaling;
     }
 
-    /** The same frozen weights with fresh, adapter-free linear layers. */
+    /** The same frozen weights with fresh, adapter-free linear layers and no chunker (the model's view hands its layers one). */
     DeepseekV3Moe view() {
         DenseMlp[] ex = new DenseMlp[experts.length];
         for (int e = 0; e < ex.length; e++) {
             ex[e] = experts[e].view();
         }
-        DeepseekV3Moe m = new DeepseekV3Moe(router.view(), bias, ex, shared == null ? null : shared.view(), topK, nGroup,
-                topkGroup, normTopK, scaling);
-        if (chunker != null) {
-            m.setExpertChunk(chunker.chunk());
-        }
-        return m;
+        return new DeepseekV3Moe(router.view(), bias, ex, shared == null ? null : shared.view(), topK, nGroup, topkGroup, normTopK,
+                scaling);
+    }
+
+    /** Experts a dequantization chunk (0: chunking off). */
+    int chunk() {
+        return chunker == null ? 0 : chunker.chunk();
     }
 
     void setExpertChunk(int c) {
-        this.chunker = c <= 0 ? null : new ExpertChunker(c);
+        useChunker(c <= 0 ? null : new ExpertChunker(c));
+    }
+
+    /** Routes quantized experts through {@code c}'s chunks (null: chunking off); the model's MoE layers share one. */
+    void useChunker(ExpertChunker c) {
+        this.chunker = c;
     }
 
     private void eachActive(Backend b, ExpertGroups groups, java.util.function.BiConsumer<Integer, Weight[]> body) {

@@ -19,6 +19,11 @@ import java.util.function.BiConsumer;
  *
  * <p>Each expert's arithmetic does not depend on C (the same dequantized values, the same dense
  * kernels), so outputs and gradients are bit-identical for every chunk size.
+ *
+ * <p>A model instance makes one and hands it to all its MoE layers ({@code setExpertChunk} of the
+ * model): the layers run one after another on the instance's thread and backend stream, and no
+ * dequantized slot outlives the call that filled it, so one buffer serves every layer, forward
+ * and backward. Another instance (a rollout engine's view beside the trainer's model) makes its own.
  */
 final class ExpertChunker {
     private final int chunk;

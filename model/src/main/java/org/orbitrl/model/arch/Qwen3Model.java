@@ -110,7 +110,9 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             ls[i] = new Layer(l.inputNorm, l.postNorm, l.attention.view(config), l.mlp == null ? null : l.mlp.view(),
                     l.moe == null ? null : l.moe.view());
         }
-        return new Qwen3Model(config, other, embed, ls, finalNorm, lmHead.view(), parallel);
+        Qwen3Model v = new Qwen3Model(config, other, embed, ls, finalNorm, lmHead.view(), parallel);
+        v.setExpertChunk(expertChunk());   // the view's own chunk buffer: it may run beside this model
+        return v;
     }
 
     /**
@@ -119,11 +121,22 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
      */
     @Override
     public void setExpertChunk(int c) {
+        ExpertChunker shared = c <= 0 ? null : new ExpertChunker(c);   // one buffer for every MoE layer of this model
         for (Layer l : layers) {
             if (l.moe != null) {
-                l.moe.setExpertChunk(c);
+                l.moe.useChunker(shared);
             }
         }
+    }
+
+    /** Experts a dequantization chunk (0: off or no MoE layer). */
+    int expertChunk() {
+        for (Layer l : layers) {
+            if (l.moe != null) {
+                return l.moe.chunk();
+            }
+        }
+        return 0;
     }
 
     @Override

@@ -74,7 +74,7 @@ final class SparseMoe {
         this.grouped = GroupedMoe.of(experts);
     }
 
-    /** The same frozen weights with fresh, adapter-free linear layers (and no chunk buffer). */
+    /** The same frozen weights with fresh, adapter-free linear layers and no chunker (the model's view hands its layers one). */
     SparseMoe view() {
         DenseMlp[] ex = new DenseMlp[experts.length];
         for (int e = 0; e < ex.length; e++) {
@@ -82,9 +82,6 @@ final class SparseMoe {
         }
         SparseMoe m = new SparseMoe(router.view(), ex, topK, normTopK);
         m.useGrouped = useGrouped;
-        if (chunker != null) {
-            m.setExpertChunk(chunker.chunk());
-        }
         return m;
     }
 
@@ -101,13 +98,19 @@ final class SparseMoe {
         this.useGrouped = on;
     }
 
-    private int chunk() {
+    /** Experts a dequantization chunk (0: chunking off). */
+    int chunk() {
         return chunker == null ? 0 : chunker.chunk();
     }
 
     /** Routes quantized experts through C-expert dequantization chunks (0 turns chunking off). */
     void setExpertChunk(int c) {
-        this.chunker = c <= 0 ? null : new ExpertChunker(c);
+        useChunker(c <= 0 ? null : new ExpertChunker(c));
+    }
+
+    /** Routes quantized experts through {@code c}'s chunks (null: chunking off); the model's MoE layers share one. */
+    void useChunker(ExpertChunker c) {
+        this.chunker = c;
     }
 
     /** Calls {@code body(expert, dense weights or null)} for every expert with tokens in {@code groups}. */

@@ -149,8 +149,8 @@ public final class MoeWorkingSet {
      * on a device, {@code I·h} bf16 in each half of the backend's double buffer (the next chunk is
      * dequantized while the current one multiplies) and its partial tile's f32 pad
      * {@code [T, max(h, I)]} ({@link #DEVICE_TILE_ROWS}); grouped on the host, none (an f32
-     * activation instead, see {@link #hostChunkElements}); per expert, {@code 3·I·h} f32 in every MoE
-     * layer's buffer.
+     * activation instead, see {@link #hostChunkElements}); per expert, {@code 3·I·h} f32 in the one
+     * buffer the instance's MoE layers share.
      */
     public static long slotBytes(ModelSpec s, int ep, AdapterSpec adapter, boolean device) {
         return slotBytes(s, ep, adapter, device, true);
@@ -162,7 +162,7 @@ public final class MoeWorkingSet {
             long pad = (long) DEVICE_TILE_ROWS * Math.max(s.hiddenSize(), s.moe().moeIntermediateSize()) * 4;
             return device ? (doubled ? 2 : 1) * ih * 2 + pad : 0;
         }
-        return s.numMoeLayers() * 3 * ih * 4;
+        return 3 * ih * 4;
     }
 
     /** Dequantization-buffer bytes one model instance keeps for chunks of {@code chunk} experts. */

@@ -3,11 +3,18 @@ package org.orbitrl.model.adapter;
 import org.junit.jupiter.api.Test;
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.Backends;
+import org.orbitrl.kernels.quant.QuantFormat;
+import org.orbitrl.kernels.quant.QuantFormats;
 import org.orbitrl.model.TestSafetensors;
 import org.orbitrl.model.arch.CausalLM;
+import org.orbitrl.model.arch.DeepseekV3Config;
 import org.orbitrl.model.arch.DeepseekV3FixtureTest;
 import org.orbitrl.model.arch.DeepseekV3Model;
 import org.orbitrl.model.arch.Qwen3FixtureTest;
+import org.orbitrl.model.arch.Qwen3Model;
+import org.orbitrl.model.nn.Weight;
+import org.orbitrl.model.spec.ConfigLoader;
+import org.orbitrl.model.spec.ModelSpec;
 
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -74,6 +81,38 @@ public class DeepseekV3LoraFixtureTest {
         Map<String, float[]> partly = gradients(kept, true);
         for (var e : stored.entrySet()) {
             assertArrayEquals(e.getValue(), partly.get(e.getKey()), 0f, e.getKey() + " with the last layer kept");
+        }
+    }
+
+    /**
+     * Routed experts in INT4 (quantized on load) through active-expert chunks of 1, 3 and 8, the two MoE layers sharing
+     * the model's one chunk buffer: the LoRA gradients under recompute (each layer's experts dequantized again in its
+     * recomputed forward and its backward, after the other layer has used the buffer) are the same bits for every chunk.
+     */
+    @Test
+    void chunkedInt4ExpertsGiveTheSameGradientsForEveryChunk() {
+        Path dir = TestSafetensors.fixtures().resolve("deepseek_v3");
+        ModelSpec spec = ConfigLoader.load(dir);
+        QuantFormat int4 = QuantFormats.byName("int4-g32");
+        Map<String, float[]> first = null;
+        for (int chunk : new int[]{1, 3, 8}) {
+            Backend backend = Backends.cpu();
+            DeepseekV3Model model = DeepseekV3Model.load(DeepseekV3Config.from(spec), spec.mla().ropeInterleave(),
+                    spec.quantization(), new TestSafetensors(dir.resolve("model.safetensors")), backend,
+                    new Qwen3Model.LoadOptions(w -> Weight.of(int4.quantize(w))));
+            model.setExpertChunk(chunk);
+            var adapter = LoraAdapter.load(AdapterConfig.read(dir.resolve("adapter")),
+                    new TestSafetensors(dir.resolve("adapter/adapter_model.safetensors")), model, backend.allocator());
+            Setup s = new Setup(model, adapter, new TestSafetensors(dir.resolve("reference_lora.safetensors")),
+                    FixtureLoss.sequences(new TestSafetensors(dir.resolve("reference.safetensors"))));
+            Map<String, float[]> grads = gradients(s, true);
+            if (first == null) {
+                first = grads;
+                continue;
+            }
+            for (var e : first.entrySet()) {
+                assertArrayEquals(e.getValue(), grads.get(e.getKey()), 0f, e.getKey() + " with chunks of " + chunk + " against 1");
+            }
         }
     }
 

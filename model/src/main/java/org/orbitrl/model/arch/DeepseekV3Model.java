@@ -32,6 +32,7 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
     private final Linear lmHead;       // [vocab, hidden]
     private final RopeTable rope;
     private final PreNormDecoder<LayerTape> decoder;
+    private int expertChunk;           // experts a dequantization chunk of the MoE layers' shared buffer (0: off)
 
     /** One decoder layer. */
     record Layer(Tensor inputNorm, Tensor postNorm, DeepseekV3Attention attention, DenseMlp mlp, DeepseekV3Moe moe) {
@@ -81,7 +82,7 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
         }
         DeepseekV3Model v = new DeepseekV3Model(config, other, prefix, embed, ls, finalNorm, lmHead.view(),
                 rope.style() == RopeTable.Style.INTERLEAVED);
-        v.setExpertChunk(expertChunk());   // the view's own chunk buffer: it may run beside this model
+        v.setExpertChunk(expertChunk);   // the view's own chunk buffer: it may run beside this model
         return v;
     }
 
@@ -93,22 +94,13 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
     /** Runs quantized routed experts through C-expert dequantization chunks (0: fused kernel). */
     @Override
     public void setExpertChunk(int c) {
+        expertChunk = Math.max(0, c);
         ExpertChunker shared = c <= 0 ? null : new ExpertChunker(c);   // one buffer for every MoE layer of this model
         for (Layer l : layers) {
             if (l.moe() != null) {
                 l.moe().useChunker(shared);
             }
         }
-    }
-
-    /** Experts a dequantization chunk (0: off or no MoE layer). */
-    int expertChunk() {
-        for (Layer l : layers) {
-            if (l.moe() != null) {
-                return l.moe().chunk();
-            }
-        }
-        return 0;
     }
 
     public DeepseekV3Config config() {

@@ -73,15 +73,6 @@ final class DeepseekV3Moe {
                 scaling);
     }
 
-    /** Experts a dequantization chunk (0: chunking off). */
-    int chunk() {
-        return chunker == null ? 0 : chunker.chunk();
-    }
-
-    void setExpertChunk(int c) {
-        useChunker(c <= 0 ? null : new ExpertChunker(c));
-    }
-
     /** Routes quantized experts through {@code c}'s chunks (null: chunking off); the model's MoE layers share one. */
     void useChunker(ExpertChunker c) {
         this.chunker = c;

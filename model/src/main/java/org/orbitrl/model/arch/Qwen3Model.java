@@ -43,6 +43,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
     private final RopeTable rope;
     private final RankGroups parallel; // null: the whole model on one rank
     private int keptLayers;            // under recompute, the last layers whose tapes the forward keeps
+    private int expertChunk;           // experts a dequantization chunk of the MoE layers' shared buffer (0: off)
 
     /** One decoder layer. */
     static final class Layer {
@@ -111,7 +112,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
                     l.moe == null ? null : l.moe.view());
         }
         Qwen3Model v = new Qwen3Model(config, other, embed, ls, finalNorm, lmHead.view(), parallel);
-        v.setExpertChunk(expertChunk());   // the view's own chunk buffer: it may run beside this model
+        v.setExpertChunk(expertChunk);   // the view's own chunk buffer: it may run beside this model
         return v;
     }
 
@@ -121,22 +122,13 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
      */
     @Override
     public void setExpertChunk(int c) {
+        expertChunk = Math.max(0, c);
         ExpertChunker shared = c <= 0 ? null : new ExpertChunker(c);   // one buffer for every MoE layer of this model
         for (Layer l : layers) {
             if (l.moe != null) {
                 l.moe.useChunker(shared);
             }
         }
-    }
-
-    /** Experts a dequantization chunk (0: off or no MoE layer). */
-    int expertChunk() {
-        for (Layer l : layers) {
-            if (l.moe != null) {
-                return l.moe.chunk();
-            }
-        }
-        return 0;
     }
 
     @Override

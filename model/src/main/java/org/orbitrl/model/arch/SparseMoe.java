@@ -98,8 +98,7 @@ final class SparseMoe {
         this.useGrouped = on;
     }
 
-    /** Experts a dequantization chunk (0: chunking off). */
-    int chunk() {
+    private int chunk() {
         return chunker == null ? 0 : chunker.chunk();
     }
 

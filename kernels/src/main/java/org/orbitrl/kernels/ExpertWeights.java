@@ -86,6 +86,39 @@ public record ExpertWeights(int rows, int cols, Tensor[] dense, QuantizedTensor[
         }
     }
 
+    /**
+     * The inverse of {@link #stacked}: the experts of a quantized matrix [E·rows, cols] (expert e its rows
+     * {@code [e·rows, (e + 1)·rows)}) as matrices of their own, views of its codes, scales and zero points (no copy), for
+     * formats whose parts are laid out by rows. Zero points pack 8 rows to a word, so with them rows must be a multiple
+     * of 8.
+     */
+    public static ExpertWeights ofStack(QuantizedTensor stack, int rows) {
+        if (rows <= 0 || stack.rows() % rows != 0) {
+            throw new IllegalArgumentException("ExpertWeights.ofStack: " + stack + " does not split into experts of " + rows + " rows");
+        }
+        int n = Math.toIntExact(stack.rows() / rows);
+        QuantizedTensor[] q = new QuantizedTensor[n];
+        for (int e = 0; e < n; e++) {
+            q[e] = expertOfStack(stack, e, rows);
+        }
+        return new ExpertWeights(rows, Math.toIntExact(stack.cols()), new Tensor[n], q);
+    }
+
+    /** Expert e of a stacked quantized matrix [E·rows, cols] as its own [rows, cols] matrix (views, see {@link #ofStack}). */
+    public static QuantizedTensor expertOfStack(QuantizedTensor stack, int e, int rows) {
+        Tensor zeros = null;
+        if (stack.zeros() != null) {
+            if (rows % 8 != 0) {
+                throw new IllegalArgumentException(stack + ": asymmetric experts need a row count divisible by 8, got " + rows);
+            }
+            zeros = stack.zeros().slice(0, (long) e * rows / 8, (long) (e + 1) * rows / 8);
+        }
+        long codeRows = stack.codes().dim(0) / (stack.rows() / rows);
+        long scaleRows = stack.scales().dim(0) / (stack.rows() / rows);
+        return new QuantizedTensor(stack.format(), rows, stack.cols(), stack.codes().slice(0, e * codeRows, (e + 1) * codeRows),
+                stack.scales().slice(0, e * scaleRows, (e + 1) * scaleRows), zeros, stack.globalScale());
+    }
+
     /** Whether {@code t} is the e-th piece after {@code first}: same segment, dtype and shape, contiguous, right after. */
     private static boolean follows(Tensor first, Tensor t, int e) {
         return t.segment().address() == first.segment().address() && t.dtype() == first.dtype()

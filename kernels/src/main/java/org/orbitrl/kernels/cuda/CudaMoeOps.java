@@ -1,6 +1,7 @@
 package org.orbitrl.kernels.cuda;
 
 import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.ExpertWeights;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.internal.DevicePointer;
@@ -364,17 +365,7 @@ final class CudaMoeOps {
 
     /** Expert e of a stacked [E·n, K] matrix as its own [n, K] matrix (views, no copy). */
     static QuantizedTensor expert(QuantizedTensor s, int e, int n) {
-        Tensor zeros = null;
-        if (s.zeros() != null) {
-            if (n % 8 != 0) {
-                throw new IllegalArgumentException(s + ": asymmetric experts need a row count divisible by 8, got " + n);
-            }
-            zeros = s.zeros().slice(0, (long) e * n / 8, (long) (e + 1) * n / 8);
-        }
-        long codeRows = s.codes().dim(0) / (s.rows() / n);
-        long scaleRows = s.scales().dim(0) / (s.rows() / n);
-        return new QuantizedTensor(s.format(), n, s.cols(), s.codes().slice(0, e * codeRows, (e + 1) * codeRows),
-                s.scales().slice(0, e * scaleRows, (e + 1) * scaleRows), zeros, s.globalScale());
+        return ExpertWeights.expertOfStack(s, e, n);
     }
 
     /** {@code current} if it holds {@code elements}, else a new buffer (the old one freed). */

@@ -52,9 +52,9 @@ public final class MoeDecodeLoraBench {
             double copy = TABLE.copyBandwidthRow(gpu);
             SplittableRandom r = new SplittableRandom(29);
             CudaBenchData.StackedExperts stack = CudaBenchData.StackedExperts.random(gpu, r, E, HIDDEN, WIDTH);
-            ExpertWeights gate = views(stack.gate(), WIDTH, HIDDEN);
-            ExpertWeights up = views(stack.up(), WIDTH, HIDDEN);
-            ExpertWeights down = views(stack.down(), HIDDEN, WIDTH);
+            ExpertWeights gate = views(stack.gate(), WIDTH);
+            ExpertWeights up = views(stack.up(), WIDTH);
+            ExpertWeights down = views(stack.down(), HIDDEN);
             List<Tensor> owned = new ArrayList<>();
             ExpertWeights gateA = CudaBenchData.denseExperts(gpu, r, owned, E, RANK, HIDDEN);
             ExpertWeights upA = CudaBenchData.denseExperts(gpu, r, owned, E, RANK, HIDDEN);
@@ -152,16 +152,9 @@ public final class MoeDecodeLoraBench {
         }
     }
 
-    /** Expert e of a stacked [E·rows, cols] INT4 matrix as its own matrix (views of the stack, which the kernels read as one). */
-    private static ExpertWeights views(QuantizedTensor s, int rows, int cols) {
-        QuantizedTensor[] q = new QuantizedTensor[E];
-        long codeRows = s.codes().dim(0) / E;
-        long scaleRows = s.scales().dim(0) / E;
-        for (int e = 0; e < E; e++) {
-            q[e] = new QuantizedTensor(s.format(), rows, cols, s.codes().slice(0, e * codeRows, (e + 1) * codeRows),
-                    s.scales().slice(0, e * scaleRows, (e + 1) * scaleRows), null, s.globalScale());
-        }
-        ExpertWeights w = new ExpertWeights(rows, cols, new Tensor[E], q);
+    /** The experts of a stacked matrix as matrices of their own, views the kernels read as one stack again. */
+    private static ExpertWeights views(QuantizedTensor s, int rows) {
+        ExpertWeights w = ExpertWeights.ofStack(s, rows);
         if (w.stacked() == null) {
             throw new IllegalStateException("the experts' views do not read as one stack: " + s);
         }

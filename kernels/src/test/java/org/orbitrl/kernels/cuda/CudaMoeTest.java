@@ -45,7 +45,7 @@ class CudaMoeTest extends CudaTestBase {
                     double[] tol = new double[ref.length];
                     float[] wAll = CudaQuantTest.dequantizeRef(stacked);
                     for (int p = 0; p < ids.length; p++) {
-                        QuantizedTensor w = expert(stacked, ids[p], n);
+                        QuantizedTensor w = CudaMoeOps.expert(stacked, ids[p], n);
                         Tensor xr = x.slice(0, perPair ? p : p / topk, (perPair ? p : p / topk) + 1).contiguous();
                         Tensor yr = Tensor.allocate(Arena.ofAuto(), DType.F32, 1, n);
                         cpu.matmulQuantized(xr, w, yr);
@@ -63,13 +63,6 @@ class CudaMoeTest extends CudaTestBase {
                 gpu.free(dw);
             }
         }
-    }
-
-    /** Expert e of a stacked [E * n, k] matrix, as its own [n, k] matrix (views, no copy). */
-    private static QuantizedTensor expert(QuantizedTensor s, int e, int n) {
-        Tensor zeros = s.zeros() == null ? null : s.zeros().slice(0, (long) e * n / 8, (long) (e + 1) * n / 8);
-        return new QuantizedTensor(s.format(), n, s.cols(), s.codes().slice(0, (long) e * n, (long) (e + 1) * n),
-                s.scales().slice(0, (long) e * n, (long) (e + 1) * n), zeros, s.globalScale());
     }
 
     @Test

@@ -303,6 +303,31 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * DeepSeek-V3's (and Kimi-K2's) routing choice from router logits f32 [T, E]: scores f32 [T, E] = sigmoid(logits)
+     * (in double, rounded to f32; scores may be logits itself); each token's experts are chosen on score + bias (bias f32
+     * [E], null for none) among the {@code topkGroups} of {@code groups} equal groups of consecutive experts whose two
+     * largest biased scores sum highest (ties to the lower group; the other groups' biased scores count as 0, as
+     * transformers masks them), the k largest biased scores, descending, ties to the lower expert, into ids i32 [T, k];
+     * weights f32 [T, k] = the chosen experts' unbiased scores, divided by their sum (j ascending) + 1e-20 when
+     * {@code normalize}, times {@code scaling}.
+     */
+    default void moeSigmoidTopk(Tensor logits, Tensor bias, int groups, int topkGroups, int k, boolean normalize, float scaling,
+                                Tensor scores, Tensor weights, Tensor ids) {
+        MoeHostOps.sigmoidTopk(logits, bias, groups, topkGroups, k, normalize, scaling, scores, weights, ids);
+    }
+
+    /**
+     * The router-logit gradient of {@link #moeSigmoidTopk} (overwrites dLogits f32 [T, E]): from the routing-weight
+     * gradient dWeight f32 [T, k] through the scaling, the renormalisation (when {@code normalize}) and the sigmoid, given
+     * the forward's scores [T, E] and ids i32 [T, k]; zero for the experts a token did not choose (the choice itself, and
+     * the bias, carry no gradient).
+     */
+    default void moeSigmoidRouterBackward(Tensor scores, Tensor ids, Tensor dWeight, boolean normalize, float scaling,
+                                          Tensor dLogits) {
+        MoeHostOps.sigmoidRouterBackward(scores, ids, dWeight, normalize, scaling, dLogits);
+    }
+
+    /**
      * Groups the P = T·k pairs of ids i32 [T, k] (pair p = token·k + j) by expert, stably: offsets
      * i32 [E + 1], order i32 [P] (expert e's pairs are order[offsets[e] .. offsets[e + 1]), ascending)
      * and position i32 [P], its inverse. An id outside [0, E) is an error.

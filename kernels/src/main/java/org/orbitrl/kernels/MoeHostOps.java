@@ -55,6 +55,133 @@ public final class MoeHostOps {
         ids.copyFrom(Tensor.ofInts(id, ids.shape()));
     }
 
+    /** See {@link Backend#moeSigmoidTopk}. */
+    public static void sigmoidTopk(Tensor logits, Tensor bias, int groups, int topkGroups, int k, boolean normalize, float scaling,
+                                   Tensor scores, Tensor weights, Tensor ids) {
+        int e = logits.size(-1);
+        int t = rows(logits, e);
+        checkSigmoidRouting("moeSigmoidTopk", logits, bias, groups, topkGroups, k, scores);
+        checkPairs("moeSigmoidTopk", t, k, weights, weights, ids);
+        float[] s = logits.contiguous().toFloatArray();
+        for (int i = 0; i < s.length; i++) {
+            s[i] = (float) (1.0 / (1.0 + Math.exp(-s[i])));
+        }
+        float[] bs = bias == null ? new float[e] : bias.contiguous().toFloatArray();
+        int per = e / groups;
+        int[] expert = new int[t * k];
+        float[] weight = new float[t * k];
+        float[] choice = new float[e];
+        float[] groupScore = new float[groups];
+        boolean[] keep = new boolean[groups];
+        for (int r = 0; r < t; r++) {
+            for (int x = 0; x < e; x++) {
+                choice[x] = s[r * e + x] + bs[x];
+            }
+            for (int g = 0; g < groups; g++) {             // the sum of the group's two largest biased scores
+                float m1 = Float.NEGATIVE_INFINITY;
+                float m2 = Float.NEGATIVE_INFINITY;
+                for (int x = g * per; x < (g + 1) * per; x++) {
+                    if (choice[x] > m1) {
+                        m2 = m1;
+                        m1 = choice[x];
+                    } else if (choice[x] > m2) {
+                        m2 = choice[x];
+                    }
+                }
+                groupScore[g] = m1 + m2;
+                keep[g] = false;
+            }
+            for (int j = 0; j < topkGroups; j++) {
+                int best = -1;
+                for (int g = 0; g < groups; g++) {
+                    if (!keep[g] && (best < 0 || groupScore[g] > groupScore[best])) {
+                        best = g;
+                    }
+                }
+                keep[best] = true;
+            }
+            for (int x = 0; x < e; x++) {
+                if (!keep[x / per]) {
+                    choice[x] = 0f;
+                }
+            }
+            float sum = 0;
+            for (int j = 0; j < k; j++) {
+                int best = -1;
+                for (int x = 0; x < e; x++) {                // ties to the lower expert
+                    if (!Float.isNaN(choice[x]) && (best < 0 || choice[x] > choice[best])) {
+                        best = x;
+                    }
+                }
+                choice[best] = Float.NaN;                   // taken
+                expert[r * k + j] = best;
+                weight[r * k + j] = s[r * e + best];
+                sum += s[r * e + best];
+            }
+            float denom = normalize ? sum + 1e-20f : 1f;
+            for (int j = 0; j < k; j++) {
+                weight[r * k + j] = weight[r * k + j] / denom * scaling;
+            }
+        }
+        scores.copyFrom(Tensor.of(s, scores.shape()));
+        weights.copyFrom(Tensor.of(weight, weights.shape()));
+        ids.copyFrom(Tensor.ofInts(expert, ids.shape()));
+    }
+
+    /** See {@link Backend#moeSigmoidRouterBackward}. */
+    public static void sigmoidRouterBackward(Tensor scores, Tensor ids, Tensor dWeight, boolean normalize, float scaling,
+                                             Tensor dLogits) {
+        int e = scores.size(-1);
+        int t = rows(scores, e);
+        int k = t == 0 ? 1 : Math.toIntExact(ids.numel() / t);
+        checkPairs("moeSigmoidRouterBackward", t, k, dWeight, dWeight, ids);
+        if (dLogits.numel() != scores.numel() || dLogits.dtype() != DType.F32 || scores.dtype() != DType.F32) {
+            throw new IllegalArgumentException("moeSigmoidRouterBackward: dLogits " + dLogits + " must be f32 like scores " + scores);
+        }
+        float[] sc = scores.contiguous().toFloatArray();
+        float[] dw = dWeight.contiguous().toFloatArray();
+        int[] id = ints(ids);
+        float[] dl = new float[t * e];
+        for (int r = 0; r < t; r++) {
+            // w_j = scaling · s_j / (Σ s + 1e-20) -> scores s = sigmoid(logits) -> router logits
+            float sum = 0;
+            float dot = 0;
+            for (int j = 0; j < k; j++) {
+                sum += sc[r * e + id[r * k + j]];
+            }
+            float denom = normalize ? sum + 1e-20f : 1f;
+            for (int j = 0; j < k; j++) {
+                dot += dw[r * k + j] * scaling * sc[r * e + id[r * k + j]];
+            }
+            for (int j = 0; j < k; j++) {
+                int x = id[r * k + j];
+                float g = dw[r * k + j] * scaling / denom;
+                float ds = normalize ? g - dot / (denom * denom) : g;
+                float s = sc[r * e + x];
+                dl[r * e + x] += ds * s * (1 - s);
+            }
+        }
+        dLogits.copyFrom(Tensor.of(dl, dLogits.shape()));
+    }
+
+    /** The shapes of a sigmoid routing call: logits and scores f32 [T, E] alike, bias [E] or null, groups dividing E. */
+    public static void checkSigmoidRouting(String op, Tensor logits, Tensor bias, int groups, int topkGroups, int k, Tensor scores) {
+        int e = logits.size(-1);
+        if (logits.dtype() != DType.F32 || scores.dtype() != DType.F32 || scores.numel() != logits.numel()) {
+            throw new IllegalArgumentException(op + ": logits " + logits + " and scores " + scores + " must be f32 [tokens, experts] alike");
+        }
+        if (bias != null && (bias.numel() != e || bias.dtype() != DType.F32)) {
+            throw new IllegalArgumentException(op + ": bias " + bias + " must be f32 [" + e + "] (e_score_correction_bias)");
+        }
+        if (groups <= 0 || e % groups != 0 || topkGroups <= 0 || topkGroups > groups) {
+            throw new IllegalArgumentException(op + ": " + e + " experts in " + groups + " groups (n_group), " + topkGroups
+                    + " of them kept (topk_group): n_group must divide the experts and topk_group lie in 1.." + groups);
+        }
+        if (k <= 0 || k > e) {
+            throw new IllegalArgumentException(op + ": top " + k + " of " + e + " experts");
+        }
+    }
+
     /** See {@link Backend#moeGroup}. */
     public static void group(Tensor ids, int experts, Tensor offsets, Tensor order, Tensor position) {
         int[] id = ints(ids);

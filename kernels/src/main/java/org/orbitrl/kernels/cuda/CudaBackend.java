@@ -881,6 +881,17 @@ public final class CudaBackend implements Backend {
     }
 
     @Override
+    public void moeSigmoidTopk(Tensor logits, Tensor bias, int groups, int topkGroups, int k, boolean normalize, float scaling,
+                               Tensor scores, Tensor weights, Tensor ids) {
+        moe.moeSigmoidTopk(logits, bias, groups, topkGroups, k, normalize, scaling, scores, weights, ids);
+    }
+
+    @Override
+    public void moeSigmoidRouterBackward(Tensor scores, Tensor ids, Tensor dWeight, boolean normalize, float scaling, Tensor dLogits) {
+        moe.moeSigmoidRouterBackward(scores, ids, dWeight, normalize, scaling, dLogits);
+    }
+
+    @Override
     public void moeRouterBackward(Tensor probs, Tensor chosen, Tensor weights, Tensor ids, Tensor dWeight, boolean normalize,
                                   Tensor dLogits) {
         moe.moeRouterBackward(probs, chosen, weights, ids, dWeight, normalize, dLogits);

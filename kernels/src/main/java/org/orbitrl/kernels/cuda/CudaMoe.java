@@ -168,6 +168,19 @@ public final class CudaMoe {
         train.topk(probs, k, normalize, chosen, weights, ids);
     }
 
+    /** See {@link org.orbitrl.kernels.Backend#moeSigmoidTopk}. */
+    public void moeSigmoidTopk(Tensor logits, Tensor bias, int groups, int topkGroups, int k, boolean normalize, float scaling,
+                               Tensor scores, Tensor weights, Tensor ids) {
+        ctx.device.bind();
+        train.sigmoidTopk(logits, bias, groups, topkGroups, k, normalize, scaling, scores, weights, ids);
+    }
+
+    /** See {@link org.orbitrl.kernels.Backend#moeSigmoidRouterBackward}. */
+    public void moeSigmoidRouterBackward(Tensor scores, Tensor ids, Tensor dWeight, boolean normalize, float scaling, Tensor dLogits) {
+        ctx.device.bind();
+        train.sigmoidRouterBackward(scores, ids, dWeight, normalize, scaling, dLogits);
+    }
+
     /** See {@link org.orbitrl.kernels.Backend#moeGroup}; an id out of range is reported by the next {@link CudaBackend#synchronize}. */
     public void moeGroup(Tensor ids, int experts, Tensor offsets, Tensor order, Tensor position) {
         ctx.device.bind();

@@ -58,6 +58,8 @@ final class CudaMoeTrain {
     private final Kernel combine;
     private final Kernel weightGrad;
     private final Kernel routerBackward;
+    private final Kernel sigmoidTopk;
+    private final Kernel sigmoidRouterBackward;
     private final Kernel groupCount;
     private final Kernel groupScan;
     private final Kernel groupScatter;
@@ -80,6 +82,8 @@ final class CudaMoeTrain {
         this.combine = ctx.kernel("moe_train", "moe_combine_grouped");
         this.weightGrad = ctx.kernel("moe_train", "moe_weight_grad");
         this.routerBackward = ctx.kernel("moe_train", "moe_router_backward");
+        this.sigmoidTopk = ctx.kernel("moe_train", "moe_sigmoid_topk");
+        this.sigmoidRouterBackward = ctx.kernel("moe_train", "moe_sigmoid_router_backward");
         this.groupCount = ctx.kernel("moe_train", "moe_group_count");
         this.groupScan = ctx.kernel("moe_train", "moe_group_scan");
         this.groupScatter = ctx.kernel("moe_train", "moe_group_scatter");
@@ -104,6 +108,53 @@ final class CudaMoeTrain {
             } else {
                 ctx.launchShared(topk, t, BLOCK, 4 * e, probs, e, k, normalize ? 1 : 0, chosen, weights, ids);
             }
+        }
+    }
+
+    /** Most experts {@code moe_sigmoid_topk} takes: a warp's scores and choices, 8 warps a block, in 48 KiB of shared memory. */
+    static final int SIGMOID_MAX_EXPERTS = 48 * 1024 / (2 * 4 * TOPK_WARPS);
+    /** Most groups of experts it takes (a lane a group). */
+    static final int SIGMOID_MAX_GROUPS = 32;
+
+    void sigmoidTopk(Tensor logits, Tensor bias, int groups, int topkGroups, int k, boolean normalize, float scaling, Tensor scores,
+                     Tensor weights, Tensor ids) {
+        MoeHostOps.checkSigmoidRouting("moeSigmoidTopk", logits, bias, groups, topkGroups, k, scores);
+        ctx.devContiguous("moeSigmoidTopk logits", logits, DType.F32);
+        ctx.devContiguous("moeSigmoidTopk scores", scores, DType.F32);
+        ctx.devContiguous("moeSigmoidTopk weights", weights, DType.F32);
+        ctx.devContiguous("moeSigmoidTopk ids", ids, DType.I32);
+        if (bias != null) {
+            ctx.devContiguous("moeSigmoidTopk bias", bias, DType.F32);
+        }
+        int e = logits.size(-1);
+        int t = CudaContext.rows(logits);
+        long p = (long) t * k;
+        if (weights.numel() != p || ids.numel() != p || e > SIGMOID_MAX_EXPERTS || groups > SIGMOID_MAX_GROUPS) {
+            throw new IllegalArgumentException("moeSigmoidTopk: top " + k + " of " + logits + " in " + groups + " groups into "
+                    + weights + " and " + ids + " [tokens, k] (at most " + SIGMOID_MAX_EXPERTS + " experts and "
+                    + SIGMOID_MAX_GROUPS + " groups)");
+        }
+        if (t > 0) {
+            ctx.launchShared(sigmoidTopk, (t + TOPK_WARPS - 1) / TOPK_WARPS, 32 * TOPK_WARPS, 2 * 4 * TOPK_WARPS * e, logits, bias,
+                    t, e, groups, topkGroups, k, normalize ? 1 : 0, scaling, scores, weights, ids);
+        }
+    }
+
+    void sigmoidRouterBackward(Tensor scores, Tensor ids, Tensor dWeight, boolean normalize, float scaling, Tensor dLogits) {
+        ctx.devContiguous("moeSigmoidRouterBackward scores", scores, DType.F32);
+        ctx.devContiguous("moeSigmoidRouterBackward ids", ids, DType.I32);
+        ctx.devContiguous("moeSigmoidRouterBackward dWeight", dWeight, DType.F32);
+        ctx.devContiguous("moeSigmoidRouterBackward dLogits", dLogits, DType.F32);
+        int e = scores.size(-1);
+        int t = CudaContext.rows(scores);
+        int k = t == 0 ? 1 : Math.toIntExact(ids.numel() / t);
+        if (ids.numel() != (long) t * k || dWeight.numel() != ids.numel() || dLogits.numel() != scores.numel()) {
+            throw new IllegalArgumentException("moeSigmoidRouterBackward: scores " + scores + ", ids " + ids + ", dWeight " + dWeight
+                    + " [tokens, k] -> dLogits " + dLogits);
+        }
+        if (t > 0) {
+            ctx.launch(sigmoidRouterBackward, (t + TOPK_WARPS - 1) / TOPK_WARPS, 32 * TOPK_WARPS, scores, ids, dWeight, t, e, k,
+                    normalize ? 1 : 0, scaling, dLogits);
         }
     }
 

@@ -89,6 +89,117 @@ extern "C" __global__ void __launch_bounds__(32 * MT_WARPS)
     }
 }
 
+// DeepSeek-V3's (Kimi-K2's) routing, a warp a token (MT_WARPS tokens a block; dynamic shared 2 * MT_WARPS * E floats, a
+// warp's scores and biased choices): scores = sigmoid(logits) in double, rounded to f32 (scores may be logits: a lane
+// reads its logits before it writes their scores); with groups > 1 (at most 32) a lane a group sums its group's two
+// largest choices as the host's scan does, lane 0 keeps the topkGroups best (ties to the lower group) and the others'
+// choices become 0; then the k largest choices by warp_pick (ties to the lower expert, a taken one -inf). weights = the
+// chosen scores / (their sum, j ascending, + 1e-20 when normalize) * scaling, as the host rounds them.
+extern "C" __global__ void __launch_bounds__(32 * MT_WARPS)
+    moe_sigmoid_topk(const float* logits, const float* bias, int T, int E, int groups, int topkGroups, int k, int normalize,
+                     float scaling, float* scores, float* weights, int* ids) {
+    pdl_enter();
+    extern __shared__ float sig_smem[];
+    __shared__ float gscore[MT_WARPS][32];
+    __shared__ int gkeep[MT_WARPS][32];
+    int lane = threadIdx.x & 31;
+    int warp = threadIdx.x >> 5;
+    int t = blockIdx.x * MT_WARPS + warp;
+    if (t >= T) return; // warp-uniform; nothing below waits for the other warps
+    float* sc = sig_smem + (i64) warp * 2 * E;
+    float* ch = sc + E;
+    for (int e = lane; e < E; e += 32) {
+        float x = logits[(i64) t * E + e];
+        float s = (float) (1.0 / (1.0 + exp(-(double) x)));
+        scores[(i64) t * E + e] = s;
+        sc[e] = s;
+        ch[e] = __fadd_rn(s, bias ? bias[e] : 0.0f);
+    }
+    __syncwarp();
+    if (groups > 1) {
+        int per = E / groups;
+        if (lane < groups) {
+            float m1 = -ORBIT_INF;
+            float m2 = -ORBIT_INF;
+            for (int e = lane * per; e < (lane + 1) * per; e++) {
+                float c = ch[e];
+                if (c > m1) {
+                    m2 = m1;
+                    m1 = c;
+                } else if (c > m2) {
+                    m2 = c;
+                }
+            }
+            gscore[warp][lane] = __fadd_rn(m1, m2);
+            gkeep[warp][lane] = 0;
+        }
+        __syncwarp();
+        if (lane == 0) {
+            for (int j = 0; j < topkGroups; j++) {
+                int best = -1;
+                for (int g = 0; g < groups; g++) {
+                    if (!gkeep[warp][g] && (best < 0 || gscore[warp][g] > gscore[warp][best])) best = g;
+                }
+                gkeep[warp][best] = 1;
+            }
+        }
+        __syncwarp();
+        for (int e = lane; e < E; e += 32) {
+            if (!gkeep[warp][e / per]) ch[e] = 0.0f;
+        }
+        __syncwarp();
+    }
+    float sum = 0.0f; // lane 0's
+    for (int j = 0; j < k; j++) {
+        float bv;
+        int bi;
+        warp_pick(ch, lane, 32, E, bv, bi);
+        if (lane == 0) {
+            ids[(i64) t * k + j] = bi;
+            sum = __fadd_rn(sum, sc[bi]);
+        }
+        if (bi < E && (bi & 31) == lane) ch[bi] = -ORBIT_INF; // taken
+        __syncwarp();
+    }
+    if (lane == 0) {
+        float denom = normalize ? __fadd_rn(sum, 1e-20f) : 1.0f;
+        for (int j = 0; j < k; j++) {
+            float s = sc[ids[(i64) t * k + j]];
+            weights[(i64) t * k + j] = __fmul_rn(__fdiv_rn(s, denom), scaling);
+        }
+    }
+}
+
+// The router-logit gradient of moe_sigmoid_topk, a warp a token (MT_WARPS tokens a block): dlogits [T, E] is 0 but at the
+// token's chosen experts, ds * s * (1 - s) with ds = dw * scaling / denom - (sum_j dw_j * scaling * s_j) / denom^2 when
+// normalize (else dw * scaling / 1), in the host's order of operations (no contractions).
+extern "C" __global__ void __launch_bounds__(32 * MT_WARPS)
+    moe_sigmoid_router_backward(const float* scores, const int* ids, const float* dw, int T, int E, int k, int normalize,
+                                float scaling, float* dlogits) {
+    int lane = threadIdx.x & 31;
+    int t = blockIdx.x * MT_WARPS + (threadIdx.x >> 5);
+    if (t >= T) return;
+    float* dl = dlogits + (i64) t * E;
+    for (int e = lane; e < E; e += 32) dl[e] = 0.0f;
+    __syncwarp();
+    if (lane == 0) {
+        const float* sc = scores + (i64) t * E;
+        const int* id = ids + (i64) t * k;
+        const float* d = dw + (i64) t * k;
+        float sum = 0.0f;
+        float dot = 0.0f;
+        for (int j = 0; j < k; j++) sum = __fadd_rn(sum, sc[id[j]]);
+        float denom = normalize ? __fadd_rn(sum, 1e-20f) : 1.0f;
+        for (int j = 0; j < k; j++) dot = __fadd_rn(dot, __fmul_rn(__fmul_rn(d[j], scaling), sc[id[j]]));
+        for (int j = 0; j < k; j++) {
+            float g = __fdiv_rn(__fmul_rn(d[j], scaling), denom);
+            float ds = normalize ? __fsub_rn(g, __fdiv_rn(dot, __fmul_rn(denom, denom))) : g;
+            float s = sc[id[j]];
+            dl[id[j]] = __fmul_rn(__fmul_rn(ds, s), __fsub_rn(1.0f, s));
+        }
+    }
+}
+
 // position[order[i]] = i.
 extern "C" __global__ void moe_positions(const int* order, int P, int* position) {
     GRID_STRIDE(i, (i64) P) {

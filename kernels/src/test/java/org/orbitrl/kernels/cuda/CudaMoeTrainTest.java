@@ -132,6 +132,65 @@ class CudaMoeTrainTest extends CudaTestBase {
      * width, a source view off 16-byte boundaries), and the elementwise kernel
      * ({@code orbit.cuda.moeGather=elementwise}): the host's rows exactly.
      */
+    /**
+     * DeepSeek-V3's routing ({@code moe_sigmoid_topk}) and its gradient ({@code moe_sigmoid_router_backward}) against the
+     * host's: the same ids and the same weight and gradient bits (both round in the host's order), the scores within one
+     * f32 ulp (the device's double exp against Java's), over the fixture's, DeepSeek-V3's and Kimi-K2's expert groups, a
+     * ragged last block of tokens, without bias or renormalisation, logits on a grid (ties to the lower expert) and scores
+     * written over the logits.
+     */
+    @Test
+    void sigmoidRoutingAndItsGradientMatchTheHost() {
+        SplittableRandom r = rng(305);
+        int[][] shapes = {{9, 8, 2, 1, 2}, {37, 256, 8, 4, 8}, {21, 384, 1, 1, 8}, {3, 64, 4, 2, 6}, {1, 768, 16, 3, 8}};
+        for (int[] sh : shapes) {
+            int t = sh[0];
+            int e = sh[1];
+            int groups = sh[2];
+            int keep = sh[3];
+            int k = sh[4];
+            for (int variant = 0; variant < 3; variant++) {
+                boolean normalize = variant != 1;
+                boolean grid = variant == 2;
+                Tensor logits = randn(r, 2f, t, e);
+                if (grid) {
+                    float[] v = logits.toFloatArray();
+                    for (int i = 0; i < v.length; i++) {
+                        v[i] = Math.round(v[i] * 4f) / 4f;
+                    }
+                    logits = Tensor.of(v, t, e);
+                }
+                Tensor bias = grid || variant == 1 ? null : randn(r, 0.3f, e);
+                float scaling = 2.5f;
+                String what = "moeSigmoidTopk " + t + " tokens, " + e + " experts, " + groups + " groups (" + keep + " kept), top "
+                        + k + (bias == null ? "" : ", bias") + (normalize ? ", normalized" : "") + (grid ? ", ties" : "");
+                Tensor sRef = host(DType.F32, t, e);
+                Tensor wRef = host(DType.F32, t, k);
+                Tensor iRef = host(DType.I32, t, k);
+                MoeHostOps.sigmoidTopk(logits, bias, groups, keep, k, normalize, scaling, sRef, wRef, iRef);
+                Tensor inPlace = dev(logits);
+                Tensor w = poisoned(DType.F32, t, k);
+                Tensor ids = poisoned(DType.I32, t, k);
+                gpu.moeSigmoidTopk(inPlace, bias == null ? null : dev(bias), groups, keep, k, normalize, scaling, inPlace, w, ids);
+                float[] sr = sRef.toFloatArray();
+                double[] ulp = new double[sr.length];
+                for (int i = 0; i < sr.length; i++) {
+                    ulp[i] = Math.ulp(sr[i]);
+                }
+                assertWithin(what + ": scores", sr, gpu.toHost(inPlace).toFloatArray(), ulp);
+                assertExact(what + ": ids", iRef.toLongArray(), gpu.toHost(ids).toLongArray());
+                assertBitsEqual(what + ": weights", wRef.toFloatArray(), gpu.toHost(w).toFloatArray());
+
+                Tensor dw = randn(r, 1f, t, k);
+                Tensor lRef = host(DType.F32, t, e);
+                MoeHostOps.sigmoidRouterBackward(sRef, iRef, dw, normalize, scaling, lRef);
+                Tensor lGot = poisoned(DType.F32, t, e);
+                gpu.moeSigmoidRouterBackward(dev(sRef), dev(iRef), dev(dw), normalize, scaling, lGot);
+                assertClose(what + ": dLogits", lRef.toFloatArray(), gpu.toHost(lGot).toFloatArray(), 0, 0);
+            }
+        }
+    }
+
     @Test
     void gatherIsExactForEveryWidthAndKernel() {
         SplittableRandom r = rng(303);

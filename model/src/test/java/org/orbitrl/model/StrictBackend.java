@@ -2,6 +2,7 @@ package org.orbitrl.model;
 
 import org.orbitrl.kernels.AttentionSpec;
 import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.ExpertWeights;
 import org.orbitrl.kernels.OptimizerOps;
 import org.orbitrl.kernels.RopeTable;
 import org.orbitrl.kernels.Tensor;
@@ -391,6 +392,85 @@ public final class StrictBackend implements Backend {
             inner.clampedSwigluBackward(gu, dout, alpha, limit, dgu);
             return null;
         });
+    }
+
+    // ------------------------------------------------------------------ the grouped MoE block's operations
+
+    /** Runs a grouped-MoE operation on the device thread after the device checks of its operands. */
+    private void moe(String op, Runnable body, Tensor... operands) {
+        device(op, operands);
+        contiguous(op, operands);
+        on(() -> {
+            body.run();
+            return null;
+        });
+    }
+
+    @Override
+    public void moeTopk(Tensor probs, int k, boolean normalize, Tensor chosen, Tensor weights, Tensor ids) {
+        moe("moeTopk", () -> inner.moeTopk(probs, k, normalize, chosen, weights, ids), probs, chosen, weights, ids);
+    }
+
+    @Override
+    public void moeSigmoidTopk(Tensor logits, Tensor bias, int groups, int topkGroups, int k, boolean normalize, float scaling,
+                               Tensor scores, Tensor weights, Tensor ids) {
+        moe("moeSigmoidTopk", () -> inner.moeSigmoidTopk(logits, bias, groups, topkGroups, k, normalize, scaling, scores, weights, ids),
+                logits, bias, scores, weights, ids);
+    }
+
+    @Override
+    public void moeSigmoidRouterBackward(Tensor scores, Tensor ids, Tensor dWeight, boolean normalize, float scaling, Tensor dLogits) {
+        moe("moeSigmoidRouterBackward", () -> inner.moeSigmoidRouterBackward(scores, ids, dWeight, normalize, scaling, dLogits),
+                scores, ids, dWeight, dLogits);
+    }
+
+    @Override
+    public void moeGroup(Tensor ids, int experts, Tensor offsets, Tensor order, Tensor position) {
+        moe("moeGroup", () -> inner.moeGroup(ids, experts, offsets, order, position), ids, offsets, order, position);
+    }
+
+    @Override
+    public void moeGather(Tensor src, Tensor order, int k, Tensor weights, Tensor dst) {
+        moe("moeGather", () -> inner.moeGather(src, order, k, weights, dst), src, order, weights, dst);
+    }
+
+    @Override
+    public void moeExpertMatmul(Tensor xs, ExpertWeights experts, int[] offsets, Tensor ys, int chunk) {
+        moe("moeExpertMatmul", () -> inner.moeExpertMatmul(xs, experts, offsets, ys, chunk), xs, ys);
+    }
+
+    @Override
+    public void moeExpertMatmulTransposed(Tensor dys, ExpertWeights experts, int[] offsets, Tensor dxs, int chunk) {
+        moe("moeExpertMatmulTransposed", () -> inner.moeExpertMatmulTransposed(dys, experts, offsets, dxs, chunk), dys, dxs);
+    }
+
+    @Override
+    public void moeExpertMatmulAccumulate(Tensor xs, ExpertWeights experts, int[] offsets, float scale, Tensor ys, boolean transposed,
+                                          int chunk) {
+        moe("moeExpertMatmulAccumulate", () -> inner.moeExpertMatmulAccumulate(xs, experts, offsets, scale, ys, transposed, chunk),
+                xs, ys);
+    }
+
+    @Override
+    public void moeExpertWeightGrad(Tensor dys, Tensor xs, int[] offsets, float scale, Tensor[] grads) {
+        moe("moeExpertWeightGrad", () -> inner.moeExpertWeightGrad(dys, xs, offsets, scale, grads), dys, xs);
+    }
+
+    @Override
+    public void moeCombineGrouped(Tensor ys, Tensor position, Tensor weights, Tensor out, boolean accumulate) {
+        moe("moeCombineGrouped", () -> inner.moeCombineGrouped(ys, position, weights, out, accumulate), ys, position, weights, out);
+    }
+
+    @Override
+    public void moeWeightGrad(Tensor dout, Tensor ys, Tensor position, Tensor dWeight) {
+        moe("moeWeightGrad", () -> inner.moeWeightGrad(dout, ys, position, dWeight), dout, ys, position, dWeight);
+    }
+
+    @Override
+    public void moeRouterBackward(Tensor probs, Tensor chosen, Tensor weights, Tensor ids, Tensor dWeight, boolean normalize,
+                                  Tensor dLogits) {
+        moe("moeRouterBackward", () -> inner.moeRouterBackward(probs, chosen, weights, ids, dWeight, normalize, dLogits),
+                probs, chosen, weights, ids, dWeight, dLogits);
     }
 
     @Override

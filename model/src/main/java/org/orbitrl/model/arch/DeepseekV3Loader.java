@@ -1,6 +1,7 @@
 package org.orbitrl.model.arch;
 
 import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.kernels.quant.Fp8Block128;
@@ -116,7 +117,8 @@ final class DeepseekV3Loader {
                 DenseMlp shared = c.sharedInter() > 0 ? mlp(p + "mlp.shared_experts.", c.sharedInter()) : null;
                 Tensor bias = null;
                 if (c.scoreCorrectionBias() || src.has(p + "mlp.gate.e_score_correction_bias")) {
-                    bias = weights.tensor(p + "mlp.gate.e_score_correction_bias", c.experts()); // stays on the host, with the routing
+                    // f32 in backend memory: the routing runs there
+                    bias = Placement.tensor(place, weights.tensor(p + "mlp.gate.e_score_correction_bias", c.experts()).to(DType.F32));
                 }
                 Linear router = Placement.linear(place, new Linear(p + "mlp.gate",
                         Weight.of(weights.tensor(p + "mlp.gate.weight", c.experts(), h)), null));

@@ -103,6 +103,18 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
         }
     }
 
+    /**
+     * Runs the routed experts grouped in backend memory (true, the default: routing, grouping, expert products and their
+     * backward on the device) or per expert with the routing decision on the host (false).
+     */
+    public void setGroupedExperts(boolean on) {
+        for (Layer l : layers) {
+            if (l.moe() != null) {
+                l.moe().setGrouped(on);
+            }
+        }
+    }
+
     public DeepseekV3Config config() {
         return config;
     }
@@ -157,7 +169,7 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
     }
 
     /** One decoder layer: x [N, hidden] -> a new residual stream [N, hidden]. */
-    private Tensor layerForward(int i, Tensor x, Tensor positions, List<Segment> batch, LayerTape lt) {
+    private Tensor layerForward(int i, Tensor x, Tensor positions, List<Segment> batch, LayerTape lt, boolean training) {
         Backend b = backend;
         Layer l = layers[i];
         PreNormDecoder.Residual r = PreNormDecoder.layer(b, x, l.inputNorm(), l.postNorm(), config.rmsEps(),
@@ -165,7 +177,7 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
                 (in, out) -> {
                     if (l.moe() != null) {
                         DeepseekV3Moe.Tape mt = lt == null ? null : new DeepseekV3Moe.Tape();
-                        l.moe().forward(b, in, out, mt);
+                        l.moe().forward(b, in, out, mt, training);
                         if (lt != null) {
                             lt.moe = mt;
                         }

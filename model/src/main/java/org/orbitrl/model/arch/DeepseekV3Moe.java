@@ -13,22 +13,24 @@ import org.orbitrl.model.nn.Weight;
  * {@code e_score_correction_bias}, limited to the {@code topk_group} groups (of {@code n_group})
  * whose two best biased scores sum highest (other groups' biased scores are set to 0, as
  * transformers masks them); the chosen experts' unbiased scores are the weights, renormalised
- * ({@code norm_topk_prob}, +1e-20) and multiplied by {@code routed_scaling_factor}. The shared
- * experts (one fused SwiGLU MLP) see every token. The router is frozen; the gradient flows through
- * the routing weights into the input, as in transformers. The routing decision and the gradient of
- * the routing weights are taken on the host (router logits, expert outputs and d out are copied
- * there through {@link TensorAllocator#toHost}); everything else runs on the backend.
+ * ({@code norm_topk_prob}, +1e-20) and multiplied by {@code routed_scaling_factor}
+ * ({@link Backend#moeSigmoidTopk}). The shared experts (one fused SwiGLU MLP) see every token. The
+ * router is frozen; the gradient flows through the routing weights into the input, as in transformers.
+ *
+ * <p>By default the routed experts run grouped in backend memory ({@link GroupedMoe}: the routing, the
+ * grouped products and their backward on the device, the per-expert counts the one host read; a decode
+ * batch's pairs through the backend's per-pair products). They run per expert (the routing decision copied
+ * to the host, each active expert's rows gathered, multiplied and scattered back) when {@link #setGrouped}
+ * turns that off or an expert adapter transforms the base input (OFT).
  */
 final class DeepseekV3Moe {
     final Linear router;     // [experts, hidden]
-    final float[] bias;      // [experts] e_score_correction_bias on the host, or null
+    final Tensor bias;       // [experts] e_score_correction_bias, or null
     final DenseMlp[] experts;
     final DenseMlp shared;   // null when there are no shared experts
-    private final int topK;
-    private final int nGroup;
-    private final int topkGroup;
-    private final boolean normTopK;
-    private final float scaling;
+    private final ExpertRouter.SigmoidGroups routing;
+    private final GroupedMoe grouped;   // null when an expert has a bias
+    private boolean useGrouped = true;
     private ExpertChunker chunker;
 
     /** Routing for N tokens, token-major [N*k]: experts, final weights, and the sigmoid scores [N*E]. */
@@ -43,24 +45,51 @@ final class DeepseekV3Moe {
         DenseMlp.Tape[] expertTapes; // per expert, null when it had no tokens
         Tensor[] expertOut;          // per expert [count, hidden], unweighted
         DenseMlp.Tape sharedTape;
+        GroupedMoe.Tape grouped;     // non-null when the grouped path ran
+
+        /** Releases what the block allocated for backward (not x, the caller's input). */
+        void release(TensorAllocator a) {
+            if (grouped != null) {
+                grouped.release(a);
+            }
+            if (sharedTape != null) {
+                sharedTape.release(a);
+            }
+            if (expertTapes != null) {
+                for (DenseMlp.Tape et : expertTapes) {
+                    if (et != null) {
+                        et.release(a);
+                        a.release(et.x);   // the expert's gathered rows, allocated by the block
+                    }
+                }
+            }
+            if (expertOut != null) {
+                for (Tensor t : expertOut) {
+                    if (t != null) {
+                        a.release(t);
+                    }
+                }
+            }
+            grouped = null;
+            sharedTape = null;
+            expertTapes = null;
+            expertOut = null;
+        }
     }
 
     DeepseekV3Moe(Linear router, Tensor bias, DenseMlp[] experts, DenseMlp shared, DeepseekV3Config c) {
-        this(router, bias == null ? null : bias.toFloatArray(), experts, shared, c.topK(), c.nGroup(), c.topkGroup(),
-                c.normTopK(), c.routedScaling());
+        this(router, bias, experts, shared, new ExpertRouter.SigmoidGroups(router, bias, c.topK(), c.nGroup(), c.topkGroup(),
+                c.normTopK(), c.routedScaling()));
     }
 
-    private DeepseekV3Moe(Linear router, float[] bias, DenseMlp[] experts, DenseMlp shared, int topK, int nGroup,
-                          int topkGroup, boolean normTopK, float scaling) {
+    /** The block of {@code routing}'s router ({@code router} its linear layer); the loader's constructor above, or a bench's. */
+    DeepseekV3Moe(Linear router, Tensor bias, DenseMlp[] experts, DenseMlp shared, ExpertRouter.SigmoidGroups routing) {
         this.router = router;
         this.bias = bias;
         this.experts = experts;
         this.shared = shared;
-        this.topK = topK;
-        this.nGroup = nGroup;
-        this.topkGroup = topkGroup;
-        this.normTopK = normTopK;
-        this.scaling = scaling;
+        this.routing = routing;
+        this.grouped = GroupedMoe.of(routing, experts);
     }
 
     /** The same frozen weights with fresh, adapter-free linear layers and no chunker (the model's view hands its layers one). */
@@ -69,13 +98,29 @@ final class DeepseekV3Moe {
         for (int e = 0; e < ex.length; e++) {
             ex[e] = experts[e].view();
         }
-        return new DeepseekV3Moe(router.view(), bias, ex, shared == null ? null : shared.view(), topK, nGroup, topkGroup, normTopK,
-                scaling);
+        Linear r = router.view();
+        DeepseekV3Moe m = new DeepseekV3Moe(r, bias, ex, shared == null ? null : shared.view(), new ExpertRouter.SigmoidGroups(r,
+                bias, routing.topK(), routing.nGroup(), routing.topkGroup(), routing.normTopK(), routing.scaling()));
+        m.useGrouped = useGrouped;
+        return m;
+    }
+
+    /** Runs the routed experts grouped in backend memory when it can (true, the default), or per expert with host routing. */
+    void setGrouped(boolean on) {
+        this.useGrouped = on;
     }
 
     /** Routes quantized experts through {@code c}'s chunks (null: chunking off); the model's MoE layers share one. */
     void useChunker(ExpertChunker c) {
         this.chunker = c;
+    }
+
+    private int chunk() {
+        return chunker == null ? 0 : chunker.chunk();
+    }
+
+    private boolean groupedHere(Backend b) {
+        return useGrouped && grouped != null && grouped.supports(b);
     }
 
     private void eachActive(Backend b, ExpertGroups groups, java.util.function.BiConsumer<Integer, Weight[]> body) {
@@ -90,82 +135,46 @@ final class DeepseekV3Moe {
         }
     }
 
+    /** The routing decision for x [N, hidden], taken on the backend and copied to the host (the per-expert path's). */
     Routing route(Backend b, Tensor x) {
-        int n = x.size(0);
-        int ne = experts.length;
-        Tensor logits = b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, ne); // [N, E]
-        router.forward(b, x, logits);
-        float[] s = b.allocator().toHost(logits).toFloatArray(); // device->host: the routing decision
-        for (int i = 0; i < s.length; i++) {
-            s[i] = (float) (1.0 / (1.0 + Math.exp(-s[i])));
+        TensorAllocator a = b.allocator();
+        ExpertRouter.Routed r = routing.route(b, x);
+        long[] ids = a.toHost(r.ids()).toLongArray();
+        int[] expert = new int[ids.length];
+        for (int i = 0; i < ids.length; i++) {
+            expert[i] = (int) ids[i];
         }
-        float[] bs = bias == null ? new float[ne] : bias;
-        int per = ne / nGroup;
-        int[] expert = new int[n * topK];
-        float[] weight = new float[n * topK];
-        float[] choice = new float[ne];
-        float[] groupScore = new float[nGroup];
-        boolean[] keep = new boolean[nGroup];
-        for (int t = 0; t < n; t++) {
-            for (int e = 0; e < ne; e++) {
-                choice[e] = s[t * ne + e] + bs[e];
-            }
-            for (int g = 0; g < nGroup; g++) {             // sum of the group's two best biased scores
-                float m1 = Float.NEGATIVE_INFINITY;
-                float m2 = Float.NEGATIVE_INFINITY;
-                for (int e = g * per; e < (g + 1) * per; e++) {
-                    if (choice[e] > m1) {
-                        m2 = m1;
-                        m1 = choice[e];
-                    } else if (choice[e] > m2) {
-                        m2 = choice[e];
-                    }
-                }
-                groupScore[g] = m1 + m2;
-                keep[g] = false;
-            }
-            for (int j = 0; j < topkGroup; j++) {
-                int best = -1;
-                for (int g = 0; g < nGroup; g++) {
-                    if (!keep[g] && (best < 0 || groupScore[g] > groupScore[best])) {
-                        best = g;
-                    }
-                }
-                keep[best] = true;
-            }
-            for (int e = 0; e < ne; e++) {
-                if (!keep[e / per]) {
-                    choice[e] = 0f;
-                }
-            }
-            float sum = 0;
-            for (int j = 0; j < topK; j++) {
-                int best = -1;
-                for (int e = 0; e < ne; e++) {
-                    if (!Float.isNaN(choice[e]) && (best < 0 || choice[e] > choice[best])) {
-                        best = e;
-                    }
-                }
-                choice[best] = Float.NaN;                   // taken
-                expert[t * topK + j] = best;
-                weight[t * topK + j] = s[t * ne + best];
-                sum += s[t * ne + best];
-            }
-            float denom = normTopK ? sum + 1e-20f : 1f;
-            for (int j = 0; j < topK; j++) {
-                weight[t * topK + j] = weight[t * topK + j] / denom * scaling;
-            }
-        }
-        return new Routing(expert, weight, s, topK);
+        Routing out = new Routing(expert, a.toHost(r.weights()).toFloatArray(), a.toHost(r.saved()[0]).toFloatArray(), routing.topK());
+        r.release(a);
+        return out;
     }
 
-    /** x [N, hidden] -> out [N, hidden]. */
-    void forward(Backend b, Tensor x, Tensor out, Tape tape) {
+    /**
+     * x [N, hidden] -> out [N, hidden]. {@code training}: a forward of a training step (with or without its tape: a
+     * recomputed layer's must equal its first); false for inference and decode, whose few tokens may take the backend's
+     * per-pair products.
+     */
+    void forward(Backend b, Tensor x, Tensor out, Tape tape, boolean training) {
         TensorAllocator a = b.allocator();
+        if (groupedHere(b)) {
+            if (shared != null) {
+                DenseMlp.Tape st = tape == null ? null : new DenseMlp.Tape();
+                shared.forward(b, x, out, st);
+                if (tape != null) {
+                    tape.sharedTape = st;
+                }
+            }
+            GroupedMoe.Tape gt = tape == null ? null : new GroupedMoe.Tape();
+            grouped.forward(b, x, out, gt, chunk(), training || tape != null, shared != null);
+            if (tape != null) {
+                tape.grouped = gt;
+            }
+            return;
+        }
         int n = x.size(0);
         int h = x.size(1);
         Routing r = route(b, x);
-        ExpertGroups groups = ExpertGroups.of(r.expert(), r.weight(), topK, experts.length);
+        ExpertGroups groups = ExpertGroups.of(r.expert(), r.weight(), r.topK(), experts.length);
         if (shared != null) {
             DenseMlp.Tape st = tape == null ? null : new DenseMlp.Tape();
             shared.forward(b, x, out, st);
@@ -191,61 +200,65 @@ final class DeepseekV3Moe {
             b.gatherRows(x, rows, xe);
             DenseMlp.Tape et = tape == null ? null : new DenseMlp.Tape();
             experts[e].forward(b, xe, ye, et, dense);
-            b.scatterAddRows(ye, rows, a.upload(MemoryCategory.ACTIVATIONS, groups.weights(e)), routed);
+            Tensor we = a.upload(MemoryCategory.ACTIVATIONS, groups.weights(e));       // [cnt]
+            b.scatterAddRows(ye, rows, we, routed);
+            a.release(rows);
+            a.release(we);
             if (tape != null) {
                 tape.expertTapes[e] = et;
                 tape.expertOut[e] = ye;
+            } else {
+                a.release(xe);
+                a.release(ye);
             }
         });
         b.add(routed, out, out);
+        a.release(routed);
     }
 
     /** dout [N, hidden] -> dx [N, hidden] (overwritten): shared experts, routed experts, routing weights. */
     void backward(Backend b, Tape tape, Tensor dout, Tensor dx) {
         TensorAllocator a = b.allocator();
-        int n = dout.size(0);
-        int h = dout.size(1);
-        int ne = experts.length;
-        Routing r = tape.routing;
-        ExpertGroups groups = tape.groups;
         if (shared != null) {
             shared.backward(b, tape.sharedTape, dout, dx);
-        } else {
+        } else if (tape.grouped == null) {
             a.zero(dx);
         }
-        float[] dWeight = new float[n * topK];  // d loss / d (final routing weight), token-major
+        if (tape.grouped != null) {
+            grouped.backward(b, tape.grouped, dout, dx, chunk(), shared != null);
+            return;
+        }
+        int n = dout.size(0);
+        int h = dout.size(1);
+        int k = routing.topK();
+        Routing r = tape.routing;
+        ExpertGroups groups = tape.groups;
+        float[] dWeight = new float[n * k];  // d loss / d (final routing weight), token-major
         float[] d = a.toHost(dout).toFloatArray(); // device->host: for the routing-weight gradient
         eachActive(b, groups, (ex, dense) -> {
             int cnt = groups.count(ex);
             float[] dye = RoutedOutputGrad.of(groups, ex, d, a.toHost(tape.expertOut[ex]).toFloatArray(), h, dWeight);
             Tensor dxe = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h); // [cnt, hidden]
-            experts[ex].backward(b, tape.expertTapes[ex], a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(dye, cnt, h)), dxe, dense);
-            b.scatterAddRows(dxe, a.upload(MemoryCategory.ACTIVATIONS, groups.tokens(ex)), null, dx);
+            Tensor dy = a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(dye, cnt, h));  // [cnt, hidden]
+            experts[ex].backward(b, tape.expertTapes[ex], dy, dxe, dense);
+            Tensor rows = a.upload(MemoryCategory.ACTIVATIONS, groups.tokens(ex));     // i32 [cnt]
+            b.scatterAddRows(dxe, rows, null, dx);
+            for (Tensor t : new Tensor[]{dy, rows, dxe}) {
+                a.release(t);
+            }
         });
         // weights w_j = scaling · s_j / (Σ s + 1e-20) -> scores s = sigmoid(logits) -> router logits
-        float[] dLogits = new float[n * ne];
-        for (int t = 0; t < n; t++) {
-            float sum = 0;
-            float dot = 0;
-            for (int j = 0; j < topK; j++) {
-                int e = r.expert()[t * topK + j];
-                sum += r.scores()[t * ne + e];
-            }
-            float denom = normTopK ? sum + 1e-20f : 1f;
-            for (int j = 0; j < topK; j++) {
-                int e = r.expert()[t * topK + j];
-                dot += dWeight[t * topK + j] * scaling * r.scores()[t * ne + e];
-            }
-            for (int j = 0; j < topK; j++) {
-                int e = r.expert()[t * topK + j];
-                float g = dWeight[t * topK + j] * scaling / denom;
-                float ds = normTopK ? g - dot / (denom * denom) : g;
-                float sc = r.scores()[t * ne + e];
-                dLogits[t * ne + e] += ds * sc * (1 - sc);
-            }
-        }
+        int ne = experts.length;
+        Tensor scores = a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(r.scores(), n, ne));     // [N, E]
+        Tensor ids = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(r.expert(), n, k));      // i32 [N, k]
+        Tensor dw = a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(dWeight, n, k));              // [N, k]
+        Tensor dLogits = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, ne);               // [N, E]
+        b.moeSigmoidRouterBackward(scores, ids, dw, routing.normTopK(), routing.scaling(), dLogits);
         Tensor dxr = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
-        router.backward(b, tape.x, a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(dLogits, n, ne)), dxr);
+        router.backward(b, tape.x, dLogits, dxr);
         b.add(dx, dxr, dx);
+        for (Tensor t : new Tensor[]{scores, ids, dw, dLogits, dxr}) {
+            a.release(t);
+        }
     }
 }

@@ -183,7 +183,7 @@ public final class GptOssModel implements Trainable, AdapterTargets {
     }
 
     /** One decoder layer: x [N, hidden] -> a new residual stream [N, hidden]. */
-    private Tensor layerForward(int i, Tensor x, Tensor positions, List<Segment> batch, LayerTape lt) {
+    private Tensor layerForward(int i, Tensor x, Tensor positions, List<Segment> batch, LayerTape lt, boolean training) {
         Backend b = backend;
         Layer l = layers[i];
         PreNormDecoder.Residual r = PreNormDecoder.layer(b, x, l.inputNorm(), l.postNorm(), config.rmsEps(),

@@ -11,21 +11,22 @@ import org.orbitrl.model.nn.Linear;
 import org.orbitrl.model.nn.Weight;
 
 /**
- * The sparse MoE block with every step in backend memory, grouped by expert: the router, softmax,
- * top-k and renormalisation ({@link Backend#moeTopk}), the pairs grouped by expert
- * ({@link Backend#moeGroup}; the per-expert counts are the one host read of a call), the gate, up
- * and down products over each expert's contiguous rows ({@link Backend#moeExpertMatmul}, quantized
- * experts dequantized C at a time into one reused buffer), each expert's adapters on its rows, and
- * the weighted combination. Backward mirrors it: the routing-weight gradient and the rows' output
- * gradients on the device, the activation gradient through the frozen experts (never a base
- * weight gradient), the adapters' gradients per expert, and the router backward through the
- * top-k renormalisation and the softmax.
+ * A routed MoE block with every step in backend memory, grouped by expert: the router's choice and weights
+ * ({@link ExpertRouter}: Qwen3-MoE's softmax top-k, DeepSeek-V3's and Kimi-K2's group-limited sigmoid top-k), the pairs
+ * grouped by expert ({@link Backend#moeGroup}; the per-expert counts are the one host read of a call), the gate, up and
+ * down products over each expert's contiguous rows ({@link Backend#moeExpertMatmul}, quantized experts dequantized C at a
+ * time into one reused buffer), each expert's adapters on its rows, and the weighted combination. Backward mirrors it:
+ * the routing-weight gradient and the rows' output gradients on the device, the activation gradient through the frozen
+ * experts (never a base weight gradient), the adapters' gradients per expert, and the router-logit gradient
+ * ({@link ExpertRouter#logitGrad}) through the frozen router into the input.
  *
  * <p>Adapters: an expert projection's LoRA runs over all experts' rows at once ({@link ExpertLora});
  * any other hook that keeps the base input runs on its expert's rows; {@link #supports} is false when an enabled hook
  * transforms the base input (OFT), and the block then runs per expert instead.
  */
 final class GroupedMoe {
+    private final ExpertRouter router;
+    private final DenseMlp[] experts;
     private final ExpertWeights gate;   // E x [I, hidden]
     private final ExpertWeights up;     // E x [I, hidden]
     private final ExpertWeights down;   // E x [hidden, I]
@@ -33,10 +34,7 @@ final class GroupedMoe {
     /** What backward needs; grouped tensors are in expert order, [P = tokens·k, ...]. */
     static final class Tape {
         Tensor x;         // [N, hidden]
-        Tensor probs;     // [N, E] softmax of the router logits
-        Tensor chosen;    // [N, k] the chosen probabilities
-        Tensor weights;   // [N, k] the routing weights (renormalised when the model asks)
-        Tensor ids;       // i32 [N, k]
+        ExpertRouter.Routed routed;   // weights and ids [N, k], and what the router's backward reads
         Tensor order;     // i32 [P]
         Tensor position;  // i32 [P]
         int[] offsets;    // [E + 1], host
@@ -48,29 +46,35 @@ final class GroupedMoe {
 
         /** Releases what the block allocated for backward (not x, the caller's input). */
         void release(TensorAllocator a) {
-            for (Tensor t : new Tensor[]{probs, chosen, weights, ids, order, position, xs, g, u, act, ys}) {
+            if (routed != null) {
+                routed.release(a);
+            }
+            for (Tensor t : new Tensor[]{order, position, xs, g, u, act, ys}) {
                 if (t != null) {
                     a.release(t);
                 }
             }
-            probs = chosen = weights = ids = order = position = xs = g = u = act = ys = null;
+            routed = null;
+            order = position = xs = g = u = act = ys = null;
         }
     }
 
-    private GroupedMoe(ExpertWeights gate, ExpertWeights up, ExpertWeights down) {
+    private GroupedMoe(ExpertRouter router, DenseMlp[] experts, ExpertWeights gate, ExpertWeights up, ExpertWeights down) {
+        this.router = router;
+        this.experts = experts;
         this.gate = gate;
         this.up = up;
         this.down = down;
     }
 
     /** The experts' weights as per-projection sets (shared, not copied); null when a rank lacks an expert or one has a bias. */
-    static GroupedMoe of(DenseMlp[] experts) {
+    static GroupedMoe of(ExpertRouter router, DenseMlp[] experts) {
         for (DenseMlp e : experts) {
             if (e == null || e.gate.bias() != null || e.up.bias() != null || e.down.bias() != null) {
                 return null;
             }
         }
-        return new GroupedMoe(weights(experts, 0), weights(experts, 1), weights(experts, 2));
+        return new GroupedMoe(router, experts, weights(experts, 0), weights(experts, 1), weights(experts, 2));
     }
 
     private static ExpertWeights weights(DenseMlp[] experts, int which) {
@@ -101,7 +105,7 @@ final class GroupedMoe {
     }
 
     /** True unless an enabled adapter on an expert projection transforms the base input (probed on one row). */
-    static boolean supports(Backend b, DenseMlp[] experts) {
+    boolean supports(Backend b) {
         TensorAllocator a = b.allocator();
         Tensor probeIn = null;    // [1, hidden]
         Tensor probeMid = null;   // [1, I]
@@ -137,27 +141,24 @@ final class GroupedMoe {
         }
     }
 
-    /** x [N, hidden] -> out [N, hidden] (overwritten). */
-    void forward(Backend b, SparseMoe moe, Tensor x, Tensor out, Tape tape, int chunk) {
-        forward(b, moe, x, out, tape, chunk, true);
-    }
-
-    /** As above; outside training ({@code training} false) a few tokens may take {@link #forwardPairs}. */
-    void forward(Backend b, SparseMoe moe, Tensor x, Tensor out, Tape tape, int chunk, boolean training) {
-        if (takesPairs(b, moe, x, tape, training)) {
-            forwardPairs(b, moe, x, out, false);
+    /**
+     * x [N, hidden] -> out [N, hidden], overwritten unless {@code accumulate} (then added into it). {@code training}: a
+     * forward of a training step (its recomputed forward must equal its first); false for inference and decode, where a few
+     * tokens may take {@link #forwardPairs}.
+     */
+    void forward(Backend b, Tensor x, Tensor out, Tape tape, int chunk, boolean training, boolean accumulate) {
+        if (takesPairs(b, x, tape, training)) {
+            forwardPairs(b, x, out, accumulate);
             return;
         }
         TensorAllocator a = b.allocator();
         int n = x.size(0);
         int h = x.size(1);
         int e = gate.experts();
-        int k = moe.topK();
+        int k = router.topK();
         int inter = gate.rows();
         int p = n * k;
-        Routed r = route(b, moe, x);
-        Tensor probs = r.probs();
-        Tensor chosen = r.chosen();
+        ExpertRouter.Routed r = router.route(b, x);
         Tensor weights = r.weights();
         Tensor ids = r.ids();
         Tensor offsetsDev = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, e + 1); // [E + 1]
@@ -172,8 +173,8 @@ final class GroupedMoe {
         Tensor u = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);   // [P, I]
         b.moeExpertMatmul(xs, gate, offsets, g, chunk);
         b.moeExpertMatmul(xs, up, offsets, u, chunk);
-        adaptersForward(b, moe.experts, 0, offsets, xs, g);
-        adaptersForward(b, moe.experts, 1, offsets, xs, u);
+        adaptersForward(b, experts, 0, offsets, xs, g);
+        adaptersForward(b, experts, 1, offsets, xs, u);
         Tensor act = tape == null ? g : a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter); // [P, I]
         b.swiglu(g, u, act);
         if (tape == null) {
@@ -182,18 +183,16 @@ final class GroupedMoe {
         }
         Tensor ys = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, h);      // [P, hidden]
         b.moeExpertMatmul(act, down, offsets, ys, chunk);
-        adaptersForward(b, moe.experts, 2, offsets, act, ys);
-        b.moeCombineGrouped(ys, position, weights, out, false);
+        adaptersForward(b, experts, 2, offsets, act, ys);
+        b.moeCombineGrouped(ys, position, weights, out, accumulate);
         if (tape == null) {
-            for (Tensor t : new Tensor[]{probs, chosen, weights, ids, order, position, act, ys}) {
+            r.release(a);
+            for (Tensor t : new Tensor[]{order, position, act, ys}) {
                 a.release(t);
             }
         } else {
             tape.x = x;
-            tape.probs = probs;
-            tape.chosen = chosen;
-            tape.weights = weights;
-            tape.ids = ids;
+            tape.routed = r;
             tape.order = order;
             tape.position = position;
             tape.offsets = offsets;
@@ -206,9 +205,9 @@ final class GroupedMoe {
     }
 
     /** Whether a forward of x takes {@link #forwardPairs}: outside training, a few tokens, where the backend asks for it. */
-    boolean takesPairs(Backend b, SparseMoe moe, Tensor x, Tape tape, boolean training) {
-        return !training && tape == null && (long) x.size(0) * moe.topK() <= PAIRS_MAX && b.moePairs(gate) && b.moePairs(up)
-                && b.moePairs(down) && pairAdapters(moe.experts);
+    boolean takesPairs(Backend b, Tensor x, Tape tape, boolean training) {
+        return !training && tape == null && (long) x.size(0) * router.topK() <= PAIRS_MAX && b.moePairs(gate) && b.moePairs(up)
+                && b.moePairs(down) && pairAdapters(experts);
     }
 
     /**
@@ -224,16 +223,16 @@ final class GroupedMoe {
      * {@code accumulate} the pairs are weighted into out as it is ({@link #takesPairs} must hold): the bits of the
      * output and an add, one launch fewer.
      */
-    void forwardPairs(Backend b, SparseMoe moe, Tensor x, Tensor out, boolean accumulate) {
+    void forwardPairs(Backend b, Tensor x, Tensor out, boolean accumulate) {
         TensorAllocator a = b.allocator();
-        int k = moe.topK();
+        int k = router.topK();
         int inter = gate.rows();
         int p = x.size(0) * k;
-        Routed r = routePairs(b, moe, x);
+        ExpertRouter.Routed r = router.routeDecode(b, x);
         Tensor weights = r.weights();
         Tensor ids = r.ids();
-        ExpertLora gateLora = ExpertLora.of(linears(moe.experts, 0));
-        ExpertLora upLora = ExpertLora.of(linears(moe.experts, 1));
+        ExpertLora gateLora = ExpertLora.of(linears(experts, 0));
+        ExpertLora upLora = ExpertLora.of(linears(experts, 1));
         Tensor gateA;                                                                // [P, r]
         Tensor upA;                                                                  // [P, r]
         if (gateLora != null && upLora != null) {   // both A products of x in one call
@@ -260,7 +259,7 @@ final class GroupedMoe {
             a.release(u);
         }
         release(a, gateA, upA);
-        ExpertLora downLora = ExpertLora.of(linears(moe.experts, 2));
+        ExpertLora downLora = ExpertLora.of(linears(experts, 2));
         Tensor downA = downLora == null ? null : downLora.pairsA(b, g, 1, ids);    // [P, r]
         if (b.moeDownCombinePairs(g, down, ids, downA == null ? null : downLora.pairTerm(downA), weights, out, accumulate)) {
             release(a, downA, g, weights, ids);
@@ -279,49 +278,6 @@ final class GroupedMoe {
         a.release(ys);
         a.release(weights);
         a.release(ids);
-    }
-
-    /** The router's choice for x [N, hidden]: probs [N, E] (softmax), chosen and weights f32 [N, k], ids i32 [N, k]. */
-    private record Routed(Tensor probs, Tensor chosen, Tensor weights, Tensor ids) {
-    }
-
-    /**
-     * The router's weights and ids for {@link #forwardPairs} (probs and chosen null): in one backend call where it has
-     * one ({@link Backend#moeRouterTopk}; a dense router without bias or enabled adapter), else {@link #route}'s.
-     */
-    private Routed routePairs(Backend b, SparseMoe moe, Tensor x) {
-        TensorAllocator a = b.allocator();
-        int n = x.size(0);
-        int k = moe.topK();
-        Linear router = moe.router;
-        if (router.bias() == null && (router.adapter() == null || !router.adapter().enabled())
-                && router.weight() instanceof Weight.Dense d) {
-            Tensor weights = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, k);   // [N, k]
-            Tensor ids = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, n, k);       // [N, k]
-            if (b.moeRouterTopk(x, d.w(), k, moe.normTopK(), weights, ids)) {
-                return new Routed(null, null, weights, ids);
-            }
-            a.release(weights);
-            a.release(ids);
-        }
-        Routed r = route(b, moe, x);
-        a.release(r.probs());
-        a.release(r.chosen());
-        return new Routed(null, null, r.weights(), r.ids());
-    }
-
-    private Routed route(Backend b, SparseMoe moe, Tensor x) {
-        TensorAllocator a = b.allocator();
-        int n = x.size(0);
-        int k = moe.topK();
-        Tensor probs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, gate.experts()); // [N, E]
-        moe.router.forward(b, x, probs);
-        b.softmax(probs);
-        Tensor chosen = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, k);    // [N, k]
-        Tensor weights = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, k);   // [N, k]
-        Tensor ids = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, n, k);       // [N, k]
-        b.moeTopk(probs, k, moe.normTopK(), chosen, weights, ids);
-        return new Routed(probs, chosen, weights, ids);
     }
 
     /**
@@ -346,21 +302,24 @@ final class GroupedMoe {
         return true;
     }
 
-    /** dout [N, hidden] -> dx [N, hidden] (overwritten); the experts' adapters accumulate their gradients. */
-    void backward(Backend b, SparseMoe moe, Tape t, Tensor dout, Tensor dx, int chunk) {
+    /**
+     * dout [N, hidden] -> dx [N, hidden], overwritten unless {@code accumulate} (then added into it); the experts' adapters
+     * accumulate their gradients.
+     */
+    void backward(Backend b, Tape t, Tensor dout, Tensor dx, int chunk, boolean accumulate) {
         TensorAllocator a = b.allocator();
         int n = dout.size(0);
         int h = dout.size(1);
-        int k = moe.topK();
+        int k = router.topK();
         int inter = gate.rows();
         int p = n * k;
         Tensor dys = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, h);        // [P, hidden] = w · dout[token]
-        b.moeGather(dout, t.order, k, t.weights, dys);
+        b.moeGather(dout, t.order, k, t.routed.weights(), dys);
         Tensor dWeight = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, k);    // [N, k]
         b.moeWeightGrad(dout, t.ys, t.position, dWeight);
         Tensor dact = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);   // [P, I]
         b.moeExpertMatmulTransposed(dys, down, t.offsets, dact, chunk);
-        adaptersBackward(b, moe.experts, 2, t.offsets, t.act, dys, dact);
+        adaptersBackward(b, experts, 2, t.offsets, t.act, dys, dact);
         a.release(dys);
         Tensor dg = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);     // [P, I]
         Tensor du = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);     // [P, I]
@@ -368,18 +327,18 @@ final class GroupedMoe {
         a.release(dact);
         Tensor dxs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, h);        // [P, hidden]
         b.moeExpertMatmulTransposed(dg, gate, t.offsets, dxs, chunk);
-        adaptersBackward(b, moe.experts, 0, t.offsets, t.xs, dg, dxs);
+        adaptersBackward(b, experts, 0, t.offsets, t.xs, dg, dxs);
         a.release(dg);
         b.moeExpertMatmulAccumulate(du, up, t.offsets, 1f, dxs, true, chunk);     // dxs += du · W_up
-        adaptersBackward(b, moe.experts, 1, t.offsets, t.xs, du, dxs);
+        adaptersBackward(b, experts, 1, t.offsets, t.xs, du, dxs);
         a.release(du);
-        b.moeCombineGrouped(dxs, t.position, null, dx, false);
+        b.moeCombineGrouped(dxs, t.position, null, dx, accumulate);
         a.release(dxs);
         Tensor dLogits = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, gate.experts()); // [N, E]
-        b.moeRouterBackward(t.probs, t.chosen, t.weights, t.ids, dWeight, moe.normTopK(), dLogits);
+        router.logitGrad(b, t.routed, dWeight, dLogits);
         a.release(dWeight);
         Tensor dxr = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);        // [N, hidden]
-        moe.router.backward(b, t.x, dLogits, dxr);
+        router.linear().backward(b, t.x, dLogits, dxr);
         a.release(dLogits);
         b.add(dx, dxr, dx);
         a.release(dxr);

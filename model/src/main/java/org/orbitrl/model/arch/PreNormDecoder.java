@@ -22,9 +22,13 @@ import java.util.function.Supplier;
  */
 final class PreNormDecoder<L> {
 
-    /** Layer i: x [N, hidden] -> a new residual stream [N, hidden], filling {@code tape} when not null. */
+    /**
+     * Layer i: x [N, hidden] -> a new residual stream [N, hidden], filling {@code tape} when not null. {@code training}: a
+     * forward of a training step, with its tape or without (a layer that backward recomputes), whose results must not
+     * depend on the batch's shape; false for inference and decode.
+     */
     interface LayerForward<L> {
-        Tensor apply(int i, Tensor x, Tensor positions, List<CausalLM.Segment> batch, L tape);
+        Tensor apply(int i, Tensor x, Tensor positions, List<CausalLM.Segment> batch, L tape, boolean training);
     }
 
     /** Layer i backward: d out [N, hidden] -> d in [N, hidden]. */
@@ -108,7 +112,7 @@ final class PreNormDecoder<L> {
                 }
             }
             Tensor in = x;
-            x = layer.apply(i, x, positions, batch, lt);
+            x = layer.apply(i, x, positions, batch, lt, tape != null);
             if (tape == null && hidden == null) {
                 a.release(in);   // kept by neither a tape nor a sink
             }
@@ -182,7 +186,7 @@ final class PreNormDecoder<L> {
             L lt = tape.layerTapes.get(i);
             if (lt == null) {
                 lt = newTape.get();
-                a.release(forward.apply(i, tape.layerInput[i], tape.positions, tape.batch, lt)); // recompute; the tape keeps the output
+                a.release(forward.apply(i, tape.layerInput[i], tape.positions, tape.batch, lt, true)); // recompute; the tape keeps the output
             }
             Tensor dOut = dx;
             dx = layerBackward.apply(i, lt, tape, dx);

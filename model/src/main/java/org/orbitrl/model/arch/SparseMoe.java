@@ -71,7 +71,7 @@ final class SparseMoe {
         this.experts = experts;
         this.topK = topK;
         this.normTopK = normTopK;
-        this.grouped = GroupedMoe.of(experts);
+        this.grouped = GroupedMoe.of(new ExpertRouter.Softmax(router, topK, normTopK), experts);
     }
 
     /** The same frozen weights with fresh, adapter-free linear layers and no chunker (the model's view hands its layers one). */
@@ -176,8 +176,8 @@ final class SparseMoe {
      * into out where it applies, else the output and an add. The bits of a {@link #forward} and {@link Backend#add}.
      */
     void forwardAdd(Backend b, Tensor x, Tensor out) {
-        if (useGrouped && grouped != null && GroupedMoe.supports(b, experts) && grouped.takesPairs(b, this, x, null, false)) {
-            grouped.forwardPairs(b, this, x, out, true);
+        if (useGrouped && grouped != null && grouped.supports(b) && grouped.takesPairs(b, x, null, false)) {
+            grouped.forwardPairs(b, x, out, true);
             return;
         }
         TensorAllocator a = b.allocator();
@@ -188,9 +188,9 @@ final class SparseMoe {
     }
 
     void forward(Backend b, Tensor x, Tensor out, Tape tape, boolean training) {
-        if (useGrouped && grouped != null && GroupedMoe.supports(b, experts)) {
+        if (useGrouped && grouped != null && grouped.supports(b)) {
             GroupedMoe.Tape gt = tape == null ? null : new GroupedMoe.Tape();
-            grouped.forward(b, this, x, out, gt, chunk(), training || tape != null);
+            grouped.forward(b, x, out, gt, chunk(), training || tape != null, false);
             if (tape != null) {
                 tape.grouped = gt;
             }
@@ -233,7 +233,7 @@ final class SparseMoe {
     /** dout [N, hidden] -> dx [N, hidden] (overwritten), through the experts and the routing weights. */
     void backward(Backend b, Tape tape, Tensor dout, Tensor dx) {
         if (tape.grouped != null) {
-            grouped.backward(b, this, tape.grouped, dout, dx, chunk());
+            grouped.backward(b, tape.grouped, dout, dx, chunk(), false);
             return;
         }
         TensorAllocator a = b.allocator();

@@ -30,7 +30,7 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
  * within 1e-4 absolute, through the training forward and through the latent cache (where the
  * adapted {@code kv_b_proj} is absorbed); gradients of the fixture's loss match every
  * {@code grad.*} tensor within 1e-3 relative (‖ours − ref‖ / ‖ref‖), bit-identical with recompute
- * and with the last layer kept under recompute.
+ * and with the last layer kept under recompute; the routed experts grouped on the backend (the default) and per expert.
  */
 public class DeepseekV3LoraFixtureTest {
 
@@ -82,15 +82,25 @@ public class DeepseekV3LoraFixtureTest {
         for (var e : stored.entrySet()) {
             assertArrayEquals(e.getValue(), partly.get(e.getKey()), 0f, e.getKey() + " with the last layer kept");
         }
+        Setup perExpert = setup();
+        perExpert.model().setGroupedExperts(false);   // the routed experts one at a time, the routing on the host
+        FixtureLoss.assertGradientsMatch("deepseek_v3 per expert", perExpert.ref(), gradients(perExpert, false), 1e-3);
     }
 
     /**
-     * Routed experts in INT4 (quantized on load) through active-expert chunks of 1, 3 and 8, the two MoE layers sharing
-     * the model's one chunk buffer: the LoRA gradients under recompute (each layer's experts dequantized again in its
-     * recomputed forward and its backward, after the other layer has used the buffer) are the same bits for every chunk.
+     * Routed experts in INT4 (quantized on load) through active-expert chunks of 1, 3 and 8, grouped (the backend's chunk
+     * buffer) and per expert (the two MoE layers sharing the model's one chunk buffer): the LoRA gradients under recompute
+     * (each layer's experts dequantized again in its recomputed forward and its backward, after the other layer has used
+     * the buffer) are the same bits for every chunk, on either path.
      */
     @Test
     void chunkedInt4ExpertsGiveTheSameGradientsForEveryChunk() {
+        for (boolean grouped : new boolean[]{true, false}) {
+            chunkedInt4Gradients(grouped);
+        }
+    }
+
+    private static void chunkedInt4Gradients(boolean grouped) {
         Path dir = TestSafetensors.fixtures().resolve("deepseek_v3");
         ModelSpec spec = ConfigLoader.load(dir);
         QuantFormat int4 = QuantFormats.byName("int4-g32");
@@ -100,6 +110,7 @@ public class DeepseekV3LoraFixtureTest {
             DeepseekV3Model model = DeepseekV3Model.load(DeepseekV3Config.from(spec), spec.mla().ropeInterleave(),
                     spec.quantization(), new TestSafetensors(dir.resolve("model.safetensors")), backend,
                     new Qwen3Model.LoadOptions(w -> Weight.of(int4.quantize(w))));
+            model.setGroupedExperts(grouped);
             model.setExpertChunk(chunk);
             var adapter = LoraAdapter.load(AdapterConfig.read(dir.resolve("adapter")),
                     new TestSafetensors(dir.resolve("adapter/adapter_model.safetensors")), model, backend.allocator());
@@ -111,7 +122,8 @@ public class DeepseekV3LoraFixtureTest {
                 continue;
             }
             for (var e : first.entrySet()) {
-                assertArrayEquals(e.getValue(), grads.get(e.getKey()), 0f, e.getKey() + " with chunks of " + chunk + " against 1");
+                assertArrayEquals(e.getValue(), grads.get(e.getKey()), 0f, e.getKey() + " with chunks of " + chunk + " against 1"
+                        + (grouped ? ", grouped" : ", per expert"));
             }
         }
     }

@@ -57,7 +57,7 @@ class CudaGroupedMoeTest {
                 float[][] have = got.run(x, dout);
                 String what = (quantized ? "int4-g32" : "f32") + " experts, chunk " + chunk;
                 assertTrue(got.lastTape.grouped != null, what + ": the grouped path ran");
-                long[] ids = gpu.toHost(got.lastTape.grouped.ids).toLongArray();
+                long[] ids = gpu.toHost(got.lastTape.grouped.routed.ids()).toLongArray();
                 int[] gotIds = new int[ids.length];
                 for (int i = 0; i < ids.length; i++) {
                     gotIds[i] = (int) ids[i];

@@ -270,6 +270,9 @@ public final class ActivationModel {
         double elems = firstKept == 0
                 ? sum + max
                 : (double) layers * residualPerToken(s) + Math.max(keptSum, recomputedMax) + max;
+        if (device && chunk > 0 && s.isMoe() && MoeWorkingSet.grouped(s, ep, adapter)) {
+            elems += 2 * MoeWorkingSet.deviceRowsPerToken(s);   // the grouped rows in bf16 the backend keeps (f32 elements)
+        }
         return (long) Math.ceil(elems * tokens * 2);
     }
 

@@ -10,10 +10,10 @@ import org.orbitrl.model.spec.MoeSpec;
  * The routed-expert part of an adapter-training step. Every activation here is f32 (i32 ids count
  * the same 4 bytes). Two code paths run the block:
  *
- * <p><b>Grouped</b> (Qwen3-MoE by default: one GPU holds every expert and no adapter on the experts
- * transforms the base input): the block keeps, per token and MoE layer, the router's probabilities
- * {@code [E]}, the chosen probabilities, routing weights, expert ids and the grouped order and
- * positions {@code [k]} each, and per routed pair the input row and the unweighted output
+ * <p><b>Grouped</b> (Qwen3-MoE, DeepSeek-V3 and Kimi-K2 by default: one GPU holds every expert and no adapter on
+ * the experts transforms the base input): the block keeps, per token and MoE layer, the router's probabilities
+ * {@code [E]} (DeepSeek-V3's sigmoid scores), the chosen probabilities (not DeepSeek-V3's), routing weights, expert
+ * ids and the grouped order and positions {@code [k]} each, and per routed pair the input row and the unweighted output
  * {@code xs, ys [h]} and {@code g, u, act [I]}: {@code E + 5k + k·(2h + 3I)}. Its backward releases
  * each gradient at its last use; its largest moment is that of one of its steps (see
  * {@link #backwardPerToken}). Quantized experts are dequantized C at a time:
@@ -23,9 +23,9 @@ import org.orbitrl.model.spec.MoeSpec;
  * chunk is dequantized while the current one multiplies), with an f32 pad of one partial tile an
  * expert (plus the pairs' rows in bf16, {@code [P, max(h, I)]}, kept by the backend too).
  *
- * <p><b>Per expert</b> (DeepSeek-V3 and Kimi-K2 always; Qwen3-MoE under expert parallelism or with
- * OFT on the experts): each MoE layer's chunker keeps its own f32 buffer {@code [C, 3, I·h]} from its
- * first forward on, in every model instance that runs the chunked path. The routing decision is
+ * <p><b>Per expert</b> (under expert parallelism or with OFT on the experts): the MoE layers of a model
+ * instance share one f32 buffer {@code [C, 3, I·h]} from the first forward on, in every model instance that
+ * runs the chunked path. The routing decision is
  * on the host; per routed pair the tape keeps the gathered input, the expert's output and its
  * gate, up and SwiGLU product, {@code 2h + 3I}; one expert is differentiated at a time, holding per
  * pair of that expert {@code dxe, tmp [h]}, {@code dact, dg, du [I]}, LoRA's {@code xa, dy·B [r]}
@@ -50,12 +50,12 @@ public final class MoeWorkingSet {
     }
 
     /**
-     * True if the MoE block runs grouped by expert in backend memory: Qwen3-MoE with every expert on
-     * this GPU ({@code ep == 1}) and no OFT on the experts (the block then runs per expert).
+     * True if the MoE block runs grouped by expert in backend memory: Qwen3-MoE, DeepSeek-V3 or Kimi-K2 with every
+     * expert on this GPU ({@code ep == 1}) and no OFT on the experts (the block then runs per expert).
      */
     public static boolean grouped(ModelSpec s, int ep, AdapterSpec adapter) {
         boolean oftOnExperts = adapter instanceof AdapterSpec.Oft o && o.targets().contains(ParamFamily.ROUTED_EXPERTS);
-        return s.isMoe() && s.family() == ModelFamily.QWEN3_MOE && ep == 1 && !oftOnExperts;
+        return hasChunkedPath(s) && ep == 1 && !oftOnExperts;
     }
 
     /** Routed (token, expert) pairs one GPU's experts take per token: exactly k on one GPU, else the imbalanced share. */

@@ -111,10 +111,13 @@ final class CudaMoeTrain {
         }
     }
 
-    /** Most experts {@code moe_sigmoid_topk} takes: a warp's scores and choices, 8 warps a block, in 48 KiB of shared memory. */
-    static final int SIGMOID_MAX_EXPERTS = 48 * 1024 / (2 * 4 * TOPK_WARPS);
-    /** Most groups of experts it takes (a lane a group). */
+    /** Most groups of experts {@code moe_sigmoid_topk} takes (a lane a group; its static shared memory holds 32 a warp). */
     static final int SIGMOID_MAX_GROUPS = 32;
+    /**
+     * Most experts it takes: each of a block's 8 warps keeps its scores and choices in the 48 KiB of shared memory beside
+     * the groups' scores and flags (736).
+     */
+    static final int SIGMOID_MAX_EXPERTS = (48 * 1024 - 2 * 4 * TOPK_WARPS * SIGMOID_MAX_GROUPS) / (2 * 4 * TOPK_WARPS);
 
     void sigmoidTopk(Tensor logits, Tensor bias, int groups, int topkGroups, int k, boolean normalize, float scaling, Tensor scores,
                      Tensor weights, Tensor ids) {

@@ -12,6 +12,9 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.SplittableRandom;
 
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
 /**
  * The grouped mixture-of-experts operations of the CUDA backend ({@code moe*}, {@code moe_train.cu})
  * against their host implementations ({@link MoeHostOps}) on seeded random data, with ragged
@@ -142,7 +145,7 @@ class CudaMoeTrainTest extends CudaTestBase {
     @Test
     void sigmoidRoutingAndItsGradientMatchTheHost() {
         SplittableRandom r = rng(305);
-        int[][] shapes = {{9, 8, 2, 1, 2}, {37, 256, 8, 4, 8}, {21, 384, 1, 1, 8}, {3, 64, 4, 2, 6}, {1, 768, 16, 3, 8}};
+        int[][] shapes = {{9, 8, 2, 1, 2}, {37, 256, 8, 4, 8}, {21, 384, 1, 1, 8}, {3, 64, 4, 2, 6}, {1, 736, 16, 3, 8}};
         for (int[] sh : shapes) {
             int t = sh[0];
             int e = sh[1];
@@ -189,6 +192,10 @@ class CudaMoeTrainTest extends CudaTestBase {
                 assertClose(what + ": dLogits", lRef.toFloatArray(), gpu.toHost(lGot).toFloatArray(), 0, 0);
             }
         }
+        Tensor wide = dev(randn(r, 1f, 2, 737));   // one expert past the shared memory of a block's eight warps
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> gpu.moeSigmoidTopk(wide, null, 1, 1, 8, true,
+                1f, wide, poisoned(DType.F32, 2, 8), poisoned(DType.I32, 2, 8)));
+        assertTrue(e.getMessage().contains("at most 736 experts"), e.getMessage());
     }
 
     @Test

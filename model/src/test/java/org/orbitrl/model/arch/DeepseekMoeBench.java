@@ -3,6 +3,7 @@ package org.orbitrl.model.arch;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.ExpertWeights;
 import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.OpProfiler;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.kernels.cuda.Cuda;
@@ -145,6 +146,60 @@ public final class DeepseekMoeBench {
         for (int i = 0; i < what.length; i++) {
             row("grouped against per expert: " + what[i], ms(ms[0][i]), ms(ms[1][i]) + " per expert", ms[1][i] / ms[0][i]);
         }
+        moe.setGrouped(true);
+        // the grouped training step with other tiles of the batched expert products (0: cuBLAS's grouped call)
+        for (String tile : new String[]{"128", "64", "0"}) {
+            System.setProperty("orbit.cuda.expertTile", tile);
+            double t = median(gpu, () -> {
+                DeepseekV3Moe.Tape tp = new DeepseekV3Moe.Tape();
+                moe.forward(gpu, x, y, tp, true);
+                moe.backward(gpu, tp, dout, dx);
+                tp.release(a);
+            });
+            row("grouped training forward + backward, expert tiles of " + tile + " rows (-Dorbit.cuda.expertTile)", ms(t),
+                    ms(ms[0][0]) + " at 256 rows", ms[0][0] / t);
+        }
+        System.clearProperty("orbit.cuda.expertTile");
+        // decode: the bytes the layer must read (the chosen experts', the shared expert's, the router's) against the copy
+        double copy = copyBandwidth(gpu);
+        row("copy d2d 2 GiB (read + write)", String.format("%.0f GB/s", copy), "4800 GB/s datasheet", copy / 4800);
+        long perExpert = gate.quantized(0).byteSize() + up.quantized(0).byteSize() + down.quantized(0).byteSize();
+        long fixed = router.weight().byteSize() + (shared == null ? 0
+                : shared.gate.weight().byteSize() + shared.up.weight().byteSize() + shared.down.weight().byteSize());
+        for (int d = 0; d < DECODE.length; d++) {
+            Tensor xd = gpu.toDevice(random(r, 1f, DECODE[d], h), MemoryCategory.ACTIVATIONS);
+            Tensor yd = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, DECODE[d], h);
+            long distinct = Arrays.stream(moe.route(gpu, xd).expert()).distinct().count();
+            long bytes = distinct * perExpert + fixed;
+            for (boolean pairs : new boolean[]{true, false}) {
+                gpu.moePairs(pairs);
+                double t = median(gpu, () -> moe.forward(gpu, xd, yd, null, false));
+                row(String.format("grouped decode forward, %d tokens (%d experts, %.2f GB), %s (%.3f ms)", DECODE[d], distinct,
+                        bytes / 1e9, pairs ? "per-pair products" : "grouped products (-Dorbit.cuda.moePairs=off)", t),
+                        String.format("%.0f GB/s", bytes / (t * 1e6)), String.format("copy %.0f GB/s", copy), bytes / (t * 1e6) / copy);
+            }
+            gpu.moePairs(true);
+            // where the decode layer goes: every backend call waited for (device time plus its launch), 10 runs
+            OpProfiler prof = OpProfiler.wrap(gpu, gpu::synchronize);
+            for (int i = 0; i < 10; i++) {
+                moe.forward(prof.backend(), xd, yd, null, false);
+            }
+            System.out.println("decode forward, " + DECODE[d] + " tokens, backend calls over 10 runs:\n" + prof.report(12));
+            gpu.free(xd);
+            gpu.free(yd);
+        }
+    }
+
+    /** Device-to-device copy bandwidth in GB/s (bytes read + written) over 2 GiB through the backend's copy. */
+    private static double copyBandwidth(CudaBackend gpu) {
+        long bytes = 2L << 30;
+        TensorAllocator a = gpu.allocator();
+        Tensor src = a.allocate(MemoryCategory.OTHER, DType.U8, bytes);
+        Tensor dst = a.allocate(MemoryCategory.OTHER, DType.U8, bytes);
+        double ms = median(gpu, () -> gpu.copy(src, dst));
+        gpu.free(src);
+        gpu.free(dst);
+        return 2.0 * bytes / (ms * 1e6);
     }
 
     /** Median of {@value #ROUNDS} timed runs after one untimed, each from a synchronized device to a synchronized device. */

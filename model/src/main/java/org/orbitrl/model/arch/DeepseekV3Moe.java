@@ -55,21 +55,7 @@ final class DeepseekV3Moe {
             if (sharedTape != null) {
                 sharedTape.release(a);
             }
-            if (expertTapes != null) {
-                for (DenseMlp.Tape et : expertTapes) {
-                    if (et != null) {
-                        et.release(a);
-                        a.release(et.x);   // the expert's gathered rows, allocated by the block
-                    }
-                }
-            }
-            if (expertOut != null) {
-                for (Tensor t : expertOut) {
-                    if (t != null) {
-                        a.release(t);
-                    }
-                }
-            }
+            DenseMlp.releaseExperts(a, expertTapes, expertOut);
             grouped = null;
             sharedTape = null;
             expertTapes = null;

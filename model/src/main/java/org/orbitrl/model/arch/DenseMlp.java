@@ -35,6 +35,28 @@ public final class DenseMlp {
         }
     }
 
+    /**
+     * Releases a per-expert MoE block's tapes (each expert's and its gathered input rows, which the block allocated) and
+     * its experts' unweighted outputs; either array may be null, as may its entries (experts without rows).
+     */
+    static void releaseExperts(TensorAllocator a, Tape[] tapes, Tensor[] outputs) {
+        if (tapes != null) {
+            for (Tape t : tapes) {
+                if (t != null) {
+                    t.release(a);
+                    a.release(t.x);
+                }
+            }
+        }
+        if (outputs != null) {
+            for (Tensor t : outputs) {
+                if (t != null) {
+                    a.release(t);
+                }
+            }
+        }
+    }
+
     public DenseMlp(Linear gate, Linear up, Linear down) {
         this.gate = gate;
         this.up = up;

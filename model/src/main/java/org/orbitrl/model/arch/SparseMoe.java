@@ -45,21 +45,7 @@ final class SparseMoe {
             if (grouped != null) {
                 grouped.release(a);
             }
-            if (expertTapes != null) {
-                for (DenseMlp.Tape et : expertTapes) {
-                    if (et != null) {
-                        et.release(a);
-                        a.release(et.x);   // the expert's gathered rows, allocated by the block
-                    }
-                }
-            }
-            if (expertOut != null) {
-                for (Tensor t : expertOut) {
-                    if (t != null) {
-                        a.release(t);
-                    }
-                }
-            }
+            DenseMlp.releaseExperts(a, expertTapes, expertOut);
             grouped = null;
             expertTapes = null;
             expertOut = null;

@@ -8,11 +8,24 @@ import java.util.Arrays;
  * One projection (gate, up or down) of a mixture-of-experts layer's routed experts: E matrices of
  * the same shape [rows, cols], each held in full precision (f32 or bf16) or quantized. An entry
  * with neither form is an expert this rank does not hold (expert parallelism); routing a pair to
- * it is an error. Built once when the model is loaded; the matrices are shared, never copied.
+ * it is an error. Built once when the model is loaded; the matrices are shared, never copied, and the arrays are not
+ * changed after construction (the stacked view, {@link #stacked}, is worked out once: a decode step asks for it in
+ * every MoE layer, and for hundreds of experts the check takes tens of microseconds of host time).
  */
-public record ExpertWeights(int rows, int cols, Tensor[] dense, QuantizedTensor[] quantized) {
+public final class ExpertWeights {
+    private static final Object UNCHECKED = new Object();
 
-    public ExpertWeights {
+    private final int rows;
+    private final int cols;
+    private final Tensor[] dense;
+    private final QuantizedTensor[] quantized;
+    private volatile Object stack = UNCHECKED;   // the stacked view, null when the experts do not lie back to back
+
+    public ExpertWeights(int rows, int cols, Tensor[] dense, QuantizedTensor[] quantized) {
+        this.rows = rows;
+        this.cols = cols;
+        this.dense = dense;
+        this.quantized = quantized;
         if (dense.length != quantized.length) {
             throw new IllegalArgumentException("ExpertWeights: " + dense.length + " dense and " + quantized.length
                     + " quantized entries (one per expert each)");
@@ -29,6 +42,26 @@ public record ExpertWeights(int rows, int cols, Tensor[] dense, QuantizedTensor[
                         + (dense[e] != null ? dense[e] : quantized[e]) + ", expected f32/bf16 or quantized [" + rows + ", " + cols + "]");
             }
         }
+    }
+
+    /** Rows of each expert's matrix. */
+    public int rows() {
+        return rows;
+    }
+
+    /** Columns of each expert's matrix. */
+    public int cols() {
+        return cols;
+    }
+
+    /** The experts' full-precision matrices, null where quantized or not held (the array itself: not to be changed). */
+    public Tensor[] dense() {
+        return dense;
+    }
+
+    /** The experts' quantized matrices, null where in full precision or not held (the array itself: not to be changed). */
+    public QuantizedTensor[] quantized() {
+        return quantized;
     }
 
     /** Experts E. */
@@ -60,6 +93,15 @@ public record ExpertWeights(int rows, int cols, Tensor[] dense, QuantizedTensor[
      * parts are laid out by rows (the INT4 and FP4 formats here), which the stacked matrix's own check confirms.
      */
     public QuantizedTensor stacked() {
+        Object s = stack;
+        if (s == UNCHECKED) {
+            s = stackOf();
+            stack = s;
+        }
+        return (QuantizedTensor) s;
+    }
+
+    private QuantizedTensor stackOf() {
         QuantizedTensor first = experts() == 0 ? null : quantized[0];
         if (first == null) {
             return null;
@@ -150,5 +192,10 @@ public record ExpertWeights(int rows, int cols, Tensor[] dense, QuantizedTensor[
                         + " pairs but is not held on this rank");
             }
         }
+    }
+
+    @Override
+    public String toString() {
+        return "ExpertWeights[" + experts() + " x [" + rows + ", " + cols + "]]";
     }
 }

@@ -50,6 +50,7 @@ final class DeepseekV3Attention {
     private final int qk;
     private final int vd;
     private final float eps;
+    private final MlaHeadProducts headProducts;   // the per-head products with kv_b's matrix, grouped
     private final AttentionSpec spec;
     private Tensor baseKvB; // [H*(nope+v), R] f32 dequantized kv_b_proj for the absorbed form, when quantized
 
@@ -85,6 +86,7 @@ final class DeepseekV3Attention {
         this.qk = c.qkHeadDim();
         this.vd = c.vHeadDim();
         this.eps = c.rmsEps();
+        this.headProducts = new MlaHeadProducts(heads, nope, vd, r);
         this.spec = new AttentionSpec(c.softmaxScale(), 0, null);
     }
 
@@ -153,26 +155,14 @@ final class DeepseekV3Attention {
         b.copy(kRot.select(1, 0), entry.select(1, 0).slice(1, r, w));
         Tensor kvbW = absorbWeight(b);                                     // [H*(nope+v), R]
         Tensor qLat = alloc(a, n, heads, w);                               // [N, H, R+rope]
-        Tensor qNope = alloc(a, n, nope);                                  // [N, nope]
-        Tensor qLatH = alloc(a, n, r);                                     // [N, R]
-        for (int h = 0; h < heads; h++) {
-            long row = (long) h * (nope + vd);
-            b.copy(q3.select(1, h).slice(1, 0, nope), qNope);
-            b.matmulTransposed(qNope, kvbW.slice(0, row, row + nope), qLatH);
-            b.copy(qLatH, qLat.select(1, h).slice(1, 0, r));
-        }
+        // key rows absorbed: qLat_h = qNope_h · W_kb_h, every head's in a few grouped calls
+        headProducts.timesBlock(b, q3.slice(2, 0, nope), kvbW, MlaHeadProducts.Block.KEY, qLat.slice(2, 0, r));
         b.copy(q3.slice(2, nope, qk), qLat.slice(2, r, w));
         Tensor outLat = alloc(a, n, heads, r);                             // [N, H, R]
         SegmentAttention.attend(b, layer, batch, qLat, entry, entry.slice(2, 0, r), true, spec, outLat);
         Tensor attn = alloc(a, n, heads, vd);                              // [N, H, v]
-        Tensor latH = alloc(a, n, r);                                      // [N, R]
-        Tensor outH = alloc(a, n, vd);                                     // [N, v]
-        for (int h = 0; h < heads; h++) {
-            long row = (long) h * (nope + vd) + nope;
-            b.copy(outLat.select(1, h), latH);
-            b.matmul(latH, kvbW.slice(0, row, row + vd), outH);
-            b.copy(outH, attn.select(1, h));
-        }
+        // value rows: attn_h = outLat_h · W_vb_hᵀ
+        headProducts.timesBlockT(b, outLat, kvbW, MlaHeadProducts.Block.VALUE, attn);
         Tensor attnFlat = attn.reshape(n, (long) heads * vd);
         o.forward(b, attnFlat, out);
         if (tape != null) {
@@ -239,17 +229,10 @@ final class DeepseekV3Attention {
         Tensor dW = adapted ? alloc(a, kvB.out(), r) : null;              // [H*(nope+v), R] d loss / d kv_b matrix
         // value rows: attn_h = outLat_h · W_vb_hᵀ
         Tensor dOutLat = alloc(a, n, heads, r);                            // [N, H, R]
-        Tensor dOutH = alloc(a, n, vd);                                    // [N, v]
-        Tensor latH = alloc(a, n, r);                                      // [N, R]
-        for (int h = 0; h < heads; h++) {
-            long row = (long) h * (nope + vd) + nope;
-            b.copy(dattn.reshape(n, heads, vd).select(1, h), dOutH);
-            b.matmulTransposed(dOutH, tape.kvbW.slice(0, row, row + vd), latH);
-            b.copy(latH, dOutLat.select(1, h));
-            if (adapted) {
-                b.copy(tape.outLat.select(1, h), latH);
-                b.matmulTN(dOutH, latH, 1f, dW.slice(0, row, row + vd));
-            }
+        Tensor dattn3 = dattn.reshape(n, heads, vd);
+        headProducts.timesBlock(b, dattn3, tape.kvbW, MlaHeadProducts.Block.VALUE, dOutLat);
+        if (adapted) {
+            headProducts.blockGrad(b, dattn3, tape.outLat, MlaHeadProducts.Block.VALUE, dW);
         }
         // attention over the entries (one shared head; its first R channels are also the value)
         Tensor dqLat = alloc(a, n, heads, w);                              // [N, H, R+rope]
@@ -271,18 +254,10 @@ final class DeepseekV3Attention {
         b.ropeBackward(dkRot, positions, rope);
         // key rows: qLat_h = qNope_h · W_kb_h
         Tensor dq = alloc(a, n, heads, qk);                                // [N, H, qk]
-        Tensor dqLatH = alloc(a, n, r);                                    // [N, R]
-        Tensor dqNope = alloc(a, n, nope);                                 // [N, nope]
-        Tensor qNope = alloc(a, n, nope);                                  // [N, nope]
-        for (int h = 0; h < heads; h++) {
-            long row = (long) h * (nope + vd);
-            b.copy(dqLat.select(1, h).slice(1, 0, r), dqLatH);
-            b.matmul(dqLatH, tape.kvbW.slice(0, row, row + nope), dqNope);
-            b.copy(dqNope, dq.select(1, h).slice(1, 0, nope));
-            if (adapted) {
-                b.copy(tape.q3.select(1, h).slice(1, 0, nope), qNope);
-                b.matmulTN(qNope, dqLatH, 1f, dW.slice(0, row, row + nope));
-            }
+        Tensor dqLatKeys = dqLat.slice(2, 0, r);
+        headProducts.timesBlockT(b, dqLatKeys, tape.kvbW, MlaHeadProducts.Block.KEY, dq.slice(2, 0, nope));
+        if (adapted) {
+            headProducts.blockGrad(b, tape.q3.slice(2, 0, nope), dqLatKeys, MlaHeadProducts.Block.KEY, dW);
         }
         b.copy(dqLat.slice(2, r, w), dq.slice(2, nope, qk));
         b.ropeBackward(dq.slice(2, nope, qk), positions, rope);

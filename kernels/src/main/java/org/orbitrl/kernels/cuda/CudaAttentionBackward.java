@@ -118,6 +118,10 @@ final class CudaAttentionBackward {
             forward.mma.backward(q, k, v, dout, queryStart, spec, dq, dk, dv);
             return;
         }
+        if (!forward.exact && CudaMqaAttention.fitsBackward(q, k, v, spec, dout, dq, dk, dv)) {   // one wide shared head
+            forward.mqa.backward(q, k, v, dout, queryStart, spec, dq, dk, dv);
+            return;
+        }
         if (kernels.equals("tiled") && CudaTiledAttentionBackward.fits(d, dvd)) {
             tiled.run(q, k, v, dout, queryStart, spec, dq, dk, dv);
             return;

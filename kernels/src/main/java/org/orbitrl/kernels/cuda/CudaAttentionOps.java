@@ -31,6 +31,7 @@ final class CudaAttentionOps {
     final CudaFlashAttention flash;
     /** Tensor-core prefill and backward (default mode only; see {@link CudaMmaAttention}). */
     final CudaMmaAttention mma;
+    final CudaMqaAttention mqa;
     /** Queries from which prefill takes the tiled kernel ({@code -Dorbit.cuda.flash=off} keeps the per-query kernel). */
     private static final int FLASH_MIN_QUERIES = "off".equals(System.getProperty("orbit.cuda.flash")) ? Integer.MAX_VALUE : 16;
     /**
@@ -47,6 +48,7 @@ final class CudaAttentionOps {
         this.combine = ctx.kernel("attention", "attention_combine");
         this.flash = new CudaFlashAttention(ctx, this::deviceTable);
         this.mma = new CudaMmaAttention(ctx);
+        this.mqa = new CudaMqaAttention(ctx);
     }
 
     void rope(Tensor x, Tensor positions, RopeTable table) {
@@ -128,6 +130,10 @@ final class CudaAttentionOps {
         }
         if (!exact && tq >= FLASH_MIN_QUERIES && CudaFlashAttention.prefillFits(q, k, v, out)) {
             flash.prefill(q, k, v, out, queryStart, spec);
+            return;
+        }
+        if (!exact && CudaMqaAttention.fits(q, k, v, spec, out)) {   // one wide shared head (latent attention)
+            mqa.forward(q, k, v, out, queryStart, spec);
             return;
         }
         // One block per (query, kv head, key split); its warps take the query heads of the kv head.

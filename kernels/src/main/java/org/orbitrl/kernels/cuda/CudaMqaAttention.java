@@ -1,0 +1,166 @@
+package org.orbitrl.kernels.cuda;
+
+import org.orbitrl.kernels.AttentionSpec;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cuda.internal.Cublas;
+import org.orbitrl.kernels.cuda.internal.DevicePointer;
+import org.orbitrl.kernels.cuda.internal.Kernel;
+
+import static org.bytedeco.cuda.global.cudart.cudaMemsetAsync;
+
+/**
+ * Causal multi-query attention with wide heads, forward and backward, as f32 cuBLAS products (no TF32) around two row
+ * kernels ({@code mqa.cu}): DeepSeek-V3's and Kimi-K2's latent attention, whose 64-128 query heads share one key and
+ * value head of 576 and 512 channels, beyond the tiled attention kernels' head dimensions. With one shared head the
+ * queries of all heads are the rows of one product: for a chunk of queries, scores [queries·H, keys] = scale · Q · Kᵀ
+ * (the keys up to the chunk's last query), their causal softmax in place, then out = P · V; backward recomputes P and
+ * forms dV += Pᵀ·dO, dS = P ⊙ (dO·Vᵀ − rowsum) · scale, dQ = dS · K, dK += dSᵀ · Q. Chunks of queries hold their scores
+ * within {@code -Dorbit.cuda.mqaChunkBytes} (256 MiB by default; read at each call). Outside exact mode only (exact mode
+ * keeps the kernels whose rows are batch-invariant); no sliding window or sinks.
+ */
+final class CudaMqaAttention {
+    static final String CHUNK_PROPERTY = "orbit.cuda.mqaChunkBytes";
+    private static final long CHUNK_BYTES = 256L << 20;
+    private static final int ROW_BLOCK = 256;
+    /** Head dimensions up to this are the tiled kernels'; wider shared heads come here. */
+    private static final int TILED_MAX_DIM = 128;
+
+    private final CudaContext ctx;
+    private final Kernel softmax;
+    private final Kernel softmaxBackward;
+
+    CudaMqaAttention(CudaContext ctx) {
+        this.ctx = ctx;
+        this.softmax = ctx.kernel("mqa", "mqa_causal_softmax");
+        this.softmaxBackward = ctx.kernel("mqa", "mqa_softmax_backward");
+    }
+
+    /**
+     * Whether attention of q [T, Hq, D] over k [S, 1, D], v [S, 1, Dv] comes here: one shared head, a head wider than the
+     * tiled kernels take, no window or sinks, and every [T, Hq, ·] operand's rows (t, h) evenly strided.
+     */
+    static boolean fits(Tensor q, Tensor k, Tensor v, AttentionSpec spec, Tensor... perQuery) {
+        if (k.size(1) != 1 || (q.size(2) <= TILED_MAX_DIM && v.size(2) <= TILED_MAX_DIM) || spec.slidingWindow() != 0
+                || spec.sinks() != null || "off".equals(System.getProperty("orbit.cuda.mqa"))) {
+            return false;
+        }
+        if (!rowsEven(q)) {
+            return false;
+        }
+        for (Tensor t : perQuery) {
+            if (!rowsEven(t)) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /** Rows (t, h) of a [T, H, d] tensor at one stride: t's stride is H times h's. */
+    private static boolean rowsEven(Tensor t) {
+        long[] s = t.strides();
+        return t.size(1) == 1 || s[0] == (long) t.size(1) * s[1];
+    }
+
+    private static long chunkBytes() {
+        return Long.getLong(CHUNK_PROPERTY, CHUNK_BYTES);
+    }
+
+    /** Queries a chunk takes for H heads and up to {@code keys} keys (one at least). */
+    private static int chunk(int queries, int heads, int keys) {
+        long perQuery = Math.max(1L, (long) heads * keys * DType.F32.bytes());
+        return (int) Math.max(1, Math.min(queries, chunkBytes() / perQuery));
+    }
+
+    void forward(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec) {
+        int tq = q.size(0);
+        int hq = q.size(1);
+        int d = q.size(2);
+        int dv = v.size(2);
+        int keys = queryStart + tq;
+        int qc = chunk(tq, hq, keys);
+        Tensor scores = ctx.allocator.allocate(MemoryCategory.ACTIVATIONS, DType.F32, (long) qc * hq * keys);
+        Cublas cb = ctx.cublas;
+        for (int t0 = 0; t0 < tq; t0 += qc) {
+            int c = Math.min(qc, tq - t0);
+            int rows = c * hq;
+            int s = queryStart + t0 + c;   // keys the chunk's last query sees
+            // scores [rows, s] = scale · Q [rows, d] · K[0:s]ᵀ
+            rowMajor(cb, false, true, rows, s, d, spec.scale(), row(q, t0), (int) q.strides()[1], CudaAllocator.address(k),
+                    (int) k.strides()[0], 0f, CudaAllocator.address(scores), s);
+            ctx.launch(softmax, rows, ROW_BLOCK, scores, s, s, hq, queryStart + t0);
+            // out [rows, dv] = P [rows, s] · V[0:s] [s, dv]
+            rowMajor(cb, false, false, rows, dv, s, 1f, CudaAllocator.address(scores), s, CudaAllocator.address(v),
+                    (int) v.strides()[0], 0f, row(out, t0), (int) out.strides()[1]);
+        }
+        ctx.allocator.release(scores);
+    }
+
+    /** {@link #fits} for the backward, whose dK and dV [S, 1, ·] must be contiguous too (they are cleared, then summed into). */
+    static boolean fitsBackward(Tensor q, Tensor k, Tensor v, AttentionSpec spec, Tensor dout, Tensor dq, Tensor dk, Tensor dv) {
+        return fits(q, k, v, spec, dout, dq) && dk.isContiguous() && dv.isContiguous();
+    }
+
+    private void zero(Tensor t) {
+        CudaCheck.check(cudaMemsetAsync(new DevicePointer(CudaAllocator.address(t)), 0, t.byteSize(), ctx.stream.handle()),
+                "cudaMemsetAsync", t, t.byteSize() + " bytes");
+    }
+
+    /** dq, dk, dv overwritten. */
+    void backward(Tensor q, Tensor k, Tensor v, Tensor dout, int queryStart, AttentionSpec spec, Tensor dq, Tensor dk, Tensor dv) {
+        int tq = q.size(0);
+        int hq = q.size(1);
+        int d = q.size(2);
+        int dvd = v.size(2);
+        int keys = queryStart + tq;
+        int qc = chunk(tq, hq, keys);
+        Tensor p = ctx.allocator.allocate(MemoryCategory.ACTIVATIONS, DType.F32, (long) qc * hq * keys);
+        Tensor dp = ctx.allocator.allocate(MemoryCategory.ACTIVATIONS, DType.F32, (long) qc * hq * keys);
+        Cublas cb = ctx.cublas;
+        long ap = CudaAllocator.address(p);
+        long adp = CudaAllocator.address(dp);
+        int lk = (int) k.strides()[0];
+        int lv = (int) v.strides()[0];
+        int ldk = (int) dk.strides()[0];
+        int ldv = (int) dv.strides()[0];
+        zero(dk);   // every chunk adds into dK and dV; keys no query sees keep 0
+        zero(dv);
+        for (int t0 = 0; t0 < tq; t0 += qc) {
+            int c = Math.min(qc, tq - t0);
+            int rows = c * hq;
+            int s = queryStart + t0 + c;
+            float beta = 1f;
+            rowMajor(cb, false, true, rows, s, d, spec.scale(), row(q, t0), (int) q.strides()[1], CudaAllocator.address(k), lk, 0f,
+                    ap, s);
+            ctx.launch(softmax, rows, ROW_BLOCK, p, s, s, hq, queryStart + t0);
+            // dV[0:s] (+)= Pᵀ [s, rows] · dO [rows, dv]
+            rowMajor(cb, true, false, s, dvd, rows, 1f, ap, s, row(dout, t0), (int) dout.strides()[1], beta,
+                    CudaAllocator.address(dv), ldv);
+            // dP [rows, s] = dO [rows, dv] · V[0:s]ᵀ, then dS in its place
+            rowMajor(cb, false, true, rows, s, dvd, 1f, row(dout, t0), (int) dout.strides()[1], CudaAllocator.address(v), lv, 0f,
+                    adp, s);
+            ctx.launch(softmaxBackward, rows, ROW_BLOCK, p, dp, s, s, spec.scale());
+            // dQ [rows, d] = dS [rows, s] · K[0:s]
+            rowMajor(cb, false, false, rows, d, s, 1f, adp, s, CudaAllocator.address(k), lk, 0f, row(dq, t0), (int) dq.strides()[1]);
+            // dK[0:s] (+)= dSᵀ [s, rows] · Q [rows, d]
+            rowMajor(cb, true, false, s, d, rows, 1f, adp, s, row(q, t0), (int) q.strides()[1], beta, CudaAllocator.address(dk), ldk);
+        }
+        ctx.allocator.release(p);
+        ctx.allocator.release(dp);
+    }
+
+    /** The address of query t0's first row of a [T, H, ·] tensor. */
+    private static long row(Tensor t, int t0) {
+        return CudaAllocator.address(t) + (long) t0 * t.strides()[0] * DType.F32.bytes();
+    }
+
+    /**
+     * Row-major C [m, n] (ldc) = alpha · op(A) [m, k] · op(B) [k, n] + beta · C, A stored [m, k] (lda) or, transposed,
+     * [k, m]; B [k, n] (ldb) or, transposed, [n, k]; all f32. cuBLAS is column-major: Cᵀ = op(B)ᵀ · op(A)ᵀ.
+     */
+    private static void rowMajor(Cublas cb, boolean transA, boolean transB, int m, int n, int k, float alpha, long a, int lda,
+                                 long b, int ldb, float beta, long c, int ldc) {
+        cb.gemm(transB, transA, n, m, k, alpha, b, ldb, a, lda, beta, c, ldc, false);
+    }
+}

@@ -1,0 +1,38 @@
+// Multi-query attention with wide heads (DeepSeek-V3's and Kimi-K2's latent attention: one shared key/value head of
+// 576/512 channels, 64-128 query heads) as cuBLAS products around these two row kernels (CudaMqaAttention): the scores
+// of a chunk of queries [R = queries * H, S] (row r is query r / H, head r % H), their causal softmax, and the softmax's
+// backward. One block a row; ld the row stride of the scores.
+
+#include "common.cuh"
+
+// In place: row r of s holds the scaled scores of query position firstPos + r / rowsPerQuery against keys 0..cols-1;
+// keys up to that position become the softmax's probabilities (f32, max subtracted), the others 0.
+extern "C" __global__ void mqa_causal_softmax(float* s, int cols, int ld, int rowsPerQuery, int firstPos) {
+    __shared__ float red[32];
+    float* row = s + (i64) blockIdx.x * ld;
+    int valid = min(cols, firstPos + (int) blockIdx.x / rowsPerQuery + 1);
+    float m = -ORBIT_INF;
+    for (int j = threadIdx.x; j < valid; j += blockDim.x) m = fmaxf(m, row[j]);
+    m = block_max(m, red);
+    float sum = 0.0f;
+    for (int j = threadIdx.x; j < valid; j += blockDim.x) {
+        float e = expf(row[j] - m);
+        row[j] = e;
+        sum += e;
+    }
+    sum = block_sum(sum, red);
+    float inv = 1.0f / sum;
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) row[j] = j < valid ? row[j] * inv : 0.0f;
+}
+
+// In place in dp: the scores' gradient ds = p * (dp - sum_j p * dp) * scale of a row of probabilities p and their
+// gradient dp (rows of cols values, ld apart; p is 0 beyond a row's keys, so ds is too).
+extern "C" __global__ void mqa_softmax_backward(const float* p, float* dp, int cols, int ld, float scale) {
+    __shared__ float red[32];
+    const float* pr = p + (i64) blockIdx.x * ld;
+    float* dr = dp + (i64) blockIdx.x * ld;
+    float dot = 0.0f;
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) dot += pr[j] * dr[j];
+    dot = block_sum(dot, red);
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) dr[j] = pr[j] * (dr[j] - dot) * scale;
+}

@@ -1,9 +1,8 @@
 // Multi-query attention with wide heads (DeepSeek-V3's and Kimi-K2's latent attention: one shared key/value head of
 // 576/512 channels, 64-128 query heads) as cuBLAS products around these two row kernels (CudaMqaAttention): the scores
 // of a chunk of queries [R = queries * H, S] (row r is query r / H, head r % H), their causal softmax, and the softmax's
-// backward. One block a row; ld the row stride of the scores.
+// backward. One block a row; ld the row stride of the scores. (common.cuh is prepended by the compiler.)
 
-#include "common.cuh"
 
 // In place: row r of s holds the scaled scores of query position firstPos + r / rowsPerQuery against keys 0..cols-1;
 // keys up to that position become the softmax's probabilities (f32, max subtracted), the others 0.

@@ -38,6 +38,13 @@ public final class ActivationModel {
     /** Expected worst-case load on one GPU's experts relative to perfectly even routing. */
     public static final double EXPERT_IMBALANCE = MoeWorkingSet.IMBALANCE;
 
+    /**
+     * Bytes a device's latent-attention backward holds at most beside the activations: a chunk of queries' scores and
+     * their gradient (256 MiB each, {@code CudaMqaAttention}) and a group of heads' head-major rows in and out of the
+     * per-head products (64 MiB each, {@code MlaHeadProducts}).
+     */
+    public static final long MLA_DEVICE_SCRATCH = 2 * (256L << 20) + 2 * (64L << 20);
+
     private ActivationModel() {
     }
 
@@ -273,7 +280,7 @@ public final class ActivationModel {
         if (device && chunk > 0 && s.isMoe() && MoeWorkingSet.grouped(s, ep, adapter)) {
             elems += 2 * MoeWorkingSet.deviceRowsPerToken(s);   // the grouped rows in bf16 the backend keeps (f32 elements)
         }
-        return (long) Math.ceil(elems * tokens * 2);
+        return (long) Math.ceil(elems * tokens * 2) + (device && s.mla() != null && tokens > 0 ? MLA_DEVICE_SCRATCH : 0);
     }
 
     /** Bytes of one layer's forward working set for {@code tokens} tokens (rollout prefill scratch). */

@@ -65,7 +65,19 @@ final class DeepseekV3Attention {
         Tensor entry;    // [N, 1, R+rope] normed latent and rope key
         Tensor outLat;   // [N, H, R] attention output in latent space
         Tensor kvbW;     // [H*(nope+v), R] the kv_b_proj matrix used
+        boolean kvbWOwned;   // kvbW is the adapted layer's image made for this forward (else a weight, kept)
         Tensor attn;     // [N, H*v] o_proj input
+
+        /** Releases the layer's saved activations once its backward has been issued (x, the normed input, included). */
+        void release(TensorAllocator a) {
+            for (Tensor t : new Tensor[]{x, qa, qan, latent, q3, qLat, entry, outLat, kvbWOwned ? kvbW : null, attn}) {
+                if (t != null) {
+                    a.release(t);
+                }
+            }
+            x = qa = qan = latent = q3 = qLat = entry = outLat = kvbW = attn = null;
+            kvbWOwned = false;
+        }
     }
 
     DeepseekV3Attention(int layer, DeepseekV3Config c, Linear q, Linear qA, Linear qB, Linear kvA, Linear kvB, Linear o,
@@ -175,6 +187,7 @@ final class DeepseekV3Attention {
             tape.entry = entry;
             tape.outLat = outLat;
             tape.kvbW = kvbW;
+            tape.kvbWOwned = adaptedKvB();
             tape.attn = attnFlat;
         }
     }
@@ -265,7 +278,12 @@ final class DeepseekV3Attention {
             // the adapter's kv_b matrix was read as kv_b(I)ᵀ: its gradient enters through that image
             Tensor dImg = alloc(a, r, kvB.out());                          // [R, H*(nope+v)]
             b.copy(dW.transpose(0, 1), dImg);
-            kvB.backward(b, eye(a), dImg, alloc(a, r, r));
+            Tensor eye = eye(a);
+            Tensor dEye = alloc(a, r, r);                                  // [R, R] the identity's gradient, unused
+            kvB.backward(b, eye, dImg, dEye);
+            for (Tensor t : new Tensor[]{dImg, eye, dEye}) {
+                a.release(t);
+            }
         }
         Tensor dLatent = alloc(a, n, r);                                   // [N, R]
         b.rmsNormBackward(tape.latent, kvANorm, eps, dLatentN, dLatent);
@@ -283,7 +301,14 @@ final class DeepseekV3Attention {
             Tensor dqa = alloc(a, n, qA.out());                            // [N, qLora]
             b.rmsNormBackward(tape.qa, qANorm, eps, dqan, dqa);
             qA.backward(b, tape.x, dqa, tmp);
+            a.release(dqan);
+            a.release(dqa);
         }
         b.add(dx, tmp, dx);
+        for (Tensor t : new Tensor[]{dattn, dW, dOutLat, dqLat, dEntry, dEntryV, dLatentN, dkRot, dq, dLatent, dkva, tmp}) {
+            if (t != null) {
+                a.release(t);   // each at its last use, issued above
+            }
+        }
     }
 }

@@ -3,6 +3,7 @@ package org.orbitrl.model.arch;
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.RopeTable;
 import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.nn.AdapterTargets;
 import org.orbitrl.model.nn.Linear;
 import org.orbitrl.model.nn.WeightSource;
@@ -166,6 +167,28 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
         final DeepseekV3Attention.Tape attention = new DeepseekV3Attention.Tape();
         DenseMlp.Tape mlp;
         DeepseekV3Moe.Tape moe;
+
+        /** Releases the layer's saved activations once its backward has been issued (the layer input is the caller's). */
+        void release(TensorAllocator a) {
+            if (mid != null) {
+                a.release(mid);
+            }
+            mid = null;
+            attention.release(a);
+            Tensor normed2 = mlp != null ? mlp.x : moe == null ? null : moe.x != null ? moe.x : moe.grouped != null ? moe.grouped.x
+                    : moe.sharedTape != null ? moe.sharedTape.x : null;   // the block's normed input, released once
+            if (mlp != null) {
+                mlp.release(a);
+            }
+            if (moe != null) {
+                moe.release(a);
+            }
+            if (normed2 != null) {
+                a.release(normed2);
+            }
+            mlp = null;
+            moe = null;
+        }
     }
 
     /** One decoder layer: x [N, hidden] -> a new residual stream [N, hidden]. */
@@ -197,7 +220,7 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
 
     @Override
     public void backward(Trainable.Tape t, Tensor dLogits) {
-        decoder.backward(t, dLogits, this::layerForward, this::layerBackward);
+        decoder.backward(t, dLogits, this::layerForward, this::layerBackward, LayerTape::release);
     }
 
     /** d residual-out [N, hidden] -> d residual-in [N, hidden]. */

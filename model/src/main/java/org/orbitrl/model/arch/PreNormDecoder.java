@@ -163,9 +163,23 @@ final class PreNormDecoder<L> {
         return tape;
     }
 
-    /** Reverse pass from d loss / d logits [N, vocab] through the head, the final norm and every layer. */
-    @SuppressWarnings("unchecked")
+    /** A layer tape's release once its layer's backward has been issued. */
+    interface LayerRelease<L> {
+        void release(L tape, TensorAllocator a);
+    }
+
+    /** {@link #backward(Trainable.Tape, Tensor, LayerForward, LayerBackward, LayerRelease)} keeping every layer tape. */
     void backward(Trainable.Tape t, Tensor dLogits, LayerForward<L> forward, LayerBackward<L> layerBackward) {
+        backward(t, dLogits, forward, layerBackward, null);
+    }
+
+    /**
+     * Reverse pass from d loss / d logits [N, vocab] through the head, the final norm and every layer. With {@code release}
+     * each layer's tape is released once that layer's backward is issued and dropped from the tape (a second backward
+     * recomputes the layer from its kept input).
+     */
+    @SuppressWarnings("unchecked")
+    void backward(Trainable.Tape t, Tensor dLogits, LayerForward<L> forward, LayerBackward<L> layerBackward, LayerRelease<L> release) {
         if (!(t instanceof DecoderTape<?> tape0)) {
             throw new IllegalArgumentException("not a tape of this model: " + t);
         }
@@ -191,6 +205,10 @@ final class PreNormDecoder<L> {
             Tensor dOut = dx;
             dx = layerBackward.apply(i, lt, tape, dx);
             a.release(dOut);
+            if (release != null) {
+                release.release(lt, a);
+                tape.layerTapes.set(i, null);
+            }
         }
         a.release(dx);   // the embedding's input gradient: the embedding does not train
     }

@@ -177,6 +177,16 @@ final class DeepseekV3Attention {
         headProducts.timesBlockT(b, outLat, kvbW, MlaHeadProducts.Block.VALUE, attn);
         Tensor attnFlat = attn.reshape(n, (long) heads * vd);
         o.forward(b, attnFlat, out);
+        for (Tensor t : new Tensor[]{kva, latentN, kRot}) {
+            a.release(t);   // copied into the entry
+        }
+        if (tape == null) {   // nothing is kept: every temporary at its last use (a cache copied the entry)
+            for (Tensor t : new Tensor[]{qs, qa, qan, latent, entry, qLat, outLat, attn, adaptedKvB() ? kvbW : null}) {
+                if (t != null) {
+                    a.release(t);
+                }
+            }
+        }
         if (tape != null) {
             tape.x = x;
             tape.qa = qa;

@@ -79,6 +79,11 @@ final class GptOssAttention {
         b.rope(q3, positions, rope);
         b.rope(k3, positions, rope);
         Tensor attnFlat = SegmentAttention.attendAndProject(b, layer, batch, q3, k3, v3, spec, o, out); // [N, Hq*D]
+        if (tape == null) {   // nothing is kept: each at its last use (a cache copied the keys and values)
+            for (Tensor t : new Tensor[]{qs, ks, vs, attnFlat}) {
+                a.release(t);
+            }
+        }
         if (tape != null) {
             tape.x = x;
             tape.q3 = q3;
@@ -95,5 +100,9 @@ final class GptOssAttention {
                 spec, positions, rope, dout);
         SegmentAttention.inputGradient(b, tape.x, q, g.dq().reshape(n, (long) heads * headDim),
                 k, g.dk().reshape(n, (long) kvHeads * headDim), v, g.dv().reshape(n, (long) kvHeads * headDim), dx);
+        TensorAllocator a = b.allocator();
+        a.release(g.dq());
+        a.release(g.dk());
+        a.release(g.dv());
     }
 }

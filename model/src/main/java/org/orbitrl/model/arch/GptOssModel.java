@@ -180,6 +180,19 @@ public final class GptOssModel implements Trainable, AdapterTargets {
         Tensor mid;      // [N, hidden] residual after attention
         final GptOssAttention.Tape attention = new GptOssAttention.Tape();
         final GptOssMoe.Tape moe = new GptOssMoe.Tape();
+
+        /** Releases the layer's saved activations once its backward has been issued (the layer input is the caller's). */
+        void release(TensorAllocator a) {
+            GptOssAttention.Tape at = attention;
+            for (Tensor t : new Tensor[]{mid, at.x, at.q3, at.k3, at.v3, at.attn, moe.x}) {
+                if (t != null) {
+                    a.release(t);
+                }
+            }
+            mid = null;
+            at.x = at.q3 = at.k3 = at.v3 = at.attn = null;
+            moe.release(a);
+        }
     }
 
     /** One decoder layer: x [N, hidden] -> a new residual stream [N, hidden]. */
@@ -201,7 +214,7 @@ public final class GptOssModel implements Trainable, AdapterTargets {
      */
     @Override
     public void backward(Trainable.Tape t, Tensor dLogits) {
-        decoder.backward(t, dLogits, this::layerForward, this::layerBackward);
+        decoder.backward(t, dLogits, this::layerForward, this::layerBackward, LayerTape::release);
     }
 
     /** d residual-out [N, hidden] -> d residual-in [N, hidden]. */

@@ -40,6 +40,21 @@ final class GptOssMoe {
         Tensor[] gu;           // per expert [count, 2I] gate_up output (with bias)
         Tensor[] act;          // per expert [count, I] input of down
         Tensor[] out;          // per expert [count, hidden] unweighted output (with bias)
+
+        /** Releases the experts' saved rows (not x, the caller's input). */
+        void release(TensorAllocator a) {
+            for (Tensor[] per : new Tensor[][]{xe, gu, act, out}) {
+                if (per != null) {
+                    for (Tensor t : per) {
+                        if (t != null) {
+                            a.release(t);
+                        }
+                    }
+                }
+            }
+            x = null;
+            xe = gu = act = out = null;
+        }
     }
 
     GptOssMoe(Linear router, Linear[] gateUp, Linear[] down, int topK, float alpha, float limit) {
@@ -132,12 +147,19 @@ final class GptOssMoe {
             b.clampedSwiglu(gu, alpha, limit, act);
             Tensor ye = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);         // [cnt, hidden]
             down[ex].forward(b, act, ye);
-            b.scatterAddRows(ye, rows, a.upload(MemoryCategory.ACTIVATIONS, groups.weights(ex)), out);
+            Tensor we = a.upload(MemoryCategory.ACTIVATIONS, groups.weights(ex));        // [cnt]
+            b.scatterAddRows(ye, rows, we, out);
+            a.release(rows);
+            a.release(we);
             if (tape != null) {
                 tape.xe[ex] = xe;
                 tape.gu[ex] = gu;
                 tape.act[ex] = act;
                 tape.out[ex] = ye;
+            } else {
+                for (Tensor t : new Tensor[]{xe, gu, act, ye}) {
+                    a.release(t);
+                }
             }
         }
     }
@@ -166,7 +188,11 @@ final class GptOssMoe {
             b.clampedSwigluBackward(tape.gu[ex], dact, alpha, limit, dgu);
             Tensor dxe = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);        // [cnt, hidden]
             gateUp[ex].backward(b, tape.xe[ex], dgu, dxe);
-            b.scatterAddRows(dxe, a.upload(MemoryCategory.ACTIVATIONS, groups.tokens(ex)), null, dx);
+            Tensor rows = a.upload(MemoryCategory.ACTIVATIONS, groups.tokens(ex));       // i32 [cnt]
+            b.scatterAddRows(dxe, rows, null, dx);
+            for (Tensor t : new Tensor[]{dyeT, dact, dgu, dxe, rows}) {
+                a.release(t);
+            }
         }
         // routing weights = softmax over the chosen logits; unchosen logits get no gradient
         float[] dLogits = new float[n * e];
@@ -184,5 +210,7 @@ final class GptOssMoe {
         Tensor dxr = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden]
         router.backward(b, tape.x, dl, dxr);
         b.add(dx, dxr, dx);
+        a.release(dl);
+        a.release(dxr);
     }
 }

@@ -3,9 +3,6 @@ package org.orbitrl.model.adapter;
 import org.junit.jupiter.api.Test;
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.Backends;
-import org.orbitrl.kernels.DType;
-import org.orbitrl.kernels.MemoryCategory;
-import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.kernels.cpu.CpuBackend;
 import org.orbitrl.kernels.quant.QuantFormat;
@@ -21,7 +18,6 @@ import org.orbitrl.model.nn.Weight;
 import org.orbitrl.model.spec.ConfigLoader;
 import org.orbitrl.model.spec.ModelSpec;
 
-import java.lang.foreign.Arena;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -136,53 +132,6 @@ public class DeepseekV3LoraFixtureTest {
         }
     }
 
-    /** Host memory whose release keeps the tensor as it is: the reference run. */
-    private static final class Keeping implements TensorAllocator {
-        @Override
-        public Tensor allocate(MemoryCategory category, DType dtype, long... shape) {
-            return Tensor.allocate(Arena.ofAuto(), dtype, shape);
-        }
-
-        @Override
-        public void release(Tensor t) {
-            // kept: the collector frees it
-        }
-    }
-
-    /** Host memory whose release poisons (the test JVMs' orbit.poisonReleased) and counts the whole tensors released. */
-    private static final class Poisoning implements TensorAllocator {
-        int released;
-        long activations;   // bytes of activations allocated and not released (whole tensors)
-        long allocated;     // bytes of activations allocated
-        private final java.util.Set<Tensor> live = java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>());
-
-        @Override
-        public Tensor allocate(MemoryCategory category, DType dtype, long... shape) {
-            Tensor t = Tensor.allocate(Arena.ofAuto(), dtype, shape);
-            if (category == MemoryCategory.ACTIVATIONS) {
-                live.add(t);
-                activations += t.byteSize();
-                allocated += t.byteSize();
-            }
-            return t;
-        }
-
-        @Override
-        public void release(Tensor t) {
-            if (TensorAllocator.isWhole(t)) {
-                released++;
-                for (Tensor l : live) {
-                    if (l.segment().address() == t.segment().address() && l.byteSize() == t.byteSize()) {
-                        live.remove(l);
-                        activations -= l.byteSize();
-                        break;
-                    }
-                }
-            }
-            TensorAllocator.super.release(t);
-        }
-    }
-
     /**
      * The layers' tapes (the attention's, the MoE block's and the dense MLP's, the normed inputs) and the attention
      * backward's temporaries are released at their last use: the fixture's LoRA gradients with and without recompute are
@@ -195,10 +144,10 @@ public class DeepseekV3LoraFixtureTest {
         assertTrue(TensorAllocator.poisonReleased(), "released host tensors must be poisoned in the test JVM");
         for (boolean recompute : new boolean[]{false, true}) {
             Map<String, float[]> want;
-            try (CpuBackend keep = new CpuBackend(2, new Keeping())) {
+            try (CpuBackend keep = new CpuBackend(2, new ReleaseTracking.Keeping())) {
                 want = gradients(setup(keep), recompute);
             }
-            Poisoning poison = new Poisoning();
+            ReleaseTracking.Poisoning poison = new ReleaseTracking.Poisoning();
             Map<String, float[]> got;
             Setup s;
             try (CpuBackend cpu = new CpuBackend(2, poison)) {

@@ -2,6 +2,8 @@ package org.orbitrl.model.adapter;
 
 import org.junit.jupiter.api.Test;
 import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.kernels.cpu.CpuBackend;
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.Backends;
 import org.orbitrl.model.TestSafetensors;
@@ -82,6 +84,37 @@ public class GptOssLoraFixtureTest {
         Map<String, float[]> recomputed = gradients(setup(), true);
         for (var e : stored.entrySet()) {
             assertArrayEquals(e.getValue(), recomputed.get(e.getKey()), 0f, e.getKey() + " with recompute");
+        }
+    }
+
+    /**
+     * The layers' tapes (the attention's q, k, v and output, the experts' rows, the normed inputs) are released once each
+     * layer's backward is issued, and the attention's temporaries without a tape: the LoRA gradients with and without
+     * recompute are the same bits whether released tensors are poisoned (NaN) or kept, and after a step less than a tenth
+     * of the activations it allocated are left.
+     */
+    @Test
+    void releasesAtLastUseChangeNoGradient() {
+        assertTrue(TensorAllocator.poisonReleased(), "released host tensors must be poisoned in the test JVM");
+        for (boolean recompute : new boolean[]{false, true}) {
+            Map<String, float[]> want;
+            try (CpuBackend keep = new CpuBackend(2, new ReleaseTracking.Keeping())) {
+                want = gradients(setup(keep), recompute);
+            }
+            ReleaseTracking.Poisoning poison = new ReleaseTracking.Poisoning();
+            Map<String, float[]> got;
+            try (CpuBackend cpu = new CpuBackend(2, poison)) {
+                got = gradients(setup(cpu), recompute);
+            }
+            System.out.println("recompute " + recompute + ": " + poison.released + " tensors released, " + poison.activations
+                    + " bytes of activations left of " + poison.allocated);
+            assertTrue(poison.activations < poison.allocated / 10, "recompute " + recompute + ": " + poison.activations + " of "
+                    + poison.allocated + " bytes of activations left after the step: tapes or temporaries were not released");
+            assertEquals(want.keySet(), got.keySet());
+            for (var e : want.entrySet()) {
+                assertArrayEquals(e.getValue(), got.get(e.getKey()), 0f, e.getKey() + ", recompute " + recompute
+                        + ": with releases poisoned against kept");
+            }
         }
     }
 

@@ -48,7 +48,7 @@ final class CudaAttentionOps {
         this.combine = ctx.kernel("attention", "attention_combine");
         this.flash = new CudaFlashAttention(ctx, this::deviceTable);
         this.mma = new CudaMmaAttention(ctx);
-        this.mqa = new CudaMqaAttention(ctx);
+        this.mqa = new CudaMqaAttention(ctx, backend);
     }
 
     void rope(Tensor x, Tensor positions, RopeTable table) {

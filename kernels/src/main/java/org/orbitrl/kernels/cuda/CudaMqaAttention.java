@@ -5,10 +5,7 @@ import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.internal.Cublas;
-import org.orbitrl.kernels.cuda.internal.DevicePointer;
 import org.orbitrl.kernels.cuda.internal.Kernel;
-
-import static org.bytedeco.cuda.global.cudart.cudaMemsetAsync;
 
 /**
  * Causal multi-query attention with wide heads, forward and backward, as f32 cuBLAS products (no TF32) around two row
@@ -28,11 +25,13 @@ final class CudaMqaAttention {
     private static final int TILED_MAX_DIM = 128;
 
     private final CudaContext ctx;
+    private final CudaBackend backend;
     private final Kernel softmax;
     private final Kernel softmaxBackward;
 
-    CudaMqaAttention(CudaContext ctx) {
+    CudaMqaAttention(CudaContext ctx, CudaBackend backend) {
         this.ctx = ctx;
+        this.backend = backend;
         this.softmax = ctx.kernel("mqa", "mqa_causal_softmax");
         this.softmaxBackward = ctx.kernel("mqa", "mqa_softmax_backward");
     }
@@ -102,11 +101,6 @@ final class CudaMqaAttention {
         return fits(q, k, v, spec, dout, dq) && dk.isContiguous() && dv.isContiguous();
     }
 
-    private void zero(Tensor t) {
-        CudaCheck.check(cudaMemsetAsync(new DevicePointer(CudaAllocator.address(t)), 0, t.byteSize(), ctx.stream.handle()),
-                "cudaMemsetAsync", t, t.byteSize() + " bytes");
-    }
-
     /** dq, dk, dv overwritten. */
     void backward(Tensor q, Tensor k, Tensor v, Tensor dout, int queryStart, AttentionSpec spec, Tensor dq, Tensor dk, Tensor dv) {
         int tq = q.size(0);
@@ -124,8 +118,8 @@ final class CudaMqaAttention {
         int lv = (int) v.strides()[0];
         int ldk = (int) dk.strides()[0];
         int ldv = (int) dv.strides()[0];
-        zero(dk);   // every chunk adds into dK and dV; keys no query sees keep 0
-        zero(dv);
+        backend.zero(dk);   // every chunk adds into dK and dV; keys no query sees keep 0
+        backend.zero(dv);
         for (int t0 = 0; t0 < tq; t0 += qc) {
             int c = Math.min(qc, tq - t0);
             int rows = c * hq;

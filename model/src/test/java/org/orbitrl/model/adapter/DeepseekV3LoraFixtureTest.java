@@ -3,10 +3,9 @@ package org.orbitrl.model.adapter;
 import org.junit.jupiter.api.Test;
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.Backends;
-import org.orbitrl.kernels.TensorAllocator;
-import org.orbitrl.kernels.cpu.CpuBackend;
 import org.orbitrl.kernels.quant.QuantFormat;
 import org.orbitrl.kernels.quant.QuantFormats;
+import org.orbitrl.model.ReleaseTracking;
 import org.orbitrl.model.TestSafetensors;
 import org.orbitrl.model.arch.CausalLM;
 import org.orbitrl.model.arch.DeepseekV3Config;
@@ -24,8 +23,6 @@ import java.util.List;
 import java.util.Map;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
-import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * PEFT LoRA on DeepSeek-V3 (peft 0.21 over transformers 5.17): the fixture adapter on every MLA
@@ -141,34 +138,9 @@ public class DeepseekV3LoraFixtureTest {
      */
     @Test
     void releasesAtLastUseChangeNoGradient() {
-        assertTrue(TensorAllocator.poisonReleased(), "released host tensors must be poisoned in the test JVM");
-        for (boolean recompute : new boolean[]{false, true}) {
-            Map<String, float[]> want;
-            try (CpuBackend keep = new CpuBackend(2, new ReleaseTracking.Keeping())) {
-                want = gradients(setup(keep), recompute);
-            }
-            ReleaseTracking.Poisoning poison = new ReleaseTracking.Poisoning();
-            Map<String, float[]> got;
-            Setup s;
-            try (CpuBackend cpu = new CpuBackend(2, poison)) {
-                s = setup(cpu);
-                got = gradients(s, recompute);
-            }
-            int layers = s.model().config().layers();
-            System.out.println("recompute " + recompute + ": " + poison.released + " tensors released, " + poison.activations
-                    + " bytes of activations left of " + poison.allocated);
-            assertTrue(poison.released > 10 * layers, "recompute " + recompute + ": only " + poison.released + " tensors released over "
-                    + layers + " layers");
-            // every layer's tape was live until its backward and released there, a recomputed layer's first pass kept
-            // nothing: little is left
-            assertTrue(poison.activations < poison.allocated / 10, "recompute " + recompute + ": " + poison.activations + " of "
-                    + poison.allocated + " bytes of activations left after the step: tapes or temporaries were not released");
-            assertEquals(want.keySet(), got.keySet());
-            for (var e : want.entrySet()) {
-                assertArrayEquals(e.getValue(), got.get(e.getKey()), 0f, e.getKey() + ", recompute " + recompute
-                        + ": with releases poisoned against kept");
-            }
-        }
+        int layers = setup().model().config().layers();
+        ReleaseTracking.assertReleasesChangeNoGradient("deepseek_v3", (backend, recompute) -> gradients(setup(backend), recompute),
+                10 * layers);
     }
 
     static Map<String, float[]> gradients(Setup s, boolean recompute) {

@@ -1,17 +1,14 @@
 package org.orbitrl.model.arch;
 
 import org.junit.jupiter.api.Test;
-import org.orbitrl.kernels.DType;
-import org.orbitrl.kernels.MemoryCategory;
-import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.kernels.cpu.CpuBackend;
+import org.orbitrl.model.ReleaseTracking;
 import org.orbitrl.model.TestSafetensors;
 import org.orbitrl.model.adapter.AdapterConfig;
 import org.orbitrl.model.adapter.LoraAdapter;
 import org.orbitrl.model.adapter.LoraFixtureTest;
 
-import java.lang.foreign.Arena;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -29,39 +26,6 @@ import static org.junit.jupiter.api.Assertions.fail;
  * the MoE block grouped and per expert. A use after release would change them to NaN.
  */
 class ReleaseAtLastUseTest {
-
-    /** Host memory whose release keeps the tensor as it is: the reference run. */
-    static final class Keeping implements TensorAllocator {
-        @Override
-        public Tensor allocate(MemoryCategory category, DType dtype, long... shape) {
-            return Tensor.allocate(Arena.ofAuto(), dtype, shape);
-        }
-
-        @Override
-        public void release(Tensor t) {
-            // kept: the collector frees it
-        }
-    }
-
-    /** Host memory whose release poisons (the default) and counts the whole tensors released. */
-    static final class Poisoning implements TensorAllocator {
-        int released;
-        long releasedBytes;
-
-        @Override
-        public Tensor allocate(MemoryCategory category, DType dtype, long... shape) {
-            return Tensor.allocate(Arena.ofAuto(), dtype, shape);
-        }
-
-        @Override
-        public void release(Tensor t) {
-            if (TensorAllocator.isWhole(t)) {
-                released++;
-                releasedBytes += t.byteSize();
-            }
-            TensorAllocator.super.release(t);
-        }
-    }
 
     record Step(float[] prefill, float[] trainLogits, Map<String, float[]> grads) {
     }
@@ -94,8 +58,8 @@ class ReleaseAtLastUseTest {
         for (Case c : List.of(new Case("qwen3_moe", true, false), new Case("qwen3_moe", true, true),
                 new Case("qwen3_moe", false, true), new Case("qwen3", false, true), new Case("qwen3", false, false))) {
             String what = c.arch() + (c.grouped() ? " grouped" : "") + (c.recompute() ? " recompute" : "");
-            Step want = step(c.arch(), c.grouped(), c.recompute(), new Keeping());
-            Poisoning p = new Poisoning();
+            Step want = step(c.arch(), c.grouped(), c.recompute(), new ReleaseTracking.Keeping());
+            ReleaseTracking.Poisoning p = new ReleaseTracking.Poisoning();
             Step got = step(c.arch(), c.grouped(), c.recompute(), p);
             int layers = Qwen3FixtureTest.config(c.arch()).layers();
             assertTrue(p.released > 10 * layers, what + ": only " + p.released + " tensors released over " + layers + " layers");

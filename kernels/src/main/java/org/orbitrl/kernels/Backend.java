@@ -187,6 +187,22 @@ public interface Backend extends AutoCloseable {
         PagedOps.decodeAttention(this, q, kCache, vCache, tables, lens, blockSize, kvHeads, out, spec);
     }
 
+    /**
+     * A whole decoder layer of a decode step at one token ({@link DecodeLayer}: attention and routed experts, no adapter)
+     * in one call where the backend has a fused form: {@code out = x + o(attention)}, then {@code out += experts(rmsnorm(out))},
+     * with the new key and value written into the paged caches at {@code slots[0]} and the attention over the keys of
+     * {@code tables} row 0 up to {@code lens[0]} (what {@link #pagedDecodePrep} and {@link #pagedDecodeAttention} take, one
+     * sequence). x and out f32 [1, hidden], distinct. The numbers are those of the layer's separate operations up to the
+     * order of the sums (not bit for bit).
+     *
+     * @return false (the default) where the backend has no such form for these arguments: the caller runs the layer's
+     * operations, and nothing was written
+     */
+    default boolean decodeLayer(DecodeLayer layer, Tensor x, Tensor out, Tensor positions, RopeTable rope, Tensor kCache, Tensor vCache,
+                                Tensor slots, Tensor tables, Tensor lens, int blockSize) {
+        return false;
+    }
+
     // ------------------------------------------------------------------ backward (activation gradients only)
 
     /** RMSNorm backward: dx [rows, H] from x and dy (dx may alias dy). The norm weight is frozen. */

@@ -3,6 +3,7 @@ package org.orbitrl.kernels.cuda;
 import org.orbitrl.kernels.AttentionSpec;
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.DecodeLayer;
 import org.orbitrl.kernels.ExpertWeights;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.OptimizerOps;
@@ -43,6 +44,7 @@ public final class CudaBackend implements Backend {
     private final CudaSelectOps selectOps;
     private final CudaMoe moe;
     private final CudaFusedDecode fusedDecode;
+    private final CudaDecodeLayer decodeLayer;
     private final CudaTrainOps trainOps;
     private final CudaAttentionBackward attentionBackward;
     private final CudaExactOps exactOps;
@@ -119,6 +121,7 @@ public final class CudaBackend implements Backend {
         this.selectOps = new CudaSelectOps(ctx);
         this.moe = new CudaMoe(ctx, rowOps, matmulOps, this);
         this.fusedDecode = new CudaFusedDecode(ctx, matmulOps, rowOps, moe.ops());
+        this.decodeLayer = new CudaDecodeLayer(ctx, attentionOps::deviceTable);
         this.moePairs = new CudaMoePairs(ctx, moe.ops());
         this.trainOps = new CudaTrainOps(ctx, rowOps, matmulOps);
         this.attentionBackward = new CudaAttentionBackward(ctx, attentionOps);
@@ -662,6 +665,39 @@ public final class CudaBackend implements Backend {
             return;
         }
         attentionOps.flash.pagedDecode(q, kCache, vCache, tables, lens, blockSize, kvHeads, out, spec);
+    }
+
+    /**
+     * The layer as one cooperative launch ({@link CudaDecodeLayer}) outside exact mode, where the launch takes it and
+     * {@code -Dorbit.cuda.decodeLayer=on} (read at each call) asks for it: off by default, as on the H200 it is not yet faster
+     * than the layer's separate launches (BENCHMARKS.md).
+     */
+    @Override
+    public boolean decodeLayer(DecodeLayer layer, Tensor x, Tensor out, Tensor positions, RopeTable rope, Tensor kCache, Tensor vCache,
+                               Tensor slots, Tensor tables, Tensor lens, int blockSize) {
+        if (exact) {
+            return false;
+        }
+        ctx.device.bind();
+        return decodeLayer.layer(layer, x, out, positions, rope, kCache, vCache, slots, tables, lens, blockSize);
+    }
+
+    /**
+     * Records the phases of the following {@link #decodeLayer} launches into {@code trace} i64 [SMs, 16] (global-timer ns,
+     * block by block; each launch overwrites the last), or stops (null): a bench's view of where the layer's time goes.
+     */
+    public void traceDecodeLayer(Tensor trace) {
+        decodeLayer.trace(trace);
+    }
+
+    /** This backend's context, for the benches and probes of this package. */
+    CudaContext context() {
+        return ctx;
+    }
+
+    /** Decoder layers this backend ran as one launch ({@link #decodeLayer}) so far. */
+    public long decodeLayerLaunches() {
+        return decodeLayer.launches();
     }
 
     /** One launch ({@code qkv_prep3_f32}) outside exact mode; in exact mode the separate steps, as the training forward takes them. */

@@ -25,7 +25,7 @@ import static org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToDevice;
  * What the GPU benchmarks share: event timing (median of repetitions, plain or replayed from a
  * CUDA graph), the device copy bandwidth they compare against, and their result table.
  */
-final class GpuBench {
+public final class GpuBench {
     private final List<String> rows = new ArrayList<>();
     private final String lineFormat;
 
@@ -87,7 +87,7 @@ final class GpuBench {
     }
 
     /** Device-to-device copy bandwidth in GB/s (bytes read + written) over 2 GiB, the memory ceiling. */
-    static double copyBandwidth(CudaBackend gpu) {
+    public static double copyBandwidth(CudaBackend gpu) {
         long bytes = 2L << 30;
         CudaAllocator a = gpu.allocator();
         Tensor src = a.allocate(MemoryCategory.OTHER, DType.U8, bytes);

@@ -287,6 +287,31 @@ final class GroupedMoe {
     static final int PAIRS_MAX = 2048;
 
     /** Whether every enabled adapter on the experts is a LoRA the pair products can run: per projection, all experts' or none. */
+    /** Whether no expert projection has an enabled adapter (a backend's whole-layer decode form takes the base alone). */
+    boolean adapterFree() {
+        for (DenseMlp m : experts) {
+            for (int which = 0; which < 3; which++) {
+                Linear.AdapterHook h = linear(m, which).adapter();
+                if (h != null && h.enabled()) {
+                    return false;
+                }
+            }
+        }
+        return true;
+    }
+
+    ExpertWeights gate() {
+        return gate;
+    }
+
+    ExpertWeights up() {
+        return up;
+    }
+
+    ExpertWeights down() {
+        return down;
+    }
+
     private static boolean pairAdapters(DenseMlp[] experts) {
         for (int which = 0; which < 3; which++) {
             if (ExpertLora.of(linears(experts, which)) != null) {

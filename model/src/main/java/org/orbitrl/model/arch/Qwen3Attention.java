@@ -9,6 +9,7 @@ import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.kv.PagedDecode;
 import org.orbitrl.model.nn.Linear;
+import org.orbitrl.model.nn.Weight;
 
 import java.util.List;
 
@@ -64,6 +65,20 @@ final class Qwen3Attention {
         this.headDim = c.headDim();
         this.eps = c.rmsEps();
         this.spec = AttentionSpec.causal(c.headDim());
+    }
+
+    /** Whether q, k, v and o are dense, without bias and without an enabled adapter (a backend's whole-layer decode form). */
+    boolean plainDense() {
+        for (Linear l : new Linear[]{q, k, v, o}) {
+            if (!(l.weight() instanceof Weight.Dense) || l.bias() != null || (l.adapter() != null && l.adapter().enabled())) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    AttentionSpec spec() {
+        return spec;
     }
 
     /** The same frozen weights with fresh, adapter-free linear layers. */

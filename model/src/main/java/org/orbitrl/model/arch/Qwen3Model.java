@@ -2,6 +2,7 @@ package org.orbitrl.model.arch;
 
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.DecodeLayer;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.RopeTable;
 import org.orbitrl.kernels.Tensor;
@@ -53,12 +54,36 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         final DenseMlp mlp;       // null on MoE layers
         final SparseMoe moe;      // null on dense layers
 
+        private DecodeLayer decodeWeights; // the frozen weights as the whole-layer decode form takes them, made on first use
+
         Layer(Tensor inputNorm, Tensor postNorm, Qwen3Attention attention, DenseMlp mlp, SparseMoe moe) {
             this.inputNorm = inputNorm;
             this.postNorm = postNorm;
             this.attention = attention;
             this.mlp = mlp;
             this.moe = moe;
+        }
+
+        /**
+         * The layer's weights for a backend's whole-layer decode form ({@link Backend#decodeLayer}); null on a dense layer,
+         * with an adapter enabled on any projection or the router, or with weights that are not dense.
+         */
+        DecodeLayer decodeWeights(DecoderConfig c) {
+            GroupedMoe g = moe == null ? null : moe.decodeExperts();
+            if (g == null || !attention.plainDense()) {
+                return null;
+            }
+            if (decodeWeights == null) {
+                Qwen3Attention at = attention;
+                decodeWeights = new DecodeLayer(inputNorm, dense(at.q), dense(at.k), dense(at.v), at.qNorm, at.kNorm, dense(at.o), postNorm,
+                        dense(moe.router), moe.topK(), moe.normTopK(), g.gate(), g.up(), g.down(), c.heads(), c.kvHeads(), c.headDim(),
+                        c.rmsEps(), at.spec());
+            }
+            return decodeWeights;
+        }
+
+        private static Tensor dense(Linear l) {
+            return ((Weight.Dense) l.weight()).w();
         }
     }
 
@@ -420,6 +445,16 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         Layer l = layers[i];
         int n = x.size(0);
         int h = config.hidden();
+        if (decode != null && n == 1 && lt == null && !training && !tensorParallel() && !expertParallel()) {
+            DecodeLayer w = l.decodeWeights(config);
+            if (w != null) {   // one sequence's decode token: the whole layer in one backend call where it has one
+                Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [1, hidden]
+                if (decode.layer(b, i, w, x, out, positions, rope)) {
+                    return out;
+                }
+                a.release(out);
+            }
+        }
         Tensor normed1 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
         Tensor delta = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);   // [N, hidden]
         b.rmsNorm(x, l.inputNorm, config.rmsEps(), normed1);

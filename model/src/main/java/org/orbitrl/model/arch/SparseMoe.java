@@ -173,6 +173,21 @@ final class SparseMoe {
         a.release(delta);
     }
 
+    /**
+     * The block's frozen weights for a backend's whole-layer decode form: the grouped experts and the router when neither
+     * has an enabled adapter and the grouped path is on; null otherwise.
+     */
+    GroupedMoe decodeExperts() {
+        if (!useGrouped || grouped == null || router.bias() != null || enabled(router.adapter()) || !grouped.adapterFree()) {
+            return null;
+        }
+        return grouped;
+    }
+
+    private static boolean enabled(Linear.AdapterHook h) {
+        return h != null && h.enabled();
+    }
+
     void forward(Backend b, Tensor x, Tensor out, Tape tape, boolean training) {
         if (useGrouped && grouped != null && grouped.supports(b)) {
             GroupedMoe.Tape gt = tape == null ? null : new GroupedMoe.Tape();

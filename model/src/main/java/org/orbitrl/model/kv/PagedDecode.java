@@ -2,6 +2,7 @@ package org.orbitrl.model.kv;
 
 import org.orbitrl.kernels.AttentionSpec;
 import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.DecodeLayer;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.RopeTable;
 import org.orbitrl.kernels.Tensor;
@@ -86,6 +87,16 @@ public final class PagedDecode {
     public void prepare(Backend b, int layer, Tensor q, Tensor k, Tensor v, Tensor qNorm, Tensor kNorm, float eps, Tensor positions,
                         RopeTable rope, Tensor qOut) {
         b.pagedDecodePrep(q, k, v, qNorm, kNorm, eps, positions, rope, qOut, pool.keys(layer), pool.values(layer), slots);
+    }
+
+    /**
+     * A whole decoder layer of a one-sequence step in one backend call where it has one ({@link Backend#decodeLayer}): x
+     * [1, hidden] in, out [1, hidden] written, the new key and value into {@code layer}'s caches. False (nothing written)
+     * for a batch of several sequences or where the backend declines.
+     */
+    public boolean layer(Backend b, int layer, DecodeLayer w, Tensor x, Tensor out, Tensor positions, RopeTable rope) {
+        return batch == 1 && b.decodeLayer(w, x, out, positions, rope, pool.keys(layer), pool.values(layer), slots, tables, lens,
+                pool.blockSize());
     }
 
     /** q [B, Hq, D] attends over each sequence's keys of {@code layer}, the new ones written, into out [B, Hq, Dv]. */

@@ -40,6 +40,7 @@ public final class DecodeLayerTrace {
             System.out.println("DecodeLayerTrace: no CUDA device: " + Cuda.unavailableReason());
             return;
         }
+        System.setProperty("orbit.cuda.decodeLayer", "on"); // the launch this bench looks into is off by default
         int layers = args.length > 1 ? Integer.parseInt(args[1]) : 4;
         int context = args.length > 2 ? Integer.parseInt(args[2]) : 512;
         ObjectMapper json = new ObjectMapper();

@@ -6,26 +6,27 @@
 //
 // At one token every phase is a few microseconds of loads, so the separate launches of a layer (fourteen, each paying
 // its latency and starting with no loads in flight) leave the memory idle most of the step. Here a producer warp
-// copies every weight its block multiplies into shared memory with the tensor memory accelerator (cp.async.bulk,
-// completion on an mbarrier a chunk of rows) as soon as the bytes are known and the ring has room: q/k/v at the
+// copies every weight its block multiplies into shared memory (cp.async, 16 bytes a lane; each chunk of rows completes
+// an mbarrier through cp.async.mbarrier.arrive) as soon as the bytes are known and the ring has room: q/k/v at the
 // start, o and the router rows as soon as q/k/v are multiplied (they arrive during the grid barrier and the
-// attention), the routed experts' gate, up and down rows together as soon as the top-k is known. Eight consumer warps
-// compute; they synchronise among themselves (named barrier 1), never with the producer, whose copy instructions
-// wait for the copy engine's queue (a 16 KiB copy takes about 0.6 µs to be accepted on the H200). The phases pass
-// their outputs through global memory across grid barriers:
+// attention), the routed experts' gate, up and down rows together as soon as the top-k is known. Twelve consumer warps
+// compute; they synchronise among themselves (named barrier 1), never with the producer, whose copies may wait for the
+// memory queue. On the H200 this is not yet faster than the separate launches (BENCHMARKS.md: the copies of one warp
+// stream at about a third of the copy bandwidth for these shares, and the consumers' own loads queue behind them).
+// The phases pass their outputs through global memory across grid barriers:
 //   P1  q/k/v rows [5120 at Qwen3-30B-A3B] split over the blocks        -> qkv
 //   P2  attention: (kv head, key split) a block, the new key's norm, rope and cache write in the split holding it;
 //       the split's first tile of cached keys and values, the norms' weights and the rope row loaded before P1 ends
 //                                                                       -> partial (max, sum, acc) a q head a split
-//   P3  the splits combined, a q head a block                           -> attn
+//   P3  the splits combined, a (q head, quarter of its dims) a block     -> attn
 //   P4  o rows split over the blocks, added to x                        -> out
 //   P5  every block: h2 = rmsnorm(out); router rows b, b + grid         -> logits
 //   P6  every block: the top-k; (expert, row) pairs of gate and up      -> act = silu(g) · u
 //   P7  down rows split over the blocks (the same rows as P4), the experts' products weighted in expert order into out
 // Products accumulate in f32 over exact weight values (bf16 widened, INT4 (code − 8) · scale); the sums run in another
 // order than the separate kernels', so the layer agrees with them to rounding, not bit for bit (exact mode keeps its
-// own kernels). Restrictions the host checks: hidden ≤ 2048 and a multiple of 32 (a lane holds its 8-value units of h
-// in registers), experts' width ≤ 2048, top-k ≤ 8, q heads a kv head ≤ 16, head dim ≤ 256 and a multiple of 4, bf16
+// own kernels). Restrictions the host checks: hidden ≤ 2048 and a multiple of 32 (a consumer thread holds its values of
+// the input in registers), experts' width ≤ 2048, top-k ≤ 8, q heads a kv head ≤ 16, head dim ≤ 256 and a multiple of 4, bf16
 // weights with 16-byte aligned rows, every block's share of a phase within the ring (CudaDecodeLayer.ringBytes
 // bounds what the plans below take).
 
@@ -252,22 +253,6 @@ __device__ __forceinline__ void dl_stage(float* dst, const float* src, int n) {
     dl_csync();
 }
 
-// dst[c] = src[c] for c < D (≤ 256) by one warp, src read past L1, the loads issued together.
-__device__ __forceinline__ void dl_warp_stage(float* dst, const float* src, int D, int lane) {
-    float v[8];
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-        int c = lane + 32 * i;
-        v[i] = c < D ? __ldcg(src + c) : 0.0f;
-    }
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-        int c = lane + 32 * i;
-        if (c < D) dst[c] = v[i];
-    }
-    __syncwarp();
-}
-
 // Four values of a cache row as f32: a 16-byte load (f32) or an 8-byte one (bf16).
 __device__ __forceinline__ float4 dl_ld4(const float* p) {
     return *(const float4*) p;
@@ -275,14 +260,6 @@ __device__ __forceinline__ float4 dl_ld4(const float* p) {
 
 __device__ __forceinline__ float4 dl_ld4(const u16* p) {
     return bf16x4_to_f32(*(const uint2*) p);
-}
-
-__device__ __forceinline__ float dl_ld(const float* p) {
-    return *p;
-}
-
-__device__ __forceinline__ float dl_ld(const u16* p) {
-    return bf16_to_f32(*p);
 }
 
 __device__ __forceinline__ float dl_round(float v, const float*) {
@@ -538,12 +515,16 @@ __device__ __forceinline__ void decode_layer(DL_ARGS(CT)) {
         }
         dl_wait_stage(&stage, 2);
         __threadfence_block();
-        if (!expertsOk) return;
+        if (!expertsOk) {
+            cp_async_wait<0>(); // no copy outlives its lane
+            return;
+        }
         dl_expert_plan(gc, gs, uc, us, dc, ds, sid, topk, H, I, plo, phi, dlo, dhi,
                        [&](int c, int, int, const char** bases, const u32* sizes, const u32* at, const int*, int pieces) {
                            for (int q = 0; q < pieces; q++) dl_copy(ring + at[q], bases[q], sizes[q], lane);
                            dl_copies_arrive(&bars[c]);
                        });
+        cp_async_wait<0>(); // no copy outlives its lane
         return;
     }
 
@@ -568,22 +549,7 @@ __device__ __forceinline__ void decode_layer(DL_ARGS(CT)) {
     float* cs = kw + D;                 // [D / 2]: the rope row at p
     float* sn = cs + D;                 // [D / 2]
 
-    {
-        float ss = 0.0f;
-#pragma unroll
-        for (int k = 0; k < DL_NT; k++) ss += xv[k] * xv[k];
-        ss = dl_csum(ss, sh);
-        float inv = 1.0f / sqrtf(ss / (float) H + eps);
-#pragma unroll
-        for (int k = 0; k < DL_NT; k++) {
-            int c = threadIdx.x + k * DL_THREADS;
-            if (c < H) {
-                float wi = normBf16 ? bf16_to_f32(((const u16*) inNorm)[c]) : ((const float*) inNorm)[c];
-                h[c] = wi * (xv[k] * inv);
-            }
-        }
-        dl_csync();
-    }
+    dl_norm_of(xv, inNorm, normBf16, eps, H, h, sh);
     dl_mark(trace, 1);
 
     // P1: q, k, v.

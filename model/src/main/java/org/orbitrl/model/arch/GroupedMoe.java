@@ -286,7 +286,6 @@ final class GroupedMoe {
      */
     static final int PAIRS_MAX = 2048;
 
-    /** Whether every enabled adapter on the experts is a LoRA the pair products can run: per projection, all experts' or none. */
     /** Whether no expert projection has an enabled adapter (a backend's whole-layer decode form takes the base alone). */
     boolean adapterFree() {
         for (DenseMlp m : experts) {
@@ -312,6 +311,7 @@ final class GroupedMoe {
         return down;
     }
 
+    /** Whether every enabled adapter on the experts is a LoRA the pair products can run: per projection, all experts' or none. */
     private static boolean pairAdapters(DenseMlp[] experts) {
         for (int which = 0; which < 3; which++) {
             if (ExpertLora.of(linears(experts, which)) != null) {

@@ -70,7 +70,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
          */
         DecodeLayer decodeWeights(DecoderConfig c) {
             GroupedMoe g = moe == null ? null : moe.decodeExperts();
-            if (g == null || !attention.plainDense()) {
+            if (g == null || !attention.plainDense() || !(moe.router.weight() instanceof Weight.Dense)) {
                 return null;
             }
             if (decodeWeights == null) {

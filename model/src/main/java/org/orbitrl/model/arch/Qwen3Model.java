@@ -436,8 +436,12 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         return logits;
     }
 
-    /** One decoder layer: x [N, hidden] -> a new residual stream [N, hidden]. */
-    /** @param training a layer of a training step's forward (with or without its tape), never taking the decode forms */
+    /**
+     * One decoder layer: x [N, hidden] -> a new residual stream [N, hidden]; one sequence's decode token takes the
+     * backend's whole-layer form where it has one ({@link Backend#decodeLayer}).
+     *
+     * @param training a layer of a training step's forward (with or without its tape), never taking the decode forms
+     */
     private Tensor layerForward(int i, Tensor x, Tensor positions, List<Segment> batch, LayerTape lt, PagedDecode decode,
                                 boolean training) {
         Backend b = backend;

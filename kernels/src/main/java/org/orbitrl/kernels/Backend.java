@@ -203,6 +203,14 @@ public interface Backend extends AutoCloseable {
         return false;
     }
 
+    /**
+     * Whether {@link #decodeLayer} may take a layer now (false: it declines every one, so a caller need not gather the
+     * layer's weights or an output for it). False by default.
+     */
+    default boolean decodesLayers() {
+        return false;
+    }
+
     // ------------------------------------------------------------------ backward (activation gradients only)
 
     /** RMSNorm backward: dx [rows, H] from x and dy (dx may alias dy). The norm weight is frozen. */

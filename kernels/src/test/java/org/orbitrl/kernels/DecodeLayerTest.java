@@ -57,6 +57,7 @@ class DecodeLayerTest {
             float[] outBefore = out.toFloatArray().clone();
             float[] kBefore = kc.toFloatArray().clone();
             RopeTable rope = RopeTable.of(RopeScaling.defaults(10000, 64), 8, 64, RopeTable.Style.HALF);
+            assertFalse(b.decodesLayers(), "a backend without the form does not ask for the layers' weights");
             assertFalse(b.decodeLayer(l, x, out, Tensor.ofInts(new int[]{3}, 1), rope, kc, vc, Tensor.ofInts(new int[]{3}, 1),
                     Tensor.ofInts(new int[]{0, 1, 2, 3}, 1, 4), Tensor.ofInts(new int[]{4}, 1), 4));
             assertArrayEquals(outBefore, out.toFloatArray(), "out untouched");

@@ -682,6 +682,12 @@ public final class CudaBackend implements Backend {
         return decodeLayer.layer(layer, x, out, positions, rope, kCache, vCache, slots, tables, lens, blockSize);
     }
 
+    /** Outside exact mode, where {@code -Dorbit.cuda.decodeLayer=on} (read at each call) asks for the one-launch layers. */
+    @Override
+    public boolean decodesLayers() {
+        return !exact && CudaDecodeLayer.asked();
+    }
+
     /**
      * Records the phases of the following {@link #decodeLayer} launches into {@code trace} i64 [SMs, 16] (global-timer ns,
      * block by block; each launch overwrites the last), or stops (null): a bench's view of where the layer's time goes.

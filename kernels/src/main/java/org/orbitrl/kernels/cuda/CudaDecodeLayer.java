@@ -59,6 +59,11 @@ final class CudaDecodeLayer {
         ctx.allocator.zero(gridBarrier);
     }
 
+    /** Whether {@code -Dorbit.cuda.decodeLayer=on} asks for the launch (read at each call). */
+    static boolean asked() {
+        return "on".equals(System.getProperty(PROPERTY));
+    }
+
     /** Layers this backend ran as one launch so far. */
     long launches() {
         return launches;
@@ -79,7 +84,7 @@ final class CudaDecodeLayer {
     /** See {@link org.orbitrl.kernels.Backend#decodeLayer}; false where this launch does not take the layer. */
     boolean layer(DecodeLayer l, Tensor x, Tensor out, Tensor positions, RopeTable rope, Tensor kCache, Tensor vCache, Tensor slots,
                   Tensor tables, Tensor lens, int blockSize) {
-        if (!"on".equals(System.getProperty(PROPERTY)) || !ctx.device.cooperativeLaunch()) {
+        if (!asked() || !ctx.device.cooperativeLaunch()) {
             return false;
         }
         int h = l.hidden();

@@ -366,6 +366,18 @@ __device__ __forceinline__ void dl_wait_stage(volatile int* stage, int s) {
     while (*stage < s) __nanosleep(64);
 }
 
+// A chunk's pieces laid end to end in the ring from cursor: each source [srcs[q], + lens[q]) widened to 16 bytes,
+// its widened base and size, its ring position and the ring offset of its first source byte.
+__device__ __forceinline__ void dl_pieces(const char* const* srcs, const u32* lens, int pieces, u32& cursor, const char** bases,
+                                          u32* sizes, u32* at, int* offs) {
+    for (int q = 0; q < pieces; q++) {
+        sizes[q] = dl_span(srcs[q], lens[q], &bases[q]);
+        at[q] = cursor;
+        offs[q] = (int) (cursor + (srcs[q] - bases[q]));
+        cursor += sizes[q];
+    }
+}
+
 // The plan of a block's gate/up pairs [plo, phi) of topk · I and its down rows [dlo, dhi): chunks of pairs within one
 // expert, then one chunk an expert of down rows, each piece widened to 16 bytes, laid end to end in the ring. The
 // producer issues it and the consumers walk it the same way (f is called with the chunk's barrier, its items and its
@@ -395,29 +407,19 @@ __device__ __forceinline__ void dl_expert_plan(const char* gc, const char* gs, c
             u32 sizes[4];
             u32 at[4];
             int offs[4];
-            for (int q = 0; q < 4; q++) {
-                sizes[q] = dl_span(srcs[q], lens4[q], &bases[q]);
-                at[q] = cursor;
-                offs[q] = (int) (cursor + (srcs[q] - bases[q]));
-                cursor += sizes[q];
-            }
+            dl_pieces(srcs, lens4, 4, cursor, bases, sizes, at, offs);
             f(c, j * I + n, j * I + ne, bases, sizes, at, offs, 4);
         }
     }
     for (int j = 0; j < topk; j++) {
         i64 row = (i64) sid[j] * H + dlo;
-        const char* srcs[4] = {dc + row * dcBytes, ds + row * dsBytes, 0, 0};
+        const char* srcs[2] = {dc + row * dcBytes, ds + row * dsBytes};
         u32 lens2[2] = {(u32) (dhi - dlo) * dcBytes, (u32) (dhi - dlo) * dsBytes};
         const char* bases[4];
         u32 sizes[4];
         u32 at[4];
         int offs[4];
-        for (int q = 0; q < 2; q++) {
-            sizes[q] = dl_span(srcs[q], lens2[q], &bases[q]);
-            at[q] = cursor;
-            offs[q] = (int) (cursor + (srcs[q] - bases[q]));
-            cursor += sizes[q];
-        }
+        dl_pieces(srcs, lens2, 2, cursor, bases, sizes, at, offs);
         f(48 + j, dlo, dhi, bases, sizes, at, offs, 2);
     }
 }

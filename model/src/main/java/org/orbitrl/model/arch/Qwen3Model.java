@@ -449,7 +449,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         Layer l = layers[i];
         int n = x.size(0);
         int h = config.hidden();
-        if (decode != null && n == 1 && lt == null && !training && !tensorParallel() && !expertParallel()) {
+        if (decode != null && n == 1 && lt == null && !training && !tensorParallel() && !expertParallel() && b.decodesLayers()) {
             DecodeLayer w = l.decodeWeights(config);
             if (w != null) {   // one sequence's decode token: the whole layer in one backend call where it has one
                 Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [1, hidden]

@@ -268,6 +268,22 @@ public interface Backend extends AutoCloseable {
         }
     }
 
+    /**
+     * Accumulate {@code dx += alpha · dy · w}: dy [rows, N] f32, w [N, K] f32 or bf16, dx [rows, K] f32 (a LoRA's
+     * {@code (dy·B)·A} added into the input gradient). Here {@link #matmulTransposed} into a temporary, then {@link #axpy};
+     * a backend may fuse the two as {@link #matmulAxpy}.
+     */
+    default void matmulTransposedAxpy(Tensor dy, Tensor w, float alpha, Tensor dx) {
+        TensorAllocator a = allocator();
+        Tensor d = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, dx.shape());
+        try {
+            matmulTransposed(dy, w, d);
+            axpy(alpha, d, dx);
+        } finally {
+            a.release(d);
+        }
+    }
+
     /** dst [n, H] row i = src [N, H] row {@code rows[i]}; rows i32 [n]. */
     default void gatherRows(Tensor src, Tensor rows, Tensor dst) {
         HostOps.gatherRows(src, rows, dst);
@@ -375,6 +391,20 @@ public interface Backend extends AutoCloseable {
      */
     default void moeExpertMatmul(Tensor xs, ExpertWeights experts, int[] offsets, Tensor ys, int chunk) {
         MoeHostOps.expertMatmul(this, xs, experts, offsets, ys, chunk, false);
+    }
+
+    /**
+     * {@link #moeExpertMatmul} of expert sets that read the same grouped rows (an MoE block's gate and up, or their LoRAs'
+     * A): ys[i] = xs · experts[i]_eᵀ per expert's rows, the numbers of a call each, which is what this default does; a
+     * backend may share the work on xs (one rounding of the rows, one pass over them).
+     */
+    default void moeExpertMatmulShared(Tensor xs, ExpertWeights[] experts, int[] offsets, Tensor[] ys, int chunk) {
+        if (experts.length != ys.length) {
+            throw new IllegalArgumentException("moeExpertMatmulShared: " + experts.length + " expert sets for " + ys.length + " outputs");
+        }
+        for (int i = 0; i < experts.length; i++) {
+            moeExpertMatmul(xs, experts[i], offsets, ys[i], chunk);
+        }
     }
 
     /**
@@ -635,6 +665,18 @@ public interface Backend extends AutoCloseable {
     /** Sum of squares of the finite elements and the first non-finite index of a gradient. */
     default OptimizerOps.GradientStats gradientStats(Tensor grad) {
         return OptimizerOps.gradientStats(grad);
+    }
+
+    /**
+     * {@link #gradientStats(Tensor)} of each gradient, in order: the same figures, where a device backend waits for its
+     * stream once for all of them instead of once a gradient.
+     */
+    default OptimizerOps.GradientStats[] gradientStats(java.util.List<Tensor> grads) {
+        OptimizerOps.GradientStats[] out = new OptimizerOps.GradientStats[grads.size()];
+        for (int i = 0; i < out.length; i++) {
+            out[i] = gradientStats(grads.get(i));
+        }
+        return out;
     }
 
     // ------------------------------------------------------------------ capture and replay

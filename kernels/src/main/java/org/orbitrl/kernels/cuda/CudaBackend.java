@@ -450,6 +450,20 @@ public final class CudaBackend implements Backend {
         matmulOps.matmulAxpyF32(x, w, alpha, y);
     }
 
+    /**
+     * One cuBLAS product with α = alpha and β = 1 for an f32 w outside exact mode (as {@link #matmulAxpy}); otherwise, and
+     * with {@code -Dorbit.cuda.fusedAxpy=off}, {@link Backend}'s two steps.
+     */
+    @Override
+    public void matmulTransposedAxpy(Tensor dy, Tensor w, float alpha, Tensor dx) {
+        if (exact || w.dtype() != DType.F32 || !FUSED_AXPY) {
+            Backend.super.matmulTransposedAxpy(dy, w, alpha, dx);
+            return;
+        }
+        ctx.device.bind();
+        trainOps.matmulTransposedAxpyF32(dy, w, alpha, dx);
+    }
+
     @Override
     public void gatherRows(Tensor src, Tensor rows, Tensor dst) {
         ctx.device.bind();
@@ -552,7 +566,14 @@ public final class CudaBackend implements Backend {
     @Override
     public OptimizerOps.GradientStats gradientStats(Tensor grad) {
         ctx.device.bind();
-        return policyOps.gradientStats(grad);
+        return policyOps.gradientStats(java.util.List.of(grad))[0];
+    }
+
+    /** One launch a gradient and one wait for the stream for all of them (the statistics come back to the host). */
+    @Override
+    public OptimizerOps.GradientStats[] gradientStats(java.util.List<Tensor> grads) {
+        ctx.device.bind();
+        return policyOps.gradientStats(grads);
     }
 
     /** {@code y[M, N] = x[M, K] · wᵀ} with the fused dequantize-GEMV for f32 or bf16 x (any M; best at M ≤ 16). */
@@ -777,6 +798,11 @@ public final class CudaBackend implements Backend {
     @Override
     public void moeExpertMatmul(Tensor xs, ExpertWeights experts, int[] offsets, Tensor ys, int chunk) {
         moe.moeExpertMatmul(xs, experts, offsets, ys, chunk);
+    }
+
+    @Override
+    public void moeExpertMatmulShared(Tensor xs, ExpertWeights[] experts, int[] offsets, Tensor[] ys, int chunk) {
+        moe.moeExpertMatmulShared(xs, experts, offsets, ys, chunk);
     }
 
     @Override

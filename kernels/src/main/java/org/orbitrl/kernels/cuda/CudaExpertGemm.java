@@ -151,6 +151,50 @@ final class CudaExpertGemm {
      * {@code alpha}; {@code accumulate}: added to the output's values (only where {@link #accumulates}).
      */
     void matmul(Tensor in, ExpertWeights w, int[] offsets, Tensor out, int chunk, boolean transposed, float alpha, boolean accumulate) {
+        matmul(in, w, offsets, out, chunk, transposed, alpha, accumulate, false);
+    }
+
+    /**
+     * Whether {@link #matmulShared} takes these forward products: the batched tiles are on, every expert with rows is
+     * bf16 or quantized (quantized ones with a chunk of at least 1), the outputs' rows a multiple of 4 values, and the
+     * operands on 16-byte boundaries.
+     */
+    static boolean sharesRows(Tensor in, ExpertWeights[] ws, int[] offsets, Tensor[] outs, int chunk) {
+        if (tileRows() == 0 || ws.length != outs.length) {
+            return false;
+        }
+        for (int i = 0; i < ws.length; i++) {
+            ExpertWeights w = ws[i];
+            if (w.rows() % 4 != 0 || !aligned(in, w, outs[i]) || offsets.length != w.experts() + 1) {
+                return false;
+            }
+            for (int e = 0; e < w.experts(); e++) {
+                if (offsets[e + 1] > offsets[e] && (w.quantized(e) == null ? w.dense(e).dtype() != DType.BF16 : chunk <= 0)) {
+                    return false;
+                }
+            }
+        }
+        return true;
+    }
+
+    /**
+     * outs[i] rows of expert e = in rows · ws[i]_eᵀ, the forward products of expert sets that read the same rows (gate and
+     * up): the rows rounded to bf16 once for all of them, then each set's batched tiles as {@link #matmul}'s (the same
+     * bits). Only where {@link #sharesRows} holds.
+     */
+    void matmulShared(Tensor in, ExpertWeights[] ws, int[] offsets, Tensor[] outs, int chunk) {
+        for (int i = 0; i < ws.length; i++) {
+            if (i > 0 && ws[i].cols() != ws[0].cols()) {
+                throw new IllegalArgumentException("moeExpertMatmulShared: expert sets of " + ws[0].cols() + " and " + ws[i].cols()
+                        + " input columns do not read the same rows");
+            }
+            matmul(in, ws[i], offsets, outs[i], chunk, false, 1f, false, i > 0);
+        }
+    }
+
+    /** As above; {@code rowsReady}: the rows are already in {@link #rowsIn} as bf16 (the call before took the same rows). */
+    private void matmul(Tensor in, ExpertWeights w, int[] offsets, Tensor out, int chunk, boolean transposed, float alpha,
+                        boolean accumulate, boolean rowsReady) {
         String op = transposed ? "moeExpertMatmulTransposed" : "moeExpertMatmul";
         if (accumulate && !accumulates(w, offsets, transposed)) {
             throw new IllegalArgumentException(op + ": accumulating products need the batched tiles and bf16 or quantized experts");
@@ -192,7 +236,7 @@ final class CudaExpertGemm {
         int tile = tileRows();
         if (!narrow.isEmpty() && tile > 0 && outCols % 4 == 0) {
             tiled(op, transposed, in, w, offsets, out, narrow, quantized == 0 ? narrow.size() : Math.min(chunk, narrow.size()), tile,
-                    alpha, accumulate);
+                    alpha, accumulate, rowsReady);
             narrow.clear();
             quantized = 0;
         }
@@ -308,7 +352,7 @@ final class CudaExpertGemm {
      * experts, one copy of the partial tiles' rows out of the pad.
      */
     private void tiled(String op, boolean transposed, Tensor in, ExpertWeights w, int[] offsets, Tensor out, List<Integer> narrow,
-                       int c, int tile, float alpha, boolean accumulate) {
+                       int c, int tile, float alpha, boolean accumulate, boolean rowsReady) {
         int n = w.rows();
         int k = w.cols();
         int inCols = transposed ? n : k;
@@ -333,8 +377,14 @@ final class CudaExpertGemm {
             anyQuantized |= quantized > 0;
             entries += 3L * tilesOf[i] + (long) TABLE_ENTRY * quantized + (long) COPY_ENTRY * (tilesOf[i] - fullOf[i]);
         }
-        rowsIn = grown(rowsIn, MemoryCategory.ACTIVATIONS, DType.BF16, (long) (p + tile) * inCols);  // tile rows of slack
-        rowOps.toBf16(in, rowsIn.slice(0, 0, (long) p * inCols), (long) p * inCols);
+        if (rowsReady) {
+            if (rowsIn == null || rowsIn.numel() < (long) (p + tile) * inCols) {
+                throw new IllegalStateException(op + ": the shared rows are not staged");
+            }
+        } else {
+            rowsIn = grown(rowsIn, MemoryCategory.ACTIVATIONS, DType.BF16, (long) (p + tile) * inCols);  // tile rows of slack
+            rowOps.toBf16(in, rowsIn.slice(0, 0, (long) p * inCols), (long) p * inCols);
+        }
         long xBase = CudaAllocator.address(rowsIn);
         boolean overlap = anyQuantized && narrow.size() > c && overlapDequantization();
         long half = 2L * c * n * k;   // bytes of one chunk's experts in bf16

@@ -199,6 +199,12 @@ public final class CudaMoe {
         train.expertMatmul(xs, experts, offsets, ys, chunk, false);
     }
 
+    /** See {@link org.orbitrl.kernels.Backend#moeExpertMatmulShared}. */
+    public void moeExpertMatmulShared(Tensor xs, ExpertWeights[] experts, int[] offsets, Tensor[] ys, int chunk) {
+        ctx.device.bind();
+        train.expertMatmulShared(xs, experts, offsets, ys, chunk);
+    }
+
     /** See {@link org.orbitrl.kernels.Backend#moeExpertMatmulTransposed}. */
     public void moeExpertMatmulTransposed(Tensor dys, ExpertWeights experts, int[] offsets, Tensor dxs, int chunk) {
         ctx.device.bind();

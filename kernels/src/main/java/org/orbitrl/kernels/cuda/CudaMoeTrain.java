@@ -304,6 +304,39 @@ final class CudaMoeTrain {
     }
 
     /**
+     * See {@link org.orbitrl.kernels.Backend#moeExpertMatmulShared}: dense f32 sets with a narrow side of one shape (the
+     * gate's and the up's LoRA A) in one launch of {@link CudaNarrowExperts}; bf16 and quantized sets through {@link
+     * CudaExpertGemm#matmulShared} (the rows rounded to bf16 once) where it takes them; otherwise {@link #expertMatmul} a
+     * set. The same bits either way.
+     */
+    void expertMatmulShared(Tensor in, ExpertWeights[] ws, int[] offsets, Tensor[] outs, int chunk) {
+        if (ws.length != outs.length) {
+            throw new IllegalArgumentException("moeExpertMatmulShared: " + ws.length + " expert sets for " + outs.length + " outputs");
+        }
+        if (ws.length == 0) {
+            return;
+        }
+        if (!backend.exact() && GROUPED) {
+            boolean narrowAll = narrowOn();
+            for (ExpertWeights w : ws) {
+                narrowAll &= CudaNarrowExperts.handles(w, offsets) && w.rows() == ws[0].rows() && w.cols() == ws[0].cols()
+                        && w.experts() == ws[0].experts();
+            }
+            if (narrowAll) {
+                narrow.matmul("moeExpertMatmulShared", in, ws, offsets, outs, false, 1f, 0f);
+                return;
+            }
+            if (CudaExpertGemm.sharesRows(in, ws, offsets, outs, chunk)) {
+                experts.matmulShared(in, ws, offsets, outs, chunk);
+                return;
+            }
+        }
+        for (int i = 0; i < ws.length; i++) {
+            expertMatmul(in, ws[i], offsets, outs[i], chunk, false);
+        }
+    }
+
+    /**
      * See {@link org.orbitrl.kernels.Backend#moeExpertMatmulAccumulate}: one launch with the accumulation
      * for dense f32 experts with a narrow side ({@link CudaNarrowExperts}); bf16 and quantized experts
      * through {@link CudaExpertGemm}'s batched tiles with β = 1 where {@link #expertMatmul} would take

@@ -19,7 +19,8 @@ import java.util.Arrays;
  *   <li>{@link #matmul}: every expert's rows in tiles of 128 rows × 32 output columns, one launch for
  *       all experts; the wide operand (the [P, hidden] rows or the [P, hidden] output) is streamed once,
  *       and the output may be accumulated ({@code out = alpha·product + beta·out}), which saves the
- *       product's temporary and the separate axpy.</li>
+ *       product's temporary and the separate axpy. Expert sets that read the same rows (the gate's and the up's
+ *       A) go in one launch, each row tile streamed from memory once for all of them.</li>
  *   <li>{@link #weightGrad}: grads[e] += scale·dys_eᵀ·xs_e, one block a 32 × 128 tile of an expert's
  *       gradient summing over the expert's rows in a fixed order (no atomics: deterministic).</li>
  * </ul>
@@ -82,17 +83,40 @@ final class CudaNarrowExperts {
      * (transposed) + beta · out; beta 0 overwrites out without reading it. Experts [N, K] dense f32.
      */
     void matmul(String op, Tensor in, ExpertWeights w, int[] offsets, Tensor out, boolean transposed, float alpha, float beta) {
-        w.requireHeld(op, offsets);
+        matmul(op, in, new ExpertWeights[]{w}, offsets, new Tensor[]{out}, transposed, alpha, beta);
+    }
+
+    /**
+     * {@link #matmul(String, Tensor, ExpertWeights, int[], Tensor, boolean, float, float)} for each expert set of {@code ws}
+     * (all of one shape) into its output of {@code outs}: the forward products of sets that read the same rows (the gate's
+     * and the up's A) in one launch of the tensor-core kernel, each row tile streamed from memory once for all of them; a
+     * launch a set where that kernel does not take them. The same bits as a call a set.
+     */
+    void matmul(String op, Tensor in, ExpertWeights[] ws, int[] offsets, Tensor[] outs, boolean transposed, float alpha, float beta) {
+        int sets = ws.length;
+        if (sets == 0 || outs.length != sets) {
+            throw new IllegalArgumentException(op + ": " + sets + " expert sets for " + outs.length + " outputs");
+        }
         ctx.devContiguous(op + " in", in, DType.F32);
-        ctx.devContiguous(op + " out", out, DType.F32);
-        int n = w.rows();
-        int k = w.cols();
+        int n = ws[0].rows();
+        int k = ws[0].cols();
         int inCols = transposed ? n : k;
         int outCols = transposed ? k : n;
-        int experts = w.experts();
+        int experts = ws[0].experts();
         int p = offsets[experts];
-        if (in.size(-1) != inCols || in.numel() != (long) p * inCols || out.size(-1) != outCols || out.numel() != (long) p * outCols) {
-            throw new IllegalArgumentException(op + ": " + p + " grouped rows " + in + " -> " + out + " for experts [" + n + ", " + k + "]");
+        for (int s = 0; s < sets; s++) {
+            ExpertWeights w = ws[s];
+            w.requireHeld(op, offsets);
+            ctx.devContiguous(op + " out", outs[s], DType.F32);
+            if (w.rows() != n || w.cols() != k || w.experts() != experts) {
+                throw new IllegalArgumentException(op + ": expert sets [" + n + ", " + k + "] x " + experts + " and [" + w.rows() + ", "
+                        + w.cols() + "] x " + w.experts() + " do not share their rows");
+            }
+            if (in.size(-1) != inCols || in.numel() != (long) p * inCols || outs[s].size(-1) != outCols
+                    || outs[s].numel() != (long) p * outCols) {
+                throw new IllegalArgumentException(op + ": " + p + " grouped rows " + in + " -> " + outs[s] + " for experts [" + n + ", "
+                        + k + "]");
+            }
         }
         int tiles = 0;
         for (int e = 0; e < experts; e++) {
@@ -101,21 +125,39 @@ final class CudaNarrowExperts {
                 throw new IllegalArgumentException(op + ": offsets must not decrease, expert " + e + " has " + offsets[e] + " .. " + offsets[e + 1]);
             }
             if (rows > 0) {
-                ctx.devContiguous(op + " expert " + e, w.dense(e), DType.F32);
+                for (ExpertWeights w : ws) {
+                    ctx.devContiguous(op + " expert " + e, w.dense(e), DType.F32);
+                }
                 tiles += (rows + TILE_ROWS - 1) / TILE_ROWS;
             }
         }
         if (tiles == 0 || outCols == 0) {
             return;
         }
-        // table: [experts] weight addresses (u64), then [tiles, 3] i32 (expert, first row, rows) packed two a word
+        boolean vecAll = outCols % 4 == 0;
+        for (Tensor out : outs) {
+            vecAll &= CudaAllocator.address(out) % 16 == 0;
+        }
+        int vec = vecAll ? 1 : 0;
+        boolean tc = tensorCores() && inCols > 0 && inCols % 4 == 0 && CudaAllocator.address(in) % 16 == 0;
+        if (sets > 1 && !tc) {   // one set a launch
+            for (int s = 0; s < sets; s++) {
+                matmul(op, in, new ExpertWeights[]{ws[s]}, offsets, new Tensor[]{outs[s]}, transposed, alpha, beta);
+            }
+            return;
+        }
+        // table: [sets, experts] weight addresses (u64), [sets] output addresses, then [tiles, 3] i32 (expert, first row,
+        // rows) packed two a word
         long tileWords = (3L * tiles + 1) / 2;
-        MemorySegment h = table.host(experts + tileWords);
-        long tileBytes = 8L * experts;
+        long head = (long) sets * experts + sets;
+        MemorySegment h = table.host(head + tileWords);
+        long tileBytes = 8L * head;
         int t = 0;
         for (int e = 0; e < experts; e++) {
             int rows = offsets[e + 1] - offsets[e];
-            h.setAtIndex(ValueLayout.JAVA_LONG, e, rows > 0 ? CudaAllocator.address(w.dense(e)) : 0L);
+            for (int s = 0; s < sets; s++) {
+                h.setAtIndex(ValueLayout.JAVA_LONG, (long) s * experts + e, rows > 0 ? CudaAllocator.address(ws[s].dense(e)) : 0L);
+            }
             for (int r = 0; r < rows; r += TILE_ROWS) {
                 h.set(ValueLayout.JAVA_INT, tileBytes + 12L * t, e);
                 h.set(ValueLayout.JAVA_INT, tileBytes + 12L * t + 4, offsets[e] + r);
@@ -123,17 +165,21 @@ final class CudaNarrowExperts {
                 t++;
             }
         }
-        long base = table.upload(h, experts + tileWords);
+        for (int s = 0; s < sets; s++) {
+            h.setAtIndex(ValueLayout.JAVA_LONG, (long) sets * experts + s, CudaAllocator.address(outs[s]));
+        }
+        long base = table.upload(h, head + tileWords);
+        long outsAt = base + 8L * sets * experts;
+        Tensor out = outs[0];
         // W'(c, i) of the kernel: output column c, inner index i. Forward: W_e[c][i] (row stride K);
         // transposed: W_e[i][c] (column c of W_e, inner stride K).
         long wsn = transposed ? 1L : k;
         long wsk = transposed ? (long) k : 1L;
         int colTiles = (outCols + TILE_COLS - 1) / TILE_COLS;
-        int vec = outCols % 4 == 0 && CudaAllocator.address(out) % 16 == 0 ? 1 : 0;
-        if (tensorCores() && inCols > 0 && inCols % 4 == 0 && CudaAllocator.address(in) % 16 == 0) {
-            // one block a (row tile, column tile), the column tiles of a row tile consecutive
-            ctx.launch(gemmTc, (long) tiles * colTiles, THREADS, in, inCols, base, wsn, wsk, base + tileBytes, colTiles, out, outCols,
-                    alpha, beta, vec);
+        if (tc) {
+            // one block a (row tile, set, column tile), the sets' column tiles of a row tile consecutive
+            ctx.launch(gemmTc, (long) tiles * sets * colTiles, THREADS, in, inCols, base, experts, wsn, wsk, base + tileBytes, colTiles,
+                    sets, outsAt, outCols, alpha, beta, vec);
         } else {
             ctx.launch2d(gemm, tiles, colTiles, THREADS, in, inCols, base, wsn, wsk, base + tileBytes, out, outCols, alpha, beta, vec);
         }

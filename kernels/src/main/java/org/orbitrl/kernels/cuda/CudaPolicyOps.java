@@ -6,6 +6,7 @@ import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.internal.Kernel;
 
 import java.util.Arrays;
+import java.util.List;
 
 /**
  * Per-token log-probs, their backward, AdamW and gradient statistics on the device (kernels in
@@ -51,30 +52,50 @@ final class CudaPolicyOps {
         }
     }
 
-    /** Waits for the stream: the partial sums come back to the host. */
-    OptimizerOps.GradientStats gradientStats(Tensor g) {
-        ctx.devContiguous("gradientStats gradient", g, DType.F32);
-        long n = g.numel();
-        if (n == 0) {
-            return new OptimizerOps.GradientStats(0, -1);
+    /**
+     * Each gradient's partial sums by its own launch into one table, which comes back to the host by one copy (the one
+     * wait for the stream); each gradient's figures are summed on the host in block order.
+     */
+    OptimizerOps.GradientStats[] gradientStats(List<Tensor> grads) {
+        int count = grads.size();
+        long[] chunks = new long[count];
+        int[] first = new int[count + 1];   // each gradient's first block in the table
+        for (int i = 0; i < count; i++) {
+            Tensor g = grads.get(i);
+            ctx.devContiguous("gradientStats gradient " + i, g, DType.F32);
+            long n = g.numel();
+            chunks[i] = Math.max(4096, (n + STATS_MAX_BLOCKS - 1) / STATS_MAX_BLOCKS);
+            first[i + 1] = first[i] + (n == 0 ? 0 : Math.toIntExact((n + chunks[i] - 1) / chunks[i]));
         }
-        long chunk = Math.max(4096, (n + STATS_MAX_BLOCKS - 1) / STATS_MAX_BLOCKS);
-        int blocks = Math.toIntExact((n + chunk - 1) / chunk);
-        Tensor out = ctx.allocator.allocate(org.orbitrl.kernels.MemoryCategory.ACTIVATIONS, DType.I64, 2L * blocks); // [blocks, {sum bits, first}]
+        OptimizerOps.GradientStats[] out = new OptimizerOps.GradientStats[count];
+        if (first[count] == 0) {
+            Arrays.fill(out, new OptimizerOps.GradientStats(0, -1));
+            return out;
+        }
+        // [blocks, {sum bits, first non-finite}]
+        Tensor table = ctx.allocator.allocate(org.orbitrl.kernels.MemoryCategory.ACTIVATIONS, DType.I64, 2L * first[count]);
         try {
-            ctx.launch(stats, blocks, STATS_THREADS, g, n, chunk, out);
-            long[] h = ctx.allocator.toHost(out).toLongArray();
-            double ss = 0;
-            long bad = -1;
-            for (int b = 0; b < blocks; b++) {
-                ss += Double.longBitsToDouble(h[2 * b]);
-                if (bad < 0 && h[2 * b + 1] >= 0) {
-                    bad = h[2 * b + 1];
+            for (int i = 0; i < count; i++) {
+                if (first[i + 1] > first[i]) {
+                    ctx.launch(stats, first[i + 1] - first[i], STATS_THREADS, grads.get(i), grads.get(i).numel(), chunks[i],
+                            table.slice(0, 2L * first[i], 2L * first[i + 1]));
                 }
             }
-            return new OptimizerOps.GradientStats(ss, bad);
+            long[] h = ctx.allocator.toHost(table).toLongArray();
+            for (int i = 0; i < count; i++) {
+                double ss = 0;
+                long bad = -1;
+                for (int b = first[i]; b < first[i + 1]; b++) {
+                    ss += Double.longBitsToDouble(h[2 * b]);
+                    if (bad < 0 && h[2 * b + 1] >= 0) {
+                        bad = h[2 * b + 1];
+                    }
+                }
+                out[i] = new OptimizerOps.GradientStats(ss, bad);
+            }
+            return out;
         } finally {
-            ctx.allocator.free(out);
+            ctx.allocator.free(table);
         }
     }
 

@@ -71,6 +71,20 @@ final class CudaTrainOps {
         }
     }
 
+    /** dx [M, K] += alpha · dy [M, N] · w [N, K], all f32: one cuBLAS product with β = 1. */
+    void matmulTransposedAxpyF32(Tensor dy, Tensor w, float alpha, Tensor dx) {
+        ctx.devContiguous("matmulTransposedAxpy w", w, DType.F32);
+        int n = w.size(0);
+        int k = w.size(1);
+        int m = checkTransposed(dy, dx, n, k, w.toString());
+        if (m == 0 || k == 0 || n == 0) {
+            return;
+        }
+        // column-major: dxᵀ [K, M] += alpha · wᵀ [K, N] · dyᵀ [N, M], as matmulTransposed's f32 product
+        ctx.cublas.gemm(false, false, k, m, n, alpha, CudaAllocator.address(w), k, CudaAllocator.address(dy), n, 1f,
+                CudaAllocator.address(dx), k, false);
+    }
+
     /**
      * Exact mode's dx [M, K] = dy [M, N] · w [N, K]: f32 arithmetic on the exact weight values (a bf16
      * weight is widened to f32, a quantized one dequantized to f32, into a reused buffer), through

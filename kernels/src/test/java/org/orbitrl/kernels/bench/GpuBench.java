@@ -77,6 +77,27 @@ public final class GpuBench {
         return t[reps / 2];
     }
 
+    /**
+     * Milliseconds of one run of {@code work} when {@code reps} runs are issued back to back between two events (after
+     * {@code reps} runs to warm the code that issues them): the host prepares each run while the device works on the last,
+     * as in a training step, so the figure is the device's time unless the host is slower.
+     */
+    static double pipelinedMs(CudaBackend gpu, int reps, Runnable work) {
+        for (int i = 0; i < reps; i++) {
+            work.run();
+        }
+        gpu.synchronize();
+        try (CudaEvent a = new CudaEvent(); CudaEvent b = new CudaEvent()) {
+            a.record(gpu.stream());
+            for (int i = 0; i < reps; i++) {
+                work.run();
+            }
+            b.record(gpu.stream());
+            b.synchronize();
+            return b.elapsedMillisSince(a) / reps;
+        }
+    }
+
     /** Milliseconds of one replay of {@code work} captured as a graph (median). */
     static double graphMs(CudaBackend gpu, int reps, Runnable work) {
         work.run(); // first run outside the capture: modules load, scratch buffers reach their size

@@ -18,11 +18,13 @@ import java.util.SplittableRandom;
 /**
  * The expert LoRA operations of one training step's MoE layer at the Qwen3-30B-A3B shape (16,384
  * tokens, top-8 of 128 experts: 131,072 grouped rows, hidden 2048, expert width 768, rank 32, f32
- * LoRA factors, a skewed routing with some experts idle), each timed with the narrow-side kernels
+ * LoRA factors, a skewed routing with some experts idle), each timed (20 runs issued back to back, the host preparing
+ * each while the device runs the last) with the narrow-side kernels
  * on tensor cores (3xTF32, the default), with their f32 kernels ({@code orbit.cuda.moeLora=f32}) and
  * with {@code orbit.cuda.narrowExperts=off} (the grouped f32 cuBLAS products, and a product plus an
  * axpy for the accumulating form), and against the device copy bandwidth measured in the same run
- * (bytes the operation must read and write over its time, as a fraction of the copy's). moeGroup: the counting sort against the
+ * (bytes the operation must read and write over its time, as a fraction of the copy's); the gate's and the up's A
+ * products in one call ({@code moeExpertMatmulShared}) against a call each. moeGroup: the counting sort against the
  * single-block grouping ({@code orbit.cuda.moeGroup=single}).
  * Usage: {@code MoeLoraOpsBench [OUT_DIR]}; prints a table and writes {@code moe-lora-ops.md}.
  */
@@ -51,7 +53,7 @@ public final class MoeLoraOpsBench {
             System.out.println("device: " + gpu.device());
             double copy = TABLE.copyBandwidthRow(gpu);
             SplittableRandom r = new SplittableRandom(7);
-            int[] ids = skewedIds(r);
+            int[] ids = skewedIds(r, Double.parseDouble(System.getProperty("orbit.bench.skew", "1.5")));
             int p = ids.length;
             Tensor hIds = Tensor.ofInts(ids, TOKENS, TOPK);
             Tensor[] grouping = {Tensor.allocate(java.lang.foreign.Arena.ofAuto(), DType.I32, E + 1),
@@ -85,6 +87,17 @@ public final class MoeLoraOpsBench {
             long f = 4;
             op(gpu, copy, "x·Aᵀ [P,2048]->[P,32] (gate/up)", f * p * (HIDDEN + RANK),
                     () -> gpu.moeExpertMatmul(x, aGate, offsets, outR, 0));
+            ExpertWeights aUp = CudaBenchData.denseExperts(gpu, r, owned, E, RANK, HIDDEN);
+            Tensor outR2 = filled(gpu, r, owned, p, RANK);
+            double both = GpuBench.pipelinedMs(gpu, 20, () -> gpu.moeExpertMatmulShared(x, new ExpertWeights[]{aGate, aUp}, offsets,
+                    new Tensor[]{outR, outR2}, 0));
+            double each = GpuBench.pipelinedMs(gpu, 20, () -> {
+                gpu.moeExpertMatmul(x, aGate, offsets, outR, 0);
+                gpu.moeExpertMatmul(x, aUp, offsets, outR2, 0);
+            });
+            TABLE.bandwidthRow(String.format("x·Aᵀ of gate and up in one call (shared) %.3f ms", both), f * p * (HIDDEN + 2L * RANK)
+                    / (both * 1e6), copy);
+            TABLE.row("  shared vs a call each", String.format("%.3f ms", each), "shared", each / both);
             op(gpu, copy, "h·Aᵀ [P,768]->[P,32] (down)", f * p * (WIDTH + RANK),
                     () -> gpu.moeExpertMatmul(h, aDown, offsets, outR, 0));
             op(gpu, copy, "y += s·xa·Bᵀ [P,32]->[P,768] (gate/up)", f * p * (RANK + 2L * WIDTH),
@@ -121,7 +134,7 @@ public final class MoeLoraOpsBench {
      * off; rows: GB/s of both narrow kernels against the copy, and the tensor cores' speed-ups.
      */
     private static void op(CudaBackend gpu, double copy, String name, long bytes, Runnable work) {
-        double fast = GpuBench.timeMs(gpu, 10, work);
+        double fast = GpuBench.pipelinedMs(gpu, 20, work);
         double f32 = timeWith(gpu, KERNELS, "f32", work);
         double old = timeWith(gpu, NARROW, "off", work);
         TABLE.bandwidthRow(name + String.format(" %.3f ms", fast), bytes / (fast * 1e6), copy);
@@ -133,7 +146,7 @@ public final class MoeLoraOpsBench {
     private static double timeWith(CudaBackend gpu, String key, String value, Runnable work) {
         System.setProperty(key, value);
         try {
-            return GpuBench.timeMs(gpu, 10, work);
+            return GpuBench.pipelinedMs(gpu, 20, work);
         } finally {
             System.clearProperty(key);
         }
@@ -177,16 +190,20 @@ public final class MoeLoraOpsBench {
         return g;
     }
 
-    /** Ids [tokens, 8], distinct within a token, skewed towards low experts; experts 120..127 never chosen. */
-    private static int[] skewedIds(SplittableRandom r) {
-        int used = E - 8;
+    /**
+     * Ids [tokens, 8], distinct within a token, expert ⌊used·u^skew⌋ for uniform u: skewed towards low experts (skew 1.5,
+     * the default; experts 120..127 never chosen), or spread evenly over all 128 ({@code -Dorbit.bench.skew=1}, a
+     * training step of random weights: blocks of many experts run side by side, not of a few).
+     */
+    private static int[] skewedIds(SplittableRandom r, double skew) {
+        int used = skew == 1.0 ? E : E - 8;
         int[] ids = new int[TOKENS * TOPK];
         for (int t = 0; t < TOKENS; t++) {
             int taken = 0;
             long mask0 = 0;
             long mask1 = 0;
             while (taken < TOPK) {
-                int e = Math.min(used - 1, (int) (used * Math.pow(r.nextDouble(), 1.5)));
+                int e = Math.min(used - 1, (int) (used * Math.pow(r.nextDouble(), skew)));
                 boolean seen = e < 64 ? (mask0 >> e & 1) != 0 : (mask1 >> (e - 64) & 1) != 0;
                 if (!seen) {
                     if (e < 64) {

@@ -135,6 +135,42 @@ class CudaGroupedExpertGemmTest extends CudaTestBase {
                 : f32Out ? "cuBLAS's grouped call writes f32 from bf16 inputs" : "bf16 rows widened in place (cuBLAS refused bf16 -> f32)"));
     }
 
+    /**
+     * {@code moeExpertMatmulShared}: two expert sets of every form over the same rows (as an MoE block's gate and up; the
+     * rows rounded to bf16 once for both where the batched tiles take them, the f32 sets' narrow-side products in one
+     * launch, anything else a call a set), chunks 1, 3 and all, every grouping: each output the same bits as its own
+     * {@code moeExpertMatmul}.
+     */
+    @Test
+    void sharedProductsEqualACallASetBitForBit() {
+        SplittableRandom r = rng(705);
+        for (int[] offsets : groupings(r)) {
+            for (String form : FORMS) {
+                Weights w1 = Weights.random(this, r, form);
+                Weights w2 = Weights.random(this, r, form);
+                try {
+                    int p = offsets[E];
+                    Tensor din = dev(randn(r, 1f, p, K));
+                    for (int chunk : new int[]{1, 3, E}) {
+                        Tensor[] shared = {poisoned(DType.F32, p, N), poisoned(DType.F32, p, N)};
+                        gpu.moeExpertMatmulShared(din, new ExpertWeights[]{w1.device, w2.device}, offsets, shared, chunk);
+                        Tensor[] each = {poisoned(DType.F32, p, N), poisoned(DType.F32, p, N)};
+                        gpu.moeExpertMatmul(din, w1.device, offsets, each[0], chunk);
+                        gpu.moeExpertMatmul(din, w2.device, offsets, each[1], chunk);
+                        for (int i = 0; i < 2; i++) {
+                            assertBitsEqual("moeExpertMatmulShared " + form + " set " + i + " chunk " + chunk + " rows " + Arrays.toString(offsets),
+                                    gpu.toHost(each[i]).toFloatArray(), gpu.toHost(shared[i]).toFloatArray());
+                        }
+                    }
+                } finally {
+                    gpu.synchronize();
+                    w1.free();
+                    w2.free();
+                }
+            }
+        }
+    }
+
     @Test
     void groupedWeightGradientsMatchTheHost() {
         weightGradients(rng(702));

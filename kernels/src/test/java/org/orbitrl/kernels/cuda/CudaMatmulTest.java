@@ -101,6 +101,48 @@ class CudaMatmulTest extends CudaTestBase {
     }
 
     /**
+     * {@code dx += alpha · dy · w} (a LoRA's {@code (dy·B)·A} into the input gradient) against a double reference: f32 w in
+     * one cuBLAS product with β = 1 (training's shapes: 2048 rows, rank 32 into 2048 and 4096 columns, and ragged ones),
+     * bf16 w in two steps; |err| ≤ 1e-6 + 1e-6·|dx0| + 1e-5·|alpha|·S.
+     */
+    @Test
+    void matmulTransposedAxpyAddsTheScaledProduct() {
+        SplittableRandom r = rng(36);
+        for (int[] s : new int[][]{{2048, 32, 2048}, {300, 32, 4096}, {37, 16, 100}, {5, 33, 40}}) {   // rows, N, K
+            for (DType wt : new DType[]{DType.F32, DType.BF16}) {
+                int m = s[0];
+                int n = s[1];
+                int k = s[2];
+                float alpha = -0.625f;
+                float[] dy = randn(r, 1f, m, n).toFloatArray();
+                Tensor w = randn(r, 0.5f, n, k).to(wt);
+                float[] dx0 = randn(r, 1f, m, k).toFloatArray();
+                boolean roundsDy = wt == DType.BF16;   // the bf16 transposed product rounds dy to bf16
+                float[] dyr = roundsDy ? bf16Round(dy) : dy;
+                float[] wf = w.toFloatArray();
+                float[] want = new float[m * k];
+                double[] tol = new double[m * k];
+                for (int i = 0; i < m; i++) {
+                    for (int c = 0; c < k; c++) {
+                        double d = 0;
+                        double abs = 0;
+                        for (int j = 0; j < n; j++) {
+                            double v = (double) dyr[i * n + j] * wf[j * k + c];
+                            d += v;
+                            abs += Math.abs(v);
+                        }
+                        want[i * k + c] = (float) (dx0[i * k + c] + alpha * d);
+                        tol[i * k + c] = 1e-6 + 1e-6 * Math.abs(dx0[i * k + c]) + 1e-5 * Math.abs(alpha) * abs;
+                    }
+                }
+                Tensor dx = dev(Tensor.of(dx0, m, k));
+                gpu.matmulTransposedAxpy(dev(Tensor.of(dy, m, n)), dev(w), alpha, dx);
+                assertWithin("matmulTransposedAxpy " + wt + " m=" + m + " n=" + n + " k=" + k, want, gpu.toHost(dx).toFloatArray(), tol);
+            }
+        }
+    }
+
+    /**
      * f32 products of a decode batch against a few rows of w ({@code narrow_matmul_f32}, up to
      * {@link CudaMatmulOps#NARROW_MAX_ROWS} rows): a row's result does not depend on the batch around it, bit for bit
      * (each row of a 64-row product against the same row alone), with K over one and over several passes of registers.

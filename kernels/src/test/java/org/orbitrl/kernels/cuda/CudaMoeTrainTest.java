@@ -131,11 +131,6 @@ class CudaMoeTrainTest extends CudaTestBase {
     }
 
     /**
-     * moeGather a block a row, 16 bytes at a time (width a multiple of 4) or a value at a time (odd
-     * width, a source view off 16-byte boundaries), and the elementwise kernel
-     * ({@code orbit.cuda.moeGather=elementwise}): the host's rows exactly.
-     */
-    /**
      * DeepSeek-V3's routing ({@code moe_sigmoid_topk}) and its gradient ({@code moe_sigmoid_router_backward}) against the
      * host's: the same ids and the same weight and gradient bits (both round in the host's order), the scores within one
      * f32 ulp (the device's double exp against Java's), over the fixture's, DeepSeek-V3's and Kimi-K2's expert groups, a
@@ -198,6 +193,11 @@ class CudaMoeTrainTest extends CudaTestBase {
         assertTrue(e.getMessage().contains("at most 736 experts"), e.getMessage());
     }
 
+    /**
+     * moeGather a block a row, 16 bytes at a time (widths 2048 and 8192, multiples of 4) or a value at a time (odd
+     * width, a source view off 16-byte boundaries), over an even and an odd count of rows, and the elementwise kernel
+     * ({@code orbit.cuda.moeGather=elementwise}): the host's rows exactly.
+     */
     @Test
     void gatherIsExactForEveryWidthAndKernel() {
         SplittableRandom r = rng(303);
@@ -211,29 +211,31 @@ class CudaMoeTrainTest extends CudaTestBase {
         Tensor dOrder = dev(order);
         Tensor dw = dev(w);
         for (String kernel : new String[]{"rows", "elementwise"}) {
-            for (int h : new int[]{2048, 2051}) {
+            for (int h : new int[]{2048, 2051, 8192}) {
                 Tensor x = randn(r, 1f, T, h);
                 Tensor dx = h % 4 == 0 ? dev(x) : dev(randn(r, 1f, T * h + 1)).slice(0, 1, T * h + 1L).reshape(T, h);
                 if (h % 4 != 0) {
                     gpu.copy(dev(x), dx);
                 }
-                for (Tensor weights : new Tensor[]{null, w}) {
-                    Tensor ref = host(DType.F32, p, h);
-                    MoeHostOps.gather(x, order, K, weights, ref);
-                    Tensor got = poisoned(DType.F32, p, h);
-                    String before = System.getProperty(CudaMoeTrain.GATHER_PROPERTY);
-                    System.setProperty(CudaMoeTrain.GATHER_PROPERTY, kernel);
-                    try {
-                        gpu.moeGather(dx, dOrder, K, weights == null ? null : dw, got);
-                    } finally {
-                        if (before == null) {
-                            System.clearProperty(CudaMoeTrain.GATHER_PROPERTY);
-                        } else {
-                            System.setProperty(CudaMoeTrain.GATHER_PROPERTY, before);
+                for (int rows : new int[]{p, p - 1}) {
+                    for (Tensor weights : new Tensor[]{null, w}) {
+                        Tensor ref = host(DType.F32, rows, h);
+                        MoeHostOps.gather(x, order.slice(0, 0, rows), K, weights, ref);
+                        Tensor got = poisoned(DType.F32, rows, h);
+                        String before = System.getProperty(CudaMoeTrain.GATHER_PROPERTY);
+                        System.setProperty(CudaMoeTrain.GATHER_PROPERTY, kernel);
+                        try {
+                            gpu.moeGather(dx, dOrder.slice(0, 0, rows), K, weights == null ? null : dw, got);
+                        } finally {
+                            if (before == null) {
+                                System.clearProperty(CudaMoeTrain.GATHER_PROPERTY);
+                            } else {
+                                System.setProperty(CudaMoeTrain.GATHER_PROPERTY, before);
+                            }
                         }
+                        assertClose("moeGather " + kernel + " width " + h + ", " + rows + " rows" + (weights == null ? "" : " weighted"),
+                                ref.toFloatArray(), gpu.toHost(got).toFloatArray(), 0, 0);
                     }
-                    assertClose("moeGather " + kernel + " width " + h + (weights == null ? "" : " weighted"), ref.toFloatArray(),
-                            gpu.toHost(got).toFloatArray(), 0, 0);
                 }
             }
         }

@@ -68,6 +68,31 @@ class CudaNarrowExpertsTensorCoreTest extends CudaTestBase {
         }
     }
 
+    /**
+     * Two LoRAs' A products of the same rows in one call ({@code moeExpertMatmulShared}, the gate's and the up's: one
+     * launch of the tensor-core kernel for both sets, each row tile streamed once) against a call each: the same bits,
+     * for inputs 2048 and 768 wide, and 770 (the f32 kernels, a launch a set).
+     */
+    @Test
+    void twoSetsOfTheSameRowsEqualACallEach() {
+        SplittableRandom r = rng(916);
+        int p = offsets()[E];
+        for (int width : new int[]{2048, 768, 770}) {
+            Host a1 = Host.random(this, r, RANK, width);
+            Host a2 = Host.random(this, r, RANK, width);
+            Tensor x = dev(randn(r, 1f, p, width));
+            Tensor[] shared = {poisoned(DType.F32, p, RANK), poisoned(DType.F32, p, RANK)};
+            gpu.moeExpertMatmulShared(x, new ExpertWeights[]{a1.device, a2.device}, offsets(), shared, 0);
+            Tensor[] each = {poisoned(DType.F32, p, RANK), poisoned(DType.F32, p, RANK)};
+            gpu.moeExpertMatmul(x, a1.device, offsets(), each[0], 0);
+            gpu.moeExpertMatmul(x, a2.device, offsets(), each[1], 0);
+            for (int i = 0; i < 2; i++) {
+                assertArrayEquals(gpu.toHost(each[i]).toFloatArray(), gpu.toHost(shared[i]).toFloatArray(),
+                        "x·A_eᵀ of set " + i + ", width " + width + ": shared against its own call");
+            }
+        }
+    }
+
     @Test
     void weightGradientsMatchDoubleSumsAndTheF32Kernels() {
         SplittableRandom r = rng(913);

@@ -7,6 +7,8 @@ import org.orbitrl.kernels.PolicyOps;
 import org.orbitrl.kernels.Tensor;
 
 import java.lang.foreign.Arena;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.SplittableRandom;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -122,5 +124,41 @@ class CudaPolicyOpsTest extends CudaTestBase {
                 assertEquals(ref.sumOfSquares(), got.sumOfSquares(), 1e-12 * ref.sumOfSquares(), "finite sum of squares, n=" + n);
             }
         }
+    }
+
+    /**
+     * The gradients' statistics in one call (one wait for the device): each equal to its own call's to the last bit
+     * (the same blocks summed in the same order), over sizes from one element to several of the kernel's chunks, an
+     * empty gradient among them, and a gradient with non-finite values whose first index is reported while the others'
+     * stay clean.
+     */
+    @Test
+    void gradientStatsOfManyInOneCallEqualEachOnItsOwn() {
+        SplittableRandom r = rng(104);
+        long[] sizes = {1, 0, 4097, 5_000_003, 1000, 300_000};
+        List<Tensor> hosts = new ArrayList<>();
+        List<Tensor> devs = new ArrayList<>();
+        for (long n : sizes) {
+            Tensor g = randn(r, 2f, Math.max(n, 1));
+            if (n == 300_000) {
+                g.setFloat(Float.NaN, 123_456);
+                g.setFloat(Float.POSITIVE_INFINITY, 200_000);
+            }
+            Tensor d = dev(g);
+            hosts.add(n == 0 ? g.slice(0, 0, 0) : g);
+            devs.add(n == 0 ? d.slice(0, 0, 0) : d);
+        }
+        OptimizerOps.GradientStats[] all = gpu.gradientStats(devs);
+        assertEquals(sizes.length, all.length);
+        for (int i = 0; i < sizes.length; i++) {
+            OptimizerOps.GradientStats one = gpu.gradientStats(devs.get(i));
+            OptimizerOps.GradientStats ref = OptimizerOps.gradientStats(hosts.get(i));
+            String what = "gradient " + i + " of " + sizes[i] + " elements";
+            assertEquals(one.sumOfSquares(), all[i].sumOfSquares(), 0.0, what + ": the same sum as its own call");
+            assertEquals(ref.firstNonFinite(), all[i].firstNonFinite(), what + ": first non-finite index");
+            assertEquals(ref.sumOfSquares(), all[i].sumOfSquares(), 1e-12 * ref.sumOfSquares(), what + ": sum of squares");
+        }
+        assertEquals(123_456, all[5].firstNonFinite());
+        assertEquals(0.0, all[1].sumOfSquares(), 0.0);
     }
 }

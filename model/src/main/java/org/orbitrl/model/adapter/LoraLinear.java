@@ -111,10 +111,7 @@ public final class LoraLinear implements Linear.AdapterHook {
         backend.matmulTN(dy, xa, scale, gradB);                                       // dB += s · dyᵀ · xa
         backend.matmulTN(dyB, x, scale, gradA);                                       // dA += s · (dy·B)ᵀ · x
         al.release(xa);
-        Tensor d = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, m, a.dim(1));  // [M, in] = (dy·B) · A
-        backend.matmulTransposed(dyB, a, d);
+        backend.matmulTransposedAxpy(dyB, a, scale, dx);                              // dx += s · (dy·B) · A
         al.release(dyB);
-        backend.axpy(scale, d, dx);
-        al.release(d);
     }
 }

@@ -69,6 +69,27 @@ final class ExpertLora {
         al.release(xa);
     }
 
+    /** Whether two LoRAs' A factors have one shape (rank and inputs) over as many experts: their products can share a call. */
+    static boolean sameShape(ExpertLora first, ExpertLora second) {
+        return first.a.rows() == second.a.rows() && first.a.cols() == second.a.cols() && first.a.experts() == second.a.experts();
+    }
+
+    /**
+     * {@link #forward} of two LoRAs that read the same x (the gate's and the up's, {@link #sameShape}): both A products in
+     * one call ({@link Backend#moeExpertMatmulShared}), then each B product accumulating into its y.
+     */
+    static void forward(Backend bk, int[] offsets, Tensor x, ExpertLora first, Tensor y1, ExpertLora second, Tensor y2) {
+        TensorAllocator al = bk.allocator();
+        int p = offsets[offsets.length - 1];
+        Tensor xa1 = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, first.a.rows());    // [P, r]
+        Tensor xa2 = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, second.a.rows());   // [P, r]
+        bk.moeExpertMatmulShared(x, new ExpertWeights[]{first.a, second.a}, offsets, new Tensor[]{xa1, xa2}, 0);
+        bk.moeExpertMatmulAccumulate(xa1, first.b, offsets, first.scale, y1, false);
+        bk.moeExpertMatmulAccumulate(xa2, second.b, offsets, second.scale, y2, false);
+        al.release(xa1);
+        al.release(xa2);
+    }
+
     /**
      * The pairs' products with A for the per-pair form of {@link #forward} in a decode step ({@link Backend#moeExpertMatmulPairs},
      * nothing read on the host): xa [P, r] row p = x[p / xDiv]·A_eᵀ with e = ids[p] (the caller releases it); then

@@ -171,10 +171,15 @@ final class GroupedMoe {
         b.moeGather(x, order, k, null, xs);
         Tensor g = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);   // [P, I]
         Tensor u = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);   // [P, I]
-        b.moeExpertMatmul(xs, gate, offsets, g, chunk);
-        b.moeExpertMatmul(xs, up, offsets, u, chunk);
-        adaptersForward(b, experts, 0, offsets, xs, g);
-        adaptersForward(b, experts, 1, offsets, xs, u);
+        b.moeExpertMatmulShared(xs, new ExpertWeights[]{gate, up}, offsets, new Tensor[]{g, u}, chunk);
+        ExpertLora gateLora = ExpertLora.of(linears(experts, 0));
+        ExpertLora upLora = ExpertLora.of(linears(experts, 1));
+        if (gateLora != null && upLora != null && ExpertLora.sameShape(gateLora, upLora)) {   // both A products of xs in one call
+            ExpertLora.forward(b, offsets, xs, gateLora, g, upLora, u);
+        } else {
+            adaptersForward(b, experts, 0, offsets, xs, g);
+            adaptersForward(b, experts, 1, offsets, xs, u);
+        }
         Tensor act = tape == null ? g : a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter); // [P, I]
         b.swiglu(g, u, act);
         if (tape == null) {

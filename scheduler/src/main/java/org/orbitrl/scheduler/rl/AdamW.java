@@ -155,8 +155,9 @@ public final class AdamW {
                 return new StepResult.Skipped(step + 1, l.get());
             }
             double ss = 0;
+            OptimizerOps.GradientStats[] stats = device.gradientStats(grads);   // one wait for the device
             for (int k = 0; k < grads.size(); k++) {
-                OptimizerOps.GradientStats st = device.gradientStats(grads.get(k));
+                OptimizerOps.GradientStats st = stats[k];
                 if (st.firstNonFinite() >= 0) {
                     float x = allocator.toHost(grads.get(k).reshape(grads.get(k).numel())
                             .slice(0, st.firstNonFinite(), st.firstNonFinite() + 1)).getFloat(0);

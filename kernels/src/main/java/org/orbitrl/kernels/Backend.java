@@ -258,14 +258,7 @@ public interface Backend extends AutoCloseable {
      * backend may fuse the two (its result then within the f32 rounding of this form; in exact mode, this form).
      */
     default void matmulAxpy(Tensor x, Tensor w, float alpha, Tensor y) {
-        TensorAllocator a = allocator();
-        Tensor d = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, y.shape());
-        try {
-            matmul(x, w, d);
-            axpy(alpha, d, y);
-        } finally {
-            a.release(d);
-        }
+        addScaled(alpha, y, d -> matmul(x, w, d));
     }
 
     /**
@@ -274,11 +267,16 @@ public interface Backend extends AutoCloseable {
      * a backend may fuse the two as {@link #matmulAxpy}.
      */
     default void matmulTransposedAxpy(Tensor dy, Tensor w, float alpha, Tensor dx) {
+        addScaled(alpha, dx, d -> matmulTransposed(dy, w, d));
+    }
+
+    /** {@code y += alpha · d} for the d that {@code product} writes into an f32 temporary shaped as y. */
+    private void addScaled(float alpha, Tensor y, java.util.function.Consumer<Tensor> product) {
         TensorAllocator a = allocator();
-        Tensor d = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, dx.shape());
+        Tensor d = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, y.shape());
         try {
-            matmulTransposed(dy, w, d);
-            axpy(alpha, d, dx);
+            product.accept(d);
+            axpy(alpha, d, y);
         } finally {
             a.release(d);
         }

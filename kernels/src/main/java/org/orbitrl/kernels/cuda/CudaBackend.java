@@ -442,26 +442,30 @@ public final class CudaBackend implements Backend {
      */
     @Override
     public void matmulAxpy(Tensor x, Tensor w, float alpha, Tensor y) {
-        if (exact || w.dtype() != DType.F32 || !FUSED_AXPY) {
+        if (fusesAxpy(w)) {
+            matmulOps.matmulAxpyF32(x, w, alpha, y);
+        } else {
             Backend.super.matmulAxpy(x, w, alpha, y);
-            return;
         }
-        ctx.device.bind();
-        matmulOps.matmulAxpyF32(x, w, alpha, y);
     }
 
-    /**
-     * One cuBLAS product with α = alpha and β = 1 for an f32 w outside exact mode (as {@link #matmulAxpy}); otherwise, and
-     * with {@code -Dorbit.cuda.fusedAxpy=off}, {@link Backend}'s two steps.
-     */
+    /** As {@link #matmulAxpy}: one cuBLAS product with α = alpha and β = 1 where it fuses them. */
     @Override
     public void matmulTransposedAxpy(Tensor dy, Tensor w, float alpha, Tensor dx) {
-        if (exact || w.dtype() != DType.F32 || !FUSED_AXPY) {
+        if (fusesAxpy(w)) {
+            trainOps.matmulTransposedAxpyF32(dy, w, alpha, dx);
+        } else {
             Backend.super.matmulTransposedAxpy(dy, w, alpha, dx);
-            return;
+        }
+    }
+
+    /** Whether a product and its axpy go as one (an f32 w outside exact mode, the fused axpy on); binds the device then. */
+    private boolean fusesAxpy(Tensor w) {
+        if (exact || w.dtype() != DType.F32 || !FUSED_AXPY) {
+            return false;
         }
         ctx.device.bind();
-        trainOps.matmulTransposedAxpyF32(dy, w, alpha, dx);
+        return true;
     }
 
     @Override

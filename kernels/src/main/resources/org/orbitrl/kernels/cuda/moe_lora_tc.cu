@@ -57,19 +57,13 @@ __device__ __forceinline__ void mt_mma3(float* c, const u32* ah, const u32* al, 
 // W_e(n, k) = w[e][n * wsn + k * wsk] (as moe_rows_gemm); with sets > 1 expert sets that read the same rows (the
 // gate's and the up's A), set s's experts at w[s * E + e] and its output at outs[s] (one set: outs[0]). 1-D grid of
 // tiles * sets * colTiles blocks, the sets' column tiles of one row tile consecutive (the row tile is read from
-// memory once, then from L2); 256
-// threads; tiles i32 [tiles, 3] = expert, first row, rows (1..128). Warp w owns rows 16w .. 16w + 15 of
-// the tile and its 32 columns (4 mma tiles); the sum over k runs in ascending steps of 8.
+// memory once, then from L2); 256 threads; tiles i32 [tiles, 3] = expert, first row, rows (1..128). Warp w owns rows
+// 16w .. 16w + 15 of the tile and its 32 columns (4 mma tiles); the sum over k runs in ascending steps of 8.
 // vec: N % 4 == 0 and out 16-byte aligned (8-byte accesses to the output rows).
-// MT_STAGES buffers of the rows in shared memory, MT_STAGES - 1 depth
-// steps' copies in flight while one is multiplied (three buffers, two steps ahead at three blocks an SM, measured
-// slower than two at the Qwen3-30B-A3B training shapes).
-#define MT_STAGES 2
-
 extern "C" __global__ void __launch_bounds__(256, 3) moe_rows_gemm_tc(const float* in, int K, const float* const* w, int E, i64 wsn,
                                                                       i64 wsk, const int* tiles, int colTiles, int sets,
                                                                       float* const* outs, int N, float alpha, float beta, int vec) {
-    __shared__ __align__(16) float xs[MT_STAGES][MT_ROWS][MT_XS];   // [buffer][row, k] the rows of in
+    __shared__ __align__(16) float xs[2][MT_ROWS][MT_XS];   // [buffer][row, k] the rows of in
     __shared__ __align__(16) float wh[MT_COLS][MT_XS];      // [column, k] tf32 hi of W
     __shared__ __align__(16) float wl[MT_COLS][MT_XS];      // [column, k] tf32 lo of W
     int tile = blockIdx.x / (sets * colTiles);
@@ -140,13 +134,10 @@ extern "C" __global__ void __launch_bounds__(256, 3) moe_rows_gemm_tc(const floa
             }                                                                                \
         }                                                                                    \
     }
-#pragma unroll
-    for (int b = 0; b < MT_STAGES - 1; b++) {   // the first MT_STAGES - 1 steps (a group each, empty past K)
-        MT_STAGE_X(b, MT_K * b)
-    }
+    MT_STAGE_X(0, 0)
     MT_LOAD_W(0)
     int s = 0;
-    for (int k0 = 0; k0 < K; k0 += MT_K, s = s == MT_STAGES - 1 ? 0 : s + 1) {
+    for (int k0 = 0; k0 < K; k0 += MT_K, s ^= 1) {
         bool last = k0 + MT_K >= K;
         if (last && beta != 0.0f) {   // the accumulated output: its latency overlaps the last step's
             MT_LOAD_OLD()
@@ -162,12 +153,13 @@ extern "C" __global__ void __launch_bounds__(256, 3) moe_rows_gemm_tc(const floa
             wh[n][kk] = __uint_as_float(hi);
             wl[n][kk] = __uint_as_float(lo);
         }
-        // step k0 + (MT_STAGES - 1)·MT_K into the buffer step k0 - MT_K used (an empty group past K), then step k0's copies done
-        MT_STAGE_X(s == 0 ? MT_STAGES - 1 : s - 1, k0 + (MT_STAGES - 1) * MT_K)
         if (!last) {
+            MT_STAGE_X(s ^ 1, k0 + MT_K)
             MT_LOAD_W(k0 + MT_K)
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
         }
-        cp_async_wait<MT_STAGES - 1>();
         __syncthreads();
         if (16 * warp < rows) {   // warp-uniform: a warp whose rows are all past the tile's skips them
 #pragma unroll

@@ -139,6 +139,24 @@ public interface Backend extends AutoCloseable {
     void attention(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec);
 
     /**
+     * {@link #attention} for a training forward that keeps its softmax statistics for the backward: lse f32 [T, Hq]
+     * contiguous, its contents this backend's own (the CUDA backend's tensor-core kernels: each row's log-sum-exp in
+     * base 2), read only by this backend's {@link #attentionBackward(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
+     * int, AttentionSpec, Tensor, Tensor, Tensor)}. Returns whether lse was written; the default keeps none and writes
+     * nothing.
+     */
+    default boolean attentionWithStats(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec,
+                                       Tensor lse) {
+        attention(q, k, v, out, queryStart, spec);
+        return false;
+    }
+
+    /** Whether {@link #attentionWithStats} may keep statistics at all (else a caller need not allocate lse); the default: no. */
+    default boolean keepsAttentionStats() {
+        return false;
+    }
+
+    /**
      * Writes one token per sequence into a paged cache: row {@code slots[b]} of kCache [rows, Hkv·D]
      * and vCache [rows, Hkv·Dv] gets k[b] and v[b] (k f32 [B, Hkv·D], v f32 [B, Hkv·Dv], slots i32 [B];
      * a negative slot skips the sequence). The caches are f32 or bf16 (both the same; bf16 rounds to
@@ -232,6 +250,17 @@ public interface Backend extends AutoCloseable {
     default void attentionBackward(Tensor q, Tensor k, Tensor v, Tensor dout, int queryStart, AttentionSpec spec,
                                    Tensor dq, Tensor dk, Tensor dv) {
         BackwardOps.attentionBackward(q, k, v, dout, queryStart, spec, dq, dk, dv);
+    }
+
+    /**
+     * {@link #attentionBackward(Tensor, Tensor, Tensor, Tensor, int, AttentionSpec, Tensor, Tensor, Tensor)} given the
+     * forward's output out [T, Hq, Dv] and the statistics lse that {@link #attentionWithStats} wrote for the same
+     * inputs, so that the backward need not run the forward's softmax again; the same gradients within the kernels'
+     * rounding. The default ignores out and lse.
+     */
+    default void attentionBackward(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor dout, int queryStart,
+                                   AttentionSpec spec, Tensor dq, Tensor dk, Tensor dv) {
+        attentionBackward(q, k, v, dout, queryStart, spec, dq, dk, dv);
     }
 
     // ------------------------------------------------------------------ selection

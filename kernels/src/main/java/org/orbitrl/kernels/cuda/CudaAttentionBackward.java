@@ -69,6 +69,12 @@ final class CudaAttentionBackward {
 
     void attentionBackward(Tensor q, Tensor k, Tensor v, Tensor dout, int queryStart, AttentionSpec spec,
                            Tensor dq, Tensor dk, Tensor dv) {
+        attentionBackward(q, k, v, null, null, dout, queryStart, spec, dq, dk, dv);
+    }
+
+    /** As above, with the forward's output and statistics as {@code Backend.attentionBackward} takes them (both or neither). */
+    void attentionBackward(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor dout, int queryStart,
+                           AttentionSpec spec, Tensor dq, Tensor dk, Tensor dv) {
         String[] names = {"q", "k", "v", "dout", "dq", "dk", "dv"};
         Tensor[] all = {q, k, v, dout, dq, dk, dv};
         for (int i = 0; i < all.length; i++) {
@@ -106,6 +112,19 @@ final class CudaAttentionBackward {
                 throw new IllegalArgumentException("attentionBackward: sinks " + sinks + " must hold one logit per query head (" + hq + ")");
             }
         }
+        if ((out == null) != (lse == null)) {
+            throw new IllegalArgumentException("attentionBackward: the forward's output and its statistics come together, got out "
+                    + out + " and lse " + lse);
+        }
+        if (out != null) {
+            ctx.dev("attentionBackward out", out);
+            ctx.devContiguous("attentionBackward lse", lse, DType.F32);
+            if (out.rank() != 3 || out.dtype() != DType.F32 || out.strides()[2] != 1 || !java.util.Arrays.equals(out.shape(), dout.shape())
+                    || lse.numel() != (long) tq * hq) {
+                throw new IllegalArgumentException("attentionBackward: out " + out + " must be f32 shaped as dout " + dout
+                        + " with a contiguous last dimension, lse " + lse + " one value per query and head");
+            }
+        }
         long items = (long) tq * hq;
         if (items == 0 || s == 0) {
             return;
@@ -115,7 +134,7 @@ final class CudaAttentionBackward {
             throw new IllegalArgumentException("-D" + KERNELS_PROPERTY + "=" + kernels + ": expected tiled or warp");
         }
         if (kernels.equals("tiled") && !forward.exact && CudaMmaAttention.enabled() && CudaMmaAttention.fits(q, k, v, dout)) {
-            forward.mma.backward(q, k, v, dout, queryStart, spec, dq, dk, dv);
+            forward.mma.backward(q, k, v, out, lse, dout, queryStart, spec, dq, dk, dv);
             return;
         }
         if (!forward.exact && CudaMqaAttention.fitsBackward(q, k, v, spec, dout, dq, dk, dv)) {   // one wide shared head
@@ -128,7 +147,7 @@ final class CudaAttentionBackward {
         }
         // lse and delta per (query, head), in two halves of one scratch buffer: [2, T, Hq]
         Tensor stats = ctx.scratch(CudaContext.Scratch.ATTENTION_BACKWARD, DType.F32, 2 * items);
-        Tensor lse = stats.slice(0, 0, items);
+        Tensor rowLse = stats.slice(0, 0, items);
         Tensor delta = stats.slice(0, items, 2 * items);
         long[] qs = q.strides();
         long[] ks = k.strides();
@@ -138,9 +157,9 @@ final class CudaAttentionBackward {
         long[] dks = dk.strides();
         long[] dvs = dv.strides();
         ctx.launch(backwardQ, items, 32, q, qs[0], qs[1], k, ks[0], ks[1], v, vs[0], vs[1], dout, os[0], os[1],
-                dq, dqs[0], dqs[1], lse, delta, tq, hq, hkv, d, dvd, queryStart, spec.slidingWindow(), spec.scale(), sinks);
+                dq, dqs[0], dqs[1], rowLse, delta, tq, hq, hkv, d, dvd, queryStart, spec.slidingWindow(), spec.scale(), sinks);
         ctx.launch(backwardKv, (long) s * hkv, 32, q, qs[0], qs[1], k, ks[0], ks[1], v, vs[0], vs[1], dout, os[0], os[1],
-                dk, dks[0], dks[1], dv, dvs[0], dvs[1], lse, delta, tq, hq, hkv, d, dvd, queryStart, spec.slidingWindow(),
+                dk, dks[0], dks[1], dv, dvs[0], dvs[1], rowLse, delta, tq, hq, hkv, d, dvd, queryStart, spec.slidingWindow(),
                 spec.scale());
     }
 }

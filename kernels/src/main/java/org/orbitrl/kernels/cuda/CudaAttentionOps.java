@@ -90,6 +90,11 @@ final class CudaAttentionOps {
     }
 
     void attention(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec) {
+        attention(q, k, v, out, queryStart, spec, null);
+    }
+
+    /** As {@link #attention(Tensor, Tensor, Tensor, Tensor, int, AttentionSpec)}, lse as {@code Backend.attentionWithStats}. */
+    boolean attention(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec, Tensor lse) {
         for (Object[] a : new Object[][]{{"q", q}, {"k", k}, {"v", v}, {"out", out}}) {
             Tensor t = (Tensor) a[1];
             ctx.dev("attention " + a[0], t);
@@ -121,20 +126,26 @@ final class CudaAttentionOps {
                 throw new IllegalArgumentException("attention: sinks " + sinks + " must hold one logit per query head (" + hq + ")");
             }
         }
+        if (lse != null) {
+            ctx.devContiguous("attention lse", lse, DType.F32);
+            if (lse.numel() != (long) tq * hq) {
+                throw new IllegalArgumentException("attention: lse " + lse + " must hold one value per query and head ("
+                        + tq + " x " + hq + ")");
+            }
+        }
         if ((long) tq * hq == 0) {
-            return;
+            return false;
         }
         if (!exact && tq >= FLASH_MIN_QUERIES && CudaMmaAttention.enabled() && CudaMmaAttention.fits(q, k, v)) {
-            mma.prefill(q, k, v, out, queryStart, spec);
-            return;
+            return mma.prefill(q, k, v, out, queryStart, spec, lse);
         }
         if (!exact && tq >= FLASH_MIN_QUERIES && CudaFlashAttention.prefillFits(q, k, v, out)) {
             flash.prefill(q, k, v, out, queryStart, spec);
-            return;
+            return false;
         }
         if (!exact && CudaMqaAttention.fits(q, k, v, spec, out)) {   // one wide shared head (latent attention)
             mqa.forward(q, k, v, out, queryStart, spec);
-            return;
+            return false;
         }
         // One block per (query, kv head, key split); its warps take the query heads of the kv head.
         // Few queries (decode) split the keys so that the device has at least two blocks per SM.
@@ -163,6 +174,7 @@ final class CudaAttentionOps {
         if (splits > 1) {
             ctx.launch(combine, (long) tq * hq, 128, partAcc, partMl, out, os[0], os[1], hq, dv, splits);
         }
+        return false;
     }
 
     /**

@@ -511,6 +511,13 @@ public final class CudaBackend implements Backend {
         attentionBackward.attentionBackward(q, k, v, dout, queryStart, spec, dq, dk, dv);
     }
 
+    @Override
+    public void attentionBackward(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor dout, int queryStart,
+                                  AttentionSpec spec, Tensor dq, Tensor dk, Tensor dv) {
+        ctx.device.bind();
+        attentionBackward.attentionBackward(q, k, v, out, lse, dout, queryStart, spec, dq, dk, dv);
+    }
+
     /** Sets contiguous device tensor {@code t} to zero, on the stream. */
     public void zero(Tensor t) {
         ctx.device.bind();
@@ -667,6 +674,17 @@ public final class CudaBackend implements Backend {
     public void attention(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec) {
         ctx.device.bind();
         attentionOps.attention(q, k, v, out, queryStart, spec);
+    }
+
+    @Override
+    public boolean attentionWithStats(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec, Tensor lse) {
+        ctx.device.bind();
+        return attentionOps.attention(q, k, v, out, queryStart, spec, lse);
+    }
+
+    @Override
+    public boolean keepsAttentionStats() {
+        return !exact && CudaMmaAttention.variant().equals("bf16v4");
     }
 
     /**

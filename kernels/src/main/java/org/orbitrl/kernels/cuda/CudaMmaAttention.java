@@ -39,6 +39,9 @@ import org.orbitrl.kernels.cuda.internal.Launcher;
  * products), and the forward too: bf16 copies of k and v (scratch {@code [2·S·Hkv·D]} bf16,
  * {@link #forwardStagingElements}), 64 queries a block, 64 keys a tile. The fastest variant forward
  * and backward at training shapes (AttentionMmaBench); the others stay selectable for comparison.
+ * Its forward can keep each row's log-sum-exp ({@code Backend.attentionWithStats}); given those and the
+ * forward's output, its {@code backward_q} skips the forward's softmax (one product of q·kᵀ and one of p·v a
+ * key tile) and takes delta = dout·o from the output: the same numbers bit for bit, by the same tiles.
  *
  * <p>{@code tf32} ({@code attention_mma.cu}): {@code mma.sync m16n8k8} TF32, 64-query / 64-key
  * blocks of 4 warps, tiles staged synchronously; inputs rounded to tf32 (relative error at most
@@ -213,16 +216,20 @@ final class CudaMmaAttention {
         return s[0] % 4 == 0 && s[1] % 4 == 0 && CudaAllocator.address(t) % 16 == 0;
     }
 
-    /** Causal prefill; arguments validated by the caller, {@link #fits} holds, T and S at least 1. */
-    void prefill(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec) {
+    /**
+     * Causal prefill; arguments validated by the caller, {@link #fits} holds, T and S at least 1. {@code lse} (null:
+     * none), f32 [T, Hq] contiguous: where the variant keeps them ({@code bf16v4}), each row's softmax statistics for a
+     * later {@link #backward} to skip its first pass. Returns whether lse was written.
+     */
+    boolean prefill(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec, Tensor lse) {
         String variant = variant();
         if (variant.equals("bf16v4")) {
-            prefillStaged(q, k, v, out, queryStart, spec);
-            return;
+            prefillStaged(q, k, v, out, queryStart, spec, lse);
+            return lse != null;
         }
         if (isBf16(variant)) {
             prefillBf16(q, k, v, out, queryStart, spec, !variant.equals("bf16"));
-            return;
+            return false;
         }
         int tq = q.size(0);
         int hq = q.size(1);
@@ -238,6 +245,7 @@ final class CudaMmaAttention {
         long tiles = (tq + BM - 1) / BM;
         Launcher.launch(kernel, ctx.stream.handle(), tiles * hq, 1, THREADS, shared, q, qs[0], qs[1], k, ks[0], ks[1], v,
                 vs[0], vs[1], out, os[0], os[1], tq, hq, hkv, queryStart, spec.slidingWindow(), spec.scale(), spec.sinks());
+        return false;
     }
 
     private void prefillBf16(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec, boolean v2) {
@@ -257,8 +265,8 @@ final class CudaMmaAttention {
                 vs[0], vs[1], out, os[0], os[1], tq, hq, hkv, queryStart, spec.slidingWindow(), spec.scale(), spec.sinks());
     }
 
-    /** bf16v4: bf16 copies of k and v, then ab4_forward (4 warps, 64 queries a block, 64 keys a tile). */
-    private void prefillStaged(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec) {
+    /** bf16v4: bf16 copies of k and v, then ab4_forward (4 warps, 64 queries a block, 64 keys a tile), lse unless null. */
+    private void prefillStaged(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec, Tensor lse) {
         int tq = q.size(0);
         int hq = q.size(1);
         int d = q.size(2);
@@ -281,7 +289,7 @@ final class CudaMmaAttention {
         kernel.allowDynamicShared(shared);
         long tiles = (tq + rows - 1) / rows;
         Launcher.launch(kernel, ctx.stream.handle(), tiles * hq, 1, 128, shared, q, qs[0], qs[1], k16, v16, out, os[0], os[1],
-                tq, hq, hkv, queryStart, spec.slidingWindow(), spec.scale(), spec.sinks());
+                tq, hq, hkv, queryStart, spec.slidingWindow(), spec.scale(), spec.sinks(), lse);
     }
 
     /** bf16 elements of the forward's staging copies (k, v [S, Hkv, D]) when the variant stages them ({@code bf16v4}), else 0. */
@@ -320,9 +328,13 @@ final class CudaMmaAttention {
         return Math.max(Math.max(splits(s, hq, hkv, false), splits(s, hq, hkv, true)), splits(s, hq, hkv, 64, 2 * B_KV_BLOCKS));
     }
 
-    /** Attention backward; arguments validated by {@link CudaAttentionBackward}, {@link #fits} holds (dout too). */
-    void backward(Tensor q, Tensor k, Tensor v, Tensor dout, int queryStart, AttentionSpec spec, Tensor dq, Tensor dk,
-                  Tensor dv) {
+    /**
+     * Attention backward; arguments validated by {@link CudaAttentionBackward}, {@link #fits} holds (dout too).
+     * {@code out} and {@code lse} (both or neither): the forward's output and the statistics its {@link #prefill} kept;
+     * the {@code bf16v4} backward then takes lse from there and delta = dout·out instead of running the forward again.
+     */
+    void backward(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor dout, int queryStart, AttentionSpec spec,
+                  Tensor dq, Tensor dk, Tensor dv) {
         int tq = q.size(0);
         int hq = q.size(1);
         int d = q.size(2);
@@ -332,7 +344,8 @@ final class CudaMmaAttention {
         boolean bf16 = isBf16(variant);
         boolean v2 = variant.equals("bf16v2");
         if (variant.equals("bf16v3") || variant.equals("bf16v4")) {
-            backwardStaged(q, k, v, dout, queryStart, spec, dq, dk, dv, variant.equals("bf16v3") ? 8 : 4);
+            boolean v4 = variant.equals("bf16v4");
+            backwardStaged(q, k, v, v4 ? out : null, v4 ? lse : null, dout, queryStart, spec, dq, dk, dv, v4 ? 4 : 8);
             return;
         }
         int splits = splits(s, hq, hkv, bf16);
@@ -340,7 +353,7 @@ final class CudaMmaAttention {
         long part = splits > 1 ? (long) splits * s * hkv * d : 0;
         // [2, T, Hq] lse and delta, then the splits' partial dk and dv, each [splits, S, Hkv, D]
         Tensor scratch = ctx.scratch(CudaContext.Scratch.ATTENTION_BACKWARD, DType.F32, 2 * items + 2 * part);
-        Tensor lse = scratch.slice(0, 0, items);
+        Tensor rowLse = scratch.slice(0, 0, items);
         Tensor delta = scratch.slice(0, items, 2 * items);
         long[] qs = q.strides();
         long[] ks = k.strides();
@@ -359,7 +372,7 @@ final class CudaMmaAttention {
         boolean[] parts = parts();
         if (parts[0]) {
             Launcher.launch(kq, ctx.stream.handle(), qTiles * hq, 1, bf16 ? B_THREADS : THREADS, sharedQ, q, qs[0], qs[1], k, ks[0],
-                    ks[1], v, vs[0], vs[1], dout, os[0], os[1], dq, dqs[0], dqs[1], lse, delta, tq, hq, hkv, queryStart, window,
+                    ks[1], v, vs[0], vs[1], dout, os[0], os[1], dq, dqs[0], dqs[1], rowLse, delta, tq, hq, hkv, queryStart, window,
                     scale, spec.sinks());
         }
         if (!parts[1]) {
@@ -391,7 +404,7 @@ final class CudaMmaAttention {
         int bk = bf16 ? B_BK : BK;
         long kTiles = (s + bk - 1) / bk;
         Launcher.launch(kkv, ctx.stream.handle(), kTiles * hkv * splits, 1, bf16 ? B_THREADS : THREADS, sharedKv, q, qs[0], qs[1], k, ks[0],
-                ks[1], v, vs[0], vs[1], dout, os[0], os[1], kOut, kS, kH, kP, vOut, vS, vH, vP, lse, delta, tq, s, hq, hkv,
+                ks[1], v, vs[0], vs[1], dout, os[0], os[1], kOut, kS, kH, kP, vOut, vS, vH, vP, rowLse, delta, tq, s, hq, hkv,
                 queryStart, window, scale, splits);
         if (splits > 1) {
             ctx.launch(sumSplits, ctx.gridFor((long) s * hkv * d, 256), 256, kOut, splits, s, hkv, d, dk,
@@ -403,10 +416,11 @@ final class CudaMmaAttention {
 
     /**
      * The bf16v3 (warps = 8) and bf16v4 (warps = 4) backward: bf16 copies of q, dout, k, v, then the
-     * ab3 / ab4 kernels, blocks of 16·warps queries (dq) or keys (dk/dv); as {@link #backward} otherwise.
+     * ab3 / ab4 kernels, blocks of 16·warps queries (dq) or keys (dk/dv); as {@link #backward} otherwise (out and
+     * lse only with warps = 4, the tiles of the forward that wrote lse).
      */
-    private void backwardStaged(Tensor q, Tensor k, Tensor v, Tensor dout, int queryStart, AttentionSpec spec, Tensor dq,
-                                Tensor dk, Tensor dv, int warps) {
+    private void backwardStaged(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor dout, int queryStart,
+                                AttentionSpec spec, Tensor dq, Tensor dk, Tensor dv, int warps) {
         int tq = q.size(0);
         int hq = q.size(1);
         int d = q.size(2);
@@ -419,7 +433,7 @@ final class CudaMmaAttention {
         long part = splits > 1 ? (long) splits * s * hkv * d : 0;
         // [2, T, Hq] lse and delta, then the splits' partial dk and dv, each [splits, S, Hkv, D]
         Tensor scratch = ctx.scratch(CudaContext.Scratch.ATTENTION_BACKWARD, DType.F32, 2 * items + 2 * part);
-        Tensor lse = scratch.slice(0, 0, items);
+        Tensor stats = scratch.slice(0, 0, items);   // lse, written by the dq launch
         Tensor delta = scratch.slice(0, items, 2 * items);
         long qn = items * d;
         long kn = (long) s * hkv * d;
@@ -450,7 +464,8 @@ final class CudaMmaAttention {
         long qTiles = (tq + rows - 1) / rows;
         if (parts[0]) {
             Launcher.launch(kq, ctx.stream.handle(), qTiles * hq, 1, threads, sharedQ, q16, k16, v16, do16, dout, os[0], os[1],
-                    dq, dqs[0], dqs[1], lse, delta, tq, hq, hkv, queryStart, window, scale, spec.sinks());
+                    dq, dqs[0], dqs[1], stats, delta, tq, hq, hkv, queryStart, window, scale, spec.sinks(), lse, out,
+                    out == null ? 0L : out.strides()[0], out == null ? 0L : out.strides()[1]);
         }
         if (!parts[1]) {
             return;
@@ -480,7 +495,7 @@ final class CudaMmaAttention {
         kkv.allowDynamicShared(sharedKv);
         long kTiles = (s + rows - 1) / rows;
         Launcher.launch(kkv, ctx.stream.handle(), kTiles * hkv * splits, 1, threads, sharedKv, q16, k16, v16, do16, kOut, kS, kH,
-                kP, vOut, vS, vH, vP, lse, delta, tq, s, hq, hkv, queryStart, window, scale, splits);
+                kP, vOut, vS, vH, vP, stats, delta, tq, s, hq, hkv, queryStart, window, scale, splits);
         if (splits > 1) {
             ctx.launch(sumSplits, ctx.gridFor((long) s * hkv * d, 256), 256, kOut, splits, s, hkv, d, dk,
                     dk.strides()[0], dk.strides()[1]);

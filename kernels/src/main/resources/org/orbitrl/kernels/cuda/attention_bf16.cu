@@ -396,13 +396,14 @@ __device__ __forceinline__ void ab_online(const u32 qf[D / 16][4], u16* kv, cons
 }
 
 // Grid ceil(T / AB_BM) * Hq, block AB_THREADS; dynamic shared 2 * (AB_BM * (D + 8) + 2 * BN * (D + DV + 16))
-// bytes. out [T, Hq, DV]. Later query tiles (more keys) launch first.
+// bytes. out [T, Hq, DV]. Later query tiles (more keys) launch first. lse, unless null: each row's log-sum-exp
+// [T, Hq] as ab_backward_q<FAST>'s first pass writes it (FAST: log2 units), for that pass to be skipped.
 // E: float (k, v as given; NW = 8) or u16 (bf16 copies, cp.async); q f32 either way. NW warps a block of
 // BM = 16 NW queries: the grid and shared size above with BM, 32 NW threads in place of AB_BM, AB_THREADS.
 template <int D, int DV, int BN, bool FAST, typename E, int NW>
 __device__ __forceinline__ void ab_forward(const float* q, i64 qT, i64 qH, const E* k, i64 kS, i64 kH, const E* v,
                                            i64 vS, i64 vH, float* out, i64 oT, i64 oH, int T, int Hq, int Hkv, int qs,
-                                           int window, float scale, const float* sinks) {
+                                           int window, float scale, const float* sinks, float* lse) {
     constexpr int BM = 16 * NW;
     extern __shared__ __align__(16) u16 ab_sm[];
     u16* qsh = ab_sm;                         // [BM][D + 8]
@@ -438,6 +439,9 @@ __device__ __forceinline__ void ab_forward(const float* q, i64 qT, i64 qH, const
     for (int i = 0; i < 2; i++) {
         int t = t0 + (threadIdx.x >> 5) * 16 + g + 8 * i;
         if (t < T) {
+            if (lse != 0 && c == 0) {   // the statistic ab_backward_q's first pass would compute (the same expression)
+                lse[(i64) t * Hq + h] = FAST ? m[i] + __log2f(l[i]) : m[i] + logf(l[i]);
+            }
             float inv = 1.0f / l[i];
             float* o = out + (i64) t * oT + (i64) h * oH + 2 * c;
 #pragma unroll
@@ -453,6 +457,8 @@ __device__ __forceinline__ void ab_forward(const float* q, i64 qT, i64 qH, const
 // 2 * (AB_BM * (D + DV + 16) + 2 * BN * (D + DV + 16)) bytes.
 // Pass 1 recomputes the rows' softmax (as ab_forward) and writes lse and delta = dout . o [T, Hq];
 // pass 2 sums dq = scale * sum_j p_j (dp_j - delta) k_j over the key tiles. dq [T, Hq, D].
+// lseIn, fwdOut (unless null): the forward's lse (ab_forward's, the same units) and output [T, Hq, DV] (strides ooT, ooH):
+// pass 1 is skipped, lse copied and delta = dout . o summed in pass 1's order (the forward's o is pass 1's acc / l).
 // FAST: lse in log2 units (log2 of the row's softmax denominator of 2^(scale log2 e q.k)), the mask only
 // on tiles where some key is hidden from some row of the warp, scale applied to dq once at the end.
 // E: float (q, k, v, dout as given) or u16 (bf16 copies of the same shapes: q, k, v, do point at them,
@@ -463,7 +469,8 @@ __device__ __forceinline__ void ab_backward_q(const E* q, i64 qT, i64 qH, const 
                                               const E* v, i64 vS, i64 vH, const E* dob, i64 dobT, i64 dobH,
                                               const float* dout, i64 oT, i64 oH,
                                               float* dq, i64 dqT, i64 dqH, float* lse, float* delta, int T, int Hq,
-                                              int Hkv, int qs, int window, float scale, const float* sinks) {
+                                              int Hkv, int qs, int window, float scale, const float* sinks,
+                                              const float* lseIn, const float* fwdOut, i64 ooT, i64 ooH) {
     constexpr int BM = 16 * NW;
     extern __shared__ __align__(16) u16 ab_sm[];
     u16* qsh = ab_sm;                         // [BM][D + 8]
@@ -504,7 +511,9 @@ __device__ __forceinline__ void ab_backward_q(const E* q, i64 qT, i64 qH, const 
     l[0] = l[1] = sinks != 0 ? 1.0f : 0.0f;
 #pragma unroll
     for (int n = 0; n < DV / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    ab_online<D, DV, BN, FAST, E, NW>(qf, kv, kb, kS, vb, vS, t0, T, qs, window, scale, lo, hi, m, l, acc);
+    if (lseIn == 0) {   // pass 1: the rows' softmax again (block-uniform)
+        ab_online<D, DV, BN, FAST, E, NW>(qf, kv, kb, kS, vb, vS, t0, T, qs, window, scale, lo, hi, m, l, acc);
+    }
 
     int g = (threadIdx.x & 31) >> 2;
     int c = threadIdx.x & 3;
@@ -520,12 +529,26 @@ __device__ __forceinline__ void ab_backward_q(const E* q, i64 qT, i64 qH, const 
         if (row[i]) {
             // delta from dout in f32 (not the bf16 copy in shared memory)
             const float* dor = dout + (i64) t * oT + (i64) h * oH + 2 * c;
-            float inv = 1.0f / l[i];
+            if (lseIn != 0) {
+                const float* orow = fwdOut + (i64) t * ooT + (i64) h * ooH + 2 * c;
 #pragma unroll
-            for (int n = 0; n < DV / 8; n++) part += acc[n][2 * i] * inv * dor[n * 8] + acc[n][2 * i + 1] * inv * dor[n * 8 + 1];
+                for (int n = 0; n < DV / 8; n++) {
+                    float o0 = orow[n * 8];
+                    float o1 = orow[n * 8 + 1];
+                    part += o0 * dor[n * 8] + o1 * dor[n * 8 + 1];
+                }
+            } else {
+                float inv = 1.0f / l[i];
+#pragma unroll
+                for (int n = 0; n < DV / 8; n++) {
+                    float o0 = acc[n][2 * i] * inv;
+                    float o1 = acc[n][2 * i + 1] * inv;
+                    part += o0 * dor[n * 8] + o1 * dor[n * 8 + 1];
+                }
+            }
         }
         dl[i] = ab_quad_sum(part);
-        L[i] = row[i] ? (FAST ? m[i] + __log2f(l[i]) : m[i] + logf(l[i])) : 0.0f;
+        L[i] = !row[i] ? 0.0f : lseIn != 0 ? lseIn[(i64) t * Hq + h] : FAST ? m[i] + __log2f(l[i]) : m[i] + logf(l[i]);
         if (c == 0 && row[i]) {
             lse[(i64) t * Hq + h] = L[i];
             delta[(i64) t * Hq + h] = dl[i];
@@ -830,16 +853,16 @@ __device__ __forceinline__ void ab_backward_kv(const E* q, i64 qT, i64 qH, const
 #define AB_BQ128 32
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_forward_d64(AB_FORWARD_ARGS) {
-    ab_forward<64, 64, AB_BN64, false, float, 8>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
+    ab_forward<64, 64, AB_BN64, false, float, 8>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks, 0);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_forward_d128(AB_FORWARD_ARGS) {
-    ab_forward<128, 128, AB_BN128, false, float, 8>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
+    ab_forward<128, 128, AB_BN128, false, float, 8>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks, 0);
 }
 
 #define AB_BACKWARD_Q_CALL(D, BN, FAST)                                                                                \
     ab_backward_q<D, D, BN, FAST, float, 8>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dout, oT, oH, dq, dqT, dqH, lse, \
-                                         delta, T, Hq, Hkv, qs, window, scale, sinks)
+                                         delta, T, Hq, Hkv, qs, window, scale, sinks, 0, 0, 0, 0)
 #define AB_BACKWARD_KV_CALL(D, BQ, FAST)                                                                               \
     ab_backward_kv<D, D, BQ, FAST, float, 8>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dk, dkS, dkH, dkP, dv, dvS,     \
                                           dvH, dvP, lse, delta, T, S, Hq, Hkv, qs, window, scale, splits)
@@ -862,11 +885,11 @@ extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_backward_kv_d128(AB_
 
 // The bf16v2 kernels (FAST above): same tiles and launch shapes.
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_forward_d64(AB_FORWARD_ARGS) {
-    ab_forward<64, 64, AB_BN64, true, float, 8>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
+    ab_forward<64, 64, AB_BN64, true, float, 8>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks, 0);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_forward_d128(AB_FORWARD_ARGS) {
-    ab_forward<128, 128, AB_BN128, true, float, 8>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
+    ab_forward<128, 128, AB_BN128, true, float, 8>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks, 0);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_backward_q_d64(AB_BACKWARD_Q_ARGS) {
@@ -896,7 +919,7 @@ extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_backward_kv_d128(AB
 #define AB3_BACKWARD_Q_ARGS                                                                                            \
     const u16 *q16, const u16 *k16, const u16 *v16, const u16 *do16, const float *dout, i64 oT, i64 oH, float *dq,     \
         i64 dqT, i64 dqH, float *lse, float *delta, int T, int Hq, int Hkv, int qs, int window, float scale,          \
-        const float *sinks
+        const float *sinks, const float *lseIn, const float *oIn, i64 ooT, i64 ooH
 #define AB3_BACKWARD_KV_ARGS                                                                                           \
     const u16 *q16, const u16 *k16, const u16 *v16, const u16 *do16, float *dk, i64 dkS, i64 dkH, i64 dkP, float *dv, \
         i64 dvS, i64 dvH, i64 dvP, const float *lse, const float *delta, int T, int S, int Hq, int Hkv, int qs,       \
@@ -904,7 +927,7 @@ extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_backward_kv_d128(AB
 #define AB3_BACKWARD_Q_CALL(D, BN, NW)                                                                                 \
     ab_backward_q<D, D, BN, true, u16, NW>(q16, (i64) Hq * D, D, k16, (i64) Hkv * D, D, v16, (i64) Hkv * D, D, do16,         \
                                        (i64) Hq * D, D, dout, oT, oH, dq, dqT, dqH, lse, delta, T, Hq, Hkv, qs, window,  \
-                                       scale, sinks)
+                                       scale, sinks, lseIn, oIn, ooT, ooH)
 #define AB3_BACKWARD_KV_CALL(D, BQ, NW)                                                                                \
     ab_backward_kv<D, D, BQ, true, u16, NW>(q16, (i64) Hq * D, D, k16, (i64) Hkv * D, D, v16, (i64) Hkv * D, D, do16,        \
                                         (i64) Hq * D, D, dk, dkS, dkH, dkP, dv, dvS, dvH, dvP, lse, delta, T, S, Hq,     \
@@ -943,13 +966,13 @@ extern "C" __global__ void __launch_bounds__(128, 2) ab4_backward_kv_d128(AB3_BA
 }
 
 // The bf16v4 forward: q f32, k16, v16 bf16 copies [S, Hkv, D] (ab_to_bf16_pair), 4 warps (64 queries) a
-// block, 64 keys a tile.
+// block, 64 keys a tile; lse (null: none) the rows' statistics for ab4_backward_q (its lseIn: the tiles agree).
 #define AB4_FORWARD_ARGS                                                                                               \
     const float *q, i64 qT, i64 qH, const u16 *k16, const u16 *v16, float *out, i64 oT, i64 oH, int T, int Hq, int Hkv, \
-        int qs, int window, float scale, const float *sinks
+        int qs, int window, float scale, const float *sinks, float *lse
 #define AB4_FORWARD_CALL(D)                                                                                            \
     ab_forward<D, D, 64, true, u16, 4>(q, qT, qH, k16, (i64) Hkv * D, D, v16, (i64) Hkv * D, D, out, oT, oH, T, Hq, Hkv, \
-                                       qs, window, scale, sinks)
+                                       qs, window, scale, sinks, lse)
 
 extern "C" __global__ void __launch_bounds__(128, 2) ab4_forward_d64(AB4_FORWARD_ARGS) {
     AB4_FORWARD_CALL(64);

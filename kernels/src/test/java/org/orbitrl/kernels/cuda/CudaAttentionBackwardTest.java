@@ -142,6 +142,67 @@ class CudaAttentionBackwardTest extends CudaTestBase {
         withProperty(CudaMmaAttention.PROPERTY, "bf16v4", () -> check(MMA_CASES, rng(90), 2e-2));
     }
 
+    /**
+     * bf16v4's forward keeps each row's statistics ({@code attentionWithStats}) and its backward, given them and the
+     * forward's output, skips the forward's softmax: the same gradients as the full backward to 1e-5 of each
+     * gradient's largest element (the statistics are the numbers the full backward's first pass computes, by the same
+     * tiles; delta is summed in the same order from the same products), over every tensor-core case (offsets, windows,
+     * sinks, GQA splits, head dims 64 and 128). The other variants keep none and leave lse as it was.
+     */
+    @Test
+    void bf16v4BackwardFromTheForwardsStatisticsMatchesTheFullBackward() {
+        SplittableRandom r = rng(91);
+        int bitwise = 0;
+        for (int[] c : MMA_CASES) {
+            int t = c[0], s = c[1], qs = c[2], hq = c[3], hkv = c[4], d = c[5], win = c[6];
+            Tensor q = dev(randn(r, 1f, t, hq, d));
+            Tensor k = dev(randn(r, 1f, s, hkv, d));
+            Tensor v = dev(randn(r, 1f, s, hkv, d));
+            Tensor dout = dev(randn(r, 1f, t, hq, d));
+            AttentionSpec spec = new AttentionSpec((float) (1 / Math.sqrt(d)), win, c[7] == 1 ? dev(randn(r, 2f, hq)) : null);
+            String what = String.format("T=%d S=%d start=%d Hq=%d Hkv=%d D=%d window=%d sinks=%b", t, s, qs, hq, hkv, d, win,
+                    c[7] == 1);
+            Tensor out = poisoned(DType.F32, t, hq, d);
+            Tensor lse = poisoned(DType.F32, t, hq);
+            Tensor[] full = {poisoned(DType.F32, t, hq, d), poisoned(DType.F32, s, hkv, d), poisoned(DType.F32, s, hkv, d)};
+            Tensor[] fromStats = {poisoned(DType.F32, t, hq, d), poisoned(DType.F32, s, hkv, d), poisoned(DType.F32, s, hkv, d)};
+            withProperty(CudaMmaAttention.PROPERTY, "bf16v4", () -> {
+                assertTrue(gpu.keepsAttentionStats(), "bf16v4 keeps statistics");
+                // the tensor-core forward takes 16 queries and more; fewer run the f32 kernels, which keep none
+                boolean kept = gpu.attentionWithStats(q, k, v, out, qs, spec, lse);
+                assertTrue(kept == t >= 16, "statistics kept (" + kept + ") where the tensor-core forward runs: " + what);
+                gpu.attentionBackward(q, k, v, dout, qs, spec, full[0], full[1], full[2]);
+                if (kept) {
+                    gpu.attentionBackward(q, k, v, out, lse, dout, qs, spec, fromStats[0], fromStats[1], fromStats[2]);
+                } else {
+                    gpu.attentionBackward(q, k, v, dout, qs, spec, fromStats[0], fromStats[1], fromStats[2]);
+                }
+            });
+            boolean same = true;
+            for (int i = 0; i < 3; i++) {
+                float[] ref = gpu.toHost(full[i]).toFloatArray();
+                float[] got = gpu.toHost(fromStats[i]).toFloatArray();
+                assertCloseToScale("backward from the forward's statistics, d" + "qkv".charAt(i) + " " + what, ref, got, 1e-5);
+                same &= java.util.Arrays.equals(ref, got);
+            }
+            bitwise += same ? 1 : 0;
+        }
+        System.out.printf("bf16v4 backward from the forward's statistics: %d of %d cases equal to the full backward bit for bit%n",
+                bitwise, MMA_CASES.length);
+
+        Tensor q = dev(randn(r, 1f, 40, 4, 64));
+        Tensor k = dev(randn(r, 1f, 40, 2, 64));
+        Tensor out = poisoned(DType.F32, 40, 4, 64);
+        Tensor lse = poisoned(DType.F32, 40, 4);
+        AttentionSpec spec = new AttentionSpec(0.125f, 0, null);
+        withProperty(CudaMmaAttention.PROPERTY, "bf16v3", () -> {
+            assertTrue(!gpu.keepsAttentionStats() && !gpu.attentionWithStats(q, k, k, out, 0, spec, lse), "bf16v3 keeps none");
+        });
+        for (float x : gpu.toHost(lse).toFloatArray()) {
+            assertTrue(Float.isNaN(x), "lse left as it was where no statistics are kept");
+        }
+    }
+
     @Test
     void mmaKernelsAgreeWithF32Kernels() {
         agreeWithF32("tf32", 5e-3);

@@ -35,6 +35,7 @@ final class GptOssAttention {
         Tensor k3;     // [N, Hkv, D] after rope
         Tensor v3;     // [N, Hkv, D]
         Tensor attn;   // [N, Hq*D] the input of o_proj
+        Tensor lse;    // [N, Hq] the attention's statistics where the backend keeps them (else null)
     }
 
     GptOssAttention(int layer, GptOssConfig c, Linear q, Linear k, Linear v, Linear o, Tensor sinks) {
@@ -78,7 +79,8 @@ final class GptOssAttention {
         Tensor v3 = vs.reshape(n, kvHeads, headDim);
         b.rope(q3, positions, rope);
         b.rope(k3, positions, rope);
-        Tensor attnFlat = SegmentAttention.attendAndProject(b, layer, batch, q3, k3, v3, spec, o, out); // [N, Hq*D]
+        SegmentAttention.Attended att = SegmentAttention.attendAndProject(b, layer, batch, q3, k3, v3, spec, o, out, tape != null);
+        Tensor attnFlat = att.attn(); // [N, Hq*D]
         if (tape == null) {   // nothing is kept: each at its last use (a cache copied the keys and values)
             for (Tensor t : new Tensor[]{qs, ks, vs, attnFlat}) {
                 a.release(t);
@@ -90,13 +92,14 @@ final class GptOssAttention {
             tape.k3 = k3;
             tape.v3 = v3;
             tape.attn = attnFlat;
+            tape.lse = att.lse();
         }
     }
 
     /** dout [N, hidden] -> dx [N, hidden] (overwritten). Segments must have had no cached past. */
     void backward(Backend b, Tape tape, Tensor positions, int[] segmentLengths, RopeTable rope, Tensor dout, Tensor dx) {
         int n = dout.size(0);
-        SegmentAttention.Grads g = SegmentAttention.backward(b, o, tape.attn, tape.q3, tape.k3, tape.v3, segmentLengths,
+        SegmentAttention.Grads g = SegmentAttention.backward(b, o, tape.attn, tape.lse, tape.q3, tape.k3, tape.v3, segmentLengths,
                 spec, positions, rope, dout);
         SegmentAttention.inputGradient(b, tape.x, q, g.dq().reshape(n, (long) heads * headDim),
                 k, g.dk().reshape(n, (long) kvHeads * headDim), v, g.dv().reshape(n, (long) kvHeads * headDim), dx);

@@ -184,13 +184,13 @@ public final class GptOssModel implements Trainable, AdapterTargets {
         /** Releases the layer's saved activations once its backward has been issued (the layer input is the caller's). */
         void release(TensorAllocator a) {
             GptOssAttention.Tape at = attention;
-            for (Tensor t : new Tensor[]{mid, at.x, at.q3, at.k3, at.v3, at.attn, moe.x}) {
+            for (Tensor t : new Tensor[]{mid, at.x, at.q3, at.k3, at.v3, at.attn, at.lse, moe.x}) {
                 if (t != null) {
                     a.release(t);
                 }
             }
             mid = null;
-            at.x = at.q3 = at.k3 = at.v3 = at.attn = null;
+            at.x = at.q3 = at.k3 = at.v3 = at.attn = at.lse = null;
             moe.release(a);
         }
     }

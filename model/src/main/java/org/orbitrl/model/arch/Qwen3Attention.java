@@ -40,15 +40,16 @@ final class Qwen3Attention {
         Tensor k3;     // [N, Hkv, D] after norm and rope
         Tensor v3;     // [N, Hkv, D]
         Tensor attn;   // [N, Hq*D] the input of o_proj
+        Tensor lse;    // [N, Hq] the attention's statistics where the backend keeps them (else null)
 
         /** Releases what forward allocated for backward (not x, the caller's input). */
         void release(TensorAllocator a) {
-            for (Tensor t : new Tensor[]{qRaw, kRaw, q3, k3, v3, attn}) {
+            for (Tensor t : new Tensor[]{qRaw, kRaw, q3, k3, v3, attn, lse}) {
                 if (t != null) {
                     a.release(t);
                 }
             }
-            qRaw = kRaw = q3 = k3 = v3 = attn = null;
+            qRaw = kRaw = q3 = k3 = v3 = attn = lse = null;
         }
     }
 
@@ -137,7 +138,8 @@ final class Qwen3Attention {
         b.rope(q3, positions, rope);
         b.rope(k3, positions, rope);
         Tensor v3 = vs.reshape(n, kvHeads, headDim);
-        Tensor attnFlat = SegmentAttention.attendAndProject(b, layer, batch, q3, k3, v3, spec, o, out);   // [N, Hq*D]
+        SegmentAttention.Attended att = SegmentAttention.attendAndProject(b, layer, batch, q3, k3, v3, spec, o, out, tape != null);
+        Tensor attnFlat = att.attn();   // [N, Hq*D]
         if (tape == null) {
             a.release(q3);
             a.release(k3);
@@ -149,6 +151,7 @@ final class Qwen3Attention {
             tape.k3 = k3;
             tape.v3 = v3;
             tape.attn = attnFlat;
+            tape.lse = att.lse();
         }
     }
 
@@ -156,7 +159,7 @@ final class Qwen3Attention {
     void backward(Backend b, Tape tape, Tensor positions, int[] segmentLengths, RopeTable rope, Tensor dout, Tensor dx) {
         TensorAllocator a = b.allocator();
         int n = dout.size(0);
-        SegmentAttention.Grads g = SegmentAttention.backward(b, o, tape.attn, tape.q3, tape.k3, tape.v3, segmentLengths,
+        SegmentAttention.Grads g = SegmentAttention.backward(b, o, tape.attn, tape.lse, tape.q3, tape.k3, tape.v3, segmentLengths,
                 spec, positions, rope, dout);
         Tensor dq = g.dq();   // [N, Hq, D]
         Tensor dk = g.dk();   // [N, Hkv, D]

@@ -29,21 +29,39 @@ final class SegmentAttention {
      */
     static void attend(Backend b, int layer, List<CausalLM.Segment> batch, Tensor q, Tensor k, Tensor v,
                        boolean valuesInKeys, AttentionSpec spec, Tensor out) {
+        attend(b, layer, batch, q, k, v, valuesInKeys, spec, out, null);
+    }
+
+    /**
+     * As above; {@code lse} [N, Hq] f32 (null: none, and never with a cached segment): the backend's softmax statistics
+     * of each segment ({@link Backend#attentionWithStats}) for {@link #backward}. Returns whether every segment's were
+     * kept (false when lse is null).
+     */
+    static boolean attend(Backend b, int layer, List<CausalLM.Segment> batch, Tensor q, Tensor k, Tensor v,
+                          boolean valuesInKeys, AttentionSpec spec, Tensor out, Tensor lse) {
         int start = 0;
+        boolean kept = lse != null;
         for (CausalLM.Segment s : batch) {
             int t = s.tokens().length;
             SequenceCache cache = s.cache();
             Tensor qSeg = q.slice(0, start, start + t);
             Tensor oSeg = out.slice(0, start, start + t);
-            if (cache == null) {
+            if (cache == null && lse != null) {
+                kept &= b.attentionWithStats(qSeg, k.slice(0, start, start + t), v.slice(0, start, start + t), oSeg, 0, spec,
+                        lse.slice(0, start, start + t));
+            } else if (cache == null) {
                 b.attention(qSeg, k.slice(0, start, start + t), v.slice(0, start, start + t), oSeg, 0, spec);
             } else {
+                if (lse != null) {
+                    throw new IllegalArgumentException("attention statistics are kept for a training forward, not over a cache");
+                }
                 int past = cache.length();
                 cache.write(b, layer, k.slice(0, start, start + t), valuesInKeys ? null : v.slice(0, start, start + t));
                 cache.attend(b, layer, qSeg, oSeg, past, past + t, spec);
             }
             start += t;
         }
+        return kept;
     }
 
     /**
@@ -52,14 +70,32 @@ final class SegmentAttention {
      */
     static Tensor attendAndProject(Backend b, int layer, List<CausalLM.Segment> batch, Tensor q3, Tensor k3, Tensor v3,
                                    AttentionSpec spec, Linear o, Tensor out) {
+        return attendAndProject(b, layer, batch, q3, k3, v3, spec, o, out, false).attn();
+    }
+
+    /** The o_proj input [N, Hq*Dv] and the attention's statistics [N, Hq] (null where the backend kept none). */
+    record Attended(Tensor attn, Tensor lse) {
+    }
+
+    /**
+     * As above; {@code keepStats} (a training forward whose tape the backward reads): the backend's softmax statistics
+     * too, where it keeps them ({@link Backend#keepsAttentionStats}).
+     */
+    static Attended attendAndProject(Backend b, int layer, List<CausalLM.Segment> batch, Tensor q3, Tensor k3, Tensor v3,
+                                     AttentionSpec spec, Linear o, Tensor out, boolean keepStats) {
         int n = q3.size(0);
         int heads = q3.size(1);
         int dv = v3.size(2);
-        Tensor attn = b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, dv); // [N, Hq, Dv]
-        attend(b, layer, batch, q3, k3, v3, false, spec, attn);
+        TensorAllocator a = b.allocator();
+        Tensor attn = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, dv); // [N, Hq, Dv]
+        Tensor lse = keepStats && b.keepsAttentionStats() ? a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, heads) : null;
+        if (!attend(b, layer, batch, q3, k3, v3, false, spec, attn, lse) && lse != null) {
+            a.release(lse);
+            lse = null;
+        }
         Tensor attnFlat = attn.reshape(n, (long) heads * dv);
         o.forward(b, attnFlat, out);
-        return attnFlat;
+        return new Attended(attnFlat, lse);
     }
 
     /** The query, key and value gradients [N, H, D] of {@link #backward}, rope undone on dq and dk. */
@@ -73,6 +109,12 @@ final class SegmentAttention {
      */
     static Grads backward(Backend b, Linear o, Tensor attn, Tensor q3, Tensor k3, Tensor v3, int[] segmentLengths,
                           AttentionSpec spec, Tensor positions, RopeTable rope, Tensor dout) {
+        return backward(b, o, attn, null, q3, k3, v3, segmentLengths, spec, positions, rope, dout);
+    }
+
+    /** As above, with the statistics {@link #attendAndProject} kept ({@code lse} [N, Hq], null: none). */
+    static Grads backward(Backend b, Linear o, Tensor attn, Tensor lse, Tensor q3, Tensor k3, Tensor v3, int[] segmentLengths,
+                          AttentionSpec spec, Tensor positions, RopeTable rope, Tensor dout) {
         TensorAllocator a = b.allocator();
         int n = dout.size(0);
         int heads = q3.size(1);
@@ -84,11 +126,19 @@ final class SegmentAttention {
         Tensor dk = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, kvHeads, d);   // [N, Hkv, D]
         Tensor dv = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, kvHeads, d);   // [N, Hkv, D]
         Tensor dattn3 = dattn.reshape(n, heads, d);
+        Tensor attn3 = attn.reshape(n, heads, d);
         int start = 0;
         for (int t : segmentLengths) {
-            b.attentionBackward(q3.slice(0, start, start + t), k3.slice(0, start, start + t),
-                    v3.slice(0, start, start + t), dattn3.slice(0, start, start + t), 0, spec,
-                    dq.slice(0, start, start + t), dk.slice(0, start, start + t), dv.slice(0, start, start + t));
+            if (lse != null) {
+                b.attentionBackward(q3.slice(0, start, start + t), k3.slice(0, start, start + t),
+                        v3.slice(0, start, start + t), attn3.slice(0, start, start + t), lse.slice(0, start, start + t),
+                        dattn3.slice(0, start, start + t), 0, spec,
+                        dq.slice(0, start, start + t), dk.slice(0, start, start + t), dv.slice(0, start, start + t));
+            } else {
+                b.attentionBackward(q3.slice(0, start, start + t), k3.slice(0, start, start + t),
+                        v3.slice(0, start, start + t), dattn3.slice(0, start, start + t), 0, spec,
+                        dq.slice(0, start, start + t), dk.slice(0, start, start + t), dv.slice(0, start, start + t));
+            }
             start += t;
         }
         a.release(dattn);

@@ -122,7 +122,9 @@ public final class ActivationModel {
      * head's input gradient are released before the layers' backward. Without recompute every
      * layer's tape is kept until backward ends; with it, only the layer being differentiated has one.
      * A layer's tape: both norms' outputs and the residual after attention {@code 3h}; q and k before
-     * and after their norm and rope, v, and the attention output {@code 3·(Hq + Hkv)·D}; the dense
+     * and after their norm and rope, v, and the attention output {@code 3·(Hq + Hkv)·D}, and on a device with
+     * head dims of 64 or 128 the attention's softmax statistics {@code Hq} (what its tensor-core backward reads
+     * instead of running the forward's softmax again); the dense
      * MLP's gate, up and SwiGLU output {@code 3I}, or the MoE block's (grouped or per expert, see
      * {@link MoeWorkingSet}). On top of the tapes, the working set of the layer being differentiated
      * is the larger of its MLP phase (the post-norm gradient {@code [h]} beside the block's backward,
@@ -160,6 +162,7 @@ public final class ActivationModel {
         }
         long hostChunk = s.isMoe() ? MoeWorkingSet.hostChunkElements(s, chunk, ep, adapter, device) : 0;
         double attnPhase = 2.0 * h + Math.max(attentionWorkPerToken(h, qd, kvd, rAttn), h);
+        double stats = device && (s.headDim() == 64 || s.headDim() == 128) ? (double) s.numHeads() / tp : 0;
         int layers = s.numLayers();
         int firstKept = layers - Math.min(Math.max(kept, 0), layers);
         double keptTapes = 0;   // tapes of the kept layers from firstKept up to the layer at hand
@@ -167,7 +170,7 @@ public final class ActivationModel {
         double tapes = 0;
         double maxPhase = 0;
         for (int i = 0; i < layers; i++) {
-            double tape = 3.0 * h + 3 * (qd + kvd);
+            double tape = 3.0 * h + 3 * (qd + kvd) + stats;
             double mlpWork;
             if (s.isMoeLayer(i) && MoeWorkingSet.grouped(s, ep, adapter)) {
                 double k = MoeWorkingSet.pairsPerToken(s, ep);

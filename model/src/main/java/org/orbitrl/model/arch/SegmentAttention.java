@@ -64,22 +64,14 @@ final class SegmentAttention {
         return kept;
     }
 
-    /**
-     * {@link #attend} with separate values, then {@code o}: q3 [N, Hq, D] -> out [N, hidden].
-     * Returns the o_proj input [N, Hq*Dv] (what backward needs).
-     */
-    static Tensor attendAndProject(Backend b, int layer, List<CausalLM.Segment> batch, Tensor q3, Tensor k3, Tensor v3,
-                                   AttentionSpec spec, Linear o, Tensor out) {
-        return attendAndProject(b, layer, batch, q3, k3, v3, spec, o, out, false).attn();
-    }
-
     /** The o_proj input [N, Hq*Dv] and the attention's statistics [N, Hq] (null where the backend kept none). */
     record Attended(Tensor attn, Tensor lse) {
     }
 
     /**
-     * As above; {@code keepStats} (a training forward whose tape the backward reads): the backend's softmax statistics
-     * too, where it keeps them ({@link Backend#keepsAttentionStats}).
+     * {@link #attend} with separate values, then {@code o}: q3 [N, Hq, D] -> out [N, hidden]. Returns the o_proj input
+     * (what backward needs) and, with {@code keepStats} (a training forward whose tape the backward reads), the
+     * backend's softmax statistics where it keeps them ({@link Backend#keepsAttentionStats}).
      */
     static Attended attendAndProject(Backend b, int layer, List<CausalLM.Segment> batch, Tensor q3, Tensor k3, Tensor v3,
                                      AttentionSpec spec, Linear o, Tensor out, boolean keepStats) {
@@ -105,14 +97,9 @@ final class SegmentAttention {
     /**
      * From dout [N, hidden] back through o_proj (input {@code attn} [N, Hq*D]), attention segment by
      * segment (no cached past), and rope: the gradients of the projected q [N, Hq, D], k and v
-     * [N, Hkv, D] as they were before rope.
+     * [N, Hkv, D] as they were before rope; {@code lse} [N, Hq] the statistics {@link #attendAndProject} kept (null:
+     * none).
      */
-    static Grads backward(Backend b, Linear o, Tensor attn, Tensor q3, Tensor k3, Tensor v3, int[] segmentLengths,
-                          AttentionSpec spec, Tensor positions, RopeTable rope, Tensor dout) {
-        return backward(b, o, attn, null, q3, k3, v3, segmentLengths, spec, positions, rope, dout);
-    }
-
-    /** As above, with the statistics {@link #attendAndProject} kept ({@code lse} [N, Hq], null: none). */
     static Grads backward(Backend b, Linear o, Tensor attn, Tensor lse, Tensor q3, Tensor k3, Tensor v3, int[] segmentLengths,
                           AttentionSpec spec, Tensor positions, RopeTable rope, Tensor dout) {
         TensorAllocator a = b.allocator();

@@ -919,7 +919,7 @@ extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_backward_kv_d128(AB
 #define AB3_BACKWARD_Q_ARGS                                                                                            \
     const u16 *q16, const u16 *k16, const u16 *v16, const u16 *do16, const float *dout, i64 oT, i64 oH, float *dq,     \
         i64 dqT, i64 dqH, float *lse, float *delta, int T, int Hq, int Hkv, int qs, int window, float scale,          \
-        const float *sinks, const float *lseIn, const float *oIn, i64 ooT, i64 ooH
+        const float *sinks, const float *lseIn, const float *fwdOut, i64 ooT, i64 ooH
 #define AB3_BACKWARD_KV_ARGS                                                                                           \
     const u16 *q16, const u16 *k16, const u16 *v16, const u16 *do16, float *dk, i64 dkS, i64 dkH, i64 dkP, float *dv, \
         i64 dvS, i64 dvH, i64 dvP, const float *lse, const float *delta, int T, int S, int Hq, int Hkv, int qs,       \
@@ -927,7 +927,7 @@ extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_backward_kv_d128(AB
 #define AB3_BACKWARD_Q_CALL(D, BN, NW)                                                                                 \
     ab_backward_q<D, D, BN, true, u16, NW>(q16, (i64) Hq * D, D, k16, (i64) Hkv * D, D, v16, (i64) Hkv * D, D, do16,         \
                                        (i64) Hq * D, D, dout, oT, oH, dq, dqT, dqH, lse, delta, T, Hq, Hkv, qs, window,  \
-                                       scale, sinks, lseIn, oIn, ooT, ooH)
+                                       scale, sinks, lseIn, fwdOut, ooT, ooH)
 #define AB3_BACKWARD_KV_CALL(D, BQ, NW)                                                                                \
     ab_backward_kv<D, D, BQ, true, u16, NW>(q16, (i64) Hq * D, D, k16, (i64) Hkv * D, D, v16, (i64) Hkv * D, D, do16,        \
                                         (i64) Hq * D, D, dk, dkS, dkH, dkP, dv, dvS, dvH, dvP, lse, delta, T, S, Hq,     \

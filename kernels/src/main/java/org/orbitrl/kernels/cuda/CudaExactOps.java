@@ -2,29 +2,56 @@ package org.orbitrl.kernels.cuda;
 
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cuda.internal.DevicePointer;
 import org.orbitrl.kernels.cuda.internal.Kernel;
 import org.orbitrl.kernels.quant.QuantizedTensor;
+
+import static org.bytedeco.cuda.global.cudart.cudaMemcpyAsync;
+import static org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToDevice;
 
 /**
  * The products of exact mode: {@code y = x · wᵀ} where every output row is computed by the same
  * instructions in the same order whatever the number of rows and wherever the row sits in the
  * batch, so a token's logits in a one-row decode step equal, bit for bit, its logits in a
- * training forward over the whole sequence. One kernel ({@code exact_matmul_f32} in
- * {@code train.cu}) serves f32 and bf16 weights with f32 arithmetic on the exact weight values;
- * a quantized weight is first dequantized to f32 (exact) into a reused buffer.
+ * training forward over the whole sequence; f32 x times the exact weight values, at f32 precision.
+ *
+ * <p>Where K is a multiple of 8 (every projection of the supported models), the tensor-core kernels of
+ * {@code exact_mma.cu}: x and the weight as sums of bf16 planes (a bf16 weight as it is; an f32 one, or a quantized
+ * one dequantized to f32, split into three), the products of the planes accumulated in f32 over K's 16-value chunks
+ * in order, with no splits of K. Otherwise, and with {@code -Dorbit.cuda.exactMma=off} (read at each call), the
+ * CUDA-core kernel {@code exact_matmul_f32} of {@code train.cu} (a warp an output column, 8 rows a block). The choice
+ * depends on K and the switch alone, never on the rows, so rollout and training take the same one; the two kernels
+ * round differently (both within f32 rounding of the exact sum), so the switch must not change between a rollout and
+ * the training step that recomputes it.
  */
 final class CudaExactOps {
     private static final int ROWS_PER_BLOCK = 8;  // EXACT_ROWS in train.cu
     private static final int BLOCK = 256;         // 8 warps, one output column each
+    private static final int MMA_THREADS = 128;   // EM_THREADS in exact_mma.cu
+    private static final int MMA_TILE = 64;       // EM_TOK = EM_ROWS: tokens and weight rows a block
+    private static final int MMA_STAGES = 4;      // EM_ST
+    private static final int MMA_KC = 32;         // EM_KC
+    private static final int SPLIT_BLOCK = 256;
 
     private final CudaContext ctx;
     private final CudaMatmulOps matmul;
     private final Kernel exact;
+    private final Kernel mma1;
+    private final Kernel mma3;
+    private final Kernel split;
 
     CudaExactOps(CudaContext ctx, CudaMatmulOps matmul) {
         this.ctx = ctx;
         this.matmul = matmul;
         this.exact = ctx.kernel("train", "exact_matmul_f32");
+        this.mma1 = ctx.kernel("exact_mma", "exact_mma_j1");
+        this.mma3 = ctx.kernel("exact_mma", "exact_mma_j3");
+        this.split = ctx.kernel("exact_mma", "exact_split_planes");
+    }
+
+    /** Whether products over {@code k} take the tensor-core kernels (see the class comment). */
+    static boolean tensorCores(int k) {
+        return k > 0 && k % 8 == 0 && !"off".equals(System.getProperty("orbit.cuda.exactMma"));
     }
 
     void matmul(Tensor x, Tensor w, Tensor y) {
@@ -39,7 +66,17 @@ final class CudaExactOps {
         if (w.dtype() != DType.F32 && w.dtype() != DType.BF16) {
             throw new IllegalArgumentException("matmul: weight must be f32 or bf16, got " + w);
         }
-        launch(x, w, w.dtype() == DType.BF16, y, m, w.size(0), k);
+        int n = w.size(0);
+        if (m == 0 || n == 0) {
+            return;
+        }
+        if (!tensorCores(k)) {
+            launch(x, w, w.dtype() == DType.BF16, y, m, n, k);
+        } else if (w.dtype() == DType.BF16) {
+            launchMma(x, aligned(w, CudaContext.Scratch.EXACT_PLANES), 1, y, m, n, k);
+        } else {
+            launchMma(x, planes(w), 3, y, m, n, k);
+        }
     }
 
     void matmulQuantized(Tensor x, QuantizedTensor w, Tensor y) {
@@ -56,18 +93,52 @@ final class CudaExactOps {
         }
         Tensor wf = ctx.scratch(CudaContext.Scratch.EXACT_DEQUANT, DType.F32, (long) n * k); // [n, k]
         matmul.dequantize(w, wf);
-        launch(x, wf, false, y, m, n, k);
+        if (tensorCores(k)) {
+            launchMma(x, planes(wf), 3, y, m, n, k);
+        } else {
+            launch(x, wf, false, y, m, n, k);
+        }
     }
 
     private void launch(Tensor x, Tensor w, boolean bf16, Tensor y, int m, int n, int k) {
-        if (m == 0 || n == 0) {
-            return;
-        }
         int chunks = (m + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
         if (chunks > 65535) {
             throw new IllegalArgumentException("exact matmul: " + m + " rows exceed " + 65535 * ROWS_PER_BLOCK + " per call");
         }
         long grid = (n + (BLOCK / 32) - 1) / (BLOCK / 32);
         ctx.launch2d(exact, grid, chunks, BLOCK, x, w, bf16 ? 1 : 0, y, m, n, k);
+    }
+
+    /** The tensor-core product over {@code planes} bf16 planes of [n, k] each, one after the other from {@code w}. */
+    private void launchMma(Tensor x, Tensor w, int planes, Tensor y, int m, int n, int k) {
+        long nTiles = (n + MMA_TILE - 1) / MMA_TILE;
+        if (nTiles > 65535) {
+            throw new IllegalArgumentException("exact matmul: " + n + " output columns exceed " + 65535L * MMA_TILE + " per call");
+        }
+        Tensor xa = aligned(x, CudaContext.Scratch.EXACT_X);
+        int stage = MMA_TILE * (4 * MMA_KC + 16) + planes * MMA_TILE * (2 * MMA_KC + 16);
+        int shared = MMA_STAGES * stage + 3 * MMA_TILE * (2 * MMA_KC + 16);
+        ctx.launch2dShared(planes == 1 ? mma1 : mma3, (m + MMA_TILE - 1) / MMA_TILE, (int) nTiles, MMA_THREADS, shared,
+                xa, m, k, w, (long) n * k, y, n);
+    }
+
+    /** An f32 [n, k] weight as its three bf16 planes [3, n·k] (exact_split_planes), in a reused buffer. */
+    private Tensor planes(Tensor wf) {
+        long n = wf.numel();
+        Tensor p = ctx.scratch(CudaContext.Scratch.EXACT_PLANES, DType.BF16, 3 * n);
+        ctx.launch(split, ctx.gridFor(n, SPLIT_BLOCK), SPLIT_BLOCK, wf, p, n);
+        return p;
+    }
+
+    /** {@code t} where it starts on a 16-byte boundary (as the kernels' copies need), else a copy of it in a reused buffer. */
+    private Tensor aligned(Tensor t, CudaContext.Scratch buffer) {
+        if (CudaAllocator.address(t) % 16 == 0) {
+            return t;
+        }
+        Tensor c = ctx.scratch(buffer, t.dtype(), t.numel());
+        CudaCheck.check(cudaMemcpyAsync(new DevicePointer(CudaAllocator.address(c)), new DevicePointer(CudaAllocator.address(t)),
+                t.byteSize(), cudaMemcpyDeviceToDevice, ctx.stream.handle()), "cudaMemcpyAsync device->device (exact matmul operand)",
+                t, t.byteSize() + " bytes");
+        return c;
     }
 }

@@ -51,23 +51,41 @@ class CudaExactModeTest {
         CudaTestBase.assertWithin(what, a, b, zero);
     }
 
+    /**
+     * Shapes of the tensor-core kernels (K a multiple of 8): one tile, several tiles of tokens and of weight rows with
+     * ragged edges and K past a multiple of the 32-value stage, a long K (80 chunks of 32), an f32 weight of a LoRA
+     * factor's width; and of the CUDA-core kernel (K = 12, and with {@code -Dorbit.cuda.exactMma=off}).
+     */
     @Test
     void productsAreBatchInvariant() {
-        SplittableRandom r = CudaTestBase.rng(91);
-        int m = 21;
-        int n = 70;
-        int k = 96;
+        int[][] cases = {{21, 70, 96}, {150, 130, 40}, {67, 96, 2560}, {70, 16, 64}, {21, 33, 12}};
+        for (int[] c : cases) {
+            productsAreBatchInvariant(c[0], c[1], c[2]);
+        }
+        System.setProperty("orbit.cuda.exactMma", "off");
+        try {
+            productsAreBatchInvariant(21, 70, 96);
+        } finally {
+            System.clearProperty("orbit.cuda.exactMma");
+        }
+    }
+
+    private void productsAreBatchInvariant(int m, int n, int k) {
+        SplittableRandom r = CudaTestBase.rng(91 + m + n + k);
+        String shape = "M=" + m + " N=" + n + " K=" + k + (CudaExactOps.tensorCores(k) ? " (tensor cores)" : " (CUDA cores)");
         Tensor x = CudaTestBase.randn(r, 1f, m, k);
         Tensor wf = CudaTestBase.randn(r, 0.5f, n, k);
         Tensor wb = Tensor.allocate(Arena.ofAuto(), DType.BF16, n, k);
         wb.copyFrom(wf);
-        QuantizedTensor wq = CudaQuantTest.random("int4-g32", r, n, k);
+        QuantizedTensor wq = k % 32 == 0 ? CudaQuantTest.random("int4-g32", r, n, k) : null;
         Tensor dx = gpu.toDevice(x);
         Tensor dwf = gpu.toDevice(wf);
         Tensor dwb = gpu.toDevice(wb);
-        QuantizedTensor dwq = gpu.toDevice(wq);
+        QuantizedTensor dwq = wq != null ? gpu.toDevice(wq) : null;
+        // sub-batches at offsets: inside the first 64-token tile, and across the first tile's edge where there is one
+        int[][] parts = m > 64 ? new int[][]{{5, 16}, {60, m - 7}} : new int[][]{{5, 16}};
         try {
-            for (String kind : new String[]{"f32", "bf16", "int4-g32"}) {
+            for (String kind : wq != null ? new String[]{"f32", "bf16", "int4-g32"} : new String[]{"f32", "bf16"}) {
                 Tensor all = gpu.allocator().allocate(org.orbitrl.kernels.MemoryCategory.OTHER, DType.F32, m, n);
                 run(kind, dx, dwf, dwb, dwq, all);
                 float[] full = bits(all);
@@ -78,23 +96,42 @@ class CudaExactModeTest {
                     default -> cpu.matmulQuantized(x, wq, ref);
                 }
                 float[] wv = kind.equals("int4-g32") ? CudaQuantTest.dequantizeRef(wq) : (kind.equals("f32") ? wf : wb).toFloatArray();
-                double[] tol = CudaTestBase.absDot(x.toFloatArray(), wv, m, n, k);
-                for (int i = 0; i < tol.length; i++) {
-                    tol[i] = 1e-6 + 1e-5 * tol[i];
+                float[] xv = x.toFloatArray();
+                double[] tol = CudaTestBase.absDot(xv, wv, m, n, k);
+                double[] exact = new double[m * n];
+                for (int i = 0; i < m; i++) {
+                    for (int j = 0; j < n; j++) {
+                        double d = 0;
+                        for (int p = 0; p < k; p++) {
+                            d += (double) xv[i * k + p] * wv[j * k + p];
+                        }
+                        exact[i * n + j] = d;
+                    }
                 }
-                CudaTestBase.assertWithin("exact " + kind + " against the scalar backend", ref.toFloatArray(), full, tol);
-                for (int row = 0; row < m; row++) {
+                for (int i = 0; i < tol.length; i++) {
+                    tol[i] = 1e-6 + 1e-5 * tol[i]; // f32 accumulation of exact products (a bf16 rounding of x would need 2^-8)
+                }
+                CudaTestBase.assertWithin("exact " + kind + " " + shape + " against the scalar backend", ref.toFloatArray(), full, tol);
+                float[] exactF = new float[exact.length];
+                for (int i = 0; i < exact.length; i++) {
+                    exactF[i] = (float) exact[i];
+                }
+                CudaTestBase.assertWithin("exact " + kind + " " + shape + " against the double sums", exactF, full, tol);
+                for (int row = 0; row < m; row += m > 64 ? 7 : 1) {
                     Tensor one = gpu.allocator().allocate(org.orbitrl.kernels.MemoryCategory.OTHER, DType.F32, 1, n);
                     run(kind, dx.slice(0, row, row + 1), dwf, dwb, dwq, one);
                     float[] expect = java.util.Arrays.copyOfRange(full, row * n, (row + 1) * n);
-                    assertBitwise("exact " + kind + ": row " + row + " alone vs in a batch of " + m, expect, bits(one));
+                    assertBitwise("exact " + kind + " " + shape + ": row " + row + " alone vs in a batch of " + m, expect, bits(one));
                     gpu.free(one);
                 }
-                Tensor part = gpu.allocator().allocate(org.orbitrl.kernels.MemoryCategory.OTHER, DType.F32, 11, n);
-                run(kind, dx.slice(0, 5, 16), dwf, dwb, dwq, part);
-                assertBitwise("exact " + kind + ": rows 5..15 as a batch of 11 vs in a batch of " + m,
-                        java.util.Arrays.copyOfRange(full, 5 * n, 16 * n), bits(part));
-                gpu.free(part);
+                for (int[] pr : parts) {
+                    int rows = pr[1] - pr[0];
+                    Tensor part = gpu.allocator().allocate(org.orbitrl.kernels.MemoryCategory.OTHER, DType.F32, rows, n);
+                    run(kind, dx.slice(0, pr[0], pr[1]), dwf, dwb, dwq, part);
+                    assertBitwise("exact " + kind + " " + shape + ": rows " + pr[0] + ".." + (pr[1] - 1) + " as a batch of " + rows
+                            + " vs in a batch of " + m, java.util.Arrays.copyOfRange(full, pr[0] * n, pr[1] * n), bits(part));
+                    gpu.free(part);
+                }
                 gpu.free(all);
             }
         } finally {
@@ -102,7 +139,9 @@ class CudaExactModeTest {
             gpu.free(dx);
             gpu.free(dwf);
             gpu.free(dwb);
-            gpu.free(dwq);
+            if (dwq != null) {
+                gpu.free(dwq);
+            }
         }
     }
 

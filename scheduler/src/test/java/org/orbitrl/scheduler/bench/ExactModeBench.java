@@ -31,7 +31,9 @@ import java.util.stream.Stream;
  * {@code --small}). Each phase's figures are printed as they come; no phase starts after
  * {@code --budget-s} (each mode gets an equal share of what is left when it starts), so a run cut
  * short still reports what it measured. The modes run in the order {@code --modes} gives (the JVM's
- * own warm-up favours the later one a little; swap them to see how much).
+ * own warm-up favours the later one a little; swap them to see how much). With {@code -Dorbit.profile=true} every
+ * backend call of each mode is timed and waited for ({@link org.orbitrl.kernels.OpProfiler}): the timed rollout's
+ * and the timed training steps' operations are printed after each (the figures then include the waits).
  *
  * <pre>
  * java ... org.orbitrl.scheduler.bench.ExactModeBench [--config models/qwen3-4b/config.json] [--small]
@@ -119,7 +121,9 @@ public final class ExactModeBench {
                 long deadline = now + left / (modes.size() - i);   // an equal share of what is left
                 ExactModeRun.Figures f;
                 try (Backend b = backend(kernels, device, mode.equals("exact"));
-                     ExactModeRun run = new ExactModeRun(mode, b, model, s)) {
+                     ExactModeRun run = new ExactModeRun(mode, b, model, s,
+                             Boolean.getBoolean("orbit.profile") ? org.orbitrl.kernels.OpProfiler.wrap(b,
+                                     b instanceof CudaBackend gpu ? gpu::synchronize : () -> { }) : null)) {
                     f = run.measure(deadline, out);
                 } catch (RuntimeException | OutOfMemoryError e) {
                     // one mode failing must not cost the other's figures

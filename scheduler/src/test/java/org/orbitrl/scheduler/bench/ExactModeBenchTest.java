@@ -44,7 +44,7 @@ class ExactModeBenchTest {
         Path model = dir.resolve("model");
         RandomQwen3.read(config).small().write(model, 3);
         backend = new CpuBackend(2);
-        run = new ExactModeRun("cpu", backend, model, settings());
+        run = new ExactModeRun("cpu", backend, model, settings(), null);
     }
 
     @AfterAll

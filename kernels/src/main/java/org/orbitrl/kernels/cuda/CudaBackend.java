@@ -311,17 +311,14 @@ public final class CudaBackend implements Backend {
      * effects happen; with fixed inputs they are the replay's) while the allocator plans the arena
      * its allocations need; then that arena is allocated and the step is recorded with every
      * allocation taken from it ({@link CudaAllocator}). A replay is one graph launch writing the same
-     * output tensor. Exact mode is not captured: its decode attention reads sequence lengths on the host.
+     * output tensor. Exact mode is captured as well: its kernels read the sequences' lengths and tables on the device,
+     * and compute each row alone, so a replay at a padded batch equals the eager step bit for bit.
      *
-     * @throws org.orbitrl.kernels.NotCapturableException in exact mode, or when the step uploads,
-     *         reads to the host, synchronises or outgrows its arena while recorded
+     * @throws org.orbitrl.kernels.NotCapturableException when the step uploads, reads to the host, synchronises or
+     *         outgrows its arena while recorded (exact mode's MoE layers, which group their rows on the host, for one)
      */
     @Override
     public org.orbitrl.kernels.CapturedStep captureStep(java.util.function.Supplier<Tensor> step) {
-        if (exact) {
-            throw new org.orbitrl.kernels.NotCapturableException(
-                    "exact mode (the per-sequence decode attention reads the lengths on the host)");
-        }
         ctx.device.bind();
         CudaAllocator a = ctx.allocator;
         a.beginMeasure();

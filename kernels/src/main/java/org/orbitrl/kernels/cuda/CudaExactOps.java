@@ -18,7 +18,8 @@ import static org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToDevice;
  * <p>Where K is a multiple of 8 (every projection of the supported models), the tensor-core kernels of
  * {@code exact_mma.cu}: x and the weight as sums of bf16 planes (a bf16 weight as it is; an f32 one, or a quantized
  * one dequantized to f32, split into three), the products of the planes accumulated in f32 over K's 16-value chunks
- * in order, with no splits of K. Otherwise, and with {@code -Dorbit.cuda.exactMma=off} (read at each call), the
+ * in order within each of a few ranges of K, the ranges' sums added in order; the ranges depend on N, K and the
+ * device's SM count ({@link #splits}), so rollout and training on one kind of GPU take the same. Otherwise, and with {@code -Dorbit.cuda.exactMma=off} (read at each call), the
  * CUDA-core kernel {@code exact_matmul_f32} of {@code train.cu} (a warp an output column, 8 rows a block). The choice
  * depends on K and the switch alone, never on the rows, so rollout and training take the same one; the two kernels
  * round differently (both within f32 rounding of the exact sum), so the switch must not change between a rollout and
@@ -32,6 +33,7 @@ final class CudaExactOps {
     private static final int MMA_STAGES = 4;      // EM_ST
     private static final int MMA_KC = 32;         // EM_KC
     private static final int SPLIT_BLOCK = 256;
+    private static final long SPLIT_BYTES = 64L << 20;  // the split sums of one launch at most
 
     private final CudaContext ctx;
     private final CudaMatmulOps matmul;
@@ -39,6 +41,7 @@ final class CudaExactOps {
     private final Kernel mma1;
     private final Kernel mma3;
     private final Kernel split;
+    private final Kernel sum;
 
     CudaExactOps(CudaContext ctx, CudaMatmulOps matmul) {
         this.ctx = ctx;
@@ -47,6 +50,7 @@ final class CudaExactOps {
         this.mma1 = ctx.kernel("exact_mma", "exact_mma_j1");
         this.mma3 = ctx.kernel("exact_mma", "exact_mma_j3");
         this.split = ctx.kernel("exact_mma", "exact_split_planes");
+        this.sum = ctx.kernel("exact_mma", "exact_sum_splits");
     }
 
     /** Whether products over {@code k} take the tensor-core kernels (see the class comment). */
@@ -109,17 +113,60 @@ final class CudaExactOps {
         ctx.launch2d(exact, grid, chunks, BLOCK, x, w, bf16 ? 1 : 0, y, m, n, k);
     }
 
-    /** The tensor-core product over {@code planes} bf16 planes of [n, k] each, one after the other from {@code w}. */
+    /**
+     * The tensor-core product over {@code planes} bf16 planes of [n, k] each, one after the other from {@code w}: K in
+     * {@link #splits} ranges, their sums added in order by {@code exact_sum_splits}; the rows in launches of at most
+     * {@link #rowsPerLaunch} (each row's sums are its own, so where a launch's rows end changes nothing).
+     */
     private void launchMma(Tensor x, Tensor w, int planes, Tensor y, int m, int n, int k) {
-        long nTiles = (n + MMA_TILE - 1) / MMA_TILE;
-        if (nTiles > 65535) {
+        int nTiles = (n + MMA_TILE - 1) / MMA_TILE;
+        int splits = splits(nTiles, k, ctx.device.multiprocessors());
+        if ((long) nTiles * splits > 65535) {
             throw new IllegalArgumentException("exact matmul: " + n + " output columns exceed " + 65535L * MMA_TILE + " per call");
         }
         Tensor xa = aligned(x, CudaContext.Scratch.EXACT_X);
         int stage = MMA_TILE * (4 * MMA_KC + 16) + planes * MMA_TILE * (2 * MMA_KC + 16);
         int shared = MMA_STAGES * stage + 3 * MMA_TILE * (2 * MMA_KC + 16);
-        ctx.launch2dShared(planes == 1 ? mma1 : mma3, (m + MMA_TILE - 1) / MMA_TILE, (int) nTiles, MMA_THREADS, shared,
-                xa, m, k, w, (long) n * k, y, n);
+        Kernel kernel = planes == 1 ? mma1 : mma3;
+        int step = rowsPerLaunch(splits, n);
+        for (int r0 = 0; r0 < m; r0 += step) {
+            int rows = Math.min(step, m - r0);
+            long xAddr = CudaAllocator.address(xa) + (long) r0 * k * 4;
+            long yAddr = CudaAllocator.address(y) + (long) r0 * n * 4;
+            if (splits == 1) {
+                ctx.launch2dShared(kernel, (rows + MMA_TILE - 1) / MMA_TILE, nTiles, MMA_THREADS, shared,
+                        xAddr, rows, k, w, (long) n * k, yAddr, n, 1);
+            } else {
+                long parts = (long) splits * rows * n;
+                Tensor part = ctx.scratch(CudaContext.Scratch.EXACT_SPLITS, DType.F32, parts);
+                ctx.launch2dShared(kernel, (rows + MMA_TILE - 1) / MMA_TILE, nTiles * splits, MMA_THREADS, shared,
+                        xAddr, rows, k, w, (long) n * k, part, n, splits);
+                ctx.launch(sum, ctx.gridFor((long) rows * n, SPLIT_BLOCK), SPLIT_BLOCK, part, splits, (long) rows * n, yAddr);
+            }
+        }
+    }
+
+    /**
+     * Ranges of K a product over {@code nTiles} tiles of 64 weight rows takes: enough blocks for two waves of the
+     * device's {@code sms} at one tile of 64 tokens (a decode batch), each range at least 4 stages of 32 values, at
+     * most 64 ranges. A function of N, K and the device alone: every batch of rows takes the same ranges.
+     */
+    static int splits(int nTiles, int k, int sms) {
+        int chunks = (k + MMA_KC - 1) / MMA_KC;
+        int wanted = (2 * sms + nTiles - 1) / nTiles;
+        return Math.max(1, Math.min(wanted, Math.min(64, chunks / 4)));
+    }
+
+    /**
+     * Rows a launch takes so that the split sums of its rows stay within {@code -Dorbit.cuda.exactSplitBytes} (64 MiB by
+     * default; read at each call), at least 64; all of them when unsplit.
+     */
+    static int rowsPerLaunch(int splits, int n) {
+        if (splits == 1) {
+            return Integer.MAX_VALUE;
+        }
+        long rows = Long.getLong("orbit.cuda.exactSplitBytes", SPLIT_BYTES) / (4L * splits * n);
+        return (int) Math.max(MMA_TILE, Math.min(Integer.MAX_VALUE / 2, rows / MMA_TILE * MMA_TILE));
     }
 
     /** An f32 [n, k] weight as its three bf16 planes [3, n·k] (exact_split_planes), in a reused buffer. */

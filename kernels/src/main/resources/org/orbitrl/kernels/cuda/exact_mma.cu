@@ -11,12 +11,18 @@
 //
 // Order: the accumulator of an output starts at 0 and takes, for K's 16-value chunks in increasing order, the terms
 // of the chunk in a fixed order (the smallest first): J = 1: x2.w0, x1.w0, x0.w0; J = 3: x2.w0, x1.w1, x0.w2, x1.w0,
-// x0.w1, x0.w0; each an mma m16n8k16 into the same accumulator. Nothing in that order depends on M, on the row's place
-// in its tile or on the grid: no splits of K, no atomics.
+// x0.w1, x0.w0; each an mma m16n8k16 into the same accumulator; with K in ranges (below), each range's accumulator
+// so, then the ranges' sums added in order. Nothing in that order depends on M, on the row's place in its tile or on
+// which block finishes first: no atomics.
 //
-// Work split: block (blockIdx.x, blockIdx.y) = tokens [64 blockIdx.x, +64) and weight rows [64 blockIdx.y, +64), 16
-// rows a warp (the weights are the mma's A operand, the tokens its B operand in n-tiles of 8). Consecutive blocks share
-// their weight rows (read from DRAM once, then L2) and sweep the tokens, whose f32 rows the L2 holds at training sizes.
+// Work split: block (blockIdx.x, blockIdx.y) = tokens [64 blockIdx.x, +64), weight rows [64 r, +64) with
+// r = blockIdx.y % (gridDim.y / splits), 16 rows a warp (the weights are the mma's A operand, the tokens its B operand
+// in n-tiles of 8), over the (blockIdx.y / (gridDim.y / splits))-th of `splits` contiguous ranges of K's chunks
+// (uneven where they do not divide). Consecutive blocks
+// share their weight rows (read from DRAM once, then L2) and sweep the tokens, whose f32 rows the L2 holds at training
+// sizes. Unsplit, a block writes y; split, it writes its range's sums into part [split][M][N], and exact_sum_splits
+// adds the splits in order 0, 1, ... The count of splits depends on N, K and the device alone (CudaExactOps), never
+// on M, so a row's sums and their order stay those of any batch.
 // Both operands stream through an EM_ST-stage cp.async pipeline, EM_KC values of K a stage; rows past M or N and values
 // past K are zero-filled (their products reach no output, or add exact zeros). K is a multiple of 8 and x and the
 // planes 16-byte aligned (CudaExactOps sees to both).
@@ -61,10 +67,10 @@ __device__ __forceinline__ void em_split4(float4 v, uint2* p0, uint2* p1, uint2*
     *p2 = make_uint2(f32x2_to_bf16x2(rx, ry), f32x2_to_bf16x2(rz, rw));
 }
 
-// w: plane j at w + j * planeStride, each [N, K] row-major bf16.
+// w: plane j at w + j * planeStride, each [N, K] row-major bf16; y: [splits][M][N] (y itself when unsplit).
 template <int J>
 __device__ __forceinline__ void exact_mma_tile(const float* x, int M, int K, const u16* w, i64 planeStride, float* y,
-                                               int N) {
+                                               int N, int splits) {
     constexpr int XBYTES = EM_TOK * EM_XROWB;
     constexpr int WBYTES = EM_ROWS * EM_WROWB;
     constexpr int STAGE = XBYTES + J * WBYTES;
@@ -78,10 +84,14 @@ __device__ __forceinline__ void exact_mma_tile(const float* x, int M, int K, con
     int g = lane >> 2;
     int t = lane & 3;
     int m0 = blockIdx.x * EM_TOK;
-    int n0 = blockIdx.y * EM_ROWS;
-    int chunks = (K + EM_KC - 1) / EM_KC;
+    int rowTiles = gridDim.y / splits;
+    int split = blockIdx.y / rowTiles;
+    int n0 = (blockIdx.y % rowTiles) * EM_ROWS;
+    int all = (K + EM_KC - 1) / EM_KC;
+    int c0 = (int) ((i64) all * split / splits);
+    int chunks = (int) ((i64) all * (split + 1) / splits) - c0;
     u32 sm = smem_addr(em_shared);
-    u32 split = sm + (u32) (EM_ST * STAGE); // x's three planes of the stage being multiplied: [3][EM_TOK][EM_WROWB]
+    u32 planesX = sm + (u32) (EM_ST * STAGE); // x's three planes of the stage being multiplied: [3][EM_TOK][EM_WROWB]
     u8* splitPtr = em_shared + EM_ST * STAGE;
 
     // this thread's copies: x row (tid / 8) + 16 it, piece tid % 8 (4 f32); weight row (tid / 4) + 32 it, piece tid % 4
@@ -92,7 +102,7 @@ __device__ __forceinline__ void exact_mma_tile(const float* x, int M, int K, con
     for (int it = 0; it < XCP; it++) {
         int row = m0 + (tid >> 3) + (EM_THREADS / 8) * it;
         xok[it] = row < M;
-        xsrc[it] = x + (i64) (xok[it] ? row : 0) * K + (tid & 7) * 4;
+        xsrc[it] = x + (i64) (xok[it] ? row : 0) * K + c0 * EM_KC + (tid & 7) * 4;
     }
     const u16* wsrc[WCP];
     bool wok[WCP];
@@ -100,14 +110,14 @@ __device__ __forceinline__ void exact_mma_tile(const float* x, int M, int K, con
     for (int it = 0; it < WCP; it++) {
         int row = n0 + (tid >> 2) + (EM_THREADS / 4) * it;
         wok[it] = row < N;
-        wsrc[it] = w + (i64) (wok[it] ? row : 0) * K + (tid & 3) * 8;
+        wsrc[it] = w + (i64) (wok[it] ? row : 0) * K + c0 * EM_KC + (tid & 3) * 8;
     }
-    auto load = [&](int c) { // chunk c into slot c % EM_ST
+    auto load = [&](int c) { // chunk c0 + c into slot c % EM_ST
         u32 base = sm + (u32) ((c % EM_ST) * STAGE);
         int k0 = c * EM_KC;
 #pragma unroll
         for (int it = 0; it < XCP; it++) {
-            bool ok = xok[it] && k0 + (tid & 7) * 4 < K;
+            bool ok = xok[it] && (c0 + c) * EM_KC + (tid & 7) * 4 < K;
             cp_async16_zfill(base + (u32) (((tid >> 3) + (EM_THREADS / 8) * it) * EM_XROWB + (tid & 7) * 16),
                              ok ? xsrc[it] + k0 : x, ok);
         }
@@ -115,7 +125,7 @@ __device__ __forceinline__ void exact_mma_tile(const float* x, int M, int K, con
         for (int j = 0; j < J; j++) {
 #pragma unroll
             for (int it = 0; it < WCP; it++) {
-                bool ok = wok[it] && k0 + (tid & 3) * 8 < K;
+                bool ok = wok[it] && (c0 + c) * EM_KC + (tid & 3) * 8 < K;
                 cp_async16_zfill(base + (u32) (XBYTES + j * WBYTES + ((tid >> 2) + (EM_THREADS / 4) * it) * EM_WROWB +
                                                (tid & 3) * 16),
                                  ok ? wsrc[it] + j * planeStride + k0 : w, ok);
@@ -164,7 +174,7 @@ __device__ __forceinline__ void exact_mma_tile(const float* x, int M, int K, con
                 u32 b[3][4];
 #pragma unroll
                 for (int i = 0; i < 3; i++) {
-                    ldsm_x4(split + (u32) (i * EM_TOK * EM_WROWB) + boff + (u32) (nt * 8 * EM_WROWB) + kk * 32, b[i]);
+                    ldsm_x4(planesX + (u32) (i * EM_TOK * EM_WROWB) + boff + (u32) (nt * 8 * EM_WROWB) + kk * 32, b[i]);
                 }
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
@@ -196,17 +206,26 @@ __device__ __forceinline__ void exact_mma_tile(const float* x, int M, int K, con
         for (int q = 0; q < 4; q++) {
             int tok = m0 + 8 * j + 2 * t + (q & 1);
             int n = row + 8 * (q >> 1);
-            if (tok < M && n < N) y[(i64) tok * N + n] = acc[j][q];
+            if (tok < M && n < N) y[((i64) split * M + tok) * N + n] = acc[j][q];
         }
     }
 }
 
+// y [n] = part[0][i] + part[1][i] + ... + part[splits - 1][i], added in that order (part [splits][n]).
+extern "C" __global__ void exact_sum_splits(const float* part, int splits, i64 n, float* y) {
+    GRID_STRIDE(i, n) {
+        float s = part[i];
+        for (int p = 1; p < splits; p++) s += part[p * n + i];
+        y[i] = s;
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(EM_THREADS) exact_mma_j1(const float* x, int M, int K, const u16* w,
-                                                                      i64 planeStride, float* y, int N) {
-    exact_mma_tile<1>(x, M, K, w, planeStride, y, N);
+                                                                      i64 planeStride, float* y, int N, int splits) {
+    exact_mma_tile<1>(x, M, K, w, planeStride, y, N, splits);
 }
 
 extern "C" __global__ void __launch_bounds__(EM_THREADS) exact_mma_j3(const float* x, int M, int K, const u16* w,
-                                                                      i64 planeStride, float* y, int N) {
-    exact_mma_tile<3>(x, M, K, w, planeStride, y, N);
+                                                                      i64 planeStride, float* y, int N, int splits) {
+    exact_mma_tile<3>(x, M, K, w, planeStride, y, N, splits);
 }

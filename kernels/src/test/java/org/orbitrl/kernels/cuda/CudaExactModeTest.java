@@ -53,14 +53,24 @@ class CudaExactModeTest {
 
     /**
      * Shapes of the tensor-core kernels (K a multiple of 8): one tile, several tiles of tokens and of weight rows with
-     * ragged edges and K past a multiple of the 32-value stage, a long K (80 chunks of 32), an f32 weight of a LoRA
-     * factor's width; and of the CUDA-core kernel (K = 12, and with {@code -Dorbit.cuda.exactMma=off}).
+     * ragged edges and K past a multiple of the 32-value stage, K in ranges (20 of 80 chunks; 8 of 32; 4 uneven ranges
+     * of 17), a LoRA factor's width; the rows in launches of 64 (the split sums' bound set low) against one launch; and
+     * the CUDA-core kernel (K = 12, and with {@code -Dorbit.cuda.exactMma=off}).
      */
     @Test
     void productsAreBatchInvariant() {
-        int[][] cases = {{21, 70, 96}, {150, 130, 40}, {67, 96, 2560}, {70, 16, 64}, {21, 33, 12}};
+        int[][] cases = {{21, 70, 96}, {150, 130, 40}, {67, 96, 2560}, {40, 200, 1024}, {33, 16, 544}, {70, 16, 64},
+                {21, 33, 12}};
         for (int[] c : cases) {
             productsAreBatchInvariant(c[0], c[1], c[2]);
+        }
+        float[] whole = productsAreBatchInvariant(150, 96, 2560);
+        System.setProperty("orbit.cuda.exactSplitBytes", "65536");
+        try {
+            float[] inLaunches = productsAreBatchInvariant(150, 96, 2560);
+            assertBitwise("exact 150 x 96 x 2560 in launches of 64 rows vs one launch", whole, inLaunches);
+        } finally {
+            System.clearProperty("orbit.cuda.exactSplitBytes");
         }
         System.setProperty("orbit.cuda.exactMma", "off");
         try {
@@ -70,9 +80,14 @@ class CudaExactModeTest {
         }
     }
 
-    private void productsAreBatchInvariant(int m, int n, int k) {
+    /** The checks at one shape; returns the bf16 weight's product of the whole batch. */
+    private float[] productsAreBatchInvariant(int m, int n, int k) {
         SplittableRandom r = CudaTestBase.rng(91 + m + n + k);
-        String shape = "M=" + m + " N=" + n + " K=" + k + (CudaExactOps.tensorCores(k) ? " (tensor cores)" : " (CUDA cores)");
+        int splits = CudaExactOps.splits((n + 63) / 64, k, gpu.context().device.multiprocessors());
+        String shape = "M=" + m + " N=" + n + " K=" + k + (CudaExactOps.tensorCores(k) ? " (tensor cores, " + splits
+                + " ranges of K, rows a launch " + Math.min(m, CudaExactOps.rowsPerLaunch(splits, n)) + ")" : " (CUDA cores)");
+        System.out.println("exact products " + shape);
+        float[] bf16Full = null;
         Tensor x = CudaTestBase.randn(r, 1f, m, k);
         Tensor wf = CudaTestBase.randn(r, 0.5f, n, k);
         Tensor wb = Tensor.allocate(Arena.ofAuto(), DType.BF16, n, k);
@@ -89,6 +104,9 @@ class CudaExactModeTest {
                 Tensor all = gpu.allocator().allocate(org.orbitrl.kernels.MemoryCategory.OTHER, DType.F32, m, n);
                 run(kind, dx, dwf, dwb, dwq, all);
                 float[] full = bits(all);
+                if (kind.equals("bf16")) {
+                    bf16Full = full;
+                }
                 Tensor ref = Tensor.allocate(Arena.ofAuto(), DType.F32, m, n);
                 switch (kind) {
                     case "f32" -> cpu.matmul(x, wf, ref);
@@ -143,6 +161,7 @@ class CudaExactModeTest {
                 gpu.free(dwq);
             }
         }
+        return bf16Full;
     }
 
     @Test

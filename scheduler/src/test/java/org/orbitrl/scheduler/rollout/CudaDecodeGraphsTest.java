@@ -36,7 +36,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * each row alone, so padding rows cannot touch the real ones); at 20 sequences padded to 32 the
  * products go through cuBLAS, whose kernel choice may depend on the row count, so the log-probs are
  * compared within 1e-4 + 1e-4·|eager| up to a sample's first differing token. The same bit-for-bit
- * check with an OFT adapter on all seven projections, its rotations rebuilt inside the replayed step. Also: graphs are
+ * check with an OFT adapter on all seven projections, its rotations rebuilt inside the replayed step; and in exact
+ * mode, whose products and attention compute each row alone, bit for bit at 20 sequences padded to 32 as well. Also: graphs are
  * counted, their arenas are device memory (activations) and are freed when the engine closes.
  * Skipped where no CUDA device is present.
  */
@@ -89,6 +90,10 @@ class CudaDecodeGraphsTest {
     }
 
     private static Run run(RolloutEngine.Graphs graphs, List<Request> reqs, int publishAt, boolean oft) {
+        return run(gpu, graphs, reqs, publishAt, oft);
+    }
+
+    private static Run run(CudaBackend gpu, RolloutEngine.Graphs graphs, List<Request> reqs, int publishAt, boolean oft) {
         try (LoadedModel m = LoadedModel.load(RolloutEngineTest.HF.resolve("qwen3"), gpu, BaseFormat.BF16);
              LoadedModel trainer = LoadedModel.load(RolloutEngineTest.HF.resolve("qwen3"), Backends.cpu(), BaseFormat.BF16)) {
             AdapterSlots slots = new AdapterSlots(m.targets(), () -> oft
@@ -208,5 +213,38 @@ class CudaDecodeGraphsTest {
                 + " tolerance; %d graphs, %d arena bytes%n", compared, identical, worst, graph.stats().graphs(),
                 graph.stats().graphArenaBytes());
         assertTrue(compared >= 20 * 3, "log-probs compared: " + compared);
+    }
+
+    /**
+     * Exact mode captures its decode steps too: its kernels compute every row alone (no splits that depend on the batch,
+     * the paged attention reading the lengths on the device), so at 20 sequences padded to 32 (where the default kernels
+     * go through cuBLAS and differ within a tolerance) the replayed graphs give the eager engine's tokens and log-probs
+     * bit for bit, across a publication.
+     */
+    @Test
+    void exactModeReplaysGraphsBitForBitAtPaddedBatches() {
+        List<Request> reqs = requests(20, 29);
+        try (CudaBackend exact = new CudaBackend(0, CudaBackend.defaultCacheDir(), true)) {
+            Run eager = run(exact, RolloutEngine.Graphs.OFF, reqs, 3, false);
+            Run graph = run(exact, RolloutEngine.Graphs.ON, reqs, 3, false);
+            assertEquals(eager.done().size(), graph.done().size());
+            int compared = 0;
+            for (int i = 0; i < eager.done().size(); i++) {
+                Completion a = eager.done().get(i);
+                Completion b = graph.done().get(i);
+                String what = "exact mode, completion " + a.requestId() + "/" + a.sample();
+                assertArrayEquals(a.tokens(), b.tokens(), what + " tokens, eager vs replayed graph");
+                for (int t = 0; t < a.tokens().length; t++) {
+                    assertEquals(Float.floatToIntBits(a.policyLogprobs()[t]), Float.floatToIntBits(b.policyLogprobs()[t]),
+                            what + " token " + t + " policy log-prob: eager " + a.policyLogprobs()[t] + " graph " + b.policyLogprobs()[t]);
+                    compared++;
+                }
+            }
+            RolloutEngine.Stats s = graph.stats();
+            System.out.printf("exact-mode decode graphs at 20 -> 32 rows: %d log-probs bit for bit, %d of %d steps replayed,"
+                    + " %d graphs%n", compared, s.graphSteps(), s.steps(), s.graphs());
+            assertEquals(s.steps() - 1, s.graphSteps(), "every exact-mode decode step after the prefill replays a graph");
+            assertTrue(compared >= 20 * 3, "log-probs compared: " + compared);
+        }
     }
 }

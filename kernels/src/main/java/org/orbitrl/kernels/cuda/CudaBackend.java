@@ -405,7 +405,9 @@ public final class CudaBackend implements Backend {
     public void matmulTransposed(Tensor dy, Tensor w, Tensor dx) {
         ctx.device.bind();
         if (exact) {
-            trainOps.matmulTransposedF32(dy, w, null, dx);
+            if (!exactOps.matmulTransposed(dy, w, null, dx)) {
+                trainOps.matmulTransposedF32(dy, w, null, dx);
+            }
         } else {
             trainOps.matmulTransposed(dy, w, dx);
         }
@@ -415,7 +417,9 @@ public final class CudaBackend implements Backend {
     public void matmulQuantizedTransposed(Tensor dy, QuantizedTensor w, Tensor dx) {
         ctx.device.bind();
         if (exact) {
-            trainOps.matmulTransposedF32(dy, null, w, dx);
+            if (!exactOps.matmulTransposed(dy, null, w, dx)) {
+                trainOps.matmulTransposedF32(dy, null, w, dx);
+            }
         } else {
             trainOps.matmulQuantizedTransposed(dy, w, dx);
         }

@@ -28,8 +28,7 @@ import static org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToDevice;
 final class CudaExactOps {
     private static final int ROWS_PER_BLOCK = 8;  // EXACT_ROWS in train.cu
     private static final int BLOCK = 256;         // 8 warps, one output column each
-    private static final int MMA_THREADS = 128;   // EM_THREADS in exact_mma.cu
-    private static final int MMA_TILE = 64;       // EM_TOK = EM_ROWS: tokens and weight rows a block
+    private static final int MMA_TILE = 64;       // EM_TOK in exact_mma.cu: tokens a block
     private static final int MMA_STAGES = 4;      // EM_ST
     private static final int MMA_KC = 32;         // EM_KC
     private static final int SPLIT_BLOCK = 256;
@@ -39,18 +38,22 @@ final class CudaExactOps {
     private final CudaMatmulOps matmul;
     private final Kernel exact;
     private final Kernel mma1;
+    private final Kernel mma1w8;
     private final Kernel mma3;
     private final Kernel split;
     private final Kernel sum;
+    private final Kernel transposed;
 
     CudaExactOps(CudaContext ctx, CudaMatmulOps matmul) {
         this.ctx = ctx;
         this.matmul = matmul;
         this.exact = ctx.kernel("train", "exact_matmul_f32");
         this.mma1 = ctx.kernel("exact_mma", "exact_mma_j1");
+        this.mma1w8 = ctx.kernel("exact_mma", "exact_mma_j1w8");
         this.mma3 = ctx.kernel("exact_mma", "exact_mma_j3");
         this.split = ctx.kernel("exact_mma", "exact_split_planes");
         this.sum = ctx.kernel("exact_mma", "exact_sum_splits");
+        this.transposed = ctx.kernel("exact_mma", "exact_planes_t");
     }
 
     /** Whether products over {@code k} take the tensor-core kernels (see the class comment). */
@@ -104,6 +107,42 @@ final class CudaExactOps {
         }
     }
 
+    /**
+     * Exact mode's dx [M, K] = dy [M, N] · w [N, K] (w f32 or bf16, or quantized through {@code q}) on the tensor-core
+     * kernels, as dy · (wᵀ)ᵀ over the planes of wᵀ ({@code exact_planes_t}): f32 arithmetic on the exact weight values,
+     * as the forward. Returns false, doing nothing, where N is not a multiple of 8 or the kernels are switched off (the
+     * caller then takes its f32 cuBLAS product). An activation gradient need not be batch-invariant; this is for speed.
+     */
+    boolean matmulTransposed(Tensor dy, Tensor w, QuantizedTensor q, Tensor dx) {
+        int n = q != null ? Math.toIntExact(q.rows()) : w.size(0);
+        int k = q != null ? Math.toIntExact(q.cols()) : w.size(1);
+        if (!tensorCores(n) || (w != null && (w.rank() != 2 || (w.dtype() != DType.F32 && w.dtype() != DType.BF16)))) {
+            return false;
+        }
+        ctx.devContiguous("matmulTransposed dy", dy, DType.F32);
+        ctx.devContiguous("matmulTransposed dx", dx, DType.F32);
+        int m = CudaContext.rows(dy);
+        if (dy.size(-1) != n || dx.size(-1) != k || CudaContext.rows(dx) != m) {
+            throw new IllegalArgumentException("matmulTransposed: dy " + dy + " · w " + (q != null ? q : w) + " -> dx " + dx
+                    + " do not agree (expected dy [M, " + n + "], dx [M, " + k + "])");
+        }
+        if (m == 0 || k == 0) {
+            return true;
+        }
+        Tensor src = w;
+        if (q != null) {
+            src = ctx.scratch(CudaContext.Scratch.EXACT_DEQUANT, DType.F32, (long) n * k); // [n, k]
+            matmul.dequantize(q, src);
+        } else {
+            ctx.devContiguous("matmulTransposed w", w, null);
+        }
+        int planes = src.dtype() == DType.BF16 ? 1 : 3;
+        Tensor p = ctx.scratch(CudaContext.Scratch.EXACT_PLANES, DType.BF16, (long) planes * n * k);
+        ctx.launch2d(transposed, (k + 31) / 32, (n + 31) / 32, 256, src, src.dtype() == DType.BF16 ? 1 : 0, p, n, k, planes);
+        launchMma(dy, p, planes, dx, m, k, n);
+        return true;
+    }
+
     private void launch(Tensor x, Tensor w, boolean bf16, Tensor y, int m, int n, int k) {
         int chunks = (m + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
         if (chunks > 65535) {
@@ -119,27 +158,28 @@ final class CudaExactOps {
      * {@link #rowsPerLaunch} (each row's sums are its own, so where a launch's rows end changes nothing).
      */
     private void launchMma(Tensor x, Tensor w, int planes, Tensor y, int m, int n, int k) {
-        int nTiles = (n + MMA_TILE - 1) / MMA_TILE;
+        int warps = warps(planes);
+        int nTiles = (n + 16 * warps - 1) / (16 * warps);
         int splits = splits(nTiles, k, ctx.device.multiprocessors());
         if ((long) nTiles * splits > 65535) {
-            throw new IllegalArgumentException("exact matmul: " + n + " output columns exceed " + 65535L * MMA_TILE + " per call");
+            throw new IllegalArgumentException("exact matmul: " + n + " output columns exceed " + 65535L * 16 * warps + " per call");
         }
         Tensor xa = aligned(x, CudaContext.Scratch.EXACT_X);
-        int stage = MMA_TILE * (4 * MMA_KC + 16) + planes * MMA_TILE * (2 * MMA_KC + 16);
+        int stage = MMA_TILE * (4 * MMA_KC + 16) + planes * 16 * warps * (2 * MMA_KC + 16);
         int shared = MMA_STAGES * stage + 3 * MMA_TILE * (2 * MMA_KC + 16);
-        Kernel kernel = planes == 1 ? mma1 : mma3;
+        Kernel kernel = planes == 3 ? mma3 : warps == 8 ? mma1w8 : mma1;
         int step = rowsPerLaunch(splits, n);
         for (int r0 = 0; r0 < m; r0 += step) {
             int rows = Math.min(step, m - r0);
             long xAddr = CudaAllocator.address(xa) + (long) r0 * k * 4;
             long yAddr = CudaAllocator.address(y) + (long) r0 * n * 4;
             if (splits == 1) {
-                ctx.launch2dShared(kernel, (rows + MMA_TILE - 1) / MMA_TILE, nTiles, MMA_THREADS, shared,
+                ctx.launch2dShared(kernel, (rows + MMA_TILE - 1) / MMA_TILE, nTiles, 32 * warps, shared,
                         xAddr, rows, k, w, (long) n * k, yAddr, n, 1);
             } else {
                 long parts = (long) splits * rows * n;
                 Tensor part = ctx.scratch(CudaContext.Scratch.EXACT_SPLITS, DType.F32, parts);
-                ctx.launch2dShared(kernel, (rows + MMA_TILE - 1) / MMA_TILE, nTiles * splits, MMA_THREADS, shared,
+                ctx.launch2dShared(kernel, (rows + MMA_TILE - 1) / MMA_TILE, nTiles * splits, 32 * warps, shared,
                         xAddr, rows, k, w, (long) n * k, part, n, splits);
                 ctx.launch(sum, ctx.gridFor((long) rows * n, SPLIT_BLOCK), SPLIT_BLOCK, part, splits, (long) rows * n, yAddr);
             }
@@ -147,7 +187,17 @@ final class CudaExactOps {
     }
 
     /**
-     * Ranges of K a product over {@code nTiles} tiles of 64 weight rows takes: enough blocks for two waves of the
+     * Warps a block of the tensor-core product over {@code planes} weight planes: 4 (64 weight rows a block) for three
+     * planes; for one, 8 (128 rows: the x planes each block splits shared by twice the products), or 4 with {@code
+     * -Dorbit.cuda.exactMmaWarps=4} (read at each call; like the switch off, not to be changed between a rollout and the
+     * step that recomputes it: the row tiles set the ranges of K).
+     */
+    static int warps(int planes) {
+        return planes == 1 && !"4".equals(System.getProperty("orbit.cuda.exactMmaWarps")) ? 8 : 4;
+    }
+
+    /**
+     * Ranges of K a product over {@code nTiles} tiles of weight rows takes: enough blocks for two waves of the
      * device's {@code sms} at one tile of 64 tokens (a decode batch), each range at least 4 stages of 32 values, at
      * most 64 ranges. A function of N, K and the device alone: every batch of rows takes the same ranges.
      */

@@ -15,21 +15,17 @@
 // so, then the ranges' sums added in order. Nothing in that order depends on M, on the row's place in its tile or on
 // which block finishes first: no atomics.
 //
-// Work split: block (blockIdx.x, blockIdx.y) = tokens [64 blockIdx.x, +64), weight rows [64 r, +64) with
-// r = blockIdx.y % (gridDim.y / splits), 16 rows a warp (the weights are the mma's A operand, the tokens its B operand
-// in n-tiles of 8), over the (blockIdx.y / (gridDim.y / splits))-th of `splits` contiguous ranges of K's chunks
-// (uneven where they do not divide). Consecutive blocks
-// share their weight rows (read from DRAM once, then L2) and sweep the tokens, whose f32 rows the L2 holds at training
-// sizes. Unsplit, a block writes y; split, it writes its range's sums into part [split][M][N], and exact_sum_splits
+// Work split: block (blockIdx.x, blockIdx.y) of W warps = tokens [64 blockIdx.x, +64), weight rows [16 W r, +16 W)
+// with r = blockIdx.y % (gridDim.y / splits), 16 rows a warp (the weights are the mma's A operand, the tokens its B
+// operand in n-tiles of 8), over the (blockIdx.y / (gridDim.y / splits))-th of `splits` contiguous ranges of K's chunks
+// (uneven where they do not divide). Consecutive blocks share their weight rows (read from DRAM once, then L2) and
+// sweep the tokens, whose f32 rows the L2 holds at training sizes. Unsplit, a block writes y; split, it writes its range's sums into part [split][M][N], and exact_sum_splits
 // adds the splits in order 0, 1, ... The count of splits depends on N, K and the device alone (CudaExactOps), never
 // on M, so a row's sums and their order stay those of any batch.
 // Both operands stream through an EM_ST-stage cp.async pipeline, EM_KC values of K a stage; rows past M or N and values
 // past K are zero-filled (their products reach no output, or add exact zeros). K is a multiple of 8 and x and the
 // planes 16-byte aligned (CudaExactOps sees to both).
 
-#define EM_WARPS 4
-#define EM_THREADS (32 * EM_WARPS)
-#define EM_ROWS (16 * EM_WARPS)   // weight rows a block
 #define EM_TOK 64                 // tokens a block: 8 n-tiles of 8
 #define EM_KC 32                  // values of K a stage
 #define EM_ST 4                   // stages
@@ -47,6 +43,45 @@ extern "C" __global__ void exact_split_planes(const float* w, u16* planes, i64 n
         planes[i] = h0;
         planes[n + i] = h1;
         planes[2 * n + i] = f32_to_bf16_bits(r2);
+    }
+}
+
+// The planes of w^T: w [N, K] (f32, or bf16 where wBf16) into planes [J][K][N] (J = 1: bf16(w) itself, exact for a bf16
+// w; J = 3: as exact_split_planes), for dx = dy . w as the product dy . (w^T)^T. Blocks of 256 threads over 32 x 32
+// tiles (blockIdx.x along K, blockIdx.y along N), through shared memory so that both sides are read and written in rows.
+extern "C" __global__ void exact_planes_t(const void* w, int wBf16, u16* planes, int N, int K, int J) {
+    __shared__ float tile[32][33];
+    int k0 = blockIdx.x * 32;
+    int n0 = blockIdx.y * 32;
+    int tx = threadIdx.x & 31;
+    int ty = threadIdx.x >> 5;
+    for (int r = ty; r < 32; r += 8) {
+        int n = n0 + r;
+        int k = k0 + tx;
+        float v = 0.0f;
+        if (n < N && k < K) {
+            i64 i = (i64) n * K + k;
+            v = wBf16 ? bf16_to_f32(((const u16*) w)[i]) : ((const float*) w)[i];
+        }
+        tile[r][tx] = v;
+    }
+    __syncthreads();
+    i64 nk = (i64) N * K;
+    for (int r = ty; r < 32; r += 8) {
+        int k = k0 + r;
+        int n = n0 + tx;
+        if (k < K && n < N) {
+            float v = tile[tx][r];
+            i64 o = (i64) k * N + n;
+            u16 h0 = f32_to_bf16_bits(v);
+            planes[o] = h0;
+            if (J > 1) {
+                float r1 = v - bf16_to_f32(h0);
+                u16 h1 = f32_to_bf16_bits(r1);
+                planes[nk + o] = h1;
+                planes[2 * nk + o] = f32_to_bf16_bits(r1 - bf16_to_f32(h1));
+            }
+        }
     }
 }
 
@@ -68,15 +103,17 @@ __device__ __forceinline__ void em_split4(float4 v, uint2* p0, uint2* p1, uint2*
 }
 
 // w: plane j at w + j * planeStride, each [N, K] row-major bf16; y: [splits][M][N] (y itself when unsplit).
-template <int J>
+template <int J, int W>
 __device__ __forceinline__ void exact_mma_tile(const float* x, int M, int K, const u16* w, i64 planeStride, float* y,
                                                int N, int splits) {
+    constexpr int THREADS = 32 * W;                              // W warps
+    constexpr int ROWS = 16 * W;                                 // weight rows a block
     constexpr int XBYTES = EM_TOK * EM_XROWB;
-    constexpr int WBYTES = EM_ROWS * EM_WROWB;
+    constexpr int WBYTES = ROWS * EM_WROWB;
     constexpr int STAGE = XBYTES + J * WBYTES;
-    constexpr int XCP = EM_TOK * (EM_KC / 4) / EM_THREADS;      // 16-byte x copies a thread a stage
-    constexpr int WCP = EM_ROWS * (EM_KC / 8) / EM_THREADS;     // 16-byte copies a thread a stage, a plane
-    static_assert(XCP * EM_THREADS == EM_TOK * (EM_KC / 4) && WCP * EM_THREADS == EM_ROWS * (EM_KC / 8), "copy rounds");
+    constexpr int XCP = EM_TOK * (EM_KC / 4) / THREADS;      // 16-byte x copies a thread a stage
+    constexpr int WCP = ROWS * (EM_KC / 8) / THREADS;     // 16-byte copies a thread a stage, a plane
+    static_assert(XCP * THREADS == EM_TOK * (EM_KC / 4) && WCP * THREADS == ROWS * (EM_KC / 8), "copy rounds");
     extern __shared__ __align__(16) u8 em_shared[];
     int tid = threadIdx.x;
     int lane = tid & 31;
@@ -86,7 +123,7 @@ __device__ __forceinline__ void exact_mma_tile(const float* x, int M, int K, con
     int m0 = blockIdx.x * EM_TOK;
     int rowTiles = gridDim.y / splits;
     int split = blockIdx.y / rowTiles;
-    int n0 = (blockIdx.y % rowTiles) * EM_ROWS;
+    int n0 = (blockIdx.y % rowTiles) * ROWS;
     int all = (K + EM_KC - 1) / EM_KC;
     int c0 = (int) ((i64) all * split / splits);
     int chunks = (int) ((i64) all * (split + 1) / splits) - c0;
@@ -100,7 +137,7 @@ __device__ __forceinline__ void exact_mma_tile(const float* x, int M, int K, con
     bool xok[XCP];
 #pragma unroll
     for (int it = 0; it < XCP; it++) {
-        int row = m0 + (tid >> 3) + (EM_THREADS / 8) * it;
+        int row = m0 + (tid >> 3) + (THREADS / 8) * it;
         xok[it] = row < M;
         xsrc[it] = x + (i64) (xok[it] ? row : 0) * K + c0 * EM_KC + (tid & 7) * 4;
     }
@@ -108,7 +145,7 @@ __device__ __forceinline__ void exact_mma_tile(const float* x, int M, int K, con
     bool wok[WCP];
 #pragma unroll
     for (int it = 0; it < WCP; it++) {
-        int row = n0 + (tid >> 2) + (EM_THREADS / 4) * it;
+        int row = n0 + (tid >> 2) + (THREADS / 4) * it;
         wok[it] = row < N;
         wsrc[it] = w + (i64) (wok[it] ? row : 0) * K + c0 * EM_KC + (tid & 3) * 8;
     }
@@ -118,7 +155,7 @@ __device__ __forceinline__ void exact_mma_tile(const float* x, int M, int K, con
 #pragma unroll
         for (int it = 0; it < XCP; it++) {
             bool ok = xok[it] && (c0 + c) * EM_KC + (tid & 7) * 4 < K;
-            cp_async16_zfill(base + (u32) (((tid >> 3) + (EM_THREADS / 8) * it) * EM_XROWB + (tid & 7) * 16),
+            cp_async16_zfill(base + (u32) (((tid >> 3) + (THREADS / 8) * it) * EM_XROWB + (tid & 7) * 16),
                              ok ? xsrc[it] + k0 : x, ok);
         }
 #pragma unroll
@@ -126,7 +163,7 @@ __device__ __forceinline__ void exact_mma_tile(const float* x, int M, int K, con
 #pragma unroll
             for (int it = 0; it < WCP; it++) {
                 bool ok = wok[it] && (c0 + c) * EM_KC + (tid & 3) * 8 < K;
-                cp_async16_zfill(base + (u32) (XBYTES + j * WBYTES + ((tid >> 2) + (EM_THREADS / 4) * it) * EM_WROWB +
+                cp_async16_zfill(base + (u32) (XBYTES + j * WBYTES + ((tid >> 2) + (THREADS / 4) * it) * EM_WROWB +
                                                (tid & 3) * 16),
                                  ok ? wsrc[it] + j * planeStride + k0 : w, ok);
             }
@@ -154,8 +191,8 @@ __device__ __forceinline__ void exact_mma_tile(const float* x, int M, int K, con
         cp_async_commit();
         const u8* xs = em_shared + (c % EM_ST) * STAGE;
 #pragma unroll
-        for (int u = 0; u < EM_TOK * EM_KC / 4 / EM_THREADS; u++) { // x's values into their planes
-            int i = tid + EM_THREADS * u;
+        for (int u = 0; u < EM_TOK * EM_KC / 4 / THREADS; u++) { // x's values into their planes
+            int i = tid + THREADS * u;
             int tok = i / (EM_KC / 4);
             int k4 = i % (EM_KC / 4);
             float4 v = *(const float4*) (xs + tok * EM_XROWB + k4 * 16);
@@ -220,12 +257,13 @@ extern "C" __global__ void exact_sum_splits(const float* part, int splits, i64 n
     }
 }
 
-extern "C" __global__ void __launch_bounds__(EM_THREADS) exact_mma_j1(const float* x, int M, int K, const u16* w,
-                                                                      i64 planeStride, float* y, int N, int splits) {
-    exact_mma_tile<1>(x, M, K, w, planeStride, y, N, splits);
-}
+// J planes of the weight, W warps (16 W weight rows) a block.
+#define EXACT_MMA_KERNEL(NAME, J, W)                                                                                   \
+    extern "C" __global__ void __launch_bounds__(32 * W) NAME(const float* x, int M, int K, const u16* w,              \
+                                                              i64 planeStride, float* y, int N, int splits) {          \
+        exact_mma_tile<J, W>(x, M, K, w, planeStride, y, N, splits);                                                   \
+    }
 
-extern "C" __global__ void __launch_bounds__(EM_THREADS) exact_mma_j3(const float* x, int M, int K, const u16* w,
-                                                                      i64 planeStride, float* y, int N, int splits) {
-    exact_mma_tile<3>(x, M, K, w, planeStride, y, N, splits);
-}
+EXACT_MMA_KERNEL(exact_mma_j1, 1, 4)
+EXACT_MMA_KERNEL(exact_mma_j1w8, 1, 8)
+EXACT_MMA_KERNEL(exact_mma_j3, 3, 4)

@@ -54,8 +54,9 @@ class CudaExactModeTest {
     /**
      * Shapes of the tensor-core kernels (K a multiple of 8): one tile, several tiles of tokens and of weight rows with
      * ragged edges and K past a multiple of the 32-value stage, K in ranges (20 of 80 chunks; 8 of 32; 4 uneven ranges
-     * of 17), a LoRA factor's width; the rows in launches of 64 (the split sums' bound set low) against one launch; and
-     * the CUDA-core kernel (K = 12, and with {@code -Dorbit.cuda.exactMma=off}).
+     * of 17), a LoRA factor's width; the rows in launches of 64 (the split sums' bound set low) against one launch; blocks
+     * of 4 warps for a bf16 weight too ({@code -Dorbit.cuda.exactMmaWarps=4}); and the CUDA-core kernel (K = 12, and with
+     * {@code -Dorbit.cuda.exactMma=off}).
      */
     @Test
     void productsAreBatchInvariant() {
@@ -72,6 +73,12 @@ class CudaExactModeTest {
         } finally {
             System.clearProperty("orbit.cuda.exactSplitBytes");
         }
+        System.setProperty("orbit.cuda.exactMmaWarps", "4");
+        try {
+            productsAreBatchInvariant(150, 130, 1024);
+        } finally {
+            System.clearProperty("orbit.cuda.exactMmaWarps");
+        }
         System.setProperty("orbit.cuda.exactMma", "off");
         try {
             productsAreBatchInvariant(21, 70, 96);
@@ -83,8 +90,9 @@ class CudaExactModeTest {
     /** The checks at one shape; returns the bf16 weight's product of the whole batch. */
     private float[] productsAreBatchInvariant(int m, int n, int k) {
         SplittableRandom r = CudaTestBase.rng(91 + m + n + k);
-        int splits = CudaExactOps.splits((n + 63) / 64, k, gpu.context().device.multiprocessors());
-        String shape = "M=" + m + " N=" + n + " K=" + k + (CudaExactOps.tensorCores(k) ? " (tensor cores, " + splits
+        int rowTile = 16 * CudaExactOps.warps(1);
+        int splits = CudaExactOps.splits((n + rowTile - 1) / rowTile, k, gpu.context().device.multiprocessors());
+        String shape = "M=" + m + " N=" + n + " K=" + k + (CudaExactOps.tensorCores(k) ? " (tensor cores, bf16 weight: " + splits
                 + " ranges of K, rows a launch " + Math.min(m, CudaExactOps.rowsPerLaunch(splits, n)) + ")" : " (CUDA cores)");
         System.out.println("exact products " + shape);
         float[] bf16Full = null;
@@ -164,33 +172,51 @@ class CudaExactModeTest {
         return bf16Full;
     }
 
+    /**
+     * dx = dy · w in exact mode at f32 precision for f32, bf16 and INT4 weights: the tensor-core kernels over wᵀ's
+     * planes (N = 96; N = 2560 in 20 ranges of K), the f32 cuBLAS product where N is not a multiple of 8 (N = 36).
+     */
     @Test
     void activationGradientsThroughFrozenWeightsAreF32() {
-        SplittableRandom r = CudaTestBase.rng(93);
-        int m = 37;
-        int n = 96;
-        int k = 64;
+        int[][] cases = {{37, 96, 64}, {70, 2560, 192}, {37, 36, 64}};
+        for (int[] c : cases) {
+            activationGradientsAreF32(c[0], c[1], c[2]);
+        }
+    }
+
+    private void activationGradientsAreF32(int m, int n, int k) {
+        SplittableRandom r = CudaTestBase.rng(93 + n);
         Tensor dy = CudaTestBase.randn(r, 1f, m, n);
         Tensor wf = CudaTestBase.randn(r, 0.5f, n, k);
         Tensor wb = Tensor.allocate(Arena.ofAuto(), DType.BF16, n, k);
         wb.copyFrom(wf);
         QuantizedTensor wq = CudaQuantTest.random("int4-g32", r, n, k);
         Tensor ddy = gpu.toDevice(dy);
+        Tensor dwf = gpu.toDevice(wf);
         Tensor dwb = gpu.toDevice(wb);
         QuantizedTensor dwq = gpu.toDevice(wq);
         Tensor out = gpu.allocator().allocate(org.orbitrl.kernels.MemoryCategory.OTHER, DType.F32, m, k);
+        String shape = "M=" + m + " N=" + n + " K=" + k + (CudaExactOps.tensorCores(n) ? " (tensor cores)" : " (cuBLAS f32)");
         try {
-            for (boolean quantized : new boolean[]{false, true}) {
+            for (String kind : new String[]{"f32", "bf16", "int4-g32"}) {
                 Tensor ref = Tensor.allocate(Arena.ofAuto(), DType.F32, m, k);
                 float[] wv;
-                if (quantized) {
-                    cpu.matmulQuantizedTransposed(dy, wq, ref);
-                    gpu.matmulQuantizedTransposed(ddy, dwq, out);
-                    wv = CudaQuantTest.dequantizeRef(wq);
-                } else {
-                    cpu.matmulTransposed(dy, wb, ref);
-                    gpu.matmulTransposed(ddy, dwb, out);
-                    wv = wb.toFloatArray();
+                switch (kind) {
+                    case "f32" -> {
+                        cpu.matmulTransposed(dy, wf, ref);
+                        gpu.matmulTransposed(ddy, dwf, out);
+                        wv = wf.toFloatArray();
+                    }
+                    case "bf16" -> {
+                        cpu.matmulTransposed(dy, wb, ref);
+                        gpu.matmulTransposed(ddy, dwb, out);
+                        wv = wb.toFloatArray();
+                    }
+                    default -> {
+                        cpu.matmulQuantizedTransposed(dy, wq, ref);
+                        gpu.matmulQuantizedTransposed(ddy, dwq, out);
+                        wv = CudaQuantTest.dequantizeRef(wq);
+                    }
                 }
                 float[] d = dy.toFloatArray();
                 double[] tol = new double[m * k];
@@ -204,12 +230,13 @@ class CudaExactModeTest {
                 for (int i = 0; i < tol.length; i++) {
                     tol[i] = 1e-6 + 1e-5 * tol[i]; // f32 accumulation, no bf16 rounding (which would need 2^-8)
                 }
-                CudaTestBase.assertWithin("exact matmul" + (quantized ? "Quantized" : "") + "Transposed against the scalar backend",
+                CudaTestBase.assertWithin("exact matmulTransposed, " + kind + " weight, " + shape + ", against the scalar backend",
                         ref.toFloatArray(), bits(out), tol);
             }
         } finally {
             gpu.synchronize();
             gpu.free(ddy);
+            gpu.free(dwf);
             gpu.free(dwb);
             gpu.free(dwq);
             gpu.free(out);

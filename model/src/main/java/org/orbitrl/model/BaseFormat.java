@@ -7,8 +7,9 @@ import java.util.Arrays;
 
 /**
  * How the bulk of a frozen base is held: as the checkpoint stores it ({@code bf16}), or quantized
- * on load into INT4 group-32 or an FP4 format. The bulk is the routed experts of an MoE model and
- * the MLP projections of a dense one; attention, norms, embeddings and the head stay as stored.
+ * on load into INT4 group-32 or an FP4 format. The bulk is the routed experts of an MoE model (as the
+ * memory planner's presets count it); attention, norms, embeddings, the head and a dense model's MLP
+ * projections stay as stored, so a dense qwen3 loads the same under every format.
  */
 public enum BaseFormat {
     BF16("bf16", null),

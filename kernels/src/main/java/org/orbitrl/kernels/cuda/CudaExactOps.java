@@ -39,6 +39,7 @@ final class CudaExactOps {
     private final Kernel exact;
     private final Kernel mma1;
     private final Kernel mma1w8;
+    private final Kernel mma1r2;
     private final Kernel mma3;
     private final Kernel split;
     private final Kernel sum;
@@ -50,6 +51,7 @@ final class CudaExactOps {
         this.exact = ctx.kernel("train", "exact_matmul_f32");
         this.mma1 = ctx.kernel("exact_mma", "exact_mma_j1");
         this.mma1w8 = ctx.kernel("exact_mma", "exact_mma_j1w8");
+        this.mma1r2 = ctx.kernel("exact_mma", "exact_mma_j1r2");
         this.mma3 = ctx.kernel("exact_mma", "exact_mma_j3");
         this.split = ctx.kernel("exact_mma", "exact_split_planes");
         this.sum = ctx.kernel("exact_mma", "exact_sum_splits");
@@ -159,15 +161,16 @@ final class CudaExactOps {
      */
     private void launchMma(Tensor x, Tensor w, int planes, Tensor y, int m, int n, int k) {
         int warps = warps(planes);
-        int nTiles = (n + 16 * warps - 1) / (16 * warps);
+        int blockRows = blockRows(planes);
+        int nTiles = (n + blockRows - 1) / blockRows;
         int splits = splits(nTiles, k, ctx.device.multiprocessors());
         if ((long) nTiles * splits > 65535) {
-            throw new IllegalArgumentException("exact matmul: " + n + " output columns exceed " + 65535L * 16 * warps + " per call");
+            throw new IllegalArgumentException("exact matmul: " + n + " output columns exceed " + 65535L * blockRows + " per call");
         }
         Tensor xa = aligned(x, CudaContext.Scratch.EXACT_X);
-        int stage = MMA_TILE * (4 * MMA_KC + 16) + planes * 16 * warps * (2 * MMA_KC + 16);
+        int stage = MMA_TILE * (4 * MMA_KC + 16) + planes * blockRows * (2 * MMA_KC + 16);
         int shared = MMA_STAGES * stage + 3 * MMA_TILE * (2 * MMA_KC + 16);
-        Kernel kernel = planes == 3 ? mma3 : warps == 8 ? mma1w8 : mma1;
+        Kernel kernel = planes == 3 ? mma3 : blockRows == 32 * warps ? mma1r2 : warps == 8 ? mma1w8 : mma1;
         int step = rowsPerLaunch(splits, n);
         for (int r0 = 0; r0 < m; r0 += step) {
             int rows = Math.min(step, m - r0);
@@ -187,13 +190,27 @@ final class CudaExactOps {
     }
 
     /**
-     * Warps a block of the tensor-core product over {@code planes} weight planes: 4 (64 weight rows a block) for three
-     * planes; for one, 8 (128 rows: the x planes each block splits shared by twice the products), or 4 with {@code
-     * -Dorbit.cuda.exactMmaWarps=4} (read at each call; like the switch off, not to be changed between a rollout and the
-     * step that recomputes it: the row tiles set the ranges of K).
+     * Warps a block of the tensor-core product over {@code planes} weight planes: 4. With {@code
+     * -Dorbit.cuda.exactMmaRows=1} (see {@link #blockRows}) a one-plane product takes 8, or 4 with {@code
+     * -Dorbit.cuda.exactMmaWarps=4} (both read at each call).
      */
     static int warps(int planes) {
-        return planes == 1 && !"4".equals(System.getProperty("orbit.cuda.exactMmaWarps")) ? 8 : 4;
+        return planes == 1 && !rowPairs(planes) && !"4".equals(System.getProperty("orbit.cuda.exactMmaWarps")) ? 8 : 4;
+    }
+
+    /**
+     * Weight rows a block of the product over {@code planes} planes covers: for one plane (a bf16 weight) 32 a warp in
+     * blocks of 4 warps, each x fragment a warp loads serving two tiles of 16 rows; for three, 16 a warp (64). {@code
+     * -Dorbit.cuda.exactMmaRows=1} (read at each call) takes 16 a warp for one plane too, the earlier form. Like the
+     * switch off, the switches are not to be changed between a rollout and the step that recomputes it: the row tiles
+     * set the ranges of K.
+     */
+    static int blockRows(int planes) {
+        return 16 * warps(planes) * (rowPairs(planes) ? 2 : 1);
+    }
+
+    private static boolean rowPairs(int planes) {
+        return planes == 1 && !"1".equals(System.getProperty("orbit.cuda.exactMmaRows"));
     }
 
     /**

@@ -103,11 +103,11 @@ __device__ __forceinline__ void em_split4(float4 v, uint2* p0, uint2* p1, uint2*
 }
 
 // w: plane j at w + j * planeStride, each [N, K] row-major bf16; y: [splits][M][N] (y itself when unsplit).
-template <int J, int W>
+template <int J, int W, int RT>
 __device__ __forceinline__ void exact_mma_tile(const float* x, int M, int K, const u16* w, i64 planeStride, float* y,
                                                int N, int splits) {
     constexpr int THREADS = 32 * W;                              // W warps
-    constexpr int ROWS = 16 * W;                                 // weight rows a block
+    constexpr int ROWS = 16 * RT * W;                            // weight rows a block: RT tiles of 16 a warp
     constexpr int XBYTES = EM_TOK * EM_XROWB;
     constexpr int WBYTES = ROWS * EM_WROWB;
     constexpr int STAGE = XBYTES + J * WBYTES;
@@ -175,14 +175,16 @@ __device__ __forceinline__ void exact_mma_tile(const float* x, int M, int K, con
         if (c < chunks) load(c);
         cp_async_commit();
     }
-    float acc[8][4];
+    float acc[RT][8][4];
 #pragma unroll
-    for (int j = 0; j < 8; j++)
+    for (int r = 0; r < RT; r++)
 #pragma unroll
-        for (int q = 0; q < 4; q++) acc[j][q] = 0.0f;
-    // ldmatrix rows (as dmma.cu): A = weight rows 16 warp + (lane % 8) + 8 ((lane / 8) % 2), k + 8 (lane / 16); B =
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int q = 0; q < 4; q++) acc[r][j][q] = 0.0f;
+    // ldmatrix rows (as dmma.cu): A = weight rows 16 (RT warp + r) + (lane % 8) + 8 ((lane / 8) % 2), k + 8 (lane / 16); B =
     // tokens (lane % 8) + 8 (lane / 16) of an n-tile pair, k + 8 ((lane / 8) % 2)
-    u32 aoff = (u32) ((warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * EM_WROWB + (lane >> 4) * 16);
+    u32 aoff = (u32) ((warp * 16 * RT + (lane & 7) + ((lane >> 3) & 1) * 8) * EM_WROWB + (lane >> 4) * 16);
     u32 boff = (u32) (((lane & 7) + (lane >> 4) * 8) * EM_WROWB + ((lane >> 3) & 1) * 16);
     for (int c = 0; c < chunks; c++) {
         cp_async_wait<EM_ST - 2>(); // chunk c has landed (this thread's copies)
@@ -203,9 +205,11 @@ __device__ __forceinline__ void exact_mma_tile(const float* x, int M, int K, con
         u32 wbase = sm + (u32) ((c % EM_ST) * STAGE + XBYTES);
 #pragma unroll
         for (int kk = 0; kk < EM_KC / 16; kk++) {
-            u32 a[J][4];
+            u32 a[RT][J][4];
 #pragma unroll
-            for (int j = 0; j < J; j++) ldsm_x4(wbase + (u32) (j * WBYTES) + aoff + kk * 32, a[j]);
+            for (int r = 0; r < RT; r++)
+#pragma unroll
+                for (int j = 0; j < J; j++) ldsm_x4(wbase + (u32) (j * WBYTES + r * 16 * EM_WROWB) + aoff + kk * 32, a[r][j]);
 #pragma unroll
             for (int nt = 0; nt < 8; nt += 2) {
                 u32 b[3][4];
@@ -214,20 +218,25 @@ __device__ __forceinline__ void exact_mma_tile(const float* x, int M, int K, con
                     ldsm_x4(planesX + (u32) (i * EM_TOK * EM_WROWB) + boff + (u32) (nt * 8 * EM_WROWB) + kk * 32, b[i]);
                 }
 #pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    float* cc = acc[nt + h];
-                    if (J == 1) {
-                        mma_bf16_16816(cc, a[0][0], a[0][1], a[0][2], a[0][3], b[2][2 * h], b[2][2 * h + 1]);
-                        mma_bf16_16816(cc, a[0][0], a[0][1], a[0][2], a[0][3], b[1][2 * h], b[1][2 * h + 1]);
-                        mma_bf16_16816(cc, a[0][0], a[0][1], a[0][2], a[0][3], b[0][2 * h], b[0][2 * h + 1]);
-                    } else {
-                        const int j1 = J > 1 ? 1 : 0, j2 = J > 2 ? 2 : 0;
-                        mma_bf16_16816(cc, a[0][0], a[0][1], a[0][2], a[0][3], b[2][2 * h], b[2][2 * h + 1]);
-                        mma_bf16_16816(cc, a[j1][0], a[j1][1], a[j1][2], a[j1][3], b[1][2 * h], b[1][2 * h + 1]);
-                        mma_bf16_16816(cc, a[j2][0], a[j2][1], a[j2][2], a[j2][3], b[0][2 * h], b[0][2 * h + 1]);
-                        mma_bf16_16816(cc, a[0][0], a[0][1], a[0][2], a[0][3], b[1][2 * h], b[1][2 * h + 1]);
-                        mma_bf16_16816(cc, a[j1][0], a[j1][1], a[j1][2], a[j1][3], b[0][2 * h], b[0][2 * h + 1]);
-                        mma_bf16_16816(cc, a[0][0], a[0][1], a[0][2], a[0][3], b[0][2 * h], b[0][2 * h + 1]);
+                for (int r = 0; r < RT; r++) {
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        float* cc = acc[r][nt + h];
+                        const u32* a0 = a[r][0];
+                        if (J == 1) {
+                            mma_bf16_16816(cc, a0[0], a0[1], a0[2], a0[3], b[2][2 * h], b[2][2 * h + 1]);
+                            mma_bf16_16816(cc, a0[0], a0[1], a0[2], a0[3], b[1][2 * h], b[1][2 * h + 1]);
+                            mma_bf16_16816(cc, a0[0], a0[1], a0[2], a0[3], b[0][2 * h], b[0][2 * h + 1]);
+                        } else {
+                            const u32* a1 = a[r][J > 1 ? 1 : 0];
+                            const u32* a2 = a[r][J > 2 ? 2 : 0];
+                            mma_bf16_16816(cc, a0[0], a0[1], a0[2], a0[3], b[2][2 * h], b[2][2 * h + 1]);
+                            mma_bf16_16816(cc, a1[0], a1[1], a1[2], a1[3], b[1][2 * h], b[1][2 * h + 1]);
+                            mma_bf16_16816(cc, a2[0], a2[1], a2[2], a2[3], b[0][2 * h], b[0][2 * h + 1]);
+                            mma_bf16_16816(cc, a0[0], a0[1], a0[2], a0[3], b[1][2 * h], b[1][2 * h + 1]);
+                            mma_bf16_16816(cc, a1[0], a1[1], a1[2], a1[3], b[0][2 * h], b[0][2 * h + 1]);
+                            mma_bf16_16816(cc, a0[0], a0[1], a0[2], a0[3], b[0][2 * h], b[0][2 * h + 1]);
+                        }
                     }
                 }
             }
@@ -235,15 +244,18 @@ __device__ __forceinline__ void exact_mma_tile(const float* x, int M, int K, con
     }
     cp_async_wait<0>();
 
-    // acc[j][q]: weight row 16 warp + g (+ 8 for q >= 2), token 8 j + 2 t (+ 1 for odd q)
-    int row = n0 + warp * 16 + g;
+    // acc[r][j][q]: weight row 16 (RT warp + r) + g (+ 8 for q >= 2), token 8 j + 2 t (+ 1 for odd q)
 #pragma unroll
-    for (int j = 0; j < 8; j++) {
+    for (int r = 0; r < RT; r++) {
+        int row = n0 + (warp * RT + r) * 16 + g;
 #pragma unroll
-        for (int q = 0; q < 4; q++) {
-            int tok = m0 + 8 * j + 2 * t + (q & 1);
-            int n = row + 8 * (q >> 1);
-            if (tok < M && n < N) y[((i64) split * M + tok) * N + n] = acc[j][q];
+        for (int j = 0; j < 8; j++) {
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                int tok = m0 + 8 * j + 2 * t + (q & 1);
+                int n = row + 8 * (q >> 1);
+                if (tok < M && n < N) y[((i64) split * M + tok) * N + n] = acc[r][j][q];
+            }
         }
     }
 }
@@ -257,13 +269,14 @@ extern "C" __global__ void exact_sum_splits(const float* part, int splits, i64 n
     }
 }
 
-// J planes of the weight, W warps (16 W weight rows) a block.
-#define EXACT_MMA_KERNEL(NAME, J, W)                                                                                   \
+// J planes of the weight, W warps of RT row tiles (16 RT W weight rows) a block.
+#define EXACT_MMA_KERNEL(NAME, J, W, RT)                                                                               \
     extern "C" __global__ void __launch_bounds__(32 * W) NAME(const float* x, int M, int K, const u16* w,              \
                                                               i64 planeStride, float* y, int N, int splits) {          \
-        exact_mma_tile<J, W>(x, M, K, w, planeStride, y, N, splits);                                                   \
+        exact_mma_tile<J, W, RT>(x, M, K, w, planeStride, y, N, splits);                                               \
     }
 
-EXACT_MMA_KERNEL(exact_mma_j1, 1, 4)
-EXACT_MMA_KERNEL(exact_mma_j1w8, 1, 8)
-EXACT_MMA_KERNEL(exact_mma_j3, 3, 4)
+EXACT_MMA_KERNEL(exact_mma_j1, 1, 4, 1)
+EXACT_MMA_KERNEL(exact_mma_j1w8, 1, 8, 1)
+EXACT_MMA_KERNEL(exact_mma_j1r2, 1, 4, 2)
+EXACT_MMA_KERNEL(exact_mma_j3, 3, 4, 1)

@@ -55,8 +55,8 @@ class CudaExactModeTest {
      * Shapes of the tensor-core kernels (K a multiple of 8): one tile, several tiles of tokens and of weight rows with
      * ragged edges and K past a multiple of the 32-value stage, K in ranges (20 of 80 chunks; 8 of 32; 4 uneven ranges
      * of 17), a LoRA factor's width; the rows in launches of 64 (the split sums' bound set low) against one launch; blocks
-     * of 4 warps for a bf16 weight too ({@code -Dorbit.cuda.exactMmaWarps=4}); and the CUDA-core kernel (K = 12, and with
-     * {@code -Dorbit.cuda.exactMma=off}).
+     * of one row tile a warp for a bf16 weight too, 8 warps and 4 ({@code -Dorbit.cuda.exactMmaRows=1}, {@code
+     * -Dorbit.cuda.exactMmaWarps=4}); and the CUDA-core kernel (K = 12, and with {@code -Dorbit.cuda.exactMma=off}).
      */
     @Test
     void productsAreBatchInvariant() {
@@ -73,10 +73,14 @@ class CudaExactModeTest {
         } finally {
             System.clearProperty("orbit.cuda.exactSplitBytes");
         }
-        System.setProperty("orbit.cuda.exactMmaWarps", "4");
+        System.setProperty("orbit.cuda.exactMmaRows", "1");
         try {
+            productsAreBatchInvariant(150, 200, 1024);
+            productsAreBatchInvariant(21, 70, 96);
+            System.setProperty("orbit.cuda.exactMmaWarps", "4");
             productsAreBatchInvariant(150, 130, 1024);
         } finally {
+            System.clearProperty("orbit.cuda.exactMmaRows");
             System.clearProperty("orbit.cuda.exactMmaWarps");
         }
         System.setProperty("orbit.cuda.exactMma", "off");
@@ -90,7 +94,7 @@ class CudaExactModeTest {
     /** The checks at one shape; returns the bf16 weight's product of the whole batch. */
     private float[] productsAreBatchInvariant(int m, int n, int k) {
         SplittableRandom r = CudaTestBase.rng(91 + m + n + k);
-        int rowTile = 16 * CudaExactOps.warps(1);
+        int rowTile = CudaExactOps.blockRows(1);
         int splits = CudaExactOps.splits((n + rowTile - 1) / rowTile, k, gpu.context().device.multiprocessors());
         String shape = "M=" + m + " N=" + n + " K=" + k + (CudaExactOps.tensorCores(k) ? " (tensor cores, bf16 weight: " + splits
                 + " ranges of K, rows a launch " + Math.min(m, CudaExactOps.rowsPerLaunch(splits, n)) + ")" : " (CUDA cores)");

@@ -15,13 +15,14 @@
 // so, then the ranges' sums added in order. Nothing in that order depends on M, on the row's place in its tile or on
 // which block finishes first: no atomics.
 //
-// Work split: block (blockIdx.x, blockIdx.y) of W warps = tokens [64 blockIdx.x, +64), weight rows [16 W r, +16 W)
-// with r = blockIdx.y % (gridDim.y / splits), 16 rows a warp (the weights are the mma's A operand, the tokens its B
-// operand in n-tiles of 8), over the (blockIdx.y / (gridDim.y / splits))-th of `splits` contiguous ranges of K's chunks
-// (uneven where they do not divide). Consecutive blocks share their weight rows (read from DRAM once, then L2) and
-// sweep the tokens, whose f32 rows the L2 holds at training sizes. Unsplit, a block writes y; split, it writes its range's sums into part [split][M][N], and exact_sum_splits
-// adds the splits in order 0, 1, ... The count of splits depends on N, K and the device alone (CudaExactOps), never
-// on M, so a row's sums and their order stay those of any batch.
+// Work split: block (blockIdx.x, blockIdx.y) of W warps = tokens [64 blockIdx.x, +64), weight rows [R r, +R) with R =
+// 16 RT W and r = blockIdx.y % (gridDim.y / splits), RT tiles of 16 rows a warp (the weights are the mma's A operand,
+// the tokens its B operand in n-tiles of 8; each B fragment a warp loads serves its RT tiles), over the (blockIdx.y /
+// (gridDim.y / splits))-th of `splits` contiguous ranges of K's chunks (uneven where they do not divide). Consecutive
+// blocks share their weight rows (read from DRAM once, then L2) and sweep the tokens, whose f32 rows the L2 holds at
+// training sizes. Unsplit, a block writes y; split, it writes its range's sums into part [split][M][N], and
+// exact_sum_splits adds the splits in order 0, 1, ... The count of splits depends on N, K and the device alone
+// (CudaExactOps), never on M, so a row's sums and their order stay those of any batch.
 // Both operands stream through an EM_ST-stage cp.async pipeline, EM_KC values of K a stage; rows past M or N and values
 // past K are zero-filled (their products reach no output, or add exact zeros). K is a multiple of 8 and x and the
 // planes 16-byte aligned (CudaExactOps sees to both).

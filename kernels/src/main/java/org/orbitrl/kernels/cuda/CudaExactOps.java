@@ -15,15 +15,15 @@ import static org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToDevice;
  * batch, so a token's logits in a one-row decode step equal, bit for bit, its logits in a
  * training forward over the whole sequence; f32 x times the exact weight values, at f32 precision.
  *
- * <p>Where K is a multiple of 8 (every projection of the supported models), the tensor-core kernels of
- * {@code exact_mma.cu}: x and the weight as sums of bf16 planes (a bf16 weight as it is; an f32 one, or a quantized
- * one dequantized to f32, split into three), the products of the planes accumulated in f32 over K's 16-value chunks
- * in order within each of a few ranges of K, the ranges' sums added in order; the ranges depend on N, K and the
- * device's SM count ({@link #splits}), so rollout and training on one kind of GPU take the same. Otherwise, and with {@code -Dorbit.cuda.exactMma=off} (read at each call), the
- * CUDA-core kernel {@code exact_matmul_f32} of {@code train.cu} (a warp an output column, 8 rows a block). The choice
- * depends on K and the switch alone, never on the rows, so rollout and training take the same one; the two kernels
- * round differently (both within f32 rounding of the exact sum), so the switch must not change between a rollout and
- * the training step that recomputes it.
+ * <p>Where K is a multiple of 8 (every projection of the supported models), the tensor-core kernels of {@code
+ * exact_mma.cu}: x and the weight as sums of bf16 planes (a bf16 weight as it is; an f32 one, or a quantized one
+ * dequantized to f32, split into three), the products of the planes accumulated in f32 over K's 16-value chunks in
+ * order within each of a few ranges of K, the ranges' sums added in order. The ranges depend on N, K, the block's tile
+ * and the device's SM count ({@link #splits}), never on the rows, so rollout and training on one kind of GPU take the
+ * same. Otherwise, and with {@code -Dorbit.cuda.exactMma=off} (read at each call), the CUDA-core kernel {@code
+ * exact_matmul_f32} of {@code train.cu} (a warp an output column, 8 rows a block). The kernels and tiles round
+ * differently (each within f32 rounding of the exact sum), so this switch and the tiles' ({@link #blockRows}) must not
+ * change between a rollout and the training step that recomputes it.
  */
 final class CudaExactOps {
     private static final int ROWS_PER_BLOCK = 8;  // EXACT_ROWS in train.cu

@@ -132,8 +132,8 @@ __device__ __forceinline__ void exact_mma_tile(const float* x, int M, int K, con
     u32 planesX = sm + (u32) (EM_ST * STAGE); // x's three planes of the stage being multiplied: [3][EM_TOK][EM_WROWB]
     u8* splitPtr = em_shared + EM_ST * STAGE;
 
-    // this thread's copies: x row (tid / 8) + 16 it, piece tid % 8 (4 f32); weight row (tid / 4) + 32 it, piece tid % 4
-    // (8 bf16) of each plane. Rows past M or N read row 0 (valid address) and are zero-filled.
+    // this thread's copies: x row tid / 8 + (THREADS / 8) it, piece tid % 8 (4 f32); weight row tid / 4 +
+    // (THREADS / 4) it, piece tid % 4 (8 bf16) of each plane. Rows past M or N read row 0 (a valid address), zero-filled.
     const float* xsrc[XCP];
     bool xok[XCP];
 #pragma unroll

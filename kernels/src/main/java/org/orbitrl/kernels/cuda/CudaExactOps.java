@@ -233,7 +233,7 @@ final class CudaExactOps {
             return Integer.MAX_VALUE;
         }
         long rows = Long.getLong("orbit.cuda.exactSplitBytes", SPLIT_BYTES) / (4L * splits * n);
-        return (int) Math.max(MMA_TILE, Math.min(Integer.MAX_VALUE / 2, rows / MMA_TILE * MMA_TILE));
+        return (int) Math.max(MMA_TILE, Math.min(Integer.MAX_VALUE / 2, rows) / MMA_TILE * MMA_TILE);
     }
 
     /** An f32 [n, k] weight as its three bf16 planes [3, n·k] (exact_split_planes), in a reused buffer. */

@@ -38,7 +38,7 @@ import java.util.stream.Stream;
  * <pre>
  * java ... org.orbitrl.scheduler.bench.ExactModeBench [--config models/qwen3-4b/config.json] [--small]
  *     [--layers N] [--prompts 8] [--samples 8] [--prompt-tokens 32] [--new-tokens 64] [--warmup-tokens NEW_TOKENS]
- *     [--temperature 1.0] [--micro-batch 8] [--train-steps 2] [--rank 16] [--base bf16|int4]
+ *     [--temperature 1.0] [--micro-batch 8] [--train-steps 2] [--rank 16] [--base bf16]
  *     [--modes default,exact] [--device 0] [--budget-s 420] [--seed 1] [--keep DIR]
  * </pre>
  */
@@ -76,6 +76,11 @@ public final class ExactModeBench {
                 Float.parseFloat(option(args, "--temperature", "1.0")), intOption(args, "--micro-batch", samples),
                 intOption(args, "--train-steps", small ? 1 : 2), intOption(args, "--rank", 16),
                 BaseFormat.parse(option(args, "--base", "bf16")), Long.parseLong(option(args, "--seed", "1")));
+        if (s.base() != BaseFormat.BF16) {
+            // a format quantizes routed experts (BaseFormat); this bench's model is dense, so it would load as bf16
+            throw new IllegalArgumentException("--base " + s.base().cliName() + ": the bench's model is a dense qwen3, which"
+                    + " loads as stored under every format (they quantize routed experts only); expected bf16");
+        }
         int layers = intOption(args, "--layers", 0);
         int device = intOption(args, "--device", kernels.startsWith("cuda:") ? Integer.parseInt(kernels.substring(5)) : 0);
         long budget = (long) (Double.parseDouble(option(args, "--budget-s", "420")) * 1e9);

@@ -132,4 +132,12 @@ class ExactModeBenchTest {
         assertTrue(t.contains("| exact | 200.0 | 1500.0 | 0.000e+00 | 0.000e+00 | 1.0000 |"), t);
         assertTrue(t.contains("| exact/default | 0.400 | 0.750 |"), t);
     }
+
+    /** A base format other than bf16 would load this dense model as bf16 anyway: refused by name, before any work. */
+    @Test
+    void aQuantizedBaseIsRefusedForTheDenseModel() {
+        IllegalArgumentException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                () -> ExactModeBench.main(new String[]{"--base", "int4", "--small"}));
+        assertTrue(e.getMessage().contains("--base int4") && e.getMessage().contains("dense"), e.getMessage());
+    }
 }

@@ -2,12 +2,8 @@ package org.orbitrl.kernels.cuda;
 
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.Tensor;
-import org.orbitrl.kernels.cuda.internal.DevicePointer;
 import org.orbitrl.kernels.cuda.internal.Kernel;
 import org.orbitrl.kernels.quant.QuantizedTensor;
-
-import static org.bytedeco.cuda.global.cudart.cudaMemcpyAsync;
-import static org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToDevice;
 
 /**
  * The products of exact mode: {@code y = x · wᵀ} where every output row is computed by the same
@@ -250,9 +246,7 @@ final class CudaExactOps {
             return t;
         }
         Tensor c = ctx.scratch(buffer, t.dtype(), t.numel());
-        CudaCheck.check(cudaMemcpyAsync(new DevicePointer(CudaAllocator.address(c)), new DevicePointer(CudaAllocator.address(t)),
-                t.byteSize(), cudaMemcpyDeviceToDevice, ctx.stream.handle()), "cudaMemcpyAsync device->device (exact matmul operand)",
-                t, t.byteSize() + " bytes");
+        ctx.allocator.copy(t.reshape(t.numel()), c);
         return c;
     }
 }

@@ -108,11 +108,11 @@ final class ExactModeRun implements AutoCloseable {
      * {@code profiler} (wrapping {@code backend}) everything runs through it and {@link #measure} prints where the timed
      * rollout's and training steps' time went.
      */
-    ExactModeRun(String mode, Backend backend, Path modelDir, Settings s, org.orbitrl.kernels.OpProfiler profiler) {
+    ExactModeRun(String mode, Backend target, Path modelDir, Settings s, org.orbitrl.kernels.OpProfiler profiler) {
         this.mode = mode;
         this.profiler = profiler;
-        this.backend = profiler != null ? profiler.backend() : backend;
-        backend = this.backend;
+        Backend backend = profiler != null ? profiler.backend() : target;
+        this.backend = backend;
         this.settings = s;
         long t0 = System.nanoTime();
         this.loaded = LoadedModel.load(modelDir, backend, s.base());
@@ -244,9 +244,9 @@ final class ExactModeRun implements AutoCloseable {
         if (System.nanoTime() > deadline) {
             return new Figures(mode, 0, Double.NaN, 0, Double.NaN, Double.NaN, Double.NaN, 0, 0, "time budget spent after warm-up");
         }
-        profile(null, "rollout");
+        startProfile("rollout");
         Rollout r = rollout(s.newTokens(), s.seed());
-        profile(log, null);
+        printProfile(log);
         log.printf("%s: rollout %d prompts x %d samples x %d tokens: %d tokens in %.2f s (prompt prefills included),"
                         + " %.1f tokens/s%n", mode,
                 s.prompts(), s.samples(), s.newTokens(), r.tokens(), r.seconds(), r.tokensPerSecond());
@@ -265,7 +265,7 @@ final class ExactModeRun implements AutoCloseable {
         long trainTokens = 0;
         double trainSeconds = 0;
         String note = "";
-        profile(null, "train");
+        startProfile("train");
         for (int i = 0; i < s.trainSteps(); i++) {
             if (System.nanoTime() > deadline) {
                 note = "time budget spent after " + i + " of " + s.trainSteps() + " timed training steps";
@@ -279,22 +279,23 @@ final class ExactModeRun implements AutoCloseable {
             log.printf("%s: training step %d: %d tokens in %.2f s, %.1f tokens/s (gap max %.3e)%n", mode, i + 1, perStep,
                     sec, perStep / sec, step.gapMax());
         }
-        profile(log, null);
+        printProfile(log);
         return new Figures(mode, r.tokens(), r.seconds(), trainTokens, trainSeconds, first.gapMean(), first.gapMax(),
                 first.gapExact(), first.tokens(), note);
     }
 
-    /** With a profiler: prints what was counted (to {@code log}, where given), then starts counting {@code phase}. */
-    private void profile(PrintStream log, String phase) {
-        if (profiler == null) {
-            return;
-        }
-        if (log != null) {
-            log.print(mode + ": " + profiler.report(30));
-        }
-        if (phase != null) {
+    /** With a profiler: counts what follows under {@code phase}, from zero. */
+    private void startProfile(String phase) {
+        if (profiler != null) {
             profiler.reset();
             profiler.phase(phase);
+        }
+    }
+
+    /** With a profiler: prints what it counted since {@link #startProfile}. */
+    private void printProfile(PrintStream log) {
+        if (profiler != null) {
+            log.print(mode + ": " + profiler.report(30));
         }
     }
 

@@ -65,6 +65,7 @@ final class CudaMoeTrain {
     private final Kernel groupScatter;
     private final CudaExpertGemm experts;
     private final CudaNarrowExperts narrow;
+    private final CudaExactExperts exactExperts;
     private Tensor active;   // i32 [1 + E] written by the routing kernel
     private Tensor tileCounts;   // i32 [tiles, E] of the counting sort, grown on demand
 
@@ -72,6 +73,7 @@ final class CudaMoeTrain {
         this.ctx = ctx;
         this.backend = backend;
         this.experts = new CudaExpertGemm(ctx, rowOps);
+        this.exactExperts = new CudaExactExperts(ctx);
         this.narrow = new CudaNarrowExperts(ctx);
         this.topk = ctx.kernel("moe_train", "moe_topk_weights");
         this.topkWarps = ctx.kernel("moe_train", "moe_topk_warps");
@@ -286,11 +288,16 @@ final class CudaMoeTrain {
     /**
      * Forward ({@code transposed} false): out rows of expert e = in rows · W_eᵀ; transposed: out rows =
      * in rows · W_e. Dense f32 experts with a narrow side (LoRA factors): {@link CudaNarrowExperts}.
-     * Exact mode (the exact quantized products), the grouped products switched off, chunk ≤ 0 with a
-     * quantized expert among those with rows, or rows not on 16-byte boundaries: each expert
+     * Exact mode: the forward through {@link CudaExactExperts} (every expert in one launch, each row as the
+     * backend's exact product of its expert alone) where it takes the call, otherwise (and transposed)
+     * each expert through the backend's own exact products. The grouped products switched off, chunk ≤ 0
+     * with a quantized expert among those with rows, or rows not on 16-byte boundaries: each expert
      * through the backend's own products; otherwise the grouped products ({@link CudaExpertGemm}).
      */
     void expertMatmul(Tensor in, ExpertWeights w, int[] offsets, Tensor out, int chunk, boolean transposed) {
+        if (backend.exact() && !transposed && exactExperts.matmul(in, w, offsets, out)) {
+            return;
+        }
         if (!backend.exact() && GROUPED && narrowOn() && CudaNarrowExperts.handles(w, offsets)) {
             narrow.matmul(transposed ? "moeExpertMatmulTransposed" : "moeExpertMatmul", in, w, offsets, out, transposed, 1f, 0f);
             return;

@@ -27,6 +27,8 @@
 // past K are zero-filled (their products reach no output, or add exact zeros). K is a multiple of 8 and x and the
 // planes 16-byte aligned (CudaExactOps sees to both).
 
+#include "quant_formats.cuh"
+
 #define EM_TOK 64                 // tokens a block: 8 n-tiles of 8
 #define EM_KC 32                  // values of K a stage
 #define EM_ST 4                   // stages
@@ -101,6 +103,66 @@ __device__ __forceinline__ void em_split4(float4 v, uint2* p0, uint2* p1, uint2*
     *p0 = make_uint2(a0, b0);
     *p1 = make_uint2(a1, b1);
     *p2 = make_uint2(f32x2_to_bf16x2(rx, ry), f32x2_to_bf16x2(rz, rw));
+}
+
+// x's staged chunk (EM_TOK rows of EM_KC f32 values, EM_XROWB bytes apart) into its three bf16 planes at planes
+// ([3][EM_TOK] rows of EM_WROWB bytes), by THREADS threads.
+template <int THREADS>
+__device__ __forceinline__ void em_split_x(const u8* xs, u8* planes, int tid) {
+#pragma unroll
+    for (int u = 0; u < EM_TOK * EM_KC / 4 / THREADS; u++) {
+        int i = tid + THREADS * u;
+        int tok = i / (EM_KC / 4);
+        int k4 = i % (EM_KC / 4);
+        float4 v = *(const float4*) (xs + tok * EM_XROWB + k4 * 16);
+        u8* p = planes + tok * EM_WROWB + k4 * 8;
+        em_split4(v, (uint2*) p, (uint2*) (p + EM_TOK * EM_WROWB), (uint2*) (p + 2 * EM_TOK * EM_WROWB));
+    }
+}
+
+// The products of one staged chunk of EM_KC values into acc, in the order of the header: the weight's J planes at
+// wbase (plane j at wbase + j * wplane; rows EM_WROWB bytes apart, this warp's RT tiles from its aoff), x's three
+// planes at planesX (boff).
+template <int J, int RT>
+__device__ __forceinline__ void em_mma_chunk(u32 wbase, u32 wplane, u32 planesX, u32 aoff, u32 boff, float (&acc)[RT][8][4]) {
+#pragma unroll
+    for (int kk = 0; kk < EM_KC / 16; kk++) {
+        u32 a[RT][J][4];
+#pragma unroll
+        for (int r = 0; r < RT; r++)
+#pragma unroll
+            for (int j = 0; j < J; j++) ldsm_x4(wbase + (u32) j * wplane + (u32) (r * 16 * EM_WROWB) + aoff + kk * 32, a[r][j]);
+#pragma unroll
+        for (int nt = 0; nt < 8; nt += 2) {
+            u32 b[3][4];
+#pragma unroll
+            for (int i = 0; i < 3; i++) {
+                ldsm_x4(planesX + (u32) (i * EM_TOK * EM_WROWB) + boff + (u32) (nt * 8 * EM_WROWB) + kk * 32, b[i]);
+            }
+#pragma unroll
+            for (int r = 0; r < RT; r++) {
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    float* cc = acc[r][nt + h];
+                    const u32* a0 = a[r][0];
+                    if (J == 1) {
+                        mma_bf16_16816(cc, a0[0], a0[1], a0[2], a0[3], b[2][2 * h], b[2][2 * h + 1]);
+                        mma_bf16_16816(cc, a0[0], a0[1], a0[2], a0[3], b[1][2 * h], b[1][2 * h + 1]);
+                        mma_bf16_16816(cc, a0[0], a0[1], a0[2], a0[3], b[0][2 * h], b[0][2 * h + 1]);
+                    } else {
+                        const u32* a1 = a[r][J > 1 ? 1 : 0];
+                        const u32* a2 = a[r][J > 2 ? 2 : 0];
+                        mma_bf16_16816(cc, a0[0], a0[1], a0[2], a0[3], b[2][2 * h], b[2][2 * h + 1]);
+                        mma_bf16_16816(cc, a1[0], a1[1], a1[2], a1[3], b[1][2 * h], b[1][2 * h + 1]);
+                        mma_bf16_16816(cc, a2[0], a2[1], a2[2], a2[3], b[0][2 * h], b[0][2 * h + 1]);
+                        mma_bf16_16816(cc, a0[0], a0[1], a0[2], a0[3], b[1][2 * h], b[1][2 * h + 1]);
+                        mma_bf16_16816(cc, a1[0], a1[1], a1[2], a1[3], b[0][2 * h], b[0][2 * h + 1]);
+                        mma_bf16_16816(cc, a0[0], a0[1], a0[2], a0[3], b[0][2 * h], b[0][2 * h + 1]);
+                    }
+                }
+            }
+        }
+    }
 }
 
 // w: plane j at w + j * planeStride, each [N, K] row-major bf16; y: [splits][M][N] (y itself when unsplit).
@@ -192,56 +254,9 @@ __device__ __forceinline__ void exact_mma_tile(const float* x, int M, int K, con
         __syncthreads();            // everyone's; every warp is done with the planes and with the slot refilled below
         if (c + EM_ST - 1 < chunks) load(c + EM_ST - 1);
         cp_async_commit();
-        const u8* xs = em_shared + (c % EM_ST) * STAGE;
-#pragma unroll
-        for (int u = 0; u < EM_TOK * EM_KC / 4 / THREADS; u++) { // x's values into their planes
-            int i = tid + THREADS * u;
-            int tok = i / (EM_KC / 4);
-            int k4 = i % (EM_KC / 4);
-            float4 v = *(const float4*) (xs + tok * EM_XROWB + k4 * 16);
-            u8* p = splitPtr + tok * EM_WROWB + k4 * 8;
-            em_split4(v, (uint2*) p, (uint2*) (p + EM_TOK * EM_WROWB), (uint2*) (p + 2 * EM_TOK * EM_WROWB));
-        }
+        em_split_x<THREADS>(em_shared + (c % EM_ST) * STAGE, splitPtr, tid); // x's values into their planes
         __syncthreads();
-        u32 wbase = sm + (u32) ((c % EM_ST) * STAGE + XBYTES);
-#pragma unroll
-        for (int kk = 0; kk < EM_KC / 16; kk++) {
-            u32 a[RT][J][4];
-#pragma unroll
-            for (int r = 0; r < RT; r++)
-#pragma unroll
-                for (int j = 0; j < J; j++) ldsm_x4(wbase + (u32) (j * WBYTES + r * 16 * EM_WROWB) + aoff + kk * 32, a[r][j]);
-#pragma unroll
-            for (int nt = 0; nt < 8; nt += 2) {
-                u32 b[3][4];
-#pragma unroll
-                for (int i = 0; i < 3; i++) {
-                    ldsm_x4(planesX + (u32) (i * EM_TOK * EM_WROWB) + boff + (u32) (nt * 8 * EM_WROWB) + kk * 32, b[i]);
-                }
-#pragma unroll
-                for (int r = 0; r < RT; r++) {
-#pragma unroll
-                    for (int h = 0; h < 2; h++) {
-                        float* cc = acc[r][nt + h];
-                        const u32* a0 = a[r][0];
-                        if (J == 1) {
-                            mma_bf16_16816(cc, a0[0], a0[1], a0[2], a0[3], b[2][2 * h], b[2][2 * h + 1]);
-                            mma_bf16_16816(cc, a0[0], a0[1], a0[2], a0[3], b[1][2 * h], b[1][2 * h + 1]);
-                            mma_bf16_16816(cc, a0[0], a0[1], a0[2], a0[3], b[0][2 * h], b[0][2 * h + 1]);
-                        } else {
-                            const u32* a1 = a[r][J > 1 ? 1 : 0];
-                            const u32* a2 = a[r][J > 2 ? 2 : 0];
-                            mma_bf16_16816(cc, a0[0], a0[1], a0[2], a0[3], b[2][2 * h], b[2][2 * h + 1]);
-                            mma_bf16_16816(cc, a1[0], a1[1], a1[2], a1[3], b[1][2 * h], b[1][2 * h + 1]);
-                            mma_bf16_16816(cc, a2[0], a2[1], a2[2], a2[3], b[0][2 * h], b[0][2 * h + 1]);
-                            mma_bf16_16816(cc, a0[0], a0[1], a0[2], a0[3], b[1][2 * h], b[1][2 * h + 1]);
-                            mma_bf16_16816(cc, a1[0], a1[1], a1[2], a1[3], b[0][2 * h], b[0][2 * h + 1]);
-                            mma_bf16_16816(cc, a0[0], a0[1], a0[2], a0[3], b[0][2 * h], b[0][2 * h + 1]);
-                        }
-                    }
-                }
-            }
-        }
+        em_mma_chunk<J, RT>(sm + (u32) ((c % EM_ST) * STAGE + XBYTES), WBYTES, planesX, aoff, boff, acc);
     }
     cp_async_wait<0>();
 
@@ -281,3 +296,236 @@ EXACT_MMA_KERNEL(exact_mma_j1, 1, 4, 1)
 EXACT_MMA_KERNEL(exact_mma_j1w8, 1, 8, 1)
 EXACT_MMA_KERNEL(exact_mma_j1r2, 1, 4, 2)
 EXACT_MMA_KERNEL(exact_mma_j3, 3, 4, 1)
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Grouped exact products of mixture-of-experts layers: for every expert e with rows, out rows [o_e, o_(e+1)) =
+// x rows [o_e, o_(e+1)) . W_e^T, all of a call's experts in one launch (or a few: the split sums bound the rows a launch
+// takes), each row by the instructions and order of the dense kernels above at 64 weight rows a block (J = 3 with
+// exact_mma_j3's tiles; a bf16 weight J = 1 with exact_mma_j1's), so a row's result is that of the dense product of its
+// expert's weight, alone or in any batch. The weight is read as stored and made into its planes in shared memory a
+// chunk at a time: an f32 weight split into three; a quantized one (codes, scales, zeros as quant_formats.cuh) decoded
+// to f32 exactly as dequant does (code value times scale, one f32 multiply) and split into three; a bf16 weight is its
+// own plane.
+//
+// Block (blockIdx.x, blockIdx.y): tile[blockIdx.x] = {slot, first row, rows (<= 64), 0} of the launch's tiles (an
+// expert's rows cut into tiles of 64 from its first row); blockIdx.y as exact_mma_tile (row tile and range of K). The
+// weight of slot s is wtab[4 s ..]: {data (codes for a quantized weight), scales, zeros (0: symmetric), global scale
+// bits}. Unsplit, rows go straight to y; split, to part [splits][L][N] at row (row - r0), the launch's rows being
+// [r0, r0 + L), then added in order by exact_sum_splits into y + r0 N.
+
+#define EMG_F32 3   // source kinds beside FMT_INT4, FMT_MXFP4, FMT_NVFP4
+#define EMG_BF16 4
+#define EMG_ROWS 64 // weight rows a block: 4 warps of one 16-row tile
+
+__device__ __forceinline__ void cp_async4(u32 dst, const void* src) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst), "l"(src) : "memory");
+}
+
+// Raw bytes a stage holds of the weight's 64 rows: f32 rows as x's, bf16 rows as a plane, a quantized row's 16 code
+// bytes with the 4-byte words holding its scales and its zero nibble.
+template <int SRC>
+__host__ __device__ constexpr int emg_raw_bytes() {
+    return SRC == EMG_F32 ? EMG_ROWS * EM_XROWB : SRC == EMG_BF16 ? EMG_ROWS * EM_WROWB : EMG_ROWS * (16 + 4 + 4);
+}
+
+// Byte offset of the scales of chunk c of row n (K values a row) in the scales array.
+template <int SRC>
+__device__ __forceinline__ i64 emg_scale_byte(i64 n, int c, int K) {
+    if (SRC == FMT_INT4) return (n * (K / 32) + c) * 2;
+    if (SRC == FMT_MXFP4) return n * (K / 32) + c;
+    return n * (K / 16) + 2 * c;
+}
+
+template <int SRC>
+__device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, const int4* tiles, const unsigned long long* wtab, int N,
+                                                     float* y, float* part, int r0, int L, int splits) {
+    constexpr int THREADS = 128;
+    constexpr int J = SRC == EMG_BF16 ? 1 : 3;
+    constexpr bool QUANT = SRC <= FMT_NVFP4;
+    constexpr int XBYTES = EM_TOK * EM_XROWB;
+    constexpr int STAGE = XBYTES + emg_raw_bytes<SRC>();
+    constexpr int PLANE = EMG_ROWS * EM_WROWB;  // bytes of one weight plane in shared memory
+    constexpr int XCP = EM_TOK * (EM_KC / 4) / THREADS;
+    extern __shared__ __align__(16) u8 em_shared[];
+    int tid = threadIdx.x;
+    int lane = tid & 31;
+    int warp = tid >> 5;
+    int g = lane >> 2;
+    int t = lane & 3;
+    int4 tile = tiles[blockIdx.x];
+    int xRow = tile.y;
+    int M = tile.z;
+    const float* x = xAll + (i64) xRow * K;
+    const unsigned long long* ent = wtab + 4 * (i64) tile.x;
+    const u8* wdata = (const u8*) ent[0];
+    const u8* scales = (const u8*) ent[1];
+    const u32* zeros = (const u32*) ent[2];
+    float global = __uint_as_float((u32) (ent[3] & 0xffffffffull));
+    int rowTiles = gridDim.y / splits;
+    int split = blockIdx.y / rowTiles;
+    int n0 = (blockIdx.y % rowTiles) * EMG_ROWS;
+    int all = (K + EM_KC - 1) / EM_KC;
+    int c0 = (int) ((i64) all * split / splits);
+    int chunks = (int) ((i64) all * (split + 1) / splits) - c0;
+    u32 sm = smem_addr(em_shared);
+    u32 planesX = sm + (u32) (EM_ST * STAGE);
+    u8* splitPtr = em_shared + EM_ST * STAGE;
+    u8* wplanes = splitPtr + 3 * EM_TOK * EM_WROWB;  // the weight's three planes (not for bf16: the stage's rows are its plane)
+
+    const float* xsrc[XCP];
+    bool xok[XCP];
+#pragma unroll
+    for (int it = 0; it < XCP; it++) {
+        int row = (tid >> 3) + (THREADS / 8) * it;
+        xok[it] = row < M;
+        xsrc[it] = x + (i64) (xok[it] ? row : 0) * K + c0 * EM_KC + (tid & 7) * 4;
+    }
+    auto load = [&](int c) { // chunk c0 + c into slot c % EM_ST
+        u32 base = sm + (u32) ((c % EM_ST) * STAGE);
+        int k0 = c * EM_KC;
+        int kc = c0 + c;
+#pragma unroll
+        for (int it = 0; it < XCP; it++) {
+            bool ok = xok[it] && kc * EM_KC + (tid & 7) * 4 < K;
+            cp_async16_zfill(base + (u32) (((tid >> 3) + (THREADS / 8) * it) * EM_XROWB + (tid & 7) * 16),
+                             ok ? xsrc[it] + k0 : x, ok);
+        }
+        u32 raw = base + (u32) XBYTES;
+        if (SRC == EMG_F32) {
+            const float* w = (const float*) wdata;
+#pragma unroll
+            for (int it = 0; it < EMG_ROWS * 8 / THREADS; it++) {
+                int r = (tid >> 3) + (THREADS / 8) * it;
+                int k = kc * EM_KC + (tid & 7) * 4;
+                bool ok = n0 + r < N && k < K;
+                cp_async16_zfill(raw + (u32) (r * EM_XROWB + (tid & 7) * 16), ok ? w + (i64) (n0 + r) * K + k : w, ok);
+            }
+        } else if (SRC == EMG_BF16) {
+            const u16* w = (const u16*) wdata;
+#pragma unroll
+            for (int it = 0; it < EMG_ROWS * 4 / THREADS; it++) {
+                int r = (tid >> 2) + (THREADS / 4) * it;
+                int k = kc * EM_KC + (tid & 3) * 8;
+                bool ok = n0 + r < N && k < K;
+                cp_async16_zfill(raw + (u32) (r * EM_WROWB + (tid & 3) * 16), ok ? w + (i64) (n0 + r) * K + k : w, ok);
+            }
+        } else {
+            // rows past N read row 0 (their outputs are never written)
+            int r = tid & (EMG_ROWS - 1);
+            i64 n = n0 + r < N ? n0 + r : 0;
+            if (tid < EMG_ROWS) {
+                cp_async16_zfill(raw + (u32) (r * 16), wdata + n * (K / 2) + (i64) kc * 16, true);
+                if (zeros != 0) cp_async4(raw + (u32) (EMG_ROWS * 20 + r * 4), zeros + (n >> 3) * (K / 32) + kc);
+            } else {
+                cp_async4(raw + (u32) (EMG_ROWS * 16 + r * 4), scales + (emg_scale_byte<SRC>(n, kc, K) & ~3ll));
+            }
+        }
+    };
+    // the staged chunk c (of this block's range) as the weight's three bf16 planes in wplanes
+    auto planes = [&](int c) {
+        const u8* raw = em_shared + (c % EM_ST) * STAGE + XBYTES;
+        if (SRC == EMG_F32) {
+#pragma unroll
+            for (int u = 0; u < EMG_ROWS * 8 / THREADS; u++) {
+                int i = tid + THREADS * u;
+                int r = i >> 3;
+                int k4 = i & 7;
+                float4 v = *(const float4*) (raw + r * EM_XROWB + k4 * 16);
+                u8* p = wplanes + r * EM_WROWB + k4 * 8;
+                em_split4(v, (uint2*) p, (uint2*) (p + PLANE), (uint2*) (p + 2 * PLANE));
+            }
+        } else if (QUANT) {
+            int kc = c0 + c;
+#pragma unroll
+            for (int u = 0; u < EMG_ROWS * 4 / THREADS; u++) {
+                int i = tid + THREADS * u;
+                int r = i >> 2;
+                int wd = i & 3;           // values 8 wd .. 8 wd + 7 of the chunk
+                i64 n = n0 + r < N ? n0 + r : 0;
+                u32 q = *(const u32*) (raw + r * 16 + wd * 4);
+                u32 sw = *(const u32*) (raw + EMG_ROWS * 16 + r * 4);
+                int sh = 8 * (int) (emg_scale_byte<SRC>(n, kc, K) & 3);
+                float s0, s1;
+                if (SRC == FMT_INT4) {
+                    s0 = bf16_to_f32((u16) (sw >> sh));
+                    s1 = s0;
+                } else if (SRC == FMT_MXFP4) {
+                    s0 = e8m0((sw >> sh) & 0xffu);
+                    s1 = s0;
+                } else {
+                    s0 = e4m3((sw >> sh) & 0xffu) / global;
+                    s1 = e4m3((sw >> (sh + 8)) & 0xffu) / global;
+                }
+                float s = wd < 2 ? s0 : s1;
+                int zero = 8;
+                if (SRC == FMT_INT4 && zeros != 0) {
+                    zero = (int) ((*(const u32*) (raw + EMG_ROWS * 20 + r * 4) >> (4 * (int) (n & 7))) & 15u);
+                }
+                float v[8];
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    v[j] = code_value<SRC == FMT_INT4 ? FMT_INT4 : SRC == FMT_MXFP4 ? FMT_MXFP4 : FMT_NVFP4>((q >> (4 * j)) & 15u, zero);
+                    v[j] *= s;
+                }
+                u8* p = wplanes + r * EM_WROWB + wd * 16;
+                em_split4(make_float4(v[0], v[1], v[2], v[3]), (uint2*) p, (uint2*) (p + PLANE), (uint2*) (p + 2 * PLANE));
+                em_split4(make_float4(v[4], v[5], v[6], v[7]), (uint2*) (p + 8), (uint2*) (p + PLANE + 8),
+                          (uint2*) (p + 2 * PLANE + 8));
+            }
+        }
+    };
+
+#pragma unroll
+    for (int c = 0; c < EM_ST - 1; c++) {
+        if (c < chunks) load(c);
+        cp_async_commit();
+    }
+    float acc[1][8][4];
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int q = 0; q < 4; q++) acc[0][j][q] = 0.0f;
+    u32 aoff = (u32) ((warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * EM_WROWB + (lane >> 4) * 16);
+    u32 boff = (u32) (((lane & 7) + (lane >> 4) * 8) * EM_WROWB + ((lane >> 3) & 1) * 16);
+    for (int c = 0; c < chunks; c++) {
+        cp_async_wait<EM_ST - 2>();
+        __syncthreads();
+        if (c + EM_ST - 1 < chunks) load(c + EM_ST - 1);
+        cp_async_commit();
+        em_split_x<THREADS>(em_shared + (c % EM_ST) * STAGE, splitPtr, tid);
+        planes(c);
+        __syncthreads();
+        u32 wbase = SRC == EMG_BF16 ? sm + (u32) ((c % EM_ST) * STAGE + XBYTES) : smem_addr(wplanes);
+        em_mma_chunk<J, 1>(wbase, PLANE, planesX, aoff, boff, acc);
+    }
+    cp_async_wait<0>();
+
+    int row = n0 + warp * 16 + g;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            int tok = 8 * j + 2 * t + (q & 1);
+            int n = row + 8 * (q >> 1);
+            if (tok < M && n < N) {
+                if (splits == 1) {
+                    y[(i64) (xRow + tok) * N + n] = acc[0][j][q];
+                } else {
+                    part[((i64) split * L + (xRow - r0) + tok) * N + n] = acc[0][j][q];
+                }
+            }
+        }
+    }
+}
+
+#define EXACT_MMA_GROUP_KERNEL(NAME, SRC)                                                                              \
+    extern "C" __global__ void __launch_bounds__(128) NAME(const float* x, int K, const int4* tiles, const unsigned long long* wtab,   \
+                                                           int N, float* y, float* part, int r0, int L, int splits) {  \
+        exact_mma_group_tile<SRC>(x, K, tiles, wtab, N, y, part, r0, L, splits);                                       \
+    }
+
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_int4, FMT_INT4)
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_mxfp4, FMT_MXFP4)
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_nvfp4, FMT_NVFP4)
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_f32, EMG_F32)
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_bf16, EMG_BF16)

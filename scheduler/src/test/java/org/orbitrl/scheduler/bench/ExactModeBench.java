@@ -3,7 +3,12 @@ package org.orbitrl.scheduler.bench;
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.cpu.CpuBackend;
 import org.orbitrl.kernels.cuda.CudaBackend;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.orbitrl.memory.plan.PlanRequest;
 import org.orbitrl.model.BaseFormat;
+import org.orbitrl.model.arch.DecoderConfig;
+import org.orbitrl.model.arch.Qwen3Model;
+import org.orbitrl.model.spec.ConfigLoader;
 
 import java.io.IOException;
 import java.io.PrintStream;
@@ -17,8 +22,12 @@ import java.util.stream.Stream;
 /**
  * What exact mode costs: the default kernels against exact mode (batch-invariant products and
  * attention, {@code CudaBackend(device, cache, exact = true)}) in one run, on one model of a
- * released dense shape (Qwen3-4B by default) with random weights written once and loaded by each
- * mode's backend, with a LoRA adapter (r 16 on all seven projections, random non-zero B). For each
+ * released shape with random weights and a LoRA adapter (r 16, random non-zero B): a dense Qwen3
+ * (Qwen3-4B by default; its weights written once and loaded by each mode's backend, the adapter on
+ * all seven projections) or a Qwen3-MoE ({@code --config} of qwen3_moe, Qwen3-30B-A3B say: INT4
+ * group-32 experts generated as each backend loads them, the adapter on q/k/v/o and the fused
+ * experts, the quantized experts {@code --expert-chunk} at a time in training as the RL loop runs
+ * them). For each
  * mode ({@link ExactModeRun}): rollout tokens/s of the RL loop's {@code RolloutEngine} (P prompts x
  * S samples x R new tokens, fixed seeds, after an untimed warm-up rollout), training tokens/s of the
  * loop's own training step (recomputing forward, policy loss, adapter-only backward, AdamW) on the
@@ -38,8 +47,8 @@ import java.util.stream.Stream;
  * <pre>
  * java ... org.orbitrl.scheduler.bench.ExactModeBench [--config models/qwen3-4b/config.json] [--small]
  *     [--layers N] [--prompts 8] [--samples 8] [--prompt-tokens 32] [--new-tokens 64] [--warmup-tokens NEW_TOKENS]
- *     [--temperature 1.0] [--micro-batch 8] [--train-steps 2] [--rank 16] [--base bf16]
- *     [--modes default,exact] [--device 0] [--budget-s 420] [--seed 1] [--keep DIR]
+ *     [--temperature 1.0] [--micro-batch 8] [--train-steps 2] [--rank 16] [--base bf16|int4]
+ *     [--expert-chunk 8] [--modes default,exact] [--device 0] [--budget-s 420] [--seed 1] [--keep DIR]
  * </pre>
  */
 public final class ExactModeBench {
@@ -48,7 +57,7 @@ public final class ExactModeBench {
 
     private static final List<String> OPTIONS = List.of("--config", "--layers", "--prompts", "--samples",
             "--prompt-tokens", "--new-tokens", "--warmup-tokens", "--temperature", "--micro-batch", "--train-steps",
-            "--rank", "--base", "--modes", "--device", "--budget-s", "--seed", "--keep");
+            "--rank", "--base", "--modes", "--device", "--budget-s", "--seed", "--keep", "--expert-chunk");
 
     public static void main(String[] args) throws Exception {
         long start = System.nanoTime();
@@ -75,12 +84,8 @@ public final class ExactModeBench {
                 intOption(args, "--new-tokens", small ? 8 : 64), intOption(args, "--warmup-tokens", small ? 2 : intOption(args, "--new-tokens", 64)),
                 Float.parseFloat(option(args, "--temperature", "1.0")), intOption(args, "--micro-batch", samples),
                 intOption(args, "--train-steps", small ? 1 : 2), intOption(args, "--rank", 16),
-                BaseFormat.parse(option(args, "--base", "bf16")), Long.parseLong(option(args, "--seed", "1")));
-        if (s.base() != BaseFormat.BF16) {
-            // a format quantizes routed experts (BaseFormat); this bench's model is dense, so it would load as bf16
-            throw new IllegalArgumentException("--base " + s.base().cliName() + ": the bench's model is a dense qwen3, which"
-                    + " loads as stored under every format (they quantize routed experts only); expected bf16");
-        }
+                BaseFormat.parse(option(args, "--base", moeConfig(config) ? "int4" : "bf16")),
+                Long.parseLong(option(args, "--seed", "1")));
         int layers = intOption(args, "--layers", 0);
         int device = intOption(args, "--device", kernels.startsWith("cuda:") ? Integer.parseInt(kernels.substring(5)) : 0);
         long budget = (long) (Double.parseDouble(option(args, "--budget-s", "420")) * 1e9);
@@ -90,30 +95,70 @@ public final class ExactModeBench {
                 throw new IllegalArgumentException("--modes: expected default and/or exact, got " + m);
             }
         }
-        RandomQwen3 shape = RandomQwen3.read(config);
-        if (small) {
-            shape = shape.small();
+        ObjectNode cfg = (ObjectNode) Qwen3TrainBench.readJson(config);
+        String type = cfg.path("model_type").asText();
+        if (!type.equals("qwen3") && !type.equals("qwen3_moe")) {
+            throw new IllegalArgumentException(config + ": model_type " + cfg.path("model_type")
+                    + ", expected qwen3 (a dense Qwen3 such as Qwen3-4B) or qwen3_moe (Qwen3-30B-A3B, say)");
         }
-        if (layers > 0) {
-            com.fasterxml.jackson.databind.node.ObjectNode c = shape.config().deepCopy();
-            c.put("num_hidden_layers", layers);
-            shape = new RandomQwen3(c);
+        boolean moe = type.equals("qwen3_moe");
+        BaseFormat expected = moe ? BaseFormat.INT4 : BaseFormat.BF16;
+        if (s.base() != expected) {
+            // a format quantizes routed experts (BaseFormat): a dense model loads as bf16 under every one; the MoE
+            // model's experts are generated as INT4 group-32 (RandomQwen3Moe)
+            throw new IllegalArgumentException("--base " + s.base().cliName() + ": the bench's " + type + " model "
+                    + (moe ? "has its routed experts generated as INT4 group-32" : "is dense, which loads as stored under"
+                    + " every format (they quantize routed experts only)") + "; expected " + expected.cliName());
         }
         String keep = option(args, "--keep", null);
         Path work = keep != null ? Path.of(keep) : Files.createTempDirectory("orbit-exact-bench");
         PrintStream out = System.out;
         try {
-            Path model = work.resolve("model");
             long g0 = System.nanoTime();
-            shape.write(model, s.seed());
-            out.printf("model: %s%s%s (%s), random weights written in %.1f s; base %s; backend %s, %d cores%n", config,
-                    small ? " shrunk" : "", layers > 0 ? ", " + layers + " layers" : "", shape.shape(),
-                    (System.nanoTime() - g0) / 1e9, s.base().cliName(), kernels, Runtime.getRuntime().availableProcessors());
+            ExactModeRun.Model model;
+            String shape;
+            if (moe) {
+                if (small) {
+                    Qwen3TrainBench.shrink(cfg);
+                    cfg.put("num_hidden_layers", 2);
+                }
+                if (layers > 0) {
+                    cfg.put("num_hidden_layers", layers);
+                }
+                Files.createDirectories(work);
+                Path cfgFile = work.resolve("config.json");
+                Files.writeString(cfgFile, cfg.toPrettyString());
+                DecoderConfig dc = DecoderConfig.from(ConfigLoader.load(cfgFile));
+                int chunk = intOption(args, "--expert-chunk", PlanRequest.DEFAULT_EXPERT_CHUNK);
+                model = moeModel(dc, s.seed(), chunk);
+                shape = String.format("hidden %d, %d layers, %d/%d heads x %d, %d experts top-%d x %d (INT4 g32), vocab %d,"
+                                + " expert chunk %d", dc.hidden(), dc.layers(), dc.heads(), dc.kvHeads(), dc.headDim(),
+                        dc.experts(), dc.topK(), dc.moeIntermediate(), dc.vocab(), chunk);
+            } else {
+                RandomQwen3 dense = new RandomQwen3(cfg);
+                if (small) {
+                    dense = dense.small();
+                }
+                if (layers > 0) {
+                    ObjectNode c = dense.config().deepCopy();
+                    c.put("num_hidden_layers", layers);
+                    dense = new RandomQwen3(c);
+                }
+                Path dir = work.resolve("model");
+                dense.write(dir, s.seed());
+                model = ExactModeRun.Model.folder(dir, s.base());
+                shape = dense.shape();
+            }
+            out.printf("model: %s%s%s (%s), random weights %s in %.1f s; base %s; backend %s, %d cores%n", config,
+                    small ? " shrunk" : "", layers > 0 ? ", " + layers + " layers" : "", shape,
+                    moe ? "generated as loaded (each mode again)" : "written", (System.nanoTime() - g0) / 1e9,
+                    s.base().cliName(), kernels, Runtime.getRuntime().availableProcessors());
             out.printf("adapter: LoRA r=%d alpha %d on %s, random non-zero B; rollout %d prompts x %d samples, %d-token"
                             + " prompts, %d new tokens, temperature %.2f; training micro-batches of %d, %d timed steps"
                             + " (recompute on, learning rate 0); budget %.0f s%n", s.rank(), 2 * s.rank(),
-                    String.join("/", ExactModeRun.TARGETS), s.prompts(), s.samples(), s.promptTokens(), s.newTokens(),
-                    s.temperature(), s.microBatch(), s.trainSteps(), budget / 1e9);
+                    String.join("/", model.modules()) + (model.parameters().isEmpty() ? ""
+                            : " and " + String.join("/", model.parameters())), s.prompts(), s.samples(), s.promptTokens(),
+                    s.newTokens(), s.temperature(), s.microBatch(), s.trainSteps(), budget / 1e9);
             List<ExactModeRun.Figures> done = new ArrayList<>();
             for (int i = 0; i < modes.size(); i++) {
                 String mode = modes.get(i);
@@ -147,6 +192,19 @@ public final class ExactModeBench {
                 delete(work);
             }
         }
+    }
+
+    /**
+     * A Qwen3-MoE model with random weights generated as each backend loads them ({@link RandomQwen3Moe}: INT4 group-32
+     * experts, the rest bf16), its quantized experts through active-expert-chunked dequantization {@code chunk} at a time
+     * in training (what the RL loop budgets); the adapter on the attention projections and the fused experts.
+     */
+    static ExactModeRun.Model moeModel(DecoderConfig dc, long seed, int chunk) {
+        return new ExactModeRun.Model(b -> {
+            Qwen3Model m = Qwen3Model.load(dc, new RandomQwen3Moe(dc, seed), b, Qwen3Model.LoadOptions.full());
+            m.setExpertChunk(chunk);
+            return new ExactModeRun.Built(m, m);
+        }, ExactModeRun.MOE_TARGETS, ExactModeRun.MOE_PARAMETERS);
     }
 
     /** The backend of one mode: on cuda the default or the exact kernels on one device; on cpu the CPU backend. */
@@ -186,6 +244,10 @@ public final class ExactModeBench {
     static String row(ExactModeRun.Figures f) {
         return String.format("| %s | %.1f | %.1f | %.3e | %.3e | %.4f | %s |", f.mode(), f.decodeTokensPerSecond(),
                 f.trainTokensPerSecond(), f.gapMean(), f.gapMax(), f.exactFraction(), f.note());
+    }
+
+    private static boolean moeConfig(Path config) throws IOException {
+        return "qwen3_moe".equals(Qwen3TrainBench.readJson(config).path("model_type").asText());
     }
 
     private static int intOption(String[] args, String name, int fallback) {

@@ -5,7 +5,10 @@ import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.orbitrl.kernels.cpu.CpuBackend;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import org.orbitrl.model.BaseFormat;
+import org.orbitrl.model.arch.DecoderConfig;
+import org.orbitrl.model.spec.ConfigLoader;
 import org.orbitrl.scheduler.log.SampleRecord;
 import org.orbitrl.scheduler.loop.PolicyStepProbe;
 import org.orbitrl.scheduler.rollout.Completion;
@@ -13,6 +16,7 @@ import org.orbitrl.scheduler.rollout.Completion;
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -44,7 +48,7 @@ class ExactModeBenchTest {
         Path model = dir.resolve("model");
         RandomQwen3.read(config).small().write(model, 3);
         backend = new CpuBackend(2);
-        run = new ExactModeRun("cpu", backend, model, settings(), null);
+        run = new ExactModeRun("cpu", backend, ExactModeRun.Model.folder(model, BaseFormat.BF16), settings(BaseFormat.BF16), null);
     }
 
     @AfterAll
@@ -57,10 +61,44 @@ class ExactModeBenchTest {
         }
     }
 
-    private static ExactModeRun.Settings settings() {
+    private static ExactModeRun.Settings settings(BaseFormat base) {
         // temperature 0.8: the trainer must recompute at the sampling temperature, not at 1
-        return new ExactModeRun.Settings(PROMPTS, SAMPLES, PROMPT_TOKENS, NEW_TOKENS, 2, 0.8f, SAMPLES, 1, 4,
-                BaseFormat.BF16, 5);
+        return new ExactModeRun.Settings(PROMPTS, SAMPLES, PROMPT_TOKENS, NEW_TOKENS, 2, 0.8f, SAMPLES, 1, 4, base, 5);
+    }
+
+    /**
+     * The MoE form of the bench (a shrunk Qwen3-30B-A3B: INT4 group-32 experts generated as loaded, LoRA on q/k/v/o and
+     * the fused experts, expert chunks of 8) through the same measuring code on the CPU backend: no gap either.
+     */
+    @Test
+    void moeModelOnTheCpuReportsNoGap() throws Exception {
+        ObjectNode cfg = (ObjectNode) Qwen3TrainBench.readJson(Path.of(System.getProperty("orbit.models", "../../shared/models"),
+                "qwen3-30b-a3b", "config.json"));
+        Qwen3TrainBench.shrink(cfg);
+        cfg.put("num_hidden_layers", 2);
+        Path file = dir.resolve("moe-config.json");
+        Files.writeString(file, cfg.toPrettyString());
+        DecoderConfig dc = DecoderConfig.from(ConfigLoader.load(file));
+        ByteArrayOutputStream log = new ByteArrayOutputStream();
+        try (CpuBackend b = new CpuBackend(2);
+             ExactModeRun moe = new ExactModeRun("cpu-moe", b, ExactModeBench.moeModel(dc, 3, 8), settings(BaseFormat.INT4), null)) {
+            ExactModeRun.Figures f = moe.measure(System.nanoTime() + HOUR, new PrintStream(log, true, StandardCharsets.UTF_8));
+            String printed = log.toString(StandardCharsets.UTF_8);
+            long generated = (long) PROMPTS * SAMPLES * NEW_TOKENS;
+            assertEquals(generated, f.decodeTokens(), printed);
+            assertEquals(generated, f.gapTokens(), printed);
+            assertEquals(0.0, f.gapMax(), "max |train - rollout| log-prob of the MoE model on the CPU backend\n" + printed);
+            assertEquals(generated, f.gapExact(), printed);
+        }
+    }
+
+    /** The MoE model's experts are generated as INT4: another base format is refused by name, before any work. */
+    @Test
+    void theMoeModelRefusesAnotherBase() {
+        String config = Path.of(System.getProperty("orbit.models", "../../shared/models"), "qwen3-30b-a3b", "config.json").toString();
+        IllegalArgumentException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                () -> ExactModeBench.main(new String[]{"--config", config, "--base", "bf16", "--small"}));
+        assertTrue(e.getMessage().contains("--base bf16") && e.getMessage().contains("expected int4"), e.getMessage());
     }
 
     @Test

@@ -33,7 +33,7 @@ import java.util.Map;
 import java.util.SplittableRandom;
 
 /**
- * One mode's half of {@link ExactModeBench}: a model folder loaded on one backend with a LoRA
+ * One mode's half of {@link ExactModeBench}: a model built on one backend with a LoRA
  * adapter (every projection, random non-zero B), rolled out by the RL loop's {@link RolloutEngine}
  * through a rollout view and its {@link AdapterSlots}, and trained by the loop's own training step
  * ({@link PolicyStepProbe}) on what it generated. The training step's learning rate is 0: the
@@ -53,7 +53,7 @@ final class ExactModeRun implements AutoCloseable {
      * @param temperature  sampling temperature, also the temperature the trainer recomputes log-probs at
      * @param microBatch   sequences per training prefill
      * @param trainSteps   timed training steps after the first (untimed, measures the gap)
-     * @param rank         LoRA rank on q/k/v/o/gate/up/down
+     * @param rank         LoRA rank on every target
      * @param base         how the frozen base is held
      * @param seed         seeds prompts, sampling, adapter and rewards
      */
@@ -92,35 +92,59 @@ final class ExactModeRun implements AutoCloseable {
     }
 
     static final List<String> TARGETS = List.of("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj");
+    /** An MoE model's adapter: the attention projections as modules, the routed experts as fused parameters. */
+    static final List<String> MOE_TARGETS = List.of("q_proj", "k_proj", "v_proj", "o_proj");
+    static final List<String> MOE_PARAMETERS = List.of("mlp.experts.gate_up_proj", "mlp.experts.down_proj");
+
+    /**
+     * The bench's model: how each mode's backend builds it, and where its adapter goes.
+     *
+     * @param open       builds the model on a backend; the {@link Built} owns what closing releases
+     * @param modules    LoRA target modules
+     * @param parameters LoRA target parameters (fused experts)
+     */
+    record Model(java.util.function.Function<Backend, Built> open, List<String> modules, List<String> parameters) {
+        /** A dense model folder loaded as {@code base}: every projection a target module. */
+        static Model folder(Path dir, BaseFormat base) {
+            return new Model(b -> {
+                LoadedModel m = LoadedModel.load(dir, b, base);
+                return new Built(m.model(), m);
+            }, TARGETS, List.of());
+        }
+    }
+
+    /** A built model and what closing it releases (the model itself, or the checkpoint it maps). */
+    record Built(CausalLM model, AutoCloseable owner) {
+    }
 
     private final String mode;
     private final Backend backend;
     private final org.orbitrl.kernels.OpProfiler profiler;
     private final Settings settings;
-    private final LoadedModel loaded;
+    private final Built loaded;
     private final RolloutEngine engine;
     private final PolicyStepProbe trainer;
     private final int vocab;
     private final double loadSeconds;
 
     /**
-     * Loads {@code modelDir} on {@code backend} and builds the adapter, the rollout engine and the trainer; with a
+     * Builds {@code source}'s model on {@code backend} and builds the adapter, the rollout engine and the trainer; with a
      * {@code profiler} (wrapping {@code backend}) everything runs through it and {@link #measure} prints where the timed
      * rollout's and training steps' time went.
      */
-    ExactModeRun(String mode, Backend target, Path modelDir, Settings s, org.orbitrl.kernels.OpProfiler profiler) {
+    ExactModeRun(String mode, Backend target, Model source, Settings s, org.orbitrl.kernels.OpProfiler profiler) {
         this.mode = mode;
         this.profiler = profiler;
         Backend backend = profiler != null ? profiler.backend() : target;
         this.backend = backend;
         this.settings = s;
         long t0 = System.nanoTime();
-        this.loaded = LoadedModel.load(modelDir, backend, s.base());
+        this.loaded = source.open().apply(backend);
         try {
             Trainable model = (Trainable) loaded.model();
             this.vocab = model.vocabSize();
             TensorAllocator memory = backend.allocator();
-            AdapterConfig cfg = AdapterConfig.lora(s.rank(), 2.0 * s.rank(), TARGETS, List.of());
+            AdapterConfig cfg = AdapterConfig.lora(s.rank(), 2.0 * s.rank(), source.modules(), source.parameters());
             LoraAdapter adapter = LoraAdapter.create(cfg, (AdapterTargets) model, memory, s.seed());
             randomiseB(adapter, memory, s.seed());
             // rollout as the RL loop runs it: a view of the same weights, the adapter published into its slots
@@ -142,7 +166,7 @@ final class ExactModeRun implements AutoCloseable {
             AdamW adamw = memory.hostMemory() ? new AdamW(ac, lr, params, memory) : new AdamW(ac, lr, params, backend);
             this.trainer = new PolicyStepProbe(model, adapter, adamw, s.microBatch(), true, s.temperature(), 2.0);
         } catch (RuntimeException | InterruptedException e) {
-            loaded.close();
+            closeModel();
             if (e instanceof InterruptedException) {
                 Thread.currentThread().interrupt();
             }
@@ -302,6 +326,14 @@ final class ExactModeRun implements AutoCloseable {
     @Override
     public void close() {
         engine.close();
-        loaded.close();
+        closeModel();
+    }
+
+    private void closeModel() {
+        try {
+            loaded.owner().close();
+        } catch (Exception e) {
+            throw new IllegalStateException(mode + ": closing the model: " + e.getMessage(), e);
+        }
     }
 }

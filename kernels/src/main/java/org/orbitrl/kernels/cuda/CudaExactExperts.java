@@ -1,0 +1,207 @@
+package org.orbitrl.kernels.cuda;
+
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.ExpertWeights;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cuda.internal.Kernel;
+import org.orbitrl.kernels.quant.QuantizedTensor;
+
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.EnumMap;
+
+/**
+ * Exact mode's expert products ({@code moeExpertMatmul} forward: out rows of expert e = in rows · W_eᵀ): every expert
+ * with rows in one launch of {@code exact_mma_group_*} ({@code exact_mma.cu}), where the per-expert path took a
+ * dequantization, a split into planes, a product and a sum of splits for each expert. Each row is computed by the
+ * instructions and in the order of {@link CudaExactOps}'s product of that row with its expert's weight alone (64 weight
+ * rows a block; the ranges of K from {@link CudaExactOps#splits} of N and K), so it is the same whatever the batch and
+ * whichever other experts have rows: bit for bit the per-expert path's result for f32 and quantized experts, and for
+ * bf16 ones that path's result under {@code -Dorbit.cuda.exactMmaRows=1 -Dorbit.cuda.exactMmaWarps=4} (its default
+ * tile takes 128 bf16 rows a block, which sets other ranges of K). The kernel reads each weight as stored (a quantized
+ * expert's 4-bit codes, not a dequantized copy) and makes its planes in shared memory.
+ *
+ * <p>Takes a call where every expert with rows is of one kind (one quantized layout, or dense f32, or dense bf16, [N, K]
+ * contiguous), K is a multiple of 8, and the rows, dense weights and codes start on 16-byte boundaries, scales and zero
+ * points on 4-byte ones; {@link #matmul} returns false for any other call, and {@code -Dorbit.cuda.exactExperts=off}
+ * (read at each call) declines every call: the per-expert path then runs. Like {@link CudaExactOps}'s switches, this
+ * one must not change between a rollout and the training step that recomputes it.
+ */
+final class CudaExactExperts {
+    private static final int TILE = 64;      // EM_TOK: rows of x a block
+    private static final int ROWS = 64;      // EMG_ROWS: weight rows a block
+    private static final int THREADS = 128;
+    private static final int STAGES = 4;     // EM_ST
+    private static final int X_ROW = 4 * 32 + 16;   // EM_XROWB
+    private static final int W_ROW = 2 * 32 + 16;   // EM_WROWB
+    private static final int ENTRY = 4;      // u64 words a weight: data, scales, zeros, global scale bits
+    private static final int SUM_BLOCK = 256;
+
+    /** The kinds of weight the kernels read: a quantized layout's, or a dense f32 or bf16 matrix. */
+    private enum Kind { INT4, MXFP4, NVFP4, F32, BF16 }
+
+    private final CudaContext ctx;
+    private final EnumMap<Kind, Kernel> kernels = new EnumMap<>(Kind.class);
+    private final Kernel sum;
+    private final DeviceTable table;
+
+    CudaExactExperts(CudaContext ctx) {
+        this.ctx = ctx;
+        for (Kind k : Kind.values()) {
+            kernels.put(k, ctx.kernel("exact_mma", "exact_mma_group_" + k.name().toLowerCase(java.util.Locale.ROOT)));
+        }
+        this.sum = ctx.kernel("exact_mma", "exact_sum_splits");
+        this.table = new DeviceTable(ctx, "exact expert table");
+    }
+
+    static boolean enabled() {
+        return !"off".equals(System.getProperty("orbit.cuda.exactExperts"));
+    }
+
+    /**
+     * out [P, N] = each expert's rows of in [P, K] times its weight transposed (P = offsets[E]); returns false, doing
+     * nothing, where the call is not one this class takes (class comment).
+     */
+    boolean matmul(Tensor in, ExpertWeights w, int[] offsets, Tensor out) {
+        if (!enabled()) {
+            return false;
+        }
+        w.requireHeld("moeExpertMatmul", offsets);
+        int n = w.rows();
+        int k = w.cols();
+        int p = offsets[w.experts()];
+        if (in.dtype() != DType.F32 || out.dtype() != DType.F32 || !in.isContiguous() || !out.isContiguous()
+                || in.size(-1) != k || in.numel() != (long) p * k || out.size(-1) != n || out.numel() != (long) p * n) {
+            return false;
+        }
+        if (!CudaExactOps.tensorCores(k) || CudaAllocator.address(in) % 16 != 0) {
+            return false;
+        }
+        int active = 0;
+        long tiles = 0;
+        Kind kind = null;
+        for (int e = 0; e < w.experts(); e++) {
+            int rows = offsets[e + 1] - offsets[e];
+            if (rows == 0) {
+                continue;
+            }
+            Kind ke = kind(w, e, n, k);
+            if (ke == null || (kind != null && ke != kind)) {
+                return false;
+            }
+            kind = ke;
+            active++;
+            tiles += (rows + TILE - 1) / TILE;
+        }
+        if (active == 0) {
+            return true;
+        }
+        int nTiles = (n + ROWS - 1) / ROWS;
+        int splits = CudaExactOps.splits(nTiles, k, ctx.device.multiprocessors());
+        if ((long) nTiles * splits > 65535) {
+            return false;
+        }
+        // the table: a weight entry a slot (the experts with rows in order), then a tile entry (16 bytes) a tile
+        MemorySegment h = table.host(ENTRY * (long) active + 2 * tiles);
+        int slot = 0;
+        long at = (long) ENTRY * active;
+        for (int e = 0; e < w.experts(); e++) {
+            int rows = offsets[e + 1] - offsets[e];
+            if (rows == 0) {
+                continue;
+            }
+            entry(h, (long) ENTRY * slot, w, e);
+            for (int r = 0; r < rows; r += TILE) {
+                h.setAtIndex(ValueLayout.JAVA_LONG, at, ((long) (offsets[e] + r) << 32) | slot);
+                h.setAtIndex(ValueLayout.JAVA_LONG, at + 1, Math.min(TILE, rows - r));
+                at += 2;
+            }
+            slot++;
+        }
+        long device = table.upload(h, at);
+        long tileBase = device + 8L * ENTRY * active;
+        Kernel kernel = kernels.get(kind);
+        int shared = shared(kind);
+        long inAddr = CudaAllocator.address(in);
+        long outAddr = CudaAllocator.address(out);
+        if (splits == 1) {
+            ctx.launch2dShared(kernel, tiles, nTiles, THREADS, shared, inAddr, k, tileBase, device, n, outAddr, 0L, 0, 0, 1);
+            return true;
+        }
+        // rows in launches whose split sums stay within the bound of CudaExactOps; a launch's rows are contiguous
+        int step = CudaExactOps.rowsPerLaunch(splits, n);
+        long first = 0;
+        while (first < tiles) {
+            int r0 = tileRow(h, ENTRY * (long) active + 2 * first);
+            long last = first;
+            int rows = 0;
+            while (last < tiles) {
+                int tr = (int) h.getAtIndex(ValueLayout.JAVA_LONG, ENTRY * (long) active + 2 * last + 1);
+                if (rows > 0 && rows + tr > step) {
+                    break;
+                }
+                rows += tr;
+                last++;
+            }
+            Tensor part = ctx.scratch(CudaContext.Scratch.EXACT_SPLITS, DType.F32, (long) splits * rows * n);
+            ctx.launch2dShared(kernel, last - first, nTiles * splits, THREADS, shared, inAddr, k, tileBase + 16 * first, device,
+                    n, outAddr, part, r0, rows, splits);
+            ctx.launch(sum, ctx.gridFor((long) rows * n, SUM_BLOCK), SUM_BLOCK, part, splits, (long) rows * n,
+                    outAddr + 4L * r0 * n);
+            first = last;
+        }
+        return true;
+    }
+
+    /** Expert e's kind, or null where the kernels cannot read it (another dtype or format, a view, misaligned). */
+    private Kind kind(ExpertWeights w, int e, int n, int k) {
+        QuantizedTensor q = w.quantized(e);
+        if (q != null) {
+            QuantLayout l = QuantLayout.of(q, ctx);
+            if (CudaAllocator.address(q.codes()) % 16 != 0 || CudaAllocator.address(q.scales()) % 4 != 0
+                    || (q.zeros() != null && CudaAllocator.address(q.zeros()) % 4 != 0)) {
+                return null;
+            }
+            return switch (l) {
+                case INT4 -> Kind.INT4;
+                case MXFP4 -> Kind.MXFP4;
+                case NVFP4 -> Kind.NVFP4;
+            };
+        }
+        Tensor d = w.dense(e);
+        if (d == null || !d.isContiguous() || d.numel() != (long) n * k || CudaAllocator.address(d) % 16 != 0) {
+            return null;
+        }
+        return d.dtype() == DType.F32 ? Kind.F32 : d.dtype() == DType.BF16 ? Kind.BF16 : null;
+    }
+
+    private static void entry(MemorySegment h, long at, ExpertWeights w, int e) {
+        QuantizedTensor q = w.quantized(e);
+        if (q != null) {
+            h.setAtIndex(ValueLayout.JAVA_LONG, at, CudaAllocator.address(q.codes()));
+            h.setAtIndex(ValueLayout.JAVA_LONG, at + 1, CudaAllocator.address(q.scales()));
+            h.setAtIndex(ValueLayout.JAVA_LONG, at + 2, q.zeros() == null ? 0L : CudaAllocator.address(q.zeros()));
+            h.setAtIndex(ValueLayout.JAVA_LONG, at + 3, Float.floatToRawIntBits(q.globalScale()) & 0xffffffffL);
+        } else {
+            h.setAtIndex(ValueLayout.JAVA_LONG, at, CudaAllocator.address(w.dense(e)));
+            h.setAtIndex(ValueLayout.JAVA_LONG, at + 1, 0L);
+            h.setAtIndex(ValueLayout.JAVA_LONG, at + 2, 0L);
+            h.setAtIndex(ValueLayout.JAVA_LONG, at + 3, 0L);
+        }
+    }
+
+    private static int tileRow(MemorySegment h, long at) {
+        return (int) (h.getAtIndex(ValueLayout.JAVA_LONG, at) >>> 32);
+    }
+
+    /** Dynamic shared memory of a block: the stages (x and the weight's raw rows), x's planes and the weight's. */
+    static int shared(Kind kind) {
+        int raw = switch (kind) {
+            case F32 -> ROWS * X_ROW;
+            case BF16 -> ROWS * W_ROW;
+            default -> ROWS * (16 + 4 + 4);
+        };
+        int planes = 3 * TILE * W_ROW + (kind == Kind.BF16 ? 0 : 3 * ROWS * W_ROW);
+        return STAGES * (TILE * X_ROW + raw) + planes;
+    }
+}

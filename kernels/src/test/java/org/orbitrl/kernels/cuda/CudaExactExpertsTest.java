@@ -1,0 +1,278 @@
+package org.orbitrl.kernels.cuda;
+
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.ExpertWeights;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.quant.QuantizedTensor;
+
+import java.lang.foreign.Arena;
+import java.util.Arrays;
+import java.util.SplittableRandom;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+/**
+ * Exact mode's grouped expert products ({@link CudaExactExperts}) on the device, for every kind of expert weight (INT4
+ * symmetric and with zero points, MXFP4, NVFP4, f32, bf16): over ragged groups of rows (experts with none, one, a
+ * partial tile, several tiles), each row equals bit for bit the per-expert path ({@code -Dorbit.cuda.exactExperts=off}:
+ * each expert through the backend's exact product, bf16 weights at that product's 64-row tiles) and the same row
+ * computed alone; the values are within 1e-6 + 1e-5·Σ|terms| of double sums over the format's own decoding; rows in
+ * launches of 64 (the split sums' bound set low) equal one launch; a call mixing kinds is declined (and still right).
+ */
+class CudaExactExpertsTest {
+    private static CudaBackend gpu;
+    private static final String[] KINDS = {"int4-g32", "int4-g32-asym", "mxfp4", "nvfp4", "f32", "bf16"};
+
+    @BeforeAll
+    static void open() {
+        assumeTrue(Cuda.available(), () -> "no CUDA device: " + Cuda.unavailableReason());
+        gpu = new CudaBackend(0, CudaBackend.defaultCacheDir(), true);
+        assertTrue(gpu.exact());
+    }
+
+    @AfterAll
+    static void close() {
+        if (gpu != null) {
+            gpu.close();
+            gpu = null;
+        }
+    }
+
+    /** Host experts of one kind, their dequantized values, and their device copies. */
+    private record Experts(ExpertWeights host, ExpertWeights device, float[][] values) {
+    }
+
+    private static Experts experts(String kind, SplittableRandom r, int e, int n, int k) {
+        Tensor[] dense = new Tensor[e];
+        QuantizedTensor[] quant = new QuantizedTensor[e];
+        Tensor[] dDense = new Tensor[e];
+        QuantizedTensor[] dQuant = new QuantizedTensor[e];
+        float[][] values = new float[e][];
+        for (int i = 0; i < e; i++) {
+            switch (kind) {
+                case "f32", "bf16" -> {
+                    Tensor f = CudaTestBase.randn(r, 0.5f, n, k);
+                    if (kind.equals("bf16")) {
+                        Tensor b = Tensor.allocate(Arena.ofAuto(), DType.BF16, n, k);
+                        b.copyFrom(f);
+                        f = b;
+                    }
+                    dense[i] = f;
+                    values[i] = f.toFloatArray();
+                    dDense[i] = gpu.toDevice(f);
+                }
+                default -> {
+                    quant[i] = CudaQuantTest.random(kind, r, n, k);
+                    values[i] = CudaQuantTest.dequantizeRef(quant[i]);
+                    dQuant[i] = gpu.toDevice(quant[i]);
+                }
+            }
+        }
+        return new Experts(new ExpertWeights(n, k, dense, quant), new ExpertWeights(n, k, dDense, dQuant), values);
+    }
+
+    private static void free(Experts x) {
+        gpu.synchronize();
+        for (int i = 0; i < x.device().experts(); i++) {
+            if (x.device().dense(i) != null) {
+                gpu.free(x.device().dense(i));
+            }
+            if (x.device().quantized(i) != null) {
+                gpu.free(x.device().quantized(i));
+            }
+        }
+    }
+
+    private static int[] offsets(int[] rows) {
+        int[] o = new int[rows.length + 1];
+        for (int i = 0; i < rows.length; i++) {
+            o[i + 1] = o[i] + rows[i];
+        }
+        return o;
+    }
+
+    private static float[] product(Tensor dx, ExpertWeights w, int[] offsets, int n) {
+        Tensor out = gpu.allocator().allocate(MemoryCategory.OTHER, DType.F32, offsets[offsets.length - 1], n);
+        try {
+            gpu.moeExpertMatmul(dx, w, offsets, out, 0);
+            return gpu.toHost(out).toFloatArray();
+        } finally {
+            gpu.free(out);
+        }
+    }
+
+    private static float[] perExpert(Tensor dx, ExpertWeights w, int[] offsets, int n, boolean bf16) {
+        System.setProperty("orbit.cuda.exactExperts", "off");
+        if (bf16) {   // the grouped kernels' 64-row tiles for a bf16 weight
+            System.setProperty("orbit.cuda.exactMmaRows", "1");
+            System.setProperty("orbit.cuda.exactMmaWarps", "4");
+        }
+        try {
+            return product(dx, w, offsets, n);
+        } finally {
+            System.clearProperty("orbit.cuda.exactExperts");
+            System.clearProperty("orbit.cuda.exactMmaRows");
+            System.clearProperty("orbit.cuda.exactMmaWarps");
+        }
+    }
+
+    private static void assertBitwise(String what, float[] a, float[] b) {
+        CudaTestBase.assertWithin(what, a, b, new double[a.length]);
+    }
+
+    /**
+     * Every kind at two shapes: N = 96 (one full and one partial block of weight rows), K = 256 in ranges; N = 40,
+     * K = 2048 in more ranges. Rows: experts with 0, 1, 70 (a tile and a partial one), 3, 0 and 130 rows.
+     */
+    @Test
+    void groupedRowsEqualThePerExpertPathBitForBit() {
+        int[] rows = {0, 1, 70, 3, 0, 130};
+        for (int[] nk : new int[][]{{96, 256}, {40, 2048}}) {
+            for (String kind : KINDS) {
+                check(kind, nk[0], nk[1], rows, 301 + nk[0] + kind.length());
+            }
+        }
+    }
+
+    /** The split sums' bound set low: a call's rows in launches of 64 give the bits of one launch. */
+    @Test
+    void rowsInLaunchesEqualOneLaunch() {
+        int[] rows = {0, 1, 70, 3, 0, 130};
+        int n = 96;
+        int k = 256;
+        SplittableRandom r = CudaTestBase.rng(311);
+        Experts x = experts("int4-g32", r, rows.length, n, k);
+        int[] o = offsets(rows);
+        Tensor dx = gpu.toDevice(CudaTestBase.randn(r, 1f, o[rows.length], k));
+        try {
+            float[] whole = product(dx, x.device(), o, n);
+            System.setProperty("orbit.cuda.exactSplitBytes", "65536");
+            float[] inLaunches;
+            try {
+                inLaunches = product(dx, x.device(), o, n);
+            } finally {
+                System.clearProperty("orbit.cuda.exactSplitBytes");
+            }
+            assertBitwise("grouped INT4 experts, rows in launches of 64 vs one launch", whole, inLaunches);
+        } finally {
+            gpu.free(dx);
+            free(x);
+        }
+    }
+
+    /**
+     * Qwen3-30B-A3B's expert widths at a decode step of 64 tokens, 8 of 128 experts each (random routing, grouped by
+     * expert): gate/up (N 768, K 2048) and down (N 2048, K 768), INT4 group-32.
+     */
+    @Test
+    void aDecodeStepAtRealWidths() {
+        SplittableRandom r = CudaTestBase.rng(312);
+        int experts = 128;
+        int[] rows = new int[experts];
+        for (int t = 0; t < 64; t++) {
+            int[] chosen = r.ints(0, experts).distinct().limit(8).toArray();
+            for (int e : chosen) {
+                rows[e]++;
+            }
+        }
+        check("int4-g32", 768, 2048, rows, 313);
+        check("int4-g32", 2048, 768, rows, 314);
+    }
+
+    /** A call whose experts with rows are of two kinds is declined by the grouped kernels; the per-expert path answers. */
+    @Test
+    void mixedKindsAreDeclined() {
+        SplittableRandom r = CudaTestBase.rng(315);
+        int n = 64;
+        int k = 128;
+        Experts q = experts("int4-g32", r, 2, n, k);
+        Experts f = experts("f32", r, 2, n, k);
+        ExpertWeights mixed = new ExpertWeights(n, k, new Tensor[]{null, f.device().dense(1)},
+                new QuantizedTensor[]{q.device().quantized(0), null});
+        int[] o = offsets(new int[]{5, 9});
+        Tensor dx = gpu.toDevice(CudaTestBase.randn(r, 1f, 14, k));
+        Tensor out = gpu.allocator().allocate(MemoryCategory.OTHER, DType.F32, 14, n);
+        try {
+            assertFalse(new CudaExactExperts(gpu.context()).matmul(dx, mixed, o, out), "a quantized and an f32 expert in one call");
+            float[] got = product(dx, mixed, o, n);
+            float[] xv = gpu.toHost(dx).toFloatArray();
+            float[][] values = {q.values()[0], f.values()[1]};
+            assertReference("mixed INT4 / f32 experts (per-expert path)", xv, values, o, n, k, got);
+        } finally {
+            gpu.free(dx);
+            gpu.free(out);
+            free(q);
+            free(f);
+        }
+    }
+
+    private void check(String kind, int n, int k, int[] rows, long seed) {
+        SplittableRandom r = CudaTestBase.rng(seed);
+        Experts x = experts(kind, r, rows.length, n, k);
+        int[] o = offsets(rows);
+        int p = o[rows.length];
+        Tensor hx = CudaTestBase.randn(r, 1f, p, k);
+        Tensor dx = gpu.toDevice(hx);
+        String what = kind + " experts N=" + n + " K=" + k + " rows " + (rows.length > 8 ? p + " over " + rows.length + " experts"
+                : Arrays.toString(rows));
+        Tensor probe = gpu.allocator().allocate(MemoryCategory.OTHER, DType.F32, p, n);
+        try {
+            assertTrue(new CudaExactExperts(gpu.context()).matmul(dx, x.device(), o, probe), what + ": taken by the grouped kernels");
+            float[] grouped = product(dx, x.device(), o, n);
+            float[] per = perExpert(dx, x.device(), o, n, kind.equals("bf16"));
+            assertBitwise(what + ": grouped vs per expert", per, grouped);
+            assertReference(what, hx.toFloatArray(), x.values(), o, n, k, grouped);
+            // rows alone: the first and last row of each expert, as a one-row call of that expert
+            for (int e = 0; e < rows.length; e++) {
+                for (int row : rows[e] == 0 ? new int[0] : new int[]{o[e], o[e + 1] - 1}) {
+                    int[] one = new int[rows.length + 1];
+                    for (int i = e + 1; i <= rows.length; i++) {
+                        one[i] = 1;
+                    }
+                    float[] alone = product(dx.slice(0, row, row + 1), x.device(), one, n);
+                    assertBitwise(what + ": row " + row + " (expert " + e + ") alone vs in the call",
+                            Arrays.copyOfRange(grouped, row * n, (row + 1) * n), alone);
+                }
+            }
+            System.out.println("exact grouped experts " + what + ": bit for bit the per-expert path and each row alone");
+        } finally {
+            gpu.free(probe);
+            gpu.free(dx);
+            free(x);
+        }
+    }
+
+    /** got within 1e-6 + 1e-5·Σ|x·w| of the double sums of each row with its expert's decoded weight. */
+    private static void assertReference(String what, float[] xv, float[][] values, int[] o, int n, int k, float[] got) {
+        int p = o[o.length - 1];
+        float[] ref = new float[p * n];
+        double[] tol = new double[p * n];
+        int checked = 0;
+        for (int e = 0; e + 1 < o.length; e++) {
+            float[] w = values[e];
+            for (int row = o[e]; row < o[e + 1]; row++) {
+                for (int j = 0; j < n; j++) {
+                    double d = 0;
+                    double a = 0;
+                    for (int q = 0; q < k; q++) {
+                        double t = (double) xv[row * k + q] * w[j * k + q];
+                        d += t;
+                        a += Math.abs(t);
+                    }
+                    ref[row * n + j] = (float) d;
+                    tol[row * n + j] = 1e-6 + 1e-5 * a;
+                    checked++;
+                }
+            }
+        }
+        assertEquals(p * n, checked);
+        CudaTestBase.assertWithin(what + " against double sums", ref, got, tol);
+    }
+}

@@ -19,7 +19,9 @@ import java.util.EnumMap;
  * whichever other experts have rows: bit for bit the per-expert path's result for f32 and quantized experts, and for
  * bf16 ones that path's result under {@code -Dorbit.cuda.exactMmaRows=1 -Dorbit.cuda.exactMmaWarps=4} (its default
  * tile takes 128 bf16 rows a block, which sets other ranges of K). The kernel reads each weight as stored (a quantized
- * expert's 4-bit codes, not a dequantized copy) and makes its planes in shared memory.
+ * expert's 4-bit codes, not a dequantized copy) and makes its planes in shared memory. {@link #matmulTransposed} does
+ * the same for the activation gradients through quantized and bf16 experts (dx = dy · W_e), each weight's columns made
+ * into the planes' rows.
  *
  * <p>Takes a call where every expert with rows is of one kind (one quantized layout, or dense f32, or dense bf16, [N, K]
  * contiguous), K is a multiple of 8, and the rows, dense weights and codes start on 16-byte boundaries, scales and zero
@@ -42,13 +44,18 @@ final class CudaExactExperts {
 
     private final CudaContext ctx;
     private final EnumMap<Kind, Kernel> kernels = new EnumMap<>(Kind.class);
+    private final EnumMap<Kind, Kernel> transposedKernels = new EnumMap<>(Kind.class);
     private final Kernel sum;
     private final DeviceTable table;
 
     CudaExactExperts(CudaContext ctx) {
         this.ctx = ctx;
         for (Kind k : Kind.values()) {
-            kernels.put(k, ctx.kernel("exact_mma", "exact_mma_group_" + k.name().toLowerCase(java.util.Locale.ROOT)));
+            String name = k.name().toLowerCase(java.util.Locale.ROOT);
+            kernels.put(k, ctx.kernel("exact_mma", "exact_mma_group_" + name));
+            if (k != Kind.F32) {
+                transposedKernels.put(k, ctx.kernel("exact_mma", "exact_mma_group_t_" + name));
+            }
         }
         this.sum = ctx.kernel("exact_mma", "exact_sum_splits");
         this.table = new DeviceTable(ctx, "exact expert table");
@@ -63,12 +70,27 @@ final class CudaExactExperts {
      * nothing, where the call is not one this class takes (class comment).
      */
     boolean matmul(Tensor in, ExpertWeights w, int[] offsets, Tensor out) {
+        return run(in, w, offsets, out, false);
+    }
+
+    /**
+     * out [P, K] = each expert's rows of in [P, N] times its weight [N, K] (an activation gradient through the frozen
+     * experts), for quantized and bf16 experts with N a multiple of 32: the same kernels reading each weight's columns
+     * into the planes' rows, f32 precision. Returns false, doing nothing, for any other call (and for f32 experts, the
+     * LoRA factors, which {@link CudaNarrowExperts} takes). Not batch-invariant by contract (a gradient need not be), though
+     * its order is fixed as the forward's.
+     */
+    boolean matmulTransposed(Tensor in, ExpertWeights w, int[] offsets, Tensor out) {
+        return w.rows() % 32 == 0 && run(in, w, offsets, out, true);
+    }
+
+    private boolean run(Tensor in, ExpertWeights w, int[] offsets, Tensor out, boolean transposed) {
         if (!enabled()) {
             return false;
         }
-        w.requireHeld("moeExpertMatmul", offsets);
-        int n = w.rows();
-        int k = w.cols();
+        w.requireHeld(transposed ? "moeExpertMatmulTransposed" : "moeExpertMatmul", offsets);
+        int n = transposed ? w.cols() : w.rows();   // output width
+        int k = transposed ? w.rows() : w.cols();   // the sum's length
         int p = offsets[w.experts()];
         if (in.dtype() != DType.F32 || out.dtype() != DType.F32 || !in.isContiguous() || !out.isContiguous()
                 || in.size(-1) != k || in.numel() != (long) p * k || out.size(-1) != n || out.numel() != (long) p * n) {
@@ -85,8 +107,8 @@ final class CudaExactExperts {
             if (rows == 0) {
                 continue;
             }
-            Kind ke = kind(w, e, n, k);
-            if (ke == null || (kind != null && ke != kind)) {
+            Kind ke = kind(w, e, w.rows(), w.cols());
+            if (ke == null || (kind != null && ke != kind) || (transposed && ke == Kind.F32)) {
                 return false;
             }
             kind = ke;
@@ -120,8 +142,8 @@ final class CudaExactExperts {
         }
         long device = table.upload(h, at);
         long tileBase = device + 8L * ENTRY * active;
-        Kernel kernel = kernels.get(kind);
-        int shared = shared(kind);
+        Kernel kernel = (transposed ? transposedKernels : kernels).get(kind);
+        int shared = shared(kind, transposed);
         long inAddr = CudaAllocator.address(in);
         long outAddr = CudaAllocator.address(out);
         if (splits == 1) {
@@ -194,14 +216,17 @@ final class CudaExactExperts {
         return (int) (h.getAtIndex(ValueLayout.JAVA_LONG, at) >>> 32);
     }
 
-    /** Dynamic shared memory of a block: the stages (x and the weight's raw rows), x's planes and the weight's. */
-    static int shared(Kind kind) {
-        int raw = switch (kind) {
+    /**
+     * Dynamic shared memory of a block: the stages (x and the weight's raw rows: emg_raw_bytes), x's planes and the
+     * weight's (a bf16 weight's rows are its plane, except transposed).
+     */
+    private static int shared(Kind kind, boolean transposed) {
+        int raw = transposed ? (kind == Kind.BF16 ? 32 * 2 * ROWS : 32 * (ROWS / 2 + 8 + 8)) : switch (kind) {
             case F32 -> ROWS * X_ROW;
             case BF16 -> ROWS * W_ROW;
             default -> ROWS * (16 + 4 + 4);
         };
-        int planes = 3 * TILE * W_ROW + (kind == Kind.BF16 ? 0 : 3 * ROWS * W_ROW);
+        int planes = 3 * TILE * W_ROW + (kind == Kind.BF16 && !transposed ? 0 : 3 * ROWS * W_ROW);
         return STAGES * (TILE * X_ROW + raw) + planes;
     }
 }

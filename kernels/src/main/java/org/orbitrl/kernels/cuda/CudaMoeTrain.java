@@ -289,16 +289,19 @@ final class CudaMoeTrain {
      * Forward ({@code transposed} false): out rows of expert e = in rows · W_eᵀ; transposed: out rows =
      * in rows · W_e. Dense f32 experts with a narrow side (LoRA factors): {@link CudaNarrowExperts}.
      * Exact mode: the forward through {@link CudaExactExperts} (every expert in one launch, each row as the
-     * backend's exact product of its expert alone) where it takes the call, otherwise (and transposed)
-     * each expert through the backend's own exact products. The grouped products switched off, chunk ≤ 0
-     * with a quantized expert among those with rows, or rows not on 16-byte boundaries: each expert
-     * through the backend's own products; otherwise the grouped products ({@link CudaExpertGemm}).
+     * backend's exact product of its expert alone) where it takes the call, otherwise each expert through
+     * the backend's own exact products; transposed (an activation gradient, which need not be
+     * batch-invariant) through {@link CudaExactExperts} for quantized and bf16 experts, as outside exact mode
+     * where {@link CudaNarrowExperts} takes it (f32 accuracy, a fixed order), otherwise each expert through the
+     * backend's exact products. The grouped products switched
+     * off, chunk ≤ 0 with a quantized expert among those with rows, or rows not on 16-byte boundaries: each
+     * expert through the backend's own products; otherwise the grouped products ({@link CudaExpertGemm}).
      */
     void expertMatmul(Tensor in, ExpertWeights w, int[] offsets, Tensor out, int chunk, boolean transposed) {
-        if (backend.exact() && !transposed && exactExperts.matmul(in, w, offsets, out)) {
+        if (backend.exact() && (transposed ? exactExperts.matmulTransposed(in, w, offsets, out) : exactExperts.matmul(in, w, offsets, out))) {
             return;
         }
-        if (!backend.exact() && GROUPED && narrowOn() && CudaNarrowExperts.handles(w, offsets)) {
+        if ((!backend.exact() || transposed) && GROUPED && narrowOn() && CudaNarrowExperts.handles(w, offsets)) {
             narrow.matmul(transposed ? "moeExpertMatmulTransposed" : "moeExpertMatmul", in, w, offsets, out, transposed, 1f, 0f);
             return;
         }
@@ -345,13 +348,14 @@ final class CudaMoeTrain {
 
     /**
      * See {@link org.orbitrl.kernels.Backend#moeExpertMatmulAccumulate}: one launch with the accumulation
-     * for dense f32 experts with a narrow side ({@link CudaNarrowExperts}); bf16 and quantized experts
+     * for dense f32 experts with a narrow side ({@link CudaNarrowExperts}; in exact mode transposed only, as
+     * {@link #expertMatmul}); bf16 and quantized experts
      * through {@link CudaExpertGemm}'s batched tiles with β = 1 where {@link #expertMatmul} would take
      * them; otherwise the product into a temporary and an axpy.
      */
     void expertMatmulAccumulate(Tensor in, ExpertWeights w, int[] offsets, float scale, Tensor out, boolean transposed, int chunk) {
         String op = transposed ? "moeExpertMatmulTransposedAccumulate" : "moeExpertMatmulAccumulate";
-        if (!backend.exact() && GROUPED && narrowOn() && CudaNarrowExperts.handles(w, offsets)) {
+        if ((!backend.exact() || transposed) && GROUPED && narrowOn() && CudaNarrowExperts.handles(w, offsets)) {
             narrow.matmul(op, in, w, offsets, out, transposed, scale, 1f);
             return;
         }
@@ -365,11 +369,12 @@ final class CudaMoeTrain {
 
     /**
      * See {@link org.orbitrl.kernels.Backend#moeExpertWeightGrad}: with a narrow side (LoRA factors)
-     * {@link CudaNarrowExperts}'s kernel, otherwise one grouped f32 product (exact mode, strided or
-     * unaligned rows: one product per expert).
+     * {@link CudaNarrowExperts}'s kernel (in exact mode too: f32 accuracy, a fixed order, and a gradient need not be
+     * batch-invariant), otherwise one grouped f32 product (exact mode, strided or unaligned rows: one product per
+     * expert).
      */
     void expertWeightGrad(Tensor dys, Tensor xs, int[] offsets, float scale, Tensor[] grads) {
-        if (!backend.exact() && GROUPED && narrowOn() && dys.isContiguous() && xs.isContiguous() && CudaNarrowExperts.handlesGrad(dys, xs)) {
+        if (GROUPED && narrowOn() && dys.isContiguous() && xs.isContiguous() && CudaNarrowExperts.handlesGrad(dys, xs)) {
             narrow.weightGrad("moeExpertWeightGrad", dys, xs, offsets, scale, grads);
             return;
         }

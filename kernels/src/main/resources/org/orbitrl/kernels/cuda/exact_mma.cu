@@ -323,9 +323,10 @@ __device__ __forceinline__ void cp_async4(u32 dst, const void* src) {
 
 // Raw bytes a stage holds of the weight's 64 rows: f32 rows as x's, bf16 rows as a plane, a quantized row's 16 code
 // bytes with the 4-byte words holding its scales and its zero nibble.
-template <int SRC>
+template <int SRC, bool TRANS>
 __host__ __device__ constexpr int emg_raw_bytes() {
-    return SRC == EMG_F32 ? EMG_ROWS * EM_XROWB : SRC == EMG_BF16 ? EMG_ROWS * EM_WROWB : EMG_ROWS * (16 + 4 + 4);
+    return TRANS ? (SRC == EMG_BF16 ? EM_KC * 2 * EMG_ROWS : EM_KC * (EMG_ROWS / 2 + 8 + 8))
+                 : SRC == EMG_F32 ? EMG_ROWS * EM_XROWB : SRC == EMG_BF16 ? EMG_ROWS * EM_WROWB : EMG_ROWS * (16 + 4 + 4);
 }
 
 // Byte offset of the scales of chunk c of row n (K values a row) in the scales array.
@@ -336,14 +337,14 @@ __device__ __forceinline__ i64 emg_scale_byte(i64 n, int c, int K) {
     return n * (K / 16) + 2 * c;
 }
 
-template <int SRC>
+template <int SRC, bool TRANS>
 __device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, const int4* tiles, const unsigned long long* wtab, int N,
                                                      float* y, float* part, int r0, int L, int splits) {
     constexpr int THREADS = 128;
     constexpr int J = SRC == EMG_BF16 ? 1 : 3;
     constexpr bool QUANT = SRC <= FMT_NVFP4;
     constexpr int XBYTES = EM_TOK * EM_XROWB;
-    constexpr int STAGE = XBYTES + emg_raw_bytes<SRC>();
+    constexpr int STAGE = XBYTES + emg_raw_bytes<SRC, TRANS>();
     constexpr int PLANE = EMG_ROWS * EM_WROWB;  // bytes of one weight plane in shared memory
     constexpr int XCP = EM_TOK * (EM_KC / 4) / THREADS;
     extern __shared__ __align__(16) u8 em_shared[];
@@ -391,7 +392,32 @@ __device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, c
                              ok ? xsrc[it] + k0 : x, ok);
         }
         u32 raw = base + (u32) XBYTES;
-        if (SRC == EMG_F32) {
+        if (TRANS) {
+            // W [K, N] as stored: its rows kc * 32 .. + 31 (all within K), columns n0 .. n0 + 63 (those past N zero-filled)
+            if (SRC == EMG_BF16) {
+                const u16* w = (const u16*) wdata;
+#pragma unroll
+                for (int it = 0; it < EM_KC * 8 / THREADS; it++) {
+                    int i = tid + THREADS * it;
+                    int r = i >> 3;
+                    int col = n0 + (i & 7) * 8;
+                    bool ok = col < N;
+                    cp_async16_zfill(raw + (u32) (r * 2 * EMG_ROWS + (i & 7) * 16), ok ? w + (i64) (kc * EM_KC + r) * N + col : w, ok);
+                }
+            } else {
+                int r = (tid >> 1) & (EM_KC - 1);     // W row kc * 32 + r
+                int h = tid & 1;                      // its first or second 32 columns (one scale group each)
+                i64 row = (i64) kc * EM_KC + r;
+                int grp = n0 / 32 + h;
+                bool ok = grp < N / 32;
+                if (tid < 2 * EM_KC) {
+                    cp_async16_zfill(raw + (u32) (r * 32 + h * 16), ok ? wdata + row * (N / 2) + grp * 16 : wdata, ok);
+                    if (zeros != 0) cp_async4(raw + (u32) (EM_KC * 40 + r * 8 + h * 4), zeros + (row >> 3) * (N / 32) + (ok ? grp : 0));
+                } else {
+                    cp_async4(raw + (u32) (EM_KC * 32 + r * 8 + h * 4), scales + (emg_scale_byte<SRC>(row, ok ? grp : 0, N) & ~3ll));
+                }
+            }
+        } else if (SRC == EMG_F32) {
             const float* w = (const float*) wdata;
 #pragma unroll
             for (int it = 0; it < EMG_ROWS * 8 / THREADS; it++) {
@@ -424,7 +450,64 @@ __device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, c
     // the staged chunk c (of this block's range) as the weight's three bf16 planes in wplanes
     auto planes = [&](int c) {
         const u8* raw = em_shared + (c % EM_ST) * STAGE + XBYTES;
-        if (SRC == EMG_F32) {
+        if (TRANS) {
+            // raw W rows (the 32 values of K this chunk sums over) into plane rows (the block's 64 output columns):
+            // 8 values a unit, each written to its column's row of the planes
+            int kc = c0 + c;
+#pragma unroll
+            for (int u = 0; u < EM_KC * 8 / THREADS; u++) {
+                int i = tid + THREADS * u;
+                int r = i >> 3;       // W row kc * 32 + r: the value's place along K
+                int wd = i & 7;       // output columns 8 wd .. 8 wd + 7 of the block
+                float v[8];
+                if (SRC == EMG_BF16) {
+                    uint4 b = *(const uint4*) (raw + r * 2 * EMG_ROWS + wd * 16);
+                    u32 wds[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+                    for (int j = 0; j < 4; j++) {
+                        v[2 * j] = __uint_as_float(wds[j] << 16);
+                        v[2 * j + 1] = __uint_as_float(wds[j] & 0xffff0000u);
+                    }
+                } else {
+                    i64 row = (i64) kc * EM_KC + r;
+                    int h = wd >> 2;
+                    int grp = n0 / 32 + h;
+                    int g = grp < N / 32 ? grp : 0;
+                    u32 q = *(const u32*) (raw + r * 32 + h * 16 + (wd & 3) * 4);
+                    u32 sw = *(const u32*) (raw + EM_KC * 32 + r * 8 + h * 4);
+                    int sh = 8 * (int) (emg_scale_byte<SRC>(row, g, N) & 3);
+                    float s;
+                    if (SRC == FMT_INT4) {
+                        s = bf16_to_f32((u16) (sw >> sh));
+                    } else if (SRC == FMT_MXFP4) {
+                        s = e8m0((sw >> sh) & 0xffu);
+                    } else {
+                        s = e4m3((sw >> (sh + ((wd & 3) < 2 ? 0 : 8))) & 0xffu) / global;
+                    }
+                    int zero = 8;
+                    if (SRC == FMT_INT4 && zeros != 0) {
+                        zero = (int) ((*(const u32*) (raw + EM_KC * 40 + r * 8 + h * 4) >> (4 * (int) (row & 7))) & 15u);
+                    }
+#pragma unroll
+                    for (int j = 0; j < 8; j++) {
+                        v[j] = code_value<SRC == FMT_INT4 ? FMT_INT4 : SRC == FMT_MXFP4 ? FMT_MXFP4 : FMT_NVFP4>((q >> (4 * j)) & 15u, zero);
+                        v[j] *= s;
+                    }
+                }
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    u8* p = wplanes + (8 * wd + j) * EM_WROWB + r * 2;
+                    u16 h0 = f32_to_bf16_bits(v[j]);
+                    *(u16*) p = h0;
+                    if (J > 1) {
+                        float r1 = v[j] - bf16_to_f32(h0);
+                        u16 h1 = f32_to_bf16_bits(r1);
+                        *(u16*) (p + PLANE) = h1;
+                        *(u16*) (p + 2 * PLANE) = f32_to_bf16_bits(r1 - bf16_to_f32(h1));
+                    }
+                }
+            }
+        } else if (SRC == EMG_F32) {
 #pragma unroll
             for (int u = 0; u < EMG_ROWS * 8 / THREADS; u++) {
                 int i = tid + THREADS * u;
@@ -495,7 +578,7 @@ __device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, c
         em_split_x<THREADS>(em_shared + (c % EM_ST) * STAGE, splitPtr, tid);
         planes(c);
         __syncthreads();
-        u32 wbase = SRC == EMG_BF16 ? sm + (u32) ((c % EM_ST) * STAGE + XBYTES) : smem_addr(wplanes);
+        u32 wbase = SRC == EMG_BF16 && !TRANS ? sm + (u32) ((c % EM_ST) * STAGE + XBYTES) : smem_addr(wplanes);
         em_mma_chunk<J, 1>(wbase, PLANE, planesX, aoff, boff, acc);
     }
     cp_async_wait<0>();
@@ -518,14 +601,20 @@ __device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, c
     }
 }
 
-#define EXACT_MMA_GROUP_KERNEL(NAME, SRC)                                                                              \
-    extern "C" __global__ void __launch_bounds__(128) NAME(const float* x, int K, const int4* tiles, const unsigned long long* wtab,   \
-                                                           int N, float* y, float* part, int r0, int L, int splits) {  \
-        exact_mma_group_tile<SRC>(x, K, tiles, wtab, N, y, part, r0, L, splits);                                       \
+#define EXACT_MMA_GROUP_KERNEL(NAME, SRC, TRANS)                                                                       \
+    extern "C" __global__ void __launch_bounds__(128)                                                                  \
+        NAME(const float* x, int K, const int4* tiles, const unsigned long long* wtab, int N, float* y, float* part,    \
+             int r0, int L, int splits) {                                                                              \
+        exact_mma_group_tile<SRC, TRANS>(x, K, tiles, wtab, N, y, part, r0, L, splits);                                \
     }
 
-EXACT_MMA_GROUP_KERNEL(exact_mma_group_int4, FMT_INT4)
-EXACT_MMA_GROUP_KERNEL(exact_mma_group_mxfp4, FMT_MXFP4)
-EXACT_MMA_GROUP_KERNEL(exact_mma_group_nvfp4, FMT_NVFP4)
-EXACT_MMA_GROUP_KERNEL(exact_mma_group_f32, EMG_F32)
-EXACT_MMA_GROUP_KERNEL(exact_mma_group_bf16, EMG_BF16)
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_int4, FMT_INT4, false)
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_mxfp4, FMT_MXFP4, false)
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_nvfp4, FMT_NVFP4, false)
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_f32, EMG_F32, false)
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_bf16, EMG_BF16, false)
+// transposed (dx = dy . W_e, W_e [K, N] as stored: an activation gradient, for speed; not batch-invariant by contract)
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_t_int4, FMT_INT4, true)
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_t_mxfp4, FMT_MXFP4, true)
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_t_nvfp4, FMT_NVFP4, true)
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_t_bf16, EMG_BF16, true)

@@ -25,6 +25,7 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
  * each expert through the backend's exact product, bf16 weights at that product's 64-row tiles) and the same row
  * computed alone; the values are within 1e-6 + 1e-5·Σ|terms| of double sums over the format's own decoding; rows in
  * launches of 64 (the split sums' bound set low) equal one launch; a call mixing kinds is declined (and still right).
+ * The transposed products (activation gradients, dx = dy · W_e) the same way for quantized and bf16 experts.
  */
 class CudaExactExpertsTest {
     private static CudaBackend gpu;
@@ -138,6 +139,85 @@ class CudaExactExpertsTest {
             for (String kind : KINDS) {
                 check(kind, nk[0], nk[1], rows, 301 + nk[0] + kind.length());
             }
+        }
+    }
+
+    /**
+     * dx = dy · W_e over the same ragged groups, for the quantized and bf16 kinds: W [96, 256] (the sum over 96 rows of
+     * W in 3 chunks; 4 blocks of output columns) and W [64, 96] (a partial block of columns: its second group of 32
+     * past the end); at Qwen3-30B-A3B's widths the gradients through down (W [2048, 768]) and gate (W [768, 2048]).
+     */
+    @Test
+    void transposedGroupedRowsEqualThePerExpertPath() {
+        int[] rows = {0, 1, 70, 3, 0, 130};
+        for (int[] nk : new int[][]{{96, 256}, {64, 96}}) {
+            for (String kind : KINDS) {
+                if (!kind.equals("f32")) {
+                    checkTransposed(kind, nk[0], nk[1], rows, 321 + nk[0] + kind.length());
+                }
+            }
+        }
+        int[] decode = new int[128];
+        SplittableRandom r = CudaTestBase.rng(322);
+        for (int i = 0; i < 512; i++) {
+            decode[r.nextInt(128)]++;
+        }
+        checkTransposed("int4-g32", 2048, 768, decode, 323);
+        checkTransposed("int4-g32", 768, 2048, decode, 324);
+    }
+
+    private void checkTransposed(String kind, int n, int k, int[] rows, long seed) {
+        SplittableRandom r = CudaTestBase.rng(seed);
+        Experts x = experts(kind, r, rows.length, n, k);
+        int[] o = offsets(rows);
+        int p = o[rows.length];
+        Tensor hdy = CudaTestBase.randn(r, 1f, p, n);
+        Tensor ddy = gpu.toDevice(hdy);
+        Tensor out = gpu.allocator().allocate(MemoryCategory.OTHER, DType.F32, p, k);
+        String what = "transposed " + kind + " experts W [" + n + ", " + k + "] rows " + (rows.length > 8 ? p + " over "
+                + rows.length + " experts" : Arrays.toString(rows));
+        try {
+            assertTrue(new CudaExactExperts(gpu.context()).matmulTransposed(ddy, x.device(), o, out), what + ": taken by the grouped kernels");
+            float[] grouped = gpu.toHost(out).toFloatArray();
+            System.setProperty("orbit.cuda.exactExperts", "off");
+            if (kind.equals("bf16")) {
+                System.setProperty("orbit.cuda.exactMmaRows", "1");
+                System.setProperty("orbit.cuda.exactMmaWarps", "4");
+            }
+            try {
+                gpu.moeExpertMatmulTransposed(ddy, x.device(), o, out, 0);
+            } finally {
+                System.clearProperty("orbit.cuda.exactExperts");
+                System.clearProperty("orbit.cuda.exactMmaRows");
+                System.clearProperty("orbit.cuda.exactMmaWarps");
+            }
+            assertBitwise(what + ": grouped vs per expert", gpu.toHost(out).toFloatArray(), grouped);
+            // the double sums of dy rows with W's columns
+            float[] dy = hdy.toFloatArray();
+            float[] ref = new float[p * k];
+            double[] tol = new double[p * k];
+            for (int e = 0; e < rows.length; e++) {
+                float[] w = x.values()[e];
+                for (int row = o[e]; row < o[e + 1]; row++) {
+                    for (int j = 0; j < k; j++) {
+                        double d = 0;
+                        double a = 0;
+                        for (int q = 0; q < n; q++) {
+                            double t = (double) dy[row * n + q] * w[q * k + j];
+                            d += t;
+                            a += Math.abs(t);
+                        }
+                        ref[row * k + j] = (float) d;
+                        tol[row * k + j] = 1e-6 + 1e-5 * a;
+                    }
+                }
+            }
+            CudaTestBase.assertWithin(what + " against double sums", ref, grouped, tol);
+            System.out.println("exact grouped experts " + what + ": bit for bit the per-expert path, within f32 of double sums");
+        } finally {
+            gpu.free(ddy);
+            gpu.free(out);
+            free(x);
         }
     }
 

@@ -24,13 +24,16 @@ import java.util.EnumMap;
  * into the planes' rows.
  *
  * <p>Takes a call where every expert with rows is of one kind (one quantized layout, or dense f32, or dense bf16, [N, K]
- * contiguous), K is a multiple of 8, and the rows, dense weights and codes start on 16-byte boundaries, scales and zero
- * points on 4-byte ones; {@link #matmul} returns false for any other call, and {@code -Dorbit.cuda.exactExperts=off}
- * (read at each call) declines every call: the per-expert path then runs. Like {@link CudaExactOps}'s switches, this
- * one must not change between a rollout and the training step that recomputes it.
+ * contiguous), K is a multiple of 8, and the dense weights and codes start on 16-byte boundaries, scales and zero
+ * points on 4-byte ones (rows off a 16-byte boundary go through a copy); {@link #matmul} returns false for any other
+ * call, and {@code -Dorbit.cuda.exactExperts=off} (read at each call) declines every call: the per-expert path then
+ * runs (for bf16 experts with other tiles, so other bits). Like {@link CudaExactOps}'s switches, this one must not
+ * change between a rollout and the training step that recomputes it. A call's rows go in tiles of 16 rows of x
+ * where its experts have few rows each, else of 64 ({@link #tileRows}): the same sums either way.
  */
 final class CudaExactExperts {
     private static final int TILE = 64;      // EM_TOK: rows of x a block
+    private static final int SHORT_TILE = 16; // the _m16 kernels': for calls of few rows an expert
     private static final int ROWS = 64;      // EMG_ROWS: weight rows a block
     private static final int THREADS = 128;
     private static final int STAGES = 4;     // EM_ST
@@ -44,6 +47,7 @@ final class CudaExactExperts {
 
     private final CudaContext ctx;
     private final EnumMap<Kind, Kernel> kernels = new EnumMap<>(Kind.class);
+    private final EnumMap<Kind, Kernel> shortKernels = new EnumMap<>(Kind.class);
     private final EnumMap<Kind, Kernel> transposedKernels = new EnumMap<>(Kind.class);
     private final Kernel sum;
     private final DeviceTable table;
@@ -53,6 +57,7 @@ final class CudaExactExperts {
         for (Kind k : Kind.values()) {
             String name = k.name().toLowerCase(java.util.Locale.ROOT);
             kernels.put(k, ctx.kernel("exact_mma", "exact_mma_group_" + name));
+            shortKernels.put(k, ctx.kernel("exact_mma", "exact_mma_group_" + name + "_m16"));
             if (k != Kind.F32) {
                 transposedKernels.put(k, ctx.kernel("exact_mma", "exact_mma_group_t_" + name));
             }
@@ -96,11 +101,10 @@ final class CudaExactExperts {
                 || in.size(-1) != k || in.numel() != (long) p * k || out.size(-1) != n || out.numel() != (long) p * n) {
             return false;
         }
-        if (!CudaExactOps.tensorCores(k) || CudaAllocator.address(in) % 16 != 0) {
+        if (!CudaExactOps.tensorCores(k)) {
             return false;
         }
         int active = 0;
-        long tiles = 0;
         Kind kind = null;
         for (int e = 0; e < w.experts(); e++) {
             int rows = offsets[e + 1] - offsets[e];
@@ -113,10 +117,14 @@ final class CudaExactExperts {
             }
             kind = ke;
             active++;
-            tiles += (rows + TILE - 1) / TILE;
         }
         if (active == 0) {
             return true;
+        }
+        int tile = tileRows(transposed, p, active);
+        long tiles = 0;
+        for (int e = 0; e < w.experts(); e++) {
+            tiles += (offsets[e + 1] - offsets[e] + tile - 1) / tile;
         }
         int nTiles = (n + ROWS - 1) / ROWS;
         int splits = CudaExactOps.splits(nTiles, k, ctx.device.multiprocessors());
@@ -133,18 +141,23 @@ final class CudaExactExperts {
                 continue;
             }
             entry(h, (long) ENTRY * slot, w, e);
-            for (int r = 0; r < rows; r += TILE) {
+            for (int r = 0; r < rows; r += tile) {
                 h.setAtIndex(ValueLayout.JAVA_LONG, at, ((long) (offsets[e] + r) << 32) | slot);
-                h.setAtIndex(ValueLayout.JAVA_LONG, at + 1, Math.min(TILE, rows - r));
+                h.setAtIndex(ValueLayout.JAVA_LONG, at + 1, Math.min(tile, rows - r));
                 at += 2;
             }
             slot++;
         }
         long device = table.upload(h, at);
         long tileBase = device + 8L * ENTRY * active;
-        Kernel kernel = (transposed ? transposedKernels : kernels).get(kind);
-        int shared = shared(kind, transposed);
+        Kernel kernel = (transposed ? transposedKernels : tile == SHORT_TILE ? shortKernels : kernels).get(kind);
+        int shared = shared(kind, transposed, tile);
         long inAddr = CudaAllocator.address(in);
+        if (inAddr % 16 != 0) {   // the kernels' 16-byte copies: rows off a boundary go through a copy of them
+            Tensor c = ctx.scratch(CudaContext.Scratch.EXACT_X, DType.F32, in.numel());
+            ctx.allocator.copy(in.reshape(in.numel()), c);
+            inAddr = CudaAllocator.address(c);
+        }
         long outAddr = CudaAllocator.address(out);
         if (splits == 1) {
             ctx.launch2dShared(kernel, tiles, nTiles, THREADS, shared, inAddr, k, tileBase, device, n, outAddr, 0L, 0, 0, 1);
@@ -212,6 +225,26 @@ final class CudaExactExperts {
         }
     }
 
+    /**
+     * Rows of x a block takes: 16 where the experts with rows average at most 24 (a decode step: a 64-row tile would
+     * multiply mostly padding), else 64; {@code -Dorbit.cuda.exactExpertTile=16|64} (read at each call) sets it. Every
+     * output's sum is the same either way; transposed products take 64.
+     */
+    static int tileRows(boolean transposed, int rows, int active) {
+        if (transposed) {
+            return TILE;
+        }
+        String set = System.getProperty("orbit.cuda.exactExpertTile");
+        if (set != null) {
+            return switch (set) {
+                case "16" -> SHORT_TILE;
+                case "64" -> TILE;
+                default -> throw new IllegalArgumentException("-Dorbit.cuda.exactExpertTile=" + set + ": expected 16 or 64");
+            };
+        }
+        return rows <= 24L * active ? SHORT_TILE : TILE;
+    }
+
     private static int tileRow(MemorySegment h, long at) {
         return (int) (h.getAtIndex(ValueLayout.JAVA_LONG, at) >>> 32);
     }
@@ -220,13 +253,13 @@ final class CudaExactExperts {
      * Dynamic shared memory of a block: the stages (x and the weight's raw rows: emg_raw_bytes), x's planes and the
      * weight's (a bf16 weight's rows are its plane, except transposed).
      */
-    private static int shared(Kind kind, boolean transposed) {
+    private static int shared(Kind kind, boolean transposed, int tile) {
         int raw = transposed ? (kind == Kind.BF16 ? 32 * 2 * ROWS : 32 * (ROWS / 2 + 8 + 8)) : switch (kind) {
             case F32 -> ROWS * X_ROW;
             case BF16 -> ROWS * W_ROW;
             default -> ROWS * (16 + 4 + 4);
         };
-        int planes = 3 * TILE * W_ROW + (kind == Kind.BF16 && !transposed ? 0 : 3 * ROWS * W_ROW);
-        return STAGES * (TILE * X_ROW + raw) + planes;
+        int planes = 3 * tile * W_ROW + (kind == Kind.BF16 && !transposed ? 0 : 3 * ROWS * W_ROW);
+        return STAGES * (tile * X_ROW + raw) + planes;
     }
 }

@@ -105,26 +105,27 @@ __device__ __forceinline__ void em_split4(float4 v, uint2* p0, uint2* p1, uint2*
     *p2 = make_uint2(f32x2_to_bf16x2(rx, ry), f32x2_to_bf16x2(rz, rw));
 }
 
-// x's staged chunk (EM_TOK rows of EM_KC f32 values, EM_XROWB bytes apart) into its three bf16 planes at planes
-// ([3][EM_TOK] rows of EM_WROWB bytes), by THREADS threads.
-template <int THREADS>
+// x's staged chunk (TOK rows of EM_KC f32 values, EM_XROWB bytes apart) into its three bf16 planes at planes
+// ([3][TOK] rows of EM_WROWB bytes), by THREADS threads.
+template <int THREADS, int TOK = EM_TOK>
 __device__ __forceinline__ void em_split_x(const u8* xs, u8* planes, int tid) {
 #pragma unroll
-    for (int u = 0; u < EM_TOK * EM_KC / 4 / THREADS; u++) {
+    for (int u = 0; u < TOK * EM_KC / 4 / THREADS; u++) {
         int i = tid + THREADS * u;
         int tok = i / (EM_KC / 4);
         int k4 = i % (EM_KC / 4);
         float4 v = *(const float4*) (xs + tok * EM_XROWB + k4 * 16);
         u8* p = planes + tok * EM_WROWB + k4 * 8;
-        em_split4(v, (uint2*) p, (uint2*) (p + EM_TOK * EM_WROWB), (uint2*) (p + 2 * EM_TOK * EM_WROWB));
+        em_split4(v, (uint2*) p, (uint2*) (p + TOK * EM_WROWB), (uint2*) (p + 2 * TOK * EM_WROWB));
     }
 }
 
 // The products of one staged chunk of EM_KC values into acc, in the order of the header: the weight's J planes at
 // wbase (plane j at wbase + j * wplane; rows EM_WROWB bytes apart, this warp's RT tiles from its aoff), x's three
-// planes at planesX (boff).
-template <int J, int RT>
-__device__ __forceinline__ void em_mma_chunk(u32 wbase, u32 wplane, u32 planesX, u32 aoff, u32 boff, float (&acc)[RT][8][4]) {
+// planes at planesX (boff), TOK tokens (TOK / 8 n-tiles; an output's sum is the same whatever TOK is).
+template <int J, int RT, int TOK = EM_TOK>
+__device__ __forceinline__ void em_mma_chunk(u32 wbase, u32 wplane, u32 planesX, u32 aoff, u32 boff,
+                                             float (&acc)[RT][TOK / 8][4]) {
 #pragma unroll
     for (int kk = 0; kk < EM_KC / 16; kk++) {
         u32 a[RT][J][4];
@@ -133,11 +134,11 @@ __device__ __forceinline__ void em_mma_chunk(u32 wbase, u32 wplane, u32 planesX,
 #pragma unroll
             for (int j = 0; j < J; j++) ldsm_x4(wbase + (u32) j * wplane + (u32) (r * 16 * EM_WROWB) + aoff + kk * 32, a[r][j]);
 #pragma unroll
-        for (int nt = 0; nt < 8; nt += 2) {
+        for (int nt = 0; nt < TOK / 8; nt += 2) {
             u32 b[3][4];
 #pragma unroll
             for (int i = 0; i < 3; i++) {
-                ldsm_x4(planesX + (u32) (i * EM_TOK * EM_WROWB) + boff + (u32) (nt * 8 * EM_WROWB) + kk * 32, b[i]);
+                ldsm_x4(planesX + (u32) (i * TOK * EM_WROWB) + boff + (u32) (nt * 8 * EM_WROWB) + kk * 32, b[i]);
             }
 #pragma unroll
             for (int r = 0; r < RT; r++) {
@@ -337,16 +338,17 @@ __device__ __forceinline__ i64 emg_scale_byte(i64 n, int c, int K) {
     return n * (K / 16) + 2 * c;
 }
 
-template <int SRC, bool TRANS>
+template <int SRC, bool TRANS, int TOK>
 __device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, const int4* tiles, const unsigned long long* wtab, int N,
                                                      float* y, float* part, int r0, int L, int splits) {
     constexpr int THREADS = 128;
     constexpr int J = SRC == EMG_BF16 ? 1 : 3;
     constexpr bool QUANT = SRC <= FMT_NVFP4;
-    constexpr int XBYTES = EM_TOK * EM_XROWB;
+    constexpr int XBYTES = TOK * EM_XROWB;
     constexpr int STAGE = XBYTES + emg_raw_bytes<SRC, TRANS>();
     constexpr int PLANE = EMG_ROWS * EM_WROWB;  // bytes of one weight plane in shared memory
-    constexpr int XCP = EM_TOK * (EM_KC / 4) / THREADS;
+    constexpr int XCP = TOK * (EM_KC / 4) / THREADS;
+    static_assert(XCP * THREADS == TOK * (EM_KC / 4), "x copy rounds");
     extern __shared__ __align__(16) u8 em_shared[];
     int tid = threadIdx.x;
     int lane = tid & 31;
@@ -371,7 +373,7 @@ __device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, c
     u32 sm = smem_addr(em_shared);
     u32 planesX = sm + (u32) (EM_ST * STAGE);
     u8* splitPtr = em_shared + EM_ST * STAGE;
-    u8* wplanes = splitPtr + 3 * EM_TOK * EM_WROWB;  // the weight's three planes (not for bf16: the stage's rows are its plane)
+    u8* wplanes = splitPtr + 3 * TOK * EM_WROWB;  // the weight's three planes (not for bf16: the stage's rows are its plane)
 
     const float* xsrc[XCP];
     bool xok[XCP];
@@ -563,9 +565,9 @@ __device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, c
         if (c < chunks) load(c);
         cp_async_commit();
     }
-    float acc[1][8][4];
+    float acc[1][TOK / 8][4];
 #pragma unroll
-    for (int j = 0; j < 8; j++)
+    for (int j = 0; j < TOK / 8; j++)
 #pragma unroll
         for (int q = 0; q < 4; q++) acc[0][j][q] = 0.0f;
     u32 aoff = (u32) ((warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * EM_WROWB + (lane >> 4) * 16);
@@ -575,17 +577,17 @@ __device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, c
         __syncthreads();
         if (c + EM_ST - 1 < chunks) load(c + EM_ST - 1);
         cp_async_commit();
-        em_split_x<THREADS>(em_shared + (c % EM_ST) * STAGE, splitPtr, tid);
+        em_split_x<THREADS, TOK>(em_shared + (c % EM_ST) * STAGE, splitPtr, tid);
         planes(c);
         __syncthreads();
         u32 wbase = SRC == EMG_BF16 && !TRANS ? sm + (u32) ((c % EM_ST) * STAGE + XBYTES) : smem_addr(wplanes);
-        em_mma_chunk<J, 1>(wbase, PLANE, planesX, aoff, boff, acc);
+        em_mma_chunk<J, 1, TOK>(wbase, PLANE, planesX, aoff, boff, acc);
     }
     cp_async_wait<0>();
 
     int row = n0 + warp * 16 + g;
 #pragma unroll
-    for (int j = 0; j < 8; j++) {
+    for (int j = 0; j < TOK / 8; j++) {
 #pragma unroll
         for (int q = 0; q < 4; q++) {
             int tok = 8 * j + 2 * t + (q & 1);
@@ -601,20 +603,26 @@ __device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, c
     }
 }
 
-#define EXACT_MMA_GROUP_KERNEL(NAME, SRC, TRANS)                                                                       \
+#define EXACT_MMA_GROUP_KERNEL(NAME, SRC, TRANS, TOK)                                                                  \
     extern "C" __global__ void __launch_bounds__(128)                                                                  \
         NAME(const float* x, int K, const int4* tiles, const unsigned long long* wtab, int N, float* y, float* part,    \
              int r0, int L, int splits) {                                                                              \
-        exact_mma_group_tile<SRC, TRANS>(x, K, tiles, wtab, N, y, part, r0, L, splits);                                \
+        exact_mma_group_tile<SRC, TRANS, TOK>(x, K, tiles, wtab, N, y, part, r0, L, splits);                           \
     }
 
-EXACT_MMA_GROUP_KERNEL(exact_mma_group_int4, FMT_INT4, false)
-EXACT_MMA_GROUP_KERNEL(exact_mma_group_mxfp4, FMT_MXFP4, false)
-EXACT_MMA_GROUP_KERNEL(exact_mma_group_nvfp4, FMT_NVFP4, false)
-EXACT_MMA_GROUP_KERNEL(exact_mma_group_f32, EMG_F32, false)
-EXACT_MMA_GROUP_KERNEL(exact_mma_group_bf16, EMG_BF16, false)
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_int4, FMT_INT4, false, 64)
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_mxfp4, FMT_MXFP4, false, 64)
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_nvfp4, FMT_NVFP4, false, 64)
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_f32, EMG_F32, false, 64)
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_bf16, EMG_BF16, false, 64)
+// tiles of 16 rows of x, for calls of few rows an expert (a decode step): the same sums, a quarter of the idle products
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_int4_m16, FMT_INT4, false, 16)
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_mxfp4_m16, FMT_MXFP4, false, 16)
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_nvfp4_m16, FMT_NVFP4, false, 16)
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_f32_m16, EMG_F32, false, 16)
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_bf16_m16, EMG_BF16, false, 16)
 // transposed (dx = dy . W_e, W_e [K, N] as stored: an activation gradient, for speed; not batch-invariant by contract)
-EXACT_MMA_GROUP_KERNEL(exact_mma_group_t_int4, FMT_INT4, true)
-EXACT_MMA_GROUP_KERNEL(exact_mma_group_t_mxfp4, FMT_MXFP4, true)
-EXACT_MMA_GROUP_KERNEL(exact_mma_group_t_nvfp4, FMT_NVFP4, true)
-EXACT_MMA_GROUP_KERNEL(exact_mma_group_t_bf16, EMG_BF16, true)
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_t_int4, FMT_INT4, true, 64)
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_t_mxfp4, FMT_MXFP4, true, 64)
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_t_nvfp4, FMT_NVFP4, true, 64)
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_t_bf16, EMG_BF16, true, 64)

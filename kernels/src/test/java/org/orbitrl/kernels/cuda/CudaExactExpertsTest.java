@@ -21,7 +21,7 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 /**
  * Exact mode's grouped expert products ({@link CudaExactExperts}) on the device, for every kind of expert weight (INT4
  * symmetric and with zero points, MXFP4, NVFP4, f32, bf16): over ragged groups of rows (experts with none, one, a
- * partial tile, several tiles), each row equals bit for bit the per-expert path ({@code -Dorbit.cuda.exactExperts=off}:
+ * partial tile, several tiles), each row, in tiles of 16 or of 64 rows, equals bit for bit the per-expert path ({@code -Dorbit.cuda.exactExperts=off}:
  * each expert through the backend's exact product, bf16 weights at that product's 64-row tiles) and the same row
  * computed alone; the values are within 1e-6 + 1e-5·Σ|terms| of double sums over the format's own decoding; rows in
  * launches of 64 (the split sums' bound set low) equal one launch; a call mixing kinds is declined (and still right).
@@ -308,6 +308,14 @@ class CudaExactExpertsTest {
             float[] grouped = product(dx, x.device(), o, n);
             float[] per = perExpert(dx, x.device(), o, n, kind.equals("bf16"));
             assertBitwise(what + ": grouped vs per expert", per, grouped);
+            for (String tile : new String[]{"16", "64"}) {   // the kernels of 16-row and 64-row tiles of x
+                System.setProperty("orbit.cuda.exactExpertTile", tile);
+                try {
+                    assertBitwise(what + ": tiles of " + tile + " rows vs per expert", per, product(dx, x.device(), o, n));
+                } finally {
+                    System.clearProperty("orbit.cuda.exactExpertTile");
+                }
+            }
             assertReference(what, hx.toFloatArray(), x.values(), o, n, k, grouped);
             // rows alone: the first and last row of each expert, as a one-row call of that expert
             for (int e = 0; e < rows.length; e++) {

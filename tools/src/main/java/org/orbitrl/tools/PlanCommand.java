@@ -96,6 +96,10 @@ public final class PlanCommand implements Callable<Integer> {
     @Option(names = "--reserve", paramLabel = "GiB", description = "runtime reserve per GPU (default: 2 GiB + 3% of the GPU)")
     Double reserveGib;
 
+    @Option(names = "--exact", description = "plan for the CUDA backend in exact mode (-Dorbit.cuda.exact=true): its kernels'"
+            + " scratch, no dequantization chunks (default: off)")
+    boolean exact;
+
     @Option(names = "--json", description = "print one JSON object instead of the table")
     boolean json;
 
@@ -157,7 +161,8 @@ public final class PlanCommand implements Callable<Integer> {
                 .withRecompute(recompute)
                 .withExpertChunk(chunk)
                 .withKvDtype(kv)
-                .withReserve(reserve);
+                .withReserve(reserve)
+                .withExact(exact);
     }
 
     private static int number(String opt, String s) {

@@ -62,6 +62,29 @@ class PlanCommandTest {
         assertEquals(0, j.get("suggestions").size());
     }
 
+    /**
+     * {@code --exact} plans the CUDA backend's exact mode: no dequantization chunk, and the activations changed by its
+     * kernels' scratch alone (the planner's own figure for the same request), the other categories as without it.
+     */
+    @Test
+    void exactModeIsPlannedWithItsKernelScratch() throws Exception {
+        String[] args = {"plan", "--model", KIMI, "--node", "8xB200", "--base", "int4", "--adapter", "lora:32", "--chunk", "1",
+                "--prompts", "24", "--json"};
+        Run d = run(args);
+        String[] exactArgs = java.util.Arrays.copyOf(args, args.length + 1);
+        exactArgs[args.length] = "--exact";
+        Run e = run(exactArgs);
+        assertEquals(0, d.code(), d.err());
+        assertEquals(0, e.code(), e.err());
+        JsonNode dp = new ObjectMapper().readTree(d.out()).get("per_gpu_bytes");
+        JsonNode ep = new ObjectMapper().readTree(e.out()).get("per_gpu_bytes");
+        assertTrue(dp.get("DEQUANT_BUFFERS").asLong() > 0, "the default kernels' chunk buffer: " + dp);
+        assertEquals(0, ep.path("DEQUANT_BUFFERS").asLong(), "exact mode reads the experts as stored: " + ep);
+        assertEquals(dp.get("BASE_WEIGHTS").asLong(), ep.get("BASE_WEIGHTS").asLong());
+        assertEquals(dp.get("KV_CACHE").asLong(), ep.get("KV_CACHE").asLong());
+        assertTrue(ep.get("ACTIVATIONS").asLong() != dp.get("ACTIVATIONS").asLong(), "exact mode's own kernel scratch");
+    }
+
     @Test
     void jobThatDoesNotFitExitsWithThreeAndSaysWhere() throws Exception {
         Run r = run("plan", "--model", KIMI, "--node", "8xB200", "--base", "bf16", "--json");

@@ -28,7 +28,7 @@ final class CudaExactOps {
     private static final int MMA_STAGES = 4;      // EM_ST
     private static final int MMA_KC = 32;         // EM_KC
     private static final int SPLIT_BLOCK = 256;
-    private static final long SPLIT_BYTES = 64L << 20;  // the split sums of one launch at most
+    static final long SPLIT_BYTES = 64L << 20;  // the split sums of one launch at most
 
     private final CudaContext ctx;
     private final CudaMatmulOps matmul;

@@ -19,6 +19,9 @@ package org.orbitrl.kernels.cuda;
  *       ({@link CudaMmaAttention#stagingElements}), bf16, a buffer of their own.</li>
  *   <li><b>RoPE tables</b> ({@link #ropeTableBytes}): cos and sin {@code [maxPositions, rotary/2]}
  *       f32, uploaded once per table.</li>
+ *   <li><b>Exact mode</b> ({@link #EXACT_SPLIT_BYTES}, {@link #exactPlaneBytes}, {@link #exactAttentionBackwardBytes}):
+ *       no bf16 staging; the products' split sums, a bf16 weight's transposed plane for its activation gradient,
+ *       the tiled attention backward's scratch.</li>
  * </ul>
  * Every size is rounded as the allocator rounds it ({@link #allocationBytes}).
  */
@@ -113,6 +116,31 @@ public final class DeviceScratch {
         }
         long staged = CudaMmaAttention.forwardStagingElements(CudaMmaAttention.DEFAULT, s, hkv, d);
         return staged > 0 ? allocationBytes(staged, 2) : 0;
+    }
+
+    /** Exact mode's split sums of a product at most ({@link CudaExactOps#rowsPerLaunch}'s bound by default). */
+    public static final long EXACT_SPLIT_BYTES = CudaExactOps.SPLIT_BYTES;
+
+    /** Bytes of exact mode's bf16 plane of a bf16 weight of {@code elements} values (its transpose, for dx = dy · w). */
+    public static long exactPlaneBytes(long elements) {
+        return elements == 0 ? 0 : allocationBytes(elements, 2);
+    }
+
+    /**
+     * Bytes of exact mode's attention backward scratch for {@code t} queries against {@code s} keys: the tiled kernels'
+     * (log-sum-exp and delta, and the split partial dk and dv), without the tensor-core kernels' bf16 staging.
+     */
+    public static long exactAttentionBackwardBytes(int t, int s, int hq, int hkv, int d, int dv) {
+        if ((long) t * hq == 0 || s == 0) {
+            return 0;
+        }
+        long items = (long) t * hq;
+        long parts = 0;
+        if (CudaTiledAttentionBackward.fits(d, dv)) {
+            int splits = CudaTiledAttentionBackward.splits(s, hq, hkv);
+            parts = splits > 1 ? (long) splits * s * hkv * (d + dv) : 0;
+        }
+        return allocationBytes(2 * items + parts, 4);
     }
 
     /** Bytes of one RoPE table on the device: cos and sin, {@code [maxPositions, rotaryDim / 2]} f32 each. */

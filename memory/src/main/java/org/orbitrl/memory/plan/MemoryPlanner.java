@@ -225,7 +225,7 @@ public final class MemoryPlanner {
         if (full) {
             dequant = 2 * largestLayerBf16;     // all-gather buffers of one layer's shards, double-buffered
         } else {
-            if (chunked(req)) {
+            if (chunked(req) && !(req.exact() && !node.hostMemory())) {   // exact mode reads the experts as stored
                 dequant += chunkedInstances(role) * MoeWorkingSet.dequantBytes(s, req.expertChunk(), ep, req.adapter(),
                         !node.hostMemory());
             }
@@ -325,12 +325,15 @@ public final class MemoryPlanner {
         long bytes = 0;
         if (role.trains()) {
             long trainTokens = (long) req.batch().microBatch() * req.batch().seqLen();
-            bytes += KernelScratch.trainBytes(s, trainTokens, Math.min(trainTokens, req.logitsChunkTokens()),
+            bytes += req.exact()
+                    ? KernelScratch.exactTrainBytes(s, trainTokens, ceil(s.vocabSize(), tp), Math.toIntExact(req.batch().seqLen()), tp)
+                    : KernelScratch.trainBytes(s, trainTokens, Math.min(trainTokens, req.logitsChunkTokens()),
                     ceil(s.vocabSize(), tp), Math.toIntExact(req.batch().seqLen()), tp);
         }
         if (role.rollsOut()) {
             long seqsPerRank = rolloutSequencesPerRank(req, role);
-            bytes += KernelScratch.rolloutBytes(s, prefillTokens(req, seqsPerRank), seqsPerRank, req.batch().promptLen(), tp);
+            bytes += req.exact() ? KernelScratch.exactRolloutBytes(s, prefillTokens(req, seqsPerRank), seqsPerRank)
+                    : KernelScratch.rolloutBytes(s, prefillTokens(req, seqsPerRank), seqsPerRank, req.batch().promptLen(), tp);
         }
         return bytes;
     }

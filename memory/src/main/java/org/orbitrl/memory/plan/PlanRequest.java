@@ -26,10 +26,12 @@ import org.orbitrl.model.spec.ModelSpec;
  *                           activations instead of being recomputed in backward (0: every layer is
  *                           recomputed; the model's layer count: none is); see
  *                           {@link MemoryPlanner#maxKeptLayers}
+ * @param exact              the CUDA backend in exact mode ({@code -Dorbit.cuda.exact=true}): its kernels keep
+ *                           other scratch than the default ones ({@code KernelScratch})
  */
 public record PlanRequest(ModelSpec spec, Path configPath, BaseFormat base, AdapterSpec adapter, BatchShape batch,
                           NodeSpec node, ParallelLayout layout, boolean recompute, int expertChunk, DType kvDtype,
-                          int logitsChunkTokens, int prefillChunkTokens, long reserveBytes, int keptLayers) {
+                          int logitsChunkTokens, int prefillChunkTokens, long reserveBytes, int keptLayers, boolean exact) {
 
     /** Experts per chunk unless asked otherwise. */
     public static final int DEFAULT_EXPERT_CHUNK = 8;
@@ -58,6 +60,14 @@ public record PlanRequest(ModelSpec spec, Path configPath, BaseFormat base, Adap
         layout.validate(spec, node);
     }
 
+    /** A request for the default kernels (not exact mode). */
+    public PlanRequest(ModelSpec spec, Path configPath, BaseFormat base, AdapterSpec adapter, BatchShape batch,
+                       NodeSpec node, ParallelLayout layout, boolean recompute, int expertChunk, DType kvDtype,
+                       int logitsChunkTokens, int prefillChunkTokens, long reserveBytes, int keptLayers) {
+        this(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, kvDtype, logitsChunkTokens,
+                prefillChunkTokens, reserveBytes, keptLayers, false);
+    }
+
     /** A request in which every layer is recomputed under {@code recompute} (no kept layers). */
     public PlanRequest(ModelSpec spec, Path configPath, BaseFormat base, AdapterSpec adapter, BatchShape batch,
                        NodeSpec node, ParallelLayout layout, boolean recompute, int expertChunk, DType kvDtype,
@@ -80,25 +90,25 @@ public record PlanRequest(ModelSpec spec, Path configPath, BaseFormat base, Adap
     /** This request with the base format changed. */
     public PlanRequest withBase(BaseFormat b) {
         return new PlanRequest(spec, configPath, b, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact);
     }
 
     /** This request with the adapter changed. */
     public PlanRequest withAdapter(AdapterSpec a) {
         return new PlanRequest(spec, configPath, base, a, batch, node, layout, recompute, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact);
     }
 
     /** This request with the batch shape changed. */
     public PlanRequest withBatch(BatchShape b) {
         return new PlanRequest(spec, configPath, base, adapter, b, node, layout, recompute, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact);
     }
 
     /** This request with the node and layout changed. */
     public PlanRequest withNode(NodeSpec n, ParallelLayout l) {
         return new PlanRequest(spec, configPath, base, adapter, batch, n, l, recompute, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact);
     }
 
     /** This request with the layout changed. */
@@ -109,36 +119,42 @@ public record PlanRequest(ModelSpec spec, Path configPath, BaseFormat base, Adap
     /** This request with recompute on or off changed. */
     public PlanRequest withRecompute(boolean r) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, r, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact);
     }
 
     /** This request with the kept layers under recompute changed (see {@link #keptLayers}). */
     public PlanRequest withKeptLayers(int layers) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes, layers);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, layers, exact);
     }
 
     /** This request with the expert chunk changed. */
     public PlanRequest withExpertChunk(int c) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, c, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact);
     }
 
     /** This request with the KV cache dtype changed. */
     public PlanRequest withKvDtype(DType d) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, d,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact);
     }
 
     /** This request with the runtime reserve (negative: the default policy) changed. */
     public PlanRequest withReserve(long bytes) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, bytes, keptLayers);
+                logitsChunkTokens, prefillChunkTokens, bytes, keptLayers, exact);
     }
 
     /** This request with the logits and prefill chunks changed. */
     public PlanRequest withChunks(int logitsTokens, int prefillTokens) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
-                logitsTokens, prefillTokens, reserveBytes, keptLayers);
+                logitsTokens, prefillTokens, reserveBytes, keptLayers, exact);
+    }
+
+    /** This request for the CUDA backend in exact mode (or not). */
+    public PlanRequest withExact(boolean e) {
+        return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, e);
     }
 }

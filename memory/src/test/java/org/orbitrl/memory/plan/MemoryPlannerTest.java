@@ -267,6 +267,28 @@ class MemoryPlannerTest {
     }
 
     /**
+     * The same shape in exact mode: no bf16 staging; the head's transposed bf16 plane for its activation gradient,
+     * [151936, 2048] = 622,329,856 B; the products' split sums at their bound, 64 MiB = 67,108,864 B; the tiled attention
+     * backward (split in 4 as above, no tensor-core copies), 34,078,720 B; the RoPE tables, 20,971,520 B. The rollout
+     * backend: the split sums and its RoPE tables. No dequantization chunk (exact mode reads the experts as stored).
+     */
+    @Test
+    void kernelScratchOfTheTrainingBenchShapeInExactMode() {
+        PlanRequest req = trainingBenchRequest().withExact(true);
+        assertEquals(622_329_856L + 67_108_864L + 34_078_720L + 20_971_520L, MemoryPlanner.kernelScratchBytes(req, GpuRole.TRAIN));
+        assertEquals(67_108_864L + 20_971_520L, MemoryPlanner.kernelScratchBytes(req, GpuRole.ROLLOUT));
+        assertEquals(0, MemoryPlanner.budgetOf(req, GpuRole.TRAIN).get(MemoryCategory.DEQUANT_BUFFERS));
+        assertTrue(MemoryPlanner.budgetOf(req.withExact(false), GpuRole.TRAIN).get(MemoryCategory.DEQUANT_BUFFERS) > 0,
+                "the default kernels' chunk buffer");
+        long diff = MemoryPlanner.kernelScratchBytes(req, GpuRole.TRAIN)
+                - MemoryPlanner.kernelScratchBytes(req.withExact(false), GpuRole.TRAIN);
+        assertEquals(diff, trainActivations(req) - trainActivations(req.withExact(false)),
+                "exact mode changes the activations by its kernels' scratch alone");
+        PlanRequest host = req.withNode(new NodeSpec(NodeSpec.HOST, 1, 1L << 40), ParallelLayout.colocated(1, 1));
+        assertEquals(0, MemoryPlanner.kernelScratchBytes(host, GpuRole.TRAIN));
+    }
+
+    /**
      * Kept layers on the tiny fixture (2 layers, 16 training tokens): keeping the last layer under
      * recompute costs nothing (one layer's tape is live in backward either way); keeping both adds the
      * first layer's tape of the hand count above (3·64 + 3·96 + 1.25·(2·64 + 3·32) = 760 elements a

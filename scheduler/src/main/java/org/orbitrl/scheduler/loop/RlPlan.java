@@ -67,7 +67,8 @@ final class RlPlan {
                 new BatchShape(b.promptsPerStep(), b.samplesPerPrompt(), b.maxPromptTokens(), b.maxResponseTokens(),
                         b.microBatch()), node, ParallelLayout.auto(model, node, 0, 0), spec.memory().recompute(),
                 expertChunk(spec),
-                spec.sampling().kvCache().dtype(), 2048, 8192, node.hostMemory() ? 0 : spec.memory().reserve().bytes());
+                spec.sampling().kvCache().dtype(), 2048, 8192, node.hostMemory() ? 0 : spec.memory().reserve().bytes())
+                .withExact(!node.hostMemory() && Boolean.getBoolean("orbit.cuda.exact"));   // the backend the job gets
         if (!spec.memory().recompute()) {
             return req;
         }

@@ -51,6 +51,6 @@ final class TrainBenchPlan {
         return new PlanRequest(spec, configPath, BaseFormat.parse("int4", spec),
                 AdapterSpec.parse("lora:32:attention+experts:f32"), new BatchShape(batch, 1, seq / 2, seq - seq / 2, batch),
                 node, ParallelLayout.auto(spec, node, 0, 0), recompute, expertChunk, DType.BF16, batch * seq,
-                Math.max(1, Math.min(8192, batch * seq)), -1);
+                Math.max(1, Math.min(8192, batch * seq)), -1).withExact(Boolean.getBoolean("orbit.cuda.exact"));
     }
 }

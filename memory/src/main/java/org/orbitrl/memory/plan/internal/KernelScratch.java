@@ -23,6 +23,11 @@ import org.orbitrl.model.spec.ModelSpec;
  * GPU that does both keeps both: the rollout's staging of its forward products over the largest
  * prefill chunk (or the decode batch, when larger), the tensor-core attention forward's bf16 copies
  * of one prompt's keys and values, and its own RoPE tables; no attention backward.
+ *
+ * <p>Exact mode ({@code -Dorbit.cuda.exact=true}) stages nothing in bf16; its products keep their split sums (at most
+ * {@link DeviceScratch#EXACT_SPLIT_BYTES}) and, for an activation gradient through a bf16 weight, that weight's
+ * transpose as a bf16 plane (the largest: the head's); its attention backward takes the tiled kernels without the
+ * tensor-core ones' staging ({@link #exactTrainBytes}, {@link #exactRolloutBytes}).
  */
 public final class KernelScratch {
     private KernelScratch() {
@@ -57,6 +62,42 @@ public final class KernelScratch {
         long shared = s.isMoe() ? (s.moe().sharedIntermediateSize() + tp - 1) / tp : 0;
         return DeviceScratch.stagingBytes(new long[]{tokens, h}, new long[]{tokens, qd}, new long[]{tokens, inter},
                 new long[]{tokens, shared}) + attentionForwardBytes(s, promptLen, tp) + ropeBytes(s);
+    }
+
+    /**
+     * Bytes a device in exact mode keeps for its kernels while training {@code tokens} tokens in sequences of
+     * {@code seqLen}, the head over a vocabulary shard of {@code vocabShard}: the transposed plane of the largest bf16
+     * weight a gradient goes through (the head's, or a wider projection's), the split sums, the attention backward's
+     * scratch and the RoPE tables.
+     */
+    public static long exactTrainBytes(ModelSpec s, long tokens, long vocabShard, int seqLen, int tp) {
+        if (tokens == 0) {
+            return 0;
+        }
+        long h = s.hiddenSize();
+        long qd = (long) Math.ceil((double) s.numHeads() / tp) * s.headDim();
+        long inter = s.numDenseLayers() > 0 ? (s.intermediateSize() + tp - 1) / tp : 0;
+        long widest = Math.max(vocabShard * h, Math.max(qd * h, inter * h));
+        long attention = 0;
+        if (s.deepseekV4() == null && seqLen > 0) {
+            int hq = (s.numHeads() + tp - 1) / tp;
+            int hkv = s.mla() != null ? hq : (s.numKvHeads() + tp - 1) / tp;
+            int d = s.mla() != null ? s.mla().qkHeadDim() : s.headDim();
+            int dv = s.mla() != null ? s.mla().vHeadDim() : s.vHeadDim();
+            attention = DeviceScratch.exactAttentionBackwardBytes(seqLen, seqLen, hq, hkv, d, dv);
+        }
+        return DeviceScratch.exactPlaneBytes(widest) + DeviceScratch.EXACT_SPLIT_BYTES + attention + ropeBytes(s);
+    }
+
+    /**
+     * Bytes a device in exact mode keeps for the rollout engine's kernels: the split sums of its products (at most
+     * {@link DeviceScratch#EXACT_SPLIT_BYTES}, which a prefill of a few hundred tokens reaches) and the RoPE tables.
+     */
+    public static long exactRolloutBytes(ModelSpec s, long prefillTokens, long sequences) {
+        if (Math.max(prefillTokens, sequences) <= 0) {
+            return 0;
+        }
+        return DeviceScratch.EXACT_SPLIT_BYTES + ropeBytes(s);
     }
 
     /**

@@ -192,27 +192,7 @@ class CudaExactExpertsTest {
                 System.clearProperty("orbit.cuda.exactMmaWarps");
             }
             assertBitwise(what + ": grouped vs per expert", gpu.toHost(out).toFloatArray(), grouped);
-            // the double sums of dy rows with W's columns
-            float[] dy = hdy.toFloatArray();
-            float[] ref = new float[p * k];
-            double[] tol = new double[p * k];
-            for (int e = 0; e < rows.length; e++) {
-                float[] w = x.values()[e];
-                for (int row = o[e]; row < o[e + 1]; row++) {
-                    for (int j = 0; j < k; j++) {
-                        double d = 0;
-                        double a = 0;
-                        for (int q = 0; q < n; q++) {
-                            double t = (double) dy[row * n + q] * w[q * k + j];
-                            d += t;
-                            a += Math.abs(t);
-                        }
-                        ref[row * k + j] = (float) d;
-                        tol[row * k + j] = 1e-6 + 1e-5 * a;
-                    }
-                }
-            }
-            CudaTestBase.assertWithin(what + " against double sums", ref, grouped, tol);
+            assertReference(what, hdy.toFloatArray(), x.values(), o, n, k, grouped, true);
             System.out.println("exact grouped experts " + what + ": bit for bit the per-expert path, within f32 of double sums");
         } finally {
             gpu.free(ddy);
@@ -337,30 +317,41 @@ class CudaExactExpertsTest {
         }
     }
 
-    /** got within 1e-6 + 1e-5·Σ|x·w| of the double sums of each row with its expert's decoded weight. */
+    /** {@link #assertReference(String, float[], float[][], int[], int, int, float[], boolean)} of x · W_eᵀ. */
     private static void assertReference(String what, float[] xv, float[][] values, int[] o, int n, int k, float[] got) {
+        assertReference(what, xv, values, o, n, k, got, false);
+    }
+
+    /**
+     * got within 1e-6 + 1e-5·Σ|terms| of the double sums of each row with its expert's decoded weight W_e [n, k]: x rows of
+     * k values times W_eᵀ (n outputs), or, transposed, x rows of n values times W_e (k outputs).
+     */
+    private static void assertReference(String what, float[] xv, float[][] values, int[] o, int n, int k, float[] got,
+                                        boolean transposed) {
         int p = o[o.length - 1];
-        float[] ref = new float[p * n];
-        double[] tol = new double[p * n];
+        int in = transposed ? n : k;
+        int out = transposed ? k : n;
+        float[] ref = new float[p * out];
+        double[] tol = new double[p * out];
         int checked = 0;
         for (int e = 0; e + 1 < o.length; e++) {
             float[] w = values[e];
             for (int row = o[e]; row < o[e + 1]; row++) {
-                for (int j = 0; j < n; j++) {
+                for (int j = 0; j < out; j++) {
                     double d = 0;
                     double a = 0;
-                    for (int q = 0; q < k; q++) {
-                        double t = (double) xv[row * k + q] * w[j * k + q];
+                    for (int q = 0; q < in; q++) {
+                        double t = (double) xv[row * in + q] * w[transposed ? q * k + j : j * k + q];
                         d += t;
                         a += Math.abs(t);
                     }
-                    ref[row * n + j] = (float) d;
-                    tol[row * n + j] = 1e-6 + 1e-5 * a;
+                    ref[row * out + j] = (float) d;
+                    tol[row * out + j] = 1e-6 + 1e-5 * a;
                     checked++;
                 }
             }
         }
-        assertEquals(p * n, checked);
+        assertEquals(p * out, checked);
         CudaTestBase.assertWithin(what + " against double sums", ref, got, tol);
     }
 }

@@ -9,7 +9,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * How exact mode's tensor-core products ({@code exact_mma.cu}) cut their work (no GPU needed): the ranges of K, which
  * depend on the tiles of weight rows, K and the SM count alone (two waves of blocks at one tile of 64 tokens, at least
  * 4 stages of 32 values a range, at most 64 ranges), and the rows a launch takes so that the ranges' sums stay within
- * their bound. A row's sums are the same in every batch only because nothing here reads the row count.
+ * their bound. A row's sums are the same in every batch only because nothing here reads the row count. The grouped
+ * expert products' tiles of rows ({@link CudaExactExperts#tileRows}), which may read it: every output's sum is the same
+ * at either tile.
  */
 class ExactSplitsTest {
 
@@ -77,6 +79,31 @@ class ExactSplitsTest {
         } finally {
             System.clearProperty("orbit.cuda.exactMmaRows");
             System.clearProperty("orbit.cuda.exactMmaWarps");
+        }
+    }
+
+    /**
+     * The grouped expert products' tiles of x rows: 16 where the experts with rows average at most 24 (a decode step of
+     * 64 tokens x 8 of 128 experts: 512 rows over about 122 experts), 64 above (a training micro-batch), 64 for the
+     * transposed products; the switch names itself and what it takes when given anything else.
+     */
+    @Test
+    void expertTilesFollowTheRowsAnExpert() {
+        assertEquals(16, CudaExactExperts.tileRows(false, 512, 122), "a decode step: about 4 rows an expert");
+        assertEquals(16, CudaExactExperts.tileRows(false, 24 * 10, 10), "24 rows an expert");
+        assertEquals(64, CudaExactExperts.tileRows(false, 24 * 10 + 1, 10), "just over 24");
+        assertEquals(64, CudaExactExperts.tileRows(false, 32768, 128), "a training micro-batch of 4096 tokens x 8");
+        assertEquals(64, CudaExactExperts.tileRows(true, 512, 122), "transposed: 64 always");
+        System.setProperty("orbit.cuda.exactExpertTile", "64");
+        try {
+            assertEquals(64, CudaExactExperts.tileRows(false, 512, 122), "set to 64");
+            System.setProperty("orbit.cuda.exactExpertTile", "32");
+            IllegalArgumentException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                    () -> CudaExactExperts.tileRows(false, 512, 122));
+            assertTrue(e.getMessage().contains("-Dorbit.cuda.exactExpertTile=32") && e.getMessage().contains("16 or 64"),
+                    e.getMessage());
+        } finally {
+            System.clearProperty("orbit.cuda.exactExpertTile");
         }
     }
 }

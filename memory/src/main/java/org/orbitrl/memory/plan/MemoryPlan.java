@@ -13,7 +13,7 @@ import org.orbitrl.kernels.MemoryCategory;
  * @param counts             the model's parameter counts
  * @param adapterParams      trainable parameters in the whole model (the adapter, or all for full training)
  * @param budgets            one per role (one when colocated)
- * @param expertChunk        experts per dequantization chunk actually used (0 for a dense model)
+ * @param expertChunk        experts per dequantization chunk actually used (0 for a dense model, and in exact mode)
  * @param expertChunkBytes   bytes one more expert in the chunk costs (bf16, double-buffered)
  * @param maxSafeExpertChunk the largest chunk that still fits, capped at the experts a GPU holds per layer
  *                           (0 if the job does not fit even with one)

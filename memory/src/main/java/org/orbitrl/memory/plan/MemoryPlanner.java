@@ -41,9 +41,10 @@ public final class MemoryPlanner {
         WeightInventory inv = WeightInventory.of(req.spec());
         ParamCounts counts = ParamCounts.of(inv);
         List<GpuBudget> budgets = budgets(req, inv);
-        int local = chunked(req) ? localExperts(req) : 0;
+        boolean chunkBuffer = chunked(req) && !exactOnDevice(req);
+        int local = chunkBuffer ? localExperts(req) : 0;
         int chunk = Math.min(req.expertChunk(), local);
-        long chunkBytes = chunked(req) ? expertChunkBytes(req, inv) : 0;
+        long chunkBytes = chunkBuffer ? expertChunkBytes(req, inv) : 0;
         int maxChunk = 0;
         if (local > 0) {
             long most = local;
@@ -148,6 +149,14 @@ public final class MemoryPlanner {
                 && !req.adapter().isFull();
     }
 
+    /**
+     * Whether the request is for the CUDA backend in exact mode, whose expert products read the quantized experts as
+     * stored (no dequantization chunk) and whose kernels keep their own scratch ({@link #kernelScratchBytes}).
+     */
+    static boolean exactOnDevice(PlanRequest req) {
+        return req.exact() && !req.node().hostMemory();
+    }
+
     /** Routed experts of one MoE layer that one GPU holds; 0 for a dense model. */
     static int localExperts(PlanRequest req) {
         ModelSpec s = req.spec();
@@ -225,7 +234,7 @@ public final class MemoryPlanner {
         if (full) {
             dequant = 2 * largestLayerBf16;     // all-gather buffers of one layer's shards, double-buffered
         } else {
-            if (chunked(req) && !(req.exact() && !node.hostMemory())) {   // exact mode reads the experts as stored
+            if (chunked(req) && !exactOnDevice(req)) {
                 dequant += chunkedInstances(role) * MoeWorkingSet.dequantBytes(s, req.expertChunk(), ep, req.adapter(),
                         !node.hostMemory());
             }

@@ -280,6 +280,8 @@ class MemoryPlannerTest {
         assertEquals(0, MemoryPlanner.budgetOf(req, GpuRole.TRAIN).get(MemoryCategory.DEQUANT_BUFFERS));
         assertTrue(MemoryPlanner.budgetOf(req.withExact(false), GpuRole.TRAIN).get(MemoryCategory.DEQUANT_BUFFERS) > 0,
                 "the default kernels' chunk buffer");
+        assertEquals(0, MemoryPlanner.plan(req).expertChunk(), "no chunk to plan (or to advise smaller)");
+        assertEquals(8, MemoryPlanner.plan(req.withExact(false)).expertChunk());
         long diff = MemoryPlanner.kernelScratchBytes(req, GpuRole.TRAIN)
                 - MemoryPlanner.kernelScratchBytes(req.withExact(false), GpuRole.TRAIN);
         assertEquals(diff, trainActivations(req) - trainActivations(req.withExact(false)),

@@ -80,13 +80,14 @@ final class CudaExactExperts {
 
     /**
      * out [P, K] = each expert's rows of in [P, N] times its weight [N, K] (an activation gradient through the frozen
-     * experts), for quantized and bf16 experts with N a multiple of 32: the same kernels reading each weight's columns
-     * into the planes' rows, f32 precision. Returns false, doing nothing, for any other call (and for f32 experts, the
-     * LoRA factors, which {@link CudaNarrowExperts} takes). Not batch-invariant by contract (a gradient need not be), though
-     * its order is fixed as the forward's.
+     * experts), for quantized and bf16 experts with N a multiple of 32 and K of 8: the same kernels reading each weight's
+     * columns into the planes' rows, f32 precision. Returns false, doing nothing, for any other call (and for f32
+     * experts, the LoRA factors, which {@link CudaNarrowExperts} takes). Not batch-invariant by contract (a gradient need
+     * not be), though its order is fixed as the forward's.
      */
     boolean matmulTransposed(Tensor in, ExpertWeights w, int[] offsets, Tensor out) {
-        return w.rows() % 32 == 0 && run(in, w, offsets, out, true);
+        // the sum runs over whole chunks of 32 rows of W; a bf16 W's rows are copied 8 columns at a time
+        return w.rows() % 32 == 0 && w.cols() % 8 == 0 && run(in, w, offsets, out, true);
     }
 
     private boolean run(Tensor in, ExpertWeights w, int[] offsets, Tensor out, boolean transposed) {

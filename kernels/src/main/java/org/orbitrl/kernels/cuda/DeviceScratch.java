@@ -85,19 +85,21 @@ public final class DeviceScratch {
      * {@code hq} query heads, {@code hkv} kv heads and head dims {@code d} (q, k) and {@code dv} (v).
      */
     public static long attentionBackwardBytes(int t, int s, int hq, int hkv, int d, int dv) {
+        return attentionBackwardBytes(t, s, hq, hkv, d, dv, d == dv && (d == 64 || d == 128));
+    }
+
+    /** {@link #attentionBackwardBytes}, with or without the tensor-core kernels (their splits and bf16 staging). */
+    private static long attentionBackwardBytes(int t, int s, int hq, int hkv, int d, int dv, boolean tensorCores) {
         if ((long) t * hq == 0 || s == 0) {
             return 0;
         }
         long items = (long) t * hq;
         long parts = 0;
-        long staged = 0;
-        if (d == dv && (d == 64 || d == 128)) {
-            staged = CudaMmaAttention.stagingElements(CudaMmaAttention.DEFAULT, t, s, hq, hkv, d);
-        }
+        long staged = tensorCores ? CudaMmaAttention.stagingElements(CudaMmaAttention.DEFAULT, t, s, hq, hkv, d) : 0;
         if (CudaTiledAttentionBackward.fits(d, dv)) {
             int splits = CudaTiledAttentionBackward.splits(s, hq, hkv);
-            if (d == dv && (d == 64 || d == 128)) {
-                splits = Math.max(splits, CudaMmaAttention.maxSplits(s, hq, hkv)); // the tensor-core kernels
+            if (tensorCores) {
+                splits = Math.max(splits, CudaMmaAttention.maxSplits(s, hq, hkv));
             }
             parts = splits > 1 ? (long) splits * s * hkv * (d + dv) : 0;
         }
@@ -131,16 +133,7 @@ public final class DeviceScratch {
      * (log-sum-exp and delta, and the split partial dk and dv), without the tensor-core kernels' bf16 staging.
      */
     public static long exactAttentionBackwardBytes(int t, int s, int hq, int hkv, int d, int dv) {
-        if ((long) t * hq == 0 || s == 0) {
-            return 0;
-        }
-        long items = (long) t * hq;
-        long parts = 0;
-        if (CudaTiledAttentionBackward.fits(d, dv)) {
-            int splits = CudaTiledAttentionBackward.splits(s, hq, hkv);
-            parts = splits > 1 ? (long) splits * s * hkv * (d + dv) : 0;
-        }
-        return allocationBytes(2 * items + parts, 4);
+        return attentionBackwardBytes(t, s, hq, hkv, d, dv, false);
     }
 
     /** Bytes of one RoPE table on the device: cos and sin, {@code [maxPositions, rotaryDim / 2]} f32 each. */

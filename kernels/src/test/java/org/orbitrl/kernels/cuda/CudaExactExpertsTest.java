@@ -110,13 +110,18 @@ class CudaExactExpertsTest {
     }
 
     private static float[] perExpert(Tensor dx, ExpertWeights w, int[] offsets, int n, boolean bf16) {
+        return onThePerExpertPath(bf16, () -> product(dx, w, offsets, n));
+    }
+
+    /** {@code run} with the grouped kernels off (bf16 weights at the grouped kernels' 64-row tiles). */
+    private static float[] onThePerExpertPath(boolean bf16, java.util.function.Supplier<float[]> run) {
         System.setProperty("orbit.cuda.exactExperts", "off");
-        if (bf16) {   // the grouped kernels' 64-row tiles for a bf16 weight
+        if (bf16) {
             System.setProperty("orbit.cuda.exactMmaRows", "1");
             System.setProperty("orbit.cuda.exactMmaWarps", "4");
         }
         try {
-            return product(dx, w, offsets, n);
+            return run.get();
         } finally {
             System.clearProperty("orbit.cuda.exactExperts");
             System.clearProperty("orbit.cuda.exactMmaRows");
@@ -179,19 +184,11 @@ class CudaExactExpertsTest {
         try {
             assertTrue(new CudaExactExperts(gpu.context()).matmulTransposed(ddy, x.device(), o, out), what + ": taken by the grouped kernels");
             float[] grouped = gpu.toHost(out).toFloatArray();
-            System.setProperty("orbit.cuda.exactExperts", "off");
-            if (kind.equals("bf16")) {
-                System.setProperty("orbit.cuda.exactMmaRows", "1");
-                System.setProperty("orbit.cuda.exactMmaWarps", "4");
-            }
-            try {
+            float[] per = onThePerExpertPath(kind.equals("bf16"), () -> {
                 gpu.moeExpertMatmulTransposed(ddy, x.device(), o, out, 0);
-            } finally {
-                System.clearProperty("orbit.cuda.exactExperts");
-                System.clearProperty("orbit.cuda.exactMmaRows");
-                System.clearProperty("orbit.cuda.exactMmaWarps");
-            }
-            assertBitwise(what + ": grouped vs per expert", gpu.toHost(out).toFloatArray(), grouped);
+                return gpu.toHost(out).toFloatArray();
+            });
+            assertBitwise(what + ": grouped vs per expert", per, grouped);
             assertReference(what, hdy.toFloatArray(), x.values(), o, n, k, grouped, true);
             System.out.println("exact grouped experts " + what + ": bit for bit the per-expert path, within f32 of double sums");
         } finally {

@@ -14,7 +14,8 @@ import java.util.WeakHashMap;
  * Rotary embedding and causal attention on the device. Prefill (16 queries or more) outside exact
  * mode takes the tensor-core kernels ({@link CudaMmaAttention}, head dims D = Dv ∈ {64, 128},
  * {@code -Dorbit.cuda.mmaAttention=bf16v4|bf16v3|bf16v2|bf16|tf32|off} picks the variant or turns them off), else the f32 tiled kernel
- * ({@link CudaFlashAttention}) where it fits; everything else the per-query kernel of {@code attention.cu}.
+ * ({@link CudaFlashAttention}) where it fits; in exact mode head dims up to 128 take the tiles of
+ * {@link CudaExactAttention}, prefill and decode alike; everything else the per-query kernel of {@code attention.cu}.
  */
 final class CudaAttentionOps {
     /** Largest head dimension the attention kernel takes (ATT_MAXD in attention.cu). */
@@ -32,6 +33,8 @@ final class CudaAttentionOps {
     /** Tensor-core prefill and backward (default mode only; see {@link CudaMmaAttention}). */
     final CudaMmaAttention mma;
     final CudaMqaAttention mqa;
+    /** Exact mode's tiled attention (head dims up to 128); wider heads take the per-query kernel. */
+    private final CudaExactAttention exactTiles;
     /** Queries from which prefill takes the tiled kernel ({@code -Dorbit.cuda.flash=off} keeps the per-query kernel). */
     private static final int FLASH_MIN_QUERIES = "off".equals(System.getProperty("orbit.cuda.flash")) ? Integer.MAX_VALUE : 16;
     /**
@@ -49,6 +52,7 @@ final class CudaAttentionOps {
         this.flash = new CudaFlashAttention(ctx, this::deviceTable);
         this.mma = new CudaMmaAttention(ctx);
         this.mqa = new CudaMqaAttention(ctx, backend);
+        this.exactTiles = new CudaExactAttention(ctx);
     }
 
     void rope(Tensor x, Tensor positions, RopeTable table) {
@@ -147,6 +151,10 @@ final class CudaAttentionOps {
             mqa.forward(q, k, v, out, queryStart, spec);
             return false;
         }
+        if (exact && CudaExactAttention.fits(d, dv)) {
+            exactTiles.prefill(q, k, v, out, queryStart, spec);
+            return false;
+        }
         // One block per (query, kv head, key split); its warps take the query heads of the kv head.
         // Few queries (decode) split the keys so that the device has at least two blocks per SM.
         int group = hq / hkv;
@@ -205,6 +213,10 @@ final class CudaAttentionOps {
             }
         }
         if (b == 0) {
+            return;
+        }
+        if (CudaExactAttention.fits(d, dv)) {   // the same kernel as the exact prefill of these head dims
+            exactTiles.paged(q, kCache, vCache, tables, lens, blockSize, hkv, out, spec);
             return;
         }
         int maxKeys = tables.size(1) * blockSize;

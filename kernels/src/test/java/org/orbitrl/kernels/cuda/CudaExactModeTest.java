@@ -255,37 +255,58 @@ class CudaExactModeTest {
         }
     }
 
+    /**
+     * Every shape class of exact attention: the tiled kernel's rows of 64 in prefill and of 8 / 16 in a one-query call
+     * (groups of 2 to 24 heads a kv head, so a block holds 32 to 2 queries, or one query's heads in several blocks), key
+     * tiles of 64 crossed several times, a window, sinks, v narrower than q/k, and the per-query kernel for heads above
+     * 128. The prefill is checked against the scalar backend, then each query alone over its key prefix, and a chunk of
+     * later queries at an offset, must give the prefill's bits.
+     */
     @Test
     void attentionIsTheSameInPrefillAndDecode() {
         SplittableRandom r = CudaTestBase.rng(92);
-        int[][] cases = {{37, 8, 2, 64, 0}, {70, 4, 4, 128, 16}}; // T, Hq, Hkv, D, window
+        int[][] cases = { // T, Hq, Hkv, D, Dv, window, sinks
+            {37, 8, 2, 64, 64, 0, 0}, {70, 4, 4, 128, 128, 16, 0}, {200, 16, 2, 128, 128, 0, 0}, {150, 16, 2, 64, 64, 128, 1},
+            {90, 32, 2, 64, 64, 0, 0}, {75, 24, 1, 32, 32, 0, 1}, {66, 6, 3, 96, 40, 0, 0}, {20, 4, 2, 192, 192, 0, 0}};
         for (int[] c : cases) {
-            int t = c[0], hq = c[1], hkv = c[2], d = c[3], win = c[4];
+            int t = c[0], hq = c[1], hkv = c[2], d = c[3], dv = c[4], win = c[5];
             Tensor q = CudaTestBase.randn(r, 1f, t, hq, d);
             Tensor k = CudaTestBase.randn(r, 1f, t, hkv, d);
-            Tensor v = CudaTestBase.randn(r, 1f, t, hkv, d);
-            AttentionSpec spec = new AttentionSpec((float) (1 / Math.sqrt(d)), win, null);
-            Tensor ref = Tensor.allocate(Arena.ofAuto(), DType.F32, t, hq, d);
+            Tensor v = CudaTestBase.randn(r, 1f, t, hkv, dv);
+            Tensor sinks = c[6] == 1 ? CudaTestBase.randn(r, 2f, hq) : null;
+            AttentionSpec spec = new AttentionSpec((float) (1 / Math.sqrt(d)), win, sinks);
+            Tensor ref = Tensor.allocate(Arena.ofAuto(), DType.F32, t, hq, dv);
             cpu.attention(q, k, v, ref, 0, spec);
             Tensor dq = gpu.toDevice(q);
             Tensor dk = gpu.toDevice(k);
-            Tensor dv = gpu.toDevice(v);
-            Tensor out = gpu.allocator().allocate(org.orbitrl.kernels.MemoryCategory.OTHER, DType.F32, t, hq, d);
-            Tensor step = gpu.allocator().allocate(org.orbitrl.kernels.MemoryCategory.OTHER, DType.F32, 1, hq, d);
+            Tensor dv2 = gpu.toDevice(v);
+            Tensor dsinks = sinks == null ? null : gpu.toDevice(sinks);
+            AttentionSpec gspec = new AttentionSpec(spec.scale(), win, dsinks);
+            Tensor out = gpu.allocator().allocate(org.orbitrl.kernels.MemoryCategory.OTHER, DType.F32, t, hq, dv);
+            Tensor step = gpu.allocator().allocate(org.orbitrl.kernels.MemoryCategory.OTHER, DType.F32, 1, hq, dv);
+            int chunk = t / 3;
+            Tensor tail = gpu.allocator().allocate(org.orbitrl.kernels.MemoryCategory.OTHER, DType.F32, t - chunk, hq, dv);
+            String name = "exact attention T=" + t + " Hq=" + hq + " Hkv=" + hkv + " D=" + d + " Dv=" + dv + " window=" + win
+                    + " sinks=" + (sinks != null);
             try {
-                gpu.attention(dq, dk, dv, out, 0, spec);
+                gpu.attention(dq, dk, dv2, out, 0, gspec);
                 float[] full = bits(out);
-                CudaTestBase.assertClose("exact attention against the scalar backend", ref.toFloatArray(), full, 2e-6, 2e-5);
+                CudaTestBase.assertClose(name + " against the scalar backend", ref.toFloatArray(), full, 2e-6, 2e-5);
+                int row = hq * dv;
                 for (int i = 0; i < t; i++) {
-                    gpu.attention(dq.slice(0, i, i + 1), dk.slice(0, 0, i + 1), dv.slice(0, 0, i + 1), step, i, spec);
-                    int row = hq * d;
-                    assertBitwise("exact attention T=" + t + " window=" + win + ": query " + i + " decoded vs in prefill",
+                    gpu.attention(dq.slice(0, i, i + 1), dk.slice(0, 0, i + 1), dv2.slice(0, 0, i + 1), step, i, gspec);
+                    assertBitwise(name + ": query " + i + " alone vs in prefill",
                             java.util.Arrays.copyOfRange(full, i * row, (i + 1) * row), bits(step));
                 }
+                gpu.attention(dq.slice(0, chunk, t), dk, dv2, tail, chunk, gspec);
+                assertBitwise(name + ": queries " + chunk + ".. at an offset vs in prefill",
+                        java.util.Arrays.copyOfRange(full, chunk * row, t * row), bits(tail));
             } finally {
                 gpu.synchronize();
-                for (Tensor x : new Tensor[]{dq, dk, dv, out, step}) {
-                    gpu.free(x);
+                for (Tensor x : new Tensor[]{dq, dk, dv2, dsinks, out, step, tail}) {
+                    if (x != null) {
+                        gpu.free(x);
+                    }
                 }
             }
         }
@@ -298,12 +319,31 @@ class CudaExactModeTest {
      */
     @Test
     void pagedDecodeEqualsPrefillBitwise() {
-        SplittableRandom r = CudaTestBase.rng(93);
-        int hq = 8, hkv = 2, d = 64, bs = 16;
-        int[] lens = {1, 17, 40, 33};
-        int maxBlocks = 3;
-        int rows = 16 * bs;                              // pool of 16 blocks, handed out in a shuffled order
-        int[] order = {11, 3, 14, 0, 7, 9, 1, 12, 5, 15, 2, 8, 6, 13, 4, 10};
+        pagedCase(CudaTestBase.rng(93), 8, 2, 64, 16, new int[]{1, 17, 40, 33}, false);
+        // Qwen3-30B-A3B's heads (8 query heads a kv head, 128 channels), several key tiles, sinks; 16 heads a kv head
+        pagedCase(CudaTestBase.rng(94), 16, 2, 128, 16, new int[]{130, 1, 70, 64, 65}, true);
+        pagedCase(CudaTestBase.rng(95), 32, 2, 64, 32, new int[]{100, 3}, false);
+    }
+
+    private void pagedCase(SplittableRandom r, int hq, int hkv, int d, int bs, int[] lens, boolean withSinks) {
+        int maxBlocks = 0;
+        int used = 0;
+        for (int len : lens) {
+            maxBlocks = Math.max(maxBlocks, (len + bs - 1) / bs);
+            used += (len + bs - 1) / bs;
+        }
+        int poolBlocks = used + 3;
+        int rows = poolBlocks * bs;                      // a pool of blocks handed out in a shuffled order
+        int[] order = new int[poolBlocks];
+        for (int i = 0; i < poolBlocks; i++) {
+            order[i] = i;
+        }
+        for (int i = poolBlocks - 1; i > 0; i--) {
+            int j = r.nextInt(i + 1);
+            int x = order[i];
+            order[i] = order[j];
+            order[j] = x;
+        }
         float[] kc = new float[rows * hkv * d];
         float[] vc = new float[rows * hkv * d];
         for (int i = 0; i < kc.length; i++) {
@@ -317,9 +357,18 @@ class CudaExactModeTest {
                 tables[b * maxBlocks + j] = order[next++];
             }
         }
+        for (int b = 0; b < lens.length; b++) {   // the rest of each sequence's last block: never written, here NaN
+            for (int p = lens[b]; p < (lens[b] + bs - 1) / bs * bs; p++) {
+                int slot = tables[b * maxBlocks + p / bs] * bs + p % bs;
+                java.util.Arrays.fill(kc, slot * hkv * d, (slot + 1) * hkv * d, Float.NaN);
+                java.util.Arrays.fill(vc, slot * hkv * d, (slot + 1) * hkv * d, Float.NaN);
+            }
+        }
+        Tensor sinks = withSinks ? CudaTestBase.randn(r, 2f, hq) : null;
+        Tensor dsinks = sinks == null ? null : gpu.toDevice(sinks);
         Tensor q = CudaTestBase.randn(r, 1f, lens.length, hq, d);
         for (int win : new int[]{0, 9}) {
-            AttentionSpec spec = new AttentionSpec((float) (1 / Math.sqrt(d)), win, null);
+            AttentionSpec spec = new AttentionSpec((float) (1 / Math.sqrt(d)), win, dsinks);
             Tensor dq = gpu.toDevice(q);
             Tensor dkc = gpu.toDevice(Tensor.of(kc, rows, hkv * d));
             Tensor dvc = gpu.toDevice(Tensor.of(vc, rows, hkv * d));
@@ -352,7 +401,8 @@ class CudaExactModeTest {
                     Tensor po = gpu.allocator().allocate(org.orbitrl.kernels.MemoryCategory.OTHER, DType.F32, len, hq, d);
                     gpu.attention(pq, pk, pv, po, 0, spec);
                     float[] pre = bits(po);
-                    assertBitwise("exact paged decode, sequence " + b + " of length " + len + ", window " + win
+                    assertBitwise("exact paged decode, Hq " + hq + " Hkv " + hkv + " D " + d + " sinks " + withSinks
+                                    + ", sequence " + b + " of length " + len + ", window " + win
                                     + ": decoded vs the last query of its prefill",
                             java.util.Arrays.copyOfRange(pre, (len - 1) * row, len * row),
                             java.util.Arrays.copyOfRange(paged, b * row, (b + 1) * row));
@@ -366,6 +416,9 @@ class CudaExactModeTest {
                     gpu.free(x);
                 }
             }
+        }
+        if (dsinks != null) {
+            gpu.free(dsinks);
         }
     }
 }

@@ -142,7 +142,7 @@ final class CudaAttentionBackward {
             return;
         }
         if (kernels.equals("tiled") && CudaTiledAttentionBackward.fits(d, dvd)) {
-            tiled.run(q, k, v, dout, queryStart, spec, dq, dk, dv);
+            tiled.run(q, k, v, out, lse, dout, queryStart, spec, dq, dk, dv);
             return;
         }
         // lse and delta per (query, head), in two halves of one scratch buffer: [2, T, Hq]

@@ -152,8 +152,8 @@ final class CudaAttentionOps {
             return false;
         }
         if (exact && CudaExactAttention.fits(d, dv)) {
-            exactTiles.prefill(q, k, v, out, queryStart, spec);
-            return false;
+            exactTiles.prefill(q, k, v, out, queryStart, spec, lse);
+            return lse != null;
         }
         // One block per (query, kv head, key split); its warps take the query heads of the kv head.
         // Few queries (decode) split the keys so that the device has at least two blocks per SM.

@@ -685,7 +685,7 @@ public final class CudaBackend implements Backend {
 
     @Override
     public boolean keepsAttentionStats() {
-        return !exact && CudaMmaAttention.variant().equals("bf16v4");
+        return exact ? CudaExactAttention.on() : CudaMmaAttention.variant().equals("bf16v4");
     }
 
     /**

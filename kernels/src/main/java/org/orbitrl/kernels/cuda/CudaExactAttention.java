@@ -39,19 +39,28 @@ final class CudaExactAttention {
         this.rows8 = ctx.kernel("attention_exact", "attention_exact_r8");
     }
 
+    /** Whether exact mode's attention is this kernel's where the heads fit (and so keeps statistics for the backward). */
+    static boolean on() {
+        return ON;
+    }
+
     /** Whether heads of d (q, k) and dv (v) channels come here. */
     static boolean fits(int d, int dv) {
         return ON && d > 0 && dv > 0 && d <= MAX_DIM && dv <= MAX_DIM && d % 4 == 0 && dv % 4 == 0;
     }
 
-    /** Causal attention of q [T, Hq, D] at positions queryStart.. over k [S, Hkv, D], v [S, Hkv, Dv] (checked by the caller). */
-    void prefill(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec) {
+    /**
+     * Causal attention of q [T, Hq, D] at positions queryStart.. over k [S, Hkv, D], v [S, Hkv, Dv] (checked by the
+     * caller); lse null or f32 [T, Hq], each row's log-sum-exp (what the tiled backward reads instead of the softmax).
+     */
+    void prefill(Tensor q, Tensor k, Tensor v, Tensor out, int queryStart, AttentionSpec spec, Tensor lse) {
         int tq = q.size(0);
         int group = q.size(1) / k.size(1);
         long[] ks = k.strides();
         long[] vs = v.strides();
         boolean vec = aligned(k, ks) && aligned(v, vs);
-        launch(tq, tq == 1 ? 1 : 0, group, q, k, ks[0], ks[1], v, vs[0], vs[1], out, queryStart, spec, vec, null, null, 0, 0);
+        launch(tq, tq == 1 ? 1 : 0, group, q, k, ks[0], ks[1], v, vs[0], vs[1], out, queryStart, spec, vec, null, null, 0, 0,
+                lse);
     }
 
     /** One new query a sequence over a paged cache (as {@link CudaAttentionOps#pagedExact}, checked there). */
@@ -62,13 +71,13 @@ final class CudaExactAttention {
         int group = q.size(1) / hkv;
         boolean vec = CudaAllocator.address(kCache) % 16 == 0 && CudaAllocator.address(vCache) % 16 == 0;
         launch(q.size(0), 1, group, q, kCache, (long) hkv * d, d, vCache, (long) hkv * dv, dv, out, 0, spec, vec,
-                tables, lens, tables.size(1), blockSize);
+                tables, lens, tables.size(1), blockSize, null);
     }
 
     /** queriesPerBlock 1 for one query's heads a block (a decode step), 0 for as many queries as 64 rows take. */
     private void launch(int tq, int queriesPerBlock, int group, Tensor q, Tensor k, long kS, long kH, Tensor v, long vS,
                         long vH, Tensor out, int queryStart, AttentionSpec spec, boolean vec, Tensor tables, Tensor lens,
-                        int maxBlocks, int blockSize) {
+                        int maxBlocks, int blockSize, Tensor lse) {
         int hq = q.size(1);
         int hkv = hq / group;
         int d = q.size(2);
@@ -98,7 +107,7 @@ final class CudaExactAttention {
         long[] os = out.strides();
         ctx.launchShared(kernel, blocks, threads, sharedBytes(rows, stages, d, dv), q, qs[0], qs[1], k, kS, kH, v, vS, vH, out,
                 os[0], os[1], tq, hq, hkv, d, dv, queryStart, spec.slidingWindow(), spec.scale(), spec.sinks(), vec ? 1 : 0,
-                qpb, hpb, tables, lens, maxBlocks, blockSize);
+                qpb, hpb, tables, lens, maxBlocks, blockSize, lse);
     }
 
     /** The kernel's shared memory: q rows, a key and a value tile a stage, the scores, and three words a row. */

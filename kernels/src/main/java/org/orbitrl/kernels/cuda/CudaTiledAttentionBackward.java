@@ -12,7 +12,8 @@ import org.orbitrl.kernels.cuda.internal.Launcher;
  * shared memory; nothing quadratic is stored. Launches:
  * <ol>
  *   <li>{@code attnb_q}, one block per (32 queries, head): the rows' log-sum-exp and
- *       delta = dout·o (o recomputed with an online softmax), then dq;</li>
+ *       delta = dout·o (o recomputed with an online softmax, or both from the forward's output and
+ *       log-sum-exp where it kept them), then dq;</li>
  *   <li>{@code attnb_kv}, one block per (32 keys, kv head, split of the group's query heads):
  *       dk and dv summed over the query tiles that see the keys;</li>
  *   <li>when the group is split ({@link #splits}), {@code attnb_sum_splits} adds the splits'
@@ -84,9 +85,13 @@ final class CudaTiledAttentionBackward {
         return true;
     }
 
-    /** Arguments validated by {@link CudaAttentionBackward#attentionBackward}; T and S at least 1. */
-    void run(Tensor q, Tensor k, Tensor v, Tensor dout, int queryStart, AttentionSpec spec, Tensor dq, Tensor dk,
-             Tensor dv) {
+    /**
+     * Arguments validated by {@link CudaAttentionBackward#attentionBackward}; T and S at least 1. out and lse: the
+     * forward's output and log-sum-exp (exact mode's tiled forward keeps them), read instead of running the softmax
+     * again in {@code attnb_q}; or both null.
+     */
+    void run(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor dout, int queryStart, AttentionSpec spec,
+             Tensor dq, Tensor dk, Tensor dv) {
         int tq = q.size(0);
         int hq = q.size(1);
         int d = q.size(2);
@@ -99,7 +104,7 @@ final class CudaTiledAttentionBackward {
         long partV = splits > 1 ? (long) splits * s * hkv * dvd : 0;
         // [2, T, Hq] lse and delta, then the splits' partial dk [splits, S, Hkv, D] and dv [splits, S, Hkv, Dv]
         Tensor scratch = ctx.scratch(CudaContext.Scratch.ATTENTION_BACKWARD, DType.F32, 2 * items + partK + partV);
-        Tensor lse = scratch.slice(0, 0, items);
+        Tensor rowLse = scratch.slice(0, 0, items);
         Tensor delta = scratch.slice(0, items, 2 * items);
         long[] qs = q.strides();
         long[] ks = k.strides();
@@ -115,8 +120,8 @@ final class CudaTiledAttentionBackward {
         backwardQ.allowDynamicShared(sharedQ);
         long qTiles = (tq + TILE - 1) / TILE;
         Launcher.launch(backwardQ, ctx.stream.handle(), qTiles * hq, 1, THREADS, sharedQ, q, qs[0], qs[1], k, ks[0], ks[1],
-                v, vs[0], vs[1], dout, os[0], os[1], dq, dqs[0], dqs[1], lse, delta, tq, hq, hkv, d, dvd, queryStart, window,
-                scale, spec.sinks(), vec);
+                v, vs[0], vs[1], dout, os[0], os[1], dq, dqs[0], dqs[1], rowLse, delta, tq, hq, hkv, d, dvd, queryStart,
+                window, scale, spec.sinks(), vec, out, out == null ? 0L : out.strides()[0], out == null ? 0L : out.strides()[1], lse);
 
         Tensor kOut = dk;
         Tensor vOut = dv;
@@ -140,7 +145,7 @@ final class CudaTiledAttentionBackward {
         backwardKv.allowDynamicShared(sharedKv);
         long kTiles = (s + TILE - 1) / TILE;
         Launcher.launch(backwardKv, ctx.stream.handle(), kTiles * hkv * splits, 1, THREADS, sharedKv, q, qs[0], qs[1],
-                k, ks[0], ks[1], v, vs[0], vs[1], dout, os[0], os[1], kOut, kS, kH, kP, vOut, vS, vH, vP, lse, delta,
+                k, ks[0], ks[1], v, vs[0], vs[1], dout, os[0], os[1], kOut, kS, kH, kP, vOut, vS, vH, vP, rowLse, delta,
                 tq, s, hq, hkv, d, dvd, queryStart, window, scale, splits, vec);
         if (splits > 1) {
             ctx.launch(sumSplits, ctx.gridFor((long) s * hkv * d, 256), 256, kOut, splits, s, hkv, d, dk,

@@ -164,11 +164,14 @@ __device__ __forceinline__ void ab_zero(float acc[4][8]) {
 }
 
 // Grid ceil(T / 32) * Hq, block AB_THREADS; dynamic shared 4 * (2 * AB_T * (ld(D) + ld(Dv)) + AB_T * AB_XT)
-// bytes. Writes dq [T, Hq, D], lse and delta [T, Hq]. Later query tiles (more keys) launch first.
+// bytes. Writes dq [T, Hq, D], lse and delta [T, Hq]. Later query tiles (more keys) launch first. fo (the forward's
+// output [T, Hq, Dv], row strides foT, foH) and flse (its log-sum-exp [T, Hq]), or both null: with them the rows'
+// log-sum-exp is read and delta summed from fo, instead of a first pass over the keys that runs the softmax again.
 extern "C" __global__ void __launch_bounds__(AB_THREADS, 3) attnb_q(
         const float* q, i64 qT, i64 qH, const float* k, i64 kS, i64 kH, const float* v, i64 vS, i64 vH,
         const float* dout, i64 oT, i64 oH, float* dq, i64 dqT, i64 dqH, float* lse, float* delta,
-        int T, int Hq, int Hkv, int D, int Dv, int qs, int window, float scale, const float* sinks, int vec) {
+        int T, int Hq, int Hkv, int D, int Dv, int qs, int window, float scale, const float* sinks, int vec,
+        const float* fo, i64 foT, i64 foH, const float* flse) {
     extern __shared__ float ab_sm[];
     int ldA = ab_ld(D);
     int ldB = ab_ld(Dv);
@@ -205,8 +208,8 @@ extern "C" __global__ void __launch_bounds__(AB_THREADS, 3) attnb_q(
     }
     ab_zero(acc);
 
-    // pass 1: online softmax over the key tiles, acc = unnormalised o
-    for (int k0 = lo; k0 <= hi; k0 += AB_T) {
+    // pass 1: online softmax over the key tiles, acc = unnormalised o (skipped where the forward kept its statistics)
+    for (int k0 = lo; fo == 0 && k0 <= hi; k0 += AB_T) {
         __syncthreads(); // previous tiles consumed (and the resident tiles written, on the first pass)
         ab_load(ksh, ldA, D, vec, [&](int r) { return k0 + r <= hi ? kb + (i64) (k0 + r) * kS : (const float*) 0; });
         ab_load(vsh, ldB, Dv, vec, [&](int r) { return k0 + r <= hi ? vb + (i64) (k0 + r) * vS : (const float*) 0; });
@@ -240,20 +243,33 @@ extern "C" __global__ void __launch_bounds__(AB_THREADS, 3) attnb_q(
     }
 
     // lse and delta = dout . o per row; the 16 threads of a row group agree on both
+    if (fo != 0) __syncthreads();   // the resident dout rows written (no pass 1 to wait for them)
     float L[4], dl[4];
 #pragma unroll
     for (int i = 0; i < 4; i++) {
         int r = 4 * rg + i;
         int t = t0 + r;
-        float inv = t < T ? 1.0f / l[i] : 0.0f;
         float part = 0.0f;
+        if (fo != 0) {   // the forward's output and log-sum-exp
+            if (t < T) {
+                const float* orow = fo + (i64) t * foT + (i64) h * foH;
 #pragma unroll
-        for (int e = 0; e < 8; e++) {
-            int c = 4 * sg + (e < 4 ? e : 60 + e);
-            if (c < wB) part += acc[i][e] * inv * osh[r * ldB + c];
+                for (int e = 0; e < 8; e++) {
+                    int c = 4 * sg + (e < 4 ? e : 60 + e);
+                    if (c < Dv) part += orow[c] * osh[r * ldB + c];
+                }
+            }
+            L[i] = t < T ? flse[(i64) t * Hq + h] : 0.0f;
+        } else {
+            float inv = t < T ? 1.0f / l[i] : 0.0f;
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                int c = 4 * sg + (e < 4 ? e : 60 + e);
+                if (c < wB) part += acc[i][e] * inv * osh[r * ldB + c];
+            }
+            L[i] = t < T ? m[i] + logf(l[i]) : 0.0f;
         }
         dl[i] = ab_row_sum(part);
-        L[i] = t < T ? m[i] + logf(l[i]) : 0.0f;
         if (sg == 0 && t < T) {
             lse[(i64) t * Hq + h] = L[i];
             delta[(i64) t * Hq + h] = dl[i];

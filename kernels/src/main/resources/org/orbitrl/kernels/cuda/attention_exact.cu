@@ -23,6 +23,8 @@
 // Block b: query tile, kv head and head block from b (the last query tiles first: they walk the most keys); its
 // rows are qpb queries x hpb heads (row i: query tile * qpb + i / hpb, head hb * hpb + i % hpb of the group).
 // vec: k and v rows may be read 16 bytes at a time (how they are read does not change the arithmetic).
+// lse: null, or f32 [T, Hq] that receives each row's log-sum-exp m + log(l) (the sink in l), what the tiled attention
+// backward reads instead of running the softmax again.
 
 #define AX_KT 64
 #define AX_PS (AX_KT + 4)
@@ -69,7 +71,8 @@ __device__ __forceinline__ void attention_exact_body(const float* q, i64 qT, i64
                                                      const float* v, i64 vS, i64 vH, float* out, i64 oT, i64 oH,
                                                      int T, int Hq, int Hkv, int D, int Dv, int queryStart, int window,
                                                      float scale, const float* sinks, int vec, int qpb, int hpb,
-                                                     const int* tables, const int* lens, int maxBlocks, int blockSize) {
+                                                     const int* tables, const int* lens, int maxBlocks, int blockSize,
+                                                     float* lse) {
     constexpr int KG = AX_KT / KM;            // key groups of the scores
     constexpr int RG = ROWS / RM;             // row groups of the scores
     static_assert(KG * RG == THREADS, "scores: one thread a row group and key group");
@@ -287,7 +290,12 @@ __device__ __forceinline__ void attention_exact_body(const float* q, i64 qT, i64
         __syncthreads();
     }
 
-    if (softmaxThread && sq == 0) cs[sr] = __fdiv_rn(1.0f, l);
+    if (softmaxThread && sq == 0) {
+        cs[sr] = __fdiv_rn(1.0f, l);
+        if (lse != 0 && myPos >= 0) {
+            lse[(i64) (qt * qpb + sr / hpb) * Hq + kvh * G + hb * hpb + sr % hpb] = m + logf(l);
+        }
+    }
     __syncthreads();
 #pragma unroll
     for (int i = 0; i < PR; i++) {
@@ -309,10 +317,10 @@ __device__ __forceinline__ void attention_exact_body(const float* q, i64 qT, i64
     const float *q, i64 qT, i64 qH, const float *k, i64 kS, i64 kH, const float *v, i64 vS, i64 vH, float *out,       \
             i64 oT, i64 oH, int T, int Hq, int Hkv, int D, int Dv, int queryStart, int window, float scale,            \
             const float *sinks, int vec, int qpb, int hpb, const int *tables, const int *lens, int maxBlocks,          \
-            int blockSize
+            int blockSize, float *lse
 #define ATTENTION_EXACT_PASS                                                                                           \
     q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, D, Dv, queryStart, window, scale, sinks, vec, qpb, hpb,  \
-            tables, lens, maxBlocks, blockSize
+            tables, lens, maxBlocks, blockSize, lse
 
 // 64 rows (prefill; _s2 with two key buffers), 8 rows and 16 rows (a decode step: one query's heads of a kv head)
 extern "C" __global__ void __launch_bounds__(256) attention_exact_r64(ATTENTION_EXACT_ARGS) {

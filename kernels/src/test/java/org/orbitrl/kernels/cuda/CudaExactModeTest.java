@@ -313,6 +313,84 @@ class CudaExactModeTest {
     }
 
     /**
+     * Exact mode's tiled forward keeps each row's log-sum-exp ({@code attentionWithStats}) and the tiled f32 backward,
+     * given it and the forward's output, skips its own first pass over the keys: its gradients against the scalar
+     * backend's to the tiled backward's tolerance (1e-5 + 1e-4·|ref|) and against the full backward's to 1e-5 of each
+     * gradient's largest element (the statistics come from the forward's sums, delta from its output: f32 either way).
+     * Offsets, windows, sinks, GQA, head dims 64 and 128, a chunk of queries after a prefix. A 192-wide head (the
+     * per-query kernel) keeps none.
+     */
+    @Test
+    void backwardFromTheForwardsStatisticsMatchesTheReference() {
+        SplittableRandom r = CudaTestBase.rng(96);
+        assertTrue(gpu.keepsAttentionStats(), "exact mode keeps attention statistics");
+        int[][] cases = {{40, 40, 0, 8, 2, 64, 0, 0}, {150, 150, 0, 16, 2, 128, 0, 1}, {77, 200, 123, 8, 1, 64, 48, 1},
+            {100, 100, 0, 4, 4, 128, 16, 0}}; // T, S, queryStart, Hq, Hkv, D, window, sinks
+        for (int[] c : cases) {
+            int t = c[0], s = c[1], qs = c[2], hq = c[3], hkv = c[4], d = c[5], win = c[6];
+            Tensor q = CudaTestBase.randn(r, 1f, t, hq, d);
+            Tensor k = CudaTestBase.randn(r, 1f, s, hkv, d);
+            Tensor v = CudaTestBase.randn(r, 1f, s, hkv, d);
+            Tensor dout = CudaTestBase.randn(r, 1f, t, hq, d);
+            Tensor sinks = c[7] == 1 ? CudaTestBase.randn(r, 2f, hq) : null;
+            AttentionSpec spec = new AttentionSpec((float) (1 / Math.sqrt(d)), win, sinks);
+            Tensor rq = Tensor.allocate(Arena.ofAuto(), DType.F32, t, hq, d);
+            Tensor rk = Tensor.allocate(Arena.ofAuto(), DType.F32, s, hkv, d);
+            Tensor rv = Tensor.allocate(Arena.ofAuto(), DType.F32, s, hkv, d);
+            cpu.attentionBackward(q, k, v, dout, qs, spec, rq, rk, rv);
+            String what = String.format("T=%d S=%d start=%d Hq=%d Hkv=%d D=%d window=%d sinks=%b", t, s, qs, hq, hkv, d, win,
+                    sinks != null);
+            java.util.List<Tensor> held = new java.util.ArrayList<>();
+            java.util.function.Function<Tensor, Tensor> up = x -> {
+                Tensor y = gpu.toDevice(x);
+                held.add(y);
+                return y;
+            };
+            java.util.function.Function<int[], Tensor> alloc = shape -> {
+                Tensor y = gpu.allocator().allocate(org.orbitrl.kernels.MemoryCategory.OTHER, DType.F32,
+                        java.util.Arrays.stream(shape).asLongStream().toArray());
+                held.add(y);
+                return y;
+            };
+            try {
+                Tensor dq = up.apply(q), dk = up.apply(k), dv = up.apply(v), ddout = up.apply(dout);
+                AttentionSpec gspec = new AttentionSpec(spec.scale(), win, sinks == null ? null : up.apply(sinks));
+                Tensor out = alloc.apply(new int[]{t, hq, d});
+                Tensor lse = alloc.apply(new int[]{t, hq});
+                assertTrue(gpu.attentionWithStats(dq, dk, dv, out, qs, gspec, lse), "statistics kept: " + what);
+                Tensor[] full = {alloc.apply(new int[]{t, hq, d}), alloc.apply(new int[]{s, hkv, d}), alloc.apply(new int[]{s, hkv, d})};
+                Tensor[] kept = {alloc.apply(new int[]{t, hq, d}), alloc.apply(new int[]{s, hkv, d}), alloc.apply(new int[]{s, hkv, d})};
+                gpu.attentionBackward(dq, dk, dv, ddout, qs, gspec, full[0], full[1], full[2]);
+                gpu.attentionBackward(dq, dk, dv, out, lse, ddout, qs, gspec, kept[0], kept[1], kept[2]);
+                Tensor[] ref = {rq, rk, rv};
+                for (int i = 0; i < 3; i++) {
+                    String g = "d" + "qkv".charAt(i) + " " + what;
+                    float[] got = gpu.toHost(kept[i]).toFloatArray();
+                    CudaTestBase.assertClose("exact backward from the forward's statistics, " + g, ref[i].toFloatArray(), got, 1e-5, 1e-4);
+                    CudaTestBase.assertCloseToScale("exact backward from the forward's statistics against the full backward, " + g,
+                            gpu.toHost(full[i]).toFloatArray(), got, 1e-5);
+                }
+            } finally {
+                gpu.synchronize();
+                held.forEach(gpu::free);
+            }
+        }
+        Tensor q = gpu.toDevice(CudaTestBase.randn(r, 1f, 20, 4, 192));
+        Tensor k = gpu.toDevice(CudaTestBase.randn(r, 1f, 20, 2, 192));
+        Tensor out = gpu.allocator().allocate(org.orbitrl.kernels.MemoryCategory.OTHER, DType.F32, 20, 4, 192);
+        Tensor lse = gpu.allocator().allocate(org.orbitrl.kernels.MemoryCategory.OTHER, DType.F32, 20, 4);
+        try {
+            assertTrue(!gpu.attentionWithStats(q, k, k, out, 0, new AttentionSpec(0.07f, 0, null), lse),
+                    "a 192-wide head takes the per-query kernel, which keeps no statistics");
+        } finally {
+            gpu.synchronize();
+            for (Tensor x : new Tensor[]{q, k, out, lse}) {
+                gpu.free(x);
+            }
+        }
+    }
+
+    /**
      * A batch of sequences decoding one token each over a paged cache (blocks scattered, tables
      * padded, lengths ragged) gives, row for row, bitwise the attention of the same query as the
      * last query of its sequence's exact prefill.

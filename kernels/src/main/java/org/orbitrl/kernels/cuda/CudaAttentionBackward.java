@@ -142,7 +142,9 @@ final class CudaAttentionBackward {
             return;
         }
         if (kernels.equals("tiled") && CudaTiledAttentionBackward.fits(d, dvd)) {
-            tiled.run(q, k, v, out, lse, dout, queryStart, spec, dq, dk, dv);
+            // statistics from exact mode's tiled forward only (natural log); the tensor-core forward's may be in base 2
+            boolean stats = forward.exact && out != null;
+            tiled.run(q, k, v, stats ? out : null, stats ? lse : null, dout, queryStart, spec, dq, dk, dv);
             return;
         }
         // lse and delta per (query, head), in two halves of one scratch buffer: [2, T, Hq]

@@ -20,11 +20,6 @@
 #define ATT_MAXC 20
 #define ATT_MAXD (32 * ATT_MAXC)
 
-// Row of key j of query t's sequence: j itself, or its slot in the paged cache.
-__device__ __forceinline__ i64 att_row(const int* tables, int t, int maxBlocks, int blockSize, int j) {
-    return tables != 0 ? (i64) tables[(i64) t * maxBlocks + j / blockSize] * blockSize + j % blockSize : (i64) j;
-}
-
 extern "C" __global__ void attention_f32(const float* q, i64 qT, i64 qH,
                                          const float* k, i64 kS, i64 kH,
                                          const float* v, i64 vS, i64 vH,
@@ -68,7 +63,7 @@ extern "C" __global__ void attention_f32(const float* q, i64 qT, i64 qH,
             int j = tile + lane;
             float s = -ORBIT_INF;
             if (j <= ke) {
-                const float* kr = kb + att_row(tables, t, maxBlocks, blockSize, j) * kS;
+                const float* kr = kb + paged_row(tables, t, maxBlocks, blockSize, j) * kS;
                 float d = 0.0f;
                 if (vec4) {
                     const float4* k4 = (const float4*) kr;
@@ -100,7 +95,7 @@ extern "C" __global__ void attention_f32(const float* q, i64 qT, i64 qH,
             int valid = ke - tile + 1 < 32 ? ke - tile + 1 : 32;
             for (int jj = 0; jj < valid; jj++) {
                 float pj = __shfl_sync(0xffffffffu, p, jj);
-                const float* vr = vb + att_row(tables, t, maxBlocks, blockSize, tile + jj) * vS;
+                const float* vr = vb + paged_row(tables, t, maxBlocks, blockSize, tile + jj) * vS;
 #pragma unroll
                 for (int i = 0; i < ATT_MAXC; i++) {
                     int c = lane + 32 * i;

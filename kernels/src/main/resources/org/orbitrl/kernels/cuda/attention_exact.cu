@@ -29,10 +29,6 @@
 #define AX_KT 64
 #define AX_PS (AX_KT + 4)
 
-__device__ __forceinline__ i64 ax_row(const int* tables, int t, int maxBlocks, int blockSize, int j) {
-    return tables != 0 ? (i64) tables[(i64) t * maxBlocks + j / blockSize] * blockSize + j % blockSize : (i64) j;
-}
-
 // Rows [0, 64) of a key tile into shared memory (row stride W + 4): keys outside [kLo, kHi] as zeros. ASYNC: by
 // cp.async (16 bytes, zero-filled; vec rows only), waited for by the caller.
 template <bool ASYNC>
@@ -47,12 +43,12 @@ __device__ __forceinline__ void ax_load_tile(float* dst, const float* src, i64 s
         bool in = key >= kLo && key <= kHi;
         float* d = dst + j * (W + 4) + c;
         if (ASYNC && vec) {
-            cp_async16_zfill(smem_addr(d), in ? src + ax_row(tables, t, maxBlocks, blockSize, key) * sS + c : src, in);
+            cp_async16_zfill(smem_addr(d), in ? src + paged_row(tables, t, maxBlocks, blockSize, key) * sS + c : src, in);
             continue;
         }
         float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         if (in) {
-            const float* r = src + ax_row(tables, t, maxBlocks, blockSize, key) * sS + c;
+            const float* r = src + paged_row(tables, t, maxBlocks, blockSize, key) * sS + c;
             if (vec) {
                 x = *(const float4*) r;
             } else {

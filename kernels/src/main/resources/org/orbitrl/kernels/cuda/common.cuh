@@ -43,6 +43,12 @@ __device__ __forceinline__ void pdl_enter() {
     q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq, Hkv, D, Dv, window, scale, sinks, splits, \
             splitLen, partAcc, partMl
 
+// Row of key j of sequence t: j itself (tables null: contiguous keys), or its slot in a paged cache whose block tables
+// are i32 [sequences, maxBlocks] (slot = tables[t, j / blockSize] * blockSize + j % blockSize).
+__device__ __forceinline__ i64 paged_row(const int* tables, int t, int maxBlocks, int blockSize, int j) {
+    return tables != 0 ? (i64) tables[(i64) t * maxBlocks + j / blockSize] * blockSize + j % blockSize : (i64) j;
+}
+
 __device__ __forceinline__ float bf16_to_f32(u16 h) {
     return __uint_as_float(((u32) h) << 16);
 }

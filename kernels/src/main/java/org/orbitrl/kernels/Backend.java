@@ -435,6 +435,17 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * {@link #moeExpertMatmul} (accumulate false: ys = the products; scale must be 1) or {@link #moeExpertMatmulAccumulate}
+     * (accumulate true: ys += scale · the products) with the groups' offsets on the device ({@code offsets} i32 [E + 1], as
+     * {@link #moeGroup} writes them; P = xs's rows): nothing is read back, so an inference step's grouped experts can be
+     * captured. Returns false, doing nothing, where the backend does not take the call from device offsets (this default,
+     * always); the caller then reads them to the host. Where it returns true the bits are those of the host-offset call.
+     */
+    default boolean moeExpertMatmulRouted(Tensor xs, ExpertWeights experts, Tensor offsets, float scale, Tensor ys, boolean accumulate) {
+        return false;
+    }
+
+    /**
      * The activation gradient through frozen experts, per expert over its grouped rows: dxs [P, K] =
      * dys [P, N] · W_e. No weight gradient is formed. Chunked as {@link #moeExpertMatmul}.
      */

@@ -828,6 +828,12 @@ public final class CudaBackend implements Backend {
         moe.moeExpertMatmulShared(xs, experts, offsets, ys, chunk);
     }
 
+    /** Exact mode's grouped products from the device offsets ({@link CudaExactExperts#matmulRouted}); false otherwise. */
+    @Override
+    public boolean moeExpertMatmulRouted(Tensor xs, ExpertWeights experts, Tensor offsets, float scale, Tensor ys, boolean accumulate) {
+        return moe.moeExpertMatmulRouted(xs, experts, offsets, scale, ys, accumulate);
+    }
+
     @Override
     public void moeExpertMatmulTransposed(Tensor dys, ExpertWeights experts, int[] offsets, Tensor dxs, int chunk) {
         moe.moeExpertMatmulTransposed(dys, experts, offsets, dxs, chunk);

@@ -2,6 +2,7 @@ package org.orbitrl.kernels.cuda;
 
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.ExpertWeights;
+import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.internal.Kernel;
 import org.orbitrl.kernels.quant.QuantizedTensor;
@@ -50,7 +51,9 @@ final class CudaExactExperts {
     private final EnumMap<Kind, Kernel> shortKernels = new EnumMap<>(Kind.class);
     private final EnumMap<Kind, Kernel> transposedKernels = new EnumMap<>(Kind.class);
     private final Kernel sum;
+    private final Kernel tiles;
     private final DeviceTable table;
+    private final ExpertTables weights;
 
     CudaExactExperts(CudaContext ctx) {
         this.ctx = ctx;
@@ -63,7 +66,9 @@ final class CudaExactExperts {
             }
         }
         this.sum = ctx.kernel("exact_mma", "exact_sum_splits");
+        this.tiles = ctx.kernel("exact_mma", "exact_group_tiles");
         this.table = new DeviceTable(ctx, "exact expert table");
+        this.weights = new ExpertTables(ctx);
     }
 
     static boolean enabled() {
@@ -88,6 +93,87 @@ final class CudaExactExperts {
     boolean matmulTransposed(Tensor in, ExpertWeights w, int[] offsets, Tensor out) {
         // the sum runs over whole chunks of 32 rows of W; a bf16 W's rows are copied 8 columns at a time
         return w.rows() % 32 == 0 && w.cols() % 8 == 0 && run(in, w, offsets, out, true);
+    }
+
+    /**
+     * {@link #matmul} with the groups' offsets on the device (i32 [E + 1], as {@code moeGroup} writes them): out [P, N] =
+     * each expert's rows of in [P, K] times its weight transposed, P = in's rows. The tile table is made on the device
+     * ({@code exact_group_tiles}) for the most tiles P rows can take, the blocks of its unused entries returning at once,
+     * and the weights' addresses come from a table of every expert ({@link ExpertTables}), so nothing is read on the
+     * host and a decode step's experts can be captured. Each row's sums are {@link #matmul}'s (a row's bits do not depend
+     * on its tile). Takes calls where every expert, with rows or not, is held and of one kind; returns false for any
+     * other, doing nothing.
+     */
+    boolean matmulRouted(Tensor in, ExpertWeights w, Tensor offsets, Tensor out) {
+        if (!enabled()) {
+            return false;
+        }
+        int n = w.rows();
+        int k = w.cols();
+        int e = w.experts();
+        if (in.dtype() != DType.F32 || out.dtype() != DType.F32 || !in.isContiguous() || !out.isContiguous() || in.size(-1) != k
+                || out.size(-1) != n || in.numel() / k != out.numel() / n || !CudaExactOps.tensorCores(k) || e == 0) {
+            return false;
+        }
+        ctx.devContiguous("moeExpertMatmulRouted offsets", offsets, DType.I32);
+        if (offsets.numel() != e + 1) {
+            throw new IllegalArgumentException("moeExpertMatmulRouted: offsets " + offsets + " for " + e + " experts (expected [E + 1])");
+        }
+        Kind kind = null;
+        for (int i = 0; i < e; i++) {
+            Kind ki = kind(w, i, n, k);
+            if (ki == null || (kind != null && ki != kind)) {
+                return false;
+            }
+            kind = ki;
+        }
+        int p = Math.toIntExact(in.numel() / k);
+        if (p == 0) {
+            return true;
+        }
+        int tile = tileRows(false, p, Math.min(e, p));
+        // the most tiles p rows over at most min(E, p) experts can take: sum of ceil(rows_e / tile)
+        int cap = Math.toIntExact((p + (long) (tile - 1) * Math.min(e, p) + tile - 1) / tile);
+        int nTiles = (n + ROWS - 1) / ROWS;
+        int splits = CudaExactOps.splits(nTiles, k, ctx.device.multiprocessors());
+        if ((long) nTiles * splits > 65535) {
+            return false;
+        }
+        Tensor wtab = weights.table(w, ENTRY);
+        long inAddr = CudaAllocator.address(in);
+        Tensor copy = null;
+        if (inAddr % 16 != 0) {   // the kernels' 16-byte copies: rows off a boundary go through a copy of them
+            copy = ctx.allocator.allocate(MemoryCategory.ACTIVATIONS, DType.F32, in.numel());
+            ctx.allocator.copy(in.reshape(in.numel()), copy);
+            inAddr = CudaAllocator.address(copy);
+        }
+        Tensor tileTable = ctx.allocator.allocate(MemoryCategory.ACTIVATIONS, DType.I32, 4L * cap);
+        try {
+            ctx.launch(tiles, 1, 1024, offsets, e, tile, cap, tileTable);
+            Kernel kernel = (tile == SHORT_TILE ? shortKernels : kernels).get(kind);
+            int shared = shared(kind, false, tile);
+            long outAddr = CudaAllocator.address(out);
+            if (splits == 1) {
+                ctx.launch2dShared(kernel, cap, nTiles, THREADS, shared, inAddr, k, tileTable, wtab, n, outAddr, 0L, 0, 0, 1);
+                return true;
+            }
+            // rows in launches whose split sums stay within the bound; a tile across a launch's ends keeps its rows in it
+            int step = CudaExactOps.rowsPerLaunch(splits, n);
+            for (int r0 = 0; r0 < p; r0 += step) {
+                int rows = Math.min(step, p - r0);
+                Tensor part = ctx.scratch(CudaContext.Scratch.EXACT_SPLITS, DType.F32, (long) splits * rows * n);
+                ctx.launch2dShared(kernel, cap, nTiles * splits, THREADS, shared, inAddr, k, tileTable, wtab, n, outAddr, part, r0,
+                        rows, splits);
+                ctx.launch(sum, ctx.gridFor((long) rows * n, SUM_BLOCK), SUM_BLOCK, part, splits, (long) rows * n,
+                        outAddr + 4L * r0 * n);
+            }
+            return true;
+        } finally {
+            ctx.allocator.release(tileTable);
+            if (copy != null) {
+                ctx.allocator.release(copy);
+            }
+        }
     }
 
     private boolean run(Tensor in, ExpertWeights w, int[] offsets, Tensor out, boolean transposed) {

@@ -211,6 +211,12 @@ public final class CudaMoe {
         train.expertMatmul(dys, experts, offsets, dxs, chunk, true);
     }
 
+    /** See {@link org.orbitrl.kernels.Backend#moeExpertMatmulRouted}. */
+    public boolean moeExpertMatmulRouted(Tensor xs, ExpertWeights experts, Tensor offsets, float scale, Tensor ys, boolean accumulate) {
+        ctx.device.bind();
+        return train.expertMatmulRouted(xs, experts, offsets, scale, ys, accumulate);
+    }
+
     /** See {@link org.orbitrl.kernels.Backend#moeExpertMatmulAccumulate}. */
     public void moeExpertMatmulAccumulate(Tensor xs, ExpertWeights experts, int[] offsets, float scale, Tensor ys, boolean transposed,
                                           int chunk) {

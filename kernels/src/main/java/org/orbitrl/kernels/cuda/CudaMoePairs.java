@@ -1,20 +1,14 @@
 package org.orbitrl.kernels.cuda;
 
-import org.bytedeco.cuda.global.cudart;
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.ExpertWeights;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.NotCapturableException;
 import org.orbitrl.kernels.Tensor;
-import org.orbitrl.kernels.cuda.internal.DevicePointer;
 import org.orbitrl.kernels.cuda.internal.Kernel;
 import org.orbitrl.kernels.quant.QuantizedTensor;
 
-import java.lang.foreign.Arena;
-import java.lang.foreign.MemorySegment;
-import java.lang.foreign.ValueLayout;
-import java.util.Arrays;
 import java.util.EnumMap;
 import java.util.HashMap;
 import java.util.Map;
@@ -35,15 +29,11 @@ import java.util.Map;
  * ({@link ExpertWeights#stacked}, how a model's experts are placed on a device) take the tensor-core grouped kernel over
  * their stack instead ({@link CudaMoeMma}).
  *
- * <p>Tables: one per distinct set of expert matrices, uploaded at its first use and kept for the
- * backend's life (at most 32 bytes an expert; a captured step refers to them, so none is ever freed
- * early). A first use inside a capture is refused ({@link NotCapturableException}); a captured step's
- * measuring run, which runs the step eagerly first, makes them. The same holds for the routing buffers (one per expert
- * count, 256 KiB at 128 experts), accounted as {@link MemoryCategory#RUNTIME_RESERVE}.
+ * <p>Tables: one per distinct set of expert matrices ({@link ExpertTables}: made at its first use, outside a capture, and
+ * kept for the backend's life). The same holds for the routing buffers (one per expert count, 256 KiB at 128 experts),
+ * accounted as {@link MemoryCategory#RUNTIME_RESERVE}.
  */
 final class CudaMoePairs {
-    /** Words a quantized expert takes in its table: codes, scales, zeros (0: none), global scale (f32 bits). */
-    private static final int QUANT_WORDS = 4;
     private static final int DENSE_ROWS_PER_BLOCK = 32; // MP_WARPS * MP_R in moe_pairs.cu
     private static final int DENSE_WARPS = 8;           // MP_WARPS: the rows of a moe_pairs_dense_r1 block
     /** f32 experts of at most this many rows (a LoRA's A) take {@code moe_pairs_dense_r1}. */
@@ -120,24 +110,12 @@ final class CudaMoePairs {
     private final Kernel routedTcpA2;
     private final Kernel routedDenseShortK; // a thread a row (K at most SHORT_K: a LoRA's B)
     private final Kernel routedDenseSingle; // the reference: an expert's pairs one at a time
-    private final Map<TableKey, Tensor> tables = new HashMap<>();
-
-    /** The words of a table, compared by value. */
-    private record TableKey(long[] words) {
-        @Override
-        public boolean equals(Object o) {
-            return o instanceof TableKey k && Arrays.equals(words, k.words);
-        }
-
-        @Override
-        public int hashCode() {
-            return Arrays.hashCode(words);
-        }
-    }
+    private final ExpertTables tables;
 
     CudaMoePairs(CudaContext ctx, CudaMoeOps grouped) {
         this.ctx = ctx;
         this.grouped = grouped;
+        this.tables = new ExpertTables(ctx);
         this.decode = new CudaMoeDecodePairs(ctx);
         for (QuantLayout l : QuantLayout.values()) {
             quantized.put(l, ctx.kernel("qgemv", "qgemv_" + l.kernelSuffix() + "_pairs_f32"));
@@ -650,36 +628,6 @@ final class CudaMoePairs {
 
     /** The device table of the experts' addresses (made at the first use of this set of matrices). */
     private Tensor table(ExpertWeights w, Kind kind) {
-        int per = kind.layout != null ? QUANT_WORDS : 1;
-        long[] words = new long[w.experts() * per];
-        for (int e = 0; e < w.experts(); e++) {
-            QuantizedTensor q = w.quantized(e);
-            if (q != null) {
-                words[per * e] = CudaAllocator.address(q.codes());
-                words[per * e + 1] = CudaAllocator.address(q.scales());
-                words[per * e + 2] = q.zeros() == null ? 0 : CudaAllocator.address(q.zeros());
-                words[per * e + 3] = Float.floatToRawIntBits(q.globalScale()) & 0xffffffffL;
-            } else if (w.dense(e) != null) {
-                words[per * e] = CudaAllocator.address(w.dense(e));
-            }
-        }
-        TableKey key = new TableKey(words);
-        Tensor t = tables.get(key);
-        if (t != null) {
-            return t;
-        }
-        if (ctx.allocator.inCapture()) {
-            throw new NotCapturableException("the first use of a set of " + w.experts() + " expert matrices (its address table is"
-                    + " uploaded); a captured step's measuring run makes it");
-        }
-        t = ctx.allocator.allocate(MemoryCategory.RUNTIME_RESERVE, DType.I64, words.length);
-        MemorySegment host = Arena.ofAuto().allocate(8L * words.length, 16);
-        MemorySegment.copy(words, 0, host, ValueLayout.JAVA_LONG, 0, words.length);
-        CudaCheck.check(cudart.cudaMemcpyAsync(new DevicePointer(CudaAllocator.address(t)), new DevicePointer(host.address()),
-                8L * words.length, cudart.cudaMemcpyHostToDevice, ctx.stream.handle()), "cudaMemcpyAsync host->device (expert table)",
-                words.length + " words");
-        java.lang.ref.Reference.reachabilityFence(host); // the driver has staged the pageable copy when the call returns
-        tables.put(key, t);
-        return t;
+        return tables.table(w, kind.layout != null ? ExpertTables.QUANT_WORDS : 1);
     }
 }

@@ -368,6 +368,34 @@ final class CudaMoeTrain {
     }
 
     /**
+     * See {@link org.orbitrl.kernels.Backend#moeExpertMatmulRouted}: in exact mode through {@link
+     * CudaExactExperts#matmulRouted} (the rows of {@link #expertMatmul}'s exact path), accumulating as {@link
+     * #expertMatmulAccumulate} does there (the products into a temporary, then the backend's axpy); declined outside exact
+     * mode, whose inference forwards of few tokens take the per-pair kernels instead.
+     */
+    boolean expertMatmulRouted(Tensor in, ExpertWeights w, Tensor offsets, float scale, Tensor out, boolean accumulate) {
+        if (!accumulate && scale != 1f) {
+            throw new IllegalArgumentException("moeExpertMatmulRouted: scale " + scale + " without accumulate (expected 1)");
+        }
+        if (!backend.exact()) {
+            return false;
+        }
+        if (!accumulate) {
+            return exactExperts.matmulRouted(in, w, offsets, out);
+        }
+        Tensor d = ctx.allocator.allocate(MemoryCategory.ACTIVATIONS, DType.F32, out.numel());
+        try {
+            if (!exactExperts.matmulRouted(in, w, offsets, d.reshape(out.shape()))) {
+                return false;
+            }
+            backend.axpy(scale, d.reshape(out.shape()), out);
+            return true;
+        } finally {
+            ctx.allocator.release(d);
+        }
+    }
+
+    /**
      * See {@link org.orbitrl.kernels.Backend#moeExpertWeightGrad}: with a narrow side (LoRA factors)
      * {@link CudaNarrowExperts}'s kernel (in exact mode too: f32 accuracy, a fixed order, and a gradient need not be
      * batch-invariant), otherwise one grouped f32 product (exact mode, strided or unaligned rows: one product per

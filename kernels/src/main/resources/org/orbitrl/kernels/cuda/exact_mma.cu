@@ -312,7 +312,9 @@ EXACT_MMA_KERNEL(exact_mma_j3, 3, 4, 1)
 // expert's rows cut into tiles of 64 from its first row); blockIdx.y as exact_mma_tile (row tile and range of K). The
 // weight of slot s is wtab[4 s ..]: {data (codes for a quantized weight), scales, zeros (0: symmetric), global scale
 // bits}. Unsplit, rows go straight to y; split, to part [splits][L][N] at row (row - r0), the launch's rows being
-// [r0, r0 + L), then added in order by exact_sum_splits into y + r0 N.
+// [r0, r0 + L) (a tile's rows outside them are left to another launch), then added in order by exact_sum_splits into
+// y + r0 N. A tile of no rows returns at once: the table may be made on the device for the most tiles a call can have
+// (exact_group_tiles), its unused entries {0, 0, 0, 0}. Which tile a row falls in changes none of its bits.
 
 #define EMG_F32 3   // source kinds beside FMT_INT4, FMT_MXFP4, FMT_NVFP4
 #define EMG_BF16 4
@@ -358,6 +360,12 @@ __device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, c
     int4 tile = tiles[blockIdx.x];
     int xRow = tile.y;
     int M = tile.z;
+    if (splits > 1) {   // the launch's rows [r0, r0 + L): a tile across either end keeps its rows within them
+        int end = min(xRow + M, r0 + L);
+        xRow = max(xRow, r0);
+        M = end - xRow;
+    }
+    if (M <= 0) return; // an unused entry of a table made on the device (exact_group_tiles), or no rows in range
     const float* x = xAll + (i64) xRow * K;
     const unsigned long long* ent = wtab + 4 * (i64) tile.x;
     const u8* wdata = (const u8*) ent[0];
@@ -601,6 +609,40 @@ __device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, c
             }
         }
     }
+}
+
+// The tile table of a grouped call from its offsets on the device (offsets [E + 1], moe_group_*'s): expert e's rows
+// [o_e, o_(e+1)) cut into tiles of `tile` rows from its first, the experts in order, each {e, first row, rows, 0} (the
+// slot is the expert: wtab then holds every expert), and the entries past the last tile up to `cap` {0, 0, 0, 0}. The
+// host sizes cap for the most tiles the call's rows can take. One block of 1024 threads.
+extern "C" __global__ void exact_group_tiles(const int* offsets, int E, int tile, int cap, int4* tiles) {
+    __shared__ int scan[1024];
+    __shared__ int carry;
+    int tid = threadIdx.x;
+    if (tid == 0) carry = 0;
+    __syncthreads();
+    for (int e0 = 0; e0 < E; e0 += 1024) {
+        int e = e0 + tid;
+        int first = e < E ? offsets[e] : 0;
+        int rows = e < E ? offsets[e + 1] - first : 0;
+        int n = (rows + tile - 1) / tile;
+        scan[tid] = n;
+        __syncthreads();
+        for (int d = 1; d < 1024; d <<= 1) { // inclusive scan of the tile counts
+            int v = tid >= d ? scan[tid - d] : 0;
+            __syncthreads();
+            scan[tid] += v;
+            __syncthreads();
+        }
+        int at = carry + scan[tid] - n;
+        for (int j = 0; j < n && at + j < cap; j++) {
+            tiles[at + j] = make_int4(e, first + j * tile, min(tile, rows - j * tile), 0);
+        }
+        __syncthreads();
+        if (tid == 1023) carry += scan[1023];
+        __syncthreads();
+    }
+    for (int i = carry + tid; i < cap; i += 1024) tiles[i] = make_int4(0, 0, 0, 0);
 }
 
 #define EXACT_MMA_GROUP_KERNEL(NAME, SRC, TRANS, TOK)                                                                  \

@@ -243,6 +243,107 @@ class CudaExactExpertsTest {
         check("int4-g32", 2048, 768, rows, 314);
     }
 
+    /**
+     * The offsets on the device ({@code moeExpertMatmulRouted}: the tile table made by {@code exact_group_tiles} for the
+     * most tiles the rows can take): every kind over the ragged groups, in tiles of 16 and 64 rows, in one launch and in
+     * launches of 64 rows (the split sums' bound set low, so tiles cross a launch's ends), bit for bit the host offsets'
+     * products; with accumulate, bit for bit {@code moeExpertMatmulAccumulate} into the same random y; a decode step at
+     * Qwen3-30B-A3B's widths (128 experts, most with rows, K in 16 ranges); a call with an expert of another kind is
+     * declined and leaves y as it was.
+     */
+    @Test
+    void deviceOffsetsGiveTheHostOffsetsBits() {
+        int[] rows = {0, 1, 70, 3, 0, 130};
+        for (String kind : KINDS) {
+            checkRouted(kind, 96, 256, rows, 331 + kind.length());
+        }
+        checkRouted("int4-g32", 40, 2048, rows, 332);
+        int[] decode = new int[128];
+        SplittableRandom r = CudaTestBase.rng(333);
+        for (int i = 0; i < 512; i++) {
+            decode[r.nextInt(128)]++;
+        }
+        checkRouted("int4-g32", 768, 2048, decode, 334);
+        checkRouted("int4-g32", 2048, 768, decode, 335);
+
+        Experts q = experts("int4-g32", r, 2, 64, 128);
+        Experts f = experts("f32", r, 2, 64, 128);
+        ExpertWeights mixed = new ExpertWeights(64, 128, new Tensor[]{null, f.device().dense(1)},
+                new QuantizedTensor[]{q.device().quantized(0), null});
+        Tensor off = gpu.toDevice(Tensor.ofInts(new int[]{0, 5, 14}, 3));
+        Tensor dx = gpu.toDevice(CudaTestBase.randn(r, 1f, 14, 128));
+        Tensor y = gpu.toDevice(CudaTestBase.randn(r, 1f, 14, 64));
+        try {
+            float[] before = gpu.toHost(y).toFloatArray();
+            assertFalse(gpu.moeExpertMatmulRouted(dx, mixed, off, 1f, y, false), "a quantized and an f32 expert in one call");
+            assertFalse(gpu.moeExpertMatmulRouted(dx, mixed, off, 0.5f, y, true), "the same, accumulating");
+            assertBitwise("y after the declined calls", before, gpu.toHost(y).toFloatArray());
+        } finally {
+            gpu.free(off);
+            gpu.free(dx);
+            gpu.free(y);
+            free(q);
+            free(f);
+        }
+    }
+
+    private void checkRouted(String kind, int n, int k, int[] rows, long seed) {
+        SplittableRandom r = CudaTestBase.rng(seed);
+        Experts x = experts(kind, r, rows.length, n, k);
+        int[] o = offsets(rows);
+        int p = o[rows.length];
+        Tensor dx = gpu.toDevice(CudaTestBase.randn(r, 1f, p, k));
+        Tensor off = gpu.toDevice(Tensor.ofInts(o, o.length));
+        Tensor y0 = CudaTestBase.randn(r, 1f, p, n);
+        Tensor y = gpu.allocator().allocate(MemoryCategory.OTHER, DType.F32, p, n);
+        String what = kind + " experts N=" + n + " K=" + k + " rows " + (rows.length > 8 ? p + " over " + rows.length + " experts"
+                : Arrays.toString(rows)) + ", offsets on the device";
+        try {
+            float[] host = product(dx, x.device(), o, n);
+            for (String tile : new String[]{null, "16", "64"}) {
+                for (String bound : new String[]{null, "65536"}) {
+                    setOrClear("orbit.cuda.exactExpertTile", tile);
+                    setOrClear("orbit.cuda.exactSplitBytes", bound);
+                    String how = what + (tile == null ? "" : ", tiles of " + tile) + (bound == null ? "" : ", launches of 64 rows");
+                    try {
+                        gpu.allocator().copy(Tensor.of(nan(p * n), p, n), y);
+                        assertTrue(gpu.moeExpertMatmulRouted(dx, x.device(), off, 1f, y, false), how + ": taken");
+                        assertBitwise(how + " vs the host offsets", host, gpu.toHost(y).toFloatArray());
+                    } finally {
+                        System.clearProperty("orbit.cuda.exactExpertTile");
+                        System.clearProperty("orbit.cuda.exactSplitBytes");
+                    }
+                }
+            }
+            gpu.allocator().copy(y0, y);
+            gpu.moeExpertMatmulAccumulate(dx, x.device(), o, 0.37f, y, false);
+            float[] want = gpu.toHost(y).toFloatArray();
+            gpu.allocator().copy(y0, y);
+            assertTrue(gpu.moeExpertMatmulRouted(dx, x.device(), off, 0.37f, y, true), what + ", accumulating: taken");
+            assertBitwise(what + ", y += 0.37 · products vs moeExpertMatmulAccumulate", want, gpu.toHost(y).toFloatArray());
+            System.out.println("exact grouped experts " + what + ": bit for bit the host offsets' products, alone and accumulated");
+        } finally {
+            gpu.free(dx);
+            gpu.free(off);
+            gpu.free(y);
+            free(x);
+        }
+    }
+
+    private static void setOrClear(String key, String value) {
+        if (value == null) {
+            System.clearProperty(key);
+        } else {
+            System.setProperty(key, value);
+        }
+    }
+
+    private static float[] nan(int n) {
+        float[] v = new float[n];
+        Arrays.fill(v, Float.NaN);
+        return v;
+    }
+
     /** A call whose experts with rows are of two kinds is declined by the grouped kernels; the per-expert path answers. */
     @Test
     void mixedKindsAreDeclined() {

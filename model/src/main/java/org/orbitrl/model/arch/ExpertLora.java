@@ -60,12 +60,11 @@ final class ExpertLora {
     }
 
     /** y [P, out] += s·(x·Aᵀ)·Bᵀ per expert's rows of x [P, in]. */
-    void forward(Backend bk, int[] offsets, Tensor x, Tensor y) {
+    void forward(Backend bk, GroupOffsets offsets, Tensor x, Tensor y) {
         TensorAllocator al = bk.allocator();
-        int p = offsets[offsets.length - 1];
-        Tensor xa = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, a.rows());   // [P, r]
-        bk.moeExpertMatmul(x, a, offsets, xa, 0);
-        bk.moeExpertMatmulAccumulate(xa, b, offsets, scale, y, false);
+        Tensor xa = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, x.size(0), a.rows());   // [P, r]
+        offsets.matmul(bk, x, a, xa, 0);
+        offsets.matmulAccumulate(bk, xa, b, scale, y);
         al.release(xa);
     }
 
@@ -78,14 +77,14 @@ final class ExpertLora {
      * {@link #forward} of two LoRAs that read the same x (the gate's and the up's, {@link #sameShape}): both A products in
      * one call ({@link Backend#moeExpertMatmulShared}), then each B product accumulating into its y.
      */
-    static void forward(Backend bk, int[] offsets, Tensor x, ExpertLora first, Tensor y1, ExpertLora second, Tensor y2) {
+    static void forward(Backend bk, GroupOffsets offsets, Tensor x, ExpertLora first, Tensor y1, ExpertLora second, Tensor y2) {
         TensorAllocator al = bk.allocator();
-        int p = offsets[offsets.length - 1];
+        int p = x.size(0);
         Tensor xa1 = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, first.a.rows());    // [P, r]
         Tensor xa2 = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, second.a.rows());   // [P, r]
-        bk.moeExpertMatmulShared(x, new ExpertWeights[]{first.a, second.a}, offsets, new Tensor[]{xa1, xa2}, 0);
-        bk.moeExpertMatmulAccumulate(xa1, first.b, offsets, first.scale, y1, false);
-        bk.moeExpertMatmulAccumulate(xa2, second.b, offsets, second.scale, y2, false);
+        offsets.matmulShared(bk, x, new ExpertWeights[]{first.a, second.a}, new Tensor[]{xa1, xa2}, 0);
+        offsets.matmulAccumulate(bk, xa1, first.b, first.scale, y1);
+        offsets.matmulAccumulate(bk, xa2, second.b, second.scale, y2);
         al.release(xa1);
         al.release(xa2);
     }

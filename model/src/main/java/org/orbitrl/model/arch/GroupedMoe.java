@@ -13,8 +13,9 @@ import org.orbitrl.model.nn.Weight;
 /**
  * A routed MoE block with every step in backend memory, grouped by expert: the router's choice and weights
  * ({@link ExpertRouter}: Qwen3-MoE's softmax top-k, DeepSeek-V3's and Kimi-K2's group-limited sigmoid top-k), the pairs
- * grouped by expert ({@link Backend#moeGroup}; the per-expert counts are the one host read of a call), the gate, up and
- * down products over each expert's contiguous rows ({@link Backend#moeExpertMatmul}, quantized experts dequantized C at a
+ * grouped by expert ({@link Backend#moeGroup}; the per-expert counts are the one host read of a training call, and of an
+ * inference call only where the backend does not take its products from the device offsets: {@link GroupOffsets}), the
+ * gate, up and down products over each expert's contiguous rows ({@link Backend#moeExpertMatmul}, quantized experts dequantized C at a
  * time into one reused buffer), each expert's adapters on its rows, and the weighted combination. Backward mirrors it:
  * the routing-weight gradient and the rows' output gradients on the device, the activation gradient through the frozen
  * experts (never a base weight gradient), the adapters' gradients per expert, and the router-logit gradient
@@ -165,13 +166,18 @@ final class GroupedMoe {
         Tensor order = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, p);          // [P]
         Tensor position = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, p);       // [P]
         b.moeGroup(ids, e, offsetsDev, order, position);
-        int[] offsets = ints(a.toHost(offsetsDev));   // the per-expert counts: the one host read
-        a.release(offsetsDev);
+        // the per-expert counts: read on the host here for a training forward (its backward needs them); an inference
+        // forward offers its products to the backend from the device first (GroupOffsets), reading them only if declined
+        boolean routed = !training && tape == null;
+        GroupOffsets offsets = routed ? GroupOffsets.ofDevice(a, offsetsDev) : GroupOffsets.ofHost(ints(a.toHost(offsetsDev)));
+        if (!routed) {
+            a.release(offsetsDev);
+        }
         Tensor xs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, h);      // [P, hidden]
         b.moeGather(x, order, k, null, xs);
         Tensor g = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);   // [P, I]
         Tensor u = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);   // [P, I]
-        b.moeExpertMatmulShared(xs, new ExpertWeights[]{gate, up}, offsets, new Tensor[]{g, u}, chunk);
+        offsets.matmulShared(b, xs, new ExpertWeights[]{gate, up}, new Tensor[]{g, u}, chunk);
         ExpertLora gateLora = ExpertLora.of(linears(experts, 0));
         ExpertLora upLora = ExpertLora.of(linears(experts, 1));
         if (gateLora != null && upLora != null && ExpertLora.sameShape(gateLora, upLora)) {   // both A products of xs in one call
@@ -187,9 +193,12 @@ final class GroupedMoe {
             a.release(u);
         }
         Tensor ys = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, h);      // [P, hidden]
-        b.moeExpertMatmul(act, down, offsets, ys, chunk);
+        offsets.matmul(b, act, down, ys, chunk);
         adaptersForward(b, experts, 2, offsets, act, ys);
         b.moeCombineGrouped(ys, position, weights, out, accumulate);
+        if (routed) {
+            a.release(offsetsDev);
+        }
         if (tape == null) {
             r.release(a);
             for (Tensor t : new Tensor[]{order, position, act, ys}) {
@@ -200,7 +209,7 @@ final class GroupedMoe {
             tape.routed = r;
             tape.order = order;
             tape.position = position;
-            tape.offsets = offsets;
+            tape.offsets = offsets.host();
             tape.xs = xs;
             tape.g = g;
             tape.u = u;
@@ -375,14 +384,18 @@ final class GroupedMoe {
     }
 
     /** Each active expert's enabled adapter adds its delta into y's rows of that expert, from x's rows. */
-    private static void adaptersForward(Backend b, DenseMlp[] experts, int which, int[] offsets, Tensor x, Tensor y) {
+    private static void adaptersForward(Backend b, DenseMlp[] experts, int which, GroupOffsets groups, Tensor x, Tensor y) {
         ExpertLora lora = ExpertLora.of(linears(experts, which));
         if (lora != null) {
-            lora.forward(b, offsets, x, y);
+            lora.forward(b, groups, x, y);
             return;
         }
+        int[] offsets = null;
         for (int e = 0; e < experts.length; e++) {
             Linear.AdapterHook hook = linear(experts[e], which).adapter();
+            if (hook != null && hook.enabled() && offsets == null) {
+                offsets = groups.host();
+            }
             if (hook != null && hook.enabled() && offsets[e + 1] > offsets[e]) {
                 hook.forward(b, x.slice(0, offsets[e], offsets[e + 1]), y.slice(0, offsets[e], offsets[e + 1]));
             }

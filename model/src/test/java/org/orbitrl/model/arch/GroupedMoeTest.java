@@ -125,6 +125,62 @@ class GroupedMoeTest {
         }
     }
 
+    /**
+     * An inference forward offers its nine expert products (gate, up, down and each LoRA's A and B) to the backend from the
+     * device offsets ({@link Backend#moeExpertMatmulRouted}) and reads the offsets on the host only at the first one the
+     * backend declines, taking every later product from the host: a backend that takes the first {@code take} products is
+     * offered min(take + 1, 9), and the output is bit for bit that of a backend that takes none, whichever it declines.
+     */
+    @Test
+    void inferenceProductsTakeTheDeviceOffsetsUntilTheBackendDeclines() {
+        Tensor x = rand(new SplittableRandom(61), 0.1f, 1f, 7, Block.H);
+        float[] want = null;
+        for (int take : new int[]{0, 1, 2, 5, 8, 9}) {
+            int[] offered = new int[1];
+            Backend cpu = Backends.cpu();
+            Backend b = (Backend) java.lang.reflect.Proxy.newProxyInstance(Backend.class.getClassLoader(), new Class<?>[]{Backend.class},
+                    (proxy, m, args) -> {
+                        if (!m.getName().equals("moeExpertMatmulRouted")) {
+                            try {
+                                return m.invoke(cpu, args);
+                            } catch (java.lang.reflect.InvocationTargetException e) {
+                                throw e.getCause();
+                            }
+                        }
+                        if (offered[0]++ >= take) {
+                            return false;
+                        }
+                        // args: xs, experts, offsets (device), scale, ys, accumulate
+                        long[] o = ((Tensor) args[2]).toLongArray();
+                        int[] offsets = new int[o.length];
+                        for (int i = 0; i < o.length; i++) {
+                            offsets[i] = (int) o[i];
+                        }
+                        var w = (org.orbitrl.kernels.ExpertWeights) args[1];
+                        if ((Boolean) args[5]) {
+                            cpu.moeExpertMatmulAccumulate((Tensor) args[0], w, offsets, (Float) args[3], (Tensor) args[4], false);
+                        } else {
+                            cpu.moeExpertMatmul((Tensor) args[0], w, offsets, (Tensor) args[4], 0);
+                        }
+                        return true;
+                    });
+            Block bl = Block.random(11, false, b);
+            Tensor out = b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, 7, Block.H);
+            bl.moe.forward(b, x, out, null, false);
+            float[] got = out.toFloatArray();
+            assertEquals(Math.min(take + 1, 9), offered[0], "products offered from the device offsets when the backend takes " + take);
+            if (want == null) {
+                want = got;
+                assertTrue(check("inference output", want, want) > 0, "the output is all zeros");
+            } else {
+                for (int i = 0; i < want.length; i++) {
+                    assertEquals(Float.floatToIntBits(want[i]), Float.floatToIntBits(got[i]),
+                            "output [" + i + "] when the backend takes the first " + take + " products");
+                }
+            }
+        }
+    }
+
     /** A Qwen3-MoE block of 8 f32 (or int4-g32) experts (hidden 64, intermediate 32, top 2, renormalised) with LoRA on every expert projection. */
     static final class Block {
         static final int H = 64;

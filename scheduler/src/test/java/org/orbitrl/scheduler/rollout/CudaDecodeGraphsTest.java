@@ -94,15 +94,21 @@ class CudaDecodeGraphsTest {
     }
 
     private static Run run(CudaBackend gpu, RolloutEngine.Graphs graphs, List<Request> reqs, int publishAt, boolean oft) {
-        try (LoadedModel m = LoadedModel.load(RolloutEngineTest.HF.resolve("qwen3"), gpu, BaseFormat.BF16);
-             LoadedModel trainer = LoadedModel.load(RolloutEngineTest.HF.resolve("qwen3"), Backends.cpu(), BaseFormat.BF16)) {
+        return run(gpu, graphs, reqs, publishAt, oft, "qwen3", DecodeGraphsTest.CFG, BaseFormat.BF16);
+    }
+
+    /** The engine over the {@code arch} fixture in {@code format}, with a LoRA of {@code lora} (or OFT) in two slots. */
+    private static Run run(CudaBackend gpu, RolloutEngine.Graphs graphs, List<Request> reqs, int publishAt, boolean oft, String arch,
+                           AdapterConfig lora, BaseFormat format) {
+        try (LoadedModel m = LoadedModel.load(RolloutEngineTest.HF.resolve(arch), gpu, format);
+             LoadedModel trainer = LoadedModel.load(RolloutEngineTest.HF.resolve(arch), Backends.cpu(), format)) {
             AdapterSlots slots = new AdapterSlots(m.targets(), () -> oft
                     ? OftAdapter.create(OFT, m.targets(), gpu.allocator())
-                    : LoraAdapter.create(DecodeGraphsTest.CFG, m.targets(), gpu.allocator(), 7), 0, gpu.allocator());
+                    : LoraAdapter.create(lora, m.targets(), gpu.allocator(), 7), 0, gpu.allocator());
             float scale = oft ? 0.05f : 0.2f;
             randomize(slots.active(), gpu.allocator(), 31, scale);
             Adapter next = oft ? OftAdapter.create(OFT, trainer.targets(), TensorAllocator.heap())
-                    : LoraAdapter.create(DecodeGraphsTest.CFG, trainer.targets(), TensorAllocator.heap(), 8);
+                    : LoraAdapter.create(lora, trainer.targets(), TensorAllocator.heap(), 8);
             randomize(next, TensorAllocator.heap(), 32, scale);
             List<Completion> done = new ArrayList<>();
             RolloutEngine e = new RolloutEngine(m.model(), slots, new RolloutEngine.Options(4, 512, 32, 512, graphs), null);
@@ -117,7 +123,7 @@ class CudaDecodeGraphsTest {
                 }
                 done.addAll(e.step());
             }
-            assertNull(e.graphsOffReason(), "graphs stay on for the qwen3 decode path on the GPU");
+            assertNull(e.graphsOffReason(), "graphs stay on for the " + arch + " decode path on the GPU");
             RolloutEngine.Stats stats = e.stats();
             gpu.synchronize();
             long before = gpu.allocator().liveBytes(MemoryCategory.ACTIVATIONS);
@@ -245,6 +251,46 @@ class CudaDecodeGraphsTest {
                     + " %d graphs%n", compared, s.graphSteps(), s.steps(), s.graphs());
             assertEquals(s.steps() - 1, s.graphSteps(), "every exact-mode decode step after the prefill replays a graph");
             assertTrue(compared >= 20 * 3, "log-probs compared: " + compared);
+        }
+    }
+
+    /**
+     * Exact mode on the qwen3_moe fixture (INT4 experts; LoRA of rank 8 on the attention and on the fused experts, so every
+     * expert product, the LoRA's included, runs on the tensor cores): the grouped experts take their per-expert offsets on
+     * the device ({@code Backend#moeExpertMatmulRouted}), so these decode steps are captured as well (they read the counts
+     * on the host before, and ran eagerly), and the replayed graphs give the eager engine's tokens and log-probs bit for
+     * bit at 6 sequences (padded to 8) and at 20 (padded to 32), across a publication.
+     */
+    @Test
+    void exactModeMoeStepsReplayAsGraphsBitForBit() {
+        AdapterConfig lora = AdapterConfig.lora(8, 16, List.of("q_proj", "k_proj", "v_proj", "o_proj"),
+                List.of("mlp.experts.gate_up_proj", "mlp.experts.down_proj"));
+        try (CudaBackend exact = new CudaBackend(0, CudaBackend.defaultCacheDir(), true)) {
+            for (int n : new int[]{6, 20}) {
+                List<Request> reqs = requests(n, 41 + n);
+                Run eager = run(exact, RolloutEngine.Graphs.OFF, reqs, 3, false, "qwen3_moe", lora, BaseFormat.INT4);
+                Run graph = run(exact, RolloutEngine.Graphs.ON, reqs, 3, false, "qwen3_moe", lora, BaseFormat.INT4);
+                assertEquals(eager.done().size(), graph.done().size());
+                int compared = 0;
+                for (int i = 0; i < eager.done().size(); i++) {
+                    Completion a = eager.done().get(i);
+                    Completion b = graph.done().get(i);
+                    String what = "exact mode qwen3_moe, " + n + " sequences, completion " + a.requestId() + "/" + a.sample();
+                    assertArrayEquals(a.tokens(), b.tokens(), what + " tokens, eager vs replayed graph");
+                    assertArrayEquals(a.versions(), b.versions(), what + " versions");
+                    for (int t = 0; t < a.tokens().length; t++) {
+                        assertEquals(Float.floatToIntBits(a.policyLogprobs()[t]), Float.floatToIntBits(b.policyLogprobs()[t]),
+                                what + " token " + t + " policy log-prob: eager " + a.policyLogprobs()[t] + " graph "
+                                        + b.policyLogprobs()[t]);
+                        compared++;
+                    }
+                }
+                RolloutEngine.Stats s = graph.stats();
+                System.out.printf("exact-mode qwen3_moe decode graphs at %d sequences: %d log-probs bit for bit, %d of %d steps"
+                        + " replayed, %d graphs%n", n, compared, s.graphSteps(), s.steps(), s.graphs());
+                assertEquals(s.steps() - 1, s.graphSteps(), "every exact-mode MoE decode step after the prefill replays a graph");
+                assertTrue(compared >= n * 3, "log-probs compared: " + compared);
+            }
         }
     }
 }

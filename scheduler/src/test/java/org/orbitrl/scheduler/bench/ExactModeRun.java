@@ -271,9 +271,11 @@ final class ExactModeRun implements AutoCloseable {
         startProfile("rollout");
         Rollout r = rollout(s.newTokens(), s.seed());
         printProfile(log);
+        RolloutEngine.Stats st = engine.stats();
         log.printf("%s: rollout %d prompts x %d samples x %d tokens: %d tokens in %.2f s (prompt prefills included),"
-                        + " %.1f tokens/s%n", mode,
-                s.prompts(), s.samples(), s.newTokens(), r.tokens(), r.seconds(), r.tokensPerSecond());
+                        + " %.1f tokens/s; engine so far: %d of %d steps replayed as graphs%s%n", mode,
+                s.prompts(), s.samples(), s.newTokens(), r.tokens(), r.seconds(), r.tokensPerSecond(), st.graphSteps(), st.steps(),
+                engine.eagerBatches().isEmpty() ? "" : ", eager batches " + engine.eagerBatches());
         if (System.nanoTime() > deadline) {
             return new Figures(mode, r.tokens(), r.seconds(), 0, Double.NaN, Double.NaN, Double.NaN, 0, 0,
                     "time budget spent after rollout");

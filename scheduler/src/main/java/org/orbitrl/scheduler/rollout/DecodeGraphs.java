@@ -24,8 +24,8 @@ import java.util.Map;
  *
  * <p>When the model has no decode-step form the cache turns itself off for good, logs why once, and
  * the engine runs every step eagerly. When a step of some batch bucket cannot be captured under some
- * adapter state (exact mode, a layer that reads the host at that batch, such as an MoE block whose
- * experts run grouped by expert) that bucket's steps under that state run eagerly from then on, logged
+ * adapter state (a layer that reads the host at that batch, such as an MoE block whose experts run
+ * grouped by expert with the counts read on the host) that bucket's steps under that state run eagerly from then on, logged
  * once, and the other buckets and states keep their graphs. A failure of the capture itself turns the cache off. Owns the
  * captured steps and their arenas until {@link #close}.
  */

@@ -30,7 +30,8 @@ import java.util.EnumMap;
  * call, and {@code -Dorbit.cuda.exactExperts=off} (read at each call) declines every call: the per-expert path then
  * runs (for bf16 experts with other tiles, so other bits). Like {@link CudaExactOps}'s switches, this one must not
  * change between a rollout and the training step that recomputes it. A call's rows go in tiles of 16 rows of x
- * where its experts have few rows each, else of 64 ({@link #tileRows}): the same sums either way.
+ * where its experts have few rows each, else of 64 ({@link #tileRows}): the same sums either way; where tiles of 64 give
+ * blocks enough without the ranges of K, each block takes every range in turn ({@link CudaExactOps#folds}): the same bits.
  */
 final class CudaExactExperts {
     private static final int TILE = 64;      // EM_TOK: rows of x a block
@@ -50,6 +51,8 @@ final class CudaExactExperts {
     private final EnumMap<Kind, Kernel> kernels = new EnumMap<>(Kind.class);
     private final EnumMap<Kind, Kernel> shortKernels = new EnumMap<>(Kind.class);
     private final EnumMap<Kind, Kernel> transposedKernels = new EnumMap<>(Kind.class);
+    private final EnumMap<Kind, Kernel> foldKernels = new EnumMap<>(Kind.class);           // 64-row tiles, CudaExactOps#folds
+    private final EnumMap<Kind, Kernel> transposedFoldKernels = new EnumMap<>(Kind.class);
     private final Kernel sum;
     private final Kernel tiles;
     private final DeviceTable table;
@@ -61,8 +64,10 @@ final class CudaExactExperts {
             String name = k.name().toLowerCase(java.util.Locale.ROOT);
             kernels.put(k, ctx.kernel("exact_mma", "exact_mma_group_" + name));
             shortKernels.put(k, ctx.kernel("exact_mma", "exact_mma_group_" + name + "_m16"));
+            foldKernels.put(k, ctx.kernel("exact_mma", "exact_mma_group_" + name + "_fold"));
             if (k != Kind.F32) {
                 transposedKernels.put(k, ctx.kernel("exact_mma", "exact_mma_group_t_" + name));
+                transposedFoldKernels.put(k, ctx.kernel("exact_mma", "exact_mma_group_t_" + name + "_fold"));
             }
         }
         this.sum = ctx.kernel("exact_mma", "exact_sum_splits");
@@ -157,6 +162,11 @@ final class CudaExactExperts {
                 ctx.launch2dShared(kernel, cap, nTiles, THREADS, shared, inAddr, k, tileTable, wtab, n, outAddr, 0L, 0, 0, 1);
                 return true;
             }
+            if (tile == TILE && CudaExactOps.folds((long) cap * nTiles, splits, ctx.device.multiprocessors())) {
+                ctx.launch2dShared(foldKernels.get(kind), cap, nTiles, THREADS, shared, inAddr, k, tileTable, wtab, n, outAddr, 0L, 0,
+                        0, splits);
+                return true;
+            }
             // rows in launches whose split sums stay within the bound; a tile across a launch's ends keeps its rows in it
             int step = CudaExactOps.rowsPerLaunch(splits, n);
             for (int r0 = 0; r0 < p; r0 += step) {
@@ -248,6 +258,11 @@ final class CudaExactExperts {
         long outAddr = CudaAllocator.address(out);
         if (splits == 1) {
             ctx.launch2dShared(kernel, tiles, nTiles, THREADS, shared, inAddr, k, tileBase, device, n, outAddr, 0L, 0, 0, 1);
+            return true;
+        }
+        if (tile == TILE && CudaExactOps.folds(tiles * nTiles, splits, ctx.device.multiprocessors())) {
+            ctx.launch2dShared((transposed ? transposedFoldKernels : foldKernels).get(kind), tiles, nTiles, THREADS, shared, inAddr,
+                    k, tileBase, device, n, outAddr, 0L, 0, 0, splits);
             return true;
         }
         // rows in launches whose split sums stay within the bound of CudaExactOps; a launch's rows are contiguous

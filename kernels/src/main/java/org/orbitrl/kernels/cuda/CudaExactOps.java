@@ -37,6 +37,10 @@ final class CudaExactOps {
     private final Kernel mma1w8;
     private final Kernel mma1r2;
     private final Kernel mma3;
+    private final Kernel mma1Fold;
+    private final Kernel mma1w8Fold;
+    private final Kernel mma1r2Fold;
+    private final Kernel mma3Fold;
     private final Kernel split;
     private final Kernel sum;
     private final Kernel transposed;
@@ -49,6 +53,10 @@ final class CudaExactOps {
         this.mma1w8 = ctx.kernel("exact_mma", "exact_mma_j1w8");
         this.mma1r2 = ctx.kernel("exact_mma", "exact_mma_j1r2");
         this.mma3 = ctx.kernel("exact_mma", "exact_mma_j3");
+        this.mma1Fold = ctx.kernel("exact_mma", "exact_mma_j1_fold");
+        this.mma1w8Fold = ctx.kernel("exact_mma", "exact_mma_j1w8_fold");
+        this.mma1r2Fold = ctx.kernel("exact_mma", "exact_mma_j1r2_fold");
+        this.mma3Fold = ctx.kernel("exact_mma", "exact_mma_j3_fold");
         this.split = ctx.kernel("exact_mma", "exact_split_planes");
         this.sum = ctx.kernel("exact_mma", "exact_sum_splits");
         this.transposed = ctx.kernel("exact_mma", "exact_planes_t");
@@ -153,7 +161,8 @@ final class CudaExactOps {
     /**
      * The tensor-core product over {@code planes} bf16 planes of [n, k] each, one after the other from {@code w}: K in
      * {@link #splits} ranges, their sums added in order by {@code exact_sum_splits}; the rows in launches of at most
-     * {@link #rowsPerLaunch} (each row's sums are its own, so where a launch's rows end changes nothing).
+     * {@link #rowsPerLaunch} (each row's sums are its own, so where a launch's rows end changes nothing). Where {@link
+     * #folds}, one launch whose blocks take every range in turn and add the sums as exact_sum_splits does.
      */
     private void launchMma(Tensor x, Tensor w, int planes, Tensor y, int m, int n, int k) {
         int warps = warps(planes);
@@ -166,6 +175,13 @@ final class CudaExactOps {
         Tensor xa = aligned(x, CudaContext.Scratch.EXACT_X);
         int stage = MMA_TILE * (4 * MMA_KC + 16) + planes * blockRows * (2 * MMA_KC + 16);
         int shared = MMA_STAGES * stage + 3 * MMA_TILE * (2 * MMA_KC + 16);
+        long mTiles = (m + MMA_TILE - 1) / MMA_TILE;
+        if (folds(mTiles * nTiles, splits, ctx.device.multiprocessors())) {
+            Kernel fold = planes == 3 ? mma3Fold : blockRows == 32 * warps ? mma1r2Fold : warps == 8 ? mma1w8Fold : mma1Fold;
+            ctx.launch2dShared(fold, mTiles, nTiles, 32 * warps, shared, CudaAllocator.address(xa), m, k, w, (long) n * k,
+                    CudaAllocator.address(y), n, splits);
+            return;
+        }
         Kernel kernel = planes == 3 ? mma3 : blockRows == 32 * warps ? mma1r2 : warps == 8 ? mma1w8 : mma1;
         int step = rowsPerLaunch(splits, n);
         for (int r0 = 0; r0 < m; r0 += step) {
@@ -218,6 +234,30 @@ final class CudaExactOps {
         int chunks = (k + MMA_KC - 1) / MMA_KC;
         int wanted = (2 * sms + nTiles - 1) / nTiles;
         return Math.max(1, Math.min(wanted, Math.min(64, chunks / 4)));
+    }
+
+    /** Blocks a product must have unsplit, per SM, for {@link #folds} to take its ranges of K in one block each. */
+    static final int FOLD_BLOCKS_PER_SM = 8;
+
+    /**
+     * Whether a product of {@code blocks} blocks without its {@code splits} ranges of K (row tiles x weight-row tiles) has
+     * each block take every range in turn ({@code _fold} kernels: each range summed as a split block sums it, the sums
+     * added in order as they end, as {@code exact_sum_splits} adds them: the same bits, without the split sums' round trip
+     * through memory and the launch that adds them): where it has ranges and {@value #FOLD_BLOCKS_PER_SM} blocks an SM
+     * without them (training and prefill sizes; a decode batch keeps the splits, which are its parallelism). {@code
+     * -Dorbit.cuda.exactFold=on|off} (read at each call) takes it wherever there are ranges, or never.
+     */
+    static boolean folds(long blocks, int splits, int sms) {
+        if (splits == 1) {
+            return false;
+        }
+        String set = System.getProperty("orbit.cuda.exactFold", "auto");
+        return switch (set) {
+            case "on" -> true;
+            case "off" -> false;
+            case "auto" -> blocks >= (long) FOLD_BLOCKS_PER_SM * sms;
+            default -> throw new IllegalArgumentException("-Dorbit.cuda.exactFold=" + set + ": expected auto, on or off");
+        };
     }
 
     /**

@@ -166,8 +166,25 @@ __device__ __forceinline__ void em_mma_chunk(u32 wbase, u32 wplane, u32 planesX,
     }
 }
 
-// w: plane j at w + j * planeStride, each [N, K] row-major bf16; y: [splits][M][N] (y itself when unsplit).
-template <int J, int W, int RT>
+// total = acc (the first range) or total + acc (a later one, added as exact_sum_splits adds it); acc = 0.
+template <int RT, int NT>
+__device__ __forceinline__ void em_fold(float (&acc)[RT][NT][4], float (&total)[RT][NT][4], bool first) {
+#pragma unroll
+    for (int r = 0; r < RT; r++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                total[r][j][q] = first ? acc[r][j][q] : __fadd_rn(total[r][j][q], acc[r][j][q]);
+                acc[r][j][q] = 0.0f;
+            }
+}
+
+// w: plane j at w + j * planeStride, each [N, K] row-major bf16; y: [splits][M][N] (y itself when unsplit). FOLD: the
+// block takes every range of K in turn, gridDim.y = the row tiles alone, and adds the ranges' sums as it ends each, in
+// order, as exact_sum_splits adds them (the first range's sum, then + the second's, ...), writing y [M][N] itself: the
+// bits of the split form, without the split sums' round trip through memory (for calls with blocks enough unsplit).
+template <int J, int W, int RT, bool FOLD>
 __device__ __forceinline__ void exact_mma_tile(const float* x, int M, int K, const u16* w, i64 planeStride, float* y,
                                                int N, int splits) {
     constexpr int THREADS = 32 * W;                              // W warps
@@ -185,12 +202,12 @@ __device__ __forceinline__ void exact_mma_tile(const float* x, int M, int K, con
     int g = lane >> 2;
     int t = lane & 3;
     int m0 = blockIdx.x * EM_TOK;
-    int rowTiles = gridDim.y / splits;
-    int split = blockIdx.y / rowTiles;
+    int rowTiles = FOLD ? gridDim.y : gridDim.y / splits;
+    int split = FOLD ? 0 : blockIdx.y / rowTiles;
     int n0 = (blockIdx.y % rowTiles) * ROWS;
     int all = (K + EM_KC - 1) / EM_KC;
-    int c0 = (int) ((i64) all * split / splits);
-    int chunks = (int) ((i64) all * (split + 1) / splits) - c0;
+    int c0 = FOLD ? 0 : (int) ((i64) all * split / splits);
+    int chunks = FOLD ? all : (int) ((i64) all * (split + 1) / splits) - c0;
     u32 sm = smem_addr(em_shared);
     u32 planesX = sm + (u32) (EM_ST * STAGE); // x's three planes of the stage being multiplied: [3][EM_TOK][EM_WROWB]
     u8* splitPtr = em_shared + EM_ST * STAGE;
@@ -240,12 +257,22 @@ __device__ __forceinline__ void exact_mma_tile(const float* x, int M, int K, con
         cp_async_commit();
     }
     float acc[RT][8][4];
+    float total[FOLD ? RT : 1][8][4]; // FOLD: the ranges' sums so far
 #pragma unroll
     for (int r = 0; r < RT; r++)
 #pragma unroll
         for (int j = 0; j < 8; j++)
 #pragma unroll
             for (int q = 0; q < 4; q++) acc[r][j][q] = 0.0f;
+    int range = 0;   // FOLD: the range of K being summed
+    // FOLD: adds into total the sum of every range that ends after `done` chunks (a range of none adds its zeros, as a
+    // split block that sums nothing writes them)
+    auto foldTo = [&](int done) {
+        if constexpr (FOLD) {
+            while (range < splits && (int) ((i64) all * (range + 1) / splits) == done) em_fold<RT, 8>(acc, total, range++ == 0);
+        }
+    };
+    foldTo(0);
     // ldmatrix rows (as dmma.cu): A = weight rows 16 (RT warp + r) + (lane % 8) + 8 ((lane / 8) % 2), k + 8 (lane / 16); B =
     // tokens (lane % 8) + 8 (lane / 16) of an n-tile pair, k + 8 ((lane / 8) % 2)
     u32 aoff = (u32) ((warp * 16 * RT + (lane & 7) + ((lane >> 3) & 1) * 8) * EM_WROWB + (lane >> 4) * 16);
@@ -258,6 +285,7 @@ __device__ __forceinline__ void exact_mma_tile(const float* x, int M, int K, con
         em_split_x<THREADS>(em_shared + (c % EM_ST) * STAGE, splitPtr, tid); // x's values into their planes
         __syncthreads();
         em_mma_chunk<J, RT>(sm + (u32) ((c % EM_ST) * STAGE + XBYTES), WBYTES, planesX, aoff, boff, acc);
+        foldTo(c + 1);
     }
     cp_async_wait<0>();
 
@@ -271,7 +299,10 @@ __device__ __forceinline__ void exact_mma_tile(const float* x, int M, int K, con
             for (int q = 0; q < 4; q++) {
                 int tok = m0 + 8 * j + 2 * t + (q & 1);
                 int n = row + 8 * (q >> 1);
-                if (tok < M && n < N) y[((i64) split * M + tok) * N + n] = acc[r][j][q];
+                float v;
+                if constexpr (FOLD) v = total[r][j][q];
+                else v = acc[r][j][q];
+                if (tok < M && n < N) y[((i64) split * M + tok) * N + n] = v;
             }
         }
     }
@@ -287,16 +318,21 @@ extern "C" __global__ void exact_sum_splits(const float* part, int splits, i64 n
 }
 
 // J planes of the weight, W warps of RT row tiles (16 RT W weight rows) a block.
-#define EXACT_MMA_KERNEL(NAME, J, W, RT)                                                                               \
+#define EXACT_MMA_KERNEL(NAME, J, W, RT, FOLD)                                                                         \
     extern "C" __global__ void __launch_bounds__(32 * W) NAME(const float* x, int M, int K, const u16* w,              \
                                                               i64 planeStride, float* y, int N, int splits) {          \
-        exact_mma_tile<J, W, RT>(x, M, K, w, planeStride, y, N, splits);                                               \
+        exact_mma_tile<J, W, RT, FOLD>(x, M, K, w, planeStride, y, N, splits);                                         \
     }
 
-EXACT_MMA_KERNEL(exact_mma_j1, 1, 4, 1)
-EXACT_MMA_KERNEL(exact_mma_j1w8, 1, 8, 1)
-EXACT_MMA_KERNEL(exact_mma_j1r2, 1, 4, 2)
-EXACT_MMA_KERNEL(exact_mma_j3, 3, 4, 1)
+EXACT_MMA_KERNEL(exact_mma_j1, 1, 4, 1, false)
+EXACT_MMA_KERNEL(exact_mma_j1w8, 1, 8, 1, false)
+EXACT_MMA_KERNEL(exact_mma_j1r2, 1, 4, 2, false)
+EXACT_MMA_KERNEL(exact_mma_j3, 3, 4, 1, false)
+// every range of K in one block, their sums added as they end (the bits of the kernels above and exact_sum_splits)
+EXACT_MMA_KERNEL(exact_mma_j1_fold, 1, 4, 1, true)
+EXACT_MMA_KERNEL(exact_mma_j1w8_fold, 1, 8, 1, true)
+EXACT_MMA_KERNEL(exact_mma_j1r2_fold, 1, 4, 2, true)
+EXACT_MMA_KERNEL(exact_mma_j3_fold, 3, 4, 1, true)
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Grouped exact products of mixture-of-experts layers: for every expert e with rows, out rows [o_e, o_(e+1)) =
@@ -340,7 +376,7 @@ __device__ __forceinline__ i64 emg_scale_byte(i64 n, int c, int K) {
     return n * (K / 16) + 2 * c;
 }
 
-template <int SRC, bool TRANS, int TOK>
+template <int SRC, bool TRANS, int TOK, bool FOLD>
 __device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, const int4* tiles, const unsigned long long* wtab, int N,
                                                      float* y, float* part, int r0, int L, int splits) {
     constexpr int THREADS = 128;
@@ -360,7 +396,7 @@ __device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, c
     int4 tile = tiles[blockIdx.x];
     int xRow = tile.y;
     int M = tile.z;
-    if (splits > 1) {   // the launch's rows [r0, r0 + L): a tile across either end keeps its rows within them
+    if (splits > 1 && !FOLD) {   // the launch's rows [r0, r0 + L): a tile across either end keeps its rows within them
         int end = min(xRow + M, r0 + L);
         xRow = max(xRow, r0);
         M = end - xRow;
@@ -372,12 +408,12 @@ __device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, c
     const u8* scales = (const u8*) ent[1];
     const u32* zeros = (const u32*) ent[2];
     float global = __uint_as_float((u32) (ent[3] & 0xffffffffull));
-    int rowTiles = gridDim.y / splits;
-    int split = blockIdx.y / rowTiles;
+    int rowTiles = FOLD ? gridDim.y : gridDim.y / splits;
+    int split = FOLD ? 0 : blockIdx.y / rowTiles;
     int n0 = (blockIdx.y % rowTiles) * EMG_ROWS;
     int all = (K + EM_KC - 1) / EM_KC;
-    int c0 = (int) ((i64) all * split / splits);
-    int chunks = (int) ((i64) all * (split + 1) / splits) - c0;
+    int c0 = FOLD ? 0 : (int) ((i64) all * split / splits);
+    int chunks = FOLD ? all : (int) ((i64) all * (split + 1) / splits) - c0;
     u32 sm = smem_addr(em_shared);
     u32 planesX = sm + (u32) (EM_ST * STAGE);
     u8* splitPtr = em_shared + EM_ST * STAGE;
@@ -574,10 +610,18 @@ __device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, c
         cp_async_commit();
     }
     float acc[1][TOK / 8][4];
+    float total[1][FOLD ? TOK / 8 : 1][4]; // FOLD: the ranges' sums so far (as exact_mma_tile)
 #pragma unroll
     for (int j = 0; j < TOK / 8; j++)
 #pragma unroll
         for (int q = 0; q < 4; q++) acc[0][j][q] = 0.0f;
+    int range = 0;
+    auto foldTo = [&](int done) {
+        if constexpr (FOLD) {
+            while (range < splits && (int) ((i64) all * (range + 1) / splits) == done) em_fold<1, TOK / 8>(acc, total, range++ == 0);
+        }
+    };
+    foldTo(0);
     u32 aoff = (u32) ((warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * EM_WROWB + (lane >> 4) * 16);
     u32 boff = (u32) (((lane & 7) + (lane >> 4) * 8) * EM_WROWB + ((lane >> 3) & 1) * 16);
     for (int c = 0; c < chunks; c++) {
@@ -590,6 +634,7 @@ __device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, c
         __syncthreads();
         u32 wbase = SRC == EMG_BF16 && !TRANS ? sm + (u32) ((c % EM_ST) * STAGE + XBYTES) : smem_addr(wplanes);
         em_mma_chunk<J, 1, TOK>(wbase, PLANE, planesX, aoff, boff, acc);
+        foldTo(c + 1);
     }
     cp_async_wait<0>();
 
@@ -601,7 +646,9 @@ __device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, c
             int tok = 8 * j + 2 * t + (q & 1);
             int n = row + 8 * (q >> 1);
             if (tok < M && n < N) {
-                if (splits == 1) {
+                if constexpr (FOLD) {
+                    y[(i64) (xRow + tok) * N + n] = total[0][j][q];
+                } else if (splits == 1) {
                     y[(i64) (xRow + tok) * N + n] = acc[0][j][q];
                 } else {
                     part[((i64) split * L + (xRow - r0) + tok) * N + n] = acc[0][j][q];
@@ -645,12 +692,13 @@ extern "C" __global__ void exact_group_tiles(const int* offsets, int E, int tile
     for (int i = carry + tid; i < cap; i += 1024) tiles[i] = make_int4(0, 0, 0, 0);
 }
 
-#define EXACT_MMA_GROUP_KERNEL(NAME, SRC, TRANS, TOK)                                                                  \
+#define EXACT_MMA_GROUP_KERNEL_F(NAME, SRC, TRANS, TOK, FOLD)                                                          \
     extern "C" __global__ void __launch_bounds__(128)                                                                  \
         NAME(const float* x, int K, const int4* tiles, const unsigned long long* wtab, int N, float* y, float* part,    \
              int r0, int L, int splits) {                                                                              \
-        exact_mma_group_tile<SRC, TRANS, TOK>(x, K, tiles, wtab, N, y, part, r0, L, splits);                           \
+        exact_mma_group_tile<SRC, TRANS, TOK, FOLD>(x, K, tiles, wtab, N, y, part, r0, L, splits);                     \
     }
+#define EXACT_MMA_GROUP_KERNEL(NAME, SRC, TRANS, TOK) EXACT_MMA_GROUP_KERNEL_F(NAME, SRC, TRANS, TOK, false)
 
 EXACT_MMA_GROUP_KERNEL(exact_mma_group_int4, FMT_INT4, false, 64)
 EXACT_MMA_GROUP_KERNEL(exact_mma_group_mxfp4, FMT_MXFP4, false, 64)
@@ -668,3 +716,14 @@ EXACT_MMA_GROUP_KERNEL(exact_mma_group_t_int4, FMT_INT4, true, 64)
 EXACT_MMA_GROUP_KERNEL(exact_mma_group_t_mxfp4, FMT_MXFP4, true, 64)
 EXACT_MMA_GROUP_KERNEL(exact_mma_group_t_nvfp4, FMT_NVFP4, true, 64)
 EXACT_MMA_GROUP_KERNEL(exact_mma_group_t_bf16, EMG_BF16, true, 64)
+// every range of K in one block, their sums added as they end, y written directly (the bits of the kernels above and
+// exact_sum_splits; for calls with blocks enough without the splits)
+EXACT_MMA_GROUP_KERNEL_F(exact_mma_group_int4_fold, FMT_INT4, false, 64, true)
+EXACT_MMA_GROUP_KERNEL_F(exact_mma_group_mxfp4_fold, FMT_MXFP4, false, 64, true)
+EXACT_MMA_GROUP_KERNEL_F(exact_mma_group_nvfp4_fold, FMT_NVFP4, false, 64, true)
+EXACT_MMA_GROUP_KERNEL_F(exact_mma_group_f32_fold, EMG_F32, false, 64, true)
+EXACT_MMA_GROUP_KERNEL_F(exact_mma_group_bf16_fold, EMG_BF16, false, 64, true)
+EXACT_MMA_GROUP_KERNEL_F(exact_mma_group_t_int4_fold, FMT_INT4, true, 64, true)
+EXACT_MMA_GROUP_KERNEL_F(exact_mma_group_t_mxfp4_fold, FMT_MXFP4, true, 64, true)
+EXACT_MMA_GROUP_KERNEL_F(exact_mma_group_t_nvfp4_fold, FMT_NVFP4, true, 64, true)
+EXACT_MMA_GROUP_KERNEL_F(exact_mma_group_t_bf16_fold, EMG_BF16, true, 64, true)

@@ -24,7 +24,8 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
  * partial tile, several tiles), each row, in tiles of 16 or of 64 rows, equals bit for bit the per-expert path ({@code -Dorbit.cuda.exactExperts=off}:
  * each expert through the backend's exact product, bf16 weights at that product's 64-row tiles) and the same row
  * computed alone; the values are within 1e-6 + 1e-5·Σ|terms| of double sums over the format's own decoding; rows in
- * launches of 64 (the split sums' bound set low) equal one launch; a call mixing kinds is declined (and still right).
+ * launches of 64 (the split sums' bound set low) equal one launch, and blocks that take every range of K in turn
+ * ({@code -Dorbit.cuda.exactFold=on}) equal the split sums; a call mixing kinds is declined (and still right).
  * The transposed products (activation gradients, dx = dy · W_e) the same way for quantized and bf16 experts.
  */
 class CudaExactExpertsTest {
@@ -184,6 +185,11 @@ class CudaExactExpertsTest {
         try {
             assertTrue(new CudaExactExperts(gpu.context()).matmulTransposed(ddy, x.device(), o, out), what + ": taken by the grouped kernels");
             float[] grouped = gpu.toHost(out).toFloatArray();
+            float[] folded = folded(() -> {
+                assertTrue(new CudaExactExperts(gpu.context()).matmulTransposed(ddy, x.device(), o, out), what + ": taken, folded");
+                return gpu.toHost(out).toFloatArray();
+            });
+            assertBitwise(what + ": the ranges of K in one block vs the split sums", grouped, folded);
             float[] per = onThePerExpertPath(kind.equals("bf16"), () -> {
                 gpu.moeExpertMatmulTransposed(ddy, x.device(), o, out, 0);
                 return gpu.toHost(out).toFloatArray();
@@ -315,6 +321,11 @@ class CudaExactExpertsTest {
                     }
                 }
             }
+            gpu.allocator().copy(Tensor.of(nan(p * n), p, n), y);
+            assertBitwise(what + ", the ranges of K in one block", host, folded(() -> {
+                assertTrue(gpu.moeExpertMatmulRouted(dx, x.device(), off, 1f, y, false), what + ": taken, folded");
+                return gpu.toHost(y).toFloatArray();
+            }));
             gpu.allocator().copy(y0, y);
             gpu.moeExpertMatmulAccumulate(dx, x.device(), o, 0.37f, y, false);
             float[] want = gpu.toHost(y).toFloatArray();
@@ -327,6 +338,16 @@ class CudaExactExpertsTest {
             gpu.free(off);
             gpu.free(y);
             free(x);
+        }
+    }
+
+    /** {@code run} with every range of K in one block wherever a call has ranges ({@code -Dorbit.cuda.exactFold=on}). */
+    private static float[] folded(java.util.function.Supplier<float[]> run) {
+        System.setProperty("orbit.cuda.exactFold", "on");
+        try {
+            return run.get();
+        } finally {
+            System.clearProperty("orbit.cuda.exactFold");
         }
     }
 
@@ -386,6 +407,7 @@ class CudaExactExpertsTest {
             float[] grouped = product(dx, x.device(), o, n);
             float[] per = perExpert(dx, x.device(), o, n, kind.equals("bf16"));
             assertBitwise(what + ": grouped vs per expert", per, grouped);
+            assertBitwise(what + ": the ranges of K in one block vs the split sums", grouped, folded(() -> product(dx, x.device(), o, n)));
             for (String tile : new String[]{"16", "64"}) {   // the kernels of 16-row and 64-row tiles of x
                 System.setProperty("orbit.cuda.exactExpertTile", tile);
                 try {

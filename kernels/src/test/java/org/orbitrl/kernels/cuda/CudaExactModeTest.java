@@ -18,7 +18,8 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 /**
  * Exact mode on the GPU: a row's result must not depend on the batch it is computed in. Each
  * product is taken once over a batch of rows and again one row at a time (and over a sub-batch
- * at an offset); the results must be bitwise equal. Causal attention over a whole sequence must
+ * at an offset); the results must be bitwise equal, and equal to the product whose blocks take every range of K in turn
+ * ({@code -Dorbit.cuda.exactFold=on}, the form of training sizes). Causal attention over a whole sequence must
  * equal, bitwise, the same queries run one at a time against the growing key prefix (as decode
  * does). The values are also checked against the scalar backend: 1e-6 + 1e-5·Σ|terms| for the
  * products, 2e-6 + 2e-5·|ref| for attention.
@@ -119,6 +120,13 @@ class CudaExactModeTest {
                 if (kind.equals("bf16")) {
                     bf16Full = full;
                 }
+                System.setProperty("orbit.cuda.exactFold", "on");   // every range of K in one block: the split sums' bits
+                try {
+                    run(kind, dx, dwf, dwb, dwq, all);
+                } finally {
+                    System.clearProperty("orbit.cuda.exactFold");
+                }
+                assertBitwise("exact " + kind + " " + shape + ": the ranges of K in one block vs the split sums", full, bits(all));
                 Tensor ref = Tensor.allocate(Arena.ofAuto(), DType.F32, m, n);
                 switch (kind) {
                     case "f32" -> cpu.matmul(x, wf, ref);

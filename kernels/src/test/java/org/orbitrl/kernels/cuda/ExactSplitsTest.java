@@ -66,6 +66,34 @@ class ExactSplitsTest {
         }
     }
 
+    /**
+     * Which products take every range of K in one block: those with ranges and 8 blocks an SM without them (a training
+     * step's 4096 rows through q/k/v, not a decode batch's 64); the switch takes it wherever there are ranges, or never,
+     * and names itself when set to anything else.
+     */
+    @Test
+    void rangesOfKInOneBlockAtTrainingSizes() {
+        int q = CudaExactOps.splits(32, 2560, 132);
+        assertTrue(CudaExactOps.folds(64L * 32, q, 132), "4096 rows (64 tiles) x 32 weight tiles");
+        assertTrue(!CudaExactOps.folds(32, q, 132), "a decode batch: 1 tile of rows x 32 weight tiles keeps its " + q + " ranges");
+        assertTrue(!CudaExactOps.folds(1_000_000, 1, 132), "nothing to fold without ranges");
+        assertTrue(CudaExactOps.folds(1056, 4, 132), "the bound: 8 blocks an SM (1056 at 132 SMs)");
+        assertTrue(!CudaExactOps.folds(1055, 4, 132));
+        System.setProperty("orbit.cuda.exactFold", "on");
+        try {
+            assertTrue(CudaExactOps.folds(1, 2, 132));
+            assertTrue(!CudaExactOps.folds(1, 1, 132));
+            System.setProperty("orbit.cuda.exactFold", "off");
+            assertTrue(!CudaExactOps.folds(1_000_000, 16, 132));
+            System.setProperty("orbit.cuda.exactFold", "yes");
+            IllegalArgumentException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                    () -> CudaExactOps.folds(1_000_000, 16, 132));
+            assertTrue(e.getMessage().contains("orbit.cuda.exactFold=yes"), e.getMessage());
+        } finally {
+            System.clearProperty("orbit.cuda.exactFold");
+        }
+    }
+
     @Test
     void tilesOfWeightRows() {
         assertEquals(128, CudaExactOps.blockRows(1), "a bf16 weight: 4 warps of 32 rows");

@@ -46,11 +46,6 @@ final class GroupOffsets {
         return host;
     }
 
-    /** Rows in all: P. */
-    int rows() {
-        return host()[host.length - 1];
-    }
-
     private boolean routed(Backend b, Tensor xs, ExpertWeights w, float scale, Tensor ys, boolean accumulate) {
         return host == null && b.moeExpertMatmulRouted(xs, w, device, scale, ys, accumulate);
     }

@@ -854,7 +854,8 @@ public final class CudaBackend implements Backend {
      * True outside exact mode (unless {@code -Dorbit.cuda.moePairs=off}) for experts the pair kernels take (one
      * quantized format, or full precision of one dtype; see {@link CudaMoePairs#supports}): a decode step's experts
      * then run per pair through device tables ({@link CudaMoePairs}), nothing read on the host, so the step can be
-     * captured. Exact mode keeps the grouped products, whose rows are computed as training computes them.
+     * captured. Exact mode keeps the grouped products, whose rows are computed as training computes them (an inference
+     * forward's from the offsets on the device, {@link #moeExpertMatmulRouted}, so its decode steps are captured too).
      */
     @Override
     public boolean moePairs(ExpertWeights experts) {

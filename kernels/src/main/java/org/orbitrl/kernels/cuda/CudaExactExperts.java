@@ -145,13 +145,7 @@ final class CudaExactExperts {
             return false;
         }
         Tensor wtab = weights.table(w, ENTRY);
-        long inAddr = CudaAllocator.address(in);
-        Tensor copy = null;
-        if (inAddr % 16 != 0) {   // the kernels' 16-byte copies: rows off a boundary go through a copy of them
-            copy = ctx.allocator.allocate(MemoryCategory.ACTIVATIONS, DType.F32, in.numel());
-            ctx.allocator.copy(in.reshape(in.numel()), copy);
-            inAddr = CudaAllocator.address(copy);
-        }
+        long inAddr = aligned(in);
         Tensor tileTable = ctx.allocator.allocate(MemoryCategory.ACTIVATIONS, DType.I32, 4L * cap);
         try {
             ctx.launch(tiles, 1, 1024, offsets, e, tile, cap, tileTable);
@@ -180,9 +174,6 @@ final class CudaExactExperts {
             return true;
         } finally {
             ctx.allocator.release(tileTable);
-            if (copy != null) {
-                ctx.allocator.release(copy);
-            }
         }
     }
 
@@ -249,12 +240,7 @@ final class CudaExactExperts {
         long tileBase = device + 8L * ENTRY * active;
         Kernel kernel = (transposed ? transposedKernels : tile == SHORT_TILE ? shortKernels : kernels).get(kind);
         int shared = shared(kind, transposed, tile);
-        long inAddr = CudaAllocator.address(in);
-        if (inAddr % 16 != 0) {   // the kernels' 16-byte copies: rows off a boundary go through a copy of them
-            Tensor c = ctx.scratch(CudaContext.Scratch.EXACT_X, DType.F32, in.numel());
-            ctx.allocator.copy(in.reshape(in.numel()), c);
-            inAddr = CudaAllocator.address(c);
-        }
+        long inAddr = aligned(in);
         long outAddr = CudaAllocator.address(out);
         if (splits == 1) {
             ctx.launch2dShared(kernel, tiles, nTiles, THREADS, shared, inAddr, k, tileBase, device, n, outAddr, 0L, 0, 0, 1);
@@ -288,6 +274,17 @@ final class CudaExactExperts {
             first = last;
         }
         return true;
+    }
+
+    /** The address of in's rows for the kernels' 16-byte copies: rows off a 16-byte boundary go through a copy of them. */
+    private long aligned(Tensor in) {
+        long addr = CudaAllocator.address(in);
+        if (addr % 16 == 0) {
+            return addr;
+        }
+        Tensor c = ctx.scratch(CudaContext.Scratch.EXACT_X, DType.F32, in.numel());
+        ctx.allocator.copy(in.reshape(in.numel()), c);
+        return CudaAllocator.address(c);
     }
 
     /** Expert e's kind, or null where the kernels cannot read it (another dtype or format, a view, misaligned). */

@@ -48,6 +48,7 @@ public final class CudaBackend implements Backend {
     private final CudaTrainOps trainOps;
     private final CudaAttentionBackward attentionBackward;
     private final CudaExactOps exactOps;
+    private final CudaExactExperts exactExperts;
     private final CudaMoePairs moePairs;
     /**
      * Whether a few tokens' routed experts run per pair ({@link #moePairs(ExpertWeights)}): {@code -Dorbit.cuda.moePairs=off} keeps
@@ -119,13 +120,14 @@ public final class CudaBackend implements Backend {
         this.lowRankOps = new CudaLowRankOps(ctx, matmulOps);
         this.attentionOps = new CudaAttentionOps(ctx, this);
         this.selectOps = new CudaSelectOps(ctx);
+        this.exactExperts = new CudaExactExperts(ctx);
         this.moe = new CudaMoe(ctx, rowOps, matmulOps, this);
         this.fusedDecode = new CudaFusedDecode(ctx, matmulOps, rowOps, moe.ops());
         this.decodeLayer = new CudaDecodeLayer(ctx, attentionOps::deviceTable);
         this.moePairs = new CudaMoePairs(ctx, moe.ops());
         this.trainOps = new CudaTrainOps(ctx, rowOps, matmulOps);
         this.attentionBackward = new CudaAttentionBackward(ctx, attentionOps);
-        this.exactOps = new CudaExactOps(ctx, matmulOps);
+        this.exactOps = new CudaExactOps(ctx, matmulOps, exactExperts);
         this.policyOps = new CudaPolicyOps(ctx);
         this.layoutOps = new CudaLayoutOps(ctx);
         this.sampling = new CudaSampling(ctx);
@@ -147,6 +149,11 @@ public final class CudaBackend implements Backend {
      */
     public boolean exact() {
         return exact;
+    }
+
+    /** Exact mode's expert products (one instance: their tables are shared by the MoE and the dense quantized products). */
+    CudaExactExperts exactExperts() {
+        return exactExperts;
     }
 
     /** The kernel cache directory: {@code -Dorbit.cuda.cache}, else {@code ~/.cache/orbit/cuda}. */

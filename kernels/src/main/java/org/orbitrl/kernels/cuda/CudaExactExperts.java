@@ -20,7 +20,8 @@ import java.util.EnumMap;
  * whichever other experts have rows: bit for bit the per-expert path's result for f32 and quantized experts, and for
  * bf16 ones that path's result under {@code -Dorbit.cuda.exactMmaRows=1 -Dorbit.cuda.exactMmaWarps=4} (its default
  * tile takes 128 bf16 rows a block, which sets other ranges of K). The kernel reads each weight as stored (a quantized
- * expert's 4-bit codes, not a dequantized copy) and makes its planes in shared memory. {@link #matmulTransposed} does
+ * expert's 4-bit codes, not a dequantized copy) and makes its planes in shared memory; INT4 weights by default in the
+ * codes form ({@link #int4Codes}), which the dense INT4 products take too ({@link #matmulQuantized}). {@link #matmulTransposed} does
  * the same for the activation gradients through quantized and bf16 experts (dx = dy · W_e), each weight's columns made
  * into the planes' rows.
  *
@@ -53,6 +54,10 @@ final class CudaExactExperts {
     private final EnumMap<Kind, Kernel> transposedKernels = new EnumMap<>(Kind.class);
     private final EnumMap<Kind, Kernel> foldKernels = new EnumMap<>(Kind.class);           // 64-row tiles, CudaExactOps#folds
     private final EnumMap<Kind, Kernel> transposedFoldKernels = new EnumMap<>(Kind.class);
+    private final Kernel[] int4Planes;   // INT4 forward in the dequantized planes' form: tiles of 64, of 16, folded
+    private final Kernel dense;          // one INT4 weight in the codes form, its addresses as arguments (matmulQuantized)
+    private final Kernel denseShort;
+    private final Kernel denseFold;
     private final Kernel sum;
     private final Kernel tiles;
     private final DeviceTable table;
@@ -70,6 +75,11 @@ final class CudaExactExperts {
                 transposedFoldKernels.put(k, ctx.kernel("exact_mma", "exact_mma_group_t_" + name + "_fold"));
             }
         }
+        this.int4Planes = new Kernel[]{ctx.kernel("exact_mma", "exact_mma_group_int4_planes"),
+                ctx.kernel("exact_mma", "exact_mma_group_int4_planes_m16"), ctx.kernel("exact_mma", "exact_mma_group_int4_planes_fold")};
+        this.dense = ctx.kernel("exact_mma", "exact_mma_int4_codes");
+        this.denseShort = ctx.kernel("exact_mma", "exact_mma_int4_codes_m16");
+        this.denseFold = ctx.kernel("exact_mma", "exact_mma_int4_codes_fold");
         this.sum = ctx.kernel("exact_mma", "exact_sum_splits");
         this.tiles = ctx.kernel("exact_mma", "exact_group_tiles");
         this.table = new DeviceTable(ctx, "exact expert table");
@@ -81,11 +91,91 @@ final class CudaExactExperts {
     }
 
     /**
+     * Whether exact mode's INT4 forward products take the codes form ({@code -Dorbit.cuda.exactInt4=codes}, the
+     * default; read at each call): x's three bf16 planes times the codes (q - zero, exact in bf16), each 32-value
+     * group's sums times its scale added into the range's sum ({@code acc = fma(s, group sum, acc)}), three products a
+     * 16-value step and no dequantization. {@code planes}: the dequantized weight as three bf16 planes (six products a
+     * step), the earlier form. The two round differently, so the switch must not change between a rollout and the
+     * training step that recomputes it; the dense INT4 products ({@link #matmulQuantized}) follow it too.
+     */
+    static boolean int4Codes() {
+        String set = System.getProperty("orbit.cuda.exactInt4", "codes");
+        return switch (set) {
+            case "codes" -> true;
+            case "planes" -> false;
+            default -> throw new IllegalArgumentException("-Dorbit.cuda.exactInt4=" + set + ": expected codes or planes");
+        };
+    }
+
+    /**
+     * Exact mode's dense INT4 product y [M, N] = x [M, K] · wᵀ in the codes form: the grouped kernels' tile with the
+     * weight's addresses as arguments ({@code exact_mma_int4_codes*}), so that a weight's product has the bits of the
+     * same weight's grouped expert products (and the per-expert path, {@code -Dorbit.cuda.exactExperts=off}, which does
+     * not reach this, those of the grouped one), with nothing read from a table on the host: a decode step's products
+     * are captured. Rows, tiles, ranges of K and the fold as {@link #matmul} takes them for one expert. Returns false,
+     * doing nothing, where the codes form is switched off, w is not INT4, or {@link #matmul} would decline the weight
+     * (codes or scales off their boundaries, too many blocks): the dequantized planes' product then runs, as for the
+     * grouped calls declined for the same weight.
+     */
+    boolean matmulQuantized(Tensor x, QuantizedTensor w, Tensor y) {
+        String format = w.format().name();
+        if (!int4Codes() || !(format.equals("int4-g32") || format.equals("int4-g32-asym"))) {
+            return false;
+        }
+        int n = Math.toIntExact(w.rows());
+        int k = Math.toIntExact(w.cols());
+        ExpertWeights one = new ExpertWeights(n, k, new Tensor[]{null}, new QuantizedTensor[]{w});
+        if (!CudaExactOps.tensorCores(k) || kind(one, 0, n, k) != Kind.INT4 || x.size(-1) != k || y.size(-1) != n) {
+            return false;
+        }
+        int m = CudaContext.rows(x);
+        int nTiles = (n + ROWS - 1) / ROWS;
+        int splits = CudaExactOps.splits(nTiles, k, ctx.device.multiprocessors());
+        if ((long) nTiles * splits > 65535) {
+            return false;
+        }
+        int tile = tileRows(false, m, 1);
+        int shared = shared(Kind.INT4, false, tile);
+        long codes = CudaAllocator.address(w.codes());
+        long scales = CudaAllocator.address(w.scales());
+        long zeros = w.zeros() == null ? 0L : CudaAllocator.address(w.zeros());
+        long xAddr = aligned(x);
+        long yAddr = CudaAllocator.address(y);
+        long mTiles = (m + tile - 1) / tile;
+        Kernel kernel = tile == SHORT_TILE ? denseShort : dense;
+        if (splits == 1) {
+            ctx.launch2dShared(kernel, mTiles, nTiles, THREADS, shared, xAddr, m, k, codes, scales, zeros, n, yAddr, 0L, 1);
+            return true;
+        }
+        if (tile == TILE && CudaExactOps.folds(mTiles * nTiles, splits, ctx.device.multiprocessors())) {
+            ctx.launch2dShared(denseFold, mTiles, nTiles, THREADS, shared, xAddr, m, k, codes, scales, zeros, n, yAddr, 0L, splits);
+            return true;
+        }
+        int step = CudaExactOps.rowsPerLaunch(splits, n);
+        for (int r0 = 0; r0 < m; r0 += step) {
+            int rows = Math.min(step, m - r0);
+            Tensor part = ctx.scratch(CudaContext.Scratch.EXACT_SPLITS, DType.F32, (long) splits * rows * n);
+            ctx.launch2dShared(kernel, (rows + tile - 1) / tile, nTiles * splits, THREADS, shared, xAddr + 4L * r0 * k, rows, k,
+                    codes, scales, zeros, n, yAddr + 4L * r0 * n, part, splits);
+            ctx.launch(sum, ctx.gridFor((long) rows * n, SUM_BLOCK), SUM_BLOCK, part, splits, (long) rows * n, yAddr + 4L * r0 * n);
+        }
+        return true;
+    }
+
+    /** The forward kernel of {@code kind} for tiles of {@code tile} rows, folded or not. */
+    private Kernel forward(Kind kind, int tile, boolean fold) {
+        if (kind == Kind.INT4 && !int4Codes()) {
+            return int4Planes[fold ? 2 : tile == SHORT_TILE ? 1 : 0];
+        }
+        return (fold ? foldKernels : tile == SHORT_TILE ? shortKernels : kernels).get(kind);
+    }
+
+    /**
      * out [P, N] = each expert's rows of in [P, K] times its weight transposed (P = offsets[E]); returns false, doing
      * nothing, where the call is not one this class takes (class comment).
      */
     boolean matmul(Tensor in, ExpertWeights w, int[] offsets, Tensor out) {
-        return run(in, w, offsets, out, false);
+        return enabled() && run(in, w, offsets, out, false);
     }
 
     /**
@@ -97,7 +187,7 @@ final class CudaExactExperts {
      */
     boolean matmulTransposed(Tensor in, ExpertWeights w, int[] offsets, Tensor out) {
         // the sum runs over whole chunks of 32 rows of W; a bf16 W's rows are copied 8 columns at a time
-        return w.rows() % 32 == 0 && w.cols() % 8 == 0 && run(in, w, offsets, out, true);
+        return enabled() && w.rows() % 32 == 0 && w.cols() % 8 == 0 && run(in, w, offsets, out, true);
     }
 
     /**
@@ -149,7 +239,7 @@ final class CudaExactExperts {
         Tensor tileTable = ctx.allocator.allocate(MemoryCategory.ACTIVATIONS, DType.I32, 4L * cap);
         try {
             ctx.launch(tiles, 1, 1024, offsets, e, tile, cap, tileTable);
-            Kernel kernel = (tile == SHORT_TILE ? shortKernels : kernels).get(kind);
+            Kernel kernel = forward(kind, tile, false);
             int shared = shared(kind, false, tile);
             long outAddr = CudaAllocator.address(out);
             if (splits == 1) {
@@ -157,7 +247,7 @@ final class CudaExactExperts {
                 return true;
             }
             if (tile == TILE && CudaExactOps.folds((long) cap * nTiles, splits, ctx.device.multiprocessors())) {
-                ctx.launch2dShared(foldKernels.get(kind), cap, nTiles, THREADS, shared, inAddr, k, tileTable, wtab, n, outAddr, 0L, 0,
+                ctx.launch2dShared(forward(kind, tile, true), cap, nTiles, THREADS, shared, inAddr, k, tileTable, wtab, n, outAddr, 0L, 0,
                         0, splits);
                 return true;
             }
@@ -178,9 +268,6 @@ final class CudaExactExperts {
     }
 
     private boolean run(Tensor in, ExpertWeights w, int[] offsets, Tensor out, boolean transposed) {
-        if (!enabled()) {
-            return false;
-        }
         w.requireHeld(transposed ? "moeExpertMatmulTransposed" : "moeExpertMatmul", offsets);
         int n = transposed ? w.cols() : w.rows();   // output width
         int k = transposed ? w.rows() : w.cols();   // the sum's length
@@ -238,7 +325,7 @@ final class CudaExactExperts {
         }
         long device = table.upload(h, at);
         long tileBase = device + 8L * ENTRY * active;
-        Kernel kernel = (transposed ? transposedKernels : tile == SHORT_TILE ? shortKernels : kernels).get(kind);
+        Kernel kernel = transposed ? transposedKernels.get(kind) : forward(kind, tile, false);
         int shared = shared(kind, transposed, tile);
         long inAddr = aligned(in);
         long outAddr = CudaAllocator.address(out);
@@ -247,7 +334,7 @@ final class CudaExactExperts {
             return true;
         }
         if (tile == TILE && CudaExactOps.folds(tiles * nTiles, splits, ctx.device.multiprocessors())) {
-            ctx.launch2dShared((transposed ? transposedFoldKernels : foldKernels).get(kind), tiles, nTiles, THREADS, shared, inAddr,
+            ctx.launch2dShared(transposed ? transposedFoldKernels.get(kind) : forward(kind, tile, true), tiles, nTiles, THREADS, shared, inAddr,
                     k, tileBase, device, n, outAddr, 0L, 0, 0, splits);
             return true;
         }
@@ -358,7 +445,9 @@ final class CudaExactExperts {
             case BF16 -> ROWS * W_ROW;
             default -> ROWS * (16 + 4 + 4);
         };
-        int planes = 3 * tile * W_ROW + (kind == Kind.BF16 && !transposed ? 0 : 3 * ROWS * W_ROW);
+        // x's three planes, then the weight's: none for a bf16 weight (the stage's rows are its plane), one for INT4's codes
+        int weightPlanes = kind == Kind.BF16 && !transposed ? 0 : kind == Kind.INT4 && !transposed && int4Codes() ? 1 : 3;
+        int planes = 3 * tile * W_ROW + weightPlanes * ROWS * W_ROW;
         return STAGES * (tile * X_ROW + raw) + planes;
     }
 }

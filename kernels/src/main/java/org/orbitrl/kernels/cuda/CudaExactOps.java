@@ -13,7 +13,8 @@ import org.orbitrl.kernels.quant.QuantizedTensor;
  *
  * <p>Where K is a multiple of 8 (every projection of the supported models), the tensor-core kernels of {@code
  * exact_mma.cu}: x and the weight as sums of bf16 planes (a bf16 weight as it is; an f32 one, or a quantized one
- * dequantized to f32, split into three), the products of the planes accumulated in f32 over K's 16-value chunks in
+ * dequantized to f32, split into three; an INT4 one, by default, as its codes with each group's sums scaled, through
+ * {@link CudaExactExperts#matmulQuantized}), the products of the planes accumulated in f32 over K's 16-value chunks in
  * order within each of a few ranges of K, the ranges' sums added in order. The ranges depend on N, K, the block's tile
  * and the device's SM count ({@link #splits}), never on the rows, so rollout and training on one kind of GPU take the
  * same. Otherwise, and with {@code -Dorbit.cuda.exactMma=off} (read at each call), the CUDA-core kernel {@code
@@ -32,6 +33,7 @@ final class CudaExactOps {
 
     private final CudaContext ctx;
     private final CudaMatmulOps matmul;
+    private final CudaExactExperts experts;
     private final Kernel exact;
     private final Kernel mma1;
     private final Kernel mma1w8;
@@ -45,9 +47,10 @@ final class CudaExactOps {
     private final Kernel sum;
     private final Kernel transposed;
 
-    CudaExactOps(CudaContext ctx, CudaMatmulOps matmul) {
+    CudaExactOps(CudaContext ctx, CudaMatmulOps matmul, CudaExactExperts experts) {
         this.ctx = ctx;
         this.matmul = matmul;
+        this.experts = experts;
         this.exact = ctx.kernel("train", "exact_matmul_f32");
         this.mma1 = ctx.kernel("exact_mma", "exact_mma_j1");
         this.mma1w8 = ctx.kernel("exact_mma", "exact_mma_j1w8");
@@ -103,6 +106,9 @@ final class CudaExactOps {
         }
         if (m == 0 || n == 0) {
             return;
+        }
+        if (tensorCores(k) && experts.matmulQuantized(x, w, y)) {
+            return; // INT4 in the codes form, as the grouped expert products take it
         }
         Tensor wf = ctx.scratch(CudaContext.Scratch.EXACT_DEQUANT, DType.F32, (long) n * k); // [n, k]
         matmul.dequantize(w, wf);

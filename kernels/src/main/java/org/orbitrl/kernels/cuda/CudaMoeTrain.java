@@ -73,7 +73,7 @@ final class CudaMoeTrain {
         this.ctx = ctx;
         this.backend = backend;
         this.experts = new CudaExpertGemm(ctx, rowOps);
-        this.exactExperts = new CudaExactExperts(ctx);
+        this.exactExperts = backend.exactExperts();
         this.narrow = new CudaNarrowExperts(ctx);
         this.topk = ctx.kernel("moe_train", "moe_topk_weights");
         this.topkWarps = ctx.kernel("moe_train", "moe_topk_warps");

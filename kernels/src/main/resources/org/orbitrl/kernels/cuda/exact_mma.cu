@@ -376,11 +376,19 @@ __device__ __forceinline__ i64 emg_scale_byte(i64 n, int c, int K) {
     return n * (K / 16) + 2 * c;
 }
 
-template <int SRC, bool TRANS, int TOK, bool FOLD>
-__device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, const int4* tiles, const unsigned long long* wtab, int N,
-                                                     float* y, float* part, int r0, int L, int splits) {
+// CODES (INT4, forward only): the weight's plane is its codes (q - zero, small integers, exact in bf16) and each
+// chunk of 32 values (one scale group) is summed on its own, x's three planes times the codes in the J = 1 order, then
+// added into the range's sum times the row's scale, acc = fma(s, chunk sum, acc): three products a 16-value step where
+// the dequantized weight's three planes take six, and no dequantization. Other bits than the planes' form (within f32
+// rounding of the same sum); every exact INT4 forward product takes one form or the other (CudaExactExperts).
+// tile: {slot, first row of x, rows, 0}; the weight: its data (codes), scales, zero points and global scale.
+template <int SRC, bool TRANS, int TOK, bool FOLD, bool CODES = false>
+__device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, int4 tile, const u8* wdata, const u8* scales,
+                                                     const u32* zeros, float global, int N, float* y, float* part, int r0,
+                                                     int L, int splits) {
+    static_assert(!CODES || (SRC == FMT_INT4 && !TRANS), "the codes form is INT4's forward product");
     constexpr int THREADS = 128;
-    constexpr int J = SRC == EMG_BF16 ? 1 : 3;
+    constexpr int J = SRC == EMG_BF16 || CODES ? 1 : 3;
     constexpr bool QUANT = SRC <= FMT_NVFP4;
     constexpr int XBYTES = TOK * EM_XROWB;
     constexpr int STAGE = XBYTES + emg_raw_bytes<SRC, TRANS>();
@@ -393,7 +401,6 @@ __device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, c
     int warp = tid >> 5;
     int g = lane >> 2;
     int t = lane & 3;
-    int4 tile = tiles[blockIdx.x];
     int xRow = tile.y;
     int M = tile.z;
     if (splits > 1 && !FOLD) {   // the launch's rows [r0, r0 + L): a tile across either end keeps its rows within them
@@ -403,11 +410,6 @@ __device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, c
     }
     if (M <= 0) return; // an unused entry of a table made on the device (exact_group_tiles), or no rows in range
     const float* x = xAll + (i64) xRow * K;
-    const unsigned long long* ent = wtab + 4 * (i64) tile.x;
-    const u8* wdata = (const u8*) ent[0];
-    const u8* scales = (const u8*) ent[1];
-    const u32* zeros = (const u32*) ent[2];
-    float global = __uint_as_float((u32) (ent[3] & 0xffffffffull));
     int rowTiles = FOLD ? gridDim.y : gridDim.y / splits;
     int split = FOLD ? 0 : blockIdx.y / rowTiles;
     int n0 = (blockIdx.y % rowTiles) * EMG_ROWS;
@@ -563,6 +565,26 @@ __device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, c
                 u8* p = wplanes + r * EM_WROWB + k4 * 8;
                 em_split4(v, (uint2*) p, (uint2*) (p + PLANE), (uint2*) (p + 2 * PLANE));
             }
+        } else if (CODES) {
+            // the codes as one bf16 plane: q - zero, the scales applied to each chunk's sums after its products
+#pragma unroll
+            for (int u = 0; u < EMG_ROWS * 4 / THREADS; u++) {
+                int i = tid + THREADS * u;
+                int r = i >> 2;
+                int wd = i & 3;           // values 8 wd .. 8 wd + 7 of the chunk
+                i64 n = n0 + r < N ? n0 + r : 0;
+                u32 q = *(const u32*) (raw + r * 16 + wd * 4);
+                int zero = 8;
+                if (zeros != 0) {
+                    zero = (int) ((*(const u32*) (raw + EMG_ROWS * 20 + r * 4) >> (4 * (int) (n & 7))) & 15u);
+                }
+                u32 h[4];
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    h[j] = f32x2_to_bf16x2((float) ((int) ((q >> (8 * j)) & 15u) - zero), (float) ((int) ((q >> (8 * j + 4)) & 15u) - zero));
+                }
+                *(uint4*) (wplanes + r * EM_WROWB + wd * 16) = make_uint4(h[0], h[1], h[2], h[3]);
+            }
         } else if (QUANT) {
             int kc = c0 + c;
 #pragma unroll
@@ -633,7 +655,30 @@ __device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, c
         planes(c);
         __syncthreads();
         u32 wbase = SRC == EMG_BF16 && !TRANS ? sm + (u32) ((c % EM_ST) * STAGE + XBYTES) : smem_addr(wplanes);
-        em_mma_chunk<J, 1, TOK>(wbase, PLANE, planesX, aoff, boff, acc);
+        if constexpr (CODES) {
+            float chunk[1][TOK / 8][4];
+#pragma unroll
+            for (int j = 0; j < TOK / 8; j++)
+#pragma unroll
+                for (int q = 0; q < 4; q++) chunk[0][j][q] = 0.0f;
+            em_mma_chunk<1, 1, TOK>(wbase, PLANE, planesX, aoff, boff, chunk);
+            // the scales of this thread's two weight rows (g and g + 8 of its warp's 16) for this chunk, from the stage
+            const u8* raw = em_shared + (c % EM_ST) * STAGE + XBYTES;
+            float s[2];
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                int r = warp * 16 + g + 8 * h;
+                i64 n = n0 + r < N ? n0 + r : 0;
+                u32 sw = *(const u32*) (raw + EMG_ROWS * 16 + r * 4);
+                s[h] = bf16_to_f32((u16) (sw >> (8 * (int) (emg_scale_byte<FMT_INT4>(n, c0 + c, K) & 3))));
+            }
+#pragma unroll
+            for (int j = 0; j < TOK / 8; j++)
+#pragma unroll
+                for (int q = 0; q < 4; q++) acc[0][j][q] = __fmaf_rn(s[q >> 1], chunk[0][j][q], acc[0][j][q]);
+        } else {
+            em_mma_chunk<J, 1, TOK>(wbase, PLANE, planesX, aoff, boff, acc);
+        }
         foldTo(c + 1);
     }
     cp_async_wait<0>();
@@ -692,21 +737,45 @@ extern "C" __global__ void exact_group_tiles(const int* offsets, int E, int tile
     for (int i = carry + tid; i < cap; i += 1024) tiles[i] = make_int4(0, 0, 0, 0);
 }
 
-#define EXACT_MMA_GROUP_KERNEL_F(NAME, SRC, TRANS, TOK, FOLD)                                                          \
+#define EXACT_MMA_GROUP_KERNEL_C(NAME, SRC, TRANS, TOK, FOLD, CODES)                                                  \
     extern "C" __global__ void __launch_bounds__(128)                                                                  \
         NAME(const float* x, int K, const int4* tiles, const unsigned long long* wtab, int N, float* y, float* part,    \
              int r0, int L, int splits) {                                                                              \
-        exact_mma_group_tile<SRC, TRANS, TOK, FOLD>(x, K, tiles, wtab, N, y, part, r0, L, splits);                     \
+        int4 tile = tiles[blockIdx.x];                                                                                 \
+        const unsigned long long* ent = wtab + 4 * (i64) tile.x;                                                       \
+        exact_mma_group_tile<SRC, TRANS, TOK, FOLD, CODES>(x, K, tile, (const u8*) ent[0], (const u8*) ent[1],         \
+                                                           (const u32*) ent[2], __uint_as_float((u32) (ent[3] & 0xffffffffull)), \
+                                                           N, y, part, r0, L, splits);                                  \
     }
+#define EXACT_MMA_GROUP_KERNEL_F(NAME, SRC, TRANS, TOK, FOLD) EXACT_MMA_GROUP_KERNEL_C(NAME, SRC, TRANS, TOK, FOLD, false)
 #define EXACT_MMA_GROUP_KERNEL(NAME, SRC, TRANS, TOK) EXACT_MMA_GROUP_KERNEL_F(NAME, SRC, TRANS, TOK, false)
 
-EXACT_MMA_GROUP_KERNEL(exact_mma_group_int4, FMT_INT4, false, 64)
+// INT4 forward: the codes form (CODES above), the default; the _planes kernels below keep the dequantized planes' form
+EXACT_MMA_GROUP_KERNEL_C(exact_mma_group_int4, FMT_INT4, false, 64, false, true)
+EXACT_MMA_GROUP_KERNEL_C(exact_mma_group_int4_m16, FMT_INT4, false, 16, false, true)
+EXACT_MMA_GROUP_KERNEL_C(exact_mma_group_int4_fold, FMT_INT4, false, 64, true, true)
+// the dense INT4 product y [M, N] = x [M, K] . w^T in the codes form (CudaExactOps' matmulQuantized): one weight, its
+// addresses as arguments, tiles of TOK rows of x from blockIdx.x (nothing read from a table: a decode step captures it),
+// the sums of the grouped kernels above bit for bit (a row's bits depend on neither its tile nor the other rows)
+#define EXACT_MMA_INT4_CODES_KERNEL(NAME, TOK, FOLD)                                                                   \
+    extern "C" __global__ void __launch_bounds__(128)                                                                  \
+        NAME(const float* x, int M, int K, const u8* codes, const u8* scales, const u32* zeros, int N, float* y,      \
+             float* part, int splits) {                                                                                \
+        int r = blockIdx.x * TOK;                                                                                      \
+        exact_mma_group_tile<FMT_INT4, false, TOK, FOLD, true>(x, K, make_int4(0, r, min(TOK, M - r), 0), codes,      \
+                                                               scales, zeros, 0.0f, N, y, part, 0, M, splits);          \
+    }
+EXACT_MMA_INT4_CODES_KERNEL(exact_mma_int4_codes, 64, false)
+EXACT_MMA_INT4_CODES_KERNEL(exact_mma_int4_codes_m16, 16, false)
+EXACT_MMA_INT4_CODES_KERNEL(exact_mma_int4_codes_fold, 64, true)
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_int4_planes, FMT_INT4, false, 64)
+EXACT_MMA_GROUP_KERNEL(exact_mma_group_int4_planes_m16, FMT_INT4, false, 16)
+EXACT_MMA_GROUP_KERNEL_F(exact_mma_group_int4_planes_fold, FMT_INT4, false, 64, true)
 EXACT_MMA_GROUP_KERNEL(exact_mma_group_mxfp4, FMT_MXFP4, false, 64)
 EXACT_MMA_GROUP_KERNEL(exact_mma_group_nvfp4, FMT_NVFP4, false, 64)
 EXACT_MMA_GROUP_KERNEL(exact_mma_group_f32, EMG_F32, false, 64)
 EXACT_MMA_GROUP_KERNEL(exact_mma_group_bf16, EMG_BF16, false, 64)
 // tiles of 16 rows of x, for calls of few rows an expert (a decode step): the same sums, a quarter of the idle products
-EXACT_MMA_GROUP_KERNEL(exact_mma_group_int4_m16, FMT_INT4, false, 16)
 EXACT_MMA_GROUP_KERNEL(exact_mma_group_mxfp4_m16, FMT_MXFP4, false, 16)
 EXACT_MMA_GROUP_KERNEL(exact_mma_group_nvfp4_m16, FMT_NVFP4, false, 16)
 EXACT_MMA_GROUP_KERNEL(exact_mma_group_f32_m16, EMG_F32, false, 16)
@@ -718,7 +787,6 @@ EXACT_MMA_GROUP_KERNEL(exact_mma_group_t_nvfp4, FMT_NVFP4, true, 64)
 EXACT_MMA_GROUP_KERNEL(exact_mma_group_t_bf16, EMG_BF16, true, 64)
 // every range of K in one block, their sums added as they end, y written directly (the bits of the kernels above and
 // exact_sum_splits; for calls with blocks enough without the splits)
-EXACT_MMA_GROUP_KERNEL_F(exact_mma_group_int4_fold, FMT_INT4, false, 64, true)
 EXACT_MMA_GROUP_KERNEL_F(exact_mma_group_mxfp4_fold, FMT_MXFP4, false, 64, true)
 EXACT_MMA_GROUP_KERNEL_F(exact_mma_group_nvfp4_fold, FMT_NVFP4, false, 64, true)
 EXACT_MMA_GROUP_KERNEL_F(exact_mma_group_f32_fold, EMG_F32, false, 64, true)

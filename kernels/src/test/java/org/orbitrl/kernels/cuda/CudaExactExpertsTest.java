@@ -149,6 +149,60 @@ class CudaExactExpertsTest {
     }
 
     /**
+     * INT4's two forms of exact mode's forward products ({@code -Dorbit.cuda.exactInt4=codes}, the default, which the
+     * test above runs, and {@code planes}): in the planes form too the grouped products equal the per-expert path (each
+     * expert through the dense INT4 product, which follows the switch), in tiles of 16 and 64 and each row alone,
+     * within the double sums' bound; and at K = 2048 the two forms round differently somewhere while each stays within
+     * that bound (the switch reaches the kernels, the dense product included).
+     */
+    @Test
+    void int4FormsEachKeepTheGroupedAndDenseProductsAlike() {
+        int[] rows = {0, 1, 70, 3, 0, 130};
+        for (String kind : new String[]{"int4-g32", "int4-g32-asym"}) {
+            System.setProperty("orbit.cuda.exactInt4", "planes");
+            try {
+                check(kind, 96, 256, rows, 341 + kind.length());
+            } finally {
+                System.clearProperty("orbit.cuda.exactInt4");
+            }
+            SplittableRandom r = CudaTestBase.rng(343 + kind.length());
+            Experts x = experts(kind, r, rows.length, 96, 2048);
+            int[] o = offsets(rows);
+            int p = o[rows.length];
+            Tensor hx = CudaTestBase.randn(r, 1f, p, 2048);
+            Tensor dx = gpu.toDevice(hx);
+            try {
+                float[] codes = product(dx, x.device(), o, 96);
+                float[] codesDense = perExpert(dx, x.device(), o, 96, false);
+                System.setProperty("orbit.cuda.exactInt4", "planes");
+                float[] planes;
+                float[] planesDense;
+                try {
+                    planes = product(dx, x.device(), o, 96);
+                    planesDense = perExpert(dx, x.device(), o, 96, false);
+                } finally {
+                    System.clearProperty("orbit.cuda.exactInt4");
+                }
+                String what = kind + " experts N=96 K=2048 rows " + Arrays.toString(rows);
+                assertBitwise(what + ", codes form: grouped vs the dense products", codesDense, codes);
+                assertBitwise(what + ", planes form: grouped vs the dense products", planesDense, planes);
+                assertReference(what + ", codes form", hx.toFloatArray(), x.values(), o, 96, 2048, codes);
+                assertReference(what + ", planes form", hx.toFloatArray(), x.values(), o, 96, 2048, planes);
+                int differ = 0;
+                for (int i = 0; i < codes.length; i++) {
+                    differ += Float.floatToRawIntBits(codes[i]) != Float.floatToRawIntBits(planes[i]) ? 1 : 0;
+                }
+                assertTrue(differ > 0, what + ": the codes and planes forms gave the same bits everywhere");
+                System.out.println("exact INT4 " + what + ": each form's grouped and dense products alike, " + differ + " of "
+                        + codes.length + " outputs rounded differently between the forms, both within the bound");
+            } finally {
+                gpu.free(dx);
+                free(x);
+            }
+        }
+    }
+
+    /**
      * dx = dy · W_e over the same ragged groups, for the quantized and bf16 kinds: W [96, 256] (the sum over 96 rows of
      * W in 3 chunks; 4 blocks of output columns) and W [64, 96] (a partial block of columns: its second group of 32
      * past the end); at Qwen3-30B-A3B's widths the gradients through down (W [2048, 768]) and gate (W [768, 2048]).
@@ -253,7 +307,8 @@ class CudaExactExpertsTest {
      * The offsets on the device ({@code moeExpertMatmulRouted}: the tile table made by {@code exact_group_tiles} for the
      * most tiles the rows can take): every kind over the ragged groups, in tiles of 16 and 64 rows, in one launch and in
      * launches of 64 rows (the split sums' bound set low, so tiles cross a launch's ends), bit for bit the host offsets'
-     * products; with accumulate, bit for bit {@code moeExpertMatmulAccumulate} into the same random y; a decode step at
+     * products, also from x's rows one float off a 16-byte boundary (a view, read through a copy); with accumulate, bit
+     * for bit {@code moeExpertMatmulAccumulate} into the same random y; a decode step at
      * Qwen3-30B-A3B's widths (128 experts, most with rows, K in 16 ranges); a call with an expert of another kind is
      * declined and leaves y as it was.
      */
@@ -326,13 +381,26 @@ class CudaExactExpertsTest {
                 assertTrue(gpu.moeExpertMatmulRouted(dx, x.device(), off, 1f, y, false), what + ": taken, folded");
                 return gpu.toHost(y).toFloatArray();
             }));
+            // x's rows one float past a 16-byte boundary (a view into a larger buffer): the kernels read a copy of them
+            gpu.allocator().copy(Tensor.of(nan(p * n), p, n), y);
+            Tensor shifted = gpu.allocator().allocate(MemoryCategory.OTHER, DType.F32, (long) p * k + 1);
+            try {
+                Tensor view = shifted.slice(0, 1, (long) p * k + 1).reshape(p, k);
+                gpu.allocator().copy(dx, view);
+                assertTrue(CudaAllocator.address(view) % 16 != 0, "the view is off a 16-byte boundary");
+                assertTrue(gpu.moeExpertMatmulRouted(view, x.device(), off, 1f, y, false), what + ", x unaligned: taken");
+                assertBitwise(what + ", x's rows off a 16-byte boundary vs the host offsets", host, gpu.toHost(y).toFloatArray());
+            } finally {
+                gpu.free(shifted);
+            }
             gpu.allocator().copy(y0, y);
             gpu.moeExpertMatmulAccumulate(dx, x.device(), o, 0.37f, y, false);
             float[] want = gpu.toHost(y).toFloatArray();
             gpu.allocator().copy(y0, y);
             assertTrue(gpu.moeExpertMatmulRouted(dx, x.device(), off, 0.37f, y, true), what + ", accumulating: taken");
             assertBitwise(what + ", y += 0.37 · products vs moeExpertMatmulAccumulate", want, gpu.toHost(y).toFloatArray());
-            System.out.println("exact grouped experts " + what + ": bit for bit the host offsets' products, alone and accumulated");
+            System.out.println("exact grouped experts " + what + ": bit for bit the host offsets' products, alone, from unaligned "
+                    + "rows and accumulated");
         } finally {
             gpu.free(dx);
             gpu.free(off);

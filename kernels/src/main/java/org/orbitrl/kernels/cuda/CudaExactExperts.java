@@ -31,7 +31,7 @@ import java.util.EnumMap;
  * call, and {@code -Dorbit.cuda.exactExperts=off} (read at each call) declines every call: the per-expert path then
  * runs (for bf16 experts with other tiles, so other bits). Like {@link CudaExactOps}'s switches, this one must not
  * change between a rollout and the training step that recomputes it. A call's rows go in tiles of 16 rows of x
- * where its experts have few rows each, else of 64 ({@link #tileRows}): the same sums either way; where tiles of 64 give
+ * where its experts have few rows each, else of 64 ({@link #tileRows}): the same sums either way; where the tiles give
  * blocks enough without the ranges of K, each block takes every range in turn ({@link CudaExactOps#folds}): the same bits.
  */
 final class CudaExactExperts {
@@ -53,11 +53,13 @@ final class CudaExactExperts {
     private final EnumMap<Kind, Kernel> shortKernels = new EnumMap<>(Kind.class);
     private final EnumMap<Kind, Kernel> transposedKernels = new EnumMap<>(Kind.class);
     private final EnumMap<Kind, Kernel> foldKernels = new EnumMap<>(Kind.class);           // 64-row tiles, CudaExactOps#folds
+    private final EnumMap<Kind, Kernel> shortFoldKernels = new EnumMap<>(Kind.class);      // 16-row tiles, the same
     private final EnumMap<Kind, Kernel> transposedFoldKernels = new EnumMap<>(Kind.class);
-    private final Kernel[] int4Planes;   // INT4 forward in the dequantized planes' form: tiles of 64, of 16, folded
+    private final Kernel[] int4Planes;   // INT4 forward in the dequantized planes' form: tiles of 64, of 16, each folded
     private final Kernel dense;          // one INT4 weight in the codes form, its addresses as arguments (matmulQuantized)
     private final Kernel denseShort;
     private final Kernel denseFold;
+    private final Kernel denseShortFold;
     private final Kernel sum;
     private final Kernel tiles;
     private final DeviceTable table;
@@ -70,16 +72,19 @@ final class CudaExactExperts {
             kernels.put(k, ctx.kernel("exact_mma", "exact_mma_group_" + name));
             shortKernels.put(k, ctx.kernel("exact_mma", "exact_mma_group_" + name + "_m16"));
             foldKernels.put(k, ctx.kernel("exact_mma", "exact_mma_group_" + name + "_fold"));
+            shortFoldKernels.put(k, ctx.kernel("exact_mma", "exact_mma_group_" + name + "_m16_fold"));
             if (k != Kind.F32) {
                 transposedKernels.put(k, ctx.kernel("exact_mma", "exact_mma_group_t_" + name));
                 transposedFoldKernels.put(k, ctx.kernel("exact_mma", "exact_mma_group_t_" + name + "_fold"));
             }
         }
         this.int4Planes = new Kernel[]{ctx.kernel("exact_mma", "exact_mma_group_int4_planes"),
-                ctx.kernel("exact_mma", "exact_mma_group_int4_planes_m16"), ctx.kernel("exact_mma", "exact_mma_group_int4_planes_fold")};
+                ctx.kernel("exact_mma", "exact_mma_group_int4_planes_m16"), ctx.kernel("exact_mma", "exact_mma_group_int4_planes_fold"),
+                ctx.kernel("exact_mma", "exact_mma_group_int4_planes_m16_fold")};
         this.dense = ctx.kernel("exact_mma", "exact_mma_int4_codes");
         this.denseShort = ctx.kernel("exact_mma", "exact_mma_int4_codes_m16");
         this.denseFold = ctx.kernel("exact_mma", "exact_mma_int4_codes_fold");
+        this.denseShortFold = ctx.kernel("exact_mma", "exact_mma_int4_codes_m16_fold");
         this.sum = ctx.kernel("exact_mma", "exact_sum_splits");
         this.tiles = ctx.kernel("exact_mma", "exact_group_tiles");
         this.table = new DeviceTable(ctx, "exact expert table");
@@ -147,8 +152,8 @@ final class CudaExactExperts {
             ctx.launch2dShared(kernel, mTiles, nTiles, THREADS, shared, xAddr, m, k, codes, scales, zeros, n, yAddr, 0L, 1);
             return true;
         }
-        if (tile == TILE && CudaExactOps.folds(mTiles * nTiles, splits, ctx.device.multiprocessors())) {
-            ctx.launch2dShared(denseFold, mTiles, nTiles, THREADS, shared, xAddr, m, k, codes, scales, zeros, n, yAddr, 0L, splits);
+        if (CudaExactOps.folds(mTiles * nTiles, splits, ctx.device.multiprocessors())) {
+            ctx.launch2dShared(tile == SHORT_TILE ? denseShortFold : denseFold, mTiles, nTiles, THREADS, shared, xAddr, m, k, codes, scales, zeros, n, yAddr, 0L, splits);
             return true;
         }
         int step = CudaExactOps.rowsPerLaunch(splits, n);
@@ -164,10 +169,11 @@ final class CudaExactExperts {
 
     /** The forward kernel of {@code kind} for tiles of {@code tile} rows, folded or not. */
     private Kernel forward(Kind kind, int tile, boolean fold) {
+        boolean isShort = tile == SHORT_TILE;
         if (kind == Kind.INT4 && !int4Codes()) {
-            return int4Planes[fold ? 2 : tile == SHORT_TILE ? 1 : 0];
+            return int4Planes[(fold ? 2 : 0) + (isShort ? 1 : 0)];
         }
-        return (fold ? foldKernels : tile == SHORT_TILE ? shortKernels : kernels).get(kind);
+        return (fold ? (isShort ? shortFoldKernels : foldKernels) : isShort ? shortKernels : kernels).get(kind);
     }
 
     /**
@@ -246,7 +252,7 @@ final class CudaExactExperts {
                 ctx.launch2dShared(kernel, cap, nTiles, THREADS, shared, inAddr, k, tileTable, wtab, n, outAddr, 0L, 0, 0, 1);
                 return true;
             }
-            if (tile == TILE && CudaExactOps.folds((long) cap * nTiles, splits, ctx.device.multiprocessors())) {
+            if (CudaExactOps.folds((long) cap * nTiles, splits, ctx.device.multiprocessors())) {
                 ctx.launch2dShared(forward(kind, tile, true), cap, nTiles, THREADS, shared, inAddr, k, tileTable, wtab, n, outAddr, 0L, 0,
                         0, splits);
                 return true;
@@ -333,7 +339,7 @@ final class CudaExactExperts {
             ctx.launch2dShared(kernel, tiles, nTiles, THREADS, shared, inAddr, k, tileBase, device, n, outAddr, 0L, 0, 0, 1);
             return true;
         }
-        if (tile == TILE && CudaExactOps.folds(tiles * nTiles, splits, ctx.device.multiprocessors())) {
+        if (CudaExactOps.folds(tiles * nTiles, splits, ctx.device.multiprocessors())) {
             ctx.launch2dShared(transposed ? transposedFoldKernels.get(kind) : forward(kind, tile, true), tiles, nTiles, THREADS, shared, inAddr,
                     k, tileBase, device, n, outAddr, 0L, 0, 0, splits);
             return true;

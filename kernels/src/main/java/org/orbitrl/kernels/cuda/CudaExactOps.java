@@ -250,7 +250,8 @@ final class CudaExactOps {
      * each block take every range in turn ({@code _fold} kernels: each range summed as a split block sums it, the sums
      * added in order as they end, as {@code exact_sum_splits} adds them: the same bits, without the split sums' round trip
      * through memory and the launch that adds them): where it has ranges and {@value #FOLD_BLOCKS_PER_SM} blocks an SM
-     * without them (training and prefill sizes; a decode batch keeps the splits, which are its parallelism). {@code
+     * without them (training and prefill sizes, and a decode step's grouped experts, whose tiles of 16 rows times their
+     * weight-row blocks are blocks enough; a dense decode product keeps the splits, which are its parallelism). {@code
      * -Dorbit.cuda.exactFold=on|off} (read at each call) takes it wherever there are ranges, or never.
      */
     static boolean folds(long blocks, int splits, int sms) {

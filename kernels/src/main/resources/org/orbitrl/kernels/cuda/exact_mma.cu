@@ -561,6 +561,7 @@ __device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, i
                 int i = tid + THREADS * u;
                 int r = i >> 3;
                 int k4 = i & 7;
+                if (n0 + r >= N) continue; // no output reads a row past N (a narrow weight: a LoRA factor's 16 rows)
                 float4 v = *(const float4*) (raw + r * EM_XROWB + k4 * 16);
                 u8* p = wplanes + r * EM_WROWB + k4 * 8;
                 em_split4(v, (uint2*) p, (uint2*) (p + PLANE), (uint2*) (p + 2 * PLANE));
@@ -572,7 +573,8 @@ __device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, i
                 int i = tid + THREADS * u;
                 int r = i >> 2;
                 int wd = i & 3;           // values 8 wd .. 8 wd + 7 of the chunk
-                i64 n = n0 + r < N ? n0 + r : 0;
+                if (n0 + r >= N) continue;
+                i64 n = n0 + r;
                 u32 q = *(const u32*) (raw + r * 16 + wd * 4);
                 int zero = 8;
                 if (zeros != 0) {
@@ -592,7 +594,8 @@ __device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, i
                 int i = tid + THREADS * u;
                 int r = i >> 2;
                 int wd = i & 3;           // values 8 wd .. 8 wd + 7 of the chunk
-                i64 n = n0 + r < N ? n0 + r : 0;
+                if (n0 + r >= N) continue;
+                i64 n = n0 + r;
                 u32 q = *(const u32*) (raw + r * 16 + wd * 4);
                 u32 sw = *(const u32*) (raw + EMG_ROWS * 16 + r * 4);
                 int sh = 8 * (int) (emg_scale_byte<SRC>(n, kc, K) & 3);
@@ -655,7 +658,9 @@ __device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, i
         planes(c);
         __syncthreads();
         u32 wbase = SRC == EMG_BF16 && !TRANS ? sm + (u32) ((c % EM_ST) * STAGE + XBYTES) : smem_addr(wplanes);
-        if constexpr (CODES) {
+        if (!TRANS && n0 + warp * 16 >= N) {
+            // this warp's 16 weight rows are all past N: nothing to sum (their plane rows were not made)
+        } else if constexpr (CODES) {
             float chunk[1][TOK / 8][4];
 #pragma unroll
             for (int j = 0; j < TOK / 8; j++)
@@ -754,6 +759,7 @@ extern "C" __global__ void exact_group_tiles(const int* offsets, int E, int tile
 EXACT_MMA_GROUP_KERNEL_C(exact_mma_group_int4, FMT_INT4, false, 64, false, true)
 EXACT_MMA_GROUP_KERNEL_C(exact_mma_group_int4_m16, FMT_INT4, false, 16, false, true)
 EXACT_MMA_GROUP_KERNEL_C(exact_mma_group_int4_fold, FMT_INT4, false, 64, true, true)
+EXACT_MMA_GROUP_KERNEL_C(exact_mma_group_int4_m16_fold, FMT_INT4, false, 16, true, true)
 // the dense INT4 product y [M, N] = x [M, K] . w^T in the codes form (CudaExactOps' matmulQuantized): one weight, its
 // addresses as arguments, tiles of TOK rows of x from blockIdx.x (nothing read from a table: a decode step captures it),
 // the sums of the grouped kernels above bit for bit (a row's bits depend on neither its tile nor the other rows)
@@ -768,9 +774,11 @@ EXACT_MMA_GROUP_KERNEL_C(exact_mma_group_int4_fold, FMT_INT4, false, 64, true, t
 EXACT_MMA_INT4_CODES_KERNEL(exact_mma_int4_codes, 64, false)
 EXACT_MMA_INT4_CODES_KERNEL(exact_mma_int4_codes_m16, 16, false)
 EXACT_MMA_INT4_CODES_KERNEL(exact_mma_int4_codes_fold, 64, true)
+EXACT_MMA_INT4_CODES_KERNEL(exact_mma_int4_codes_m16_fold, 16, true)
 EXACT_MMA_GROUP_KERNEL(exact_mma_group_int4_planes, FMT_INT4, false, 64)
 EXACT_MMA_GROUP_KERNEL(exact_mma_group_int4_planes_m16, FMT_INT4, false, 16)
 EXACT_MMA_GROUP_KERNEL_F(exact_mma_group_int4_planes_fold, FMT_INT4, false, 64, true)
+EXACT_MMA_GROUP_KERNEL_F(exact_mma_group_int4_planes_m16_fold, FMT_INT4, false, 16, true)
 EXACT_MMA_GROUP_KERNEL(exact_mma_group_mxfp4, FMT_MXFP4, false, 64)
 EXACT_MMA_GROUP_KERNEL(exact_mma_group_nvfp4, FMT_NVFP4, false, 64)
 EXACT_MMA_GROUP_KERNEL(exact_mma_group_f32, EMG_F32, false, 64)
@@ -791,6 +799,11 @@ EXACT_MMA_GROUP_KERNEL_F(exact_mma_group_mxfp4_fold, FMT_MXFP4, false, 64, true)
 EXACT_MMA_GROUP_KERNEL_F(exact_mma_group_nvfp4_fold, FMT_NVFP4, false, 64, true)
 EXACT_MMA_GROUP_KERNEL_F(exact_mma_group_f32_fold, EMG_F32, false, 64, true)
 EXACT_MMA_GROUP_KERNEL_F(exact_mma_group_bf16_fold, EMG_BF16, false, 64, true)
+// the same for tiles of 16 rows (a decode step's experts: its tiles and weight-row blocks are blocks enough)
+EXACT_MMA_GROUP_KERNEL_F(exact_mma_group_mxfp4_m16_fold, FMT_MXFP4, false, 16, true)
+EXACT_MMA_GROUP_KERNEL_F(exact_mma_group_nvfp4_m16_fold, FMT_NVFP4, false, 16, true)
+EXACT_MMA_GROUP_KERNEL_F(exact_mma_group_f32_m16_fold, EMG_F32, false, 16, true)
+EXACT_MMA_GROUP_KERNEL_F(exact_mma_group_bf16_m16_fold, EMG_BF16, false, 16, true)
 EXACT_MMA_GROUP_KERNEL_F(exact_mma_group_t_int4_fold, FMT_INT4, true, 64, true)
 EXACT_MMA_GROUP_KERNEL_F(exact_mma_group_t_mxfp4_fold, FMT_MXFP4, true, 64, true)
 EXACT_MMA_GROUP_KERNEL_F(exact_mma_group_t_nvfp4_fold, FMT_NVFP4, true, 64, true)

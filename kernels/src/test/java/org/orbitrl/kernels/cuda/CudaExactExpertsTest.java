@@ -376,11 +376,18 @@ class CudaExactExpertsTest {
                     }
                 }
             }
-            gpu.allocator().copy(Tensor.of(nan(p * n), p, n), y);
-            assertBitwise(what + ", the ranges of K in one block", host, folded(() -> {
-                assertTrue(gpu.moeExpertMatmulRouted(dx, x.device(), off, 1f, y, false), what + ": taken, folded");
-                return gpu.toHost(y).toFloatArray();
-            }));
+            for (String tile : new String[]{"16", "64"}) {
+                gpu.allocator().copy(Tensor.of(nan(p * n), p, n), y);
+                System.setProperty("orbit.cuda.exactExpertTile", tile);
+                try {
+                    assertBitwise(what + ", tiles of " + tile + ", the ranges of K in one block", host, folded(() -> {
+                        assertTrue(gpu.moeExpertMatmulRouted(dx, x.device(), off, 1f, y, false), what + ": taken, folded");
+                        return gpu.toHost(y).toFloatArray();
+                    }));
+                } finally {
+                    System.clearProperty("orbit.cuda.exactExpertTile");
+                }
+            }
             // x's rows one float past a 16-byte boundary (a view into a larger buffer): the kernels read a copy of them
             gpu.allocator().copy(Tensor.of(nan(p * n), p, n), y);
             Tensor shifted = gpu.allocator().allocate(MemoryCategory.OTHER, DType.F32, (long) p * k + 1);
@@ -480,6 +487,8 @@ class CudaExactExpertsTest {
                 System.setProperty("orbit.cuda.exactExpertTile", tile);
                 try {
                     assertBitwise(what + ": tiles of " + tile + " rows vs per expert", per, product(dx, x.device(), o, n));
+                    assertBitwise(what + ": tiles of " + tile + " rows, the ranges of K in one block, vs per expert", per,
+                            folded(() -> product(dx, x.device(), o, n)));
                 } finally {
                     System.clearProperty("orbit.cuda.exactExpertTile");
                 }

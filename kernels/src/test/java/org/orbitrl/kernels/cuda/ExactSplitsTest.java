@@ -76,6 +76,8 @@ class ExactSplitsTest {
         int q = CudaExactOps.splits(32, 2560, 132);
         assertTrue(CudaExactOps.folds(64L * 32, q, 132), "4096 rows (64 tiles) x 32 weight tiles");
         assertTrue(!CudaExactOps.folds(32, q, 132), "a decode batch: 1 tile of rows x 32 weight tiles keeps its " + q + " ranges");
+        assertTrue(CudaExactOps.folds(122L * 12, CudaExactOps.splits(12, 2048, 132), 132),
+                "a decode step's grouped experts: about 122 experts' tiles of 16 rows x 12 blocks of 64 weight rows (768)");
         assertTrue(!CudaExactOps.folds(1_000_000, 1, 132), "nothing to fold without ranges");
         assertTrue(CudaExactOps.folds(1056, 4, 132), "the bound: 8 blocks an SM (1056 at 132 SMs)");
         assertTrue(!CudaExactOps.folds(1055, 4, 132));
@@ -132,6 +134,28 @@ class ExactSplitsTest {
                     e.getMessage());
         } finally {
             System.clearProperty("orbit.cuda.exactExpertTile");
+        }
+    }
+
+    /**
+     * Exact mode's INT4 form: the codes form unless the switch says planes; anything else is refused, the message naming
+     * the property and what it takes (the two forms round differently, so a typo must not pick one silently).
+     */
+    @Test
+    void int4FormSwitch() {
+        assertTrue(CudaExactExperts.int4Codes(), "the codes form by default");
+        System.setProperty("orbit.cuda.exactInt4", "planes");
+        try {
+            assertTrue(!CudaExactExperts.int4Codes(), "planes");
+            System.setProperty("orbit.cuda.exactInt4", "codes");
+            assertTrue(CudaExactExperts.int4Codes(), "codes");
+            System.setProperty("orbit.cuda.exactInt4", "dequantized");
+            IllegalArgumentException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                    CudaExactExperts::int4Codes);
+            assertTrue(e.getMessage().contains("-Dorbit.cuda.exactInt4=dequantized") && e.getMessage().contains("codes or planes"),
+                    e.getMessage());
+        } finally {
+            System.clearProperty("orbit.cuda.exactInt4");
         }
     }
 }

@@ -99,4 +99,52 @@ class CudaRolloutTest {
             assertEquals(80, gap.tokens());
         }
     }
+
+    /**
+     * DeepSeek V4 on the device (its linears there, the attention, compressors and hyper-connections on the host):
+     * greedy samples of the fixture's prompt, in a group of three sharing its prefill (each fork a copy of the
+     * compressors' state) among other requests, reproduce transformers' greedy sequence; seeded sampling draws the CPU
+     * backend's tokens with log-probs within 1e-5 + 1e-5·|cpu|, and the recompute equals rollout's log-probs bit for bit.
+     */
+    @Test
+    void deepseekV4RollsOutOnTheGpuAndRecomputesBitForBit() {
+        int[] prompt = RolloutEngineTest.ints(RolloutEngineTest.ref("deepseek_v4", "greedy.prompt"));
+        long[] seq = RolloutEngineTest.ref("deepseek_v4", "greedy.sequence");
+        int[] want = RolloutEngineTest.ints(Arrays.copyOfRange(seq, prompt.length, seq.length));
+        SplittableRandom rnd = new SplittableRandom(3);
+        List<Request> greedy = new ArrayList<>();
+        greedy.add(Request.of("other0", RolloutEngineTest.randomPrompt(rnd, 11), SamplingParams.greedy(want.length)));
+        greedy.add(new Request("fixture", prompt, SamplingParams.greedy(want.length), 3));
+        List<Request> sampled = new ArrayList<>();
+        for (int i = 0; i < 3; i++) {
+            sampled.add(new Request("s" + i, RolloutEngineTest.randomPrompt(rnd, 4 + rnd.nextInt(10)),
+                    SamplingParams.sample(1.0f, 0.95f, 8, 200 + i), 2));
+        }
+        List<Completion> cpu;
+        try (LoadedModel m = RolloutEngineTest.model("deepseek_v4")) {
+            cpu = RolloutEngineTest.engine(m, 256).generate(sampled);
+        }
+        try (LoadedModel m = onGpu("deepseek_v4")) {
+            List<Completion> out = RolloutEngineTest.engine(m, 256).generate(greedy);
+            for (int s = 1; s <= 3; s++) {
+                assertArrayEquals(want, out.get(s).tokens(), "deepseek_v4 greedy sample " + (s - 1) + " of the group on cuda");
+            }
+            List<Completion> dev = RolloutEngineTest.engine(m, 256).generate(sampled);
+            assertEquals(cpu.size(), dev.size());
+            int tokens = 0;
+            for (int i = 0; i < cpu.size(); i++) {
+                assertArrayEquals(cpu.get(i).tokens(), dev.get(i).tokens(), "deepseek_v4 completion " + i + " tokens on cpu and cuda");
+                for (int t = 0; t < cpu.get(i).tokens().length; t++) {
+                    float x = cpu.get(i).policyLogprobs()[t];
+                    float y = dev.get(i).policyLogprobs()[t];
+                    assertTrue(Math.abs(x - y) <= 1e-5 + 1e-5 * Math.abs(x),
+                            "deepseek_v4 completion " + i + " token " + t + " policy log-prob: cpu " + x + " cuda " + y);
+                }
+                tokens += dev.get(i).tokens().length;
+            }
+            var gap = Recompute.gap(dev, Recompute.policyLogprobs(m.model(), dev, 1.0f));
+            assertTrue(gap.exact(), "deepseek_v4 recompute on cuda in exact mode: " + gap);
+            assertEquals(tokens, gap.tokens());
+        }
+    }
 }

@@ -10,11 +10,14 @@ import java.util.SplittableRandom;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * The rollout engine, unchanged, on the DeepSeek V4 fixture: greedy samples of the fixture's
  * prompt reproduce transformers' greedy sequence, in a group of three sharing the prompt's
- * prefill (each fork carries a copy of the compressors' state) and among other requests.
+ * prefill (each fork carries a copy of the compressors' state) and among other requests; sampled
+ * completions' log-probs recomputed in one training-style forward equal rollout's bit for bit (the
+ * decode state's attention, compressors and hyper-connections sum as the full forward does).
  */
 class DeepseekV4RolloutTest {
 
@@ -35,6 +38,28 @@ class DeepseekV4RolloutTest {
                 assertArrayEquals(want, out.get(s).tokens(), "deepseek_v4 greedy sample " + (s - 1) + " of the group");
                 assertEquals(FinishReason.LENGTH, out.get(s).reason());
             }
+        }
+    }
+
+    @Test
+    void sampledRolloutRecomputesBitForBit() {
+        SplittableRandom rnd = new SplittableRandom(3);
+        List<Request> reqs = new ArrayList<>();
+        for (int i = 0; i < 3; i++) {
+            reqs.add(new Request("s" + i, RolloutEngineTest.randomPrompt(rnd, 4 + rnd.nextInt(10)),
+                    SamplingParams.sample(1.0f, 0.95f, 8, 200 + i), 2));
+        }
+        try (LoadedModel m = RolloutEngineTest.model("deepseek_v4")) {
+            List<Completion> out = RolloutEngineTest.engine(m, 256).generate(reqs);
+            int tokens = 0;
+            for (Completion c : out) {
+                tokens += c.tokens().length;
+            }
+            assertEquals(6, out.size());
+            var gap = Recompute.gap(out, Recompute.policyLogprobs(m.model(), out, 1.0f));
+            assertTrue(gap.exact(), "deepseek_v4 recompute on the cpu: " + gap);
+            assertEquals(tokens, gap.tokens());
+            assertTrue(tokens >= 6, "every completion has tokens: " + tokens);
         }
     }
 }

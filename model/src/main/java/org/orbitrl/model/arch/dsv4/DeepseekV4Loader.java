@@ -2,8 +2,10 @@ package org.orbitrl.model.arch.dsv4;
 
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.arch.DenseMlp;
 import org.orbitrl.model.nn.Linear;
+import org.orbitrl.model.nn.Placement;
 import org.orbitrl.model.nn.Weight;
 import org.orbitrl.model.nn.WeightLoader;
 import org.orbitrl.model.nn.WeightSource;
@@ -26,7 +28,9 @@ import java.util.function.Function;
  * {@code indexer.*} → {@code self_attn.compressor.indexer.*}, {@code ffn.gate} → {@code mlp.gate},
  * experts' {@code w1/w3/w2} → {@code gate_proj/up_proj/down_proj}. Every tensor's shape is
  * checked and a tensor nobody reads is an error. Weights may be bf16, FP8 with 128×128 block
- * scales or FP4 experts, as {@link DeepseekV4Weights} reads them.
+ * scales or FP4 experts, as {@link DeepseekV4Weights} reads them. The linears' weights and the
+ * embedding go where the backend's kernels read them ({@link Placement}: device memory for a device
+ * backend); the host-side parameters (norms, hyper-connection mixes, {@code wo_a}) stay f32 arrays.
  */
 final class DeepseekV4Loader {
     private final WeightLoader w;
@@ -35,9 +39,11 @@ final class DeepseekV4Loader {
     private final WeightSource src;
     private final boolean released;
     private final Function<Tensor, Weight> expertQuantizer;
+    private final TensorAllocator place;   // where the linears' weights and the embedding go: the backend's memory
 
-    private DeepseekV4Loader(WeightSource src, Function<Tensor, Weight> expertQuantizer) {
+    private DeepseekV4Loader(WeightSource src, Function<Tensor, Weight> expertQuantizer, TensorAllocator place) {
         this.expertQuantizer = expertQuantizer;
+        this.place = place;
         this.src = src;
         this.w = new WeightLoader(src, used);
         this.quant = new DeepseekV4Weights(src, used, w);
@@ -62,12 +68,12 @@ final class DeepseekV4Loader {
     }
 
     private Linear linear(String hfName, String module, int out, int in) {
-        return new Linear(hfName, quant.weight(module, out, in), null);
+        return Placement.linear(place, new Linear(hfName, quant.weight(module, out, in), null));
     }
 
     static DeepseekV4Model load(DeepseekV4Config c, WeightSource src, Backend backend,
                                 Function<Tensor, Weight> expertQuantizer) {
-        return new DeepseekV4Loader(src, expertQuantizer).build(c, backend);
+        return new DeepseekV4Loader(src, expertQuantizer, backend.allocator()).build(c, backend);
     }
 
     /** A routed expert's projection: as stored, or quantized on load from full precision if asked. */
@@ -76,14 +82,14 @@ final class DeepseekV4Loader {
         if (expertQuantizer != null && wt instanceof Weight.Dense d) {
             wt = expertQuantizer.apply(d.w());
         }
-        return new Linear(hfName, wt, null);
+        return Placement.linear(place, new Linear(hfName, wt, null));
     }
 
     private DeepseekV4Model build(DeepseekV4Config c, Backend backend) {
         int h = c.hidden();
         int hc = c.hcMult();
         int d = c.headDim();
-        Tensor embed = w.tensor(released ? "embed.weight" : "model.embed_tokens.weight", c.vocab(), h);
+        Tensor embed = Placement.tensor(place, w.tensor(released ? "embed.weight" : "model.embed_tokens.weight", c.vocab(), h));
         DeepseekV4Model.Layer[] layers = new DeepseekV4Model.Layer[c.layers()];
         for (int i = 0; i < c.layers(); i++) {
             String p = layer(i);

@@ -36,8 +36,10 @@ import java.util.Map;
  * continue it; the cache itself only supplies the length. A cache of another length than its
  * state (a truncated one) is refused.
  *
- * <p>Computation runs on host arrays with a recorded tape for backward; linear layers run on
- * the backend. Backward gives adapter gradients only.
+ * <p>Computation runs on host arrays with a recorded tape for backward; linear layers (and the
+ * embedding) run on the backend, in its memory: on a device backend their weights and adapters
+ * live on the device, each linear's input is copied there and its output back, and the logits a
+ * forward returns are device memory, as every model's are. Backward gives adapter gradients only.
  */
 public final class DeepseekV4Model implements Trainable, AdapterTargets {
     private final DeepseekV4Config c;
@@ -192,7 +194,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
     @Override
     public Tensor forward(List<Segment> batch, HiddenSink hidden) {
         Node logits = run(batch, hidden, null);
-        return Tensor.of(logits.v, logits.size() / c.vocab(), c.vocab());
+        return backend.allocator().upload(MemoryCategory.LOGITS, Tensor.of(logits.v, logits.size() / c.vocab(), c.vocab()));
     }
 
     /** What a training forward keeps: the tape and the logits node. */
@@ -200,16 +202,22 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         final GradTape tape;
         final Node logits;    // [N, vocab]
         private final int vocab;
+        private final org.orbitrl.kernels.TensorAllocator place;
+        private Tensor placed;  // the logits in the backend's memory, made at the first ask
 
-        TrainTape(GradTape tape, Node logits, int vocab) {
+        TrainTape(GradTape tape, Node logits, int vocab, org.orbitrl.kernels.TensorAllocator place) {
             this.tape = tape;
             this.logits = logits;
             this.vocab = vocab;
+            this.place = place;
         }
 
         @Override
         public Tensor logits() {
-            return Tensor.of(logits.v, logits.size() / vocab, vocab);
+            if (placed == null) {
+                placed = place.upload(MemoryCategory.LOGITS, Tensor.of(logits.v, logits.size() / vocab, vocab));
+            }
+            return placed;
         }
     }
 
@@ -221,7 +229,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
             batch.add(new Segment(s, null));
         }
         GradTape tape = new GradTape();
-        return new TrainTape(tape, run(batch, null, tape), c.vocab());
+        return new TrainTape(tape, run(batch, null, tape), c.vocab(), backend.allocator());
     }
 
     @Override
@@ -229,7 +237,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         if (!(t instanceof TrainTape tt)) {
             throw new IllegalArgumentException("not a tape of this model: " + t);
         }
-        float[] d = dLogits.toFloatArray();
+        float[] d = backend.allocator().toHost(dLogits).toFloatArray();
         if (d.length != tt.logits.size()) {
             throw new IllegalArgumentException("d logits has " + d.length + " values, the logits " + tt.logits.size());
         }
@@ -283,8 +291,8 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         int h = c.hidden();
         int hc = c.hcMult();
         Tensor emb = backend.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);  // [N, hidden]
-        backend.embedding(embed, Tensor.ofInts(ids, n), emb);
-        float[] e = emb.toFloatArray();
+        backend.embedding(embed, backend.allocator().upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(ids, n)), emb);
+        float[] e = backend.allocator().toHost(emb).toFloatArray();
         float[] streams = new float[n * hc * h];                                                 // [N, hc, hidden]
         for (int r = 0; r < n; r++) {
             for (int j = 0; j < hc; j++) {
@@ -310,7 +318,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         Node collapsed = DeepseekV4HyperConnection.head(tape, x, headFn, headBase, headScale, hc, h, c.hcEps(), c.rmsEps());
         Node normed = Ops.rmsNorm(tape, collapsed, h, norm, c.rmsEps());
         if (hidden != null) {
-            hidden.accept(layers.length, Tensor.of(normed.v, n, h));
+            hidden.accept(layers.length, backend.allocator().upload(MemoryCategory.ACTIVATIONS, Tensor.of(normed.v, n, h)));
         }
         for (int si = 0; si < batch.size(); si++) {
             Segment s = batch.get(si);
@@ -333,9 +341,10 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         return l.ffnHc().expand(t, w, m, x);
     }
 
-    private static void emit(HiddenSink sink, int index, Node x, int n, int hc, int h) {
+    /** Hands layer {@code index}'s input streams to {@code sink}, in the backend's memory as every model's hidden states. */
+    private void emit(HiddenSink sink, int index, Node x, int n, int hc, int h) {
         if (sink != null) {
-            sink.accept(index, Tensor.of(x.v, n, hc, h));
+            sink.accept(index, backend.allocator().upload(MemoryCategory.ACTIVATIONS, Tensor.of(x.v, n, hc, h)));
         }
     }
 

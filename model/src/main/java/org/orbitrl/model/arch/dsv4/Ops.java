@@ -9,8 +9,9 @@ import org.orbitrl.model.nn.Linear;
 /**
  * The differentiable building blocks of DeepSeek V4 on host arrays. Every op computes its output
  * and, when a {@link GradTape} is given, records how to send the output's gradient to its inputs.
- * Linear layers run on the backend (so quantized weights and adapters work as everywhere else);
- * their backward accumulates the adapter gradients.
+ * Linear layers run on the backend (so quantized weights and adapters work as everywhere else, on
+ * the device too: their inputs are copied there and their outputs back); their backward accumulates
+ * the adapter gradients.
  */
 final class Ops {
     private Ops() {
@@ -23,10 +24,19 @@ final class Ops {
         }
     }
 
+    /** {@code v} as an f32 tensor of the backend's memory (a copy to the device for a device backend). */
     private static Tensor device(Backend b, float[] v, long... shape) {
+        if (!b.allocator().hostMemory()) {
+            return b.allocator().upload(MemoryCategory.ACTIVATIONS, Tensor.of(v, shape));
+        }
         Tensor t = b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, shape);
         t.copyFrom(Tensor.of(v, shape));
         return t;
+    }
+
+    /** The values of {@code t}, a tensor of the backend's memory (read back from the device for a device backend). */
+    private static float[] host(Backend b, Tensor t) {
+        return b.allocator().toHost(t).toFloatArray();
     }
 
     /** y [rows, out] = lin(x [rows, in]). */
@@ -36,13 +46,13 @@ final class Ops {
         Tensor xt = device(b, x.v, rows, in);
         Tensor yt = b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, rows, out);
         lin.forward(b, xt, yt);
-        Node y = new Node(yt.toFloatArray());
+        Node y = new Node(host(b, yt));
         if (t != null) {
             t.record(y, () -> {
                 Tensor dy = device(b, y.gradOrNull(), rows, out);
                 Tensor dx = b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, rows, in);
                 lin.backward(b, xt, dy, dx);
-                acc(x, dx.toFloatArray());
+                acc(x, host(b, dx));
             });
         }
         return y;

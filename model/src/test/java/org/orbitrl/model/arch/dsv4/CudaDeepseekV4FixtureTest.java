@@ -1,0 +1,200 @@
+package org.orbitrl.model.arch.dsv4;
+
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.Backends;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cuda.Cuda;
+import org.orbitrl.kernels.cuda.CudaBackend;
+import org.orbitrl.model.BaseFormat;
+import org.orbitrl.model.LoadedModel;
+import org.orbitrl.model.TestSafetensors;
+import org.orbitrl.model.arch.CausalLM;
+import org.orbitrl.model.arch.FixtureRuns;
+import org.orbitrl.model.arch.KvCache;
+import org.orbitrl.model.arch.Qwen3FixtureTest;
+import org.orbitrl.model.nn.Weight;
+import org.orbitrl.model.spec.ConfigLoader;
+
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+/**
+ * DeepSeek V4 on the CUDA backend against the transformers 5.17 references of its fixture, as
+ * {@link DeepseekV4FixtureTest} checks it on the CPU. The model's linears (attention and compressor
+ * projections, the indexer's, the router, the shared and routed experts, the head) and the
+ * embedding run on the device with their weights in device memory; the attention, the compressors,
+ * the hyper-connections and the norms run on the host between them.
+ * <ul>
+ *   <li>Exact mode (f32 arithmetic on the exact bf16 weights): logits (device memory) and every
+ *       hidden state within 1e-4 absolute; prefill in chunks and then one token a step through the
+ *       cache, both sequences batched, within 1e-4 of the one-shot reference; greedy decoding
+ *       reproduces {@code greedy.sequence}.</li>
+ *   <li>Routed experts quantized to MXFP4 on load: the device's logits within 1e-4 of the CPU
+ *       backend's for the same quantized model (the FP4 products on the device against the host's).</li>
+ *   <li>Default kernels (activations rounded to bf16 for products over more than 8 rows): logits within
+ *       1e-1 absolute ({@link #DEFAULT_KERNEL_ATOL}).</li>
+ * </ul>
+ * Skipped, with the reason, where no CUDA device is present.
+ */
+class CudaDeepseekV4FixtureTest {
+    private static CudaBackend exact;
+    private static CudaBackend fast;
+
+    /**
+     * The default kernels round each product's activation input to bf16 (relative error 2^-9 a rounding). V4's fixture
+     * has 4 layers (DeepSeek-V3's and gpt-oss's 2, bound 6e-2 in {@code CudaArchFixtureTest}), each rounding more
+     * products than Qwen3 (q_a, q_b, kv, o_b, both compressors' kv and gate, the indexer's q_b and weights, the router,
+     * the shared and routed experts), so the bound is 1e-1 absolute on logits whose largest magnitude is 3.83 (2.6 % of
+     * it; worst measured on the H200: 0.0715, 2 of 12,288 logits above 0.06). Exact mode holds 1e-4 (above).
+     */
+    private static final float DEFAULT_KERNEL_ATOL = 1e-1f;
+
+    @BeforeAll
+    static void open() {
+        assumeTrue(Cuda.available(), () -> "no CUDA device: " + Cuda.unavailableReason());
+        exact = new CudaBackend(0, CudaBackend.defaultCacheDir(), true);
+        fast = new CudaBackend(0, CudaBackend.defaultCacheDir(), false);
+    }
+
+    @AfterAll
+    static void close() {
+        if (exact != null) {
+            exact.close();
+        }
+        if (fast != null) {
+            fast.close();
+        }
+    }
+
+    private static DeepseekV4Model load(CudaBackend backend) {
+        return DeepseekV4Model.load(ConfigLoader.load(DeepseekV4FixtureTest.dir()),
+                new TestSafetensors(DeepseekV4FixtureTest.dir().resolve("model.safetensors")), backend);
+    }
+
+    private static TestSafetensors reference() {
+        return new TestSafetensors(DeepseekV4FixtureTest.dir().resolve("reference.safetensors"));
+    }
+
+    private static float[] host(CudaBackend b, Tensor t) {
+        return b.toHost(t.contiguous()).toFloatArray();
+    }
+
+    @Test
+    void exactLogitsAndHiddenStatesMatchTransformers() {
+        TestSafetensors ref = reference();
+        DeepseekV4Model model = load(exact);
+        assertTrue(model.linearModules().values().stream().allMatch(l -> switch (l.weight()) {
+            case Weight.Dense d -> exact.allocator().owns(d.w());
+            case Weight.Quantized q -> exact.allocator().owns(q.w().codes());
+        }), "every linear's weight is device memory");
+        List<CausalLM.Segment> batch = new ArrayList<>();
+        for (int[] r : DeepseekV4FixtureTest.rows(ref.get("input_ids"))) {
+            batch.add(new CausalLM.Segment(r, null));
+        }
+        Map<Integer, float[]> hidden = new HashMap<>();
+        Tensor logits = model.forward(batch, (idx, h) -> hidden.put(idx, host(exact, h)));
+        assertTrue(exact.allocator().owns(logits), "logits are device memory");
+        for (int i = 0; i <= model.layers(); i++) {
+            Qwen3FixtureTest.assertClose("deepseek_v4 hidden_states." + i + " on cuda (exact)",
+                    ref.get("hidden_states." + i).toFloatArray(), hidden.get(i), DeepseekV4FixtureTest.ATOL);
+        }
+        Qwen3FixtureTest.assertClose("deepseek_v4 logits on cuda (exact)", ref.get("logits").toFloatArray(), host(exact, logits),
+                DeepseekV4FixtureTest.ATOL);
+    }
+
+    @Test
+    void exactChunkedPrefillAndDecodeThroughTheCacheMatchTransformers() {
+        TestSafetensors ref = reference();
+        DeepseekV4Model model = load(exact);
+        List<int[]> seqs = DeepseekV4FixtureTest.rows(ref.get("input_ids"));
+        int v = model.vocabSize();
+        int t = seqs.get(0).length;
+        // both sequences in one batch, fed as chunks of 5, 3, then single tokens: the compressors' windows close mid-chunk
+        KvCache[] caches = {model.newCache(4), model.newCache(4)};
+        float[] got = new float[2 * t * v];
+        int at = 0;
+        while (at < t) {
+            int len = at < 8 ? (at == 0 ? 5 : 3) : 1;
+            List<CausalLM.Segment> batch = new ArrayList<>();
+            for (int b = 0; b < 2; b++) {
+                batch.add(new CausalLM.Segment(java.util.Arrays.copyOfRange(seqs.get(b), at, at + len), caches[b]));
+            }
+            float[] lg = host(exact, model.forward(batch));
+            for (int b = 0; b < 2; b++) {
+                System.arraycopy(lg, b * len * v, got, (b * t + at) * v, len * v);
+            }
+            at += len;
+        }
+        Qwen3FixtureTest.assertClose("deepseek_v4 logits through the cache on cuda (exact)", ref.get("logits").toFloatArray(),
+                got, DeepseekV4FixtureTest.ATOL);
+        assertEquals(t, caches[0].length());
+    }
+
+    @Test
+    void greedyDecodingOnTheDeviceReproducesTransformers() {
+        TestSafetensors ref = reference();
+        DeepseekV4Model model = load(exact);
+        long[] prompt = ref.get("greedy.prompt").toLongArray();
+        long[] expected = ref.get("greedy.sequence").toLongArray();
+        long[] got = FixtureRuns.greedy(model, prompt, expected.length, model.newCache(4));
+        assertArrayEquals(expected, got, "deepseek_v4 greedy sequence on cuda");
+    }
+
+    /** The routed experts quantized to MXFP4 on load: the device's FP4 expert products against the host's. */
+    @Test
+    void mxfp4ExpertsOnTheDeviceMatchTheHost() {
+        TestSafetensors ref = reference();
+        List<int[]> rows = DeepseekV4FixtureTest.rows(ref.get("input_ids"));
+        float[] want;
+        try (LoadedModel cpu = LoadedModel.load(DeepseekV4FixtureTest.dir(), Backends.cpu(), BaseFormat.MXFP4)) {
+            want = cpu.model().forward(segments(rows)).toFloatArray();
+        }
+        try (LoadedModel gpu = LoadedModel.load(DeepseekV4FixtureTest.dir(), exact, BaseFormat.MXFP4)) {
+            int quantized = 0;
+            for (var set : gpu.targets().expertSets()) {
+                for (var lin : set.gate()) {
+                    assertTrue(lin.weight() instanceof Weight.Quantized q && exact.allocator().owns(q.w().codes()),
+                            lin.name() + " is quantized and in device memory");
+                    quantized++;
+                }
+            }
+            assertTrue(quantized > 0, "the model has routed experts");
+            Qwen3FixtureTest.assertClose("deepseek_v4 MXFP4 experts, cuda (exact) vs cpu", want,
+                    host(exact, gpu.model().forward(segments(rows))), DeepseekV4FixtureTest.ATOL);
+        }
+    }
+
+    @Test
+    void defaultKernelLogitsMatchTransformers() {
+        TestSafetensors ref = reference();
+        DeepseekV4Model model = load(fast);
+        float[] want = ref.get("logits").toFloatArray();
+        float[] got = host(fast, model.forwardTrain(DeepseekV4FixtureTest.rows(ref.get("input_ids")), false).logits());
+        double worst = 0;
+        double squares = 0;
+        for (int i = 0; i < want.length; i++) {
+            worst = Math.max(worst, Math.abs(want[i] - got[i]));
+            squares += (want[i] - got[i]) * (double) (want[i] - got[i]);
+        }
+        System.out.printf("deepseek_v4 on cuda (default kernels): worst |logit - transformers| %.4f, rms %.4f%n", worst,
+                Math.sqrt(squares / want.length));
+        Qwen3FixtureTest.assertClose("deepseek_v4 logits on cuda (default kernels)", want, got, DEFAULT_KERNEL_ATOL);
+    }
+
+    private static List<CausalLM.Segment> segments(List<int[]> rows) {
+        List<CausalLM.Segment> batch = new ArrayList<>();
+        for (int[] r : rows) {
+            batch.add(new CausalLM.Segment(r, null));
+        }
+        return batch;
+    }
+}

@@ -7,6 +7,21 @@ package org.orbitrl.model.arch.dsv4;
 final class Node {
     final float[] v;
     private float[] g;
+    private org.orbitrl.kernels.Tensor placed;   // v in a backend's memory, made by the first linear that reads it
+    private org.orbitrl.kernels.TensorAllocator placedIn;
+
+    /**
+     * {@code v} as an f32 tensor of {@code shape} in {@code allocator}'s memory: one copy for every linear that reads
+     * this value (q_a and kv, both compressor projections, an expert's gate and up). Values are never written after
+     * their node is made, so the copy stays right.
+     */
+    org.orbitrl.kernels.Tensor placed(org.orbitrl.kernels.TensorAllocator allocator, long... shape) {
+        if (placed == null || placedIn != allocator || !java.util.Arrays.equals(placed.shape(), shape)) {
+            placed = Ops.device(allocator, v, shape);
+            placedIn = allocator;
+        }
+        return placed;
+    }
 
     Node(float[] v) {
         this.v = v;

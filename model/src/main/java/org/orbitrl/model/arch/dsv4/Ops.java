@@ -26,10 +26,14 @@ final class Ops {
 
     /** {@code v} as an f32 tensor of the backend's memory (a copy to the device for a device backend). */
     private static Tensor device(Backend b, float[] v, long... shape) {
-        if (!b.allocator().hostMemory()) {
-            return b.allocator().upload(MemoryCategory.ACTIVATIONS, Tensor.of(v, shape));
+        return device(b.allocator(), v, shape);
+    }
+
+    static Tensor device(org.orbitrl.kernels.TensorAllocator a, float[] v, long... shape) {
+        if (!a.hostMemory()) {
+            return a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(v, shape));
         }
-        Tensor t = b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, shape);
+        Tensor t = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, shape);
         t.copyFrom(Tensor.of(v, shape));
         return t;
     }
@@ -43,7 +47,7 @@ final class Ops {
     static Node linear(GradTape t, Backend b, Linear lin, Node x, int rows) {
         int in = lin.in();
         int out = lin.out();
-        Tensor xt = device(b, x.v, rows, in);
+        Tensor xt = x.placed(b.allocator(), rows, in);
         Tensor yt = b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, rows, out);
         lin.forward(b, xt, yt);
         Node y = new Node(host(b, yt));

@@ -388,7 +388,11 @@ __device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, i
                                                      int L, int splits) {
     static_assert(!CODES || (SRC == FMT_INT4 && !TRANS), "the codes form is INT4's forward product");
     constexpr int THREADS = 128;
-    constexpr int J = SRC == EMG_BF16 || CODES ? 1 : 3;
+    // weight planes a product takes: a bf16 weight and INT4's codes are one plane; so is an MXFP4 weight, whose values
+    // (an E2M1 value times a power of two) are bf16 exactly: its second and third planes are zeros, and the products
+    // of those planes (the 3-plane order's 2nd, 3rd and 5th) would leave the sums as they are, so the bits are the
+    // three planes' (em_mma_chunk keeps the other products' order)
+    constexpr int J = SRC == EMG_BF16 || CODES || SRC == FMT_MXFP4 ? 1 : 3;
     constexpr bool QUANT = SRC <= FMT_NVFP4;
     constexpr int XBYTES = TOK * EM_XROWB;
     constexpr int STAGE = XBYTES + emg_raw_bytes<SRC, TRANS>();

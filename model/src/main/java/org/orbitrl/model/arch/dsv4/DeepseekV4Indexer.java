@@ -36,11 +36,11 @@ final class DeepseekV4Indexer {
     int[][] select(Backend b, Node x, Node qr, int[] positions, DeepseekV4Attention.Seg[] segs, int rate,
                    DeepseekV4Config c) {
         int n = positions.length;
-        Node[] proj = compressor.project(null, b, new Node(x.v), n);
-        Node q = Ops.linear(null, b, qB, new Node(qr.v), n);                  // [N, heads*dim]
+        Node[] proj = compressor.project(null, b, x.detached(), n);
+        Node q = Ops.linear(null, b, qB, qr.detached(), n);                  // [N, heads*dim]
         float[][] cs = DeepseekV4Config.cosSin(c.compressRope(), positions);
         q = Ops.rope(null, q, heads, dim, cs[0], cs[1], false);
-        Node w = Ops.linear(null, b, weightsProj, new Node(x.v), n);         // [N, heads]
+        Node w = Ops.linear(null, b, weightsProj, x.detached(), n);         // [N, heads]
         float qScale = (float) (1 / Math.sqrt(dim));
         float wScale = (float) (1 / Math.sqrt(heads));
         int[][] out = new int[n][];

@@ -15,6 +15,10 @@ import org.orbitrl.kernels.cuda.internal.Kernel;
  * choice is the same for prefill and decode, so the two still agree bit for bit. {@code -Dorbit.cuda.exactAttentionRows=
  * 64|16|8} (read once) sets a prefill block's rows, and {@code -Dorbit.cuda.exactAttentionStages=1|2} whether its
  * 64-row blocks copy the next key tile while they use this one (two buffers); no row's bits depend on either.
+ * {@code -Dorbit.cuda.exactDecodeCopy=async|double|plain} (read at each call) sets how the 8- and 16-row blocks of a
+ * decode step copy their key and value tiles: {@code async} (the default), every copy of a tile in flight at once by
+ * cp.async into one buffer; {@code double}, the next tile copied while this one is used (two buffers, twice the shared
+ * memory, so fewer blocks an SM); {@code plain}, each thread's loads one after another. The bits are the same.
  */
 final class CudaExactAttention {
     /** Largest head dimension (q/k and v) the tiled kernel takes. */
@@ -28,15 +32,17 @@ final class CudaExactAttention {
     private final CudaContext ctx;
     private final Kernel rows64;
     private final Kernel rows64Staged;
-    private final Kernel rows16;
-    private final Kernel rows8;
+    private final Kernel[] rows16;   // plain, async, double
+    private final Kernel[] rows8;
 
     CudaExactAttention(CudaContext ctx) {
         this.ctx = ctx;
         this.rows64 = ctx.kernel("attention_exact", "attention_exact_r64");
         this.rows64Staged = ctx.kernel("attention_exact", "attention_exact_r64_s2");
-        this.rows16 = ctx.kernel("attention_exact", "attention_exact_r16");
-        this.rows8 = ctx.kernel("attention_exact", "attention_exact_r8");
+        this.rows16 = new Kernel[] {ctx.kernel("attention_exact", "attention_exact_r16"),
+                ctx.kernel("attention_exact", "attention_exact_r16_a"), ctx.kernel("attention_exact", "attention_exact_r16_s2")};
+        this.rows8 = new Kernel[] {ctx.kernel("attention_exact", "attention_exact_r8"),
+                ctx.kernel("attention_exact", "attention_exact_r8_a"), ctx.kernel("attention_exact", "attention_exact_r8_s2")};
     }
 
     /** Whether exact mode's attention is this kernel's where the heads fit (and so keeps statistics for the backward). */
@@ -87,11 +93,15 @@ final class CudaExactAttention {
         int threads;
         int stages = 1;
         if (queriesPerBlock == 1 ? group <= 8 : PREFILL_ROWS == 8) {
-            kernel = rows8;
+            int copy = smallBlockCopy();
+            kernel = rows8[copy];
+            stages = copy == 2 ? 2 : 1;
             rows = 8;
             threads = 128;
         } else if (queriesPerBlock == 1 ? group <= 16 : PREFILL_ROWS == 16) {
-            kernel = rows16;
+            int copy = smallBlockCopy();
+            kernel = rows16[copy];
+            stages = copy == 2 ? 2 : 1;
             rows = 16;
             threads = 128;
         } else {
@@ -108,6 +118,18 @@ final class CudaExactAttention {
         ctx.launchShared(kernel, blocks, threads, sharedBytes(rows, stages, d, dv), q, qs[0], qs[1], k, kS, kH, v, vS, vH, out,
                 os[0], os[1], tq, hq, hkv, d, dv, queryStart, spec.slidingWindow(), spec.scale(), spec.sinks(), vec ? 1 : 0,
                 qpb, hpb, tables, lens, maxBlocks, blockSize, lse);
+    }
+
+    /** How 8- and 16-row blocks copy their tiles: 0 plain loads, 1 cp.async into one buffer, 2 two buffers. */
+    static int smallBlockCopy() {
+        String copy = System.getProperty("orbit.cuda.exactDecodeCopy", "async");
+        return switch (copy) {
+            case "plain" -> 0;
+            case "async" -> 1;
+            case "double" -> 2;
+            default -> throw new IllegalArgumentException(
+                    "orbit.cuda.exactDecodeCopy: expected async, double or plain, got '" + copy + "'");
+        };
     }
 
     /** The kernel's shared memory: q rows, a key and a value tile a stage, the scores, and three words a row. */

@@ -61,8 +61,9 @@ __device__ __forceinline__ void ax_load_tile(float* dst, const float* src, i64 s
 
 // ROWS query rows, THREADS threads; the scores as RM rows x KM keys a thread, the outputs as PR rows x two 4-column
 // pieces (columns 4g.. and 64 + 4g..) a thread; the softmax by four threads a row. STAGES 2: two key and value
-// buffers, the next tile copied (cp.async) while this one is used.
-template <int ROWS, int THREADS, int RM, int KM, int STAGES>
+// buffers, the next tile copied (cp.async) while this one is used. STAGES 1 with ASYNC: one buffer, its tile copied by
+// cp.async (every copy of the tile in flight at once, then waited for) where a thread's plain loads go one after another.
+template <int ROWS, int THREADS, int RM, int KM, int STAGES, bool ASYNC = false>
 __device__ __forceinline__ void attention_exact_body(const float* q, i64 qT, i64 qH, const float* k, i64 kS, i64 kH,
                                                      const float* v, i64 vS, i64 vH, float* out, i64 oT, i64 oH,
                                                      int T, int Hq, int Hkv, int D, int Dv, int queryStart, int window,
@@ -183,8 +184,12 @@ __device__ __forceinline__ void attention_exact_body(const float* q, i64 qT, i64
             cp_async_commit();
             cp_async_wait<1>();
         } else {
-            ax_load_tile<false>(Kb, kb, kS, D, key0, kLo, kHi, tables, seqT, maxBlocks, blockSize, vec, tid, THREADS);
-            ax_load_tile<false>(Vb, vb, vS, Dv, key0, kLo, kHi, tables, seqT, maxBlocks, blockSize, vec, tid, THREADS);
+            ax_load_tile<ASYNC>(Kb, kb, kS, D, key0, kLo, kHi, tables, seqT, maxBlocks, blockSize, vec, tid, THREADS);
+            ax_load_tile<ASYNC>(Vb, vb, vS, Dv, key0, kLo, kHi, tables, seqT, maxBlocks, blockSize, vec, tid, THREADS);
+            if (ASYNC) {
+                cp_async_commit();
+                cp_async_wait<0>();
+            }
         }
         __syncthreads();
 
@@ -330,4 +335,17 @@ extern "C" __global__ void __launch_bounds__(128) attention_exact_r16(ATTENTION_
 }
 extern "C" __global__ void __launch_bounds__(128) attention_exact_r8(ATTENTION_EXACT_ARGS) {
     attention_exact_body<8, 128, 1, 4, 1>(ATTENTION_EXACT_PASS);
+}
+// the same with the tiles copied by cp.async: one buffer (_a), two (_s2)
+extern "C" __global__ void __launch_bounds__(128) attention_exact_r16_a(ATTENTION_EXACT_ARGS) {
+    attention_exact_body<16, 128, 2, 4, 1, true>(ATTENTION_EXACT_PASS);
+}
+extern "C" __global__ void __launch_bounds__(128) attention_exact_r8_a(ATTENTION_EXACT_ARGS) {
+    attention_exact_body<8, 128, 1, 4, 1, true>(ATTENTION_EXACT_PASS);
+}
+extern "C" __global__ void __launch_bounds__(128) attention_exact_r16_s2(ATTENTION_EXACT_ARGS) {
+    attention_exact_body<16, 128, 2, 4, 2>(ATTENTION_EXACT_PASS);
+}
+extern "C" __global__ void __launch_bounds__(128) attention_exact_r8_s2(ATTENTION_EXACT_ARGS) {
+    attention_exact_body<8, 128, 1, 4, 2>(ATTENTION_EXACT_PASS);
 }

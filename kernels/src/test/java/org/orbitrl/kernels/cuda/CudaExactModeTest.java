@@ -401,7 +401,8 @@ class CudaExactModeTest {
     /**
      * A batch of sequences decoding one token each over a paged cache (blocks scattered, tables
      * padded, lengths ragged) gives, row for row, bitwise the attention of the same query as the
-     * last query of its sequence's exact prefill.
+     * last query of its sequence's exact prefill; with each way of copying the key tiles
+     * ({@code orbit.cuda.exactDecodeCopy}) the same bits.
      */
     @Test
     void pagedDecodeEqualsPrefillBitwise() {
@@ -462,8 +463,22 @@ class CudaExactModeTest {
             Tensor dl = gpu.toDevice(Tensor.ofInts(lens, lens.length));
             Tensor out = gpu.allocator().allocate(org.orbitrl.kernels.MemoryCategory.OTHER, DType.F32, lens.length, hq, d);
             try {
-                gpu.pagedDecodeAttention(dq, dkc, dvc, dt, dl, bs, hkv, out, spec);
-                float[] paged = bits(out);
+                // each way the decode blocks may copy their tiles; the first is the default's
+                String[] copies = {"async", "double", "plain"};
+                float[][] byCopy = new float[copies.length][];
+                float[] nan = new float[lens.length * hq * d];
+                java.util.Arrays.fill(nan, Float.NaN);
+                for (int m = 0; m < copies.length; m++) {
+                    gpu.copyToDevice(Tensor.of(nan, lens.length, hq, d), out);   // what a launch leaves unwritten stays NaN
+                    CudaTestBase.withProperty("orbit.cuda.exactDecodeCopy", copies[m],
+                            () -> gpu.pagedDecodeAttention(dq, dkc, dvc, dt, dl, bs, hkv, out, spec));
+                    byCopy[m] = bits(out);
+                }
+                for (int m = 1; m < copies.length; m++) {
+                    assertBitwise("exact paged decode, Hq " + hq + " D " + d + ", window " + win + ": tiles copied "
+                            + copies[m] + " vs " + copies[0], byCopy[0], byCopy[m]);
+                }
+                float[] paged = byCopy[0];
                 int row = hq * d;
                 for (int b = 0; b < lens.length; b++) {
                     int len = lens[b];

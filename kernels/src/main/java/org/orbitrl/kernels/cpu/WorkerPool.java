@@ -114,9 +114,11 @@ final class WorkerPool implements AutoCloseable {
                 Thread.onSpinWait();
                 continue;
             }
-            // announce the park, then look once more: a job published after this check sees the flag
+            // announce the park, then look once more: a job published after this check sees the flag. Nothing new to
+            // run is both "no job" (the caller clears it as its job ends) and "the job this worker has already run"
             setParked(id, true);
-            if (current == seen && !closed) {
+            Job now = current;
+            if ((now == null || now == seen) && !closed) {
                 LockSupport.park(this);
             }
             setParked(id, false);

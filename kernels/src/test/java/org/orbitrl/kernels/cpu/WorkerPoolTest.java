@@ -12,7 +12,10 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-/** The backend's thread pool: every task once, named daemon threads, errors surfaced, threads stopped on close. */
+/**
+ * The backend's thread pool: every task once, named daemon threads, an idle pool parked, errors surfaced, threads
+ * stopped on close.
+ */
 class WorkerPoolTest {
 
     @Test
@@ -46,6 +49,47 @@ class WorkerPoolTest {
                 t.join(5_000);
                 assertFalse(t.isAlive(), t.getName() + " still running after close");
             }
+        }
+    }
+
+    /**
+     * Once its jobs are done, an idle pool's workers park: over a 500 ms window after the last job (and a 200 ms settle)
+     * the three workers together take at most 50 ms of CPU time (a worker spinning would take up to the whole window).
+     */
+    @Test
+    void anIdlePoolTakesNoCpu() throws InterruptedException {
+        java.lang.management.ThreadMXBean mx = java.lang.management.ManagementFactory.getThreadMXBean();
+        org.junit.jupiter.api.Assumptions.assumeTrue(mx.isThreadCpuTimeSupported() && mx.isThreadCpuTimeEnabled(),
+                "this JVM does not measure per-thread CPU time");
+        Set<Thread> workers = ConcurrentHashMap.newKeySet();
+        try (WorkerPool pool = new WorkerPool(4)) {
+            for (int round = 0; round < 50; round++) {
+                pool.parallelFor(64, i -> {
+                    if (Thread.currentThread().getName().startsWith("orbit-cpu-")) {
+                        workers.add(Thread.currentThread());
+                    }
+                    double x = i;
+                    for (int k = 0; k < 20_000; k++) {
+                        x = Math.sqrt(x + k);
+                    }
+                    if (x < 0) {
+                        throw new AssertionError();
+                    }
+                });
+            }
+            assertTrue(!workers.isEmpty(), "no task ran on a worker");
+            Thread.sleep(200);
+            long before = 0;
+            for (Thread t : workers) {
+                before += mx.getThreadCpuTime(t.threadId());
+            }
+            Thread.sleep(500);
+            long after = 0;
+            for (Thread t : workers) {
+                after += mx.getThreadCpuTime(t.threadId());
+            }
+            double ms = (after - before) / 1e6;
+            assertTrue(ms <= 50, workers.size() + " idle workers took " + ms + " ms of CPU in 500 ms");
         }
     }
 

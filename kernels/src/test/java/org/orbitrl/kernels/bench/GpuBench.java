@@ -58,7 +58,7 @@ public final class GpuBench {
     }
 
     /** Median milliseconds of {@code reps} event-timed runs of {@code work} after 3 warm-ups. */
-    static double timeMs(CudaBackend gpu, int reps, Runnable work) {
+    public static double timeMs(CudaBackend gpu, int reps, Runnable work) {
         for (int i = 0; i < 3; i++) {
             work.run();
         }

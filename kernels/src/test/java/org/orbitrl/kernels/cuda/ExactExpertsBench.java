@@ -4,17 +4,17 @@ import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.ExpertWeights;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.bench.GpuBench;
 import org.orbitrl.kernels.quant.QuantizedTensor;
 
-import java.util.Arrays;
 import java.util.SplittableRandom;
 
 /**
  * Exact mode's grouped expert products ({@link CudaExactExperts}) by weight kind, on gpt-oss-20b's expert widths (32
  * experts, K = N = 2880): a decode step's pairs (64 tokens x 4 experts, 8 an expert) and a training micro-batch's
  * (4096 x 4, 512 an expert). Each kind's time (median of 20 calls, CUDA events) against the time its weight bytes
- * (codes and scales of every expert) take at the copy bandwidth measured in the same run, and, for the training
- * size, against the bf16 weight's time in the same run. MXFP4 and NVFP4 read the same codes; MXFP4 takes one weight
+ * (codes and scales of every expert) take at the copy bandwidth measured in the same run, and against the bf16
+ * weight's time at the same size in the same run. MXFP4 and NVFP4 read the same codes; MXFP4 takes one weight
  * plane (its values are bf16 exactly), NVFP4 three, INT4 one (the codes form).
  *
  * <pre>java ... org.orbitrl.kernels.cuda.ExactExpertsBench</pre>
@@ -32,7 +32,7 @@ public final class ExactExpertsBench {
         int k = 2880;
         int n = 2880;
         try (CudaBackend gpu = new CudaBackend(0, CudaBackend.defaultCacheDir(), true)) {
-            double copy = org.orbitrl.kernels.bench.GpuBench.copyBandwidth(gpu);
+            double copy = GpuBench.copyBandwidth(gpu);
             System.out.printf("copy bandwidth %.0f GB/s (read + write); %d experts, K %d, N %d%n", copy, experts, k, n);
             System.out.println("| kind | pairs | µs a call | weight bytes at copy bandwidth | of that limit | of bf16's time |");
             System.out.println("|---|---|---|---|---|---|");
@@ -64,20 +64,7 @@ public final class ExactExpertsBench {
                     int pairs = offsets[experts];
                     Tensor x = gpu.toDevice(CudaTestBase.randn(r, 1f, pairs, k));
                     Tensor y = gpu.allocator().allocate(MemoryCategory.OTHER, DType.F32, pairs, n);
-                    double[] ms = new double[20];
-                    try (CudaEvent a = new CudaEvent(); CudaEvent b = new CudaEvent()) {
-                        for (int i = -3; i < ms.length; i++) {
-                            a.record(gpu.stream());
-                            gpu.moeExpertMatmul(x, w, offsets, y, 0);
-                            b.record(gpu.stream());
-                            b.synchronize();
-                            if (i >= 0) {
-                                ms[i] = b.elapsedMillisSince(a);
-                            }
-                        }
-                    }
-                    Arrays.sort(ms);
-                    double us = ms[ms.length / 2] * 1e3;
+                    double us = GpuBench.timeMs(gpu, 20, () -> gpu.moeExpertMatmul(x, w, offsets, y, 0)) * 1e3;
                     double limitUs = bytes / (copy * 1e3);   // the weights read once at the copy's bytes a second
                     if (kind.equals("bf16")) {
                         bf16 = us;

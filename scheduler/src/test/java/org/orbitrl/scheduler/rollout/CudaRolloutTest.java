@@ -82,18 +82,7 @@ class CudaRolloutTest {
         }
         try (LoadedModel m = onGpu("qwen3_moe")) {
             List<Completion> dev = RolloutEngineTest.engine(m, 256).generate(reqs);
-            assertEquals(cpu.size(), dev.size());
-            for (int i = 0; i < cpu.size(); i++) {
-                Completion a = cpu.get(i);
-                Completion b = dev.get(i);
-                assertArrayEquals(a.tokens(), b.tokens(), "completion " + i + " tokens on cpu and cuda");
-                for (int t = 0; t < a.tokens().length; t++) {
-                    float x = a.policyLogprobs()[t];
-                    float y = b.policyLogprobs()[t];
-                    assertTrue(Math.abs(x - y) <= 1e-5 + 1e-5 * Math.abs(x),
-                            "completion " + i + " token " + t + " policy log-prob: cpu " + x + " cuda " + y);
-                }
-            }
+            assertSameDraws("qwen3_moe", cpu, dev);
             var gap = Recompute.gap(dev, Recompute.policyLogprobs(m.model(), dev, 1.0f));
             assertTrue(gap.exact(), "recompute on cuda in exact mode: " + gap);
             assertEquals(80, gap.tokens());
@@ -130,21 +119,32 @@ class CudaRolloutTest {
                 assertArrayEquals(want, out.get(s).tokens(), "deepseek_v4 greedy sample " + (s - 1) + " of the group on cuda");
             }
             List<Completion> dev = RolloutEngineTest.engine(m, 256).generate(sampled);
-            assertEquals(cpu.size(), dev.size());
-            int tokens = 0;
-            for (int i = 0; i < cpu.size(); i++) {
-                assertArrayEquals(cpu.get(i).tokens(), dev.get(i).tokens(), "deepseek_v4 completion " + i + " tokens on cpu and cuda");
-                for (int t = 0; t < cpu.get(i).tokens().length; t++) {
-                    float x = cpu.get(i).policyLogprobs()[t];
-                    float y = dev.get(i).policyLogprobs()[t];
-                    assertTrue(Math.abs(x - y) <= 1e-5 + 1e-5 * Math.abs(x),
-                            "deepseek_v4 completion " + i + " token " + t + " policy log-prob: cpu " + x + " cuda " + y);
-                }
-                tokens += dev.get(i).tokens().length;
-            }
+            int tokens = assertSameDraws("deepseek_v4", cpu, dev);
             var gap = Recompute.gap(dev, Recompute.policyLogprobs(m.model(), dev, 1.0f));
             assertTrue(gap.exact(), "deepseek_v4 recompute on cuda in exact mode: " + gap);
             assertEquals(tokens, gap.tokens());
         }
+    }
+
+    /**
+     * The device's completions draw the CPU's tokens, each policy log-prob within 1e-5 + 1e-5·|cpu|; returns the tokens
+     * drawn.
+     */
+    private static int assertSameDraws(String arch, List<Completion> cpu, List<Completion> dev) {
+        assertEquals(cpu.size(), dev.size(), arch + " completions on cpu and cuda");
+        int tokens = 0;
+        for (int i = 0; i < cpu.size(); i++) {
+            Completion a = cpu.get(i);
+            Completion b = dev.get(i);
+            assertArrayEquals(a.tokens(), b.tokens(), arch + " completion " + i + " tokens on cpu and cuda");
+            for (int t = 0; t < a.tokens().length; t++) {
+                float x = a.policyLogprobs()[t];
+                float y = b.policyLogprobs()[t];
+                assertTrue(Math.abs(x - y) <= 1e-5 + 1e-5 * Math.abs(x),
+                        arch + " completion " + i + " token " + t + " policy log-prob: cpu " + x + " cuda " + y);
+            }
+            tokens += b.tokens().length;
+        }
+        return tokens;
     }
 }

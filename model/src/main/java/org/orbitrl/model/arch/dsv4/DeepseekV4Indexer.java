@@ -36,11 +36,12 @@ final class DeepseekV4Indexer {
     int[][] select(Backend b, Node x, Node qr, int[] positions, DeepseekV4Attention.Seg[] segs, int rate,
                    DeepseekV4Config c) {
         int n = positions.length;
-        Node[] proj = compressor.project(null, b, x.detached(), n);
-        Node q = Ops.linear(null, b, qB, qr.detached(), n);                  // [N, heads*dim]
+        // no tape: nothing here is recorded for backward, and x and qr keep the device copies their other readers made
+        Node[] proj = compressor.project(null, b, x, n);
+        Node q = Ops.linear(null, b, qB, qr, n);                       // [N, heads*dim]
         float[][] cs = DeepseekV4Config.cosSin(c.compressRope(), positions);
         q = Ops.rope(null, q, heads, dim, cs[0], cs[1], false);
-        Node w = Ops.linear(null, b, weightsProj, x.detached(), n);         // [N, heads]
+        Node w = Ops.linear(null, b, weightsProj, x, n);               // [N, heads]
         float qScale = (float) (1 / Math.sqrt(dim));
         float wScale = (float) (1 / Math.sqrt(heads));
         int[][] out = new int[n][];

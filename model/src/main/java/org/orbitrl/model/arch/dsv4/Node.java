@@ -9,7 +9,6 @@ final class Node {
     private float[] g;
     private org.orbitrl.kernels.Tensor placed;   // v in a backend's memory, made by the first linear that reads it
     private org.orbitrl.kernels.TensorAllocator placedIn;
-    private final Node copyOf;                   // the node whose device copy this one shares, or null
 
     /**
      * {@code v} as an f32 tensor of {@code shape} in {@code allocator}'s memory: one copy for every linear that reads
@@ -17,9 +16,6 @@ final class Node {
      * their node is made, so the copy stays right.
      */
     org.orbitrl.kernels.Tensor placed(org.orbitrl.kernels.TensorAllocator allocator, long... shape) {
-        if (copyOf != null) {
-            return copyOf.placed(allocator, shape);
-        }
         if (placed == null || placedIn != allocator || !java.util.Arrays.equals(placed.shape(), shape)) {
             placed = Ops.device(allocator, v, shape);
             placedIn = allocator;
@@ -28,20 +24,7 @@ final class Node {
     }
 
     Node(float[] v) {
-        this(v, null);
-    }
-
-    private Node(float[] v, Node copyOf) {
         this.v = v;
-        this.copyOf = copyOf;
-    }
-
-    /**
-     * The same value with no gradient path back here (the indexer's choice is not differentiated); it shares this
-     * node's device copy, so reading it again costs no second upload.
-     */
-    Node detached() {
-        return new Node(v, this);
     }
 
     static Node zeros(int n) {

@@ -1,13 +1,12 @@
 package org.orbitrl.model.arch;
 
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.provider.ValueSource;
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.Tensor;
-import org.orbitrl.kernels.cuda.Cuda;
 import org.orbitrl.kernels.cuda.CudaBackend;
+import org.orbitrl.model.CudaBackendPair;
 import org.orbitrl.model.TestSafetensors;
 
 import java.util.ArrayList;
@@ -18,7 +17,6 @@ import java.util.Map;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
  * DeepSeek-V3 (multi-head latent attention, sigmoid group routing, shared experts) and gpt-oss
@@ -37,25 +35,8 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
  * Skipped, with the reason, where no CUDA device is present.
  */
 class CudaArchFixtureTest {
-    private static CudaBackend exact;
-    private static CudaBackend fast;
-
-    @BeforeAll
-    static void open() {
-        assumeTrue(Cuda.available(), () -> "no CUDA device: " + Cuda.unavailableReason());
-        exact = new CudaBackend(0, CudaBackend.defaultCacheDir(), true);
-        fast = new CudaBackend(0, CudaBackend.defaultCacheDir(), false);
-    }
-
-    @AfterAll
-    static void close() {
-        if (exact != null) {
-            exact.close();
-        }
-        if (fast != null) {
-            fast.close();
-        }
-    }
+    @RegisterExtension
+    static final CudaBackendPair GPU = new CudaBackendPair();
 
     static Trainable load(String arch, Backend backend) {
         return switch (arch) {
@@ -77,16 +58,16 @@ class CudaArchFixtureTest {
     @ValueSource(strings = {"deepseek_v3", "gpt_oss"})
     void exactPrefillLogitsAndHiddenStatesMatchTransformers(String arch) {
         TestSafetensors ref = reference(arch);
-        Trainable model = load(arch, exact);
+        Trainable model = load(arch, GPU.exact());
         List<CausalLM.Segment> batch = new ArrayList<>();
         for (int[] toks : FixtureRuns.inputRows(ref)) {
             batch.add(new CausalLM.Segment(toks, model.newCache(toks.length)));
         }
         Map<Integer, float[]> hidden = new HashMap<>();
-        Tensor logits = model.forward(batch, (idx, h) -> hidden.put(idx, host(exact, h)));
-        assertTrue(exact.allocator().owns(logits), "logits are device memory");
-        Qwen3FixtureTest.assertClose(arch + " logits on cuda (exact)", ref.get("logits").toFloatArray(), host(exact, logits),
-                Qwen3FixtureTest.ATOL);
+        Tensor logits = model.forward(batch, (idx, h) -> hidden.put(idx, host(GPU.exact(), h)));
+        assertTrue(GPU.exact().allocator().owns(logits), "logits are device memory");
+        Qwen3FixtureTest.assertClose(arch + " logits on cuda (exact)", ref.get("logits").toFloatArray(),
+                host(GPU.exact(), logits), Qwen3FixtureTest.ATOL);
         for (int i = 0; i <= model.layers(); i++) {
             Qwen3FixtureTest.assertClose(arch + " hidden_states." + i + " on cuda (exact)",
                     ref.get("hidden_states." + i).toFloatArray(), hidden.get(i), Qwen3FixtureTest.ATOL);
@@ -97,7 +78,7 @@ class CudaArchFixtureTest {
     @ValueSource(strings = {"deepseek_v3", "gpt_oss"})
     void exactTokenByTokenDecodeMatchesTransformers(String arch) {
         TestSafetensors ref = reference(arch);
-        Trainable model = load(arch, exact);
+        Trainable model = load(arch, GPU.exact());
         List<int[]> rows = FixtureRuns.inputRows(ref);
         int t = rows.get(0).length;
         int v = model.vocabSize();
@@ -124,17 +105,17 @@ class CudaArchFixtureTest {
     @ValueSource(strings = {"deepseek_v3", "gpt_oss"})
     void defaultKernelLogitsMatchTransformers(String arch) {
         TestSafetensors ref = reference(arch);
-        Trainable model = load(arch, fast);
+        Trainable model = load(arch, GPU.fast());
         Tensor logits = model.forwardTrain(FixtureRuns.inputRows(ref), false).logits();
         Qwen3FixtureTest.assertClose(arch + " logits on cuda (default kernels)", ref.get("logits").toFloatArray(),
-                host(fast, logits), DEFAULT_KERNEL_ATOL);
+                host(GPU.fast(), logits), DEFAULT_KERNEL_ATOL);
     }
 
     @ParameterizedTest
     @ValueSource(strings = {"deepseek_v3", "gpt_oss"})
     void greedyDecodingThroughTheDeviceCacheReproducesTransformers(String arch) {
         TestSafetensors ref = reference(arch);
-        Trainable model = load(arch, exact);
+        Trainable model = load(arch, GPU.exact());
         long[] prompt = ref.get("greedy.prompt").toLongArray();
         long[] expected = ref.get("greedy.sequence").toLongArray();
         long[] got = FixtureRuns.greedy(model, prompt, expected.length, model.newCache(4));

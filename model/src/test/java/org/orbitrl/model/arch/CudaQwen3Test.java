@@ -1,12 +1,11 @@
 package org.orbitrl.model.arch;
 
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.provider.ValueSource;
 import org.orbitrl.kernels.Tensor;
-import org.orbitrl.kernels.cuda.Cuda;
 import org.orbitrl.kernels.cuda.CudaBackend;
+import org.orbitrl.model.CudaBackendPair;
 import org.orbitrl.model.TestSafetensors;
 
 import java.util.ArrayList;
@@ -17,7 +16,6 @@ import java.util.Map;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.fail;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
  * Qwen3 and Qwen3-MoE on the CUDA backend against the Hugging Face transformers references of
@@ -34,25 +32,8 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
  * Skipped, with the reason, where no CUDA device is present.
  */
 class CudaQwen3Test {
-    private static CudaBackend exact;
-    private static CudaBackend fast;
-
-    @BeforeAll
-    static void open() {
-        assumeTrue(Cuda.available(), () -> "no CUDA device: " + Cuda.unavailableReason());
-        exact = new CudaBackend(0, CudaBackend.defaultCacheDir(), true);
-        fast = new CudaBackend(0, CudaBackend.defaultCacheDir(), false);
-    }
-
-    @AfterAll
-    static void close() {
-        if (exact != null) {
-            exact.close();
-        }
-        if (fast != null) {
-            fast.close();
-        }
-    }
+    @RegisterExtension
+    static final CudaBackendPair GPU = new CudaBackendPair();
 
     private static Qwen3Model load(String arch, CudaBackend backend) {
         var dir = TestSafetensors.fixtures().resolve(arch);
@@ -85,15 +66,15 @@ class CudaQwen3Test {
     @ValueSource(strings = {"qwen3", "qwen3_moe"})
     void exactLogitsAndHiddenStatesMatchTransformers(String arch) {
         TestSafetensors ref = reference(arch);
-        Qwen3Model model = load(arch, exact);
+        Qwen3Model model = load(arch, GPU.exact());
         List<CausalLM.Segment> batch = new ArrayList<>();
         for (int[] toks : inputRows(ref)) {
             batch.add(new CausalLM.Segment(toks, model.newCache(toks.length)));
         }
         Map<Integer, float[]> hidden = new HashMap<>();
-        Tensor logits = model.forward(batch, (idx, h) -> hidden.put(idx, host(exact, h)));
-        Qwen3FixtureTest.assertClose(arch + " logits on cuda (exact)", ref.get("logits").toFloatArray(), host(exact, logits),
-                Qwen3FixtureTest.ATOL);
+        Tensor logits = model.forward(batch, (idx, h) -> hidden.put(idx, host(GPU.exact(), h)));
+        Qwen3FixtureTest.assertClose(arch + " logits on cuda (exact)", ref.get("logits").toFloatArray(),
+                host(GPU.exact(), logits), Qwen3FixtureTest.ATOL);
         for (int i = 0; i <= 2; i++) {
             Qwen3FixtureTest.assertClose(arch + " hidden_states." + i + " on cuda (exact)",
                     ref.get("hidden_states." + i).toFloatArray(), hidden.get(i), Qwen3FixtureTest.ATOL);
@@ -104,17 +85,17 @@ class CudaQwen3Test {
     @ValueSource(strings = {"qwen3", "qwen3_moe"})
     void defaultKernelLogitsMatchTransformers(String arch) {
         TestSafetensors ref = reference(arch);
-        Qwen3Model model = load(arch, fast);
+        Qwen3Model model = load(arch, GPU.fast());
         Tensor logits = model.forwardTrain(inputRows(ref), false).logits();
         Qwen3FixtureTest.assertClose(arch + " logits on cuda (default kernels)", ref.get("logits").toFloatArray(),
-                host(fast, logits), 3e-2f);
+                host(GPU.fast(), logits), 3e-2f);
     }
 
     @ParameterizedTest
     @ValueSource(strings = {"qwen3", "qwen3_moe"})
     void greedyDecodingThroughTheDeviceCacheReproducesTransformers(String arch) {
         TestSafetensors ref = reference(arch);
-        Qwen3Model model = load(arch, exact);
+        Qwen3Model model = load(arch, GPU.exact());
         long[] prompt = ref.get("greedy.prompt").toLongArray();
         long[] expected = ref.get("greedy.sequence").toLongArray();
         KvCache cache = model.newCache(4); // grows on the device
@@ -128,7 +109,7 @@ class CudaQwen3Test {
         }
         while (got.size() < expected.length) {
             Tensor logits = model.forward(List.of(new CausalLM.Segment(next, cache)));
-            float[] last = host(exact, logits.select(0, logits.dim(0) - 1));
+            float[] last = host(GPU.exact(), logits.select(0, logits.dim(0) - 1));
             int best = 0;
             for (int v = 1; v < last.length; v++) {
                 if (last[v] > last[best]) {
@@ -146,18 +127,18 @@ class CudaQwen3Test {
     @ValueSource(strings = {"qwen3", "qwen3_moe"})
     void exactDecodeStepsEqualTheTrainingForwardBitForBit(String arch) {
         TestSafetensors ref = reference(arch);
-        Qwen3Model model = load(arch, exact);
+        Qwen3Model model = load(arch, GPU.exact());
         int[] seq = inputRows(ref).get(1);
-        float[] train = host(exact, model.forwardTrain(List.of(seq), false).logits()); // [T, V]
+        float[] train = host(GPU.exact(), model.forwardTrain(List.of(seq), false).logits()); // [T, V]
         int v = model.vocabSize();
         KvCache cache = model.newCache(2);
         int prefix = 5; // a chunked prefill of 5 tokens, then one token a step
         Tensor first = model.forward(List.of(new CausalLM.Segment(java.util.Arrays.copyOf(seq, prefix), cache)));
-        float[] got = host(exact, first);
+        float[] got = host(GPU.exact(), first);
         compareRows(arch, train, got, 0, prefix, v);
         for (int t = prefix; t < seq.length; t++) {
             Tensor step = model.forward(List.of(new CausalLM.Segment(new int[]{seq[t]}, cache)));
-            compareRows(arch, train, host(exact, step), t, 1, v);
+            compareRows(arch, train, host(GPU.exact(), step), t, 1, v);
         }
     }
 

@@ -1,14 +1,13 @@
 package org.orbitrl.model.arch.dsv4;
 
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.orbitrl.kernels.Backends;
 import org.orbitrl.kernels.Tensor;
-import org.orbitrl.kernels.cuda.Cuda;
 import org.orbitrl.kernels.cuda.CudaBackend;
 import org.orbitrl.model.BaseFormat;
 import org.orbitrl.model.LoadedModel;
+import org.orbitrl.model.CudaBackendPair;
 import org.orbitrl.model.TestSafetensors;
 import org.orbitrl.model.arch.CausalLM;
 import org.orbitrl.model.arch.FixtureRuns;
@@ -25,7 +24,6 @@ import java.util.Map;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
  * DeepSeek V4 on the CUDA backend against the transformers 5.17 references of its fixture, as
@@ -46,8 +44,8 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
  * Skipped, with the reason, where no CUDA device is present.
  */
 class CudaDeepseekV4FixtureTest {
-    private static CudaBackend exact;
-    private static CudaBackend fast;
+    @RegisterExtension
+    static final CudaBackendPair GPU = new CudaBackendPair();
 
     /**
      * The default kernels round each product's activation input to bf16 (relative error 2^-9 a rounding). V4's fixture
@@ -57,23 +55,6 @@ class CudaDeepseekV4FixtureTest {
      * it; worst measured on the H200: 0.0715, 2 of 12,288 logits above 0.06). Exact mode holds 1e-4 (above).
      */
     private static final float DEFAULT_KERNEL_ATOL = 1e-1f;
-
-    @BeforeAll
-    static void open() {
-        assumeTrue(Cuda.available(), () -> "no CUDA device: " + Cuda.unavailableReason());
-        exact = new CudaBackend(0, CudaBackend.defaultCacheDir(), true);
-        fast = new CudaBackend(0, CudaBackend.defaultCacheDir(), false);
-    }
-
-    @AfterAll
-    static void close() {
-        if (exact != null) {
-            exact.close();
-        }
-        if (fast != null) {
-            fast.close();
-        }
-    }
 
     private static DeepseekV4Model load(CudaBackend backend) {
         return DeepseekV4Model.load(ConfigLoader.load(DeepseekV4FixtureTest.dir()),
@@ -91,30 +72,30 @@ class CudaDeepseekV4FixtureTest {
     @Test
     void exactLogitsAndHiddenStatesMatchTransformers() {
         TestSafetensors ref = reference();
-        DeepseekV4Model model = load(exact);
+        DeepseekV4Model model = load(GPU.exact());
         assertTrue(model.linearModules().values().stream().allMatch(l -> switch (l.weight()) {
-            case Weight.Dense d -> exact.allocator().owns(d.w());
-            case Weight.Quantized q -> exact.allocator().owns(q.w().codes());
+            case Weight.Dense d -> GPU.exact().allocator().owns(d.w());
+            case Weight.Quantized q -> GPU.exact().allocator().owns(q.w().codes());
         }), "every linear's weight is device memory");
         List<CausalLM.Segment> batch = new ArrayList<>();
         for (int[] r : DeepseekV4FixtureTest.rows(ref.get("input_ids"))) {
             batch.add(new CausalLM.Segment(r, null));
         }
         Map<Integer, float[]> hidden = new HashMap<>();
-        Tensor logits = model.forward(batch, (idx, h) -> hidden.put(idx, host(exact, h)));
-        assertTrue(exact.allocator().owns(logits), "logits are device memory");
+        Tensor logits = model.forward(batch, (idx, h) -> hidden.put(idx, host(GPU.exact(), h)));
+        assertTrue(GPU.exact().allocator().owns(logits), "logits are device memory");
         for (int i = 0; i <= model.layers(); i++) {
             Qwen3FixtureTest.assertClose("deepseek_v4 hidden_states." + i + " on cuda (exact)",
                     ref.get("hidden_states." + i).toFloatArray(), hidden.get(i), DeepseekV4FixtureTest.ATOL);
         }
-        Qwen3FixtureTest.assertClose("deepseek_v4 logits on cuda (exact)", ref.get("logits").toFloatArray(), host(exact, logits),
-                DeepseekV4FixtureTest.ATOL);
+        Qwen3FixtureTest.assertClose("deepseek_v4 logits on cuda (exact)", ref.get("logits").toFloatArray(),
+                host(GPU.exact(), logits), DeepseekV4FixtureTest.ATOL);
     }
 
     @Test
     void exactChunkedPrefillAndDecodeThroughTheCacheMatchTransformers() {
         TestSafetensors ref = reference();
-        DeepseekV4Model model = load(exact);
+        DeepseekV4Model model = load(GPU.exact());
         List<int[]> seqs = DeepseekV4FixtureTest.rows(ref.get("input_ids"));
         int v = model.vocabSize();
         int t = seqs.get(0).length;
@@ -128,7 +109,7 @@ class CudaDeepseekV4FixtureTest {
             for (int b = 0; b < 2; b++) {
                 batch.add(new CausalLM.Segment(java.util.Arrays.copyOfRange(seqs.get(b), at, at + len), caches[b]));
             }
-            float[] lg = host(exact, model.forward(batch));
+            float[] lg = host(GPU.exact(), model.forward(batch));
             for (int b = 0; b < 2; b++) {
                 System.arraycopy(lg, b * len * v, got, (b * t + at) * v, len * v);
             }
@@ -142,7 +123,7 @@ class CudaDeepseekV4FixtureTest {
     @Test
     void greedyDecodingOnTheDeviceReproducesTransformers() {
         TestSafetensors ref = reference();
-        DeepseekV4Model model = load(exact);
+        DeepseekV4Model model = load(GPU.exact());
         long[] prompt = ref.get("greedy.prompt").toLongArray();
         long[] expected = ref.get("greedy.sequence").toLongArray();
         long[] got = FixtureRuns.greedy(model, prompt, expected.length, model.newCache(4));
@@ -158,27 +139,27 @@ class CudaDeepseekV4FixtureTest {
         try (LoadedModel cpu = LoadedModel.load(DeepseekV4FixtureTest.dir(), Backends.cpu(), BaseFormat.MXFP4)) {
             want = cpu.model().forward(segments(rows)).toFloatArray();
         }
-        try (LoadedModel gpu = LoadedModel.load(DeepseekV4FixtureTest.dir(), exact, BaseFormat.MXFP4)) {
+        try (LoadedModel gpu = LoadedModel.load(DeepseekV4FixtureTest.dir(), GPU.exact(), BaseFormat.MXFP4)) {
             int quantized = 0;
             for (var set : gpu.targets().expertSets()) {
                 for (var lin : set.gate()) {
-                    assertTrue(lin.weight() instanceof Weight.Quantized q && exact.allocator().owns(q.w().codes()),
+                    assertTrue(lin.weight() instanceof Weight.Quantized q && GPU.exact().allocator().owns(q.w().codes()),
                             lin.name() + " is quantized and in device memory");
                     quantized++;
                 }
             }
             assertTrue(quantized > 0, "the model has routed experts");
             Qwen3FixtureTest.assertClose("deepseek_v4 MXFP4 experts, cuda (exact) vs cpu", want,
-                    host(exact, gpu.model().forward(segments(rows))), DeepseekV4FixtureTest.ATOL);
+                    host(GPU.exact(), gpu.model().forward(segments(rows))), DeepseekV4FixtureTest.ATOL);
         }
     }
 
     @Test
     void defaultKernelLogitsMatchTransformers() {
         TestSafetensors ref = reference();
-        DeepseekV4Model model = load(fast);
+        DeepseekV4Model model = load(GPU.fast());
         float[] want = ref.get("logits").toFloatArray();
-        float[] got = host(fast, model.forwardTrain(DeepseekV4FixtureTest.rows(ref.get("input_ids")), false).logits());
+        float[] got = host(GPU.fast(), model.forwardTrain(DeepseekV4FixtureTest.rows(ref.get("input_ids")), false).logits());
         double worst = 0;
         double squares = 0;
         for (int i = 0; i < want.length; i++) {

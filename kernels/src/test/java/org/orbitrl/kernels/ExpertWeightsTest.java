@@ -30,25 +30,26 @@ class ExpertWeightsTest {
         for (int i = 0; i < v.length; i++) {
             v[i] = (float) (r.nextDouble() * 2 - 1);
         }
-        Backend cpu = Backends.cpu();
-        for (String format : new String[]{"int4-g32", "int4-g32-asym", "mxfp4", "nvfp4"}) {
-            QuantizedTensor stack = QuantFormats.byName(format).quantize(Tensor.of(v, experts * rows, cols));
-            Tensor whole = Tensor.of(new float[v.length], experts * rows, cols);
-            cpu.dequantize(stack, whole);
-            float[] all = whole.toFloatArray();
-            ExpertWeights w = ExpertWeights.ofStack(stack, rows);
-            assertEquals(experts, w.experts(), format);
-            for (int e = 0; e < experts; e++) {
-                Tensor one = Tensor.of(new float[rows * cols], rows, cols);
-                cpu.dequantize(w.quantized(e), one);
-                assertArrayEquals(Arrays.copyOfRange(all, e * rows * cols, (e + 1) * rows * cols), one.toFloatArray(), 0f,
-                        format + ": expert " + e + " against the stack's rows");
+        try (Backend cpu = Backends.cpu()) {
+            for (String format : new String[]{"int4-g32", "int4-g32-asym", "mxfp4", "nvfp4"}) {
+                QuantizedTensor stack = QuantFormats.byName(format).quantize(Tensor.of(v, experts * rows, cols));
+                Tensor whole = Tensor.of(new float[v.length], experts * rows, cols);
+                cpu.dequantize(stack, whole);
+                float[] all = whole.toFloatArray();
+                ExpertWeights w = ExpertWeights.ofStack(stack, rows);
+                assertEquals(experts, w.experts(), format);
+                for (int e = 0; e < experts; e++) {
+                    Tensor one = Tensor.of(new float[rows * cols], rows, cols);
+                    cpu.dequantize(w.quantized(e), one);
+                    assertArrayEquals(Arrays.copyOfRange(all, e * rows * cols, (e + 1) * rows * cols), one.toFloatArray(), 0f,
+                            format + ": expert " + e + " against the stack's rows");
+                }
+                QuantizedTensor again = w.stacked();
+                assertNotNull(again, format + ": the views read as one stack");
+                Tensor back = Tensor.of(new float[v.length], experts * rows, cols);
+                cpu.dequantize(again, back);
+                assertArrayEquals(all, back.toFloatArray(), 0f, format + ": the stack read back");
             }
-            QuantizedTensor again = w.stacked();
-            assertNotNull(again, format + ": the views read as one stack");
-            Tensor back = Tensor.of(new float[v.length], experts * rows, cols);
-            cpu.dequantize(again, back);
-            assertArrayEquals(all, back.toFloatArray(), 0f, format + ": the stack read back");
         }
         QuantizedTensor sym = QuantFormats.byName("int4-g32").quantize(Tensor.of(v, experts * rows, cols));
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> ExpertWeights.ofStack(sym, 7));

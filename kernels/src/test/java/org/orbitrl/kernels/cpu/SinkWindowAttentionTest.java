@@ -72,55 +72,56 @@ class SinkWindowAttentionTest {
 
     @Test
     void forwardAndBackwardMatchTheClosedForm() {
-        Backend cpu = Backends.cpu();
-        SplittableRandom rnd = new SplittableRandom(31);
-        int[][] cases = {{12, 0, 5}, {3, 12, 5}, {10, 0, 0}, {1, 9, 4}}; // T, queryStart, window
-        for (int[] cs : cases) {
-            for (boolean withSinks : new boolean[]{true, false}) {
-                int t = cs[0];
-                int start = cs[1];
-                int window = cs[2];
-                int s = start + t;
-                double scale = 1 / Math.sqrt(D);
-                double[] q = randoms(rnd, t * HQ * D, 1.5);
-                double[] k = randoms(rnd, s * HKV * D, 1.5);
-                double[] v = randoms(rnd, s * HKV * D, 1);
-                double[] sinks = withSinks ? randoms(rnd, HQ, 2) : null;
-                double[] dout = randoms(rnd, t * HQ * D, 1);
-                // the kernel reads exactly the f32-rounded values the reference uses
-                round(q);
-                round(k);
-                round(v);
-                if (sinks != null) {
-                    round(sinks);
-                }
-                AttentionSpec spec = new AttentionSpec((float) scale, window, sinks == null ? null : f32(sinks, HQ));
-                String what = "T=" + t + " start=" + start + " window=" + window + " sinks=" + withSinks;
-                Tensor out = Tensor.of(new float[t * HQ * D], t, HQ, D);
-                cpu.attention(f32(q, t, HQ, D), f32(k, s, HKV, D), f32(v, s, HKV, D), out, start, spec);
-                check(what + " out", reference(q, k, v, sinks, t, start, window, (float) scale), out.toFloatArray(), 1e-5);
-
-                Tensor dq = Tensor.of(new float[t * HQ * D], t, HQ, D);
-                Tensor dk = Tensor.of(new float[s * HKV * D], s, HKV, D);
-                Tensor dv = Tensor.of(new float[s * HKV * D], s, HKV, D);
-                cpu.attentionBackward(f32(q, t, HQ, D), f32(k, s, HKV, D), f32(v, s, HKV, D), f32(dout, t, HQ, D),
-                        start, spec, dq, dk, dv);
-                double[][] inputs = {q, k, v};
-                Tensor[] grads = {dq, dk, dv};
-                String[] names = {"dq", "dk", "dv"};
-                for (int g = 0; g < 3; g++) {
-                    double[] x = inputs[g];
-                    double[] fd = new double[x.length];
-                    for (int i = 0; i < x.length; i++) {
-                        double keep = x[i];
-                        x[i] = keep + 1e-5;
-                        double plus = dot(dout, reference(q, k, v, sinks, t, start, window, (float) scale));
-                        x[i] = keep - 1e-5;
-                        double minus = dot(dout, reference(q, k, v, sinks, t, start, window, (float) scale));
-                        x[i] = keep;
-                        fd[i] = (plus - minus) / 2e-5;
+        try (Backend cpu = Backends.cpu()) {
+            SplittableRandom rnd = new SplittableRandom(31);
+            int[][] cases = {{12, 0, 5}, {3, 12, 5}, {10, 0, 0}, {1, 9, 4}}; // T, queryStart, window
+            for (int[] cs : cases) {
+                for (boolean withSinks : new boolean[]{true, false}) {
+                    int t = cs[0];
+                    int start = cs[1];
+                    int window = cs[2];
+                    int s = start + t;
+                    double scale = 1 / Math.sqrt(D);
+                    double[] q = randoms(rnd, t * HQ * D, 1.5);
+                    double[] k = randoms(rnd, s * HKV * D, 1.5);
+                    double[] v = randoms(rnd, s * HKV * D, 1);
+                    double[] sinks = withSinks ? randoms(rnd, HQ, 2) : null;
+                    double[] dout = randoms(rnd, t * HQ * D, 1);
+                    // the kernel reads exactly the f32-rounded values the reference uses
+                    round(q);
+                    round(k);
+                    round(v);
+                    if (sinks != null) {
+                        round(sinks);
                     }
-                    check(what + " " + names[g], fd, grads[g].toFloatArray(), 1e-4);
+                    AttentionSpec spec = new AttentionSpec((float) scale, window, sinks == null ? null : f32(sinks, HQ));
+                    String what = "T=" + t + " start=" + start + " window=" + window + " sinks=" + withSinks;
+                    Tensor out = Tensor.of(new float[t * HQ * D], t, HQ, D);
+                    cpu.attention(f32(q, t, HQ, D), f32(k, s, HKV, D), f32(v, s, HKV, D), out, start, spec);
+                    check(what + " out", reference(q, k, v, sinks, t, start, window, (float) scale), out.toFloatArray(), 1e-5);
+
+                    Tensor dq = Tensor.of(new float[t * HQ * D], t, HQ, D);
+                    Tensor dk = Tensor.of(new float[s * HKV * D], s, HKV, D);
+                    Tensor dv = Tensor.of(new float[s * HKV * D], s, HKV, D);
+                    cpu.attentionBackward(f32(q, t, HQ, D), f32(k, s, HKV, D), f32(v, s, HKV, D), f32(dout, t, HQ, D),
+                            start, spec, dq, dk, dv);
+                    double[][] inputs = {q, k, v};
+                    Tensor[] grads = {dq, dk, dv};
+                    String[] names = {"dq", "dk", "dv"};
+                    for (int g = 0; g < 3; g++) {
+                        double[] x = inputs[g];
+                        double[] fd = new double[x.length];
+                        for (int i = 0; i < x.length; i++) {
+                            double keep = x[i];
+                            x[i] = keep + 1e-5;
+                            double plus = dot(dout, reference(q, k, v, sinks, t, start, window, (float) scale));
+                            x[i] = keep - 1e-5;
+                            double minus = dot(dout, reference(q, k, v, sinks, t, start, window, (float) scale));
+                            x[i] = keep;
+                            fd[i] = (plus - minus) / 2e-5;
+                        }
+                        check(what + " " + names[g], fd, grads[g].toFloatArray(), 1e-4);
+                    }
                 }
             }
         }

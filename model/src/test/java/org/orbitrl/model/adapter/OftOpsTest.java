@@ -1,5 +1,6 @@
 package org.orbitrl.model.adapter;
 
+import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
@@ -30,6 +31,11 @@ import static org.junit.jupiter.api.Assertions.fail;
  */
 class OftOpsTest {
     private final Backend cpu = Backends.cpu();
+
+    @AfterEach
+    void closeBackend() {
+        cpu.close();
+    }
 
     private static float[] random(SplittableRandom r, int n, double scale) {
         float[] v = new float[n];

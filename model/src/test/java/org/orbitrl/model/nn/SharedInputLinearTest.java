@@ -1,5 +1,6 @@
 package org.orbitrl.model.nn;
 
+import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.Backends;
@@ -37,6 +38,11 @@ class SharedInputLinearTest {
                     throw e.getCause();
                 }
             });
+
+    @AfterEach
+    void closeBackend() {
+        cpu.close();
+    }
 
     @Test
     void baseAndLoraProductsAreSharedAndTheNumbersAreEachLayersOwn() {

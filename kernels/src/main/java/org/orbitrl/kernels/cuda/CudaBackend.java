@@ -695,6 +695,29 @@ public final class CudaBackend implements Backend {
         return exact ? CudaExactAttention.on() : CudaMmaAttention.variant().equals("bf16v4");
     }
 
+    /** Outside exact mode: {@link CudaMqaAttention#sinkForward}, cuBLAS products around a row kernel. */
+    @Override
+    public boolean sinkAttention(Tensor q, Tensor kv, Tensor mask, Tensor sinks, float scale, Tensor out) {
+        if (exact || !CudaMqaAttention.fitsSink(q, kv, mask, sinks, out)) {
+            return false;
+        }
+        ctx.device.bind();
+        attentionOps.mqa.sinkForward(q, kv, mask, sinks, scale, out);
+        return true;
+    }
+
+    /** Outside exact mode: {@link CudaMqaAttention#sinkBackward}. */
+    @Override
+    public boolean sinkAttentionBackward(Tensor q, Tensor kv, Tensor mask, Tensor sinks, float scale, Tensor dout, Tensor dq,
+                                         Tensor dkv) {
+        if (exact || !CudaMqaAttention.fitsSink(q, kv, mask, sinks, dout, dq, dkv)) {
+            return false;
+        }
+        ctx.device.bind();
+        attentionOps.mqa.sinkBackward(q, kv, mask, sinks, scale, dout, dq, dkv);
+        return true;
+    }
+
     /**
      * Decode attention over a paged KV cache laid out as the model's {@code kv.BlockPool}: one query
      * per sequence, at position {@code lens[b] − 1}.

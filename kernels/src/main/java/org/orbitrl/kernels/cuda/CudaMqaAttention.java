@@ -15,7 +15,9 @@ import org.orbitrl.kernels.cuda.internal.Kernel;
  * (the keys up to the chunk's last query), their causal softmax in place, then out = P · V; backward recomputes P and
  * forms dV += Pᵀ·dO, dS = P ⊙ (dO·Vᵀ − rowsum) · scale, dQ = dS · K, dK += dSᵀ · Q. Chunks of queries hold their scores
  * within {@code -Dorbit.cuda.mqaChunkBytes} (256 MiB by default; read at each call). Outside exact mode only (exact mode
- * keeps the kernels whose rows are batch-invariant); no sliding window or sinks.
+ * keeps the kernels whose rows are batch-invariant); no sliding window or sinks. DeepSeek V4's attention
+ * ({@link #sinkForward}: one shared key-and-value head, an additive mask, a sink logit a head) takes the same products
+ * around its own softmax.
  */
 final class CudaMqaAttention {
     static final String CHUNK_PROPERTY = "orbit.cuda.mqaChunkBytes";
@@ -28,12 +30,14 @@ final class CudaMqaAttention {
     private final CudaBackend backend;
     private final Kernel softmax;
     private final Kernel softmaxBackward;
+    private final Kernel sinkSoftmax;
 
     CudaMqaAttention(CudaContext ctx, CudaBackend backend) {
         this.ctx = ctx;
         this.backend = backend;
         this.softmax = ctx.kernel("mqa", "mqa_causal_softmax");
         this.softmaxBackward = ctx.kernel("mqa", "mqa_softmax_backward");
+        this.sinkSoftmax = ctx.kernel("mqa", "mqa_masked_sink_softmax");
     }
 
     /**
@@ -142,6 +146,101 @@ final class CudaMqaAttention {
         }
         ctx.allocator.release(p);
         ctx.allocator.release(dp);
+    }
+
+    /**
+     * Whether {@link org.orbitrl.kernels.Backend#sinkAttention} takes these operands here: f32, contiguous, q [T, H, d],
+     * kv [S, d], mask [T, S], sinks [H] and each gradient or output the shape of its value; not with
+     * {@code -Dorbit.cuda.mqa=off} (read at each call: the caller's host computation then). Throws, naming every
+     * shape, for operands whose shapes do not agree.
+     */
+    static boolean fitsSink(Tensor q, Tensor kv, Tensor mask, Tensor sinks, Tensor... likeQOrKv) {
+        if (q.rank() != 3 || kv.rank() != 2 || mask.rank() != 2 || sinks.rank() != 1 || q.size(2) != kv.size(1)
+                || mask.size(0) != q.size(0) || mask.size(1) != kv.size(0) || sinks.size(0) != q.size(1)) {
+            throw new IllegalArgumentException("sink attention: expected q [T, H, d], kv [S, d], mask [T, S], sinks [H]; got q "
+                    + java.util.Arrays.toString(q.shape()) + ", kv " + java.util.Arrays.toString(kv.shape()) + ", mask "
+                    + java.util.Arrays.toString(mask.shape()) + ", sinks " + java.util.Arrays.toString(sinks.shape()));
+        }
+        if ("off".equals(System.getProperty("orbit.cuda.mqa"))) {
+            return false;
+        }
+        for (Tensor t : new Tensor[]{q, kv, mask, sinks}) {
+            if (t.dtype() != DType.F32 || !t.isContiguous()) {
+                return false;
+            }
+        }
+        for (Tensor t : likeQOrKv) {
+            if (t.dtype() != DType.F32 || !t.isContiguous()) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /**
+     * DeepSeek V4's attention ({@link org.orbitrl.kernels.Backend#sinkAttention}): for a chunk of queries, scores
+     * [queries·H, S] = scale · Q · KVᵀ, the masked softmax with each head's sink in place, then out = P · KV.
+     */
+    void sinkForward(Tensor q, Tensor kv, Tensor mask, Tensor sinks, float scale, Tensor out) {
+        int tq = q.size(0);
+        int hq = q.size(1);
+        int d = q.size(2);
+        int s = kv.size(0);
+        int qc = chunk(tq, hq, s);
+        Tensor scores = ctx.allocator.allocate(MemoryCategory.ACTIVATIONS, DType.F32, (long) qc * hq * s);
+        Cublas cb = ctx.cublas;
+        long akv = CudaAllocator.address(kv);
+        for (int t0 = 0; t0 < tq; t0 += qc) {
+            int c = Math.min(qc, tq - t0);
+            int rows = c * hq;
+            rowMajor(cb, false, true, rows, s, d, scale, row(q, t0), d, akv, d, 0f, CudaAllocator.address(scores), s);
+            ctx.launch(sinkSoftmax, rows, ROW_BLOCK, scores, maskRow(mask, t0), sinks, s, s, hq, s);
+            rowMajor(cb, false, false, rows, d, s, 1f, CudaAllocator.address(scores), s, akv, d, 0f, row(out, t0), d);
+        }
+        ctx.allocator.release(scores);
+    }
+
+    /**
+     * The backward of {@link #sinkForward}, recomputing P a chunk at a time: dKV = Pᵀ·dO + dSᵀ·Q over the chunks,
+     * dS = P ⊙ (dO·KVᵀ − rowsum) · scale (the sink takes no value, so its gradient is nothing), dQ = dS · KV. dq and dkv
+     * overwritten.
+     */
+    void sinkBackward(Tensor q, Tensor kv, Tensor mask, Tensor sinks, float scale, Tensor dout, Tensor dq, Tensor dkv) {
+        int tq = q.size(0);
+        int hq = q.size(1);
+        int d = q.size(2);
+        int s = kv.size(0);
+        int qc = chunk(tq, hq, s);
+        Tensor p = ctx.allocator.allocate(MemoryCategory.ACTIVATIONS, DType.F32, (long) qc * hq * s);
+        Tensor dp = ctx.allocator.allocate(MemoryCategory.ACTIVATIONS, DType.F32, (long) qc * hq * s);
+        Cublas cb = ctx.cublas;
+        long ap = CudaAllocator.address(p);
+        long adp = CudaAllocator.address(dp);
+        long akv = CudaAllocator.address(kv);
+        long adkv = CudaAllocator.address(dkv);
+        for (int t0 = 0; t0 < tq; t0 += qc) {
+            int c = Math.min(qc, tq - t0);
+            int rows = c * hq;
+            float beta = t0 == 0 ? 0f : 1f;
+            rowMajor(cb, false, true, rows, s, d, scale, row(q, t0), d, akv, d, 0f, ap, s);
+            ctx.launch(sinkSoftmax, rows, ROW_BLOCK, p, maskRow(mask, t0), sinks, s, s, hq, s);
+            // dKV (+)= Pᵀ [s, rows] · dO [rows, d]
+            rowMajor(cb, true, false, s, d, rows, 1f, ap, s, row(dout, t0), d, beta, adkv, d);
+            // dP [rows, s] = dO [rows, d] · KVᵀ, then dS in its place
+            rowMajor(cb, false, true, rows, s, d, 1f, row(dout, t0), d, akv, d, 0f, adp, s);
+            ctx.launch(softmaxBackward, rows, ROW_BLOCK, p, dp, s, s, scale);
+            // dQ [rows, d] = dS [rows, s] · KV
+            rowMajor(cb, false, false, rows, d, s, 1f, adp, s, akv, d, 0f, row(dq, t0), d);
+            // dKV += dSᵀ [s, rows] · Q [rows, d]
+            rowMajor(cb, true, false, s, d, rows, 1f, adp, s, row(q, t0), d, 1f, adkv, d);
+        }
+        ctx.allocator.release(p);
+        ctx.allocator.release(dp);
+    }
+
+    /** The address of mask row t0 of a contiguous [T, S] mask. */
+    private static long maskRow(Tensor mask, int t0) {
+        return CudaAllocator.address(mask) + (long) t0 * mask.size(1) * DType.F32.bytes();
     }
 
     /** The address of query t0's first row of a [T, H, ·] tensor. */

@@ -35,3 +35,33 @@ extern "C" __global__ void mqa_softmax_backward(const float* p, float* dp, int c
     dot = block_sum(dot, red);
     for (int j = threadIdx.x; j < cols; j += blockDim.x) dr[j] = pr[j] * (dr[j] - dot) * scale;
 }
+
+// In place: row r of s holds the scaled scores of query r / heads (head r % heads) against keys 0..cols-1; they become
+// the probabilities of softmax([s_j + mask_j]_j ++ [sink_h]) without the sink's share (DeepSeek V4's attention: an
+// additive mask row per query, maskLd apart, -inf hiding a key, and a logit per head that takes part of the weight).
+// A hidden key's probability is 0.
+extern "C" __global__ void mqa_masked_sink_softmax(float* s, const float* mask, const float* sinks, int cols, int ld,
+                                                   int heads, int maskLd) {
+    __shared__ float red[32];
+    float* row = s + (i64) blockIdx.x * ld;
+    const float* mrow = mask + (i64) (blockIdx.x / heads) * maskLd;
+    float sink = sinks[blockIdx.x % heads];
+    float m = sink;
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) {
+        float b = mrow[j];
+        float l = b == -ORBIT_INF ? -ORBIT_INF : row[j] + b;
+        row[j] = l;
+        m = fmaxf(m, l);
+    }
+    m = block_max(m, red);
+    float sum = 0.0f;
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) {
+        float l = row[j];
+        float e = l == -ORBIT_INF ? 0.0f : expf(l - m);
+        row[j] = e;
+        sum += e;
+    }
+    sum = block_sum(sum, red);
+    float inv = 1.0f / (sum + expf(sink - m));
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) row[j] *= inv;
+}

@@ -116,6 +116,92 @@ class CudaLoraFixtureTest {
         FixtureLoss.assertGradientsMatch("deepseek_v4 on cuda", ref, checked, 1e-3);
     }
 
+    /**
+     * DeepSeek V4 with the default kernels: its attention on the device ({@code Backend#sinkAttention}) against the same
+     * model with the attention on the host ({@code -Dorbit.cuda.mqa=off}), every other operation the same, over the
+     * fixture's two sequences cut to 4 tokens each: 8 rows, so the default kernels' products stay f32 (above 8 rows they
+     * round activations to bf16, where the attention's f32 differences of about 1e-6 flip roundings and reach 1e-2 in
+     * the logits). The training forward's logits within 1e-4 absolute (not the same bits: the device's products ran);
+     * after a backward from seeded random logit gradients, every adapter gradient within 1e-2 relative (‖device − host‖
+     * / ‖host‖; the indexer's, which no loss reaches, exactly 0 in both): not all of the backward's default-kernel
+     * products stay f32 at these rows, and where they round, the attention's differences flip bf16 roundings (2⁻⁹ of an
+     * element each): measured on the H200, 76 gradients, worst 3.0e-3 (layer 0's kv LoRA A) where the logits agree to 1e-4. A wrong
+     * operand, mask row or gradient would be off by order 1; the operation itself is held to 2e-5 of its scale in
+     * {@code CudaSinkAttentionTest}.
+     */
+    @org.junit.jupiter.api.Test
+    void deepseekV4AttentionOnTheDeviceMatchesTheHostsWithTheDefaultKernels() {
+        Path dir = TestSafetensors.fixtures().resolve("deepseek_v4");
+        try (CudaBackend fast = new CudaBackend(0, CudaBackend.defaultCacheDir(), false)) {
+            var model = DeepseekV4Model.load(ConfigLoader.load(dir), new TestSafetensors(dir.resolve("model.safetensors")), fast);
+            var adapter = LoraAdapter.load(AdapterConfig.read(dir.resolve("adapter")),
+                    new TestSafetensors(dir.resolve("adapter/adapter_model.safetensors")), model, fast.allocator());
+            List<int[]> seqs = FixtureLoss.sequences(new TestSafetensors(dir.resolve("reference.safetensors"))).stream()
+                    .map(q -> java.util.Arrays.copyOf(q, 4)).toList();
+            java.util.SplittableRandom r = new java.util.SplittableRandom(4021);
+            float[] dl = new float[8 * model.vocabSize()];
+            for (int i = 0; i < dl.length; i++) {
+                dl[i] = (float) (r.nextDouble() * 2 - 1) / 8;
+            }
+            float[][] logits = new float[2][];
+            List<Map<String, float[]>> grads = new java.util.ArrayList<>();
+            for (String mqa : new String[]{"on", "off"}) {
+                String old = System.getProperty("orbit.cuda.mqa");
+                System.setProperty("orbit.cuda.mqa", mqa);
+                try {
+                    var tape = model.forwardTrain(seqs, false);
+                    logits[grads.size()] = fast.allocator().toHost(tape.logits()).toFloatArray();
+                    adapter.zeroGrad();
+                    model.backward(tape, fast.allocator().upload(org.orbitrl.kernels.MemoryCategory.ACTIVATIONS,
+                            org.orbitrl.kernels.Tensor.of(dl, 8, model.vocabSize())));
+                    Map<String, float[]> g = new LinkedHashMap<>();
+                    adapter.peftGradients().forEach((k, v) -> g.put(k, v.toFloatArray()));
+                    grads.add(g);
+                } finally {
+                    if (old == null) {
+                        System.clearProperty("orbit.cuda.mqa");
+                    } else {
+                        System.setProperty("orbit.cuda.mqa", old);
+                    }
+                }
+            }
+            assertTrue(!java.util.Arrays.equals(logits[0], logits[1]), "the device's attention ran (other bits than the host's)");
+            Qwen3FixtureTest.assertClose("deepseek_v4 default kernels, attention on the device vs the host", logits[1], logits[0],
+                    1e-4f);
+            double worst = 0;
+            String worstName = "";
+            int compared = 0;
+            for (var e : grads.get(1).entrySet()) {
+                float[] host = e.getValue();
+                float[] dev = grads.get(0).get(e.getKey());
+                double diff = 0;
+                double norm = 0;
+                for (int i = 0; i < host.length; i++) {
+                    diff += (dev[i] - host[i]) * (double) (dev[i] - host[i]);
+                    norm += host[i] * (double) host[i];
+                }
+                if (e.getKey().contains(".indexer.")) {
+                    assertEquals(0.0, diff + norm, e.getKey() + ": the indexer's adapter gets no gradient");
+                    continue;
+                }
+                if (norm == 0) {   // a compressor no entry of 4 tokens reaches
+                    assertEquals(0.0, diff, e.getKey() + ": zero on the host, so on the device");
+                    continue;
+                }
+                double rel = Math.sqrt(diff / norm);
+                if (rel > worst) {
+                    worst = rel;
+                    worstName = e.getKey();
+                }
+                compared++;
+            }
+            assertTrue(compared >= 8, "gradients compared: " + compared);
+            assertTrue(worst < 1e-2, worstName + ": attention on the device vs the host, relative error " + worst);
+            System.out.printf("deepseek_v4 default kernels, attention on the device vs the host: %d gradients, worst relative "
+                    + "error %.3g (%s)%n", compared, worst, worstName);
+        }
+    }
+
     private static void check(String arch, Trainable model, LoraAdapter adapter, TestSafetensors ref, List<int[]> seqs) {
         assertTrue(gpu.allocator().owns(adapter.params().get(0).value()), "adapter parameters live on the device");
         FixtureLoss.assertLoraStep(arch + " on cuda", model, adapter, ref, seqs);

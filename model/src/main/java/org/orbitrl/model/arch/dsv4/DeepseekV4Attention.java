@@ -123,7 +123,7 @@ final class DeepseekV4Attention {
                 }
             }
             Node keyRows = Ops.concatRows(t, past == 0 ? null : new Node(st.window), ks, entries);
-            outs[si] = DeepseekV4SinkAttention.attend(t, qs, keyRows, mask, sinks, heads, d, (float) (1 / Math.sqrt(d)));
+            outs[si] = DeepseekV4SinkAttention.attend(t, b, qs, keyRows, mask, sinks, heads, d, (float) (1 / Math.sqrt(d)));
             if (st != null) {
                 int keep = Math.min(c.slidingWindow() - 1, past + s.len());
                 float[] all = java.util.Arrays.copyOf(st.window, (past + s.len()) * d);

@@ -1,16 +1,85 @@
 package org.orbitrl.model.arch.dsv4;
 
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
+
 /**
  * Multi-query attention with per-head sink logits: for query i of head h,
  * {@code softmax([q·k_j·scale + mask_ij]_j ++ [sink_h])} drops the sink's share and weighs the
  * shared K=V rows. Rows whose keys are all masked cannot occur (a query always sees itself).
+ * On a device backend that takes it ({@link Backend#sinkAttention}: the CUDA backend outside exact
+ * mode) the operands are copied there and the products run there, forward and backward; otherwise
+ * (the host backends, exact mode) it runs here on the host, each query and head on its own.
  */
 final class DeepseekV4SinkAttention {
     private DeepseekV4SinkAttention() {
     }
 
     /** q [T, heads, d], kv [S, d], mask [T, S] additive -> [T, heads, d]. */
-    static Node attend(GradTape t, Node q, Node kv, float[] mask, float[] sinks, int heads, int d, float scale) {
+    static Node attend(GradTape t, Backend b, Node q, Node kv, float[] mask, float[] sinks, int heads, int d, float scale) {
+        if (!b.allocator().hostMemory()) {
+            Node y = onBackend(t, b, q, kv, mask, sinks, heads, d, scale);
+            if (y != null) {
+                return y;
+            }
+        }
+        return onHost(t, q, kv, mask, sinks, heads, d, scale);
+    }
+
+    /** {@link Backend#sinkAttention} on the backend's copies of the operands; null where the backend declines. */
+    private static Node onBackend(GradTape t, Backend b, Node q, Node kv, float[] mask, float[] sinks, int heads, int d,
+                                  float scale) {
+        TensorAllocator a = b.allocator();
+        int tq = q.size() / (heads * d);
+        int s = kv.size() / d;
+        Tensor qt = Ops.device(a, q.v, tq, heads, d);
+        Tensor kvt = Ops.device(a, kv.v, s, d);
+        Tensor mt = Ops.device(a, mask, tq, s);
+        Tensor st = Ops.device(a, sinks, heads);
+        Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, tq, heads, d);
+        if (!b.sinkAttention(qt, kvt, mt, st, scale, out)) {
+            release(a, qt, kvt, mt, st, out);
+            return null;
+        }
+        Node y = new Node(a.toHost(out).toFloatArray());
+        release(a, qt, kvt, mt, st, out);   // the backward copies them again: a layer's queries are large to hold
+        if (t != null) {
+            t.record(y, () -> {
+                Tensor bq = Ops.device(a, q.v, tq, heads, d);
+                Tensor bkv = Ops.device(a, kv.v, s, d);
+                Tensor bm = Ops.device(a, mask, tq, s);
+                Tensor bs = Ops.device(a, sinks, heads);
+                Tensor dy = Ops.device(a, y.gradOrNull(), tq, heads, d);
+                Tensor dq = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, tq, heads, d);
+                Tensor dkv = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, s, d);
+                if (!b.sinkAttentionBackward(bq, bkv, bm, bs, scale, dy, dq, dkv)) {
+                    throw new IllegalStateException(b.name() + " took the sink attention's forward but not its backward");
+                }
+                add(q.grad(), a.toHost(dq).toFloatArray());
+                add(kv.grad(), a.toHost(dkv).toFloatArray());
+                release(a, bq, bkv, bm, bs, dy, dq, dkv);
+            });
+        }
+        return y;
+    }
+
+    private static void add(float[] g, float[] d) {
+        for (int i = 0; i < d.length; i++) {
+            g[i] += d[i];
+        }
+    }
+
+    private static void release(TensorAllocator a, Tensor... ts) {
+        for (Tensor x : ts) {
+            a.release(x);
+        }
+    }
+
+    /** The host's computation: each query and head in turn, f32 sums in key and channel order. */
+    private static Node onHost(GradTape t, Node q, Node kv, float[] mask, float[] sinks, int heads, int d, float scale) {
         int tq = q.size() / (heads * d);
         int s = kv.size() / d;
         float[] probs = new float[tq * heads * s];

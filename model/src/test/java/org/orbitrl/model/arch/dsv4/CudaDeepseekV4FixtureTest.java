@@ -29,8 +29,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * DeepSeek V4 on the CUDA backend against the transformers 5.17 references of its fixture, as
  * {@link DeepseekV4FixtureTest} checks it on the CPU. The model's linears (attention and compressor
  * projections, the indexer's, the router, the shared and routed experts, the head) and the
- * embedding run on the device with their weights in device memory; the attention, the compressors,
- * the hyper-connections and the norms run on the host between them.
+ * embedding run on the device with their weights in device memory, and with the default kernels the
+ * attention's products too; the compressors, the hyper-connections and the norms run on the host
+ * between them.
  * <ul>
  *   <li>Exact mode (f32 arithmetic on the exact bf16 weights): logits (device memory) and every
  *       hidden state within 1e-4 absolute; prefill in chunks and then one token a step through the

@@ -1,0 +1,183 @@
+package org.orbitrl.kernels.cuda;
+
+import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.Tensor;
+
+import java.util.Arrays;
+import java.util.SplittableRandom;
+
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * DeepSeek V4's attention on the device ({@link org.orbitrl.kernels.Backend#sinkAttention}: queries [T, H, d] over one
+ * shared key-and-value head [S, d], an additive mask [T, S] of 0 and -inf, a sink logit a head) against the closed
+ * form in double precision, forward and backward, within 2e-5 of each output's scale (f32 cuBLAS products without
+ * TF32 and an f32 softmax against double sums). Shapes: a decode query over 70 keys at V4's width (64 heads of 512),
+ * prefills of 13, 37 and 9 queries at 16, 8 and 3 heads, ragged everywhere; masks as V4 builds them (a causal sliding
+ * window over the tokens, then compressed entries each query may or may not see) with one row that sees nothing (its
+ * output and gradients 0: the sink takes all of its weight); chunks of queries forced down to 3 a chunk so that dKV adds
+ * over chunks. Exact mode declines and writes nothing; operands of the wrong shape are refused, naming every shape.
+ */
+class CudaSinkAttentionTest extends CudaTestBase {
+    /** {T, tokens S0 (the window's keys), compressed entries, H, d, window}. */
+    private static final int[][] CASES = {{1, 64, 6, 64, 512, 128}, {13, 30, 10, 16, 64, 8}, {37, 37, 8, 8, 128, 16},
+            {9, 9, 0, 3, 16, 4}};
+
+    @Test
+    void forwardAndBackwardMatchTheClosedForm() {
+        SplittableRandom r = rng(7101);
+        for (int[] c : CASES) {
+            Case k = new Case(r, c);
+            check(k, "default chunks");
+            String three = "" + 3L * c[3] * (c[1] + c[2]) * DType.F32.bytes();   // three queries' scores a chunk
+            withProperty(CudaMqaAttention.CHUNK_PROPERTY, three, () -> check(k, "chunks of 3 queries"));
+        }
+    }
+
+    @Test
+    void exactModeDeclinesAndWritesNothing() {
+        Case k = new Case(rng(7102), CASES[1]);
+        try (CudaBackend exact = new CudaBackend(0, CudaBackend.defaultCacheDir(), true)) {
+            Tensor out = exact.toDevice(nan(k.t, k.h, k.d));
+            assertFalse(exact.sinkAttention(exact.toDevice(k.q), exact.toDevice(k.kv), exact.toDevice(k.mask),
+                    exact.toDevice(k.sinks), k.scale, out), "exact mode leaves V4's attention to the caller");
+            for (float v : exact.toHost(out).toFloatArray()) {
+                assertTrue(Float.isNaN(v), "exact mode wrote nothing");
+            }
+        }
+    }
+
+    @Test
+    void wrongShapesAreRefusedNamingThem() {
+        Case k = new Case(rng(7103), CASES[3]);
+        Tensor out = poisoned(DType.F32, k.t, k.h, k.d);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> gpu.sinkAttention(dev(k.q),
+                dev(k.kv), dev(k.mask), dev(Tensor.of(new float[k.h + 1], k.h + 1)), k.scale, out));
+        assertTrue(e.getMessage().contains("sinks [" + (k.h + 1) + "]") && e.getMessage().contains("q [" + k.t + ", " + k.h),
+                e.getMessage());
+    }
+
+    private static Tensor nan(long... shape) {
+        float[] v = new float[Math.toIntExact(Arrays.stream(shape).reduce(1, (a, b) -> a * b))];
+        Arrays.fill(v, Float.NaN);
+        return Tensor.of(v, shape);
+    }
+
+    /** Random operands of one case, the mask as DeepSeek V4 builds it. */
+    private static final class Case {
+        final int t, s, h, d;
+        final float scale;
+        final Tensor q, kv, mask, sinks, dout;
+        final String what;
+
+        Case(SplittableRandom r, int[] c) {
+            t = c[0];
+            int tokens = c[1], entries = c[2];
+            h = c[3];
+            d = c[4];
+            int window = c[5];
+            s = tokens + entries;
+            scale = (float) (1 / Math.sqrt(d));
+            q = randn(r, 1f, t, h, d);
+            kv = randn(r, 1f, s, d);
+            sinks = randn(r, 2f, h);
+            dout = randn(r, 1f, t, h, d);
+            float[] m = new float[t * s];
+            Arrays.fill(m, Float.NEGATIVE_INFINITY);
+            int past = tokens - t;   // the queries are the last t tokens
+            for (int i = 0; i < t; i++) {
+                int p = past + i;
+                for (int j = 0; j < tokens; j++) {
+                    if (j <= p && p - j < window) {
+                        m[i * s + j] = 0f;
+                    }
+                }
+                for (int e = 0; e < entries; e++) {
+                    if (r.nextInt(3) != 0) {
+                        m[i * s + tokens + e] = 0f;
+                    }
+                }
+            }
+            if (t > 4) {
+                Arrays.fill(m, 2 * s, 3 * s, Float.NEGATIVE_INFINITY);   // query 2 sees nothing
+            }
+            mask = Tensor.of(m, t, s);
+            what = String.format("T=%d S=%d (%d entries) H=%d d=%d window=%d", t, s, entries, h, d, window);
+        }
+    }
+
+    private void check(Case k, String how) {
+        float[][] ref = reference(k);
+        Tensor out = poisoned(DType.F32, k.t, k.h, k.d);
+        Tensor q = dev(k.q), kv = dev(k.kv), mask = dev(k.mask), sinks = dev(k.sinks);
+        assertTrue(gpu.sinkAttention(q, kv, mask, sinks, k.scale, out), "the default kernels take V4's attention");
+        assertCloseToScale("sink attention " + k.what + ", " + how, ref[0], gpu.toHost(out).toFloatArray(), 2e-5);
+        Tensor dq = poisoned(DType.F32, k.t, k.h, k.d);
+        Tensor dkv = poisoned(DType.F32, k.s, k.d);
+        assertTrue(gpu.sinkAttentionBackward(q, kv, mask, sinks, k.scale, dev(k.dout), dq, dkv));
+        assertCloseToScale("sink attention dq " + k.what + ", " + how, ref[1], gpu.toHost(dq).toFloatArray(), 2e-5);
+        assertCloseToScale("sink attention dkv " + k.what + ", " + how, ref[2], gpu.toHost(dkv).toFloatArray(), 2e-5);
+    }
+
+    /** out, dq, dkv of the closed form, in double: p = softmax([scale·q·kv_j + mask_j]_j ++ [sink]) without the sink. */
+    private static float[][] reference(Case k) {
+        float[] q = k.q.toFloatArray(), kv = k.kv.toFloatArray(), m = k.mask.toFloatArray(), sk = k.sinks.toFloatArray();
+        float[] dy = k.dout.toFloatArray();
+        int t = k.t, s = k.s, h = k.h, d = k.d;
+        double[] out = new double[t * h * d], dq = new double[t * h * d], dkv = new double[s * d];
+        double[] p = new double[s];
+        for (int i = 0; i < t; i++) {
+            for (int hh = 0; hh < h; hh++) {
+                int qo = (i * h + hh) * d;
+                double max = sk[hh];
+                double[] l = new double[s];
+                for (int j = 0; j < s; j++) {
+                    if (m[i * s + j] == Float.NEGATIVE_INFINITY) {
+                        l[j] = Double.NEGATIVE_INFINITY;
+                        continue;
+                    }
+                    double dot = 0;
+                    for (int c = 0; c < d; c++) {
+                        dot += (double) q[qo + c] * kv[j * d + c];
+                    }
+                    l[j] = dot * k.scale + m[i * s + j];
+                    max = Math.max(max, l[j]);
+                }
+                double z = Math.exp(sk[hh] - max);
+                for (int j = 0; j < s; j++) {
+                    p[j] = l[j] == Double.NEGATIVE_INFINITY ? 0 : Math.exp(l[j] - max);
+                    z += p[j];
+                }
+                double rowDot = 0;
+                double[] dp = new double[s];
+                for (int j = 0; j < s; j++) {
+                    p[j] /= z;
+                    for (int c = 0; c < d; c++) {
+                        out[qo + c] += p[j] * kv[j * d + c];
+                        dp[j] += (double) dy[qo + c] * kv[j * d + c];
+                    }
+                    rowDot += p[j] * dp[j];
+                }
+                for (int j = 0; j < s; j++) {
+                    double ds = p[j] * (dp[j] - rowDot) * k.scale;
+                    for (int c = 0; c < d; c++) {
+                        dq[qo + c] += ds * kv[j * d + c];
+                        dkv[j * d + c] += ds * q[qo + c] + p[j] * dy[qo + c];
+                    }
+                }
+            }
+        }
+        return new float[][]{toFloat(out), toFloat(dq), toFloat(dkv)};
+    }
+
+    private static float[] toFloat(double[] v) {
+        float[] f = new float[v.length];
+        for (int i = 0; i < v.length; i++) {
+            f[i] = (float) v[i];
+        }
+        return f;
+    }
+}

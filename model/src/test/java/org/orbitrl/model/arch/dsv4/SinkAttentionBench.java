@@ -1,0 +1,155 @@
+package org.orbitrl.model.arch.dsv4;
+
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.Backends;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cuda.Cuda;
+import org.orbitrl.kernels.cuda.CudaBackend;
+
+import java.util.Arrays;
+import java.util.SplittableRandom;
+
+/**
+ * DeepSeek V4's attention (one layer's {@link DeepseekV4SinkAttention#attend}, forward and backward through the tape) at
+ * DeepSeek-V4-Flash's widths: 64 query heads of 512 over one shared key-and-value head, a causal window of 128 tokens,
+ * and a compressed entry every 4 tokens of which each query sees up to 512 (the indexer's top-k; chosen at random
+ * here). One sequence of T tokens a call: T + T/4 keys. The CUDA backend's default kernels ({@code Backend#sinkAttention}:
+ * f32 cuBLAS products around a row kernel, the operands copied to the device and the results back, all timed) against
+ * the host's loops in the same run (each query and head in turn, on one thread, reading only the keys it sees); and the
+ * device's forward and backward alone on operands already there, against their dense products' FLOPs (7 products of
+ * 2·T·64·S·512 a call).
+ *
+ * <pre>java ... org.orbitrl.model.arch.dsv4.SinkAttentionBench [hostTokens,...] [deviceTokens,...]</pre>
+ */
+public final class SinkAttentionBench {
+    private static final int HEADS = 64;
+    private static final int DIM = 512;
+    private static final int WINDOW = 128;
+    private static final int RATE = 4;
+    private static final int TOPK = 512;
+
+    private SinkAttentionBench() {
+    }
+
+    public static void main(String[] args) {
+        int[] hostTokens = args.length > 0 ? parse(args[0]) : new int[]{128, 256};
+        int[] deviceTokens = args.length > 1 ? parse(args[1]) : new int[]{128, 256, 1024, 4096};
+        if (!Cuda.available()) {
+            System.out.println("SinkAttentionBench: no CUDA device: " + Cuda.unavailableReason());
+            return;
+        }
+        System.out.printf("DeepSeek V4 attention, %d heads x %d over one shared head, window %d, an entry every %d tokens, "
+                + "top-%d entries a query; forward + backward of one sequence%n", HEADS, DIM, WINDOW, RATE, TOPK);
+        System.out.println("| tokens | keys | host ms | device ms (copies included) | host / device | the device's products alone, ms "
+                + "| their TFLOP/s (dense f32) |");
+        System.out.println("|---|---|---|---|---|---|---|");
+        try (CudaBackend gpu = new CudaBackend(0, CudaBackend.defaultCacheDir(), false); Backend cpu = Backends.cpu()) {
+            for (int t : deviceTokens) {
+                double host = Arrays.stream(hostTokens).anyMatch(h -> h == t) ? time(cpu, t, 1) : Double.NaN;
+                double dev = time(gpu, t, 5);
+                double ops = timeOps(gpu, t, 5);
+                int s = t + t / RATE;
+                double flops = 7.0 * 2 * t * HEADS * (double) s * DIM;
+                System.out.printf("| %d | %d | %s | %.2f | %s | %.2f | %.1f |%n", t, s,
+                        Double.isNaN(host) ? "" : String.format("%.1f", host), dev,
+                        Double.isNaN(host) ? "" : String.format("%.0fx", host / dev), ops, flops / (ops * 1e-3) / 1e12);
+            }
+        }
+    }
+
+    private static int[] parse(String list) {
+        return Arrays.stream(list.split(",")).mapToInt(Integer::parseInt).toArray();
+    }
+
+    /** Median ms of forward + backward over {@code reps} calls (after one warm-up call on the device). */
+    private static double time(Backend b, int t, int reps) {
+        SplittableRandom r = new SplittableRandom(t);
+        int entries = t / RATE;
+        int s = t + entries;
+        float[] q = random(r, t * HEADS * DIM);
+        float[] kv = random(r, s * DIM);
+        float[] sinks = random(r, HEADS);
+        float[] dy = random(r, t * HEADS * DIM);
+        float[] mask = new float[t * s];
+        Arrays.fill(mask, Float.NEGATIVE_INFINITY);
+        for (int i = 0; i < t; i++) {
+            for (int j = Math.max(0, i - WINDOW + 1); j <= i; j++) {
+                mask[i * s + j] = 0f;
+            }
+            int visible = (i + 1) / RATE;   // entries whose tokens are all at or before i
+            for (int e = 0; e < visible; e++) {
+                if (visible <= TOPK || r.nextInt(visible) < TOPK) {
+                    mask[i * s + t + e] = 0f;
+                }
+            }
+        }
+        float scale = (float) (1 / Math.sqrt(DIM));
+        boolean device = !b.allocator().hostMemory();
+        double[] ms = new double[reps];
+        for (int rep = device ? -1 : 0; rep < reps; rep++) {
+            long t0 = System.nanoTime();
+            GradTape tape = new GradTape();
+            Node qn = new Node(q);
+            Node kvn = new Node(kv);
+            Node y = DeepseekV4SinkAttention.attend(tape, b, qn, kvn, mask, sinks, HEADS, DIM, scale);
+            System.arraycopy(dy, 0, y.grad(), 0, dy.length);
+            tape.backward();
+            if (qn.gradOrNull() == null || kvn.gradOrNull() == null) {
+                throw new IllegalStateException("no gradient reached q or kv");
+            }
+            if (rep >= 0) {
+                ms[rep] = (System.nanoTime() - t0) / 1e6;
+            }
+        }
+        Arrays.sort(ms);
+        return ms[reps / 2];
+    }
+
+    /** Median ms of the device's forward and backward alone on operands already there (one warm-up call). */
+    private static double timeOps(CudaBackend gpu, int t, int reps) {
+        SplittableRandom r = new SplittableRandom(t);
+        int s = t + t / RATE;
+        var a = gpu.allocator();
+        Tensor q = Ops.device(a, random(r, t * HEADS * DIM), t, HEADS, DIM);
+        Tensor kv = Ops.device(a, random(r, s * DIM), s, DIM);
+        Tensor sinks = Ops.device(a, random(r, HEADS), HEADS);
+        Tensor dy = Ops.device(a, random(r, t * HEADS * DIM), t, HEADS, DIM);
+        float[] m = new float[t * s];
+        for (int i = 0; i < t; i++) {
+            for (int j = i + 1; j < s; j++) {
+                m[i * s + j] = j < t ? Float.NEGATIVE_INFINITY : 0f;
+            }
+        }
+        Tensor mask = Ops.device(a, m, t, s);
+        Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, t, HEADS, DIM);
+        Tensor dq = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, t, HEADS, DIM);
+        Tensor dkv = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, s, DIM);
+        float scale = (float) (1 / Math.sqrt(DIM));
+        double[] ms = new double[reps];
+        for (int rep = -1; rep < reps; rep++) {
+            gpu.synchronize();
+            long t0 = System.nanoTime();
+            gpu.sinkAttention(q, kv, mask, sinks, scale, out);
+            gpu.sinkAttentionBackward(q, kv, mask, sinks, scale, dy, dq, dkv);
+            gpu.synchronize();
+            if (rep >= 0) {
+                ms[rep] = (System.nanoTime() - t0) / 1e6;
+            }
+        }
+        for (Tensor x : new Tensor[]{q, kv, sinks, dy, mask, out, dq, dkv}) {
+            a.release(x);
+        }
+        Arrays.sort(ms);
+        return ms[reps / 2];
+    }
+
+    private static float[] random(SplittableRandom r, int n) {
+        float[] v = new float[n];
+        for (int i = 0; i < n; i++) {
+            v[i] = (float) (r.nextDouble() * 2 - 1);
+        }
+        return v;
+    }
+}

@@ -169,6 +169,17 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * DeepSeek V4's lightning-indexer scores: for query t and compressed entry m below {@code closed[t]},
+     * {@code out[t, m] = Σ_h relu(q[t, h]·keys[m]) · qScale · weights[t, h]}, the heads summed in order; -inf for the
+     * entries at or past {@code closed[t]}. q [T, H, D], keys [M, D], weights [T, H] f32, closed [T] i32, out [T, M]
+     * f32, all contiguous. Nothing is differentiated (the top-k that reads them is discrete). Returns false, writing
+     * nothing, where the backend leaves it to the caller (the default, and the CUDA backend in exact mode).
+     */
+    default boolean indexerScores(Tensor q, Tensor keys, Tensor weights, Tensor closed, float qScale, Tensor out) {
+        return false;
+    }
+
+    /**
      * The backward of {@link #sinkAttention} for the same operands and dout [T, H, d]: dq [T, H, d] and dkv [S, d]
      * overwritten. Returns false, writing nothing, where the backend leaves it to the caller (as {@link #sinkAttention}).
      */

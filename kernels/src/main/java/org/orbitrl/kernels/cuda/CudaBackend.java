@@ -706,6 +706,17 @@ public final class CudaBackend implements Backend {
         return true;
     }
 
+    /** Outside exact mode: {@link CudaMqaAttention#indexerScores}. */
+    @Override
+    public boolean indexerScores(Tensor q, Tensor keys, Tensor weights, Tensor closed, float qScale, Tensor out) {
+        if (exact || !CudaMqaAttention.fitsIndexer(q, keys, weights, closed, out)) {
+            return false;
+        }
+        ctx.device.bind();
+        attentionOps.mqa.indexerScores(q, keys, weights, closed, qScale, out);
+        return true;
+    }
+
     /** Outside exact mode: {@link CudaMqaAttention#sinkBackward}. */
     @Override
     public boolean sinkAttentionBackward(Tensor q, Tensor kv, Tensor mask, Tensor sinks, float scale, Tensor dout, Tensor dq,

@@ -31,6 +31,7 @@ final class CudaMqaAttention {
     private final Kernel softmax;
     private final Kernel softmaxBackward;
     private final Kernel sinkSoftmax;
+    private final Kernel indexerScores;
 
     CudaMqaAttention(CudaContext ctx, CudaBackend backend) {
         this.ctx = ctx;
@@ -38,6 +39,7 @@ final class CudaMqaAttention {
         this.softmax = ctx.kernel("mqa", "mqa_causal_softmax");
         this.softmaxBackward = ctx.kernel("mqa", "mqa_softmax_backward");
         this.sinkSoftmax = ctx.kernel("mqa", "mqa_masked_sink_softmax");
+        this.indexerScores = ctx.kernel("mqa", "mqa_indexer_scores");
     }
 
     /**
@@ -236,6 +238,58 @@ final class CudaMqaAttention {
         }
         ctx.allocator.release(p);
         ctx.allocator.release(dp);
+    }
+
+    /**
+     * Whether {@link org.orbitrl.kernels.Backend#indexerScores} takes these operands here: q [T, H, D], keys [M, D],
+     * weights [T, H] f32, closed [T] i32, out [T, M] f32, all contiguous; not with {@code -Dorbit.cuda.mqa=off}. Throws,
+     * naming every shape, for shapes that do not agree.
+     */
+    static boolean fitsIndexer(Tensor q, Tensor keys, Tensor weights, Tensor closed, Tensor out) {
+        if (q.rank() != 3 || keys.rank() != 2 || weights.rank() != 2 || closed.rank() != 1 || out.rank() != 2
+                || keys.size(1) != q.size(2) || weights.size(0) != q.size(0) || weights.size(1) != q.size(1)
+                || closed.size(0) != q.size(0) || out.size(0) != q.size(0) || out.size(1) != keys.size(0)) {
+            throw new IllegalArgumentException("indexer scores: expected q [T, H, D], keys [M, D], weights [T, H], closed [T], "
+                    + "out [T, M]; got q " + java.util.Arrays.toString(q.shape()) + ", keys " + java.util.Arrays.toString(keys.shape())
+                    + ", weights " + java.util.Arrays.toString(weights.shape()) + ", closed "
+                    + java.util.Arrays.toString(closed.shape()) + ", out " + java.util.Arrays.toString(out.shape()));
+        }
+        if ("off".equals(System.getProperty("orbit.cuda.mqa")) || closed.dtype() != DType.I32 || !closed.isContiguous()) {
+            return false;
+        }
+        for (Tensor t : new Tensor[]{q, keys, weights, out}) {
+            if (t.dtype() != DType.F32 || !t.isContiguous()) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /**
+     * DeepSeek V4's indexer scores ({@link org.orbitrl.kernels.Backend#indexerScores}): for a chunk of queries, the
+     * products [queries·H, M] = Q · Kᵀ (f32 cuBLAS), then a thread an entry of a query sums the heads' weighted relus.
+     */
+    void indexerScores(Tensor q, Tensor keys, Tensor weights, Tensor closed, float qScale, Tensor out) {
+        int tq = q.size(0);
+        int hq = q.size(1);
+        int d = q.size(2);
+        int m = keys.size(0);
+        if (m == 0) {
+            return;
+        }
+        int qc = Math.min(chunk(tq, hq, m), 65535);
+        Tensor s = ctx.allocator.allocate(MemoryCategory.ACTIVATIONS, DType.F32, (long) qc * hq * m);
+        Cublas cb = ctx.cublas;
+        for (int t0 = 0; t0 < tq; t0 += qc) {
+            int c = Math.min(qc, tq - t0);
+            rowMajor(cb, false, true, c * hq, m, d, 1f, row(q, t0), d, CudaAllocator.address(keys), d, 0f,
+                    CudaAllocator.address(s), m);
+            ctx.launch2d(indexerScores, (m + ROW_BLOCK - 1) / ROW_BLOCK, c, ROW_BLOCK, s,
+                    CudaAllocator.address(weights) + (long) t0 * hq * DType.F32.bytes(),
+                    CudaAllocator.address(closed) + (long) t0 * DType.I32.bytes(),
+                    CudaAllocator.address(out) + (long) t0 * m * DType.F32.bytes(), m, hq, qScale, m);
+        }
+        ctx.allocator.release(s);
     }
 
     /** The address of mask row t0 of a contiguous [T, S] mask. */

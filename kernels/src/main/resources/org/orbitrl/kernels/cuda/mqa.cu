@@ -65,3 +65,24 @@ extern "C" __global__ void mqa_masked_sink_softmax(float* s, const float* mask, 
     float inv = 1.0f / (sum + expf(sink - m));
     for (int j = threadIdx.x; j < cols; j += blockDim.x) row[j] *= inv;
 }
+
+// DeepSeek V4's lightning-indexer scores of a chunk of queries: s holds [queries * heads, cols] products q_(t,h)·k_m;
+// out row t (outLd apart) gets sum_h relu(s) * qScale * w[t, h], the heads in order, for entries m < closed[t] and
+// -inf for the others. A thread an entry of a query: blockIdx.y the query, x over entries.
+extern "C" __global__ void mqa_indexer_scores(const float* s, const float* w, const int* closed, float* out, int cols,
+                                              int heads, float qScale, int outLd) {
+    int m = blockIdx.x * blockDim.x + threadIdx.x;
+    int t = blockIdx.y;
+    if (m >= cols) return;
+    float acc = -ORBIT_INF;
+    if (m < closed[t]) {
+        acc = 0.0f;
+        const float* col = s + (i64) t * heads * cols + m;
+        const float* wt = w + (i64) t * heads;
+        for (int h = 0; h < heads; h++) {
+            float r = fmaxf(col[(i64) h * cols], 0.0f);
+            acc = __fadd_rn(acc, __fmul_rn(__fmul_rn(r, qScale), wt[h]));
+        }
+    }
+    out[(i64) t * outLd + m] = acc;
+}

@@ -1,6 +1,10 @@
 package org.orbitrl.model.arch.dsv4;
 
 import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.nn.Linear;
 
 /**
@@ -51,27 +55,67 @@ final class DeepseekV4Indexer {
                     Ops.rows(null, proj[1], width, s.start(), s.len()), s.state() == null ? null : s.state().index,
                     c.compressRope());
             int m = keys.size() / dim;
+            int[] closed = new int[s.len()];
+            float[] wq = new float[s.len() * heads];   // the weights times heads^-1/2, as the host's sum takes them
             for (int i = 0; i < s.len(); i++) {
                 int row = s.start() + i;
-                int closed = Math.min(m, (positions[row] + 1) / rate);
-                float[] score = new float[m];                 // [M], not yet closed entries -inf
-                java.util.Arrays.fill(score, Float.NEGATIVE_INFINITY);
-                for (int e = 0; e < closed; e++) {
-                    float acc = 0;
-                    for (int h = 0; h < heads; h++) {
-                        float dot = 0;
-                        for (int k = 0; k < dim; k++) {
-                            dot += q.v[(row * heads + h) * dim + k] * keys.v[e * dim + k];
-                        }
-                        acc += Math.max(dot, 0f) * qScale * (w.v[row * heads + h] * wScale);
-                    }
-                    score[e] = acc;
+                closed[i] = Math.min(m, (positions[row] + 1) / rate);
+                for (int h = 0; h < heads; h++) {
+                    wq[i * heads + h] = w.v[row * heads + h] * wScale;
                 }
+            }
+            float[] scores = scores(b, q.v, s.start(), s.len(), keys.v, m, wq, closed, qScale);
+            for (int i = 0; i < s.len(); i++) {
+                float[] score = java.util.Arrays.copyOfRange(scores, i * m, (i + 1) * m);
                 int[] chosen = DeepseekV4TopK.select(score, Math.min(topK, m));
-                int[] pick = java.util.Arrays.stream(chosen).filter(e -> e < closed).toArray();
-                out[row] = pick;
+                int close = closed[i];
+                out[s.start() + i] = java.util.Arrays.stream(chosen).filter(e -> e < close).toArray();
             }
         }
         return out;
+    }
+
+    /**
+     * The scores [len, M] of a segment's queries (rows start.. of q [N, heads·dim]) against its M entries:
+     * {@code Σ_h relu(q_h·k_m) · qScale · wq[i, h]} for the closed entries, -inf for the others. On a device backend
+     * that takes it ({@link Backend#indexerScores}: the CUDA backend outside exact mode) the products run there and the
+     * scores come back; otherwise here, each query and entry in turn.
+     */
+    float[] scores(Backend b, float[] q, int start, int len, float[] keys, int m, float[] wq, int[] closed,
+                           float qScale) {
+        TensorAllocator a = b.allocator();
+        if (!a.hostMemory() && m > 0) {
+            Tensor qt = Ops.device(a, java.util.Arrays.copyOfRange(q, start * heads * dim, (start + len) * heads * dim),
+                    len, heads, dim);
+            Tensor kt = Ops.device(a, keys, m, dim);
+            Tensor wt = Ops.device(a, wq, len, heads);
+            Tensor ct = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(closed, len));
+            Tensor st = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, len, m);
+            boolean taken = b.indexerScores(qt, kt, wt, ct, qScale, st);
+            float[] got = taken ? a.toHost(st).toFloatArray() : null;
+            for (Tensor t : new Tensor[]{qt, kt, wt, ct, st}) {
+                a.release(t);
+            }
+            if (taken) {
+                return got;
+            }
+        }
+        float[] score = new float[len * m];
+        java.util.Arrays.fill(score, Float.NEGATIVE_INFINITY);
+        for (int i = 0; i < len; i++) {
+            int row = start + i;
+            for (int e = 0; e < closed[i]; e++) {
+                float acc = 0;
+                for (int h = 0; h < heads; h++) {
+                    float dot = 0;
+                    for (int k = 0; k < dim; k++) {
+                        dot += q[(row * heads + h) * dim + k] * keys[e * dim + k];
+                    }
+                    acc += Math.max(dot, 0f) * qScale * wq[i * heads + h];
+                }
+                score[i * m + e] = acc;
+            }
+        }
+        return score;
     }
 }

@@ -19,9 +19,10 @@ import java.util.SplittableRandom;
  * f32 cuBLAS products around a row kernel, the operands copied to the device and the results back, all timed) against
  * the host's loops in the same run (each query and head in turn, on one thread, reading only the keys it sees); and the
  * device's forward and backward alone on operands already there, against their dense products' FLOPs (7 products of
- * 2·T·64·S·512 a call).
+ * 2·T·64·S·512 a call). Then its lightning indexer's scores ({@code Backend#indexerScores}; 64 heads of 128 against
+ * every closed entry) on the device against the host's loops in the same run.
  *
- * <pre>java ... org.orbitrl.model.arch.dsv4.SinkAttentionBench [hostTokens,...] [deviceTokens,...]</pre>
+ * <pre>java ... org.orbitrl.model.arch.dsv4.SinkAttentionBench [hostTokens,...] [deviceTokens,...] [indexerHostTokens,...]</pre>
  */
 public final class SinkAttentionBench {
     private static final int HEADS = 64;
@@ -29,6 +30,8 @@ public final class SinkAttentionBench {
     private static final int WINDOW = 128;
     private static final int RATE = 4;
     private static final int TOPK = 512;
+    private static final int INDEX_HEADS = 64;
+    private static final int INDEX_DIM = 128;
 
     private SinkAttentionBench() {
     }
@@ -36,6 +39,7 @@ public final class SinkAttentionBench {
     public static void main(String[] args) {
         int[] hostTokens = args.length > 0 ? parse(args[0]) : new int[]{128, 256};
         int[] deviceTokens = args.length > 1 ? parse(args[1]) : new int[]{128, 256, 1024, 4096};
+        int[] indexerHostTokens = args.length > 2 ? parse(args[2]) : new int[]{128, 256, 1024};
         if (!Cuda.available()) {
             System.out.println("SinkAttentionBench: no CUDA device: " + Cuda.unavailableReason());
             return;
@@ -56,7 +60,47 @@ public final class SinkAttentionBench {
                         Double.isNaN(host) ? "" : String.format("%.1f", host), dev,
                         Double.isNaN(host) ? "" : String.format("%.0fx", host / dev), ops, flops / (ops * 1e-3) / 1e12);
             }
+            System.out.printf("%nIts lightning indexer's scores: %d heads x %d, an entry every %d tokens; one sequence%n",
+                    INDEX_HEADS, INDEX_DIM, RATE);
+            System.out.println("| tokens | entries | host ms | device ms (copies included) | host / device |");
+            System.out.println("|---|---|---|---|---|");
+            for (int t : deviceTokens) {
+                double host = Arrays.stream(indexerHostTokens).anyMatch(h -> h == t) ? timeIndexer(cpu, t, 1) : Double.NaN;
+                double dev = timeIndexer(gpu, t, 5);
+                System.out.printf("| %d | %d | %s | %.2f | %s |%n", t, t / RATE,
+                        Double.isNaN(host) ? "" : String.format("%.1f", host), dev,
+                        Double.isNaN(host) ? "" : String.format("%.0fx", host / dev));
+            }
         }
+    }
+
+    /** Median ms of one sequence's indexer scores (after one warm-up call on the device). */
+    private static double timeIndexer(Backend b, int t, int reps) {
+        SplittableRandom r = new SplittableRandom(t);
+        int m = t / RATE;
+        float[] q = random(r, t * INDEX_HEADS * INDEX_DIM);
+        float[] keys = random(r, m * INDEX_DIM);
+        float[] w = random(r, t * INDEX_HEADS);
+        int[] closed = new int[t];
+        for (int i = 0; i < t; i++) {
+            closed[i] = (i + 1) / RATE;
+        }
+        DeepseekV4Indexer indexer = new DeepseekV4Indexer(null, null, null, INDEX_HEADS, INDEX_DIM, TOPK);
+        float scale = (float) (1 / Math.sqrt(INDEX_DIM));
+        boolean device = !b.allocator().hostMemory();
+        double[] ms = new double[reps];
+        for (int rep = device ? -1 : 0; rep < reps; rep++) {
+            long t0 = System.nanoTime();
+            float[] s = indexer.scores(b, q, 0, t, keys, m, w, closed, scale);
+            if (s.length != t * m) {
+                throw new IllegalStateException("scores of " + s.length + " values, expected " + t * m);
+            }
+            if (rep >= 0) {
+                ms[rep] = (System.nanoTime() - t0) / 1e6;
+            }
+        }
+        Arrays.sort(ms);
+        return ms[reps / 2];
     }
 
     private static int[] parse(String list) {

@@ -157,6 +157,14 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * Whether {@link #sinkAttention} and {@link #indexerScores} may take their operands now (else a caller keeps them on
+     * the host and need not copy them to this backend's memory first); the default: no.
+     */
+    default boolean takesDeepseekV4Attention() {
+        return false;
+    }
+
+    /**
      * DeepSeek V4's attention: multi-query attention over one shared key-and-value head with an additive mask and a
      * sink logit a head. q [T, H, d], kv [S, d], mask [T, S] (0 or -inf; a row hides no more than all its keys), sinks
      * [H], out [T, H, d], all f32 and contiguous: for query t and head h, {@code out[t, h] = Σ_j p_j · kv[j]} with p

@@ -695,6 +695,12 @@ public final class CudaBackend implements Backend {
         return exact ? CudaExactAttention.on() : CudaMmaAttention.variant().equals("bf16v4");
     }
 
+    /** Outside exact mode, unless {@code -Dorbit.cuda.mqa=off} (read at each call). */
+    @Override
+    public boolean takesDeepseekV4Attention() {
+        return !exact && !"off".equals(System.getProperty("orbit.cuda.mqa"));
+    }
+
     /** Outside exact mode: {@link CudaMqaAttention#sinkForward}, cuBLAS products around a row kernel. */
     @Override
     public boolean sinkAttention(Tensor q, Tensor kv, Tensor mask, Tensor sinks, float scale, Tensor out) {

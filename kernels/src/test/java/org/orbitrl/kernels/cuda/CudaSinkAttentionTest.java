@@ -19,7 +19,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * prefills of 13, 37 and 9 queries at 16, 8 and 3 heads, ragged everywhere; masks as V4 builds them (a causal sliding
  * window over the tokens, then compressed entries each query may or may not see) with one row that sees nothing (its
  * output and gradients 0: the sink takes all of its weight); chunks of queries forced down to 3 a chunk so that dKV adds
- * over chunks. Exact mode declines and writes nothing; operands of the wrong shape are refused, naming every shape.
+ * over chunks. Exact mode (and {@code -Dorbit.cuda.mqa=off}) says it does not take it, and exact mode declines and
+ * writes nothing; operands of the wrong shape are refused, naming every shape.
  */
 class CudaSinkAttentionTest extends CudaTestBase {
     /** {T, tokens S0 (the window's keys), compressed entries, H, d, window}. */
@@ -40,7 +41,10 @@ class CudaSinkAttentionTest extends CudaTestBase {
     @Test
     void exactModeDeclinesAndWritesNothing() {
         Case k = new Case(rng(7102), CASES[1]);
+        assertTrue(gpu.takesDeepseekV4Attention(), "the default kernels say they take it");
+        withProperty("orbit.cuda.mqa", "off", () -> assertFalse(gpu.takesDeepseekV4Attention(), "not with orbit.cuda.mqa=off"));
         try (CudaBackend exact = new CudaBackend(0, CudaBackend.defaultCacheDir(), true)) {
+            assertFalse(exact.takesDeepseekV4Attention(), "exact mode says it does not take it");
             Tensor out = exact.toDevice(nan(k.t, k.h, k.d));
             assertFalse(exact.sinkAttention(exact.toDevice(k.q), exact.toDevice(k.kv), exact.toDevice(k.mask),
                     exact.toDevice(k.sinks), k.scale, out), "exact mode leaves V4's attention to the caller");

@@ -84,7 +84,7 @@ final class DeepseekV4Indexer {
     float[] scores(Backend b, float[] q, int start, int len, float[] keys, int m, float[] wq, int[] closed,
                            float qScale) {
         TensorAllocator a = b.allocator();
-        if (!a.hostMemory() && m > 0) {
+        if (!a.hostMemory() && m > 0 && b.takesDeepseekV4Attention()) {
             Tensor qt = Ops.device(a, java.util.Arrays.copyOfRange(q, start * heads * dim, (start + len) * heads * dim),
                     len, heads, dim);
             Tensor kt = Ops.device(a, keys, m, dim);

@@ -20,7 +20,7 @@ final class DeepseekV4SinkAttention {
 
     /** q [T, heads, d], kv [S, d], mask [T, S] additive -> [T, heads, d]. */
     static Node attend(GradTape t, Backend b, Node q, Node kv, float[] mask, float[] sinks, int heads, int d, float scale) {
-        if (!b.allocator().hostMemory()) {
+        if (!b.allocator().hostMemory() && b.takesDeepseekV4Attention()) {
             Node y = onBackend(t, b, q, kv, mask, sinks, heads, d, scale);
             if (y != null) {
                 return y;

@@ -166,13 +166,22 @@ public interface Backend extends AutoCloseable {
 
     /**
      * DeepSeek V4's attention: multi-query attention over one shared key-and-value head with an additive mask and a
-     * sink logit a head. q [T, H, d], kv [S, d], mask [T, S] (0 or -inf; a row hides no more than all its keys), sinks
+     * sink logit a head. q [T, H, d], kv [S, d], mask [T, S] (0 or -inf; a row that hides every key gives 0), sinks
      * [H], out [T, H, d], all f32 and contiguous: for query t and head h, {@code out[t, h] = Σ_j p_j · kv[j]} with p
      * the softmax of {@code [scale · q[t, h]·kv[j] + mask[t, j]]_j ++ [sinks[h]]} without the sink's share. Returns
      * false, writing nothing, where the backend leaves it to the caller (the default, and the CUDA backend in exact
      * mode, whose kernels must be batch-invariant): the caller then computes it on the host.
      */
     default boolean sinkAttention(Tensor q, Tensor kv, Tensor mask, Tensor sinks, float scale, Tensor out) {
+        return false;
+    }
+
+    /**
+     * The backward of {@link #sinkAttention} for the same operands and dout [T, H, d]: dq [T, H, d] and dkv [S, d]
+     * overwritten. Returns false, writing nothing, where the backend leaves it to the caller (as {@link #sinkAttention}).
+     */
+    default boolean sinkAttentionBackward(Tensor q, Tensor kv, Tensor mask, Tensor sinks, float scale, Tensor dout, Tensor dq,
+                                          Tensor dkv) {
         return false;
     }
 
@@ -184,15 +193,6 @@ public interface Backend extends AutoCloseable {
      * nothing, where the backend leaves it to the caller (the default, and the CUDA backend in exact mode).
      */
     default boolean indexerScores(Tensor q, Tensor keys, Tensor weights, Tensor closed, float qScale, Tensor out) {
-        return false;
-    }
-
-    /**
-     * The backward of {@link #sinkAttention} for the same operands and dout [T, H, d]: dq [T, H, d] and dkv [S, d]
-     * overwritten. Returns false, writing nothing, where the backend leaves it to the caller (as {@link #sinkAttention}).
-     */
-    default boolean sinkAttentionBackward(Tensor q, Tensor kv, Tensor mask, Tensor sinks, float scale, Tensor dout, Tensor dq,
-                                          Tensor dkv) {
         return false;
     }
 

@@ -698,7 +698,7 @@ public final class CudaBackend implements Backend {
     /** Outside exact mode, unless {@code -Dorbit.cuda.mqa=off} (read at each call). */
     @Override
     public boolean takesDeepseekV4Attention() {
-        return !exact && !"off".equals(System.getProperty("orbit.cuda.mqa"));
+        return !exact && !CudaMqaAttention.off();
     }
 
     /** Outside exact mode: {@link CudaMqaAttention#sinkForward}, cuBLAS products around a row kernel. */

@@ -48,7 +48,7 @@ final class CudaMqaAttention {
      */
     static boolean fits(Tensor q, Tensor k, Tensor v, AttentionSpec spec, Tensor... perQuery) {
         if (k.size(1) != 1 || (q.size(2) <= TILED_MAX_DIM && v.size(2) <= TILED_MAX_DIM) || spec.slidingWindow() != 0
-                || spec.sinks() != null || "off".equals(System.getProperty("orbit.cuda.mqa"))) {
+                || spec.sinks() != null || off()) {
             return false;
         }
         if (!rowsEven(q)) {
@@ -163,15 +163,16 @@ final class CudaMqaAttention {
                     + java.util.Arrays.toString(q.shape()) + ", kv " + java.util.Arrays.toString(kv.shape()) + ", mask "
                     + java.util.Arrays.toString(mask.shape()) + ", sinks " + java.util.Arrays.toString(sinks.shape()));
         }
-        if ("off".equals(System.getProperty("orbit.cuda.mqa"))) {
-            return false;
-        }
-        for (Tensor t : new Tensor[]{q, kv, mask, sinks}) {
-            if (t.dtype() != DType.F32 || !t.isContiguous()) {
-                return false;
-            }
-        }
-        for (Tensor t : likeQOrKv) {
+        return !off() && f32Contiguous(q, kv, mask, sinks) && f32Contiguous(likeQOrKv);
+    }
+
+    /** {@code -Dorbit.cuda.mqa=off} (read at each call): the products of this class are not taken. */
+    static boolean off() {
+        return "off".equals(System.getProperty("orbit.cuda.mqa"));
+    }
+
+    private static boolean f32Contiguous(Tensor... ts) {
+        for (Tensor t : ts) {
             if (t.dtype() != DType.F32 || !t.isContiguous()) {
                 return false;
             }
@@ -254,15 +255,7 @@ final class CudaMqaAttention {
                     + ", weights " + java.util.Arrays.toString(weights.shape()) + ", closed "
                     + java.util.Arrays.toString(closed.shape()) + ", out " + java.util.Arrays.toString(out.shape()));
         }
-        if ("off".equals(System.getProperty("orbit.cuda.mqa")) || closed.dtype() != DType.I32 || !closed.isContiguous()) {
-            return false;
-        }
-        for (Tensor t : new Tensor[]{q, keys, weights, out}) {
-            if (t.dtype() != DType.F32 || !t.isContiguous()) {
-                return false;
-            }
-        }
-        return true;
+        return !off() && closed.dtype() == DType.I32 && closed.isContiguous() && f32Contiguous(q, keys, weights, out);
     }
 
     /**

@@ -93,9 +93,7 @@ final class DeepseekV4Indexer {
             Tensor st = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, len, m);
             boolean taken = b.indexerScores(qt, kt, wt, ct, qScale, st);
             float[] got = taken ? a.toHost(st).toFloatArray() : null;
-            for (Tensor t : new Tensor[]{qt, kt, wt, ct, st}) {
-                a.release(t);
-            }
+            Ops.release(a, qt, kt, wt, ct, st);
             if (taken) {
                 return got;
             }

@@ -40,13 +40,10 @@ final class DeepseekV4SinkAttention {
         Tensor mt = Ops.device(a, mask, tq, s);
         Tensor st = Ops.device(a, sinks, heads);
         Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, tq, heads, d);
-        if (!b.sinkAttention(qt, kvt, mt, st, scale, out)) {
-            release(a, qt, kvt, mt, st, out);
-            return null;
-        }
-        Node y = new Node(a.toHost(out).toFloatArray());
-        release(a, qt, kvt, mt, st, out);   // the backward copies them again: a layer's queries are large to hold
-        if (t != null) {
+        boolean taken = b.sinkAttention(qt, kvt, mt, st, scale, out);
+        Node y = taken ? new Node(a.toHost(out).toFloatArray()) : null;
+        Ops.release(a, qt, kvt, mt, st, out);   // the backward copies them again: a layer's queries are large to hold
+        if (taken && t != null) {
             t.record(y, () -> {
                 Tensor bq = Ops.device(a, q.v, tq, heads, d);
                 Tensor bkv = Ops.device(a, kv.v, s, d);
@@ -58,24 +55,12 @@ final class DeepseekV4SinkAttention {
                 if (!b.sinkAttentionBackward(bq, bkv, bm, bs, scale, dy, dq, dkv)) {
                     throw new IllegalStateException(b.name() + " took the sink attention's forward but not its backward");
                 }
-                add(q.grad(), a.toHost(dq).toFloatArray());
-                add(kv.grad(), a.toHost(dkv).toFloatArray());
-                release(a, bq, bkv, bm, bs, dy, dq, dkv);
+                Ops.acc(q, a.toHost(dq).toFloatArray());
+                Ops.acc(kv, a.toHost(dkv).toFloatArray());
+                Ops.release(a, bq, bkv, bm, bs, dy, dq, dkv);
             });
         }
         return y;
-    }
-
-    private static void add(float[] g, float[] d) {
-        for (int i = 0; i < d.length; i++) {
-            g[i] += d[i];
-        }
-    }
-
-    private static void release(TensorAllocator a, Tensor... ts) {
-        for (Tensor x : ts) {
-            a.release(x);
-        }
     }
 
     /** The host's computation: each query and head in turn, f32 sums in key and channel order. */

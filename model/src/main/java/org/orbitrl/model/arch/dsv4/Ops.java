@@ -17,10 +17,18 @@ final class Ops {
     private Ops() {
     }
 
-    private static void acc(Node n, float[] d) {
+    /** Adds d into n's gradient. */
+    static void acc(Node n, float[] d) {
         float[] g = n.grad();
         for (int i = 0; i < d.length; i++) {
             g[i] += d[i];
+        }
+    }
+
+    /** Releases per-step tensors of {@code a} (see {@link org.orbitrl.kernels.TensorAllocator#release}). */
+    static void release(org.orbitrl.kernels.TensorAllocator a, Tensor... ts) {
+        for (Tensor t : ts) {
+            a.release(t);
         }
     }
 

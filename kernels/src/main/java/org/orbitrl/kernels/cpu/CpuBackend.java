@@ -17,7 +17,8 @@ import java.util.Arrays;
 /**
  * The fast CPU backend: Vector API kernels ({@code FloatVector.SPECIES_PREFERRED}, bf16 weights
  * widened in registers) spread over a pool of daemon threads, one per core by default
- * ({@code -Dorbit.cpu.threads=N} or the constructor to change it). Close it to stop the threads.
+ * ({@code -Dorbit.cpu.threads=N} or the constructor to change it). Close it to stop the threads; a backend
+ * dropped without being closed stops them once it is collected (its threads hold no reference to it).
  *
  * <p>Exact mode always holds: every reducing operation (matmul, matmulQuantized, matmulTransposed,
  * rmsNorm, softmax, logSoftmax, attention and the backward passes) splits work over output rows,
@@ -36,8 +37,11 @@ public final class CpuBackend implements Backend {
     static final long GRAIN = 1 << 14;
     private static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT_UNALIGNED;
 
+    private static final java.lang.ref.Cleaner CLEANER = java.lang.ref.Cleaner.create();
+
     private final TensorAllocator allocator;
     private final WorkerPool pool;
+    private final java.lang.ref.Cleaner.Cleanable stopThreads;
 
     /** One thread per available processor, or {@code -Dorbit.cpu.threads}. */
     public CpuBackend() {
@@ -56,6 +60,8 @@ public final class CpuBackend implements Backend {
     public CpuBackend(int threads, TensorAllocator allocator) {
         this.allocator = allocator;
         this.pool = new WorkerPool(threads);
+        WorkerPool p = pool;
+        this.stopThreads = CLEANER.register(this, p::close);
     }
 
     @Override
@@ -75,7 +81,7 @@ public final class CpuBackend implements Backend {
 
     @Override
     public void close() {
-        pool.close();
+        stopThreads.clean();
     }
 
     // ------------------------------------------------------------------ linear algebra

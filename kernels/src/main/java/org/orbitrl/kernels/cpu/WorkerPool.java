@@ -30,6 +30,7 @@ final class WorkerPool implements AutoCloseable {
 
     /** One parallelFor: its body, its task counter and its completion count. */
     private static final class Job {
+        final long id;
         final int tasks;
         final IntConsumer body;
         final Thread caller;
@@ -37,7 +38,8 @@ final class WorkerPool implements AutoCloseable {
         final AtomicInteger done = new AtomicInteger();
         final AtomicReference<Throwable> failure = new AtomicReference<>();
 
-        Job(int tasks, IntConsumer body, Thread caller) {
+        Job(long id, int tasks, IntConsumer body, Thread caller) {
+            this.id = id;
             this.tasks = tasks;
             this.body = body;
             this.caller = caller;
@@ -75,6 +77,7 @@ final class WorkerPool implements AutoCloseable {
     private volatile Job current;
     private volatile boolean closed;
     private final AtomicInteger parkedCount = new AtomicInteger();
+    private long jobs;   // jobs published; written under submit
 
     WorkerPool(int threads) {
         if (threads < 1) {
@@ -99,17 +102,23 @@ final class WorkerPool implements AutoCloseable {
         return threads;
     }
 
+    /**
+     * A worker's loop. It remembers the last job it ran by number only: a worker keeps no job (and so no kernel's
+     * captured tensors or backend) reachable once the job's caller has cleared it.
+     */
     private void work(int id) {
-        Job seen = null;
+        long seen = 0;
         long idleSince = System.nanoTime();
         while (!closed) {
             Job j = current;
-            if (j != null && j != seen) {
-                seen = j;
+            if (j != null && j.id != seen) {
+                seen = j.id;
                 j.drain();
+                j = null;
                 idleSince = System.nanoTime();
                 continue;
             }
+            j = null;
             if (System.nanoTime() - idleSince < SPIN_NANOS) {
                 Thread.onSpinWait();
                 continue;
@@ -118,9 +127,11 @@ final class WorkerPool implements AutoCloseable {
             // run is both "no job" (the caller clears it as its job ends) and "the job this worker has already run"
             setParked(id, true);
             Job now = current;
-            if ((now == null || now == seen) && !closed) {
+            if ((now == null || now.id == seen) && !closed) {
+                now = null;
                 LockSupport.park(this);
             }
+            now = null;
             setParked(id, false);
             idleSince = System.nanoTime();
         }
@@ -149,7 +160,7 @@ final class WorkerPool implements AutoCloseable {
             runInline(tasks, body);
             return;
         }
-        Job job = new Job(tasks, body, Thread.currentThread());
+        Job job = new Job(++jobs, tasks, body, Thread.currentThread());
         try {
             current = job;
             if (parkedCount.get() > 0) {

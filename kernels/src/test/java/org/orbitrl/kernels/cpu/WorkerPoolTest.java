@@ -124,4 +124,57 @@ class WorkerPoolTest {
         assertThrows(IllegalStateException.class, () -> pool.parallelFor(4, i -> { }));
         assertThrows(IllegalArgumentException.class, () -> new WorkerPool(0));
     }
+
+    /**
+     * A CPU backend dropped without close stops its threads once it is collected: its workers, having run kernels that
+     * captured the backend's tensors, keep nothing of it. The backend's three workers, found by name, end within 30 s of
+     * collections (a worker holding its last job would keep the backend, and its threads, forever).
+     */
+    @Test
+    void aDroppedBackendStopsItsThreads() throws InterruptedException {
+        Set<Thread> before = orbitThreads();
+        dropABackendThatRan();
+        Set<Thread> started = orbitThreads();
+        started.removeAll(before);
+        assertEquals(3, started.size(), "workers of a backend of 4 threads: " + started);
+        long deadline = System.nanoTime() + 30_000_000_000L;
+        while (started.stream().anyMatch(Thread::isAlive) && System.nanoTime() < deadline) {
+            System.gc();
+            Thread.sleep(20);
+        }
+        for (Thread t : started) {
+            assertFalse(t.isAlive(), t.getName() + " still running 30 s after its backend was dropped");
+        }
+    }
+
+    private static void dropABackendThatRan() {
+        CpuBackend b = new CpuBackend(4);
+        java.util.Random r = new java.util.Random(7);
+        int m = 96, k = 160, n = 128;
+        float[] x = new float[m * k];
+        float[] w = new float[n * k];
+        for (int i = 0; i < x.length; i++) {
+            x[i] = (float) r.nextGaussian();
+        }
+        for (int i = 0; i < w.length; i++) {
+            w[i] = (float) r.nextGaussian();
+        }
+        org.orbitrl.kernels.Tensor y = org.orbitrl.kernels.Tensor.of(new float[m * n], m, n);
+        b.matmul(org.orbitrl.kernels.Tensor.of(x, m, k), org.orbitrl.kernels.Tensor.of(w, n, k), y);
+        double want = 0;
+        for (int j = 0; j < k; j++) {
+            want += (double) x[5 * k + j] * w[7 * k + j];
+        }
+        assertEquals(want, y.getFloat(5, 7), 1e-3 * Math.max(1, Math.abs(want)), "y[5, 7] = x[5] · w[7]");
+    }
+
+    private static Set<Thread> orbitThreads() {
+        Set<Thread> s = new java.util.HashSet<>();
+        for (Thread t : Thread.getAllStackTraces().keySet()) {
+            if (t.getName().startsWith("orbit-cpu-")) {
+                s.add(t);
+            }
+        }
+        return s;
+    }
 }

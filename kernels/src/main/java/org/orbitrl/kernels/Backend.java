@@ -392,6 +392,19 @@ public interface Backend extends AutoCloseable {
         ClampedSwiglu.backward(gu, dout, alpha, limit, dgu);
     }
 
+    /**
+     * DeepSeek V4's SwiGLU with its limit: out = silu(min(gate, limit)) · clamp(up, −limit, limit), f32 tensors of one
+     * shape. See {@link LimitedSwiglu}, the host reference the default runs.
+     */
+    default void limitedSwiglu(Tensor gate, Tensor up, float limit, Tensor out) {
+        LimitedSwiglu.forward(gate, up, limit, out);
+    }
+
+    /** Backward of {@link #limitedSwiglu}: dgate and dup (overwritten) from dout, given the forward's gate and up. */
+    default void limitedSwigluBackward(Tensor gate, Tensor up, Tensor dout, float limit, Tensor dgate, Tensor dup) {
+        LimitedSwiglu.backward(gate, up, dout, limit, dgate, dup);
+    }
+
     /** Per row, the k largest values (descending; ties to the lower index) and their indices (i32). */
     void topk(Tensor x, int k, Tensor values, Tensor indices);
 

@@ -394,6 +394,26 @@ public final class StrictBackend implements Backend {
         });
     }
 
+    @Override
+    public void limitedSwiglu(Tensor gate, Tensor up, float limit, Tensor out) {
+        device("limitedSwiglu", gate, up, out);
+        contiguous("limitedSwiglu", gate, up, out);
+        on(() -> {
+            inner.limitedSwiglu(gate, up, limit, out);
+            return null;
+        });
+    }
+
+    @Override
+    public void limitedSwigluBackward(Tensor gate, Tensor up, Tensor dout, float limit, Tensor dgate, Tensor dup) {
+        device("limitedSwigluBackward", gate, up, dout, dgate, dup);
+        contiguous("limitedSwigluBackward", gate, up, dout, dgate, dup);
+        on(() -> {
+            inner.limitedSwigluBackward(gate, up, dout, limit, dgate, dup);
+            return null;
+        });
+    }
+
     // ------------------------------------------------------------------ the grouped MoE block's operations
 
     /** Runs a grouped-MoE operation on the device thread after the device checks of its operands. */

@@ -1055,6 +1055,18 @@ public final class CudaBackend implements Backend {
     }
 
     @Override
+    public void limitedSwiglu(Tensor gate, Tensor up, float limit, Tensor out) {
+        ctx.device.bind();
+        layoutOps.limitedSwiglu(gate, up, limit, out);
+    }
+
+    @Override
+    public void limitedSwigluBackward(Tensor gate, Tensor up, Tensor dout, float limit, Tensor dgate, Tensor dup) {
+        ctx.device.bind();
+        layoutOps.limitedSwigluBackward(gate, up, dout, limit, dgate, dup);
+    }
+
+    @Override
     public void embedding(Tensor table, Tensor ids, Tensor out) {
         ctx.device.bind();
         selectOps.embedding(table, ids, out);

@@ -7,8 +7,8 @@ import org.orbitrl.kernels.cuda.internal.Kernel;
 import java.util.Arrays;
 
 /**
- * Strided copies between device views (column slices, selected heads, transposes) and gpt-oss's
- * clamped SwiGLU forward and backward (kernels in {@code layout.cu}).
+ * Strided copies between device views (column slices, selected heads, transposes), gpt-oss's
+ * clamped SwiGLU and DeepSeek V4's SwiGLU with its limit, forward and backward (kernels in {@code layout.cu}).
  */
 final class CudaLayoutOps {
     private static final int EW_BLOCK = 256;
@@ -18,12 +18,16 @@ final class CudaLayoutOps {
     private final Kernel stridedCopy;
     private final Kernel clampedSwiglu;
     private final Kernel clampedSwigluBackward;
+    private final Kernel limitedSwiglu;
+    private final Kernel limitedSwigluBackward;
 
     CudaLayoutOps(CudaContext ctx) {
         this.ctx = ctx;
         this.stridedCopy = ctx.kernel("layout", "strided_copy_u32");
         this.clampedSwiglu = ctx.kernel("layout", "clamped_swiglu_f32");
         this.clampedSwigluBackward = ctx.kernel("layout", "clamped_swiglu_backward_f32");
+        this.limitedSwiglu = ctx.kernel("layout", "limited_swiglu_f32");
+        this.limitedSwigluBackward = ctx.kernel("layout", "limited_swiglu_backward_f32");
     }
 
     /** dst = src, same shape and dtype (4-byte elements), any strides, at most 4 dimensions. */
@@ -68,6 +72,32 @@ final class CudaLayoutOps {
         if (n > 0) {
             ctx.launch(clampedSwigluBackward, ctx.gridFor(n, EW_BLOCK), EW_BLOCK, gu, dout, dgu, n, alpha, limit);
         }
+    }
+
+    /** out = silu(min(gate, limit)) · clamp(up, −limit, limit), contiguous f32 of one shape. */
+    void limitedSwiglu(Tensor gate, Tensor up, float limit, Tensor out) {
+        long n = checkLimited("limitedSwiglu", gate, up, out);
+        if (n > 0) {
+            ctx.launch(limitedSwiglu, ctx.gridFor(n, EW_BLOCK), EW_BLOCK, gate, up, out, n, limit);
+        }
+    }
+
+    /** dgate, dup (overwritten) from dout, given the forward's gate and up; contiguous f32 of one shape. */
+    void limitedSwigluBackward(Tensor gate, Tensor up, Tensor dout, float limit, Tensor dgate, Tensor dup) {
+        long n = checkLimited("limitedSwigluBackward", gate, up, dout, dgate, dup);
+        if (n > 0) {
+            ctx.launch(limitedSwigluBackward, ctx.gridFor(n, EW_BLOCK), EW_BLOCK, gate, up, dout, dgate, dup, n, limit);
+        }
+    }
+
+    /** Every tensor a contiguous f32 device tensor of the first one's shape; returns its elements. */
+    private long checkLimited(String op, Tensor first, Tensor... others) {
+        ctx.devContiguous(op + " gate", first, DType.F32);
+        for (Tensor t : others) {
+            ctx.devContiguous(op + " operand", t, DType.F32);
+            CudaContext.sameShape(op, first, t);
+        }
+        return first.numel();
     }
 
     /** Checks gu [rows, 2I] against [rows, I]; returns rows·I. */

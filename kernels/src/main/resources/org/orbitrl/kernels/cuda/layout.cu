@@ -1,4 +1,5 @@
-// Strided copies between views, and gpt-oss's clamped SwiGLU on an interleaved gate_up.
+// Strided copies between views, gpt-oss's clamped SwiGLU on an interleaved gate_up, and DeepSeek V4's SwiGLU with its
+// limit on separate gate and up.
 
 // dst = src for a view of up to 4 dimensions [n0, n1, n2, n3] (leading ones padded with size 1),
 // strides in elements, 4-byte elements. n = n0·n1·n2·n3.
@@ -39,5 +40,29 @@ extern "C" __global__ void clamped_swiglu_backward_f32(const float* gu, const fl
         float d = dout[i];
         dgu[2 * i] = gate <= limit ? d * (u + 1.0f) * (s + alpha * g * s * (1.0f - s)) : 0.0f;
         dgu[2 * i + 1] = (up >= -limit && up <= limit) ? d * (g * s) : 0.0f;
+    }
+}
+
+// DeepSeek V4: out = silu(min(g, limit)) * clamp(u, -limit, limit); n elements of one shape.
+extern "C" __global__ void limited_swiglu_f32(const float* gate, const float* up, float* out, i64 n, float limit) {
+    GRID_STRIDE(i, n) {
+        float g = fminf(gate[i], limit);
+        float u = fmaxf(-limit, fminf(up[i], limit));
+        out[i] = g / (1.0f + expf(-g)) * u;
+    }
+}
+
+// Its backward: zero where the input lay on or beyond its clamp (the host's strict bounds).
+extern "C" __global__ void limited_swiglu_backward_f32(const float* gate, const float* up, const float* dout,
+                                                       float* dgate, float* dup, i64 n, float limit) {
+    GRID_STRIDE(i, n) {
+        float gi = gate[i];
+        float ui = up[i];
+        float g = fminf(gi, limit);
+        float u = fmaxf(-limit, fminf(ui, limit));
+        float s = 1.0f / (1.0f + expf(-g));
+        float d = dout[i];
+        dgate[i] = gi < limit ? d * u * (s * (1.0f + g * (1.0f - s))) : 0.0f;
+        dup[i] = (ui > -limit && ui < limit) ? d * (g * s) : 0.0f;
     }
 }

@@ -3,14 +3,16 @@ package org.orbitrl.kernels.cuda;
 import org.junit.jupiter.api.Test;
 import org.orbitrl.kernels.ClampedSwiglu;
 import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.LimitedSwiglu;
 import org.orbitrl.kernels.Tensor;
 
 import java.util.SplittableRandom;
 
 /**
- * Strided device copies against the host copy of the same views (exact), and the clamped SwiGLU
- * forward and backward against {@link ClampedSwiglu} (the device's expf may differ from the host's
- * double-precision sigmoid by a few ulps: 1e-6 + 1e-5·|ref|). Inputs straddle the clamp limit.
+ * Strided device copies against the host copy of the same views (exact), gpt-oss's clamped SwiGLU
+ * forward and backward against {@link ClampedSwiglu} and DeepSeek V4's SwiGLU with its limit against
+ * {@link LimitedSwiglu} (the device's expf may differ from the host's by a few ulps: 1e-6 + 1e-5·|ref|).
+ * Inputs straddle the clamp limits.
  */
 class CudaLayoutOpsTest extends CudaTestBase {
 
@@ -63,5 +65,31 @@ class CudaLayoutOpsTest extends CudaTestBase {
         Tensor dref = Tensor.allocate(java.lang.foreign.Arena.ofAuto(), DType.F32, rows, 2L * inter);
         ClampedSwiglu.backward(gu, dout, alpha, limit, dref);
         assertClose("clampedSwigluBackward", dref.toFloatArray(), gpu.toHost(dgu).toFloatArray(), 1e-6, 1e-5);
+    }
+
+    @Test
+    void limitedSwigluForwardAndBackwardMatchTheHostReference() {
+        SplittableRandom r = rng(13);
+        int rows = 41;
+        int inter = 33;
+        float limit = 10f;
+        Tensor g = randn(r, 12f, rows, inter);                                 // about 40% of the gates clamped
+        Tensor u = randn(r, 12f, rows, inter);
+        Tensor dout = randn(r, 1f, rows, inter);
+        Tensor out = poisoned(DType.F32, rows, inter);
+        gpu.limitedSwiglu(dev(g), dev(u), limit, out);
+        Tensor ref = Tensor.allocate(java.lang.foreign.Arena.ofAuto(), DType.F32, rows, inter);
+        LimitedSwiglu.forward(g, u, limit, ref);
+        assertClose("limitedSwiglu", ref.toFloatArray(), gpu.toHost(out).toFloatArray(), 1e-6, 1e-5);
+        Tensor dg = poisoned(DType.F32, rows, inter);
+        Tensor du = poisoned(DType.F32, rows, inter);
+        gpu.limitedSwigluBackward(dev(g), dev(u), dev(dout), limit, dg, du);
+        Tensor dgRef = Tensor.allocate(java.lang.foreign.Arena.ofAuto(), DType.F32, rows, inter);
+        Tensor duRef = Tensor.allocate(java.lang.foreign.Arena.ofAuto(), DType.F32, rows, inter);
+        LimitedSwiglu.backward(g, u, dout, limit, dgRef, duRef);
+        assertClose("limitedSwigluBackward dgate", dgRef.toFloatArray(), gpu.toHost(dg).toFloatArray(), 1e-6, 1e-5);
+        assertClose("limitedSwigluBackward dup", duRef.toFloatArray(), gpu.toHost(du).toFloatArray(), 1e-6, 1e-5);
+        org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                () -> gpu.limitedSwiglu(dev(g), dev(dout.reshape(inter, rows)), limit, out), "shapes that differ");
     }
 }

@@ -86,4 +86,77 @@ public class DeepseekV4LoraFixtureTest {
         assertTrue(indexer > 0, "the fixture adapts the indexer's projections");
         System.out.printf("deepseek_v4: %d LoRA gradients, worst relative error %.3g%n", checked, worst);
     }
+
+    /**
+     * The routed experts grouped in backend memory over the host's choice (the default) against each active expert on
+     * its own rows ({@code setGroupedExperts(false)}), with the fixture's adapter (LoRA on every routed expert's gate, up
+     * and down): the training forward's logits within 1e-5 absolute and, after the fixture's loss, every adapter gradient
+     * within 1e-4 relative (the two paths sum the same f32 products in other orders). The grouped run is counted through
+     * a proxy of the backend: it groups the pairs, multiplies the experts' rows grouped and takes the limited SwiGLU
+     * forward and backward, once a layer each.
+     */
+    @Test
+    void groupedExpertsMatchEachExpertOnItsOwnRows() {
+        Path dir = TestSafetensors.fixtures().resolve("deepseek_v4");
+        Map<String, Integer> calls = new java.util.concurrent.ConcurrentHashMap<>();
+        try (org.orbitrl.kernels.Backend cpu = Backends.cpu()) {
+            org.orbitrl.kernels.Backend counted = (org.orbitrl.kernels.Backend) java.lang.reflect.Proxy.newProxyInstance(
+                    org.orbitrl.kernels.Backend.class.getClassLoader(), new Class<?>[]{org.orbitrl.kernels.Backend.class},
+                    (proxy, method, args) -> {
+                        calls.merge(method.getName(), 1, Integer::sum);
+                        try {
+                            return method.invoke(cpu, args);
+                        } catch (java.lang.reflect.InvocationTargetException e) {
+                            throw e.getCause();
+                        }
+                    });
+            var ref = new TestSafetensors(dir.resolve("reference_lora.safetensors"));
+            List<int[]> seqs = FixtureLoss.sequences(new TestSafetensors(dir.resolve("reference.safetensors")));
+            float[][] logits = new float[2][];
+            List<Map<String, float[]>> grads = new java.util.ArrayList<>();
+            for (boolean grouped : new boolean[]{true, false}) {
+                var model = DeepseekV4Model.load(ConfigLoader.load(dir), new TestSafetensors(dir.resolve("model.safetensors")),
+                        grouped ? counted : cpu);
+                model.setGroupedExperts(grouped);
+                var adapter = LoraAdapter.load(AdapterConfig.read(dir.resolve("adapter")),
+                        new TestSafetensors(dir.resolve("adapter/adapter_model.safetensors")), model, TensorAllocator.heap());
+                var tape = model.forwardTrain(seqs, false);
+                logits[grads.size()] = tape.logits().toFloatArray();
+                adapter.zeroGrad();
+                model.backward(tape, FixtureLoss.dLogits(tape.logits(), ref, seqs));
+                Map<String, float[]> g = new java.util.LinkedHashMap<>();
+                adapter.peftGradients().forEach((k, v) -> g.put(k, v.toFloatArray()));
+                grads.add(g);
+            }
+            int layers = ConfigLoader.load(dir).numLayers();
+            assertEquals(layers, calls.getOrDefault("moeGroup", 0), "the pairs grouped once a layer");
+            assertEquals(layers, calls.getOrDefault("limitedSwiglu", 0), "the limited SwiGLU once a layer");
+            assertEquals(layers, calls.getOrDefault("limitedSwigluBackward", 0), "its backward once a layer");
+            assertTrue(calls.getOrDefault("moeExpertMatmulShared", 0) >= layers, "gate and up grouped: " + calls);
+            Qwen3FixtureTest.assertClose("deepseek_v4 grouped experts vs per expert", logits[1], logits[0], 1e-5f);
+            double worst = 0;
+            int compared = 0;
+            for (var e : grads.get(1).entrySet()) {
+                float[] want = e.getValue();
+                float[] got = grads.get(0).get(e.getKey());
+                double diff = 0;
+                double norm = 0;
+                for (int i = 0; i < want.length; i++) {
+                    diff += (got[i] - want[i]) * (double) (got[i] - want[i]);
+                    norm += want[i] * (double) want[i];
+                }
+                if (norm == 0) {
+                    assertEquals(0.0, diff, e.getKey() + ": zero per expert, so grouped");
+                    continue;
+                }
+                double rel = Math.sqrt(diff / norm);
+                assertTrue(rel < 1e-4, e.getKey() + ": grouped vs per expert, relative error " + rel);
+                worst = Math.max(worst, rel);
+                compared++;
+            }
+            assertTrue(compared >= 40, "gradients compared: " + compared);
+            System.out.printf("deepseek_v4 grouped experts vs per expert: %d gradients, worst relative error %.3g%n",
+                    compared, worst);
+        }
+    }
 }

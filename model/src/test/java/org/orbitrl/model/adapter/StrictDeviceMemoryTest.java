@@ -88,6 +88,32 @@ class StrictDeviceMemoryTest {
         loraStep("gpt_oss", s.model(), s.adapter(), s.ref(), s.seqs());
     }
 
+    /**
+     * DeepSeek V4, whose routed experts run grouped in device memory over the host's choice: the choice and the weights
+     * copied there, the products, the limited SwiGLU and the backward's gradients there, the results copied back.
+     */
+    @Test
+    void deepseekV4LoraStepOnDeviceMemoryMatchesPeft() {
+        java.nio.file.Path dir = TestSafetensors.fixtures().resolve("deepseek_v4");
+        var model = org.orbitrl.model.arch.dsv4.DeepseekV4Model.load(org.orbitrl.model.spec.ConfigLoader.load(dir),
+                new TestSafetensors(dir.resolve("model.safetensors")), strict);
+        var adapter = LoraAdapter.load(AdapterConfig.read(dir.resolve("adapter")),
+                new TestSafetensors(dir.resolve("adapter/adapter_model.safetensors")), model, strict.allocator());
+        var ref = new TestSafetensors(dir.resolve("reference_lora.safetensors"));
+        List<int[]> seqs = FixtureLoss.sequences(new TestSafetensors(dir.resolve("reference.safetensors")));
+        assertTrue(strict.allocator().owns(adapter.params().get(0).value()), "adapter parameters are device memory");
+        var tape = model.forwardTrain(seqs, false);
+        Qwen3FixtureTest.assertClose("deepseek_v4 on strict device memory lora logits", ref.get("logits").toFloatArray(),
+                strict.allocator().toHost(tape.logits()).toFloatArray(), 1e-4f);
+        java.util.Map<String, float[]> checked = new java.util.LinkedHashMap<>();
+        FixtureLoss.gradients(model, adapter, ref, seqs, false).forEach((k, g) -> {
+            if (!k.contains(".indexer.")) {   // PEFT gives the indexer's adapters no gradient
+                checked.put(k, g);
+            }
+        });
+        FixtureLoss.assertGradientsMatch("deepseek_v4 on strict device memory", ref, checked, 1e-3);
+    }
+
     /** Both rows batched: a 3-token prefill into fresh caches, then one token a step. */
     private void decodeAndCompare(String arch, CausalLM model, List<int[]> rows, float[] expected) {
         int t = rows.get(0).length;

@@ -105,7 +105,7 @@ class GroupedMoeTest {
                 float[][] b = got.run(x, dout);
                 SparseMoe.Tape t = got.lastTape;
                 assertTrue(t.grouped != null, "the grouped path ran");
-                int[] off = t.grouped.offsets;
+                int[] off = t.grouped.experts.offsets();
                 for (int e = 4; e < 8; e++) {
                     assertEquals(0, off[e + 1] - off[e], "expert " + e + " has no pairs");
                 }

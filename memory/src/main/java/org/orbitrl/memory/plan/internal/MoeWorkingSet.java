@@ -46,11 +46,12 @@ public final class MoeWorkingSet {
 
     /** True if the model's MoE blocks run quantized experts through the chunked dequantization path. */
     public static boolean hasChunkedPath(ModelSpec s) {
-        return s.isMoe() && (s.family() == ModelFamily.QWEN3_MOE || s.family() == ModelFamily.DEEPSEEK_V3);
+        return s.isMoe() && (s.family() == ModelFamily.QWEN3_MOE || s.family() == ModelFamily.DEEPSEEK_V3
+                || s.family() == ModelFamily.DEEPSEEK_V4);
     }
 
     /**
-     * True if the MoE block runs grouped by expert in backend memory: Qwen3-MoE, DeepSeek-V3 or Kimi-K2 with every
+     * True if the MoE block runs grouped by expert in backend memory: Qwen3-MoE, DeepSeek-V3, Kimi-K2 or DeepSeek V4 with every
      * expert on this GPU ({@code ep == 1}) and no OFT on the experts (the block then runs per expert).
      */
     public static boolean grouped(ModelSpec s, int ep, AdapterSpec adapter) {

@@ -128,6 +128,24 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         return new DeepseekV4Model(c, other, embed, ls, headFn, headBase, headScale, norm, lmHead.view());
     }
 
+    /** Quantized routed experts dequantized {@code c} at a time in the grouped expert products (0: the fused kernels). */
+    @Override
+    public void setExpertChunk(int c) {
+        for (Layer l : layers) {
+            l.moe().setExpertChunk(c);
+        }
+    }
+
+    /**
+     * Runs the routed experts grouped in backend memory over the host's choice (true, the default) or each active
+     * expert on its own rows (false).
+     */
+    public void setGroupedExperts(boolean on) {
+        for (Layer l : layers) {
+            l.moe().setGrouped(on);
+        }
+    }
+
     public ModelSpec spec() {
         return c.spec();
     }

@@ -1,7 +1,12 @@
 package org.orbitrl.model.arch.dsv4;
 
 import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.arch.DenseMlp;
+import org.orbitrl.model.arch.GroupedExperts;
 import org.orbitrl.model.nn.Linear;
 
 import java.util.ArrayList;
@@ -15,6 +20,13 @@ import java.util.List;
  * {@code routed_scaling_factor}. Routed and shared experts are SwiGLU with the V4 clamp
  * (gate ≤ limit, |up| ≤ limit). The routing choice is discrete; gradients flow through the
  * routing weights into the router logits and on to the block input.
+ *
+ * <p>The choice is made on the host (its hash layers' table, its scores). By default the routed experts then run
+ * grouped in backend memory over that choice ({@link GroupedExperts}: the pairs grouped by expert, one set of grouped
+ * products for all experts, quantized experts dequantized {@link #setExpertChunk C} at a time into one reused buffer,
+ * the experts' LoRA over all their rows at once, and the backward's activation gradient and routing-weight gradient
+ * there too); {@link #setGrouped}{@code (false)}, an expert with a bias, or an enabled adapter that transforms the base
+ * input (OFT) run each active expert on its own rows instead.
  */
 final class DeepseekV4Moe {
     final Linear router;          // [experts, hidden]
@@ -26,6 +38,9 @@ final class DeepseekV4Moe {
     private final float scaling;
     private final float limit;
     private final boolean sigmoid;   // element-wise sigmoid scores instead of sqrt(softplus)
+    private final GroupedExperts grouped;   // null when an expert has a bias
+    private boolean useGrouped = true;
+    private int chunk;               // quantized experts dequantized at a time in the grouped products (0: fused)
 
     DeepseekV4Moe(Linear router, float[] bias, long[] tid2eid, DenseMlp[] experts, DenseMlp shared, int topK,
                   float scaling, float limit, boolean sigmoid) {
@@ -38,14 +53,34 @@ final class DeepseekV4Moe {
         this.scaling = scaling;
         this.limit = limit;
         this.sigmoid = sigmoid;
+        this.grouped = GroupedExperts.of(experts, limit);
     }
 
+    /** The same frozen weights with fresh, adapter-free linear layers; the same grouping and chunk. */
     DeepseekV4Moe view() {
         DenseMlp[] ex = new DenseMlp[experts.length];
         for (int e = 0; e < ex.length; e++) {
             ex[e] = experts[e].view();
         }
-        return new DeepseekV4Moe(router.view(), bias, tid2eid, ex, shared.view(), topK, scaling, limit, sigmoid);
+        DeepseekV4Moe v = new DeepseekV4Moe(router.view(), bias, tid2eid, ex, shared.view(), topK, scaling, limit, sigmoid);
+        v.useGrouped = useGrouped;
+        v.chunk = chunk;
+        return v;
+    }
+
+    /** Runs the routed experts grouped in backend memory (true, the default) or each on its own rows (false). */
+    void setGrouped(boolean on) {
+        useGrouped = on;
+    }
+
+    /** Quantized routed experts dequantized {@code c} at a time in the grouped products (0: the fused kernels). */
+    void setExpertChunk(int c) {
+        chunk = Math.max(0, c);
+    }
+
+    /** Whether this forward runs the routed experts grouped. */
+    boolean groupedHere(Backend b) {
+        return useGrouped && grouped != null && grouped.supports(b);
     }
 
     static float softplus(float x) {
@@ -103,6 +138,45 @@ final class DeepseekV4Moe {
             }
         }
         Node w = routeWeights(t, logits, scores, idx, n, e);    // [N*k]
+        Node routed = groupedHere(b) ? routedGrouped(t, b, x, idx, w, n, h) : routedPerExpert(t, b, x, idx, w, n, h, e);
+        return Ops.add(t, routed, mlp(t, b, shared, x, n));
+    }
+
+    /**
+     * The routed experts grouped in backend memory ({@link GroupedExperts}) over the host's choice idx [N, k] with the
+     * weights w [N·k]: x's backend copy (shared with the block's other linears), the choice copied there, the output
+     * copied back. The backward copies the output gradient there and the input's and weights' gradients back; what the
+     * experts keep for it stays in backend memory until then.
+     */
+    private Node routedGrouped(GradTape t, Backend b, Node x, int[] idx, Node w, int n, int h) {
+        TensorAllocator a = b.allocator();
+        Tensor xt = x.placed(a, n, h);
+        Tensor ids = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(idx, n, topK));
+        Tensor wt = Ops.device(a, w.v, n, topK);
+        Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);
+        GroupedExperts.Tape gt = t == null ? null : new GroupedExperts.Tape();
+        grouped.forward(b, xt, ids, wt, out, gt, chunk, false);
+        Node y = new Node(a.toHost(out).toFloatArray());
+        Ops.release(a, out, ids);
+        if (t == null) {
+            Ops.release(a, wt);
+            return y;
+        }
+        t.record(y, () -> {
+            Tensor dy = Ops.device(a, y.gradOrNull(), n, h);
+            Tensor dx = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);
+            Tensor dw = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, topK);
+            grouped.backward(b, gt, wt, dy, dx, dw, chunk, false);
+            Ops.acc(x, a.toHost(dx).toFloatArray());
+            Ops.acc(w, a.toHost(dw).toFloatArray());
+            gt.release(a);
+            Ops.release(a, dy, dx, dw, wt);
+        });
+        return y;
+    }
+
+    /** Each active expert on its own rows: gathered, its SwiGLU MLP, weighted back into the tokens (on the host). */
+    private Node routedPerExpert(GradTape t, Backend b, Node x, int[] idx, Node w, int n, int h, int e) {
         List<Node> outs = new ArrayList<>();
         List<int[]> slotsOf = new ArrayList<>();
         for (int ex = 0; ex < e; ex++) {
@@ -126,8 +200,7 @@ final class DeepseekV4Moe {
             outs.add(mlp(t, b, experts[ex], xe, cnt));
             slotsOf.add(slots);
         }
-        Node routed = combine(t, n, h, outs, slotsOf, w);
-        return Ops.add(t, routed, mlp(t, b, shared, x, n));
+        return combine(t, n, h, outs, slotsOf, w);
     }
 
     private Node mlp(GradTape t, Backend b, DenseMlp m, Node x, int rows) {

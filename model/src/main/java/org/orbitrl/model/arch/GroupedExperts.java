@@ -1,0 +1,337 @@
+package org.orbitrl.model.arch;
+
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.ExpertWeights;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.kernels.quant.QuantizedTensor;
+import org.orbitrl.model.nn.Linear;
+import org.orbitrl.model.nn.Weight;
+
+/**
+ * The routed experts of an MoE block over a choice already made (ids i32 [N, k] and weights f32 [N, k] in backend
+ * memory), grouped by expert: the pairs grouped ({@link Backend#moeGroup}; the per-expert counts the one host read of a
+ * training call, and of an inference call only where the backend does not take its products from the device offsets:
+ * {@link GroupOffsets}), the gate, up and down products over each expert's contiguous rows ({@link
+ * Backend#moeExpertMatmul}, quantized experts dequantized C at a time into one reused buffer), each expert's adapters on
+ * its rows, the SwiGLU (with DeepSeek V4's limit where the block has one, {@link Backend#limitedSwiglu}), and the
+ * weighted combination. Backward: the rows' output gradients and the routing weights' gradient, the activation gradient
+ * through the frozen experts (never a base weight gradient), and the adapters' gradients per expert.
+ *
+ * <p>{@link GroupedMoe} routes with its own router and runs these; DeepSeek V4's block routes on the host (its hash
+ * layers, its scores) and hands the choice here.
+ *
+ * <p>Adapters: an expert projection's LoRA runs over all experts' rows at once ({@link ExpertLora}); any other hook that
+ * keeps the base input runs on its expert's rows; {@link #supports} is false when an enabled hook transforms the base
+ * input (OFT), and the block then runs per expert instead.
+ */
+public final class GroupedExperts {
+    private final DenseMlp[] experts;
+    private final ExpertWeights gate;   // E x [I, hidden]
+    private final ExpertWeights up;     // E x [I, hidden]
+    private final ExpertWeights down;   // E x [hidden, I]
+    private final float limit;          // the SwiGLU's clamp; +inf: none
+
+    /** What backward needs; grouped tensors are in expert order, [P = tokens·k, ...]. */
+    public static final class Tape {
+        Tensor order;     // i32 [P]
+        Tensor position;  // i32 [P]
+        int[] offsets;    // [E + 1], host
+        Tensor xs;        // [P, hidden] the input rows of the pairs
+        Tensor g;         // [P, I]
+        Tensor u;         // [P, I]
+        Tensor act;       // [P, I] swiglu(g, u)
+        Tensor ys;        // [P, hidden] unweighted expert outputs
+
+        /** Releases what the experts allocated for backward. */
+        public void release(TensorAllocator a) {
+            for (Tensor t : new Tensor[]{order, position, xs, g, u, act, ys}) {
+                if (t != null) {
+                    a.release(t);
+                }
+            }
+            order = position = xs = g = u = act = ys = null;
+        }
+
+        /** The per-expert offsets [E + 1] of the pairs (expert e's rows [o_e, o_(e+1))). */
+        public int[] offsets() {
+            return offsets;
+        }
+    }
+
+    private GroupedExperts(DenseMlp[] experts, ExpertWeights gate, ExpertWeights up, ExpertWeights down, float limit) {
+        this.experts = experts;
+        this.gate = gate;
+        this.up = up;
+        this.down = down;
+        this.limit = limit;
+    }
+
+    /**
+     * The experts' weights as per-projection sets (shared, not copied), the SwiGLU clamped at {@code limit}
+     * ({@code Float.POSITIVE_INFINITY}: plain SwiGLU); null when an expert is missing or has a bias.
+     */
+    public static GroupedExperts of(DenseMlp[] experts, float limit) {
+        if (!(limit > 0)) {
+            throw new IllegalArgumentException("SwiGLU limit must be positive (or infinite for none), got " + limit);
+        }
+        for (DenseMlp e : experts) {
+            if (e == null || e.gate.bias() != null || e.up.bias() != null || e.down.bias() != null) {
+                return null;
+            }
+        }
+        return new GroupedExperts(experts, weights(experts, 0), weights(experts, 1), weights(experts, 2), limit);
+    }
+
+    private static ExpertWeights weights(DenseMlp[] experts, int which) {
+        Tensor[] dense = new Tensor[experts.length];
+        QuantizedTensor[] quantized = new QuantizedTensor[experts.length];
+        Linear first = linear(experts[0], which);
+        for (int e = 0; e < experts.length; e++) {
+            Weight w = linear(experts[e], which).weight();
+            if (w instanceof Weight.Quantized q) {
+                quantized[e] = q.w();
+            } else if (w instanceof Weight.Dense d) {
+                dense[e] = d.w();
+            }
+        }
+        return new ExpertWeights(first.out(), first.in(), dense, quantized);
+    }
+
+    static Linear[] linears(DenseMlp[] experts, int which) {
+        Linear[] out = new Linear[experts.length];
+        for (int e = 0; e < out.length; e++) {
+            out[e] = linear(experts[e], which);
+        }
+        return out;
+    }
+
+    static Linear linear(DenseMlp m, int which) {
+        return which == 0 ? m.gate : which == 1 ? m.up : m.down;
+    }
+
+    DenseMlp[] experts() {
+        return experts;
+    }
+
+    ExpertWeights gate() {
+        return gate;
+    }
+
+    ExpertWeights up() {
+        return up;
+    }
+
+    ExpertWeights down() {
+        return down;
+    }
+
+    /** Experts of the block. */
+    public int count() {
+        return gate.experts();
+    }
+
+    /** True unless an enabled adapter on an expert projection transforms the base input (probed on one row). */
+    public boolean supports(Backend b) {
+        TensorAllocator a = b.allocator();
+        Tensor probeIn = null;    // [1, hidden]
+        Tensor probeMid = null;   // [1, I]
+        for (DenseMlp m : experts) {
+            for (int which = 0; which < 3; which++) {
+                Linear l = linear(m, which);
+                Linear.AdapterHook h = l.adapter();
+                if (h == null || !h.enabled()) {
+                    continue;
+                }
+                Tensor probe;
+                if (which < 2) {
+                    probe = probeIn = probeIn != null ? probeIn : a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, 1, l.in());
+                } else {
+                    probe = probeMid = probeMid != null ? probeMid : a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, 1, l.in());
+                }
+                Tensor in = h.baseInput(b, probe);
+                if (in != probe) {
+                    release(a, in, probeIn, probeMid);
+                    return false;
+                }
+            }
+        }
+        release(a, probeIn, probeMid);
+        return true;
+    }
+
+    /**
+     * x [N, hidden] with its choice (ids i32 [N, k], weights f32 [N, k]) -> out [N, hidden], overwritten unless
+     * {@code accumulate} (then added into it); ids and weights stay the caller's. {@code tape} null: nothing is kept, and
+     * the products are first offered to the backend from the device offsets (an inference forward); else the tape keeps
+     * what {@link #backward} reads and the offsets are read to the host.
+     */
+    public void forward(Backend b, Tensor x, Tensor ids, Tensor weights, Tensor out, Tape tape, int chunk, boolean accumulate) {
+        forward(b, x, ids, weights, out, tape, chunk, tape != null, accumulate);
+    }
+
+    /** As above; {@code training} reads the offsets to the host even without a tape (a recomputed forward's bits). */
+    void forward(Backend b, Tensor x, Tensor ids, Tensor weights, Tensor out, Tape tape, int chunk, boolean training,
+                 boolean accumulate) {
+        TensorAllocator a = b.allocator();
+        int n = x.size(0);
+        int h = x.size(1);
+        int e = gate.experts();
+        int k = ids.size(1);
+        int inter = gate.rows();
+        int p = n * k;
+        Tensor offsetsDev = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, e + 1); // [E + 1]
+        Tensor order = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, p);          // [P]
+        Tensor position = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, p);       // [P]
+        b.moeGroup(ids, e, offsetsDev, order, position);
+        // the per-expert counts: read on the host here for a training forward (its backward needs them); an inference
+        // forward offers its products to the backend from the device first (GroupOffsets), reading them only if declined
+        boolean routed = !training && tape == null;
+        GroupOffsets offsets = routed ? GroupOffsets.ofDevice(a, offsetsDev) : GroupOffsets.ofHost(ints(a.toHost(offsetsDev)));
+        if (!routed) {
+            a.release(offsetsDev);
+        }
+        Tensor xs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, h);      // [P, hidden]
+        b.moeGather(x, order, k, null, xs);
+        Tensor g = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);   // [P, I]
+        Tensor u = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);   // [P, I]
+        offsets.matmulShared(b, xs, new ExpertWeights[]{gate, up}, new Tensor[]{g, u}, chunk);
+        ExpertLora gateLora = ExpertLora.of(linears(experts, 0));
+        ExpertLora upLora = ExpertLora.of(linears(experts, 1));
+        if (gateLora != null && upLora != null && ExpertLora.sameShape(gateLora, upLora)) {   // both A products of xs in one call
+            ExpertLora.forward(b, offsets, xs, gateLora, g, upLora, u);
+        } else {
+            adaptersForward(b, experts, 0, offsets, xs, g);
+            adaptersForward(b, experts, 1, offsets, xs, u);
+        }
+        Tensor act = tape == null ? g : a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter); // [P, I]
+        activation(b, g, u, act);
+        if (tape == null) {
+            a.release(xs);
+            a.release(u);
+        }
+        Tensor ys = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, h);      // [P, hidden]
+        offsets.matmul(b, act, down, ys, chunk);
+        adaptersForward(b, experts, 2, offsets, act, ys);
+        b.moeCombineGrouped(ys, position, weights, out, accumulate);
+        if (routed) {
+            a.release(offsetsDev);
+        }
+        if (tape == null) {
+            for (Tensor t : new Tensor[]{order, position, act, ys}) {
+                a.release(t);
+            }
+        } else {
+            tape.order = order;
+            tape.position = position;
+            tape.offsets = offsets.host();
+            tape.xs = xs;
+            tape.g = g;
+            tape.u = u;
+            tape.act = act;
+            tape.ys = ys;
+        }
+    }
+
+    /** act = swiglu(g, u), with the block's limit where it has one (act may be g). */
+    private void activation(Backend b, Tensor g, Tensor u, Tensor act) {
+        if (limit == Float.POSITIVE_INFINITY) {
+            b.swiglu(g, u, act);
+        } else {
+            b.limitedSwiglu(g, u, limit, act);
+        }
+    }
+
+    /**
+     * dout [N, hidden] -> dx [N, hidden], overwritten unless {@code accumulate} (then added into it), and the routing
+     * weights' gradient dWeight f32 [N, k] (overwritten); {@code weights} are the forward's. The experts' adapters
+     * accumulate their gradients.
+     */
+    public void backward(Backend b, Tape t, Tensor weights, Tensor dout, Tensor dx, Tensor dWeight, int chunk, boolean accumulate) {
+        TensorAllocator a = b.allocator();
+        int n = dout.size(0);
+        int h = dout.size(1);
+        int k = weights.size(1);
+        int inter = gate.rows();
+        int p = n * k;
+        Tensor dys = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, h);        // [P, hidden] = w · dout[token]
+        b.moeGather(dout, t.order, k, weights, dys);
+        b.moeWeightGrad(dout, t.ys, t.position, dWeight);
+        Tensor dact = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);   // [P, I]
+        b.moeExpertMatmulTransposed(dys, down, t.offsets, dact, chunk);
+        adaptersBackward(b, experts, 2, t.offsets, t.act, dys, dact);
+        a.release(dys);
+        Tensor dg = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);     // [P, I]
+        Tensor du = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);     // [P, I]
+        if (limit == Float.POSITIVE_INFINITY) {
+            b.swigluBackward(t.g, t.u, dact, dg, du);
+        } else {
+            b.limitedSwigluBackward(t.g, t.u, dact, limit, dg, du);
+        }
+        a.release(dact);
+        Tensor dxs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, h);        // [P, hidden]
+        b.moeExpertMatmulTransposed(dg, gate, t.offsets, dxs, chunk);
+        adaptersBackward(b, experts, 0, t.offsets, t.xs, dg, dxs);
+        a.release(dg);
+        b.moeExpertMatmulAccumulate(du, up, t.offsets, 1f, dxs, true, chunk);     // dxs += du · W_up
+        adaptersBackward(b, experts, 1, t.offsets, t.xs, du, dxs);
+        a.release(du);
+        b.moeCombineGrouped(dxs, t.position, null, dx, accumulate);
+        a.release(dxs);
+    }
+
+    /** Each active expert's enabled adapter adds its delta into y's rows of that expert, from x's rows. */
+    private static void adaptersForward(Backend b, DenseMlp[] experts, int which, GroupOffsets groups, Tensor x, Tensor y) {
+        ExpertLora lora = ExpertLora.of(linears(experts, which));
+        if (lora != null) {
+            lora.forward(b, groups, x, y);
+            return;
+        }
+        int[] offsets = null;
+        for (int e = 0; e < experts.length; e++) {
+            Linear.AdapterHook hook = linear(experts[e], which).adapter();
+            if (hook != null && hook.enabled() && offsets == null) {
+                offsets = groups.host();
+            }
+            if (hook != null && hook.enabled() && offsets[e + 1] > offsets[e]) {
+                hook.forward(b, x.slice(0, offsets[e], offsets[e + 1]), y.slice(0, offsets[e], offsets[e + 1]));
+            }
+        }
+    }
+
+    /** Each active expert's enabled adapter: its share of dx's rows, and its own parameter gradients. */
+    private static void adaptersBackward(Backend b, DenseMlp[] experts, int which, int[] offsets, Tensor x, Tensor dy, Tensor dx) {
+        ExpertLora lora = ExpertLora.of(linears(experts, which));
+        if (lora != null) {
+            lora.backward(b, offsets, x, dy, dx);
+            return;
+        }
+        for (int e = 0; e < experts.length; e++) {
+            Linear.AdapterHook hook = linear(experts[e], which).adapter();
+            if (hook != null && hook.enabled() && offsets[e + 1] > offsets[e]) {
+                long s = offsets[e];
+                long end = offsets[e + 1];
+                hook.backward(b, x.slice(0, s, end), dy.slice(0, s, end), dx.slice(0, s, end));
+            }
+        }
+    }
+
+    static void release(TensorAllocator a, Tensor... ts) {
+        for (Tensor t : ts) {
+            if (t != null) {
+                a.release(t);
+            }
+        }
+    }
+
+    private static int[] ints(Tensor t) {
+        long[] v = t.toLongArray();
+        int[] out = new int[v.length];
+        for (int i = 0; i < v.length; i++) {
+            out[i] = (int) v[i];
+        }
+        return out;
+    }
+}

@@ -36,6 +36,19 @@ public interface TensorAllocator {
         return t;
     }
 
+    /**
+     * An f32 tensor of this allocator's memory holding {@code values}, shaped as given (a copy: the caller may reuse the
+     * array). A device allocator stages the array through page-locked memory.
+     */
+    default Tensor uploadFloats(MemoryCategory category, float[] values, long... shape) {
+        return upload(category, Tensor.of(values, shape));
+    }
+
+    /** The values of f32 tensor {@code t} (this allocator's memory or the host's) as a new array, row-major. */
+    default float[] toFloats(Tensor t) {
+        return toHost(t).toFloatArray();
+    }
+
     /** Copies {@code src} (host memory or this allocator's) into {@code dst} (this allocator's), same shape. */
     default void copy(Tensor src, Tensor dst) {
         dst.copyFrom(src);

@@ -82,6 +82,7 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
 
     private final CudaDevice device;
     private final CudaStream stream;
+    private final PinnedStaging pinned;   // float arrays to and from the device
     private final TreeMap<Long, Block> blocks = new TreeMap<>();
     private final Map<MemoryCategory, long[]> live = new EnumMap<>(MemoryCategory.class); // {live, peak}
     private static final java.lang.ref.Cleaner CLEANER = java.lang.ref.Cleaner.create();
@@ -111,6 +112,7 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     public CudaAllocator(CudaDevice device, CudaStream stream) {
         this.device = device;
         this.stream = stream;
+        this.pinned = new PinnedStaging(stream);
         for (MemoryCategory c : MemoryCategory.values()) {
             live.put(c, new long[2]);
         }
@@ -380,6 +382,41 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         return dev;
     }
 
+    /** A device copy of {@code values} as f32 [shape], staged through page-locked host memory ({@link PinnedStaging}). */
+    @Override
+    public Tensor uploadFloats(MemoryCategory category, float[] values, long... shape) {
+        if (inCapture()) {
+            throw new org.orbitrl.kernels.NotCapturableException("upload of " + values.length + " floats");
+        }
+        Tensor dev = allocate(category, DType.F32, shape);
+        if (dev.numel() != values.length) {
+            free(dev);
+            throw new IllegalArgumentException(values.length + " values do not fill shape " + Arrays.toString(shape));
+        }
+        device.bind();
+        synchronized (pinned) {
+            pinned.upload(values, 0, values.length, address(dev));
+        }
+        return dev;
+    }
+
+    /** A contiguous f32 device tensor's values through page-locked host memory, after the stream's work; others as {@link #toHost}. */
+    @Override
+    public float[] toFloats(Tensor t) {
+        if (!owns(t) || t.dtype() != DType.F32 || !t.isContiguous()) {
+            return TensorAllocator.super.toFloats(t);
+        }
+        if (inCapture()) {
+            throw new org.orbitrl.kernels.NotCapturableException("host read of " + t);
+        }
+        float[] out = new float[Math.toIntExact(t.numel())];
+        device.bind();
+        synchronized (pinned) {
+            pinned.download(address(t), out, out.length);
+        }
+        return out;
+    }
+
     /** A host copy of device tensor {@code t} (contiguous), after the stream's work; host tensors pass through. */
     @Override
     public Tensor toHost(Tensor t) {
@@ -629,6 +666,7 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         retired.clear();
         unreachable.clear();
         stream.synchronize();
+        pinned.close();
         CudaCheck.check(cudaMemPoolTrimTo(pool, 0), "cudaMemPoolTrimTo");
     }
 }

@@ -92,7 +92,7 @@ final class DeepseekV4Indexer {
             Tensor ct = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(closed, len));
             Tensor st = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, len, m);
             boolean taken = b.indexerScores(qt, kt, wt, ct, qScale, st);
-            float[] got = taken ? a.toHost(st).toFloatArray() : null;
+            float[] got = taken ? a.toFloats(st) : null;
             Ops.release(a, qt, kt, wt, ct, st);
             if (taken) {
                 return got;

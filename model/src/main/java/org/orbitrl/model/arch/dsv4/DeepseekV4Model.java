@@ -212,7 +212,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
     @Override
     public Tensor forward(List<Segment> batch, HiddenSink hidden) {
         Node logits = run(batch, hidden, null);
-        return backend.allocator().upload(MemoryCategory.LOGITS, Tensor.of(logits.v, logits.size() / c.vocab(), c.vocab()));
+        return backend.allocator().uploadFloats(MemoryCategory.LOGITS, logits.v, logits.size() / c.vocab(), c.vocab());
     }
 
     /** What a training forward keeps: the tape and the logits node. */
@@ -233,7 +233,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         @Override
         public Tensor logits() {
             if (placed == null) {
-                placed = place.upload(MemoryCategory.LOGITS, Tensor.of(logits.v, logits.size() / vocab, vocab));
+                placed = place.uploadFloats(MemoryCategory.LOGITS, logits.v, logits.size() / vocab, vocab);
             }
             return placed;
         }
@@ -255,7 +255,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         if (!(t instanceof TrainTape tt)) {
             throw new IllegalArgumentException("not a tape of this model: " + t);
         }
-        float[] d = backend.allocator().toHost(dLogits).toFloatArray();
+        float[] d = backend.allocator().toFloats(dLogits);
         if (d.length != tt.logits.size()) {
             throw new IllegalArgumentException("d logits has " + d.length + " values, the logits " + tt.logits.size());
         }
@@ -310,7 +310,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         int hc = c.hcMult();
         Tensor emb = backend.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);  // [N, hidden]
         backend.embedding(embed, backend.allocator().upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(ids, n)), emb);
-        float[] e = backend.allocator().toHost(emb).toFloatArray();
+        float[] e = backend.allocator().toFloats(emb);
         float[] streams = new float[n * hc * h];                                                 // [N, hc, hidden]
         for (int r = 0; r < n; r++) {
             for (int j = 0; j < hc; j++) {
@@ -336,7 +336,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         Node collapsed = DeepseekV4HyperConnection.head(tape, x, headFn, headBase, headScale, hc, h, c.hcEps(), c.rmsEps());
         Node normed = Ops.rmsNorm(tape, collapsed, h, norm, c.rmsEps());
         if (hidden != null) {
-            hidden.accept(layers.length, backend.allocator().upload(MemoryCategory.ACTIVATIONS, Tensor.of(normed.v, n, h)));
+            hidden.accept(layers.length, backend.allocator().uploadFloats(MemoryCategory.ACTIVATIONS, normed.v, n, h));
         }
         for (int si = 0; si < batch.size(); si++) {
             Segment s = batch.get(si);
@@ -362,7 +362,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
     /** Hands layer {@code index}'s input streams to {@code sink}, in the backend's memory as every model's hidden states. */
     private void emit(HiddenSink sink, int index, Node x, int n, int hc, int h) {
         if (sink != null) {
-            sink.accept(index, backend.allocator().upload(MemoryCategory.ACTIVATIONS, Tensor.of(x.v, n, hc, h)));
+            sink.accept(index, backend.allocator().uploadFloats(MemoryCategory.ACTIVATIONS, x.v, n, hc, h));
         }
     }
 

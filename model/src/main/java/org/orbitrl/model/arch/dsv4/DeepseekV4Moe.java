@@ -21,12 +21,13 @@ import java.util.List;
  * (gate ≤ limit, |up| ≤ limit). The routing choice is discrete; gradients flow through the
  * routing weights into the router logits and on to the block input.
  *
- * <p>The choice is made on the host (its hash layers' table, its scores). By default the routed experts then run
- * grouped in backend memory over that choice ({@link GroupedExperts}: the pairs grouped by expert, one set of grouped
- * products for all experts, quantized experts dequantized {@link #setExpertChunk C} at a time into one reused buffer,
- * the experts' LoRA over all their rows at once, and the backward's activation gradient and routing-weight gradient
- * there too); {@link #setGrouped}{@code (false)}, an expert with a bias, or an enabled adapter that transforms the base
- * input (OFT) run each active expert on its own rows instead.
+ * <p>The choice is made on the host (its hash layers' table, its scores). By default the block then runs in backend
+ * memory ({@link #forwardGrouped}): the routed experts grouped over that choice ({@link GroupedExperts}: the pairs
+ * grouped by expert, one set of grouped products for all experts, quantized experts dequantized {@link #setExpertChunk
+ * C} at a time into one reused buffer, the experts' LoRA over all their rows at once) and the shared expert there too,
+ * the input copied there once and the output back once, forward and backward. {@link #setGrouped}{@code (false)}, an
+ * expert with a bias, or an enabled adapter that transforms the base input (OFT) run each active expert on its own
+ * rows and the rest on the host instead.
  */
 final class DeepseekV4Moe {
     final Linear router;          // [experts, hidden]
@@ -102,15 +103,31 @@ final class DeepseekV4Moe {
 
     /** x [N, hidden] -> [N, hidden]; ids [N] are the tokens' ids (hash routing). */
     Node forward(GradTape t, Backend b, Node x, int[] ids) {
+        if (groupedHere(b)) {
+            return forwardGrouped(t, b, x, ids);
+        }
         int n = ids.length;
         int h = router.in();
         int e = experts.length;
         Node logits = Ops.linear(t, b, router, x, n);   // [N, E]
-        float[] scores = new float[n * e];
+        float[] scores = scores(logits.v);
+        int[] idx = choose(scores, ids, n, e);           // [N, k]
+        Node w = routeWeights(t, logits, scores, idx, n, e);    // [N*k]
+        Node routed = routedPerExpert(t, b, x, idx, w, n, h, e);
+        return Ops.add(t, routed, mlp(t, b, shared, x, n));
+    }
+
+    private float[] scores(float[] logits) {
+        float[] scores = new float[logits.length];
         for (int i = 0; i < scores.length; i++) {
-            scores[i] = score(logits.v[i]);
+            scores[i] = score(logits[i]);
         }
-        int[] idx = new int[n * topK];                  // [N, k]
+        return scores;
+    }
+
+    /** The k experts of each token [N, k]: its hash row, or the top-k of score + bias (ties to the lower expert). */
+    private int[] choose(float[] scores, int[] ids, int n, int e) {
+        int[] idx = new int[n * topK];
         for (int r = 0; r < n; r++) {
             if (tid2eid != null) {
                 for (int j = 0; j < topK; j++) {
@@ -137,40 +154,80 @@ final class DeepseekV4Moe {
                 }
             }
         }
-        Node w = routeWeights(t, logits, scores, idx, n, e);    // [N*k]
-        Node routed = groupedHere(b) ? routedGrouped(t, b, x, idx, w, n, h) : routedPerExpert(t, b, x, idx, w, n, h, e);
-        return Ops.add(t, routed, mlp(t, b, shared, x, n));
+        return idx;
     }
 
     /**
-     * The routed experts grouped in backend memory ({@link GroupedExperts}) over the host's choice idx [N, k] with the
-     * weights w [N·k]: x's backend copy (shared with the block's other linears), the choice copied there, the output
-     * copied back. The backward copies the output gradient there and the input's and weights' gradients back; what the
-     * experts keep for it stays in backend memory until then.
+     * The whole block in backend memory, one step of the tape: x's backend copy (shared with the block's other readers)
+     * through the frozen router (its logits read back: the choice is the host's), the routed experts grouped over the
+     * choice ({@link GroupedExperts}), the shared expert (its products and the limited SwiGLU there), their sum read
+     * back. The backward sends the output gradient there once, runs the shared expert's backward, the experts' (their
+     * activation gradient and the routing weights' gradient, read back), the routing weights' gradient into the router
+     * logits on the host, the router's backward there, and reads the input gradient back once. The adapters on the
+     * router, the experts and the shared expert accumulate their gradients as everywhere.
      */
-    private Node routedGrouped(GradTape t, Backend b, Node x, int[] idx, Node w, int n, int h) {
+    private Node forwardGrouped(GradTape t, Backend b, Node x, int[] ids) {
         TensorAllocator a = b.allocator();
+        int n = ids.length;
+        int h = router.in();
+        int e = experts.length;
+        int is = shared.gate().out();
         Tensor xt = x.placed(a, n, h);
-        Tensor ids = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(idx, n, topK));
-        Tensor wt = Ops.device(a, w.v, n, topK);
+        Tensor lt = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, e);
+        router.forward(b, xt, lt);
+        float[] logits = a.toFloats(lt);
+        a.release(lt);
+        float[] scores = scores(logits);
+        int[] idx = choose(scores, ids, n, e);
+        float[] sums = new float[n];
+        float[] w = weights(scores, idx, n, e, sums);
+        Tensor idsT = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(idx, n, topK));
+        Tensor wt = Ops.device(a, w, n, topK);
         Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);
         GroupedExperts.Tape gt = t == null ? null : new GroupedExperts.Tape();
-        grouped.forward(b, xt, ids, wt, out, gt, chunk, false);
-        Node y = new Node(a.toHost(out).toFloatArray());
-        Ops.release(a, out, ids);
+        grouped.forward(b, xt, idsT, wt, out, gt, chunk, false);
+        a.release(idsT);
+        Tensor g = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, is);
+        Tensor u = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, is);
+        shared.gate().forward(b, xt, g);
+        shared.up().forward(b, xt, u);
+        Tensor act = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, is);
+        b.limitedSwiglu(g, u, limit, act);
+        Tensor ys = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);
+        shared.down().forward(b, act, ys);
+        b.add(out, ys, out);
+        a.release(ys);
+        Node y = new Node(a.toFloats(out));
+        a.release(out);
         if (t == null) {
-            Ops.release(a, wt);
+            Ops.release(a, wt, g, u, act);
             return y;
         }
         t.record(y, () -> {
             Tensor dy = Ops.device(a, y.gradOrNull(), n, h);
             Tensor dx = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);
+            Tensor dact = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, is);
+            shared.down().backward(b, act, dy, dact);
+            Tensor dg = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, is);
+            Tensor du = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, is);
+            b.limitedSwigluBackward(g, u, dact, limit, dg, du);
+            Ops.release(a, dact, g, u, act);
+            shared.gate().backward(b, xt, dg, dx);
+            Tensor part = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);
+            shared.up().backward(b, xt, du, part);
+            b.add(dx, part, dx);
+            Ops.release(a, dg, du);
             Tensor dw = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, topK);
-            grouped.backward(b, gt, wt, dy, dx, dw, chunk, false);
-            Ops.acc(x, a.toHost(dx).toFloatArray());
-            Ops.acc(w, a.toHost(dw).toFloatArray());
+            grouped.backward(b, gt, wt, dy, dx, dw, chunk, true);
             gt.release(a);
-            Ops.release(a, dy, dx, dw, wt);
+            float[] dl = new float[n * e];
+            logitGrad(a.toFloats(dw), logits, scores, idx, sums, n, e, dl);
+            Ops.release(a, dw, wt, dy);
+            Tensor dlt = Ops.device(a, dl, n, e);
+            router.backward(b, xt, dlt, part);
+            b.add(dx, part, dx);
+            Ops.acc(x, a.toFloats(dx));
+            Ops.release(a, dlt, part, dx);
         });
         return y;
     }
@@ -209,10 +266,9 @@ final class DeepseekV4Moe {
         return Ops.linear(t, b, m.down(), Ops.swiglu(t, g, u, limit), rows);
     }
 
-    /** Normalised, scaled weights [N*k] of the chosen experts, differentiable in the router logits. */
-    private Node routeWeights(GradTape t, Node logits, float[] scores, int[] idx, int n, int e) {
+    /** Normalised, scaled weights [N*k] of the chosen experts; their row sums (plus 1e-20) into sums [N]. */
+    private float[] weights(float[] scores, int[] idx, int n, int e, float[] sums) {
         float[] w = new float[n * topK];
-        float[] sums = new float[n];
         for (int r = 0; r < n; r++) {
             float s = 0;
             for (int j = 0; j < topK; j++) {
@@ -223,23 +279,30 @@ final class DeepseekV4Moe {
                 w[r * topK + j] = scores[r * e + idx[r * topK + j]] / sums[r] * scaling;
             }
         }
-        Node wn = new Node(w);
+        return w;
+    }
+
+    /** dl [N, E] += the router logits' gradient from the weights' gradient dw [N*k]. */
+    private void logitGrad(float[] dw, float[] logits, float[] scores, int[] idx, float[] sums, int n, int e, float[] dl) {
+        for (int r = 0; r < n; r++) {
+            float dot = 0;
+            for (int j = 0; j < topK; j++) {
+                dot += dw[r * topK + j] * scores[r * e + idx[r * topK + j]];
+            }
+            for (int j = 0; j < topK; j++) {
+                int c = idx[r * topK + j];
+                float ds = scaling * (dw[r * topK + j] / sums[r] - dot / (sums[r] * sums[r]));
+                dl[r * e + c] += ds * scoreGrad(logits[r * e + c]);
+            }
+        }
+    }
+
+    /** Normalised, scaled weights [N*k] of the chosen experts, differentiable in the router logits. */
+    private Node routeWeights(GradTape t, Node logits, float[] scores, int[] idx, int n, int e) {
+        float[] sums = new float[n];
+        Node wn = new Node(weights(scores, idx, n, e, sums));
         if (t != null) {
-            t.record(wn, () -> {
-                float[] dw = wn.gradOrNull();
-                float[] dl = logits.grad();
-                for (int r = 0; r < n; r++) {
-                    float dot = 0;
-                    for (int j = 0; j < topK; j++) {
-                        dot += dw[r * topK + j] * scores[r * e + idx[r * topK + j]];
-                    }
-                    for (int j = 0; j < topK; j++) {
-                        int c = idx[r * topK + j];
-                        float ds = scaling * (dw[r * topK + j] / sums[r] - dot / (sums[r] * sums[r]));
-                        dl[r * e + c] += ds * scoreGrad(logits.v[r * e + c]);
-                    }
-                }
-            });
+            t.record(wn, () -> logitGrad(wn.gradOrNull(), logits.v, scores, idx, sums, n, e, logits.grad()));
         }
         return wn;
     }

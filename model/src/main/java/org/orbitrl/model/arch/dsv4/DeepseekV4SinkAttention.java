@@ -41,7 +41,7 @@ final class DeepseekV4SinkAttention {
         Tensor st = Ops.device(a, sinks, heads);
         Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, tq, heads, d);
         boolean taken = b.sinkAttention(qt, kvt, mt, st, scale, out);
-        Node y = taken ? new Node(a.toHost(out).toFloatArray()) : null;
+        Node y = taken ? new Node(a.toFloats(out)) : null;
         Ops.release(a, qt, kvt, mt, st, out);   // the backward copies them again: a layer's queries are large to hold
         if (taken && t != null) {
             t.record(y, () -> {
@@ -55,8 +55,8 @@ final class DeepseekV4SinkAttention {
                 if (!b.sinkAttentionBackward(bq, bkv, bm, bs, scale, dy, dq, dkv)) {
                     throw new IllegalStateException(b.name() + " took the sink attention's forward but not its backward");
                 }
-                Ops.acc(q, a.toHost(dq).toFloatArray());
-                Ops.acc(kv, a.toHost(dkv).toFloatArray());
+                Ops.acc(q, a.toFloats(dq));
+                Ops.acc(kv, a.toFloats(dkv));
                 Ops.release(a, bq, bkv, bm, bs, dy, dq, dkv);
             });
         }

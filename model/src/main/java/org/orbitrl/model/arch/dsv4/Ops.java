@@ -39,7 +39,7 @@ final class Ops {
 
     static Tensor device(org.orbitrl.kernels.TensorAllocator a, float[] v, long... shape) {
         if (!a.hostMemory()) {
-            return a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(v, shape));
+            return a.uploadFloats(MemoryCategory.ACTIVATIONS, v, shape);
         }
         Tensor t = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, shape);
         t.copyFrom(Tensor.of(v, shape));
@@ -48,7 +48,7 @@ final class Ops {
 
     /** The values of {@code t}, a tensor of the backend's memory (read back from the device for a device backend). */
     private static float[] host(Backend b, Tensor t) {
-        return b.allocator().toHost(t).toFloatArray();
+        return b.allocator().toFloats(t);
     }
 
     /** y [rows, out] = lin(x [rows, in]). */

@@ -8,6 +8,7 @@ import org.orbitrl.kernels.cuda.CudaBackend;
 import org.orbitrl.kernels.quant.Mxfp4;
 import org.orbitrl.kernels.quant.QuantizedTensor;
 import org.orbitrl.model.arch.DenseMlp;
+import org.orbitrl.model.arch.GroupedExperts;
 import org.orbitrl.model.nn.Linear;
 import org.orbitrl.model.nn.Weight;
 
@@ -24,7 +25,9 @@ import java.util.SplittableRandom;
  * dequantized C at a time, and through the fused kernels, C = 0) against each active expert on its own rows, its rows
  * copied to the device and back per projection (the block before the grouped form), in the same run. The routed
  * experts' rate is their products' FLOPs (three products forward, three activation-gradient products backward, 2·T·k·4096·2048
- * each) over the block's time; the outputs and input gradients of the two forms are compared.
+ * each) over the block's time; the outputs and input gradients of the two forms are compared. The grouped routed
+ * experts alone ({@link GroupedExperts} forward and backward on operands already on the device, the same choice) show
+ * what of the block is the device's products and what the host's routing, copies and shared expert.
  *
  * <pre>java ... org.orbitrl.model.arch.dsv4.MoeBlockBench [tokens,...] [perExpertTokens,...] [chunk]</pre>
  */
@@ -52,9 +55,10 @@ public final class MoeBlockBench {
             System.out.printf("DeepSeek V4 MoE block, hidden %d, %d experts x %d (MXFP4), top-%d, limit %.0f, one shared "
                     + "expert; forward + backward of one sequence, no adapter (weights made in %.1f s)%n", HIDDEN, EXPERTS,
                     INTER, TOPK, LIMIT, (System.nanoTime() - t0) / 1e9);
-            System.out.printf("| tokens | per expert, ms | grouped C=%d, ms | grouped fused, ms | per expert / grouped | "
-                    + "routed experts' TFLOP/s (grouped) | max rel. Δ output, dx |%n", chunk);
-            System.out.println("|---|---|---|---|---|---|---|");
+            System.out.printf("| tokens | per expert, ms | grouped C=%d, ms (its forward alone) | grouped fused, ms | per expert / grouped | "
+                    + "routed experts' TFLOP/s (grouped) | grouped experts alone C=%d / fused, ms (TFLOP/s) "
+                    + "| max rel. Δ output, dx |%n", chunk, chunk);
+            System.out.println("|---|---|---|---|---|---|---|---|");
             for (int t : tokens) {
                 SplittableRandom r = new SplittableRandom(t);
                 float[] x = random(r, t * HIDDEN, 1f);
@@ -72,12 +76,17 @@ public final class MoeBlockBench {
                 moe.setExpertChunk(chunk);
                 float[][] got = new float[2][];
                 double groupedMs = time(gpu, moe, x, dy, ids, 5, got);
+                double forwardMs = timeForward(gpu, moe, x, ids, 5);
                 moe.setExpertChunk(0);
                 double fusedMs = time(gpu, moe, x, dy, ids, 5, null);
                 double flops = 6.0 * 2 * t * TOPK * (double) HIDDEN * INTER;
                 double best = Math.min(groupedMs, fusedMs);
-                System.out.printf("| %d | %s | %.2f | %.2f | %s | %.1f | %s |%n", t, per ? String.format("%.1f", perMs) : "",
-                        groupedMs, fusedMs, per ? String.format("%.1fx", perMs / best) : "", flops / (best * 1e-3) / 1e12,
+                double aloneChunk = timeExperts(gpu, moe, x, dy, t, chunk, 5);
+                double aloneFused = timeExperts(gpu, moe, x, dy, t, 0, 5);
+                System.out.printf("| %d | %s | %.2f (%.2f) | %.2f | %s | %.1f | %.2f / %.2f (%.1f) | %s |%n", t,
+                        per ? String.format("%.1f", perMs) : "", groupedMs, forwardMs, fusedMs,
+                        per ? String.format("%.1fx", perMs / best) : "", flops / (best * 1e-3) / 1e12, aloneChunk, aloneFused,
+                        flops / (Math.min(aloneChunk, aloneFused) * 1e-3) / 1e12,
                         per ? String.format("%.1e, %.1e", relDiff(ref[0], got[0]), relDiff(ref[1], got[1])) : "");
             }
         }
@@ -99,6 +108,72 @@ public final class MoeBlockBench {
             if (rep == -1 && out != null) {
                 out[0] = y.v;
                 out[1] = xn.grad();
+            }
+        }
+        Arrays.sort(ms);
+        return ms[reps / 2];
+    }
+
+    /**
+     * Median ms of the grouped routed experts alone, forward and backward, on device operands (x, dout, a seeded choice of
+     * k distinct experts a token and weights), each call ended by a synchronisation.
+     */
+    private static double timeExperts(CudaBackend b, DeepseekV4Moe moe, float[] x, float[] dy, int t, int chunk, int reps) {
+        GroupedExperts g = GroupedExperts.of(moe.experts, LIMIT);
+        TensorAllocator a = b.allocator();
+        SplittableRandom r = new SplittableRandom(t + 1);
+        int[] idx = new int[t * TOPK];
+        float[] w = new float[t * TOPK];
+        for (int i = 0; i < t; i++) {
+            boolean[] taken = new boolean[EXPERTS];
+            for (int j = 0; j < TOPK; j++) {
+                int e;
+                do {
+                    e = r.nextInt(EXPERTS);
+                } while (taken[e]);
+                taken[e] = true;
+                idx[i * TOPK + j] = e;
+                w[i * TOPK + j] = 0.4f;
+            }
+        }
+        Tensor xt = a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(x, t, HIDDEN));
+        Tensor dyt = a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(dy, t, HIDDEN));
+        Tensor ids = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(idx, t, TOPK));
+        Tensor wt = a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(w, t, TOPK));
+        Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, org.orbitrl.kernels.DType.F32, t, HIDDEN);
+        Tensor dx = a.allocate(MemoryCategory.ACTIVATIONS, org.orbitrl.kernels.DType.F32, t, HIDDEN);
+        Tensor dw = a.allocate(MemoryCategory.ACTIVATIONS, org.orbitrl.kernels.DType.F32, t, TOPK);
+        double[] ms = new double[reps];
+        for (int rep = -1; rep < reps; rep++) {
+            b.synchronize();
+            long t0 = System.nanoTime();
+            GroupedExperts.Tape tape = new GroupedExperts.Tape();
+            g.forward(b, xt, ids, wt, out, tape, chunk, false);
+            g.backward(b, tape, wt, dyt, dx, dw, chunk, false);
+            b.synchronize();
+            if (rep >= 0) {
+                ms[rep] = (System.nanoTime() - t0) / 1e6;
+            }
+            tape.release(a);
+        }
+        for (Tensor u : new Tensor[]{xt, dyt, ids, wt, out, dx, dw}) {
+            a.release(u);
+        }
+        Arrays.sort(ms);
+        return ms[reps / 2];
+    }
+
+    /** Median ms of a forward without a tape (an inference forward) over {@code reps} calls after one warm-up. */
+    private static double timeForward(CudaBackend b, DeepseekV4Moe moe, float[] x, int[] ids, int reps) {
+        double[] ms = new double[reps];
+        for (int rep = -1; rep < reps; rep++) {
+            long t0 = System.nanoTime();
+            Node y = moe.forward(null, b, new Node(x), ids);
+            if (rep >= 0) {
+                ms[rep] = (System.nanoTime() - t0) / 1e6;
+            }
+            if (y.v.length != x.length) {
+                throw new IllegalStateException("output of " + y.v.length + " values");
             }
         }
         Arrays.sort(ms);

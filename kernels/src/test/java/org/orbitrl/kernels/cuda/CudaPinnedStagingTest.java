@@ -1,0 +1,63 @@
+package org.orbitrl.kernels.cuda;
+
+import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+
+import java.util.SplittableRandom;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * Float arrays to and from the device through page-locked staging ({@code CudaAllocator#uploadFloats},
+ * {@code #toFloats}): bit for bit against the pageable path ({@code upload}, {@code toHost}) for sizes below one piece,
+ * at one piece and across several (64 MiB pieces: 40,000,003 floats are three of them and a remainder), after device
+ * work on the stream (the download waits for it); a host or strided tensor falls back to the pageable path; a wrong
+ * count is refused naming the shape.
+ */
+class CudaPinnedStagingTest extends CudaTestBase {
+
+    @Test
+    void arraysRoundTripBitForBitAcrossPieces() {
+        CudaAllocator a = gpu.allocator();
+        SplittableRandom r = rng(71);
+        for (int n : new int[]{1, 1000, (int) (PinnedStaging.MAX_BYTES / 4), 40_000_003}) {
+            float[] v = new float[n];
+            for (int i = 0; i < n; i++) {
+                v[i] = (float) r.nextGaussian();
+            }
+            Tensor dev = a.uploadFloats(MemoryCategory.ACTIVATIONS, v, n);
+            assertTrue(a.owns(dev), "device memory");
+            assertArrayEquals(v, a.toHost(dev).toFloatArray(), "pinned upload, pageable read, " + n + " floats");
+            Tensor pageable = a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(v, n));
+            gpu.scale(pageable, 2f, pageable);   // work on the stream the pinned read must wait for
+            float[] got = a.toFloats(pageable);
+            assertEquals(n, got.length);
+            for (int i = 0; i < n; i += Math.max(1, n / 997)) {
+                assertEquals(2 * v[i], got[i], "element " + i + " of " + n + " after the scale");
+            }
+            assertEquals(2 * v[n - 1], got[n - 1], "the last element of " + n);
+            a.release(dev);
+            a.release(pageable);
+        }
+    }
+
+    @Test
+    void otherTensorsAndWrongCounts() {
+        CudaAllocator a = gpu.allocator();
+        float[] v = {1, 2, 3, 4, 5, 6};
+        Tensor host = Tensor.of(v, 2, 3);
+        assertArrayEquals(v, a.toFloats(host), "a host tensor passes through");
+        Tensor dev = a.uploadFloats(MemoryCategory.ACTIVATIONS, v, 2, 3);
+        Tensor t = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, 3, 2);
+        gpu.copy(dev.transpose(0, 1), t);
+        assertArrayEquals(new float[]{1, 4, 2, 5, 3, 6}, a.toFloats(t), "a transposed copy read back");
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> a.uploadFloats(MemoryCategory.ACTIVATIONS, v, 4, 2));
+        assertTrue(e.getMessage().contains("[4, 2]"), e.getMessage());
+    }
+}

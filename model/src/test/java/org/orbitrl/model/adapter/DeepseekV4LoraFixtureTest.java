@@ -92,8 +92,9 @@ public class DeepseekV4LoraFixtureTest {
      * its own rows ({@code setGroupedExperts(false)}), with the fixture's adapter (LoRA on every routed expert's gate, up
      * and down): the training forward's logits within 1e-5 absolute and, after the fixture's loss, every adapter gradient
      * within 1e-4 relative (the two paths sum the same f32 products in other orders). The grouped run is counted through
-     * a proxy of the backend: it groups the pairs once a layer, multiplies the experts' rows grouped and takes the limited
-     * SwiGLU forward and backward twice a layer (the routed experts', the shared expert's), all in backend memory.
+     * a proxy of the backend: each layer groups the pairs in its forward and again in its backward (which runs the block's
+     * forward again rather than keep its rows), multiplies the experts' rows grouped, and takes the limited SwiGLU of the
+     * routed and the shared experts each time, its backward twice, all in backend memory.
      */
     @Test
     void groupedExpertsMatchEachExpertOnItsOwnRows() {
@@ -129,8 +130,9 @@ public class DeepseekV4LoraFixtureTest {
                 grads.add(g);
             }
             int layers = ConfigLoader.load(dir).numLayers();
-            assertEquals(layers, calls.getOrDefault("moeGroup", 0), "the pairs grouped once a layer");
-            assertEquals(2 * layers, calls.getOrDefault("limitedSwiglu", 0), "the limited SwiGLU of the routed and shared experts");
+            assertEquals(2 * layers, calls.getOrDefault("moeGroup", 0), "the pairs grouped once a layer's forward, again in its backward");
+            assertEquals(4 * layers, calls.getOrDefault("limitedSwiglu", 0),
+                    "the limited SwiGLU of the routed and shared experts, in the forward and again in the backward");
             assertEquals(2 * layers, calls.getOrDefault("limitedSwigluBackward", 0), "its backward, twice a layer");
             assertTrue(calls.getOrDefault("moeExpertMatmulShared", 0) >= layers, "gate and up grouped: " + calls);
             Qwen3FixtureTest.assertClose("deepseek_v4 grouped experts vs per expert", logits[1], logits[0], 1e-5f);

@@ -25,7 +25,8 @@ import java.util.List;
  * memory ({@link #forwardGrouped}): the routed experts grouped over that choice ({@link GroupedExperts}: the pairs
  * grouped by expert, one set of grouped products for all experts, quantized experts dequantized {@link #setExpertChunk
  * C} at a time into one reused buffer, the experts' LoRA over all their rows at once) and the shared expert there too,
- * the input copied there once and the output back once, forward and backward. {@link #setGrouped}{@code (false)}, an
+ * the input copied there once and the output back once, forward and backward (which runs the block's forward again
+ * rather than holding its rows in backend memory until then). {@link #setGrouped}{@code (false)}, an
  * expert with a bias, or an enabled adapter that transforms the base input (OFT) run each active expert on its own
  * rows and the rest on the host instead.
  */
@@ -161,17 +162,19 @@ final class DeepseekV4Moe {
      * The whole block in backend memory, one step of the tape: x's backend copy (shared with the block's other readers)
      * through the frozen router (its logits read back: the choice is the host's), the routed experts grouped over the
      * choice ({@link GroupedExperts}), the shared expert (its products and the limited SwiGLU there), their sum read
-     * back. The backward sends the output gradient there once, runs the shared expert's backward, the experts' (their
-     * activation gradient and the routing weights' gradient, read back), the routing weights' gradient into the router
-     * logits on the host, the router's backward there, and reads the input gradient back once. The adapters on the
-     * router, the experts and the shared expert accumulate their gradients as everywhere.
+     * back. Nothing else stays in backend memory until the backward: V4's tape holds every layer at once, and the
+     * experts' grouped rows of one layer are T·k·(2·hidden + 3·I) f32 (1.4 GB at 4096 tokens of V4-Flash), so the
+     * backward runs the experts' and the shared expert's forward again (the same products on the same operands, the
+     * same bits) before theirs. It sends the output gradient there once, runs the shared expert's backward, the
+     * experts' (their activation gradient and the routing weights' gradient, read back), the routing weights' gradient
+     * into the router logits on the host, the router's backward there, and reads the input gradient back once. The
+     * adapters on the router, the experts and the shared expert accumulate their gradients as everywhere.
      */
     private Node forwardGrouped(GradTape t, Backend b, Node x, int[] ids) {
         TensorAllocator a = b.allocator();
         int n = ids.length;
         int h = router.in();
         int e = experts.length;
-        int is = shared.gate().out();
         Tensor xt = x.placed(a, n, h);
         Tensor lt = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, e);
         router.forward(b, xt, lt);
@@ -181,29 +184,24 @@ final class DeepseekV4Moe {
         int[] idx = choose(scores, ids, n, e);
         float[] sums = new float[n];
         float[] w = weights(scores, idx, n, e, sums);
-        Tensor idsT = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(idx, n, topK));
-        Tensor wt = Ops.device(a, w, n, topK);
         Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);
-        GroupedExperts.Tape gt = t == null ? null : new GroupedExperts.Tape();
-        grouped.forward(b, xt, idsT, wt, out, gt, chunk, false);
-        a.release(idsT);
-        Tensor g = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, is);
-        Tensor u = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, is);
-        shared.gate().forward(b, xt, g);
-        shared.up().forward(b, xt, u);
-        Tensor act = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, is);
-        b.limitedSwiglu(g, u, limit, act);
-        Tensor ys = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);
-        shared.down().forward(b, act, ys);
-        b.add(out, ys, out);
-        a.release(ys);
+        Tensor[] kept = forwardOnDevice(b, xt, idx, w, out, null);
+        Ops.release(a, kept);
         Node y = new Node(a.toFloats(out));
         a.release(out);
         if (t == null) {
-            Ops.release(a, wt, g, u, act);
             return y;
         }
+        int is = shared.gate().out();
         t.record(y, () -> {
+            GroupedExperts.Tape gt = new GroupedExperts.Tape();
+            Tensor again = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);
+            Tensor[] f = forwardOnDevice(b, xt, idx, w, again, gt);     // wt, g, u, act
+            a.release(again);
+            Tensor wt = f[0];
+            Tensor g = f[1];
+            Tensor u = f[2];
+            Tensor act = f[3];
             Tensor dy = Ops.device(a, y.gradOrNull(), n, h);
             Tensor dx = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);
             Tensor dact = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, is);
@@ -230,6 +228,33 @@ final class DeepseekV4Moe {
             Ops.release(a, dlt, part, dx);
         });
         return y;
+    }
+
+    /**
+     * out [N, hidden] = the routed experts over the choice idx [N, k] with weights w [N·k], grouped, plus the shared
+     * expert, all of x's device copy xt; {@code tape} (null: none) keeps what the experts' backward reads. Returns the
+     * weights' device copy and the shared expert's gate, up and SwiGLU output [N, I_shared], the caller's to release.
+     */
+    private Tensor[] forwardOnDevice(Backend b, Tensor xt, int[] idx, float[] w, Tensor out, GroupedExperts.Tape tape) {
+        TensorAllocator a = b.allocator();
+        int n = xt.size(0);
+        int h = xt.size(1);
+        int is = shared.gate().out();
+        Tensor idsT = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(idx, n, topK));
+        Tensor wt = Ops.device(a, w, n, topK);
+        grouped.forward(b, xt, idsT, wt, out, tape, chunk, false);
+        a.release(idsT);
+        Tensor g = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, is);
+        Tensor u = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, is);
+        shared.gate().forward(b, xt, g);
+        shared.up().forward(b, xt, u);
+        Tensor act = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, is);
+        b.limitedSwiglu(g, u, limit, act);
+        Tensor ys = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);
+        shared.down().forward(b, act, ys);
+        b.add(out, ys, out);
+        a.release(ys);
+        return new Tensor[]{wt, g, u, act};
     }
 
     /** Each active expert on its own rows: gathered, its SwiGLU MLP, weighted back into the tokens (on the host). */

@@ -15,7 +15,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /**
  * Float arrays to and from the device through page-locked staging ({@code CudaAllocator#uploadFloats},
  * {@code #toFloats}): bit for bit against the pageable path ({@code upload}, {@code toHost}) for sizes below one piece,
- * at one piece and across several (64 MiB pieces: 40,000,003 floats are three of them and a remainder), after device
+ * at one piece and across several (32 MiB pieces: 40,000,003 floats are four of them and a remainder), after device
  * work on the stream (the download waits for it); a host or strided tensor falls back to the pageable path; a wrong
  * count is refused naming the shape.
  */
@@ -44,6 +44,32 @@ class CudaPinnedStagingTest extends CudaTestBase {
             a.release(dev);
             a.release(pageable);
         }
+    }
+
+    /**
+     * Uploads return with their last pieces still in flight: two arrays of several pieces uploaded back to back, the
+     * first array overwritten on the host at once, then both read back through the staging (each half waited for
+     * before it is written again) equal what was uploaded.
+     */
+    @Test
+    void uploadsInFlightKeepTheirValues() {
+        CudaAllocator a = gpu.allocator();
+        SplittableRandom r = rng(72);
+        int n = 25_000_001;   // three pieces of a half and a remainder
+        float[] first = new float[n];
+        float[] second = new float[n];
+        for (int i = 0; i < n; i++) {
+            first[i] = (float) r.nextGaussian();
+            second[i] = (float) r.nextGaussian();
+        }
+        float[] firstCopy = first.clone();
+        Tensor da = a.uploadFloats(MemoryCategory.ACTIVATIONS, first, n);
+        java.util.Arrays.fill(first, Float.NaN);
+        Tensor db = a.uploadFloats(MemoryCategory.ACTIVATIONS, second, n);
+        assertArrayEquals(firstCopy, a.toFloats(da), "the first array as it was when uploaded");
+        assertArrayEquals(second, a.toFloats(db), "the second array");
+        a.release(da);
+        a.release(db);
     }
 
     @Test

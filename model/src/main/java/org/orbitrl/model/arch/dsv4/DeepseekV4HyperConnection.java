@@ -52,7 +52,7 @@ final class DeepseekV4HyperConnection {
         float[] y = new float[n * mm];
         // per token: softmax probabilities, then every Sinkhorn iterate (2*iters-1 of them) for backward
         float[][] stages = new float[n][];
-        for (int r = 0; r < n; r++) {
+        Ops.forRows(n, (long) hc * hidden, r -> {
             int o = r * mm;
             for (int i = 0; i < hc; i++) {
                 y[o + i] = sigmoid(m.v[o + i] * scale[0] + base[i]) + hcEps;
@@ -85,13 +85,13 @@ final class DeepseekV4HyperConnection {
             }
             System.arraycopy(c, 0, y, o + 2 * hc, cc);
             stages[r] = st;
-        }
+        });
         Node yn = new Node(y);
         if (t != null) {
             t.record(yn, () -> {
                 float[] dy = yn.gradOrNull();
                 float[] dm = m.grad();
-                for (int r = 0; r < n; r++) {
+                Ops.forRows(n, (long) hc * hidden, r -> {
                     int o = r * mm;
                     for (int i = 0; i < hc; i++) {
                         float s0 = sigmoid(m.v[o + i] * scale[0] + base[i]);
@@ -119,7 +119,7 @@ final class DeepseekV4HyperConnection {
                             dm[o + 2 * hc + j * hc + k] += st[j * hc + k] * (dc[j * hc + k] - dot) * scale[2];
                         }
                     }
-                }
+                });
             });
         }
         return yn;
@@ -161,21 +161,21 @@ final class DeepseekV4HyperConnection {
     static Node collapse(GradTape t, Node w, int width, Node streams, int hc, int hidden) {
         int n = streams.size() / (hc * hidden);
         float[] y = new float[n * hidden];
-        for (int r = 0; r < n; r++) {
+        Ops.forRows(n, (long) hc * hidden, r -> {
             for (int j = 0; j < hc; j++) {
                 float p = w.v[r * width + j];
                 for (int c = 0; c < hidden; c++) {
                     y[r * hidden + c] += p * streams.v[(r * hc + j) * hidden + c];
                 }
             }
-        }
+        });
         Node yn = new Node(y);
         if (t != null) {
             t.record(yn, () -> {
                 float[] dy = yn.gradOrNull();
                 float[] dw = w.grad();
                 float[] ds = streams.grad();
-                for (int r = 0; r < n; r++) {
+                Ops.forRows(n, (long) hc * hidden, r -> {
                     for (int j = 0; j < hc; j++) {
                         float p = w.v[r * width + j];
                         float dot = 0;
@@ -186,7 +186,7 @@ final class DeepseekV4HyperConnection {
                         }
                         dw[r * width + j] += dot;
                     }
-                }
+                });
             });
         }
         return yn;
@@ -201,7 +201,7 @@ final class DeepseekV4HyperConnection {
         int mm = mixes();
         int n = f.size() / hidden;
         float[] y = new float[n * hc * hidden];
-        for (int r = 0; r < n; r++) {
+        Ops.forRows(n, (long) hc * hidden, r -> {
             for (int k = 0; k < hc; k++) {
                 float post = w.v[r * mm + hc + k];
                 for (int c = 0; c < hidden; c++) {
@@ -212,7 +212,7 @@ final class DeepseekV4HyperConnection {
                     y[(r * hc + k) * hidden + c] = s;
                 }
             }
-        }
+        });
         Node yn = new Node(y);
         if (t != null) {
             t.record(yn, () -> {
@@ -220,7 +220,7 @@ final class DeepseekV4HyperConnection {
                 float[] dw = w.grad();
                 float[] df = f.grad();
                 float[] ds = streams.grad();
-                for (int r = 0; r < n; r++) {
+                Ops.forRows(n, (long) hc * hidden, r -> {
                     for (int k = 0; k < hc; k++) {
                         float post = w.v[r * mm + hc + k];
                         float dPost = 0;
@@ -242,7 +242,7 @@ final class DeepseekV4HyperConnection {
                             dw[r * mm + 2 * hc + j * hc + k] += dComb;
                         }
                     }
-                }
+                });
             });
         }
         return yn;

@@ -120,16 +120,19 @@ final class DeepseekV4Moe {
 
     private float[] scores(float[] logits) {
         float[] scores = new float[logits.length];
-        for (int i = 0; i < scores.length; i++) {
-            scores[i] = score(logits[i]);
-        }
+        int e = experts.length;
+        Ops.forRows(logits.length / e, e, r -> {
+            for (int i = r * e; i < (r + 1) * e; i++) {
+                scores[i] = score(logits[i]);
+            }
+        });
         return scores;
     }
 
     /** The k experts of each token [N, k]: its hash row, or the top-k of score + bias (ties to the lower expert). */
     private int[] choose(float[] scores, int[] ids, int n, int e) {
         int[] idx = new int[n * topK];
-        for (int r = 0; r < n; r++) {
+        Ops.forRows(n, (long) topK * e, r -> {
             if (tid2eid != null) {
                 for (int j = 0; j < topK; j++) {
                     long v = tid2eid[ids[r] * topK + j];
@@ -154,7 +157,7 @@ final class DeepseekV4Moe {
                     idx[r * topK + j] = best;
                 }
             }
-        }
+        });
         return idx;
     }
 
@@ -294,7 +297,7 @@ final class DeepseekV4Moe {
     /** Normalised, scaled weights [N*k] of the chosen experts; their row sums (plus 1e-20) into sums [N]. */
     private float[] weights(float[] scores, int[] idx, int n, int e, float[] sums) {
         float[] w = new float[n * topK];
-        for (int r = 0; r < n; r++) {
+        Ops.forRows(n, topK, r -> {
             float s = 0;
             for (int j = 0; j < topK; j++) {
                 s += scores[r * e + idx[r * topK + j]];
@@ -303,13 +306,13 @@ final class DeepseekV4Moe {
             for (int j = 0; j < topK; j++) {
                 w[r * topK + j] = scores[r * e + idx[r * topK + j]] / sums[r] * scaling;
             }
-        }
+        });
         return w;
     }
 
     /** dl [N, E] += the router logits' gradient from the weights' gradient dw [N*k]. */
     private void logitGrad(float[] dw, float[] logits, float[] scores, int[] idx, float[] sums, int n, int e, float[] dl) {
-        for (int r = 0; r < n; r++) {
+        Ops.forRows(n, topK, r -> {
             float dot = 0;
             for (int j = 0; j < topK; j++) {
                 dot += dw[r * topK + j] * scores[r * e + idx[r * topK + j]];
@@ -319,7 +322,7 @@ final class DeepseekV4Moe {
                 float ds = scaling * (dw[r * topK + j] / sums[r] - dot / (sums[r] * sums[r]));
                 dl[r * e + c] += ds * scoreGrad(logits[r * e + c]);
             }
-        }
+        });
     }
 
     /** Normalised, scaled weights [N*k] of the chosen experts, differentiable in the router logits. */

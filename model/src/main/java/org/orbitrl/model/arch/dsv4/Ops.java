@@ -20,8 +20,31 @@ final class Ops {
     /** Adds d into n's gradient. */
     static void acc(Node n, float[] d) {
         float[] g = n.grad();
-        for (int i = 0; i < d.length; i++) {
-            g[i] += d[i];
+        int block = 1 << 14;
+        forRows((d.length + block - 1) / block, block, r -> {
+            for (int i = r * block, end = Math.min(d.length, i + block); i < end; i++) {
+                g[i] += d[i];
+            }
+        });
+    }
+
+    /** Rows whose work (rows × work a row) is below this run on the calling thread. */
+    static final long PARALLEL_WORK = 1 << 16;
+
+    /** Whether {@link #forRows} may spread rows over threads (benchmarks turn it off to compare). */
+    static volatile boolean parallel = true;
+
+    /**
+     * body(r) for every row r in [0, rows): on the calling thread, or spread over the common pool's threads when the
+     * work is large. Each row's body writes only that row's outputs, so the results do not depend on the threads.
+     */
+    static void forRows(int rows, long workPerRow, java.util.function.IntConsumer body) {
+        if (!parallel || (long) rows * workPerRow < PARALLEL_WORK || rows < 2) {
+            for (int r = 0; r < rows; r++) {
+                body.accept(r);
+            }
+        } else {
+            java.util.stream.IntStream.range(0, rows).parallel().forEach(body);
         }
     }
 
@@ -73,7 +96,7 @@ final class Ops {
     /** y [rows, out] = x [rows, in] · wᵀ with a frozen f32 matrix w [out, in]. */
     static Node matmulT(GradTape t, Node x, int rows, float[] w, int out, int in) {
         float[] y = new float[rows * out];
-        for (int r = 0; r < rows; r++) {
+        forRows(rows, (long) out * in, r -> {
             for (int o = 0; o < out; o++) {
                 float s = 0;
                 for (int i = 0; i < in; i++) {
@@ -81,13 +104,13 @@ final class Ops {
                 }
                 y[r * out + o] = s;
             }
-        }
+        });
         Node yn = new Node(y);
         if (t != null) {
             t.record(yn, () -> {
                 float[] dy = yn.gradOrNull();
                 float[] dx = x.grad();
-                for (int r = 0; r < rows; r++) {
+                forRows(rows, (long) out * in, r -> {
                     for (int o = 0; o < out; o++) {
                         float d = dy[r * out + o];
                         if (d != 0) {
@@ -96,7 +119,7 @@ final class Ops {
                             }
                         }
                     }
-                }
+                });
             });
         }
         return yn;
@@ -107,7 +130,7 @@ final class Ops {
         int rows = x.size() / d;
         float[] y = new float[x.size()];
         float[] inv = new float[rows];
-        for (int r = 0; r < rows; r++) {
+        forRows(rows, d, r -> {
             double ss = 0;
             for (int i = 0; i < d; i++) {
                 float v = x.v[r * d + i];
@@ -117,13 +140,13 @@ final class Ops {
             for (int i = 0; i < d; i++) {
                 y[r * d + i] = x.v[r * d + i] * inv[r] * (w == null ? 1f : w[i]);
             }
-        }
+        });
         Node yn = new Node(y);
         if (t != null) {
             t.record(yn, () -> {
                 float[] dy = yn.gradOrNull();
                 float[] dx = x.grad();
-                for (int r = 0; r < rows; r++) {
+                forRows(rows, d, r -> {
                     double dot = 0;
                     for (int i = 0; i < d; i++) {
                         dot += dy[r * d + i] * (w == null ? 1f : w[i]) * x.v[r * d + i];
@@ -133,7 +156,7 @@ final class Ops {
                     for (int i = 0; i < d; i++) {
                         dx[r * d + i] += dy[r * d + i] * (w == null ? 1f : w[i]) * ir - x.v[r * d + i] * c;
                     }
-                }
+                });
             });
         }
         return yn;
@@ -142,9 +165,12 @@ final class Ops {
     /** a + b, same shapes. */
     static Node add(GradTape t, Node a, Node b) {
         float[] y = new float[a.size()];
-        for (int i = 0; i < y.length; i++) {
-            y[i] = a.v[i] + b.v[i];
-        }
+        int block = 1 << 14;
+        forRows((y.length + block - 1) / block, block, r -> {
+            for (int i = r * block, end = Math.min(y.length, i + block); i < end; i++) {
+                y[i] = a.v[i] + b.v[i];
+            }
+        });
         Node yn = new Node(y);
         if (t != null) {
             t.record(yn, () -> {

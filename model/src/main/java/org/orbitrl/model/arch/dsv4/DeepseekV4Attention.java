@@ -1,7 +1,11 @@
 package org.orbitrl.model.arch.dsv4;
 
 import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.RopeTable;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.nn.Linear;
 import org.orbitrl.model.spec.AttentionKind;
 
@@ -21,6 +25,7 @@ final class DeepseekV4Attention {
     final Linear kv;        // [headDim, hidden]
     final float[] kvNorm;   // [headDim]
     final float[] oA;       // [groups*oLoraRank, heads*headDim/groups]
+    private final PlacedMatrix oaPlaced;   // oA in the backend's memory, shared with this layer's views
     final Linear oB;        // [hidden, groups*oLoraRank]
     final float[] sinks;    // [heads]
     final DeepseekV4Compressor compressor;   // null on sliding layers
@@ -48,6 +53,13 @@ final class DeepseekV4Attention {
     DeepseekV4Attention(DeepseekV4Config c, AttentionKind kind, Linear qA, float[] qNorm, Linear qB, Linear kv,
                         float[] kvNorm, float[] oA, Linear oB, float[] sinks, DeepseekV4Compressor compressor,
                         DeepseekV4Indexer indexer) {
+        this(c, kind, qA, qNorm, qB, kv, kvNorm, oA, oB, sinks, compressor, indexer, new PlacedMatrix());
+    }
+
+    private DeepseekV4Attention(DeepseekV4Config c, AttentionKind kind, Linear qA, float[] qNorm, Linear qB, Linear kv,
+                                float[] kvNorm, float[] oA, Linear oB, float[] sinks, DeepseekV4Compressor compressor,
+                                DeepseekV4Indexer indexer, PlacedMatrix oaPlaced) {
+        this.oaPlaced = oaPlaced;
         this.c = c;
         this.kind = kind;
         this.qA = qA;
@@ -64,7 +76,7 @@ final class DeepseekV4Attention {
 
     DeepseekV4Attention view() {
         return new DeepseekV4Attention(c, kind, qA.view(), qNorm, qB.view(), kv.view(), kvNorm, oA, oB.view(), sinks,
-                compressor == null ? null : compressor.view(), indexer == null ? null : indexer.view());
+                compressor == null ? null : compressor.view(), indexer == null ? null : indexer.view(), oaPlaced);
     }
 
     private RopeTable rope() {
@@ -102,26 +114,28 @@ final class DeepseekV4Attention {
             int m = entries == null ? 0 : entries.size() / d;
             int keys = past + s.len() + m;
             float[] mask = new float[s.len() * keys];            // [len, keys] additive bias
-            for (int i = 0; i < s.len(); i++) {
+            int pastKeys = past;
+            Ops.forRows(s.len(), keys, i -> {
                 int p = s.pos0() + i;
-                for (int j = 0; j < past + s.len(); j++) {
-                    int kp = s.pos0() - past + j;
+                for (int j = 0; j < pastKeys + s.len(); j++) {
+                    int kp = s.pos0() - pastKeys + j;
                     boolean visible = kp <= p && p - kp < c.slidingWindow();
                     mask[i * keys + j] = visible ? 0f : Float.NEGATIVE_INFINITY;
                 }
-                for (int e = 0; e < m; e++) {
-                    boolean visible;
-                    if (kind == AttentionKind.HEAVILY_COMPRESSED) {
-                        visible = e < (p + 1) / compressor.rate;
-                    } else {
-                        visible = false;
-                        for (int sel : picks[s.start() + i]) {
-                            visible |= sel == e;
+                int first = i * keys + pastKeys + s.len();   // the entries' columns
+                if (kind == AttentionKind.HEAVILY_COMPRESSED) {
+                    for (int e = 0; e < m; e++) {
+                        mask[first + e] = e < (p + 1) / compressor.rate ? 0f : Float.NEGATIVE_INFINITY;
+                    }
+                } else if (m > 0) {
+                    java.util.Arrays.fill(mask, first, first + m, Float.NEGATIVE_INFINITY);
+                    for (int sel : picks[s.start() + i]) {
+                        if (sel >= 0 && sel < m) {
+                            mask[first + sel] = 0f;
                         }
                     }
-                    mask[i * keys + past + s.len() + e] = visible ? 0f : Float.NEGATIVE_INFINITY;
                 }
-            }
+            });
             Node keyRows = Ops.concatRows(t, past == 0 ? null : new Node(st.window), ks, entries);
             outs[si] = DeepseekV4SinkAttention.attend(t, b, qs, keyRows, mask, sinks, heads, d, (float) (1 / Math.sqrt(d)));
             if (st != null) {
@@ -133,48 +147,80 @@ final class DeepseekV4Attention {
         }
         Node o = Ops.concatRows(t, outs);                                                     // [N, heads*d]
         o = Ops.rope(t, o, heads, d, cs[0], cs[1], true);
-        Node g = grouped(t, o, n);                                                            // [N, groups*oLoraRank]
+        Node g = grouped(t, b, o, n);                                                            // [N, groups*oLoraRank]
         return Ops.linear(t, b, oB, g, n);
     }
 
-    /** The block-diagonal projection wo_a: head group gi of o [N, heads*d] through its own [oLoraRank, in] block. */
-    private Node grouped(GradTape t, Node o, int n) {
-        int groups = c.oGroups();
-        int in = c.heads() * c.headDim() / groups;
-        int r = c.oLoraRank();
-        float[] y = new float[n * groups * r];
-        for (int row = 0; row < n; row++) {
-            for (int gi = 0; gi < groups; gi++) {
-                for (int j = 0; j < r; j++) {
-                    float s = 0;
-                    int wo = (gi * r + j) * in;
-                    int xo = row * groups * in + gi * in;
-                    for (int i = 0; i < in; i++) {
-                        s += o.v[xo + i] * oA[wo + i];
-                    }
-                    y[(row * groups + gi) * r + j] = s;
-                }
-            }
+    /**
+     * The block-diagonal projection wo_a on the backend: head group gi of o [N, heads*d] through its own [oLoraRank, in]
+     * block (33.5M multiply-adds a token at V4-Flash's widths). o is copied there group-major [groups, N, in] (one
+     * contiguous [N, in] operand a group), each group one {@link Backend#matmul} with its rows of the frozen matrix, the
+     * result copied back token-major; the backward likewise through {@link Backend#matmulTransposed}.
+     */
+    private Node grouped(GradTape t, Backend b, Node o, int n) {
+        return grouped(t, b, oaPlaced, oA, o, n, c.oGroups(), c.heads() * c.headDim() / c.oGroups(), c.oLoraRank());
+    }
+
+    /** {@link #grouped(GradTape, Backend, Node, int)} for o [N, groups·in] and oA [groups·r, in] placed by {@code pm}. */
+    static Node grouped(GradTape t, Backend b, PlacedMatrix pm, float[] oA, Node o, int n, int groups, int in, int r) {
+        TensorAllocator a = b.allocator();
+        Tensor w = pm.get(a, oA, (long) groups * r, in);                        // [groups*r, in]
+        Tensor xg = Ops.device(a, regroup(o.v, n, groups, in), groups, n, in);   // [groups, N, in]
+        Tensor yg = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, groups, n, r);
+        for (int gi = 0; gi < groups; gi++) {
+            b.matmul(xg.select(0, gi), w.slice(0, (long) gi * r, (long) (gi + 1) * r), yg.select(0, gi));
         }
-        Node yn = new Node(y);
+        Node yn = new Node(regroup(a.toFloats(yg), groups, n, r));              // [N, groups*r]
+        Ops.release(a, xg, yg);
         if (t != null) {
             t.record(yn, () -> {
-                float[] dy = yn.gradOrNull();
-                float[] dx = o.grad();
-                for (int row = 0; row < n; row++) {
-                    for (int gi = 0; gi < groups; gi++) {
-                        for (int j = 0; j < r; j++) {
-                            float dv = dy[(row * groups + gi) * r + j];
-                            int wo = (gi * r + j) * in;
-                            int xo = row * groups * in + gi * in;
-                            for (int i = 0; i < in; i++) {
-                                dx[xo + i] += dv * oA[wo + i];
-                            }
-                        }
-                    }
+                Tensor dyg = Ops.device(a, regroup(yn.gradOrNull(), n, groups, r), groups, n, r);
+                Tensor dxg = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, groups, n, in);
+                for (int gi = 0; gi < groups; gi++) {
+                    b.matmulTransposed(dyg.select(0, gi), w.slice(0, (long) gi * r, (long) (gi + 1) * r), dxg.select(0, gi));
                 }
+                Ops.acc(o, regroup(a.toFloats(dxg), groups, n, in));
+                Ops.release(a, dyg, dxg);
             });
         }
         return yn;
+    }
+
+    /** v [rows, cols, width] row-major -> [cols, rows, width] (the first two dimensions swapped). */
+    static float[] regroup(float[] v, int rows, int cols, int width) {
+        float[] out = new float[v.length];
+        Ops.forRows(rows, (long) cols * width, i -> {
+            for (int j = 0; j < cols; j++) {
+                System.arraycopy(v, (i * cols + j) * width, out, (j * rows + i) * width, width);
+            }
+        });
+        return out;
+    }
+
+    /**
+     * A frozen host matrix in a backend's memory, made at the first ask and kept (shared by a layer's views): bf16 where
+     * every value is one (a checkpoint's bf16 or FP8 weights, widened: no value changes), else f32.
+     */
+    static final class PlacedMatrix {
+        private Tensor placed;
+        private TensorAllocator in;
+
+        synchronized Tensor get(TensorAllocator a, float[] values, long rows, long cols) {
+            if (placed == null || in != a) {
+                Tensor host = Tensor.of(values, rows, cols);
+                placed = a.upload(MemoryCategory.BASE_WEIGHTS, bf16Exact(values) ? host.to(DType.BF16) : host);
+                in = a;
+            }
+            return placed;
+        }
+
+        private static boolean bf16Exact(float[] v) {
+            for (float f : v) {
+                if ((Float.floatToRawIntBits(f) & 0xFFFF) != 0) {
+                    return false;
+                }
+            }
+            return true;
+        }
     }
 }

@@ -1,11 +1,7 @@
 package org.orbitrl.model.arch.dsv4;
 
 import org.orbitrl.kernels.Backend;
-import org.orbitrl.kernels.DType;
-import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.RopeTable;
-import org.orbitrl.kernels.Tensor;
-import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.nn.Linear;
 import org.orbitrl.model.spec.AttentionKind;
 
@@ -25,7 +21,6 @@ final class DeepseekV4Attention {
     final Linear kv;        // [headDim, hidden]
     final float[] kvNorm;   // [headDim]
     final float[] oA;       // [groups*oLoraRank, heads*headDim/groups]
-    private final PlacedMatrix oaPlaced;   // oA in the backend's memory, shared with this layer's views
     final Linear oB;        // [hidden, groups*oLoraRank]
     final float[] sinks;    // [heads]
     final DeepseekV4Compressor compressor;   // null on sliding layers
@@ -53,13 +48,6 @@ final class DeepseekV4Attention {
     DeepseekV4Attention(DeepseekV4Config c, AttentionKind kind, Linear qA, float[] qNorm, Linear qB, Linear kv,
                         float[] kvNorm, float[] oA, Linear oB, float[] sinks, DeepseekV4Compressor compressor,
                         DeepseekV4Indexer indexer) {
-        this(c, kind, qA, qNorm, qB, kv, kvNorm, oA, oB, sinks, compressor, indexer, new PlacedMatrix());
-    }
-
-    private DeepseekV4Attention(DeepseekV4Config c, AttentionKind kind, Linear qA, float[] qNorm, Linear qB, Linear kv,
-                                float[] kvNorm, float[] oA, Linear oB, float[] sinks, DeepseekV4Compressor compressor,
-                                DeepseekV4Indexer indexer, PlacedMatrix oaPlaced) {
-        this.oaPlaced = oaPlaced;
         this.c = c;
         this.kind = kind;
         this.qA = qA;
@@ -76,7 +64,7 @@ final class DeepseekV4Attention {
 
     DeepseekV4Attention view() {
         return new DeepseekV4Attention(c, kind, qA.view(), qNorm, qB.view(), kv.view(), kvNorm, oA, oB.view(), sinks,
-                compressor == null ? null : compressor.view(), indexer == null ? null : indexer.view(), oaPlaced);
+                compressor == null ? null : compressor.view(), indexer == null ? null : indexer.view());
     }
 
     private RopeTable rope() {
@@ -147,80 +135,53 @@ final class DeepseekV4Attention {
         }
         Node o = Ops.concatRows(t, outs);                                                     // [N, heads*d]
         o = Ops.rope(t, o, heads, d, cs[0], cs[1], true);
-        Node g = grouped(t, b, o, n);                                                            // [N, groups*oLoraRank]
+        Node g = grouped(t, o, n);                                                            // [N, groups*oLoraRank]
         return Ops.linear(t, b, oB, g, n);
     }
 
     /**
-     * The block-diagonal projection wo_a on the backend: head group gi of o [N, heads*d] through its own [oLoraRank, in]
-     * block (33.5M multiply-adds a token at V4-Flash's widths). o is copied there group-major [groups, N, in] (one
-     * contiguous [N, in] operand a group), each group one {@link Backend#matmul} with its rows of the frozen matrix, the
-     * result copied back token-major; the backward likewise through {@link Backend#matmulTransposed}.
+     * The block-diagonal projection wo_a: head group gi of o [N, heads*d] through its own [oLoraRank, in] block, f32 on
+     * the host, the tokens spread over the common pool's threads (each token's sums in one order on any thread).
      */
-    private Node grouped(GradTape t, Backend b, Node o, int n) {
-        return grouped(t, b, oaPlaced, oA, o, n, c.oGroups(), c.heads() * c.headDim() / c.oGroups(), c.oLoraRank());
+    private Node grouped(GradTape t, Node o, int n) {
+        return grouped(t, oA, o, n, c.oGroups(), c.heads() * c.headDim() / c.oGroups(), c.oLoraRank());
     }
 
-    /** {@link #grouped(GradTape, Backend, Node, int)} for o [N, groups·in] and oA [groups·r, in] placed by {@code pm}. */
-    static Node grouped(GradTape t, Backend b, PlacedMatrix pm, float[] oA, Node o, int n, int groups, int in, int r) {
-        TensorAllocator a = b.allocator();
-        Tensor w = pm.get(a, oA, (long) groups * r, in);                        // [groups*r, in]
-        Tensor xg = Ops.device(a, regroup(o.v, n, groups, in), groups, n, in);   // [groups, N, in]
-        Tensor yg = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, groups, n, r);
-        for (int gi = 0; gi < groups; gi++) {
-            b.matmul(xg.select(0, gi), w.slice(0, (long) gi * r, (long) (gi + 1) * r), yg.select(0, gi));
-        }
-        Node yn = new Node(regroup(a.toFloats(yg), groups, n, r));              // [N, groups*r]
-        Ops.release(a, xg, yg);
+    /** {@link #grouped(GradTape, Node, int)} for o [N, groups·in] and oA [groups·r, in]. */
+    static Node grouped(GradTape t, float[] oA, Node o, int n, int groups, int in, int r) {
+        float[] y = new float[n * groups * r];
+        Ops.forRows(n, (long) groups * r * in, row -> {
+            for (int gi = 0; gi < groups; gi++) {
+                for (int j = 0; j < r; j++) {
+                    float s = 0;
+                    int wo = (gi * r + j) * in;
+                    int xo = row * groups * in + gi * in;
+                    for (int i = 0; i < in; i++) {
+                        s += o.v[xo + i] * oA[wo + i];
+                    }
+                    y[(row * groups + gi) * r + j] = s;
+                }
+            }
+        });
+        Node yn = new Node(y);
         if (t != null) {
             t.record(yn, () -> {
-                Tensor dyg = Ops.device(a, regroup(yn.gradOrNull(), n, groups, r), groups, n, r);
-                Tensor dxg = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, groups, n, in);
-                for (int gi = 0; gi < groups; gi++) {
-                    b.matmulTransposed(dyg.select(0, gi), w.slice(0, (long) gi * r, (long) (gi + 1) * r), dxg.select(0, gi));
-                }
-                Ops.acc(o, regroup(a.toFloats(dxg), groups, n, in));
-                Ops.release(a, dyg, dxg);
+                float[] dy = yn.gradOrNull();
+                float[] dx = o.grad();
+                Ops.forRows(n, (long) groups * r * in, row -> {
+                    for (int gi = 0; gi < groups; gi++) {
+                        for (int j = 0; j < r; j++) {
+                            float dv = dy[(row * groups + gi) * r + j];
+                            int wo = (gi * r + j) * in;
+                            int xo = row * groups * in + gi * in;
+                            for (int i = 0; i < in; i++) {
+                                dx[xo + i] += dv * oA[wo + i];
+                            }
+                        }
+                    }
+                });
             });
         }
         return yn;
-    }
-
-    /** v [rows, cols, width] row-major -> [cols, rows, width] (the first two dimensions swapped). */
-    static float[] regroup(float[] v, int rows, int cols, int width) {
-        float[] out = new float[v.length];
-        Ops.forRows(rows, (long) cols * width, i -> {
-            for (int j = 0; j < cols; j++) {
-                System.arraycopy(v, (i * cols + j) * width, out, (j * rows + i) * width, width);
-            }
-        });
-        return out;
-    }
-
-    /**
-     * A frozen host matrix in a backend's memory, made at the first ask and kept (shared by a layer's views): bf16 where
-     * every value is one (a checkpoint's bf16 or FP8 weights, widened: no value changes), else f32.
-     */
-    static final class PlacedMatrix {
-        private Tensor placed;
-        private TensorAllocator in;
-
-        synchronized Tensor get(TensorAllocator a, float[] values, long rows, long cols) {
-            if (placed == null || in != a) {
-                Tensor host = Tensor.of(values, rows, cols);
-                placed = a.upload(MemoryCategory.BASE_WEIGHTS, bf16Exact(values) ? host.to(DType.BF16) : host);
-                in = a;
-            }
-            return placed;
-        }
-
-        private static boolean bf16Exact(float[] v) {
-            for (float f : v) {
-                if ((Float.floatToRawIntBits(f) & 0xFFFF) != 0) {
-                    return false;
-                }
-            }
-            return true;
-        }
     }
 }

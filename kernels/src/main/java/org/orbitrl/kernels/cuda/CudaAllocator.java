@@ -44,7 +44,8 @@ import static org.bytedeco.cuda.global.cudart.*;
  * ({@code getFloat}, {@code toFloatArray}, {@code copyFrom}) throws {@link IllegalStateException}
  * instead of touching a device address. Views (slice, select, reshape, transpose) work as on the
  * host; only their address arithmetic is used. Copy with {@link CudaBackend#toDevice} and
- * {@link CudaBackend#toHost}.
+ * {@link CudaBackend#toHost}; a Java float array goes to the device and back through 64 MiB of page-locked host
+ * memory the allocator keeps ({@link #uploadFloats}, {@link #toFloats}; {@link PinnedStaging}).
  *
  * <p><b>Captured steps.</b> While {@link CudaBackend#captureStep} records a step, every allocation
  * comes from an arena owned by the step (one device allocation made before the capture, sized by a

@@ -278,7 +278,7 @@ final class Ops {
                                boolean inverse) {
         int rows = x.length / (heads * headDim);
         int start = headDim - 2 * half;
-        for (int r = 0; r < rows; r++) {
+        forRows(rows, (long) heads * half, r -> {
             for (int h = 0; h < heads; h++) {
                 int base = (r * heads + h) * headDim + start;
                 for (int i = 0; i < half; i++) {
@@ -290,7 +290,7 @@ final class Ops {
                     y[base + 2 * i + 1] = bb * c + a * s;
                 }
             }
-        }
+        });
     }
 
     /**

@@ -85,6 +85,39 @@ public interface Backend extends AutoCloseable {
         HostOps.matmulQuantizedTransposed(dy, w, dx);
     }
 
+    /**
+     * {@code y = x · wᵀ} with x's rows kept f32: the products of x's f32 values with the weight's exact values (w f32 or
+     * bf16 [N, K], or q quantized; exactly one of them non-null), summed in f32, never over bf16-rounded rows. For a
+     * product whose output reaches a discrete choice downstream (DeepSeek V4's grouped output projection feeds the next
+     * layers' indexers, whose top-k a bf16 rounding of its rows would move). In exact mode a backend's usual
+     * (batch-invariant) product. The default: {@link #matmul} or {@link #matmulQuantized}, which on the host never
+     * round x.
+     */
+    default void matmulF32(Tensor x, Tensor w, QuantizedTensor q, Tensor y) {
+        if ((w == null) == (q == null)) {
+            throw new IllegalArgumentException("matmulF32: give exactly one of a dense weight and a quantized one, got "
+                    + w + " and " + q);
+        }
+        if (w != null) {
+            matmul(x, w, y);
+        } else {
+            matmulQuantized(x, q, y);
+        }
+    }
+
+    /** {@code dx = dy · w} with dy's rows kept f32, as {@link #matmulF32} for its forward. */
+    default void matmulTransposedF32(Tensor dy, Tensor w, QuantizedTensor q, Tensor dx) {
+        if ((w == null) == (q == null)) {
+            throw new IllegalArgumentException("matmulTransposedF32: give exactly one of a dense weight and a quantized "
+                    + "one, got " + w + " and " + q);
+        }
+        if (w != null) {
+            matmulTransposed(dy, w, dx);
+        } else {
+            matmulQuantizedTransposed(dy, q, dx);
+        }
+    }
+
     // ------------------------------------------------------------------ normalisation, activations
 
     /** {@code out = x / sqrt(mean(x²) + eps) · weight} per row; weight [H] f32 or bf16. In place allowed. */

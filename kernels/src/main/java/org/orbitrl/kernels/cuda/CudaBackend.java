@@ -432,6 +432,31 @@ public final class CudaBackend implements Backend {
         }
     }
 
+    /**
+     * Outside exact mode: an f32 w as {@link #matmul} takes it (the narrow kernel or cuBLAS f32, never bf16 rows); a
+     * bf16 one widened, a quantized one dequantized, into a reused f32 buffer first. In exact mode the exact products.
+     */
+    @Override
+    public void matmulF32(Tensor x, Tensor w, QuantizedTensor q, Tensor y) {
+        if (exact || (w == null) == (q == null)) {
+            Backend.super.matmulF32(x, w, q, y);
+            return;
+        }
+        ctx.device.bind();
+        matmulOps.matmulF32(x, w, q, y);
+    }
+
+    /** As {@link #matmulF32}: cuBLAS f32 over the weight's f32 values outside exact mode. */
+    @Override
+    public void matmulTransposedF32(Tensor dy, Tensor w, QuantizedTensor q, Tensor dx) {
+        if (exact || (w == null) == (q == null)) {
+            Backend.super.matmulTransposedF32(dy, w, q, dx);
+            return;
+        }
+        ctx.device.bind();
+        trainOps.matmulTransposedF32(dy, w, q, dx);
+    }
+
     @Override
     public void matmulTN(Tensor a, Tensor b, float alpha, Tensor c) {
         ctx.device.bind();

@@ -3,6 +3,8 @@ package org.orbitrl.kernels.cuda;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.internal.Kernel;
+import org.orbitrl.kernels.quant.Fp8Block128;
+import org.orbitrl.kernels.quant.Fp8Block128Ue8m0;
 import org.orbitrl.kernels.quant.QuantizedTensor;
 
 /**
@@ -69,6 +71,8 @@ final class CudaMatmulOps {
     final CudaQgemv qgemv;
 
     private final Kernel gemvBf16;
+    private final Kernel widen;
+    private final Kernel dequantFp8;
     private final java.util.EnumMap<QuantLayout, Kernel> gemv = new java.util.EnumMap<>(QuantLayout.class);
     private final java.util.EnumMap<QuantLayout, Kernel> dequant = new java.util.EnumMap<>(QuantLayout.class);
     private final java.util.EnumMap<QuantLayout, Kernel> moeGemv = new java.util.EnumMap<>(QuantLayout.class);
@@ -79,6 +83,8 @@ final class CudaMatmulOps {
         this.rows = rows;
         this.qgemv = new CudaQgemv(ctx);
         this.gemvBf16 = ctx.kernel("quant", "gemv_bf16");
+        this.widen = ctx.kernel("elementwise", "bf16_to_f32_kernel");
+        this.dequantFp8 = ctx.kernel("quant", "dequant_fp8_block");
         this.narrow = ctx.kernel("moe_pairs", "narrow_matmul_f32");
         this.narrow3 = ctx.kernel("moe_pairs", "narrow_matmul3_f32");
         for (QuantLayout l : QuantLayout.values()) {
@@ -277,9 +283,42 @@ final class CudaMatmulOps {
         }
     }
 
+    /**
+     * y = x · wᵀ with x's rows kept f32 (see {@code Backend#matmulF32}): an f32 w as {@link #matmul} takes it; a bf16 w
+     * widened, a quantized one dequantized, into the reused f32 buffer, then the same.
+     */
+    void matmulF32(Tensor x, Tensor w, QuantizedTensor q, Tensor y) {
+        if (w != null && w.dtype() == DType.F32) {
+            matmul(x, w, y);
+            return;
+        }
+        if (w != null) {
+            ctx.devContiguous("matmulF32 w", w, DType.BF16);
+        }
+        int n = Math.toIntExact(q != null ? q.rows() : w.size(0));
+        int k = Math.toIntExact(q != null ? q.cols() : w.size(1));
+        if (w != null && w.rank() != 2) {
+            throw new IllegalArgumentException("matmulF32: weight must be [N, K], got " + w);
+        }
+        Tensor wf = ctx.scratch(CudaContext.Scratch.EXACT_DEQUANT, DType.F32, (long) n * k).reshape(n, k);
+        if (q != null) {
+            dequantize(q, wf);
+        } else {
+            ctx.launch(widen, ctx.gridFor((long) n * k, 256), 256, w, wf, (long) n * k);
+        }
+        matmul(x, wf, y);
+    }
+
     void matmulQuantized(Tensor x, QuantizedTensor w, Tensor y) {
         ctx.devContiguous("matmulQuantized x", x, DType.F32);
         ctx.devContiguous("matmulQuantized y", y, DType.F32);
+        if (fp8Block(w)) {   // dequantized to bf16 in the reused buffer, then the bf16 weight's products
+            Tensor wb = ctx.scratch(CudaContext.Scratch.DEQUANT_BF16, DType.BF16, w.rows() * w.cols())
+                    .reshape(w.rows(), w.cols());
+            dequantizeFp8(w, wb);
+            matmul(x, wb, y);
+            return;
+        }
         QuantLayout layout = QuantLayout.of(w, ctx);
         int k = x.size(-1);
         int m = CudaContext.rows(x);
@@ -353,13 +392,35 @@ final class CudaMatmulOps {
 
     void dequantize(QuantizedTensor w, Tensor out) {
         ctx.devContiguous("dequantize out", out, null);
-        QuantLayout layout = QuantLayout.of(w, ctx);
         if (out.numel() != w.rows() * w.cols() || (out.rank() == 2 && (out.dim(0) != w.rows() || out.dim(1) != w.cols()))
                 || (out.dtype() != DType.F32 && out.dtype() != DType.BF16)) {
             throw new IllegalArgumentException("dequantize: " + w + " into " + out + " (expected f32 or bf16 ["
                     + w.rows() + ", " + w.cols() + "])");
         }
-        dequantize(w, layout, out, out.dtype() == DType.BF16);
+        if (fp8Block(w)) {
+            dequantizeFp8(w, out);
+            return;
+        }
+        dequantize(w, QuantLayout.of(w, ctx), out, out.dtype() == DType.BF16);
+    }
+
+    /** Whether w is FP8 E4M3 with 128×128 block scales (DeepSeek's fp8 checkpoints), f32 or E8M0 scales. */
+    static boolean fp8Block(QuantizedTensor w) {
+        return w.format() == Fp8Block128.INSTANCE || w.format() == Fp8Block128Ue8m0.INSTANCE;
+    }
+
+    /** {@code dequant_fp8_block}: one thread a run of 8 values; rows of K values, K a multiple of 8. */
+    private void dequantizeFp8(QuantizedTensor w, Tensor out) {
+        ctx.devContiguous("fp8 weight codes", w.codes(), DType.F8E4M3);
+        ctx.devContiguous("fp8 weight scales", w.scales(), null);
+        if (w.cols() % 8 != 0 || CudaAllocator.address(w.codes()) % 8 != 0 || CudaAllocator.address(out) % 16 != 0) {
+            throw new IllegalArgumentException(w + ": the CUDA FP8 dequantization needs a column count divisible by 8 and "
+                    + "aligned codes and output, got " + w.cols() + " columns, codes " + w.codes() + ", out " + out);
+        }
+        long units = w.rows() * (w.cols() / 8);
+        ctx.launch(dequantFp8, ctx.gridFor(units, 256), 256, w.codes(), w.scales(),
+                w.format() == Fp8Block128Ue8m0.INSTANCE ? 1 : 0, out, out.dtype() == DType.BF16 ? 1 : 0,
+                Math.toIntExact(w.rows()), Math.toIntExact(w.cols()));
     }
 
     private void dequantize(QuantizedTensor w, QuantLayout layout, Tensor out, boolean bf16) {

@@ -88,6 +88,40 @@ extern "C" __global__ void dequant_nvfp4(const uint4* codes, const void* scales,
     dequant<FMT_NVFP4>(codes, scales, zeros, global, out, outBf16, N, K);
 }
 
+// FP8 E4M3 with one scale a 128x128 block (DeepSeek's fp8 checkpoints): w[n, k] = e4m3(codes[n, k]) * scale[n/128,
+// k/128], scales f32 (scaleU8 = 0) or E8M0 bytes (scaleU8 = 1; 2^(e - 127), 255 NaN), into out [N, K] f32 or bf16
+// (round to nearest even). One thread a run of 8 values of a row (K a multiple of 8); any K, N.
+extern "C" __global__ void dequant_fp8_block(const uint2* codes, const void* scales, int scaleU8, void* out, int outBf16,
+                                             int N, int K) {
+    i64 units = (i64) N * (K / 8);
+    int kb = (K + 127) / 128;
+    for (i64 u = (i64) blockIdx.x * blockDim.x + threadIdx.x; u < units; u += (i64) gridDim.x * blockDim.x) {
+        i64 n = u / (K / 8);
+        int k0 = (int) (u - n * (K / 8)) * 8;
+        i64 si = (n / 128) * kb + k0 / 128;
+        float s = scaleU8 ? e8m0(((const unsigned char*) scales)[si]) : ((const float*) scales)[si];
+        uint2 c = codes[u];
+        float w[8];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            w[j] = e4m3((c.x >> (8 * j)) & 0xffu) * s;
+            w[4 + j] = e4m3((c.y >> (8 * j)) & 0xffu) * s;
+        }
+        if (outBf16) {
+            uint4 o;
+            o.x = f32x2_to_bf16x2(w[0], w[1]);
+            o.y = f32x2_to_bf16x2(w[2], w[3]);
+            o.z = f32x2_to_bf16x2(w[4], w[5]);
+            o.w = f32x2_to_bf16x2(w[6], w[7]);
+            ((uint4*) out)[u] = o;
+        } else {
+            float4* o = (float4*) out + 2 * u;
+            o[0] = make_float4(w[0], w[1], w[2], w[3]);
+            o[1] = make_float4(w[4], w[5], w[6], w[7]);
+        }
+    }
+}
+
 // Several experts of one format dequantized to bf16 in one launch (the expert-chunked products):
 // blockIdx.y is entry j of table [entries, 4] (u64): the addresses of one expert's codes, scales and
 // zero points (0: none) and (slot << 32) | the bits of its f32 global scale. The expert's [N, K]

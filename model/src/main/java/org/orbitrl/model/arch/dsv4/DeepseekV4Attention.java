@@ -20,7 +20,7 @@ final class DeepseekV4Attention {
     final Linear qB;        // [heads*headDim, qLoraRank]
     final Linear kv;        // [headDim, hidden]
     final float[] kvNorm;   // [headDim]
-    final float[] oA;       // [groups*oLoraRank, heads*headDim/groups]
+    final GroupedOutput oA; // wo_a: [groups*oLoraRank, heads*headDim/groups]
     final Linear oB;        // [hidden, groups*oLoraRank]
     final float[] sinks;    // [heads]
     final DeepseekV4Compressor compressor;   // null on sliding layers
@@ -46,7 +46,7 @@ final class DeepseekV4Attention {
     }
 
     DeepseekV4Attention(DeepseekV4Config c, AttentionKind kind, Linear qA, float[] qNorm, Linear qB, Linear kv,
-                        float[] kvNorm, float[] oA, Linear oB, float[] sinks, DeepseekV4Compressor compressor,
+                        float[] kvNorm, GroupedOutput oA, Linear oB, float[] sinks, DeepseekV4Compressor compressor,
                         DeepseekV4Indexer indexer) {
         this.c = c;
         this.kind = kind;
@@ -135,53 +135,7 @@ final class DeepseekV4Attention {
         }
         Node o = Ops.concatRows(t, outs);                                                     // [N, heads*d]
         o = Ops.rope(t, o, heads, d, cs[0], cs[1], true);
-        Node g = grouped(t, o, n);                                                            // [N, groups*oLoraRank]
+        Node g = oA.forward(t, b, o, n);                                                      // [N, groups*oLoraRank]
         return Ops.linear(t, b, oB, g, n);
-    }
-
-    /**
-     * The block-diagonal projection wo_a: head group gi of o [N, heads*d] through its own [oLoraRank, in] block, f32 on
-     * the host, the tokens spread over the common pool's threads (each token's sums in one order on any thread).
-     */
-    private Node grouped(GradTape t, Node o, int n) {
-        return grouped(t, oA, o, n, c.oGroups(), c.heads() * c.headDim() / c.oGroups(), c.oLoraRank());
-    }
-
-    /** {@link #grouped(GradTape, Node, int)} for o [N, groups·in] and oA [groups·r, in]. */
-    static Node grouped(GradTape t, float[] oA, Node o, int n, int groups, int in, int r) {
-        float[] y = new float[n * groups * r];
-        Ops.forRows(n, (long) groups * r * in, row -> {
-            for (int gi = 0; gi < groups; gi++) {
-                for (int j = 0; j < r; j++) {
-                    float s = 0;
-                    int wo = (gi * r + j) * in;
-                    int xo = row * groups * in + gi * in;
-                    for (int i = 0; i < in; i++) {
-                        s += o.v[xo + i] * oA[wo + i];
-                    }
-                    y[(row * groups + gi) * r + j] = s;
-                }
-            }
-        });
-        Node yn = new Node(y);
-        if (t != null) {
-            t.record(yn, () -> {
-                float[] dy = yn.gradOrNull();
-                float[] dx = o.grad();
-                Ops.forRows(n, (long) groups * r * in, row -> {
-                    for (int gi = 0; gi < groups; gi++) {
-                        for (int j = 0; j < r; j++) {
-                            float dv = dy[(row * groups + gi) * r + j];
-                            int wo = (gi * r + j) * in;
-                            int xo = row * groups * in + gi * in;
-                            for (int i = 0; i < in; i++) {
-                                dx[xo + i] += dv * oA[wo + i];
-                            }
-                        }
-                    }
-                });
-            });
-        }
-        return yn;
     }
 }

@@ -30,7 +30,8 @@ import java.util.function.Function;
  * checked and a tensor nobody reads is an error. Weights may be bf16, FP8 with 128×128 block
  * scales or FP4 experts, as {@link DeepseekV4Weights} reads them. The linears' weights and the
  * embedding go where the backend's kernels read them ({@link Placement}: device memory for a device
- * backend); the host-side parameters (norms, hyper-connection mixes, {@code wo_a}) stay f32 arrays.
+ * backend), {@code wo_a} too ({@link GroupedOutput}); the host-side parameters (norms, hyper-connection mixes) stay f32
+ * arrays.
  */
 final class DeepseekV4Loader {
     private final WeightLoader w;
@@ -127,7 +128,7 @@ final class DeepseekV4Loader {
                     linear(hp + "self_attn.q_b_proj", p + "attn.wq_b", c.heads() * d, c.qLoraRank()),
                     linear(hp + "self_attn.kv_proj", p + "attn.wkv", d, h),
                     firstOf(new long[] {d}, p + "attn.norm.weight", p + "attn.kv_norm.weight"),
-                    quant.dense(p + "attn.wo_a", c.oGroups() * c.oLoraRank(), groupIn),
+                    outputProjection(p + "attn.wo_a", c, groupIn),
                     linear(hp + "self_attn.o_b_proj", p + "attn.wo_b", h, c.oGroups() * c.oLoraRank()),
                     floats(p + "attn.attn_sink", c.heads()), comp, idx);
             boolean hash = c.mlpKinds().get(i) == MlpKind.HASH_MOE;
@@ -166,6 +167,18 @@ final class DeepseekV4Loader {
                     + " more" : ""));
         }
         return new DeepseekV4Model(c, backend, embed, layers, headFn, headBase, headScale, norm, head);
+    }
+
+    /**
+     * wo_a in its stored form where each head group's rows are a view of it (bf16, or FP8 block rows), else dequantized
+     * to f32; in the backend's memory.
+     */
+    private GroupedOutput outputProjection(String module, DeepseekV4Config c, int groupIn) {
+        Weight wt = quant.weight(module, c.oGroups() * c.oLoraRank(), groupIn);
+        if (!GroupedOutput.viewable(wt, c.oLoraRank())) {
+            wt = Weight.of(Tensor.of(DeepseekV4Weights.dense(wt), (long) c.oGroups() * c.oLoraRank(), groupIn));
+        }
+        return new GroupedOutput(Placement.weight(place, wt), c.oGroups(), groupIn, c.oLoraRank());
     }
 
     private DeepseekV4HyperConnection hyper(DeepseekV4Config c, String prefix) {

@@ -131,6 +131,25 @@ class CudaDeepseekV4FixtureTest {
         assertArrayEquals(expected, got, "deepseek_v4 greedy sequence on cuda");
     }
 
+    /**
+     * The fixture in the released checkpoints' layout (FP8 E4M3 attention and shared-expert linears with 128×128 block
+     * scales, E8M0 as V4 ships them or f32, FP4 routed experts; {@link DeepseekV4QuantizedCheckpointTest#export}) in
+     * exact mode on the device: the FP8 weights stay FP8 in device memory and are dequantized there; logits within the
+     * fixtures' 1e-4 of the CPU's dense model holding the decoded values.
+     */
+    @org.junit.jupiter.params.ParameterizedTest
+    @org.junit.jupiter.params.provider.ValueSource(strings = {"ue8m0", "f32"})
+    void releasedFp8LayoutOnTheDeviceMatchesTheDecodedDenseModel(String scaleFmt,
+                                                                @org.junit.jupiter.api.io.TempDir java.nio.file.Path tmp)
+            throws java.io.IOException {
+        TestSafetensors ref = reference();
+        java.nio.file.Path out = DeepseekV4QuantizedCheckpointTest.export(scaleFmt, tmp);
+        float[] dense = DeepseekV4QuantizedCheckpointTest.logits(out.resolve("dense"), ref, Backends.cpu());
+        float[] got = DeepseekV4QuantizedCheckpointTest.logits(out.resolve("quantized"), ref, GPU.exact());
+        Qwen3FixtureTest.assertClose("deepseek_v4 " + scaleFmt + " FP8 + FP4 on cuda (exact) vs decoded dense on the cpu",
+                dense, got, DeepseekV4FixtureTest.ATOL);
+    }
+
     /** The routed experts quantized to MXFP4 on load: the device's FP4 expert products against the host's. */
     @Test
     void mxfp4ExpertsOnTheDeviceMatchTheHost() {

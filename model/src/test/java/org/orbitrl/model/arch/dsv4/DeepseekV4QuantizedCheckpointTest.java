@@ -130,7 +130,7 @@ public class DeepseekV4QuantizedCheckpointTest {
      * Writes {@code quantized/} (the released layout; for {@code experts-only}, FP4 experts and
      * nothing else) and {@code dense/} (the decoded values as f32) under {@code tmp}.
      */
-    private static Path export(String scaleFmt, Path tmp) throws IOException {
+    static Path export(String scaleFmt, Path tmp) throws IOException {
         Path fx = DeepseekV4FixtureTest.dir();
         var src = new TestSafetensors(fx.resolve("model.safetensors"));
         SafetensorsWriter quant = new SafetensorsWriter();
@@ -213,13 +213,18 @@ public class DeepseekV4QuantizedCheckpointTest {
     }
 
     private static float[] logits(Path dir, TestSafetensors ref) {
+        return logits(dir, ref, Backends.cpu());
+    }
+
+    /** The fixture's input rows through the checkpoint in {@code dir} on {@code backend}; the logits on the host. */
+    static float[] logits(Path dir, TestSafetensors ref, org.orbitrl.kernels.Backend backend) {
         try (Checkpoint ck = Checkpoint.open(dir)) {
-            DeepseekV4Model m = DeepseekV4Model.load(ConfigLoader.load(dir), ck, Backends.cpu());
+            DeepseekV4Model m = DeepseekV4Model.load(ConfigLoader.load(dir), ck, backend);
             List<CausalLM.Segment> batch = new ArrayList<>();
             for (int[] r : DeepseekV4FixtureTest.rows(ref.get("input_ids"))) {
                 batch.add(new CausalLM.Segment(r, null));
             }
-            return m.forward(batch).toFloatArray();
+            return backend.allocator().toFloats(m.forward(batch));
         }
     }
 

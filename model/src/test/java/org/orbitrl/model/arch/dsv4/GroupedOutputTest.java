@@ -1,34 +1,97 @@
 package org.orbitrl.model.arch.dsv4;
 
 import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.Backends;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.quant.Fp8Block128Ue8m0;
+import org.orbitrl.kernels.quant.QuantizedTensor;
+import org.orbitrl.model.nn.Weight;
 
+import java.util.Arrays;
 import java.util.SplittableRandom;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * DeepSeek V4's block-diagonal output projection wo_a ({@code DeepseekV4Attention.grouped}, its tokens over the common
- * pool's threads) against the closed form in double: y[t, g, j] =
- * Σ_i o[t, g·in + i] · oA[g·r + j, i], and the backward's dx[t, g·in + i] = Σ_j dy[t, g, j] · oA[g·r + j, i], within
- * 1e-5 of each output's largest magnitude; seeded, 5 tokens, 3 groups of 16 channels, rank 8, then 300 tokens (spread
- * over the threads) whose result must equal the same call on one thread bit for bit.
+ * DeepSeek V4's block-diagonal output projection wo_a ({@link GroupedOutput}, a backend product a head group) against
+ * the closed form in double over the weight's exact values: y[t, g, j] = Σ_i o[t, g·in + i] · W[g·r + j, i], and the
+ * backward's dx[t, g·in + i] = Σ_j dy[t, g, j] · W[g·r + j, i], within 1e-5 of each output's largest magnitude; seeded
+ * inputs, a bf16 weight and an FP8 one in 128×128 blocks (each group's rows a view of it). The rows of a few tokens
+ * equal the same tokens' rows inside a longer batch bit for bit (what exact mode's recompute needs).
  */
 class GroupedOutputTest {
+    private final Backend cpu = Backends.cpu();
+
     @Test
-    void projectionAndItsGradientMatchTheClosedForm() {
+    void bf16WeightMatchesTheClosedForm() {
         int n = 5;
         int groups = 3;
         int in = 16;
         int r = 8;
         SplittableRandom rnd = new SplittableRandom(30);
-        float[] oA = random(rnd, groups * r * in);
+        Tensor w = Tensor.of(random(rnd, groups * r * in), (long) groups * r, in).to(DType.BF16);
+        check(new GroupedOutput(Weight.of(w), groups, in, r), w.toFloatArray(), rnd, n, groups, in, r);
+    }
+
+    @Test
+    void fp8BlockWeightMatchesTheClosedFormOverItsDecodedValues() {
+        int n = 4;
+        int groups = 2;
+        int in = 160;   // a partial column block
+        int r = 128;
+        SplittableRandom rnd = new SplittableRandom(31);
+        QuantizedTensor q = Fp8Block128Ue8m0.INSTANCE.quantize(Tensor.of(random(rnd, groups * r * in), (long) groups * r, in));
+        Weight w = Weight.of(q);
+        assertTrue(GroupedOutput.viewable(w, r));
+        assertFalse(GroupedOutput.viewable(w, 64), "a group of half a block is not a view");
+        check(new GroupedOutput(w, groups, in, r), DeepseekV4Weights.dense(w), rnd, n, groups, in, r);
+    }
+
+    @Test
+    void aShapeThatDoesNotAgreeIsNamed() {
+        Tensor w = Tensor.of(new float[6 * 4], 6, 4);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> new GroupedOutput(Weight.of(w), 4, 4, 2));
+        assertTrue(e.getMessage().contains("wo_a") && e.getMessage().contains("[8, 4]"), e.getMessage());
+    }
+
+    @Test
+    void aTokensRowsDoNotDependOnTheBatch() {
+        int groups = 4;
+        int in = 64;
+        int r = 32;
+        SplittableRandom rnd = new SplittableRandom(32);
+        Tensor w = Tensor.of(random(rnd, groups * r * in), (long) groups * r, in);
+        GroupedOutput p = new GroupedOutput(Weight.of(w), groups, in, r);
+        int n = 300;
+        int few = 3;
         float[] o = random(rnd, n * groups * in);
         float[] dy = random(rnd, n * groups * r);
+        float[][] all = run(p, o, dy, n);
+        float[][] some = run(p, Arrays.copyOf(o, few * groups * in), Arrays.copyOf(dy, few * groups * r), few);
+        assertArrayEquals(Arrays.copyOf(all[0], few * groups * r), some[0], "y of the first tokens");
+        assertArrayEquals(Arrays.copyOf(all[1], few * groups * in), some[1], "dx of the first tokens");
+    }
+
+    private float[][] run(GroupedOutput p, float[] o, float[] dy, int n) {
         GradTape tape = new GradTape();
         Node on = new Node(o);
-        Node y = DeepseekV4Attention.grouped(tape, oA, on, n, groups, in, r);
+        Node y = p.forward(tape, cpu, on, n);
         System.arraycopy(dy, 0, y.grad(), 0, dy.length);
         tape.backward();
+        return new float[][] {y.v, on.grad()};
+    }
+
+    private void check(GroupedOutput p, float[] wv, SplittableRandom rnd, int n, int groups, int in, int r) {
+        float[] o = random(rnd, n * groups * in);
+        float[] dy = random(rnd, n * groups * r);
+        float[][] got = run(p, o, dy, n);
         double[] wantY = new double[n * groups * r];
         double[] wantDx = new double[o.length];
         for (int t = 0; t < n; t++) {
@@ -36,45 +99,15 @@ class GroupedOutputTest {
                 for (int j = 0; j < r; j++) {
                     double s = 0;
                     for (int i = 0; i < in; i++) {
-                        s += (double) o[t * groups * in + g * in + i] * oA[(g * r + j) * in + i];
-                        wantDx[t * groups * in + g * in + i] += (double) dy[(t * groups + g) * r + j] * oA[(g * r + j) * in + i];
+                        s += (double) o[t * groups * in + g * in + i] * wv[(g * r + j) * in + i];
+                        wantDx[t * groups * in + g * in + i] += (double) dy[(t * groups + g) * r + j] * wv[(g * r + j) * in + i];
                     }
                     wantY[(t * groups + g) * r + j] = s;
                 }
             }
         }
-        close("y", wantY, y.v);
-        close("dx", wantDx, on.grad());
-    }
-
-    @Test
-    void manyTokensOverTheThreadsEqualOneThreadBitForBit() {
-        int n = 300;
-        int groups = 4;
-        int in = 64;
-        int r = 32;
-        SplittableRandom rnd = new SplittableRandom(32);
-        float[] oA = random(rnd, groups * r * in);
-        float[] o = random(rnd, n * groups * in);
-        float[] dy = random(rnd, n * groups * r);
-        float[][] y = new float[2][];
-        float[][] dx = new float[2][];
-        try {
-            for (int pass = 0; pass < 2; pass++) {
-                Ops.parallel = pass == 0;
-                GradTape tape = new GradTape();
-                Node on = new Node(o);
-                Node out = DeepseekV4Attention.grouped(tape, oA, on, n, groups, in, r);
-                System.arraycopy(dy, 0, out.grad(), 0, dy.length);
-                tape.backward();
-                y[pass] = out.v;
-                dx[pass] = on.grad();
-            }
-        } finally {
-            Ops.parallel = true;
-        }
-        org.junit.jupiter.api.Assertions.assertArrayEquals(y[1], y[0], "y over the threads and on one");
-        org.junit.jupiter.api.Assertions.assertArrayEquals(dx[1], dx[0], "dx over the threads and on one");
+        close("y", wantY, got[0]);
+        close("dx", wantDx, got[1]);
     }
 
     private static void close(String what, double[] want, float[] got) {
@@ -82,6 +115,7 @@ class GroupedOutputTest {
         for (double w : want) {
             scale = Math.max(scale, Math.abs(w));
         }
+        assertTrue(scale > 0, what + " is all zero");
         assertEquals(want.length, got.length, what);
         for (int i = 0; i < want.length; i++) {
             assertEquals(want[i], got[i], 1e-5 * scale, what + "[" + i + "]");

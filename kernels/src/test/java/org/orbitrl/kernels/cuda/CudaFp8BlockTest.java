@@ -1,0 +1,136 @@
+package org.orbitrl.kernels.cuda;
+
+import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.quant.Fp8Block128;
+import org.orbitrl.kernels.quant.Fp8Block128Ue8m0;
+import org.orbitrl.kernels.quant.QuantFormat;
+import org.orbitrl.kernels.quant.QuantizedTensor;
+
+import java.util.SplittableRandom;
+
+/**
+ * FP8 E4M3 weights with 128×128 block scales (DeepSeek's fp8 checkpoints: f32 scales as V3, E8M0 as V4) on the device,
+ * made by the formats' own quantizers from seeded random weights, shapes with partial blocks, and a view of whole
+ * block rows (how DeepSeek V4's wo_a hands each head group its rows):
+ * <ul>
+ *   <li>dequantize to f32 bit for bit the format's row decoder; to bf16 bit for bit that value rounded to nearest
+ *       even;</li>
+ *   <li>{@code matmulQuantized} and {@code matmulQuantizedTransposed} (the weight in bf16, the rows of x rounded to bf16
+ *       above the GEMV's 16 rows) against double sums of the same roundings, |err| ≤ 1e-6 + 1e-5·Σ|x·w|;</li>
+ *   <li>{@code matmulF32} and {@code matmulTransposedF32} (x never rounded) against double sums of x's f32 values and
+ *       the decoded weights, |err| ≤ 1e-6 + 1e-5·Σ|x·w| (bf16-rounded rows of 1024 values put some 1e-4 of that sum
+ *       on a typical element and fail); a bf16 weight through the same calls likewise.</li>
+ * </ul>
+ */
+class CudaFp8BlockTest extends CudaTestBase {
+    private static final QuantFormat[] FORMATS = {Fp8Block128.INSTANCE, Fp8Block128Ue8m0.INSTANCE};
+    private static final int[][] NK = {{8, 32}, {200, 264}, {256, 1024}};
+
+    @Test
+    void dequantizeIsTheRowDecodersValues() {
+        SplittableRandom r = rng(81);
+        for (QuantFormat f : FORMATS) {
+            for (int[] nk : NK) {
+                QuantizedTensor w = f.quantize(randn(r, 0.1f, nk[0], nk[1]));
+                float[] ref = CudaQuantTest.dequantizeRef(w);
+                QuantizedTensor dw = gpu.toDevice(w);
+                try {
+                    Tensor out = poisoned(DType.F32, nk[0], nk[1]);
+                    gpu.dequantize(dw, out);
+                    assertBitsEqual(f.name() + " " + nk[0] + "x" + nk[1] + " to f32", ref, gpu.toHost(out).toFloatArray());
+                    Tensor outB = dev(Tensor.of(new float[nk[0] * nk[1]], nk[0], nk[1]).to(DType.BF16));
+                    gpu.dequantize(dw, outB);
+                    assertBitsEqual(f.name() + " " + nk[0] + "x" + nk[1] + " to bf16", bf16Round(ref),
+                            gpu.toHost(outB).toFloatArray());
+                } finally {
+                    gpu.free(dw);
+                }
+            }
+        }
+    }
+
+    @Test
+    void theQuantizedProductsMatchTheirRoundings() {
+        SplittableRandom r = rng(82);
+        for (QuantFormat f : FORMATS) {
+            int n = 200;
+            int k = 264;
+            QuantizedTensor w = f.quantize(randn(r, 0.1f, n, k));
+            float[] wb = bf16Round(CudaQuantTest.dequantizeRef(w));
+            QuantizedTensor dw = gpu.toDevice(w);
+            try {
+                for (int m : new int[]{3, 40}) {
+                    float[] x = randn(r, 1f, m, k).toFloatArray();
+                    float[] xr = m > 16 ? bf16Round(x) : x;
+                    Tensor y = poisoned(DType.F32, m, n);
+                    gpu.matmulQuantized(dev(Tensor.of(x, m, k)), dw, y);
+                    check(f.name() + " matmulQuantized m=" + m, xr, wb, m, n, k, false, gpu.toHost(y).toFloatArray());
+                    float[] dy = randn(r, 1f, m, n).toFloatArray();
+                    Tensor dx = poisoned(DType.F32, m, k);
+                    gpu.matmulQuantizedTransposed(dev(Tensor.of(dy, m, n)), dw, dx);
+                    check(f.name() + " matmulQuantizedTransposed m=" + m, bf16Round(dy), wb, m, n, k, true,
+                            gpu.toHost(dx).toFloatArray());
+                }
+            } finally {
+                gpu.free(dw);
+            }
+        }
+    }
+
+    @Test
+    void theF32ProductsNeverRoundTheRows() {
+        SplittableRandom r = rng(83);
+        int m = 64;
+        int k = 1024;
+        int rows = 256;   // two block rows; the second is a view, as a head group of wo_a
+        for (QuantFormat f : FORMATS) {
+            QuantizedTensor whole = gpu.toDevice(f.quantize(randn(r, 0.1f, rows, k)));
+            try {
+                QuantizedTensor w = new QuantizedTensor(whole.format(), 128, k, whole.codes().slice(0, 128, 256),
+                        whole.scales().slice(0, 1, 2), null, 1f);
+                float[] wv = CudaQuantTest.dequantizeRef(new QuantizedTensor(w.format(), 128, k, gpu.toHost(w.codes()),
+                        gpu.toHost(w.scales()), null, 1f));
+                products(f.name() + " rows 128..255", null, w, wv, r, m, 128, k);
+            } finally {
+                gpu.free(whole);
+            }
+        }
+        Tensor wb = randn(r, 0.1f, 96, k).to(DType.BF16);
+        products("bf16", dev(wb), null, wb.toFloatArray(), r, m, 96, k);
+    }
+
+    private void products(String what, Tensor w, QuantizedTensor q, float[] wv, SplittableRandom r, int m, int n, int k) {
+        float[] x = randn(r, 1f, m, k).toFloatArray();
+        Tensor y = poisoned(DType.F32, m, n);
+        gpu.matmulF32(dev(Tensor.of(x, m, k)), w, q, y);
+        check(what + " matmulF32", x, wv, m, n, k, false, gpu.toHost(y).toFloatArray());
+        float[] dy = randn(r, 1f, m, n).toFloatArray();
+        Tensor dx = poisoned(DType.F32, m, k);
+        gpu.matmulTransposedF32(dev(Tensor.of(dy, m, n)), w, q, dx);
+        check(what + " matmulTransposedF32", dy, wv, m, n, k, true, gpu.toHost(dx).toFloatArray());
+    }
+
+    /** y [m, n] = x [m, k] · wᵀ, or (transposed) dx [m, k] = dy [m, n] · w, for w [n, k]; in double. */
+    private static void check(String what, float[] a, float[] w, int m, int n, int k, boolean transposed, float[] got) {
+        int outCols = transposed ? k : n;
+        int inner = transposed ? n : k;
+        float[] ref = new float[m * outCols];
+        double[] tol = new double[ref.length];
+        for (int i = 0; i < m; i++) {
+            for (int j = 0; j < outCols; j++) {
+                double s = 0;
+                double abs = 0;
+                for (int t = 0; t < inner; t++) {
+                    double p = (double) a[i * inner + t] * (transposed ? w[t * k + j] : w[j * k + t]);
+                    s += p;
+                    abs += Math.abs(p);
+                }
+                ref[i * outCols + j] = (float) s;
+                tol[i * outCols + j] = 1e-6 + 1e-5 * abs;
+            }
+        }
+        assertWithin(what, ref, got, tol);
+    }
+}

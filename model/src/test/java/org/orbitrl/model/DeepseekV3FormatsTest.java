@@ -195,6 +195,42 @@ public class DeepseekV3FormatsTest {
         return worst;
     }
 
+    /**
+     * An fp8 checkpoint loaded with its experts quantized to INT4 (the base keeps routed experts in 4 bits): every routed
+     * expert is INT4 g32 made from its FP8 values decoded, the other linears stay FP8, and the logits equal those of
+     * the decoded checkpoint loaded the same way (its experts quantized from the same values) within 1e-4.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"fp8", "fp8_ue8m0"})
+    void fp8ExpertsAreQuantizedOnLoadFromTheirDecodedValues(String layout) throws IOException {
+        Export ex = export(tmp, layout, null, true);
+        List<int[]> seqs = sequences();
+        float[] q;
+        float[] d;
+        try (LoadedModel m = LoadedModel.load(ex.quantized(), Backends.cpu(), BaseFormat.INT4)) {
+            int experts = 0;
+            for (var set : m.targets().expertSets()) {
+                for (var lin : set.gate()) {
+                    assertTrue(lin.weight() instanceof Weight.Quantized w && w.w().format() == Int4G32.INSTANCE,
+                            lin.name() + " is INT4 g32, got " + lin.weight());
+                    experts++;
+                }
+            }
+            assertTrue(experts > 0, "the model has routed experts");
+            List<Weight> attention = m.targets().linearModules().entrySet().stream()
+                    .filter(e -> e.getKey().contains("self_attn") && e.getKey().endsWith("_proj"))
+                    .map(e -> e.getValue().weight()).toList();
+            assertTrue(!attention.isEmpty() && attention.stream().allMatch(w -> w instanceof Weight.Quantized f
+                            && (f.w().format() == Fp8Block128.INSTANCE || f.w().format() == Fp8Block128Ue8m0.INSTANCE)),
+                    "the attention's " + attention.size() + " *_proj linears stay FP8");
+            q = logits(m.model(), seqs, new float[1][]);
+        }
+        try (LoadedModel m = LoadedModel.load(ex.decoded(), Backends.cpu(), BaseFormat.INT4)) {
+            d = logits(m.model(), seqs, new float[1][]);
+        }
+        Qwen3FixtureTest.assertClose(layout + " with INT4 experts vs the decoded checkpoint with INT4 experts", d, q, 1e-4f);
+    }
+
     @Test
     void kimiCheckpointEqualsInt4QuantizationOnLoad() throws IOException {
         Export ex = export(tmp, "kimi_k2", null, true);
@@ -252,7 +288,7 @@ public class DeepseekV3FormatsTest {
         return dir;
     }
 
-    private static List<int[]> sequences() {
+    static List<int[]> sequences() {
         Tensor ids = new TestSafetensors(FIXTURE.resolve("reference.safetensors")).get("input_ids");
         List<int[]> out = new ArrayList<>();
         for (int b = 0; b < ids.size(0); b++) {
@@ -266,7 +302,7 @@ public class DeepseekV3FormatsTest {
     }
 
     /** Logits of the sequences (no cache); {@code hidden1[0]} receives the hidden state after layer 0. */
-    private static float[] logits(CausalLM model, List<int[]> seqs, float[][] hidden1) {
+    static float[] logits(CausalLM model, List<int[]> seqs, float[][] hidden1) {
         List<CausalLM.Segment> batch = new ArrayList<>();
         for (int[] s : seqs) {
             batch.add(new CausalLM.Segment(s, null));

@@ -155,8 +155,9 @@ final class DeepseekV3Loader {
     /** A routed expert projection's weight where the checkpoint holds it: as stored, or quantized on load if asked. */
     private Weight expert(String module, int out, int in) {
         Weight w = weight(module, out, in);
-        if (options.expertQuantizer() != null && w instanceof Weight.Dense d) {
-            w = options.expertQuantizer().apply(d.w());
+        Tensor full = options.expertQuantizer() == null ? null : Weight.quantizable(w);
+        if (full != null) {
+            w = options.expertQuantizer().apply(full);
         }
         return w;
     }

@@ -109,8 +109,9 @@ final class Qwen3Loader {
         /** An expert projection's weight where the checkpoint holds it: quantized as stored, or quantized on load if asked. */
         Weight expert(String module, int out, int in, Qwen3Model.LoadOptions options) {
             Weight w = weights.weight(module, out, in);
-            if (options.expertQuantizer() != null && w instanceof Weight.Dense d) {
-                w = options.expertQuantizer().apply(d.w());
+            Tensor full = options.expertQuantizer() == null ? null : Weight.quantizable(w);
+            if (full != null) {
+                w = options.expertQuantizer().apply(full);
             }
             return w;
         }

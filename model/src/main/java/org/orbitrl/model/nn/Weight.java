@@ -3,6 +3,8 @@ package org.orbitrl.model.nn;
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.quant.Fp8Block128;
+import org.orbitrl.kernels.quant.Fp8Block128Ue8m0;
 import org.orbitrl.kernels.quant.QuantizedTensor;
 
 /**
@@ -33,6 +35,37 @@ public sealed interface Weight permits Weight.Dense, Weight.Quantized {
 
     static Weight of(QuantizedTensor w) {
         return new Quantized(w);
+    }
+
+    /** The values as an f32 [rows, cols] host tensor: a dense weight widened, a quantized one decoded a row at a time. */
+    static Tensor decoded(Weight w) {
+        return switch (w) {
+            case Dense d -> d.w().dtype() == DType.F32 ? d.w() : d.w().to(DType.F32);
+            case Quantized q -> {
+                int rows = Math.toIntExact(q.w().rows());
+                int cols = Math.toIntExact(q.w().cols());
+                float[] all = new float[rows * cols];
+                float[] row = new float[cols];
+                for (int r = 0; r < rows; r++) {
+                    q.w().format().dequantizeRow(q.w(), r, row);
+                    System.arraycopy(row, 0, all, r * cols, cols);
+                }
+                yield Tensor.of(all, rows, cols);
+            }
+        };
+    }
+
+    /**
+     * What quantizing an expert on load starts from: a dense weight as stored, an FP8 block weight (DeepSeek's and
+     * Kimi-K2's fp8 checkpoints store their experts so) decoded to f32; null for one already in a 4-bit format, which
+     * stays as stored.
+     */
+    static Tensor quantizable(Weight w) {
+        return switch (w) {
+            case Dense d -> d.w();
+            case Quantized q -> q.w().format() == Fp8Block128.INSTANCE || q.w().format() == Fp8Block128Ue8m0.INSTANCE
+                    ? decoded(w) : null;
+        };
     }
 
     /** A full-precision weight. */

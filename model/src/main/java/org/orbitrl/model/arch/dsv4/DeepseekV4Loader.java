@@ -80,8 +80,9 @@ final class DeepseekV4Loader {
     /** A routed expert's projection: as stored, or quantized on load from full precision if asked. */
     private Linear expert(String hfName, String module, int out, int in) {
         Weight wt = quant.weight(module, out, in);
-        if (expertQuantizer != null && wt instanceof Weight.Dense d) {
-            wt = expertQuantizer.apply(d.w());
+        Tensor full = expertQuantizer == null ? null : Weight.quantizable(wt);
+        if (full != null) {
+            wt = expertQuantizer.apply(full);
         }
         return Placement.linear(place, new Linear(hfName, wt, null));
     }
@@ -176,7 +177,7 @@ final class DeepseekV4Loader {
     private GroupedOutput outputProjection(String module, DeepseekV4Config c, int groupIn) {
         Weight wt = quant.weight(module, c.oGroups() * c.oLoraRank(), groupIn);
         if (!GroupedOutput.viewable(wt, c.oLoraRank())) {
-            wt = Weight.of(Tensor.of(DeepseekV4Weights.dense(wt), (long) c.oGroups() * c.oLoraRank(), groupIn));
+            wt = Weight.of(Weight.decoded(wt));
         }
         return new GroupedOutput(Placement.weight(place, wt), c.oGroups(), groupIn, c.oLoraRank());
     }

@@ -109,22 +109,4 @@ final class DeepseekV4Weights {
         Tensor c = t.contiguous();
         return Tensor.wrap(c.segment().asSlice(c.byteOffset(), c.byteSize()), DType.U8, c.shape());
     }
-
-    /** The weight [out, in] dequantized to f32, for projections the model applies on the host. */
-    /** A weight's values as f32 [rows·cols], row-major (a quantized one decoded a row at a time). */
-    static float[] dense(Weight wt) {
-        if (wt instanceof Weight.Dense d) {
-            return d.w().toFloatArray();
-        }
-        QuantizedTensor q = ((Weight.Quantized) wt).w();
-        int out = Math.toIntExact(q.rows());
-        int in = Math.toIntExact(q.cols());
-        float[] all = new float[out * in];
-        float[] row = new float[in];
-        for (int r = 0; r < out; r++) {
-            q.format().dequantizeRow(q, r, row);
-            System.arraycopy(row, 0, all, r * in, in);
-        }
-        return all;
-    }
 }

@@ -50,7 +50,7 @@ class GroupedOutputTest {
         Weight w = Weight.of(q);
         assertTrue(GroupedOutput.viewable(w, r));
         assertFalse(GroupedOutput.viewable(w, 64), "a group of half a block is not a view");
-        check(new GroupedOutput(w, groups, in, r), DeepseekV4Weights.dense(w), rnd, n, groups, in, r);
+        check(new GroupedOutput(w, groups, in, r), Weight.decoded(w).toFloatArray(), rnd, n, groups, in, r);
     }
 
     @Test

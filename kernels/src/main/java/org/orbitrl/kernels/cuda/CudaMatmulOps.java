@@ -35,6 +35,13 @@ final class CudaMatmulOps {
 
     /** Rows of x up to which quantized products take the fused GEMV ({@link CudaQgemv}). */
     static final int QGEMV_MAX_ROWS = 16;
+    /**
+     * Rows of x up to which an FP8 block weight's product is {@code gemv_fp8_block} (at most its FP8_GEMV_MAXM, 4;
+     * {@code -Dorbit.cuda.fp8GemvRows=0} never), above them the weight dequantized to bf16 and the bf16 product.
+     */
+    static final int FP8_GEMV_MAX_ROWS = Math.min(4, Integer.getInteger("orbit.cuda.fp8GemvRows", 4));
+    /** Output columns a warp of {@code gemv_fp8_block} takes at most (its FP8_GEMV_ROWS). */
+    private static final int FP8_GEMV_COLUMNS = 4;
     /** {@code -Dorbit.cuda.qgemv=off} sends quantized products back to the first-generation GEMV kernels. */
     static final boolean QGEMV = !"off".equals(System.getProperty("orbit.cuda.qgemv"));
 
@@ -73,6 +80,7 @@ final class CudaMatmulOps {
     private final Kernel gemvBf16;
     private final Kernel widen;
     private final Kernel dequantFp8;
+    private final Kernel gemvFp8;
     private final java.util.EnumMap<QuantLayout, Kernel> gemv = new java.util.EnumMap<>(QuantLayout.class);
     private final java.util.EnumMap<QuantLayout, Kernel> dequant = new java.util.EnumMap<>(QuantLayout.class);
     private final java.util.EnumMap<QuantLayout, Kernel> moeGemv = new java.util.EnumMap<>(QuantLayout.class);
@@ -85,6 +93,7 @@ final class CudaMatmulOps {
         this.gemvBf16 = ctx.kernel("quant", "gemv_bf16");
         this.widen = ctx.kernel("elementwise", "bf16_to_f32_kernel");
         this.dequantFp8 = ctx.kernel("quant", "dequant_fp8_block");
+        this.gemvFp8 = ctx.kernel("quant", "gemv_fp8_block");
         this.narrow = ctx.kernel("moe_pairs", "narrow_matmul_f32");
         this.narrow3 = ctx.kernel("moe_pairs", "narrow_matmul3_f32");
         for (QuantLayout l : QuantLayout.values()) {
@@ -312,7 +321,24 @@ final class CudaMatmulOps {
     void matmulQuantized(Tensor x, QuantizedTensor w, Tensor y) {
         ctx.devContiguous("matmulQuantized x", x, DType.F32);
         ctx.devContiguous("matmulQuantized y", y, DType.F32);
-        if (fp8Block(w)) {   // dequantized to bf16 in the reused buffer, then the bf16 weight's products
+        if (fp8Block(w)) {   // the FP8 GEMV at few rows; else dequantized to bf16 in the reused buffer, the bf16 products
+            int m = CudaContext.rows(x);
+            int k = x.size(-1);
+            if (w.cols() != k || y.size(-1) != w.rows() || CudaContext.rows(y) != m) {
+                throw new IllegalArgumentException("matmulQuantized: x " + x + " · wᵀ " + w + " -> y " + y + " do not agree");
+            }
+            if (m == 0) {
+                return;
+            }
+            if (m <= FP8_GEMV_MAX_ROWS && k % 16 == 0 && aligned16(x, w.codes())) {
+                ctx.devContiguous("fp8 weight codes", w.codes(), DType.F8E4M3);
+                ctx.devContiguous("fp8 weight scales", w.scales(), null);
+                int n = Math.toIntExact(w.rows());
+                int cols = n < 4096 && m <= 2 ? 1 : FP8_GEMV_COLUMNS;   // a narrow weight at one or two rows: more warps
+                ctx.launch(gemvFp8, gemvGrid((n + cols - 1) / cols), GEMV_BLOCK, x, w.codes(), w.scales(),
+                        w.format() == Fp8Block128Ue8m0.INSTANCE ? 1 : 0, y, m, n, k, cols);
+                return;
+            }
             Tensor wb = ctx.scratch(CudaContext.Scratch.DEQUANT_BF16, DType.BF16, w.rows() * w.cols())
                     .reshape(w.rows(), w.cols());
             dequantizeFp8(w, wb);

@@ -88,6 +88,33 @@ extern "C" __global__ void dequant_nvfp4(const uint4* codes, const void* scales,
     dequant<FMT_NVFP4>(codes, scales, zeros, global, out, outBf16, N, K);
 }
 
+// Four E4M3 codes (the bytes of w, lowest first) as f32, exactly: the hardware's e4m3x2 -> f16x2 conversion (sm_89+;
+// every E4M3 value, NaN included, is an f16 value) and f16 -> f32; below sm_89 the decode of e4m3().
+__device__ __forceinline__ float f16_bits_to_f32(u32 h) {
+    float f;
+    unsigned short b = (unsigned short) h;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(b));
+    return f;
+}
+
+__device__ __forceinline__ void e4m3x4_to_f32(u32 w, float* out) {
+#if __CUDA_ARCH__ < 890
+#pragma unroll
+    for (int b = 0; b < 4; b++) out[b] = e4m3((w >> (8 * b)) & 0xffu);
+#else
+    u32 lo;
+    u32 hi;
+    unsigned short a = (unsigned short) (w & 0xffffu);
+    unsigned short b = (unsigned short) (w >> 16);
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(lo) : "h"(a));
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(hi) : "h"(b));
+    out[0] = f16_bits_to_f32(lo & 0xffffu);
+    out[1] = f16_bits_to_f32(lo >> 16);
+    out[2] = f16_bits_to_f32(hi & 0xffffu);
+    out[3] = f16_bits_to_f32(hi >> 16);
+#endif
+}
+
 // FP8 E4M3 with one scale a 128x128 block (DeepSeek's fp8 checkpoints): w[n, k] = e4m3(codes[n, k]) * scale[n/128,
 // k/128], scales f32 (scaleU8 = 0) or E8M0 bytes (scaleU8 = 1; 2^(e - 127), 255 NaN), into out [N, K] f32 or bf16
 // (round to nearest even). One thread a run of 8 values of a row (K a multiple of 8); any K, N.
@@ -102,11 +129,10 @@ extern "C" __global__ void dequant_fp8_block(const uint2* codes, const void* sca
         float s = scaleU8 ? e8m0(((const unsigned char*) scales)[si]) : ((const float*) scales)[si];
         uint2 c = codes[u];
         float w[8];
+        e4m3x4_to_f32(c.x, w);
+        e4m3x4_to_f32(c.y, w + 4);
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
-            w[j] = e4m3((c.x >> (8 * j)) & 0xffu) * s;
-            w[4 + j] = e4m3((c.y >> (8 * j)) & 0xffu) * s;
-        }
+        for (int j = 0; j < 8; j++) w[j] *= s;
         if (outBf16) {
             uint4 o;
             o.x = f32x2_to_bf16x2(w[0], w[1]);
@@ -430,6 +456,85 @@ extern "C" __global__ void gemv_bf16(const float* __restrict__ x, const uint4* _
         if (m < M) {
             float s = warp_sum(acc[m]);
             if (lane == 0) y[(i64) m * N + n] = s;
+        }
+    }
+}
+
+// y [M, N] = x [M, K] · wᵀ for an FP8 block weight (as dequant_fp8_block) at M ≤ FP8_GEMV_MAXM rows: a warp
+// cols ≤ FP8_GEMV_ROWS output columns (more: fewer reads of x; fewer: more warps for a narrow weight), each lane 16
+// codes of each (one 16-byte load, inside one 128-column block) at a time against the same 16 values of every row of
+// x (loaded once for the warp's columns), their products summed in f32 and multiplied by the block's scale once; K a
+// multiple of 16, codes and x 16-byte aligned. x is never rounded and the weight's values are exact; a row's value is
+// its f32 sums in a fixed order (batch-invariant).
+#define FP8_GEMV_ROWS 4
+#define FP8_GEMV_MAXM 4
+
+extern "C" __global__ void gemv_fp8_block(const float* __restrict__ x, const uint4* __restrict__ codes,
+                                          const void* __restrict__ scales, int scaleU8, float* __restrict__ y, int M,
+                                          int N, int K, int cols) {
+    int n0 = (int) (((i64) blockIdx.x * blockDim.x + threadIdx.x) >> 5) * cols;
+    int lane = threadIdx.x & 31;
+    if (n0 >= N) return;
+    int units = K / 16;
+    int kb = (K + 127) / 128;
+    float acc[FP8_GEMV_ROWS][FP8_GEMV_MAXM];
+#pragma unroll
+    for (int r = 0; r < FP8_GEMV_ROWS; r++) {
+#pragma unroll
+        for (int m = 0; m < FP8_GEMV_MAXM; m++) acc[r][m] = 0.0f;
+    }
+    for (int u = lane; u < units; u += 32) {
+        uint4 q[FP8_GEMV_ROWS];
+        float s[FP8_GEMV_ROWS];
+#pragma unroll
+        for (int r = 0; r < FP8_GEMV_ROWS; r++) {
+            int n = n0 + r;
+            if (r < cols && n < N) {
+                q[r] = codes[(i64) n * units + u];
+                i64 si = (i64) (n / 128) * kb + (u >> 3);
+                s[r] = scaleU8 ? e8m0(((const unsigned char*) scales)[si]) : ((const float*) scales)[si];
+            }
+        }
+        float4 xv[FP8_GEMV_MAXM][4];
+#pragma unroll
+        for (int m = 0; m < FP8_GEMV_MAXM; m++) {
+            if (m < M) {
+                const float4* xr = (const float4*) (x + (i64) m * K + (i64) u * 16);
+#pragma unroll
+                for (int j = 0; j < 4; j++) xv[m][j] = xr[j];
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < FP8_GEMV_ROWS; r++) {
+            if (r < cols && n0 + r < N) {
+                float wv[16];
+                e4m3x4_to_f32(q[r].x, wv);
+                e4m3x4_to_f32(q[r].y, wv + 4);
+                e4m3x4_to_f32(q[r].z, wv + 8);
+                e4m3x4_to_f32(q[r].w, wv + 12);
+#pragma unroll
+                for (int m = 0; m < FP8_GEMV_MAXM; m++) {
+                    if (m < M) {
+                        float d = 0.0f;
+#pragma unroll
+                        for (int j = 0; j < 4; j++) {
+                            float4 a = xv[m][j];
+                            d += wv[4 * j] * a.x + wv[4 * j + 1] * a.y + wv[4 * j + 2] * a.z + wv[4 * j + 3] * a.w;
+                        }
+                        acc[r][m] += d * s[r];
+                    }
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < FP8_GEMV_ROWS; r++) {
+#pragma unroll
+        for (int m = 0; m < FP8_GEMV_MAXM; m++) {
+            if (m < M && r < cols && n0 + r < N) {
+                float v = warp_sum(acc[r][m]);
+                if (lane == 0) y[(i64) m * N + n0 + r] = v;
+            }
         }
     }
 }

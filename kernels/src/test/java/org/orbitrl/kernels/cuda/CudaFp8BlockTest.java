@@ -17,8 +17,11 @@ import java.util.SplittableRandom;
  * <ul>
  *   <li>dequantize to f32 bit for bit the format's row decoder; to bf16 bit for bit that value rounded to nearest
  *       even;</li>
- *   <li>{@code matmulQuantized} and {@code matmulQuantizedTransposed} (the weight in bf16, the rows of x rounded to bf16
- *       above the GEMV's 16 rows) against double sums of the same roundings, |err| ≤ 1e-6 + 1e-5·Σ|x·w|;</li>
+ *   <li>{@code matmulQuantized} and {@code matmulQuantizedTransposed} against double sums of the same roundings, |err| ≤
+ *       1e-6 + 1e-5·Σ|x·w|: up to 4 rows with K a multiple of 16 the FP8 GEMV (the exact weights, x as it is; 130
+ *       output columns: a warp's last columns past the end), else the
+ *       weight dequantized to bf16 and the rows of x rounded to bf16 above the bf16 GEMV's 16 rows; dy always
+ *       rounded;</li>
  *   <li>{@code matmulF32} and {@code matmulTransposedF32} (x never rounded) against double sums of x's f32 values and
  *       the decoded weights, |err| ≤ 1e-6 + 1e-5·Σ|x·w| (bf16-rounded rows of 1024 values put some 1e-4 of that sum
  *       on a typical element and fail); a bf16 weight through the same calls likewise.</li>
@@ -55,26 +58,30 @@ class CudaFp8BlockTest extends CudaTestBase {
     void theQuantizedProductsMatchTheirRoundings() {
         SplittableRandom r = rng(82);
         for (QuantFormat f : FORMATS) {
-            int n = 200;
-            int k = 264;
-            QuantizedTensor w = f.quantize(randn(r, 0.1f, n, k));
-            float[] wb = bf16Round(CudaQuantTest.dequantizeRef(w));
-            QuantizedTensor dw = gpu.toDevice(w);
-            try {
-                for (int m : new int[]{3, 40}) {
-                    float[] x = randn(r, 1f, m, k).toFloatArray();
-                    float[] xr = m > 16 ? bf16Round(x) : x;
-                    Tensor y = poisoned(DType.F32, m, n);
-                    gpu.matmulQuantized(dev(Tensor.of(x, m, k)), dw, y);
-                    check(f.name() + " matmulQuantized m=" + m, xr, wb, m, n, k, false, gpu.toHost(y).toFloatArray());
-                    float[] dy = randn(r, 1f, m, n).toFloatArray();
-                    Tensor dx = poisoned(DType.F32, m, k);
-                    gpu.matmulQuantizedTransposed(dev(Tensor.of(dy, m, n)), dw, dx);
-                    check(f.name() + " matmulQuantizedTransposed m=" + m, bf16Round(dy), wb, m, n, k, true,
-                            gpu.toHost(dx).toFloatArray());
+            for (int[] nk : new int[][]{{200, 264}, {130, 272}, {256, 1024}}) {
+                int n = nk[0];
+                int k = nk[1];
+                QuantizedTensor w = f.quantize(randn(r, 0.1f, n, k));
+                float[] exact = CudaQuantTest.dequantizeRef(w);
+                float[] wb = bf16Round(exact);
+                QuantizedTensor dw = gpu.toDevice(w);
+                try {
+                    for (int m : new int[]{1, 3, 8, 40}) {
+                        boolean fp8Gemv = m <= CudaMatmulOps.FP8_GEMV_MAX_ROWS && k % 16 == 0;   // exact weights, x as it is
+                        float[] x = randn(r, 1f, m, k).toFloatArray();
+                        Tensor y = poisoned(DType.F32, m, n);
+                        gpu.matmulQuantized(dev(Tensor.of(x, m, k)), dw, y);
+                        check(f.name() + " matmulQuantized " + m + "x" + k + "->" + n + (fp8Gemv ? " (FP8 GEMV)" : ""),
+                                m > 16 ? bf16Round(x) : x, fp8Gemv ? exact : wb, m, n, k, false, gpu.toHost(y).toFloatArray());
+                        float[] dy = randn(r, 1f, m, n).toFloatArray();
+                        Tensor dx = poisoned(DType.F32, m, k);
+                        gpu.matmulQuantizedTransposed(dev(Tensor.of(dy, m, n)), dw, dx);
+                        check(f.name() + " matmulQuantizedTransposed m=" + m, bf16Round(dy), wb, m, n, k, true,
+                                gpu.toHost(dx).toFloatArray());
+                    }
+                } finally {
+                    gpu.free(dw);
                 }
-            } finally {
-                gpu.free(dw);
             }
         }
     }

@@ -227,7 +227,7 @@ final class DeepseekV4Moe {
             Tensor dlt = Ops.device(a, dl, n, e);
             router.backward(b, xt, dlt, part);
             b.add(dx, part, dx);
-            Ops.acc(x, a.toFloats(dx));
+            Ops.accOwned(x, a.toFloats(dx));
             Ops.release(a, dlt, part, dx);
         });
         return y;

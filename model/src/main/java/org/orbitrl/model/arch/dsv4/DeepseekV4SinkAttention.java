@@ -55,8 +55,8 @@ final class DeepseekV4SinkAttention {
                 if (!b.sinkAttentionBackward(bq, bkv, bm, bs, scale, dy, dq, dkv)) {
                     throw new IllegalStateException(b.name() + " took the sink attention's forward but not its backward");
                 }
-                Ops.acc(q, a.toFloats(dq));
-                Ops.acc(kv, a.toFloats(dkv));
+                Ops.accOwned(q, a.toFloats(dq));
+                Ops.accOwned(kv, a.toFloats(dkv));
                 Ops.release(a, bq, bkv, bm, bs, dy, dq, dkv);
             });
         }

@@ -98,7 +98,7 @@ final class GroupedOutput {
                     productTransposed(b, groups[gi], dyg, dxg);
                     b.copy(dxg, dx.select(1, gi));
                 }
-                Ops.acc(o, a.toFloats(dx));
+                Ops.accOwned(o, a.toFloats(dx));
                 Ops.release(a, dy, dyg, dxg, dx);
             });
         }

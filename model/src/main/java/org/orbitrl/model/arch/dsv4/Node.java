@@ -48,6 +48,15 @@ final class Node {
         return g;
     }
 
+    /** Takes {@code d} as the gradient where none has flowed here yet (its caller gives the array up); else false. */
+    boolean adoptGrad(float[] d) {
+        if (g != null || d.length != v.length) {
+            return false;
+        }
+        g = d;
+        return true;
+    }
+
     /** The gradient, or null if nothing flowed here. */
     float[] gradOrNull() {
         return g;

@@ -28,6 +28,16 @@ final class Ops {
         });
     }
 
+    /**
+     * Adds d, a fresh array nobody else keeps (a value read back from the backend), into n's gradient: the first
+     * gradient to reach n is d itself, no zeroed array and no pass over it.
+     */
+    static void accOwned(Node n, float[] d) {
+        if (!n.adoptGrad(d)) {
+            acc(n, d);
+        }
+    }
+
     /** Rows whose work (rows × work a row) is below this run on the calling thread. */
     static final long PARALLEL_WORK = 1 << 16;
 
@@ -87,7 +97,7 @@ final class Ops {
                 Tensor dy = device(b, y.gradOrNull(), rows, out);
                 Tensor dx = b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, rows, in);
                 lin.backward(b, xt, dy, dx);
-                acc(x, host(b, dx));
+                accOwned(x, host(b, dx));
             });
         }
         return y;

@@ -47,21 +47,23 @@ public final class GroupedOutputBench {
             for (int t : tokens) {
                 float[] o = random(r, t * GROUPS * IN, 1f);
                 float[] dy = random(r, t * GROUPS * R, 1f);
-                float[][] dev = new float[1][];
+                float[][][] dev = new float[1][][];
                 double ms = time(() -> dev[0] = run(p, gpu, o, dy, t), 3);
                 double tflops = 2.0 * 2 * t * GROUPS * (double) R * IN / (ms * 1e-3) / 1e12;
                 String host = "";
                 String ratio = "";
                 String err = "";
                 if (t <= hostTokens) {
-                    float[][] h = new float[1][];
-                    double hms = time(() -> h[0] = hostLoop(wExact, o, dy, t), 1);
+                    float[][][] hp = new float[1][][];
+                    double hms = time(() -> hp[0] = hostLoop(wExact, o, dy, t), 1);
+                    float[][] h = {joined(hp[0])};
                     host = String.format("%.1f", hms);
                     ratio = String.format("%.0fx", hms / ms);
                     double worst = 0;
                     double scale = 0;
+                    float[] d = joined(dev[0]);
                     for (int i = 0; i < h[0].length; i++) {
-                        worst = Math.max(worst, Math.abs(h[0][i] - dev[0][i]));
+                        worst = Math.max(worst, Math.abs(h[0][i] - d[i]));
                         scale = Math.max(scale, Math.abs(h[0][i]));
                     }
                     err = String.format("%.2e", worst / scale);
@@ -71,20 +73,24 @@ public final class GroupedOutputBench {
         }
     }
 
-    /** The forward's output followed by the input's gradient, as one array. */
-    private static float[] run(GroupedOutput p, CudaBackend b, float[] o, float[] dy, int t) {
+    /** The forward's output and the input's gradient (outside the timing, the caller joins them to compare). */
+    private static float[][] run(GroupedOutput p, CudaBackend b, float[] o, float[] dy, int t) {
         GradTape tape = new GradTape();
         Node on = new Node(o);
         Node y = p.forward(tape, b, on, t);
         System.arraycopy(dy, 0, y.grad(), 0, dy.length);
         tape.backward();
-        float[] out = Arrays.copyOf(y.v, y.v.length + on.grad().length);
-        System.arraycopy(on.grad(), 0, out, y.v.length, on.grad().length);
+        return new float[][] {y.v, on.grad()};
+    }
+
+    private static float[] joined(float[][] parts) {
+        float[] out = Arrays.copyOf(parts[0], parts[0].length + parts[1].length);
+        System.arraycopy(parts[1], 0, out, parts[0].length, parts[1].length);
         return out;
     }
 
     /** The projection as the host ran it before: per token, group and output an f32 sum; the backward likewise. */
-    private static float[] hostLoop(float[] w, float[] o, float[] dy, int n) {
+    private static float[][] hostLoop(float[] w, float[] o, float[] dy, int n) {
         float[] y = new float[n * GROUPS * R];
         float[] dx = new float[o.length];
         Ops.forRows(n, (long) GROUPS * R * IN, row -> {
@@ -110,9 +116,7 @@ public final class GroupedOutputBench {
                 }
             }
         });
-        float[] out = Arrays.copyOf(y, y.length + dx.length);
-        System.arraycopy(dx, 0, out, y.length, dx.length);
-        return out;
+        return new float[][] {y, dx};
     }
 
     /** TFLOP/s of cuBLAS's f32 product [m, IN] x [R, IN]^T on device operands, median of 5 after a warm-up. */

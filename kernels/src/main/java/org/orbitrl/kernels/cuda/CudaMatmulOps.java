@@ -301,13 +301,22 @@ final class CudaMatmulOps {
             matmul(x, w, y);
             return;
         }
-        if (w != null) {
-            ctx.devContiguous("matmulF32 w", w, DType.BF16);
+        if (w != null && (w.rank() != 2 || w.dtype() != DType.BF16)) {
+            throw new IllegalArgumentException("matmulF32: the weight must be f32 or bf16 [N, K], got " + w);
         }
+        ctx.devContiguous("matmulF32 x", x, DType.F32);
+        ctx.devContiguous("matmulF32 y", y, DType.F32);
         int n = Math.toIntExact(q != null ? q.rows() : w.size(0));
         int k = Math.toIntExact(q != null ? q.cols() : w.size(1));
-        if (w != null && w.rank() != 2) {
-            throw new IllegalArgumentException("matmulF32: weight must be [N, K], got " + w);
+        if (x.size(-1) != k || y.size(-1) != n || CudaContext.rows(y) != CudaContext.rows(x)) {
+            throw new IllegalArgumentException("matmulF32: x " + x + " · wᵀ " + (q != null ? q : w) + " -> y " + y
+                    + " do not agree");
+        }
+        if (CudaContext.rows(x) == 0 || n == 0) {
+            return;
+        }
+        if (w != null) {
+            ctx.devContiguous("matmulF32 w", w, DType.BF16);
         }
         Tensor wf = ctx.scratch(CudaContext.Scratch.EXACT_DEQUANT, DType.F32, (long) n * k).reshape(n, k);
         if (q != null) {
@@ -316,6 +325,15 @@ final class CudaMatmulOps {
             ctx.launch(widen, ctx.gridFor((long) n * k, 256), 256, w, wf, (long) n * k);
         }
         matmul(x, wf, y);
+    }
+
+    /**
+     * Whether an FP8 block weight's product of m rows goes by {@code gemv_fp8_block}: 2 to {@link #FP8_GEMV_MAX_ROWS}
+     * rows, and one row of a weight of 4096 output columns or more (below that the bf16 one-row GEMV over the
+     * dequantized weight is faster: {@code Fp8LinearBench}); K a multiple of 16.
+     */
+    static boolean fp8Gemv(int m, int n, int k) {
+        return m >= 1 && m <= FP8_GEMV_MAX_ROWS && (m > 1 || n >= 4096) && k % 16 == 0;
     }
 
     void matmulQuantized(Tensor x, QuantizedTensor w, Tensor y) {
@@ -327,14 +345,14 @@ final class CudaMatmulOps {
             if (w.cols() != k || y.size(-1) != w.rows() || CudaContext.rows(y) != m) {
                 throw new IllegalArgumentException("matmulQuantized: x " + x + " · wᵀ " + w + " -> y " + y + " do not agree");
             }
-            if (m == 0) {
+            int n = Math.toIntExact(w.rows());
+            if (m == 0 || n == 0) {
                 return;
             }
-            if (m <= FP8_GEMV_MAX_ROWS && k % 16 == 0 && aligned16(x, w.codes())) {
+            if (fp8Gemv(m, n, k) && aligned16(x, w.codes())) {
                 ctx.devContiguous("fp8 weight codes", w.codes(), DType.F8E4M3);
                 ctx.devContiguous("fp8 weight scales", w.scales(), null);
-                int n = Math.toIntExact(w.rows());
-                int cols = n < 4096 && m <= 2 ? 1 : FP8_GEMV_COLUMNS;   // a narrow weight at one or two rows: more warps
+                int cols = n < 4096 && m <= 2 ? 1 : FP8_GEMV_COLUMNS;   // a narrow weight at two rows: more warps
                 ctx.launch(gemvFp8, gemvGrid((n + cols - 1) / cols), GEMV_BLOCK, x, w.codes(), w.scales(),
                         w.format() == Fp8Block128Ue8m0.INSTANCE ? 1 : 0, y, m, n, k, cols);
                 return;

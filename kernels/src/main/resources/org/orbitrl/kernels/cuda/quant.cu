@@ -117,7 +117,7 @@ __device__ __forceinline__ void e4m3x4_to_f32(u32 w, float* out) {
 
 // FP8 E4M3 with one scale a 128x128 block (DeepSeek's fp8 checkpoints): w[n, k] = e4m3(codes[n, k]) * scale[n/128,
 // k/128], scales f32 (scaleU8 = 0) or E8M0 bytes (scaleU8 = 1; 2^(e - 127), 255 NaN), into out [N, K] f32 or bf16
-// (round to nearest even). One thread a run of 8 values of a row (K a multiple of 8); any K, N.
+// (round to nearest even). One thread a run of 8 values of a row: K a multiple of 8, any N.
 extern "C" __global__ void dequant_fp8_block(const uint2* codes, const void* scales, int scaleU8, void* out, int outBf16,
                                              int N, int K) {
     i64 units = (i64) N * (K / 8);

@@ -18,8 +18,9 @@ import java.util.SplittableRandom;
  *   <li>dequantize to f32 bit for bit the format's row decoder; to bf16 bit for bit that value rounded to nearest
  *       even;</li>
  *   <li>{@code matmulQuantized} and {@code matmulQuantizedTransposed} against double sums of the same roundings, |err| ≤
- *       1e-6 + 1e-5·Σ|x·w|: up to 4 rows with K a multiple of 16 the FP8 GEMV (the exact weights, x as it is; 130
- *       output columns: a warp's last columns past the end), else the
+ *       1e-6 + 1e-5·Σ|x·w|: where {@code CudaMatmulOps.fp8Gemv} takes it (2 to 4 rows, or one row of 4096 output
+ *       columns or more; K a multiple of 16) the FP8 GEMV (the exact weights, x as it is; 130 and 4098 output columns:
+ *       a warp's last columns past the end), else the
  *       weight dequantized to bf16 and the rows of x rounded to bf16 above the bf16 GEMV's 16 rows; dy always
  *       rounded;</li>
  *   <li>{@code matmulF32} and {@code matmulTransposedF32} (x never rounded) against double sums of x's f32 values and
@@ -58,7 +59,7 @@ class CudaFp8BlockTest extends CudaTestBase {
     void theQuantizedProductsMatchTheirRoundings() {
         SplittableRandom r = rng(82);
         for (QuantFormat f : FORMATS) {
-            for (int[] nk : new int[][]{{200, 264}, {130, 272}, {256, 1024}}) {
+            for (int[] nk : new int[][]{{200, 264}, {130, 272}, {256, 1024}, {4098, 256}}) {
                 int n = nk[0];
                 int k = nk[1];
                 QuantizedTensor w = f.quantize(randn(r, 0.1f, n, k));
@@ -66,8 +67,8 @@ class CudaFp8BlockTest extends CudaTestBase {
                 float[] wb = bf16Round(exact);
                 QuantizedTensor dw = gpu.toDevice(w);
                 try {
-                    for (int m : new int[]{1, 3, 8, 40}) {
-                        boolean fp8Gemv = m <= CudaMatmulOps.FP8_GEMV_MAX_ROWS && k % 16 == 0;   // exact weights, x as it is
+                    for (int m : new int[]{1, 2, 3, 8, 40}) {
+                        boolean fp8Gemv = CudaMatmulOps.fp8Gemv(m, n, k);   // exact weights, x as it is
                         float[] x = randn(r, 1f, m, k).toFloatArray();
                         Tensor y = poisoned(DType.F32, m, n);
                         gpu.matmulQuantized(dev(Tensor.of(x, m, k)), dw, y);

@@ -229,7 +229,7 @@ public final class MemoryPlanner {
         // Dequantization: per model instance that runs the chunked path, one bf16 buffer of C expert
         // matrices on a device's grouped path (none on the host's, whose temporary is an activation),
         // else one buffer of C f32 expert slots that the instance's MoE layers share; the largest other quantized matrix into
-        // a double-buffered bf16 copy.
+        // a double-buffered bf16 copy, and in exact mode on a device into an f32 one as well.
         long dequant = 0;
         if (full) {
             dequant = 2 * largestLayerBf16;     // all-gather buffers of one layer's shards, double-buffered
@@ -239,6 +239,9 @@ public final class MemoryPlanner {
                         !node.hostMemory());
             }
             dequant += 2 * largestQuantizedOther;
+            if (exactOnDevice(req)) {
+                dequant += 2 * largestQuantizedOther;   // exact mode's products dequantize it to f32 (twice its bf16 bytes)
+            }
         }
         b.put(MemoryCategory.DEQUANT_BUFFERS, dequant);
 

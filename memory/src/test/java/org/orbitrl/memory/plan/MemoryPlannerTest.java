@@ -291,6 +291,23 @@ class MemoryPlannerTest {
     }
 
     /**
+     * FP8 attention on the training bench's shape: the largest quantized matrix outside the experts is q_proj or o_proj,
+     * 4096 x 2048 = 8,388,608 values, which the default kernels dequantize into a double-buffered bf16 copy (2 x 16 MiB)
+     * and exact mode also into an f32 one (32 MiB more); the experts' chunk buffer only with the default kernels.
+     */
+    @Test
+    void fp8AttentionDequantizesIntoBf16AndInExactModeF32() {
+        PlanRequest int4 = trainingBenchRequest();
+        PlanRequest fp8 = int4.withBase(BaseFormat.parse("experts=int4,attention=fp8"));
+        long largest = 4096L * 2048;
+        assertEquals(2 * largest * 2, MemoryPlanner.budgetOf(fp8, GpuRole.TRAIN).get(MemoryCategory.DEQUANT_BUFFERS)
+                - MemoryPlanner.budgetOf(int4, GpuRole.TRAIN).get(MemoryCategory.DEQUANT_BUFFERS), "the bf16 copies");
+        assertEquals(2 * largest * 2 + largest * 4,
+                MemoryPlanner.budgetOf(fp8.withExact(true), GpuRole.TRAIN).get(MemoryCategory.DEQUANT_BUFFERS),
+                "exact mode: the bf16 copies and the f32 one, no chunk buffer");
+    }
+
+    /**
      * Kept layers on the tiny fixture (2 layers, 16 training tokens): keeping the last layer under
      * recompute costs nothing (one layer's tape is live in backward either way); keeping both adds the
      * first layer's tape of the hand count above (3·64 + 3·96 + 1.25·(2·64 + 3·32) = 760 elements a

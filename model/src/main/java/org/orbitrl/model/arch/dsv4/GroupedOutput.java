@@ -80,29 +80,41 @@ final class GroupedOutput {
         Tensor xg = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, in);
         Tensor yg = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, r);
         Tensor y = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, g, r);
-        for (int gi = 0; gi < g; gi++) {
-            b.copy(x.select(1, gi), xg);
-            product(b, groups[gi], xg, yg);
-            b.copy(yg, y.select(1, gi));
+        Node yn;
+        try {
+            for (int gi = 0; gi < g; gi++) {
+                b.copy(x.select(1, gi), xg);
+                product(b, groups[gi], xg, yg);
+                b.copy(yg, y.select(1, gi));
+            }
+            yn = new Node(a.toFloats(y));
+        } finally {
+            Ops.release(a, x, xg, yg, y);
         }
-        Node yn = new Node(a.toFloats(y));
-        Ops.release(a, x, xg, yg, y);
         if (t != null) {
-            t.record(yn, () -> {
-                Tensor dy = Ops.device(a, yn.gradOrNull(), n, g, r);
-                Tensor dyg = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, r);
-                Tensor dxg = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, in);
-                Tensor dx = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, g, in);
-                for (int gi = 0; gi < g; gi++) {
-                    b.copy(dy.select(1, gi), dyg);
-                    productTransposed(b, groups[gi], dyg, dxg);
-                    b.copy(dxg, dx.select(1, gi));
-                }
-                Ops.accOwned(o, a.toFloats(dx));
-                Ops.release(a, dy, dyg, dxg, dx);
-            });
+            t.record(yn, () -> backward(b, yn.gradOrNull(), o, n));
         }
         return yn;
+    }
+
+    /** Sends dy [N, groups·r] to o's gradient. */
+    private void backward(Backend b, float[] dyHost, Node o, int n) {
+        TensorAllocator a = b.allocator();
+        int g = groups.length;
+        Tensor dy = Ops.device(a, dyHost, n, g, r);
+        Tensor dyg = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, r);
+        Tensor dxg = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, in);
+        Tensor dx = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, g, in);
+        try {
+            for (int gi = 0; gi < g; gi++) {
+                b.copy(dy.select(1, gi), dyg);
+                productTransposed(b, groups[gi], dyg, dxg);
+                b.copy(dxg, dx.select(1, gi));
+            }
+            Ops.accOwned(o, a.toFloats(dx));
+        } finally {
+            Ops.release(a, dy, dyg, dxg, dx);
+        }
     }
 
     private static void product(Backend b, Weight w, Tensor x, Tensor y) {

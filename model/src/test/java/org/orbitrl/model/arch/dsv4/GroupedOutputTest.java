@@ -36,7 +36,7 @@ class GroupedOutputTest {
         int r = 8;
         SplittableRandom rnd = new SplittableRandom(30);
         Tensor w = Tensor.of(random(rnd, groups * r * in), (long) groups * r, in).to(DType.BF16);
-        check(new GroupedOutput(Weight.of(w), groups, in, r), w.toFloatArray(), rnd, n, groups, in, r);
+        check(new GroupedOutput(Weight.of(w), groups, in, r), cpu, w.toFloatArray(), rnd, n, groups, in, r);
     }
 
     @Test
@@ -50,7 +50,7 @@ class GroupedOutputTest {
         Weight w = Weight.of(q);
         assertTrue(GroupedOutput.viewable(w, r));
         assertFalse(GroupedOutput.viewable(w, 64), "a group of half a block is not a view");
-        check(new GroupedOutput(w, groups, in, r), Weight.decoded(w).toFloatArray(), rnd, n, groups, in, r);
+        check(new GroupedOutput(w, groups, in, r), cpu, Weight.decoded(w).toFloatArray(), rnd, n, groups, in, r);
     }
 
     @Test
@@ -73,25 +73,27 @@ class GroupedOutputTest {
         int few = 3;
         float[] o = random(rnd, n * groups * in);
         float[] dy = random(rnd, n * groups * r);
-        float[][] all = run(p, o, dy, n);
-        float[][] some = run(p, Arrays.copyOf(o, few * groups * in), Arrays.copyOf(dy, few * groups * r), few);
+        float[][] all = run(p, cpu, o, dy, n);
+        float[][] some = run(p, cpu, Arrays.copyOf(o, few * groups * in), Arrays.copyOf(dy, few * groups * r), few);
         assertArrayEquals(Arrays.copyOf(all[0], few * groups * r), some[0], "y of the first tokens");
         assertArrayEquals(Arrays.copyOf(all[1], few * groups * in), some[1], "dx of the first tokens");
     }
 
-    private float[][] run(GroupedOutput p, float[] o, float[] dy, int n) {
+    /** The forward's output and o's gradient for dy, on {@code b}. */
+    static float[][] run(GroupedOutput p, Backend b, float[] o, float[] dy, int n) {
         GradTape tape = new GradTape();
         Node on = new Node(o);
-        Node y = p.forward(tape, cpu, on, n);
+        Node y = p.forward(tape, b, on, n);
         System.arraycopy(dy, 0, y.grad(), 0, dy.length);
         tape.backward();
         return new float[][] {y.v, on.grad()};
     }
 
-    private void check(GroupedOutput p, float[] wv, SplittableRandom rnd, int n, int groups, int in, int r) {
+    /** p on {@code b} against the closed form over the weight's values wv [groups·r, in]. */
+    static void check(GroupedOutput p, Backend b, float[] wv, SplittableRandom rnd, int n, int groups, int in, int r) {
         float[] o = random(rnd, n * groups * in);
         float[] dy = random(rnd, n * groups * r);
-        float[][] got = run(p, o, dy, n);
+        float[][] got = run(p, b, o, dy, n);
         double[] wantY = new double[n * groups * r];
         double[] wantDx = new double[o.length];
         for (int t = 0; t < n; t++) {
@@ -123,7 +125,7 @@ class GroupedOutputTest {
     }
 
     /** Uniform in [-1, 1). */
-    private static float[] random(SplittableRandom r, int n) {
+    static float[] random(SplittableRandom r, int n) {
         float[] v = new float[n];
         for (int i = 0; i < n; i++) {
             v[i] = (float) (r.nextDouble() * 2 - 1);

@@ -2,6 +2,7 @@ package org.orbitrl.model.nn;
 
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.quant.Fp8Block128;
 import org.orbitrl.kernels.quant.Int4G32;
 import org.orbitrl.kernels.quant.Int4G32Asym;
 import org.orbitrl.kernels.quant.QuantizedTensor;
@@ -13,6 +14,8 @@ import java.util.Set;
  * Reads one linear layer's base weight as the checkpoint stores it, without re-quantizing:
  * <ul>
  *   <li>{@code <module>.weight} f32/bf16: a dense weight (a zero-copy view of the mapped file);</li>
+ *   <li>{@code <module>.weight} FP8 E4M3 with {@code weight_scale_inv} per 128×128 block (fine-grained fp8, as Qwen's
+ *       and DeepSeek's fp8 releases ship it);</li>
  *   <li>compressed-tensors {@code pack-quantized} INT4 group-32 (Kimi-K2.x):
  *       {@code weight_packed} i32 [out, in/8], {@code weight_scale} bf16 [out, in/32],
  *       {@code weight_shape} [2], and {@code weight_zero_point} for the asymmetric variant.</li>
@@ -41,7 +44,8 @@ public final class WeightLoader {
     /** The base weight [out, in] of {@code module}, in whichever supported layout the checkpoint has. */
     public Weight weight(String module, long out, long in) {
         if (source.has(module + ".weight")) {
-            return Weight.of(tensor(module + ".weight", out, in));
+            Tensor w = tensor(module + ".weight", out, in);
+            return w.dtype() == DType.F8E4M3 ? fp8(module, w, out, in) : Weight.of(w);
         }
         if (source.has(module + ".weight_packed")) {
             Tensor shape = tensor(module + ".weight_shape", 2);
@@ -64,6 +68,24 @@ public final class WeightLoader {
         }
         throw new IllegalArgumentException("checkpoint has no weight for " + module + " (looked for " + module
                 + ".weight and " + module + ".weight_packed)");
+    }
+
+    /**
+     * A fine-grained FP8 weight (Qwen's and DeepSeek's fp8 releases): E4M3 codes with one inverse scale a 128×128 block,
+     * {@code weight_scale_inv} f32 or bf16 [⌈out/128⌉, ⌈in/128⌉] (bf16 widened, exactly).
+     */
+    private Weight fp8(String module, Tensor codes, long out, long in) {
+        String name = module + ".weight_scale_inv";
+        if (!source.has(name)) {
+            throw new IllegalArgumentException(module + ".weight is FP8 E4M3 but the checkpoint has no " + name
+                    + " (one scale a 128x128 block expected)");
+        }
+        Tensor scales = tensor(name, (out + 127) / 128, (in + 127) / 128);
+        if (scales.dtype() != DType.F32 && scales.dtype() != DType.BF16) {
+            throw new IllegalArgumentException(name + " must be f32 or bf16, got " + scales.dtype());
+        }
+        return Weight.of(QuantizedTensor.named(module, Fp8Block128.INSTANCE, out, in, codes,
+                scales.dtype() == DType.F32 ? scales : scales.to(DType.F32), null, 1f));
     }
 
     /** The bias [out] of {@code module}. */

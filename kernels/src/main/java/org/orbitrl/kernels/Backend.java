@@ -65,6 +65,14 @@ public interface Backend extends AutoCloseable {
         return false;
     }
 
+    /**
+     * Whether this backend's grouped expert products take routed experts held in {@code format} as stored (a loader
+     * asks before it loads a checkpoint whose experts are in that format). The host's take every format.
+     */
+    default boolean runsExpertsIn(org.orbitrl.kernels.quant.QuantFormat format) {
+        return true;
+    }
+
     /** {@code y = x · wᵀ} with a quantized weight [N, K], without materialising w in full precision. */
     void matmulQuantized(Tensor x, QuantizedTensor w, Tensor y);
 

@@ -56,6 +56,13 @@ public final class LoadedModel implements AutoCloseable {
             throw new IllegalArgumentException(dir + ": tensor and expert parallelism are available for qwen3 and"
                     + " qwen3_moe; model_type " + spec.modelType() + " loads on one device only");
         }
+        if (format.quantFormat() == null && spec.moe() != null && spec.family() != ModelFamily.DEEPSEEK_V4
+                && spec.quantization() instanceof org.orbitrl.model.spec.QuantizationConfig.Fp8
+                && !backend.runsExpertsIn(org.orbitrl.kernels.quant.Fp8Block128.INSTANCE)) {
+            throw new IllegalArgumentException(dir + ": the routed experts are stored FP8 block-128 (quantization_config "
+                    + "fp8) and this backend's expert kernels take INT4, MXFP4 or NVFP4 experts; load with base format "
+                    + "int4, mxfp4 or nvfp4 (the experts quantized on load from their FP8 values)");
+        }
         Checkpoint ckpt = Checkpoint.open(dir);
         try {
             CausalLM m = switch (spec.family()) {

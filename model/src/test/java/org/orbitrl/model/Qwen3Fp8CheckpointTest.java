@@ -138,6 +138,35 @@ class Qwen3Fp8CheckpointTest {
         Qwen3FixtureTest.assertClose(what + " with INT4 experts vs its decoded values with INT4 experts", d, q, 1e-4f);
     }
 
+    /**
+     * A backend whose expert kernels do not take FP8 (the CUDA backend's) refuses the checkpoint kept as stored before
+     * reading a weight, naming the directory and the base formats that load it; with INT4 experts it loads.
+     */
+    @Test
+    void aBackendWithoutFp8ExpertsIsToldWhichBaseFormatsLoadThem() throws IOException {
+        Path[] dirs = export(tmp, false, null);
+        org.orbitrl.kernels.Backend cpu = Backends.cpu();
+        org.orbitrl.kernels.Backend noFp8Experts = (org.orbitrl.kernels.Backend) java.lang.reflect.Proxy.newProxyInstance(
+                org.orbitrl.kernels.Backend.class.getClassLoader(), new Class<?>[]{org.orbitrl.kernels.Backend.class},
+                (proxy, method, args) -> {
+                    if (method.getName().equals("runsExpertsIn")) {
+                        return ((org.orbitrl.kernels.quant.QuantFormat) args[0]).name().startsWith("int4");
+                    }
+                    try {
+                        return method.invoke(cpu, args);
+                    } catch (java.lang.reflect.InvocationTargetException e) {
+                        throw e.getCause();
+                    }
+                });
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> LoadedModel.load(dirs[0], noFp8Experts, BaseFormat.BF16).close());
+        assertTrue(e.getMessage().contains(dirs[0].toString()) && e.getMessage().contains("FP8")
+                && e.getMessage().contains("int4"), e.getMessage());
+        try (LoadedModel m = LoadedModel.load(dirs[0], noFp8Experts, BaseFormat.INT4)) {
+            assertTrue(m.targets().expertSets().size() > 0, "loads with INT4 experts");
+        }
+    }
+
     @Test
     void anFp8WeightWithoutItsScaleIsRefusedNamingIt() throws IOException {
         String module = "model.layers.1.self_attn.o_proj";

@@ -398,6 +398,15 @@ public final class CudaBackend implements Backend {
         matmulOps.matmulAccumulate(x, w, y);
     }
 
+    /** The expert kernels' formats: INT4 g32 (symmetric and zero-point), MXFP4 and NVFP4; not FP8 block-128. */
+    @Override
+    public boolean runsExpertsIn(org.orbitrl.kernels.quant.QuantFormat format) {
+        return switch (format.name()) {
+            case "int4-g32", "int4-g32-asym", "mxfp4", "nvfp4" -> true;
+            default -> false;
+        };
+    }
+
     @Override
     public void matmulQuantized(Tensor x, QuantizedTensor w, Tensor y) {
         ctx.device.bind();

@@ -51,6 +51,15 @@ class CudaFp8CheckpointTest {
         compare(layout, ex.quantized(), DeepseekV3FormatsTest.sequences(), DEFAULT_KERNEL_ATOL);
     }
 
+    /** Kept as stored, an fp8 checkpoint's FP8 experts are refused by the CUDA backend before loading. */
+    @org.junit.jupiter.api.Test
+    void fp8ExpertsKeptAsStoredAreRefusedBeforeLoading() throws IOException {
+        Path[] dirs = Qwen3Fp8CheckpointTest.export(tmp, false, null);
+        IllegalArgumentException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                () -> LoadedModel.load(dirs[0], GPU.fast(), BaseFormat.BF16).close());
+        assertTrue(e.getMessage().contains("FP8") && e.getMessage().contains("int4, mxfp4 or nvfp4"), e.getMessage());
+    }
+
     private static void compare(String what, Path dir, List<int[]> seqs, float defaultAtol) {
         float[] want;
         try (LoadedModel m = LoadedModel.load(dir, Backends.cpu(), BaseFormat.INT4)) {

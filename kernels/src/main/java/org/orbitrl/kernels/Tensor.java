@@ -385,6 +385,11 @@ public final class Tensor {
             MemorySegment.copy(src.segment, src.byteOffset(), segment, byteOffset(), byteSize());
             return;
         }
+        int last = shape.length - 1;
+        if (src.dtype == dtype && last >= 0 && strides[last] == 1 && src.strides[last] == 1) {
+            copyRows(src, last);
+            return;
+        }
         long[] idx = new long[shape.length];
         long n = numel();
         boolean integral = !dtype.isFloatingPoint() && !src.dtype.isFloatingPoint();
@@ -395,6 +400,26 @@ public final class Tensor {
                 setFloat(src.getFloat(idx), idx);
             }
             increment(idx);
+        }
+    }
+
+    /** {@link #copyFrom} for views whose last dimension is contiguous on both sides: a row at a time. */
+    private void copyRows(Tensor src, int last) {
+        long cols = shape[last];
+        if (cols == 0 || numel() == 0) {
+            return;
+        }
+        int b = dtype.bytes();
+        long rows = numel() / cols;
+        long[] idx = new long[shape.length];   // idx[last] stays 0
+        for (long r = 0; r < rows; r++) {
+            MemorySegment.copy(src.segment, src.elementOffset(idx) * b, segment, elementOffset(idx) * b, cols * b);
+            for (int i = last - 1; i >= 0; i--) {
+                if (++idx[i] < shape[i]) {
+                    break;
+                }
+                idx[i] = 0;
+            }
         }
     }
 

@@ -113,7 +113,7 @@ final class DeepseekV3Loader {
             DeepseekV3Moe moe = null;
             if (c.isMoe(i)) {
                 DenseMlp[] experts = DenseMlp.routedExperts(place, p + "mlp.experts.", c.experts(), c.moeIntermediate(), h,
-                        e -> true, this::expert);
+                        e -> true, this::weight, options.expertQuantizer());
                 DenseMlp shared = c.sharedInter() > 0 ? mlp(p + "mlp.shared_experts.", c.sharedInter()) : null;
                 Tensor bias = null;
                 if (c.scoreCorrectionBias() || src.has(p + "mlp.gate.e_score_correction_bias")) {
@@ -150,16 +150,6 @@ final class DeepseekV3Loader {
     /** A tensor that must exist with this shape, placed in the backend's memory. */
     private Tensor placed(String name, long... shape) {
         return Placement.tensor(place, weights.tensor(name, shape));
-    }
-
-    /** A routed expert projection's weight where the checkpoint holds it: as stored, or quantized on load if asked. */
-    private Weight expert(String module, int out, int in) {
-        Weight w = weight(module, out, in);
-        Tensor full = options.expertQuantizer() == null ? null : Weight.quantizable(w);
-        if (full != null) {
-            w = options.expertQuantizer().apply(full);
-        }
-        return w;
     }
 
     /** The base weight of {@code module}, checked against the checkpoint's quantization_config. */

@@ -63,7 +63,7 @@ public final class DenseMlp {
         this.down = down;
     }
 
-    /** A loader's base weight of one expert projection [out, in], as the checkpoint holds it (or quantized on load). */
+    /** A loader's base weight of one expert projection [out, in], as the checkpoint holds it. */
     interface ExpertWeightSource {
         Weight weight(String module, int out, int in);
     }
@@ -71,10 +71,12 @@ public final class DenseMlp {
     /**
      * A layer's routed experts {@code <prefix><e>.gate_proj / up_proj / down_proj} (gate and up [inter, hidden], down
      * [hidden, inter]), each projection's experts placed together ({@link Placement#experts}: back to back on a device);
-     * null for an expert {@code held} says another rank holds.
+     * null for an expert {@code held} says another rank holds. With a {@code quantizer} (null: as stored), every
+     * projection {@link Weight#quantizable} is quantized on load, the layer's projections spread over the common pool's
+     * threads (each one's result does not depend on the thread; the checkpoint is read in order on this thread first).
      */
     static DenseMlp[] routedExperts(TensorAllocator place, String prefix, int experts, int inter, int hidden, IntPredicate held,
-                                    ExpertWeightSource source) {
+                                    ExpertWeightSource source, java.util.function.Function<Tensor, Weight> quantizer) {
         String[] projections = {"gate_proj", "up_proj", "down_proj"};
         Weight[][] w = new Weight[3][experts];   // [projection][expert]
         for (int e = 0; e < experts; e++) {
@@ -83,6 +85,15 @@ public final class DenseMlp {
                     w[j][e] = source.weight(prefix + e + "." + projections[j], j < 2 ? inter : hidden, j < 2 ? hidden : inter);
                 }
             }
+        }
+        if (quantizer != null) {
+            java.util.stream.IntStream.range(0, 3 * experts).parallel().forEach(i -> {
+                Weight stored = w[i % 3][i / 3];
+                Tensor full = stored == null ? null : Weight.quantizable(stored);
+                if (full != null) {
+                    w[i % 3][i / 3] = quantizer.apply(full);
+                }
+            });
         }
         for (int j = 0; j < 3; j++) {
             w[j] = Placement.experts(place, w[j]);

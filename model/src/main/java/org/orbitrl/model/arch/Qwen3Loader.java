@@ -63,7 +63,7 @@ final class Qwen3Loader {
             if (c.isMoe(i)) {
                 ShardedWeights shards = sharded;
                 DenseMlp[] experts = DenseMlp.routedExperts(w.place(), p + "mlp.experts.", c.experts(), c.moeIntermediate(), h,
-                        e -> shards == null || shards.ownsExpert(e), (module, out, in) -> w.expert(module, out, in, options));
+                        e -> shards == null || shards.ownsExpert(e), w.weights()::weight, options.expertQuantizer());
                 moe = new SparseMoe(w.linear(p + "mlp.gate", c.experts(), h, false), experts, c.topK(), c.normTopKProb());
             } else {
                 mlp = new DenseMlp(
@@ -104,16 +104,6 @@ final class Qwen3Loader {
         Linear linear(String module, int out, int in, boolean bias) {
             return new Linear(module, Placement.weight(place, weights.weight(module, out, in)),
                     bias ? Placement.tensor(place, weights.bias(module, out)) : null);
-        }
-
-        /** An expert projection's weight where the checkpoint holds it: quantized as stored, or quantized on load if asked. */
-        Weight expert(String module, int out, int in, Qwen3Model.LoadOptions options) {
-            Weight w = weights.weight(module, out, in);
-            Tensor full = options.expertQuantizer() == null ? null : Weight.quantizable(w);
-            if (full != null) {
-                w = options.expertQuantizer().apply(full);
-            }
-            return w;
         }
     }
 }

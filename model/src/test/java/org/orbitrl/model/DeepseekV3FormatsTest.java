@@ -281,7 +281,7 @@ public class DeepseekV3FormatsTest {
         return outer;
     }
 
-    private static Path write(Path dir, ObjectNode config, Map<String, Tensor> tensors) throws IOException {
+    static Path write(Path dir, ObjectNode config, Map<String, Tensor> tensors) throws IOException {
         Files.createDirectories(dir);
         JSON.writerWithDefaultPrettyPrinter().writeValue(dir.resolve("config.json").toFile(), config);
         new SafetensorsWriter().metadata("format", "pt").addAll(tensors).write(dir.resolve("model.safetensors"));
@@ -289,16 +289,7 @@ public class DeepseekV3FormatsTest {
     }
 
     static List<int[]> sequences() {
-        Tensor ids = new TestSafetensors(FIXTURE.resolve("reference.safetensors")).get("input_ids");
-        List<int[]> out = new ArrayList<>();
-        for (int b = 0; b < ids.size(0); b++) {
-            int[] s = new int[ids.size(1)];
-            for (int t = 0; t < s.length; t++) {
-                s[t] = (int) ids.getLong(b, t);
-            }
-            out.add(s);
-        }
-        return out;
+        return org.orbitrl.model.arch.FixtureRuns.inputRows(new TestSafetensors(FIXTURE.resolve("reference.safetensors")));
     }
 
     /** Logits of the sequences (no cache); {@code hidden1[0]} receives the hidden state after layer 0. */

@@ -12,14 +12,12 @@ import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.quant.Fp8Block128;
 import org.orbitrl.kernels.quant.Int4G32;
 import org.orbitrl.kernels.quant.QuantizedTensor;
+import org.orbitrl.model.arch.FixtureRuns;
 import org.orbitrl.model.arch.Qwen3FixtureTest;
-import org.orbitrl.model.checkpoint.SafetensorsWriter;
 import org.orbitrl.model.nn.Weight;
 
 import java.io.IOException;
-import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
@@ -74,27 +72,12 @@ class Qwen3Fp8CheckpointTest {
         quant.put("fmt", "e4m3");
         quant.put("activation_scheme", "dynamic");
         quant.putArray("weight_block_size").add(128).add(128);
-        return new Path[]{write(tmp.resolve("quantized"), config, quantized), write(tmp.resolve("decoded"), plain, decoded)};
-    }
-
-    private static Path write(Path dir, ObjectNode config, Map<String, Tensor> tensors) throws IOException {
-        Files.createDirectories(dir);
-        JSON.writerWithDefaultPrettyPrinter().writeValue(dir.resolve("config.json").toFile(), config);
-        new SafetensorsWriter().metadata("format", "pt").addAll(tensors).write(dir.resolve("model.safetensors"));
-        return dir;
+        return new Path[]{DeepseekV3FormatsTest.write(tmp.resolve("quantized"), config, quantized),
+                DeepseekV3FormatsTest.write(tmp.resolve("decoded"), plain, decoded)};
     }
 
     static List<int[]> sequences() {
-        Tensor ids = new TestSafetensors(FIXTURE.resolve("reference.safetensors")).get("input_ids");
-        List<int[]> out = new ArrayList<>();
-        for (int b = 0; b < ids.size(0); b++) {
-            int[] s = new int[ids.size(1)];
-            for (int t = 0; t < s.length; t++) {
-                s[t] = (int) ids.getLong(b, t);
-            }
-            out.add(s);
-        }
-        return out;
+        return FixtureRuns.inputRows(new TestSafetensors(FIXTURE.resolve("reference.safetensors")));
     }
 
     @ParameterizedTest

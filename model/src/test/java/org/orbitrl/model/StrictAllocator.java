@@ -12,12 +12,14 @@ import java.util.Arrays;
  * The device memory of a {@link StrictBackend}: tensors of an arena confined to the device thread,
  * so the host can neither read nor write them except through {@link #toHost}, {@link #upload},
  * {@link #copy} and {@link #zero}, which, like a device allocator's, require the device side to be
- * contiguous. Counts the host reads taken through {@link #toHost}.
+ * contiguous. Counts the host reads taken through {@link #toHost} and their bytes, and the bytes uploaded.
  */
 public final class StrictAllocator implements TensorAllocator {
     private final StrictBackend backend;
     private final Arena arena;
     private int hostReads;
+    private long hostReadBytes;
+    private long uploadBytes;
 
     StrictAllocator(StrictBackend backend) {
         this.backend = backend;
@@ -46,6 +48,7 @@ public final class StrictAllocator implements TensorAllocator {
         }
         Tensor dev = allocate(category, host.dtype(), host.shape());
         copy(host, dev);
+        uploadBytes += dev.byteSize();
         return dev;
     }
 
@@ -56,6 +59,7 @@ public final class StrictAllocator implements TensorAllocator {
         }
         t.requireContiguous("device copy source");
         hostReads++;
+        hostReadBytes += t.byteSize();
         return backend.on(() -> {
             Tensor h = Tensor.allocate(Arena.ofAuto(), t.dtype(), t.shape());
             h.copyFrom(t);
@@ -102,6 +106,16 @@ public final class StrictAllocator implements TensorAllocator {
     /** How many device tensors were copied to the host through {@link #toHost}. */
     public int hostReads() {
         return hostReads;
+    }
+
+    /** Bytes of the device tensors copied to the host through {@link #toHost}. */
+    public long hostReadBytes() {
+        return hostReadBytes;
+    }
+
+    /** Bytes of the host tensors copied into this memory through {@link #upload}. */
+    public long uploadBytes() {
+        return uploadBytes;
     }
 
     void closeArena() {

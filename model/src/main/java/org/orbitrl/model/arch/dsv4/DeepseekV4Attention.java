@@ -78,26 +78,25 @@ final class DeepseekV4Attention {
         int d = c.headDim();
         float eps = c.rmsEps();
         RopeTable rope = rope();
-        float[][] cs = DeepseekV4Config.cosSin(rope, positions);
-        Node qr = Ops.rmsNorm(t, Ops.linear(t, b, qA, x, n), c.qLoraRank(), qNorm, eps);     // [N, qLoraRank]
-        Node q = Ops.rmsNorm(t, Ops.linear(t, b, qB, qr, n), d, null, eps);                  // [N, heads*d]
-        q = Ops.rope(t, q, heads, d, cs[0], cs[1], false);
-        Node k = Ops.rmsNorm(t, Ops.linear(t, b, kv, x, n), d, kvNorm, eps);                  // [N, d]
-        k = Ops.rope(t, k, 1, d, cs[0], cs[1], false);
+        Node qr = Ops.rmsNorm(t, b, Ops.linear(t, b, qA, x, n), c.qLoraRank(), qNorm, eps);  // [N, qLoraRank]
+        Node q = Ops.rmsNorm(t, b, Ops.linear(t, b, qB, qr, n), d, null, eps);               // [N, heads*d]
+        q = Ops.rope(t, b, q, heads, d, rope, positions, false);
+        Node k = Ops.rmsNorm(t, b, Ops.linear(t, b, kv, x, n), d, kvNorm, eps);               // [N, d]
+        k = Ops.rope(t, b, k, 1, d, rope, positions, false);
         Node[] comp = compressor == null ? null : compressor.project(t, b, x, n);           // [N, width] x2
         int[][] picks = indexer == null ? null : indexer.select(b, x, qr, positions, segs, compressor.rate, c);
         Node[] outs = new Node[segs.length];
         for (int si = 0; si < segs.length; si++) {
             Seg s = segs[si];
             State st = s.state();
-            Node qs = Ops.rows(t, q, heads * d, s.start(), s.len());
-            Node ks = Ops.rows(t, k, d, s.start(), s.len());
+            Node qs = Ops.rows(t, b, q, heads * d, s.start(), s.len());
+            Node ks = Ops.rows(t, b, k, d, s.start(), s.len());
             int past = st == null ? 0 : st.window.length / d;
             Node entries = null;
             if (compressor != null) {
                 int w = compressor.width();
-                entries = compressor.compress(t, Ops.rows(t, comp[0], w, s.start(), s.len()),
-                        Ops.rows(t, comp[1], w, s.start(), s.len()), st == null ? null : st.comp, c.compressRope());
+                entries = compressor.compress(t, Ops.rows(t, null, comp[0], w, s.start(), s.len()),
+                        Ops.rows(t, null, comp[1], w, s.start(), s.len()), st == null ? null : st.comp, c.compressRope());
             }
             int m = entries == null ? 0 : entries.size() / d;
             int keys = past + s.len() + m;
@@ -124,17 +123,17 @@ final class DeepseekV4Attention {
                     }
                 }
             });
-            Node keyRows = Ops.concatRows(t, past == 0 ? null : new Node(st.window), ks, entries);
+            Node keyRows = Ops.concatRows(t, b, d, past == 0 ? null : new Node(st.window), ks, entries);
             outs[si] = DeepseekV4SinkAttention.attend(t, b, qs, keyRows, mask, sinks, heads, d, (float) (1 / Math.sqrt(d)));
             if (st != null) {
                 int keep = Math.min(c.slidingWindow() - 1, past + s.len());
                 float[] all = java.util.Arrays.copyOf(st.window, (past + s.len()) * d);
-                System.arraycopy(ks.v, 0, all, past * d, s.len() * d);
+                System.arraycopy(ks.v(), 0, all, past * d, s.len() * d);
                 st.window = java.util.Arrays.copyOfRange(all, (past + s.len() - keep) * d, (past + s.len()) * d);
             }
         }
-        Node o = Ops.concatRows(t, outs);                                                     // [N, heads*d]
-        o = Ops.rope(t, o, heads, d, cs[0], cs[1], true);
+        Node o = Ops.concatRows(t, b, heads * d, outs);                                      // [N, heads*d]
+        o = Ops.rope(t, b, o, heads, d, rope, positions, true);
         Node g = oA.forward(t, b, o, n);                                                      // [N, groups*oLoraRank]
         return Ops.linear(t, b, oB, g, n);
     }

@@ -75,8 +75,8 @@ final class DeepseekV4Compressor {
         int w = width();
         Node bufKv = st == null || st.bufKv.length == 0 ? null : new Node(st.bufKv);
         Node bufGate = st == null || st.bufGate.length == 0 ? null : new Node(st.bufGate);
-        Node kvAll = bufKv == null ? kv : Ops.concatRows(t, bufKv, kv);
-        Node gateAll = bufGate == null ? gate : Ops.concatRows(t, bufGate, gate);
+        Node kvAll = bufKv == null ? kv : Ops.concatRows(t, null, w, bufKv, kv);
+        Node gateAll = bufGate == null ? gate : Ops.concatRows(t, null, w, bufGate, gate);
         int rows = kvAll.size() / w;
         int windows = rows / rate;
         int usable = windows * rate;
@@ -86,7 +86,7 @@ final class DeepseekV4Compressor {
         if (windows > 0) {
             Node pooled = pool(t, kvAll, gateAll, windows, st == null ? null : st.overlapKv,
                     st == null ? null : st.overlapGate);
-            Node normed = Ops.rmsNorm(t, pooled, dim, norm, eps);
+            Node normed = Ops.rmsNorm(t, null, pooled, dim, norm, eps);
             int half = rope.rotaryDim() / 2;
             float[] cos = new float[windows * half];
             float[] sin = new float[windows * half];
@@ -99,8 +99,10 @@ final class DeepseekV4Compressor {
             fresh = Ops.rope(t, normed, 1, dim, cos, sin, false);
         }
         if (st != null) {
-            st.bufKv = java.util.Arrays.copyOfRange(kvAll.v, usable * w, rows * w);
-            st.bufGate = java.util.Arrays.copyOfRange(gateAll.v, usable * w, rows * w);
+            float[] kvAllV = kvAll.v();
+            float[] gateAllV = gateAll.v();
+            st.bufKv = java.util.Arrays.copyOfRange(kvAllV, usable * w, rows * w);
+            st.bufGate = java.util.Arrays.copyOfRange(gateAllV, usable * w, rows * w);
             if (windows > 0) {
                 if (overlap) {
                     st.overlapKv = new float[rate * dim];
@@ -108,13 +110,13 @@ final class DeepseekV4Compressor {
                     for (int j = 0; j < rate; j++) {
                         int row = (windows - 1) * rate + j;
                         for (int c = 0; c < dim; c++) {
-                            st.overlapKv[j * dim + c] = kvAll.v[row * w + c];
-                            st.overlapGate[j * dim + c] = gateAll.v[row * w + c] + ape[j * w + c];
+                            st.overlapKv[j * dim + c] = kvAllV[row * w + c];
+                            st.overlapGate[j * dim + c] = gateAllV[row * w + c] + ape[j * w + c];
                         }
                     }
                 }
                 float[] e = java.util.Arrays.copyOf(st.entries, st.entries.length + fresh.size());
-                System.arraycopy(fresh.v, 0, e, st.entries.length, fresh.size());
+                System.arraycopy(fresh.v(), 0, e, st.entries.length, fresh.size());
                 st.entries = e;
                 st.count += windows;
             }
@@ -122,13 +124,15 @@ final class DeepseekV4Compressor {
         if (fresh == null) {
             return old == null ? new Node(new float[0]) : old;
         }
-        return old == null ? fresh : Ops.concatRows(t, old, fresh);
+        return old == null ? fresh : Ops.concatRows(t, null, dim, old, fresh);
     }
 
     /** The gated pooling of the first {@code windows} full windows of kv, gate [rows, width] -> [windows, d]. */
     private Node pool(GradTape t, Node kv, Node gate, int windows, float[] priorKv, float[] priorGate) {
         int w = width();
         int slots = overlap ? 2 * rate : rate;
+        float[] kvv = kv.v();
+        float[] gatev = gate.v();
         float[] y = new float[windows * dim];
         float[] probs = new float[windows * dim * slots];   // softmax weights, for backward
         int[] src = new int[windows * dim * slots];          // flat index into kv/gate, -1: prior, -2: empty
@@ -164,8 +168,8 @@ final class DeepseekV4Compressor {
                         row = win * rate + j;
                     }
                     src[base + s] = row * w + ch;
-                    logit[s] = gate.v[row * w + ch] + ape[j * w + ch];
-                    val[s] = kv.v[row * w + ch];
+                    logit[s] = gatev[row * w + ch] + ape[j * w + ch];
+                    val[s] = kvv[row * w + ch];
                     max = Math.max(max, logit[s]);
                 }
                 float sum = 0;
@@ -197,7 +201,7 @@ final class DeepseekV4Compressor {
                         }
                         float p = probs[i * slots + s];
                         dkv[k] += p * dy[i];
-                        dg[k] += p * dy[i] * (kv.v[k] - out);
+                        dg[k] += p * dy[i] * (kvv[k] - out);
                     }
                 }
             });

@@ -37,7 +37,7 @@ final class DeepseekV4HyperConnection {
     /** The mixing weights [N, (2+hc)·hc] (pre, post, comb row-major [j][k]) of streams [N, hc·H]. */
     Node weights(GradTape t, Node streams) {
         int n = streams.size() / (hc * hidden);
-        Node flat = Ops.rmsNorm(t, streams, hc * hidden, null, normEps);
+        Node flat = Ops.rmsNorm(t, null, streams, hc * hidden, null, normEps);
         Node m = Ops.matmulT(t, flat, n, fn, mixes(), hc * hidden);
         return map(t, m, n);
     }
@@ -49,24 +49,25 @@ final class DeepseekV4HyperConnection {
     private Node map(GradTape t, Node m, int n) {
         int mm = mixes();
         int cc = hc * hc;
+        float[] mv = m.v();
         float[] y = new float[n * mm];
         // per token: softmax probabilities, then every Sinkhorn iterate (2*iters-1 of them) for backward
         float[][] stages = new float[n][];
         Ops.forRows(n, (long) hc * hidden, r -> {
             int o = r * mm;
             for (int i = 0; i < hc; i++) {
-                y[o + i] = sigmoid(m.v[o + i] * scale[0] + base[i]) + hcEps;
-                y[o + hc + i] = 2f * sigmoid(m.v[o + hc + i] * scale[1] + base[hc + i]);
+                y[o + i] = sigmoid(mv[o + i] * scale[0] + base[i]) + hcEps;
+                y[o + hc + i] = 2f * sigmoid(mv[o + hc + i] * scale[1] + base[hc + i]);
             }
             float[] st = new float[2 * iters * cc];
             for (int j = 0; j < hc; j++) {
                 float max = Float.NEGATIVE_INFINITY;
                 for (int k = 0; k < hc; k++) {
-                    max = Math.max(max, m.v[o + 2 * hc + j * hc + k] * scale[2] + base[2 * hc + j * hc + k]);
+                    max = Math.max(max, mv[o + 2 * hc + j * hc + k] * scale[2] + base[2 * hc + j * hc + k]);
                 }
                 float sum = 0;
                 for (int k = 0; k < hc; k++) {
-                    float e = (float) Math.exp(m.v[o + 2 * hc + j * hc + k] * scale[2] + base[2 * hc + j * hc + k] - max);
+                    float e = (float) Math.exp(mv[o + 2 * hc + j * hc + k] * scale[2] + base[2 * hc + j * hc + k] - max);
                     st[j * hc + k] = e;
                     sum += e;
                 }
@@ -94,9 +95,9 @@ final class DeepseekV4HyperConnection {
                 Ops.forRows(n, (long) hc * hidden, r -> {
                     int o = r * mm;
                     for (int i = 0; i < hc; i++) {
-                        float s0 = sigmoid(m.v[o + i] * scale[0] + base[i]);
+                        float s0 = sigmoid(mv[o + i] * scale[0] + base[i]);
                         dm[o + i] += dy[o + i] * s0 * (1 - s0) * scale[0];
-                        float s1 = sigmoid(m.v[o + hc + i] * scale[1] + base[hc + i]);
+                        float s1 = sigmoid(mv[o + hc + i] * scale[1] + base[hc + i]);
                         dm[o + hc + i] += dy[o + hc + i] * 2f * s1 * (1 - s1) * scale[1];
                     }
                     float[] st = stages[r];
@@ -160,12 +161,14 @@ final class DeepseekV4HyperConnection {
     /** Block input [N, H] = Σ_j pre_j · stream_j, pre from columns [0, hc) of w [N, width]. */
     static Node collapse(GradTape t, Node w, int width, Node streams, int hc, int hidden) {
         int n = streams.size() / (hc * hidden);
+        float[] wv = w.v();
+        float[] sv = streams.v();
         float[] y = new float[n * hidden];
         Ops.forRows(n, (long) hc * hidden, r -> {
             for (int j = 0; j < hc; j++) {
-                float p = w.v[r * width + j];
+                float p = wv[r * width + j];
                 for (int c = 0; c < hidden; c++) {
-                    y[r * hidden + c] += p * streams.v[(r * hc + j) * hidden + c];
+                    y[r * hidden + c] += p * sv[(r * hc + j) * hidden + c];
                 }
             }
         });
@@ -177,11 +180,11 @@ final class DeepseekV4HyperConnection {
                 float[] ds = streams.grad();
                 Ops.forRows(n, (long) hc * hidden, r -> {
                     for (int j = 0; j < hc; j++) {
-                        float p = w.v[r * width + j];
+                        float p = wv[r * width + j];
                         float dot = 0;
                         for (int c = 0; c < hidden; c++) {
                             int si = (r * hc + j) * hidden + c;
-                            dot += dy[r * hidden + c] * streams.v[si];
+                            dot += dy[r * hidden + c] * sv[si];
                             ds[si] += p * dy[r * hidden + c];
                         }
                         dw[r * width + j] += dot;
@@ -200,14 +203,17 @@ final class DeepseekV4HyperConnection {
     Node expand(GradTape t, Node w, Node f, Node streams) {
         int mm = mixes();
         int n = f.size() / hidden;
+        float[] wv = w.v();
+        float[] fv = f.v();
+        float[] sv = streams.v();
         float[] y = new float[n * hc * hidden];
         Ops.forRows(n, (long) hc * hidden, r -> {
             for (int k = 0; k < hc; k++) {
-                float post = w.v[r * mm + hc + k];
+                float post = wv[r * mm + hc + k];
                 for (int c = 0; c < hidden; c++) {
-                    float s = post * f.v[r * hidden + c];
+                    float s = post * fv[r * hidden + c];
                     for (int j = 0; j < hc; j++) {
-                        s += w.v[r * mm + 2 * hc + j * hc + k] * streams.v[(r * hc + j) * hidden + c];
+                        s += wv[r * mm + 2 * hc + j * hc + k] * sv[(r * hc + j) * hidden + c];
                     }
                     y[(r * hc + k) * hidden + c] = s;
                 }
@@ -222,21 +228,21 @@ final class DeepseekV4HyperConnection {
                 float[] ds = streams.grad();
                 Ops.forRows(n, (long) hc * hidden, r -> {
                     for (int k = 0; k < hc; k++) {
-                        float post = w.v[r * mm + hc + k];
+                        float post = wv[r * mm + hc + k];
                         float dPost = 0;
                         for (int c = 0; c < hidden; c++) {
                             float d = dy[(r * hc + k) * hidden + c];
-                            dPost += d * f.v[r * hidden + c];
+                            dPost += d * fv[r * hidden + c];
                             df[r * hidden + c] += d * post;
                         }
                         dw[r * mm + hc + k] += dPost;
                         for (int j = 0; j < hc; j++) {
-                            float comb = w.v[r * mm + 2 * hc + j * hc + k];
+                            float comb = wv[r * mm + 2 * hc + j * hc + k];
                             float dComb = 0;
                             for (int c = 0; c < hidden; c++) {
                                 float d = dy[(r * hc + k) * hidden + c];
                                 int si = (r * hc + j) * hidden + c;
-                                dComb += d * streams.v[si];
+                                dComb += d * sv[si];
                                 ds[si] += d * comb;
                             }
                             dw[r * mm + 2 * hc + j * hc + k] += dComb;
@@ -255,11 +261,12 @@ final class DeepseekV4HyperConnection {
     static Node head(GradTape t, Node streams, float[] fn, float[] base, float scale, int hc, int hidden, float hcEps,
                      float normEps) {
         int n = streams.size() / (hc * hidden);
-        Node flat = Ops.rmsNorm(t, streams, hc * hidden, null, normEps);
+        Node flat = Ops.rmsNorm(t, null, streams, hc * hidden, null, normEps);
         Node m = Ops.matmulT(t, flat, n, fn, hc, hc * hidden);
+        float[] mv = m.v();
         float[] pre = new float[n * hc];
         for (int i = 0; i < pre.length; i++) {
-            pre[i] = sigmoid(m.v[i] * scale + base[i % hc]) + hcEps;
+            pre[i] = sigmoid(mv[i] * scale + base[i % hc]) + hcEps;
         }
         Node p = new Node(pre);
         if (t != null) {
@@ -267,7 +274,7 @@ final class DeepseekV4HyperConnection {
                 float[] dp = p.gradOrNull();
                 float[] dm = m.grad();
                 for (int i = 0; i < pre.length; i++) {
-                    float s = sigmoid(m.v[i] * scale + base[i % hc]);
+                    float s = sigmoid(mv[i] * scale + base[i % hc]);
                     dm[i] += dp[i] * s * (1 - s) * scale;
                 }
             });

@@ -43,16 +43,15 @@ final class DeepseekV4Indexer {
         // no tape: nothing here is recorded for backward, and x and qr keep the device copies their other readers made
         Node[] proj = compressor.project(null, b, x, n);
         Node q = Ops.linear(null, b, qB, qr, n);                       // [N, heads*dim]
-        float[][] cs = DeepseekV4Config.cosSin(c.compressRope(), positions);
-        q = Ops.rope(null, q, heads, dim, cs[0], cs[1], false);
-        Node w = Ops.linear(null, b, weightsProj, x, n);               // [N, heads]
+        q = Ops.rope(null, b, q, heads, dim, c.compressRope(), positions, false);
+        float[] w = Ops.linear(null, b, weightsProj, x, n).v();        // [N, heads]
         float qScale = (float) (1 / Math.sqrt(dim));
         float wScale = (float) (1 / Math.sqrt(heads));
         int[][] out = new int[n][];
         int width = compressor.width();
         for (DeepseekV4Attention.Seg s : segs) {
-            Node keys = compressor.compress(null, Ops.rows(null, proj[0], width, s.start(), s.len()),
-                    Ops.rows(null, proj[1], width, s.start(), s.len()), s.state() == null ? null : s.state().index,
+            Node keys = compressor.compress(null, Ops.rows(null, null, proj[0], width, s.start(), s.len()),
+                    Ops.rows(null, null, proj[1], width, s.start(), s.len()), s.state() == null ? null : s.state().index,
                     c.compressRope());
             int m = keys.size() / dim;
             int[] closed = new int[s.len()];
@@ -61,10 +60,10 @@ final class DeepseekV4Indexer {
                 int row = s.start() + i;
                 closed[i] = Math.min(m, (positions[row] + 1) / rate);
                 for (int h = 0; h < heads; h++) {
-                    wq[i * heads + h] = w.v[row * heads + h] * wScale;
+                    wq[i * heads + h] = w[row * heads + h] * wScale;
                 }
             }
-            float[] scores = scores(b, q.v, s.start(), s.len(), keys.v, m, wq, closed, qScale);
+            float[] scores = scores(b, q, s.start(), s.len(), keys.v(), m, wq, closed, qScale);
             for (int i = 0; i < s.len(); i++) {
                 float[] score = java.util.Arrays.copyOfRange(scores, i * m, (i + 1) * m);
                 int[] chosen = DeepseekV4TopK.select(score, Math.min(topK, m));
@@ -81,11 +80,13 @@ final class DeepseekV4Indexer {
      * that takes it ({@link Backend#indexerScores}: the CUDA backend outside exact mode) the products run there and the
      * scores come back; otherwise here, each query and entry in turn.
      */
-    float[] scores(Backend b, float[] q, int start, int len, float[] keys, int m, float[] wq, int[] closed,
+    float[] scores(Backend b, Node qn, int start, int len, float[] keys, int m, float[] wq, int[] closed,
                            float qScale) {
         TensorAllocator a = b.allocator();
         if (!a.hostMemory() && m > 0 && b.takesDeepseekV4Attention()) {
-            Tensor qt = Ops.device(a, java.util.Arrays.copyOfRange(q, start * heads * dim, (start + len) * heads * dim),
+            int rows = qn.size() / (heads * dim);
+            Tensor qt = qn.onDevice() ? qn.placed(a, rows, heads, dim).slice(0, start, start + len)
+                    : Ops.device(a, java.util.Arrays.copyOfRange(qn.v(), start * heads * dim, (start + len) * heads * dim),
                     len, heads, dim);
             Tensor kt = Ops.device(a, keys, m, dim);
             Tensor wt = Ops.device(a, wq, len, heads);
@@ -93,11 +94,15 @@ final class DeepseekV4Indexer {
             Tensor st = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, len, m);
             boolean taken = b.indexerScores(qt, kt, wt, ct, qScale, st);
             float[] got = taken ? a.toFloats(st) : null;
-            Ops.release(a, qt, kt, wt, ct, st);
+            Ops.release(a, kt, wt, ct, st);
+            if (!qn.onDevice()) {
+                a.release(qt);
+            }
             if (taken) {
                 return got;
             }
         }
+        float[] q = qn.v();
         float[] score = new float[len * m];
         java.util.Arrays.fill(score, Float.NEGATIVE_INFINITY);
         for (int i = 0; i < len; i++) {

@@ -212,7 +212,8 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
     @Override
     public Tensor forward(List<Segment> batch, HiddenSink hidden) {
         Node logits = run(batch, hidden, null);
-        return backend.allocator().uploadFloats(MemoryCategory.LOGITS, logits.v, logits.size() / c.vocab(), c.vocab());
+        return logits.onDevice() ? logits.placed(backend.allocator(), logits.size() / c.vocab(), c.vocab())
+                : backend.allocator().uploadFloats(MemoryCategory.LOGITS, logits.v(), logits.size() / c.vocab(), c.vocab());
     }
 
     /** What a training forward keeps: the tape and the logits node. */
@@ -233,7 +234,8 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         @Override
         public Tensor logits() {
             if (placed == null) {
-                placed = place.uploadFloats(MemoryCategory.LOGITS, logits.v, logits.size() / vocab, vocab);
+                placed = logits.onDevice() ? logits.placed(place, logits.size() / vocab, vocab)
+                        : place.uploadFloats(MemoryCategory.LOGITS, logits.v(), logits.size() / vocab, vocab);
             }
             return placed;
         }
@@ -255,13 +257,15 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         if (!(t instanceof TrainTape tt)) {
             throw new IllegalArgumentException("not a tape of this model: " + t);
         }
-        float[] d = backend.allocator().toFloats(dLogits);
-        if (d.length != tt.logits.size()) {
-            throw new IllegalArgumentException("d logits has " + d.length + " values, the logits " + tt.logits.size());
+        if (dLogits.numel() != tt.logits.size()) {
+            throw new IllegalArgumentException("d logits has " + dLogits.numel() + " values, the logits " + tt.logits.size());
         }
-        float[] g = tt.logits.grad();
-        for (int i = 0; i < d.length; i++) {
-            g[i] += d[i];
+        if (Ops.keepsValues(backend)) {
+            Tensor d = backend.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, dLogits.shape());
+            backend.copy(dLogits, d);
+            tt.logits.accDevice(backend, d);
+        } else {
+            Ops.acc(tt.logits, backend.allocator().toFloats(dLogits));
         }
         tt.tape.backward();
     }
@@ -334,9 +338,9 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
             }
         }
         Node collapsed = DeepseekV4HyperConnection.head(tape, x, headFn, headBase, headScale, hc, h, c.hcEps(), c.rmsEps());
-        Node normed = Ops.rmsNorm(tape, collapsed, h, norm, c.rmsEps());
+        Node normed = Ops.rmsNorm(tape, backend, collapsed, h, norm, c.rmsEps());
         if (hidden != null) {
-            hidden.accept(layers.length, backend.allocator().uploadFloats(MemoryCategory.ACTIVATIONS, normed.v, n, h));
+            hidden.accept(layers.length, backend.allocator().uploadFloats(MemoryCategory.ACTIVATIONS, normed.v(), n, h));
         }
         for (int si = 0; si < batch.size(); si++) {
             Segment s = batch.get(si);
@@ -345,16 +349,16 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
                 seqStates[si].length += s.tokens().length;
             }
         }
-        return Ops.linear(tape, backend, lmHead, normed, n);
+        return Ops.linear(tape, backend, lmHead, normed, n, MemoryCategory.LOGITS);
     }
 
     private Node layer(GradTape t, Layer l, Node x, int[] ids, int[] pos, DeepseekV4Attention.Seg[] segs) {
         Node w = l.attnHc().weights(t, x);
-        Node in = Ops.rmsNorm(t, l.attnHc().collapse(t, w, x), c.hidden(), l.attnNorm(), c.rmsEps());
+        Node in = Ops.rmsNorm(t, backend, l.attnHc().collapse(t, w, x), c.hidden(), l.attnNorm(), c.rmsEps());
         Node a = l.attn().forward(t, backend, in, pos, segs);
         x = l.attnHc().expand(t, w, a, x);
         w = l.ffnHc().weights(t, x);
-        in = Ops.rmsNorm(t, l.ffnHc().collapse(t, w, x), c.hidden(), l.ffnNorm(), c.rmsEps());
+        in = Ops.rmsNorm(t, backend, l.ffnHc().collapse(t, w, x), c.hidden(), l.ffnNorm(), c.rmsEps());
         Node m = l.moe().forward(t, backend, in, ids);
         return l.ffnHc().expand(t, w, m, x);
     }
@@ -362,7 +366,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
     /** Hands layer {@code index}'s input streams to {@code sink}, in the backend's memory as every model's hidden states. */
     private void emit(HiddenSink sink, int index, Node x, int n, int hc, int h) {
         if (sink != null) {
-            sink.accept(index, backend.allocator().uploadFloats(MemoryCategory.ACTIVATIONS, x.v, n, hc, h));
+            sink.accept(index, backend.allocator().uploadFloats(MemoryCategory.ACTIVATIONS, x.v(), n, hc, h));
         }
     }
 

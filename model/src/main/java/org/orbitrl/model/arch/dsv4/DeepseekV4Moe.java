@@ -111,11 +111,11 @@ final class DeepseekV4Moe {
         int h = router.in();
         int e = experts.length;
         Node logits = Ops.linear(t, b, router, x, n);   // [N, E]
-        float[] scores = scores(logits.v);
+        float[] scores = scores(logits.v());
         int[] idx = choose(scores, ids, n, e);           // [N, k]
         Node w = routeWeights(t, logits, scores, idx, n, e);    // [N*k]
         Node routed = routedPerExpert(t, b, x, idx, w, n, h, e);
-        return Ops.add(t, routed, mlp(t, b, shared, x, n));
+        return Ops.add(t, b, routed, mlp(t, b, shared, x, n));
     }
 
     private float[] scores(float[] logits) {
@@ -190,8 +190,7 @@ final class DeepseekV4Moe {
         Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);
         Tensor[] kept = forwardOnDevice(b, xt, idx, w, out, null);
         Ops.release(a, kept);
-        Node y = new Node(a.toFloats(out));
-        a.release(out);
+        Node y = Ops.made(b, out);
         if (t == null) {
             return y;
         }
@@ -205,7 +204,7 @@ final class DeepseekV4Moe {
             Tensor g = f[1];
             Tensor u = f[2];
             Tensor act = f[3];
-            Tensor dy = Ops.device(a, y.gradOrNull(), n, h);
+            Tensor dy = y.gradPlaced(a, n, h);
             Tensor dx = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);
             Tensor dact = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, is);
             shared.down().backward(b, act, dy, dact);
@@ -223,12 +222,12 @@ final class DeepseekV4Moe {
             gt.release(a);
             float[] dl = new float[n * e];
             logitGrad(a.toFloats(dw), logits, scores, idx, sums, n, e, dl);
-            Ops.release(a, dw, wt, dy);
+            Ops.release(a, dw, wt);
             Tensor dlt = Ops.device(a, dl, n, e);
             router.backward(b, xt, dlt, part);
             b.add(dx, part, dx);
-            Ops.accOwned(x, a.toFloats(dx));
-            Ops.release(a, dlt, part, dx);
+            Ops.release(a, dlt, part);
+            Ops.sendGrad(b, x, dx);
         });
         return y;
     }
@@ -291,7 +290,7 @@ final class DeepseekV4Moe {
     private Node mlp(GradTape t, Backend b, DenseMlp m, Node x, int rows) {
         Node g = Ops.linear(t, b, m.gate(), x, rows);
         Node u = Ops.linear(t, b, m.up(), x, rows);
-        return Ops.linear(t, b, m.down(), Ops.swiglu(t, g, u, limit), rows);
+        return Ops.linear(t, b, m.down(), Ops.swiglu(t, b, g, u, limit), rows);
     }
 
     /** Normalised, scaled weights [N*k] of the chosen experts; their row sums (plus 1e-20) into sums [N]. */
@@ -330,7 +329,7 @@ final class DeepseekV4Moe {
         float[] sums = new float[n];
         Node wn = new Node(weights(scores, idx, n, e, sums));
         if (t != null) {
-            t.record(wn, () -> logitGrad(wn.gradOrNull(), logits.v, scores, idx, sums, n, e, logits.grad()));
+            t.record(wn, () -> logitGrad(wn.gradOrNull(), logits.v(), scores, idx, sums, n, e, logits.grad()));
         }
         return wn;
     }
@@ -338,13 +337,14 @@ final class DeepseekV4Moe {
     /** out[token] = Σ over its routing slots of weight[slot] · expert output row. */
     private static Node combine(GradTape t, int n, int h, List<Node> outs, List<int[]> slotsOf, Node w) {
         int k = w.size() / n;
+        float[] wv = w.v();
         float[] y = new float[n * h];
         for (int i = 0; i < outs.size(); i++) {
             int[] slots = slotsOf.get(i);
-            float[] ye = outs.get(i).v;
+            float[] ye = outs.get(i).v();
             for (int r = 0; r < slots.length; r++) {
                 int tok = slots[r] / k;
-                float wt = w.v[slots[r]];
+                float wt = wv[slots[r]];
                 for (int c = 0; c < h; c++) {
                     y[tok * h + c] += wt * ye[r * h + c];
                 }
@@ -359,13 +359,14 @@ final class DeepseekV4Moe {
                     int[] slots = slotsOf.get(i);
                     Node o = outs.get(i);
                     float[] dye = o.grad();
+                    float[] ov = o.v();
                     for (int r = 0; r < slots.length; r++) {
                         int tok = slots[r] / k;
-                        float wt = w.v[slots[r]];
+                        float wt = wv[slots[r]];
                         float dot = 0;
                         for (int c = 0; c < h; c++) {
                             dye[r * h + c] += wt * dy[tok * h + c];
-                            dot += dy[tok * h + c] * o.v[r * h + c];
+                            dot += dy[tok * h + c] * ov[r * h + c];
                         }
                         dw[slots[r]] += dot;
                     }

@@ -29,44 +29,60 @@ final class DeepseekV4SinkAttention {
         return onHost(t, q, kv, mask, sinks, heads, d, scale);
     }
 
-    /** {@link Backend#sinkAttention} on the backend's copies of the operands; null where the backend declines. */
+    /**
+     * {@link Backend#sinkAttention} on the operands in the backend's memory (where they are not already, copied there;
+     * the mask and sinks copied again for the backward rather than held); null where the backend declines.
+     */
     private static Node onBackend(GradTape t, Backend b, Node q, Node kv, float[] mask, float[] sinks, int heads, int d,
                                   float scale) {
         TensorAllocator a = b.allocator();
         int tq = q.size() / (heads * d);
         int s = kv.size() / d;
-        Tensor qt = Ops.device(a, q.v, tq, heads, d);
-        Tensor kvt = Ops.device(a, kv.v, s, d);
+        boolean keep = Ops.keepsValues(b);
+        Tensor qt = keep ? q.placed(a, tq, heads, d) : Ops.device(a, q.v(), tq, heads, d);
+        Tensor kvt = keep ? kv.placed(a, s, d) : Ops.device(a, kv.v(), s, d);
         Tensor mt = Ops.device(a, mask, tq, s);
         Tensor st = Ops.device(a, sinks, heads);
         Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, tq, heads, d);
         boolean taken = b.sinkAttention(qt, kvt, mt, st, scale, out);
-        Node y = taken ? new Node(a.toFloats(out)) : null;
-        Ops.release(a, qt, kvt, mt, st, out);   // the backward copies them again: a layer's queries are large to hold
-        if (taken && t != null) {
+        Ops.release(a, mt, st);
+        if (!taken) {
+            a.release(out);
+            return null;
+        }
+        Node y = Ops.made(b, out);
+        if (!keep) {   // a layer's queries are large to hold in device memory when its values live on the host
+            Ops.release(a, qt, kvt);
+        }
+        if (t != null) {
             t.record(y, () -> {
-                Tensor bq = Ops.device(a, q.v, tq, heads, d);
-                Tensor bkv = Ops.device(a, kv.v, s, d);
+                Tensor bq = keep ? q.placed(a, tq, heads, d) : Ops.device(a, q.v(), tq, heads, d);
+                Tensor bkv = keep ? kv.placed(a, s, d) : Ops.device(a, kv.v(), s, d);
                 Tensor bm = Ops.device(a, mask, tq, s);
                 Tensor bs = Ops.device(a, sinks, heads);
-                Tensor dy = Ops.device(a, y.gradOrNull(), tq, heads, d);
+                Tensor dy = y.gradPlaced(a, tq, heads, d);
                 Tensor dq = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, tq, heads, d);
                 Tensor dkv = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, s, d);
                 if (!b.sinkAttentionBackward(bq, bkv, bm, bs, scale, dy, dq, dkv)) {
                     throw new IllegalStateException(b.name() + " took the sink attention's forward but not its backward");
                 }
-                Ops.accOwned(q, a.toFloats(dq));
-                Ops.accOwned(kv, a.toFloats(dkv));
-                Ops.release(a, bq, bkv, bm, bs, dy, dq, dkv);
+                Ops.release(a, bm, bs);
+                if (!keep) {
+                    Ops.release(a, bq, bkv);
+                }
+                Ops.sendGrad(b, q, dq);
+                Ops.sendGrad(b, kv, dkv);
             });
         }
         return y;
     }
 
     /** The host's computation: each query and head in turn, f32 sums in key and channel order. */
-    private static Node onHost(GradTape t, Node q, Node kv, float[] mask, float[] sinks, int heads, int d, float scale) {
-        int tq = q.size() / (heads * d);
-        int s = kv.size() / d;
+    private static Node onHost(GradTape t, Node qn, Node kvn, float[] mask, float[] sinks, int heads, int d, float scale) {
+        float[] q = qn.v();
+        float[] kv = kvn.v();
+        int tq = q.length / (heads * d);
+        int s = kv.length / d;
         float[] probs = new float[tq * heads * s];
         float[] y = new float[tq * heads * d];
         for (int i = 0; i < tq; i++) {
@@ -79,7 +95,7 @@ final class DeepseekV4SinkAttention {
                     if (mask[i * s + j] != Float.NEGATIVE_INFINITY) {
                         float dot = 0;
                         for (int c = 0; c < d; c++) {
-                            dot += q.v[qo + c] * kv.v[j * d + c];
+                            dot += q[qo + c] * kv[j * d + c];
                         }
                         l = dot * scale + mask[i * s + j];
                     }
@@ -97,7 +113,7 @@ final class DeepseekV4SinkAttention {
                     probs[po + j] = p;
                     if (p != 0) {
                         for (int c = 0; c < d; c++) {
-                            y[qo + c] += p * kv.v[j * d + c];
+                            y[qo + c] += p * kv[j * d + c];
                         }
                     }
                 }
@@ -107,8 +123,8 @@ final class DeepseekV4SinkAttention {
         if (t != null) {
             t.record(yn, () -> {
                 float[] dy = yn.gradOrNull();
-                float[] dq = q.grad();
-                float[] dk = kv.grad();
+                float[] dq = qn.grad();
+                float[] dk = kvn.grad();
                 float[] dp = new float[s];
                 for (int i = 0; i < tq; i++) {
                     for (int h = 0; h < heads; h++) {
@@ -118,7 +134,7 @@ final class DeepseekV4SinkAttention {
                         for (int j = 0; j < s; j++) {
                             float v = 0;
                             for (int c = 0; c < d; c++) {
-                                v += dy[qo + c] * kv.v[j * d + c];
+                                v += dy[qo + c] * kv[j * d + c];
                             }
                             dp[j] = v;
                             dot += probs[po + j] * v;
@@ -130,8 +146,8 @@ final class DeepseekV4SinkAttention {
                             }
                             float dl = p * (dp[j] - dot) * scale;
                             for (int c = 0; c < d; c++) {
-                                dq[qo + c] += dl * kv.v[j * d + c];
-                                dk[j * d + c] += dl * q.v[qo + c] + p * dy[qo + c];
+                                dq[qo + c] += dl * kv[j * d + c];
+                                dk[j * d + c] += dl * q[qo + c] + p * dy[qo + c];
                             }
                         }
                     }

@@ -24,6 +24,7 @@ final class GradTape {
             Step s = steps.get(i);
             if (s.out().hasGrad()) {
                 s.backward().run();
+                s.out().dropGrad();   // its senders have all run: nothing reads it again
             }
         }
     }

@@ -76,7 +76,8 @@ final class GroupedOutput {
     Node forward(GradTape t, Backend b, Node o, int n) {
         TensorAllocator a = b.allocator();
         int g = groups.length;
-        Tensor x = Ops.device(a, o.v, n, g, in);   // [N, groups, in]; not kept: the backward does not read it
+        boolean keep = Ops.keepsValues(b);
+        Tensor x = keep ? o.placed(a, n, g, in) : Ops.device(a, o.v(), n, g, in);   // [N, groups, in]
         Tensor xg = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, in);
         Tensor yg = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, r);
         Tensor y = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, g, r);
@@ -87,21 +88,26 @@ final class GroupedOutput {
                 product(b, groups[gi], xg, yg);
                 b.copy(yg, y.select(1, gi));
             }
-            yn = new Node(a.toFloats(y));
+            yn = Ops.made(b, y);
+        } catch (RuntimeException e) {
+            a.release(y);
+            throw e;
         } finally {
-            Ops.release(a, x, xg, yg, y);
+            Ops.release(a, xg, yg);
+            if (!keep) {
+                a.release(x);   // not kept: the backward does not read it
+            }
         }
         if (t != null) {
-            t.record(yn, () -> backward(b, yn.gradOrNull(), o, n));
+            t.record(yn, () -> backward(b, yn.gradPlaced(a, n, g, r), o, n));
         }
         return yn;
     }
 
-    /** Sends dy [N, groups·r] to o's gradient. */
-    private void backward(Backend b, float[] dyHost, Node o, int n) {
+    /** Sends dy [N, groups, r] (in the backend's memory) to o's gradient. */
+    private void backward(Backend b, Tensor dy, Node o, int n) {
         TensorAllocator a = b.allocator();
         int g = groups.length;
-        Tensor dy = Ops.device(a, dyHost, n, g, r);
         Tensor dyg = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, r);
         Tensor dxg = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, in);
         Tensor dx = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, g, in);
@@ -111,10 +117,13 @@ final class GroupedOutput {
                 productTransposed(b, groups[gi], dyg, dxg);
                 b.copy(dxg, dx.select(1, gi));
             }
-            Ops.accOwned(o, a.toFloats(dx));
+        } catch (RuntimeException e) {
+            a.release(dx);
+            throw e;
         } finally {
-            Ops.release(a, dy, dyg, dxg, dx);
+            Ops.release(a, dyg, dxg);
         }
+        Ops.sendGrad(b, o, dx);
     }
 
     private static void product(Backend b, Weight w, Tensor x, Tensor y) {

@@ -1,30 +1,47 @@
 package org.orbitrl.model.arch.dsv4;
 
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
+
 /**
- * One host-side value of the DeepSeek V4 computation (row-major f32) and, once backward has
- * reached it, its gradient. Shapes are given by the op that made it.
+ * One value of the DeepSeek V4 computation (row-major f32) and, once backward has reached it, its gradient. Shapes are
+ * given by the op that made it.
+ *
+ * <p>A value lives where the op that made it ran: on the host ({@code float[]}), or in a device allocator's memory (a
+ * contiguous f32 tensor) when a device backend's operation made it. Each side is copied to the other at most once, the
+ * first time an op there reads it ({@link #v} on the host, {@link #placed} on the device); values are never written
+ * after their node is made, so both copies stay right. A gradient likewise accumulates where its senders run: host
+ * contributions into an array, device ones into a tensor, and a reader on the other side moves it across once.
  */
 final class Node {
-    final float[] v;
-    private float[] g;
-    private org.orbitrl.kernels.Tensor placed;   // v in a backend's memory, made by the first linear that reads it
-    private org.orbitrl.kernels.TensorAllocator placedIn;
-
-    /**
-     * {@code v} as an f32 tensor of {@code shape} in {@code allocator}'s memory: one copy for every linear that reads
-     * this value (q_a and kv, both compressor projections, an expert's gate and up). Values are never written after
-     * their node is made, so the copy stays right.
-     */
-    org.orbitrl.kernels.Tensor placed(org.orbitrl.kernels.TensorAllocator allocator, long... shape) {
-        if (placed == null || placedIn != allocator || !java.util.Arrays.equals(placed.shape(), shape)) {
-            placed = Ops.device(allocator, v, shape);
-            placedIn = allocator;
-        }
-        return placed;
-    }
+    private final int size;
+    private float[] v;                 // the host's copy, null until read there
+    private Tensor dev;                // the device's copy, null until made or placed there
+    private TensorAllocator devIn;
+    private float[] g;                 // the gradient on the host, or
+    private Tensor dg;                 // the gradient in dgIn's memory (never both)
+    private TensorAllocator dgIn;
 
     Node(float[] v) {
         this.v = v;
+        this.size = v.length;
+    }
+
+    private Node(Tensor t, TensorAllocator a) {
+        if (t.dtype() != DType.F32 || !t.isContiguous()) {
+            throw new IllegalArgumentException("a DeepSeek V4 value must be a contiguous f32 tensor, got " + t);
+        }
+        this.size = Math.toIntExact(t.numel());
+        this.dev = t;
+        this.devIn = a;
+    }
+
+    /** A value made in {@code a}'s memory (a device allocator's): the node owns {@code t}. */
+    static Node onDevice(TensorAllocator a, Tensor t) {
+        return new Node(t, a);
     }
 
     static Node zeros(int n) {
@@ -32,33 +49,127 @@ final class Node {
     }
 
     int size() {
-        return v.length;
+        return size;
+    }
+
+    /** The values on the host, read back from the device at the first ask where the node was made there. */
+    float[] v() {
+        if (v == null) {
+            v = devIn.toFloats(dev);
+        }
+        return v;
+    }
+
+    /** Whether the value is in the memory of a device allocator (where the next device op reads it without a copy). */
+    boolean onDevice() {
+        return dev != null && !devIn.hostMemory();
+    }
+
+    /**
+     * The value as an f32 tensor of {@code shape} in {@code allocator}'s memory: the node's own tensor where it is
+     * there, else one copy kept for every later reader (q_a and kv, both compressor projections, an expert's gate and
+     * up read the same input).
+     */
+    Tensor placed(TensorAllocator allocator, long... shape) {
+        if (dev == null || devIn != allocator) {
+            dev = Ops.device(allocator, v(), shape);
+            devIn = allocator;
+        }
+        long n = 1;
+        for (long s : shape) {
+            n *= s;
+        }
+        if (n != size) {
+            throw new IllegalArgumentException("a value of " + size + " elements viewed as " + java.util.Arrays.toString(shape));
+        }
+        return java.util.Arrays.equals(dev.shape(), shape) ? dev : dev.reshape(shape);
     }
 
     /** True once some consumer has sent a gradient here. */
     boolean hasGrad() {
-        return g != null;
+        return g != null || dg != null;
     }
 
-    /** The gradient, allocated (zero) on first use. */
+    /** The gradient on the host, allocated (zero) on first use; a device gradient is read back once. */
     float[] grad() {
         if (g == null) {
-            g = new float[v.length];
+            if (dg != null) {
+                g = dgIn.toFloats(dg);
+                dgIn.release(dg);
+                dg = null;
+            } else {
+                g = new float[size];
+            }
         }
         return g;
     }
 
+    /** Forgets the gradient (a device one released): its step has sent it on. */
+    void dropGrad() {
+        if (dg != null) {
+            dgIn.release(dg);
+        }
+        dg = null;
+        g = null;
+    }
+
     /** Takes {@code d} as the gradient where none has flowed here yet (its caller gives the array up); else false. */
     boolean adoptGrad(float[] d) {
-        if (g != null || d.length != v.length) {
+        if (hasGrad() || d.length != size) {
             return false;
         }
         g = d;
         return true;
     }
 
-    /** The gradient, or null if nothing flowed here. */
+    /** The gradient on the host, or null if nothing flowed here. */
     float[] gradOrNull() {
-        return g;
+        return hasGrad() ? grad() : null;
+    }
+
+    /**
+     * The gradient as a tensor of {@code shape} in {@code a}'s memory (a host gradient copied there once, which then
+     * accumulates there), or null if nothing flowed here.
+     */
+    Tensor gradPlaced(TensorAllocator a, long... shape) {
+        if (!hasGrad()) {
+            return null;
+        }
+        if (dg == null || dgIn != a) {
+            dg = Ops.device(a, grad(), shape);
+            dgIn = a;
+            g = null;
+        }
+        return java.util.Arrays.equals(dg.shape(), shape) ? dg : dg.reshape(shape);
+    }
+
+    /**
+     * Adds {@code d}, a tensor of {@code b}'s memory the caller gives up, into the gradient: the first gradient to reach
+     * the node is {@code d} itself; later ones are added where the gradient is (on the device by {@code b}, or read back
+     * and added on the host where host senders came first).
+     */
+    void accDevice(Backend b, Tensor d) {
+        TensorAllocator a = b.allocator();
+        if (d.numel() != size) {
+            throw new IllegalArgumentException("a gradient of " + d.numel() + " elements for a value of " + size);
+        }
+        if (!hasGrad()) {
+            dg = d.isContiguous() ? d : copyOf(b, d);
+            dgIn = a;
+            return;
+        }
+        if (dg != null && dgIn == a) {
+            b.add(dg, d.reshape(dg.shape()), dg);
+            a.release(d);
+            return;
+        }
+        Ops.accOwned(this, a.toFloats(d));
+        a.release(d);
+    }
+
+    private static Tensor copyOf(Backend b, Tensor d) {
+        Tensor c = b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, d.shape());
+        b.copy(d, c);
+        return c;
     }
 }

@@ -3,18 +3,39 @@ package org.orbitrl.model.arch.dsv4;
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.RopeTable;
 import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.nn.Linear;
 
 /**
- * The differentiable building blocks of DeepSeek V4 on host arrays. Every op computes its output
- * and, when a {@link GradTape} is given, records how to send the output's gradient to its inputs.
- * Linear layers run on the backend (so quantized weights and adapters work as everywhere else, on
- * the device too: their inputs are copied there and their outputs back); their backward accumulates
- * the adapter gradients.
+ * The differentiable building blocks of DeepSeek V4. Every op computes its output and, when a {@link GradTape} is
+ * given, records how to send the output's gradient to its inputs. Linear layers run on the backend (so quantized
+ * weights and adapters work as everywhere else); their backward accumulates the adapter gradients.
+ *
+ * <p>On a device backend a value stays where the op that made it ran ({@link Node}): a linear's output stays in device
+ * memory, and the ops that have a backend form (RMSNorm, rope, sums, rows and their concatenation, the limited SwiGLU)
+ * run there when their input is there, forward and backward, so a chain of them (V4's attention from q_a to wo_b)
+ * copies nothing across PCIe. The ops without one (the hyper-connections, the compressors' pooling, the routers'
+ * choices) read their inputs on the host, each value copied back once. On a host backend every value is a host array,
+ * as is everything under {@code -Dorbit.v4.deviceValues=false} (the copies of every linear's input and output, for
+ * comparison).
  */
 final class Ops {
     private Ops() {
+    }
+
+    /** Whether device backends keep V4's values in their memory between ops (the default) or copy each one back. */
+    static volatile boolean deviceValues = !"false".equals(System.getProperty("orbit.v4.deviceValues"));
+
+    /** Whether values made by {@code b}'s operations stay in its memory. */
+    static boolean keepsValues(Backend b) {
+        return deviceValues && !b.allocator().hostMemory();
+    }
+
+    /** Whether an op of {@code b} on x runs there: x is a value of its device memory. */
+    private static boolean there(Backend b, Node x) {
+        return b != null && keepsValues(b) && x.onDevice();
     }
 
     /** Adds d into n's gradient. */
@@ -84,20 +105,73 @@ final class Ops {
         return b.allocator().toFloats(t);
     }
 
+    /**
+     * The node of {@code t}, an f32 tensor an op of {@code b} made and gives up: kept in device memory where {@code b}
+     * keeps values, else read back into a host array.
+     */
+    static Node made(Backend b, Tensor t) {
+        if (keepsValues(b)) {
+            return Node.onDevice(b.allocator(), t);
+        }
+        Node n = new Node(host(b, t));
+        b.allocator().release(t);
+        return n;
+    }
+
+    /** Sends dx, a gradient tensor of {@code b}'s memory the caller gives up, to x: there, or read back into the host's. */
+    static void sendGrad(Backend b, Node x, Tensor dx) {
+        if (keepsValues(b)) {
+            x.accDevice(b, dx);
+        } else {
+            accOwned(x, host(b, dx));
+            b.allocator().release(dx);
+        }
+    }
+
+    /** A frozen vector (a norm's weight; null: ones of length n) in {@code b}'s memory, placed once. */
+    private static Tensor constant(Backend b, float[] w, int n) {
+        TensorAllocator a = b.allocator();
+        float[] key = w == null ? ones(n) : w;
+        synchronized (CONSTANTS) {
+            java.util.Map<float[], Tensor> m = CONSTANTS.computeIfAbsent(a, k -> new java.util.IdentityHashMap<>());
+            return m.computeIfAbsent(key, k -> a.upload(MemoryCategory.BASE_WEIGHTS, Tensor.of(k.clone(), k.length)));
+        }
+    }
+
+    private static final java.util.Map<TensorAllocator, java.util.Map<float[], Tensor>> CONSTANTS = new java.util.WeakHashMap<>();
+    private static final java.util.Map<Integer, float[]> ONES = new java.util.concurrent.ConcurrentHashMap<>();
+
+    private static float[] ones(int n) {
+        return ONES.computeIfAbsent(n, k -> {
+            float[] o = new float[k];
+            java.util.Arrays.fill(o, 1f);
+            return o;
+        });
+    }
+
+    private static Tensor alloc(Backend b, long... shape) {
+        return b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, shape);
+    }
+
     /** y [rows, out] = lin(x [rows, in]). */
     static Node linear(GradTape t, Backend b, Linear lin, Node x, int rows) {
+        return linear(t, b, lin, x, rows, MemoryCategory.ACTIVATIONS);
+    }
+
+    /** As {@link #linear(GradTape, Backend, Linear, Node, int)}, the output counted under {@code category}. */
+    static Node linear(GradTape t, Backend b, Linear lin, Node x, int rows, MemoryCategory category) {
         int in = lin.in();
         int out = lin.out();
         Tensor xt = x.placed(b.allocator(), rows, in);
-        Tensor yt = b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, rows, out);
+        Tensor yt = b.allocator().allocate(category, DType.F32, rows, out);
         lin.forward(b, xt, yt);
-        Node y = new Node(host(b, yt));
+        Node y = made(b, yt);
         if (t != null) {
             t.record(y, () -> {
-                Tensor dy = device(b, y.gradOrNull(), rows, out);
+                Tensor dy = y.gradPlaced(b.allocator(), rows, out);
                 Tensor dx = b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, rows, in);
-                lin.backward(b, xt, dy, dx);
-                accOwned(x, host(b, dx));
+                lin.backward(b, x.placed(b.allocator(), rows, in), dy, dx);
+                sendGrad(b, x, dx);
             });
         }
         return y;
@@ -105,12 +179,13 @@ final class Ops {
 
     /** y [rows, out] = x [rows, in] · wᵀ with a frozen f32 matrix w [out, in]. */
     static Node matmulT(GradTape t, Node x, int rows, float[] w, int out, int in) {
+        float[] xv = x.v();
         float[] y = new float[rows * out];
         forRows(rows, (long) out * in, r -> {
             for (int o = 0; o < out; o++) {
                 float s = 0;
                 for (int i = 0; i < in; i++) {
-                    s += x.v[r * in + i] * w[o * in + i];
+                    s += xv[r * in + i] * w[o * in + i];
                 }
                 y[r * out + o] = s;
             }
@@ -135,20 +210,39 @@ final class Ops {
         return yn;
     }
 
-    /** RMSNorm over the last dim d of x [rows, d]; weight [d] or null (unweighted). */
-    static Node rmsNorm(GradTape t, Node x, int d, float[] w, float eps) {
+    /**
+     * RMSNorm over the last dim d of x [rows, d]; weight [d] or null (unweighted). Runs on {@code b} where x is in its
+     * device memory ({@link Backend#rmsNorm}, {@link Backend#rmsNormBackward}), else here (b may be null).
+     */
+    static Node rmsNorm(GradTape t, Backend b, Node x, int d, float[] w, float eps) {
         int rows = x.size() / d;
+        if (there(b, x)) {
+            TensorAllocator a = b.allocator();
+            Tensor wt = constant(b, w, d);
+            Tensor y = alloc(b, rows, d);
+            b.rmsNorm(x.placed(a, rows, d), wt, eps, y);
+            Node yn = Node.onDevice(a, y);
+            if (t != null) {
+                t.record(yn, () -> {
+                    Tensor dx = alloc(b, rows, d);
+                    b.rmsNormBackward(x.placed(a, rows, d), wt, eps, yn.gradPlaced(a, rows, d), dx);
+                    x.accDevice(b, dx);
+                });
+            }
+            return yn;
+        }
+        float[] xv = x.v();
         float[] y = new float[x.size()];
         float[] inv = new float[rows];
         forRows(rows, d, r -> {
             double ss = 0;
             for (int i = 0; i < d; i++) {
-                float v = x.v[r * d + i];
+                float v = xv[r * d + i];
                 ss += v * v;
             }
             inv[r] = (float) (1.0 / Math.sqrt(ss / d + eps));
             for (int i = 0; i < d; i++) {
-                y[r * d + i] = x.v[r * d + i] * inv[r] * (w == null ? 1f : w[i]);
+                y[r * d + i] = xv[r * d + i] * inv[r] * (w == null ? 1f : w[i]);
             }
         });
         Node yn = new Node(y);
@@ -159,12 +253,12 @@ final class Ops {
                 forRows(rows, d, r -> {
                     double dot = 0;
                     for (int i = 0; i < d; i++) {
-                        dot += dy[r * d + i] * (w == null ? 1f : w[i]) * x.v[r * d + i];
+                        dot += dy[r * d + i] * (w == null ? 1f : w[i]) * xv[r * d + i];
                     }
                     float ir = inv[r];
                     float c = (float) (dot * ir * ir * ir / d);
                     for (int i = 0; i < d; i++) {
-                        dx[r * d + i] += dy[r * d + i] * (w == null ? 1f : w[i]) * ir - x.v[r * d + i] * c;
+                        dx[r * d + i] += dy[r * d + i] * (w == null ? 1f : w[i]) * ir - xv[r * d + i] * c;
                     }
                 });
             });
@@ -172,13 +266,29 @@ final class Ops {
         return yn;
     }
 
-    /** a + b, same shapes. */
-    static Node add(GradTape t, Node a, Node b) {
+    /** a + b, same shapes: on {@code b} where both are in its device memory, else here (be may be null). */
+    static Node add(GradTape t, Backend be, Node a, Node b) {
+        if (there(be, a) && there(be, b)) {
+            TensorAllocator al = be.allocator();
+            Tensor y = alloc(be, a.size());
+            be.add(a.placed(al, a.size()), b.placed(al, b.size()), y);
+            Node yn = Node.onDevice(al, y);
+            if (t != null) {
+                t.record(yn, () -> {
+                    Tensor dy = yn.gradPlaced(al, a.size());
+                    a.accDevice(be, copy(be, dy));
+                    b.accDevice(be, copy(be, dy));
+                });
+            }
+            return yn;
+        }
+        float[] av = a.v();
+        float[] bv = b.v();
         float[] y = new float[a.size()];
         int block = 1 << 14;
         forRows((y.length + block - 1) / block, block, r -> {
             for (int i = r * block, end = Math.min(y.length, i + block); i < end; i++) {
-                y[i] = a.v[i] + b.v[i];
+                y[i] = av[i] + bv[i];
             }
         });
         Node yn = new Node(y);
@@ -191,10 +301,39 @@ final class Ops {
         return yn;
     }
 
-    /** Rows [start, start+count) of x [rows, width]. */
-    static Node rows(GradTape t, Node x, int width, int start, int count) {
+    /** A fresh contiguous copy of {@code src} in {@code b}'s memory. */
+    private static Tensor copy(Backend b, Tensor src) {
+        Tensor c = alloc(b, src.shape());
+        b.copy(src, c);
+        return c;
+    }
+
+    /**
+     * Rows [start, start+count) of x [rows, width]: x itself where that is all of it, a copy on {@code b} where x is in
+     * its device memory, else on the host (b may be null).
+     */
+    static Node rows(GradTape t, Backend b, Node x, int width, int start, int count) {
+        if (start == 0 && (long) count * width == x.size()) {
+            return x;
+        }
+        if (there(b, x)) {
+            TensorAllocator a = b.allocator();
+            int all = x.size() / width;
+            Node yn = Node.onDevice(a, copy(b, x.placed(a, all, width).slice(0, start, start + count)));
+            if (t != null) {
+                t.record(yn, () -> {
+                    Tensor dy = yn.gradPlaced(a, count, width);
+                    Tensor dx = alloc(b, all, width);
+                    a.zero(dx);
+                    b.copy(dy, dx.slice(0, start, start + count));
+                    x.accDevice(b, dx);
+                });
+            }
+            return yn;
+        }
+        float[] xv = x.v();
         float[] y = new float[count * width];
-        System.arraycopy(x.v, start * width, y, 0, y.length);
+        System.arraycopy(xv, start * width, y, 0, y.length);
         Node yn = new Node(y);
         if (t != null) {
             t.record(yn, () -> {
@@ -208,39 +347,60 @@ final class Ops {
         return yn;
     }
 
-    /** Columns [start, start+count) of x [rows, width]. */
-    static Node cols(GradTape t, Node x, int width, int start, int count) {
-        int rows = x.size() / width;
-        float[] y = new float[rows * count];
-        for (int r = 0; r < rows; r++) {
-            System.arraycopy(x.v, r * width + start, y, r * count, count);
-        }
-        Node yn = new Node(y);
-        if (t != null) {
-            t.record(yn, () -> {
-                float[] dy = yn.gradOrNull();
-                float[] dx = x.grad();
-                for (int r = 0; r < rows; r++) {
-                    for (int c = 0; c < count; c++) {
-                        dx[r * width + start + c] += dy[r * count + c];
-                    }
-                }
-            });
-        }
-        return yn;
-    }
-
-    /** The parts stacked along rows (all the same width); null parts are skipped. */
-    static Node concatRows(GradTape t, Node... parts) {
+    /**
+     * The parts stacked along rows (all the same width); null parts are skipped. The one part itself where there is
+     * one; on {@code b} where any part is in its device memory (host parts copied there), else on the host (b may be
+     * null).
+     */
+    static Node concatRows(GradTape t, Backend b, int width, Node... parts) {
         int n = 0;
+        int nonNull = 0;
+        Node only = null;
+        boolean device = false;
         for (Node p : parts) {
-            n += p == null ? 0 : p.size();
+            if (p != null && p.size() > 0) {
+                n += p.size();
+                nonNull++;
+                only = p;
+                device |= there(b, p);
+            }
+        }
+        if (nonNull == 1) {
+            return only;
+        }
+        int total = n;
+        if (device) {
+            TensorAllocator a = b.allocator();
+            Tensor y = alloc(b, total / width, width);
+            int row = 0;
+            for (Node p : parts) {
+                if (p != null && p.size() > 0) {
+                    int r = p.size() / width;
+                    b.copy(p.placed(a, r, width), y.slice(0, row, row + r));
+                    row += r;
+                }
+            }
+            Node yn = Node.onDevice(a, y);
+            if (t != null) {
+                t.record(yn, () -> {
+                    Tensor dy = yn.gradPlaced(a, total / width, width);
+                    int o = 0;
+                    for (Node p : parts) {
+                        if (p != null && p.size() > 0) {
+                            int r = p.size() / width;
+                            p.accDevice(b, copy(b, dy.slice(0, o, o + r)));
+                            o += r;
+                        }
+                    }
+                });
+            }
+            return yn;
         }
         float[] y = new float[n];
         int off = 0;
         for (Node p : parts) {
             if (p != null) {
-                System.arraycopy(p.v, 0, y, off, p.size());
+                System.arraycopy(p.v(), 0, y, off, p.size());
                 off += p.size();
             }
         }
@@ -264,14 +424,70 @@ final class Ops {
     }
 
     /**
-     * Interleaved rotary embedding on the trailing {@code 2*half} channels of each head of
-     * x [rows, heads, headDim]: pairs (2i, 2i+1) rotate by the row's angle i. cos/sin [rows, half];
-     * {@code inverse} rotates by the negative angle (the conjugate).
+     * Interleaved rotary embedding on the trailing {@code rope.rotaryDim()} channels of each head of
+     * x [rows, heads, headDim]: pairs (2i, 2i+1) rotate by the angle i of the row's position; {@code inverse} rotates
+     * by the negative angle (the conjugate). On {@code b} where x is in its device memory ({@link Backend#rope} and
+     * {@link Backend#ropeBackward} on the trailing channels' view), else here (b may be null).
+     */
+    static Node rope(GradTape t, Backend b, Node x, int heads, int headDim, RopeTable rope, int[] positions,
+                     boolean inverse) {
+        int rows = x.size() / (heads * headDim);
+        int rot = rope.rotaryDim();
+        for (int p : positions) {
+            if (p >= rope.maxPositions()) {
+                throw new IllegalArgumentException("position " + p + " is beyond max_position_embeddings " + rope.maxPositions());
+            }
+        }
+        if (there(b, x)) {
+            TensorAllocator a = b.allocator();
+            Tensor pos = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(positions, rows));
+            Tensor y = copy(b, x.placed(a, rows, heads, headDim));
+            turn(b, y.slice(2, headDim - rot, headDim), pos, rope, inverse);
+            Node yn = Node.onDevice(a, y);
+            if (t != null) {
+                t.record(yn, () -> {
+                    Tensor dx = copy(b, yn.gradPlaced(a, rows, heads, headDim));
+                    turn(b, dx.slice(2, headDim - rot, headDim), pos, rope, !inverse);
+                    x.accDevice(b, dx);
+                });
+            } else {
+                a.release(pos);
+            }
+            return yn;
+        }
+        float[][] cs = DeepseekV4Config.cosSin(rope, positions);
+        float[] xv = x.v();
+        float[] y = xv.clone();
+        rotate(y, xv, heads, headDim, rot / 2, cs[0], cs[1], inverse);
+        Node yn = new Node(y);
+        if (t != null) {
+            t.record(yn, () -> {
+                float[] dy = yn.gradOrNull();
+                float[] dx = dy.clone();
+                rotate(dx, dy, heads, headDim, rot / 2, cs[0], cs[1], !inverse);
+                acc(x, dx);
+            });
+        }
+        return yn;
+    }
+
+    private static void turn(Backend b, Tensor view, Tensor positions, RopeTable rope, boolean inverse) {
+        if (inverse) {
+            b.ropeBackward(view, positions, rope);
+        } else {
+            b.rope(view, positions, rope);
+        }
+    }
+
+    /**
+     * As {@link #rope(GradTape, Backend, Node, int, int, RopeTable, int[], boolean)} on the host with each row's angles
+     * given: cos/sin [rows, half] (the compressor's entries, rotated at their windows' first positions).
      */
     static Node rope(GradTape t, Node x, int heads, int headDim, float[] cos, float[] sin, boolean inverse) {
         int half = cos.length / (x.size() / (heads * headDim));
-        float[] y = x.v.clone();
-        rotate(y, x.v, heads, headDim, half, cos, sin, inverse);
+        float[] xv = x.v();
+        float[] y = xv.clone();
+        rotate(y, xv, heads, headDim, half, cos, sin, inverse);
         Node yn = new Node(y);
         if (t != null) {
             t.record(yn, () -> {
@@ -304,13 +520,33 @@ final class Ops {
     }
 
     /**
-     * SwiGLU with DeepSeek V4's clamp: silu(min(g, limit)) · clamp(u, -limit, limit), g and u [rows, I].
+     * SwiGLU with DeepSeek V4's clamp: silu(min(g, limit)) · clamp(u, -limit, limit), g and u [rows, I]. On {@code b}
+     * where both are in its device memory ({@link Backend#limitedSwiglu}), else here.
      */
-    static Node swiglu(GradTape t, Node g, Node u, float limit) {
+    static Node swiglu(GradTape t, Backend b, Node g, Node u, float limit) {
+        if (there(b, g) && there(b, u)) {
+            TensorAllocator a = b.allocator();
+            int n = g.size();
+            Tensor y = alloc(b, n);
+            b.limitedSwiglu(g.placed(a, n), u.placed(a, n), limit, y);
+            Node yn = Node.onDevice(a, y);
+            if (t != null) {
+                t.record(yn, () -> {
+                    Tensor dg = alloc(b, n);
+                    Tensor du = alloc(b, n);
+                    b.limitedSwigluBackward(g.placed(a, n), u.placed(a, n), yn.gradPlaced(a, n), limit, dg, du);
+                    g.accDevice(b, dg);
+                    u.accDevice(b, du);
+                });
+            }
+            return yn;
+        }
+        float[] gv = g.v();
+        float[] uv = u.v();
         float[] y = new float[g.size()];
         for (int i = 0; i < y.length; i++) {
-            float gc = Math.min(g.v[i], limit);
-            float uc = Math.max(-limit, Math.min(limit, u.v[i]));
+            float gc = Math.min(gv[i], limit);
+            float uc = Math.max(-limit, Math.min(limit, uv[i]));
             y[i] = gc / (1f + (float) Math.exp(-gc)) * uc;
         }
         Node yn = new Node(y);
@@ -320,14 +556,14 @@ final class Ops {
                 float[] dg = g.grad();
                 float[] du = u.grad();
                 for (int i = 0; i < dy.length; i++) {
-                    float gc = Math.min(g.v[i], limit);
-                    float uc = Math.max(-limit, Math.min(limit, u.v[i]));
+                    float gc = Math.min(gv[i], limit);
+                    float uc = Math.max(-limit, Math.min(limit, uv[i]));
                     float sg = 1f / (1f + (float) Math.exp(-gc));
                     float silu = gc * sg;
-                    if (g.v[i] < limit) {
+                    if (gv[i] < limit) {
                         dg[i] += dy[i] * uc * (sg * (1 + gc * (1 - sg)));
                     }
-                    if (u.v[i] > -limit && u.v[i] < limit) {
+                    if (uv[i] > -limit && uv[i] < limit) {
                         du[i] += dy[i] * silu;
                     }
                 }
@@ -336,11 +572,12 @@ final class Ops {
         return yn;
     }
 
-    /** Rows of x [rows, width] at the given indices (repeats allowed). */
+    /** Rows of x [rows, width] at the given indices (repeats allowed), on the host. */
     static Node gather(GradTape t, Node x, int width, int[] idx) {
+        float[] xv = x.v();
         float[] y = new float[idx.length * width];
         for (int i = 0; i < idx.length; i++) {
-            System.arraycopy(x.v, idx[i] * width, y, i * width, width);
+            System.arraycopy(xv, idx[i] * width, y, i * width, width);
         }
         Node yn = new Node(y);
         if (t != null) {

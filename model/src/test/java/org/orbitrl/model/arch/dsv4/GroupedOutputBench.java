@@ -80,7 +80,7 @@ public final class GroupedOutputBench {
         Node y = p.forward(tape, b, on, t);
         System.arraycopy(dy, 0, y.grad(), 0, dy.length);
         tape.backward();
-        return new float[][] {y.v, on.grad()};
+        return new float[][] {y.v(), on.grad()};
     }
 
     private static float[] joined(float[][] parts) {

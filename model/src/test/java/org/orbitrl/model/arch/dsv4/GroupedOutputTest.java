@@ -86,7 +86,7 @@ class GroupedOutputTest {
         Node y = p.forward(tape, b, on, n);
         System.arraycopy(dy, 0, y.grad(), 0, dy.length);
         tape.backward();
-        return new float[][] {y.v, on.grad()};
+        return new float[][] {y.v(), on.grad()};
     }
 
     /** p on {@code b} against the closed form over the weight's values wv [groups·r, in]. */

@@ -78,7 +78,7 @@ public final class HostOpsBench {
     private static Node mix(GradTape tape, DeepseekV4HyperConnection h, float[] norm, Node streams) {
         Node w = h.weights(tape, streams);
         Node in = h.collapse(tape, w, streams);
-        Node normed = Ops.rmsNorm(tape, in, HIDDEN, norm, 1e-6f);
+        Node normed = Ops.rmsNorm(tape, null, in, HIDDEN, norm, 1e-6f);
         return h.expand(tape, w, normed, streams);
     }
 

@@ -91,7 +91,7 @@ public final class SinkAttentionBench {
         double[] ms = new double[reps];
         for (int rep = device ? -1 : 0; rep < reps; rep++) {
             long t0 = System.nanoTime();
-            float[] s = indexer.scores(b, q, 0, t, keys, m, w, closed, scale);
+            float[] s = indexer.scores(b, new Node(q), 0, t, keys, m, w, closed, scale);
             if (s.length != t * m) {
                 throw new IllegalStateException("scores of " + s.length + " values, expected " + t * m);
             }

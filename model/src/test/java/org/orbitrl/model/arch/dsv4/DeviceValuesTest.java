@@ -1,0 +1,114 @@
+package org.orbitrl.model.arch.dsv4;
+
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.model.StrictAllocator;
+import org.orbitrl.model.StrictBackend;
+import org.orbitrl.model.TestSafetensors;
+import org.orbitrl.model.adapter.AdapterConfig;
+import org.orbitrl.model.adapter.LoraAdapter;
+import org.orbitrl.model.arch.Trainable;
+import org.orbitrl.model.spec.ConfigLoader;
+
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.SplittableRandom;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * DeepSeek V4's values kept in device memory between operations ({@link Ops#deviceValues}) against every value copied
+ * back to the host after each operation (the earlier form), on the V4 fixture with its PEFT adapter on a
+ * {@link StrictBackend} (device memory that the host may touch only through the allocator, which counts the bytes
+ * copied each way). Both forms compute the same step: logits within 1e-5 of each other's largest, every adapter
+ * gradient within 1e-4 of its largest (the RMSNorms on the device sum in f32, the host's in double), for a seeded
+ * random gradient of the logits; the device form copies at most half the bytes back to the host and up to the device.
+ * (Both forms against transformers and PEFT: {@code StrictDeviceMemoryTest}, {@code DeepseekV4LoraFixtureTest}.)
+ */
+class DeviceValuesTest {
+    private StrictBackend strict;
+
+    @BeforeEach
+    void open() {
+        strict = new StrictBackend();
+    }
+
+    @AfterEach
+    void close() {
+        Ops.deviceValues = true;
+        strict.close();
+    }
+
+    private record Step(float[] logits, List<float[]> grads, long readBack, long uploaded) {
+    }
+
+    @Test
+    void valuesKeptOnTheDeviceGiveTheSameStepWithFewerCopies() {
+        Step kept = step(true);
+        Step copied = step(false);
+        assertClose("logits", copied.logits, kept.logits, 1e-5);
+        assertEquals(copied.grads.size(), kept.grads.size());
+        int nonZero = 0;
+        for (int i = 0; i < kept.grads.size(); i++) {
+            nonZero += java.util.Arrays.equals(kept.grads.get(i), new float[kept.grads.get(i).length]) ? 0 : 1;
+            assertClose("adapter gradient " + i, copied.grads.get(i), kept.grads.get(i), 1e-4);
+        }
+        System.out.printf("deepseek_v4 fixture step on strict device memory: read back %d / %d bytes, uploaded %d / %d "
+                + "(values kept on the device / copied back after each operation)%n", kept.readBack, copied.readBack,
+                kept.uploaded, copied.uploaded);
+        assertTrue(nonZero >= kept.grads.size() / 2, nonZero + " of " + kept.grads.size() + " adapter gradients non-zero");
+        assertTrue(kept.readBack * 2 <= copied.readBack, "bytes read back: " + kept.readBack + " kept on the device, "
+                + copied.readBack + " copied back after each operation");
+        assertTrue(kept.uploaded * 2 <= copied.uploaded, "bytes uploaded: " + kept.uploaded + " kept on the device, "
+                + copied.uploaded + " copied back after each operation");
+    }
+
+    private Step step(boolean deviceValues) {
+        Ops.deviceValues = deviceValues;
+        Path dir = TestSafetensors.fixtures().resolve("deepseek_v4");
+        DeepseekV4Model model = DeepseekV4Model.load(ConfigLoader.load(dir),
+                new TestSafetensors(dir.resolve("model.safetensors")), strict);
+        LoraAdapter adapter = LoraAdapter.load(AdapterConfig.read(dir.resolve("adapter")),
+                new TestSafetensors(dir.resolve("adapter/adapter_model.safetensors")), model, strict.allocator());
+        SplittableRandom r = new SplittableRandom(17);
+        List<int[]> seqs = List.of(r.ints(11, 0, model.vocabSize()).toArray(), r.ints(7, 0, model.vocabSize()).toArray());
+        StrictAllocator a = strict.allocator();
+        long read0 = a.hostReadBytes();
+        long up0 = a.uploadBytes();
+        Trainable.Tape tape = model.forwardTrain(seqs, false);
+        Tensor logits = tape.logits();
+        float[] d = new float[Math.toIntExact(logits.numel())];
+        for (int i = 0; i < d.length; i++) {
+            d[i] = (float) r.nextGaussian() * 1e-2f;
+        }
+        model.backward(tape, a.uploadFloats(MemoryCategory.ACTIVATIONS, d, logits.shape()));
+        long readBack = a.hostReadBytes() - read0;
+        long uploaded = a.uploadBytes() - up0 - 4L * d.length;
+        List<float[]> grads = new ArrayList<>();
+        for (LoraAdapter.Param p : adapter.params()) {
+            grads.add(a.toHost(p.grad()).toFloatArray());
+        }
+        return new Step(a.toHost(logits).toFloatArray(), grads, readBack, uploaded);
+    }
+
+    /** got within {@code relative} of expected's largest magnitude; both zero where expected is. */
+    private static void assertClose(String what, float[] expected, float[] got, double relative) {
+        assertEquals(expected.length, got.length, what + ": length");
+        double scale = 0;
+        double worst = 0;
+        for (int i = 0; i < expected.length; i++) {
+            scale = Math.max(scale, Math.abs(expected[i]));
+            worst = Math.max(worst, Math.abs(expected[i] - got[i]));
+        }
+        if (scale == 0) {   // the indexer's adapters: the top-k passes no gradient
+            assertEquals(0, worst, what + ": zero in one form only");
+            return;
+        }
+        assertTrue(worst <= relative * scale, what + ": worst difference " + worst + " against the largest " + scale);
+    }
+}

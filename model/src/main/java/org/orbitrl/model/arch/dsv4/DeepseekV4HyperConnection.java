@@ -34,11 +34,22 @@ final class DeepseekV4HyperConnection {
         return (2 + hc) * hc;
     }
 
-    /** The mixing weights [N, (2+hc)·hc] (pre, post, comb row-major [j][k]) of streams [N, hc·H]. */
+    /** The mixing weights [N, (2+hc)·hc] (pre, post, comb row-major [j][k]) of streams [N, hc·H], on the host. */
     Node weights(GradTape t, Node streams) {
+        return weights(t, null, streams);
+    }
+
+    /**
+     * As {@link #weights(GradTape, Node)}; where {@code b} keeps values in device memory the streams go there (if not
+     * already) and their norm and projection run there, the mixes [N, (2+hc)·hc] read back for the host's map.
+     */
+    Node weights(GradTape t, org.orbitrl.kernels.Backend b, Node streams) {
         int n = streams.size() / (hc * hidden);
-        Node flat = Ops.rmsNorm(t, null, streams, hc * hidden, null, normEps);
-        Node m = Ops.matmulT(t, flat, n, fn, mixes(), hc * hidden);
+        if (b != null && Ops.keepsValues(b)) {
+            streams.placed(b.allocator(), n, (long) hc * hidden);
+        }
+        Node flat = Ops.rmsNorm(t, b, streams, hc * hidden, null, normEps);
+        Node m = Ops.matmulT(t, b, flat, n, fn, mixes(), hc * hidden);
         return map(t, m, n);
     }
 
@@ -158,9 +169,15 @@ final class DeepseekV4HyperConnection {
         return dIn;
     }
 
-    /** Block input [N, H] = Σ_j pre_j · stream_j, pre from columns [0, hc) of w [N, width]. */
-    static Node collapse(GradTape t, Node w, int width, Node streams, int hc, int hidden) {
+    /**
+     * Block input [N, H] = Σ_j pre_j · stream_j, pre from columns [0, hc) of w [N, width]. On {@code b} where the
+     * streams are in its device memory ({@link HyperConnectionOps#collapse}), else here (b may be null).
+     */
+    static Node collapse(GradTape t, org.orbitrl.kernels.Backend b, Node w, int width, Node streams, int hc, int hidden) {
         int n = streams.size() / (hc * hidden);
+        if (b != null && Ops.keepsValues(b) && streams.onDevice()) {
+            return HyperConnectionOps.collapse(t, b, w, width, streams, hc, hidden);
+        }
         float[] wv = w.v();
         float[] sv = streams.v();
         float[] y = new float[n * hidden];
@@ -196,13 +213,28 @@ final class DeepseekV4HyperConnection {
     }
 
     Node collapse(GradTape t, Node w, Node streams) {
-        return collapse(t, w, mixes(), streams, hc, hidden);
+        return collapse(t, null, w, mixes(), streams, hc, hidden);
     }
 
-    /** New streams [N, hc·H]: out_k = post_k · f + Σ_j comb[j,k] · in_j. */
+    Node collapse(GradTape t, org.orbitrl.kernels.Backend b, Node w, Node streams) {
+        return collapse(t, b, w, mixes(), streams, hc, hidden);
+    }
+
+    /** New streams [N, hc·H]: out_k = post_k · f + Σ_j comb[j,k] · in_j, on the host. */
     Node expand(GradTape t, Node w, Node f, Node streams) {
+        return expand(t, null, w, f, streams);
+    }
+
+    /**
+     * As {@link #expand(GradTape, Node, Node, Node)}; on {@code b} where the streams are in its device memory
+     * ({@link HyperConnectionOps#expand}).
+     */
+    Node expand(GradTape t, org.orbitrl.kernels.Backend b, Node w, Node f, Node streams) {
         int mm = mixes();
         int n = f.size() / hidden;
+        if (b != null && Ops.keepsValues(b) && streams.onDevice()) {
+            return HyperConnectionOps.expand(t, b, w, mm, f, streams, hc, hidden);
+        }
         float[] wv = w.v();
         float[] fv = f.v();
         float[] sv = streams.v();
@@ -258,11 +290,11 @@ final class DeepseekV4HyperConnection {
      * The final collapse before the model norm: pre = sigmoid(fn·norm(x) · scale + base) + eps with
      * {@code fn} [hc, hc·H], {@code scale} [1], {@code base} [hc].
      */
-    static Node head(GradTape t, Node streams, float[] fn, float[] base, float scale, int hc, int hidden, float hcEps,
-                     float normEps) {
+    static Node head(GradTape t, org.orbitrl.kernels.Backend b, Node streams, float[] fn, float[] base, float scale,
+                     int hc, int hidden, float hcEps, float normEps) {
         int n = streams.size() / (hc * hidden);
-        Node flat = Ops.rmsNorm(t, null, streams, hc * hidden, null, normEps);
-        Node m = Ops.matmulT(t, flat, n, fn, hc, hc * hidden);
+        Node flat = Ops.rmsNorm(t, b, streams, hc * hidden, null, normEps);
+        Node m = Ops.matmulT(t, b, flat, n, fn, hc, hc * hidden);
         float[] mv = m.v();
         float[] pre = new float[n * hc];
         for (int i = 0; i < pre.length; i++) {
@@ -279,6 +311,6 @@ final class DeepseekV4HyperConnection {
                 }
             });
         }
-        return collapse(t, p, hc, streams, hc, hidden);
+        return collapse(t, b, p, hc, streams, hc, hidden);
     }
 }

@@ -216,17 +216,22 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
                 : backend.allocator().uploadFloats(MemoryCategory.LOGITS, logits.v(), logits.size() / c.vocab(), c.vocab());
     }
 
-    /** What a training forward keeps: the tape and the logits node. */
+    /**
+     * What a training forward keeps: the tape and the logits node; with recompute, the tape covers only the head (the
+     * last layer's output on), and {@code recompute} holds each layer's input streams to run the layer again.
+     */
     static final class TrainTape implements Trainable.Tape {
         final GradTape tape;
         final Node logits;    // [N, vocab]
+        final Recompute recompute;   // null: every layer is on the tape
         private final int vocab;
         private final org.orbitrl.kernels.TensorAllocator place;
         private Tensor placed;  // the logits in the backend's memory, made at the first ask
 
-        TrainTape(GradTape tape, Node logits, int vocab, org.orbitrl.kernels.TensorAllocator place) {
+        TrainTape(GradTape tape, Node logits, Recompute recompute, int vocab, org.orbitrl.kernels.TensorAllocator place) {
             this.tape = tape;
             this.logits = logits;
+            this.recompute = recompute;
             this.vocab = vocab;
             this.place = place;
         }
@@ -241,7 +246,29 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         }
     }
 
-    /** Every intermediate is kept on the tape; {@code recompute} changes nothing for this model. */
+    /**
+     * A layer's inputs and where the layer's output went: what a backward with recompute needs to run each layer again
+     * on its own tape, last layer first.
+     */
+    static final class Recompute {
+        final Node[] inputs;    // [layer]: the input streams [N, hc, hidden]
+        Node last;              // the last layer's output, on the head's tape
+        int[] ids;
+        int[] pos;
+        DeepseekV4Attention.Seg[][] segs;   // [layer][sequence]
+
+        Recompute(int layers) {
+            inputs = new Node[layers];
+            segs = new DeepseekV4Attention.Seg[layers][];
+        }
+    }
+
+    /**
+     * The training forward. Without {@code recompute} every intermediate of every layer stays on the tape until the
+     * backward (device memory on a device backend). With it, each layer runs untaped and keeps only its input streams;
+     * the backward runs each layer again on its own tape (the same operations on the same values: the same bits,
+     * the lightning indexer's choices included) and then through it, so one layer's intermediates are held at a time.
+     */
     @Override
     public Trainable.Tape forwardTrain(List<int[]> sequences, boolean recompute) {
         List<Segment> batch = new ArrayList<>();
@@ -249,7 +276,8 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
             batch.add(new Segment(s, null));
         }
         GradTape tape = new GradTape();
-        return new TrainTape(tape, run(batch, null, tape), c.vocab(), backend.allocator());
+        Recompute rc = recompute ? new Recompute(layers.length) : null;
+        return new TrainTape(tape, run(batch, null, tape, rc), rc, c.vocab(), backend.allocator());
     }
 
     @Override
@@ -268,9 +296,28 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
             Ops.acc(tt.logits, backend.allocator().toFloats(dLogits));
         }
         tt.tape.backward();
+        Recompute rc = tt.recompute;
+        if (rc == null) {
+            return;
+        }
+        Node upper = rc.last;   // the head's gradient of the last layer's output
+        for (int i = layers.length - 1; i >= 0 && upper.hasGrad(); i--) {
+            Node in = rc.inputs[i].fresh();
+            GradTape lt = new GradTape();
+            Node out = layer(lt, layers[i], in, rc.ids, rc.pos, rc.segs[i]);
+            out.takeGrad(upper);
+            rc.inputs[i] = null;
+            lt.backward();
+            upper = in;
+        }
     }
 
     private Node run(List<Segment> batch, HiddenSink hidden, GradTape tape) {
+        return run(batch, hidden, tape, null);
+    }
+
+    /** The forward; with {@code rc}, the layers run untaped and {@code rc} keeps their inputs (see {@link Recompute}). */
+    private Node run(List<Segment> batch, HiddenSink hidden, GradTape tape, Recompute rc) {
         int n = 0;
         for (Segment s : batch) {
             n += s.tokens().length;
@@ -314,14 +361,19 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         int hc = c.hcMult();
         Tensor emb = backend.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);  // [N, hidden]
         backend.embedding(embed, backend.allocator().upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(ids, n)), emb);
-        float[] e = backend.allocator().toFloats(emb);
-        float[] streams = new float[n * hc * h];                                                 // [N, hc, hidden]
-        for (int r = 0; r < n; r++) {
-            for (int j = 0; j < hc; j++) {
-                System.arraycopy(e, r * h, streams, (r * hc + j) * h, h);
+        Node x;                                                                                  // [N, hc, hidden]
+        if (Ops.keepsValues(backend)) {
+            x = HyperConnectionOps.streams(backend, emb, n, hc, h);
+        } else {
+            float[] e = backend.allocator().toFloats(emb);
+            float[] streams = new float[n * hc * h];
+            for (int r = 0; r < n; r++) {
+                for (int j = 0; j < hc; j++) {
+                    System.arraycopy(e, r * h, streams, (r * hc + j) * h, h);
+                }
             }
+            x = new Node(streams);
         }
-        Node x = new Node(streams);
         emit(hidden, 0, x, n, hc, h);
         for (int i = 0; i < layers.length; i++) {
             DeepseekV4Attention.Seg[] segs = new DeepseekV4Attention.Seg[batch.size()];
@@ -332,12 +384,21 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
                         seqStates[si] == null ? null : seqStates[si].layers[i]);
                 start += len;
             }
-            x = layer(tape, layers[i], x, ids, pos, segs);
+            if (rc != null) {
+                rc.inputs[i] = x;
+                rc.segs[i] = segs;
+            }
+            x = layer(rc == null ? tape : null, layers[i], x, ids, pos, segs);
             if (i + 1 < layers.length) {
                 emit(hidden, i + 1, x, n, hc, h);
             }
         }
-        Node collapsed = DeepseekV4HyperConnection.head(tape, x, headFn, headBase, headScale, hc, h, c.hcEps(), c.rmsEps());
+        if (rc != null) {
+            rc.ids = ids;
+            rc.pos = pos;
+            rc.last = x;
+        }
+        Node collapsed = DeepseekV4HyperConnection.head(tape, backend, x, headFn, headBase, headScale, hc, h, c.hcEps(), c.rmsEps());
         Node normed = Ops.rmsNorm(tape, backend, collapsed, h, norm, c.rmsEps());
         if (hidden != null) {
             hidden.accept(layers.length, backend.allocator().uploadFloats(MemoryCategory.ACTIVATIONS, normed.v(), n, h));
@@ -353,14 +414,14 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
     }
 
     private Node layer(GradTape t, Layer l, Node x, int[] ids, int[] pos, DeepseekV4Attention.Seg[] segs) {
-        Node w = l.attnHc().weights(t, x);
-        Node in = Ops.rmsNorm(t, backend, l.attnHc().collapse(t, w, x), c.hidden(), l.attnNorm(), c.rmsEps());
+        Node w = l.attnHc().weights(t, backend, x);
+        Node in = Ops.rmsNorm(t, backend, l.attnHc().collapse(t, backend, w, x), c.hidden(), l.attnNorm(), c.rmsEps());
         Node a = l.attn().forward(t, backend, in, pos, segs);
-        x = l.attnHc().expand(t, w, a, x);
-        w = l.ffnHc().weights(t, x);
-        in = Ops.rmsNorm(t, backend, l.ffnHc().collapse(t, w, x), c.hidden(), l.ffnNorm(), c.rmsEps());
+        x = l.attnHc().expand(t, backend, w, a, x);
+        w = l.ffnHc().weights(t, backend, x);
+        in = Ops.rmsNorm(t, backend, l.ffnHc().collapse(t, backend, w, x), c.hidden(), l.ffnNorm(), c.rmsEps());
         Node m = l.moe().forward(t, backend, in, ids);
-        return l.ffnHc().expand(t, w, m, x);
+        return l.ffnHc().expand(t, backend, w, m, x);
     }
 
     /** Hands layer {@code index}'s input streams to {@code sink}, in the backend's memory as every model's hidden states. */

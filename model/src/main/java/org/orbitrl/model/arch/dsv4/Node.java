@@ -104,6 +104,29 @@ final class Node {
         return g;
     }
 
+    /** A node of the same value (shared, never written) and no gradient: a recomputed layer's input. */
+    Node fresh() {
+        Node n = v != null ? new Node(v) : new Node(dev, devIn);
+        if (v != null && dev != null) {
+            n.dev = dev;
+            n.devIn = devIn;
+        }
+        return n;
+    }
+
+    /** Takes over {@code from}'s gradient, where it is (this node has none yet): a recomputed layer's output's. */
+    void takeGrad(Node from) {
+        if (hasGrad() || from.size != size) {
+            throw new IllegalStateException("a gradient of " + from.size + " values for a node of " + size
+                    + (hasGrad() ? " that has one" : ""));
+        }
+        g = from.g;
+        dg = from.dg;
+        dgIn = from.dgIn;
+        from.g = null;
+        from.dg = null;
+    }
+
     /** Forgets the gradient (a device one released): its step has sent it on. */
     void dropGrad() {
         if (dg != null) {

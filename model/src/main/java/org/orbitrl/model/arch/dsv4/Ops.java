@@ -130,11 +130,16 @@ final class Ops {
 
     /** A frozen vector (a norm's weight; null: ones of length n) in {@code b}'s memory, placed once. */
     private static Tensor constant(Backend b, float[] w, int n) {
+        return constant(b, w == null ? ones(n) : w, new long[]{n});
+    }
+
+    /** A frozen f32 array of {@code shape} in {@code b}'s memory, placed once (for as long as the array lives). */
+    private static Tensor constant(Backend b, float[] w, long[] shape) {
         TensorAllocator a = b.allocator();
-        float[] key = w == null ? ones(n) : w;
         synchronized (CONSTANTS) {
-            java.util.Map<float[], Tensor> m = CONSTANTS.computeIfAbsent(a, k -> new java.util.IdentityHashMap<>());
-            return m.computeIfAbsent(key, k -> a.upload(MemoryCategory.BASE_WEIGHTS, Tensor.of(k.clone(), k.length)));
+            java.util.Map<float[], Tensor> m = CONSTANTS.computeIfAbsent(a, k -> new java.util.WeakHashMap<>());
+            Tensor t = m.computeIfAbsent(w, k -> a.upload(MemoryCategory.BASE_WEIGHTS, Tensor.of(k.clone(), shape)));
+            return java.util.Arrays.equals(t.shape(), shape) ? t : t.reshape(shape);
         }
     }
 
@@ -177,8 +182,26 @@ final class Ops {
         return y;
     }
 
-    /** y [rows, out] = x [rows, in] · wᵀ with a frozen f32 matrix w [out, in]. */
-    static Node matmulT(GradTape t, Node x, int rows, float[] w, int out, int in) {
+    /**
+     * y [rows, out] = x [rows, in] · wᵀ with a frozen f32 matrix w [out, in]: on {@code b} where x is in its device
+     * memory ({@link Backend#matmulF32}, rows and weight f32), else here (b may be null).
+     */
+    static Node matmulT(GradTape t, Backend b, Node x, int rows, float[] w, int out, int in) {
+        if (there(b, x)) {
+            TensorAllocator a = b.allocator();
+            Tensor wt = constant(b, w, new long[]{out, in});
+            Tensor y = alloc(b, rows, out);
+            b.matmulF32(x.placed(a, rows, in), wt, null, y);
+            Node yn = Node.onDevice(a, y);
+            if (t != null) {
+                t.record(yn, () -> {
+                    Tensor dx = alloc(b, rows, in);
+                    b.matmulTransposedF32(yn.gradPlaced(a, rows, out), wt, null, dx);
+                    x.accDevice(b, dx);
+                });
+            }
+            return yn;
+        }
         float[] xv = x.v();
         float[] y = new float[rows * out];
         forRows(rows, (long) out * in, r -> {

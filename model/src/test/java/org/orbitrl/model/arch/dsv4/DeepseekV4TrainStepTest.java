@@ -22,7 +22,12 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * DeepSeek V4's values kept in device memory between operations ({@link Ops#deviceValues}) against every value copied
+ * Forms of DeepSeek V4's training step that must give the same step.
+ *
+ * <p>Recompute (each layer run again in the backward on its own tape, only its input streams kept) against every layer
+ * on the tape: the same logits and adapter gradients bit for bit, on the CPU backend and on strict device memory.
+ *
+ * <p>Values kept in device memory between operations ({@link Ops#deviceValues}) against every value copied
  * back to the host after each operation (the earlier form), on the V4 fixture with its PEFT adapter on a
  * {@link StrictBackend} (device memory that the host may touch only through the allocator, which counts the bytes
  * copied each way). Both forms compute the same step: logits within 1e-5 of each other's largest, every adapter
@@ -30,7 +35,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * random gradient of the logits; the device form copies at most half the bytes back to the host and up to the device.
  * (Both forms against transformers and PEFT: {@code StrictDeviceMemoryTest}, {@code DeepseekV4LoraFixtureTest}.)
  */
-class DeviceValuesTest {
+class DeepseekV4TrainStepTest {
     private StrictBackend strict;
 
     @BeforeEach
@@ -49,8 +54,8 @@ class DeviceValuesTest {
 
     @Test
     void valuesKeptOnTheDeviceGiveTheSameStepWithFewerCopies() {
-        Step kept = step(true);
-        Step copied = step(false);
+        Step kept = step(strict, true, false);
+        Step copied = step(strict, false, false);
         assertClose("logits", copied.logits, kept.logits, 1e-5);
         assertEquals(copied.grads.size(), kept.grads.size());
         int nonZero = 0;
@@ -68,27 +73,52 @@ class DeviceValuesTest {
                 + copied.uploaded + " copied back after each operation");
     }
 
-    private Step step(boolean deviceValues) {
+    @Test
+    void recomputeGivesTheSameStepBitForBitOnTheCpu() {
+        try (org.orbitrl.kernels.Backend cpu = org.orbitrl.kernels.Backends.cpu()) {
+            assertSameBits(step(cpu, true, false), step(cpu, true, true));
+        }
+    }
+
+    @Test
+    void recomputeGivesTheSameStepBitForBitOnStrictDeviceMemory() {
+        assertSameBits(step(strict, true, false), step(strict, true, true));
+    }
+
+    private static void assertSameBits(Step taped, Step recomputed) {
+        org.junit.jupiter.api.Assertions.assertArrayEquals(taped.logits, recomputed.logits, "logits");
+        assertEquals(taped.grads.size(), recomputed.grads.size());
+        int nonZero = 0;
+        for (int i = 0; i < taped.grads.size(); i++) {
+            org.junit.jupiter.api.Assertions.assertArrayEquals(taped.grads.get(i), recomputed.grads.get(i),
+                    "adapter gradient " + i);
+            nonZero += java.util.Arrays.equals(taped.grads.get(i), new float[taped.grads.get(i).length]) ? 0 : 1;
+        }
+        assertTrue(nonZero >= taped.grads.size() / 2, nonZero + " of " + taped.grads.size() + " adapter gradients non-zero");
+    }
+
+    private Step step(org.orbitrl.kernels.Backend backend, boolean deviceValues, boolean recompute) {
         Ops.deviceValues = deviceValues;
         Path dir = TestSafetensors.fixtures().resolve("deepseek_v4");
         DeepseekV4Model model = DeepseekV4Model.load(ConfigLoader.load(dir),
-                new TestSafetensors(dir.resolve("model.safetensors")), strict);
+                new TestSafetensors(dir.resolve("model.safetensors")), backend);
         LoraAdapter adapter = LoraAdapter.load(AdapterConfig.read(dir.resolve("adapter")),
-                new TestSafetensors(dir.resolve("adapter/adapter_model.safetensors")), model, strict.allocator());
+                new TestSafetensors(dir.resolve("adapter/adapter_model.safetensors")), model, backend.allocator());
         SplittableRandom r = new SplittableRandom(17);
         List<int[]> seqs = List.of(r.ints(11, 0, model.vocabSize()).toArray(), r.ints(7, 0, model.vocabSize()).toArray());
-        StrictAllocator a = strict.allocator();
-        long read0 = a.hostReadBytes();
-        long up0 = a.uploadBytes();
-        Trainable.Tape tape = model.forwardTrain(seqs, false);
+        org.orbitrl.kernels.TensorAllocator a = backend.allocator();
+        StrictAllocator counted = backend == strict ? strict.allocator() : null;
+        long read0 = counted == null ? 0 : counted.hostReadBytes();
+        long up0 = counted == null ? 0 : counted.uploadBytes();
+        Trainable.Tape tape = model.forwardTrain(seqs, recompute);
         Tensor logits = tape.logits();
         float[] d = new float[Math.toIntExact(logits.numel())];
         for (int i = 0; i < d.length; i++) {
             d[i] = (float) r.nextGaussian() * 1e-2f;
         }
         model.backward(tape, a.uploadFloats(MemoryCategory.ACTIVATIONS, d, logits.shape()));
-        long readBack = a.hostReadBytes() - read0;
-        long uploaded = a.uploadBytes() - up0 - 4L * d.length;
+        long readBack = counted == null ? 0 : counted.hostReadBytes() - read0;
+        long uploaded = counted == null ? 0 : counted.uploadBytes() - up0 - 4L * d.length;
         List<float[]> grads = new ArrayList<>();
         for (LoraAdapter.Param p : adapter.params()) {
             grads.add(a.toHost(p.grad()).toFloatArray());

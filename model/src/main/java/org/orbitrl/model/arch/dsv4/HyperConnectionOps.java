@@ -1,0 +1,147 @@
+package org.orbitrl.model.arch.dsv4;
+
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
+
+/**
+ * The hyper-connections' collapse and expansion ({@link DeepseekV4HyperConnection}) on a device backend, the streams
+ * [N, hc, H] kept in its memory, written with the backend's MoE row operations: a token's hc streams are its hc
+ * "pairs" (rows r·hc + j of the streams), so the collapse is {@link Backend#moeCombineGrouped} with the pre mixes as
+ * the weights, and the expansion's terms are {@link Backend#moeGather}s of f and of each stream weighted by the post
+ * and comb mixes; the mixes' gradients are {@link Backend#moeWeightGrad}'s dot products. Each output element is formed
+ * as the host's loops form it (the products, then their sums in the same order). The mixes [N, (2+hc)·hc] stay on the
+ * host, where the Sinkhorn map makes them; only their columns go to the device and their gradients come back.
+ */
+final class HyperConnectionOps {
+    private HyperConnectionOps() {
+    }
+
+    /** y [N, H] = Σ_j pre[r, j] · streams[r, j] with pre the first hc columns of w [N, width]. */
+    static Node collapse(GradTape t, Backend b, Node w, int width, Node streams, int hc, int hidden) {
+        TensorAllocator a = b.allocator();
+        int n = streams.size() / (hc * hidden);
+        Tensor pre = columns(a, w.v(), n, width, 0, 1, hc);
+        Tensor pairs = iota(a, n * hc);
+        Tensor y = alloc(a, n, hidden);
+        b.moeCombineGrouped(streams.placed(a, (long) n * hc, hidden), pairs, pre, y, false);
+        Node yn = Node.onDevice(a, y);
+        if (t == null) {
+            Ops.release(a, pre, pairs);
+            return yn;
+        }
+        t.record(yn, () -> {
+            Tensor dy = yn.gradPlaced(a, n, hidden);
+            Tensor dpre = alloc(a, n, hc);
+            b.moeWeightGrad(dy, streams.placed(a, (long) n * hc, hidden), pairs, dpre);
+            addColumns(w.grad(), a.toFloats(dpre), n, width, 0, 1, hc);
+            Tensor ds = alloc(a, (long) n * hc, hidden);
+            b.moeGather(dy, pairs, hc, pre, ds);
+            streams.accDevice(b, ds);
+            Ops.release(a, dpre, pre, pairs);
+        });
+        return yn;
+    }
+
+    /** New streams [N, hc, H]: out[r, k] = post[r, k] · f[r] + Σ_j comb[r, j, k] · streams[r, j] (j ascending). */
+    static Node expand(GradTape t, Backend b, Node w, int mixes, Node f, Node streams, int hc, int hidden) {
+        TensorAllocator a = b.allocator();
+        int n = f.size() / hidden;
+        float[] wv = w.v();
+        Tensor post = columns(a, wv, n, mixes, hc, 1, hc);
+        Tensor[] comb = new Tensor[hc];
+        for (int j = 0; j < hc; j++) {
+            comb[j] = columns(a, wv, n, mixes, 2 * hc + j * hc, 1, hc);   // comb[r, j, k] over k
+        }
+        Tensor pairs = iota(a, n * hc);
+        Tensor ft = f.placed(a, n, hidden);
+        Tensor s = streams.placed(a, n, hc, hidden);
+        Tensor y = alloc(a, (long) n * hc, hidden);
+        b.moeGather(ft, pairs, hc, post, y);
+        Tensor sj = alloc(a, n, hidden);
+        Tensor term = alloc(a, (long) n * hc, hidden);
+        for (int j = 0; j < hc; j++) {
+            b.copy(s.select(1, j), sj);
+            b.moeGather(sj, pairs, hc, comb[j], term);
+            b.add(y, term, y);
+        }
+        Ops.release(a, sj, term);
+        Node yn = Node.onDevice(a, y);
+        if (t == null) {
+            Ops.release(a, post, pairs);
+            Ops.release(a, comb);
+            return yn;
+        }
+        t.record(yn, () -> {
+            Tensor dy = yn.gradPlaced(a, (long) n * hc, hidden);
+            Tensor df = alloc(a, n, hidden);
+            b.moeCombineGrouped(dy, pairs, post, df, false);                 // Σ_k post[r, k] · dy[r, k]
+            Tensor dpost = alloc(a, n, hc);
+            b.moeWeightGrad(f.placed(a, n, hidden), dy, pairs, dpost);     // ⟨f[r], dy[r, k]⟩
+            f.accDevice(b, df);
+            float[] dw = w.grad();
+            addColumns(dw, a.toFloats(dpost), n, mixes, hc, 1, hc);
+            Tensor ds = alloc(a, n, hc, hidden);
+            Tensor dsj = alloc(a, n, hidden);
+            Tensor dcomb = alloc(a, n, hc);
+            Tensor sk = alloc(a, n, hidden);
+            Tensor s3 = streams.placed(a, n, hc, hidden);
+            for (int j = 0; j < hc; j++) {
+                b.copy(s3.select(1, j), sk);
+                b.moeWeightGrad(sk, dy, pairs, dcomb);                      // ⟨streams[r, j], dy[r, k]⟩
+                addColumns(dw, a.toFloats(dcomb), n, mixes, 2 * hc + j * hc, 1, hc);
+                b.moeCombineGrouped(dy, pairs, comb[j], dsj, false);        // Σ_k comb[r, j, k] · dy[r, k]
+                b.copy(dsj, ds.select(1, j));
+            }
+            Ops.release(a, dsj, dcomb, sk, dpost, post, pairs);
+            Ops.release(a, comb);
+            streams.accDevice(b, ds);
+        });
+        return yn;
+    }
+
+    /** The embedding rows e [N, H] repeated into hc streams [N, hc, H] in the backend's memory (e released). */
+    static Node streams(Backend b, Tensor e, int n, int hc, int hidden) {
+        TensorAllocator a = b.allocator();
+        Tensor pairs = iota(a, n * hc);
+        Tensor y = alloc(a, (long) n * hc, hidden);
+        b.moeGather(e, pairs, hc, null, y);
+        Ops.release(a, pairs, e);
+        return Node.onDevice(a, y.reshape(n, (long) hc * hidden));
+    }
+
+    /** Columns first + i·step (i < count) of each row of v [n, width], as an f32 [n, count] tensor of a's memory. */
+    private static Tensor columns(TensorAllocator a, float[] v, int n, int width, int first, int step, int count) {
+        float[] c = new float[n * count];
+        for (int r = 0; r < n; r++) {
+            for (int i = 0; i < count; i++) {
+                c[r * count + i] = v[r * width + first + i * step];
+            }
+        }
+        return Ops.device(a, c, n, count);
+    }
+
+    /** The inverse of {@link #columns}: adds d [n, count] into those columns of g [n, width]. */
+    private static void addColumns(float[] g, float[] d, int n, int width, int first, int step, int count) {
+        for (int r = 0; r < n; r++) {
+            for (int i = 0; i < count; i++) {
+                g[r * width + first + i * step] += d[r * count + i];
+            }
+        }
+    }
+
+    /** 0, 1, ..., n - 1 as an i32 tensor of a's memory: each stream row is its own pair. */
+    private static Tensor iota(TensorAllocator a, int n) {
+        int[] v = new int[n];
+        for (int i = 0; i < n; i++) {
+            v[i] = i;
+        }
+        return a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(v, n));
+    }
+
+    private static Tensor alloc(TensorAllocator a, long... shape) {
+        return a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, shape);
+    }
+}

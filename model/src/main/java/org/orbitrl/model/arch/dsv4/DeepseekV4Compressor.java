@@ -136,11 +136,13 @@ final class DeepseekV4Compressor {
         float[] y = new float[windows * dim];
         float[] probs = new float[windows * dim * slots];   // softmax weights, for backward
         int[] src = new int[windows * dim * slots];          // flat index into kv/gate, -1: prior, -2: empty
-        for (int win = 0; win < windows; win++) {
+        // a window's entries read only its own slots; each written element is the window's own, so the results do not
+        // depend on the threads (and in the backward each source element belongs to one window's slot)
+        Ops.forRows(windows, (long) dim * slots * 8, win -> {
+            float[] logit = new float[slots];
+            float[] val = new float[slots];
             for (int c = 0; c < dim; c++) {
                 int base = (win * dim + c) * slots;
-                float[] logit = new float[slots];
-                float[] val = new float[slots];
                 float max = Float.NEGATIVE_INFINITY;
                 for (int s = 0; s < slots; s++) {
                     int j;
@@ -154,6 +156,7 @@ final class DeepseekV4Compressor {
                             if (priorKv == null) {
                                 src[base + s] = -2;
                                 logit[s] = Float.NEGATIVE_INFINITY;
+                                val[s] = 0;
                             } else {
                                 src[base + s] = -1;
                                 logit[s] = priorGate[j * dim + c];
@@ -185,25 +188,27 @@ final class DeepseekV4Compressor {
                 }
                 y[win * dim + c] = acc;
             }
-        }
+        });
         Node yn = new Node(y);
         if (t != null) {
             t.record(yn, () -> {
                 float[] dy = yn.gradOrNull();
                 float[] dkv = kv.grad();
                 float[] dg = gate.grad();
-                for (int i = 0; i < windows * dim; i++) {
-                    float out = y[i];
-                    for (int s = 0; s < slots; s++) {
-                        int k = src[i * slots + s];
-                        if (k < 0) {
-                            continue;
+                Ops.forRows(windows, (long) dim * slots, win -> {
+                    for (int i = win * dim; i < (win + 1) * dim; i++) {
+                        float out = y[i];
+                        for (int s = 0; s < slots; s++) {
+                            int k = src[i * slots + s];
+                            if (k < 0) {
+                                continue;
+                            }
+                            float p = probs[i * slots + s];
+                            dkv[k] += p * dy[i];
+                            dg[k] += p * dy[i] * (kvv[k] - out);
                         }
-                        float p = probs[i * slots + s];
-                        dkv[k] += p * dy[i];
-                        dg[k] += p * dy[i] * (kvv[k] - out);
                     }
-                }
+                });
             });
         }
         return yn;

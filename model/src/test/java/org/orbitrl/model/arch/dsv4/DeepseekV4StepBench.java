@@ -30,7 +30,7 @@ import java.util.SplittableRandom;
  * sequence of T tokens a step. Three forms in one run, each the median of its steps after one warm-up step:
  * V4's values kept in device memory between operations with recompute (the default), the same with every layer on
  * the tape, and every value copied back to the host after each operation with every layer on the tape (the form
- * before values stayed on the device); and the device's peak memory of each form.
+ * before values stayed on the device); and the device memory each form's tape holds when its backward starts.
  *
  * <pre>java ... org.orbitrl.model.arch.dsv4.DeepseekV4StepBench tokens,... [layers] [experts] [vocab] [steps] [copiedUpTo]</pre>
  *
@@ -63,7 +63,7 @@ public final class DeepseekV4StepBench {
                     "gate_proj", "up_proj", "down_proj"), List.of("mlp.experts.gate_up_proj", "mlp.experts.down_proj"));
             LoraAdapter adapter = LoraAdapter.create(lora, model, gpu.allocator(), 11);
             System.out.printf("loaded in %.1f s; %d adapter tensors%n", (System.nanoTime() - t0) / 1e9, adapter.params().size());
-            System.out.println("| tokens | values on the device, recompute | on the device, every layer taped | copied back after each op, every layer taped | copied / on the device | peak GB (the three) |");
+            System.out.println("| tokens | values on the device, recompute | on the device, every layer taped | copied back after each op, every layer taped | copied / on the device | device GB held after the forward (the three) |");
             System.out.println("|---|---|---|---|---|---|");
             if (Boolean.getBoolean("orbit.bench.profile")) {
                 profile(gpu, model, tokens[0]);
@@ -85,7 +85,10 @@ public final class DeepseekV4StepBench {
         }
     }
 
-    /** The median ms of a step and the device's peak GB over the steps. */
+    /**
+     * The median ms of a step and the device memory (GB) the forward's tape holds when the backward starts: the
+     * allocator's live bytes then, less those before the forward, unreachable allocations collected first.
+     */
     private static double[] time(Backend b, DeepseekV4Model model, LoraAdapter adapter, int t, int steps,
                                  boolean deviceValues, boolean recompute) {
         Ops.deviceValues = deviceValues;
@@ -93,14 +96,17 @@ public final class DeepseekV4StepBench {
         SplittableRandom r = new SplittableRandom(t);
         int[] ids = r.ints(t, 2, model.vocabSize()).toArray();
         double[] ms = new double[steps];
-        long base = alloc.liveBytes();
-        long peak = 0;
+        long held = 0;
         for (int s = -1; s < steps; s++) {
             adapter.zeroGrad();
             System.gc();
+            long base = live(alloc);
             long start = System.nanoTime();
             Trainable.Tape tape = model.forwardTrain(List.of(ids), recompute);
             Tensor logits = tape.logits();
+            if (s == -1) {
+                held = live(alloc) - base;
+            }
             float[] d = new float[Math.toIntExact(logits.numel())];
             for (int i = 0; i < d.length; i += 97) {
                 d[i] = 1e-3f;
@@ -110,10 +116,21 @@ public final class DeepseekV4StepBench {
             if (s >= 0) {
                 ms[s] = (System.nanoTime() - start) / 1e6;
             }
-            peak = Math.max(peak, alloc.peakBytes());
         }
         Arrays.sort(ms);
-        return new double[]{ms[steps / 2], Math.max(0, peak - base) / 1e9 + base / 1e9};
+        return new double[]{ms[steps / 2], held / 1e9};
+    }
+
+    /** Live device bytes once the collector's unreachable allocations are freed (an allocation frees them). */
+    private static long live(CudaAllocator alloc) {
+        System.gc();
+        try {
+            Thread.sleep(100);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        alloc.release(alloc.allocate(MemoryCategory.ACTIVATIONS, org.orbitrl.kernels.DType.F32, 1));
+        return alloc.liveBytes();
     }
 
     /**

@@ -64,12 +64,12 @@ final class DeepseekV4Indexer {
                 }
             }
             float[] scores = scores(b, q, s.start(), s.len(), keys.v(), m, wq, closed, qScale);
-            for (int i = 0; i < s.len(); i++) {
+            Ops.forRows(s.len(), (long) m * 8, i -> {   // each query's choice its own
                 float[] score = java.util.Arrays.copyOfRange(scores, i * m, (i + 1) * m);
                 int[] chosen = DeepseekV4TopK.select(score, Math.min(topK, m));
                 int close = closed[i];
                 out[s.start() + i] = java.util.Arrays.stream(chosen).filter(e -> e < close).toArray();
-            }
+            });
         }
         return out;
     }

@@ -318,13 +318,25 @@ final class CudaMatmulOps {
         if (w != null) {
             ctx.devContiguous("matmulF32 w", w, DType.BF16);
         }
+        matmul(x, f32Weight(w, q, n, k), y);
+    }
+
+    /**
+     * The weight [n, k] as f32: w itself where it is f32, else a bf16 w widened or a quantized q dequantized into the
+     * reused f32 buffer ({@code EXACT_DEQUANT}), valid until its next use. The products that keep their rows f32
+     * ({@link #matmulF32} and the train ops' transposed form) read their weight through it.
+     */
+    Tensor f32Weight(Tensor w, QuantizedTensor q, int n, int k) {
+        if (q == null && w.dtype() == DType.F32) {
+            return w;
+        }
         Tensor wf = ctx.scratch(CudaContext.Scratch.EXACT_DEQUANT, DType.F32, (long) n * k).reshape(n, k);
         if (q != null) {
             dequantize(q, wf);
         } else {
             ctx.launch(widen, ctx.gridFor((long) n * k, 256), 256, w, wf, (long) n * k);
         }
-        matmul(x, wf, y);
+        return wf;
     }
 
     /**

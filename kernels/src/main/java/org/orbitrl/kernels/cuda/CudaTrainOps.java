@@ -32,7 +32,6 @@ final class CudaTrainOps {
     private final Kernel rmsNormBackward;
     private final Kernel rmsNormBackwardWarp;
     private final Kernel swigluBackward;
-    private final Kernel bf16ToF32;
 
     CudaTrainOps(CudaContext ctx, CudaRowOps rows, CudaMatmulOps matmul) {
         this.ctx = ctx;
@@ -46,7 +45,6 @@ final class CudaTrainOps {
         this.rmsNormBackward = ctx.kernel("train", "rmsnorm_backward_f32");
         this.rmsNormBackwardWarp = ctx.kernel("train", "rmsnorm_backward_warp_f32");
         this.swigluBackward = ctx.kernel("train", "swiglu_backward_f32");
-        this.bf16ToF32 = ctx.kernel("elementwise", "bf16_to_f32_kernel");
     }
 
     /** dx [M, K] = dy [M, N] · w [N, K], w f32 or bf16. */
@@ -107,15 +105,7 @@ final class CudaTrainOps {
             zero(dx);
             return;
         }
-        Tensor wf = w;
-        if (q != null || w.dtype() == DType.BF16) {
-            wf = ctx.scratch(CudaContext.Scratch.EXACT_DEQUANT, DType.F32, (long) n * k); // [n, k]
-            if (q != null) {
-                matmul.dequantize(q, wf);
-            } else {
-                ctx.launch(bf16ToF32, ctx.gridFor((long) n * k, EW_BLOCK), EW_BLOCK, w, wf, (long) n * k);
-            }
-        }
+        Tensor wf = matmul.f32Weight(w, q, n, k);
         ctx.cublas.gemm(false, false, k, m, n, 1f, CudaAllocator.address(wf), k,
                 CudaAllocator.address(dy), n, 0f, CudaAllocator.address(dx), k, false);
     }

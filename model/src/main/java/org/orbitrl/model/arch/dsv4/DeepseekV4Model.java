@@ -227,6 +227,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         private final int vocab;
         private final org.orbitrl.kernels.TensorAllocator place;
         private Tensor placed;  // the logits in the backend's memory, made at the first ask
+        private boolean used;   // the backward has run
 
         TrainTape(GradTape tape, Node logits, Recompute recompute, int vocab, org.orbitrl.kernels.TensorAllocator place) {
             this.tape = tape;
@@ -243,6 +244,26 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
                         : place.uploadFloats(MemoryCategory.LOGITS, logits.v(), logits.size() / vocab, vocab);
             }
             return placed;
+        }
+
+        /** Releases every layer's values (the recomputed layers' inputs), the head's and the logits. */
+        @Override
+        public void release(org.orbitrl.kernels.TensorAllocator a) {
+            tape.release(a);
+            if (recompute != null) {
+                for (Node in : recompute.inputs) {
+                    if (in != null) {
+                        in.release(a);
+                    }
+                }
+                recompute.last.release(a);
+            }
+            logits.release(a);
+            if (placed != null) {
+                a.release(placed);
+                placed = null;
+            }
+            used = true;
         }
     }
 
@@ -285,12 +306,17 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         if (!(t instanceof TrainTape tt)) {
             throw new IllegalArgumentException("not a tape of this model: " + t);
         }
+        if (tt.used) {
+            throw new IllegalStateException("this DeepSeek V4 tape's backward has run (or it was released): a tape "
+                    + "takes one backward");
+        }
         if (dLogits.numel() != tt.logits.size()) {
             throw new IllegalArgumentException("d logits has " + dLogits.numel() + " values, the logits " + tt.logits.size());
         }
+        tt.used = true;
         if (Ops.keepsValues(backend)) {
             Tensor d = backend.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, dLogits.shape());
-            backend.copy(dLogits, d);
+            backend.allocator().copy(dLogits, d);   // from the device or the host
             tt.logits.accDevice(backend, d);
         } else {
             Ops.acc(tt.logits, backend.allocator().toFloats(dLogits));
@@ -306,8 +332,10 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
             GradTape lt = new GradTape();
             Node out = layer(lt, layers[i], in, rc.ids, rc.pos, rc.segs[i]);
             out.takeGrad(upper);
-            rc.inputs[i] = null;
             lt.backward();
+            lt.release(backend.allocator());   // the layer's intermediates, now, not at the next collection
+            rc.inputs[i].release(backend.allocator());   // the input's value (in shares it); in keeps its gradient
+            rc.inputs[i] = null;
             upper = in;
         }
     }

@@ -135,6 +135,9 @@ final class DeepseekV4SinkAttention {
             }
             if (!taken) {
                 Ops.release(a, st, out);
+                if (!keep) {
+                    Ops.release(a, qt, kvt);
+                }
                 return null;
             }
         }

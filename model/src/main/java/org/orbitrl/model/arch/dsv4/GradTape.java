@@ -29,6 +29,17 @@ final class GradTape {
         }
     }
 
+    /**
+     * Releases to {@code a} the values and gradients its steps' outputs hold there (once no backward through it is to
+     * come), and forgets the steps.
+     */
+    void release(org.orbitrl.kernels.TensorAllocator a) {
+        for (Step s : steps) {
+            s.out().release(a);
+        }
+        steps.clear();
+    }
+
     int size() {
         return steps.size();
     }

@@ -127,6 +127,21 @@ final class Node {
         from.dg = null;
     }
 
+    /**
+     * Releases to {@code a} the value's and the gradient's tensors in its memory (the node is not read afterwards,
+     * except through a host copy it already has).
+     */
+    void release(TensorAllocator a) {
+        if (dev != null && devIn == a) {
+            a.release(dev);
+            dev = null;
+        }
+        if (dg != null && dgIn == a) {
+            a.release(dg);
+            dg = null;
+        }
+    }
+
     /** Forgets the gradient (a device one released): its step has sent it on. */
     void dropGrad() {
         if (dg != null) {

@@ -471,6 +471,7 @@ final class Ops {
                 t.record(yn, () -> {
                     Tensor dx = copy(b, yn.gradPlaced(a, rows, heads, headDim));
                     turn(b, dx.slice(2, headDim - rot, headDim), pos, rope, !inverse);
+                    a.release(pos);
                     x.accDevice(b, dx);
                 });
             } else {

@@ -85,6 +85,29 @@ class DeepseekV4TrainStepTest {
         assertSameBits(step(strict, true, false), step(strict, true, true));
     }
 
+    /** A tape takes one backward; a second one, or one after its release, is refused with the reason. */
+    @Test
+    void aTapeTakesOneBackward() {
+        Path dir = TestSafetensors.fixtures().resolve("deepseek_v4");
+        DeepseekV4Model model = DeepseekV4Model.load(ConfigLoader.load(dir),
+                new TestSafetensors(dir.resolve("model.safetensors")), strict);
+        for (boolean recompute : new boolean[]{false, true}) {
+            List<int[]> seqs = List.of(new int[]{3, 1, 4, 1, 5, 9});
+            Trainable.Tape tape = model.forwardTrain(seqs, recompute);
+            Tensor logits = tape.logits();
+            float[] d = new float[Math.toIntExact(logits.numel())];
+            d[7] = 1f;
+            Tensor dl = strict.allocator().uploadFloats(MemoryCategory.ACTIVATIONS, d, logits.shape());
+            model.backward(tape, dl);
+            IllegalStateException again = org.junit.jupiter.api.Assertions.assertThrows(IllegalStateException.class,
+                    () -> model.backward(tape, dl));
+            assertTrue(again.getMessage().contains("takes one backward"), again.getMessage());
+            Trainable.Tape released = model.forwardTrain(seqs, recompute);
+            released.release(strict.allocator());
+            org.junit.jupiter.api.Assertions.assertThrows(IllegalStateException.class, () -> model.backward(released, dl));
+        }
+    }
+
     private static void assertSameBits(Step taped, Step recomputed) {
         org.junit.jupiter.api.Assertions.assertArrayEquals(taped.logits, recomputed.logits, "logits");
         assertEquals(taped.grads.size(), recomputed.grads.size());

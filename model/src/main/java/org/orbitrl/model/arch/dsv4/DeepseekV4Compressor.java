@@ -96,7 +96,7 @@ final class DeepseekV4Compressor {
                     sin[i * half + j] = rope.sin(first + i * rate, j);
                 }
             }
-            fresh = Ops.rope(t, normed, 1, dim, cos, sin, false);
+            fresh = Rope.apply(t, normed, 1, dim, cos, sin, false);
         }
         if (st != null) {
             float[] kvAllV = kvAll.v();

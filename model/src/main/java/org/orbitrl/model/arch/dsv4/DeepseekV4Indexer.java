@@ -43,7 +43,7 @@ final class DeepseekV4Indexer {
         // no tape: nothing here is recorded for backward, and x and qr keep the device copies their other readers made
         Node[] proj = compressor.project(null, b, x, n);
         Node q = Ops.linear(null, b, qB, qr, n);                       // [N, heads*dim]
-        q = Ops.rope(null, b, q, heads, dim, c.compressRope(), positions, false);
+        q = Rope.apply(null, b, q, heads, dim, c.compressRope(), positions, false);
         float[] w = Ops.linear(null, b, weightsProj, x, n).v();        // [N, heads]
         float qScale = (float) (1 / Math.sqrt(dim));
         float wScale = (float) (1 / Math.sqrt(heads));

@@ -409,7 +409,7 @@ public final class StrictBackend implements Backend {
         device("sinkAttention", q, kv, mask, sinks, out);
         contiguous("sinkAttention", q, kv, mask, sinks, out);
         on(() -> {
-            float[] y = sinkProbs(q, kv, mask, sinks, scale, null, null);
+            float[] y = SinkAttentionReference.run(q, kv, mask, sinks, scale, null, null);
             out.copyFrom(Tensor.of(y, out.shape()));
             return null;
         });
@@ -424,81 +424,12 @@ public final class StrictBackend implements Backend {
         on(() -> {
             float[] g = new float[Math.toIntExact(dq.numel())];
             float[] gk = new float[Math.toIntExact(dkv.numel())];
-            sinkProbs(q, kv, mask, sinks, scale, dout.toFloatArray(), new float[][]{g, gk});
+            SinkAttentionReference.run(q, kv, mask, sinks, scale, dout.toFloatArray(), new float[][]{g, gk});
             dq.copyFrom(Tensor.of(g, dq.shape()));
             dkv.copyFrom(Tensor.of(gk, dkv.shape()));
             return null;
         });
         return true;
-    }
-
-    /** The forward's output, or with dout the gradients into grads {dq, dkv}; q [T, H, d], kv [S, d], mask [T, S]. */
-    private static float[] sinkProbs(Tensor qt, Tensor kvt, Tensor maskt, Tensor sinkt, float scale, float[] dout,
-                                     float[][] grads) {
-        float[] q = qt.toFloatArray();
-        float[] kv = kvt.toFloatArray();
-        float[] mask = maskt.toFloatArray();
-        float[] sinks = sinkt.toFloatArray();
-        int t = qt.size(0);
-        int h = qt.size(1);
-        int d = qt.size(2);
-        int s = kvt.size(0);
-        float[] y = new float[t * h * d];
-        double[] p = new double[s];
-        for (int i = 0; i < t; i++) {
-            for (int hh = 0; hh < h; hh++) {
-                int qo = (i * h + hh) * d;
-                double max = sinks[hh];
-                for (int j = 0; j < s; j++) {
-                    p[j] = Double.NEGATIVE_INFINITY;
-                    if (mask[i * s + j] != Float.NEGATIVE_INFINITY) {
-                        double dot = 0;
-                        for (int c = 0; c < d; c++) {
-                            dot += (double) q[qo + c] * kv[j * d + c];
-                        }
-                        p[j] = dot * scale + mask[i * s + j];
-                    }
-                    max = Math.max(max, p[j]);
-                }
-                double sum = Math.exp(sinks[hh] - max);
-                for (int j = 0; j < s; j++) {
-                    p[j] = p[j] == Double.NEGATIVE_INFINITY ? 0 : Math.exp(p[j] - max);
-                    sum += p[j];
-                }
-                for (int j = 0; j < s; j++) {
-                    p[j] /= sum;
-                }
-                if (dout == null) {
-                    for (int c = 0; c < d; c++) {
-                        double acc = 0;
-                        for (int j = 0; j < s; j++) {
-                            acc += p[j] * kv[j * d + c];
-                        }
-                        y[qo + c] = (float) acc;
-                    }
-                    continue;
-                }
-                double[] dp = new double[s];
-                double dot = 0;
-                for (int j = 0; j < s; j++) {
-                    for (int c = 0; c < d; c++) {
-                        dp[j] += (double) dout[qo + c] * kv[j * d + c];
-                    }
-                    dot += p[j] * dp[j];
-                }
-                for (int j = 0; j < s; j++) {
-                    if (p[j] == 0) {
-                        continue;
-                    }
-                    double dl = p[j] * (dp[j] - dot) * scale;
-                    for (int c = 0; c < d; c++) {
-                        grads[0][qo + c] += (float) (dl * kv[j * d + c]);
-                        grads[1][j * d + c] += (float) (dl * q[qo + c] + p[j] * dout[qo + c]);
-                    }
-                }
-            }
-        }
-        return y;
     }
 
     @Override

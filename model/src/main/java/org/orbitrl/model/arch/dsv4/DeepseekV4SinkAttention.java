@@ -78,8 +78,11 @@ final class DeepseekV4SinkAttention {
         return out;
     }
 
-    /** The block's mask rows over its keys [rows, keys], in the order of its runs. */
+    /** The block's mask rows over its keys [rows, keys], in the order of its runs (the mask itself where that is all). */
     private static float[] blockMask(float[] mask, int s, Block blk) {
+        if (blk.all(s) && (long) blk.rows() * s == mask.length) {
+            return mask;
+        }
         float[] m = new float[blk.rows() * blk.keys()];
         for (int i = 0; i < blk.rows(); i++) {
             int o = i * blk.keys();

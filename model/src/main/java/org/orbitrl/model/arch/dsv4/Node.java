@@ -2,7 +2,6 @@ package org.orbitrl.model.arch.dsv4;
 
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.DType;
-import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 
@@ -188,11 +187,11 @@ final class Node {
      */
     void accDevice(Backend b, Tensor d) {
         TensorAllocator a = b.allocator();
-        if (d.numel() != size) {
-            throw new IllegalArgumentException("a gradient of " + d.numel() + " elements for a value of " + size);
+        if (d.numel() != size || !d.isContiguous()) {
+            throw new IllegalArgumentException("a gradient must be a contiguous tensor of " + size + " elements, got " + d);
         }
         if (!hasGrad()) {
-            dg = d.isContiguous() ? d : copyOf(b, d);
+            dg = d;
             dgIn = a;
             return;
         }
@@ -203,11 +202,5 @@ final class Node {
         }
         Ops.accOwned(this, a.toFloats(d));
         a.release(d);
-    }
-
-    private static Tensor copyOf(Backend b, Tensor d) {
-        Tensor c = b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, d.shape());
-        b.copy(d, c);
-        return c;
     }
 }

@@ -292,7 +292,7 @@ public final class MemoryPlanner {
         long activations = scratch;
         if (role.trains()) {
             int chunk = chunked(req) ? req.expertChunk() : 0;
-            activations += ActivationModel.trainBytes(inv, req.adapter(), trainTokens,
+            activations += ActivationModel.trainBytes(inv, req.adapter(), trainTokens, batch.microBatch(),
                     req.recompute() ? req.keptLayers() : s.numLayers(), tp, ep, device, chunk);
             logits += Math.min(trainTokens, req.logitsChunkTokens()) * vocabShard * 8;  // f32 logits and their gradient
         }

@@ -28,7 +28,8 @@ class ReferencePlansTest {
     private static final BatchShape BATCH = new BatchShape(64, 8, 1024, 4096, 1);
 
     /** One reference: a model, its shipped base format, the adapter and tensor parallelism that fit. */
-    record Reference(String file, String title, String model, String base, String adapter, int tp, int chunk, int prompts) {
+    record Reference(String file, String title, String model, String base, String adapter, int tp, int chunk, int prompts,
+                     int responseLen) {
         PlanRequest request() {
             return request(base, adapter, tp);
         }
@@ -37,7 +38,8 @@ class ReferencePlansTest {
             Path cfg = TestModels.configOf("models/" + model);
             ModelSpec spec = ConfigLoader.load(cfg);
             return PlanRequest.defaults(spec, cfg, B200).withBase(BaseFormat.parse(b, spec))
-                    .withAdapter(AdapterSpec.parse(a)).withBatch(BATCH.withPrompts(prompts))
+                    .withAdapter(AdapterSpec.parse(a)).withBatch(new BatchShape(prompts, BATCH.samplesPerPrompt(), BATCH.promptLen(), responseLen,
+                            BATCH.microBatch()))
                     .withLayout(ParallelLayout.colocated(ParallelLayout.auto(spec, B200, 0, 0).expertParallel(), t))
                     .withExpertChunk(chunk);
         }
@@ -45,29 +47,37 @@ class ReferencePlansTest {
         String command(String b, String a, int t) {
             return "tools/orbit plan --model ../shared/models/" + model + " --node 8xB200 --base " + b + " --adapter " + a
                     + (t == 1 ? "" : " --tp " + t) + (chunk == PlanRequest.DEFAULT_EXPERT_CHUNK ? "" : " --chunk " + chunk)
-                    + (prompts == BATCH.prompts() ? "" : " --prompts " + prompts);
+                    + (prompts == BATCH.prompts() ? "" : " --prompts " + prompts)
+                    + (responseLen == BATCH.responseLen() ? "" : " --response-len " + responseLen);
         }
     }
 
     /**
      * Kimi's 60 MoE layers share one f32 chunk buffer per model instance (336 MiB an expert slot, in the
-     * trainer's model and in the rollout's view): the default chunk and batch fit.
+     * trainer's model and in the rollout's view): the default chunk fits, with 48 prompts a step (x8 samples) where
+     * the default 64 leave the training activations short (a 5120-token micro-batch keeps 61 layers' f32 inputs,
+     * 8.4 GiB, under recompute).
      */
     static final int KIMI_CHUNK = PlanRequest.DEFAULT_EXPERT_CHUNK;
-    static final int KIMI_PROMPTS = BATCH.prompts();
+    static final int KIMI_PROMPTS = 48;
 
     static final Reference KIMI = new Reference("kimi-k2.6-int4-lora-8xB200.md",
             "Kimi-K2.6, INT4 experts as shipped, LoRA rank 32 on every projection, 8xB200",
-            "kimi-k2.6", "int4", "lora:32", 1, KIMI_CHUNK, KIMI_PROMPTS);
+            "kimi-k2.6", "int4", "lora:32", 1, KIMI_CHUNK, KIMI_PROMPTS, BATCH.responseLen());
     /**
      * V4 Pro's routed experts are dequantized 2 at a time (504 MiB an expert slot of f32 gate, up and down, in the
      * trainer's model and in the rollout's view): the default chunk of 8 leaves its activations 2.5 GiB short.
      */
     static final int DSV4_CHUNK = 2;
+    /**
+     * V4 Pro's responses up to 1024 tokens: under recompute a training micro-batch keeps every layer's four f32 input
+     * streams (61 x 4 x 7168 values a token), which at 1024 + 4096 tokens alone take 33 GiB of a GPU.
+     */
+    static final int DSV4_RESPONSE = 1024;
 
     static final Reference DSV4 = new Reference("deepseek-v4-pro-fp4-lora-8xB200.md",
             "DeepSeek V4 Pro, FP4 experts and FP8 attention as shipped, LoRA rank 16 on every projection, 8xB200",
-            "deepseek-v4-pro", "fp4", "lora:16", 2, DSV4_CHUNK, BATCH.prompts());
+            "deepseek-v4-pro", "fp4", "lora:16", 2, DSV4_CHUNK, BATCH.prompts(), DSV4_RESPONSE);
 
     @Test
     void kimiInt4LoraFits() throws IOException {
@@ -79,15 +89,15 @@ class ReferencePlansTest {
 
     /**
      * On 8xH200 (141 GB) Kimi-K2.6 fits with LoRA on every projection but the routed experts', with the default chunk
-     * and batch; with the routed experts' LoRA too (38 GiB a GPU of adapter, gradients and AdamW state at rank 32) it
-     * does not.
+     * and 40 prompts a step; with the routed experts' LoRA too (38 GiB a GPU of adapter, gradients and AdamW state at
+     * rank 32) it does not.
      */
     @Test
     void kimiInt4FitsH200WithoutRoutedExpertLora() {
         NodeSpec h200 = NodeSpec.parse("8xH200");
         Path cfg = TestModels.configOf("models/kimi-k2.6");
         ModelSpec spec = ConfigLoader.load(cfg);
-        PlanRequest req = PlanRequest.defaults(spec, cfg, h200).withBase(BaseFormat.parse("int4", spec)).withBatch(BATCH)
+        PlanRequest req = PlanRequest.defaults(spec, cfg, h200).withBase(BaseFormat.parse("int4", spec)).withBatch(BATCH.withPrompts(40))
                 .withLayout(ParallelLayout.colocated(ParallelLayout.auto(spec, h200, 0, 0).expertParallel(), 1));
         MemoryPlan dense = MemoryPlanner.check(req.withAdapter(AdapterSpec.parse("lora:32:attention+shared+dense")));
         assertTrue(dense.fits());

@@ -213,6 +213,8 @@ final class DeepseekV3Attention {
             kvB.forward(b, eye, img);
             Tensor eff = alloc(b.allocator(), kvB.out(), r);               // [H*(nope+v), R]
             b.copy(img.transpose(0, 1), eff);
+            b.allocator().release(eye);
+            b.allocator().release(img);
             return eff;
         }
         Weight wt = kvB.weight();
@@ -257,6 +259,7 @@ final class DeepseekV3Attention {
         if (adapted) {
             headProducts.blockGrad(b, dattn3, tape.outLat, MlaHeadProducts.Block.VALUE, dW);
         }
+        a.release(dattn);   // each gradient below is released at its last use
         // attention over the entries (one shared head; its first R channels are also the value)
         Tensor dqLat = alloc(a, n, heads, w);                              // [N, H, R+rope]
         Tensor dEntry = alloc(a, n, 1, w);                                 // [N, 1, R+rope]
@@ -269,11 +272,14 @@ final class DeepseekV3Attention {
                     dEntry.slice(0, start, start + t), dEntryV.slice(0, start, start + t));
             start += t;
         }
+        a.release(dOutLat);
         Tensor dLatentN = alloc(a, n, r);                                  // [N, R]
         b.copy(dEntry.select(1, 0).slice(1, 0, r), dLatentN);
         b.add(dLatentN, dEntryV.reshape(n, r), dLatentN);
+        a.release(dEntryV);
         Tensor dkRot = alloc(a, n, 1, rot);                                // [N, 1, rope]
         b.copy(dEntry.select(1, 0).slice(1, r, w), dkRot.reshape(n, rot));
+        a.release(dEntry);
         b.ropeBackward(dkRot, positions, rope);
         // key rows: qLat_h = qNope_h · W_kb_h
         Tensor dq = alloc(a, n, heads, qk);                                // [N, H, qk]
@@ -283,6 +289,7 @@ final class DeepseekV3Attention {
             headProducts.blockGrad(b, tape.q3.slice(2, 0, nope), dqLatKeys, MlaHeadProducts.Block.KEY, dW);
         }
         b.copy(dqLat.slice(2, r, w), dq.slice(2, nope, qk));
+        a.release(dqLat);
         b.ropeBackward(dq.slice(2, nope, qk), positions, rope);
         if (adapted) {
             // the adapter's kv_b matrix was read as kv_b(I)ᵀ: its gradient enters through that image
@@ -291,16 +298,20 @@ final class DeepseekV3Attention {
             Tensor eye = eye(a);
             Tensor dEye = alloc(a, r, r);                                  // [R, R] the identity's gradient, unused
             kvB.backward(b, eye, dImg, dEye);
-            for (Tensor t : new Tensor[]{dImg, eye, dEye}) {
+            for (Tensor t : new Tensor[]{dImg, eye, dEye, dW}) {
                 a.release(t);
             }
         }
         Tensor dLatent = alloc(a, n, r);                                   // [N, R]
         b.rmsNormBackward(tape.latent, kvANorm, eps, dLatentN, dLatent);
+        a.release(dLatentN);
         Tensor dkva = alloc(a, n, w);                                      // [N, R+rope]
         b.copy(dLatent, dkva.slice(1, 0, r));
         b.copy(dkRot.reshape(n, rot), dkva.slice(1, r, w));
+        a.release(dLatent);
+        a.release(dkRot);
         kvA.backward(b, tape.x, dkva, dx);
+        a.release(dkva);
         Tensor tmp = alloc(a, n, dx.size(1));                              // [N, hidden]
         Tensor dqs = dq.reshape(n, (long) heads * qk);
         if (q != null) {
@@ -314,11 +325,8 @@ final class DeepseekV3Attention {
             a.release(dqan);
             a.release(dqa);
         }
+        a.release(dq);
         b.add(dx, tmp, dx);
-        for (Tensor t : new Tensor[]{dattn, dW, dOutLat, dqLat, dEntry, dEntryV, dLatentN, dkRot, dq, dLatent, dkva, tmp}) {
-            if (t != null) {
-                a.release(t);   // each at its last use, issued above
-            }
-        }
+        a.release(tmp);
     }
 }

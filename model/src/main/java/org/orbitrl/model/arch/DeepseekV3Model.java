@@ -195,7 +195,7 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
     private Tensor layerForward(int i, Tensor x, Tensor positions, List<Segment> batch, LayerTape lt, boolean training) {
         Backend b = backend;
         Layer l = layers[i];
-        PreNormDecoder.Residual r = PreNormDecoder.layer(b, x, l.inputNorm(), l.postNorm(), config.rmsEps(),
+        PreNormDecoder.Residual r = PreNormDecoder.layer(b, x, l.inputNorm(), l.postNorm(), config.rmsEps(), lt != null,
                 (in, out) -> l.attention().forward(b, in, positions, batch, rope, out, lt == null ? null : lt.attention),
                 (in, out) -> {
                     if (l.moe() != null) {

@@ -199,7 +199,7 @@ public final class GptOssModel implements Trainable, AdapterTargets {
     private Tensor layerForward(int i, Tensor x, Tensor positions, List<Segment> batch, LayerTape lt, boolean training) {
         Backend b = backend;
         Layer l = layers[i];
-        PreNormDecoder.Residual r = PreNormDecoder.layer(b, x, l.inputNorm(), l.postNorm(), config.rmsEps(),
+        PreNormDecoder.Residual r = PreNormDecoder.layer(b, x, l.inputNorm(), l.postNorm(), config.rmsEps(), lt != null,
                 (in, out) -> l.attention().forward(b, in, positions, batch, rope, out, lt == null ? null : lt.attention),
                 (in, out) -> l.moe().forward(b, in, out, lt == null ? null : lt.moe));
         if (lt != null) {

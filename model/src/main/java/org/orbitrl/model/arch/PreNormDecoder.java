@@ -213,8 +213,13 @@ final class PreNormDecoder<L> {
         a.release(dx);   // the embedding's input gradient: the embedding does not train
     }
 
-    /** {@code mid = x + attention(norm1(x))}, {@code out = mid + block(norm2(mid))}; x [N, hidden]. */
-    static Residual layer(Backend b, Tensor x, Tensor norm1, Tensor norm2, float eps, Sublayer attention, Sublayer block) {
+    /**
+     * {@code mid = x + attention(norm1(x))}, {@code out = mid + block(norm2(mid))}; x [N, hidden]. {@code taped}: the
+     * sublayers' tapes keep the normed inputs and the layer's tape keeps mid; else each is released at its last use
+     * here, and the result's mid is null.
+     */
+    static Residual layer(Backend b, Tensor x, Tensor norm1, Tensor norm2, float eps, boolean taped, Sublayer attention,
+                          Sublayer block) {
         TensorAllocator a = b.allocator();
         int n = x.size(0);
         int h = x.size(1);
@@ -230,6 +235,12 @@ final class PreNormDecoder<L> {
         Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);     // [N, hidden]
         b.add(mid, delta, out);
         a.release(delta);
+        if (!taped) {
+            a.release(normed1);
+            a.release(normed2);
+            a.release(mid);
+            return new Residual(null, out);
+        }
         return new Residual(mid, out);
     }
 

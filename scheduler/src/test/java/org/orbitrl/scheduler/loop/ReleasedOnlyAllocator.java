@@ -50,9 +50,21 @@ final class ReleasedOnlyAllocator implements TensorAllocator {
     private long lastAnalysed;
     private Map<String, long[]> peakSites = new TreeMap<>();    // site -> {reachable, garbage} bytes at the analysed peak
 
+    private final boolean device;
+
     ReleasedOnlyAllocator(TensorAllocator inner, boolean sites) {
+        this(inner, sites, false);
+    }
+
+    /**
+     * With {@code device}, this memory says it is not the host's ({@link #hostMemory} false), so that model code
+     * keeps in it what it keeps in a device's memory (DeepSeek V4's values); the tensors are still host memory,
+     * which the CPU backend's operations read.
+     */
+    ReleasedOnlyAllocator(TensorAllocator inner, boolean sites, boolean device) {
         this.inner = inner;
         this.sites = sites;
+        this.device = device;
     }
 
     private static boolean perStep(MemoryCategory c) {
@@ -100,16 +112,26 @@ final class ReleasedOnlyAllocator implements TensorAllocator {
 
     @Override
     public boolean hostMemory() {
-        return inner.hostMemory();
+        return !device && inner.hostMemory();
     }
 
     @Override
     public Tensor upload(MemoryCategory category, Tensor host) {
+        if (device) {   // a copy, as a device's upload makes
+            Tensor t = allocate(category, host.dtype(), host.shape());
+            inner.copy(host, t);
+            return t;
+        }
         return inner.hostMemory() ? host : inner.upload(category, host);
     }
 
     @Override
     public Tensor toHost(Tensor t) {
+        if (device) {   // a copy, as a device's read makes
+            Tensor h = Tensor.allocate(java.lang.foreign.Arena.ofAuto(), t.dtype(), t.shape());
+            h.copyFrom(t);
+            return h;
+        }
         return inner.toHost(t);
     }
 

@@ -40,10 +40,9 @@ public final class ActivationModel {
 
     /**
      * Bytes a device's latent-attention backward holds at most beside the activations: a chunk of queries' scores and
-     * their gradient (256 MiB each, {@code CudaMqaAttention}) and a group of heads' head-major rows in and out of the
-     * per-head products (64 MiB each, {@code MlaHeadProducts}).
+     * their gradient (256 MiB each, {@code CudaMqaAttention}).
      */
-    public static final long MLA_DEVICE_SCRATCH = 2 * (256L << 20) + 2 * (64L << 20);
+    public static final long MLA_DEVICE_SCRATCH = 2 * (256L << 20);
 
     private ActivationModel() {
     }
@@ -153,16 +152,28 @@ public final class ActivationModel {
         long h = s.hiddenSize();
         int rAttn = loraRank(adapter, ParamFamily.ATTENTION);
         int rMlp = loraRank(adapter, ParamFamily.DENSE_MLP);
+        int rShared = loraRank(adapter, ParamFamily.SHARED_EXPERTS);
         int rExperts = loraRank(adapter, ParamFamily.ROUTED_EXPERTS);
         double qd = (double) s.numHeads() * s.headDim() / tp;
         double kvd = Math.ceil((double) s.numKvHeads() / tp) * s.headDim();
         double persistent = (s.numLayers() + 3.0) * h + (device ? 1 : 0);
+        double sharedInter = s.isMoe() ? (double) s.moe().sharedIntermediateSize() / tp : 0;
         if (device && chunk > 0 && s.isMoe() && MoeWorkingSet.grouped(s, ep, adapter)) {
             persistent += MoeWorkingSet.deviceRowsPerToken(s);
         }
         long hostChunk = s.isMoe() ? MoeWorkingSet.hostChunkElements(s, chunk, ep, adapter, device) : 0;
-        double attnPhase = 2.0 * h + Math.max(attentionWorkPerToken(h, qd, kvd, rAttn), h);
-        double stats = device && (s.headDim() == 64 || s.headDim() == 128) ? (double) s.numHeads() / tp : 0;
+        double attnTape;
+        double attnWork;
+        if (s.mla() != null) {   // per token: the elements of tokens' worth over tokens
+            double[] mla = mlaAttention(s, rAttn, tp, tokens);
+            attnTape = mla[0] / tokens;
+            attnWork = mla[1] / tokens;
+        } else {
+            double stats = device && (s.headDim() == 64 || s.headDim() == 128) ? (double) s.numHeads() / tp : 0;
+            attnTape = 3 * (qd + kvd) + stats;
+            attnWork = attentionWorkPerToken(h, qd, kvd, rAttn);
+        }
+        double attnPhase = 2.0 * h + Math.max(attnWork, h);
         int layers = s.numLayers();
         int firstKept = layers - Math.min(Math.max(kept, 0), layers);
         double keptTapes = 0;   // tapes of the kept layers from firstKept up to the layer at hand
@@ -170,15 +181,17 @@ public final class ActivationModel {
         double tapes = 0;
         double maxPhase = 0;
         for (int i = 0; i < layers; i++) {
-            double tape = 3.0 * h + 3 * (qd + kvd) + stats;
+            double tape = 3.0 * h + attnTape;
             double mlpWork;
             if (s.isMoeLayer(i) && MoeWorkingSet.grouped(s, ep, adapter)) {
                 double k = MoeWorkingSet.pairsPerToken(s, ep);
-                tape += MoeWorkingSet.tapePerToken(s, k);
-                mlpWork = MoeWorkingSet.backwardPerToken(s, k, rExperts, (double) hostChunk / tokens, device);
+                tape += MoeWorkingSet.tapePerToken(s, k) + 3 * sharedInter;
+                mlpWork = Math.max(MoeWorkingSet.backwardPerToken(s, k, rExperts, (double) hostChunk / tokens, device),
+                        sharedInter > 0 ? mlpWorkPerToken(h, sharedInter, rShared) : 0);
             } else if (s.isMoeLayer(i)) {
-                tape += MoeWorkingSet.pairsPerToken(s, ep) * MoeWorkingSet.perExpertTapePerPair(s);
-                mlpWork = MoeWorkingSet.perExpertBackwardPerToken(s, rExperts, device);
+                tape += MoeWorkingSet.pairsPerToken(s, ep) * MoeWorkingSet.perExpertTapePerPair(s) + 3 * sharedInter;
+                mlpWork = Math.max(MoeWorkingSet.perExpertBackwardPerToken(s, rExperts, device),
+                        sharedInter > 0 ? mlpWorkPerToken(h, sharedInter, rShared) : 0);
             } else {
                 double inter = (double) s.intermediateSize() / tp;
                 tape += 3 * inter;
@@ -198,6 +211,65 @@ public final class ActivationModel {
         // without recompute every tape is counted to the end of the backward, beside the largest working set
         return (long) Math.ceil((persistent + (firstKept == 0 ? tapes + maxPhase : peak)) * tokens) * 4;
     }
+
+    /**
+     * Multi-head latent attention's part of a layer for {@code tokens} tokens (DeepSeek-V3, Kimi-K2: the absorbed form,
+     * {@code DeepseekV3Attention}), in f32 elements: {@code [0]} what its tape keeps, {@code [1]} its backward's largest
+     * moment beside its input and output gradients. With H heads (split by {@code tp}), R the latent rank, w = R + rope
+     * the entry's width, qk = nope + rope and q_lora's rank ql, a token's tape holds q {@code [H·qk]}, q_a and its norm
+     * {@code [2·ql]}, the latent {@code [R]}, the cache entry {@code [w]}, the absorbed queries {@code [H·w]}, the
+     * latent outputs {@code [H·R]} and o's input {@code [H·v]}; with an adapter on kv_b the layer also keeps the adapted
+     * matrix {@code [H·(nope+v), R]} made for its forward (otherwise the base weight, no activation). The backward holds,
+     * step by step, each gradient until its last use: o's input gradient beside o's LoRA; it and the latent outputs'
+     * gradient beside the per-head products' head-major temporaries ({@code MlaHeadProducts}: a group of heads' rows in and
+     * out, at most 64 MiB each); the latent outputs', absorbed queries', entries' and values' gradients through the
+     * attention; the absorbed queries', the latent's, the key rope's and q's through the key products (with their
+     * temporaries); with kv_b adapted, the matrix's gradient {@code [H·(nope+v), R]} from the start to its image's
+     * {@code [R, H·(nope+v)]} backward; then q's gradient beside kv_a's {@code [w]} and LoRA, and beside the
+     * projection's partial input gradient {@code [h]}, q_b's and q_a's and their LoRA.
+     */
+    static double[] mlaAttention(ModelSpec s, int rank, int tp, long tokens) {
+        MlaSpec m = s.mla();
+        double n = tokens;
+        double heads = Math.ceil((double) s.numHeads() / tp);
+        long h = s.hiddenSize();
+        double r = m.kvLoraRank();
+        double rot = m.qkRopeHeadDim();
+        double nope = m.qkNopeHeadDim();
+        double vd = m.vHeadDim();
+        double ql = m.qLoraRank();
+        double w = r + rot;
+        double qk = nope + rot;
+        boolean adaptedKvB = rank > 0;
+        double kvbW = adaptedKvB ? heads * (nope + vd) * r : 0;
+        double tape = n * (heads * qk + 2 * ql + r + w + heads * w + heads * r + heads * vd) + kvbW;
+        double dW = kvbW;   // the adapted matrix's gradient, live until its image's backward
+        double o = n * (heads * vd + loraBackwardPerToken(rank, heads * vd)) + dW;
+        double values = n * (heads * vd + heads * r) + headTemps(heads, tokens, vd, r) + dW;
+        double attention = n * (heads * r + heads * w + w + r) + dW;
+        double keys = n * (heads * w + r + rot + heads * qk) + headTemps(heads, tokens, r, nope) + dW;
+        double image = adaptedKvB ? n * (r + rot + heads * qk) + 2 * dW + 2 * r * r + r * loraBackwardPerToken(rank, r) : 0;
+        double kvA = n * (heads * qk + w + loraBackwardPerToken(rank, h));
+        double q = ql > 0
+                ? n * (h + heads * qk + Math.max(ql + loraBackwardPerToken(rank, ql), 2 * ql + loraBackwardPerToken(rank, h)))
+                : n * (h + heads * qk + loraBackwardPerToken(rank, h));
+        double work = Math.max(Math.max(Math.max(o, values), Math.max(attention, keys)), Math.max(image, Math.max(kvA, q)));
+        return new double[]{tape, work};
+    }
+
+    /**
+     * Elements of the absorbed attention's per-head products' temporaries for {@code tokens} tokens: a group of heads'
+     * rows in ({@code in} wide) and out ({@code out} wide), the group as many heads as keep the wider within 64 MiB
+     * (one at least).
+     */
+    static double headTemps(double heads, long tokens, double in, double out) {
+        double perHead = Math.max(1, tokens * Math.max(in, out) * 4);
+        double group = Math.max(1, Math.min(heads, Math.floor(MLA_HEAD_GROUP_BYTES / perHead)));
+        return group * tokens * (in + out);
+    }
+
+    /** Bytes of a group of heads' head-major rows, in or out, in the absorbed attention's per-head products. */
+    static final long MLA_HEAD_GROUP_BYTES = 64L << 20;
 
     /**
      * Per-token elements of a LoRA backward on a linear layer with {@code in} inputs: the recomputed
@@ -256,34 +328,24 @@ public final class ActivationModel {
      */
     public static long trainBytes(WeightInventory inv, AdapterSpec adapter, long tokens, int kept, int tp, int ep,
                                   boolean device, int chunk) {
+        return trainBytes(inv, adapter, tokens, 1, kept, tp, ep, device, chunk);
+    }
+
+    /**
+     * As {@link #trainBytes(WeightInventory, AdapterSpec, long, int, int, int, boolean, int)} for {@code sequences}
+     * sequences of {@code tokens} tokens in all (DeepSeek V4 copies each sequence's rows out of the batch's).
+     */
+    public static long trainBytes(WeightInventory inv, AdapterSpec adapter, long tokens, int sequences, int kept, int tp,
+                                  int ep, boolean device, int chunk) {
         ModelSpec s = inv.spec();
-        if (s.mla() == null && s.deepseekV4() == null) {
-            return tokens == 0 ? 0 : standardTrainBytes(s, adapter, kept, tp, ep, device, chunk, tokens);
+        if (s.deepseekV4() != null) {
+            return tokens == 0 ? 0 : DeepseekV4Activations.trainBytes(s, adapter, tokens, sequences, kept, ep, device, chunk);
         }
-        double lora = loraPerToken(inv, adapter);
-        int layers = s.numLayers();
-        int firstKept = layers - Math.min(Math.max(kept, 0), layers);
-        double max = 0;
-        double sum = 0;
-        double keptSum = 0;
-        double recomputedMax = 0;
-        for (int i = 0; i < layers; i++) {
-            double e = perTokenLayer(s, i, adapter, lora, tp);
-            max = Math.max(max, e);
-            sum += e;
-            if (i >= firstKept) {
-                keptSum += e;
-            } else {
-                recomputedMax = Math.max(recomputedMax, e);
-            }
+        if (tokens == 0) {
+            return 0;
         }
-        double elems = firstKept == 0
-                ? sum + max
-                : (double) layers * residualPerToken(s) + Math.max(keptSum, recomputedMax) + max;
-        if (device && chunk > 0 && s.isMoe() && MoeWorkingSet.grouped(s, ep, adapter)) {
-            elems += 2 * MoeWorkingSet.deviceRowsPerToken(s);   // the grouped rows in bf16 the backend keeps (f32 elements)
-        }
-        return (long) Math.ceil(elems * tokens * 2) + (device && s.mla() != null && tokens > 0 ? MLA_DEVICE_SCRATCH : 0);
+        return standardTrainBytes(s, adapter, kept, tp, ep, device, chunk, tokens)
+                + (device && s.mla() != null ? MLA_DEVICE_SCRATCH : 0);
     }
 
     /** Bytes of one layer's forward working set for {@code tokens} tokens (rollout prefill scratch). */

@@ -39,6 +39,13 @@ final class DeepseekV4Indexer {
     /** Per row of the batch, the chosen compressed-entry indices (at most top-k, all causally closed). */
     int[][] select(Backend b, Node x, Node qr, int[] positions, DeepseekV4Attention.Seg[] segs, int rate,
                    DeepseekV4Config c) {
+        try (Scratch ignored = Scratch.open(b.allocator())) {   // its values end with the choice, taped forward or not
+            return choose(b, x, qr, positions, segs, rate, c);
+        }
+    }
+
+    private int[][] choose(Backend b, Node x, Node qr, int[] positions, DeepseekV4Attention.Seg[] segs, int rate,
+                           DeepseekV4Config c) {
         int n = positions.length;
         // no tape: nothing here is recorded for backward, and x and qr keep the device copies their other readers made
         Node[] proj = compressor.project(null, b, x, n);

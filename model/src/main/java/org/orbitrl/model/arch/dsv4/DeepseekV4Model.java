@@ -338,6 +338,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
             rc.inputs[i] = null;
             upper = in;
         }
+        upper.dropGrad();   // the embedding streams' gradient: the embedding does not train
     }
 
     private Node run(List<Segment> batch, HiddenSink hidden, GradTape tape) {
@@ -388,7 +389,9 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         int h = c.hidden();
         int hc = c.hcMult();
         Tensor emb = backend.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);  // [N, hidden]
-        backend.embedding(embed, backend.allocator().upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(ids, n)), emb);
+        Tensor idt = backend.allocator().upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(ids, n));
+        backend.embedding(embed, idt, emb);
+        backend.allocator().release(idt);
         Node x;                                                                                  // [N, hc, hidden]
         if (Ops.keepsValues(backend)) {
             x = HyperConnectionOps.streams(backend, emb, n, hc, h);
@@ -401,6 +404,9 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
                 }
             }
             x = new Node(streams);
+        }
+        if (tape != null && rc == null) {
+            tape.record(x, () -> { });   // the first layer's backward reads the streams: the tape releases them
         }
         emit(hidden, 0, x, n, hc, h);
         for (int i = 0; i < layers.length; i++) {
@@ -416,7 +422,17 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
                 rc.inputs[i] = x;
                 rc.segs[i] = segs;
             }
-            x = layer(rc == null ? tape : null, layers[i], x, ids, pos, segs);
+            Node in = x;
+            if (tape != null && rc == null) {
+                x = layer(tape, layers[i], in, ids, pos, segs);
+            } else {
+                try (Scratch s = Scratch.open(backend.allocator())) {   // untaped: only the output outlives the layer
+                    x = s.keep(layer(null, layers[i], in, ids, pos, segs));
+                }
+                if (rc == null) {
+                    in.release(backend.allocator());   // an inference forward's streams: the next layer's output replaces them
+                }
+            }
             if (i + 1 < layers.length) {
                 emit(hidden, i + 1, x, n, hc, h);
             }
@@ -426,17 +442,31 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
             rc.pos = pos;
             rc.last = x;
         }
-        Node collapsed = DeepseekV4HyperConnection.head(tape, backend, x, headFn, headBase, headScale, hc, h, c.hcEps(), c.rmsEps());
-        Node normed = Ops.rmsNorm(tape, backend, collapsed, h, norm, c.rmsEps());
-        if (hidden != null) {
-            hidden.accept(layers.length, backend.allocator().uploadFloats(MemoryCategory.ACTIVATIONS, normed.v(), n, h));
-        }
         for (int si = 0; si < batch.size(); si++) {
             Segment s = batch.get(si);
             if (s.cache() != null) {
                 s.cache().advance(s.tokens().length);
                 seqStates[si].length += s.tokens().length;
             }
+        }
+        if (tape != null) {
+            return head(tape, x, hidden, n);
+        }
+        try (Scratch s = Scratch.open(backend.allocator())) {
+            Node logits = s.keep(head(null, x, hidden, n));
+            x.release(backend.allocator());
+            return logits;
+        }
+    }
+
+    /** The logits [N, vocab] of the last layer's streams x: the hyper-connection head, the final norm, the LM head. */
+    private Node head(GradTape tape, Node x, HiddenSink hidden, int n) {
+        int h = c.hidden();
+        Node collapsed = DeepseekV4HyperConnection.head(tape, backend, x, headFn, headBase, headScale, c.hcMult(), h,
+                c.hcEps(), c.rmsEps());
+        Node normed = Ops.rmsNorm(tape, backend, collapsed, h, norm, c.rmsEps());
+        if (hidden != null) {
+            hidden.accept(layers.length, backend.allocator().uploadFloats(MemoryCategory.ACTIVATIONS, normed.v(), n, h));
         }
         return Ops.linear(tape, backend, lmHead, normed, n, MemoryCategory.LOGITS);
     }

@@ -27,6 +27,7 @@ final class Node {
     Node(float[] v) {
         this.v = v;
         this.size = v.length;
+        Scratch.made(this);
     }
 
     private Node(Tensor t, TensorAllocator a) {
@@ -36,6 +37,7 @@ final class Node {
         this.size = Math.toIntExact(t.numel());
         this.dev = t;
         this.devIn = a;
+        Scratch.made(this);
     }
 
     /** A value made in {@code a}'s memory (a device allocator's): the node owns {@code t}. */

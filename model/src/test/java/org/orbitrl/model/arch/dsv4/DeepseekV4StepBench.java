@@ -35,6 +35,9 @@ import java.util.SplittableRandom;
  * <pre>java ... org.orbitrl.model.arch.dsv4.DeepseekV4StepBench tokens,... [layers] [experts] [vocab] [steps] [copiedUpTo]</pre>
  *
  * <p>{@code -Dorbit.bench.profile=true}: instead, where one step of the first token count goes.
+ * {@code -Dorbit.bench.peak=true}: instead, the device's peak bytes of activations and logits over two steps of each
+ * token count (ascending), with recompute ({@code -Dorbit.bench.taped=true}: every layer taped), to set beside the
+ * memory planner's.
  */
 public final class DeepseekV4StepBench {
     private DeepseekV4StepBench() {
@@ -67,6 +70,17 @@ public final class DeepseekV4StepBench {
             System.out.println("|---|---|---|---|---|---|");
             if (Boolean.getBoolean("orbit.bench.profile")) {
                 profile(gpu, model, tokens[0]);
+                return;
+            }
+            if (Boolean.getBoolean("orbit.bench.peak")) {   // ascending token counts: each peak is that count's
+                boolean recompute = !Boolean.getBoolean("orbit.bench.taped");
+                CudaAllocator alloc = (CudaAllocator) gpu.allocator();
+                for (int t : tokens) {
+                    time(gpu, model, adapter, t, 1, true, recompute);
+                    System.out.printf("peak device bytes, %d tokens, %s: activations %d, logits %d%n", t,
+                            recompute ? "recompute" : "every layer taped", alloc.peakBytes(MemoryCategory.ACTIVATIONS),
+                            alloc.peakBytes(MemoryCategory.LOGITS));
+                }
                 return;
             }
             for (int t : tokens) {

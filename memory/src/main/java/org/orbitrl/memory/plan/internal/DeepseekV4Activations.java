@@ -21,14 +21,15 @@ import org.orbitrl.model.spec.MoeSpec;
  *   <li>the attention: q_a and its norm {@code [2·ql]}, q_b, its norm and rope {@code [3·H·d]}, kv, its norm and rope
  *       {@code [3·d]}, the ropes' positions {@code [3]}, the compressor's two projections {@code [2·width]} (width
  *       {@code 2d} with the overlapping windows of compressed-sparse layers, else d) and the key rows with the
- *       compressed entries {@code [d + 2·d/rate]}, the attention's output, its rope {@code [2·H·d]}, the grouped o_a's
- *       output and o_b's {@code [groups·o_rank + h]}; with several sequences each sequence's q and k rows are copied
- *       out {@code [H·d + d]} and the outputs concatenated {@code [H·d]};</li>
+ *       compressed entries {@code [d + 2·d/rate]}, the attention's output, its rope {@code [2·H·d]} (on a host backend,
+ *       which runs the attention on the host, the one copy o_a reads {@code [H·d]}), the grouped o_a's output and
+ *       o_b's {@code [groups·o_rank + h]}; with several sequences each sequence's q and k rows are copied out
+ *       {@code [H·d + d]} and, on a device, the outputs concatenated {@code [H·d]};</li>
  *   <li>the MoE block: its output {@code [h]} and routing weights {@code [k]} (its backward runs the experts again).</li>
  * </ul>
  * The head's tape: the last layer's streams {@code [hc·h]}, the head's normed streams and collapse {@code [hc·h + h
- * + hc]}, the final norm {@code [h]}. A layer's backward holds at its largest moment, besides the tape, the gradients
- * of its output streams and of its input streams {@code [2·hc·h]} and the MoE block's: the output's and input's
+ * + hc]}, the final norm {@code [h]}. A layer's backward holds at its largest moment, besides the tape, the gradient
+ * of the streams between its two blocks {@code [hc·h]} and the MoE block's: the output's and input's
  * gradients {@code [2h]}, the shared expert's gate, up and product again and their gradients {@code [6·Is]} beside
  * the routed experts' grouped tape and backward ({@link MoeWorkingSet}).
  *
@@ -55,8 +56,8 @@ final class DeepseekV4Activations {
         double peak = 0;
         double maxWork = 0;
         for (int i = 0; i < layers; i++) {
-            double tape = layerTape(s, i, sequences > 1);
-            double work = 2 * streams + moeWork(s, adapter, ep, device, chunk, tokens);
+            double tape = layerTape(s, i, sequences > 1, device);
+            double work = streams + moeWork(s, adapter, ep, device, chunk, tokens);
             tapes += tape;
             maxWork = Math.max(maxWork, work);
             if (i >= firstKept) {
@@ -75,8 +76,12 @@ final class DeepseekV4Activations {
         return (long) Math.ceil(elems * tokens) * 4;
     }
 
-    /** Elements per token of layer i's tape (see the class description); {@code split}: several sequences. */
-    static double layerTape(ModelSpec s, int i, boolean split) {
+    /**
+     * Elements per token of layer i's tape (see the class description); {@code split}: several sequences;
+     * {@code device}: the sink attention runs in device memory (a host backend's runs on the host, and o_a reads one
+     * copy of its output).
+     */
+    static double layerTape(ModelSpec s, int i, boolean split, boolean device) {
         DeepseekV4Spec v = s.deepseekV4();
         long h = s.hiddenSize();
         double hc = v.hcMult();
@@ -85,7 +90,8 @@ final class DeepseekV4Activations {
         double d = s.headDim();
         double ql = v.qLoraRank();
         double hyper = 2 * (hc * h + mixes + h + 2 * hc + hc * h + hc + hc * hc + hc);
-        double attn = 2 * ql + 3 * heads * d + 3 * d + 3 + 2 * heads * d + (double) v.oGroups() * v.oLoraRank() + h;
+        double attn = 2 * ql + 3 * heads * d + 3 * d + 3 + (device ? 2 : 1) * heads * d + (double) v.oGroups() * v.oLoraRank()
+                + h;
         AttentionKind kind = s.attentionKind(i);
         if (kind.isCompressed()) {
             double rate = v.compressRate(kind);
@@ -93,7 +99,7 @@ final class DeepseekV4Activations {
             attn += 2 * width + d + 2 * d / rate;
         }
         if (split) {
-            attn += 2 * heads * d + d;
+            attn += (device ? 2 : 1) * heads * d + d;
         }
         double moe = h + s.moe().topK();
         return hyper + 2 * h + attn + moe;

@@ -36,8 +36,9 @@ import java.util.SplittableRandom;
  *
  * <p>{@code -Dorbit.bench.profile=true}: instead, where one step of the first token count goes.
  * {@code -Dorbit.bench.peak=true}: instead, the device's peak bytes of activations and logits over two steps of each
- * token count (ascending), with recompute ({@code -Dorbit.bench.taped=true}: every layer taped), to set beside the
- * memory planner's.
+ * token count (ascending), with recompute ({@code -Dorbit.bench.taped=true}: every layer taped; {@code
+ * -Dorbit.bench.chunk=C}: the experts dequantized C at a time, as a job's {@code expert_chunk}), to set beside the
+ * memory planner's (with {@code -Dorbit.cuda.peakSites=true}, the activations at the peak by allocating call site).
  */
 public final class DeepseekV4StepBench {
     private DeepseekV4StepBench() {
@@ -74,12 +75,16 @@ public final class DeepseekV4StepBench {
             }
             if (Boolean.getBoolean("orbit.bench.peak")) {   // ascending token counts: each peak is that count's
                 boolean recompute = !Boolean.getBoolean("orbit.bench.taped");
+                model.setExpertChunk(Integer.getInteger("orbit.bench.chunk", 0));
                 CudaAllocator alloc = (CudaAllocator) gpu.allocator();
                 for (int t : tokens) {
                     time(gpu, model, adapter, t, 1, true, recompute);
                     System.out.printf("peak device bytes, %d tokens, %s: activations %d, logits %d%n", t,
                             recompute ? "recompute" : "every layer taped", alloc.peakBytes(MemoryCategory.ACTIVATIONS),
                             alloc.peakBytes(MemoryCategory.LOGITS));
+                    for (var site : alloc.peakSites(MemoryCategory.ACTIVATIONS).stream().limit(30).toList()) {
+                        System.out.printf("  %,15d B in %4d allocations: %s%n", site.bytes(), site.allocations(), site.site());
+                    }
                 }
                 return;
             }
@@ -125,7 +130,7 @@ public final class DeepseekV4StepBench {
             for (int i = 0; i < d.length; i += 97) {
                 d[i] = 1e-3f;
             }
-            model.backward(tape, b.allocator().uploadFloats(MemoryCategory.ACTIVATIONS, d, logits.shape()));
+            model.backward(tape, b.allocator().uploadFloats(MemoryCategory.LOGITS, d, logits.shape()));   // as a trainer's
             b.allocator().toFloats(adapter.params().get(0).grad());   // waits for the step's work
             if (s >= 0) {
                 ms[s] = (System.nanoTime() - start) / 1e6;

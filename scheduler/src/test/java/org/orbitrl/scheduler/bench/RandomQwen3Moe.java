@@ -25,7 +25,7 @@ import java.util.stream.IntStream;
  */
 final class RandomQwen3Moe implements WeightSource {
     private static final double HALF_WIDTH = 0.02 * Math.sqrt(3);          // uniform(-a, a) has std a/sqrt(3)
-    private static final float CODE_SCALE = 0.02f / 4.61f;                  // codes uniform in -8..7 have std 4.61
+    static final float CODE_SCALE = 0.02f / 4.61f;                  // codes uniform in -8..7 have std 4.61
 
     private enum Kind { ONES, RANDOM, PACKED, SCALE, SHAPE }
 
@@ -137,7 +137,7 @@ final class RandomQwen3Moe implements WeightSource {
     }
 
     /** bf16 of {@code shape}, every element {@code v} (rounded to nearest even). */
-    private static Tensor constantBf16(float v, long... shape) {
+    static Tensor constantBf16(float v, long... shape) {
         Tensor t = Tensor.allocate(Arena.ofAuto(), DType.BF16, shape);
         int bits = Float.floatToRawIntBits(v);
         short b = (short) ((bits + 0x7FFF + ((bits >>> 16) & 1)) >>> 16);
@@ -150,7 +150,7 @@ final class RandomQwen3Moe implements WeightSource {
     }
 
     /** bf16 [rows, cols], uniform, filled in parallel by blocks of rows. */
-    private static Tensor random(long base, long rows, long cols) {
+    static Tensor random(long base, long rows, long cols) {
         Tensor t = Tensor.allocate(Arena.ofAuto(), DType.BF16, rows, cols);   // [rows, cols]
         MemorySegment m = t.segment();
         int block = 256;
@@ -166,7 +166,7 @@ final class RandomQwen3Moe implements WeightSource {
     }
 
     /** i32 [rows, words]: eight uniform 4-bit codes per word. */
-    private static Tensor codes(long base, long rows, long words) {
+    static Tensor codes(long base, long rows, long words) {
         Tensor t = Tensor.allocate(Arena.ofAuto(), DType.I32, rows, words);  // [rows, words]
         MemorySegment m = t.segment();
         SplittableRandom rnd = new SplittableRandom(base);

@@ -89,6 +89,10 @@ public final class PlanCommand implements Callable<Integer> {
             description = "recompute activations in backward (default: on; --no-recompute keeps them)")
     boolean recompute;
 
+    @Option(names = "--offload-inputs", description = "with recompute, the recomputed layers' inputs wait in host memory"
+            + " (a job's memory.offload_inputs; default: off)")
+    boolean offloadInputs;
+
     @Option(names = "--kv-dtype", defaultValue = "bf16", description = "KV cache element type: bf16, fp8, f32 (default: ${DEFAULT-VALUE};"
             + " a job's rollout engines hold what its sampling.kv_cache says, f32 or bf16, and its own plan counts that)")
     String kvDtype;
@@ -162,7 +166,8 @@ public final class PlanCommand implements Callable<Integer> {
                 .withExpertChunk(chunk)
                 .withKvDtype(kv)
                 .withReserve(reserve)
-                .withExact(exact);
+                .withExact(exact)
+                .withOffloadedInputs(offloadInputs);
     }
 
     private static int number(String opt, String s) {

@@ -30,6 +30,12 @@ public final class FitAdvisor {
             all.add(x -> x.withRecompute(true));
             allNames.add("--recompute");
         }
+        if (!r.offloadInputs() && !r.node().hostMemory() && r.keptLayers() < s.numLayers()) {
+            add(out, r, "keep the recomputed layers' inputs in host memory (--offload-inputs)",
+                    x -> x.withRecompute(true).withOffloadedInputs(true));
+            all.add(x -> x.withRecompute(true).withOffloadedInputs(true));
+            allNames.add("--offload-inputs");
+        }
         if (plan.expertChunk() > 1) {
             add(out, r, "dequantize 1 expert at a time (--chunk 1)", x -> x.withExpertChunk(1));
             all.add(x -> x.withExpertChunk(1));

@@ -293,7 +293,8 @@ public final class MemoryPlanner {
         if (role.trains()) {
             int chunk = chunked(req) ? req.expertChunk() : 0;
             activations += ActivationModel.trainBytes(inv, req.adapter(), trainTokens, batch.microBatch(),
-                    req.recompute() ? req.keptLayers() : s.numLayers(), tp, ep, device, chunk);
+                    req.recompute() ? req.keptLayers() : s.numLayers(), tp, ep, device, chunk,
+                    req.recompute() && req.offloadInputs());
             logits += Math.min(trainTokens, req.logitsChunkTokens()) * vocabShard * 8;  // f32 logits and their gradient
         }
         activations += kernelScratchBytes(req, role);
@@ -405,6 +406,11 @@ public final class MemoryPlanner {
         }
         if (req.layout().colocated()) {
             n.add("Rollout and training share each GPU and may run at once: their buffers are added.");
+        }
+        if (req.recompute() && req.offloadInputs() && !req.node().hostMemory()) {
+            long tokens = (long) req.batch().microBatch() * req.batch().seqLen();
+            n.add("The recomputed layers' inputs wait in host memory: " + Bytes.format(ActivationModel.offloadedBytes(
+                    req.spec(), tokens, req.keptLayers())) + " of host memory (off the Java heap) per training GPU.");
         }
         return n;
     }

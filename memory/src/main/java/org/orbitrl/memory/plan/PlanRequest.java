@@ -28,10 +28,14 @@ import org.orbitrl.model.spec.ModelSpec;
  *                           {@link MemoryPlanner#maxKeptLayers}
  * @param exact              the CUDA backend in exact mode ({@code -Dorbit.cuda.exact=true}): its kernels keep
  *                           other scratch than the default ones ({@code KernelScratch})
+ * @param offloadInputs      with {@code recompute}, the recomputed layers' inputs wait in host memory between the
+ *                           forward and their layer's backward ({@code memory.offload_inputs}): a device holds one at a
+ *                           time
  */
 public record PlanRequest(ModelSpec spec, Path configPath, BaseFormat base, AdapterSpec adapter, BatchShape batch,
                           NodeSpec node, ParallelLayout layout, boolean recompute, int expertChunk, DType kvDtype,
-                          int logitsChunkTokens, int prefillChunkTokens, long reserveBytes, int keptLayers, boolean exact) {
+                          int logitsChunkTokens, int prefillChunkTokens, long reserveBytes, int keptLayers, boolean exact,
+                          boolean offloadInputs) {
 
     /** Experts per chunk unless asked otherwise. */
     public static final int DEFAULT_EXPERT_CHUNK = 8;
@@ -65,7 +69,7 @@ public record PlanRequest(ModelSpec spec, Path configPath, BaseFormat base, Adap
                        NodeSpec node, ParallelLayout layout, boolean recompute, int expertChunk, DType kvDtype,
                        int logitsChunkTokens, int prefillChunkTokens, long reserveBytes, int keptLayers) {
         this(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, kvDtype, logitsChunkTokens,
-                prefillChunkTokens, reserveBytes, keptLayers, false);
+                prefillChunkTokens, reserveBytes, keptLayers, false, false);
     }
 
     /** A request in which every layer is recomputed under {@code recompute} (no kept layers). */
@@ -90,25 +94,25 @@ public record PlanRequest(ModelSpec spec, Path configPath, BaseFormat base, Adap
     /** This request with the base format changed. */
     public PlanRequest withBase(BaseFormat b) {
         return new PlanRequest(spec, configPath, b, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact, offloadInputs);
     }
 
     /** This request with the adapter changed. */
     public PlanRequest withAdapter(AdapterSpec a) {
         return new PlanRequest(spec, configPath, base, a, batch, node, layout, recompute, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact, offloadInputs);
     }
 
     /** This request with the batch shape changed. */
     public PlanRequest withBatch(BatchShape b) {
         return new PlanRequest(spec, configPath, base, adapter, b, node, layout, recompute, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact, offloadInputs);
     }
 
     /** This request with the node and layout changed. */
     public PlanRequest withNode(NodeSpec n, ParallelLayout l) {
         return new PlanRequest(spec, configPath, base, adapter, batch, n, l, recompute, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact, offloadInputs);
     }
 
     /** This request with the layout changed. */
@@ -119,42 +123,48 @@ public record PlanRequest(ModelSpec spec, Path configPath, BaseFormat base, Adap
     /** This request with recompute on or off changed. */
     public PlanRequest withRecompute(boolean r) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, r, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact, offloadInputs);
     }
 
     /** This request with the kept layers under recompute changed (see {@link #keptLayers}). */
     public PlanRequest withKeptLayers(int layers) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes, layers, exact);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, layers, exact, offloadInputs);
     }
 
     /** This request with the expert chunk changed. */
     public PlanRequest withExpertChunk(int c) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, c, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact, offloadInputs);
     }
 
     /** This request with the KV cache dtype changed. */
     public PlanRequest withKvDtype(DType d) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, d,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact, offloadInputs);
     }
 
     /** This request with the runtime reserve (negative: the default policy) changed. */
     public PlanRequest withReserve(long bytes) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, bytes, keptLayers, exact);
+                logitsChunkTokens, prefillChunkTokens, bytes, keptLayers, exact, offloadInputs);
     }
 
     /** This request with the logits and prefill chunks changed. */
     public PlanRequest withChunks(int logitsTokens, int prefillTokens) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
-                logitsTokens, prefillTokens, reserveBytes, keptLayers, exact);
+                logitsTokens, prefillTokens, reserveBytes, keptLayers, exact, offloadInputs);
     }
 
     /** This request for the CUDA backend in exact mode (or not). */
     public PlanRequest withExact(boolean e) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, e);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, e, offloadInputs);
+    }
+
+    /** This request with the recomputed layers' inputs waiting in host memory (or not); see {@link #offloadInputs}. */
+    public PlanRequest withOffloadedInputs(boolean o) {
+        return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact, o);
     }
 }

@@ -22,6 +22,7 @@ public final class DecoderTape<L> implements Trainable.Tape {
     Tensor finalInput;             // [N, hidden] before the final norm
     Tensor finalNormed;            // [N, hidden] the input of the LM head
     Tensor logits;                 // [N, vocab]
+    OffloadedInputs offloaded;     // the recomputed layers' inputs in host memory, or null
 
     DecoderTape(int layers, boolean recompute, List<CausalLM.Segment> batch) {
         this.recompute = recompute;

@@ -92,6 +92,11 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
         decoder.setKeptLayers(n);
     }
 
+    @Override
+    public void setOffloadedInputs(boolean on) {
+        decoder.setOffloadedInputs(on);
+    }
+
     /** Runs quantized routed experts through C-expert dequantization chunks (0: fused kernel). */
     @Override
     public void setExpertChunk(int c) {

@@ -175,6 +175,11 @@ public final class GptOssModel implements Trainable, AdapterTargets {
         decoder.setKeptLayers(n);
     }
 
+    @Override
+    public void setOffloadedInputs(boolean on) {
+        decoder.setOffloadedInputs(on);
+    }
+
     /** One layer's saved activations. */
     static final class LayerTape {
         Tensor mid;      // [N, hidden] residual after attention

@@ -54,6 +54,7 @@ final class PreNormDecoder<L> {
     private final Linear lmHead;      // [vocab, hidden]
     private final Supplier<L> newTape;
     private int keptLayers;           // under recompute, the last layers whose tapes the forward keeps
+    private boolean offload;          // under recompute, the recomputed layers' inputs kept in host memory
 
     PreNormDecoder(Backend backend, int layers, int maxPositions, Tensor embed, Tensor finalNorm, float eps, Linear lmHead,
                    Supplier<L> newTape) {
@@ -101,6 +102,9 @@ final class PreNormDecoder<L> {
         emit(hidden, 0, x);
         if (tape != null) {
             tape.positions = positions;
+            if (tape.recompute && offload) {
+                tape.offloaded = new OffloadedInputs(layers);
+            }
         }
         for (int i = 0; i < layers; i++) {
             L lt = null;
@@ -115,6 +119,9 @@ final class PreNormDecoder<L> {
             x = layer.apply(i, x, positions, batch, lt, tape != null);
             if (tape == null && hidden == null) {
                 a.release(in);   // kept by neither a tape nor a sink
+            }
+            if (tape != null && tape.offloaded != null && lt == null) {
+                tape.layerInput[i] = tape.offloaded.offload(a, i, in);   // the layer has run: its input waits on the host
             }
             if (i + 1 < layers) {
                 emit(hidden, i + 1, x);
@@ -142,6 +149,11 @@ final class PreNormDecoder<L> {
             a.release(normed);
         }
         return logits;
+    }
+
+    /** Under recompute, the recomputed layers' inputs wait in host memory (see {@link Trainable#setOffloadedInputs}). */
+    void setOffloadedInputs(boolean on) {
+        offload = on;
     }
 
     /** Under recompute, the last {@code n} layers keep their tapes from the forward (see {@link Trainable#setKeptLayers}). */
@@ -198,6 +210,10 @@ final class PreNormDecoder<L> {
         a.release(dNormed);
         for (int i = layers - 1; i >= 0; i--) {
             L lt = tape.layerTapes.get(i);
+            boolean restored = tape.offloaded != null && tape.offloaded.has(i);
+            if (restored) {
+                tape.layerInput[i] = tape.offloaded.restore(a, i);
+            }
             if (lt == null) {
                 lt = newTape.get();
                 a.release(forward.apply(i, tape.layerInput[i], tape.positions, tape.batch, lt, true)); // recompute; the tape keeps the output
@@ -208,6 +224,10 @@ final class PreNormDecoder<L> {
             if (release != null) {
                 release.release(lt, a);
                 tape.layerTapes.set(i, null);
+            }
+            if (restored) {   // back to waiting on the host only
+                a.release(tape.layerInput[i]);
+                tape.layerInput[i] = null;
             }
         }
         a.release(dx);   // the embedding's input gradient: the embedding does not train

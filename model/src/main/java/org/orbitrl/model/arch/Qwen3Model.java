@@ -44,6 +44,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
     private final RopeTable rope;
     private final RankGroups parallel; // null: the whole model on one rank
     private int keptLayers;            // under recompute, the last layers whose tapes the forward keeps
+    private boolean offload;           // under recompute, the recomputed layers' inputs kept in host memory
     private int expertChunk;           // experts a dequantization chunk of the MoE layers' shared buffer (0: off)
 
     /** One decoder layer. */
@@ -157,6 +158,11 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
     }
 
     @Override
+    public void setOffloadedInputs(boolean on) {
+        offload = on;
+    }
+
+    @Override
     public void setKeptLayers(int n) {
         if (n < 0 || n > layers.length) {
             throw new IllegalArgumentException("kept layers must be between 0 and the model's " + layers.length + ", got " + n);
@@ -252,6 +258,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         Tensor finalInput;           // [N, hidden] before the final norm
         Tensor finalNormed;          // [N, hidden] the input of the LM head
         Tensor logits;               // [N, vocab]
+        OffloadedInputs offloaded;   // the recomputed layers' inputs in host memory, or null
 
         TrainTape(int layers, boolean recompute, List<Segment> batch) {
             this.recompute = recompute;
@@ -390,6 +397,9 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         emit(hidden, 0, x);
         if (tape != null) {
             tape.positions = positions;
+            if (tape.recompute && offload) {
+                tape.offloaded = new OffloadedInputs(layers.length);
+            }
         }
         for (int i = 0; i < layers.length; i++) {
             LayerTape lt = null;
@@ -404,6 +414,9 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             x = layerForward(i, x, positions, batch, lt, decode, tape != null);
             if (tape == null && hidden == null) {
                 a.release(in);   // kept by neither a tape nor a sink
+            }
+            if (tape != null && tape.offloaded != null && lt == null) {
+                tape.layerInput[i] = tape.offloaded.offload(a, i, in);   // the layer has run: its input waits on the host
             }
             if (i + 1 < layers.length) {
                 emit(hidden, i + 1, x);
@@ -542,6 +555,10 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         a.release(dNormed);
         for (int i = layers.length - 1; i >= 0; i--) {
             LayerTape lt = tape.layerTapes[i];
+            boolean restored = tape.offloaded != null && tape.offloaded.has(i);
+            if (restored) {
+                tape.layerInput[i] = tape.offloaded.restore(a, i);
+            }
             if (lt == null) {
                 lt = new LayerTape();
                 Tensor out = layerForward(i, tape.layerInput[i], tape.positions, tape.batch, lt, null, true); // recompute
@@ -552,6 +569,10 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             a.release(dOut);
             lt.release(a);
             tape.layerTapes[i] = null;   // a second backward recomputes the layer from its kept input
+            if (restored) {   // back to waiting on the host only
+                a.release(tape.layerInput[i]);
+                tape.layerInput[i] = null;
+            }
         }
         a.release(dx);   // the embedding's input gradient: the embedding does not train
     }

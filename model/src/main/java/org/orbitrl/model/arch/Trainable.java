@@ -50,4 +50,18 @@ public interface Trainable extends CausalLM {
      */
     default void setKeptLayers(int layers) {
     }
+
+    /**
+     * Under recompute, whether each recomputed layer's input waits in host memory between the forward and that layer's
+     * backward ({@code memory.offload_inputs}) instead of device memory: a training step then holds one such input on
+     * the device at a time where it held one a layer, for a copy of each to the host and back (the same values, so the
+     * same gradients). Kept layers and steps without recompute are unchanged.
+     *
+     * @throws UnsupportedOperationException where the model cannot
+     */
+    default void setOffloadedInputs(boolean on) {
+        if (on) {
+            throw new UnsupportedOperationException(getClass().getSimpleName() + " does not offload its layers' inputs");
+        }
+    }
 }

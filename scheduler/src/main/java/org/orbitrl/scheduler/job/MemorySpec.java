@@ -14,8 +14,10 @@ import org.orbitrl.scheduler.job.yaml.Section;
  * @param keptLayers  with recompute, the last decoder layers that keep their activations instead (one
  *                    layer forward a step less each): a number of layers, or {@code auto}, as many as
  *                    the memory plan fits (see {@link #keptLayerCount})
+ * @param offloadInputs with recompute, the recomputed layers' inputs wait in host memory between the forward and
+ *                    their layer's backward, one on the device at a time (a copy of each to the host and back)
  */
-public record MemorySpec(int expertChunk, boolean recompute, ByteSize reserve, String keptLayers) {
+public record MemorySpec(int expertChunk, boolean recompute, ByteSize reserve, String keptLayers, boolean offloadInputs) {
     /** {@link #keptLayerCount} of {@code kept_layers: auto}: the most layers the memory plan fits. */
     public static final int AUTO = -1;
 
@@ -28,9 +30,14 @@ public record MemorySpec(int expertChunk, boolean recompute, ByteSize reserve, S
                 .done();
     }
 
-    /** Every layer recomputed (no kept layers). */
+    /** Every layer recomputed (no kept layers), the inputs on the device. */
     public MemorySpec(int expertChunk, boolean recompute, ByteSize reserve) {
         this(expertChunk, recompute, reserve, "0");
+    }
+
+    /** The inputs of the recomputed layers on the device. */
+    public MemorySpec(int expertChunk, boolean recompute, ByteSize reserve, String keptLayers) {
+        this(expertChunk, recompute, reserve, keptLayers, false);
     }
 
     /** The kept layers as a count, or {@link #AUTO}. */
@@ -55,6 +62,7 @@ public record MemorySpec(int expertChunk, boolean recompute, ByteSize reserve, S
         boolean recompute = s.bool("recompute", true);
         ByteSize reserve = s.bytes("reserve", ByteSize.ofGiB(2));
         String kept = s.string("kept_layers", "0");
-        return s.build(() -> new MemorySpec(chunk, recompute, reserve, kept));
+        boolean offload = s.bool("offload_inputs", false);
+        return s.build(() -> new MemorySpec(chunk, recompute, reserve, kept, offload));
     }
 }

@@ -132,6 +132,7 @@ public final class RlJobRunner implements JobRunner {
                 planned = RlPlan.checkedRequest(spec);
             }
             trainerModel.setKeptLayers(planned.keptLayers());   // the kept layers the plan budgets
+            trainerModel.setOffloadedInputs(planned.recompute() && planned.offloadInputs());
             trainerAdapter = RlSetup.newAdapter(cfg, (AdapterTargets) trainerModel, adapterMemory, spec.seed());
             boolean isAsync = spec.async().enabled();
             int cores = Runtime.getRuntime().availableProcessors();

@@ -68,7 +68,8 @@ final class RlPlan {
                         b.microBatch()), node, ParallelLayout.auto(model, node, 0, 0), spec.memory().recompute(),
                 expertChunk(spec),
                 spec.sampling().kvCache().dtype(), 2048, 8192, node.hostMemory() ? 0 : spec.memory().reserve().bytes())
-                .withExact(!node.hostMemory() && Boolean.getBoolean("orbit.cuda.exact"));   // the backend the job gets
+                .withExact(!node.hostMemory() && Boolean.getBoolean("orbit.cuda.exact"))   // the backend the job gets
+                .withOffloadedInputs(spec.memory().offloadInputs());
         if (!spec.memory().recompute()) {
             return req;
         }

@@ -34,7 +34,7 @@ import java.util.SplittableRandom;
  * ({@link TrainBenchPlan}: kernel scratch included), and with {@code -Dorbit.cuda.peakSites=true} the activations at
  * the peak by allocating call site.
  *
- * <pre>java ... org.orbitrl.scheduler.bench.MlaTrainPeakBench CONFIG_JSON [tokens,...] [layers] [experts] [vocab] [chunk] [recompute]</pre>
+ * <pre>java ... org.orbitrl.scheduler.bench.MlaTrainPeakBench CONFIG_JSON [tokens,...] [layers] [experts] [vocab] [chunk] [recompute] [offload]</pre>
  */
 public final class MlaTrainPeakBench {
     private MlaTrainPeakBench() {
@@ -48,6 +48,7 @@ public final class MlaTrainPeakBench {
         int vocab = args.length > 4 ? Integer.parseInt(args[4]) : 32768;
         int chunk = args.length > 5 ? Integer.parseInt(args[5]) : 8;
         boolean recompute = args.length <= 6 || Boolean.parseBoolean(args[6]);
+        boolean offload = args.length > 7 && Boolean.parseBoolean(args[7]);
         if (!Cuda.available()) {
             System.out.println("MlaTrainPeakBench: no CUDA device: " + Cuda.unavailableReason());
             return;
@@ -60,6 +61,7 @@ public final class MlaTrainPeakBench {
             DeepseekV3Model model = DeepseekV3Model.load(c, spec.mla().ropeInterleave(), spec.quantization(),
                     new RandomDeepseekV3(c, 1), gpu, Qwen3Model.LoadOptions.full());
             model.setExpertChunk(chunk);
+            model.setOffloadedInputs(offload);
             LoraAdapter adapter = LoraAdapter.create(AdapterConfig.lora(32, 64, List.of("q_a_proj", "q_b_proj",
                     "kv_a_proj_with_mqa", "kv_b_proj", "o_proj"), List.of("mlp.experts.gate_up_proj", "mlp.experts.down_proj")),
                     model, gpu.allocator(), 5);
@@ -67,16 +69,22 @@ public final class MlaTrainPeakBench {
                             + "vocabulary %d; LoRA r=32 on the attention and the routed experts (%d tensors); expert chunk %d; "
                             + "recompute %s; built in %.1f s%n", spec.modelType(), c.layers(), spec.moe().firstKDenseReplace(),
                     c.hidden(), c.heads(), c.kvLoraRank(), c.experts(), c.moeIntermediate(), c.topK(), c.vocab(),
-                    adapter.params().size(), chunk, recompute, (System.nanoTime() - t0) / 1e9);
+                    adapter.params().size(), chunk, recompute + (offload ? ", inputs offloaded" : ""),
+                    (System.nanoTime() - t0) / 1e9);
             CudaAllocator alloc = (CudaAllocator) gpu.allocator();
             for (int t : tokens) {
                 List<int[]> seqs = List.of(new SplittableRandom(t).ints(t, 0, c.vocab()).toArray());
+                double ms = 0;
                 for (int i = 0; i < 2; i++) {
                     Qwen3TrainBench.releaseGarbage(gpu);
                     adapter.zeroGrad();
+                    long s0 = System.nanoTime();
                     NextTokenLoss.forwardBackward(model, gpu, seqs, recompute);
+                    gpu.allocator().toHost(adapter.params().get(0).grad());   // waits for the step's work
+                    ms = (System.nanoTime() - s0) / 1e6;
                 }
-                Map<MemoryCategory, Long> planned = TrainBenchPlan.predict(spec, cfgFile, 1, t, recompute, chunk, 0);
+                System.out.printf("%d tokens: the step %.1f ms%n", t, ms);
+                Map<MemoryCategory, Long> planned = TrainBenchPlan.predict(spec, cfgFile, 1, t, recompute, chunk, 0, offload);
                 for (MemoryCategory m : List.of(MemoryCategory.ACTIVATIONS, MemoryCategory.LOGITS)) {
                     long got = alloc.peakBytes(m);
                     long p = planned == null ? 0 : planned.get(m);

@@ -27,8 +27,15 @@ final class TrainBenchPlan {
      */
     static Map<MemoryCategory, Long> predict(ModelSpec spec, Path configPath, int batch, int seq, boolean recompute,
                                              int expertChunk, int keptLayers) {
+        return predict(spec, configPath, batch, seq, recompute, expertChunk, keptLayers, false);
+    }
+
+    /** As {@link #predict(ModelSpec, Path, int, int, boolean, int, int)}, the recomputed layers' inputs offloaded or not. */
+    static Map<MemoryCategory, Long> predict(ModelSpec spec, Path configPath, int batch, int seq, boolean recompute,
+                                             int expertChunk, int keptLayers, boolean offload) {
         try {
-            PlanRequest req = request(spec, configPath, batch, seq, recompute, expertChunk).withKeptLayers(keptLayers);
+            PlanRequest req = request(spec, configPath, batch, seq, recompute, expertChunk).withKeptLayers(keptLayers)
+                    .withOffloadedInputs(offload);
             return MemoryPlanner.budgetOf(req, GpuRole.TRAIN).bytes();   // the bench only trains: no rollout slots or cache
         } catch (RuntimeException e) {
             System.out.println("planner: " + e.getMessage());

@@ -1,6 +1,7 @@
 package org.orbitrl.scheduler.job;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -170,6 +171,12 @@ class JobFilesTest {
         assertEquals(1, problems("model: {path: m}\nmemory: {kept_layers: -2}\n").size());
         assertEquals(MemorySpec.AUTO, parse("model: {path: m}\nmemory: {kept_layers: auto}\n").memory().keptLayerCount());
         assertEquals(12, parse("model: {path: m}\nmemory: {kept_layers: 12}\n").memory().keptLayerCount());
+        // offload_inputs is a boolean, off by default
+        assertFalse(parse("model: {path: m}\n").memory().offloadInputs());
+        assertTrue(parse("model: {path: m}\nmemory: {offload_inputs: true}\n").memory().offloadInputs());
+        p = problems("model: {path: m}\nmemory: {offload_inputs: sometimes}\n");
+        assertEquals(1, p.size(), p.toString());
+        assertEquals("memory.offload_inputs", p.getFirst().key());
     }
 
     @Test

@@ -26,6 +26,8 @@ import java.util.List;
 import java.util.Map;
 import java.util.SplittableRandom;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
@@ -46,11 +48,15 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 class ArchitecturePeaksTest {
     private static final Path HF = Path.of(System.getProperty("orbit.fixtures", "../../shared/fixtures"), "hf");
 
-    /** A step: fixture, sequences of seq tokens, recompute. */
-    record Run(String arch, int sequences, int seq, boolean recompute) {
+    /** A step: fixture, sequences of seq tokens, recompute, the recomputed layers' inputs offloaded to the host. */
+    record Run(String arch, int sequences, int seq, boolean recompute, boolean offload) {
+        Run(String arch, int sequences, int seq, boolean recompute) {
+            this(arch, sequences, seq, recompute, false);
+        }
+
         @Override
         public String toString() {
-            return arch + ", " + sequences + "x" + seq + " tokens, recompute " + recompute;
+            return arch + ", " + sequences + "x" + seq + " tokens, recompute " + recompute + (offload ? ", inputs offloaded" : "");
         }
     }
 
@@ -64,9 +70,36 @@ class ArchitecturePeaksTest {
         check(runs("deepseek_v4"), 0.95, 1.05);
     }
 
+    /**
+     * With the recomputed layers' inputs offloaded to the host, a step's adapter gradients are the same bits as with
+     * them on the device, and the step holds less: the fixtures of qwen3_moe, deepseek_v3 and deepseek_v4, 2 x 48 tokens.
+     */
+    @Test
+    void offloadedInputsGiveTheSameGradientsForLess() {
+        for (String arch : List.of("qwen3_moe", "deepseek_v3", "deepseek_v4")) {
+            long[] peak = new long[2];
+            List<List<float[]>> grads = new ArrayList<>();
+            for (int o = 0; o < 2; o++) {
+                AccountingAllocator mem = AccountingAllocator.reachable();
+                ReleasedOnlyAllocator released = new ReleasedOnlyAllocator(mem, false, true);
+                List<float[]> g = new ArrayList<>();
+                measure(new Run(arch, 2, 48, true, o == 1), mem, released, g);
+                peak[o] = released.peaks().get(MemoryCategory.ACTIVATIONS);
+                grads.add(g);
+            }
+            assertEquals(grads.get(0).size(), grads.get(1).size(), arch);
+            for (int i = 0; i < grads.get(0).size(); i++) {
+                assertArrayEquals(grads.get(0).get(i), grads.get(1).get(i), arch + ": adapter gradient " + i);
+            }
+            assertTrue(peak[1] < peak[0], arch + ": " + peak[1] + " B offloaded, " + peak[0] + " B not");
+            System.out.printf("%s: activations %d B with the inputs on the device, %d B offloaded%n", arch, peak[0], peak[1]);
+        }
+    }
+
     private static List<Run> runs(String arch) {
         return List.of(new Run(arch, 1, 32, true), new Run(arch, 1, 32, false), new Run(arch, 2, 48, true),
-                new Run(arch, 2, 48, false), new Run(arch, 1, 96, true));
+                new Run(arch, 2, 48, false), new Run(arch, 1, 96, true), new Run(arch, 1, 96, true, true),
+                new Run(arch, 2, 48, true, true));
     }
 
     private static void check(List<Run> runs, double low, double high) {
@@ -74,7 +107,7 @@ class ArchitecturePeaksTest {
         for (Run r : runs) {
             AccountingAllocator mem = AccountingAllocator.reachable();
             ReleasedOnlyAllocator released = new ReleasedOnlyAllocator(mem, false, true);
-            ModelSpec spec = measure(r, mem, released);
+            ModelSpec spec = measure(r, mem, released, null);
             Map<MemoryCategory, Long> measured = released.peaks();
             Map<MemoryCategory, Long> planned = plan(spec, r);
             long m = measured.get(MemoryCategory.ACTIVATIONS);
@@ -106,17 +139,21 @@ class ArchitecturePeaksTest {
         PlanRequest req = new PlanRequest(spec, HF.resolve(r.arch).resolve("config.json"), BaseFormat.parse("bf16", spec),
                 AdapterSpec.parse("lora:4:attention+experts:f32"),
                 new BatchShape(r.sequences, 1, r.seq / 2, r.seq - r.seq / 2, r.sequences), node, ParallelLayout.colocated(1, 1),
-                r.recompute, 1, DType.F32, tokens, tokens, 0);
+                r.recompute, 1, DType.F32, tokens, tokens, 0).withOffloadedInputs(r.offload);
         return MemoryPlanner.budgetOf(req, GpuRole.TRAIN).bytes();
     }
 
-    /** Peaks over a measured step after a warm-up step, of the fixture with its PEFT adapter; returns the model's spec. */
-    private static ModelSpec measure(Run r, AccountingAllocator mem, ReleasedOnlyAllocator released) {
+    /**
+     * Peaks over a measured step after a warm-up step, of the fixture with its PEFT adapter; returns the model's spec.
+     * {@code grads}: when given, receives the adapter's gradients of the measured step.
+     */
+    private static ModelSpec measure(Run r, AccountingAllocator mem, ReleasedOnlyAllocator released, List<float[]> grads) {
         Path dir = HF.resolve(r.arch);
         mem.pausePeaks();
         Backend backend = new CpuBackend(1, released);
         try (LoadedModel loaded = LoadedModel.load(dir, backend, org.orbitrl.model.BaseFormat.BF16)) {
             Trainable model = (Trainable) loaded.model();
+            model.setOffloadedInputs(r.offload);
             Adapter adapter = loaded.loadAdapter(dir.resolve("adapter"));
             SplittableRandom rnd = new SplittableRandom(11);
             List<int[]> seqs = new ArrayList<>();
@@ -135,6 +172,11 @@ class ArchitecturePeaksTest {
                 step.run();
                 released.endStep();
             });
+            if (grads != null) {
+                for (Adapter.Param p : adapter.params()) {
+                    grads.add(backend.allocator().toHost(p.grad()).toFloatArray());
+                }
+            }
             return loaded.spec();
         }
     }

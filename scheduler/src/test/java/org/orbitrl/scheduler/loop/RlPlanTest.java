@@ -3,6 +3,10 @@ package org.orbitrl.scheduler.loop;
 import org.junit.jupiter.api.Test;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.cuda.Cuda;
+import org.orbitrl.memory.plan.GpuRole;
+import org.orbitrl.memory.plan.MemoryPlanner;
+import org.orbitrl.memory.plan.NodeSpec;
+import org.orbitrl.memory.plan.ParallelLayout;
 import org.orbitrl.memory.plan.PlanRequest;
 import org.orbitrl.scheduler.job.ComputeBackend;
 import org.orbitrl.scheduler.job.JobPlan;
@@ -14,6 +18,7 @@ import java.util.List;
 import java.util.Map;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
@@ -79,6 +84,32 @@ class RlPlanTest {
                 "nothing to keep without recompute");
         String table = RlPlan.plan(withChunk(q, new MemorySpec(0, true, m.reserve(), "1"))).table();
         assertTrue(table.contains("recompute on, the last 1 layers kept"), table);
+    }
+
+    /**
+     * {@code memory.offload_inputs} reaches the plan (on a GPU node its activations drop by the recomputed layers'
+     * inputs but one, and a note gives the host memory they take), and only under recompute.
+     */
+    @Test
+    void offloadedInputsArePlannedUnderRecompute() throws Exception {
+        JobSpec q = QuickstartJobTest.quickstart();
+        MemorySpec m = q.memory();
+        assertFalse(RlPlan.request(q).offloadInputs(), "off by default");
+        PlanRequest on = RlPlan.request(withChunk(q, new MemorySpec(0, true, m.reserve(), "0", true)));
+        assertTrue(on.offloadInputs());
+        NodeSpec gpu = NodeSpec.parse("1xH200");
+        PlanRequest base = RlPlan.request(q).withNode(gpu, ParallelLayout.auto(on.spec(), gpu, 0, 0));
+        long with = MemoryPlanner.budgetOf(base.withOffloadedInputs(true), GpuRole.TRAIN).bytes().get(MemoryCategory.ACTIVATIONS);
+        long without = MemoryPlanner.budgetOf(base, GpuRole.TRAIN).bytes().get(MemoryCategory.ACTIVATIONS);
+        long tokens = (long) base.batch().microBatch() * base.batch().seqLen();
+        long input = tokens * on.spec().hiddenSize() * 4L;   // one layer's f32 input
+        assertEquals((on.spec().numLayers() - 1) * input, without - with, "the recomputed layers' inputs but one");
+        assertTrue(MemoryPlanner.plan(base.withOffloadedInputs(true)).notes().stream()
+                .anyMatch(n -> n.contains("inputs wait in host memory")), "the note on host memory");
+        PlanRequest taped = base.withRecompute(false);
+        assertEquals(MemoryPlanner.budgetOf(taped, GpuRole.TRAIN).bytes().get(MemoryCategory.ACTIVATIONS),
+                MemoryPlanner.budgetOf(taped.withOffloadedInputs(true), GpuRole.TRAIN).bytes().get(MemoryCategory.ACTIVATIONS),
+                "nothing waits on the host without recompute");
     }
 
     private static JobSpec withChunk(JobSpec q, MemorySpec m) {

@@ -149,6 +149,16 @@ public final class ActivationModel {
      */
     public static long standardTrainBytes(ModelSpec s, AdapterSpec adapter, int kept, int tp, int ep, boolean device,
                                           int chunk, long tokens) {
+        return standardTrainBytes(s, adapter, kept, tp, ep, device, chunk, tokens, false);
+    }
+
+    /**
+     * As {@link #standardTrainBytes(ModelSpec, AdapterSpec, int, int, int, boolean, int, long)}; {@code offload}: the
+     * recomputed layers' inputs wait in host memory, so the device keeps the kept layers' inputs and the one brought
+     * back for the layer being differentiated.
+     */
+    public static long standardTrainBytes(ModelSpec s, AdapterSpec adapter, int kept, int tp, int ep, boolean device,
+                                          int chunk, long tokens, boolean offload) {
         long h = s.hiddenSize();
         int rAttn = loraRank(adapter, ParamFamily.ATTENTION);
         int rMlp = loraRank(adapter, ParamFamily.DENSE_MLP);
@@ -156,7 +166,9 @@ public final class ActivationModel {
         int rExperts = loraRank(adapter, ParamFamily.ROUTED_EXPERTS);
         double qd = (double) s.numHeads() * s.headDim() / tp;
         double kvd = Math.ceil((double) s.numKvHeads() / tp) * s.headDim();
-        double persistent = (s.numLayers() + 3.0) * h + (device ? 1 : 0);
+        int recomputed = s.numLayers() - Math.min(Math.max(kept, 0), s.numLayers());
+        double inputs = offload && recomputed > 0 ? s.numLayers() - recomputed + 1 : s.numLayers();
+        double persistent = (inputs + 3.0) * h + (device ? 1 : 0);
         double sharedInter = s.isMoe() ? (double) s.moe().sharedIntermediateSize() / tp : 0;
         if (device && chunk > 0 && s.isMoe() && MoeWorkingSet.grouped(s, ep, adapter)) {
             persistent += MoeWorkingSet.deviceRowsPerToken(s);
@@ -337,15 +349,34 @@ public final class ActivationModel {
      */
     public static long trainBytes(WeightInventory inv, AdapterSpec adapter, long tokens, int sequences, int kept, int tp,
                                   int ep, boolean device, int chunk) {
+        return trainBytes(inv, adapter, tokens, sequences, kept, tp, ep, device, chunk, false);
+    }
+
+    /**
+     * As {@link #trainBytes(WeightInventory, AdapterSpec, long, int, int, int, int, boolean, int)}; {@code offload}: the
+     * recomputed layers' inputs wait in host memory (see {@link #offloadedBytes}).
+     */
+    public static long trainBytes(WeightInventory inv, AdapterSpec adapter, long tokens, int sequences, int kept, int tp,
+                                  int ep, boolean device, int chunk, boolean offload) {
         ModelSpec s = inv.spec();
         if (s.deepseekV4() != null) {
-            return tokens == 0 ? 0 : DeepseekV4Activations.trainBytes(s, adapter, tokens, sequences, kept, ep, device, chunk);
+            return tokens == 0 ? 0
+                    : DeepseekV4Activations.trainBytes(s, adapter, tokens, sequences, kept, ep, device, chunk, offload);
         }
         if (tokens == 0) {
             return 0;
         }
-        return standardTrainBytes(s, adapter, kept, tp, ep, device, chunk, tokens)
+        return standardTrainBytes(s, adapter, kept, tp, ep, device, chunk, tokens, offload)
                 + (device && s.mla() != null ? MLA_DEVICE_SCRATCH : 0);
+    }
+
+    /**
+     * Host bytes the recomputed layers' inputs take when they wait in host memory: f32, the residual stream of each
+     * ({@code [hc·h]} for DeepSeek V4's streams) for {@code tokens} tokens.
+     */
+    public static long offloadedBytes(ModelSpec s, long tokens, int kept) {
+        int recomputed = s.numLayers() - Math.min(Math.max(kept, 0), s.numLayers());
+        return (long) recomputed * residualPerToken(s) * tokens * 4;
     }
 
     /** Bytes of one layer's forward working set for {@code tokens} tokens (rollout prefill scratch). */

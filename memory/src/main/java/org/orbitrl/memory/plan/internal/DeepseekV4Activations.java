@@ -36,14 +36,15 @@ import org.orbitrl.model.spec.MoeSpec;
  * <p>Without recompute the step keeps the embedding streams, every layer's tape and the head's, with one layer's
  * backward on top. With recompute each layer keeps only its input streams {@code [hc·h]}; the backward runs each layer
  * again on its own tape, so one layer's tape and backward are held at a time (the last {@code kept} layers keep their
- * tapes from the forward).
+ * tapes from the forward). With the inputs offloaded to host memory, the device holds only the one brought back for
+ * the layer being differentiated.
  */
 final class DeepseekV4Activations {
     private DeepseekV4Activations() {
     }
 
     static long trainBytes(ModelSpec s, AdapterSpec adapter, long tokens, int sequences, int kept, int ep, boolean device,
-                           int chunk) {
+                           int chunk, boolean offload) {
         DeepseekV4Spec v = s.deepseekV4();
         long h = s.hiddenSize();
         double hc = v.hcMult();
@@ -69,7 +70,7 @@ final class DeepseekV4Activations {
         }
         double elems = firstKept == 0
                 ? streams + tapes + head + maxWork
-                : (double) firstKept * streams + head + peak;
+                : (offload ? 1 : firstKept) * streams + head + peak;
         if (device && chunk > 0 && MoeWorkingSet.grouped(s, ep, adapter)) {
             elems += MoeWorkingSet.deviceRowsPerToken(s);   // the grouped rows in bf16 the backend keeps
         }

@@ -51,6 +51,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
     private final float headScale;
     private final float[] norm;                 // [hidden]
     private final Linear lmHead;                // [vocab, hidden]
+    private boolean offload;                    // under recompute, the layers' input streams kept in host memory
 
     /** One decoder layer. */
     record Layer(DeepseekV4HyperConnection attnHc, float[] attnNorm, DeepseekV4Attention attn,
@@ -126,6 +127,15 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
             ls[i] = layers[i].view();
         }
         return new DeepseekV4Model(c, other, embed, ls, headFn, headBase, headScale, norm, lmHead.view());
+    }
+
+    /**
+     * Under recompute, each layer's input streams wait in host memory (off the heap, read back once the layer has run)
+     * and come back for its backward (see {@link Trainable#setOffloadedInputs}).
+     */
+    @Override
+    public void setOffloadedInputs(boolean on) {
+        offload = on;
     }
 
     /** Quantized routed experts dequantized {@code c} at a time in the grouped expert products (0: the fused kernels). */
@@ -328,12 +338,16 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         }
         Node upper = rc.last;   // the head's gradient of the last layer's output
         for (int i = layers.length - 1; i >= 0 && upper.hasGrad(); i--) {
+            boolean offloaded = !rc.inputs[i].onDevice();   // its value copied to the device for this layer only
             Node in = rc.inputs[i].fresh();
             GradTape lt = new GradTape();
             Node out = layer(lt, layers[i], in, rc.ids, rc.pos, rc.segs[i]);
             out.takeGrad(upper);
             lt.backward();
             lt.release(backend.allocator());   // the layer's intermediates, now, not at the next collection
+            if (offloaded) {
+                in.releaseValue(backend.allocator());   // the input's copy on the device (in keeps its gradient)
+            }
             rc.inputs[i].release(backend.allocator());   // the input's value (in shares it); in keeps its gradient
             rc.inputs[i] = null;
             upper = in;
@@ -431,6 +445,9 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
                 }
                 if (rc == null) {
                     in.release(backend.allocator());   // an inference forward's streams: the next layer's output replaces them
+                } else if (offload && in.onDevice()) {   // the layer has run: its input waits on the host, off the heap
+                    rc.inputs[i] = Node.onHost(backend.allocator().toHost(in.placed(backend.allocator(), n, (long) hc * h)));
+                    in.release(backend.allocator());
                 }
             }
             if (i + 1 < layers.length) {

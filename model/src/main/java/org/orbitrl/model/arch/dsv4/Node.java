@@ -18,6 +18,7 @@ import org.orbitrl.kernels.TensorAllocator;
 final class Node {
     private final int size;
     private float[] v;                 // the host's copy, null until read there
+    private Tensor host;               // or an f32 tensor in host memory off the heap (an input waiting there), or null
     private Tensor dev;                // the device's copy, null until made or placed there
     private TensorAllocator devIn;
     private float[] g;                 // the gradient on the host, or
@@ -40,6 +41,23 @@ final class Node {
         Scratch.made(this);
     }
 
+    /**
+     * A value in host memory off the Java heap, a contiguous f32 tensor (a layer's input waiting for its backward):
+     * a device op copies it there once ({@link #placed}), a host op reads it into an array ({@link #v}).
+     */
+    static Node onHost(Tensor t) {
+        if (t.dtype() != DType.F32 || !t.isContiguous()) {
+            throw new IllegalArgumentException("a DeepSeek V4 value must be a contiguous f32 tensor, got " + t);
+        }
+        return new Node(t, Math.toIntExact(t.numel()));
+    }
+
+    private Node(Tensor hostTensor, int size) {
+        this.size = size;
+        this.host = hostTensor;
+        Scratch.made(this);
+    }
+
     /** A value made in {@code a}'s memory (a device allocator's): the node owns {@code t}. */
     static Node onDevice(TensorAllocator a, Tensor t) {
         return new Node(t, a);
@@ -56,7 +74,7 @@ final class Node {
     /** The values on the host, read back from the device at the first ask where the node was made there. */
     float[] v() {
         if (v == null) {
-            v = devIn.toFloats(dev);
+            v = host != null ? host.toFloatArray() : devIn.toFloats(dev);
         }
         return v;
     }
@@ -73,7 +91,8 @@ final class Node {
      */
     Tensor placed(TensorAllocator allocator, long... shape) {
         if (dev == null || devIn != allocator) {
-            dev = Ops.device(allocator, v(), shape);
+            dev = host != null && v == null ? allocator.upload(org.orbitrl.kernels.MemoryCategory.ACTIVATIONS, host.reshape(shape))
+                    : Ops.device(allocator, v(), shape);
             devIn = allocator;
         }
         long n = 1;
@@ -107,6 +126,9 @@ final class Node {
 
     /** A node of the same value (shared, never written) and no gradient: a recomputed layer's input. */
     Node fresh() {
+        if (host != null) {
+            return new Node(host, size);
+        }
         Node n = v != null ? new Node(v) : new Node(dev, devIn);
         if (v != null && dev != null) {
             n.dev = dev;
@@ -140,6 +162,14 @@ final class Node {
         if (dg != null && dgIn == a) {
             a.release(dg);
             dg = null;
+        }
+    }
+
+    /** Releases to {@code a} the value's tensor in its memory, keeping the gradient (and any host copy of the value). */
+    void releaseValue(TensorAllocator a) {
+        if (dev != null && devIn == a) {
+            a.release(dev);
+            dev = null;
         }
     }
 

@@ -37,7 +37,8 @@ import java.util.SplittableRandom;
  * <p>{@code -Dorbit.bench.profile=true}: instead, where one step of the first token count goes.
  * {@code -Dorbit.bench.peak=true}: instead, the device's peak bytes of activations and logits over two steps of each
  * token count (ascending), with recompute ({@code -Dorbit.bench.taped=true}: every layer taped; {@code
- * -Dorbit.bench.chunk=C}: the experts dequantized C at a time, as a job's {@code expert_chunk}), to set beside the
+ * -Dorbit.bench.chunk=C}: the experts dequantized C at a time, as a job's {@code expert_chunk}; {@code
+ * -Dorbit.bench.offload=true}: the recomputed layers' inputs in host memory), to set beside the
  * memory planner's (with {@code -Dorbit.cuda.peakSites=true}, the activations at the peak by allocating call site).
  */
 public final class DeepseekV4StepBench {
@@ -76,12 +77,14 @@ public final class DeepseekV4StepBench {
             if (Boolean.getBoolean("orbit.bench.peak")) {   // ascending token counts: each peak is that count's
                 boolean recompute = !Boolean.getBoolean("orbit.bench.taped");
                 model.setExpertChunk(Integer.getInteger("orbit.bench.chunk", 0));
+                boolean offload = Boolean.getBoolean("orbit.bench.offload");
+                model.setOffloadedInputs(offload);
                 CudaAllocator alloc = (CudaAllocator) gpu.allocator();
                 for (int t : tokens) {
-                    time(gpu, model, adapter, t, 1, true, recompute);
-                    System.out.printf("peak device bytes, %d tokens, %s: activations %d, logits %d%n", t,
-                            recompute ? "recompute" : "every layer taped", alloc.peakBytes(MemoryCategory.ACTIVATIONS),
-                            alloc.peakBytes(MemoryCategory.LOGITS));
+                    double[] r = time(gpu, model, adapter, t, 1, true, recompute);
+                    System.out.printf("peak device bytes, %d tokens, %s: activations %d, logits %d; the step %.1f ms%n", t,
+                            recompute ? "recompute" + (offload ? ", inputs offloaded" : "") : "every layer taped",
+                            alloc.peakBytes(MemoryCategory.ACTIVATIONS), alloc.peakBytes(MemoryCategory.LOGITS), r[0]);
                     for (var site : alloc.peakSites(MemoryCategory.ACTIVATIONS).stream().limit(30).toList()) {
                         System.out.printf("  %,15d B in %4d allocations: %s%n", site.bytes(), site.allocations(), site.site());
                     }

@@ -83,6 +83,12 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
 
     private final CudaDevice device;
     private final CudaStream stream;
+    /**
+     * Host-device copies of at least this many bytes go through the page-locked staging buffer ({@link PinnedStaging}):
+     * a pageable copy moves large tensors at a fraction of the link's speed. {@code -Dorbit.cuda.stagedCopyBytes=N} sets
+     * it ({@code CopyBandwidthProbe} measures both ways).
+     */
+    static final long STAGED_BYTES = Long.getLong("orbit.cuda.stagedCopyBytes", 1L << 20);
     private final PinnedStaging pinned;   // float arrays to and from the device
     private final TreeMap<Long, Block> blocks = new TreeMap<>();
     private final Map<MemoryCategory, long[]> live = new EnumMap<>(MemoryCategory.class); // {live, peak}
@@ -472,9 +478,15 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
                 n.copyFrom(h);
                 h = n;
             }
-            // a pageable source is staged by the driver before the call returns
-            CudaCheck.check(cudaMemcpyAsync(new DevicePointer(address(dst)), new DevicePointer(address(h)), bytes,
-                    cudaMemcpyHostToDevice, stream.handle()), "cudaMemcpyAsync host->device", dst, bytes + " bytes");
+            if (bytes >= STAGED_BYTES && !capturing()) {   // large: through page-locked memory, copied out before the return
+                synchronized (pinned) {
+                    pinned.upload(MemorySegment.ofAddress(address(h)).reinterpret(bytes), address(dst));
+                }
+            } else {
+                // a pageable source is staged by the driver before the call returns
+                CudaCheck.check(cudaMemcpyAsync(new DevicePointer(address(dst)), new DevicePointer(address(h)), bytes,
+                        cudaMemcpyHostToDevice, stream.handle()), "cudaMemcpyAsync host->device", dst, bytes + " bytes");
+            }
             java.lang.ref.Reference.reachabilityFence(h);
         } else if (toDevice) {
             CudaCheck.check(cudaMemcpyAsync(new DevicePointer(address(dst)), new DevicePointer(address(src)), bytes,
@@ -482,9 +494,16 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         } else {
             boolean direct = dst.isContiguous() && dst.segment().isNative() && dst.dtype() == src.dtype();
             Tensor h = direct ? dst : Tensor.allocate(Arena.ofAuto(), src.dtype(), src.shape());
-            CudaCheck.check(cudaMemcpyAsync(new DevicePointer(address(h)), new DevicePointer(address(src)), src.byteSize(),
-                    cudaMemcpyDeviceToHost, stream.handle()), "cudaMemcpyAsync device->host", src, src.byteSize() + " bytes");
-            stream.synchronize();
+            if (src.byteSize() >= STAGED_BYTES) {   // large: through page-locked memory, after the stream's work
+                synchronized (pinned) {
+                    pinned.download(address(src), MemorySegment.ofAddress(address(h)).reinterpret(src.byteSize()));
+                }
+            } else {
+                CudaCheck.check(cudaMemcpyAsync(new DevicePointer(address(h)), new DevicePointer(address(src)), src.byteSize(),
+                        cudaMemcpyDeviceToHost, stream.handle()), "cudaMemcpyAsync device->host", src, src.byteSize() + " bytes");
+                stream.synchronize();
+            }
+            java.lang.ref.Reference.reachabilityFence(h);
             if (!direct) {
                 dst.copyFrom(h);
             }

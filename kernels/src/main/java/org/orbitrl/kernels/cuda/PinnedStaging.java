@@ -10,7 +10,8 @@ import java.util.stream.IntStream;
 import static org.bytedeco.cuda.global.cudart.*;
 
 /**
- * Page-locked host memory through which a Java float array goes to a device tensor and back: the array is copied into
+ * Page-locked host memory through which a Java float array (or a large tensor of host memory) goes to a device tensor
+ * and back: the array is copied into
  * it and the DMA engine reads it at the link's speed, where a pageable source would be zero-filled into a native
  * tensor, copied, then staged again by the driver. The buffer is two halves used in turn: a transfer goes in pieces of
  * a half, the host copying one piece (on several threads, {@link #SLICE} bytes each) while the engine moves the other,
@@ -40,14 +41,27 @@ final class PinnedStaging implements AutoCloseable {
 
     /** values[from, from + n) into the device at {@code dst}, issued on the stream; the array may be reused on return. */
     void upload(float[] values, int from, int n, long dst) {
-        long total = (long) n * Float.BYTES;
+        upload((long) n * Float.BYTES, dst, (at, off, piece) -> copyIn(values, from + (int) (off / Float.BYTES), at, piece));
+    }
+
+    /** The {@code src.byteSize()} bytes of host memory {@code src} into the device at {@code dst}, as the array form. */
+    void upload(MemorySegment src, long dst) {
+        upload(src.byteSize(), dst, (at, off, piece) -> copyIn(src, off, at, piece));
+    }
+
+    /** Fills the buffer at {@code at} with {@code bytes} of the source from its byte {@code off}. */
+    private interface Fill {
+        void fill(long at, long off, long bytes);
+    }
+
+    private void upload(long total, long dst, Fill in) {
         ensure(total);
         for (long off = 0; off < total; ) {
             long piece = Math.min(half, total - off);
             int s = next;
             next ^= 1;
             awaitHalf(s);
-            copyIn(values, from + (int) (off / Float.BYTES), s * half, piece);
+            in.fill(s * half, off, piece);
             CudaCheck.check(cudaMemcpyAsync(new DevicePointer(dst + off), new DevicePointer(address + s * half), piece,
                     cudaMemcpyHostToDevice, stream.handle()), "cudaMemcpyAsync host->device (pinned)", piece + " bytes");
             done[s].record(stream);
@@ -58,7 +72,15 @@ final class PinnedStaging implements AutoCloseable {
 
     /** n floats at device address {@code src} into out[0, n), after the stream's work. */
     void download(long src, float[] out, int n) {
-        long total = (long) n * Float.BYTES;
+        download(src, (long) n * Float.BYTES, (at, off, piece) -> copyOut(at, out, (int) (off / Float.BYTES), piece));
+    }
+
+    /** {@code out.byteSize()} bytes at device address {@code src} into host memory {@code out}, after the stream's work. */
+    void download(long src, MemorySegment out) {
+        download(src, out.byteSize(), (at, off, piece) -> copyOut(at, out, off, piece));
+    }
+
+    private void download(long src, long total, Fill out) {
         ensure(total);
         awaitHalf(0);
         awaitHalf(1);
@@ -77,7 +99,7 @@ final class PinnedStaging implements AutoCloseable {
             int s = (int) (p & 1);
             long off = p * half;
             done[s].synchronize();
-            copyOut(s * half, out, (int) (off / Float.BYTES), Math.min(half, total - off));
+            out.fill(s * half, off, Math.min(half, total - off));
         }
         next = 0;
     }
@@ -97,6 +119,26 @@ final class PinnedStaging implements AutoCloseable {
             long o = i * SLICE;
             long len = Math.min(SLICE, bytes - o);
             MemorySegment.copy(v, from + (int) (o / Float.BYTES), host, F32, at + o, (int) (len / Float.BYTES));
+        });
+    }
+
+    /** bytes of src from its byte {@code from} into the buffer at {@code at}, a slice a thread. */
+    private void copyIn(MemorySegment src, long from, long at, long bytes) {
+        int slices = (int) ((bytes + SLICE - 1) / SLICE);
+        IntStream range = IntStream.range(0, slices);
+        (slices > 1 ? range.parallel() : range).forEach(i -> {
+            long o = i * SLICE;
+            MemorySegment.copy(src, from + o, host, at + o, Math.min(SLICE, bytes - o));
+        });
+    }
+
+    /** bytes of the buffer at {@code at} into out from its byte {@code to}, a slice a thread. */
+    private void copyOut(long at, MemorySegment out, long to, long bytes) {
+        int slices = (int) ((bytes + SLICE - 1) / SLICE);
+        IntStream range = IntStream.range(0, slices);
+        (slices > 1 ? range.parallel() : range).forEach(i -> {
+            long o = i * SLICE;
+            MemorySegment.copy(host, at + o, out, to + o, Math.min(SLICE, bytes - o));
         });
     }
 

@@ -72,6 +72,36 @@ class CudaPinnedStagingTest extends CudaTestBase {
         a.release(db);
     }
 
+    /**
+     * Host tensors of {@link CudaAllocator#STAGED_BYTES} and more go through the staging too ({@code upload},
+     * {@code copy} into a host tensor, {@code toHost}): bf16 and f32 of odd sizes around a piece, read back bit for bit
+     * into a whole tensor and into a view at an offset of a larger one, the source overwritten as soon as the upload
+     * returns; below the threshold the pageable copy, the same bits.
+     */
+    @Test
+    void hostTensorsOfAnySizeRoundTripThroughTheStaging() {
+        CudaAllocator a = gpu.allocator();
+        SplittableRandom r = rng(73);
+        long half = PinnedStaging.MAX_BYTES / 2;
+        for (long n : new long[]{CudaAllocator.STAGED_BYTES / 2 - 1, CudaAllocator.STAGED_BYTES / 2 + 7, half / 2 + 3, 3 * half / 2 + 1}) {
+            for (DType dt : new DType[]{DType.BF16, DType.F32}) {
+                float[] v = new float[Math.toIntExact(n)];
+                for (int i = 0; i < v.length; i++) {
+                    v[i] = (float) r.nextGaussian();
+                }
+                Tensor host = Tensor.of(v, n).to(dt);
+                float[] want = host.toFloatArray();
+                Tensor dev = a.upload(MemoryCategory.ACTIVATIONS, host);
+                host.fill(Float.NaN);   // the upload has copied it out
+                assertArrayEquals(want, a.toHost(dev).toFloatArray(), dt + " x " + n + " through toHost");
+                Tensor big = Tensor.allocate(java.lang.foreign.Arena.ofAuto(), dt, n + 5);
+                a.copy(dev, big.slice(0, 5, n + 5));
+                assertArrayEquals(want, big.slice(0, 5, n + 5).contiguous().toFloatArray(), dt + " x " + n + " into a view");
+                a.release(dev);
+            }
+        }
+    }
+
     @Test
     void otherTensorsAndWrongCounts() {
         CudaAllocator a = gpu.allocator();

@@ -52,5 +52,8 @@ public final class DecoderTape<L> implements Trainable.Tape {
             }
         }
         positions = finalInput = finalNormed = logits = null;
+        if (offloaded != null) {
+            offloaded.release();
+        }
     }
 }

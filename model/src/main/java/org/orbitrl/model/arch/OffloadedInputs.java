@@ -8,14 +8,17 @@ import org.orbitrl.kernels.TensorAllocator;
  * Recomputed layers' inputs kept in host memory while a training step's forward and backward run (see
  * {@link Trainable#setOffloadedInputs}): the forward moves each recomputed layer's input out of the device once the
  * layer has run, and the backward brings it back for that layer's recompute and backward only. Host copies are
- * off-heap and kept until the tape goes, so a second backward brings them back again. On a host backend the inputs
+ * off-heap ({@link HostBuffers}, reused from step to step) and kept until the tape goes, so a second backward brings
+ * them back again. On a host backend the inputs
  * already are host memory and nothing moves.
  */
 final class OffloadedInputs {
     private final Tensor[] host;   // per layer: the input in host memory, or null
+    private final HostBuffers buffers;
 
-    OffloadedInputs(int layers) {
-        host = new Tensor[layers];
+    OffloadedInputs(int layers, HostBuffers buffers) {
+        this.host = new Tensor[layers];
+        this.buffers = buffers;
     }
 
     /**
@@ -26,9 +29,21 @@ final class OffloadedInputs {
         if (a.hostMemory()) {
             return t;
         }
-        host[i] = a.toHost(t);
+        Tensor h = buffers.take(t.dtype(), t.shape());
+        a.copy(t, h);
+        host[i] = h;
         a.release(t);
         return null;
+    }
+
+    /** Gives the host tensors back to the model's buffers for its next step (the tape is going). */
+    void release() {
+        for (int i = 0; i < host.length; i++) {
+            if (host[i] != null) {
+                buffers.give(host[i]);
+                host[i] = null;
+            }
+        }
     }
 
     /** Whether layer {@code i}'s input is in host memory. */

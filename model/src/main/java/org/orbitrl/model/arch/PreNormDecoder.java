@@ -55,6 +55,7 @@ final class PreNormDecoder<L> {
     private final Supplier<L> newTape;
     private int keptLayers;           // under recompute, the last layers whose tapes the forward keeps
     private boolean offload;          // under recompute, the recomputed layers' inputs kept in host memory
+    private final HostBuffers hostBuffers = new HostBuffers();   // their host tensors, from step to step
 
     PreNormDecoder(Backend backend, int layers, int maxPositions, Tensor embed, Tensor finalNorm, float eps, Linear lmHead,
                    Supplier<L> newTape) {
@@ -103,7 +104,7 @@ final class PreNormDecoder<L> {
         if (tape != null) {
             tape.positions = positions;
             if (tape.recompute && offload) {
-                tape.offloaded = new OffloadedInputs(layers);
+                tape.offloaded = new OffloadedInputs(layers, hostBuffers);
             }
         }
         for (int i = 0; i < layers; i++) {

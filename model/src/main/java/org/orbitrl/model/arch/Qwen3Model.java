@@ -45,6 +45,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
     private final RankGroups parallel; // null: the whole model on one rank
     private int keptLayers;            // under recompute, the last layers whose tapes the forward keeps
     private boolean offload;           // under recompute, the recomputed layers' inputs kept in host memory
+    private final HostBuffers hostBuffers = new HostBuffers();   // their host tensors, from step to step
     private int expertChunk;           // experts a dequantization chunk of the MoE layers' shared buffer (0: off)
 
     /** One decoder layer. */
@@ -293,6 +294,9 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
                 }
             }
             positions = finalInput = finalNormed = logits = null;
+            if (offloaded != null) {
+                offloaded.release();
+            }
         }
     }
 
@@ -398,7 +402,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         if (tape != null) {
             tape.positions = positions;
             if (tape.recompute && offload) {
-                tape.offloaded = new OffloadedInputs(layers.length);
+                tape.offloaded = new OffloadedInputs(layers.length, hostBuffers);
             }
         }
         for (int i = 0; i < layers.length; i++) {

@@ -52,6 +52,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
     private final float[] norm;                 // [hidden]
     private final Linear lmHead;                // [vocab, hidden]
     private boolean offload;                    // under recompute, the layers' input streams kept in host memory
+    private final org.orbitrl.model.arch.HostBuffers hostBuffers = new org.orbitrl.model.arch.HostBuffers();
 
     /** One decoder layer. */
     record Layer(DeepseekV4HyperConnection attnHc, float[] attnNorm, DeepseekV4Attention attn,
@@ -238,8 +239,11 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         private final org.orbitrl.kernels.TensorAllocator place;
         private Tensor placed;  // the logits in the backend's memory, made at the first ask
         private boolean used;   // the backward has run
+        private final org.orbitrl.model.arch.HostBuffers buffers;   // where offloaded inputs' host tensors go back
 
-        TrainTape(GradTape tape, Node logits, Recompute recompute, int vocab, org.orbitrl.kernels.TensorAllocator place) {
+        TrainTape(GradTape tape, Node logits, Recompute recompute, int vocab, org.orbitrl.kernels.TensorAllocator place,
+                  org.orbitrl.model.arch.HostBuffers buffers) {
+            this.buffers = buffers;
             this.tape = tape;
             this.logits = logits;
             this.recompute = recompute;
@@ -267,6 +271,8 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
                     }
                 }
                 recompute.last.release(a);
+                recompute.host.forEach(buffers::give);
+                recompute.host.clear();
             }
             logits.release(a);
             if (placed != null) {
@@ -283,6 +289,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
      */
     static final class Recompute {
         final Node[] inputs;    // [layer]: the input streams [N, hc, hidden]
+        final List<Tensor> host = new ArrayList<>();   // the offloaded inputs' host tensors, given back at the release
         Node last;              // the last layer's output, on the head's tape
         int[] ids;
         int[] pos;
@@ -308,7 +315,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         }
         GradTape tape = new GradTape();
         Recompute rc = recompute ? new Recompute(layers.length) : null;
-        return new TrainTape(tape, run(batch, null, tape, rc), rc, c.vocab(), backend.allocator());
+        return new TrainTape(tape, run(batch, null, tape, rc), rc, c.vocab(), backend.allocator(), hostBuffers);
     }
 
     @Override
@@ -446,7 +453,10 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
                 if (rc == null) {
                     in.release(backend.allocator());   // an inference forward's streams: the next layer's output replaces them
                 } else if (offload && in.onDevice()) {   // the layer has run: its input waits on the host, off the heap
-                    rc.inputs[i] = Node.onHost(backend.allocator().toHost(in.placed(backend.allocator(), n, (long) hc * h)));
+                    Tensor host = hostBuffers.take(DType.F32, n, (long) hc * h);
+                    backend.allocator().copy(in.placed(backend.allocator(), n, (long) hc * h), host);
+                    rc.inputs[i] = Node.onHost(host);
+                    rc.host.add(host);
                     in.release(backend.allocator());
                 }
             }

@@ -135,6 +135,7 @@ public final class DeepseekV4StepBench {
             }
             model.backward(tape, b.allocator().uploadFloats(MemoryCategory.LOGITS, d, logits.shape()));   // as a trainer's
             b.allocator().toFloats(adapter.params().get(0).grad());   // waits for the step's work
+            tape.release(b.allocator());   // as a trainer does after its backward
             if (s >= 0) {
                 ms[s] = (System.nanoTime() - start) / 1e6;
             }

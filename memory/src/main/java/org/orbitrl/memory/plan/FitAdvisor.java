@@ -60,10 +60,11 @@ public final class FitAdvisor {
             add(out, r, "colocate rollout and training on all " + r.node().gpus() + " GPUs, one base copy (--ep " + ep + ")",
                     x -> x.withLayout(ParallelLayout.colocated(ep, r.layout().tensorParallel())));
         }
-        if (r.kvDtype() != DType.F8E4M3) {
-            add(out, r, "keep the KV cache in fp8 (--kv-dtype fp8)", x -> x.withKvDtype(DType.F8E4M3));
-            all.add(x -> x.withKvDtype(DType.F8E4M3));
-            allNames.add("--kv-dtype fp8");
+        if (r.kvDtype() == DType.F32) {   // a job's rollout cache is f32 or bf16 (sampling.kv_cache): fp8 is not offered
+            add(out, r, "keep the KV cache in bf16 (--kv-dtype bf16, a job's sampling.kv_cache: bf16)",
+                    x -> x.withKvDtype(DType.BF16));
+            all.add(x -> x.withKvDtype(DType.BF16));
+            allNames.add("--kv-dtype bf16");
         }
         if (r.batch().microBatch() > 1) {
             int m = Math.max(1, plan.maxMicroBatch());

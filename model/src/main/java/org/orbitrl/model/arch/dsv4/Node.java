@@ -10,7 +10,8 @@ import org.orbitrl.kernels.TensorAllocator;
  * given by the op that made it.
  *
  * <p>A value lives where the op that made it ran: on the host ({@code float[]}), or in a device allocator's memory (a
- * contiguous f32 tensor) when a device backend's operation made it. Each side is copied to the other at most once, the
+ * contiguous f32 tensor) when a device backend's operation made it; a layer input waiting for its backward under
+ * offloading is a host tensor off the heap ({@link #onHost}). Each side is copied to the other at most once, the
  * first time an op there reads it ({@link #v} on the host, {@link #placed} on the device); values are never written
  * after their node is made, so both copies stay right. A gradient likewise accumulates where its senders run: host
  * contributions into an array, device ones into a tensor, and a reader on the other side moves it across once.

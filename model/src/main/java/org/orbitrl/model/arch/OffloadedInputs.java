@@ -55,13 +55,4 @@ final class OffloadedInputs {
     Tensor restore(TensorAllocator a, int i) {
         return a.upload(MemoryCategory.ACTIVATIONS, host[i]);
     }
-
-    /** Bytes held in host memory. */
-    long hostBytes() {
-        long b = 0;
-        for (Tensor t : host) {
-            b += t == null ? 0 : t.byteSize();
-        }
-        return b;
-    }
 }

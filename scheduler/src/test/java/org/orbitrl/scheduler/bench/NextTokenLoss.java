@@ -13,12 +13,12 @@ import java.util.List;
  * Mean next-token cross-entropy over a batch of sequences, forward and adapter-only backward, with
  * the backend's policy log-prob kernels: every position but each sequence's last predicts the next token.
  */
-final class NextTokenLoss {
+public final class NextTokenLoss {
     private NextTokenLoss() {
     }
 
     /** One forward ({@code recompute}: activations recomputed in backward) and backward; returns the loss (its log-probs are read back, so the forward has finished). */
-    static double forwardBackward(Trainable model, Backend backend, List<int[]> seqs, boolean recompute) {
+    public static double forwardBackward(Trainable model, Backend backend, List<int[]> seqs, boolean recompute) {
         TensorAllocator a = backend.allocator();
         int n = 0;
         for (int[] s : seqs) {

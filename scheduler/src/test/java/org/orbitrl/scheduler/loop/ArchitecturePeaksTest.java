@@ -4,8 +4,6 @@ import org.junit.jupiter.api.Test;
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.MemoryCategory;
-import org.orbitrl.kernels.Tensor;
-import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.kernels.cpu.CpuBackend;
 import org.orbitrl.memory.plan.AdapterSpec;
 import org.orbitrl.memory.plan.BaseFormat;
@@ -19,6 +17,7 @@ import org.orbitrl.model.LoadedModel;
 import org.orbitrl.model.adapter.Adapter;
 import org.orbitrl.model.arch.Trainable;
 import org.orbitrl.model.spec.ModelSpec;
+import org.orbitrl.scheduler.bench.NextTokenLoss;
 
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -163,7 +162,7 @@ class ArchitecturePeaksTest {
             Runnable step = () -> {
                 adapter.zeroGrad();
                 adapter.prepare(backend);
-                loss(model, backend, seqs, r.recompute);
+                NextTokenLoss.forwardBackward(model, backend, seqs, r.recompute);
                 adapter.unprepare();
             };
             step.run();
@@ -179,43 +178,5 @@ class ArchitecturePeaksTest {
             }
             return loaded.spec();
         }
-    }
-
-    /** Next-token cross-entropy's forward and adapter-only backward, as the trainer's loss reads the logits. */
-    private static void loss(Trainable model, Backend backend, List<int[]> seqs, boolean recompute) {
-        TensorAllocator a = backend.allocator();
-        int n = 0;
-        for (int[] s : seqs) {
-            n += s.length - 1;
-        }
-        int[] rows = new int[n];
-        int[] tokens = new int[n];
-        int k = 0;
-        int base = 0;
-        for (int[] s : seqs) {
-            for (int t = 0; t + 1 < s.length; t++) {
-                rows[k] = base + t;
-                tokens[k++] = s[t + 1];
-            }
-            base += s.length;
-        }
-        Trainable.Tape tape = model.forwardTrain(seqs, recompute);
-        Tensor logits = tape.logits();                                                       // [N, vocab]
-        Tensor r = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(rows, n));             // [n]
-        Tensor tk = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(tokens, n));          // [n]
-        Tensor logp = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n);                  // [n]
-        backend.tokenLogProbs(logits, r, tk, 1f, logp);
-        a.release(logp);
-        float[] g = new float[n];
-        java.util.Arrays.fill(g, -1f / n);
-        Tensor dLogits = a.allocate(MemoryCategory.LOGITS, DType.F32, logits.shape());       // [N, vocab]
-        Tensor dLogp = a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(g, n));                // [n]
-        backend.tokenLogProbsBackward(logits, r, tk, dLogp, 1f, dLogits);
-        a.release(r);
-        a.release(tk);
-        a.release(dLogp);
-        model.backward(tape, dLogits);
-        a.release(dLogits);
-        tape.release(a);
     }
 }

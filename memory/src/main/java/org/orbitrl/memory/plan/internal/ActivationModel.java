@@ -2,7 +2,6 @@ package org.orbitrl.memory.plan.internal;
 
 import org.orbitrl.memory.plan.AdapterSpec;
 import org.orbitrl.memory.plan.ParamFamily;
-import org.orbitrl.memory.plan.WeightGroup;
 import org.orbitrl.memory.plan.WeightInventory;
 import org.orbitrl.model.spec.AttentionKind;
 import org.orbitrl.model.spec.DeepseekV4Spec;
@@ -13,26 +12,17 @@ import org.orbitrl.model.spec.MoeSpec;
 /**
  * Activation memory of adapter training through a frozen base.
  *
- * <p>For models with standard (grouped-query) attention, {@link #trainBytes} is what the training
- * code holds at its peak, tensor by tensor, all f32, each temporary released at its last use (see
- * {@link #standardTrainBytes}).
- * The rest of this description is the estimate used for MLA and DeepSeek V4 models, per token in
- * bf16 elements.
+ * <p>{@link #trainBytes} is what the training code holds at its peak, tensor by tensor, all f32, each
+ * temporary released at its last use: the standard (grouped-query) and latent (MLA) attention models through
+ * {@link #standardTrainBytes}, DeepSeek V4 through {@link DeepseekV4Activations}.
  *
- * <p>Backward through frozen weights needs no weight gradients, only activation gradients, so a
- * layer keeps what its nonlinearities and the adapter need: the inputs of each RMSNorm (and its
- * reciprocal RMS), the normalized inputs the adapted projections read, the attention's q, k, v,
- * output and log-sum-exp (flash attention: no score matrix), SwiGLU's gate and up (its output,
- * which the adapter of the down projection reads, is recomputed from them), the router's logits
- * and weights, each routed token's expert gate and up (its input is gathered again from the
- * normalized input), and the adapters' rank-r intermediates. DeepSeek V4 also keeps the hyper-connection streams and the
- * compressor's and indexer's projections. Parts that scale with heads or intermediate size are
- * split by tensor parallelism; routed-expert parts are spread by expert parallelism, with
- * {@link #EXPERT_IMBALANCE} headroom for uneven routing.
- *
- * <p>With recompute, a layer keeps only its input (the residual stream) and one layer at a time is
- * recomputed during backward; without it, every layer keeps everything. Either way the layer
- * being differentiated holds its activations and their gradients at once (factor 2).
+ * <p>The rest of this description is the per-token estimate of one layer's forward working set in bf16 elements
+ * ({@link #perTokenLayer}), which sizes the rollout's prefill scratch ({@link #forwardScratchBytes}): a layer keeps
+ * what its nonlinearities need: the inputs of each RMSNorm (and its reciprocal RMS), the normalized inputs the
+ * projections read, the attention's q, k, v, output and log-sum-exp, SwiGLU's gate and up, the router's logits and
+ * weights and each routed token's expert gate and up; DeepSeek V4 also its hyper-connection streams and its
+ * compressor's and indexer's projections. Parts that scale with heads or intermediate size are split by tensor
+ * parallelism; routed-expert parts carry {@link #EXPERT_IMBALANCE} headroom for uneven routing.
  */
 public final class ActivationModel {
     /** Expected worst-case load on one GPU's experts relative to perfectly even routing. */
@@ -47,8 +37,8 @@ public final class ActivationModel {
     private ActivationModel() {
     }
 
-    /** Per-token bf16 elements one layer keeps for backward: replicated part plus the tensor-parallel share. */
-    public static double perTokenLayer(ModelSpec s, int layer, AdapterSpec adapter, double loraPerToken, int tp) {
+    /** Per-token bf16 elements of one layer's working set: replicated part plus the tensor-parallel share. */
+    static double perTokenLayer(ModelSpec s, int layer, int tp) {
         long h = s.hiddenSize();
         double rep = 4.0 * h + 4;                   // two norm inputs + normalized outputs, rstd as f32
         double shard = 0;
@@ -86,27 +76,7 @@ public final class ActivationModel {
         } else {
             shard += 2.0 * s.intermediateSize();
         }
-        return rep + shard / tp + experts + loraPerToken;
-    }
-
-    /** Per-token rank-r intermediates of the adapter in one layer (average over layers). */
-    public static double loraPerToken(WeightInventory inv, AdapterSpec adapter) {
-        if (!(adapter instanceof AdapterSpec.Lora lora)) {
-            return 0;
-        }
-        ModelSpec s = inv.spec();
-        double matrices = 0;
-        for (WeightGroup g : inv.main()) {
-            if (g.linear() && lora.targets().contains(g.family()) && g.family() != ParamFamily.ROUTED_EXPERTS
-                    && g.family() != ParamFamily.OUTPUT_HEAD) {
-                matrices += g.count();
-            }
-        }
-        double perLayer = matrices / s.numLayers();
-        if (s.moe() != null && lora.targets().contains(ParamFamily.ROUTED_EXPERTS)) {
-            perLayer += 2.0 * s.moe().topK() * EXPERT_IMBALANCE * s.numMoeLayers() / s.numLayers();
-        }
-        return perLayer * lora.rank();
+        return rep + shard / tp + experts;
     }
 
     /**
@@ -335,26 +305,17 @@ public final class ActivationModel {
     /**
      * As {@link #trainBytes(WeightInventory, AdapterSpec, long, boolean, int, int, boolean, int)} with the
      * last {@code kept} layers keeping their activations and the others recomputed (0: full recompute;
-     * every layer: none). For the MLA and DeepSeek V4 models: every layer's input kept, then at the
-     * backward's start the kept layers' activations, or one recomputed layer's, beside one layer's working set.
+     * every layer: none), one sequence, the inputs on the device.
      */
     public static long trainBytes(WeightInventory inv, AdapterSpec adapter, long tokens, int kept, int tp, int ep,
                                   boolean device, int chunk) {
-        return trainBytes(inv, adapter, tokens, 1, kept, tp, ep, device, chunk);
+        return trainBytes(inv, adapter, tokens, 1, kept, tp, ep, device, chunk, false);
     }
 
     /**
      * As {@link #trainBytes(WeightInventory, AdapterSpec, long, int, int, int, boolean, int)} for {@code sequences}
-     * sequences of {@code tokens} tokens in all (DeepSeek V4 copies each sequence's rows out of the batch's).
-     */
-    public static long trainBytes(WeightInventory inv, AdapterSpec adapter, long tokens, int sequences, int kept, int tp,
-                                  int ep, boolean device, int chunk) {
-        return trainBytes(inv, adapter, tokens, sequences, kept, tp, ep, device, chunk, false);
-    }
-
-    /**
-     * As {@link #trainBytes(WeightInventory, AdapterSpec, long, int, int, int, int, boolean, int)}; {@code offload}: the
-     * recomputed layers' inputs wait in host memory (see {@link #offloadedBytes}).
+     * sequences of {@code tokens} tokens in all (DeepSeek V4 copies each sequence's rows out of the batch's);
+     * {@code offload}: the recomputed layers' inputs wait in host memory (see {@link #offloadedBytes}).
      */
     public static long trainBytes(WeightInventory inv, AdapterSpec adapter, long tokens, int sequences, int kept, int tp,
                                   int ep, boolean device, int chunk, boolean offload) {
@@ -384,7 +345,7 @@ public final class ActivationModel {
         ModelSpec s = inv.spec();
         double max = 0;
         for (int i = 0; i < s.numLayers(); i++) {
-            max = Math.max(max, perTokenLayer(s, i, new AdapterSpec.None(), 0, tp));
+            max = Math.max(max, perTokenLayer(s, i, tp));
         }
         return (long) Math.ceil(max * tokens * 2);
     }

@@ -49,11 +49,6 @@ final class Scratch implements AutoCloseable {
         return n;
     }
 
-    /** How many nodes were made while it was open. */
-    int size() {
-        return made.size();
-    }
-
     /** Releases every value made while open except the kept ones, and reopens the scratch that was open before. */
     @Override
     public void close() {

@@ -209,9 +209,10 @@ public interface Backend extends AutoCloseable {
      * DeepSeek V4's attention: multi-query attention over one shared key-and-value head with an additive mask and a
      * sink logit a head. q [T, H, d], kv [S, d], mask [T, S] (0 or -inf; a row that hides every key gives 0), sinks
      * [H], out [T, H, d], all f32 and contiguous: for query t and head h, {@code out[t, h] = Σ_j p_j · kv[j]} with p
-     * the softmax of {@code [scale · q[t, h]·kv[j] + mask[t, j]]_j ++ [sinks[h]]} without the sink's share. Returns
-     * false, writing nothing, where the backend leaves it to the caller (the default, and the CUDA backend in exact
-     * mode, whose kernels must be batch-invariant): the caller then computes it on the host.
+     * the softmax of {@code [scale · q[t, h]·kv[j] + mask[t, j]]_j ++ [sinks[h]]} without the sink's share. A backend
+     * in exact mode computes each (t, h) from that query's row, the keys its mask leaves it and the sink alone, so that
+     * it is the same bits whatever the other queries and keys of the call. Returns false, writing nothing, where the
+     * backend leaves it to the caller (the default): the caller then computes it on the host.
      */
     default boolean sinkAttention(Tensor q, Tensor kv, Tensor mask, Tensor sinks, float scale, Tensor out) {
         return false;
@@ -230,8 +231,9 @@ public interface Backend extends AutoCloseable {
      * DeepSeek V4's lightning-indexer scores: for query t and compressed entry m below {@code closed[t]},
      * {@code out[t, m] = Σ_h relu(q[t, h]·keys[m]) · qScale · weights[t, h]}, the heads summed in order; -inf for the
      * entries at or past {@code closed[t]}. q [T, H, D], keys [M, D], weights [T, H] f32, closed [T] i32, out [T, M]
-     * f32, all contiguous. Nothing is differentiated (the top-k that reads them is discrete). Returns false, writing
-     * nothing, where the backend leaves it to the caller (the default, and the CUDA backend in exact mode).
+     * f32, all contiguous. Nothing is differentiated (the top-k that reads them is discrete). A backend in exact mode
+     * computes each score from its query's rows and its entry alone (the same bits whatever the call's other queries
+     * and entries). Returns false, writing nothing, where the backend leaves it to the caller (the default).
      */
     default boolean indexerScores(Tensor q, Tensor keys, Tensor weights, Tensor closed, float qScale, Tensor out) {
         return false;

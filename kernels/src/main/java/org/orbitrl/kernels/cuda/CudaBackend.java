@@ -729,39 +729,54 @@ public final class CudaBackend implements Backend {
         return exact ? CudaExactAttention.on() : CudaMmaAttention.variant().equals("bf16v4");
     }
 
-    /** Outside exact mode, unless {@code -Dorbit.cuda.mqa=off} (read at each call). */
+    /** Unless {@code -Dorbit.cuda.mqa=off} (read at each call); in exact mode too, through its batch-invariant kernels. */
     @Override
     public boolean takesDeepseekV4Attention() {
-        return !exact && !CudaMqaAttention.off();
+        return !CudaMqaAttention.off();
     }
 
-    /** Outside exact mode: {@link CudaMqaAttention#sinkForward}, cuBLAS products around a row kernel. */
+    /**
+     * {@link CudaMqaAttention#sinkForward} (cuBLAS products around a row kernel); in exact mode
+     * {@link CudaMqaAttention#sinkExact}, for heads of up to {@link CudaMqaAttention#EXACT_MAX_DIM} channels (wider ones
+     * are left to the caller).
+     */
     @Override
     public boolean sinkAttention(Tensor q, Tensor kv, Tensor mask, Tensor sinks, float scale, Tensor out) {
-        if (exact || !CudaMqaAttention.fitsSink(q, kv, mask, sinks, out)) {
+        if (!CudaMqaAttention.fitsSink(q, kv, mask, sinks, out) || (exact && q.size(2) > CudaMqaAttention.EXACT_MAX_DIM)) {
             return false;
         }
         ctx.device.bind();
-        attentionOps.mqa.sinkForward(q, kv, mask, sinks, scale, out);
+        if (exact) {
+            attentionOps.mqa.sinkExact(q, kv, mask, sinks, scale, out);
+        } else {
+            attentionOps.mqa.sinkForward(q, kv, mask, sinks, scale, out);
+        }
         return true;
     }
 
-    /** Outside exact mode: {@link CudaMqaAttention#indexerScores}. */
+    /** {@link CudaMqaAttention#indexerScores}; in exact mode {@link CudaMqaAttention#indexerExact}. */
     @Override
     public boolean indexerScores(Tensor q, Tensor keys, Tensor weights, Tensor closed, float qScale, Tensor out) {
-        if (exact || !CudaMqaAttention.fitsIndexer(q, keys, weights, closed, out)) {
+        if (!CudaMqaAttention.fitsIndexer(q, keys, weights, closed, out)) {
             return false;
         }
         ctx.device.bind();
-        attentionOps.mqa.indexerScores(q, keys, weights, closed, qScale, out);
+        if (exact) {
+            attentionOps.mqa.indexerExact(q, keys, weights, closed, qScale, out);
+        } else {
+            attentionOps.mqa.indexerScores(q, keys, weights, closed, qScale, out);
+        }
         return true;
     }
 
-    /** Outside exact mode: {@link CudaMqaAttention#sinkBackward}. */
+    /**
+     * {@link CudaMqaAttention#sinkBackward}, in exact mode too: gradients are compared with nothing bit for bit, so
+     * exact mode's backward takes the f32 cuBLAS products (no TF32) over the probabilities it recomputes.
+     */
     @Override
     public boolean sinkAttentionBackward(Tensor q, Tensor kv, Tensor mask, Tensor sinks, float scale, Tensor dout, Tensor dq,
                                          Tensor dkv) {
-        if (exact || !CudaMqaAttention.fitsSink(q, kv, mask, sinks, dout, dq, dkv)) {
+        if (!CudaMqaAttention.fitsSink(q, kv, mask, sinks, dout, dq, dkv)) {
             return false;
         }
         ctx.device.bind();

@@ -17,7 +17,8 @@ import org.orbitrl.kernels.cuda.internal.Kernel;
  * within {@code -Dorbit.cuda.mqaChunkBytes} (256 MiB by default; read at each call). Outside exact mode only (exact mode
  * keeps the kernels whose rows are batch-invariant); no sliding window or sinks. DeepSeek V4's attention
  * ({@link #sinkForward}: one shared key-and-value head, an additive mask, a sink logit a head) takes the same products
- * around its own softmax.
+ * around its own softmax; in exact mode it and its indexer's scores take the batch-invariant kernels of
+ * {@code mqa_exact.cu} ({@link #sinkExact}, {@link #indexerExact}).
  */
 final class CudaMqaAttention {
     static final String CHUNK_PROPERTY = "orbit.cuda.mqaChunkBytes";
@@ -32,6 +33,8 @@ final class CudaMqaAttention {
     private final Kernel softmaxBackward;
     private final Kernel sinkSoftmax;
     private final Kernel indexerScores;
+    private final Kernel sinkExact;
+    private final Kernel indexerExact;
 
     CudaMqaAttention(CudaContext ctx, CudaBackend backend) {
         this.ctx = ctx;
@@ -40,6 +43,8 @@ final class CudaMqaAttention {
         this.softmaxBackward = ctx.kernel("mqa", "mqa_softmax_backward");
         this.sinkSoftmax = ctx.kernel("mqa", "mqa_masked_sink_softmax");
         this.indexerScores = ctx.kernel("mqa", "mqa_indexer_scores");
+        this.sinkExact = ctx.kernel("mqa_exact", "mqa_sink_attention_exact");
+        this.indexerExact = ctx.kernel("mqa_exact", "mqa_indexer_exact");
     }
 
     /**
@@ -283,6 +288,53 @@ final class CudaMqaAttention {
                     CudaAllocator.address(out) + (long) t0 * m * DType.F32.bytes(), m, hq, qScale, m);
         }
         ctx.allocator.release(s);
+    }
+
+    /** Head dimensions {@link #sinkExact} takes (a lane holds up to 16 of a head's channels). */
+    static final int EXACT_MAX_DIM = 512;
+    /** {@code SX_WARPS} and {@code SX_CHUNK} of {@code mqa_exact.cu}: heads a block, seen keys a chunk. */
+    private static final int EXACT_HEADS = 8;
+    private static final int EXACT_CHUNK = 8;
+    /** {@code IX_TILE} and {@code IX_THREADS} of {@code mqa_exact.cu}. */
+    private static final int INDEXER_TILE = 32;
+    private static final int INDEXER_THREADS = 64;
+
+    /**
+     * Exact mode's DeepSeek V4 attention, the operands as {@link #sinkForward} takes them ({@link #fitsSink}) with a
+     * head of at most {@link #EXACT_MAX_DIM} channels: a warp a (query, head) row walks the row's seen keys in ascending
+     * order, eight at a time counted from its first seen key, with an online softmax whose every operation is fixed by
+     * the row's own query, seen keys and sink ({@code mqa_exact.cu}). A query's output is therefore the same bits in a
+     * decode step, over only the keys it sees, as in any training forward over a wider key set beside other queries.
+     */
+    void sinkExact(Tensor q, Tensor kv, Tensor mask, Tensor sinks, float scale, Tensor out) {
+        int tq = q.size(0);
+        int hq = q.size(1);
+        int d = q.size(2);
+        if (tq == 0) {
+            return;
+        }
+        ctx.launch2dShared(sinkExact, tq, (hq + EXACT_HEADS - 1) / EXACT_HEADS, 32 * EXACT_HEADS,
+                EXACT_CHUNK * d * DType.F32.bytes(), q, kv, mask, sinks, out, kv.size(0), hq, d, scale);
+    }
+
+    /**
+     * Exact mode's indexer scores, the operands as {@link #indexerScores} takes them ({@link #fitsIndexer}): tiles of
+     * 32 queries by 32 entries on CUDA cores, each score's heads summed in order over dot products taken in channel
+     * order ({@code mqa_exact.cu}), so that a query's scores do not depend on the queries or entries beside it.
+     */
+    void indexerExact(Tensor q, Tensor keys, Tensor weights, Tensor closed, float qScale, Tensor out) {
+        int tq = q.size(0);
+        int m = keys.size(0);
+        int d = q.size(2);
+        if (tq == 0 || m == 0) {
+            return;
+        }
+        int tiles = (tq + INDEXER_TILE - 1) / INDEXER_TILE;
+        if (tiles > 65535) {
+            throw new IllegalArgumentException("exact indexer scores: " + tq + " queries, at most " + 65535 * INDEXER_TILE);
+        }
+        ctx.launch2dShared(indexerExact, (m + INDEXER_TILE - 1) / INDEXER_TILE, tiles, INDEXER_THREADS,
+                2 * INDEXER_TILE * (d + 1) * DType.F32.bytes(), q, keys, weights, closed, out, tq, m, q.size(1), d, qScale);
     }
 
     /** The address of mask row t0 of a contiguous [T, S] mask. */

@@ -8,7 +8,6 @@ import java.util.Arrays;
 import java.util.SplittableRandom;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -18,7 +17,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * against the closed form in double, within 2e-5 of the scores' scale (f32 cuBLAS products without TF32 against double
  * sums); the entries past each query's count -inf exactly. Shapes: V4-Flash's indexer (64 heads of 128) over 300
  * entries for 37 queries, and 5 queries of 3 heads of 16 over 7 entries; counts from 0 to all; chunks of queries forced
- * down to 4. Exact mode declines and writes nothing; wrong shapes are refused, naming each.
+ * down to 4. Exact mode: the same closed form within 2e-5, and each query's scores the same bits when it runs alone
+ * over only the entries it has closed (as a decode step has it). Wrong shapes are refused, naming each.
  */
 class CudaIndexerScoresTest extends CudaTestBase {
     /** {T, H, D, M}. */
@@ -36,23 +36,46 @@ class CudaIndexerScoresTest extends CudaTestBase {
     }
 
     @Test
-    void exactModeDeclinesAndWrongShapesAreRefused() {
-        Case k = new Case(rng(8102), CASES[1]);
+    void exactModeMatchesTheClosedFormAndEachQueryIsTheSameBitsAlone() {
+        SplittableRandom r = rng(8102);
         try (CudaBackend exact = new CudaBackend(0, CudaBackend.defaultCacheDir(), true)) {
-            float[] nan = new float[k.t * k.m];
-            Arrays.fill(nan, Float.NaN);
-            Tensor out = exact.toDevice(Tensor.of(nan, k.t, k.m));
-            assertFalse(exact.indexerScores(exact.toDevice(k.q), exact.toDevice(k.keys), exact.toDevice(k.w),
-                    exact.toDevice(k.closed), k.scale, out), "exact mode leaves the indexer to the caller");
-            for (float v : exact.toHost(out).toFloatArray()) {
-                assertTrue(Float.isNaN(v), "exact mode wrote nothing");
+            for (int[] c : CASES) {
+                Case k = new Case(r, c);
+                float[] all = scores(exact, k.q, k.keys, k.w, k.closed, k.scale, k.t, k.m);
+                assertMatchesTheClosedForm(k, all, "exact mode");
+                // each query as a decode step has it: alone, over only the entries it has closed
+                float[] q = k.q.toFloatArray(), keys = k.keys.toFloatArray(), w = k.w.toFloatArray();
+                int row = k.h * k.d;
+                for (int i = 0; i < k.t; i++) {
+                    int n = Math.max(1, k.counts[i]);
+                    float[] alone = scores(exact, Tensor.of(Arrays.copyOfRange(q, i * row, (i + 1) * row), 1, k.h, k.d),
+                            Tensor.of(Arrays.copyOf(keys, n * k.d), n, k.d),
+                            Tensor.of(Arrays.copyOfRange(w, i * k.h, (i + 1) * k.h), 1, k.h),
+                            Tensor.ofInts(new int[]{k.counts[i]}, 1), k.scale, 1, n);
+                    assertBitsEqual(String.format("exact indexer scores of query %d alone over its %d entries, T=%d H=%d D=%d M=%d",
+                            i, n, k.t, k.h, k.d, k.m), Arrays.copyOfRange(all, i * k.m, i * k.m + n), alone);
+                }
             }
         }
+    }
+
+    @Test
+    void wrongShapesAreRefusedNamingThem() {
+        Case k = new Case(rng(8103), CASES[1]);
         Tensor out = poisoned(DType.F32, k.t, k.m + 1);
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                 () -> gpu.indexerScores(dev(k.q), dev(k.keys), dev(k.w), dev(k.closed), k.scale, out));
         assertTrue(e.getMessage().contains("out [" + k.t + ", " + (k.m + 1) + "]") && e.getMessage().contains("keys [" + k.m),
                 e.getMessage());
+    }
+
+    private static float[] scores(CudaBackend b, Tensor q, Tensor keys, Tensor w, Tensor closed, float scale, int t, int m) {
+        float[] nan = new float[t * m];
+        Arrays.fill(nan, Float.NaN);
+        Tensor out = b.toDevice(Tensor.of(nan, t, m));
+        assertTrue(b.indexerScores(b.toDevice(q), b.toDevice(keys), b.toDevice(w), b.toDevice(closed), scale, out),
+                b.name() + " takes the indexer's scores");
+        return b.toHost(out).toFloatArray();
     }
 
     private static final class Case {
@@ -80,6 +103,12 @@ class CudaIndexerScoresTest extends CudaTestBase {
     }
 
     private void check(Case k, String how) {
+        Tensor out = poisoned(DType.F32, k.t, k.m);
+        assertTrue(gpu.indexerScores(dev(k.q), dev(k.keys), dev(k.w), dev(k.closed), k.scale, out));
+        assertMatchesTheClosedForm(k, gpu.toHost(out).toFloatArray(), how);
+    }
+
+    private static void assertMatchesTheClosedForm(Case k, float[] got, String how) {
         float[] q = k.q.toFloatArray(), keys = k.keys.toFloatArray(), w = k.w.toFloatArray();
         int[] n = k.counts;
         float[] ref = new float[k.t * k.m];
@@ -100,9 +129,6 @@ class CudaIndexerScoresTest extends CudaTestBase {
                 ref[t * k.m + e] = (float) acc;
             }
         }
-        Tensor out = poisoned(DType.F32, k.t, k.m);
-        assertTrue(gpu.indexerScores(dev(k.q), dev(k.keys), dev(k.w), dev(k.closed), k.scale, out));
-        float[] got = gpu.toHost(out).toFloatArray();
         float[] refOpen = ref.clone();
         float[] gotOpen = got.clone();
         for (int i = 0; i < ref.length; i++) {

@@ -19,13 +19,21 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * prefills of 13, 37 and 9 queries at 16, 8 and 3 heads, ragged everywhere; masks as V4 builds them (a causal sliding
  * window over the tokens, then compressed entries each query may or may not see) with one row that sees nothing (its
  * output and gradients 0: the sink takes all of its weight); chunks of queries forced down to 3 a chunk so that dKV adds
- * over chunks. Exact mode (and {@code -Dorbit.cuda.mqa=off}) says it does not take it, and exact mode declines and
- * writes nothing; operands of the wrong shape are refused, naming every shape.
+ * over chunks. Exact mode: the same closed form within 2e-5 (its own kernel forward, the default backward), and each
+ * query the same bits when it runs alone over only the keys it sees (as a decode step has it) and in a half of the
+ * queries over the keys any of them sees (as the model's blocks of queries have it). {@code -Dorbit.cuda.mqa=off} says
+ * it does not take it; operands of the wrong shape are refused, naming every shape.
  */
 class CudaSinkAttentionTest extends CudaTestBase {
     /** {T, tokens S0 (the window's keys), compressed entries, H, d, window}. */
     private static final int[][] CASES = {{1, 64, 6, 64, 512, 128}, {13, 30, 10, 16, 64, 8}, {37, 37, 8, 8, 128, 16},
             {9, 9, 0, 3, 16, 4}};
+    /**
+     * Exact mode's cases: the above, queries seeing 400-530 keys of 900 (several scans of the mask, chunks carried
+     * across them), and V4-Pro's width (128 heads of 512).
+     */
+    private static final int[][] EXACT_CASES = {CASES[0], CASES[1], CASES[2], CASES[3], {6, 700, 200, 16, 128, 400},
+            {2, 300, 40, 128, 512, 128}};
 
     @Test
     void forwardAndBackwardMatchTheClosedForm() {
@@ -39,19 +47,83 @@ class CudaSinkAttentionTest extends CudaTestBase {
     }
 
     @Test
-    void exactModeDeclinesAndWritesNothing() {
-        Case k = new Case(rng(7102), CASES[1]);
+    void exactModeMatchesTheClosedFormAndEachQueryIsTheSameBitsAlone() {
         assertTrue(gpu.takesDeepseekV4Attention(), "the default kernels say they take it");
         withProperty("orbit.cuda.mqa", "off", () -> assertFalse(gpu.takesDeepseekV4Attention(), "not with orbit.cuda.mqa=off"));
+        SplittableRandom r = rng(7102);
         try (CudaBackend exact = new CudaBackend(0, CudaBackend.defaultCacheDir(), true)) {
-            assertFalse(exact.takesDeepseekV4Attention(), "exact mode says it does not take it");
-            Tensor out = exact.toDevice(nan(k.t, k.h, k.d));
-            assertFalse(exact.sinkAttention(exact.toDevice(k.q), exact.toDevice(k.kv), exact.toDevice(k.mask),
-                    exact.toDevice(k.sinks), k.scale, out), "exact mode leaves V4's attention to the caller");
-            for (float v : exact.toHost(out).toFloatArray()) {
-                assertTrue(Float.isNaN(v), "exact mode wrote nothing");
+            assertTrue(exact.takesDeepseekV4Attention(), "exact mode takes it too");
+            for (int[] c : EXACT_CASES) {
+                Case k = new Case(r, c);
+                float[][] ref = reference(k);
+                float[] all = exactForward(exact, k.q, k.kv, k.mask, k.sinks, k.scale, k.t, k.h, k.d);
+                assertCloseToScale("exact sink attention " + k.what, ref[0], all, 2e-5);
+                Tensor q = exact.toDevice(k.q), kv = exact.toDevice(k.kv), mask = exact.toDevice(k.mask);
+                Tensor sinks = exact.toDevice(k.sinks);
+                Tensor dq = exact.toDevice(nan(k.t, k.h, k.d)), dkv = exact.toDevice(nan(k.s, k.d));
+                assertTrue(exact.sinkAttentionBackward(q, kv, mask, sinks, k.scale, exact.toDevice(k.dout), dq, dkv));
+                assertCloseToScale("exact mode's sink attention dq " + k.what, ref[1], exact.toHost(dq).toFloatArray(), 2e-5);
+                assertCloseToScale("exact mode's sink attention dkv " + k.what, ref[2], exact.toHost(dkv).toFloatArray(), 2e-5);
+                assertAloneIsTheSameBits(exact, k, all);
             }
         }
+    }
+
+    /**
+     * Each query of k as a decode step has it: its row alone over only the keys its mask leaves it (a mask of zeros),
+     * and each of two halves of the queries over the keys any of them sees; both the same bits as the whole launch.
+     */
+    private static void assertAloneIsTheSameBits(CudaBackend exact, Case k, float[] all) {
+        float[] q = k.q.toFloatArray(), kv = k.kv.toFloatArray(), m = k.mask.toFloatArray();
+        int row = k.h * k.d;
+        for (int i = 0; i < k.t; i++) {
+            final int qi = i;
+            int[] seen = java.util.stream.IntStream.range(0, k.s).filter(j -> m[qi * k.s + j] == 0f).toArray();
+            float[] keys = new float[Math.max(1, seen.length) * k.d];
+            for (int e = 0; e < seen.length; e++) {
+                System.arraycopy(kv, seen[e] * k.d, keys, e * k.d, k.d);
+            }
+            float[] zeros = new float[Math.max(1, seen.length)];
+            if (seen.length == 0) {
+                zeros[0] = Float.NEGATIVE_INFINITY;   // one key, hidden: the row sees nothing
+            }
+            float[] alone = exactForward(exact, Tensor.of(Arrays.copyOfRange(q, i * row, (i + 1) * row), 1, k.h, k.d),
+                    Tensor.of(keys, zeros.length, k.d), Tensor.of(zeros, 1, zeros.length), k.sinks, k.scale, 1, k.h, k.d);
+            assertBitsEqual("exact sink attention, query " + i + " alone over its " + seen.length + " keys, " + k.what,
+                    Arrays.copyOfRange(all, i * row, (i + 1) * row), alone);
+        }
+        int half = k.t / 2;
+        for (int[] part : new int[][]{{0, half}, {half, k.t}}) {
+            int rows = part[1] - part[0];
+            if (rows == 0) {
+                continue;
+            }
+            int[] union = java.util.stream.IntStream.range(0, k.s).filter(j -> java.util.stream.IntStream
+                    .range(part[0], part[1]).anyMatch(i -> m[i * k.s + j] == 0f)).toArray();
+            if (union.length == 0) {
+                continue;
+            }
+            float[] keys = new float[union.length * k.d];
+            float[] pm = new float[rows * union.length];
+            for (int e = 0; e < union.length; e++) {
+                System.arraycopy(kv, union[e] * k.d, keys, e * k.d, k.d);
+                for (int i = 0; i < rows; i++) {
+                    pm[i * union.length + e] = m[(part[0] + i) * k.s + union[e]];
+                }
+            }
+            float[] got = exactForward(exact, Tensor.of(Arrays.copyOfRange(q, part[0] * row, part[1] * row), rows, k.h, k.d),
+                    Tensor.of(keys, union.length, k.d), Tensor.of(pm, rows, union.length), k.sinks, k.scale, rows, k.h, k.d);
+            assertBitsEqual("exact sink attention, queries " + part[0] + ".." + part[1] + " over the " + union.length
+                    + " keys they see, " + k.what, Arrays.copyOfRange(all, part[0] * row, part[1] * row), got);
+        }
+    }
+
+    private static float[] exactForward(CudaBackend exact, Tensor q, Tensor kv, Tensor mask, Tensor sinks, float scale,
+                                        int t, int h, int d) {
+        Tensor out = exact.toDevice(nan(t, h, d));
+        assertTrue(exact.sinkAttention(exact.toDevice(q), exact.toDevice(kv), exact.toDevice(mask), exact.toDevice(sinks),
+                scale, out), "exact mode takes V4's attention");
+        return exact.toHost(out).toFloatArray();
     }
 
     @Test

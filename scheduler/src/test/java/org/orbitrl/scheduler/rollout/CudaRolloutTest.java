@@ -90,7 +90,7 @@ class CudaRolloutTest {
     }
 
     /**
-     * DeepSeek V4 on the device (its linears there, the attention, compressors and hyper-connections on the host):
+     * DeepSeek V4 on the device (its values in device memory, its attention and indexer through exact mode's kernels):
      * greedy samples of the fixture's prompt, in a group of three sharing its prefill (each fork a copy of the
      * compressors' state) among other requests, reproduce transformers' greedy sequence; seeded sampling draws the CPU
      * backend's tokens with log-probs within 1e-5 + 1e-5·|cpu|, and the recompute equals rollout's log-probs bit for bit.
@@ -123,6 +123,41 @@ class CudaRolloutTest {
             var gap = Recompute.gap(dev, Recompute.policyLogprobs(m.model(), dev, 1.0f));
             assertTrue(gap.exact(), "deepseek_v4 recompute on cuda in exact mode: " + gap);
             assertEquals(tokens, gap.tokens());
+        }
+    }
+
+    /**
+     * DeepSeek V4 in exact mode on the device past its fixture's short window: prompts of 40-70 tokens and 16 sampled
+     * tokens each, so that every layer's window slides, its compressors emit 10-21 entries and the indexer chooses 4 of
+     * them for each query (its top-k); the recompute in one training-style forward equals rollout's log-probs bit for
+     * bit, each decode step's attention having run over only its window and chosen entries and the training forward's
+     * over its blocks of queries. The CPU backend's recompute of the same completions is within 1e-4 of them (the
+     * device's attention and indexer against the host's loops).
+     */
+    @Test
+    void deepseekV4PastItsWindowRecomputesBitForBitOnTheDevice() {
+        SplittableRandom rnd = new SplittableRandom(11);
+        List<Request> sampled = new ArrayList<>();
+        for (int i = 0; i < 4; i++) {
+            sampled.add(new Request("long" + i, RolloutEngineTest.randomPrompt(rnd, 40 + rnd.nextInt(31)),
+                    SamplingParams.sample(1.0f, 1.0f, 16, 300 + i), 2));
+        }
+        List<Completion> out;
+        try (LoadedModel m = onGpu("deepseek_v4")) {
+            out = RolloutEngineTest.engine(m, 512).generate(sampled);
+            int tokens = 0;
+            for (Completion c : out) {
+                tokens += c.tokens().length;
+            }
+            var gap = Recompute.gap(out, Recompute.policyLogprobs(m.model(), out, 1.0f));
+            assertTrue(gap.exact(), "deepseek_v4 past its window, recompute on cuda in exact mode: " + gap);
+            assertEquals(tokens, gap.tokens());
+            assertTrue(tokens >= 8 * 8, "the completions are long enough to slide the window: " + tokens);
+        }
+        try (LoadedModel m = RolloutEngineTest.model("deepseek_v4")) {
+            var host = Recompute.gap(out, Recompute.policyLogprobs(m.model(), out, 1.0f));
+            assertTrue(host.maxAbs() <= 1e-4, "deepseek_v4 past its window, the cpu's recompute against the device's rollout: "
+                    + host);
         }
     }
 

@@ -12,8 +12,13 @@ import org.orbitrl.model.nn.Linear;
  * {@code index_head_dim} keys the compressed windows; queries {@code wq_b(q_residual)} rotated at
  * the token positions score each causally closed entry as
  * {@code Σ_h w_{t,h} · relu(q_{t,h}·k_s) · index_head_dim^-½}, {@code w = weights_proj(x) · heads^-½},
- * and each query keeps the top {@code index_topk}. The choice is discrete: nothing here is
- * differentiated.
+ * and each query keeps the top {@code index_topk} of its closed entries. The choice is discrete:
+ * nothing here is differentiated. A query's choice is made over its closed entries alone, as a
+ * decode step makes it (the entries a step holds are those it has closed): ties among equal scores
+ * (the ReLU's exact zeros) then fall the same way whether the query is decoded or sits in a
+ * forward that holds later entries too, so that rollout's decode and the training forward keep
+ * the same entries. (Transformers' one-shot forward partitions all of the forward's entries, the
+ * unclosed at -inf, and can break such a tie differently from its own decode.)
  */
 final class DeepseekV4Indexer {
     final DeepseekV4Compressor compressor;
@@ -71,11 +76,10 @@ final class DeepseekV4Indexer {
                 }
             }
             float[] scores = scores(b, q, s.start(), s.len(), keys.v(), m, wq, closed, qScale);
-            Ops.forRows(s.len(), (long) m * 8, i -> {   // each query's choice its own
-                float[] score = java.util.Arrays.copyOfRange(scores, i * m, (i + 1) * m);
-                int[] chosen = DeepseekV4TopK.select(score, Math.min(topK, m));
+            Ops.forRows(s.len(), (long) m * 8, i -> {   // each query's choice its own, over its closed entries only
                 int close = closed[i];
-                out[s.start() + i] = java.util.Arrays.stream(chosen).filter(e -> e < close).toArray();
+                float[] score = java.util.Arrays.copyOfRange(scores, i * m, i * m + close);
+                out[s.start() + i] = DeepseekV4TopK.select(score, Math.min(topK, close));
             });
         }
         return out;
@@ -84,7 +88,7 @@ final class DeepseekV4Indexer {
     /**
      * The scores [len, M] of a segment's queries (rows start.. of q [N, heads·dim]) against its M entries:
      * {@code Σ_h relu(q_h·k_m) · qScale · wq[i, h]} for the closed entries, -inf for the others. On a device backend
-     * that takes it ({@link Backend#indexerScores}: the CUDA backend outside exact mode) the products run there and the
+     * that takes it ({@link Backend#indexerScores}: the CUDA backend, in exact mode too) the products run there and the
      * scores come back; otherwise here, each query and entry in turn.
      */
     float[] scores(Backend b, Node qn, int start, int len, float[] keys, int m, float[] wq, int[] closed,

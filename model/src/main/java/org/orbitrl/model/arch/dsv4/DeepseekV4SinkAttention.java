@@ -10,9 +10,11 @@ import org.orbitrl.kernels.TensorAllocator;
  * Multi-query attention with per-head sink logits: for query i of head h,
  * {@code softmax([q·k_j·scale + mask_ij]_j ++ [sink_h])} drops the sink's share and weighs the
  * shared K=V rows. Rows whose keys are all masked cannot occur (a query always sees itself).
- * On a device backend that takes it ({@link Backend#sinkAttention}: the CUDA backend outside exact
- * mode) the operands are copied there and the products run there, forward and backward; otherwise
- * (the host backends, exact mode) it runs here on the host, each query and head on its own.
+ * On a device backend that takes it ({@link Backend#sinkAttention}: the CUDA backend, whose exact mode
+ * computes each query from the keys it sees alone, so that the blocks of queries below and the
+ * decode step's shorter key list leave its bits as they are) the operands are copied there and the
+ * products run there, forward and backward; otherwise (the host backends) it runs here on the host,
+ * each query and head on its own.
  */
 final class DeepseekV4SinkAttention {
     private DeepseekV4SinkAttention() {

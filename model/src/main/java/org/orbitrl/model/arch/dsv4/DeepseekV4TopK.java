@@ -6,7 +6,8 @@ package org.orbitrl.model.arch.dsv4;
  * "greater score", and the k chosen are the first k after it. Equal scores are common here (the
  * indexer's ReLU makes whole rows of exact zeros), so which of the tied entries survive is
  * decided by the partition order; this reproduces libstdc++'s introselect (median-of-three
- * pivot, unguarded Hoare partition, insertion sort below four elements) step for step.
+ * pivot, unguarded Hoare partition, insertion sort below four elements) step for step. The
+ * indexer gives it a query's closed entries only ({@link DeepseekV4Indexer}).
  */
 final class DeepseekV4TopK {
     private DeepseekV4TopK() {

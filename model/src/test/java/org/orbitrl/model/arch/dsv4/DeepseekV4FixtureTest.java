@@ -90,6 +90,37 @@ public class DeepseekV4FixtureTest {
         assertEquals(t, caches[0].length());
     }
 
+    /**
+     * Past the fixture's window (8 tokens) and with more closed entries than the indexer keeps (its top 4 of up to 22),
+     * a random sequence of 90 tokens fed one token at a time, and as a prefill of 40 then one at a time, gives the
+     * one-shot forward's logits bit for bit: a query's choice depends on its own closed entries alone (ties among the
+     * indexer's exact zeros included), not on how many entries the forward that computes it holds.
+     */
+    @Test
+    void decodingPastTheWindowAndTheIndexersTopKEqualsTheOneShotForwardBitForBit() {
+        DeepseekV4Model model = load();
+        int v = model.vocabSize();
+        int t = 90;
+        int[] seq = new java.util.SplittableRandom(5).ints(t, 2, 256).toArray();
+        float[] one = model.forward(List.of(new CausalLM.Segment(seq, null))).toFloatArray();
+        for (int prefill : new int[]{1, 40}) {
+            KvCache cache = model.newCache(t);
+            float[] got = new float[t * v];
+            for (int at = 0; at < t; ) {
+                int len = at == 0 ? prefill : 1;
+                float[] lg = model.forward(List.of(new CausalLM.Segment(java.util.Arrays.copyOfRange(seq, at, at + len),
+                        cache))).toFloatArray();
+                System.arraycopy(lg, 0, got, at * v, len * v);
+                at += len;
+            }
+            for (int p = 0; p < t; p++) {
+                assertArrayEquals(java.util.Arrays.copyOfRange(one, p * v, (p + 1) * v),
+                        java.util.Arrays.copyOfRange(got, p * v, (p + 1) * v),
+                        "deepseek_v4 logits at position " + p + " through the cache (prefill " + prefill + ") against the one-shot forward");
+            }
+        }
+    }
+
     @Test
     void greedyDecodingThroughTheCacheReproducesTransformers() {
         var ref = new TestSafetensors(dir().resolve("reference.safetensors"));

@@ -40,6 +40,8 @@ import java.util.SplittableRandom;
  * -Dorbit.bench.chunk=C}: the experts dequantized C at a time, as a job's {@code expert_chunk}; {@code
  * -Dorbit.bench.offload=true}: the recomputed layers' inputs in host memory), to set beside the
  * memory planner's (with {@code -Dorbit.cuda.peakSites=true}, the activations at the peak by allocating call site).
+ * {@code -Dorbit.bench.exact=true}: the backend in exact mode (with {@code -Dorbit.cuda.mqa=off} too: the attention
+ * and the indexer's scores on the host, as exact mode ran them before its kernels).
  */
 public final class DeepseekV4StepBench {
     private DeepseekV4StepBench() {
@@ -61,7 +63,12 @@ public final class DeepseekV4StepBench {
                         + "vocabulary %d, LoRA r=32; one sequence a step, median of %d steps%n", layers,
                 java.util.stream.IntStream.range(0, layers).mapToObj(i -> spec.attentionKind(i) + "/" + spec.mlpKind(i))
                         .toList(), experts, spec.moe().moeIntermediateSize(), spec.moe().topK(), vocab, steps);
-        try (CudaBackend gpu = new CudaBackend(0, CudaBackend.defaultCacheDir(), false)) {
+        boolean exact = Boolean.getBoolean("orbit.bench.exact");
+        if (exact) {
+            System.out.println("exact mode, the attention and the indexer's scores on the "
+                    + ("off".equals(System.getProperty("orbit.cuda.mqa")) ? "host" : "device"));
+        }
+        try (CudaBackend gpu = new CudaBackend(0, CudaBackend.defaultCacheDir(), exact)) {
             long t0 = System.nanoTime();
             DeepseekV4Model model = DeepseekV4Model.load(spec, new RandomDeepseekV4(spec, 7), gpu);
             AdapterConfig lora = AdapterConfig.lora(32, 64, List.of("q_a_proj", "q_b_proj", "kv_proj", "o_b_proj",

@@ -20,7 +20,9 @@ import java.util.SplittableRandom;
  * the host's loops in the same run (each query and head in turn, on one thread, reading only the keys it sees); and the
  * device's forward and backward alone on operands already there, against their dense products' FLOPs (7 products of
  * 2·T·64·S·512 a call). Then its lightning indexer's scores ({@code Backend#indexerScores}; 64 heads of 128 against
- * every closed entry) on the device against the host's loops in the same run.
+ * every closed entry) on the device against the host's loops in the same run. Both also on a backend in exact mode
+ * (its batch-invariant kernels, {@code mqa_exact.cu}, for the forward and the scores; the host's loops were exact
+ * mode's before them), against the default kernels of the same run.
  *
  * <pre>java ... org.orbitrl.model.arch.dsv4.SinkAttentionBench [hostTokens,...] [deviceTokens,...] [indexerHostTokens,...]</pre>
  */
@@ -47,29 +49,40 @@ public final class SinkAttentionBench {
         System.out.printf("DeepSeek V4 attention, %d heads x %d over one shared head, window %d, an entry every %d tokens, "
                 + "top-%d entries a query; forward + backward of one sequence%n", HEADS, DIM, WINDOW, RATE, TOPK);
         System.out.println("| tokens | keys | host ms | device ms (copies included) | host / device | the device's products alone, ms "
-                + "| their TFLOP/s (dense f32) |");
-        System.out.println("|---|---|---|---|---|---|---|");
-        try (CudaBackend gpu = new CudaBackend(0, CudaBackend.defaultCacheDir(), false); Backend cpu = Backends.cpu()) {
+                + "| their TFLOP/s (dense f32) | exact mode's device ms (copies included) | exact / default | host / exact |");
+        System.out.println("|---|---|---|---|---|---|---|---|---|---|");
+        try (CudaBackend gpu = new CudaBackend(0, CudaBackend.defaultCacheDir(), false);
+             CudaBackend exact = new CudaBackend(0, CudaBackend.defaultCacheDir(), true); Backend cpu = Backends.cpu()) {
             for (int t : deviceTokens) {
                 double host = Arrays.stream(hostTokens).anyMatch(h -> h == t) ? time(cpu, t, 1) : Double.NaN;
                 double dev = time(gpu, t, 5);
                 double ops = timeOps(gpu, t, 5);
+                double ex = time(exact, t, 5);
                 int s = t + t / RATE;
                 double flops = 7.0 * 2 * t * HEADS * (double) s * DIM;
-                System.out.printf("| %d | %d | %s | %.2f | %s | %.2f | %.1f |%n", t, s,
+                System.out.printf("| %d | %d | %s | %.2f | %s | %.2f | %.1f | %.2f | %.2fx | %s |%n", t, s,
                         Double.isNaN(host) ? "" : String.format("%.1f", host), dev,
-                        Double.isNaN(host) ? "" : String.format("%.0fx", host / dev), ops, flops / (ops * 1e-3) / 1e12);
+                        Double.isNaN(host) ? "" : String.format("%.0fx", host / dev), ops, flops / (ops * 1e-3) / 1e12, ex,
+                        ex / dev, Double.isNaN(host) ? "" : String.format("%.0fx", host / ex));
             }
+            System.out.printf("%nA decode step's attention: one query over the %d keys it sees (its window and %d entries), the "
+                    + "forward alone on operands on the device%n", WINDOW + TOPK, TOPK);
+            double dd = timeDecode(gpu, WINDOW + TOPK, 20);
+            double de = timeDecode(exact, WINDOW + TOPK, 20);
+            System.out.printf("default kernels %.1f us, exact mode %.1f us (%.2fx)%n", dd * 1e3, de * 1e3, de / dd);
             System.out.printf("%nIts lightning indexer's scores: %d heads x %d, an entry every %d tokens; one sequence%n",
                     INDEX_HEADS, INDEX_DIM, RATE);
-            System.out.println("| tokens | entries | host ms | device ms (copies included) | host / device |");
-            System.out.println("|---|---|---|---|---|");
+            System.out.println("| tokens | entries | host ms | device ms (copies included) | host / device | exact mode's device ms "
+                    + "| exact / default | host / exact |");
+            System.out.println("|---|---|---|---|---|---|---|---|");
             for (int t : deviceTokens) {
                 double host = Arrays.stream(indexerHostTokens).anyMatch(h -> h == t) ? timeIndexer(cpu, t, 1) : Double.NaN;
                 double dev = timeIndexer(gpu, t, 5);
-                System.out.printf("| %d | %d | %s | %.2f | %s |%n", t, t / RATE,
+                double ex = timeIndexer(exact, t, 5);
+                System.out.printf("| %d | %d | %s | %.2f | %s | %.2f | %.2fx | %s |%n", t, t / RATE,
                         Double.isNaN(host) ? "" : String.format("%.1f", host), dev,
-                        Double.isNaN(host) ? "" : String.format("%.0fx", host / dev));
+                        Double.isNaN(host) ? "" : String.format("%.0fx", host / dev), ex, ex / dev,
+                        Double.isNaN(host) ? "" : String.format("%.0fx", host / ex));
             }
         }
     }
@@ -183,6 +196,33 @@ public final class SinkAttentionBench {
             }
         }
         for (Tensor x : new Tensor[]{q, kv, sinks, dy, mask, out, dq, dkv}) {
+            a.release(x);
+        }
+        Arrays.sort(ms);
+        return ms[reps / 2];
+    }
+
+    /** Median ms of one query's forward over {@code keys} keys it all sees, operands on the device (one warm-up call). */
+    private static double timeDecode(CudaBackend gpu, int keys, int reps) {
+        SplittableRandom r = new SplittableRandom(keys);
+        var a = gpu.allocator();
+        Tensor q = Ops.device(a, random(r, HEADS * DIM), 1, HEADS, DIM);
+        Tensor kv = Ops.device(a, random(r, keys * DIM), keys, DIM);
+        Tensor sinks = Ops.device(a, random(r, HEADS), HEADS);
+        Tensor mask = Ops.device(a, new float[keys], 1, keys);
+        Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, 1, HEADS, DIM);
+        float scale = (float) (1 / Math.sqrt(DIM));
+        double[] ms = new double[reps];
+        for (int rep = -1; rep < reps; rep++) {
+            gpu.synchronize();
+            long t0 = System.nanoTime();
+            gpu.sinkAttention(q, kv, mask, sinks, scale, out);
+            gpu.synchronize();
+            if (rep >= 0) {
+                ms[rep] = (System.nanoTime() - t0) / 1e6;
+            }
+        }
+        for (Tensor x : new Tensor[]{q, kv, sinks, mask, out}) {
             a.release(x);
         }
         Arrays.sort(ms);

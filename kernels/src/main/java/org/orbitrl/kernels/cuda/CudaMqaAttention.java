@@ -33,8 +33,9 @@ final class CudaMqaAttention {
     private final Kernel softmaxBackward;
     private final Kernel sinkSoftmax;
     private final Kernel indexerScores;
-    private final Kernel sinkExact;
+    private final Kernel[] sinkExact;   // 1, 2, 4, 8 heads a block
     private final Kernel indexerExact;
+    private final Kernel indexerExactRows;
 
     CudaMqaAttention(CudaContext ctx, CudaBackend backend) {
         this.ctx = ctx;
@@ -43,8 +44,11 @@ final class CudaMqaAttention {
         this.softmaxBackward = ctx.kernel("mqa", "mqa_softmax_backward");
         this.sinkSoftmax = ctx.kernel("mqa", "mqa_masked_sink_softmax");
         this.indexerScores = ctx.kernel("mqa", "mqa_indexer_scores");
-        this.sinkExact = ctx.kernel("mqa_exact", "mqa_sink_attention_exact");
+        this.sinkExact = new Kernel[]{ctx.kernel("mqa_exact", "mqa_sink_attention_exact_w1"),
+                ctx.kernel("mqa_exact", "mqa_sink_attention_exact_w2"), ctx.kernel("mqa_exact", "mqa_sink_attention_exact_w4"),
+                ctx.kernel("mqa_exact", "mqa_sink_attention_exact_w8")};
         this.indexerExact = ctx.kernel("mqa_exact", "mqa_indexer_exact");
+        this.indexerExactRows = ctx.kernel("mqa_exact", "mqa_indexer_exact_rows");
     }
 
     /**
@@ -292,12 +296,20 @@ final class CudaMqaAttention {
 
     /** Head dimensions {@link #sinkExact} takes (a lane holds up to 16 of a head's channels). */
     static final int EXACT_MAX_DIM = 512;
-    /** {@code SX_WARPS} and {@code SX_CHUNK} of {@code mqa_exact.cu}: heads a block, seen keys a chunk. */
-    private static final int EXACT_HEADS = 8;
+    /** {@code SX_CHUNK} of {@code mqa_exact.cu}: seen keys a chunk. */
     private static final int EXACT_CHUNK = 8;
+    /** {@code -Dorbit.cuda.mqaExactWarps=1|2|4|8} (read at each call): heads a block of {@link #sinkExact}, else by shape. */
+    static final String EXACT_WARPS_PROPERTY = "orbit.cuda.mqaExactWarps";
     /** {@code IX_TILE} and {@code IX_THREADS} of {@code mqa_exact.cu}. */
     private static final int INDEXER_TILE = 32;
     private static final int INDEXER_THREADS = 64;
+    /** {@code IR_ENTRIES} and {@code IR_THREADS} of {@code mqa_exact.cu}. */
+    private static final int INDEXER_ROW_ENTRIES = 32;
+    private static final int INDEXER_ROW_THREADS = 256;
+    /** Queries up to which {@link #indexerExact} takes a block a query. */
+    private static final int INDEXER_ROW_QUERIES = 16;
+    /** {@code -Dorbit.cuda.mqaExactIndexer=tiles|rows} (read at each call): {@link #indexerExact}'s form, else by shape. */
+    static final String EXACT_INDEXER_PROPERTY = "orbit.cuda.mqaExactIndexer";
 
     /**
      * Exact mode's DeepSeek V4 attention, the operands as {@link #sinkForward} takes them ({@link #fitsSink}) with a
@@ -305,6 +317,8 @@ final class CudaMqaAttention {
      * order, eight at a time counted from its first seen key, with an online softmax whose every operation is fixed by
      * the row's own query, seen keys and sink ({@code mqa_exact.cu}). A query's output is therefore the same bits in a
      * decode step, over only the keys it sees, as in any training forward over a wider key set beside other queries.
+     * A block takes one query and 8 of its heads, or fewer where that leaves the device's multiprocessors under two
+     * blocks each (a decode step's few queries), which changes no row's arithmetic.
      */
     void sinkExact(Tensor q, Tensor kv, Tensor mask, Tensor sinks, float scale, Tensor out) {
         int tq = q.size(0);
@@ -313,28 +327,66 @@ final class CudaMqaAttention {
         if (tq == 0) {
             return;
         }
-        ctx.launch2dShared(sinkExact, tq, (hq + EXACT_HEADS - 1) / EXACT_HEADS, 32 * EXACT_HEADS,
-                EXACT_CHUNK * d * DType.F32.bytes(), q, kv, mask, sinks, out, kv.size(0), hq, d, scale);
+        int w = exactWarps(tq, hq, ctx.device.multiprocessors());
+        int vec = d % 4 == 0 && CudaAllocator.address(kv) % 16 == 0 ? 1 : 0;
+        ctx.launch2dShared(sinkExact[Integer.numberOfTrailingZeros(w)], tq, (hq + w - 1) / w, 32 * w,
+                2 * EXACT_CHUNK * d * DType.F32.bytes(), q, kv, mask, sinks, out, kv.size(0), hq, d, scale, vec);
+    }
+
+    /**
+     * Heads a block of {@link #sinkExact}: {@link #EXACT_WARPS_PROPERTY}, else the most of 8, 4, 2 that still gives
+     * every multiprocessor two blocks, else 1.
+     */
+    static int exactWarps(int queries, int heads, int multiprocessors) {
+        String set = System.getProperty(EXACT_WARPS_PROPERTY);
+        if (set != null) {
+            int w = Integer.parseInt(set);
+            if (w != 1 && w != 2 && w != 4 && w != 8) {
+                throw new IllegalArgumentException("-D" + EXACT_WARPS_PROPERTY + "=" + set + ": expected 1, 2, 4 or 8");
+            }
+            return w;
+        }
+        for (int w = 8; w > 1; w /= 2) {
+            if ((long) queries * ((heads + w - 1) / w) >= 2L * multiprocessors) {
+                return w;
+            }
+        }
+        return 1;
     }
 
     /**
      * Exact mode's indexer scores, the operands as {@link #indexerScores} takes them ({@link #fitsIndexer}): tiles of
-     * 32 queries by 32 entries on CUDA cores, each score's heads summed in order over dot products taken in channel
-     * order ({@code mqa_exact.cu}), so that a query's scores do not depend on the queries or entries beside it.
+     * 32 queries by 32 entries on CUDA cores, or for up to 16 queries a block a query and 32 entries, each score's heads
+     * summed in order over dot products taken in channel order ({@code mqa_exact.cu}; both forms the same bits), so
+     * that a query's scores do not depend on the queries or entries beside it.
      */
     void indexerExact(Tensor q, Tensor keys, Tensor weights, Tensor closed, float qScale, Tensor out) {
         int tq = q.size(0);
         int m = keys.size(0);
+        int hq = q.size(1);
         int d = q.size(2);
         if (tq == 0 || m == 0) {
             return;
+        }
+        String form = System.getProperty(EXACT_INDEXER_PROPERTY, tq <= INDEXER_ROW_QUERIES ? "rows" : "tiles");
+        if (form.equals("rows")) {
+            if (tq > 65535) {
+                throw new IllegalArgumentException("exact indexer scores by rows: " + tq + " queries, at most 65535");
+            }
+            int shared = ((hq + INDEXER_ROW_ENTRIES) * (d + 1) + hq * INDEXER_ROW_ENTRIES) * DType.F32.bytes();
+            ctx.launch2dShared(indexerExactRows, (m + INDEXER_ROW_ENTRIES - 1) / INDEXER_ROW_ENTRIES, tq, INDEXER_ROW_THREADS,
+                    shared, q, keys, weights, closed, out, tq, m, hq, d, qScale);
+            return;
+        }
+        if (!form.equals("tiles")) {
+            throw new IllegalArgumentException("-D" + EXACT_INDEXER_PROPERTY + "=" + form + ": expected tiles or rows");
         }
         int tiles = (tq + INDEXER_TILE - 1) / INDEXER_TILE;
         if (tiles > 65535) {
             throw new IllegalArgumentException("exact indexer scores: " + tq + " queries, at most " + 65535 * INDEXER_TILE);
         }
         ctx.launch2dShared(indexerExact, (m + INDEXER_TILE - 1) / INDEXER_TILE, tiles, INDEXER_THREADS,
-                2 * INDEXER_TILE * (d + 1) * DType.F32.bytes(), q, keys, weights, closed, out, tq, m, q.size(1), d, qScale);
+                2 * INDEXER_TILE * (d + 1) * DType.F32.bytes(), q, keys, weights, closed, out, tq, m, hq, d, qScale);
     }
 
     /** The address of mask row t0 of a contiguous [T, S] mask. */

@@ -7,31 +7,51 @@
 //   the row's seen keys k_1 < k_2 < ... < k_n (mask 0) in chunks of SX_CHUNK consecutive seen keys, counted from its
 //   first seen key (never from a position in kv: a decode step's kv holds other rows than training's);
 //   from m = z_h, l = 1, acc = 0, for each chunk:
-//     s_k = (sum over lanes of the lane's partial, in the butterfly below) * scale + mask_k, the lane's partial the
+//     s_k = (sum over lanes of the lane's partial, in the butterfly below) * scale (+ mask_k = 0), the lane's partial the
 //           fused multiply-adds of its channels c = lane, lane + 32, ... in ascending c; the butterfly adds lane
 //           partials across offsets 16, 8, 4, 2, 1 (commutative at each step: every lane holds the same sum);
 //     m' = max(m, s_1, ..., s_c) in order; corr = e^(m - m') where m' != m;
 //     p_k = e^(s_k - m'); l = l corr + p_1 + ... + p_c (in order); acc_j = acc_j corr, then acc_j = p_k v_kj + acc_j
 //     (one fused multiply-add) for the chunk's keys in order;
 //   out_j = acc_j / l (0 for a row that sees nothing: the sink takes all of its weight).
-// A block is one query and SX_WARPS heads (a warp a head); its warps share the query's seen keys, staged a chunk at a
-// time in shared memory. The seen keys are found SX_SCAN mask entries at a time and kept, those of an unfinished chunk
-// carried into the next scan, so that a chunk never depends on where a scan begins.
+// A block is one query and 1-8 heads (a warp a head); its warps share the query's seen keys, staged a chunk at a time in
+// shared memory. The seen keys are found a block's width of mask entries at a time and kept, those of an unfinished
+// chunk carried into the next scan, so that a chunk never depends on where a scan begins.
 //
 // Indexer, entry (query t, compressed entry m < closed[t]): sum over heads h in ascending order of
 // relu(q[t, h] . keys[m]) * qScale * w[t, h], each product's dot the fused multiply-adds of its channels in ascending
-// order from 0; -inf for m >= closed[t]. A block is IX_TILE queries x IX_TILE entries, a thread 4 x 4 of them.
+// order from 0; -inf for m >= closed[t]. A block is IX_TILE queries x IX_TILE entries, a thread 4 x 4 of them; for a
+// few queries (a decode step's), a block is one query and IR_ENTRIES entries (mqa_indexer_exact_rows, the same bits).
 
-#define SX_WARPS 8
-#define SX_THREADS (32 * SX_WARPS)
-#define SX_SCAN SX_THREADS
 #define SX_CHUNK 8
 #define SX_MAXC 16   // channels a lane: d <= 512
 
-// One chunk of n <= SX_CHUNK seen keys (their rows staged in ks, their indices in idx) into a warp's row: the steps
-// above. Every lane ends with the same m and l.
-__device__ __forceinline__ void sx_chunk(const float* ks, const int* idx, int n, const float* mrow, int d, int cpl,
-                                         int lane, float scale, const float* qv, float* acc, float& m, float& l) {
+// The rows of n seen keys (indices idx) of kv [S, d] into ks [n][d], by the block's threads, as cp.async copies (16
+// bytes where vec: d a multiple of 4 and kv 16-byte aligned; else 4), committed as one group.
+template <int THREADS>
+__device__ __forceinline__ void sx_stage(float* ks, const float* kv, const int* idx, int n, int d, bool vec) {
+    if (vec) {
+        int d4 = d >> 2;
+        for (int e = threadIdx.x; e < n * d4; e += THREADS) {
+            int k = e / d4;
+            int c = (e - k * d4) << 2;
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(ks + k * d + c)),
+                         "l"(kv + (i64) idx[k] * d + c) : "memory");
+        }
+    } else {
+        for (int e = threadIdx.x; e < n * d; e += THREADS) {
+            int k = e / d;
+            asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(smem_addr(ks + e)),
+                         "l"(kv + (i64) idx[k] * d + (e - k * d)) : "memory");
+        }
+    }
+    cp_async_commit();
+}
+
+// One chunk of n <= SX_CHUNK seen keys (their rows in ks) into a warp's row: the steps above.
+// Every lane ends with the same m and l.
+__device__ __forceinline__ void sx_chunk(const float* ks, int n, int d, int cpl, int lane, float scale, const float* qv,
+                                         float* acc, float& m, float& l) {
     float sc[SX_CHUNK];
 #pragma unroll
     for (int k = 0; k < SX_CHUNK; k++) {
@@ -54,7 +74,7 @@ __device__ __forceinline__ void sx_chunk(const float* ks, const int* idx, int n,
 #pragma unroll
     for (int k = 0; k < SX_CHUNK; k++) {
         if (k < n) {
-            sc[k] = __fadd_rn(__fmul_rn(sc[k], scale), mrow[idx[k]]);
+            sc[k] = __fmul_rn(sc[k], scale);   // + the mask's 0, which changes nothing
             mx = fmaxf(mx, sc[k]);
         }
     }
@@ -81,27 +101,24 @@ __device__ __forceinline__ void sx_chunk(const float* ks, const int* idx, int n,
     }
 }
 
-// The rows of n seen keys (indices idx) of kv [S, d] into ks [n][d], by every thread of the block.
-__device__ __forceinline__ void sx_stage(float* ks, const float* kv, const int* idx, int n, int d) {
-    for (int e = threadIdx.x; e < n * d; e += SX_THREADS) {
-        int k = e / d;
-        ks[e] = kv[(i64) idx[k] * d + (e - k * d)];
-    }
-}
-
-// q [T, H, d], kv [S, d], mask [T, S], sinks [H], out [T, H, d], all f32 and contiguous. Grid (T, ceil(H / SX_WARPS)),
-// SX_THREADS threads, dynamic shared memory SX_CHUNK * d floats.
-extern "C" __global__ void __launch_bounds__(SX_THREADS) mqa_sink_attention_exact(const float* q, const float* kv,
-        const float* mask, const float* sinks, float* out, int s, int heads, int d, float scale) {
-    extern __shared__ float ks[];                    // [SX_CHUNK][d]: the chunk's key rows
-    __shared__ int seen[SX_SCAN + SX_CHUNK];         // seen keys not yet taken, in ascending order
-    __shared__ int warpSeen[SX_WARPS];
+// q [T, H, d], kv [S, d], mask [T, S], sinks [H], out [T, H, d], all f32 and contiguous. Grid (T, ceil(H / WARPS)),
+// 32 WARPS threads, dynamic shared memory 2 * SX_CHUNK * d floats (two chunks' rows: the next one's copies in flight
+// while this one is taken). How many heads share a block changes no row's arithmetic (a block's scans of the mask,
+// 32 WARPS entries each, only decide when a seen key is found, not its chunk), so the launch takes WARPS by its shape.
+template <int WARPS>
+__device__ __forceinline__ void sink_attention_exact(const float* q, const float* kv, const float* mask,
+        const float* sinks, float* out, int s, int heads, int d, float scale, int vec) {
+    constexpr int THREADS = 32 * WARPS;
+    extern __shared__ float ks[];                    // [2][SX_CHUNK][d]: the chunks' key rows
+    __shared__ int seen[THREADS + SX_CHUNK];         // seen keys not yet taken, in ascending order
+    __shared__ int warpSeen[WARPS];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int t = blockIdx.x;
-    const int h = blockIdx.y * SX_WARPS + warp;
+    const int h = blockIdx.y * WARPS + warp;
     const bool row = h < heads;
     const float* mrow = mask + (i64) t * s;
     const int cpl = (d + 31) >> 5;
+    const int chunkFloats = SX_CHUNK * d;
     float qv[SX_MAXC], acc[SX_MAXC];
 #pragma unroll
     for (int i = 0; i < SX_MAXC; i++) {
@@ -112,26 +129,37 @@ extern "C" __global__ void __launch_bounds__(SX_THREADS) mqa_sink_attention_exac
     float m = row ? sinks[h] : 0.0f;
     float l = 1.0f;
     int pending = 0;
-    for (int j0 = 0; j0 < s; j0 += SX_SCAN) {
+    float mj = threadIdx.x < s ? mrow[threadIdx.x] : -ORBIT_INF;
+    for (int j0 = 0; j0 < s; j0 += THREADS) {
         int j = j0 + threadIdx.x;
-        bool vis = j < s && mrow[j] != -ORBIT_INF;
+        bool vis = mj != -ORBIT_INF;
+        mj = j + THREADS < s ? mrow[j + THREADS] : -ORBIT_INF;   // the next scan's entry, in flight meanwhile
         unsigned bal = __ballot_sync(0xffffffffu, vis);
         if (lane == 0) warpSeen[warp] = __popc(bal);
         __syncthreads();
         int at = pending, total = pending;
-        for (int w = 0; w < SX_WARPS; w++) {
+#pragma unroll
+        for (int w = 0; w < WARPS; w++) {
             at += w < warp ? warpSeen[w] : 0;
             total += warpSeen[w];
         }
         if (vis) seen[at + __popc(bal & ((1u << lane) - 1u))] = j;
         __syncthreads();
-        int full = total - total % SX_CHUNK;
-        for (int c0 = 0; c0 < full; c0 += SX_CHUNK) {
-            sx_stage(ks, kv, seen + c0, SX_CHUNK, d);
+        int chunks = total / SX_CHUNK;
+        if (chunks > 0) sx_stage<THREADS>(ks, kv, seen, SX_CHUNK, d, vec);
+        for (int c = 0; c < chunks; c++) {
+            float* buf = ks + (c & 1) * chunkFloats;
+            if (c + 1 < chunks) {   // the next chunk's copies into the other buffer, which the last chunk has left
+                sx_stage<THREADS>(ks + ((c + 1) & 1) * chunkFloats, kv, seen + (c + 1) * SX_CHUNK, SX_CHUNK, d, vec);
+                cp_async_wait<1>();
+            } else {
+                cp_async_wait<0>();
+            }
             __syncthreads();
-            if (row) sx_chunk(ks, seen + c0, SX_CHUNK, mrow, d, cpl, lane, scale, qv, acc, m, l);
+            if (row) sx_chunk(buf, SX_CHUNK, d, cpl, lane, scale, qv, acc, m, l);
             __syncthreads();
         }
+        int full = chunks * SX_CHUNK;
         int rest = total - full;   // an unfinished chunk's keys go on to the next scan
         int carried = threadIdx.x < rest ? seen[full + threadIdx.x] : 0;
         __syncthreads();
@@ -140,9 +168,10 @@ extern "C" __global__ void __launch_bounds__(SX_THREADS) mqa_sink_attention_exac
         __syncthreads();
     }
     if (pending > 0) {   // the last chunk, short
-        sx_stage(ks, kv, seen, pending, d);
+        sx_stage<THREADS>(ks, kv, seen, pending, d, vec);
+        cp_async_wait<0>();
         __syncthreads();
-        if (row) sx_chunk(ks, seen, pending, mrow, d, cpl, lane, scale, qv, acc, m, l);
+        if (row) sx_chunk(ks, pending, d, cpl, lane, scale, qv, acc, m, l);
     }
     if (row) {
         float* o = out + ((i64) t * heads + h) * d;
@@ -153,6 +182,16 @@ extern "C" __global__ void __launch_bounds__(SX_THREADS) mqa_sink_attention_exac
         }
     }
 }
+
+#define SINK_EXACT(W)                                                                                                  \
+    extern "C" __global__ void __launch_bounds__(32 * W) mqa_sink_attention_exact_w##W(const float* q, const float* kv, \
+            const float* mask, const float* sinks, float* out, int s, int heads, int d, float scale, int vec) {        \
+        sink_attention_exact<W>(q, kv, mask, sinks, out, s, heads, d, scale, vec);                                     \
+    }
+SINK_EXACT(1)
+SINK_EXACT(2)
+SINK_EXACT(4)
+SINK_EXACT(8)
 
 #define IX_TILE 32
 #define IX_THREADS 64
@@ -230,5 +269,65 @@ extern "C" __global__ void __launch_bounds__(IX_THREADS) mqa_indexer_exact(const
             int m = m0 + tx + 8 * j;
             if (m < mm) out[(i64) t * mm + m] = m < n ? acc[i][j] : -ORBIT_INF;
         }
+    }
+}
+
+#define IR_ENTRIES 32
+#define IR_THREADS 256
+
+// The same scores for few queries (a decode step's): a block is one query and IR_ENTRIES entries; its threads take the
+// (head, entry) products, each the same chain of fused multiply-adds as above, into shared memory, then a thread an
+// entry sums the heads in order as above: the same bits as mqa_indexer_exact. Grid (ceil(M / IR_ENTRIES), T),
+// IR_THREADS threads, dynamic shared memory (H + IR_ENTRIES) * (D + 1) + H * IR_ENTRIES floats.
+extern "C" __global__ void __launch_bounds__(IR_THREADS) mqa_indexer_exact_rows(const float* q, const float* keys,
+        const float* w, const int* closed, float* out, int tq, int mm, int heads, int dd, float qScale) {
+    extern __shared__ float sm[];
+    const int ld = dd + 1;
+    float* Qs = sm;                          // [H][D + 1]: the query's heads
+    float* Ks = Qs + heads * ld;             // [IR_ENTRIES][D + 1]
+    float* Ds = Ks + IR_ENTRIES * ld;        // [H][IR_ENTRIES]: the products
+    const int t = blockIdx.y, m0 = blockIdx.x * IR_ENTRIES;
+    const int n = closed[t];
+    if (m0 >= n) {
+        if (threadIdx.x < IR_ENTRIES && m0 + threadIdx.x < mm) out[(i64) t * mm + m0 + threadIdx.x] = -ORBIT_INF;
+        return;
+    }
+    for (int e = threadIdx.x; e < heads * dd; e += IR_THREADS) {
+        int r = e / dd, c = e - r * dd;
+        Qs[r * ld + c] = q[(i64) t * heads * dd + e];
+    }
+    for (int e = threadIdx.x; e < IR_ENTRIES * dd; e += IR_THREADS) {
+        int r = e / dd, c = e - r * dd;
+        Ks[r * ld + c] = m0 + r < mm ? keys[(i64) (m0 + r) * dd + c] : 0.0f;
+    }
+    __syncthreads();
+    const int ent = threadIdx.x % IR_ENTRIES;
+    for (int h0 = threadIdx.x / IR_ENTRIES; h0 < heads; h0 += 4 * (IR_THREADS / IR_ENTRIES)) {
+        float dot[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) dot[u] = 0.0f;
+        for (int c = 0; c < dd; c++) {
+            float b = Ks[ent * ld + c];
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                int h = h0 + u * (IR_THREADS / IR_ENTRIES);
+                if (h < heads) dot[u] = __fmaf_rn(Qs[h * ld + c], b, dot[u]);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            int h = h0 + u * (IR_THREADS / IR_ENTRIES);
+            if (h < heads) Ds[h * IR_ENTRIES + ent] = dot[u];
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x < IR_ENTRIES && m0 + threadIdx.x < mm) {
+        int m = m0 + threadIdx.x;
+        float acc = 0.0f;
+        const float* wt = w + (i64) t * heads;
+        for (int h = 0; h < heads; h++) {
+            acc = __fadd_rn(acc, __fmul_rn(__fmul_rn(fmaxf(Ds[h * IR_ENTRIES + threadIdx.x], 0.0f), qScale), wt[h]));
+        }
+        out[(i64) t * mm + m] = m < n ? acc : -ORBIT_INF;
     }
 }

@@ -17,8 +17,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * against the closed form in double, within 2e-5 of the scores' scale (f32 cuBLAS products without TF32 against double
  * sums); the entries past each query's count -inf exactly. Shapes: V4-Flash's indexer (64 heads of 128) over 300
  * entries for 37 queries, and 5 queries of 3 heads of 16 over 7 entries; counts from 0 to all; chunks of queries forced
- * down to 4. Exact mode: the same closed form within 2e-5, and each query's scores the same bits when it runs alone
- * over only the entries it has closed (as a decode step has it). Wrong shapes are refused, naming each.
+ * down to 4. Exact mode: the same closed form within 2e-5, its two forms (tiles of queries, a block a query) the same
+ * bits, and each query's scores the same bits when it runs alone over only the entries it has closed (as a decode step
+ * has it). Wrong shapes are refused, naming each.
  */
 class CudaIndexerScoresTest extends CudaTestBase {
     /** {T, H, D, M}. */
@@ -41,8 +42,17 @@ class CudaIndexerScoresTest extends CudaTestBase {
         try (CudaBackend exact = new CudaBackend(0, CudaBackend.defaultCacheDir(), true)) {
             for (int[] c : CASES) {
                 Case k = new Case(r, c);
-                float[] all = scores(exact, k.q, k.keys, k.w, k.closed, k.scale, k.t, k.m);
+                float[][] forms = new float[2][];
+                String[] names = {"tiles", "rows"};
+                for (int f = 0; f < 2; f++) {
+                    int ff = f;
+                    withProperty(CudaMqaAttention.EXACT_INDEXER_PROPERTY, names[f],
+                            () -> forms[ff] = scores(exact, k.q, k.keys, k.w, k.closed, k.scale, k.t, k.m));
+                }
+                float[] all = forms[0];
                 assertMatchesTheClosedForm(k, all, "exact mode");
+                assertBitsEqual(String.format("exact indexer scores by rows against tiles, T=%d H=%d D=%d M=%d", k.t, k.h, k.d,
+                        k.m), all, forms[1]);
                 // each query as a decode step has it: alone, over only the entries it has closed
                 float[] q = k.q.toFloatArray(), keys = k.keys.toFloatArray(), w = k.w.toFloatArray();
                 int row = k.h * k.d;

@@ -19,8 +19,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * prefills of 13, 37 and 9 queries at 16, 8 and 3 heads, ragged everywhere; masks as V4 builds them (a causal sliding
  * window over the tokens, then compressed entries each query may or may not see) with one row that sees nothing (its
  * output and gradients 0: the sink takes all of its weight); chunks of queries forced down to 3 a chunk so that dKV adds
- * over chunks. Exact mode: the same closed form within 2e-5 (its own kernel forward, the default backward), and each
- * query the same bits when it runs alone over only the keys it sees (as a decode step has it) and in a half of the
+ * over chunks. Exact mode: the same closed form within 2e-5 (its own kernel forward, the default backward), the same
+ * bits with 1, 2, 4 or 8 heads a block, and each query the same bits when it runs alone over only the keys it sees (as a decode step has it) and in a half of the
  * queries over the keys any of them sees (as the model's blocks of queries have it). {@code -Dorbit.cuda.mqa=off} says
  * it does not take it; operands of the wrong shape are refused, naming every shape.
  */
@@ -30,10 +30,10 @@ class CudaSinkAttentionTest extends CudaTestBase {
             {9, 9, 0, 3, 16, 4}};
     /**
      * Exact mode's cases: the above, queries seeing 400-530 keys of 900 (several scans of the mask, chunks carried
-     * across them), and V4-Pro's width (128 heads of 512).
+     * across them), V4-Pro's width (128 heads of 512), and a head of 18 channels (rows copied 4 bytes at a time).
      */
     private static final int[][] EXACT_CASES = {CASES[0], CASES[1], CASES[2], CASES[3], {6, 700, 200, 16, 128, 400},
-            {2, 300, 40, 128, 512, 128}};
+            {2, 300, 40, 128, 512, 128}, {7, 20, 6, 5, 18, 6}};
 
     @Test
     void forwardAndBackwardMatchTheClosedForm() {
@@ -56,8 +56,19 @@ class CudaSinkAttentionTest extends CudaTestBase {
             for (int[] c : EXACT_CASES) {
                 Case k = new Case(r, c);
                 float[][] ref = reference(k);
-                float[] all = exactForward(exact, k.q, k.kv, k.mask, k.sinks, k.scale, k.t, k.h, k.d);
+                float[][] byWarps = new float[4][];
+                for (int w = 0; w < 4; w++) {   // 1, 2, 4, 8 heads a block
+                    float[][] got = new float[1][];
+                    withProperty(CudaMqaAttention.EXACT_WARPS_PROPERTY, "" + (1 << w),
+                            () -> got[0] = exactForward(exact, k.q, k.kv, k.mask, k.sinks, k.scale, k.t, k.h, k.d));
+                    byWarps[w] = got[0];
+                }
+                float[] all = byWarps[3];
                 assertCloseToScale("exact sink attention " + k.what, ref[0], all, 2e-5);
+                for (int w = 0; w < 3; w++) {
+                    assertBitsEqual("exact sink attention with " + (1 << w) + " heads a block against 8, " + k.what, all,
+                            byWarps[w]);
+                }
                 Tensor q = exact.toDevice(k.q), kv = exact.toDevice(k.kv), mask = exact.toDevice(k.mask);
                 Tensor sinks = exact.toDevice(k.sinks);
                 Tensor dq = exact.toDevice(nan(k.t, k.h, k.d)), dkv = exact.toDevice(nan(k.s, k.d));

@@ -84,6 +84,10 @@ public final class SinkAttentionBench {
                         Double.isNaN(host) ? "" : String.format("%.0fx", host / dev), ex, ex / dev,
                         Double.isNaN(host) ? "" : String.format("%.0fx", host / ex));
             }
+            double id = timeIndexerDecode(gpu, 1024, 20);
+            double ie = timeIndexerDecode(exact, 1024, 20);
+            System.out.printf("a decode step's scores (one query over 1024 entries, copies included): default kernels %.1f us, "
+                    + "exact mode %.1f us (%.2fx)%n", id * 1e3, ie * 1e3, ie / id);
         }
     }
 
@@ -108,6 +112,26 @@ public final class SinkAttentionBench {
             if (s.length != t * m) {
                 throw new IllegalStateException("scores of " + s.length + " values, expected " + t * m);
             }
+            if (rep >= 0) {
+                ms[rep] = (System.nanoTime() - t0) / 1e6;
+            }
+        }
+        Arrays.sort(ms);
+        return ms[reps / 2];
+    }
+
+    /** Median ms of one query's indexer scores over m entries it has all closed (after one warm-up call). */
+    private static double timeIndexerDecode(Backend b, int m, int reps) {
+        SplittableRandom r = new SplittableRandom(m);
+        float[] q = random(r, INDEX_HEADS * INDEX_DIM);
+        float[] keys = random(r, m * INDEX_DIM);
+        float[] w = random(r, INDEX_HEADS);
+        DeepseekV4Indexer indexer = new DeepseekV4Indexer(null, null, null, INDEX_HEADS, INDEX_DIM, TOPK);
+        float scale = (float) (1 / Math.sqrt(INDEX_DIM));
+        double[] ms = new double[reps];
+        for (int rep = -1; rep < reps; rep++) {
+            long t0 = System.nanoTime();
+            indexer.scores(b, new Node(q), 0, 1, keys, m, w, new int[]{m}, scale);
             if (rep >= 0) {
                 ms[rep] = (System.nanoTime() - t0) / 1e6;
             }

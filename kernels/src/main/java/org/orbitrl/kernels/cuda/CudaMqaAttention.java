@@ -34,6 +34,7 @@ final class CudaMqaAttention {
     private final Kernel sinkSoftmax;
     private final Kernel indexerScores;
     private final Kernel[] sinkExact;   // 1, 2, 4, 8 heads a block
+    private final Kernel sinkExactRow;  // a block a (query, head)
     private final Kernel indexerExact;
     private final Kernel indexerExactRows;
 
@@ -47,6 +48,7 @@ final class CudaMqaAttention {
         this.sinkExact = new Kernel[]{ctx.kernel("mqa_exact", "mqa_sink_attention_exact_w1"),
                 ctx.kernel("mqa_exact", "mqa_sink_attention_exact_w2"), ctx.kernel("mqa_exact", "mqa_sink_attention_exact_w4"),
                 ctx.kernel("mqa_exact", "mqa_sink_attention_exact_w8")};
+        this.sinkExactRow = ctx.kernel("mqa_exact", "mqa_sink_attention_exact_row");
         this.indexerExact = ctx.kernel("mqa_exact", "mqa_indexer_exact");
         this.indexerExactRows = ctx.kernel("mqa_exact", "mqa_indexer_exact_rows");
     }
@@ -298,8 +300,13 @@ final class CudaMqaAttention {
     static final int EXACT_MAX_DIM = 512;
     /** {@code SX_CHUNK} of {@code mqa_exact.cu}: seen keys a chunk. */
     private static final int EXACT_CHUNK = 8;
-    /** {@code -Dorbit.cuda.mqaExactWarps=1|2|4|8} (read at each call): heads a block of {@link #sinkExact}, else by shape. */
+    /**
+     * {@code -Dorbit.cuda.mqaExactWarps=1|2|4|8|row} (read at each call): {@link #sinkExact}'s heads a block, or a block a
+     * (query, head); else by shape.
+     */
     static final String EXACT_WARPS_PROPERTY = "orbit.cuda.mqaExactWarps";
+    /** {@code SR_WARPS} of {@code mqa_exact.cu}: the chunks a block of the block-a-row layout takes at once. */
+    private static final int EXACT_ROW_WARPS = 8;
     /** {@code IX_TILE} and {@code IX_THREADS} of {@code mqa_exact.cu}. */
     private static final int INDEXER_TILE = 32;
     private static final int INDEXER_THREADS = 64;
@@ -313,12 +320,13 @@ final class CudaMqaAttention {
 
     /**
      * Exact mode's DeepSeek V4 attention, the operands as {@link #sinkForward} takes them ({@link #fitsSink}) with a
-     * head of at most {@link #EXACT_MAX_DIM} channels: a warp a (query, head) row walks the row's seen keys in ascending
-     * order, eight at a time counted from its first seen key, with an online softmax whose every operation is fixed by
-     * the row's own query, seen keys and sink ({@code mqa_exact.cu}). A query's output is therefore the same bits in a
-     * decode step, over only the keys it sees, as in any training forward over a wider key set beside other queries.
-     * A block takes one query and 8 of its heads, or fewer where that leaves the device's multiprocessors under two
-     * blocks each (a decode step's few queries), which changes no row's arithmetic.
+     * head of at most {@link #EXACT_MAX_DIM} channels: each (query, head) row takes its seen keys in ascending order,
+     * eight at a time counted from its first seen key, each eight's softmax terms on their own and then added into the
+     * row's in order, every operation fixed by the row's own query, seen keys and sink ({@code mqa_exact.cu}). A query's
+     * output is therefore the same bits in a decode step, over only the keys it sees, as in any training forward over a
+     * wider key set beside other queries. Many rows: a warp a row, up to 8 heads of a query a block (fewer where that
+     * leaves the device's multiprocessors under two blocks each); few rows (a decode step's): a block a row, its warps
+     * taking eight chunks at a time. Neither changes a row's bits.
      */
     void sinkExact(Tensor q, Tensor kv, Tensor mask, Tensor sinks, float scale, Tensor out) {
         int tq = q.size(0);
@@ -327,22 +335,37 @@ final class CudaMqaAttention {
         if (tq == 0) {
             return;
         }
-        int w = exactWarps(tq, hq, ctx.device.multiprocessors());
         int vec = d % 4 == 0 && CudaAllocator.address(kv) % 16 == 0 ? 1 : 0;
+        int sms = ctx.device.multiprocessors();
+        String set = System.getProperty(EXACT_WARPS_PROPERTY);
+        if ("row".equals(set) || (set == null && (long) tq * hq < 2L * sms)) {
+            if (hq > 65535) {
+                throw new IllegalArgumentException("exact sink attention by rows: " + hq + " heads, at most 65535");
+            }
+            ctx.launch2dShared(sinkExactRow, tq, hq, 32 * EXACT_ROW_WARPS,
+                    EXACT_ROW_WARPS * (EXACT_CHUNK * d + d + 2) * DType.F32.bytes(), q, kv, mask, sinks, out, kv.size(0), hq,
+                    d, scale, vec);
+            return;
+        }
+        int w = exactWarps(set, tq, hq, sms);
         ctx.launch2dShared(sinkExact[Integer.numberOfTrailingZeros(w)], tq, (hq + w - 1) / w, 32 * w,
                 2 * EXACT_CHUNK * d * DType.F32.bytes(), q, kv, mask, sinks, out, kv.size(0), hq, d, scale, vec);
     }
 
     /**
-     * Heads a block of {@link #sinkExact}: {@link #EXACT_WARPS_PROPERTY}, else the most of 8, 4, 2 that still gives
-     * every multiprocessor two blocks, else 1.
+     * Heads a block of {@link #sinkExact}'s warp-a-row layout: {@code set} (the property's value), else the most of 8,
+     * 4, 2 that still gives every multiprocessor two blocks, else 1.
      */
-    static int exactWarps(int queries, int heads, int multiprocessors) {
-        String set = System.getProperty(EXACT_WARPS_PROPERTY);
+    private static int exactWarps(String set, int queries, int heads, int multiprocessors) {
         if (set != null) {
-            int w = Integer.parseInt(set);
+            int w;
+            try {
+                w = Integer.parseInt(set);
+            } catch (NumberFormatException e) {
+                w = 0;
+            }
             if (w != 1 && w != 2 && w != 4 && w != 8) {
-                throw new IllegalArgumentException("-D" + EXACT_WARPS_PROPERTY + "=" + set + ": expected 1, 2, 4 or 8");
+                throw new IllegalArgumentException("-D" + EXACT_WARPS_PROPERTY + "=" + set + ": expected 1, 2, 4, 8 or row");
             }
             return w;
         }

@@ -5,18 +5,21 @@
 //
 // Attention, row (query t, head h) over kv [S, d] with mask row [S] (0 or -inf) and sink logit z_h:
 //   the row's seen keys k_1 < k_2 < ... < k_n (mask 0) in chunks of SX_CHUNK consecutive seen keys, counted from its
-//   first seen key (never from a position in kv: a decode step's kv holds other rows than training's);
-//   from m = z_h, l = 1, acc = 0, for each chunk:
+//   first seen key (never from a position in kv: a decode step's kv holds other rows than training's); each chunk on
+//   its own (it needs nothing of the others):
 //     s_k = (sum over lanes of the lane's partial, in the butterfly below) * scale (+ mask_k = 0), the lane's partial the
 //           fused multiply-adds of its channels c = lane, lane + 32, ... in ascending c; the butterfly adds lane
 //           partials across offsets 16, 8, 4, 2, 1 (commutative at each step: every lane holds the same sum);
-//     m' = max(m, s_1, ..., s_c) in order; corr = e^(m - m') where m' != m;
-//     p_k = e^(s_k - m'); l = l corr + p_1 + ... + p_c (in order); acc_j = acc_j corr, then acc_j = p_k v_kj + acc_j
-//     (one fused multiply-add) for the chunk's keys in order;
+//     m_c = max(s_1, ..., s_c) in order; p_k = e^(s_k - m_c); l_c = p_1 + ... + p_c from 0 in order;
+//     a_cj = p_k v_kj + a_cj (one fused multiply-add) from 0 for the chunk's keys in order;
+//   then the chunks in order into m = z_h, l = 1, acc = 0: m' = max(m, m_c), x = e^(m - m') and y = e^(m_c - m') (1
+//   where the exponent is 0), l = l x + l_c y, acc_j = a_cj y + acc_j x (one fused multiply-add after the product);
 //   out_j = acc_j / l (0 for a row that sees nothing: the sink takes all of its weight).
-// A block is one query and 1-8 heads (a warp a head); its warps share the query's seen keys, staged a chunk at a time in
-// shared memory. The seen keys are found a block's width of mask entries at a time and kept, those of an unfinished
-// chunk carried into the next scan, so that a chunk never depends on where a scan begins.
+// Two layouts, the same bits: a block of one query and 1-8 heads, a warp a head walking its chunks one after another
+// (training's many queries), or a block of one (query, head) whose 8 warps take 8 chunks at a time, one warp then adding
+// them in order (a decode step's one query a sequence). Either way the block finds the seen keys a block's width of
+// mask entries at a time, keeping those of an unfinished chunk for the next scan, so that a chunk never depends on
+// where a scan begins.
 //
 // Indexer, entry (query t, compressed entry m < closed[t]): sum over heads h in ascending order of
 // relu(q[t, h] . keys[m]) * qScale * w[t, h], each product's dot the fused multiply-adds of its channels in ascending
@@ -26,20 +29,21 @@
 #define SX_CHUNK 8
 #define SX_MAXC 16   // channels a lane: d <= 512
 
-// The rows of n seen keys (indices idx) of kv [S, d] into ks [n][d], by the block's threads, as cp.async copies (16
-// bytes where vec: d a multiple of 4 and kv 16-byte aligned; else 4), committed as one group.
-template <int THREADS>
-__device__ __forceinline__ void sx_stage(float* ks, const float* kv, const int* idx, int n, int d, bool vec) {
+// The rows of n seen keys (indices idx) of kv [S, d] into ks [n][d] by `count` threads from thread `first` of the
+// block (tid the caller's index among them), as cp.async copies (16 bytes where vec: d a multiple of 4 and kv 16-byte
+// aligned; else 4), committed as one group.
+__device__ __forceinline__ void sx_stage(float* ks, const float* kv, const int* idx, int n, int d, bool vec, int tid,
+                                         int count) {
     if (vec) {
         int d4 = d >> 2;
-        for (int e = threadIdx.x; e < n * d4; e += THREADS) {
+        for (int e = tid; e < n * d4; e += count) {
             int k = e / d4;
             int c = (e - k * d4) << 2;
             asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(ks + k * d + c)),
                          "l"(kv + (i64) idx[k] * d + c) : "memory");
         }
     } else {
-        for (int e = threadIdx.x; e < n * d; e += THREADS) {
+        for (int e = tid; e < n * d; e += count) {
             int k = e / d;
             asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(smem_addr(ks + e)),
                          "l"(kv + (i64) idx[k] * d + (e - k * d)) : "memory");
@@ -48,10 +52,10 @@ __device__ __forceinline__ void sx_stage(float* ks, const float* kv, const int* 
     cp_async_commit();
 }
 
-// One chunk of n <= SX_CHUNK seen keys (their rows in ks) into a warp's row: the steps above.
-// Every lane ends with the same m and l.
-__device__ __forceinline__ void sx_chunk(const float* ks, int n, int d, int cpl, int lane, float scale, const float* qv,
-                                         float* acc, float& m, float& l) {
+// A chunk of n <= SX_CHUNK seen keys (their rows in ks [n][d]) on its own, by one warp: m_c, l_c and the lane's
+// channels of a_c (the steps above). Every lane ends with the same m_c and l_c.
+__device__ __forceinline__ void sx_local(const float* ks, int n, int d, int cpl, int lane, float scale, const float* qv,
+                                         float* a, float& mc, float& lc) {
     float sc[SX_CHUNK];
 #pragma unroll
     for (int k = 0; k < SX_CHUNK; k++) {
@@ -70,41 +74,102 @@ __device__ __forceinline__ void sx_chunk(const float* ks, int n, int d, int cpl,
 #pragma unroll
         for (int k = 0; k < SX_CHUNK; k++) sc[k] = __fadd_rn(sc[k], __shfl_xor_sync(0xffffffffu, sc[k], off));
     }
-    float mx = m;
+    float mx = -ORBIT_INF;
 #pragma unroll
     for (int k = 0; k < SX_CHUNK; k++) {
         if (k < n) {
-            sc[k] = __fmul_rn(sc[k], scale);   // + the mask's 0, which changes nothing
+            sc[k] = __fmul_rn(sc[k], scale);
             mx = fmaxf(mx, sc[k]);
         }
     }
-    float corr = mx == m ? 1.0f : expf(m - mx);
-    m = mx;
-#pragma unroll
-    for (int k = 0; k < SX_CHUNK; k++) sc[k] = k < n ? expf(sc[k] - mx) : 0.0f;
-    l = __fmul_rn(l, corr);
+    float l = 0.0f;
 #pragma unroll
     for (int k = 0; k < SX_CHUNK; k++) {
+        sc[k] = k < n ? expf(sc[k] - mx) : 0.0f;
         if (k < n) l = __fadd_rn(l, sc[k]);
     }
 #pragma unroll
     for (int i = 0; i < SX_MAXC; i++) {
         if (i < cpl) {
             int c = i * 32 + lane;
-            float a = __fmul_rn(acc[i], corr);
+            float v = 0.0f;
 #pragma unroll
             for (int k = 0; k < SX_CHUNK; k++) {
-                if (k < n) a = __fmaf_rn(sc[k], c < d ? ks[k * d + c] : 0.0f, a);
+                if (k < n) v = __fmaf_rn(sc[k], c < d ? ks[k * d + c] : 0.0f, v);
             }
-            acc[i] = a;
+            a[i] = v;
         }
+    }
+    mc = mx;
+    lc = l;
+}
+
+// A chunk's m_c, l_c and a_c into the row's m, l and acc (the steps above).
+__device__ __forceinline__ void sx_combine(float mc, float lc, const float* a, int cpl, float* acc, float& m, float& l) {
+    float mx = fmaxf(m, mc);
+    float x = m == mx ? 1.0f : expf(m - mx);
+    float y = mc == mx ? 1.0f : expf(mc - mx);
+    l = __fadd_rn(__fmul_rn(l, x), __fmul_rn(lc, y));
+#pragma unroll
+    for (int i = 0; i < SX_MAXC; i++) {
+        if (i < cpl) acc[i] = __fmaf_rn(a[i], y, __fmul_rn(acc[i], x));
+    }
+    m = mx;
+}
+
+// The block's next scan of a mask row: entries [j0, j0 + THREADS) that are seen appended, in order, to seen[pending..];
+// returns the count of seen keys now waiting. vis is this thread's entry's; warpSeen [THREADS / 32] scratch.
+template <int THREADS>
+__device__ __forceinline__ int sx_scan(bool vis, int j, int pending, int* seen, int* warpSeen) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    unsigned bal = __ballot_sync(0xffffffffu, vis);
+    if (lane == 0) warpSeen[warp] = __popc(bal);
+    __syncthreads();
+    int at = pending, total = pending;
+#pragma unroll
+    for (int w = 0; w < THREADS / 32; w++) {
+        at += w < warp ? warpSeen[w] : 0;
+        total += warpSeen[w];
+    }
+    if (vis) seen[at + __popc(bal & ((1u << lane) - 1u))] = j;
+    __syncthreads();
+    return total;
+}
+
+// seen[from, from + rest) to seen[0, rest): the keys of an unfinished chunk kept for the next scan.
+__device__ __forceinline__ void sx_carry(int* seen, int from, int rest) {
+    int carried = threadIdx.x < rest ? seen[from + threadIdx.x] : 0;
+    __syncthreads();
+    if (threadIdx.x < rest) seen[threadIdx.x] = carried;
+    __syncthreads();
+}
+
+// The lane's channels of row (t, h) of q, and the row's starting state.
+__device__ __forceinline__ void sx_start(const float* q, const float* sinks, int t, int h, int heads, int d, int cpl,
+                                         int lane, bool row, float* qv, float* acc, float& m, float& l) {
+#pragma unroll
+    for (int i = 0; i < SX_MAXC; i++) {
+        int c = i * 32 + lane;
+        qv[i] = row && i < cpl && c < d ? q[((i64) t * heads + h) * d + c] : 0.0f;
+        acc[i] = 0.0f;
+    }
+    m = row ? sinks[h] : 0.0f;
+    l = 1.0f;
+}
+
+__device__ __forceinline__ void sx_finish(float* out, int t, int h, int heads, int d, int cpl, int lane,
+                                          const float* acc, float l) {
+    float* o = out + ((i64) t * heads + h) * d;
+#pragma unroll
+    for (int i = 0; i < SX_MAXC; i++) {
+        int c = i * 32 + lane;
+        if (i < cpl && c < d) o[c] = __fdiv_rn(acc[i], l);
     }
 }
 
-// q [T, H, d], kv [S, d], mask [T, S], sinks [H], out [T, H, d], all f32 and contiguous. Grid (T, ceil(H / WARPS)),
-// 32 WARPS threads, dynamic shared memory 2 * SX_CHUNK * d floats (two chunks' rows: the next one's copies in flight
-// while this one is taken). How many heads share a block changes no row's arithmetic (a block's scans of the mask,
-// 32 WARPS entries each, only decide when a seen key is found, not its chunk), so the launch takes WARPS by its shape.
+// Warp-a-head layout. q [T, H, d], kv [S, d], mask [T, S], sinks [H], out [T, H, d], all f32 and contiguous. Grid (T,
+// ceil(H / WARPS)), 32 WARPS threads, dynamic shared memory 2 * SX_CHUNK * d floats (two chunks' rows: the next one's
+// copies in flight while this one is taken).
 template <int WARPS>
 __device__ __forceinline__ void sink_attention_exact(const float* q, const float* kv, const float* mask,
         const float* sinks, float* out, int s, int heads, int d, float scale, int vec) {
@@ -119,68 +184,46 @@ __device__ __forceinline__ void sink_attention_exact(const float* q, const float
     const float* mrow = mask + (i64) t * s;
     const int cpl = (d + 31) >> 5;
     const int chunkFloats = SX_CHUNK * d;
-    float qv[SX_MAXC], acc[SX_MAXC];
-#pragma unroll
-    for (int i = 0; i < SX_MAXC; i++) {
-        int c = i * 32 + lane;
-        qv[i] = row && i < cpl && c < d ? q[((i64) t * heads + h) * d + c] : 0.0f;
-        acc[i] = 0.0f;
-    }
-    float m = row ? sinks[h] : 0.0f;
-    float l = 1.0f;
+    float qv[SX_MAXC], acc[SX_MAXC], a[SX_MAXC], m, l, mc, lc;
+    sx_start(q, sinks, t, h, heads, d, cpl, lane, row, qv, acc, m, l);
     int pending = 0;
     float mj = threadIdx.x < s ? mrow[threadIdx.x] : -ORBIT_INF;
     for (int j0 = 0; j0 < s; j0 += THREADS) {
         int j = j0 + threadIdx.x;
         bool vis = mj != -ORBIT_INF;
         mj = j + THREADS < s ? mrow[j + THREADS] : -ORBIT_INF;   // the next scan's entry, in flight meanwhile
-        unsigned bal = __ballot_sync(0xffffffffu, vis);
-        if (lane == 0) warpSeen[warp] = __popc(bal);
-        __syncthreads();
-        int at = pending, total = pending;
-#pragma unroll
-        for (int w = 0; w < WARPS; w++) {
-            at += w < warp ? warpSeen[w] : 0;
-            total += warpSeen[w];
-        }
-        if (vis) seen[at + __popc(bal & ((1u << lane) - 1u))] = j;
-        __syncthreads();
+        int total = sx_scan<THREADS>(vis, j, pending, seen, warpSeen);
         int chunks = total / SX_CHUNK;
-        if (chunks > 0) sx_stage<THREADS>(ks, kv, seen, SX_CHUNK, d, vec);
+        if (chunks > 0) sx_stage(ks, kv, seen, SX_CHUNK, d, vec, threadIdx.x, THREADS);
         for (int c = 0; c < chunks; c++) {
             float* buf = ks + (c & 1) * chunkFloats;
             if (c + 1 < chunks) {   // the next chunk's copies into the other buffer, which the last chunk has left
-                sx_stage<THREADS>(ks + ((c + 1) & 1) * chunkFloats, kv, seen + (c + 1) * SX_CHUNK, SX_CHUNK, d, vec);
+                sx_stage(ks + ((c + 1) & 1) * chunkFloats, kv, seen + (c + 1) * SX_CHUNK, SX_CHUNK, d, vec, threadIdx.x,
+                         THREADS);
                 cp_async_wait<1>();
             } else {
                 cp_async_wait<0>();
             }
             __syncthreads();
-            if (row) sx_chunk(buf, SX_CHUNK, d, cpl, lane, scale, qv, acc, m, l);
+            if (row) {
+                sx_local(buf, SX_CHUNK, d, cpl, lane, scale, qv, a, mc, lc);
+                sx_combine(mc, lc, a, cpl, acc, m, l);
+            }
             __syncthreads();
         }
-        int full = chunks * SX_CHUNK;
-        int rest = total - full;   // an unfinished chunk's keys go on to the next scan
-        int carried = threadIdx.x < rest ? seen[full + threadIdx.x] : 0;
-        __syncthreads();
-        if (threadIdx.x < rest) seen[threadIdx.x] = carried;
-        pending = rest;
-        __syncthreads();
+        pending = total - chunks * SX_CHUNK;
+        sx_carry(seen, chunks * SX_CHUNK, pending);
     }
     if (pending > 0) {   // the last chunk, short
-        sx_stage<THREADS>(ks, kv, seen, pending, d, vec);
+        sx_stage(ks, kv, seen, pending, d, vec, threadIdx.x, THREADS);
         cp_async_wait<0>();
         __syncthreads();
-        if (row) sx_chunk(ks, pending, d, cpl, lane, scale, qv, acc, m, l);
-    }
-    if (row) {
-        float* o = out + ((i64) t * heads + h) * d;
-#pragma unroll
-        for (int i = 0; i < SX_MAXC; i++) {
-            int c = i * 32 + lane;
-            if (i < cpl && c < d) o[c] = __fdiv_rn(acc[i], l);
+        if (row) {
+            sx_local(ks, pending, d, cpl, lane, scale, qv, a, mc, lc);
+            sx_combine(mc, lc, a, cpl, acc, m, l);
         }
     }
+    if (row) sx_finish(out, t, h, heads, d, cpl, lane, acc, l);
 }
 
 #define SINK_EXACT(W)                                                                                                  \
@@ -192,6 +235,74 @@ SINK_EXACT(1)
 SINK_EXACT(2)
 SINK_EXACT(4)
 SINK_EXACT(8)
+
+#define SR_WARPS 8
+#define SR_THREADS (32 * SR_WARPS)
+
+// Block-a-row layout, the same operands. Grid (T, H), SR_THREADS threads, dynamic shared memory SR_WARPS * (SX_CHUNK * d
+// + d + 2) floats: each warp's chunk rows, and its chunk's a_c, m_c and l_c for warp 0 to add in order.
+extern "C" __global__ void __launch_bounds__(SR_THREADS) mqa_sink_attention_exact_row(const float* q, const float* kv,
+        const float* mask, const float* sinks, float* out, int s, int heads, int d, float scale, int vec) {
+    extern __shared__ float sm[];
+    __shared__ int seen[SR_THREADS + SX_CHUNK];
+    __shared__ int warpSeen[SR_WARPS];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int t = blockIdx.x, h = blockIdx.y;
+    const float* mrow = mask + (i64) t * s;
+    const int cpl = (d + 31) >> 5;
+    float* ks = sm + warp * SX_CHUNK * d;                    // this warp's chunk rows
+    float* part = sm + SR_WARPS * SX_CHUNK * d;              // [SR_WARPS][d + 2]: a_c, then m_c and l_c
+    float qv[SX_MAXC], acc[SX_MAXC], a[SX_MAXC], m, l, mc, lc;
+    sx_start(q, sinks, t, h, heads, d, cpl, lane, true, qv, acc, m, l);
+    int pending = 0;
+    float mj = threadIdx.x < s ? mrow[threadIdx.x] : -ORBIT_INF;
+    for (int j0 = 0; j0 < s; j0 += SR_THREADS) {
+        int j = j0 + threadIdx.x;
+        bool vis = mj != -ORBIT_INF;
+        mj = j + SR_THREADS < s ? mrow[j + SR_THREADS] : -ORBIT_INF;
+        int total = sx_scan<SR_THREADS>(vis, j, pending, seen, warpSeen);
+        bool last = j0 + SR_THREADS >= s;   // every seen key is found: the short chunk goes too
+        int chunks = last ? (total + SX_CHUNK - 1) / SX_CHUNK : total / SX_CHUNK;
+        for (int c0 = 0; c0 < chunks; c0 += SR_WARPS) {   // a round: warp w takes chunk c0 + w
+            int c = c0 + warp;
+            if (c < chunks) {
+                int n = min(SX_CHUNK, total - c * SX_CHUNK);
+                sx_stage(ks, kv, seen + c * SX_CHUNK, n, d, vec, lane, 32);
+                cp_async_wait<0>();
+                __syncwarp();
+                sx_local(ks, n, d, cpl, lane, scale, qv, a, mc, lc);
+                float* p = part + warp * (d + 2);
+#pragma unroll
+                for (int i = 0; i < SX_MAXC; i++) {
+                    int ch = i * 32 + lane;
+                    if (i < cpl && ch < d) p[ch] = a[i];
+                }
+                if (lane == 0) {
+                    p[d] = mc;
+                    p[d + 1] = lc;
+                }
+            }
+            __syncthreads();
+            if (warp == 0) {
+                for (int w = 0; w < SR_WARPS && c0 + w < chunks; w++) {
+                    const float* p = part + w * (d + 2);
+#pragma unroll
+                    for (int i = 0; i < SX_MAXC; i++) {
+                        int ch = i * 32 + lane;
+                        a[i] = i < cpl && ch < d ? p[ch] : 0.0f;
+                    }
+                    sx_combine(p[d], p[d + 1], a, cpl, acc, m, l);
+                }
+            }
+            __syncthreads();
+        }
+        int taken = min(chunks * SX_CHUNK, total);
+        pending = total - taken;
+        sx_carry(seen, taken, pending);
+        if (last) break;
+    }
+    if (warp == 0) sx_finish(out, t, h, heads, d, cpl, lane, acc, l);
+}
 
 #define IX_TILE 32
 #define IX_THREADS 64

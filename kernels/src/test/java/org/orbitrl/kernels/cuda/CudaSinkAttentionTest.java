@@ -14,15 +14,16 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /**
  * DeepSeek V4's attention on the device ({@link org.orbitrl.kernels.Backend#sinkAttention}: queries [T, H, d] over one
  * shared key-and-value head [S, d], an additive mask [T, S] of 0 and -inf, a sink logit a head) against the closed
- * form in double precision, forward and backward, within 2e-5 of each output's scale (f32 cuBLAS products without
- * TF32 and an f32 softmax against double sums). Shapes: a decode query over 70 keys at V4's width (64 heads of 512),
+ * form in double precision, forward and backward, within 2e-5 of each output's scale (f32 cuBLAS products without TF32
+ * and an f32 softmax against double sums). Shapes: a decode query over 70 keys at V4's width (64 heads of 512),
  * prefills of 13, 37 and 9 queries at 16, 8 and 3 heads, ragged everywhere; masks as V4 builds them (a causal sliding
  * window over the tokens, then compressed entries each query may or may not see) with one row that sees nothing (its
- * output and gradients 0: the sink takes all of its weight); chunks of queries forced down to 3 a chunk so that dKV adds
- * over chunks. Exact mode: the same closed form within 2e-5 (its own kernel forward, the default backward), the same
- * bits with 1, 2, 4 or 8 heads a block, and each query the same bits when it runs alone over only the keys it sees (as a decode step has it) and in a half of the
- * queries over the keys any of them sees (as the model's blocks of queries have it). {@code -Dorbit.cuda.mqa=off} says
- * it does not take it; operands of the wrong shape are refused, naming every shape.
+ * output and gradients 0: the sink takes all of its weight); chunks of queries forced down to 3 a chunk so that dKV
+ * adds over chunks. Exact mode: the same closed form within 2e-5 (its own kernel forward, the default backward), the
+ * same bits with 1, 2, 4 or 8 heads a block and with a block a (query, head), and each query the same bits when it
+ * runs alone over only the keys it sees (as a decode step has it) and in a half of the queries over the keys any of
+ * them sees (as the model's blocks of queries have it). {@code -Dorbit.cuda.mqa=off} says it does not take it;
+ * operands of the wrong shape are refused, naming every shape.
  */
 class CudaSinkAttentionTest extends CudaTestBase {
     /** {T, tokens S0 (the window's keys), compressed entries, H, d, window}. */
@@ -56,18 +57,19 @@ class CudaSinkAttentionTest extends CudaTestBase {
             for (int[] c : EXACT_CASES) {
                 Case k = new Case(r, c);
                 float[][] ref = reference(k);
-                float[][] byWarps = new float[4][];
-                for (int w = 0; w < 4; w++) {   // 1, 2, 4, 8 heads a block
+                String[] layouts = {"8", "4", "2", "1", "row"};   // heads a block, or a block a (query, head)
+                float[][] byLayout = new float[layouts.length][];
+                for (int w = 0; w < layouts.length; w++) {
                     float[][] got = new float[1][];
-                    withProperty(CudaMqaAttention.EXACT_WARPS_PROPERTY, "" + (1 << w),
+                    withProperty(CudaMqaAttention.EXACT_WARPS_PROPERTY, layouts[w],
                             () -> got[0] = exactForward(exact, k.q, k.kv, k.mask, k.sinks, k.scale, k.t, k.h, k.d));
-                    byWarps[w] = got[0];
+                    byLayout[w] = got[0];
                 }
-                float[] all = byWarps[3];
+                float[] all = byLayout[0];
                 assertCloseToScale("exact sink attention " + k.what, ref[0], all, 2e-5);
-                for (int w = 0; w < 3; w++) {
-                    assertBitsEqual("exact sink attention with " + (1 << w) + " heads a block against 8, " + k.what, all,
-                            byWarps[w]);
+                for (int w = 1; w < layouts.length; w++) {
+                    assertBitsEqual("exact sink attention, layout " + layouts[w] + " against 8 heads a block, " + k.what, all,
+                            byLayout[w]);
                 }
                 Tensor q = exact.toDevice(k.q), kv = exact.toDevice(k.kv), mask = exact.toDevice(k.mask);
                 Tensor sinks = exact.toDevice(k.sinks);

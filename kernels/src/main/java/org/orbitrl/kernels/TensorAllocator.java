@@ -54,6 +54,33 @@ public interface TensorAllocator {
         dst.copyFrom(src);
     }
 
+    /**
+     * A host tensor that {@link #copyToHostAsync} copies into without waiting and {@link #upload} reads back in order
+     * with the allocator's work: page-locked host memory on a device, kept until {@link #freePinnedHost}; on a host
+     * allocator (the default) an ordinary host tensor.
+     */
+    default Tensor allocatePinnedHost(DType dtype, long... shape) {
+        return Tensor.allocate(java.lang.foreign.Arena.ofAuto(), dtype, shape);
+    }
+
+    /** Frees a tensor of {@link #allocatePinnedHost} once the work issued before the call is done (the default: nothing). */
+    default void freePinnedHost(Tensor t) {
+    }
+
+    /**
+     * Copies {@code src} (this allocator's memory) into {@code dst} (a tensor of {@link #allocatePinnedHost}, same shape
+     * and dtype) in order with the work issued before it, without waiting for it: the host may read {@code dst} only
+     * after {@link #awaitCopies}, while {@link #upload} of {@code dst} reads it in order without that. The default:
+     * {@link #copy}, done on return.
+     */
+    default void copyToHostAsync(Tensor src, Tensor dst) {
+        copy(src, dst);
+    }
+
+    /** Waits until every {@link #copyToHostAsync} issued so far is done (the default: nothing is in flight). */
+    default void awaitCopies() {
+    }
+
     /** Sets every element of {@code t} (this allocator's memory) to zero. */
     default void zero(Tensor t) {
         t.fill(0);

@@ -90,6 +90,7 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
      */
     static final long STAGED_BYTES = Long.getLong("orbit.cuda.stagedCopyBytes", 1L << 20);
     private final PinnedStaging pinned;   // float arrays to and from the device
+    private final TreeMap<Long, Long> pinnedHost = new TreeMap<>();   // allocatePinnedHost's tensors: address -> bytes
     private final TreeMap<Long, Block> blocks = new TreeMap<>();
     private final Map<MemoryCategory, long[]> live = new EnumMap<>(MemoryCategory.class); // {live, peak}
     private static final java.lang.ref.Cleaner CLEANER = java.lang.ref.Cleaner.create();
@@ -471,7 +472,11 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         if (bytes == 0) {
             return;
         }
-        if (!fromDevice) {
+        if (!fromDevice && src.dtype() == dst.dtype() && src.isContiguous() && pinnedHere(src)) {
+            // page-locked: read in order with the stream's work (an async copy into it included), nothing to stage
+            CudaCheck.check(cudaMemcpyAsync(new DevicePointer(address(dst)), new DevicePointer(address(src)), bytes,
+                    cudaMemcpyHostToDevice, stream.handle()), "cudaMemcpyAsync pinned host->device", dst, bytes + " bytes");
+        } else if (!fromDevice) {
             Tensor h = src.dtype() == dst.dtype() ? src.contiguous() : src.to(dst.dtype());
             if (!h.segment().isNative()) {
                 Tensor n = Tensor.allocate(Arena.ofAuto(), h.dtype(), h.shape());
@@ -508,6 +513,70 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
                 dst.copyFrom(h);
             }
         }
+    }
+
+    /** Page-locked host memory ({@code cudaMallocHost}), freed by {@link #freePinnedHost} or at {@link #close}. */
+    @Override
+    public synchronized Tensor allocatePinnedHost(DType dtype, long... shape) {
+        if (closed) {
+            throw new IllegalStateException("allocator closed");
+        }
+        long n = 1;
+        for (long d : shape) {
+            n *= d;
+        }
+        long bytes = Math.max(1, n * dtype.bytes());
+        device.bind();
+        Pointer p = new Pointer();
+        CudaCheck.check(cudaMallocHost(p, bytes), "cudaMallocHost", bytes + " bytes of pinned host memory for " + dtype + " "
+                + Arrays.toString(shape));
+        pinnedHost.put(p.address(), bytes);
+        return Tensor.wrap(MemorySegment.ofAddress(p.address()).reinterpret(n * dtype.bytes()), dtype, shape);
+    }
+
+    /** Frees a tensor of {@link #allocatePinnedHost} after the stream's work (which may still read or write it). */
+    @Override
+    public synchronized void freePinnedHost(Tensor t) {
+        Long bytes = pinnedHost.remove(address(t));
+        if (bytes == null) {
+            throw new IllegalArgumentException(t + " is not a pinned host tensor of this allocator");
+        }
+        device.bind();
+        stream.synchronize();
+        CudaCheck.check(cudaFreeHost(new DevicePointer(address(t))), "cudaFreeHost", bytes + " bytes of pinned host memory");
+    }
+
+    /**
+     * A device-to-host copy into a tensor of {@link #allocatePinnedHost} issued on the stream and not waited for; any
+     * other destination (or a source not of this allocator) as {@link #copy}.
+     */
+    @Override
+    public void copyToHostAsync(Tensor src, Tensor dst) {
+        if (!owns(src) || !src.isContiguous() || !dst.isContiguous() || src.dtype() != dst.dtype()
+                || !Arrays.equals(src.shape(), dst.shape()) || !pinnedHere(dst)) {
+            copy(src, dst);
+            return;
+        }
+        if (inCapture()) {
+            throw new org.orbitrl.kernels.NotCapturableException("device->host copy into " + dst);
+        }
+        device.bind();
+        CudaCheck.check(cudaMemcpyAsync(new DevicePointer(address(dst)), new DevicePointer(address(src)), src.byteSize(),
+                cudaMemcpyDeviceToHost, stream.handle()), "cudaMemcpyAsync device->pinned host", src, src.byteSize() + " bytes");
+    }
+
+    /** Waits for the stream: its copies into pinned host memory are done. */
+    @Override
+    public void awaitCopies() {
+        device.bind();
+        stream.synchronize();
+    }
+
+    /** Whether {@code t} lies inside a tensor of {@link #allocatePinnedHost} of this allocator. */
+    private synchronized boolean pinnedHere(Tensor t) {
+        long a = address(t);
+        Map.Entry<Long, Long> e = pinnedHost.floorEntry(a);
+        return e != null && a + t.byteSize() <= e.getKey() + e.getValue();
     }
 
     /** Zeroes {@code t}: on the stream for a (contiguous) device tensor, directly for a host one. */
@@ -687,6 +756,10 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         unreachable.clear();
         stream.synchronize();
         pinned.close();
+        for (Map.Entry<Long, Long> e : pinnedHost.entrySet()) {
+            CudaCheck.check(cudaFreeHost(new DevicePointer(e.getKey())), "cudaFreeHost", e.getValue() + " bytes of pinned host memory");
+        }
+        pinnedHost.clear();
         CudaCheck.check(cudaMemPoolTrimTo(pool, 0), "cudaMemPoolTrimTo");
     }
 }

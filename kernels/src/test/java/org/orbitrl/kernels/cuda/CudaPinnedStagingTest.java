@@ -116,4 +116,45 @@ class CudaPinnedStagingTest extends CudaTestBase {
                 () -> a.uploadFloats(MemoryCategory.ACTIVATIONS, v, 4, 2));
         assertTrue(e.getMessage().contains("[4, 2]"), e.getMessage());
     }
+
+    /**
+     * Page-locked host tensors ({@code allocatePinnedHost}): a copy into one is issued without waiting and lands in
+     * order with the stream's work (the values of the work before it, not of the work after it, nor of a tensor that
+     * reuses the source's memory once it is released); read back to the device in order without a wait, and on the host
+     * after {@code awaitCopies}; freed once, and a tensor not of them refused.
+     */
+    @Test
+    void pinnedHostTensorsTakeCopiesInOrderWithTheStream() {
+        CudaAllocator a = gpu.allocator();
+        SplittableRandom r = rng(73);
+        int n = 5_000_003;
+        float[] v = new float[n];
+        for (int i = 0; i < n; i++) {
+            v[i] = (float) r.nextGaussian();
+        }
+        Tensor x = a.uploadFloats(MemoryCategory.ACTIVATIONS, v, n);
+        gpu.scale(x, 2f, x);                 // queued work the copy must follow
+        Tensor pinned = a.allocatePinnedHost(DType.F32, n);
+        a.copyToHostAsync(x, pinned);
+        gpu.scale(x, 3f, x);                 // queued work the copy must precede
+        a.release(x);
+        Tensor reuse = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n);
+        Tensor five = a.uploadFloats(MemoryCategory.ACTIVATIONS, v, n);
+        gpu.scale(five, 5f, reuse);   // reuse may have taken x's memory
+        a.release(five);
+        Tensor back = a.upload(MemoryCategory.ACTIVATIONS, pinned);   // in order, no wait
+        float[] got = a.toFloats(back);
+        a.awaitCopies();
+        float[] host = pinned.toFloatArray();
+        for (int i = 0; i < n; i += 997) {
+            assertEquals(2f * v[i], got[i], "element " + i + " back on the device");
+            assertEquals(2f * v[i], host[i], "element " + i + " on the host after awaitCopies");
+        }
+        assertEquals(2f * v[n - 1], host[n - 1]);
+        a.freePinnedHost(pinned);
+        assertThrows(IllegalArgumentException.class, () -> a.freePinnedHost(pinned), "freed twice");
+        assertThrows(IllegalArgumentException.class, () -> a.freePinnedHost(Tensor.of(new float[3], 3)), "not pinned");
+        a.release(back);
+        a.release(reuse);
+    }
 }

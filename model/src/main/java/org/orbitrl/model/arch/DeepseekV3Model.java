@@ -97,6 +97,12 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
         decoder.setOffloadedInputs(on);
     }
 
+    /** Frees the host buffers its offloaded inputs kept for later steps. */
+    @Override
+    public void close() {
+        decoder.freeHostBuffers();
+    }
+
     /** Runs quantized routed experts through C-expert dequantization chunks (0: fused kernel). */
     @Override
     public void setExpertChunk(int c) {

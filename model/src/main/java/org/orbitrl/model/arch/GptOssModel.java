@@ -180,6 +180,12 @@ public final class GptOssModel implements Trainable, AdapterTargets {
         decoder.setOffloadedInputs(on);
     }
 
+    /** Frees the host buffers its offloaded inputs kept for later steps. */
+    @Override
+    public void close() {
+        decoder.freeHostBuffers();
+    }
+
     /** One layer's saved activations. */
     static final class LayerTape {
         Tensor mid;      // [N, hidden] residual after attention

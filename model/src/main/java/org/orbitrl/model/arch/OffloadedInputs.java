@@ -8,9 +8,9 @@ import org.orbitrl.kernels.TensorAllocator;
  * Recomputed layers' inputs kept in host memory while a training step's forward and backward run (see
  * {@link Trainable#setOffloadedInputs}): the forward moves each recomputed layer's input out of the device once the
  * layer has run, and the backward brings it back for that layer's recompute and backward only. Host copies are
- * off-heap ({@link HostBuffers}, reused from step to step) and kept until the tape goes, so a second backward brings
- * them back again. On a host backend the inputs
- * already are host memory and nothing moves.
+ * page-locked ({@link HostBuffers}, reused from step to step), copied into and back out of in order with the device's
+ * work without the host waiting for either, and kept until the tape goes, so a second backward brings them back again.
+ * On a host backend the inputs already are host memory and nothing moves.
  */
 final class OffloadedInputs {
     private final Tensor[] host;   // per layer: the input in host memory, or null
@@ -29,8 +29,8 @@ final class OffloadedInputs {
         if (a.hostMemory()) {
             return t;
         }
-        Tensor h = buffers.take(t.dtype(), t.shape());
-        a.copy(t, h);
+        Tensor h = buffers.take(a, t.dtype(), t.shape());
+        a.copyToHostAsync(t, h);   // in order with the device's work; nothing on the host reads h
         host[i] = h;
         a.release(t);
         return null;

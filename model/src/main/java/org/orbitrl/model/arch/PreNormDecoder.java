@@ -157,6 +157,11 @@ final class PreNormDecoder<L> {
         offload = on;
     }
 
+    /** Frees the host buffers the offloaded inputs kept for later steps. */
+    void freeHostBuffers() {
+        hostBuffers.free();
+    }
+
     /** Under recompute, the last {@code n} layers keep their tapes from the forward (see {@link Trainable#setKeptLayers}). */
     void setKeptLayers(int n) {
         if (n < 0 || n > layers) {

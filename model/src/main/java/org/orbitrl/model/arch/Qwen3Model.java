@@ -163,6 +163,12 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         offload = on;
     }
 
+    /** Frees the host buffers its offloaded inputs kept for later steps. */
+    @Override
+    public void close() {
+        hostBuffers.free();
+    }
+
     @Override
     public void setKeptLayers(int n) {
         if (n < 0 || n > layers.length) {

@@ -62,6 +62,74 @@ class CudaLoraFixtureTest {
                 FixtureLoss.sequences(base));
     }
 
+    /**
+     * The recomputed layers' inputs offloaded to page-locked host memory (copied out and back in order with the
+     * device's work, the host never waiting for either): over two steps, the second reusing the first's host buffers,
+     * the adapter gradients are the same bits as with the inputs kept on the device; Qwen3-MoE, DeepSeek-V3 and
+     * DeepSeek V4 (three ways of offloading).
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"qwen3_moe", "deepseek_v3", "deepseek_v4"})
+    void offloadedInputsGiveTheSameGradientsOnTheDevice(String arch) {
+        Trainable model;
+        LoraAdapter adapter;
+        TestSafetensors ref;
+        List<int[]> seqs;
+        switch (arch) {
+            case "qwen3_moe" -> {
+                Setup s = setup(arch);
+                model = s.model();
+                adapter = s.adapter();
+                ref = s.ref();
+                seqs = s.seqs();
+            }
+            case "deepseek_v3" -> {
+                var s = DeepseekV3LoraFixtureTest.setup(gpu);
+                model = s.model();
+                adapter = s.adapter();
+                ref = s.ref();
+                seqs = s.seqs();
+            }
+            default -> {
+                Path dir = TestSafetensors.fixtures().resolve("deepseek_v4");
+                DeepseekV4Model v4 = DeepseekV4Model.load(ConfigLoader.load(dir),
+                        new TestSafetensors(dir.resolve("model.safetensors")), gpu);
+                model = v4;
+                adapter = LoraAdapter.load(AdapterConfig.read(dir.resolve("adapter")),
+                        new TestSafetensors(dir.resolve("adapter/adapter_model.safetensors")), v4, gpu.allocator());
+                ref = new TestSafetensors(dir.resolve("reference_lora.safetensors"));
+                seqs = FixtureLoss.sequences(new TestSafetensors(dir.resolve("reference.safetensors")));
+            }
+        }
+        List<Map<String, float[]>> runs = new java.util.ArrayList<>();
+        for (int run = 0; run < 3; run++) {   // on the device, then offloaded twice
+            model.setOffloadedInputs(run > 0);
+            runs.add(releasedStep(model, adapter, ref, seqs));
+        }
+        model.close();   // frees the host buffers the offloaded steps kept
+        assertTrue(!runs.get(0).isEmpty(), arch + ": the adapter has gradients");
+        for (int run = 1; run < 3; run++) {
+            for (var e : runs.get(0).entrySet()) {
+                org.junit.jupiter.api.Assertions.assertArrayEquals(e.getValue(), runs.get(run).get(e.getKey()),
+                        arch + ": " + e.getKey() + " with the inputs offloaded (step " + run + ") against on the device");
+            }
+        }
+    }
+
+    /** A recomputed step's PEFT-named adapter gradients, its tape released after the backward (as a trainer does). */
+    private static Map<String, float[]> releasedStep(Trainable model, LoraAdapter adapter, TestSafetensors ref,
+                                                     List<int[]> seqs) {
+        var a = model.backend().allocator();
+        var tape = model.forwardTrain(seqs, true);
+        var d = FixtureLoss.dLogits(a.toHost(tape.logits()), ref, seqs);
+        adapter.zeroGrad();
+        model.backward(tape, a.upload(org.orbitrl.kernels.MemoryCategory.ACTIVATIONS, d));
+        Map<String, float[]> out = new LinkedHashMap<>();
+        adapter.peftGradients().forEach((k, g) -> out.put(k, g.toFloatArray()));
+        tape.release(a);
+        return out;
+    }
+
     @ParameterizedTest
     @ValueSource(strings = {"qwen3", "qwen3_moe"})
     void loraLogitsAndGradientsMatchPeft(String arch) {

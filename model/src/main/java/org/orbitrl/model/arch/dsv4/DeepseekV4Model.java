@@ -139,6 +139,12 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         offload = on;
     }
 
+    /** Frees the host buffers its offloaded inputs kept for later steps. */
+    @Override
+    public void close() {
+        hostBuffers.free();
+    }
+
     /** Quantized routed experts dequantized {@code c} at a time in the grouped expert products (0: the fused kernels). */
     @Override
     public void setExpertChunk(int c) {
@@ -453,9 +459,9 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
                 if (rc == null) {
                     in.release(backend.allocator());   // an inference forward's streams: the next layer's output replaces them
                 } else if (offload && in.onDevice()) {   // the layer has run: its input waits on the host, off the heap
-                    Tensor host = hostBuffers.take(DType.F32, n, (long) hc * h);
-                    backend.allocator().copy(in.placed(backend.allocator(), n, (long) hc * h), host);
-                    rc.inputs[i] = Node.onHost(host);
+                    Tensor host = hostBuffers.take(backend.allocator(), DType.F32, n, (long) hc * h);
+                    backend.allocator().copyToHostAsync(in.placed(backend.allocator(), n, (long) hc * h), host);
+                    rc.inputs[i] = Node.onHost(host, backend.allocator());
                     rc.host.add(host);
                     in.release(backend.allocator());
                 }

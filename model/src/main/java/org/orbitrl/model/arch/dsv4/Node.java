@@ -20,6 +20,7 @@ final class Node {
     private final int size;
     private float[] v;                 // the host's copy, null until read there
     private Tensor host;               // or an f32 tensor in host memory off the heap (an input waiting there), or null
+    private TensorAllocator hostCopier; // the allocator that may still be copying into host, or null
     private Tensor dev;                // the device's copy, null until made or placed there
     private TensorAllocator devIn;
     private float[] g;                 // the gradient on the host, or
@@ -43,19 +44,22 @@ final class Node {
     }
 
     /**
-     * A value in host memory off the Java heap, a contiguous f32 tensor (a layer's input waiting for its backward):
-     * a device op copies it there once ({@link #placed}), a host op reads it into an array ({@link #v}).
+     * A value in host memory off the Java heap, a contiguous f32 tensor (a layer's input waiting for its backward)
+     * that {@code copier} may still be copying into ({@link TensorAllocator#copyToHostAsync}): a device op copies it
+     * there once ({@link #placed}, in order with that copy), a host op reads it into an array ({@link #v}) once the
+     * copy is done.
      */
-    static Node onHost(Tensor t) {
+    static Node onHost(Tensor t, TensorAllocator copier) {
         if (t.dtype() != DType.F32 || !t.isContiguous()) {
             throw new IllegalArgumentException("a DeepSeek V4 value must be a contiguous f32 tensor, got " + t);
         }
-        return new Node(t, Math.toIntExact(t.numel()));
+        return new Node(t, Math.toIntExact(t.numel()), copier);
     }
 
-    private Node(Tensor hostTensor, int size) {
+    private Node(Tensor hostTensor, int size, TensorAllocator copier) {
         this.size = size;
         this.host = hostTensor;
+        this.hostCopier = copier;
         Scratch.made(this);
     }
 
@@ -75,6 +79,9 @@ final class Node {
     /** The values on the host, read back from the device at the first ask where the node was made there. */
     float[] v() {
         if (v == null) {
+            if (host != null && hostCopier != null) {
+                hostCopier.awaitCopies();
+            }
             v = host != null ? host.toFloatArray() : devIn.toFloats(dev);
         }
         return v;
@@ -128,7 +135,7 @@ final class Node {
     /** A node of the same value (shared, never written) and no gradient: a recomputed layer's input. */
     Node fresh() {
         if (host != null) {
-            return new Node(host, size);
+            return new Node(host, size, hostCopier);
         }
         Node n = v != null ? new Node(v) : new Node(dev, devIn);
         if (v != null && dev != null) {

@@ -477,6 +477,9 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
             CudaCheck.check(cudaMemcpyAsync(new DevicePointer(address(dst)), new DevicePointer(address(src)), bytes,
                     cudaMemcpyHostToDevice, stream.handle()), "cudaMemcpyAsync pinned host->device", dst, bytes + " bytes");
         } else if (!fromDevice) {
+            if (pinnedHere(src)) {   // read on the host below: an async copy into it must have landed
+                stream.synchronize();
+            }
             Tensor h = src.dtype() == dst.dtype() ? src.contiguous() : src.to(dst.dtype());
             if (!h.segment().isNative()) {
                 Tensor n = Tensor.allocate(Arena.ofAuto(), h.dtype(), h.shape());
@@ -534,10 +537,19 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         return Tensor.wrap(MemorySegment.ofAddress(p.address()).reinterpret(n * dtype.bytes()), dtype, shape);
     }
 
-    /** Frees a tensor of {@link #allocatePinnedHost} after the stream's work (which may still read or write it). */
+    /**
+     * Frees a tensor of {@link #allocatePinnedHost} after the stream's work (which may still read or write it); nothing
+     * once the allocator is closed (which freed it).
+     */
     @Override
-    public synchronized void freePinnedHost(Tensor t) {
-        Long bytes = pinnedHost.remove(address(t));
+    public void freePinnedHost(Tensor t) {
+        Long bytes;
+        synchronized (this) {
+            if (closed) {
+                return;
+            }
+            bytes = pinnedHost.remove(address(t));
+        }
         if (bytes == null) {
             throw new IllegalArgumentException(t + " is not a pinned host tensor of this allocator");
         }

@@ -754,10 +754,14 @@ public final class CudaBackend implements Backend {
         return true;
     }
 
-    /** {@link CudaMqaAttention#indexerScores}; in exact mode {@link CudaMqaAttention#indexerExact}. */
+    /**
+     * {@link CudaMqaAttention#indexerScores}; in exact mode {@link CudaMqaAttention#indexerExact}, for index heads whose
+     * tiles fit a block's shared memory (wider ones are left to the caller).
+     */
     @Override
     public boolean indexerScores(Tensor q, Tensor keys, Tensor weights, Tensor closed, float qScale, Tensor out) {
-        if (!CudaMqaAttention.fitsIndexer(q, keys, weights, closed, out)) {
+        if (!CudaMqaAttention.fitsIndexer(q, keys, weights, closed, out)
+                || (exact && !CudaMqaAttention.fitsIndexerExact(q.size(2)))) {
             return false;
         }
         ctx.device.bind();

@@ -315,6 +315,19 @@ final class CudaMqaAttention {
     private static final int INDEXER_ROW_THREADS = 256;
     /** Queries up to which {@link #indexerExact} takes a block a query. */
     private static final int INDEXER_ROW_QUERIES = 16;
+    /** Dynamic shared memory a block may opt in to on sm_90 and sm_100 (227 KiB). */
+    private static final long MAX_SHARED_BYTES = 227L << 10;
+
+    /** Dynamic shared memory of the exact indexer's form a block a query: H heads and 32 entries of D, and the products. */
+    private static long indexerRowsBytes(int heads, int d) {
+        return ((long) (heads + INDEXER_ROW_ENTRIES) * (d + 1) + (long) heads * INDEXER_ROW_ENTRIES) * DType.F32.bytes();
+    }
+
+    /** Whether {@link #indexerExact} takes an index head of {@code d} channels: its tiles' shared memory fits. */
+    static boolean fitsIndexerExact(int d) {
+        return 2L * INDEXER_TILE * (d + 1) * DType.F32.bytes() <= MAX_SHARED_BYTES;
+    }
+
     /** {@code -Dorbit.cuda.mqaExactIndexer=tiles|rows} (read at each call): {@link #indexerExact}'s form, else by shape. */
     static final String EXACT_INDEXER_PROPERTY = "orbit.cuda.mqaExactIndexer";
 
@@ -332,7 +345,7 @@ final class CudaMqaAttention {
         int tq = q.size(0);
         int hq = q.size(1);
         int d = q.size(2);
-        if (tq == 0) {
+        if (tq == 0 || hq == 0) {
             return;
         }
         int vec = d % 4 == 0 && CudaAllocator.address(kv) % 16 == 0 ? 1 : 0;
@@ -391,12 +404,13 @@ final class CudaMqaAttention {
         if (tq == 0 || m == 0) {
             return;
         }
-        String form = System.getProperty(EXACT_INDEXER_PROPERTY, tq <= INDEXER_ROW_QUERIES ? "rows" : "tiles");
+        String form = System.getProperty(EXACT_INDEXER_PROPERTY,
+                tq <= INDEXER_ROW_QUERIES && indexerRowsBytes(hq, d) <= MAX_SHARED_BYTES ? "rows" : "tiles");
         if (form.equals("rows")) {
             if (tq > 65535) {
                 throw new IllegalArgumentException("exact indexer scores by rows: " + tq + " queries, at most 65535");
             }
-            int shared = ((hq + INDEXER_ROW_ENTRIES) * (d + 1) + hq * INDEXER_ROW_ENTRIES) * DType.F32.bytes();
+            int shared = (int) indexerRowsBytes(hq, d);
             ctx.launch2dShared(indexerExactRows, (m + INDEXER_ROW_ENTRIES - 1) / INDEXER_ROW_ENTRIES, tq, INDEXER_ROW_THREADS,
                     shared, q, keys, weights, closed, out, tq, m, hq, d, qScale);
             return;

@@ -11,18 +11,19 @@ import java.util.List;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertNotSame;
-import static org.junit.jupiter.api.Assertions.assertSame;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 
 /**
- * The host tensors a model keeps for offloaded inputs: given back, the next take of as many values from the same
- * allocator reuses the memory; {@link HostBuffers#free} gives the kept ones back to the allocator that made each.
+ * The host tensors a model keeps for offloaded inputs: given back, the next take of at most as many values of the same
+ * dtype from the same allocator reuses the smallest kept buffer that holds it (a view of its first values); a take no
+ * kept buffer holds frees the outgrown ones of its allocator and dtype; a tensor given back twice, or never taken, is
+ * refused; {@link HostBuffers#free} gives the kept ones back to the allocator that made each.
  */
 class HostBuffersTest {
     /** A host allocator that records the pinned tensors it is asked to free. */
     private static final class Recording implements TensorAllocator {
-        final List<Tensor> freed = new ArrayList<>();
+        final List<Long> freed = new ArrayList<>();
 
         @Override
         public Tensor allocate(MemoryCategory category, DType dtype, long... shape) {
@@ -31,12 +32,16 @@ class HostBuffersTest {
 
         @Override
         public void freePinnedHost(Tensor t) {
-            freed.add(t);
+            freed.add(t.segment().address());
         }
     }
 
+    private static long at(Tensor t) {
+        return t.segment().address() + t.byteOffset();
+    }
+
     @Test
-    void aTensorGivenBackIsTakenAgainForTheSameSizeAndAllocatorOnly() {
+    void keptBuffersServeTakesOfTheirAllocatorAndDtypeUpToTheirSize() {
         Recording a = new Recording();
         Recording other = new Recording();
         HostBuffers b = new HostBuffers();
@@ -44,26 +49,29 @@ class HostBuffersTest {
         assertArrayEquals(new long[]{6, 4}, t.shape());
         t.fill(2.5f);
         Tensor second = b.take(a, DType.F32, 6, 4);
-        assertNotSame(t.segment(), second.segment(), "a tensor not given back is not handed out twice");
+        assertNotEquals(at(t), at(second), "a tensor not given back is not handed out twice");
         b.give(t);
         assertEquals(96, b.freeBytes());
-        assertNotSame(t.segment(), b.take(a, DType.F32, 5, 4).segment(), "another size: a new tensor");
-        assertNotSame(t.segment(), b.take(a, DType.BF16, 6, 4).segment(), "another dtype: a new tensor");
-        assertNotSame(t.segment(), b.take(other, DType.F32, 6, 4).segment(), "another allocator: a new tensor");
-        Tensor again = b.take(a, DType.F32, 4, 6);
-        assertSame(t.segment(), again.segment(), "as many values: the same memory, in the new shape");
-        assertArrayEquals(new long[]{4, 6}, again.shape());
+        assertNotEquals(at(t), at(b.take(a, DType.BF16, 6, 4)), "another dtype: a new tensor");
+        assertNotEquals(at(t), at(b.take(other, DType.F32, 6, 4)), "another allocator: a new tensor");
+        Tensor fewer = b.take(a, DType.F32, 5, 4);
+        assertEquals(at(t), at(fewer), "fewer values: the kept buffer's first ones");
+        assertArrayEquals(new long[]{5, 4}, fewer.shape());
+        assertEquals(2.5f, fewer.toFloatArray()[19]);
         assertEquals(0, b.freeBytes());
+        assertThrows(IllegalArgumentException.class, () -> b.give(t), "t was given back already (its memory is fewer's)");
 
-        b.give(again);
+        b.give(fewer);
+        Tensor more = b.take(a, DType.F32, 10, 4);
+        assertEquals(List.of(at(t)), a.freed, "outgrown: the kept buffer is freed, not kept beside the new one");
+        assertNotEquals(at(t), at(more));
+        b.give(more);
         b.give(second);
+        assertThrows(IllegalArgumentException.class, () -> b.give(second), "given back twice");
+        assertThrows(IllegalArgumentException.class, () -> b.give(Tensor.of(new float[4], 4)), "never taken");
         b.free();
-        assertEquals(2, a.freed.size(), "the two kept tensors go back to their allocator");
-        assertSame(again.segment(), a.freed.get(0).segment());
-        assertSame(second.segment(), a.freed.get(1).segment());
+        assertEquals(List.of(at(t), at(more), at(second)), a.freed, "free: the kept buffers back to their allocator");
         assertEquals(0, other.freed.size(), "nothing of the other allocator's was kept");
         assertEquals(0, b.freeBytes());
-        assertThrows(IllegalArgumentException.class, () -> b.give(Tensor.of(new float[4], 4)),
-                "a tensor these buffers did not hand out");
     }
 }

@@ -90,7 +90,7 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
      */
     static final long STAGED_BYTES = Long.getLong("orbit.cuda.stagedCopyBytes", 1L << 20);
     private final PinnedStaging pinned;   // float arrays to and from the device
-    private final TreeMap<Long, Long> pinnedHost = new TreeMap<>();   // allocatePinnedHost's tensors: address -> bytes
+    private final PinnedHostTensors pinnedHost = new PinnedHostTensors();   // allocatePinnedHost's tensors
     private final TreeMap<Long, Block> blocks = new TreeMap<>();
     private final Map<MemoryCategory, long[]> live = new EnumMap<>(MemoryCategory.class); // {live, peak}
     private static final java.lang.ref.Cleaner CLEANER = java.lang.ref.Cleaner.create();
@@ -472,12 +472,13 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         if (bytes == 0) {
             return;
         }
-        if (!fromDevice && src.dtype() == dst.dtype() && src.isContiguous() && pinnedHere(src)) {
+        boolean pinnedSource = !fromDevice && pinnedHere(src);
+        if (pinnedSource && src.dtype() == dst.dtype() && src.isContiguous()) {
             // page-locked: read in order with the stream's work (an async copy into it included), nothing to stage
             CudaCheck.check(cudaMemcpyAsync(new DevicePointer(address(dst)), new DevicePointer(address(src)), bytes,
                     cudaMemcpyHostToDevice, stream.handle()), "cudaMemcpyAsync pinned host->device", dst, bytes + " bytes");
         } else if (!fromDevice) {
-            if (pinnedHere(src)) {   // read on the host below: an async copy into it must have landed
+            if (pinnedSource) {   // read on the host below: an async copy into it must have landed
                 stream.synchronize();
             }
             Tensor h = src.dtype() == dst.dtype() ? src.contiguous() : src.to(dst.dtype());
@@ -524,17 +525,8 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         if (closed) {
             throw new IllegalStateException("allocator closed");
         }
-        long n = 1;
-        for (long d : shape) {
-            n *= d;
-        }
-        long bytes = Math.max(1, n * dtype.bytes());
         device.bind();
-        Pointer p = new Pointer();
-        CudaCheck.check(cudaMallocHost(p, bytes), "cudaMallocHost", bytes + " bytes of pinned host memory for " + dtype + " "
-                + Arrays.toString(shape));
-        pinnedHost.put(p.address(), bytes);
-        return Tensor.wrap(MemorySegment.ofAddress(p.address()).reinterpret(n * dtype.bytes()), dtype, shape);
+        return pinnedHost.allocate(dtype, shape);
     }
 
     /**
@@ -548,14 +540,14 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
             if (closed) {
                 return;
             }
-            bytes = pinnedHost.remove(address(t));
+            bytes = pinnedHost.remove(t);
         }
         if (bytes == null) {
             throw new IllegalArgumentException(t + " is not a pinned host tensor of this allocator");
         }
         device.bind();
         stream.synchronize();
-        CudaCheck.check(cudaFreeHost(new DevicePointer(address(t))), "cudaFreeHost", bytes + " bytes of pinned host memory");
+        PinnedHostTensors.free(t, bytes);
     }
 
     /**
@@ -585,10 +577,8 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     }
 
     /** Whether {@code t} lies inside a tensor of {@link #allocatePinnedHost} of this allocator. */
-    private synchronized boolean pinnedHere(Tensor t) {
-        long a = address(t);
-        Map.Entry<Long, Long> e = pinnedHost.floorEntry(a);
-        return e != null && a + t.byteSize() <= e.getKey() + e.getValue();
+    private boolean pinnedHere(Tensor t) {
+        return pinnedHost.contains(t);
     }
 
     /** Zeroes {@code t}: on the stream for a (contiguous) device tensor, directly for a host one. */
@@ -768,10 +758,7 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         unreachable.clear();
         stream.synchronize();
         pinned.close();
-        for (Map.Entry<Long, Long> e : pinnedHost.entrySet()) {
-            CudaCheck.check(cudaFreeHost(new DevicePointer(e.getKey())), "cudaFreeHost", e.getValue() + " bytes of pinned host memory");
-        }
-        pinnedHost.clear();
+        pinnedHost.freeAll();
         CudaCheck.check(cudaMemPoolTrimTo(pool, 0), "cudaMemPoolTrimTo");
     }
 }

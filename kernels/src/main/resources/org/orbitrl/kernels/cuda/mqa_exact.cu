@@ -307,6 +307,21 @@ extern "C" __global__ void __launch_bounds__(SR_THREADS) mqa_sink_attention_exac
 #define IX_TILE 32
 #define IX_THREADS 64
 
+// Rows [0, rows) of D values each, `stride` apart from src, into dst (row stride D + 1, against bank conflicts), by
+// `threads` threads of the block; rows from `valid` on as zeros.
+__device__ __forceinline__ void ix_stage(float* dst, const float* src, i64 stride, int rows, int valid, int dd,
+                                         int threads) {
+    for (int e = threadIdx.x; e < rows * dd; e += threads) {
+        int r = e / dd, c = e - r * dd;
+        dst[r * (dd + 1) + c] = r < valid ? src[r * stride + c] : 0.0f;
+    }
+}
+
+// A head's term of a score, added in the heads' order (the same in both forms): relu(dot) * qScale * w.
+__device__ __forceinline__ float ix_add_head(float acc, float dot, float qScale, float w) {
+    return __fadd_rn(acc, __fmul_rn(__fmul_rn(fmaxf(dot, 0.0f), qScale), w));
+}
+
 // q [T, H, D], keys [M, D], w [T, H] (the heads' weights), closed [T] i32, out [T, M], all contiguous. Grid
 // (ceil(M / IX_TILE), ceil(T / IX_TILE)), IX_THREADS threads, dynamic shared memory 2 * IX_TILE * (D + 1) floats.
 extern "C" __global__ void __launch_bounds__(IX_THREADS) mqa_indexer_exact(const float* q, const float* keys,
@@ -325,10 +340,7 @@ extern "C" __global__ void __launch_bounds__(IX_THREADS) mqa_indexer_exact(const
         }
         return;
     }
-    for (int e = threadIdx.x; e < IX_TILE * dd; e += IX_THREADS) {
-        int r = e / dd, c = e - r * dd;
-        Ks[r * ld + c] = m0 + r < mm ? keys[(i64) (m0 + r) * dd + c] : 0.0f;
-    }
+    ix_stage(Ks, keys + (i64) m0 * dd, dd, IX_TILE, mm - m0, dd, IX_THREADS);
     float acc[4][4];
 #pragma unroll
     for (int i = 0; i < 4; i++) {
@@ -337,10 +349,7 @@ extern "C" __global__ void __launch_bounds__(IX_THREADS) mqa_indexer_exact(const
     }
     for (int h = 0; h < heads; h++) {
         __syncthreads();
-        for (int e = threadIdx.x; e < IX_TILE * dd; e += IX_THREADS) {
-            int r = e / dd, c = e - r * dd;
-            Qs[r * ld + c] = t0 + r < tq ? q[((i64) (t0 + r) * heads + h) * dd + c] : 0.0f;
-        }
+        ix_stage(Qs, q + ((i64) t0 * heads + h) * dd, (i64) heads * dd, IX_TILE, tq - t0, dd, IX_THREADS);
         __syncthreads();
         float dot[4][4];
 #pragma unroll
@@ -366,7 +375,7 @@ extern "C" __global__ void __launch_bounds__(IX_THREADS) mqa_indexer_exact(const
             float wt = t < tq ? w[(i64) t * heads + h] : 0.0f;
 #pragma unroll
             for (int j = 0; j < 4; j++) {
-                acc[i][j] = __fadd_rn(acc[i][j], __fmul_rn(__fmul_rn(fmaxf(dot[i][j], 0.0f), qScale), wt));
+                acc[i][j] = ix_add_head(acc[i][j], dot[i][j], qScale, wt);
             }
         }
     }
@@ -403,14 +412,8 @@ extern "C" __global__ void __launch_bounds__(IR_THREADS) mqa_indexer_exact_rows(
         if (threadIdx.x < IR_ENTRIES && m0 + threadIdx.x < mm) out[(i64) t * mm + m0 + threadIdx.x] = -ORBIT_INF;
         return;
     }
-    for (int e = threadIdx.x; e < heads * dd; e += IR_THREADS) {
-        int r = e / dd, c = e - r * dd;
-        Qs[r * ld + c] = q[(i64) t * heads * dd + e];
-    }
-    for (int e = threadIdx.x; e < IR_ENTRIES * dd; e += IR_THREADS) {
-        int r = e / dd, c = e - r * dd;
-        Ks[r * ld + c] = m0 + r < mm ? keys[(i64) (m0 + r) * dd + c] : 0.0f;
-    }
+    ix_stage(Qs, q + (i64) t * heads * dd, dd, heads, heads, dd, IR_THREADS);
+    ix_stage(Ks, keys + (i64) m0 * dd, dd, IR_ENTRIES, mm - m0, dd, IR_THREADS);
     __syncthreads();
     const int ent = threadIdx.x % IR_ENTRIES;
     for (int h0 = threadIdx.x / IR_ENTRIES; h0 < heads; h0 += 4 * (IR_THREADS / IR_ENTRIES)) {
@@ -437,7 +440,7 @@ extern "C" __global__ void __launch_bounds__(IR_THREADS) mqa_indexer_exact_rows(
         float acc = 0.0f;
         const float* wt = w + (i64) t * heads;
         for (int h = 0; h < heads; h++) {
-            acc = __fadd_rn(acc, __fmul_rn(__fmul_rn(fmaxf(Ds[h * IR_ENTRIES + threadIdx.x], 0.0f), qScale), wt[h]));
+            acc = ix_add_head(acc, Ds[h * IR_ENTRIES + threadIdx.x], qScale, wt[h]);
         }
         out[(i64) t * mm + m] = m < n ? acc : -ORBIT_INF;
     }

@@ -136,15 +136,9 @@ class CudaRolloutTest {
      */
     @Test
     void deepseekV4PastItsWindowRecomputesBitForBitOnTheDevice() {
-        SplittableRandom rnd = new SplittableRandom(11);
-        List<Request> sampled = new ArrayList<>();
-        for (int i = 0; i < 4; i++) {
-            sampled.add(new Request("long" + i, RolloutEngineTest.randomPrompt(rnd, 40 + rnd.nextInt(31)),
-                    SamplingParams.sample(1.0f, 1.0f, 16, 300 + i), 2));
-        }
         List<Completion> out;
         try (LoadedModel m = onGpu("deepseek_v4")) {
-            out = RolloutEngineTest.engine(m, 512).generate(sampled);
+            out = RolloutEngineTest.engine(m, 512).generate(DeepseekV4RolloutTest.pastTheWindow());
             int tokens = 0;
             for (Completion c : out) {
                 tokens += c.tokens().length;

@@ -69,17 +69,22 @@ class DeepseekV4RolloutTest {
      */
     @Test
     void pastTheWindowAndTheIndexersTopKTheRecomputeIsBitForBit() {
+        try (LoadedModel m = RolloutEngineTest.model("deepseek_v4")) {
+            List<Completion> out = RolloutEngineTest.engine(m, 512).generate(pastTheWindow());
+            var gap = Recompute.gap(out, Recompute.policyLogprobs(m.model(), out, 1.0f));
+            assertTrue(gap.exact(), "deepseek_v4 past its window, recompute on the cpu: " + gap);
+            assertTrue(gap.tokens() >= 8 * 8, "the completions are long enough to slide the window: " + gap.tokens());
+        }
+    }
+
+    /** Four seeded requests of two samples each, prompts of 40-70 tokens and 16 sampled tokens: past the fixture's window. */
+    static List<Request> pastTheWindow() {
         SplittableRandom rnd = new SplittableRandom(11);
         List<Request> reqs = new ArrayList<>();
         for (int i = 0; i < 4; i++) {
             reqs.add(new Request("long" + i, RolloutEngineTest.randomPrompt(rnd, 40 + rnd.nextInt(31)),
                     SamplingParams.sample(1.0f, 1.0f, 16, 300 + i), 2));
         }
-        try (LoadedModel m = RolloutEngineTest.model("deepseek_v4")) {
-            List<Completion> out = RolloutEngineTest.engine(m, 512).generate(reqs);
-            var gap = Recompute.gap(out, Recompute.policyLogprobs(m.model(), out, 1.0f));
-            assertTrue(gap.exact(), "deepseek_v4 past its window, recompute on the cpu: " + gap);
-            assertTrue(gap.tokens() >= 8 * 8, "the completions are long enough to slide the window: " + gap.tokens());
-        }
+        return reqs;
     }
 }

@@ -22,6 +22,11 @@ import java.util.Arrays;
  * expert's rows in global token order. Each token's expert outputs are therefore added in
  * ascending expert order and each expert's LoRA gradient sums its tokens in ascending order,
  * exactly as on one rank.
+ *
+ * <p>The block runs wherever the backend computes: the exchanged rows, expert ids and index tensors
+ * live in the backend's memory (device memory for a GPU rank, what NCCL moves); the routing
+ * decision and the per-row bookkeeping are taken on the host, as in {@link SparseMoe}'s per-expert
+ * form.
  */
 final class ExpertDispatch {
     private ExpertDispatch() {
@@ -82,17 +87,22 @@ final class ExpertDispatch {
             }
         }
         Tensor sendX = a.allocate(MemoryCategory.COMM_BUFFERS, DType.F32, s, h);           // [S, hidden]
+        Tensor sendTok = upload(a, sendToken);                                              // i32 [S]
         if (s > 0) {
-            b.gatherRows(xs, Tensor.ofInts(sendToken, s), sendX);
+            b.gatherRows(xs, sendTok, sendX);
         }
         long[] recvCounts = ep.exchangeCounts(sendCounts);
         int rows = Math.toIntExact(Arrays.stream(recvCounts).sum());
         Tensor recvX = a.allocate(MemoryCategory.COMM_BUFFERS, DType.F32, rows, h);         // [R, hidden]
         ep.allToAll(sendX, sendCounts, recvX, recvCounts);
-        Tensor recvE = a.allocate(MemoryCategory.COMM_BUFFERS, DType.I32, rows, 1);         // [R, 1] expert ids
-        ep.allToAll(Tensor.ofInts(sendExpert, s, 1), sendCounts, recvE, recvCounts);
+        a.release(sendX);
+        Tensor sendE = upload(a, sendExpert).reshape(s, 1);                                 // i32 [S, 1] expert ids
+        Tensor recvE = a.allocate(MemoryCategory.COMM_BUFFERS, DType.I32, rows, 1);         // [R, 1]
+        ep.allToAll(sendE, sendCounts, recvE, recvCounts);
+        a.release(sendE);
         int[] recvExpert = new int[rows];
-        long[] ids = recvE.toLongArray();
+        long[] ids = a.toHost(recvE).toLongArray();
+        a.release(recvE);
         float[] ones = new float[rows];
         for (int i = 0; i < rows; i++) {
             recvExpert[i] = (int) ids[i];
@@ -105,23 +115,37 @@ final class ExpertDispatch {
         moe.eachActive(b, rg, (e, dense) -> {
             DenseMlp expert = held(moe, e, ep);
             int cnt = rg.count(e);
-            Tensor idx = rg.tokens(e);                                                         // i32 [cnt]
+            Tensor idx = a.upload(MemoryCategory.ACTIVATIONS, rg.tokens(e));                  // i32 [cnt]
             Tensor xe = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);            // [cnt, hidden]
             Tensor ye = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);            // [cnt, hidden]
             b.gatherRows(recvX, idx, xe);
             DenseMlp.Tape et = tape == null ? null : new DenseMlp.Tape();
             expert.forward(b, xe, ye, et, dense);
             b.scatterAddRows(ye, idx, null, recvY);
+            a.release(idx);
+            a.release(ye);
+            if (et == null) {
+                a.release(xe);   // a tape keeps the expert's input for its backward
+            }
             tapes[e] = et;
         });
+        a.release(recvX);
         Tensor y = a.allocate(MemoryCategory.COMM_BUFFERS, DType.F32, s, h);               // [S, hidden]
         ep.allToAll(recvY, recvCounts, y, sendCounts);
+        a.release(recvY);
         // source side: weighted sum per token, experts in ascending order
         Tensor outS = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, ns, h);             // [n, hidden]
         if (s > 0) {
-            b.scatterAddRows(y, Tensor.ofInts(sendToken, s), Tensor.of(sendWeight, s), outS);
+            Tensor w = a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(sendWeight, s));         // [S]
+            b.scatterAddRows(y, sendTok, w, outS);
+            a.release(w);
         }
+        a.release(sendTok);
         gatherSlices(b, ep, outS, out);
+        a.release(outS);
+        if (tape == null) {
+            a.release(y);
+        }
         if (tape != null) {
             tape.lo = lo;
             tape.hi = hi;
@@ -145,8 +169,10 @@ final class ExpertDispatch {
         int ns = t.hi - t.lo;
         int s = t.sendToken.length;
         int topK = t.routing.topK();
-        float[] d = dout.slice(0, t.lo, t.hi).contiguous().toFloatArray();   // [n, hidden]
-        float[] y = t.y.toFloatArray();                                       // [S, hidden]
+        float[] d = ns == 0 ? new float[0] : a.toHost(dout.slice(0, t.lo, t.hi)).toFloatArray();   // [n, hidden]
+        float[] y = s == 0 ? new float[0] : a.toHost(t.y).toFloatArray();                           // [S, hidden]
+        a.release(t.y);
+        t.y = null;
         float[] dWeight = new float[ns * topK];   // d loss / d (normalised routing weight), token-major
         float[] dy = new float[s * h];            // [S, hidden] = w · dout[token]
         for (int i = 0; i < s; i++) {
@@ -160,30 +186,49 @@ final class ExpertDispatch {
             dWeight[t.sendSlot[i]] = dot;
         }
         int rows = Math.toIntExact(Arrays.stream(t.recvCounts).sum());
+        Tensor sendDy = a.uploadFloats(MemoryCategory.COMM_BUFFERS, dy, s, h);              // [S, hidden]
         Tensor recvDy = a.allocate(MemoryCategory.COMM_BUFFERS, DType.F32, rows, h);        // [R, hidden]
-        ep.allToAll(Tensor.of(dy, s, h), t.sendCounts, recvDy, t.recvCounts);
+        ep.allToAll(sendDy, t.sendCounts, recvDy, t.recvCounts);
+        a.release(sendDy);
         Tensor recvDx = a.allocate(MemoryCategory.COMM_BUFFERS, DType.F32, rows, h);        // [R, hidden]
         ExpertGroups rg = t.recvGroups;
         moe.eachActive(b, rg, (e, dense) -> {
             DenseMlp expert = held(moe, e, ep);
             int cnt = rg.count(e);
-            Tensor idx = rg.tokens(e);                                                         // i32 [cnt]
+            Tensor idx = a.upload(MemoryCategory.ACTIVATIONS, rg.tokens(e));                  // i32 [cnt]
             Tensor dye = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);           // [cnt, hidden]
             Tensor dxe = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);           // [cnt, hidden]
             b.gatherRows(recvDy, idx, dye);
             expert.backward(b, t.expertTapes[e], dye, dxe, dense);
             b.scatterAddRows(dxe, idx, null, recvDx);
+            a.release(idx);
+            a.release(dye);
+            a.release(dxe);
         });
+        a.release(recvDy);
+        DenseMlp.releaseExperts(a, t.expertTapes, null);
+        t.expertTapes = null;
         Tensor dxRows = a.allocate(MemoryCategory.COMM_BUFFERS, DType.F32, s, h);          // [S, hidden]
         ep.allToAll(recvDx, t.recvCounts, dxRows, t.sendCounts);
+        a.release(recvDx);
         Tensor dxs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, ns, h);              // [n, hidden]
         if (s > 0) {
-            b.scatterAddRows(dxRows, Tensor.ofInts(t.sendToken, s), null, dxs);
+            Tensor tok = upload(a, t.sendToken);                                              // i32 [S]
+            b.scatterAddRows(dxRows, tok, null, dxs);
+            a.release(tok);
         }
+        a.release(dxRows);
         if (ns > 0) {
             moe.routerBackward(b, t.xs, t.routing, dWeight, dxs);
         }
         gatherSlices(b, ep, dxs, dx);
+        a.release(dxs);
+    }
+
+    /** i32 [values.length] in the backend's memory (an empty tensor for none). */
+    private static Tensor upload(TensorAllocator a, int[] values) {
+        return values.length == 0 ? a.allocate(MemoryCategory.COMM_BUFFERS, DType.I32, 0)
+                : a.upload(MemoryCategory.COMM_BUFFERS, Tensor.ofInts(values, values.length));
     }
 
     private static DenseMlp held(SparseMoe moe, int e, Communicator ep) {
@@ -205,20 +250,18 @@ final class ExpertDispatch {
         int ns = slice.size(0);
         Tensor padded = a.allocate(MemoryCategory.COMM_BUFFERS, DType.F32, cap, h);        // [cap, hidden]
         if (ns > 0) {
-            int[] own = new int[ns];
-            Arrays.setAll(own, i -> i);
-            b.gatherRows(slice, Tensor.ofInts(own, ns), padded.slice(0, 0, ns));
+            b.copy(slice, padded.slice(0, 0, ns));
         }
         Tensor all = a.allocate(MemoryCategory.COMM_BUFFERS, DType.F32, (long) m * cap, h); // [M*cap, hidden]
         ep.allGather(padded, all);
-        int[] idx = new int[n];
+        a.release(padded);
         for (int q = 0; q < m; q++) {
             int qlo = sliceStart(n, q, m);
             int qhi = sliceStart(n, q + 1, m);
-            for (int t = qlo; t < qhi; t++) {
-                idx[t] = q * cap + (t - qlo);
+            if (qhi > qlo) {
+                b.copy(all.slice(0, (long) q * cap, (long) q * cap + (qhi - qlo)), out.slice(0, qlo, qhi));
             }
         }
-        b.gatherRows(all, Tensor.ofInts(idx, n), out);
+        a.release(all);
     }
 }

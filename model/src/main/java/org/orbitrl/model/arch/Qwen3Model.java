@@ -555,7 +555,9 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         int h = config.hidden();
         Tensor dNormed = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
         if (tensorParallel()) {
-            lmHead.backward(b, tape.finalNormed, VocabParallel.block(dLogits, parallel.tp(), lmHead.out()), dNormed);
+            Tensor block = VocabParallel.block(b, dLogits, parallel.tp(), lmHead.out());   // [N, vocab/tp]
+            lmHead.backward(b, tape.finalNormed, block, dNormed);
+            a.release(block);
             parallel.tp().allReduceSum(dNormed);   // each vocabulary block's share of the head's input gradient
         } else {
             lmHead.backward(b, tape.finalNormed, dLogits, dNormed);

@@ -14,7 +14,8 @@ import java.util.Arrays;
  * rank q holds rows {@code [q·V/tp, (q+1)·V/tp)}. A token's embedding comes from the one rank
  * that holds its row (the others contribute zeros to an all-reduce, so the sum is exact); logits
  * are computed per block and all-gathered; the head's input gradient is a partial sum per block,
- * all-reduced by the caller.
+ * all-reduced by the caller. Tensors live in the backend's memory (the token ids stay on the host,
+ * where the rows of each block are chosen).
  */
 final class VocabParallel {
     private VocabParallel() {
@@ -39,11 +40,16 @@ final class VocabParallel {
                         + rowsHere * tp.size());
             }
         }
-        x.fill(0);
+        a.zero(x);
         if (k > 0) {
             Tensor mine = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, k, h);   // [k, hidden]
-            b.embedding(table, Tensor.ofInts(Arrays.copyOf(local, k), k), mine);
-            b.scatterAddRows(mine, Tensor.ofInts(Arrays.copyOf(rows, k), k), null, x);
+            Tensor localIds = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(Arrays.copyOf(local, k), k));   // i32 [k]
+            Tensor at = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(Arrays.copyOf(rows, k), k));          // i32 [k]
+            b.embedding(table, localIds, mine);
+            b.scatterAddRows(mine, at, null, x);
+            a.release(localIds);
+            a.release(at);
+            a.release(mine);
         }
         tp.allReduceSum(x);
     }
@@ -55,12 +61,15 @@ final class VocabParallel {
         int q = tp.size();
         Tensor all = b.allocator().allocate(MemoryCategory.LOGITS, DType.F32, (long) q * n, vs);   // [tp*N, V/tp]
         tp.allGather(block, all);
-        logits.reshape(n, q, vs).copyFrom(all.reshape(q, n, vs).transpose(0, 1));   // [tp, N, Vs] -> [N, tp, Vs]
+        b.copy(all.reshape(q, n, vs).transpose(0, 1), logits.reshape(n, q, vs));   // [tp, N, Vs] -> [N, tp, Vs]
+        b.allocator().release(all);
     }
 
-    /** This rank's block [N, V/tp] of dLogits [N, V]. */
-    static Tensor block(Tensor full, Communicator tp, int vocabHere) {
+    /** This rank's block [N, V/tp] of dLogits [N, V], a new tensor of the backend's memory (the caller releases it). */
+    static Tensor block(Backend b, Tensor full, Communicator tp, int vocabHere) {
         int q = tp.rank();
-        return full.slice(1, (long) q * vocabHere, (long) (q + 1) * vocabHere).contiguous();
+        Tensor out = b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, full.size(0), vocabHere);   // [N, V/tp]
+        b.copy(full.slice(1, (long) q * vocabHere, (long) (q + 1) * vocabHere), out);
+        return out;
     }
 }

@@ -3,6 +3,7 @@ package org.orbitrl.model.parallel;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.kernels.comm.LocalRanks;
@@ -78,26 +79,42 @@ class ParallelTrainingStepTest {
 
         /** As above with routed experts quantized on load to {@code quant} and run in chunks of {@code chunk} (0: fused). */
         StepResult step(RankGroups groups, boolean recompute, int first, int count, QuantFormat quant, int chunk) {
-            Backend b = new ScalarBackend();
+            return step(new ScalarBackend(), groups, recompute, first, count, quant, chunk);
+        }
+
+        /**
+         * As above on backend {@code b} (a GPU rank's, with an NCCL world under {@code groups}): the adapter in the
+         * backend's memory, logits and gradients read back to the host.
+         */
+        StepResult step(Backend b, RankGroups groups, boolean recompute, int first, int count, QuantFormat quant, int chunk) {
+            return step(b, groups, recompute, first, count, quant, chunk, m -> { });
+        }
+
+        /** As above, {@code tune} applied to the model before the step (the experts' form, say). */
+        StepResult step(Backend b, RankGroups groups, boolean recompute, int first, int count, QuantFormat quant, int chunk,
+                        java.util.function.Consumer<Qwen3Model> tune) {
+            TensorAllocator a = b.allocator();
             Qwen3Model.LoadOptions options = quant == null ? Qwen3Model.LoadOptions.full()
                     : new Qwen3Model.LoadOptions(w -> Weight.of(quant.quantize(w)));
             Qwen3Model model = Qwen3Model.load(config, weights, b, options, groups);
             model.setExpertChunk(chunk);
+            tune.accept(model);
             WeightSource aw = groups == null ? adapterWeights
                     : new ShardedWeights(adapterWeights, groups.layout(), groups.rank(), config.experts());
-            LoraAdapter adapter = LoraAdapter.load(adapterConfig, aw, model, TensorAllocator.heap());
+            LoraAdapter adapter = LoraAdapter.load(adapterConfig, aw, model, a.hostMemory() ? TensorAllocator.heap() : a);
             List<int[]> mine = seqs.subList(first, first + count);
             var tape = model.forwardTrain(mine, recompute);
             double denom = StepLoss.denominator(ref, seqs.size(), seqs.get(0).length);
-            StepLoss loss = StepLoss.of(tape.logits(), ref, mine, first, denom);
+            Tensor logits = a.toHost(tape.logits());
+            StepLoss loss = StepLoss.of(logits, ref, mine, first, denom);
             adapter.zeroGrad();
-            model.backward(tape, loss.dLogits);
+            model.backward(tape, a.upload(MemoryCategory.ACTIVATIONS, loss.dLogits));
             if (groups != null) {
                 AdapterParallel.completeGradients(adapter, groups);
             }
             Map<String, Tensor> grads = new LinkedHashMap<>();
-            adapter.params().forEach(p -> grads.put(p.name(), p.grad()));
-            return new StepResult(loss.loss, tape.logits().toFloatArray(), grads, groups == null ? 0 : groups.tpRank());
+            adapter.params().forEach(p -> grads.put(p.name(), a.toHost(p.grad())));
+            return new StepResult(loss.loss, logits.toFloatArray(), grads, groups == null ? 0 : groups.tpRank());
         }
     }
 

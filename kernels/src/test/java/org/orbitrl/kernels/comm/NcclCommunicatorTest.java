@@ -26,7 +26,8 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
  * NCCL collectives over every GPU of the machine (one thread and backend per GPU) against the same
  * collectives of {@link LocalGroup} on the host, on seeded random data: moves (gather, broadcast,
  * all-to-all) must be bit-exact; sums within 1e-6 + 1e-6·Σ|x| per element (NCCL's ring may add in
- * another order). Skipped, with the reason, on machines with fewer than two GPUs.
+ * another order). Over every GPU of the machine: on a machine of one, a world of one (every call of the binding, each
+ * rank sending to and receiving from itself).
  */
 class NcclCommunicatorTest {
     static int gpus;
@@ -35,7 +36,7 @@ class NcclCommunicatorTest {
     static void needTwoGpus() {
         assumeTrue(Cuda.available(), () -> "no CUDA device: " + Cuda.unavailableReason());
         gpus = Math.min(8, Cuda.deviceCount());
-        assumeTrue(gpus >= 2, () -> "NCCL tests need at least 2 GPUs; this machine has " + gpus);
+        assumeTrue(gpus >= 1, () -> "NCCL tests need a GPU; this machine has none");
     }
 
     /** Runs body(rank communicator, rank backend) on one thread per GPU over ncclCommInitAll. */

@@ -23,6 +23,10 @@ import java.util.Arrays;
  * ascending expert order and each expert's LoRA gradient sums its tokens in ascending order,
  * exactly as on one rank.
  *
+ * <p>An owner runs the experts it holds grouped ({@link GroupedExperts}: its received rows with their expert as a
+ * choice of one at weight 1, the same kernels as one GPU's grouped block) where {@link SparseMoe#owned} allows, else one
+ * expert at a time.
+ *
  * <p>The block runs wherever the backend computes: the exchanged rows, expert ids and index tensors
  * live in the backend's memory (device memory for a GPU rank, what NCCL moves); the routing
  * decision and the per-row bookkeeping are taken on the host, as in {@link SparseMoe}'s per-expert
@@ -46,14 +50,20 @@ final class ExpertDispatch {
         Tensor y;                     // [S, hidden] unweighted expert outputs, back from the owners
         ExpertGroups recvGroups;      // rows received, grouped by expert (owner side)
         DenseMlp.Tape[] expertTapes;  // [E] owner side, null for experts without rows here
+        GroupedExperts owned;         // owner side, grouped: the experts held here (null: one at a time)
+        GroupedExperts.Tape ownedTape;
+        Tensor ownedOnes;             // [R, 1] the received rows' weights (1), for the grouped backward
     }
 
     private static int sliceStart(int n, int rank, int ranks) {
         return (int) ((long) n * rank / ranks);
     }
 
-    /** x [N, hidden] -> out [N, hidden] (overwritten). */
-    static void forward(SparseMoe moe, Backend b, Communicator ep, Tensor x, Tensor out, Tape tape) {
+    /**
+     * x [N, hidden] -> out [N, hidden] (overwritten). {@code training}: a forward of a training step, with or without a
+     * tape (a recomputed layer's two forwards compute the same).
+     */
+    static void forward(SparseMoe moe, Backend b, Communicator ep, Tensor x, Tensor out, Tape tape, boolean training) {
         TensorAllocator a = b.allocator();
         int n = x.size(0);
         int h = x.size(1);
@@ -112,7 +122,26 @@ final class ExpertDispatch {
         ExpertGroups rg = ExpertGroups.of(recvExpert, ones, 1, experts);
         Tensor recvY = a.allocate(MemoryCategory.COMM_BUFFERS, DType.F32, rows, h);         // [R, hidden]
         DenseMlp.Tape[] tapes = new DenseMlp.Tape[experts];
-        moe.eachActive(b, rg, (e, dense) -> {
+        GroupedExperts owned = rows == 0 ? null : moe.owned(b);
+        GroupedExperts.Tape ownedTape = null;
+        Tensor onesDev = null;
+        if (owned != null) {
+            int[] local = new int[rows];
+            for (int i = 0; i < rows; i++) {
+                local[i] = recvExpert[i] - moe.ownedFirst();
+                held(moe, recvExpert[i], ep);
+            }
+            Tensor localIds = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(local, rows, 1));        // i32 [R, 1]
+            onesDev = a.uploadFloats(MemoryCategory.ACTIVATIONS, ones, rows, 1);                           // [R, 1]
+            ownedTape = tape == null ? null : new GroupedExperts.Tape();
+            owned.forward(b, recvX, localIds, onesDev, recvY, ownedTape, moe.chunkSize(), training || tape != null, false);
+            a.release(localIds);
+            if (tape == null) {
+                a.release(onesDev);
+                onesDev = null;
+            }
+        }
+        moe.eachActive(b, owned != null ? ExpertGroups.of(new int[0], new float[0], 1, experts) : rg, (e, dense) -> {
             DenseMlp expert = held(moe, e, ep);
             int cnt = rg.count(e);
             Tensor idx = a.upload(MemoryCategory.ACTIVATIONS, rg.tokens(e));                  // i32 [cnt]
@@ -159,6 +188,9 @@ final class ExpertDispatch {
             tape.y = y;
             tape.recvGroups = rg;
             tape.expertTapes = tapes;
+            tape.owned = owned;
+            tape.ownedTape = ownedTape;
+            tape.ownedOnes = onesDev;
         }
     }
 
@@ -191,11 +223,21 @@ final class ExpertDispatch {
         ep.allToAll(sendDy, t.sendCounts, recvDy, t.recvCounts);
         a.release(sendDy);
         Tensor recvDx = a.allocate(MemoryCategory.COMM_BUFFERS, DType.F32, rows, h);        // [R, hidden]
-        ExpertGroups rg = t.recvGroups;
-        moe.eachActive(b, rg, (e, dense) -> {
+        ExpertGroups groups = t.owned != null ? ExpertGroups.of(new int[0], new float[0], 1, moe.experts.length) : t.recvGroups;
+        if (t.owned != null) {
+            Tensor dWeight1 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, rows, 1);                 // [R, 1] unused
+            t.owned.backward(b, t.ownedTape, t.ownedOnes, recvDy, recvDx, dWeight1, moe.chunkSize(), false);
+            a.release(dWeight1);
+            t.ownedTape.release(a);
+            a.release(t.ownedOnes);
+            t.owned = null;
+            t.ownedTape = null;
+            t.ownedOnes = null;
+        }
+        moe.eachActive(b, groups, (e, dense) -> {
             DenseMlp expert = held(moe, e, ep);
-            int cnt = rg.count(e);
-            Tensor idx = a.upload(MemoryCategory.ACTIVATIONS, rg.tokens(e));                  // i32 [cnt]
+            int cnt = groups.count(e);
+            Tensor idx = a.upload(MemoryCategory.ACTIVATIONS, groups.tokens(e));              // i32 [cnt]
             Tensor dye = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);           // [cnt, hidden]
             Tensor dxe = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, cnt, h);           // [cnt, hidden]
             b.gatherRows(recvDy, idx, dye);

@@ -504,7 +504,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         }
         if (l.moe != null && expertParallel()) {
             ExpertDispatch.Tape dt = lt == null ? null : new ExpertDispatch.Tape();
-            ExpertDispatch.forward(l.moe, b, parallel.ep(), normed2, delta, dt);
+            ExpertDispatch.forward(l.moe, b, parallel.ep(), normed2, delta, dt, training);
             if (lt != null) {
                 lt.dispatch = dt;
             }

@@ -25,6 +25,8 @@ final class SparseMoe {
     private final boolean normTopK;
     private ExpertChunker chunker;   // null: experts run on their own weights (fused decode for quantized)
     private final GroupedMoe grouped; // null when some expert is not held here
+    private final GroupedExperts owned; // under expert parallelism, the block of experts held here (else null)
+    private final int ownedFirst;       // the first of them
     private boolean useGrouped = true;
 
     /** The routing decision for N tokens, token-major [N*k], plus the full probabilities [N*E]. */
@@ -58,6 +60,38 @@ final class SparseMoe {
         this.topK = topK;
         this.normTopK = normTopK;
         this.grouped = GroupedMoe.of(new ExpertRouter.Softmax(router, topK, normTopK), experts);
+        int first = -1;
+        int last = -1;
+        boolean contiguous = true;
+        for (int e = 0; e < experts.length; e++) {
+            if (experts[e] != null) {
+                contiguous &= last < 0 || last == e - 1;
+                first = first < 0 ? e : first;
+                last = e;
+            }
+        }
+        boolean some = grouped == null && first >= 0 && contiguous;
+        this.owned = some ? GroupedExperts.of(java.util.Arrays.copyOfRange(experts, first, last + 1), Float.POSITIVE_INFINITY)
+                : null;
+        this.ownedFirst = first;
+    }
+
+    /**
+     * Under expert parallelism, the experts held here grouped in backend memory (a contiguous block; ids relative to
+     * {@link #ownedFirst}), or null: the grouped path is off, the block has gaps, or an expert adapter transforms the
+     * base input. The owner side of {@link ExpertDispatch} then runs them one at a time.
+     */
+    GroupedExperts owned(Backend b) {
+        return useGrouped && owned != null && owned.supports(b) ? owned : null;
+    }
+
+    int ownedFirst() {
+        return ownedFirst;
+    }
+
+    /** The active-expert chunk of quantized experts (0: off). */
+    int chunkSize() {
+        return chunk();
     }
 
     /** The same frozen weights with fresh, adapter-free linear layers and no chunker (the model's view hands its layers one). */

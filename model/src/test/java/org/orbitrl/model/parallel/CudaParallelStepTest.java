@@ -4,6 +4,8 @@ import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.comm.Communicator;
+import org.orbitrl.kernels.comm.LocalRanks;
 import org.orbitrl.kernels.comm.NcclCommunicator;
 import org.orbitrl.kernels.cuda.Cuda;
 import org.orbitrl.kernels.cuda.CudaBackend;
@@ -19,6 +21,7 @@ import java.util.concurrent.Future;
 import java.util.function.Consumer;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
@@ -28,54 +31,88 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
  * Hugging Face qwen3 / qwen3_moe fixtures and their PEFT LoRA adapter (attention q/k/v/o and the
  * experts), routed experts in f32 or INT4 group-32 through the chunked path.
  *
- * <p>Tolerances, as on the CPU's logical ranks ({@link ParallelTrainingStepTest}): loss within 1e-6
- * relative, logits and every adapter gradient within |Δ| ≤ 1e-5·max|ref| + 1e-4·|ref|. In exact mode
- * (batch-invariant kernels) with expert parallelism alone, the two GPUs' step is the one GPU's bit for
- * bit: each expert sees the same rows in the same order, and the router's rows do not depend on how
- * many rows share its product. There the one-GPU reference runs the experts one at a time, as the
- * owners do. Skipped, with the reason, on machines with fewer than two GPUs.
+ * <p>The experts run grouped (the default) or one at a time ({@code each}), on one GPU and on the owners alike.
+ * <ul>
+ *   <li>Exact mode (batch-invariant kernels, f32 activations), as on the CPU's logical ranks
+ *       ({@link ParallelTrainingStepTest}): loss within 1e-6 relative, logits and every adapter gradient within
+ *       |Δ| ≤ 1e-5·max|ref| + 1e-4·|ref|; with expert parallelism alone and the experts one at a time, the split step
+ *       is the one GPU's bit for bit (each expert sees the same rows in the same order, and a row's router product
+ *       does not depend on how many rows share it).</li>
+ *   <li>The default kernels round activations to bf16 on the way into their products, so a sum taken in another
+ *       order (tensor parallelism's partial products, a product over fewer rows) flips roundings: loss within 1e-3
+ *       relative, logits and every adapter gradient within 2e-2 relative L2 (‖Δ‖/‖ref‖).</li>
+ * </ul>
+ * The NCCL form needs two GPUs and is skipped, with the reason, on machines with fewer.
  */
 class CudaParallelStepTest {
     private static final int WORLD = 2;
 
     @BeforeAll
-    static void needTwoGpus() {
+    static void needCuda() {
         assumeTrue(Cuda.available(), () -> "no CUDA device: " + Cuda.unavailableReason());
-        int gpus = Cuda.deviceCount();
-        assumeTrue(gpus >= WORLD, () -> "the parallel step on GPUs needs " + WORLD + " GPUs; this machine has " + gpus);
     }
 
-    @ParameterizedTest(name = "{0} on 2 GPUs: tp {1}, ep {2}, exact {3}, experts {4}, recompute {5}")
+    @ParameterizedTest(name = "{0} on 2 GPUs: tp {1}, ep {2}, exact {3}, experts {4} {5}, recompute {6}")
     @CsvSource({
-            "qwen3, 2, 1, false, f32, false",
-            "qwen3, 2, 1, true, f32, true",
-            "qwen3_moe, 1, 2, false, f32, false",
-            "qwen3_moe, 1, 2, true, f32, false",
-            "qwen3_moe, 2, 2, false, f32, true",
-            "qwen3_moe, 1, 2, false, int4-g32, false",
-            "qwen3_moe, 2, 2, false, int4-g32, false",
+            "qwen3, 2, 1, false, f32, grouped, false",
+            "qwen3, 2, 1, true, f32, grouped, true",
+            "qwen3_moe, 1, 2, true, f32, each, false",
+            "qwen3_moe, 1, 2, true, f32, grouped, false",
+            "qwen3_moe, 1, 2, false, f32, grouped, false",
+            "qwen3_moe, 2, 2, true, f32, grouped, true",
+            "qwen3_moe, 1, 2, false, int4-g32, grouped, false",
+            "qwen3_moe, 2, 2, false, int4-g32, grouped, true",
     })
-    void stepOnTwoGpusMatchesOne(String arch, int tp, int ep, boolean exact, String experts, boolean recompute)
+    void stepOnTwoGpusMatchesOne(String arch, int tp, int ep, boolean exact, String experts, String form, boolean recompute)
             throws Exception {
+        int gpus = Cuda.deviceCount();
+        assumeTrue(gpus >= WORLD, () -> "the parallel step over NCCL needs " + WORLD + " GPUs; this machine has " + gpus);
+        compare(arch, tp, ep, exact, experts, form, recompute, true);
+    }
+
+    /**
+     * The same comparisons with two logical ranks on GPU 0, each with its own backend (stream and memory), their
+     * collectives staged through the host ({@link HostStagedRanks}): the parallel model's device paths on one GPU.
+     */
+    @ParameterizedTest(name = "{0} on 2 logical ranks of one GPU: tp {1}, ep {2}, exact {3}, experts {4} {5}, recompute {6}")
+    @CsvSource({
+            "qwen3, 2, 1, false, f32, grouped, false",
+            "qwen3, 2, 1, true, f32, grouped, true",
+            "qwen3_moe, 1, 2, true, f32, each, true",
+            "qwen3_moe, 1, 2, true, f32, grouped, false",
+            "qwen3_moe, 1, 2, false, f32, grouped, false",
+            "qwen3_moe, 2, 2, true, f32, grouped, false",
+            "qwen3_moe, 2, 2, false, int4-g32, grouped, true",
+    })
+    void stepOnLogicalRanksOfOneGpuMatchesOne(String arch, int tp, int ep, boolean exact, String experts, String form,
+                                              boolean recompute) throws Exception {
+        compare(arch, tp, ep, exact, experts, form, recompute, false);
+    }
+
+    private static void compare(String arch, int tp, int ep, boolean exact, String experts, String form, boolean recompute,
+                                boolean nccl) throws Exception {
         ParallelTrainingStepTest.Fixture f = new ParallelTrainingStepTest.Fixture(arch);
         QuantFormat quant = experts.equals("f32") ? null : QuantFormats.byName(experts);
         int chunk = quant == null ? 0 : 2;
-        boolean bitExact = exact && tp == 1;
-        Consumer<Qwen3Model> tune = bitExact ? m -> m.setGroupedExperts(false) : m -> { };
+        boolean each = form.equals("each");
+        boolean bitExact = exact && tp == 1 && each;
+        Consumer<Qwen3Model> tune = m -> m.setGroupedExperts(!each);
         ParallelTrainingStepTest.StepResult one;
         try (CudaBackend gpu = new CudaBackend(0, CudaBackend.defaultCacheDir(), exact)) {
             one = f.step(gpu, null, recompute, 0, f.seqs.size(), quant, chunk, tune);
         }
         ParallelLayout layout = new ParallelLayout(WORLD, tp, ep);
-        List<ParallelTrainingStepTest.StepResult> ranks = onGpus(exact,
-                (comm, gpu) -> f.step(gpu, RankGroups.split(layout, comm), recompute, 0, f.seqs.size(), quant, chunk));
-        String what = arch + " " + layout + (exact ? " exact" : "") + " experts " + experts;
+        RankBody<ParallelTrainingStepTest.StepResult> body =
+                (comm, gpu) -> f.step(gpu, RankGroups.split(layout, comm), recompute, 0, f.seqs.size(), quant, chunk, tune);
+        List<ParallelTrainingStepTest.StepResult> ranks = nccl ? onGpus(exact, body) : onOneGpu(exact, body);
+        String what = arch + " " + layout + (exact ? " exact" : "") + " experts " + experts + " " + form
+                + (nccl ? " NCCL" : " one GPU");
         double worstLogits = 0;
         for (int r = 0; r < WORLD; r++) {
             ParallelTrainingStepTest.StepResult got = ranks.get(r);
-            assertEquals(one.loss(), got.loss(), bitExact ? 0 : 1e-6 * Math.abs(one.loss()), what + " GPU " + r + " loss");
-            worstLogits = Math.max(worstLogits,
-                    ParallelTrainingStepTest.assertClose(what + " GPU " + r + " logits", one.logits(), got.logits(), bitExact));
+            assertEquals(one.loss(), got.loss(), bitExact ? 0 : (exact ? 1e-6 : 1e-3) * Math.abs(one.loss()),
+                    what + " GPU " + r + " loss");
+            worstLogits = Math.max(worstLogits, close(what + " GPU " + r + " logits", one.logits(), got.logits(), exact, bitExact));
         }
         double worstGrad = 0;
         for (String name : one.grads().keySet()) {
@@ -83,16 +120,57 @@ class CudaParallelStepTest {
             for (int t = 0; t < tp; t++) {
                 blocks.add(ranks.get(t).grads().get(name));
             }
-            worstGrad = Math.max(worstGrad, ParallelTrainingStepTest.assertClose(what + " gradient " + name,
-                    one.grads().get(name).toFloatArray(),
-                    AdapterParallel.gatherTensorParallel(name, blocks).toFloatArray(), bitExact));
+            worstGrad = Math.max(worstGrad, close(what + " gradient " + name, one.grads().get(name).toFloatArray(),
+                    AdapterParallel.gatherTensorParallel(name, blocks).toFloatArray(), exact, bitExact));
         }
-        System.out.printf("%s: loss %.9g on one GPU, %.9g on %d; %d adapter gradients; worst |err|/max|ref| logits %.3g,"
-                + " gradients %.3g%n", what, one.loss(), ranks.get(0).loss(), WORLD, one.grads().size(), worstLogits, worstGrad);
+        boolean sameBits = one.loss() == ranks.get(0).loss() && java.util.Arrays.equals(one.logits(), ranks.get(0).logits());
+        System.out.printf("%s: loss %.9g on one GPU, %.9g on %d; %d adapter gradients; worst %s logits %.3g, gradients %.3g;"
+                        + " loss and logits %s%n", what, one.loss(), ranks.get(0).loss(), WORLD, one.grads().size(),
+                exact ? "|err|/max|ref|" : "relative L2", worstLogits, worstGrad, sameBits ? "the same bits" : "not the same bits");
+    }
+
+    /** Exact mode: {@link ParallelTrainingStepTest#assertClose}; the default kernels: ‖got − ref‖ / ‖ref‖ ≤ 2e-2. */
+    private static double close(String what, float[] ref, float[] got, boolean exact, boolean bitExact) {
+        if (exact) {
+            return ParallelTrainingStepTest.assertClose(what, ref, got, bitExact);
+        }
+        assertEquals(ref.length, got.length, what + ": element count");
+        double diff = 0;
+        double norm = 0;
+        for (int i = 0; i < ref.length; i++) {
+            diff += ((double) got[i] - ref[i]) * ((double) got[i] - ref[i]);
+            norm += (double) ref[i] * ref[i];
+        }
+        assertTrue(norm > 0, what + ": reference is all zeros");
+        double rel = Math.sqrt(diff / norm);
+        assertTrue(rel <= 2e-2, what + ": relative L2 difference " + rel + " (limit 2e-2)");
+        return rel;
     }
 
     interface RankBody<T> {
-        T run(NcclCommunicator comm, CudaBackend gpu) throws Exception;
+        T run(Communicator comm, CudaBackend gpu) throws Exception;
+    }
+
+    /** {@code body} on one thread per logical rank, each with its own backend on GPU 0, collectives staged through the host. */
+    static <T> List<T> onOneGpu(boolean exact, RankBody<T> body) throws Exception {
+        List<CudaBackend> backends = new ArrayList<>();
+        for (int i = 0; i < WORLD; i++) {
+            backends.add(new CudaBackend(0, CudaBackend.defaultCacheDir(), exact));
+        }
+        try {
+            return LocalRanks.run(WORLD, c -> {
+                CudaBackend gpu = backends.get(c.rank());
+                try {
+                    return body.run(new HostStagedRanks(c, gpu), gpu);
+                } catch (RuntimeException e) {
+                    throw e;
+                } catch (Exception e) {
+                    throw new IllegalStateException(e);
+                }
+            });
+        } finally {
+            backends.forEach(CudaBackend::close);
+        }
     }
 
     /** {@code body} on one thread per GPU, each with its backend and its communicator of an {@code ncclCommInitAll} world. */

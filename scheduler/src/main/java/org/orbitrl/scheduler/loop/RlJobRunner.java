@@ -104,16 +104,18 @@ public final class RlJobRunner implements JobRunner {
 
     @Override
     public JobPlan plan() throws JobException {
+        RlPlan.requireOneDevice(spec);
         planned = RlPlan.checkedRequest(spec);
         return RlPlan.plan(spec, planned);
     }
 
     @Override
     public void load(org.orbitrl.scheduler.job.checkpoint.Checkpoint resumeFrom) throws JobException {
+        RlPlan.requireOneDevice(spec);
         try {
             memory = new AccountingAllocator();
             boolean onDevice = spec.placement().backend() == org.orbitrl.scheduler.job.ComputeBackend.CUDA;
-            backend = onDevice ? deviceBackend(spec) : new CpuBackend(Runtime.getRuntime().availableProcessors(), memory);
+            backend = onDevice ? deviceBackend(spec, ctx.devices()) : new CpuBackend(Runtime.getRuntime().availableProcessors(), memory);
             // adapters and optimizer state live where the model computes: host memory (accounted) or the device
             adapterMemory = onDevice ? backend.allocator() : memory;
             // -Dorbit.profile=true: every operation of the model and optimizer timed, written to profile.txt at the end
@@ -209,17 +211,22 @@ public final class RlJobRunner implements JobRunner {
     }
 
     /**
-     * The CUDA backend for {@code placement.backend: cuda} ({@link Backends#named}: GPU 0, exact
-     * kernels when {@code -Dorbit.cuda.exact=true}); where there is no GPU, a job error that names
-     * the job file's key and says why.
+     * The CUDA backend for {@code placement.backend: cuda} on the GPU the daemon gave the job ({@code cuda:N}, the first of
+     * {@code devices}; GPU 0 when it names none), exact kernels when {@code -Dorbit.cuda.exact=true}; where there is no
+     * such GPU, a job error that names the job file's key and says why.
      */
-    static Backend deviceBackend(JobSpec spec) throws JobException {
+    static Backend deviceBackend(JobSpec spec, java.util.List<String> devices) throws JobException {
         try {
-            return Backends.named("cuda");
+            return Backends.named(gpuOf(devices));
         } catch (IllegalStateException | UnsatisfiedLinkError | NoClassDefFoundError e) {
             throw new JobException("job " + spec.name() + ": placement.backend: cuda cannot be used here: "
                     + e.getMessage() + " (use placement.backend: cpu)", e);
         }
+    }
+
+    /** The backend name of the job's GPU: its first device when that is a CUDA device id ({@code cuda:N}), else {@code cuda}. */
+    static String gpuOf(java.util.List<String> devices) {
+        return !devices.isEmpty() && devices.get(0).startsWith("cuda:") ? devices.get(0) : "cuda";
     }
 
     static BaseFormat baseFormat(JobSpec spec) throws JobException {

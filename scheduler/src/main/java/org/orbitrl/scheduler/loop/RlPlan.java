@@ -86,6 +86,23 @@ final class RlPlan {
         }
     }
 
+    /**
+     * The RL runner drives one device a job (the one the daemon gives it): a placement over several devices or nodes is
+     * refused when the job is to run, before anything is loaded, naming its keys (a plan alone may still be made for
+     * such a placement). The split model itself ({@code ParallelLayout}, {@code RankGroups}) runs from code;
+     * docs/multi-gpu.md.
+     */
+    static void requireOneDevice(JobSpec spec) throws JobException {
+        var p = spec.placement();
+        if (p.devices() > 1 || p.rolloutDevices() > 0 || p.expertParallel() > 1 || p.tensorParallel() > 1 || p.nodes() > 1) {
+            throw new JobException("job " + spec.name() + ": placement {devices: " + p.devices() + ", rollout_devices: "
+                    + p.rolloutDevices() + ", expert_parallel: " + p.expertParallel() + ", tensor_parallel: "
+                    + p.tensorParallel() + (p.nodes() > 1 ? ", hosts: " + p.hosts() : "") + "}: the RL runner runs a job on"
+                    + " one device (devices: 1, rollout_devices: 0, expert_parallel: 1, tensor_parallel: 1, one host); run"
+                    + " several jobs side by side to use more of the node's devices");
+        }
+    }
+
     static JobPlan plan(JobSpec spec) throws JobException {
         return plan(spec, checkedRequest(spec));
     }

@@ -57,6 +57,35 @@ class RlPlanTest {
         assertTrue(dev.table().contains(node), "the plan names the node it was made for (" + node + "):\n" + dev.table());
     }
 
+    /**
+     * The RL runner drives one device a job: a placement over several devices, an expert- or tensor-parallel split or
+     * rollout-only devices are refused when the job is to run (plan and load), naming the placement, before anything is
+     * loaded; the same job on one device is planned. The job's GPU is the one the daemon gave it.
+     */
+    @Test
+    void aJobOverSeveralDevicesIsRefusedWhenItIsToRunNamingItsPlacement(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir)
+            throws Exception {
+        JobSpec q = QuickstartJobTest.quickstart();
+        PlacementSpec p = q.placement();
+        for (PlacementSpec split : List.of(new PlacementSpec(ComputeBackend.CUDA, 2, 0, 1, 1),
+                new PlacementSpec(ComputeBackend.CUDA, 2, 0, 2, 1), new PlacementSpec(ComputeBackend.CPU, 2, 1, 1, 1))) {
+            JobSpec s = q.withPlacement(split);
+            RlJobRunner runner = new RlJobRunner(new org.orbitrl.scheduler.job.JobContext(s, dir, dir.resolve("samples"),
+                    List.of("cuda:0", "cuda:1"), () -> false));
+            var e = org.junit.jupiter.api.Assertions.assertThrows(org.orbitrl.scheduler.job.JobException.class, runner::plan);
+            assertTrue(e.getMessage().contains("placement {devices: 2, rollout_devices: " + split.rolloutDevices()
+                    + ", expert_parallel: " + split.expertParallel()) && e.getMessage().contains("one device"), e.getMessage());
+            var l = org.junit.jupiter.api.Assertions.assertThrows(org.orbitrl.scheduler.job.JobException.class,
+                    () -> runner.load(null));
+            assertEquals(e.getMessage(), l.getMessage());
+        }
+        RlJobRunner one = new RlJobRunner(new org.orbitrl.scheduler.job.JobContext(q, dir, dir.resolve("samples"),
+                List.of("cpu:0"), () -> false));
+        assertEquals(List.of("cpu:0"), List.copyOf(one.plan().bytes().keySet()), "the one-device job is planned");
+        assertEquals("cuda:1", RlJobRunner.gpuOf(List.of("cuda:1")), "the daemon's GPU for the job");
+        assertEquals("cuda", RlJobRunner.gpuOf(List.of("cpu:0")), "no GPU named: the default one");
+    }
+
     @Test
     void theExpertChunkIsTheJobsOrThePlannersDefault() throws Exception {
         JobSpec q = QuickstartJobTest.quickstart();

@@ -81,6 +81,9 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         }
     }
 
+    /** Every allocator not yet closed: where a copy finds a source of another GPU's memory. */
+    private static final java.util.Set<CudaAllocator> LIVE = java.util.concurrent.ConcurrentHashMap.newKeySet();
+
     private final CudaDevice device;
     private final CudaStream stream;
     /**
@@ -121,6 +124,7 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         this.device = device;
         this.stream = stream;
         this.pinned = new PinnedStaging(stream);
+        LIVE.add(this);
         for (MemoryCategory c : MemoryCategory.values()) {
             live.put(c, new long[2]);
         }
@@ -451,6 +455,11 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         }
         boolean fromDevice = owns(src);
         boolean toDevice = owns(dst);
+        CudaAllocator peer = fromDevice || !toDevice ? null : ownerOf(src);
+        if (peer != null) {
+            copyFromPeer(peer, src, dst);
+            return;
+        }
         if (!fromDevice && !toDevice) {
             dst.copyFrom(src);
             return;
@@ -690,6 +699,49 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
      * True when {@code t}'s bytes lie inside one live allocation of this allocator, or of the
      * allocator {@link #share}d with it.
      */
+    /**
+     * dst (this allocator's) = src, device memory of another live allocator (another GPU's, or another stream's on this
+     * GPU): issued on this allocator's stream after the source's stream has finished its work (the source's writer
+     * waits), {@code cudaMemcpyPeerAsync} between GPUs. An adapter version published to another GPU's rollout engine.
+     */
+    private void copyFromPeer(CudaAllocator peer, Tensor src, Tensor dst) {
+        if (inCapture()) {
+            throw new org.orbitrl.kernels.NotCapturableException("copy from " + peer.device + " into " + dst);
+        }
+        src.requireContiguous("peer copy source");
+        dst.requireContiguous("device copy destination");
+        if (src.dtype() != dst.dtype()) {
+            throw new IllegalArgumentException("peer copy of " + src + " into " + dst + ": dtypes differ");
+        }
+        long bytes = dst.byteSize();
+        if (bytes == 0) {
+            return;
+        }
+        peer.device.bind();
+        peer.stream.synchronize();
+        device.bind();
+        int from = peer.device.index();
+        int to = device.index();
+        if (from == to) {
+            CudaCheck.check(cudaMemcpyAsync(new DevicePointer(address(dst)), new DevicePointer(address(src)), bytes,
+                    cudaMemcpyDeviceToDevice, stream.handle()), "cudaMemcpyAsync device->device (another stream's)", dst,
+                    bytes + " bytes");
+        } else {
+            CudaCheck.check(cudaMemcpyPeerAsync(new DevicePointer(address(dst)), to, new DevicePointer(address(src)), from,
+                    bytes, stream.handle()), "cudaMemcpyPeerAsync", "GPU " + from + " -> GPU " + to, dst, bytes + " bytes");
+        }
+    }
+
+    /** The live allocator (other than this one and what it shares) whose device memory holds {@code t}, or null. */
+    private CudaAllocator ownerOf(Tensor t) {
+        for (CudaAllocator a : LIVE) {
+            if (a != this && a != shared && a.ownsHere(t)) {
+                return a;
+            }
+        }
+        return null;
+    }
+
     public boolean owns(Tensor t) {
         CudaAllocator other = shared;
         return ownsHere(t) || other != null && other.ownsHere(t);
@@ -738,6 +790,7 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
             return;
         }
         closed = true;
+        LIVE.remove(this);
         device.bind();
         deferred.forEach(this::release);
         deferred.clear();

@@ -51,8 +51,10 @@ public final class ForegroundRun {
     public static Outcome run(JobSpec spec, Path dataDir, PrintStream out, AtomicBoolean stop)
             throws JobException, IOException {
         CheckpointStore checkpoints = new CheckpointStore(dataDir.resolve("checkpoints"), spec.checkpoint().keep());
-        String device = spec.placement().backend() == org.orbitrl.scheduler.job.ComputeBackend.CUDA ? "cuda:0" : "cpu:0";
-        JobContext ctx = new JobContext(spec, dataDir, dataDir.resolve("samples"), List.of(device), stop::get);
+        boolean gpu = spec.placement().backend() == org.orbitrl.scheduler.job.ComputeBackend.CUDA;
+        List<String> devices = gpu ? java.util.stream.IntStream.range(0, Math.max(1, spec.placement().devices()))
+                .mapToObj(i -> "cuda:" + i).toList() : List.of("cpu:0");   // the first GPUs of the machine
+        JobContext ctx = new JobContext(spec, dataDir, dataDir.resolve("samples"), devices, stop::get);
         try (JobRunner runner = provider(spec.runner()).create(ctx)) {
             JobPlan plan = runner.plan();
             out.println(plan.table());

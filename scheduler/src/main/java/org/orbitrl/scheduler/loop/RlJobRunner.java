@@ -64,7 +64,9 @@ import java.util.concurrent.ConcurrentHashMap;
  * next adapter version into the rollout engine's idle slot; {@link #syncStep} is the loop body
  * and reads top to bottom. Async mode delegates the step to {@link AsyncStep}. The trainer and
  * the rollout engine are two views of one frozen base (weights shared, not copied), each with its
- * own adapter.
+ * own adapter; with a rollout GPU ({@code placement: {backend: cuda, devices: 2, rollout_devices: 1}})
+ * the engine runs on the first GPU over its own copy of the base, the trainer on the second, and
+ * each adapter version is copied GPU to GPU into the engine's idle slot.
  */
 public final class RlJobRunner implements JobRunner {
     private final JobContext ctx;
@@ -91,6 +93,7 @@ public final class RlJobRunner implements JobRunner {
     private SampleFactory samples;
     private AsyncStep async;
     private Backend rolloutBackend;
+    private LoadedModel rolloutBase;   // the rollout GPU's copy of the base; null when rollout shares the trainer's
     private TensorAllocator adapterMemory;
 
     private volatile RunnerState state = new RunnerState(0, 0, SampleLog.NO_INDEX, 0);
@@ -115,7 +118,12 @@ public final class RlJobRunner implements JobRunner {
         try {
             memory = new AccountingAllocator();
             boolean onDevice = spec.placement().backend() == org.orbitrl.scheduler.job.ComputeBackend.CUDA;
-            backend = onDevice ? deviceBackend(spec, ctx.devices()) : new CpuBackend(Runtime.getRuntime().availableProcessors(), memory);
+            boolean rolloutGpu = RlPlan.rolloutGpu(spec);   // devices [rollout GPU, training GPU]
+            if (rolloutGpu && ctx.devices().size() != 2) {
+                throw new JobException("job " + spec.name() + ": placement.rollout_devices: 1 of devices: 2 needs two GPUs, "
+                        + "given " + ctx.devices());
+            }
+            backend = onDevice ? deviceBackend(spec, rolloutGpu ? ctx.devices().subList(1, 2) : ctx.devices()) : new CpuBackend(Runtime.getRuntime().availableProcessors(), memory);
             // adapters and optimizer state live where the model computes: host memory (accounted) or the device
             adapterMemory = onDevice ? backend.allocator() : memory;
             // -Dorbit.profile=true: every operation of the model and optimizer timed, written to profile.txt at the end
@@ -141,11 +149,23 @@ public final class RlJobRunner implements JobRunner {
             // async: rollout and training run at once, each on a backend of its own: on the CPU its own
             // thread pool; on the device its own stream, cuBLAS handle, scratch and allocator, reading the
             // trainer's frozen weights in place. The rollout slots live with the rollout backend.
-            rolloutBackend = !isAsync ? null
+            // a rollout GPU: its own backend and copy of the base, sync or async alike
+            rolloutBackend = rolloutGpu ? deviceBackend(spec, ctx.devices().subList(0, 1))
+                    : !isAsync ? null
                     : onDevice ? new CudaBackend((CudaBackend) backend, spec.async().priority() == AsyncSpec.Priority.ROLLOUT)
                     : new CpuBackend(Math.max(1, cores / 2), memory);
-            CausalLM rolloutModel = rolloutBackend != null ? trainerModel.view(rolloutBackend) : trainerModel.view();
-            TensorAllocator slotMemory = isAsync && onDevice ? rolloutBackend.allocator() : adapterMemory;
+            CausalLM rolloutModel;
+            if (rolloutGpu) {
+                rolloutBase = LoadedModel.load(spec.model().path(), rolloutBackend, baseFormat(spec));
+                rolloutModel = rolloutBase.model();
+                if (rolloutModel instanceof Trainable t) {
+                    t.setExpertChunk(RlPlan.expertChunk(spec));   // the trainer's kernels: exact mode's bits match
+                }
+            } else {
+                rolloutModel = rolloutBackend != null ? trainerModel.view(rolloutBackend) : trainerModel.view();
+            }
+            boolean ownStream = onDevice && rolloutBackend != null;   // async on the trainer's GPU, or a rollout GPU
+            TensorAllocator slotMemory = ownStream ? rolloutBackend.allocator() : adapterMemory;
             slots = new AdapterSlots((AdapterTargets) rolloutModel,
                     () -> RlSetup.newAdapter(cfg, (AdapterTargets) rolloutModel, slotMemory, spec.seed()), 0,
                     slotMemory);
@@ -185,16 +205,16 @@ public final class RlJobRunner implements JobRunner {
                 RlCheckpoint.restore(resumeFrom, this);
             }
             reader.startAfter(state.consumedIndex());
-            if (isAsync && onDevice) {
+            if (ownStream) {
                 ((CudaBackend) backend).synchronize();                 // a restored adapter is written before it is copied
             }
             slots.publish(trainerAdapter, state.adapterVersion() + 1);   // rollout serves what the trainer holds
-            if (isAsync && onDevice) {
+            if (ownStream) {
                 ((CudaBackend) rolloutBackend).stream().synchronize();
             }
             state = new RunnerState(state.step(), state.adapterVersion() + 1, state.consumedIndex(), state.samplesTrained());
             publisher = new AdapterPublisher(slots, trainerAdapter, writer, adapterMemory);
-            if (isAsync && onDevice) {
+            if (ownStream) {
                 // the copy runs on the rollout stream: after the trainer's last update, and done before it updates again
                 CudaBackend trainerDevice = (CudaBackend) backend;
                 CudaBackend rolloutDevice = (CudaBackend) rolloutBackend;
@@ -494,7 +514,8 @@ public final class RlJobRunner implements JobRunner {
             Files.writeString(ctx.dataDir().resolve("profile.txt"), profiler.report(60));
         };
         // in dependency order: the rollout thread before the engine it drives, the model before its backend
-        AutoCloseable[] owned = {profile, async, engine, rolloutBackend, metrics, reader, writer, sampleLog, base, backend};
+        AutoCloseable[] owned = {profile, async, engine, rolloutBase, rolloutBackend, metrics, reader, writer, sampleLog, base,
+                backend};
         Exception first = null;
         for (AutoCloseable c : owned) {
             if (c == null) {

@@ -7,6 +7,7 @@ import org.orbitrl.kernels.cuda.CudaDevice;
 import org.orbitrl.memory.plan.AdapterSpec;
 import org.orbitrl.memory.plan.BaseFormat;
 import org.orbitrl.memory.plan.BatchShape;
+import org.orbitrl.memory.plan.GpuRole;
 import org.orbitrl.memory.plan.MemoryPlan;
 import org.orbitrl.memory.plan.MemoryPlanner;
 import org.orbitrl.memory.plan.NodeSpec;
@@ -65,7 +66,8 @@ final class RlPlan {
         var b = spec.batch();
         PlanRequest req = new PlanRequest(model, spec.model().path(), BaseFormat.parse("native", model), adapter,
                 new BatchShape(b.promptsPerStep(), b.samplesPerPrompt(), b.maxPromptTokens(), b.maxResponseTokens(),
-                        b.microBatch()), node, ParallelLayout.auto(model, node, 0, 0), spec.memory().recompute(),
+                        b.microBatch()), node, rolloutGpu(spec) ? ParallelLayout.split(1, 1, 1, 1)
+                        : ParallelLayout.auto(model, node, 0, 0), spec.memory().recompute(),
                 expertChunk(spec),
                 spec.sampling().kvCache().dtype(), 2048, 8192, node.hostMemory() ? 0 : spec.memory().reserve().bytes())
                 .withExact(!node.hostMemory() && Boolean.getBoolean("orbit.cuda.exact"))   // the backend the job gets
@@ -87,19 +89,32 @@ final class RlPlan {
     }
 
     /**
-     * The RL runner drives one device a job (the one the daemon gives it): a placement over several devices or nodes is
-     * refused when the job is to run, before anything is loaded, naming its keys (a plan alone may still be made for
-     * such a placement). The split model itself ({@code ParallelLayout}, {@code RankGroups}) runs from code;
-     * docs/multi-gpu.md.
+     * True for the one split the RL runner runs: two GPUs, the first only generating (the rollout engine with its own copy
+     * of the base and the adapter slots), the second training; adapter versions go GPU to GPU.
+     */
+    static boolean rolloutGpu(JobSpec spec) {
+        var p = spec.placement();
+        return p.backend() == ComputeBackend.CUDA && p.devices() == 2 && p.rolloutDevices() == 1 && p.expertParallel() == 1
+                && p.tensorParallel() == 1 && p.nodes() == 1;
+    }
+
+    /**
+     * The RL runner drives one device a job (the one the daemon gives it), or on CUDA two: a rollout GPU and a training
+     * GPU ({@link #rolloutGpu}). Any other placement is refused when the job is to run, before anything is loaded, naming
+     * its keys (a plan alone may still be made for it). The split model itself ({@code ParallelLayout},
+     * {@code RankGroups}) runs from code; docs/multi-gpu.md.
      */
     static void requireOneDevice(JobSpec spec) throws JobException {
         var p = spec.placement();
-        if (p.devices() > 1 || p.rolloutDevices() > 0 || p.expertParallel() > 1 || p.tensorParallel() > 1 || p.nodes() > 1) {
+        boolean one = p.devices() == 1 && p.rolloutDevices() == 0 && p.expertParallel() == 1 && p.tensorParallel() == 1
+                && p.nodes() == 1;
+        if (!one && !rolloutGpu(spec)) {
             throw new JobException("job " + spec.name() + ": placement {devices: " + p.devices() + ", rollout_devices: "
                     + p.rolloutDevices() + ", expert_parallel: " + p.expertParallel() + ", tensor_parallel: "
                     + p.tensorParallel() + (p.nodes() > 1 ? ", hosts: " + p.hosts() : "") + "}: the RL runner runs a job on"
-                    + " one device (devices: 1, rollout_devices: 0, expert_parallel: 1, tensor_parallel: 1, one host); run"
-                    + " several jobs side by side to use more of the node's devices");
+                    + " one device (devices: 1, rollout_devices: 0, expert_parallel: 1, tensor_parallel: 1, one host), or"
+                    + " with backend: cuda on a rollout GPU and a training GPU (devices: 2, rollout_devices: 1); run several"
+                    + " jobs side by side to use more of the node's devices");
         }
     }
 
@@ -118,8 +133,10 @@ final class RlPlan {
                         : node.gpus() + " GPU(s) of " + node.bytesPerGpu() / (1L << 20) + " MiB (" + node.name() + ")") + ":\n" + table);
             }
             Map<String, Map<MemoryCategory, Long>> bytes = new java.util.LinkedHashMap<>();
-            for (int g = 0; g < node.gpus(); g++) {
-                bytes.put(node.hostMemory() ? "cpu:0" : "cuda:" + g, plan.perGpuBytes());
+            boolean split = rolloutGpu(spec);
+            for (int g = 0; g < node.gpus(); g++) {   // split: the first rollout_devices GPUs generate, the rest train
+                bytes.put(node.hostMemory() ? "cpu:0" : "cuda:" + g, !split ? plan.perGpuBytes()
+                        : plan.budget(g < spec.placement().rolloutDevices() ? GpuRole.ROLLOUT : GpuRole.TRAIN).bytes());
             }
             return new JobPlan(bytes, table);
         } catch (PlanRefusedException e) {

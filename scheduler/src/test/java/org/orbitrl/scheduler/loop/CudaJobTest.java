@@ -36,15 +36,21 @@ class CudaJobTest {
 
     static JobSpec onBackend(JobSpec q, ComputeBackend backend) {
         PlacementSpec p = q.placement();
+        return onPlacement(q, new PlacementSpec(backend, p.devices(), p.rolloutDevices(), p.expertParallel(), p.tensorParallel()));
+    }
+
+    static JobSpec onPlacement(JobSpec q, PlacementSpec placement) {
         return new JobSpec(q.name(), q.runner(), q.model(), q.adapter(), q.algorithm(), q.kl(), q.tisCap(), q.batch(),
                 q.sampling(), q.optimizer(), 2, new EvalSpec(0, EvalSpec.HELD_OUT, 4, 1, List.of(1)), q.checkpoint(),
-                q.seed(), q.async(), q.task(),
-                new PlacementSpec(backend, p.devices(), p.rolloutDevices(), p.expertParallel(), p.tensorParallel()),
-                q.memory());
+                q.seed(), q.async(), q.task(), placement, q.memory());
     }
 
     private static List<StepMetrics> twoSteps(JobSpec spec, Path dir, String device) throws Exception {
-        JobContext ctx = new JobContext(spec, dir, dir.resolve("samples"), List.of(device), () -> false);
+        return twoSteps(spec, dir, List.of(device));
+    }
+
+    private static List<StepMetrics> twoSteps(JobSpec spec, Path dir, List<String> devices) throws Exception {
+        JobContext ctx = new JobContext(spec, dir, dir.resolve("samples"), devices, () -> false);
         List<StepMetrics> out = new ArrayList<>();
         try (JobRunner runner = new RlRunnerProvider().create(ctx)) {
             runner.load(null);
@@ -67,6 +73,47 @@ class CudaJobTest {
             assertTrue(m.contains("needs a CUDA GPU") && m.contains(Cuda.unavailableReason()),
                     "carries the backend's reason (" + Cuda.unavailableReason() + "): " + m);
             assertTrue(m.contains(spec.name()), "names the job: " + m);
+        }
+    }
+
+    /**
+     * {@code placement: {backend: cuda, devices: 2, rollout_devices: 1}}: the rollout engine on the first GPU over its own
+     * copy of the base, the trainer on the second, each adapter version copied GPU to GPU into the engine's idle slot. In
+     * exact mode two steps give the one-GPU job's metrics bit for bit (the same sampled tokens, rewards, loss, gradient
+     * norm), and the train/rollout log-prob gap is zero on both. On a one-GPU machine both roles run on GPU 0 (two
+     * backends, two copies of the base, the copy between their allocators): the same path, the same bits.
+     */
+    @Test
+    void aRolloutGpuAndATrainingGpuGiveTheOneGpuStepsBitForBit(@TempDir Path dir) throws Exception {
+        assumeTrue(Cuda.available(), () -> "no CUDA device: " + Cuda.unavailableReason());
+        String before = System.getProperty("orbit.cuda.exact");
+        System.setProperty("orbit.cuda.exact", "true");
+        try {
+            JobSpec q = QuickstartJobTest.quickstart();
+            List<StepMetrics> one = twoSteps(onBackend(q, ComputeBackend.CUDA), dir.resolve("one"), "cuda:0");
+            List<String> gpus = Cuda.deviceCount() >= 2 ? List.of("cuda:0", "cuda:1") : List.of("cuda:0", "cuda:0");
+            List<StepMetrics> split = twoSteps(onPlacement(q, new PlacementSpec(ComputeBackend.CUDA, 2, 1, 1, 1)),
+                    dir.resolve("split"), gpus);
+            for (int i = 0; i < 2; i++) {
+                StepMetrics a = one.get(i);
+                StepMetrics b = split.get(i);
+                String at = "step " + (i + 1) + " on " + gpus + " against one GPU: ";
+                assertEquals(a.tokens(), b.tokens(), at + "response tokens");
+                assertEquals(a.rewardMean(), b.rewardMean(), 0.0, at + "mean reward");
+                assertEquals(a.extra().get("loss"), b.extra().get("loss"), 0.0, at + "loss");
+                assertEquals(a.extra().get("grad_norm"), b.extra().get("grad_norm"), 0.0, at + "gradient norm");
+                assertEquals(a.adapterVersion(), b.adapterVersion(), at + "adapter version");
+                assertEquals(0.0, b.logprobGapMax(), 0.0, at + "the train/rollout gap in exact mode");
+            }
+            System.out.printf("rollout GPU + training GPU on %s: loss %.9g, %.9g (one GPU %.9g, %.9g)%n", gpus,
+                    split.get(0).extra().get("loss"), split.get(1).extra().get("loss"), one.get(0).extra().get("loss"),
+                    one.get(1).extra().get("loss"));
+        } finally {
+            if (before == null) {
+                System.clearProperty("orbit.cuda.exact");
+            } else {
+                System.setProperty("orbit.cuda.exact", before);
+            }
         }
     }
 

@@ -58,9 +58,10 @@ class RlPlanTest {
     }
 
     /**
-     * The RL runner drives one device a job: a placement over several devices, an expert- or tensor-parallel split or
-     * rollout-only devices are refused when the job is to run (plan and load), naming the placement, before anything is
-     * loaded; the same job on one device is planned. The job's GPU is the one the daemon gave it.
+     * The RL runner drives one device a job, or a rollout GPU and a training GPU: any other placement (several devices
+     * that all train, an expert- or tensor-parallel split, a CPU job over devices) is refused when the job is to run
+     * (plan and load), naming the placement, before anything is loaded; the rollout/training split is planned per role.
+     * The job's GPU is the one the daemon gave it.
      */
     @Test
     void aJobOverSeveralDevicesIsRefusedWhenItIsToRunNamingItsPlacement(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir)
@@ -79,6 +80,17 @@ class RlPlanTest {
                     () -> runner.load(null));
             assertEquals(e.getMessage(), l.getMessage());
         }
+        // the one split it runs: a rollout GPU and a training GPU, each planned for its role
+        JobSpec split = q.withPlacement(new PlacementSpec(ComputeBackend.CUDA, 2, 1, 1, 1));
+        JobPlan roles = new RlJobRunner(new org.orbitrl.scheduler.job.JobContext(split, dir, dir.resolve("samples"),
+                List.of("cuda:0", "cuda:1"), () -> false)).plan();
+        assertEquals(List.of("cuda:0", "cuda:1"), List.copyOf(roles.bytes().keySet()));
+        Map<MemoryCategory, Long> rollout = roles.bytes().get("cuda:0");
+        Map<MemoryCategory, Long> train = roles.bytes().get("cuda:1");
+        assertEquals(0L, rollout.getOrDefault(MemoryCategory.OPTIMIZER_STATE, 0L), "the rollout GPU holds no optimizer state: " + rollout);
+        assertTrue(train.getOrDefault(MemoryCategory.OPTIMIZER_STATE, 0L) > 0, "the training GPU does: " + train);
+        assertTrue(rollout.getOrDefault(MemoryCategory.KV_CACHE, 0L) > 0, "the rollout GPU holds the KV cache: " + rollout);
+        assertEquals(rollout.get(MemoryCategory.BASE_WEIGHTS), train.get(MemoryCategory.BASE_WEIGHTS), "each holds the whole base");
         RlJobRunner one = new RlJobRunner(new org.orbitrl.scheduler.job.JobContext(q, dir, dir.resolve("samples"),
                 List.of("cpu:0"), () -> false));
         assertEquals(List.of("cpu:0"), List.copyOf(one.plan().bytes().keySet()), "the one-device job is planned");

@@ -5,6 +5,7 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.comm.Communicator;
+import org.orbitrl.kernels.comm.HostStagedRanks;
 import org.orbitrl.kernels.comm.LocalRanks;
 import org.orbitrl.kernels.comm.NcclCommunicator;
 import org.orbitrl.kernels.cuda.Cuda;

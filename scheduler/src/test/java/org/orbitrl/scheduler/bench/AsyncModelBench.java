@@ -47,12 +47,14 @@ import java.util.stream.Stream;
  * rollout's decode steps as captured graphs ({@code on}), eagerly ({@code off}) or both ({@code on,off};
  * default {@code auto}: graphs on a device), and prints for each run the rollout time per engine
  * step (rollout seconds over the engine steps of the rollout, nearly all of them decode steps),
- * the steps replayed as graphs and the graphs' arena bytes, and the graphs/eager ratios.
+ * the steps replayed as graphs and the graphs' arena bytes, and the graphs/eager ratios. {@code --placements} runs each
+ * mode colocated (one GPU, the default) and/or with a rollout GPU ({@code rollout-gpu}: placement devices 2,
+ * rollout_devices 1; two GPUs), and prints the rollout-GPU/colocated ratios.
  *
  * <pre>
  * tools/bench -pl scheduler org.orbitrl.scheduler.bench.AsyncModelBench [--repo .] [--config models/qwen3-4b/config.json]
  *     [--small] [--adapters lora,oft] [--steps 6] [--prompts 8] [--samples 8] [--response 256] [--micro-batch 8]
- *     [--modes sync,async] [--graphs auto|on|off|on,off] [--priority rollout|equal]
+ *     [--modes sync,async] [--graphs auto|on|off|on,off] [--priority rollout|equal] [--placements colocated,rollout-gpu]
  *     (on cuda: --steps 4 --response 128 by default)
  *     [--keep DIR]
  * </pre>
@@ -85,6 +87,7 @@ public final class AsyncModelBench {
         int response = Integer.parseInt(option(args, "--response", small ? "16" : gpu ? "128" : "256"));
         int microBatch = Integer.parseInt(option(args, "--micro-batch", Integer.toString(samples)));
         List<String> modes = List.of(option(args, "--modes", "sync,async").split(","));
+        List<String> placements = List.of(option(args, "--placements", "colocated").split(","));
         AsyncSpec.Priority priority = AsyncSpec.Priority.valueOf(option(args, "--priority", "rollout").toUpperCase(java.util.Locale.ROOT));
         List<SamplingSpec.DecodeGraphs> graphs = new ArrayList<>();
         for (String g : option(args, "--graphs", "auto").split(",")) {
@@ -112,9 +115,12 @@ public final class AsyncModelBench {
             for (String a : adapters) {
                 java.util.Map<String, Figures> done = new java.util.LinkedHashMap<>();
                 for (SamplingSpec.DecodeGraphs g : graphs) {
-                    JobSpec spec = spec(base, model, a.trim(), backend, prompts, samples, response, microBatch, steps, g);
+                  for (String placement : placements) {
+                    JobSpec spec = placed(spec(base, model, a.trim(), backend, prompts, samples, response, microBatch, steps, g),
+                            placement);
                     for (String mode : modes) {
-                        String label = mode + ", graphs " + g.name().toLowerCase(java.util.Locale.ROOT);
+                        String label = mode + ", graphs " + g.name().toLowerCase(java.util.Locale.ROOT)
+                                + (placement.equals("colocated") ? "" : ", " + placement);
                         Figures f;
                         try {
                             f = run(mode.equals("async") ? spec.withAsync(new AsyncSpec(true, 2, PartialRollouts.CONTINUE, 2 * prompts, priority))
@@ -125,21 +131,33 @@ public final class AsyncModelBench {
                             ratios.add(a + " " + label + ": not run on " + kernels + ": " + e.getMessage());
                             continue;
                         }
-                        done.put(mode + "/" + g, f);
+                        done.put(mode + "/" + g + (placement.equals("colocated") ? "" : "/" + placement), f);
                         // each run's figures as soon as they exist, so a run cut short still reports the finished ones
                         table.add(row(a, label, f, response));
                         System.out.println(table.getLast());
                     }
-                    Figures sync = done.get("sync/" + g);
-                    Figures async = done.get("async/" + g);
+                    String at = placement.equals("colocated") ? "" : "/" + placement;
+                    Figures sync = done.get("sync/" + g + at);
+                    Figures async = done.get("async/" + g + at);
                     if (sync != null && async != null) {
                         double st = async.stepSeconds() / sync.stepSeconds();
                         double tp = async.tokensPerSecond() / sync.tokensPerSecond();
-                        ratios.add(String.format("%s, graphs %s: async/sync step time %.2f (goal <= 0.70: %s), rollout tokens/s"
-                                + " %.2f (goal >= 1.44: %s)", a, g, st, st <= 0.7 ? "met" : "not met", tp,
-                                tp >= 1.44 ? "met" : "not met"));
+                        ratios.add(String.format("%s, graphs %s%s: async/sync step time %.2f (goal <= 0.70: %s), rollout tokens/s"
+                                + " %.2f (goal >= 1.44: %s)", a, g, at.isEmpty() ? "" : ", " + placement, st,
+                                st <= 0.7 ? "met" : "not met", tp, tp >= 1.44 ? "met" : "not met"));
                         System.out.println(ratios.getLast());
                     }
+                    for (String mode : modes) {
+                        Figures col = done.get(mode + "/" + g);
+                        Figures split = done.get(mode + "/" + g + "/rollout-gpu");
+                        if (col != null && split != null && !at.isEmpty()) {
+                            ratios.add(String.format("%s %s, graphs %s: rollout GPU / colocated step time %.2f, rollout tokens/s %.2f",
+                                    a, mode, g, split.stepSeconds() / col.stepSeconds(),
+                                    split.tokensPerSecond() / col.tokensPerSecond()));
+                            System.out.println(ratios.getLast());
+                        }
+                    }
+                  }
                 }
                 for (String mode : modes) {
                     Figures on = done.get(mode + "/ON");
@@ -164,6 +182,16 @@ public final class AsyncModelBench {
                 delete(work);
             }
         }
+    }
+
+    /** {@code colocated}: the job's one device; {@code rollout-gpu}: a rollout GPU and a training GPU. */
+    static JobSpec placed(JobSpec s, String placement) {
+        PlacementSpec p = s.placement();
+        return switch (placement) {
+            case "colocated" -> s;
+            case "rollout-gpu" -> s.withPlacement(new PlacementSpec(p.backend(), 2, 1, 1, 1));
+            default -> throw new IllegalArgumentException("--placements: expected colocated and/or rollout-gpu, got " + placement);
+        };
     }
 
     static JobSpec spec(JobSpec q, Path model, String adapter, ComputeBackend backend, int prompts, int samples,

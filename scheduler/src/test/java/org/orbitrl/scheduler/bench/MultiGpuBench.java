@@ -4,6 +4,7 @@ import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.comm.Communicator;
+import org.orbitrl.kernels.comm.HostStagedRanks;
 import org.orbitrl.kernels.comm.NcclCommunicator;
 import org.orbitrl.kernels.cuda.Cuda;
 import org.orbitrl.kernels.cuda.CudaBackend;
@@ -13,11 +14,9 @@ import org.orbitrl.model.arch.CausalLM;
 import org.orbitrl.model.arch.DecoderConfig;
 import org.orbitrl.model.arch.KvCache;
 import org.orbitrl.model.arch.Qwen3Model;
-import org.orbitrl.model.nn.WeightSource;
 import org.orbitrl.model.parallel.AdapterParallel;
 import org.orbitrl.model.parallel.ParallelLayout;
 import org.orbitrl.model.parallel.RankGroups;
-import org.orbitrl.model.parallel.ShardedWeights;
 import org.orbitrl.model.spec.ConfigLoader;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
@@ -43,28 +42,36 @@ import java.util.concurrent.Future;
  *   <li>a Qwen3-MoE model of a real shape (default Qwen3-30B-A3B's, the first {@code --layers} layers, experts INT4
  *       group-32, attention bf16, random weights: {@link RandomQwen3Moe}) with a LoRA r=32 adapter on q/k/v/o and the
  *       experts, on 1 GPU and split over 2..N GPUs with expert parallelism, tensor parallelism and both: training
- *       tokens/s (forward, next-token loss, adapter-only backward, the parallel gradients completed), decode tokens/s
- *       (a batch of sequences one token a step through the model's forward) and each GPU's peak device memory, as
- *       ratios to one GPU.</li>
+ *       tokens/s (forward, next-token loss, adapter-only backward, the parallel gradients completed; 3 steps after one
+ *       untimed), decode tokens/s (a batch of sequences one token a step through the model's forward, 32 steps after one
+ *       untimed) and each GPU's peak device memory, as ratios to one GPU.</li>
  * </ol>
- * Needs at least 2 GPUs and refuses otherwise.
+ * Needs at least 2 GPUs and refuses otherwise; {@code --one-gpu N} runs part 2 alone with N logical ranks on GPU 0
+ * (collectives staged through the host, {@link HostStagedRanks}): the split model's device paths at a real shape, its
+ * figures not a scaling result.
  *
- * <pre>bench MultiGpuBench [--config CONFIG_JSON] [--layers 8] [--train 4x512] [--decode 64] [--comm-only]</pre>
+ * <pre>bench MultiGpuBench [--config CONFIG_JSON] [--layers 8] [--train 4x512] [--decode 64] [--comm-only] [--one-gpu 2]</pre>
  */
 public final class MultiGpuBench {
+    private static boolean oneGpuRanks;   // --one-gpu: logical ranks on GPU 0, collectives staged through the host
+
     private MultiGpuBench() {
     }
 
     public static void main(String[] args) throws Exception {
         List<String> a = Arrays.asList(args);
         int gpus = Cuda.available() ? Cuda.deviceCount() : 0;
-        if (gpus < 2) {
+        int logical = Integer.parseInt(option(a, "--one-gpu", "0"));
+        if (logical > 0 && gpus > 0) {
+            oneGpuRanks = true;
+            gpus = logical;
+        } else if (gpus < 2) {
             System.err.println("MultiGpuBench needs at least 2 GPUs; this machine has " + gpus
                     + (gpus == 0 ? " (" + Cuda.unavailableReason() + ")" : ""));
             System.exit(2);
         }
         System.out.printf("MultiGpuBench on %s, %d GPUs%n", java.net.InetAddress.getLocalHost().getHostName(), gpus);
-        for (int n = 2; n <= gpus; n *= 2) {
+        for (int n = 2; n <= gpus && !oneGpuRanks; n *= 2) {
             commBandwidth(n);
         }
         if (a.contains("--comm-only")) {
@@ -197,11 +204,8 @@ public final class MultiGpuBench {
     private static Figures rank(DecoderConfig dc, Communicator world, CudaBackend gpu, ParallelLayout layout, int batch, int len,
                                 int decodeBatch) {
         RankGroups groups = layout.world() == 1 ? null : RankGroups.split(layout, world);
-        WeightSource weights = new RandomQwen3Moe(dc, 1);
-        if (groups != null) {
-            weights = new ShardedWeights(weights, layout, groups.rank(), dc.experts());
-        }
-        Qwen3Model model = Qwen3Model.load(dc, weights, gpu, Qwen3Model.LoadOptions.full(), groups);
+        // the loader takes this rank's share of the whole model's weights (its blocks, its experts)
+        Qwen3Model model = Qwen3Model.load(dc, new RandomQwen3Moe(dc, 1), gpu, Qwen3Model.LoadOptions.full(), groups);
         AdapterConfig acfg = AdapterConfig.lora(32, 64, List.of("q_proj", "k_proj", "v_proj", "o_proj"),
                 List.of("mlp.experts.gate_up_proj", "mlp.experts.down_proj"));
         LoraAdapter adapter = LoraAdapter.create(acfg, model, gpu.allocator(), 5);
@@ -232,14 +236,16 @@ public final class MultiGpuBench {
         List<KvCache> caches = new ArrayList<>();
         List<CausalLM.Segment> prefill = new ArrayList<>();
         for (int s = 0; s < decodeBatch; s++) {
-            KvCache c = model.newCache(prompt + decodeSteps + 1);
+            KvCache c = model.newCache(prompt + decodeSteps + 2);
             caches.add(c);
             prefill.add(new CausalLM.Segment(rnd.ints(prompt, 0, dc.vocab()).toArray(), c));
         }
         gpu.free(model.forward(prefill));
-        sync(world, gpu);
-        t0 = System.nanoTime();
-        for (int t = 0; t < decodeSteps; t++) {
+        for (int t = 0; t <= decodeSteps; t++) {   // the first step untimed: its kernels compile on first use
+            if (t == 1) {
+                sync(world, gpu);
+                t0 = System.nanoTime();
+            }
             List<CausalLM.Segment> step = new ArrayList<>();
             for (int s = 0; s < decodeBatch; s++) {
                 step.add(new CausalLM.Segment(new int[]{rnd.nextInt(dc.vocab())}, caches.get(s)));
@@ -271,10 +277,15 @@ public final class MultiGpuBench {
     static <T> List<T> onGpus(int n, boolean exact, RankBody<T> body) throws Exception {
         List<CudaBackend> backends = new ArrayList<>();
         for (int i = 0; i < n; i++) {
-            backends.add(new CudaBackend(i, CudaBackend.defaultCacheDir(), exact));
+            backends.add(new CudaBackend(oneGpuRanks ? 0 : i, CudaBackend.defaultCacheDir(), exact));
         }
         List<Communicator> comms = new ArrayList<>();
-        if (n > 1) {
+        if (n > 1 && oneGpuRanks) {
+            org.orbitrl.kernels.comm.LocalGroup group = org.orbitrl.kernels.comm.LocalGroup.of(n);
+            for (int i = 0; i < n; i++) {
+                comms.add(new HostStagedRanks(group.communicator(i), backends.get(i)));
+            }
+        } else if (n > 1) {
             comms.addAll(NcclCommunicator.initAll(backends));
         } else {
             comms.add(org.orbitrl.kernels.comm.LocalGroup.of(1).communicator(0));

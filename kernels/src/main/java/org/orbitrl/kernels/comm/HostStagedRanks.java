@@ -1,21 +1,21 @@
-package org.orbitrl.model.parallel;
+package org.orbitrl.kernels.comm;
 
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
-import org.orbitrl.kernels.comm.Communicator;
 
 /**
  * A logical rank whose tensors live in a device backend's memory: every collective copies its operands to the host,
- * runs {@link org.orbitrl.kernels.comm.LocalGroup}'s collective there, and copies the results back. Several such ranks,
- * each with its own backend on one GPU, run the parallel model's device paths (the exchanged rows, ids and index
- * tensors in device memory) where NCCL cannot: it takes one rank per GPU.
+ * runs the host communicator's collective there ({@link LocalGroup}'s: sums in rank order), and copies the results
+ * back. Several such ranks, each with its own backend on one GPU, run the parallel model's device paths (the exchanged
+ * rows, ids and index tensors in device memory) where NCCL cannot, since NCCL takes one rank per GPU: for tests and
+ * functional runs on one GPU, not for speed.
  */
-final class HostStagedRanks implements Communicator {
+public final class HostStagedRanks implements Communicator {
     private final Communicator host;
     private final Backend backend;
 
-    HostStagedRanks(Communicator host, Backend backend) {
+    public HostStagedRanks(Communicator host, Backend backend) {
         this.host = host;
         this.backend = backend;
     }

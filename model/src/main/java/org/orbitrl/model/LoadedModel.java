@@ -52,9 +52,11 @@ public final class LoadedModel implements AutoCloseable {
     public static LoadedModel load(Path dir, Backend backend, BaseFormat format,
                                    org.orbitrl.model.parallel.RankGroups groups) {
         ModelSpec spec = ConfigLoader.load(dir);
-        if (groups != null && spec.family() != ModelFamily.QWEN3 && spec.family() != ModelFamily.QWEN3_MOE) {
+        if (groups != null && spec.family() != ModelFamily.QWEN3 && spec.family() != ModelFamily.QWEN3_MOE
+                && spec.family() != ModelFamily.DEEPSEEK_V3) {
             throw new IllegalArgumentException(dir + ": tensor and expert parallelism are available for qwen3 and"
-                    + " qwen3_moe; model_type " + spec.modelType() + " loads on one device only");
+                    + " qwen3_moe, expert parallelism for deepseek_v3 / kimi_k2; model_type " + spec.modelType()
+                    + " loads on one device only");
         }
         if (format.quantFormat() == null && spec.moe() != null && spec.family() != ModelFamily.DEEPSEEK_V4
                 && spec.quantization() instanceof org.orbitrl.model.spec.QuantizationConfig.Fp8
@@ -75,7 +77,7 @@ public final class LoadedModel implements AutoCloseable {
                     QuantFormat q = format.quantFormat();
                     var options = new Qwen3Model.LoadOptions(q == null ? null : w -> Weight.of(q.quantize(w)));
                     yield DeepseekV3Model.load(DeepseekV3Config.from(spec), spec.mla().ropeInterleave(),
-                            spec.quantization(), ckpt, backend, options);
+                            spec.quantization(), ckpt, backend, options, groups);
                 }
                 case GPT_OSS -> {
                     // experts shipped in MXFP4 stay as stored; full-precision experts follow the format

@@ -44,11 +44,29 @@ final class DeepseekV3Loader {
     private final Qwen3Model.LoadOptions options;
     private final List<Pattern> ignore;
     private final TensorAllocator place;   // where base weights go: the backend's memory
+    private final org.orbitrl.model.parallel.RankGroups groups;   // null: the whole model on one rank
+    private final org.orbitrl.model.parallel.ShardedWeights sharded;   // this rank's view of src under groups
 
-    private DeepseekV3Loader(DeepseekV3Config c, WeightSource src, QuantizationConfig quant,
-                             Qwen3Model.LoadOptions options, TensorAllocator place) {
+    private DeepseekV3Loader(DeepseekV3Config c, WeightSource full, QuantizationConfig quant,
+                             Qwen3Model.LoadOptions options, TensorAllocator place, org.orbitrl.model.parallel.RankGroups groups) {
         this.c = c;
         this.place = place;
+        this.groups = groups;
+        if (groups != null) {
+            var layout = groups.layout();
+            if (layout.tp() > 1) {
+                throw new IllegalArgumentException(c.modelType() + ": tensor parallelism is not available for the latent"
+                        + " attention models (tp " + layout.tp() + "); split the routed experts with expert parallelism");
+            }
+            if (c.experts() % layout.ep() != 0) {
+                throw new IllegalArgumentException(c.modelType() + ": " + c.experts() + " routed experts do not split into "
+                        + layout.ep() + " equal blocks (expert_parallel " + layout.ep() + ")");
+            }
+            this.sharded = new org.orbitrl.model.parallel.ShardedWeights(full, layout, groups.rank(), c.experts());
+        } else {
+            this.sharded = null;
+        }
+        WeightSource src = sharded != null ? sharded : full;
         this.src = src;
         this.weights = new WeightLoader(src, used);
         this.quant = quant;
@@ -81,7 +99,13 @@ final class DeepseekV3Loader {
     /** @param quant the checkpoint's {@code quantization_config}, or null */
     static DeepseekV3Model load(DeepseekV3Config c, boolean interleavedRope, QuantizationConfig quant, WeightSource src,
                                 Backend backend, Qwen3Model.LoadOptions options) {
-        return new DeepseekV3Loader(c, src, quant, options, backend.allocator()).build(interleavedRope, backend);
+        return load(c, interleavedRope, quant, src, backend, options, null);
+    }
+
+    /** As above, holding this rank's block of every MoE layer's routed experts under {@code groups} (expert parallelism). */
+    static DeepseekV3Model load(DeepseekV3Config c, boolean interleavedRope, QuantizationConfig quant, WeightSource src,
+                                Backend backend, Qwen3Model.LoadOptions options, org.orbitrl.model.parallel.RankGroups groups) {
+        return new DeepseekV3Loader(c, src, quant, options, backend.allocator(), groups).build(interleavedRope, backend);
     }
 
     private DeepseekV3Model build(boolean interleavedRope, Backend backend) {
@@ -113,7 +137,7 @@ final class DeepseekV3Loader {
             DeepseekV3Moe moe = null;
             if (c.isMoe(i)) {
                 DenseMlp[] experts = DenseMlp.routedExperts(place, p + "mlp.experts.", c.experts(), c.moeIntermediate(), h,
-                        e -> true, this::weight, options.expertQuantizer());
+                        e -> sharded == null || sharded.ownsExpert(e), this::weight, options.expertQuantizer());
                 DenseMlp shared = c.sharedInter() > 0 ? mlp(p + "mlp.shared_experts.", c.sharedInter()) : null;
                 Tensor bias = null;
                 if (c.scoreCorrectionBias() || src.has(p + "mlp.gate.e_score_correction_bias")) {
@@ -123,6 +147,9 @@ final class DeepseekV3Loader {
                 Linear router = Placement.linear(place, new Linear(p + "mlp.gate",
                         Weight.of(weights.tensor(p + "mlp.gate.weight", c.experts(), h)), null));
                 moe = new DeepseekV3Moe(router, bias, experts, shared, c);
+                if (groups != null && groups.layout().ep() > 1) {
+                    moe.expertParallel(groups.ep());
+                }
             } else {
                 mlp = mlp(p + "mlp.", c.intermediate());
             }

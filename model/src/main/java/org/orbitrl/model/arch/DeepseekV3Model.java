@@ -70,6 +70,17 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
         return DeepseekV3Loader.load(c, interleavedRope, quant, src, backend, options);
     }
 
+    /**
+     * As above, this rank's share under {@code groups}: every MoE layer's routed experts split into contiguous blocks over
+     * the expert-parallel group (tokens dispatched and combined by all-to-all, {@link ExpertDispatch}); attention, the
+     * shared experts, dense layers, the embedding and the head whole on every rank. Tensor parallelism is refused.
+     */
+    public static DeepseekV3Model load(DeepseekV3Config c, boolean interleavedRope, QuantizationConfig quant,
+                                       WeightSource src, Backend backend, Qwen3Model.LoadOptions options,
+                                       org.orbitrl.model.parallel.RankGroups groups) {
+        return DeepseekV3Loader.load(c, interleavedRope, quant, src, backend, options, groups);
+    }
+
     @Override
     public DeepseekV3Model view() {
         return view(backend);
@@ -281,10 +292,10 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
                 List<Linear> g = new ArrayList<>();
                 List<Linear> u = new ArrayList<>();
                 List<Linear> d = new ArrayList<>();
-                for (DenseMlp e : m.experts) {
-                    g.add(e.gate);
-                    u.add(e.up);
-                    d.add(e.down);
+                for (DenseMlp e : m.experts) {   // null where another expert-parallel rank holds the expert
+                    g.add(e == null ? null : e.gate);
+                    u.add(e == null ? null : e.up);
+                    d.add(e == null ? null : e.down);
                 }
                 out.add(new ExpertSet(prefix + "model.layers." + i + ".mlp.experts", g, u, d));
             }

@@ -22,8 +22,12 @@ import org.orbitrl.model.nn.Weight;
  * batch's pairs through the backend's per-pair products). They run per expert (the routing decision copied
  * to the host, each active expert's rows gathered, multiplied and scattered back) when {@link #setGrouped}
  * turns that off or an expert adapter transforms the base input (OFT).
+ *
+ * <p>Under expert parallelism ({@link #expertParallel}) this rank holds a contiguous block of the routed experts (the
+ * others null); the shared experts run here on every token and the routed ones through {@link ExpertDispatch}, their
+ * sums taken in one GPU's order.
  */
-final class DeepseekV3Moe {
+final class DeepseekV3Moe implements ExpertParallelBlock {
     final Linear router;     // [experts, hidden]
     final Tensor bias;       // [experts] e_score_correction_bias, or null
     final DenseMlp[] experts;
@@ -32,9 +36,12 @@ final class DeepseekV3Moe {
     private final GroupedMoe grouped;   // null when an expert has a bias
     private boolean useGrouped = true;
     private ExpertChunker chunker;
+    private final GroupedExperts owned;   // under expert parallelism, the block held here grouped (else null)
+    private final int ownedFirst;
+    private org.orbitrl.kernels.comm.Communicator ep;   // null: every expert here
 
     /** Routing for N tokens, token-major [N*k]: experts, final weights, and the sigmoid scores [N*E]. */
-    record Routing(int[] expert, float[] weight, float[] scores, int topK) {
+    record Routing(int[] expert, float[] weight, float[] scores, int topK) implements Choice {
     }
 
     /** What backward needs. */
@@ -46,6 +53,7 @@ final class DeepseekV3Moe {
         Tensor[] expertOut;          // per expert [count, hidden], unweighted
         DenseMlp.Tape sharedTape;
         GroupedMoe.Tape grouped;     // non-null when the grouped path ran
+        ExpertDispatch.Tape dispatch; // non-null under expert parallelism
 
         /** Releases what the block allocated for backward (not x, the caller's input). */
         void release(TensorAllocator a) {
@@ -76,18 +84,51 @@ final class DeepseekV3Moe {
         this.shared = shared;
         this.routing = routing;
         this.grouped = GroupedMoe.of(routing, experts);
+        this.owned = ExpertParallelBlock.ownedBlock(experts);
+        this.ownedFirst = ExpertParallelBlock.firstHeld(experts);
+    }
+
+    /** Routes over {@code ep}'s ranks, each holding its block of the experts (null: all experts here). */
+    void expertParallel(org.orbitrl.kernels.comm.Communicator ep) {
+        this.ep = ep;
+    }
+
+    @Override
+    public DenseMlp[] experts() {
+        return experts;
+    }
+
+    @Override
+    public int topK() {
+        return routing.topK();
+    }
+
+    @Override
+    public GroupedExperts owned(Backend b) {
+        return useGrouped && owned != null && owned.supports(b) ? owned : null;
+    }
+
+    @Override
+    public int ownedFirst() {
+        return ownedFirst;
+    }
+
+    @Override
+    public int chunkSize() {
+        return chunk();
     }
 
     /** The same frozen weights with fresh, adapter-free linear layers and no chunker (the model's view hands its layers one). */
     DeepseekV3Moe view() {
         DenseMlp[] ex = new DenseMlp[experts.length];
         for (int e = 0; e < ex.length; e++) {
-            ex[e] = experts[e].view();
+            ex[e] = experts[e] == null ? null : experts[e].view();
         }
         Linear r = router.view();
         DeepseekV3Moe m = new DeepseekV3Moe(r, bias, ex, shared == null ? null : shared.view(), new ExpertRouter.SigmoidGroups(r,
                 bias, routing.topK(), routing.nGroup(), routing.topkGroup(), routing.normTopK(), routing.scaling()));
         m.useGrouped = useGrouped;
+        m.ep = ep;
         return m;
     }
 
@@ -109,7 +150,8 @@ final class DeepseekV3Moe {
         return useGrouped && grouped != null && grouped.supports(b);
     }
 
-    private void eachActive(Backend b, ExpertGroups groups, java.util.function.BiConsumer<Integer, Weight[]> body) {
+    @Override
+    public void eachActive(Backend b, ExpertGroups groups, java.util.function.BiConsumer<Integer, Weight[]> body) {
         if (chunker != null) {
             chunker.forEachActive(b, experts, groups, body);
             return;
@@ -122,7 +164,8 @@ final class DeepseekV3Moe {
     }
 
     /** The routing decision for x [N, hidden], taken on the backend and copied to the host (the per-expert path's). */
-    Routing route(Backend b, Tensor x) {
+    @Override
+    public Routing route(Backend b, Tensor x) {
         TensorAllocator a = b.allocator();
         ExpertRouter.Routed r = routing.route(b, x);
         long[] ids = a.toHost(r.ids()).toLongArray();
@@ -142,6 +185,27 @@ final class DeepseekV3Moe {
      */
     void forward(Backend b, Tensor x, Tensor out, Tape tape, boolean training) {
         TensorAllocator a = b.allocator();
+        if (ep != null) {
+            Tensor base = null;   // [N, hidden] the shared experts' output, where each token's sum starts
+            if (shared != null) {
+                base = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, x.shape());
+                DenseMlp.Tape st = tape == null ? null : new DenseMlp.Tape();
+                shared.forward(b, x, base, st);
+                if (tape != null) {
+                    tape.sharedTape = st;
+                }
+            }
+            ExpertDispatch.Tape dt = tape == null ? null : new ExpertDispatch.Tape();
+            ExpertDispatch.forward(this, b, ep, x, base, out, dt, training);
+            if (base != null) {
+                a.release(base);
+            }
+            if (tape != null) {
+                tape.x = x;
+                tape.dispatch = dt;
+            }
+            return;
+        }
         if (groupedHere(b)) {
             if (shared != null) {
                 DenseMlp.Tape st = tape == null ? null : new DenseMlp.Tape();
@@ -205,6 +269,19 @@ final class DeepseekV3Moe {
     /** dout [N, hidden] -> dx [N, hidden] (overwritten): shared experts, routed experts, routing weights. */
     void backward(Backend b, Tape tape, Tensor dout, Tensor dx) {
         TensorAllocator a = b.allocator();
+        if (tape.dispatch != null) {
+            Tensor dBase = null;   // [N, hidden] the shared experts' input gradient
+            if (shared != null) {
+                dBase = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, dout.shape());
+                shared.backward(b, tape.sharedTape, dout, dBase);
+            }
+            ExpertDispatch.backward(this, b, ep, tape.dispatch, dout, dBase, dx);
+            tape.dispatch = null;
+            if (dBase != null) {
+                a.release(dBase);
+            }
+            return;
+        }
         if (shared != null) {
             shared.backward(b, tape.sharedTape, dout, dx);
         } else if (tape.grouped == null) {
@@ -221,6 +298,8 @@ final class DeepseekV3Moe {
         ExpertGroups groups = tape.groups;
         float[] dWeight = new float[n * k];  // d loss / d (final routing weight), token-major
         float[] d = a.toHost(dout).toFloatArray(); // device->host: for the routing-weight gradient
+        // the routed experts' input gradient summed on its own, then added to the shared experts' (the grouped order)
+        Tensor routedDx = shared != null ? a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h) : dx;   // [N, hidden]
         eachActive(b, groups, (ex, dense) -> {
             int cnt = groups.count(ex);
             float[] dye = RoutedOutputGrad.of(groups, ex, d, a.toHost(tape.expertOut[ex]).toFloatArray(), h, dWeight);
@@ -228,11 +307,25 @@ final class DeepseekV3Moe {
             Tensor dy = a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(dye, cnt, h));  // [cnt, hidden]
             experts[ex].backward(b, tape.expertTapes[ex], dy, dxe, dense);
             Tensor rows = a.upload(MemoryCategory.ACTIVATIONS, groups.tokens(ex));     // i32 [cnt]
-            b.scatterAddRows(dxe, rows, null, dx);
+            b.scatterAddRows(dxe, rows, null, routedDx);
             for (Tensor t : new Tensor[]{dy, rows, dxe}) {
                 a.release(t);
             }
         });
+        if (routedDx != dx) {
+            b.add(dx, routedDx, dx);
+            a.release(routedDx);
+        }
+        routerBackward(b, tape.x, r, dWeight, dx);
+    }
+
+    @Override
+    public void routerBackward(Backend b, Tensor x, Choice c, float[] dWeight, Tensor dx) {
+        TensorAllocator a = b.allocator();
+        Routing r = (Routing) c;
+        int n = x.size(0);
+        int h = x.size(1);
+        int k = routing.topK();
         // weights w_j = scaling · s_j / (Σ s + 1e-20) -> scores s = sigmoid(logits) -> router logits
         int ne = experts.length;
         Tensor scores = a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(r.scores(), n, ne));     // [N, E]
@@ -241,7 +334,7 @@ final class DeepseekV3Moe {
         Tensor dLogits = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, ne);               // [N, E]
         b.moeSigmoidRouterBackward(scores, ids, dw, routing.normTopK(), routing.scaling(), dLogits);
         Tensor dxr = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
-        router.backward(b, tape.x, dLogits, dxr);
+        router.backward(b, x, dLogits, dxr);
         b.add(dx, dxr, dx);
         for (Tensor t : new Tensor[]{scores, ids, dw, dLogits, dxr}) {
             a.release(t);

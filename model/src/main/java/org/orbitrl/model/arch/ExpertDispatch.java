@@ -24,13 +24,15 @@ import java.util.Arrays;
  * exactly as on one rank.
  *
  * <p>An owner runs the experts it holds grouped ({@link GroupedExperts}: its received rows with their expert as a
- * choice of one at weight 1, the same kernels as one GPU's grouped block) where {@link SparseMoe#owned} allows, else one
+ * choice of one at weight 1, the same kernels as one GPU's grouped block) where {@link ExpertParallelBlock#owned} allows, else one
  * expert at a time.
  *
  * <p>The block runs wherever the backend computes: the exchanged rows, expert ids and index tensors
  * live in the backend's memory (device memory for a GPU rank, what NCCL moves); the routing
- * decision and the per-row bookkeeping are taken on the host, as in {@link SparseMoe}'s per-expert
- * form.
+ * decision and the per-row bookkeeping are taken on the host, as in the blocks' per-expert forms.
+ *
+ * <p>A block with shared experts (DeepSeek-V3) hands their output as {@code base} (added to the routed sum) and their
+ * input gradient as {@code dBase} (where the routed and router gradients accumulate): the orders of one GPU's block.
  */
 final class ExpertDispatch {
     private ExpertDispatch() {
@@ -41,7 +43,7 @@ final class ExpertDispatch {
         int lo;                       // this rank's token slice [lo, hi)
         int hi;
         Tensor xs;                    // [n, hidden] the slice's input (a view)
-        SparseMoe.Routing routing;    // over the slice
+        ExpertParallelBlock.Choice routing; // over the slice
         int[] sendToken;              // [S] token (in the slice) of each row sent, grouped by expert
         int[] sendSlot;               // [S] its token-major routing slot
         float[] sendWeight;           // [S] its routing weight
@@ -55,6 +57,24 @@ final class ExpertDispatch {
         Tensor ownedOnes;             // [R, 1] the received rows' weights (1), for the grouped backward
     }
 
+    /** An empty choice (a rank whose token slice is empty). */
+    private static final java.util.function.IntFunction<ExpertParallelBlock.Choice> NONE = k -> new ExpertParallelBlock.Choice() {
+        @Override
+        public int[] expert() {
+            return new int[0];
+        }
+
+        @Override
+        public float[] weight() {
+            return new float[0];
+        }
+
+        @Override
+        public int topK() {
+            return k;
+        }
+    };
+
     private static int sliceStart(int n, int rank, int ranks) {
         return (int) ((long) n * rank / ranks);
     }
@@ -63,20 +83,24 @@ final class ExpertDispatch {
      * x [N, hidden] -> out [N, hidden] (overwritten). {@code training}: a forward of a training step, with or without a
      * tape (a recomputed layer's two forwards compute the same).
      */
-    static void forward(SparseMoe moe, Backend b, Communicator ep, Tensor x, Tensor out, Tape tape, boolean training) {
+    static void forward(ExpertParallelBlock moe, Backend b, Communicator ep, Tensor x, Tensor out, Tape tape, boolean training) {
+        forward(moe, b, ep, x, null, out, tape, training);
+    }
+
+    /** As above, out = base [N, hidden] (the shared experts' output; null: zero) + the routed experts' weighted outputs. */
+    static void forward(ExpertParallelBlock moe, Backend b, Communicator ep, Tensor x, Tensor base, Tensor out, Tape tape,
+                        boolean training) {
         TensorAllocator a = b.allocator();
         int n = x.size(0);
         int h = x.size(1);
         int m = ep.size();
-        int experts = moe.experts.length;
+        int experts = moe.experts().length;
         int perRank = experts / m;
         int lo = sliceStart(n, ep.rank(), m);
         int hi = sliceStart(n, ep.rank() + 1, m);
         int ns = hi - lo;
         Tensor xs = x.slice(0, lo, hi);                                                     // [n, hidden]
-        SparseMoe.Routing r = ns == 0
-                ? new SparseMoe.Routing(new int[0], new float[0], new float[0], new float[0], moe.topK())
-                : moe.route(b, xs);
+        ExpertParallelBlock.Choice r = ns == 0 ? NONE.apply(moe.topK()) : moe.route(b, xs);
         ExpertGroups g = ExpertGroups.of(r.expert(), r.weight(), r.topK(), experts);
         int s = r.expert().length;
         int[] sendToken = new int[s];
@@ -162,16 +186,21 @@ final class ExpertDispatch {
         Tensor y = a.allocate(MemoryCategory.COMM_BUFFERS, DType.F32, s, h);               // [S, hidden]
         ep.allToAll(recvY, recvCounts, y, sendCounts);
         a.release(recvY);
-        // source side: weighted sum per token, experts in ascending order
+        // source side: each token's weighted sum over its choices in their order (one GPU's grouped combination)
         Tensor outS = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, ns, h);             // [n, hidden]
         if (s > 0) {
-            Tensor w = a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(sendWeight, s));         // [S]
-            b.scatterAddRows(y, sendTok, w, outS);
+            Tensor pos = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(slotRows(sendSlot), s));   // i32 [S]
+            Tensor w = a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(r.weight(), ns, r.topK()));     // [n, k]
+            b.moeCombineGrouped(y, pos, w, outS, false);
+            a.release(pos);
             a.release(w);
         }
         a.release(sendTok);
         gatherSlices(b, ep, outS, out);
         a.release(outS);
+        if (base != null) {
+            b.add(out, base, out);   // the routed sum, then the shared output: one GPU's block adds them so
+        }
         if (tape == null) {
             a.release(y);
         }
@@ -195,7 +224,12 @@ final class ExpertDispatch {
     }
 
     /** dout [N, hidden] -> dx [N, hidden] (overwritten); expert adapters on the owners accumulate their gradients. */
-    static void backward(SparseMoe moe, Backend b, Communicator ep, Tape t, Tensor dout, Tensor dx) {
+    static void backward(ExpertParallelBlock moe, Backend b, Communicator ep, Tape t, Tensor dout, Tensor dx) {
+        backward(moe, b, ep, t, dout, null, dx);
+    }
+
+    /** As above, dx = dBase [N, hidden] (the shared experts' input gradient; null: zero) + the routed experts' and router's. */
+    static void backward(ExpertParallelBlock moe, Backend b, Communicator ep, Tape t, Tensor dout, Tensor dBase, Tensor dx) {
         TensorAllocator a = b.allocator();
         int h = dout.size(1);
         int ns = t.hi - t.lo;
@@ -223,7 +257,7 @@ final class ExpertDispatch {
         ep.allToAll(sendDy, t.sendCounts, recvDy, t.recvCounts);
         a.release(sendDy);
         Tensor recvDx = a.allocate(MemoryCategory.COMM_BUFFERS, DType.F32, rows, h);        // [R, hidden]
-        ExpertGroups groups = t.owned != null ? ExpertGroups.of(new int[0], new float[0], 1, moe.experts.length) : t.recvGroups;
+        ExpertGroups groups = t.owned != null ? ExpertGroups.of(new int[0], new float[0], 1, moe.experts().length) : t.recvGroups;
         if (t.owned != null) {
             Tensor dWeight1 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, rows, 1);                 // [R, 1] unused
             t.owned.backward(b, t.ownedTape, t.ownedOnes, recvDy, recvDx, dWeight1, moe.chunkSize(), false);
@@ -254,10 +288,13 @@ final class ExpertDispatch {
         ep.allToAll(recvDx, t.recvCounts, dxRows, t.sendCounts);
         a.release(recvDx);
         Tensor dxs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, ns, h);              // [n, hidden]
+        if (dBase != null && ns > 0) {
+            b.copy(dBase.slice(0, t.lo, t.hi), dxs);
+        }
         if (s > 0) {
-            Tensor tok = upload(a, t.sendToken);                                              // i32 [S]
-            b.scatterAddRows(dxRows, tok, null, dxs);
-            a.release(tok);
+            Tensor pos = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(slotRows(t.sendSlot), s));   // i32 [S]
+            b.moeCombineGrouped(dxRows, pos, null, dxs, dBase != null);
+            a.release(pos);
         }
         a.release(dxRows);
         if (ns > 0) {
@@ -267,14 +304,23 @@ final class ExpertDispatch {
         a.release(dxs);
     }
 
+    /** For each token-major routing slot (token·k + j), the row that carries it in send order (rows grouped by expert). */
+    private static int[] slotRows(int[] sendSlot) {
+        int[] rows = new int[sendSlot.length];
+        for (int i = 0; i < sendSlot.length; i++) {
+            rows[sendSlot[i]] = i;
+        }
+        return rows;
+    }
+
     /** i32 [values.length] in the backend's memory (an empty tensor for none). */
     private static Tensor upload(TensorAllocator a, int[] values) {
         return values.length == 0 ? a.allocate(MemoryCategory.COMM_BUFFERS, DType.I32, 0)
                 : a.upload(MemoryCategory.COMM_BUFFERS, Tensor.ofInts(values, values.length));
     }
 
-    private static DenseMlp held(SparseMoe moe, int e, Communicator ep) {
-        DenseMlp expert = moe.experts[e];
+    private static DenseMlp held(ExpertParallelBlock moe, int e, Communicator ep) {
+        DenseMlp expert = moe.experts()[e];
         if (expert == null) {
             throw new IllegalStateException("expert-parallel rank " + ep.rank() + " of " + ep.size()
                     + " received tokens for expert " + e + ", which it does not hold");

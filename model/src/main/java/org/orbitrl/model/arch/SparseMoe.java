@@ -18,7 +18,7 @@ import org.orbitrl.model.nn.Weight;
  * with the routing decision on the host, when {@link #setGrouped} turns that off, when this rank
  * lacks some experts, or when an expert adapter transforms the base input.
  */
-final class SparseMoe {
+final class SparseMoe implements ExpertParallelBlock {
     final Linear router;     // [experts, hidden]
     final DenseMlp[] experts;        // [E], null where another expert-parallel rank holds the expert
     private final int topK;
@@ -30,7 +30,7 @@ final class SparseMoe {
     private boolean useGrouped = true;
 
     /** The routing decision for N tokens, token-major [N*k], plus the full probabilities [N*E]. */
-    record Routing(int[] expert, float[] weight, float[] chosenProb, float[] probs, int topK) {
+    record Routing(int[] expert, float[] weight, float[] chosenProb, float[] probs, int topK) implements Choice {
     }
 
     /** What backward needs. */
@@ -60,20 +60,23 @@ final class SparseMoe {
         this.topK = topK;
         this.normTopK = normTopK;
         this.grouped = GroupedMoe.of(new ExpertRouter.Softmax(router, topK, normTopK), experts);
-        int first = -1;
-        int last = -1;
-        boolean contiguous = true;
-        for (int e = 0; e < experts.length; e++) {
-            if (experts[e] != null) {
-                contiguous &= last < 0 || last == e - 1;
-                first = first < 0 ? e : first;
-                last = e;
-            }
-        }
-        boolean some = grouped == null && first >= 0 && contiguous;
-        this.owned = some ? GroupedExperts.of(java.util.Arrays.copyOfRange(experts, first, last + 1), Float.POSITIVE_INFINITY)
-                : null;
-        this.ownedFirst = first;
+        this.owned = ExpertParallelBlock.ownedBlock(experts);
+        this.ownedFirst = ExpertParallelBlock.firstHeld(experts);
+    }
+
+    @Override
+    public DenseMlp[] experts() {
+        return experts;
+    }
+
+    @Override
+    public Routing route(Backend b, Tensor x) {
+        return routeOnHost(b, x);
+    }
+
+    @Override
+    public void routerBackward(Backend b, Tensor x, Choice c, float[] dWeight, Tensor dx) {
+        routerBackward(b, x, (Routing) c, dWeight, dx);
     }
 
     /**
@@ -81,16 +84,19 @@ final class SparseMoe {
      * {@link #ownedFirst}), or null: the grouped path is off, the block has gaps, or an expert adapter transforms the
      * base input. The owner side of {@link ExpertDispatch} then runs them one at a time.
      */
-    GroupedExperts owned(Backend b) {
+    @Override
+    public GroupedExperts owned(Backend b) {
         return useGrouped && owned != null && owned.supports(b) ? owned : null;
     }
 
-    int ownedFirst() {
+    @Override
+    public int ownedFirst() {
         return ownedFirst;
     }
 
     /** The active-expert chunk of quantized experts (0: off). */
-    int chunkSize() {
+    @Override
+    public int chunkSize() {
         return chunk();
     }
 
@@ -105,7 +111,8 @@ final class SparseMoe {
         return m;
     }
 
-    int topK() {
+    @Override
+    public int topK() {
         return topK;
     }
 
@@ -133,7 +140,8 @@ final class SparseMoe {
     }
 
     /** Calls {@code body(expert, dense weights or null)} for every expert with tokens in {@code groups}. */
-    void eachActive(Backend b, ExpertGroups groups, java.util.function.BiConsumer<Integer, Weight[]> body) {
+    @Override
+    public void eachActive(Backend b, ExpertGroups groups, java.util.function.BiConsumer<Integer, Weight[]> body) {
         if (chunker != null) {
             chunker.forEachActive(b, experts, groups, body);
             return;
@@ -145,7 +153,7 @@ final class SparseMoe {
         }
     }
 
-    Routing route(Backend b, Tensor x) {
+    Routing routeOnHost(Backend b, Tensor x) {
         TensorAllocator a = b.allocator();
         int n = x.size(0);
         int e = experts.length;
@@ -231,7 +239,7 @@ final class SparseMoe {
             }
             return;
         }
-        Routing r = route(b, x);
+        Routing r = routeOnHost(b, x);
         TensorAllocator a = b.allocator();
         a.zero(out);
         ExpertGroups groups = ExpertGroups.of(r.expert(), r.weight(), r.topK(), experts.length);

@@ -23,6 +23,7 @@ import java.util.List;
  */
 public final class AdapterParallel {
     private static final String PREFIX = "base_model.model.";
+    private static final java.util.regex.Pattern ONE_EXPERT = java.util.regex.Pattern.compile("\\.experts\\.\\d+\\.");
 
     private AdapterParallel() {
     }
@@ -49,7 +50,9 @@ public final class AdapterParallel {
             String module = module(p.name());
             boolean a = p.name().endsWith(".lora_A.weight");
             if (LayerSplit.isExperts(module) || LayerSplit.isRouter(module)) {
-                if (layout.ep() > 1) {
+                // a fused experts parameter (every rank the same tensor, its experts' parts here) or the router: summed;
+                // one expert's own module (experts.N.*) exists on its owner alone, whole there
+                if (layout.ep() > 1 && !ONE_EXPERT.matcher(module).find()) {
                     groups.ep().allReduceSum(p.grad());
                 }
             } else if (layout.tp() > 1) {

@@ -17,7 +17,8 @@ import java.util.regex.Pattern;
  */
 public final class ShardedWeights implements WeightSource {
     private static final String ADAPTER_PREFIX = "base_model.model.";
-    private static final Pattern EXPERT = Pattern.compile("^model\\.layers\\.\\d+\\.mlp\\.experts\\.(\\d+)\\.");
+    // a routed expert's tensor, also under a prefix (Kimi's language_model., PEFT's base_model.model.)
+    private static final Pattern EXPERT = Pattern.compile("(?:^|\\.)model\\.layers\\.\\d+\\.mlp\\.experts\\.(\\d+)\\.");
 
     private final WeightSource full;
     private final ParallelLayout layout;

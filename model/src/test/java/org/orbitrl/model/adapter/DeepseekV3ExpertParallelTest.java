@@ -43,22 +43,29 @@ class DeepseekV3ExpertParallelTest {
     }
 
     private static Result step(RankGroups groups, boolean recompute, boolean grouped) {
+        return step(new ScalarBackend(), groups, recompute, grouped);
+    }
+
+    /** One rank's step on {@code b} (a GPU rank's: weights, adapter and activations in its memory; results read back). */
+    static Result step(Backend b, RankGroups groups, boolean recompute, boolean grouped) {
         Path dir = TestSafetensors.fixtures().resolve("deepseek_v3");
         ModelSpec spec = ConfigLoader.load(dir);
         DeepseekV3Config c = DeepseekV3Config.from(spec);
-        Backend b = new ScalarBackend();
+        TensorAllocator a = b.allocator();
         DeepseekV3Model model = DeepseekV3Model.load(c, spec.mla().ropeInterleave(), spec.quantization(),
                 new TestSafetensors(dir.resolve("model.safetensors")), b, Qwen3Model.LoadOptions.full(), groups);
         model.setGroupedExperts(grouped);
         var weights = new TestSafetensors(dir.resolve("adapter/adapter_model.safetensors"));
         LoraAdapter adapter = LoraAdapter.load(AdapterConfig.read(dir.resolve("adapter")), groups == null ? weights
-                : new ShardedWeights(weights, groups.layout(), groups.rank(), c.experts()), model, TensorAllocator.heap());
+                : new ShardedWeights(weights, groups.layout(), groups.rank(), c.experts()), model,
+                a.hostMemory() ? TensorAllocator.heap() : a);
         TestSafetensors ref = new TestSafetensors(dir.resolve("reference_lora.safetensors"));
         List<int[]> seqs = FixtureLoss.sequences(new TestSafetensors(dir.resolve("reference.safetensors")));
         var tape = model.forwardTrain(seqs, recompute);
-        float[] logits = tape.logits().toFloatArray();
+        Tensor hostLogits = a.toHost(tape.logits());
+        float[] logits = hostLogits.toFloatArray();
         adapter.zeroGrad();
-        model.backward(tape, b.allocator().upload(MemoryCategory.ACTIVATIONS, FixtureLoss.dLogits(tape.logits(), ref, seqs)));
+        model.backward(tape, a.upload(MemoryCategory.ACTIVATIONS, FixtureLoss.dLogits(hostLogits, ref, seqs)));
         if (groups != null) {
             AdapterParallel.completeGradients(adapter, groups);
         }

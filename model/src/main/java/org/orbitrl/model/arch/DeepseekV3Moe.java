@@ -41,7 +41,7 @@ final class DeepseekV3Moe implements ExpertParallelBlock {
     private org.orbitrl.kernels.comm.Communicator ep;   // null: every expert here
 
     /** Routing for N tokens, token-major [N*k]: experts, final weights, and the sigmoid scores [N*E]. */
-    record Routing(int[] expert, float[] weight, float[] scores, int topK) implements Choice {
+    record Routing(int[] expert, float[] weight, float[] scores, int topK) {
     }
 
     /** What backward needs. */
@@ -99,8 +99,8 @@ final class DeepseekV3Moe implements ExpertParallelBlock {
     }
 
     @Override
-    public int topK() {
-        return routing.topK();
+    public ExpertRouter router() {
+        return routing;
     }
 
     @Override
@@ -164,8 +164,7 @@ final class DeepseekV3Moe implements ExpertParallelBlock {
     }
 
     /** The routing decision for x [N, hidden], taken on the backend and copied to the host (the per-expert path's). */
-    @Override
-    public Routing route(Backend b, Tensor x) {
+    Routing route(Backend b, Tensor x) {
         TensorAllocator a = b.allocator();
         ExpertRouter.Routed r = routing.route(b, x);
         long[] ids = a.toHost(r.ids()).toLongArray();
@@ -319,10 +318,9 @@ final class DeepseekV3Moe implements ExpertParallelBlock {
         routerBackward(b, tape.x, r, dWeight, dx);
     }
 
-    @Override
-    public void routerBackward(Backend b, Tensor x, Choice c, float[] dWeight, Tensor dx) {
+    /** Accumulates into dx [N, hidden] the gradient through the routing weights of x [N, hidden] (host-side choice). */
+    void routerBackward(Backend b, Tensor x, Routing r, float[] dWeight, Tensor dx) {
         TensorAllocator a = b.allocator();
-        Routing r = (Routing) c;
         int n = x.size(0);
         int h = x.size(1);
         int k = routing.topK();

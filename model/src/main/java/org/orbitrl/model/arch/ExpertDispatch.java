@@ -43,10 +43,8 @@ final class ExpertDispatch {
         int lo;                       // this rank's token slice [lo, hi)
         int hi;
         Tensor xs;                    // [n, hidden] the slice's input (a view)
-        ExpertParallelBlock.Choice routing; // over the slice
-        int[] sendToken;              // [S] token (in the slice) of each row sent, grouped by expert
-        int[] sendSlot;               // [S] its token-major routing slot
-        float[] sendWeight;           // [S] its routing weight
+        ExpertRouter.Routed routed;   // the router's choice over the slice, in backend memory (null: an empty slice)
+        int[] sendSlot;               // [S] the token-major routing slot of each row sent (rows grouped by expert)
         long[] sendCounts;            // [M] rows sent to each rank
         long[] recvCounts;            // [M] rows received from each rank
         Tensor y;                     // [S, hidden] unweighted expert outputs, back from the owners
@@ -56,24 +54,6 @@ final class ExpertDispatch {
         GroupedExperts.Tape ownedTape;
         Tensor ownedOnes;             // [R, 1] the received rows' weights (1), for the grouped backward
     }
-
-    /** An empty choice (a rank whose token slice is empty). */
-    private static final java.util.function.IntFunction<ExpertParallelBlock.Choice> NONE = k -> new ExpertParallelBlock.Choice() {
-        @Override
-        public int[] expert() {
-            return new int[0];
-        }
-
-        @Override
-        public float[] weight() {
-            return new float[0];
-        }
-
-        @Override
-        public int topK() {
-            return k;
-        }
-    };
 
     private static int sliceStart(int n, int rank, int ranks) {
         return (int) ((long) n * rank / ranks);
@@ -100,22 +80,28 @@ final class ExpertDispatch {
         int hi = sliceStart(n, ep.rank() + 1, m);
         int ns = hi - lo;
         Tensor xs = x.slice(0, lo, hi);                                                     // [n, hidden]
-        ExpertParallelBlock.Choice r = ns == 0 ? NONE.apply(moe.topK()) : moe.route(b, xs);
-        ExpertGroups g = ExpertGroups.of(r.expert(), r.weight(), r.topK(), experts);
-        int s = r.expert().length;
+        int topK = moe.router().topK();
+        // the choice on the backend, as one GPU's grouped block takes it; its ids read to the host for the bookkeeping
+        ExpertRouter.Routed routed = ns == 0 ? null : moe.router().route(b, xs);
+        int[] choice = new int[ns * topK];
+        if (routed != null) {
+            long[] chosen = a.toHost(routed.ids()).toLongArray();
+            for (int i = 0; i < choice.length; i++) {
+                choice[i] = (int) chosen[i];
+            }
+        }
+        ExpertGroups g = ExpertGroups.of(choice, new float[choice.length], topK, experts);
+        int s = choice.length;
         int[] sendToken = new int[s];
         int[] sendSlot = new int[s];
-        float[] sendWeight = new float[s];
         int[] sendExpert = new int[s];
         long[] sendCounts = new long[m];
         int k = 0;
         for (int e = 0; e < experts; e++) {
             int[] tok = g.tokenArray(e);
-            float[] w = g.weightArray(e);
             for (int i = 0; i < tok.length; i++, k++) {
                 sendToken[k] = tok[i];
                 sendSlot[k] = g.slot(e, i);
-                sendWeight[k] = w[i];
                 sendExpert[k] = e;
                 sendCounts[e / perRank]++;
             }
@@ -190,10 +176,8 @@ final class ExpertDispatch {
         Tensor outS = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, ns, h);             // [n, hidden]
         if (s > 0) {
             Tensor pos = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(slotRows(sendSlot), s));   // i32 [S]
-            Tensor w = a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(r.weight(), ns, r.topK()));     // [n, k]
-            b.moeCombineGrouped(y, pos, w, outS, false);
+            b.moeCombineGrouped(y, pos, routed.weights(), outS, false);
             a.release(pos);
-            a.release(w);
         }
         a.release(sendTok);
         gatherSlices(b, ep, outS, out);
@@ -203,15 +187,16 @@ final class ExpertDispatch {
         }
         if (tape == null) {
             a.release(y);
+            if (routed != null) {
+                routed.release(a);
+            }
         }
         if (tape != null) {
             tape.lo = lo;
             tape.hi = hi;
             tape.xs = xs;
-            tape.routing = r;
-            tape.sendToken = sendToken;
+            tape.routed = routed;
             tape.sendSlot = sendSlot;
-            tape.sendWeight = sendWeight;
             tape.sendCounts = sendCounts;
             tape.recvCounts = recvCounts;
             tape.y = y;
@@ -233,26 +218,24 @@ final class ExpertDispatch {
         TensorAllocator a = b.allocator();
         int h = dout.size(1);
         int ns = t.hi - t.lo;
-        int s = t.sendToken.length;
-        int topK = t.routing.topK();
-        float[] d = ns == 0 ? new float[0] : a.toHost(dout.slice(0, t.lo, t.hi)).toFloatArray();   // [n, hidden]
-        float[] y = s == 0 ? new float[0] : a.toHost(t.y).toFloatArray();                           // [S, hidden]
+        int s = t.sendSlot.length;
+        int topK = moe.router().topK();
+        // on the backend, as one GPU's grouped block: the routing weights' gradient ⟨dout, y⟩ per routed pair, and each
+        // row's output gradient w · dout[token]
+        Tensor doutS = dout.slice(0, t.lo, t.hi);                                               // [n, hidden]
+        Tensor dWeight = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, ns, topK);          // [n, k]
+        Tensor sendDy = a.allocate(MemoryCategory.COMM_BUFFERS, DType.F32, s, h);              // [S, hidden]
+        if (s > 0) {
+            Tensor pos = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(slotRows(t.sendSlot), s));   // i32 [S]
+            Tensor order = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(t.sendSlot, s));           // i32 [S]
+            b.moeWeightGrad(doutS, t.y, pos, dWeight);
+            b.moeGather(doutS, order, topK, t.routed.weights(), sendDy);
+            a.release(pos);
+            a.release(order);
+        }
         a.release(t.y);
         t.y = null;
-        float[] dWeight = new float[ns * topK];   // d loss / d (normalised routing weight), token-major
-        float[] dy = new float[s * h];            // [S, hidden] = w · dout[token]
-        for (int i = 0; i < s; i++) {
-            int tok = t.sendToken[i];
-            float w = t.sendWeight[i];
-            float dot = 0;
-            for (int c = 0; c < h; c++) {
-                dy[i * h + c] = w * d[tok * h + c];
-                dot += d[tok * h + c] * y[i * h + c];
-            }
-            dWeight[t.sendSlot[i]] = dot;
-        }
         int rows = Math.toIntExact(Arrays.stream(t.recvCounts).sum());
-        Tensor sendDy = a.uploadFloats(MemoryCategory.COMM_BUFFERS, dy, s, h);              // [S, hidden]
         Tensor recvDy = a.allocate(MemoryCategory.COMM_BUFFERS, DType.F32, rows, h);        // [R, hidden]
         ep.allToAll(sendDy, t.sendCounts, recvDy, t.recvCounts);
         a.release(sendDy);
@@ -297,9 +280,19 @@ final class ExpertDispatch {
             a.release(pos);
         }
         a.release(dxRows);
-        if (ns > 0) {
-            moe.routerBackward(b, t.xs, t.routing, dWeight, dxs);
+        if (ns > 0) {   // through the router: its logits' gradient, then the frozen router's input gradient
+            ExpertRouter router = moe.router();
+            Tensor dLogits = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, ns, moe.experts().length);   // [n, E]
+            router.logitGrad(b, t.routed, dWeight, dLogits);
+            Tensor dxr = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, ns, h);                         // [n, hidden]
+            router.linear().backward(b, t.xs, dLogits, dxr);
+            b.add(dxs, dxr, dxs);
+            a.release(dLogits);
+            a.release(dxr);
+            t.routed.release(a);
+            t.routed = null;
         }
+        a.release(dWeight);
         gatherSlices(b, ep, dxs, dx);
         a.release(dxs);
     }

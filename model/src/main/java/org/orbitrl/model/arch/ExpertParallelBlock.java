@@ -1,36 +1,20 @@
 package org.orbitrl.model.arch;
 
 import org.orbitrl.kernels.Backend;
-import org.orbitrl.kernels.Tensor;
 import org.orbitrl.model.nn.Weight;
 
 /**
- * An MoE block whose routed experts an expert-parallel group splits ({@link ExpertDispatch}): its router's choice taken
- * on the host for a slice of tokens, the gradient back through that choice, and the experts this rank holds (null where
- * another rank holds one). Qwen3-MoE's {@link SparseMoe} and DeepSeek-V3 / Kimi-K2's {@link DeepseekV3Moe}.
+ * An MoE block whose routed experts an expert-parallel group splits ({@link ExpertDispatch}): its router (the one its
+ * grouped form routes with, on the backend) and the experts this rank holds (null where another rank holds one).
+ * Qwen3-MoE's {@link SparseMoe} and DeepSeek-V3 / Kimi-K2's {@link DeepseekV3Moe}.
  */
 interface ExpertParallelBlock {
-
-    /** A router's choice for N tokens, token-major [N·k]: the experts and their final weights. */
-    interface Choice {
-        int[] expert();
-
-        float[] weight();
-
-        int topK();
-    }
 
     /** [E] the routed experts, null where another expert-parallel rank holds one. */
     DenseMlp[] experts();
 
-    /** Experts a token is routed to. */
-    int topK();
-
-    /** The router's choice for x [n, hidden] (n ≥ 1), read to the host. */
-    Choice route(Backend b, Tensor x);
-
-    /** Accumulates into dx [n, hidden] the gradient through the choice's weights (d loss / d weight, token-major). */
-    void routerBackward(Backend b, Tensor x, Choice c, float[] dWeight, Tensor dx);
+    /** The block's router: its choice and, in backward, its logits' gradient. */
+    ExpertRouter router();
 
     /** The experts held here grouped in backend memory (ids relative to {@link #ownedFirst}), or null: one at a time. */
     GroupedExperts owned(Backend b);

@@ -25,12 +25,13 @@ final class SparseMoe implements ExpertParallelBlock {
     private final boolean normTopK;
     private ExpertChunker chunker;   // null: experts run on their own weights (fused decode for quantized)
     private final GroupedMoe grouped; // null when some expert is not held here
+    private final ExpertRouter.Softmax softmax;   // the router as the grouped form and expert parallelism route
     private final GroupedExperts owned; // under expert parallelism, the block of experts held here (else null)
     private final int ownedFirst;       // the first of them
     private boolean useGrouped = true;
 
     /** The routing decision for N tokens, token-major [N*k], plus the full probabilities [N*E]. */
-    record Routing(int[] expert, float[] weight, float[] chosenProb, float[] probs, int topK) implements Choice {
+    record Routing(int[] expert, float[] weight, float[] chosenProb, float[] probs, int topK) {
     }
 
     /** What backward needs. */
@@ -59,7 +60,8 @@ final class SparseMoe implements ExpertParallelBlock {
         this.experts = experts;
         this.topK = topK;
         this.normTopK = normTopK;
-        this.grouped = GroupedMoe.of(new ExpertRouter.Softmax(router, topK, normTopK), experts);
+        this.softmax = new ExpertRouter.Softmax(router, topK, normTopK);
+        this.grouped = GroupedMoe.of(softmax, experts);
         this.owned = ExpertParallelBlock.ownedBlock(experts);
         this.ownedFirst = ExpertParallelBlock.firstHeld(experts);
     }
@@ -70,13 +72,8 @@ final class SparseMoe implements ExpertParallelBlock {
     }
 
     @Override
-    public Routing route(Backend b, Tensor x) {
-        return routeOnHost(b, x);
-    }
-
-    @Override
-    public void routerBackward(Backend b, Tensor x, Choice c, float[] dWeight, Tensor dx) {
-        routerBackward(b, x, (Routing) c, dWeight, dx);
+    public ExpertRouter router() {
+        return softmax;
     }
 
     /**
@@ -111,8 +108,7 @@ final class SparseMoe implements ExpertParallelBlock {
         return m;
     }
 
-    @Override
-    public int topK() {
+    int topK() {
         return topK;
     }
 

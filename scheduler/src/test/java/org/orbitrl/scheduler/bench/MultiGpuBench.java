@@ -55,7 +55,7 @@ import java.util.concurrent.Future;
  * figures not a scaling result.
  *
  * <pre>bench MultiGpuBench [--config CONFIG_JSON] [--layers 8] [--train 4x512] [--decode 64] [--comm-only] [--one-gpu 2]
- *     [--mla KIMI_OR_DEEPSEEK_CONFIG_JSON [--experts 64]]</pre>
+ *     [--mla KIMI_OR_DEEPSEEK_CONFIG_JSON [--experts 64]] [--comm-skip]</pre>
  */
 public final class MultiGpuBench {
     private static boolean oneGpuRanks;   // --one-gpu: logical ranks on GPU 0, collectives staged through the host
@@ -76,7 +76,7 @@ public final class MultiGpuBench {
             System.exit(2);
         }
         System.out.printf("MultiGpuBench on %s, %d GPUs%n", java.net.InetAddress.getLocalHost().getHostName(), gpus);
-        for (int n = 2; n <= gpus && !oneGpuRanks; n *= 2) {
+        for (int n = 2; n <= gpus && !oneGpuRanks && !a.contains("--comm-skip"); n *= 2) {
             commBandwidth(n);
         }
         if (a.contains("--comm-only")) {

@@ -36,7 +36,8 @@ public final class NcclCommunicator implements Communicator {
     private final CudaBackend backend;
     private final int rank;
     private final int size;
-    private boolean closed;
+    private final List<NcclCommunicator> children = new java.util.concurrent.CopyOnWriteArrayList<>();   // its splits
+    private volatile boolean closed;
 
     private NcclCommunicator(ncclComm comm, CudaBackend backend, int rank, int size) {
         this.comm = comm;
@@ -239,7 +240,24 @@ public final class NcclCommunicator implements Communicator {
         int[] n = new int[1];
         NcclCheck.check(nccl.ncclCommUserRank(child, r), "ncclCommUserRank", child);
         NcclCheck.check(nccl.ncclCommCount(child, n), "ncclCommCount", child);
-        return new NcclCommunicator(child, backend, r[0], n[0]);
+        NcclCommunicator c = new NcclCommunicator(child, backend, r[0], n[0]);
+        children.add(c);
+        return c;
+    }
+
+    /**
+     * Aborts this communicator and its splits ({@code ncclCommAbort}): collectives in flight on any rank of it return
+     * with an error instead of waiting for a rank that failed. Safe from another thread than the rank's (what
+     * {@link NcclRanks} does when a rank throws); the communicator is unusable afterwards, and {@link #close} does nothing.
+     */
+    public void abort() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        children.forEach(NcclCommunicator::abort);
+        backend.device().bind();
+        nccl.ncclCommAbort(comm);   // its status is not checked: the communicator is being given up on either way
     }
 
     /** An all-reduce of one element, then a wait on the stream: every rank has reached this point. */
@@ -258,6 +276,7 @@ public final class NcclCommunicator implements Communicator {
     public void close() {
         if (!closed) {
             closed = true;
+            children.forEach(NcclCommunicator::close);
             backend.device().bind();
             NcclCheck.check(nccl.ncclCommDestroy(comm), "ncclCommDestroy", null, "rank " + rank + "/" + size);
         }

@@ -46,20 +46,9 @@ class NcclCommunicatorTest {
             backends.add(new CudaBackend(i, CudaBackend.defaultCacheDir()));
         }
         List<NcclCommunicator> comms = NcclCommunicator.initAll(backends);
-        ExecutorService pool = Executors.newFixedThreadPool(gpus);
         try {
-            List<Future<T>> fs = new ArrayList<>();
-            for (int i = 0; i < gpus; i++) {
-                NcclCommunicator c = comms.get(i);
-                fs.add(pool.submit(() -> body.apply(c, c.backend())));
-            }
-            List<T> out = new ArrayList<>();
-            for (Future<T> f : fs) {
-                out.add(f.get());
-            }
-            return out;
+            return NcclRanks.run(comms, body::apply);
         } finally {
-            pool.shutdownNow();
             comms.forEach(NcclCommunicator::close);
             backends.forEach(CudaBackend::close);
         }

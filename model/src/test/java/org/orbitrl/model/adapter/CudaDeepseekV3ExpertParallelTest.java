@@ -7,6 +7,7 @@ import org.orbitrl.kernels.comm.Communicator;
 import org.orbitrl.kernels.comm.HostStagedRanks;
 import org.orbitrl.kernels.comm.LocalRanks;
 import org.orbitrl.kernels.comm.NcclCommunicator;
+import org.orbitrl.kernels.comm.NcclRanks;
 import org.orbitrl.kernels.cuda.Cuda;
 import org.orbitrl.kernels.cuda.CudaBackend;
 import org.orbitrl.model.parallel.ParallelLayout;
@@ -14,9 +15,6 @@ import org.orbitrl.model.parallel.RankGroups;
 
 import java.util.ArrayList;
 import java.util.List;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
-import java.util.concurrent.Future;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -52,19 +50,10 @@ class CudaDeepseekV3ExpertParallelTest {
         try {
             if (nccl) {
                 List<NcclCommunicator> comms = NcclCommunicator.initAll(backends);
-                ExecutorService pool = Executors.newFixedThreadPool(2);
                 try {
-                    List<Future<DeepseekV3ExpertParallelTest.Result>> fs = new ArrayList<>();
-                    for (NcclCommunicator c : comms) {
-                        fs.add(pool.submit(() -> DeepseekV3ExpertParallelTest.step(c.backend(), RankGroups.split(layout, c),
-                                recompute, true)));
-                    }
-                    ranks = new ArrayList<>();
-                    for (var f : fs) {
-                        ranks.add(f.get());
-                    }
+                    ranks = NcclRanks.run(comms, (c, gpu) -> DeepseekV3ExpertParallelTest.step(gpu, RankGroups.split(layout, c),
+                            recompute, true));
                 } finally {
-                    pool.shutdownNow();
                     comms.forEach(Communicator::close);
                 }
             } else {

@@ -8,6 +8,7 @@ import org.orbitrl.kernels.comm.Communicator;
 import org.orbitrl.kernels.comm.HostStagedRanks;
 import org.orbitrl.kernels.comm.LocalRanks;
 import org.orbitrl.kernels.comm.NcclCommunicator;
+import org.orbitrl.kernels.comm.NcclRanks;
 import org.orbitrl.kernels.cuda.Cuda;
 import org.orbitrl.kernels.cuda.CudaBackend;
 import org.orbitrl.kernels.quant.QuantFormat;
@@ -16,9 +17,6 @@ import org.orbitrl.model.arch.Qwen3Model;
 
 import java.util.ArrayList;
 import java.util.List;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
-import java.util.concurrent.Future;
 import java.util.function.Consumer;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -191,19 +189,9 @@ class CudaParallelStepTest {
             backends.add(new CudaBackend(i, CudaBackend.defaultCacheDir(), exact));
         }
         List<NcclCommunicator> comms = NcclCommunicator.initAll(backends);
-        ExecutorService pool = Executors.newFixedThreadPool(WORLD);
         try {
-            List<Future<T>> fs = new ArrayList<>();
-            for (NcclCommunicator c : comms) {
-                fs.add(pool.submit(() -> body.run(c, c.backend())));
-            }
-            List<T> out = new ArrayList<>();
-            for (Future<T> f : fs) {
-                out.add(f.get());
-            }
-            return out;
+            return NcclRanks.run(comms, body::run);
         } finally {
-            pool.shutdownNow();
             comms.forEach(NcclCommunicator::close);
             backends.forEach(CudaBackend::close);
         }

@@ -6,6 +6,7 @@ import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.comm.Communicator;
 import org.orbitrl.kernels.comm.HostStagedRanks;
 import org.orbitrl.kernels.comm.NcclCommunicator;
+import org.orbitrl.kernels.comm.NcclRanks;
 import org.orbitrl.kernels.cuda.Cuda;
 import org.orbitrl.kernels.cuda.CudaBackend;
 import org.orbitrl.model.adapter.AdapterConfig;
@@ -28,10 +29,6 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.SplittableRandom;
-import java.util.concurrent.CyclicBarrier;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
-import java.util.concurrent.Future;
 
 /**
  * Multi-GPU figures from one run on one machine, one thread, CUDA backend and NCCL communicator per GPU:
@@ -343,31 +340,23 @@ public final class MultiGpuBench {
             backends.add(new CudaBackend(oneGpuRanks ? 0 : i, CudaBackend.defaultCacheDir(), exact));
         }
         List<Communicator> comms = new ArrayList<>();
-        if (n > 1 && oneGpuRanks) {
-            org.orbitrl.kernels.comm.LocalGroup group = org.orbitrl.kernels.comm.LocalGroup.of(n);
-            for (int i = 0; i < n; i++) {
-                comms.add(new HostStagedRanks(group.communicator(i), backends.get(i)));
-            }
-        } else if (n > 1) {
-            comms.addAll(NcclCommunicator.initAll(backends));
-        } else {
-            comms.add(org.orbitrl.kernels.comm.LocalGroup.of(1).communicator(0));
-        }
-        ExecutorService pool = Executors.newFixedThreadPool(n);
         try {
-            List<Future<T>> fs = new ArrayList<>();
-            for (int i = 0; i < n; i++) {
-                Communicator c = comms.get(i);
-                CudaBackend b = backends.get(i);
-                fs.add(pool.submit(() -> body.run(c, b)));
+            if (n > 1 && !oneGpuRanks) {   // a failing rank aborts the others' collectives (NcclRanks)
+                List<NcclCommunicator> nccl = NcclCommunicator.initAll(backends);
+                comms.addAll(nccl);
+                return NcclRanks.run(nccl, body::run);
             }
-            List<T> out = new ArrayList<>();
-            for (Future<T> fu : fs) {
-                out.add(fu.get());
-            }
-            return out;
+            return org.orbitrl.kernels.comm.LocalRanks.run(n, c -> {
+                CudaBackend b = backends.get(c.rank());
+                try {
+                    return body.run(n > 1 ? new HostStagedRanks(c, b) : c, b);
+                } catch (RuntimeException e) {
+                    throw e;
+                } catch (Exception e) {
+                    throw new IllegalStateException(e);
+                }
+            });
         } finally {
-            pool.shutdownNow();
             comms.forEach(Communicator::close);
             backends.forEach(CudaBackend::close);
         }

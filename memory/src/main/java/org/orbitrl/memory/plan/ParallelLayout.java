@@ -89,6 +89,11 @@ public record ParallelLayout(int expertParallel, int tensorParallel, int rollout
                     + expertParallel + " expert-parallel GPUs (sizes that divide " + spec.moe().numExperts() + ": "
                     + divisors(spec.moe().numExperts(), node.gpus()) + ")");
         }
+        if (spec.mla() != null && tensorParallel > 1) {   // as the runtime: the latent attention is not split
+            throw new IllegalArgumentException(spec.modelType() + ": tensor parallelism is not available for the latent"
+                    + " attention models (tensor-parallel size " + tensorParallel + "); split the routed experts with expert"
+                    + " parallelism");
+        }
         if (spec.numHeads() % tensorParallel != 0) {
             throw new IllegalArgumentException("tensor-parallel size " + tensorParallel + " does not divide the "
                     + spec.numHeads() + " attention heads");

@@ -16,6 +16,7 @@ import java.nio.file.Path;
 import java.util.List;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * The planner's per-GPU layout and the runtime's agree: for the fixture models on 2 and 4 logical
@@ -66,5 +67,40 @@ class ParallelPlanAgreementTest {
         }
         System.out.printf("%s on %d GPUs, ep %d, tp %d: %d base bytes and %d KV bytes/token per GPU, planner and runtime%n",
                 arch, gpus, ep, tp, plannedBase, plannedKvPerToken);
+    }
+
+    /**
+     * DeepSeek-V3 / Kimi-K2 with their routed experts split (the one split the latent-attention models take): each rank's
+     * base bytes (the whole attention, shared experts, dense layers, embedding and head, and its block of the routed
+     * experts) equal the planner's per GPU.
+     */
+    @ParameterizedTest(name = "deepseek_v3 on {0} GPUs: ep {0}")
+    @CsvSource({"2", "4"})
+    void latentAttentionShardBytesEqualThePlan(int gpus) {
+        Path dir = TestModels.fixtures().resolve("deepseek_v3");
+        ModelSpec spec = TestModels.spec("fixtures/deepseek_v3");
+        NodeSpec node = new NodeSpec("test", gpus, 1L << 40);
+        ParallelLayout plannerLayout = ParallelLayout.colocated(gpus, 1);
+        plannerLayout.validate(spec, node);
+        MemoryPlan plan = MemoryPlanner.plan(PlanRequest.defaults(spec, dir.resolve("config.json"), node)
+                .withLayout(plannerLayout).withKvDtype(DType.F32));
+        long plannedBase = plan.budget(GpuRole.COLOCATED).get(MemoryCategory.BASE_WEIGHTS);
+        var runtime = new org.orbitrl.model.parallel.ParallelLayout(gpus, 1, gpus);
+        List<Long> held = LocalRanks.run(gpus, c -> {
+            try (LoadedModel m = LoadedModel.load(dir, new ScalarBackend(), org.orbitrl.model.BaseFormat.BF16,
+                    RankGroups.split(runtime, c))) {
+                return ((org.orbitrl.model.arch.DeepseekV3Model) m.model()).heldBaseBytes();
+            }
+        });
+        long whole;
+        try (LoadedModel m = LoadedModel.load(dir, new ScalarBackend(), org.orbitrl.model.BaseFormat.BF16)) {
+            whole = ((org.orbitrl.model.arch.DeepseekV3Model) m.model()).heldBaseBytes();
+        }
+        for (int r = 0; r < gpus; r++) {
+            assertEquals(plannedBase, (long) held.get(r), "deepseek_v3 rank " + r + " of " + gpus + " base weight bytes vs the plan");
+        }
+        assertTrue(plannedBase < whole, "a rank holds less than the whole model: " + plannedBase + " of " + whole);
+        System.out.printf("deepseek_v3 on %d GPUs, ep %d: %d base bytes per GPU (whole model %d), planner and runtime%n", gpus,
+                gpus, plannedBase, whole);
     }
 }

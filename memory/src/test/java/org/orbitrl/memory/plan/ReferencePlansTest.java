@@ -167,9 +167,14 @@ class ReferencePlansTest {
         sb.append("## The plan: fits\n\n```\n").append(PlanTable.render(MemoryPlanner.plan(r.request()))).append("```\n\n");
         sb.append("## Other adapters and tensor parallelism on the same node\n\n");
         sb.append("Same model, base, batch and node; per-GPU total of the tightest GPU, re-planned for each row.\n\n");
+        boolean latent = r.request().spec().mla() != null;   // tensor parallelism is refused for the latent attention
+        if (latent) {
+            sb.append("Tensor parallelism is not available for the latent-attention models (the planner refuses it, as the "
+                    + "runtime does); the routed experts split with expert parallelism.\n\n");
+        }
         sb.append("| adapter | TP | trainable params | per GPU | headroom | fits |\n|---|---:|---:|---:|---:|---|\n");
         for (String a : List.of("lora:32", "lora:16", "lora:8", "lora:32:attention+shared+dense", "oft:32")) {
-            for (int tp : new int[] {1, 2}) {
+            for (int tp : latent ? new int[] {1} : new int[] {1, 2}) {
                 MemoryPlan p = MemoryPlanner.plan(r.request(r.base(), a, tp));
                 GpuBudget t = p.tightest();
                 sb.append(String.format(Locale.ROOT, "| `%s` | %d | %s | %s | %s | %s |%n", a, tp,

@@ -6,6 +6,7 @@ import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.nn.AdapterTargets;
 import org.orbitrl.model.nn.Linear;
+import org.orbitrl.model.nn.Weight;
 import org.orbitrl.model.nn.WeightSource;
 import org.orbitrl.model.spec.QuantizationConfig;
 
@@ -281,6 +282,63 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
         }
         out.put(lmHead.name(), lmHead);
         return out;
+    }
+
+    /**
+     * Bytes of frozen base weights this rank holds: embedding, norms, the routers' score-correction biases, every linear's
+     * weight and bias (a tied LM head counted once). Under expert parallelism only this rank's routed experts: what the
+     * memory planner budgets as base weights per GPU.
+     */
+    public long heldBaseBytes() {
+        java.util.IdentityHashMap<Object, Boolean> seen = new java.util.IdentityHashMap<>();
+        List<Tensor> tensors = new ArrayList<>(List.of(embed, finalNorm));
+        List<Linear> linears = new ArrayList<>();
+        for (Layer l : layers) {
+            tensors.add(l.inputNorm());
+            tensors.add(l.postNorm());
+            tensors.add(l.attention().kvANorm);
+            if (l.attention().qANorm != null) {
+                tensors.add(l.attention().qANorm);
+            }
+            linears.addAll(l.attention().linears());
+            List<DenseMlp> mlps = new ArrayList<>();
+            if (l.mlp() != null) {
+                mlps.add(l.mlp());
+            } else {
+                linears.add(l.moe().router);
+                if (l.moe().bias != null) {
+                    tensors.add(l.moe().bias);
+                }
+                if (l.moe().shared != null) {
+                    mlps.add(l.moe().shared);
+                }
+                for (DenseMlp e : l.moe().experts) {   // null where another expert-parallel rank holds the expert
+                    if (e != null) {
+                        mlps.add(e);
+                    }
+                }
+            }
+            for (DenseMlp m : mlps) {
+                linears.addAll(List.of(m.gate, m.up, m.down));
+            }
+        }
+        linears.add(lmHead);
+        long bytes = 0;
+        for (Tensor t : tensors) {
+            if (seen.put(t, Boolean.TRUE) == null) {
+                bytes += t.byteSize();
+            }
+        }
+        for (Linear lin : linears) {
+            Object key = lin.weight() instanceof Weight.Dense d ? d.w() : lin.weight();
+            if (seen.put(key, Boolean.TRUE) == null) {
+                bytes += lin.weight().byteSize();
+            }
+            if (lin.bias() != null && seen.put(lin.bias(), Boolean.TRUE) == null) {
+                bytes += lin.bias().byteSize();
+            }
+        }
+        return bytes;
     }
 
     @Override

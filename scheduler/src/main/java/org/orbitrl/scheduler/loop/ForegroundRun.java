@@ -52,8 +52,8 @@ public final class ForegroundRun {
             throws JobException, IOException {
         CheckpointStore checkpoints = new CheckpointStore(dataDir.resolve("checkpoints"), spec.checkpoint().keep());
         boolean gpu = spec.placement().backend() == org.orbitrl.scheduler.job.ComputeBackend.CUDA;
-        List<String> devices = gpu ? java.util.stream.IntStream.range(0, Math.max(1, spec.placement().devices()))
-                .mapToObj(i -> "cuda:" + i).toList() : List.of("cpu:0");   // the first GPUs of the machine
+        List<String> devices = java.util.stream.IntStream.range(0, Math.max(1, spec.placement().devices()))
+                .mapToObj(i -> (gpu ? "cuda:" : "cpu:") + i).toList();   // the first devices of the machine
         JobContext ctx = new JobContext(spec, dataDir, dataDir.resolve("samples"), devices, stop::get);
         try (JobRunner runner = provider(spec.runner()).create(ctx)) {
             JobPlan plan = runner.plan();

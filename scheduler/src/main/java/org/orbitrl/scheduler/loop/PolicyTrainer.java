@@ -65,6 +65,13 @@ final class PolicyTrainer {
         this.temperature = temperature;
     }
 
+    private Runnable completeGradients = () -> { };   // after backward, before the optimizer (expert parallelism's sums)
+
+    /** Runs {@code r} once the adapter's gradients are accumulated and before the optimizer reads them. */
+    void completeGradientsWith(Runnable r) {
+        this.completeGradients = r;
+    }
+
     void setTemperature(float t) {
         this.temperature = t;
     }
@@ -168,6 +175,7 @@ final class PolicyTrainer {
             tape.release(model.backend().allocator());                                 // the layer inputs [tokens, hidden] each
         }
         adapter.unprepare();                                                          // the optimizer writes the values
+        completeGradients.run();
         List<Tensor> grads = new ArrayList<>();
         for (Adapter.Param p : adapter.params()) {
             grads.add(p.grad());

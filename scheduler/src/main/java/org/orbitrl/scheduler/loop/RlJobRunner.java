@@ -2,6 +2,8 @@ package org.orbitrl.scheduler.loop;
 
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.Backends;
+import org.orbitrl.model.parallel.AdapterParallel;
+import org.orbitrl.model.parallel.RankGroups;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.OpProfiler;
 import org.orbitrl.kernels.TensorAllocator;
@@ -99,22 +101,37 @@ public final class RlJobRunner implements JobRunner {
     private volatile RunnerState state = new RunnerState(0, 0, SampleLog.NO_INDEX, 0);
     private final Map<String, Double> gauges = new ConcurrentHashMap<>();
 
+    /** One rank of a job split with expert parallelism ({@link ExpertParallelRunner}): its backend and its groups. */
+    record Rank(Backend backend, RankGroups groups) {
+    }
+
+    private final Rank rank;   // null: the job's whole model here
+
     RlJobRunner(JobContext ctx) {
+        this(ctx, null);
+    }
+
+    RlJobRunner(JobContext ctx, Rank rank) {
         this.ctx = ctx;
         this.spec = ctx.spec();
         this.tunables = spec.tunables();
+        this.rank = rank;
     }
 
     @Override
     public JobPlan plan() throws JobException {
-        RlPlan.requireOneDevice(spec);
+        if (rank == null) {
+            RlPlan.requireOneDevice(spec);
+        }
         planned = RlPlan.checkedRequest(spec);
         return RlPlan.plan(spec, planned);
     }
 
     @Override
     public void load(org.orbitrl.scheduler.job.checkpoint.Checkpoint resumeFrom) throws JobException {
-        RlPlan.requireOneDevice(spec);
+        if (rank == null) {
+            RlPlan.requireOneDevice(spec);
+        }
         try {
             memory = new AccountingAllocator();
             boolean onDevice = spec.placement().backend() == org.orbitrl.scheduler.job.ComputeBackend.CUDA;
@@ -123,14 +140,16 @@ public final class RlJobRunner implements JobRunner {
                 throw new JobException("job " + spec.name() + ": placement.rollout_devices: 1 of devices: 2 needs two GPUs, "
                         + "given " + ctx.devices());
             }
-            backend = onDevice ? deviceBackend(spec, rolloutGpu ? ctx.devices().subList(1, 2) : ctx.devices()) : new CpuBackend(Runtime.getRuntime().availableProcessors(), memory);
+            backend = rank != null ? rank.backend()
+                    : onDevice ? deviceBackend(spec, rolloutGpu ? ctx.devices().subList(1, 2) : ctx.devices())
+                    : new CpuBackend(Runtime.getRuntime().availableProcessors(), memory);
             // adapters and optimizer state live where the model computes: host memory (accounted) or the device
             adapterMemory = onDevice ? backend.allocator() : memory;
             // -Dorbit.profile=true: every operation of the model and optimizer timed, written to profile.txt at the end
             profiler = Boolean.getBoolean("orbit.profile") ? OpProfiler.wrap(backend,
                     backend instanceof CudaBackend gpu ? gpu::synchronize : () -> { }) : null;
             Backend compute = profiler == null ? backend : profiler.backend();
-            base = LoadedModel.load(spec.model().path(), compute, baseFormat(spec));
+            base = LoadedModel.load(spec.model().path(), compute, baseFormat(spec), rank == null ? null : rank.groups());
             codec = TextCodec.forModel(spec.model().path(), base.spec());
             task = RlSetup.task(spec.task(), spec.eval().size());
             samples = new SampleFactory(spec, task, codec, () -> tunables, () -> state.adapterVersion());
@@ -196,6 +215,11 @@ public final class RlJobRunner implements JobRunner {
                     RlSetup.loss(spec), RlSetup.normalisation(spec.algorithm().name()),
                     (double) b.samplesPerPrompt() * b.maxResponseTokens(), spec.tisCap(), b.microBatch(),
                     spec.memory().recompute(), (float) tunables.temperature());
+            if (rank != null) {   // each rank's expert gradients summed over the group before the optimizer
+                Adapter a = trainerAdapter;
+                RankGroups g = rank.groups();
+                trainer.completeGradientsWith(() -> AdapterParallel.completeGradients(a, g));
+            }
             Files.createDirectories(ctx.dataDir());
             sampleLog = SampleLog.open(ctx.sampleLogDir());
             writer = sampleLog.writer();
@@ -515,7 +539,7 @@ public final class RlJobRunner implements JobRunner {
         };
         // in dependency order: the rollout thread before the engine it drives, the model before its backend
         AutoCloseable[] owned = {profile, async, engine, rolloutBase, rolloutBackend, metrics, reader, writer, sampleLog, base,
-                backend};
+                rank == null ? backend : null};   // a rank's backend is its runner's
         Exception first = null;
         for (AutoCloseable c : owned) {
             if (c == null) {

@@ -67,6 +67,7 @@ final class RlPlan {
         PlanRequest req = new PlanRequest(model, spec.model().path(), BaseFormat.parse("native", model), adapter,
                 new BatchShape(b.promptsPerStep(), b.samplesPerPrompt(), b.maxPromptTokens(), b.maxResponseTokens(),
                         b.microBatch()), node, rolloutGpu(spec) ? ParallelLayout.split(1, 1, 1, 1)
+                        : expertParallel(spec) && !node.hostMemory() ? ParallelLayout.colocated(spec.placement().expertParallel(), 1)
                         : ParallelLayout.auto(model, node, 0, 0), spec.memory().recompute(),
                 expertChunk(spec),
                 spec.sampling().kvCache().dtype(), 2048, 8192, node.hostMemory() ? 0 : spec.memory().reserve().bytes())
@@ -99,8 +100,18 @@ final class RlPlan {
     }
 
     /**
+     * True for a job whose routed experts split over all its devices (expert_parallel = devices on one host, tensor
+     * parallelism 1, every device both rolling out and training): {@link ExpertParallelRunner}.
+     */
+    static boolean expertParallel(JobSpec spec) {
+        var p = spec.placement();
+        return p.devices() > 1 && p.expertParallel() == p.devices() && p.tensorParallel() == 1 && p.rolloutDevices() == 0
+                && p.nodes() == 1;
+    }
+
+    /**
      * The RL runner drives one device a job (the one the daemon gives it), or on CUDA two: a rollout GPU and a training
-     * GPU ({@link #rolloutGpu}). Any other placement is refused when the job is to run, before anything is loaded, naming
+     * GPU ({@link #rolloutGpu}); {@link ExpertParallelRunner} drives one a device of an expert-parallel job. Any other placement is refused when the job is to run, before anything is loaded, naming
      * its keys (a plan alone may still be made for it). The split model itself ({@code ParallelLayout},
      * {@code RankGroups}) runs from code; docs/multi-gpu.md.
      */
@@ -112,9 +123,10 @@ final class RlPlan {
             throw new JobException("job " + spec.name() + ": placement {devices: " + p.devices() + ", rollout_devices: "
                     + p.rolloutDevices() + ", expert_parallel: " + p.expertParallel() + ", tensor_parallel: "
                     + p.tensorParallel() + (p.nodes() > 1 ? ", hosts: " + p.hosts() : "") + "}: the RL runner runs a job on"
-                    + " one device (devices: 1, rollout_devices: 0, expert_parallel: 1, tensor_parallel: 1, one host), or"
-                    + " with backend: cuda on a rollout GPU and a training GPU (devices: 2, rollout_devices: 1); run several"
-                    + " jobs side by side to use more of the node's devices");
+                    + " one device (devices: 1, rollout_devices: 0, expert_parallel: 1, tensor_parallel: 1, one host),"
+                    + " with backend: cuda on a rollout GPU and a training GPU (devices: 2, rollout_devices: 1), or with its"
+                    + " routed experts split over all its devices (expert_parallel equal to devices, tensor_parallel 1,"
+                    + " rollout_devices 0, synchronous); run several jobs side by side to use more of the node's devices");
         }
     }
 

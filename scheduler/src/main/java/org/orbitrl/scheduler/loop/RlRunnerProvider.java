@@ -13,6 +13,7 @@ public final class RlRunnerProvider implements JobRunnerProvider {
 
     @Override
     public JobRunner create(JobContext context) {
-        return new RlJobRunner(context);
+        // a job split by experts: one RL runner a device, in lockstep
+        return RlPlan.expertParallel(context.spec()) ? new ExpertParallelRunner(context) : new RlJobRunner(context);
     }
 }

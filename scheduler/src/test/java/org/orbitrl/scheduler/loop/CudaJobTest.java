@@ -117,6 +117,41 @@ class CudaJobTest {
         }
     }
 
+    /**
+     * {@code placement: {backend: cuda, devices: 2, expert_parallel: 2}} on two GPUs (skipped with fewer: NCCL takes one
+     * rank a GPU): each GPU holds 4 of the quickstart model's 8 experts, the ranks in lockstep over NCCL. In exact mode
+     * two steps give the one-GPU job's metrics bit for bit.
+     */
+    @Test
+    void anExpertParallelJobOnTwoGpusGivesTheOneGpuStepsBitForBit(@TempDir Path dir) throws Exception {
+        assumeTrue(Cuda.available(), () -> "no CUDA device: " + Cuda.unavailableReason());
+        assumeTrue(Cuda.deviceCount() >= 2, () -> "an expert-parallel job over NCCL needs 2 GPUs; this machine has "
+                + Cuda.deviceCount());
+        String before = System.getProperty("orbit.cuda.exact");
+        System.setProperty("orbit.cuda.exact", "true");
+        try {
+            JobSpec q = QuickstartJobTest.quickstart();
+            List<StepMetrics> one = twoSteps(onBackend(q, ComputeBackend.CUDA), dir.resolve("one"), "cuda:0");
+            List<StepMetrics> ep = twoSteps(onPlacement(q, new PlacementSpec(ComputeBackend.CUDA, 2, 0, 2, 1)),
+                    dir.resolve("ep"), List.of("cuda:0", "cuda:1"));
+            for (int i = 0; i < 2; i++) {
+                String at = "step " + (i + 1) + " with the experts split over 2 GPUs: ";
+                assertEquals(one.get(i).tokens(), ep.get(i).tokens(), at + "response tokens");
+                assertEquals(one.get(i).extra().get("loss"), ep.get(i).extra().get("loss"), 0.0, at + "loss");
+                assertEquals(one.get(i).extra().get("grad_norm"), ep.get(i).extra().get("grad_norm"), 0.0, at + "gradient norm");
+            }
+            System.out.printf("expert parallel 2 on 2 GPUs: loss %.9g, %.9g (one GPU %.9g, %.9g)%n",
+                    ep.get(0).extra().get("loss"), ep.get(1).extra().get("loss"), one.get(0).extra().get("loss"),
+                    one.get(1).extra().get("loss"));
+        } finally {
+            if (before == null) {
+                System.clearProperty("orbit.cuda.exact");
+            } else {
+                System.setProperty("orbit.cuda.exact", before);
+            }
+        }
+    }
+
     @Test
     void twoQuickstartStepsOnTheGpuMatchTheCpuFirstStep(@TempDir Path dir) throws Exception {
         assumeTrue(Cuda.available(), () -> "no CUDA device: " + Cuda.unavailableReason());

@@ -1,0 +1,85 @@
+package org.orbitrl.scheduler.loop;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.orbitrl.scheduler.job.AsyncSpec;
+import org.orbitrl.scheduler.job.ComputeBackend;
+import org.orbitrl.scheduler.job.EvalResult;
+import org.orbitrl.scheduler.job.JobContext;
+import org.orbitrl.scheduler.job.JobException;
+import org.orbitrl.scheduler.job.JobRunner;
+import org.orbitrl.scheduler.job.JobSpec;
+import org.orbitrl.scheduler.job.PlacementSpec;
+import org.orbitrl.scheduler.job.StepMetrics;
+
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertInstanceOf;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * {@code placement: {devices: 2, expert_parallel: 2}}: the quickstart job (a Qwen3-MoE of 8 experts) with each of two
+ * logical CPU ranks holding 4 experts of every layer, run by {@link ExpertParallelRunner} in lockstep. Its two steps and
+ * its evaluation equal the one-device job's bit for bit (the same sampled tokens, rewards, loss, gradient norm,
+ * train/rollout gap and accuracy): expert parallelism keeps every sum's order. Async mode is refused naming the key.
+ */
+class ExpertParallelJobTest {
+
+    record Run(List<StepMetrics> steps, EvalResult eval) {
+    }
+
+    private static Run run(JobSpec spec, Path dir, List<String> devices) throws Exception {
+        JobContext ctx = new JobContext(spec, dir, dir.resolve("samples"), devices, () -> false);
+        List<StepMetrics> out = new ArrayList<>();
+        try (JobRunner runner = new RlRunnerProvider().create(ctx)) {
+            if (devices.size() > 1) {
+                assertInstanceOf(ExpertParallelRunner.class, runner, "a job split by experts gets the expert-parallel runner");
+            }
+            runner.plan();
+            runner.load(null);
+            for (int i = 0; i < 2; i++) {
+                out.add(runner.step());
+            }
+            return new Run(out, runner.evaluate());
+        }
+    }
+
+    @Test
+    void twoExpertParallelRanksRunTheOneDeviceJobBitForBit(@TempDir Path dir) throws Exception {
+        JobSpec q = CudaJobTest.onBackend(QuickstartJobTest.quickstart(), ComputeBackend.CPU);
+        Run one = run(q, dir.resolve("one"), List.of("cpu:0"));
+        Run split = run(CudaJobTest.onPlacement(q, new PlacementSpec(ComputeBackend.CPU, 2, 0, 2, 1)), dir.resolve("ep"),
+                List.of("cpu:0", "cpu:1"));
+        for (int i = 0; i < 2; i++) {
+            StepMetrics a = one.steps().get(i);
+            StepMetrics b = split.steps().get(i);
+            String at = "step " + (i + 1) + ", expert parallel 2 against one device: ";
+            assertEquals(a.tokens(), b.tokens(), at + "response tokens");
+            assertEquals(a.rewardMean(), b.rewardMean(), 0.0, at + "mean reward");
+            assertEquals(a.extra().get("loss"), b.extra().get("loss"), 0.0, at + "loss");
+            assertEquals(a.extra().get("grad_norm"), b.extra().get("grad_norm"), 0.0, at + "gradient norm");
+            assertEquals(a.logprobGapMax(), b.logprobGapMax(), 0.0, at + "train/rollout gap");
+        }
+        assertEquals(one.eval().accuracy(), split.eval().accuracy(), 0.0, "evaluation after two steps");
+        assertTrue(dir.resolve("ep").resolve("ranks").resolve("1").toFile().isDirectory(), "rank 1 keeps its files apart");
+        System.out.printf("expert parallel 2 on logical CPU ranks: losses %.9g, %.9g (one device %.9g, %.9g)%n",
+                split.steps().get(0).extra().get("loss"), split.steps().get(1).extra().get("loss"),
+                one.steps().get(0).extra().get("loss"), one.steps().get(1).extra().get("loss"));
+    }
+
+    @Test
+    void asyncModeIsRefusedNamingTheKeys(@TempDir Path dir) throws Exception {
+        JobSpec q = CudaJobTest.onBackend(QuickstartJobTest.quickstart(), ComputeBackend.CPU);
+        JobSpec spec = CudaJobTest.onPlacement(q, new PlacementSpec(ComputeBackend.CPU, 2, 0, 2, 1))
+                .withAsync(new AsyncSpec(true, 2, q.async().partialRollouts(), 8, q.async().priority()));
+        JobContext ctx = new JobContext(spec, dir, dir.resolve("samples"), List.of("cpu:0", "cpu:1"), () -> false);
+        try (JobRunner runner = new RlRunnerProvider().create(ctx)) {
+            JobException e = assertThrows(JobException.class, runner::plan);
+            assertTrue(e.getMessage().contains("expert_parallel") && e.getMessage().contains("async.enabled: false"), e.getMessage());
+        }
+    }
+}

@@ -29,6 +29,38 @@ class RlJobInDaemonTest {
         }
     }
 
+    /**
+     * The same job split by experts over two of the daemon's devices ({@code placement: {devices: 2, expert_parallel: 2}},
+     * logical CPU ranks): the daemon gives it both devices, it completes its 3 steps, evaluation and checkpoint, with rank
+     * 1's files under the job's data folder.
+     */
+    @Test
+    void anExpertParallelJobTakesTwoDevicesAndCompletes() throws Exception {
+        String yaml = quickstart() + "placement: {backend: cpu, devices: 2, expert_parallel: 2}\n";
+        h = new DaemonHarness(tmp, "devices: [cpu:0, cpu:1]\n").start(true);
+        h.writeJob("split", yaml);
+        h.await("job split to complete", java.time.Duration.ofSeconds(300),
+                () -> h.daemon.jobs().job("split").map(j -> j.state() == JobState.COMPLETED
+                        || j.state() == JobState.FAILED).orElse(false));
+        assertEquals(JobState.COMPLETED, h.job("split").state(), h.job("split").reason());
+        Job job = h.job("split");
+        assertEquals(3, job.runnerState().step());
+        assertEquals(3 * 8 * 8, job.runnerState().samplesTrained());
+        assertTrue(h.checkpointStep("split") == 3);
+        try (var files = Files.walk(h.dataDir)) {
+            assertTrue(files.anyMatch(p -> p.toString().contains("ranks") && p.getFileName().toString().equals("1")),
+                    "rank 1 keeps its files under the job's data folder");
+        }
+    }
+
+    private static String quickstart() throws java.io.IOException {
+        Path repo = Path.of(System.getProperty("orbit.repo", "../"));
+        return Files.readString(repo.resolve("conf/jobs.d/quickstart.yaml"))
+                .replace("path: ../../models/quickstart", "path: " + repo.resolve("models/quickstart").toAbsolutePath())
+                .replace("steps: 30", "steps: 3")
+                .replace("  size: 100\n  samples: 8\n  pass_at_k: [1, 4, 8]", "  size: 8\n  samples: 2\n  pass_at_k: [1, 2]");
+    }
+
     @Test
     void theQuickstartJobRunsInTheDaemon() throws Exception {
         Path repo = Path.of(System.getProperty("orbit.repo", "../"));

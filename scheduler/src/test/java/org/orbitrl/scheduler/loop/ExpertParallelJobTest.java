@@ -71,6 +71,37 @@ class ExpertParallelJobTest {
                 one.steps().get(0).extra().get("loss"), one.steps().get(1).extra().get("loss"));
     }
 
+    /**
+     * Checkpoint and resume: 4 steps straight and 2 + 2 resumed from the checkpoint (every rank restores rank 0's) leave
+     * the same adapter and optimizer state, and both are the one-device job's after 4 steps, byte for byte.
+     */
+    @Test
+    void resumingAnExpertParallelJobGivesTheOneDeviceAdapter(@TempDir Path dir) throws Exception {
+        var smallEval = new org.orbitrl.scheduler.job.EvalSpec(0, "held_out", 8, 1, List.of(1));
+        JobSpec one = CudaJobTest.onBackend(QuickstartJobTest.quickstart(), ComputeBackend.CPU).withEval(smallEval).withSteps(4);
+        JobSpec ep = CudaJobTest.onPlacement(one, new PlacementSpec(ComputeBackend.CPU, 2, 0, 2, 1)).withEval(smallEval)
+                .withSteps(4);
+        var quiet = new java.io.PrintStream(new java.io.ByteArrayOutputStream());
+        ForegroundRun.run(one, dir.resolve("one"), quiet, new java.util.concurrent.atomic.AtomicBoolean());
+        ForegroundRun.run(ep, dir.resolve("straight"), quiet, new java.util.concurrent.atomic.AtomicBoolean());
+        ForegroundRun.run(ep.withSteps(2), dir.resolve("resumed"), quiet, new java.util.concurrent.atomic.AtomicBoolean());
+        ForegroundRun.Outcome second = ForegroundRun.run(ep, dir.resolve("resumed"), quiet,
+                new java.util.concurrent.atomic.AtomicBoolean());
+        assertEquals(4, second.steps());
+        for (String part : List.of("adapter", "optimizer")) {
+            byte[] a = latest(dir.resolve("one"), part);
+            byte[] b = latest(dir.resolve("straight"), part);
+            byte[] c = latest(dir.resolve("resumed"), part);
+            org.junit.jupiter.api.Assertions.assertArrayEquals(a, b, part + " after 4 steps: one device vs expert parallel 2");
+            org.junit.jupiter.api.Assertions.assertArrayEquals(b, c, part + " after 4 steps: straight vs 2 + resumed 2");
+        }
+    }
+
+    private static byte[] latest(Path run, String part) throws java.io.IOException {
+        return new org.orbitrl.scheduler.job.checkpoint.CheckpointStore(run.resolve("checkpoints"), 3).latest().checkpoint()
+                .bytes(part);
+    }
+
     @Test
     void asyncModeIsRefusedNamingTheKeys(@TempDir Path dir) throws Exception {
         JobSpec q = CudaJobTest.onBackend(QuickstartJobTest.quickstart(), ComputeBackend.CPU);

@@ -37,7 +37,7 @@ public final class NcclCommunicator implements Communicator {
     private final int rank;
     private final int size;
     private final List<NcclCommunicator> children = new java.util.concurrent.CopyOnWriteArrayList<>();   // its splits
-    private volatile boolean closed;
+    private final java.util.concurrent.atomic.AtomicBoolean closed = new java.util.concurrent.atomic.AtomicBoolean();
 
     private NcclCommunicator(ncclComm comm, CudaBackend backend, int rank, int size) {
         this.comm = comm;
@@ -113,7 +113,15 @@ public final class NcclCommunicator implements Communicator {
         return backend;
     }
 
+    /** Refuses a call on a communicator closed or aborted (its native handle is gone). */
+    private void requireOpen(String op) {
+        if (closed.get()) {
+            throw new IllegalStateException("NCCL " + op + " on " + this + ": the communicator was closed or aborted");
+        }
+    }
+
     private Pointer ptr(String op, String what, Tensor t) {
+        requireOpen(op);
         if (!backend.allocator().owns(t)) {
             throw new IllegalArgumentException("NCCL " + op + ": " + what + " " + t + " is not device memory of "
                     + backend.name());
@@ -171,6 +179,7 @@ public final class NcclCommunicator implements Communicator {
     /** Device→host copy of the gathered counts: one synchronising round trip. */
     @Override
     public long[] exchangeCounts(long[] sendCounts) {
+        requireOpen("exchangeCounts");
         if (sendCounts.length != size) {
             throw new IllegalArgumentException("exchangeCounts: " + sendCounts.length + " counts for " + size + " ranks");
         }
@@ -205,6 +214,7 @@ public final class NcclCommunicator implements Communicator {
         ptr(op, "recv", recv);
         backend.device().bind();
         var stream = backend.stream().handle();
+        requireOpen(op);
         NcclCheck.check(nccl.ncclGroupStart(), "ncclGroupStart (" + op + ")", comm);
         long sOff = 0;
         long rOff = 0;
@@ -232,6 +242,7 @@ public final class NcclCommunicator implements Communicator {
     /** {@code ncclCommSplit} with this rank as the key: new ranks follow the order of ranks here. */
     @Override
     public Communicator split(int color) {
+        requireOpen("split");
         backend.device().bind();
         ncclComm child = new ncclComm();
         NcclCheck.check(nccl.ncclCommSplit(comm, color, rank, child, null), "ncclCommSplit", comm,
@@ -251,10 +262,9 @@ public final class NcclCommunicator implements Communicator {
      * {@link NcclRanks} does when a rank throws); the communicator is unusable afterwards, and {@link #close} does nothing.
      */
     public void abort() {
-        if (closed) {
+        if (!closed.compareAndSet(false, true)) {
             return;
         }
-        closed = true;
         children.forEach(NcclCommunicator::abort);
         backend.device().bind();
         nccl.ncclCommAbort(comm);   // its status is not checked: the communicator is being given up on either way
@@ -274,8 +284,7 @@ public final class NcclCommunicator implements Communicator {
 
     @Override
     public void close() {
-        if (!closed) {
-            closed = true;
+        if (closed.compareAndSet(false, true)) {
             children.forEach(NcclCommunicator::close);
             backend.device().bind();
             NcclCheck.check(nccl.ncclCommDestroy(comm), "ncclCommDestroy", null, "rank " + rank + "/" + size);

@@ -33,26 +33,29 @@ public final class NcclRanks {
         });
         try {
             List<Future<T>> futures = new ArrayList<>();
-            for (NcclCommunicator c : comms) {
+            // the rank that failed first in time: the others' failures are usually the abort it caused
+            java.util.concurrent.atomic.AtomicInteger firstRank = new java.util.concurrent.atomic.AtomicInteger(-1);
+            for (int i = 0; i < n; i++) {
+                NcclCommunicator c = comms.get(i);
+                int rank = i;
                 futures.add(pool.submit(() -> {
                     try {
                         return body.run(c, c.backend());
                     } catch (Exception | Error e) {
-                        comms.forEach(NcclCommunicator::abort);
+                        if (firstRank.compareAndSet(-1, rank)) {
+                            comms.forEach(NcclCommunicator::abort);
+                        }
                         throw e;
                     }
                 }));
             }
             List<T> out = new ArrayList<>();
-            RuntimeException first = null;
+            Throwable[] failures = new Throwable[n];
             for (int r = 0; r < n; r++) {
                 try {
                     out.add(futures.get(r).get());
                 } catch (ExecutionException e) {
-                    if (first == null) {
-                        first = new IllegalStateException("GPU rank " + r + " of " + n + " (" + comms.get(r).backend().name()
-                                + ") failed: " + e.getCause().getMessage(), e.getCause());
-                    }
+                    failures[r] = e.getCause();
                     out.add(null);
                 } catch (InterruptedException e) {
                     Thread.currentThread().interrupt();
@@ -60,7 +63,15 @@ public final class NcclRanks {
                     throw new IllegalStateException("interrupted waiting for GPU rank " + r, e);
                 }
             }
-            if (first != null) {
+            int f = firstRank.get();
+            if (f >= 0) {
+                IllegalStateException first = new IllegalStateException("GPU rank " + f + " of " + n + " ("
+                        + comms.get(f).backend().name() + ") failed: " + failures[f].getMessage(), failures[f]);
+                for (int r = 0; r < n; r++) {
+                    if (r != f && failures[r] != null) {
+                        first.addSuppressed(failures[r]);
+                    }
+                }
                 throw first;
             }
             return out;

@@ -98,7 +98,7 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     private final Map<MemoryCategory, long[]> live = new EnumMap<>(MemoryCategory.class); // {live, peak}
     private static final java.lang.ref.Cleaner CLEANER = java.lang.ref.Cleaner.create();
     private static final java.util.Set<MemoryCategory> RELEASED_WHEN_UNREACHABLE =
-            java.util.EnumSet.of(MemoryCategory.ACTIVATIONS, MemoryCategory.LOGITS);
+            java.util.EnumSet.of(MemoryCategory.ACTIVATIONS, MemoryCategory.LOGITS, MemoryCategory.COMM_BUFFERS);
     private static final int CUDA_ERROR_MEMORY_ALLOCATION = 2;
     // blocks whose tensors the collector found unreachable; freed by the owning thread in allocate()
     private final java.util.concurrent.ConcurrentLinkedQueue<Block> unreachable = new java.util.concurrent.ConcurrentLinkedQueue<>();
@@ -455,7 +455,8 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         }
         boolean fromDevice = owns(src);
         boolean toDevice = owns(dst);
-        CudaAllocator peer = fromDevice || !toDevice ? null : ownerOf(src);
+        // a source of device memory this allocator does not own (its segment's scope is closed): another allocator's
+        CudaAllocator peer = fromDevice || !toDevice || src.segment().scope().isAlive() ? null : ownerOf(src);
         if (peer != null) {
             copyFromPeer(peer, src, dst);
             return;
@@ -696,10 +697,6 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     }
 
     /**
-     * True when {@code t}'s bytes lie inside one live allocation of this allocator, or of the
-     * allocator {@link #share}d with it.
-     */
-    /**
      * dst (this allocator's) = src, device memory of another live allocator (another GPU's, or another stream's on this
      * GPU): issued on this allocator's stream after the source's stream has finished its work (the source's writer
      * waits), {@code cudaMemcpyPeerAsync} between GPUs. An adapter version published to another GPU's rollout engine.
@@ -742,6 +739,10 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         return null;
     }
 
+    /**
+     * True when {@code t}'s bytes lie inside one live allocation of this allocator, or of the
+     * allocator {@link #share}d with it.
+     */
     public boolean owns(Tensor t) {
         CudaAllocator other = shared;
         return ownsHere(t) || other != null && other.ownsHere(t);

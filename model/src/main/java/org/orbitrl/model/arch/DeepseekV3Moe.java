@@ -63,9 +63,13 @@ final class DeepseekV3Moe implements ExpertParallelBlock {
             if (sharedTape != null) {
                 sharedTape.release(a);
             }
+            if (dispatch != null) {
+                dispatch.release(a);
+            }
             DenseMlp.releaseExperts(a, expertTapes, expertOut);
             grouped = null;
             sharedTape = null;
+            dispatch = null;
             expertTapes = null;
             expertOut = null;
         }

@@ -53,6 +53,28 @@ final class ExpertDispatch {
         GroupedExperts owned;         // owner side, grouped: the experts held here (null: one at a time)
         GroupedExperts.Tape ownedTape;
         Tensor ownedOnes;             // [R, 1] the received rows' weights (1), for the grouped backward
+
+        /** Releases what the forward kept for a backward that will not run (a tape dropped after its forward). */
+        void release(TensorAllocator a) {
+            if (y != null) {
+                a.release(y);
+            }
+            if (routed != null) {
+                routed.release(a);
+            }
+            if (ownedTape != null) {
+                ownedTape.release(a);
+            }
+            if (ownedOnes != null) {
+                a.release(ownedOnes);
+            }
+            DenseMlp.releaseExperts(a, expertTapes, null);
+            y = null;
+            routed = null;
+            ownedTape = null;
+            ownedOnes = null;
+            expertTapes = null;
+        }
     }
 
     private static int sliceStart(int n, int rank, int ranks) {

@@ -331,6 +331,10 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             if (moe != null) {
                 moe.release(a);
             }
+            if (dispatch != null) {
+                dispatch.release(a);
+                dispatch = null;
+            }
         }
     }
 

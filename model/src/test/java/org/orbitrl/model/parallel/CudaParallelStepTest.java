@@ -103,8 +103,13 @@ class CudaParallelStepTest {
             one = f.step(gpu, null, recompute, 0, f.seqs.size(), quant, chunk, tune);
         }
         ParallelLayout layout = new ParallelLayout(WORLD, tp, ep);
-        RankBody<ParallelTrainingStepTest.StepResult> body =
-                (comm, gpu) -> f.step(gpu, RankGroups.split(layout, comm), recompute, 0, f.seqs.size(), quant, chunk, tune);
+        RankBody<ParallelTrainingStepTest.StepResult> body = (comm, gpu) -> {
+            var r = f.step(gpu, RankGroups.split(layout, comm), recompute, 0, f.seqs.size(), quant, chunk, tune);
+            // the exchanges' buffers are the step's: none outlives it (they were once never freed)
+            assertEquals(0, ((org.orbitrl.kernels.cuda.CudaAllocator) gpu.allocator()).liveBytes(
+                    org.orbitrl.kernels.MemoryCategory.COMM_BUFFERS), "communication buffers live after the step");
+            return r;
+        };
         List<ParallelTrainingStepTest.StepResult> ranks = nccl ? onGpus(exact, body) : onOneGpu(exact, body);
         String what = arch + " " + layout + (exact ? " exact" : "") + " experts " + experts + " " + form
                 + (nccl ? " NCCL" : " one GPU");

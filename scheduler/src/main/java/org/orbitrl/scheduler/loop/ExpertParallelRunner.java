@@ -88,28 +88,28 @@ final class ExpertParallelRunner implements JobRunner {
     /** {@code call} on every rank at once; a rank's failure aborts the others' collectives and fails the call, naming it. */
     private <T> List<T> all(String what, RankCall<T> call) throws JobException {
         List<Future<T>> fs = new ArrayList<>();
+        // the rank that failed first in time: the others' failures are usually the abort it caused
+        java.util.concurrent.atomic.AtomicInteger firstRank = new java.util.concurrent.atomic.AtomicInteger(-1);
         for (int r = 0; r < n; r++) {
             int rank = r;
             fs.add(threads.get(r).submit(() -> {
                 try {
                     return call.run(rank);
                 } catch (Exception | Error e) {
-                    abort();
+                    if (firstRank.compareAndSet(-1, rank)) {
+                        abort();
+                    }
                     throw e;
                 }
             }));
         }
         List<T> out = new ArrayList<>();
-        Throwable first = null;
-        int failed = -1;
+        Throwable[] failures = new Throwable[n];
         for (int r = 0; r < n; r++) {
             try {
                 out.add(fs.get(r).get());
             } catch (ExecutionException e) {
-                if (first == null) {
-                    first = e.getCause();
-                    failed = r;
-                }
+                failures[r] = e.getCause();
                 out.add(null);
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
@@ -117,9 +117,16 @@ final class ExpertParallelRunner implements JobRunner {
                 throw new JobException("job " + ctx.spec().name() + ": interrupted waiting for its expert-parallel ranks", e);
             }
         }
-        if (first != null) {
-            throw new JobException("job " + ctx.spec().name() + ": " + what + " failed on expert-parallel rank " + failed + " of "
-                    + n + ": " + first.getMessage(), first);
+        int failed = firstRank.get();
+        if (failed >= 0) {
+            JobException e = new JobException("job " + ctx.spec().name() + ": " + what + " failed on expert-parallel rank " + failed
+                    + " of " + n + ": " + failures[failed].getMessage(), failures[failed]);
+            for (int r = 0; r < n; r++) {
+                if (r != failed && failures[r] != null) {
+                    e.addSuppressed(failures[r]);
+                }
+            }
+            throw e;
         }
         return out;
     }

@@ -133,22 +133,30 @@ final class ExpertDispatch {
         if (s > 0) {
             b.gatherRows(xs, sendTok, sendX);
         }
-        long[] recvCounts = ep.exchangeCounts(sendCounts);
+        // every rank's rows per expert (and its token count, which must be everyone's): one all-gather, one host read;
+        // a rank's rows arrive grouped by expert in ascending order, so the counts say which expert each row is for
+        long[] all = gatherExpertCounts(a, ep, sendExpert, experts, n);
+        int mine = ep.rank() * perRank;
+        long[] recvCounts = new long[m];
+        for (int q = 0; q < m; q++) {
+            for (int e = mine; e < mine + perRank; e++) {
+                recvCounts[q] += all[q * (experts + 1) + e];
+            }
+        }
         int rows = Math.toIntExact(Arrays.stream(recvCounts).sum());
         Tensor recvX = a.allocate(MemoryCategory.COMM_BUFFERS, DType.F32, rows, h);         // [R, hidden]
         ep.allToAll(sendX, sendCounts, recvX, recvCounts);
         a.release(sendX);
-        Tensor sendE = upload(a, sendExpert).reshape(s, 1);                                 // i32 [S, 1] expert ids
-        Tensor recvE = a.allocate(MemoryCategory.COMM_BUFFERS, DType.I32, rows, 1);         // [R, 1]
-        ep.allToAll(sendE, sendCounts, recvE, recvCounts);
-        a.release(sendE);
         int[] recvExpert = new int[rows];
-        long[] ids = a.toHost(recvE).toLongArray();
-        a.release(recvE);
         float[] ones = new float[rows];
-        for (int i = 0; i < rows; i++) {
-            recvExpert[i] = (int) ids[i];
-            ones[i] = 1;
+        int at = 0;
+        for (int q = 0; q < m; q++) {
+            for (int e = mine; e < mine + perRank; e++) {
+                for (long c = all[q * (experts + 1) + e]; c > 0; c--) {
+                    recvExpert[at] = e;
+                    ones[at++] = 1;
+                }
+            }
         }
         // owner side: run this rank's experts on the rows it received
         ExpertGroups rg = ExpertGroups.of(recvExpert, ones, 1, experts);
@@ -317,6 +325,40 @@ final class ExpertDispatch {
         a.release(dWeight);
         gatherSlices(b, ep, dxs, dx);
         a.release(dxs);
+    }
+
+    /**
+     * [M·(E+1)]: for each rank in order, the rows it sends to each expert, then its layer's token count N. Every rank must
+     * have the same N (lockstep ranks run the same batch); a rank that does not is refused here, before an exchange whose
+     * sizes would disagree could wait forever.
+     */
+    private static long[] gatherExpertCounts(TensorAllocator a, Communicator ep, int[] sendExpert, int experts, int n) {
+        int m = ep.size();
+        Tensor mine = Tensor.allocate(java.lang.foreign.Arena.ofAuto(), DType.I64, experts + 1);
+        long[] counts = new long[experts + 1];
+        for (int e : sendExpert) {
+            counts[e]++;
+        }
+        counts[experts] = n;
+        for (int e = 0; e <= experts; e++) {
+            mine.setLong(counts[e], e);
+        }
+        Tensor send = a.upload(MemoryCategory.COMM_BUFFERS, mine);                                  // i64 [E+1]
+        Tensor gathered = a.allocate(MemoryCategory.COMM_BUFFERS, DType.I64, (long) m * (experts + 1));   // i64 [M·(E+1)]
+        ep.allGather(send, gathered);
+        long[] all = a.toHost(gathered).toLongArray();
+        if (send != mine) {
+            a.release(send);
+        }
+        a.release(gathered);
+        for (int q = 0; q < m; q++) {
+            long other = all[q * (experts + 1) + experts];
+            if (other != n) {
+                throw new IllegalStateException("expert-parallel rank " + ep.rank() + " of " + m + " has " + n
+                        + " tokens in this MoE layer, rank " + q + " has " + other + ": the ranks must run the same batch");
+            }
+        }
+        return all;
     }
 
     /** For each token-major routing slot (token·k + j), the row that carries it in send order (rows grouped by expert). */

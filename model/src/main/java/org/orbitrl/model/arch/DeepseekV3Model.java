@@ -6,7 +6,6 @@ import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.nn.AdapterTargets;
 import org.orbitrl.model.nn.Linear;
-import org.orbitrl.model.nn.Weight;
 import org.orbitrl.model.nn.WeightSource;
 import org.orbitrl.model.spec.QuantizationConfig;
 
@@ -290,7 +289,6 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
      * memory planner budgets as base weights per GPU.
      */
     public long heldBaseBytes() {
-        java.util.IdentityHashMap<Object, Boolean> seen = new java.util.IdentityHashMap<>();
         List<Tensor> tensors = new ArrayList<>(List.of(embed, finalNorm));
         List<Linear> linears = new ArrayList<>();
         for (Layer l : layers) {
@@ -323,22 +321,7 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
             }
         }
         linears.add(lmHead);
-        long bytes = 0;
-        for (Tensor t : tensors) {
-            if (seen.put(t, Boolean.TRUE) == null) {
-                bytes += t.byteSize();
-            }
-        }
-        for (Linear lin : linears) {
-            Object key = lin.weight() instanceof Weight.Dense d ? d.w() : lin.weight();
-            if (seen.put(key, Boolean.TRUE) == null) {
-                bytes += lin.weight().byteSize();
-            }
-            if (lin.bias() != null && seen.put(lin.bias(), Boolean.TRUE) == null) {
-                bytes += lin.bias().byteSize();
-            }
-        }
-        return bytes;
+        return BaseBytes.of(tensors, linears);
     }
 
     @Override

@@ -679,27 +679,11 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
      * memory planner budgets as base weights per GPU.
      */
     public long heldBaseBytes() {
-        java.util.IdentityHashMap<Object, Boolean> seen = new java.util.IdentityHashMap<>();
-        long bytes = 0;
         List<Tensor> tensors = new java.util.ArrayList<>(List.of(embed, finalNorm));
         for (Layer l : layers) {
             tensors.addAll(List.of(l.inputNorm, l.postNorm, l.attention.qNorm, l.attention.kNorm));
         }
-        for (Tensor t : tensors) {
-            if (seen.put(t, Boolean.TRUE) == null) {
-                bytes += t.byteSize();
-            }
-        }
-        for (Linear lin : linears()) {
-            Object key = lin.weight() instanceof Weight.Dense d ? d.w() : lin.weight();
-            if (seen.put(key, Boolean.TRUE) == null) {
-                bytes += lin.weight().byteSize();
-            }
-            if (lin.bias() != null && seen.put(lin.bias(), Boolean.TRUE) == null) {
-                bytes += lin.bias().byteSize();
-            }
-        }
-        return bytes;
+        return BaseBytes.of(tensors, linears());
     }
 
     /** Every linear layer of the model, attention and MLP/experts, with its Hugging Face module name. */

@@ -61,6 +61,25 @@ class CudaJobTest {
         return out;
     }
 
+    interface ExactBody {
+        void run() throws Exception;
+    }
+
+    /** Runs {@code body} with {@code -Dorbit.cuda.exact=true} (the exact kernels), the property restored after. */
+    private static void inExactMode(ExactBody body) throws Exception {
+        String before = System.getProperty("orbit.cuda.exact");
+        System.setProperty("orbit.cuda.exact", "true");
+        try {
+            body.run();
+        } finally {
+            if (before == null) {
+                System.clearProperty("orbit.cuda.exact");
+            } else {
+                System.setProperty("orbit.cuda.exact", before);
+            }
+        }
+    }
+
     @Test
     void withoutAGpuTheJobNamesTheKeyAndTheReason(@TempDir Path dir) throws Exception {
         assumeFalse(Cuda.available(), "a CUDA device is present: the error path is not reachable");
@@ -86,35 +105,27 @@ class CudaJobTest {
     @Test
     void aRolloutGpuAndATrainingGpuGiveTheOneGpuStepsBitForBit(@TempDir Path dir) throws Exception {
         assumeTrue(Cuda.available(), () -> "no CUDA device: " + Cuda.unavailableReason());
-        String before = System.getProperty("orbit.cuda.exact");
-        System.setProperty("orbit.cuda.exact", "true");
-        try {
-            JobSpec q = QuickstartJobTest.quickstart();
-            List<StepMetrics> one = twoSteps(onBackend(q, ComputeBackend.CUDA), dir.resolve("one"), "cuda:0");
-            List<String> gpus = Cuda.deviceCount() >= 2 ? List.of("cuda:0", "cuda:1") : List.of("cuda:0", "cuda:0");
-            List<StepMetrics> split = twoSteps(onPlacement(q, new PlacementSpec(ComputeBackend.CUDA, 2, 1, 1, 1)),
-                    dir.resolve("split"), gpus);
-            for (int i = 0; i < 2; i++) {
-                StepMetrics a = one.get(i);
-                StepMetrics b = split.get(i);
-                String at = "step " + (i + 1) + " on " + gpus + " against one GPU: ";
-                assertEquals(a.tokens(), b.tokens(), at + "response tokens");
-                assertEquals(a.rewardMean(), b.rewardMean(), 0.0, at + "mean reward");
-                assertEquals(a.extra().get("loss"), b.extra().get("loss"), 0.0, at + "loss");
-                assertEquals(a.extra().get("grad_norm"), b.extra().get("grad_norm"), 0.0, at + "gradient norm");
-                assertEquals(a.adapterVersion(), b.adapterVersion(), at + "adapter version");
-                assertEquals(0.0, b.logprobGapMax(), 0.0, at + "the train/rollout gap in exact mode");
-            }
-            System.out.printf("rollout GPU + training GPU on %s: loss %.9g, %.9g (one GPU %.9g, %.9g)%n", gpus,
-                    split.get(0).extra().get("loss"), split.get(1).extra().get("loss"), one.get(0).extra().get("loss"),
-                    one.get(1).extra().get("loss"));
-        } finally {
-            if (before == null) {
-                System.clearProperty("orbit.cuda.exact");
-            } else {
-                System.setProperty("orbit.cuda.exact", before);
-            }
+        inExactMode(() -> {
+        JobSpec q = QuickstartJobTest.quickstart();
+        List<StepMetrics> one = twoSteps(onBackend(q, ComputeBackend.CUDA), dir.resolve("one"), "cuda:0");
+        List<String> gpus = Cuda.deviceCount() >= 2 ? List.of("cuda:0", "cuda:1") : List.of("cuda:0", "cuda:0");
+        List<StepMetrics> split = twoSteps(onPlacement(q, new PlacementSpec(ComputeBackend.CUDA, 2, 1, 1, 1)),
+                dir.resolve("split"), gpus);
+        for (int i = 0; i < 2; i++) {
+            StepMetrics a = one.get(i);
+            StepMetrics b = split.get(i);
+            String at = "step " + (i + 1) + " on " + gpus + " against one GPU: ";
+            assertEquals(a.tokens(), b.tokens(), at + "response tokens");
+            assertEquals(a.rewardMean(), b.rewardMean(), 0.0, at + "mean reward");
+            assertEquals(a.extra().get("loss"), b.extra().get("loss"), 0.0, at + "loss");
+            assertEquals(a.extra().get("grad_norm"), b.extra().get("grad_norm"), 0.0, at + "gradient norm");
+            assertEquals(a.adapterVersion(), b.adapterVersion(), at + "adapter version");
+            assertEquals(0.0, b.logprobGapMax(), 0.0, at + "the train/rollout gap in exact mode");
         }
+        System.out.printf("rollout GPU + training GPU on %s: loss %.9g, %.9g (one GPU %.9g, %.9g)%n", gpus,
+                split.get(0).extra().get("loss"), split.get(1).extra().get("loss"), one.get(0).extra().get("loss"),
+                one.get(1).extra().get("loss"));
+        });
     }
 
     /**
@@ -127,59 +138,43 @@ class CudaJobTest {
         assumeTrue(Cuda.available(), () -> "no CUDA device: " + Cuda.unavailableReason());
         assumeTrue(Cuda.deviceCount() >= 2, () -> "an expert-parallel job over NCCL needs 2 GPUs; this machine has "
                 + Cuda.deviceCount());
-        String before = System.getProperty("orbit.cuda.exact");
-        System.setProperty("orbit.cuda.exact", "true");
-        try {
-            JobSpec q = QuickstartJobTest.quickstart();
-            List<StepMetrics> one = twoSteps(onBackend(q, ComputeBackend.CUDA), dir.resolve("one"), "cuda:0");
-            List<StepMetrics> ep = twoSteps(onPlacement(q, new PlacementSpec(ComputeBackend.CUDA, 2, 0, 2, 1)),
-                    dir.resolve("ep"), List.of("cuda:0", "cuda:1"));
-            for (int i = 0; i < 2; i++) {
-                String at = "step " + (i + 1) + " with the experts split over 2 GPUs: ";
-                assertEquals(one.get(i).tokens(), ep.get(i).tokens(), at + "response tokens");
-                assertEquals(one.get(i).extra().get("loss"), ep.get(i).extra().get("loss"), 0.0, at + "loss");
-                assertEquals(one.get(i).extra().get("grad_norm"), ep.get(i).extra().get("grad_norm"), 0.0, at + "gradient norm");
-            }
-            System.out.printf("expert parallel 2 on 2 GPUs: loss %.9g, %.9g (one GPU %.9g, %.9g)%n",
-                    ep.get(0).extra().get("loss"), ep.get(1).extra().get("loss"), one.get(0).extra().get("loss"),
-                    one.get(1).extra().get("loss"));
-        } finally {
-            if (before == null) {
-                System.clearProperty("orbit.cuda.exact");
-            } else {
-                System.setProperty("orbit.cuda.exact", before);
-            }
+        inExactMode(() -> {
+        JobSpec q = QuickstartJobTest.quickstart();
+        List<StepMetrics> one = twoSteps(onBackend(q, ComputeBackend.CUDA), dir.resolve("one"), "cuda:0");
+        List<StepMetrics> ep = twoSteps(onPlacement(q, new PlacementSpec(ComputeBackend.CUDA, 2, 0, 2, 1)),
+                dir.resolve("ep"), List.of("cuda:0", "cuda:1"));
+        for (int i = 0; i < 2; i++) {
+            String at = "step " + (i + 1) + " with the experts split over 2 GPUs: ";
+            assertEquals(one.get(i).tokens(), ep.get(i).tokens(), at + "response tokens");
+            assertEquals(one.get(i).extra().get("loss"), ep.get(i).extra().get("loss"), 0.0, at + "loss");
+            assertEquals(one.get(i).extra().get("grad_norm"), ep.get(i).extra().get("grad_norm"), 0.0, at + "gradient norm");
         }
+        System.out.printf("expert parallel 2 on 2 GPUs: loss %.9g, %.9g (one GPU %.9g, %.9g)%n",
+                ep.get(0).extra().get("loss"), ep.get(1).extra().get("loss"), one.get(0).extra().get("loss"),
+                one.get(1).extra().get("loss"));
+        });
     }
 
     @Test
     void twoQuickstartStepsOnTheGpuMatchTheCpuFirstStep(@TempDir Path dir) throws Exception {
         assumeTrue(Cuda.available(), () -> "no CUDA device: " + Cuda.unavailableReason());
-        String before = System.getProperty("orbit.cuda.exact");
-        System.setProperty("orbit.cuda.exact", "true");
-        try {
-            JobSpec q = QuickstartJobTest.quickstart();
-            List<StepMetrics> cpu = twoSteps(onBackend(q, ComputeBackend.CPU), dir.resolve("cpu"), "cpu:0");
-            List<StepMetrics> gpu = twoSteps(onBackend(q, ComputeBackend.CUDA), dir.resolve("cuda"), "cuda:0");
-            assertEquals(2, gpu.size());
-            StepMetrics a = cpu.get(0);
-            StepMetrics b = gpu.get(0);
-            assertEquals(a.tokens(), b.tokens(), "first step's response tokens, cpu vs cuda");
-            assertEquals(a.rewardMean(), b.rewardMean(), 0.0, "first step's mean reward, cpu vs cuda");
-            for (String key : List.of("loss", "grad_norm")) {
-                double x = a.extra().get(key);
-                double y = b.extra().get(key);
-                assertTrue(Double.isFinite(y) && Math.abs(x - y) <= 1e-4 + 1e-3 * Math.abs(x),
-                        "first step's " + key + ": cpu " + x + " cuda " + y + " (tolerance 1e-4 + 1e-3*|cpu|)");
-            }
-            assertTrue(Double.isFinite(gpu.get(1).extra().get("loss")), "second step's loss on cuda is finite");
-            assertEquals(2, gpu.get(1).step());
-        } finally {
-            if (before == null) {
-                System.clearProperty("orbit.cuda.exact");
-            } else {
-                System.setProperty("orbit.cuda.exact", before);
-            }
+        inExactMode(() -> {
+        JobSpec q = QuickstartJobTest.quickstart();
+        List<StepMetrics> cpu = twoSteps(onBackend(q, ComputeBackend.CPU), dir.resolve("cpu"), "cpu:0");
+        List<StepMetrics> gpu = twoSteps(onBackend(q, ComputeBackend.CUDA), dir.resolve("cuda"), "cuda:0");
+        assertEquals(2, gpu.size());
+        StepMetrics a = cpu.get(0);
+        StepMetrics b = gpu.get(0);
+        assertEquals(a.tokens(), b.tokens(), "first step's response tokens, cpu vs cuda");
+        assertEquals(a.rewardMean(), b.rewardMean(), 0.0, "first step's mean reward, cpu vs cuda");
+        for (String key : List.of("loss", "grad_norm")) {
+            double x = a.extra().get(key);
+            double y = b.extra().get(key);
+            assertTrue(Double.isFinite(y) && Math.abs(x - y) <= 1e-4 + 1e-3 * Math.abs(x),
+                    "first step's " + key + ": cpu " + x + " cuda " + y + " (tolerance 1e-4 + 1e-3*|cpu|)");
         }
+        assertTrue(Double.isFinite(gpu.get(1).extra().get("loss")), "second step's loss on cuda is finite");
+        assertEquals(2, gpu.get(1).step());
+        });
     }
 }

@@ -2,14 +2,13 @@ package org.orbitrl.scheduler.loop;
 
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.adapter.Adapter;
-import org.orbitrl.model.adapter.AdapterSlots;
 import org.orbitrl.scheduler.job.JobException;
 import org.orbitrl.scheduler.log.AdapterVersionEvent;
 import org.orbitrl.scheduler.log.SampleLogWriter;
 
 /**
- * Publication of a trained adapter version: its weights copied into the rollout engine's idle
- * slot (only the adapter moves; the engine switches between decode steps), then an
+ * Publication of a trained adapter version: its weights copied into every rollout engine's idle
+ * slot (only the adapter moves; an engine switches between decode steps), then an
  * {@link AdapterVersionEvent} appended to the sample log with the bytes copied.
  */
 final class AdapterPublisher {
@@ -21,28 +20,17 @@ final class AdapterPublisher {
         }
     }
 
-    private final AdapterSlots slots;
+    private final RolloutReplicas engines;
     private final Adapter trainerAdapter;
     private final SampleLogWriter writer;
     private final TensorAllocator memory;
-    private Runnable beforeCopy = () -> { };
-    private Runnable afterCopy = () -> { };
 
     /** @param memory the allocator of the adapters' tensors (host or device), to read them for the checksum */
-    AdapterPublisher(AdapterSlots slots, Adapter trainerAdapter, SampleLogWriter writer, TensorAllocator memory) {
+    AdapterPublisher(RolloutReplicas engines, Adapter trainerAdapter, SampleLogWriter writer, TensorAllocator memory) {
         this.memory = memory;
-        this.slots = slots;
+        this.engines = engines;
         this.trainerAdapter = trainerAdapter;
         this.writer = writer;
-    }
-
-    /**
-     * Orders the copy against the trainer's work when the slots live on another stream: {@code before}
-     * waits for the trainer's last update, {@code after} for the copy itself.
-     */
-    void fences(Runnable before, Runnable after) {
-        this.beforeCopy = before;
-        this.afterCopy = after;
     }
 
     /** Publishes the trainer's adapter as {@code version}, trained at {@code step}. */
@@ -50,9 +38,7 @@ final class AdapterPublisher {
         long p0 = System.nanoTime();
         long bytes;
         try {
-            beforeCopy.run();
-            bytes = slots.publish(trainerAdapter, version);
-            afterCopy.run();
+            bytes = engines.publish(trainerAdapter, version);
         } catch (InterruptedException ie) {
             Thread.currentThread().interrupt();
             throw new JobException("interrupted while publishing adapter version " + version);

@@ -1,12 +1,10 @@
 package org.orbitrl.scheduler.loop;
 
-import org.orbitrl.model.adapter.AdapterSlots;
 import org.orbitrl.scheduler.log.SampleGroup;
 import org.orbitrl.scheduler.log.SampleLogWriter;
 import org.orbitrl.scheduler.log.SampleRecord;
 import org.orbitrl.scheduler.rollout.Completion;
 import org.orbitrl.scheduler.rollout.Request;
-import org.orbitrl.scheduler.rollout.RolloutEngine;
 import org.orbitrl.scheduler.task.Problem;
 
 import java.util.ArrayList;
@@ -16,8 +14,8 @@ import java.util.function.Function;
 
 /**
  * Asynchronous rollout: a thread that keeps generating groups with whatever adapter version the
- * engine's active slot serves, and appends them to the sample log, while the trainer trains on
- * earlier ones. New versions arrive through the engine's idle slot and switch between decode
+ * engines' active slots serve, and appends them to the sample log, while the trainer trains on
+ * earlier ones. New versions arrive through each engine's idle slot and switch between decode
  * steps, so a long sequence may finish under a newer version (its tokens record which). When the
  * trainer falls behind by {@code maxLag} groups the thread waits (backpressure) instead of filling
  * memory or the disk.
@@ -34,8 +32,7 @@ final class AsyncRollout implements AutoCloseable {
         List<SampleRecord> group(long rolloutStep, int index, Problem p, List<Completion> samples);
     }
 
-    private final RolloutEngine engine;
-    private final AdapterSlots slots;
+    private final RolloutReplicas engines;
     private final java.util.function.Supplier<SampleLogWriter> writers;
     private final Producer producer;
     private final int samplesPerPrompt;
@@ -54,10 +51,9 @@ final class AsyncRollout implements AutoCloseable {
     private volatile Throwable failure;
     private long rolloutStep;
 
-    AsyncRollout(RolloutEngine engine, AdapterSlots slots, java.util.function.Supplier<SampleLogWriter> writers, Producer producer, int samplesPerPrompt,
+    AsyncRollout(RolloutReplicas engines, java.util.function.Supplier<SampleLogWriter> writers, Producer producer, int samplesPerPrompt,
                  int maxLag, boolean abortStale, long firstStep, long alreadyProduced, Function<Void, Long> consumedGroups) {
-        this.engine = engine;
-        this.slots = slots;
+        this.engines = engines;
         this.writers = writers;
         this.producer = producer;
         this.samplesPerPrompt = samplesPerPrompt;
@@ -123,7 +119,7 @@ final class AsyncRollout implements AutoCloseable {
             while (running) {
                 long w0 = System.nanoTime();
                 while (running && (paused || produced.get() - consumedGroups.apply(null) >= maxLag)) {
-                    slots.beginStep();                // a published version still takes effect while idle
+                    engines.beginStep();                // a published version still takes effect while idle
                     parked = true;
                     Thread.sleep(2);
                 }
@@ -135,13 +131,13 @@ final class AsyncRollout implements AutoCloseable {
                 long b0 = System.nanoTime();
                 rolloutStep++;
                 List<Problem> problems = producer.problems(rolloutStep);
-                List<Completion> out = engine.generate(producer.requests(problems, rolloutStep));
+                List<Completion> out = engines.generate(producer.requests(problems, rolloutStep));
                 for (int i = 0; i < problems.size(); i++) {
                     List<Completion> samples = new ArrayList<>(out.subList(i * samplesPerPrompt, (i + 1) * samplesPerPrompt));
                     if (abortStale && samples.stream().anyMatch(c -> !c.singleVersion())) {
                         // partial_rollouts: abort: regenerate the prompt's samples under one version
                         regenerated.addAndGet(samples.size());
-                        samples = engine.generate(producer.requests(List.of(problems.get(i)), rolloutStep));
+                        samples = engines.generate(producer.requests(List.of(problems.get(i)), rolloutStep));
                     }
                     for (Completion c : samples) {
                         tokens.addAndGet(c.tokens().length);

@@ -1,6 +1,5 @@
 package org.orbitrl.scheduler.loop;
 
-import org.orbitrl.model.adapter.AdapterSlots;
 import org.orbitrl.scheduler.job.JobContext;
 import org.orbitrl.scheduler.job.JobException;
 import org.orbitrl.scheduler.job.JobSpec;
@@ -16,7 +15,6 @@ import org.orbitrl.scheduler.log.SampleLogWriter;
 import org.orbitrl.scheduler.log.SampleRecord;
 import org.orbitrl.scheduler.report.MetricsLog;
 import org.orbitrl.scheduler.report.StepRecord;
-import org.orbitrl.scheduler.rollout.RolloutEngine;
 import org.orbitrl.scheduler.task.Reward;
 
 import java.time.Instant;
@@ -64,8 +62,8 @@ final class AsyncStep implements AutoCloseable {
      *                   rollout engine holds per step, held here while training
      */
     AsyncStep(JobContext ctx, JobSpec spec, SampleLogReader reader, PolicyTrainer trainer, AdapterPublisher publisher,
-              MetricsLog metrics, AccountingAllocator memory, Map<String, Double> gauges, RolloutEngine engine,
-              AdapterSlots slots, Supplier<SampleLogWriter> writers, AsyncRollout.Producer producer, long firstStep, Lock deviceLock) {
+              MetricsLog metrics, AccountingAllocator memory, Map<String, Double> gauges, RolloutReplicas engines,
+              Supplier<SampleLogWriter> writers, AsyncRollout.Producer producer, long firstStep, Lock deviceLock) {
         this.ctx = ctx;
         this.deviceLock = deviceLock;
         this.spec = spec;
@@ -76,7 +74,7 @@ final class AsyncStep implements AutoCloseable {
         this.memory = memory;
         this.gauges = gauges;
         var a = spec.async();
-        this.rollout = new AsyncRollout(engine, slots, writers, producer, spec.batch().samplesPerPrompt(),
+        this.rollout = new AsyncRollout(engines, writers, producer, spec.batch().samplesPerPrompt(),
                 a.maxLagGroups(), a.partialRollouts() == PartialRollouts.ABORT, firstStep, 0, x -> groupsConsumed);
         rollout.start();
     }

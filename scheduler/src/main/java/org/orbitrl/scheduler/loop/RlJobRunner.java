@@ -82,8 +82,7 @@ public final class RlJobRunner implements JobRunner {
     private LoadedModel base;
     private Trainable trainerModel;
     private Adapter trainerAdapter;
-    private AdapterSlots slots;
-    private RolloutEngine engine;
+    private RolloutReplicas rollout;
     private PolicyTrainer trainer;
     private Task task;
     private TextCodec codec;
@@ -94,8 +93,6 @@ public final class RlJobRunner implements JobRunner {
     private AdapterPublisher publisher;
     private SampleFactory samples;
     private AsyncStep async;
-    private Backend rolloutBackend;
-    private LoadedModel rolloutBase;   // the rollout GPU's copy of the base; null when rollout shares the trainer's
     private TensorAllocator adapterMemory;
 
     private volatile RunnerState state = new RunnerState(0, 0, SampleLog.NO_INDEX, 0);
@@ -135,13 +132,13 @@ public final class RlJobRunner implements JobRunner {
         try {
             memory = new AccountingAllocator();
             boolean onDevice = spec.placement().backend() == org.orbitrl.scheduler.job.ComputeBackend.CUDA;
-            boolean rolloutGpu = RlPlan.rolloutGpu(spec);   // devices [rollout GPU, training GPU]
-            if (rolloutGpu && ctx.devices().size() != 2) {
-                throw new JobException("job " + spec.name() + ": placement.rollout_devices: 1 of devices: 2 needs two GPUs, "
-                        + "given " + ctx.devices());
+            int rolloutDevices = RlPlan.rolloutDevices(spec);   // devices [rollout 0 .. k-1, training]
+            if (rolloutDevices > 0 && ctx.devices().size() != rolloutDevices + 1) {
+                throw new JobException("job " + spec.name() + ": placement.rollout_devices: " + rolloutDevices + " of devices: "
+                        + (rolloutDevices + 1) + " needs " + (rolloutDevices + 1) + " devices, given " + ctx.devices());
             }
             backend = rank != null ? rank.backend()
-                    : onDevice ? deviceBackend(spec, rolloutGpu ? ctx.devices().subList(1, 2) : ctx.devices())
+                    : onDevice ? deviceBackend(spec, ctx.devices().subList(rolloutDevices, rolloutDevices + 1))
                     : new CpuBackend(Runtime.getRuntime().availableProcessors(), memory);
             // adapters and optimizer state live where the model computes: host memory (accounted) or the device
             adapterMemory = onDevice ? backend.allocator() : memory;
@@ -164,44 +161,14 @@ public final class RlJobRunner implements JobRunner {
             trainerModel.setOffloadedInputs(planned.recompute() && planned.offloadInputs());
             trainerAdapter = RlSetup.newAdapter(cfg, (AdapterTargets) trainerModel, adapterMemory, spec.seed());
             boolean isAsync = spec.async().enabled();
-            int cores = Runtime.getRuntime().availableProcessors();
-            // async: rollout and training run at once, each on a backend of its own: on the CPU its own
-            // thread pool; on the device its own stream, cuBLAS handle, scratch and allocator, reading the
-            // trainer's frozen weights in place. The rollout slots live with the rollout backend.
-            // a rollout GPU: its own backend and copy of the base, sync or async alike
-            rolloutBackend = rolloutGpu ? deviceBackend(spec, ctx.devices().subList(0, 1))
-                    : !isAsync ? null
-                    : onDevice ? new CudaBackend((CudaBackend) backend, spec.async().priority() == AsyncSpec.Priority.ROLLOUT)
-                    : new CpuBackend(Math.max(1, cores / 2), memory);
-            CausalLM rolloutModel;
-            if (rolloutGpu) {
-                rolloutBase = LoadedModel.load(spec.model().path(), rolloutBackend, baseFormat(spec));
-                rolloutModel = rolloutBase.model();
-                if (rolloutModel instanceof Trainable t) {
-                    t.setExpertChunk(RlPlan.expertChunk(spec));   // the trainer's kernels: exact mode's bits match
-                }
-            } else {
-                rolloutModel = rolloutBackend != null ? trainerModel.view(rolloutBackend) : trainerModel.view();
-            }
-            boolean ownStream = onDevice && rolloutBackend != null;   // async on the trainer's GPU, or a rollout GPU
-            TensorAllocator slotMemory = ownStream ? rolloutBackend.allocator() : adapterMemory;
-            slots = new AdapterSlots((AdapterTargets) rolloutModel,
-                    () -> RlSetup.newAdapter(cfg, (AdapterTargets) rolloutModel, slotMemory, spec.seed()), 0,
-                    slotMemory);
-            var b = spec.batch();
-            int seqTokens = b.maxPromptTokens() + b.maxResponseTokens();
-            int sequences = b.promptsPerStep() * b.samplesPerPrompt();
-            int blockSize = 16;
             DType kvCache = spec.sampling().kvCache().dtype();
             if (kvCache != DType.F32 && backend instanceof CudaBackend gpu && gpu.exact()) {
                 throw new IllegalArgumentException("sampling.kv_cache: " + spec.sampling().kvCache().name().toLowerCase(java.util.Locale.ROOT)
                         + " needs the default kernels; with -Dorbit.cuda.exact=true a decode step must equal the training forward bit"
                         + " for bit, which needs kv_cache: f32");
             }
-            engine = new RolloutEngine(rolloutModel, slots, new RolloutEngine.Options(blockSize,
-                    Math.max(64, sequences * ((seqTokens + blockSize - 1) / blockSize + 1)),
-                    Math.max(sequences, spec.eval().size()), Math.max(4096, sequences * 64),
-                    RolloutEngine.Graphs.valueOf(spec.sampling().decodeGraphs().name()), kvCache), codec::decode);
+            rollout = rolloutEngines(cfg, onDevice, isAsync);
+            var b = spec.batch();
             List<Parameter> params = new ArrayList<>();
             for (Adapter.Param p : trainerAdapter.params()) {
                 params.add(new Parameter(p.name(), p.value()));
@@ -229,25 +196,16 @@ public final class RlJobRunner implements JobRunner {
                 RlCheckpoint.restore(resumeFrom, this);
             }
             reader.startAfter(state.consumedIndex());
-            if (ownStream) {
-                ((CudaBackend) backend).synchronize();                 // a restored adapter is written before it is copied
-            }
-            slots.publish(trainerAdapter, state.adapterVersion() + 1);   // rollout serves what the trainer holds
-            if (ownStream) {
-                ((CudaBackend) rolloutBackend).stream().synchronize();
-            }
+            rollout.publish(trainerAdapter, state.adapterVersion() + 1);   // rollout serves what the trainer holds
             state = new RunnerState(state.step(), state.adapterVersion() + 1, state.consumedIndex(), state.samplesTrained());
-            publisher = new AdapterPublisher(slots, trainerAdapter, writer, adapterMemory);
-            if (ownStream) {
-                // the copy runs on the rollout stream: after the trainer's last update, and done before it updates again
-                CudaBackend trainerDevice = (CudaBackend) backend;
-                CudaBackend rolloutDevice = (CudaBackend) rolloutBackend;
-                publisher.fences(trainerDevice::synchronize, () -> rolloutDevice.stream().synchronize());
-            }
+            publisher = new AdapterPublisher(rollout, trainerAdapter, writer, adapterMemory);
             if (isAsync) {
-                async = new AsyncStep(ctx, spec, reader, trainer, publisher, metrics, memory, gauges, engine, slots,
+                async = new AsyncStep(ctx, spec, reader, trainer, publisher, metrics, memory, gauges, rollout,
                         sampleLog::writer, samples.producer(), firstRolloutStep(), null);
             }
+        } catch (JobException e) {
+            close();
+            throw e;
         } catch (IOException | InterruptedException | RuntimeException e) {
             close();
             throw new JobException("loading job " + spec.name() + ": " + e.getMessage(), e);
@@ -271,6 +229,85 @@ public final class RlJobRunner implements JobRunner {
     /** The backend name of the job's GPU: its first device when that is a CUDA device id ({@code cuda:N}), else {@code cuda}. */
     static String gpuOf(java.util.List<String> devices) {
         return !devices.isEmpty() && devices.get(0).startsWith("cuda:") ? devices.get(0) : "cuda";
+    }
+
+    /**
+     * The rollout engines: one on the trainer's device (a view of its weights; in async mode on a backend of its own: on
+     * the CPU its own thread pool, on the GPU its own stream, cuBLAS handle, scratch and allocator), or with
+     * {@code rollout_devices: k} one a rollout device: on a GPU over its own copy of the base, on the CPU's logical
+     * devices a view of the trainer's weights with a thread pool of its own. Each engine's KV cache holds its share of
+     * the step's sequences, as the planner budgets a rollout GPU.
+     */
+    private RolloutReplicas rolloutEngines(AdapterConfig cfg, boolean onDevice, boolean isAsync) throws JobException {
+        int k = RlPlan.rolloutDevices(spec);
+        int cores = Runtime.getRuntime().availableProcessors();
+        List<RolloutReplicas.Replica> replicas = new ArrayList<>();
+        try {
+            for (int r = 0; r < Math.max(1, k); r++) {
+                Backend own;              // the engine's backend where it has one; null: the trainer's
+                LoadedModel copy = null;  // a rollout GPU's copy of the base
+                CausalLM model;
+                if (k > 0 && onDevice) {
+                    own = deviceBackend(spec, ctx.devices().subList(r, r + 1));
+                    copy = LoadedModel.load(spec.model().path(), own, baseFormat(spec));
+                    model = copy.model();
+                    if (model instanceof Trainable t) {
+                        t.setExpertChunk(RlPlan.expertChunk(spec));   // the trainer's kernels: exact mode's bits match
+                    }
+                } else {
+                    own = k > 0 ? new CpuBackend(Math.max(1, cores / (isAsync ? 2 * k : k)), memory)
+                            : !isAsync ? null
+                            : onDevice ? new CudaBackend((CudaBackend) backend, spec.async().priority() == AsyncSpec.Priority.ROLLOUT)
+                            : new CpuBackend(Math.max(1, cores / 2), memory);
+                    model = own != null ? trainerModel.view(own) : trainerModel.view();
+                }
+                boolean ownStream = onDevice && own != null;
+                TensorAllocator slotMemory = ownStream ? own.allocator() : adapterMemory;
+                CausalLM m = model;
+                AdapterSlots slots = new AdapterSlots((AdapterTargets) m,
+                        () -> RlSetup.newAdapter(cfg, (AdapterTargets) m, slotMemory, spec.seed()), 0, slotMemory);
+                RolloutEngine engine = new RolloutEngine(model, slots, engineOptions(Math.max(1, k)), codec::decode);
+                LoadedModel ownedCopy = copy;
+                Backend ownedBackend = own;
+                AutoCloseable owned = () -> {
+                    try (AutoCloseable closedLast = ownedBackend; AutoCloseable closedFirst = ownedCopy) {
+                        // the copy of the base, then the backend it lives on (either may be null)
+                    }
+                };
+                Runnable fence = ownStream ? () -> ((CudaBackend) ownedBackend).stream().synchronize() : () -> { };
+                String device = k > 0 ? ctx.devices().get(r) : ctx.devices().isEmpty() ? "cpu:0" : ctx.devices().get(0);
+                replicas.add(new RolloutReplicas.Replica(device, engine, slots, ownStream, fence, owned));
+            }
+        } catch (RuntimeException | JobException e) {
+            for (RolloutReplicas.Replica r : replicas) {
+                try (AutoCloseable closedLast = r.owned(); AutoCloseable closedFirst = r.engine()) {
+                    // the engine, then what it ran on
+                } catch (Exception suppressed) {
+                    e.addSuppressed(suppressed);
+                }
+            }
+            throw e;
+        }
+        Runnable trainerFence = backend instanceof CudaBackend gpu ? gpu::synchronize : () -> { };
+        return new RolloutReplicas(replicas, trainerFence, spec.name());
+    }
+
+    /**
+     * An engine's cache and batch limits for its share of the step's sequences over {@code engines} engines: every
+     * sequence of its share at once (the planner's KV budget of a rollout device), evaluation's greedy requests likewise.
+     */
+    private RolloutEngine.Options engineOptions(int engines) {
+        var b = spec.batch();
+        int seqTokens = b.maxPromptTokens() + b.maxResponseTokens();
+        int sequences = ceil(b.promptsPerStep() * b.samplesPerPrompt(), engines);
+        int blockSize = 16;
+        return new RolloutEngine.Options(blockSize, Math.max(64, sequences * ((seqTokens + blockSize - 1) / blockSize + 1)),
+                Math.max(sequences, ceil(spec.eval().size(), engines)), Math.max(4096, sequences * 64),
+                RolloutEngine.Graphs.valueOf(spec.sampling().decodeGraphs().name()), spec.sampling().kvCache().dtype());
+    }
+
+    private static int ceil(int a, int b) {
+        return (a + b - 1) / b;
     }
 
     static BaseFormat baseFormat(JobSpec spec) throws JobException {
@@ -318,10 +355,10 @@ public final class RlJobRunner implements JobRunner {
         }
 
         // 1. rollout: prompts × G samples with the serving adapter version
-        RolloutEngine.Stats before = engine.stats();
-        List<Completion> completions = engine.generate(samples.requests(todo.stream().map(problems::get).toList(), step));
+        RolloutEngine.Stats before = rollout.stats();
+        List<Completion> completions = rollout.generate(samples.requests(todo.stream().map(problems::get).toList(), step));
         long tRollout = System.nanoTime();
-        RolloutEngine.Stats after = engine.stats();
+        RolloutEngine.Stats after = rollout.stats();
 
         // 2. reward, 3. log: each group appended to the sample queue as one entry
         long tokens = 0;
@@ -455,14 +492,14 @@ public final class RlJobRunner implements JobRunner {
                         .withTemperature(Math.max(1e-3f, (float) tunables.temperature())), e.samples()));
             }
         }
-        List<Completion> gOut = engine.generate(greedy);
+        List<Completion> gOut = rollout.generate(greedy);
         boolean[] gOk = new boolean[problems.size()];
         for (int i = 0; i < problems.size(); i++) {
             gOk[i] = task.verify(problems.get(i), codec.decode(gOut.get(i).tokens())).correct();
         }
         Evaluation ev;
         if (e.samples() > 0) {
-            List<Completion> sOut = engine.generate(sampled);
+            List<Completion> sOut = rollout.generate(sampled);
             boolean[][] sOk = new boolean[problems.size()][e.samples()];
             for (int i = 0; i < problems.size(); i++) {
                 for (int k = 0; k < e.samples(); k++) {
@@ -538,7 +575,7 @@ public final class RlJobRunner implements JobRunner {
             Files.writeString(ctx.dataDir().resolve("profile.txt"), profiler.report(60));
         };
         // in dependency order: the rollout thread before the engine it drives, the model before its backend
-        AutoCloseable[] owned = {profile, async, engine, rolloutBase, rolloutBackend, metrics, reader, writer, sampleLog, base,
+        AutoCloseable[] owned = {profile, async, rollout, metrics, reader, writer, sampleLog, base,
                 rank == null ? backend : null};   // a rank's backend is its runner's
         Exception first = null;
         for (AutoCloseable c : owned) {

@@ -66,7 +66,8 @@ final class RlPlan {
         var b = spec.batch();
         PlanRequest req = new PlanRequest(model, spec.model().path(), BaseFormat.parse("native", model), adapter,
                 new BatchShape(b.promptsPerStep(), b.samplesPerPrompt(), b.maxPromptTokens(), b.maxResponseTokens(),
-                        b.microBatch()), node, rolloutGpu(spec) ? ParallelLayout.split(1, 1, 1, 1)
+                        b.microBatch()), node, rolloutDevices(spec) > 0 && !node.hostMemory()
+                        ? ParallelLayout.split(1, 1, rolloutDevices(spec), 1)
                         : expertParallel(spec) && !node.hostMemory() ? ParallelLayout.colocated(spec.placement().expertParallel(), 1)
                         : ParallelLayout.auto(model, node, 0, 0), spec.memory().recompute(),
                 expertChunk(spec),
@@ -90,13 +91,16 @@ final class RlPlan {
     }
 
     /**
-     * True for the one split the RL runner runs: two GPUs, the first only generating (the rollout engine with its own copy
-     * of the base and the adapter slots), the second training; adapter versions go GPU to GPU.
+     * The rollout devices of the split the RL runner runs: {@code rollout_devices: k} of {@code devices: k + 1}, the first k
+     * only generating (one rollout engine a device, each with its own copy of the base on a GPU, a view of the trainer's
+     * weights on the CPU's logical devices, and its adapter slots), the last training; adapter versions go from the
+     * trainer into every engine's idle slot (GPU to GPU on CUDA). 0 for any other placement.
      */
-    static boolean rolloutGpu(JobSpec spec) {
+    static int rolloutDevices(JobSpec spec) {
         var p = spec.placement();
-        return p.backend() == ComputeBackend.CUDA && p.devices() == 2 && p.rolloutDevices() == 1 && p.expertParallel() == 1
+        boolean split = p.devices() >= 2 && p.rolloutDevices() == p.devices() - 1 && p.expertParallel() == 1
                 && p.tensorParallel() == 1 && p.nodes() == 1;
+        return split ? p.rolloutDevices() : 0;
     }
 
     /**
@@ -110,21 +114,21 @@ final class RlPlan {
     }
 
     /**
-     * The RL runner drives one device a job (the one the daemon gives it), or on CUDA two: a rollout GPU and a training
-     * GPU ({@link #rolloutGpu}); {@link ExpertParallelRunner} drives one a device of an expert-parallel job. Any other placement is refused when the job is to run, before anything is loaded, naming
-     * its keys (a plan alone may still be made for it). The split model itself ({@code ParallelLayout},
-     * {@code RankGroups}) runs from code; docs/multi-gpu.md.
+     * The RL runner drives one device a job (the one the daemon gives it), or rollout devices and one training device
+     * ({@link #rolloutDevices}); {@link ExpertParallelRunner} drives one a device of an expert-parallel job. Any other
+     * placement is refused when the job is to run, before anything is loaded, naming its keys (a plan alone may still be
+     * made for it). The split model itself ({@code ParallelLayout}, {@code RankGroups}) runs from code; docs/multi-gpu.md.
      */
     static void requireOneDevice(JobSpec spec) throws JobException {
         var p = spec.placement();
         boolean one = p.devices() == 1 && p.rolloutDevices() == 0 && p.expertParallel() == 1 && p.tensorParallel() == 1
                 && p.nodes() == 1;
-        if (!one && !rolloutGpu(spec)) {
+        if (!one && rolloutDevices(spec) == 0) {
             throw new JobException("job " + spec.name() + ": placement {devices: " + p.devices() + ", rollout_devices: "
                     + p.rolloutDevices() + ", expert_parallel: " + p.expertParallel() + ", tensor_parallel: "
                     + p.tensorParallel() + (p.nodes() > 1 ? ", hosts: " + p.hosts() : "") + "}: the RL runner runs a job on"
                     + " one device (devices: 1, rollout_devices: 0, expert_parallel: 1, tensor_parallel: 1, one host),"
-                    + " with backend: cuda on a rollout GPU and a training GPU (devices: 2, rollout_devices: 1), or with its"
+                    + " on rollout devices and one training device (devices: k + 1, rollout_devices: k), or with its"
                     + " routed experts split over all its devices (expert_parallel equal to devices, tensor_parallel 1,"
                     + " rollout_devices 0, synchronous); run several jobs side by side to use more of the node's devices");
         }
@@ -145,8 +149,8 @@ final class RlPlan {
                         : node.gpus() + " GPU(s) of " + node.bytesPerGpu() / (1L << 20) + " MiB (" + node.name() + ")") + ":\n" + table);
             }
             Map<String, Map<MemoryCategory, Long>> bytes = new java.util.LinkedHashMap<>();
-            boolean split = rolloutGpu(spec);
-            for (int g = 0; g < node.gpus(); g++) {   // split: the first rollout_devices GPUs generate, the rest train
+            boolean split = rolloutDevices(spec) > 0 && !node.hostMemory();
+            for (int g = 0; g < node.gpus(); g++) {   // split: the first rollout_devices GPUs generate, the last trains
                 bytes.put(node.hostMemory() ? "cpu:0" : "cuda:" + g, !split ? plan.perGpuBytes()
                         : plan.budget(g < spec.placement().rolloutDevices() ? GpuRole.ROLLOUT : GpuRole.TRAIN).bytes());
             }

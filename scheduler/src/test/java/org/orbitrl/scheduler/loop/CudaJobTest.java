@@ -105,12 +105,31 @@ class CudaJobTest {
     @Test
     void aRolloutGpuAndATrainingGpuGiveTheOneGpuStepsBitForBit(@TempDir Path dir) throws Exception {
         assumeTrue(Cuda.available(), () -> "no CUDA device: " + Cuda.unavailableReason());
+        assertASplitGivesTheOneGpuSteps(dir, 1);
+    }
+
+    /**
+     * {@code placement: {backend: cuda, devices: 3, rollout_devices: 2}}: two rollout engines, each on its GPU over its own
+     * copy of the base drawing half of each step's prompts at once, and a training GPU; each version copied into both.
+     * Exact mode: the one-GPU job's steps bit for bit. With fewer than three GPUs the devices repeat (each role its own
+     * backend and copy of the base on the GPU it is given).
+     */
+    @Test
+    void twoRolloutGpusAndATrainingGpuGiveTheOneGpuStepsBitForBit(@TempDir Path dir) throws Exception {
+        assumeTrue(Cuda.available(), () -> "no CUDA device: " + Cuda.unavailableReason());
+        assertASplitGivesTheOneGpuSteps(dir, 2);
+    }
+
+    private static void assertASplitGivesTheOneGpuSteps(Path dir, int rolloutGpus) throws Exception {
         inExactMode(() -> {
         JobSpec q = QuickstartJobTest.quickstart();
         List<StepMetrics> one = twoSteps(onBackend(q, ComputeBackend.CUDA), dir.resolve("one"), "cuda:0");
-        List<String> gpus = Cuda.deviceCount() >= 2 ? List.of("cuda:0", "cuda:1") : List.of("cuda:0", "cuda:0");
-        List<StepMetrics> split = twoSteps(onPlacement(q, new PlacementSpec(ComputeBackend.CUDA, 2, 1, 1, 1)),
-                dir.resolve("split"), gpus);
+        List<String> gpus = new ArrayList<>();
+        for (int g = 0; g <= rolloutGpus; g++) {
+            gpus.add("cuda:" + Math.min(g, Cuda.deviceCount() - 1));
+        }
+        List<StepMetrics> split = twoSteps(onPlacement(q, new PlacementSpec(ComputeBackend.CUDA, rolloutGpus + 1, rolloutGpus,
+                1, 1)), dir.resolve("split"), gpus);
         for (int i = 0; i < 2; i++) {
             StepMetrics a = one.get(i);
             StepMetrics b = split.get(i);
@@ -121,9 +140,11 @@ class CudaJobTest {
             assertEquals(a.extra().get("grad_norm"), b.extra().get("grad_norm"), 0.0, at + "gradient norm");
             assertEquals(a.adapterVersion(), b.adapterVersion(), at + "adapter version");
             assertEquals(0.0, b.logprobGapMax(), 0.0, at + "the train/rollout gap in exact mode");
+            assertEquals(rolloutGpus * a.extra().get("publish_bytes"), b.extra().get("publish_bytes"), 0.0,
+                    at + "each version copied into every rollout engine");
         }
-        System.out.printf("rollout GPU + training GPU on %s: loss %.9g, %.9g (one GPU %.9g, %.9g)%n", gpus,
-                split.get(0).extra().get("loss"), split.get(1).extra().get("loss"), one.get(0).extra().get("loss"),
+        System.out.printf("%d rollout GPU(s) + a training GPU on %s: loss %.9g, %.9g (one GPU %.9g, %.9g)%n", rolloutGpus,
+                gpus, split.get(0).extra().get("loss"), split.get(1).extra().get("loss"), one.get(0).extra().get("loss"),
                 one.get(1).extra().get("loss"));
         });
     }

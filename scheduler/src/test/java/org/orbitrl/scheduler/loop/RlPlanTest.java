@@ -58,10 +58,11 @@ class RlPlanTest {
     }
 
     /**
-     * The RL runner drives one device a job, or a rollout GPU and a training GPU: any other placement (several devices
-     * that all train, an expert- or tensor-parallel split, a CPU job over devices) is refused when the job is to run
-     * (plan and load), naming the placement, before anything is loaded; the rollout/training split is planned per role.
-     * The job's GPU is the one the daemon gave it.
+     * The RL runner drives one device a job, or rollout devices and one training device: any other placement (several
+     * devices that all train, several training devices beside rollout devices, an expert- or tensor-parallel split) is
+     * refused when the job is to run (plan and load), naming the placement, before anything is loaded; the
+     * rollout/training split is planned per role, each rollout GPU for its share of the sequences. The job's GPU is the
+     * one the daemon gave it.
      */
     @Test
     void aJobOverSeveralDevicesIsRefusedWhenItIsToRunNamingItsPlacement(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir)
@@ -69,12 +70,12 @@ class RlPlanTest {
         JobSpec q = QuickstartJobTest.quickstart();
         PlacementSpec p = q.placement();
         for (PlacementSpec split : List.of(new PlacementSpec(ComputeBackend.CUDA, 2, 0, 1, 1),
-                new PlacementSpec(ComputeBackend.CUDA, 2, 0, 2, 1), new PlacementSpec(ComputeBackend.CPU, 2, 1, 1, 1))) {
+                new PlacementSpec(ComputeBackend.CUDA, 2, 0, 2, 1), new PlacementSpec(ComputeBackend.CPU, 3, 1, 1, 1))) {
             JobSpec s = q.withPlacement(split);
             RlJobRunner runner = new RlJobRunner(new org.orbitrl.scheduler.job.JobContext(s, dir, dir.resolve("samples"),
-                    List.of("cuda:0", "cuda:1"), () -> false));
+                    List.of("cuda:0", "cuda:1", "cuda:2").subList(0, split.devices()), () -> false));
             var e = org.junit.jupiter.api.Assertions.assertThrows(org.orbitrl.scheduler.job.JobException.class, runner::plan);
-            assertTrue(e.getMessage().contains("placement {devices: 2, rollout_devices: " + split.rolloutDevices()
+            assertTrue(e.getMessage().contains("placement {devices: " + split.devices() + ", rollout_devices: " + split.rolloutDevices()
                     + ", expert_parallel: " + split.expertParallel()) && e.getMessage().contains("one device"), e.getMessage());
             var l = org.junit.jupiter.api.Assertions.assertThrows(org.orbitrl.scheduler.job.JobException.class,
                     () -> runner.load(null));
@@ -91,6 +92,19 @@ class RlPlanTest {
         assertTrue(train.getOrDefault(MemoryCategory.OPTIMIZER_STATE, 0L) > 0, "the training GPU does: " + train);
         assertTrue(rollout.getOrDefault(MemoryCategory.KV_CACHE, 0L) > 0, "the rollout GPU holds the KV cache: " + rollout);
         assertEquals(rollout.get(MemoryCategory.BASE_WEIGHTS), train.get(MemoryCategory.BASE_WEIGHTS), "each holds the whole base");
+        // three rollout GPUs: each the base and its third of the step's sequences' KV cache (the quickstart job: 8 prompts x 8 samples)
+        JobPlan three = new RlJobRunner(new org.orbitrl.scheduler.job.JobContext(q.withPlacement(
+                new PlacementSpec(ComputeBackend.CUDA, 4, 3, 1, 1)), dir, dir.resolve("samples"),
+                List.of("cuda:0", "cuda:1", "cuda:2", "cuda:3"), () -> false)).plan();
+        assertEquals(List.of("cuda:0", "cuda:1", "cuda:2", "cuda:3"), List.copyOf(three.bytes().keySet()));
+        long sequences = (long) q.batch().promptsPerStep() * q.batch().samplesPerPrompt();
+        long kvOne = rollout.get(MemoryCategory.KV_CACHE) / sequences;
+        for (int g = 0; g < 3; g++) {
+            Map<MemoryCategory, Long> r = three.bytes().get("cuda:" + g);
+            assertEquals(kvOne * ((sequences + 2) / 3), r.get(MemoryCategory.KV_CACHE), "rollout GPU " + g + ": its share's KV cache");
+            assertEquals(0L, r.getOrDefault(MemoryCategory.OPTIMIZER_STATE, 0L), "rollout GPU " + g + " holds no optimizer state");
+        }
+        assertEquals(train, three.bytes().get("cuda:3"), "the training GPU as with one rollout GPU");
         RlJobRunner one = new RlJobRunner(new org.orbitrl.scheduler.job.JobContext(q, dir, dir.resolve("samples"),
                 List.of("cpu:0"), () -> false));
         assertEquals(List.of("cpu:0"), List.copyOf(one.plan().bytes().keySet()), "the one-device job is planned");

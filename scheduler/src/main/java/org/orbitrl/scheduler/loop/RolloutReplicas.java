@@ -1,0 +1,190 @@
+package org.orbitrl.scheduler.loop;
+
+import org.orbitrl.model.adapter.Adapter;
+import org.orbitrl.model.adapter.AdapterSlots;
+import org.orbitrl.scheduler.rollout.Completion;
+import org.orbitrl.scheduler.rollout.Request;
+import org.orbitrl.scheduler.rollout.RolloutEngine;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+
+/**
+ * The job's rollout engines: one (on the training device, or on a rollout GPU of its own), or one a rollout device
+ * ({@code placement: {devices: k + 1, rollout_devices: k}}), each over its own copy of the base (a view of the trainer's
+ * weights on the CPU's logical devices) with its own KV cache and two adapter slots. A call's requests are split over the
+ * engines in contiguous shares of whole prompts (a prompt's samples share its cache blocks), generated at once, each
+ * engine on a thread of its own, and returned in request order: a request's samples are the same whichever engine draws
+ * them (each sample's random stream comes from its request's seed). Each adapter version is published into every
+ * engine's idle slot.
+ */
+final class RolloutReplicas implements AutoCloseable {
+
+    /**
+     * One engine: the device it runs on (for messages), its engine and slots, and what it owns beyond them (its backend
+     * and its copy of the base, closed after the engine), or null.
+     *
+     * @param ownStream true when the slots are written on the engine's stream rather than the trainer's, so a
+     *                  publication waits for the trainer's last update before it copies and for the copy after
+     * @param fence     waits for the copies enqueued on the engine's stream (nothing where copies are synchronous)
+     */
+    record Replica(String device, RolloutEngine engine, AdapterSlots slots, boolean ownStream, Runnable fence,
+                   AutoCloseable owned) {
+    }
+
+    private final List<Replica> replicas;
+    private final Runnable trainerFence;
+    private final List<ExecutorService> threads = new ArrayList<>();   // one an engine when there are several
+
+    /**
+     * @param trainerFence waits for the trainer's device work (its last optimizer update), run before a publication's copies
+     *                     into slots on another stream
+     */
+    RolloutReplicas(List<Replica> replicas, Runnable trainerFence, String jobName) {
+        if (replicas.isEmpty()) {
+            throw new IllegalArgumentException("job " + jobName + ": no rollout engine");
+        }
+        this.replicas = List.copyOf(replicas);
+        this.trainerFence = trainerFence;
+        if (replicas.size() > 1) {
+            for (int r = 0; r < replicas.size(); r++) {
+                String name = "orbit-rollout-" + r + "-" + jobName;
+                threads.add(Executors.newSingleThreadExecutor(task -> {
+                    Thread t = new Thread(task, name);
+                    t.setDaemon(true);
+                    return t;
+                }));
+            }
+        }
+    }
+
+    int size() {
+        return replicas.size();
+    }
+
+    List<Replica> replicas() {
+        return replicas;
+    }
+
+    /**
+     * The contiguous share of {@code requests} engine {@code r} of {@code engines} generates: requests
+     * {@code [r·R/k, (r+1)·R/k)}, so the shares' prompt counts differ by at most one.
+     */
+    static int[] shareBounds(int requests, int engines, int r) {
+        return new int[]{(int) ((long) r * requests / engines), (int) ((long) (r + 1) * requests / engines)};
+    }
+
+    /**
+     * Generates every request, each engine its share at once; returns the samples in request order (a request's
+     * samples in sample order), as one engine's {@link RolloutEngine#generate} would. An engine that fails fails the call,
+     * naming its device, after the other engines have finished their shares.
+     */
+    List<Completion> generate(List<Request> requests) {
+        if (replicas.size() == 1) {
+            return replicas.get(0).engine().generate(requests);
+        }
+        int k = replicas.size();
+        List<Future<List<Completion>>> shares = new ArrayList<>();
+        for (int r = 0; r < k; r++) {
+            int[] b = shareBounds(requests.size(), k, r);
+            List<Request> share = requests.subList(b[0], b[1]);
+            RolloutEngine engine = replicas.get(r).engine();
+            shares.add(threads.get(r).submit(() -> share.isEmpty() ? List.<Completion>of() : engine.generate(share)));
+        }
+        List<Completion> out = new ArrayList<>();
+        RuntimeException failure = null;
+        for (int r = 0; r < k; r++) {
+            try {
+                out.addAll(shares.get(r).get());
+            } catch (ExecutionException e) {
+                RuntimeException f = new IllegalStateException("rollout engine " + r + " of " + k + " (" + replicas.get(r).device()
+                        + "): " + e.getCause().getMessage(), e.getCause());
+                if (failure == null) {
+                    failure = f;
+                } else {
+                    failure.addSuppressed(f);
+                }
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                shares.forEach(s -> s.cancel(true));
+                throw new IllegalStateException("interrupted waiting for the rollout engines", e);
+            }
+        }
+        if (failure != null) {
+            throw failure;
+        }
+        return out;
+    }
+
+    /** The engines' counters summed (captured graphs and their arenas over all engines). */
+    RolloutEngine.Stats stats() {
+        long steps = 0, generated = 0, prefilled = 0, preemptions = 0, aborted = 0, graphSteps = 0, arena = 0;
+        int graphs = 0;
+        for (Replica r : replicas) {
+            RolloutEngine.Stats s = r.engine().stats();
+            steps += s.steps();
+            generated += s.generatedTokens();
+            prefilled += s.prefillTokens();
+            preemptions += s.preemptions();
+            aborted += s.aborted();
+            graphSteps += s.graphSteps();
+            graphs += s.graphs();
+            arena += s.graphArenaBytes();
+        }
+        return new RolloutEngine.Stats(steps, generated, prefilled, preemptions, aborted, graphSteps, graphs, arena);
+    }
+
+    /** Lets a published version take effect on idle engines (their next step would otherwise). */
+    void beginStep() {
+        replicas.forEach(r -> r.slots().beginStep());
+    }
+
+    /**
+     * Copies {@code source} into every engine's idle slot as {@code version} (only the adapter moves): after the
+     * trainer's last update where a slot is written on another stream, and complete when this returns. Returns the bytes
+     * copied, over all engines.
+     */
+    long publish(Adapter source, long version) throws InterruptedException {
+        if (replicas.stream().anyMatch(Replica::ownStream)) {
+            trainerFence.run();
+        }
+        long bytes = 0;
+        for (Replica r : replicas) {
+            bytes += r.slots().publish(source, version);
+        }
+        for (Replica r : replicas) {
+            r.fence().run();
+        }
+        return bytes;
+    }
+
+    /** The engines, then what each owns (its copy of the base, its backend), then the threads. */
+    @Override
+    public void close() throws Exception {
+        Exception first = null;
+        for (Replica r : replicas) {
+            for (AutoCloseable c : new AutoCloseable[]{r.engine(), r.owned()}) {
+                if (c == null) {
+                    continue;
+                }
+                try {
+                    c.close();
+                } catch (Exception e) {
+                    if (first == null) {
+                        first = e;
+                    } else {
+                        first.addSuppressed(e);
+                    }
+                }
+            }
+        }
+        threads.forEach(ExecutorService::shutdownNow);
+        if (first != null) {
+            throw first;
+        }
+    }
+}

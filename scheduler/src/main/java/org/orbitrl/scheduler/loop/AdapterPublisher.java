@@ -6,6 +6,8 @@ import org.orbitrl.scheduler.job.JobException;
 import org.orbitrl.scheduler.log.AdapterVersionEvent;
 import org.orbitrl.scheduler.log.SampleLogWriter;
 
+import java.util.function.IntFunction;
+
 /**
  * Publication of a trained adapter version: its weights copied into every rollout engine's idle
  * slot (only the adapter moves; an engine switches between decode steps), then an
@@ -21,14 +23,21 @@ final class AdapterPublisher {
     }
 
     private final RolloutReplicas engines;
+    private final IntFunction<Adapter> sourceOf;
     private final Adapter trainerAdapter;
     private final SampleLogWriter writer;
     private final TensorAllocator memory;
 
-    /** @param memory the allocator of the adapters' tensors (host or device), to read them for the checksum */
-    AdapterPublisher(RolloutReplicas engines, Adapter trainerAdapter, SampleLogWriter writer, TensorAllocator memory) {
+    /**
+     * @param sourceOf       the adapter engine r copies (the trainer on its device, or the first)
+     * @param trainerAdapter the first trainer's adapter, whose checksum the log records
+     * @param memory         the allocator of its tensors (host or device), to read them for the checksum
+     */
+    AdapterPublisher(RolloutReplicas engines, IntFunction<Adapter> sourceOf, Adapter trainerAdapter, SampleLogWriter writer,
+                     TensorAllocator memory) {
         this.memory = memory;
         this.engines = engines;
+        this.sourceOf = sourceOf;
         this.trainerAdapter = trainerAdapter;
         this.writer = writer;
     }
@@ -38,7 +47,7 @@ final class AdapterPublisher {
         long p0 = System.nanoTime();
         long bytes;
         try {
-            bytes = engines.publish(trainerAdapter, version);
+            bytes = engines.publish(sourceOf, version);
         } catch (InterruptedException ie) {
             Thread.currentThread().interrupt();
             throw new JobException("interrupted while publishing adapter version " + version);

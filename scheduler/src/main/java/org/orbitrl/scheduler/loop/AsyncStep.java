@@ -41,7 +41,7 @@ final class AsyncStep implements AutoCloseable {
     private final JobContext ctx;
     private final JobSpec spec;
     private final SampleLogReader reader;
-    private final PolicyTrainer trainer;
+    private final TrainerReplicas trainer;
     private final AdapterPublisher publisher;
     private final MetricsLog metrics;
     private final AccountingAllocator memory;
@@ -61,7 +61,7 @@ final class AsyncStep implements AutoCloseable {
      * @param deviceLock null when rollout and training have backends of their own; else the lock the
      *                   rollout engine holds per step, held here while training
      */
-    AsyncStep(JobContext ctx, JobSpec spec, SampleLogReader reader, PolicyTrainer trainer, AdapterPublisher publisher,
+    AsyncStep(JobContext ctx, JobSpec spec, SampleLogReader reader, TrainerReplicas trainer, AdapterPublisher publisher,
               MetricsLog metrics, AccountingAllocator memory, Map<String, Double> gauges, RolloutReplicas engines,
               Supplier<SampleLogWriter> writers, AsyncRollout.Producer producer, long firstStep, Lock deviceLock) {
         this.ctx = ctx;

@@ -65,11 +65,16 @@ final class PolicyTrainer {
         this.temperature = temperature;
     }
 
-    private Runnable completeGradients = () -> { };   // after backward, before the optimizer (expert parallelism's sums)
+    // after backward, before the optimizer: the gradients completed over other ranks (expert parallelism's sums, the
+    // data-parallel trainers' all-reduce); from this trainer's loss sum, the batch's, which the optimizer checks
+    private java.util.function.DoubleUnaryOperator completeGradients = loss -> loss;
 
-    /** Runs {@code r} once the adapter's gradients are accumulated and before the optimizer reads them. */
-    void completeGradientsWith(Runnable r) {
-        this.completeGradients = r;
+    /**
+     * Runs {@code c} once the adapter's gradients are accumulated and before the optimizer reads them; it completes them
+     * over the other ranks and returns, from this trainer's loss sum, the loss of the whole batch.
+     */
+    void completeGradientsWith(java.util.function.DoubleUnaryOperator c) {
+        this.completeGradients = c;
     }
 
     void setTemperature(float t) {
@@ -82,11 +87,42 @@ final class PolicyTrainer {
 
     /** One optimizer step on these samples (whole groups). */
     Outcome train(List<SampleRecord> samples, int groupSize) {
+        return train(samples, groupSize, normaliser(samples));
+    }
+
+    /**
+     * The loss normaliser of a whole batch: its constant, or its masked tokens or sequences counted (a data-parallel
+     * trainer's share is normalised as part of the batch, so that the shares' gradients sum to the batch's).
+     */
+    Normaliser normaliser(List<SampleRecord> samples) {
         int n = samples.size();
+        int width = width(samples);
+        float[] mask = new float[n * width];
+        for (int i = 0; i < n; i++) {
+            SampleRecord s = samples.get(i);
+            for (int t = 0; t < s.responseLength(); t++) {
+                mask[i * width + t] = s.inLoss(t) ? 1f : 0f;
+            }
+        }
+        float[] zeros = new float[n * width];
+        return Normaliser.over(normalisation, fixedConstant, PolicyBatch.of(n, width, zeros, zeros, zeros, mask));
+    }
+
+    private static int width(List<SampleRecord> samples) {
         int width = 1;
         for (SampleRecord s : samples) {
             width = Math.max(width, s.responseLength());
         }
+        return width;
+    }
+
+    /**
+     * One optimizer step on these samples (whole groups, possibly none: a data-parallel trainer's empty share still
+     * takes its part in the gradients' completion and the step), normalised by {@code norm}.
+     */
+    Outcome train(List<SampleRecord> samples, int groupSize, Normaliser norm) {
+        int n = samples.size();
+        int width = width(samples);
         // advantages: explicit groups, a ragged group is an error
         long[] groupIds = new long[n];
         float[] rewards = new float[n];
@@ -94,7 +130,7 @@ final class PolicyTrainer {
             groupIds[i] = samples.get(i).groupId();
             rewards[i] = (float) samples.get(i).reward();
         }
-        float[] seqAdv = advantages.compute(rewards, Groups.ofSize(groupIds, groupSize));
+        float[] seqAdv = n == 0 ? new float[0] : advantages.compute(rewards, Groups.ofSize(groupIds, groupSize));
         float[] mask = new float[n * width];       // [sequences, width]
         float[] rollout = new float[n * width];
         float[] adv = new float[n * width];
@@ -106,8 +142,6 @@ final class PolicyTrainer {
                 adv[i * width + t] = seqAdv[i];
             }
         }
-        PolicyBatch shape = PolicyBatch.of(n, width, rollout, rollout, adv, mask);
-        Normaliser norm = Normaliser.over(normalisation, fixedConstant, shape);
 
         adapter.zeroGrad();
         adapter.prepare(model.backend());   // the values hold until the optimizer step: OFT builds its rotations once
@@ -175,12 +209,12 @@ final class PolicyTrainer {
             tape.release(model.backend().allocator());                                 // the layer inputs [tokens, hidden] each
         }
         adapter.unprepare();                                                          // the optimizer writes the values
-        completeGradients.run();
+        double batchLoss = completeGradients.applyAsDouble(lossSum);
         List<Tensor> grads = new ArrayList<>();
         for (Adapter.Param p : adapter.params()) {
             grads.add(p.grad());
         }
-        StepResult r = optimizer.step(lossSum, grads);
+        StepResult r = optimizer.step(batchLoss, grads);
         double gapMean = tokens == 0 ? 0 : gapSum / tokens;
         if (r instanceof StepResult.Applied a) {
             return new Outcome(lossSum, gapMean, gapMax, gapExact, tokens, a.gradNorm(), a.learningRate(), klSum,

@@ -2,6 +2,10 @@ package org.orbitrl.scheduler.loop;
 
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.Backends;
+import org.orbitrl.kernels.comm.Communicator;
+import org.orbitrl.kernels.comm.HostStagedRanks;
+import org.orbitrl.kernels.comm.LocalGroup;
+import org.orbitrl.kernels.comm.NcclCommunicator;
 import org.orbitrl.model.parallel.AdapterParallel;
 import org.orbitrl.model.parallel.RankGroups;
 import org.orbitrl.kernels.DType;
@@ -59,6 +63,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.function.IntFunction;
 
 /**
  * Orbit's RL loop ({@code runner: rl}). Synchronous mode (the default): rollout with the serving
@@ -83,7 +88,8 @@ public final class RlJobRunner implements JobRunner {
     private Trainable trainerModel;
     private Adapter trainerAdapter;
     private RolloutReplicas rollout;
-    private PolicyTrainer trainer;
+    private PolicyTrainer trainer;      // the first trainer's
+    private TrainerReplicas trainers;   // every training device's
     private Task task;
     private TextCodec codec;
     private SampleLog sampleLog;
@@ -118,7 +124,7 @@ public final class RlJobRunner implements JobRunner {
     @Override
     public JobPlan plan() throws JobException {
         if (rank == null) {
-            RlPlan.requireOneDevice(spec);
+            RlPlan.requireRunnable(spec);
         }
         planned = RlPlan.checkedRequest(spec);
         return RlPlan.plan(spec, planned);
@@ -127,19 +133,22 @@ public final class RlJobRunner implements JobRunner {
     @Override
     public void load(org.orbitrl.scheduler.job.checkpoint.Checkpoint resumeFrom) throws JobException {
         if (rank == null) {
-            RlPlan.requireOneDevice(spec);
+            RlPlan.requireRunnable(spec);
         }
         try {
             memory = new AccountingAllocator();
             boolean onDevice = spec.placement().backend() == org.orbitrl.scheduler.job.ComputeBackend.CUDA;
-            int rolloutDevices = RlPlan.rolloutDevices(spec);   // devices [rollout 0 .. k-1, training]
-            if (rolloutDevices > 0 && ctx.devices().size() != rolloutDevices + 1) {
-                throw new JobException("job " + spec.name() + ": placement.rollout_devices: " + rolloutDevices + " of devices: "
-                        + (rolloutDevices + 1) + " needs " + (rolloutDevices + 1) + " devices, given " + ctx.devices());
+            int rolloutDevices = RlPlan.rolloutDevices(spec);   // devices [rollout 0 .. k-1, training k .. D-1]
+            int devices = rank != null ? 1 : spec.placement().devices();
+            if (devices > 1 && ctx.devices().size() != devices) {
+                throw new JobException("job " + spec.name() + ": placement {devices: " + devices + ", rollout_devices: "
+                        + rolloutDevices + "} needs " + devices + " devices, given " + ctx.devices());
             }
+            int trainingDevices = devices - rolloutDevices;
+            int cores = Runtime.getRuntime().availableProcessors();
             backend = rank != null ? rank.backend()
                     : onDevice ? deviceBackend(spec, ctx.devices().subList(rolloutDevices, rolloutDevices + 1))
-                    : new CpuBackend(Runtime.getRuntime().availableProcessors(), memory);
+                    : new CpuBackend(Math.max(1, cores / trainingDevices), memory);
             // adapters and optimizer state live where the model computes: host memory (accounted) or the device
             adapterMemory = onDevice ? backend.allocator() : memory;
             // -Dorbit.profile=true: every operation of the model and optimizer timed, written to profile.txt at the end
@@ -167,26 +176,17 @@ public final class RlJobRunner implements JobRunner {
                         + " needs the default kernels; with -Dorbit.cuda.exact=true a decode step must equal the training forward bit"
                         + " for bit, which needs kv_cache: f32");
             }
-            rollout = rolloutEngines(cfg, onDevice, isAsync);
-            var b = spec.batch();
-            List<Parameter> params = new ArrayList<>();
-            for (Adapter.Param p : trainerAdapter.params()) {
-                params.add(new Parameter(p.name(), p.value()));
-            }
-            var o = spec.optimizer();
-            AdamWConfig adamwConfig = new AdamWConfig(o.beta1(), o.beta2(), o.eps(), o.weightDecay(), o.gradClip());
-            AdamW adamw = onDevice
-                    ? new AdamW(adamwConfig, RlSetup.schedule(spec, tunables.learningRate()), params, compute)
-                    : new AdamW(adamwConfig, RlSetup.schedule(spec, tunables.learningRate()), params, memory);
-            trainer = new PolicyTrainer(trainerModel, trainerAdapter, adamw, RlSetup.advantages(spec.algorithm().name()),
-                    RlSetup.loss(spec), RlSetup.normalisation(spec.algorithm().name()),
-                    (double) b.samplesPerPrompt() * b.maxResponseTokens(), spec.tisCap(), b.microBatch(),
-                    spec.memory().recompute(), (float) tunables.temperature());
+            trainer = newTrainer(trainerModel, trainerAdapter, compute, adapterMemory);
             if (rank != null) {   // each rank's expert gradients summed over the group before the optimizer
                 Adapter a = trainerAdapter;
                 RankGroups g = rank.groups();
-                trainer.completeGradientsWith(() -> AdapterParallel.completeGradients(a, g));
+                trainer.completeGradientsWith(loss -> {
+                    AdapterParallel.completeGradients(a, g);
+                    return loss;   // every rank trained on the whole batch
+                });
             }
+            trainers = trainerReplicas(cfg, trainingDevices, rolloutDevices);
+            rollout = rolloutEngines(cfg, onDevice, isAsync);
             Files.createDirectories(ctx.dataDir());
             sampleLog = SampleLog.open(ctx.sampleLogDir());
             writer = sampleLog.writer();
@@ -194,13 +194,16 @@ public final class RlJobRunner implements JobRunner {
             metrics = MetricsLog.open(ctx.dataDir());
             if (resumeFrom != null) {
                 RlCheckpoint.restore(resumeFrom, this);
+                trainers.copyFromFirst();   // every trainer resumes from the one adapter
             }
             reader.startAfter(state.consumedIndex());
-            rollout.publish(trainerAdapter, state.adapterVersion() + 1);   // rollout serves what the trainer holds
+            // engine r copies from the trainer on its device where each engine has one (colocated), else the first's
+            IntFunction<Adapter> sourceOf = rolloutDevices == 0 ? r -> trainers.trainers().get(r).adapter() : r -> trainerAdapter;
+            rollout.publish(sourceOf, state.adapterVersion() + 1);   // rollout serves what the trainer holds
             state = new RunnerState(state.step(), state.adapterVersion() + 1, state.consumedIndex(), state.samplesTrained());
-            publisher = new AdapterPublisher(rollout, trainerAdapter, writer, adapterMemory);
+            publisher = new AdapterPublisher(rollout, sourceOf, trainerAdapter, writer, adapterMemory);
             if (isAsync) {
-                async = new AsyncStep(ctx, spec, reader, trainer, publisher, metrics, memory, gauges, rollout,
+                async = new AsyncStep(ctx, spec, reader, trainers, publisher, metrics, memory, gauges, rollout,
                         sampleLog::writer, samples.producer(), firstRolloutStep(), null);
             }
         } catch (JobException e) {
@@ -231,22 +234,112 @@ public final class RlJobRunner implements JobRunner {
         return !devices.isEmpty() && devices.get(0).startsWith("cuda:") ? devices.get(0) : "cuda";
     }
 
+    /** The policy trainer of {@code model}'s adapter: its AdamW over the adapter's tensors, where they live. */
+    private PolicyTrainer newTrainer(Trainable model, Adapter adapter, Backend compute, TensorAllocator adapters) {
+        List<Parameter> params = new ArrayList<>();
+        for (Adapter.Param p : adapter.params()) {
+            params.add(new Parameter(p.name(), p.value()));
+        }
+        var o = spec.optimizer();
+        var b = spec.batch();
+        AdamWConfig adamwConfig = new AdamWConfig(o.beta1(), o.beta2(), o.eps(), o.weightDecay(), o.gradClip());
+        AdamW adamw = !adapters.hostMemory()
+                ? new AdamW(adamwConfig, RlSetup.schedule(spec, tunables.learningRate()), params, compute)
+                : new AdamW(adamwConfig, RlSetup.schedule(spec, tunables.learningRate()), params, memory);
+        return new PolicyTrainer(model, adapter, adamw, RlSetup.advantages(spec.algorithm().name()),
+                RlSetup.loss(spec), RlSetup.normalisation(spec.algorithm().name()),
+                (double) b.samplesPerPrompt() * b.maxResponseTokens(), spec.tisCap(), b.microBatch(),
+                spec.memory().recompute(), (float) tunables.temperature());
+    }
+
     /**
-     * The rollout engines: one on the trainer's device (a view of its weights; in async mode on a backend of its own: on
-     * the CPU its own thread pool, on the GPU its own stream, cuBLAS handle, scratch and allocator), or with
-     * {@code rollout_devices: k} one a rollout device: on a GPU over its own copy of the base, on the CPU's logical
-     * devices a view of the trainer's weights with a thread pool of its own. Each engine's KV cache holds its share of
-     * the step's sequences, as the planner budgets a rollout GPU.
+     * The trainers: the first (the loaded model, its adapter and trainer), and with {@code m} training devices one more a
+     * device, each over its own copy of the base with the same adapter (the same seed) and optimizer, their gradients
+     * summed over a data-parallel group: NCCL between distinct GPUs, the host's logical ranks on the CPU, and on GPUs
+     * that repeat (one GPU standing in for several) logical ranks staged through the host.
+     */
+    private TrainerReplicas trainerReplicas(AdapterConfig cfg, int m, int rolloutDevices) throws JobException {
+        String first = ctx.devices().isEmpty() ? "cpu:0" : ctx.devices().get(Math.min(rolloutDevices, ctx.devices().size() - 1));
+        List<TrainerReplicas.Trainer> ts = new ArrayList<>();
+        ts.add(new TrainerReplicas.Trainer(first, backend, trainerModel, trainerAdapter, trainer, adapterMemory, null));
+        if (m == 1) {
+            return new TrainerReplicas(ts, List.of(), null, spec.name());
+        }
+        boolean onDevice = backend instanceof CudaBackend;
+        int cores = Runtime.getRuntime().availableProcessors();
+        List<Communicator> comms = new ArrayList<>();
+        LocalGroup hosts = null;
+        try {
+            for (int j = 1; j < m; j++) {
+                String device = ctx.devices().get(rolloutDevices + j);
+                Backend own = onDevice ? deviceBackend(spec, List.of(device)) : new CpuBackend(Math.max(1, cores / m), memory);
+                LoadedModel copy = null;
+                try {
+                    copy = LoadedModel.load(spec.model().path(), own, baseFormat(spec));
+                    Trainable model = (Trainable) copy.model();
+                    model.setExpertChunk(RlPlan.expertChunk(spec));
+                    model.setKeptLayers(planned.keptLayers());
+                    model.setOffloadedInputs(planned.recompute() && planned.offloadInputs());
+                    TensorAllocator adapters = onDevice ? own.allocator() : memory;
+                    Adapter adapter = RlSetup.newAdapter(cfg, (AdapterTargets) model, adapters, spec.seed());
+                    LoadedModel ownedCopy = copy;
+                    AutoCloseable owned = () -> {
+                        try (AutoCloseable closedLast = own; AutoCloseable closedFirst = ownedCopy) {
+                            // the copy of the base, then the backend it lives on
+                        }
+                    };
+                    ts.add(new TrainerReplicas.Trainer(device, own, model, adapter, newTrainer(model, adapter, own, adapters),
+                            adapters, owned));
+                } catch (RuntimeException e) {
+                    try (AutoCloseable closedLast = own; AutoCloseable closedFirst = copy) {
+                        // what was made of this trainer
+                    } catch (Exception suppressed) {
+                        e.addSuppressed(suppressed);
+                    }
+                    throw e;
+                }
+            }
+            List<Backend> backends = ts.stream().map(TrainerReplicas.Trainer::backend).toList();
+            long distinct = ts.stream().map(TrainerReplicas.Trainer::device).distinct().count();
+            if (onDevice && distinct == m) {
+                comms.addAll(NcclCommunicator.initAll(backends.stream().map(x -> (CudaBackend) x).toList()));
+            } else {
+                hosts = LocalGroup.of(m);
+                for (int j = 0; j < m; j++) {
+                    comms.add(onDevice ? new HostStagedRanks(hosts.communicator(j), backends.get(j)) : hosts.communicator(j));
+                }
+            }
+        } catch (RuntimeException | JobException e) {
+            for (TrainerReplicas.Trainer t : ts) {
+                try (AutoCloseable o = t.owned()) {
+                    // the other trainers' copies and backends
+                } catch (Exception suppressed) {
+                    e.addSuppressed(suppressed);
+                }
+            }
+            throw e;
+        }
+        return new TrainerReplicas(ts, comms, hosts, spec.name());
+    }
+
+    /**
+     * The rollout engines: with {@code rollout_devices: k} one a rollout device: on a GPU over its own copy of the base,
+     * on the CPU's logical devices a view of the trainer's weights with a thread pool of its own; else one a trainer, over
+     * a view of its weights (in async mode on a backend of its own: on the CPU its own thread pool, on the GPU its own
+     * stream, cuBLAS handle, scratch and allocator). Each engine's KV cache holds its share of the step's sequences, as
+     * the planner budgets a rollout device.
      */
     private RolloutReplicas rolloutEngines(AdapterConfig cfg, boolean onDevice, boolean isAsync) throws JobException {
         int k = RlPlan.rolloutDevices(spec);
+        int engines = k > 0 ? k : trainers.size();
         int cores = Runtime.getRuntime().availableProcessors();
         List<RolloutReplicas.Replica> replicas = new ArrayList<>();
         try {
-            for (int r = 0; r < Math.max(1, k); r++) {
-                Backend own;              // the engine's backend where it has one; null: the trainer's
+            for (int r = 0; r < engines; r++) {
+                Backend own;              // the engine's backend where it has one; null: its trainer's
                 LoadedModel copy = null;  // a rollout GPU's copy of the base
                 CausalLM model;
+                TrainerReplicas.Trainer with = k > 0 ? null : trainers.trainers().get(r);   // the trainer it shares weights with
                 if (k > 0 && onDevice) {
                     own = deviceBackend(spec, ctx.devices().subList(r, r + 1));
                     copy = LoadedModel.load(spec.model().path(), own, baseFormat(spec));
@@ -254,19 +347,21 @@ public final class RlJobRunner implements JobRunner {
                     if (model instanceof Trainable t) {
                         t.setExpertChunk(RlPlan.expertChunk(spec));   // the trainer's kernels: exact mode's bits match
                     }
+                } else if (k > 0) {
+                    own = new CpuBackend(Math.max(1, cores / (isAsync ? 2 * k : k)), memory);
+                    model = trainerModel.view(own);
                 } else {
-                    own = k > 0 ? new CpuBackend(Math.max(1, cores / (isAsync ? 2 * k : k)), memory)
-                            : !isAsync ? null
-                            : onDevice ? new CudaBackend((CudaBackend) backend, spec.async().priority() == AsyncSpec.Priority.ROLLOUT)
-                            : new CpuBackend(Math.max(1, cores / 2), memory);
-                    model = own != null ? trainerModel.view(own) : trainerModel.view();
+                    own = !isAsync ? null
+                            : onDevice ? new CudaBackend((CudaBackend) with.backend(), spec.async().priority() == AsyncSpec.Priority.ROLLOUT)
+                            : new CpuBackend(Math.max(1, cores / (2 * engines)), memory);
+                    model = own != null ? with.model().view(own) : with.model().view();
                 }
                 boolean ownStream = onDevice && own != null;
-                TensorAllocator slotMemory = ownStream ? own.allocator() : adapterMemory;
+                TensorAllocator slotMemory = ownStream ? own.allocator() : with != null ? with.memory() : adapterMemory;
                 CausalLM m = model;
                 AdapterSlots slots = new AdapterSlots((AdapterTargets) m,
                         () -> RlSetup.newAdapter(cfg, (AdapterTargets) m, slotMemory, spec.seed()), 0, slotMemory);
-                RolloutEngine engine = new RolloutEngine(model, slots, engineOptions(Math.max(1, k)), codec::decode);
+                RolloutEngine engine = new RolloutEngine(model, slots, engineOptions(engines), codec::decode);
                 LoadedModel ownedCopy = copy;
                 Backend ownedBackend = own;
                 AutoCloseable owned = () -> {
@@ -275,7 +370,7 @@ public final class RlJobRunner implements JobRunner {
                     }
                 };
                 Runnable fence = ownStream ? () -> ((CudaBackend) ownedBackend).stream().synchronize() : () -> { };
-                String device = k > 0 ? ctx.devices().get(r) : ctx.devices().isEmpty() ? "cpu:0" : ctx.devices().get(0);
+                String device = k > 0 ? ctx.devices().get(r) : with.device();
                 replicas.add(new RolloutReplicas.Replica(device, engine, slots, ownStream, fence, owned));
             }
         } catch (RuntimeException | JobException e) {
@@ -288,8 +383,7 @@ public final class RlJobRunner implements JobRunner {
             }
             throw e;
         }
-        Runnable trainerFence = backend instanceof CudaBackend gpu ? gpu::synchronize : () -> { };
-        return new RolloutReplicas(replicas, trainerFence, spec.name());
+        return new RolloutReplicas(replicas, trainers::fence, spec.name());
     }
 
     /**
@@ -385,7 +479,7 @@ public final class RlJobRunner implements JobRunner {
             correct += r.rewardBreakdown().getOrDefault(Reward.CORRECT, 0.0) > 0 ? 1 : 0;
         }
         phase("train");
-        PolicyTrainer.Outcome out = trainer.train(batch, b.samplesPerPrompt());
+        PolicyTrainer.Outcome out = trainers.train(batch, b.samplesPerPrompt());
         phase("");
         long tTrain = System.nanoTime();
 
@@ -542,9 +636,11 @@ public final class RlJobRunner implements JobRunner {
     @Override
     public void apply(Tunables t) throws JobException {
         this.tunables = t;
-        if (trainer != null) {
-            trainer.setTemperature((float) t.temperature());
-            trainer.optimizer().setSchedule(RlSetup.schedule(spec, t.learningRate()));
+        if (trainers != null) {
+            for (TrainerReplicas.Trainer r : trainers.trainers()) {
+                r.trainer().setTemperature((float) t.temperature());
+                r.trainer().optimizer().setSchedule(RlSetup.schedule(spec, t.learningRate()));
+            }
         }
     }
 
@@ -575,7 +671,7 @@ public final class RlJobRunner implements JobRunner {
             Files.writeString(ctx.dataDir().resolve("profile.txt"), profiler.report(60));
         };
         // in dependency order: the rollout thread before the engine it drives, the model before its backend
-        AutoCloseable[] owned = {profile, async, rollout, metrics, reader, writer, sampleLog, base,
+        AutoCloseable[] owned = {profile, async, rollout, trainers, metrics, reader, writer, sampleLog, base,
                 rank == null ? backend : null};   // a rank's backend is its runner's
         Exception first = null;
         for (AutoCloseable c : owned) {

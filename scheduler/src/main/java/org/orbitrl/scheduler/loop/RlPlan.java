@@ -66,9 +66,10 @@ final class RlPlan {
         var b = spec.batch();
         PlanRequest req = new PlanRequest(model, spec.model().path(), BaseFormat.parse("native", model), adapter,
                 new BatchShape(b.promptsPerStep(), b.samplesPerPrompt(), b.maxPromptTokens(), b.maxResponseTokens(),
-                        b.microBatch()), node, rolloutDevices(spec) > 0 && !node.hostMemory()
-                        ? ParallelLayout.split(1, 1, rolloutDevices(spec), 1)
-                        : expertParallel(spec) && !node.hostMemory() ? ParallelLayout.colocated(spec.placement().expertParallel(), 1)
+                        b.microBatch()), node, node.hostMemory() ? ParallelLayout.auto(model, node, 0, 0)
+                        : rolloutDevices(spec) > 0 ? ParallelLayout.split(1, 1, rolloutDevices(spec), trainingDevices(spec))
+                        : replicated(spec) ? ParallelLayout.colocated(1, 1)
+                        : expertParallel(spec) ? ParallelLayout.colocated(spec.placement().expertParallel(), 1)
                         : ParallelLayout.auto(model, node, 0, 0), spec.memory().recompute(),
                 expertChunk(spec),
                 spec.sampling().kvCache().dtype(), 2048, 8192, node.hostMemory() ? 0 : spec.memory().reserve().bytes())
@@ -91,16 +92,24 @@ final class RlPlan {
     }
 
     /**
-     * The rollout devices of the split the RL runner runs: {@code rollout_devices: k} of {@code devices: k + 1}, the first k
-     * only generating (one rollout engine a device, each with its own copy of the base on a GPU, a view of the trainer's
-     * weights on the CPU's logical devices, and its adapter slots), the last training; adapter versions go from the
-     * trainer into every engine's idle slot (GPU to GPU on CUDA). 0 for any other placement.
+     * True for the placements the RL runner drives from one job (one host, no model split): one device; data-parallel
+     * replicas ({@code devices: N}, each device rolling out and training its share of a step); rollout devices and
+     * training devices ({@code devices: k + m, rollout_devices: k}: k engines, each with its own copy of the base on a GPU,
+     * and m data-parallel trainers).
      */
-    static int rolloutDevices(JobSpec spec) {
+    static boolean replicated(JobSpec spec) {
         var p = spec.placement();
-        boolean split = p.devices() >= 2 && p.rolloutDevices() == p.devices() - 1 && p.expertParallel() == 1
-                && p.tensorParallel() == 1 && p.nodes() == 1;
-        return split ? p.rolloutDevices() : 0;
+        return p.expertParallel() == 1 && p.tensorParallel() == 1 && p.nodes() == 1;
+    }
+
+    /** The rollout-only devices of a {@link #replicated} job (the first k of its devices); 0 for any other placement. */
+    static int rolloutDevices(JobSpec spec) {
+        return replicated(spec) ? spec.placement().rolloutDevices() : 0;
+    }
+
+    /** The training devices of a {@link #replicated} job (the devices after its rollout devices); 1 for any other. */
+    static int trainingDevices(JobSpec spec) {
+        return replicated(spec) ? spec.placement().devices() - spec.placement().rolloutDevices() : 1;
     }
 
     /**
@@ -114,23 +123,22 @@ final class RlPlan {
     }
 
     /**
-     * The RL runner drives one device a job (the one the daemon gives it), or rollout devices and one training device
-     * ({@link #rolloutDevices}); {@link ExpertParallelRunner} drives one a device of an expert-parallel job. Any other
-     * placement is refused when the job is to run, before anything is loaded, naming its keys (a plan alone may still be
-     * made for it). The split model itself ({@code ParallelLayout}, {@code RankGroups}) runs from code; docs/multi-gpu.md.
+     * The RL runner drives the {@link #replicated} placements (on the devices the daemon gives it);
+     * {@link ExpertParallelRunner} drives one rank a device of an expert-parallel job. Any other placement (tensor
+     * parallelism, an expert split with rollout devices or beside data-parallel replicas, several hosts) is refused when
+     * the job is to run, before anything is loaded, naming its keys (a plan alone may still be made for it). The split
+     * model itself ({@code ParallelLayout}, {@code RankGroups}) runs from code; docs/multi-gpu.md.
      */
-    static void requireOneDevice(JobSpec spec) throws JobException {
+    static void requireRunnable(JobSpec spec) throws JobException {
         var p = spec.placement();
-        boolean one = p.devices() == 1 && p.rolloutDevices() == 0 && p.expertParallel() == 1 && p.tensorParallel() == 1
-                && p.nodes() == 1;
-        if (!one && rolloutDevices(spec) == 0) {
+        if (!replicated(spec)) {
             throw new JobException("job " + spec.name() + ": placement {devices: " + p.devices() + ", rollout_devices: "
                     + p.rolloutDevices() + ", expert_parallel: " + p.expertParallel() + ", tensor_parallel: "
                     + p.tensorParallel() + (p.nodes() > 1 ? ", hosts: " + p.hosts() : "") + "}: the RL runner runs a job on"
-                    + " one device (devices: 1, rollout_devices: 0, expert_parallel: 1, tensor_parallel: 1, one host),"
-                    + " on rollout devices and one training device (devices: k + 1, rollout_devices: k), or with its"
-                    + " routed experts split over all its devices (expert_parallel equal to devices, tensor_parallel 1,"
-                    + " rollout_devices 0, synchronous); run several jobs side by side to use more of the node's devices");
+                    + " one device, on data-parallel replicas (devices: N), on rollout devices and training devices"
+                    + " (devices: k + m, rollout_devices: k), all with expert_parallel 1, tensor_parallel 1 and one host,"
+                    + " or with its routed experts split over all its devices (expert_parallel equal to devices,"
+                    + " tensor_parallel 1, rollout_devices 0, synchronous)");
         }
     }
 

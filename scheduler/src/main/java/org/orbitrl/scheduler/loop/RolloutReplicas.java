@@ -12,6 +12,7 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
+import java.util.function.IntFunction;
 
 /**
  * The job's rollout engines: one (on the training device, or on a rollout GPU of its own), or one a rollout device
@@ -41,8 +42,8 @@ final class RolloutReplicas implements AutoCloseable {
     private final List<ExecutorService> threads = new ArrayList<>();   // one an engine when there are several
 
     /**
-     * @param trainerFence waits for the trainer's device work (its last optimizer update), run before a publication's copies
-     *                     into slots on another stream
+     * @param trainerFence waits for the trainers' device work (their last optimizer update), run before a publication's
+     *                     copies into slots on another stream
      */
     RolloutReplicas(List<Replica> replicas, Runnable trainerFence, String jobName) {
         if (replicas.isEmpty()) {
@@ -144,17 +145,18 @@ final class RolloutReplicas implements AutoCloseable {
     }
 
     /**
-     * Copies {@code source} into every engine's idle slot as {@code version} (only the adapter moves): after the
-     * trainer's last update where a slot is written on another stream, and complete when this returns. Returns the bytes
-     * copied, over all engines.
+     * Copies the trainer's adapter into every engine's idle slot as {@code version} (only the adapter moves), engine r's
+     * from {@code sourceOf(r)} (the trainer on its device where each engine has one, else the first): after the trainers'
+     * last update where a slot is written on another stream, and complete when this returns. Returns the bytes copied,
+     * over all engines.
      */
-    long publish(Adapter source, long version) throws InterruptedException {
+    long publish(IntFunction<Adapter> sourceOf, long version) throws InterruptedException {
         if (replicas.stream().anyMatch(Replica::ownStream)) {
             trainerFence.run();
         }
         long bytes = 0;
-        for (Replica r : replicas) {
-            bytes += r.slots().publish(source, version);
+        for (int r = 0; r < replicas.size(); r++) {
+            bytes += replicas.get(r).slots().publish(sourceOf.apply(r), version);
         }
         for (Replica r : replicas) {
             r.fence().run();

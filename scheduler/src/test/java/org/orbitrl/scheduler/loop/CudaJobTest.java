@@ -150,6 +150,43 @@ class CudaJobTest {
     }
 
     /**
+     * {@code placement: {backend: cuda, devices: 2}}: two data-parallel replicas, each GPU rolling out and training half of
+     * a step's prompts over its own copy of the base, the adapter's gradients summed over NCCL (on a one-GPU machine both
+     * replicas on GPU 0, summed through the host). Exact mode, micro-batches of one share each: the steps match the
+     * one-GPU job's within 1e-6 relative (loss, gradient norm) with the same sampled tokens, the gap zero; the shares'
+     * sums differ from the one GPU's accumulation of its micro-batches in their last bits.
+     */
+    @Test
+    void twoDataParallelGpusMatchTheOneGpuSteps(@TempDir Path dir) throws Exception {
+        assumeTrue(Cuda.available(), () -> "no CUDA device: " + Cuda.unavailableReason());
+        inExactMode(() -> {
+        JobSpec q = QuickstartJobTest.quickstart();
+        var b = q.batch();
+        q = q.withBatch(new org.orbitrl.scheduler.job.BatchSpec(b.promptsPerStep(), b.samplesPerPrompt(), b.maxPromptTokens(),
+                b.maxResponseTokens(), b.promptsPerStep() * b.samplesPerPrompt() / 2));
+        List<StepMetrics> one = twoSteps(onBackend(q, ComputeBackend.CUDA), dir.resolve("one"), "cuda:0");
+        List<String> gpus = List.of("cuda:0", "cuda:" + Math.min(1, Cuda.deviceCount() - 1));
+        List<StepMetrics> dp = twoSteps(onPlacement(q, new PlacementSpec(ComputeBackend.CUDA, 2, 0, 1, 1)), dir.resolve("dp"),
+                gpus);
+        for (int i = 0; i < 2; i++) {
+            StepMetrics x = one.get(i);
+            StepMetrics y = dp.get(i);
+            String at = "step " + (i + 1) + ", two data-parallel replicas on " + gpus + " against one GPU: ";
+            assertEquals(x.tokens(), y.tokens(), at + "response tokens");
+            assertEquals(x.rewardMean(), y.rewardMean(), 0.0, at + "mean reward");
+            assertEquals(x.extra().get("loss"), y.extra().get("loss"), 1e-6 * Math.abs(x.extra().get("loss")), at + "loss");
+            assertEquals(x.extra().get("grad_norm"), y.extra().get("grad_norm"), 1e-6 * x.extra().get("grad_norm"),
+                    at + "gradient norm");
+            assertEquals(0.0, y.logprobGapMax(), 0.0, at + "the train/rollout gap in exact mode");
+        }
+        System.out.printf("two data-parallel replicas on %s: loss %.9g, %.9g, gradient norm %.9g, %.9g (one GPU %.9g, %.9g,"
+                        + " %.9g, %.9g)%n", gpus, dp.get(0).extra().get("loss"), dp.get(1).extra().get("loss"),
+                dp.get(0).extra().get("grad_norm"), dp.get(1).extra().get("grad_norm"), one.get(0).extra().get("loss"),
+                one.get(1).extra().get("loss"), one.get(0).extra().get("grad_norm"), one.get(1).extra().get("grad_norm"));
+        });
+    }
+
+    /**
      * {@code placement: {backend: cuda, devices: 2, expert_parallel: 2}} on two GPUs (skipped with fewer: NCCL takes one
      * rank a GPU): each GPU holds 4 of the quickstart model's 8 experts, the ranks in lockstep over NCCL. In exact mode
      * two steps give the one-GPU job's metrics bit for bit.

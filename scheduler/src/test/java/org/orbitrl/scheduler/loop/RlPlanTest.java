@@ -58,22 +58,21 @@ class RlPlanTest {
     }
 
     /**
-     * The RL runner drives one device a job, or rollout devices and one training device: any other placement (several
-     * devices that all train, several training devices beside rollout devices, an expert- or tensor-parallel split) is
-     * refused when the job is to run (plan and load), naming the placement, before anything is loaded; the
-     * rollout/training split is planned per role, each rollout GPU for its share of the sequences. The job's GPU is the
-     * one the daemon gave it.
+     * The RL runner drives one device a job, data-parallel replicas, or rollout devices and training devices: a model
+     * split (expert or tensor parallelism) is refused when the job is to run (plan and load), naming the placement,
+     * before anything is loaded; the rollout/training split is planned per role, each rollout GPU for its share of the
+     * sequences, and data-parallel replicas each for its share. The job's GPU is the one the daemon gave it.
      */
     @Test
     void aJobOverSeveralDevicesIsRefusedWhenItIsToRunNamingItsPlacement(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir)
             throws Exception {
         JobSpec q = QuickstartJobTest.quickstart();
         PlacementSpec p = q.placement();
-        for (PlacementSpec split : List.of(new PlacementSpec(ComputeBackend.CUDA, 2, 0, 1, 1),
-                new PlacementSpec(ComputeBackend.CUDA, 2, 0, 2, 1), new PlacementSpec(ComputeBackend.CPU, 3, 1, 1, 1))) {
+        for (PlacementSpec split : List.of(new PlacementSpec(ComputeBackend.CUDA, 2, 0, 1, 2),
+                new PlacementSpec(ComputeBackend.CUDA, 2, 0, 2, 1), new PlacementSpec(ComputeBackend.CUDA, 4, 2, 2, 1))) {
             JobSpec s = q.withPlacement(split);
             RlJobRunner runner = new RlJobRunner(new org.orbitrl.scheduler.job.JobContext(s, dir, dir.resolve("samples"),
-                    List.of("cuda:0", "cuda:1", "cuda:2").subList(0, split.devices()), () -> false));
+                    List.of("cuda:0", "cuda:1", "cuda:2", "cuda:3").subList(0, split.devices()), () -> false));
             var e = org.junit.jupiter.api.Assertions.assertThrows(org.orbitrl.scheduler.job.JobException.class, runner::plan);
             assertTrue(e.getMessage().contains("placement {devices: " + split.devices() + ", rollout_devices: " + split.rolloutDevices()
                     + ", expert_parallel: " + split.expertParallel()) && e.getMessage().contains("one device"), e.getMessage());
@@ -105,6 +104,16 @@ class RlPlanTest {
             assertEquals(0L, r.getOrDefault(MemoryCategory.OPTIMIZER_STATE, 0L), "rollout GPU " + g + " holds no optimizer state");
         }
         assertEquals(train, three.bytes().get("cuda:3"), "the training GPU as with one rollout GPU");
+        // two data-parallel replicas: each GPU the base, half the sequences' KV cache, and a trainer's whole state
+        JobPlan dp = new RlJobRunner(new org.orbitrl.scheduler.job.JobContext(q.withPlacement(
+                new PlacementSpec(ComputeBackend.CUDA, 2, 0, 1, 1)), dir, dir.resolve("samples"),
+                List.of("cuda:0", "cuda:1"), () -> false)).plan();
+        for (String g : List.of("cuda:0", "cuda:1")) {
+            Map<MemoryCategory, Long> r = dp.bytes().get(g);
+            assertEquals(kvOne * (sequences / 2), r.get(MemoryCategory.KV_CACHE), g + ": half the sequences' KV cache");
+            assertEquals(train.get(MemoryCategory.OPTIMIZER_STATE), r.get(MemoryCategory.OPTIMIZER_STATE), g + ": a trainer's state");
+            assertEquals(train.get(MemoryCategory.BASE_WEIGHTS), r.get(MemoryCategory.BASE_WEIGHTS), g + ": the whole base");
+        }
         RlJobRunner one = new RlJobRunner(new org.orbitrl.scheduler.job.JobContext(q, dir, dir.resolve("samples"),
                 List.of("cpu:0"), () -> false));
         assertEquals(List.of("cpu:0"), List.copyOf(one.plan().bytes().keySet()), "the one-device job is planned");

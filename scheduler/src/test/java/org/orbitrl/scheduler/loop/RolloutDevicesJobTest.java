@@ -117,7 +117,7 @@ class RolloutDevicesJobTest {
         JobContext ctx = new JobContext(spec, dir, dir.resolve("samples"), List.of("cpu:0", "cpu:1"), () -> false);
         try (JobRunner runner = new RlRunnerProvider().create(ctx)) {
             JobException e = assertThrows(JobException.class, () -> runner.load(null));
-            assertTrue(e.getMessage().contains("rollout_devices: 2 of devices: 3 needs 3 devices")
+            assertTrue(e.getMessage().contains("placement {devices: 3, rollout_devices: 2} needs 3 devices")
                     && e.getMessage().contains("[cpu:0, cpu:1]"), e.getMessage());
         }
     }
@@ -143,7 +143,7 @@ class RolloutDevicesJobTest {
         }
     }
 
-    private static List<SampleRecord> samples(Path dir) {
+    static List<SampleRecord> samples(Path dir) {
         List<SampleRecord> out = new ArrayList<>();
         try (SampleLog log = SampleLog.openReadOnly(dir.resolve("samples")); SampleLogReader r = log.reader()) {
             for (LogEntry e; (e = r.next()) != null; ) {

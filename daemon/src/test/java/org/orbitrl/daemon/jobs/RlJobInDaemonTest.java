@@ -53,6 +53,26 @@ class RlJobInDaemonTest {
         }
     }
 
+    /**
+     * A job over three of the daemon's devices: one rollout device and two data-parallel trainers
+     * ({@code placement: {devices: 3, rollout_devices: 1}}, logical CPU devices): the daemon gives it all three, it trains
+     * every sample of its 3 steps once and checkpoints.
+     */
+    @Test
+    void aJobWithARolloutDeviceAndTwoTrainersTakesThreeDevicesAndCompletes() throws Exception {
+        String yaml = quickstart() + "placement: {backend: cpu, devices: 3, rollout_devices: 1}\n";
+        h = new DaemonHarness(tmp, "devices: [cpu:0, cpu:1, cpu:2]\n").start(true);
+        h.writeJob("replicas", yaml);
+        h.await("job replicas to complete", java.time.Duration.ofSeconds(300),
+                () -> h.daemon.jobs().job("replicas").map(j -> j.state() == JobState.COMPLETED
+                        || j.state() == JobState.FAILED).orElse(false));
+        assertEquals(JobState.COMPLETED, h.job("replicas").state(), h.job("replicas").reason());
+        Job job = h.job("replicas");
+        assertEquals(3, job.runnerState().step());
+        assertEquals(3 * 8 * 8, job.runnerState().samplesTrained());
+        assertTrue(h.checkpointStep("replicas") == 3);
+    }
+
     private static String quickstart() throws java.io.IOException {
         Path repo = Path.of(System.getProperty("orbit.repo", "../"));
         return Files.readString(repo.resolve("conf/jobs.d/quickstart.yaml"))

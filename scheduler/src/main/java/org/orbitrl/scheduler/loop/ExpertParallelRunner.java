@@ -149,7 +149,7 @@ final class ExpertParallelRunner implements JobRunner {
         boolean gpu = spec.placement().backend() == ComputeBackend.CUDA;
         try {
             for (int r = 0; r < n; r++) {
-                backends.add(gpu ? RlJobRunner.deviceBackend(spec, ctx.devices().subList(r, r + 1))
+                backends.add(gpu ? JobReplicas.deviceBackend(spec, ctx.devices().subList(r, r + 1))
                         : new CpuBackend(Math.max(1, Runtime.getRuntime().availableProcessors() / n)));
             }
             if (gpu) {

@@ -1,11 +1,6 @@
 package org.orbitrl.scheduler.loop;
 
 import org.orbitrl.kernels.Backend;
-import org.orbitrl.kernels.Backends;
-import org.orbitrl.kernels.comm.Communicator;
-import org.orbitrl.kernels.comm.HostStagedRanks;
-import org.orbitrl.kernels.comm.LocalGroup;
-import org.orbitrl.kernels.comm.NcclCommunicator;
 import org.orbitrl.model.parallel.AdapterParallel;
 import org.orbitrl.model.parallel.RankGroups;
 import org.orbitrl.kernels.DType;
@@ -14,12 +9,9 @@ import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.kernels.cpu.CpuBackend;
 import org.orbitrl.kernels.cuda.CudaBackend;
 import org.orbitrl.memory.plan.PlanRequest;
-import org.orbitrl.model.BaseFormat;
 import org.orbitrl.model.LoadedModel;
 import org.orbitrl.model.adapter.Adapter;
 import org.orbitrl.model.adapter.AdapterConfig;
-import org.orbitrl.model.adapter.AdapterSlots;
-import org.orbitrl.model.arch.CausalLM;
 import org.orbitrl.model.arch.Trainable;
 import org.orbitrl.model.nn.AdapterTargets;
 import org.orbitrl.scheduler.job.DeviceMemory;
@@ -28,7 +20,6 @@ import org.orbitrl.scheduler.job.JobContext;
 import org.orbitrl.scheduler.job.JobException;
 import org.orbitrl.scheduler.job.JobPlan;
 import org.orbitrl.scheduler.job.JobRunner;
-import org.orbitrl.scheduler.job.AsyncSpec;
 import org.orbitrl.scheduler.job.JobSpec;
 import org.orbitrl.scheduler.job.RunnerState;
 import org.orbitrl.scheduler.job.StepMetrics;
@@ -43,9 +34,6 @@ import org.orbitrl.scheduler.log.SampleRecord;
 import org.orbitrl.scheduler.report.EvalRecord;
 import org.orbitrl.scheduler.report.MetricsLog;
 import org.orbitrl.scheduler.report.StepRecord;
-import org.orbitrl.scheduler.rl.AdamW;
-import org.orbitrl.scheduler.rl.AdamWConfig;
-import org.orbitrl.scheduler.rl.Parameter;
 import org.orbitrl.scheduler.rollout.Completion;
 import org.orbitrl.scheduler.rollout.Request;
 import org.orbitrl.scheduler.rollout.RolloutEngine;
@@ -68,12 +56,13 @@ import java.util.function.IntFunction;
 /**
  * Orbit's RL loop ({@code runner: rl}). Synchronous mode (the default): rollout with the serving
  * adapter version, rewards, the sample log, training on the logged samples, publication of the
- * next adapter version into the rollout engine's idle slot; {@link #syncStep} is the loop body
- * and reads top to bottom. Async mode delegates the step to {@link AsyncStep}. The trainer and
- * the rollout engine are two views of one frozen base (weights shared, not copied), each with its
- * own adapter; with a rollout GPU ({@code placement: {backend: cuda, devices: 2, rollout_devices: 1}})
- * the engine runs on the first GPU over its own copy of the base, the trainer on the second, and
- * each adapter version is copied GPU to GPU into the engine's idle slot.
+ * next adapter version into the rollout engines' idle slots; {@link #syncStep} is the loop body
+ * and reads top to bottom. Async mode delegates the step to {@link AsyncStep}. On one device the
+ * trainer and the rollout engine are two views of one frozen base (weights shared, not copied),
+ * each with its own adapter. Over several devices ({@link JobReplicas}): data-parallel trainers,
+ * one a training device over its own copy of the base ({@link TrainerReplicas}), and rollout
+ * engines, one a rollout device over its own copy or one a trainer over its weights
+ * ({@link RolloutReplicas}); each adapter version is copied into every engine's idle slot.
  */
 public final class RlJobRunner implements JobRunner {
     private final JobContext ctx;
@@ -147,7 +136,7 @@ public final class RlJobRunner implements JobRunner {
             int trainingDevices = devices - rolloutDevices;
             int cores = Runtime.getRuntime().availableProcessors();
             backend = rank != null ? rank.backend()
-                    : onDevice ? deviceBackend(spec, ctx.devices().subList(rolloutDevices, rolloutDevices + 1))
+                    : onDevice ? JobReplicas.deviceBackend(spec, ctx.devices().subList(rolloutDevices, rolloutDevices + 1))
                     : new CpuBackend(Math.max(1, cores / trainingDevices), memory);
             // adapters and optimizer state live where the model computes: host memory (accounted) or the device
             adapterMemory = onDevice ? backend.allocator() : memory;
@@ -155,7 +144,7 @@ public final class RlJobRunner implements JobRunner {
             profiler = Boolean.getBoolean("orbit.profile") ? OpProfiler.wrap(backend,
                     backend instanceof CudaBackend gpu ? gpu::synchronize : () -> { }) : null;
             Backend compute = profiler == null ? backend : profiler.backend();
-            base = LoadedModel.load(spec.model().path(), compute, baseFormat(spec), rank == null ? null : rank.groups());
+            base = LoadedModel.load(spec.model().path(), compute, JobReplicas.baseFormat(spec), rank == null ? null : rank.groups());
             codec = TextCodec.forModel(spec.model().path(), base.spec());
             task = RlSetup.task(spec.task(), spec.eval().size());
             samples = new SampleFactory(spec, task, codec, () -> tunables, () -> state.adapterVersion());
@@ -176,7 +165,9 @@ public final class RlJobRunner implements JobRunner {
                         + " needs the default kernels; with -Dorbit.cuda.exact=true a decode step must equal the training forward bit"
                         + " for bit, which needs kv_cache: f32");
             }
-            trainer = newTrainer(trainerModel, trainerAdapter, compute, adapterMemory);
+            JobReplicas replicas = new JobReplicas(ctx, tunables, memory, planned, codec, cfg, backend, trainerModel,
+                    trainerAdapter, adapterMemory);
+            trainer = replicas.newTrainer(trainerModel, trainerAdapter, compute, adapterMemory);
             if (rank != null) {   // each rank's expert gradients summed over the group before the optimizer
                 Adapter a = trainerAdapter;
                 RankGroups g = rank.groups();
@@ -185,8 +176,8 @@ public final class RlJobRunner implements JobRunner {
                     return loss;   // every rank trained on the whole batch
                 });
             }
-            trainers = trainerReplicas(cfg, trainingDevices, rolloutDevices);
-            rollout = rolloutEngines(cfg, onDevice, isAsync);
+            trainers = replicas.trainers(trainer, trainingDevices, rolloutDevices);
+            rollout = replicas.engines(trainers, onDevice, isAsync);
             Files.createDirectories(ctx.dataDir());
             sampleLog = SampleLog.open(ctx.sampleLogDir());
             writer = sampleLog.writer();
@@ -213,205 +204,6 @@ public final class RlJobRunner implements JobRunner {
             close();
             throw new JobException("loading job " + spec.name() + ": " + e.getMessage(), e);
         }
-    }
-
-    /**
-     * The CUDA backend for {@code placement.backend: cuda} on the GPU the daemon gave the job ({@code cuda:N}, the first of
-     * {@code devices}; GPU 0 when it names none), exact kernels when {@code -Dorbit.cuda.exact=true}; where there is no
-     * such GPU, a job error that names the job file's key and says why.
-     */
-    static Backend deviceBackend(JobSpec spec, java.util.List<String> devices) throws JobException {
-        try {
-            return Backends.named(gpuOf(devices));
-        } catch (IllegalStateException | UnsatisfiedLinkError | NoClassDefFoundError e) {
-            throw new JobException("job " + spec.name() + ": placement.backend: cuda cannot be used here: "
-                    + e.getMessage() + " (use placement.backend: cpu)", e);
-        }
-    }
-
-    /** The backend name of the job's GPU: its first device when that is a CUDA device id ({@code cuda:N}), else {@code cuda}. */
-    static String gpuOf(java.util.List<String> devices) {
-        return !devices.isEmpty() && devices.get(0).startsWith("cuda:") ? devices.get(0) : "cuda";
-    }
-
-    /** The policy trainer of {@code model}'s adapter: its AdamW over the adapter's tensors, where they live. */
-    private PolicyTrainer newTrainer(Trainable model, Adapter adapter, Backend compute, TensorAllocator adapters) {
-        List<Parameter> params = new ArrayList<>();
-        for (Adapter.Param p : adapter.params()) {
-            params.add(new Parameter(p.name(), p.value()));
-        }
-        var o = spec.optimizer();
-        var b = spec.batch();
-        AdamWConfig adamwConfig = new AdamWConfig(o.beta1(), o.beta2(), o.eps(), o.weightDecay(), o.gradClip());
-        AdamW adamw = !adapters.hostMemory()
-                ? new AdamW(adamwConfig, RlSetup.schedule(spec, tunables.learningRate()), params, compute)
-                : new AdamW(adamwConfig, RlSetup.schedule(spec, tunables.learningRate()), params, memory);
-        return new PolicyTrainer(model, adapter, adamw, RlSetup.advantages(spec.algorithm().name()),
-                RlSetup.loss(spec), RlSetup.normalisation(spec.algorithm().name()),
-                (double) b.samplesPerPrompt() * b.maxResponseTokens(), spec.tisCap(), b.microBatch(),
-                spec.memory().recompute(), (float) tunables.temperature());
-    }
-
-    /**
-     * The trainers: the first (the loaded model, its adapter and trainer), and with {@code m} training devices one more a
-     * device, each over its own copy of the base with the same adapter (the same seed) and optimizer, their gradients
-     * summed over a data-parallel group: NCCL between distinct GPUs, the host's logical ranks on the CPU, and on GPUs
-     * that repeat (one GPU standing in for several) logical ranks staged through the host.
-     */
-    private TrainerReplicas trainerReplicas(AdapterConfig cfg, int m, int rolloutDevices) throws JobException {
-        String first = ctx.devices().isEmpty() ? "cpu:0" : ctx.devices().get(Math.min(rolloutDevices, ctx.devices().size() - 1));
-        List<TrainerReplicas.Trainer> ts = new ArrayList<>();
-        ts.add(new TrainerReplicas.Trainer(first, backend, trainerModel, trainerAdapter, trainer, adapterMemory, null));
-        if (m == 1) {
-            return new TrainerReplicas(ts, List.of(), null, spec.name());
-        }
-        boolean onDevice = backend instanceof CudaBackend;
-        int cores = Runtime.getRuntime().availableProcessors();
-        List<Communicator> comms = new ArrayList<>();
-        LocalGroup hosts = null;
-        try {
-            for (int j = 1; j < m; j++) {
-                String device = ctx.devices().get(rolloutDevices + j);
-                Backend own = onDevice ? deviceBackend(spec, List.of(device)) : new CpuBackend(Math.max(1, cores / m), memory);
-                LoadedModel copy = null;
-                try {
-                    copy = LoadedModel.load(spec.model().path(), own, baseFormat(spec));
-                    Trainable model = (Trainable) copy.model();
-                    model.setExpertChunk(RlPlan.expertChunk(spec));
-                    model.setKeptLayers(planned.keptLayers());
-                    model.setOffloadedInputs(planned.recompute() && planned.offloadInputs());
-                    TensorAllocator adapters = onDevice ? own.allocator() : memory;
-                    Adapter adapter = RlSetup.newAdapter(cfg, (AdapterTargets) model, adapters, spec.seed());
-                    LoadedModel ownedCopy = copy;
-                    AutoCloseable owned = () -> {
-                        try (AutoCloseable closedLast = own; AutoCloseable closedFirst = ownedCopy) {
-                            // the copy of the base, then the backend it lives on
-                        }
-                    };
-                    ts.add(new TrainerReplicas.Trainer(device, own, model, adapter, newTrainer(model, adapter, own, adapters),
-                            adapters, owned));
-                } catch (RuntimeException e) {
-                    try (AutoCloseable closedLast = own; AutoCloseable closedFirst = copy) {
-                        // what was made of this trainer
-                    } catch (Exception suppressed) {
-                        e.addSuppressed(suppressed);
-                    }
-                    throw e;
-                }
-            }
-            List<Backend> backends = ts.stream().map(TrainerReplicas.Trainer::backend).toList();
-            long distinct = ts.stream().map(TrainerReplicas.Trainer::device).distinct().count();
-            if (onDevice && distinct == m) {
-                comms.addAll(NcclCommunicator.initAll(backends.stream().map(x -> (CudaBackend) x).toList()));
-            } else {
-                hosts = LocalGroup.of(m);
-                for (int j = 0; j < m; j++) {
-                    comms.add(onDevice ? new HostStagedRanks(hosts.communicator(j), backends.get(j)) : hosts.communicator(j));
-                }
-            }
-        } catch (RuntimeException | JobException e) {
-            for (TrainerReplicas.Trainer t : ts) {
-                try (AutoCloseable o = t.owned()) {
-                    // the other trainers' copies and backends
-                } catch (Exception suppressed) {
-                    e.addSuppressed(suppressed);
-                }
-            }
-            throw e;
-        }
-        return new TrainerReplicas(ts, comms, hosts, spec.name());
-    }
-
-    /**
-     * The rollout engines: with {@code rollout_devices: k} one a rollout device: on a GPU over its own copy of the base,
-     * on the CPU's logical devices a view of the trainer's weights with a thread pool of its own; else one a trainer, over
-     * a view of its weights (in async mode on a backend of its own: on the CPU its own thread pool, on the GPU its own
-     * stream, cuBLAS handle, scratch and allocator). Each engine's KV cache holds its share of the step's sequences, as
-     * the planner budgets a rollout device.
-     */
-    private RolloutReplicas rolloutEngines(AdapterConfig cfg, boolean onDevice, boolean isAsync) throws JobException {
-        int k = RlPlan.rolloutDevices(spec);
-        int engines = k > 0 ? k : trainers.size();
-        int cores = Runtime.getRuntime().availableProcessors();
-        List<RolloutReplicas.Replica> replicas = new ArrayList<>();
-        try {
-            for (int r = 0; r < engines; r++) {
-                Backend own;              // the engine's backend where it has one; null: its trainer's
-                LoadedModel copy = null;  // a rollout GPU's copy of the base
-                CausalLM model;
-                TrainerReplicas.Trainer with = k > 0 ? null : trainers.trainers().get(r);   // the trainer it shares weights with
-                if (k > 0 && onDevice) {
-                    own = deviceBackend(spec, ctx.devices().subList(r, r + 1));
-                    copy = LoadedModel.load(spec.model().path(), own, baseFormat(spec));
-                    model = copy.model();
-                    if (model instanceof Trainable t) {
-                        t.setExpertChunk(RlPlan.expertChunk(spec));   // the trainer's kernels: exact mode's bits match
-                    }
-                } else if (k > 0) {
-                    own = new CpuBackend(Math.max(1, cores / (isAsync ? 2 * k : k)), memory);
-                    model = trainerModel.view(own);
-                } else {
-                    own = !isAsync ? null
-                            : onDevice ? new CudaBackend((CudaBackend) with.backend(), spec.async().priority() == AsyncSpec.Priority.ROLLOUT)
-                            : new CpuBackend(Math.max(1, cores / (2 * engines)), memory);
-                    model = own != null ? with.model().view(own) : with.model().view();
-                }
-                boolean ownStream = onDevice && own != null;
-                TensorAllocator slotMemory = ownStream ? own.allocator() : with != null ? with.memory() : adapterMemory;
-                CausalLM m = model;
-                AdapterSlots slots = new AdapterSlots((AdapterTargets) m,
-                        () -> RlSetup.newAdapter(cfg, (AdapterTargets) m, slotMemory, spec.seed()), 0, slotMemory);
-                RolloutEngine engine = new RolloutEngine(model, slots, engineOptions(engines), codec::decode);
-                LoadedModel ownedCopy = copy;
-                Backend ownedBackend = own;
-                AutoCloseable owned = () -> {
-                    try (AutoCloseable closedLast = ownedBackend; AutoCloseable closedFirst = ownedCopy) {
-                        // the copy of the base, then the backend it lives on (either may be null)
-                    }
-                };
-                Runnable fence = ownStream ? () -> ((CudaBackend) ownedBackend).stream().synchronize() : () -> { };
-                String device = k > 0 ? ctx.devices().get(r) : with.device();
-                replicas.add(new RolloutReplicas.Replica(device, engine, slots, ownStream, fence, owned));
-            }
-        } catch (RuntimeException | JobException e) {
-            for (RolloutReplicas.Replica r : replicas) {
-                try (AutoCloseable closedLast = r.owned(); AutoCloseable closedFirst = r.engine()) {
-                    // the engine, then what it ran on
-                } catch (Exception suppressed) {
-                    e.addSuppressed(suppressed);
-                }
-            }
-            throw e;
-        }
-        return new RolloutReplicas(replicas, trainers::fence, spec.name());
-    }
-
-    /**
-     * An engine's cache and batch limits for its share of the step's sequences over {@code engines} engines: every
-     * sequence of its share at once (the planner's KV budget of a rollout device), evaluation's greedy requests likewise.
-     */
-    private RolloutEngine.Options engineOptions(int engines) {
-        var b = spec.batch();
-        int seqTokens = b.maxPromptTokens() + b.maxResponseTokens();
-        int sequences = ceil(b.promptsPerStep() * b.samplesPerPrompt(), engines);
-        int blockSize = 16;
-        return new RolloutEngine.Options(blockSize, Math.max(64, sequences * ((seqTokens + blockSize - 1) / blockSize + 1)),
-                Math.max(sequences, ceil(spec.eval().size(), engines)), Math.max(4096, sequences * 64),
-                RolloutEngine.Graphs.valueOf(spec.sampling().decodeGraphs().name()), spec.sampling().kvCache().dtype());
-    }
-
-    private static int ceil(int a, int b) {
-        return (a + b - 1) / b;
-    }
-
-    static BaseFormat baseFormat(JobSpec spec) throws JobException {
-        return switch (spec.model().baseFormat()) {
-            case AUTO, BF16 -> BaseFormat.BF16;
-            case INT4 -> BaseFormat.INT4;
-            case MXFP4 -> BaseFormat.MXFP4;
-            case NVFP4 -> BaseFormat.NVFP4;
-            case FP8 -> throw new JobException("model.base_format fp8 is not available for this model on the CPU backend");
-        };
     }
 
     /**

@@ -48,13 +48,14 @@ import java.util.stream.Stream;
  * default {@code auto}: graphs on a device), and prints for each run the rollout time per engine
  * step (rollout seconds over the engine steps of the rollout, nearly all of them decode steps),
  * the steps replayed as graphs and the graphs' arena bytes, and the graphs/eager ratios. {@code --placements} runs each
- * mode colocated (one GPU, the default) and/or with a rollout GPU ({@code rollout-gpu}: placement devices 2,
- * rollout_devices 1; two GPUs), and prints the rollout-GPU/colocated ratios.
+ * mode colocated (one GPU, the default), with a rollout GPU ({@code rollout-gpu}: placement devices 2, rollout_devices 1),
+ * with K rollout GPUs and M training GPUs ({@code rollout-K+M}), or on N data-parallel replicas ({@code replicas-N}:
+ * devices N, each rolling out and training its share), and prints each placement's ratios to colocated.
  *
  * <pre>
  * tools/bench -pl scheduler org.orbitrl.scheduler.bench.AsyncModelBench [--repo .] [--config models/qwen3-4b/config.json]
  *     [--small] [--adapters lora,oft] [--steps 6] [--prompts 8] [--samples 8] [--response 256] [--micro-batch 8]
- *     [--modes sync,async] [--graphs auto|on|off|on,off] [--priority rollout|equal] [--placements colocated,rollout-gpu]
+ *     [--modes sync,async] [--graphs auto|on|off|on,off] [--priority rollout|equal] [--placements colocated,rollout-gpu,rollout-K+M,replicas-N]
  *     (on cuda: --steps 4 --response 128 by default)
  *     [--keep DIR]
  * </pre>
@@ -124,7 +125,7 @@ public final class AsyncModelBench {
                         Figures f;
                         try {
                             f = run(mode.equals("async") ? spec.withAsync(new AsyncSpec(true, 2, PartialRollouts.CONTINUE, 2 * prompts, priority))
-                                    : spec, work.resolve(a + "-" + mode + "-" + g));
+                                    : spec, work.resolve(a + "-" + mode + "-" + g + "-" + placement));   // a run of its own
                         } catch (Exception e) {
                             // one adapter kind the backend cannot run must not cost the others' figures
                             System.out.println(a + " " + label + ": not run on " + kernels + ": " + e.getMessage());
@@ -149,10 +150,10 @@ public final class AsyncModelBench {
                     }
                     for (String mode : modes) {
                         Figures col = done.get(mode + "/" + g);
-                        Figures split = done.get(mode + "/" + g + "/rollout-gpu");
+                        Figures split = done.get(mode + "/" + g + at);
                         if (col != null && split != null && !at.isEmpty()) {
-                            ratios.add(String.format("%s %s, graphs %s: rollout GPU / colocated step time %.2f, rollout tokens/s %.2f",
-                                    a, mode, g, split.stepSeconds() / col.stepSeconds(),
+                            ratios.add(String.format("%s %s, graphs %s: %s / colocated step time %.2f, rollout tokens/s %.2f",
+                                    a, mode, g, placement, split.stepSeconds() / col.stepSeconds(),
                                     split.tokensPerSecond() / col.tokensPerSecond()));
                             System.out.println(ratios.getLast());
                         }
@@ -184,14 +185,26 @@ public final class AsyncModelBench {
         }
     }
 
-    /** {@code colocated}: the job's one device; {@code rollout-gpu}: a rollout GPU and a training GPU. */
+    /**
+     * {@code colocated}: the job's one device; {@code rollout-gpu}: a rollout GPU and a training GPU; {@code rollout-K+M}: K
+     * rollout devices and M training devices; {@code replicas-N}: N data-parallel replicas.
+     */
     static JobSpec placed(JobSpec s, String placement) {
         PlacementSpec p = s.placement();
-        return switch (placement) {
-            case "colocated" -> s;
-            case "rollout-gpu" -> s.withPlacement(new PlacementSpec(p.backend(), 2, 1, 1, 1));
-            default -> throw new IllegalArgumentException("--placements: expected colocated and/or rollout-gpu, got " + placement);
-        };
+        java.util.regex.Matcher split = java.util.regex.Pattern.compile("rollout-(\\d+)\\+(\\d+)").matcher(placement);
+        java.util.regex.Matcher replicas = java.util.regex.Pattern.compile("replicas-(\\d+)").matcher(placement);
+        if (placement.equals("colocated")) {
+            return s;
+        } else if (placement.equals("rollout-gpu")) {
+            return s.withPlacement(new PlacementSpec(p.backend(), 2, 1, 1, 1));
+        } else if (split.matches()) {
+            int k = Integer.parseInt(split.group(1));
+            return s.withPlacement(new PlacementSpec(p.backend(), k + Integer.parseInt(split.group(2)), k, 1, 1));
+        } else if (replicas.matches()) {
+            return s.withPlacement(new PlacementSpec(p.backend(), Integer.parseInt(replicas.group(1)), 0, 1, 1));
+        }
+        throw new IllegalArgumentException("--placements: expected colocated, rollout-gpu, rollout-K+M or replicas-N, got "
+                + placement);
     }
 
     static JobSpec spec(JobSpec q, Path model, String adapter, ComputeBackend backend, int prompts, int samples,

@@ -117,8 +117,8 @@ class RlPlanTest {
         RlJobRunner one = new RlJobRunner(new org.orbitrl.scheduler.job.JobContext(q, dir, dir.resolve("samples"),
                 List.of("cpu:0"), () -> false));
         assertEquals(List.of("cpu:0"), List.copyOf(one.plan().bytes().keySet()), "the one-device job is planned");
-        assertEquals("cuda:1", RlJobRunner.gpuOf(List.of("cuda:1")), "the daemon's GPU for the job");
-        assertEquals("cuda", RlJobRunner.gpuOf(List.of("cpu:0")), "no GPU named: the default one");
+        assertEquals("cuda:1", JobReplicas.gpuOf(List.of("cuda:1")), "the daemon's GPU for the job");
+        assertEquals("cuda", JobReplicas.gpuOf(List.of("cpu:0")), "no GPU named: the default one");
     }
 
     @Test

@@ -46,14 +46,22 @@ public final class LoadedModel implements AutoCloseable {
     }
 
     /**
+     * True for the models that load split over ranks (tensor and expert parallelism for qwen3 and qwen3_moe, expert
+     * parallelism for deepseek_v3 / kimi_k2); the others load on one device.
+     */
+    public static boolean splits(ModelSpec spec) {
+        return spec.family() == ModelFamily.QWEN3 || spec.family() == ModelFamily.QWEN3_MOE
+                || spec.family() == ModelFamily.DEEPSEEK_V3;
+    }
+
+    /**
      * As {@link #load(Path, Backend, BaseFormat)}, holding only this rank's share under
      * {@code groups}' parallel layout (null: the whole model).
      */
     public static LoadedModel load(Path dir, Backend backend, BaseFormat format,
                                    org.orbitrl.model.parallel.RankGroups groups) {
         ModelSpec spec = ConfigLoader.load(dir);
-        if (groups != null && spec.family() != ModelFamily.QWEN3 && spec.family() != ModelFamily.QWEN3_MOE
-                && spec.family() != ModelFamily.DEEPSEEK_V3) {
+        if (groups != null && !splits(spec)) {
             throw new IllegalArgumentException(dir + ": tensor and expert parallelism are available for qwen3 and"
                     + " qwen3_moe, expert parallelism for deepseek_v3 / kimi_k2; model_type " + spec.modelType()
                     + " loads on one device only");

@@ -407,6 +407,12 @@ public final class MemoryPlanner {
         if (req.layout().colocated()) {
             n.add("Rollout and training share each GPU and may run at once: their buffers are added.");
         }
+        String type = req.spec().modelType();
+        if ((req.layout().expertParallel() > 1 || req.layout().tensorParallel() > 1)
+                && (type.equals("deepseek_v4") || type.equals("gpt_oss"))) {
+            n.add("The runtime has no expert- or tensor-parallel form of " + type + " yet: it loads on one device, and a"
+                    + " job with this layout is refused when it is to run. This plan sizes the layout.");
+        }
         if (req.recompute() && req.offloadInputs() && !req.node().hostMemory()) {
             long tokens = (long) req.batch().microBatch() * req.batch().seqLen();
             n.add("The recomputed layers' inputs wait in host memory: " + Bytes.format(ActivationModel.offloadedBytes(

@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
 import java.nio.file.Path;
+import java.util.List;
 import java.util.EnumSet;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
@@ -342,6 +343,26 @@ class MemoryPlannerTest {
         assertTrue(MemoryPlanner.plan(req.withKeptLayers(most)).fits());
         assertFalse(MemoryPlanner.plan(req.withKeptLayers(most + 1)).fits());
         assertEquals(0, MemoryPlanner.maxKeptLayers(req.withRecompute(false)), "nothing to keep without recompute");
+    }
+
+    /**
+     * A split layout of a model the runtime loads on one device only (deepseek_v4, gpt_oss) is planned with a note saying
+     * so; the one-device layout of it, and a split of a model the runtime splits (qwen3_moe), carry no such note.
+     */
+    @Test
+    void aSplitTheRuntimeCannotRunIsNoted() {
+        for (String fixture : List.of("fixtures/deepseek_v4", "fixtures/gpt_oss", "fixtures/qwen3_moe")) {
+            ModelSpec spec = TestModels.spec(fixture);
+            PlanRequest req = PlanRequest.defaults(spec, null, NodeSpec.parse("2xH200")).withAdapter(AdapterSpec.parse("lora:4"))
+                    .withBatch(new BatchShape(2, 2, 8, 8, 1));
+            boolean splittable = spec.modelType().equals("qwen3_moe");
+            for (int ep : new int[]{1, 2}) {
+                var notes = MemoryPlanner.plan(req.withLayout(ParallelLayout.colocated(ep, 1))).notes();
+                boolean noted = notes.stream().anyMatch(n -> n.contains("no expert- or tensor-parallel form of "
+                        + spec.modelType()) && n.contains("refused when it is to run"));
+                assertEquals(ep > 1 && !splittable, noted, fixture + " at ep " + ep + ": " + notes);
+            }
+        }
     }
 
     /** The Qwen3-MoE fixture on 2 GPUs of 2 GiB: INT4 experts over EP 2, LoRA rank 4, 2 prompts x 2 samples of 8+8 tokens. */

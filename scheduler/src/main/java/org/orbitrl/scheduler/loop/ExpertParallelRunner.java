@@ -66,12 +66,26 @@ final class ExpertParallelRunner implements JobRunner {
 
     @Override
     public JobPlan plan() throws JobException {
-        requireSynchronous();
+        requireRunnable();
         return RlPlan.plan(ctx.spec());
     }
 
-    /** Async mode's rollout and trainer threads would issue a rank's collectives in an order of their own: refused. */
-    private void requireSynchronous() throws JobException {
+    /**
+     * Refuses, naming the key, a model without an expert-parallel form, async mode (its rollout and trainer threads would
+     * issue a rank's collectives in an order of their own), and a device count other than the placement's.
+     */
+    private void requireRunnable() throws JobException {
+        org.orbitrl.model.spec.ModelSpec model;
+        try {
+            model = org.orbitrl.model.spec.ConfigLoader.load(ctx.spec().model().path());
+        } catch (RuntimeException e) {
+            throw new JobException("job " + ctx.spec().name() + ": model.path: " + e.getMessage(), e);
+        }
+        if (!org.orbitrl.model.LoadedModel.splits(model)) {
+            throw new JobException("job " + ctx.spec().name() + ": placement.expert_parallel " + n + ": model_type "
+                    + model.modelType() + " has no expert-parallel form (qwen3_moe, deepseek_v3 and kimi_k2 have); it runs"
+                    + " on one device, on data-parallel replicas or with rollout devices (expert_parallel: 1)");
+        }
         if (ctx.spec().async().enabled()) {
             throw new JobException("job " + ctx.spec().name() + ": placement.expert_parallel " + n + " runs synchronously;"
                     + " set async.enabled: false (async mode runs on one device, or on a rollout GPU and a training GPU)");
@@ -144,7 +158,7 @@ final class ExpertParallelRunner implements JobRunner {
 
     @Override
     public void load(Checkpoint resumeFrom) throws JobException {
-        requireSynchronous();
+        requireRunnable();
         var spec = ctx.spec();
         boolean gpu = spec.placement().backend() == ComputeBackend.CUDA;
         try {

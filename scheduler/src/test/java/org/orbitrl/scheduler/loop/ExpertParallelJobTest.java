@@ -102,6 +102,24 @@ class ExpertParallelJobTest {
                 .bytes(part);
     }
 
+    /** A model without an expert-parallel form (gpt_oss, deepseek_v4) is refused when planned, naming its model_type. */
+    @Test
+    void aModelWithoutAnExpertSplitIsRefusedNamingItsType(@TempDir Path dir) throws Exception {
+        Path hf = Path.of(System.getProperty("orbit.fixtures", "../../shared/fixtures"), "hf");
+        for (String type : List.of("gpt_oss", "deepseek_v4")) {
+            JobSpec q = CudaJobTest.onBackend(QuickstartJobTest.quickstart(), ComputeBackend.CPU);
+            JobSpec spec = q.withModel(new org.orbitrl.scheduler.job.ModelSpec(hf.resolve(type), q.model().baseFormat()))
+                    .withPlacement(new PlacementSpec(ComputeBackend.CPU, 2, 0, 2, 1));
+            JobContext ctx = new JobContext(spec, dir, dir.resolve("samples"), List.of("cpu:0", "cpu:1"), () -> false);
+            try (JobRunner runner = new RlRunnerProvider().create(ctx)) {
+                JobException e = assertThrows(JobException.class, runner::plan);
+                assertTrue(e.getMessage().contains("model_type " + type + " has no expert-parallel form")
+                        && e.getMessage().contains("expert_parallel"), e.getMessage());
+                assertThrows(JobException.class, () -> runner.load(null), type + ": load refuses it too");
+            }
+        }
+    }
+
     @Test
     void asyncModeIsRefusedNamingTheKeys(@TempDir Path dir) throws Exception {
         JobSpec q = CudaJobTest.onBackend(QuickstartJobTest.quickstart(), ComputeBackend.CPU);

@@ -93,22 +93,30 @@ class RolloutDevicesJobTest {
                 one.steps().get(0).extra().get("loss"), one.steps().get(1).extra().get("loss"));
     }
 
-    /** Async mode on two rollout devices: every step trains, and both engines' groups carry versions the trainer published. */
+    /**
+     * Async mode on two rollout devices, and on two data-parallel replicas (each device rolling out and training): every
+     * step trains, and both engines' groups carry versions the trainers published.
+     */
     @Test
     void asyncModeServesEachPublishedVersionOnBothEngines(@TempDir Path dir) throws Exception {
-        JobSpec spec = split(AsyncModeTest.asyncQuickstart(4, 2), 2);
-        ForegroundRun.run(spec, dir, new PrintStream(new ByteArrayOutputStream()), new AtomicBoolean());
-        List<StepRecord> steps = MetricsHistory.read(dir.resolve(MetricsLog.FILE_NAME)).steps();
-        assertEquals(4, steps.size(), "steps run");
-        assertTrue(steps.get(steps.size() - 1).adapterVersion() > 1, "the trainer published versions: " + steps);
-        int half = spec.batch().promptsPerStep() / 2;
-        long[] newest = new long[2];   // the newest version each engine's prompts were drawn with
-        for (SampleRecord r : samples(dir)) {
-            int engine = (int) (r.groupId() % 1_000_000L) < half ? 0 : 1;
-            newest[engine] = Math.max(newest[engine], r.newestVersion());
+        for (PlacementSpec p : List.of(new PlacementSpec(ComputeBackend.CPU, 3, 2, 1, 1),
+                new PlacementSpec(ComputeBackend.CPU, 2, 0, 1, 1))) {
+            JobSpec spec = AsyncModeTest.asyncQuickstart(4, 2).withPlacement(p);
+            Path run = dir.resolve(p.devices() + "-" + p.rolloutDevices());
+            ForegroundRun.run(spec, run, new PrintStream(new ByteArrayOutputStream()), new AtomicBoolean());
+            String at = "{devices: " + p.devices() + ", rollout_devices: " + p.rolloutDevices() + "}: ";
+            List<StepRecord> steps = MetricsHistory.read(run.resolve(MetricsLog.FILE_NAME)).steps();
+            assertEquals(4, steps.size(), at + "steps run");
+            assertTrue(steps.get(steps.size() - 1).adapterVersion() > 1, at + "the trainers published versions: " + steps);
+            int half = spec.batch().promptsPerStep() / 2;
+            long[] newest = new long[2];   // the newest version each engine's prompts were drawn with
+            for (SampleRecord r : samples(run)) {
+                int engine = (int) (r.groupId() % 1_000_000L) < half ? 0 : 1;
+                newest[engine] = Math.max(newest[engine], r.newestVersion());
+            }
+            assertTrue(newest[0] > 1 && newest[1] > 1, at + "both engines served a published version: newest " + newest[0]
+                    + ", " + newest[1]);
         }
-        assertTrue(newest[0] > 1 && newest[1] > 1, "both engines served a published version: newest " + newest[0] + ", "
-                + newest[1]);
     }
 
     @Test

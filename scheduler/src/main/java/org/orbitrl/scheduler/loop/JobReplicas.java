@@ -225,7 +225,8 @@ final class JobReplicas {
                 };
                 Runnable fence = ownStream ? () -> ((CudaBackend) ownedBackend).stream().synchronize() : () -> { };
                 String device = k > 0 ? ctx.devices().get(r) : with.device();
-                replicas.add(new RolloutReplicas.Replica(device, engine, slots, ownStream, fence, owned));
+                replicas.add(new RolloutReplicas.Replica(device, own != null ? own : with.backend(), engine, slots, ownStream, fence,
+                        owned));
             }
         } catch (RuntimeException | JobException e) {
             for (RolloutReplicas.Replica r : replicas) {

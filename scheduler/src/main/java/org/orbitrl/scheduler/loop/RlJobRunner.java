@@ -7,6 +7,8 @@ import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.OpProfiler;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.kernels.cpu.CpuBackend;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.cuda.CudaAllocator;
 import org.orbitrl.kernels.cuda.CudaBackend;
 import org.orbitrl.memory.plan.PlanRequest;
 import org.orbitrl.model.LoadedModel;
@@ -73,6 +75,7 @@ public final class RlJobRunner implements JobRunner {
     private Backend backend;
     private OpProfiler profiler;   // null unless -Dorbit.profile=true
     private PlanRequest planned;   // the request plan() checked, kept layers resolved; load() trains as it budgets
+    private volatile JobPlan jobPlan;   // its bytes per device, beside each device's memory (null before plan())
     private LoadedModel base;
     private Trainable trainerModel;
     private Adapter trainerAdapter;
@@ -116,7 +119,8 @@ public final class RlJobRunner implements JobRunner {
             RlPlan.requireRunnable(spec);
         }
         planned = RlPlan.checkedRequest(spec);
-        return RlPlan.plan(spec, planned);
+        jobPlan = RlPlan.plan(spec, planned);
+        return jobPlan;
     }
 
     @Override
@@ -152,8 +156,9 @@ public final class RlJobRunner implements JobRunner {
             // trainer: the loaded model and its trainable adapter; rollout: a view of the same weights with two slots
             trainerModel = (Trainable) base.model();
             trainerModel.setExpertChunk(RlPlan.expertChunk(spec));   // the chunk the plan budgets
-            if (planned == null) {   // loaded without plan() first
+            if (planned == null) {   // loaded without plan() first (an expert-parallel rank: its runner planned the job)
                 planned = RlPlan.checkedRequest(spec);
+                jobPlan = RlPlan.plan(spec, planned);
             }
             trainerModel.setKeptLayers(planned.keptLayers());   // the kept layers the plan budgets
             trainerModel.setOffloadedInputs(planned.recompute() && planned.offloadInputs());
@@ -441,12 +446,47 @@ public final class RlJobRunner implements JobRunner {
         return Map.copyOf(gauges);
     }
 
+    /**
+     * Each device's memory, by category, with its plan: on GPUs what every allocator computing there holds (the trainer's,
+     * an engine's own, a rollout device's copy of the base), each counted once; on the CPU the host's accounted memory,
+     * under the job's first device.
+     */
     @Override
     public List<DeviceMemory> memory() {
         if (memory == null) {
             return List.of();
         }
-        return List.of(new DeviceMemory("cpu:0", memory.live(), memory.peak(), Map.of()));
+        List<String> devices = ctx.devices().isEmpty() ? List.of("cpu:0") : ctx.devices();
+        if (!(backend instanceof CudaBackend) || trainers == null || rollout == null) {
+            return List.of(new DeviceMemory(devices.get(0), memory.live(), memory.peak(), plannedBytes(0)));
+        }
+        Map<String, java.util.Set<CudaAllocator>> allocators = new java.util.LinkedHashMap<>();
+        trainers.trainers().forEach(t -> allocators.computeIfAbsent(t.device(), d -> java.util.Collections.newSetFromMap(
+                new java.util.IdentityHashMap<>())).add(((CudaBackend) t.backend()).allocator()));
+        rollout.replicas().forEach(r -> allocators.computeIfAbsent(r.device(), d -> java.util.Collections.newSetFromMap(
+                new java.util.IdentityHashMap<>())).add(((CudaBackend) r.backend()).allocator()));
+        List<DeviceMemory> out = new ArrayList<>();
+        allocators.forEach((device, held) -> {
+            Map<MemoryCategory, Long> live = new java.util.EnumMap<>(MemoryCategory.class);
+            Map<MemoryCategory, Long> peak = new java.util.EnumMap<>(MemoryCategory.class);
+            for (CudaAllocator a : held) {
+                for (MemoryCategory c : MemoryCategory.values()) {
+                    live.merge(c, a.liveBytes(c), Long::sum);
+                    peak.merge(c, a.peakBytes(c), Long::sum);   // each allocator's own peak: an upper bound of the sum's
+                }
+            }
+            out.add(new DeviceMemory(device, live, peak, plannedBytes(devices.indexOf(device))));
+        });
+        return out;
+    }
+
+    /** The plan's bytes of the job's device {@code i} (the plan names a job's devices by position), or none. */
+    private Map<MemoryCategory, Long> plannedBytes(int i) {
+        JobPlan p = jobPlan;
+        if (p == null || i < 0 || i >= p.bytes().size()) {
+            return Map.of();
+        }
+        return new ArrayList<>(p.bytes().values()).get(i);
     }
 
     /** Names what the profiler counts next (when profiling). */

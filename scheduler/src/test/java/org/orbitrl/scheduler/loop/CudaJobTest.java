@@ -57,6 +57,15 @@ class CudaJobTest {
             for (int i = 0; i < 2; i++) {
                 out.add(runner.step());
             }
+            // each of the job's GPUs reports what its allocators hold, beside its plan
+            var memory = runner.memory();
+            assertEquals(new java.util.LinkedHashSet<>(devices), memory.stream().map(m -> m.device())
+                    .collect(java.util.stream.Collectors.toCollection(java.util.LinkedHashSet::new)), "devices reported");
+            for (var m : memory) {
+                assertTrue(m.live().get(org.orbitrl.kernels.MemoryCategory.BASE_WEIGHTS) > 0, m.device() + " holds a base: " + m);
+                assertTrue(m.planned().getOrDefault(org.orbitrl.kernels.MemoryCategory.BASE_WEIGHTS, 0L) > 0,
+                        m.device() + " has its plan: " + m);
+            }
         }
         return out;
     }

@@ -53,6 +53,11 @@ class RolloutDevicesJobTest {
             for (int i = 0; i < 2; i++) {
                 out.add(runner.step());
             }
+            var memory = runner.memory();   // the host's accounted memory under the job's first device, with its plan
+            assertEquals(1, memory.size(), "one host: " + memory);
+            assertEquals(devices.get(0), memory.get(0).device());
+            assertTrue(memory.get(0).live().get(org.orbitrl.kernels.MemoryCategory.ADAPTER_PARAMS) > 0, memory.toString());
+            assertTrue(memory.get(0).planned().get(org.orbitrl.kernels.MemoryCategory.BASE_WEIGHTS) > 0, memory.toString());
             return new Run(out, runner.evaluate());
         }
     }

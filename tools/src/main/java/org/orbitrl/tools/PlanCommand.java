@@ -41,14 +41,17 @@ public final class PlanCommand implements Callable<Integer> {
     @Spec
     CommandSpec spec;
 
-    @Option(names = "--model", required = true, paramLabel = "CONFIG_OR_DIR",
-            description = "config.json of the model, or the directory holding it")
+    @Option(names = "--model", paramLabel = "CONFIG_OR_DIR",
+            description = "config.json of the model, or the directory holding it (or give --job)")
     Path model;
 
-    @Option(names = "--job", paramLabel = "FILE.yaml", description = "not available yet: there is no job file schema")
+    @Option(names = "--job", paramLabel = "FILE.yaml", description = "a job file: planned as the daemon plans it when the"
+            + " job is to run (its model, base, adapter, batch, placement, memory section and KV cache); the other job"
+            + " options are ignored, --node replaces the devices it would be planned on")
     Path job;
 
-    @Option(names = "--node", defaultValue = "8xB200", description = "GPU node (default: ${DEFAULT-VALUE})")
+    @Option(names = "--node", description = "GPU node (default: 8xB200; with --job, the job's devices of this machine's"
+            + " GPU, or H200s where none is visible)")
     String node;
 
     @Option(names = "--base", defaultValue = "native", description = "storage format of the frozen base (default: ${DEFAULT-VALUE})")
@@ -109,11 +112,11 @@ public final class PlanCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        if (job != null) {
-            throw new IllegalArgumentException("--job is not available yet: there is no job file schema; give the job "
-                    + "with --model, --node, --base, --adapter and the batch options");
+        if ((job == null) == (model == null)) {
+            throw new IllegalArgumentException("give the job to plan with --model (and the job options) or with --job FILE.yaml,"
+                    + " one of the two");
         }
-        PlanRequest req = request();
+        PlanRequest req = job != null ? jobRequest() : request();
         MemoryPlan plan = MemoryPlanner.plan(req);
         java.util.List<Suggestion> suggestions = FitAdvisor.suggest(plan);
         PrintWriter out = spec.commandLine().getOut();
@@ -126,9 +129,23 @@ public final class PlanCommand implements Callable<Integer> {
         return plan.fits() ? 0 : DOES_NOT_FIT;
     }
 
+    /** The job file's plan request, as its runner makes it; on {@code --node} when given (its layout kept). */
+    PlanRequest jobRequest() {
+        org.orbitrl.scheduler.job.JobSpec spec;
+        try {
+            spec = org.orbitrl.scheduler.job.JobFiles.read(job);
+        } catch (java.io.IOException e) {
+            throw new IllegalArgumentException(job + ": " + e.getMessage(), e);
+        } catch (org.orbitrl.scheduler.job.yaml.ConfigException e) {
+            throw new IllegalArgumentException(e.getMessage(), e);   // names the file and the key
+        }
+        PlanRequest req = org.orbitrl.scheduler.loop.JobPlanning.request(spec);
+        return node == null ? req : req.withNode(NodeSpec.parse(node), req.layout());
+    }
+
     PlanRequest request() {
         ModelSpec s = ConfigLoader.load(model);
-        NodeSpec n = NodeSpec.parse(node);
+        NodeSpec n = NodeSpec.parse(node == null ? "8xB200" : node);
         int rollout = 0;
         int train = 0;
         if (split != null) {

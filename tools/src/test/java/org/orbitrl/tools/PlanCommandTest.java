@@ -36,6 +36,44 @@ class PlanCommandTest {
         }
     }
 
+    /**
+     * {@code --job}: a job file is planned as its runner plans it when it is to run (here the quickstart job on the CUDA
+     * backend over two rollout GPUs and a training GPU, H200s where no GPU is visible): the same JSON as the runner's
+     * request, each role's budget; neither or both of --model and --job, and a malformed job file, are refused naming
+     * what is wrong.
+     */
+    @Test
+    void aJobFileIsPlannedAsItsRunnerPlansIt(@org.junit.jupiter.api.io.TempDir Path dir) throws Exception {
+        Path repo = Path.of(System.getProperty("orbit.repo", ".."));
+        String yaml = java.nio.file.Files.readString(repo.resolve("conf/jobs.d/quickstart.yaml"))
+                .replace("path: ../../models/quickstart", "path: " + repo.resolve("models/quickstart").toAbsolutePath())
+                + "placement: {backend: cuda, devices: 3, rollout_devices: 2}\n";
+        Path job = dir.resolve("split.yaml");
+        java.nio.file.Files.writeString(job, yaml);
+        Run r = run("plan", "--job", job.toString(), "--json");
+        assertEquals(0, r.code(), r.err());
+        var spec = org.orbitrl.scheduler.job.JobFiles.read(job);
+        var plan = org.orbitrl.memory.plan.MemoryPlanner.plan(org.orbitrl.scheduler.loop.JobPlanning.request(spec));
+        assertEquals(org.orbitrl.memory.plan.PlanJson.text(plan, org.orbitrl.memory.plan.FitAdvisor.suggest(plan)),
+                r.out().strip(), "the runner's plan");
+        JsonNode j = new ObjectMapper().readTree(r.out());
+        assertTrue(j.get("layout").asText().contains("2 rollout : 1 train"), j.get("layout").asText());
+        Run table = run("plan", "--job", job.toString());
+        assertTrue(table.out().contains("rollout") && table.out().contains("train"), "each role's column:\n" + table.out());
+
+        Run neither = run("plan");
+        assertEquals(1, neither.code());
+        assertTrue(neither.err().contains("--model") && neither.err().contains("--job"), neither.err());
+        Run both = run("plan", "--job", job.toString(), "--model", KIMI);
+        assertEquals(1, both.code());
+        assertTrue(both.err().contains("one of the two"), both.err());
+        Path bad = dir.resolve("bad.yaml");
+        java.nio.file.Files.writeString(bad, yaml.replace("prompts_per_step: 8", "prompts_per_step: -8"));
+        Run malformed = run("plan", "--job", bad.toString());
+        assertEquals(1, malformed.code());
+        assertTrue(malformed.err().contains("bad.yaml") && malformed.err().contains("prompts_per_step"), malformed.err());
+    }
+
     @Test
     void jsonOfAJobThatFits() throws Exception {
         // one expert per chunk and 24 prompts: each of Kimi's MoE layers keeps its own chunk buffer
@@ -128,8 +166,8 @@ class PlanCommandTest {
         Run split = run("plan", "--model", KIMI, "--split", "4-4");
         assertEquals(1, split.code());
         assertTrue(split.err().contains("ROLLOUT:TRAIN"), split.err());
-        Run job = run("plan", "--model", KIMI, "--job", "x.yaml");
+        Run job = run("plan", "--job", "/nonexistent/x.yaml");
         assertEquals(1, job.code());
-        assertTrue(job.err().contains("no job file schema"), job.err());
+        assertTrue(job.err().contains("/nonexistent/x.yaml"), job.err());
     }
 }

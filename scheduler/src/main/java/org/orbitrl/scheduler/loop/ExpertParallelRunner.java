@@ -26,10 +26,6 @@ import java.io.IOException;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.ExecutionException;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
-import java.util.concurrent.Future;
 
 /**
  * An RL job whose routed experts are split over its devices ({@code placement: {devices: N, expert_parallel: N}},
@@ -44,8 +40,7 @@ import java.util.concurrent.Future;
 final class ExpertParallelRunner implements JobRunner {
     private final JobContext ctx;
     private final int n;
-    private final List<ExecutorService> threads = new ArrayList<>();   // one a rank, its only thread (Chronicle's tailers
-                                                                       // and appenders stay on the thread that made them)
+    private final RankThreads threads;   // one a rank, its only thread
     private final List<Backend> backends = new ArrayList<>();
     private final List<Communicator> comms = new ArrayList<>();
     private LocalGroup localGroup;   // the CPU's logical ranks (null on GPUs)
@@ -54,14 +49,7 @@ final class ExpertParallelRunner implements JobRunner {
     ExpertParallelRunner(JobContext ctx) {
         this.ctx = ctx;
         this.n = ctx.spec().placement().devices();
-        for (int r = 0; r < n; r++) {
-            String name = "ep-rank-" + r + "-" + ctx.spec().name();
-            threads.add(Executors.newSingleThreadExecutor(task -> {
-                Thread t = new Thread(task, name);
-                t.setDaemon(true);
-                return t;
-            }));
-        }
+        this.threads = new RankThreads("ep-rank-" + ctx.spec().name(), n, this::abort);
     }
 
     @Override
@@ -95,54 +83,21 @@ final class ExpertParallelRunner implements JobRunner {
         }
     }
 
-    private interface RankCall<T> {
-        T run(int rank) throws Exception;
-    }
-
     /** {@code call} on every rank at once; a rank's failure aborts the others' collectives and fails the call, naming it. */
-    private <T> List<T> all(String what, RankCall<T> call) throws JobException {
-        List<Future<T>> fs = new ArrayList<>();
-        // the rank that failed first in time: the others' failures are usually the abort it caused
-        java.util.concurrent.atomic.AtomicInteger firstRank = new java.util.concurrent.atomic.AtomicInteger(-1);
-        for (int r = 0; r < n; r++) {
-            int rank = r;
-            fs.add(threads.get(r).submit(() -> {
-                try {
-                    return call.run(rank);
-                } catch (Exception | Error e) {
-                    if (firstRank.compareAndSet(-1, rank)) {
-                        abort();
-                    }
-                    throw e;
-                }
-            }));
-        }
-        List<T> out = new ArrayList<>();
-        Throwable[] failures = new Throwable[n];
-        for (int r = 0; r < n; r++) {
-            try {
-                out.add(fs.get(r).get());
-            } catch (ExecutionException e) {
-                failures[r] = e.getCause();
-                out.add(null);
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                abort();
-                throw new JobException("job " + ctx.spec().name() + ": interrupted waiting for its expert-parallel ranks", e);
-            }
-        }
-        int failed = firstRank.get();
-        if (failed >= 0) {
-            JobException e = new JobException("job " + ctx.spec().name() + ": " + what + " failed on expert-parallel rank " + failed
-                    + " of " + n + ": " + failures[failed].getMessage(), failures[failed]);
-            for (int r = 0; r < n; r++) {
-                if (r != failed && failures[r] != null) {
-                    e.addSuppressed(failures[r]);
-                }
+    private <T> List<T> all(String what, RankThreads.Call<T> call) throws JobException {
+        try {
+            return threads.all(call);
+        } catch (RankThreads.RankFailure f) {
+            JobException e = new JobException("job " + ctx.spec().name() + ": " + what + " failed on expert-parallel rank "
+                    + f.rank() + " of " + n + ": " + f.getMessage(), f.getCause());
+            for (Throwable s : f.getSuppressed()) {
+                e.addSuppressed(s);
             }
             throw e;
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new JobException("job " + ctx.spec().name() + ": interrupted waiting for its expert-parallel ranks", e);
         }
-        return out;
     }
 
     private void abort() {
@@ -218,21 +173,21 @@ final class ExpertParallelRunner implements JobRunner {
     @Override
     public void checkpoint(CheckpointWriter out) throws IOException, JobException {
         try {
-            threads.get(0).submit(() -> {
+            threads.on(0, r -> {
                 ranks.get(0).checkpoint(out);
                 return null;
-            }).get();
+            });
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             throw new JobException("job " + ctx.spec().name() + ": interrupted writing its checkpoint", e);
-        } catch (ExecutionException e) {
-            if (e.getCause() instanceof IOException io) {
+        } catch (RankThreads.RankFailure f) {
+            if (f.getCause() instanceof IOException io) {
                 throw io;
             }
-            if (e.getCause() instanceof JobException je) {
+            if (f.getCause() instanceof JobException je) {
                 throw je;
             }
-            throw new JobException("job " + ctx.spec().name() + ": checkpoint: " + e.getCause().getMessage(), e.getCause());
+            throw new JobException("job " + ctx.spec().name() + ": checkpoint: " + f.getMessage(), f.getCause());
         }
     }
 
@@ -277,10 +232,13 @@ final class ExpertParallelRunner implements JobRunner {
         for (int i = 0; i < ranks.size(); i++) {
             RlJobRunner r = ranks.get(i);
             try {
-                threads.get(i).submit(r::close).get();   // on the rank's thread, where its logs were opened
-            } catch (ExecutionException e) {
-                first = first == null ? new IllegalStateException("closing expert-parallel rank " + i + ": "
-                        + e.getCause().getMessage(), e.getCause()) : first;
+                threads.on(i, rank -> {   // on the rank's thread, where its logs were opened
+                    r.close();
+                    return null;
+                });
+            } catch (RankThreads.RankFailure f) {
+                first = first == null ? new IllegalStateException("closing expert-parallel rank " + i + ": " + f.getMessage(),
+                        f.getCause()) : first;
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
                 first = first == null ? new IllegalStateException("interrupted closing expert-parallel rank " + i, e) : first;
@@ -288,7 +246,7 @@ final class ExpertParallelRunner implements JobRunner {
         }
         comms.forEach(Communicator::close);
         backends.forEach(Backend::close);
-        threads.forEach(ExecutorService::shutdownNow);
+        threads.close();
         if (first != null) {
             throw first;
         }

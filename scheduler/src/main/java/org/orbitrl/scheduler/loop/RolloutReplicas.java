@@ -8,10 +8,6 @@ import org.orbitrl.scheduler.rollout.RolloutEngine;
 
 import java.util.ArrayList;
 import java.util.List;
-import java.util.concurrent.ExecutionException;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
-import java.util.concurrent.Future;
 import java.util.function.IntFunction;
 
 /**
@@ -40,7 +36,7 @@ final class RolloutReplicas implements AutoCloseable {
 
     private final List<Replica> replicas;
     private final Runnable trainerFence;
-    private final List<ExecutorService> threads = new ArrayList<>();   // one an engine when there are several
+    private final RankThreads threads;   // one an engine when there are several (null with one)
 
     /**
      * @param trainerFence waits for the trainers' device work (their last optimizer update), run before a publication's
@@ -52,16 +48,8 @@ final class RolloutReplicas implements AutoCloseable {
         }
         this.replicas = List.copyOf(replicas);
         this.trainerFence = trainerFence;
-        if (replicas.size() > 1) {
-            for (int r = 0; r < replicas.size(); r++) {
-                String name = "orbit-rollout-" + r + "-" + jobName;
-                threads.add(Executors.newSingleThreadExecutor(task -> {
-                    Thread t = new Thread(task, name);
-                    t.setDaemon(true);
-                    return t;
-                }));
-            }
-        }
+        // engines share nothing: a failing one has no other to release
+        this.threads = replicas.size() > 1 ? new RankThreads("orbit-rollout-" + jobName, replicas.size(), () -> { }) : null;
     }
 
     int size() {
@@ -83,43 +71,27 @@ final class RolloutReplicas implements AutoCloseable {
     /**
      * Generates every request, each engine its share at once; returns the samples in request order (a request's
      * samples in sample order), as one engine's {@link RolloutEngine#generate} would. An engine that fails fails the call,
-     * naming its device, after the other engines have finished their shares.
+     * naming its device, once the other engines have finished their shares.
      */
     List<Completion> generate(List<Request> requests) {
         if (replicas.size() == 1) {
             return replicas.get(0).engine().generate(requests);
         }
         int k = replicas.size();
-        List<Future<List<Completion>>> shares = new ArrayList<>();
-        for (int r = 0; r < k; r++) {
-            int[] b = shareBounds(requests.size(), k, r);
-            List<Request> share = requests.subList(b[0], b[1]);
-            RolloutEngine engine = replicas.get(r).engine();
-            shares.add(threads.get(r).submit(() -> share.isEmpty() ? List.<Completion>of() : engine.generate(share)));
+        try {
+            List<Completion> out = new ArrayList<>();
+            threads.all(r -> {
+                int[] b = shareBounds(requests.size(), k, r);
+                return b[0] == b[1] ? List.<Completion>of() : replicas.get(r).engine().generate(requests.subList(b[0], b[1]));
+            }).forEach(out::addAll);
+            return out;
+        } catch (RankThreads.RankFailure f) {
+            throw new IllegalStateException("rollout engine " + f.rank() + " of " + k + " (" + replicas.get(f.rank()).device()
+                    + "): " + f.getMessage(), f.getCause());
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted waiting for the rollout engines", e);
         }
-        List<Completion> out = new ArrayList<>();
-        RuntimeException failure = null;
-        for (int r = 0; r < k; r++) {
-            try {
-                out.addAll(shares.get(r).get());
-            } catch (ExecutionException e) {
-                RuntimeException f = new IllegalStateException("rollout engine " + r + " of " + k + " (" + replicas.get(r).device()
-                        + "): " + e.getCause().getMessage(), e.getCause());
-                if (failure == null) {
-                    failure = f;
-                } else {
-                    failure.addSuppressed(f);
-                }
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                shares.forEach(s -> s.cancel(true));
-                throw new IllegalStateException("interrupted waiting for the rollout engines", e);
-            }
-        }
-        if (failure != null) {
-            throw failure;
-        }
-        return out;
     }
 
     /** The engines' counters summed (captured graphs and their arenas over all engines). */
@@ -185,7 +157,9 @@ final class RolloutReplicas implements AutoCloseable {
                 }
             }
         }
-        threads.forEach(ExecutorService::shutdownNow);
+        if (threads != null) {
+            threads.close();
+        }
         if (first != null) {
             throw first;
         }

@@ -16,11 +16,6 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.BrokenBarrierException;
 import java.util.concurrent.CyclicBarrier;
-import java.util.concurrent.ExecutionException;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
-import java.util.concurrent.Future;
-import java.util.concurrent.atomic.AtomicInteger;
 
 /**
  * The job's trainers: one, or one a training device ({@code placement.devices} minus {@code rollout_devices}), each over
@@ -52,7 +47,7 @@ final class TrainerReplicas implements AutoCloseable {
     private final List<Trainer> trainers;
     private final List<Communicator> comms;        // the data-parallel group, one a trainer (empty with one trainer)
     private final LocalGroup localGroup;           // the host ranks under the comms where they are not NCCL's
-    private final List<ExecutorService> threads = new ArrayList<>();
+    private final RankThreads threads;             // one a trainer when there are several (null with one)
     private final double[] losses;
     private final CyclicBarrier lossesPosted;
     private final String jobName;
@@ -72,14 +67,9 @@ final class TrainerReplicas implements AutoCloseable {
         this.jobName = jobName;
         this.losses = new double[m];
         this.lossesPosted = new CyclicBarrier(m);
+        this.threads = m > 1 ? new RankThreads("orbit-trainer-" + jobName, m, this::abort) : null;
         if (m > 1) {
             for (int j = 0; j < m; j++) {
-                String name = "orbit-trainer-" + j + "-" + jobName;
-                threads.add(Executors.newSingleThreadExecutor(task -> {
-                    Thread t = new Thread(task, name);
-                    t.setDaemon(true);
-                    return t;
-                }));
                 int rank = j;
                 Trainer t = trainers.get(j);
                 t.trainer().completeGradientsWith(loss -> {
@@ -148,48 +138,15 @@ final class TrainerReplicas implements AutoCloseable {
             return trainers.get(0).trainer().train(batch, groupSize);
         }
         Normaliser norm = trainers.get(0).trainer().normaliser(batch);
-        AtomicInteger firstFailed = new AtomicInteger(-1);
-        List<Future<PolicyTrainer.Outcome>> fs = new ArrayList<>();
-        for (int j = 0; j < m; j++) {
-            List<SampleRecord> share = share(batch, m, j);
-            PolicyTrainer t = trainers.get(j).trainer();
-            int rank = j;
-            fs.add(threads.get(j).submit(() -> {
-                try {
-                    return t.train(share, groupSize, norm);
-                } catch (RuntimeException | Error e) {
-                    if (firstFailed.compareAndSet(-1, rank)) {
-                        abort();   // the others may wait in a collective or for this trainer's loss
-                    }
-                    throw e;
-                }
-            }));
+        try {
+            return combined(threads.all(j -> trainers.get(j).trainer().train(share(batch, m, j), groupSize, norm)));
+        } catch (RankThreads.RankFailure f) {
+            throw new IllegalStateException("job " + jobName + ": trainer " + f.rank() + " of " + m + " ("
+                    + trainers.get(f.rank()).device() + ") failed: " + f.getMessage(), f.getCause());
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("job " + jobName + ": interrupted waiting for its trainers", e);
         }
-        List<PolicyTrainer.Outcome> outs = new ArrayList<>();
-        Throwable[] failures = new Throwable[m];
-        for (int j = 0; j < m; j++) {
-            try {
-                outs.add(fs.get(j).get());
-            } catch (ExecutionException e) {
-                failures[j] = e.getCause();
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                abort();
-                throw new IllegalStateException("job " + jobName + ": interrupted waiting for its trainers", e);
-            }
-        }
-        int failed = firstFailed.get();
-        if (failed >= 0) {
-            IllegalStateException e = new IllegalStateException("job " + jobName + ": trainer " + failed + " of " + m + " ("
-                    + trainers.get(failed).device() + ") failed: " + failures[failed].getMessage(), failures[failed]);
-            for (int j = 0; j < m; j++) {
-                if (j != failed && failures[j] != null) {
-                    e.addSuppressed(failures[j]);
-                }
-            }
-            throw e;
-        }
-        return combined(outs);
     }
 
     private static PolicyTrainer.Outcome combined(List<PolicyTrainer.Outcome> outs) {
@@ -262,7 +219,9 @@ final class TrainerReplicas implements AutoCloseable {
                 }
             }
         }
-        threads.forEach(ExecutorService::shutdownNow);
+        if (threads != null) {
+            threads.close();
+        }
         if (first != null) {
             throw first;
         }

@@ -298,7 +298,9 @@ public final class RlJobRunner implements JobRunner {
         extra.put("kl", out.klMean());
         extra.put("clip_fraction", out.clipFraction());
         extra.put("rollout_seconds", (tRollout - t0) / 1e9);
-        extra.put("rollout_engine_steps", (double) (after.steps() - before.steps()));
+        extra.put("rollout_engine_steps", (double) (after.steps() - before.steps()));   // summed over the engines
+        extra.put("rollout_engines", (double) rollout.size());
+        extra.put("trainers", (double) trainers.size());
         extra.put("rollout_graph_steps", (double) (after.graphSteps() - before.graphSteps()));
         extra.put("rollout_graph_arena_bytes", (double) after.graphArenaBytes());
         extra.put("reward_seconds", (tReward - tRollout) / 1e9);

@@ -87,6 +87,8 @@ class DataParallelJobTest {
         Run two = run(q.withPlacement(new PlacementSpec(ComputeBackend.CPU, 2, 0, 1, 1)), dir.resolve("dp"),
                 List.of("cpu:0", "cpu:1"));
         assertSameSteps(one, two, "two data-parallel devices");
+        assertEquals(2.0, two.steps().get(0).extra().get("rollout_engines"), "an engine a replica");
+        assertEquals(2.0, two.steps().get(0).extra().get("trainers"), "a trainer a replica");
         List<SampleRecord> a = RolloutDevicesJobTest.samples(dir.resolve("one"));
         List<SampleRecord> b = RolloutDevicesJobTest.samples(dir.resolve("dp"));
         assertEquals(a.size(), b.size(), "samples logged");
@@ -105,6 +107,8 @@ class DataParallelJobTest {
         Run split = run(q.withPlacement(new PlacementSpec(ComputeBackend.CPU, 3, 1, 1, 1)), dir.resolve("split"),
                 List.of("cpu:0", "cpu:1", "cpu:2"));
         assertSameSteps(one, split, "a rollout device and two trainers");
+        assertEquals(1.0, split.steps().get(0).extra().get("rollout_engines"), "one engine, on the rollout device");
+        assertEquals(2.0, split.steps().get(0).extra().get("trainers"), "two trainers");
     }
 
     /**

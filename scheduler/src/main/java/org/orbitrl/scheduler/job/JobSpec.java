@@ -89,6 +89,12 @@ public record JobSpec(String name, String runner, ModelSpec model, AdapterSpec a
                 checkpoint, seed, async, task, placement, memory);
     }
 
+    /** This job with another adapter section (a command-line or test override). */
+    public JobSpec withAdapter(AdapterSpec a) {
+        return new JobSpec(name, runner, model, a, algorithm, kl, tisCap, batch, sampling, optimizer, steps, eval,
+                checkpoint, seed, async, task, placement, memory);
+    }
+
     /** This job with another batch section (a command-line or test override). */
     public JobSpec withBatch(BatchSpec b) {
         return new JobSpec(name, runner, model, adapter, algorithm, kl, tisCap, b, sampling, optimizer, steps, eval,

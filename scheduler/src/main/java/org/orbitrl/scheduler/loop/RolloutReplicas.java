@@ -139,7 +139,7 @@ final class RolloutReplicas implements AutoCloseable {
 
     /** The engines, then what each owns (its copy of the base, its backend), then the threads. */
     @Override
-    public void close() throws Exception {
+    public void close() {
         Exception first = null;
         for (Replica r : replicas) {
             for (AutoCloseable c : new AutoCloseable[]{r.engine(), r.owned()}) {
@@ -161,7 +161,7 @@ final class RolloutReplicas implements AutoCloseable {
             threads.close();
         }
         if (first != null) {
-            throw first;
+            throw first instanceof RuntimeException r ? r : new IllegalStateException(first.getMessage(), first);
         }
     }
 }

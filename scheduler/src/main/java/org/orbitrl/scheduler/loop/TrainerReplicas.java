@@ -202,7 +202,7 @@ final class TrainerReplicas implements AutoCloseable {
 
     /** The communicators, the other trainers' copies of the base and their backends, the threads. */
     @Override
-    public void close() throws Exception {
+    public void close() {
         comms.forEach(Communicator::close);
         Exception first = null;
         for (Trainer t : trainers) {
@@ -223,7 +223,7 @@ final class TrainerReplicas implements AutoCloseable {
             threads.close();
         }
         if (first != null) {
-            throw first;
+            throw first instanceof RuntimeException r ? r : new IllegalStateException(first.getMessage(), first);
         }
     }
 }

@@ -97,6 +97,48 @@ class ExpertParallelJobTest {
         }
     }
 
+    /**
+     * DeepSeek-V3 (the Kimi-K2 architecture), the transformers fixture with Orbit's byte tokenizer beside it, LoRA on the
+     * latent attention's projections and on the routed experts (one fused adapter over all experts, each rank's the same
+     * tensor, its experts' gradients summed over the group): 4 steps straight and 2 + 2 resumed from rank 0's checkpoint
+     * leave the same adapter and optimizer state, and both equal the one-device job's, byte for byte.
+     */
+    @Test
+    void aDeepseekV3JobOverTwoRanksResumesAsOneDevice(@TempDir Path dir) throws Exception {
+        Path hf = Path.of(System.getProperty("orbit.fixtures", "../../shared/fixtures"), "hf", "deepseek_v3");
+        Path model = dir.resolve("model");
+        java.nio.file.Files.createDirectories(model);
+        for (String f : List.of("config.json", "generation_config.json", "model.safetensors")) {
+            java.nio.file.Files.copy(hf.resolve(f), model.resolve(f));
+        }
+        org.orbitrl.scheduler.sft.ByteTokenizerFiles.write(model);
+        var smallEval = new org.orbitrl.scheduler.job.EvalSpec(0, "held_out", 4, 1, List.of(1));
+        JobSpec q = CudaJobTest.onBackend(QuickstartJobTest.quickstart(), ComputeBackend.CPU);
+        var lora = q.adapter();   // the latent attention's projections, and every routed expert's
+        JobSpec one = q.withModel(new org.orbitrl.scheduler.job.ModelSpec(model, q.model().baseFormat())).withEval(smallEval)
+                .withAdapter(new org.orbitrl.scheduler.job.AdapterSpec(lora.type(), lora.rank(), lora.alpha(), lora.dropout(),
+                        List.of("q_b_proj", "kv_b_proj", "o_proj"), List.of("gate_proj", "up_proj", "down_proj"),
+                        lora.oftBlockSize()))
+                .withSteps(4);
+        JobSpec ep = one.withPlacement(new PlacementSpec(ComputeBackend.CPU, 2, 0, 2, 1));
+        var quiet = new java.io.PrintStream(new java.io.ByteArrayOutputStream());
+        ForegroundRun.run(one, dir.resolve("one"), quiet, new java.util.concurrent.atomic.AtomicBoolean());
+        ForegroundRun.run(ep, dir.resolve("straight"), quiet, new java.util.concurrent.atomic.AtomicBoolean());
+        ForegroundRun.run(ep.withSteps(2), dir.resolve("resumed"), quiet, new java.util.concurrent.atomic.AtomicBoolean());
+        ForegroundRun.Outcome second = ForegroundRun.run(ep, dir.resolve("resumed"), quiet,
+                new java.util.concurrent.atomic.AtomicBoolean());
+        assertEquals(4, second.steps());
+        var names = RlCheckpoint.readTensors(latest(dir.resolve("one"), "adapter"), "one device").keySet();
+        assertTrue(names.stream().anyMatch(n -> n.contains(".mlp.experts.lora_A")), "the experts' LoRA is trained: " + names);
+        for (String part : List.of("adapter", "optimizer")) {
+            byte[] a = latest(dir.resolve("one"), part);
+            byte[] b = latest(dir.resolve("straight"), part);
+            byte[] c = latest(dir.resolve("resumed"), part);
+            org.junit.jupiter.api.Assertions.assertArrayEquals(a, b, part + " after 4 steps: one device vs expert parallel 2");
+            org.junit.jupiter.api.Assertions.assertArrayEquals(b, c, part + " after 4 steps: straight vs 2 + resumed 2");
+        }
+    }
+
     private static byte[] latest(Path run, String part) throws java.io.IOException {
         return new org.orbitrl.scheduler.job.checkpoint.CheckpointStore(run.resolve("checkpoints"), 3).latest().checkpoint()
                 .bytes(part);

@@ -357,9 +357,17 @@ public final class MemoryPlanner {
         return lay.colocated() ? req.node().gpus() : lay.groupSize(role, req.node());
     }
 
-    /** Sequences one data-parallel rank of {@code role} decodes at once: every sequence of the step, spread over the ranks. */
+    /**
+     * Sequences one data-parallel rank of {@code role} decodes at once: the samples of its share of the step's prompts
+     * (shares of whole prompts, the largest), or every sequence where each rank rolls out all of them
+     * ({@link PlanRequest#rolloutReplicated}).
+     */
     private static long rolloutSequencesPerRank(PlanRequest req, GpuRole role) {
-        return role.rollsOut() ? ceil(req.batch().sequences(), groupSize(req, role) / req.layout().tensorParallel()) : 0;
+        if (!role.rollsOut()) {
+            return 0;
+        }
+        int ranks = req.rolloutReplicated() ? 1 : groupSize(req, role) / req.layout().tensorParallel();
+        return ceil(req.batch().prompts(), ranks) * req.batch().samplesPerPrompt();
     }
 
     /** Tokens the rollout engine prefills at once: its sequences' prompts, at most the prefill chunk. */
@@ -406,6 +414,13 @@ public final class MemoryPlanner {
         }
         if (req.layout().colocated()) {
             n.add("Rollout and training share each GPU and may run at once: their buffers are added.");
+        }
+        if (req.layout().expertParallel() > 1 && req.layout().colocated()) {
+            n.add(req.rolloutReplicated()
+                    ? "Every GPU rolls out every sequence of the step (a job split by experts runs its ranks in lockstep over"
+                    + " the same requests): each holds the whole step's KV cache."
+                    : "Each GPU rolls out its share of the step's prompts. A job file with this split rolls out every sequence"
+                    + " on every GPU (its ranks run in lockstep): `orbit plan --job` plans that.");
         }
         String type = req.spec().modelType();
         if ((req.layout().expertParallel() > 1 || req.layout().tensorParallel() > 1)

@@ -365,6 +365,24 @@ class MemoryPlannerTest {
         }
     }
 
+    /**
+     * Rollout under an expert split: each GPU its share of the prompts (the planner's layout), or every sequence on every
+     * GPU ({@code rolloutReplicated}, as a job split by experts runs): twice the KV cache at ep 2, each way noted. Shares
+     * are of whole prompts: 3 prompts over 2 GPUs plan 2 prompts' samples on each.
+     */
+    @Test
+    void rolloutUnderAnExpertSplitIsSharedOrReplicatedAsNoted() {
+        PlanRequest req = tinyFixtureRequest().withBatch(new BatchShape(3, 2, 8, 8, 1));
+        GpuBudget shared = MemoryPlanner.plan(req).budget(GpuRole.COLOCATED);
+        GpuBudget replicated = MemoryPlanner.plan(req.withRolloutReplicated(true)).budget(GpuRole.COLOCATED);
+        long perSequence = replicated.get(MemoryCategory.KV_CACHE) / 6;
+        assertEquals(6 * perSequence, replicated.get(MemoryCategory.KV_CACHE), "every sequence's KV cache");
+        assertEquals(4 * perSequence, shared.get(MemoryCategory.KV_CACHE), "2 of the 3 prompts' samples");
+        assertTrue(MemoryPlanner.plan(req).notes().stream().anyMatch(n -> n.contains("its share of the step's prompts")));
+        assertTrue(MemoryPlanner.plan(req.withRolloutReplicated(true)).notes().stream()
+                .anyMatch(n -> n.contains("Every GPU rolls out every sequence")));
+    }
+
     /** The Qwen3-MoE fixture on 2 GPUs of 2 GiB: INT4 experts over EP 2, LoRA rank 4, 2 prompts x 2 samples of 8+8 tokens. */
     private static PlanRequest tinyFixtureRequest() {
         return PlanRequest.defaults(TestModels.spec("fixtures/qwen3_moe"), null, NodeSpec.parse("2x2GiB"))

@@ -76,7 +76,7 @@ final class ExpertParallelRunner implements JobRunner {
         }
         if (ctx.spec().async().enabled()) {
             throw new JobException("job " + ctx.spec().name() + ": placement.expert_parallel " + n + " runs synchronously;"
-                    + " set async.enabled: false (async mode runs on one device, or on a rollout GPU and a training GPU)");
+                    + " set async.enabled: false (async mode runs without an expert split: on one device, data-parallel replicas, or rollout and training devices)");
         }
         if (ctx.devices().size() != n) {
             throw new JobException("job " + ctx.spec().name() + ": placement.devices " + n + " but given " + ctx.devices());

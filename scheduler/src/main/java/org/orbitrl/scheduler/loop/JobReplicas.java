@@ -186,47 +186,10 @@ final class JobReplicas {
     RolloutReplicas engines(TrainerReplicas trainers, boolean onDevice, boolean isAsync) throws JobException {
         int k = RlPlan.rolloutDevices(spec);
         int engines = k > 0 ? k : trainers.size();
-        int cores = Runtime.getRuntime().availableProcessors();
         List<RolloutReplicas.Replica> replicas = new ArrayList<>();
         try {
             for (int r = 0; r < engines; r++) {
-                Backend own;              // the engine's backend where it has one; null: its trainer's
-                LoadedModel copy = null;  // a rollout GPU's copy of the base
-                CausalLM model;
-                TrainerReplicas.Trainer with = k > 0 ? null : trainers.trainers().get(r);   // the trainer it shares weights with
-                if (k > 0 && onDevice) {
-                    own = deviceBackend(spec, ctx.devices().subList(r, r + 1));
-                    copy = LoadedModel.load(spec.model().path(), own, baseFormat(spec));
-                    model = copy.model();
-                    if (model instanceof Trainable t) {
-                        t.setExpertChunk(RlPlan.expertChunk(spec));   // the trainer's kernels: exact mode's bits match
-                    }
-                } else if (k > 0) {
-                    own = new CpuBackend(Math.max(1, cores / (isAsync ? 2 * k : k)), memory);
-                    model = trainerModel.view(own);
-                } else {
-                    own = !isAsync ? null
-                            : onDevice ? new CudaBackend((CudaBackend) with.backend(), spec.async().priority() == AsyncSpec.Priority.ROLLOUT)
-                            : new CpuBackend(Math.max(1, cores / (2 * engines)), memory);
-                    model = own != null ? with.model().view(own) : with.model().view();
-                }
-                boolean ownStream = onDevice && own != null;
-                TensorAllocator slotMemory = ownStream ? own.allocator() : with != null ? with.memory() : adapterMemory;
-                CausalLM m = model;
-                AdapterSlots slots = new AdapterSlots((AdapterTargets) m,
-                        () -> RlSetup.newAdapter(cfg, (AdapterTargets) m, slotMemory, spec.seed()), 0, slotMemory);
-                RolloutEngine engine = new RolloutEngine(model, slots, engineOptions(engines), codec::decode);
-                LoadedModel ownedCopy = copy;
-                Backend ownedBackend = own;
-                AutoCloseable owned = () -> {
-                    try (AutoCloseable closedLast = ownedBackend; AutoCloseable closedFirst = ownedCopy) {
-                        // the copy of the base, then the backend it lives on (either may be null)
-                    }
-                };
-                Runnable fence = ownStream ? () -> ((CudaBackend) ownedBackend).stream().synchronize() : () -> { };
-                String device = k > 0 ? ctx.devices().get(r) : with.device();
-                replicas.add(new RolloutReplicas.Replica(device, own != null ? own : with.backend(), engine, slots, ownStream, fence,
-                        owned));
+                replicas.add(replica(r, k, engines, trainers, onDevice, isAsync));
             }
         } catch (RuntimeException | JobException e) {
             for (RolloutReplicas.Replica r : replicas) {
@@ -242,13 +205,68 @@ final class JobReplicas {
     }
 
     /**
+     * Engine {@code r} of {@code engines}: on rollout device r (k > 0) or over trainer r's weights; what it made is closed
+     * again if it fails part way (a copy of the base, a backend).
+     */
+    private RolloutReplicas.Replica replica(int r, int k, int engines, TrainerReplicas trainers, boolean onDevice,
+                                            boolean isAsync) throws JobException {
+        int cores = Runtime.getRuntime().availableProcessors();
+        TrainerReplicas.Trainer with = k > 0 ? null : trainers.trainers().get(r);   // the trainer it shares weights with
+        Backend own = null;       // the engine's backend where it has one; null: its trainer's
+        LoadedModel copy = null;  // a rollout GPU's copy of the base
+        try {
+            CausalLM model;
+            if (k > 0 && onDevice) {
+                own = deviceBackend(spec, ctx.devices().subList(r, r + 1));
+                copy = LoadedModel.load(spec.model().path(), own, baseFormat(spec));
+                model = copy.model();
+                if (model instanceof Trainable t) {
+                    t.setExpertChunk(RlPlan.expertChunk(spec));   // the trainer's kernels: exact mode's bits match
+                }
+            } else if (k > 0) {
+                own = new CpuBackend(Math.max(1, cores / (isAsync ? 2 * k : k)), memory);
+                model = trainerModel.view(own);
+            } else {
+                own = !isAsync ? null
+                        : onDevice ? new CudaBackend((CudaBackend) with.backend(), spec.async().priority() == AsyncSpec.Priority.ROLLOUT)
+                        : new CpuBackend(Math.max(1, cores / (2 * engines)), memory);
+                model = own != null ? with.model().view(own) : with.model().view();
+            }
+            boolean ownStream = onDevice && own != null;
+            TensorAllocator slotMemory = ownStream ? own.allocator() : with != null ? with.memory() : adapterMemory;
+            CausalLM m = model;
+            AdapterSlots slots = new AdapterSlots((AdapterTargets) m,
+                    () -> RlSetup.newAdapter(cfg, (AdapterTargets) m, slotMemory, spec.seed()), 0, slotMemory);
+            RolloutEngine engine = new RolloutEngine(model, slots, engineOptions(engines), codec::decode);
+            LoadedModel ownedCopy = copy;
+            Backend ownedBackend = own;
+            AutoCloseable owned = () -> {
+                try (AutoCloseable closedLast = ownedBackend; AutoCloseable closedFirst = ownedCopy) {
+                    // the copy of the base, then the backend it lives on (either may be null)
+                }
+            };
+            Runnable fence = ownStream ? () -> ((CudaBackend) ownedBackend).stream().synchronize() : () -> { };
+            String device = k > 0 ? ctx.devices().get(r) : with.device();
+            return new RolloutReplicas.Replica(device, own != null ? own : with.backend(), engine, slots, ownStream, fence,
+                    owned);
+        } catch (RuntimeException | JobException e) {
+            try (AutoCloseable closedLast = own; AutoCloseable closedFirst = copy) {
+                // what was made of this engine
+            } catch (Exception suppressed) {
+                e.addSuppressed(suppressed);
+            }
+            throw e;
+        }
+    }
+
+    /**
      * An engine's cache and batch limits for its share of the step's sequences over {@code engines} engines: every
      * sequence of its share at once (the planner's KV budget of a rollout device), evaluation's greedy requests likewise.
      */
     private RolloutEngine.Options engineOptions(int engines) {
         var b = spec.batch();
         int seqTokens = b.maxPromptTokens() + b.maxResponseTokens();
-        int sequences = ceil(b.promptsPerStep() * b.samplesPerPrompt(), engines);
+        int sequences = ceil(b.promptsPerStep(), engines) * b.samplesPerPrompt();   // the largest share of whole prompts
         int blockSize = 16;
         return new RolloutEngine.Options(blockSize, Math.max(64, sequences * ((seqTokens + blockSize - 1) / blockSize + 1)),
                 Math.max(sequences, ceil(spec.eval().size(), engines)), Math.max(4096, sequences * 64),

@@ -112,8 +112,20 @@ final class RankThreads implements AutoCloseable {
         }
     }
 
+    /**
+     * Interrupts the ranks' threads and waits for them to end (up to a minute each), so that what they used may be
+     * closed after this returns.
+     */
     @Override
     public void close() {
         threads.forEach(ExecutorService::shutdownNow);
+        for (ExecutorService t : threads) {
+            try {
+                t.awaitTermination(1, java.util.concurrent.TimeUnit.MINUTES);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                return;
+            }
+        }
     }
 }

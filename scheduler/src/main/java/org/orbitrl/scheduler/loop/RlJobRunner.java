@@ -71,17 +71,17 @@ public final class RlJobRunner implements JobRunner {
     private JobSpec spec;
     private volatile Tunables tunables;
 
-    private AccountingAllocator memory;
-    private Backend backend;
+    private volatile AccountingAllocator memory;
+    private volatile Backend backend;
     private OpProfiler profiler;   // null unless -Dorbit.profile=true
     private PlanRequest planned;   // the request plan() checked, kept layers resolved; load() trains as it budgets
     private volatile JobPlan jobPlan;   // its bytes per device, beside each device's memory (null before plan())
     private LoadedModel base;
     private Trainable trainerModel;
     private Adapter trainerAdapter;
-    private RolloutReplicas rollout;
+    private volatile RolloutReplicas rollout;   // read by the daemon's memory beans too
     private PolicyTrainer trainer;      // the first trainer's
-    private TrainerReplicas trainers;   // every training device's
+    private volatile TrainerReplicas trainers;   // every training device's
     private Task task;
     private TextCodec codec;
     private SampleLog sampleLog;
@@ -140,7 +140,8 @@ public final class RlJobRunner implements JobRunner {
             int trainingDevices = devices - rolloutDevices;
             int cores = Runtime.getRuntime().availableProcessors();
             backend = rank != null ? rank.backend()
-                    : onDevice ? JobReplicas.deviceBackend(spec, ctx.devices().subList(rolloutDevices, rolloutDevices + 1))
+                    : onDevice ? JobReplicas.deviceBackend(spec, ctx.devices().isEmpty() ? List.of()   // none named: GPU 0
+                            : ctx.devices().subList(rolloutDevices, rolloutDevices + 1))
                     : new CpuBackend(Math.max(1, cores / trainingDevices), memory);
             // adapters and optimizer state live where the model computes: host memory (accounted) or the device
             adapterMemory = onDevice ? backend.allocator() : memory;
@@ -459,7 +460,10 @@ public final class RlJobRunner implements JobRunner {
             return List.of();
         }
         List<String> devices = ctx.devices().isEmpty() ? List.of("cpu:0") : ctx.devices();
-        if (!(backend instanceof CudaBackend) || trainers == null || rollout == null) {
+        if (backend instanceof CudaBackend && (trainers == null || rollout == null)) {
+            return List.of();   // loading: the GPUs' allocators are not all there yet
+        }
+        if (!(backend instanceof CudaBackend)) {
             return List.of(new DeviceMemory(devices.get(0), memory.live(), memory.peak(), plannedBytes(0)));
         }
         Map<String, java.util.Set<CudaAllocator>> allocators = new java.util.LinkedHashMap<>();

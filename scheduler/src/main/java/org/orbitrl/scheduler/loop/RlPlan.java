@@ -74,7 +74,8 @@ final class RlPlan {
                 expertChunk(spec),
                 spec.sampling().kvCache().dtype(), 2048, 8192, node.hostMemory() ? 0 : spec.memory().reserve().bytes())
                 .withExact(!node.hostMemory() && Boolean.getBoolean("orbit.cuda.exact"))   // the backend the job gets
-                .withOffloadedInputs(spec.memory().offloadInputs());
+                .withOffloadedInputs(spec.memory().offloadInputs())
+                .withRolloutReplicated(expertParallel(spec));   // its ranks roll out the same requests in lockstep
         if (!spec.memory().recompute()) {
             return req;
         }

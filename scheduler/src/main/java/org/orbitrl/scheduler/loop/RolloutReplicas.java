@@ -11,13 +11,14 @@ import java.util.List;
 import java.util.function.IntFunction;
 
 /**
- * The job's rollout engines: one (on the training device, or on a rollout GPU of its own), or one a rollout device
- * ({@code placement: {devices: k + 1, rollout_devices: k}}), each over its own copy of the base (a view of the trainer's
- * weights on the CPU's logical devices) with its own KV cache and two adapter slots. A call's requests are split over the
- * engines in contiguous shares of whole prompts (a prompt's samples share its cache blocks), generated at once, each
- * engine on a thread of its own, and returned in request order: a request's samples are the same whichever engine draws
- * them (each sample's random stream comes from its request's seed). Each adapter version is published into every
- * engine's idle slot.
+ * The job's rollout engines: one a rollout device ({@code placement: {devices: k + m, rollout_devices: k}}), each over its
+ * own copy of the base (a view of the trainer's weights on the CPU's logical devices), or one a trainer (one device, or
+ * data-parallel replicas), each over a view of its trainer's weights; every engine with its own KV cache and two adapter
+ * slots. A call's requests are split over the engines in contiguous shares of whole prompts (a prompt's samples share
+ * its cache blocks), generated at once, each engine on a thread of its own, and returned in request order. Each sample's
+ * random stream comes from its request's seed, so where the kernels are batch-invariant (the CPU's, exact mode's) a
+ * request's samples are the same whichever engine draws them beside whichever others; the default CUDA kernels may
+ * differ in the last bits with the batch. Each adapter version is published into every engine's idle slot.
  */
 final class RolloutReplicas implements AutoCloseable {
 
@@ -137,9 +138,12 @@ final class RolloutReplicas implements AutoCloseable {
         return bytes;
     }
 
-    /** The engines, then what each owns (its copy of the base, its backend), then the threads. */
+    /** The threads (none generates after this), the engines, then what each owns (its copy of the base, its backend). */
     @Override
     public void close() {
+        if (threads != null) {
+            threads.close();
+        }
         Exception first = null;
         for (Replica r : replicas) {
             for (AutoCloseable c : new AutoCloseable[]{r.engine(), r.owned()}) {
@@ -156,9 +160,6 @@ final class RolloutReplicas implements AutoCloseable {
                     }
                 }
             }
-        }
-        if (threads != null) {
-            threads.close();
         }
         if (first != null) {
             throw first instanceof RuntimeException r ? r : new IllegalStateException(first.getMessage(), first);

@@ -14,8 +14,6 @@ import org.orbitrl.scheduler.rl.Normaliser;
 
 import java.util.ArrayList;
 import java.util.List;
-import java.util.concurrent.BrokenBarrierException;
-import java.util.concurrent.CyclicBarrier;
 
 /**
  * The job's trainers: one, or one a training device ({@code placement.devices} minus {@code rollout_devices}), each over
@@ -48,8 +46,12 @@ final class TrainerReplicas implements AutoCloseable {
     private final List<Communicator> comms;        // the data-parallel group, one a trainer (empty with one trainer)
     private final LocalGroup localGroup;           // the host ranks under the comms where they are not NCCL's
     private final RankThreads threads;             // one a trainer when there are several (null with one)
-    private final double[] losses;
-    private final CyclicBarrier lossesPosted;
+    private final double[] losses;               // each trainer's share's loss sum, this round
+    private final Object posted = new Object();  // guards losses, arrived, rounds, batchLoss, aborted
+    private int arrived;
+    private long rounds;
+    private double batchLoss;
+    private boolean aborted;                     // for good: the group's communicators are gone too
     private final String jobName;
 
     /**
@@ -66,7 +68,6 @@ final class TrainerReplicas implements AutoCloseable {
         this.localGroup = localGroup;
         this.jobName = jobName;
         this.losses = new double[m];
-        this.lossesPosted = new CyclicBarrier(m);
         this.threads = m > 1 ? new RankThreads("orbit-trainer-" + jobName, m, this::abort) : null;
         if (m > 1) {
             for (int j = 0; j < m; j++) {
@@ -92,22 +93,41 @@ final class TrainerReplicas implements AutoCloseable {
         return trainers;
     }
 
-    /** The shares' loss sums added in trainer order, once every trainer has posted its own. */
+    /**
+     * The shares' loss sums added in trainer order, once every trainer has posted its own. After {@link #abort} every
+     * wait ends and every later call fails at once: a trainer that queued its collectives (NCCL returns before they run)
+     * and arrives after a failure never waits for the trainer that failed.
+     */
     private double batchLoss(int rank, double loss) {
-        losses[rank] = loss;
-        try {
-            lossesPosted.await();
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new IllegalStateException("interrupted waiting for the other trainers' losses", e);
-        } catch (BrokenBarrierException e) {
-            throw new IllegalStateException("another trainer failed before posting its loss", e);
+        synchronized (posted) {
+            if (aborted) {
+                throw new IllegalStateException("another trainer failed before posting its loss");
+            }
+            losses[rank] = loss;
+            long round = rounds;
+            if (++arrived == losses.length) {
+                double sum = 0;
+                for (double l : losses) {
+                    sum += l;
+                }
+                batchLoss = sum;
+                arrived = 0;
+                rounds++;
+                posted.notifyAll();
+            }
+            while (rounds == round && !aborted) {
+                try {
+                    posted.wait();
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    throw new IllegalStateException("interrupted waiting for the other trainers' losses", e);
+                }
+            }
+            if (rounds == round) {
+                throw new IllegalStateException("another trainer failed before posting its loss");
+            }
+            return batchLoss;   // a later round cannot start before every trainer has returned from this one
         }
-        double sum = 0;
-        for (double l : losses) {
-            sum += l;
-        }
-        return sum;
     }
 
     /**
@@ -188,8 +208,8 @@ final class TrainerReplicas implements AutoCloseable {
         trainers.forEach(t -> t.fence());
     }
 
+    /** Ends the group after a trainer's failure: its communicators first, then every wait for a loss, for good. */
     private void abort() {
-        lossesPosted.reset();
         if (localGroup != null) {
             localGroup.abort();
         }
@@ -198,13 +218,30 @@ final class TrainerReplicas implements AutoCloseable {
                 nc.abort();
             }
         }
+        synchronized (posted) {
+            aborted = true;
+            posted.notifyAll();
+        }
     }
 
     /** The communicators, the other trainers' copies of the base and their backends, the threads. */
     @Override
     public void close() {
-        comms.forEach(Communicator::close);
+        if (threads != null) {
+            threads.close();   // no trainer runs while its communicator and backend go
+        }
         Exception first = null;
+        for (Communicator c : comms) {
+            try {
+                c.close();
+            } catch (RuntimeException e) {
+                if (first == null) {
+                    first = e;
+                } else {
+                    first.addSuppressed(e);
+                }
+            }
+        }
         for (Trainer t : trainers) {
             if (t.owned() == null) {
                 continue;
@@ -218,9 +255,6 @@ final class TrainerReplicas implements AutoCloseable {
                     first.addSuppressed(e);
                 }
             }
-        }
-        if (threads != null) {
-            threads.close();
         }
         if (first != null) {
             throw first instanceof RuntimeException r ? r : new IllegalStateException(first.getMessage(), first);

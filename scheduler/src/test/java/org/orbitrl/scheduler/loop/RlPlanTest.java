@@ -91,7 +91,7 @@ class RlPlanTest {
         assertTrue(train.getOrDefault(MemoryCategory.OPTIMIZER_STATE, 0L) > 0, "the training GPU does: " + train);
         assertTrue(rollout.getOrDefault(MemoryCategory.KV_CACHE, 0L) > 0, "the rollout GPU holds the KV cache: " + rollout);
         assertEquals(rollout.get(MemoryCategory.BASE_WEIGHTS), train.get(MemoryCategory.BASE_WEIGHTS), "each holds the whole base");
-        // three rollout GPUs: each the base and its third of the step's sequences' KV cache (the quickstart job: 8 prompts x 8 samples)
+        // three rollout GPUs: each the base and the KV cache of its share of the prompts (the quickstart: 8 prompts x 8 samples)
         JobPlan three = new RlJobRunner(new org.orbitrl.scheduler.job.JobContext(q.withPlacement(
                 new PlacementSpec(ComputeBackend.CUDA, 4, 3, 1, 1)), dir, dir.resolve("samples"),
                 List.of("cuda:0", "cuda:1", "cuda:2", "cuda:3"), () -> false)).plan();
@@ -100,10 +100,17 @@ class RlPlanTest {
         long kvOne = rollout.get(MemoryCategory.KV_CACHE) / sequences;
         for (int g = 0; g < 3; g++) {
             Map<MemoryCategory, Long> r = three.bytes().get("cuda:" + g);
-            assertEquals(kvOne * ((sequences + 2) / 3), r.get(MemoryCategory.KV_CACHE), "rollout GPU " + g + ": its share's KV cache");
+            long share = (q.batch().promptsPerStep() + 2) / 3 * q.batch().samplesPerPrompt();   // the largest share of whole prompts
+            assertEquals(kvOne * share, r.get(MemoryCategory.KV_CACHE), "rollout GPU " + g + ": its share's KV cache");
             assertEquals(0L, r.getOrDefault(MemoryCategory.OPTIMIZER_STATE, 0L), "rollout GPU " + g + " holds no optimizer state");
         }
         assertEquals(train, three.bytes().get("cuda:3"), "the training GPU as with one rollout GPU");
+        // an expert-parallel job: every rank rolls out every sequence (the ranks run in lockstep), so each GPU's KV cache
+        // is the whole step's
+        JobPlan ep = RlPlan.plan(q.withPlacement(new PlacementSpec(ComputeBackend.CUDA, 2, 0, 2, 1)));
+        for (String g : List.of("cuda:0", "cuda:1")) {
+            assertEquals(kvOne * sequences, ep.bytes().get(g).get(MemoryCategory.KV_CACHE), g + ": every sequence's KV cache");
+        }
         // two data-parallel replicas: each GPU the base, half the sequences' KV cache, and a trainer's whole state
         JobPlan dp = new RlJobRunner(new org.orbitrl.scheduler.job.JobContext(q.withPlacement(
                 new PlacementSpec(ComputeBackend.CUDA, 2, 0, 1, 1)), dir, dir.resolve("samples"),

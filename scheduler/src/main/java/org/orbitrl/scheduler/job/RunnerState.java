@@ -16,4 +16,9 @@ public record RunnerState(long step, long adapterVersion, long consumedIndex, lo
                     + adapterVersion + ", samples " + samplesTrained);
         }
     }
+
+    /** This state with another consumed index (a rank reading its own copy of the log). */
+    public RunnerState withConsumedIndex(long index) {
+        return new RunnerState(step, adapterVersion, index, samplesTrained);
+    }
 }

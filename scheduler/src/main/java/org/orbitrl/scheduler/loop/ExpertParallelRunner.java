@@ -141,7 +141,7 @@ final class ExpertParallelRunner implements JobRunner {
                     ctx.dataDir().resolve("ranks").resolve(String.valueOf(r)).resolve("samples"),
                     ctx.devices().subList(Math.min(r, ctx.devices().size() - 1), Math.min(r, ctx.devices().size() - 1) + 1),
                     ctx::isStopRequested);
-            ranks.add(new RlJobRunner(rc, new RlJobRunner.Rank(backends.get(r), groups.get(r))));
+            ranks.add(new RlJobRunner(rc, new RlJobRunner.Rank(r, backends.get(r), groups.get(r))));
         }
         all("loading", r -> {
             ranks.get(r).load(resumeFrom);
@@ -169,7 +169,10 @@ final class ExpertParallelRunner implements JobRunner {
         return all("the evaluation", r -> ranks.get(r).evaluate()).get(0);
     }
 
-    /** Rank 0's: the ranks hold one adapter, and each rank resumes from it. */
+    /**
+     * Rank 0's, with every rank's index in its own sample log: the ranks hold one adapter, and each rank resumes from it
+     * and reads its own log on from its own index.
+     */
     @Override
     public void checkpoint(CheckpointWriter out) throws IOException, JobException {
         try {
@@ -177,6 +180,13 @@ final class ExpertParallelRunner implements JobRunner {
                 ranks.get(0).checkpoint(out);
                 return null;
             });
+            // each rank's own log index: the ranks append the same entries, but a roll of the log's cycle may fall
+            // between two ranks' appends of one entry, so the same entry can have other indexes in their logs
+            long[] consumed = new long[n];
+            for (int r = 0; r < n; r++) {
+                consumed[r] = ranks.get(r).state().consumedIndex();
+            }
+            RlCheckpoint.writeRankConsumed(out, consumed);
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             throw new JobException("job " + ctx.spec().name() + ": interrupted writing its checkpoint", e);

@@ -75,6 +75,43 @@ final class RlCheckpoint {
         r.trainer().optimizer().importState(readTensors(ckpt.bytes("optimizer"), ckpt + " optimizer"));
     }
 
+    /** The section of an expert-parallel job's checkpoint holding each rank's consumed index in its own sample log. */
+    static final String RANK_CONSUMED = "rank_consumed";
+
+    /** Writes each rank's consumed index (rank order). */
+    static void writeRankConsumed(CheckpointWriter out, long[] consumed) throws IOException {
+        ByteArrayOutputStream b = new ByteArrayOutputStream();
+        try (DataOutputStream d = new DataOutputStream(b)) {
+            d.writeInt(consumed.length);
+            for (long c : consumed) {
+                d.writeLong(c);
+            }
+        }
+        out.section(RANK_CONSUMED, b.toByteArray());
+    }
+
+    /**
+     * Rank {@code rank}'s consumed index in its own sample log, from an expert-parallel job's checkpoint; {@code fallback}
+     * (rank 0's) where the checkpoint has none (one written before ranks kept their own).
+     */
+    static long rankConsumedIndex(Checkpoint ckpt, int rank, long fallback) throws IOException {
+        if (!ckpt.has(RANK_CONSUMED)) {
+            return fallback;
+        }
+        try (DataInputStream d = new DataInputStream(new ByteArrayInputStream(ckpt.bytes(RANK_CONSUMED)))) {
+            int n = d.readInt();
+            if (rank >= n) {
+                throw new IOException(ckpt.file() + ": section " + RANK_CONSUMED + " holds " + n + " ranks, not rank " + rank
+                        + " (was placement.devices changed?)");
+            }
+            long out = fallback;
+            for (int r = 0; r <= rank; r++) {
+                out = d.readLong();
+            }
+            return out;
+        }
+    }
+
     /** A stable checksum of the adapter's values (CRC32C over every tensor's bytes, in order). */
     static String checksum(Adapter a, TensorAllocator memory) {
         CRC32C crc = new CRC32C();

@@ -96,8 +96,11 @@ public final class RlJobRunner implements JobRunner {
     private volatile RunnerState state = new RunnerState(0, 0, SampleLog.NO_INDEX, 0);
     private final Map<String, Double> gauges = new ConcurrentHashMap<>();
 
-    /** One rank of a job split with expert parallelism ({@link ExpertParallelRunner}): its backend and its groups. */
-    record Rank(Backend backend, RankGroups groups) {
+    /**
+     * One rank of a job split with expert parallelism ({@link ExpertParallelRunner}): its index, its backend and its
+     * groups.
+     */
+    record Rank(int index, Backend backend, RankGroups groups) {
     }
 
     private final Rank rank;   // null: the job's whole model here
@@ -191,6 +194,9 @@ public final class RlJobRunner implements JobRunner {
             metrics = MetricsLog.open(ctx.dataDir());
             if (resumeFrom != null) {
                 RlCheckpoint.restore(resumeFrom, this);
+                if (rank != null) {   // the rank's own log: where it stopped reading there
+                    state = state.withConsumedIndex(RlCheckpoint.rankConsumedIndex(resumeFrom, rank.index(), state.consumedIndex()));
+                }
                 trainers.copyFromFirst();   // every trainer resumes from the one adapter
             }
             reader.startAfter(state.consumedIndex());

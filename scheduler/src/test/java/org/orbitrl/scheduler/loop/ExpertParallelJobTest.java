@@ -72,8 +72,9 @@ class ExpertParallelJobTest {
     }
 
     /**
-     * Checkpoint and resume: 4 steps straight and 2 + 2 resumed from the checkpoint (every rank restores rank 0's) leave
-     * the same adapter and optimizer state, and both are the one-device job's after 4 steps, byte for byte.
+     * Checkpoint and resume: 4 steps straight and 2 + 2 resumed from the checkpoint (every rank restores rank 0's adapter
+     * and reads its own log on from its own index) leave the same adapter and optimizer state, also where rank 1's log
+     * indexes differ from rank 0's, and all are the one-device job's after 4 steps, byte for byte.
      */
     @Test
     void resumingAnExpertParallelJobGivesTheOneDeviceAdapter(@TempDir Path dir) throws Exception {
@@ -88,12 +89,23 @@ class ExpertParallelJobTest {
         ForegroundRun.Outcome second = ForegroundRun.run(ep, dir.resolve("resumed"), quiet,
                 new java.util.concurrent.atomic.AtomicBoolean());
         assertEquals(4, second.steps());
+        // rank 1's log one entry ahead of rank 0's from the start (as when a roll of the log's cycle falls between the
+        // two ranks' appends of one entry): each rank reads on from its own index after the resume
+        try (var log = org.orbitrl.scheduler.log.SampleLog.open(dir.resolve("shifted").resolve("ranks").resolve("1")
+                .resolve("samples")); var w = log.writer()) {
+            w.append(org.orbitrl.scheduler.log.AdapterVersionEvent.of(1, 0, "0", "", 0, 0));
+        }
+        ForegroundRun.run(ep.withSteps(2), dir.resolve("shifted"), quiet, new java.util.concurrent.atomic.AtomicBoolean());
+        assertEquals(4, ForegroundRun.run(ep, dir.resolve("shifted"), quiet, new java.util.concurrent.atomic.AtomicBoolean())
+                .steps());
         for (String part : List.of("adapter", "optimizer")) {
             byte[] a = latest(dir.resolve("one"), part);
             byte[] b = latest(dir.resolve("straight"), part);
             byte[] c = latest(dir.resolve("resumed"), part);
             org.junit.jupiter.api.Assertions.assertArrayEquals(a, b, part + " after 4 steps: one device vs expert parallel 2");
             org.junit.jupiter.api.Assertions.assertArrayEquals(b, c, part + " after 4 steps: straight vs 2 + resumed 2");
+            org.junit.jupiter.api.Assertions.assertArrayEquals(b, latest(dir.resolve("shifted"), part),
+                    part + " after 4 steps: straight vs resumed with rank 1's log indexes shifted");
         }
     }
 

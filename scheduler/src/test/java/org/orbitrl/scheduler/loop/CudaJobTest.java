@@ -198,6 +198,47 @@ class CudaJobTest {
     }
 
     /**
+     * Async mode on GPUs with several engines: two rollout GPUs and a training GPU, and two data-parallel replicas (on a
+     * one-GPU machine every role on GPU 0, each with its own backend): four steps train, the trainers publish versions,
+     * and both engines' groups were drawn with a published version.
+     */
+    @Test
+    void asyncModeOnSeveralEnginesServesThePublishedVersions(@TempDir Path dir) throws Exception {
+        assumeTrue(Cuda.available(), () -> "no CUDA device: " + Cuda.unavailableReason());
+        for (PlacementSpec p : List.of(new PlacementSpec(ComputeBackend.CUDA, 3, 2, 1, 1),
+                new PlacementSpec(ComputeBackend.CUDA, 2, 0, 1, 1))) {
+            JobSpec spec = onPlacement(AsyncModeTest.asyncQuickstart(4, 2), p);
+            List<String> gpus = new ArrayList<>();
+            for (int g = 0; g < p.devices(); g++) {
+                gpus.add("cuda:" + Math.min(g, Cuda.deviceCount() - 1));
+            }
+            Path run = dir.resolve(p.devices() + "-" + p.rolloutDevices());
+            String at = "async on " + gpus + " (rollout_devices " + p.rolloutDevices() + "): ";
+            double trained = 0;
+            long version;
+            try (JobRunner runner = new RlRunnerProvider().create(new JobContext(spec, run, run.resolve("samples"), gpus,
+                    () -> false))) {
+                runner.load(null);
+                for (int i = 0; i < 4; i++) {
+                    trained += runner.step().extra().get("train_samples");
+                }
+                version = runner.state().adapterVersion();
+            }
+            assertTrue(trained > 0 && version > 1, at + trained + " samples trained, version " + version);
+            int half = spec.batch().promptsPerStep() / 2;
+            long[] newest = new long[2];
+            for (var r : RolloutDevicesJobTest.samples(run)) {
+                int engine = (int) (r.groupId() % 1_000_000L) < half ? 0 : 1;
+                newest[engine] = Math.max(newest[engine], r.newestVersion());
+            }
+            assertTrue(newest[0] > 1 && newest[1] > 1, at + "both engines served a published version: " + newest[0] + ", "
+                    + newest[1]);
+            System.out.printf("%s%.0f samples trained in 4 steps, version %d; newest versions drawn %d, %d%n", at, trained,
+                    version, newest[0], newest[1]);
+        }
+    }
+
+    /**
      * {@code placement: {backend: cuda, devices: 2, expert_parallel: 2}} on two GPUs (skipped with fewer: NCCL takes one
      * rank a GPU): each GPU holds 4 of the quickstart model's 8 experts, the ranks in lockstep over NCCL. In exact mode
      * two steps give the one-GPU job's metrics bit for bit.

@@ -46,12 +46,12 @@ final class TrainerReplicas implements AutoCloseable {
     private final List<Communicator> comms;        // the data-parallel group, one a trainer (empty with one trainer)
     private final LocalGroup localGroup;           // the host ranks under the comms where they are not NCCL's
     private final RankThreads threads;             // one a trainer when there are several (null with one)
-    private final double[] losses;               // each trainer's share's loss sum, this round
-    private final Object posted = new Object();  // guards losses, arrived, rounds, batchLoss, aborted
+    private final double[] losses;                 // each trainer's share's loss sum, this round
+    private final Object posted = new Object();    // guards losses, arrived, rounds, batchLoss, aborted
     private int arrived;
     private long rounds;
     private double batchLoss;
-    private boolean aborted;                     // for good: the group's communicators are gone too
+    private boolean aborted;                       // for good: the group's communicators are gone too
     private final String jobName;
 
     /**
@@ -83,10 +83,6 @@ final class TrainerReplicas implements AutoCloseable {
 
     int size() {
         return trainers.size();
-    }
-
-    Trainer first() {
-        return trainers.get(0);
     }
 
     List<Trainer> trainers() {

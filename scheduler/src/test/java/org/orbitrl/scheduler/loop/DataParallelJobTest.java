@@ -149,6 +149,22 @@ class DataParallelJobTest {
                 worst, largest);
     }
 
+    /**
+     * More trainers than a step has prompts: with 2 prompts over 4 data-parallel devices two trainers have an empty share
+     * and still take their part in the gradients' sum and the step; the job matches the one-device job (the first step
+     * bit for bit, the second within 1e-9), two engines drawing nothing.
+     */
+    @Test
+    void trainersWithoutSamplesStillStepWithTheOthers(@TempDir Path dir) throws Exception {
+        JobSpec q = quickstart(8);
+        BatchSpec b = q.batch();
+        q = q.withBatch(new BatchSpec(2, b.samplesPerPrompt(), b.maxPromptTokens(), b.maxResponseTokens(), 8));
+        Run one = run(q, dir.resolve("one"), List.of("cpu:0"));
+        Run four = run(q.withPlacement(new PlacementSpec(ComputeBackend.CPU, 4, 0, 1, 1)), dir.resolve("dp"),
+                List.of("cpu:0", "cpu:1", "cpu:2", "cpu:3"));
+        assertSameSteps(one, four, "four data-parallel devices, two with no prompt");
+    }
+
     /** Shares of whole groups, contiguous and in order, group counts within one of each other. */
     @Test
     void trainersGetContiguousSharesOfWholeGroups() {

@@ -137,19 +137,11 @@ final class JobReplicas {
                     TensorAllocator adapters = onDevice ? own.allocator() : memory;
                     Adapter adapter = RlSetup.newAdapter(cfg, (AdapterTargets) model, adapters, spec.seed());
                     LoadedModel ownedCopy = copy;
-                    AutoCloseable owned = () -> {
-                        try (AutoCloseable closedLast = own; AutoCloseable closedFirst = ownedCopy) {
-                            // the copy of the base, then the backend it lives on
-                        }
-                    };
+                    AutoCloseable owned = () -> Closing.orThrow(ownedCopy, own);   // the copy, then its backend
                     ts.add(new TrainerReplicas.Trainer(device, own, model, adapter, newTrainer(model, adapter, own, adapters),
                             adapters, owned));
                 } catch (RuntimeException e) {
-                    try (AutoCloseable closedLast = own; AutoCloseable closedFirst = copy) {
-                        // what was made of this trainer
-                    } catch (Exception suppressed) {
-                        e.addSuppressed(suppressed);
-                    }
+                    Closing.after(e, copy, own);   // what was made of this trainer
                     throw e;
                 }
             }
@@ -164,13 +156,7 @@ final class JobReplicas {
                 }
             }
         } catch (RuntimeException | JobException e) {
-            for (TrainerReplicas.Trainer t : ts) {
-                try (AutoCloseable o = t.owned()) {
-                    // the other trainers' copies and backends
-                } catch (Exception suppressed) {
-                    e.addSuppressed(suppressed);
-                }
-            }
+            Closing.after(e, ts.stream().map(TrainerReplicas.Trainer::owned).toArray(AutoCloseable[]::new));
             throw e;
         }
         return new TrainerReplicas(ts, comms, hosts, spec.name());
@@ -193,11 +179,7 @@ final class JobReplicas {
             }
         } catch (RuntimeException | JobException e) {
             for (RolloutReplicas.Replica r : replicas) {
-                try (AutoCloseable closedLast = r.owned(); AutoCloseable closedFirst = r.engine()) {
-                    // the engine, then what it ran on
-                } catch (Exception suppressed) {
-                    e.addSuppressed(suppressed);
-                }
+                Closing.after(e, r.engine(), r.owned());   // the engine, then what it ran on
             }
             throw e;
         }
@@ -240,21 +222,13 @@ final class JobReplicas {
             RolloutEngine engine = new RolloutEngine(model, slots, engineOptions(engines), codec::decode);
             LoadedModel ownedCopy = copy;
             Backend ownedBackend = own;
-            AutoCloseable owned = () -> {
-                try (AutoCloseable closedLast = ownedBackend; AutoCloseable closedFirst = ownedCopy) {
-                    // the copy of the base, then the backend it lives on (either may be null)
-                }
-            };
+            AutoCloseable owned = () -> Closing.orThrow(ownedCopy, ownedBackend);   // the copy, then its backend (either may be null)
             Runnable fence = ownStream ? () -> ((CudaBackend) ownedBackend).stream().synchronize() : () -> { };
             String device = k > 0 ? ctx.devices().get(r) : with.device();
             return new RolloutReplicas.Replica(device, own != null ? own : with.backend(), engine, slots, ownStream, fence,
                     owned);
         } catch (RuntimeException | JobException e) {
-            try (AutoCloseable closedLast = own; AutoCloseable closedFirst = copy) {
-                // what was made of this engine
-            } catch (Exception suppressed) {
-                e.addSuppressed(suppressed);
-            }
+            Closing.after(e, copy, own);   // what was made of this engine
             throw e;
         }
     }

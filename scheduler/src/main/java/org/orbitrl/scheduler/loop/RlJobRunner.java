@@ -517,21 +517,7 @@ public final class RlJobRunner implements JobRunner {
         // in dependency order: the rollout thread before the engine it drives, the model before its backend
         AutoCloseable[] owned = {profile, async, rollout, trainers, metrics, reader, writer, sampleLog, base,
                 rank == null ? backend : null};   // a rank's backend is its runner's
-        Exception first = null;
-        for (AutoCloseable c : owned) {
-            if (c == null) {
-                continue;
-            }
-            try {
-                c.close();
-            } catch (Exception e) {
-                if (first == null) {
-                    first = e;
-                } else {
-                    first.addSuppressed(e);
-                }
-            }
-        }
+        Exception first = Closing.all(java.util.Arrays.asList(owned));
         if (first != null) {
             throw new IllegalStateException("closing job " + spec.name() + ": " + first.getMessage(), first);
         }

@@ -144,25 +144,11 @@ final class RolloutReplicas implements AutoCloseable {
         if (threads != null) {
             threads.close();
         }
-        Exception first = null;
+        List<AutoCloseable> owned = new ArrayList<>();
         for (Replica r : replicas) {
-            for (AutoCloseable c : new AutoCloseable[]{r.engine(), r.owned()}) {
-                if (c == null) {
-                    continue;
-                }
-                try {
-                    c.close();
-                } catch (Exception e) {
-                    if (first == null) {
-                        first = e;
-                    } else {
-                        first.addSuppressed(e);
-                    }
-                }
-            }
+            owned.add(r.engine());
+            owned.add(r.owned());
         }
-        if (first != null) {
-            throw first instanceof RuntimeException r ? r : new IllegalStateException(first.getMessage(), first);
-        }
+        Closing.orThrow(owned.toArray(AutoCloseable[]::new));
     }
 }

@@ -226,34 +226,8 @@ final class TrainerReplicas implements AutoCloseable {
         if (threads != null) {
             threads.close();   // no trainer runs while its communicator and backend go
         }
-        Exception first = null;
-        for (Communicator c : comms) {
-            try {
-                c.close();
-            } catch (RuntimeException e) {
-                if (first == null) {
-                    first = e;
-                } else {
-                    first.addSuppressed(e);
-                }
-            }
-        }
-        for (Trainer t : trainers) {
-            if (t.owned() == null) {
-                continue;
-            }
-            try {
-                t.owned().close();
-            } catch (Exception e) {
-                if (first == null) {
-                    first = e;
-                } else {
-                    first.addSuppressed(e);
-                }
-            }
-        }
-        if (first != null) {
-            throw first instanceof RuntimeException r ? r : new IllegalStateException(first.getMessage(), first);
-        }
+        List<AutoCloseable> owned = new ArrayList<>(comms);
+        trainers.forEach(t -> owned.add(t.owned()));
+        Closing.orThrow(owned.toArray(AutoCloseable[]::new));
     }
 }

@@ -72,6 +72,15 @@ class CudaJobTest {
         return out;
     }
 
+    /** {@code n} devices cuda:0, cuda:1, ..., the last GPU repeated where the machine has fewer. */
+    private static List<String> gpus(int n) {
+        List<String> out = new ArrayList<>();
+        for (int g = 0; g < n; g++) {
+            out.add("cuda:" + Math.min(g, Cuda.deviceCount() - 1));
+        }
+        return out;
+    }
+
     interface ExactBody {
         void run() throws Exception;
     }
@@ -135,10 +144,7 @@ class CudaJobTest {
         inExactMode(() -> {
         JobSpec q = QuickstartJobTest.quickstart();
         List<StepMetrics> one = twoSteps(onBackend(q, ComputeBackend.CUDA), dir.resolve("one"), "cuda:0");
-        List<String> gpus = new ArrayList<>();
-        for (int g = 0; g <= rolloutGpus; g++) {
-            gpus.add("cuda:" + Math.min(g, Cuda.deviceCount() - 1));
-        }
+        List<String> gpus = gpus(rolloutGpus + 1);
         List<StepMetrics> split = twoSteps(onPlacement(q, new PlacementSpec(ComputeBackend.CUDA, rolloutGpus + 1, rolloutGpus,
                 1, 1)), dir.resolve("split"), gpus);
         for (int i = 0; i < 2; i++) {
@@ -208,10 +214,7 @@ class CudaJobTest {
         for (PlacementSpec p : List.of(new PlacementSpec(ComputeBackend.CUDA, 3, 2, 1, 1),
                 new PlacementSpec(ComputeBackend.CUDA, 2, 0, 1, 1))) {
             JobSpec spec = onPlacement(AsyncModeTest.asyncQuickstart(4, 2), p);
-            List<String> gpus = new ArrayList<>();
-            for (int g = 0; g < p.devices(); g++) {
-                gpus.add("cuda:" + Math.min(g, Cuda.deviceCount() - 1));
-            }
+            List<String> gpus = gpus(p.devices());
             Path run = dir.resolve(p.devices() + "-" + p.rolloutDevices());
             String at = "async on " + gpus + " (rollout_devices " + p.rolloutDevices() + "): ";
             double trained = 0;

@@ -4,10 +4,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.orbitrl.scheduler.job.BatchSpec;
 import org.orbitrl.scheduler.job.ComputeBackend;
-import org.orbitrl.scheduler.job.EvalResult;
 import org.orbitrl.scheduler.job.EvalSpec;
-import org.orbitrl.scheduler.job.JobContext;
-import org.orbitrl.scheduler.job.JobRunner;
 import org.orbitrl.scheduler.job.JobSpec;
 import org.orbitrl.scheduler.job.PlacementSpec;
 import org.orbitrl.scheduler.job.StepMetrics;
@@ -38,20 +35,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  */
 class DataParallelJobTest {
 
-    record Run(List<StepMetrics> steps, EvalResult eval) {
-    }
-
-    private static Run run(JobSpec spec, Path dir, List<String> devices) throws Exception {
-        JobContext ctx = new JobContext(spec, dir, dir.resolve("samples"), devices, () -> false);
-        List<StepMetrics> out = new ArrayList<>();
-        try (JobRunner runner = new RlRunnerProvider().create(ctx)) {
-            runner.plan();
-            runner.load(null);
-            for (int i = 0; i < 2; i++) {
-                out.add(runner.step());
-            }
-            return new Run(out, runner.evaluate());
-        }
+    private static RolloutDevicesJobTest.Run run(JobSpec spec, Path dir, List<String> devices) throws Exception {
+        return RolloutDevicesJobTest.run(spec, dir, devices);   // two steps and an evaluation
     }
 
     /** The quickstart job on the CPU with micro-batches of {@code microBatch} samples. */
@@ -62,7 +47,7 @@ class DataParallelJobTest {
                 microBatch));
     }
 
-    private static void assertSameSteps(Run one, Run split, String what) {
+    private static void assertSameSteps(RolloutDevicesJobTest.Run one, RolloutDevicesJobTest.Run split, String what) {
         for (int i = 0; i < 2; i++) {
             StepMetrics a = one.steps().get(i);
             StepMetrics b = split.steps().get(i);
@@ -83,8 +68,8 @@ class DataParallelJobTest {
     @Test
     void twoDataParallelDevicesRunTheOneDeviceJobBitForBit(@TempDir Path dir) throws Exception {
         JobSpec q = quickstart(32);
-        Run one = run(q, dir.resolve("one"), List.of("cpu:0"));
-        Run two = run(q.withPlacement(new PlacementSpec(ComputeBackend.CPU, 2, 0, 1, 1)), dir.resolve("dp"),
+        var one = run(q, dir.resolve("one"), List.of("cpu:0"));
+        var two = run(q.withPlacement(new PlacementSpec(ComputeBackend.CPU, 2, 0, 1, 1)), dir.resolve("dp"),
                 List.of("cpu:0", "cpu:1"));
         assertSameSteps(one, two, "two data-parallel devices");
         assertEquals(2.0, two.steps().get(0).extra().get("rollout_engines"), "an engine a replica");
@@ -103,8 +88,8 @@ class DataParallelJobTest {
     @Test
     void aRolloutDeviceAndTwoTrainersRunTheOneDeviceJobBitForBit(@TempDir Path dir) throws Exception {
         JobSpec q = quickstart(32);
-        Run one = run(q, dir.resolve("one"), List.of("cpu:0"));
-        Run split = run(q.withPlacement(new PlacementSpec(ComputeBackend.CPU, 3, 1, 1, 1)), dir.resolve("split"),
+        var one = run(q, dir.resolve("one"), List.of("cpu:0"));
+        var split = run(q.withPlacement(new PlacementSpec(ComputeBackend.CPU, 3, 1, 1, 1)), dir.resolve("split"),
                 List.of("cpu:0", "cpu:1", "cpu:2"));
         assertSameSteps(one, split, "a rollout device and two trainers");
         assertEquals(1.0, split.steps().get(0).extra().get("rollout_engines"), "one engine, on the rollout device");
@@ -159,8 +144,8 @@ class DataParallelJobTest {
         JobSpec q = quickstart(8);
         BatchSpec b = q.batch();
         q = q.withBatch(new BatchSpec(2, b.samplesPerPrompt(), b.maxPromptTokens(), b.maxResponseTokens(), 8));
-        Run one = run(q, dir.resolve("one"), List.of("cpu:0"));
-        Run four = run(q.withPlacement(new PlacementSpec(ComputeBackend.CPU, 4, 0, 1, 1)), dir.resolve("dp"),
+        var one = run(q, dir.resolve("one"), List.of("cpu:0"));
+        var four = run(q.withPlacement(new PlacementSpec(ComputeBackend.CPU, 4, 0, 1, 1)), dir.resolve("dp"),
                 List.of("cpu:0", "cpu:1", "cpu:2", "cpu:3"));
         assertSameSteps(one, four, "four data-parallel devices, two with no prompt");
     }

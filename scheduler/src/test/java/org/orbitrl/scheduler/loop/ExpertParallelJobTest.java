@@ -82,29 +82,20 @@ class ExpertParallelJobTest {
         JobSpec one = CudaJobTest.onBackend(QuickstartJobTest.quickstart(), ComputeBackend.CPU).withEval(smallEval).withSteps(4);
         JobSpec ep = CudaJobTest.onPlacement(one, new PlacementSpec(ComputeBackend.CPU, 2, 0, 2, 1)).withEval(smallEval)
                 .withSteps(4);
-        var quiet = new java.io.PrintStream(new java.io.ByteArrayOutputStream());
-        ForegroundRun.run(one, dir.resolve("one"), quiet, new java.util.concurrent.atomic.AtomicBoolean());
-        ForegroundRun.run(ep, dir.resolve("straight"), quiet, new java.util.concurrent.atomic.AtomicBoolean());
-        ForegroundRun.run(ep.withSteps(2), dir.resolve("resumed"), quiet, new java.util.concurrent.atomic.AtomicBoolean());
-        ForegroundRun.Outcome second = ForegroundRun.run(ep, dir.resolve("resumed"), quiet,
-                new java.util.concurrent.atomic.AtomicBoolean());
-        assertEquals(4, second.steps());
+        oneStraightAndResumed(one, ep, dir);
         // rank 1's log one entry ahead of rank 0's from the start (as when a roll of the log's cycle falls between the
         // two ranks' appends of one entry): each rank reads on from its own index after the resume
         try (var log = org.orbitrl.scheduler.log.SampleLog.open(dir.resolve("shifted").resolve("ranks").resolve("1")
                 .resolve("samples")); var w = log.writer()) {
             w.append(org.orbitrl.scheduler.log.AdapterVersionEvent.of(1, 0, "0", "", 0, 0));
         }
+        var quiet = new java.io.PrintStream(new java.io.ByteArrayOutputStream());
         ForegroundRun.run(ep.withSteps(2), dir.resolve("shifted"), quiet, new java.util.concurrent.atomic.AtomicBoolean());
         assertEquals(4, ForegroundRun.run(ep, dir.resolve("shifted"), quiet, new java.util.concurrent.atomic.AtomicBoolean())
                 .steps());
         for (String part : List.of("adapter", "optimizer")) {
-            byte[] a = latest(dir.resolve("one"), part);
-            byte[] b = latest(dir.resolve("straight"), part);
-            byte[] c = latest(dir.resolve("resumed"), part);
-            org.junit.jupiter.api.Assertions.assertArrayEquals(a, b, part + " after 4 steps: one device vs expert parallel 2");
-            org.junit.jupiter.api.Assertions.assertArrayEquals(b, c, part + " after 4 steps: straight vs 2 + resumed 2");
-            org.junit.jupiter.api.Assertions.assertArrayEquals(b, latest(dir.resolve("shifted"), part),
+            assertSameState(dir, part);
+            org.junit.jupiter.api.Assertions.assertArrayEquals(latest(dir.resolve("straight"), part), latest(dir.resolve("shifted"), part),
                     part + " after 4 steps: straight vs resumed with rank 1's log indexes shifted");
         }
     }
@@ -133,22 +124,31 @@ class ExpertParallelJobTest {
                         lora.oftBlockSize()))
                 .withSteps(4);
         JobSpec ep = one.withPlacement(new PlacementSpec(ComputeBackend.CPU, 2, 0, 2, 1));
-        var quiet = new java.io.PrintStream(new java.io.ByteArrayOutputStream());
-        ForegroundRun.run(one, dir.resolve("one"), quiet, new java.util.concurrent.atomic.AtomicBoolean());
-        ForegroundRun.run(ep, dir.resolve("straight"), quiet, new java.util.concurrent.atomic.AtomicBoolean());
-        ForegroundRun.run(ep.withSteps(2), dir.resolve("resumed"), quiet, new java.util.concurrent.atomic.AtomicBoolean());
-        ForegroundRun.Outcome second = ForegroundRun.run(ep, dir.resolve("resumed"), quiet,
-                new java.util.concurrent.atomic.AtomicBoolean());
-        assertEquals(4, second.steps());
+        oneStraightAndResumed(one, ep, dir);
         var names = RlCheckpoint.readTensors(latest(dir.resolve("one"), "adapter"), "one device").keySet();
         assertTrue(names.stream().anyMatch(n -> n.contains(".mlp.experts.lora_A")), "the experts' LoRA is trained: " + names);
         for (String part : List.of("adapter", "optimizer")) {
-            byte[] a = latest(dir.resolve("one"), part);
-            byte[] b = latest(dir.resolve("straight"), part);
-            byte[] c = latest(dir.resolve("resumed"), part);
-            org.junit.jupiter.api.Assertions.assertArrayEquals(a, b, part + " after 4 steps: one device vs expert parallel 2");
-            org.junit.jupiter.api.Assertions.assertArrayEquals(b, c, part + " after 4 steps: straight vs 2 + resumed 2");
+            assertSameState(dir, part);
         }
+    }
+
+    /** The one-device job under one/, the split job 4 steps straight under straight/ and 2 + resumed 2 under resumed/. */
+    private static void oneStraightAndResumed(JobSpec one, JobSpec split, Path dir) throws Exception {
+        var quiet = new java.io.PrintStream(new java.io.ByteArrayOutputStream());
+        ForegroundRun.run(one, dir.resolve("one"), quiet, new java.util.concurrent.atomic.AtomicBoolean());
+        ForegroundRun.run(split, dir.resolve("straight"), quiet, new java.util.concurrent.atomic.AtomicBoolean());
+        ForegroundRun.run(split.withSteps(2), dir.resolve("resumed"), quiet, new java.util.concurrent.atomic.AtomicBoolean());
+        assertEquals(4, ForegroundRun.run(split, dir.resolve("resumed"), quiet, new java.util.concurrent.atomic.AtomicBoolean())
+                .steps());
+    }
+
+    /** The checkpoint section {@code part} after 4 steps: the one-device job's, the straight run's and the resumed run's. */
+    private static void assertSameState(Path dir, String part) throws java.io.IOException {
+        byte[] a = latest(dir.resolve("one"), part);
+        byte[] b = latest(dir.resolve("straight"), part);
+        byte[] c = latest(dir.resolve("resumed"), part);
+        org.junit.jupiter.api.Assertions.assertArrayEquals(a, b, part + " after 4 steps: one device vs expert parallel 2");
+        org.junit.jupiter.api.Assertions.assertArrayEquals(b, c, part + " after 4 steps: straight vs 2 + resumed 2");
     }
 
     private static byte[] latest(Path run, String part) throws java.io.IOException {

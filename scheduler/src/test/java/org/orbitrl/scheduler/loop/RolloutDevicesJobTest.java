@@ -44,7 +44,8 @@ class RolloutDevicesJobTest {
     record Run(List<StepMetrics> steps, EvalResult eval) {
     }
 
-    private static Run run(JobSpec spec, Path dir, List<String> devices) throws Exception {
+    /** Two steps and an evaluation, the host's memory report checked after the steps. */
+    static Run run(JobSpec spec, Path dir, List<String> devices) throws Exception {
         JobContext ctx = new JobContext(spec, dir, dir.resolve("samples"), devices, () -> false);
         List<StepMetrics> out = new ArrayList<>();
         try (JobRunner runner = new RlRunnerProvider().create(ctx)) {

@@ -87,7 +87,7 @@ final class PolicyTrainer {
 
     /** One optimizer step on these samples (whole groups). */
     Outcome train(List<SampleRecord> samples, int groupSize) {
-        return train(samples, groupSize, normaliser(samples));
+        return train(samples, groupSize, null);
     }
 
     /**
@@ -118,7 +118,8 @@ final class PolicyTrainer {
 
     /**
      * One optimizer step on these samples (whole groups, possibly none: a data-parallel trainer's empty share still
-     * takes its part in the gradients' completion and the step), normalised by {@code norm}.
+     * takes its part in the gradients' completion and the step), normalised by {@code norm}: the whole batch's, or null
+     * where these samples are the whole batch.
      */
     Outcome train(List<SampleRecord> samples, int groupSize, Normaliser norm) {
         int n = samples.size();
@@ -141,6 +142,9 @@ final class PolicyTrainer {
                 rollout[i * width + t] = s.rolloutLogprob(t);
                 adv[i * width + t] = seqAdv[i];
             }
+        }
+        if (norm == null) {
+            norm = Normaliser.over(normalisation, fixedConstant, PolicyBatch.of(n, width, rollout, rollout, adv, mask));
         }
 
         adapter.zeroGrad();

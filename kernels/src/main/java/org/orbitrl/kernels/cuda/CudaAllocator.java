@@ -86,6 +86,7 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
 
     private final CudaDevice device;
     private final CudaStream stream;
+    private final boolean ownsStream;   // made by sideStreamOf: closed with this allocator
     /**
      * Host-device copies of at least this many bytes go through the page-locked staging buffer ({@link PinnedStaging}):
      * a pageable copy moves large tensors at a fraction of the link's speed. {@code -Dorbit.cuda.stagedCopyBytes=N} sets
@@ -121,8 +122,13 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
             TensorAllocator.class.getName(), "org.orbitrl.kernels.OpProfiler")) : null;
 
     public CudaAllocator(CudaDevice device, CudaStream stream) {
+        this(device, stream, false);
+    }
+
+    private CudaAllocator(CudaDevice device, CudaStream stream, boolean ownsStream) {
         this.device = device;
         this.stream = stream;
+        this.ownsStream = ownsStream;
         this.pinned = new PinnedStaging(stream);
         LIVE.add(this);
         for (MemoryCategory c : MemoryCategory.values()) {
@@ -158,6 +164,33 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
             throw new IllegalArgumentException("share: " + other.device + " is not another allocator of " + device);
         }
         this.shared = other;
+    }
+
+    /**
+     * An allocator through which another thread copies into {@code memory}'s tensors (as {@link #share} lets it) on a
+     * stream of its own, made here and closed with it, so that nothing is enqueued on {@code memory}'s stream: the thread
+     * computing there may be capturing a graph meanwhile, and work enqueued on a capturing stream from another thread
+     * joins the graph instead of running (an adapter version published into a rollout engine's idle slot while the
+     * engine captures a decode step). Its copies are complete at {@link #synchronize}; the caller orders them after the
+     * last reads of the tensors they overwrite.
+     */
+    public static CudaAllocator sideStreamOf(CudaAllocator memory) {
+        memory.device.bind();
+        CudaStream s = new CudaStream();
+        try {
+            CudaAllocator a = new CudaAllocator(memory.device, s, true);
+            a.share(memory);
+            return a;
+        } catch (RuntimeException e) {
+            s.close();
+            throw e;
+        }
+    }
+
+    /** Waits for the work this allocator enqueued on its stream (its copies) to complete. */
+    public void synchronize() {
+        device.bind();
+        stream.synchronize();
     }
 
     private boolean capturing() {
@@ -814,5 +847,8 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         pinned.close();
         pinnedHost.freeAll();
         CudaCheck.check(cudaMemPoolTrimTo(pool, 0), "cudaMemPoolTrimTo");
+        if (ownsStream) {
+            stream.close();
+        }
     }
 }

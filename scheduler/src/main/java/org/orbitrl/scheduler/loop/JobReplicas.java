@@ -8,6 +8,7 @@ import org.orbitrl.kernels.comm.HostStagedRanks;
 import org.orbitrl.kernels.comm.LocalGroup;
 import org.orbitrl.kernels.comm.NcclCommunicator;
 import org.orbitrl.kernels.cpu.CpuBackend;
+import org.orbitrl.kernels.cuda.CudaAllocator;
 import org.orbitrl.kernels.cuda.CudaBackend;
 import org.orbitrl.memory.plan.PlanRequest;
 import org.orbitrl.model.BaseFormat;
@@ -196,6 +197,7 @@ final class JobReplicas {
         TrainerReplicas.Trainer with = k > 0 ? null : trainers.trainers().get(r);   // the trainer it shares weights with
         Backend own = null;       // the engine's backend where it has one; null: its trainer's
         LoadedModel copy = null;  // a rollout GPU's copy of the base
+        CudaAllocator publishing = null;   // the stream publications copy into its slots on, where it has its own
         try {
             CausalLM model;
             if (k > 0 && onDevice) {
@@ -216,19 +218,26 @@ final class JobReplicas {
             }
             boolean ownStream = onDevice && own != null;
             TensorAllocator slotMemory = ownStream ? own.allocator() : with != null ? with.memory() : adapterMemory;
+            // a publication copies into the idle slot on a stream of its own, never the engine's: in async mode the
+            // engine's thread may be capturing a decode step there meanwhile. The engine's last reads of the idle slot
+            // are done by then: every step reads its sampled tokens back, after the step's kernels, before it switches.
+            publishing = ownStream ? CudaAllocator.sideStreamOf((CudaAllocator) own.allocator()) : null;
             CausalLM m = model;
             AdapterSlots slots = new AdapterSlots((AdapterTargets) m,
-                    () -> RlSetup.newAdapter(cfg, (AdapterTargets) m, slotMemory, spec.seed()), 0, slotMemory);
+                    () -> RlSetup.newAdapter(cfg, (AdapterTargets) m, slotMemory, spec.seed()), 0,
+                    publishing != null ? publishing : slotMemory);
             RolloutEngine engine = new RolloutEngine(model, slots, engineOptions(engines), codec::decode);
             LoadedModel ownedCopy = copy;
             Backend ownedBackend = own;
-            AutoCloseable owned = () -> Closing.orThrow(ownedCopy, ownedBackend);   // the copy, then its backend (either may be null)
-            Runnable fence = ownStream ? () -> ((CudaBackend) ownedBackend).stream().synchronize() : () -> { };
+            CudaAllocator ownedPublishing = publishing;
+            // the copy, the publishing stream, then the backend (any may be null)
+            AutoCloseable owned = () -> Closing.orThrow(ownedCopy, ownedPublishing, ownedBackend);
+            Runnable fence = ownedPublishing != null ? ownedPublishing::synchronize : () -> { };
             String device = k > 0 ? ctx.devices().get(r) : with.device();
             return new RolloutReplicas.Replica(device, own != null ? own : with.backend(), engine, slots, ownStream, fence,
                     owned);
         } catch (RuntimeException | JobException e) {
-            Closing.after(e, copy, own);   // what was made of this engine
+            Closing.after(e, copy, publishing, own);   // what was made of this engine
             throw e;
         }
     }

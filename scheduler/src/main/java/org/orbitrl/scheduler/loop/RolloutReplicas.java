@@ -26,9 +26,10 @@ final class RolloutReplicas implements AutoCloseable {
      * One engine: the device it runs on, the backend it computes on (its own, or its trainer's), its engine and slots, and
      * what it owns beyond them (its backend and its copy of the base, closed after the engine), or null.
      *
-     * @param ownStream true when the slots are written on the engine's stream rather than the trainer's, so a
-     *                  publication waits for the trainer's last update before it copies and for the copy after
-     * @param fence     waits for the copies enqueued on the engine's stream (nothing where copies are synchronous)
+     * @param ownStream true when the slots are written on a publishing stream of the engine's own (never the stream
+     *                  it computes on) rather than the trainer's, so a publication waits for the trainer's last update
+     *                  before it copies and for the copy after
+     * @param fence     waits for the copies enqueued on the publishing stream (nothing where copies are synchronous)
      */
     record Replica(String device, org.orbitrl.kernels.Backend backend, RolloutEngine engine, AdapterSlots slots,
                    boolean ownStream, Runnable fence,

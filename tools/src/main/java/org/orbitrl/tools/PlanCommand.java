@@ -100,7 +100,7 @@ public final class PlanCommand implements Callable<Integer> {
             + " a job's rollout engines hold what its sampling.kv_cache says, f32 or bf16, and its own plan counts that)")
     String kvDtype;
 
-    @Option(names = "--reserve", paramLabel = "GiB", description = "runtime reserve per GPU (default: 2 GiB + 3% of the GPU)")
+    @Option(names = "--reserve", paramLabel = "GiB", description = "runtime reserve per GPU (default: 2 GiB + 3%% of the GPU)")
     Double reserveGib;
 
     @Option(names = "--exact", description = "plan for the CUDA backend in exact mode (-Dorbit.cuda.exact=true): its kernels'"

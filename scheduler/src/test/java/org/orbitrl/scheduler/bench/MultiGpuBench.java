@@ -38,7 +38,8 @@ import java.util.SplittableRandom;
  *       sizes, with their ratio;</li>
  *   <li>a Qwen3-MoE model of a real shape (default Qwen3-30B-A3B's, the first {@code --layers} layers, experts INT4
  *       group-32, attention bf16, random weights: {@link RandomQwen3Moe}) with a LoRA r=32 adapter on q/k/v/o and the
- *       experts, on 1 GPU and split over 2..N GPUs with expert parallelism, tensor parallelism and both: training
+ *       experts, on 1 GPU, split over 2..N GPUs with expert parallelism, tensor parallelism and both, and data parallel
+ *       (every GPU the whole model and a batch of its own, the adapter's gradients all-reduced): training
  *       tokens/s (forward, next-token loss, adapter-only backward, the parallel gradients completed; 3 steps after one
  *       untimed), decode tokens/s (a batch of sequences one token a step through the model's forward, 32 steps after one
  *       untimed) and each GPU's peak device memory, as ratios to one GPU;</li>
@@ -218,6 +219,7 @@ public final class MultiGpuBench {
             layouts.add(new ParallelLayout(n, 1, n));
             layouts.add(new ParallelLayout(n, n, 1));
             layouts.add(new ParallelLayout(n, n, n));
+            layouts.add(new ParallelLayout(n, 1, 1));   // data parallel: every GPU the whole model and its own batch
         }
         Figures one = null;
         for (ParallelLayout layout : layouts) {
@@ -243,22 +245,41 @@ public final class MultiGpuBench {
         long base = ranks.stream().mapToLong(Figures::baseBytes).max().orElse(0);
         Figures ref = one == null ? r0 : one;
         System.out.printf("  %-24s training %7.0f tokens/s (x%.2f of 1 GPU), decode %7.1f tokens/s (x%.2f); per GPU: base "
-                        + "%.2f GB, peak %.2f GB (x%.2f); loss %.6f%n", layout.world() == 1 ? "1 GPU" : layout + ":",
+                        + "%.2f GB, peak %.2f GB (x%.2f); loss %.6f%n", layout.world() == 1 ? "1 GPU"
+                        : dataParallel(layout) ? "data parallel x" + layout.world() + ":" : layout + ":",
                 r0.trainTokensPerSec, r0.trainTokensPerSec / ref.trainTokensPerSec, r0.decodeTokensPerSec,
                 r0.decodeTokensPerSec / ref.decodeTokensPerSec, base / 1e9, peak / 1e9, (double) peak / ref.peakBytes, r0.loss);
         return ref;
     }
 
-    /** One GPU's share: load, a timed training step (3 after one warm-up), then a timed decode. */
+    /** Several GPUs, nothing split: each holds the whole model and runs its own batch, the adapter's gradients summed. */
+    private static boolean dataParallel(ParallelLayout layout) {
+        return layout.world() > 1 && layout.tp() == 1 && layout.ep() == 1;
+    }
+
+    /**
+     * One GPU's share: load, a timed training step (3 after one warm-up), then a timed decode. Data parallel: the rank's
+     * own batch (rank 0 the one GPU's), the figures of all ranks together (each rank's tokens times the ranks).
+     */
     private static Figures rank(DecoderConfig dc, Communicator world, CudaBackend gpu, ParallelLayout layout, int batch, int len,
                                 int decodeBatch) {
+        if (dataParallel(layout)) {
+            Qwen3Model model = Qwen3Model.load(dc, new RandomQwen3Moe(dc, 1), gpu, Qwen3Model.LoadOptions.full(), null);
+            LoraAdapter adapter = LoraAdapter.create(loraConfig(), model, gpu.allocator(), 5);
+            Figures f = timeRank(model, adapter, null, world, gpu, dc.vocab(), batch, len, decodeBatch, baseBytes(gpu));
+            int n = layout.world();
+            return new Figures(f.trainTokensPerSec() * n, f.decodeTokensPerSec() * n, f.peakBytes(), f.baseBytes(), f.loss());
+        }
         RankGroups groups = layout.world() == 1 ? null : RankGroups.split(layout, world);
         // the loader takes this rank's share of the whole model's weights (its blocks, its experts)
         Qwen3Model model = Qwen3Model.load(dc, new RandomQwen3Moe(dc, 1), gpu, Qwen3Model.LoadOptions.full(), groups);
-        AdapterConfig acfg = AdapterConfig.lora(32, 64, List.of("q_proj", "k_proj", "v_proj", "o_proj"),
-                List.of("mlp.experts.gate_up_proj", "mlp.experts.down_proj"));
-        LoraAdapter adapter = LoraAdapter.create(acfg, model, gpu.allocator(), 5);
+        LoraAdapter adapter = LoraAdapter.create(loraConfig(), model, gpu.allocator(), 5);
         return timeRank(model, adapter, groups, world, gpu, dc.vocab(), batch, len, decodeBatch, baseBytes(gpu));
+    }
+
+    private static AdapterConfig loraConfig() {
+        return AdapterConfig.lora(32, 64, List.of("q_proj", "k_proj", "v_proj", "o_proj"),
+                List.of("mlp.experts.gate_up_proj", "mlp.experts.down_proj"));
     }
 
     /** The base weights' bytes live on the rank's GPU (its allocator's account). */
@@ -270,7 +291,8 @@ public final class MultiGpuBench {
     private static Figures timeRank(org.orbitrl.model.arch.Trainable model, LoraAdapter adapter, RankGroups groups,
                                     Communicator world, CudaBackend gpu, int vocab, int batch, int len, int decodeBatch,
                                     long baseBytes) {
-        SplittableRandom rnd = new SplittableRandom(7);
+        boolean ownBatch = groups == null && world.size() > 1;   // data parallel: each rank its own sequences
+        SplittableRandom rnd = new SplittableRandom(ownBatch ? 7 + 1000L * world.rank() : 7);
         List<int[]> seqs = new ArrayList<>();
         for (int s = 0; s < batch; s++) {
             seqs.add(rnd.ints(len, 0, vocab).toArray());
@@ -287,10 +309,12 @@ public final class MultiGpuBench {
             loss = NextTokenLoss.forwardBackward(model, gpu, seqs, false);
             if (groups != null) {
                 AdapterParallel.completeGradients(adapter, groups);
+            } else if (ownBatch) {
+                AdapterParallel.allReduceGradients(adapter, world);   // every rank the whole batch's gradients
             }
         }
         sync(world, gpu);
-        double train = (double) steps * batch * len / ((System.nanoTime() - t0) / 1e9);
+        double train = (double) steps * batch * len / ((System.nanoTime() - t0) / 1e9);   // this rank's tokens
         Qwen3TrainBench.releaseGarbage(gpu);
         int prompt = 32;
         int decodeSteps = 32;

@@ -102,6 +102,11 @@ public final class LoadedModel implements AutoCloseable {
                         + " qwen3_moe, gpt_oss, deepseek_v3, kimi_k2, kimi_k25, deepseek_v4)");
             };
             return new LoadedModel(dir, spec, ckpt, m);
+        } catch (IllegalArgumentException e) {
+            ckpt.close();
+            // a missing, misshapen or wrongly typed tensor: named by the loader, placed here in the model's folder
+            String msg = String.valueOf(e.getMessage());
+            throw msg.contains(dir.toString()) ? e : new IllegalArgumentException(dir + ": " + msg, e);
         } catch (RuntimeException e) {
             ckpt.close();
             throw e;

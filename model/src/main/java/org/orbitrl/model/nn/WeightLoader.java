@@ -45,6 +45,10 @@ public final class WeightLoader {
     public Weight weight(String module, long out, long in) {
         if (source.has(module + ".weight")) {
             Tensor w = tensor(module + ".weight", out, in);
+            if (w.dtype() != DType.F8E4M3 && w.dtype() != DType.BF16 && w.dtype() != DType.F32) {
+                throw new IllegalArgumentException(module + ".weight is " + w.dtype().name().toLowerCase(java.util.Locale.ROOT)
+                        + " [" + out + ", " + in + "]: expected bf16, f32, or fp8 e4m3 with its weight_scale_inv");
+            }
             return w.dtype() == DType.F8E4M3 ? fp8(module, w, out, in) : Weight.of(w);
         }
         if (source.has(module + ".weight_packed")) {
@@ -66,7 +70,7 @@ public final class WeightLoader {
             }
             return Weight.of(q);
         }
-        throw new IllegalArgumentException("checkpoint has no weight for " + module + " (looked for " + module
+        throw new IllegalArgumentException("the model's safetensors have no weight for " + module + " (looked for " + module
                 + ".weight and " + module + ".weight_packed)");
     }
 

@@ -27,6 +27,23 @@ class SafetensorsRoundTripTest {
 
     private static final long[][] SHAPES = {{3, 5}, {7}, {2, 3, 4}, {}, {0, 4}, {1, 1, 33}};
 
+    /**
+     * A written file has the permissions of any file the process creates (the umask's), not a temporary file's
+     * owner-only 0600: a checkpoint or scored output is read by the users the folder is shared with.
+     */
+    @Test
+    void aWrittenFileHasTheProcesssDefaultPermissions() throws IOException {
+        org.junit.jupiter.api.Assumptions.assumeTrue(tmp.getFileSystem().supportedFileAttributeViews().contains("posix"),
+                "POSIX permissions");
+        Path plain = Files.createFile(tmp.resolve("plain"));
+        var expected = Files.getPosixFilePermissions(plain);
+        org.junit.jupiter.api.Assumptions.assumeTrue(expected.size() > 2, "the umask leaves more than owner read-write: "
+                + expected);
+        Path file = tmp.resolve("perm.safetensors");
+        new SafetensorsWriter().add("t", Fixtures.random(new Random(3), DType.F32, new long[]{4})).write(file);
+        assertEquals(expected, Files.getPosixFilePermissions(file));
+    }
+
     @Test
     void everyDtypeAndShapeBitwise() throws IOException {
         Random rnd = new Random(11);

@@ -24,6 +24,7 @@ import org.orbitrl.daemon.jobs.JobState;
 import org.orbitrl.daemon.state.StateStore;
 import org.orbitrl.daemon.watch.JobsWatcher;
 import org.orbitrl.scheduler.job.JobRunnerProvider;
+import org.orbitrl.scheduler.job.yaml.Units;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -205,7 +206,7 @@ public final class Daemon implements AutoCloseable {
             List<String> late = manager.shutdown(config.shutdownTimeout());
             if (!late.isEmpty()) {
                 LOG.error("jobs {} did not checkpoint within {}; they resume from their previous checkpoint", late,
-                        config.shutdownTimeout());
+                        Units.formatDuration(config.shutdownTimeout()));
             }
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();

@@ -11,6 +11,7 @@ import org.orbitrl.daemon.config.LogConfig;
 import org.orbitrl.daemon.config.OrbitConfig;
 import org.orbitrl.daemon.systemd.SdNotify;
 import org.orbitrl.scheduler.job.yaml.ConfigException;
+import org.orbitrl.scheduler.job.yaml.Units;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import sun.misc.Signal;
@@ -113,7 +114,7 @@ public final class Main {
         notify(systemd, log, () -> systemd.ready(daemon.status()));
         Thread watchdog = startWatchdog(systemd, daemon, log);
         stop.await();
-        log.info("stopping: checkpointing running jobs (up to {})", config.shutdownTimeout());
+        log.info("stopping: checkpointing running jobs (up to {})", Units.formatDuration(config.shutdownTimeout()));
         notify(systemd, log, () -> systemd.stopping(config.shutdownTimeout().plusSeconds(10)));
         if (watchdog != null) {
             watchdog.interrupt();

@@ -21,6 +21,13 @@ public record LogConfig(String level, Path file, boolean showDateTime, boolean p
                 + level + "'").done();
     }
 
+    /** As the configuration file writes it: {@code log.level info, log.file (standard error), ...}. */
+    @Override
+    public String toString() {
+        return "log.level " + level + ", log.file " + (file == null ? "(standard error)" : file) + ", log.show_date_time "
+                + showDateTime + ", log.progress " + progress;
+    }
+
     static LogConfig read(Section s, Path base) {
         String level = s.string("level", "info");
         Path file = OrbitConfig.path(s, "file", base);

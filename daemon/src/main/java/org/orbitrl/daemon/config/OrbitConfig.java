@@ -14,6 +14,7 @@ import org.orbitrl.scheduler.job.yaml.Checks;
 import org.orbitrl.scheduler.job.yaml.ConfigException;
 import org.orbitrl.scheduler.job.yaml.ConfigProblem;
 import org.orbitrl.scheduler.job.yaml.Section;
+import org.orbitrl.scheduler.job.yaml.Units;
 import org.orbitrl.scheduler.job.yaml.YamlNode;
 import org.orbitrl.scheduler.job.yaml.YamlTreeReader;
 
@@ -51,13 +52,25 @@ public record OrbitConfig(Path dataDir, Path jobsDir, List<String> devices, Watc
                 .require(!devices.isEmpty(), "devices", "must list at least one device")
                 .require(shutdownTimeout.compareTo(Duration.ofSeconds(1)) >= 0
                         && shutdownTimeout.compareTo(Duration.ofHours(1)) <= 0, "shutdown_timeout",
-                        "must be between 1s and 1h, got " + shutdownTimeout)
+                        "must be between 1s and 1h, got " + Units.formatDuration(shutdownTimeout))
                 .range("max_jobs", maxJobs, 16, 1_000_000);
         for (int i = 0; i < devices.size(); i++) {
             c.require(DEVICE.matcher(devices.get(i)).matches(), "devices[" + i + "]",
                     "expected a device such as cpu:0 or cuda:3, got '" + devices.get(i) + "'");
         }
         c.require(new HashSet<>(devices).size() == devices.size(), "devices", "names a device twice: " + devices);
+    }
+
+    /**
+     * The configuration in the file's own keys and units, on one line for the log: {@code data_dir /var/lib/orbit,
+     * jobs_dir /etc/orbit/jobs.d, devices [cpu:0], watch.debounce 500ms, ..., shutdown_timeout 60s, ...}. It holds
+     * no secret: the files holding passwords are named, not read.
+     */
+    @Override
+    public String toString() {
+        return "data_dir " + dataDir + ", jobs_dir " + jobsDir + ", devices " + devices + ", " + watch
+                + ", shutdown_timeout " + Units.formatDuration(shutdownTimeout) + ", max_jobs " + maxJobs + ", "
+                + remoteJmx + ", " + log;
     }
 
     /** The folder of one job's files. */

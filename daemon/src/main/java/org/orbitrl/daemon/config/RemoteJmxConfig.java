@@ -27,6 +27,16 @@ public record RemoteJmxConfig(boolean enabled, String host, int port, Path passw
                 .done();
     }
 
+    /**
+     * As the configuration file writes it: {@code jmx.remote off}, or where it listens and the files it
+     * authenticates with ({@code jmx.remote 127.0.0.1:9010 (password_file /etc/orbit/jmx.password, ...)}).
+     */
+    @Override
+    public String toString() {
+        return enabled ? "jmx.remote " + host + ":" + port + " (password_file " + passwordFile + ", access_file "
+                + accessFile + ", " + tls + ")" : "jmx.remote off";
+    }
+
     static RemoteJmxConfig read(Section s, Path base) {
         boolean enabled = s.bool("enabled", false);
         String host = s.string("host", "127.0.0.1");

@@ -28,6 +28,13 @@ public record TlsConfig(boolean enabled, Path keystore, Path keystorePasswordFil
                 .done();
     }
 
+    /** As the configuration file writes it: {@code tls off}, or its keystore and client authentication. */
+    @Override
+    public String toString() {
+        return !enabled ? "tls off" : "tls.keystore " + keystore + ", tls.need_client_auth " + needClientAuth
+                + (needClientAuth ? ", tls.truststore " + truststore : "");
+    }
+
     static TlsConfig read(Section s, Path base) {
         boolean enabled = s.bool("enabled", false);
         Path keystore = OrbitConfig.path(s, "keystore", base);

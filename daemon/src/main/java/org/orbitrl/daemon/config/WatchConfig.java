@@ -3,6 +3,7 @@ package org.orbitrl.daemon.config;
 import java.time.Duration;
 import org.orbitrl.scheduler.job.yaml.Checks;
 import org.orbitrl.scheduler.job.yaml.Section;
+import org.orbitrl.scheduler.job.yaml.Units;
 
 /**
  * How the jobs folder is watched.
@@ -16,9 +17,16 @@ public record WatchConfig(Duration debounce, Duration rescan) {
     public WatchConfig {
         new Checks()
                 .require(debounce.compareTo(Duration.ofMillis(10)) >= 0 && debounce.compareTo(Duration.ofMinutes(10)) <= 0,
-                        "debounce", "must be between 10ms and 10m, got " + debounce)
-                .require(rescan.compareTo(Duration.ofSeconds(1)) >= 0, "rescan", "must be at least 1s, got " + rescan)
+                        "debounce", "must be between 10ms and 10m, got " + Units.formatDuration(debounce))
+                .require(rescan.compareTo(Duration.ofSeconds(1)) >= 0, "rescan",
+                        "must be at least 1s, got " + Units.formatDuration(rescan))
                 .done();
+    }
+
+    /** As the configuration file writes it: {@code watch.debounce 500ms, watch.rescan 30s}. */
+    @Override
+    public String toString() {
+        return "watch.debounce " + Units.formatDuration(debounce) + ", watch.rescan " + Units.formatDuration(rescan);
     }
 
     static WatchConfig read(Section s) {

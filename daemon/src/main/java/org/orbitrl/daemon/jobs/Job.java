@@ -40,7 +40,10 @@ public final class Job {
     volatile boolean pausedByUser;
     /** Whether the job has ever written a checkpoint (its fixed fields are then frozen). */
     volatile boolean hasCheckpoint;
-    long queuedSeq;
+    /** Place in the queue (FIFO per backend); -1 until the job has been checked and queued. */
+    long queuedSeq = -1;
+    /** The order in which the daemon first accepted the job; jobs are listed in it, across restarts too. */
+    long acceptedSeq;
     private JobSpec yamlOf;
     private String yaml = "";
 

@@ -162,7 +162,7 @@ public final class JobFileEvents {
             if (job.state == JobState.FAILED || job.state == JobState.STOPPED) {
                 manager.requeue(job, "job file changed");
             } else {
-                manager.persist(job);
+                manager.fileReplaced(job);
             }
             return;
         }

@@ -107,6 +107,7 @@ final class JobLoop implements Runnable {
         runner.load(cp);
         runner.apply(job.spec.tunables()); // values tuned while it was down or loading
         job.runnerState = runner.state();
+        forgetMeasurementsAhead(runner.state().step());
         job.hasCheckpoint = cp != null;
         job.lastCheckpointStep = cp == null ? -1 : cp.step();
         job.lastCheckpointFile = cp == null ? "" : cp.file().toString();
@@ -175,6 +176,19 @@ final class JobLoop implements Runnable {
             checkpoint("end");
         }
         manager.transition(job, JobState.COMPLETED, "ran " + step + " steps");
+    }
+
+    /**
+     * Measurements restored from the state map of steps after the checkpoint the job resumed from (the daemon was
+     * killed after them) are of a state the job no longer has; the steps and evaluations run again.
+     */
+    private void forgetMeasurementsAhead(long step) {
+        if (job.lastStep != null && job.lastStep.step() > step) {
+            job.lastStep = null;
+        }
+        if (job.lastEval != null && job.lastEval.step() > step) {
+            job.lastEval = null;
+        }
     }
 
     private void onStep(StepMetrics m) {

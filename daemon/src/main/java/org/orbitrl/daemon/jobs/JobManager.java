@@ -13,6 +13,8 @@ import java.util.concurrent.CopyOnWriteArrayList;
 import org.orbitrl.daemon.config.OrbitConfig;
 import org.orbitrl.daemon.state.JobRecord;
 import org.orbitrl.daemon.state.StateStore;
+import org.orbitrl.scheduler.job.ComputeBackend;
+import org.orbitrl.scheduler.job.JobException;
 import org.orbitrl.scheduler.job.JobRunnerProvider;
 import org.orbitrl.scheduler.job.JobSpec;
 import org.orbitrl.scheduler.job.TunableKey;
@@ -36,6 +38,7 @@ public final class JobManager {
     private final DevicePool devices;
     private final List<JobListener> listeners = new CopyOnWriteArrayList<>();
     private long seq;
+    private long accepted;
     private boolean scheduling;
     private boolean shuttingDown;
 
@@ -59,7 +62,7 @@ public final class JobManager {
         return config;
     }
 
-    /** Jobs in the order they were first seen. */
+    /** Jobs in the order the daemon first accepted them (across restarts). */
     public synchronized List<Job> jobs() {
         return List.copyOf(jobs.values());
     }
@@ -78,15 +81,38 @@ public final class JobManager {
         return devices.allFree();
     }
 
-    /** Restores jobs from the state map: unfinished ones are queued again to resume from their checkpoints. */
-    public synchronized void restore() {
-        for (JobRecord r : store.all()) {
-            Job job = JobRecords.toJob(r);
-            if (job.state == JobState.QUEUED) {
-                job.queuedSeq = seq++;
+    /**
+     * Restores jobs from the state map, in the order they were first accepted (records of version 1, which do not
+     * say, first and by name): unfinished ones are queued again, in that order, to resume from their checkpoints
+     * once their runner's check passes.
+     */
+    public void restore() {
+        List<Job> unfinished = new ArrayList<>();
+        synchronized (this) {
+            List<JobRecord> records = new ArrayList<>(store.all());
+            records.sort(Comparator.comparingLong(JobRecord::seq).thenComparing(JobRecord::name));
+            for (JobRecord r : records) {
+                Job job = JobRecords.toJob(r);
+                accepted = Math.max(accepted, job.acceptedSeq);
+                jobs.put(job.name(), job);
+                listeners.forEach(l -> l.added(job));
+                if (job.state == JobState.QUEUED) {
+                    unfinished.add(job);
+                }
             }
-            jobs.put(job.name(), job);
-            listeners.forEach(l -> l.added(job));
+        }
+        for (Job job : unfinished) {
+            String problem = acceptanceProblem(job); // reads files: outside the lock
+            synchronized (this) {
+                if (job.state != JobState.QUEUED) {
+                    continue;
+                }
+                if (problem != null) {
+                    transition(job, JobState.FAILED, problem);
+                } else {
+                    job.queuedSeq = seq++;
+                }
+            }
         }
     }
 
@@ -105,22 +131,26 @@ public final class JobManager {
         job.wake();
     }
 
-    /** Resumes a paused job; a stopped or failed job is queued again and resumes from its last checkpoint. */
+    /**
+     * Resumes a paused job; a stopped or failed job is queued again and resumes from its last checkpoint (or fails
+     * at once, with the reason, if its runner's check of its files fails).
+     */
     public void resume(String name) {
         Job job = require(name);
+        boolean queue;
         synchronized (this) {
             if (job.state == JobState.COMPLETED) {
                 throw new IllegalStateException("job " + name + " has completed; rename its file to run it again");
             }
             job.pausedByUser = false;
-            if (job.state == JobState.STOPPED || job.state == JobState.FAILED) {
-                if (job.spec == null) {
-                    throw new IllegalStateException("job " + name + " has no valid job file: " + job.reason);
-                }
-                requeue(job, "resumed by request");
-            } else {
-                persist(job);
+            queue = job.state == JobState.STOPPED || job.state == JobState.FAILED;
+            if (queue && job.spec == null) {
+                throw new IllegalStateException("job " + name + " has no valid job file: " + job.reason);
             }
+            persist(job);
+        }
+        if (queue) {
+            requeue(job, "resumed by request");
         }
         job.wake();
     }
@@ -177,6 +207,7 @@ public final class JobManager {
 
     synchronized Job register(String name) {
         Job job = new Job(name);
+        job.acceptedSeq = ++accepted;
         jobs.put(name, job);
         listeners.forEach(l -> l.added(job));
         return job;
@@ -204,14 +235,58 @@ public final class JobManager {
         job.requestStop(kind);
     }
 
-    /** Queues a job (new, or resuming after a stop or failure). */
-    synchronized void requeue(Job job, String why) {
-        if (job.state != JobState.QUEUED) {
-            transition(job, JobState.QUEUED, why);
+    /**
+     * Queues a job (new, or resuming after a stop or failure) once its runner's check of its files passes; fails it
+     * at once, with the check's reason, otherwise.
+     */
+    void requeue(Job job, String why) {
+        String problem = acceptanceProblem(job); // reads the model's files: outside the lock, so JMX keeps answering
+        synchronized (this) {
+            if (problem != null) {
+                transition(job, JobState.FAILED, problem);
+                return;
+            }
+            if (job.state != JobState.QUEUED) {
+                transition(job, JobState.QUEUED, why);
+            }
+            job.queuedSeq = seq++;
+            job.resetRequests();
+            schedule();
         }
-        job.queuedSeq = seq++;
-        job.resetRequests();
-        schedule();
+    }
+
+    /** The file of a job that has not started changed: a queued job is checked again, keeping its place, or fails. */
+    void fileReplaced(Job job) {
+        String problem = job.state == JobState.QUEUED ? acceptanceProblem(job) : null;
+        synchronized (this) {
+            if (problem != null && job.state == JobState.QUEUED) {
+                transition(job, JobState.FAILED, problem);
+            } else {
+                persist(job);
+            }
+        }
+    }
+
+    /**
+     * Why a job cannot run, as its runner finds before it has devices (its model's files cannot be read, say), or
+     * null. A job whose runner is not installed, and every job of a daemon whose data directory cannot be written,
+     * is failed by the scheduler with that reason instead.
+     */
+    private String acceptanceProblem(Job job) {
+        JobSpec spec = job.spec;
+        JobRunnerProvider provider = spec == null ? null : runners.get(spec.runner());
+        if (provider == null || dataDirProblem != null) {
+            return null;
+        }
+        try {
+            provider.check(spec);
+            return null;
+        } catch (JobException e) {
+            return FailureReason.of(e);
+        } catch (RuntimeException e) { // NOPMD: a runner's faulty check fails its job, never the daemon
+            LOG.error("job {}: checking it failed", job.name(), e);
+            return FailureReason.of(e);
+        }
     }
 
     /** Moves a job to a new state, persists it and tells listeners. */
@@ -271,9 +346,10 @@ public final class JobManager {
         if (!scheduling || shuttingDown) {
             return;
         }
-        List<Job> queued = new ArrayList<>(jobs.values().stream().filter(j -> j.state == JobState.QUEUED).toList());
+        List<Job> queued = new ArrayList<>(jobs.values().stream()
+                .filter(j -> j.state == JobState.QUEUED && j.queuedSeq >= 0).toList());
         queued.sort(Comparator.comparingLong(j -> j.queuedSeq));
-        java.util.Set<Object> blocked = new java.util.HashSet<>();
+        Map<ComputeBackend, Job> waiting = new HashMap<>(); // per backend, the first job that waits for devices
         for (Job job : queued) {
             if (job.state != JobState.QUEUED) {
                 continue; // started or failed by a nested call
@@ -296,17 +372,16 @@ public final class JobManager {
                         + " device(s); this daemon owns " + owned + " (devices in orbit.yaml)");
                 continue;
             }
-            if (blocked.contains(placement.backend())) {
-                continue; // FIFO: it waits behind an earlier job of its backend
+            String needs = "waiting for " + placement.devices() + " free " + lower(placement.backend()) + " device(s)";
+            Job ahead = waiting.get(placement.backend());
+            if (ahead != null) { // FIFO: it waits behind an earlier job of its backend
+                waitsFor(job, needs + ", queued behind job " + ahead.name());
+                continue;
             }
             List<String> got = devices.take(job.name(), placement.backend(), placement.devices());
             if (got.isEmpty()) {
-                String why = "waiting for " + placement.devices() + " free " + lower(placement.backend()) + " device(s) ("
-                        + devices.free(placement.backend()).size() + " of " + owned + " free)";
-                if (!job.reason.equals(why)) {
-                    transition(job, JobState.QUEUED, why);
-                }
-                blocked.add(placement.backend()); // FIFO: later jobs of this backend wait behind it
+                waitsFor(job, needs + " (" + devices.free(placement.backend()).size() + " of " + owned + " free)");
+                waiting.put(placement.backend(), job); // FIFO: later jobs of this backend wait behind it
                 continue;
             }
             job.devices = got;
@@ -316,6 +391,13 @@ public final class JobManager {
             Thread t = Thread.ofPlatform().name("job-" + job.name()).unstarted(loop);
             threads.put(job.name(), t);
             t.start();
+        }
+    }
+
+    /** A queued job's reason says what it waits for. */
+    private void waitsFor(Job job, String why) {
+        if (!job.reason.equals(why)) {
+            transition(job, JobState.QUEUED, why);
         }
     }
 

@@ -20,9 +20,10 @@ class StateStoreTest {
     Path tmp;
 
     static JobRecord record(String name, long step) {
-        return new JobRecord(1, name, "/etc/orbit/jobs.d/" + name + ".yaml", "ab", "RUNNING", "", false, step, 100, step,
-                0x4a00000000L + step, step * 16, step - step % 10, "ckpt", "2026-01-01T00:00:00Z",
-                Map.of("reward_mean", 0.25), Map.of("1", 0.5), "runner: rl\n", "2026-01-01T00:00:01Z");
+        return new JobRecord(JobRecord.VERSION, name, step + 1, "/etc/orbit/jobs.d/" + name + ".yaml", "ab", "RUNNING", "",
+                false, step, 100, step, 0x4a00000000L + step, step * 16, step - step % 10, "ckpt", "2026-01-01T00:00:00Z",
+                Map.of("reward_mean", 0.25), Map.of("1", 0.5), step, step - step % 5, Map.of("loss", 1.5), "runner: rl\n",
+                "2026-01-01T00:00:01Z");
     }
 
     @Test

@@ -11,4 +11,15 @@ public interface JobRunnerProvider {
 
     /** A runner for one job. Cheap: loading happens in {@link JobRunner#load}. */
     JobRunner create(JobContext context) throws JobException;
+
+    /**
+     * Checks a job as the daemon accepts its file, before it waits for devices: what can be checked cheaply, without
+     * devices, without loading weights and without writing anything (that its model's files can be read, say), so that
+     * a job that cannot run fails at once rather than when devices free up. May be called from any thread. The default
+     * checks nothing.
+     *
+     * @throws JobException why the job cannot run: the file at fault and what was expected
+     */
+    default void check(JobSpec spec) throws JobException {
+    }
 }

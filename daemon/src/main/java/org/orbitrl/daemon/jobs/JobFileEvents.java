@@ -16,6 +16,7 @@ import org.orbitrl.scheduler.job.JobFiles;
 import org.orbitrl.scheduler.job.JobSpec;
 import org.orbitrl.scheduler.job.JobSpecDiff;
 import org.orbitrl.scheduler.job.yaml.ConfigException;
+import org.orbitrl.scheduler.job.yaml.ConfigProblem;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -191,30 +192,44 @@ public final class JobFileEvents {
         manager.persist(job);
     }
 
+    /**
+     * A job file that does not read. The job's reason is one line, the first problem and how many more there are
+     * ({@code orbitctl jobs} shows it); the log and the notification list every problem.
+     */
     private void invalid(Job job, String name, Path file, String hash, ConfigException e) {
-        String msg = "invalid job file " + e.getMessage();
-        LOG.error("job {}: {}", name, msg);
+        String reason = "invalid job file: " + firstProblem(file, e);
+        String all = "invalid job file: " + e.getMessage();
+        LOG.error("job {}: {}", name, all);
         if (job == null) {
             Job created = manager.register(name);
             created.file = file;
             created.fileHash = hash;
             created.state = JobState.FAILED;
-            created.reason = msg;
+            created.reason = reason;
             manager.persist(created);
-            manager.notice(created, "invalid-file", msg);
+            manager.notice(created, "invalid-file", all);
             return;
         }
         job.fileHash = hash;
         job.file = file;
         if (job.spec == null || job.state == JobState.FAILED && !job.hasCheckpoint) {
-            manager.notice(job, "invalid-file", msg);
-            if (job.state != JobState.FAILED || !job.reason.equals(msg)) {
-                manager.transition(job, JobState.FAILED, msg);
+            manager.notice(job, "invalid-file", all);
+            if (job.state != JobState.FAILED || !job.reason.equals(reason)) {
+                manager.transition(job, JobState.FAILED, reason);
             }
             return;
         }
         // A running (or finished) job keeps its values; the bad edit is reported, nothing else.
-        manager.notice(job, "invalid-file", msg + "; the job keeps its current values");
+        manager.notice(job, "invalid-file", "invalid job file, the job keeps its current values: " + e.getMessage());
+    }
+
+    /** {@code broken.yaml:3:16: sampling.temperature: expected a number, got 'hot' (and 2 more)}: the file by its name. */
+    private static String firstProblem(Path file, ConfigException e) {
+        ConfigProblem p = e.problems().getFirst();
+        String first = new ConfigProblem(file.getFileName().toString(), p.line(), p.column(), p.key(), p.message())
+                .toString();
+        int more = e.problems().size() - 1;
+        return first + (more == 0 ? "" : " (and " + more + " more)");
     }
 
     static String sha256(byte[] bytes) {

@@ -118,7 +118,7 @@ class JmxBeansTest {
         h.mbeans.addNotificationListener(JmxAgent.daemonName(), (n, hb) -> got.add(n), null, null);
         h.writeJob("gamma", DaemonHarness.ledgerJob(3, ""));
         h.awaitState("gamma", JobState.COMPLETED);
-        h.writeJob("broken", "model: {path: m}\nsampling:\n  temperature: hot\n");
+        h.writeJob("broken", "model: {path: m}\nsampling:\n  temperature: hot\nsteps: 0\n");
         h.await("an invalid-file notification", Duration.ofSeconds(10),
                 () -> got.stream().anyMatch(n -> n.getType().equals(Notifications.INVALID_FILE)));
         List<String> states = got.stream().filter(n -> n instanceof AttributeChangeNotification)
@@ -130,7 +130,12 @@ class JmxBeansTest {
         assertEquals("broken", invalid.getUserData());
         assertTrue(invalid.getMessage().contains("broken.yaml:3:16: sampling.temperature: expected a number, got 'hot'"),
                 invalid.getMessage());
-        assertTrue(h.job("broken").reason().contains("sampling.temperature: expected a number"), h.job("broken").reason());
+        assertTrue(invalid.getMessage().contains("broken.yaml:4:8: steps: must be between 1 and 1000000000, got 0"),
+                invalid.getMessage());
+        // The reason is one line that orbitctl jobs can show: the first problem, and how many more there are.
+        assertEquals("invalid job file: broken.yaml:3:16: sampling.temperature: expected a number, got 'hot' (and 1 more)",
+                h.job("broken").reason());
+        assertEquals(invalid.getMessage(), h.mbeans.getAttribute(JmxAgent.jobName("broken"), "LastNotice"));
         assertEquals(JobState.FAILED, h.job("broken").state());
     }
 

@@ -104,7 +104,7 @@ class JobFileFuzzTest {
         for (String name : files.keySet()) {
             Job j = h.job(name);
             String reason = j.reason();
-            if (!reason.startsWith("invalid job file ") || !reason.contains(name + ".yaml")) {
+            if (!reason.startsWith("invalid job file: ") || !reason.contains(name + ".yaml")) {
                 wrong.add(name + ": " + reason.substring(0, Math.min(200, reason.length())));
             }
         }

@@ -15,16 +15,18 @@ import org.orbitrl.scheduler.job.yaml.Section;
 public record BatchSpec(int promptsPerStep, int samplesPerPrompt, int maxPromptTokens, int maxResponseTokens,
                         int microBatch) {
     public BatchSpec {
-        new Checks()
+        Checks c = new Checks()
                 .range("prompts_per_step", promptsPerStep, 1, 65536)
                 .range("samples_per_prompt", samplesPerPrompt, 1, 1024)
                 .range("max_prompt_tokens", maxPromptTokens, 1, 1 << 20)
                 .range("max_response_tokens", maxResponseTokens, 1, 1 << 20)
-                .range("micro_batch", microBatch, 1, 1 << 20)
-                .require((long) microBatch <= (long) promptsPerStep * samplesPerPrompt, "micro_batch",
-                        "must not exceed the sequences of a step (prompts_per_step × samples_per_prompt = "
-                                + (long) promptsPerStep * samplesPerPrompt + "), got " + microBatch)
-                .done();
+                .range("micro_batch", microBatch, 1, 1 << 20);
+        if (c.valid("prompts_per_step", "samples_per_prompt", "micro_batch")) {
+            c.require((long) microBatch <= (long) promptsPerStep * samplesPerPrompt, "micro_batch",
+                    "must not exceed the sequences of a step (prompts_per_step × samples_per_prompt = "
+                            + (long) promptsPerStep * samplesPerPrompt + "), got " + microBatch);
+        }
+        c.done();
     }
 
     /** Sequences generated per step. */

@@ -34,8 +34,10 @@ public record EvalSpec(@Tunable int interval, String set, int size, int samples,
             c.require(k >= 1, "pass_at_k[" + i + "]", "must be at least 1, got " + k);
             c.require(i == 0 || k > passAtK.get(i - 1), "pass_at_k[" + i + "]",
                     "k values must be ascending without repeats, got " + passAtK);
-            c.require(k <= samples, "pass_at_k[" + i + "]", "k = " + k + " needs at least " + k
-                    + " samples per prompt; eval.samples is " + samples);
+            if (c.valid("samples", "pass_at_k[" + i + "]")) {
+                c.require(k <= samples, "pass_at_k[" + i + "]", "k = " + k + " needs at least " + k
+                        + " samples per prompt; eval.samples is " + samples);
+            }
         }
         c.done();
     }

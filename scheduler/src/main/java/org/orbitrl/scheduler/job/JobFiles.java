@@ -68,11 +68,14 @@ public final class JobFiles {
         }
         JobSpec spec = null;
         if (problems.isEmpty()) {
-            if (!JobSpec.NAME.matcher(name).matches()) {
+            boolean named = JobSpec.NAME.matcher(name).matches();
+            if (!named) {
                 problems.add(new ConfigProblem(source, 0, 0, "", "the file name gives the job name '" + name
                         + "': use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"));
             }
-            spec = JobSpec.read(Section.root(source, root, problems), name, baseDir);
+            // A bad name is the file name's problem, reported once above; the content is still checked in full,
+            // under a stand-in name (the job is refused either way).
+            spec = JobSpec.read(Section.root(source, root, problems), named ? name : "job", baseDir);
         }
         if (!problems.isEmpty()) {
             problems.sort(Comparator.comparingInt(ConfigProblem::line).thenComparingInt(ConfigProblem::column));

@@ -39,11 +39,15 @@ public record PlacementSpec(ComputeBackend backend, int devices, int rolloutDevi
                 .range("expert_parallel", expertParallel, 1, 1024)
                 .range("tensor_parallel", tensorParallel, 1, 1024);
         int train = devices - rolloutDevices;
-        c.require(rolloutDevices < devices, "rollout_devices", "must leave at least one training device: "
-                + rolloutDevices + " of " + devices + " devices");
-        c.require(train <= 0 || train % ((long) expertParallel * tensorParallel) == 0, "expert_parallel",
-                "expert_parallel × tensor_parallel (" + (long) expertParallel * tensorParallel
-                        + ") must divide the training devices (" + train + ")");
+        if (c.valid("devices", "rollout_devices")) {
+            c.require(rolloutDevices < devices, "rollout_devices", "must leave at least one training device: "
+                    + rolloutDevices + " of " + devices + " devices");
+        }
+        if (c.valid("devices", "rollout_devices", "expert_parallel", "tensor_parallel")) {
+            c.require(train % ((long) expertParallel * tensorParallel) == 0, "expert_parallel",
+                    "expert_parallel × tensor_parallel (" + (long) expertParallel * tensorParallel
+                            + ") must divide the training devices (" + train + ")");
+        }
         c.require(hosts.stream().distinct().count() == hosts.size(), "hosts", "names a host twice: " + hosts);
         c.require(hosts.stream().noneMatch(String::isBlank), "hosts", "has an empty name: " + hosts);
         c.require(rendezvous.isEmpty() || parsePort(rendezvous) > 0, "rendezvous",

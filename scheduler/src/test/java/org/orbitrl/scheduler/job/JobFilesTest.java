@@ -1,5 +1,6 @@
 package org.orbitrl.scheduler.job;
 
+import static org.junit.jupiter.api.Assertions.assertAll;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -15,6 +16,7 @@ import java.util.Set;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 import org.orbitrl.scheduler.job.yaml.ConfigException;
 import org.orbitrl.scheduler.job.yaml.ConfigProblem;
 
@@ -29,6 +31,11 @@ class JobFilesTest {
     static List<ConfigProblem> problems(String yaml) {
         ConfigException e = assertThrows(ConfigException.class, () -> parse(yaml));
         return e.problems();
+    }
+
+    static List<String> messages(String yaml) {
+        ConfigException e = assertThrows(ConfigException.class, () -> parse(yaml));
+        return e.problems().stream().map(ConfigProblem::toString).toList();
     }
 
     @Test
@@ -177,6 +184,28 @@ class JobFilesTest {
         p = problems("model: {path: m}\nmemory: {offload_inputs: sometimes}\n");
         assertEquals(1, p.size(), p.toString());
         assertEquals("memory.offload_inputs", p.getFirst().key());
+    }
+
+    @Test
+    void aBadValueIsOneProblemNotAlsoTheRulesThatUseIt() {
+        assertAll(
+                () -> assertEquals(List.of("job.yaml:2:27: batch.prompts_per_step: must be between 1 and 65536, got -8"),
+                        messages("model: {path: m}\nbatch: {prompts_per_step: -8}\n")),
+                () -> assertEquals(List.of("job.yaml:2:17: eval.samples: must be between 1 and 4096, got 0"),
+                        messages("model: {path: m}\neval: {samples: 0}\n")),
+                () -> assertEquals(List.of("job.yaml:2:42: placement.expert_parallel: must be between 1 and 1024, got 0"),
+                        messages("model: {path: m}\nplacement: {devices: 2, expert_parallel: 0}\n")));
+    }
+
+    @Test
+    void aBadJobNameIsTheFileNamesProblemReportedOnce(@TempDir Path dir) throws Exception {
+        Path file = dir.resolve("bad name!.yaml");
+        Files.writeString(file, "model: {path: m}\nsteps: 0\n");
+        ConfigException e = assertThrows(ConfigException.class, () -> JobFiles.read(file));
+        assertEquals(List.of(file + ": the file name gives the job name 'bad name!': use 1 to 64 letters, digits, '.',"
+                        + " '_' or '-', starting with a letter or digit",
+                file + ":2:8: steps: must be between 1 and 1000000000, got 0"),
+                e.problems().stream().map(ConfigProblem::toString).toList());
     }
 
     @Test

@@ -49,6 +49,19 @@ public final class Checks {
         return require(value != null && !value.isBlank(), key, "must not be empty");
     }
 
+    /**
+     * Whether none of these keys has a violation yet. A rule across keys runs only on values that passed their own
+     * rules, so that one bad value is one problem: {@code if (c.valid("a", "b")) c.require(a <= b, ...)}.
+     */
+    public boolean valid(String... keys) {
+        for (String key : keys) {
+            if (violations.stream().anyMatch(v -> v.key().equals(key))) {
+                return false;
+            }
+        }
+        return true;
+    }
+
     /** Throws a {@link SpecException} with every violation found, if any. */
     public void done() {
         if (!violations.isEmpty()) {

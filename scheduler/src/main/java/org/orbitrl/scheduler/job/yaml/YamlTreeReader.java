@@ -19,6 +19,9 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import org.yaml.snakeyaml.LoaderOptions;
+import org.yaml.snakeyaml.error.Mark;
+import org.yaml.snakeyaml.error.MarkedYAMLException;
+import org.yaml.snakeyaml.reader.ReaderException;
 
 /**
  * Parses YAML text into a {@link YamlNode} tree with positions, under limits that make a
@@ -106,17 +109,72 @@ public final class YamlTreeReader {
         } catch (TooDeep e) {
             problems.add(e.problem);
             return null;
-        } catch (JsonProcessingException e) {
-            JsonLocation at = e.getLocation();
-            problems.add(new ConfigProblem(source, at == null ? 0 : at.getLineNr(), at == null ? 0 : at.getColumnNr(),
-                    "", "not valid YAML: " + firstLine(e.getOriginalMessage())));
-            return null;
         } catch (IOException | RuntimeException e) {
             // SnakeYAML reports some malformed input (control characters, broken escapes) as
             // unchecked exceptions from inside the scanner; they are problems of the file too.
-            problems.add(new ConfigProblem(source, 0, 0, "", "not valid YAML: " + firstLine(String.valueOf(e.getMessage()))));
+            problems.add(syntaxProblem(source, text, e));
             return null;
         }
+    }
+
+    /**
+     * A syntax error as one line, at the place SnakeYAML found the problem: {@code expected ',' or ']', but got :
+     * (while parsing a flow sequence that starts at line 4, column 9)}. SnakeYAML's own message puts the context
+     * first and spreads both over several lines with excerpts of the file; Jackson's location is where its last
+     * token began, not where the problem is.
+     */
+    private static ConfigProblem syntaxProblem(String source, String text, Exception e) {
+        for (Throwable c = e; c != null; c = c.getCause()) {
+            if (c instanceof MarkedYAMLException m && (m.getProblem() != null || m.getContext() != null)) {
+                Mark at = m.getProblemMark() != null ? m.getProblemMark() : m.getContextMark();
+                String problem = m.getProblem() != null ? m.getProblem() : m.getContext();
+                StringBuilder message = new StringBuilder("not valid YAML: ").append(oneLine(problem));
+                if (m.getProblem() != null && m.getContext() != null) {
+                    message.append(" (").append(oneLine(m.getContext()));
+                    Mark from = m.getContextMark();
+                    if (from != null && (at == null || from.getLine() != at.getLine() || from.getColumn() != at.getColumn())) {
+                        message.append(" that starts at line ").append(from.getLine() + 1)
+                                .append(", column ").append(from.getColumn() + 1);
+                    }
+                    message.append(')');
+                }
+                return new ConfigProblem(source, at == null ? 0 : at.getLine() + 1, at == null ? 0 : at.getColumn() + 1,
+                        "", message.toString());
+            }
+            if (c instanceof ReaderException r) {
+                int[] at = lineAndColumn(text, r.getPosition());
+                return new ConfigProblem(source, at[0], at[1], "", "not valid YAML: " + oneLine(r.getMessage())
+                        + ", found " + String.format("U+%04X", r.getCodePoint()));
+            }
+        }
+        JsonLocation at = e instanceof JsonProcessingException j ? j.getLocation() : null;
+        String message = e instanceof JsonProcessingException j ? j.getOriginalMessage() : e.getMessage();
+        return new ConfigProblem(source, at == null ? 0 : at.getLineNr(), at == null ? 0 : at.getColumnNr(), "",
+                "not valid YAML: " + oneLine(String.valueOf(message)));
+    }
+
+    /** SnakeYAML's phrase without its line breaks and closing period. */
+    private static String oneLine(String s) {
+        String t = s.strip().replaceAll("\\s*\\n\\s*", " ");
+        return t.endsWith(".") ? t.substring(0, t.length() - 1) : t;
+    }
+
+    /** 1-based line and column of a code point index into the text. */
+    private static int[] lineAndColumn(String text, int codePointIndex) {
+        int line = 1;
+        int column = 1;
+        int i = 0;
+        for (int n = 0; n < codePointIndex && i < text.length(); n++) {
+            int cp = text.codePointAt(i);
+            i += Character.charCount(cp);
+            if (cp == '\n') {
+                line++;
+                column = 1;
+            } else {
+                column++;
+            }
+        }
+        return new int[] {line, column};
     }
 
     private YamlNode readValue(JsonParser p, JsonToken t, int depth, String source, List<ConfigProblem> problems)
@@ -179,11 +237,6 @@ public final class YamlTreeReader {
             default -> throw new TooDeep(new ConfigProblem(source, line, col, "",
                     "unsupported YAML value (" + t + "); use plain scalars, lists and maps"));
         }
-    }
-
-    private static String firstLine(String s) {
-        int nl = s.indexOf('\n');
-        return (nl < 0 ? s : s.substring(0, nl)).strip();
     }
 
     private static int firstInvalidUtf8(byte[] b) {

@@ -4,6 +4,7 @@ import java.util.EnumSet;
 import java.util.Locale;
 import java.util.Set;
 import org.orbitrl.kernels.DType;
+import org.orbitrl.model.adapter.OftSettings;
 
 /**
  * What trains: a LoRA or OFT adapter on the projections of some families, or (for comparison
@@ -73,9 +74,11 @@ public sealed interface AdapterSpec {
     }
 
     /**
-     * OFT with block size {@code blockSize}: each targeted projection's input dimension is rotated
-     * by {@code ceil(in/b)} orthogonal {@code b x b} blocks, each stored as its {@code b(b-1)/2}
-     * skew-symmetric generator (PEFT's OFT).
+     * OFT with block size {@code blockSize}: each targeted projection's input dimension {@code in} is
+     * rotated by {@code in/b'} orthogonal {@code b' x b'} blocks, each stored as its {@code b'(b'-1)/2}
+     * skew-symmetric generator (PEFT's OFT), where {@code b'} is the block size the runtime builds for
+     * that width: {@code b} where it divides {@code in}, else the divisor of {@code in} nearest to it
+     * ({@link OftSettings#layout}, PEFT's {@code adjust_oft_parameters}).
      */
     record Oft(int blockSize, Set<ParamFamily> targets, DType dtype) implements AdapterSpec {
         public Oft {
@@ -90,8 +93,30 @@ public sealed interface AdapterSpec {
             if (!g.linear() || !targets.contains(g.family())) {
                 return 0;
             }
-            long blocks = (g.cols() + blockSize - 1) / blockSize;
-            return Math.multiplyExact(blocks * ((long) blockSize * (blockSize - 1) / 2), g.count());
+            OftSettings.Layout l = layout(g);
+            return Math.multiplyExact((long) l.storedBlocks() * l.elements(), g.count());
+        }
+
+        /**
+         * Elements of the rotation blocks an OFT layer builds from its parameter for projection group {@code g}
+         * ({@code [stored blocks, b', b']} f32 each; 0 if it does not target it).
+         */
+        public long rotationElementsFor(WeightGroup g) {
+            if (!g.linear() || !targets.contains(g.family())) {
+                return 0;
+            }
+            OftSettings.Layout l = layout(g);
+            return Math.multiplyExact((long) l.storedBlocks() * l.blockSize() * l.blockSize(), g.count());
+        }
+
+        /** The split the runtime makes of {@code g}'s input width for this block size. */
+        private OftSettings.Layout layout(WeightGroup g) {
+            try {
+                return OftSettings.ofBlockSize(blockSize).layout(Math.toIntExact(g.cols()));
+            } catch (IllegalArgumentException | ArithmeticException e) {
+                throw new IllegalArgumentException("adapter " + this + " on " + g.name() + " [" + g.rows() + ", "
+                        + g.cols() + "]: " + e.getMessage(), e);
+            }
         }
 
         @Override

@@ -58,7 +58,8 @@ public final class PlanCommand implements Callable<Integer> {
     String base;
 
     @Option(names = "--adapter", defaultValue = "lora:32",
-            description = "lora:RANK or oft:BLOCK [:attention+shared+dense+experts][:f32], full, none (default: ${DEFAULT-VALUE})")
+            description = "lora:RANK or oft:BLOCK [:attention+shared+dense+experts or :q_proj+v_proj+experts.down_proj+...]"
+                    + "[:f32], full, none (default: ${DEFAULT-VALUE})")
     String adapter;
 
     @Option(names = "--prompts", defaultValue = "64", description = "prompts per step (default: ${DEFAULT-VALUE})")

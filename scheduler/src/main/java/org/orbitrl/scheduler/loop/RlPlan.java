@@ -14,6 +14,7 @@ import org.orbitrl.memory.plan.NodeSpec;
 import org.orbitrl.memory.plan.ParallelLayout;
 import org.orbitrl.memory.plan.PlanRequest;
 import org.orbitrl.memory.plan.PlanTable;
+import org.orbitrl.model.adapter.AdapterConfig;
 import org.orbitrl.model.spec.ConfigLoader;
 import org.orbitrl.model.spec.ModelSpec;
 import org.orbitrl.scheduler.job.AdapterKind;
@@ -24,6 +25,8 @@ import org.orbitrl.scheduler.job.JobSpec;
 import org.orbitrl.scheduler.job.MemorySpec;
 import org.orbitrl.scheduler.job.PlanRefusedException;
 
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Map;
 
 /** The memory plan of an RL job on the CPU backend: the host's memory as one device. */
@@ -56,15 +59,13 @@ final class RlPlan {
     /**
      * The request the job is planned as, with its kept layers resolved: {@code memory.kept_layers}
      * as given (at most the model's layers), or for {@code auto} the most the plan fits (0 without
-     * recompute or when even one does not fit).
+     * recompute or when even one does not fit). The job's adapter is the one its runner attaches ({@link #adapter}).
      */
     static PlanRequest request(JobSpec spec) {
         ModelSpec model = ConfigLoader.load(spec.model().path());
         NodeSpec node = node(spec);
-        var a = spec.adapter();
-        AdapterSpec adapter = AdapterSpec.parse(a.type() == AdapterKind.LORA ? "lora:" + a.rank() : "oft:" + a.oftBlockSize());
         var b = spec.batch();
-        PlanRequest req = new PlanRequest(model, spec.model().path(), BaseFormat.parse("native", model), adapter,
+        PlanRequest req = new PlanRequest(model, spec.model().path(), BaseFormat.parse("native", model), adapter(spec),
                 new BatchShape(b.promptsPerStep(), b.samplesPerPrompt(), b.maxPromptTokens(), b.maxResponseTokens(),
                         b.microBatch()), node, node.hostMemory() ? ParallelLayout.auto(model, node, 0, 0)
                         : rolloutDevices(spec) > 0 ? ParallelLayout.split(1, 1, rolloutDevices(spec), trainingDevices(spec))
@@ -81,6 +82,19 @@ final class RlPlan {
         }
         int kept = spec.memory().keptLayerCount();
         return req.withKeptLayers(kept == MemorySpec.AUTO ? MemoryPlanner.maxKeptLayers(req) : Math.min(kept, model.numLayers()));
+    }
+
+    /**
+     * The adapter the runner attaches ({@link RlSetup#adapterConfig}): the same modules and fused expert parameters,
+     * f32 parameters and gradients as {@code LoraAdapter} and {@code OftAdapter} hold them.
+     */
+    static AdapterSpec adapter(JobSpec spec) {
+        AdapterConfig cfg = RlSetup.adapterConfig(spec.adapter());
+        List<String> modules = new ArrayList<>(cfg.targetModules());
+        modules.addAll(cfg.targetParameters());
+        return spec.adapter().type() == AdapterKind.LORA
+                ? new AdapterSpec.Lora(cfg.rank(), AdapterSpec.PROJECTION_FAMILIES, modules, DType.F32)
+                : new AdapterSpec.Oft(spec.adapter().oftBlockSize(), AdapterSpec.PROJECTION_FAMILIES, modules, DType.F32);
     }
 
     /** {@link #request}, its failures (an unreadable config, an impossible layout) as the job's. */

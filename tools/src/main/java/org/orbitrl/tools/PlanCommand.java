@@ -112,7 +112,7 @@ public final class PlanCommand implements Callable<Integer> {
     boolean json;
 
     @Override
-    public Integer call() {
+    public Integer call() throws org.orbitrl.scheduler.job.JobException {
         if ((job == null) == (model == null)) {
             throw new IllegalArgumentException("give the job to plan with --model (and the job options) or with --job FILE.yaml,"
                     + " one of the two");
@@ -130,8 +130,11 @@ public final class PlanCommand implements Callable<Integer> {
         return plan.fits() ? 0 : DOES_NOT_FIT;
     }
 
-    /** The job file's plan request, as its runner makes it; on {@code --node} when given (its layout kept). */
-    PlanRequest jobRequest() {
+    /**
+     * The job file's plan request, as its runner makes it; on {@code --node} when given (its layout kept). What the
+     * runner refuses before loading is refused with its message.
+     */
+    PlanRequest jobRequest() throws org.orbitrl.scheduler.job.JobException {
         org.orbitrl.scheduler.job.JobSpec spec;
         try {
             spec = org.orbitrl.scheduler.job.JobFiles.read(job);

@@ -12,8 +12,10 @@ import org.orbitrl.memory.plan.MemoryPlan;
 import org.orbitrl.memory.plan.MemoryPlanner;
 import org.orbitrl.memory.plan.NodeSpec;
 import org.orbitrl.memory.plan.ParallelLayout;
+import org.orbitrl.memory.plan.ParamFamily;
 import org.orbitrl.memory.plan.PlanRequest;
 import org.orbitrl.memory.plan.PlanTable;
+import org.orbitrl.memory.plan.StorageFormat;
 import org.orbitrl.model.adapter.AdapterConfig;
 import org.orbitrl.model.spec.ConfigLoader;
 import org.orbitrl.model.spec.ModelSpec;
@@ -59,13 +61,15 @@ final class RlPlan {
     /**
      * The request the job is planned as, with its kept layers resolved: {@code memory.kept_layers}
      * as given (at most the model's layers), or for {@code auto} the most the plan fits (0 without
-     * recompute or when even one does not fit). The job's adapter is the one its runner attaches ({@link #adapter}).
+     * recompute or when even one does not fit). The job's base and adapter are the ones its runner loads
+     * and attaches ({@link #base}, {@link #adapter}); a base format it refuses is refused here with the runner's
+     * message.
      */
-    static PlanRequest request(JobSpec spec) {
+    static PlanRequest request(JobSpec spec) throws JobException {
         ModelSpec model = ConfigLoader.load(spec.model().path());
         NodeSpec node = node(spec);
         var b = spec.batch();
-        PlanRequest req = new PlanRequest(model, spec.model().path(), BaseFormat.parse("native", model), adapter(spec),
+        PlanRequest req = new PlanRequest(model, spec.model().path(), base(spec, model), adapter(spec),
                 new BatchShape(b.promptsPerStep(), b.samplesPerPrompt(), b.maxPromptTokens(), b.maxResponseTokens(),
                         b.microBatch()), node, node.hostMemory() ? ParallelLayout.auto(model, node, 0, 0)
                         : rolloutDevices(spec) > 0 ? ParallelLayout.split(1, 1, rolloutDevices(spec), trainingDevices(spec))
@@ -82,6 +86,30 @@ final class RlPlan {
         }
         int kept = spec.memory().keptLayerCount();
         return req.withKeptLayers(kept == MemorySpec.AUTO ? MemoryPlanner.maxKeptLayers(req) : Math.min(kept, model.numLayers()));
+    }
+
+    /**
+     * The base as the runner loads it ({@link JobReplicas#baseFormat}), in the planner's terms: every weight as the
+     * checkpoint stores it ({@code native}) for {@code auto} and {@code bf16}; for {@code int4}, {@code mxfp4} and
+     * {@code nvfp4} the routed experts in that format where they are stored in full precision or FP8 (the ones the
+     * loaders quantize on load), as stored where they already ship in a 4-bit format, and the rest as stored.
+     */
+    static BaseFormat base(JobSpec spec, ModelSpec model) throws JobException {
+        BaseFormat stored = BaseFormat.parse("native", model);
+        org.orbitrl.model.BaseFormat loaded = JobReplicas.baseFormat(spec);
+        StorageFormat experts = stored.of(ParamFamily.ROUTED_EXPERTS);
+        boolean quantizedOnLoad = experts == StorageFormat.BF16 || experts == StorageFormat.F32
+                || experts == StorageFormat.FP8_BLOCK128 || experts == StorageFormat.FP8_BLOCK128_UE8M0;
+        if (loaded.quantFormat() == null || !model.isMoe() || !quantizedOnLoad) {
+            return stored;
+        }
+        StorageFormat to = switch (loaded) {
+            case INT4 -> StorageFormat.INT4_G32;
+            case MXFP4 -> StorageFormat.MXFP4;
+            case NVFP4 -> StorageFormat.NVFP4;
+            case BF16 -> throw new IllegalStateException("bf16 keeps the experts as stored");
+        };
+        return stored.withRoutedExperts(to);
     }
 
     /**

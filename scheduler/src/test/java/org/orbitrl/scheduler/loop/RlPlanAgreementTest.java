@@ -2,26 +2,72 @@ package org.orbitrl.scheduler.loop;
 
 import org.junit.jupiter.api.Test;
 import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.kernels.cpu.CpuBackend;
+import org.orbitrl.memory.plan.MemoryPlanner;
 import org.orbitrl.memory.plan.PlanRequest;
+import org.orbitrl.memory.plan.StorageFormat;
+import org.orbitrl.memory.plan.WeightGroup;
 import org.orbitrl.memory.plan.WeightInventory;
 import org.orbitrl.model.LoadedModel;
 import org.orbitrl.model.adapter.Adapter;
+import org.orbitrl.model.arch.Qwen3Model;
 import org.orbitrl.model.nn.AdapterTargets;
 import org.orbitrl.scheduler.job.AdapterKind;
 import org.orbitrl.scheduler.job.AdapterSpec;
+import org.orbitrl.scheduler.job.BaseFormat;
+import org.orbitrl.scheduler.job.JobException;
 import org.orbitrl.scheduler.job.JobSpec;
+import org.orbitrl.scheduler.job.ModelSpec;
 
+import java.nio.file.Path;
 import java.util.List;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * A job is planned with the adapter its runner attaches: for the job's {@code adapter} section, the planned parameters
- * and their element type equal the adapter the runner builds on the loaded model.
+ * A job is planned with the base its runner loads and the adapter its runner attaches: for every
+ * {@code model.base_format}, the planned base weight bytes equal what the loaded model holds
+ * ({@code heldBaseBytes}; an NVFP4 matrix's 4-byte tensor scale, which the runtime keeps in a Java field, is the
+ * planner's alone), on a bf16 checkpoint (the experts quantized on load) and on the quickstart's INT4 one (its
+ * experts kept as stored); for the job's {@code adapter} section, the planned parameters and their element type equal
+ * the adapter the runner builds on the loaded model.
  */
 class RlPlanAgreementTest {
+    private static final Path HF = Path.of(System.getProperty("orbit.fixtures", "../../shared/fixtures"), "hf");
+
+    @Test
+    void theBaseIsPlannedAsTheRunnerLoadsIt() throws Exception {
+        JobSpec q = QuickstartJobTest.quickstart();
+        for (Path model : List.of(HF.resolve("qwen3_moe"), q.model().path())) {
+            for (BaseFormat f : List.of(BaseFormat.AUTO, BaseFormat.BF16, BaseFormat.INT4, BaseFormat.MXFP4, BaseFormat.NVFP4)) {
+                JobSpec spec = q.withModel(new ModelSpec(model, f));
+                PlanRequest req = RlPlan.request(spec);
+                long planned = MemoryPlanner.plan(req).perGpuBytes().get(MemoryCategory.BASE_WEIGHTS);
+                // NVFP4 matrices: the planner counts each one's f32 tensor scale, which the runtime keeps in a Java field
+                long tensorScales = 0;
+                for (WeightGroup g : WeightInventory.of(req.spec()).main()) {
+                    tensorScales += req.base().of(g.family()) == StorageFormat.NVFP4 && g.linear() ? 4 * g.count() : 0;
+                }
+                try (CpuBackend cpu = new CpuBackend(1);
+                     LoadedModel m = LoadedModel.load(model, cpu, JobReplicas.baseFormat(spec))) {
+                    long held = ((Qwen3Model) m.model()).heldBaseBytes();
+                    String what = model.getFileName() + " with base_format " + f + ": held " + held + " B, planned " + planned
+                            + " B as " + req.base() + " (" + req.base().formats() + ")";
+                    assertEquals(held, planned - tensorScales, what);
+                }
+            }
+        }
+        JobSpec fp8 = q.withModel(new ModelSpec(HF.resolve("qwen3_moe"), BaseFormat.FP8));
+        JobException e = assertThrows(JobException.class, () -> RlPlan.request(fp8));
+        assertTrue(e.getMessage().contains("model.base_format fp8"), e.getMessage());
+        assertEquals(assertThrows(JobException.class, () -> JobReplicas.baseFormat(fp8)).getMessage(), e.getMessage(),
+                "the runner's refusal");
+    }
+
     @Test
     void theAdapterIsPlannedAsTheRunnerAttachesIt() throws Exception {
         JobSpec q = QuickstartJobTest.quickstart();

@@ -46,7 +46,8 @@ public final class PlanCommand implements Callable<Integer> {
     Path model;
 
     @Option(names = "--job", paramLabel = "FILE.yaml", description = "a job file: planned as the daemon plans it when the"
-            + " job is to run (its model, base, adapter, batch, placement, memory section and KV cache); the other job"
+            + " job is to run (its model, base format, adapter and its targets, batch, placement, memory section and KV"
+            + " cache; a placement or base format its runner refuses is refused with the runner's message); the other job"
             + " options are ignored, --node replaces the devices it would be planned on")
     Path job;
 

@@ -420,8 +420,9 @@ public final class MemoryPlanner {
             n.add(req.rolloutReplicated()
                     ? "Every GPU rolls out every sequence of the step (a job split by experts runs its ranks in lockstep over"
                     + " the same requests): each holds the whole step's KV cache."
-                    : "Each GPU rolls out its share of the step's prompts. A job file with this split rolls out every sequence"
-                    + " on every GPU (its ranks run in lockstep): `orbit plan --job` plans that.");
+                    : "This plan gives each GPU its share of the step's prompts to roll out; the RL runner runs a job split"
+                    + " by experts with every GPU rolling out every sequence (its ranks in lockstep), as `orbit plan --job`"
+                    + " plans a job file.");
         }
         String type = req.spec().modelType();
         if ((req.layout().expertParallel() > 1 || req.layout().tensorParallel() > 1)

@@ -15,8 +15,8 @@ public final class JobPlanning {
      * job's devices of this machine's GPU (H200s where none is visible) or the host's memory for
      * {@code placement.backend: cpu}.
      *
-     * @throws JobException what the job's runner refuses before loading (a base format it does not load), with the
-     *                      runner's message naming the key
+     * @throws JobException what the job's runner refuses before loading (a placement it does not run, a base format it
+     *                      does not load), with the runner's message naming the key
      */
     public static PlanRequest request(JobSpec spec) throws JobException {
         return RlPlan.request(spec);

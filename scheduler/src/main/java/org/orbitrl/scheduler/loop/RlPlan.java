@@ -62,20 +62,17 @@ final class RlPlan {
      * The request the job is planned as, with its kept layers resolved: {@code memory.kept_layers}
      * as given (at most the model's layers), or for {@code auto} the most the plan fits (0 without
      * recompute or when even one does not fit). The job's base and adapter are the ones its runner loads
-     * and attaches ({@link #base}, {@link #adapter}); a base format it refuses is refused here with the runner's
-     * message.
+     * and attaches ({@link #base}, {@link #adapter}); a placement its runner refuses, and a base format it
+     * refuses, are refused here with the runner's message ({@link #requirePlacementRuns}).
      */
     static PlanRequest request(JobSpec spec) throws JobException {
         ModelSpec model = ConfigLoader.load(spec.model().path());
+        requirePlacementRuns(spec, model);
         NodeSpec node = node(spec);
         var b = spec.batch();
         PlanRequest req = new PlanRequest(model, spec.model().path(), base(spec, model), adapter(spec),
                 new BatchShape(b.promptsPerStep(), b.samplesPerPrompt(), b.maxPromptTokens(), b.maxResponseTokens(),
-                        b.microBatch()), node, node.hostMemory() ? ParallelLayout.auto(model, node, 0, 0)
-                        : rolloutDevices(spec) > 0 ? ParallelLayout.split(1, 1, rolloutDevices(spec), trainingDevices(spec))
-                        : replicated(spec) ? ParallelLayout.colocated(1, 1)
-                        : expertParallel(spec) ? ParallelLayout.colocated(spec.placement().expertParallel(), 1)
-                        : ParallelLayout.auto(model, node, 0, 0), spec.memory().recompute(),
+                        b.microBatch()), node, layout(spec, model, node), spec.memory().recompute(),
                 expertChunk(spec),
                 spec.sampling().kvCache().dtype(), 2048, 8192, node.hostMemory() ? 0 : spec.memory().reserve().bytes())
                 .withExact(!node.hostMemory() && Boolean.getBoolean("orbit.cuda.exact"))   // the backend the job gets
@@ -125,6 +122,39 @@ final class RlPlan {
                 : new AdapterSpec.Oft(spec.adapter().oftBlockSize(), AdapterSpec.PROJECTION_FAMILIES, modules, DType.F32);
     }
 
+    /**
+     * The planner's layout of a placement its runner takes: the host's memory as one device for the CPU backend;
+     * rollout devices and training devices; data-parallel replicas, each device planned as one; or the routed
+     * experts split over every device.
+     */
+    private static ParallelLayout layout(JobSpec spec, ModelSpec model, NodeSpec node) {
+        if (node.hostMemory()) {
+            return ParallelLayout.auto(model, node, 0, 0);
+        }
+        if (replicated(spec)) {
+            return rolloutDevices(spec) > 0 ? ParallelLayout.split(1, 1, rolloutDevices(spec), trainingDevices(spec))
+                    : ParallelLayout.colocated(1, 1);
+        }
+        if (expertParallel(spec)) {
+            return ParallelLayout.colocated(spec.placement().expertParallel(), 1);
+        }
+        throw new IllegalStateException("job " + spec.name() + ": placement " + spec.placement()
+                + " has no runner; requirePlacementRuns refuses it");
+    }
+
+    /**
+     * Refuses, with its runner's message, a placement the runner {@link RlRunnerProvider} makes for this job refuses
+     * before anything is loaded, from the job file alone: {@link ExpertParallelRunner#requireRunnable} for a job split by
+     * experts, {@link #requireRunnable} for any other (the devices the daemon gives a job are checked when it runs).
+     */
+    static void requirePlacementRuns(JobSpec spec, ModelSpec model) throws JobException {
+        if (expertParallel(spec)) {
+            ExpertParallelRunner.requireRunnable(spec, model);
+        } else {
+            requireRunnable(spec);
+        }
+    }
+
     /** {@link #request}, its failures (an unreadable config, an impossible layout) as the job's. */
     static PlanRequest checkedRequest(JobSpec spec) throws JobException {
         try {
@@ -169,8 +199,8 @@ final class RlPlan {
      * The RL runner drives the {@link #replicated} placements (on the devices the daemon gives it);
      * {@link ExpertParallelRunner} drives one rank a device of an expert-parallel job. Any other placement (tensor
      * parallelism, an expert split with rollout devices or beside data-parallel replicas, several hosts) is refused when
-     * the job is to run, before anything is loaded, naming its keys (a plan alone may still be made for it). The split
-     * model itself ({@code ParallelLayout}, {@code RankGroups}) runs from code; docs/multi-gpu.md.
+     * the job is to run or is planned, before anything is loaded, naming its keys. The split model itself
+     * ({@code ParallelLayout}, {@code RankGroups}) runs from code; docs/multi-gpu.md.
      */
     static void requireRunnable(JobSpec spec) throws JobException {
         var p = spec.placement();

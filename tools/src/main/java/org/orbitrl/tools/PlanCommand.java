@@ -46,7 +46,8 @@ public final class PlanCommand implements Callable<Integer> {
     Path model;
 
     @Option(names = "--job", paramLabel = "FILE.yaml", description = "a job file: planned as the daemon plans it when the"
-            + " job is to run (its model, base, adapter, batch, placement, memory section and KV cache); the other job"
+            + " job is to run (its model, base format, adapter and its targets, batch, placement, memory section and KV"
+            + " cache; a placement or base format its runner refuses is refused with the runner's message); the other job"
             + " options are ignored, --node replaces the devices it would be planned on")
     Path job;
 
@@ -58,7 +59,8 @@ public final class PlanCommand implements Callable<Integer> {
     String base;
 
     @Option(names = "--adapter", defaultValue = "lora:32",
-            description = "lora:RANK or oft:BLOCK [:attention+shared+dense+experts][:f32], full, none (default: ${DEFAULT-VALUE})")
+            description = "lora:RANK or oft:BLOCK [:attention+shared+dense+experts or :q_proj+v_proj+experts.down_proj+...]"
+                    + "[:f32], full, none (default: ${DEFAULT-VALUE})")
     String adapter;
 
     @Option(names = "--prompts", defaultValue = "64", description = "prompts per step (default: ${DEFAULT-VALUE})")
@@ -111,7 +113,7 @@ public final class PlanCommand implements Callable<Integer> {
     boolean json;
 
     @Override
-    public Integer call() {
+    public Integer call() throws org.orbitrl.scheduler.job.JobException {
         if ((job == null) == (model == null)) {
             throw new IllegalArgumentException("give the job to plan with --model (and the job options) or with --job FILE.yaml,"
                     + " one of the two");
@@ -129,8 +131,11 @@ public final class PlanCommand implements Callable<Integer> {
         return plan.fits() ? 0 : DOES_NOT_FIT;
     }
 
-    /** The job file's plan request, as its runner makes it; on {@code --node} when given (its layout kept). */
-    PlanRequest jobRequest() {
+    /**
+     * The job file's plan request, as its runner makes it; on {@code --node} when given (its layout kept). What the
+     * runner refuses before loading is refused with its message.
+     */
+    PlanRequest jobRequest() throws org.orbitrl.scheduler.job.JobException {
         org.orbitrl.scheduler.job.JobSpec spec;
         try {
             spec = org.orbitrl.scheduler.job.JobFiles.read(job);

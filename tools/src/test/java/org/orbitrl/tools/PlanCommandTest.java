@@ -74,6 +74,34 @@ class PlanCommandTest {
         assertTrue(malformed.err().contains("bad.yaml") && malformed.err().contains("prompts_per_step"), malformed.err());
     }
 
+    /**
+     * {@code --job} with a placement its runner refuses (a tensor split) is refused with the runner's message naming
+     * the placement (exit 1, no plan printed), not planned with another layout; a job split by experts is planned with
+     * its split, every GPU rolling out every sequence, and its notes say so without pointing at {@code --job}.
+     */
+    @Test
+    void aJobFileWhosePlacementItsRunnerRefusesIsRefused(@org.junit.jupiter.api.io.TempDir Path dir) throws Exception {
+        Path repo = Path.of(System.getProperty("orbit.repo", ".."));
+        String yaml = java.nio.file.Files.readString(repo.resolve("conf/jobs.d/quickstart.yaml"))
+                .replace("path: ../../models/quickstart", "path: " + repo.resolve("models/quickstart").toAbsolutePath());
+        Path tp = dir.resolve("tp.yaml");
+        java.nio.file.Files.writeString(tp, yaml + "placement: {backend: cuda, devices: 2, tensor_parallel: 2}\n");
+        Run r = run("plan", "--job", tp.toString());
+        assertEquals(1, r.code(), r.out() + r.err());
+        assertEquals("", r.out(), "no plan printed");
+        assertTrue(r.err().contains("placement {devices: 2, rollout_devices: 0, expert_parallel: 1, tensor_parallel: 2}")
+                && r.err().contains("the RL runner runs a job on one device"), r.err());
+
+        Path ep = dir.resolve("ep.yaml");
+        java.nio.file.Files.writeString(ep, yaml + "placement: {backend: cuda, devices: 2, expert_parallel: 2}\n");
+        Run e = run("plan", "--job", ep.toString(), "--json");
+        assertEquals(0, e.code(), e.err());
+        JsonNode j = new ObjectMapper().readTree(e.out());
+        assertEquals("colocated, EP 2, TP 1", j.get("layout").asText());
+        String notes = j.get("notes").toString();
+        assertTrue(notes.contains("Every GPU rolls out every sequence") && !notes.contains("--job"), notes);
+    }
+
     @Test
     void jsonOfAJobThatFits() throws Exception {
         // one expert per chunk and 24 prompts: each of Kimi's MoE layers keeps its own chunk buffer

@@ -1,9 +1,15 @@
 package org.orbitrl.memory.plan;
 
+import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.EnumSet;
+import java.util.List;
 import java.util.Locale;
 import java.util.Set;
+import java.util.TreeSet;
 import org.orbitrl.kernels.DType;
+import org.orbitrl.model.adapter.OftSettings;
+import org.orbitrl.model.spec.ModelSpec;
 
 /**
  * What trains: a LoRA or OFT adapter on the projections of some families, or (for comparison
@@ -14,6 +20,10 @@ public sealed interface AdapterSpec {
     /** The families an adapter targets unless told otherwise: every projection but the router. */
     Set<ParamFamily> DEFAULT_TARGETS = Set.copyOf(EnumSet.of(ParamFamily.ATTENTION, ParamFamily.DENSE_MLP,
             ParamFamily.SHARED_EXPERTS, ParamFamily.ROUTED_EXPERTS));
+
+    /** Every family with projections: what an adapter named by module names may reach. */
+    Set<ParamFamily> PROJECTION_FAMILIES = Set.copyOf(EnumSet.of(ParamFamily.ATTENTION, ParamFamily.DENSE_MLP,
+            ParamFamily.SHARED_EXPERTS, ParamFamily.ROUTED_EXPERTS, ParamFamily.ROUTER, ParamFamily.OUTPUT_HEAD));
 
     /** Element type of the trainable tensors (and their gradients). */
     DType dtype();
@@ -28,6 +38,44 @@ public sealed interface AdapterSpec {
             n = Math.addExact(n, paramsFor(g));
         }
         return n;
+    }
+
+    /**
+     * This adapter on model {@code spec}: an adapter named by modules reaches the families of the projections they
+     * name there (each name must name one, as the runtime's adapters require); any other is itself.
+     */
+    default AdapterSpec on(ModelSpec spec) {
+        return this;
+    }
+
+    /**
+     * True if {@code g} is a projection of a family in {@code targets} and, when {@code modules} names any, one of
+     * them names it as PEFT matches names, the name equal to it or ending with "." + it: a name with an
+     * {@code experts.} part ({@code experts.down_proj}, {@code mlp.experts.gate_up_proj}) names a fused routed-expert
+     * parameter ({@code target_parameters}); any other name the linear modules outside the routed experts
+     * ({@code target_modules}: {@code q_proj} names every layer's {@code self_attn.q_proj}, {@code down_proj} the dense
+     * and shared MLPs' and not the routed experts').
+     */
+    static boolean adapts(WeightGroup g, Set<ParamFamily> targets, List<String> modules) {
+        if (!g.linear() || !targets.contains(g.family())) {
+            return false;
+        }
+        if (modules.isEmpty()) {
+            return true;
+        }
+        boolean expert = g.family() == ParamFamily.ROUTED_EXPERTS;
+        String module = expert ? g.name() : g.name().replaceFirst("\\.weight$", "");
+        for (String m : modules) {
+            if (expertParameter(m) == expert && (module.equals(m) || module.endsWith("." + m))) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** True for a name of a fused routed-expert parameter ({@code experts.down_proj}, {@code mlp.experts.gate_up_proj}). */
+    static boolean expertParameter(String name) {
+        return name.startsWith("experts.") || name.contains(".experts.");
     }
 
     /** Nothing trains (inference only). */
@@ -49,54 +97,106 @@ public sealed interface AdapterSpec {
     /**
      * LoRA of rank {@code rank}: {@code A [rank, in]} and {@code B [out, rank]} per targeted
      * projection, per expert for the routed experts (PEFT's {@code target_parameters} layout).
+     *
+     * @param targets the families it reaches
+     * @param modules the projections of those families it adapts, by name ({@link #adapts}); empty: every one
      */
-    record Lora(int rank, Set<ParamFamily> targets, DType dtype) implements AdapterSpec {
+    record Lora(int rank, Set<ParamFamily> targets, List<String> modules, DType dtype) implements AdapterSpec {
         public Lora {
             targets = Set.copyOf(targets);
+            modules = List.copyOf(modules);
             if (rank <= 0) {
                 throw new IllegalArgumentException("LoRA rank must be positive, got " + rank);
             }
             checkDtype(dtype);
         }
 
+        /** LoRA on every projection of {@code targets}. */
+        public Lora(int rank, Set<ParamFamily> targets, DType dtype) {
+            this(rank, targets, List.of(), dtype);
+        }
+
         public long paramsFor(WeightGroup g) {
-            if (!g.linear() || !targets.contains(g.family())) {
+            if (!adapts(g, targets, modules)) {
                 return 0;
             }
             return Math.multiplyExact((long) rank * (g.rows() + g.cols()), g.count());
         }
 
         @Override
+        public Lora on(ModelSpec spec) {
+            return modules.isEmpty() ? this : new Lora(rank, reached(spec, targets, modules, this), modules, dtype);
+        }
+
+        @Override
         public String toString() {
-            return "lora:" + rank + targetsSuffix(targets) + (dtype == DType.F32 ? ":f32" : "");
+            return "lora:" + rank + targetsSuffix(targets, modules) + (dtype == DType.F32 ? ":f32" : "");
         }
     }
 
     /**
-     * OFT with block size {@code blockSize}: each targeted projection's input dimension is rotated
-     * by {@code ceil(in/b)} orthogonal {@code b x b} blocks, each stored as its {@code b(b-1)/2}
-     * skew-symmetric generator (PEFT's OFT).
+     * OFT with block size {@code blockSize}: each targeted projection's input dimension {@code in} is
+     * rotated by {@code in/b'} orthogonal {@code b' x b'} blocks, each stored as its {@code b'(b'-1)/2}
+     * skew-symmetric generator (PEFT's OFT), where {@code b'} is the block size the runtime builds for
+     * that width: {@code b} where it divides {@code in}, else the divisor of {@code in} nearest to it
+     * ({@link OftSettings#layout}, PEFT's {@code adjust_oft_parameters}).
+     *
+     * @param targets the families it reaches
+     * @param modules the projections of those families it adapts, by name ({@link #adapts}); empty: every one
      */
-    record Oft(int blockSize, Set<ParamFamily> targets, DType dtype) implements AdapterSpec {
+    record Oft(int blockSize, Set<ParamFamily> targets, List<String> modules, DType dtype) implements AdapterSpec {
         public Oft {
             targets = Set.copyOf(targets);
+            modules = List.copyOf(modules);
             if (blockSize < 2) {
                 throw new IllegalArgumentException("OFT block size must be at least 2, got " + blockSize);
             }
             checkDtype(dtype);
         }
 
+        /** OFT on every projection of {@code targets}. */
+        public Oft(int blockSize, Set<ParamFamily> targets, DType dtype) {
+            this(blockSize, targets, List.of(), dtype);
+        }
+
         public long paramsFor(WeightGroup g) {
-            if (!g.linear() || !targets.contains(g.family())) {
+            if (!adapts(g, targets, modules)) {
                 return 0;
             }
-            long blocks = (g.cols() + blockSize - 1) / blockSize;
-            return Math.multiplyExact(blocks * ((long) blockSize * (blockSize - 1) / 2), g.count());
+            OftSettings.Layout l = layout(g);
+            return Math.multiplyExact((long) l.storedBlocks() * l.elements(), g.count());
+        }
+
+        /**
+         * Elements of the rotation blocks an OFT layer builds from its parameter for projection group {@code g}
+         * ({@code [stored blocks, b', b']} f32 each; 0 if it does not target it).
+         */
+        public long rotationElementsFor(WeightGroup g) {
+            if (!adapts(g, targets, modules)) {
+                return 0;
+            }
+            OftSettings.Layout l = layout(g);
+            return Math.multiplyExact((long) l.storedBlocks() * l.blockSize() * l.blockSize(), g.count());
+        }
+
+        /** The split the runtime makes of {@code g}'s input width for this block size. */
+        private OftSettings.Layout layout(WeightGroup g) {
+            try {
+                return OftSettings.ofBlockSize(blockSize).layout(Math.toIntExact(g.cols()));
+            } catch (IllegalArgumentException | ArithmeticException e) {
+                throw new IllegalArgumentException("adapter " + this + " on " + g.name() + " [" + g.rows() + ", "
+                        + g.cols() + "]: " + e.getMessage(), e);
+            }
+        }
+
+        @Override
+        public Oft on(ModelSpec spec) {
+            return modules.isEmpty() ? this : new Oft(blockSize, reached(spec, targets, modules, this), modules, dtype);
         }
 
         @Override
         public String toString() {
-            return "oft:" + blockSize + targetsSuffix(targets) + (dtype == DType.F32 ? ":f32" : "");
+            return "oft:" + blockSize + targetsSuffix(targets, modules) + (dtype == DType.F32 ? ":f32" : "");
         }
     }
 
@@ -126,8 +226,9 @@ public sealed interface AdapterSpec {
 
     /**
      * Parses {@code none}, {@code full}, {@code lora:RANK}, {@code oft:BLOCK}, optionally followed by
-     * {@code :family+family} targets ({@code lora:32:attention+experts}) and {@code :f32} for f32
-     * adapter tensors (default bf16).
+     * {@code :family+family} targets ({@code lora:32:attention+experts}) or {@code :module+module}
+     * targets named as PEFT names them ({@code lora:32:q_proj+v_proj+experts.down_proj}, see
+     * {@link #adapts}), and {@code :f32} for f32 adapter tensors (default bf16).
      */
     static AdapterSpec parse(String s) {
         String[] f = s.trim().toLowerCase(Locale.ROOT).split(":");
@@ -148,18 +249,23 @@ public sealed interface AdapterSpec {
                     throw new IllegalArgumentException("adapter '" + s + "': " + f[0] + " size '" + f[1] + "' is not a number");
                 }
                 Set<ParamFamily> targets = DEFAULT_TARGETS;
+                List<String> modules = List.of();
                 DType dt = DType.BF16;
                 for (int i = 2; i < f.length; i++) {
                     if (f[i].equals("f32") || f[i].equals("bf16")) {
                         dt = f[i].equals("f32") ? DType.F32 : DType.BF16;
-                    } else {
+                    } else if (Arrays.stream(f[i].split("\\+")).allMatch(t -> ParamFamily.parse(t) != null)) {
                         targets = parseTargets(s, f[i]);
+                    } else {
+                        targets = PROJECTION_FAMILIES;   // narrowed to the families they name on a model (on)
+                        modules = parseModules(s, f[i]);
                     }
                 }
-                return f[0].equals("lora") ? new Lora(n, targets, dt) : new Oft(n, targets, dt);
+                return f[0].equals("lora") ? new Lora(n, targets, modules, dt) : new Oft(n, targets, modules, dt);
             default:
                 throw new IllegalArgumentException("unknown adapter '" + s
-                        + "'; expected lora:RANK, oft:BLOCK (optionally :attention+experts+shared+dense and :f32), full or none");
+                        + "'; expected lora:RANK, oft:BLOCK (optionally :attention+experts+shared+dense or :q_proj+v_proj+..."
+                        + " and :f32), full or none");
         }
     }
 
@@ -176,6 +282,56 @@ public sealed interface AdapterSpec {
         return t;
     }
 
+    private static List<String> parseModules(String s, String list) {
+        List<String> out = new ArrayList<>();
+        for (String name : list.split("\\+")) {
+            if (!name.matches("[a-z_][a-z0-9_.]*") || name.endsWith(".")) {
+                throw new IllegalArgumentException("adapter '" + s + "': '" + name + "' is neither a family (attention,"
+                        + " dense, shared, experts, router, head) nor a module name such as q_proj or experts.down_proj");
+            }
+            if (!out.contains(name)) {
+                out.add(name);
+            }
+        }
+        return out;
+    }
+
+    /**
+     * The families of {@code targets} whose projections in model {@code spec} one of {@code modules} names; refused
+     * naming every module that names none, as the runtime refuses targets that match no module of the model.
+     */
+    private static Set<ParamFamily> reached(ModelSpec spec, Set<ParamFamily> targets, List<String> modules,
+                                            AdapterSpec adapter) {
+        WeightInventory inv = WeightInventory.of(spec);
+        EnumSet<ParamFamily> reached = EnumSet.noneOf(ParamFamily.class);
+        List<String> unmatched = new ArrayList<>();
+        for (String m : modules) {
+            boolean any = false;
+            for (WeightGroup g : inv.main()) {
+                if (adapts(g, targets, List.of(m))) {
+                    reached.add(g.family());
+                    any = true;
+                }
+            }
+            if (!any) {
+                unmatched.add(m);
+            }
+        }
+        if (!unmatched.isEmpty()) {
+            TreeSet<String> names = new TreeSet<>();
+            for (WeightGroup g : inv.main()) {
+                if (g.linear() && targets.contains(g.family())) {
+                    String n = g.family() == ParamFamily.ROUTED_EXPERTS ? g.name() : g.name().replaceFirst("\\.weight$", "");
+                    names.add(n.substring(n.lastIndexOf('.', n.lastIndexOf('.') - 1) + 1));
+                }
+            }
+            throw new IllegalArgumentException("adapter " + adapter + ": " + String.join(", ", unmatched)
+                    + (unmatched.size() == 1 ? " names" : " name") + " no projection of " + spec.modelType()
+                    + " (its projections: " + String.join(", ", names) + ")");
+        }
+        return reached;
+    }
+
     private static void requireParts(String s, String[] f, int min, int max) {
         if (f.length < min || f.length > max) {
             throw new IllegalArgumentException("adapter '" + s + "' has " + f.length + " ':'-separated parts, expected "
@@ -189,7 +345,10 @@ public sealed interface AdapterSpec {
         }
     }
 
-    private static String targetsSuffix(Set<ParamFamily> targets) {
+    private static String targetsSuffix(Set<ParamFamily> targets, List<String> modules) {
+        if (!modules.isEmpty()) {
+            return ":" + String.join("+", modules);
+        }
         if (targets.equals(DEFAULT_TARGETS)) {
             return "";
         }

@@ -27,6 +27,11 @@ public record BaseFormat(String name, Map<ParamFamily, StorageFormat> formats) {
             "fp8       FP8 block-128 for every projection but the router and head (DeepSeek-V3, Kimi-K2-Instruct as shipped)",
             "native    what the model's own config.json says it ships");
 
+    /** The family names of {@code family=format} pairs. */
+    private static final Map<ParamFamily, String> PAIR_NAMES = Map.of(ParamFamily.ROUTED_EXPERTS, "experts",
+            ParamFamily.SHARED_EXPERTS, "shared", ParamFamily.ATTENTION, "attention", ParamFamily.DENSE_MLP, "dense",
+            ParamFamily.EMBEDDING, "embedding", ParamFamily.OUTPUT_HEAD, "head", ParamFamily.ROUTER, "router");
+
     public BaseFormat {
         EnumMap<ParamFamily, StorageFormat> m = new EnumMap<>(ParamFamily.class);
         for (ParamFamily f : ParamFamily.values()) {
@@ -43,6 +48,28 @@ public record BaseFormat(String name, Map<ParamFamily, StorageFormat> formats) {
     /** True if any family is stored below bf16. */
     public boolean anyQuantized() {
         return formats.values().stream().anyMatch(StorageFormat::isQuantized);
+    }
+
+    /**
+     * This format with the routed experts held as {@code f}, named as {@code --base} takes it: a preset where one
+     * holds the same formats, else its {@code family=format} pairs ({@code experts=int4,attention=fp8,...}).
+     */
+    public BaseFormat withRoutedExperts(StorageFormat f) {
+        EnumMap<ParamFamily, StorageFormat> m = new EnumMap<>(formats);
+        m.put(ParamFamily.ROUTED_EXPERTS, f);
+        for (String preset : PRESETS) {
+            String p = preset.split(" ")[0];
+            if (!p.equals("native") && parse(p).formats().equals(m)) {
+                return new BaseFormat(p, m);
+            }
+        }
+        List<String> pairs = new java.util.ArrayList<>();
+        for (ParamFamily family : ParamFamily.values()) {
+            if (PAIR_NAMES.containsKey(family) && m.get(family) != StorageFormat.BF16) {
+                pairs.add(PAIR_NAMES.get(family) + "=" + m.get(family).id());
+            }
+        }
+        return new BaseFormat(String.join(",", pairs), m);
     }
 
     /** Every weight BF16. */

@@ -78,13 +78,14 @@ public final class FitAdvisor {
         }
         if (r.adapter() instanceof AdapterSpec.Lora l) {
             if (l.rank() > 1) {
-                AdapterSpec half = new AdapterSpec.Lora(l.rank() / 2, l.targets(), l.dtype());
+                AdapterSpec half = new AdapterSpec.Lora(l.rank() / 2, l.targets(), l.modules(), l.dtype());
                 add(out, r, "halve the LoRA rank (--adapter " + half + ")", x -> x.withAdapter(half));
             }
             if (l.targets().contains(ParamFamily.ROUTED_EXPERTS) && l.targets().size() > 1) {
                 java.util.Set<ParamFamily> t = java.util.EnumSet.copyOf(l.targets());
                 t.remove(ParamFamily.ROUTED_EXPERTS);
-                AdapterSpec noExperts = new AdapterSpec.Lora(l.rank(), t, l.dtype());
+                AdapterSpec noExperts = new AdapterSpec.Lora(l.rank(), t,
+                        l.modules().stream().filter(m -> !AdapterSpec.expertParameter(m)).toList(), l.dtype());
                 add(out, r, "leave the routed experts without LoRA (--adapter " + noExperts + ")",
                         x -> x.withAdapter(noExperts));
             }

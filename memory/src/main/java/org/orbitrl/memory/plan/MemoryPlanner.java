@@ -247,11 +247,13 @@ public final class MemoryPlanner {
 
         // Adapter: expert adapters live with their experts; the rest is split by TP.
         long adapterParams = 0;
-        long denseAdapterParams = 0;   // outside the routed experts
+        long denseRotations = 0;   // an OFT adapter's rotation blocks outside the routed experts, elements
         for (WeightGroup w : inv.main()) {
             long p = req.adapter().paramsFor(w);
             adapterParams += full ? ceil(p, g) : w.family() == ParamFamily.ROUTED_EXPERTS ? p / ep : ceil(p, tp);
-            denseAdapterParams += full || w.family() == ParamFamily.ROUTED_EXPERTS ? 0 : ceil(p, tp);
+            if (req.adapter() instanceof AdapterSpec.Oft o && w.family() != ParamFamily.ROUTED_EXPERTS) {
+                denseRotations += ceil(o.rotationElementsFor(w), tp);
+            }
         }
         int pBytes = req.adapter().dtype().bytes();
         boolean device = !node.hostMemory();
@@ -264,8 +266,7 @@ public final class MemoryPlanner {
             // v+1). An OFT adapter also keeps the rotation blocks of its projections outside the routed
             // experts (stored·b² f32 beside stored·b(b−1)/2 parameters), built once per version in a
             // slot and once per step in training; the experts' are rebuilt per call.
-            long heldBytes = req.adapter() instanceof AdapterSpec.Oft o
-                    ? denseAdapterParams * 2 * o.blockSize() / (o.blockSize() - 1) * DType.F32.bytes() : 0;
+            long heldBytes = denseRotations * DType.F32.bytes();
             int slots = (role.trains() ? 1 : 0) + (role.rollsOut() ? 2 : 0);
             b.put(MemoryCategory.ADAPTER_PARAMS, slots * (slot + heldBytes));
             b.put(MemoryCategory.ADAPTER_GRADS, role.trains() ? slot : 0);
@@ -419,8 +420,9 @@ public final class MemoryPlanner {
             n.add(req.rolloutReplicated()
                     ? "Every GPU rolls out every sequence of the step (a job split by experts runs its ranks in lockstep over"
                     + " the same requests): each holds the whole step's KV cache."
-                    : "Each GPU rolls out its share of the step's prompts. A job file with this split rolls out every sequence"
-                    + " on every GPU (its ranks run in lockstep): `orbit plan --job` plans that.");
+                    : "This plan gives each GPU its share of the step's prompts to roll out; the RL runner runs a job split"
+                    + " by experts with every GPU rolling out every sequence (its ranks in lockstep), as `orbit plan --job`"
+                    + " plans a job file.");
         }
         String type = req.spec().modelType();
         if ((req.layout().expertParallel() > 1 || req.layout().tensorParallel() > 1)

@@ -57,6 +57,7 @@ public record PlanRequest(ModelSpec spec, Path configPath, BaseFormat base, Adap
             throw new IllegalArgumentException("logits and prefill chunks must be positive token counts, got "
                     + logitsChunkTokens + " and " + prefillChunkTokens);
         }
+        adapter = adapter.on(spec);   // an adapter named by modules: the families they reach in this model
         if (adapter.isFull() && base.anyQuantized()) {
             throw new IllegalArgumentException("full-parameter training needs a bf16 base, not " + base.name());
         }

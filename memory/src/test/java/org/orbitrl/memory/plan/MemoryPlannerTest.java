@@ -186,6 +186,32 @@ class MemoryPlannerTest {
         assertEquals(5L * 8 * (40 + 96), AdapterSpec.parse("lora:8").paramsFor(g));
     }
 
+    /**
+     * A block size that does not divide the input width moves to the nearest divisor, the lower one on a tie, as the
+     * runtime's OFT layers (and PEFT) build it; one at least the width is one block of the whole width.
+     */
+    @Test
+    void oftBlockSizesThatDoNotDivideTheWidthMoveToTheNearestDivisor() {
+        WeightGroup g = WeightGroup.linear("x", ParamFamily.ATTENTION, 40, 96, 5);
+        assertEquals(5L * 3 * 32 * 31 / 2, AdapterSpec.parse("oft:40").paramsFor(g), "40: 32 and 48 tie, 32 taken");
+        assertEquals(5L * 2 * 48 * 47 / 2, AdapterSpec.parse("oft:45").paramsFor(g), "45: 48 is nearer than 32");
+        assertEquals(5L * 8 * 12 * 11 / 2, AdapterSpec.parse("oft:11").paramsFor(g), "11: 12 is nearer than 8");
+        assertEquals(5L * 96 * 95 / 2, AdapterSpec.parse("oft:100000").paramsFor(g), "wider than the layer: one block");
+        var oft = (AdapterSpec.Oft) AdapterSpec.parse("oft:40");
+        assertEquals(5L * 3 * 32 * 32, oft.rotationElementsFor(g), "the rotation blocks it builds: 3 of [32, 32]");
+
+        // Qwen3-235B-A22B with blocks wider than every layer: one block of each projection's whole input width
+        ModelSpec spec = TestModels.spec("models/qwen3-235b-a22b");
+        WeightInventory inv = WeightInventory.of(spec);
+        long whole = 0;
+        for (WeightGroup w : inv.main()) {
+            if (w.linear() && AdapterSpec.DEFAULT_TARGETS.contains(w.family())) {
+                whole += w.cols() * (w.cols() - 1) / 2 * w.count();
+            }
+        }
+        assertEquals(whole, AdapterSpec.parse("oft:100000").params(inv));
+    }
+
     @Test
     void largestBatchIsTheEdgeOfFitting() {
         ModelSpec spec = TestModels.spec("models/qwen3-30b-a3b");

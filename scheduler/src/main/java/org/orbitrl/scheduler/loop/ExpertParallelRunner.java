@@ -16,6 +16,7 @@ import org.orbitrl.scheduler.job.JobContext;
 import org.orbitrl.scheduler.job.JobException;
 import org.orbitrl.scheduler.job.JobPlan;
 import org.orbitrl.scheduler.job.JobRunner;
+import org.orbitrl.scheduler.job.JobSpec;
 import org.orbitrl.scheduler.job.RunnerState;
 import org.orbitrl.scheduler.job.StepMetrics;
 import org.orbitrl.scheduler.job.Tunables;
@@ -59,8 +60,8 @@ final class ExpertParallelRunner implements JobRunner {
     }
 
     /**
-     * Refuses, naming the key, a model without an expert-parallel form, async mode (its rollout and trainer threads would
-     * issue a rank's collectives in an order of their own), and a device count other than the placement's.
+     * Refuses, naming the key, what {@link #requireRunnable(JobSpec, org.orbitrl.model.spec.ModelSpec)} refuses and a
+     * device count other than the placement's.
      */
     private void requireRunnable() throws JobException {
         org.orbitrl.model.spec.ModelSpec model;
@@ -69,17 +70,26 @@ final class ExpertParallelRunner implements JobRunner {
         } catch (RuntimeException e) {
             throw new JobException("job " + ctx.spec().name() + ": model.path: " + e.getMessage(), e);
         }
+        requireRunnable(ctx.spec(), model);
+        if (ctx.devices().size() != n) {
+            throw new JobException("job " + ctx.spec().name() + ": placement.devices " + n + " but given " + ctx.devices());
+        }
+    }
+
+    /**
+     * Refuses, naming the key, what the job file alone shows this runner cannot run: a model without an expert-parallel
+     * form, and async mode (its rollout and trainer threads would issue a rank's collectives in an order of their own).
+     */
+    static void requireRunnable(JobSpec spec, org.orbitrl.model.spec.ModelSpec model) throws JobException {
+        int n = spec.placement().devices();
         if (!org.orbitrl.model.LoadedModel.splits(model)) {
-            throw new JobException("job " + ctx.spec().name() + ": placement.expert_parallel " + n + ": model_type "
+            throw new JobException("job " + spec.name() + ": placement.expert_parallel " + n + ": model_type "
                     + model.modelType() + " has no expert-parallel form (qwen3_moe, deepseek_v3 and kimi_k2 have); it runs"
                     + " on one device, on data-parallel replicas or with rollout devices (expert_parallel: 1)");
         }
-        if (ctx.spec().async().enabled()) {
-            throw new JobException("job " + ctx.spec().name() + ": placement.expert_parallel " + n + " runs synchronously;"
+        if (spec.async().enabled()) {
+            throw new JobException("job " + spec.name() + ": placement.expert_parallel " + n + " runs synchronously;"
                     + " set async.enabled: false (async mode runs without an expert split: on one device, data-parallel replicas, or rollout and training devices)");
-        }
-        if (ctx.devices().size() != n) {
-            throw new JobException("job " + ctx.spec().name() + ": placement.devices " + n + " but given " + ctx.devices());
         }
     }
 

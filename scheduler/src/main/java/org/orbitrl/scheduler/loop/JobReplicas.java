@@ -260,13 +260,19 @@ final class JobReplicas {
         return (a + b - 1) / b;
     }
 
+    /**
+     * The format the job's base loads in: as the checkpoint stores it for {@code auto} and {@code bf16}, else with the
+     * routed experts quantized on load; {@code fp8} is refused (no loader converts to it).
+     */
     static BaseFormat baseFormat(JobSpec spec) throws JobException {
         return switch (spec.model().baseFormat()) {
             case AUTO, BF16 -> BaseFormat.BF16;
             case INT4 -> BaseFormat.INT4;
             case MXFP4 -> BaseFormat.MXFP4;
             case NVFP4 -> BaseFormat.NVFP4;
-            case FP8 -> throw new JobException("model.base_format fp8 is not available for this model on the CPU backend");
+            case FP8 -> throw new JobException("job " + spec.name() + ": model.base_format fp8 is not a format the runner"
+                    + " loads a base in: expected auto or bf16 (the checkpoint as stored, FP8 where it ships FP8), or int4,"
+                    + " mxfp4 or nvfp4 (the routed experts quantized on load)");
         };
     }
 }

@@ -12,8 +12,11 @@ import org.orbitrl.memory.plan.MemoryPlan;
 import org.orbitrl.memory.plan.MemoryPlanner;
 import org.orbitrl.memory.plan.NodeSpec;
 import org.orbitrl.memory.plan.ParallelLayout;
+import org.orbitrl.memory.plan.ParamFamily;
 import org.orbitrl.memory.plan.PlanRequest;
 import org.orbitrl.memory.plan.PlanTable;
+import org.orbitrl.memory.plan.StorageFormat;
+import org.orbitrl.model.adapter.AdapterConfig;
 import org.orbitrl.model.spec.ConfigLoader;
 import org.orbitrl.model.spec.ModelSpec;
 import org.orbitrl.scheduler.job.AdapterKind;
@@ -24,6 +27,8 @@ import org.orbitrl.scheduler.job.JobSpec;
 import org.orbitrl.scheduler.job.MemorySpec;
 import org.orbitrl.scheduler.job.PlanRefusedException;
 
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Map;
 
 /** The memory plan of an RL job on the CPU backend: the host's memory as one device. */
@@ -56,21 +61,18 @@ final class RlPlan {
     /**
      * The request the job is planned as, with its kept layers resolved: {@code memory.kept_layers}
      * as given (at most the model's layers), or for {@code auto} the most the plan fits (0 without
-     * recompute or when even one does not fit).
+     * recompute or when even one does not fit). The job's base and adapter are the ones its runner loads
+     * and attaches ({@link #base}, {@link #adapter}); a placement its runner refuses, and a base format it
+     * refuses, are refused here with the runner's message ({@link #requirePlacementRuns}).
      */
-    static PlanRequest request(JobSpec spec) {
+    static PlanRequest request(JobSpec spec) throws JobException {
         ModelSpec model = ConfigLoader.load(spec.model().path());
+        requirePlacementRuns(spec, model);
         NodeSpec node = node(spec);
-        var a = spec.adapter();
-        AdapterSpec adapter = AdapterSpec.parse(a.type() == AdapterKind.LORA ? "lora:" + a.rank() : "oft:" + a.oftBlockSize());
         var b = spec.batch();
-        PlanRequest req = new PlanRequest(model, spec.model().path(), BaseFormat.parse("native", model), adapter,
+        PlanRequest req = new PlanRequest(model, spec.model().path(), base(spec, model), adapter(spec),
                 new BatchShape(b.promptsPerStep(), b.samplesPerPrompt(), b.maxPromptTokens(), b.maxResponseTokens(),
-                        b.microBatch()), node, node.hostMemory() ? ParallelLayout.auto(model, node, 0, 0)
-                        : rolloutDevices(spec) > 0 ? ParallelLayout.split(1, 1, rolloutDevices(spec), trainingDevices(spec))
-                        : replicated(spec) ? ParallelLayout.colocated(1, 1)
-                        : expertParallel(spec) ? ParallelLayout.colocated(spec.placement().expertParallel(), 1)
-                        : ParallelLayout.auto(model, node, 0, 0), spec.memory().recompute(),
+                        b.microBatch()), node, layout(spec, model, node), spec.memory().recompute(),
                 expertChunk(spec),
                 spec.sampling().kvCache().dtype(), 2048, 8192, node.hostMemory() ? 0 : spec.memory().reserve().bytes())
                 .withExact(!node.hostMemory() && Boolean.getBoolean("orbit.cuda.exact"))   // the backend the job gets
@@ -81,6 +83,76 @@ final class RlPlan {
         }
         int kept = spec.memory().keptLayerCount();
         return req.withKeptLayers(kept == MemorySpec.AUTO ? MemoryPlanner.maxKeptLayers(req) : Math.min(kept, model.numLayers()));
+    }
+
+    /**
+     * The base as the runner loads it ({@link JobReplicas#baseFormat}), in the planner's terms: every weight as the
+     * checkpoint stores it ({@code native}) for {@code auto} and {@code bf16}; for {@code int4}, {@code mxfp4} and
+     * {@code nvfp4} the routed experts in that format where they are stored in full precision or FP8 (the ones the
+     * loaders quantize on load), as stored where they already ship in a 4-bit format, and the rest as stored.
+     */
+    static BaseFormat base(JobSpec spec, ModelSpec model) throws JobException {
+        BaseFormat stored = BaseFormat.parse("native", model);
+        org.orbitrl.model.BaseFormat loaded = JobReplicas.baseFormat(spec);
+        StorageFormat experts = stored.of(ParamFamily.ROUTED_EXPERTS);
+        boolean quantizedOnLoad = experts == StorageFormat.BF16 || experts == StorageFormat.F32
+                || experts == StorageFormat.FP8_BLOCK128 || experts == StorageFormat.FP8_BLOCK128_UE8M0;
+        if (loaded.quantFormat() == null || !model.isMoe() || !quantizedOnLoad) {
+            return stored;
+        }
+        StorageFormat to = switch (loaded) {
+            case INT4 -> StorageFormat.INT4_G32;
+            case MXFP4 -> StorageFormat.MXFP4;
+            case NVFP4 -> StorageFormat.NVFP4;
+            case BF16 -> throw new IllegalStateException("bf16 keeps the experts as stored");
+        };
+        return stored.withRoutedExperts(to);
+    }
+
+    /**
+     * The adapter the runner attaches ({@link RlSetup#adapterConfig}): the same modules and fused expert parameters,
+     * f32 parameters and gradients as {@code LoraAdapter} and {@code OftAdapter} hold them.
+     */
+    static AdapterSpec adapter(JobSpec spec) {
+        AdapterConfig cfg = RlSetup.adapterConfig(spec.adapter());
+        List<String> modules = new ArrayList<>(cfg.targetModules());
+        modules.addAll(cfg.targetParameters());
+        return spec.adapter().type() == AdapterKind.LORA
+                ? new AdapterSpec.Lora(cfg.rank(), AdapterSpec.PROJECTION_FAMILIES, modules, DType.F32)
+                : new AdapterSpec.Oft(spec.adapter().oftBlockSize(), AdapterSpec.PROJECTION_FAMILIES, modules, DType.F32);
+    }
+
+    /**
+     * The planner's layout of a placement its runner takes: the host's memory as one device for the CPU backend;
+     * rollout devices and training devices; data-parallel replicas, each device planned as one; or the routed
+     * experts split over every device.
+     */
+    private static ParallelLayout layout(JobSpec spec, ModelSpec model, NodeSpec node) {
+        if (node.hostMemory()) {
+            return ParallelLayout.auto(model, node, 0, 0);
+        }
+        if (replicated(spec)) {
+            return rolloutDevices(spec) > 0 ? ParallelLayout.split(1, 1, rolloutDevices(spec), trainingDevices(spec))
+                    : ParallelLayout.colocated(1, 1);
+        }
+        if (expertParallel(spec)) {
+            return ParallelLayout.colocated(spec.placement().expertParallel(), 1);
+        }
+        throw new IllegalStateException("job " + spec.name() + ": placement " + spec.placement()
+                + " has no runner; requirePlacementRuns refuses it");
+    }
+
+    /**
+     * Refuses, with its runner's message, a placement the runner {@link RlRunnerProvider} makes for this job refuses
+     * before anything is loaded, from the job file alone: {@link ExpertParallelRunner#requireRunnable} for a job split by
+     * experts, {@link #requireRunnable} for any other (the devices the daemon gives a job are checked when it runs).
+     */
+    static void requirePlacementRuns(JobSpec spec, ModelSpec model) throws JobException {
+        if (expertParallel(spec)) {
+            ExpertParallelRunner.requireRunnable(spec, model);
+        } else {
+            requireRunnable(spec);
+        }
     }
 
     /** {@link #request}, its failures (an unreadable config, an impossible layout) as the job's. */
@@ -127,8 +199,8 @@ final class RlPlan {
      * The RL runner drives the {@link #replicated} placements (on the devices the daemon gives it);
      * {@link ExpertParallelRunner} drives one rank a device of an expert-parallel job. Any other placement (tensor
      * parallelism, an expert split with rollout devices or beside data-parallel replicas, several hosts) is refused when
-     * the job is to run, before anything is loaded, naming its keys (a plan alone may still be made for it). The split
-     * model itself ({@code ParallelLayout}, {@code RankGroups}) runs from code; docs/multi-gpu.md.
+     * the job is to run or is planned, before anything is loaded, naming its keys. The split model itself
+     * ({@code ParallelLayout}, {@code RankGroups}) runs from code; docs/multi-gpu.md.
      */
     static void requireRunnable(JobSpec spec) throws JobException {
         var p = spec.placement();

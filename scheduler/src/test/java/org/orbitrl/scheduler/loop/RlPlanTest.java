@@ -128,6 +128,48 @@ class RlPlanTest {
         assertEquals("cuda", JobReplicas.gpuOf(List.of("cpu:0")), "no GPU named: the default one");
     }
 
+    /**
+     * Planning a job file ({@link JobPlanning#request}, what {@code orbit plan --job} plans) refuses exactly what the
+     * job's runner refuses before loading, with the runner's message naming the key: a tensor split, an expert split
+     * beside rollout devices or data-parallel replicas, several hosts, async mode or a model without an expert-parallel
+     * form under an expert split. Every placement a runner takes is planned with its own layout, never another.
+     */
+    @Test
+    void planningAJobFileRefusesWhatItsRunnerRefuses(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir)
+            throws Exception {
+        JobSpec q = QuickstartJobTest.quickstart();
+        java.nio.file.Path gptOss = java.nio.file.Path.of(System.getProperty("orbit.fixtures", "../../shared/fixtures"),
+                "hf", "gpt_oss");
+        JobSpec ep = q.withPlacement(new PlacementSpec(ComputeBackend.CUDA, 2, 0, 2, 1));
+        List<JobSpec> refused = List.of(
+                q.withPlacement(new PlacementSpec(ComputeBackend.CUDA, 2, 0, 1, 2)),
+                q.withPlacement(new PlacementSpec(ComputeBackend.CUDA, 4, 0, 1, 2)),
+                q.withPlacement(new PlacementSpec(ComputeBackend.CUDA, 4, 2, 2, 1)),
+                q.withPlacement(new PlacementSpec(ComputeBackend.CUDA, 4, 0, 2, 1)),
+                q.withPlacement(new PlacementSpec(ComputeBackend.CUDA, 2, 0, 1, 1, List.of("a", "b"), "")),
+                ep.withAsync(new org.orbitrl.scheduler.job.AsyncSpec(true, 2, q.async().partialRollouts(), 8,
+                        q.async().priority())),
+                ep.withModel(new org.orbitrl.scheduler.job.ModelSpec(gptOss, q.model().baseFormat())));
+        for (JobSpec s : refused) {
+            List<String> devices = java.util.stream.IntStream.range(0, s.placement().devices()).mapToObj(i -> "cuda:" + i).toList();
+            try (var runner = new RlRunnerProvider().create(new org.orbitrl.scheduler.job.JobContext(s, dir,
+                    dir.resolve("samples"), devices, () -> false))) {
+                var byRunner = org.junit.jupiter.api.Assertions.assertThrows(org.orbitrl.scheduler.job.JobException.class,
+                        runner::plan, s.placement().toString());
+                var planned = org.junit.jupiter.api.Assertions.assertThrows(org.orbitrl.scheduler.job.JobException.class,
+                        () -> JobPlanning.request(s), s.placement() + " " + s.async() + " " + s.model() + " is planned");
+                assertEquals(byRunner.getMessage(), planned.getMessage(), "the runner's message");
+                assertTrue(planned.getMessage().contains("placement"), planned.getMessage());
+            }
+        }
+        assertEquals(ParallelLayout.colocated(2, 1), JobPlanning.request(ep).layout(), "the expert split");
+        assertTrue(JobPlanning.request(ep).rolloutReplicated(), "its ranks roll out every sequence");
+        assertEquals(ParallelLayout.colocated(1, 1), JobPlanning.request(q.withPlacement(
+                new PlacementSpec(ComputeBackend.CUDA, 4, 0, 1, 1))).layout(), "data-parallel replicas: each GPU the whole model");
+        assertEquals(ParallelLayout.split(1, 1, 3, 1), JobPlanning.request(q.withPlacement(
+                new PlacementSpec(ComputeBackend.CUDA, 4, 3, 1, 1))).layout(), "rollout devices and a training device");
+    }
+
     @Test
     void theExpertChunkIsTheJobsOrThePlannersDefault() throws Exception {
         JobSpec q = QuickstartJobTest.quickstart();

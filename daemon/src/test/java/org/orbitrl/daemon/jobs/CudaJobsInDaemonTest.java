@@ -8,7 +8,6 @@ import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.cuda.Cuda;
 import org.orbitrl.scheduler.job.DeviceMemory;
 
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -46,7 +45,7 @@ class CudaJobsInDaemonTest {
             devices.add("cuda:" + g);
         }
         h = new DaemonHarness(tmp, "devices: " + devices + "\n").start(true);
-        String yaml = quickstart() + "placement: {backend: cuda, devices: 1}\n";
+        String yaml = RlJobInDaemonTest.quickstart() + "placement: {backend: cuda, devices: 1}\n";
         h.writeJob("first", yaml);
         h.writeJob("second", yaml);
         List<String> memorySeen = new ArrayList<>();
@@ -103,13 +102,5 @@ class CudaJobsInDaemonTest {
     private boolean finished(String job) {
         return h.daemon.jobs().job(job).map(j -> j.state() == JobState.COMPLETED || j.state() == JobState.FAILED)
                 .orElse(false);
-    }
-
-    private static String quickstart() throws java.io.IOException {
-        Path repo = Path.of(System.getProperty("orbit.repo", "../"));
-        return Files.readString(repo.resolve("conf/jobs.d/quickstart.yaml"))
-                .replace("path: ../../models/quickstart", "path: " + repo.resolve("models/quickstart").toAbsolutePath())
-                .replace("steps: 30", "steps: 3")
-                .replace("  size: 100\n  samples: 8\n  pass_at_k: [1, 4, 8]", "  size: 8\n  samples: 2\n  pass_at_k: [1, 2]");
     }
 }

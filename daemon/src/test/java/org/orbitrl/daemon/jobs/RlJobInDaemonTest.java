@@ -73,7 +73,8 @@ class RlJobInDaemonTest {
         assertTrue(h.checkpointStep("replicas") == 3);
     }
 
-    private static String quickstart() throws java.io.IOException {
+    /** The quickstart job file, its model path absolute, 3 steps and a small evaluation. */
+    static String quickstart() throws java.io.IOException {
         Path repo = Path.of(System.getProperty("orbit.repo", "../"));
         return Files.readString(repo.resolve("conf/jobs.d/quickstart.yaml"))
                 .replace("path: ../../models/quickstart", "path: " + repo.resolve("models/quickstart").toAbsolutePath())

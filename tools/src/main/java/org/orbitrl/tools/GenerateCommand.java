@@ -38,13 +38,14 @@ final class GenerateCommand implements Callable<Integer> {
     @Option(names = "--greedy", description = "argmax decoding (the default unless --temperature is given)")
     boolean greedy;
 
-    @Option(names = "--temperature", defaultValue = "0", description = "sampling temperature (0 = greedy)")
+    @Option(names = "--temperature", defaultValue = "0", description = "sampling temperature (default ${DEFAULT-VALUE}: greedy)")
     float temperature;
 
-    @Option(names = "--top-p", defaultValue = "1", description = "nucleus sampling mass")
+    @Option(names = "--top-p", defaultValue = "1", description = "nucleus sampling mass, greater than 0 and at most 1"
+            + " (default ${DEFAULT-VALUE}: off)")
     float topP;
 
-    @Option(names = "--seed", defaultValue = "0", description = "random seed of the sampler")
+    @Option(names = "--seed", defaultValue = "0", description = "random seed of the sampler (default ${DEFAULT-VALUE})")
     long seed;
 
     @Option(names = "--stop-id", split = ",", description = "stop after emitting one of these ids")
@@ -53,7 +54,7 @@ final class GenerateCommand implements Callable<Integer> {
     @Option(names = "--adapter", description = "PEFT adapter directory to apply")
     Path adapter;
 
-    @Option(names = "--base-format", defaultValue = "bf16", description = "bf16 | int4 | mxfp4 | nvfp4")
+    @Option(names = "--base-format", defaultValue = "bf16", description = "bf16 | int4 | mxfp4 | nvfp4 (default ${DEFAULT-VALUE})")
     String baseFormat;
 
     @Option(names = "--backend", defaultValue = "cpu", description = "cpu | scalar | cuda | cuda:N (default ${DEFAULT-VALUE})")
@@ -67,10 +68,25 @@ final class GenerateCommand implements Callable<Integer> {
         if (greedy && temperature != 0) {
             throw new IllegalArgumentException("--greedy and --temperature " + temperature + " contradict each other");
         }
+        if (maxNewTokens < 1) {
+            throw new IllegalArgumentException("--max-new-tokens must be at least 1, got " + maxNewTokens);
+        }
+        if (!(temperature >= 0) || Float.isInfinite(temperature)) {
+            throw new IllegalArgumentException("--temperature must be 0 (greedy) or more, got " + temperature);
+        }
+        if (!(topP > 0 && topP <= 1)) {
+            throw new IllegalArgumentException("--top-p must be greater than 0 and at most 1, got " + topP);
+        }
+        BaseFormat format;
+        try {
+            format = BaseFormat.parse(baseFormat);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("--base-format: " + e.getMessage(), e);
+        }
         SamplingParams params = new SamplingParams(temperature, topP, 0, 0, maxNewTokens,
                 stopIds == null ? List.of() : Arrays.stream(stopIds).boxed().toList(), List.of(), seed);
         try (org.orbitrl.kernels.Backend be = Backends.named(backend);
-             LoadedModel lm = LoadedModel.load(model, be, BaseFormat.parse(baseFormat))) {
+             LoadedModel lm = LoadedModel.load(model, be, format)) {
             if (adapter != null) {
                 lm.loadAdapter(adapter);
             }

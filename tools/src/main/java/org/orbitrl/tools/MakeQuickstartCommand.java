@@ -14,8 +14,8 @@ import java.util.concurrent.Callable;
 
 /** {@code orbit make-quickstart}: builds the shipped quickstart base from a seed. */
 @Command(name = "make-quickstart", mixinStandardHelpOptions = true,
-        description = "Builds a small Qwen3-MoE from a seed, teaches it addition partly (supervised, full-rank LoRA "
-                + "merged into the base) and writes it with INT4 group-32 experts.")
+        description = "Builds a small Qwen3-MoE from a seed, teaches it a task partly (--task: sorting lists by default,"
+                + " or addition; supervised, full-rank LoRA merged into the base) and writes it with INT4 group-32 experts.")
 final class MakeQuickstartCommand implements Callable<Integer> {
 
     @Option(names = "--out", required = true, description = "model directory to write")

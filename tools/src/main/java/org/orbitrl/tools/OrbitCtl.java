@@ -135,6 +135,9 @@ public final class OrbitCtl implements Runnable {
         @ParentCommand
         OrbitCtl root;
 
+        @Option(names = {"-h", "--help"}, usageHelp = true, description = "Show this help message and exit.")
+        boolean help;
+
         @Override
         public final Integer call() throws Exception {
             try (JMXConnector c = root.connection.connect()) {
@@ -213,7 +216,7 @@ public final class OrbitCtl implements Runnable {
 
     @Command(name = "job", description = "One job: every attribute (state, metrics, tunables, checkpoint).")
     static final class JobInfo extends Base {
-        @Parameters(index = "0", paramLabel = "NAME")
+        @Parameters(index = "0", paramLabel = "NAME", description = JOB_NAME)
         String name;
 
         @Option(names = "--spec", description = "Also print the effective job file.")
@@ -234,15 +237,18 @@ public final class OrbitCtl implements Runnable {
         }
     }
 
+    /** The description of a job's NAME parameter. */
+    static final String JOB_NAME = "The job's name: its file name without .yaml (orbitctl jobs lists them).";
+
     /** pause, resume, stop: an operation, then (with --wait) the state it leads to. */
     abstract static class Control extends Base {
-        @Parameters(index = "0", paramLabel = "NAME")
+        @Parameters(index = "0", paramLabel = "NAME", description = JOB_NAME)
         String name;
 
-        @Option(names = "--wait", description = "Wait (up to 10 minutes) until the job reaches the state.")
-        boolean await;
-
         abstract String operation();
+
+        /** Whether --wait was given; each command's --wait says which states it waits for. */
+        abstract boolean await();
 
         abstract Set<String> reached();
 
@@ -252,7 +258,7 @@ public final class OrbitCtl implements Runnable {
             mbs.invoke(n, operation(), null, null);
             String state = (String) mbs.getAttribute(n, "State");
             long deadline = System.nanoTime() + 600_000_000_000L;
-            while (await && !reached().contains(state) && System.nanoTime() < deadline) {
+            while (await() && !reached().contains(state) && System.nanoTime() < deadline) {
                 Thread.sleep(100);
                 state = (String) mbs.getAttribute(n, "State");
             }
@@ -261,12 +267,20 @@ public final class OrbitCtl implements Runnable {
             } else {
                 out.println("job " + name + ": " + operation() + " requested; state " + state);
             }
-            return await && !reached().contains(state) ? REFUSED : 0;
+            return await() && !reached().contains(state) ? REFUSED : 0;
         }
     }
 
     @Command(name = "pause", description = "Pause a job after its current step (it checkpoints and keeps its devices).")
     static final class Pause extends Control {
+        @Option(names = "--wait", description = "Wait (up to 10 minutes) until the job is paused, or has completed,"
+                + " stopped or failed; exit code 1 if it has not by then.")
+        boolean await;
+
+        boolean await() {
+            return await;
+        }
+
         String operation() {
             return "pause";
         }
@@ -278,6 +292,14 @@ public final class OrbitCtl implements Runnable {
 
     @Command(name = "resume", description = "Resume a paused job; queue a stopped or failed one again (from its checkpoint).")
     static final class Resume extends Control {
+        @Option(names = "--wait", description = "Wait (up to 10 minutes) until the job is running, or queued again"
+                + " (queued, planning, loading), or has completed or failed; exit code 1 if it has not by then.")
+        boolean await;
+
+        boolean await() {
+            return await;
+        }
+
         String operation() {
             return "resume";
         }
@@ -289,6 +311,14 @@ public final class OrbitCtl implements Runnable {
 
     @Command(name = "stop", description = "Stop a job after a checkpoint.")
     static final class Stop extends Control {
+        @Option(names = "--wait", description = "Wait (up to 10 minutes) until the job is stopped, or has completed or"
+                + " failed; exit code 1 if it has not by then.")
+        boolean await;
+
+        boolean await() {
+            return await;
+        }
+
         String operation() {
             return "stop";
         }
@@ -298,16 +328,18 @@ public final class OrbitCtl implements Runnable {
         }
     }
 
-    @Command(name = "set", description = "Set a live-tunable field: optimizer.lr (lr), sampling.temperature"
-            + " (temperature), async.staleness_bound (staleness_bound), eval.interval (eval_interval).")
+    @Command(name = "set", description = "Set a live-tunable field of a job; it applies at the next step. The job file"
+            + " is not written: a later edit of the file applies the file's value again.")
     static final class SetTunable extends Base {
-        @Parameters(index = "0", paramLabel = "NAME")
+        @Parameters(index = "0", paramLabel = "NAME", description = JOB_NAME)
         String name;
 
-        @Parameters(index = "1", paramLabel = "KEY")
+        @Parameters(index = "1", paramLabel = "KEY", description = "The field: optimizer.lr (or lr), sampling.temperature"
+                + " (temperature), async.staleness_bound (staleness_bound), eval.interval (eval_interval).")
         String key;
 
-        @Parameters(index = "2", paramLabel = "VALUE")
+        @Parameters(index = "2", paramLabel = "VALUE", description = "Its new value, checked as in a job file"
+                + " (lr 2e-5, temperature 0.7).")
         String value;
 
         @Override

@@ -136,14 +136,7 @@ public final class PlanCommand implements Callable<Integer> {
      * runner refuses before loading is refused with its message.
      */
     PlanRequest jobRequest() throws org.orbitrl.scheduler.job.JobException {
-        org.orbitrl.scheduler.job.JobSpec spec;
-        try {
-            spec = org.orbitrl.scheduler.job.JobFiles.read(job);
-        } catch (java.io.IOException e) {
-            throw new IllegalArgumentException(job + ": " + e.getMessage(), e);
-        } catch (org.orbitrl.scheduler.job.yaml.ConfigException e) {
-            throw new IllegalArgumentException(e.getMessage(), e);   // names the file and the key
-        }
+        org.orbitrl.scheduler.job.JobSpec spec = CommandFiles.readJob(job);
         PlanRequest req = org.orbitrl.scheduler.loop.JobPlanning.request(spec);
         return node == null ? req : req.withNode(NodeSpec.parse(node), req.layout());
     }

@@ -1,6 +1,5 @@
 package org.orbitrl.tools;
 
-import org.orbitrl.scheduler.job.JobFiles;
 import org.orbitrl.scheduler.job.JobSpec;
 import org.orbitrl.scheduler.loop.ForegroundRun;
 import picocli.CommandLine.Command;
@@ -28,7 +27,7 @@ final class RunCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        JobSpec spec = JobFiles.read(jobFile);
+        JobSpec spec = CommandFiles.readJob(jobFile);
         if (steps != null) {
             spec = spec.withSteps(steps);
         }

@@ -16,7 +16,7 @@ import org.orbitrl.scheduler.job.yaml.Section;
  * @param dropout       LoRA dropout on the adapter input during training
  * @param targets       module names adapted in every layer ({@code q_proj}, {@code o_proj}, ...)
  * @param expertTargets expert projections adapted per routed expert ({@code gate_proj},
- *                      {@code up_proj}, {@code down_proj}); empty keeps experts frozen
+ *                      {@code up_proj}, {@code down_proj}); empty keeps experts frozen; LoRA only
  * @param oftBlockSize  OFT block size (the rotation is block-diagonal with blocks of this size)
  */
 public record AdapterSpec(AdapterKind type, int rank, double alpha, double dropout, List<String> targets,
@@ -42,6 +42,9 @@ public record AdapterSpec(AdapterKind type, int rank, double alpha, double dropo
                     "expected an expert projection such as gate_proj, got '" + expertTargets.get(i) + "'");
         }
         c.require(targets.stream().distinct().count() == targets.size(), "targets", "names a module twice");
+        c.require(type != AdapterKind.OFT || expertTargets.isEmpty(), "expert_targets",
+                "applies to type lora, not oft: oft rotates the linear modules of targets, the routed experts'"
+                        + " fused weights take lora only; got " + expertTargets);
         c.done();
     }
 
@@ -63,6 +66,7 @@ public record AdapterSpec(AdapterKind type, int rank, double alpha, double dropo
             for (String loraOnly : List.of("rank", "alpha", "dropout")) {
                 out.put(loraOnly, "applies to type lora, not oft (oft is sized by oft_block_size)");
             }
+
         } else {
             out.put("oft_block_size", "applies to type oft, not lora (lora is sized by rank)");
         }

@@ -142,6 +142,33 @@ class JobFilesTest {
     }
 
     @Test
+    void oftRefusesExpertTargetsItWouldNotTrain() throws Exception {
+        List<ConfigProblem> p = problems("""
+                model: {path: m}
+                adapter:
+                  type: oft
+                  targets: [q_proj, v_proj]
+                  expert_targets: [gate_proj, down_proj]
+                """);
+        assertEquals(1, p.size(), p.toString());
+        assertEquals("adapter.expert_targets", p.getFirst().key());
+        assertEquals(5, p.getFirst().line());
+        assertTrue(p.getFirst().message().contains("applies to type lora, not oft"), p.toString());
+        assertEquals(List.of("gate_proj", "down_proj"), parse("""
+                model: {path: m}
+                adapter:
+                  type: lora
+                  expert_targets: [gate_proj, down_proj]
+                """).adapter().expertTargets());
+        assertEquals(AdapterKind.OFT, parse("""
+                model: {path: m}
+                adapter:
+                  type: oft
+                  expert_targets: []
+                """).adapter().type());
+    }
+
+    @Test
     void crossFieldRulesPointAtTheKey() throws Exception {
         List<ConfigProblem> p = problems("""
                 model: {path: m}

@@ -121,6 +121,11 @@ public final class JobFileEvents {
         } catch (ConfigException e) {
             invalid(job, name, file, hash, e);
             return;
+        } catch (RuntimeException e) {   // NOPMD: a file the checks missed still fails its job with a reason
+            LOG.error("job {}: reading {} failed", name, file, e);
+            invalid(job, name, file, hash, new ConfigException(List.of(new ConfigProblem(file.toString(), 0, 0, "",
+                    "could not be read as a job: " + e))));
+            return;
         }
         if (job == null) {
             Job created = manager.register(name);

@@ -53,7 +53,8 @@ public record EvalSpec(@Tunable int interval, String set, int size, int samples,
         int size = s.integer("size", 100);
         int samples = s.integer("samples", 8);
         List<Integer> ks = s.integers("pass_at_k", List.of(1, 4, 8));
-        String resolved = set.isBlank() || set.equals(HELD_OUT) ? set : baseDir.resolve(set).normalize().toString();
+        java.nio.file.Path file = set.isBlank() || set.equals(HELD_OUT) ? null : s.path("set", baseDir);
+        String resolved = file == null ? set : file.toString();
         return s.build(() -> new EvalSpec(interval, resolved, size, samples, ks));
     }
 }

@@ -23,8 +23,8 @@ public record ModelSpec(Path path, BaseFormat baseFormat) {
     }
 
     static ModelSpec read(Section s, Path baseDir) {
-        String path = s.string("path", "");
+        Path path = s.path("path", baseDir);
         BaseFormat format = s.choice("base_format", BaseFormat.AUTO);
-        return s.build(() -> new ModelSpec(path.isBlank() ? null : baseDir.resolve(path).normalize(), format));
+        return s.build(() -> new ModelSpec(path, format));
     }
 }

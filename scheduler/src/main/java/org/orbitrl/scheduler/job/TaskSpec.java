@@ -57,11 +57,9 @@ public record TaskSpec(TaskKind kind, int digits, int listLength, int maxValue, 
         int maxValue = s.integer("max_value", 99);
         int numbers = s.integer("numbers", 4);
         int maxTarget = s.integer("max_target", 100);
-        String train = s.string("train_path", "");
-        String eval = s.string("eval_path", "");
+        Path trainPath = s.path("train_path", baseDir);
+        Path evalPath = s.path("eval_path", baseDir);
         AnswerFormat format = s.choice("answer_format", AnswerFormat.AUTO);
-        Path trainPath = train.isBlank() ? null : baseDir.resolve(train).normalize();
-        Path evalPath = eval.isBlank() ? null : baseDir.resolve(eval).normalize();
         return Scoped.check(s, s.build(() -> new TaskSpec(kind, digits, listLength, maxValue, numbers, maxTarget,
                 trainPath, evalPath, format)));
     }

@@ -169,6 +169,19 @@ class JobFilesTest {
     }
 
     @Test
+    void aPathThatCannotBeOneIsAProblemAtItsKey() {
+        List<ConfigProblem> p = problems("""
+                model: {path: "m\\0x"}
+                task:
+                  kind: jsonl
+                  train_path: "t\\0.jsonl"
+                """);
+        assertEquals(List.of("model.path", "task.train_path"), p.stream().map(ConfigProblem::key).toList(), p.toString());
+        assertTrue(p.get(0).message().contains("expected a path, got text that cannot be one (Nul character not allowed"),
+                p.toString());
+    }
+
+    @Test
     void crossFieldRulesPointAtTheKey() throws Exception {
         List<ConfigProblem> p = problems("""
                 model: {path: m}

@@ -94,6 +94,24 @@ public final class Section {
         return scalar(key, def, "a text", Function.identity());
     }
 
+    /**
+     * A path, relative ones resolved against {@code baseDir}; {@code null} when the key is absent or blank. Text that
+     * no path can hold (a NUL character) is a problem at the key.
+     */
+    public java.nio.file.Path path(String key, java.nio.file.Path baseDir) {
+        String text = string(key, "");
+        if (text.isBlank()) {
+            return null;
+        }
+        try {
+            return baseDir.resolve(text).normalize();
+        } catch (java.nio.file.InvalidPathException e) {
+            problemAt(key, "expected a path, got text that cannot be one (" + e.getReason()
+                    + (e.getIndex() >= 0 ? " at character " + (e.getIndex() + 1) : "") + ")");
+            return null;
+        }
+    }
+
     public int integer(String key, int def) {
         return scalar(key, def, "an integer", t -> {
             BigInteger v = parseInteger(t);
@@ -174,7 +192,11 @@ public final class Section {
             return constructor.get();
         } catch (SpecException e) {
             for (SpecException.Violation v : e.violations()) {
-                problemAt(v.key(), v.message());
+                String key = keyPath(v.key());
+                // A value already refused as read stands in for nothing: the record's rule on it would repeat it.
+                if (problems.stream().noneMatch(p -> p.key().equals(key))) {
+                    problemAt(v.key(), v.message());
+                }
             }
             return null;
         }

@@ -52,6 +52,19 @@ public interface Adapter {
     default void unprepare() {
     }
 
+    /** Whether this adapter has gradient buffers; one made without them serves forward passes only (a rollout slot). */
+    default boolean trainable() {
+        return true;
+    }
+
+    /** Refuses {@code adapter} for work that needs its gradients, naming what it is. */
+    static void requireTrainable(Adapter adapter) {
+        if (!adapter.trainable()) {
+            throw new IllegalStateException("this " + adapter.config().type() + " adapter was made without gradient"
+                    + " buffers (it serves forward passes only, as a rollout slot does): it cannot take a backward pass");
+        }
+    }
+
     /** Sets every gradient to zero. */
     default void zeroGrad() {
         params().forEach(p -> p.grad().fill(0));

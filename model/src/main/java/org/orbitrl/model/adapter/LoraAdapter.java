@@ -89,13 +89,33 @@ public final class LoraAdapter implements Adapter {
 
     @Override
     public void zeroGrad() {
-        params.forEach(p -> allocator.zero(p.grad()));
+        params.forEach(p -> {
+            if (p.grad() != null) {
+                allocator.zero(p.grad());
+            }
+        });
+    }
+
+    /** Whether this adapter has gradient buffers (one made without them serves forward passes only: a rollout slot). */
+    @Override
+    public boolean trainable() {
+        return params.isEmpty() || params.getFirst().grad() != null;
     }
 
     /** A fresh adapter: A uniform in ±1/sqrt(in) (PEFT's Kaiming-uniform with a=√5), B zero; seeded. */
     public static LoraAdapter create(AdapterConfig config, AdapterTargets model, TensorAllocator allocator, long seed) {
+        return create(config, model, allocator, seed, true);
+    }
+
+    /**
+     * As {@link #create(AdapterConfig, AdapterTargets, TensorAllocator, long)}; with {@code gradients} false no gradient
+     * buffers are allocated (an adapter that only runs forward, such as a rollout engine's slot) and a backward through
+     * it is refused.
+     */
+    public static LoraAdapter create(AdapterConfig config, AdapterTargets model, TensorAllocator allocator, long seed,
+                                     boolean gradients) {
         SplittableRandom rng = new SplittableRandom(seed);
-        return build(config, model, allocator, (name, shape) -> {
+        return build(config, model, allocator, gradients, (name, shape) -> {
             Tensor t = Tensor.allocate(java.lang.foreign.Arena.ofAuto(), DType.F32, shape);
             if (name.endsWith("lora_A.weight")) {
                 double bound = 1.0 / Math.sqrt(shape[1]);
@@ -112,7 +132,7 @@ public final class LoraAdapter implements Adapter {
     /** An adapter with the tensors of a PEFT adapter file (checked: every tensor present, shapes exact, none extra). */
     public static LoraAdapter load(AdapterConfig config, WeightSource source, AdapterTargets model,
                                    TensorAllocator allocator) {
-        LoraAdapter adapter = build(config, model, allocator, source::tensor);
+        LoraAdapter adapter = build(config, model, allocator, true, source::tensor);
         TreeSet<String> extra = new TreeSet<>(source.names());
         adapter.params.forEach(p -> extra.remove(p.name()));
         if (!extra.isEmpty()) {
@@ -132,7 +152,8 @@ public final class LoraAdapter implements Adapter {
         return t;
     }
 
-    private static LoraAdapter build(AdapterConfig config, AdapterTargets model, TensorAllocator allocator, Init init) {
+    private static LoraAdapter build(AdapterConfig config, AdapterTargets model, TensorAllocator allocator, boolean gradients,
+                                     Init init) {
         if (!config.type().equals("LORA")) {
             throw new IllegalArgumentException("not a LoRA config: " + config.type());
         }
@@ -151,8 +172,8 @@ public final class LoraAdapter implements Adapter {
             String base = PREFIX + e.getKey() + ".";
             Tensor a = param(allocator, init.make(base + "lora_A.weight", new long[]{r, lin.in()}));
             Tensor b = param(allocator, init.make(base + "lora_B.weight", new long[]{lin.out(), r}));
-            Tensor ga = allocator.allocate(MemoryCategory.ADAPTER_GRADS, DType.F32, r, lin.in());
-            Tensor gb = allocator.allocate(MemoryCategory.ADAPTER_GRADS, DType.F32, lin.out(), r);
+            Tensor ga = gradients ? allocator.allocate(MemoryCategory.ADAPTER_GRADS, DType.F32, r, lin.in()) : null;
+            Tensor gb = gradients ? allocator.allocate(MemoryCategory.ADAPTER_GRADS, DType.F32, lin.out(), r) : null;
             ad.params.add(new Param(base + "lora_A.weight", a, ga, 0, r));
             ad.params.add(new Param(base + "lora_B.weight", b, gb, 0, r));
             lin.setAdapter(new LoraLinear(a, b, ga, gb, scale, ad::enabled));
@@ -171,7 +192,7 @@ public final class LoraAdapter implements Adapter {
             }
             for (int i = 0; i < adapted.size(); i++) {
                 String wrapper = set.module() + ".base_layer".repeat(adapted.size() - 1 - i);
-                ad.attachExperts(set, adapted.get(i), PREFIX + wrapper + ".", r, scale, allocator, init);
+                ad.attachExperts(set, adapted.get(i), PREFIX + wrapper + ".", r, scale, allocator, gradients, init);
             }
         }
         if (!unmatched.isEmpty() || !unmatchedParams.isEmpty()) {
@@ -183,7 +204,7 @@ public final class LoraAdapter implements Adapter {
 
     /** Fused-expert LoRA for {@code gate_up_proj} (A shared by gate and up halves) or {@code down_proj}. */
     private void attachExperts(AdapterTargets.ExpertSet set, String param, String base, int r, float scale,
-                               TensorAllocator allocator, Init init) {
+                               TensorAllocator allocator, boolean gradients, Init init) {
         int e = set.experts();
         boolean gateUp = param.equals("gate_up_proj");
         int any = set.firstHeld();
@@ -195,8 +216,8 @@ public final class LoraAdapter implements Adapter {
         Tensor bPeft = init.make(base + "lora_B.weight", new long[]{out, (long) e * r});  // [out, E*r]
         Tensor b = allocator.allocate(MemoryCategory.ADAPTER_PARAMS, DType.F32, e, out, r); // [E, out, r]
         fromPeftB(bPeft, b, e, r, allocator);
-        Tensor ga = allocator.allocate(MemoryCategory.ADAPTER_GRADS, DType.F32, (long) e * r, in);
-        Tensor gb = allocator.allocate(MemoryCategory.ADAPTER_GRADS, DType.F32, e, out, r);
+        Tensor ga = gradients ? allocator.allocate(MemoryCategory.ADAPTER_GRADS, DType.F32, (long) e * r, in) : null;
+        Tensor gb = gradients ? allocator.allocate(MemoryCategory.ADAPTER_GRADS, DType.F32, e, out, r) : null;
         params.add(new Param(base + "lora_A.weight", a, ga, 0, r));
         params.add(new Param(base + "lora_B.weight", b, gb, e, r));
         for (int x = 0; x < e; x++) {
@@ -204,16 +225,16 @@ public final class LoraAdapter implements Adapter {
                 continue;   // held by another expert-parallel rank: its gradient rows stay zero here
             }
             Tensor ax = a.slice(0, (long) x * r, (long) (x + 1) * r);
-            Tensor gax = ga.slice(0, (long) x * r, (long) (x + 1) * r);
+            Tensor gax = ga == null ? null : ga.slice(0, (long) x * r, (long) (x + 1) * r);
             Tensor bx = b.select(0, x);
-            Tensor gbx = gb.select(0, x);
+            Tensor gbx = gb == null ? null : gb.select(0, x);
             if (gateUp && fused) {
                 set.gate().get(x).setAdapter(new LoraLinear(ax, bx, gax, gbx, scale, this::enabled));
             } else if (gateUp) {
-                set.gate().get(x).setAdapter(new LoraLinear(ax, bx.slice(0, 0, inter), gax, gbx.slice(0, 0, inter),
-                        scale, this::enabled));
+                set.gate().get(x).setAdapter(new LoraLinear(ax, bx.slice(0, 0, inter), gax,
+                        gbx == null ? null : gbx.slice(0, 0, inter), scale, this::enabled));
                 set.up().get(x).setAdapter(new LoraLinear(ax, bx.slice(0, inter, 2L * inter), gax,
-                        gbx.slice(0, inter, 2L * inter), scale, this::enabled));
+                        gbx == null ? null : gbx.slice(0, inter, 2L * inter), scale, this::enabled));
             } else {
                 set.down().get(x).setAdapter(new LoraLinear(ax, bx, gax, gbx, scale, this::enabled));
             }
@@ -271,6 +292,7 @@ public final class LoraAdapter implements Adapter {
     /** The gradients in PEFT's layouts, keyed by the parameter's PEFT name. */
     @Override
     public Map<String, Tensor> peftGradients() {
+        Adapter.requireTrainable(this);
         Map<String, Tensor> out = new LinkedHashMap<>();
         for (Param p : params) {
             Tensor g = allocator.toHost(p.grad());

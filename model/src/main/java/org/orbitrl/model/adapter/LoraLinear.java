@@ -102,6 +102,9 @@ public final class LoraLinear implements Linear.AdapterHook {
 
     @Override
     public void backward(Backend backend, Tensor x, Tensor dy, Tensor dx) {
+        if (gradA == null) {
+            throw new IllegalStateException("a backward pass through a LoRA made without gradient buffers (a rollout slot's)");
+        }
         TensorAllocator al = backend.allocator();
         int m = Math.toIntExact(x.numel() / a.dim(1));
         Tensor xa = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, m, rank());   // [M, r] recomputed

@@ -89,14 +89,23 @@ public final class OftAdapter implements Adapter {
 
     /** A fresh adapter with PEFT's default initialisation: every parameter zero, every rotation the identity. */
     public static OftAdapter create(AdapterConfig config, AdapterTargets model, TensorAllocator allocator) {
-        return build(config, model, allocator, (name, shape) -> allocator.allocate(MemoryCategory.ADAPTER_PARAMS,
+        return create(config, model, allocator, true);
+    }
+
+    /**
+     * As {@link #create(AdapterConfig, AdapterTargets, TensorAllocator)}; with {@code gradients} false no gradient buffers
+     * are allocated (an adapter that only runs forward, such as a rollout engine's slot) and a backward through it is
+     * refused.
+     */
+    public static OftAdapter create(AdapterConfig config, AdapterTargets model, TensorAllocator allocator, boolean gradients) {
+        return build(config, model, allocator, gradients, (name, shape) -> allocator.allocate(MemoryCategory.ADAPTER_PARAMS,
                 DType.F32, shape));
     }
 
     /** An adapter with the tensors of a PEFT adapter file (checked: every tensor present, shapes exact, none extra). */
     public static OftAdapter load(AdapterConfig config, WeightSource source, AdapterTargets model,
                                   TensorAllocator allocator) {
-        OftAdapter adapter = build(config, model, allocator, (name, shape) -> {
+        OftAdapter adapter = build(config, model, allocator, true, (name, shape) -> {
             Tensor t = allocator.allocate(MemoryCategory.ADAPTER_PARAMS, DType.F32, shape);
             allocator.copy(source.tensor(name, shape), t);
             return t;
@@ -113,7 +122,8 @@ public final class OftAdapter implements Adapter {
         Tensor make(String name, long[] shape);
     }
 
-    private static OftAdapter build(AdapterConfig config, AdapterTargets model, TensorAllocator allocator, Init init) {
+    private static OftAdapter build(AdapterConfig config, AdapterTargets model, TensorAllocator allocator, boolean gradients,
+                                    Init init) {
         if (!config.type().equals("OFT")) {
             throw new IllegalArgumentException("not an OFT config: " + config.type());
         }
@@ -132,7 +142,7 @@ public final class OftAdapter implements Adapter {
             String name = PREFIX + e.getKey() + ".oft_R.weight";
             long[] shape = {layout.storedBlocks(), layout.elements()};
             Tensor w = init.make(name, shape);                                                  // [stored, n]
-            Tensor g = allocator.allocate(MemoryCategory.ADAPTER_GRADS, DType.F32, shape);       // [stored, n]
+            Tensor g = gradients ? allocator.allocate(MemoryCategory.ADAPTER_GRADS, DType.F32, shape) : null; // [stored, n]
             ad.params.add(new Param(name, w, g));
             OftLinear hook = new OftLinear(w, g, lin.in(), s, allocator, ad::enabled);
             ad.layers.put(e.getKey(), hook);
@@ -156,7 +166,16 @@ public final class OftAdapter implements Adapter {
     /** Sets every gradient to zero, in whichever memory the adapter lives. */
     @Override
     public void zeroGrad() {
-        params.forEach(p -> memory.zero(p.grad()));
+        params.forEach(p -> {
+            if (p.grad() != null) {
+                memory.zero(p.grad());
+            }
+        });
+    }
+
+    @Override
+    public boolean trainable() {
+        return params.isEmpty() || params.getFirst().grad() != null;
     }
 
     @Override
@@ -168,6 +187,7 @@ public final class OftAdapter implements Adapter {
 
     @Override
     public Map<String, Tensor> peftGradients() {
+        Adapter.requireTrainable(this);
         Map<String, Tensor> out = new LinkedHashMap<>();
         params.forEach(p -> out.put(p.name(), p.grad()));
         return out;

@@ -188,6 +188,10 @@ public final class OftLinear implements Linear.AdapterHook {
 
     @Override
     public void backward(Backend backend, Tensor x, Tensor dy, Tensor dx) {
+        if (grad == null) {
+            throw new IllegalStateException("a backward pass through an OFT rotation made without a gradient buffer (a"
+                    + " rollout slot's)");
+        }
         TensorAllocator al = backend.allocator();
         Tensor rt = prepared ? held : buildRotation(backend);   // [stored, b, b] R_jᵀ, from the values the forward used
         if (device != null) {

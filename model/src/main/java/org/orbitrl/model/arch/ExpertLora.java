@@ -124,6 +124,10 @@ final class ExpertLora {
 
     /** Accumulates each expert's A and B gradients and adds the adapter's share into dx [P, in]. */
     void backward(Backend bk, int[] offsets, Tensor x, Tensor dy, Tensor dx) {
+        if (gradA[0] == null) {
+            throw new IllegalStateException("a backward pass through experts' LoRA made without gradient buffers (a rollout"
+                    + " slot's)");
+        }
         TensorAllocator al = bk.allocator();
         int p = offsets[offsets.length - 1];
         Tensor xa = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, a.rows());    // [P, r] recomputed

@@ -81,4 +81,52 @@ class AdapterOnlyGradientsTest {
             assertTrue(adapterBytes > 0);
         }
     }
+
+    /**
+     * An adapter made without gradient buffers (a rollout engine's slot) holds the same parameters and no gradient bytes,
+     * and a backward pass through it is refused, naming why.
+     */
+    @Test
+    void anAdapterWithoutGradientsHoldsNoneAndRefusesABackwardPass() {
+        String arch = "qwen3_moe";
+        var dir = TestSafetensors.fixtures().resolve(arch);
+        Recording rec = new Recording();
+        var model = Qwen3Model.load(Qwen3FixtureTest.config(arch), new TestSafetensors(dir.resolve("model.safetensors")),
+                new CpuBackend(2, rec), Qwen3Model.LoadOptions.full());
+        AdapterConfig lora = AdapterConfig.lora(4, 8, List.of("q_proj", "o_proj"),
+                List.of("mlp.experts.gate_up_proj", "mlp.experts.down_proj"));
+        AdapterConfig oft = AdapterConfig.oft(OftSettings.ofBlockSize(4), List.of("q_proj", "v_proj"));
+        for (boolean isLora : List.of(true, false)) {
+            Recording with = new Recording();
+            Adapter trained = isLora ? LoraAdapter.create(lora, model, with, 5) : OftAdapter.create(oft, model, with);
+            Recording without = new Recording();
+            Adapter slot = isLora ? LoraAdapter.create(lora, model, without, 5, false) : OftAdapter.create(oft, model, without, false);
+            String what = isLora ? "lora" : "oft";
+            assertTrue(trained.trainable() && !slot.trainable(), what);
+            assertTrue(with.bytesByCategory().get(MemoryCategory.ADAPTER_GRADS) > 0, what);
+            assertEquals(null, without.bytesByCategory().get(MemoryCategory.ADAPTER_GRADS), what + ": no gradient bytes");
+            assertEquals(with.bytesByCategory().get(MemoryCategory.ADAPTER_PARAMS),
+                    without.bytesByCategory().get(MemoryCategory.ADAPTER_PARAMS), what + ": the same parameters");
+            for (int p = 0; p < trained.params().size(); p++) {
+                assertEquals(trained.params().get(p).name(), slot.params().get(p).name());
+                assertTrue(Arrays.equals(trained.params().get(p).value().toFloatArray(), slot.params().get(p).value().toFloatArray()),
+                        what + " " + trained.params().get(p).name() + ": the same seeded values");
+            }
+            slot.zeroGrad();   // nothing to zero: allowed
+            IllegalStateException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalStateException.class,
+                    slot::peftGradients);
+            assertTrue(e.getMessage().contains("without gradient buffers"), e.getMessage());
+            // the last attached adapter's hooks are the slot's: a training step through them is refused
+            var tape = model.forwardTrain(LoraFixtureTest.setup(arch).seqs(), false);
+            float[] d = new float[Math.toIntExact(tape.logits().numel())];
+            java.util.SplittableRandom rnd = new java.util.SplittableRandom(3);
+            for (int i = 0; i < d.length; i++) {
+                d[i] = (float) rnd.nextGaussian();
+            }
+            Tensor dLogits = Tensor.of(d, tape.logits().shape());
+            IllegalStateException back = org.junit.jupiter.api.Assertions.assertThrows(IllegalStateException.class,
+                    () -> model.backward(tape, dLogits));
+            assertTrue(back.getMessage().contains("without gradient buffer"), back.getMessage());
+        }
+    }
 }

@@ -13,8 +13,10 @@ import java.util.concurrent.atomic.AtomicLongArray;
 
 /**
  * Host allocations with live and peak bytes by category. Each tensor's memory belongs to an
- * automatic arena and is freed by the garbage collector once unreachable; a cleaner subtracts it
- * from the live count then, so "live" lags frees by up to one collection.
+ * automatic arena and is freed by the garbage collector once unreachable. A tensor of a per-step
+ * category leaves the live count when it is {@link #release released}, as a device's would (its
+ * memory is still the collector's to free); any other leaves it when a cleaner sees it collected,
+ * so for those "live" lags frees by up to one collection.
  *
  * <p>{@link #reachable()} makes an allocator whose peaks are exact instead: the most bytes of each
  * category that the program could still reach at once, whatever the collector's timing (see
@@ -25,6 +27,8 @@ public final class AccountingAllocator implements TensorAllocator {
     private static final MemoryCategory[] CATS = MemoryCategory.values();
 
     private final AtomicLongArray live = new AtomicLongArray(CATS.length);
+    /** The counted allocations of the per-step categories, by address, until released or collected. */
+    private final java.util.concurrent.ConcurrentHashMap<Long, Counted> perStep = new java.util.concurrent.ConcurrentHashMap<>();
     private final AtomicLongArray peak = new AtomicLongArray(CATS.length);
     private final ReachablePeaks exact;
     private static final double[] SLACKS = {1.0, 0.1, 0.01};
@@ -56,8 +60,50 @@ public final class AccountingAllocator implements TensorAllocator {
         int c = category.ordinal();
         long now = live.addAndGet(c, bytes);
         peak.accumulateAndGet(c, now, Math::max);
-        CLEANER.register(t.segment(), () -> live.addAndGet(c, -bytes));
+        Counted counted = new Counted(c, bytes);
+        long address = t.segment().address();
+        if (perStepCategory(category) && bytes > 0) {
+            perStep.put(address, counted);   // replaces a collected allocation's entry whose cleaner has not run yet
+        }
+        CLEANER.register(t.segment(), () -> {
+            counted.uncount(live);
+            perStep.remove(address, counted);
+        });
         return t;
+    }
+
+    /** Takes a whole per-step tensor of this allocator out of the live count now (see {@link TensorAllocator#release}). */
+    @Override
+    public void release(Tensor t) {
+        TensorAllocator.super.release(t);
+        if (TensorAllocator.isWhole(t)) {
+            Counted counted = perStep.get(t.segment().address());
+            if (counted != null && counted.bytes == t.byteSize()) {
+                counted.uncount(live);
+            }
+        }
+    }
+
+    private static boolean perStepCategory(MemoryCategory c) {
+        return c == MemoryCategory.ACTIVATIONS || c == MemoryCategory.LOGITS;
+    }
+
+    /** One allocation's bytes in the live count, taken out once: by a release or by its collection, whichever is first. */
+    private static final class Counted {
+        final int category;
+        final long bytes;
+        final java.util.concurrent.atomic.AtomicBoolean in = new java.util.concurrent.atomic.AtomicBoolean(true);
+
+        Counted(int category, long bytes) {
+            this.category = category;
+            this.bytes = bytes;
+        }
+
+        void uncount(AtomicLongArray live) {
+            if (in.compareAndSet(true, false)) {
+                live.addAndGet(category, -bytes);
+            }
+        }
     }
 
     public Map<MemoryCategory, Long> live() {

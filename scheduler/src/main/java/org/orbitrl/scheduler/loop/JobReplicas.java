@@ -136,7 +136,7 @@ final class JobReplicas {
                     model.setKeptLayers(planned.keptLayers());
                     model.setOffloadedInputs(planned.recompute() && planned.offloadInputs());
                     TensorAllocator adapters = onDevice ? own.allocator() : memory;
-                    Adapter adapter = RlSetup.newAdapter(cfg, (AdapterTargets) model, adapters, spec.seed());
+                    Adapter adapter = RlSetup.newAdapter(cfg, (AdapterTargets) model, adapters, spec.seed(), true);
                     LoadedModel ownedCopy = copy;
                     AutoCloseable owned = () -> Closing.orThrow(ownedCopy, own);   // the copy, then its backend
                     ts.add(new TrainerReplicas.Trainer(device, own, model, adapter, newTrainer(model, adapter, own, adapters),
@@ -224,7 +224,7 @@ final class JobReplicas {
             publishing = ownStream ? CudaAllocator.sideStreamOf((CudaAllocator) own.allocator()) : null;
             CausalLM m = model;
             AdapterSlots slots = new AdapterSlots((AdapterTargets) m,
-                    () -> RlSetup.newAdapter(cfg, (AdapterTargets) m, slotMemory, spec.seed()), 0,
+                    () -> RlSetup.newAdapter(cfg, (AdapterTargets) m, slotMemory, spec.seed(), false), 0,
                     publishing != null ? publishing : slotMemory);
             RolloutEngine engine = new RolloutEngine(model, slots, engineOptions(engines), codec::decode);
             LoadedModel ownedCopy = copy;

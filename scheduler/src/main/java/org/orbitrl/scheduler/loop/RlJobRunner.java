@@ -166,7 +166,7 @@ public final class RlJobRunner implements JobRunner {
             }
             trainerModel.setKeptLayers(planned.keptLayers());   // the kept layers the plan budgets
             trainerModel.setOffloadedInputs(planned.recompute() && planned.offloadInputs());
-            trainerAdapter = RlSetup.newAdapter(cfg, (AdapterTargets) trainerModel, adapterMemory, spec.seed());
+            trainerAdapter = RlSetup.newAdapter(cfg, (AdapterTargets) trainerModel, adapterMemory, spec.seed(), true);
             boolean isAsync = spec.async().enabled();
             DType kvCache = spec.sampling().kvCache().dtype();
             if (kvCache != DType.F32 && backend instanceof CudaBackend gpu && gpu.exact()) {

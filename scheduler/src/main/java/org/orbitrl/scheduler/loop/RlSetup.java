@@ -52,10 +52,13 @@ final class RlSetup {
         return AdapterConfig.oft(OftSettings.ofBlockSize(a.oftBlockSize()), a.targets());
     }
 
-    /** A fresh adapter of the job's config attached to {@code model}; seeded. */
-    static Adapter newAdapter(AdapterConfig cfg, AdapterTargets model, TensorAllocator allocator, long seed) {
-        return cfg.type().equals("LORA") ? LoraAdapter.create(cfg, model, allocator, seed)
-                : OftAdapter.create(cfg, model, allocator);
+    /**
+     * A fresh adapter of the job's config attached to {@code model}; seeded. {@code trains}: with gradient buffers (a
+     * trainer's); without, for forward passes only (a rollout engine's slot, which the planner gives no gradients).
+     */
+    static Adapter newAdapter(AdapterConfig cfg, AdapterTargets model, TensorAllocator allocator, long seed, boolean trains) {
+        return cfg.type().equals("LORA") ? LoraAdapter.create(cfg, model, allocator, seed, trains)
+                : OftAdapter.create(cfg, model, allocator, trains);
     }
 
     static AdvantageEstimator advantages(Algorithm a) {

@@ -262,8 +262,9 @@ public final class RolloutEngine implements AutoCloseable {
                 prefilled += s.pendingInput.length;
             }
         }
-        Tensor logits = decodeByGraph(segments);                   // [bucket, vocab] or null
-        if (logits == null) {
+        Tensor logits = decodeByGraph(segments);                   // [bucket, vocab] or null: the graph's own output
+        boolean eager = logits == null;
+        if (eager) {
             logits = model.forward(segments);                      // [new tokens, vocab]
         }
         // one draw per running sequence from its last new token's row, plus one per sibling forked
@@ -288,6 +289,9 @@ public final class RolloutEngine implements AutoCloseable {
             rows.add(row - 1);
         }
         Draws d = draw(logits, drawn, rows);
+        if (eager) {
+            model.backend().allocator().release(logits);
+        }
         for (int i = 0; i < drawn.size(); i++) {
             accept(drawn.get(i), d.tokens[i], d.policy[i], d.sampled[i], version, finished);
         }
@@ -342,6 +346,7 @@ public final class RolloutEngine implements AutoCloseable {
             Tensor lp = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n);   // f32 [n]
             b.tokenLogProbs(logits, rowIds, tokens, t, lp);
             float[] h = a.toHost(lp).toFloatArray();
+            a.release(lp);
             for (int i = 0; i < n; i++) {
                 if (seqs.get(i).request.params().temperature() == t) {
                     policy[i] = h[i];
@@ -353,7 +358,13 @@ public final class RolloutEngine implements AutoCloseable {
         for (int i = 0; i < n; i++) {
             tok[i] = (int) tokHost.getLong(i);
         }
-        return new Draws(tok, policy, a.toHost(sampled).toFloatArray());
+        float[] sampledHost = a.toHost(sampled).toFloatArray();
+        a.release(tokens);
+        a.release(sampled);
+        if (reqDev != req) {
+            a.release(reqDev);
+        }
+        return new Draws(tok, policy, sampledHost);
     }
 
     /** Samples the next token of {@code s} from its logits row and applies the stop rules. */

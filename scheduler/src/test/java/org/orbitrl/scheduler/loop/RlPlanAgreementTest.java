@@ -21,8 +21,16 @@ import org.orbitrl.scheduler.job.JobException;
 import org.orbitrl.scheduler.job.JobSpec;
 import org.orbitrl.scheduler.job.ModelSpec;
 
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
+import java.util.Map;
+import java.util.concurrent.atomic.AtomicBoolean;
+import org.junit.jupiter.api.io.TempDir;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -34,7 +42,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * ({@code heldBaseBytes}; an NVFP4 matrix's 4-byte tensor scale, which the runtime keeps in a Java field, is the
  * planner's alone), on a bf16 checkpoint (the experts quantized on load) and on the quickstart's INT4 one (its
  * experts kept as stored); for the job's {@code adapter} section, the planned parameters and their element type equal
- * the adapter the runner builds on the loaded model.
+ * the adapter the runner builds on the loaded model; and a step of the job holds the adapter's planned bytes: the
+ * trainer's parameters, gradients and optimizer state, and the rollout engine's two slots (without gradients).
  */
 class RlPlanAgreementTest {
     private static final Path HF = Path.of(System.getProperty("orbit.fixtures", "../../shared/fixtures"), "hf");
@@ -83,7 +92,7 @@ class RlPlanAgreementTest {
             try (CpuBackend cpu = new CpuBackend(1);
                  LoadedModel m = LoadedModel.load(spec.model().path(), cpu, JobReplicas.baseFormat(spec))) {
                 Adapter built = RlSetup.newAdapter(RlSetup.adapterConfig(adapter), (AdapterTargets) m.model(),
-                        TensorAllocator.heap(), 1);
+                        TensorAllocator.heap(), 1, true);
                 long params = 0;
                 for (Adapter.Param p : built.params()) {
                     params += p.value().numel();
@@ -94,6 +103,31 @@ class RlPlanAgreementTest {
                 assertEquals(params, req.adapter().params(WeightInventory.of(req.spec())), what);
                 assertEquals(DType.F32, req.adapter().dtype(), what);
             }
+        }
+    }
+
+    @Test
+    void aStepHoldsTheAdapterBytesOfThePlan(@TempDir Path dir) throws Exception {
+        JobSpec spec = QuickstartJobTest.quickstart().withSteps(1)
+                .withEval(new org.orbitrl.scheduler.job.EvalSpec(0, "held_out", 4, 1, List.of(1)));
+        Map<MemoryCategory, Long> planned = MemoryPlanner.plan(RlPlan.request(spec)).perGpuBytes();
+        ForegroundRun.run(spec, dir, new PrintStream(new ByteArrayOutputStream()), new AtomicBoolean());
+        JsonNode step = null;
+        for (String line : Files.readAllLines(dir.resolve("metrics.jsonl"))) {
+            JsonNode n = new ObjectMapper().readTree(line);
+            if (n.path("type").asText().equals("step")) {
+                step = n;
+            }
+        }
+        assertTrue(step != null, "no step record in metrics.jsonl");
+        JsonNode live = step.get("memory_bytes");
+        long slot = step.get("extras").get("publish_bytes").asLong();   // one copy of the adapter's parameters
+        assertTrue(slot > 0, "publish_bytes " + slot);
+        assertEquals(3 * slot, (long) planned.get(MemoryCategory.ADAPTER_PARAMS), "planned: the trainer's copy and two slots");
+        for (MemoryCategory c : List.of(MemoryCategory.ADAPTER_PARAMS, MemoryCategory.ADAPTER_GRADS,
+                MemoryCategory.OPTIMIZER_STATE)) {
+            String key = c.name().toLowerCase(java.util.Locale.ROOT);
+            assertEquals((long) planned.get(c), live.path(key).asLong(), key + " held after a step, against the plan: " + live);
         }
     }
 }

@@ -23,9 +23,44 @@ import org.orbitrl.model.spec.ModelSpec;
  *       {@code coff = 2}, also the previous window's overlap half), and the indexer likewise.</li>
  * </ul>
  * Elements are of the cache dtype ({@code bf16} unless the job asks for {@code fp8}).
+ *
+ * <p>A rollout engine holds the GQA and MLA caches in one paged pool ({@link #pagedPoolBytes}): blocks of
+ * {@link #PAGED_BLOCK_TOKENS} positions shared by every layer, so a sliding-window layer holds as many positions as a
+ * full one there. DeepSeek V4 keeps its decode state beside the pool, which holds no rows for it.
  */
 public final class KvCacheLayout {
+    /** Positions of one block of a rollout engine's paged cache. */
+    public static final int PAGED_BLOCK_TOKENS = 16;
+    /** The fewest blocks a rollout engine's paged cache holds. */
+    public static final int PAGED_MIN_BLOCKS = 64;
+
     private KvCacheLayout() {
+    }
+
+    /**
+     * Blocks of the paged pool of a rollout engine that decodes {@code sequences} sequences of up to {@code tokens}
+     * tokens at once: each sequence's blocks and one more (the block a forked sample copies before it writes into a
+     * shared one), at least {@link #PAGED_MIN_BLOCKS}.
+     */
+    public static int pagedBlocks(long sequences, long tokens) {
+        long perSequence = (tokens + PAGED_BLOCK_TOKENS - 1) / PAGED_BLOCK_TOKENS + 1;
+        return Math.toIntExact(Math.max(PAGED_MIN_BLOCKS, Math.multiplyExact(sequences, perSequence)));
+    }
+
+    /**
+     * Bytes of the paged pool of {@link #pagedBlocks}{@code (sequences, tokens)} blocks: every layer's full-resolution
+     * row for each position (sliding-window layers included), elements of {@code dtype}. DeepSeek V4's pool holds no
+     * rows (its decode state is {@link #bytesPerSequence}'s form): 0.
+     */
+    public static long pagedPoolBytes(ModelSpec spec, long sequences, long tokens, DType dtype) {
+        if (spec.deepseekV4() != null) {
+            return 0;
+        }
+        long perPosition = 0;
+        for (int i = 0; i < spec.numLayers(); i++) {
+            perPosition = Math.addExact(perPosition, bytesPerToken(spec, i, dtype));
+        }
+        return Math.multiplyExact((long) pagedBlocks(sequences, tokens) * PAGED_BLOCK_TOKENS, perPosition);
     }
 
     /** Bytes one cached token takes in layer {@code layer}'s full-resolution cache, bf16 elements. */

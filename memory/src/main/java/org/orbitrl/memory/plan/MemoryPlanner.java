@@ -281,7 +281,9 @@ public final class MemoryPlanner {
         long logits = 0;
         long scratch = 0;
         if (role.rollsOut()) {
-            kv = seqsPerRank * KvCacheLayout.bytesPerSequence(s, batch.seqLen(), req.kvDtype())
+            // the engine's paged pool; DeepSeek V4's decode state beside it (its pool holds no rows)
+            kv = (s.deepseekV4() != null ? seqsPerRank * KvCacheLayout.bytesPerSequence(s, batch.seqLen(), req.kvDtype())
+                    : KvCacheLayout.pagedPoolBytes(s, seqsPerRank, batch.seqLen(), req.kvDtype()))
                     / KvCacheLayout.tensorParallelSplit(s, tp);
             logits += seqsPerRank * vocabShard * 12;            // f32 logits + sort keys + indices for top-p
             scratch += ActivationModel.forwardScratchBytes(inv, prefillTokens(req, seqsPerRank), tp);

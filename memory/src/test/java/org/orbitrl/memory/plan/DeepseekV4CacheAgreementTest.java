@@ -34,15 +34,11 @@ public class DeepseekV4CacheAgreementTest {
         ModelSpec spec = TestModels.spec("fixtures/deepseek_v4");
         try (Checkpoint ck = Checkpoint.open(TestModels.fixtures().resolve("deepseek_v4"))) {
             DeepseekV4Model model = DeepseekV4Model.load(spec, ck, Backends.cpu());
+            // the model keeps its decode state itself: a rollout engine's paged pool holds no rows for it
             CausalLM.CacheGeometry g = model.cacheGeometry();
-            long planned = 0;
-            for (int l = 0; l < spec.numLayers(); l++) {
-                planned += KvCacheLayout.bytesPerToken(spec, l, DType.F32);
-            }
-            assertEquals(planned, BlockPool.bytesPerToken(g.layers(), g.kvHeads(), g.headDim(), g.vHeadDim()),
-                    "per-token bytes: planner vs the model's cache geometry");
             BlockPool pool = new BlockPool(TensorAllocator.heap(), g.layers(), g.kvHeads(), g.headDim(), g.vHeadDim(), 16, 2);
-            assertEquals(planned, pool.bytesPerToken(), "per-token bytes: planner vs the rollout block pool");
+            assertEquals(0, pool.bytesPerToken(), "per-token bytes of the rollout block pool");
+            assertEquals(0, KvCacheLayout.pagedPoolBytes(spec, 4, 100, DType.F32), "the planner's paged pool");
 
             Random rnd = new Random(7);
             KvCache cache = model.newCache(4);

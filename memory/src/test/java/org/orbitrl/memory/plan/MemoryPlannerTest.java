@@ -62,8 +62,9 @@ class MemoryPlannerTest {
         assertEquals(3 * adapter * 2, b.get(MemoryCategory.ADAPTER_PARAMS));
         assertEquals(adapter * 2, b.get(MemoryCategory.ADAPTER_GRADS));
         assertEquals(adapter * 12, b.get(MemoryCategory.OPTIMIZER_STATE));
-        // KV: 4 sequences over 2 data-parallel ranks; 16 tokens x 2 layers x 2 KV heads x (16+16) x 2 B.
-        assertEquals(2 * 16 * 2 * 2 * 32 * 2, b.get(MemoryCategory.KV_CACHE));
+        // KV: 4 sequences over 2 data-parallel ranks of 16 tokens, 2 blocks of 16 positions each (one for a fork's copy),
+        // in the engine's paged pool of at least 64 blocks; a position holds 2 layers x 2 KV heads x (16+16) x 2 B.
+        assertEquals(64 * 16 * 2 * 2 * 32 * 2, b.get(MemoryCategory.KV_CACHE));
         // Logits: decode 2 sequences x 256 x (4+4+4); training 16 tokens x 256 x (4+4).
         assertEquals(2 * 256 * 12 + 16 * 256 * 8, b.get(MemoryCategory.LOGITS));
         // Training activations with recompute, f32 per token, temporaries released at their last use:
@@ -398,7 +399,8 @@ class MemoryPlannerTest {
      */
     @Test
     void rolloutUnderAnExpertSplitIsSharedOrReplicatedAsNoted() {
-        PlanRequest req = tinyFixtureRequest().withBatch(new BatchShape(3, 2, 8, 8, 1));
+        // sequences of 400 tokens, 26 blocks each: the pool's floor of 64 blocks does not bind
+        PlanRequest req = tinyFixtureRequest().withBatch(new BatchShape(3, 2, 200, 200, 1));
         GpuBudget shared = MemoryPlanner.plan(req).budget(GpuRole.COLOCATED);
         GpuBudget replicated = MemoryPlanner.plan(req.withRolloutReplicated(true)).budget(GpuRole.COLOCATED);
         long perSequence = replicated.get(MemoryCategory.KV_CACHE) / 6;

@@ -66,7 +66,7 @@ public final class BlockPool {
         this.keys = new Tensor[layers];
         this.values = new Tensor[layers];
         long rows = (long) (scratch ? blocks + 1 : blocks) * blockSize;
-        for (int l = 0; l < layers; l++) {
+        for (int l = 0; l < layers && kvHeads * headDim > 0; l++) {   // no rows: a model that keeps its own decode state
             keys[l] = allocator.allocate(MemoryCategory.KV_CACHE, dtype, rows, (long) kvHeads * headDim);
             values[l] = vHeadDim == 0 ? null : allocator.allocate(MemoryCategory.KV_CACHE, dtype, rows, (long) kvHeads * vHeadDim);
         }
@@ -165,7 +165,7 @@ public final class BlockPool {
 
     /** Copies the first {@code rows} positions of block {@code src} into {@code dst}, every layer. */
     void copy(int src, int dst, int rows) {
-        for (int l = 0; l < layers; l++) {
+        for (int l = 0; l < layers && keys[l] != null; l++) {
             allocator.copy(keys[l].slice(0, (long) src * blockSize, (long) src * blockSize + rows),
                     keys[l].slice(0, (long) dst * blockSize, (long) dst * blockSize + rows));
             if (values[l] != null) {

@@ -10,6 +10,7 @@ import org.orbitrl.kernels.comm.NcclCommunicator;
 import org.orbitrl.kernels.cpu.CpuBackend;
 import org.orbitrl.kernels.cuda.CudaAllocator;
 import org.orbitrl.kernels.cuda.CudaBackend;
+import org.orbitrl.memory.plan.KvCacheLayout;
 import org.orbitrl.memory.plan.PlanRequest;
 import org.orbitrl.model.BaseFormat;
 import org.orbitrl.model.LoadedModel;
@@ -226,7 +227,7 @@ final class JobReplicas {
             AdapterSlots slots = new AdapterSlots((AdapterTargets) m,
                     () -> RlSetup.newAdapter(cfg, (AdapterTargets) m, slotMemory, spec.seed(), false), 0,
                     publishing != null ? publishing : slotMemory);
-            RolloutEngine engine = new RolloutEngine(model, slots, engineOptions(engines), codec::decode);
+            RolloutEngine engine = new RolloutEngine(model, slots, engineOptions(spec, engines), codec::decode);
             LoadedModel ownedCopy = copy;
             Backend ownedBackend = own;
             CudaAllocator ownedPublishing = publishing;
@@ -246,12 +247,11 @@ final class JobReplicas {
      * An engine's cache and batch limits for its share of the step's sequences over {@code engines} engines: every
      * sequence of its share at once (the planner's KV budget of a rollout device), evaluation's greedy requests likewise.
      */
-    private RolloutEngine.Options engineOptions(int engines) {
+    static RolloutEngine.Options engineOptions(JobSpec spec, int engines) {
         var b = spec.batch();
         int seqTokens = b.maxPromptTokens() + b.maxResponseTokens();
         int sequences = ceil(b.promptsPerStep(), engines) * b.samplesPerPrompt();   // the largest share of whole prompts
-        int blockSize = 16;
-        return new RolloutEngine.Options(blockSize, Math.max(64, sequences * ((seqTokens + blockSize - 1) / blockSize + 1)),
+        return new RolloutEngine.Options(KvCacheLayout.PAGED_BLOCK_TOKENS, KvCacheLayout.pagedBlocks(sequences, seqTokens),
                 Math.max(sequences, ceil(spec.eval().size(), engines)), Math.max(4096, sequences * 64),
                 RolloutEngine.Graphs.valueOf(spec.sampling().decodeGraphs().name()), spec.sampling().kvCache().dtype());
     }

@@ -183,12 +183,13 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
     }
 
     /**
-     * One shared K=V head of {@code head_dim} per layer: the rows of the sliding window. The
-     * compressed entries and compressor state are not per token (see {@link #stateBytes}).
+     * No rows in a paged pool: the model keeps each sequence's decode state (the window's K=V rows, the compressed
+     * entries, the compressor's state) beside the cache, which supplies only the sequence's length (see
+     * {@link #stateBytes}).
      */
     @Override
     public CacheGeometry cacheGeometry() {
-        return new CacheGeometry(c.layers(), 1, c.headDim(), 0);
+        return new CacheGeometry(c.layers(), 0, 0, 0);
     }
 
     /**

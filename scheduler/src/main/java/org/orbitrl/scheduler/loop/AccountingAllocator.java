@@ -77,9 +77,11 @@ public final class AccountingAllocator implements TensorAllocator {
     public void release(Tensor t) {
         TensorAllocator.super.release(t);
         if (TensorAllocator.isWhole(t)) {
-            Counted counted = perStep.get(t.segment().address());
+            long address = t.segment().address();
+            Counted counted = perStep.get(address);
             if (counted != null && counted.bytes == t.byteSize()) {
                 counted.uncount(live);
+                perStep.remove(address, counted);
             }
         }
     }

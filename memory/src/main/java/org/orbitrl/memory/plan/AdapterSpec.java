@@ -5,8 +5,10 @@ import java.util.Arrays;
 import java.util.EnumSet;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
 import java.util.Set;
 import java.util.TreeSet;
+import java.util.regex.Pattern;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.model.adapter.OftSettings;
 import org.orbitrl.model.spec.ModelSpec;
@@ -66,11 +68,65 @@ public sealed interface AdapterSpec {
         boolean expert = g.family() == ParamFamily.ROUTED_EXPERTS;
         String module = expert ? g.name() : g.name().replaceFirst("\\.weight$", "");
         for (String m : modules) {
-            if (expertParameter(m) == expert && (module.equals(m) || module.endsWith("." + m))) {
+            String name = unindexed(m);
+            if (expertParameter(name) == expert && (module.equals(name) || module.endsWith("." + name))) {
                 return true;
             }
         }
         return false;
+    }
+
+    /** Matches a layer index in a module name ({@code layers.3.}), as the runtime's module names carry it. */
+    Pattern LAYER_INDEX = Pattern.compile("(^|\\.)layers\\.(\\d+)\\.");
+
+    /** {@code name} without its layer index ({@code model.layers.3.self_attn.q_proj} names {@code model.layers.self_attn.q_proj}). */
+    static String unindexed(String name) {
+        return LAYER_INDEX.matcher(name).replaceFirst("$1layers.");
+    }
+
+    /** A layer index's digits as a number; past the int range, {@link Integer#MAX_VALUE} (no model has that layer). */
+    private static int layerOf(String digits) {
+        return digits.length() > 9 ? Integer.MAX_VALUE : Integer.parseInt(digits);
+    }
+
+    /**
+     * How many projections of group {@code g} {@code modules} reach: all of them ({@code g.count()}) when a name without a
+     * layer index names the group, else the ones of the layers that indexed names name ({@code layerCounts}).
+     */
+    static long adapted(WeightGroup g, Set<ParamFamily> targets, List<String> modules, Map<String, Long> layerCounts) {
+        if (!adapts(g, targets, modules)) {
+            return 0;
+        }
+        List<String> everyLayer = modules.stream().filter(m -> !LAYER_INDEX.matcher(m).find()).toList();
+        if (modules.isEmpty() || !everyLayer.isEmpty() && adapts(g, targets, everyLayer)) {
+            return g.count();
+        }
+        return layerCounts.getOrDefault(g.name(), 0L);
+    }
+
+    /**
+     * For every projection group, how many projections the layer-indexed names of {@code modules} reach in model
+     * {@code spec}: each named layer's own projections of the group, each layer counted once.
+     */
+    private static Map<String, Long> layerCounts(ModelSpec spec, Set<ParamFamily> targets, List<String> modules) {
+        Map<String, Long> counts = new java.util.HashMap<>();
+        java.util.Set<String> seen = new java.util.HashSet<>();
+        for (String m : modules) {
+            java.util.regex.Matcher x = LAYER_INDEX.matcher(m);
+            if (!x.find()) {
+                continue;
+            }
+            int layer = layerOf(x.group(2));
+            if (layer >= spec.numLayers()) {
+                continue;   // names nothing: reached() refuses it
+            }
+            for (WeightGroup g : org.orbitrl.memory.plan.internal.ArchitectureWeights.layer(spec, layer)) {
+                if (adapts(g, targets, List.of(m)) && seen.add(layer + " " + g.name())) {
+                    counts.merge(g.name(), g.count(), Long::sum);
+                }
+            }
+        }
+        return counts;
     }
 
     /** True for a name of a fused routed-expert parameter ({@code experts.down_proj}, {@code mlp.experts.gate_up_proj}). */
@@ -100,15 +156,23 @@ public sealed interface AdapterSpec {
      *
      * @param targets the families it reaches
      * @param modules the projections of those families it adapts, by name ({@link #adapts}); empty: every one
+     * @param layerCounts for a projection group that only names with a layer index reach ({@code layers.3.q_proj}), the
+     *                    projections of it they name on the model ({@link #on}); empty before
      */
-    record Lora(int rank, Set<ParamFamily> targets, List<String> modules, DType dtype) implements AdapterSpec {
+    record Lora(int rank, Set<ParamFamily> targets, List<String> modules, DType dtype, Map<String, Long> layerCounts)
+            implements AdapterSpec {
         public Lora {
             targets = Set.copyOf(targets);
             modules = List.copyOf(modules);
+            layerCounts = Map.copyOf(layerCounts);
             if (rank <= 0) {
                 throw new IllegalArgumentException("LoRA rank must be positive, got " + rank);
             }
             checkDtype(dtype);
+        }
+
+        public Lora(int rank, Set<ParamFamily> targets, List<String> modules, DType dtype) {
+            this(rank, targets, modules, dtype, Map.of());
         }
 
         /** LoRA on every projection of {@code targets}. */
@@ -117,15 +181,13 @@ public sealed interface AdapterSpec {
         }
 
         public long paramsFor(WeightGroup g) {
-            if (!adapts(g, targets, modules)) {
-                return 0;
-            }
-            return Math.multiplyExact((long) rank * (g.rows() + g.cols()), g.count());
+            return Math.multiplyExact((long) rank * (g.rows() + g.cols()), adapted(g, targets, modules, layerCounts));
         }
 
         @Override
         public Lora on(ModelSpec spec) {
-            return modules.isEmpty() ? this : new Lora(rank, reached(spec, targets, modules, this), modules, dtype);
+            return modules.isEmpty() ? this : new Lora(rank, reached(spec, targets, modules, this), modules, dtype,
+                    AdapterSpec.layerCounts(spec, targets, modules));
         }
 
         @Override
@@ -143,15 +205,22 @@ public sealed interface AdapterSpec {
      *
      * @param targets the families it reaches
      * @param modules the projections of those families it adapts, by name ({@link #adapts}); empty: every one
+     * @param layerCounts as {@link Lora#layerCounts}
      */
-    record Oft(int blockSize, Set<ParamFamily> targets, List<String> modules, DType dtype) implements AdapterSpec {
+    record Oft(int blockSize, Set<ParamFamily> targets, List<String> modules, DType dtype, Map<String, Long> layerCounts)
+            implements AdapterSpec {
         public Oft {
             targets = Set.copyOf(targets);
             modules = List.copyOf(modules);
+            layerCounts = Map.copyOf(layerCounts);
             if (blockSize < 2) {
                 throw new IllegalArgumentException("OFT block size must be at least 2, got " + blockSize);
             }
             checkDtype(dtype);
+        }
+
+        public Oft(int blockSize, Set<ParamFamily> targets, List<String> modules, DType dtype) {
+            this(blockSize, targets, modules, dtype, Map.of());
         }
 
         /** OFT on every projection of {@code targets}. */
@@ -160,11 +229,12 @@ public sealed interface AdapterSpec {
         }
 
         public long paramsFor(WeightGroup g) {
-            if (!adapts(g, targets, modules)) {
+            long n = adapted(g, targets, modules, layerCounts);
+            if (n == 0) {
                 return 0;
             }
             OftSettings.Layout l = layout(g);
-            return Math.multiplyExact((long) l.storedBlocks() * l.elements(), g.count());
+            return Math.multiplyExact((long) l.storedBlocks() * l.elements(), n);
         }
 
         /**
@@ -172,11 +242,12 @@ public sealed interface AdapterSpec {
          * ({@code [stored blocks, b', b']} f32 each; 0 if it does not target it).
          */
         public long rotationElementsFor(WeightGroup g) {
-            if (!adapts(g, targets, modules)) {
+            long n = adapted(g, targets, modules, layerCounts);
+            if (n == 0) {
                 return 0;
             }
             OftSettings.Layout l = layout(g);
-            return Math.multiplyExact((long) l.storedBlocks() * l.blockSize() * l.blockSize(), g.count());
+            return Math.multiplyExact((long) l.storedBlocks() * l.blockSize() * l.blockSize(), n);
         }
 
         /** The split the runtime makes of {@code g}'s input width for this block size. */
@@ -191,7 +262,8 @@ public sealed interface AdapterSpec {
 
         @Override
         public Oft on(ModelSpec spec) {
-            return modules.isEmpty() ? this : new Oft(blockSize, reached(spec, targets, modules, this), modules, dtype);
+            return modules.isEmpty() ? this : new Oft(blockSize, reached(spec, targets, modules, this), modules, dtype,
+                    AdapterSpec.layerCounts(spec, targets, modules));
         }
 
         @Override
@@ -307,7 +379,10 @@ public sealed interface AdapterSpec {
         List<String> unmatched = new ArrayList<>();
         for (String m : modules) {
             boolean any = false;
-            for (WeightGroup g : inv.main()) {
+            java.util.regex.Matcher x = LAYER_INDEX.matcher(m);
+            List<WeightGroup> groups = !x.find() ? inv.main() : layerOf(x.group(2)) < spec.numLayers()
+                    ? org.orbitrl.memory.plan.internal.ArchitectureWeights.layer(spec, layerOf(x.group(2))) : List.of();
+            for (WeightGroup g : groups) {
                 if (adapts(g, targets, List.of(m))) {
                     reached.add(g.family());
                     any = true;

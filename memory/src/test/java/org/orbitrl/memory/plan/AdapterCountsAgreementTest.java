@@ -82,6 +82,44 @@ class AdapterCountsAgreementTest {
         }
     }
 
+    /**
+     * Names with a layer index ({@code layers.1.self_attn.q_proj}, PEFT's full module names) adapt that layer's projection
+     * alone, in the planner as in the runtime, beside names without one; a layer the model does not have, or a
+     * projection its layer does not have, is refused by both.
+     */
+    @Test
+    void layerIndexedNamesAdaptTheirLayerAlone() {
+        record Case(String arch, List<String> modules, List<String> parameters) {
+        }
+        for (Case c : List.of(
+                new Case("qwen3", List.of("layers.0.self_attn.q_proj", "model.layers.1.mlp.down_proj", "v_proj"), List.of()),
+                new Case("qwen3", List.of("layers.1.self_attn.o_proj", "layers.0.self_attn.o_proj"), List.of()),
+                new Case("qwen3_moe", List.of("layers.1.self_attn.o_proj"), List.of("model.layers.0.mlp.experts.down_proj")),
+                new Case("deepseek_v3", List.of("layers.0.mlp.gate_proj", "layers.1.self_attn.kv_b_proj"),
+                        List.of("layers.1.mlp.experts.gate_up_proj")),
+                new Case("gpt_oss", List.of("layers.1.self_attn.q_proj", "o_proj"), List.of("layers.0.mlp.experts.gate_up_proj")))) {
+            Path dir = TestModels.fixtures().resolve(c.arch());
+            ModelSpec spec = TestModels.spec("fixtures/" + c.arch());
+            try (LoadedModel m = LoadedModel.load(dir, new ScalarBackend(), BaseFormat.BF16)) {
+                Adapter a = LoraAdapter.create(AdapterConfig.lora(4, 8, c.modules(), c.parameters()), m.targets(),
+                        TensorAllocator.heap(), 1);
+                List<String> names = new ArrayList<>(c.modules());
+                names.addAll(c.parameters());
+                AdapterSpec planned = new AdapterSpec.Lora(4, AdapterSpec.PROJECTION_FAMILIES, names, DType.F32).on(spec);
+                assertEquals(elements(a), planned.params(WeightInventory.of(spec)), c.toString());
+                Adapter o = OftAdapter.create(AdapterConfig.oft(OftSettings.ofBlockSize(8), c.modules()), m.targets(),
+                        TensorAllocator.heap());
+                AdapterSpec oft = new AdapterSpec.Oft(8, AdapterSpec.PROJECTION_FAMILIES, c.modules(), DType.F32).on(spec);
+                assertEquals(elements(o), oft.params(WeightInventory.of(spec)), "OFT " + c);
+            }
+        }
+        ModelSpec spec = TestModels.spec("fixtures/qwen3_moe");
+        for (String bad : List.of("layers.7.self_attn.q_proj", "layers.0.mlp.gate_proj", "layers.99999999999.self_attn.q_proj")) {
+            var e = assertThrows(IllegalArgumentException.class, () -> AdapterSpec.parse("lora:8:" + bad).on(spec));
+            assertTrue(e.getMessage().contains(bad + " names no projection of qwen3_moe"), e.getMessage());
+        }
+    }
+
     /** A module name that names no projection of the model is refused, as the runtime refuses it, naming it. */
     @Test
     void aModuleThatNamesNoProjectionIsRefused() {

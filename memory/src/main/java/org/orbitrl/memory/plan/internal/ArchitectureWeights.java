@@ -47,6 +47,13 @@ public final class ArchitectureWeights {
         return g.toList();
     }
 
+    /** The weights of decoder layer {@code i} alone, named as {@link #main} names them (without the layer's index). */
+    public static List<WeightGroup> layer(ModelSpec s, int i) {
+        GroupList g = new GroupList();
+        layer(s, g, "model.layers", s.attentionKind(i), s.mlpKind(i));
+        return g.toList();
+    }
+
     /**
      * The multi-token-prediction layers of the upstream checkpoint ({@code num_nextn_predict_layers}):
      * DeepSeek-V3 adds to a MoE decoder layer {@code enorm}, {@code hnorm}, {@code eh_proj [H, 2H]}

@@ -61,6 +61,38 @@ public interface CausalLM extends AutoCloseable {
     }
 
     /**
+     * {@link #forward}'s logits of each segment's last new token only: [segments, vocab] f32, segments in order (the
+     * rows a sampler draws from). A model that has it runs the LM head over those rows alone, so that a prefill of many
+     * tokens holds a row of logits a sequence, not a row a token; the default takes them from the whole forward.
+     */
+    default Tensor forwardLast(List<Segment> batch) {
+        Tensor all = forward(batch);
+        if (all.size(0) == batch.size()) {
+            return all;
+        }
+        Backend b = backend();
+        org.orbitrl.kernels.TensorAllocator a = b.allocator();
+        Tensor rows = a.upload(org.orbitrl.kernels.MemoryCategory.ACTIVATIONS, Tensor.ofInts(lastRows(batch), batch.size()));
+        Tensor last = a.allocate(org.orbitrl.kernels.MemoryCategory.LOGITS, org.orbitrl.kernels.DType.F32, batch.size(),
+                all.size(1));
+        b.gatherRows(all, rows, last);
+        a.release(rows);
+        a.release(all);
+        return last;
+    }
+
+    /** The row of each segment's last new token among the batch's new tokens, segments in order. */
+    static int[] lastRows(List<Segment> batch) {
+        int[] rows = new int[batch.size()];
+        int end = 0;
+        for (int i = 0; i < rows.length; i++) {
+            end += batch.get(i).tokens().length;
+            rows[i] = end - 1;
+        }
+        return rows;
+    }
+
+    /**
      * The decode-step form of {@link #forward}: a step of {@code batch} rows (padded) over
      * {@code pool}, one token each, whose per-step inputs sit in fixed backend tensors and whose
      * device side issues backend work only, so that it can be captured and replayed

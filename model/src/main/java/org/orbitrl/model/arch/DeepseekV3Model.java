@@ -179,6 +179,11 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
     }
 
     @Override
+    public Tensor forwardLast(List<Segment> batch) {
+        return decoder.forward(batch, null, null, this::layerForward, true);
+    }
+
+    @Override
     public DecoderTape<LayerTape> forwardTrain(List<int[]> sequences, boolean recompute) {
         return decoder.forwardTrain(sequences, recompute, this::layerForward);
     }

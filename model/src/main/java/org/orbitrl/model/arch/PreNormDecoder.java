@@ -71,6 +71,12 @@ final class PreNormDecoder<L> {
 
     /** Logits [N, vocab] of the batch's new tokens; hidden states to {@code hidden}; fills {@code tape} when given. */
     Tensor forward(List<CausalLM.Segment> batch, CausalLM.HiddenSink hidden, DecoderTape<L> tape, LayerForward<L> layer) {
+        return forward(batch, hidden, tape, layer, false);
+    }
+
+    /** As above; with {@code lastOnly} the logits of each segment's last new token alone, [segments, vocab]. */
+    Tensor forward(List<CausalLM.Segment> batch, CausalLM.HiddenSink hidden, DecoderTape<L> tape, LayerForward<L> layer,
+                   boolean lastOnly) {
         Backend b = backend;
         TensorAllocator a = b.allocator();
         int n = 0;
@@ -140,8 +146,18 @@ final class PreNormDecoder<L> {
             tape.finalInput = x;
             tape.finalNormed = normed;
         }
-        Tensor logits = a.allocate(MemoryCategory.LOGITS, DType.F32, n, lmHead.out()); // [N, vocab]
-        lmHead.forward(b, normed, logits);
+        Tensor headIn = normed;
+        if (lastOnly && tape == null && n > batch.size()) {   // the sampled rows alone
+            Tensor rows = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(CausalLM.lastRows(batch), batch.size()));
+            headIn = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, batch.size(), h);   // [segments, hidden]
+            b.gatherRows(normed, rows, headIn);
+            a.release(rows);
+        }
+        Tensor logits = a.allocate(MemoryCategory.LOGITS, DType.F32, headIn.size(0), lmHead.out()); // [rows, vocab]
+        lmHead.forward(b, headIn, logits);
+        if (headIn != normed) {
+            a.release(headIn);
+        }
         if (tape == null) {
             a.release(positions);
         }

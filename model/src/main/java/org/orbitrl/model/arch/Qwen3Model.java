@@ -235,7 +235,12 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
 
     @Override
     public Tensor forward(List<Segment> batch, HiddenSink hidden) {
-        return run(batch, hidden, null);
+        return run(batch, hidden, null, false);
+    }
+
+    @Override
+    public Tensor forwardLast(List<Segment> batch) {
+        return run(batch, null, null, true);
     }
 
     /**
@@ -250,7 +255,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             batch.add(new Segment(s, null));
         }
         TrainTape tape = new TrainTape(layers.length, recompute, batch);
-        tape.logits = run(batch, null, tape);
+        tape.logits = run(batch, null, tape, false);
         return tape;
     }
 
@@ -338,7 +343,8 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         }
     }
 
-    private Tensor run(List<Segment> batch, HiddenSink hidden, TrainTape tape) {
+    /** The batch's logits: of every new token, or with {@code lastOnly} of each segment's last ({@link #forwardLast}). */
+    private Tensor run(List<Segment> batch, HiddenSink hidden, TrainTape tape, boolean lastOnly) {
         Backend b = backend;
         TensorAllocator a = b.allocator();
         int n = 0;
@@ -366,9 +372,14 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         // a decode step over one paged pool without tensor parallelism: one cache write and attention per layer
         PagedDecode decode = tape == null && !tensorParallel() ? PagedDecode.of(a, batch) : null;
         Tensor idsDev = tensorParallel() ? null : a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(ids, n)); // i32 [N]
-        Tensor logits = body(idsDev, ids, positions, batch, decode, hidden, tape);
+        Tensor last = lastOnly && n > batch.size()
+                ? a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(CausalLM.lastRows(batch), batch.size())) : null;
+        Tensor logits = body(idsDev, ids, positions, batch, decode, hidden, tape, last);
         if (idsDev != null) {
             a.release(idsDev);
+        }
+        if (last != null) {
+            a.release(last);
         }
         for (Segment s : batch) {
             if (s.cache() != null) {
@@ -388,16 +399,17 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             return null;
         }
         return new DecodeStep(backend, pool, batch, maxBlocks, config.maxPositions(),
-                (ids, positions, paged) -> body(ids, null, positions, null, paged, null, null));
+                (ids, positions, paged) -> body(ids, null, positions, null, paged, null, null, null));
     }
 
     /**
      * Everything after the inputs are on the backend: embedding of idsDev i32 [N] (or, under tensor
      * parallelism, of the host ids), the layers, the final norm and the LM head; logits [N, vocab].
-     * Issues backend work only (no upload, no host read) unless a layer's own kernels need one.
+     * Issues backend work only (no upload, no host read) unless a layer's own kernels need one. With {@code lastRows}
+     * (i32 [rows]) the LM head runs over those rows of the final norm alone: logits [rows, vocab].
      */
     private Tensor body(Tensor idsDev, int[] ids, Tensor positions, List<Segment> batch, PagedDecode decode, HiddenSink hidden,
-                        TrainTape tape) {
+                        TrainTape tape, Tensor lastRows) {
         Backend b = backend;
         TensorAllocator a = b.allocator();
         int n = positions.size(0);
@@ -448,14 +460,23 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
                 a.release(x);
             }
         }
-        Tensor logits = a.allocate(MemoryCategory.LOGITS, DType.F32, n, config.vocab()); // [N, vocab]
+        Tensor headIn = normed;
+        if (lastRows != null) {   // the sampled rows alone
+            headIn = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, lastRows.size(0), h);   // [rows, hidden]
+            b.gatherRows(normed, lastRows, headIn);
+        }
+        int rows = headIn.size(0);
+        Tensor logits = a.allocate(MemoryCategory.LOGITS, DType.F32, rows, config.vocab()); // [rows, vocab]
         if (tensorParallel()) {
-            Tensor block = a.allocate(MemoryCategory.LOGITS, DType.F32, n, lmHead.out());  // [N, vocab/tp]
-            lmHead.forward(b, normed, block);
+            Tensor block = a.allocate(MemoryCategory.LOGITS, DType.F32, rows, lmHead.out());  // [rows, vocab/tp]
+            lmHead.forward(b, headIn, block);
             VocabParallel.gatherLogits(b, parallel.tp(), block, logits);
             a.release(block);
         } else {
-            lmHead.forward(b, normed, logits);
+            lmHead.forward(b, headIn, logits);
+        }
+        if (headIn != normed) {
+            a.release(headIn);
         }
         if (tape == null && hidden == null) {
             a.release(normed);

@@ -265,16 +265,16 @@ public final class RolloutEngine implements AutoCloseable {
         Tensor logits = decodeByGraph(segments);                   // [bucket, vocab] or null: the graph's own output
         boolean eager = logits == null;
         if (eager) {
-            logits = model.forward(segments);                      // [new tokens, vocab]
+            logits = model.forwardLast(segments);                  // [sequences, vocab]: each one's last new token
         }
-        // one draw per running sequence from its last new token's row, plus one per sibling forked
-        // from a prompt; drawn on the backend, only tokens and log-probs come back
+        // one draw per running sequence from its last new token's row (row i for sequence i, in the graph's padded
+        // batch too), plus one per sibling forked from a prompt; drawn on the backend, only tokens and log-probs come back
         List<Seq> drawn = new ArrayList<>();
         List<Integer> rows = new ArrayList<>();
         List<Seq> forks = new ArrayList<>();
         int row = 0;
         for (Seq s : batch) {
-            row += s.pendingInput.length;
+            row++;
             if (s.sample == 0 && s.request.samples() > 1 && s.tokens.isEmpty() && s.preempted == 0) {
                 for (int k = 1; k < s.request.samples(); k++) {      // prefix sharing: siblings fork the prompt
                     Seq sib = new Seq(s.request, k);

@@ -173,7 +173,7 @@ final class JobReplicas {
      */
     RolloutReplicas engines(TrainerReplicas trainers, boolean onDevice, boolean isAsync) throws JobException {
         int k = RlPlan.rolloutDevices(spec);
-        int engines = k > 0 ? k : trainers.size();
+        int engines = k > 0 ? k : trainers.size();   // RlPlan.rolloutEngines: the planner's prefill is an engine's
         List<RolloutReplicas.Replica> replicas = new ArrayList<>();
         try {
             for (int r = 0; r < engines; r++) {
@@ -245,7 +245,8 @@ final class JobReplicas {
 
     /**
      * An engine's cache and batch limits for its share of the step's sequences over {@code engines} engines: every
-     * sequence of its share at once (the planner's KV budget of a rollout device), evaluation's greedy requests likewise.
+     * sequence of its share at once (the planner's KV budget of a rollout device), evaluation's greedy requests likewise;
+     * the new tokens of one forward as the planner's prefill ({@link RlPlan#request}).
      */
     static RolloutEngine.Options engineOptions(JobSpec spec, int engines) {
         var b = spec.batch();

@@ -59,7 +59,10 @@ class KvPlanAgreementTest {
                 JobSpec spec = q.withModel(new ModelSpec(model, BaseFormat.AUTO)).withAdapter(new org.orbitrl.scheduler.job.AdapterSpec(
                         org.orbitrl.scheduler.job.AdapterKind.LORA, 4, 8, 0, List.of("lm_head"), List.of(), 32)).withBatch(new BatchSpec(b.promptsPerStep(),
                         b.samplesPerPrompt(), lens[0], lens[1], b.microBatch()));
-                long planned = MemoryPlanner.plan(RlPlan.request(spec)).perGpuBytes().get(MemoryCategory.KV_CACHE);
+                var req = RlPlan.request(spec);
+                long planned = MemoryPlanner.plan(req).perGpuBytes().get(MemoryCategory.KV_CACHE);
+                assertEquals(JobReplicas.engineOptions(spec, 1).maxBatchTokens(), req.prefillChunkTokens(),
+                        "the planner's prefill tokens are the engine's");
                 Counting c = new Counting();
                 try (CpuBackend cpu = new CpuBackend(1, c);
                      LoadedModel m = LoadedModel.load(model, cpu, JobReplicas.baseFormat(spec))) {

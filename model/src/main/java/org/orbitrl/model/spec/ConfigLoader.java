@@ -69,12 +69,17 @@ public final class ConfigLoader {
             throw f.error("model_type", "unsupported model_type '" + modelType + "'; Orbit supports "
                     + ModelFamily.supportedModelTypes());
         }
-        return switch (family) {
-            case QWEN3, QWEN3_MOE -> Qwen3Parser.parse(f, modelType, family);
-            case GPT_OSS -> GptOssParser.parse(f, modelType);
-            case DEEPSEEK_V4 -> DeepseekV4Parser.parse(f, modelType);
-            case DEEPSEEK_V3 -> "kimi_k25".equals(modelType) ? kimiK25(f) : DeepseekV3Parser.parse(f, null, modelType);
-        };
+        try {
+            return switch (family) {
+                case QWEN3, QWEN3_MOE -> Qwen3Parser.parse(f, modelType, family);
+                case GPT_OSS -> GptOssParser.parse(f, modelType);
+                case DEEPSEEK_V4 -> DeepseekV4Parser.parse(f, modelType);
+                case DEEPSEEK_V3 -> "kimi_k25".equals(modelType) ? kimiK25(f) : DeepseekV3Parser.parse(f, null, modelType);
+            };
+        } catch (IllegalArgumentException | ArithmeticException e) {
+            // values each valid alone that contradict each other (the spec's own checks): named with the file
+            throw new ConfigException(file, null, e.getMessage(), e);
+        }
     }
 
     /** The {@code kimi_k25} wrapper: the text model is its {@code text_config}, a DeepSeek-V3 text model. */

@@ -38,6 +38,14 @@ public final class KvCacheLayout {
     }
 
     /**
+     * New tokens a rollout engine runs in one forward while it admits prompts, when it decodes {@code sequences}
+     * sequences: 64 a sequence, at least 4096.
+     */
+    public static int engineBatchTokens(long sequences) {
+        return Math.toIntExact(Math.max(4096, Math.multiplyExact(sequences, 64L)));
+    }
+
+    /**
      * Blocks of the paged pool of a rollout engine that decodes {@code sequences} sequences of up to {@code tokens}
      * tokens at once: each sequence's blocks and one more (the block a forked sample copies before it writes into a
      * shared one), at least {@link #PAGED_MIN_BLOCKS}.

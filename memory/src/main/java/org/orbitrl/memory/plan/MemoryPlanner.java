@@ -311,8 +311,7 @@ public final class MemoryPlanner {
             comm += NCCL_FIXED;
         }
         if (ep > 1 && s.isMoe()) {
-            long tokens = Math.max(trainTokens, Math.max(seqsPerRank, Math.min(seqsPerRank * batch.promptLen(),
-                    req.prefillChunkTokens())));
+            long tokens = Math.max(trainTokens, Math.max(seqsPerRank, prefillTokens(req, seqsPerRank)));
             comm += (long) Math.ceil(4.0 * tokens * s.moe().topK() * s.hiddenSize() * 2 * ActivationModel.EXPERT_IMBALANCE);
         }
         if (role.trains() && dp > 1) {
@@ -375,7 +374,13 @@ public final class MemoryPlanner {
 
     /** Tokens the rollout engine prefills at once: its sequences' prompts, at most the prefill chunk. */
     private static long prefillTokens(PlanRequest req, long sequences) {
-        return Math.min(sequences * req.batch().promptLen(), req.prefillChunkTokens());
+        return Math.min(sequences * req.batch().promptLen(), rolloutBatchTokens(req, sequences));
+    }
+
+    /** The new tokens one rollout forward runs at most, for an engine of {@code sequences} sequences. */
+    public static long rolloutBatchTokens(PlanRequest req, long sequences) {
+        return req.prefillChunkTokens() == PlanRequest.ENGINE_PREFILL ? KvCacheLayout.engineBatchTokens(sequences)
+                : req.prefillChunkTokens();
     }
 
     private static boolean tpSplit(ParamFamily f) {

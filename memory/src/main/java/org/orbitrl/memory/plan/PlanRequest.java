@@ -19,7 +19,8 @@ import org.orbitrl.model.spec.ModelSpec;
  * @param kvDtype            element type of the rollout KV cache ({@code BF16} or {@code F8E4M3})
  * @param logitsChunkTokens  tokens whose logits the trainer materializes at once (log-probs are
  *                           computed chunk by chunk)
- * @param prefillChunkTokens tokens the rollout engine prefills at once
+ * @param prefillChunkTokens tokens the rollout engine prefills at once; {@link #ENGINE_PREFILL} (0): as the runner's
+ *                           engines do ({@link KvCacheLayout#engineBatchTokens}), by the sequences each decodes
  * @param reserveBytes       runtime reserve per GPU; negative for the default policy
  *                           ({@link MemoryPlanner#defaultReserve})
  * @param keptLayers         with {@code recompute}, the last decoder layers that keep their forward
@@ -40,6 +41,9 @@ public record PlanRequest(ModelSpec spec, Path configPath, BaseFormat base, Adap
                           int logitsChunkTokens, int prefillChunkTokens, long reserveBytes, int keptLayers, boolean exact,
                           boolean offloadInputs, boolean rolloutReplicated) {
 
+    /** {@code prefillChunkTokens} of a rollout engine as the runner makes it: {@link KvCacheLayout#engineBatchTokens}. */
+    public static final int ENGINE_PREFILL = 0;
+
     /** Experts per chunk unless asked otherwise. */
     public static final int DEFAULT_EXPERT_CHUNK = 8;
 
@@ -53,7 +57,7 @@ public record PlanRequest(ModelSpec spec, Path configPath, BaseFormat base, Adap
         if (kvDtype != DType.BF16 && kvDtype != DType.F8E4M3 && kvDtype != DType.F32) {
             throw new IllegalArgumentException("KV cache dtype must be bf16, fp8 or f32, not " + kvDtype);
         }
-        if (logitsChunkTokens <= 0 || prefillChunkTokens <= 0) {
+        if (logitsChunkTokens <= 0 || prefillChunkTokens < 0) {
             throw new IllegalArgumentException("logits and prefill chunks must be positive token counts, got "
                     + logitsChunkTokens + " and " + prefillChunkTokens);
         }
@@ -92,7 +96,7 @@ public record PlanRequest(ModelSpec spec, Path configPath, BaseFormat base, Adap
     public static PlanRequest defaults(ModelSpec spec, Path configPath, NodeSpec node) {
         return new PlanRequest(spec, configPath, BaseFormat.parse("native", spec), AdapterSpec.parse("lora:32"),
                 new BatchShape(64, 8, 1024, 4096, 1), node, ParallelLayout.auto(spec, node, 0, 0), true,
-                DEFAULT_EXPERT_CHUNK, DType.BF16, 2048, 8192, -1);
+                DEFAULT_EXPERT_CHUNK, DType.BF16, 2048, ENGINE_PREFILL, -1);
     }
 
     /** This request with the base format changed. */

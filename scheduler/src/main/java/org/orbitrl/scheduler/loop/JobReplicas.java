@@ -173,7 +173,7 @@ final class JobReplicas {
      */
     RolloutReplicas engines(TrainerReplicas trainers, boolean onDevice, boolean isAsync) throws JobException {
         int k = RlPlan.rolloutDevices(spec);
-        int engines = k > 0 ? k : trainers.size();   // RlPlan.rolloutEngines: the planner's prefill is an engine's
+        int engines = k > 0 ? k : trainers.size();
         List<RolloutReplicas.Replica> replicas = new ArrayList<>();
         try {
             for (int r = 0; r < engines; r++) {
@@ -246,14 +246,14 @@ final class JobReplicas {
     /**
      * An engine's cache and batch limits for its share of the step's sequences over {@code engines} engines: every
      * sequence of its share at once (the planner's KV budget of a rollout device), evaluation's greedy requests likewise;
-     * the new tokens of one forward as the planner's prefill ({@link RlPlan#request}).
+     * the new tokens of one forward as the planner's prefill ({@link KvCacheLayout#engineBatchTokens}).
      */
     static RolloutEngine.Options engineOptions(JobSpec spec, int engines) {
         var b = spec.batch();
         int seqTokens = b.maxPromptTokens() + b.maxResponseTokens();
         int sequences = ceil(b.promptsPerStep(), engines) * b.samplesPerPrompt();   // the largest share of whole prompts
         return new RolloutEngine.Options(KvCacheLayout.PAGED_BLOCK_TOKENS, KvCacheLayout.pagedBlocks(sequences, seqTokens),
-                Math.max(sequences, ceil(spec.eval().size(), engines)), Math.max(4096, sequences * 64),
+                Math.max(sequences, ceil(spec.eval().size(), engines)), KvCacheLayout.engineBatchTokens(sequences),
                 RolloutEngine.Graphs.valueOf(spec.sampling().decodeGraphs().name()), spec.sampling().kvCache().dtype());
     }
 

@@ -74,7 +74,7 @@ final class RlPlan {
                 new BatchShape(b.promptsPerStep(), b.samplesPerPrompt(), b.maxPromptTokens(), b.maxResponseTokens(),
                         b.microBatch()), node, layout(spec, model, node), spec.memory().recompute(),
                 expertChunk(spec),
-                spec.sampling().kvCache().dtype(), 2048, JobReplicas.engineOptions(spec, rolloutEngines(spec)).maxBatchTokens(),
+                spec.sampling().kvCache().dtype(), 2048, PlanRequest.ENGINE_PREFILL,
                 node.hostMemory() ? 0 : spec.memory().reserve().bytes())
                 .withExact(!node.hostMemory() && Boolean.getBoolean("orbit.cuda.exact"))   // the backend the job gets
                 .withOffloadedInputs(spec.memory().offloadInputs())
@@ -179,11 +179,6 @@ final class RlPlan {
     /** The rollout-only devices of a {@link #replicated} job (the first k of its devices); 0 for any other placement. */
     static int rolloutDevices(JobSpec spec) {
         return replicated(spec) ? spec.placement().rolloutDevices() : 0;
-    }
-
-    /** The rollout engines the runner makes: one a rollout device, else one a training device. */
-    static int rolloutEngines(JobSpec spec) {
-        return rolloutDevices(spec) > 0 ? rolloutDevices(spec) : trainingDevices(spec);
     }
 
     /** The training devices of a {@link #replicated} job (the devices after its rollout devices); 1 for any other. */

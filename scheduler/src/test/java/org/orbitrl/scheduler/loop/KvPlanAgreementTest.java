@@ -61,7 +61,8 @@ class KvPlanAgreementTest {
                         b.samplesPerPrompt(), lens[0], lens[1], b.microBatch()));
                 var req = RlPlan.request(spec);
                 long planned = MemoryPlanner.plan(req).perGpuBytes().get(MemoryCategory.KV_CACHE);
-                assertEquals(JobReplicas.engineOptions(spec, 1).maxBatchTokens(), req.prefillChunkTokens(),
+                assertEquals(JobReplicas.engineOptions(spec, 1).maxBatchTokens(), org.orbitrl.memory.plan.MemoryPlanner
+                        .rolloutBatchTokens(req, (long) b.promptsPerStep() * b.samplesPerPrompt()),
                         "the planner's prefill tokens are the engine's");
                 Counting c = new Counting();
                 try (CpuBackend cpu = new CpuBackend(1, c);

@@ -104,8 +104,9 @@ final class GenerateCommand implements Callable<Integer> {
             int[] next = promptIds;
             long start = System.nanoTime();
             while (out.size() < maxNewTokens) {
-                Tensor logits = m.forward(List.of(new CausalLM.Segment(next, cache)));
-                float[] last = be.allocator().toHost(logits.select(0, logits.dim(0) - 1)).toFloatArray();
+                Tensor logits = m.forwardLast(List.of(new CausalLM.Segment(next, cache)));   // [1, vocab]: the last token's
+                float[] last = be.allocator().toFloats(logits);
+                be.allocator().release(logits);
                 Sampler.Draw d = Sampler.sample(last, params, rng);
                 out.add(d.token());
                 logprobs.add(d.policyLogprob());

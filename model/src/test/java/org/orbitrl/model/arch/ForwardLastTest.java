@@ -77,9 +77,7 @@ class ForwardLastTest {
                         assertArrayEquals(Arrays.copyOfRange(all, lastRows[i] * v, (lastRows[i] + 1) * v),
                                 Arrays.copyOfRange(rows, i * v, (i + 1) * v), arch + " step " + step + " segment " + i);
                     }
-                    if (!arch.equals("deepseek_v4")) {   // V4 takes the default: the whole forward's rows, then these
-                        assertEquals((long) prompts.length * v * 4, count.logits, arch + " step " + step + ": logits bytes");
-                    }
+                    assertEquals((long) prompts.length * v * 4, count.logits, arch + " step " + step + ": logits bytes");
                 }
             }
         }

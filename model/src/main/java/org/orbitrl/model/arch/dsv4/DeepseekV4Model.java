@@ -229,7 +229,16 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
 
     @Override
     public Tensor forward(List<Segment> batch, HiddenSink hidden) {
-        Node logits = run(batch, hidden, null);
+        return placedLogits(run(batch, hidden, null));
+    }
+
+    /** The LM head over each segment's last new token alone (see {@link CausalLM#forwardLast}). */
+    @Override
+    public Tensor forwardLast(List<Segment> batch) {
+        return placedLogits(run(batch, null, null, null, CausalLM.lastRows(batch)));
+    }
+
+    private Tensor placedLogits(Node logits) {
         return logits.onDevice() ? logits.placed(backend.allocator(), logits.size() / c.vocab(), c.vocab())
                 : backend.allocator().uploadFloats(MemoryCategory.LOGITS, logits.v(), logits.size() / c.vocab(), c.vocab());
     }
@@ -370,11 +379,18 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
     }
 
     private Node run(List<Segment> batch, HiddenSink hidden, GradTape tape) {
-        return run(batch, hidden, tape, null);
+        return run(batch, hidden, tape, null, null);
     }
 
-    /** The forward; with {@code rc}, the layers run untaped and {@code rc} keeps their inputs (see {@link Recompute}). */
     private Node run(List<Segment> batch, HiddenSink hidden, GradTape tape, Recompute rc) {
+        return run(batch, hidden, tape, rc, null);
+    }
+
+    /**
+     * The forward; with {@code rc}, the layers run untaped and {@code rc} keeps their inputs (see {@link Recompute}); with
+     * {@code lastRows} (untaped) the LM head runs over those rows of the final norm alone.
+     */
+    private Node run(List<Segment> batch, HiddenSink hidden, GradTape tape, Recompute rc, int[] lastRows) {
         int n = 0;
         for (Segment s : batch) {
             n += s.tokens().length;
@@ -484,23 +500,31 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
             }
         }
         if (tape != null) {
-            return head(tape, x, hidden, n);
+            return head(tape, x, hidden, n, null);
         }
         try (Scratch s = Scratch.open(backend.allocator())) {
-            Node logits = s.keep(head(null, x, hidden, n));
+            Node logits = s.keep(head(null, x, hidden, n, lastRows));
             x.release(backend.allocator());
             return logits;
         }
     }
 
     /** The logits [N, vocab] of the last layer's streams x: the hyper-connection head, the final norm, the LM head. */
-    private Node head(GradTape tape, Node x, HiddenSink hidden, int n) {
+    private Node head(GradTape tape, Node x, HiddenSink hidden, int n, int[] lastRows) {
         int h = c.hidden();
         Node collapsed = DeepseekV4HyperConnection.head(tape, backend, x, headFn, headBase, headScale, c.hcMult(), h,
                 c.hcEps(), c.rmsEps());
         Node normed = Ops.rmsNorm(tape, backend, collapsed, h, norm, c.rmsEps());
         if (hidden != null) {
             hidden.accept(layers.length, backend.allocator().uploadFloats(MemoryCategory.ACTIVATIONS, normed.v(), n, h));
+        }
+        if (lastRows != null && lastRows.length < n) {   // the sampled rows alone
+            Node[] parts = new Node[lastRows.length];
+            for (int i = 0; i < parts.length; i++) {
+                parts[i] = Ops.rows(null, backend, normed, h, lastRows[i], 1);
+            }
+            normed = Ops.concatRows(null, backend, h, parts);
+            n = lastRows.length;
         }
         return Ops.linear(tape, backend, lmHead, normed, n, MemoryCategory.LOGITS);
     }

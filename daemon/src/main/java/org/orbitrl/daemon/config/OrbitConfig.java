@@ -137,8 +137,10 @@ public record OrbitConfig(Path dataDir, Path jobsDir, List<String> devices, Watc
     }
 
     private static Path path(Section s, String key, Path base, String def) {
-        String v = s.string(key, def);
-        return v.isBlank() ? null : base.resolve(v).normalize();
+        if (!s.has(key)) {
+            return def.isBlank() ? null : base.resolve(def).normalize();
+        }
+        return s.path(key, base);   // text no path can hold is a problem at the key
     }
 
     /** The first line of a secret file (a password), without its line break. */

@@ -132,11 +132,18 @@ public final class LoadedModel implements AutoCloseable {
 
     /** Loads a PEFT adapter directory (LoRA or OFT, by its {@code peft_type}) onto this model. */
     public Adapter loadAdapter(Path adapterDir) {
-        AdapterConfig cfg = AdapterConfig.read(adapterDir);
-        try (Checkpoint a = Checkpoint.open(adapterDir.resolve("adapter_model.safetensors"))) {
+        AdapterConfig cfg = AdapterConfig.read(adapterDir);   // its errors name adapter_config.json
+        Path weights = adapterDir.resolve("adapter_model.safetensors");
+        try (Checkpoint a = Checkpoint.open(weights)) {
             return cfg.type().equals("OFT")
                     ? OftAdapter.load(cfg, a, targets(), model.backend().allocator())
                     : LoraAdapter.load(cfg, a, targets(), model.backend().allocator());
+        } catch (IllegalArgumentException e) {   // the config and the weights (or the model) disagree: name both files
+            if (e.getMessage() != null && e.getMessage().contains(adapterDir.toString())) {
+                throw e;
+            }
+            throw new IllegalArgumentException("adapter " + adapterDir + " (adapter_config.json and "
+                    + weights.getFileName() + "): " + e.getMessage(), e);
         }
     }
 

@@ -143,8 +143,13 @@ public record AdapterConfig(String type, int rank, double alpha, boolean rslora,
         List<String> tm = list(file, n, "target_modules");
         List<String> tp = list(file, n, "target_parameters");
         if (type.equals("LORA")) {
-            return new AdapterConfig(type, integer(file, n, "r"), number(file, n, "lora_alpha"),
-                    n.path("use_rslora").asBoolean(false), tm, tp, null, (ObjectNode) n);
+            int r = integer(file, n, "r");
+            double alpha = number(file, n, "lora_alpha");
+            try {
+                return new AdapterConfig(type, r, alpha, n.path("use_rslora").asBoolean(false), tm, tp, null, (ObjectNode) n);
+            } catch (IllegalArgumentException e) {   // the record's own rules (a rank, something to adapt)
+                throw new IllegalArgumentException(file + ": " + e.getMessage(), e);
+            }
         }
         if (!type.equals("OFT")) {
             throw new IllegalArgumentException(file + ": peft_type " + type + " is not supported (expected LORA or OFT)");

@@ -81,6 +81,14 @@ public interface CausalLM extends AutoCloseable {
         return last;
     }
 
+    /**
+     * Bytes of frozen base weights this model (this rank) holds, as the memory planner budgets them; -1 where the
+     * model does not count them.
+     */
+    default long heldBaseBytes() {
+        return -1;
+    }
+
     /** The row of each segment's last new token among the batch's new tokens, segments in order. */
     static int[] lastRows(List<Segment> batch) {
         int[] rows = new int[batch.size()];

@@ -293,6 +293,7 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
      * weight and bias (a tied LM head counted once). Under expert parallelism only this rank's routed experts: what the
      * memory planner budgets as base weights per GPU.
      */
+    @Override
     public long heldBaseBytes() {
         List<Tensor> tensors = new ArrayList<>(List.of(embed, finalNorm));
         List<Linear> linears = new ArrayList<>();

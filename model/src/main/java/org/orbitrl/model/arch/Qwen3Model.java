@@ -699,6 +699,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
      * (a tied LM head counted once). Under a parallel layout, only this rank's share: what the
      * memory planner budgets as base weights per GPU.
      */
+    @Override
     public long heldBaseBytes() {
         List<Tensor> tensors = new java.util.ArrayList<>(List.of(embed, finalNorm));
         for (Layer l : layers) {

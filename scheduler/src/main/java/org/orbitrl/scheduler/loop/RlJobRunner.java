@@ -470,7 +470,15 @@ public final class RlJobRunner implements JobRunner {
             return List.of();   // loading: the GPUs' allocators are not all there yet
         }
         if (!(backend instanceof CudaBackend)) {
-            return List.of(new DeviceMemory(devices.get(0), memory.live(), memory.peak(), plannedBytes(0)));
+            Map<MemoryCategory, Long> live = memory.live();
+            Map<MemoryCategory, Long> peak = memory.peak();
+            Trainable m = trainerModel;
+            long base = m == null ? -1 : m.heldBaseBytes();
+            if (base > 0 && live.get(MemoryCategory.BASE_WEIGHTS) == 0) {   // read in place from the checkpoint's files
+                live.put(MemoryCategory.BASE_WEIGHTS, base);
+                peak.put(MemoryCategory.BASE_WEIGHTS, base);
+            }
+            return List.of(new DeviceMemory(devices.get(0), live, peak, plannedBytes(0)));
         }
         Map<String, java.util.Set<CudaAllocator>> allocators = new java.util.LinkedHashMap<>();
         trainers.trainers().forEach(t -> allocators.computeIfAbsent(t.device(), d -> java.util.Collections.newSetFromMap(

@@ -130,4 +130,31 @@ class RlPlanAgreementTest {
             assertEquals((long) planned.get(c), live.path(key).asLong(), key + " held after a step, against the plan: " + live);
         }
     }
+
+    /**
+     * What the daemon's memory view shows for a CPU job after a step: the base weights read in place from the
+     * checkpoint at the planned bytes (the host allocator never sees them), the adapter's categories as planned.
+     */
+    @Test
+    void theRunnersMemoryViewHoldsThePlannedBaseAndAdapter(@TempDir Path dir) throws Exception {
+        JobSpec spec = QuickstartJobTest.quickstart().withSteps(1)
+                .withEval(new org.orbitrl.scheduler.job.EvalSpec(0, "held_out", 4, 1, List.of(1)));
+        Map<MemoryCategory, Long> planned = MemoryPlanner.plan(RlPlan.request(spec)).perGpuBytes();
+        var ctx = new org.orbitrl.scheduler.job.JobContext(spec, dir, dir.resolve("samples"), List.of("cpu:0"), () -> false);
+        try (var runner = ForegroundRun.provider(spec.runner()).create(ctx)) {
+            runner.plan();
+            runner.load(null);
+            runner.step();
+            List<org.orbitrl.scheduler.job.DeviceMemory> view = runner.memory();
+            assertEquals(1, view.size(), view.toString());
+            var m = view.getFirst();
+            assertEquals("cpu:0", m.device());
+            for (MemoryCategory c : List.of(MemoryCategory.BASE_WEIGHTS, MemoryCategory.ADAPTER_PARAMS,
+                    MemoryCategory.ADAPTER_GRADS, MemoryCategory.OPTIMIZER_STATE)) {
+                assertEquals(planned.get(c), m.live().get(c), c + " live, against the plan: " + m);
+                assertEquals(planned.get(c), m.planned().get(c), c + " planned in the view");
+            }
+            assertTrue(planned.get(MemoryCategory.BASE_WEIGHTS) > 0);
+        }
+    }
 }

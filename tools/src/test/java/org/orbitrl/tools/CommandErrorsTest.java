@@ -3,10 +3,7 @@ package org.orbitrl.tools;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNull;
 
-import java.io.ByteArrayOutputStream;
-import java.io.PrintStream;
 import java.io.UncheckedIOException;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.AccessDeniedException;
 import java.nio.file.FileSystemException;
 import java.nio.file.NoSuchFileException;
@@ -18,33 +15,14 @@ import org.junit.jupiter.api.io.TempDir;
 class CommandErrorsTest {
     private static final String NL = System.lineSeparator();
 
-    record Run(int code, String out, String err) {
-    }
-
-    private static synchronized Run run(String... args) {
-        PrintStream out = System.out;
-        PrintStream err = System.err;
-        ByteArrayOutputStream o = new ByteArrayOutputStream();
-        ByteArrayOutputStream e = new ByteArrayOutputStream();
-        try {
-            System.setOut(new PrintStream(o, true, StandardCharsets.UTF_8));
-            System.setErr(new PrintStream(e, true, StandardCharsets.UTF_8));
-            int code = Orbit.execute(args);
-            return new Run(code, o.toString(StandardCharsets.UTF_8), e.toString(StandardCharsets.UTF_8));
-        } finally {
-            System.setOut(out);
-            System.setErr(err);
-        }
-    }
-
     @Test
     void aMissingJobFileOrAFolderIsNamedWithWhatIsWrong(@TempDir Path dir) {
         Path missing = dir.resolve("x/nonexist.yaml");
-        assertEquals(new Run(1, "", "orbit run: job file " + missing + ": no such file" + NL), run("run", missing.toString()));
-        assertEquals(new Run(1, "", "orbit plan: job file " + missing + ": no such file" + NL),
-                run("plan", "--job", missing.toString()));
-        assertEquals(new Run(1, "", "orbit run: job file " + dir + ": is a directory, expected a job file (.yaml)" + NL),
-                run("run", dir.toString()));
+        assertEquals(new CommandRun(1, "", "orbit run: job file " + missing + ": no such file" + NL), CommandRun.orbit("run", missing.toString()));
+        assertEquals(new CommandRun(1, "", "orbit plan: job file " + missing + ": no such file" + NL),
+                CommandRun.orbit("plan", "--job", missing.toString()));
+        assertEquals(new CommandRun(1, "", "orbit run: job file " + dir + ": is a directory, expected a job file (.yaml)" + NL),
+                CommandRun.orbit("run", dir.toString()));
     }
 
     @Test
@@ -62,12 +40,12 @@ class CommandErrorsTest {
     void generateNamesTheFlagThatIsOutOfRange(@TempDir Path dir) {
         String model = dir.toString();
         assertEquals("orbit generate: --max-new-tokens must be at least 1, got 0" + NL,
-                run("generate", "--model", model, "--prompt-ids", "1", "--max-new-tokens", "0").err());
+                CommandRun.orbit("generate", "--model", model, "--prompt-ids", "1", "--max-new-tokens", "0").err());
         assertEquals("orbit generate: --top-p must be greater than 0 and at most 1, got 0.0" + NL,
-                run("generate", "--model", model, "--prompt-ids", "1", "--max-new-tokens", "2", "--top-p", "0").err());
+                CommandRun.orbit("generate", "--model", model, "--prompt-ids", "1", "--max-new-tokens", "2", "--top-p", "0").err());
         assertEquals("orbit generate: --temperature must be 0 (greedy) or more, got -1.0" + NL,
-                run("generate", "--model", model, "--prompt-ids", "1", "--max-new-tokens", "2", "--temperature", "-1").err());
+                CommandRun.orbit("generate", "--model", model, "--prompt-ids", "1", "--max-new-tokens", "2", "--temperature", "-1").err());
         assertEquals("orbit generate: --base-format: base format 'int3' is not one of [bf16, int4, mxfp4, nvfp4]" + NL,
-                run("generate", "--model", model, "--prompt-ids", "1", "--max-new-tokens", "2", "--base-format", "int3").err());
+                CommandRun.orbit("generate", "--model", model, "--prompt-ids", "1", "--max-new-tokens", "2", "--base-format", "int3").err());
     }
 }

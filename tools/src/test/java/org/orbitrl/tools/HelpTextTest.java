@@ -6,8 +6,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
-import java.io.PrintWriter;
-import java.io.StringWriter;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.HashMap;
@@ -66,30 +64,24 @@ class HelpTextTest {
         });
     }
 
-    private record Run(int code, String out, String err) {
-    }
-
-    private static synchronized Run orbit(String... args) {
-        PrintStream out = System.out;
-        PrintStream err = System.err;
-        ByteArrayOutputStream o = new ByteArrayOutputStream();
-        ByteArrayOutputStream e = new ByteArrayOutputStream();
-        try {
-            System.setOut(new PrintStream(o, true, StandardCharsets.UTF_8));
-            System.setErr(new PrintStream(e, true, StandardCharsets.UTF_8));
-            int code = Orbit.execute(args);
-            return new Run(code, o.toString(StandardCharsets.UTF_8), e.toString(StandardCharsets.UTF_8));
-        } finally {
-            System.setOut(out);
-            System.setErr(err);
+    /**
+     * {@code --help} after each of {@code tool}'s command paths: what is wrong (an exit code other than 0, no usage
+     * line, anything on standard error) into {@code wrong}; each help text, its white space collapsed, by path.
+     */
+    private static Map<String, String> helps(String tool, List<List<String>> paths,
+                                             java.util.function.Function<String[], CommandRun> run, List<String> wrong) {
+        Map<String, String> helps = new HashMap<>();
+        for (List<String> path : paths) {
+            List<String> args = new ArrayList<>(path);
+            args.add("--help");
+            CommandRun r = run.apply(args.toArray(String[]::new));
+            String usage = "Usage: " + tool + " " + String.join(" ", path);
+            if (r.code() != 0 || !r.out().contains(usage) || !r.err().isEmpty()) {
+                wrong.add(tool + " " + String.join(" ", args) + ": exit " + r.code() + ", " + r.out() + r.err());
+            }
+            helps.put(String.join(" ", path), r.out().replaceAll("\\s+", " "));
         }
-    }
-
-    private static Run orbitctl(String... args) {
-        StringWriter out = new StringWriter();
-        StringWriter err = new StringWriter();
-        int code = OrbitCtl.execute(new PrintWriter(out, true), new PrintWriter(err, true), args);
-        return new Run(code, out.toString(), err.toString());
+        return helps;
     }
 
     @Test
@@ -100,26 +92,8 @@ class HelpTextTest {
         paths(new CommandLine(new OrbitCtl()), List.of(), orbitctl);
         assertTrue(orbit.size() >= 7 && orbitctl.size() >= 9, orbit + " " + orbitctl);
         List<String> wrong = new ArrayList<>();
-        Map<String, String> helps = new HashMap<>();
-        for (List<String> path : orbit) {
-            List<String> args = new ArrayList<>(path);
-            args.add("--help");
-            Run r = orbit(args.toArray(String[]::new));
-            String usage = "Usage: orbit " + String.join(" ", path);
-            if (r.code() != 0 || !r.out().contains(usage) || !r.err().isEmpty()) {
-                wrong.add("orbit " + String.join(" ", args) + ": exit " + r.code() + ", " + r.out() + r.err());
-            }
-        }
-        for (List<String> path : orbitctl) {
-            List<String> args = new ArrayList<>(path);
-            args.add("--help");
-            Run r = orbitctl(args.toArray(String[]::new));
-            String usage = "Usage: orbitctl " + String.join(" ", path);
-            if (r.code() != 0 || !r.out().contains(usage) || !r.err().isEmpty()) {
-                wrong.add("orbitctl " + String.join(" ", args) + ": exit " + r.code() + ", " + r.out() + r.err());
-            }
-            helps.put(String.join(" ", path), r.out().replaceAll("\\s+", " "));
-        }
+        helps("orbit", orbit, CommandRun::orbit, wrong);
+        Map<String, String> helps = helps("orbitctl", orbitctl, CommandRun::orbitctl, wrong);
         assertTrue(wrong.isEmpty(), String.join("\n", wrong));
         // What NAME, KEY and VALUE are, and which state each --wait waits for.
         assertTrue(helps.get("job").contains("NAME The job's name: its file name without .yaml (orbitctl jobs lists"
@@ -137,7 +111,7 @@ class HelpTextTest {
 
     @Test
     void orbitWithoutACommandIsAUsageError() {
-        Run r = orbit();
+        CommandRun r = CommandRun.orbit();
         assertEquals(2, r.code());
         assertEquals("", r.out());
         assertTrue(r.err().startsWith("Missing required subcommand" + System.lineSeparator() + "Usage: orbit [-hV] [COMMAND]"),

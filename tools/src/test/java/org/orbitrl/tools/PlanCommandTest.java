@@ -6,9 +6,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
-import java.io.ByteArrayOutputStream;
-import java.io.PrintStream;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import org.junit.jupiter.api.Test;
 import org.orbitrl.kernels.MemoryCategory;
@@ -16,25 +13,6 @@ import org.orbitrl.kernels.MemoryCategory;
 /** {@code orbit plan} end to end through {@link Orbit#execute}: JSON parsed back, exit codes, error messages. */
 class PlanCommandTest {
     private static final String KIMI = Path.of(System.getProperty("orbit.models"), "kimi-k2.6").toString();
-
-    record Run(int code, String out, String err) {
-    }
-
-    private static synchronized Run run(String... args) {
-        PrintStream out = System.out;
-        PrintStream err = System.err;
-        ByteArrayOutputStream o = new ByteArrayOutputStream();
-        ByteArrayOutputStream e = new ByteArrayOutputStream();
-        try {
-            System.setOut(new PrintStream(o, true, StandardCharsets.UTF_8));
-            System.setErr(new PrintStream(e, true, StandardCharsets.UTF_8));
-            int code = Orbit.execute(args);
-            return new Run(code, o.toString(StandardCharsets.UTF_8), e.toString(StandardCharsets.UTF_8));
-        } finally {
-            System.setOut(out);
-            System.setErr(err);
-        }
-    }
 
     /**
      * {@code --job}: a job file is planned as its runner plans it when it is to run (here the quickstart job on the CUDA
@@ -50,7 +28,7 @@ class PlanCommandTest {
                 + "placement: {backend: cuda, devices: 3, rollout_devices: 2}\n";
         Path job = dir.resolve("split.yaml");
         java.nio.file.Files.writeString(job, yaml);
-        Run r = run("plan", "--job", job.toString(), "--json");
+        CommandRun r = CommandRun.orbit("plan", "--job", job.toString(), "--json");
         assertEquals(0, r.code(), r.err());
         var spec = org.orbitrl.scheduler.job.JobFiles.read(job);
         var plan = org.orbitrl.memory.plan.MemoryPlanner.plan(org.orbitrl.scheduler.loop.JobPlanning.request(spec));
@@ -58,18 +36,18 @@ class PlanCommandTest {
                 r.out().strip(), "the runner's plan");
         JsonNode j = new ObjectMapper().readTree(r.out());
         assertTrue(j.get("layout").asText().contains("2 rollout : 1 train"), j.get("layout").asText());
-        Run table = run("plan", "--job", job.toString());
+        CommandRun table = CommandRun.orbit("plan", "--job", job.toString());
         assertTrue(table.out().contains("rollout") && table.out().contains("train"), "each role's column:\n" + table.out());
 
-        Run neither = run("plan");
+        CommandRun neither = CommandRun.orbit("plan");
         assertEquals(1, neither.code());
         assertTrue(neither.err().contains("--model") && neither.err().contains("--job"), neither.err());
-        Run both = run("plan", "--job", job.toString(), "--model", KIMI);
+        CommandRun both = CommandRun.orbit("plan", "--job", job.toString(), "--model", KIMI);
         assertEquals(1, both.code());
         assertTrue(both.err().contains("one of the two"), both.err());
         Path bad = dir.resolve("bad.yaml");
         java.nio.file.Files.writeString(bad, yaml.replace("prompts_per_step: 8", "prompts_per_step: -8"));
-        Run malformed = run("plan", "--job", bad.toString());
+        CommandRun malformed = CommandRun.orbit("plan", "--job", bad.toString());
         assertEquals(1, malformed.code());
         assertTrue(malformed.err().contains("bad.yaml") && malformed.err().contains("prompts_per_step"), malformed.err());
     }
@@ -86,7 +64,7 @@ class PlanCommandTest {
                 .replace("path: ../../models/quickstart", "path: " + repo.resolve("models/quickstart").toAbsolutePath());
         Path tp = dir.resolve("tp.yaml");
         java.nio.file.Files.writeString(tp, yaml + "placement: {backend: cuda, devices: 2, tensor_parallel: 2}\n");
-        Run r = run("plan", "--job", tp.toString());
+        CommandRun r = CommandRun.orbit("plan", "--job", tp.toString());
         assertEquals(1, r.code(), r.out() + r.err());
         assertEquals("", r.out(), "no plan printed");
         assertTrue(r.err().contains("placement {devices: 2, rollout_devices: 0, expert_parallel: 1, tensor_parallel: 2}")
@@ -94,7 +72,7 @@ class PlanCommandTest {
 
         Path ep = dir.resolve("ep.yaml");
         java.nio.file.Files.writeString(ep, yaml + "placement: {backend: cuda, devices: 2, expert_parallel: 2}\n");
-        Run e = run("plan", "--job", ep.toString(), "--json");
+        CommandRun e = CommandRun.orbit("plan", "--job", ep.toString(), "--json");
         assertEquals(0, e.code(), e.err());
         JsonNode j = new ObjectMapper().readTree(e.out());
         assertEquals("colocated, EP 2, TP 1", j.get("layout").asText());
@@ -105,7 +83,7 @@ class PlanCommandTest {
     @Test
     void jsonOfAJobThatFits() throws Exception {
         // one expert per chunk and 24 prompts: each of Kimi's MoE layers keeps its own chunk buffer
-        Run r = run("plan", "--model", KIMI, "--node", "8xB200", "--base", "int4", "--adapter", "lora:32", "--chunk", "1",
+        CommandRun r = CommandRun.orbit("plan", "--model", KIMI, "--node", "8xB200", "--base", "int4", "--adapter", "lora:32", "--chunk", "1",
                 "--prompts", "24", "--json");
         assertEquals(0, r.code(), r.err());
         assertEquals(1, r.out().strip().lines().count(), "one JSON object on one line");
@@ -136,10 +114,10 @@ class PlanCommandTest {
     void exactModeIsPlannedWithItsKernelScratch() throws Exception {
         String[] args = {"plan", "--model", KIMI, "--node", "8xB200", "--base", "int4", "--adapter", "lora:32", "--chunk", "1",
                 "--prompts", "24", "--json"};
-        Run d = run(args);
+        CommandRun d = CommandRun.orbit(args);
         String[] exactArgs = java.util.Arrays.copyOf(args, args.length + 1);
         exactArgs[args.length] = "--exact";
-        Run e = run(exactArgs);
+        CommandRun e = CommandRun.orbit(exactArgs);
         assertEquals(0, d.code(), d.err());
         assertEquals(0, e.code(), e.err());
         JsonNode dp = new ObjectMapper().readTree(d.out()).get("per_gpu_bytes");
@@ -153,13 +131,13 @@ class PlanCommandTest {
 
     @Test
     void jobThatDoesNotFitExitsWithThreeAndSaysWhere() throws Exception {
-        Run r = run("plan", "--model", KIMI, "--node", "8xB200", "--base", "bf16", "--json");
+        CommandRun r = CommandRun.orbit("plan", "--model", KIMI, "--node", "8xB200", "--base", "bf16", "--json");
         assertEquals(PlanCommand.DOES_NOT_FIT, r.code(), r.err());
         JsonNode j = new ObjectMapper().readTree(r.out());
         assertFalse(j.get("fits").asBoolean());
         assertEquals("BASE_WEIGHTS", j.get("overflow").asText());
         assertTrue(j.get("suggestions").size() > 0);
-        Run t = run("plan", "--model", KIMI, "--base", "bf16");
+        CommandRun t = CommandRun.orbit("plan", "--model", KIMI, "--base", "bf16");
         assertEquals(PlanCommand.DOES_NOT_FIT, t.code());
         assertTrue(t.out().startsWith("job refused before loading"), t.out());
         assertTrue(t.out().contains("What would make it fit"), t.out());
@@ -167,7 +145,7 @@ class PlanCommandTest {
 
     @Test
     void tableOfAJobThatFits() {
-        Run r = run("plan", "--model", KIMI, "--node", "8xB200", "--base", "int4", "--adapter", "lora:32", "--chunk", "1",
+        CommandRun r = CommandRun.orbit("plan", "--model", KIMI, "--node", "8xB200", "--base", "int4", "--adapter", "lora:32", "--chunk", "1",
                 "--prompts", "24");
         assertEquals(0, r.code(), r.err());
         assertTrue(r.out().contains("base weights") && r.out().contains("KV cache") && r.out().contains("Fits."), r.out());
@@ -176,25 +154,25 @@ class PlanCommandTest {
 
     @Test
     void badInputIsAClearError() {
-        Run node = run("plan", "--model", KIMI, "--node", "8xA100");
+        CommandRun node = CommandRun.orbit("plan", "--model", KIMI, "--node", "8xA100");
         assertEquals(1, node.code());
         assertTrue(node.err().contains("orbit plan: unknown node '8xA100'"), node.err());
-        Run ep = run("plan", "--model", KIMI, "--ep", "5");
+        CommandRun ep = CommandRun.orbit("plan", "--model", KIMI, "--ep", "5");
         assertEquals(1, ep.code());
         assertTrue(ep.err().contains("384 experts") && ep.err().contains("5 expert-parallel"), ep.err());
-        Run neg = run("plan", "--model", KIMI, "--prompts", "-3");
+        CommandRun neg = CommandRun.orbit("plan", "--model", KIMI, "--prompts", "-3");
         assertEquals(1, neg.code());
         assertTrue(neg.err().contains("prompts must be a positive number, got -3"), neg.err());
-        Run nan = run("plan", "--model", KIMI, "--micro-batch", "two");
+        CommandRun nan = CommandRun.orbit("plan", "--model", KIMI, "--micro-batch", "two");
         assertEquals(2, nan.code(), "picocli's usage error");
         assertTrue(nan.err().contains("'two' is not an int"), nan.err());
-        Run missing = run("plan", "--model", "/nonexistent/model");
+        CommandRun missing = CommandRun.orbit("plan", "--model", "/nonexistent/model");
         assertEquals(1, missing.code());
         assertTrue(missing.err().contains("/nonexistent/model"), missing.err());
-        Run split = run("plan", "--model", KIMI, "--split", "4-4");
+        CommandRun split = CommandRun.orbit("plan", "--model", KIMI, "--split", "4-4");
         assertEquals(1, split.code());
         assertTrue(split.err().contains("ROLLOUT:TRAIN"), split.err());
-        Run job = run("plan", "--job", "/nonexistent/x.yaml");
+        CommandRun job = CommandRun.orbit("plan", "--job", "/nonexistent/x.yaml");
         assertEquals(1, job.code());
         assertTrue(job.err().contains("/nonexistent/x.yaml"), job.err());
     }

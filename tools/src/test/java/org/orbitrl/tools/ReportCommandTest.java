@@ -3,9 +3,6 @@ package org.orbitrl.tools;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.io.ByteArrayOutputStream;
-import java.io.PrintStream;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Instant;
@@ -21,25 +18,6 @@ import org.orbitrl.scheduler.report.StepRecord;
 /** {@code orbit report DIR --compare OTHER}: one page with both runs' evaluations; a folder without metrics is named. */
 class ReportCommandTest {
     private static final Instant T0 = Instant.parse("2026-03-01T10:00:00Z");
-
-    record Run(int code, String out, String err) {
-    }
-
-    private static synchronized Run run(String... args) {
-        PrintStream out = System.out;
-        PrintStream err = System.err;
-        ByteArrayOutputStream o = new ByteArrayOutputStream();
-        ByteArrayOutputStream e = new ByteArrayOutputStream();
-        try {
-            System.setOut(new PrintStream(o, true, StandardCharsets.UTF_8));
-            System.setErr(new PrintStream(e, true, StandardCharsets.UTF_8));
-            int code = Orbit.execute(args);
-            return new Run(code, o.toString(StandardCharsets.UTF_8), e.toString(StandardCharsets.UTF_8));
-        } finally {
-            System.setOut(out);
-            System.setErr(err);
-        }
-    }
 
     /** Evaluations at steps 0 and 4 with accuracy {@code first} then {@code last}; pass@1 is 0.8x accuracy. */
     private static Path job(Path dir, double first, double last) throws Exception {
@@ -58,7 +36,7 @@ class ReportCommandTest {
     void comparesTwoRuns(@TempDir Path tmp) throws Exception {
         Path sync = job(tmp.resolve("sync"), 0.25, 0.5);
         Path async = job(tmp.resolve("async"), 0.25, 0.45);
-        Run r = run("report", sync.toString(), "--compare", async.toString());
+        CommandRun r = CommandRun.orbit("report", sync.toString(), "--compare", async.toString());
         assertEquals(0, r.code(), r.err());
         Path index = sync.resolve("compare").resolve("index.html");
         assertEquals(index.toString(), r.out().strip());
@@ -74,7 +52,7 @@ class ReportCommandTest {
     void aFolderWithoutMetricsIsNamed(@TempDir Path tmp) throws Exception {
         Path sync = job(tmp.resolve("sync"), 0.25, 0.5);
         Path empty = Files.createDirectories(tmp.resolve("empty"));
-        Run r = run("report", sync.toString(), "--compare", empty.toString());
+        CommandRun r = CommandRun.orbit("report", sync.toString(), "--compare", empty.toString());
         assertEquals(1, r.code());
         assertTrue(r.err().contains(empty.resolve(MetricsLog.FILE_NAME) + " does not exist"), r.err());
     }

@@ -3,13 +3,17 @@ package org.orbitrl.memory.plan;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.EnumSet;
+import java.util.HashMap;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Set;
 import java.util.TreeSet;
+import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.orbitrl.kernels.DType;
+import org.orbitrl.memory.plan.internal.ArchitectureWeights;
 import org.orbitrl.model.adapter.OftSettings;
 import org.orbitrl.model.spec.ModelSpec;
 
@@ -84,8 +88,16 @@ public sealed interface AdapterSpec {
         return LAYER_INDEX.matcher(name).replaceFirst("$1layers.");
     }
 
-    /** A layer index's digits as a number; past the int range, {@link Integer#MAX_VALUE} (no model has that layer). */
-    private static int layerOf(String digits) {
+    /**
+     * The layer index {@code module} names; -1 for a name without one; past the int range {@link Integer#MAX_VALUE} (no
+     * model has that layer).
+     */
+    private static int layerIndex(String module) {
+        Matcher x = LAYER_INDEX.matcher(module);
+        if (!x.find()) {
+            return -1;
+        }
+        String digits = x.group(2);
         return digits.length() > 9 ? Integer.MAX_VALUE : Integer.parseInt(digits);
     }
 
@@ -97,7 +109,7 @@ public sealed interface AdapterSpec {
         if (!adapts(g, targets, modules)) {
             return 0;
         }
-        List<String> everyLayer = modules.stream().filter(m -> !LAYER_INDEX.matcher(m).find()).toList();
+        List<String> everyLayer = modules.stream().filter(m -> layerIndex(m) < 0).toList();
         if (modules.isEmpty() || !everyLayer.isEmpty() && adapts(g, targets, everyLayer)) {
             return g.count();
         }
@@ -109,18 +121,14 @@ public sealed interface AdapterSpec {
      * {@code spec}: each named layer's own projections of the group, each layer counted once.
      */
     private static Map<String, Long> layerCounts(ModelSpec spec, Set<ParamFamily> targets, List<String> modules) {
-        Map<String, Long> counts = new java.util.HashMap<>();
-        java.util.Set<String> seen = new java.util.HashSet<>();
+        Map<String, Long> counts = new HashMap<>();
+        Set<String> seen = new HashSet<>();
         for (String m : modules) {
-            java.util.regex.Matcher x = LAYER_INDEX.matcher(m);
-            if (!x.find()) {
-                continue;
+            int layer = layerIndex(m);
+            if (layer < 0 || layer >= spec.numLayers()) {
+                continue;   // every layer's (counted whole), or no layer's: reached() refuses it
             }
-            int layer = layerOf(x.group(2));
-            if (layer >= spec.numLayers()) {
-                continue;   // names nothing: reached() refuses it
-            }
-            for (WeightGroup g : org.orbitrl.memory.plan.internal.ArchitectureWeights.layer(spec, layer)) {
+            for (WeightGroup g : ArchitectureWeights.layer(spec, layer)) {
                 if (adapts(g, targets, List.of(m)) && seen.add(layer + " " + g.name())) {
                     counts.merge(g.name(), g.count(), Long::sum);
                 }
@@ -379,9 +387,9 @@ public sealed interface AdapterSpec {
         List<String> unmatched = new ArrayList<>();
         for (String m : modules) {
             boolean any = false;
-            java.util.regex.Matcher x = LAYER_INDEX.matcher(m);
-            List<WeightGroup> groups = !x.find() ? inv.main() : layerOf(x.group(2)) < spec.numLayers()
-                    ? org.orbitrl.memory.plan.internal.ArchitectureWeights.layer(spec, layerOf(x.group(2))) : List.of();
+            int layer = layerIndex(m);
+            List<WeightGroup> groups = layer < 0 ? inv.main()
+                    : layer < spec.numLayers() ? ArchitectureWeights.layer(spec, layer) : List.of();
             for (WeightGroup g : groups) {
                 if (adapts(g, targets, List.of(m))) {
                     reached.add(g.family());

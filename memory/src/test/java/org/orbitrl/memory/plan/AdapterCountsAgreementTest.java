@@ -58,8 +58,6 @@ class AdapterCountsAgreementTest {
      */
     @Test
     void loraOnNamedModulesEqualsTheRuntimeAdapter() {
-        record Case(String arch, List<String> modules, List<String> parameters) {
-        }
         for (Case c : List.of(
                 new Case("qwen3", List.of("q_proj", "v_proj"), List.of()),
                 new Case("qwen3", List.of("down_proj", "lm_head"), List.of()),
@@ -68,15 +66,9 @@ class AdapterCountsAgreementTest {
                 new Case("deepseek_v3", List.of("kv_b_proj", "down_proj"), List.of("mlp.experts.gate_up_proj")),
                 new Case("deepseek_v3", List.of("q_a_proj", "gate_proj"), List.of()),
                 new Case("gpt_oss", List.of("q_proj", "router"), List.of("mlp.experts.gate_up_proj", "mlp.experts.down_proj")))) {
-            Path dir = TestModels.fixtures().resolve(c.arch());
-            ModelSpec spec = TestModels.spec("fixtures/" + c.arch());
-            try (LoadedModel m = LoadedModel.load(dir, new ScalarBackend(), BaseFormat.BF16)) {
-                Adapter a = LoraAdapter.create(AdapterConfig.lora(4, 8, c.modules(), c.parameters()), m.targets(),
-                        TensorAllocator.heap(), 1);
-                List<String> names = new ArrayList<>(c.modules());
-                names.addAll(c.parameters());
-                AdapterSpec planned = new AdapterSpec.Lora(4, AdapterSpec.PROJECTION_FAMILIES, names, DType.F32).on(spec);
-                assertEquals(elements(a), planned.params(WeightInventory.of(spec)), c.toString());
+            try (LoadedModel m = LoadedModel.load(TestModels.fixtures().resolve(c.arch()), new ScalarBackend(), BaseFormat.BF16)) {
+                ModelSpec spec = TestModels.spec("fixtures/" + c.arch());
+                AdapterSpec planned = loraAgrees(c, m, spec);
                 assertEquals(planned, AdapterSpec.parse(planned.toString()).on(spec), "the plan's adapter as --adapter spells it");
             }
         }
@@ -89,8 +81,6 @@ class AdapterCountsAgreementTest {
      */
     @Test
     void layerIndexedNamesAdaptTheirLayerAlone() {
-        record Case(String arch, List<String> modules, List<String> parameters) {
-        }
         for (Case c : List.of(
                 new Case("qwen3", List.of("layers.0.self_attn.q_proj", "model.layers.1.mlp.down_proj", "v_proj"), List.of()),
                 new Case("qwen3", List.of("layers.1.self_attn.o_proj", "layers.0.self_attn.o_proj"), List.of()),
@@ -98,15 +88,9 @@ class AdapterCountsAgreementTest {
                 new Case("deepseek_v3", List.of("layers.0.mlp.gate_proj", "layers.1.self_attn.kv_b_proj"),
                         List.of("layers.1.mlp.experts.gate_up_proj")),
                 new Case("gpt_oss", List.of("layers.1.self_attn.q_proj", "o_proj"), List.of("layers.0.mlp.experts.gate_up_proj")))) {
-            Path dir = TestModels.fixtures().resolve(c.arch());
-            ModelSpec spec = TestModels.spec("fixtures/" + c.arch());
-            try (LoadedModel m = LoadedModel.load(dir, new ScalarBackend(), BaseFormat.BF16)) {
-                Adapter a = LoraAdapter.create(AdapterConfig.lora(4, 8, c.modules(), c.parameters()), m.targets(),
-                        TensorAllocator.heap(), 1);
-                List<String> names = new ArrayList<>(c.modules());
-                names.addAll(c.parameters());
-                AdapterSpec planned = new AdapterSpec.Lora(4, AdapterSpec.PROJECTION_FAMILIES, names, DType.F32).on(spec);
-                assertEquals(elements(a), planned.params(WeightInventory.of(spec)), c.toString());
+            try (LoadedModel m = LoadedModel.load(TestModels.fixtures().resolve(c.arch()), new ScalarBackend(), BaseFormat.BF16)) {
+                ModelSpec spec = TestModels.spec("fixtures/" + c.arch());
+                loraAgrees(c, m, spec);
                 Adapter o = OftAdapter.create(AdapterConfig.oft(OftSettings.ofBlockSize(8), c.modules()), m.targets(),
                         TensorAllocator.heap());
                 AdapterSpec oft = new AdapterSpec.Oft(8, AdapterSpec.PROJECTION_FAMILIES, c.modules(), DType.F32).on(spec);
@@ -118,6 +102,20 @@ class AdapterCountsAgreementTest {
             var e = assertThrows(IllegalArgumentException.class, () -> AdapterSpec.parse("lora:8:" + bad).on(spec));
             assertTrue(e.getMessage().contains(bad + " names no projection of qwen3_moe"), e.getMessage());
         }
+    }
+
+    /** A LoRA of rank 4 on a fixture's modules and fused expert parameters, as a job file names them. */
+    private record Case(String arch, List<String> modules, List<String> parameters) {
+    }
+
+    /** The planner's parameters for case {@code c} equal the runtime adapter's on the loaded model; the planned adapter. */
+    private static AdapterSpec loraAgrees(Case c, LoadedModel m, ModelSpec spec) {
+        Adapter a = LoraAdapter.create(AdapterConfig.lora(4, 8, c.modules(), c.parameters()), m.targets(), TensorAllocator.heap(), 1);
+        List<String> names = new ArrayList<>(c.modules());
+        names.addAll(c.parameters());
+        AdapterSpec planned = new AdapterSpec.Lora(4, AdapterSpec.PROJECTION_FAMILIES, names, DType.F32).on(spec);
+        assertEquals(elements(a), planned.params(WeightInventory.of(spec)), c.toString());
+        return planned;
     }
 
     /** A module name that names no projection of the model is refused, as the runtime refuses it, naming it. */

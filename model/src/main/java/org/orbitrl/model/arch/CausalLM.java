@@ -1,7 +1,10 @@
 package org.orbitrl.model.arch;
 
 import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
 
 import java.util.List;
 
@@ -71,10 +74,9 @@ public interface CausalLM extends AutoCloseable {
             return all;
         }
         Backend b = backend();
-        org.orbitrl.kernels.TensorAllocator a = b.allocator();
-        Tensor rows = a.upload(org.orbitrl.kernels.MemoryCategory.ACTIVATIONS, Tensor.ofInts(lastRows(batch), batch.size()));
-        Tensor last = a.allocate(org.orbitrl.kernels.MemoryCategory.LOGITS, org.orbitrl.kernels.DType.F32, batch.size(),
-                all.size(1));
+        TensorAllocator a = b.allocator();
+        Tensor rows = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(lastRows(batch), batch.size()));
+        Tensor last = a.allocate(MemoryCategory.LOGITS, DType.F32, batch.size(), all.size(1));
         b.gatherRows(all, rows, last);
         a.release(rows);
         a.release(all);

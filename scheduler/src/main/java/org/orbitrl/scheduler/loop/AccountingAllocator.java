@@ -9,6 +9,8 @@ import java.lang.foreign.Arena;
 import java.lang.ref.Cleaner;
 import java.util.EnumMap;
 import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLongArray;
 
 /**
@@ -28,7 +30,7 @@ public final class AccountingAllocator implements TensorAllocator {
 
     private final AtomicLongArray live = new AtomicLongArray(CATS.length);
     /** The counted allocations of the per-step categories, by address, until released or collected. */
-    private final java.util.concurrent.ConcurrentHashMap<Long, Counted> perStep = new java.util.concurrent.ConcurrentHashMap<>();
+    private final ConcurrentHashMap<Long, Counted> perStep = new ConcurrentHashMap<>();
     private final AtomicLongArray peak = new AtomicLongArray(CATS.length);
     private final ReachablePeaks exact;
     private static final double[] SLACKS = {1.0, 0.1, 0.01};
@@ -94,7 +96,7 @@ public final class AccountingAllocator implements TensorAllocator {
     private static final class Counted {
         final int category;
         final long bytes;
-        final java.util.concurrent.atomic.AtomicBoolean in = new java.util.concurrent.atomic.AtomicBoolean(true);
+        final AtomicBoolean in = new AtomicBoolean(true);
 
         Counted(int category, long bytes) {
             this.category = category;

@@ -72,6 +72,7 @@ public final class RlJobRunner implements JobRunner {
     private volatile Tunables tunables;
 
     private volatile AccountingAllocator memory;
+    private volatile long heldBase = -1;   // the trainer model's base bytes, counted once (they never change after load)
     private volatile Backend backend;
     private OpProfiler profiler;   // null unless -Dorbit.profile=true
     private PlanRequest planned;   // the request plan() checked, kept layers resolved; load() trains as it budgets
@@ -473,7 +474,11 @@ public final class RlJobRunner implements JobRunner {
             Map<MemoryCategory, Long> live = memory.live();
             Map<MemoryCategory, Long> peak = memory.peak();
             Trainable m = trainerModel;
-            long base = m == null ? -1 : m.heldBaseBytes();
+            long base = heldBase;
+            if (base < 0 && m != null) {
+                base = m.heldBaseBytes();
+                heldBase = base;
+            }
             if (base > 0 && live.get(MemoryCategory.BASE_WEIGHTS) == 0) {   // read in place from the checkpoint's files
                 live.put(MemoryCategory.BASE_WEIGHTS, base);
                 peak.put(MemoryCategory.BASE_WEIGHTS, base);

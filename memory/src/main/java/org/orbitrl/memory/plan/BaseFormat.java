@@ -158,8 +158,8 @@ public record BaseFormat(String name, Map<ParamFamily, StorageFormat> formats) {
 
     /** Device bytes of one weight group in this format. */
     public long bytes(WeightGroup g) {
-        if (g.buffer()) {
-            return Math.multiplyExact(g.numel(), 4L);      // f32 correction bias, i32 hash table
+        if (g.buffer() || g.f32()) {
+            return Math.multiplyExact(g.numel(), 4L);      // f32 correction bias, i32 hash table, a parameter held in f32
         }
         StorageFormat f = of(g.family());
         if (g.shape().length == 2 && f.isQuantized()) {

@@ -16,8 +16,12 @@ import java.util.Arrays;
  * @param linear true for projection weights (the tensors a quantized format and an adapter apply to)
  * @param buffer true for a non-trainable buffer saved with the weights (router score-correction
  *               bias, hash-routing table): counted in memory, not in the parameter count
+ * @param f32    true for a parameter the model holds in f32 whatever the checkpoint stores (a projection's bias, which
+ *               the kernels add in f32; gpt-oss's attention sinks; DeepSeek V4's small tensors, which its host
+ *               operations read as f32 arrays)
  */
-public record WeightGroup(String name, ParamFamily family, long[] shape, long count, boolean linear, boolean buffer) {
+public record WeightGroup(String name, ParamFamily family, long[] shape, long count, boolean linear, boolean buffer,
+                          boolean f32) {
 
     public WeightGroup {
         if (name == null || family == null) {
@@ -31,6 +35,13 @@ public record WeightGroup(String name, ParamFamily family, long[] shape, long co
         if (linear && shape.length != 2) {
             throw new IllegalArgumentException("weight group " + name + " is a projection but not a matrix");
         }
+        if (f32 && (linear || buffer)) {
+            throw new IllegalArgumentException("weight group " + name + ": only a parameter is held in f32 by rule");
+        }
+    }
+
+    public WeightGroup(String name, ParamFamily family, long[] shape, long count, boolean linear, boolean buffer) {
+        this(name, family, shape, count, linear, buffer, false);
     }
 
     /** A projection weight {@code [out, in]}. */
@@ -41,6 +52,11 @@ public record WeightGroup(String name, ParamFamily family, long[] shape, long co
     /** A parameter that is not a projection: a norm weight, a bias, a sink, a mixing table. */
     public static WeightGroup param(String name, ParamFamily family, long count, long... shape) {
         return new WeightGroup(name, family, shape, count, false, false);
+    }
+
+    /** A parameter that is not a projection, held in f32 whatever the checkpoint stores. */
+    public static WeightGroup f32Param(String name, ParamFamily family, long count, long... shape) {
+        return new WeightGroup(name, family, shape, count, false, false, true);
     }
 
     /** A buffer saved with the weights but not trained or counted as a parameter. */
@@ -76,7 +92,7 @@ public record WeightGroup(String name, ParamFamily family, long[] shape, long co
     @Override
     public boolean equals(Object o) {
         return o instanceof WeightGroup g && name.equals(g.name) && family == g.family && Arrays.equals(shape, g.shape)
-                && count == g.count && linear == g.linear && buffer == g.buffer;
+                && count == g.count && linear == g.linear && buffer == g.buffer && f32 == g.f32;
     }
 
     @Override
@@ -86,6 +102,6 @@ public record WeightGroup(String name, ParamFamily family, long[] shape, long co
 
     @Override
     public String toString() {
-        return name + " " + Arrays.toString(shape) + " x " + count + " (" + family.label() + (buffer ? ", buffer" : "") + ")";
+        return name + " " + Arrays.toString(shape) + " x " + count + " (" + family.label() + (buffer ? ", buffer" : "") + (f32 ? ", f32" : "") + ")";
     }
 }

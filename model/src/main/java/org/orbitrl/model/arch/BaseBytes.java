@@ -8,11 +8,11 @@ import java.util.IdentityHashMap;
 import java.util.List;
 
 /** Bytes of frozen base weights a model holds: each tensor and each linear's weight and bias counted once (a tied head). */
-final class BaseBytes {
+public final class BaseBytes {
     private BaseBytes() {
     }
 
-    static long of(List<Tensor> tensors, List<Linear> linears) {
+    public static long of(List<Tensor> tensors, List<Linear> linears) {
         IdentityHashMap<Object, Boolean> seen = new IdentityHashMap<>();
         long bytes = 0;
         for (Tensor t : tensors) {

@@ -242,6 +242,23 @@ public final class GptOssModel implements Trainable, AdapterTargets {
                 (d, dIn) -> l.attention().backward(b, lt.attention, tape.positions, tape.lengths, rope, d, dIn));
     }
 
+    /**
+     * Bytes of frozen base weights this model holds: embedding, norms, attention sinks (f32, as attention reads them),
+     * every linear's weight and bias, experts included (a tied LM head counted once): what the memory planner budgets
+     * as base weights per GPU.
+     */
+    @Override
+    public long heldBaseBytes() {
+        List<Tensor> tensors = new ArrayList<>(List.of(embed, finalNorm));
+        List<Linear> linears = new ArrayList<>(linearModules().values());
+        for (Layer l : layers) {
+            tensors.addAll(List.of(l.inputNorm(), l.postNorm(), l.attention().sinks));
+            linears.addAll(List.of(l.moe().gateUp));
+            linears.addAll(List.of(l.moe().down));
+        }
+        return BaseBytes.of(tensors, linears);
+    }
+
     /** Attention projections, routers and the LM head, by Hugging Face module name. */
     @Override
     public Map<String, Linear> linearModules() {

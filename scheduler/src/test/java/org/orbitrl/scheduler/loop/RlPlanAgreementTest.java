@@ -12,7 +12,6 @@ import org.orbitrl.memory.plan.WeightGroup;
 import org.orbitrl.memory.plan.WeightInventory;
 import org.orbitrl.model.LoadedModel;
 import org.orbitrl.model.adapter.Adapter;
-import org.orbitrl.model.arch.Qwen3Model;
 import org.orbitrl.model.nn.AdapterTargets;
 import org.orbitrl.scheduler.job.AdapterKind;
 import org.orbitrl.scheduler.job.AdapterSpec;
@@ -40,8 +39,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * A job is planned with the base its runner loads and the adapter its runner attaches: for every
  * {@code model.base_format}, the planned base weight bytes equal what the loaded model holds
  * ({@code heldBaseBytes}; an NVFP4 matrix's 4-byte tensor scale, which the runtime keeps in a Java field, is the
- * planner's alone), on a bf16 checkpoint (the experts quantized on load) and on the quickstart's INT4 one (its
- * experts kept as stored); for the job's {@code adapter} section, the planned parameters and their element type equal
+ * planner's alone), on the bf16 checkpoints of all five architectures (the experts quantized on load; biases, gpt-oss's
+ * sinks and DeepSeek V4's small tensors held in f32) and on the quickstart's INT4 one (its experts kept as stored); for the job's {@code adapter} section, the planned parameters and their element type equal
  * the adapter the runner builds on the loaded model; and a step of the job holds the adapter's planned bytes: the
  * trainer's parameters, gradients and optimizer state, and the rollout engine's two slots (without gradients).
  */
@@ -50,8 +49,14 @@ class RlPlanAgreementTest {
 
     @Test
     void theBaseIsPlannedAsTheRunnerLoadsIt() throws Exception {
-        JobSpec q = QuickstartJobTest.quickstart();
-        for (Path model : List.of(HF.resolve("qwen3_moe"), q.model().path())) {
+        JobSpec q = QuickstartJobTest.quickstart()   // an adapter every architecture has a target for
+                .withAdapter(new AdapterSpec(AdapterKind.LORA, 2, 4, 0, List.of("lm_head"), List.of(), 32));
+        List<Path> models = new java.util.ArrayList<>();
+        for (String arch : List.of("qwen3", "qwen3_moe", "deepseek_v3", "deepseek_v4", "gpt_oss")) {
+            models.add(HF.resolve(arch));
+        }
+        models.add(q.model().path());
+        for (Path model : models) {
             for (BaseFormat f : List.of(BaseFormat.AUTO, BaseFormat.BF16, BaseFormat.INT4, BaseFormat.MXFP4, BaseFormat.NVFP4)) {
                 JobSpec spec = q.withModel(new ModelSpec(model, f));
                 PlanRequest req = RlPlan.request(spec);
@@ -63,7 +68,7 @@ class RlPlanAgreementTest {
                 }
                 try (CpuBackend cpu = new CpuBackend(1);
                      LoadedModel m = LoadedModel.load(model, cpu, JobReplicas.baseFormat(spec))) {
-                    long held = ((Qwen3Model) m.model()).heldBaseBytes();
+                    long held = m.model().heldBaseBytes();
                     String what = model.getFileName() + " with base_format " + f + ": held " + held + " B, planned " + planned
                             + " B as " + req.base() + " (" + req.base().formats() + ")";
                     assertEquals(held, planned - tensorScales, what);

@@ -29,11 +29,19 @@ public final class ArchitectureWeights {
     private ArchitectureWeights() {
     }
 
+    /**
+     * An empty list for {@code s}'s weights: DeepSeek V4 holds its norms, sinks, position biases and hyper-connection
+     * weights as f32 arrays for its host operations, whatever the checkpoint stores.
+     */
+    private static GroupList groups(ModelSpec s) {
+        return new GroupList(s.family() == org.orbitrl.model.spec.ModelFamily.DEEPSEEK_V4);
+    }
+
     /** The decoder's weights (embedding, layers, final norm, head). */
     public static List<WeightGroup> main(ModelSpec s) {
-        GroupList g = new GroupList();
+        GroupList g = groups(s);
         long h = s.hiddenSize();
-        g.param("model.embed_tokens.weight", EMBEDDING, 1, s.vocabSize(), h);
+        g.embedding("model.embed_tokens.weight", EMBEDDING, s.vocabSize(), h);
         for (int i = 0; i < s.numLayers(); i++) {
             layer(s, g, "model.layers", s.attentionKind(i), s.mlpKind(i));
         }
@@ -49,7 +57,7 @@ public final class ArchitectureWeights {
 
     /** The weights of decoder layer {@code i} alone, named as {@link #main} names them (without the layer's index). */
     public static List<WeightGroup> layer(ModelSpec s, int i) {
-        GroupList g = new GroupList();
+        GroupList g = groups(s);
         layer(s, g, "model.layers", s.attentionKind(i), s.mlpKind(i));
         return g.toList();
     }
@@ -62,7 +70,7 @@ public final class ArchitectureWeights {
      * head are shared with the main model (V3 checkpoints store copies; see {@link #mtpSharedCopies}).
      */
     public static List<WeightGroup> mtp(ModelSpec s) {
-        GroupList g = new GroupList();
+        GroupList g = groups(s);
         long h = s.hiddenSize();
         for (int n = 0; n < s.numNextnPredictLayers(); n++) {
             switch (s.family()) {
@@ -125,7 +133,7 @@ public final class ArchitectureWeights {
             g.norm(p + ".self_attn.q_norm.weight", s.headDim(), 1).norm(p + ".self_attn.k_norm.weight", s.headDim(), 1);
         }
         if (sinks) {
-            g.param(p + ".self_attn.sinks", ATTENTION, 1, s.numHeads());
+            g.f32Param(p + ".self_attn.sinks", ATTENTION, 1, s.numHeads());   // f32, as attention reads them
         }
     }
 
@@ -197,11 +205,11 @@ public final class ArchitectureWeights {
         // [experts, 2*inter, hidden] and [experts, hidden, inter] as one matrix per expert
         g.linear(p + ".mlp.experts.gate_up_proj", ROUTED_EXPERTS, 2 * inter, h, e, false);
         if (m.expertBias()) {
-            g.param(p + ".mlp.experts.gate_up_proj_bias", ROUTED_EXPERTS, e, 2 * inter);
+            g.f32Param(p + ".mlp.experts.gate_up_proj_bias", ROUTED_EXPERTS, e, 2 * inter);
         }
         g.linear(p + ".mlp.experts.down_proj", ROUTED_EXPERTS, h, inter, e, false);
         if (m.expertBias()) {
-            g.param(p + ".mlp.experts.down_proj_bias", ROUTED_EXPERTS, e, h);
+            g.f32Param(p + ".mlp.experts.down_proj_bias", ROUTED_EXPERTS, e, h);
         }
         if (m.sharedIntermediateSize() > 0) {
             boolean bias = s.deepseekV4() != null && s.deepseekV4().mlpBias();

@@ -30,6 +30,11 @@ final class DeepseekV4HyperConnection {
         this.normEps = normEps;
     }
 
+    /** Floats of its weights: the mixer, its base and its three scales. */
+    long floats() {
+        return (long) fn.length + base.length + scale.length;
+    }
+
     private int mixes() {
         return (2 + hc) * hc;
     }

@@ -77,6 +77,20 @@ final class DeepseekV4Loader {
         return new DeepseekV4Loader(src, expertQuantizer, backend.allocator()).build(c, backend);
     }
 
+    /** A hash layer's token-to-expert table [vocab, k], each entry checked to name one of the layer's experts. */
+    private int[] hashTable(String name, DeepseekV4Config c) {
+        long[] stored = w.tensor(name, c.vocab(), c.topK()).toLongArray();
+        int[] table = new int[stored.length];
+        for (int i = 0; i < stored.length; i++) {
+            if (stored[i] < 0 || stored[i] >= c.experts()) {
+                throw new IllegalArgumentException(name + "[" + i / c.topK() + "] names expert " + stored[i]
+                        + ": expected 0 to " + (c.experts() - 1));
+            }
+            table[i] = (int) stored[i];
+        }
+        return table;
+    }
+
     /** A routed expert's projection: as stored, or quantized on load from full precision if asked. */
     private Linear expert(String hfName, String module, int out, int in) {
         Weight wt = quant.weight(module, out, in);
@@ -148,7 +162,7 @@ final class DeepseekV4Loader {
                     linear(sh + "down_proj", sp + "w2", h, c.sharedIntermediate()));
             DeepseekV4Moe moe = new DeepseekV4Moe(linear(hp + "mlp.gate", p + "ffn.gate", c.experts(), h),
                     hash ? null : floats(p + "ffn.gate.bias", c.experts()),
-                    hash ? w.tensor(p + "ffn.gate.tid2eid", c.vocab(), c.topK()).toLongArray() : null,
+                    hash ? hashTable(p + "ffn.gate.tid2eid", c) : null,
                     experts, shared, c.topK(), c.routedScaling(), c.swigluLimit(),
                     c.spec().moe().scoring() == org.orbitrl.model.spec.MoeSpec.Scoring.SIGMOID);
             layers[i] = new DeepseekV4Model.Layer(hyper(c, p + "hc_attn_"), floats(p + "attn_norm.weight", h), attn,

@@ -547,6 +547,38 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         }
     }
 
+    /**
+     * Bytes of frozen base weights this model holds: in the backend's memory the embedding, every linear (wo_a's head
+     * groups, the routed and shared experts and the LM head included); in host memory the small tensors the host's
+     * operations read as f32 arrays (norms, hyper-connection mixers, sinks, compressor position biases, selection biases)
+     * and the hash layers' token-to-expert tables (i32).
+     */
+    @Override
+    public long heldBaseBytes() {
+        List<Linear> linears = new ArrayList<>(linearModules().values());
+        long floats = headFn.length + headBase.length + 1 + norm.length;   // the head's scale: one float
+        long bytes = 0;
+        for (Layer l : layers) {
+            DeepseekV4Attention a = l.attn();
+            bytes += a.oA.byteSize();
+            floats += l.attnNorm().length + l.ffnNorm().length + a.qNorm.length + a.kvNorm.length + a.sinks.length
+                    + l.attnHc().floats() + l.ffnHc().floats();
+            for (DeepseekV4Compressor comp : new DeepseekV4Compressor[]{a.compressor,
+                    a.indexer == null ? null : a.indexer.compressor}) {
+                if (comp != null) {
+                    floats += comp.ape.length + comp.norm.length;
+                }
+            }
+            DeepseekV4Moe m = l.moe();
+            floats += m.bias == null ? 0 : m.bias.length;
+            bytes += m.tid2eid == null ? 0 : (long) Integer.BYTES * m.tid2eid.length;
+            for (DenseMlp e : m.experts) {
+                linears.addAll(List.of(e.gate(), e.up(), e.down()));
+            }
+        }
+        return bytes + Float.BYTES * floats + org.orbitrl.model.arch.BaseBytes.of(List.of(embed), linears);
+    }
+
     /** Every adaptable linear by its Hugging Face module name. */
     @Override
     public Map<String, Linear> linearModules() {

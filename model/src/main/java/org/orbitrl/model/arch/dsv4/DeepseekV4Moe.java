@@ -33,7 +33,7 @@ import java.util.List;
 final class DeepseekV4Moe {
     final Linear router;          // [experts, hidden]
     final float[] bias;           // [experts] selection bias, null on hash layers
-    final long[] tid2eid;         // [vocab, k] on hash layers, else null
+    final int[] tid2eid;          // [vocab, k] on hash layers, else null; every entry an expert
     final DenseMlp[] experts;
     final DenseMlp shared;
     private final int topK;
@@ -44,7 +44,7 @@ final class DeepseekV4Moe {
     private boolean useGrouped = true;
     private int chunk;               // quantized experts dequantized at a time in the grouped products (0: fused)
 
-    DeepseekV4Moe(Linear router, float[] bias, long[] tid2eid, DenseMlp[] experts, DenseMlp shared, int topK,
+    DeepseekV4Moe(Linear router, float[] bias, int[] tid2eid, DenseMlp[] experts, DenseMlp shared, int topK,
                   float scaling, float limit, boolean sigmoid) {
         this.router = router;
         this.bias = bias;
@@ -134,13 +134,7 @@ final class DeepseekV4Moe {
         int[] idx = new int[n * topK];
         Ops.forRows(n, (long) topK * e, r -> {
             if (tid2eid != null) {
-                for (int j = 0; j < topK; j++) {
-                    long v = tid2eid[ids[r] * topK + j];
-                    if (v < 0 || v >= e) {
-                        throw new IllegalArgumentException("tid2eid[" + ids[r] + "] names expert " + v + " of " + e);
-                    }
-                    idx[r * topK + j] = (int) v;
-                }
+                System.arraycopy(tid2eid, ids[r] * topK, idx, r * topK, topK);
             } else {
                 boolean[] taken = new boolean[e];
                 for (int j = 0; j < topK; j++) {

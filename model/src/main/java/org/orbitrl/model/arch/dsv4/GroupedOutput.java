@@ -44,6 +44,15 @@ final class GroupedOutput {
         }
     }
 
+    /** Bytes of its weight, every group's rows. */
+    long byteSize() {
+        long bytes = 0;
+        for (Weight g : groups) {
+            bytes += g.byteSize();
+        }
+        return bytes;
+    }
+
     /** Whether the rows of each group of {@code w} can be viewed in place ({@link #GroupedOutput} needs it). */
     static boolean viewable(Weight w, int r) {
         return switch (w) {

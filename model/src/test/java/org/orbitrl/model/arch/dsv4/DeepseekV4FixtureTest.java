@@ -41,6 +41,38 @@ public class DeepseekV4FixtureTest {
         return FixtureRuns.inputRows(ids);
     }
 
+    /** A hash layer's table naming an expert the layer does not have is refused as the model loads, naming the entry. */
+    @Test
+    void aHashTableNamingAMissingExpertIsRefusedAtLoad() {
+        TestSafetensors file = new TestSafetensors(dir().resolve("model.safetensors"));
+        String table = "model.layers.0.ffn.gate.tid2eid";
+        long[] stored = file.get(table).toLongArray();
+        int[] bad = new int[stored.length];
+        for (int i = 0; i < bad.length; i++) {
+            bad[i] = (int) stored[i];
+        }
+        var c = ConfigLoader.load(dir());
+        for (int value : new int[]{c.moe().numExperts(), -1}) {
+            bad[2 * 37 + 1] = value;    // token 37's second expert
+            org.orbitrl.model.nn.WeightSource src = new org.orbitrl.model.nn.WeightSource() {
+                public boolean has(String name) {
+                    return file.has(name);
+                }
+
+                public Tensor tensor(String name, long... shape) {
+                    return name.equals(table) ? Tensor.ofInts(bad, shape) : file.tensor(name, shape);
+                }
+
+                public java.util.Set<String> names() {
+                    return file.names();
+                }
+            };
+            IllegalArgumentException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                    () -> DeepseekV4Model.load(c, src, Backends.cpu()));
+            assertEquals(table + "[37] names expert " + value + ": expected 0 to " + (c.moe().numExperts() - 1), e.getMessage());
+        }
+    }
+
     @Test
     void logitsAndHiddenStatesMatchTransformers() {
         var ref = new TestSafetensors(dir().resolve("reference.safetensors"));

@@ -1,6 +1,7 @@
 package org.orbitrl.model.arch;
 
 import org.orbitrl.kernels.RopeScaling;
+import org.orbitrl.model.spec.AttentionKind;
 import org.orbitrl.model.spec.ModelFamily;
 import org.orbitrl.model.spec.ModelSpec;
 import org.orbitrl.model.spec.MoeSpec;
@@ -10,17 +11,23 @@ import org.orbitrl.model.spec.MoeSpec;
  * code needs it.
  *
  * @param moeLayers which layers have a sparse MoE block (else a dense SwiGLU MLP)
+ * @param windows   per layer, the sliding window of its attention in tokens (a query sees itself and the window - 1
+ *                  positions before it), 0 for full attention
  */
 public record DecoderConfig(String modelType, int vocab, int hidden, int layers, int heads, int kvHeads, int headDim,
                             int intermediate, int moeIntermediate, int experts, int topK, boolean normTopKProb,
                             boolean[] moeLayers, float rmsEps, boolean tieEmbeddings, boolean attentionBias,
-                            RopeScaling rope, int maxPositions) {
+                            RopeScaling rope, int maxPositions, int[] windows) {
 
     public DecoderConfig {
         require(vocab > 0 && hidden > 0 && layers > 0 && heads > 0 && kvHeads > 0 && headDim > 0,
                 "sizes must be positive");
         require(heads % kvHeads == 0, "num_attention_heads " + heads + " is not a multiple of num_key_value_heads " + kvHeads);
         require(moeLayers.length == layers, "moe layer flags " + moeLayers.length + " for " + layers + " layers");
+        require(windows.length == layers, "attention windows " + windows.length + " for " + layers + " layers");
+        for (int w : windows) {
+            require(w >= 0, "sliding_window must be positive, got " + w);
+        }
         for (boolean m : moeLayers) {
             if (m) {
                 require(experts > 0 && topK > 0 && topK <= experts, "top-k " + topK + " of " + experts + " experts");
@@ -45,12 +52,16 @@ public record DecoderConfig(String modelType, int vocab, int hidden, int layers,
         for (int i = 0; i < moe.length; i++) {
             moe[i] = spec.isMoeLayer(i);
         }
+        int[] windows = new int[spec.numLayers()];   // use_sliding_window: the layers from max_window_layers on slide
+        for (int i = 0; i < windows.length; i++) {
+            windows[i] = spec.attentionKind(i) == AttentionKind.SLIDING ? spec.slidingWindow() : 0;
+        }
         MoeSpec m = spec.moe();
         return new DecoderConfig(spec.modelType(), spec.vocabSize(), spec.hiddenSize(), spec.numLayers(), spec.numHeads(),
                 spec.numKvHeads(), spec.headDim(), spec.intermediateSize(), m == null ? 0 : m.moeIntermediateSize(),
                 m == null ? 0 : m.numExperts(), m == null ? 0 : m.topK(), m != null && m.normTopkProb(), moe,
                 (float) spec.rmsNormEps(), spec.tieWordEmbeddings(), spec.attentionBias(), spec.ropeScaling(),
-                spec.maxPositionEmbeddings());
+                spec.maxPositionEmbeddings(), windows);
     }
 
     /**
@@ -71,7 +82,7 @@ public record DecoderConfig(String modelType, int vocab, int hidden, int layers,
         }
         return new DecoderConfig(modelType, vocab, hidden, layers, heads / tp, kvHeads / tp, headDim,
                 dense ? intermediate / tp : intermediate, moeIntermediate, experts, topK, normTopKProb, moeLayers, rmsEps,
-                tieEmbeddings, attentionBias, rope, maxPositions);
+                tieEmbeddings, attentionBias, rope, maxPositions, windows);
     }
 
     /** True when at least one layer has a dense MLP. */

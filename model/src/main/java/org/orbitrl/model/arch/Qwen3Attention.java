@@ -65,7 +65,7 @@ final class Qwen3Attention {
         this.kvHeads = c.kvHeads();
         this.headDim = c.headDim();
         this.eps = c.rmsEps();
-        this.spec = AttentionSpec.causal(c.headDim());
+        this.spec = new AttentionSpec((float) (1.0 / Math.sqrt(c.headDim())), c.windows()[layer], null);
     }
 
     /** Whether q, k, v and o are dense, without bias and without an enabled adapter (a backend's whole-layer decode form). */

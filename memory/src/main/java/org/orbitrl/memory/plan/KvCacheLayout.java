@@ -24,9 +24,11 @@ import org.orbitrl.model.spec.ModelSpec;
  * </ul>
  * Elements are of the cache dtype ({@code bf16} unless the job asks for {@code fp8}).
  *
- * <p>A rollout engine holds the GQA and MLA caches in one paged pool ({@link #pagedPoolBytes}): blocks of
- * {@link #PAGED_BLOCK_TOKENS} positions shared by every layer, so a sliding-window layer holds as many positions as a
- * full one there. DeepSeek V4 keeps its decode state beside the pool, which holds no rows for it.
+ * <p>A rollout engine holds the GQA and MLA caches in paged pools ({@link #pagedPoolBytes}): blocks of
+ * {@link #PAGED_BLOCK_TOKENS} positions, one pool for the full-attention layers and, where the model has
+ * sliding-window layers (gpt-oss; Qwen3 with {@code use_sliding_window}), a window pool for them
+ * ({@link #windowBlocks}), from which each sequence gives back the blocks that have left its window. DeepSeek V4
+ * keeps its decode state beside the pool, which holds no rows for it.
  */
 public final class KvCacheLayout {
     /** Positions of one block of a rollout engine's paged cache. */
@@ -56,19 +58,68 @@ public final class KvCacheLayout {
     }
 
     /**
-     * Bytes of the paged pool of {@link #pagedBlocks}{@code (sequences, tokens)} blocks: every layer's full-resolution
-     * row for each position (sliding-window layers included), elements of {@code dtype}. DeepSeek V4's pool holds no
-     * rows (its decode state is {@link #bytesPerSequence}'s form): 0.
+     * Blocks of the window pool of a rollout engine that decodes {@code sequences} sequences of up to {@code tokens}
+     * tokens at once, running up to {@code batchTokens} new tokens a forward, for sliding-window layers of
+     * {@code window} positions: each running sequence's window (the blocks its next query sees, the one its next token
+     * goes into included: {@code (window - 1) / 16 + 2}), and a prefill's whole prompt until its forward is done (the
+     * blocks of one forward's new tokens and a partial one a sequence, or one sequence of {@code tokens}, the larger);
+     * at least {@link #PAGED_MIN_BLOCKS}, at most {@link #pagedBlocks} (what the layers would hold in the main pool).
      */
-    public static long pagedPoolBytes(ModelSpec spec, long sequences, long tokens, DType dtype) {
+    public static int windowBlocks(long sequences, long tokens, int window, long batchTokens) {
+        if (window <= 0) {
+            throw new IllegalArgumentException("a window pool needs a positive window, got " + window);
+        }
+        long bs = PAGED_BLOCK_TOKENS;
+        long running = Math.multiplyExact(sequences, (window - 1) / bs + 2);
+        long prefill = Math.max((batchTokens + bs - 1) / bs + sequences, (tokens + bs - 1) / bs + 1);
+        return Math.toIntExact(Math.min(pagedBlocks(sequences, tokens),
+                Math.max(PAGED_MIN_BLOCKS, Math.addExact(running, prefill))));
+    }
+
+    /**
+     * The window every sliding-window layer of {@code spec} keeps, when its rollout engine holds them in a window pool
+     * ({@link #windowBlocks}): a GQA model whose sliding layers all attend over {@code sliding_window}; 0 when it
+     * has none (every layer in the main pool).
+     */
+    public static int windowPoolWindow(ModelSpec spec) {
+        if (spec.mla() != null || spec.deepseekV4() != null || spec.slidingWindow() <= 0) {
+            return 0;
+        }
+        for (int i = 0; i < spec.numLayers(); i++) {
+            if (spec.attentionKind(i) == AttentionKind.SLIDING) {
+                return spec.slidingWindow();
+            }
+        }
+        return 0;
+    }
+
+    /**
+     * Bytes of the paged pools of a rollout engine that decodes {@code sequences} sequences of up to {@code tokens}
+     * tokens, {@code batchTokens} new ones a forward: the full-attention layers' full-resolution rows in
+     * {@link #pagedBlocks} blocks, the sliding-window layers' in {@link #windowBlocks} blocks and the window pool's
+     * block of zeros ({@link #windowPoolWindow}); elements of {@code dtype}. DeepSeek V4's pool holds no rows (its
+     * decode state is {@link #bytesPerSequence}'s form): 0.
+     */
+    public static long pagedPoolBytes(ModelSpec spec, long sequences, long tokens, long batchTokens, DType dtype) {
         if (spec.deepseekV4() != null) {
             return 0;
         }
-        long perPosition = 0;
+        int window = windowPoolWindow(spec);
+        long full = 0;
+        long sliding = 0;
         for (int i = 0; i < spec.numLayers(); i++) {
-            perPosition = Math.addExact(perPosition, bytesPerToken(spec, i, dtype));
+            if (window > 0 && spec.attentionKind(i) == AttentionKind.SLIDING) {
+                sliding = Math.addExact(sliding, bytesPerToken(spec, i, dtype));
+            } else {
+                full = Math.addExact(full, bytesPerToken(spec, i, dtype));
+            }
         }
-        return Math.multiplyExact((long) pagedBlocks(sequences, tokens) * PAGED_BLOCK_TOKENS, perPosition);
+        long bytes = Math.multiplyExact((long) pagedBlocks(sequences, tokens) * PAGED_BLOCK_TOKENS, full);
+        if (sliding > 0) {
+            long blocks = windowBlocks(sequences, tokens, window, batchTokens) + 1L;   // the block of zeros
+            bytes = Math.addExact(bytes, Math.multiplyExact(blocks * PAGED_BLOCK_TOKENS, sliding));
+        }
+        return bytes;
     }
 
     /** Bytes one cached token takes in layer {@code layer}'s full-resolution cache, bf16 elements. */

@@ -283,7 +283,8 @@ public final class MemoryPlanner {
         if (role.rollsOut()) {
             // the engine's paged pool; DeepSeek V4's decode state beside it (its pool holds no rows)
             kv = (s.deepseekV4() != null ? seqsPerRank * KvCacheLayout.bytesPerSequence(s, batch.seqLen(), req.kvDtype())
-                    : KvCacheLayout.pagedPoolBytes(s, seqsPerRank, batch.seqLen(), req.kvDtype()))
+                    : KvCacheLayout.pagedPoolBytes(s, seqsPerRank, batch.seqLen(), rolloutBatchTokens(req, seqsPerRank),
+                    req.kvDtype()))
                     / KvCacheLayout.tensorParallelSplit(s, tp);
             logits += seqsPerRank * vocabShard * 12;            // f32 logits + sort keys + indices for top-p
             scratch += ActivationModel.forwardScratchBytes(inv, prefillTokens(req, seqsPerRank), tp);

@@ -38,7 +38,7 @@ public class DeepseekV4CacheAgreementTest {
             CausalLM.CacheGeometry g = model.cacheGeometry();
             BlockPool pool = new BlockPool(TensorAllocator.heap(), g.layers(), g.kvHeads(), g.headDim(), g.vHeadDim(), 16, 2);
             assertEquals(0, pool.bytesPerToken(), "per-token bytes of the rollout block pool");
-            assertEquals(0, KvCacheLayout.pagedPoolBytes(spec, 4, 100, DType.F32), "the planner's paged pool");
+            assertEquals(0, KvCacheLayout.pagedPoolBytes(spec, 4, 100, 4096, DType.F32), "the planner's paged pool");
 
             Random rnd = new Random(7);
             KvCache cache = model.newCache(4);

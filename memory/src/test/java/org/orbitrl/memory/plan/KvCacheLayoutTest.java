@@ -31,6 +31,30 @@ class KvCacheLayoutTest {
         assertEquals(12L * (128 + 1000) * 2048, KvCacheLayout.bytesPerSequence(g, 1000, DType.BF16));
     }
 
+    /**
+     * gpt-oss-120b's rollout pools at 256 sequences of 8192 tokens and 16384 new tokens a forward: the 18 full layers
+     * hold every position (512 blocks of 16 a sequence, and one more); the 18 sliding layers a window pool of 256 x
+     * (127 / 16 + 2) = 2304 blocks for the running windows and 1024 + 256 for one forward's prefill, and a block of
+     * zeros; 2 x 8 x 64 x 2 = 2048 B a position and layer in bf16.
+     */
+    @Test
+    void gptOssSlidingLayersHaveAWindowPool() {
+        ModelSpec g = TestModels.spec("models/gpt-oss-120b");
+        assertEquals(128, KvCacheLayout.windowPoolWindow(g));
+        assertEquals(256L * 513, KvCacheLayout.pagedBlocks(256, 8192));
+        assertEquals(2304 + 1024 + 256, KvCacheLayout.windowBlocks(256, 8192, 128, 16384));
+        long full = 256L * 513 * 16 * 18 * 2048;
+        long sliding = (2304 + 1024 + 256 + 1L) * 16 * 18 * 2048;
+        assertEquals(full + sliding, KvCacheLayout.pagedPoolBytes(g, 256, 8192, 16384, DType.BF16));
+        // the sliding layers' share: 3585 blocks instead of 131328, under 1/36 of it
+        assertEquals(0, KvCacheLayout.windowPoolWindow(TestModels.spec("models/qwen3-30b-a3b")), "no sliding layers");
+        assertEquals(0, KvCacheLayout.windowPoolWindow(TestModels.spec("models/deepseek-v3")), "MLA: one pool");
+        // a short job: no more blocks than the layers would hold in the main pool, at least 64
+        assertEquals(KvCacheLayout.pagedBlocks(2, 48), KvCacheLayout.windowBlocks(2, 48, 128, 4096));
+        assertEquals(64, KvCacheLayout.windowBlocks(4, 64, 8, 16));
+        assertEquals(4 * 2 + 256 + 1, KvCacheLayout.windowBlocks(4, 4096, 8, 16), "a lone sequence of 4096 prefilled at once");
+    }
+
     @Test
     void mlaIsTheCompressedLatentPlusTheRopeKey() {
         // Kimi-K2 / DeepSeek-V3: kv_lora_rank 512 + qk_rope_head_dim 64 = 576 elements, 1152 B in bf16,

@@ -44,6 +44,14 @@ public interface CausalLM extends AutoCloseable {
 
     CacheGeometry cacheGeometry();
 
+    /**
+     * Per layer, the sliding window its attention keeps in positions (a query sees itself and the window - 1 before
+     * it), 0 for a layer that sees every position.
+     */
+    default int[] attentionWindows() {
+        return new int[layers()];
+    }
+
     /** The same frozen weights, shared, in a new model with no adapters attached. */
     CausalLM view();
 

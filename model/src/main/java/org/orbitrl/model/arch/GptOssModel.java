@@ -155,6 +155,15 @@ public final class GptOssModel implements Trainable, AdapterTargets {
     }
 
     @Override
+    public int[] attentionWindows() {
+        int[] w = new int[config.layers()];
+        for (int i = 0; i < w.length; i++) {
+            w[i] = config.isSliding(i) ? config.slidingWindow() : 0;
+        }
+        return w;
+    }
+
+    @Override
     public KvCache newCache(int capacity) {
         return new KvCache(backend.allocator(), config.layers(), config.kvHeads(), config.headDim(), config.headDim(),
                 capacity);

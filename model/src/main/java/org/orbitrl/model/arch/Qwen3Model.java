@@ -191,6 +191,11 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
     }
 
     /** This rank's shape: under tensor parallelism, its share of the heads and the dense MLP. */
+    @Override
+    public int[] attentionWindows() {
+        return config.windows().clone();
+    }
+
     public DecoderConfig config() {
         return config;
     }

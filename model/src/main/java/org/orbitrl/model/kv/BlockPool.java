@@ -13,6 +13,13 @@ import java.util.ArrayDeque;
  * prompt share the prompt's blocks (a block is copied before a shared one is written: copy on
  * write). Not thread-safe: one engine thread owns it. With {@code vHeadDim} 0 no values are
  * stored: attention takes them from the leading key channels (multi-head latent attention).
+ *
+ * <p>A pool may hold some layers only. A model whose sliding-window layers keep a few positions each ({@link #window})
+ * gets two: one for its full-attention layers, whose sequences hold every position, and a window pool for the sliding
+ * ones, from which a sequence gives back each block that has left every future query's window
+ * ({@link PagedSequence}). A window pool has one more block of zeros, the {@link #holeBlock}, that stands for the given
+ * back positions when attention gathers a sequence's rows: the window masks them, and zeros keep the masked terms
+ * exactly zero.
  */
 public final class BlockPool {
     private final TensorAllocator allocator;
@@ -28,6 +35,8 @@ public final class BlockPool {
     private final int[] refs;
     private final ArrayDeque<Integer> free = new ArrayDeque<>();
     private final boolean scratch;
+    private final boolean[] holds;   // the layers whose rows this pool keeps
+    private final int window;        // the sliding window of those layers; 0: they see every position
 
     public BlockPool(TensorAllocator allocator, int layers, int kvHeads, int headDim, int vHeadDim, int blockSize, int blocks) {
         this(allocator, layers, kvHeads, headDim, vHeadDim, blockSize, blocks, false);
@@ -48,6 +57,21 @@ public final class BlockPool {
      */
     public BlockPool(TensorAllocator allocator, int layers, int kvHeads, int headDim, int vHeadDim, int blockSize, int blocks,
                      boolean scratch, DType dtype) {
+        this(allocator, layers, kvHeads, headDim, vHeadDim, blockSize, blocks, scratch, dtype, null, 0);
+    }
+
+    /**
+     * As above, keeping the rows of the layers {@code holds} marks only (null: every layer); with {@code window} > 0 those
+     * layers attend over the last {@code window} positions only (a window pool, with its {@link #holeBlock}).
+     */
+    public BlockPool(TensorAllocator allocator, int layers, int kvHeads, int headDim, int vHeadDim, int blockSize, int blocks,
+                     boolean scratch, DType dtype, boolean[] holds, int window) {
+        if (holds != null && holds.length != layers) {
+            throw new IllegalArgumentException("a pool of " + layers + " layers given " + holds.length + " layer flags");
+        }
+        if (window < 0) {
+            throw new IllegalArgumentException("a pool's window must be >= 0, got " + window);
+        }
         if (blockSize <= 0 || blocks <= 0) {
             throw new IllegalArgumentException("block size and count must be positive, got " + blockSize + ", " + blocks);
         }
@@ -63,12 +87,25 @@ public final class BlockPool {
         this.blockSize = blockSize;
         this.blocks = blocks;
         this.scratch = scratch;
+        this.window = window;
+        this.holds = new boolean[layers];
         this.keys = new Tensor[layers];
         this.values = new Tensor[layers];
-        long rows = (long) (scratch ? blocks + 1 : blocks) * blockSize;
-        for (int l = 0; l < layers && kvHeads * headDim > 0; l++) {   // no rows: a model that keeps its own decode state
+        long rows = (long) (blocks + (scratch ? 1 : 0) + (window > 0 ? 1 : 0)) * blockSize;
+        for (int l = 0; l < layers; l++) {
+            this.holds[l] = holds == null || holds[l];
+            if (!this.holds[l] || kvHeads * headDim == 0) {   // no rows: another pool's layer, or a model with its own state
+                continue;
+            }
             keys[l] = allocator.allocate(MemoryCategory.KV_CACHE, dtype, rows, (long) kvHeads * headDim);
             values[l] = vHeadDim == 0 ? null : allocator.allocate(MemoryCategory.KV_CACHE, dtype, rows, (long) kvHeads * vHeadDim);
+            if (window > 0) {
+                long hole = (long) holeBlock() * blockSize;
+                allocator.zero(keys[l].slice(0, hole, hole + blockSize));
+                if (values[l] != null) {
+                    allocator.zero(values[l].slice(0, hole, hole + blockSize));
+                }
+            }
         }
         this.refs = new int[blocks];
         for (int b = 0; b < blocks; b++) {
@@ -81,6 +118,30 @@ public final class BlockPool {
         return allocator;
     }
 
+    /** Whether this pool keeps the rows of layer {@code layer}. */
+    public boolean holds(int layer) {
+        return holds[layer];
+    }
+
+    /** The sliding window of the layers this pool keeps, in positions; 0 when they see every position. */
+    public int window() {
+        return window;
+    }
+
+    /** The block of zeros that stands for given-back positions of a window pool; -1 for a pool without a window. */
+    public int holeBlock() {
+        return window > 0 ? blocks + (scratch ? 1 : 0) : -1;
+    }
+
+    /** Layers whose rows this pool keeps. */
+    public int heldLayers() {
+        int n = 0;
+        for (boolean h : holds) {
+            n += h ? 1 : 0;
+        }
+        return n;
+    }
+
     /** Bytes of cache one token occupies across all layers (keys and values, f32). */
     public static long bytesPerToken(int layers, int kvHeads, int headDim, int vHeadDim) {
         return bytesPerToken(layers, kvHeads, headDim, vHeadDim, DType.F32);
@@ -91,8 +152,9 @@ public final class BlockPool {
         return (long) layers * kvHeads * (headDim + vHeadDim) * dtype.bytes();
     }
 
+    /** Bytes of cache one position of a block occupies across the layers this pool keeps. */
     public long bytesPerToken() {
-        return bytesPerToken(layers, kvHeads, headDim, vHeadDim, dtype);
+        return bytesPerToken(heldLayers(), kvHeads, headDim, vHeadDim, dtype);
     }
 
     /** The element type of the keys and values: f32 or bf16. */
@@ -165,7 +227,10 @@ public final class BlockPool {
 
     /** Copies the first {@code rows} positions of block {@code src} into {@code dst}, every layer. */
     void copy(int src, int dst, int rows) {
-        for (int l = 0; l < layers && keys[l] != null; l++) {
+        for (int l = 0; l < layers; l++) {
+            if (keys[l] == null) {
+                continue;
+            }
             allocator.copy(keys[l].slice(0, (long) src * blockSize, (long) src * blockSize + rows),
                     keys[l].slice(0, (long) dst * blockSize, (long) dst * blockSize + rows));
             if (values[l] != null) {

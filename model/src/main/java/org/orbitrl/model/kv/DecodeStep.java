@@ -76,7 +76,7 @@ public final class DecodeStep {
     public static int blocksAfterReserve(List<CausalLM.Segment> segments, BlockPool pool) {
         int widest = 1;
         for (CausalLM.Segment s : segments) {
-            if (s.tokens().length != 1 || !(s.cache() instanceof PagedSequence p) || p.pool() != pool) {
+            if (s.tokens().length != 1 || !(s.cache() instanceof PagedSequence p) || p.pool() != pool || p.windowPool() != null) {
                 return -1;
             }
             widest = Math.max(widest, Math.max(p.blocks(), p.length() / pool.blockSize() + 1));

@@ -34,7 +34,7 @@ public final class PagedDecode {
 
     /**
      * The step's tables when every segment feeds one token into a {@link PagedSequence} (room
-     * reserved, not yet advanced) of one pool that stores values; null otherwise.
+     * reserved, not yet advanced) of one pool that stores values and holds every layer; null otherwise.
      */
     public static PagedDecode of(TensorAllocator a, List<CausalLM.Segment> segments) {
         if (segments.isEmpty()) {
@@ -44,7 +44,7 @@ public final class PagedDecode {
         int maxBlocks = 1;
         for (CausalLM.Segment s : segments) {
             if (s.tokens().length != 1 || !(s.cache() instanceof PagedSequence p) || p.pool().vHeadDim() == 0
-                    || pool != null && p.pool() != pool) {
+                    || p.windowPool() != null || pool != null && p.pool() != pool) {
                 return null;
             }
             pool = p.pool();

@@ -14,16 +14,124 @@ import java.util.List;
  * One sequence's view of a {@link BlockPool}: a block table mapping positions to blocks.
  * Attention gathers the sequence's rows into position order and runs the same attention kernel a
  * contiguous cache uses, so a paged sequence computes bit-for-bit what a contiguous one does.
+ *
+ * <p>With a window pool beside the main one ({@link BlockPool#window}), the sliding-window layers' rows live in a table
+ * of their own, from which every block whose positions have left the window of every future query goes back to its
+ * pool as the sequence advances; its positions then read as the pool's block of zeros, which the window masks.
  */
 public final class PagedSequence implements SequenceCache, AutoCloseable {
-    private final BlockPool pool;
-    private final List<Integer> table = new ArrayList<>();
+    private final Table main;
+    private final Table windowed;   // null without a window pool
     private int length;
     private boolean freed;
     private Attachment attachment;
 
+    /** A pool's blocks of this sequence, by block of positions; -1 for one given back (window pools only). */
+    private static final class Table {
+        final BlockPool pool;
+        final List<Integer> ids = new ArrayList<>();
+        int firstLive;   // blocks before it are given back
+
+        Table(BlockPool pool) {
+            this.pool = pool;
+        }
+
+        /** Blocks reserving {@code tokens} more positions after {@code length} takes from the pool. */
+        int needed(int length, int tokens) {
+            int bs = pool.blockSize();
+            int need = (length + tokens + bs - 1) / bs;
+            int fresh = Math.max(0, need - ids.size());
+            boolean cow = length % bs != 0 && tokens > 0 && pool.refs(ids.get(length / bs)) > 1;
+            return fresh + (cow ? 1 : 0);
+        }
+
+        void reserve(int length, int tokens) {
+            int bs = pool.blockSize();
+            if (length % bs != 0 && tokens > 0) {
+                int idx = length / bs;
+                int old = ids.get(idx);
+                if (pool.refs(old) > 1) {          // copy on write: the partial block is shared
+                    int fresh = pool.allocate();
+                    pool.copy(old, fresh, length % bs);
+                    pool.release(old);
+                    ids.set(idx, fresh);
+                }
+            }
+            while (ids.size() * bs < length + tokens) {
+                ids.add(pool.allocate());
+            }
+        }
+
+        /**
+         * Gives back the blocks no query from position {@code length} on sees: those whose last position is before
+         * {@code length - window + 1}.
+         */
+        void trim(int length) {
+            int bs = pool.blockSize();
+            while (firstLive < ids.size() && (long) (firstLive + 1) * bs <= length - pool.window() + 1L) {
+                pool.release(ids.get(firstLive));
+                ids.set(firstLive, -1);
+                firstLive++;
+            }
+        }
+
+        /** The pool row holding position {@code p}: the block of zeros for a position given back. */
+        long row(int p) {
+            int bs = pool.blockSize();
+            int b = ids.get(p / bs);
+            return (long) (b < 0 ? pool.holeBlock() : b) * bs + p % bs;
+        }
+
+        Table fork() {
+            Table t = new Table(pool);
+            for (int b : ids) {
+                if (b >= 0) {
+                    pool.retain(b);
+                }
+                t.ids.add(b);
+            }
+            t.firstLive = firstLive;
+            return t;
+        }
+
+        void close() {
+            for (int b : ids) {
+                if (b >= 0) {
+                    pool.release(b);
+                }
+            }
+            ids.clear();
+        }
+    }
+
     public PagedSequence(BlockPool pool) {
-        this.pool = pool;
+        this(pool, null);
+    }
+
+    /**
+     * A sequence whose sliding-window layers keep their rows in {@code windowPool} (null: none; every layer in
+     * {@code pool}). The two pools must split the layers between them.
+     */
+    public PagedSequence(BlockPool pool, BlockPool windowPool) {
+        if (windowPool != null) {
+            if (windowPool.window() <= 0 || windowPool.blockSize() != pool.blockSize() || windowPool.layers() != pool.layers()) {
+                throw new IllegalArgumentException("a window pool needs a window and the main pool's block size and layers: "
+                        + "window " + windowPool.window() + ", blocks of " + windowPool.blockSize() + " and "
+                        + pool.blockSize() + ", layers " + windowPool.layers() + " and " + pool.layers());
+            }
+            for (int l = 0; l < pool.layers(); l++) {
+                if (pool.holds(l) == windowPool.holds(l)) {
+                    throw new IllegalArgumentException("layer " + l + " is " + (pool.holds(l) ? "in both pools" : "in neither pool"));
+                }
+            }
+        }
+        this.main = new Table(pool);
+        this.windowed = windowPool == null ? null : new Table(windowPool);
+    }
+
+    private PagedSequence(Table main, Table windowed) {
+        this.main = main;
+        this.windowed = windowed;
     }
 
     /** Thrown by {@link #reserve} when the pool has too few free blocks; nothing was changed. */
@@ -38,59 +146,70 @@ public final class PagedSequence implements SequenceCache, AutoCloseable {
         return length;
     }
 
-    /** Blocks held (shared or not). */
+    /** Blocks of the main pool held (shared or not). */
     public int blocks() {
-        return table.size();
+        return main.ids.size();
     }
 
-    /** The pool holding this sequence's blocks. */
+    /** The main pool, which holds every layer's rows but the window pool's. */
     BlockPool pool() {
-        return pool;
+        return main.pool;
     }
 
-    /** The pool block holding positions [i·blockSize, (i+1)·blockSize). */
+    /** The pool of the sliding-window layers' rows; null when the main pool holds every layer. */
+    public BlockPool windowPool() {
+        return windowed == null ? null : windowed.pool;
+    }
+
+    /** The main pool's block holding positions [i·blockSize, (i+1)·blockSize). */
     int block(int i) {
-        return table.get(i);
+        return main.ids.get(i);
     }
 
-    /** Blocks {@link #reserve}(tokens) would take from the pool. */
+    /** Blocks {@link #reserve}(tokens) would take from the main pool. */
     public int blocksNeeded(int tokens) {
-        int bs = pool.blockSize();
-        int have = table.size();
-        int need = (length + tokens + bs - 1) / bs;
-        int fresh = Math.max(0, need - have);
-        boolean cow = length % bs != 0 && tokens > 0 && pool.refs(table.get(length / bs)) > 1;
-        return fresh + (cow ? 1 : 0);
+        return main.needed(length, tokens);
+    }
+
+    /** Blocks {@link #reserve}(tokens) would take from the window pool; 0 without one. */
+    public int windowBlocksNeeded(int tokens) {
+        return windowed == null ? 0 : windowed.needed(length, tokens);
+    }
+
+    /** Blocks of the window pool this sequence holds now (given-back ones not counted). */
+    public int windowBlocksHeld() {
+        return windowed == null ? 0 : windowed.ids.size() - windowed.firstLive;
     }
 
     @Override
     public void reserve(int tokens) {
         check();
         int needed = blocksNeeded(tokens);
-        if (needed > pool.freeBlocks()) {
-            throw new CacheFullException("kv cache full: " + needed + " blocks needed, " + pool.freeBlocks() + " free");
+        if (needed > main.pool.freeBlocks()) {
+            throw new CacheFullException("kv cache full: " + needed + " blocks needed, " + main.pool.freeBlocks() + " free");
         }
-        int bs = pool.blockSize();
-        if (length % bs != 0 && tokens > 0) {
-            int idx = length / bs;
-            int old = table.get(idx);
-            if (pool.refs(old) > 1) {          // copy on write: the partial block is shared
-                int fresh = pool.allocate();
-                pool.copy(old, fresh, length % bs);
-                pool.release(old);
-                table.set(idx, fresh);
-            }
+        int windowNeeded = windowBlocksNeeded(tokens);
+        if (windowed != null && windowNeeded > windowed.pool.freeBlocks()) {
+            throw new CacheFullException("kv cache full: " + windowNeeded + " blocks of the sliding-window layers needed, "
+                    + windowed.pool.freeBlocks() + " free");
         }
-        while (table.size() * bs < length + tokens) {
-            table.add(pool.allocate());
+        main.reserve(length, tokens);
+        if (windowed != null) {
+            windowed.reserve(length, tokens);
         }
+    }
+
+    /** The table holding {@code layer}'s rows. */
+    private Table table(int layer) {
+        return windowed != null && windowed.pool.holds(layer) ? windowed : main;
     }
 
     @Override
     public void write(Backend backend, int layer, Tensor k, Tensor v) {
         check();
+        Table tb = table(layer);
+        BlockPool pool = tb.pool;
         int t = k.size(0);
-        int bs = pool.blockSize();
         Tensor kp = pool.keys(layer);
         Tensor vp = pool.values(layer);   // null when values are the keys' leading channels
         int kw = Math.toIntExact(kp.dim(1));
@@ -98,8 +217,7 @@ public final class PagedSequence implements SequenceCache, AutoCloseable {
         if (kp.dtype() != k.dtype()) {    // a bf16 pool: the rows rounded as they are written, one backend step
             int[] slots = new int[t];
             for (int i = 0; i < t; i++) {
-                int pos = length + i;
-                slots[i] = table.get(pos / bs) * bs + pos % bs;
+                slots[i] = Math.toIntExact(tb.row(length + i));
             }
             Tensor s = backend.allocator().upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(slots, t));   // i32 [T]
             backend.pagedKvWrite(k.contiguous().reshape(t, kw), vp == null ? null : v.contiguous().reshape(t, vw), kp, vp, s);
@@ -107,8 +225,7 @@ public final class PagedSequence implements SequenceCache, AutoCloseable {
             return;
         }
         for (int i = 0; i < t; i++) {
-            int pos = length + i;
-            long row = (long) table.get(pos / bs) * bs + pos % bs;
+            long row = tb.row(length + i);
             pool.allocator().copy(k.select(0, i).contiguous().reshape(kw), kp.select(0, row));
             if (vp != null) {
                 pool.allocator().copy(v.select(0, i).contiguous().reshape(vw), vp.select(0, row));
@@ -119,10 +236,15 @@ public final class PagedSequence implements SequenceCache, AutoCloseable {
     @Override
     public void attend(Backend backend, int layer, Tensor q, Tensor out, int queryStart, int upTo, AttentionSpec spec) {
         check();
-        int bs = pool.blockSize();
+        Table tb = table(layer);
+        BlockPool pool = tb.pool;
+        if (pool.window() > 0 && spec.slidingWindow() != pool.window()) {
+            throw new IllegalArgumentException("layer " + layer + " attends with window " + spec.slidingWindow()
+                    + " over a pool that keeps " + pool.window() + " positions");
+        }
         int[] rows = new int[upTo];
         for (int p = 0; p < upTo; p++) {
-            rows[p] = table.get(p / bs) * bs + p % bs;
+            rows[p] = Math.toIntExact(tb.row(p));
         }
         Tensor idx = backend.allocator().upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(rows, upTo)); // i32 [upTo]
         Tensor k = backend.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, upTo, pool.kvHeads() * (long) pool.headDim());
@@ -145,19 +267,19 @@ public final class PagedSequence implements SequenceCache, AutoCloseable {
         }
     }
 
+    /** Advances the length; a window pool's blocks no later query sees go back to it. */
     @Override
     public void advance(int tokens) {
         length += tokens;
+        if (windowed != null) {
+            windowed.trim(length);
+        }
     }
 
     /** A new sequence sharing every block of this one (prefix sharing; writes copy first). */
     public PagedSequence fork() {
         check();
-        PagedSequence s = new PagedSequence(pool);
-        for (int b : table) {
-            pool.retain(b);
-            s.table.add(b);
-        }
+        PagedSequence s = new PagedSequence(main.fork(), windowed == null ? null : windowed.fork());
         s.length = length;
         s.attachment = attachment == null ? null : attachment.copy();
         return s;
@@ -173,12 +295,14 @@ public final class PagedSequence implements SequenceCache, AutoCloseable {
         this.attachment = state;
     }
 
-    /** Returns every block to the pool. */
+    /** Returns every block to its pool. */
     @Override
     public void close() {
         if (!freed) {
-            table.forEach(pool::release);
-            table.clear();
+            main.close();
+            if (windowed != null) {
+                windowed.close();
+            }
             freed = true;
         }
     }

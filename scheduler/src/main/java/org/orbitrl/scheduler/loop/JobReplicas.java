@@ -246,15 +246,19 @@ final class JobReplicas {
     /**
      * An engine's cache and batch limits for its share of the step's sequences over {@code engines} engines: every
      * sequence of its share at once (the planner's KV budget of a rollout device), evaluation's greedy requests likewise;
-     * the new tokens of one forward as the planner's prefill ({@link KvCacheLayout#engineBatchTokens}).
+     * the new tokens of one forward as the planner's prefill ({@link KvCacheLayout#engineBatchTokens}); the window pool
+     * of sliding-window layers as the planner's ({@link KvCacheLayout#windowBlocks}).
      */
     static RolloutEngine.Options engineOptions(JobSpec spec, int engines) {
         var b = spec.batch();
         int seqTokens = b.maxPromptTokens() + b.maxResponseTokens();
         int sequences = ceil(b.promptsPerStep(), engines) * b.samplesPerPrompt();   // the largest share of whole prompts
+        int batchTokens = KvCacheLayout.engineBatchTokens(sequences);
+        int window = KvCacheLayout.windowPoolWindow(org.orbitrl.model.spec.ConfigLoader.load(spec.model().path()));
         return new RolloutEngine.Options(KvCacheLayout.PAGED_BLOCK_TOKENS, KvCacheLayout.pagedBlocks(sequences, seqTokens),
-                Math.max(sequences, ceil(spec.eval().size(), engines)), KvCacheLayout.engineBatchTokens(sequences),
-                RolloutEngine.Graphs.valueOf(spec.sampling().decodeGraphs().name()), spec.sampling().kvCache().dtype());
+                Math.max(sequences, ceil(spec.eval().size(), engines)), batchTokens,
+                RolloutEngine.Graphs.valueOf(spec.sampling().decodeGraphs().name()), spec.sampling().kvCache().dtype(),
+                window == 0 ? 0 : KvCacheLayout.windowBlocks(sequences, seqTokens, window, batchTokens));
     }
 
     private static int ceil(int a, int b) {

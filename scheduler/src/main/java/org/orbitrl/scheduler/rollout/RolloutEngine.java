@@ -29,6 +29,11 @@ import java.util.concurrent.ConcurrentLinkedQueue;
  * cache cannot hold the next step, the youngest sequences are preempted (blocks freed) and later
  * recomputed from their tokens; the batch never fails.
  *
+ * <p>A model's sliding-window layers (gpt-oss; Qwen3 with {@code use_sliding_window}) keep their rows in a window
+ * pool of their own ({@link Options#windowBlocks}): a sequence holds there only the blocks its next query can see,
+ * and gives each one back as it leaves the window, so those layers take a few blocks a sequence instead of its whole
+ * length. Admission and preemption count both pools. Such a model's decode steps run eagerly.
+ *
  * <p>Tokens are drawn on the model's backend ({@link org.orbitrl.kernels.Backend#sampleTokens}): each draw
  * is keyed by the request's seed, the sample index and the token's position, so a sample's tokens do
  * not depend on the batch, on preemption or on the backend; only the tokens and their log-probs come
@@ -58,19 +63,20 @@ public final class RolloutEngine implements AutoCloseable {
 
     /**
      * @param blockSize      tokens per cache block
-     * @param blocks         blocks in the pool
+     * @param blocks         blocks in the pool (of the full-attention layers, where a window pool holds the others)
      * @param maxRunning     sequences decoding at once
      * @param maxBatchTokens new tokens per forward (prefills are admitted while they fit)
      * @param graphs         captured decode steps; results are the same either way
+     * @param kvCache        the element type of the paged KV cache: f32, or bf16 (half the memory a token takes)
+     * @param windowBlocks   blocks of the window pool, where the model's sliding-window layers keep their rows
+     *                       ({@link BlockPool#window}); 0: as many as {@code blocks}
      */
-    /**
-     * @param kvCache the element type of the paged KV cache: f32, or bf16 (half the memory a token takes)
-     */
-    public record Options(int blockSize, int blocks, int maxRunning, int maxBatchTokens, Graphs graphs, DType kvCache) {
+    public record Options(int blockSize, int blocks, int maxRunning, int maxBatchTokens, Graphs graphs, DType kvCache,
+                          int windowBlocks) {
         public Options {
-            if (blockSize <= 0 || blocks <= 0 || maxRunning <= 0 || maxBatchTokens <= 0) {
+            if (blockSize <= 0 || blocks <= 0 || maxRunning <= 0 || maxBatchTokens <= 0 || windowBlocks < 0) {
                 throw new IllegalArgumentException("engine options must be positive: " + blockSize + ", " + blocks + ", "
-                        + maxRunning + ", " + maxBatchTokens);
+                        + maxRunning + ", " + maxBatchTokens + ", window blocks " + windowBlocks + " (0 or more)");
             }
             if (graphs == null) {
                 throw new IllegalArgumentException("engine option graphs must be AUTO, ON or OFF, got null");
@@ -78,6 +84,11 @@ public final class RolloutEngine implements AutoCloseable {
             if (kvCache != DType.F32 && kvCache != DType.BF16) {
                 throw new IllegalArgumentException("engine option kvCache must be f32 or bf16, got " + kvCache);
             }
+        }
+
+        /** Window pool blocks as many as {@code blocks}. */
+        public Options(int blockSize, int blocks, int maxRunning, int maxBatchTokens, Graphs graphs, DType kvCache) {
+            this(blockSize, blocks, maxRunning, maxBatchTokens, graphs, kvCache, 0);
         }
 
         /** Graphs {@link Graphs#AUTO}, an f32 cache. */
@@ -92,12 +103,12 @@ public final class RolloutEngine implements AutoCloseable {
 
         /** These options with {@code graphs}. */
         public Options withGraphs(Graphs g) {
-            return new Options(blockSize, blocks, maxRunning, maxBatchTokens, g, kvCache);
+            return new Options(blockSize, blocks, maxRunning, maxBatchTokens, g, kvCache, windowBlocks);
         }
 
         /** These options with a cache of {@code dtype}. */
         public Options withKvCache(DType dtype) {
-            return new Options(blockSize, blocks, maxRunning, maxBatchTokens, graphs, dtype);
+            return new Options(blockSize, blocks, maxRunning, maxBatchTokens, graphs, dtype, windowBlocks);
         }
     }
 
@@ -115,7 +126,9 @@ public final class RolloutEngine implements AutoCloseable {
     private final Options options;
     private final TextDecoder decoder;
     private final BlockPool pool;
+    private final BlockPool windowPool;  // the sliding-window layers' rows; null when the pool holds every layer
     private final DecodeGraphs graphs;   // null when off
+    private final String graphsOff;      // why graphs asked for are off for every step; null otherwise
     private final ConcurrentLinkedQueue<Request> submitted = new ConcurrentLinkedQueue<>();
     private final Deque<Seq> waiting = new ArrayDeque<>();       // preempted sequences, resumed first
     private final Deque<Request> newRequests = new ArrayDeque<>();
@@ -155,14 +168,54 @@ public final class RolloutEngine implements AutoCloseable {
         this.options = options;
         this.decoder = decoder;
         CausalLM.CacheGeometry g = model.cacheGeometry();
-        boolean useGraphs = switch (options.graphs()) {
+        boolean asked = switch (options.graphs()) {
             case ON -> true;
             case OFF -> false;
             case AUTO -> !model.backend().allocator().hostMemory();
-        } && g.vHeadDim() > 0;
-        this.pool = new BlockPool(model.backend().allocator(), g.layers(), g.kvHeads(), g.headDim(), g.vHeadDim(),
-                options.blockSize(), options.blocks(), useGraphs, options.kvCache());
+        };
+        int window = windowPoolWindow(model);
+        boolean useGraphs = asked && g.vHeadDim() > 0 && window == 0;
+        TensorAllocator a = model.backend().allocator();
+        if (window > 0) {
+            int[] windows = model.attentionWindows();
+            boolean[] full = new boolean[g.layers()];
+            boolean[] sliding = new boolean[g.layers()];
+            for (int l = 0; l < full.length; l++) {
+                sliding[l] = windows[l] > 0;
+                full[l] = !sliding[l];
+            }
+            int windowBlocks = options.windowBlocks() > 0 ? options.windowBlocks() : options.blocks();
+            this.pool = new BlockPool(a, g.layers(), g.kvHeads(), g.headDim(), g.vHeadDim(), options.blockSize(),
+                    options.blocks(), false, options.kvCache(), full, 0);
+            this.windowPool = new BlockPool(a, g.layers(), g.kvHeads(), g.headDim(), g.vHeadDim(), options.blockSize(),
+                    windowBlocks, false, options.kvCache(), sliding, window);
+        } else {
+            this.pool = new BlockPool(a, g.layers(), g.kvHeads(), g.headDim(), g.vHeadDim(), options.blockSize(),
+                    options.blocks(), useGraphs, options.kvCache());
+            this.windowPool = null;
+        }
         this.graphs = useGraphs ? new DecodeGraphs(model, pool) : null;
+        this.graphsOff = asked && window > 0 ? "the sliding-window layers keep their rows in a window pool of their own,"
+                + " which captured decode steps do not read" : null;
+    }
+
+    /**
+     * The window of the model's sliding-window layers when its cache keeps them in a window pool: every such layer
+     * attends over one window and the model caches keys and values per layer; 0 otherwise (one pool for every layer).
+     */
+    static int windowPoolWindow(CausalLM model) {
+        CausalLM.CacheGeometry g = model.cacheGeometry();
+        if (g.kvHeads() * g.headDim() == 0 || g.vHeadDim() == 0) {
+            return 0;
+        }
+        int window = 0;
+        for (int w : model.attentionWindows()) {
+            if (w > 0 && window > 0 && w != window) {
+                return 0;                       // windows of several sizes: one pool for all
+            }
+            window = Math.max(window, w);
+        }
+        return window;
     }
 
     /**
@@ -191,7 +244,7 @@ public final class RolloutEngine implements AutoCloseable {
 
     /** Why decode steps run eagerly although graphs were asked for; null when they run as graphs or were not asked for. */
     public String graphsOffReason() {
-        return graphs == null ? null : graphs.offReason();
+        return graphsOff != null ? graphsOff : graphs == null ? null : graphs.offReason();
     }
 
     /** The batch buckets whose decode steps run eagerly while graphs are on, with why; empty when every bucket replays graphs. */
@@ -199,9 +252,19 @@ public final class RolloutEngine implements AutoCloseable {
         return graphs == null ? java.util.Map.of() : graphs.eagerBatches();
     }
 
-    /** Bytes of KV cache per token, as this engine's pool stores it. */
+    /** Bytes of KV cache one cached position takes over every layer, as this engine's pools store it. */
     public long kvBytesPerToken() {
-        return pool.bytesPerToken();
+        return pool.bytesPerToken() + (windowPool == null ? 0 : windowPool.bytesPerToken());
+    }
+
+    /** Blocks of the window pool, where the sliding-window layers keep their rows; 0 without one. */
+    public int windowPoolBlocks() {
+        return windowPool == null ? 0 : windowPool.capacityBlocks();
+    }
+
+    /** Free blocks of the main pool and, where there is one, of the window pool; for tests and reports. */
+    public int[] freeBlocks() {
+        return windowPool == null ? new int[]{pool.freeBlocks()} : new int[]{pool.freeBlocks(), windowPool.freeBlocks()};
     }
 
     /** Submits the requests, steps until all are done, and returns their samples in request order. */
@@ -419,10 +482,12 @@ public final class RolloutEngine implements AutoCloseable {
     private void makeRoomForDecodes() {
         while (true) {
             int need = 0;
+            int windowNeed = 0;
             for (Seq s : running) {
                 need += s.cache.blocksNeeded(1);
+                windowNeed += s.cache.windowBlocksNeeded(1);
             }
-            if (need <= pool.freeBlocks() || running.isEmpty()) {
+            if (need <= pool.freeBlocks() && (windowPool == null || windowNeed <= windowPool.freeBlocks()) || running.isEmpty()) {
                 return;
             }
             Seq youngest = running.stream().max(Comparator.comparingLong((Seq s) -> s.admittedAt).thenComparingInt(s -> s.sample))
@@ -449,27 +514,32 @@ public final class RolloutEngine implements AutoCloseable {
         List<Seq> joined = new ArrayList<>();
         int tokens = running.size();
         int reserved = 0;
+        int windowReserved = 0;   // of the window pool, where there is one
         for (Seq s : running) {
             reserved += s.cache.blocksNeeded(1);
+            windowReserved += s.cache.windowBlocksNeeded(1);
         }
+        int windowCapacity = windowPool == null ? Integer.MAX_VALUE : windowPool.capacityBlocks();
+        int windowFree = windowPool == null ? Integer.MAX_VALUE : windowPool.freeBlocks();
         while (!waiting.isEmpty()) {
             Seq s = waiting.peekFirst();
             int n = s.pendingInput.length;
-            int blocks = (n + options.blockSize() - 1) / options.blockSize();
-            if (blocks + 1 > pool.capacityBlocks()) {      // can never fit again: end it rather than wait forever
+            int blocks = (n + options.blockSize() - 1) / options.blockSize();   // a prefill holds all its blocks until it is done
+            if (blocks + 1 > pool.capacityBlocks() || blocks + 1 > windowCapacity) {   // can never fit again: end it
                 waiting.pollFirst();
                 aborted++;
                 finished.add(finish(s, FinishReason.ABORTED));
                 continue;
             }
             if (running.size() >= options.maxRunning() || tokens + n > options.maxBatchTokens() && !running.isEmpty()
-                    || blocks + reserved > pool.freeBlocks()) {
+                    || blocks + reserved > pool.freeBlocks() || blocks + windowReserved > windowFree) {
                 break;
             }
             waiting.pollFirst();
-            s.cache = new PagedSequence(pool);
+            s.cache = new PagedSequence(pool, windowPool);
             s.admittedAt = ++admissions;
             reserved += blocks;
+            windowReserved += blocks;
             tokens += n;
             running.add(s);
             joined.add(s);
@@ -478,7 +548,7 @@ public final class RolloutEngine implements AutoCloseable {
             Request r = newRequests.peekFirst();
             int n = r.prompt().length;
             int blocks = (n + options.blockSize() - 1) / options.blockSize() + r.samples();
-            if (blocks > pool.capacityBlocks()) {
+            if (blocks > pool.capacityBlocks() || blocks > windowCapacity) {
                 newRequests.pollFirst();
                 aborted += r.samples();
                 for (int k = 0; k < r.samples(); k++) {
@@ -488,15 +558,16 @@ public final class RolloutEngine implements AutoCloseable {
                 continue;
             }
             if (running.size() + r.samples() > options.maxRunning() || tokens + n > options.maxBatchTokens() && !running.isEmpty()
-                    || blocks + reserved > pool.freeBlocks()) {
+                    || blocks + reserved > pool.freeBlocks() || blocks + windowReserved > windowFree) {
                 break;
             }
             newRequests.pollFirst();
             Seq s = new Seq(r, 0);
-            s.cache = new PagedSequence(pool);
+            s.cache = new PagedSequence(pool, windowPool);
             s.pendingInput = r.prompt();
             s.admittedAt = ++admissions;
             reserved += blocks;
+            windowReserved += blocks;
             tokens += n;
             running.add(s);
             joined.add(s);

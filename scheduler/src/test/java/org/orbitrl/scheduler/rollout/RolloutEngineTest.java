@@ -53,7 +53,7 @@ class RolloutEngineTest {
 
     @Test
     void greedyReproducesTransformersAloneAndInABatchOfSeven() {
-        for (String arch : List.of("qwen3", "qwen3_moe")) {
+        for (String arch : List.of("qwen3", "qwen3_moe", "gpt_oss")) {   // gpt-oss: its sliding layers in a window pool
             try (LoadedModel m = model(arch)) {
                 int[] prompt = ints(ref(arch, "greedy.prompt"));
                 long[] seq = ref(arch, "greedy.sequence");
@@ -177,6 +177,47 @@ class RolloutEngineTest {
                 assertArrayEquals(roomy.get(i).policyLogprobs(), cramped.get(i).policyLogprobs(), 0f);
             }
             assertTrue(cramped.stream().mapToInt(Completion::preemptions).sum() > 0);
+        }
+    }
+
+    /**
+     * gpt-oss's sliding-window layers (window 8) keep their rows in a window pool of their own. A pool of 12 blocks of 4
+     * for 15 samples crossing the window forces preemptions, and changes no token or log-prob against a window pool as
+     * large as the main one; the training forward recomputes every rollout log-prob bit for bit; the samples hold at
+     * most 3 window blocks each while they decode, and every block of both pools is back when they are done.
+     */
+    @Test
+    void aTightWindowPoolChangesNoToken() {
+        try (LoadedModel m = model("gpt_oss")) {
+            SplittableRandom rnd = new SplittableRandom(51);
+            List<Request> reqs = new ArrayList<>();
+            for (int i = 0; i < 5; i++) {
+                reqs.add(new Request("w" + i, randomPrompt(rnd, 4 + rnd.nextInt(11)), SamplingParams.sample(1.0f, 1.0f, 20, 200 + i), 3));
+            }
+            RolloutEngine roomy = engine(m, 256);
+            assertEquals(256, roomy.windowPoolBlocks(), "window blocks 0: as many as the main pool's");
+            List<Completion> wide = roomy.generate(reqs);
+            RolloutEngine tight = new RolloutEngine(m.model(), null, new RolloutEngine.Options(4, 256, 64, 512,
+                    RolloutEngine.Graphs.AUTO, org.orbitrl.kernels.DType.F32, 12), null);
+            tight.submit(reqs.get(0));
+            tight.step();
+            tight.step();
+            for (int k = 0; k < 8; k++) {   // 3 samples of one prompt decoding past the window: 3 live blocks each at most
+                tight.step();
+                assertTrue(12 - tight.freeBlocks()[1] <= 3 * 3, "window blocks held after a step: " + (12 - tight.freeBlocks()[1]));
+            }
+            while (!tight.idle()) {
+                tight.step();
+            }
+            List<Completion> cramped = tight.generate(reqs);
+            assertTrue(tight.stats().preemptions() > 0, "12 window blocks for 15 samples must force preemption: " + tight.stats());
+            for (int i = 0; i < wide.size(); i++) {
+                assertArrayEquals(wide.get(i).tokens(), cramped.get(i).tokens(), "sample " + i);
+                assertArrayEquals(wide.get(i).policyLogprobs(), cramped.get(i).policyLogprobs(), 0f, "sample " + i);
+            }
+            var gap = Recompute.gap(cramped, Recompute.policyLogprobs(m.model(), cramped, 1.0f));
+            assertTrue(gap.exact(), "the training forward against the rollout: " + gap);
+            assertArrayEquals(new int[]{256, 12}, tight.freeBlocks(), "every block of both pools is back");
         }
     }
 

@@ -90,6 +90,44 @@ class CudaRolloutTest {
     }
 
     /**
+     * gpt-oss on the device, its sliding-window layers' rows in a window pool of 12 blocks of 4 (window 8) for 15
+     * samples past the window: greedy reproduces transformers' sequence; seeded sampling draws the CPU backend's tokens
+     * with log-probs within 1e-5 + 1e-5·|cpu| and preempts for the window pool; the recompute in one training-style
+     * forward equals rollout's log-probs bit for bit (given-back positions read the pool's zeros, masked by the window).
+     */
+    @Test
+    void gptOssWithATightWindowPoolRecomputesBitForBit() {
+        int[] prompt = RolloutEngineTest.ints(RolloutEngineTest.ref("gpt_oss", "greedy.prompt"));
+        long[] seq = RolloutEngineTest.ref("gpt_oss", "greedy.sequence");
+        int[] want = RolloutEngineTest.ints(Arrays.copyOfRange(seq, prompt.length, seq.length));
+        SplittableRandom rnd = new SplittableRandom(51);
+        List<Request> sampled = new ArrayList<>();
+        for (int i = 0; i < 5; i++) {
+            sampled.add(new Request("w" + i, RolloutEngineTest.randomPrompt(rnd, 4 + rnd.nextInt(11)),
+                    SamplingParams.sample(1.0f, 1.0f, 20, 200 + i), 3));
+        }
+        RolloutEngine.Options tight = new RolloutEngine.Options(4, 256, 64, 512, RolloutEngine.Graphs.AUTO,
+                org.orbitrl.kernels.DType.F32, 12);
+        List<Completion> cpu;
+        try (LoadedModel m = RolloutEngineTest.model("gpt_oss")) {
+            cpu = new RolloutEngine(m.model(), null, tight, null).generate(sampled);
+        }
+        try (LoadedModel m = onGpu("gpt_oss")) {
+            List<Completion> greedy = new RolloutEngine(m.model(), null, tight, null)
+                    .generate(List.of(Request.of("fixture", prompt, SamplingParams.greedy(want.length))));
+            assertArrayEquals(want, greedy.get(0).tokens(), "gpt_oss greedy on cuda");
+            RolloutEngine e = new RolloutEngine(m.model(), null, tight, null);
+            List<Completion> dev = e.generate(sampled);
+            assertTrue(e.stats().preemptions() > 0, "12 window blocks for 15 samples must preempt: " + e.stats());
+            int tokens = assertSameDraws("gpt_oss", cpu, dev);
+            var gap = Recompute.gap(dev, Recompute.policyLogprobs(m.model(), dev, 1.0f));
+            assertTrue(gap.exact(), "gpt_oss recompute on cuda in exact mode: " + gap);
+            assertEquals(tokens, gap.tokens());
+            assertArrayEquals(new int[]{256, 12}, e.freeBlocks(), "every block of both pools is back");
+        }
+    }
+
+    /**
      * DeepSeek V4 on the device (its values in device memory, its attention and indexer through exact mode's kernels):
      * greedy samples of the fixture's prompt, in a group of three sharing its prefill (each fork a copy of the
      * compressors' state) among other requests, reproduce transformers' greedy sequence; seeded sampling draws the CPU

@@ -48,7 +48,7 @@ final class Qwen3Loader {
         int kvDim = c.kvHeads() * c.headDim();
         int vocabHere = c.vocab() / (groups == null ? 1 : groups.layout().tp());   // vocabulary rows this rank holds
         Tensor embed = w.get("model.embed_tokens.weight", vocabHere, h);
-        Qwen3Model.Layer[] layers = new Qwen3Model.Layer[c.layers()];
+        Qwen3Layer[] layers = new Qwen3Layer[c.layers()];
         for (int i = 0; i < c.layers(); i++) {
             String p = "model.layers." + i + ".";
             Qwen3Attention attn = new Qwen3Attention(i, c,
@@ -71,7 +71,7 @@ final class Qwen3Loader {
                         w.linear(p + "mlp.up_proj", c.intermediate(), h, false),
                         w.linear(p + "mlp.down_proj", h, c.intermediate(), false));
             }
-            layers[i] = new Qwen3Model.Layer(w.get(p + "input_layernorm.weight", h), w.get(p + "post_attention_layernorm.weight", h),
+            layers[i] = new Qwen3Layer(w.get(p + "input_layernorm.weight", h), w.get(p + "post_attention_layernorm.weight", h),
                     attn, mlp, moe);
         }
         Tensor norm = w.get("model.norm.weight", h);

@@ -2,7 +2,6 @@ package org.orbitrl.model.arch;
 
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.DType;
-import org.orbitrl.kernels.DecodeLayer;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.RopeTable;
 import org.orbitrl.kernels.Tensor;
@@ -38,58 +37,17 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
     private final DecoderConfig config;
     private final Backend backend;
     private final Tensor embed;       // [vocab, hidden]; under tensor parallelism this rank's [vocab/tp, hidden] rows
-    private final Layer[] layers;
+    private final Qwen3Layer[] layers;
     private final Tensor finalNorm;   // [hidden]
     private final Linear lmHead;      // [vocab, hidden]; under tensor parallelism [vocab/tp, hidden]
-    private final RopeTable rope;
     private final RankGroups parallel; // null: the whole model on one rank
+    private final Qwen3Layer.Shared shared;   // what every layer reads: the shape, the rope table, the groups
     private int keptLayers;            // under recompute, the last layers whose tapes the forward keeps
     private boolean offload;           // under recompute, the recomputed layers' inputs kept in host memory
     private final HostBuffers hostBuffers = new HostBuffers();   // their host tensors, from step to step
     private int expertChunk;           // experts a dequantization chunk of the MoE layers' shared buffer (0: off)
 
-    /** One decoder layer. */
-    static final class Layer {
-        final Tensor inputNorm;   // [hidden]
-        final Tensor postNorm;    // [hidden]
-        final Qwen3Attention attention;
-        final DenseMlp mlp;       // null on MoE layers
-        final SparseMoe moe;      // null on dense layers
-
-        private DecodeLayer decodeWeights; // the frozen weights as the whole-layer decode form takes them, made on first use
-
-        Layer(Tensor inputNorm, Tensor postNorm, Qwen3Attention attention, DenseMlp mlp, SparseMoe moe) {
-            this.inputNorm = inputNorm;
-            this.postNorm = postNorm;
-            this.attention = attention;
-            this.mlp = mlp;
-            this.moe = moe;
-        }
-
-        /**
-         * The layer's weights for a backend's whole-layer decode form ({@link Backend#decodeLayer}); null on a dense layer,
-         * with an adapter enabled on any projection or the router, or with weights that are not dense.
-         */
-        DecodeLayer decodeWeights(DecoderConfig c) {
-            GroupedMoe g = moe == null ? null : moe.decodeExperts();
-            if (g == null || !attention.plainDense() || !(moe.router.weight() instanceof Weight.Dense)) {
-                return null;
-            }
-            if (decodeWeights == null) {
-                Qwen3Attention at = attention;
-                decodeWeights = new DecodeLayer(inputNorm, dense(at.q), dense(at.k), dense(at.v), at.qNorm, at.kNorm, dense(at.o), postNorm,
-                        dense(moe.router), moe.topK(), moe.normTopK(), g.gate(), g.up(), g.down(), c.heads(), c.kvHeads(), c.headDim(),
-                        c.rmsEps(), at.spec());
-            }
-            return decodeWeights;
-        }
-
-        private static Tensor dense(Linear l) {
-            return ((Weight.Dense) l.weight()).w();
-        }
-    }
-
-    Qwen3Model(DecoderConfig config, Backend backend, Tensor embed, Layer[] layers, Tensor finalNorm,
+    Qwen3Model(DecoderConfig config, Backend backend, Tensor embed, Qwen3Layer[] layers, Tensor finalNorm,
                        Linear lmHead, RankGroups parallel) {
         this.parallel = parallel;
         this.config = config;
@@ -98,7 +56,8 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         this.layers = layers;
         this.finalNorm = finalNorm;
         this.lmHead = lmHead;
-        this.rope = RopeTable.of(config.rope(), config.headDim(), config.maxPositions(), RopeTable.Style.HALF);
+        this.shared = new Qwen3Layer.Shared(config,
+                RopeTable.of(config.rope(), config.headDim(), config.maxPositions(), RopeTable.Style.HALF), parallel);
     }
 
     /**
@@ -132,11 +91,9 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
     /** As {@link #view()}, running its operations on {@code other} (another thread pool or device). */
     @Override
     public Qwen3Model view(Backend other) {
-        Layer[] ls = new Layer[layers.length];
+        Qwen3Layer[] ls = new Qwen3Layer[layers.length];
         for (int i = 0; i < ls.length; i++) {
-            Layer l = layers[i];
-            ls[i] = new Layer(l.inputNorm, l.postNorm, l.attention.view(config), l.mlp == null ? null : l.mlp.view(),
-                    l.moe == null ? null : l.moe.view());
+            ls[i] = layers[i].view(config);
         }
         Qwen3Model v = new Qwen3Model(config, other, embed, ls, finalNorm, lmHead.view(), parallel);
         v.setExpertChunk(expertChunk);   // the view's own chunk buffer: it may run beside this model
@@ -150,10 +107,10 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
     @Override
     public void setExpertChunk(int c) {
         expertChunk = Math.max(0, c);
-        ExpertChunker shared = c <= 0 ? null : new ExpertChunker(c);   // one buffer for every MoE layer of this model
-        for (Layer l : layers) {
+        ExpertChunker chunker = c <= 0 ? null : new ExpertChunker(c);   // one buffer for every MoE layer of this model
+        for (Qwen3Layer l : layers) {
             if (l.moe != null) {
-                l.moe.useChunker(shared);
+                l.moe.useChunker(chunker);
             }
         }
     }
@@ -183,19 +140,19 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
      * decision on the host (false).
      */
     public void setGroupedExperts(boolean on) {
-        for (Layer l : layers) {
+        for (Qwen3Layer l : layers) {
             if (l.moe != null) {
                 l.moe.setGrouped(on);
             }
         }
     }
 
-    /** This rank's shape: under tensor parallelism, its share of the heads and the dense MLP. */
     @Override
     public int[] attentionWindows() {
         return config.windows().clone();
     }
 
+    /** This rank's shape: under tensor parallelism, its share of the heads and the dense MLP. */
     public DecoderConfig config() {
         return config;
     }
@@ -206,11 +163,11 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
     }
 
     private boolean tensorParallel() {
-        return parallel != null && parallel.layout().tp() > 1;
+        return shared.tensorParallel();
     }
 
     private boolean expertParallel() {
-        return parallel != null && parallel.layout().ep() > 1;
+        return shared.expertParallel();
     }
 
     @Override
@@ -270,7 +227,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         final List<Segment> batch;
         final int[] lengths;
         final Tensor[] layerInput;   // per layer [N, hidden]
-        final LayerTape[] layerTapes; // per layer, null under recompute
+        final Qwen3Layer.Tape[] layerTapes; // per layer, null under recompute
         Tensor positions;            // i32 [N]
         Tensor finalInput;           // [N, hidden] before the final norm
         Tensor finalNormed;          // [N, hidden] the input of the LM head
@@ -282,7 +239,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             this.batch = batch;
             this.lengths = batch.stream().mapToInt(s -> s.tokens().length).toArray();
             this.layerInput = new Tensor[layers];
-            this.layerTapes = new LayerTape[layers];
+            this.layerTapes = new Qwen3Layer.Tape[layers];
         }
 
         @Override
@@ -312,38 +269,6 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             positions = finalInput = finalNormed = logits = null;
             if (offloaded != null) {
                 offloaded.release();
-            }
-        }
-    }
-
-    /** One layer's saved activations. */
-    static final class LayerTape {
-        Tensor normed1;  // [N, hidden]
-        Tensor mid;      // [N, hidden] residual after attention
-        Tensor normed2;  // [N, hidden]
-        final Qwen3Attention.Tape attention = new Qwen3Attention.Tape();
-        DenseMlp.Tape mlp;
-        SparseMoe.Tape moe;
-        ExpertDispatch.Tape dispatch;
-
-        /** Releases the layer's saved activations once its backward has been issued (the layer input is the caller's). */
-        void release(TensorAllocator a) {
-            for (Tensor t : new Tensor[]{normed1, mid, normed2}) {
-                if (t != null) {
-                    a.release(t);
-                }
-            }
-            normed1 = mid = normed2 = null;
-            attention.release(a);
-            if (mlp != null) {
-                mlp.release(a);
-            }
-            if (moe != null) {
-                moe.release(a);
-            }
-            if (dispatch != null) {
-                dispatch.release(a);
-                dispatch = null;
             }
         }
     }
@@ -433,16 +358,16 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             }
         }
         for (int i = 0; i < layers.length; i++) {
-            LayerTape lt = null;
+            Qwen3Layer.Tape lt = null;
             if (tape != null) {
                 tape.layerInput[i] = x;
                 if (!tape.recompute || i >= layers.length - keptLayers) {   // the last kept layers are not recomputed
-                    lt = new LayerTape();
+                    lt = new Qwen3Layer.Tape();
                     tape.layerTapes[i] = lt;
                 }
             }
             Tensor in = x;
-            x = layerForward(i, x, positions, batch, lt, decode, tape != null);
+            x = layers[i].forward(b, shared, i, x, positions, batch, lt, decode, tape != null);
             if (tape == null && hidden == null) {
                 a.release(in);   // kept by neither a tape nor a sink
             }
@@ -490,87 +415,6 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
     }
 
     /**
-     * One decoder layer: x [N, hidden] -> a new residual stream [N, hidden]; one sequence's decode token takes the
-     * backend's whole-layer form where it has one ({@link Backend#decodeLayer}).
-     *
-     * @param training a layer of a training step's forward (with or without its tape), never taking the decode forms
-     */
-    private Tensor layerForward(int i, Tensor x, Tensor positions, List<Segment> batch, LayerTape lt, PagedDecode decode,
-                                boolean training) {
-        Backend b = backend;
-        TensorAllocator a = b.allocator();
-        Layer l = layers[i];
-        int n = x.size(0);
-        int h = config.hidden();
-        if (decode != null && n == 1 && lt == null && !training && !tensorParallel() && !expertParallel() && b.decodesLayers()) {
-            DecodeLayer w = l.decodeWeights(config);
-            if (w != null) {   // one sequence's decode token: the whole layer in one backend call where it has one
-                Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [1, hidden]
-                if (decode.layer(b, i, w, x, out, positions, rope)) {
-                    return out;
-                }
-                a.release(out);
-            }
-        }
-        Tensor normed1 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
-        Tensor delta = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);   // [N, hidden]
-        b.rmsNorm(x, l.inputNorm, config.rmsEps(), normed1);
-        l.attention.forward(b, normed1, positions, batch, rope, delta, lt == null ? null : lt.attention, decode);
-        if (lt == null) {
-            a.release(normed1);
-        }
-        if (tensorParallel()) {
-            parallel.tp().allReduceSum(delta);   // row-parallel o_proj: sum the heads' partial outputs
-        }
-        Tensor mid = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);     // [N, hidden]
-        Tensor normed2 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
-        b.addRmsNorm(x, delta, mid, l.postNorm, config.rmsEps(), normed2);        // mid = x + delta, normed2 its norm
-        if (l.moe != null && lt == null && !training && !expertParallel()) {
-            // inference: the block's output added into the residual stream in place (mid + moe, as below, one launch fewer)
-            a.release(delta);
-            l.moe.forwardAdd(b, normed2, mid);
-            a.release(normed2);
-            return mid;
-        }
-        if (l.moe != null && expertParallel()) {
-            ExpertDispatch.Tape dt = lt == null ? null : new ExpertDispatch.Tape();
-            ExpertDispatch.forward(l.moe, b, parallel.ep(), normed2, delta, dt, training);
-            if (lt != null) {
-                lt.dispatch = dt;
-            }
-        } else if (l.moe != null) {
-            SparseMoe.Tape mt = lt == null ? null : new SparseMoe.Tape();
-            l.moe.forward(b, normed2, delta, mt, training);
-            if (lt != null) {
-                lt.moe = mt;
-            }
-        } else {
-            DenseMlp.Tape dt = lt == null ? null : new DenseMlp.Tape();
-            l.mlp.forward(b, normed2, delta, dt);
-            if (tensorParallel()) {
-                parallel.tp().allReduceSum(delta);   // row-parallel down_proj
-            }
-            if (lt != null) {
-                lt.mlp = dt;
-            }
-        }
-        if (lt == null) {
-            a.release(normed2);
-        }
-        Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);     // [N, hidden]
-        b.add(mid, delta, out);
-        a.release(delta);
-        if (lt == null) {
-            a.release(mid);
-        } else {
-            lt.normed1 = normed1;
-            lt.mid = mid;
-            lt.normed2 = normed2;
-        }
-        return out;
-    }
-
-    /**
      * Reverse pass from d loss / d logits [N, vocab]: activation gradients through every layer, and
      * parameter gradients for adapter tensors only (accumulated into the adapters' gradient buffers).
      */
@@ -596,18 +440,18 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         b.rmsNormBackward(tape.finalInput, finalNorm, config.rmsEps(), dNormed, dx);
         a.release(dNormed);
         for (int i = layers.length - 1; i >= 0; i--) {
-            LayerTape lt = tape.layerTapes[i];
+            Qwen3Layer.Tape lt = tape.layerTapes[i];
             boolean restored = tape.offloaded != null && tape.offloaded.has(i);
             if (restored) {
                 tape.layerInput[i] = tape.offloaded.restore(a, i);
             }
             if (lt == null) {
-                lt = new LayerTape();
-                Tensor out = layerForward(i, tape.layerInput[i], tape.positions, tape.batch, lt, null, true); // recompute
+                lt = new Qwen3Layer.Tape();
+                Tensor out = layers[i].forward(b, shared, i, tape.layerInput[i], tape.positions, tape.batch, lt, null, true); // recompute
                 a.release(out);   // the tape keeps the original output as the next layer's input
             }
             Tensor dOut = dx;
-            dx = layerBackward(i, lt, tape, dOut);
+            dx = layers[i].backward(b, shared, lt, tape.layerInput[i], tape.positions, tape.lengths, dOut);
             a.release(dOut);
             lt.release(a);
             tape.layerTapes[i] = null;   // a second backward recomputes the layer from its kept input
@@ -619,41 +463,6 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         a.release(dx);   // the embedding's input gradient: the embedding does not train
     }
 
-    /** d residual-out [N, hidden] -> d residual-in [N, hidden]. */
-    private Tensor layerBackward(int i, LayerTape lt, TrainTape tape, Tensor dOut) {
-        Backend b = backend;
-        TensorAllocator a = b.allocator();
-        Layer l = layers[i];
-        int n = dOut.size(0);
-        int h = config.hidden();
-        Tensor dNormed2 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
-        if (l.moe != null && expertParallel()) {
-            ExpertDispatch.backward(l.moe, b, parallel.ep(), lt.dispatch, dOut, dNormed2);
-        } else if (l.moe != null) {
-            l.moe.backward(b, lt.moe, dOut, dNormed2);
-        } else {
-            l.mlp.backward(b, lt.mlp, dOut, dNormed2);
-            if (tensorParallel()) {
-                parallel.tp().allReduceSum(dNormed2);   // column-parallel gate/up: sum the input gradients
-            }
-        }
-        Tensor dMid = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);     // [N, hidden]
-        b.rmsNormBackward(lt.mid, l.postNorm, config.rmsEps(), dNormed2, dMid);
-        a.release(dNormed2);
-        b.add(dMid, dOut, dMid);
-        Tensor dNormed1 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
-        l.attention.backward(b, lt.attention, tape.positions, tape.lengths, rope, dMid, dNormed1);
-        if (tensorParallel()) {
-            parallel.tp().allReduceSum(dNormed1);   // column-parallel q/k/v: sum the input gradients
-        }
-        Tensor dIn = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden]
-        b.rmsNormBackward(tape.layerInput[i], l.inputNorm, config.rmsEps(), dNormed1, dIn);
-        a.release(dNormed1);
-        b.add(dIn, dMid, dIn);
-        a.release(dMid);
-        return dIn;
-    }
-
     private static void emit(HiddenSink sink, int index, Tensor t) {
         if (sink != null) {
             sink.accept(index, t);
@@ -663,7 +472,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
     @Override
     public java.util.Map<String, Linear> linearModules() {
         java.util.Map<String, Linear> out = new java.util.LinkedHashMap<>();
-        for (Layer l : layers) {
+        for (Qwen3Layer l : layers) {
             for (Linear lin : List.of(l.attention.q, l.attention.k, l.attention.v, l.attention.o)) {
                 out.put(lin.name(), lin);
             }
@@ -707,7 +516,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
     @Override
     public long heldBaseBytes() {
         List<Tensor> tensors = new java.util.ArrayList<>(List.of(embed, finalNorm));
-        for (Layer l : layers) {
+        for (Qwen3Layer l : layers) {
             tensors.addAll(List.of(l.inputNorm, l.postNorm, l.attention.qNorm, l.attention.kNorm));
         }
         return BaseBytes.of(tensors, linears());
@@ -716,7 +525,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
     /** Every linear layer of the model, attention and MLP/experts, with its Hugging Face module name. */
     public List<Linear> linears() {
         List<Linear> out = new java.util.ArrayList<>();
-        for (Layer l : layers) {
+        for (Qwen3Layer l : layers) {
             out.addAll(List.of(l.attention.q, l.attention.k, l.attention.v, l.attention.o));
             if (l.mlp != null) {
                 out.addAll(List.of(l.mlp.gate, l.mlp.up, l.mlp.down));

@@ -18,8 +18,8 @@ import org.orbitrl.model.spec.ModelSpec;
 
 /**
  * The reference plans kept in {@code docs/plans}: Kimi-K2.6 with its INT4 experts and DeepSeek V4
- * Pro with its FP4 experts fit one 8xB200 node with a LoRA adapter; the same models with a BF16
- * base, or trained in full with AdamW, are refused. The documents are rendered here and must
+ * Pro with its FP4 experts fit one 8xB200 node with a LoRA adapter, gpt-oss-120b with its MXFP4 experts one H200;
+ * the same models with a BF16 base, or trained in full with AdamW, are refused. The documents are rendered here and must
  * equal the committed ones (regenerate with {@code -Dorbit.plans.update=true}), so they cannot
  * drift from the planner.
  */
@@ -27,9 +27,9 @@ class ReferencePlansTest {
     private static final NodeSpec B200 = NodeSpec.parse("8xB200");
     private static final BatchShape BATCH = new BatchShape(64, 8, 1024, 4096, 1);
 
-    /** One reference: a model, its shipped base format, the adapter and tensor parallelism that fit. */
+    /** One reference: a model, its shipped base format, the adapter and tensor parallelism that fit, on a node. */
     record Reference(String file, String title, String model, String base, String adapter, int tp, int chunk, int prompts,
-                     int responseLen) {
+                     int responseLen, NodeSpec node) {
         PlanRequest request() {
             return request(base, adapter, tp);
         }
@@ -37,15 +37,15 @@ class ReferencePlansTest {
         PlanRequest request(String b, String a, int t) {
             Path cfg = TestModels.configOf("models/" + model);
             ModelSpec spec = ConfigLoader.load(cfg);
-            return PlanRequest.defaults(spec, cfg, B200).withBase(BaseFormat.parse(b, spec))
+            return PlanRequest.defaults(spec, cfg, node).withBase(BaseFormat.parse(b, spec))
                     .withAdapter(AdapterSpec.parse(a)).withBatch(new BatchShape(prompts, BATCH.samplesPerPrompt(), BATCH.promptLen(), responseLen,
                             BATCH.microBatch()))
-                    .withLayout(ParallelLayout.colocated(ParallelLayout.auto(spec, B200, 0, 0).expertParallel(), t))
+                    .withLayout(ParallelLayout.colocated(ParallelLayout.auto(spec, node, 0, 0).expertParallel(), t))
                     .withExpertChunk(chunk);
         }
 
         String command(String b, String a, int t) {
-            return "tools/orbit plan --model ../shared/models/" + model + " --node 8xB200 --base " + b + " --adapter " + a
+            return "tools/orbit plan --model ../shared/models/" + model + " --node " + node.name() + " --base " + b + " --adapter " + a
                     + (t == 1 ? "" : " --tp " + t) + (chunk == PlanRequest.DEFAULT_EXPERT_CHUNK ? "" : " --chunk " + chunk)
                     + (prompts == BATCH.prompts() ? "" : " --prompts " + prompts)
                     + (responseLen == BATCH.responseLen() ? "" : " --response-len " + responseLen);
@@ -63,7 +63,7 @@ class ReferencePlansTest {
 
     static final Reference KIMI = new Reference("kimi-k2.6-int4-lora-8xB200.md",
             "Kimi-K2.6, INT4 experts as shipped, LoRA rank 32 on every projection, 8xB200",
-            "kimi-k2.6", "int4", "lora:32", 1, KIMI_CHUNK, KIMI_PROMPTS, BATCH.responseLen());
+            "kimi-k2.6", "int4", "lora:32", 1, KIMI_CHUNK, KIMI_PROMPTS, BATCH.responseLen(), B200);
     /**
      * V4 Pro's routed experts are dequantized 2 at a time (504 MiB an expert slot of f32 gate, up and down, in the
      * trainer's model and in the rollout's view): the default chunk of 8 leaves its activations 2.5 GiB short.
@@ -77,7 +77,18 @@ class ReferencePlansTest {
 
     static final Reference DSV4 = new Reference("deepseek-v4-pro-fp4-lora-8xB200.md",
             "DeepSeek V4 Pro, FP4 experts and FP8 attention as shipped, LoRA rank 16 on every projection, 8xB200",
-            "deepseek-v4-pro", "fp4", "lora:16", 2, DSV4_CHUNK, BATCH.prompts(), DSV4_RESPONSE);
+            "deepseek-v4-pro", "fp4", "lora:16", 2, DSV4_CHUNK, BATCH.prompts(), DSV4_RESPONSE, B200);
+
+    /**
+     * gpt-oss-120b on one H200: its MXFP4 experts as shipped (60.8 GiB of base), LoRA rank 32 on attention, 32 prompts x 8
+     * samples of 1024 + 4096 tokens. Its 18 sliding-window layers keep 128 positions a sequence in the rollout's window
+     * pool, so the KV cache is 47.1 GiB (45.1 the 18 full layers', 2.0 the window pool); holding every layer at full
+     * length it would take 90.3 GiB, and the job would not fit.
+     */
+    static final Reference GPT_OSS = new Reference("gpt-oss-120b-mxfp4-lora-1xH200.md",
+            "gpt-oss-120b, MXFP4 experts as shipped, LoRA rank 32 on attention, 1xH200",
+            "gpt-oss-120b", "native", "lora:32:attention+shared+dense", 1, PlanRequest.DEFAULT_EXPERT_CHUNK, 32,
+            BATCH.responseLen(), NodeSpec.parse("1xH200"));
 
     @Test
     void kimiInt4LoraFits() throws IOException {
@@ -113,8 +124,15 @@ class ReferencePlansTest {
     }
 
     @Test
+    void gptOss120bMxfp4LoraFitsOneH200() throws IOException {
+        MemoryPlan p = MemoryPlanner.check(GPT_OSS.request());
+        assertTrue(p.fits());
+        check(GPT_OSS);
+    }
+
+    @Test
     void bf16BasesAreRefusedAtTheBaseWeights() {
-        for (Reference r : List.of(KIMI, DSV4)) {
+        for (Reference r : List.of(KIMI, DSV4, GPT_OSS)) {
             PlanRefusedException e = assertThrows(PlanRefusedException.class,
                     () -> MemoryPlanner.check(r.request("bf16", r.adapter(), r.tp())));
             assertEquals(MemoryCategory.BASE_WEIGHTS, e.plan().tightest().overflowCategory(), r.model());
@@ -124,12 +142,12 @@ class ReferencePlansTest {
 
     @Test
     void fullParameterAdamIsRefused() {
-        for (Reference r : List.of(KIMI, DSV4)) {
+        for (Reference r : List.of(KIMI, DSV4, GPT_OSS)) {
             PlanRefusedException e = assertThrows(PlanRefusedException.class,
                     () -> MemoryPlanner.check(r.request("bf16", "full", r.tp())));
             assertFalse(e.plan().fits());
             // 16 bytes per parameter (bf16 weight and gradient, f32 m, v, master) do not fit the node at all
-            assertTrue(16 * e.plan().counts().total() > B200.totalBytes(), r.model());
+            assertTrue(16 * e.plan().counts().total() > r.node().totalBytes(), r.model());
         }
     }
 
@@ -174,7 +192,7 @@ class ReferencePlansTest {
         }
         sb.append("| adapter | TP | trainable params | per GPU | headroom | fits |\n|---|---:|---:|---:|---:|---|\n");
         for (String a : List.of("lora:32", "lora:16", "lora:8", "lora:32:attention+shared+dense", "oft:32")) {
-            for (int tp : latent ? new int[] {1} : new int[] {1, 2}) {
+            for (int tp : latent || r.node().gpus() == 1 ? new int[] {1} : new int[] {1, 2}) {
                 MemoryPlan p = MemoryPlanner.plan(r.request(r.base(), a, tp));
                 GpuBudget t = p.tightest();
                 sb.append(String.format(Locale.ROOT, "| `%s` | %d | %s | %s | %s | %s |%n", a, tp,

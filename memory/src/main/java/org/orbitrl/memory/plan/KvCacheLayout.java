@@ -61,9 +61,9 @@ public final class KvCacheLayout {
      * Blocks of the window pool of a rollout engine that decodes {@code sequences} sequences of up to {@code tokens}
      * tokens at once, running up to {@code batchTokens} new tokens a forward, for sliding-window layers of
      * {@code window} positions: each running sequence's window (the blocks its next query sees, the one its next token
-     * goes into included: {@code (window - 1) / 16 + 2}), and a prefill's whole prompt until its forward is done (the
-     * blocks of one forward's new tokens and a partial one a sequence, or one sequence of {@code tokens}, the larger);
-     * at least {@link #PAGED_MIN_BLOCKS}, at most {@link #pagedBlocks} (what the layers would hold in the main pool).
+     * goes into included: {@code (window - 1) / 16 + 2}), and one forward's prefill chunks until the forward is done
+     * (the blocks of its new tokens and a partial one a sequence; a longer prompt is fed in chunks); at least
+     * {@link #PAGED_MIN_BLOCKS}, at most {@link #pagedBlocks} (what the layers would hold in the main pool).
      */
     public static int windowBlocks(long sequences, long tokens, int window, long batchTokens) {
         if (window <= 0) {
@@ -71,7 +71,7 @@ public final class KvCacheLayout {
         }
         long bs = PAGED_BLOCK_TOKENS;
         long running = Math.multiplyExact(sequences, (window - 1) / bs + 2);
-        long prefill = Math.max((batchTokens + bs - 1) / bs + sequences, (tokens + bs - 1) / bs + 1);
+        long prefill = (batchTokens + bs - 1) / bs + sequences;
         return Math.toIntExact(Math.min(pagedBlocks(sequences, tokens),
                 Math.max(PAGED_MIN_BLOCKS, Math.addExact(running, prefill))));
     }

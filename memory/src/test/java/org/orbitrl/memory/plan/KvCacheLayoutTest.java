@@ -52,7 +52,8 @@ class KvCacheLayoutTest {
         // a short job: no more blocks than the layers would hold in the main pool, at least 64
         assertEquals(KvCacheLayout.pagedBlocks(2, 48), KvCacheLayout.windowBlocks(2, 48, 128, 4096));
         assertEquals(64, KvCacheLayout.windowBlocks(4, 64, 8, 16));
-        assertEquals(4 * 2 + 256 + 1, KvCacheLayout.windowBlocks(4, 4096, 8, 16), "a lone sequence of 4096 prefilled at once");
+        assertEquals(64, KvCacheLayout.windowBlocks(4, 4096, 8, 16), "long sequences prefilled in chunks: no more blocks");
+        assertEquals(100 * 2 + 256 + 100, KvCacheLayout.windowBlocks(100, 4096, 8, 4096));
     }
 
     @Test

@@ -32,7 +32,9 @@ import java.util.concurrent.ConcurrentLinkedQueue;
  * <p>A model's sliding-window layers (gpt-oss; Qwen3 with {@code use_sliding_window}) keep their rows in a window
  * pool of their own ({@link Options#windowBlocks}): a sequence holds there only the blocks its next query can see,
  * and gives each one back as it leaves the window, so those layers take a few blocks a sequence instead of its whole
- * length. Admission and preemption count both pools. Such a model's decode steps run eagerly.
+ * length. A prompt goes in in chunks there ({@link #prefillChunk}), each holding its blocks until its forward is
+ * done, so that no prompt is longer than the pool can take; a step feeds the decodes first, then the prefills' chunks
+ * while its tokens last. Admission and preemption count both pools. Such a model's decode steps run eagerly.
  *
  * <p>Tokens are drawn on the model's backend ({@link org.orbitrl.kernels.Backend#sampleTokens}): each draw
  * is keyed by the request's seed, the sample index and the token's position, so a sample's tokens do
@@ -129,6 +131,7 @@ public final class RolloutEngine implements AutoCloseable {
     private final BlockPool windowPool;  // the sliding-window layers' rows; null when the pool holds every layer
     private final DecodeGraphs graphs;   // null when off
     private final String graphsOff;      // why graphs asked for are off for every step; null otherwise
+    private final int prefillChunk;      // most tokens of a sequence one forward feeds (a window pool's); else unbounded
     private final ConcurrentLinkedQueue<Request> submitted = new ConcurrentLinkedQueue<>();
     private final Deque<Seq> waiting = new ArrayDeque<>();       // preempted sequences, resumed first
     private final Deque<Request> newRequests = new ArrayDeque<>();
@@ -151,7 +154,8 @@ public final class RolloutEngine implements AutoCloseable {
         PagedSequence cache;
         long admittedAt;
         int preempted;
-        int[] pendingInput;        // tokens the next forward feeds for this sequence
+        int[] pendingInput;        // tokens the next forwards feed for this sequence
+        int fed;                   // of them, those fed already (a prefill in chunks: window pool engines)
         String stopString;
 
         Seq(Request request, int sample) {
@@ -195,6 +199,7 @@ public final class RolloutEngine implements AutoCloseable {
             this.windowPool = null;
         }
         this.graphs = useGraphs ? new DecodeGraphs(model, pool) : null;
+        this.prefillChunk = windowPool == null ? Integer.MAX_VALUE : prefillChunk(windowPool, options.maxBatchTokens());
         this.graphsOff = asked && window > 0 ? "the sliding-window layers keep their rows in a window pool of their own,"
                 + " which captured decode steps do not read" : null;
     }
@@ -313,18 +318,26 @@ public final class RolloutEngine implements AutoCloseable {
         List<Completion> finished = new ArrayList<>();
         makeRoomForDecodes();
         List<Seq> joining = admit(finished);
-        List<Seq> batch = new ArrayList<>(running);
+        List<Seq> batch = new ArrayList<>();
+        List<CausalLM.Segment> segments = new ArrayList<>();
+        int budget = options.maxBatchTokens();
+        for (Seq s : stepOrder()) {
+            int len = feed(s, budget, segments.isEmpty());
+            if (len == 0) {
+                continue;
+            }
+            budget -= len;
+            batch.add(s);
+            segments.add(new CausalLM.Segment(s.fed == 0 && len == s.pendingInput.length ? s.pendingInput
+                    : java.util.Arrays.copyOfRange(s.pendingInput, s.fed, s.fed + len), s.cache));
+            if (len > 1 || joining.contains(s) || s.fed > 0) {
+                prefilled += len;
+            }
+        }
         if (batch.isEmpty()) {
             return finished;
         }
         steps++;
-        List<CausalLM.Segment> segments = new ArrayList<>();
-        for (Seq s : batch) {
-            segments.add(new CausalLM.Segment(s.pendingInput, s.cache));
-            if (s.pendingInput.length > 1 || joining.contains(s)) {
-                prefilled += s.pendingInput.length;
-            }
-        }
         Tensor logits = decodeByGraph(segments);                   // [bucket, vocab] or null: the graph's own output
         boolean eager = logits == null;
         if (eager) {
@@ -336,8 +349,15 @@ public final class RolloutEngine implements AutoCloseable {
         List<Integer> rows = new ArrayList<>();
         List<Seq> forks = new ArrayList<>();
         int row = 0;
-        for (Seq s : batch) {
+        for (int i = 0; i < batch.size(); i++) {
+            Seq s = batch.get(i);
             row++;
+            int len = segments.get(i).tokens().length;
+            if (s.fed + len < s.pendingInput.length) {   // a prefill chunk: the sequence draws once its input is all fed
+                s.fed += len;
+                continue;
+            }
+            s.fed = 0;
             if (s.sample == 0 && s.request.samples() > 1 && s.tokens.isEmpty() && s.preempted == 0) {
                 for (int k = 1; k < s.request.samples(); k++) {      // prefix sharing: siblings fork the prompt
                     Seq sib = new Seq(s.request, k);
@@ -351,7 +371,7 @@ public final class RolloutEngine implements AutoCloseable {
             drawn.add(s);
             rows.add(row - 1);
         }
-        Draws d = draw(logits, drawn, rows);
+        Draws d = drawn.isEmpty() ? new Draws(new int[0], new float[0], new float[0]) : draw(logits, drawn, rows);
         if (eager) {
             model.backend().allocator().release(logits);
         }
@@ -365,6 +385,58 @@ public final class RolloutEngine implements AutoCloseable {
         }
         running.removeIf(s -> s.cache == null);
         return finished;
+    }
+
+    /**
+     * The running sequences in the order a step takes them: as they run; with a window pool the decodes first, then the
+     * prefills (in admission order), which share what is left of the step's tokens.
+     */
+    private List<Seq> stepOrder() {
+        if (windowPool == null) {
+            return running;
+        }
+        List<Seq> order = new ArrayList<>();
+        for (Seq s : running) {
+            if (s.pendingInput.length - s.fed == 1) {
+                order.add(s);
+            }
+        }
+        for (Seq s : running) {
+            if (s.pendingInput.length - s.fed > 1) {
+                order.add(s);
+            }
+        }
+        return order;
+    }
+
+    /**
+     * Tokens of {@code s}'s pending input this step feeds: all that are left where the engine has no window pool (its
+     * admission bounded the step's tokens); else at most {@link #prefillChunk} and the step's tokens left in
+     * {@code budget}, or the chunk for the step's first sequence whatever the budget; 0: it waits for the next step.
+     */
+    private int feed(Seq s, int budget, boolean first) {
+        int len = Math.min(s.pendingInput.length - s.fed, prefillChunk);
+        return windowPool == null || first || len <= budget ? len : Math.max(0, budget);
+    }
+
+    /** Tokens {@code s} feeds next at most: its decode token, or its prompt's next chunk. */
+    private int nextTokens(Seq s) {
+        return Math.min(s.pendingInput.length - s.fed, prefillChunk);
+    }
+
+    /**
+     * The most tokens of one sequence a forward feeds over {@code windowPool}: as many as its blocks hold beside the
+     * window before them (a chunk of c tokens after a window of W positions spans at most (W - 1 + c) / blockSize + 2
+     * blocks), at most {@code maxBatchTokens}. A longer prompt is fed in chunks, its blocks before each chunk's window
+     * given back after each.
+     */
+    static int prefillChunk(BlockPool windowPool, int maxBatchTokens) {
+        long most = (long) (windowPool.capacityBlocks() - 1) * windowPool.blockSize() - windowPool.window() + 1;
+        if (most < 1) {
+            throw new IllegalArgumentException("a window pool of " + windowPool.capacityBlocks() + " blocks of "
+                    + windowPool.blockSize() + " cannot hold a window of " + windowPool.window() + " positions and a new token");
+        }
+        return (int) Math.min(most, maxBatchTokens);
     }
 
     /** A pure decode step through a replayed graph: logits [bucket, vocab] (padding rows unused); null to run eagerly. */
@@ -484,8 +556,8 @@ public final class RolloutEngine implements AutoCloseable {
             int need = 0;
             int windowNeed = 0;
             for (Seq s : running) {
-                need += s.cache.blocksNeeded(1);
-                windowNeed += s.cache.windowBlocksNeeded(1);
+                need += s.cache.blocksNeeded(nextTokens(s));
+                windowNeed += s.cache.windowBlocksNeeded(nextTokens(s));
             }
             if (need <= pool.freeBlocks() && (windowPool == null || windowNeed <= windowPool.freeBlocks()) || running.isEmpty()) {
                 return;
@@ -505,6 +577,7 @@ public final class RolloutEngine implements AutoCloseable {
             // recompute feeds prompt + every generated token: its last row's logits are exactly what the
             // decode step of the last token would have given (bit for bit in exact mode)
             youngest.pendingInput = recompute;
+            youngest.fed = 0;
             waiting.addFirst(youngest);
         }
     }
@@ -516,39 +589,42 @@ public final class RolloutEngine implements AutoCloseable {
         int reserved = 0;
         int windowReserved = 0;   // of the window pool, where there is one
         for (Seq s : running) {
-            reserved += s.cache.blocksNeeded(1);
-            windowReserved += s.cache.windowBlocksNeeded(1);
+            reserved += s.cache.blocksNeeded(nextTokens(s));
+            windowReserved += s.cache.windowBlocksNeeded(nextTokens(s));
         }
-        int windowCapacity = windowPool == null ? Integer.MAX_VALUE : windowPool.capacityBlocks();
         int windowFree = windowPool == null ? Integer.MAX_VALUE : windowPool.freeBlocks();
         while (!waiting.isEmpty()) {
             Seq s = waiting.peekFirst();
             int n = s.pendingInput.length;
-            int blocks = (n + options.blockSize() - 1) / options.blockSize();   // a prefill holds all its blocks until it is done
-            if (blocks + 1 > pool.capacityBlocks() || blocks + 1 > windowCapacity) {   // can never fit again: end it
+            int blocks = (n + options.blockSize() - 1) / options.blockSize();
+            int first = Math.min(n, prefillChunk);   // a window pool's prefill: in chunks, each holding its blocks until done
+            int windowBlocks = (first + options.blockSize() - 1) / options.blockSize();
+            if (blocks + 1 > pool.capacityBlocks()) {   // can never fit again: end it rather than wait forever
                 waiting.pollFirst();
                 aborted++;
                 finished.add(finish(s, FinishReason.ABORTED));
                 continue;
             }
-            if (running.size() >= options.maxRunning() || tokens + n > options.maxBatchTokens() && !running.isEmpty()
-                    || blocks + reserved > pool.freeBlocks() || blocks + windowReserved > windowFree) {
+            if (running.size() >= options.maxRunning() || tokens + first > options.maxBatchTokens() && !running.isEmpty()
+                    || blocks + reserved > pool.freeBlocks() || windowBlocks + windowReserved > windowFree) {
                 break;
             }
             waiting.pollFirst();
             s.cache = new PagedSequence(pool, windowPool);
             s.admittedAt = ++admissions;
             reserved += blocks;
-            windowReserved += blocks;
-            tokens += n;
+            windowReserved += windowBlocks;
+            tokens += first;
             running.add(s);
             joined.add(s);
         }
         while (!newRequests.isEmpty()) {
             Request r = newRequests.peekFirst();
             int n = r.prompt().length;
-            int blocks = (n + options.blockSize() - 1) / options.blockSize() + r.samples();
-            if (blocks > pool.capacityBlocks() || blocks > windowCapacity) {
+            int blocks = (n + options.blockSize() - 1) / options.blockSize() + r.samples();   // and each sample's copy
+            int first = Math.min(n, prefillChunk);
+            int windowBlocks = (first + options.blockSize() - 1) / options.blockSize();   // the samples' copies come later
+            if (blocks > pool.capacityBlocks()) {
                 newRequests.pollFirst();
                 aborted += r.samples();
                 for (int k = 0; k < r.samples(); k++) {
@@ -557,8 +633,8 @@ public final class RolloutEngine implements AutoCloseable {
                 }
                 continue;
             }
-            if (running.size() + r.samples() > options.maxRunning() || tokens + n > options.maxBatchTokens() && !running.isEmpty()
-                    || blocks + reserved > pool.freeBlocks() || blocks + windowReserved > windowFree) {
+            if (running.size() + r.samples() > options.maxRunning() || tokens + first > options.maxBatchTokens() && !running.isEmpty()
+                    || blocks + reserved > pool.freeBlocks() || windowBlocks + windowReserved > windowFree) {
                 break;
             }
             newRequests.pollFirst();
@@ -567,8 +643,8 @@ public final class RolloutEngine implements AutoCloseable {
             s.pendingInput = r.prompt();
             s.admittedAt = ++admissions;
             reserved += blocks;
-            windowReserved += blocks;
-            tokens += n;
+            windowReserved += windowBlocks;
+            tokens += first;
             running.add(s);
             joined.add(s);
         }

@@ -221,6 +221,33 @@ class RolloutEngineTest {
         }
     }
 
+    /**
+     * A prompt longer than the window pool holds at once (30 tokens: 8 blocks of 4, window 8) is fed in chunks of 21
+     * tokens and rolls out, alone and as a group of three samples, and so do the samples preempted past the pool's
+     * length (three windows do not fit 8 blocks): nothing is aborted, and the tokens and log-probs are those of a
+     * window pool as large as the main one, whose prompts go in whole.
+     */
+    @Test
+    void aPromptAsLongAsTheWindowPoolRollsOut() {
+        try (LoadedModel m = model("gpt_oss")) {
+            int[] prompt = randomPrompt(new SplittableRandom(61), 30);
+            List<Request> reqs = List.of(new Request("one", prompt, SamplingParams.sample(1.0f, 1.0f, 12, 7), 1),
+                    new Request("three", prompt, SamplingParams.sample(1.0f, 1.0f, 12, 8), 3));
+            List<Completion> roomy = engine(m, 256).generate(reqs);
+            RolloutEngine tight = new RolloutEngine(m.model(), null, new RolloutEngine.Options(4, 256, 64, 512,
+                    RolloutEngine.Graphs.AUTO, org.orbitrl.kernels.DType.F32, 8), null);
+            List<Completion> got = tight.generate(reqs);
+            assertEquals(0, tight.stats().aborted(), "nothing aborted: " + tight.stats());
+            assertTrue(tight.stats().preemptions() > 0, "three samples of a 30-token prompt do not decode in 8 window blocks at once");
+            for (int i = 0; i < roomy.size(); i++) {
+                assertEquals(FinishReason.LENGTH, got.get(i).reason(), "completion " + i);
+                assertArrayEquals(roomy.get(i).tokens(), got.get(i).tokens(), "completion " + i);
+                assertArrayEquals(roomy.get(i).policyLogprobs(), got.get(i).policyLogprobs(), 0f, "completion " + i);
+            }
+            assertArrayEquals(new int[]{256, 8}, tight.freeBlocks(), "every block of both pools is back");
+        }
+    }
+
     @Test
     void samplesOfOnePromptShareItsBlocks() {
         try (LoadedModel m = model("qwen3")) {

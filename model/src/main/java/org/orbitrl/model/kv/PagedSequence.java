@@ -20,6 +20,14 @@ import java.util.List;
  * pool as the sequence advances; its positions then read as the pool's block of zeros, which the window masks.
  */
 public final class PagedSequence implements SequenceCache, AutoCloseable {
+    /**
+     * Keys a sliding layer's gather leaves out come in whole tiles of this many: exact mode's attention walks keys in
+     * tiles of 64 from the first key it is given, and sums each tile's terms by key index mod 4, so a gather starting
+     * on a tile boundary adds every term in the order a gather from position 0 does (the host's kernel starts at each
+     * query's first visible key whatever the gather).
+     */
+    static final int KEY_TILE = 64;
+
     private final Table main;
     private final Table windowed;   // null without a window pool
     private int length;
@@ -242,24 +250,28 @@ public final class PagedSequence implements SequenceCache, AutoCloseable {
             throw new IllegalArgumentException("layer " + layer + " attends with window " + spec.slidingWindow()
                     + " over a pool that keeps " + pool.window() + " positions");
         }
-        int[] rows = new int[upTo];
-        for (int p = 0; p < upTo; p++) {
-            rows[p] = Math.toIntExact(tb.row(p));
+        // a sliding layer gathers from the tile of keys holding its first query's first visible key on: whole tiles of
+        // KEY_TILE keys left out, so that every kernel sums what it sums over all of them (the window masks the rest)
+        int from = pool.window() > 0 ? Math.max(0, queryStart - pool.window() + 1) / KEY_TILE * KEY_TILE : 0;
+        int n = upTo - from;
+        int[] rows = new int[n];
+        for (int p = from; p < upTo; p++) {
+            rows[p - from] = Math.toIntExact(tb.row(p));
         }
-        Tensor idx = backend.allocator().upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(rows, upTo)); // i32 [upTo]
-        Tensor k = backend.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, upTo, pool.kvHeads() * (long) pool.headDim());
+        Tensor idx = backend.allocator().upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(rows, n)); // i32 [n]
+        Tensor k = backend.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, pool.kvHeads() * (long) pool.headDim());
         backend.gatherRows(pool.keys(layer), idx, k);
-        Tensor k3 = k.reshape(upTo, pool.kvHeads(), pool.headDim());
+        Tensor k3 = k.reshape(n, pool.kvHeads(), pool.headDim());
         Tensor v = null;
         Tensor v3;
         if (pool.vHeadDim() == 0) {
             v3 = k3.slice(2, 0, out.size(2));
         } else {
-            v = backend.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, upTo, pool.kvHeads() * (long) pool.vHeadDim());
+            v = backend.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, pool.kvHeads() * (long) pool.vHeadDim());
             backend.gatherRows(pool.values(layer), idx, v);
-            v3 = v.reshape(upTo, pool.kvHeads(), pool.vHeadDim());
+            v3 = v.reshape(n, pool.kvHeads(), pool.vHeadDim());
         }
-        backend.attention(q, k3, v3, out, queryStart, spec);
+        backend.attention(q, k3, v3, out, queryStart - from, spec);
         backend.allocator().release(idx);
         backend.allocator().release(k);
         if (v != null) {

@@ -105,6 +105,30 @@ class GptOssWindowPoolTest {
         assertEquals(windowBlocks, window.freeBlocks(), "every block of the window pool is back");
     }
 
+    /**
+     * Past the first tile of 64 keys a sliding layer's gather starts at a later tile: two seeded rows of 160 tokens, a
+     * prefill of 100 and then single tokens, give the logits of one pool, whose gathers start at position 0, bit for
+     * bit.
+     */
+    @Test
+    void gathersFromALaterTileComputeTheSame() {
+        GptOssModel m = GptOssFixtureTest.model();
+        java.util.SplittableRandom rnd = new java.util.SplittableRandom(7);
+        List<int[]> rows = new ArrayList<>();
+        for (int b = 0; b < 2; b++) {
+            rows.add(rnd.ints(160, 0, m.vocabSize()).toArray());
+        }
+        BlockPool all = pool(m, 128, null, 0);
+        BlockPool main = pool(m, 128, new boolean[]{false, true}, 0);
+        BlockPool window = pool(m, 64, new boolean[]{true, false}, 8);
+        float[][] expected = FixtureRuns.decodeInSteps(m, rows, List.of(new PagedSequence(all), new PagedSequence(all)), 100);
+        float[][] got = FixtureRuns.decodeInSteps(m, rows, List.of(new PagedSequence(main, window),
+                new PagedSequence(main, window)), 100);
+        for (int b = 0; b < rows.size(); b++) {
+            assertArrayEquals(expected[b], got[b], "row " + b);
+        }
+    }
+
     @Test
     void poolsThatDoNotSplitTheLayersAreRefused() {
         GptOssModel m = GptOssFixtureTest.model();

@@ -91,9 +91,11 @@ class CudaRolloutTest {
 
     /**
      * gpt-oss on the device, its sliding-window layers' rows in a window pool of 12 blocks of 4 (window 8) for 15
-     * samples past the window: greedy reproduces transformers' sequence; seeded sampling draws the CPU backend's tokens
-     * with log-probs within 1e-5 + 1e-5·|cpu| and preempts for the window pool; the recompute in one training-style
-     * forward equals rollout's log-probs bit for bit (given-back positions read the pool's zeros, masked by the window).
+     * samples past the window and one of a 90-token prompt (fed in chunks of 37) and 40 new tokens: greedy reproduces
+     * transformers' sequence; seeded sampling draws the CPU backend's tokens with log-probs within 1e-5 + 1e-5·|cpu|
+     * and preempts for the window pool; the recompute in one training-style forward equals rollout's log-probs bit for
+     * bit (given-back positions read the pool's zeros, masked by the window; gathers from a later tile of 64 keys sum
+     * as exact mode's tiles do from position 0).
      */
     @Test
     void gptOssWithATightWindowPoolRecomputesBitForBit() {
@@ -106,6 +108,8 @@ class CudaRolloutTest {
             sampled.add(new Request("w" + i, RolloutEngineTest.randomPrompt(rnd, 4 + rnd.nextInt(11)),
                     SamplingParams.sample(1.0f, 1.0f, 20, 200 + i), 3));
         }
+        // 90 prompt tokens in chunks of 37, then 40 decoded: the sliding layers' gathers start at the tile of keys 64-127
+        sampled.add(new Request("long", RolloutEngineTest.randomPrompt(rnd, 90), SamplingParams.sample(1.0f, 1.0f, 40, 300), 1));
         RolloutEngine.Options tight = new RolloutEngine.Options(4, 256, 64, 512, RolloutEngine.Graphs.AUTO,
                 org.orbitrl.kernels.DType.F32, 12);
         List<Completion> cpu;

@@ -1,9 +1,6 @@
 package org.orbitrl.scheduler.rollout;
 
-import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.DType;
-import org.orbitrl.kernels.MemoryCategory;
-import org.orbitrl.kernels.SamplingOps;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.adapter.AdapterSlots;
@@ -36,7 +33,7 @@ import java.util.concurrent.ConcurrentLinkedQueue;
  * done, so that no prompt is longer than the pool can take; a step feeds the decodes first, then the prefills' chunks
  * while its tokens last. Admission and preemption count both pools. Such a model's decode steps run eagerly.
  *
- * <p>Tokens are drawn on the model's backend ({@link org.orbitrl.kernels.Backend#sampleTokens}): each draw
+ * <p>Tokens are drawn on the model's backend ({@link org.orbitrl.kernels.Backend#sampleTokens}, {@link TokenDraws}): each draw
  * is keyed by the request's seed, the sample index and the token's position, so a sample's tokens do
  * not depend on the batch, on preemption or on the backend; only the tokens and their log-probs come
  * back to the host each step.
@@ -371,12 +368,17 @@ public final class RolloutEngine implements AutoCloseable {
             drawn.add(s);
             rows.add(row - 1);
         }
-        Draws d = drawn.isEmpty() ? new Draws(new int[0], new float[0], new float[0]) : draw(logits, drawn, rows);
+        List<TokenDraws.Pick> picks = new ArrayList<>();
+        for (int i = 0; i < drawn.size(); i++) {
+            Seq s = drawn.get(i);
+            picks.add(new TokenDraws.Pick(s.request.params(), s.sample, s.tokens.size(), rows.get(i)));
+        }
+        TokenDraws d = drawn.isEmpty() ? TokenDraws.NONE : TokenDraws.of(model.backend(), logits, picks);
         if (eager) {
             model.backend().allocator().release(logits);
         }
         for (int i = 0; i < drawn.size(); i++) {
-            accept(drawn.get(i), d.tokens[i], d.policy[i], d.sampled[i], version, finished);
+            accept(drawn.get(i), d.tokens()[i], d.policy()[i], d.sampled()[i], version, finished);
         }
         for (Seq f : forks) {
             if (f.cache != null) {
@@ -446,60 +448,6 @@ public final class RolloutEngine implements AutoCloseable {
         }
         org.orbitrl.model.adapter.Adapter adapter = slots == null ? null : slots.active();
         return graphs.forward(segments, adapter, adapter == null || slots.enabled() && adapter.enabled());
-    }
-
-    /** Tokens and their policy and sampled log-probs, one per draw. */
-    private record Draws(int[] tokens, float[] policy, float[] sampled) {
-    }
-
-    /**
-     * Draws the next token of each of {@code seqs} from row {@code rows[i]} of {@code logits}
-     * [tokens, vocab] on the model's backend: the sampling op (keyed by request seed, sample and
-     * position, so a draw does not depend on the batch), then the policy log-prob at each request's
-     * temperature with the op the trainer recomputes it with. Three small copies come back.
-     */
-    private Draws draw(Tensor logits, List<Seq> seqs, List<Integer> rows) {
-        Backend b = model.backend();
-        TensorAllocator a = b.allocator();
-        int n = seqs.size();
-        Tensor req = Tensor.allocate(java.lang.foreign.Arena.ofAuto(), DType.I32, SamplingOps.FIELDS, n); // i32 [FIELDS, n]
-        java.util.TreeSet<Float> temperatures = new java.util.TreeSet<>();
-        for (int i = 0; i < n; i++) {
-            Seq s = seqs.get(i);
-            SamplingParams p = s.request.params();
-            SamplingOps.setRequest(req, i, rows.get(i), p.greedy() ? 0f : p.temperature(), p.topK(), p.topP(), p.minP(),
-                    SamplingOps.streamKey(p.seed(), s.sample, s.tokens.size()));
-            temperatures.add(p.temperature());
-        }
-        Tensor reqDev = a.upload(MemoryCategory.ACTIVATIONS, req);
-        Tensor tokens = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, n);   // i32 [n]
-        Tensor sampled = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n);  // f32 [n]
-        b.sampleTokens(logits, reqDev, tokens, sampled);
-        Tensor rowIds = reqDev.select(0, SamplingOps.ROW);                      // i32 [n]
-        float[] policy = new float[n];
-        for (float t : temperatures) {
-            Tensor lp = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n);   // f32 [n]
-            b.tokenLogProbs(logits, rowIds, tokens, t, lp);
-            float[] h = a.toHost(lp).toFloatArray();
-            a.release(lp);
-            for (int i = 0; i < n; i++) {
-                if (seqs.get(i).request.params().temperature() == t) {
-                    policy[i] = h[i];
-                }
-            }
-        }
-        Tensor tokHost = a.toHost(tokens);
-        int[] tok = new int[n];
-        for (int i = 0; i < n; i++) {
-            tok[i] = (int) tokHost.getLong(i);
-        }
-        float[] sampledHost = a.toHost(sampled).toFloatArray();
-        a.release(tokens);
-        a.release(sampled);
-        if (reqDev != req) {
-            a.release(reqDev);
-        }
-        return new Draws(tok, policy, sampledHost);
     }
 
     /** Samples the next token of {@code s} from its logits row and applies the stop rules. */

@@ -219,7 +219,8 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
     }
 
     /** One decoder layer: x [N, hidden] -> a new residual stream [N, hidden]. */
-    private Tensor layerForward(int i, Tensor x, Tensor positions, List<Segment> batch, LayerTape lt, boolean training) {
+    private Tensor layerForward(int i, Tensor x, Tensor positions, List<Segment> batch, org.orbitrl.model.kv.PagedDecode decode,
+                                LayerTape lt, boolean training) {   // decode: never, a latent cache stores no values
         Backend b = backend;
         Layer l = layers[i];
         PreNormDecoder.Residual r = PreNormDecoder.layer(b, x, l.inputNorm(), l.postNorm(), config.rmsEps(), lt != null,

@@ -7,6 +7,7 @@ import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.RopeTable;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.model.kv.PagedDecode;
 import org.orbitrl.model.nn.Linear;
 
 import java.util.List;
@@ -68,12 +69,35 @@ final class GptOssAttention {
      */
     void forward(Backend b, Tensor x, Tensor positions, List<CausalLM.Segment> batch, RopeTable rope, Tensor out,
                  Tape tape) {
+        forward(b, x, positions, batch, rope, out, tape, null);
+    }
+
+    /**
+     * As above; with {@code decode} (a decode step over paged pools, never with a tape) the rope and the cache write are
+     * one backend step and the attention of the whole batch another, over the caches in place.
+     */
+    void forward(Backend b, Tensor x, Tensor positions, List<CausalLM.Segment> batch, RopeTable rope, Tensor out,
+                 Tape tape, PagedDecode decode) {
         TensorAllocator a = b.allocator();
         int n = x.size(0);
         Tensor qs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) heads * headDim);   // [N, Hq*D]
         Tensor ks = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) kvHeads * headDim); // [N, Hkv*D]
         Tensor vs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) kvHeads * headDim); // [N, Hkv*D]
         Linear.forwardShared(b, x, new Linear[]{q, k, v}, new Tensor[]{qs, ks, vs});
+        if (decode != null && tape == null) {
+            Tensor q3 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, headDim);   // [N, Hq, D]
+            decode.prepare(b, layer, qs.reshape(n, heads, headDim), ks.reshape(n, kvHeads, headDim),
+                    vs.reshape(n, kvHeads, headDim), null, null, 0f, positions, rope, q3);
+            a.release(qs);
+            a.release(ks);
+            a.release(vs);
+            Tensor attn = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, headDim); // [N, Hq, D]
+            decode.attend(b, layer, q3, attn, spec);
+            a.release(q3);
+            o.forward(b, attn.reshape(n, (long) heads * headDim), out);
+            a.release(attn);
+            return;
+        }
         Tensor q3 = qs.reshape(n, heads, headDim);
         Tensor k3 = ks.reshape(n, kvHeads, headDim);
         Tensor v3 = vs.reshape(n, kvHeads, headDim);

@@ -5,6 +5,7 @@ import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.RopeTable;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.model.kv.PagedDecode;
 import org.orbitrl.model.nn.AdapterTargets;
 import org.orbitrl.model.nn.Linear;
 import org.orbitrl.model.nn.Placement;
@@ -221,11 +222,12 @@ public final class GptOssModel implements Trainable, AdapterTargets {
     }
 
     /** One decoder layer: x [N, hidden] -> a new residual stream [N, hidden]. */
-    private Tensor layerForward(int i, Tensor x, Tensor positions, List<Segment> batch, LayerTape lt, boolean training) {
+    private Tensor layerForward(int i, Tensor x, Tensor positions, List<Segment> batch, PagedDecode decode, LayerTape lt,
+                                boolean training) {
         Backend b = backend;
         Layer l = layers[i];
         PreNormDecoder.Residual r = PreNormDecoder.layer(b, x, l.inputNorm(), l.postNorm(), config.rmsEps(), lt != null,
-                (in, out) -> l.attention().forward(b, in, positions, batch, rope, out, lt == null ? null : lt.attention),
+                (in, out) -> l.attention().forward(b, in, positions, batch, rope, out, lt == null ? null : lt.attention, decode),
                 (in, out) -> l.moe().forward(b, in, out, lt == null ? null : lt.moe));
         if (lt != null) {
             lt.mid = r.mid();

@@ -5,6 +5,7 @@ import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.model.kv.PagedDecode;
 import org.orbitrl.model.nn.Linear;
 
 import java.util.ArrayList;
@@ -23,12 +24,14 @@ import java.util.function.Supplier;
 final class PreNormDecoder<L> {
 
     /**
-     * Layer i: x [N, hidden] -> a new residual stream [N, hidden], filling {@code tape} when not null. {@code training}: a
-     * forward of a training step, with its tape or without (a layer that backward recomputes), whose results must not
-     * depend on the batch's shape; false for inference and decode.
+     * Layer i: x [N, hidden] -> a new residual stream [N, hidden], filling {@code tape} when not null. {@code decode}: a
+     * decode step's tables over the batch's paged pools ({@link PagedDecode#of}), or null. {@code training}: a forward
+     * of a training step, with its tape or without (a layer that backward recomputes), whose results must not depend on
+     * the batch's shape; false for inference and decode.
      */
     interface LayerForward<L> {
-        Tensor apply(int i, Tensor x, Tensor positions, List<CausalLM.Segment> batch, L tape, boolean training);
+        Tensor apply(int i, Tensor x, Tensor positions, List<CausalLM.Segment> batch, PagedDecode decode, L tape,
+                     boolean training);
     }
 
     /** Layer i backward: d out [N, hidden] -> d in [N, hidden]. */
@@ -101,6 +104,8 @@ final class PreNormDecoder<L> {
             }
         }
         Tensor positions = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(pos, n)); // i32 [N]
+        // a decode step over paged pools: one cache write and one attention a layer for the whole batch
+        PagedDecode decode = tape == null ? PagedDecode.of(a, batch) : null;
         int h = embed.size(1);
         Tensor x = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);           // [N, hidden] residual stream
         Tensor idsDev = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(ids, n));  // i32 [N]
@@ -123,7 +128,7 @@ final class PreNormDecoder<L> {
                 }
             }
             Tensor in = x;
-            x = layer.apply(i, x, positions, batch, lt, tape != null);
+            x = layer.apply(i, x, positions, batch, decode, lt, tape != null);
             if (tape == null && hidden == null) {
                 a.release(in);   // kept by neither a tape nor a sink
             }
@@ -133,6 +138,9 @@ final class PreNormDecoder<L> {
             if (i + 1 < layers) {
                 emit(hidden, i + 1, x);
             }
+        }
+        if (decode != null) {
+            decode.release(a);
         }
         for (CausalLM.Segment s : batch) {
             if (s.cache() != null) {
@@ -238,7 +246,7 @@ final class PreNormDecoder<L> {
             }
             if (lt == null) {
                 lt = newTape.get();
-                a.release(forward.apply(i, tape.layerInput[i], tape.positions, tape.batch, lt, true)); // recompute; the tape keeps the output
+                a.release(forward.apply(i, tape.layerInput[i], tape.positions, tape.batch, null, lt, true)); // recompute; the tape keeps the output
             }
             Tensor dOut = dx;
             dx = layerBackward.apply(i, lt, tape, dx);

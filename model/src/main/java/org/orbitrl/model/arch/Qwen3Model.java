@@ -305,6 +305,9 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         Tensor last = lastOnly && n > batch.size()
                 ? a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(CausalLM.lastRows(batch), batch.size())) : null;
         Tensor logits = body(idsDev, ids, positions, batch, decode, hidden, tape, last);
+        if (decode != null) {
+            decode.release(a);
+        }
         if (idsDev != null) {
             a.release(idsDev);
         }

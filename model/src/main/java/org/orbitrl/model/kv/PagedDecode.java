@@ -15,7 +15,9 @@ import java.util.List;
  * One decode step of a batch of sequences of one {@link BlockPool}, each feeding one token: the
  * write slots, block tables and lengths, uploaded once and used by every layer, so that a layer
  * prepares and writes its keys and values with one {@link Backend#pagedDecodePrep} and attends with
- * one {@link Backend#pagedDecodeAttention}, whatever the batch.
+ * one {@link Backend#pagedDecodeAttention}, whatever the batch. Where a window pool keeps the
+ * sliding-window layers' rows ({@link PagedSequence#windowPool}) the step has their slots and tables
+ * too, its given-back blocks read as the pool's block of zeros.
  */
 public final class PagedDecode {
     private final BlockPool pool;
@@ -23,31 +25,47 @@ public final class PagedDecode {
     private final Tensor slots;  // i32 [B]: pool row of each sequence's new token
     private final Tensor tables; // i32 [B, maxBlocks]
     private final Tensor lens;   // i32 [B]: keys of each sequence, the new token included
+    private final BlockPool windowPool;   // null: the pool holds every layer
+    private final Tensor windowSlots;     // i32 [B], of the window pool
+    private final Tensor windowTables;    // i32 [B, maxBlocks], of the window pool
+    private final boolean owned;          // its tensors uploaded by of(): released with release()
 
     PagedDecode(BlockPool pool, int batch, Tensor slots, Tensor tables, Tensor lens) {
+        this(pool, batch, slots, tables, lens, null, null, null, false);
+    }
+
+    private PagedDecode(BlockPool pool, int batch, Tensor slots, Tensor tables, Tensor lens, BlockPool windowPool,
+                        Tensor windowSlots, Tensor windowTables, boolean owned) {
         this.pool = pool;
         this.batch = batch;
         this.slots = slots;
         this.tables = tables;
         this.lens = lens;
+        this.windowPool = windowPool;
+        this.windowSlots = windowSlots;
+        this.windowTables = windowTables;
+        this.owned = owned;
     }
 
     /**
      * The step's tables when every segment feeds one token into a {@link PagedSequence} (room
-     * reserved, not yet advanced) of one pool that stores values and holds every layer; null otherwise.
+     * reserved, not yet advanced) of one pool that stores values (and one window pool, or none); null otherwise.
+     * {@link #release} gives its tensors back.
      */
     public static PagedDecode of(TensorAllocator a, List<CausalLM.Segment> segments) {
         if (segments.isEmpty()) {
             return null;
         }
         BlockPool pool = null;
+        BlockPool windowPool = null;
         int maxBlocks = 1;
         for (CausalLM.Segment s : segments) {
             if (s.tokens().length != 1 || !(s.cache() instanceof PagedSequence p) || p.pool().vHeadDim() == 0
-                    || p.windowPool() != null || pool != null && p.pool() != pool) {
+                    || pool != null && (p.pool() != pool || p.windowPool() != windowPool)) {
                 return null;
             }
             pool = p.pool();
+            windowPool = p.windowPool();
             maxBlocks = Math.max(maxBlocks, p.blocks());
         }
         maxBlocks = tableWidth(maxBlocks);
@@ -56,6 +74,8 @@ public final class PagedDecode {
         int[] slot = new int[n];
         int[] table = new int[n * maxBlocks];
         int[] len = new int[n];
+        int[] windowSlot = windowPool == null ? null : new int[n];
+        int[] windowTable = windowPool == null ? null : new int[n * maxBlocks];
         for (int i = 0; i < n; i++) {
             PagedSequence p = (PagedSequence) segments.get(i).cache();
             int pos = p.length();
@@ -63,11 +83,36 @@ public final class PagedDecode {
             for (int j = 0; j < p.blocks(); j++) {
                 table[i * maxBlocks + j] = p.block(j);
             }
+            if (windowPool != null) {
+                windowSlot[i] = p.windowBlock(pos / bs) * bs + pos % bs;
+                for (int j = 0; j < maxBlocks; j++) {   // given back and unused entries: the block of zeros
+                    windowTable[i * maxBlocks + j] = j < p.blocks() ? p.windowBlock(j) : windowPool.holeBlock();
+                }
+            }
             len[i] = pos + 1;
         }
         return new PagedDecode(pool, n, a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(slot, n)),
                 a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(table, n, maxBlocks)),
-                a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(len, n)));
+                a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(len, n)), windowPool,
+                windowPool == null ? null : a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(windowSlot, n)),
+                windowPool == null ? null : a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(windowTable, n, maxBlocks)), true);
+    }
+
+    /** Gives back the tensors {@link #of} uploaded (a {@link DecodeStep}'s are its own). */
+    public void release(TensorAllocator a) {
+        if (!owned) {
+            return;
+        }
+        for (Tensor t : new Tensor[]{slots, tables, lens, windowSlots, windowTables}) {
+            if (t != null) {
+                a.release(t);
+            }
+        }
+    }
+
+    /** Whether {@code layer}'s rows are in the window pool. */
+    private boolean windowed(int layer) {
+        return windowPool != null && windowPool.holds(layer);
     }
 
     /**
@@ -86,7 +131,9 @@ public final class PagedDecode {
      */
     public void prepare(Backend b, int layer, Tensor q, Tensor k, Tensor v, Tensor qNorm, Tensor kNorm, float eps, Tensor positions,
                         RopeTable rope, Tensor qOut) {
-        b.pagedDecodePrep(q, k, v, qNorm, kNorm, eps, positions, rope, qOut, pool.keys(layer), pool.values(layer), slots);
+        BlockPool p = windowed(layer) ? windowPool : pool;
+        b.pagedDecodePrep(q, k, v, qNorm, kNorm, eps, positions, rope, qOut, p.keys(layer), p.values(layer),
+                windowed(layer) ? windowSlots : slots);
     }
 
     /**
@@ -95,12 +142,14 @@ public final class PagedDecode {
      * for a batch of several sequences or where the backend declines.
      */
     public boolean layer(Backend b, int layer, DecodeLayer w, Tensor x, Tensor out, Tensor positions, RopeTable rope) {
-        return batch == 1 && b.decodeLayer(w, x, out, positions, rope, pool.keys(layer), pool.values(layer), slots, tables, lens,
-                pool.blockSize());
+        return batch == 1 && windowPool == null && b.decodeLayer(w, x, out, positions, rope, pool.keys(layer), pool.values(layer),
+                slots, tables, lens, pool.blockSize());
     }
 
     /** q [B, Hq, D] attends over each sequence's keys of {@code layer}, the new ones written, into out [B, Hq, Dv]. */
     public void attend(Backend b, int layer, Tensor q, Tensor out, AttentionSpec spec) {
-        b.pagedDecodeAttention(q, pool.keys(layer), pool.values(layer), tables, lens, pool.blockSize(), pool.kvHeads(), out, spec);
+        BlockPool p = windowed(layer) ? windowPool : pool;
+        b.pagedDecodeAttention(q, p.keys(layer), p.values(layer), windowed(layer) ? windowTables : tables, lens, p.blockSize(),
+                p.kvHeads(), out, spec);
     }
 }

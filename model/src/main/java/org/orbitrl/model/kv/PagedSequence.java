@@ -174,6 +174,12 @@ public final class PagedSequence implements SequenceCache, AutoCloseable {
         return main.ids.get(i);
     }
 
+    /** The window pool's block holding positions [i·blockSize, (i+1)·blockSize): its block of zeros once given back. */
+    int windowBlock(int i) {
+        int b = windowed.ids.get(i);
+        return b < 0 ? windowed.pool.holeBlock() : b;
+    }
+
     /** Blocks {@link #reserve}(tokens) would take from the main pool. */
     public int blocksNeeded(int tokens) {
         return main.needed(length, tokens);

@@ -20,8 +20,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * gpt-oss's sliding-window layers (window 8 in the fixture) keeping their rows in a window pool of 4-position blocks,
  * beside the full layers' pool: each sequence gives back every block that has left its window as it advances, so it
  * holds at most {@code (8 - 1) / 4 + 2 = 3} window blocks after a step, and the blocks it gives back are taken up by
- * the other row decoding beside it. The logits are bit for bit those of one pool holding every layer, through a
- * prefill, single tokens across the window, and a fork; closing every sequence returns every block of both pools.
+ * the other row decoding beside it. The logits are bit for bit those of one pool holding every layer (whose batched
+ * decode steps match transformers within 1e-4), through a prefill, single tokens across the window, and a fork;
+ * closing every sequence returns every block of both pools.
  */
 class GptOssWindowPoolTest {
     private static final int BS = 4;
@@ -70,6 +71,12 @@ class GptOssWindowPoolTest {
         BlockPool all = pool(m, 64, null, 0);
         List<PagedSequence> plain = List.of(new PagedSequence(all), new PagedSequence(all));
         float[][] expected = decode(m, rows, plain, new ArrayList<>());
+        float[] reference = new TestSafetensors(GptOssFixtureTest.dir().resolve("reference.safetensors")).get("logits")
+                .toFloatArray();   // [B, T, V] by transformers
+        for (int b = 0; b < rows.size(); b++) {   // the decode steps batched over the paged pools (PagedDecode)
+            Qwen3FixtureTest.assertClose("row " + b + " decoded over one paged pool", FixtureRuns.row(reference, b, t,
+                    m.vocabSize()), expected[b], GptOssFixtureTest.ATOL);
+        }
 
         BlockPool main = pool(m, 64, full, 0);
         int windowBlocks = 8;   // two sequences of three live blocks each, and the blocks a step takes before it gives back

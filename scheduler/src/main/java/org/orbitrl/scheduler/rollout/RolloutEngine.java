@@ -196,7 +196,7 @@ public final class RolloutEngine implements AutoCloseable {
             this.windowPool = null;
         }
         this.graphs = useGraphs ? new DecodeGraphs(model, pool) : null;
-        this.prefillChunk = windowPool == null ? Integer.MAX_VALUE : prefillChunk(windowPool, options.maxBatchTokens());
+        this.prefillChunk = windowPool == null ? Integer.MAX_VALUE : prefillChunk(windowPool, options.blocks(), options.maxBatchTokens());
         this.graphsOff = asked && window > 0 ? "the sliding-window layers keep their rows in a window pool of their own,"
                 + " which captured decode steps do not read" : null;
     }
@@ -313,21 +313,16 @@ public final class RolloutEngine implements AutoCloseable {
             newRequests.add(r);
         }
         List<Completion> finished = new ArrayList<>();
-        makeRoomForDecodes();
-        List<Seq> joining = admit(finished);
+        admit(finished, makeRoom());
         List<Seq> batch = new ArrayList<>();
         List<CausalLM.Segment> segments = new ArrayList<>();
-        int budget = options.maxBatchTokens();
-        for (Seq s : stepOrder()) {
-            int len = feed(s, budget, segments.isEmpty());
-            if (len == 0) {
-                continue;
-            }
-            budget -= len;
+        for (Map.Entry<Seq, Integer> e : plan().feeds().entrySet()) {
+            Seq s = e.getKey();
+            int len = e.getValue();
             batch.add(s);
             segments.add(new CausalLM.Segment(s.fed == 0 && len == s.pendingInput.length ? s.pendingInput
                     : java.util.Arrays.copyOfRange(s.pendingInput, s.fed, s.fed + len), s.cache));
-            if (len > 1 || joining.contains(s) || s.fed > 0) {
+            if (s.pendingInput.length > 1 || s.tokens.isEmpty()) {   // a prompt, or a preempted sequence's recompute
                 prefilled += len;
             }
         }
@@ -355,7 +350,7 @@ public final class RolloutEngine implements AutoCloseable {
                 continue;
             }
             s.fed = 0;
-            if (s.sample == 0 && s.request.samples() > 1 && s.tokens.isEmpty() && s.preempted == 0) {
+            if (s.sample == 0 && s.request.samples() > 1 && s.tokens.isEmpty()) {   // its prompt's first draw
                 for (int k = 1; k < s.request.samples(); k++) {      // prefix sharing: siblings fork the prompt
                     Seq sib = new Seq(s.request, k);
                     sib.cache = s.cache.fork();
@@ -412,27 +407,74 @@ public final class RolloutEngine implements AutoCloseable {
     }
 
     /**
-     * Tokens of {@code s}'s pending input this step feeds: all that are left where the engine has no window pool (its
-     * admission bounded the step's tokens); else at most {@link #prefillChunk} and the step's tokens left in
-     * {@code budget}, or the chunk for the step's first sequence whatever the budget; 0: it waits for the next step.
+     * What a step feeds: the tokens of each sequence it takes, in step order, and the blocks those take from the main
+     * pool and the window pool; {@code fits}: every decode's token (every sequence's, without a window pool) has its
+     * blocks.
      */
-    private int feed(Seq s, int budget, boolean first) {
-        int len = Math.min(s.pendingInput.length - s.fed, prefillChunk);
-        return windowPool == null || first || len <= budget ? len : Math.max(0, budget);
+    private record Plan(LinkedHashMap<Seq, Integer> feeds, int tokens, int blocks, int windowBlocks, boolean fits) {
     }
 
-    /** Tokens {@code s} feeds next at most: its decode token, or its prompt's next chunk. */
-    private int nextTokens(Seq s) {
-        return Math.min(s.pendingInput.length - s.fed, prefillChunk);
+    /**
+     * The running sequences' feeds: without a window pool each one's pending input whole (admission bounded the
+     * step's tokens). With one, each decode's token, then each prefill's next chunk ({@link #prefillChunk}) in
+     * admission order, cut to the step's tokens left (the first sequence's whatever they are) and to the blocks left in
+     * both pools; a prefill cut to nothing waits for a later step.
+     */
+    private Plan plan() {
+        LinkedHashMap<Seq, Integer> feeds = new LinkedHashMap<>();
+        int budget = options.maxBatchTokens();
+        int mainLeft = pool.freeBlocks();
+        int windowLeft = windowPool == null ? Integer.MAX_VALUE : windowPool.freeBlocks();
+        int tokens = 0;
+        int blocks = 0;
+        int windowBlocks = 0;
+        boolean fits = true;
+        for (Seq s : stepOrder()) {
+            int len = Math.min(s.pendingInput.length - s.fed, prefillChunk);
+            if (windowPool != null && len > 1) {   // a prefill's chunk: what the step's tokens and both pools' blocks allow
+                len = Math.min(len, feeds.isEmpty() ? len : Math.max(0, budget));
+                len = largestFitting(s.cache, len, mainLeft - blocks, windowLeft - windowBlocks);
+                if (len == 0) {
+                    continue;
+                }
+            }
+            int b = s.cache.blocksNeeded(len);
+            int w = s.cache.windowBlocksNeeded(len);
+            fits &= b <= mainLeft - blocks && w <= windowLeft - windowBlocks;
+            feeds.put(s, len);
+            budget -= len;
+            tokens += len;
+            blocks += b;
+            windowBlocks += w;
+        }
+        return new Plan(feeds, tokens, blocks, windowBlocks, fits);
+    }
+
+    /** The most tokens, at most {@code len}, {@code cache} can reserve with {@code main} and {@code window} blocks left. */
+    private static int largestFitting(PagedSequence cache, int len, int main, int window) {
+        int lo = 0;
+        int hi = len;
+        while (lo < hi) {   // blocks needed grow with the tokens
+            int mid = (lo + hi + 1) >>> 1;
+            if (cache.blocksNeeded(mid) <= main && cache.windowBlocksNeeded(mid) <= window) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        return lo;
     }
 
     /**
      * The most tokens of one sequence a forward feeds over {@code windowPool}: as many as its blocks hold beside the
      * window before them (a chunk of c tokens after a window of W positions spans at most (W - 1 + c) / blockSize + 2
      * blocks), at most {@code maxBatchTokens}. A longer prompt is fed in chunks, its blocks before each chunk's window
-     * given back after each.
+     * given back after each. Unbounded where the window pool has as many blocks as the main one, {@code mainBlocks}.
      */
-    static int prefillChunk(BlockPool windowPool, int maxBatchTokens) {
+    static int prefillChunk(BlockPool windowPool, int mainBlocks, int maxBatchTokens) {
+        if (windowPool.capacityBlocks() >= mainBlocks) {
+            return Integer.MAX_VALUE;   // what the main pool holds the window pool holds too: prompts go in whole
+        }
         long most = (long) (windowPool.capacityBlocks() - 1) * windowPool.blockSize() - windowPool.window() + 1;
         if (most < 1) {
             throw new IllegalArgumentException("a window pool of " + windowPool.capacityBlocks() + " blocks of "
@@ -498,17 +540,15 @@ public final class RolloutEngine implements AutoCloseable {
                 pl, sl, vs, reason, s.stopString, s.preempted);
     }
 
-    /** Preempts the youngest running sequences until every running one can take its next token. */
-    private void makeRoomForDecodes() {
+    /**
+     * Preempts the youngest running sequences until every decoding one can take its next token and the step feeds
+     * something; returns the step's plan for the sequences left.
+     */
+    private Plan makeRoom() {
         while (true) {
-            int need = 0;
-            int windowNeed = 0;
-            for (Seq s : running) {
-                need += s.cache.blocksNeeded(nextTokens(s));
-                windowNeed += s.cache.windowBlocksNeeded(nextTokens(s));
-            }
-            if (need <= pool.freeBlocks() && (windowPool == null || windowNeed <= windowPool.freeBlocks()) || running.isEmpty()) {
-                return;
+            Plan p = plan();
+            if (running.isEmpty() || p.fits() && !p.feeds().isEmpty()) {
+                return p;
             }
             Seq youngest = running.stream().max(Comparator.comparingLong((Seq s) -> s.admittedAt).thenComparingInt(s -> s.sample))
                     .orElseThrow();
@@ -530,16 +570,14 @@ public final class RolloutEngine implements AutoCloseable {
         }
     }
 
-    /** Admits preempted sequences, then new requests, while blocks, batch slots and tokens allow. */
-    private List<Seq> admit(List<Completion> finished) {
-        List<Seq> joined = new ArrayList<>();
-        int tokens = running.size();
-        int reserved = 0;
-        int windowReserved = 0;   // of the window pool, where there is one
-        for (Seq s : running) {
-            reserved += s.cache.blocksNeeded(nextTokens(s));
-            windowReserved += s.cache.windowBlocksNeeded(nextTokens(s));
-        }
+    /**
+     * Admits preempted sequences, then new requests, while blocks, batch slots and tokens allow beside what the running
+     * ones take in the step ({@code room}).
+     */
+    private void admit(List<Completion> finished, Plan room) {
+        int tokens = room.tokens();
+        int reserved = room.blocks();
+        int windowReserved = room.windowBlocks();   // of the window pool, where there is one
         int windowFree = windowPool == null ? Integer.MAX_VALUE : windowPool.freeBlocks();
         while (!waiting.isEmpty()) {
             Seq s = waiting.peekFirst();
@@ -564,7 +602,6 @@ public final class RolloutEngine implements AutoCloseable {
             windowReserved += windowBlocks;
             tokens += first;
             running.add(s);
-            joined.add(s);
         }
         while (!newRequests.isEmpty()) {
             Request r = newRequests.peekFirst();
@@ -594,9 +631,7 @@ public final class RolloutEngine implements AutoCloseable {
             windowReserved += windowBlocks;
             tokens += first;
             running.add(s);
-            joined.add(s);
         }
-        return joined;
     }
 
     /** Aborts every sample of a request, wherever it is. */

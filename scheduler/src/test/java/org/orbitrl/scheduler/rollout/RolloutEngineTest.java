@@ -248,6 +248,75 @@ class RolloutEngineTest {
         }
     }
 
+    /**
+     * A 150-token prompt of three samples going into a window pool by chunks beside a decoding sequence (window 8,
+     * blocks of 4, 64 tokens a step). With 10 blocks (chunks of 29) each chunk is cut to the blocks the decode leaves,
+     * and nothing is preempted or fed twice: 155 prompt tokens in all. With 7 (chunks of 17) the samples' windows do
+     * not all fit beside the decode's, and some are preempted and recomputed. Either way all four completions come
+     * back with the tokens and log-probs of a roomy pool, and every block is back.
+     */
+    @Test
+    void aPromptGoingInByChunksBesideADecode() {
+        try (LoadedModel m = model("gpt_oss")) {
+            SplittableRandom rnd = new SplittableRandom(71);
+            List<Request> reqs = List.of(new Request("a", randomPrompt(rnd, 5), SamplingParams.sample(1.0f, 1.0f, 30, 1), 1),
+                    new Request("b", randomPrompt(rnd, 150), SamplingParams.sample(1.0f, 1.0f, 4, 2), 3));
+            List<Completion> roomy = engine(m, 256).generate(reqs);
+            for (int blocks : new int[]{10, 7}) {
+                RolloutEngine tight = new RolloutEngine(m.model(), null, new RolloutEngine.Options(4, 256, 64, 64,
+                        RolloutEngine.Graphs.AUTO, org.orbitrl.kernels.DType.F32, blocks), null);
+                List<Completion> got = tight.generate(reqs);
+                RolloutEngine.Stats st = tight.stats();
+                if (blocks == 10) {
+                    assertEquals(0, st.preemptions(), "10 window blocks: " + st);
+                    assertEquals(155, st.prefillTokens(), "10 window blocks: each prompt token fed once: " + st);
+                } else {
+                    assertTrue(st.preemptions() > 0, "7 window blocks must preempt: " + st);
+                }
+                assertEquals(4, got.size());
+                for (int i = 0; i < roomy.size(); i++) {
+                    assertTrue(got.get(i) != null, blocks + " window blocks: completion " + i + " is missing");
+                    assertArrayEquals(roomy.get(i).tokens(), got.get(i).tokens(), blocks + " window blocks: completion " + i);
+                    assertArrayEquals(roomy.get(i).policyLogprobs(), got.get(i).policyLogprobs(), 0f,
+                            blocks + " window blocks: completion " + i);
+                }
+                assertArrayEquals(new int[]{256, blocks}, tight.freeBlocks(), "every block of both pools is back");
+            }
+        }
+    }
+
+    /**
+     * The window pool the planner and the runner size ({@code KvCacheLayout.windowBlocks}) always takes a chunk of at
+     * least one token beside a window, whatever the window (8 to 131072 positions), the sequences and their lengths;
+     * where it is capped at the main pool's size (a window longer than the sequences) prompts go in whole. A pool too
+     * small for its window is refused, naming the sizes.
+     */
+    @Test
+    void everyPlannedWindowPoolTakesAChunk() {
+        int bs = org.orbitrl.memory.plan.KvCacheLayout.PAGED_BLOCK_TOKENS;
+        for (int window : new int[]{8, 128, 4096, 131072}) {
+            for (long sequences : new long[]{1, 4, 256}) {
+                for (long tokens : new long[]{48, 512, 5120, 32768}) {
+                    int batchTokens = org.orbitrl.memory.plan.KvCacheLayout.engineBatchTokens(sequences);
+                    int blocks = org.orbitrl.memory.plan.KvCacheLayout.pagedBlocks(sequences, tokens);
+                    int windowBlocks = org.orbitrl.memory.plan.KvCacheLayout.windowBlocks(sequences, tokens, window, batchTokens);
+                    org.orbitrl.model.kv.BlockPool pool = new org.orbitrl.model.kv.BlockPool(org.orbitrl.kernels.TensorAllocator.heap(),
+                            1, 1, 1, 1, bs, windowBlocks, false, org.orbitrl.kernels.DType.F32, null, window);
+                    int chunk = RolloutEngine.prefillChunk(pool, blocks, batchTokens);
+                    String what = "window " + window + ", " + sequences + " x " + tokens + " tokens: " + windowBlocks + " of "
+                            + blocks + " blocks, chunk " + chunk;
+                    assertTrue(chunk >= 1 && chunk <= (windowBlocks >= blocks ? Integer.MAX_VALUE : batchTokens), what);
+                    assertEquals(windowBlocks >= blocks, chunk == Integer.MAX_VALUE, what);
+                }
+            }
+        }
+        org.orbitrl.model.kv.BlockPool small = new org.orbitrl.model.kv.BlockPool(org.orbitrl.kernels.TensorAllocator.heap(),
+                1, 1, 1, 1, 16, 8, false, org.orbitrl.kernels.DType.F32, null, 128);
+        IllegalArgumentException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                () -> RolloutEngine.prefillChunk(small, 64, 4096));
+        assertEquals("a window pool of 8 blocks of 16 cannot hold a window of 128 positions and a new token", e.getMessage());
+    }
+
     @Test
     void samplesOfOnePromptShareItsBlocks() {
         try (LoadedModel m = model("qwen3")) {

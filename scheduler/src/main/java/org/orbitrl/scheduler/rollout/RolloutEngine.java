@@ -30,8 +30,10 @@ import java.util.concurrent.ConcurrentLinkedQueue;
  * pool of their own ({@link Options#windowBlocks}): a sequence holds there only the blocks its next query can see,
  * and gives each one back as it leaves the window, so those layers take a few blocks a sequence instead of its whole
  * length. A prompt goes in in chunks there ({@link #prefillChunk}), each holding its blocks until its forward is
- * done, so that no prompt is longer than the pool can take; a step feeds the decodes first, then the prefills' chunks
- * while its tokens last. Admission and preemption count both pools. Such a model's decode steps run eagerly.
+ * done, so that no prompt is longer than the pool can take. Each step is planned ({@link #plan}): the decodes'
+ * tokens first, then the prefills' chunks cut to the step's tokens and the blocks left; a decode without its blocks
+ * preempts the youngest sequence, a prefill without them waits. Such a model's decode steps run batched over the
+ * pools in place ({@code PagedDecode}) but are not captured as graphs.
  *
  * <p>Tokens are drawn on the model's backend ({@link org.orbitrl.kernels.Backend#sampleTokens}, {@link TokenDraws}): each draw
  * is keyed by the request's seed, the sample index and the token's position, so a sample's tokens do

@@ -73,7 +73,8 @@ class JobAcceptanceTest {
         assertEquals("job noshard: model.path: " + noShard.resolve("model.safetensors.index.json") + ": tensor 'w': names"
                 + " shard 'model-00001-of-00002.safetensors', which is not a file in " + noShard, h.job("noshard").reason());
 
-        h.await("the readable job to wait", Duration.ofSeconds(10), () -> h.job("good").reason().startsWith("waiting"));
+        h.await("the readable job to wait", Duration.ofSeconds(10),   // accepted once its model has been read
+                () -> h.daemon.jobs().job("good").map(j -> j.reason().startsWith("waiting")).orElse(false));
         assertEquals(JobState.QUEUED, h.job("good").state());
         assertEquals("waiting for 1 free cpu device(s) (0 of 1 free)", h.job("good").reason());
 

@@ -421,6 +421,19 @@ public final class MemoryPlanner {
             n.add("Routed-expert activations and all-to-all buffers assume up to " + ActivationModel.EXPERT_IMBALANCE
                     + "x the even share of routed tokens on one GPU.");
         }
+        int window = KvCacheLayout.windowPoolWindow(req.spec());
+        if (window > 0) {
+            int sliding = 0;
+            for (int i = 0; i < req.spec().numLayers(); i++) {
+                sliding += req.spec().attentionKind(i) == org.orbitrl.model.spec.AttentionKind.SLIDING ? 1 : 0;
+            }
+            long seqs = rolloutSequencesPerRank(req, req.layout().colocated() ? GpuRole.COLOCATED : GpuRole.ROLLOUT);
+            n.add("The " + sliding + " sliding-window layers keep a sequence's last " + window + " positions, not its "
+                    + req.batch().seqLen() + ", in a window pool of their own during rollout: "
+                    + KvCacheLayout.windowBlocks(seqs, req.batch().seqLen(), window, rolloutBatchTokens(req, seqs))
+                    + " blocks of " + KvCacheLayout.PAGED_BLOCK_TOKENS + " positions a rollout GPU (running windows and one"
+                    + " forward's prefill) against the full layers' " + KvCacheLayout.pagedBlocks(seqs, req.batch().seqLen()) + ".");
+        }
         if (req.layout().colocated()) {
             n.add("Rollout and training share each GPU and may run at once: their buffers are added.");
         }

@@ -577,6 +577,10 @@ public final class RolloutEngine implements AutoCloseable {
      * ones take in the step ({@code room}).
      */
     private void admit(List<Completion> finished, Plan room) {
+        int slots = 0;   // running sequences, and the siblings a group's first sample forks at its first draw
+        for (Seq s : running) {
+            slots += 1 + siblingsToFork(s);
+        }
         int tokens = room.tokens();
         int reserved = room.blocks();
         int windowReserved = room.windowBlocks();   // of the window pool, where there is one
@@ -584,7 +588,8 @@ public final class RolloutEngine implements AutoCloseable {
         while (!waiting.isEmpty()) {
             Seq s = waiting.peekFirst();
             int n = s.pendingInput.length;
-            int blocks = (n + options.blockSize() - 1) / options.blockSize();
+            int siblings = siblingsToFork(s);   // a group's first sample preempted before its first draw
+            int blocks = (n + options.blockSize() - 1) / options.blockSize() + siblings;
             int first = Math.min(n, prefillChunk);   // a window pool's prefill: in chunks, each holding its blocks until done
             int windowBlocks = (first + options.blockSize() - 1) / options.blockSize();
             if (blocks + 1 > pool.capacityBlocks()) {   // can never fit again: end it rather than wait forever
@@ -593,7 +598,7 @@ public final class RolloutEngine implements AutoCloseable {
                 finished.add(finish(s, FinishReason.ABORTED));
                 continue;
             }
-            if (running.size() >= options.maxRunning() || tokens + first > options.maxBatchTokens() && !running.isEmpty()
+            if (slots + 1 + siblings > options.maxRunning() || tokens + first > options.maxBatchTokens() && !running.isEmpty()
                     || blocks + reserved > pool.freeBlocks() || windowBlocks + windowReserved > windowFree) {
                 break;
             }
@@ -603,6 +608,7 @@ public final class RolloutEngine implements AutoCloseable {
             reserved += blocks;
             windowReserved += windowBlocks;
             tokens += first;
+            slots += 1 + siblings;
             running.add(s);
         }
         while (!newRequests.isEmpty()) {
@@ -611,7 +617,7 @@ public final class RolloutEngine implements AutoCloseable {
             int blocks = (n + options.blockSize() - 1) / options.blockSize() + r.samples();   // and each sample's copy
             int first = Math.min(n, prefillChunk);
             int windowBlocks = (first + options.blockSize() - 1) / options.blockSize();   // the samples' copies come later
-            if (blocks > pool.capacityBlocks()) {
+            if (blocks > pool.capacityBlocks() || r.samples() > options.maxRunning()) {   // can never fit: end it
                 newRequests.pollFirst();
                 aborted += r.samples();
                 for (int k = 0; k < r.samples(); k++) {
@@ -620,7 +626,7 @@ public final class RolloutEngine implements AutoCloseable {
                 }
                 continue;
             }
-            if (running.size() + r.samples() > options.maxRunning() || tokens + first > options.maxBatchTokens() && !running.isEmpty()
+            if (slots + r.samples() > options.maxRunning() || tokens + first > options.maxBatchTokens() && !running.isEmpty()
                     || blocks + reserved > pool.freeBlocks() || windowBlocks + windowReserved > windowFree) {
                 break;
             }
@@ -632,8 +638,14 @@ public final class RolloutEngine implements AutoCloseable {
             reserved += blocks;
             windowReserved += windowBlocks;
             tokens += first;
+            slots += r.samples();
             running.add(s);
         }
+    }
+
+    /** The siblings {@code s} forks at its first draw: a group's first sample's, until it has drawn. */
+    private static int siblingsToFork(Seq s) {
+        return s.sample == 0 && s.tokens.isEmpty() ? s.request.samples() - 1 : 0;
     }
 
     /** Aborts every sample of a request, wherever it is. */

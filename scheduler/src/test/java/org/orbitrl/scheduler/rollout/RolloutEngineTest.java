@@ -317,6 +317,41 @@ class RolloutEngineTest {
         assertEquals("a window pool of 8 blocks of 16 cannot hold a window of 128 positions and a new token", e.getMessage());
     }
 
+    /**
+     * The engine never runs more than {@code maxRunning} sequences, even when a group's first sample, preempted while
+     * its 167-token prompt goes in by chunks (blocks of 1, 10 window blocks), forks its siblings once it is back; and a
+     * request of more samples than {@code maxRunning} is aborted at once instead of waiting forever.
+     */
+    @Test
+    void maxRunningHoldsForGroupsAndRefusesTooLargeOnes() throws Exception {
+        try (LoadedModel m = model("gpt_oss")) {
+            SplittableRandom rnd = new SplittableRandom(2);
+            List<Request> reqs = List.of(new Request("g", randomPrompt(rnd, 167), SamplingParams.sample(1.0f, 1.0f, 6, 3), 3),
+                    new Request("h", randomPrompt(rnd, 20), SamplingParams.sample(1.0f, 1.0f, 20, 4), 1));
+            List<Completion> roomy = engine(m, 512).generate(reqs);
+            RolloutEngine tight = new RolloutEngine(m.model(), null, new RolloutEngine.Options(1, 187, 3, 64,
+                    RolloutEngine.Graphs.AUTO, org.orbitrl.kernels.DType.F32, 10), null);
+            var running = RolloutEngine.class.getDeclaredField("running");
+            running.setAccessible(true);
+            reqs.forEach(tight::submit);
+            List<Completion> got = new ArrayList<>();
+            while (!tight.idle()) {
+                got.addAll(tight.step());
+                assertTrue(((List<?>) running.get(tight)).size() <= 3, "running " + ((List<?>) running.get(tight)).size());
+            }
+            assertEquals(4, got.size());
+            for (Completion r : roomy) {
+                Completion c = got.stream().filter(x -> x.requestId().equals(r.requestId()) && x.sample() == r.sample())
+                        .findFirst().orElseThrow();
+                assertArrayEquals(r.tokens(), c.tokens(), r.requestId() + "/" + r.sample());
+            }
+            List<Completion> refused = tight.generate(List.of(new Request("big", randomPrompt(rnd, 5),
+                    SamplingParams.sample(1.0f, 1.0f, 4, 5), 4)));
+            assertEquals(4, refused.size());
+            refused.forEach(c -> assertEquals(FinishReason.ABORTED, c.reason()));
+        }
+    }
+
     @Test
     void samplesOfOnePromptShareItsBlocks() {
         try (LoadedModel m = model("qwen3")) {

@@ -84,18 +84,9 @@ final class GptOssAttention {
         Tensor ks = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) kvHeads * headDim); // [N, Hkv*D]
         Tensor vs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) kvHeads * headDim); // [N, Hkv*D]
         Linear.forwardShared(b, x, new Linear[]{q, k, v}, new Tensor[]{qs, ks, vs});
-        if (decode != null && tape == null) {
-            Tensor q3 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, headDim);   // [N, Hq, D]
-            decode.prepare(b, layer, qs.reshape(n, heads, headDim), ks.reshape(n, kvHeads, headDim),
-                    vs.reshape(n, kvHeads, headDim), null, null, 0f, positions, rope, q3);
-            a.release(qs);
-            a.release(ks);
-            a.release(vs);
-            Tensor attn = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, headDim); // [N, Hq, D]
-            decode.attend(b, layer, q3, attn, spec);
-            a.release(q3);
-            o.forward(b, attn.reshape(n, (long) heads * headDim), out);
-            a.release(attn);
+        if (decode != null && tape == null) {   // no head norms: rope and the cache write, then the batch's attention
+            SegmentAttention.decode(b, decode, layer, qs, ks, vs, heads, kvHeads, headDim, null, null, 0f, positions, rope, spec,
+                    o, out);
             return;
         }
         Tensor q3 = qs.reshape(n, heads, headDim);

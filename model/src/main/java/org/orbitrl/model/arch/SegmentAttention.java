@@ -7,6 +7,7 @@ import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.RopeTable;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.model.kv.PagedDecode;
 import org.orbitrl.model.nn.Linear;
 
 import java.util.List;
@@ -62,6 +63,29 @@ final class SegmentAttention {
             start += t;
         }
         return kept;
+    }
+
+    /**
+     * A decode step's attention over paged pools ({@link PagedDecode}): the projections' raw outputs qs [N, Hq*D], ks
+     * and vs [N, Hkv*D] (released here) normed per head (qNorm, kNorm, or null) and roped, keys and values written,
+     * the batch's attention, then {@code o} into out [N, hidden].
+     */
+    static void decode(Backend b, PagedDecode decode, int layer, Tensor qs, Tensor ks, Tensor vs, int heads, int kvHeads,
+                       int headDim, Tensor qNorm, Tensor kNorm, float eps, Tensor positions, RopeTable rope, AttentionSpec spec,
+                       Linear o, Tensor out) {
+        TensorAllocator a = b.allocator();
+        int n = qs.size(0);
+        Tensor q3 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, headDim);   // [N, Hq, D]
+        decode.prepare(b, layer, qs.reshape(n, heads, headDim), ks.reshape(n, kvHeads, headDim), vs.reshape(n, kvHeads, headDim),
+                qNorm, kNorm, eps, positions, rope, q3);
+        a.release(qs);
+        a.release(ks);
+        a.release(vs);
+        Tensor attn = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, headDim); // [N, Hq, D]
+        decode.attend(b, layer, q3, attn, spec);
+        a.release(q3);
+        o.forward(b, attn.reshape(n, (long) heads * headDim), out);
+        a.release(attn);
     }
 
     /** The o_proj input [N, Hq*Dv] and the attention's statistics [N, Hq] (null where the backend kept none). */

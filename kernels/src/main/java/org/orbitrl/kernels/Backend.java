@@ -586,6 +586,15 @@ public interface Backend extends AutoCloseable {
         MoeHostOps.combine(ys, position, weights, out, accumulate);
     }
 
+    /**
+     * ys [P, N] row r += bias[e] for the expert e whose grouped rows [offsets[e], offsets[e + 1]) hold r: bias f32 [E, N],
+     * offsets i32 [E + 1] in backend memory (as {@link #moeGroup} writes them). A frozen expert bias (gpt-oss's) added on
+     * the grouped rows in one call, nothing read on the host.
+     */
+    default void moeExpertBias(Tensor ys, Tensor bias, Tensor offsets) {
+        MoeHostOps.expertBias(ys, bias, offsets);
+    }
+
     // ------------------------------------------------------------------ mixture of experts, per routed pair (decode)
 
     /**

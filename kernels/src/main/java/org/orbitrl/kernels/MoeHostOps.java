@@ -269,6 +269,40 @@ public final class MoeHostOps {
         out.copyFrom(Tensor.of(o, out.shape()));
     }
 
+    /** See {@link Backend#moeExpertBias}. */
+    public static void expertBias(Tensor ys, Tensor bias, Tensor offsets) {
+        int[] off = ints(offsets);
+        int e = off.length - 1;
+        int n = ys.size(-1);
+        int p = rows(ys, n);
+        checkExpertBias(ys, bias, off.length, e, n, p);
+        for (int i = 0; i < e; i++) {
+            if (off[i] < 0 || off[i] > off[i + 1] || off[i + 1] > p || (i == 0 && off[0] != 0) || (i == e - 1 && off[e] != p)) {
+                throw new IllegalArgumentException("moeExpertBias: offsets " + java.util.Arrays.toString(off)
+                        + " are not ascending from 0 to the " + p + " rows of " + ys);
+            }
+        }
+        float[] y = ys.contiguous().toFloatArray();
+        float[] w = bias.contiguous().toFloatArray();
+        for (int i = 0; i < e; i++) {
+            for (int r = off[i]; r < off[i + 1]; r++) {
+                for (int c = 0; c < n; c++) {
+                    y[r * n + c] += w[i * n + c];
+                }
+            }
+        }
+        ys.copyFrom(Tensor.of(y, ys.shape()));
+    }
+
+    /** Shapes of {@link Backend#moeExpertBias}: ys f32 [P, N], bias f32 [E, N], offsets i32 [E + 1]. */
+    public static void checkExpertBias(Tensor ys, Tensor bias, long offsets, int e, int n, int p) {
+        if (ys.dtype() != DType.F32 || bias.dtype() != DType.F32 || bias.rank() != 2 || bias.size(0) != e || bias.size(1) != n
+                || e < 1 || offsets != e + 1) {
+            throw new IllegalArgumentException("moeExpertBias: rows " + ys + " (f32 [P, N]), bias " + bias + " (f32 [E, N]) and "
+                    + offsets + " offsets (E + 1) do not match");
+        }
+    }
+
     /** See {@link Backend#moeExpertMatmulPairs}: each pair's row through its expert with the backend's own products. */
     public static void expertMatmulPairs(Backend b, Tensor x, int xDiv, ExpertWeights w, Tensor ids, float scale, Tensor y,
                                          boolean accumulate) {

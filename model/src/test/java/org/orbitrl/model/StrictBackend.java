@@ -520,6 +520,11 @@ public final class StrictBackend implements Backend {
     }
 
     @Override
+    public void moeExpertBias(Tensor ys, Tensor bias, Tensor offsets) {
+        moe("moeExpertBias", () -> inner.moeExpertBias(ys, bias, offsets), ys, bias, offsets);
+    }
+
+    @Override
     public void moeWeightGrad(Tensor dout, Tensor ys, Tensor position, Tensor dWeight) {
         moe("moeWeightGrad", () -> inner.moeWeightGrad(dout, ys, position, dWeight), dout, ys, position, dWeight);
     }

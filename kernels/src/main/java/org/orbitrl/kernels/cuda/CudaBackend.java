@@ -1063,6 +1063,11 @@ public final class CudaBackend implements Backend {
     }
 
     @Override
+    public void moeExpertBias(Tensor ys, Tensor bias, Tensor offsets) {
+        moe.moeExpertBias(ys, bias, offsets);
+    }
+
+    @Override
     public void moeCombineGrouped(Tensor ys, Tensor position, Tensor weights, Tensor out, boolean accumulate) {
         moe.moeCombineGrouped(ys, position, weights, out, accumulate);
     }

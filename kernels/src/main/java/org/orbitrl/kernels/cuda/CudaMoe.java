@@ -244,6 +244,12 @@ public final class CudaMoe {
         train.combine(ys, position, weights, out, accumulate);
     }
 
+    /** See {@link org.orbitrl.kernels.Backend#moeExpertBias}. */
+    public void moeExpertBias(Tensor ys, Tensor bias, Tensor offsets) {
+        ctx.device.bind();
+        train.expertBias(ys, bias, offsets);
+    }
+
     /** See {@link org.orbitrl.kernels.Backend#moeWeightGrad}. */
     public void moeWeightGrad(Tensor dout, Tensor ys, Tensor position, Tensor dWeight) {
         ctx.device.bind();

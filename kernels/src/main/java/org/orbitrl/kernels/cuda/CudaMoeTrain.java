@@ -56,6 +56,7 @@ final class CudaMoeTrain {
     private final Kernel gather;
     private final Kernel gatherRows;
     private final Kernel combine;
+    private final Kernel expertBias;
     private final Kernel weightGrad;
     private final Kernel routerBackward;
     private final Kernel sigmoidTopk;
@@ -82,6 +83,7 @@ final class CudaMoeTrain {
         this.gather = ctx.kernel("moe_train", "moe_gather_pairs");
         this.gatherRows = ctx.kernel("moe_train", "moe_gather_rows");
         this.combine = ctx.kernel("moe_train", "moe_combine_grouped");
+        this.expertBias = ctx.kernel("moe_train", "moe_expert_bias");
         this.weightGrad = ctx.kernel("moe_train", "moe_weight_grad");
         this.routerBackward = ctx.kernel("moe_train", "moe_router_backward");
         this.sigmoidTopk = ctx.kernel("moe_train", "moe_sigmoid_topk");
@@ -244,6 +246,19 @@ final class CudaMoeTrain {
         }
         if (t > 0) {
             ctx.launch(combine, t, 256, ys, position, weights, k, out, accumulate ? 1 : 0, h);
+        }
+    }
+
+    void expertBias(Tensor ys, Tensor bias, Tensor offsets) {
+        ctx.devContiguous("moeExpertBias ys", ys, DType.F32);
+        ctx.devContiguous("moeExpertBias bias", bias, DType.F32);
+        ctx.devContiguous("moeExpertBias offsets", offsets, DType.I32);
+        int n = ys.size(-1);
+        int p = CudaContext.rows(ys);
+        int e = bias.rank() == 2 ? bias.size(0) : 0;
+        MoeHostOps.checkExpertBias(ys, bias, offsets.numel(), e, n, p);
+        if ((long) p * n > 0) {
+            ctx.launch(expertBias, p, BLOCK, ys, bias, offsets, e, n);
         }
     }
 

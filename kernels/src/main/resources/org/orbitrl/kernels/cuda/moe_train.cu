@@ -267,6 +267,23 @@ extern "C" __global__ void moe_combine_grouped(const float* ys, const int* posit
     }
 }
 
+// ys[r] += bias[e] for the expert e whose grouped rows [offsets[e], offsets[e + 1]) hold r (the largest e with
+// offsets[e] <= r: experts without rows are passed over). One block a row.
+extern "C" __global__ void moe_expert_bias(float* ys, const float* bias, const int* offsets, int E, int N) {
+    int r = blockIdx.x;
+    int lo = 0;
+    int hi = E;
+    while (hi - lo > 1) {
+        int mid = (lo + hi) >> 1;
+        if (offsets[mid] <= r) lo = mid; else hi = mid;
+    }
+    const float* b = bias + (i64) lo * N;
+    float* y = ys + (i64) r * N;
+    for (int c = threadIdx.x; c < N; c += blockDim.x) {
+        y[c] += b[c];
+    }
+}
+
 // dw[p] = <dout[p / k], ys[position[p]]>: one warp a pair.
 extern "C" __global__ void moe_weight_grad(const float* dout, const float* ys, const int* position, int k, float* dw, int P, int H) {
     int p = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);

@@ -270,6 +270,13 @@ class CudaMoeTrainTest extends CudaTestBase {
                 assertClose("moeCombineGrouped accumulate " + acc, cref.toFloatArray(), gpu.toHost(cgot).toFloatArray(), 1e-6, 1e-5);
             }
         }
+        Tensor bias = randn(r, 1f, E, h);
+        Tensor bref = host(DType.F32, p, h);
+        bref.copyFrom(ys);
+        MoeHostOps.expertBias(bref, bias, off);
+        Tensor bgot = dev(ys);
+        gpu.moeExpertBias(bgot, dev(bias), dev(off));
+        assertClose("moeExpertBias", bref.toFloatArray(), gpu.toHost(bgot).toFloatArray(), 0, 0);
         Tensor dref = host(DType.F32, T, K);
         MoeHostOps.weightGrad(x, ys, pos, dref);
         Tensor dgot = poisoned(DType.F32, T, K);

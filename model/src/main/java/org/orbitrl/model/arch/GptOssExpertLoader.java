@@ -21,15 +21,45 @@ import java.util.function.Function;
  *       input-major ({@code x @ W}); each expert's slice is transposed once into an [out, in] copy,
  *       or quantized when the load options ask for it.</li>
  * </ul>
- * Biases {@code gate_up_proj_bias} [E, 2I] and {@code down_proj_bias} [E, hidden] come with both.
- * The gate_up rows stay interleaved (row 2j gate, row 2j+1 up), as the checkpoint has them.
+ * Biases {@code gate_up_proj_bias} [E, 2I] and {@code down_proj_bias} [E, hidden] come with both, as f32 stacks (what
+ * the kernels add); each expert's linear holds its row of them. The gate_up rows stay interleaved (row 2j gate, row
+ * 2j+1 up), as the checkpoint has them.
  */
 final class GptOssExpertLoader {
     private GptOssExpertLoader() {
     }
 
-    /** Expert linears of one layer: {@code [0]} gate_up per expert, {@code [1]} down per expert. */
-    static Linear[][] load(WeightLoader w, GptOssConfig c, String module, Function<Tensor, Weight> quantizer) {
+    /**
+     * One layer's experts: gate_up and down linears per expert, whose biases are rows of {@code gateUpBias} f32 [E, 2I]
+     * and {@code downBias} f32 [E, hidden].
+     */
+    record Experts(Linear[] gateUp, Linear[] down, Tensor gateUpBias, Tensor downBias) {
+        /** The same experts with their weights and bias stacks in {@code place}'s memory (quantized experts stacked). */
+        Experts placed(org.orbitrl.kernels.TensorAllocator place) {
+            Tensor gb = org.orbitrl.model.nn.Placement.tensor(place, gateUpBias);
+            Tensor db = org.orbitrl.model.nn.Placement.tensor(place, downBias);
+            Weight[] gw = org.orbitrl.model.nn.Placement.experts(place, weights(gateUp));
+            Weight[] dw = org.orbitrl.model.nn.Placement.experts(place, weights(down));
+            Linear[] gu = new Linear[gateUp.length];
+            Linear[] dn = new Linear[down.length];
+            for (int x = 0; x < gu.length; x++) {
+                gu[x] = new Linear(gateUp[x].name(), gw[x], gb.select(0, x));
+                dn[x] = new Linear(down[x].name(), dw[x], db.select(0, x));
+            }
+            return new Experts(gu, dn, gb, db);
+        }
+
+        private static Weight[] weights(Linear[] ls) {
+            Weight[] w = new Weight[ls.length];
+            for (int x = 0; x < w.length; x++) {
+                w[x] = ls[x].weight();
+            }
+            return w;
+        }
+    }
+
+    /** Expert linears of one layer, in host memory (zero-copy views of MXFP4 checkpoints). */
+    static Experts load(WeightLoader w, GptOssConfig c, String module, Function<Tensor, Weight> quantizer) {
         int e = c.experts();
         int h = c.hidden();
         int inter = c.intermediate();
@@ -43,8 +73,8 @@ final class GptOssExpertLoader {
                     + c.modulesToNotConvert() + ")"
                     : "has no mxfp4 quantization_config for them"));
         }
-        Tensor guBias = w.tensor(module + ".gate_up_proj_bias", e, 2L * inter);  // [E, 2I]
-        Tensor downBias = w.tensor(module + ".down_proj_bias", e, h);           // [E, hidden]
+        Tensor guBias = f32(w.tensor(module + ".gate_up_proj_bias", e, 2L * inter));  // [E, 2I]
+        Tensor downBias = f32(w.tensor(module + ".down_proj_bias", e, h));           // [E, hidden]
         Linear[] gateUp = new Linear[e];
         Linear[] down = new Linear[e];
         if (blocks) {
@@ -76,7 +106,11 @@ final class GptOssExpertLoader {
                         dense(dn.select(0, x).transpose(0, 1), quantizer), downBias.select(0, x)); // [hidden, I]
             }
         }
-        return new Linear[][]{gateUp, down};
+        return new Experts(gateUp, down, guBias, downBias);
+    }
+
+    private static Tensor f32(Tensor t) {
+        return t.dtype() == DType.F32 ? t : t.to(DType.F32);
     }
 
     private static void requireBlocks(String module, String what, int n) {

@@ -44,6 +44,7 @@ public final class GptOssModel implements Trainable, AdapterTargets {
     private final Linear lmHead;      // [vocab, hidden]
     private final RopeTable rope;
     private final PreNormDecoder<LayerTape> decoder;
+    private int expertChunk;
 
     /** One decoder layer. */
     record Layer(Tensor inputNorm, Tensor postNorm, GptOssAttention attention, GptOssMoe moe) {
@@ -84,14 +85,10 @@ public final class GptOssModel implements Trainable, AdapterTargets {
                     linear(w, place, p + "self_attn.k_proj", kvDim, h, bias),
                     linear(w, place, p + "self_attn.v_proj", kvDim, h, bias),
                     linear(w, place, p + "self_attn.o_proj", h, qDim, bias), sinks);
-            Linear[][] experts = GptOssExpertLoader.load(w, c, p + "mlp.experts", options.expertQuantizer());
-            for (Linear[] kind : experts) {
-                for (int e = 0; e < kind.length; e++) {
-                    kind[e] = Placement.linear(place, kind[e]);
-                }
-            }
-            GptOssMoe moe = new GptOssMoe(linear(w, place, p + "mlp.router", c.experts(), h, true), experts[0], experts[1],
-                    c.topK(), c.swigluAlpha(), c.swigluLimit());
+            GptOssExpertLoader.Experts experts = GptOssExpertLoader.load(w, c, p + "mlp.experts", options.expertQuantizer())
+                    .placed(place);
+            GptOssMoe moe = new GptOssMoe(linear(w, place, p + "mlp.router", c.experts(), h, true), experts.gateUp(),
+                    experts.down(), c.topK(), c.swigluAlpha(), c.swigluLimit(), experts.gateUpBias(), experts.downBias());
             layers[i] = new Layer(Placement.tensor(place, w.tensor(p + "input_layernorm.weight", h)),
                     Placement.tensor(place, w.tensor(p + "post_attention_layernorm.weight", h)), attn, moe);
         }
@@ -128,7 +125,9 @@ public final class GptOssModel implements Trainable, AdapterTargets {
             Layer l = layers[i];
             ls[i] = new Layer(l.inputNorm(), l.postNorm(), l.attention().view(config), l.moe().view());
         }
-        return new GptOssModel(config, other, embed, ls, finalNorm, lmHead.view(), rope);
+        GptOssModel v = new GptOssModel(config, other, embed, ls, finalNorm, lmHead.view(), rope);
+        v.expertChunk = expertChunk;
+        return v;
     }
 
     public GptOssConfig config() {
@@ -190,6 +189,25 @@ public final class GptOssModel implements Trainable, AdapterTargets {
         decoder.setKeptLayers(n);
     }
 
+    /** Quantized routed experts dequantized {@code c} at a time in the grouped expert products (0: the fused kernels). */
+    @Override
+    public void setExpertChunk(int c) {
+        expertChunk = Math.max(0, c);
+        for (Layer l : layers) {
+            l.moe().setExpertChunk(c);
+        }
+    }
+
+    /**
+     * Runs the routed experts grouped in backend memory (true, the default: routing, grouping, expert products, biases
+     * and their backward on the backend) or per expert with the routing decision on the host (false).
+     */
+    public void setGroupedExperts(boolean on) {
+        for (Layer l : layers) {
+            l.moe().setGrouped(on);
+        }
+    }
+
     @Override
     public void setOffloadedInputs(boolean on) {
         decoder.setOffloadedInputs(on);
@@ -228,7 +246,7 @@ public final class GptOssModel implements Trainable, AdapterTargets {
         Layer l = layers[i];
         PreNormDecoder.Residual r = PreNormDecoder.layer(b, x, l.inputNorm(), l.postNorm(), config.rmsEps(), lt != null,
                 (in, out) -> l.attention().forward(b, in, positions, batch, rope, out, lt == null ? null : lt.attention, decode),
-                (in, out) -> l.moe().forward(b, in, out, lt == null ? null : lt.moe));
+                (in, out) -> l.moe().forward(b, in, out, lt == null ? null : lt.moe, training));
         if (lt != null) {
             lt.mid = r.mid();
         }

@@ -12,11 +12,16 @@ import org.orbitrl.model.nn.Linear;
  * chosen logits, and the weighted sum of the chosen experts. Expert e is
  * {@code down(clampedSwiglu(gate_up(x) + b_gu)) + b_down} with a fused, row-interleaved
  * {@code gate_up} [2I, hidden] (row 2j is gate j, row 2j+1 up j) and {@code down} [hidden, I].
- * Tokens are grouped by expert so each active expert runs one batched matmul over its tokens.
- * The router is frozen; the gradient flows through the routing weights into the input. The routing
- * decision and the gradient of the routing weights are taken on the host (the router logits, the
- * experts' outputs and d out are copied there through {@link TensorAllocator#toHost}); everything
- * else runs on the backend.
+ * The router is frozen; the gradient flows through the routing weights into the input.
+ *
+ * <p>By default the block runs grouped in backend memory ({@link GroupedMoe} over {@link GroupedExperts#fused}):
+ * the router's softmax over all experts, its top k renormalised (the softmax of the k chosen logits, the same
+ * weights), the pairs grouped by expert, gate_up as one product a chunk of active experts with its bias added on the
+ * grouped rows, the clamped SwiGLU, down and its bias, the weighted combination; nothing read on the host outside
+ * training (so a decode step can be captured). It runs per expert, with the routing decision and the routing
+ * weights' gradient on the host (the router logits, the experts' outputs and d out copied there through {@link
+ * TensorAllocator#toHost}), when {@link #setGrouped} turns that off or an expert adapter transforms the base input
+ * (OFT): the reference the grouped form is tested against.
  */
 final class GptOssMoe {
     final Linear router;    // [experts, hidden] + bias [experts]
@@ -26,6 +31,11 @@ final class GptOssMoe {
     private final int inter;
     private final float alpha;
     private final float limit;
+    private final Tensor gateUpBias;   // f32 [E, 2I], the stack the experts' gate_up biases are views of
+    private final Tensor downBias;     // f32 [E, hidden]
+    private final GroupedMoe grouped;  // the grouped form; null when an expert is missing
+    private boolean useGrouped = true;
+    private int chunk;                 // active experts a dequantization chunk in the grouped products (0: the fused kernels)
 
     /** The routing of N tokens, token-major [N*k]: chosen experts and their softmax weights. */
     record Routing(int[] expert, float[] weight, int topK) {
@@ -40,9 +50,14 @@ final class GptOssMoe {
         Tensor[] gu;           // per expert [count, 2I] gate_up output (with bias)
         Tensor[] act;          // per expert [count, I] input of down
         Tensor[] out;          // per expert [count, hidden] unweighted output (with bias)
+        GroupedMoe.Tape grouped;   // non-null when the grouped form ran
 
         /** Releases the experts' saved rows (not x, the caller's input). */
         void release(TensorAllocator a) {
+            if (grouped != null) {
+                grouped.release(a);
+                grouped = null;
+            }
             for (Tensor[] per : new Tensor[][]{xe, gu, act, out}) {
                 if (per != null) {
                     for (Tensor t : per) {
@@ -57,7 +72,12 @@ final class GptOssMoe {
         }
     }
 
-    GptOssMoe(Linear router, Linear[] gateUp, Linear[] down, int topK, float alpha, float limit) {
+    /**
+     * @param gateUpBias f32 [E, 2I] in backend memory, the stack each expert's gate_up bias is a view of
+     * @param downBias   f32 [E, hidden], likewise for down
+     */
+    GptOssMoe(Linear router, Linear[] gateUp, Linear[] down, int topK, float alpha, float limit, Tensor gateUpBias,
+              Tensor downBias) {
         this.router = router;
         this.gateUp = gateUp;
         this.down = down;
@@ -65,9 +85,13 @@ final class GptOssMoe {
         this.inter = down[0].in();
         this.alpha = alpha;
         this.limit = limit;
+        this.gateUpBias = gateUpBias;
+        this.downBias = downBias;
+        this.grouped = GroupedMoe.fused(new ExpertRouter.Softmax(router, topK, true),
+                GroupedExperts.fused(gateUp, down, new GroupedExperts.Fused(alpha, limit, gateUpBias, downBias)));
     }
 
-    /** The same frozen weights with fresh, adapter-free linear layers. */
+    /** The same frozen weights with fresh, adapter-free linear layers (the grouped switch and the chunk carried over). */
     GptOssMoe view() {
         Linear[] gu = new Linear[gateUp.length];
         Linear[] d = new Linear[down.length];
@@ -75,7 +99,25 @@ final class GptOssMoe {
             gu[e] = gateUp[e].view();
             d[e] = down[e].view();
         }
-        return new GptOssMoe(router.view(), gu, d, topK, alpha, limit);
+        GptOssMoe m = new GptOssMoe(router.view(), gu, d, topK, alpha, limit, gateUpBias, downBias);
+        m.useGrouped = useGrouped;
+        m.chunk = chunk;
+        return m;
+    }
+
+    /** Runs the block grouped in backend memory when it can (true, the default), or per expert with host routing. */
+    void setGrouped(boolean on) {
+        this.useGrouped = on;
+    }
+
+    /** Quantized experts dequantized {@code c} at a time in the grouped products (0: the backend's fused kernels). */
+    void setExpertChunk(int c) {
+        this.chunk = Math.max(0, c);
+    }
+
+    /** The stacked biases: gate_up's f32 [E, 2I] and down's f32 [E, hidden]. */
+    Tensor[] biases() {
+        return new Tensor[]{gateUpBias, downBias};
     }
 
     int experts() {
@@ -116,8 +158,20 @@ final class GptOssMoe {
         return new Routing(expert, weight, topK);
     }
 
-    /** x [N, hidden] -> out [N, hidden]. */
-    void forward(Backend b, Tensor x, Tensor out, Tape tape) {
+    /**
+     * x [N, hidden] -> out [N, hidden]. {@code training}: a forward of a training step (its recomputed forward must equal
+     * its first).
+     */
+    void forward(Backend b, Tensor x, Tensor out, Tape tape, boolean training) {
+        if (useGrouped && grouped != null && grouped.supports(b)) {
+            GroupedMoe.Tape gt = tape == null ? null : new GroupedMoe.Tape();
+            grouped.forward(b, x, out, gt, chunk, training || tape != null, false);
+            if (tape != null) {
+                tape.x = x;
+                tape.grouped = gt;
+            }
+            return;
+        }
         Routing r = route(b, x);
         TensorAllocator a = b.allocator();
         a.zero(out);
@@ -166,6 +220,10 @@ final class GptOssMoe {
 
     /** dout [N, hidden] -> dx [N, hidden] (overwritten), through the experts and the routing weights. */
     void backward(Backend b, Tape tape, Tensor dout, Tensor dx) {
+        if (tape.grouped != null) {
+            grouped.backward(b, tape.grouped, dout, dx, chunk, false);
+            return;
+        }
         TensorAllocator a = b.allocator();
         int n = dout.size(0);
         int h = dout.size(1);

@@ -23,16 +23,30 @@ import org.orbitrl.model.nn.Weight;
  * <p>{@link GroupedMoe} routes with its own router and runs these; DeepSeek V4's block routes on the host (its hash
  * layers, its scores) and hands the choice here.
  *
+ * <p>gpt-oss's experts ({@link #fused}) keep their fused, row-interleaved gate_up [2I, hidden] as one product [P, 2I],
+ * take the clamped SwiGLU of the interleaved rows ({@link Backend#clampedSwiglu}), and add their frozen biases on the
+ * grouped rows ({@link Backend#moeExpertBias}): gate_up's into the product before the activation, down's into the
+ * unweighted outputs, so the routing-weight gradient sees them as the per-expert block does.
+ *
  * <p>Adapters: an expert projection's LoRA runs over all experts' rows at once ({@link ExpertLora}); any other hook that
  * keeps the base input runs on its expert's rows; {@link #supports} is false when an enabled hook transforms the base
  * input (OFT), and the block then runs per expert instead.
  */
 public final class GroupedExperts {
-    private final DenseMlp[] experts;
-    private final ExpertWeights gate;   // E x [I, hidden]
-    private final ExpertWeights up;     // E x [I, hidden]
+    private final DenseMlp[] experts;   // null for the fused form
+    private final Linear[][] linears;   // [projection][expert]: gate (or the fused gate_up), up (empty when fused), down
+    private final ExpertWeights gate;   // E x [I, hidden]; fused: E x [2I, hidden], gate_up
+    private final ExpertWeights up;     // E x [I, hidden]; null when fused
     private final ExpertWeights down;   // E x [hidden, I]
     private final float limit;          // the SwiGLU's clamp; +inf: none
+    private final Fused fused;          // gpt-oss's form; null: separate gate and up, no biases
+
+    /**
+     * gpt-oss's experts: the clamped SwiGLU's {@code alpha} and {@code limit}, gate_up's bias f32 [E, 2I] and down's f32
+     * [E, hidden] in backend memory.
+     */
+    record Fused(float alpha, float limit, Tensor gateUpBias, Tensor downBias) {
+    }
 
     /** What backward needs; grouped tensors are in expert order, [P = tokens·k, ...]. */
     public static final class Tape {
@@ -40,8 +54,8 @@ public final class GroupedExperts {
         Tensor position;  // i32 [P]
         int[] offsets;    // [E + 1], host
         Tensor xs;        // [P, hidden] the input rows of the pairs
-        Tensor g;         // [P, I]
-        Tensor u;         // [P, I]
+        Tensor g;         // [P, I]; fused: [P, 2I], gate_up with its bias
+        Tensor u;         // [P, I]; null when fused
         Tensor act;       // [P, I] swiglu(g, u)
         Tensor ys;        // [P, hidden] unweighted expert outputs
 
@@ -61,12 +75,15 @@ public final class GroupedExperts {
         }
     }
 
-    private GroupedExperts(DenseMlp[] experts, ExpertWeights gate, ExpertWeights up, ExpertWeights down, float limit) {
+    private GroupedExperts(DenseMlp[] experts, Linear[][] linears, ExpertWeights gate, ExpertWeights up, ExpertWeights down,
+                           float limit, Fused fused) {
         this.experts = experts;
+        this.linears = linears;
         this.gate = gate;
         this.up = up;
         this.down = down;
         this.limit = limit;
+        this.fused = fused;
     }
 
     /**
@@ -82,15 +99,42 @@ public final class GroupedExperts {
                 return null;
             }
         }
-        return new GroupedExperts(experts, weights(experts, 0), weights(experts, 1), weights(experts, 2), limit);
+        Linear[][] ls = {linears(experts, 0), linears(experts, 1), linears(experts, 2)};
+        return new GroupedExperts(experts, ls, weights(ls[0]), weights(ls[1]), weights(ls[2]), limit, null);
     }
 
-    private static ExpertWeights weights(DenseMlp[] experts, int which) {
-        Tensor[] dense = new Tensor[experts.length];
-        QuantizedTensor[] quantized = new QuantizedTensor[experts.length];
-        Linear first = linear(experts[0], which);
-        for (int e = 0; e < experts.length; e++) {
-            Weight w = linear(experts[e], which).weight();
+    /**
+     * gpt-oss's experts: per expert the fused gate_up [2I, hidden] and down [hidden, I] (their own biases unused here:
+     * {@code fused} holds them stacked, the same values); null when an expert is missing.
+     */
+    public static GroupedExperts fused(Linear[] gateUp, Linear[] down, Fused fused) {
+        int e = gateUp.length;
+        if (down.length != e || fused.gateUpBias().rank() != 2 || fused.gateUpBias().size(0) != e
+                || fused.downBias().rank() != 2 || fused.downBias().size(0) != e) {
+            throw new IllegalArgumentException("fused experts: " + e + " gate_up and " + down.length + " down projections, biases "
+                    + fused.gateUpBias() + " and " + fused.downBias() + " ([E, 2I] and [E, hidden])");
+        }
+        for (int x = 0; x < e; x++) {
+            if (gateUp[x] == null || down[x] == null) {
+                return null;
+            }
+            if (gateUp[x].out() != 2 * down[x].in() || fused.gateUpBias().size(1) != gateUp[x].out()
+                    || fused.downBias().size(1) != down[x].out()) {
+                throw new IllegalArgumentException("fused experts: expert " + x + " gate_up " + gateUp[x].out() + "x" + gateUp[x].in()
+                        + " and down " + down[x].out() + "x" + down[x].in() + " do not make a clamped SwiGLU of biases "
+                        + fused.gateUpBias() + " and " + fused.downBias());
+            }
+        }
+        Linear[][] ls = {gateUp, new Linear[0], down};
+        return new GroupedExperts(null, ls, weights(gateUp), null, weights(down), fused.limit(), fused);
+    }
+
+    private static ExpertWeights weights(Linear[] ls) {
+        Tensor[] dense = new Tensor[ls.length];
+        QuantizedTensor[] quantized = new QuantizedTensor[ls.length];
+        Linear first = ls[0];
+        for (int e = 0; e < ls.length; e++) {
+            Weight w = ls[e].weight();
             if (w instanceof Weight.Quantized q) {
                 quantized[e] = q.w();
             } else if (w instanceof Weight.Dense d) {
@@ -138,9 +182,8 @@ public final class GroupedExperts {
         TensorAllocator a = b.allocator();
         Tensor probeIn = null;    // [1, hidden]
         Tensor probeMid = null;   // [1, I]
-        for (DenseMlp m : experts) {
-            for (int which = 0; which < 3; which++) {
-                Linear l = linear(m, which);
+        for (int which = 0; which < 3; which++) {
+            for (Linear l : linears[which]) {
                 Linear.AdapterHook h = l.adapter();
                 if (h == null || !h.enabled()) {
                     continue;
@@ -162,6 +205,11 @@ public final class GroupedExperts {
         return true;
     }
 
+    /** Whether these are gpt-oss's fused experts ({@link #fused}). */
+    boolean isFused() {
+        return fused != null;
+    }
+
     /**
      * x [N, hidden] with its choice (ids i32 [N, k], weights f32 [N, k]) -> out [N, hidden], overwritten unless
      * {@code accumulate} (then added into it); ids and weights stay the caller's. {@code tape} null: nothing is kept, and
@@ -180,7 +228,7 @@ public final class GroupedExperts {
         int h = x.size(1);
         int e = gate.experts();
         int k = ids.size(1);
-        int inter = gate.rows();
+        int inter = gate.rows();   // fused: 2I, halved below
         int p = n * k;
         Tensor offsetsDev = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, e + 1); // [E + 1]
         Tensor order = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, p);          // [P]
@@ -190,33 +238,52 @@ public final class GroupedExperts {
         // forward offers its products to the backend from the device first (GroupOffsets), reading them only if declined
         boolean routed = !training && tape == null;
         GroupOffsets offsets = routed ? GroupOffsets.ofDevice(a, offsetsDev) : GroupOffsets.ofHost(ints(a.toHost(offsetsDev)));
-        if (!routed) {
+        boolean keepOffsets = routed || fused != null;   // the biases read them on the backend
+        if (!keepOffsets) {
             a.release(offsetsDev);
         }
         Tensor xs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, h);      // [P, hidden]
         b.moeGather(x, order, k, null, xs);
-        Tensor g = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);   // [P, I]
-        Tensor u = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);   // [P, I]
-        offsets.matmulShared(b, xs, new ExpertWeights[]{gate, up}, new Tensor[]{g, u}, chunk);
-        ExpertLora gateLora = ExpertLora.of(linears(experts, 0));
-        ExpertLora upLora = ExpertLora.of(linears(experts, 1));
-        if (gateLora != null && upLora != null && ExpertLora.sameShape(gateLora, upLora)) {   // both A products of xs in one call
-            ExpertLora.forward(b, offsets, xs, gateLora, g, upLora, u);
+        Tensor g;   // [P, I]; fused: gate_up [P, 2I]
+        Tensor u;   // [P, I]; null when fused
+        if (fused == null) {
+            g = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);
+            u = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);
+            offsets.matmulShared(b, xs, new ExpertWeights[]{gate, up}, new Tensor[]{g, u}, chunk);
+            ExpertLora gateLora = ExpertLora.of(linears[0]);
+            ExpertLora upLora = ExpertLora.of(linears[1]);
+            if (gateLora != null && upLora != null && ExpertLora.sameShape(gateLora, upLora)) {   // both A products of xs in one call
+                ExpertLora.forward(b, offsets, xs, gateLora, g, upLora, u);
+            } else {
+                adaptersForward(b, linears[0], offsets, xs, g);
+                adaptersForward(b, linears[1], offsets, xs, u);
+            }
         } else {
-            adaptersForward(b, experts, 0, offsets, xs, g);
-            adaptersForward(b, experts, 1, offsets, xs, u);
+            inter = gate.rows() / 2;
+            g = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, 2L * inter);
+            u = null;
+            offsets.matmul(b, xs, gate, g, chunk);
+            b.moeExpertBias(g, fused.gateUpBias(), offsetsDev);
+            adaptersForward(b, linears[0], offsets, xs, g);
         }
-        Tensor act = tape == null ? g : a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter); // [P, I]
+        Tensor act = tape == null && fused == null ? g : a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter); // [P, I]
         activation(b, g, u, act);
         if (tape == null) {
             a.release(xs);
-            a.release(u);
+            if (u != null) {
+                a.release(u);
+            } else {
+                a.release(g);
+            }
         }
         Tensor ys = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, h);      // [P, hidden]
         offsets.matmul(b, act, down, ys, chunk);
-        adaptersForward(b, experts, 2, offsets, act, ys);
+        if (fused != null) {
+            b.moeExpertBias(ys, fused.downBias(), offsetsDev);
+        }
+        adaptersForward(b, linears[2], offsets, act, ys);
         b.moeCombineGrouped(ys, position, weights, out, accumulate);
-        if (routed) {
+        if (keepOffsets) {
             a.release(offsetsDev);
         }
         if (tape == null) {
@@ -235,9 +302,11 @@ public final class GroupedExperts {
         }
     }
 
-    /** act = swiglu(g, u), with the block's limit where it has one (act may be g). */
+    /** act = swiglu(g, u), with the block's limit where it has one (act may be g); fused: the clamped SwiGLU of gate_up g. */
     private void activation(Backend b, Tensor g, Tensor u, Tensor act) {
-        if (limit == Float.POSITIVE_INFINITY) {
+        if (fused != null) {
+            b.clampedSwiglu(g, fused.alpha(), fused.limit(), act);
+        } else if (limit == Float.POSITIVE_INFINITY) {
             b.swiglu(g, u, act);
         } else {
             b.limitedSwiglu(g, u, limit, act);
@@ -254,44 +323,53 @@ public final class GroupedExperts {
         int n = dout.size(0);
         int h = dout.size(1);
         int k = weights.size(1);
-        int inter = gate.rows();
+        int inter = down.cols();
         int p = n * k;
         Tensor dys = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, h);        // [P, hidden] = w · dout[token]
         b.moeGather(dout, t.order, k, weights, dys);
         b.moeWeightGrad(dout, t.ys, t.position, dWeight);
         Tensor dact = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);   // [P, I]
         b.moeExpertMatmulTransposed(dys, down, t.offsets, dact, chunk);
-        adaptersBackward(b, experts, 2, t.offsets, t.act, dys, dact);
+        adaptersBackward(b, linears[2], t.offsets, t.act, dys, dact);
         a.release(dys);
-        Tensor dg = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);     // [P, I]
-        Tensor du = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);     // [P, I]
-        if (limit == Float.POSITIVE_INFINITY) {
-            b.swigluBackward(t.g, t.u, dact, dg, du);
-        } else {
-            b.limitedSwigluBackward(t.g, t.u, dact, limit, dg, du);
-        }
-        a.release(dact);
         Tensor dxs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, h);        // [P, hidden]
-        b.moeExpertMatmulTransposed(dg, gate, t.offsets, dxs, chunk);
-        adaptersBackward(b, experts, 0, t.offsets, t.xs, dg, dxs);
-        a.release(dg);
-        b.moeExpertMatmulAccumulate(du, up, t.offsets, 1f, dxs, true, chunk);     // dxs += du · W_up
-        adaptersBackward(b, experts, 1, t.offsets, t.xs, du, dxs);
-        a.release(du);
+        if (fused != null) {
+            Tensor dgu = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, 2L * inter);   // [P, 2I]
+            b.clampedSwigluBackward(t.g, dact, fused.alpha(), fused.limit(), dgu);
+            a.release(dact);
+            b.moeExpertMatmulTransposed(dgu, gate, t.offsets, dxs, chunk);
+            adaptersBackward(b, linears[0], t.offsets, t.xs, dgu, dxs);
+            a.release(dgu);
+        } else {
+            Tensor dg = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);     // [P, I]
+            Tensor du = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);     // [P, I]
+            if (limit == Float.POSITIVE_INFINITY) {
+                b.swigluBackward(t.g, t.u, dact, dg, du);
+            } else {
+                b.limitedSwigluBackward(t.g, t.u, dact, limit, dg, du);
+            }
+            a.release(dact);
+            b.moeExpertMatmulTransposed(dg, gate, t.offsets, dxs, chunk);
+            adaptersBackward(b, linears[0], t.offsets, t.xs, dg, dxs);
+            a.release(dg);
+            b.moeExpertMatmulAccumulate(du, up, t.offsets, 1f, dxs, true, chunk);     // dxs += du · W_up
+            adaptersBackward(b, linears[1], t.offsets, t.xs, du, dxs);
+            a.release(du);
+        }
         b.moeCombineGrouped(dxs, t.position, null, dx, accumulate);
         a.release(dxs);
     }
 
     /** Each active expert's enabled adapter adds its delta into y's rows of that expert, from x's rows. */
-    private static void adaptersForward(Backend b, DenseMlp[] experts, int which, GroupOffsets groups, Tensor x, Tensor y) {
-        ExpertLora lora = ExpertLora.of(linears(experts, which));
+    private static void adaptersForward(Backend b, Linear[] experts, GroupOffsets groups, Tensor x, Tensor y) {
+        ExpertLora lora = ExpertLora.of(experts);
         if (lora != null) {
             lora.forward(b, groups, x, y);
             return;
         }
         int[] offsets = null;
         for (int e = 0; e < experts.length; e++) {
-            Linear.AdapterHook hook = linear(experts[e], which).adapter();
+            Linear.AdapterHook hook = experts[e].adapter();
             if (hook != null && hook.enabled() && offsets == null) {
                 offsets = groups.host();
             }
@@ -302,14 +380,14 @@ public final class GroupedExperts {
     }
 
     /** Each active expert's enabled adapter: its share of dx's rows, and its own parameter gradients. */
-    private static void adaptersBackward(Backend b, DenseMlp[] experts, int which, int[] offsets, Tensor x, Tensor dy, Tensor dx) {
-        ExpertLora lora = ExpertLora.of(linears(experts, which));
+    private static void adaptersBackward(Backend b, Linear[] experts, int[] offsets, Tensor x, Tensor dy, Tensor dx) {
+        ExpertLora lora = ExpertLora.of(experts);
         if (lora != null) {
             lora.backward(b, offsets, x, dy, dx);
             return;
         }
         for (int e = 0; e < experts.length; e++) {
-            Linear.AdapterHook hook = linear(experts[e], which).adapter();
+            Linear.AdapterHook hook = experts[e].adapter();
             if (hook != null && hook.enabled() && offsets[e + 1] > offsets[e]) {
                 long s = offsets[e];
                 long end = offsets[e + 1];

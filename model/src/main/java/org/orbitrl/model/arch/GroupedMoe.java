@@ -60,6 +60,11 @@ final class GroupedMoe {
         return g == null ? null : new GroupedMoe(router, g);
     }
 
+    /** gpt-oss's fused experts ({@link GroupedExperts#fused}) behind {@code router}; null when {@code experts} is. */
+    static GroupedMoe fused(ExpertRouter router, GroupedExperts experts) {
+        return experts == null ? null : new GroupedMoe(router, experts);
+    }
+
     private static Linear[] linears(DenseMlp[] experts, int which) {
         return GroupedExperts.linears(experts, which);
     }
@@ -101,7 +106,8 @@ final class GroupedMoe {
 
     /** Whether a forward of x takes {@link #forwardPairs}: outside training, a few tokens, where the backend asks for it. */
     boolean takesPairs(Backend b, Tensor x, Tape tape, boolean training) {
-        return !training && tape == null && (long) x.size(0) * router.topK() <= PAIRS_MAX && b.moePairs(gate) && b.moePairs(up)
+        return !training && tape == null && !grouped.isFused() && (long) x.size(0) * router.topK() <= PAIRS_MAX && b.moePairs(gate)
+                && b.moePairs(up)
                 && b.moePairs(down) && pairAdapters(experts);
     }
 

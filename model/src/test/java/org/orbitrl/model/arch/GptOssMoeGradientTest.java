@@ -1,6 +1,8 @@
 package org.orbitrl.model.arch;
 
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.Backends;
 import org.orbitrl.kernels.Tensor;
@@ -15,9 +17,12 @@ import static org.junit.jupiter.api.Assertions.fail;
 /**
  * The gpt-oss MoE block's input gradient (through the experts' biases, the clamped SwiGLU with both
  * clamps active, and the softmax over the top-k router logits) against central finite differences of
- * {@code L(x) = Σ dout ⊙ moe(x)}. Inputs are chosen with every top-k margin and every clamp point
- * at least 0.05 away, so the ±5e-3 steps stay on one smooth piece; f32 forward noise then bounds the
- * difference quotient's error near 1e-3: tolerance 3e-3 + 3e-3·|ref|.
+ * {@code L(x) = Σ dout ⊙ moe(x)}, in both its forms (grouped in backend memory, and per expert with host
+ * routing). Inputs are chosen with every top-k margin and every clamp point at least 0.05 away, so the
+ * ±5e-3 steps stay on one smooth piece; f32 forward noise then bounds the difference quotient's error
+ * near 1e-3: tolerance 3e-3 + 3e-3·|ref|. The two forms agree with each other to f32 rounding (outputs and
+ * input gradients within 2e-5 + 2e-5·|value|: the grouped form renormalises the softmax over all experts
+ * where the per-expert form takes the softmax of the chosen logits, and sums in another order).
  */
 class GptOssMoeGradientTest {
     static final int N = 5;
@@ -38,25 +43,38 @@ class GptOssMoeGradientTest {
         return Tensor.of(v, shape);
     }
 
-    @Test
-    void inputGradientIsTheFiniteDifference() {
-        SplittableRandom rnd = new SplittableRandom(21);
+    /** The block of seed 21: a router with bias, experts with biases, clamps active. */
+    static GptOssMoe block(SplittableRandom rnd) {
         Linear router = new Linear("router", Weight.of(random(rnd, 1.5, E, H)), random(rnd, 0.5, E));
+        Tensor guBias = random(rnd, 1, E, 2 * I);
+        Tensor downBias = random(rnd, 0.5, E, H);
         Linear[] gateUp = new Linear[E];
         Linear[] down = new Linear[E];
         for (int e = 0; e < E; e++) {
-            gateUp[e] = new Linear("gu" + e, Weight.of(random(rnd, 6, 2 * I, H)), random(rnd, 1, 2 * I));
-            down[e] = new Linear("down" + e, Weight.of(random(rnd, 0.5, H, I)), random(rnd, 0.5, H));
+            gateUp[e] = new Linear("gu" + e, Weight.of(random(rnd, 6, 2 * I, H)), guBias.select(0, e));
+            down[e] = new Linear("down" + e, Weight.of(random(rnd, 0.5, H, I)), downBias.select(0, e));
         }
-        GptOssMoe moe = new GptOssMoe(router, gateUp, down, K, 1.702f, 7f);
+        return new GptOssMoe(router, gateUp, down, K, 1.702f, 7f, guBias, downBias);
+    }
+
+    @ParameterizedTest(name = "grouped {0}")
+    @ValueSource(booleans = {true, false})
+    void inputGradientIsTheFiniteDifference(boolean grouped) {
+        SplittableRandom rnd = new SplittableRandom(21);
+        GptOssMoe moe = block(rnd);
         Backend b = Backends.cpu();
         Tensor x = random(rnd, 1, N, H);
         Tensor dout = random(rnd, 1, N, H);
 
+        moe.setGrouped(false);
+        GptOssMoe.Tape hostTape = new GptOssMoe.Tape();
+        moe.forward(b, x, Tensor.of(new float[N * H], N, H), hostTape, true);
+        checkMargins(b, moe, x, hostTape);
+        moe.setGrouped(grouped);
         GptOssMoe.Tape tape = new GptOssMoe.Tape();
         Tensor out = Tensor.of(new float[N * H], N, H);
-        moe.forward(b, x, out, tape);
-        checkMargins(b, moe, x, tape);
+        moe.forward(b, x, out, tape, true);
+        assertTrue((tape.grouped != null) == grouped, "the " + (grouped ? "grouped" : "per-expert") + " form ran");
         Tensor dx = Tensor.of(new float[N * H], N, H);
         moe.backward(b, tape, dout, dx);
         float[] got = dx.toFloatArray();
@@ -84,13 +102,43 @@ class GptOssMoeGradientTest {
 
     private static double loss(Backend b, GptOssMoe moe, float[] x, float[] dout) {
         Tensor out = Tensor.of(new float[N * H], N, H);
-        moe.forward(b, Tensor.of(x, N, H), out, null);
+        moe.forward(b, Tensor.of(x, N, H), out, null, false);
         float[] o = out.toFloatArray();
         double s = 0;
         for (int i = 0; i < o.length; i++) {
             s += (double) dout[i] * o[i];
         }
         return s;
+    }
+
+    @Test
+    void groupedAndPerExpertFormsAgree() {
+        SplittableRandom rnd = new SplittableRandom(21);
+        GptOssMoe moe = block(rnd);
+        Backend b = Backends.cpu();
+        Tensor x = random(rnd, 1, N, H);
+        Tensor dout = random(rnd, 1, N, H);
+        float[][] outs = new float[2][];
+        float[][] dxs = new float[2][];
+        for (int f = 0; f < 2; f++) {
+            moe.setGrouped(f == 0);
+            GptOssMoe.Tape tape = new GptOssMoe.Tape();
+            Tensor out = Tensor.of(new float[N * H], N, H);
+            moe.forward(b, x, out, tape, true);
+            Tensor dx = Tensor.of(new float[N * H], N, H);
+            moe.backward(b, tape, dout, dx);
+            outs[f] = out.toFloatArray();
+            dxs[f] = dx.toFloatArray();
+            Tensor inference = Tensor.of(new float[N * H], N, H);
+            moe.forward(b, x, inference, null, false);
+            assertTrue(java.util.Arrays.equals(outs[f], inference.toFloatArray()), "an inference forward has the training forward's bits");
+        }
+        for (int i = 0; i < N * H; i++) {
+            assertTrue(Math.abs(outs[0][i] - outs[1][i]) <= 2e-5 + 2e-5 * Math.abs(outs[1][i]),
+                    "out[" + i + "]: grouped " + outs[0][i] + ", per expert " + outs[1][i]);
+            assertTrue(Math.abs(dxs[0][i] - dxs[1][i]) <= 2e-5 + 2e-5 * Math.abs(dxs[1][i]),
+                    "dx[" + i + "]: grouped " + dxs[0][i] + ", per expert " + dxs[1][i]);
+        }
     }
 
     /** The step stays on one smooth piece: top-k sets and clamp sides are far from flipping. */

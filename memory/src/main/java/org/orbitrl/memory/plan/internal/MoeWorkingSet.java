@@ -10,11 +10,12 @@ import org.orbitrl.model.spec.MoeSpec;
  * The routed-expert part of an adapter-training step. Every activation here is f32 (i32 ids count
  * the same 4 bytes). Two code paths run the block:
  *
- * <p><b>Grouped</b> (Qwen3-MoE, DeepSeek-V3 and Kimi-K2 by default: one GPU holds every expert and no adapter on
- * the experts transforms the base input): the block keeps, per token and MoE layer, the router's probabilities
+ * <p><b>Grouped</b> (Qwen3-MoE, DeepSeek-V3, Kimi-K2, DeepSeek V4 and gpt-oss by default: one GPU holds every expert
+ * and no adapter on the experts transforms the base input): the block keeps, per token and MoE layer, the router's probabilities
  * {@code [E]} (DeepSeek-V3's sigmoid scores), the chosen probabilities (not DeepSeek-V3's), routing weights, expert
  * ids and the grouped order and positions {@code [k]} each, and per routed pair the input row and the unweighted output
- * {@code xs, ys [h]} and {@code g, u, act [I]}: {@code E + 5k + k·(2h + 3I)}. Its backward releases
+ * {@code xs, ys [h]} and {@code g, u, act [I]} (gpt-oss: its fused gate_up {@code [2I]} and {@code act [I]}, as many):
+ * {@code E + 5k + k·(2h + 3I)}. Its backward releases
  * each gradient at its last use; its largest moment is that of one of its steps (see
  * {@link #backwardPerToken}). Quantized experts are dequantized C at a time:
  * on the host into an f32 temporary {@code [C, I·h]} of each grouped product (an activation,
@@ -34,8 +35,9 @@ import org.orbitrl.model.spec.MoeSpec;
  * busiest expert's pairs are the even share {@code tokens·k/E} times {@link #IMBALANCE}, at most
  * one per token.
  *
- * <p>Only the Qwen3-MoE and DeepSeek-V3 families have a chunked path; the others run quantized
- * experts through fused dequantize-multiply kernels and hold no chunk buffer.
+ * <p>gpt-oss's fused gate_up {@code [2I, h]} is the widest matrix a chunk slot holds ({@link #widestExpert}), and its
+ * products' widest output row {@code 2I} ({@link #widestOut}); its per-expert form (OFT on the experts) multiplies each
+ * expert through the backend's own quantized products and keeps no chunk buffer.
  */
 public final class MoeWorkingSet {
     /** Expected worst-case load on one expert (or one GPU's experts) relative to perfectly even routing. */
@@ -47,7 +49,19 @@ public final class MoeWorkingSet {
     /** True if the model's MoE blocks run quantized experts through the chunked dequantization path. */
     public static boolean hasChunkedPath(ModelSpec s) {
         return s.isMoe() && (s.family() == ModelFamily.QWEN3_MOE || s.family() == ModelFamily.DEEPSEEK_V3
-                || s.family() == ModelFamily.DEEPSEEK_V4);
+                || s.family() == ModelFamily.DEEPSEEK_V4 || s.family() == ModelFamily.GPT_OSS);
+    }
+
+    /** Elements of the widest routed-expert matrix a grouped product dequantizes: {@code I·h}; gpt-oss's gate_up {@code 2I·h}. */
+    public static long widestExpert(ModelSpec s) {
+        long ih = (long) s.moe().moeIntermediateSize() * s.hiddenSize();
+        return s.family() == ModelFamily.GPT_OSS ? 2 * ih : ih;
+    }
+
+    /** The widest output row of a grouped expert product: {@code max(h, I)}; gpt-oss's {@code max(h, 2I)}. */
+    public static long widestOut(ModelSpec s) {
+        long inter = s.moe().moeIntermediateSize();
+        return Math.max(s.hiddenSize(), s.family() == ModelFamily.GPT_OSS ? 2 * inter : inter);
     }
 
     /**
@@ -131,12 +145,12 @@ public final class MoeWorkingSet {
         return Math.max(0, Math.min(chunk, s.moe().numExperts() / ep));
     }
 
-    /** Elements of the host's per-product f32 dequantization temporary {@code [C, I·h]} (0 off the grouped host path). */
+    /** Elements of the host's per-product f32 dequantization temporary {@code [C, widest expert]} (0 off the grouped host path). */
     public static long hostChunkElements(ModelSpec s, int chunk, int ep, AdapterSpec adapter, boolean device) {
         if (device || chunk <= 0 || !grouped(s, ep, adapter)) {
             return 0;
         }
-        return (long) slots(s, chunk, ep) * s.moe().moeIntermediateSize() * s.hiddenSize();
+        return slots(s, chunk, ep) * widestExpert(s);
     }
 
     /**
@@ -147,23 +161,22 @@ public final class MoeWorkingSet {
 
     /**
      * Dequantization-buffer bytes that one expert slot of the chunk costs one model instance: grouped
-     * on a device, {@code I·h} bf16 in each half of the backend's double buffer (the next chunk is
-     * dequantized while the current one multiplies) and its partial tile's f32 pad
-     * {@code [T, max(h, I)]} ({@link #DEVICE_TILE_ROWS}); grouped on the host, none (an f32
+     * on a device, the widest expert matrix ({@link #widestExpert}) bf16 in each half of the backend's double buffer
+     * (the next chunk is dequantized while the current one multiplies) and its partial tile's f32 pad
+     * {@code [T, widest output row]} ({@link #DEVICE_TILE_ROWS}); grouped on the host, none (an f32
      * activation instead, see {@link #hostChunkElements}); per expert, {@code 3·I·h} f32 in the one
-     * buffer the instance's MoE layers share.
+     * buffer the instance's MoE layers share (gpt-oss's per-expert form: none).
      */
     public static long slotBytes(ModelSpec s, int ep, AdapterSpec adapter, boolean device) {
         return slotBytes(s, ep, adapter, device, true);
     }
 
     private static long slotBytes(ModelSpec s, int ep, AdapterSpec adapter, boolean device, boolean doubled) {
-        long ih = (long) s.moe().moeIntermediateSize() * s.hiddenSize();
         if (grouped(s, ep, adapter)) {
-            long pad = (long) DEVICE_TILE_ROWS * Math.max(s.hiddenSize(), s.moe().moeIntermediateSize()) * 4;
-            return device ? (doubled ? 2 : 1) * ih * 2 + pad : 0;
+            long pad = DEVICE_TILE_ROWS * widestOut(s) * 4;
+            return device ? (doubled ? 2 : 1) * widestExpert(s) * 2 + pad : 0;
         }
-        return 3 * ih * 4;
+        return s.family() == ModelFamily.GPT_OSS ? 0 : 3L * s.moe().moeIntermediateSize() * s.hiddenSize() * 4;
     }
 
     /** Dequantization-buffer bytes one model instance keeps for chunks of {@code chunk} experts. */

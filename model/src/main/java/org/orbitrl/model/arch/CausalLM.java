@@ -115,9 +115,18 @@ public interface CausalLM extends AutoCloseable {
      * {@code pool}, one token each, whose per-step inputs sit in fixed backend tensors and whose
      * device side issues backend work only, so that it can be captured and replayed
      * ({@link org.orbitrl.kernels.Backend#captureStep}). {@code maxBlocks} is the width of its
-     * block tables. Null (the default) where the model has no such form.
+     * block tables. Null where the model has no such form.
      */
     default org.orbitrl.model.kv.DecodeStep decodeStep(org.orbitrl.model.kv.BlockPool pool, int batch, int maxBlocks) {
+        return decodeStep(pool, null, batch, maxBlocks);
+    }
+
+    /**
+     * As above, over sequences whose sliding-window layers keep their rows in {@code windowPool} (null: none;
+     * {@link org.orbitrl.model.kv.PagedSequence#windowPool}). Null (the default) where the model has no such form.
+     */
+    default org.orbitrl.model.kv.DecodeStep decodeStep(org.orbitrl.model.kv.BlockPool pool, org.orbitrl.model.kv.BlockPool windowPool,
+                                                      int batch, int maxBlocks) {
         return null;
     }
 

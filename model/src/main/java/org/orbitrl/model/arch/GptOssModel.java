@@ -179,6 +179,17 @@ public final class GptOssModel implements Trainable, AdapterTargets {
         return decoder.forward(batch, null, null, this::layerForward, true);
     }
 
+    /**
+     * A decode step of {@code batch} rows over the engine's pools whose inputs sit in fixed tensors
+     * ({@link org.orbitrl.model.kv.DecodeStep}): the attention's rope, cache writes and paged attention, and the MoE
+     * block grouped on the backend (its per-expert form reads the host, so a step with it cannot be captured).
+     */
+    @Override
+    public org.orbitrl.model.kv.DecodeStep decodeStep(org.orbitrl.model.kv.BlockPool pool, org.orbitrl.model.kv.BlockPool windowPool,
+                                                      int batch, int maxBlocks) {
+        return decoder.decodeStep(pool, windowPool, batch, maxBlocks, this::layerForward);
+    }
+
     @Override
     public DecoderTape<LayerTape> forwardTrain(List<int[]> sequences, boolean recompute) {
         return decoder.forwardTrain(sequences, recompute, this::layerForward);

@@ -5,6 +5,8 @@ import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.model.kv.BlockPool;
+import org.orbitrl.model.kv.DecodeStep;
 import org.orbitrl.model.kv.PagedDecode;
 import org.orbitrl.model.nn.Linear;
 
@@ -174,6 +176,34 @@ final class PreNormDecoder<L> {
             a.release(normed);
         }
         return logits;
+    }
+
+    /**
+     * The decode-step form of {@link #forward} ({@link CausalLM#decodeStep}): {@code batch} rows (padded) of one token
+     * each over {@code pool} (and {@code windowPool}, where the sliding-window layers keep their rows; null: none),
+     * the inputs in the step's fixed tensors, the device side the embedding, every layer with the step's tables, the
+     * final norm and the head: backend work only, where the layers issue nothing else.
+     */
+    DecodeStep decodeStep(BlockPool pool, BlockPool windowPool, int batch, int maxBlocks, LayerForward<L> layer) {
+        return new DecodeStep(backend, pool, windowPool, batch, maxBlocks, maxPositions, (ids, positions, paged) -> {
+            TensorAllocator a = backend.allocator();
+            int n = positions.size(0);
+            int h = embed.size(1);
+            Tensor x = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);           // [N, hidden] residual stream
+            backend.embedding(embed, ids, x);
+            for (int i = 0; i < layers; i++) {
+                Tensor in = x;
+                x = layer.apply(i, x, positions, null, paged, null, false);
+                a.release(in);
+            }
+            Tensor normed = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden]
+            backend.rmsNorm(x, finalNorm, eps, normed);
+            a.release(x);
+            Tensor logits = a.allocate(MemoryCategory.LOGITS, DType.F32, n, lmHead.out()); // [N, vocab]
+            lmHead.forward(backend, normed, logits);
+            a.release(normed);
+            return logits;
+        });
     }
 
     /** Under recompute, the recomputed layers' inputs wait in host memory (see {@link Trainable#setOffloadedInputs}). */

@@ -327,11 +327,11 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
      * ({@link DecodeStep}); null under tensor or expert parallelism (their exchanges read the host).
      */
     @Override
-    public DecodeStep decodeStep(BlockPool pool, int batch, int maxBlocks) {
+    public DecodeStep decodeStep(BlockPool pool, BlockPool windowPool, int batch, int maxBlocks) {
         if (tensorParallel() || expertParallel()) {
             return null;
         }
-        return new DecodeStep(backend, pool, batch, maxBlocks, config.maxPositions(),
+        return new DecodeStep(backend, pool, windowPool, batch, maxBlocks, config.maxPositions(),
                 (ids, positions, paged) -> body(ids, null, positions, null, paged, null, null, null));
     }
 

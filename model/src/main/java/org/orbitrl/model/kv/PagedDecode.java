@@ -34,6 +34,11 @@ public final class PagedDecode {
         this(pool, batch, slots, tables, lens, null, null, null, false);
     }
 
+    PagedDecode(BlockPool pool, int batch, Tensor slots, Tensor tables, Tensor lens, BlockPool windowPool, Tensor windowSlots,
+                Tensor windowTables) {
+        this(pool, batch, slots, tables, lens, windowPool, windowSlots, windowTables, false);
+    }
+
     private PagedDecode(BlockPool pool, int batch, Tensor slots, Tensor tables, Tensor lens, BlockPool windowPool,
                         Tensor windowSlots, Tensor windowTables, boolean owned) {
         this.pool = pool;

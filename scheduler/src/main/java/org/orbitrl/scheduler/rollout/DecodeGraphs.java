@@ -38,16 +38,21 @@ final class DecodeGraphs implements AutoCloseable {
 
     private final CausalLM model;
     private final BlockPool pool;
+    private final BlockPool windowPool;   // where the sliding-window layers keep their rows; null: none
     private final Map<Long, DecodeStep> steps = new HashMap<>();       // by batch << 32 | width
     private final Map<Key, CapturedStep> captured = new HashMap<>();
     private String off;                                                 // why graphs are off; null while on
     private final Map<Key, String> eager = new HashMap<>();             // (batch bucket, adapter state) -> why it runs eagerly
     private long replays;
 
-    /** @param pool a pool with a scratch block ({@link BlockPool#scratchBlock}) */
-    DecodeGraphs(CausalLM model, BlockPool pool) {
+    /**
+     * @param pool       a pool with a scratch block ({@link BlockPool#scratchBlock})
+     * @param windowPool the window pool of the sliding-window layers, with a scratch block too; null where there is none
+     */
+    DecodeGraphs(CausalLM model, BlockPool pool, BlockPool windowPool) {
         this.model = model;
         this.pool = pool;
+        this.windowPool = windowPool;
     }
 
     /**
@@ -61,7 +66,7 @@ final class DecodeGraphs implements AutoCloseable {
         if (off != null) {
             return null;
         }
-        int widest = DecodeStep.blocksAfterReserve(segments, pool);
+        int widest = DecodeStep.blocksAfterReserve(segments, pool, windowPool);
         if (widest < 0) {
             return null;                                   // a prefill or mixed step
         }
@@ -73,7 +78,7 @@ final class DecodeGraphs implements AutoCloseable {
         int width = org.orbitrl.model.kv.PagedDecode.tableWidth(widest);
         DecodeStep step = steps.get((long) batch << 32 | width);
         if (step == null) {
-            step = model.decodeStep(pool, batch, width);
+            step = model.decodeStep(pool, windowPool, batch, width);
             if (step == null) {
                 turnOff("the model has no decode-step form (" + model.getClass().getSimpleName() + ")");
                 return null;

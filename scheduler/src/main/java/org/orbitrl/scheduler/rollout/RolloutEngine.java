@@ -129,7 +129,6 @@ public final class RolloutEngine implements AutoCloseable {
     private final BlockPool pool;
     private final BlockPool windowPool;  // the sliding-window layers' rows; null when the pool holds every layer
     private final DecodeGraphs graphs;   // null when off
-    private final String graphsOff;      // why graphs asked for are off for every step; null otherwise
     private final int prefillChunk;      // most tokens of a sequence one forward feeds (a window pool's); else unbounded
     private final ConcurrentLinkedQueue<Request> submitted = new ConcurrentLinkedQueue<>();
     private final Deque<Seq> waiting = new ArrayDeque<>();       // preempted sequences, resumed first
@@ -177,7 +176,7 @@ public final class RolloutEngine implements AutoCloseable {
             case AUTO -> !model.backend().allocator().hostMemory();
         };
         int window = windowPoolWindow(model);
-        boolean useGraphs = asked && g.vHeadDim() > 0 && window == 0;
+        boolean useGraphs = asked && g.vHeadDim() > 0;
         TensorAllocator a = model.backend().allocator();
         if (window > 0) {
             int[] windows = model.attentionWindows();
@@ -189,18 +188,16 @@ public final class RolloutEngine implements AutoCloseable {
             }
             int windowBlocks = options.windowBlocks() > 0 ? options.windowBlocks() : options.blocks();
             this.pool = new BlockPool(a, g.layers(), g.kvHeads(), g.headDim(), g.vHeadDim(), options.blockSize(),
-                    options.blocks(), false, options.kvCache(), full, 0);
+                    options.blocks(), useGraphs, options.kvCache(), full, 0);
             this.windowPool = new BlockPool(a, g.layers(), g.kvHeads(), g.headDim(), g.vHeadDim(), options.blockSize(),
-                    windowBlocks, false, options.kvCache(), sliding, window);
+                    windowBlocks, useGraphs, options.kvCache(), sliding, window);
         } else {
             this.pool = new BlockPool(a, g.layers(), g.kvHeads(), g.headDim(), g.vHeadDim(), options.blockSize(),
                     options.blocks(), useGraphs, options.kvCache());
             this.windowPool = null;
         }
-        this.graphs = useGraphs ? new DecodeGraphs(model, pool) : null;
+        this.graphs = useGraphs ? new DecodeGraphs(model, pool, windowPool) : null;
         this.prefillChunk = windowPool == null ? Integer.MAX_VALUE : prefillChunk(windowPool, options.blocks(), options.maxBatchTokens());
-        this.graphsOff = asked && window > 0 ? "the sliding-window layers keep their rows in a window pool of their own,"
-                + " which captured decode steps do not read" : null;
     }
 
     /**
@@ -248,7 +245,7 @@ public final class RolloutEngine implements AutoCloseable {
 
     /** Why decode steps run eagerly although graphs were asked for; null when they run as graphs or were not asked for. */
     public String graphsOffReason() {
-        return graphsOff != null ? graphsOff : graphs == null ? null : graphs.offReason();
+        return graphs == null ? null : graphs.offReason();
     }
 
     /** The batch buckets whose decode steps run eagerly while graphs are on, with why; empty when every bucket replays graphs. */

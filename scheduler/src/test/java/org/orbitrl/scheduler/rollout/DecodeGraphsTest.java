@@ -210,6 +210,75 @@ class DecodeGraphsTest {
         }
     }
 
+    /**
+     * A host backend whose grouped expert products take the device offsets ({@link Backend#moeExpertMatmulRouted}, as a
+     * device backend's may): the offsets are host memory here, read where they lie, so an MoE decode step with grouped
+     * experts captures.
+     */
+    static final class RoutedScalarBackend extends org.orbitrl.kernels.cpu.ScalarBackend {
+        @Override
+        public boolean moeExpertMatmulRouted(Tensor xs, org.orbitrl.kernels.ExpertWeights experts, Tensor offsets, float scale,
+                                             Tensor ys, boolean accumulate) {
+            long[] v = offsets.toLongArray();
+            int[] off = new int[v.length];
+            for (int i = 0; i < v.length; i++) {
+                off[i] = Math.toIntExact(v[i]);
+            }
+            if (accumulate) {
+                moeExpertMatmulAccumulate(xs, experts, off, scale, ys, false, 0);
+            } else {
+                moeExpertMatmul(xs, experts, off, ys, 0);
+            }
+            return true;
+        }
+    }
+
+    /**
+     * gpt-oss (sliding-window layers in a window pool of 12 blocks, which forces preemptions; its MoE block grouped on
+     * the backend, clamped SwiGLU and expert biases): with a backend whose grouped products take the device offsets,
+     * every pure decode step replays a captured step whose tables cover both pools (the window pool's given-back blocks
+     * read its block of zeros, padding rows write into each pool's scratch block), and seeded sampling gives the eager
+     * engine's tokens and log-probs bit for bit; every block of both pools is back at the end.
+     */
+    @Test
+    void gptOssDecodeStepsReplayOverBothPools() {
+        SplittableRandom rnd = new SplittableRandom(61);
+        List<Request> reqs = new ArrayList<>();
+        for (int i = 0; i < 5; i++) {
+            reqs.add(new Request("g" + i, RolloutEngineTest.randomPrompt(rnd, 4 + rnd.nextInt(11)),
+                    SamplingParams.sample(1.0f, 0.95f, 16 + i, 700 + i), 3));
+        }
+        List<List<Completion>> out = new ArrayList<>();
+        for (RolloutEngine.Graphs g : List.of(RolloutEngine.Graphs.OFF, RolloutEngine.Graphs.ON)) {
+            try (LoadedModel m = LoadedModel.load(RolloutEngineTest.HF.resolve("gpt_oss"), new RoutedScalarBackend(),
+                    org.orbitrl.model.BaseFormat.BF16)) {
+                try (RolloutEngine e = new RolloutEngine(m.model(), null, new RolloutEngine.Options(4, 256, 64, 512, g,
+                        org.orbitrl.kernels.DType.F32, 12), null)) {
+                    List<Completion> done = new ArrayList<>(e.generate(reqs));
+                    done.sort(java.util.Comparator.comparing(Completion::requestId).thenComparingInt(Completion::sample));
+                    out.add(done);
+                    RolloutEngine.Stats st = e.stats();
+                    assertTrue(st.preemptions() > 0, "12 window blocks for 15 samples force preemptions: " + st);
+                    assertArrayEquals(new int[]{256, 12}, e.freeBlocks(), "every block of both pools is back");
+                    if (g == RolloutEngine.Graphs.ON) {
+                        assertNull(e.graphsOffReason(), "graphs stay on over a window pool");
+                        assertTrue(e.eagerBatches().isEmpty(), "every bucket replays: " + e.eagerBatches());
+                        assertTrue(st.graphSteps() > st.steps() / 2 && st.graphs() >= 2,
+                                "decode steps replayed: " + st.graphSteps() + " of " + st.steps() + ", captured " + st.graphs());
+                    }
+                }
+            }
+        }
+        assertEquals(out.get(0).size(), out.get(1).size());
+        for (int i = 0; i < out.get(0).size(); i++) {
+            Completion a = out.get(0).get(i);
+            Completion b = out.get(1).get(i);
+            String what = "completion " + a.requestId() + "/" + a.sample();
+            assertArrayEquals(a.tokens(), b.tokens(), what + " tokens, eager vs replayed");
+            assertArrayEquals(a.policyLogprobs(), b.policyLogprobs(), 0f, what + " log-probs");
+        }
+    }
+
     @Test
     void captureCheckingThrowsOnAnUploadInsideTheStep() {
         try (LoadedModel m = RolloutEngineTest.model("qwen3")) {

@@ -595,6 +595,14 @@ public interface Backend extends AutoCloseable {
         MoeHostOps.expertBias(ys, bias, offsets);
     }
 
+    /**
+     * ys [P, N] row p += bias[ids[p]]: rows a (token, expert) pair each, in pair order (ids i32 [P], the routing's
+     * choice flattened), bias f32 [E, N]. {@link #moeExpertBias} for the per-pair decode products.
+     */
+    default void moeExpertBiasPairs(Tensor ys, Tensor bias, Tensor ids) {
+        MoeHostOps.expertBiasPairs(ys, bias, ids);
+    }
+
     // ------------------------------------------------------------------ mixture of experts, per routed pair (decode)
 
     /**

@@ -294,6 +294,29 @@ public final class MoeHostOps {
         ys.copyFrom(Tensor.of(y, ys.shape()));
     }
 
+    /** See {@link Backend#moeExpertBiasPairs}. */
+    public static void expertBiasPairs(Tensor ys, Tensor bias, Tensor ids) {
+        int[] id = ints(ids);
+        int n = ys.size(-1);
+        int p = rows(ys, n);
+        int e = bias.rank() == 2 ? bias.size(0) : 0;
+        checkExpertBias(ys, bias, e + 1, e, n, p);
+        if (id.length != p) {
+            throw new IllegalArgumentException("moeExpertBiasPairs: " + id.length + " ids for the " + p + " rows of " + ys);
+        }
+        float[] y = ys.contiguous().toFloatArray();
+        float[] w = bias.contiguous().toFloatArray();
+        for (int r = 0; r < p; r++) {
+            if (id[r] < 0 || id[r] >= e) {
+                throw new IllegalArgumentException("moeExpertBiasPairs: expert id " + id[r] + " of pair " + r + " outside [0, " + e + ")");
+            }
+            for (int c = 0; c < n; c++) {
+                y[r * n + c] += w[id[r] * n + c];
+            }
+        }
+        ys.copyFrom(Tensor.of(y, ys.shape()));
+    }
+
     /** Shapes of {@link Backend#moeExpertBias}: ys f32 [P, N], bias f32 [E, N], offsets i32 [E + 1]. */
     public static void checkExpertBias(Tensor ys, Tensor bias, long offsets, int e, int n, int p) {
         if (ys.dtype() != DType.F32 || bias.dtype() != DType.F32 || bias.rank() != 2 || bias.size(0) != e || bias.size(1) != n

@@ -54,6 +54,31 @@ class MoeExpertBiasTest {
     }
 
     @Test
+    void eachPairRowGetsItsExpertsBias() {
+        SplittableRandom r = new SplittableRandom(43);
+        int p = 11;
+        int experts = 6;
+        int n = 5;
+        int[] ids = new int[p];
+        for (int i = 0; i < p; i++) {
+            ids[i] = r.nextInt(experts);
+        }
+        float[] y0 = random(r, p * n);
+        float[] bias = random(r, experts * n);
+        Tensor ys = Tensor.of(y0.clone(), p, n);
+        b.moeExpertBiasPairs(ys, Tensor.of(bias, experts, n), Tensor.ofInts(ids, p));
+        float[] got = ys.toFloatArray();
+        for (int row = 0; row < p; row++) {
+            for (int c = 0; c < n; c++) {
+                assertEquals(y0[row * n + c] + bias[ids[row] * n + c], got[row * n + c], 0f, "pair " + row + " column " + c);
+            }
+        }
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> b.moeExpertBiasPairs(ys, Tensor.of(bias, experts, n), Tensor.ofInts(new int[]{0, 7, 1, 1, 1, 1, 1, 1, 1, 1, 1}, p)));
+        assertTrue(e.getMessage().contains("expert id 7"), e.getMessage());
+    }
+
+    @Test
     void offsetsThatDoNotCoverTheRowsAreRefusedByName() {
         Tensor ys = Tensor.of(new float[]{1, 2, 3, 4, 5, 6}, 3, 2);
         Tensor bias = Tensor.of(new float[]{1, 1, 2, 2}, 2, 2);

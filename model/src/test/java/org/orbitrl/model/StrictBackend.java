@@ -520,6 +520,11 @@ public final class StrictBackend implements Backend {
     }
 
     @Override
+    public void moeExpertBiasPairs(Tensor ys, Tensor bias, Tensor ids) {
+        moe("moeExpertBiasPairs", () -> inner.moeExpertBiasPairs(ys, bias, ids), ys, bias, ids);
+    }
+
+    @Override
     public void moeExpertBias(Tensor ys, Tensor bias, Tensor offsets) {
         moe("moeExpertBias", () -> inner.moeExpertBias(ys, bias, offsets), ys, bias, offsets);
     }

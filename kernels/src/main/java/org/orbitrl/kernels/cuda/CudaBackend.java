@@ -1063,6 +1063,11 @@ public final class CudaBackend implements Backend {
     }
 
     @Override
+    public void moeExpertBiasPairs(Tensor ys, Tensor bias, Tensor ids) {
+        moe.moeExpertBiasPairs(ys, bias, ids);
+    }
+
+    @Override
     public void moeExpertBias(Tensor ys, Tensor bias, Tensor offsets) {
         moe.moeExpertBias(ys, bias, offsets);
     }

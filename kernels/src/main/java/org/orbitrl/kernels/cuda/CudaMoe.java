@@ -244,6 +244,12 @@ public final class CudaMoe {
         train.combine(ys, position, weights, out, accumulate);
     }
 
+    /** See {@link org.orbitrl.kernels.Backend#moeExpertBiasPairs}. */
+    public void moeExpertBiasPairs(Tensor ys, Tensor bias, Tensor ids) {
+        ctx.device.bind();
+        train.expertBiasPairs(ys, bias, ids);
+    }
+
     /** See {@link org.orbitrl.kernels.Backend#moeExpertBias}. */
     public void moeExpertBias(Tensor ys, Tensor bias, Tensor offsets) {
         ctx.device.bind();

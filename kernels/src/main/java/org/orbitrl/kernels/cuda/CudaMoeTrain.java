@@ -57,6 +57,7 @@ final class CudaMoeTrain {
     private final Kernel gatherRows;
     private final Kernel combine;
     private final Kernel expertBias;
+    private final Kernel expertBiasPairs;
     private final Kernel weightGrad;
     private final Kernel routerBackward;
     private final Kernel sigmoidTopk;
@@ -84,6 +85,7 @@ final class CudaMoeTrain {
         this.gatherRows = ctx.kernel("moe_train", "moe_gather_rows");
         this.combine = ctx.kernel("moe_train", "moe_combine_grouped");
         this.expertBias = ctx.kernel("moe_train", "moe_expert_bias");
+        this.expertBiasPairs = ctx.kernel("moe_train", "moe_expert_bias_pairs");
         this.weightGrad = ctx.kernel("moe_train", "moe_weight_grad");
         this.routerBackward = ctx.kernel("moe_train", "moe_router_backward");
         this.sigmoidTopk = ctx.kernel("moe_train", "moe_sigmoid_topk");
@@ -259,6 +261,22 @@ final class CudaMoeTrain {
         MoeHostOps.checkExpertBias(ys, bias, offsets.numel(), e, n, p);
         if ((long) p * n > 0) {
             ctx.launch(expertBias, p, BLOCK, ys, bias, offsets, e, n);
+        }
+    }
+
+    void expertBiasPairs(Tensor ys, Tensor bias, Tensor ids) {
+        ctx.devContiguous("moeExpertBiasPairs ys", ys, DType.F32);
+        ctx.devContiguous("moeExpertBiasPairs bias", bias, DType.F32);
+        ctx.devContiguous("moeExpertBiasPairs ids", ids, DType.I32);
+        int n = ys.size(-1);
+        int p = CudaContext.rows(ys);
+        int e = bias.rank() == 2 ? bias.size(0) : 0;
+        MoeHostOps.checkExpertBias(ys, bias, e + 1, e, n, p);
+        if (ids.numel() != p) {
+            throw new IllegalArgumentException("moeExpertBiasPairs: " + ids + " ids for the " + p + " rows of " + ys);
+        }
+        if ((long) p * n > 0) {
+            ctx.launch(expertBiasPairs, p, BLOCK, ys, bias, ids, n);
         }
     }
 

@@ -284,6 +284,16 @@ extern "C" __global__ void moe_expert_bias(float* ys, const float* bias, const i
     }
 }
 
+// ys[p] += bias[ids[p]]: rows a (token, expert) pair each. One block a row.
+extern "C" __global__ void moe_expert_bias_pairs(float* ys, const float* bias, const int* ids, int N) {
+    int r = blockIdx.x;
+    const float* b = bias + (i64) ids[r] * N;
+    float* y = ys + (i64) r * N;
+    for (int c = threadIdx.x; c < N; c += blockDim.x) {
+        y[c] += b[c];
+    }
+}
+
 // dw[p] = <dout[p / k], ys[position[p]]>: one warp a pair.
 extern "C" __global__ void moe_weight_grad(const float* dout, const float* ys, const int* position, int k, float* dw, int P, int H) {
     int p = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);

@@ -277,6 +277,12 @@ class CudaMoeTrainTest extends CudaTestBase {
         Tensor bgot = dev(ys);
         gpu.moeExpertBias(bgot, dev(bias), dev(off));
         assertClose("moeExpertBias", bref.toFloatArray(), gpu.toHost(bgot).toFloatArray(), 0, 0);
+        Tensor pref = host(DType.F32, p, h);
+        pref.copyFrom(ys);
+        MoeHostOps.expertBiasPairs(pref, bias, hIds);
+        Tensor pgot = dev(ys);
+        gpu.moeExpertBiasPairs(pgot, dev(bias), dev(hIds));
+        assertClose("moeExpertBiasPairs", pref.toFloatArray(), gpu.toHost(pgot).toFloatArray(), 0, 0);
         Tensor dref = host(DType.F32, T, K);
         MoeHostOps.weightGrad(x, ys, pos, dref);
         Tensor dgot = poisoned(DType.F32, T, K);

@@ -210,6 +210,16 @@ public final class GroupedExperts {
         return fused != null;
     }
 
+    /** The fused form's activation and biases; null for separate gate and up. */
+    Fused fusedForm() {
+        return fused;
+    }
+
+    /** The experts' linears of projection {@code which}: 0 gate (fused: gate_up), 1 up (empty when fused), 2 down. */
+    Linear[] projections(int which) {
+        return linears[which];
+    }
+
     /**
      * x [N, hidden] with its choice (ids i32 [N, k], weights f32 [N, k]) -> out [N, hidden], overwritten unless
      * {@code accumulate} (then added into it); ids and weights stay the caller's. {@code tape} null: nothing is kept, and

@@ -106,7 +106,11 @@ final class GroupedMoe {
 
     /** Whether a forward of x takes {@link #forwardPairs}: outside training, a few tokens, where the backend asks for it. */
     boolean takesPairs(Backend b, Tensor x, Tape tape, boolean training) {
-        return !training && tape == null && !grouped.isFused() && (long) x.size(0) * router.topK() <= PAIRS_MAX && b.moePairs(gate)
+        if (grouped.isFused()) {
+            return !training && tape == null && (long) x.size(0) * router.topK() <= PAIRS_MAX && b.moePairs(gate)
+                    && b.moePairs(down) && pairAdapters(grouped.projections(0)) && pairAdapters(grouped.projections(2));
+        }
+        return !training && tape == null && (long) x.size(0) * router.topK() <= PAIRS_MAX && b.moePairs(gate)
                 && b.moePairs(up)
                 && b.moePairs(down) && pairAdapters(experts);
     }
@@ -125,6 +129,10 @@ final class GroupedMoe {
      * output and an add, one launch fewer.
      */
     void forwardPairs(Backend b, Tensor x, Tensor out, boolean accumulate) {
+        if (grouped.isFused()) {
+            forwardPairsFused(b, x, out, accumulate);
+            return;
+        }
         TensorAllocator a = b.allocator();
         int k = router.topK();
         int inter = gate.rows();
@@ -182,6 +190,47 @@ final class GroupedMoe {
     }
 
     /**
+     * gpt-oss's form of {@link #forwardPairs}: each pair's row through its expert's fused gate_up and its LoRA, gate_up's
+     * bias by the pair's expert ({@link Backend#moeExpertBiasPairs}), the clamped SwiGLU, down with its LoRA and bias,
+     * and the pairs weighted back into their tokens. Nothing read on the host.
+     */
+    private void forwardPairsFused(Backend b, Tensor x, Tensor out, boolean accumulate) {
+        TensorAllocator a = b.allocator();
+        GroupedExperts.Fused f = grouped.fusedForm();
+        int k = router.topK();
+        int p = x.size(0) * k;
+        int inter = down.cols();
+        ExpertRouter.Routed r = router.routeDecode(b, x);
+        Tensor ids = r.ids();
+        Tensor gu = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, 2L * inter);   // [P, 2I]
+        b.moeExpertMatmulPairs(x, k, gate, ids, 1f, gu, false);
+        ExpertLora guLora = ExpertLora.of(grouped.projections(0));
+        if (guLora != null) {
+            Tensor guA = guLora.pairsA(b, x, k, ids);                                   // [P, r]
+            guLora.addPairsB(b, guA, ids, gu);
+            a.release(guA);
+        }
+        b.moeExpertBiasPairs(gu, f.gateUpBias(), ids);
+        Tensor act = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);       // [P, I]
+        b.clampedSwiglu(gu, f.alpha(), f.limit(), act);
+        a.release(gu);
+        Tensor ys = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, x.size(1));   // [P, hidden]
+        b.moeExpertMatmulPairs(act, 1, down, ids, 1f, ys, false);
+        ExpertLora downLora = ExpertLora.of(grouped.projections(2));
+        if (downLora != null) {
+            Tensor downA = downLora.pairsA(b, act, 1, ids);                             // [P, r]
+            downLora.addPairsB(b, downA, ids, ys);
+            a.release(downA);
+        }
+        a.release(act);
+        b.moeExpertBiasPairs(ys, f.downBias(), ids);
+        b.moeCombinePairs(ys, r.weights(), out, accumulate);
+        a.release(ys);
+        a.release(r.weights());
+        a.release(ids);
+    }
+
+    /**
      * Pairs at most this many a call ({@code tokens · k}) take {@link #forwardPairs} where the backend asks for it: a
      * decode step of up to 256 sequences at top-8.
      */
@@ -210,6 +259,20 @@ final class GroupedMoe {
 
     ExpertWeights down() {
         return down;
+    }
+
+    /** Whether every enabled adapter on one projection's experts is a LoRA the pair products can run: all experts' or none. */
+    private static boolean pairAdapters(Linear[] experts) {
+        if (ExpertLora.of(experts) != null) {
+            return true;
+        }
+        for (Linear l : experts) {
+            Linear.AdapterHook h = l.adapter();
+            if (h != null && h.enabled()) {
+                return false;
+            }
+        }
+        return true;
     }
 
     /** Whether every enabled adapter on the experts is a LoRA the pair products can run: per projection, all experts' or none. */

@@ -30,8 +30,9 @@ import java.util.SplittableRandom;
  * the released checkpoints ship them (random codes, E8M0 scales between 2^-9 and 2^-4, placed back to back as the loader
  * places them), their f32 biases, the router bf16 with its bias. Per form: a training step's forward with its tape and
  * backward (the activation gradient through the frozen experts and the routing weights into the input) over TOKENS
- * tokens, the same forward for inference, and decode forwards of 1 and 32 tokens; each the median of 3 runs after one
- * untimed. The expert products' FLOPs over the time against a bf16 product of the expert's shape through the backend's
+ * tokens, the same forward for inference, and decode forwards of 1 and 32 tokens (the grouped form's decode through the
+ * per-pair products where the backend takes them, the default, and through the grouped products); each the median of 3
+ * runs after one untimed. The expert products' FLOPs over the time against a bf16 product of the expert's shape through the backend's
  * matmul (cuBLAS), and a decode forward's bytes (the chosen experts', the router's) against the device's copy bandwidth,
  * both measured in the same run.
  * Usage: {@code GptOssMoeBench OUT_DIR CONFIG_JSON [TOKENS [CHUNK]]} (4096 tokens and chunks of 8 experts by default);
@@ -146,9 +147,14 @@ public final class GptOssMoeBench {
             Tensor yd = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, DECODE[d], h);
             long distinct = Arrays.stream(moe.route(gpu, xd).expert()).distinct().count();
             long bytes = distinct * perExpert + fixed;
-            double t = median(gpu, () -> moe.forward(gpu, xd, yd, null, false));
-            row(String.format("grouped decode forward, %d tokens (%d experts, %.3f GB, %.3f ms)", DECODE[d], distinct, bytes / 1e9, t),
-                    String.format("%.0f GB/s", bytes / (t * 1e6)), String.format("copy %.0f GB/s", copy), bytes / (t * 1e6) / copy);
+            for (boolean pairs : new boolean[]{true, false}) {
+                gpu.moePairs(pairs);
+                double t = median(gpu, () -> moe.forward(gpu, xd, yd, null, false));
+                row(String.format("grouped decode forward, %d tokens (%d experts, %.3f GB), %s (%.3f ms)", DECODE[d], distinct,
+                        bytes / 1e9, pairs ? "per-pair products" : "grouped products (-Dorbit.cuda.moePairs=off)", t),
+                        String.format("%.0f GB/s", bytes / (t * 1e6)), String.format("copy %.0f GB/s", copy), bytes / (t * 1e6) / copy);
+            }
+            gpu.moePairs(true);
             OpProfiler prof = OpProfiler.wrap(gpu, gpu::synchronize);
             moe.forward(prof.backend(), xd, yd, null, false);   // the profiler's own first calls, not counted
             prof.reset();

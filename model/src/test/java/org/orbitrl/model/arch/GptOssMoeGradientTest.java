@@ -141,6 +141,40 @@ class GptOssMoeGradientTest {
         }
     }
 
+    /**
+     * An inference forward where the backend asks for the per-pair products ({@link Backend#moePairs}): each pair through
+     * its expert, the biases by the pair's expert id; the grouped form's output to f32 rounding (2e-5 + 2e-5·|value|).
+     */
+    @Test
+    void thePerPairFormAgreesWithTheGroupedForm() {
+        SplittableRandom rnd = new SplittableRandom(21);
+        GptOssMoe moe = block(rnd);
+        Tensor x = random(rnd, 1, N, H);
+        int[] pairBiases = new int[1];
+        Backend pairs = new org.orbitrl.kernels.cpu.ScalarBackend() {
+            @Override
+            public boolean moePairs(org.orbitrl.kernels.ExpertWeights experts) {
+                return true;
+            }
+
+            @Override
+            public void moeExpertBiasPairs(Tensor ys, Tensor bias, Tensor ids) {
+                pairBiases[0]++;
+                super.moeExpertBiasPairs(ys, bias, ids);
+            }
+        };
+        Tensor got = Tensor.of(new float[N * H], N, H);
+        moe.forward(pairs, x, got, null, false);
+        assertTrue(pairBiases[0] == 2, "gate_up's and down's biases added per pair: " + pairBiases[0] + " calls");
+        Tensor ref = Tensor.of(new float[N * H], N, H);
+        moe.forward(Backends.cpu(), x, ref, new GptOssMoe.Tape(), true);
+        float[] g = got.toFloatArray();
+        float[] e = ref.toFloatArray();
+        for (int i = 0; i < g.length; i++) {
+            assertTrue(Math.abs(g[i] - e[i]) <= 2e-5 + 2e-5 * Math.abs(e[i]), "out[" + i + "]: per pair " + g[i] + ", grouped " + e[i]);
+        }
+    }
+
     /** The step stays on one smooth piece: top-k sets and clamp sides are far from flipping. */
     private static void checkMargins(Backend b, GptOssMoe moe, Tensor x, GptOssMoe.Tape tape) {
         Tensor logits = Tensor.of(new float[N * E], N, E);

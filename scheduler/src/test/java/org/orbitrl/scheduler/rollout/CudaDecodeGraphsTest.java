@@ -222,6 +222,36 @@ class CudaDecodeGraphsTest {
     }
 
     /**
+     * gpt-oss on the default kernels (sliding-window layers in the window pool, the MoE block's experts per (token, expert)
+     * pair with their biases, LoRA on the attention and the fused experts): every pure decode step replays a captured
+     * step (no bucket runs eagerly), and the log-probs are the eager engine's within 1e-4 + 1e-4·|value| where the
+     * tokens agree (padded rows change cuBLAS's batch shapes, so bits may differ).
+     */
+    @Test
+    void gptOssDecodeStepsReplayOverTheWindowPool() {
+        List<Request> reqs = requests(6, 37);
+        Run eager = run(gpu, RolloutEngine.Graphs.OFF, reqs, 3, false, "gpt_oss", DecodeGraphsTest.MOE_CFG, BaseFormat.BF16);
+        Run graph = run(gpu, RolloutEngine.Graphs.ON, reqs, 3, false, "gpt_oss", DecodeGraphsTest.MOE_CFG, BaseFormat.BF16);
+        assertTrue(graph.stats().graphSteps() > graph.stats().steps() / 2 && graph.stats().graphs() >= 2,
+                "gpt-oss decode steps replayed: " + graph.stats());
+        int compared = 0;
+        for (int i = 0; i < eager.done().size(); i++) {
+            Completion a = eager.done().get(i);
+            Completion b = graph.done().get(i);
+            for (int t = 0; t < a.tokens().length && t < b.tokens().length && a.tokens()[t] == b.tokens()[t]; t++) {
+                float x = a.policyLogprobs()[t];
+                float y = b.policyLogprobs()[t];
+                assertTrue(Math.abs(x - y) <= 1e-4 + 1e-4 * Math.abs(x), "gpt-oss completion " + a.requestId() + " token " + t
+                        + ": eager " + x + ", graph " + y);
+                compared++;
+            }
+        }
+        System.out.printf("gpt-oss decode graphs: %d of %d steps replayed, %d graphs, %d log-probs compared%n",
+                graph.stats().graphSteps(), graph.stats().steps(), graph.stats().graphs(), compared);
+        assertTrue(compared >= 6 * 3, "log-probs compared: " + compared);
+    }
+
+    /**
      * Exact mode captures its decode steps too: its kernels compute every row alone (no splits that depend on the batch,
      * the paged attention reading the lengths on the device), so at 20 sequences padded to 32 (where the default kernels
      * go through cuBLAS and differ within a tolerance) the replayed graphs give the eager engine's tokens and log-probs

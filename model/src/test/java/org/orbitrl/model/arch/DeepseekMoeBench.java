@@ -193,7 +193,7 @@ public final class DeepseekMoeBench {
     }
 
     /** Device-to-device copy bandwidth in GB/s (bytes read + written) over 2 GiB through the backend's copy. */
-    private static double copyBandwidth(CudaBackend gpu) {
+    static double copyBandwidth(CudaBackend gpu) {
         long bytes = 2L << 30;
         TensorAllocator a = gpu.allocator();
         Tensor src = a.allocate(MemoryCategory.OTHER, DType.U8, bytes);
@@ -205,7 +205,7 @@ public final class DeepseekMoeBench {
     }
 
     /** Median of {@value #ROUNDS} timed runs after one untimed, each from a synchronized device to a synchronized device. */
-    private static double median(CudaBackend gpu, Runnable work) {
+    static double median(CudaBackend gpu, Runnable work) {
         work.run();
         gpu.synchronize();
         double[] t = new double[ROUNDS];
@@ -220,7 +220,7 @@ public final class DeepseekMoeBench {
     }
 
     /** TFLOP/s of x [m, k] f32 times a bf16 [n, k] weight through the backend's matmul. */
-    private static double denseTflops(CudaBackend gpu, SplittableRandom r, int m, int n, int k) {
+    static double denseTflops(CudaBackend gpu, SplittableRandom r, int m, int n, int k) {
         Tensor w = bf16(gpu, r, n, k);
         Tensor x = gpu.toDevice(random(r, 1f, m, k), MemoryCategory.ACTIVATIONS);
         Tensor yy = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m, n);
@@ -266,11 +266,11 @@ public final class DeepseekMoeBench {
     }
 
     /** A bf16 device matrix [rows, cols], values uniform in ±0.02·√3 (standard deviation 0.02). */
-    private static Tensor bf16(CudaBackend gpu, SplittableRandom r, long rows, long cols) {
+    static Tensor bf16(CudaBackend gpu, SplittableRandom r, long rows, long cols) {
         return gpu.toDevice(random(r, 0.02f * (float) Math.sqrt(3), rows, cols).to(DType.BF16), MemoryCategory.BASE_WEIGHTS);
     }
 
-    private static Tensor random(SplittableRandom r, float half, long... shape) {
+    static Tensor random(SplittableRandom r, float half, long... shape) {
         float[] v = new float[Math.toIntExact(Arrays.stream(shape).reduce(1, (p, q) -> p * q))];
         for (int i = 0; i < v.length; i++) {
             v[i] = (float) ((r.nextDouble() * 2 - 1) * half);
@@ -278,7 +278,7 @@ public final class DeepseekMoeBench {
         return Tensor.of(v, shape);
     }
 
-    private static String ms(double ms) {
+    static String ms(double ms) {
         return String.format("%.2f ms", ms);
     }
 

@@ -24,6 +24,13 @@ import java.time.Instant;
 import java.util.Arrays;
 import java.util.SplittableRandom;
 
+import static org.orbitrl.model.arch.DeepseekMoeBench.bf16;
+import static org.orbitrl.model.arch.DeepseekMoeBench.copyBandwidth;
+import static org.orbitrl.model.arch.DeepseekMoeBench.denseTflops;
+import static org.orbitrl.model.arch.DeepseekMoeBench.median;
+import static org.orbitrl.model.arch.DeepseekMoeBench.ms;
+import static org.orbitrl.model.arch.DeepseekMoeBench.random;
+
 /**
  * One gpt-oss MoE layer on the GPU, grouped in backend memory against per expert with the routing on the host: the
  * shape of a {@code config.json} (gpt-oss-120b: 128 experts of hidden 2880 and width 2880, top 4), the experts MXFP4 as
@@ -34,13 +41,12 @@ import java.util.SplittableRandom;
  * per-pair products where the backend takes them, the default, and through the grouped products); each the median of 3
  * runs after one untimed. The expert products' FLOPs over the time against a bf16 product of the expert's shape through the backend's
  * matmul (cuBLAS), and a decode forward's bytes (the chosen experts', the router's) against the device's copy bandwidth,
- * both measured in the same run.
+ * both measured in the same run. Timing and random-data helpers are {@link DeepseekMoeBench}'s.
  * Usage: {@code GptOssMoeBench OUT_DIR CONFIG_JSON [TOKENS [CHUNK]]} (4096 tokens and chunks of 8 experts by default);
  * prints a table and writes {@code gpt-oss-moe.md}.
  */
 public final class GptOssMoeBench {
     private static final int[] DECODE = {1, 32};
-    private static final int ROUNDS = 3;
     private static final int PROTOTYPE = 8;   // experts of random codes on the host, repeated to the model's count
 
     private final StringBuilder table = new StringBuilder("| benchmark | figure | against | ratio |\n|---|---|---|---|\n");
@@ -191,62 +197,6 @@ public final class GptOssMoeBench {
             out[e] = proto[e % proto.length];
         }
         return out;
-    }
-
-    /** Device-to-device copy bandwidth in GB/s (bytes read + written) over 2 GiB through the backend's copy. */
-    private static double copyBandwidth(CudaBackend gpu) {
-        long bytes = 2L << 30;
-        TensorAllocator a = gpu.allocator();
-        Tensor src = a.allocate(MemoryCategory.OTHER, DType.U8, bytes);
-        Tensor dst = a.allocate(MemoryCategory.OTHER, DType.U8, bytes);
-        double ms = median(gpu, () -> gpu.copy(src, dst));
-        gpu.free(src);
-        gpu.free(dst);
-        return 2.0 * bytes / (ms * 1e6);
-    }
-
-    /** Median of {@value #ROUNDS} timed runs after one untimed, each from a synchronized device to a synchronized device. */
-    private static double median(CudaBackend gpu, Runnable work) {
-        work.run();
-        gpu.synchronize();
-        double[] t = new double[ROUNDS];
-        for (int i = 0; i < ROUNDS; i++) {
-            long t0 = System.nanoTime();
-            work.run();
-            gpu.synchronize();
-            t[i] = (System.nanoTime() - t0) / 1e6;
-        }
-        Arrays.sort(t);
-        return t[ROUNDS / 2];
-    }
-
-    /** TFLOP/s of x [m, k] f32 times a bf16 [n, k] weight through the backend's matmul. */
-    private static double denseTflops(CudaBackend gpu, SplittableRandom r, int m, int n, int k) {
-        Tensor w = bf16(gpu, r, n, k);
-        Tensor x = gpu.toDevice(random(r, 1f, m, k), MemoryCategory.ACTIVATIONS);
-        Tensor yy = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m, n);
-        double ms = median(gpu, () -> gpu.matmul(x, w, yy));
-        gpu.free(w);
-        gpu.free(x);
-        gpu.free(yy);
-        return 2.0 * m * n * k / (ms * 1e9);
-    }
-
-    /** A bf16 device matrix [rows, cols], values uniform in ±0.02·√3 (standard deviation 0.02). */
-    private static Tensor bf16(CudaBackend gpu, SplittableRandom r, long rows, long cols) {
-        return gpu.toDevice(random(r, 0.02f * (float) Math.sqrt(3), rows, cols).to(DType.BF16), MemoryCategory.BASE_WEIGHTS);
-    }
-
-    private static Tensor random(SplittableRandom r, float half, long... shape) {
-        float[] v = new float[Math.toIntExact(Arrays.stream(shape).reduce(1, (p, q) -> p * q))];
-        for (int i = 0; i < v.length; i++) {
-            v[i] = (float) ((r.nextDouble() * 2 - 1) * half);
-        }
-        return Tensor.of(v, shape);
-    }
-
-    private static String ms(double ms) {
-        return String.format("%.2f ms", ms);
     }
 
     private void row(String name, String figure, String against, double ratio) {

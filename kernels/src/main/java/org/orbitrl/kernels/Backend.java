@@ -281,7 +281,9 @@ public interface Backend extends AutoCloseable {
      * Decode attention over a paged KV cache, one query per sequence at position {@code lens[b] − 1}:
      * q f32 [B, Hq, D], kCache [rows, Hkv·D], vCache [rows, Hkv·Dv], tables i32 [B, maxBlocks] (position
      * s of sequence b is row tables[b, s / blockSize]·blockSize + s % blockSize), lens i32 [B], out
-     * f32 [B, Hq, Dv]. The default gathers and runs {@link #attention} per sequence ({@link PagedOps}).
+     * f32 [B, Hq, Dv]. vCache null: the values are the first Dv channels of each key head's row (a latent cache, whose
+     * one entry a token is both; Dv = out's last dimension, at most D). The default gathers and runs {@link #attention}
+     * per sequence ({@link PagedOps}).
      */
     default void pagedDecodeAttention(Tensor q, Tensor kCache, Tensor vCache, Tensor tables, Tensor lens, int blockSize,
                                       int kvHeads, Tensor out, AttentionSpec spec) {

@@ -3,7 +3,8 @@ package org.orbitrl.kernels;
 /**
  * The paged KV-cache operations of {@link Backend} built from its other operations: the defaults
  * of {@link Backend#pagedKvWrite} and {@link Backend#pagedDecodeAttention}. Decode attention
- * gathers each sequence's keys and values into position order and runs {@link Backend#attention},
+ * gathers each sequence's keys and values (or, for a latent cache, its keys alone, the values their leading channels)
+ * into position order and runs {@link Backend#attention},
  * so it computes bit for bit what attention over a contiguous cache does. The tables are read on
  * the host: in place for host memory (these are then the host backend's kernels, and a captured
  * step may use them), else with a copy back from the device (not capturable).
@@ -45,7 +46,11 @@ public final class PagedOps {
                     + out + " do not agree");
         }
         int d = Math.toIntExact(kCache.dim(1) / kvHeads);
-        int dv = Math.toIntExact(vCache.dim(1) / kvHeads);
+        int dv = vCache == null ? out.size(2) : Math.toIntExact(vCache.dim(1) / kvHeads);
+        if (dv > d && vCache == null) {
+            throw new IllegalArgumentException("pagedDecodeAttention: values in the keys' leading channels need Dv <= D, got out "
+                    + out + " over keys of " + d);
+        }
         for (int i = 0; i < n; i++) {
             int len = (int) l.getLong(i);
             int[] rows = new int[len];
@@ -55,14 +60,20 @@ public final class PagedOps {
             Tensor idx = Tensor.ofInts(rows, len);                                                 // i32 [len]
             idx = a.hostMemory() ? idx : a.upload(MemoryCategory.ACTIVATIONS, idx);
             Tensor k = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, len, (long) kvHeads * d);   // [len, Hkv*D]
-            Tensor v = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, len, (long) kvHeads * dv);  // [len, Hkv*Dv]
             b.gatherRows(kCache, idx, k);
-            b.gatherRows(vCache, idx, v);
-            b.attention(q.slice(0, i, i + 1), k.reshape(len, kvHeads, d), v.reshape(len, kvHeads, dv), out.slice(0, i, i + 1),
-                    len - 1, spec);
+            Tensor k3 = k.reshape(len, kvHeads, d);
+            Tensor v = null;                                                                         // [len, Hkv*Dv]
+            if (vCache != null) {
+                v = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, len, (long) kvHeads * dv);
+                b.gatherRows(vCache, idx, v);
+            }
+            b.attention(q.slice(0, i, i + 1), k3, v == null ? k3.slice(2, 0, dv) : v.reshape(len, kvHeads, dv),
+                    out.slice(0, i, i + 1), len - 1, spec);
             a.release(idx);
             a.release(k);
-            a.release(v);
+            if (v != null) {
+                a.release(v);
+            }
         }
     }
 }

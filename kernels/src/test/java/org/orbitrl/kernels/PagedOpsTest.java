@@ -77,6 +77,68 @@ class PagedOpsTest {
         }
     }
 
+    /**
+     * A latent cache (one key head whose first Dv channels are the values, no value cache): each sequence's output
+     * against softmax(q·k / sqrt(D))·k[:Dv] computed from the definition in double precision over the keys in position
+     * order (within 1e-6 of each output's largest magnitude), and the new entries written where their slots say.
+     */
+    @Test
+    void aLatentCacheTakesItsValuesFromTheKeysLeadingChannels() {
+        ScalarBackend b = new ScalarBackend();
+        SplittableRandom r = new SplittableRandom(15);
+        int d = 12;
+        int dv = 8;
+        int hq = 5;
+        int[] lens = {3, 10, 1, 7};
+        int maxBlocks = 3;
+        int n = lens.length;
+        int[] table = {7, 2, 0, 5, 1, 9, 4, 0, 0, 8, 3, 0};   // [4, 3]: distinct blocks, unused entries 0
+        Tensor kCache = random(r, 10L * BS, d);                 // [rows, D]
+        int[] slots = new int[n];
+        for (int s = 0; s < n; s++) {
+            int p = lens[s] - 1;
+            slots[s] = table[s * maxBlocks + p / BS] * BS + p % BS;
+        }
+        Tensor newK = random(r, n, d);
+        Tensor q = random(r, n, (long) hq * d).reshape(n, hq, d);
+        b.pagedKvWrite(newK, null, kCache, null, Tensor.ofInts(slots, n));
+        for (int s = 0; s < n; s++) {
+            for (int c = 0; c < d; c++) {
+                assertEquals(newK.getFloat(s, c), kCache.getFloat(slots[s], c), 0f, "sequence " + s + "'s entry, channel " + c);
+            }
+        }
+        Tensor out = Tensor.allocate(Arena.ofAuto(), DType.F32, n, hq, dv);
+        b.pagedDecodeAttention(q, kCache, null, Tensor.ofInts(table, n, maxBlocks), Tensor.ofInts(lens, n), BS, 1, out,
+                AttentionSpec.causal(d));
+        for (int s = 0; s < n; s++) {
+            for (int h = 0; h < hq; h++) {
+                double[] score = new double[lens[s]];
+                double max = Double.NEGATIVE_INFINITY;
+                for (int p = 0; p < lens[s]; p++) {
+                    long row = (long) table[s * maxBlocks + p / BS] * BS + p % BS;
+                    for (int c = 0; c < d; c++) {
+                        score[p] += (double) q.getFloat(s, h, c) * kCache.getFloat(row, c);
+                    }
+                    score[p] /= Math.sqrt(d);
+                    max = Math.max(max, score[p]);
+                }
+                double sum = 0;
+                for (int p = 0; p < lens[s]; p++) {
+                    score[p] = Math.exp(score[p] - max);
+                    sum += score[p];
+                }
+                for (int c = 0; c < dv; c++) {
+                    double want = 0;
+                    for (int p = 0; p < lens[s]; p++) {
+                        long row = (long) table[s * maxBlocks + p / BS] * BS + p % BS;
+                        want += score[p] / sum * kCache.getFloat(row, c);
+                    }
+                    assertEquals(want, out.getFloat(s, h, c), 1e-6, "sequence " + s + " head " + h + " channel " + c);
+                }
+            }
+        }
+    }
+
     private static Tensor random(SplittableRandom r, long rows, long cols) {
         float[] v = new float[Math.toIntExact(rows * cols)];
         for (int i = 0; i < v.length; i++) {

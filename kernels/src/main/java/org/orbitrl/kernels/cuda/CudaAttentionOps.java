@@ -33,6 +33,8 @@ final class CudaAttentionOps {
     /** Tensor-core prefill and backward (default mode only; see {@link CudaMmaAttention}). */
     final CudaMmaAttention mma;
     final CudaMqaAttention mqa;
+    /** Decode over a latent paged cache (values the keys' leading channels; DeepSeek-V3, Kimi-K2). */
+    final CudaLatentDecode latent;
     /** Exact mode's tiled attention (head dims up to 128); wider heads take the per-query kernel. */
     private final CudaExactAttention exactTiles;
     /** Queries from which prefill takes the tiled kernel ({@code -Dorbit.cuda.flash=off} keeps the per-query kernel). */
@@ -52,6 +54,7 @@ final class CudaAttentionOps {
         this.flash = new CudaFlashAttention(ctx, this::deviceTable);
         this.mma = new CudaMmaAttention(ctx);
         this.mqa = new CudaMqaAttention(ctx, backend);
+        this.latent = new CudaLatentDecode(ctx, backend);
         this.exactTiles = new CudaExactAttention(ctx);
     }
 

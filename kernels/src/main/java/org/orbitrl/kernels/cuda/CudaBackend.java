@@ -804,6 +804,10 @@ public final class CudaBackend implements Backend {
     public void pagedDecodeAttention(Tensor q, Tensor kCache, Tensor vCache, Tensor tables, Tensor lens, int blockSize, int kvHeads,
                                      Tensor out, AttentionSpec spec) {
         ctx.device.bind();
+        if (vCache == null) {   // a latent cache: the values are the keys' leading channels
+            attentionOps.latent.decode(q, kCache, tables, lens, blockSize, kvHeads, out, spec, exact);
+            return;
+        }
         if (exact) {   // the per-sequence attention kernel through the tables: a decode step equals the training forward bit for bit
             attentionOps.pagedExact(q, kCache, vCache, tables, lens, blockSize, kvHeads, out, spec);
             return;

@@ -32,11 +32,15 @@ import java.util.SplittableRandom;
  *       {@code -Dorbit.cuda.pagedDecode=heads4} and {@code =old}, the per-warp kernel); causal
  *       prefill attention in TFLOP/s.</li>
  *   <li>{@code splits}: decode attention of 8, 64 and 256 sequences over its key splits;</li>
+ *   <li>{@code latent}: decode attention over a latent paged cache (DeepSeek-V3's and Kimi-K2's: one bf16 key head of
+ *       576 channels a token, the values its first 512; 64 and 128 query heads) against the bytes of the keys, from
+ *       graph replays rotating over copies of the cache past L2; at B = 1 and 8 also the gathered form it replaces
+ *       ({@code -Dorbit.cuda.pagedMla=off}, each sequence's keys gathered and attended to in turn, timed eagerly);</li>
  *   <li>{@code lowrank}: an attention block's projections with their LoRA terms at 32 and 64 rows, fused
  *       ({@code matmulLowRank}) against the unfused steps.</li>
  * </ul>
  * Usage: {@code GpuDecodeOpsBench [OUT_DIR [PARTS]]}, PARTS a comma list of {@code gemv}, {@code moe},
- * {@code attention}, {@code splits}, {@code lowrank} ({@code gemv,moe,attention} by default); prints a table and
+ * {@code attention}, {@code splits}, {@code lowrank}, {@code latent} ({@code gemv,moe,attention} by default); prints a table and
  * writes {@code decode-ops.md}.
  */
 public final class GpuDecodeOpsBench {
@@ -69,6 +73,9 @@ public final class GpuDecodeOpsBench {
             }
             if (parts.contains("attention")) {
                 attention(gpu, copy);
+            }
+            if (parts.contains("latent")) {
+                latent(gpu, copy);
             }
             TABLE.write("Decode kernels on " + gpu.device(), out, "decode-ops.md");
         }
@@ -431,6 +438,64 @@ public final class GpuDecodeOpsBench {
             }
             for (Tensor t : dt) {
                 gpu.free(t);
+            }
+        }
+    }
+
+    private static void latent(CudaBackend gpu, double copy) {
+        SplittableRandom r = new SplittableRandom(17);
+        int d = 576;
+        int dv = 512;
+        int bs = 16;
+        for (int hq : new int[]{64, 128}) {                                   // Kimi-K2.x, DeepSeek-V3
+            for (int[] c : new int[][]{{1, 4096}, {8, 1024}, {64, 1024}, {64, 4096}, {256, 1024}}) { // sequences, keys each
+                int b = c[0];
+                int len = c[1];
+                int maxBlocks = len / bs;
+                long keyBytes = 2L * b * len * d;
+                int copies = (int) Math.max(1, ((128L << 20) + keyBytes - 1) / keyBytes);
+                int[] lens = new int[b];
+                Arrays.fill(lens, len);
+                Tensor kc = f32(gpu, r, DType.BF16, (long) copies * b * len, d);
+                Tensor q = f32(gpu, r, DType.F32, (long) b * hq, d).reshape(b, hq, d);
+                Tensor o = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, b, hq, dv);
+                Tensor[] dt = new Tensor[copies];
+                for (int k = 0; k < copies; k++) {
+                    int[] tables = new int[b * maxBlocks];
+                    for (int i = 0; i < tables.length; i++) {
+                        tables[i] = k * tables.length + i;
+                    }
+                    dt[k] = gpu.toDevice(Tensor.ofInts(tables, b, maxBlocks), MemoryCategory.ACTIVATIONS);
+                }
+                Tensor dl = gpu.toDevice(Tensor.ofInts(lens, b), MemoryCategory.ACTIVATIONS);
+                AttentionSpec spec = new AttentionSpec((float) (1 / Math.sqrt(192)), 0, null);
+                double ms = GpuBench.graphMs(gpu, 10, () -> {
+                    for (Tensor t : dt) {
+                        gpu.pagedDecodeAttention(q, kc, null, t, dl, bs, 1, o, spec);
+                    }
+                }) / copies;
+                double gbs = keyBytes / (ms * 1e6);
+                double tflops = 2.0 * b * hq * len * (d + dv) / (ms * 1e9);
+                row(String.format("latent decode attention B=%d S=%d Hq=%d (%.1f us, %.0f TFLOP/s)", b, len, hq, ms * 1e3, tflops),
+                        String.format("%.0f GB/s of keys", gbs), String.format("copy %.0f GB/s", copy), gbs / copy);
+                if (b <= 8) {
+                    double[] gathered = new double[1];
+                    String key = "orbit.cuda.pagedMla";
+                    System.setProperty(key, "off");
+                    try {
+                        gathered[0] = GpuBench.timeMs(gpu, 5, () -> gpu.pagedDecodeAttention(q, kc, null, dt[0], dl, bs, 1, o, spec));
+                    } finally {
+                        System.clearProperty(key);
+                    }
+                    row(String.format("latent decode attention B=%d S=%d Hq=%d, gathered (%.1f us)", b, len, hq, gathered[0] * 1e3),
+                            String.format("%.2fx the kernel's time", gathered[0] / ms), "the kernel", ms / gathered[0]);
+                }
+                for (Tensor t : new Tensor[]{kc, q, o, dl}) {
+                    gpu.free(t);
+                }
+                for (Tensor t : dt) {
+                    gpu.free(t);
+                }
             }
         }
     }

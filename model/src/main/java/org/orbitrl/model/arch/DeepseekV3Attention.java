@@ -7,6 +7,7 @@ import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.RopeTable;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.model.kv.PagedDecode;
 import org.orbitrl.model.nn.Linear;
 import org.orbitrl.model.nn.Weight;
 
@@ -53,6 +54,7 @@ final class DeepseekV3Attention {
     private final MlaHeadProducts headProducts;   // the per-head products with kv_b's matrix, grouped
     private final AttentionSpec spec;
     private Tensor baseKvB; // [H*(nope+v), R] f32 dequantized kv_b_proj for the absorbed form, when quantized
+    private Tensor eye;     // [R, R] the identity whose image under an adapted kv_b_proj is its matrix (the model's, shared)
 
     /** What backward needs. Attention probabilities are recomputed, not stored. */
     static final class Tape {
@@ -107,6 +109,7 @@ final class DeepseekV3Attention {
         DeepseekV3Attention a = new DeepseekV3Attention(layer, c, q == null ? null : q.view(), qA == null ? null : qA.view(),
                 q == null ? qB.view() : null, kvA.view(), kvB.view(), o.view(), qANorm, kvANorm);
         a.baseKvB = baseKvB;
+        a.eye = eye;
         return a;
     }
 
@@ -135,6 +138,16 @@ final class DeepseekV3Attention {
      */
     void forward(Backend b, Tensor x, Tensor positions, List<CausalLM.Segment> batch, RopeTable rope, Tensor out,
                  Tape tape) {
+        forward(b, x, positions, batch, null, rope, out, tape);
+    }
+
+    /**
+     * As above; with {@code decode} (a decode step over a paged latent pool, one token a sequence: {@code batch} unused,
+     * null in a captured step) the step's entries are written with one backend call and every sequence's query heads
+     * attend over their cached entries with one more ({@link PagedDecode}), the values the entries' first R channels.
+     */
+    void forward(Backend b, Tensor x, Tensor positions, List<CausalLM.Segment> batch, PagedDecode decode, RopeTable rope,
+                 Tensor out, Tape tape) {
         TensorAllocator a = b.allocator();
         int n = x.size(0);
         Tensor qs = alloc(a, n, (long) heads * qk);                       // [N, H*qk]
@@ -171,7 +184,12 @@ final class DeepseekV3Attention {
         headProducts.timesBlock(b, q3.slice(2, 0, nope), kvbW, MlaHeadProducts.Block.KEY, qLat.slice(2, 0, r));
         b.copy(q3.slice(2, nope, qk), qLat.slice(2, r, w));
         Tensor outLat = alloc(a, n, heads, r);                             // [N, H, R]
-        SegmentAttention.attend(b, layer, batch, qLat, entry, entry.slice(2, 0, r), true, spec, outLat);
+        if (decode != null) {
+            decode.write(b, layer, entry.reshape(n, w), null);
+            decode.attend(b, layer, qLat, outLat, spec);
+        } else {
+            SegmentAttention.attend(b, layer, batch, qLat, entry, entry.slice(2, 0, r), true, spec, outLat);
+        }
         Tensor attn = alloc(a, n, heads, vd);                              // [N, H, v]
         // value rows: attn_h = outLat_h · W_vb_hᵀ
         headProducts.timesBlockT(b, outLat, kvbW, MlaHeadProducts.Block.VALUE, attn);
@@ -208,12 +226,10 @@ final class DeepseekV3Attention {
      */
     private Tensor absorbWeight(Backend b) {
         if (adaptedKvB()) {
-            Tensor eye = eye(b.allocator());                               // [R, R]
             Tensor img = alloc(b.allocator(), r, kvB.out());               // [R, H*(nope+v)]
-            kvB.forward(b, eye, img);
+            kvB.forward(b, eye(), img);
             Tensor eff = alloc(b.allocator(), kvB.out(), r);               // [H*(nope+v), R]
             b.copy(img.transpose(0, 1), eff);
-            b.allocator().release(eye);
             b.allocator().release(img);
             return eff;
         }
@@ -234,13 +250,32 @@ final class DeepseekV3Attention {
         return kvB.adapter() != null && kvB.adapter().enabled();
     }
 
-    /** The [R, R] identity in the backend's memory (built on the host, uploaded). */
-    private Tensor eye(TensorAllocator a) {
+    /**
+     * The [R, R] identity in the backend's memory, built on the host and uploaded once by the model for all its layers
+     * ({@link #identity(TensorAllocator, int)}), so that a forward with an adapted kv_b_proj uploads nothing (a decode
+     * step's stays capturable).
+     */
+    void useIdentity(Tensor identity) {
+        if (identity.dim(0) != r || identity.dim(1) != r) {
+            throw new IllegalArgumentException("layer " + layer + ": the identity must be [" + r + ", " + r + "], got " + identity);
+        }
+        this.eye = identity;
+    }
+
+    /** The [r, r] identity uploaded into {@code a}'s memory. */
+    static Tensor identity(TensorAllocator a, int r) {
         float[] id = new float[r * r];
         for (int i = 0; i < r; i++) {
             id[i * r + i] = 1f;
         }
         return a.upload(MemoryCategory.ACTIVATIONS, Tensor.of(id, r, r));
+    }
+
+    private Tensor eye() {
+        if (eye == null) {
+            throw new IllegalStateException("layer " + layer + ": an adapted kv_b_proj needs the model's identity (useIdentity)");
+        }
+        return eye;
     }
 
     /** dout [N, hidden] -> dx [N, hidden] (overwritten). Segments must have had no cached past. */
@@ -295,10 +330,9 @@ final class DeepseekV3Attention {
             // the adapter's kv_b matrix was read as kv_b(I)ᵀ: its gradient enters through that image
             Tensor dImg = alloc(a, r, kvB.out());                          // [R, H*(nope+v)]
             b.copy(dW.transpose(0, 1), dImg);
-            Tensor eye = eye(a);
             Tensor dEye = alloc(a, r, r);                                  // [R, R] the identity's gradient, unused
-            kvB.backward(b, eye, dImg, dEye);
-            for (Tensor t : new Tensor[]{dImg, eye, dEye, dW}) {
+            kvB.backward(b, eye(), dImg, dEye);
+            for (Tensor t : new Tensor[]{dImg, dEye, dW}) {
                 a.release(t);
             }
         }

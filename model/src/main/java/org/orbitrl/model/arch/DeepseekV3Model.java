@@ -56,6 +56,10 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
                 interleavedRope ? RopeTable.Style.INTERLEAVED : RopeTable.Style.HALF);
         this.decoder = new PreNormDecoder<>(backend, layers.length, config.maxPositions(), embed, finalNorm, config.rmsEps(),
                 lmHead, LayerTape::new);
+        Tensor eye = DeepseekV3Attention.identity(backend.allocator(), config.kvLoraRank());   // [R, R], every layer's
+        for (Layer l : layers) {
+            l.attention().useIdentity(eye);
+        }
     }
 
     /**
@@ -183,6 +187,22 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
         return decoder.forward(batch, null, null, this::layerForward, true);
     }
 
+    /**
+     * A decode step of {@code batch} rows over the latent pool whose inputs sit in fixed tensors
+     * ({@link org.orbitrl.model.kv.DecodeStep}): each layer writes its entries and attends over the pool with one backend
+     * call each; the MoE block grouped on the backend. Null under expert parallelism (its exchanges read the host).
+     */
+    @Override
+    public org.orbitrl.model.kv.DecodeStep decodeStep(org.orbitrl.model.kv.BlockPool pool, org.orbitrl.model.kv.BlockPool windowPool,
+                                                      int batch, int maxBlocks) {
+        for (Layer l : layers) {
+            if (l.moe() != null && l.moe().expertParallel()) {
+                return null;
+            }
+        }
+        return decoder.decodeStep(pool, windowPool, batch, maxBlocks, this::layerForward);
+    }
+
     @Override
     public DecoderTape<LayerTape> forwardTrain(List<int[]> sequences, boolean recompute) {
         return decoder.forwardTrain(sequences, recompute, this::layerForward);
@@ -220,11 +240,11 @@ public final class DeepseekV3Model implements Trainable, AdapterTargets {
 
     /** One decoder layer: x [N, hidden] -> a new residual stream [N, hidden]. */
     private Tensor layerForward(int i, Tensor x, Tensor positions, List<Segment> batch, org.orbitrl.model.kv.PagedDecode decode,
-                                LayerTape lt, boolean training) {   // decode: never, a latent cache stores no values
+                                LayerTape lt, boolean training) {
         Backend b = backend;
         Layer l = layers[i];
         PreNormDecoder.Residual r = PreNormDecoder.layer(b, x, l.inputNorm(), l.postNorm(), config.rmsEps(), lt != null,
-                (in, out) -> l.attention().forward(b, in, positions, batch, rope, out, lt == null ? null : lt.attention),
+                (in, out) -> l.attention().forward(b, in, positions, batch, decode, rope, out, lt == null ? null : lt.attention),
                 (in, out) -> {
                     if (l.moe() != null) {
                         DeepseekV3Moe.Tape mt = lt == null ? null : new DeepseekV3Moe.Tape();

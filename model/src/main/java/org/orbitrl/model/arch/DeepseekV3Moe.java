@@ -97,6 +97,11 @@ final class DeepseekV3Moe implements ExpertParallelBlock {
         this.ep = ep;
     }
 
+    /** Whether the routed experts are split over an expert-parallel group ({@link #expertParallel(org.orbitrl.kernels.comm.Communicator)}). */
+    boolean expertParallel() {
+        return ep != null;
+    }
+
     @Override
     public DenseMlp[] experts() {
         return experts;

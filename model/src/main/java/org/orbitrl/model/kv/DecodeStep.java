@@ -46,7 +46,8 @@ public final class DecodeStep {
     private final PagedDecode paged; // slots [B], tables [B, maxBlocks], lens [B]
 
     /**
-     * @param pool         a pool with a scratch block ({@link BlockPool#scratchBlock}) that stores values
+     * @param pool         a pool with a scratch block ({@link BlockPool#scratchBlock}); one that stores no values (a
+     *                     latent cache) too
      * @param maxBlocks    the width of the block tables: at least the blocks of any sequence of a step
      * @param maxPositions positions at or beyond it are an error (as in the model's forward)
      */
@@ -60,12 +61,11 @@ public final class DecodeStep {
      */
     public DecodeStep(Backend backend, BlockPool pool, BlockPool windowPool, int batch, int maxBlocks, int maxPositions,
                       Forward forward) {
-        if (pool.scratchBlock() < 0 || pool.vHeadDim() == 0 || batch <= 0 || maxBlocks <= 0
-                || windowPool != null && windowPool.scratchBlock() < 0) {
+        if (pool.scratchBlock() < 0 || batch <= 0 || maxBlocks <= 0 || windowPool != null && windowPool.scratchBlock() < 0) {
             throw new IllegalArgumentException("a decode step needs a pool (and a window pool, where it has one) with a"
-                    + " scratch block that stores values, batch and table width > 0; got scratch block " + pool.scratchBlock()
-                    + (windowPool == null ? "" : " and " + windowPool.scratchBlock() + " in the window pool") + ", vHeadDim "
-                    + pool.vHeadDim() + ", batch " + batch + ", width " + maxBlocks);
+                    + " scratch block, batch and table width > 0; got scratch block " + pool.scratchBlock()
+                    + (windowPool == null ? "" : " and " + windowPool.scratchBlock() + " in the window pool") + ", batch " + batch
+                    + ", width " + maxBlocks);
         }
         this.backend = backend;
         this.pool = pool;

@@ -54,7 +54,8 @@ public final class PagedDecode {
 
     /**
      * The step's tables when every segment feeds one token into a {@link PagedSequence} (room
-     * reserved, not yet advanced) of one pool that stores values (and one window pool, or none); null otherwise.
+     * reserved, not yet advanced) of one pool (and one window pool, or none); null otherwise. A pool that stores no
+     * values (a latent cache: {@link BlockPool#vHeadDim} 0) takes its rows through {@link #write} and {@link #attend}.
      * {@link #release} gives its tensors back.
      */
     public static PagedDecode of(TensorAllocator a, List<CausalLM.Segment> segments) {
@@ -65,7 +66,7 @@ public final class PagedDecode {
         BlockPool windowPool = null;
         int maxBlocks = 1;
         for (CausalLM.Segment s : segments) {
-            if (s.tokens().length != 1 || !(s.cache() instanceof PagedSequence p) || p.pool().vHeadDim() == 0
+            if (s.tokens().length != 1 || !(s.cache() instanceof PagedSequence p)
                     || pool != null && (p.pool() != pool || p.windowPool() != windowPool)) {
                 return null;
             }
@@ -147,11 +148,28 @@ public final class PagedDecode {
      * for a batch of several sequences or where the backend declines.
      */
     public boolean layer(Backend b, int layer, DecodeLayer w, Tensor x, Tensor out, Tensor positions, RopeTable rope) {
-        return batch == 1 && windowPool == null && b.decodeLayer(w, x, out, positions, rope, pool.keys(layer), pool.values(layer),
+        return batch == 1 && windowPool == null && pool.vHeadDim() > 0 && b.decodeLayer(w, x, out, positions, rope, pool.keys(layer), pool.values(layer),
                 slots, tables, lens, pool.blockSize());
     }
 
-    /** q [B, Hq, D] attends over each sequence's keys of {@code layer}, the new ones written, into out [B, Hq, Dv]. */
+    /**
+     * Writes each sequence's new row of {@code layer} as it is: k f32 [B, Hkv·D] and v f32 [B, Hkv·Dv] (null for a pool
+     * that stores no values, whose rows' leading channels are the values) at the step's slots ({@link
+     * Backend#pagedKvWrite}).
+     */
+    public void write(Backend b, int layer, Tensor k, Tensor v) {
+        BlockPool p = windowed(layer) ? windowPool : pool;
+        if ((v == null) != (p.values(layer) == null)) {
+            throw new IllegalArgumentException("layer " + layer + ": values " + (v == null ? "missing for a pool that stores them"
+                    : "given for a pool that stores none (its keys' leading channels are the values)"));
+        }
+        b.pagedKvWrite(k, v, p.keys(layer), p.values(layer), windowed(layer) ? windowSlots : slots);
+    }
+
+    /**
+     * q [B, Hq, D] attends over each sequence's keys of {@code layer}, the new ones written, into out [B, Hq, Dv] (for a
+     * pool that stores no values, the values are the first Dv channels of the keys).
+     */
     public void attend(Backend b, int layer, Tensor q, Tensor out, AttentionSpec spec) {
         BlockPool p = windowed(layer) ? windowPool : pool;
         b.pagedDecodeAttention(q, p.keys(layer), p.values(layer), windowed(layer) ? windowTables : tables, lens, p.blockSize(),

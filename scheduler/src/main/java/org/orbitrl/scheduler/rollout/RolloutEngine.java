@@ -32,8 +32,8 @@ import java.util.concurrent.ConcurrentLinkedQueue;
  * length. A prompt goes in in chunks there ({@link #prefillChunk}), each holding its blocks until its forward is
  * done, so that no prompt is longer than the pool can take. Each step is planned ({@link #plan}): the decodes'
  * tokens first, then the prefills' chunks cut to the step's tokens and the blocks left; a decode without its blocks
- * preempts the youngest sequence, a prefill without them waits. Such a model's decode steps run batched over the
- * pools in place ({@code PagedDecode}) but are not captured as graphs.
+ * preempts the youngest sequence, a prefill without them waits. Such a model's decode steps run batched over both
+ * pools in place ({@code PagedDecode}), and as captured graphs whose inputs carry both pools' tables.
  *
  * <p>Tokens are drawn on the model's backend ({@link org.orbitrl.kernels.Backend#sampleTokens}, {@link TokenDraws}): each draw
  * is keyed by the request's seed, the sample index and the token's position, so a sample's tokens do
@@ -176,7 +176,7 @@ public final class RolloutEngine implements AutoCloseable {
             case AUTO -> !model.backend().allocator().hostMemory();
         };
         int window = windowPoolWindow(model);
-        boolean useGraphs = asked && g.vHeadDim() > 0;
+        boolean useGraphs = asked && g.kvHeads() * g.headDim() > 0;   // a model keeping its own decode state has no pool to capture over
         TensorAllocator a = model.backend().allocator();
         if (window > 0) {
             int[] windows = model.attentionWindows();

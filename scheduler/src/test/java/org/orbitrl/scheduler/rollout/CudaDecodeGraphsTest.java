@@ -251,6 +251,56 @@ class CudaDecodeGraphsTest {
         assertTrue(compared >= 6 * 3, "log-probs compared: " + compared);
     }
 
+    /** LoRA on DeepSeek-V3's attention, kv_b_proj (whose absorbed matrix each step rebuilds from the slot) included. */
+    private static final AdapterConfig MLA_CFG = AdapterConfig.lora(4, 8,
+            List.of("q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj"), List.of());
+
+    /**
+     * DeepSeek-V3 (the latent pool: one entry a token, the values its leading channels; an f32 cache, so the per-query
+     * kernel reads it through the tables) on the default kernels and in exact mode: every pure decode step after the
+     * prefill replays a captured step, the default kernels' log-probs are the eager engine's within 1e-4 + 1e-4·|value|
+     * where the tokens agree, exact mode's tokens and log-probs the eager engine's bit for bit.
+     */
+    @Test
+    void deepseekV3DecodeStepsReplayOverTheLatentPool() {
+        List<Request> reqs = requests(6, 41);
+        Run eager = run(gpu, RolloutEngine.Graphs.OFF, reqs, 3, false, "deepseek_v3", MLA_CFG, BaseFormat.BF16);
+        Run graph = run(gpu, RolloutEngine.Graphs.ON, reqs, 3, false, "deepseek_v3", MLA_CFG, BaseFormat.BF16);
+        assertEquals(graph.stats().steps() - 1, graph.stats().graphSteps(), "every decode step after the prefill replays: "
+                + graph.stats());
+        int compared = 0;
+        for (int i = 0; i < eager.done().size(); i++) {
+            Completion a = eager.done().get(i);
+            Completion b = graph.done().get(i);
+            for (int t = 0; t < a.tokens().length && t < b.tokens().length && a.tokens()[t] == b.tokens()[t]; t++) {
+                float x = a.policyLogprobs()[t];
+                float y = b.policyLogprobs()[t];
+                assertTrue(Math.abs(x - y) <= 1e-4 + 1e-4 * Math.abs(x), "deepseek_v3 completion " + a.requestId() + " token " + t
+                        + ": eager " + x + ", graph " + y);
+                compared++;
+            }
+        }
+        assertTrue(compared >= 6 * 3, "log-probs compared: " + compared);
+        try (CudaBackend exact = new CudaBackend(0, CudaBackend.defaultCacheDir(), true)) {
+            Run exactEager = run(exact, RolloutEngine.Graphs.OFF, reqs, 3, false, "deepseek_v3", MLA_CFG, BaseFormat.BF16);
+            Run exactGraph = run(exact, RolloutEngine.Graphs.ON, reqs, 3, false, "deepseek_v3", MLA_CFG, BaseFormat.BF16);
+            assertEquals(exactGraph.stats().steps() - 1, exactGraph.stats().graphSteps(), "exact mode: every decode step after"
+                    + " the prefill replays: " + exactGraph.stats());
+            for (int i = 0; i < exactEager.done().size(); i++) {
+                Completion a = exactEager.done().get(i);
+                Completion b = exactGraph.done().get(i);
+                String what = "deepseek_v3 exact mode, completion " + a.requestId() + "/" + a.sample();
+                assertArrayEquals(a.tokens(), b.tokens(), what + " tokens");
+                for (int t = 0; t < a.tokens().length; t++) {
+                    assertEquals(Float.floatToIntBits(a.policyLogprobs()[t]), Float.floatToIntBits(b.policyLogprobs()[t]),
+                            what + " token " + t + ": eager " + a.policyLogprobs()[t] + ", graph " + b.policyLogprobs()[t]);
+                }
+            }
+        }
+        System.out.printf("deepseek_v3 decode graphs: %d of %d steps replayed, %d log-probs compared%n",
+                graph.stats().graphSteps(), graph.stats().steps(), compared);
+    }
+
     /**
      * Exact mode captures its decode steps too: its kernels compute every row alone (no splits that depend on the batch,
      * the paged attention reading the lengths on the device), so at 20 sequences padded to 32 (where the default kernels

@@ -279,6 +279,59 @@ class DecodeGraphsTest {
         }
     }
 
+    /**
+     * DeepSeek-V3 (multi-head latent attention over a pool that stores one latent entry a token and no values; MoE
+     * layers with a shared expert, grouped on the backend): with a backend whose grouped products take the device
+     * offsets, every pure decode step after the first replays a captured step whose layers write their entries and
+     * attend over the pool with one call each, and seeded sampling with a LoRA adapter on the attention (kv_b_proj
+     * included, whose absorbed matrix the step rebuilds from the slot) gives the eager engine's tokens and log-probs bit
+     * for bit; every block is back at the end.
+     */
+    @Test
+    void deepseekV3DecodeStepsReplayOverTheLatentPool() {
+        AdapterConfig cfg = AdapterConfig.lora(4, 8, List.of("q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj"),
+                List.of());
+        SplittableRandom rnd = new SplittableRandom(67);
+        List<Request> reqs = new ArrayList<>();
+        for (int i = 0; i < 5; i++) {
+            reqs.add(new Request("d" + i, RolloutEngineTest.randomPrompt(rnd, 3 + rnd.nextInt(12)),
+                    SamplingParams.sample(1.0f, 0.95f, 9 + i, 900 + i), 2));
+        }
+        List<List<Completion>> out = new ArrayList<>();
+        for (RolloutEngine.Graphs g : List.of(RolloutEngine.Graphs.OFF, RolloutEngine.Graphs.ON)) {
+            try (LoadedModel m = LoadedModel.load(RolloutEngineTest.HF.resolve("deepseek_v3"), new RoutedScalarBackend(),
+                    org.orbitrl.model.BaseFormat.BF16)) {
+                AdapterSlots slots = new AdapterSlots(m.targets(),
+                        () -> LoraAdapter.create(cfg, m.targets(), m.model().backend().allocator(), 7), 0);
+                randomize(slots.active(), 71, 0.2f);
+                assertTrue(slots.active().params().stream().anyMatch(p -> p.name().contains("kv_b_proj")),
+                        "the adapter changes kv_b_proj");
+                try (RolloutEngine e = new RolloutEngine(m.model(), slots, new RolloutEngine.Options(4, 256, 16, 256, g), null)) {
+                    List<Completion> done = new ArrayList<>(e.generate(reqs));
+                    done.sort(java.util.Comparator.comparing(Completion::requestId).thenComparingInt(Completion::sample));
+                    out.add(done);
+                    RolloutEngine.Stats st = e.stats();
+                    assertArrayEquals(new int[]{256}, e.freeBlocks(), "every block is back");
+                    if (g == RolloutEngine.Graphs.ON) {
+                        assertNull(e.graphsOffReason(), "graphs stay on over the latent pool");
+                        assertTrue(e.eagerBatches().isEmpty(), "every bucket replays: " + e.eagerBatches());
+                        assertTrue(st.graphSteps() > st.steps() / 2 && st.graphs() >= 2,
+                                "decode steps replayed: " + st.graphSteps() + " of " + st.steps() + ", captured " + st.graphs());
+                    }
+                }
+            }
+        }
+        assertEquals(10, out.get(0).size());
+        assertEquals(out.get(0).size(), out.get(1).size());
+        for (int i = 0; i < out.get(0).size(); i++) {
+            Completion a = out.get(0).get(i);
+            Completion b = out.get(1).get(i);
+            String what = "completion " + a.requestId() + "/" + a.sample();
+            assertArrayEquals(a.tokens(), b.tokens(), what + " tokens, eager vs replayed");
+            assertArrayEquals(a.policyLogprobs(), b.policyLogprobs(), 0f, what + " log-probs");
+        }
+    }
+
     @Test
     void captureCheckingThrowsOnAnUploadInsideTheStep() {
         try (LoadedModel m = RolloutEngineTest.model("qwen3")) {

@@ -51,6 +51,7 @@ final class DependentKernels {
         s.add("paged_decode/paged_decode_mma3_d64_kvbf16");
         s.add("paged_decode/paged_decode_mma3_d128_kvbf16");
         s.add("attention/attention_combine");
+        s.add("paged_mla/paged_mla_decode_kvbf16");
         s.add("moe/moe_route");
         s.add("norm/softmax_f32");                // the router's probabilities, then their top k
         s.add("moe_train/moe_topk_warps");

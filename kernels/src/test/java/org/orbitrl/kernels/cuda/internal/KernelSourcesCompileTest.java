@@ -1,0 +1,90 @@
+package org.orbitrl.kernels.cuda.internal;
+
+import org.junit.jupiter.api.Test;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+import java.util.stream.Stream;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+/**
+ * Every kernel source, as {@link KernelLibrary#source} hands it to NVRTC (common.cuh first, headers in place), compiles
+ * for sm_90 with the CUDA toolkit's {@code nvcc} (the same front end and ptxas as NVRTC, no GPU needed) without an
+ * error, so that a source no GPU has run yet is known to compile. Skipped, with a message, where no {@code nvcc} is found (on PATH, in
+ * {@code $CUDA_HOME/bin} or {@code /usr/local/cuda/bin}).
+ */
+class KernelSourcesCompileTest {
+    private static final Path SOURCES = Path.of("src/main/resources/org/orbitrl/kernels/cuda");
+
+    @Test
+    void everyKernelSourceCompilesForSm90() throws Exception {
+        Path nvcc = nvcc();
+        assumeTrue(nvcc != null, "no nvcc on PATH, in $CUDA_HOME/bin or /usr/local/cuda/bin: kernel sources not compiled here");
+        List<String> names = new ArrayList<>();
+        try (Stream<Path> files = Files.list(SOURCES)) {
+            files.map(p -> p.getFileName().toString()).filter(n -> n.endsWith(".cu")).sorted()
+                    .forEach(n -> names.add(n.substring(0, n.length() - 3)));
+        }
+        assertTrue(names.size() > 30 && names.contains("paged_mla"), "the kernel sources: " + names);
+        Path dir = Files.createTempDirectory("orbit-nvcc");
+        ExecutorService pool = Executors.newFixedThreadPool(Math.max(1, Runtime.getRuntime().availableProcessors()));
+        try {
+            List<Future<String>> results = new ArrayList<>();
+            for (String name : names) {
+                results.add(pool.submit(() -> compile(nvcc, dir, name)));
+            }
+            List<String> failures = new ArrayList<>();
+            for (Future<String> f : results) {
+                String problem = f.get(10, TimeUnit.MINUTES);
+                if (problem != null) {
+                    failures.add(problem);
+                }
+            }
+            assertEquals(List.of(), failures, "kernel sources that do not compile cleanly");
+        } finally {
+            pool.shutdownNow();
+        }
+    }
+
+    /** Null when {@code name}.cu compiles without an error; else what nvcc said. */
+    private static String compile(Path nvcc, Path dir, String name) throws IOException, InterruptedException {
+        Path src = dir.resolve(name + ".cu");
+        Files.writeString(src, KernelLibrary.source(name), StandardCharsets.UTF_8);
+        Process p = new ProcessBuilder(nvcc.toString(), "-std=c++17", "-arch=sm_90", "--fmad=true", "-cubin", "-o", dir.resolve(name + ".cubin").toString(), src.toString()).redirectErrorStream(true).start();
+        String log = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        int rc = p.waitFor();
+        return rc == 0 ? null : name + ".cu: nvcc exit " + rc + "\n" + log;
+    }
+
+    private static Path nvcc() {
+        List<Path> candidates = new ArrayList<>();
+        String path = System.getenv("PATH");
+        if (path != null) {
+            for (String d : path.split(java.io.File.pathSeparator)) {
+                candidates.add(Path.of(d, "nvcc"));
+            }
+        }
+        String home = System.getenv("CUDA_HOME");
+        if (home != null) {
+            candidates.add(Path.of(home, "bin", "nvcc"));
+        }
+        candidates.add(Path.of("/usr/local/cuda/bin/nvcc"));
+        for (Path c : candidates) {
+            if (Files.isExecutable(c)) {
+                return c;
+            }
+        }
+        return null;
+    }
+}

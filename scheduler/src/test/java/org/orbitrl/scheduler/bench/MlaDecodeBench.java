@@ -1,0 +1,166 @@
+package org.orbitrl.scheduler.bench;
+
+import org.orbitrl.kernels.CapturedStep;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.NotCapturableException;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.cuda.Cuda;
+import org.orbitrl.kernels.cuda.CudaBackend;
+import org.orbitrl.model.arch.CausalLM;
+import org.orbitrl.model.arch.DeepseekV3Config;
+import org.orbitrl.model.arch.DeepseekV3Model;
+import org.orbitrl.model.arch.Qwen3Model;
+import org.orbitrl.model.kv.BlockPool;
+import org.orbitrl.model.kv.DecodeStep;
+import org.orbitrl.model.kv.PagedDecode;
+import org.orbitrl.model.kv.PagedSequence;
+import org.orbitrl.model.spec.ConfigLoader;
+import org.orbitrl.model.spec.ModelSpec;
+
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.SplittableRandom;
+
+/**
+ * Decode steps of a DeepSeek-V3 / Kimi-K2 model, the path rollout takes: a model of a released {@code config.json}'s
+ * widths (Kimi-K2.6's by default) with fewer layers, routed experts and vocabulary ({@link RandomDeepseekV3}: INT4 routed
+ * experts as released, the rest bf16), its sequences in a bf16 latent pool, each holding {@code context} keys. Per batch,
+ * the median of 8 steps (host preparation to logits on the device) in three forms on forks of the same prefilled
+ * sequences: the decode-step form captured and replayed ({@link DeepseekV3Model#decodeStep}, as rollout's
+ * {@code DecodeGraphs} runs it), the same forward eager, and eager with the latent attention gathered sequence by
+ * sequence ({@code -Dorbit.cuda.pagedMla=off}: each sequence's keys copied out and attended to in turn, as every decode
+ * step did before the paged latent kernel). A form that cannot be captured is reported as eager.
+ *
+ * <pre>java ... org.orbitrl.scheduler.bench.MlaDecodeBench CONFIG_JSON [context] [batches] [layers] [experts] [vocab]</pre>
+ */
+public final class MlaDecodeBench {
+    private static final int STEPS = 8;
+    private static final int BLOCK = 16;
+
+    private MlaDecodeBench() {
+    }
+
+    public static void main(String[] args) throws Exception {
+        Path config = Path.of(args.length > 0 ? args[0] : "../shared/models/kimi-k2.6/config.json");
+        int context = args.length > 1 ? Integer.parseInt(args[1]) : 1024;
+        int[] batches = Arrays.stream((args.length > 2 ? args[2] : "1,8,64").split(",")).mapToInt(Integer::parseInt).toArray();
+        int layers = args.length > 3 ? Integer.parseInt(args[3]) : 4;
+        int experts = args.length > 4 ? Integer.parseInt(args[4]) : 64;
+        int vocab = args.length > 5 ? Integer.parseInt(args[5]) : 32768;
+        if (!Cuda.available()) {
+            System.out.println("MlaDecodeBench: no CUDA device: " + Cuda.unavailableReason());
+            return;
+        }
+        Path cfgFile = MlaTrainPeakBench.shape(config, layers, experts, vocab);
+        ModelSpec spec = ConfigLoader.load(cfgFile);
+        DeepseekV3Config c = DeepseekV3Config.from(spec);
+        try (CudaBackend gpu = new CudaBackend()) {
+            long t0 = System.nanoTime();
+            DeepseekV3Model model = DeepseekV3Model.load(c, spec.mla().ropeInterleave(), spec.quantization(),
+                    new RandomDeepseekV3(c, 1), gpu, Qwen3Model.LoadOptions.full());
+            System.out.printf("device %s; %s widths: %d layers (the first %s dense), hidden %d, %d heads, latent %d + rope %d, %d"
+                            + " experts of %d top-%d, vocabulary %d; built in %.1f s; context %d keys a sequence in a bf16 latent"
+                            + " pool; %d steps a row, median%n", gpu.device(), spec.modelType(), c.layers(),
+                    spec.moe().firstKDenseReplace(), c.hidden(), c.heads(), c.kvLoraRank(), c.qkRope(), c.experts(),
+                    c.moeIntermediate(), c.topK(), c.vocab(), (System.nanoTime() - t0) / 1e9, context, STEPS);
+            CausalLM.CacheGeometry g = model.cacheGeometry();
+            int most = Arrays.stream(batches).max().orElse(1);
+            int perSequence = (context + STEPS + 2 + BLOCK - 1) / BLOCK + 1;
+            BlockPool pool = new BlockPool(gpu.allocator(), g.layers(), g.kvHeads(), g.headDim(), g.vHeadDim(), BLOCK,
+                    most * 2 * perSequence, true, DType.BF16);
+            System.out.println("| batch | captured step | tokens/s | eager | gathered attention, eager | captured vs gathered |");
+            System.out.println("|---|---|---|---|---|---|");
+            for (int batch : batches) {
+                List<PagedSequence> prefilled = prefill(model, pool, c, batch, context);
+                try {
+                    double[] graph = run(gpu, model, pool, c, prefilled, context, true);
+                    double[] eager = run(gpu, model, pool, c, prefilled, context, false);
+                    double[] gathered = new double[1];
+                    System.setProperty("orbit.cuda.pagedMla", "off");
+                    try {
+                        gathered = run(gpu, model, pool, c, prefilled, context, false);
+                    } finally {
+                        System.clearProperty("orbit.cuda.pagedMla");
+                    }
+                    System.out.printf("| %d | %.3f ms (%s) | %.0f | %.3f ms | %.3f ms | %.2fx |%n", batch, graph[0],
+                            graph[1] > 0 ? "graph" : "eager", batch / (graph[0] / 1e3), eager[0], gathered[0], gathered[0] / graph[0]);
+                } finally {
+                    prefilled.forEach(PagedSequence::close);
+                }
+            }
+        }
+    }
+
+    /** The batch's sequences, each prefilled with {@code context} random tokens, one sequence a forward. */
+    private static List<PagedSequence> prefill(DeepseekV3Model model, BlockPool pool, DeepseekV3Config c, int batch, int context) {
+        List<PagedSequence> seqs = new ArrayList<>();
+        SplittableRandom r = new SplittableRandom(batch);
+        for (int b = 0; b < batch; b++) {
+            PagedSequence s = new PagedSequence(pool);
+            seqs.add(s);
+            int[] prompt = r.ints(context, 0, c.vocab()).toArray();
+            model.backend().allocator().release(model.forwardLast(List.of(new CausalLM.Segment(prompt, s))));
+        }
+        return seqs;
+    }
+
+    /**
+     * {median ms a step, 1 if replayed as a graph else 0} of {@code STEPS} decode steps (after one that warms up and
+     * captures) on forks of the prefilled sequences; the same tokens in every run of a batch.
+     */
+    private static double[] run(CudaBackend gpu, DeepseekV3Model model, BlockPool pool, DeepseekV3Config c,
+                                List<PagedSequence> prefilled, int context, boolean captured) {
+        int batch = prefilled.size();
+        List<PagedSequence> seqs = new ArrayList<>();
+        SplittableRandom r = new SplittableRandom(1_000_003L * batch + 17);
+        CapturedStep graph = null;
+        boolean replayed = captured;
+        try {
+            for (PagedSequence base : prefilled) {
+                seqs.add(base.fork());
+            }
+            int width = PagedDecode.tableWidth((context + STEPS + 2 + BLOCK - 1) / BLOCK);
+            DecodeStep step = captured ? model.decodeStep(pool, null, batch, width) : null;
+            replayed &= step != null;
+            double[] ms = new double[STEPS];
+            for (int i = 0; i < STEPS + 1; i++) {
+                List<CausalLM.Segment> segs = new ArrayList<>();
+                for (PagedSequence s : seqs) {
+                    segs.add(new CausalLM.Segment(new int[]{r.nextInt(c.vocab())}, s));
+                }
+                gpu.synchronize();
+                long t = System.nanoTime();
+                if (replayed) {
+                    step.prepare(segs);
+                    try {
+                        if (graph == null) {
+                            graph = gpu.captureStep(step::run);
+                        }
+                        graph.replay();
+                        step.finish(segs);
+                    } catch (NotCapturableException e) {
+                        System.out.println("batch " + batch + ": not capturable (" + e.getMessage() + "); eager");
+                        replayed = false;
+                    }
+                }
+                if (!replayed) {
+                    Tensor logits = model.forward(segs);
+                    model.backend().allocator().release(logits);
+                }
+                gpu.synchronize();
+                if (i > 0) {
+                    ms[i - 1] = (System.nanoTime() - t) / 1e6;
+                }
+            }
+            Arrays.sort(ms);
+            return new double[]{ms[STEPS / 2], replayed ? 1 : 0};
+        } finally {
+            if (graph != null) {
+                graph.close();
+            }
+            seqs.forEach(PagedSequence::close);
+        }
+    }
+}

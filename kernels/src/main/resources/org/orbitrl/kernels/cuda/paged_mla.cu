@@ -17,7 +17,8 @@
 //   P rounded to bf16 into shared memory, the factor exp(m_old - m) by which the row's accumulator is rescaled.
 //   Values O [16, 512] += P . V: warp w takes the channels 64 w .. + 63 (8 n-tiles, 2 k-steps), V read from the same
 //   staged key rows (ldmatrix transposed).
-// Beyond f32 accumulation the kernel rounds q and P to bf16, as the tensor-core paged kernels of paged_decode.cu do.
+// 98,752 bytes of shared memory and at most 128 registers a thread: two blocks an SM (the launcher's split count assumes
+// as much). Beyond f32 accumulation the kernel rounds q and P to bf16, as the tensor-core paged kernels of paged_decode.cu do.
 // With one split the block writes out = O / l; with several it writes partials (unnormalised O, m, l: a split that saw
 // no key has m = -inf, l = 0) that attention_combine (attention.cu) merges.
 #define ML_D 576
@@ -37,7 +38,7 @@
 #define ML_ML_OFF (ML_CORR_OFF + 16 * 4)                    // each row's final max and sum [16][2] f32
 #define ML_SHARED_BYTES (ML_ML_OFF + 16 * 2 * 4)
 
-extern "C" __global__ void __launch_bounds__(256) paged_mla_decode_kvbf16(
+extern "C" __global__ void __launch_bounds__(256, 2) paged_mla_decode_kvbf16(
         const float* q, i64 qB, i64 qH, const u16* kc, const int* tables, int maxBlocks, const int* lens, int blockSize,
         float* out, i64 oB, i64 oH, int Hq, int headTiles, float scale, int splits, int splitLen, float* partAcc,
         float* partMl) {

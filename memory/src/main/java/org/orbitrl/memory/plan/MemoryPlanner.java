@@ -288,6 +288,9 @@ public final class MemoryPlanner {
                     / KvCacheLayout.tensorParallelSplit(s, tp);
             logits += seqsPerRank * vocabShard * 12;            // f32 logits + sort keys + indices for top-p
             scratch += ActivationModel.forwardScratchBytes(inv, prefillTokens(req, seqsPerRank), tp);
+            if (device && s.deepseekV4() == null) {
+                scratch += DecodeGraphBudget.engineBytes(s, seqsPerRank, tp);   // the captured decode steps' arenas
+            }
         }
         b.put(MemoryCategory.KV_CACHE, kv);
 
@@ -433,6 +436,13 @@ public final class MemoryPlanner {
                     + KvCacheLayout.windowBlocks(seqs, req.batch().seqLen(), window, rolloutBatchTokens(req, seqs))
                     + " blocks of " + KvCacheLayout.PAGED_BLOCK_TOKENS + " positions a rollout GPU (running windows and one"
                     + " forward's prefill) against the full layers' " + KvCacheLayout.pagedBlocks(seqs, req.batch().seqLen()) + ".");
+        }
+        if (!req.node().hostMemory() && req.spec().deepseekV4() == null) {
+            long seqs = rolloutSequencesPerRank(req, req.layout().colocated() ? GpuRole.COLOCATED : GpuRole.ROLLOUT);
+            n.add("Rollout's captured decode steps keep their working sets in arenas of their own, at most "
+                    + Bytes.format(DecodeGraphBudget.engineBytes(req.spec(), seqs, req.layout().tensorParallel()))
+                    + " a rollout GPU (" + DecodeGraphBudget.LARGEST_STEPS + " of its largest step's; the least recently"
+                    + " replayed are closed beyond it), counted in its activations.");
         }
         if (req.layout().colocated()) {
             n.add("Rollout and training share each GPU and may run at once: their buffers are added.");

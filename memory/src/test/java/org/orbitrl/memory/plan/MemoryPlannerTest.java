@@ -74,10 +74,14 @@ class MemoryPlannerTest {
         // larger than the MoE's: the residual and attention-input gradients 2*64 beside v's and the
         // pre-norm q and k gradients 64 + 2*32, the projections' partial input gradient 64 and LoRA's
         // dy·B 4 beside (dy·B)·A 64. 16 tokens. Plus the rollout's prefill scratch of 16 tokens x 640
-        // bf16 (no LoRA).
+        // bf16 (no LoRA), and its captured decode steps' arenas: two of the largest step's, 2 rows (the rank's 2
+        // sequences), each the layer working set of 2 tokens x 640 in f32, the residual stream and its normed copy
+        // 2 x 2 x 64 f32, and the logits 2 x 256 f32.
         double tape = 3 * 64 + 3 * 96 + 1.25 * (2 * 64 + 3 * 32);
         double perToken = 5 * 64 + 1 + tape + (2 * 64 + 64 + 2 * 32 + 64 + 4 + 64);
-        assertEquals((long) (perToken * 16) * 4 + 16 * 640 * 2 + KERNEL_SCRATCH + ROLLOUT_SCRATCH, b.get(MemoryCategory.ACTIVATIONS));
+        long arenas = 2 * (2 * 640 * 4 + 2 * 2 * 64 * 4 + 2 * 256 * 4);
+        assertEquals((long) (perToken * 16) * 4 + 16 * 640 * 2 + arenas + KERNEL_SCRATCH + ROLLOUT_SCRATCH,
+                b.get(MemoryCategory.ACTIVATIONS));
         // Communication: NCCL 1 GiB; all-to-all 4 x 16 tokens x top-2 x 64 x 2 B x 1.25; f32 gradient bucket.
         assertEquals(GIB + 4 * 16 * 2 * 64 * 2 * 5 / 4 + adapter * 4, b.get(MemoryCategory.COMM_BUFFERS));
         assertEquals(0, b.get(MemoryCategory.RUNTIME_RESERVE));

@@ -247,18 +247,21 @@ final class JobReplicas {
      * An engine's cache and batch limits for its share of the step's sequences over {@code engines} engines: every
      * sequence of its share at once (the planner's KV budget of a rollout device), evaluation's greedy requests likewise;
      * the new tokens of one forward as the planner's prefill ({@link KvCacheLayout#engineBatchTokens}); the window pool
-     * of sliding-window layers as the planner's ({@link KvCacheLayout#windowBlocks}).
+     * of sliding-window layers as the planner's ({@link KvCacheLayout#windowBlocks}); the captured decode steps' arenas
+     * within the planner's budget ({@link org.orbitrl.memory.plan.DecodeGraphBudget#engineBytes}).
      */
     static RolloutEngine.Options engineOptions(JobSpec spec, int engines) {
         var b = spec.batch();
         int seqTokens = b.maxPromptTokens() + b.maxResponseTokens();
         int sequences = ceil(b.promptsPerStep(), engines) * b.samplesPerPrompt();   // the largest share of whole prompts
         int batchTokens = KvCacheLayout.engineBatchTokens(sequences);
-        int window = KvCacheLayout.windowPoolWindow(org.orbitrl.model.spec.ConfigLoader.load(spec.model().path()));
+        org.orbitrl.model.spec.ModelSpec model = org.orbitrl.model.spec.ConfigLoader.load(spec.model().path());
+        int window = KvCacheLayout.windowPoolWindow(model);
+        int running = Math.max(sequences, ceil(spec.eval().size(), engines));
         return new RolloutEngine.Options(KvCacheLayout.PAGED_BLOCK_TOKENS, KvCacheLayout.pagedBlocks(sequences, seqTokens),
-                Math.max(sequences, ceil(spec.eval().size(), engines)), batchTokens,
-                RolloutEngine.Graphs.valueOf(spec.sampling().decodeGraphs().name()), spec.sampling().kvCache().dtype(),
-                window == 0 ? 0 : KvCacheLayout.windowBlocks(sequences, seqTokens, window, batchTokens));
+                running, batchTokens, RolloutEngine.Graphs.valueOf(spec.sampling().decodeGraphs().name()),
+                spec.sampling().kvCache().dtype(), window == 0 ? 0 : KvCacheLayout.windowBlocks(sequences, seqTokens, window, batchTokens),
+                org.orbitrl.memory.plan.DecodeGraphBudget.engineBytes(model, sequences, 1));
     }
 
     private static int ceil(int a, int b) {

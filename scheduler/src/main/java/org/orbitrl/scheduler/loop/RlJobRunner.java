@@ -311,6 +311,7 @@ public final class RlJobRunner implements JobRunner {
         extra.put("trainers", (double) trainers.size());
         extra.put("rollout_graph_steps", (double) (after.graphSteps() - before.graphSteps()));
         extra.put("rollout_graph_arena_bytes", (double) after.graphArenaBytes());
+        extra.put("rollout_graph_evictions", (double) (after.graphEvictions() - before.graphEvictions()));
         extra.put("reward_seconds", (tReward - tRollout) / 1e9);
         extra.put("train_seconds", (tTrain - tReward) / 1e9);
         extra.put("publish_seconds", publishSeconds);

@@ -98,7 +98,7 @@ final class RolloutReplicas implements AutoCloseable {
 
     /** The engines' counters summed (captured graphs and their arenas over all engines). */
     RolloutEngine.Stats stats() {
-        long steps = 0, generated = 0, prefilled = 0, preemptions = 0, aborted = 0, graphSteps = 0, arena = 0;
+        long steps = 0, generated = 0, prefilled = 0, preemptions = 0, aborted = 0, graphSteps = 0, arena = 0, evictions = 0;
         int graphs = 0;
         for (Replica r : replicas) {
             RolloutEngine.Stats s = r.engine().stats();
@@ -110,8 +110,9 @@ final class RolloutReplicas implements AutoCloseable {
             graphSteps += s.graphSteps();
             graphs += s.graphs();
             arena += s.graphArenaBytes();
+            evictions += s.graphEvictions();
         }
-        return new RolloutEngine.Stats(steps, generated, prefilled, preemptions, aborted, graphSteps, graphs, arena);
+        return new RolloutEngine.Stats(steps, generated, prefilled, preemptions, aborted, graphSteps, graphs, arena, evictions);
     }
 
     /** Lets a published version take effect on idle engines (their next step would otherwise). */

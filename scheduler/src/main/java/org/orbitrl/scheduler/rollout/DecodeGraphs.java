@@ -28,6 +28,13 @@ import java.util.Map;
  * grouped by expert with the counts read on the host) that bucket's steps under that state run eagerly from then on, logged
  * once, and the other buckets and states keep their graphs. A failure of the capture itself turns the cache off. Owns the
  * captured steps and their arenas until {@link #close}.
+ *
+ * <p>With a budget ({@link RolloutEngine.Options#graphArenaBytes}) the captured steps' arenas hold at most that many
+ * bytes: before a capture the least recently replayed steps are closed (their arenas freed) until the arena the new
+ * step is expected to take fits beside the rest (as large as the largest arena seen at its batch or above, else the
+ * largest below scaled by the batch), and after it until all fit; a closed step is captured again when its key comes
+ * back. A step whose arena alone exceeds the budget is kept, alone (logged once): the budget bounds what the graphs
+ * hold, never whether a step replays.
  */
 final class DecodeGraphs implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(DecodeGraphs.class);
@@ -40,7 +47,10 @@ final class DecodeGraphs implements AutoCloseable {
     private final BlockPool pool;
     private final BlockPool windowPool;   // where the sliding-window layers keep their rows; null: none
     private final Map<Long, DecodeStep> steps = new HashMap<>();       // by batch << 32 | width
-    private final Map<Key, CapturedStep> captured = new HashMap<>();
+    private final java.util.LinkedHashMap<Key, CapturedStep> captured = new java.util.LinkedHashMap<>(16, 0.75f, true);   // LRU
+    private final long budget;                                          // arena bytes the captured steps may hold; 0: no bound
+    private long evictions;
+    private boolean overBudgetLogged;
     private String off;                                                 // why graphs are off; null while on
     private final Map<Key, String> eager = new HashMap<>();             // (batch bucket, adapter state) -> why it runs eagerly
     private long replays;
@@ -50,9 +60,18 @@ final class DecodeGraphs implements AutoCloseable {
      * @param windowPool the window pool of the sliding-window layers, with a scratch block too; null where there is none
      */
     DecodeGraphs(CausalLM model, BlockPool pool, BlockPool windowPool) {
+        this(model, pool, windowPool, 0);
+    }
+
+    /** @param budget arena bytes the captured steps may hold at once (0: no bound) */
+    DecodeGraphs(CausalLM model, BlockPool pool, BlockPool windowPool, long budget) {
+        if (budget < 0) {
+            throw new IllegalArgumentException("graph arena budget must be 0 (none) or positive, got " + budget);
+        }
         this.model = model;
         this.pool = pool;
         this.windowPool = windowPool;
+        this.budget = budget;
     }
 
     /**
@@ -92,8 +111,10 @@ final class DecodeGraphs implements AutoCloseable {
         try {
             CapturedStep c = captured.get(key);
             if (c == null) {
+                makeRoom(expectedArena(batch), null);
                 c = b.captureStep(step::run);
                 captured.put(key, c);
+                makeRoom(0, key);
             }
             logits = c.replay();
         } catch (NotCapturableException e) {
@@ -109,6 +130,54 @@ final class DecodeGraphs implements AutoCloseable {
         step.finish(segments);
         replays++;
         return logits;
+    }
+
+    /**
+     * Closes the least recently replayed steps other than {@code keep} until {@code incoming} more bytes fit within the
+     * budget beside the rest (nothing without a budget).
+     */
+    private void makeRoom(long incoming, Key keep) {
+        if (budget == 0) {
+            return;
+        }
+        var it = captured.entrySet().iterator();
+        while (arenaBytes() + incoming > budget && it.hasNext()) {
+            var e = it.next();
+            if (e.getKey().equals(keep)) {
+                continue;
+            }
+            e.getValue().close();
+            it.remove();
+            evictions++;
+        }
+        if (keep != null && arenaBytes() > budget && !overBudgetLogged) {
+            overBudgetLogged = true;
+            LOG.info("the captured decode step of batch {} holds {} bytes, above the graphs' budget of {}: it is kept alone",
+                    keep.batch(), arenaBytes(), budget);
+        }
+    }
+
+    /**
+     * The arena a step of {@code batch} rows is expected to take: the largest held at that batch or above (an arena
+     * grows with the rows), else the largest below scaled by the batch; 0 when none is held.
+     */
+    private long expectedArena(int batch) {
+        long above = 0;
+        double below = 0;
+        for (var e : captured.entrySet()) {
+            long bytes = e.getValue().arenaBytes();
+            if (e.getKey().batch() >= batch) {
+                above = Math.max(above, bytes);
+            } else {
+                below = Math.max(below, bytes * (double) batch / e.getKey().batch());
+            }
+        }
+        return above > 0 ? above : (long) Math.ceil(below);
+    }
+
+    /** Captured steps closed to keep the arenas within the budget, so far. */
+    long evictions() {
+        return evictions;
     }
 
     /** Turns graphs off for this engine, for {@code reason} (logged once). */

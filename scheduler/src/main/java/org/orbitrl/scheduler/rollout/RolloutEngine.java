@@ -71,13 +71,16 @@ public final class RolloutEngine implements AutoCloseable {
      * @param kvCache        the element type of the paged KV cache: f32, or bf16 (half the memory a token takes)
      * @param windowBlocks   blocks of the window pool, where the model's sliding-window layers keep their rows
      *                       ({@link BlockPool#window}); 0: as many as {@code blocks}
+     * @param graphArenaBytes device bytes the captured decode steps' arenas may hold at once, the least recently
+     *                       replayed closed first beyond it ({@link DecodeGraphs}); 0: no bound
      */
     public record Options(int blockSize, int blocks, int maxRunning, int maxBatchTokens, Graphs graphs, DType kvCache,
-                          int windowBlocks) {
+                          int windowBlocks, long graphArenaBytes) {
         public Options {
-            if (blockSize <= 0 || blocks <= 0 || maxRunning <= 0 || maxBatchTokens <= 0 || windowBlocks < 0) {
+            if (blockSize <= 0 || blocks <= 0 || maxRunning <= 0 || maxBatchTokens <= 0 || windowBlocks < 0 || graphArenaBytes < 0) {
                 throw new IllegalArgumentException("engine options must be positive: " + blockSize + ", " + blocks + ", "
-                        + maxRunning + ", " + maxBatchTokens + ", window blocks " + windowBlocks + " (0 or more)");
+                        + maxRunning + ", " + maxBatchTokens + ", window blocks " + windowBlocks + " (0 or more), graph arena bytes "
+                        + graphArenaBytes + " (0 or more)");
             }
             if (graphs == null) {
                 throw new IllegalArgumentException("engine option graphs must be AUTO, ON or OFF, got null");
@@ -85,6 +88,11 @@ public final class RolloutEngine implements AutoCloseable {
             if (kvCache != DType.F32 && kvCache != DType.BF16) {
                 throw new IllegalArgumentException("engine option kvCache must be f32 or bf16, got " + kvCache);
             }
+        }
+
+        /** No bound on the captured steps' arenas. */
+        public Options(int blockSize, int blocks, int maxRunning, int maxBatchTokens, Graphs graphs, DType kvCache, int windowBlocks) {
+            this(blockSize, blocks, maxRunning, maxBatchTokens, graphs, kvCache, windowBlocks, 0);
         }
 
         /** Window pool blocks as many as {@code blocks}. */
@@ -104,22 +112,28 @@ public final class RolloutEngine implements AutoCloseable {
 
         /** These options with {@code graphs}. */
         public Options withGraphs(Graphs g) {
-            return new Options(blockSize, blocks, maxRunning, maxBatchTokens, g, kvCache, windowBlocks);
+            return new Options(blockSize, blocks, maxRunning, maxBatchTokens, g, kvCache, windowBlocks, graphArenaBytes);
         }
 
         /** These options with a cache of {@code dtype}. */
         public Options withKvCache(DType dtype) {
-            return new Options(blockSize, blocks, maxRunning, maxBatchTokens, graphs, dtype, windowBlocks);
+            return new Options(blockSize, blocks, maxRunning, maxBatchTokens, graphs, dtype, windowBlocks, graphArenaBytes);
+        }
+
+        /** These options with the captured steps' arenas bounded by {@code bytes} (0: no bound). */
+        public Options withGraphArenaBytes(long bytes) {
+            return new Options(blockSize, blocks, maxRunning, maxBatchTokens, graphs, kvCache, windowBlocks, bytes);
         }
     }
 
     /**
      * Counters since the engine started; {@code graphSteps} of the steps ran as a replayed graph,
      * {@code graphs} captured steps are held, their arenas taking {@code graphArenaBytes} of device
-     * memory (activations).
+     * memory (activations); {@code graphEvictions} captured steps were closed to keep the arenas within the budget
+     * ({@link Options#graphArenaBytes}).
      */
     public record Stats(long steps, long generatedTokens, long prefillTokens, long preemptions, long aborted, long graphSteps,
-                        int graphs, long graphArenaBytes) {
+                        int graphs, long graphArenaBytes, long graphEvictions) {
     }
 
     private final CausalLM model;
@@ -196,7 +210,7 @@ public final class RolloutEngine implements AutoCloseable {
                     options.blocks(), useGraphs, options.kvCache());
             this.windowPool = null;
         }
-        this.graphs = useGraphs ? new DecodeGraphs(model, pool, windowPool) : null;
+        this.graphs = useGraphs ? new DecodeGraphs(model, pool, windowPool, options.graphArenaBytes()) : null;
         this.prefillChunk = windowPool == null ? Integer.MAX_VALUE : prefillChunk(windowPool, options.blocks(), options.maxBatchTokens());
     }
 
@@ -239,8 +253,9 @@ public final class RolloutEngine implements AutoCloseable {
     }
 
     public Stats stats() {
-        return graphs == null ? new Stats(steps, generated, prefilled, preemptions, aborted, 0, 0, 0)
-                : new Stats(steps, generated, prefilled, preemptions, aborted, graphs.replays(), graphs.count(), graphs.arenaBytes());
+        return graphs == null ? new Stats(steps, generated, prefilled, preemptions, aborted, 0, 0, 0, 0)
+                : new Stats(steps, generated, prefilled, preemptions, aborted, graphs.replays(), graphs.count(), graphs.arenaBytes(),
+                graphs.evictions());
     }
 
     /** Why decode steps run eagerly although graphs were asked for; null when they run as graphs or were not asked for. */

@@ -332,6 +332,105 @@ class DecodeGraphsTest {
         }
     }
 
+    /**
+     * A host backend whose captured steps report an arena of 1000 bytes a row of their output (as a device's grows with
+     * the padded batch), sized by a measuring run as a device backend's, and which counts the arenas live at once.
+     */
+    static final class ArenaBackend extends org.orbitrl.kernels.cpu.ScalarBackend {
+        long live;
+        long maxLive;
+        int closed;
+
+        @Override
+        public CapturedStep captureStep(java.util.function.Supplier<Tensor> step) {
+            long bytes = 1000L * step.get().size(0);
+            CapturedStep inner = CapturedStep.rerun("arena step", step);
+            live += bytes;
+            maxLive = Math.max(maxLive, live);
+            return new CapturedStep() {
+                private boolean open = true;
+
+                @Override
+                public Tensor replay() {
+                    return inner.replay();
+                }
+
+                @Override
+                public long arenaBytes() {
+                    return bytes;
+                }
+
+                @Override
+                public void close() {
+                    if (open) {
+                        open = false;
+                        live -= bytes;
+                        closed++;
+                    }
+                }
+            };
+        }
+    }
+
+    /**
+     * The captured steps' arenas under a budget (10,000 bytes, arenas of 1,000 a padded row): 8 sequences of different
+     * lengths shrink the batch through buckets 8, 4, 2, 1 while their block tables widen, so that more steps are captured
+     * than fit. Never more than the budget is live at once (the least recently replayed closed first, before a capture
+     * by the arena it is expected to take), steps are closed and captured again, every pure decode step still replays,
+     * and seeded sampling gives the eager engine's tokens and log-probs bit for bit; without a budget the same run holds
+     * more than the budget, and closing the engine closes every step.
+     */
+    @Test
+    void capturedStepsStayWithinTheirArenaBudget() {
+        SplittableRandom rnd = new SplittableRandom(73);
+        List<Request> reqs = new ArrayList<>();
+        int[] lengths = {2, 5, 9, 14, 20, 27, 33, 40};
+        for (int i = 0; i < lengths.length; i++) {
+            reqs.add(Request.of("b" + i, RolloutEngineTest.randomPrompt(rnd, 3 + rnd.nextInt(5)),
+                    SamplingParams.sample(1.0f, 0.95f, lengths[i], 300 + i)));
+        }
+        long budget = 10_000;
+        List<List<Completion>> out = new ArrayList<>();
+        long[] maxLive = new long[2];
+        for (int run = 0; run < 3; run++) {
+            RolloutEngine.Graphs g = run == 0 ? RolloutEngine.Graphs.OFF : RolloutEngine.Graphs.ON;
+            ArenaBackend b = new ArenaBackend();
+            try (LoadedModel m = LoadedModel.load(RolloutEngineTest.HF.resolve("qwen3"), b, org.orbitrl.model.BaseFormat.BF16)) {
+                RolloutEngine.Options o = new RolloutEngine.Options(4, 256, 16, 256, g).withGraphArenaBytes(run == 2 ? 0 : budget);
+                RolloutEngine.Stats st;
+                try (RolloutEngine e = new RolloutEngine(m.model(), null, o, null)) {
+                    List<Completion> done = new ArrayList<>(e.generate(reqs));
+                    done.sort(java.util.Comparator.comparing(Completion::requestId).thenComparingInt(Completion::sample));
+                    out.add(done);
+                    st = e.stats();
+                    if (g == RolloutEngine.Graphs.ON) {
+                        assertTrue(e.eagerBatches().isEmpty(), "every bucket replays: " + e.eagerBatches());
+                        assertEquals(st.steps() - 1, st.graphSteps(), "every decode step after the prefill replays: " + st);
+                        assertEquals(b.live, st.graphArenaBytes(), "the arenas the engine reports are those live");
+                    }
+                }
+                if (g == RolloutEngine.Graphs.ON) {
+                    maxLive[run - 1] = b.maxLive;
+                    assertEquals(0, b.live, "closing the engine closes every captured step");
+                    if (run == 1) {
+                        assertTrue(st.graphEvictions() > 0 && b.closed > st.graphs(), "steps closed for the budget: " + st);
+                    } else {
+                        assertEquals(0, st.graphEvictions(), "no evictions without a budget");
+                    }
+                }
+            }
+        }
+        assertTrue(maxLive[0] <= budget, "live arenas " + maxLive[0] + " within the budget " + budget);
+        assertTrue(maxLive[1] > budget, "without a budget the same run holds " + maxLive[1] + " bytes of arenas");
+        for (int run = 1; run < 3; run++) {
+            for (int i = 0; i < reqs.size(); i++) {
+                String what = (run == 1 ? "budgeted" : "unbounded") + " graphs, request " + i;
+                assertArrayEquals(out.get(0).get(i).tokens(), out.get(run).get(i).tokens(), what + " tokens");
+                assertArrayEquals(out.get(0).get(i).policyLogprobs(), out.get(run).get(i).policyLogprobs(), 0f, what + " log-probs");
+            }
+        }
+    }
+
     @Test
     void captureCheckingThrowsOnAnUploadInsideTheStep() {
         try (LoadedModel m = RolloutEngineTest.model("qwen3")) {

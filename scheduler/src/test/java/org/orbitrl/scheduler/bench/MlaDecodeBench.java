@@ -31,7 +31,11 @@ import java.util.SplittableRandom;
  * sequences: the decode-step form captured and replayed ({@link DeepseekV3Model#decodeStep}, as rollout's
  * {@code DecodeGraphs} runs it), the same forward eager, and eager with the latent attention gathered sequence by
  * sequence ({@code -Dorbit.cuda.pagedMla=off}: each sequence's keys copied out and attended to in turn, as every decode
- * step did before the paged latent kernel). A form that cannot be captured is reported as eager.
+ * step did before the paged latent kernel). A form that cannot be captured is reported as eager. The captured step's
+ * time is also given against the HBM limit: the bytes a step reads at least (every attention and dense weight, the
+ * shared experts and the router in bf16, the routed experts' INT4 codes and bf16 group scales for the distinct experts a
+ * layer expects under uniform routing, E·(1 − (1 − k/E)^B), each sequence's latent entries, the LM head) over the
+ * device's copy bandwidth measured in the same run.
  *
  * <pre>java ... org.orbitrl.scheduler.bench.MlaDecodeBench CONFIG_JSON [context] [batches] [layers] [experts] [vocab]</pre>
  */
@@ -65,13 +69,16 @@ public final class MlaDecodeBench {
                             + " pool; %d steps a row, median%n", gpu.device(), spec.modelType(), c.layers(),
                     spec.moe().firstKDenseReplace(), c.hidden(), c.heads(), c.kvLoraRank(), c.qkRope(), c.experts(),
                     c.moeIntermediate(), c.topK(), c.vocab(), (System.nanoTime() - t0) / 1e9, context, STEPS);
+            double copy = ModelDecodeBench.copyBandwidth(gpu);
+            System.out.printf("copy bandwidth %.0f GB/s (device to device, read + write)%n", copy);
             CausalLM.CacheGeometry g = model.cacheGeometry();
             int most = Arrays.stream(batches).max().orElse(1);
             int perSequence = (context + STEPS + 2 + BLOCK - 1) / BLOCK + 1;
             BlockPool pool = new BlockPool(gpu.allocator(), g.layers(), g.kvHeads(), g.headDim(), g.vHeadDim(), BLOCK,
                     most * 2 * perSequence, true, DType.BF16);
-            System.out.println("| batch | captured step | tokens/s | eager | gathered attention, eager | captured vs gathered |");
-            System.out.println("|---|---|---|---|---|---|");
+            System.out.println("| batch | captured step | tokens/s | of the HBM limit | eager | gathered attention, eager |"
+                    + " captured vs gathered |");
+            System.out.println("|---|---|---|---|---|---|---|");
             for (int batch : batches) {
                 List<PagedSequence> prefilled = prefill(model, pool, c, batch, context);
                 try {
@@ -84,13 +91,35 @@ public final class MlaDecodeBench {
                     } finally {
                         System.clearProperty("orbit.cuda.pagedMla");
                     }
-                    System.out.printf("| %d | %.3f ms (%s) | %.0f | %.3f ms | %.3f ms | %.2fx |%n", batch, graph[0],
-                            graph[1] > 0 ? "graph" : "eager", batch / (graph[0] / 1e3), eager[0], gathered[0], gathered[0] / graph[0]);
+                    double limitMs = bytesPerStep(c, batch, context + STEPS / 2) / (copy * 1e9) * 1e3;
+                    System.out.printf("| %d | %.3f ms (%s) | %.0f | %.3f | %.3f ms | %.3f ms | %.2fx |%n", batch, graph[0],
+                            graph[1] > 0 ? "graph" : "eager", batch / (graph[0] / 1e3), limitMs / graph[0], eager[0], gathered[0],
+                            gathered[0] / graph[0]);
                 } finally {
                     prefilled.forEach(PagedSequence::close);
                 }
             }
         }
+    }
+
+    /** The bytes a decode step of {@code batch} sequences of {@code keys} keys each reads at least (see the class note). */
+    static double bytesPerStep(DeepseekV3Config c, int batch, int keys) {
+        double h = c.hidden();
+        double heads = c.heads();
+        double q = c.qLoraRank() > 0 ? h * c.qLoraRank() + (double) c.qLoraRank() * heads * c.qkHeadDim() : h * heads * c.qkHeadDim();
+        double attention = 2 * (q + h * c.cacheWidth() + (double) c.kvLoraRank() * heads * (c.qkNope() + c.vHeadDim())
+                + heads * c.vHeadDim() * h);
+        double expertParams = 3.0 * h * c.moeIntermediate();
+        double expert = expertParams / 2 + expertParams / 32 * 2;                       // INT4 codes, bf16 group scales
+        double distinct = c.experts() * (1 - Math.pow(1 - (double) c.topK() / c.experts(), batch));
+        double cache = (double) batch * keys * c.cacheWidth() * 2;                      // bf16 latent entries
+        double total = 2.0 * c.vocab() * h;                                             // the LM head
+        for (int l = 0; l < c.layers(); l++) {
+            total += attention + cache;
+            total += c.isMoe(l) ? 2 * h * c.experts() + 2 * 3 * h * c.sharedInter() + distinct * expert
+                    : 2 * 3 * h * c.intermediate();
+        }
+        return total;
     }
 
     /** The batch's sequences, each prefilled with {@code context} random tokens, one sequence a forward. */

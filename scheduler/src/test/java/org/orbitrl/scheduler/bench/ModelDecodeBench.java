@@ -276,7 +276,7 @@ public final class ModelDecodeBench {
     }
 
     /** Device-to-device copy bandwidth (read + write), GB/s: ten copies of 2 GiB timed by events. */
-    private static double copyBandwidth(CudaBackend gpu) {
+    static double copyBandwidth(CudaBackend gpu) {
         long bytes = 2L << 30;
         org.orbitrl.kernels.Tensor src = gpu.allocator().allocate(org.orbitrl.kernels.MemoryCategory.OTHER, org.orbitrl.kernels.DType.U8, bytes);
         org.orbitrl.kernels.Tensor dst = gpu.allocator().allocate(org.orbitrl.kernels.MemoryCategory.OTHER, org.orbitrl.kernels.DType.U8, bytes);

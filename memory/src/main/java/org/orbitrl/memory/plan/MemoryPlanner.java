@@ -288,7 +288,7 @@ public final class MemoryPlanner {
                     / KvCacheLayout.tensorParallelSplit(s, tp);
             logits += seqsPerRank * vocabShard * 12;            // f32 logits + sort keys + indices for top-p
             scratch += ActivationModel.forwardScratchBytes(inv, prefillTokens(req, seqsPerRank), tp);
-            if (device && s.deepseekV4() == null) {
+            if (device && capturesDecodeSteps(req)) {
                 scratch += DecodeGraphBudget.engineBytes(s, seqsPerRank, tp);   // the captured decode steps' arenas
             }
         }
@@ -368,6 +368,15 @@ public final class MemoryPlanner {
      * (shares of whole prompts, the largest), or every sequence where each rank rolls out all of them
      * ({@link PlanRequest#rolloutReplicated}).
      */
+    /**
+     * Whether rollout captures its decode steps as graphs and so keeps their arenas: a model whose decode state sits in
+     * the paged pool (not DeepSeek V4's own), on one GPU a model (tensor and expert parallelism exchange through the
+     * host). A job with {@code sampling.decode_graphs: off} is planned as if it captured: the budget is an upper bound.
+     */
+    static boolean capturesDecodeSteps(PlanRequest req) {
+        return req.spec().deepseekV4() == null && req.layout().tensorParallel() == 1 && req.layout().expertParallel() == 1;
+    }
+
     private static long rolloutSequencesPerRank(PlanRequest req, GpuRole role) {
         if (!role.rollsOut()) {
             return 0;
@@ -437,7 +446,7 @@ public final class MemoryPlanner {
                     + " blocks of " + KvCacheLayout.PAGED_BLOCK_TOKENS + " positions a rollout GPU (running windows and one"
                     + " forward's prefill) against the full layers' " + KvCacheLayout.pagedBlocks(seqs, req.batch().seqLen()) + ".");
         }
-        if (!req.node().hostMemory() && req.spec().deepseekV4() == null) {
+        if (!req.node().hostMemory() && capturesDecodeSteps(req)) {
             long seqs = rolloutSequencesPerRank(req, req.layout().colocated() ? GpuRole.COLOCATED : GpuRole.ROLLOUT);
             n.add("Rollout's captured decode steps keep their working sets in arenas of their own, at most "
                     + Bytes.format(DecodeGraphBudget.engineBytes(req.spec(), seqs, req.layout().tensorParallel()))

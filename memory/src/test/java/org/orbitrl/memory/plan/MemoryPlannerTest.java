@@ -74,13 +74,10 @@ class MemoryPlannerTest {
         // larger than the MoE's: the residual and attention-input gradients 2*64 beside v's and the
         // pre-norm q and k gradients 64 + 2*32, the projections' partial input gradient 64 and LoRA's
         // dy·B 4 beside (dy·B)·A 64. 16 tokens. Plus the rollout's prefill scratch of 16 tokens x 640
-        // bf16 (no LoRA), and its captured decode steps' arenas: two of the largest step's, 2 rows (the rank's 2
-        // sequences), each the layer working set of 2 tokens x 640 in f32, the residual stream and its normed copy
-        // 2 x 2 x 64 f32, and the logits 2 x 256 f32.
+        // bf16 (no LoRA). Split by experts, rollout captures no decode steps: no arenas for them.
         double tape = 3 * 64 + 3 * 96 + 1.25 * (2 * 64 + 3 * 32);
         double perToken = 5 * 64 + 1 + tape + (2 * 64 + 64 + 2 * 32 + 64 + 4 + 64);
-        long arenas = 2 * (2 * 640 * 4 + 2 * 2 * 64 * 4 + 2 * 256 * 4);
-        assertEquals((long) (perToken * 16) * 4 + 16 * 640 * 2 + arenas + KERNEL_SCRATCH + ROLLOUT_SCRATCH,
+        assertEquals((long) (perToken * 16) * 4 + 16 * 640 * 2 + KERNEL_SCRATCH + ROLLOUT_SCRATCH,
                 b.get(MemoryCategory.ACTIVATIONS));
         // Communication: NCCL 1 GiB; all-to-all 4 x 16 tokens x top-2 x 64 x 2 B x 1.25; f32 gradient bucket.
         assertEquals(GIB + 4 * 16 * 2 * 64 * 2 * 5 / 4 + adapter * 4, b.get(MemoryCategory.COMM_BUFFERS));
@@ -420,6 +417,29 @@ class MemoryPlannerTest {
     }
 
     /** The Qwen3-MoE fixture on 2 GPUs of 2 GiB: INT4 experts over EP 2, LoRA rank 4, 2 prompts x 2 samples of 8+8 tokens. */
+    /**
+     * The captured decode steps' arenas: two of the largest step's, each the layer working set of its rows x 640 f32
+     * (the fixture's forward scratch a token), the residual stream and its normed copy rows x 2 x 64 f32, and the
+     * logits rows x 256 f32; planned on a GPU whose rollout captures (one GPU a model), not under expert parallelism.
+     */
+    @Test
+    void capturedDecodeArenasArePlannedWhereRolloutCapturesItsSteps() {
+        ModelSpec spec = TestModels.spec("fixtures/qwen3_moe");
+        for (int rows : new int[] {1, 2, 4}) {
+            assertEquals(2L * (rows * 640 * 4 + rows * 2 * 64 * 4 + rows * 256 * 4), DecodeGraphBudget.engineBytes(spec, rows, 1),
+                    rows + " rows");
+        }
+        assertEquals(2L * (4 * 640 * 4 + 4 * 2 * 64 * 4 + 4 * 256 * 4), DecodeGraphBudget.engineBytes(spec, 3, 1),
+                "3 rows are captured in a step of 4");
+
+        PlanRequest single = tinyFixtureRequest().withNode(NodeSpec.parse("1x2GiB"), ParallelLayout.colocated(1, 1));
+        String arenas = Bytes.format(DecodeGraphBudget.engineBytes(spec, 4, 1));
+        assertTrue(MemoryPlanner.plan(single).notes().stream().anyMatch(n -> n.contains("captured decode steps") && n.contains(arenas)),
+                "one GPU: the arenas of its 4 sequences' steps (" + arenas + ") in the notes " + MemoryPlanner.plan(single).notes());
+        assertTrue(MemoryPlanner.plan(tinyFixtureRequest()).notes().stream().noneMatch(n -> n.contains("captured decode steps")),
+                "split by experts: no captured steps");
+    }
+
     private static PlanRequest tinyFixtureRequest() {
         return PlanRequest.defaults(TestModels.spec("fixtures/qwen3_moe"), null, NodeSpec.parse("2x2GiB"))
                 .withBase(BaseFormat.parse("int4")).withAdapter(AdapterSpec.parse("lora:4"))

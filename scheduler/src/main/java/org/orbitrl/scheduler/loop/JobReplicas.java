@@ -248,7 +248,9 @@ final class JobReplicas {
      * sequence of its share at once (the planner's KV budget of a rollout device), evaluation's greedy requests likewise;
      * the new tokens of one forward as the planner's prefill ({@link KvCacheLayout#engineBatchTokens}); the window pool
      * of sliding-window layers as the planner's ({@link KvCacheLayout#windowBlocks}); the captured decode steps' arenas
-     * within the planner's budget ({@link org.orbitrl.memory.plan.DecodeGraphBudget#engineBytes}).
+     * within the planner's budget ({@link org.orbitrl.memory.plan.DecodeGraphBudget#engineBytes}) of the step's share:
+     * an evaluation batch wider than that share captures its steps beyond the budget one at a time, every other step
+     * closed while it runs.
      */
     static RolloutEngine.Options engineOptions(JobSpec spec, int engines) {
         var b = spec.batch();

@@ -26,7 +26,9 @@ final class CudaLatentDecode {
     static final int DV = 512;
     private static final int HEADS = 16;           // query heads a block of the tensor-core kernel
     private static final int TILE_KEYS = 32;       // ML_TK
-    private static final int SPLIT_KEYS = 256;     // at most one key split per this many keys of the tables' capacity
+    // at most one key split per this many keys of the tables' capacity (a multiple of TILE_KEYS; -Dorbit.cuda.mlaSplitKeys)
+    private static final int SPLIT_KEYS = Math.max(TILE_KEYS, Integer.getInteger("orbit.cuda.mlaSplitKeys", 256)
+            / TILE_KEYS * TILE_KEYS);
     // ML_SHARED_BYTES of paged_mla.cu: two stages of 32 rows of 584 bf16, Q's fragments, the scores' halves, P, and
     // the rows' factors, maxima and sums
     static final int SHARED_BYTES = 2 * TILE_KEYS * (D + 8) * 2 + (D / 16) * 32 * 16 + 2 * 16 * TILE_KEYS * 4

@@ -371,10 +371,11 @@ public final class MemoryPlanner {
     /**
      * Whether rollout captures its decode steps as graphs and so keeps their arenas: a model whose decode state sits in
      * the paged pool (not DeepSeek V4's own), on one GPU a model (tensor and expert parallelism exchange through the
-     * host). A job with {@code sampling.decode_graphs: off} is planned as if it captured: the budget is an upper bound.
+     * host), unless the job asks for none ({@code sampling.decode_graphs: off}).
      */
     static boolean capturesDecodeSteps(PlanRequest req) {
-        return req.spec().deepseekV4() == null && req.layout().tensorParallel() == 1 && req.layout().expertParallel() == 1;
+        return req.decodeGraphs() && req.spec().deepseekV4() == null && req.layout().tensorParallel() == 1
+                && req.layout().expertParallel() == 1;
     }
 
     private static long rolloutSequencesPerRank(PlanRequest req, GpuRole role) {

@@ -35,11 +35,13 @@ import org.orbitrl.model.spec.ModelSpec;
  * @param rolloutReplicated  every GPU of a model-parallel group rolls out every sequence of the step (the runtime's
  *                           expert-parallel jobs run their ranks in lockstep over the same requests), rather than its
  *                           data-parallel share
+ * @param decodeGraphs       rollout captures its decode steps as graphs ({@code sampling.decode_graphs} not {@code off}),
+ *                           where it can at all (see {@code MemoryPlanner.capturesDecodeSteps}): their arenas are planned
  */
 public record PlanRequest(ModelSpec spec, Path configPath, BaseFormat base, AdapterSpec adapter, BatchShape batch,
                           NodeSpec node, ParallelLayout layout, boolean recompute, int expertChunk, DType kvDtype,
                           int logitsChunkTokens, int prefillChunkTokens, long reserveBytes, int keptLayers, boolean exact,
-                          boolean offloadInputs, boolean rolloutReplicated) {
+                          boolean offloadInputs, boolean rolloutReplicated, boolean decodeGraphs) {
 
     /** {@code prefillChunkTokens} of a rollout engine as the runner makes it: {@link KvCacheLayout#engineBatchTokens}. */
     public static final int ENGINE_PREFILL = 0;
@@ -77,7 +79,7 @@ public record PlanRequest(ModelSpec spec, Path configPath, BaseFormat base, Adap
                        NodeSpec node, ParallelLayout layout, boolean recompute, int expertChunk, DType kvDtype,
                        int logitsChunkTokens, int prefillChunkTokens, long reserveBytes, int keptLayers) {
         this(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, kvDtype, logitsChunkTokens,
-                prefillChunkTokens, reserveBytes, keptLayers, false, false, false);
+                prefillChunkTokens, reserveBytes, keptLayers, false, false, false, true);
     }
 
     /** A request in which every layer is recomputed under {@code recompute} (no kept layers). */
@@ -102,25 +104,25 @@ public record PlanRequest(ModelSpec spec, Path configPath, BaseFormat base, Adap
     /** This request with the base format changed. */
     public PlanRequest withBase(BaseFormat b) {
         return new PlanRequest(spec, configPath, b, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact, offloadInputs, rolloutReplicated);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact, offloadInputs, rolloutReplicated, decodeGraphs);
     }
 
     /** This request with the adapter changed. */
     public PlanRequest withAdapter(AdapterSpec a) {
         return new PlanRequest(spec, configPath, base, a, batch, node, layout, recompute, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact, offloadInputs, rolloutReplicated);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact, offloadInputs, rolloutReplicated, decodeGraphs);
     }
 
     /** This request with the batch shape changed. */
     public PlanRequest withBatch(BatchShape b) {
         return new PlanRequest(spec, configPath, base, adapter, b, node, layout, recompute, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact, offloadInputs, rolloutReplicated);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact, offloadInputs, rolloutReplicated, decodeGraphs);
     }
 
     /** This request with the node and layout changed. */
     public PlanRequest withNode(NodeSpec n, ParallelLayout l) {
         return new PlanRequest(spec, configPath, base, adapter, batch, n, l, recompute, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact, offloadInputs, rolloutReplicated);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact, offloadInputs, rolloutReplicated, decodeGraphs);
     }
 
     /** This request with the layout changed. */
@@ -131,54 +133,60 @@ public record PlanRequest(ModelSpec spec, Path configPath, BaseFormat base, Adap
     /** This request with recompute on or off changed. */
     public PlanRequest withRecompute(boolean r) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, r, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact, offloadInputs, rolloutReplicated);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact, offloadInputs, rolloutReplicated, decodeGraphs);
     }
 
     /** This request with the kept layers under recompute changed (see {@link #keptLayers}). */
     public PlanRequest withKeptLayers(int layers) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes, layers, exact, offloadInputs, rolloutReplicated);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, layers, exact, offloadInputs, rolloutReplicated, decodeGraphs);
     }
 
     /** This request with the expert chunk changed. */
     public PlanRequest withExpertChunk(int c) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, c, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact, offloadInputs, rolloutReplicated);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact, offloadInputs, rolloutReplicated, decodeGraphs);
     }
 
     /** This request with the KV cache dtype changed. */
     public PlanRequest withKvDtype(DType d) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, d,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact, offloadInputs, rolloutReplicated);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact, offloadInputs, rolloutReplicated, decodeGraphs);
     }
 
     /** This request with the runtime reserve (negative: the default policy) changed. */
     public PlanRequest withReserve(long bytes) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, bytes, keptLayers, exact, offloadInputs, rolloutReplicated);
+                logitsChunkTokens, prefillChunkTokens, bytes, keptLayers, exact, offloadInputs, rolloutReplicated, decodeGraphs);
     }
 
     /** This request with the logits and prefill chunks changed. */
     public PlanRequest withChunks(int logitsTokens, int prefillTokens) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
-                logitsTokens, prefillTokens, reserveBytes, keptLayers, exact, offloadInputs, rolloutReplicated);
+                logitsTokens, prefillTokens, reserveBytes, keptLayers, exact, offloadInputs, rolloutReplicated, decodeGraphs);
     }
 
     /** This request for the CUDA backend in exact mode (or not). */
     public PlanRequest withExact(boolean e) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, e, offloadInputs, rolloutReplicated);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, e, offloadInputs, rolloutReplicated, decodeGraphs);
     }
 
     /** This request with the recomputed layers' inputs waiting in host memory (or not); see {@link #offloadInputs}. */
     public PlanRequest withOffloadedInputs(boolean o) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact, o, rolloutReplicated);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact, o, rolloutReplicated, decodeGraphs);
     }
 
     /** This request with every GPU of a model-parallel group rolling out every sequence (or not); see {@link #rolloutReplicated}. */
     public PlanRequest withRolloutReplicated(boolean r) {
         return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
-                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact, offloadInputs, r);
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact, offloadInputs, r, decodeGraphs);
+    }
+
+    /** This request with rollout's decode steps captured as graphs (or not); see {@link #decodeGraphs}. */
+    public PlanRequest withDecodeGraphs(boolean g) {
+        return new PlanRequest(spec, configPath, base, adapter, batch, node, layout, recompute, expertChunk, kvDtype,
+                logitsChunkTokens, prefillChunkTokens, reserveBytes, keptLayers, exact, offloadInputs, rolloutReplicated, g);
     }
 }

@@ -438,6 +438,10 @@ class MemoryPlannerTest {
                 "one GPU: the arenas of its 4 sequences' steps (" + arenas + ") in the notes " + MemoryPlanner.plan(single).notes());
         assertTrue(MemoryPlanner.plan(tinyFixtureRequest()).notes().stream().noneMatch(n -> n.contains("captured decode steps")),
                 "split by experts: no captured steps");
+        assertTrue(MemoryPlanner.plan(single.withDecodeGraphs(false)).notes().stream().noneMatch(n -> n.contains("captured decode steps")),
+                "decode_graphs: off");
+        assertEquals(DecodeGraphBudget.engineBytes(spec, 4, 1), activations(single) - activations(single.withDecodeGraphs(false)),
+                "the arenas are the whole difference in the activations");
     }
 
     private static PlanRequest tinyFixtureRequest() {

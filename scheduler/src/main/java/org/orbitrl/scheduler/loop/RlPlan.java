@@ -78,7 +78,8 @@ final class RlPlan {
                 node.hostMemory() ? 0 : spec.memory().reserve().bytes())
                 .withExact(!node.hostMemory() && Boolean.getBoolean("orbit.cuda.exact"))   // the backend the job gets
                 .withOffloadedInputs(spec.memory().offloadInputs())
-                .withRolloutReplicated(expertParallel(spec));   // its ranks roll out the same requests in lockstep
+                .withRolloutReplicated(expertParallel(spec))    // its ranks roll out the same requests in lockstep
+                .withDecodeGraphs(spec.sampling().decodeGraphs() != org.orbitrl.scheduler.job.SamplingSpec.DecodeGraphs.OFF);
         if (!spec.memory().recompute()) {
             return req;
         }

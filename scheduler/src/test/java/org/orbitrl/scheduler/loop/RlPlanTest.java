@@ -225,6 +225,19 @@ class RlPlanTest {
                 "nothing waits on the host without recompute");
     }
 
+    /** {@code sampling.decode_graphs}: only off takes the captured steps' arenas out of the plan. */
+    @Test
+    void decodeGraphsOffPlansNoArenas() throws Exception {
+        JobSpec q = QuickstartJobTest.quickstart();
+        assertTrue(RlPlan.request(q).decodeGraphs(), "auto by default");
+        org.orbitrl.scheduler.job.SamplingSpec s = q.sampling();
+        JobSpec off = new JobSpec(q.name(), q.runner(), q.model(), q.adapter(), q.algorithm(), q.kl(), q.tisCap(), q.batch(),
+                new org.orbitrl.scheduler.job.SamplingSpec(s.temperature(), s.topP(), s.topK(), s.minP(),
+                        org.orbitrl.scheduler.job.SamplingSpec.DecodeGraphs.OFF, s.kvCache()),
+                q.optimizer(), q.steps(), q.eval(), q.checkpoint(), q.seed(), q.async(), q.task(), q.placement(), q.memory());
+        assertFalse(RlPlan.request(off).decodeGraphs());
+    }
+
     private static JobSpec withChunk(JobSpec q, MemorySpec m) {
         return new JobSpec(q.name(), q.runner(), q.model(), q.adapter(), q.algorithm(), q.kl(), q.tisCap(), q.batch(), q.sampling(),
                 q.optimizer(), q.steps(), q.eval(), q.checkpoint(), q.seed(), q.async(), q.task(), q.placement(), m);

@@ -73,6 +73,8 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         final long base;
         final long bytes;
         final CaptureArena plan;
+        // host memory the step's captured copies read at every replay (DeviceTable's tables): kept as long as the step
+        final java.util.List<Object> held = new java.util.ArrayList<>();
 
         CaptureMemory(long base, long bytes) {
             this.base = base;
@@ -367,6 +369,23 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     /** True while a step is measured or captured by {@link CudaBackend#captureStep}: its buffers must be its own. */
     synchronized boolean stepScoped() {
         return measuring != null || capture != null;
+    }
+
+    /**
+     * Keeps {@code hostMemory} as long as the step being captured lives, where one is: a copy captured from it reads it
+     * at every replay. False outside a capture.
+     */
+    synchronized boolean holdForCapture(Object hostMemory) {
+        if (capture == null) {
+            return false;
+        }
+        capture.held.add(hostMemory);
+        return true;
+    }
+
+    /** The step run under way: its measuring plan or its capture (null: none); a new object for every run. */
+    synchronized Object stepRun() {
+        return measuring != null ? measuring : capture;
     }
 
     /** True while a step is being captured on this allocator's stream (the stream's own state included). */

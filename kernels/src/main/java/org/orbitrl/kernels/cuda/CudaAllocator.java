@@ -373,14 +373,12 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
 
     /**
      * Keeps {@code hostMemory} as long as the step being captured lives, where one is: a copy captured from it reads it
-     * at every replay. False outside a capture.
+     * at every replay. Nothing outside a capture.
      */
-    synchronized boolean holdForCapture(Object hostMemory) {
-        if (capture == null) {
-            return false;
+    synchronized void holdForCapture(Object hostMemory) {
+        if (capture != null) {
+            capture.held.add(hostMemory);
         }
-        capture.held.add(hostMemory);
-        return true;
     }
 
     /** The step run under way: its measuring plan or its capture (null: none); a new object for every run. */

@@ -18,7 +18,7 @@ import static org.bytedeco.cuda.global.cudart.cudaMemcpyHostToDevice;
  * pageable (kept as long as this object refers to it): the driver stages a pageable host-to-device
  * copy before {@code cudaMemcpyAsync} returns, so the next call may overwrite it.
  *
- * <p>Not so in a step measured or captured for a graph ({@link CudaAllocator#stepScoped}): a captured copy reads its
+ * <p>Not so in a step measured or captured for a graph ({@link CudaAllocator#stepRun}): a captured copy reads its
  * host source at every replay, and every call of the step needs its own table. There each call takes a table of its
  * own from the allocator (the step's arena while captured, the same allocations while measured) and copies it from a
  * host copy of its own that the captured step keeps ({@link CudaAllocator#holdForCapture}).

@@ -364,11 +364,6 @@ public final class MemoryPlanner {
     }
 
     /**
-     * Sequences one data-parallel rank of {@code role} decodes at once: the samples of its share of the step's prompts
-     * (shares of whole prompts, the largest), or every sequence where each rank rolls out all of them
-     * ({@link PlanRequest#rolloutReplicated}).
-     */
-    /**
      * Whether rollout captures its decode steps as graphs and so keeps their arenas: a model whose decode state sits in
      * the paged pool (not DeepSeek V4's own), on one GPU a model (tensor and expert parallelism exchange through the
      * host), unless the job asks for none ({@code sampling.decode_graphs: off}).
@@ -378,6 +373,11 @@ public final class MemoryPlanner {
                 && req.layout().expertParallel() == 1;
     }
 
+    /**
+     * Sequences one data-parallel rank of {@code role} decodes at once: the samples of its share of the step's prompts
+     * (shares of whole prompts, the largest), or every sequence where each rank rolls out all of them
+     * ({@link PlanRequest#rolloutReplicated}).
+     */
     private static long rolloutSequencesPerRank(PlanRequest req, GpuRole role) {
         if (!role.rollsOut()) {
             return 0;

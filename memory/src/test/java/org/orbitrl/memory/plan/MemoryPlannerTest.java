@@ -416,7 +416,6 @@ class MemoryPlannerTest {
                 .anyMatch(n -> n.contains("Every GPU rolls out every sequence")));
     }
 
-    /** The Qwen3-MoE fixture on 2 GPUs of 2 GiB: INT4 experts over EP 2, LoRA rank 4, 2 prompts x 2 samples of 8+8 tokens. */
     /**
      * The captured decode steps' arenas: two of the largest step's, each the layer working set of its rows x 640 f32
      * (the fixture's forward scratch a token), the residual stream and its normed copy rows x 2 x 64 f32, and the
@@ -444,6 +443,7 @@ class MemoryPlannerTest {
                 "the arenas are the whole difference in the activations");
     }
 
+    /** The Qwen3-MoE fixture on 2 GPUs of 2 GiB: INT4 experts over EP 2, LoRA rank 4, 2 prompts x 2 samples of 8+8 tokens. */
     private static PlanRequest tinyFixtureRequest() {
         return PlanRequest.defaults(TestModels.spec("fixtures/qwen3_moe"), null, NodeSpec.parse("2x2GiB"))
                 .withBase(BaseFormat.parse("int4")).withAdapter(AdapterSpec.parse("lora:4"))

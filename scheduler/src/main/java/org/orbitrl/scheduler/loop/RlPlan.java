@@ -26,6 +26,7 @@ import org.orbitrl.scheduler.job.JobPlan;
 import org.orbitrl.scheduler.job.JobSpec;
 import org.orbitrl.scheduler.job.MemorySpec;
 import org.orbitrl.scheduler.job.PlanRefusedException;
+import org.orbitrl.scheduler.job.SamplingSpec;
 
 import java.util.ArrayList;
 import java.util.List;
@@ -79,7 +80,7 @@ final class RlPlan {
                 .withExact(!node.hostMemory() && Boolean.getBoolean("orbit.cuda.exact"))   // the backend the job gets
                 .withOffloadedInputs(spec.memory().offloadInputs())
                 .withRolloutReplicated(expertParallel(spec))    // its ranks roll out the same requests in lockstep
-                .withDecodeGraphs(spec.sampling().decodeGraphs() != org.orbitrl.scheduler.job.SamplingSpec.DecodeGraphs.OFF);
+                .withDecodeGraphs(spec.sampling().decodeGraphs() != SamplingSpec.DecodeGraphs.OFF);
         if (!spec.memory().recompute()) {
             return req;
         }

@@ -13,6 +13,7 @@ import org.orbitrl.scheduler.job.JobPlan;
 import org.orbitrl.scheduler.job.JobSpec;
 import org.orbitrl.scheduler.job.MemorySpec;
 import org.orbitrl.scheduler.job.PlacementSpec;
+import org.orbitrl.scheduler.job.SamplingSpec;
 
 import java.util.List;
 import java.util.Map;
@@ -230,10 +231,10 @@ class RlPlanTest {
     void decodeGraphsOffPlansNoArenas() throws Exception {
         JobSpec q = QuickstartJobTest.quickstart();
         assertTrue(RlPlan.request(q).decodeGraphs(), "auto by default");
-        org.orbitrl.scheduler.job.SamplingSpec s = q.sampling();
+        SamplingSpec s = q.sampling();
         JobSpec off = new JobSpec(q.name(), q.runner(), q.model(), q.adapter(), q.algorithm(), q.kl(), q.tisCap(), q.batch(),
-                new org.orbitrl.scheduler.job.SamplingSpec(s.temperature(), s.topP(), s.topK(), s.minP(),
-                        org.orbitrl.scheduler.job.SamplingSpec.DecodeGraphs.OFF, s.kvCache()),
+                new SamplingSpec(s.temperature(), s.topP(), s.topK(), s.minP(),
+                        SamplingSpec.DecodeGraphs.OFF, s.kvCache()),
                 q.optimizer(), q.steps(), q.eval(), q.checkpoint(), q.seed(), q.async(), q.task(), q.placement(), q.memory());
         assertFalse(RlPlan.request(off).decodeGraphs());
     }

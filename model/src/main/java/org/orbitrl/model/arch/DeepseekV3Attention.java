@@ -178,10 +178,16 @@ final class DeepseekV3Attention {
         Tensor entry = alloc(a, n, 1, w);                                  // [N, 1, R+rope] what a cache keeps
         b.copy(latentN, entry.select(1, 0).slice(1, 0, r));
         b.copy(kRot.select(1, 0), entry.select(1, 0).slice(1, r, w));
-        Tensor kvbW = absorbWeight(b);                                     // [H*(nope+v), R]
+        Linear.AdapterHook.LowRank lora = lowRankKvB();                  // an enabled LoRA on kv_b: its terms, unmerged
+        Tensor kvbW = lora != null ? baseWeight(b) : absorbWeight(b);     // [H*(nope+v), R]
+        boolean ownsKvbW = lora == null && adaptedKvB();                   // the adapted layer's image, made here
         Tensor qLat = alloc(a, n, heads, w);                               // [N, H, R+rope]
         // key rows absorbed: qLat_h = qNope_h · W_kb_h, every head's in a few grouped calls
-        headProducts.timesBlock(b, q3.slice(2, 0, nope), kvbW, MlaHeadProducts.Block.KEY, qLat.slice(2, 0, r));
+        if (lora != null) {
+            headProducts.timesKeyBlockLowRank(b, q3.slice(2, 0, nope), kvbW, lora, qLat.slice(2, 0, r));
+        } else {
+            headProducts.timesBlock(b, q3.slice(2, 0, nope), kvbW, MlaHeadProducts.Block.KEY, qLat.slice(2, 0, r));
+        }
         b.copy(q3.slice(2, nope, qk), qLat.slice(2, r, w));
         Tensor outLat = alloc(a, n, heads, r);                             // [N, H, R]
         if (decode != null) {
@@ -192,14 +198,18 @@ final class DeepseekV3Attention {
         }
         Tensor attn = alloc(a, n, heads, vd);                              // [N, H, v]
         // value rows: attn_h = outLat_h · W_vb_hᵀ
-        headProducts.timesBlockT(b, outLat, kvbW, MlaHeadProducts.Block.VALUE, attn);
+        if (lora != null) {
+            headProducts.timesValueBlockTLowRank(b, outLat, kvbW, lora, attn);
+        } else {
+            headProducts.timesBlockT(b, outLat, kvbW, MlaHeadProducts.Block.VALUE, attn);
+        }
         Tensor attnFlat = attn.reshape(n, (long) heads * vd);
         o.forward(b, attnFlat, out);
         for (Tensor t : new Tensor[]{kva, latentN, kRot}) {
             a.release(t);   // copied into the entry
         }
         if (tape == null) {   // nothing is kept: every temporary at its last use (a cache copied the entry)
-            for (Tensor t : new Tensor[]{qs, qa, qan, latent, entry, qLat, outLat, attn, adaptedKvB() ? kvbW : null}) {
+            for (Tensor t : new Tensor[]{qs, qa, qan, latent, entry, qLat, outLat, attn, ownsKvbW ? kvbW : null}) {
                 if (t != null) {
                     a.release(t);
                 }
@@ -214,8 +224,8 @@ final class DeepseekV3Attention {
             tape.qLat = qLat;
             tape.entry = entry;
             tape.outLat = outLat;
-            tape.kvbW = kvbW;
-            tape.kvbWOwned = adaptedKvB();
+            tape.kvbW = lora != null ? null : kvbW;   // a LoRA's: its backward makes the adapted matrix it needs
+            tape.kvbWOwned = ownsKvbW;
             tape.attn = attnFlat;
         }
     }
@@ -233,6 +243,11 @@ final class DeepseekV3Attention {
             b.allocator().release(img);
             return eff;
         }
+        return baseWeight(b);
+    }
+
+    /** kv_b_proj's base matrix, [H*(nope+v), R]: the weight itself, or dequantized once (kept) if quantized. */
+    private Tensor baseWeight(Backend b) {
         Weight wt = kvB.weight();
         if (wt instanceof Weight.Dense d) {
             return d.w();
@@ -248,6 +263,21 @@ final class DeepseekV3Attention {
 
     private boolean adaptedKvB() {
         return kvB.adapter() != null && kvB.adapter().enabled();
+    }
+
+    /**
+     * The enabled adapter's terms on kv_b_proj when it is a LoRA (the slot's adapter at this moment), else null. The
+     * absorbed form then multiplies the base matrix and adds the adapter's terms per head ({@link
+     * MlaHeadProducts#timesKeyBlockLowRank}), never making the adapted matrix: a forward of N tokens costs the LoRA's
+     * products of its N·H rows instead of the adapted layer's image of the identity, R·H·(nope+v)·R multiply-adds
+     * whatever N (a decode step of one token a sequence made it again in every layer).
+     */
+    private Linear.AdapterHook.LowRank lowRankKvB() {
+        Linear.AdapterHook h = kvB.adapter();
+        if (h == null || !h.enabled() || h.transformsInput()) {
+            return null;
+        }
+        return h.resolved().lowRank();
     }
 
     /**
@@ -282,6 +312,9 @@ final class DeepseekV3Attention {
     void backward(Backend b, Tape tape, Tensor positions, int[] segmentLengths, RopeTable rope, Tensor dout, Tensor dx) {
         TensorAllocator a = b.allocator();
         int n = dout.size(0);
+        // a LoRA's forward left its terms unmerged: the products below take the adapted matrix, made once for them
+        Tensor kvbW = tape.kvbW != null ? tape.kvbW : absorbWeight(b);    // [H*(nope+v), R]
+        boolean madeKvbW = tape.kvbW == null && adaptedKvB();
         Tensor dattn = alloc(a, n, (long) heads * vd);                     // [N, H*v]
         o.backward(b, tape.attn, dout, dattn);
         boolean adapted = adaptedKvB();
@@ -290,7 +323,7 @@ final class DeepseekV3Attention {
         // value rows: attn_h = outLat_h · W_vb_hᵀ
         Tensor dOutLat = alloc(a, n, heads, r);                            // [N, H, R]
         Tensor dattn3 = dattn.reshape(n, heads, vd);
-        headProducts.timesBlock(b, dattn3, tape.kvbW, MlaHeadProducts.Block.VALUE, dOutLat);
+        headProducts.timesBlock(b, dattn3, kvbW, MlaHeadProducts.Block.VALUE, dOutLat);
         if (adapted) {
             headProducts.blockGrad(b, dattn3, tape.outLat, MlaHeadProducts.Block.VALUE, dW);
         }
@@ -319,7 +352,10 @@ final class DeepseekV3Attention {
         // key rows: qLat_h = qNope_h · W_kb_h
         Tensor dq = alloc(a, n, heads, qk);                                // [N, H, qk]
         Tensor dqLatKeys = dqLat.slice(2, 0, r);
-        headProducts.timesBlockT(b, dqLatKeys, tape.kvbW, MlaHeadProducts.Block.KEY, dq.slice(2, 0, nope));
+        headProducts.timesBlockT(b, dqLatKeys, kvbW, MlaHeadProducts.Block.KEY, dq.slice(2, 0, nope));
+        if (madeKvbW) {
+            a.release(kvbW);   // its last use
+        }
         if (adapted) {
             headProducts.blockGrad(b, tape.q3.slice(2, 0, nope), dqLatKeys, MlaHeadProducts.Block.KEY, dW);
         }

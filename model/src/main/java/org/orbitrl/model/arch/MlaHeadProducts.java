@@ -7,6 +7,7 @@ import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.kernels.quant.QuantizedTensor;
+import org.orbitrl.model.nn.Linear;
 
 /**
  * The absorbed multi-head latent attention's per-head products with kv_b_proj's matrix [H·(nope+v), R]: each head h
@@ -53,6 +54,65 @@ final class MlaHeadProducts {
     /** dst [N, H, rows] = src [N, H, R] · W_hᵀ per head (as {@link Backend#matmul}); src and dst may be strided views. */
     void timesBlockT(Backend b, Tensor src, Tensor kvbW, Block which, Tensor dst) {
         run(b, src, kvbW, which, dst, false);
+    }
+
+    /**
+     * As {@link #timesBlock} of the key block of the LoRA-adapted matrix {@code W + s·B·A} without making it: dst [N, H,
+     * R] = src [N, H, nope] · W_h + s · (src · B_h) · A per head, with B_h head h's key rows of B [H·(nope+v), rank] and A
+     * [rank, R] (the per-head products of B as those of W, then one product with A for every head's rows). Each row's
+     * numbers are its own whatever N (the products row by row, as the backend's are), so that a decode step and a
+     * training forward give a token the same bits in exact mode; tokens go in chunks whose temporaries hold at most
+     * {@value #GROUP_BYTES} bytes each. dst may be a strided view.
+     */
+    void timesKeyBlockLowRank(Backend b, Tensor src, Tensor kvbW, Linear.AdapterHook.LowRank lora, Tensor dst) {
+        TensorAllocator a = b.allocator();
+        int n = src.size(0);
+        int rank = lora.a().size(0);
+        MlaHeadProducts terms = new MlaHeadProducts(heads, nope, vd, rank);   // B's rows laid out as the matrix's
+        int chunk = tokenChunk(n, Math.max(r, nope));
+        for (int t0 = 0; t0 < n; t0 += chunk) {
+            int c = Math.min(chunk, n - t0);
+            Tensor x = src.slice(0, t0, t0 + c);
+            Tensor keys = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, c, heads, r);    // [C, H, R]
+            timesBlock(b, x, kvbW, Block.KEY, keys);
+            Tensor xb = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, c, heads, rank);  // [C, H, rank] = x_h · B_h
+            terms.timesBlock(b, x, lora.b(), Block.KEY, xb);
+            b.matmulTransposedAxpy(xb.reshape((long) c * heads, rank), lora.a(), lora.scale(),
+                    keys.reshape((long) c * heads, r));                                      // += s · xb · A
+            a.release(xb);
+            b.copy(keys, dst.slice(0, t0, t0 + c));
+            a.release(keys);
+        }
+    }
+
+    /**
+     * As {@link #timesBlockT} of the value block of the LoRA-adapted matrix {@code W + s·B·A} without making it: dst [N,
+     * H, v] = src [N, H, R] · W_hᵀ + s · (src · Aᵀ) · B_hᵀ per head, B_h head h's value rows of B (see {@link
+     * #timesKeyBlockLowRank}). src and dst contiguous.
+     */
+    void timesValueBlockTLowRank(Backend b, Tensor src, Tensor kvbW, Linear.AdapterHook.LowRank lora, Tensor dst) {
+        TensorAllocator a = b.allocator();
+        int n = src.size(0);
+        int rank = lora.a().size(0);
+        MlaHeadProducts terms = new MlaHeadProducts(heads, nope, vd, rank);
+        timesBlockT(b, src, kvbW, Block.VALUE, dst);
+        int chunk = tokenChunk(n, Math.max(r, vd));
+        for (int t0 = 0; t0 < n; t0 += chunk) {
+            int c = Math.min(chunk, n - t0);
+            Tensor xa = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, (long) c * heads, rank);   // [C·H, rank]
+            b.matmul(src.slice(0, t0, t0 + c).reshape((long) c * heads, r), lora.a(), xa);
+            Tensor term = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, c, heads, vd);          // [C, H, v]
+            terms.timesBlockT(b, xa.reshape(c, heads, rank), lora.b(), Block.VALUE, term);
+            a.release(xa);
+            b.axpy(lora.scale(), term, dst.slice(0, t0, t0 + c));
+            a.release(term);
+        }
+    }
+
+    /** Tokens a chunk of the LoRA terms' products takes: as many as keep [C, H, width] f32 within the group's bytes. */
+    private int tokenChunk(int n, int width) {
+        long perToken = Math.max(1L, (long) heads * width * DType.F32.bytes());
+        return (int) Math.max(1, Math.min(Math.max(n, 1), GROUP_BYTES / perToken));
     }
 
     private void run(Backend b, Tensor src, Tensor kvbW, Block which, Tensor dst, boolean transposed) {

@@ -3,6 +3,8 @@ package org.orbitrl.model.adapter;
 import org.junit.jupiter.api.Test;
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.Backends;
+import org.orbitrl.kernels.TensorAllocator;
+import org.orbitrl.kernels.cpu.CpuBackend;
 import org.orbitrl.kernels.quant.QuantFormat;
 import org.orbitrl.kernels.quant.QuantFormats;
 import org.orbitrl.model.ReleaseTracking;
@@ -11,6 +13,7 @@ import org.orbitrl.model.arch.CausalLM;
 import org.orbitrl.model.arch.DeepseekV3Config;
 import org.orbitrl.model.arch.DeepseekV3FixtureTest;
 import org.orbitrl.model.arch.DeepseekV3Model;
+import org.orbitrl.model.arch.KvCache;
 import org.orbitrl.model.arch.Qwen3FixtureTest;
 import org.orbitrl.model.arch.Qwen3Model;
 import org.orbitrl.model.nn.Weight;
@@ -19,10 +22,13 @@ import org.orbitrl.model.spec.ModelSpec;
 
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * PEFT LoRA on DeepSeek-V3 (peft 0.21 over transformers 5.17): the fixture adapter on every MLA
@@ -141,6 +147,54 @@ public class DeepseekV3LoraFixtureTest {
         int layers = setup().model().config().layers();
         ReleaseTracking.assertReleasesChangeNoGradient("deepseek_v3", (backend, recompute) -> gradients(setup(backend), recompute),
                 10 * layers);
+    }
+
+    /**
+     * The adapted kv_b_proj's matrix is never made in a forward: its LoRA terms are added per head, so that a forward
+     * through the cache (a prefill, then a decode token a sequence) allocates no tensor of the matrix's shape
+     * [H·(nope+v), R] or its transpose (4·32 x 16 on the fixture), while the training step's backward, which needs the
+     * matrix, does make it (the check sees it); the decode logits are those of the training forward of the same tokens
+     * within 1e-5 (the PEFT logits test bounds both against peft).
+     */
+    @Test
+    void theAdaptedKvBIsNeverMergedInAForward() {
+        // the fixture: 4 heads, nope 16 + v 16, latent rank 16
+        long[] matrix = {4 * (16 + 16), 16};
+        long[] image = {16, 4 * (16 + 16)};
+        List<String> made = new ArrayList<>();
+        TensorAllocator heap = TensorAllocator.heap();
+        TensorAllocator recording = (category, dtype, shape) -> {
+            if (Arrays.equals(shape, matrix) || Arrays.equals(shape, image)) {
+                made.add(Arrays.toString(shape));
+            }
+            return heap.allocate(category, dtype, shape);
+        };
+        try (CpuBackend cpu = new CpuBackend(2, recording)) {
+            Setup s = setup(cpu);
+            List<CausalLM.Segment> prefill = new ArrayList<>();
+            List<CausalLM.Segment> decode = new ArrayList<>();
+            List<int[]> whole = new ArrayList<>();
+            for (int[] q : s.seqs()) {
+                KvCache cache = s.model().newCache(q.length);
+                prefill.add(new CausalLM.Segment(Arrays.copyOf(q, q.length - 1), cache));
+                decode.add(new CausalLM.Segment(new int[]{q[q.length - 1]}, cache));
+                whole.add(q);
+            }
+            s.model().forward(prefill);
+            float[] stepped = s.model().forward(decode).toFloatArray();
+            assertEquals(List.of(), made, "tensors of kv_b's matrix's shape made by the forwards through the cache");
+            float[] trained = s.model().forwardTrain(whole, false).logits().toFloatArray();
+            int v = s.model().vocabSize();
+            int row = 0;
+            for (int i = 0; i < whole.size(); i++) {
+                row += whole.get(i).length;
+                float[] want = Arrays.copyOfRange(trained, (row - 1) * v, row * v);
+                Qwen3FixtureTest.assertClose("sequence " + i + "'s decoded token against the training forward", want,
+                        Arrays.copyOfRange(stepped, i * v, (i + 1) * v), 1e-5f);
+            }
+            gradients(s, false);
+            assertTrue(made.contains(Arrays.toString(matrix)), "the backward makes the matrix: " + made);
+        }
     }
 
     static Map<String, float[]> gradients(Setup s, boolean recompute) {

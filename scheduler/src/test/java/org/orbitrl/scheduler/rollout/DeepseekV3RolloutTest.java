@@ -4,6 +4,9 @@ import org.junit.jupiter.api.Test;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.memory.plan.KvCacheLayout;
 import org.orbitrl.model.LoadedModel;
+import org.orbitrl.model.adapter.AdapterConfig;
+import org.orbitrl.model.adapter.AdapterSlots;
+import org.orbitrl.model.adapter.LoraAdapter;
 
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -64,6 +67,40 @@ class DeepseekV3RolloutTest {
             var gap = Recompute.gap(out, Recompute.policyLogprobs(m.model(), out, 1.0f));
             assertTrue(gap.exact(), "recompute vs rollout: " + gap);
             assertEquals(6 * 8, gap.tokens());
+        }
+    }
+
+    /**
+     * With a LoRA adapter on every attention projection, kv_b_proj included (whose terms the absorbed form adds per head
+     * rather than merging them into its matrix, in decode steps of one token a sequence and in the recompute's forward
+     * of whole sequences alike), the recomputed log-probs still equal rollout's bit for bit, and differ from the
+     * adapter-free model's (the adapter is felt).
+     */
+    @Test
+    void recomputedLogprobsWithAnAdaptedKvBEqualRolloutBitForBit() {
+        AdapterConfig cfg = AdapterConfig.lora(4, 8, List.of("q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj"),
+                List.of());
+        try (LoadedModel m = RolloutEngineTest.model("deepseek_v3")) {
+            SplittableRandom rnd = new SplittableRandom(23);
+            List<Request> reqs = new ArrayList<>();
+            for (int i = 0; i < 3; i++) {
+                reqs.add(new Request("k" + i, RolloutEngineTest.randomPrompt(rnd, 4 + rnd.nextInt(10)),
+                        SamplingParams.sample(1.0f, 1.0f, 8, 300 + i), 2));
+            }
+            List<Completion> plain = RolloutEngineTest.engine(m, 128).generate(reqs);
+            float[] before = Recompute.policyLogprobs(m.model(), plain, 1.0f).get(0);
+            AdapterSlots slots = new AdapterSlots(m.targets(),
+                    () -> LoraAdapter.create(cfg, m.targets(), m.model().backend().allocator(), 7), 0);
+            DecodeGraphsTest.randomize(slots.active(), 29, 0.2f);
+            assertTrue(slots.active().params().stream().anyMatch(p -> p.name().contains("kv_b_proj")), "kv_b_proj adapted");
+            try (RolloutEngine e = new RolloutEngine(m.model(), slots, new RolloutEngine.Options(4, 128, 64, 512), null)) {
+                List<Completion> out = e.generate(reqs);
+                var gap = Recompute.gap(out, Recompute.policyLogprobs(m.model(), out, 1.0f));
+                assertTrue(gap.exact(), "recompute vs rollout with the adapter: " + gap);
+                assertEquals(6 * 8, gap.tokens());
+            }
+            float[] after = Recompute.policyLogprobs(m.model(), plain, 1.0f).get(0);
+            assertTrue(!Arrays.equals(before, after), "the adapter changes the log-probs of the same tokens");
         }
     }
 }

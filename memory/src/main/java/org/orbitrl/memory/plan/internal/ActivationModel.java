@@ -200,10 +200,10 @@ public final class ActivationModel {
      * moment beside its input and output gradients. With H heads (split by {@code tp}), R the latent rank, w = R + rope
      * the entry's width, qk = nope + rope and q_lora's rank ql, a token's tape holds q {@code [H·qk]}, q_a and its norm
      * {@code [2·ql]}, the latent {@code [R]}, the cache entry {@code [w]}, the absorbed queries {@code [H·w]}, the
-     * latent outputs {@code [H·R]} and o's input {@code [H·v]}; with an adapter on kv_b the layer also keeps the adapted
-     * matrix {@code [H·(nope+v), R]} made for its forward (otherwise the base weight, no activation). The backward holds,
-     * step by step, each gradient until its last use: o's input gradient beside o's LoRA; it and the latent outputs'
-     * gradient beside the per-head products' head-major temporaries ({@code MlaHeadProducts}: a group of heads' rows in and
+     * latent outputs {@code [H·R]} and o's input {@code [H·v]} (a LoRA on kv_b adds its terms per head in the forward and
+     * keeps no matrix). The backward holds, step by step, each gradient until its last use, and with kv_b adapted the
+     * adapted matrix {@code [H·(nope+v), R]} made at its start until the key products: o's input gradient beside o's
+     * LoRA; it and the latent outputs' gradient beside the per-head products' head-major temporaries ({@code MlaHeadProducts}: a group of heads' rows in and
      * out, at most 64 MiB each); the latent outputs', absorbed queries', entries' and values' gradients through the
      * attention; the absorbed queries', the latent's, the key rope's and q's through the key products (with their
      * temporaries); with kv_b adapted, the matrix's gradient {@code [H·(nope+v), R]} from the start to its image's
@@ -224,12 +224,13 @@ public final class ActivationModel {
         double qk = nope + rot;
         boolean adaptedKvB = rank > 0;
         double kvbW = adaptedKvB ? heads * (nope + vd) * r : 0;
-        double tape = n * (heads * qk + 2 * ql + r + w + heads * w + heads * r + heads * vd) + kvbW;
+        double tape = n * (heads * qk + 2 * ql + r + w + heads * w + heads * r + heads * vd);
         double dW = kvbW;   // the adapted matrix's gradient, live until its image's backward
-        double o = n * (heads * vd + loraBackwardPerToken(rank, heads * vd)) + dW;
-        double values = n * (heads * vd + heads * r) + headTemps(heads, tokens, vd, r) + dW;
-        double attention = n * (heads * r + heads * w + w + r) + dW;
-        double keys = n * (heads * w + r + rot + heads * qk) + headTemps(heads, tokens, r, nope) + dW;
+        // the adapted matrix, made at the backward's start, live beside its gradient until the key products
+        double o = n * (heads * vd + loraBackwardPerToken(rank, heads * vd)) + kvbW + dW;
+        double values = n * (heads * vd + heads * r) + headTemps(heads, tokens, vd, r) + kvbW + dW;
+        double attention = n * (heads * r + heads * w + w + r) + kvbW + dW;
+        double keys = n * (heads * w + r + rot + heads * qk) + headTemps(heads, tokens, r, nope) + kvbW + dW;
         double image = adaptedKvB ? n * (r + rot + heads * qk) + 2 * dW + 2 * r * r + r * loraBackwardPerToken(rank, r) : 0;
         double kvA = n * (heads * qk + w + loraBackwardPerToken(rank, h));
         double q = ql > 0

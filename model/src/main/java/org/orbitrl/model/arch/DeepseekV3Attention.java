@@ -53,6 +53,13 @@ final class DeepseekV3Attention {
     private final float eps;
     private final MlaHeadProducts headProducts;   // the per-head products with kv_b's matrix, grouped
     private final AttentionSpec spec;
+    /**
+     * {@code -Dorbit.mla.kvbTerms=merged}: a LoRA on kv_b_proj merged into the matrix in every forward, as an OFT is (the
+     * form {@link #lowRankKvB} replaced; for comparisons).
+     */
+    static final String KVB_TERMS = "orbit.mla.kvbTerms";
+    static final String MERGED_KVB = "merged";
+
     private Tensor baseKvB; // [H*(nope+v), R] f32 dequantized kv_b_proj for the absorbed form, when quantized
     private Tensor eye;     // [R, R] the identity whose image under an adapted kv_b_proj is its matrix (the model's, shared)
 
@@ -274,7 +281,7 @@ final class DeepseekV3Attention {
      */
     private Linear.AdapterHook.LowRank lowRankKvB() {
         Linear.AdapterHook h = kvB.adapter();
-        if (h == null || !h.enabled() || h.transformsInput()) {
+        if (h == null || !h.enabled() || h.transformsInput() || MERGED_KVB.equals(System.getProperty(KVB_TERMS))) {
             return null;
         }
         return h.resolved().lowRank();

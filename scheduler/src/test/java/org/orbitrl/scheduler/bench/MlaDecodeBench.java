@@ -6,6 +6,9 @@ import org.orbitrl.kernels.NotCapturableException;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.Cuda;
 import org.orbitrl.kernels.cuda.CudaBackend;
+import org.orbitrl.model.adapter.Adapter;
+import org.orbitrl.model.adapter.AdapterConfig;
+import org.orbitrl.model.adapter.LoraAdapter;
 import org.orbitrl.model.arch.CausalLM;
 import org.orbitrl.model.arch.DeepseekV3Config;
 import org.orbitrl.model.arch.DeepseekV3Model;
@@ -37,6 +40,11 @@ import java.util.SplittableRandom;
  * layer expects under uniform routing, E·(1 − (1 − k/E)^B), each sequence's latent entries, the LM head) over the
  * device's copy bandwidth measured in the same run.
  *
+ * <p>With {@code -Dorbit.bench.adapter=lora} the model carries rollout's kind of adapter, LoRA r=32 on every attention
+ * projection (q_a, q_b, kv_a, kv_b, o; no gradients), and the gathered column gives way to the captured step with
+ * kv_b's LoRA merged into its matrix in every layer of every step ({@code -Dorbit.mla.kvbTerms=merged}, the form the
+ * absorbed attention had before it added the terms per head). The HBM limit then counts the adapter's tensors too.
+ *
  * <pre>java ... org.orbitrl.scheduler.bench.MlaDecodeBench CONFIG_JSON [context] [batches] [layers] [experts] [vocab]</pre>
  */
 public final class MlaDecodeBench {
@@ -64,6 +72,17 @@ public final class MlaDecodeBench {
             long t0 = System.nanoTime();
             DeepseekV3Model model = DeepseekV3Model.load(c, spec.mla().ropeInterleave(), spec.quantization(),
                     new RandomDeepseekV3(c, 1), gpu, Qwen3Model.LoadOptions.full());
+            boolean lora = "lora".equals(System.getProperty("orbit.bench.adapter", "none"));
+            long adapterBytes = 0;
+            if (lora) {
+                LoraAdapter adapter = LoraAdapter.create(AdapterConfig.lora(32, 64, List.of("q_a_proj", "q_b_proj",
+                        "kv_a_proj_with_mqa", "kv_b_proj", "o_proj"), List.of()), model, gpu.allocator(), 5, false);
+                for (Adapter.Param p : adapter.params()) {
+                    adapterBytes += p.value().byteSize();
+                }
+                System.out.printf("LoRA r=32 on q_a, q_b, kv_a, kv_b and o: %d tensors, %.1f MB%n", adapter.params().size(),
+                        adapterBytes / 1e6);
+            }
             System.out.printf("device %s; %s widths: %d layers (the first %s dense), hidden %d, %d heads, latent %d + rope %d, %d"
                             + " experts of %d top-%d, vocabulary %d; built in %.1f s; context %d keys a sequence in a bf16 latent"
                             + " pool; %d steps a row, median%n", gpu.device(), spec.modelType(), c.layers(),
@@ -76,7 +95,10 @@ public final class MlaDecodeBench {
             int perSequence = (context + STEPS + 2 + BLOCK - 1) / BLOCK + 1;
             BlockPool pool = new BlockPool(gpu.allocator(), g.layers(), g.kvHeads(), g.headDim(), g.vHeadDim(), BLOCK,
                     most * 2 * perSequence, true, DType.BF16);
-            System.out.println("| batch | captured step | tokens/s | of the HBM limit | eager | gathered attention, eager |"
+            System.out.println(lora
+                    ? "| batch | captured step | tokens/s | of the HBM limit | eager | captured, kv_b's LoRA merged every step |"
+                    + " merged vs per head |"
+                    : "| batch | captured step | tokens/s | of the HBM limit | eager | gathered attention, eager |"
                     + " captured vs gathered |");
             System.out.println("|---|---|---|---|---|---|---|");
             for (int batch : batches) {
@@ -84,14 +106,15 @@ public final class MlaDecodeBench {
                 try {
                     double[] graph = run(gpu, model, pool, c, prefilled, context, true);
                     double[] eager = run(gpu, model, pool, c, prefilled, context, false);
-                    double[] gathered = new double[1];
-                    System.setProperty("orbit.cuda.pagedMla", "off");
+                    double[] gathered;
+                    String property = lora ? "orbit.mla.kvbTerms" : "orbit.cuda.pagedMla";
+                    System.setProperty(property, lora ? "merged" : "off");
                     try {
-                        gathered = run(gpu, model, pool, c, prefilled, context, false);
+                        gathered = run(gpu, model, pool, c, prefilled, context, lora);
                     } finally {
-                        System.clearProperty("orbit.cuda.pagedMla");
+                        System.clearProperty(property);
                     }
-                    double limitMs = bytesPerStep(c, batch, context + STEPS / 2) / (copy * 1e9) * 1e3;
+                    double limitMs = (bytesPerStep(c, batch, context + STEPS / 2) + adapterBytes) / (copy * 1e9) * 1e3;
                     System.out.printf("| %d | %.3f ms (%s) | %.0f | %.3f | %.3f ms | %.3f ms | %.2fx |%n", batch, graph[0],
                             graph[1] > 0 ? "graph" : "eager", batch / (graph[0] / 1e3), limitMs / graph[0], eager[0], gathered[0],
                             gathered[0] / graph[0]);

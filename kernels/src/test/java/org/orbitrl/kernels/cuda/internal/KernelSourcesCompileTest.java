@@ -3,11 +3,17 @@ package org.orbitrl.kernels.cuda.internal;
 import org.junit.jupiter.api.Test;
 
 import java.io.IOException;
+import java.net.URI;
+import java.net.URISyntaxException;
+import java.net.URL;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.FileSystem;
+import java.nio.file.FileSystems;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
@@ -25,17 +31,13 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
  * {@code $CUDA_HOME/bin} or {@code /usr/local/cuda/bin}).
  */
 class KernelSourcesCompileTest {
-    private static final Path SOURCES = Path.of("src/main/resources/org/orbitrl/kernels/cuda");
+    private static final String SOURCES = "/org/orbitrl/kernels/cuda/";
 
     @Test
     void everyKernelSourceCompilesForSm90() throws Exception {
         Path nvcc = nvcc();
         assumeTrue(nvcc != null, "no nvcc on PATH, in $CUDA_HOME/bin or /usr/local/cuda/bin: kernel sources not compiled here");
-        List<String> names = new ArrayList<>();
-        try (Stream<Path> files = Files.list(SOURCES)) {
-            files.map(p -> p.getFileName().toString()).filter(n -> n.endsWith(".cu")).sorted()
-                    .forEach(n -> names.add(n.substring(0, n.length() - 3)));
-        }
+        List<String> names = kernelNames();
         assertTrue(names.size() > 30 && names.contains("paged_mla"), "the kernel sources: " + names);
         Path dir = Files.createTempDirectory("orbit-nvcc");
         ExecutorService pool = Executors.newFixedThreadPool(Math.max(1, Runtime.getRuntime().availableProcessors()));
@@ -54,6 +56,29 @@ class KernelSourcesCompileTest {
             assertEquals(List.of(), failures, "kernel sources that do not compile cleanly");
         } finally {
             pool.shutdownNow();
+        }
+    }
+
+    /**
+     * The kernel sources' names as the class path holds them (the module's resources directory in a build, the jar on a
+     * machine that has only the jars), found beside {@code paged_mla.cu}.
+     */
+    private static List<String> kernelNames() throws IOException, URISyntaxException {
+        URL known = KernelLibrary.class.getResource(SOURCES + "paged_mla.cu");
+        assertTrue(known != null, "paged_mla.cu is on the class path under " + SOURCES);
+        URI uri = known.toURI();
+        if ("jar".equals(uri.getScheme())) {
+            try (FileSystem jar = FileSystems.newFileSystem(uri, Map.of())) {
+                return namesIn(jar.getPath(SOURCES));
+            }
+        }
+        return namesIn(Path.of(uri).getParent());
+    }
+
+    private static List<String> namesIn(Path dir) throws IOException {
+        try (Stream<Path> files = Files.list(dir)) {
+            return files.map(p -> p.getFileName().toString()).filter(n -> n.endsWith(".cu")).sorted()
+                    .map(n -> n.substring(0, n.length() - 3)).toList();
         }
     }
 

@@ -56,12 +56,7 @@ class DeepseekV3RolloutTest {
     @Test
     void recomputedLogprobsEqualRolloutBitForBit() {
         try (LoadedModel m = RolloutEngineTest.model("deepseek_v3")) {
-            SplittableRandom rnd = new SplittableRandom(21);
-            List<Request> reqs = new ArrayList<>();
-            for (int i = 0; i < 3; i++) {
-                reqs.add(new Request("g" + i, RolloutEngineTest.randomPrompt(rnd, 4 + rnd.nextInt(10)),
-                        SamplingParams.sample(1.0f, 1.0f, 8, 100 + i), 2));
-            }
+            List<Request> reqs = sampledRequests("g", 21, 100);
             List<Completion> out = RolloutEngineTest.engine(m, 128).generate(reqs);
             assertEquals(6, out.size());
             var gap = Recompute.gap(out, Recompute.policyLogprobs(m.model(), out, 1.0f));
@@ -81,12 +76,7 @@ class DeepseekV3RolloutTest {
         AdapterConfig cfg = AdapterConfig.lora(4, 8, List.of("q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj"),
                 List.of());
         try (LoadedModel m = RolloutEngineTest.model("deepseek_v3")) {
-            SplittableRandom rnd = new SplittableRandom(23);
-            List<Request> reqs = new ArrayList<>();
-            for (int i = 0; i < 3; i++) {
-                reqs.add(new Request("k" + i, RolloutEngineTest.randomPrompt(rnd, 4 + rnd.nextInt(10)),
-                        SamplingParams.sample(1.0f, 1.0f, 8, 300 + i), 2));
-            }
+            List<Request> reqs = sampledRequests("k", 23, 300);
             List<Completion> plain = RolloutEngineTest.engine(m, 128).generate(reqs);
             float[] before = Recompute.policyLogprobs(m.model(), plain, 1.0f).get(0);
             AdapterSlots slots = new AdapterSlots(m.targets(),
@@ -102,5 +92,16 @@ class DeepseekV3RolloutTest {
             float[] after = Recompute.policyLogprobs(m.model(), plain, 1.0f).get(0);
             assertTrue(!Arrays.equals(before, after), "the adapter changes the log-probs of the same tokens");
         }
+    }
+
+    /** Three requests of 4-13 random tokens, each sampled twice for 8 tokens at temperature 1 with seeds from {@code seed0}. */
+    private static List<Request> sampledRequests(String prefix, long promptSeed, int seed0) {
+        SplittableRandom rnd = new SplittableRandom(promptSeed);
+        List<Request> reqs = new ArrayList<>();
+        for (int i = 0; i < 3; i++) {
+            reqs.add(new Request(prefix + i, RolloutEngineTest.randomPrompt(rnd, 4 + rnd.nextInt(10)),
+                    SamplingParams.sample(1.0f, 1.0f, 8, seed0 + i), 2));
+        }
+        return reqs;
     }
 }

@@ -54,8 +54,10 @@ class JobAcceptanceTest {
         h.writeJob("noshard", rlJob(noShard));
         h.writeJob("good", rlJob(QUICKSTART));
         for (String name : List.of("nomodel", "corrupt", "badconfig", "noshard")) {
+            // the state is set before the listeners hear of it: wait for the transition's event too
             h.await(name + " to fail", Duration.ofSeconds(10),
-                    () -> h.daemon.jobs().job(name).map(j -> j.state() == JobState.FAILED).orElse(false));
+                    () -> h.daemon.jobs().job(name).map(j -> j.state() == JobState.FAILED).orElse(false)
+                            && h.events.contains(name + ":QUEUED->FAILED"));
             assertEquals(List.of(name + ":QUEUED->FAILED"),
                     h.events.stream().filter(e -> e.startsWith(name + ":") && e.contains("->")).toList());
         }

@@ -39,6 +39,10 @@ public interface SequenceCache {
      */
     interface Attachment {
         Attachment copy();
+
+        /** Gives back the memory the state holds (its sequence is done); the default: none to give. */
+        default void release() {
+        }
     }
 
     /** The model state attached to this sequence, or null. */

@@ -313,13 +313,17 @@ public final class PagedSequence implements SequenceCache, AutoCloseable {
         this.attachment = state;
     }
 
-    /** Returns every block to its pool. */
+    /** Returns every block to its pool, and the memory of any model state attached. */
     @Override
     public void close() {
         if (!freed) {
             main.close();
             if (windowed != null) {
                 windowed.close();
+            }
+            if (attachment != null) {
+                attachment.release();
+                attachment = null;
             }
             freed = true;
         }

@@ -28,16 +28,35 @@ final class DeepseekV4Attention {
     final AttentionKind kind;
     private final DeepseekV4Config c;
 
-    /** One sequence's state of this layer: the last window-1 K=V rows and the compressors' states. */
+    /**
+     * One sequence's state of this layer: the last window-1 K=V rows and the compressors' states. Its values are the
+     * state's own (a fork copies them): on a device backend they stay in device memory between steps, each replaced
+     * value released as its successor is made.
+     */
     static final class State {
-        float[] window = new float[0];   // [rows, headDim], the latest positions
+        Node window;   // [rows, headDim], the latest positions; null before the first token
         final DeepseekV4Compressor.State comp = new DeepseekV4Compressor.State();
         final DeepseekV4Compressor.State index = new DeepseekV4Compressor.State();
 
-        void copyInto(State c) {
-            c.window = window;
-            comp.copyInto(c.comp);
-            index.copyInto(c.index);
+        int windowRows(int d) {
+            return window == null ? 0 : window.size() / d;
+        }
+
+        /** Copies this state into {@code c} (a fork's), values copied in {@code a}'s memory. */
+        void copyInto(State c, org.orbitrl.kernels.TensorAllocator a) {
+            c.window = Ops.stateCopy(a, window);
+            comp.copyInto(c.comp, a);
+            index.copyInto(c.index, a);
+        }
+
+        /** Releases the state's values in {@code a}'s memory (the state is not used afterwards). */
+        void release(org.orbitrl.kernels.TensorAllocator a) {
+            if (window != null) {
+                window.release(a);
+                window = null;
+            }
+            comp.release(a);
+            index.release(a);
         }
     }
 
@@ -91,12 +110,13 @@ final class DeepseekV4Attention {
             State st = s.state();
             Node qs = Ops.rows(t, b, q, heads * d, s.start(), s.len());
             Node ks = Ops.rows(t, b, k, d, s.start(), s.len());
-            int past = st == null ? 0 : st.window.length / d;
+            int past = st == null ? 0 : st.windowRows(d);
             Node entries = null;
             if (compressor != null) {
                 int w = compressor.width();
-                entries = compressor.compress(t, Ops.rows(t, null, comp[0], w, s.start(), s.len()),
-                        Ops.rows(t, null, comp[1], w, s.start(), s.len()), st == null ? null : st.comp, c.compressRope());
+                Backend rowsOn = st == null || t != null ? null : b;   // a cached sequence's open window stays there
+                entries = compressor.compress(t, rowsOn, Ops.rows(t, rowsOn, comp[0], w, s.start(), s.len()),
+                        Ops.rows(t, rowsOn, comp[1], w, s.start(), s.len()), st == null ? null : st.comp, c.compressRope());
             }
             int m = entries == null ? 0 : entries.size() / d;
             int keys = past + s.len() + m;
@@ -123,13 +143,15 @@ final class DeepseekV4Attention {
                     }
                 }
             });
-            Node keyRows = Ops.concatRows(t, b, d, past == 0 ? null : new Node(st.window), ks, entries);
+            Node keyRows = Ops.concatRows(t, b, d, past == 0 ? null : st.window, ks, entries);
             outs[si] = DeepseekV4SinkAttention.attend(t, b, qs, keyRows, mask, sinks, heads, d, (float) (1 / Math.sqrt(d)));
-            if (st != null) {
+            if (st != null) {   // the window's next rows: the last window-1 of the window and the new keys (keyRows' head)
                 int keep = Math.min(c.slidingWindow() - 1, past + s.len());
-                float[] all = java.util.Arrays.copyOf(st.window, (past + s.len()) * d);
-                System.arraycopy(ks.v(), 0, all, past * d, s.len() * d);
-                st.window = java.util.Arrays.copyOfRange(all, (past + s.len() - keep) * d, (past + s.len()) * d);
+                Node next = Ops.stateRows(b, keyRows, d, past + s.len() - keep, keep);
+                if (st.window != null) {
+                    st.window.release(b.allocator());
+                }
+                st.window = next;
             }
         }
         Node o = Ops.concatRows(t, b, heads * d, outs);                                      // [N, heads*d]

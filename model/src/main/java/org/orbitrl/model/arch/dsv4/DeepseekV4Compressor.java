@@ -22,23 +22,51 @@ final class DeepseekV4Compressor {
     final boolean overlap;
     private final float eps;
 
-    /** One sequence's compressor state: the open window's raw rows, the emitted entries, the overlap. */
+    /**
+     * One sequence's compressor state: the open window's raw rows, the emitted entries, the overlap. Its values are its
+     * own (a fork copies them); the open window's rows stay where the projections ran (device memory on a device
+     * backend), and the entries, pooled on the host, keep one device copy made at their first use there.
+     */
     static final class State {
-        float[] bufKv = new float[0];    // [rows, width] raw projections of the open window
-        float[] bufGate = new float[0];  // [rows, width]
-        float[] entries = new float[0];  // [count, d]
+        Node bufKv;                      // [rows, width] raw projections of the open window, or null
+        Node bufGate;                    // [rows, width], or null
+        Node entries;                    // [count, d], or null
         int count;
         float[] overlapKv;               // [rate, d] first half of the last full window, or null
         float[] overlapGate;             // [rate, d] with ape added, or null
 
-        /** Arrays are replaced, never written in place, so sharing them is a copy. */
-        void copyInto(State c) {
-            c.bufKv = bufKv;
-            c.bufGate = bufGate;
-            c.entries = entries;
+        /** Copies this state into {@code c} (a fork's), values copied in {@code a}'s memory; the arrays are shared. */
+        void copyInto(State c, org.orbitrl.kernels.TensorAllocator a) {
+            c.bufKv = Ops.stateCopy(a, bufKv);
+            c.bufGate = Ops.stateCopy(a, bufGate);
+            c.entries = Ops.stateCopy(a, entries);
             c.count = count;
             c.overlapKv = overlapKv;
             c.overlapGate = overlapGate;
+        }
+
+        /** Releases the state's values in {@code a}'s memory. */
+        void release(org.orbitrl.kernels.TensorAllocator a) {
+            for (Node n : new Node[]{bufKv, bufGate, entries}) {
+                if (n != null) {
+                    n.release(a);
+                }
+            }
+            bufKv = null;
+            bufGate = null;
+            entries = null;
+        }
+
+        /** Floats the state holds. */
+        long floats() {
+            long f = (bufKv == null ? 0 : bufKv.size()) + (bufGate == null ? 0 : bufGate.size())
+                    + (entries == null ? 0 : entries.size());
+            return f + (overlapKv == null ? 0 : overlapKv.length + overlapGate.length);
+        }
+
+        /** Floats of the emitted entries. */
+        long entryFloats() {
+            return entries == null ? 0 : entries.size();
         }
     }
 
@@ -69,19 +97,24 @@ final class DeepseekV4Compressor {
 
     /**
      * Adds a segment's new projected rows kv, gate [len, width] and returns every entry of the
-     * sequence so far [M, d]; with a state, the buffer, entries and overlap advance.
+     * sequence so far [M, d]; with a state, the buffer, entries and overlap advance. With {@code b} (a cached
+     * sequence's untaped run on a device backend that keeps values) the open window's rows are joined there and read
+     * on the host only when a window closes; the state's entries are returned as they are held (the caller does not
+     * release them).
      */
-    Node compress(GradTape t, Node kv, Node gate, State st, RopeTable rope) {
+    Node compress(GradTape t, Backend b, Node kv, Node gate, State st, RopeTable rope) {
+        if (t != null && st != null) {
+            throw new IllegalStateException("a taped compression carries no sequence state (training runs hold none)");
+        }
         int w = width();
-        Node bufKv = st == null || st.bufKv.length == 0 ? null : new Node(st.bufKv);
-        Node bufGate = st == null || st.bufGate.length == 0 ? null : new Node(st.bufGate);
-        Node kvAll = bufKv == null ? kv : Ops.concatRows(t, null, w, bufKv, kv);
-        Node gateAll = bufGate == null ? gate : Ops.concatRows(t, null, w, bufGate, gate);
+        Node bufKv = st == null ? null : st.bufKv;
+        Node bufGate = st == null ? null : st.bufGate;
+        Node kvAll = bufKv == null ? kv : Ops.concatRows(t, b, w, bufKv, kv);
+        Node gateAll = bufGate == null ? gate : Ops.concatRows(t, b, w, bufGate, gate);
         int rows = kvAll.size() / w;
         int windows = rows / rate;
         int usable = windows * rate;
         int first = st == null ? 0 : st.count * rate;
-        Node old = st == null || st.count == 0 ? null : new Node(st.entries);
         Node fresh = null;
         if (windows > 0) {
             Node pooled = pool(t, kvAll, gateAll, windows, st == null ? null : st.overlapKv,
@@ -98,33 +131,45 @@ final class DeepseekV4Compressor {
             }
             fresh = Rope.apply(t, normed, 1, dim, cos, sin, false);
         }
-        if (st != null) {
+        if (st == null) {
+            return fresh == null ? new Node(new float[0]) : fresh;
+        }
+        org.orbitrl.kernels.TensorAllocator a = b == null ? null : b.allocator();
+        Node nextKv = Ops.stateRows(b, kvAll, w, usable, rows - usable);
+        Node nextGate = Ops.stateRows(b, gateAll, w, usable, rows - usable);
+        release(a, st.bufKv, st.bufGate);
+        st.bufKv = nextKv;
+        st.bufGate = nextGate;
+        if (windows > 0) {
             float[] kvAllV = kvAll.v();
             float[] gateAllV = gateAll.v();
-            st.bufKv = java.util.Arrays.copyOfRange(kvAllV, usable * w, rows * w);
-            st.bufGate = java.util.Arrays.copyOfRange(gateAllV, usable * w, rows * w);
-            if (windows > 0) {
-                if (overlap) {
-                    st.overlapKv = new float[rate * dim];
-                    st.overlapGate = new float[rate * dim];
-                    for (int j = 0; j < rate; j++) {
-                        int row = (windows - 1) * rate + j;
-                        for (int c = 0; c < dim; c++) {
-                            st.overlapKv[j * dim + c] = kvAllV[row * w + c];
-                            st.overlapGate[j * dim + c] = gateAllV[row * w + c] + ape[j * w + c];
-                        }
+            if (overlap) {
+                st.overlapKv = new float[rate * dim];
+                st.overlapGate = new float[rate * dim];
+                for (int j = 0; j < rate; j++) {
+                    int row = (windows - 1) * rate + j;
+                    for (int c = 0; c < dim; c++) {
+                        st.overlapKv[j * dim + c] = kvAllV[row * w + c];
+                        st.overlapGate[j * dim + c] = gateAllV[row * w + c] + ape[j * w + c];
                     }
                 }
-                float[] e = java.util.Arrays.copyOf(st.entries, st.entries.length + fresh.size());
-                System.arraycopy(fresh.v(), 0, e, st.entries.length, fresh.size());
-                st.entries = e;
-                st.count += windows;
+            }
+            float[] old = st.entries == null ? new float[0] : st.entries.v();
+            float[] e = java.util.Arrays.copyOf(old, old.length + fresh.size());
+            System.arraycopy(fresh.v(), 0, e, old.length, fresh.size());
+            release(a, st.entries);
+            st.entries = Scratch.unscoped(() -> new Node(e));
+            st.count += windows;
+        }
+        return st.entries == null ? new Node(new float[0]) : st.entries;
+    }
+
+    private static void release(org.orbitrl.kernels.TensorAllocator a, Node... ns) {
+        for (Node n : ns) {
+            if (n != null && a != null) {
+                n.release(a);
             }
         }
-        if (fresh == null) {
-            return old == null ? new Node(new float[0]) : old;
-        }
-        return old == null ? fresh : Ops.concatRows(t, null, dim, old, fresh);
     }
 
     /** The gated pooling of the first {@code windows} full windows of kv, gate [rows, width] -> [windows, d]. */

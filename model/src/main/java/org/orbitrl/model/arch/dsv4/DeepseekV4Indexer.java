@@ -61,9 +61,13 @@ final class DeepseekV4Indexer {
         float wScale = (float) (1 / Math.sqrt(heads));
         int[][] out = new int[n][];
         int width = compressor.width();
-        for (DeepseekV4Attention.Seg s : segs) {
-            Node keys = compressor.compress(null, Ops.rows(null, null, proj[0], width, s.start(), s.len()),
-                    Ops.rows(null, null, proj[1], width, s.start(), s.len()), s.state() == null ? null : s.state().index,
+        // every segment's scores are asked for before any is read, so that a device's run waits for its work once
+        Scores[] pending = new Scores[segs.length];
+        for (int si = 0; si < segs.length; si++) {
+            DeepseekV4Attention.Seg s = segs[si];
+            Backend rowsOn = s.state() == null ? null : b;   // a cached sequence's open window stays there
+            Node keys = compressor.compress(null, rowsOn, Ops.rows(null, rowsOn, proj[0], width, s.start(), s.len()),
+                    Ops.rows(null, rowsOn, proj[1], width, s.start(), s.len()), s.state() == null ? null : s.state().index,
                     c.compressRope());
             int m = keys.size() / dim;
             int[] closed = new int[s.len()];
@@ -75,7 +79,13 @@ final class DeepseekV4Indexer {
                     wq[i * heads + h] = w[row * heads + h] * wScale;
                 }
             }
-            float[] scores = scores(b, q, s.start(), s.len(), keys.v(), m, wq, closed, qScale);
+            pending[si] = scores(b, q, s.start(), s.len(), keys, m, wq, closed, qScale);
+        }
+        for (int si = 0; si < segs.length; si++) {
+            DeepseekV4Attention.Seg s = segs[si];
+            int m = pending[si].entries();
+            int[] closed = pending[si].closed();
+            float[] scores = pending[si].read(b.allocator());
             Ops.forRows(s.len(), (long) m * 8, i -> {   // each query's choice its own, over its closed entries only
                 int close = closed[i];
                 float[] score = java.util.Arrays.copyOfRange(scores, i * m, i * m + close);
@@ -86,34 +96,69 @@ final class DeepseekV4Indexer {
     }
 
     /**
+     * A segment's scores [len, M]: on the host already, or in device memory until {@link #read} (which copies them back
+     * and releases the device's tensor).
+     */
+    static final class Scores {
+        private float[] host;
+        private Tensor device;
+        private final int entries;
+        private final int[] closed;
+
+        Scores(float[] host, Tensor device, int entries, int[] closed) {
+            this.host = host;
+            this.device = device;
+            this.entries = entries;
+            this.closed = closed;
+        }
+
+        int entries() {
+            return entries;
+        }
+
+        int[] closed() {
+            return closed;
+        }
+
+        float[] read(TensorAllocator a) {
+            if (host == null) {
+                host = a.toFloats(device);
+                a.release(device);
+                device = null;
+            }
+            return host;
+        }
+    }
+
+    /**
      * The scores [len, M] of a segment's queries (rows start.. of q [N, heads·dim]) against its M entries:
      * {@code Σ_h relu(q_h·k_m) · qScale · wq[i, h]} for the closed entries, -inf for the others. On a device backend
      * that takes it ({@link Backend#indexerScores}: the CUDA backend, in exact mode too) the products run there and the
      * scores come back; otherwise here, each query and entry in turn.
      */
-    float[] scores(Backend b, Node qn, int start, int len, float[] keys, int m, float[] wq, int[] closed,
-                           float qScale) {
+    Scores scores(Backend b, Node qn, int start, int len, Node keyNode, int m, float[] wq, int[] closed, float qScale) {
         TensorAllocator a = b.allocator();
         if (!a.hostMemory() && m > 0 && b.takesDeepseekV4Attention()) {
             int rows = qn.size() / (heads * dim);
             Tensor qt = qn.onDevice() ? qn.placed(a, rows, heads, dim).slice(0, start, start + len)
                     : Ops.device(a, java.util.Arrays.copyOfRange(qn.v(), start * heads * dim, (start + len) * heads * dim),
                     len, heads, dim);
-            Tensor kt = Ops.device(a, keys, m, dim);
+            Tensor kt = keyNode.placed(a, m, dim);   // the node's device copy, made once and kept with it
             Tensor wt = Ops.device(a, wq, len, heads);
             Tensor ct = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(closed, len));
             Tensor st = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, len, m);
             boolean taken = b.indexerScores(qt, kt, wt, ct, qScale, st);
-            float[] got = taken ? a.toFloats(st) : null;
-            Ops.release(a, kt, wt, ct, st);
+            Ops.release(a, wt, ct);
             if (!qn.onDevice()) {
                 a.release(qt);
             }
             if (taken) {
-                return got;
+                return new Scores(null, st, m, closed);
             }
+            a.release(st);
         }
         float[] q = qn.v();
+        float[] keys = keyNode.v();
         float[] score = new float[len * m];
         java.util.Arrays.fill(score, Float.NEGATIVE_INFINITY);
         for (int i = 0; i < len; i++) {
@@ -130,6 +175,6 @@ final class DeepseekV4Indexer {
                 score[i * m + e] = acc;
             }
         }
-        return score;
+        return new Scores(score, null, m, closed);
     }
 }

@@ -62,12 +62,17 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         }
     }
 
-    /** One sequence's decode state, attached to its {@link SequenceCache}. */
+    /**
+     * One sequence's decode state, attached to its {@link SequenceCache}: its values in {@code allocator}'s memory (a
+     * device's on a device backend, where they stay between steps); a fork copies them there.
+     */
     private static final class SeqState implements SequenceCache.Attachment {
         int length;
         final DeepseekV4Attention.State[] layers;
+        private final org.orbitrl.kernels.TensorAllocator allocator;
 
-        SeqState(int n) {
+        SeqState(int n, org.orbitrl.kernels.TensorAllocator allocator) {
+            this.allocator = allocator;
             layers = new DeepseekV4Attention.State[n];
             for (int i = 0; i < n; i++) {
                 layers[i] = new DeepseekV4Attention.State();
@@ -76,12 +81,19 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
 
         @Override
         public SeqState copy() {
-            SeqState c = new SeqState(layers.length);
+            SeqState c = new SeqState(layers.length, allocator);
             c.length = length;
             for (int i = 0; i < layers.length; i++) {
-                layers[i].copyInto(c.layers[i]);
+                layers[i].copyInto(c.layers[i], allocator);
             }
             return c;
+        }
+
+        @Override
+        public void release() {
+            for (DeepseekV4Attention.State s : layers) {
+                s.release(allocator);
+            }
         }
     }
 
@@ -203,12 +215,14 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
             return 0;
         }
         DeepseekV4Attention.State s = st.layers[layer];
-        long floats = s.window.length;
-        for (DeepseekV4Compressor.State c : List.of(s.comp, s.index)) {
-            floats += c.entries.length + c.bufKv.length + c.bufGate.length;
-            floats += c.overlapKv == null ? 0 : c.overlapKv.length + c.overlapGate.length;
-        }
-        return floats * 4;
+        long floats = s.window == null ? 0 : s.window.size();
+        return 4 * (floats + s.comp.floats() + s.index.floats());
+    }
+
+    /** Layer {@code layer}'s decode state for {@code cache}, or null for a cache this model has not seen. */
+    DeepseekV4Attention.State layerState(SequenceCache cache, int layer) {
+        SeqState st = stateOf(cache);
+        return st == null ? null : st.layers[layer];
     }
 
     /** Bytes (f32) of the compressed entries (pooled KV and indexer keys) kept for {@code cache} in {@code layer}. */
@@ -218,7 +232,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
             return 0;
         }
         DeepseekV4Attention.State s = st.layers[layer];
-        return 4L * (s.comp.entries.length + s.index.entries.length);
+        return 4L * (s.comp.entryFloats() + s.index.entryFloats());
     }
 
     /** A cache that supplies the sequence length; the model keeps the V4 state beside it. */
@@ -411,7 +425,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
                         throw new IllegalStateException("a sequence cache at length " + past + " has no DeepSeek V4 "
                                 + "state: its earlier tokens were not run through a DeepSeek V4 model");
                     }
-                    st = new SeqState(layers.length);
+                    st = new SeqState(layers.length, backend.allocator());
                     s.cache().attach(st);
                 } else if (st.length != past) {
                     throw new IllegalStateException("a sequence cache at length " + past + " has DeepSeek V4 state for "

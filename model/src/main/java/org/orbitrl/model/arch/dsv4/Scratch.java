@@ -43,6 +43,20 @@ final class Scratch implements AutoCloseable {
         }
     }
 
+    /**
+     * Makes a value that no open scratch takes: a sequence's decode state, which outlives the run that made it and is
+     * released by the state that holds it ({@link DeepseekV4Attention.State#release}).
+     */
+    static Node unscoped(java.util.function.Supplier<Node> make) {
+        Scratch open = OPEN.get();
+        OPEN.set(null);
+        try {
+            return make.get();
+        } finally {
+            OPEN.set(open);
+        }
+    }
+
     /** Keeps {@code n} past the close (the run's result); returns it. */
     Node keep(Node n) {
         kept.add(n);

@@ -184,43 +184,14 @@ public final class DeepseekV4StepBench {
         };
         step.run();
         prof.reset();
-        java.util.Map<String, Integer> samples = new java.util.HashMap<>();
-        Thread main = Thread.currentThread();
-        java.util.concurrent.atomic.AtomicBoolean done = new java.util.concurrent.atomic.AtomicBoolean();
-        Thread sampler = new Thread(() -> {
-            while (!done.get()) {
-                StackTraceElement[] st = main.getStackTrace();
-                StringBuilder key = new StringBuilder();
-                int n = 0;
-                for (StackTraceElement e : st) {
-                    if (e.getClassName().startsWith("org.orbitrl.model") && n < 3) {
-                        key.append(e.getClassName().replaceAll(".*\\.", "")).append('.').append(e.getMethodName())
-                                .append(':').append(e.getLineNumber()).append(' ');
-                        n++;
-                    }
-                }
-                samples.merge(key.toString(), 1, Integer::sum);
-                try {
-                    Thread.sleep(1);
-                } catch (InterruptedException e) {
-                    return;
-                }
-            }
-        });
         long start = System.nanoTime();
-        sampler.start();
-        step.run();
-        done.set(true);
-        System.out.printf("profiled step of %d tokens: %.1f ms (every operation waited for)%n%s%n", t,
-                (System.nanoTime() - start) / 1e6, prof.report(30));
-        int total = samples.values().stream().mapToInt(Integer::intValue).sum();
-        System.out.println("the calling thread's samples (" + total + "), by innermost model frames:");
-        samples.entrySet().stream().sorted((x, y) -> y.getValue() - x.getValue()).limit(30)
-                .forEach(e -> System.out.printf("%6d  %s%n", e.getValue(), e.getKey()));
+        String samples = StackSampler.sample(step, 30);
+        System.out.printf("profiled step of %d tokens: %.1f ms (every operation waited for)%n%s%n%s", t,
+                (System.nanoTime() - start) / 1e6, prof.report(30), samples);
     }
 
     /** V4-Flash's config with {@code layers} layers (sliding, sliding, compressed-sparse, heavily compressed, ...). */
-    private static Path config(int layers, int experts, int vocab) throws java.io.IOException {
+    static Path config(int layers, int experts, int vocab) throws java.io.IOException {
         Path models = Path.of(System.getProperty("orbit.models", "../shared/models"));
         ObjectMapper json = new ObjectMapper();
         ObjectNode cfg = (ObjectNode) json.readTree(models.resolve("deepseek-v4-flash/config.json").toFile());

@@ -1,0 +1,127 @@
+package org.orbitrl.model.arch.dsv4;
+
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.orbitrl.model.StrictBackend;
+import org.orbitrl.model.TestSafetensors;
+import org.orbitrl.model.arch.CausalLM;
+import org.orbitrl.model.arch.KvCache;
+import org.orbitrl.model.spec.AttentionKind;
+import org.orbitrl.model.spec.ConfigLoader;
+
+import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.List;
+import java.util.SplittableRandom;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertSame;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * A DeepSeek V4 sequence's decode state on device memory ({@link StrictBackend}: memory the host may touch only
+ * through the allocator; the fixture's model, window 8, compressed-sparse windows of 4, heavily compressed of 8): a
+ * prefill of 20 tokens, then one token a step to 64. After every step the window's K=V rows and each compressor's open
+ * window are values of device memory, and a compressor's entries are the same value (with its one device copy) until
+ * one of its windows closes. The decoded logits equal the one-shot forward's on the same memory within 1e-6 of the
+ * largest; a fork of the state taken at 40 tokens decodes the same bits as the sequence it came from, and goes on
+ * doing so after that sequence's state is released at 52 tokens (released device tensors are poisoned in the tests: a fork that
+ * shared them would read poison).
+ */
+class DeepseekV4DecodeStateTest {
+    private static final int PREFILL = 20;
+    private static final int TOKENS = 64;
+    private static final int FORK_AT = 40;
+    private static final int RELEASE_AT = 52;
+
+    private StrictBackend strict;
+
+    @BeforeEach
+    void open() {
+        strict = new StrictBackend();
+    }
+
+    @AfterEach
+    void close() {
+        strict.close();
+    }
+
+    @Test
+    void theStateStaysInDeviceMemoryAndAForkDecodesTheSameBits() {
+        Path dir = TestSafetensors.fixtures().resolve("deepseek_v4");
+        DeepseekV4Model model = DeepseekV4Model.load(ConfigLoader.load(dir), new TestSafetensors(dir.resolve("model.safetensors")),
+                strict);
+        int v = model.vocabSize();
+        int[] seq = new SplittableRandom(23).ints(TOKENS, 2, v).toArray();
+        float[] one = strict.allocator().toFloats(model.forward(List.of(new CausalLM.Segment(seq, null))));
+        float largest = 0;
+        for (float x : one) {
+            largest = Math.max(largest, Math.abs(x));
+        }
+        KvCache cache = model.newCache(TOKENS);
+        KvCache fork = null;
+        Node[][] entries = new Node[model.layers()][2];
+        int checkedEntries = 0;
+        for (int at = 0; at < TOKENS; ) {
+            int len = at == 0 ? PREFILL : 1;
+            KvCache decoding = at < RELEASE_AT ? cache : fork;
+            float[] got = logits(model, seq, at, len, decoding);
+            for (int p = at; p < at + len; p++) {
+                for (int i = 0; i < v; i++) {
+                    float want = one[p * v + i];
+                    float row = got[(p - at) * v + i];
+                    assertTrue(Math.abs(want - row) <= 1e-6 * largest, "logit " + i + " at position " + p
+                            + " through the cache: " + row + ", the one-shot forward " + want);
+                }
+            }
+            if (fork != null && decoding == cache) {
+                assertArrayEquals(got, logits(model, seq, at, len, fork), "the fork's logits at position " + at);
+            }
+            at += len;
+            if (at == RELEASE_AT) {   // the fork goes on alone: it must hold its own state
+                cache.attachment().release();
+                continue;
+            }
+            for (int l = 0; l < model.layers() && decoding == cache; l++) {
+                DeepseekV4Attention.State st = model.layerState(cache, l);
+                assertNotNull(st.window, "layer " + l + "'s window");
+                assertTrue(st.window.onDevice(), "layer " + l + "'s window in device memory after " + at + " tokens");
+                AttentionKind kind = model.attentionKind(l);
+                DeepseekV4Compressor.State[] comps = {st.comp, st.index};
+                int[] rates = {kind == AttentionKind.HEAVILY_COMPRESSED ? 8 : 4, 4};
+                for (int c = 0; c < 2; c++) {
+                    boolean used = kind != AttentionKind.SLIDING && (c == 0 || kind == AttentionKind.COMPRESSED_SPARSE);
+                    DeepseekV4Compressor.State cs = comps[c];
+                    if (!used) {
+                        assertNull(cs.entries, "layer " + l + " compresses nothing");
+                        continue;
+                    }
+                    assertTrue((cs.bufKv == null) == (at % rates[c] == 0), "layer " + l + "'s open window after " + at
+                            + " tokens holds " + (at % rates[c]) + " rows");
+                    assertTrue(cs.bufKv == null || cs.bufKv.onDevice() && cs.bufGate.onDevice(),
+                            "layer " + l + "'s open window in device memory after " + at + " tokens");
+                    if (len == 1 && at % rates[c] != 0 && entries[l][c] != null) {   // no window closed at this token
+                        assertSame(entries[l][c], cs.entries, "layer " + l + "'s entries kept as they were at " + at);
+                        checkedEntries++;
+                    }
+                    entries[l][c] = cs.entries;
+                }
+            }
+            if (at == FORK_AT) {
+                fork = model.newCache(TOKENS);
+                fork.attach(cache.attachment().copy());
+                fork.advance(at);
+            }
+        }
+        assertTrue(checkedEntries > 20, checkedEntries + " steps checked that the entries were kept");
+    }
+
+    private float[] logits(DeepseekV4Model model, int[] seq, int at, int len, KvCache cache) {
+        return strict.allocator().toFloats(model.forward(List.of(new CausalLM.Segment(Arrays.copyOfRange(seq, at, at + len),
+                cache))));
+    }
+
+}

@@ -219,6 +219,20 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * DeepSeek V4's attention for a decode step, one query a sequence, every sequence in one call: for sequence b and
+     * head h, {@code out[b, h]} is {@link #sinkAttention}'s output for query {@code q[b, h]} over b's keys, in order: the
+     * rows of {@code windows[b]} ([w_b, d], or null for none), row b of {@code k} (the new token's key), then the rows
+     * of {@code entries[b]} ([m_b, d], or null) that {@code chosen[b]} lists (ascending indices; null: every row). q
+     * [B, H, d], k [B, d], sinks [H], out [B, H, d]; all f32 and contiguous. Outside exact mode only: returns false,
+     * writing nothing, where the backend leaves it to the caller (the default, and any backend in exact mode, whose
+     * {@link #sinkAttention} keeps each query's bits), which then attends sequence by sequence.
+     */
+    default boolean sinkDecodeAttention(Tensor q, Tensor[] windows, Tensor k, Tensor[] entries, int[][] chosen, Tensor sinks,
+                                        float scale, Tensor out) {
+        return false;
+    }
+
+    /**
      * The backward of {@link #sinkAttention} for the same operands and dout [T, H, d]: dq [T, H, d] and dkv [S, d]
      * overwritten. Returns false, writing nothing, where the backend leaves it to the caller (as {@link #sinkAttention}).
      */

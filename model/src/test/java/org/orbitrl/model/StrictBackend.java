@@ -416,6 +416,49 @@ public final class StrictBackend implements Backend {
         return true;
     }
 
+    /**
+     * Every sequence's decode query in one call, as the CUDA backend outside exact mode takes it: each sequence's keys
+     * (its window's rows, its new key, its chosen entries) packed on the device thread and attended to by the same
+     * double reference as {@link #sinkAttention}.
+     */
+    @Override
+    public boolean sinkDecodeAttention(Tensor q, Tensor[] windows, Tensor k, Tensor[] entries, int[][] chosen, Tensor sinks,
+                                       float scale, Tensor out) {
+        device("sinkDecodeAttention", q, k, sinks, out);
+        contiguous("sinkDecodeAttention", q, k, sinks, out);
+        for (int b = 0; b < windows.length; b++) {
+            for (Tensor t : new Tensor[]{windows[b], entries[b]}) {
+                if (t != null) {
+                    device("sinkDecodeAttention", t);
+                    contiguous("sinkDecodeAttention", t);
+                }
+            }
+        }
+        on(() -> {
+            int heads = q.size(1);
+            int d = q.size(2);
+            float[] kAll = k.toFloatArray();
+            for (int b = 0; b < windows.length; b++) {
+                float[] win = windows[b] == null ? new float[0] : windows[b].toFloatArray();
+                float[] ent = entries[b] == null ? new float[0] : entries[b].toFloatArray();
+                int[] pick = chosen[b];
+                int picked = pick == null ? ent.length / d : pick.length;
+                int keys = win.length / d + 1 + picked;
+                float[] kv = new float[keys * d];
+                System.arraycopy(win, 0, kv, 0, win.length);
+                System.arraycopy(kAll, b * d, kv, win.length, d);
+                for (int e = 0; e < picked; e++) {
+                    System.arraycopy(ent, (pick == null ? e : pick[e]) * d, kv, win.length + (1 + e) * d, d);
+                }
+                float[] y = SinkAttentionReference.run(q.slice(0, b, b + 1), Tensor.of(kv, keys, d), Tensor.of(new float[keys], 1, keys),
+                        sinks, scale, null, null);
+                out.slice(0, b, b + 1).copyFrom(Tensor.of(y, 1, heads, d));
+            }
+            return null;
+        });
+        return true;
+    }
+
     @Override
     public boolean sinkAttentionBackward(Tensor q, Tensor kv, Tensor mask, Tensor sinks, float scale, Tensor dout,
                                          Tensor dq, Tensor dkv) {

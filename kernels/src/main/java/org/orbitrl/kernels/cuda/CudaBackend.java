@@ -755,6 +755,21 @@ public final class CudaBackend implements Backend {
     }
 
     /**
+     * {@link CudaMqaAttention#sinkDecode}: every sequence's decode query in one launch. Not in exact mode, whose
+     * {@link #sinkAttention} computes each query as the training forward does.
+     */
+    @Override
+    public boolean sinkDecodeAttention(Tensor q, Tensor[] windows, Tensor k, Tensor[] entries, int[][] chosen, Tensor sinks,
+                                       float scale, Tensor out) {
+        if (!CudaMqaAttention.fitsSinkDecode(q, windows, k, entries, chosen, sinks, out) || exact) {
+            return false;
+        }
+        ctx.device.bind();
+        attentionOps.mqa.sinkDecode(q, windows, k, entries, chosen, sinks, scale, out);
+        return true;
+    }
+
+    /**
      * {@link CudaMqaAttention#indexerScores}; in exact mode {@link CudaMqaAttention#indexerExact}, for index heads whose
      * tiles fit a block's shared memory (wider ones are left to the caller).
      */

@@ -33,6 +33,8 @@ final class CudaMqaAttention {
     private final Kernel softmaxBackward;
     private final Kernel sinkSoftmax;
     private final Kernel indexerScores;
+    private final Kernel sinkDecode;
+    private final DeviceTable decodeTable;
     private final Kernel[] sinkExact;   // 1, 2, 4, 8 heads a block
     private final Kernel sinkExactRow;  // a block a (query, head)
     private final Kernel indexerExact;
@@ -45,6 +47,8 @@ final class CudaMqaAttention {
         this.softmaxBackward = ctx.kernel("mqa", "mqa_softmax_backward");
         this.sinkSoftmax = ctx.kernel("mqa", "mqa_masked_sink_softmax");
         this.indexerScores = ctx.kernel("mqa", "mqa_indexer_scores");
+        this.sinkDecode = ctx.kernel("mqa", "mqa_sink_decode");
+        this.decodeTable = new DeviceTable(ctx, "sink decode table");
         this.sinkExact = new Kernel[]{ctx.kernel("mqa_exact", "mqa_sink_attention_exact_w1"),
                 ctx.kernel("mqa_exact", "mqa_sink_attention_exact_w2"), ctx.kernel("mqa_exact", "mqa_sink_attention_exact_w4"),
                 ctx.kernel("mqa_exact", "mqa_sink_attention_exact_w8")};
@@ -212,6 +216,92 @@ final class CudaMqaAttention {
             rowMajor(cb, false, false, rows, d, s, 1f, CudaAllocator.address(scores), s, akv, d, 0f, row(out, t0), d);
         }
         ctx.allocator.release(scores);
+    }
+
+    /** Head widths {@link #sinkDecode} takes: multiples of 32 up to this. */
+    static final int DECODE_MAX_DIM = 512;
+
+    /**
+     * Whether {@link org.orbitrl.kernels.Backend#sinkDecodeAttention} takes these operands here: f32 and contiguous, q
+     * [B, H, d], k [B, d], each window and entry set [rows, d], a chosen index within its set, sinks [H], out [B, H, d],
+     * d a multiple of 32 up to {@link #DECODE_MAX_DIM}; not with {@code -Dorbit.cuda.mqa=off}. Throws, naming the
+     * operand, for shapes that do not agree.
+     */
+    static boolean fitsSinkDecode(Tensor q, Tensor[] windows, Tensor k, Tensor[] entries, int[][] chosen, Tensor sinks,
+                                  Tensor out) {
+        int b = q.rank() == 3 ? q.size(0) : -1;
+        if (b < 0 || k.rank() != 2 || k.size(0) != b || k.size(1) != q.size(2) || sinks.rank() != 1
+                || sinks.size(0) != q.size(1) || !java.util.Arrays.equals(out.shape(), q.shape()) || windows.length != b
+                || entries.length != b || chosen.length != b) {
+            throw new IllegalArgumentException("sink decode attention: expected q [B, H, d], k [B, d], sinks [H], out [B, H, d]"
+                    + " and B windows, entry sets and choices; got q " + java.util.Arrays.toString(q.shape()) + ", k "
+                    + java.util.Arrays.toString(k.shape()) + ", sinks " + java.util.Arrays.toString(sinks.shape()) + ", out "
+                    + java.util.Arrays.toString(out.shape()) + ", " + windows.length + " windows, " + entries.length
+                    + " entry sets, " + chosen.length + " choices");
+        }
+        int d = q.size(2);
+        for (int i = 0; i < b; i++) {
+            for (Tensor t : new Tensor[]{windows[i], entries[i]}) {
+                if (t != null && (t.rank() != 2 || t.size(1) != d)) {
+                    throw new IllegalArgumentException("sink decode attention: sequence " + i + "'s keys must be [rows, " + d
+                            + "], got " + java.util.Arrays.toString(t.shape()));
+                }
+            }
+            int m = entries[i] == null ? 0 : entries[i].size(0);
+            if (chosen[i] != null) {
+                for (int e : chosen[i]) {
+                    if (e < 0 || e >= m) {
+                        throw new IllegalArgumentException("sink decode attention: sequence " + i + " chose entry " + e
+                                + " of " + m);
+                    }
+                }
+            }
+        }
+        if (off() || d % 32 != 0 || d > DECODE_MAX_DIM || !f32Contiguous(q, k, sinks, out)) {
+            return false;
+        }
+        for (int i = 0; i < b; i++) {
+            for (Tensor t : new Tensor[]{windows[i], entries[i]}) {
+                if (t != null && !f32Contiguous(t)) {
+                    return false;
+                }
+            }
+        }
+        return true;
+    }
+
+    /**
+     * DeepSeek V4's decode attention ({@link org.orbitrl.kernels.Backend#sinkDecodeAttention}) in one launch: a block a
+     * (sequence, 8 heads) over a table of each sequence's key rows ({@code mqa_sink_decode}), uploaded by one copy.
+     */
+    void sinkDecode(Tensor q, Tensor[] windows, Tensor k, Tensor[] entries, int[][] chosen, Tensor sinks, float scale,
+                    Tensor out) {
+        int b = q.size(0);
+        int heads = q.size(1);
+        int d = q.size(2);
+        long words = 6L * b;
+        for (int[] c : chosen) {
+            words += c == null ? 0 : c.length;
+        }
+        java.lang.foreign.MemorySegment h = decodeTable.host(words);
+        long at = 6L * b;
+        for (int i = 0; i < b; i++) {
+            long row = 6L * i;
+            int m = entries[i] == null ? 0 : entries[i].size(0);
+            h.setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG, row, windows[i] == null ? 0L : CudaAllocator.address(windows[i]));
+            h.setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG, row + 1, windows[i] == null ? 0L : windows[i].size(0));
+            h.setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG, row + 2, entries[i] == null ? 0L : CudaAllocator.address(entries[i]));
+            h.setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG, row + 3, m);
+            h.setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG, row + 4, chosen[i] == null ? -1L : at);
+            h.setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG, row + 5, chosen[i] == null ? m : chosen[i].length);
+            if (chosen[i] != null) {
+                for (int e : chosen[i]) {
+                    h.setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG, at++, e);
+                }
+            }
+        }
+        long table = decodeTable.upload(h, words);
+        ctx.launch2d(sinkDecode, b, (heads + 7) / 8, 256, q, table, k, sinks, out, heads, d, scale);
     }
 
     /**

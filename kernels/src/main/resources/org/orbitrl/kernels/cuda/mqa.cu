@@ -86,3 +86,104 @@ extern "C" __global__ void mqa_indexer_scores(const float* s, const float* w, co
     }
     out[(i64) t * outLd + m] = acc;
 }
+
+// DeepSeek V4's decode attention, one query a sequence (CudaMqaAttention.sinkDecode): for sequence b (blockIdx.x) and
+// head h (blockIdx.y * 8 + the warp), softmax([scale * q_(b,h)·key_j]_j ++ [sink_h]) without the sink's share weighs the
+// keys (V = K). The keys of b, in order: the rows of its window, row b of k (the new token's key), then its entries (all,
+// or those its indexer chose). table row b (6 words): window address, window rows, entries address, entries, offset of
+// its chosen indices among the table's words (-1: every entry), keys after the window's and the new one. A block stages
+// SINK_TILE keys at a time in shared memory (rows 516 floats apart, so that neither the products' lanes nor the weighted
+// sums' meet in a bank); its warps keep an online softmax each. d a multiple of 32, at most 512.
+#define SINK_TILE 8
+#define SINK_ROW 516
+extern "C" __global__ void __launch_bounds__(256) mqa_sink_decode(const float* q, const long long* table, const float* k,
+                                                                  const float* sinks, float* out, int heads, int d,
+                                                                  float scale) {
+    __shared__ __align__(16) float qs[8][512];
+    __shared__ __align__(16) float ks[SINK_TILE][SINK_ROW];
+    int b = blockIdx.x;
+    int warp = threadIdx.x >> 5;
+    int lane = threadIdx.x & 31;
+    int h0 = blockIdx.y * 8;
+    int h = h0 + warp;
+    bool active = h < heads;
+    const long long* row = table + (i64) b * 6;
+    const float* win = (const float*) row[0];
+    int winRows = (int) row[1];
+    const float* ent = (const float*) row[2];
+    int chosenAt = (int) row[4];
+    int picked = (int) row[5];
+    int keys = winRows + 1 + picked;
+    for (int i = threadIdx.x; i < 8 * d; i += blockDim.x) {
+        int hh = h0 + i / d;
+        qs[i / d][i % d] = hh < heads ? q[((i64) b * heads + hh) * d + i % d] : 0.0f;
+    }
+    int nd = d / 32;
+    int d4 = d / 4;
+    float acc[16];
+#pragma unroll
+    for (int i = 0; i < 16; i++) acc[i] = 0.0f;
+    float m = -ORBIT_INF;
+    float l = 0.0f;
+    int kk = lane >> 2;
+    int r = lane & 3;
+    for (int t0 = 0; t0 < keys; t0 += SINK_TILE) {
+        int nk = min(SINK_TILE, keys - t0);
+        __syncthreads();
+        for (int i = threadIdx.x; i < SINK_TILE * d4; i += blockDim.x) {
+            int key = i / d4;
+            int c4 = i % d4;
+            float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (key < nk) {
+                int j = t0 + key;
+                const float* src;
+                if (j < winRows) {
+                    src = win + (i64) j * d;
+                } else if (j == winRows) {
+                    src = k + (i64) b * d;
+                } else {
+                    int e = j - winRows - 1;
+                    int idx = chosenAt < 0 ? e : (int) table[chosenAt + e];
+                    src = ent + (i64) idx * d;
+                }
+                v = ((const float4*) src)[c4];
+            }
+            *(float4*) &ks[key][c4 * 4] = v;
+        }
+        __syncthreads();
+        if (!active) continue;
+        float s = 0.0f;
+        for (int i = r; i < d; i += 4) s = fmaf(qs[warp][i], ks[kk][i], s);
+        s += __shfl_xor_sync(0xffffffffu, s, 1);
+        s += __shfl_xor_sync(0xffffffffu, s, 2);
+        s = kk < nk ? s * scale : -ORBIT_INF;
+        float tm = s;
+        for (int o = 4; o < 32; o <<= 1) tm = fmaxf(tm, __shfl_xor_sync(0xffffffffu, tm, o));
+        float mn = fmaxf(m, tm);
+        float corr = expf(m - mn);
+        float p = kk < nk ? expf(s - mn) : 0.0f;
+        float ps = r == 0 ? p : 0.0f;   // a key's four lanes hold its p: count it once
+        for (int o = 1; o < 32; o <<= 1) ps += __shfl_xor_sync(0xffffffffu, ps, o);
+        l = l * corr + ps;
+#pragma unroll
+        for (int i = 0; i < 16; i++) acc[i] *= corr;
+        for (int j = 0; j < nk; j++) {
+            float pj = __shfl_sync(0xffffffffu, p, j * 4);
+#pragma unroll
+            for (int i = 0; i < 16; i++) {
+                if (i < nd) acc[i] = fmaf(pj, ks[j][lane + 32 * i], acc[i]);
+            }
+        }
+        m = mn;
+    }
+    if (!active) return;
+    float sink = sinks[h];
+    float mf = fmaxf(m, sink);
+    float c = expf(m - mf);
+    float inv = c / (l * c + expf(sink - mf));
+    float* o = out + ((i64) b * heads + h) * d;
+#pragma unroll
+    for (int i = 0; i < 16; i++) {
+        if (i < nd) o[lane + 32 * i] = acc[i] * inv;
+    }
+}

@@ -83,6 +83,118 @@ class CudaSinkAttentionTest extends CudaTestBase {
     }
 
     /**
+     * A decode step's queries, one a sequence, in one launch ({@link org.orbitrl.kernels.Backend#sinkDecodeAttention}):
+     * each over its window's rows, its new key and its chosen entries, against the closed form in double within 2e-5
+     * of the output's scale. V4's width (64 heads of 512) with windows of 0-127 rows and 0-600 entries, all or a
+     * chosen 512 of them (out of order, as the indexer returns them, then sorted as the model hands them over); 4
+     * heads of 32 (half a block's warps idle). Exact mode and {@code -Dorbit.cuda.mqa=off} decline; a choice outside
+     * its entries is refused, naming the sequence.
+     */
+    @Test
+    void decodeQueriesOfEverySequenceInOneLaunchMatchTheClosedForm() {
+        SplittableRandom r = rng(7103);
+        int[][] windows = {{0, 1, 127, 40, 127}, {3, 0, 7}};
+        int[][] entries = {{0, 3, 300, 600, 50}, {5, 0, 2}};
+        int[][] shapes = {{64, 512}, {4, 32}};
+        for (int c = 0; c < shapes.length; c++) {
+            int b = windows[c].length;
+            int h = shapes[c][0];
+            int d = shapes[c][1];
+            float scale = (float) (1 / Math.sqrt(d));
+            Tensor q = randn(r, 1f, b, h, d);
+            Tensor k = randn(r, 1f, b, d);
+            Tensor sinks = randn(r, 2f, h);
+            Tensor[] win = new Tensor[b];
+            Tensor[] ent = new Tensor[b];
+            int[][] chosen = new int[b][];
+            Tensor[] winDev = new Tensor[b];
+            Tensor[] entDev = new Tensor[b];
+            for (int i = 0; i < b; i++) {
+                win[i] = windows[c][i] == 0 ? null : randn(r, 1f, windows[c][i], d);
+                ent[i] = entries[c][i] == 0 ? null : randn(r, 1f, entries[c][i], d);
+                winDev[i] = win[i] == null ? null : gpu.toDevice(win[i]);
+                entDev[i] = ent[i] == null ? null : gpu.toDevice(ent[i]);
+                if (entries[c][i] == 600) {   // the indexer's top 512 of 600, ascending
+                    int[] all = java.util.stream.IntStream.range(0, 600).toArray();
+                    for (int j = all.length - 1; j > 0; j--) {
+                        int o = r.nextInt(j + 1);
+                        int x = all[j];
+                        all[j] = all[o];
+                        all[o] = x;
+                    }
+                    chosen[i] = Arrays.stream(all, 0, 512).sorted().toArray();
+                } else if (entries[c][i] == 5) {
+                    chosen[i] = new int[]{1, 4};
+                }
+            }
+            Tensor out = gpu.toDevice(nan(b, h, d));
+            assertTrue(gpu.sinkDecodeAttention(gpu.toDevice(q), winDev, gpu.toDevice(k), entDev, chosen, gpu.toDevice(sinks),
+                    scale, out), "the default kernels take it");
+            float[] ref = decodeReference(q, win, k, ent, chosen, sinks, scale);
+            assertCloseToScale("sink decode attention, " + b + " sequences of " + h + " heads of " + d, ref,
+                    gpu.toHost(out).toFloatArray(), 2e-5);
+            if (c == 0) {
+                withProperty("orbit.cuda.mqa", "off", () -> assertFalse(gpu.sinkDecodeAttention(gpu.toDevice(q), winDev,
+                        gpu.toDevice(k), entDev, chosen, gpu.toDevice(sinks), scale, out), "not with orbit.cuda.mqa=off"));
+                try (CudaBackend exact = new CudaBackend(0, CudaBackend.defaultCacheDir(), true)) {
+                    assertFalse(exact.sinkDecodeAttention(exact.toDevice(q), winDev, exact.toDevice(k), entDev, chosen,
+                            exact.toDevice(sinks), scale, exact.toDevice(nan(b, h, d))), "exact mode declines");
+                }
+                int[][] bad = chosen.clone();
+                bad[1] = new int[]{3};
+                IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> gpu.sinkDecodeAttention(
+                        gpu.toDevice(q), winDev, gpu.toDevice(k), entDev, bad, gpu.toDevice(sinks), scale, out));
+                assertTrue(e.getMessage().contains("sequence 1 chose entry 3 of 3"), e.getMessage());
+            }
+        }
+    }
+
+    /** The closed form of a decode step in double: each sequence's query over its window, its key, its chosen entries. */
+    private static float[] decodeReference(Tensor qt, Tensor[] win, Tensor kt, Tensor[] ent, int[][] chosen, Tensor st,
+                                           float scale) {
+        int b = qt.size(0), h = qt.size(1), d = qt.size(2);
+        float[] q = qt.toFloatArray(), k = kt.toFloatArray(), sinks = st.toFloatArray();
+        double[] out = new double[b * h * d];
+        for (int i = 0; i < b; i++) {
+            java.util.List<float[]> keys = new java.util.ArrayList<>();
+            float[] w = win[i] == null ? new float[0] : win[i].toFloatArray();
+            for (int j = 0; j < w.length / d; j++) {
+                keys.add(Arrays.copyOfRange(w, j * d, (j + 1) * d));
+            }
+            keys.add(Arrays.copyOfRange(k, i * d, (i + 1) * d));
+            float[] e = ent[i] == null ? new float[0] : ent[i].toFloatArray();
+            int[] pick = chosen[i] != null ? chosen[i] : java.util.stream.IntStream.range(0, e.length / d).toArray();
+            for (int j : pick) {
+                keys.add(Arrays.copyOfRange(e, j * d, (j + 1) * d));
+            }
+            for (int hh = 0; hh < h; hh++) {
+                int qo = (i * h + hh) * d;
+                double[] l = new double[keys.size()];
+                double max = sinks[hh];
+                for (int j = 0; j < l.length; j++) {
+                    double dot = 0;
+                    for (int c = 0; c < d; c++) {
+                        dot += (double) q[qo + c] * keys.get(j)[c];
+                    }
+                    l[j] = dot * scale;
+                    max = Math.max(max, l[j]);
+                }
+                double z = Math.exp(sinks[hh] - max);
+                for (int j = 0; j < l.length; j++) {
+                    l[j] = Math.exp(l[j] - max);
+                    z += l[j];
+                }
+                for (int j = 0; j < l.length; j++) {
+                    for (int c = 0; c < d; c++) {
+                        out[qo + c] += l[j] / z * keys.get(j)[c];
+                    }
+                }
+            }
+        }
+        return toFloat(out);
+    }
+
+    /**
      * Each query of k as a decode step has it: its row alone over only the keys its mask leaves it (a mask of zeros),
      * and each of two halves of the queries over the keys any of them sees; both the same bits as the whole launch.
      */

@@ -104,6 +104,90 @@ final class DeepseekV4Attention {
         k = Rope.apply(t, b, k, 1, d, rope, positions, false);
         Node[] comp = compressor == null ? null : compressor.project(t, b, x, n);           // [N, width] x2
         int[][] picks = indexer == null ? null : indexer.select(b, x, qr, positions, segs, compressor.rate, c);
+        Node[] entriesOf = new Node[segs.length];
+        if (compressor != null) {
+            int w = compressor.width();
+            for (int si = 0; si < segs.length; si++) {
+                Seg s = segs[si];
+                State st = s.state();
+                Backend rowsOn = st == null || t != null ? null : b;   // a cached sequence's open window stays there
+                entriesOf[si] = compressor.compress(t, rowsOn, Ops.rows(t, rowsOn, comp[0], w, s.start(), s.len()),
+                        Ops.rows(t, rowsOn, comp[1], w, s.start(), s.len()), st == null ? null : st.comp, c.compressRope());
+            }
+        }
+        Node o = t == null ? decodeStep(b, q, k, entriesOf, picks, segs) : null;
+        if (o == null) {
+            o = bySequence(t, b, q, k, entriesOf, picks, segs);
+        }
+        o = Rope.apply(t, b, o, heads, d, rope, positions, true);
+        Node g = oA.forward(t, b, o, n);                                                      // [N, groups*oLoraRank]
+        return Ops.linear(t, b, oB, g, n);
+    }
+
+    /**
+     * The attention [N, heads*d] of a decode step whose every sequence has one new token and a state, all in one call
+     * ({@link Backend#sinkDecodeAttention}): each query over its window's rows, its own key and the entries it sees (on
+     * a heavily compressed layer the closed ones, on a compressed-sparse one the indexer's choice), with no mask and
+     * no per-sequence copies; then each window advances. Null, doing nothing, where the backend declines (exact mode,
+     * the host backends) or a sequence brings more than one token: the caller then attends sequence by sequence.
+     */
+    private Node decodeStep(Backend b, Node q, Node k, Node[] entriesOf, int[][] picks, Seg[] segs) {
+        int n = segs.length;
+        if (!Ops.keepsValues(b) || !q.onDevice() || !k.onDevice()) {
+            return null;
+        }
+        for (Seg s : segs) {
+            if (s.len() != 1 || s.state() == null) {
+                return null;
+            }
+        }
+        int heads = c.heads();
+        int d = c.headDim();
+        org.orbitrl.kernels.TensorAllocator a = b.allocator();
+        org.orbitrl.kernels.Tensor[] windows = new org.orbitrl.kernels.Tensor[n];
+        org.orbitrl.kernels.Tensor[] entries = new org.orbitrl.kernels.Tensor[n];
+        int[][] chosen = new int[n][];
+        for (int si = 0; si < n; si++) {
+            Seg s = segs[si];
+            State st = s.state();
+            int past = st.windowRows(d);
+            windows[si] = past == 0 ? null : st.window.placed(a, past, d);
+            int m = entriesOf[si] == null ? 0 : entriesOf[si].size() / d;
+            if (m == 0) {
+                continue;
+            }
+            entries[si] = entriesOf[si].placed(a, m, d);
+            int p = s.pos0();
+            if (kind == AttentionKind.HEAVILY_COMPRESSED) {
+                int closed = Math.min(m, (p + 1) / compressor.rate);
+                chosen[si] = closed == m ? null : java.util.stream.IntStream.range(0, closed).toArray();
+            } else {
+                chosen[si] = java.util.Arrays.stream(picks[s.start()]).filter(e -> e >= 0 && e < m).sorted().distinct().toArray();
+            }
+        }
+        org.orbitrl.kernels.Tensor out = Ops.alloc(b, n, heads, d);
+        org.orbitrl.kernels.Tensor sinkT = Ops.constant(b, sinks, new long[]{heads});
+        if (!b.sinkDecodeAttention(q.placed(a, n, heads, d), windows, k.placed(a, n, d), entries, chosen, sinkT,
+                (float) (1 / Math.sqrt(d)), out)) {
+            a.release(out);
+            return null;
+        }
+        for (int si = 0; si < n; si++) {
+            State st = segs[si].state();
+            int keep = Math.min(c.slidingWindow() - 1, st.windowRows(d) + 1);
+            Node next = Ops.stateWindow(b, st.window, k, segs[si].start(), d, keep);
+            if (st.window != null) {
+                st.window.release(a);
+            }
+            st.window = next;
+        }
+        return Ops.made(b, out);
+    }
+
+    /** The attention [N, heads*d], each sequence's queries over its own keys under a mask in turn; windows advance. */
+    private Node bySequence(GradTape t, Backend b, Node q, Node k, Node[] entriesOf, int[][] picks, Seg[] segs) {
+        int heads = c.heads();
+        int d = c.headDim();
         Node[] outs = new Node[segs.length];
         for (int si = 0; si < segs.length; si++) {
             Seg s = segs[si];
@@ -111,13 +195,7 @@ final class DeepseekV4Attention {
             Node qs = Ops.rows(t, b, q, heads * d, s.start(), s.len());
             Node ks = Ops.rows(t, b, k, d, s.start(), s.len());
             int past = st == null ? 0 : st.windowRows(d);
-            Node entries = null;
-            if (compressor != null) {
-                int w = compressor.width();
-                Backend rowsOn = st == null || t != null ? null : b;   // a cached sequence's open window stays there
-                entries = compressor.compress(t, rowsOn, Ops.rows(t, rowsOn, comp[0], w, s.start(), s.len()),
-                        Ops.rows(t, rowsOn, comp[1], w, s.start(), s.len()), st == null ? null : st.comp, c.compressRope());
-            }
+            Node entries = entriesOf[si];
             int m = entries == null ? 0 : entries.size() / d;
             int keys = past + s.len() + m;
             float[] mask = new float[s.len() * keys];            // [len, keys] additive bias
@@ -154,9 +232,6 @@ final class DeepseekV4Attention {
                 st.window = next;
             }
         }
-        Node o = Ops.concatRows(t, b, heads * d, outs);                                      // [N, heads*d]
-        o = Rope.apply(t, b, o, heads, d, rope, positions, true);
-        Node g = oA.forward(t, b, o, n);                                                      // [N, groups*oLoraRank]
-        return Ops.linear(t, b, oB, g, n);
+        return Ops.concatRows(t, b, heads * d, outs);                                      // [N, heads*d]
     }
 }

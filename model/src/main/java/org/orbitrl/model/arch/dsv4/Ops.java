@@ -133,7 +133,7 @@ final class Ops {
     }
 
     /** A frozen f32 array of {@code shape} in {@code b}'s memory, placed once (for as long as the array lives). */
-    private static Tensor constant(Backend b, float[] w, long[] shape) {
+    static Tensor constant(Backend b, float[] w, long[] shape) {
         TensorAllocator a = b.allocator();
         synchronized (CONSTANTS) {
             java.util.Map<float[], Tensor> m = CONSTANTS.computeIfAbsent(a, k -> new java.util.WeakHashMap<>());
@@ -347,6 +347,30 @@ final class Ops {
             return Scratch.unscoped(() -> Node.onDevice(a, y));
         }
         float[] y = java.util.Arrays.copyOfRange(x.v(), start * width, (start + count) * width);
+        return Scratch.unscoped(() -> new Node(y));
+    }
+
+    /**
+     * A sequence's next window (see {@link Scratch#unscoped}): the last {@code keep} rows of its window [rows, d]
+     * (null: none) followed by row {@code row} of k [N, d], copied on {@code b} where k is in its device memory.
+     */
+    static Node stateWindow(Backend b, Node window, Node k, int row, int d, int keep) {
+        int past = window == null ? 0 : window.size() / d;
+        int fromWindow = keep - 1;
+        if (there(b, k)) {
+            TensorAllocator a = b.allocator();
+            Tensor y = alloc(b, keep, d);
+            if (fromWindow > 0) {
+                b.copy(window.placed(a, past, d).slice(0, past - fromWindow, past), y.slice(0, 0, fromWindow));
+            }
+            b.copy(k.placed(a, k.size() / d, d).slice(0, row, row + 1), y.slice(0, fromWindow, keep));
+            return Scratch.unscoped(() -> Node.onDevice(a, y));
+        }
+        float[] y = new float[keep * d];
+        if (fromWindow > 0) {
+            System.arraycopy(window.v(), (past - fromWindow) * d, y, 0, fromWindow * d);
+        }
+        System.arraycopy(k.v(), row * d, y, fromWindow * d, d);
         return Scratch.unscoped(() -> new Node(y));
     }
 

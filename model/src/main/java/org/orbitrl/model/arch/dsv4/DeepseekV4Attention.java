@@ -129,11 +129,12 @@ final class DeepseekV4Attention {
      * ({@link Backend#sinkDecodeAttention}): each query over its window's rows, its own key and the entries it sees (on
      * a heavily compressed layer the closed ones, on a compressed-sparse one the indexer's choice), with no mask and
      * no per-sequence copies; then each window advances. Null, doing nothing, where the backend declines (exact mode,
-     * the host backends) or a sequence brings more than one token: the caller then attends sequence by sequence.
+     * the host backends) or a sequence brings more than one token: the caller then attends sequence by sequence (as
+     * it does with {@code -Dorbit.v4.decodeBatch=off}, read at each call, for comparisons).
      */
     private Node decodeStep(Backend b, Node q, Node k, Node[] entriesOf, int[][] picks, Seg[] segs) {
         int n = segs.length;
-        if (!Ops.keepsValues(b) || !q.onDevice() || !k.onDevice()) {
+        if (!Ops.keepsValues(b) || !q.onDevice() || !k.onDevice() || "off".equals(System.getProperty("orbit.v4.decodeBatch"))) {
             return null;
         }
         for (Seg s : segs) {

@@ -112,8 +112,8 @@ class CudaSinkAttentionTest extends CudaTestBase {
             for (int i = 0; i < b; i++) {
                 win[i] = windows[c][i] == 0 ? null : randn(r, 1f, windows[c][i], d);
                 ent[i] = entries[c][i] == 0 ? null : randn(r, 1f, entries[c][i], d);
-                winDev[i] = win[i] == null ? null : gpu.toDevice(win[i]);
-                entDev[i] = ent[i] == null ? null : gpu.toDevice(ent[i]);
+                winDev[i] = win[i] == null ? null : dev(win[i]);
+                entDev[i] = ent[i] == null ? null : dev(ent[i]);
                 if (entries[c][i] == 600) {   // the indexer's top 512 of 600, ascending
                     int[] all = java.util.stream.IntStream.range(0, 600).toArray();
                     for (int j = all.length - 1; j > 0; j--) {
@@ -127,15 +127,15 @@ class CudaSinkAttentionTest extends CudaTestBase {
                     chosen[i] = new int[]{1, 4};
                 }
             }
-            Tensor out = gpu.toDevice(nan(b, h, d));
-            assertTrue(gpu.sinkDecodeAttention(gpu.toDevice(q), winDev, gpu.toDevice(k), entDev, chosen, gpu.toDevice(sinks),
+            Tensor out = dev(nan(b, h, d));
+            assertTrue(gpu.sinkDecodeAttention(dev(q), winDev, dev(k), entDev, chosen, dev(sinks),
                     scale, out), "the default kernels take it");
             float[] ref = decodeReference(q, win, k, ent, chosen, sinks, scale);
             assertCloseToScale("sink decode attention, " + b + " sequences of " + h + " heads of " + d, ref,
                     gpu.toHost(out).toFloatArray(), 2e-5);
             if (c == 0) {
-                withProperty("orbit.cuda.mqa", "off", () -> assertFalse(gpu.sinkDecodeAttention(gpu.toDevice(q), winDev,
-                        gpu.toDevice(k), entDev, chosen, gpu.toDevice(sinks), scale, out), "not with orbit.cuda.mqa=off"));
+                withProperty("orbit.cuda.mqa", "off", () -> assertFalse(gpu.sinkDecodeAttention(dev(q), winDev,
+                        dev(k), entDev, chosen, dev(sinks), scale, out), "not with orbit.cuda.mqa=off"));
                 try (CudaBackend exact = new CudaBackend(0, CudaBackend.defaultCacheDir(), true)) {
                     assertFalse(exact.sinkDecodeAttention(exact.toDevice(q), winDev, exact.toDevice(k), entDev, chosen,
                             exact.toDevice(sinks), scale, exact.toDevice(nan(b, h, d))), "exact mode declines");
@@ -143,7 +143,7 @@ class CudaSinkAttentionTest extends CudaTestBase {
                 int[][] bad = chosen.clone();
                 bad[1] = new int[]{3};
                 IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> gpu.sinkDecodeAttention(
-                        gpu.toDevice(q), winDev, gpu.toDevice(k), entDev, bad, gpu.toDevice(sinks), scale, out));
+                        dev(q), winDev, dev(k), entDev, bad, dev(sinks), scale, out));
                 assertTrue(e.getMessage().contains("sequence 1 chose entry 3 of 3"), e.getMessage());
             }
         }

@@ -110,9 +110,11 @@ final class DeepseekV4Attention {
             for (int si = 0; si < segs.length; si++) {
                 Seg s = segs[si];
                 State st = s.state();
-                Backend rowsOn = st == null || t != null ? null : b;   // a cached sequence's open window stays there
-                entriesOf[si] = compressor.compress(t, rowsOn, Ops.rows(t, rowsOn, comp[0], w, s.start(), s.len()),
-                        Ops.rows(t, rowsOn, comp[1], w, s.start(), s.len()), st == null ? null : st.comp, c.compressRope());
+                entriesOf[si] = st == null
+                        ? compressor.compress(t, null, Ops.rows(t, null, comp[0], w, s.start(), s.len()),
+                                Ops.rows(t, null, comp[1], w, s.start(), s.len()), null, c.compressRope())
+                        : compressor.compress(null, b, compressor.stateRows(b, comp[0], s.start(), s.len()),
+                                compressor.stateRows(b, comp[1], s.start(), s.len()), st.comp, c.compressRope());
             }
         }
         Node o = t == null ? decodeStep(b, q, k, entriesOf, picks, segs) : null;

@@ -28,8 +28,9 @@ final class DeepseekV4Compressor {
      * backend), and the entries, pooled on the host, keep one device copy made at their first use there.
      */
     static final class State {
-        Node bufKv;                      // [rows, width] raw projections of the open window, or null
-        Node bufGate;                    // [rows, width], or null
+        final java.util.List<Node> kvRows = new java.util.ArrayList<>();    // the open window's raw projections,
+        final java.util.List<Node> gateRows = new java.util.ArrayList<>();  // as they came ([rows, width] each)
+        int bufRows;                     // rows in the open window
         Node entries;                    // [count, d], or null
         int count;
         float[] overlapKv;               // [rate, d] first half of the last full window, or null
@@ -37,8 +38,13 @@ final class DeepseekV4Compressor {
 
         /** Copies this state into {@code c} (a fork's), values copied in {@code a}'s memory; the arrays are shared. */
         void copyInto(State c, org.orbitrl.kernels.TensorAllocator a) {
-            c.bufKv = Ops.stateCopy(a, bufKv);
-            c.bufGate = Ops.stateCopy(a, bufGate);
+            for (Node n : kvRows) {
+                c.kvRows.add(Ops.stateCopy(a, n));
+            }
+            for (Node n : gateRows) {
+                c.gateRows.add(Ops.stateCopy(a, n));
+            }
+            c.bufRows = bufRows;
             c.entries = Ops.stateCopy(a, entries);
             c.count = count;
             c.overlapKv = overlapKv;
@@ -47,20 +53,33 @@ final class DeepseekV4Compressor {
 
         /** Releases the state's values in {@code a}'s memory. */
         void release(org.orbitrl.kernels.TensorAllocator a) {
-            for (Node n : new Node[]{bufKv, bufGate, entries}) {
-                if (n != null) {
-                    n.release(a);
-                }
+            dropRows(a);
+            if (entries != null) {
+                entries.release(a);
+                entries = null;
             }
-            bufKv = null;
-            bufGate = null;
-            entries = null;
+        }
+
+        private void dropRows(org.orbitrl.kernels.TensorAllocator a) {
+            for (java.util.List<Node> rows : java.util.List.of(kvRows, gateRows)) {
+                for (Node n : rows) {
+                    if (a != null) {
+                        n.release(a);
+                    }
+                }
+                rows.clear();
+            }
+            bufRows = 0;
         }
 
         /** Floats the state holds. */
         long floats() {
-            long f = (bufKv == null ? 0 : bufKv.size()) + (bufGate == null ? 0 : bufGate.size())
-                    + (entries == null ? 0 : entries.size());
+            long f = entries == null ? 0 : entries.size();
+            for (java.util.List<Node> rows : java.util.List.of(kvRows, gateRows)) {
+                for (Node n : rows) {
+                    f += n.size();
+                }
+            }
             return f + (overlapKv == null ? 0 : overlapKv.length + overlapGate.length);
         }
 
@@ -96,21 +115,35 @@ final class DeepseekV4Compressor {
     }
 
     /**
+     * The rows [start, start+len) of a projection [N, width] as a cached sequence's state takes them ({@link
+     * Ops#stateRows}: a value of its own, in device memory where the projection is), for {@link #compress}.
+     */
+    Node stateRows(Backend b, Node projection, int start, int len) {
+        return Ops.stateRows(b, projection, width(), start, len);
+    }
+
+    /**
      * Adds a segment's new projected rows kv, gate [len, width] and returns every entry of the
-     * sequence so far [M, d]; with a state, the buffer, entries and overlap advance. With {@code b} (a cached
-     * sequence's untaped run on a device backend that keeps values) the open window's rows are joined there and read
-     * on the host only when a window closes; the state's entries are returned as they are held (the caller does not
-     * release them).
+     * sequence so far [M, d]; with a state, the buffer, entries and overlap advance. A state takes kv and gate as they
+     * are ({@link #stateRows}: values of their own, which it keeps or releases): while no window closes they join the
+     * open window's rows where they are (device memory on a device backend), with no copy; a closing window's rows are
+     * joined on {@code b} and read on the host, where the pooling runs. The state's entries are returned as they are
+     * held (the caller does not release them).
      */
     Node compress(GradTape t, Backend b, Node kv, Node gate, State st, RopeTable rope) {
         if (t != null && st != null) {
             throw new IllegalStateException("a taped compression carries no sequence state (training runs hold none)");
         }
         int w = width();
-        Node bufKv = st == null ? null : st.bufKv;
-        Node bufGate = st == null ? null : st.bufGate;
-        Node kvAll = bufKv == null ? kv : Ops.concatRows(t, b, w, bufKv, kv);
-        Node gateAll = bufGate == null ? gate : Ops.concatRows(t, b, w, bufGate, gate);
+        int len = kv.size() / w;
+        if (st != null && st.bufRows + len < rate) {   // no window closes: the rows wait in the state
+            st.kvRows.add(kv);
+            st.gateRows.add(gate);
+            st.bufRows += len;
+            return st.entries == null ? new Node(new float[0]) : st.entries;
+        }
+        Node kvAll = st == null || st.kvRows.isEmpty() ? kv : Ops.concatRows(null, b, w, join(st.kvRows, kv));
+        Node gateAll = st == null || st.gateRows.isEmpty() ? gate : Ops.concatRows(null, b, w, join(st.gateRows, gate));
         int rows = kvAll.size() / w;
         int windows = rows / rate;
         int usable = windows * rate;
@@ -135,33 +168,41 @@ final class DeepseekV4Compressor {
             return fresh == null ? new Node(new float[0]) : fresh;
         }
         org.orbitrl.kernels.TensorAllocator a = b == null ? null : b.allocator();
-        Node nextKv = Ops.stateRows(b, kvAll, w, usable, rows - usable);
-        Node nextGate = Ops.stateRows(b, gateAll, w, usable, rows - usable);
-        release(a, st.bufKv, st.bufGate);
-        st.bufKv = nextKv;
-        st.bufGate = nextGate;
-        if (windows > 0) {
-            float[] kvAllV = kvAll.v();
-            float[] gateAllV = gateAll.v();
-            if (overlap) {
-                st.overlapKv = new float[rate * dim];
-                st.overlapGate = new float[rate * dim];
-                for (int j = 0; j < rate; j++) {
-                    int row = (windows - 1) * rate + j;
-                    for (int c = 0; c < dim; c++) {
-                        st.overlapKv[j * dim + c] = kvAllV[row * w + c];
-                        st.overlapGate[j * dim + c] = gateAllV[row * w + c] + ape[j * w + c];
-                    }
+        Node restKv = Ops.stateRows(b, kvAll, w, usable, rows - usable);
+        Node restGate = Ops.stateRows(b, gateAll, w, usable, rows - usable);
+        float[] kvAllV = kvAll.v();
+        float[] gateAllV = gateAll.v();
+        st.dropRows(a);
+        release(a, kv, gate);   // the state took them: joined into kvAll, gateAll (released with the caller's scratch)
+        if (restKv != null) {
+            st.kvRows.add(restKv);
+            st.gateRows.add(restGate);
+            st.bufRows = rows - usable;
+        }
+        if (overlap) {
+            st.overlapKv = new float[rate * dim];
+            st.overlapGate = new float[rate * dim];
+            for (int j = 0; j < rate; j++) {
+                int row = (windows - 1) * rate + j;
+                for (int c = 0; c < dim; c++) {
+                    st.overlapKv[j * dim + c] = kvAllV[row * w + c];
+                    st.overlapGate[j * dim + c] = gateAllV[row * w + c] + ape[j * w + c];
                 }
             }
-            float[] old = st.entries == null ? new float[0] : st.entries.v();
-            float[] e = java.util.Arrays.copyOf(old, old.length + fresh.size());
-            System.arraycopy(fresh.v(), 0, e, old.length, fresh.size());
-            release(a, st.entries);
-            st.entries = Scratch.unscoped(() -> new Node(e));
-            st.count += windows;
         }
-        return st.entries == null ? new Node(new float[0]) : st.entries;
+        float[] old = st.entries == null ? new float[0] : st.entries.v();
+        float[] e = java.util.Arrays.copyOf(old, old.length + fresh.size());
+        System.arraycopy(fresh.v(), 0, e, old.length, fresh.size());
+        release(a, st.entries);
+        st.entries = Scratch.unscoped(() -> new Node(e));
+        st.count += windows;
+        return st.entries;
+    }
+
+    private static Node[] join(java.util.List<Node> rows, Node last) {
+        Node[] parts = rows.toArray(new Node[rows.size() + 1]);
+        parts[rows.size()] = last;
+        return parts;
     }
 
     private static void release(org.orbitrl.kernels.TensorAllocator a, Node... ns) {

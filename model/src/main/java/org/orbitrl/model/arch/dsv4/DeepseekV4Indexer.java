@@ -65,10 +65,11 @@ final class DeepseekV4Indexer {
         Scores[] pending = new Scores[segs.length];
         for (int si = 0; si < segs.length; si++) {
             DeepseekV4Attention.Seg s = segs[si];
-            Backend rowsOn = s.state() == null ? null : b;   // a cached sequence's open window stays there
-            Node keys = compressor.compress(null, rowsOn, Ops.rows(null, rowsOn, proj[0], width, s.start(), s.len()),
-                    Ops.rows(null, rowsOn, proj[1], width, s.start(), s.len()), s.state() == null ? null : s.state().index,
-                    c.compressRope());
+            Node keys = s.state() == null
+                    ? compressor.compress(null, null, Ops.rows(null, null, proj[0], width, s.start(), s.len()),
+                            Ops.rows(null, null, proj[1], width, s.start(), s.len()), null, c.compressRope())
+                    : compressor.compress(null, b, compressor.stateRows(b, proj[0], s.start(), s.len()),
+                            compressor.stateRows(b, proj[1], s.start(), s.len()), s.state().index, c.compressRope());
             int m = keys.size() / dim;
             int[] closed = new int[s.len()];
             float[] wq = new float[s.len() * heads];   // the weights times heads^-1/2, as the host's sum takes them

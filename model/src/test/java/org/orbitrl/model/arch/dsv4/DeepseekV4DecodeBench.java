@@ -35,7 +35,8 @@ import java.util.SplittableRandom;
  * <p>{@code -Dorbit.bench.adapter=lora}: rollout's adapter, LoRA r=32 on every attention projection, the shared expert
  * and the routed experts (no gradients; the limit counts its tensors). {@code -Dorbit.bench.profile=true}: after the
  * timed steps of each batch, one more step with every backend operation waited for ({@link OpProfiler}) and the calling
- * thread's stack sampled ({@link StackSampler}): where a decode step goes. {@code -Dorbit.bench.exact=true}: the
+ * thread's stack sampled ({@link StackSampler}): where a decode step goes; {@code -Dorbit.bench.sample=true}: four
+ * more steps with the stack sampled alone (the waits of unprofiled steps). {@code -Dorbit.bench.exact=true}: the
  * backend in exact mode.
  *
  * <pre>java ... org.orbitrl.model.arch.dsv4.DeepseekV4DecodeBench [context] [batches] [layers] [experts] [vocab]</pre>
@@ -100,6 +101,16 @@ public final class DeepseekV4DecodeBench {
                 double limitMs = bytes / (copy * 1e9) * 1e3;
                 System.out.printf("| %d | %.3f ms | %.0f | %.1f MB | %.4f |%n", batch, median, batch / (median / 1e3),
                         bytes / 1e6, limitMs / median);
+                if (Boolean.getBoolean("orbit.bench.sample")) {   // the host thread of unprofiled steps: where it waits
+                    long start = System.nanoTime();
+                    String samples = StackSampler.sample(() -> {
+                        for (int i = 0; i < 4; i++) {
+                            step(gpu, model, caches, r);
+                        }
+                    }, 40);
+                    profiles.add(String.format("batch %d, four steps sampled: %.1f ms%n%s", batch,
+                            (System.nanoTime() - start) / 1e6, samples));
+                }
                 if (profile) {
                     OpProfiler prof = OpProfiler.wrap(gpu, gpu::synchronize);
                     DeepseekV4Model viewed = model.view(prof.backend());

@@ -99,10 +99,14 @@ class DeepseekV4DecodeStateTest {
                         assertNull(cs.entries, "layer " + l + " compresses nothing");
                         continue;
                     }
-                    assertTrue((cs.bufKv == null) == (at % rates[c] == 0), "layer " + l + "'s open window after " + at
-                            + " tokens holds " + (at % rates[c]) + " rows");
-                    assertTrue(cs.bufKv == null || cs.bufKv.onDevice() && cs.bufGate.onDevice(),
-                            "layer " + l + "'s open window in device memory after " + at + " tokens");
+                    assertTrue(cs.bufRows == at % rates[c], "layer " + l + "'s open window after " + at + " tokens holds "
+                            + cs.bufRows + " rows, not " + (at % rates[c]));
+                    for (Node row : cs.kvRows) {
+                        assertTrue(row.onDevice(), "layer " + l + "'s open window in device memory after " + at + " tokens");
+                    }
+                    for (Node row : cs.gateRows) {
+                        assertTrue(row.onDevice(), "layer " + l + "'s open window in device memory after " + at + " tokens");
+                    }
                     if (len == 1 && at % rates[c] != 0 && entries[l][c] != null) {   // no window closed at this token
                         assertSame(entries[l][c], cs.entries, "layer " + l + "'s entries kept as they were at " + at);
                         checkedEntries++;

@@ -27,7 +27,7 @@ import java.util.SplittableRandom;
  * sequence's cache, one new token a sequence): V4-Flash's widths ({@code models/deepseek-v4-flash/config.json}) with
  * fewer layers, experts and vocabulary ({@link RandomDeepseekV4}, MXFP4 routed experts; layers 0-1 sliding, 2
  * compressed-sparse, 3 heavily compressed, as released), each sequence prefilled with {@code context} tokens. Per batch,
-* the median of 8 steps ({@code -Dorbit.bench.steps}; host preparation to logits on the device) and the step against the HBM limit:
+ * the median of 8 steps ({@code -Dorbit.bench.steps}; host preparation to logits on the device) and the step against the HBM limit:
  * the bytes a step reads at least (every linear but the routed experts as held, the routed experts of the distinct
  * experts a layer expects under uniform routing, E·(1 − (1 − k/E)^B), the LM head, each sequence's decode state: its
  * window's K=V rows and compressed entries, f32 as held) over the device's copy bandwidth measured in the same run.

@@ -233,6 +233,19 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * DeepSeek V4's hyper-connection mixes from their projections m [N, (2+hc)·hc] (f32, contiguous) into y (the same
+     * shape): per token row, {@code pre = sigmoid(m·s0 + base) + eps} (the first hc), {@code post = 2·sigmoid(m·s1 +
+     * base)} (the next hc), and comb [hc, hc] (row-major), each row's softmax of {@code m·s2 + base} plus eps, then
+     * {@code 2·iters − 1} Sinkhorn normalisations, columns first and then alternating, each dividing by its sum plus
+     * eps. base [(2+hc)·hc] f32. Each row is computed from its own values alone. Returns false, writing nothing, where
+     * the backend leaves it to the caller (the default), which then computes it on the host.
+     */
+    default boolean hyperConnectionMix(Tensor m, Tensor base, float s0, float s1, float s2, int hc, int iters, float eps,
+                                       Tensor y) {
+        return false;
+    }
+
+    /**
      * The backward of {@link #sinkAttention} for the same operands and dout [T, H, d]: dq [T, H, d] and dkv [S, d]
      * overwritten. Returns false, writing nothing, where the backend leaves it to the caller (as {@link #sinkAttention}).
      */

@@ -417,6 +417,61 @@ public final class StrictBackend implements Backend {
     }
 
     /**
+     * DeepSeek V4's hyper-connection mixes on this memory, a row at a time in float on the device thread (as a device
+     * kernel forms them; the model's host map is the reference it is checked against).
+     */
+    @Override
+    public boolean hyperConnectionMix(Tensor m, Tensor base, float s0, float s1, float s2, int hc, int iters, float eps,
+                                      Tensor y) {
+        device("hyperConnectionMix", m, base, y);
+        contiguous("hyperConnectionMix", m, base, y);
+        on(() -> {
+            float[] mv = m.toFloatArray();
+            float[] bv = base.toFloatArray();
+            int mm = (2 + hc) * hc;
+            float[] out = new float[mv.length];
+            for (int r = 0; r < mv.length / mm; r++) {
+                int o = r * mm;
+                for (int i = 0; i < hc; i++) {
+                    out[o + i] = 1f / (1f + (float) Math.exp(-(mv[o + i] * s0 + bv[i]))) + eps;
+                    out[o + hc + i] = 2f / (1f + (float) Math.exp(-(mv[o + hc + i] * s1 + bv[hc + i])));
+                }
+                float[] c = new float[hc * hc];
+                for (int j = 0; j < hc; j++) {
+                    float mx = Float.NEGATIVE_INFINITY;
+                    for (int k = 0; k < hc; k++) {
+                        mx = Math.max(mx, mv[o + 2 * hc + j * hc + k] * s2 + bv[2 * hc + j * hc + k]);
+                    }
+                    float sum = 0;
+                    for (int k = 0; k < hc; k++) {
+                        c[j * hc + k] = (float) Math.exp(mv[o + 2 * hc + j * hc + k] * s2 + bv[2 * hc + j * hc + k] - mx);
+                        sum += c[j * hc + k];
+                    }
+                    for (int k = 0; k < hc; k++) {
+                        c[j * hc + k] = c[j * hc + k] / sum + eps;
+                    }
+                }
+                for (int st = 1; st < 2 * iters; st++) {
+                    boolean columns = st % 2 == 1;
+                    for (int a = 0; a < hc; a++) {
+                        float sum = 0;
+                        for (int b = 0; b < hc; b++) {
+                            sum += c[columns ? b * hc + a : a * hc + b];
+                        }
+                        for (int b = 0; b < hc; b++) {
+                            c[columns ? b * hc + a : a * hc + b] /= sum + eps;
+                        }
+                    }
+                }
+                System.arraycopy(c, 0, out, o + 2 * hc, hc * hc);
+            }
+            y.copyFrom(Tensor.of(out, y.shape()));
+            return null;
+        });
+        return true;
+    }
+
+    /**
      * Every sequence's decode query in one call, as the CUDA backend outside exact mode takes it: each sequence's keys
      * (its window's rows, its new key, its chosen entries) packed on the device thread and attended to by the same
      * double reference as {@link #sinkAttention}.

@@ -769,6 +769,18 @@ public final class CudaBackend implements Backend {
         return true;
     }
 
+    /** {@link CudaMqaAttention#hyperConnectionMix}, in exact mode too (each row from its own values). */
+    @Override
+    public boolean hyperConnectionMix(Tensor m, Tensor base, float s0, float s1, float s2, int hc, int iters, float eps,
+                                      Tensor y) {
+        if (!CudaMqaAttention.fitsHyperConnectionMix(m, base, hc, y)) {
+            return false;
+        }
+        ctx.device.bind();
+        attentionOps.mqa.hyperConnectionMix(m, base, s0, s1, s2, hc, iters, eps, y);
+        return true;
+    }
+
     /**
      * {@link CudaMqaAttention#indexerScores}; in exact mode {@link CudaMqaAttention#indexerExact}, for index heads whose
      * tiles fit a block's shared memory (wider ones are left to the caller).

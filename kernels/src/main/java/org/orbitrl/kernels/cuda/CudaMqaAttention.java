@@ -34,6 +34,7 @@ final class CudaMqaAttention {
     private final Kernel sinkSoftmax;
     private final Kernel indexerScores;
     private final Kernel sinkDecode;
+    private final Kernel hcMix;
     private final DeviceTable decodeTable;
     private final Kernel[] sinkExact;   // 1, 2, 4, 8 heads a block
     private final Kernel sinkExactRow;  // a block a (query, head)
@@ -48,6 +49,7 @@ final class CudaMqaAttention {
         this.sinkSoftmax = ctx.kernel("mqa", "mqa_masked_sink_softmax");
         this.indexerScores = ctx.kernel("mqa", "mqa_indexer_scores");
         this.sinkDecode = ctx.kernel("mqa", "mqa_sink_decode");
+        this.hcMix = ctx.kernel("mqa", "hc_mix");
         this.decodeTable = new DeviceTable(ctx, "sink decode table");
         this.sinkExact = new Kernel[]{ctx.kernel("mqa_exact", "mqa_sink_attention_exact_w1"),
                 ctx.kernel("mqa_exact", "mqa_sink_attention_exact_w2"), ctx.kernel("mqa_exact", "mqa_sink_attention_exact_w4"),
@@ -216,6 +218,33 @@ final class CudaMqaAttention {
             rowMajor(cb, false, false, rows, d, s, 1f, CudaAllocator.address(scores), s, akv, d, 0f, row(out, t0), d);
         }
         ctx.allocator.release(scores);
+    }
+
+    /** The most hyper-connection streams {@link #hyperConnectionMix} takes. */
+    static final int HC_MAX = 8;
+
+    /**
+     * Whether {@link org.orbitrl.kernels.Backend#hyperConnectionMix} takes these operands here (f32, contiguous, hc up to
+     * {@link #HC_MAX}); throws, naming the shapes, where they do not agree.
+     */
+    static boolean fitsHyperConnectionMix(Tensor m, Tensor base, int hc, Tensor y) {
+        int mm = (2 + hc) * hc;
+        if (hc < 1 || m.rank() != 2 || m.size(1) != mm || base.rank() != 1 || base.size(0) != mm
+                || !java.util.Arrays.equals(m.shape(), y.shape())) {
+            throw new IllegalArgumentException("hyper-connection mixes: expected m and y [N, " + mm + "] and base [" + mm
+                    + "] for " + hc + " streams; got m " + java.util.Arrays.toString(m.shape()) + ", base "
+                    + java.util.Arrays.toString(base.shape()) + ", y " + java.util.Arrays.toString(y.shape()));
+        }
+        return hc <= HC_MAX && f32Contiguous(m, base, y);
+    }
+
+    /** The mixes ({@link org.orbitrl.kernels.Backend#hyperConnectionMix}), a thread a token row ({@code hc_mix}). */
+    void hyperConnectionMix(Tensor m, Tensor base, float s0, float s1, float s2, int hc, int iters, float eps, Tensor y) {
+        int rows = m.size(0);
+        if (rows == 0) {
+            return;
+        }
+        ctx.launch(hcMix, (rows + 127) / 128, 128, m, base, y, rows, hc, iters, s0, s1, s2, eps);
     }
 
     /** Head widths {@link #sinkDecode} takes: multiples of 32 up to this. */

@@ -187,3 +187,44 @@ extern "C" __global__ void __launch_bounds__(256) mqa_sink_decode(const float* q
         if (i < nd) o[lane + 32 * i] = acc[i] * inv;
     }
 }
+
+// DeepSeek V4's hyper-connection mixes from their projections (CudaMqaAttention.hyperConnectionMix), a thread a token
+// row: m and y rows of (2 + hc) * hc values (pre, post, comb row-major [j][k]); pre = sigmoid(m * s0 + base) + eps,
+// post = 2 * sigmoid(m * s1 + base), comb = each row's softmax of m * s2 + base, plus eps, then 2 * iters - 1
+// Sinkhorn normalisations, columns first and alternating (each divides by its sum plus eps). hc at most 8.
+extern "C" __global__ void hc_mix(const float* m, const float* base, float* y, int rows, int hc, int iters, float s0,
+                                  float s1, float s2, float eps) {
+    int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= rows) return;
+    int mm = (2 + hc) * hc;
+    const float* mr = m + (i64) r * mm;
+    float* yr = y + (i64) r * mm;
+    for (int i = 0; i < hc; i++) {
+        yr[i] = 1.0f / (1.0f + expf(-(mr[i] * s0 + base[i]))) + eps;
+        yr[hc + i] = 2.0f / (1.0f + expf(-(mr[hc + i] * s1 + base[hc + i])));
+    }
+    float c[64];
+    const float* mc = mr + 2 * hc;
+    const float* bc = base + 2 * hc;
+    for (int j = 0; j < hc; j++) {
+        float mx = -ORBIT_INF;
+        for (int k = 0; k < hc; k++) mx = fmaxf(mx, mc[j * hc + k] * s2 + bc[j * hc + k]);
+        float sum = 0.0f;
+        for (int k = 0; k < hc; k++) {
+            float e = expf(mc[j * hc + k] * s2 + bc[j * hc + k] - mx);
+            c[j * hc + k] = e;
+            sum += e;
+        }
+        for (int k = 0; k < hc; k++) c[j * hc + k] = c[j * hc + k] / sum + eps;
+    }
+    for (int s = 1; s < 2 * iters; s++) {
+        bool columns = (s & 1) == 1;
+        for (int a = 0; a < hc; a++) {
+            float sum = 0.0f;
+            for (int b = 0; b < hc; b++) sum += c[columns ? b * hc + a : a * hc + b];
+            float den = sum + eps;
+            for (int b = 0; b < hc; b++) c[columns ? b * hc + a : a * hc + b] /= den;
+        }
+    }
+    for (int i = 0; i < hc * hc; i++) yr[2 * hc + i] = c[i];
+}

@@ -55,18 +55,50 @@ final class DeepseekV4HyperConnection {
         }
         Node flat = Ops.rmsNorm(t, b, streams, hc * hidden, null, normEps);
         Node m = Ops.matmulT(t, b, flat, n, fn, mixes(), hc * hidden);
-        return map(t, m, n);
+        return map(t, b, m, n);
     }
 
     private static float sigmoid(float x) {
         return 1f / (1f + (float) Math.exp(-x));
     }
 
-    private Node map(GradTape t, Node m, int n) {
+    /**
+     * The mixes [N, (2+hc)·hc] of the projections m: on {@code b} where m is in its device memory and it takes them
+     * ({@link org.orbitrl.kernels.Backend#hyperConnectionMix}: no copy to the host, the mixes stay there for the collapse
+     * and the expansion), else here. A taped map's backward runs here over the stages it makes again from m.
+     */
+    Node map(GradTape t, org.orbitrl.kernels.Backend b, Node m, int n) {
+        int mm = mixes();
+        if (b != null && Ops.keepsValues(b) && m.onDevice()) {
+            org.orbitrl.kernels.TensorAllocator a = b.allocator();
+            org.orbitrl.kernels.Tensor y = a.allocate(org.orbitrl.kernels.MemoryCategory.ACTIVATIONS,
+                    org.orbitrl.kernels.DType.F32, n, mm);
+            if (b.hyperConnectionMix(m.placed(a, n, mm), Ops.constant(b, base, new long[]{mm}), scale[0], scale[1],
+                    scale[2], hc, iters, hcEps, y)) {
+                Node yn = Node.onDevice(a, y);
+                if (t != null) {
+                    t.record(yn, () -> backward(yn, m, n, stages(m.v(), n, new float[n * mm])));
+                }
+                return yn;
+            }
+            a.release(y);
+        }
+        float[] y = new float[n * mm];
+        float[][] stages = stages(m.v(), n, y);
+        Node yn = new Node(y);
+        if (t != null) {
+            t.record(yn, () -> backward(yn, m, n, stages));
+        }
+        return yn;
+    }
+
+    /**
+     * The mixes of mv [N, (2+hc)·hc] into y, and per token the comb's softmax probabilities and every Sinkhorn iterate
+     * (2·iters−1 of them), which the backward reads.
+     */
+    private float[][] stages(float[] mv, int n, float[] y) {
         int mm = mixes();
         int cc = hc * hc;
-        float[] mv = m.v();
-        float[] y = new float[n * mm];
         // per token: softmax probabilities, then every Sinkhorn iterate (2*iters-1 of them) for backward
         float[][] stages = new float[n][];
         Ops.forRows(n, (long) hc * hidden, r -> {
@@ -103,43 +135,45 @@ final class DeepseekV4HyperConnection {
             System.arraycopy(c, 0, y, o + 2 * hc, cc);
             stages[r] = st;
         });
-        Node yn = new Node(y);
-        if (t != null) {
-            t.record(yn, () -> {
-                float[] dy = yn.gradOrNull();
-                float[] dm = m.grad();
-                Ops.forRows(n, (long) hc * hidden, r -> {
-                    int o = r * mm;
-                    for (int i = 0; i < hc; i++) {
-                        float s0 = sigmoid(mv[o + i] * scale[0] + base[i]);
-                        dm[o + i] += dy[o + i] * s0 * (1 - s0) * scale[0];
-                        float s1 = sigmoid(mv[o + hc + i] * scale[1] + base[hc + i]);
-                        dm[o + hc + i] += dy[o + hc + i] * 2f * s1 * (1 - s1) * scale[1];
-                    }
-                    float[] st = stages[r];
-                    float[] dc = new float[cc];
-                    System.arraycopy(dy, o + 2 * hc, dc, 0, cc);
-                    for (int s = 2 * iters - 1; s >= 1; s--) {
-                        // input of normalisation s: stage s-1 (+eps for s == 1)
-                        float[] in = new float[cc];
-                        for (int i = 0; i < cc; i++) {
-                            in[i] = st[(s - 1) * cc + i] + (s == 1 ? hcEps : 0);
-                        }
-                        dc = normalizeBackward(in, dc, s % 2 == 1);
-                    }
-                    for (int j = 0; j < hc; j++) {
-                        float dot = 0;
-                        for (int k = 0; k < hc; k++) {
-                            dot += st[j * hc + k] * dc[j * hc + k];
-                        }
-                        for (int k = 0; k < hc; k++) {
-                            dm[o + 2 * hc + j * hc + k] += st[j * hc + k] * (dc[j * hc + k] - dot) * scale[2];
-                        }
-                    }
-                });
-            });
-        }
-        return yn;
+        return stages;
+    }
+
+    /** The map's backward: the mixes' gradient into m's, through the stages of the forward. */
+    private void backward(Node yn, Node m, int n, float[][] stages) {
+        int mm = mixes();
+        int cc = hc * hc;
+        float[] mv = m.v();
+        float[] dy = yn.gradOrNull();
+        float[] dm = m.grad();
+        Ops.forRows(n, (long) hc * hidden, r -> {
+            int o = r * mm;
+            for (int i = 0; i < hc; i++) {
+                float s0 = sigmoid(mv[o + i] * scale[0] + base[i]);
+                dm[o + i] += dy[o + i] * s0 * (1 - s0) * scale[0];
+                float s1 = sigmoid(mv[o + hc + i] * scale[1] + base[hc + i]);
+                dm[o + hc + i] += dy[o + hc + i] * 2f * s1 * (1 - s1) * scale[1];
+            }
+            float[] st = stages[r];
+            float[] dc = new float[cc];
+            System.arraycopy(dy, o + 2 * hc, dc, 0, cc);
+            for (int s = 2 * iters - 1; s >= 1; s--) {
+                // input of normalisation s: stage s-1 (+eps for s == 1)
+                float[] in = new float[cc];
+                for (int i = 0; i < cc; i++) {
+                    in[i] = st[(s - 1) * cc + i] + (s == 1 ? hcEps : 0);
+                }
+                dc = normalizeBackward(in, dc, s % 2 == 1);
+            }
+            for (int j = 0; j < hc; j++) {
+                float dot = 0;
+                for (int k = 0; k < hc; k++) {
+                    dot += st[j * hc + k] * dc[j * hc + k];
+                }
+                for (int k = 0; k < hc; k++) {
+                    dm[o + 2 * hc + j * hc + k] += st[j * hc + k] * (dc[j * hc + k] - dot) * scale[2];
+                }
+            }
+        });
     }
 
     /** c[j][k] /= (Σ over the group + eps): columns (sum over j) or rows (sum over k). */

@@ -23,7 +23,7 @@ final class HyperConnectionOps {
     static Node collapse(GradTape t, Backend b, Node w, int width, Node streams, int hc, int hidden) {
         TensorAllocator a = b.allocator();
         int n = streams.size() / (hc * hidden);
-        Tensor pre = columns(a, w.v(), n, width, 0, 1, hc);
+        Tensor pre = columns(b, w, n, width, 0, hc);
         Tensor pairs = iota(a, n * hc);
         Tensor y = alloc(a, n, hidden);
         b.moeCombineGrouped(streams.placed(a, (long) n * hc, hidden), pairs, pre, y, false);
@@ -49,11 +49,10 @@ final class HyperConnectionOps {
     static Node expand(GradTape t, Backend b, Node w, int mixes, Node f, Node streams, int hc, int hidden) {
         TensorAllocator a = b.allocator();
         int n = f.size() / hidden;
-        float[] wv = w.v();
-        Tensor post = columns(a, wv, n, mixes, hc, 1, hc);
+        Tensor post = columns(b, w, n, mixes, hc, hc);
         Tensor[] comb = new Tensor[hc];
         for (int j = 0; j < hc; j++) {
-            comb[j] = columns(a, wv, n, mixes, 2 * hc + j * hc, 1, hc);   // comb[r, j, k] over k
+            comb[j] = columns(b, w, n, mixes, 2 * hc + j * hc, hc);   // comb[r, j, k] over k
         }
         Tensor pairs = iota(a, n * hc);
         Tensor ft = f.placed(a, n, hidden);
@@ -112,13 +111,21 @@ final class HyperConnectionOps {
         return Node.onDevice(a, y.reshape(n, (long) hc * hidden));
     }
 
-    /** Columns first + i·step (i < count) of each row of v [n, width], as an f32 [n, count] tensor of a's memory. */
-    private static Tensor columns(TensorAllocator a, float[] v, int n, int width, int first, int step, int count) {
+    /**
+     * Columns [first, first + count) of each row of the mixes w [n, width] as an f32 [n, count] tensor of b's memory: a
+     * strided copy there where w is (the device's map made it), else the host's columns uploaded.
+     */
+    private static Tensor columns(Backend b, Node w, int n, int width, int first, int count) {
+        TensorAllocator a = b.allocator();
+        if (w.onDevice()) {
+            Tensor c = alloc(a, n, count);
+            b.copy(w.placed(a, n, width).slice(1, first, first + count), c);
+            return c;
+        }
+        float[] v = w.v();
         float[] c = new float[n * count];
         for (int r = 0; r < n; r++) {
-            for (int i = 0; i < count; i++) {
-                c[r * count + i] = v[r * width + first + i * step];
-            }
+            System.arraycopy(v, r * width + first, c, r * count, count);
         }
         return Ops.device(a, c, n, count);
     }
@@ -132,14 +139,38 @@ final class HyperConnectionOps {
         }
     }
 
-    /** 0, 1, ..., n - 1 as an i32 tensor of a's memory: each stream row is its own pair. */
+    /**
+     * 0, 1, ..., n - 1 as an i32 tensor of a's memory: each stream row is its own pair. A fresh tensor the caller
+     * releases, copied on the device from the longest one uploaded so far for {@code a} (so that a step uploads none
+     * once the longest has been seen).
+     */
     private static Tensor iota(TensorAllocator a, int n) {
-        int[] v = new int[n];
-        for (int i = 0; i < n; i++) {
-            v[i] = i;
+        Tensor longest;
+        synchronized (IOTAS) {
+            longest = IOTAS.get(a);
+            if (longest == null || longest.numel() < n) {
+                int[] v = new int[Math.max(n, 1024)];
+                for (int i = 0; i < v.length; i++) {
+                    v[i] = i;
+                }
+                longest = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(v, v.length));
+                Tensor old = IOTAS.put(a, longest);
+                if (old != null) {
+                    a.release(old);
+                }
+            }
         }
-        return a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(v, n));
+        if (a.hostMemory()) {
+            Tensor t = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, n);
+            t.copyFrom(longest.slice(0, 0, n));
+            return t;
+        }
+        Tensor t = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, n);
+        a.copy(longest.slice(0, 0, n), t);
+        return t;
     }
+
+    private static final java.util.Map<TensorAllocator, Tensor> IOTAS = new java.util.WeakHashMap<>();
 
     private static Tensor alloc(TensorAllocator a, long... shape) {
         return a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, shape);

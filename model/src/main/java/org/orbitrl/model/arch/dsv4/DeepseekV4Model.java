@@ -34,12 +34,16 @@ import java.util.Map;
  * attached to the {@link SequenceCache} it belongs to ({@link SequenceCache#attach}), so a fork
  * of a sequence (the rollout engine's prefix sharing) carries a copy and any model view can
  * continue it; the cache itself only supplies the length. A cache of another length than its
- * state (a truncated one) is refused.
+ * state (a truncated one) is refused. On a device backend the state's values stay in device memory
+ * between steps (a closing compressor window's rows are read back for the pooling), and a closed
+ * sequence's state is released with its cache.
  *
- * <p>Computation runs on host arrays with a recorded tape for backward; linear layers (and the
- * embedding) run on the backend, in its memory: on a device backend their weights and adapters
- * live on the device, each linear's input is copied there and its output back, and the logits a
- * forward returns are device memory, as every model's are. Backward gives adapter gradients only.
+ * <p>Each value lives where the operation that made it ran ({@link Node}): on a device backend that
+ * keeps values, a layer runs there (linears, norms, ropes, the hyper-connections with their mixes,
+ * the attention, a decode step's in one launch, and the MoE block), while the choices (the experts,
+ * the indexer's top-k) and the compressors' pooling run on the host; on the host backends every
+ * value is a host array. A tape records the backward, which gives adapter gradients only. The logits
+ * a forward returns are in the backend's memory, as every model's are.
  */
 public final class DeepseekV4Model implements Trainable, AdapterTargets {
     private final DeepseekV4Config c;

@@ -145,28 +145,25 @@ final class HyperConnectionOps {
      * once the longest has been seen).
      */
     private static Tensor iota(TensorAllocator a, int n) {
-        Tensor longest;
-        synchronized (IOTAS) {
-            longest = IOTAS.get(a);
+        Tensor t = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, n);
+        synchronized (IOTAS) {   // the copy too: another thread's longer upload releases this one
+            Tensor longest = IOTAS.get(a);
             if (longest == null || longest.numel() < n) {
                 int[] v = new int[Math.max(n, 1024)];
                 for (int i = 0; i < v.length; i++) {
                     v[i] = i;
                 }
-                longest = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(v, v.length));
-                Tensor old = IOTAS.put(a, longest);
+                Tensor old = IOTAS.put(a, longest = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(v, v.length)));
                 if (old != null) {
                     a.release(old);
                 }
             }
+            if (a.hostMemory()) {
+                t.copyFrom(longest.slice(0, 0, n));
+            } else {
+                a.copy(longest.slice(0, 0, n), t);
+            }
         }
-        if (a.hostMemory()) {
-            Tensor t = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, n);
-            t.copyFrom(longest.slice(0, 0, n));
-            return t;
-        }
-        Tensor t = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, n);
-        a.copy(longest.slice(0, 0, n), t);
         return t;
     }
 

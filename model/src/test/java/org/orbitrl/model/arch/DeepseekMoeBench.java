@@ -193,7 +193,7 @@ public final class DeepseekMoeBench {
     }
 
     /** Device-to-device copy bandwidth in GB/s (bytes read + written) over 2 GiB through the backend's copy. */
-    static double copyBandwidth(CudaBackend gpu) {
+    public static double copyBandwidth(CudaBackend gpu) {
         long bytes = 2L << 30;
         TensorAllocator a = gpu.allocator();
         Tensor src = a.allocate(MemoryCategory.OTHER, DType.U8, bytes);

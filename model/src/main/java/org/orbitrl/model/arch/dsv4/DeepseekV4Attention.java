@@ -49,6 +49,14 @@ final class DeepseekV4Attention {
             index.copyInto(c.index, a);
         }
 
+        /** Takes {@code next} as the window, releasing the one it replaces. */
+        void replaceWindow(Node next, org.orbitrl.kernels.TensorAllocator a) {
+            if (window != null) {
+                window.release(a);
+            }
+            window = next;
+        }
+
         /** Releases the state's values in {@code a}'s memory (the state is not used afterwards). */
         void release(org.orbitrl.kernels.TensorAllocator a) {
             if (window != null) {
@@ -178,11 +186,7 @@ final class DeepseekV4Attention {
         for (int si = 0; si < n; si++) {
             State st = segs[si].state();
             int keep = Math.min(c.slidingWindow() - 1, st.windowRows(d) + 1);
-            Node next = Ops.stateWindow(b, st.window, k, segs[si].start(), d, keep);
-            if (st.window != null) {
-                st.window.release(a);
-            }
-            st.window = next;
+            st.replaceWindow(Ops.stateWindow(b, st.window, k, segs[si].start(), d, keep), a);
         }
         return Ops.made(b, out);
     }
@@ -228,11 +232,7 @@ final class DeepseekV4Attention {
             outs[si] = DeepseekV4SinkAttention.attend(t, b, qs, keyRows, mask, sinks, heads, d, (float) (1 / Math.sqrt(d)));
             if (st != null) {   // the window's next rows: the last window-1 of the window and the new keys (keyRows' head)
                 int keep = Math.min(c.slidingWindow() - 1, past + s.len());
-                Node next = Ops.stateRows(b, keyRows, d, past + s.len() - keep, keep);
-                if (st.window != null) {
-                    st.window.release(b.allocator());
-                }
-                st.window = next;
+                st.replaceWindow(Ops.stateRows(b, keyRows, d, past + s.len() - keep, keep), b.allocator());
             }
         }
         return Ops.concatRows(t, b, heads * d, outs);                                      // [N, heads*d]

@@ -1,10 +1,7 @@
 package org.orbitrl.model.arch.dsv4;
 
-import org.orbitrl.kernels.DType;
-import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.OpProfiler;
 import org.orbitrl.kernels.Tensor;
-import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.kernels.cuda.Cuda;
 import org.orbitrl.kernels.cuda.CudaBackend;
 import org.orbitrl.model.adapter.Adapter;
@@ -80,7 +77,7 @@ public final class DeepseekV4DecodeBench {
                     java.util.stream.IntStream.range(0, layers).mapToObj(spec::attentionKind).toList(), experts,
                     spec.moe().moeIntermediateSize(), spec.moe().topK(), vocab, exact ? "exact" : "default",
                     (System.nanoTime() - t0) / 1e9, context, STEPS);
-            double copy = copyBandwidth(gpu);
+            double copy = org.orbitrl.model.arch.DeepseekMoeBench.copyBandwidth(gpu);
             System.out.printf("copy bandwidth %.0f GB/s (device to device, read + write)%n", copy);
             System.out.println("| batch | step | tokens/s | bytes a step | of the HBM limit |");
             System.out.println("|---|---|---|---|---|");
@@ -173,29 +170,5 @@ public final class DeepseekV4DecodeBench {
             }
         }
         return total;
-    }
-
-    /** Device-to-device copy bandwidth in GB/s (bytes read + written), the median of 5 copies of 2 GiB. */
-    private static double copyBandwidth(CudaBackend gpu) {
-        long bytes = 2L << 30;
-        TensorAllocator a = gpu.allocator();
-        Tensor src = a.allocate(MemoryCategory.OTHER, DType.U8, bytes);
-        Tensor dst = a.allocate(MemoryCategory.OTHER, DType.U8, bytes);
-        try {
-            gpu.copy(src, dst);
-            double[] ms = new double[5];
-            for (int i = 0; i < ms.length; i++) {
-                gpu.synchronize();
-                long t = System.nanoTime();
-                gpu.copy(src, dst);
-                gpu.synchronize();
-                ms[i] = (System.nanoTime() - t) / 1e6;
-            }
-            Arrays.sort(ms);
-            return 2.0 * bytes / (ms[2] * 1e6);
-        } finally {
-            a.release(src);
-            a.release(dst);
-        }
     }
 }

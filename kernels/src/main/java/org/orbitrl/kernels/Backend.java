@@ -509,6 +509,20 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * DeepSeek V4's routing choice from router logits f32 [T, E]: scores f32 [T, E] (may be logits itself) =
+     * sqrt(softplus(logits)) when {@code sqrtSoftplus} (softplus(x) = x above 20, else log1p(exp x) in double rounded to
+     * f32; its root in double rounded to f32), else the sigmoid as {@link #moeSigmoidTopk} takes it; ids i32 [T, k] = the
+     * rows of {@code fixed} (i32 [T, k], a hash layer's experts of each token; null: none) when given, else the k largest
+     * of score + bias (bias f32 [E], null for none), descending, ties to the lower expert; weights f32 [T, k] = the chosen
+     * experts' scores divided by their sum (j ascending) + 1e-20, times {@code scaling}. A fixed id outside [0, E) is an
+     * error.
+     */
+    default void moeScoreTopk(Tensor logits, boolean sqrtSoftplus, Tensor bias, Tensor fixed, int k, float scaling,
+                              Tensor scores, Tensor weights, Tensor ids) {
+        MoeHostOps.scoreTopk(logits, sqrtSoftplus, bias, fixed, k, scaling, scores, weights, ids);
+    }
+
+    /**
      * The router-logit gradient of {@link #moeSigmoidTopk} (overwrites dLogits f32 [T, E]): from the routing-weight
      * gradient dWeight f32 [T, k] through the scaling, the renormalisation (when {@code normalize}) and the sigmoid, given
      * the forward's scores [T, E] and ids i32 [T, k]; zero for the experts a token did not choose (the choice itself, and

@@ -128,6 +128,79 @@ public final class MoeHostOps {
         ids.copyFrom(Tensor.ofInts(expert, ids.shape()));
     }
 
+    /** See {@link Backend#moeScoreTopk}. */
+    public static void scoreTopk(Tensor logits, boolean sqrtSoftplus, Tensor bias, Tensor fixed, int k, float scaling,
+                                 Tensor scores, Tensor weights, Tensor ids) {
+        int e = logits.size(-1);
+        int t = rows(logits, e);
+        checkScoreRouting("moeScoreTopk", logits, bias, fixed, k, scores);
+        checkPairs("moeScoreTopk", t, k, weights, weights, ids);
+        float[] s = logits.contiguous().toFloatArray();
+        for (int i = 0; i < s.length; i++) {
+            s[i] = sqrtSoftplus ? sqrtSoftplus(s[i]) : (float) (1.0 / (1.0 + Math.exp(-s[i])));
+        }
+        float[] bs = bias == null ? new float[e] : bias.contiguous().toFloatArray();
+        int[] expert = fixed == null ? new int[t * k] : ints(fixed);
+        float[] weight = new float[t * k];
+        float[] choice = new float[e];
+        for (int r = 0; r < t; r++) {
+            if (fixed == null) {
+                for (int x = 0; x < e; x++) {
+                    choice[x] = s[r * e + x] + bs[x];
+                }
+                for (int j = 0; j < k; j++) {
+                    int best = -1;
+                    for (int x = 0; x < e; x++) {                // ties to the lower expert
+                        if (!Float.isNaN(choice[x]) && (best < 0 || choice[x] > choice[best])) {
+                            best = x;
+                        }
+                    }
+                    choice[best] = Float.NaN;                   // taken
+                    expert[r * k + j] = best;
+                }
+            }
+            float sum = 0;
+            for (int j = 0; j < k; j++) {
+                int x = expert[r * k + j];
+                if (x < 0 || x >= e) {
+                    throw new IndexOutOfBoundsException("moeScoreTopk: fixed expert " + x + " of token " + r + " (slot " + j
+                            + ") is outside the " + e + " experts");
+                }
+                sum += s[r * e + x];
+            }
+            float denom = sum + 1e-20f;
+            for (int j = 0; j < k; j++) {
+                weight[r * k + j] = s[r * e + expert[r * k + j]] / denom * scaling;
+            }
+        }
+        scores.copyFrom(Tensor.of(s, scores.shape()));
+        weights.copyFrom(Tensor.of(weight, weights.shape()));
+        ids.copyFrom(Tensor.ofInts(expert, ids.shape()));
+    }
+
+    /** sqrt(softplus(x)) as {@link Backend#moeScoreTopk} rounds it: softplus in double (x itself above 20) to f32, its root. */
+    public static float sqrtSoftplus(float x) {
+        float sp = x > 20f ? x : (float) Math.log1p(Math.exp(x));
+        return (float) Math.sqrt(sp);
+    }
+
+    /** The shapes {@link Backend#moeScoreTopk} takes. */
+    public static void checkScoreRouting(String op, Tensor logits, Tensor bias, Tensor fixed, int k, Tensor scores) {
+        int e = logits.size(-1);
+        if (logits.dtype() != DType.F32 || scores.dtype() != DType.F32 || scores.numel() != logits.numel()) {
+            throw new IllegalArgumentException(op + ": logits " + logits + " and scores " + scores + " must be f32 [tokens, experts] alike");
+        }
+        if (bias != null && (bias.numel() != e || bias.dtype() != DType.F32)) {
+            throw new IllegalArgumentException(op + ": bias " + bias + " must be f32 [" + e + "] (e_score_correction_bias)");
+        }
+        if (k <= 0 || k > e) {
+            throw new IllegalArgumentException(op + ": top " + k + " of " + e + " experts");
+        }
+        if (fixed != null && (fixed.dtype() != DType.I32 || fixed.numel() != (logits.numel() / Math.max(1, e)) * k)) {
+            throw new IllegalArgumentException(op + ": fixed experts " + fixed + " must be i32 [tokens, " + k + "] (tid2eid's rows)");
+        }
+    }
+
     /** See {@link Backend#moeSigmoidRouterBackward}. */
     public static void sigmoidRouterBackward(Tensor scores, Tensor ids, Tensor dWeight, boolean normalize, float scaling,
                                              Tensor dLogits) {

@@ -575,6 +575,13 @@ public final class StrictBackend implements Backend {
     }
 
     @Override
+    public void moeScoreTopk(Tensor logits, boolean sqrtSoftplus, Tensor bias, Tensor fixed, int k, float scaling, Tensor scores,
+                             Tensor weights, Tensor ids) {
+        moe("moeScoreTopk", () -> inner.moeScoreTopk(logits, sqrtSoftplus, bias, fixed, k, scaling, scores, weights, ids),
+                logits, bias, fixed, scores, weights, ids);
+    }
+
+    @Override
     public void moeSigmoidRouterBackward(Tensor scores, Tensor ids, Tensor dWeight, boolean normalize, float scaling, Tensor dLogits) {
         moe("moeSigmoidRouterBackward", () -> inner.moeSigmoidRouterBackward(scores, ids, dWeight, normalize, scaling, dLogits),
                 scores, ids, dWeight, dLogits);

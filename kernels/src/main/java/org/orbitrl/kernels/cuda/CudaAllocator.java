@@ -204,10 +204,20 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     /**
      * A segment of {@code bytes} at device address {@code address} that the host cannot access:
      * reads and writes through it throw {@link IllegalStateException}; its address and size work.
+     * It is a slice of {@link #DEVICE_SPACE}, whose scope was closed once: closing a shared arena
+     * for every allocation cost a handshake with every thread of the JVM (tens of microseconds an
+     * allocation, most of an eager step's host time).
      */
     public static MemorySegment deviceSegment(long address, long bytes) {
+        return DEVICE_SPACE.asSlice(address, bytes);
+    }
+
+    /** The whole address space in a closed scope: every device segment is a slice of it. */
+    private static final MemorySegment DEVICE_SPACE = closedAddressSpace();
+
+    private static MemorySegment closedAddressSpace() {
         Arena scope = Arena.ofShared();
-        MemorySegment s = MemorySegment.ofAddress(address).reinterpret(bytes, scope, null);
+        MemorySegment s = MemorySegment.NULL.reinterpret(Long.MAX_VALUE, scope, null);
         scope.close();
         return s;
     }

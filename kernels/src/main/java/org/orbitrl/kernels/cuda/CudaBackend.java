@@ -1126,6 +1126,12 @@ public final class CudaBackend implements Backend {
     }
 
     @Override
+    public void moeScoreTopk(Tensor logits, boolean sqrtSoftplus, Tensor bias, Tensor fixed, int k, float scaling, Tensor scores,
+                             Tensor weights, Tensor ids) {
+        moe.moeScoreTopk(logits, sqrtSoftplus, bias, fixed, k, scaling, scores, weights, ids);
+    }
+
+    @Override
     public void moeSigmoidRouterBackward(Tensor scores, Tensor ids, Tensor dWeight, boolean normalize, float scaling, Tensor dLogits) {
         moe.moeSigmoidRouterBackward(scores, ids, dWeight, normalize, scaling, dLogits);
     }

@@ -175,6 +175,13 @@ public final class CudaMoe {
         train.sigmoidTopk(logits, bias, groups, topkGroups, k, normalize, scaling, scores, weights, ids);
     }
 
+    /** See {@link org.orbitrl.kernels.Backend#moeScoreTopk}. */
+    public void moeScoreTopk(Tensor logits, boolean sqrtSoftplus, Tensor bias, Tensor fixed, int k, float scaling, Tensor scores,
+                             Tensor weights, Tensor ids) {
+        ctx.device.bind();
+        train.scoreTopk(logits, sqrtSoftplus, bias, fixed, k, scaling, scores, weights, ids);
+    }
+
     /** See {@link org.orbitrl.kernels.Backend#moeSigmoidRouterBackward}. */
     public void moeSigmoidRouterBackward(Tensor scores, Tensor ids, Tensor dWeight, boolean normalize, float scaling, Tensor dLogits) {
         ctx.device.bind();

@@ -61,6 +61,7 @@ final class CudaMoeTrain {
     private final Kernel weightGrad;
     private final Kernel routerBackward;
     private final Kernel sigmoidTopk;
+    private final Kernel scoreTopk;
     private final Kernel sigmoidRouterBackward;
     private final Kernel groupCount;
     private final Kernel groupScan;
@@ -89,6 +90,7 @@ final class CudaMoeTrain {
         this.weightGrad = ctx.kernel("moe_train", "moe_weight_grad");
         this.routerBackward = ctx.kernel("moe_train", "moe_router_backward");
         this.sigmoidTopk = ctx.kernel("moe_train", "moe_sigmoid_topk");
+        this.scoreTopk = ctx.kernel("moe_train", "moe_score_topk");
         this.sigmoidRouterBackward = ctx.kernel("moe_train", "moe_sigmoid_router_backward");
         this.groupCount = ctx.kernel("moe_train", "moe_group_count");
         this.groupScan = ctx.kernel("moe_train", "moe_group_scan");
@@ -146,6 +148,35 @@ final class CudaMoeTrain {
         if (t > 0) {
             ctx.launchShared(sigmoidTopk, (t + TOPK_WARPS - 1) / TOPK_WARPS, 32 * TOPK_WARPS, 2 * 4 * TOPK_WARPS * e, logits, bias,
                     t, e, groups, topkGroups, k, normalize ? 1 : 0, scaling, scores, weights, ids);
+        }
+    }
+
+    /** Most experts {@code moe_score_topk} takes: each of a block's 8 warps keeps its scores and choices in 48 KiB (768). */
+    static final int SCORE_MAX_EXPERTS = 48 * 1024 / (2 * 4 * TOPK_WARPS);
+
+    void scoreTopk(Tensor logits, boolean sqrtSoftplus, Tensor bias, Tensor fixed, int k, float scaling, Tensor scores,
+                   Tensor weights, Tensor ids) {
+        MoeHostOps.checkScoreRouting("moeScoreTopk", logits, bias, fixed, k, scores);
+        ctx.devContiguous("moeScoreTopk logits", logits, DType.F32);
+        ctx.devContiguous("moeScoreTopk scores", scores, DType.F32);
+        ctx.devContiguous("moeScoreTopk weights", weights, DType.F32);
+        ctx.devContiguous("moeScoreTopk ids", ids, DType.I32);
+        if (bias != null) {
+            ctx.devContiguous("moeScoreTopk bias", bias, DType.F32);
+        }
+        if (fixed != null) {
+            ctx.devContiguous("moeScoreTopk fixed", fixed, DType.I32);
+        }
+        int e = logits.size(-1);
+        int t = CudaContext.rows(logits);
+        long p = (long) t * k;
+        if (weights.numel() != p || ids.numel() != p || e > SCORE_MAX_EXPERTS) {
+            throw new IllegalArgumentException("moeScoreTopk: top " + k + " of " + logits + " into " + weights + " and " + ids
+                    + " [tokens, k] (at most " + SCORE_MAX_EXPERTS + " experts)");
+        }
+        if (t > 0) {
+            ctx.launchShared(scoreTopk, (t + TOPK_WARPS - 1) / TOPK_WARPS, 32 * TOPK_WARPS, 2 * 4 * TOPK_WARPS * e, logits,
+                    sqrtSoftplus ? 1 : 0, bias, fixed, t, e, k, scaling, scores, weights, ids, ctx.errorFlag);
         }
     }
 

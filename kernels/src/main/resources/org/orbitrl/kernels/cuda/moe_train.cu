@@ -170,6 +170,70 @@ extern "C" __global__ void __launch_bounds__(32 * MT_WARPS)
     }
 }
 
+// DeepSeek V4's routing, a warp a token (MT_WARPS tokens a block; dynamic shared 2 * MT_WARPS * E floats, a warp's scores
+// and biased choices): scores = sqrt(softplus(logits)) (softplus x above 20, else log1p(exp x) in double rounded to f32;
+// the root in double rounded to f32) when sqrtSoftplus, else the sigmoid in double rounded to f32 (scores may be logits).
+// ids: the token's row of fixed (the hash layers' experts) when given, else the k largest scores + bias by warp_pick
+// (ties to the lower expert). weights = the chosen scores / (their sum, j ascending, + 1e-20) * scaling, as the host
+// rounds them. A fixed id outside [0, E) is reported (ERR_EXPERT_OUT_OF_RANGE) and weighs 0.
+extern "C" __global__ void __launch_bounds__(32 * MT_WARPS)
+    moe_score_topk(const float* logits, int sqrtSoftplus, const float* bias, const int* fixed, int T, int E, int k,
+                   float scaling, float* scores, float* weights, int* ids, int* err) {
+    pdl_enter();
+    extern __shared__ float score_smem[];
+    int lane = threadIdx.x & 31;
+    int warp = threadIdx.x >> 5;
+    int t = blockIdx.x * MT_WARPS + warp;
+    if (t >= T) return; // warp-uniform; nothing below waits for the other warps
+    float* sc = score_smem + (i64) warp * 2 * E;
+    float* ch = sc + E;
+    for (int e = lane; e < E; e += 32) {
+        float x = logits[(i64) t * E + e];
+        float s;
+        if (sqrtSoftplus) {
+            float sp = x > 20.0f ? x : (float) log1p(exp((double) x));
+            s = (float) sqrt((double) sp);
+        } else {
+            s = (float) (1.0 / (1.0 + exp(-(double) x)));
+        }
+        scores[(i64) t * E + e] = s;
+        sc[e] = s;
+        ch[e] = __fadd_rn(s, bias ? bias[e] : 0.0f);
+    }
+    __syncwarp();
+    if (fixed) {
+        if (lane == 0) {
+            for (int j = 0; j < k; j++) {
+                int id = fixed[(i64) t * k + j];
+                if (id < 0 || id >= E) report_error(err, ERR_EXPERT_OUT_OF_RANGE, id, t * k + j);
+                ids[(i64) t * k + j] = id;
+            }
+        }
+    } else {
+        for (int j = 0; j < k; j++) {
+            float bv;
+            int bi;
+            warp_pick(ch, lane, 32, E, bv, bi);
+            if (lane == 0) ids[(i64) t * k + j] = bi;
+            if (bi < E && (bi & 31) == lane) ch[bi] = -ORBIT_INF; // taken
+            __syncwarp();
+        }
+    }
+    if (lane == 0) {
+        float sum = 0.0f;
+        for (int j = 0; j < k; j++) {
+            int id = ids[(i64) t * k + j];
+            sum = __fadd_rn(sum, id >= 0 && id < E ? sc[id] : 0.0f);
+        }
+        float denom = __fadd_rn(sum, 1e-20f);
+        for (int j = 0; j < k; j++) {
+            int id = ids[(i64) t * k + j];
+            float s = id >= 0 && id < E ? sc[id] : 0.0f;
+            weights[(i64) t * k + j] = __fmul_rn(__fdiv_rn(s, denom), scaling);
+        }
+    }
+}
+
 // The router-logit gradient of moe_sigmoid_topk, a warp a token (MT_WARPS tokens a block): dlogits [T, E] is 0 but at the
 // token's chosen experts, ds * s * (1 - s) with ds = dw * scaling / denom - (sum_j dw_j * scaling * s_j) / denom^2 when
 // normalize (else dw * scaling / 1), in the host's order of operations (no contractions).

@@ -194,6 +194,76 @@ class CudaMoeTrainTest extends CudaTestBase {
     }
 
     /**
+     * DeepSeek V4's routing ({@code moe_score_topk}) against the host's: the same ids and weight bits, the scores within
+     * one f32 ulp (the device's double exp and log1p against Java's), sqrt(softplus) and sigmoid scores, over V4-Flash's
+     * 256 and V4-Pro's 384 experts at top 6 and the fixture's 8 at top 2, a ragged last block of tokens, with and without
+     * bias, logits on a grid (ties to the lower expert), logits past softplus's threshold of 20, a hash layer's fixed
+     * experts (their scores' weights, in the order given), and scores written over the logits. A fixed id outside the
+     * experts is reported at the next synchronise.
+     */
+    @Test
+    void scoreRoutingMatchesTheHost() {
+        SplittableRandom r = rng(306);
+        int[][] shapes = {{9, 8, 2}, {37, 256, 6}, {21, 384, 6}, {1, 768, 8}};
+        for (int[] sh : shapes) {
+            int t = sh[0];
+            int e = sh[1];
+            int k = sh[2];
+            for (int variant = 0; variant < 5; variant++) {
+                boolean sqrtSoftplus = variant != 3;
+                boolean grid = variant == 1;
+                boolean hash = variant == 4;
+                Tensor logits = randn(r, grid ? 2f : 8f, t, e);   // sd 8: some logits past 20
+                if (grid) {
+                    float[] v = logits.toFloatArray();
+                    for (int i = 0; i < v.length; i++) {
+                        v[i] = Math.round(v[i] * 4f) / 4f;
+                    }
+                    logits = Tensor.of(v, t, e);
+                }
+                Tensor bias = grid || hash ? null : randn(r, 0.3f, e);
+                Tensor fixed = null;
+                if (hash) {
+                    int[] f = new int[t * k];
+                    for (int i = 0; i < f.length; i++) {
+                        f[i] = r.nextInt(e);
+                    }
+                    fixed = Tensor.ofInts(f, t, k);
+                }
+                float scaling = 1.5f;
+                String what = "moeScoreTopk " + t + " tokens, " + e + " experts, top " + k + (sqrtSoftplus ? ", sqrt softplus" : ", sigmoid")
+                        + (bias == null ? "" : ", bias") + (grid ? ", ties" : "") + (hash ? ", fixed" : "");
+                Tensor sRef = host(DType.F32, t, e);
+                Tensor wRef = host(DType.F32, t, k);
+                Tensor iRef = host(DType.I32, t, k);
+                MoeHostOps.scoreTopk(logits, sqrtSoftplus, bias, fixed, k, scaling, sRef, wRef, iRef);
+                Tensor inPlace = dev(logits);
+                Tensor w = poisoned(DType.F32, t, k);
+                Tensor ids = poisoned(DType.I32, t, k);
+                gpu.moeScoreTopk(inPlace, sqrtSoftplus, bias == null ? null : dev(bias), fixed == null ? null : dev(fixed), k, scaling,
+                        inPlace, w, ids);
+                float[] sr = sRef.toFloatArray();
+                double[] ulp = new double[sr.length];
+                for (int i = 0; i < sr.length; i++) {
+                    ulp[i] = Math.ulp(sr[i]);
+                }
+                assertWithin(what + ": scores", sr, gpu.toHost(inPlace).toFloatArray(), ulp);
+                assertExact(what + ": ids", iRef.toLongArray(), gpu.toHost(ids).toLongArray());
+                assertBitsEqual(what + ": weights", wRef.toFloatArray(), gpu.toHost(w).toFloatArray());
+            }
+        }
+        Tensor wide = dev(randn(r, 1f, 2, 769));   // one expert past the shared memory of a block's eight warps
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> gpu.moeScoreTopk(wide, true, null, null, 6,
+                1f, wide, poisoned(DType.F32, 2, 6), poisoned(DType.I32, 2, 6)));
+        assertTrue(e.getMessage().contains("at most 768 experts"), e.getMessage());
+        int[] f = {1, 2, 3, 4, 5, 64};
+        gpu.moeScoreTopk(dev(randn(r, 1f, 1, 64)), true, null, dev(Tensor.ofInts(f, 1, 6)), 6, 1f, poisoned(DType.F32, 1, 64),
+                poisoned(DType.F32, 1, 6), poisoned(DType.I32, 1, 6));
+        IndexOutOfBoundsException oob = assertThrows(IndexOutOfBoundsException.class, gpu::synchronize);
+        assertTrue(oob.getMessage().contains("expert id 64"), oob.getMessage());
+    }
+
+    /**
      * moeGather a block a row, 16 bytes at a time (widths 2048 and 8192, multiples of 4) or a value at a time (odd
      * width, a source view off 16-byte boundaries), over an even and an odd count of rows, and the elementwise kernel
      * ({@code orbit.cuda.moeGather=elementwise}): the host's rows exactly.

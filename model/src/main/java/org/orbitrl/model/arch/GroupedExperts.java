@@ -324,6 +324,108 @@ public final class GroupedExperts {
     }
 
     /**
+     * Pairs at most this many a call ({@code tokens · k}) take {@link #forwardPairs} where the backend asks for it: a
+     * decode step of up to 256 sequences at top-8.
+     */
+    static final int PAIRS_MAX = 2048;
+
+    /**
+     * Whether an inference forward of {@code pairs} (token, expert) pairs takes the per-pair form ({@link #forwardPairs},
+     * gpt-oss's fused experts {@code GroupedMoe}'s): few enough pairs, every projection's experts ones the backend
+     * multiplies per pair ({@link Backend#moePairs}), and their enabled adapters LoRA the pair products run.
+     */
+    public boolean takesPairs(Backend b, long pairs) {
+        if (pairs > PAIRS_MAX || !b.moePairs(gate) || !b.moePairs(down) || (up != null && !b.moePairs(up))) {
+            return false;
+        }
+        for (Linear[] projection : linears) {
+            if (projection.length > 0 && !pairAdapters(projection)) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /** Whether every enabled adapter on one projection's experts is a LoRA the pair products can run: all experts' or none. */
+    private static boolean pairAdapters(Linear[] experts) {
+        if (ExpertLora.of(experts) != null) {
+            return true;
+        }
+        for (Linear l : experts) {
+            Linear.AdapterHook h = l.adapter();
+            if (h != null && h.enabled()) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /**
+     * The forward of a few tokens per (token, expert) pair over a choice already made (ids i32 [N, k] and weights f32
+     * [N, k], the caller's), where {@link #takesPairs} holds (separate gate and up): each pair's gate, up and down
+     * products through its expert and its LoRA, read from the ids on the backend ({@link Backend#moeExpertMatmulPairs};
+     * gate, up, their LoRA's B and the SwiGLU in one call where the backend fuses them and the SwiGLU has no limit,
+     * {@link Backend#moeSwigluPairs}, and down with its LoRA's B, {@link Backend#moeExpertMatmulPairsLora}), and the pairs
+     * weighted back into their tokens ({@link Backend#moeCombinePairs}; down, its LoRA's B and that in one call where the
+     * backend fuses them, {@link Backend#moeDownCombinePairs}). No host read, so a decode step can be captured. With
+     * {@code accumulate} the pairs are weighted into out as it is: the bits of the output and an add, one launch fewer.
+     */
+    public void forwardPairs(Backend b, Tensor x, Tensor ids, Tensor weights, Tensor out, boolean accumulate) {
+        if (fused != null) {
+            throw new IllegalStateException("gpt-oss's fused experts take GroupedMoe's per-pair form");
+        }
+        TensorAllocator a = b.allocator();
+        int k = ids.size(1);
+        int inter = gate.rows();
+        int p = x.size(0) * k;
+        ExpertLora gateLora = ExpertLora.of(linears[0]);
+        ExpertLora upLora = ExpertLora.of(linears[1]);
+        Tensor gateA;                                                                // [P, r]
+        Tensor upA;                                                                  // [P, r]
+        if (gateLora != null && upLora != null) {   // both A products of x in one call
+            Tensor[] both = ExpertLora.pairsA(b, x, k, ids, gateLora, upLora);
+            gateA = both[0];
+            upA = both[1];
+        } else {
+            gateA = gateLora == null ? null : gateLora.pairsA(b, x, k, ids);
+            upA = upLora == null ? null : upLora.pairsA(b, x, k, ids);
+        }
+        Tensor g = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);     // [P, I]: act
+        if (limit != Float.POSITIVE_INFINITY || !b.moeSwigluPairs(x, k, gate, up, ids, gateA == null ? null : gateLora.pairTerm(gateA),
+                upA == null ? null : upLora.pairTerm(upA), g)) {
+            Tensor u = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter); // [P, I]
+            b.moeExpertMatmulPairs(x, k, gate, ids, 1f, g, false);
+            b.moeExpertMatmulPairs(x, k, up, ids, 1f, u, false);
+            if (gateA != null) {
+                gateLora.addPairsB(b, gateA, ids, g);
+            }
+            if (upA != null) {
+                upLora.addPairsB(b, upA, ids, u);
+            }
+            activation(b, g, u, g);                                                  // act, in place
+            a.release(u);
+        }
+        release(a, gateA, upA);
+        ExpertLora downLora = ExpertLora.of(linears[2]);
+        Tensor downA = downLora == null ? null : downLora.pairsA(b, g, 1, ids);    // [P, r]
+        if (b.moeDownCombinePairs(g, down, ids, downA == null ? null : downLora.pairTerm(downA), weights, out, accumulate)) {
+            release(a, downA, g);
+            return;
+        }
+        Tensor ys = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, x.size(1)); // [P, hidden]
+        if (downA == null || !b.moeExpertMatmulPairsLora(g, 1, down, ids, downLora.pairTerm(downA), ys)) {
+            b.moeExpertMatmulPairs(g, 1, down, ids, 1f, ys, false);
+            if (downA != null) {
+                downLora.addPairsB(b, downA, ids, ys);
+            }
+        }
+        release(a, downA);
+        a.release(g);
+        b.moeCombinePairs(ys, weights, out, accumulate);
+        a.release(ys);
+    }
+
+    /**
      * dout [N, hidden] -> dx [N, hidden], overwritten unless {@code accumulate} (then added into it), and the routing
      * weights' gradient dWeight f32 [N, k] (overwritten); {@code weights} are the forward's. The experts' adapters
      * accumulate their gradients.

@@ -65,10 +65,6 @@ final class GroupedMoe {
         return experts == null ? null : new GroupedMoe(router, experts);
     }
 
-    private static Linear[] linears(DenseMlp[] experts, int which) {
-        return GroupedExperts.linears(experts, which);
-    }
-
     private static Linear linear(DenseMlp m, int which) {
         return GroupedExperts.linear(m, which);
     }
@@ -106,25 +102,15 @@ final class GroupedMoe {
 
     /** Whether a forward of x takes {@link #forwardPairs}: outside training, a few tokens, where the backend asks for it. */
     boolean takesPairs(Backend b, Tensor x, Tape tape, boolean training) {
-        if (grouped.isFused()) {
-            return !training && tape == null && (long) x.size(0) * router.topK() <= PAIRS_MAX && b.moePairs(gate)
-                    && b.moePairs(down) && pairAdapters(grouped.projections(0)) && pairAdapters(grouped.projections(2));
-        }
-        return !training && tape == null && (long) x.size(0) * router.topK() <= PAIRS_MAX && b.moePairs(gate)
-                && b.moePairs(up)
-                && b.moePairs(down) && pairAdapters(experts);
+        return !training && tape == null && grouped.takesPairs(b, (long) x.size(0) * router.topK());
     }
 
     /**
      * The forward of a few tokens per (token, expert) pair, where the backend asks for it ({@link Backend#moePairs}):
-     * the routing as above, then each pair's gate, up and down products through its expert and its LoRA, read
-     * from the ids on the backend ({@link Backend#moeExpertMatmulPairs}; gate, up, their LoRA's B and the SwiGLU in
-     * one call where the backend fuses them, {@link Backend#moeSwigluPairs}, and down with its LoRA's B,
-     * {@link Backend#moeExpertMatmulPairsLora}), and the pairs weighted back into their
-     * tokens ({@link Backend#moeCombinePairs}; down, its LoRA's B and that in one call where the backend fuses them,
-     * {@link Backend#moeDownCombinePairs}). No host read, so a decode step of an MoE model can be captured.
-     * For inference and decode batches ({@value #PAIRS_MAX} pairs at most), never in a training step (whose
-     * recomputed forwards must equal its first), and a long prompt's prefill keeps the grouped products. With
+     * the routing as above in one call where the backend fuses it ({@link ExpertRouter#routeDecode}), then the experts
+     * per pair ({@link GroupedExperts#forwardPairs}). No host read, so a decode step of an MoE model can be captured.
+     * For inference and decode batches ({@value GroupedExperts#PAIRS_MAX} pairs at most), never in a training step
+     * (whose recomputed forwards must equal its first), and a long prompt's prefill keeps the grouped products. With
      * {@code accumulate} the pairs are weighted into out as it is ({@link #takesPairs} must hold): the bits of the
      * output and an add, one launch fewer.
      */
@@ -133,60 +119,9 @@ final class GroupedMoe {
             forwardPairsFused(b, x, out, accumulate);
             return;
         }
-        TensorAllocator a = b.allocator();
-        int k = router.topK();
-        int inter = gate.rows();
-        int p = x.size(0) * k;
         ExpertRouter.Routed r = router.routeDecode(b, x);
-        Tensor weights = r.weights();
-        Tensor ids = r.ids();
-        ExpertLora gateLora = ExpertLora.of(linears(experts, 0));
-        ExpertLora upLora = ExpertLora.of(linears(experts, 1));
-        Tensor gateA;                                                                // [P, r]
-        Tensor upA;                                                                  // [P, r]
-        if (gateLora != null && upLora != null) {   // both A products of x in one call
-            Tensor[] both = ExpertLora.pairsA(b, x, k, ids, gateLora, upLora);
-            gateA = both[0];
-            upA = both[1];
-        } else {
-            gateA = gateLora == null ? null : gateLora.pairsA(b, x, k, ids);
-            upA = upLora == null ? null : upLora.pairsA(b, x, k, ids);
-        }
-        Tensor g = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);     // [P, I]: act
-        if (!b.moeSwigluPairs(x, k, gate, up, ids, gateA == null ? null : gateLora.pairTerm(gateA),
-                upA == null ? null : upLora.pairTerm(upA), g)) {
-            Tensor u = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter); // [P, I]
-            b.moeExpertMatmulPairs(x, k, gate, ids, 1f, g, false);
-            b.moeExpertMatmulPairs(x, k, up, ids, 1f, u, false);
-            if (gateA != null) {
-                gateLora.addPairsB(b, gateA, ids, g);
-            }
-            if (upA != null) {
-                upLora.addPairsB(b, upA, ids, u);
-            }
-            b.swiglu(g, u, g);                                                       // act, in place
-            a.release(u);
-        }
-        release(a, gateA, upA);
-        ExpertLora downLora = ExpertLora.of(linears(experts, 2));
-        Tensor downA = downLora == null ? null : downLora.pairsA(b, g, 1, ids);    // [P, r]
-        if (b.moeDownCombinePairs(g, down, ids, downA == null ? null : downLora.pairTerm(downA), weights, out, accumulate)) {
-            release(a, downA, g, weights, ids);
-            return;
-        }
-        Tensor ys = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, x.size(1)); // [P, hidden]
-        if (downA == null || !b.moeExpertMatmulPairsLora(g, 1, down, ids, downLora.pairTerm(downA), ys)) {
-            b.moeExpertMatmulPairs(g, 1, down, ids, 1f, ys, false);
-            if (downA != null) {
-                downLora.addPairsB(b, downA, ids, ys);
-            }
-        }
-        release(a, downA);
-        a.release(g);
-        b.moeCombinePairs(ys, weights, out, accumulate);
-        a.release(ys);
-        a.release(weights);
-        a.release(ids);
+        grouped.forwardPairs(b, x, r.ids(), r.weights(), out, accumulate);
+        r.release(b.allocator());
     }
 
     /**
@@ -230,12 +165,6 @@ final class GroupedMoe {
         a.release(ids);
     }
 
-    /**
-     * Pairs at most this many a call ({@code tokens · k}) take {@link #forwardPairs} where the backend asks for it: a
-     * decode step of up to 256 sequences at top-8.
-     */
-    static final int PAIRS_MAX = 2048;
-
     /** Whether no expert projection has an enabled adapter (a backend's whole-layer decode form takes the base alone). */
     boolean adapterFree() {
         for (DenseMlp m : experts) {
@@ -259,36 +188,6 @@ final class GroupedMoe {
 
     ExpertWeights down() {
         return down;
-    }
-
-    /** Whether every enabled adapter on one projection's experts is a LoRA the pair products can run: all experts' or none. */
-    private static boolean pairAdapters(Linear[] experts) {
-        if (ExpertLora.of(experts) != null) {
-            return true;
-        }
-        for (Linear l : experts) {
-            Linear.AdapterHook h = l.adapter();
-            if (h != null && h.enabled()) {
-                return false;
-            }
-        }
-        return true;
-    }
-
-    /** Whether every enabled adapter on the experts is a LoRA the pair products can run: per projection, all experts' or none. */
-    private static boolean pairAdapters(DenseMlp[] experts) {
-        for (int which = 0; which < 3; which++) {
-            if (ExpertLora.of(linears(experts, which)) != null) {
-                continue;
-            }
-            for (DenseMlp m : experts) {
-                Linear.AdapterHook h = linear(m, which).adapter();
-                if (h != null && h.enabled()) {
-                    return false;
-                }
-            }
-        }
-        return true;
     }
 
     /**

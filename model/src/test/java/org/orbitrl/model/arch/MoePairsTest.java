@@ -51,7 +51,7 @@ class MoePairsTest {
             for (boolean pairs : new boolean[]{false, true}) {
                 Qwen3Model m = load(backend(pairs), int4);
                 int k = m.config().topK();
-                assertTrue((long) tokens.length * k <= GroupedMoe.PAIRS_MAX, "the prompt's pairs take the per-pair forward");
+                assertTrue((long) tokens.length * k <= GroupedExperts.PAIRS_MAX, "the prompt's pairs take the per-pair forward");
                 logits[pairs ? 1 : 0] = m.forward(List.of(new CausalLM.Segment(tokens, null))).toFloatArray();
             }
             float[] want = logits[0];

@@ -56,6 +56,7 @@ final class DependentKernels {
         s.add("norm/softmax_f32");                // the router's probabilities, then their top k
         s.add("moe_train/moe_topk_warps");
         s.add("moe_train/moe_sigmoid_topk");     // DeepSeek-V3's router after its logits
+        s.add("moe_train/moe_score_topk");       // DeepSeek V4's router after its logits
         s.add("moe/moe_combine");
         s.add("moe/moe_router_logits");
         s.add("moe/moe_router_topk");

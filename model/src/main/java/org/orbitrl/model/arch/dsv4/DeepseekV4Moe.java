@@ -3,6 +3,7 @@ package org.orbitrl.model.arch.dsv4;
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.MoeHostOps;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.arch.DenseMlp;
@@ -89,8 +90,9 @@ final class DeepseekV4Moe {
         return x > 20f ? x : (float) Math.log1p(Math.exp(x));
     }
 
+    /** The score of a logit, rounded as {@link Backend#moeScoreTopk} rounds it. */
     private float score(float x) {
-        return sigmoid ? 1f / (1f + (float) Math.exp(-x)) : (float) Math.sqrt(softplus(x));
+        return sigmoid ? (float) (1.0 / (1.0 + Math.exp(-x))) : MoeHostOps.sqrtSoftplus(x);
     }
 
     /** d score / d x. */
@@ -157,9 +159,12 @@ final class DeepseekV4Moe {
 
     /**
      * The whole block in backend memory, one step of the tape: x's backend copy (shared with the block's other readers)
-     * through the frozen router (its logits read back: the choice is the host's), the routed experts grouped over the
-     * choice ({@link GroupedExperts}), the shared expert (its products and the limited SwiGLU there), their sum read
-     * back. Nothing else stays in backend memory until the backward: V4's tape holds every layer at once, and the
+     * through the frozen router, the choice and its weights made there ({@link Backend#moeScoreTopk}, a hash layer's
+     * experts uploaded from {@code tid2eid}), the routed experts over the choice, the shared expert (its products and
+     * the limited SwiGLU there), their sum. An inference forward reads nothing back: its routed experts run per
+     * (token, expert) pair where the backend asks for it ({@link GroupedExperts#forwardPairs}), else grouped. A taped
+     * forward runs them grouped ({@link GroupedExperts}) and reads the logits, the choice and its weights back for its
+     * backward. Nothing else stays in backend memory until the backward: V4's tape holds every layer at once, and the
      * experts' grouped rows of one layer are T·k·(2·hidden + 3·I) f32 (1.4 GB at 4096 tokens of V4-Flash), so the
      * backward runs the experts' and the shared expert's forward again (the same products on the same operands, the
      * same bits) before theirs. It sends the output gradient there once, runs the shared expert's backward, the
@@ -175,29 +180,42 @@ final class DeepseekV4Moe {
         Tensor xt = x.placed(a, n, h);
         Tensor lt = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, e);
         router.forward(b, xt, lt);
-        float[] logits = a.toFloats(lt);
-        a.release(lt);
-        float[] scores = scores(logits);
-        int[] idx = choose(scores, ids, n, e);
-        float[] sums = new float[n];
-        float[] w = weights(scores, idx, n, e, sums);
-        Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);
-        Tensor[] kept = forwardOnDevice(b, xt, idx, w, out, null);
-        Ops.release(a, kept);
-        Node y = Ops.made(b, out);
-        if (t == null) {
-            return y;
+        Tensor fixed = tid2eid == null ? null : a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(hashRows(ids), n, topK));
+        Tensor st = t == null ? lt : a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, e);   // the scores (in place: inference)
+        Tensor idsT = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, n, topK);
+        Tensor wt = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, topK);
+        b.moeScoreTopk(lt, !sigmoid, bias == null ? null : Ops.constant(b, bias, new long[]{e}), fixed, topK, scaling, st, wt,
+                idsT);
+        if (fixed != null) {
+            a.release(fixed);
         }
+        Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);
+        if (t == null) {
+            Ops.release(a, forwardOnDevice(b, xt, idsT, wt, out, null, true));
+            Ops.release(a, lt, idsT, wt);
+            return Ops.made(b, out);
+        }
+        float[] logits = a.toFloats(lt);
+        int[] idx = ints(a.toHost(idsT));
+        float[] w = a.toFloats(wt);
+        Ops.release(a, lt, st);
+        Ops.release(a, forwardOnDevice(b, xt, idsT, wt, out, null, false));
+        Ops.release(a, idsT, wt);
+        Node y = Ops.made(b, out);
+        float[] scores = scores(logits);
+        float[] sums = new float[n];
+        weights(scores, idx, n, e, sums);
         int is = shared.gate().out();
         t.record(y, () -> {
             GroupedExperts.Tape gt = new GroupedExperts.Tape();
             Tensor again = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);
-            Tensor[] f = forwardOnDevice(b, xt, idx, w, again, gt);     // wt, g, u, act
-            a.release(again);
-            Tensor wt = f[0];
-            Tensor g = f[1];
-            Tensor u = f[2];
-            Tensor act = f[3];
+            Tensor idsAgain = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(idx, n, topK));
+            Tensor wt2 = Ops.device(a, w, n, topK);
+            Tensor[] f = forwardOnDevice(b, xt, idsAgain, wt2, again, gt, false);     // g, u, act
+            Ops.release(a, again, idsAgain);
+            Tensor g = f[0];
+            Tensor u = f[1];
+            Tensor act = f[2];
             Tensor dy = y.gradPlaced(a, n, h);
             Tensor dx = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);
             Tensor dact = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, is);
@@ -212,11 +230,11 @@ final class DeepseekV4Moe {
             b.add(dx, part, dx);
             Ops.release(a, dg, du);
             Tensor dw = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, topK);
-            grouped.backward(b, gt, wt, dy, dx, dw, chunk, true);
+            grouped.backward(b, gt, wt2, dy, dx, dw, chunk, true);
             gt.release(a);
             float[] dl = new float[n * e];
             logitGrad(a.toFloats(dw), logits, scores, idx, sums, n, e, dl);
-            Ops.release(a, dw, wt);
+            Ops.release(a, dw, wt2);
             Tensor dlt = Ops.device(a, dl, n, e);
             router.backward(b, xt, dlt, part);
             b.add(dx, part, dx);
@@ -226,20 +244,41 @@ final class DeepseekV4Moe {
         return y;
     }
 
+    /** The hash layer's experts of each token [N, k]: its {@code tid2eid} row. */
+    private int[] hashRows(int[] ids) {
+        int[] idx = new int[ids.length * topK];
+        for (int r = 0; r < ids.length; r++) {
+            System.arraycopy(tid2eid, ids[r] * topK, idx, r * topK, topK);
+        }
+        return idx;
+    }
+
+    private static int[] ints(Tensor t) {
+        long[] v = t.toLongArray();
+        int[] out = new int[v.length];
+        for (int i = 0; i < v.length; i++) {
+            out[i] = (int) v[i];
+        }
+        return out;
+    }
+
     /**
-     * out [N, hidden] = the routed experts over the choice idx [N, k] with weights w [N·k], grouped, plus the shared
-     * expert, all of x's device copy xt; {@code tape} (null: none) keeps what the experts' backward reads. Returns the
-     * weights' device copy and the shared expert's gate, up and SwiGLU output [N, I_shared], the caller's to release.
+     * out [N, hidden] = the routed experts over the choice (ids i32 [N, k], weights f32 [N, k], the caller's) plus the
+     * shared expert, all of x's device copy xt; {@code tape} (null: none) keeps what the experts' backward reads; {@code
+     * pairs}: an inference forward, whose experts run per pair where the backend asks for it. Returns the shared
+     * expert's gate, up and SwiGLU output [N, I_shared], the caller's to release.
      */
-    private Tensor[] forwardOnDevice(Backend b, Tensor xt, int[] idx, float[] w, Tensor out, GroupedExperts.Tape tape) {
+    private Tensor[] forwardOnDevice(Backend b, Tensor xt, Tensor ids, Tensor w, Tensor out, GroupedExperts.Tape tape,
+                                     boolean pairs) {
         TensorAllocator a = b.allocator();
         int n = xt.size(0);
         int h = xt.size(1);
         int is = shared.gate().out();
-        Tensor idsT = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(idx, n, topK));
-        Tensor wt = Ops.device(a, w, n, topK);
-        grouped.forward(b, xt, idsT, wt, out, tape, chunk, false);
-        a.release(idsT);
+        if (pairs && tape == null && grouped.takesPairs(b, (long) n * topK)) {
+            grouped.forwardPairs(b, xt, ids, w, out, false);
+        } else {
+            grouped.forward(b, xt, ids, w, out, tape, chunk, false);
+        }
         Tensor g = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, is);
         Tensor u = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, is);
         shared.gate().forward(b, xt, g);
@@ -250,7 +289,7 @@ final class DeepseekV4Moe {
         shared.down().forward(b, act, ys);
         b.add(out, ys, out);
         a.release(ys);
-        return new Tensor[]{wt, g, u, act};
+        return new Tensor[]{g, u, act};
     }
 
     /** Each active expert on its own rows: gathered, its SwiGLU MLP, weighted back into the tokens (on the host). */

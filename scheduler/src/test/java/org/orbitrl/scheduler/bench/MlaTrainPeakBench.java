@@ -57,6 +57,7 @@ public final class MlaTrainPeakBench {
         ModelSpec spec = ConfigLoader.load(cfgFile);
         DeepseekV3Config c = DeepseekV3Config.from(spec);
         try (CudaBackend gpu = new CudaBackend()) {
+            TrainBenchPlan.forDevice(gpu);
             long t0 = System.nanoTime();
             DeepseekV3Model model = DeepseekV3Model.load(c, spec.mla().ropeInterleave(), spec.quantization(),
                     new RandomDeepseekV3(c, 1), gpu, Qwen3Model.LoadOptions.full());

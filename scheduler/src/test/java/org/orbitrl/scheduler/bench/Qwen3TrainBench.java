@@ -92,6 +92,7 @@ public final class Qwen3TrainBench {
         try (Backend backend = kernels.startsWith("cuda") ? Backends.named(kernels)
                 : new CpuBackend(Runtime.getRuntime().availableProcessors(), hostMem)) {
             TensorAllocator alloc = backend.allocator();
+            TrainBenchPlan.forDevice(backend);
             profiler = Boolean.getBoolean("orbit.profile") ? OpProfiler.wrap(backend,
                     backend instanceof CudaBackend gpu ? gpu::synchronize : () -> { }) : null;
             Backend run = profiler == null ? backend : profiler.backend();

@@ -17,11 +17,24 @@ import java.util.Map;
 
 /** The memory planner's prediction for a GPU that runs the bench's training step (and no rollout), requested as {@code orbit plan} builds it. */
 final class TrainBenchPlan {
+    /** The node the plans are for: one H200 unless {@link #forDevice} saw a smaller card. */
+    private static volatile NodeSpec node = NodeSpec.parse("1xH200");
+
     private TrainBenchPlan() {
     }
 
     /**
-     * One H200; INT4 routed experts, the rest bf16; LoRA r=32 (f32) on attention and experts; one
+     * Plans for the card {@code b} runs on from now on: one H100 where it holds less than 100 GB (an H100's 80 GB),
+     * else one H200; the host backends keep the H200.
+     */
+    static void forDevice(org.orbitrl.kernels.Backend b) {
+        if (b instanceof org.orbitrl.kernels.cuda.CudaBackend gpu) {
+            node = NodeSpec.parse(gpu.device().totalMemory() < 100_000_000_000L ? "1xH100" : "1xH200");
+        }
+    }
+
+    /**
+     * One GPU ({@link #forDevice}); INT4 routed experts, the rest bf16; LoRA r=32 (f32) on attention and experts; one
      * micro-batch of {@code batch} sequences of {@code seq} tokens (half prompt, half response); the
      * logits of every token at once, as the bench materializes them. Null if the planner refuses the request.
      */
@@ -54,7 +67,7 @@ final class TrainBenchPlan {
     }
 
     private static PlanRequest request(ModelSpec spec, Path configPath, int batch, int seq, boolean recompute, int expertChunk) {
-        NodeSpec node = NodeSpec.parse("1xH200");
+        NodeSpec node = TrainBenchPlan.node;
         return new PlanRequest(spec, configPath, BaseFormat.parse("int4", spec),
                 AdapterSpec.parse("lora:32:attention+experts:f32"), new BatchShape(batch, 1, seq / 2, seq - seq / 2, batch),
                 node, ParallelLayout.auto(spec, node, 0, 0), recompute, expertChunk, DType.BF16, batch * seq,

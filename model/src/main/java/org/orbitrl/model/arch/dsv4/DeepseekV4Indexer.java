@@ -56,7 +56,7 @@ final class DeepseekV4Indexer {
         Node[] proj = compressor.project(null, b, x, n);
         Node q = Ops.linear(null, b, qB, qr, n);                       // [N, heads*dim]
         q = Rope.apply(null, b, q, heads, dim, c.compressRope(), positions, false);
-        float[] w = Ops.linear(null, b, weightsProj, x, n).v();        // [N, heads]
+        Node w = Ops.linear(null, b, weightsProj, x, n);               // [N, heads], read only where the host scores
         float qScale = (float) (1 / Math.sqrt(dim));
         float wScale = (float) (1 / Math.sqrt(heads));
         int[][] out = new int[n][];
@@ -72,15 +72,10 @@ final class DeepseekV4Indexer {
                             compressor.stateRows(b, proj[1], s.start(), s.len()), s.state().index, c.compressRope());
             int m = keys.size() / dim;
             int[] closed = new int[s.len()];
-            float[] wq = new float[s.len() * heads];   // the weights times heads^-1/2, as the host's sum takes them
             for (int i = 0; i < s.len(); i++) {
-                int row = s.start() + i;
-                closed[i] = Math.min(m, (positions[row] + 1) / rate);
-                for (int h = 0; h < heads; h++) {
-                    wq[i * heads + h] = w[row * heads + h] * wScale;
-                }
+                closed[i] = Math.min(m, (positions[s.start() + i] + 1) / rate);
             }
-            pending[si] = scores(b, q, s.start(), s.len(), keys, m, wq, closed, qScale);
+            pending[si] = scores(b, q, s.start(), s.len(), keys, m, w, wScale, closed, qScale);
         }
         for (int si = 0; si < segs.length; si++) {
             DeepseekV4Attention.Seg s = segs[si];
@@ -133,11 +128,13 @@ final class DeepseekV4Indexer {
 
     /**
      * The scores [len, M] of a segment's queries (rows start.. of q [N, heads·dim]) against its M entries:
-     * {@code Σ_h relu(q_h·k_m) · qScale · wq[i, h]} for the closed entries, -inf for the others. On a device backend
-     * that takes it ({@link Backend#indexerScores}: the CUDA backend, in exact mode too) the products run there and the
-     * scores come back; otherwise here, each query and entry in turn.
+     * {@code Σ_h relu(q_h·k_m) · qScale · wq[i, h]} for the closed entries, -inf for the others, where wq is the
+     * segment's rows of the weights w [N, heads] times {@code wScale}. On a device backend that takes it ({@link
+     * Backend#indexerScores}: the CUDA backend, in exact mode too) the weights are scaled and the products run there, and
+     * the scores come back; otherwise here, each query and entry in turn.
      */
-    Scores scores(Backend b, Node qn, int start, int len, Node keyNode, int m, float[] wq, int[] closed, float qScale) {
+    Scores scores(Backend b, Node qn, int start, int len, Node keyNode, int m, Node w, float wScale, int[] closed,
+                  float qScale) {
         TensorAllocator a = b.allocator();
         if (!a.hostMemory() && m > 0 && b.takesDeepseekV4Attention()) {
             int rows = qn.size() / (heads * dim);
@@ -145,7 +142,8 @@ final class DeepseekV4Indexer {
                     : Ops.device(a, java.util.Arrays.copyOfRange(qn.v(), start * heads * dim, (start + len) * heads * dim),
                     len, heads, dim);
             Tensor kt = keyNode.placed(a, m, dim);   // the node's device copy, made once and kept with it
-            Tensor wt = Ops.device(a, wq, len, heads);
+            Tensor wt = Ops.alloc(b, len, heads);
+            b.scale(w.placed(a, rows, heads).slice(0, start, start + len), wScale, wt);
             Tensor ct = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(closed, len));
             Tensor st = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, len, m);
             boolean taken = b.indexerScores(qt, kt, wt, ct, qScale, st);
@@ -160,6 +158,11 @@ final class DeepseekV4Indexer {
         }
         float[] q = qn.v();
         float[] keys = keyNode.v();
+        float[] wv = w.v();
+        float[] wq = new float[len * heads];   // the weights times heads^-1/2, as the host's sum takes them
+        for (int i = 0; i < wq.length; i++) {
+            wq[i] = wv[start * heads + i] * wScale;
+        }
         float[] score = new float[len * m];
         java.util.Arrays.fill(score, Float.NEGATIVE_INFINITY);
         for (int i = 0; i < len; i++) {

@@ -108,7 +108,7 @@ public final class SinkAttentionBench {
         double[] ms = new double[reps];
         for (int rep = device ? -1 : 0; rep < reps; rep++) {
             long t0 = System.nanoTime();
-            float[] s = indexer.scores(b, new Node(q), 0, t, new Node(keys), m, w, closed, scale).read(b.allocator());
+            float[] s = indexer.scores(b, new Node(q), 0, t, new Node(keys), m, new Node(w), 1f, closed, scale).read(b.allocator());
             if (s.length != t * m) {
                 throw new IllegalStateException("scores of " + s.length + " values, expected " + t * m);
             }
@@ -131,7 +131,7 @@ public final class SinkAttentionBench {
         double[] ms = new double[reps];
         for (int rep = -1; rep < reps; rep++) {
             long t0 = System.nanoTime();
-            indexer.scores(b, new Node(q), 0, 1, new Node(keys), m, w, new int[]{m}, scale).read(b.allocator());
+            indexer.scores(b, new Node(q), 0, 1, new Node(keys), m, new Node(w), 1f, new int[]{m}, scale).read(b.allocator());
             if (rep >= 0) {
                 ms[rep] = (System.nanoTime() - t0) / 1e6;
             }

@@ -240,6 +240,27 @@ public interface Backend extends AutoCloseable {
      * eps. base [(2+hc)·hc] f32. Each row is computed from its own values alone. Returns false, writing nothing, where
      * the backend leaves it to the caller (the default), which then computes it on the host.
      */
+    /**
+     * DeepSeek V4's hyper-connection collapse: y f32 [N, H] = the sum over j ascending (from 0) of {@code w[r, j] ·
+     * streams[r, j]}, with the pre mixes the first hc columns of w f32 [N, width] and the streams f32 [N, hc, H] (all
+     * contiguous); each product rounded, then added in order, as the host's loops form it. Returns false, writing
+     * nothing, where the backend leaves it to the caller (the default).
+     */
+    default boolean hyperConnectionCollapse(Tensor w, Tensor streams, Tensor y) {
+        return false;
+    }
+
+    /**
+     * DeepSeek V4's hyper-connection expansion: out f32 [N, hc, H] = {@code post[r, k] · f[r]} then plus, j ascending,
+     * {@code comb[r, j, k] · streams[r, j]}, with post the columns hc + k and comb [j][k] the columns 2·hc + j·hc + k of
+     * the mixes w f32 [N, (2+hc)·hc], f f32 [N, H], streams f32 [N, hc, H] (all contiguous); each product rounded, then
+     * added in order, as the host's loops form them. Returns false, writing nothing, where the backend leaves it to the
+     * caller (the default).
+     */
+    default boolean hyperConnectionExpand(Tensor w, Tensor f, Tensor streams, Tensor out) {
+        return false;
+    }
+
     default boolean hyperConnectionMix(Tensor m, Tensor base, float s0, float s1, float s2, int hc, int iters, float eps,
                                        Tensor y) {
         return false;

@@ -416,6 +416,65 @@ public final class StrictBackend implements Backend {
         return true;
     }
 
+    /** DeepSeek V4's hyper-connection collapse on this memory, in the host loops' order on the device thread. */
+    @Override
+    public boolean hyperConnectionCollapse(Tensor w, Tensor streams, Tensor y) {
+        device("hyperConnectionCollapse", w, streams, y);
+        contiguous("hyperConnectionCollapse", w, streams, y);
+        on(() -> {
+            int n = streams.size(0);
+            int hc = streams.size(1);
+            int h = streams.size(2);
+            int width = w.size(1);
+            float[] wv = w.toFloatArray();
+            float[] sv = streams.toFloatArray();
+            float[] out = new float[n * h];
+            for (int r = 0; r < n; r++) {
+                for (int c = 0; c < h; c++) {
+                    float acc = 0f;
+                    for (int j = 0; j < hc; j++) {
+                        acc += wv[r * width + j] * sv[(r * hc + j) * h + c];
+                    }
+                    out[r * h + c] = acc;
+                }
+            }
+            y.copyFrom(Tensor.of(out, y.shape()));
+            return null;
+        });
+        return true;
+    }
+
+    /** DeepSeek V4's hyper-connection expansion on this memory, in the host loops' order on the device thread. */
+    @Override
+    public boolean hyperConnectionExpand(Tensor w, Tensor f, Tensor streams, Tensor out) {
+        device("hyperConnectionExpand", w, f, streams, out);
+        contiguous("hyperConnectionExpand", w, f, streams, out);
+        on(() -> {
+            int n = streams.size(0);
+            int hc = streams.size(1);
+            int h = streams.size(2);
+            int width = w.size(1);
+            float[] wv = w.toFloatArray();
+            float[] fv = f.toFloatArray();
+            float[] sv = streams.toFloatArray();
+            float[] y = new float[n * hc * h];
+            for (int r = 0; r < n; r++) {
+                for (int k = 0; k < hc; k++) {
+                    for (int c = 0; c < h; c++) {
+                        float acc = wv[r * width + hc + k] * fv[r * h + c];
+                        for (int j = 0; j < hc; j++) {
+                            acc += wv[r * width + 2 * hc + j * hc + k] * sv[(r * hc + j) * h + c];
+                        }
+                        y[(r * hc + k) * h + c] = acc;
+                    }
+                }
+            }
+            out.copyFrom(Tensor.of(y, out.shape()));
+            return null;
+        });
+        return true;
+    }
+
     /**
      * DeepSeek V4's hyper-connection mixes on this memory, a row at a time in float on the device thread (as a device
      * kernel forms them; the model's host map is the reference it is checked against).

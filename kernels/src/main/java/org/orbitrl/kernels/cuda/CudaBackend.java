@@ -781,6 +781,28 @@ public final class CudaBackend implements Backend {
         return true;
     }
 
+    /** {@link CudaMqaAttention#hyperConnectionCollapse}, in exact mode too (each output from its own row, in the host's order). */
+    @Override
+    public boolean hyperConnectionCollapse(Tensor w, Tensor streams, Tensor y) {
+        if (!CudaMqaAttention.fitsHyperConnection(w, null, streams, y)) {
+            return false;
+        }
+        ctx.device.bind();
+        attentionOps.mqa.hyperConnectionCollapse(w, streams, y);
+        return true;
+    }
+
+    /** {@link CudaMqaAttention#hyperConnectionExpand}, in exact mode too. */
+    @Override
+    public boolean hyperConnectionExpand(Tensor w, Tensor f, Tensor streams, Tensor out) {
+        if (!CudaMqaAttention.fitsHyperConnection(w, f, streams, out)) {
+            return false;
+        }
+        ctx.device.bind();
+        attentionOps.mqa.hyperConnectionExpand(w, f, streams, out);
+        return true;
+    }
+
     /**
      * {@link CudaMqaAttention#indexerScores}; in exact mode {@link CudaMqaAttention#indexerExact}, for index heads whose
      * tiles fit a block's shared memory (wider ones are left to the caller).

@@ -35,6 +35,8 @@ final class CudaMqaAttention {
     private final Kernel indexerScores;
     private final Kernel sinkDecode;
     private final Kernel hcMix;
+    private final Kernel hcCollapse;
+    private final Kernel hcExpand;
     private final DeviceTable decodeTable;
     private final Kernel[] sinkExact;   // 1, 2, 4, 8 heads a block
     private final Kernel sinkExactRow;  // a block a (query, head)
@@ -50,6 +52,8 @@ final class CudaMqaAttention {
         this.indexerScores = ctx.kernel("mqa", "mqa_indexer_scores");
         this.sinkDecode = ctx.kernel("mqa", "mqa_sink_decode");
         this.hcMix = ctx.kernel("mqa", "hc_mix");
+        this.hcCollapse = ctx.kernel("mqa", "hc_collapse");
+        this.hcExpand = ctx.kernel("mqa", "hc_expand");
         this.decodeTable = new DeviceTable(ctx, "sink decode table");
         this.sinkExact = new Kernel[]{ctx.kernel("mqa_exact", "mqa_sink_attention_exact_w1"),
                 ctx.kernel("mqa_exact", "mqa_sink_attention_exact_w2"), ctx.kernel("mqa_exact", "mqa_sink_attention_exact_w4"),
@@ -245,6 +249,46 @@ final class CudaMqaAttention {
             return;
         }
         ctx.launch(hcMix, (rows + 127) / 128, 128, m, base, y, rows, hc, iters, s0, s1, s2, eps);
+    }
+
+    /**
+     * Whether {@link org.orbitrl.kernels.Backend#hyperConnectionCollapse} (out [N, H]) or {@code
+     * hyperConnectionExpand} (out [N, hc, H], with f [N, H]) takes these operands here (f32, contiguous); throws, naming
+     * the shapes, where they do not agree.
+     */
+    static boolean fitsHyperConnection(Tensor w, Tensor f, Tensor streams, Tensor out) {
+        boolean expand = f != null;
+        int n = streams.rank() == 3 ? streams.size(0) : -1;
+        int hc = streams.rank() == 3 ? streams.size(1) : -1;
+        int h = streams.rank() == 3 ? streams.size(2) : -1;
+        long[] want = expand ? new long[]{n, hc, h} : new long[]{n, h};
+        if (n < 0 || w.rank() != 2 || w.size(0) != n || w.size(1) < (expand ? (2 + hc) * hc : hc)
+                || !java.util.Arrays.equals(out.shape(), want)
+                || (expand && !java.util.Arrays.equals(f.shape(), new long[]{n, h}))) {
+            throw new IllegalArgumentException("hyper-connection " + (expand ? "expansion" : "collapse") + ": expected streams [N, hc, H], w [N, "
+                    + (expand ? "(2+hc)·hc" : "≥ hc") + "]" + (expand ? ", f [N, H]" : "") + " and out " + java.util.Arrays.toString(want)
+                    + "; got streams " + java.util.Arrays.toString(streams.shape()) + ", w " + java.util.Arrays.toString(w.shape())
+                    + (expand ? ", f " + java.util.Arrays.toString(f.shape()) : "") + ", out " + java.util.Arrays.toString(out.shape()));
+        }
+        return expand ? f32Contiguous(w, f, streams, out) : f32Contiguous(w, streams, out);
+    }
+
+    /** The collapse ({@link org.orbitrl.kernels.Backend#hyperConnectionCollapse}), a thread an output ({@code hc_collapse}). */
+    void hyperConnectionCollapse(Tensor w, Tensor streams, Tensor y) {
+        long total = y.numel();
+        if (total > 0) {
+            ctx.launch(hcCollapse, (int) ((total + 255) / 256), 256, w, streams, y, streams.size(0), streams.size(1),
+                    streams.size(2), w.size(1));
+        }
+    }
+
+    /** The expansion ({@link org.orbitrl.kernels.Backend#hyperConnectionExpand}), a thread an output ({@code hc_expand}). */
+    void hyperConnectionExpand(Tensor w, Tensor f, Tensor streams, Tensor out) {
+        long total = out.numel();
+        if (total > 0) {
+            ctx.launch(hcExpand, (int) ((total + 255) / 256), 256, w, f, streams, out, streams.size(0), streams.size(1),
+                    streams.size(2), w.size(1));
+        }
     }
 
     /** Head widths {@link #sinkDecode} takes: multiples of 32 up to this. */

@@ -228,3 +228,36 @@ extern "C" __global__ void hc_mix(const float* m, const float* base, float* y, i
     }
     for (int i = 0; i < hc * hc; i++) yr[2 * hc + i] = c[i];
 }
+
+// DeepSeek V4's hyper-connection collapse (CudaMqaAttention.hyperConnectionCollapse), a thread an element of y [rows, H]:
+// y[r, c] = sum over j ascending of w[r, j] * s[r, j, c], the pre mixes the first hc of w's width columns a row, the
+// streams s [rows, hc, H]; each product rounded, then added in order from 0 (no contraction), as the host's loops.
+extern "C" __global__ void hc_collapse(const float* w, const float* s, float* y, int rows, int hc, int H, int width) {
+    i64 i = (i64) blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (i64) rows * H) return;
+    i64 r = i / H;
+    int c = (int) (i - r * H);
+    const float* wr = w + r * width;
+    const float* sr = s + r * hc * H + c;
+    float acc = 0.0f;
+    for (int j = 0; j < hc; j++) acc = __fadd_rn(acc, __fmul_rn(wr[j], sr[(i64) j * H]));
+    y[i] = acc;
+}
+
+// The expansion into new streams out [rows, hc, H], a thread an element: out[r, k, c] = post[r, k] * f[r, c] then plus,
+// j ascending, comb[r, j, k] * s[r, j, c]; post is w's columns hc + k, comb [j][k] its columns 2 hc + j hc + k. Each
+// product rounded, then added in order (no contraction), as the host's loops.
+extern "C" __global__ void hc_expand(const float* w, const float* f, const float* s, float* out, int rows, int hc, int H,
+                                     int width) {
+    i64 i = (i64) blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (i64) rows * hc * H) return;
+    i64 rk = i / H;
+    int c = (int) (i - rk * H);
+    i64 r = rk / hc;
+    int k = (int) (rk - r * hc);
+    const float* wr = w + r * width;
+    const float* sr = s + r * hc * H + c;
+    float acc = __fmul_rn(wr[hc + k], f[r * H + c]);
+    for (int j = 0; j < hc; j++) acc = __fadd_rn(acc, __fmul_rn(wr[2 * hc + j * hc + k], sr[(i64) j * H]));
+    out[i] = acc;
+}

@@ -66,4 +66,62 @@ class CudaHyperConnectionMixTest {
                 () -> gpu.hyperConnectionMix(m, base, 1f, 1f, 1f, 4, 20, 1e-6f, m));
         assertTrue(e.getMessage().contains("[N, 24]") && e.getMessage().contains("[3, 20]"), e.getMessage());
     }
+
+    /**
+     * The collapse and the expansion on the device ({@link org.orbitrl.kernels.Backend#hyperConnectionCollapse}, {@code
+     * hyperConnectionExpand}) against the host's loops ({@link DeepseekV4HyperConnection#collapse} with no backend) bit
+     * for bit, in both modes, for hc 4 at V4-Flash's width (4096) and hc 2 at an odd width over 37 and 1 token rows of
+     * seeded mixes and streams (each product rounded, then added in the host's order: no contraction). Streams of the
+     * wrong shape are refused, naming the shapes.
+     */
+    @Test
+    void collapseAndExpansionAreTheHostLoopsBitForBit() {
+        SplittableRandom r = new SplittableRandom(78);
+        for (int[] sh : new int[][]{{4, 4096, 37}, {2, 333, 37}, {4, 4096, 1}}) {
+            int hc = sh[0];
+            int h = sh[1];
+            int n = sh[2];
+            int mm = (2 + hc) * hc;
+            float[] wv = gaussian(r, n * mm, 1);
+            float[] fv = gaussian(r, n * h, 2);
+            float[] sv = gaussian(r, n * hc * h, 2);
+            DeepseekV4HyperConnection hcn = new DeepseekV4HyperConnection(new float[mm * hc * h], new float[mm],
+                    new float[]{1f, 1f, 1f}, hc, h, 20, 1e-6f, 1e-6f);
+            float[] wantC = DeepseekV4HyperConnection.collapse(null, null, new Node(wv), mm, new Node(sv), hc, h).v();
+            float[] wantE = hcn.expand(null, new Node(wv), new Node(fv), new Node(sv)).v();
+            for (CudaBackend gpu : new CudaBackend[]{GPU.fast(), GPU.exact()}) {
+                var a = gpu.allocator();
+                Tensor w = a.uploadFloats(MemoryCategory.ACTIVATIONS, wv, n, mm);
+                Tensor f = a.uploadFloats(MemoryCategory.ACTIVATIONS, fv, n, h);
+                Tensor s = a.uploadFloats(MemoryCategory.ACTIVATIONS, sv, n, hc, h);
+                Tensor y = a.allocate(MemoryCategory.ACTIVATIONS, org.orbitrl.kernels.DType.F32, n, h);
+                Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, org.orbitrl.kernels.DType.F32, n, hc, h);
+                assertTrue(gpu.hyperConnectionCollapse(w, s, y), "the backend takes the collapse");
+                assertTrue(gpu.hyperConnectionExpand(w, f, s, out), "the backend takes the expansion");
+                String what = "hc " + hc + ", H " + h + ", " + n + " rows" + (gpu.exact() ? " (exact mode)" : "");
+                org.junit.jupiter.api.Assertions.assertArrayEquals(wantC, a.toFloats(y), 0f, what + ": collapse");
+                org.junit.jupiter.api.Assertions.assertArrayEquals(wantE, a.toFloats(out), 0f, what + ": expansion");
+                boolean varied = false;
+                for (int i = 1; i < wantE.length; i++) {
+                    varied |= wantE[i] != wantE[0];
+                }
+                assertTrue(varied, "the expansion's values vary");
+            }
+        }
+        CudaBackend gpu = GPU.fast();
+        var a = gpu.allocator();
+        Tensor w = a.uploadFloats(MemoryCategory.ACTIVATIONS, new float[3 * 24], 3, 24);
+        Tensor flat = a.uploadFloats(MemoryCategory.ACTIVATIONS, new float[3 * 40], 3, 40);
+        Tensor y = a.allocate(MemoryCategory.ACTIVATIONS, org.orbitrl.kernels.DType.F32, 3, 10);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> gpu.hyperConnectionCollapse(w, flat, y));
+        assertTrue(e.getMessage().contains("[3, 40]"), e.getMessage());
+    }
+
+    private static float[] gaussian(SplittableRandom r, int n, double sd) {
+        float[] v = new float[n];
+        for (int i = 0; i < n; i++) {
+            v[i] = (float) (r.nextGaussian() * sd);
+        }
+        return v;
+    }
 }

@@ -233,14 +233,6 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
-     * DeepSeek V4's hyper-connection mixes from their projections m [N, (2+hc)·hc] (f32, contiguous) into y (the same
-     * shape): per token row, {@code pre = sigmoid(m·s0 + base) + eps} (the first hc), {@code post = 2·sigmoid(m·s1 +
-     * base)} (the next hc), and comb [hc, hc] (row-major), each row's softmax of {@code m·s2 + base} plus eps, then
-     * {@code 2·iters − 1} Sinkhorn normalisations, columns first and then alternating, each dividing by its sum plus
-     * eps. base [(2+hc)·hc] f32. Each row is computed from its own values alone. Returns false, writing nothing, where
-     * the backend leaves it to the caller (the default), which then computes it on the host.
-     */
-    /**
      * DeepSeek V4's hyper-connection collapse: y f32 [N, H] = the sum over j ascending (from 0) of {@code w[r, j] ·
      * streams[r, j]}, with the pre mixes the first hc columns of w f32 [N, width] and the streams f32 [N, hc, H] (all
      * contiguous); each product rounded, then added in order, as the host's loops form it. Returns false, writing
@@ -261,6 +253,14 @@ public interface Backend extends AutoCloseable {
         return false;
     }
 
+    /**
+     * DeepSeek V4's hyper-connection mixes from their projections m [N, (2+hc)·hc] (f32, contiguous) into y (the same
+     * shape): per token row, {@code pre = sigmoid(m·s0 + base) + eps} (the first hc), {@code post = 2·sigmoid(m·s1 +
+     * base)} (the next hc), and comb [hc, hc] (row-major), each row's softmax of {@code m·s2 + base} plus eps, then
+     * {@code 2·iters − 1} Sinkhorn normalisations, columns first and then alternating, each dividing by its sum plus
+     * eps. base [(2+hc)·hc] f32. Each row is computed from its own values alone. Returns false, writing nothing, where
+     * the backend leaves it to the caller (the default), which then computes it on the host.
+     */
     default boolean hyperConnectionMix(Tensor m, Tensor base, float s0, float s1, float s2, int hc, int iters, float eps,
                                        Tensor y) {
         return false;

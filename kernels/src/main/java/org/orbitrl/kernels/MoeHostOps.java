@@ -155,6 +155,10 @@ public final class MoeHostOps {
                             best = x;
                         }
                     }
+                    if (best < 0) {
+                        throw new IllegalArgumentException("moeScoreTopk: token " + r + " has " + j + " experts of a number score,"
+                                + " fewer than its top " + k + " (NaN logits)");
+                    }
                     choice[best] = Float.NaN;                   // taken
                     expert[r * k + j] = best;
                 }

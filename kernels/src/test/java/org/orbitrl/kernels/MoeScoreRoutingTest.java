@@ -107,7 +107,7 @@ class MoeScoreRoutingTest {
     }
 
     @Test
-    void aFixedExpertOutsideTheExpertsIsAnErrorNamingTheToken() {
+    void aFixedExpertOutsideTheExpertsOrNaNScoresAreErrorsNamingTheToken() {
         Tensor logits = Tensor.of(new float[]{0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f, 0.7f, 0.8f}, 2, 4);
         IndexOutOfBoundsException e = assertThrows(IndexOutOfBoundsException.class, () -> b.moeScoreTopk(logits, true, null,
                 Tensor.ofInts(new int[]{0, 1, 2, 4}, 2, 2), 2, 1f, f32(2, 4), f32(2, 2),
@@ -117,5 +117,9 @@ class MoeScoreRoutingTest {
                 Tensor.ofInts(new int[]{0, 1, 2}, 1, 3), 2, 1f, f32(2, 4), f32(2, 2),
                 i32(2, 2)));
         assertTrue(shape.getMessage().contains("fixed experts"), shape.getMessage());
+        Tensor nan = Tensor.of(new float[]{0.1f, Float.NaN, Float.NaN, Float.NaN, 0.5f, 0.6f, 0.7f, 0.8f}, 2, 4);
+        IllegalArgumentException none = assertThrows(IllegalArgumentException.class, () -> b.moeScoreTopk(nan, true, null, null,
+                2, 1f, f32(2, 4), f32(2, 2), i32(2, 2)));
+        assertTrue(none.getMessage().contains("token 0 has 1 experts"), none.getMessage());
     }
 }

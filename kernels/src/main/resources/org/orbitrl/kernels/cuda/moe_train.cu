@@ -175,7 +175,8 @@ extern "C" __global__ void __launch_bounds__(32 * MT_WARPS)
 // the root in double rounded to f32) when sqrtSoftplus, else the sigmoid in double rounded to f32 (scores may be logits).
 // ids: the token's row of fixed (the hash layers' experts) when given, else the k largest scores + bias by warp_pick
 // (ties to the lower expert). weights = the chosen scores / (their sum, j ascending, + 1e-20) * scaling, as the host
-// rounds them. A fixed id outside [0, E) is reported (ERR_EXPERT_OUT_OF_RANGE) and weighs 0.
+// rounds them. A fixed id outside [0, E), or a choice that finds no expert left (NaN scores), is reported
+// (ERR_EXPERT_OUT_OF_RANGE) and weighs 0.
 extern "C" __global__ void __launch_bounds__(32 * MT_WARPS)
     moe_score_topk(const float* logits, int sqrtSoftplus, const float* bias, const int* fixed, int T, int E, int k,
                    float scaling, float* scores, float* weights, int* ids, int* err) {
@@ -214,7 +215,10 @@ extern "C" __global__ void __launch_bounds__(32 * MT_WARPS)
             float bv;
             int bi;
             warp_pick(ch, lane, 32, E, bv, bi);
-            if (lane == 0) ids[(i64) t * k + j] = bi;
+            if (lane == 0) {
+                if (bi >= E) report_error(err, ERR_EXPERT_OUT_OF_RANGE, bi, t * k + j); // no choice left (NaN scores)
+                ids[(i64) t * k + j] = bi;
+            }
             if (bi < E && (bi & 31) == lane) ch[bi] = -ORBIT_INF; // taken
             __syncwarp();
         }

@@ -135,8 +135,11 @@ final class DeepseekV4Indexer {
      */
     Scores scores(Backend b, Node qn, int start, int len, Node keyNode, int m, Node w, float wScale, int[] closed,
                   float qScale) {
+        if (m == 0) {   // no entries yet: nothing to score, nothing read back
+            return new Scores(new float[0], null, 0, closed);
+        }
         TensorAllocator a = b.allocator();
-        if (!a.hostMemory() && m > 0 && b.takesDeepseekV4Attention()) {
+        if (!a.hostMemory() && b.takesDeepseekV4Attention()) {
             int rows = qn.size() / (heads * dim);
             Tensor qt = qn.onDevice() ? qn.placed(a, rows, heads, dim).slice(0, start, start + len)
                     : Ops.device(a, java.util.Arrays.copyOfRange(qn.v(), start * heads * dim, (start + len) * heads * dim),

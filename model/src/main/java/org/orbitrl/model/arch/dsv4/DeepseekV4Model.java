@@ -382,7 +382,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
             boolean offloaded = !rc.inputs[i].onDevice();   // its value copied to the device for this layer only
             Node in = rc.inputs[i].fresh();
             GradTape lt = new GradTape();
-            Node out = layer(lt, layers[i], in, rc.ids, rc.pos, rc.segs[i]);
+            Node out = layer(lt, layers[i], in, rc.ids, rc.pos, rc.segs[i], false);
             out.takeGrad(upper);
             lt.backward();
             lt.release(backend.allocator());   // the layer's intermediates, now, not at the next collection
@@ -486,10 +486,10 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
             }
             Node in = x;
             if (tape != null && rc == null) {
-                x = layer(tape, layers[i], in, ids, pos, segs);
+                x = layer(tape, layers[i], in, ids, pos, segs, false);
             } else {
                 try (Scratch s = Scratch.open(backend.allocator())) {   // untaped: only the output outlives the layer
-                    x = s.keep(layer(null, layers[i], in, ids, pos, segs));
+                    x = s.keep(layer(null, layers[i], in, ids, pos, segs, rc == null));
                 }
                 if (rc == null) {
                     in.release(backend.allocator());   // an inference forward's streams: the next layer's output replaces them
@@ -547,14 +547,18 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         return Ops.linear(tape, backend, lmHead, normed, n, MemoryCategory.LOGITS);
     }
 
-    private Node layer(GradTape t, Layer l, Node x, int[] ids, int[] pos, DeepseekV4Attention.Seg[] segs) {
+    /**
+     * One layer; {@code inference}: a forward no backward follows (not a training step's, whose recomputed layers must
+     * give its first forward's bits), where the MoE block may take its per-pair form.
+     */
+    private Node layer(GradTape t, Layer l, Node x, int[] ids, int[] pos, DeepseekV4Attention.Seg[] segs, boolean inference) {
         Node w = l.attnHc().weights(t, backend, x);
         Node in = Ops.rmsNorm(t, backend, l.attnHc().collapse(t, backend, w, x), c.hidden(), l.attnNorm(), c.rmsEps());
         Node a = l.attn().forward(t, backend, in, pos, segs);
         x = l.attnHc().expand(t, backend, w, a, x);
         w = l.ffnHc().weights(t, backend, x);
         in = Ops.rmsNorm(t, backend, l.ffnHc().collapse(t, backend, w, x), c.hidden(), l.ffnNorm(), c.rmsEps());
-        Node m = l.moe().forward(t, backend, in, ids);
+        Node m = l.moe().forward(t, backend, in, ids, inference);
         return l.ffnHc().expand(t, backend, w, m, x);
     }
 

@@ -104,10 +104,17 @@ final class DeepseekV4Moe {
         return (x > 20f ? 1f : sig) / (2f * (float) Math.sqrt(softplus(x)));
     }
 
-    /** x [N, hidden] -> [N, hidden]; ids [N] are the tokens' ids (hash routing). */
-    Node forward(GradTape t, Backend b, Node x, int[] ids) {
+    /**
+     * x [N, hidden] -> [N, hidden]; ids [N] are the tokens' ids (hash routing). {@code inference}: a forward no backward
+     * follows (untaped, and not a training step's first forward, which its recomputed forward must equal bit for bit):
+     * its routed experts may run per pair.
+     */
+    Node forward(GradTape t, Backend b, Node x, int[] ids, boolean inference) {
+        if (t != null && inference) {
+            throw new IllegalArgumentException("a taped forward is a training forward, not an inference one");
+        }
         if (groupedHere(b)) {
-            return forwardGrouped(t, b, x, ids);
+            return forwardGrouped(t, b, x, ids, inference);
         }
         int n = ids.length;
         int h = router.in();
@@ -161,8 +168,9 @@ final class DeepseekV4Moe {
      * The whole block in backend memory, one step of the tape: x's backend copy (shared with the block's other readers)
      * through the frozen router, the choice and its weights made there ({@link Backend#moeScoreTopk}, a hash layer's
      * experts uploaded from {@code tid2eid}), the routed experts over the choice, the shared expert (its products and
-     * the limited SwiGLU there), their sum. An inference forward reads nothing back: its routed experts run per
-     * (token, expert) pair where the backend asks for it ({@link GroupedExperts#forwardPairs}), else grouped. A taped
+     * the limited SwiGLU there), their sum. An untaped forward reads nothing back: an inference forward's routed experts
+     * run per (token, expert) pair where the backend asks for it ({@link GroupedExperts#forwardPairs}), else grouped, as
+     * a training step's untaped forward (recompute) runs them, so that its recomputed forward has the same bits. A taped
      * forward runs them grouped ({@link GroupedExperts}) and reads the logits, the choice and its weights back for its
      * backward. Nothing else stays in backend memory until the backward: V4's tape holds every layer at once, and the
      * experts' grouped rows of one layer are T·k·(2·hidden + 3·I) f32 (1.4 GB at 4096 tokens of V4-Flash), so the
@@ -172,7 +180,7 @@ final class DeepseekV4Moe {
      * into the router logits on the host, the router's backward there, and reads the input gradient back once. The
      * adapters on the router, the experts and the shared expert accumulate their gradients as everywhere.
      */
-    private Node forwardGrouped(GradTape t, Backend b, Node x, int[] ids) {
+    private Node forwardGrouped(GradTape t, Backend b, Node x, int[] ids, boolean inference) {
         TensorAllocator a = b.allocator();
         int n = ids.length;
         int h = router.in();
@@ -191,7 +199,7 @@ final class DeepseekV4Moe {
         }
         Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);
         if (t == null) {
-            Ops.release(a, forwardOnDevice(b, xt, idsT, wt, out, null, true));
+            Ops.release(a, forwardOnDevice(b, xt, idsT, wt, out, null, inference));
             Ops.release(a, lt, idsT, wt);
             return Ops.made(b, out);
         }

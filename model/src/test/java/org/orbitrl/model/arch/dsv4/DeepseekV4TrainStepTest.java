@@ -85,6 +85,32 @@ class DeepseekV4TrainStepTest {
         assertSameBits(step(strict, true, false), step(strict, true, true));
     }
 
+    /**
+     * On a backend that asks for the routed experts per pair at inference ({@link org.orbitrl.kernels.Backend#moePairs}),
+     * a training step still runs them grouped in every forward, the untaped first forward of recompute included (whose
+     * recomputed forward must give its bits): the same step bit for bit with and without recompute, no pair product run.
+     */
+    @Test
+    void recomputeGivesTheSameStepBitForBitWhereTheBackendRunsExpertsPerPair() {
+        java.util.concurrent.atomic.AtomicInteger pairProducts = new java.util.concurrent.atomic.AtomicInteger();
+        try (org.orbitrl.kernels.Backend pairs = new org.orbitrl.kernels.cpu.ScalarBackend() {
+            @Override
+            public boolean moePairs(org.orbitrl.kernels.ExpertWeights experts) {
+                return true;
+            }
+
+            @Override
+            public void moeExpertMatmulPairs(Tensor x, int xDiv, org.orbitrl.kernels.ExpertWeights experts, Tensor ids, float scale,
+                                             Tensor y, boolean accumulate) {
+                pairProducts.incrementAndGet();
+                super.moeExpertMatmulPairs(x, xDiv, experts, ids, scale, y, accumulate);
+            }
+        }) {
+            assertSameBits(step(pairs, true, false), step(pairs, true, true));
+        }
+        assertEquals(0, pairProducts.get(), "pair products in a training step");
+    }
+
     /** A tape takes one backward; a second one, or one after its release, is refused with the reason. */
     @Test
     void aTapeTakesOneBackward() {

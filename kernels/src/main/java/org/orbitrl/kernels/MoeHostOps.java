@@ -140,7 +140,7 @@ public final class MoeHostOps {
             s[i] = sqrtSoftplus ? sqrtSoftplus(s[i]) : (float) (1.0 / (1.0 + Math.exp(-s[i])));
         }
         float[] bs = bias == null ? new float[e] : bias.contiguous().toFloatArray();
-        int[] expert = fixed == null ? new int[t * k] : ints(fixed);
+        int[] expert = fixed == null ? new int[t * k] : fixed.toIntArray();
         float[] weight = new float[t * k];
         float[] choice = new float[e];
         for (int r = 0; r < t; r++) {
@@ -217,7 +217,7 @@ public final class MoeHostOps {
         }
         float[] sc = scores.contiguous().toFloatArray();
         float[] dw = dWeight.contiguous().toFloatArray();
-        int[] id = ints(ids);
+        int[] id = ids.toIntArray();
         float[] dl = new float[t * e];
         for (int r = 0; r < t; r++) {
             // w_j = scaling · s_j / (Σ s + 1e-20) -> scores s = sigmoid(logits) -> router logits
@@ -261,7 +261,7 @@ public final class MoeHostOps {
 
     /** See {@link Backend#moeGroup}. */
     public static void group(Tensor ids, int experts, Tensor offsets, Tensor order, Tensor position) {
-        int[] id = ints(ids);
+        int[] id = ids.toIntArray();
         int p = id.length;
         if (offsets.numel() != experts + 1 || order.numel() != p || position.numel() != p) {
             throw new IllegalArgumentException("moeGroup: " + p + " pairs of " + experts + " experts into offsets " + offsets
@@ -294,7 +294,7 @@ public final class MoeHostOps {
     public static void gather(Tensor src, Tensor order, int k, Tensor weights, Tensor dst) {
         int h = src.size(-1);
         int t = rows(src, h);
-        int[] ord = ints(order);
+        int[] ord = order.toIntArray();
         int p = ord.length;
         if (dst.numel() != (long) p * h || dst.size(-1) != h || (weights != null && weights.numel() != (long) t * k)
                 || p > t * k) {
@@ -319,7 +319,7 @@ public final class MoeHostOps {
     public static void combine(Tensor ys, Tensor position, Tensor weights, Tensor out, boolean accumulate) {
         int h = out.size(-1);
         int t = rows(out, h);
-        int[] pos = ints(position);
+        int[] pos = position.toIntArray();
         int k = t == 0 ? 1 : pos.length / t;
         if (pos.length != t * k || ys.numel() != (long) pos.length * h || (weights != null && weights.numel() != pos.length)) {
             throw new IllegalArgumentException("moeCombineGrouped: " + ys + " grouped rows into " + out + " through "
@@ -348,7 +348,7 @@ public final class MoeHostOps {
 
     /** See {@link Backend#moeExpertBias}. */
     public static void expertBias(Tensor ys, Tensor bias, Tensor offsets) {
-        int[] off = ints(offsets);
+        int[] off = offsets.toIntArray();
         int e = off.length - 1;
         int n = ys.size(-1);
         int p = rows(ys, n);
@@ -373,7 +373,7 @@ public final class MoeHostOps {
 
     /** See {@link Backend#moeExpertBiasPairs}. */
     public static void expertBiasPairs(Tensor ys, Tensor bias, Tensor ids) {
-        int[] id = ints(ids);
+        int[] id = ids.toIntArray();
         int n = ys.size(-1);
         int p = rows(ys, n);
         int e = bias.rank() == 2 ? bias.size(0) : 0;
@@ -406,7 +406,7 @@ public final class MoeHostOps {
     /** See {@link Backend#moeExpertMatmulPairs}: each pair's row through its expert with the backend's own products. */
     public static void expertMatmulPairs(Backend b, Tensor x, int xDiv, ExpertWeights w, Tensor ids, float scale, Tensor y,
                                          boolean accumulate) {
-        int[] id = ints(ids);
+        int[] id = ids.toIntArray();
         int p = id.length;
         int n = w.rows();
         int k = w.cols();
@@ -462,7 +462,7 @@ public final class MoeHostOps {
     public static void weightGrad(Tensor dout, Tensor ys, Tensor position, Tensor dWeight) {
         int h = dout.size(-1);
         int t = rows(dout, h);
-        int[] pos = ints(position);
+        int[] pos = position.toIntArray();
         int k = t == 0 ? 1 : pos.length / t;
         if (pos.length != t * k || ys.numel() != (long) pos.length * h || dWeight.numel() != pos.length) {
             throw new IllegalArgumentException("moeWeightGrad: dout " + dout + ", grouped outputs " + ys + ", " + pos.length
@@ -498,7 +498,7 @@ public final class MoeHostOps {
         float[] c = chosen.contiguous().toFloatArray();
         float[] w = weights.contiguous().toFloatArray();
         float[] dw = dWeight.contiguous().toFloatArray();
-        int[] id = ints(ids);
+        int[] id = ids.toIntArray();
         float[] dl = new float[t * e];
         float[] dProb = new float[e];
         for (int r = 0; r < t; r++) {
@@ -654,14 +654,5 @@ public final class MoeHostOps {
             throw new IllegalArgumentException(op + ": chosen " + chosen + ", weights " + weights + " (f32) and ids " + ids
                     + " (i32) must be [" + t + ", " + k + "]");
         }
-    }
-
-    private static int[] ints(Tensor t) {
-        long[] v = t.contiguous().toLongArray();
-        int[] out = new int[v.length];
-        for (int i = 0; i < v.length; i++) {
-            out[i] = Math.toIntExact(v[i]);
-        }
-        return out;
     }
 }

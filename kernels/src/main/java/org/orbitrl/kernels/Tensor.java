@@ -376,6 +376,16 @@ public final class Tensor {
         return out;
     }
 
+    /** All elements, row-major, as ints (integer dtypes; a value outside int's range throws ArithmeticException). */
+    public int[] toIntArray() {
+        long[] v = toLongArray();
+        int[] out = new int[v.length];
+        for (int i = 0; i < v.length; i++) {
+            out[i] = Math.toIntExact(v[i]);
+        }
+        return out;
+    }
+
     /** Copies {@code src} (any dtype, same shape) into this tensor, converting through float. */
     public void copyFrom(Tensor src) {
         if (!Arrays.equals(shape, src.shape)) {

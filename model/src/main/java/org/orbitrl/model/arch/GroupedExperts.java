@@ -247,7 +247,7 @@ public final class GroupedExperts {
         // the per-expert counts: read on the host here for a training forward (its backward needs them); an inference
         // forward offers its products to the backend from the device first (GroupOffsets), reading them only if declined
         boolean routed = !training && tape == null;
-        GroupOffsets offsets = routed ? GroupOffsets.ofDevice(a, offsetsDev) : GroupOffsets.ofHost(ints(a.toHost(offsetsDev)));
+        GroupOffsets offsets = routed ? GroupOffsets.ofDevice(a, offsetsDev) : GroupOffsets.ofHost(a.toHost(offsetsDev).toIntArray());
         boolean keepOffsets = routed || fused != null;   // the biases read them on the backend
         if (!keepOffsets) {
             a.release(offsetsDev);
@@ -514,14 +514,5 @@ public final class GroupedExperts {
                 a.release(t);
             }
         }
-    }
-
-    private static int[] ints(Tensor t) {
-        long[] v = t.toLongArray();
-        int[] out = new int[v.length];
-        for (int i = 0; i < v.length; i++) {
-            out[i] = (int) v[i];
-        }
-        return out;
     }
 }

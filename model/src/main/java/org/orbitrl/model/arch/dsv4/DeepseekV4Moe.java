@@ -194,9 +194,7 @@ final class DeepseekV4Moe {
         Tensor wt = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, topK);
         b.moeScoreTopk(lt, !sigmoid, bias == null ? null : Ops.constant(b, bias, new long[]{e}), fixed, topK, scaling, st, wt,
                 idsT);
-        if (fixed != null) {
-            a.release(fixed);
-        }
+        Ops.release(a, fixed);
         Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);
         if (t == null) {
             Ops.release(a, forwardOnDevice(b, xt, idsT, wt, out, null, inference));
@@ -204,15 +202,14 @@ final class DeepseekV4Moe {
             return Ops.made(b, out);
         }
         float[] logits = a.toFloats(lt);
-        int[] idx = ints(a.toHost(idsT));
+        float[] scores = a.toFloats(st);
+        int[] idx = a.toHost(idsT).toIntArray();
         float[] w = a.toFloats(wt);
         Ops.release(a, lt, st);
         Ops.release(a, forwardOnDevice(b, xt, idsT, wt, out, null, false));
         Ops.release(a, idsT, wt);
         Node y = Ops.made(b, out);
-        float[] scores = scores(logits);
-        float[] sums = new float[n];
-        weights(scores, idx, n, e, sums);
+        float[] sums = chosenSums(scores, idx, n, e);
         int is = shared.gate().out();
         t.record(y, () -> {
             GroupedExperts.Tape gt = new GroupedExperts.Tape();
@@ -259,15 +256,6 @@ final class DeepseekV4Moe {
             System.arraycopy(tid2eid, ids[r] * topK, idx, r * topK, topK);
         }
         return idx;
-    }
-
-    private static int[] ints(Tensor t) {
-        long[] v = t.toLongArray();
-        int[] out = new int[v.length];
-        for (int i = 0; i < v.length; i++) {
-            out[i] = (int) v[i];
-        }
-        return out;
     }
 
     /**
@@ -336,18 +324,27 @@ final class DeepseekV4Moe {
 
     /** Normalised, scaled weights [N*k] of the chosen experts; their row sums (plus 1e-20) into sums [N]. */
     private float[] weights(float[] scores, int[] idx, int n, int e, float[] sums) {
+        System.arraycopy(chosenSums(scores, idx, n, e), 0, sums, 0, n);
         float[] w = new float[n * topK];
         Ops.forRows(n, topK, r -> {
-            float s = 0;
-            for (int j = 0; j < topK; j++) {
-                s += scores[r * e + idx[r * topK + j]];
-            }
-            sums[r] = s + 1e-20f;
             for (int j = 0; j < topK; j++) {
                 w[r * topK + j] = scores[r * e + idx[r * topK + j]] / sums[r] * scaling;
             }
         });
         return w;
+    }
+
+    /** Each row's sum of its chosen scores (j ascending) plus 1e-20: the weights' denominators [N]. */
+    private float[] chosenSums(float[] scores, int[] idx, int n, int e) {
+        float[] sums = new float[n];
+        for (int r = 0; r < n; r++) {
+            float s = 0;
+            for (int j = 0; j < topK; j++) {
+                s += scores[r * e + idx[r * topK + j]];
+            }
+            sums[r] = s + 1e-20f;
+        }
+        return sums;
     }
 
     /** dl [N, E] += the router logits' gradient from the weights' gradient dw [N*k]. */

@@ -37,7 +37,7 @@ final class HyperConnectionOps {
         }
         Node yn = Node.onDevice(a, y);
         if (t == null) {
-            releaseMade(a, composed);
+            Ops.release(a, composed);
             return yn;
         }
         t.record(yn, () -> {
@@ -53,14 +53,6 @@ final class HyperConnectionOps {
             Ops.release(a, dpre, pre, pairs);
         });
         return yn;
-    }
-
-    private static void releaseMade(TensorAllocator a, Tensor... ts) {
-        for (Tensor x : ts) {
-            if (x != null) {
-                a.release(x);
-            }
-        }
     }
 
     /**
@@ -94,7 +86,7 @@ final class HyperConnectionOps {
         }
         Node yn = Node.onDevice(a, y);
         if (t == null) {
-            releaseMade(a, post, pairs);
+            Ops.release(a, post, pairs);
             if (comb != null) {
                 Ops.release(a, comb);
             }

@@ -78,10 +78,12 @@ final class Ops {
         }
     }
 
-    /** Releases per-step tensors of {@code a} (see {@link org.orbitrl.kernels.TensorAllocator#release}). */
+    /** Releases per-step tensors of {@code a} (see {@link org.orbitrl.kernels.TensorAllocator#release}); nulls are skipped. */
     static void release(org.orbitrl.kernels.TensorAllocator a, Tensor... ts) {
         for (Tensor t : ts) {
-            a.release(t);
+            if (t != null) {
+                a.release(t);
+            }
         }
     }
 

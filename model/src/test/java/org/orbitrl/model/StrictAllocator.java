@@ -20,6 +20,9 @@ public final class StrictAllocator implements TensorAllocator {
     private int hostReads;
     private long hostReadBytes;
     private long uploadBytes;
+    private int allocations;
+    private int uploads;
+    private int copies;
 
     StrictAllocator(StrictBackend backend) {
         this.backend = backend;
@@ -28,6 +31,7 @@ public final class StrictAllocator implements TensorAllocator {
 
     @Override
     public Tensor allocate(MemoryCategory category, DType dtype, long... shape) {
+        allocations++;
         return backend.on(() -> Tensor.allocate(arena, dtype, shape));
     }
 
@@ -48,6 +52,8 @@ public final class StrictAllocator implements TensorAllocator {
         }
         Tensor dev = allocate(category, host.dtype(), host.shape());
         copy(host, dev);
+        copies--;   // counted as an upload, not a copy
+        uploads++;
         uploadBytes += dev.byteSize();
         return dev;
     }
@@ -78,6 +84,7 @@ public final class StrictAllocator implements TensorAllocator {
         if (owns(dst)) {
             dst.requireContiguous("device copy destination");
         }
+        copies++;
         backend.on(() -> {
             dst.copyFrom(src);
             return null;
@@ -111,6 +118,21 @@ public final class StrictAllocator implements TensorAllocator {
     /** Bytes of the device tensors copied to the host through {@link #toHost}. */
     public long hostReadBytes() {
         return hostReadBytes;
+    }
+
+    /** How many tensors were allocated in this memory (uploads included). */
+    public int allocations() {
+        return allocations;
+    }
+
+    /** How many host tensors were copied into this memory through {@link #upload}. */
+    public int uploads() {
+        return uploads;
+    }
+
+    /** How many {@link #copy} calls were made (uploads not counted). */
+    public int copies() {
+        return copies;
     }
 
     /** Bytes of the host tensors copied into this memory through {@link #upload}. */

@@ -416,11 +416,27 @@ public final class StrictBackend implements Backend {
         return true;
     }
 
+    /** Throws where the operands' shapes are not what the CUDA backend's hyper-connection launches take. */
+    private static void hyperConnectionShapes(Tensor w, Tensor f, Tensor streams, Tensor out) {
+        boolean expand = f != null;
+        int n = streams.rank() == 3 ? streams.size(0) : -1;
+        int hc = streams.rank() == 3 ? streams.size(1) : -1;
+        int h = streams.rank() == 3 ? streams.size(2) : -1;
+        long[] want = expand ? new long[]{n, hc, h} : new long[]{n, h};
+        if (n < 0 || w.rank() != 2 || w.size(0) != n || w.size(1) < (expand ? (2 + hc) * hc : hc)
+                || !java.util.Arrays.equals(out.shape(), want) || (expand && !java.util.Arrays.equals(f.shape(), new long[]{n, h}))) {
+            throw new IllegalArgumentException("hyper-connection " + (expand ? "expansion" : "collapse") + ": streams "
+                    + java.util.Arrays.toString(streams.shape()) + ", w " + java.util.Arrays.toString(w.shape()) + ", out "
+                    + java.util.Arrays.toString(out.shape()) + (expand ? ", f " + java.util.Arrays.toString(f.shape()) : ""));
+        }
+    }
+
     /** DeepSeek V4's hyper-connection collapse on this memory, in the host loops' order on the device thread. */
     @Override
     public boolean hyperConnectionCollapse(Tensor w, Tensor streams, Tensor y) {
         device("hyperConnectionCollapse", w, streams, y);
         contiguous("hyperConnectionCollapse", w, streams, y);
+        hyperConnectionShapes(w, null, streams, y);
         on(() -> {
             int n = streams.size(0);
             int hc = streams.size(1);
@@ -449,6 +465,7 @@ public final class StrictBackend implements Backend {
     public boolean hyperConnectionExpand(Tensor w, Tensor f, Tensor streams, Tensor out) {
         device("hyperConnectionExpand", w, f, streams, out);
         contiguous("hyperConnectionExpand", w, f, streams, out);
+        hyperConnectionShapes(w, f, streams, out);
         on(() -> {
             int n = streams.size(0);
             int hc = streams.size(1);
@@ -535,6 +552,46 @@ public final class StrictBackend implements Backend {
      * (its window's rows, its new key, its chosen entries) packed on the device thread and attended to by the same
      * double reference as {@link #sinkAttention}.
      */
+    /**
+     * The indexer's scores on this memory, the model's host loop's formula (each dot product over the dims in order,
+     * relu, times qScale and the weight, the heads added in order), so that a decode here keeps the scores and the
+     * entries in device memory as the CUDA backend does.
+     */
+    @Override
+    public boolean indexerScores(Tensor q, Tensor keys, Tensor weights, Tensor closed, float qScale, Tensor out) {
+        device("indexerScores", q, keys, weights, closed, out);
+        contiguous("indexerScores", q, keys, weights, closed, out);
+        on(() -> {
+            int t = q.size(0);
+            int heads = q.size(1);
+            int dim = q.size(2);
+            int m = keys.size(0);
+            float[] qv = q.toFloatArray();
+            float[] kv = keys.toFloatArray();
+            float[] wv = weights.toFloatArray();
+            int[] cl = closed.toIntArray();
+            float[] y = new float[t * m];
+            java.util.Arrays.fill(y, Float.NEGATIVE_INFINITY);
+            for (int i = 0; i < t; i++) {
+                int close = cl[i];
+                for (int e = 0; e < Math.min(close, m); e++) {
+                    float acc = 0;
+                    for (int h = 0; h < heads; h++) {
+                        float dot = 0;
+                        for (int k = 0; k < dim; k++) {
+                            dot += qv[(i * heads + h) * dim + k] * kv[e * dim + k];
+                        }
+                        acc += Math.max(dot, 0f) * qScale * wv[i * heads + h];
+                    }
+                    y[i * m + e] = acc;
+                }
+            }
+            out.copyFrom(Tensor.of(y, t, m));
+            return null;
+        });
+        return true;
+    }
+
     @Override
     public boolean sinkDecodeAttention(Tensor q, Tensor[] windows, Tensor k, Tensor[] entries, int[][] chosen, Tensor sinks,
                                        float scale, Tensor out) {

@@ -219,7 +219,8 @@ extern "C" __global__ void __launch_bounds__(32 * MT_WARPS)
                 if (bi >= E) report_error(err, ERR_EXPERT_OUT_OF_RANGE, bi, t * k + j); // no choice left (NaN scores)
                 ids[(i64) t * k + j] = bi;
             }
-            if (bi < E && (bi & 31) == lane) ch[bi] = -ORBIT_INF; // taken
+            // taken: NaN, which warp_pick passes over (-inf would be chosen again once every number left is -inf)
+            if (bi < E && (bi & 31) == lane) ch[bi] = __int_as_float(0x7fffffff);
             __syncwarp();
         }
     }

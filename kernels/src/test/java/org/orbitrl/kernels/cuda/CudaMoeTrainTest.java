@@ -12,6 +12,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.SplittableRandom;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -252,6 +253,22 @@ class CudaMoeTrainTest extends CudaTestBase {
                 assertBitsEqual(what + ": weights", wRef.toFloatArray(), gpu.toHost(w).toFloatArray());
             }
         }
+        // choices of -inf (a bias of -inf) taken once each, in expert order, after the numbers: ids 0, 3, 1 as on the host
+        Tensor lg = Tensor.of(new float[]{0.4f, 0.3f, -0.2f, 0.1f}, 1, 4);
+        Tensor minf = Tensor.of(new float[]{0f, Float.NEGATIVE_INFINITY, Float.NEGATIVE_INFINITY, 0f}, 4);
+        Tensor iRef = host(DType.I32, 1, 3);
+        MoeHostOps.scoreTopk(lg, false, minf, null, 3, 1f, host(DType.F32, 1, 4), host(DType.F32, 1, 3), iRef);
+        assertArrayEquals(new long[]{0, 3, 1}, iRef.toLongArray(), "the host's choice of -inf");
+        Tensor ids3 = poisoned(DType.I32, 1, 3);
+        gpu.moeScoreTopk(dev(lg), false, dev(minf), null, 3, 1f, poisoned(DType.F32, 1, 4), poisoned(DType.F32, 1, 3), ids3);
+        assertArrayEquals(iRef.toLongArray(), gpu.toHost(ids3).toLongArray(), "the device's choice of -inf");
+        // a token with fewer numbers than choices (NaN scores): an error on both sides, never an expert chosen twice
+        Tensor nan = Tensor.of(new float[]{0.1f, Float.NaN, Float.NaN, Float.NaN}, 1, 4);
+        assertThrows(IllegalArgumentException.class, () -> MoeHostOps.scoreTopk(nan, true, null, null, 2, 1f,
+                host(DType.F32, 1, 4), host(DType.F32, 1, 2), host(DType.I32, 1, 2)));
+        gpu.moeScoreTopk(dev(nan), true, null, null, 2, 1f, poisoned(DType.F32, 1, 4), poisoned(DType.F32, 1, 2),
+                poisoned(DType.I32, 1, 2));
+        assertThrows(IndexOutOfBoundsException.class, gpu::synchronize, "a token of NaN scores with a choice left to make");
         Tensor wide = dev(randn(r, 1f, 2, 769));   // one expert past the shared memory of a block's eight warps
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> gpu.moeScoreTopk(wide, true, null, null, 6,
                 1f, wide, poisoned(DType.F32, 2, 6), poisoned(DType.I32, 2, 6)));

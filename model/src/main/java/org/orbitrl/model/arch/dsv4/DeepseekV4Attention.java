@@ -34,27 +34,27 @@ final class DeepseekV4Attention {
      * value released as its successor is made.
      */
     static final class State {
-        Node window;   // [rows, headDim], the latest positions; null before the first token
+        StateRows window;   // [rows, headDim], the latest positions; null before the first token
         final DeepseekV4Compressor.State comp = new DeepseekV4Compressor.State();
         final DeepseekV4Compressor.State index = new DeepseekV4Compressor.State();
 
-        int windowRows(int d) {
-            return window == null ? 0 : window.size() / d;
+        int windowRows() {
+            return window == null ? 0 : window.rows();
+        }
+
+        /** Appends rows [from, from+count) of k [N, d] to the window, which keeps the latest {@code keep}. */
+        void advanceWindow(Backend b, Node k, int from, int count, int d, int keep) {
+            if (window == null) {
+                window = StateRows.window(d, keep);
+            }
+            window.append(b, k, from, count);
         }
 
         /** Copies this state into {@code c} (a fork's), values copied in {@code a}'s memory. */
         void copyInto(State c, org.orbitrl.kernels.TensorAllocator a) {
-            c.window = Ops.stateCopy(a, window);
+            c.window = window == null ? null : window.copy(a);
             comp.copyInto(c.comp, a);
             index.copyInto(c.index, a);
-        }
-
-        /** Takes {@code next} as the window, releasing the one it replaces. */
-        void replaceWindow(Node next, org.orbitrl.kernels.TensorAllocator a) {
-            if (window != null) {
-                window.release(a);
-            }
-            window = next;
         }
 
         /** Releases the state's values in {@code a}'s memory (the state is not used afterwards). */
@@ -119,10 +119,9 @@ final class DeepseekV4Attention {
                 Seg s = segs[si];
                 State st = s.state();
                 entriesOf[si] = st == null
-                        ? compressor.compress(t, null, Ops.rows(t, null, comp[0], w, s.start(), s.len()),
-                                Ops.rows(t, null, comp[1], w, s.start(), s.len()), null, c.compressRope())
-                        : compressor.compress(null, b, compressor.stateRows(b, comp[0], s.start(), s.len()),
-                                compressor.stateRows(b, comp[1], s.start(), s.len()), st.comp, c.compressRope());
+                        ? compressor.compress(t, Ops.rows(t, null, comp[0], w, s.start(), s.len()),
+                                Ops.rows(t, null, comp[1], w, s.start(), s.len()), c.compressRope())
+                        : compressor.advance(b, comp[0], comp[1], s.start(), s.len(), st.comp, c.compressRope());
             }
         }
         Node o = t == null ? decodeStep(b, q, k, entriesOf, picks, segs) : null;
@@ -161,8 +160,8 @@ final class DeepseekV4Attention {
         for (int si = 0; si < n; si++) {
             Seg s = segs[si];
             State st = s.state();
-            int past = st.windowRows(d);
-            windows[si] = past == 0 ? null : st.window.placed(a, past, d);
+            int past = st.windowRows();
+            windows[si] = past == 0 ? null : st.window.value().placed(a, past, d);
             int m = entriesOf[si] == null ? 0 : entriesOf[si].size() / d;
             if (m == 0) {
                 continue;
@@ -183,10 +182,8 @@ final class DeepseekV4Attention {
             a.release(out);
             return null;
         }
-        for (int si = 0; si < n; si++) {
-            State st = segs[si].state();
-            int keep = Math.min(c.slidingWindow() - 1, st.windowRows(d) + 1);
-            st.replaceWindow(Ops.stateWindow(b, st.window, k, segs[si].start(), d, keep), a);
+        for (Seg s : segs) {
+            s.state().advanceWindow(b, k, s.start(), 1, d, c.slidingWindow() - 1);
         }
         return Ops.made(b, out);
     }
@@ -201,7 +198,7 @@ final class DeepseekV4Attention {
             State st = s.state();
             Node qs = Ops.rows(t, b, q, heads * d, s.start(), s.len());
             Node ks = Ops.rows(t, b, k, d, s.start(), s.len());
-            int past = st == null ? 0 : st.windowRows(d);
+            int past = st == null ? 0 : st.windowRows();
             Node entries = entriesOf[si];
             int m = entries == null ? 0 : entries.size() / d;
             int keys = past + s.len() + m;
@@ -228,11 +225,10 @@ final class DeepseekV4Attention {
                     }
                 }
             });
-            Node keyRows = Ops.concatRows(t, b, d, past == 0 ? null : st.window, ks, entries);
+            Node keyRows = Ops.concatRows(t, b, d, past == 0 ? null : st.window.value(), ks, entries);
             outs[si] = DeepseekV4SinkAttention.attend(t, b, qs, keyRows, mask, sinks, heads, d, (float) (1 / Math.sqrt(d)));
-            if (st != null) {   // the window's next rows: the last window-1 of the window and the new keys (keyRows' head)
-                int keep = Math.min(c.slidingWindow() - 1, past + s.len());
-                st.replaceWindow(Ops.stateRows(b, keyRows, d, past + s.len() - keep, keep), b.allocator());
+            if (st != null) {   // the window's next rows: the last window-1 of the window and the new keys
+                st.advanceWindow(b, k, s.start(), s.len(), d, c.slidingWindow() - 1);
             }
         }
         return Ops.concatRows(t, b, heads * d, outs);                                      // [N, heads*d]

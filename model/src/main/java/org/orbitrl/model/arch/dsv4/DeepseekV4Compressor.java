@@ -24,68 +24,67 @@ final class DeepseekV4Compressor {
 
     /**
      * One sequence's compressor state: the open window's raw rows, the emitted entries, the overlap. Its values are its
-     * own (a fork copies them); the open window's rows stay where the projections ran (device memory on a device
-     * backend), and the entries, pooled on the host, keep one device copy made at their first use there.
+     * own (a fork copies them). The open window's rows and the entries are {@link StateRows}: in device memory on a
+     * device backend, each step's rows copied in behind the ones kept, the entries pooled on the host and appended
+     * there a window at a time (only the new entries cross, not every entry again).
      */
     static final class State {
-        final java.util.List<Node> kvRows = new java.util.ArrayList<>();    // the open window's raw projections,
-        final java.util.List<Node> gateRows = new java.util.ArrayList<>();  // as they came ([rows, width] each)
-        int bufRows;                     // rows in the open window
-        Node entries;                    // [count, d], or null
-        int count;
+        private StateRows kv;            // the open window's raw projections [rows, width]
+        private StateRows gate;
+        private StateRows entries;       // [count, d]
         float[] overlapKv;               // [rate, d] first half of the last full window, or null
         float[] overlapGate;             // [rate, d] with ape added, or null
 
+        /** Rows in the open window. */
+        int bufRows() {
+            return kv == null ? 0 : kv.rows();
+        }
+
+        /** Entries emitted so far. */
+        int count() {
+            return entries == null ? 0 : entries.rows();
+        }
+
+        /** The entries [count, d] as a value the state holds (null: none yet), the same node until a window closes. */
+        Node entries() {
+            return entries == null ? null : entries.value();
+        }
+
+        /** Whether the open window's rows (if any) live in device memory. */
+        boolean openRowsOnDevice() {
+            return kv == null || kv.rows() == 0 || kv.onDevice() && gate.onDevice();
+        }
+
         /** Copies this state into {@code c} (a fork's), values copied in {@code a}'s memory; the arrays are shared. */
         void copyInto(State c, org.orbitrl.kernels.TensorAllocator a) {
-            for (Node n : kvRows) {
-                c.kvRows.add(Ops.stateCopy(a, n));
-            }
-            for (Node n : gateRows) {
-                c.gateRows.add(Ops.stateCopy(a, n));
-            }
-            c.bufRows = bufRows;
-            c.entries = Ops.stateCopy(a, entries);
-            c.count = count;
+            c.kv = kv == null ? null : kv.copy(a);
+            c.gate = gate == null ? null : gate.copy(a);
+            c.entries = entries == null ? null : entries.copy(a);
             c.overlapKv = overlapKv;
             c.overlapGate = overlapGate;
         }
 
         /** Releases the state's values in {@code a}'s memory. */
         void release(org.orbitrl.kernels.TensorAllocator a) {
-            dropRows(a);
-            if (entries != null) {
-                entries.release(a);
-                entries = null;
-            }
-        }
-
-        private void dropRows(org.orbitrl.kernels.TensorAllocator a) {
-            for (java.util.List<Node> rows : java.util.List.of(kvRows, gateRows)) {
-                for (Node n : rows) {
-                    if (a != null) {
-                        n.release(a);
-                    }
+            for (StateRows r : new StateRows[] {kv, gate, entries}) {
+                if (r != null) {
+                    r.release(a);
                 }
-                rows.clear();
             }
-            bufRows = 0;
         }
 
         /** Floats the state holds. */
         long floats() {
-            long f = entries == null ? 0 : entries.size();
-            for (java.util.List<Node> rows : java.util.List.of(kvRows, gateRows)) {
-                for (Node n : rows) {
-                    f += n.size();
-                }
+            long f = entryFloats();
+            for (StateRows r : new StateRows[] {kv, gate}) {
+                f += r == null ? 0 : r.floats();
             }
             return f + (overlapKv == null ? 0 : overlapKv.length + overlapGate.length);
         }
 
         /** Floats of the emitted entries. */
         long entryFloats() {
-            return entries == null ? 0 : entries.size();
+            return entries == null ? 0 : entries.floats();
         }
     }
 
@@ -115,70 +114,43 @@ final class DeepseekV4Compressor {
     }
 
     /**
-     * The rows [start, start+len) of a projection [N, width] as a cached sequence's state takes them ({@link
-     * Ops#stateRows}: a value of its own, in device memory where the projection is), for {@link #compress}.
+     * Adds new projected rows kv, gate [len, width] of a sequence without a decode state (a training or one-shot run,
+     * taped or not) and returns its entries [M, d].
      */
-    Node stateRows(Backend b, Node projection, int start, int len) {
-        return Ops.stateRows(b, projection, width(), start, len);
+    Node compress(GradTape t, Node kv, Node gate, RopeTable rope) {
+        int w = width();
+        int windows = kv.size() / w / rate;
+        if (windows == 0) {
+            return new Node(new float[0]);
+        }
+        Node pooled = pool(t, kv, gate, windows, null, null);
+        return entries(t, pooled, windows, 0, rope);
     }
 
     /**
-     * Adds a segment's new projected rows kv, gate [len, width] and returns every entry of the
-     * sequence so far [M, d]; with a state, the buffer, entries and overlap advance. A state takes kv and gate as they
-     * are ({@link #stateRows}: values of their own, which it keeps or releases): while no window closes they join the
-     * open window's rows where they are (device memory on a device backend), with no copy; a closing window's rows are
-     * joined on {@code b} and read on the host, where the pooling runs. The state's entries are returned as they are
-     * held (the caller does not release them).
+     * Adds a cached sequence's new projected rows, rows [start, start+len) of kv and gate [N, width], to its state and
+     * returns its entries so far [M, d] (M may be 0) as the state holds them (the caller does not release them).
+     * The rows join the open window where the state keeps it (device memory on a device backend); when windows close,
+     * the open window's rows are read on the host, pooled there, and the new entries appended to the state's.
      */
-    Node compress(GradTape t, Backend b, Node kv, Node gate, State st, RopeTable rope) {
-        if (t != null && st != null) {
-            throw new IllegalStateException("a taped compression carries no sequence state (training runs hold none)");
-        }
+    Node advance(Backend b, Node kv, Node gate, int start, int len, State st, RopeTable rope) {
         int w = width();
-        int len = kv.size() / w;
-        if (st != null && st.bufRows + len < rate) {   // no window closes: the rows wait in the state
-            st.kvRows.add(kv);
-            st.gateRows.add(gate);
-            st.bufRows += len;
-            return st.entries == null ? new Node(new float[0]) : st.entries;
+        if (st.kv == null) {
+            st.kv = StateRows.growing(w, rate);
+            st.gate = StateRows.growing(w, rate);
+            st.entries = StateRows.growing(dim, 16);
         }
-        Node kvAll = st == null || st.kvRows.isEmpty() ? kv : Ops.concatRows(null, b, w, join(st.kvRows, kv));
-        Node gateAll = st == null || st.gateRows.isEmpty() ? gate : Ops.concatRows(null, b, w, join(st.gateRows, gate));
-        int rows = kvAll.size() / w;
+        st.kv.append(b, kv, start, len);
+        st.gate.append(b, gate, start, len);
+        int rows = st.kv.rows();
         int windows = rows / rate;
+        if (windows == 0) {
+            return st.count() == 0 ? new Node(new float[0]) : st.entries();
+        }
         int usable = windows * rate;
-        int first = st == null ? 0 : st.count * rate;
-        Node fresh = null;
-        if (windows > 0) {
-            Node pooled = pool(t, kvAll, gateAll, windows, st == null ? null : st.overlapKv,
-                    st == null ? null : st.overlapGate);
-            Node normed = Ops.rmsNorm(t, null, pooled, dim, norm, eps);
-            int half = rope.rotaryDim() / 2;
-            float[] cos = new float[windows * half];
-            float[] sin = new float[windows * half];
-            for (int i = 0; i < windows; i++) {
-                for (int j = 0; j < half; j++) {
-                    cos[i * half + j] = rope.cos(first + i * rate, j);
-                    sin[i * half + j] = rope.sin(first + i * rate, j);
-                }
-            }
-            fresh = Rope.apply(t, normed, 1, dim, cos, sin, false);
-        }
-        if (st == null) {
-            return fresh == null ? new Node(new float[0]) : fresh;
-        }
-        org.orbitrl.kernels.TensorAllocator a = b == null ? null : b.allocator();
-        Node restKv = Ops.stateRows(b, kvAll, w, usable, rows - usable);
-        Node restGate = Ops.stateRows(b, gateAll, w, usable, rows - usable);
-        float[] kvAllV = kvAll.v();
-        float[] gateAllV = gateAll.v();
-        st.dropRows(a);
-        release(a, kv, gate);   // the state took them: joined into kvAll, gateAll (released with the caller's scratch)
-        if (restKv != null) {
-            st.kvRows.add(restKv);
-            st.gateRows.add(restGate);
-            st.bufRows = rows - usable;
-        }
+        float[] kvAllV = st.kv.hostValues();
+        float[] gateAllV = st.gate.hostValues();
+        Node pooled = pool(null, new Node(kvAllV), new Node(gateAllV), windows, st.overlapKv, st.overlapGate);
         if (overlap) {
             st.overlapKv = new float[rate * dim];
             st.overlapGate = new float[rate * dim];
@@ -190,27 +162,25 @@ final class DeepseekV4Compressor {
                 }
             }
         }
-        float[] old = st.entries == null ? new float[0] : st.entries.v();
-        float[] e = java.util.Arrays.copyOf(old, old.length + fresh.size());
-        System.arraycopy(fresh.v(), 0, e, old.length, fresh.size());
-        release(a, st.entries);
-        st.entries = Scratch.unscoped(() -> new Node(e));
-        st.count += windows;
-        return st.entries;
+        st.kv.dropOldest(usable);
+        st.gate.dropOldest(usable);
+        st.entries.append(b, entries(null, pooled, windows, st.count() * rate, rope), 0, windows);
+        return st.entries();
     }
 
-    private static Node[] join(java.util.List<Node> rows, Node last) {
-        Node[] parts = rows.toArray(new Node[rows.size() + 1]);
-        parts[rows.size()] = last;
-        return parts;
-    }
-
-    private static void release(org.orbitrl.kernels.TensorAllocator a, Node... ns) {
-        for (Node n : ns) {
-            if (n != null && a != null) {
-                n.release(a);
+    /** Pooled windows [windows, d] RMS-normalised and rotated at each window's first position (the first at {@code first}). */
+    private Node entries(GradTape t, Node pooled, int windows, int first, RopeTable rope) {
+        Node normed = Ops.rmsNorm(t, null, pooled, dim, norm, eps);
+        int half = rope.rotaryDim() / 2;
+        float[] cos = new float[windows * half];
+        float[] sin = new float[windows * half];
+        for (int i = 0; i < windows; i++) {
+            for (int j = 0; j < half; j++) {
+                cos[i * half + j] = rope.cos(first + i * rate, j);
+                sin[i * half + j] = rope.sin(first + i * rate, j);
             }
         }
+        return Rope.apply(t, normed, 1, dim, cos, sin, false);
     }
 
     /** The gated pooling of the first {@code windows} full windows of kv, gate [rows, width] -> [windows, d]. */

@@ -66,10 +66,9 @@ final class DeepseekV4Indexer {
         for (int si = 0; si < segs.length; si++) {
             DeepseekV4Attention.Seg s = segs[si];
             Node keys = s.state() == null
-                    ? compressor.compress(null, null, Ops.rows(null, null, proj[0], width, s.start(), s.len()),
-                            Ops.rows(null, null, proj[1], width, s.start(), s.len()), null, c.compressRope())
-                    : compressor.compress(null, b, compressor.stateRows(b, proj[0], s.start(), s.len()),
-                            compressor.stateRows(b, proj[1], s.start(), s.len()), s.state().index, c.compressRope());
+                    ? compressor.compress(null, Ops.rows(null, null, proj[0], width, s.start(), s.len()),
+                            Ops.rows(null, null, proj[1], width, s.start(), s.len()), c.compressRope())
+                    : compressor.advance(b, proj[0], proj[1], s.start(), s.len(), s.state().index, c.compressRope());
             int m = keys.size() / dim;
             int[] closed = new int[s.len()];
             for (int i = 0; i < s.len(); i++) {

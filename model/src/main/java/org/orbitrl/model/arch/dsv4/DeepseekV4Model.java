@@ -219,7 +219,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
             return 0;
         }
         DeepseekV4Attention.State s = st.layers[layer];
-        long floats = s.window == null ? 0 : s.window.size();
+        long floats = s.window == null ? 0 : s.window.floats();
         return 4 * (floats + s.comp.floats() + s.index.floats());
     }
 

@@ -23,6 +23,7 @@ final class Node {
     private TensorAllocator hostCopier; // the allocator that may still be copying into host, or null
     private Tensor dev;                // the device's copy, null until made or placed there
     private TensorAllocator devIn;
+    private boolean borrowed;          // dev is a view of memory its owner releases ({@link #borrowed})
     private float[] g;                 // the gradient on the host, or
     private Tensor dg;                 // the gradient in dgIn's memory (never both)
     private TensorAllocator dgIn;
@@ -68,6 +69,16 @@ final class Node {
         return new Node(t, a);
     }
 
+    /**
+     * A value that is a view {@code t} of memory of {@code a} another holder owns (a sequence's kept rows,
+     * {@link StateRows}): releasing the node leaves {@code t} alone; it is valid until its owner changes it.
+     */
+    static Node borrowed(TensorAllocator a, Tensor t) {
+        Node n = new Node(t, a);
+        n.borrowed = true;
+        return n;
+    }
+
     static Node zeros(int n) {
         return new Node(new float[n]);
     }
@@ -102,6 +113,7 @@ final class Node {
             dev = host != null && v == null ? allocator.upload(org.orbitrl.kernels.MemoryCategory.ACTIVATIONS, host.reshape(shape))
                     : Ops.device(allocator, v(), shape);
             devIn = allocator;
+            borrowed = false;   // the copy is the node's own
         }
         long n = 1;
         for (long s : shape) {
@@ -142,6 +154,7 @@ final class Node {
             n.dev = dev;
             n.devIn = devIn;
         }
+        n.borrowed = borrowed;
         return n;
     }
 
@@ -163,7 +176,7 @@ final class Node {
      * except through a host copy it already has).
      */
     void release(TensorAllocator a) {
-        if (dev != null && devIn == a) {
+        if (dev != null && devIn == a && !borrowed) {
             a.release(dev);
             dev = null;
         }
@@ -175,7 +188,7 @@ final class Node {
 
     /** Releases to {@code a} the value's tensor in its memory, keeping the gradient (and any host copy of the value). */
     void releaseValue(TensorAllocator a) {
-        if (dev != null && devIn == a) {
+        if (dev != null && devIn == a && !borrowed) {
             a.release(dev);
             dev = null;
         }

@@ -333,68 +333,6 @@ final class Ops {
     }
 
     /**
-     * A sequence's decode state (see {@link Scratch#unscoped}): rows [start, start+count) of x [rows, width] as a value
-     * of its own, copied on {@code b} where x is in its device memory (the state then stays there between steps), else
-     * on the host; null for no rows.
-     */
-    static Node stateRows(Backend b, Node x, int width, int start, int count) {
-        if (count == 0) {
-            return null;
-        }
-        if (there(b, x)) {
-            TensorAllocator a = b.allocator();
-            int all = x.size() / width;
-            Tensor y = alloc(b, count, width);
-            b.copy(x.placed(a, all, width).slice(0, start, start + count), y);
-            return Scratch.unscoped(() -> Node.onDevice(a, y));
-        }
-        float[] y = java.util.Arrays.copyOfRange(x.v(), start * width, (start + count) * width);
-        return Scratch.unscoped(() -> new Node(y));
-    }
-
-    /**
-     * A sequence's next window (see {@link Scratch#unscoped}): the last {@code keep} rows of its window [rows, d]
-     * (null: none) followed by row {@code row} of k [N, d], copied on {@code b} where k is in its device memory.
-     */
-    static Node stateWindow(Backend b, Node window, Node k, int row, int d, int keep) {
-        int past = window == null ? 0 : window.size() / d;
-        int fromWindow = keep - 1;
-        if (there(b, k)) {
-            TensorAllocator a = b.allocator();
-            Tensor y = alloc(b, keep, d);
-            if (fromWindow > 0) {
-                b.copy(window.placed(a, past, d).slice(0, past - fromWindow, past), y.slice(0, 0, fromWindow));
-            }
-            b.copy(k.placed(a, k.size() / d, d).slice(0, row, row + 1), y.slice(0, fromWindow, keep));
-            return Scratch.unscoped(() -> Node.onDevice(a, y));
-        }
-        float[] y = new float[keep * d];
-        if (fromWindow > 0) {
-            System.arraycopy(window.v(), (past - fromWindow) * d, y, 0, fromWindow * d);
-        }
-        System.arraycopy(k.v(), row * d, y, fromWindow * d, d);
-        return Scratch.unscoped(() -> new Node(y));
-    }
-
-    /**
-     * A fork's copy of a decode-state value (null: none): a device value copied in {@code a}'s memory, a host one
-     * sharing its array (never written) with a device copy of its own, so that each state releases only what it holds.
-     */
-    static Node stateCopy(TensorAllocator a, Node x) {
-        if (x == null) {
-            return null;
-        }
-        if (x.onDevice()) {
-            Tensor src = x.placed(a, x.size());
-            Tensor y = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, x.size());
-            a.copy(src, y);
-            return Scratch.unscoped(() -> Node.onDevice(a, y));
-        }
-        float[] v = x.v();
-        return Scratch.unscoped(() -> new Node(v));
-    }
-
-    /**
      * Rows [start, start+count) of x [rows, width]: x itself where that is all of it, a copy on {@code b} where x is in
      * its device memory, else on the host (b may be null).
      */

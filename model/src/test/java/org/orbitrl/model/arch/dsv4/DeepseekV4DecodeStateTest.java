@@ -16,6 +16,7 @@ import java.util.List;
 import java.util.SplittableRandom;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertSame;
@@ -89,6 +90,7 @@ class DeepseekV4DecodeStateTest {
                 DeepseekV4Attention.State st = model.layerState(cache, l);
                 assertNotNull(st.window, "layer " + l + "'s window");
                 assertTrue(st.window.onDevice(), "layer " + l + "'s window in device memory after " + at + " tokens");
+                assertEquals(Math.min(at, 7), st.windowRows(), "layer " + l + "'s window rows after " + at + " tokens (window 8)");
                 AttentionKind kind = model.attentionKind(l);
                 DeepseekV4Compressor.State[] comps = {st.comp, st.index};
                 int[] rates = {kind == AttentionKind.HEAVILY_COMPRESSED ? 8 : 4, 4};
@@ -96,22 +98,21 @@ class DeepseekV4DecodeStateTest {
                     boolean used = kind != AttentionKind.SLIDING && (c == 0 || kind == AttentionKind.COMPRESSED_SPARSE);
                     DeepseekV4Compressor.State cs = comps[c];
                     if (!used) {
-                        assertNull(cs.entries, "layer " + l + " compresses nothing");
+                        assertNull(cs.entries(), "layer " + l + " compresses nothing");
                         continue;
                     }
-                    assertTrue(cs.bufRows == at % rates[c], "layer " + l + "'s open window after " + at + " tokens holds "
-                            + cs.bufRows + " rows, not " + (at % rates[c]));
-                    for (Node row : cs.kvRows) {
-                        assertTrue(row.onDevice(), "layer " + l + "'s open window in device memory after " + at + " tokens");
-                    }
-                    for (Node row : cs.gateRows) {
-                        assertTrue(row.onDevice(), "layer " + l + "'s open window in device memory after " + at + " tokens");
+                    assertTrue(cs.bufRows() == at % rates[c], "layer " + l + "'s open window after " + at + " tokens holds "
+                            + cs.bufRows() + " rows, not " + (at % rates[c]));
+                    assertTrue(cs.openRowsOnDevice(), "layer " + l + "'s open window in device memory after " + at + " tokens");
+                    assertEquals(at / rates[c], cs.count(), "layer " + l + "'s entries after " + at + " tokens");
+                    if (cs.count() > 0) {
+                        assertTrue(cs.entries().onDevice(), "layer " + l + "'s entries in device memory after " + at + " tokens");
                     }
                     if (len == 1 && at % rates[c] != 0 && entries[l][c] != null) {   // no window closed at this token
-                        assertSame(entries[l][c], cs.entries, "layer " + l + "'s entries kept as they were at " + at);
+                        assertSame(entries[l][c], cs.entries(), "layer " + l + "'s entries kept as they were at " + at);
                         checkedEntries++;
                     }
-                    entries[l][c] = cs.entries;
+                    entries[l][c] = cs.entries();
                 }
             }
             if (at == FORK_AT) {

@@ -1,0 +1,212 @@
+package org.orbitrl.model.arch.dsv4;
+
+import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.MemoryCategory;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.TensorAllocator;
+
+import java.util.Arrays;
+
+/**
+ * Rows of one width that a sequence's decode state keeps from step to step: the window's latest K=V rows (at most
+ * {@code keep}, the oldest dropped), a compressor's open window, its emitted entries. Where the backend keeps values
+ * in device memory the rows live in one allocation of that memory with room to spare, and a step's new rows are copied
+ * in behind the kept ones: no allocation, no copy of the rows already there. When the rows reach the allocation's end
+ * they move to its front in one copy (a window: its allocation holds twice what it keeps, so the move never overlaps
+ * itself and comes once every {@code keep} rows) or the allocation doubles (a store that keeps everything: the entries
+ * grow by one row a window, so a long sequence copies each entry a handful of times, not once a window). On the host
+ * the rows are an array.
+ *
+ * <p>{@link #value} gives the rows as a {@link Node} borrowed from the store (releasing it releases nothing), the same
+ * node until the rows change; after a change it must not be read.
+ */
+final class StateRows {
+    private final int width;
+    private final int keep;       // rows kept at most (the oldest dropped beyond); Integer.MAX_VALUE: every row
+    private final int first;      // the first allocation's rows
+    private Tensor buf;           // device: [capacity, width]
+    private TensorAllocator in;
+    private float[] host;         // host: capacity * width
+    private int start;            // the first kept row in the allocation
+    private int rows;
+    private Node value;           // the rows as a value, made at the first ask after a change
+
+    /** Rows of {@code width} values, at most {@code keep} of them (the oldest dropped), in a first allocation of {@code first}. */
+    StateRows(int width, int keep, int first) {
+        if (width <= 0 || keep <= 0 || first <= 0) {
+            throw new IllegalArgumentException("state rows of width " + width + ", keeping " + keep + ", first " + first);
+        }
+        this.width = width;
+        this.keep = keep;
+        this.first = first;
+    }
+
+    /** A window's rows: at most {@code keep}, in an allocation of twice that. */
+    static StateRows window(int width, int keep) {
+        return new StateRows(width, keep, 2 * keep);
+    }
+
+    /** Rows that are all kept, in a first allocation of {@code first} rows that doubles as they grow. */
+    static StateRows growing(int width, int first) {
+        return new StateRows(width, Integer.MAX_VALUE, first);
+    }
+
+    int rows() {
+        return rows;
+    }
+
+    int width() {
+        return width;
+    }
+
+    /** Whether the rows live in a device allocator's memory. */
+    boolean onDevice() {
+        return buf != null && !in.hostMemory();
+    }
+
+    /** Floats of the kept rows. */
+    long floats() {
+        return (long) rows * width;
+    }
+
+    /**
+     * Appends rows [from, from+count) of x [*, width] (each row {@code width} values), then drops the oldest rows beyond
+     * what the store keeps. Where {@code b} keeps values in device memory the rows are copied there, else on the host.
+     */
+    void append(Backend b, Node x, int from, int count) {
+        if (count <= 0) {
+            return;
+        }
+        if (x.size() % width != 0 || from < 0 || (long) (from + count) * width > x.size()) {
+            throw new IllegalArgumentException("rows [" + from + ", " + (from + count) + ") of a value of " + x.size()
+                    + " elements in rows of " + width);
+        }
+        if (count > keep) {   // only the last kept rows of x remain
+            from += count - keep;
+            count = keep;
+        }
+        int drop = Math.max(0, rows + count - keep);
+        start += drop;
+        rows -= drop;
+        if (rows == 0) {
+            start = 0;
+        }
+        boolean device = buf != null || (host == null && b != null && Ops.keepsValues(b));
+        if (device) {
+            appendOnDevice(b, x, from, count);
+        } else {
+            appendOnHost(x, from, count);
+        }
+        rows += count;
+        value = null;
+    }
+
+    private void appendOnDevice(Backend b, Node x, int from, int count) {
+        TensorAllocator a = b.allocator();
+        if (buf == null) {
+            in = a;
+            buf = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, Math.max(first, count), width);
+        } else if (a != in) {
+            throw new IllegalStateException("a sequence's state rows in the memory of " + in + ", appended to through " + a);
+        }
+        int capacity = Math.toIntExact(buf.size(0));
+        if (start + rows + count > capacity) {
+            if (start >= rows && rows + count <= capacity) {   // to the front: the kept rows do not overlap their target
+                if (rows > 0) {
+                    a.copy(buf.slice(0, start, start + rows), buf.slice(0, 0, rows));
+                }
+            } else {
+                Tensor grown = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, Math.max(2L * capacity, rows + count), width);
+                if (rows > 0) {
+                    a.copy(buf.slice(0, start, start + rows), grown.slice(0, 0, rows));
+                }
+                a.release(buf);
+                buf = grown;
+            }
+            start = 0;
+        }
+        Tensor dst = buf.slice(0, start + rows, start + rows + count);
+        if (x.onDevice()) {
+            Tensor src = x.placed(a, x.size() / width, width);
+            a.copy(src.slice(0, from, from + count), dst);
+        } else {   // values made on the host (pooled entries): only the new rows cross
+            float[] v = x.v();
+            a.copy(Tensor.of(Arrays.copyOfRange(v, from * width, (from + count) * width), count, width), dst);
+        }
+    }
+
+    private void appendOnHost(Node x, int from, int count) {
+        int capacity = host == null ? 0 : host.length / width;
+        if (start + rows + count > capacity) {
+            float[] next = rows + count <= capacity ? host
+                    : new float[Math.multiplyExact(Math.max(Math.max(2 * capacity, rows + count), first), width)];
+            if (rows > 0) {
+                System.arraycopy(host, start * width, next, 0, rows * width);   // overlapping moves copy correctly
+            }
+            host = next;
+            start = 0;
+        }
+        System.arraycopy(x.v(), from * width, host, (start + rows) * width, count * width);
+    }
+
+    /** Drops the oldest {@code n} rows (a compressor's pooled windows). */
+    void dropOldest(int n) {
+        if (n < 0 || n > rows) {
+            throw new IllegalArgumentException("dropping " + n + " of " + rows + " rows");
+        }
+        start += n;
+        rows -= n;
+        if (rows == 0) {
+            start = 0;
+        }
+        value = null;
+    }
+
+    /** The kept rows [rows, width] as a value borrowed from the store (null: none), the same node until they change. */
+    Node value() {
+        if (rows == 0) {
+            return null;
+        }
+        if (value == null) {
+            value = Scratch.unscoped(() -> buf != null ? Node.borrowed(in, buf.slice(0, start, start + rows))
+                    : new Node(Arrays.copyOfRange(host, start * width, (start + rows) * width)));
+        }
+        return value;
+    }
+
+    /** The kept rows on the host (read back from the device where they live there). */
+    float[] hostValues() {
+        Node v = value();
+        return v == null ? new float[0] : v.v();
+    }
+
+    /** A copy of the store (a fork's), its rows copied in {@code a}'s memory where they are in device memory. */
+    StateRows copy(TensorAllocator a) {
+        StateRows c = new StateRows(width, keep, first);
+        c.rows = rows;
+        if (buf != null) {
+            c.in = a;
+            c.buf = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, buf.size(0), width);
+            if (rows > 0) {
+                a.copy(buf.slice(0, start, start + rows), c.buf.slice(0, 0, rows));
+            }
+        } else if (host != null) {
+            c.host = Arrays.copyOf(Arrays.copyOfRange(host, start * width, (start + rows) * width), host.length);
+        }
+        return c;
+    }
+
+    /** Releases the rows' memory (the store is empty afterwards). */
+    void release(TensorAllocator a) {
+        if (buf != null && a != null) {
+            a.release(buf);
+        }
+        buf = null;
+        in = null;
+        host = null;
+        start = 0;
+        rows = 0;
+        value = null;
+    }
+}

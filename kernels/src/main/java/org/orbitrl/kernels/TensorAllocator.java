@@ -105,6 +105,19 @@ public interface TensorAllocator {
         }
     }
 
+    /**
+     * Frees now the whole allocation {@code t} of any category, for memory whose holder ends before the allocator does
+     * (a sequence's decode state, freed with the sequence). Work issued on {@code t} before the call is ordered before
+     * the free; {@code t} and its views must not be used afterwards. A device allocator throws for a tensor that is not
+     * one of its whole allocations. Host memory is left to the garbage collector (the default), poisoned as
+     * {@link #release} poisons it.
+     */
+    default void free(Tensor t) {
+        if (poisonReleased() && hostMemory() && isWhole(t)) {
+            poison(t);
+        }
+    }
+
     /** True when released host tensors are poisoned (system property {@code orbit.poisonReleased}). */
     static boolean poisonReleased() {
         return Boolean.getBoolean("orbit.poisonReleased");

@@ -23,6 +23,8 @@ public final class StrictAllocator implements TensorAllocator {
     private int allocations;
     private int uploads;
     private int copies;
+    private final java.util.Map<java.lang.foreign.MemorySegment, MemoryCategory> categories = new java.util.IdentityHashMap<>();
+    private final java.util.Map<MemoryCategory, Long> live = new java.util.EnumMap<>(MemoryCategory.class);
 
     StrictAllocator(StrictBackend backend) {
         this.backend = backend;
@@ -32,7 +34,10 @@ public final class StrictAllocator implements TensorAllocator {
     @Override
     public Tensor allocate(MemoryCategory category, DType dtype, long... shape) {
         allocations++;
-        return backend.on(() -> Tensor.allocate(arena, dtype, shape));
+        Tensor t = backend.on(() -> Tensor.allocate(arena, dtype, shape));
+        categories.put(t.segment(), category);
+        live.merge(category, t.byteSize(), Long::sum);
+        return t;
     }
 
     /** True for tensors of this allocator's memory (views included). */
@@ -102,12 +107,46 @@ public final class StrictAllocator implements TensorAllocator {
     /** Poisons a released whole tensor of this memory when release poisoning is on (see {@link TensorAllocator#release}). */
     @Override
     public void release(Tensor t) {
+        if (owns(t) && TensorAllocator.isWhole(t)) {
+            MemoryCategory c = categories.get(t.segment());
+            if (c == MemoryCategory.ACTIVATIONS || c == MemoryCategory.LOGITS) {   // as the CUDA backend frees
+                categories.remove(t.segment());
+                live.merge(c, -t.byteSize(), Long::sum);
+            }
+        }
         if (TensorAllocator.poisonReleased() && owns(t) && TensorAllocator.isWhole(t)) {
             backend.on(() -> {
                 TensorAllocator.poison(t);
                 return null;
             });
         }
+    }
+
+    /**
+     * Frees a whole allocation of any category: out of the live count of its category, poisoned when release poisoning
+     * is on; a view or a tensor of other memory is an error, as on the CUDA backend.
+     */
+    @Override
+    public void free(Tensor t) {
+        if (!owns(t) || !TensorAllocator.isWhole(t)) {
+            throw new IllegalArgumentException("free: " + t + " is not a whole allocation of this memory");
+        }
+        MemoryCategory c = categories.remove(t.segment());
+        if (c == null) {
+            throw new IllegalArgumentException("free: " + t + " was freed already");
+        }
+        live.merge(c, -t.byteSize(), Long::sum);
+        if (TensorAllocator.poisonReleased()) {
+            backend.on(() -> {
+                TensorAllocator.poison(t);
+                return null;
+            });
+        }
+    }
+
+    /** Bytes of {@code c} allocated and not freed (nor released, for the per-step categories). */
+    public long liveBytes(MemoryCategory c) {
+        return live.getOrDefault(c, 0L);
     }
 
     /** How many device tensors were copied to the host through {@link #toHost}. */

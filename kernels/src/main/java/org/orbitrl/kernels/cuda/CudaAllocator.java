@@ -705,6 +705,7 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     }
 
     /** Frees the allocation {@code t} was allocated as (t must be the whole allocation, not a view). */
+    @Override
     public synchronized void free(Tensor t) {
         free(t, true);
     }

@@ -281,8 +281,9 @@ public final class MemoryPlanner {
         long logits = 0;
         long scratch = 0;
         if (role.rollsOut()) {
-            // the engine's paged pool; DeepSeek V4's decode state beside it (its pool holds no rows)
-            kv = (s.deepseekV4() != null ? seqsPerRank * KvCacheLayout.bytesPerSequence(s, batch.seqLen(), req.kvDtype())
+            // the engine's paged pool; DeepSeek V4's decode state beside it (its pool holds no rows), f32 in the
+            // allocations the model makes for it whatever the cache dtype
+            kv = (s.deepseekV4() != null ? seqsPerRank * org.orbitrl.model.arch.dsv4.DeepseekV4Model.decodeStateBytes(s, batch.seqLen())
                     : KvCacheLayout.pagedPoolBytes(s, seqsPerRank, batch.seqLen(), rolloutBatchTokens(req, seqsPerRank),
                     req.kvDtype()))
                     / KvCacheLayout.tensorParallelSplit(s, tp);

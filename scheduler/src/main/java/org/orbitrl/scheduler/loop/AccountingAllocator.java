@@ -29,8 +29,8 @@ public final class AccountingAllocator implements TensorAllocator {
     private static final MemoryCategory[] CATS = MemoryCategory.values();
 
     private final AtomicLongArray live = new AtomicLongArray(CATS.length);
-    /** The counted allocations of the per-step categories, by address, until released or collected. */
-    private final ConcurrentHashMap<Long, Counted> perStep = new ConcurrentHashMap<>();
+    /** The counted allocations, by address, until released (per-step categories), freed or collected. */
+    private final ConcurrentHashMap<Long, Counted> counted = new ConcurrentHashMap<>();
     private final AtomicLongArray peak = new AtomicLongArray(CATS.length);
     private final ReachablePeaks exact;
     private static final double[] SLACKS = {1.0, 0.1, 0.01};
@@ -62,14 +62,14 @@ public final class AccountingAllocator implements TensorAllocator {
         int c = category.ordinal();
         long now = live.addAndGet(c, bytes);
         peak.accumulateAndGet(c, now, Math::max);
-        Counted counted = new Counted(c, bytes);
+        Counted one = new Counted(c, bytes);
         long address = t.segment().address();
-        if (perStepCategory(category) && bytes > 0) {
-            perStep.put(address, counted);   // replaces a collected allocation's entry whose cleaner has not run yet
+        if (bytes > 0) {
+            counted.put(address, one);   // replaces a collected allocation's entry whose cleaner has not run yet
         }
         CLEANER.register(t.segment(), () -> {
-            counted.uncount(live);
-            perStep.remove(address, counted);
+            one.uncount(live);
+            counted.remove(address, one);
         });
         return t;
     }
@@ -78,12 +78,23 @@ public final class AccountingAllocator implements TensorAllocator {
     @Override
     public void release(Tensor t) {
         TensorAllocator.super.release(t);
+        uncount(t, true);
+    }
+
+    /** Takes a whole tensor of this allocator of any category out of the live count now (see {@link TensorAllocator#free}). */
+    @Override
+    public void free(Tensor t) {
+        TensorAllocator.super.free(t);
+        uncount(t, false);
+    }
+
+    private void uncount(Tensor t, boolean perStepOnly) {
         if (TensorAllocator.isWhole(t)) {
             long address = t.segment().address();
-            Counted counted = perStep.get(address);
-            if (counted != null && counted.bytes == t.byteSize()) {
-                counted.uncount(live);
-                perStep.remove(address, counted);
+            Counted one = counted.get(address);
+            if (one != null && one.bytes == t.byteSize() && (!perStepOnly || perStepCategory(CATS[one.category]))) {
+                one.uncount(live);
+                counted.remove(address, one);
             }
         }
     }

@@ -56,6 +56,23 @@ class AccountingAllocatorTest {
         assertEquals(64, state.size(0) + params.size(0) - 8);   // both stay reachable (and counted) to here
     }
 
+    @Test
+    void aFreedTensorOfAnyCategoryLeavesAtOnceAndOnlyOnce() {
+        AccountingAllocator a = new AccountingAllocator();
+        Tensor kv = a.allocate(MemoryCategory.KV_CACHE, DType.F32, 159, 512);      // a V4 window's allocation
+        Tensor other = a.allocate(MemoryCategory.KV_CACHE, DType.F32, 16, 512);
+        a.release(kv);                      // not a per-step category: release leaves it counted
+        assertEquals(4L * 175 * 512, live(a, MemoryCategory.KV_CACHE));
+        a.free(kv.slice(0, 0, 3));          // part of an allocation: nothing
+        assertEquals(4L * 175 * 512, live(a, MemoryCategory.KV_CACHE));
+        a.free(kv);
+        assertEquals(4L * 16 * 512, live(a, MemoryCategory.KV_CACHE));
+        a.free(kv);                         // twice: counted once
+        assertEquals(4L * 16 * 512, live(a, MemoryCategory.KV_CACHE));
+        assertEquals(4L * 175 * 512, a.peak().get(MemoryCategory.KV_CACHE));
+        assertEquals(16, other.size(0));    // reachable (and counted) to here
+    }
+
     private static void awaitCollections() throws InterruptedException {
         for (int i = 0; i < 5; i++) {
             System.gc();

@@ -45,7 +45,7 @@ final class DeepseekV4Attention {
         /** Appends rows [from, from+count) of k [N, d] to the window, which keeps the latest {@code keep}. */
         void advanceWindow(Backend b, Node k, int from, int count, int d, int keep) {
             if (window == null) {
-                window = StateRows.window(d, keep);
+                window = StateRows.window(d, keep, org.orbitrl.kernels.MemoryCategory.KV_CACHE);
             }
             window.append(b, k, from, count);
         }

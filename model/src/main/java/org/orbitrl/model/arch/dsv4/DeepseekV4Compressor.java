@@ -1,6 +1,7 @@
 package org.orbitrl.model.arch.dsv4;
 
 import org.orbitrl.kernels.Backend;
+import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.RopeTable;
 import org.orbitrl.model.nn.Linear;
 
@@ -13,6 +14,9 @@ import org.orbitrl.model.nn.Linear;
  * window w over 2·rate slots. Tokens of an unfinished window wait in the cache's buffer.
  */
 final class DeepseekV4Compressor {
+    /** The entries' first allocation (rows), doubled as they grow ({@link StateRows#capacityFor}). */
+    static final int ENTRIES_FIRST = 16;
+
     final Linear wkv;    // [width, hidden]
     final Linear wgate;  // [width, hidden]
     final float[] ape;   // [rate, width]
@@ -130,26 +134,30 @@ final class DeepseekV4Compressor {
     /**
      * Adds a cached sequence's new projected rows, rows [start, start+len) of kv and gate [N, width], to its state and
      * returns its entries so far [M, d] (M may be 0) as the state holds them (the caller does not release them).
-     * The rows join the open window where the state keeps it (device memory on a device backend); when windows close,
-     * the open window's rows are read on the host, pooled there, and the new entries appended to the state's.
+     * The rows join the open window where the state keeps it (device memory on a device backend, rate rows at most);
+     * when windows close, the open window's rows and the new ones are read on the host, pooled there, the new entries
+     * appended to the state's and the rows of the next window kept.
      */
     Node advance(Backend b, Node kv, Node gate, int start, int len, State st, RopeTable rope) {
         int w = width();
         if (st.kv == null) {
-            st.kv = StateRows.growing(w, rate);
-            st.gate = StateRows.growing(w, rate);
-            st.entries = StateRows.growing(dim, 16);
+            st.kv = StateRows.growing(w, rate, MemoryCategory.KV_CACHE);
+            st.gate = StateRows.growing(w, rate, MemoryCategory.KV_CACHE);
+            st.entries = StateRows.growing(dim, ENTRIES_FIRST, MemoryCategory.KV_CACHE);
+            st.kv.reserve(b);      // the open window's memory from the first token, whatever the rows that come
+            st.gate.reserve(b);
         }
-        st.kv.append(b, kv, start, len);
-        st.gate.append(b, gate, start, len);
-        int rows = st.kv.rows();
-        int windows = rows / rate;
-        if (windows == 0) {
+        int have = st.kv.rows();
+        if (have + len < rate) {   // no window closes: the rows wait in the state, which holds rate rows at most
+            st.kv.append(b, kv, start, len);
+            st.gate.append(b, gate, start, len);
             return st.count() == 0 ? new Node(new float[0]) : st.entries();
         }
+        int rows = have + len;
+        float[] kvAllV = joined(st.kv, kv, start, len, w);
+        float[] gateAllV = joined(st.gate, gate, start, len, w);
+        int windows = rows / rate;
         int usable = windows * rate;
-        float[] kvAllV = st.kv.hostValues();
-        float[] gateAllV = st.gate.hostValues();
         Node pooled = pool(null, new Node(kvAllV), new Node(gateAllV), windows, st.overlapKv, st.overlapGate);
         if (overlap) {
             st.overlapKv = new float[rate * dim];
@@ -162,10 +170,23 @@ final class DeepseekV4Compressor {
                 }
             }
         }
-        st.kv.dropOldest(usable);
-        st.gate.dropOldest(usable);
+        st.kv.clear();
+        st.gate.clear();
+        if (rows > usable) {   // the next window's first rows
+            st.kv.append(b, new Node(java.util.Arrays.copyOfRange(kvAllV, usable * w, rows * w)), 0, rows - usable);
+            st.gate.append(b, new Node(java.util.Arrays.copyOfRange(gateAllV, usable * w, rows * w)), 0, rows - usable);
+        }
         st.entries.append(b, entries(null, pooled, windows, st.count() * rate, rope), 0, windows);
         return st.entries();
+    }
+
+    /** The kept rows followed by rows [start, start+len) of x [*, w], on the host (read back where they are on a device). */
+    private static float[] joined(StateRows kept, Node x, int start, int len, int w) {
+        float[] old = kept.hostValues();
+        float[] xv = x.v();
+        float[] y = java.util.Arrays.copyOf(old, old.length + len * w);
+        System.arraycopy(xv, start * w, y, old.length, len * w);
+        return y;
     }
 
     /** Pooled windows [windows, d] RMS-normalised and rotated at each window's first position (the first at {@code first}). */

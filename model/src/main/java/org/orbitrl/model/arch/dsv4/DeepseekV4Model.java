@@ -223,6 +223,46 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         return 4 * (floats + s.comp.floats() + s.index.floats());
     }
 
+    /**
+     * Bytes of device memory ({@link org.orbitrl.kernels.MemoryCategory#KV_CACHE}) that one sequence's decode state
+     * holds in every layer after {@code tokens} tokens on a backend that keeps values in device memory: the window's
+     * allocation of window-1 K=V rows and {@link StateRows#WINDOW_SLACK} more; on a compressed layer the compressor's open window (KV and gate, {@code rate}
+     * rows each of its width, 2·head_dim with the overlap of compressed-sparse layers) and its entries' allocation
+     * ({@link StateRows#capacityFor}: 16 rows doubled until the entries fit); on a compressed-sparse layer the
+     * indexer's compressor likewise (width 2·index_head_dim, entries of index_head_dim). All f32: the decode kernels
+     * read f32 whatever the job's KV cache dtype. What the memory planner budgets for V4 rollout.
+     */
+    public static long decodeStateBytes(ModelSpec spec, long tokens) {
+        if (tokens <= 0) {
+            return 0;
+        }
+        org.orbitrl.model.spec.DeepseekV4Spec v = spec.deepseekV4();
+        if (v == null) {
+            throw new IllegalArgumentException("decode state bytes of a model that is not DeepSeek V4: " + spec.modelType());
+        }
+        long d = spec.headDim();
+        long floats = 0;
+        for (int l = 0; l < spec.numLayers(); l++) {
+            AttentionKind kind = spec.attentionKind(l);
+            floats += (long) (spec.slidingWindow() - 1 + StateRows.WINDOW_SLACK) * d;
+            int rate = v.compressRate(kind);
+            if (rate > 0) {
+                boolean csa = kind == AttentionKind.COMPRESSED_SPARSE;
+                floats += compressorFloats(rate, csa ? 2 * d : d, d, tokens);
+                if (csa) {
+                    long id = v.indexHeadDim();
+                    floats += compressorFloats(rate, 2 * id, id, tokens);
+                }
+            }
+        }
+        return 4 * floats;
+    }
+
+    private static long compressorFloats(int rate, long width, long dim, long tokens) {
+        long entries = tokens / rate;
+        return 2L * rate * width + (entries == 0 ? 0 : StateRows.capacityFor(DeepseekV4Compressor.ENTRIES_FIRST, entries) * dim);
+    }
+
     /** Layer {@code layer}'s decode state for {@code cache}, or null for a cache this model has not seen. */
     DeepseekV4Attention.State layerState(SequenceCache cache, int layer) {
         SeqState st = stateOf(cache);

@@ -13,10 +13,10 @@ import java.util.Arrays;
  * {@code keep}, the oldest dropped), a compressor's open window, its emitted entries. Where the backend keeps values
  * in device memory the rows live in one allocation of that memory with room to spare, and a step's new rows are copied
  * in behind the kept ones: no allocation, no copy of the rows already there. When the rows reach the allocation's end
- * they move to its front in one copy (a window: its allocation holds twice what it keeps, so the move never overlaps
- * itself and comes once every {@code keep} rows) or the allocation doubles (a store that keeps everything: the entries
- * grow by one row a window, so a long sequence copies each entry a handful of times, not once a window). On the host
- * the rows are an array.
+ * they move to its front (a window: its allocation holds {@link #WINDOW_SLACK} rows beyond what it keeps, so the move
+ * comes once every that many rows) or the allocation doubles (a store that keeps everything: the entries grow by one
+ * row a window, so a long sequence copies each entry a handful of times, not once a window). On the host the rows are
+ * an array.
  *
  * <p>{@link #value} gives the rows as a {@link Node} borrowed from the store (releasing it releases nothing), the same
  * node until the rows change; after a change it must not be read.
@@ -25,6 +25,7 @@ final class StateRows {
     private final int width;
     private final int keep;       // rows kept at most (the oldest dropped beyond); Integer.MAX_VALUE: every row
     private final int first;      // the first allocation's rows
+    private final MemoryCategory category;
     private Tensor buf;           // device: [capacity, width]
     private TensorAllocator in;
     private float[] host;         // host: capacity * width
@@ -32,24 +33,43 @@ final class StateRows {
     private int rows;
     private Node value;           // the rows as a value, made at the first ask after a change
 
-    /** Rows of {@code width} values, at most {@code keep} of them (the oldest dropped), in a first allocation of {@code first}. */
-    StateRows(int width, int keep, int first) {
+    /**
+     * Rows of {@code width} values, at most {@code keep} of them (the oldest dropped), in allocations of {@code category}
+     * of {@link #capacityFor} rows.
+     */
+    StateRows(int width, int keep, int first, MemoryCategory category) {
         if (width <= 0 || keep <= 0 || first <= 0) {
             throw new IllegalArgumentException("state rows of width " + width + ", keeping " + keep + ", first " + first);
         }
         this.width = width;
         this.keep = keep;
         this.first = first;
+        this.category = category;
     }
 
-    /** A window's rows: at most {@code keep}, in an allocation of twice that. */
-    static StateRows window(int width, int keep) {
-        return new StateRows(width, keep, 2 * keep);
+    /** Rows of a window's allocation beyond the rows it keeps: the kept rows move to its front once every this many. */
+    static final int WINDOW_SLACK = 32;
+
+    /** A window's rows: at most {@code keep}, in an allocation of {@code keep + WINDOW_SLACK}. */
+    static StateRows window(int width, int keep, MemoryCategory category) {
+        return new StateRows(width, keep, keep + WINDOW_SLACK, category);
     }
 
     /** Rows that are all kept, in a first allocation of {@code first} rows that doubles as they grow. */
-    static StateRows growing(int width, int first) {
-        return new StateRows(width, Integer.MAX_VALUE, first);
+    static StateRows growing(int width, int first, MemoryCategory category) {
+        return new StateRows(width, Integer.MAX_VALUE, first, category);
+    }
+
+    /**
+     * The rows of the allocation that holds {@code n} rows: {@code first} doubled until it does (so a store's memory
+     * depends only on how many rows it holds, not on how they came: the memory planner counts it so).
+     */
+    static long capacityFor(int first, long n) {
+        long c = first;
+        while (c < n) {
+            c *= 2;
+        }
+        return c;
     }
 
     int rows() {
@@ -106,22 +126,23 @@ final class StateRows {
         TensorAllocator a = b.allocator();
         if (buf == null) {
             in = a;
-            buf = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, Math.max(first, count), width);
+            buf = a.allocate(category, DType.F32, capacityFor(first, count), width);
         } else if (a != in) {
             throw new IllegalStateException("a sequence's state rows in the memory of " + in + ", appended to through " + a);
         }
         int capacity = Math.toIntExact(buf.size(0));
         if (start + rows + count > capacity) {
-            if (start >= rows && rows + count <= capacity) {   // to the front: the kept rows do not overlap their target
-                if (rows > 0) {
-                    a.copy(buf.slice(0, start, start + rows), buf.slice(0, 0, rows));
+            if (rows + count <= capacity) {   // to the front, in pieces of at most start rows: none overlaps its target
+                for (int i = 0; i < rows; i += start) {
+                    int c = Math.min(start, rows - i);
+                    a.copy(buf.slice(0, start + i, start + i + c), buf.slice(0, i, i + c));
                 }
             } else {
-                Tensor grown = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, Math.max(2L * capacity, rows + count), width);
+                Tensor grown = a.allocate(category, DType.F32, capacityFor(first, rows + count), width);
                 if (rows > 0) {
                     a.copy(buf.slice(0, start, start + rows), grown.slice(0, 0, rows));
                 }
-                a.release(buf);
+                a.free(buf);
                 buf = grown;
             }
             start = 0;
@@ -140,7 +161,7 @@ final class StateRows {
         int capacity = host == null ? 0 : host.length / width;
         if (start + rows + count > capacity) {
             float[] next = rows + count <= capacity ? host
-                    : new float[Math.multiplyExact(Math.max(Math.max(2 * capacity, rows + count), first), width)];
+                    : new float[Math.multiplyExact(Math.toIntExact(capacityFor(first, rows + count)), width)];
             if (rows > 0) {
                 System.arraycopy(host, start * width, next, 0, rows * width);   // overlapping moves copy correctly
             }
@@ -148,6 +169,26 @@ final class StateRows {
             start = 0;
         }
         System.arraycopy(x.v(), from * width, host, (start + rows) * width, count * width);
+    }
+
+    /** Makes the first allocation now where {@code b} keeps values in device memory (nothing where it is made). */
+    void reserve(Backend b) {
+        if (buf == null && host == null && b != null && Ops.keepsValues(b)) {
+            in = b.allocator();
+            buf = in.allocate(category, DType.F32, capacityFor(first, 0), width);
+        }
+    }
+
+    /** Drops every row (the allocation stays for the next). */
+    void clear() {
+        start = 0;
+        rows = 0;
+        value = null;
+    }
+
+    /** Bytes of the store's device allocation (0 on the host or before the first row). */
+    long deviceBytes() {
+        return buf == null ? 0 : buf.byteSize();
     }
 
     /** Drops the oldest {@code n} rows (a compressor's pooled windows). */
@@ -183,11 +224,11 @@ final class StateRows {
 
     /** A copy of the store (a fork's), its rows copied in {@code a}'s memory where they are in device memory. */
     StateRows copy(TensorAllocator a) {
-        StateRows c = new StateRows(width, keep, first);
+        StateRows c = new StateRows(width, keep, first, category);
         c.rows = rows;
         if (buf != null) {
             c.in = a;
-            c.buf = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, buf.size(0), width);
+            c.buf = a.allocate(category, DType.F32, buf.size(0), width);
             if (rows > 0) {
                 a.copy(buf.slice(0, start, start + rows), c.buf.slice(0, 0, rows));
             }
@@ -200,7 +241,7 @@ final class StateRows {
     /** Releases the rows' memory (the store is empty afterwards). */
     void release(TensorAllocator a) {
         if (buf != null && a != null) {
-            a.release(buf);
+            a.free(buf);
         }
         buf = null;
         in = null;

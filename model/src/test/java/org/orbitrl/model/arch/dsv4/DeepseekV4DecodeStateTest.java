@@ -3,6 +3,7 @@ package org.orbitrl.model.arch.dsv4;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.model.StrictBackend;
 import org.orbitrl.model.TestSafetensors;
 import org.orbitrl.model.arch.CausalLM;
@@ -62,7 +63,9 @@ class DeepseekV4DecodeStateTest {
         for (float x : one) {
             largest = Math.max(largest, Math.abs(x));
         }
+        long kv0 = strict.allocator().liveBytes(MemoryCategory.KV_CACHE);
         KvCache cache = model.newCache(TOKENS);
+        long caches = strict.allocator().liveBytes(MemoryCategory.KV_CACHE) - kv0;   // the length-keeping caches' own
         KvCache fork = null;
         Node[][] entries = new Node[model.layers()][2];
         int checkedEntries = 0;
@@ -82,8 +85,14 @@ class DeepseekV4DecodeStateTest {
                 assertArrayEquals(got, logits(model, seq, at, len, fork), "the fork's logits at position " + at);
             }
             at += len;
+            int held = (at <= RELEASE_AT ? 1 : 0) + (fork != null ? 1 : 0);   // sequences holding a state
+            assertEquals(held * DeepseekV4Model.decodeStateBytes(model.spec(), at),
+                    strict.allocator().liveBytes(MemoryCategory.KV_CACHE) - kv0 - caches,
+                    "KV_CACHE bytes of " + held + " decode states after " + at + " tokens, as the planner counts them");
             if (at == RELEASE_AT) {   // the fork goes on alone: it must hold its own state
                 cache.attachment().release();
+                assertEquals(DeepseekV4Model.decodeStateBytes(model.spec(), at),
+                        strict.allocator().liveBytes(MemoryCategory.KV_CACHE) - kv0 - caches, "KV_CACHE bytes after the release");
                 continue;
             }
             for (int l = 0; l < model.layers() && decoding == cache; l++) {
@@ -116,7 +125,9 @@ class DeepseekV4DecodeStateTest {
                 }
             }
             if (at == FORK_AT) {
+                long before = strict.allocator().liveBytes(MemoryCategory.KV_CACHE);
                 fork = model.newCache(TOKENS);
+                caches += strict.allocator().liveBytes(MemoryCategory.KV_CACHE) - before;
                 fork.attach(cache.attachment().copy());
                 fork.advance(at);
             }

@@ -48,24 +48,26 @@ class StateRowsTest {
     @Test
     void aWindowKeepsItsLatestRowsOnTheDeviceAndOnTheHost() {
         for (int seed = 1; seed <= 4; seed++) {
-            check(strict, StateRows.window(WIDTH, 7), 7, seed, false);
-            check(new ScalarBackend(), StateRows.window(WIDTH, 7), 7, seed, false);
+            check(strict, StateRows.window(WIDTH, 7, MemoryCategory.KV_CACHE), 7, seed, false);
+            check(new ScalarBackend(), StateRows.window(WIDTH, 7, MemoryCategory.KV_CACHE), 7, seed, false);
+            // a window longer than its slack: the kept rows move to the front in pieces
+            check(strict, StateRows.window(WIDTH, 40, MemoryCategory.KV_CACHE), 40, seed, false);
         }
     }
 
     @Test
     void aGrowingStoreKeepsEveryRowUntilItsOldestAreDropped() {
         for (int seed = 1; seed <= 4; seed++) {
-            check(strict, StateRows.growing(WIDTH, 3), Integer.MAX_VALUE, seed, true);
-            check(new ScalarBackend(), StateRows.growing(WIDTH, 3), Integer.MAX_VALUE, seed, true);
+            check(strict, StateRows.growing(WIDTH, 3, MemoryCategory.KV_CACHE), Integer.MAX_VALUE, seed, true);
+            check(new ScalarBackend(), StateRows.growing(WIDTH, 3, MemoryCategory.KV_CACHE), Integer.MAX_VALUE, seed, true);
         }
     }
 
     @Test
     void aWindowAllocatesOnceAndAGrowingStoreLogarithmicallyOften() {
         Node row = deviceValues(new SplittableRandom(3), 1);
-        StateRows window = StateRows.window(WIDTH, 127);
-        StateRows entries = StateRows.growing(WIDTH, 16);
+        StateRows window = StateRows.window(WIDTH, 127, MemoryCategory.KV_CACHE);
+        StateRows entries = StateRows.growing(WIDTH, 16, MemoryCategory.KV_CACHE);
         window.append(strict, row, 0, 1);
         entries.append(strict, row, 0, 1);
         int before = strict.allocator().allocations();
@@ -81,6 +83,33 @@ class StateRowsTest {
         assertEquals(127, window.rows());
         assertEquals(4096, entries.rows());
         assertTrue(window.onDevice() && entries.onDevice());
+        long kv = strict.allocator().liveBytes(MemoryCategory.KV_CACHE);
+        assertEquals(4L * WIDTH * (127 + StateRows.WINDOW_SLACK + 4096), kv,
+                "KV_CACHE bytes held: the window's 127 rows and its slack, the entries' 4096");
+        assertEquals(kv, window.deviceBytes() + entries.deviceBytes());
+        window.release(strict.allocator());
+        entries.release(strict.allocator());
+        assertEquals(0, strict.allocator().liveBytes(MemoryCategory.KV_CACHE), "KV_CACHE bytes after the release");
+    }
+
+    @Test
+    void theAllocationDependsOnlyOnTheRowsHeld() {
+        assertEquals(16, StateRows.capacityFor(16, 1));
+        assertEquals(16, StateRows.capacityFor(16, 16));
+        assertEquals(32, StateRows.capacityFor(16, 17));
+        assertEquals(4096, StateRows.capacityFor(16, 2049));
+        SplittableRandom r = new SplittableRandom(5);
+        for (int trial = 0; trial < 20; trial++) {   // the same rows in different pieces: the same allocation
+            StateRows a = StateRows.growing(WIDTH, 16, MemoryCategory.KV_CACHE);
+            int total = 0;
+            while (total < 300) {
+                int n = 1 + r.nextInt(trial < 10 ? 3 : 150);
+                a.append(strict, deviceValues(r, n), 0, n);
+                total += n;
+                assertEquals(4L * WIDTH * StateRows.capacityFor(16, total), a.deviceBytes(), "after " + total + " rows");
+            }
+            a.release(strict.allocator());
+        }
     }
 
     /** Random appends (and drops where the store keeps everything) against the reference list, forks along the way. */

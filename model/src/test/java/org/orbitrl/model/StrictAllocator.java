@@ -23,6 +23,7 @@ public final class StrictAllocator implements TensorAllocator {
     private int allocations;
     private int uploads;
     private int copies;
+    private java.util.Map<String, Integer> sites;   // allocation sites counted while on (see countSites)
     private final java.util.Map<java.lang.foreign.MemorySegment, MemoryCategory> categories = new java.util.IdentityHashMap<>();
     private final java.util.Map<MemoryCategory, Long> live = new java.util.EnumMap<>(MemoryCategory.class);
 
@@ -34,6 +35,9 @@ public final class StrictAllocator implements TensorAllocator {
     @Override
     public Tensor allocate(MemoryCategory category, DType dtype, long... shape) {
         allocations++;
+        if (sites != null) {
+            sites.merge(site(), 1, Integer::sum);
+        }
         Tensor t = backend.on(() -> Tensor.allocate(arena, dtype, shape));
         categories.put(t.segment(), category);
         live.merge(category, t.byteSize(), Long::sum);
@@ -157,6 +161,24 @@ public final class StrictAllocator implements TensorAllocator {
     /** Bytes of the device tensors copied to the host through {@link #toHost}. */
     public long hostReadBytes() {
         return hostReadBytes;
+    }
+
+    /**
+     * Counts allocations by their first caller outside the allocator and the tensor classes from now on (null: stops);
+     * returns the counts so far.
+     */
+    public java.util.Map<String, Integer> countSites(boolean on) {
+        java.util.Map<String, Integer> was = sites;
+        sites = on ? new java.util.TreeMap<>() : null;
+        return was;
+    }
+
+    private static String site() {
+        return StackWalker.getInstance().walk(frames -> frames
+                .filter(f -> !f.getClassName().startsWith("org.orbitrl.model.Strict") && !f.getClassName().startsWith("org.orbitrl.kernels.")
+                        && !f.getClassName().endsWith(".Ops") && !f.getClassName().endsWith(".Node"))
+                .findFirst().map(f -> f.getClassName().substring(f.getClassName().lastIndexOf('.') + 1) + "." + f.getMethodName()
+                        + ":" + f.getLineNumber()).orElse("?"));
     }
 
     /** How many tensors were allocated in this memory (uploads included). */

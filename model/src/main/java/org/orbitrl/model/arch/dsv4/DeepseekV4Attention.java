@@ -107,9 +107,9 @@ final class DeepseekV4Attention {
         RopeTable rope = rope();
         Node qr = Ops.rmsNorm(t, b, Ops.linear(t, b, qA, x, n), c.qLoraRank(), qNorm, eps);  // [N, qLoraRank]
         Node q = Ops.rmsNorm(t, b, Ops.linear(t, b, qB, qr, n), d, null, eps);               // [N, heads*d]
-        q = Rope.apply(t, b, q, heads, d, rope, positions, false);
+        q = Rope.apply(t, b, q, heads, d, rope, positions, false, true);
         Node k = Ops.rmsNorm(t, b, Ops.linear(t, b, kv, x, n), d, kvNorm, eps);               // [N, d]
-        k = Rope.apply(t, b, k, 1, d, rope, positions, false);
+        k = Rope.apply(t, b, k, 1, d, rope, positions, false, true);
         Node[] comp = compressor == null ? null : compressor.project(t, b, x, n);           // [N, width] x2
         int[][] picks = indexer == null ? null : indexer.select(b, x, qr, positions, segs, compressor.rate, c);
         Node[] entriesOf = new Node[segs.length];
@@ -128,7 +128,7 @@ final class DeepseekV4Attention {
         if (o == null) {
             o = bySequence(t, b, q, k, entriesOf, picks, segs);
         }
-        o = Rope.apply(t, b, o, heads, d, rope, positions, true);
+        o = Rope.apply(t, b, o, heads, d, rope, positions, true, true);
         Node g = oA.forward(t, b, o, n);                                                      // [N, groups*oLoraRank]
         return Ops.linear(t, b, oB, g, n);
     }

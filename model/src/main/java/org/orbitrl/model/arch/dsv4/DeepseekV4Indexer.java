@@ -55,7 +55,7 @@ final class DeepseekV4Indexer {
         // no tape: nothing here is recorded for backward, and x and qr keep the device copies their other readers made
         Node[] proj = compressor.project(null, b, x, n);
         Node q = Ops.linear(null, b, qB, qr, n);                       // [N, heads*dim]
-        q = Rope.apply(null, b, q, heads, dim, c.compressRope(), positions, false);
+        q = Rope.apply(null, b, q, heads, dim, c.compressRope(), positions, false, true);
         Node w = Ops.linear(null, b, weightsProj, x, n);               // [N, heads], read only where the host scores
         float qScale = (float) (1 / Math.sqrt(dim));
         float wScale = (float) (1 / Math.sqrt(heads));

@@ -125,6 +125,20 @@ final class Node {
         return java.util.Arrays.equals(dev.shape(), shape) ? dev : dev.reshape(shape);
     }
 
+    /**
+     * The value's own tensor in {@code allocator}'s memory as {@code shape}, taken from the node (which holds no value
+     * afterwards: a later read fails) for a caller that writes it in place; null, taking nothing, where the node has no
+     * such tensor to give (a host value, a copy kept beside a host one, a borrowed view, another allocator's).
+     */
+    Tensor take(TensorAllocator allocator, long... shape) {
+        if (dev == null || devIn != allocator || borrowed || v != null || host != null) {
+            return null;
+        }
+        Tensor t = placed(allocator, shape);
+        dev = null;
+        return t;
+    }
+
     /** True once some consumer has sent a gradient here. */
     boolean hasGrad() {
         return g != null || dg != null;

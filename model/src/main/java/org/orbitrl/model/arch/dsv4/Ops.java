@@ -145,6 +145,20 @@ final class Ops {
     }
 
     private static final java.util.Map<TensorAllocator, java.util.Map<float[], Tensor>> CONSTANTS = new java.util.WeakHashMap<>();
+
+    /**
+     * A run's positions in {@code b}'s memory, uploaded once for as long as the array lives (every rope of a forward
+     * reads the same array; it is never written after the run fills it): freed with the array.
+     */
+    static Tensor positions(Backend b, int[] positions) {
+        TensorAllocator a = b.allocator();
+        synchronized (POSITIONS) {
+            java.util.Map<int[], Tensor> m = POSITIONS.computeIfAbsent(a, k -> new java.util.WeakHashMap<>());
+            return m.computeIfAbsent(positions, k -> a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(k.clone(), k.length)));
+        }
+    }
+
+    private static final java.util.Map<TensorAllocator, java.util.Map<int[], Tensor>> POSITIONS = new java.util.WeakHashMap<>();
     private static final java.util.Map<Integer, float[]> ONES = new java.util.concurrent.ConcurrentHashMap<>();
 
     private static float[] ones(int n) {

@@ -23,6 +23,15 @@ final class Rope {
      */
     static Node apply(GradTape t, Backend b, Node x, int heads, int headDim, RopeTable rope, int[] positions,
                      boolean inverse) {
+        return apply(t, b, x, heads, headDim, rope, positions, inverse, false);
+    }
+
+    /**
+     * As {@link #apply(GradTape, Backend, Node, int, int, RopeTable, int[], boolean)}; with {@code consume}, x is read
+     * by nothing after this call, so an untaped run on the device rotates x's own tensor in place (taken from x, no copy).
+     */
+    static Node apply(GradTape t, Backend b, Node x, int heads, int headDim, RopeTable rope, int[] positions,
+                      boolean inverse, boolean consume) {
         int rows = x.size() / (heads * headDim);
         int rot = rope.rotaryDim();
         for (int p : positions) {
@@ -32,19 +41,19 @@ final class Rope {
         }
         if (Ops.there(b, x)) {
             TensorAllocator a = b.allocator();
-            Tensor pos = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(positions, rows));
-            Tensor y = Ops.copy(b, x.placed(a, rows, heads, headDim));
+            Tensor pos = Ops.positions(b, positions);
+            Tensor y = t == null && consume ? x.take(a, rows, heads, headDim) : null;
+            if (y == null) {
+                y = Ops.copy(b, x.placed(a, rows, heads, headDim));
+            }
             turn(b, y.slice(2, headDim - rot, headDim), pos, rope, inverse);
             Node yn = Node.onDevice(a, y);
             if (t != null) {
                 t.record(yn, () -> {
                     Tensor dx = Ops.copy(b, yn.gradPlaced(a, rows, heads, headDim));
                     turn(b, dx.slice(2, headDim - rot, headDim), pos, rope, !inverse);
-                    a.release(pos);
                     x.accDevice(b, dx);
                 });
-            } else {
-                a.release(pos);
             }
             return yn;
         }

@@ -81,12 +81,19 @@ public final class DeepseekV4DecodeCensus {
         int reads = a.hostReads();
         long readBytes = a.hostReadBytes();
         int copies = a.copies();
+        boolean sites = Boolean.getBoolean("orbit.census.sites");
+        a.countSites(sites);
         for (int s = 0; s < steps; s++) {
             List<CausalLM.Segment> segs = new ArrayList<>();
             for (KvCache c : caches) {
                 segs.add(new CausalLM.Segment(new int[]{r.nextInt(model.vocabSize())}, c));
             }
             a.release(counted.forwardLast(segs));
+        }
+        java.util.Map<String, Integer> bySite = a.countSites(false);
+        if (bySite != null) {
+            bySite.entrySet().stream().sorted((x, y) -> y.getValue() - x.getValue()).forEach(e ->
+                    System.out.printf("  %6.1f allocations a step at %s%n", e.getValue() / (double) steps, e.getKey()));
         }
         String ops = prof.report(Integer.getInteger("orbit.census.keys", 0));
         if (Integer.getInteger("orbit.census.keys", 0) > 0) {

@@ -276,6 +276,20 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * Copies row {@code rows[i]} of src [N, W] into {@code dsts[i]} (W contiguous elements, same dtype) for every i: the
+     * rows a decode step appends to each sequence's kept state, in one operation where the backend has one (the CUDA
+     * backend: one launch over a table of the rows); the default copies them one by one ({@link #copy}).
+     */
+    default void copyRows(Tensor src, int[] rows, Tensor[] dsts) {
+        if (rows.length != dsts.length) {
+            throw new IllegalArgumentException("copyRows: " + rows.length + " rows for " + dsts.length + " destinations");
+        }
+        for (int i = 0; i < rows.length; i++) {
+            copy(src.slice(0, rows[i], rows[i] + 1).reshape(dsts[i].shape()), dsts[i]);
+        }
+    }
+
+    /**
      * DeepSeek V4's lightning-indexer scores: for query t and compressed entry m below {@code closed[t]},
      * {@code out[t, m] = Σ_h relu(q[t, h]·keys[m]) · qScale · weights[t, h]}, the heads summed in order; -inf for the
      * entries at or past {@code closed[t]}. q [T, H, D], keys [M, D], weights [T, H] f32, closed [T] i32, out [T, M]

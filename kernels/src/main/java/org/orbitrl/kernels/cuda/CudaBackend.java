@@ -285,6 +285,12 @@ public final class CudaBackend implements Backend {
                 dst.byteSize(), cudaMemcpyDeviceToDevice, ctx.stream.handle()), "cudaMemcpyAsync device->device", dst, dst.byteSize() + " bytes");
     }
 
+    @Override
+    public void copyRows(Tensor src, int[] rows, Tensor[] dsts) {
+        ctx.device.bind();
+        layoutOps.copyRows(src, rows, dsts);
+    }
+
     /** Frees a device tensor that came from {@link #allocator()} or {@link #toDevice}. */
     public void free(Tensor dev) {
         ctx.allocator.free(dev);

@@ -8,8 +8,12 @@ import org.orbitrl.kernels.Tensor;
 
 import java.util.SplittableRandom;
 
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
 /**
- * Strided device copies against the host copy of the same views (exact), gpt-oss's clamped SwiGLU
+ * Strided device copies against the host copy of the same views (exact), rows copied through a table into places of
+ * one store and a tensor alone (exact, the rows not named left as they were), gpt-oss's clamped SwiGLU
  * forward and backward against {@link ClampedSwiglu} and DeepSeek V4's SwiGLU with its limit against
  * {@link LimitedSwiglu} (the device's expf may differ from the host's by a few ulps: 1e-6 + 1e-5·|ref|).
  * Inputs straddle the clamp limits.
@@ -38,6 +42,34 @@ class CudaLayoutOpsTest extends CudaTestBase {
         Tensor out = poisoned(DType.I32, 3, 2);
         gpu.copy(dev(ids).transpose(0, 1), out);
         assertExact("i32 transpose", ids.transpose(0, 1).contiguous().toLongArray(), gpu.toHost(out).toLongArray());
+    }
+
+    @Test
+    void rowsCopiedThroughATableLandWhereTheirDestinationsAre() {
+        SplittableRandom r = rng(14);
+        for (int w : new int[]{512, 1024, 33, 7}) {          // 16-byte moves, and 4-byte ones for widths not of 4
+            Tensor host = randn(r, 1f, 9, w);
+            Tensor src = dev(host);
+            int[] rows = {3, 0, 8, 3, 5};
+            Tensor store = poisoned(DType.F32, 12, w);        // destinations at rows 1, 2, 7, 11 of one store, and one alone
+            Tensor alone = poisoned(DType.F32, 1, w);
+            Tensor[] dsts = {store.slice(0, 1, 2), store.slice(0, 2, 3), store.slice(0, 7, 8), store.slice(0, 11, 12), alone};
+            gpu.copyRows(src, rows, dsts);
+            float[] got = gpu.toHost(store).toFloatArray();
+            int[] at = {1, 2, 7, 11};
+            for (int i = 0; i < at.length; i++) {
+                assertClose("w " + w + ": row " + rows[i] + " into row " + at[i],
+                        host.slice(0, rows[i], rows[i] + 1).toFloatArray(),
+                        java.util.Arrays.copyOfRange(got, at[i] * w, (at[i] + 1) * w), 0, 0);
+            }
+            assertTrue(Float.isNaN(got[0]) && Float.isNaN(got[3 * w]), "w " + w + ": rows not named are left alone");
+            assertClose("w " + w + ": the lone destination", host.slice(0, 5, 6).toFloatArray(), gpu.toHost(alone).toFloatArray(), 0, 0);
+        }
+        Tensor src = dev(randn(r, 1f, 4, 16));
+        assertThrows(IllegalArgumentException.class, () -> gpu.copyRows(src, new int[]{4}, new Tensor[]{poisoned(DType.F32, 1, 16)}),
+                "a row past the source");
+        assertThrows(IllegalArgumentException.class, () -> gpu.copyRows(src, new int[]{1}, new Tensor[]{poisoned(DType.F32, 1, 15)}),
+                "a destination of another width");
     }
 
     private void check(String what, Tensor hostView, Tensor devView) {

@@ -44,10 +44,15 @@ final class DeepseekV4Attention {
 
         /** Appends rows [from, from+count) of k [N, d] to the window, which keeps the latest {@code keep}. */
         void advanceWindow(Backend b, Node k, int from, int count, int d, int keep) {
+            window(d, keep).append(b, k, from, count);
+        }
+
+        /** The window's rows (made at the first ask), which keep the latest {@code keep} of width d. */
+        StateRows window(int d, int keep) {
             if (window == null) {
                 window = StateRows.window(d, keep, org.orbitrl.kernels.MemoryCategory.KV_CACHE);
             }
-            window.append(b, k, from, count);
+            return window;
         }
 
         /** Copies this state into {@code c} (a fork's), values copied in {@code a}'s memory. */
@@ -66,6 +71,28 @@ final class DeepseekV4Attention {
             comp.release(a);
             index.release(a);
         }
+    }
+
+    /** The segments with a decode state, in order: their rows and the compressor state {@code which} picks. */
+    record Cached(int[] starts, int[] lens, DeepseekV4Compressor.State[] states) {
+    }
+
+    static Cached cached(Seg[] segs, java.util.function.Function<State, DeepseekV4Compressor.State> which) {
+        int m = 0;
+        for (Seg s : segs) {
+            m += s.state() != null ? 1 : 0;
+        }
+        int[] starts = new int[m];
+        int[] lens = new int[m];
+        DeepseekV4Compressor.State[] states = new DeepseekV4Compressor.State[m];
+        for (int si = 0, j = 0; si < segs.length; si++) {
+            if (segs[si].state() != null) {
+                starts[j] = segs[si].start();
+                lens[j] = segs[si].len();
+                states[j++] = which.apply(segs[si].state());
+            }
+        }
+        return new Cached(starts, lens, states);
     }
 
     /** One sequence's part of the batch: rows [start, start+len) at positions [pos0, pos0+len). */
@@ -115,13 +142,14 @@ final class DeepseekV4Attention {
         Node[] entriesOf = new Node[segs.length];
         if (compressor != null) {
             int w = compressor.width();
-            for (int si = 0; si < segs.length; si++) {
+            Cached cached = cached(segs, st -> st.comp);
+            Node[] advanced = cached.states().length == 0 ? new Node[0]
+                    : compressor.advanceAll(b, comp[0], comp[1], cached.starts(), cached.lens(), cached.states(), c.compressRope());
+            for (int si = 0, j = 0; si < segs.length; si++) {
                 Seg s = segs[si];
-                State st = s.state();
-                entriesOf[si] = st == null
-                        ? compressor.compress(t, Ops.rows(t, null, comp[0], w, s.start(), s.len()),
-                                Ops.rows(t, null, comp[1], w, s.start(), s.len()), c.compressRope())
-                        : compressor.advance(b, comp[0], comp[1], s.start(), s.len(), st.comp, c.compressRope());
+                entriesOf[si] = s.state() != null ? advanced[j++]
+                        : compressor.compress(t, Ops.rows(t, null, comp[0], w, s.start(), s.len()),
+                                Ops.rows(t, null, comp[1], w, s.start(), s.len()), c.compressRope());
             }
         }
         Node o = t == null ? decodeStep(b, q, k, entriesOf, picks, segs) : null;
@@ -182,9 +210,13 @@ final class DeepseekV4Attention {
             a.release(out);
             return null;
         }
-        for (Seg s : segs) {
-            s.state().advanceWindow(b, k, s.start(), 1, d, c.slidingWindow() - 1);
+        StateRows[] kept = new StateRows[n];
+        int[] rows = new int[n];
+        for (int si = 0; si < n; si++) {   // every window's new row in one operation
+            kept[si] = segs[si].state().window(d, c.slidingWindow() - 1);
+            rows[si] = segs[si].start();
         }
+        StateRows.appendRows(b, kept, k, rows);
         return Ops.made(b, out);
     }
 

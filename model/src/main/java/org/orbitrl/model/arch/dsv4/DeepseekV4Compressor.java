@@ -139,14 +139,14 @@ final class DeepseekV4Compressor {
      * appended to the state's and the rows of the next window kept.
      */
     Node advance(Backend b, Node kv, Node gate, int start, int len, State st, RopeTable rope) {
+        return advance(b, kv, gate, start, len, st, rope, null, null);
+    }
+
+    /** As {@link #advance(Backend, Node, Node, int, int, State, RopeTable)}, the open window's rows given where read already. */
+    private Node advance(Backend b, Node kv, Node gate, int start, int len, State st, RopeTable rope, float[] keptKv,
+                         float[] keptGate) {
         int w = width();
-        if (st.kv == null) {
-            st.kv = StateRows.growing(w, rate, MemoryCategory.KV_CACHE);
-            st.gate = StateRows.growing(w, rate, MemoryCategory.KV_CACHE);
-            st.entries = StateRows.growing(dim, ENTRIES_FIRST, MemoryCategory.KV_CACHE);
-            st.kv.reserve(b);      // the open window's memory from the first token, whatever the rows that come
-            st.gate.reserve(b);
-        }
+        open(b, st);
         int have = st.kv.rows();
         if (have + len < rate) {   // no window closes: the rows wait in the state, which holds rate rows at most
             st.kv.append(b, kv, start, len);
@@ -154,8 +154,8 @@ final class DeepseekV4Compressor {
             return st.count() == 0 ? new Node(new float[0]) : st.entries();
         }
         int rows = have + len;
-        float[] kvAllV = joined(st.kv, kv, start, len, w);
-        float[] gateAllV = joined(st.gate, gate, start, len, w);
+        float[] kvAllV = joined(keptKv != null ? keptKv : st.kv.hostValues(), kv, start, len, w);
+        float[] gateAllV = joined(keptGate != null ? keptGate : st.gate.hostValues(), gate, start, len, w);
         int windows = rows / rate;
         int usable = windows * rate;
         Node pooled = pool(null, new Node(kvAllV), new Node(gateAllV), windows, st.overlapKv, st.overlapGate);
@@ -180,9 +180,107 @@ final class DeepseekV4Compressor {
         return st.entries();
     }
 
-    /** The kept rows followed by rows [start, start+len) of x [*, w], on the host (read back where they are on a device). */
-    private static float[] joined(StateRows kept, Node x, int start, int len, int w) {
-        float[] old = kept.hostValues();
+    /**
+     * {@link #advance} for several cached sequences at once, sequence i's new rows [starts[i], starts[i]+lens[i]) of kv
+     * and gate with state states[i]: the single rows that close no window join their open windows in one operation for
+     * all of them ({@link StateRows#appendRows}), the others as {@link #advance} takes them. Each sequence's entries.
+     */
+    Node[] advanceAll(Backend b, Node kv, Node gate, int[] starts, int[] lens, State[] states, RopeTable rope) {
+        int n = states.length;
+        Node[] out = new Node[n];
+        int[] waiting = new int[n];
+        int[] closing = new int[n];
+        int m = 0;
+        int cl = 0;
+        for (int i = 0; i < n; i++) {
+            open(b, states[i]);
+            if (lens[i] == 1 && states[i].kv.rows() + 1 < rate) {
+                waiting[m++] = i;
+            } else {
+                closing[cl++] = i;
+            }
+        }
+        float[][][] kept = keptRows(b, states, closing, cl);   // every closing window's kept rows, read back at once
+        for (int j = 0; j < cl; j++) {
+            int i = closing[j];
+            out[i] = advance(b, kv, gate, starts[i], lens[i], states[i], rope, kept[0][j], kept[1][j]);
+        }
+        if (m > 0) {
+            StateRows[] kvs = new StateRows[m];
+            StateRows[] gates = new StateRows[m];
+            int[] rows = new int[m];
+            for (int j = 0; j < m; j++) {
+                State st = states[waiting[j]];
+                kvs[j] = st.kv;
+                gates[j] = st.gate;
+                rows[j] = starts[waiting[j]];
+            }
+            StateRows.appendRows(b, kvs, kv, rows);
+            StateRows.appendRows(b, gates, gate, rows);
+            for (int j = 0; j < m; j++) {
+                State st = states[waiting[j]];
+                out[waiting[j]] = st.count() == 0 ? new Node(new float[0]) : st.entries();
+            }
+        }
+        return out;
+    }
+
+    /**
+     * The kept rows of the open windows of states[closing[0..count)], kv and gate, on the host: where they are in device
+     * memory, copied into one tensor there and read back by one copy (one wait for the device, not two a sequence).
+     * Entries are null where a state keeps no rows on the device (read where it is, if at all).
+     */
+    private float[][][] keptRows(Backend b, State[] states, int[] closing, int count) {
+        float[][][] kept = new float[2][count][];
+        long rows = 0;
+        for (int j = 0; j < count; j++) {
+            State st = states[closing[j]];
+            rows += st.kv.onDevice() ? st.kv.rows() : 0;
+        }
+        if (rows == 0 || count < 2) {
+            return kept;
+        }
+        int w = width();
+        org.orbitrl.kernels.TensorAllocator a = b.allocator();
+        org.orbitrl.kernels.Tensor all = a.allocate(MemoryCategory.ACTIVATIONS, org.orbitrl.kernels.DType.F32, 2 * rows, w);
+        long at = 0;
+        for (int j = 0; j < count; j++) {
+            State st = states[closing[j]];
+            int r = st.kv.onDevice() ? st.kv.rows() : 0;
+            if (r > 0) {
+                a.copy(st.kv.value().placed(a, r, w), all.slice(0, at, at + r));
+                a.copy(st.gate.value().placed(a, r, w), all.slice(0, rows + at, rows + at + r));
+                at += r;
+            }
+        }
+        float[] v = a.toFloats(all);
+        a.release(all);
+        at = 0;
+        for (int j = 0; j < count; j++) {
+            State st = states[closing[j]];
+            int r = st.kv.onDevice() ? st.kv.rows() : 0;
+            if (r > 0) {
+                kept[0][j] = java.util.Arrays.copyOfRange(v, (int) (at * w), (int) ((at + r) * w));
+                kept[1][j] = java.util.Arrays.copyOfRange(v, (int) ((rows + at) * w), (int) ((rows + at + r) * w));
+                at += r;
+            }
+        }
+        return kept;
+    }
+
+    /** Makes a sequence's state's stores at its first rows. */
+    private void open(Backend b, State st) {
+        if (st.kv == null) {
+            st.kv = StateRows.growing(width(), rate, MemoryCategory.KV_CACHE);
+            st.gate = StateRows.growing(width(), rate, MemoryCategory.KV_CACHE);
+            st.entries = StateRows.growing(dim, ENTRIES_FIRST, MemoryCategory.KV_CACHE);
+            st.kv.allocateFirst(b);      // the open window's memory from the first token, whatever the rows that come
+            st.gate.allocateFirst(b);
+        }
+    }
+
+    /** The kept rows followed by rows [start, start+len) of x [*, w], on the host (x read back where it is on a device). */
+    private static float[] joined(float[] old, Node x, int start, int len, int w) {
         float[] xv = x.v();
         float[] y = java.util.Arrays.copyOf(old, old.length + len * w);
         System.arraycopy(xv, start * w, y, old.length, len * w);

@@ -61,26 +61,46 @@ final class DeepseekV4Indexer {
         float wScale = (float) (1 / Math.sqrt(heads));
         int[][] out = new int[n][];
         int width = compressor.width();
-        // every segment's scores are asked for before any is read, so that a device's run waits for its work once
+        // every segment's scores are asked for before any is read, into one tensor on a device, which is read back once
+        DeepseekV4Attention.Cached cached = DeepseekV4Attention.cached(segs, st -> st.index);
+        Node[] advanced = cached.states().length == 0 ? new Node[0]
+                : compressor.advanceAll(b, proj[0], proj[1], cached.starts(), cached.lens(), cached.states(), c.compressRope());
+        Node[] keysOf = new Node[segs.length];
+        long total = 0;
+        for (int si = 0, j = 0; si < segs.length; si++) {
+            DeepseekV4Attention.Seg s = segs[si];
+            keysOf[si] = s.state() != null ? advanced[j++]
+                    : compressor.compress(null, Ops.rows(null, null, proj[0], width, s.start(), s.len()),
+                            Ops.rows(null, null, proj[1], width, s.start(), s.len()), c.compressRope());
+            total += (long) s.len() * (keysOf[si].size() / dim);
+        }
+        TensorAllocator a = b.allocator();
+        Tensor shared = total > 0 && !a.hostMemory() && b.takesDeepseekV4Attention()
+                ? a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, total) : null;
         Scores[] pending = new Scores[segs.length];
+        long at = 0;
         for (int si = 0; si < segs.length; si++) {
             DeepseekV4Attention.Seg s = segs[si];
-            Node keys = s.state() == null
-                    ? compressor.compress(null, Ops.rows(null, null, proj[0], width, s.start(), s.len()),
-                            Ops.rows(null, null, proj[1], width, s.start(), s.len()), c.compressRope())
-                    : compressor.advance(b, proj[0], proj[1], s.start(), s.len(), s.state().index, c.compressRope());
-            int m = keys.size() / dim;
+            int m = keysOf[si].size() / dim;
             int[] closed = new int[s.len()];
             for (int i = 0; i < s.len(); i++) {
                 closed[i] = Math.min(m, (positions[s.start() + i] + 1) / rate);
             }
-            pending[si] = scores(b, q, s.start(), s.len(), keys, m, w, wScale, closed, qScale);
+            Tensor into = shared == null || m == 0 ? null : shared.slice(0, at, at + (long) s.len() * m).reshape(s.len(), m);
+            pending[si] = scores(b, q, s.start(), s.len(), keysOf[si], m, w, wScale, closed, qScale, into);
+            at += (long) s.len() * m;
         }
-        for (int si = 0; si < segs.length; si++) {
+        float[] all = shared == null ? null : a.toFloats(shared);   // one wait for the device, one copy
+        if (shared != null) {
+            a.release(shared);
+        }
+        for (int si = 0, off = 0; si < segs.length; si++) {
             DeepseekV4Attention.Seg s = segs[si];
             int m = pending[si].entries();
             int[] closed = pending[si].closed();
-            float[] scores = pending[si].read(b.allocator());
+            float[] scores = pending[si].shared ? java.util.Arrays.copyOfRange(all, off, off + s.len() * m)
+                    : pending[si].read(a);
+            off += s.len() * m;
             Ops.forRows(s.len(), (long) m * 8, i -> {   // each query's choice its own, over its closed entries only
                 int close = closed[i];
                 float[] score = java.util.Arrays.copyOfRange(scores, i * m, i * m + close);
@@ -99,12 +119,18 @@ final class DeepseekV4Indexer {
         private Tensor device;
         private final int entries;
         private final int[] closed;
+        final boolean shared;   // written into the caller's tensor, which the caller reads
 
         Scores(float[] host, Tensor device, int entries, int[] closed) {
+            this(host, device, entries, closed, false);
+        }
+
+        private Scores(float[] host, Tensor device, int entries, int[] closed, boolean shared) {
             this.host = host;
             this.device = device;
             this.entries = entries;
             this.closed = closed;
+            this.shared = shared;
         }
 
         int entries() {
@@ -134,6 +160,16 @@ final class DeepseekV4Indexer {
      */
     Scores scores(Backend b, Node qn, int start, int len, Node keyNode, int m, Node w, float wScale, int[] closed,
                   float qScale) {
+        return scores(b, qn, start, len, keyNode, m, w, wScale, closed, qScale, null);
+    }
+
+    /**
+     * As {@link #scores(Backend, Node, int, int, Node, int, Node, float, int[], float)}; where the device takes them and
+     * {@code into} [len, M] (of its memory) is given, the scores are written there, for the caller to read (a
+     * {@link Scores#shared} result, which holds nothing of its own).
+     */
+    Scores scores(Backend b, Node qn, int start, int len, Node keyNode, int m, Node w, float wScale, int[] closed,
+                  float qScale, Tensor into) {
         if (m == 0) {   // no entries yet: nothing to score, nothing read back
             return new Scores(new float[0], null, 0, closed);
         }
@@ -147,16 +183,18 @@ final class DeepseekV4Indexer {
             Tensor wt = Ops.alloc(b, len, heads);
             b.scale(w.placed(a, rows, heads).slice(0, start, start + len), wScale, wt);
             Tensor ct = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(closed, len));
-            Tensor st = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, len, m);
+            Tensor st = into != null ? into : a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, len, m);
             boolean taken = b.indexerScores(qt, kt, wt, ct, qScale, st);
             Ops.release(a, wt, ct);
             if (!qn.onDevice()) {
                 a.release(qt);
             }
             if (taken) {
-                return new Scores(null, st, m, closed);
+                return into != null ? new Scores(null, null, m, closed, true) : new Scores(null, st, m, closed);
             }
-            a.release(st);
+            if (into == null) {
+                a.release(st);
+            }
         }
         float[] q = qn.v();
         float[] keys = keyNode.v();

@@ -106,24 +106,84 @@ final class StateRows {
             from += count - keep;
             count = keep;
         }
+        if (onDeviceFor(b)) {
+            TensorAllocator a = b.allocator();
+            Tensor dst = reserve(a, count);
+            if (x.onDevice()) {
+                Tensor src = x.placed(a, x.size() / width, width);
+                a.copy(src.slice(0, from, from + count), dst);
+            } else {   // values made on the host (pooled entries): only the new rows cross
+                float[] v = x.v();
+                a.copy(Tensor.of(Arrays.copyOfRange(v, from * width, (from + count) * width), count, width), dst);
+            }
+        } else {
+            dropFor(count);
+            appendOnHost(x, from, count);
+            rows += count;
+        }
+        value = null;
+    }
+
+    /**
+     * Appends row {@code rows[i]} of x [N, width] to {@code stores[i]} for every i (one row each, stores of one width):
+     * where x is in {@code b}'s device memory and the stores live there, every row in one operation
+     * ({@link Backend#copyRows}); otherwise one store at a time.
+     */
+    static void appendRows(Backend b, StateRows[] stores, Node x, int[] rows) {
+        if (stores.length == 0) {
+            return;
+        }
+        int width = stores[0].width;
+        if (!Ops.there(b, x)) {
+            for (int i = 0; i < stores.length; i++) {
+                stores[i].append(b, x, rows[i], 1);
+            }
+            return;
+        }
+        TensorAllocator a = b.allocator();
+        Tensor[] dsts = new Tensor[stores.length];
+        int[] from = new int[stores.length];
+        int n = 0;
+        for (int i = 0; i < stores.length; i++) {
+            StateRows s = stores[i];
+            if (s.width != width) {
+                throw new IllegalArgumentException("rows of " + s.width + " appended with rows of " + width);
+            }
+            if (!s.onDeviceFor(b)) {
+                s.append(b, x, rows[i], 1);
+                continue;
+            }
+            dsts[n] = s.reserve(a, 1);
+            from[n++] = rows[i];
+            s.value = null;
+        }
+        if (n > 0) {
+            b.copyRows(x.placed(a, x.size() / width, width), Arrays.copyOf(from, n), Arrays.copyOf(dsts, n));
+        }
+    }
+
+    /** Whether rows appended through {@code b} go to device memory (the store's, or the first allocation's). */
+    private boolean onDeviceFor(Backend b) {
+        return buf != null || (host == null && b != null && Ops.keepsValues(b));
+    }
+
+    /** Drops the oldest rows beyond what the store keeps once {@code count} more join. */
+    private void dropFor(int count) {
         int drop = Math.max(0, rows + count - keep);
         start += drop;
         rows -= drop;
         if (rows == 0) {
             start = 0;
         }
-        boolean device = buf != null || (host == null && b != null && Ops.keepsValues(b));
-        if (device) {
-            appendOnDevice(b, x, from, count);
-        } else {
-            appendOnHost(x, from, count);
-        }
-        rows += count;
-        value = null;
     }
 
-    private void appendOnDevice(Backend b, Node x, int from, int count) {
-        TensorAllocator a = b.allocator();
+    /**
+     * Makes room in the device allocation for {@code count} more rows (count at most what the store keeps) and returns
+     * their place [count, width], counted as held: the oldest rows beyond the limit dropped, the kept ones moved to the
+     * front or into a larger allocation where the end is reached.
+     */
+    private Tensor reserve(TensorAllocator a, int count) {
+        dropFor(count);
         if (buf == null) {
             in = a;
             buf = a.allocate(category, DType.F32, capacityFor(first, count), width);
@@ -148,13 +208,8 @@ final class StateRows {
             start = 0;
         }
         Tensor dst = buf.slice(0, start + rows, start + rows + count);
-        if (x.onDevice()) {
-            Tensor src = x.placed(a, x.size() / width, width);
-            a.copy(src.slice(0, from, from + count), dst);
-        } else {   // values made on the host (pooled entries): only the new rows cross
-            float[] v = x.v();
-            a.copy(Tensor.of(Arrays.copyOfRange(v, from * width, (from + count) * width), count, width), dst);
-        }
+        rows += count;
+        return dst;
     }
 
     private void appendOnHost(Node x, int from, int count) {
@@ -172,7 +227,7 @@ final class StateRows {
     }
 
     /** Makes the first allocation now where {@code b} keeps values in device memory (nothing where it is made). */
-    void reserve(Backend b) {
+    void allocateFirst(Backend b) {
         if (buf == null && host == null && b != null && Ops.keepsValues(b)) {
             in = b.allocator();
             buf = in.allocate(category, DType.F32, capacityFor(first, 0), width);

@@ -135,6 +135,56 @@ class DeepseekV4DecodeStateTest {
         assertTrue(checkedEntries > 20, checkedEntries + " steps checked that the entries were kept");
     }
 
+    /**
+     * Five sequences prefilled with 3, 8, 13, 21 and 30 tokens (their windows close at different steps), then decoded
+     * together one token each a step for 26 steps: the rows appended to every state in one operation, the closing
+     * windows' kept rows read back together, the indexer's scores of every sequence read back at once. Each step's
+     * logits of each sequence equal that sequence's one-shot forward within 1e-6 of the largest logit.
+     */
+    @Test
+    void aBatchOfSequencesDecodesAsEachAlone() {
+        Path dir = TestSafetensors.fixtures().resolve("deepseek_v4");
+        DeepseekV4Model model = DeepseekV4Model.load(ConfigLoader.load(dir), new TestSafetensors(dir.resolve("model.safetensors")),
+                strict);
+        int v = model.vocabSize();
+        int[] prompts = {3, 8, 13, 21, 30};
+        int steps = 26;
+        SplittableRandom r = new SplittableRandom(31);
+        int[][] seqs = new int[prompts.length][];
+        float[][] one = new float[prompts.length][];
+        float largest = 0;
+        List<KvCache> caches = new java.util.ArrayList<>();
+        for (int i = 0; i < prompts.length; i++) {
+            seqs[i] = r.ints(prompts[i] + steps, 2, v).toArray();
+            one[i] = strict.allocator().toFloats(model.forward(List.of(new CausalLM.Segment(seqs[i], null))));
+            for (float x : one[i]) {
+                largest = Math.max(largest, Math.abs(x));
+            }
+            KvCache c = model.newCache(prompts[i] + steps);
+            strict.allocator().release(model.forward(List.of(new CausalLM.Segment(Arrays.copyOf(seqs[i], prompts[i]), c))));
+            caches.add(c);
+        }
+        for (int step = 0; step < steps; step++) {
+            List<CausalLM.Segment> batch = new java.util.ArrayList<>();
+            for (int i = 0; i < prompts.length; i++) {
+                batch.add(new CausalLM.Segment(new int[]{seqs[i][prompts[i] + step]}, caches.get(i)));
+            }
+            float[] got = strict.allocator().toFloats(model.forwardLast(batch));
+            for (int i = 0; i < prompts.length; i++) {
+                int p = prompts[i] + step;
+                for (int t = 0; t < v; t++) {
+                    float want = one[i][p * v + t];
+                    float row = got[i * v + t];
+                    assertTrue(Math.abs(want - row) <= 1e-6 * largest, "sequence " + i + ", logit " + t + " at position " + p
+                            + " decoded in the batch: " + row + ", its one-shot forward " + want);
+                }
+            }
+        }
+        for (KvCache c : caches) {
+            c.attachment().release();
+        }
+    }
+
     private float[] logits(DeepseekV4Model model, int[] seq, int at, int len, KvCache cache) {
         return strict.allocator().toFloats(model.forward(List.of(new CausalLM.Segment(Arrays.copyOfRange(seq, at, at + len),
                 cache))));

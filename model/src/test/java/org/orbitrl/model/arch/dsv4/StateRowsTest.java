@@ -112,6 +112,30 @@ class StateRowsTest {
         }
     }
 
+    @Test
+    void rowsAppendedTogetherEqualRowsAppendedOneByOne() {
+        SplittableRandom r = new SplittableRandom(9);
+        int n = 6;
+        StateRows[] together = new StateRows[n];
+        StateRows[] alone = new StateRows[n];
+        for (int i = 0; i < n; i++) {   // windows of several lengths: each reaches its compaction at another step
+            together[i] = StateRows.window(WIDTH, 3 + 7 * i, MemoryCategory.KV_CACHE);
+            alone[i] = StateRows.window(WIDTH, 3 + 7 * i, MemoryCategory.KV_CACHE);
+        }
+        for (int step = 0; step < 120; step++) {
+            Node x = deviceValues(r, n + 2);
+            int[] rows = r.ints(n, 0, n + 2).toArray();
+            StateRows.appendRows(strict, together, x, rows);
+            for (int i = 0; i < n; i++) {
+                alone[i].append(strict, x, rows[i], 1);
+            }
+            for (int i = 0; i < n; i++) {
+                assertEquals(alone[i].rows(), together[i].rows(), "store " + i + " at step " + step);
+                assertArrayEquals(alone[i].hostValues(), together[i].hostValues(), "store " + i + " at step " + step);
+            }
+        }
+    }
+
     /** Random appends (and drops where the store keeps everything) against the reference list, forks along the way. */
     private void check(Backend b, StateRows store, int keep, long seed, boolean drops) {
         SplittableRandom r = new SplittableRandom(seed);

@@ -78,18 +78,42 @@ final class DeepseekV4Indexer {
         Tensor shared = total > 0 && !a.hostMemory() && b.takesDeepseekV4Attention()
                 ? a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, total) : null;
         Scores[] pending = new Scores[segs.length];
+        int[][] closedOf = new int[segs.length][];
+        int[] closedAll = new int[n];
+        for (int si = 0; si < segs.length; si++) {
+            DeepseekV4Attention.Seg s = segs[si];
+            int m = keysOf[si].size() / dim;
+            closedOf[si] = new int[s.len()];
+            for (int i = 0; i < s.len(); i++) {
+                closedOf[si][i] = Math.min(m, (positions[s.start() + i] + 1) / rate);
+                closedAll[s.start() + i] = closedOf[si][i];
+            }
+        }
+        // on a device the weights are scaled and the closed counts uploaded once for every segment, each segment's
+        // scores one launch over its own rows and entries
+        boolean batched = shared != null && q.onDevice() && w.onDevice();
+        Tensor qAll = batched ? q.placed(a, n, heads, dim) : null;
+        Tensor wAll = batched ? Ops.alloc(b, n, heads) : null;
+        Tensor cAll = batched ? a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(closedAll, n)) : null;
+        if (batched) {
+            b.scale(w.placed(a, n, heads), wScale, wAll);
+        }
         long at = 0;
         for (int si = 0; si < segs.length; si++) {
             DeepseekV4Attention.Seg s = segs[si];
             int m = keysOf[si].size() / dim;
-            int[] closed = new int[s.len()];
-            for (int i = 0; i < s.len(); i++) {
-                closed[i] = Math.min(m, (positions[s.start() + i] + 1) / rate);
-            }
+            int[] closed = closedOf[si];
             Tensor into = shared == null || m == 0 ? null : shared.slice(0, at, at + (long) s.len() * m).reshape(s.len(), m);
-            pending[si] = scores(b, q, s.start(), s.len(), keysOf[si], m, w, wScale, closed, qScale, into);
+            int end = s.start() + s.len();
+            if (into != null && batched && b.indexerScores(qAll.slice(0, s.start(), end), keysOf[si].placed(a, m, dim),
+                    wAll.slice(0, s.start(), end), cAll.slice(0, s.start(), end), qScale, into)) {
+                pending[si] = new Scores(null, null, m, closed, true);
+            } else {
+                pending[si] = scores(b, q, s.start(), s.len(), keysOf[si], m, w, wScale, closed, qScale, into);
+            }
             at += (long) s.len() * m;
         }
+        Ops.release(a, wAll, cAll);
         float[] all = shared == null ? null : a.toFloats(shared);   // one wait for the device, one copy
         if (shared != null) {
             a.release(shared);
@@ -125,7 +149,7 @@ final class DeepseekV4Indexer {
             this(host, device, entries, closed, false);
         }
 
-        private Scores(float[] host, Tensor device, int entries, int[] closed, boolean shared) {
+        Scores(float[] host, Tensor device, int entries, int[] closed, boolean shared) {
             this.host = host;
             this.device = device;
             this.entries = entries;

@@ -116,6 +116,7 @@ final class GenerateCommand implements Callable<Integer> {
                 }
                 next = new int[]{d.token()};
             }
+            cache.close();
             double seconds = (System.nanoTime() - start) / 1e9;
             if (json) {
                 Map<String, Object> o = new LinkedHashMap<>();

@@ -719,6 +719,9 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     }
 
     private void free(Tensor t, boolean retire) {
+        if (closed) {
+            return;   // everything went with the close (a holder freeing after it, as release does, is no error)
+        }
         long address = t.segment().address();
         Block b = blocks.get(address);
         if (b == null || t.byteOffset() != 0) {

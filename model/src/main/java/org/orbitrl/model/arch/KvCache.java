@@ -16,7 +16,7 @@ import org.orbitrl.kernels.TensorAllocator;
  * <p>With {@code vHeadDim} 0 no values are stored: the values are the leading channels of the keys
  * (as many as the attention output has), which is how multi-head latent attention caches its latent.
  */
-public final class KvCache implements SequenceCache {
+public final class KvCache implements SequenceCache, AutoCloseable {
     private final TensorAllocator allocator;
     private final int layers;
     private final int kvHeads;
@@ -114,6 +114,29 @@ public final class KvCache implements SequenceCache {
     @Override
     public void attach(Attachment state) {
         this.attachment = state;
+    }
+
+    /**
+     * Frees the cache: its attachment's state (a model's decode state kept beside it) released, its keys and values
+     * freed. The cache is not used afterwards; closing twice does nothing.
+     */
+    @Override
+    public void close() {
+        if (attachment != null) {
+            attachment.release();
+            attachment = null;
+        }
+        for (int l = 0; l < layers; l++) {
+            if (keys[l] != null) {
+                allocator.free(keys[l]);
+                keys[l] = null;
+            }
+            if (values[l] != null) {
+                allocator.free(values[l]);
+                values[l] = null;
+            }
+        }
+        length = 0;
     }
 
     /** Drops everything after the first {@code newLength} tokens. */

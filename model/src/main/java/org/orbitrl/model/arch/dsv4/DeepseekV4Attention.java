@@ -44,10 +44,12 @@ final class DeepseekV4Attention {
 
         /** Appends rows [from, from+count) of k [N, d] to the window, which keeps the latest {@code keep}. */
         void advanceWindow(Backend b, Node k, int from, int count, int d, int keep) {
-            window(d, keep).append(b, k, from, count);
+            if (keep > 0) {
+                window(d, keep).append(b, k, from, count);
+            }
         }
 
-        /** The window's rows (made at the first ask), which keep the latest {@code keep} of width d. */
+        /** The window's rows (made at the first ask), which keep the latest {@code keep} (at least 1) of width d. */
         StateRows window(int d, int keep) {
             if (window == null) {
                 window = StateRows.window(d, keep, org.orbitrl.kernels.MemoryCategory.KV_CACHE);
@@ -210,13 +212,15 @@ final class DeepseekV4Attention {
             a.release(out);
             return null;
         }
-        StateRows[] kept = new StateRows[n];
-        int[] rows = new int[n];
-        for (int si = 0; si < n; si++) {   // every window's new row in one operation
-            kept[si] = segs[si].state().window(d, c.slidingWindow() - 1);
-            rows[si] = segs[si].start();
+        if (c.slidingWindow() > 1) {   // a window of one position keeps no rows
+            StateRows[] kept = new StateRows[n];
+            int[] rows = new int[n];
+            for (int si = 0; si < n; si++) {   // every window's new row in one operation
+                kept[si] = segs[si].state().window(d, c.slidingWindow() - 1);
+                rows[si] = segs[si].start();
+            }
+            StateRows.appendRows(b, kept, k, rows);
         }
-        StateRows.appendRows(b, kept, k, rows);
         return Ops.made(b, out);
     }
 

@@ -118,19 +118,30 @@ final class DeepseekV4Indexer {
         if (shared != null) {
             a.release(shared);
         }
+        float[][] scoresOf = new float[segs.length][];
+        int[] segOf = new int[n];   // each query row's segment (rows outside every segment: -1)
+        java.util.Arrays.fill(segOf, -1);
+        long work = 0;
         for (int si = 0, off = 0; si < segs.length; si++) {
             DeepseekV4Attention.Seg s = segs[si];
             int m = pending[si].entries();
-            int[] closed = pending[si].closed();
-            float[] scores = pending[si].shared ? java.util.Arrays.copyOfRange(all, off, off + s.len() * m)
-                    : pending[si].read(a);
+            scoresOf[si] = pending[si].shared ? java.util.Arrays.copyOfRange(all, off, off + s.len() * m) : pending[si].read(a);
             off += s.len() * m;
-            Ops.forRows(s.len(), (long) m * 8, i -> {   // each query's choice its own, over its closed entries only
-                int close = closed[i];
-                float[] score = java.util.Arrays.copyOfRange(scores, i * m, i * m + close);
-                out[s.start() + i] = DeepseekV4TopK.select(score, Math.min(topK, close));
-            });
+            java.util.Arrays.fill(segOf, s.start(), s.start() + s.len(), si);
+            work += (long) s.len() * m;
         }
+        // each query's choice its own, over its closed entries only; every query of every sequence in parallel
+        Ops.forRows(n, n == 0 ? 0 : work * 8 / n, row -> {
+            int si = segOf[row];
+            if (si < 0) {
+                return;
+            }
+            int m = pending[si].entries();
+            int i = row - segs[si].start();
+            int close = pending[si].closed()[i];
+            float[] score = java.util.Arrays.copyOfRange(scoresOf[si], i * m, i * m + close);
+            out[row] = DeepseekV4TopK.select(score, Math.min(topK, close));
+        });
         return out;
     }
 

@@ -230,7 +230,9 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
      * rows each of its width, 2·head_dim with the overlap of compressed-sparse layers) and its entries' allocation
      * ({@link StateRows#capacityFor}: 16 rows doubled until the entries fit); on a compressed-sparse layer the
      * indexer's compressor likewise (width 2·index_head_dim, entries of index_head_dim). All f32: the decode kernels
-     * read f32 whatever the job's KV cache dtype. What the memory planner budgets for V4 rollout.
+     * read f32 whatever the job's KV cache dtype. What the memory planner budgets for V4 rollout: exact where the
+     * allocator does not round (the CUDA allocator rounds each allocation up to 256 bytes, which V4's released widths
+     * are multiples of); while an entries allocation doubles, the old one is held beside the new until its rows move.
      */
     public static long decodeStateBytes(ModelSpec spec, long tokens) {
         if (tokens <= 0) {
@@ -244,7 +246,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         long floats = 0;
         for (int l = 0; l < spec.numLayers(); l++) {
             AttentionKind kind = spec.attentionKind(l);
-            floats += (long) (spec.slidingWindow() - 1 + StateRows.WINDOW_SLACK) * d;
+            floats += spec.slidingWindow() > 1 ? (long) (spec.slidingWindow() - 1 + StateRows.WINDOW_SLACK) * d : 0;
             int rate = v.compressRate(kind);
             if (rate > 0) {
                 boolean csa = kind == AttentionKind.COMPRESSED_SPARSE;
@@ -469,6 +471,9 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
                         throw new IllegalStateException("a sequence cache at length " + past + " has no DeepSeek V4 "
                                 + "state: its earlier tokens were not run through a DeepSeek V4 model");
                     }
+                    if (st != null) {   // a cache rewound to its start: the old state goes, a new one begins
+                        st.release();
+                    }
                     st = new SeqState(layers.length, backend.allocator());
                     s.cache().attach(st);
                 } else if (st.length != past) {
@@ -511,38 +516,40 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
             tape.record(x, () -> { });   // the first layer's backward reads the streams: the tape releases them
         }
         emit(hidden, 0, x, n, hc, h);
-        for (int i = 0; i < layers.length; i++) {
-            DeepseekV4Attention.Seg[] segs = new DeepseekV4Attention.Seg[batch.size()];
-            int start = 0;
-            for (int si = 0; si < segs.length; si++) {
-                int len = batch.get(si).tokens().length;
-                segs[si] = new DeepseekV4Attention.Seg(start, len, pos0[si],
-                        seqStates[si] == null ? null : seqStates[si].layers[i]);
-                start += len;
-            }
-            if (rc != null) {
-                rc.inputs[i] = x;
-                rc.segs[i] = segs;
-            }
-            Node in = x;
-            if (tape != null && rc == null) {
-                x = layer(tape, layers[i], in, ids, pos, segs, false);
-            } else {
-                try (Scratch s = Scratch.open(backend.allocator())) {   // untaped: only the output outlives the layer
-                    x = s.keep(layer(null, layers[i], in, ids, pos, segs, rc == null));
+        try (Ops.RunPositions ignored = Ops.RunPositions.open(backend, pos)) {   // the untaped ropes' positions, once
+            for (int i = 0; i < layers.length; i++) {
+                DeepseekV4Attention.Seg[] segs = new DeepseekV4Attention.Seg[batch.size()];
+                int start = 0;
+                for (int si = 0; si < segs.length; si++) {
+                    int len = batch.get(si).tokens().length;
+                    segs[si] = new DeepseekV4Attention.Seg(start, len, pos0[si],
+                            seqStates[si] == null ? null : seqStates[si].layers[i]);
+                    start += len;
                 }
-                if (rc == null) {
-                    in.release(backend.allocator());   // an inference forward's streams: the next layer's output replaces them
-                } else if (offload && in.onDevice()) {   // the layer has run: its input waits on the host, off the heap
-                    Tensor host = hostBuffers.take(backend.allocator(), DType.F32, n, (long) hc * h);
-                    backend.allocator().copyToHostAsync(in.placed(backend.allocator(), n, (long) hc * h), host);
-                    rc.inputs[i] = Node.onHost(host, backend.allocator());
-                    rc.host.add(host);
-                    in.release(backend.allocator());
+                if (rc != null) {
+                    rc.inputs[i] = x;
+                    rc.segs[i] = segs;
                 }
-            }
-            if (i + 1 < layers.length) {
-                emit(hidden, i + 1, x, n, hc, h);
+                Node in = x;
+                if (tape != null && rc == null) {
+                    x = layer(tape, layers[i], in, ids, pos, segs, false);
+                } else {
+                    try (Scratch s = Scratch.open(backend.allocator())) {   // untaped: only the output outlives the layer
+                        x = s.keep(layer(null, layers[i], in, ids, pos, segs, rc == null));
+                    }
+                    if (rc == null) {
+                        in.release(backend.allocator());   // an inference forward's streams: the next layer's output replaces them
+                    } else if (offload && in.onDevice()) {   // the layer has run: its input waits on the host, off the heap
+                        Tensor host = hostBuffers.take(backend.allocator(), DType.F32, n, (long) hc * h);
+                        backend.allocator().copyToHostAsync(in.placed(backend.allocator(), n, (long) hc * h), host);
+                        rc.inputs[i] = Node.onHost(host, backend.allocator());
+                        rc.host.add(host);
+                        in.release(backend.allocator());
+                    }
+                }
+                if (i + 1 < layers.length) {
+                    emit(hidden, i + 1, x, n, hc, h);
+                }
             }
         }
         if (rc != null) {

@@ -147,18 +147,54 @@ final class Ops {
     private static final java.util.Map<TensorAllocator, java.util.Map<float[], Tensor>> CONSTANTS = new java.util.WeakHashMap<>();
 
     /**
-     * A run's positions in {@code b}'s memory, uploaded once for as long as the array lives (every rope of a forward
-     * reads the same array; it is never written after the run fills it): freed with the array.
+     * A forward's positions in device memory for its untaped ropes: uploaded at the first ask ({@link #runPositions}) and
+     * released when the run closes (a taped rope uploads its own, which its backward reads after the run). Opened by
+     * the model's forward on the thread that runs its layers.
      */
-    static Tensor positions(Backend b, int[] positions) {
-        TensorAllocator a = b.allocator();
-        synchronized (POSITIONS) {
-            java.util.Map<int[], Tensor> m = POSITIONS.computeIfAbsent(a, k -> new java.util.WeakHashMap<>());
-            return m.computeIfAbsent(positions, k -> a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(k.clone(), k.length)));
+    static final class RunPositions implements AutoCloseable {
+        private static final ThreadLocal<RunPositions> OPEN = new ThreadLocal<>();
+
+        private final Backend b;
+        private final int[] positions;
+        private final RunPositions outer;
+        private Tensor uploaded;
+
+        private RunPositions(Backend b, int[] positions, RunPositions outer) {
+            this.b = b;
+            this.positions = positions;
+            this.outer = outer;
+        }
+
+        static RunPositions open(Backend b, int[] positions) {
+            RunPositions r = new RunPositions(b, positions, OPEN.get());
+            OPEN.set(r);
+            return r;
+        }
+
+        @Override
+        public void close() {
+            OPEN.set(outer);
+            if (uploaded != null) {
+                b.allocator().release(uploaded);
+                uploaded = null;
+            }
         }
     }
 
-    private static final java.util.Map<TensorAllocator, java.util.Map<int[], Tensor>> POSITIONS = new java.util.WeakHashMap<>();
+    /**
+     * The open run's positions in {@code b}'s memory where {@code positions} is its array (uploaded once for all its
+     * ropes); null where no such run is open on this thread (the caller uploads and releases its own).
+     */
+    static Tensor runPositions(Backend b, int[] positions) {
+        RunPositions r = RunPositions.OPEN.get();
+        if (r == null || r.positions != positions || r.b.allocator() != b.allocator() || !keepsValues(b)) {
+            return null;
+        }
+        if (r.uploaded == null) {
+            r.uploaded = b.allocator().upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(positions, positions.length));
+        }
+        return r.uploaded;
+    }
     private static final java.util.Map<Integer, float[]> ONES = new java.util.concurrent.ConcurrentHashMap<>();
 
     private static float[] ones(int n) {

@@ -41,7 +41,8 @@ final class Rope {
         }
         if (Ops.there(b, x)) {
             TensorAllocator a = b.allocator();
-            Tensor pos = Ops.positions(b, positions);
+            Tensor shared = t == null ? Ops.runPositions(b, positions) : null;   // the run's, released with it
+            Tensor pos = shared != null ? shared : a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(positions, rows));
             Tensor y = t == null && consume ? x.take(a, rows, heads, headDim) : null;
             if (y == null) {
                 y = Ops.copy(b, x.placed(a, rows, heads, headDim));
@@ -52,8 +53,11 @@ final class Rope {
                 t.record(yn, () -> {
                     Tensor dx = Ops.copy(b, yn.gradPlaced(a, rows, heads, headDim));
                     turn(b, dx.slice(2, headDim - rot, headDim), pos, rope, !inverse);
+                    a.release(pos);
                     x.accDevice(b, dx);
                 });
+            } else if (shared == null) {
+                a.release(pos);
             }
             return yn;
         }

@@ -185,6 +185,63 @@ class DeepseekV4DecodeStateTest {
         }
     }
 
+    /**
+     * A cache rewound to its start and run again holds one decode state (the old one freed), and closing it frees the
+     * state and the cache: the device's KV_CACHE bytes back where they were.
+     */
+    @Test
+    void aRewoundCacheFreesItsOldStateAndClosingFreesTheRest() {
+        Path dir = TestSafetensors.fixtures().resolve("deepseek_v4");
+        DeepseekV4Model model = DeepseekV4Model.load(ConfigLoader.load(dir), new TestSafetensors(dir.resolve("model.safetensors")),
+                strict);
+        long kv0 = strict.allocator().liveBytes(MemoryCategory.KV_CACHE);
+        KvCache cache = model.newCache(64);
+        long caches = strict.allocator().liveBytes(MemoryCategory.KV_CACHE) - kv0;
+        int[] toks = new SplittableRandom(3).ints(10, 2, model.vocabSize()).toArray();
+        strict.allocator().release(model.forward(List.of(new CausalLM.Segment(toks, cache))));
+        cache.truncate(0);
+        strict.allocator().release(model.forward(List.of(new CausalLM.Segment(toks, cache))));
+        assertEquals(DeepseekV4Model.decodeStateBytes(model.spec(), 10),
+                strict.allocator().liveBytes(MemoryCategory.KV_CACHE) - kv0 - caches, "KV_CACHE bytes after the rewind");
+        cache.close();
+        assertEquals(kv0, strict.allocator().liveBytes(MemoryCategory.KV_CACHE), "KV_CACHE bytes after the close");
+        cache.close();
+        assertEquals(kv0, strict.allocator().liveBytes(MemoryCategory.KV_CACHE), "a second close frees nothing more");
+    }
+
+    /** A window of one position keeps no rows: decoding through the cache still gives the one-shot forward's logits. */
+    @Test
+    void aWindowOfOnePositionKeepsNoRows() throws Exception {
+        com.fasterxml.jackson.databind.ObjectMapper json = new com.fasterxml.jackson.databind.ObjectMapper();
+        Path fixture = TestSafetensors.fixtures().resolve("deepseek_v4");
+        com.fasterxml.jackson.databind.node.ObjectNode cfg =
+                (com.fasterxml.jackson.databind.node.ObjectNode) json.readTree(fixture.resolve("config.json").toFile());
+        cfg.put("sliding_window", 1);
+        Path dir = java.nio.file.Files.createTempDirectory("v4-window-1");
+        json.writeValue(dir.resolve("config.json").toFile(), cfg);
+        org.orbitrl.model.spec.ModelSpec spec = ConfigLoader.load(dir);
+        DeepseekV4Model model = DeepseekV4Model.load(spec, new RandomDeepseekV4(spec, 5), strict);
+        int v = model.vocabSize();
+        int[] seq = new SplittableRandom(8).ints(12, 2, v).toArray();
+        float[] one = strict.allocator().toFloats(model.forward(List.of(new CausalLM.Segment(seq, null))));
+        float largest = 0;
+        for (float x : one) {
+            largest = Math.max(largest, Math.abs(x));
+        }
+        KvCache cache = model.newCache(12);
+        for (int at = 0; at < 12; ) {
+            int len = at == 0 ? 5 : 1;
+            float[] got = logits(model, seq, at, len, cache);
+            for (int i = 0; i < len * v; i++) {
+                assertTrue(Math.abs(one[at * v + i] - got[i]) <= 1e-6 * largest, "logit " + (i % v) + " at position "
+                        + (at + i / v) + ": " + got[i] + ", the one-shot forward " + one[at * v + i]);
+            }
+            at += len;
+            assertEquals(0, model.layerState(cache, 0).windowRows(), "a window of one position after " + at + " tokens");
+        }
+        cache.close();
+    }
+
     private float[] logits(DeepseekV4Model model, int[] seq, int at, int len, KvCache cache) {
         return strict.allocator().toFloats(model.forward(List.of(new CausalLM.Segment(Arrays.copyOfRange(seq, at, at + len),
                 cache))));

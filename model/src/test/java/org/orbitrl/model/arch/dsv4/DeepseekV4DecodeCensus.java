@@ -62,8 +62,28 @@ public final class DeepseekV4DecodeCensus {
         return dir;
     }
 
+    /** A step's device work, averaged over the steps counted. */
+    record Counts(int steps, long operations, long allocations, long copies, long uploads, long uploadBytes, long reads,
+                  long readBytes, String byOperation) {
+        double perStep(long v) {
+            return v / (double) steps;
+        }
+
+        String describe(int context) {
+            return String.format("context %d: operations %.1f, allocations %.1f, copies %.1f, uploads %.1f (%.1f KB),"
+                            + " host reads %.1f (%.1f KB)%n  by operation:%s", context, perStep(operations),
+                    perStep(allocations), perStep(copies), perStep(uploads), perStep(uploadBytes) / 1e3, perStep(reads),
+                    perStep(readBytes) / 1e3, byOperation);
+        }
+    }
+
     /** The counts of {@code steps} decode steps of {@code batch} sequences prefilled with {@code context} tokens. */
     static String census(StrictBackend strict, DeepseekV4Model model, int context, int batch, int steps) {
+        return count(strict, model, context, batch, steps).describe(context);
+    }
+
+    /** As {@link #census}, the counts themselves. */
+    static Counts count(StrictBackend strict, DeepseekV4Model model, int context, int batch, int steps) {
         SplittableRandom r = new SplittableRandom(context);
         List<KvCache> caches = new ArrayList<>();
         for (int b = 0; b < batch; b++) {
@@ -72,8 +92,21 @@ public final class DeepseekV4DecodeCensus {
             Tensor t = model.forwardLast(List.of(new CausalLM.Segment(r.ints(context, 0, model.vocabSize()).toArray(), c)));
             strict.allocator().release(t);
         }
-        OpProfiler prof = OpProfiler.wrap(strict, () -> { });
-        DeepseekV4Model counted = model.view(prof.backend());
+        java.util.Map<String, long[]> calls = new java.util.TreeMap<>();
+        org.orbitrl.kernels.Backend counting = (org.orbitrl.kernels.Backend) java.lang.reflect.Proxy.newProxyInstance(
+                org.orbitrl.kernels.Backend.class.getClassLoader(), new Class<?>[]{org.orbitrl.kernels.Backend.class},
+                (self, m, args) -> {
+                    if (m.getDeclaringClass() != Object.class && !PASS_THROUGH.contains(m.getName())) {
+                        calls.computeIfAbsent(m.getName(), k -> new long[1])[0]++;
+                    }
+                    try {
+                        return m.invoke(strict, args);
+                    } catch (java.lang.reflect.InvocationTargetException e) {
+                        throw e.getCause();
+                    }
+                });
+        OpProfiler prof = Integer.getInteger("orbit.census.keys", 0) > 0 ? OpProfiler.wrap(counting, () -> { }) : null;
+        DeepseekV4Model counted = model.view(prof != null ? prof.backend() : counting);
         StrictAllocator a = strict.allocator();
         int allocs = a.allocations();
         int uploads = a.uploads();
@@ -90,40 +123,26 @@ public final class DeepseekV4DecodeCensus {
             }
             a.release(counted.forwardLast(segs));
         }
+        Counts counts = new Counts(steps, calls.values().stream().mapToLong(v -> v[0]).sum(), a.allocations() - allocs,
+                a.copies() - copies, a.uploads() - uploads, a.uploadBytes() - upBytes, a.hostReads() - reads,
+                a.hostReadBytes() - readBytes, calls.entrySet().stream()
+                        .map(e -> String.format(" %s %.1f", e.getKey(), e.getValue()[0] / (double) steps))
+                        .collect(java.util.stream.Collectors.joining()));
         java.util.Map<String, Integer> bySite = a.countSites(false);
         if (bySite != null) {
             bySite.entrySet().stream().sorted((x, y) -> y.getValue() - x.getValue()).forEach(e ->
                     System.out.printf("  %6.1f allocations a step at %s%n", e.getValue() / (double) steps, e.getKey()));
         }
-        String ops = prof.report(Integer.getInteger("orbit.census.keys", 0));
-        if (Integer.getInteger("orbit.census.keys", 0) > 0) {
-            System.out.println(ops);
-        }
-        int opCount = 0;
-        StringBuilder byOp = new StringBuilder();
-        boolean in = false;
-        for (String line : ops.split("\n")) {
-            if (line.startsWith("by operation:")) {
-                in = true;
-                continue;
-            }
-            if (line.startsWith("by operation and shapes")) {
-                break;
-            }
-            if (in) {
-                String[] f = line.trim().split("\\s+");
-                int calls = Integer.parseInt(f[0]);   // "calls N ms M us/call share% name"
-                opCount += calls;
-                byOp.append(String.format(" %s %.1f", f[f.length - 1], calls / (double) steps));
-            }
+        if (prof != null) {
+            System.out.println(prof.report(Integer.getInteger("orbit.census.keys", 0)));
         }
         for (KvCache c : caches) {
-            c.attachment().release();
+            c.close();
         }
-        return String.format("context %d: operations %.1f, allocations %.1f, copies %.1f, uploads %.1f (%.1f KB),"
-                        + " host reads %.1f (%.1f KB)%n  by operation:%s", context, opCount / (double) steps,
-                (a.allocations() - allocs) / (double) steps, (a.copies() - copies) / (double) steps,
-                (a.uploads() - uploads) / (double) steps, (a.uploadBytes() - upBytes) / 1e3 / steps,
-                (a.hostReads() - reads) / (double) steps, (a.hostReadBytes() - readBytes) / 1e3 / steps, byOp);
+        return counts;
     }
+
+    /** Backend methods that are questions or plumbing, not device work. */
+    private static final java.util.Set<String> PASS_THROUGH = java.util.Set.of("name", "allocator", "close", "exact",
+            "toString", "hashCode", "equals");
 }

@@ -81,21 +81,39 @@ final class GroupedOutput {
         return groups.length;
     }
 
+    /** Tokens up to which a forward copies every group's rows at once (a decode step's batch; more is a training's). */
+    static final int FEW_TOKENS = 64;
+
     /** o [N, groups·in] -> [N, groups·r]. */
     Node forward(GradTape t, Backend b, Node o, int n) {
         TensorAllocator a = b.allocator();
         int g = groups.length;
         boolean keep = Ops.keepsValues(b);
         Tensor x = keep ? o.placed(a, n, g, in) : Ops.device(a, o.v(), n, g, in);   // [N, groups, in]
-        Tensor xg = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, in);
-        Tensor yg = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, r);
         Tensor y = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, g, r);
+        // a group's rows are a contiguous view of one token's; a few tokens' groups go through one copy each way with
+        // the groups leading ([groups, N, ·]: every group's rows contiguous); more, a group at a time (its copies only)
+        boolean few = n > 1 && n <= FEW_TOKENS;
+        Tensor xg = n == 1 ? null : a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, few ? (long) g * n : n, in);
+        Tensor yg = n == 1 ? null : a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, few ? (long) g * n : n, r);
         Node yn;
         try {
+            if (few) {
+                b.copy(x.transpose(0, 1), xg.reshape(g, n, in));
+            }
             for (int gi = 0; gi < g; gi++) {
-                b.copy(x.select(1, gi), xg);
-                product(b, groups[gi], xg, yg);
-                b.copy(yg, y.select(1, gi));
+                if (n == 1) {
+                    product(b, groups[gi], x.select(1, gi), y.select(1, gi));
+                } else if (few) {
+                    product(b, groups[gi], xg.slice(0, (long) gi * n, (long) (gi + 1) * n), yg.slice(0, (long) gi * n, (long) (gi + 1) * n));
+                } else {
+                    b.copy(x.select(1, gi), xg);
+                    product(b, groups[gi], xg, yg);
+                    b.copy(yg, y.select(1, gi));
+                }
+            }
+            if (few) {
+                b.copy(yg.reshape(g, n, r).transpose(0, 1), y);
             }
             yn = Ops.made(b, y);
         } catch (RuntimeException e) {

@@ -77,6 +77,17 @@ class GroupedOutputTest {
         float[][] some = run(p, cpu, Arrays.copyOf(o, few * groups * in), Arrays.copyOf(dy, few * groups * r), few);
         assertArrayEquals(Arrays.copyOf(all[0], few * groups * r), some[0], "y of the first tokens");
         assertArrayEquals(Arrays.copyOf(all[1], few * groups * in), some[1], "dx of the first tokens");
+        // on device memory: a group at a time (300 tokens), every group through one copy each way (3), views (1)
+        try (org.orbitrl.model.StrictBackend strict = new org.orbitrl.model.StrictBackend()) {
+            GroupedOutput pd = new GroupedOutput(Weight.of(strict.allocator().upload(org.orbitrl.kernels.MemoryCategory.BASE_WEIGHTS, w)),
+                    groups, in, r);
+            float[][] dev = run(pd, strict, o, dy, n);
+            for (int k : new int[]{few, 1}) {
+                float[][] part = run(pd, strict, Arrays.copyOf(o, k * groups * in), Arrays.copyOf(dy, k * groups * r), k);
+                assertArrayEquals(Arrays.copyOf(dev[0], k * groups * r), part[0], "y of the first " + k + " tokens on the device");
+                assertArrayEquals(Arrays.copyOf(dev[1], k * groups * in), part[1], "dx of the first " + k + " tokens on the device");
+            }
+        }
     }
 
     /** The forward's output and o's gradient for dy, on {@code b}. */

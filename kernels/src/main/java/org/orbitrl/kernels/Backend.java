@@ -290,6 +290,21 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * Copies {@code srcs[i]} into {@code dsts[i]} (contiguous tensors of this backend's memory, pairwise of one element
+     * count and dtype) for every i: the kept rows of a decode step's closing windows gathered for one read back, in one
+     * operation where the backend has one (the CUDA backend: one launch over a table of the spans); the default copies
+     * them one by one.
+     */
+    default void copySpans(Tensor[] srcs, Tensor[] dsts) {
+        if (srcs.length != dsts.length) {
+            throw new IllegalArgumentException("copySpans: " + srcs.length + " sources for " + dsts.length + " destinations");
+        }
+        for (int i = 0; i < srcs.length; i++) {
+            copy(srcs[i].reshape(dsts[i].shape()), dsts[i]);
+        }
+    }
+
+    /**
      * DeepSeek V4's lightning-indexer scores: for query t and compressed entry m below {@code closed[t]},
      * {@code out[t, m] = Σ_h relu(q[t, h]·keys[m]) · qScale · weights[t, h]}, the heads summed in order; -inf for the
      * entries at or past {@code closed[t]}. q [T, H, D], keys [M, D], weights [T, H] f32, closed [T] i32, out [T, M]

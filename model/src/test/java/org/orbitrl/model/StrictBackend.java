@@ -438,6 +438,27 @@ public final class StrictBackend implements Backend {
         });
     }
 
+    /** The spans copied on the device thread, with the CUDA launcher's checks (device memory, contiguous, equal counts). */
+    @Override
+    public void copySpans(Tensor[] srcs, Tensor[] dsts) {
+        if (srcs.length != dsts.length) {
+            throw new IllegalArgumentException("copySpans: " + srcs.length + " sources for " + dsts.length + " destinations");
+        }
+        for (int i = 0; i < srcs.length; i++) {
+            device("copySpans", srcs[i], dsts[i]);
+            contiguous("copySpans", srcs[i], dsts[i]);
+            if (srcs[i].numel() != dsts[i].numel() || srcs[i].dtype() != dsts[i].dtype() || srcs[i].dtype().bytes() != 4) {
+                throw new IllegalArgumentException("copySpans: " + srcs[i] + " into " + dsts[i]);
+            }
+        }
+        on(() -> {
+            for (int i = 0; i < srcs.length; i++) {
+                dsts[i].copyFrom(srcs[i].reshape(dsts[i].shape()));
+            }
+            return null;
+        });
+    }
+
     /** Throws where the operands' shapes are not what the CUDA backend's hyper-connection launches take. */
     private static void hyperConnectionShapes(Tensor w, Tensor f, Tensor streams, Tensor out) {
         boolean expand = f != null;

@@ -291,6 +291,12 @@ public final class CudaBackend implements Backend {
         layoutOps.copyRows(src, rows, dsts);
     }
 
+    @Override
+    public void copySpans(Tensor[] srcs, Tensor[] dsts) {
+        ctx.device.bind();
+        layoutOps.copySpans(srcs, dsts);
+    }
+
     /** Frees a device tensor that came from {@link #allocator()} or {@link #toDevice}. */
     public void free(Tensor dev) {
         ctx.allocator.free(dev);

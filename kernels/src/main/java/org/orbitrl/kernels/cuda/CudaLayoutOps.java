@@ -21,7 +21,9 @@ final class CudaLayoutOps {
     private final Kernel limitedSwiglu;
     private final Kernel limitedSwigluBackward;
     private final Kernel copyRows;
+    private final Kernel copySpans;
     private final DeviceTable rowTable;
+    private final DeviceTable spanTable;
 
     CudaLayoutOps(CudaContext ctx) {
         this.ctx = ctx;
@@ -31,7 +33,9 @@ final class CudaLayoutOps {
         this.limitedSwiglu = ctx.kernel("layout", "limited_swiglu_f32");
         this.limitedSwigluBackward = ctx.kernel("layout", "limited_swiglu_backward_f32");
         this.copyRows = ctx.kernel("layout", "copy_rows_u32");
+        this.copySpans = ctx.kernel("layout", "copy_spans_u32");
         this.rowTable = new DeviceTable(ctx, "row copy table");
+        this.spanTable = new DeviceTable(ctx, "span copy table");
     }
 
     /** dst = src, same shape and dtype (4-byte elements), any strides, at most 4 dimensions. */
@@ -94,6 +98,44 @@ final class CudaLayoutOps {
         }
         long table = rowTable.upload(h, 2L * n);
         ctx.launch(copyRows, n, Math.min(EW_BLOCK, Math.max(32, (w / 4 + 31) / 32 * 32)), table, n, w);
+    }
+
+    /**
+     * dsts[i] = srcs[i] for every i ({@link org.orbitrl.kernels.Backend#copySpans}): one launch over a table of the
+     * spans' addresses and lengths (uploaded by one copy). Contiguous device tensors of 4-byte elements, pairwise of one
+     * size and dtype.
+     */
+    void copySpans(Tensor[] srcs, Tensor[] dsts) {
+        int n = srcs.length;
+        if (dsts.length != n) {
+            throw new IllegalArgumentException("copySpans: " + n + " sources for " + dsts.length + " destinations");
+        }
+        int live = 0;
+        for (int i = 0; i < n; i++) {
+            ctx.devContiguous("copySpans source " + i, srcs[i], srcs[i].dtype());
+            ctx.devContiguous("copySpans destination " + i, dsts[i], srcs[i].dtype());
+            if (srcs[i].dtype().bytes() != 4 || srcs[i].numel() != dsts[i].numel()) {
+                throw new IllegalArgumentException("copySpans: " + srcs[i] + " into " + dsts[i]
+                        + " (4-byte elements, one count each side)");
+            }
+            live += srcs[i].numel() > 0 ? 1 : 0;
+        }
+        if (live == 0) {
+            return;
+        }
+        java.lang.foreign.MemorySegment h = spanTable.host(3L * live);
+        long at = 0;
+        long most = 0;
+        for (int i = 0; i < n; i++) {
+            if (srcs[i].numel() > 0) {
+                h.setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG, at++, CudaAllocator.address(srcs[i]));
+                h.setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG, at++, CudaAllocator.address(dsts[i]));
+                h.setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG, at++, srcs[i].numel());
+                most = Math.max(most, srcs[i].numel());
+            }
+        }
+        long table = spanTable.upload(h, 3L * live);
+        ctx.launch(copySpans, live, (int) Math.min(EW_BLOCK, Math.max(32, (most / 4 + 31) / 32 * 32)), table, live);
     }
 
     /** gu f32 [rows, 2I] interleaved -> out f32 [rows, I]. */

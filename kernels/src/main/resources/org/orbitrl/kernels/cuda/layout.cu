@@ -85,3 +85,23 @@ extern "C" __global__ void copy_rows_u32(const long long* table, int n, int w) {
         for (int c = threadIdx.x; c < w; c += blockDim.x) dst[c] = src[c];
     }
 }
+
+// Spans of 4-byte elements copied through a table of (source address, destination address, elements) triples, a block a
+// span: the kept rows of a decode step's closing windows gathered for one read back. 16-byte moves where both spans
+// are 16-byte aligned and the count a multiple of 4, else 4-byte ones.
+extern "C" __global__ void copy_spans_u32(const long long* table, int n) {
+    int i = blockIdx.x;
+    if (i >= n) return;
+    long long s = table[3 * i];
+    long long d = table[3 * i + 1];
+    long long e = table[3 * i + 2];
+    if (((s | d) & 15) == 0 && (e & 3) == 0) {
+        const uint4* src = (const uint4*) s;
+        uint4* dst = (uint4*) d;
+        for (long long c = threadIdx.x; c < e / 4; c += blockDim.x) dst[c] = src[c];
+    } else {
+        const u32* src = (const u32*) s;
+        u32* dst = (u32*) d;
+        for (long long c = threadIdx.x; c < e; c += blockDim.x) dst[c] = src[c];
+    }
+}

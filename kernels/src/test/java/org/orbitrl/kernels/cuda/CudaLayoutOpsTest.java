@@ -12,8 +12,8 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * Strided device copies against the host copy of the same views (exact), rows copied through a table into places of
- * one store and a tensor alone (exact, the rows not named left as they were), gpt-oss's clamped SwiGLU
+ * Strided device copies against the host copy of the same views (exact), rows and spans copied through a table into
+ * places of one tensor and a tensor alone (exact, the rest left as it was), gpt-oss's clamped SwiGLU
  * forward and backward against {@link ClampedSwiglu} and DeepSeek V4's SwiGLU with its limit against
  * {@link LimitedSwiglu} (the device's expf may differ from the host's by a few ulps: 1e-6 + 1e-5·|ref|).
  * Inputs straddle the clamp limits.
@@ -70,6 +70,25 @@ class CudaLayoutOpsTest extends CudaTestBase {
                 "a row past the source");
         assertThrows(IllegalArgumentException.class, () -> gpu.copyRows(src, new int[]{1}, new Tensor[]{poisoned(DType.F32, 1, 15)}),
                 "a destination of another width");
+    }
+
+    @Test
+    void spansCopiedThroughATableLandWhereTheirDestinationsAre() {
+        SplittableRandom r = rng(15);
+        Tensor a = randn(r, 1f, 3, 512);   // 16-byte moves
+        Tensor b = randn(r, 1f, 5, 33);    // 4-byte moves (a count not of 4)
+        Tensor c = randn(r, 1f, 1, 7);
+        Tensor all = poisoned(DType.F32, 3 * 512 + 5 * 33 + 7 + 9);
+        Tensor[] dsts = {all.slice(0, 0, 1536).reshape(3, 512), all.slice(0, 1536, 1701).reshape(5, 33),
+                all.slice(0, 1701, 1708).reshape(1, 7)};
+        gpu.copySpans(new Tensor[]{dev(a), dev(b), dev(c)}, dsts);
+        float[] got = gpu.toHost(all).toFloatArray();
+        assertClose("a 512-wide span", a.toFloatArray(), java.util.Arrays.copyOfRange(got, 0, 1536), 0, 0);
+        assertClose("a 33-wide span", b.toFloatArray(), java.util.Arrays.copyOfRange(got, 1536, 1701), 0, 0);
+        assertClose("a 7-wide span", c.toFloatArray(), java.util.Arrays.copyOfRange(got, 1701, 1708), 0, 0);
+        assertTrue(Float.isNaN(got[1708]) && Float.isNaN(got[got.length - 1]), "the rest left alone");
+        assertThrows(IllegalArgumentException.class, () -> gpu.copySpans(new Tensor[]{dev(a)},
+                new Tensor[]{poisoned(DType.F32, 3, 511)}), "spans of different lengths");
     }
 
     private void check(String what, Tensor hostView, Tensor devView) {

@@ -227,7 +227,8 @@ final class DeepseekV4Compressor {
 
     /**
      * The kept rows of the open windows of states[closing[0..count)], kv and gate, on the host: where they are in device
-     * memory, copied into one tensor there and read back by one copy (one wait for the device, not two a sequence).
+     * memory, gathered into one tensor there by one operation ({@link org.orbitrl.kernels.Backend#copySpans}) and read
+     * back by one copy (one wait for the device, not two a sequence).
      * Entries are null where a state keeps no rows on the device (read where it is, if at all).
      */
     private float[][][] keptRows(Backend b, State[] states, int[] closing, int count) {
@@ -243,16 +244,21 @@ final class DeepseekV4Compressor {
         int w = width();
         org.orbitrl.kernels.TensorAllocator a = b.allocator();
         org.orbitrl.kernels.Tensor all = a.allocate(MemoryCategory.ACTIVATIONS, org.orbitrl.kernels.DType.F32, 2 * rows, w);
+        java.util.List<org.orbitrl.kernels.Tensor> srcs = new java.util.ArrayList<>();
+        java.util.List<org.orbitrl.kernels.Tensor> dsts = new java.util.ArrayList<>();
         long at = 0;
         for (int j = 0; j < count; j++) {
             State st = states[closing[j]];
             int r = st.kv.onDevice() ? st.kv.rows() : 0;
             if (r > 0) {
-                a.copy(st.kv.value().placed(a, r, w), all.slice(0, at, at + r));
-                a.copy(st.gate.value().placed(a, r, w), all.slice(0, rows + at, rows + at + r));
+                srcs.add(st.kv.value().placed(a, r, w));
+                dsts.add(all.slice(0, at, at + r));
+                srcs.add(st.gate.value().placed(a, r, w));
+                dsts.add(all.slice(0, rows + at, rows + at + r));
                 at += r;
             }
         }
+        b.copySpans(srcs.toArray(new org.orbitrl.kernels.Tensor[0]), dsts.toArray(new org.orbitrl.kernels.Tensor[0]));
         float[] v = a.toFloats(all);
         a.release(all);
         at = 0;

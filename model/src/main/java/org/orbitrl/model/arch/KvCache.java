@@ -67,6 +67,7 @@ public final class KvCache implements SequenceCache, AutoCloseable {
         if (length > 0) {
             allocator.copy(old.slice(0, 0, length), t.slice(0, 0, length));
         }
+        allocator.free(old);   // after the copy in stream order: nothing reads the old rows again
         return t;
     }
 

@@ -13,6 +13,8 @@ final class GradTape {
     }
 
     private final List<Step> steps = new ArrayList<>();
+    private final java.util.Map<int[], org.orbitrl.kernels.Tensor> positions = new java.util.IdentityHashMap<>();
+    private org.orbitrl.kernels.TensorAllocator positionsIn;
 
     void record(Node out, Runnable backward) {
         steps.add(new Step(out, backward));
@@ -38,6 +40,26 @@ final class GradTape {
             s.out().release(a);
         }
         steps.clear();
+        if (positionsIn != null) {
+            positions.values().forEach(positionsIn::release);
+            positions.clear();
+            positionsIn = null;
+        }
+    }
+
+    /**
+     * A forward's positions in {@code b}'s memory for its taped ropes and their backward: uploaded once for the tape
+     * (every rope of the forward reads the same array), released with it ({@link #release}), whether or not a backward
+     * ran.
+     */
+    org.orbitrl.kernels.Tensor positions(org.orbitrl.kernels.Backend b, int[] p) {
+        org.orbitrl.kernels.TensorAllocator a = b.allocator();
+        if (positionsIn != null && positionsIn != a) {
+            throw new IllegalStateException("a tape's positions in two memories");
+        }
+        positionsIn = a;
+        return positions.computeIfAbsent(p, k -> a.upload(org.orbitrl.kernels.MemoryCategory.ACTIVATIONS,
+                org.orbitrl.kernels.Tensor.ofInts(k, k.length)));
     }
 
     int size() {

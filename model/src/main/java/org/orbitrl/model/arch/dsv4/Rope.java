@@ -41,7 +41,8 @@ final class Rope {
         }
         if (Ops.there(b, x)) {
             TensorAllocator a = b.allocator();
-            Tensor shared = t == null ? Ops.runPositions(b, positions) : null;   // the run's, released with it
+            // the run's (untaped) or the tape's positions, released with them; else this rope's own
+            Tensor shared = t != null ? t.positions(b, positions) : Ops.runPositions(b, positions);
             Tensor pos = shared != null ? shared : a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(positions, rows));
             Tensor y = t == null && consume ? x.take(a, rows, heads, headDim) : null;
             if (y == null) {
@@ -53,7 +54,6 @@ final class Rope {
                 t.record(yn, () -> {
                     Tensor dx = Ops.copy(b, yn.gradPlaced(a, rows, heads, headDim));
                     turn(b, dx.slice(2, headDim - rot, headDim), pos, rope, !inverse);
-                    a.release(pos);
                     x.accDevice(b, dx);
                 });
             } else if (shared == null) {

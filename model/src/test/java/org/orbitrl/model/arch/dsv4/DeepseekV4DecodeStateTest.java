@@ -205,6 +205,10 @@ class DeepseekV4DecodeStateTest {
                 strict.allocator().liveBytes(MemoryCategory.KV_CACHE) - kv0 - caches, "KV_CACHE bytes after the rewind");
         cache.close();
         assertEquals(kv0, strict.allocator().liveBytes(MemoryCategory.KV_CACHE), "KV_CACHE bytes after the close");
+        KvCache small = model.newCache(1);   // grown by the forward: the buffers it outgrew freed as it grew
+        strict.allocator().release(model.forward(List.of(new CausalLM.Segment(toks, small))));
+        small.close();
+        assertEquals(kv0, strict.allocator().liveBytes(MemoryCategory.KV_CACHE), "KV_CACHE bytes after a grown cache's close");
         cache.close();
         assertEquals(kv0, strict.allocator().liveBytes(MemoryCategory.KV_CACHE), "a second close frees nothing more");
     }

@@ -134,6 +134,29 @@ class DeepseekV4TrainStepTest {
         }
     }
 
+    /**
+     * A taped forward released without a backward (an error between them, a forward run for its logits) gives back
+     * every activation it made on the device, the positions its ropes read included.
+     */
+    @Test
+    void aTapeReleasedWithoutABackwardGivesBackItsActivations() {
+        Path dir = TestSafetensors.fixtures().resolve("deepseek_v4");
+        DeepseekV4Model model = DeepseekV4Model.load(ConfigLoader.load(dir),
+                new TestSafetensors(dir.resolve("model.safetensors")), strict);
+        List<int[]> seqs = List.of(new java.util.SplittableRandom(3).ints(20, 2, model.vocabSize()).toArray());
+        for (boolean recompute : new boolean[]{false, true}) {
+            Trainable.Tape warm = model.forwardTrain(seqs, recompute);   // once-only uploads (constants) out of the way
+            strict.allocator().release(warm.logits());
+            warm.release(strict.allocator());
+            long before = strict.allocator().liveBytes(MemoryCategory.ACTIVATIONS);
+            Trainable.Tape tape = model.forwardTrain(seqs, recompute);
+            strict.allocator().release(tape.logits());
+            tape.release(strict.allocator());
+            assertEquals(before, strict.allocator().liveBytes(MemoryCategory.ACTIVATIONS),
+                    "activations left by a released tape" + (recompute ? " (recompute)" : ""));
+        }
+    }
+
     private static void assertSameBits(Step taped, Step recomputed) {
         org.junit.jupiter.api.Assertions.assertArrayEquals(taped.logits, recomputed.logits, "logits");
         assertEquals(taped.grads.size(), recomputed.grads.size());

@@ -331,11 +331,12 @@ public final class GroupedExperts {
 
     /**
      * Whether an inference forward of {@code pairs} (token, expert) pairs takes the per-pair form ({@link #forwardPairs},
+     * up to {@link #PAIRS_MAX} pairs, or {@code -Dorbit.moe.pairsMax}, read at each call, for comparisons;
      * gpt-oss's fused experts {@code GroupedMoe}'s): few enough pairs, every projection's experts ones the backend
      * multiplies per pair ({@link Backend#moePairs}), and their enabled adapters LoRA the pair products run.
      */
     public boolean takesPairs(Backend b, long pairs) {
-        if (pairs > PAIRS_MAX || !b.moePairs(gate) || !b.moePairs(down) || (up != null && !b.moePairs(up))) {
+        if (pairs > Integer.getInteger("orbit.moe.pairsMax", PAIRS_MAX) || !b.moePairs(gate) || !b.moePairs(down) || (up != null && !b.moePairs(up))) {
             return false;
         }
         for (Linear[] projection : linears) {

@@ -277,16 +277,21 @@ public interface Backend extends AutoCloseable {
 
     /**
      * Copies row {@code rows[i]} of src [N, W] into {@code dsts[i]} (W contiguous elements, same dtype) for every i: the
-     * rows a decode step appends to each sequence's kept state, in one operation where the backend has one (the CUDA
-     * backend: one launch over a table of the rows); the default copies them one by one ({@link #copy}).
+     * rows a decode step appends to each sequence's kept state, as one {@link #copySpans} of the rows.
      */
     default void copyRows(Tensor src, int[] rows, Tensor[] dsts) {
-        if (rows.length != dsts.length) {
-            throw new IllegalArgumentException("copyRows: " + rows.length + " rows for " + dsts.length + " destinations");
+        if (rows.length != dsts.length || src.rank() != 2) {
+            throw new IllegalArgumentException("copyRows: " + rows.length + " rows of " + src + " for " + dsts.length
+                    + " destinations (a source [N, W] expected)");
         }
+        Tensor[] srcs = new Tensor[rows.length];
         for (int i = 0; i < rows.length; i++) {
-            copy(src.slice(0, rows[i], rows[i] + 1).reshape(dsts[i].shape()), dsts[i]);
+            if (rows[i] < 0 || rows[i] >= src.size(0)) {
+                throw new IllegalArgumentException("copyRows: row " + rows[i] + " of " + src);
+            }
+            srcs[i] = src.slice(0, rows[i], rows[i] + 1);
         }
+        copySpans(srcs, dsts);
     }
 
     /**

@@ -416,28 +416,6 @@ public final class StrictBackend implements Backend {
         return true;
     }
 
-    /** The rows copied on the device thread, with the CUDA launcher's checks (device memory, whole contiguous rows). */
-    @Override
-    public void copyRows(Tensor src, int[] rows, Tensor[] dsts) {
-        device("copyRows", src);
-        if (rows.length != dsts.length || src.rank() != 2 || src.strides()[1] != 1) {
-            throw new IllegalArgumentException("copyRows: " + rows.length + " rows of " + src + " into " + dsts.length + " destinations");
-        }
-        for (int i = 0; i < rows.length; i++) {
-            device("copyRows", dsts[i]);
-            contiguous("copyRows", dsts[i]);
-            if (dsts[i].numel() != src.size(1) || dsts[i].dtype() != src.dtype() || rows[i] < 0 || rows[i] >= src.size(0)) {
-                throw new IllegalArgumentException("copyRows: row " + rows[i] + " of " + src + " into " + dsts[i]);
-            }
-        }
-        on(() -> {
-            for (int i = 0; i < rows.length; i++) {
-                dsts[i].copyFrom(src.slice(0, rows[i], rows[i] + 1).reshape(dsts[i].shape()));
-            }
-            return null;
-        });
-    }
-
     /** The spans copied on the device thread, with the CUDA launcher's checks (device memory, contiguous, equal counts). */
     @Override
     public void copySpans(Tensor[] srcs, Tensor[] dsts) {

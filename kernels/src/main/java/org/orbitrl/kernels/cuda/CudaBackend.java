@@ -286,12 +286,6 @@ public final class CudaBackend implements Backend {
     }
 
     @Override
-    public void copyRows(Tensor src, int[] rows, Tensor[] dsts) {
-        ctx.device.bind();
-        layoutOps.copyRows(src, rows, dsts);
-    }
-
-    @Override
     public void copySpans(Tensor[] srcs, Tensor[] dsts) {
         ctx.device.bind();
         layoutOps.copySpans(srcs, dsts);

@@ -20,9 +20,7 @@ final class CudaLayoutOps {
     private final Kernel clampedSwigluBackward;
     private final Kernel limitedSwiglu;
     private final Kernel limitedSwigluBackward;
-    private final Kernel copyRows;
     private final Kernel copySpans;
-    private final DeviceTable rowTable;
     private final DeviceTable spanTable;
 
     CudaLayoutOps(CudaContext ctx) {
@@ -32,9 +30,7 @@ final class CudaLayoutOps {
         this.clampedSwigluBackward = ctx.kernel("layout", "clamped_swiglu_backward_f32");
         this.limitedSwiglu = ctx.kernel("layout", "limited_swiglu_f32");
         this.limitedSwigluBackward = ctx.kernel("layout", "limited_swiglu_backward_f32");
-        this.copyRows = ctx.kernel("layout", "copy_rows_u32");
         this.copySpans = ctx.kernel("layout", "copy_spans_u32");
-        this.rowTable = new DeviceTable(ctx, "row copy table");
         this.spanTable = new DeviceTable(ctx, "span copy table");
     }
 
@@ -60,44 +56,6 @@ final class CudaLayoutOps {
         long[] d = padded(dst.strides(), 0);
         ctx.launch(stridedCopy, ctx.gridFor(n, EW_BLOCK), EW_BLOCK, src, dst, n, size[1], size[2], size[3],
                 s[0], s[1], s[2], s[3], d[0], d[1], d[2], d[3]);
-    }
-
-    /**
-     * dsts[i] = row rows[i] of src [N, W] for every i ({@link org.orbitrl.kernels.Backend#copyRows}): one launch over a
-     * table of the rows' addresses (uploaded by one copy). 4-byte elements; src's rows and every destination contiguous.
-     */
-    void copyRows(Tensor src, int[] rows, Tensor[] dsts) {
-        int n = rows.length;
-        if (dsts.length != n) {
-            throw new IllegalArgumentException("copyRows: " + n + " rows for " + dsts.length + " destinations");
-        }
-        ctx.dev("copyRows source", src);
-        if (src.rank() != 2 || src.dtype().bytes() != 4 || src.strides()[1] != 1) {
-            throw new IllegalArgumentException("copyRows: the source must be [N, W] of 4-byte elements with contiguous rows, got " + src);
-        }
-        int w = src.size(1);
-        for (int i = 0; i < n; i++) {
-            Tensor d = dsts[i];
-            ctx.devContiguous("copyRows destination " + i, d, src.dtype());
-            if (d.numel() != w) {
-                throw new IllegalArgumentException("copyRows: destination " + i + " " + d + " does not hold a row of " + w);
-            }
-            if (rows[i] < 0 || rows[i] >= src.size(0)) {
-                throw new IllegalArgumentException("copyRows: row " + rows[i] + " of " + src);
-            }
-        }
-        if (n == 0 || w == 0) {
-            return;
-        }
-        java.lang.foreign.MemorySegment h = rowTable.host(2L * n);
-        long base = CudaAllocator.address(src);
-        long rowBytes = src.strides()[0] * (long) src.dtype().bytes();
-        for (int i = 0; i < n; i++) {
-            h.setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG, 2L * i, base + rows[i] * rowBytes);
-            h.setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG, 2L * i + 1, CudaAllocator.address(dsts[i]));
-        }
-        long table = rowTable.upload(h, 2L * n);
-        ctx.launch(copyRows, n, Math.min(EW_BLOCK, Math.max(32, (w / 4 + 31) / 32 * 32)), table, n, w);
     }
 
     /**

@@ -67,27 +67,9 @@ extern "C" __global__ void limited_swiglu_backward_f32(const float* gate, const 
     }
 }
 
-// Rows of w 4-byte elements copied through a table of (source address, destination address) pairs, a block a pair:
-// the rows a decode step appends to each sequence's state. 16-byte moves where both rows are 16-byte aligned and w
-// is a multiple of 4, else 4-byte ones.
-extern "C" __global__ void copy_rows_u32(const long long* table, int n, int w) {
-    int i = blockIdx.x;
-    if (i >= n) return;
-    long long s = table[2 * i];
-    long long d = table[2 * i + 1];
-    if (((s | d) & 15) == 0 && (w & 3) == 0) {
-        const uint4* src = (const uint4*) s;
-        uint4* dst = (uint4*) d;
-        for (int c = threadIdx.x; c < w / 4; c += blockDim.x) dst[c] = src[c];
-    } else {
-        const u32* src = (const u32*) s;
-        u32* dst = (u32*) d;
-        for (int c = threadIdx.x; c < w; c += blockDim.x) dst[c] = src[c];
-    }
-}
-
 // Spans of 4-byte elements copied through a table of (source address, destination address, elements) triples, a block a
-// span: the kept rows of a decode step's closing windows gathered for one read back. 16-byte moves where both spans
+// span: the rows a decode step appends to each sequence's state, the kept rows of its closing windows gathered for one
+// read back. 16-byte moves where both spans
 // are 16-byte aligned and the count a multiple of 4, else 4-byte ones.
 extern "C" __global__ void copy_spans_u32(const long long* table, int n) {
     int i = blockIdx.x;

@@ -135,14 +135,10 @@ final class DeepseekV4Compressor {
      * Adds a cached sequence's new projected rows, rows [start, start+len) of kv and gate [N, width], to its state and
      * returns its entries so far [M, d] (M may be 0) as the state holds them (the caller does not release them).
      * The rows join the open window where the state keeps it (device memory on a device backend, rate rows at most);
-     * when windows close, the open window's rows and the new ones are read on the host, pooled there, the new entries
-     * appended to the state's and the rows of the next window kept.
+     * when windows close, the open window's rows (keptKv and keptGate where {@link #advanceAll} read them already,
+     * else read here) and the new ones are pooled on the host, the new entries appended to the state's and the rows of
+     * the next window kept.
      */
-    Node advance(Backend b, Node kv, Node gate, int start, int len, State st, RopeTable rope) {
-        return advance(b, kv, gate, start, len, st, rope, null, null);
-    }
-
-    /** As {@link #advance(Backend, Node, Node, int, int, State, RopeTable)}, the open window's rows given where read already. */
     private Node advance(Backend b, Node kv, Node gate, int start, int len, State st, RopeTable rope, float[] keptKv,
                          float[] keptGate) {
         int w = width();
@@ -183,7 +179,7 @@ final class DeepseekV4Compressor {
     /**
      * {@link #advance} for several cached sequences at once, sequence i's new rows [starts[i], starts[i]+lens[i]) of kv
      * and gate with state states[i]: the single rows that close no window join their open windows in one operation for
-     * all of them ({@link StateRows#appendRows}), the others as {@link #advance} takes them. Each sequence's entries.
+     * all of them ({@link StateRows#appendRows}), the others one by one. Each sequence's entries.
      */
     Node[] advanceAll(Backend b, Node kv, Node gate, int[] starts, int[] lens, State[] states, RopeTable rope) {
         int n = states.length;

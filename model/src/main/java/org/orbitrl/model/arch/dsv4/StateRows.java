@@ -127,7 +127,7 @@ final class StateRows {
     /**
      * Appends row {@code rows[i]} of x [N, width] to {@code stores[i]} for every i (one row each, stores of one width):
      * where x is in {@code b}'s device memory and the stores live there, every row in one operation
-     * ({@link Backend#copyRows}); otherwise one store at a time.
+     * ({@link Backend#copyRows}, one {@link Backend#copySpans}); otherwise one store at a time.
      */
     static void appendRows(Backend b, StateRows[] stores, Node x, int[] rows) {
         if (stores.length == 0) {

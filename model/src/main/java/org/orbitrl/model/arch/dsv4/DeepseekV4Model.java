@@ -226,8 +226,9 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
     /**
      * Bytes of device memory ({@link org.orbitrl.kernels.MemoryCategory#KV_CACHE}) that one sequence's decode state
      * holds in every layer after {@code tokens} tokens on a backend that keeps values in device memory: the window's
-     * allocation of window-1 K=V rows and {@link StateRows#WINDOW_SLACK} more; on a compressed layer the compressor's open window (KV and gate, {@code rate}
-     * rows each of its width, 2·head_dim with the overlap of compressed-sparse layers) and its entries' allocation
+     * allocation of window-1 K=V rows and {@link StateRows#WINDOW_SLACK} more; on a compressed layer the compressor's
+     * open window (KV and gate, {@code rate} rows each of its width, 2·head_dim with the overlap of compressed-sparse
+     * layers) and its entries' allocation
      * ({@link StateRows#capacityFor}: 16 rows doubled until the entries fit); on a compressed-sparse layer the
      * indexer's compressor likewise (width 2·index_head_dim, entries of index_head_dim). All f32: the decode kernels
      * read f32 whatever the job's KV cache dtype. What the memory planner budgets for V4 rollout: exact where the

@@ -148,7 +148,7 @@ final class Ops {
 
     /**
      * A forward's positions in device memory for its untaped ropes: uploaded at the first ask ({@link #runPositions}) and
-     * released when the run closes (a taped rope uploads its own, which its backward reads after the run). Opened by
+     * released when the run closes (a taped rope reads its tape's, which its backward reads after the run). Opened by
      * the model's forward on the thread that runs its layers.
      */
     static final class RunPositions implements AutoCloseable {

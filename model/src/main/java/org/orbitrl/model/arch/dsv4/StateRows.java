@@ -22,6 +22,9 @@ import java.util.Arrays;
  * node until the rows change; after a change it must not be read.
  */
 final class StateRows {
+    /** Rows of a window's allocation beyond the rows it keeps: the kept rows move to its front once every this many. */
+    static final int WINDOW_SLACK = 32;
+
     private final int width;
     private final int keep;       // rows kept at most (the oldest dropped beyond); Integer.MAX_VALUE: every row
     private final int first;      // the first allocation's rows
@@ -46,9 +49,6 @@ final class StateRows {
         this.first = first;
         this.category = category;
     }
-
-    /** Rows of a window's allocation beyond the rows it keeps: the kept rows move to its front once every this many. */
-    static final int WINDOW_SLACK = 32;
 
     /** A window's rows: at most {@code keep}, in an allocation of {@code keep + WINDOW_SLACK}. */
     static StateRows window(int width, int keep, MemoryCategory category) {

@@ -16,6 +16,8 @@ final class CudaLayoutOps {
 
     private final CudaContext ctx;
     private final Kernel stridedCopy;
+    private final Kernel stridedCopy32;
+    private final Kernel stridedCopyVec32;
     private final Kernel clampedSwiglu;
     private final Kernel clampedSwigluBackward;
     private final Kernel limitedSwiglu;
@@ -26,6 +28,8 @@ final class CudaLayoutOps {
     CudaLayoutOps(CudaContext ctx) {
         this.ctx = ctx;
         this.stridedCopy = ctx.kernel("layout", "strided_copy_u32");
+        this.stridedCopy32 = ctx.kernel("layout", "strided_copy_u32_i32");
+        this.stridedCopyVec32 = ctx.kernel("layout", "strided_copy_u32x4_i32");
         this.clampedSwiglu = ctx.kernel("layout", "clamped_swiglu_f32");
         this.clampedSwigluBackward = ctx.kernel("layout", "clamped_swiglu_backward_f32");
         this.limitedSwiglu = ctx.kernel("layout", "limited_swiglu_f32");
@@ -54,8 +58,34 @@ final class CudaLayoutOps {
         long[] size = padded(src.shape(), 1);
         long[] s = padded(src.strides(), 0);
         long[] d = padded(dst.strides(), 0);
-        ctx.launch(stridedCopy, ctx.gridFor(n, EW_BLOCK), EW_BLOCK, src, dst, n, size[1], size[2], size[3],
-                s[0], s[1], s[2], s[3], d[0], d[1], d[2], d[3]);
+        if (vectorUnits(src, dst, size, s, d)) {   // 16-byte units: the last dimension and every stride divided by 4
+            long units = n / 4;
+            ctx.launch(stridedCopyVec32, ctx.gridFor(units, EW_BLOCK), EW_BLOCK, src, dst, (int) units, (int) size[1], (int) size[2],
+                    (int) (size[3] / 4), s[0] / 4, s[1] / 4, s[2] / 4, 1L, d[0] / 4, d[1] / 4, d[2] / 4, 1L);
+        } else if (n <= Integer.MAX_VALUE) {
+            ctx.launch(stridedCopy32, ctx.gridFor(n, EW_BLOCK), EW_BLOCK, src, dst, (int) n, (int) size[1], (int) size[2],
+                    (int) size[3], s[0], s[1], s[2], s[3], d[0], d[1], d[2], d[3]);
+        } else {
+            ctx.launch(stridedCopy, ctx.gridFor(n, EW_BLOCK), EW_BLOCK, src, dst, n, size[1], size[2], size[3],
+                    s[0], s[1], s[2], s[3], d[0], d[1], d[2], d[3]);
+        }
+    }
+
+    /**
+     * Whether a copy can move 16 bytes at a time: its last dimension contiguous on both sides and a multiple of 4
+     * elements, every other stride a multiple of 4, both first elements 16-byte aligned, and its count of units within
+     * 32 bits.
+     */
+    static boolean vectorUnits(Tensor src, Tensor dst, long[] size, long[] s, long[] d) {
+        if (size[3] % 4 != 0 || s[3] != 1 || d[3] != 1 || src.numel() / 4 > Integer.MAX_VALUE) {
+            return false;
+        }
+        for (int i = 0; i < 3; i++) {
+            if (size[i] > 1 && (s[i] % 4 != 0 || d[i] % 4 != 0)) {
+                return false;
+            }
+        }
+        return CudaAllocator.address(src) % 16 == 0 && CudaAllocator.address(dst) % 16 == 0;
     }
 
     /**

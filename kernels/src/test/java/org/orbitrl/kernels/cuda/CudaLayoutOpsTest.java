@@ -45,6 +45,25 @@ class CudaLayoutOpsTest extends CudaTestBase {
     }
 
     @Test
+    void copiesOfWholeSixteenByteUnitsAreExact() {
+        SplittableRandom r = rng(16);
+        Tensor host = randn(r, 1f, 32, 8, 64);                                  // [N, groups, in]: wo_a's regrouping
+        Tensor src = dev(host);
+        assertTrue(CudaLayoutOps.vectorUnits(src.transpose(0, 1), src.transpose(0, 1), new long[]{1, 8, 32, 64},
+                new long[]{0, 64, 512, 1}, new long[]{0, 64, 512, 1}), "the regrouping moves 16-byte units");
+        check("groups leading", host.transpose(0, 1), src.transpose(0, 1));
+        check("a 16-byte aligned slice of the last dimension", host.slice(2, 4, 12), src.slice(2, 4, 12));
+        check("an unaligned slice (4-byte moves)", host.slice(2, 2, 10), src.slice(2, 2, 10));
+        check("a last dimension not of 4 (4-byte moves)", host.slice(2, 0, 7), src.slice(2, 0, 7));
+        // into a strided destination: every group's rows back into their places
+        Tensor grouped = randn(r, 1f, 8, 32, 64);
+        Tensor dst = poisoned(DType.F32, 32, 8, 64);
+        gpu.copy(dev(grouped), dst.transpose(0, 1));
+        assertClose("into the transposed view", grouped.transpose(0, 1).contiguous().toFloatArray(),
+                gpu.toHost(dst).toFloatArray(), 0, 0);
+    }
+
+    @Test
     void rowsCopiedThroughATableLandWhereTheirDestinationsAre() {
         SplittableRandom r = rng(14);
         for (int w : new int[]{512, 1024, 33, 7}) {          // 16-byte moves, and 4-byte ones for widths not of 4

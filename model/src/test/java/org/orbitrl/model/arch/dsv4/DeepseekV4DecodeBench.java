@@ -34,7 +34,10 @@ import java.util.SplittableRandom;
  * timed steps of each batch, one more step with every backend operation waited for ({@link OpProfiler}) and the calling
  * thread's stack sampled ({@link StackSampler}): where a decode step goes; {@code -Dorbit.bench.sample=true}: four
  * more steps with the stack sampled alone (the waits of unprofiled steps). {@code -Dorbit.bench.exact=true}: the
- * backend in exact mode.
+ * backend in exact mode. {@code -Dorbit.bench.fp8=true}: the linears the released checkpoints hold in FP8 (block-128, E8M0
+ * scales) are FP8 here too ({@link RandomDeepseekV4}); bf16 otherwise. {@code -Dorbit.bench.profilerRange=true}: the
+ * driver's profiler range ({@code cuProfilerStart} / {@code Stop}) around the last timed step of each batch, for
+ * {@code ncu --profile-from-start off}.
  *
  * <pre>java ... org.orbitrl.model.arch.dsv4.DeepseekV4DecodeBench [context] [batches] [layers] [experts] [vocab]</pre>
  */
@@ -57,9 +60,11 @@ public final class DeepseekV4DecodeBench {
         ModelSpec spec = ConfigLoader.load(DeepseekV4StepBench.config(layers, experts, vocab));
         boolean exact = Boolean.getBoolean("orbit.bench.exact");
         boolean profile = Boolean.getBoolean("orbit.bench.profile");
+        boolean fp8 = Boolean.getBoolean("orbit.bench.fp8");
+        boolean range = Boolean.getBoolean("orbit.bench.profilerRange");
         try (CudaBackend gpu = new CudaBackend(0, CudaBackend.defaultCacheDir(), exact)) {
             long t0 = System.nanoTime();
-            DeepseekV4Model model = DeepseekV4Model.load(spec, new RandomDeepseekV4(spec, 7), gpu);
+            DeepseekV4Model model = DeepseekV4Model.load(spec, new RandomDeepseekV4(spec, 7, fp8), gpu);
             long adapterBytes = 0;
             if ("lora".equals(System.getProperty("orbit.bench.adapter", "none"))) {
                 AdapterConfig lora = AdapterConfig.lora(32, 64, List.of("q_a_proj", "q_b_proj", "kv_proj", "o_b_proj",
@@ -72,10 +77,11 @@ public final class DeepseekV4DecodeBench {
                         adapter.params().size(), adapterBytes / 1e6);
             }
             System.out.printf("device %s; DeepSeek V4 decode at V4-Flash's widths: %d layers (%s), %d experts of %d (top %d),"
-                            + " vocabulary %d, %s kernels; built in %.1f s; context %d tokens a sequence; %d steps a row,"
-                            + " median%n", gpu.device(), layers,
+                            + " vocabulary %d, %s linears, %s kernels; built in %.1f s; context %d tokens a sequence; %d steps"
+                            + " a row, median%n", gpu.device(), layers,
                     java.util.stream.IntStream.range(0, layers).mapToObj(spec::attentionKind).toList(), experts,
-                    spec.moe().moeIntermediateSize(), spec.moe().topK(), vocab, exact ? "exact" : "default",
+                    spec.moe().moeIntermediateSize(), spec.moe().topK(), vocab, fp8 ? "FP8 block-128" : "bf16",
+                    exact ? "exact" : "default",
                     (System.nanoTime() - t0) / 1e9, context, STEPS);
             double copy = org.orbitrl.model.arch.DeepseekMoeBench.copyBandwidth(gpu);
             System.out.printf("copy bandwidth %.0f GB/s (device to device, read + write)%n", copy);
@@ -91,7 +97,13 @@ public final class DeepseekV4DecodeBench {
                     if (i == STEPS / 2 + 1) {
                         bytes = bytesPerStep(model, caches, batch) + adapterBytes;
                     }
+                    if (range && i == STEPS) {
+                        profiler("cuProfilerStart");
+                    }
                     ms[Math.max(0, i - 1)] = step(gpu, model, caches, r);
+                    if (range && i == STEPS) {
+                        profiler("cuProfilerStop");
+                    }
                 }
                 Arrays.sort(ms);
                 double median = ms[STEPS / 2];
@@ -118,6 +130,21 @@ public final class DeepseekV4DecodeBench {
                 }
             }
             profiles.forEach(System.out::println);
+        }
+    }
+
+    /** The driver's {@code cuProfilerStart} or {@code cuProfilerStop} (not in the JavaCPP presets; through the FFM linker). */
+    private static void profiler(String call) {
+        try {
+            var lookup = java.lang.foreign.SymbolLookup.libraryLookup("libcuda.so.1", java.lang.foreign.Arena.global());
+            var handle = java.lang.foreign.Linker.nativeLinker().downcallHandle(lookup.find(call).orElseThrow(),
+                    java.lang.foreign.FunctionDescriptor.of(java.lang.foreign.ValueLayout.JAVA_INT));
+            int rc = (int) handle.invokeExact();
+            if (rc != 0) {
+                throw new IllegalStateException(call + " returned " + rc);
+            }
+        } catch (Throwable e) {
+            throw new IllegalStateException(call, e);
         }
     }
 

@@ -22,11 +22,14 @@ import java.util.stream.IntStream;
  * generated when the loader asks for each tensor (seeded by name): linears, sinks and the hyper-connections' parameters
  * bf16 uniform with standard deviation 0.02, norms and the hyper-connections' scales 1, every routed expert directly as
  * MXFP4 (random E2M1 codes, E8M0 scale 2^-8: about 0.02 standard deviation), the hash layers' table random experts.
+ * With {@code fp8}, the linears the released checkpoints hold in FP8 (the attention's wq_a, wq_b, wkv, wo_a, wo_b, the
+ * indexer's wq_b, the shared experts) are FP8 E4M3 with E8M0 128×128 block scales as DeepSeek stores them (random codes
+ * of magnitude 2^-6 to 3.75, scale 2^-7: at most about 0.03).
  */
 final class RandomDeepseekV4 implements WeightSource {
     private static final double HALF_WIDTH = 0.02 * Math.sqrt(3);
 
-    private enum Kind { ONES, RANDOM, CODES, SCALES, TABLE }
+    private enum Kind { ONES, RANDOM, CODES, SCALES, TABLE, FP8, FP8_SCALES }
 
     private record Entry(Kind kind, DType dtype, long[] shape) {
     }
@@ -34,9 +37,15 @@ final class RandomDeepseekV4 implements WeightSource {
     private final Map<String, Entry> entries = new HashMap<>();
     private final long seed;
     private final int experts;
+    private final boolean fp8;
 
     RandomDeepseekV4(ModelSpec s, long seed) {
+        this(s, seed, false);
+    }
+
+    RandomDeepseekV4(ModelSpec s, long seed, boolean fp8) {
         this.seed = seed;
+        this.fp8 = fp8;
         DeepseekV4Spec v = s.deepseekV4();
         long h = s.hiddenSize();
         long d = s.headDim();
@@ -57,11 +66,11 @@ final class RandomDeepseekV4 implements WeightSource {
             random(p + "attn.attn_sink", nh);
             ones(p + "attn.norm.weight", d);
             ones(p + "attn.q_norm.weight", v.qLoraRank());
-            random(p + "attn.wq_a.weight", v.qLoraRank(), h);
-            random(p + "attn.wq_b.weight", nh * d, v.qLoraRank());
-            random(p + "attn.wkv.weight", d, h);
-            random(p + "attn.wo_a.weight", (long) v.oGroups() * v.oLoraRank(), nh * d / v.oGroups());
-            random(p + "attn.wo_b.weight", h, (long) v.oGroups() * v.oLoraRank());
+            linear(p + "attn.wq_a", v.qLoraRank(), h);
+            linear(p + "attn.wq_b", nh * d, v.qLoraRank());
+            linear(p + "attn.wkv", d, h);
+            linear(p + "attn.wo_a", (long) v.oGroups() * v.oLoraRank(), nh * d / v.oGroups());
+            linear(p + "attn.wo_b", h, (long) v.oGroups() * v.oLoraRank());
             if (kind.isCompressed()) {
                 long width = kind == AttentionKind.COMPRESSED_SPARSE ? 2 * d : d;
                 long rate = v.compressRate(kind);
@@ -76,7 +85,7 @@ final class RandomDeepseekV4 implements WeightSource {
                     random(p + "attn.indexer.compressor.wkv.weight", 2 * ihd, h);
                     random(p + "attn.indexer.compressor.wgate.weight", 2 * ihd, h);
                     random(p + "attn.indexer.weights_proj.weight", v.indexNHeads(), h);
-                    random(p + "attn.indexer.wq_b.weight", (long) v.indexNHeads() * ihd, v.qLoraRank());
+                    linear(p + "attn.indexer.wq_b", (long) v.indexNHeads() * ihd, v.qLoraRank());
                 }
             }
             ones(p + "attn_norm.weight", h);
@@ -98,14 +107,24 @@ final class RandomDeepseekV4 implements WeightSource {
                 fp4(p + "ffn.experts." + e + ".w3", inter, h);
             }
             long shared = s.moe().sharedIntermediateSize();
-            random(p + "ffn.shared_experts.w1.weight", shared, h);
-            random(p + "ffn.shared_experts.w2.weight", h, shared);
-            random(p + "ffn.shared_experts.w3.weight", shared, h);
+            linear(p + "ffn.shared_experts.w1", shared, h);
+            linear(p + "ffn.shared_experts.w2", h, shared);
+            linear(p + "ffn.shared_experts.w3", shared, h);
         }
     }
 
     private void random(String name, long... shape) {
         entries.put(name, new Entry(Kind.RANDOM, DType.BF16, shape));
+    }
+
+    /** A linear's weight [out, in]: bf16, or FP8 with its block scales. */
+    private void linear(String module, long out, long in) {
+        if (!fp8) {
+            random(module + ".weight", out, in);
+            return;
+        }
+        entries.put(module + ".weight", new Entry(Kind.FP8, DType.F8E4M3, new long[]{out, in}));
+        entries.put(module + ".scale", new Entry(Kind.FP8_SCALES, DType.U8, new long[]{(out + 127) / 128, (in + 127) / 128}));
     }
 
     private void ones(String name, long... shape) {
@@ -155,6 +174,9 @@ final class RandomDeepseekV4 implements WeightSource {
                             (short) (Float.floatToRawIntBits((float) ((r.nextDouble() * 2 - 1) * HALF_WIDTH)) >>> 16));
                     case CODES -> t.segment().set(ValueLayout.JAVA_BYTE, i, (byte) r.nextInt(256));
                     case SCALES -> t.segment().set(ValueLayout.JAVA_BYTE, i, (byte) (127 - 8));
+                    case FP8 -> t.segment().set(ValueLayout.JAVA_BYTE, i,
+                            (byte) ((r.nextInt(2) << 7) | ((1 + r.nextInt(8)) << 3) | r.nextInt(8)));
+                    case FP8_SCALES -> t.segment().set(ValueLayout.JAVA_BYTE, i, (byte) (127 - 7));
                     case TABLE -> t.segment().setAtIndex(ValueLayout.JAVA_LONG_UNALIGNED, i, r.nextInt(experts));
                 }
             }

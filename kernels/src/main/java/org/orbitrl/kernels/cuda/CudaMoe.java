@@ -64,7 +64,7 @@ public final class CudaMoe {
     /**
      * {@code y[p] = x[p or p / topk] · W[e(p)]ᵀ} for every routed pair p, each active expert's weight
      * read once, in one launch that reads the routing on the device: the decode path at any batch.
-     * INT4 experts at more than one token: tensor cores, x rounded to bf16 (see
+     * INT4 and MXFP4 experts at more than one token: tensor cores, x rounded to bf16 (see
      * {@link #moeGroupedTensorCores}); otherwise the fused dequantize-GEMV over the expert's pairs.
      *
      * @param x       f32 or bf16 [tokens, K] (shared by a token's experts) or [tokens·topk, K]

@@ -7,12 +7,13 @@ import org.orbitrl.kernels.quant.QuantizedTensor;
 
 /**
  * Launches the tensor-core grouped expert products of {@code qmma.cu}: for INT4 group-32 experts
- * (symmetric or with zero points), every routed pair's {@code y[p] = x[p / xDiv] · W_eᵀ} in one launch
- * over the active experts, read from the device routing (no host read: capturable in a CUDA graph).
+ * (symmetric or with zero points) and MXFP4 experts, every routed pair's {@code y[p] = x[p / xDiv] · W_eᵀ} in one
+ * launch over the active experts, read from the device routing (no host read: capturable in a CUDA graph). The fused
+ * shapes (gate and up together, the LoRA terms) take INT4 experts only.
  *
- * <p>Numerics: weight values {@code u − z} are exact in bf16 and the group scale multiplies the f32
- * partial product of its 32 values, so the only rounding beyond f32 accumulation is x to bf16 (none
- * for bf16 x).
+ * <p>Numerics: weight values {@code u − z} (INT4) and twice the E2M1 values (MXFP4) are exact in bf16 and the group
+ * scale (for MXFP4 half its power of two) multiplies the f32 partial product of its 32 values, so the only rounding
+ * beyond f32 accumulation is x to bf16 (none for bf16 x).
  *
  * <p>Launch shape: a block computes 128 consecutive output rows of one active expert (8 warps of 16
  * rows) over the whole of K; it stages MT of the expert's x rows at a time (8, 16 or 32, from the
@@ -44,6 +45,10 @@ final class CudaMoeMma {
     private final Kernel[][] afterKernels = new Kernel[3][2]; // refilled after its products (one stage more in flight)
     private final Kernel[] shortKernels = new Kernel[2];      // MT 8, 3 stages, three blocks an SM
     private final Kernel[] short4Kernels = new Kernel[2];     // MT 8, 2 stages, four blocks an SM
+    private final Kernel[][] fp4Kernels = new Kernel[3][2];   // the same four shapes for MXFP4 experts
+    private final Kernel[][] fp4AfterKernels = new Kernel[3][2];
+    private final Kernel[] fp4ShortKernels = new Kernel[2];
+    private final Kernel[] fp4Short4Kernels = new Kernel[2];
     private final Kernel[][] gateUpKernels = new Kernel[3][2];
     private final Kernel[] gateUp3Kernels = new Kernel[2];    // MT 8, 2 stages, three blocks an SM
     private final Kernel[] gateUp16Kernels = new Kernel[2];   // MT 16, 2 stages, two blocks an SM
@@ -62,6 +67,8 @@ final class CudaMoeMma {
         for (int i = 0; i < mts.length; i++) {
             for (int d = 0; d < 2; d++) {
                 kernels[i][d] = ctx.kernel("qmma", "qmma_int4_grouped_m" + mts[i] + xt[d]);
+                fp4Kernels[i][d] = ctx.kernel("qmma", "qmma_mxfp4_grouped_m" + mts[i] + xt[d]);
+                fp4AfterKernels[i][d] = ctx.kernel("qmma", "qmma_mxfp4_grouped_after_m" + mts[i] + xt[d]);
                 afterKernels[i][d] = ctx.kernel("qmma", "qmma_int4_grouped_after_m" + mts[i] + xt[d]);
                 gateUpKernels[i][d] = ctx.kernel("qmma", "qmma_int4_gate_up_m" + mts[i] + xt[d]);
             }
@@ -75,6 +82,8 @@ final class CudaMoeMma {
         for (int d = 0; d < 2; d++) {
             shortKernels[d] = ctx.kernel("qmma", "qmma_int4_grouped_short_m8" + xt[d]);
             short4Kernels[d] = ctx.kernel("qmma", "qmma_int4_grouped_short4_m8" + xt[d]);
+            fp4ShortKernels[d] = ctx.kernel("qmma", "qmma_mxfp4_grouped_short_m8" + xt[d]);
+            fp4Short4Kernels[d] = ctx.kernel("qmma", "qmma_mxfp4_grouped_short4_m8" + xt[d]);
             gateUp3Kernels[d] = ctx.kernel("qmma", "qmma_int4_gate_up3_m8" + xt[d]);
             gateUp16Kernels[d] = ctx.kernel("qmma", "qmma_int4_gate_up_st2_m16" + xt[d]);
         }
@@ -115,13 +124,24 @@ final class CudaMoeMma {
     }
 
     /**
-     * Whether the kernel takes these operands: INT4 experts, K a multiple of 64 (whole pairs of groups,
+     * Whether the kernels of every shape take these operands: INT4 experts, K a multiple of 64 (whole pairs of groups,
      * 4-byte aligned scale pairs), a chunk of 8 x rows in shared memory, f32 or bf16 x, 16-byte aligned
      * x and codes, 4-byte aligned scales.
      */
     static boolean supports(QuantLayout layout, QuantizedTensor w, Tensor x, int k) {
-        return layout == QuantLayout.INT4 && k % 64 == 0 && 8L * xStride(k) <= X_SHARED_MAX
-                && (x.dtype() == DType.F32 || x.dtype() == DType.BF16)
+        return layout == QuantLayout.INT4 && operands(w, x, k);
+    }
+
+    /**
+     * Whether {@link #launch} takes these operands: those of {@link #supports}, or MXFP4 experts with K a multiple of 128
+     * (a stage's scales copied four bytes at a time from 4-byte aligned rows).
+     */
+    static boolean supportsPlain(QuantLayout layout, QuantizedTensor w, Tensor x, int k) {
+        return (layout == QuantLayout.INT4 || (layout == QuantLayout.MXFP4 && k % 128 == 0)) && operands(w, x, k);
+    }
+
+    private static boolean operands(QuantizedTensor w, Tensor x, int k) {
+        return k % 64 == 0 && 8L * xStride(k) <= X_SHARED_MAX && (x.dtype() == DType.F32 || x.dtype() == DType.BF16)
                 && CudaAllocator.address(x) % 16 == 0 && CudaAllocator.address(w.codes()) % 16 == 0
                 && CudaAllocator.address(w.scales()) % 4 == 0;
     }
@@ -139,30 +159,36 @@ final class CudaMoeMma {
      * One launch over the active experts of {@code r}.
      *
      * @param x    f32 or bf16, rows of K; pair p reads row p / xDiv
-     * @param w    INT4 experts stacked [E·N, K] (checked by {@link #supports})
+     * @param w    INT4 or MXFP4 experts stacked [E·N, K] (checked by {@link #supportsPlain})
      * @param y    f32 [pairs, N]
      */
     void launch(Tensor x, int xDiv, QuantizedTensor w, MoeRouting r, Tensor y, int n, int k) {
+        boolean fp4 = QuantLayout.of(w, ctx) == QuantLayout.MXFP4;
         int mt = chunkFor(rowsPerExpert(r), k);
         int xi = x.dtype() == DType.BF16 ? 1 : 0;
         Kernel kernel;
         int shared;
         if (!fused) {
-            kernel = kernels[mtIndex(mt)][xi];
+            kernel = (fp4 ? fp4Kernels : kernels)[mtIndex(mt)][xi];
             shared = WEIGHT_SHARED + mt * xStride(k);
         } else if (mt == 8 && shortK().equals("4") && fits(4, TWO_STAGE_WEIGHT_SHARED, k)) {
-            kernel = short4Kernels[xi];
+            kernel = (fp4 ? fp4Short4Kernels : short4Kernels)[xi];
             shared = TWO_STAGE_WEIGHT_SHARED + mt * xStride(k);
         } else if (mt == 8 && !shortK().equals("off") && fits(3, SHORT_WEIGHT_SHARED, k)) {
-            kernel = shortKernels[xi];
+            kernel = (fp4 ? fp4ShortKernels : shortKernels)[xi];
             shared = SHORT_WEIGHT_SHARED + mt * xStride(k);
         } else {
-            kernel = afterKernels[mtIndex(mt)][xi];
+            kernel = (fp4 ? fp4AfterKernels : afterKernels)[mtIndex(mt)][xi];
             shared = WEIGHT_SHARED + mt * xStride(k);
         }
         long gridX = (n + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
-        ctx.launch2dShared(kernel, gridX, gridRows(r), THREADS, shared, x, xDiv, r.offsets(), r.order(), r.active(), w.codes(),
-                w.scales(), w.zeros(), y, n, k, xStride(k));
+        if (fp4) {
+            ctx.launch2dShared(kernel, gridX, gridRows(r), THREADS, shared, x, xDiv, r.offsets(), r.order(), r.active(), w.codes(),
+                    w.scales(), y, n, k, xStride(k));
+        } else {
+            ctx.launch2dShared(kernel, gridX, gridRows(r), THREADS, shared, x, xDiv, r.offsets(), r.order(), r.active(), w.codes(),
+                    w.scales(), w.zeros(), y, n, k, xStride(k));
+        }
     }
 
     /**

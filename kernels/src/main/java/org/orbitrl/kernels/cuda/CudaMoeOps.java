@@ -180,7 +180,7 @@ final class CudaMoeOps {
             return;
         }
         int tokens = pairs / Math.max(1, r.topk());
-        if (tensorCores && tokens > 1 && CudaMoeMma.supports(layout, experts, x, nk[1])) {
+        if (tensorCores && tokens > 1 && CudaMoeMma.supportsPlain(layout, experts, x, nk[1])) {
             mma.launch(x, xDiv, experts, r, y, nk[0], nk[1]);
             return;
         }

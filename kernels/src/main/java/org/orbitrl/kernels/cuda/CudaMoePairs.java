@@ -25,7 +25,7 @@ import java.util.Map;
  * pairs eight at a time, their x rows staged together and each row of the expert's matrix read once for them all (a row
  * a warp for a LoRA's A, a thread a row for its B), so an expert's matrix comes from DRAM once a call whatever the batch.
  * The grouping is kept for the next calls with the same ids tensor (a layer's gate, up, down and their LoRA factors group
- * their pairs once). From {@link #STACKED_PAIRS} pairs, INT4 experts that lie back to back in memory
+ * their pairs once). From {@link #STACKED_PAIRS} pairs, INT4 and MXFP4 experts that lie back to back in memory
  * ({@link ExpertWeights#stacked}, how a model's experts are placed on a device) take the tensor-core grouped kernel over
  * their stack instead ({@link CudaMoeMma}).
  *
@@ -79,7 +79,7 @@ final class CudaMoePairs {
     static final int DIRECT_PAIRS = 64;
 
     /**
-     * Pairs a call from which INT4 experts that lie back to back ({@link ExpertWeights#stacked}) take the tensor-core
+     * Pairs a call from which INT4 and MXFP4 experts that lie back to back ({@link ExpertWeights#stacked}) take the tensor-core
      * grouped kernel ({@link CudaMoeOps#grouped}: x rounded to bf16, as training's expert products round it); below, and
      * for every other form, the pair kernels. {@code -Dorbit.cuda.moePairsStacked=N} moves the bound, {@code =off} keeps
      * the pair kernels.
@@ -214,9 +214,10 @@ final class CudaMoePairs {
         if (pairs == 0 || n == 0) {
             return true;
         }
-        if (kind.layout == QuantLayout.INT4 && pairs >= STACKED_PAIRS && ids.rank() == 2 && (xDiv == 1 || xDiv == ids.size(-1))) {
+        if ((kind.layout == QuantLayout.INT4 || kind.layout == QuantLayout.MXFP4) && pairs >= STACKED_PAIRS && ids.rank() == 2
+                && (xDiv == 1 || xDiv == ids.size(-1))) {
             QuantizedTensor stacked = w.stacked();   // experts back to back: the tensor-core kernel over the stack, no table
-            if (stacked != null && CudaMoeMma.supports(kind.layout, stacked, x, k)) {
+            if (stacked != null && CudaMoeMma.supportsPlain(kind.layout, stacked, x, k)) {
                 grouped.grouped(x, stacked, routed(w.experts(), ids), y);
                 return true;
             }

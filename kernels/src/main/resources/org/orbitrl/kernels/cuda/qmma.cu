@@ -29,6 +29,12 @@
 //
 // INT4 decode: (w >> 4j) & 0x000F000F | 0x43004300 is the bf16 pair 128 + u; fma(., 1, -(128 + z)) is
 // u - z exactly.
+//
+// MXFP4 experts (FP4 true; qgemv.cu's layout: the same codes, E2M1 values, E8M0 scales u8 [E * N, K/32]): twice an
+// E2M1 magnitude is a small integer (0, 1, 2, 3, 4, 6, 8, 12), looked up by one byte permute from the 8-byte table of
+// them and made a bf16 pair by the INT4 decode's magic number; the sign bits are flipped in after. Each group's scale
+// is 2^(e - 127) / 2, applied to the f32 partial product of its 32 values as the INT4 scale is: the weights exact
+// again, x the only rounded operand. A stage holds the scales as [16 rows, 8 groups] bytes.
 
 #define QM_WARPS 8
 #define QM_STAGES 4
@@ -67,6 +73,27 @@ __device__ __forceinline__ void qm_decode(u32 w, u32 zc, u32* r) {
     }
 }
 
+// The 8 E2M1 values of word w as twice their values in bf16 pairs: r[j] = (2 v_j, 2 v_{j+4}). The magnitude codes of
+// nibbles j and j + 4 (bits 4j .. 4j + 2 and 4j + 16 .. 4j + 18) become the selectors of bytes 0 and 2 of a permute of
+// the table (0, 1, 2, 3, 4, 6, 8, 12); selectors 1 and 3 stay 0, which picks the table's 0. Bits 4j + 3 and 4j + 19,
+// the signs, go to bits 15 and 31.
+__device__ __forceinline__ void qm_decode_fp4(u32 w, u32* r) {
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        u32 t = w >> (4 * j);
+        u32 sel = __byte_perm(t, 0u, 0x4420u) & 0x0707u;     // (code j, 0, code j + 4, 0) as selector nibbles
+        u32 m = __byte_perm(0x03020100u, 0x0C080604u, sel);  // (2|v_j|, 0, 2|v_{j+4}|, 0) as bytes
+        u32 v = qm_fma_bf16x2(m | 0x43004300u, 0x3F803F80u, 0xC300C300u);
+        r[j] = v ^ ((t << 12) & 0x80008000u);
+    }
+}
+
+// Half the E8M0 scale 2^(e - 127) (the decoded values are twice the weights'); 255 is NaN.
+__device__ __forceinline__ float qm_e8m0_half(u32 e) {
+    if (e == 255u) return __uint_as_float(0x7fc00000u);
+    return (e == 0u ? 5.877471754111438e-39f : __uint_as_float(e << 23)) * 0.5f;
+}
+
 // -(128 + z) as a bf16 pair for zero point z (z = 8 without zeros: symmetric).
 __device__ __forceinline__ u32 qm_zc(u32 z) {
     return (0xC300u | z) * 0x00010001u;
@@ -83,7 +110,7 @@ __device__ __forceinline__ uint2 qm_zero2(const u32* __restrict__ zrow, int zsh,
 // is inside K; ZP: the zero points come from zeros (zrow / zsh of rows g and g + 8), else 8. ldmatrix gives this
 // lane's words of rows g and g + 8 of two groups; the stage's scales [16 rows, QM_SG] bf16 are read two groups at a
 // time (one 32-bit load a row). Every n-tile below nt holds x rows (nt >= 1), so tile 0 needs no check.
-template <int NT, bool FULL, bool ZP>
+template <int NT, bool FULL, bool ZP, bool FP4 = false>
 __device__ __forceinline__ void qm_stage(float (&acc)[NT][4], u32 wbase, const u16* sc, const u8* xrow, int xStride, int gs,
                                          int G, int nt, int g, const u32* zLoRow, const u32* zHiRow, int zshLo, int zshHi) {
 #pragma unroll 2 // fully unrolled, the products of a stage spill at the 128 registers of two blocks an SM
@@ -92,8 +119,14 @@ __device__ __forceinline__ void qm_stage(float (&acc)[NT][4], u32 wbase, const u
         if (FULL || gi0 < G) { // G is even: both groups of the pair are inside K
             u32 w[4]; // rows g, g + 8 of group gi0, then of gi0 + 1
             ldsm_x4(wbase + (u32) (2 * jp * 16), w);
-            u32 sl = *(const u32*) (sc + g * 8 + 2 * jp);       // bf16 scales of groups gi0, gi0 + 1, row g
-            u32 sh = *(const u32*) (sc + (g + 8) * 8 + 2 * jp); // and row g + 8
+            u32 sl = 0, sh = 0;
+            if (FP4) { // E8M0 bytes of groups gi0, gi0 + 1, rows g and g + 8
+                sl = *(const u16*) ((const u8*) sc + g * 8 + 2 * jp);
+                sh = *(const u16*) ((const u8*) sc + (g + 8) * 8 + 2 * jp);
+            } else {
+                sl = *(const u32*) (sc + g * 8 + 2 * jp);       // bf16 scales of groups gi0, gi0 + 1, row g
+                sh = *(const u32*) (sc + (g + 8) * 8 + 2 * jp); // and row g + 8
+            }
             uint2 zl = make_uint2(0xC308C308u, 0xC308C308u);
             uint2 zh = zl;
             if (ZP) {
@@ -102,12 +135,20 @@ __device__ __forceinline__ void qm_stage(float (&acc)[NT][4], u32 wbase, const u
             }
 #pragma unroll
             for (int h = 0; h < 2; h++) {
-                float sLo = __uint_as_float(h == 0 ? sl << 16 : sl & 0xFFFF0000u);
-                float sHi = __uint_as_float(h == 0 ? sh << 16 : sh & 0xFFFF0000u);
+                float sLo, sHi;
                 u32 a[4];
                 u32 b[4];
-                qm_decode(w[2 * h], h == 0 ? zl.x : zl.y, a);
-                qm_decode(w[2 * h + 1], h == 0 ? zh.x : zh.y, b);
+                if (FP4) {
+                    sLo = qm_e8m0_half(h == 0 ? sl & 0xFFu : sl >> 8);
+                    sHi = qm_e8m0_half(h == 0 ? sh & 0xFFu : sh >> 8);
+                    qm_decode_fp4(w[2 * h], a);
+                    qm_decode_fp4(w[2 * h + 1], b);
+                } else {
+                    sLo = __uint_as_float(h == 0 ? sl << 16 : sl & 0xFFFF0000u);
+                    sHi = __uint_as_float(h == 0 ? sh << 16 : sh & 0xFFFF0000u);
+                    qm_decode(w[2 * h], h == 0 ? zl.x : zl.y, a);
+                    qm_decode(w[2 * h + 1], h == 0 ? zh.x : zh.y, b);
+                }
 #pragma unroll
                 for (int j = 0; j < NT; j++) {
                     if (j == 0 || j < nt) {
@@ -229,7 +270,7 @@ __device__ __forceinline__ void qm_lora_staged(float (&acc)[NT][4], QmLora l, co
 // block writes silu(gate) * up. OUTB: y bf16 (round to nearest even), else f32. LORA: each warp adds its
 // matrix's LoRA term (lora0 the first's, lora1 the second's, R their rank) to its products (before the
 // SwiGLU when FUSED), summed over k in order in f32 (lo and the rows of B read from global memory).
-template <int MT, bool XB, int ST, bool AFTER, bool FUSED, bool OUTB, bool LORA = false>
+template <int MT, bool XB, int ST, bool AFTER, bool FUSED, bool OUTB, bool LORA = false, bool FP4 = false>
 __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int* offsets, const int* order, const int* active,
                                              const u8* codes0, const u16* scales0, const u32* zeros0, const u8* codes1,
                                              const u16* scales1, const u32* zeros1, void* y, int N, int K, int xStride,
@@ -266,6 +307,8 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
     int nLast = N - 1 - n0;
     const u8* cbase = codes + (ebase + n0) * (i64) (K >> 1) + (lane & 7) * 16;
     const u16* sbase = scales + (ebase + n0) * (i64) G + 2 * (lane & 3);
+    const u8* sbase8 = (const u8*) scales + (ebase + n0) * (i64) G + 4 * (lane & 1); // FP4: rows lane / 2, groups 4 (lane % 2) ..
+    int soff8 = ((lane >> 1) < nLast ? (lane >> 1) : nLast) * G;
     int coff[4];
 #pragma unroll
     for (int it = 0; it < 4; it++) {
@@ -296,7 +339,9 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
                 qm_cp16(base + (u32) ((4 * it + (lane >> 3)) * QM_ROWB + (lane & 7) * 16), cbase + coff[it] + gs * 16);
             }
         }
-        if (gs + 2 * (lane & 3) < G) {
+        if (FP4) {
+            if (gs + 4 * (lane & 1) < G) qm_cp4(base + (u32) (QM_WBYTES + (lane >> 1) * 8 + (lane & 1) * 4), sbase8 + soff8 + gs);
+        } else if (gs + 2 * (lane & 3) < G) {
 #pragma unroll
             for (int it = 0; it < 2; it++) {
                 qm_cp4(base + (u32) (QM_WBYTES + (8 * it + (lane >> 2)) * 16 + (lane & 3) * 4), sbase + soff[it] + gs);
@@ -367,7 +412,13 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
                 const u16* sc = (const u16*) (wst + (s % ST) * QM_STAGE + QM_WBYTES);
                 int gs = s * QM_SG;
                 bool full = gs + QM_SG <= G;
-                if (zeros == 0) {
+                if (FP4) {
+                    if (full) {
+                        qm_stage<NT, true, false, true>(acc, wbase, sc, xrow, xStride, gs, G, nt, g, 0, 0, 0, 0);
+                    } else {
+                        qm_stage<NT, false, false, true>(acc, wbase, sc, xrow, xStride, gs, G, nt, g, 0, 0, 0, 0);
+                    }
+                } else if (zeros == 0) {
                     if (full) {
                         qm_stage<NT, true, false>(acc, wbase, sc, xrow, xStride, gs, G, nt, g, 0, 0, 0, 0);
                     } else {
@@ -452,6 +503,33 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
         qmma_grouped<MT, XB, ST, AFTER, false, false>(x, xDiv, offsets, order, active, codes, scales, zeros, 0, 0, 0, y, \
                                                        N, K, xStride);                                                  \
     }
+
+// MXFP4 experts (FP4): the same launch shapes.
+#define QM_KERNEL_FP4(NAME, MT, XT, XB, ST, AFTER, MINB)                                                               \
+    extern "C" __global__ void __launch_bounds__(32 * QM_WARPS, MINB)                                                  \
+        NAME##_m##MT##_##XT(const void* x, int xDiv, const int* offsets, const int* order, const int* active,          \
+                            const u8* codes, const u8* scales, float* y, int N, int K, int xStride) {                  \
+        pdl_enter();                                                                                                   \
+        qmma_grouped<MT, XB, ST, AFTER, false, false, false, true>(x, xDiv, offsets, order, active, codes,             \
+                                                                   (const u16*) scales, 0, 0, 0, 0, y, N, K, xStride); \
+    }
+
+QM_KERNEL_FP4(qmma_mxfp4_grouped, 8, f32, false, QM_STAGES, false, 2)
+QM_KERNEL_FP4(qmma_mxfp4_grouped, 16, f32, false, QM_STAGES, false, 2)
+QM_KERNEL_FP4(qmma_mxfp4_grouped, 32, f32, false, QM_STAGES, false, 2)
+QM_KERNEL_FP4(qmma_mxfp4_grouped, 8, bf16, true, QM_STAGES, false, 2)
+QM_KERNEL_FP4(qmma_mxfp4_grouped, 16, bf16, true, QM_STAGES, false, 2)
+QM_KERNEL_FP4(qmma_mxfp4_grouped, 32, bf16, true, QM_STAGES, false, 2)
+QM_KERNEL_FP4(qmma_mxfp4_grouped_after, 8, f32, false, QM_STAGES, true, 2)
+QM_KERNEL_FP4(qmma_mxfp4_grouped_after, 16, f32, false, QM_STAGES, true, 2)
+QM_KERNEL_FP4(qmma_mxfp4_grouped_after, 32, f32, false, QM_STAGES, true, 2)
+QM_KERNEL_FP4(qmma_mxfp4_grouped_after, 8, bf16, true, QM_STAGES, true, 2)
+QM_KERNEL_FP4(qmma_mxfp4_grouped_after, 16, bf16, true, QM_STAGES, true, 2)
+QM_KERNEL_FP4(qmma_mxfp4_grouped_after, 32, bf16, true, QM_STAGES, true, 2)
+QM_KERNEL_FP4(qmma_mxfp4_grouped_short, 8, f32, false, 3, true, 3)
+QM_KERNEL_FP4(qmma_mxfp4_grouped_short, 8, bf16, true, 3, true, 3)
+QM_KERNEL_FP4(qmma_mxfp4_grouped_short4, 8, f32, false, 2, true, 4)
+QM_KERNEL_FP4(qmma_mxfp4_grouped_short4, 8, bf16, true, 2, true, 4)
 
 QM_KERNEL(qmma_int4_grouped, 8, f32, false, QM_STAGES, false, 2)
 QM_KERNEL(qmma_int4_grouped, 16, f32, false, QM_STAGES, false, 2)

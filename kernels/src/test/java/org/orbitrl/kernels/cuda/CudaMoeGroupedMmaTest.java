@@ -10,7 +10,7 @@ import java.util.List;
 import java.util.SplittableRandom;
 
 /**
- * The tensor-core path of {@code moeMatmulGrouped} (INT4 experts, more than one token) against
+ * The tensor-core path of {@code moeMatmulGrouped} (INT4 and MXFP4 experts, more than one token) against
  * references computed here from the format classes' own dequantization, on ragged routings that
  * give experts exactly 0, 1, 2, 5, 9, 10, 17, 32, 41 and 64 rows (so every x-row chunk size of the
  * kernel is taken, and experts with more rows than a chunk are done in several), expert row counts
@@ -102,6 +102,67 @@ class CudaMoeGroupedMmaTest extends CudaTestBase {
                 } finally {
                     gpu.free(dw);
                 }
+            }
+        }
+    }
+
+    /**
+     * MXFP4 experts on the tensor cores ({@code qmma_mxfp4_grouped_*}): every one of the 16 E2M1 codes (both zeros
+     * among them) in random bytes, E8M0 scales from 2^-127 (0, whose group products are subnormal) to 2^20, K of 384
+     * (a last weight stage of half its groups) and 256, and K 320 (not a multiple of 128: the GEMV, x exact); the
+     * routings, x forms and bound of {@link #tensorCoreGroupedMatchesTheReference} (the decoded values exact, x the only
+     * rounded operand).
+     */
+    @Test
+    void mxfp4ExpertsOnTheTensorCoresMatchTheReference() {
+        SplittableRandom r = rng(98);
+        int e = 7;
+        int[][] routings = {{64, 3, 0, 1, 5, 17, 64, 64, 41}, {32, 2, 0, 1, 5, 17, 9, 32, 0}, {12, 2, 0, 10, 1, 1, 5, 5, 2}};
+        int[] exponents = {0, 1, 100, 118, 122, 127, 131, 147};
+        for (int[] s : new int[][]{{40, 384}, {136, 256}, {24, 320}}) {
+            int n = s[0];
+            int k = s[1];
+            boolean tc = k % 128 == 0;
+            QuantizedTensor stacked = CudaQuantTest.random("mxfp4", r, e * n, k);
+            java.lang.foreign.MemorySegment codes = stacked.codes().segment();
+            for (long i = 0; i < stacked.codes().byteSize(); i++) {
+                codes.set(java.lang.foreign.ValueLayout.JAVA_BYTE, stacked.codes().byteOffset() + i, (byte) r.nextInt(256));
+            }
+            java.lang.foreign.MemorySegment scales = stacked.scales().segment();
+            for (long i = 0; i < stacked.scales().byteSize(); i++) {
+                scales.set(java.lang.foreign.ValueLayout.JAVA_BYTE, stacked.scales().byteOffset() + i,
+                        (byte) exponents[r.nextInt(exponents.length)]);
+            }
+            float[] wf = CudaQuantTest.dequantizeRef(stacked);
+            QuantizedTensor dw = gpu.toDevice(stacked);
+            try {
+                for (int[] rt : routings) {
+                    int tokens = rt[0];
+                    int topk = rt[1];
+                    int[] ids = routeWithCounts(r, tokens, topk, java.util.Arrays.copyOfRange(rt, 2, rt.length));
+                    try (MoeRouting routing = gpu.moe().moeRouting(e, ids.length)) {
+                        gpu.moe().moeRoute(dev(Tensor.ofInts(ids, tokens, topk)), routing);
+                        for (boolean perPair : new boolean[]{false, true}) {
+                            for (boolean bf16 : new boolean[]{false, true}) {
+                                int xRows = perPair ? ids.length : tokens;
+                                float[] xv = randn(r, 1f, xRows, k).toFloatArray();
+                                if (bf16) {
+                                    xv = bf16Round(xv);
+                                }
+                                Tensor x = Tensor.of(xv, xRows, k);
+                                Tensor y = poisoned(DType.F32, ids.length, n);
+                                gpu.moe().moeMatmulGrouped(dev(bf16 ? x.to(DType.BF16) : x), dw, routing, y);
+                                float[][] ref = reference(tc ? bf16Round(xv) : xv, perPair ? 1 : topk, ids, wf, n, k);
+                                String what = "moeMatmulGrouped " + (tc ? "tensor cores " : "GEMV ") + "mxfp4 N " + n + " K " + k
+                                        + " tokens " + tokens + " topk " + topk + (perPair ? " x per pair" : " x per token")
+                                        + (bf16 ? " bf16" : " f32");
+                                assertWithin(what, ref[0], gpu.toHost(y).toFloatArray(), tolerance(ref[1]));
+                            }
+                        }
+                    }
+                }
+            } finally {
+                gpu.free(dw);
             }
         }
     }

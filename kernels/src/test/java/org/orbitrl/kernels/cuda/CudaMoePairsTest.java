@@ -173,7 +173,7 @@ class CudaMoePairsTest extends CudaTestBase {
     }
 
     /**
-     * INT4 experts back to back (each a view of one stacked matrix, as {@code Placement.experts} places a model's): from
+     * INT4 and MXFP4 experts back to back (each a view of one stacked matrix, as {@code Placement.experts} places a model's): from
      * {@link CudaMoePairs#STACKED_PAIRS} pairs on they take the tensor-core grouped kernel over the stack, which rounds x
      * to bf16 (the reference rounds it the same way; |err| ≤ 1e-6 + 1e-5·Σ|x·w|) and needs no address table; below, the
      * pair kernels (x exact, the first test's bound) with their table.
@@ -184,7 +184,7 @@ class CudaMoePairsTest extends CudaTestBase {
         int experts = 16;
         int n = 96;
         int k = 256;
-        for (String format : new String[]{"int4-g32", "int4-g32-asym"}) {
+        for (String format : new String[]{"int4-g32", "int4-g32-asym", "mxfp4"}) {
             QuantizedTensor host = CudaQuantTest.random(format, r, experts * n, k);
             float[] wf = CudaQuantTest.dequantizeRef(host);
             QuantizedTensor dw = gpu.toDevice(host);

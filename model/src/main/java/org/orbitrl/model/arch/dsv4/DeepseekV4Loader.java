@@ -92,13 +92,35 @@ final class DeepseekV4Loader {
     }
 
     /** A routed expert's projection: as stored, or quantized on load from full precision if asked. */
-    private Linear expert(String hfName, String module, int out, int in) {
+    private Weight expert(String module, int out, int in) {
         Weight wt = quant.weight(module, out, in);
         Tensor full = expertQuantizer == null ? null : Weight.quantizable(wt);
-        if (full != null) {
-            wt = expertQuantizer.apply(full);
+        return full != null ? expertQuantizer.apply(full) : wt;
+    }
+
+    /**
+     * A layer's routed experts, each projection's experts placed together ({@link Placement#experts}: quantized experts
+     * back to back in device memory, which the grouped tensor-core products read as one stacked matrix).
+     */
+    private DenseMlp[] routedExperts(String p, String hp, DeepseekV4Config c, int h) {
+        int n = c.experts();
+        Weight[][] w = new Weight[3][n];   // gate (w1), up (w3), down (w2)
+        for (int e = 0; e < n; e++) {
+            String ep = p + "ffn.experts." + e + ".";
+            w[0][e] = expert(ep + "w1", c.moeIntermediate(), h);
+            w[1][e] = expert(ep + "w3", c.moeIntermediate(), h);
+            w[2][e] = expert(ep + "w2", h, c.moeIntermediate());
         }
-        return Placement.linear(place, new Linear(hfName, wt, null));
+        for (int j = 0; j < 3; j++) {
+            w[j] = Placement.experts(place, w[j]);
+        }
+        DenseMlp[] experts = new DenseMlp[n];
+        for (int e = 0; e < n; e++) {
+            String eh = hp + "mlp.experts." + e + ".";
+            experts[e] = new DenseMlp(new Linear(eh + "gate_proj", w[0][e], null), new Linear(eh + "up_proj", w[1][e], null),
+                    new Linear(eh + "down_proj", w[2][e], null));
+        }
+        return experts;
     }
 
     private DeepseekV4Model build(DeepseekV4Config c, Backend backend) {
@@ -147,14 +169,7 @@ final class DeepseekV4Loader {
                     linear(hp + "self_attn.o_b_proj", p + "attn.wo_b", h, c.oGroups() * c.oLoraRank()),
                     floats(p + "attn.attn_sink", c.heads()), comp, idx);
             boolean hash = c.mlpKinds().get(i) == MlpKind.HASH_MOE;
-            DenseMlp[] experts = new DenseMlp[c.experts()];
-            for (int e = 0; e < experts.length; e++) {
-                String ep = p + "ffn.experts." + e + ".";
-                String eh = hp + "mlp.experts." + e + ".";
-                experts[e] = new DenseMlp(expert(eh + "gate_proj", ep + "w1", c.moeIntermediate(), h),
-                        expert(eh + "up_proj", ep + "w3", c.moeIntermediate(), h),
-                        expert(eh + "down_proj", ep + "w2", h, c.moeIntermediate()));
-            }
+            DenseMlp[] experts = routedExperts(p, hp, c, h);
             String sp = p + "ffn.shared_experts.";
             String sh = hp + "mlp.shared_experts.";
             DenseMlp shared = new DenseMlp(linear(sh + "gate_proj", sp + "w1", c.sharedIntermediate(), h),

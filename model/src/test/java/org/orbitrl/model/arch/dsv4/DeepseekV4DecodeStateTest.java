@@ -213,6 +213,33 @@ class DeepseekV4DecodeStateTest {
         assertEquals(kv0, strict.allocator().liveBytes(MemoryCategory.KV_CACHE), "a second close frees nothing more");
     }
 
+    /**
+     * Each projection's routed experts of a layer lie back to back in device memory (MXFP4 experts as the released
+     * checkpoints hold them): they read as one stacked matrix of every expert's rows in order, which the grouped
+     * tensor-core products take; before, each expert was placed alone and the decode products of 16 pairs and more
+     * took the per-pair GEMV.
+     */
+    @Test
+    void routedExpertsLieBackToBackOnTheDevice() throws Exception {
+        org.orbitrl.model.spec.ModelSpec spec = ConfigLoader.load(TestSafetensors.fixtures().resolve("deepseek_v4"));
+        DeepseekV4Model model = DeepseekV4Model.load(spec, new RandomDeepseekV4(spec, 6), strict);
+        int sets = 0;
+        for (org.orbitrl.model.nn.AdapterTargets.ExpertSet set : model.expertSets()) {
+            for (List<org.orbitrl.model.nn.Linear> part : List.of(set.gate(), set.up(), set.down())) {
+                org.orbitrl.kernels.quant.QuantizedTensor[] q = new org.orbitrl.kernels.quant.QuantizedTensor[part.size()];
+                for (int e = 0; e < q.length; e++) {
+                    q[e] = ((org.orbitrl.model.nn.Weight.Quantized) part.get(e).weight()).w();
+                }
+                org.orbitrl.kernels.quant.QuantizedTensor stacked = new org.orbitrl.kernels.ExpertWeights(
+                        Math.toIntExact(q[0].rows()), Math.toIntExact(q[0].cols()), new org.orbitrl.kernels.Tensor[q.length], q).stacked();
+                assertTrue(stacked != null && stacked.rows() == q.length * q[0].rows(), set.module() + ": " + q.length
+                        + " experts of " + q[0] + " read as one matrix");
+                sets++;
+            }
+        }
+        assertTrue(sets == 3 * spec.numLayers(), sets + " expert projections");
+    }
+
     /** A window of one position keeps no rows: decoding through the cache still gives the one-shot forward's logits. */
     @Test
     void aWindowOfOnePositionKeepsNoRows() throws Exception {

@@ -95,7 +95,8 @@ public interface Backend extends AutoCloseable {
 
     /**
      * {@code y = x · wᵀ} with x's rows kept f32: the products of x's f32 values with the weight's exact values (w f32 or
-     * bf16 [N, K], or q quantized; exactly one of them non-null), summed in f32, never over bf16-rounded rows. For a
+     * bf16 [N, K], or q quantized; exactly one of them non-null), summed in f32, never over bf16-rounded rows (a backend
+     * may carry x as two bf16 parts, hi and the rounded rest, which hold each value to within 2^-18 of itself). For a
      * product whose output reaches a discrete choice downstream (DeepSeek V4's grouped output projection feeds the next
      * layers' indexers, whose top-k a bf16 rounding of its rows would move). In exact mode a backend's usual
      * (batch-invariant) product. The default: {@link #matmul} or {@link #matmulQuantized}, which on the host never

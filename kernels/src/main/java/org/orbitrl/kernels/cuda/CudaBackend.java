@@ -448,8 +448,11 @@ public final class CudaBackend implements Backend {
     }
 
     /**
-     * Outside exact mode: an f32 w as {@link #matmul} takes it (the narrow kernel or cuBLAS f32, never bf16 rows); a
-     * bf16 one widened, a quantized one dequantized, into a reused f32 buffer first. In exact mode the exact products.
+     * Outside exact mode: an f32 w as {@link #matmul} takes it (the narrow kernel or cuBLAS f32, never bf16 rows); an FP8
+     * block weight at 1 to 4 rows by the FP8 GEMV and a bf16 one at up to 16 rows by the bf16 GEMV (f32 x, exact weights,
+     * f32 sums); a bf16 weight or an FP8 one with E8M0 scales (exact in bf16) at up to 256 rows through bf16 tensor cores
+     * with x split into two bf16 parts (each value to within 2^-18; {@code -Dorbit.cuda.splitX=off} declines); else
+     * widened or dequantized into a reused f32 buffer first. In exact mode the exact products.
      */
     @Override
     public void matmulF32(Tensor x, Tensor w, QuantizedTensor q, Tensor y) {

@@ -81,6 +81,7 @@ final class CudaMatmulOps {
     private final Kernel widen;
     private final Kernel dequantFp8;
     private final Kernel gemvFp8;
+    private final Kernel splitBf16;
     private final java.util.EnumMap<QuantLayout, Kernel> gemv = new java.util.EnumMap<>(QuantLayout.class);
     private final java.util.EnumMap<QuantLayout, Kernel> dequant = new java.util.EnumMap<>(QuantLayout.class);
     private final java.util.EnumMap<QuantLayout, Kernel> moeGemv = new java.util.EnumMap<>(QuantLayout.class);
@@ -94,6 +95,7 @@ final class CudaMatmulOps {
         this.widen = ctx.kernel("elementwise", "bf16_to_f32_kernel");
         this.dequantFp8 = ctx.kernel("quant", "dequant_fp8_block");
         this.gemvFp8 = ctx.kernel("quant", "gemv_fp8_block");
+        this.splitBf16 = ctx.kernel("elementwise", "split_bf16_f32");
         this.narrow = ctx.kernel("moe_pairs", "narrow_matmul_f32");
         this.narrow3 = ctx.kernel("moe_pairs", "narrow_matmul3_f32");
         for (QuantLayout l : QuantLayout.values()) {
@@ -293,8 +295,11 @@ final class CudaMatmulOps {
     }
 
     /**
-     * y = x · wᵀ with x's rows kept f32 (see {@code Backend#matmulF32}): an f32 w as {@link #matmul} takes it; a bf16 w
-     * widened, a quantized one dequantized, into the reused f32 buffer, then the same.
+     * y = x · wᵀ with x's rows kept f32 (see {@code Backend#matmulF32}): an f32 w as {@link #matmul} takes it; an FP8
+     * block weight by the FP8 GEMV ({@link #fp8Gemv}) and a bf16 one by the bf16 GEMV (up to {@value #QGEMV_MAX_ROWS}
+     * rows), both on x as it is; a bf16 w, or an FP8 one with E8M0 scales dequantized to bf16 (exactly), at up to
+     * {@value #SPLIT_X_MAX_ROWS} rows by {@link #splitXGemm}; anything else widened or dequantized into the reused f32
+     * buffer, then the f32 product.
      */
     void matmulF32(Tensor x, Tensor w, QuantizedTensor q, Tensor y) {
         if (w != null && w.dtype() == DType.F32) {
@@ -312,13 +317,63 @@ final class CudaMatmulOps {
             throw new IllegalArgumentException("matmulF32: x " + x + " · wᵀ " + (q != null ? q : w) + " -> y " + y
                     + " do not agree");
         }
-        if (CudaContext.rows(x) == 0 || n == 0) {
+        int m = CudaContext.rows(x);
+        if (m == 0 || n == 0) {
             return;
         }
         if (w != null) {
             ctx.devContiguous("matmulF32 w", w, DType.BF16);
         }
+        if (q != null && fp8Block(q) && fp8Gemv(m, n, k) && aligned16(x, q.codes())) {
+            fp8GemvLaunch(x, q, y, m, n, k);   // the exact weights times x as it is, f32 sums
+            return;
+        }
+        if (w != null && QGEMV && m <= QGEMV_MAX_ROWS && k % 8 == 0 && aligned16(x, w)) {
+            qgemv.launchBf16(x, w, y, m, n, k, false);   // likewise
+            return;
+        }
+        if (SPLIT_X && m <= SPLIT_X_MAX_ROWS && (w != null || q.format() == Fp8Block128Ue8m0.INSTANCE) && k % 8 == 0) {
+            Tensor wb = w;
+            if (wb == null) {   // E4M3 values times powers of two: exact in bf16
+                wb = ctx.scratch(CudaContext.Scratch.DEQUANT_BF16, DType.BF16, (long) n * k).reshape(n, k);
+                dequantizeFp8(q, wb);
+            }
+            splitXGemm(x, wb, y, m, n, k);
+            return;
+        }
         matmul(x, f32Weight(w, q, n, k), y);
+    }
+
+    /**
+     * {@code -Dorbit.cuda.splitX=off} keeps {@link #matmulF32}'s products of more rows than its GEMVs take on the weight
+     * widened to f32 and cuBLAS's f32 product.
+     */
+    private static final boolean SPLIT_X = !"off".equals(System.getProperty("orbit.cuda.splitX"));
+    /** Rows of x up to which {@link #matmulF32} takes {@link #splitXGemm} (a decode batch; more rows keep the f32 product). */
+    static final int SPLIT_X_MAX_ROWS = 256;
+
+    /**
+     * y [m, n] = x [m, k] · wᵀ for a bf16 w (exact weight values) through bf16 tensor cores with x's rows kept to within
+     * 2^-18 of their values: x split into hi = bf16(x) and lo = bf16(x − hi) ({@code split_bf16_f32}), then y = hi · wᵀ
+     * and y += lo · wᵀ (cuBLAS, f32 accumulation). The weight is read twice at bf16 where the f32 product read it widened
+     * to f32 (twice the bytes, after a widening pass) on the f32 CUDA cores.
+     */
+    private void splitXGemm(Tensor x, Tensor wb, Tensor y, int m, int n, int k) {
+        long mk = (long) m * k;
+        Tensor xs = ctx.scratch(CudaContext.Scratch.X_BF16, DType.BF16, 2 * mk);   // hi [m, k], then lo [m, k]
+        ctx.launch(splitBf16, ctx.gridFor(mk, 256), 256, x, xs, xs.slice(0, mk, 2 * mk), mk);
+        long xa = CudaAllocator.address(xs);
+        ctx.cublas.gemm(xa, CudaAllocator.address(wb), CudaAllocator.address(y), m, n, k, true);
+        ctx.cublas.gemmAccumulate(xa + 2 * mk, CudaAllocator.address(wb), CudaAllocator.address(y), m, n, k);
+    }
+
+    /** {@code gemv_fp8_block} over an FP8 block weight (the caller checked {@link #fp8Gemv} and the alignment). */
+    private void fp8GemvLaunch(Tensor x, QuantizedTensor w, Tensor y, int m, int n, int k) {
+        ctx.devContiguous("fp8 weight codes", w.codes(), DType.F8E4M3);
+        ctx.devContiguous("fp8 weight scales", w.scales(), null);
+        int cols = n < 4096 && m <= 2 ? 1 : FP8_GEMV_COLUMNS;   // a narrow weight at two rows: more warps
+        ctx.launch(gemvFp8, gemvGrid((n + cols - 1) / cols), GEMV_BLOCK, x, w.codes(), w.scales(),
+                w.format() == Fp8Block128Ue8m0.INSTANCE ? 1 : 0, y, m, n, k, cols);
     }
 
     /**
@@ -362,11 +417,7 @@ final class CudaMatmulOps {
                 return;
             }
             if (fp8Gemv(m, n, k) && aligned16(x, w.codes())) {
-                ctx.devContiguous("fp8 weight codes", w.codes(), DType.F8E4M3);
-                ctx.devContiguous("fp8 weight scales", w.scales(), null);
-                int cols = n < 4096 && m <= 2 ? 1 : FP8_GEMV_COLUMNS;   // a narrow weight at two rows: more warps
-                ctx.launch(gemvFp8, gemvGrid((n + cols - 1) / cols), GEMV_BLOCK, x, w.codes(), w.scales(),
-                        w.format() == Fp8Block128Ue8m0.INSTANCE ? 1 : 0, y, m, n, k, cols);
+                fp8GemvLaunch(x, w, y, m, n, k);
                 return;
             }
             Tensor wb = ctx.scratch(CudaContext.Scratch.DEQUANT_BF16, DType.BF16, w.rows() * w.cols())

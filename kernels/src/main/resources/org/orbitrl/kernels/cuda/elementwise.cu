@@ -45,3 +45,14 @@ extern "C" __global__ void f32_to_bf16_x4(const float4* x, uint2* out, i64 n4) {
 extern "C" __global__ void bf16_to_f32_kernel(const u16* x, float* out, i64 n) {
     GRID_STRIDE(i, n) { out[i] = bf16_to_f32(x[i]); }
 }
+
+// x f32 [n] as two bf16 parts: hi = x rounded to bf16 (nearest even), lo = (x - hi) rounded likewise; hi + lo is x to
+// within 2^-18 |x| (the products of full-precision rows through bf16 tensor cores, CudaMatmulOps.matmulF32).
+extern "C" __global__ void split_bf16_f32(const float* x, u16* hi, u16* lo, i64 n) {
+    GRID_STRIDE(i, n) {
+        float v = x[i];
+        u16 h = f32_to_bf16_bits(v);
+        hi[i] = h;
+        lo[i] = f32_to_bf16_bits(v - bf16_to_f32(h));
+    }
+}

@@ -23,9 +23,10 @@ import java.util.SplittableRandom;
  *       a warp's last columns past the end), else the
  *       weight dequantized to bf16 and the rows of x rounded to bf16 above the bf16 GEMV's 16 rows; dy always
  *       rounded;</li>
- *   <li>{@code matmulF32} and {@code matmulTransposedF32} (x never rounded) against double sums of x's f32 values and
- *       the decoded weights, |err| ≤ 1e-6 + 1e-5·Σ|x·w| (bf16-rounded rows of 1024 values put some 1e-4 of that sum
- *       on a typical element and fail); a bf16 weight through the same calls likewise.</li>
+ *   <li>{@code matmulF32} and {@code matmulTransposedF32} (x never rounded to bf16; at 16 to 256 rows carried as two
+ *       bf16 parts, within 2^-18 of each value) against double sums of x's f32 values and the decoded weights, |err| ≤
+ *       1e-6 + 1e-5·Σ|x·w| (bf16-rounded rows of 1024 values put some 1e-4 of that sum on a typical element and fail),
+ *       at 1 to 300 rows of x (every form the products take); a bf16 weight through the same calls likewise.</li>
  * </ul>
  */
 class CudaFp8BlockTest extends CudaTestBase {
@@ -90,23 +91,26 @@ class CudaFp8BlockTest extends CudaTestBase {
     @Test
     void theF32ProductsNeverRoundTheRows() {
         SplittableRandom r = rng(83);
-        int m = 64;
         int k = 1024;
         int rows = 256;   // two block rows; the second is a view, as a head group of wo_a
-        for (QuantFormat f : FORMATS) {
-            QuantizedTensor whole = gpu.toDevice(f.quantize(randn(r, 0.1f, rows, k)));
-            try {
-                QuantizedTensor w = new QuantizedTensor(whole.format(), 128, k, whole.codes().slice(0, 128, 256),
-                        whole.scales().slice(0, 1, 2), null, 1f);
-                float[] wv = CudaQuantTest.dequantizeRef(new QuantizedTensor(w.format(), 128, k, gpu.toHost(w.codes()),
-                        gpu.toHost(w.scales()), null, 1f));
-                products(f.name() + " rows 128..255", null, w, wv, r, m, 128, k);
-            } finally {
-                gpu.free(whole);
+        // 1 row (the f32 product), 3 (the FP8 GEMV; the bf16 GEMV), 16 and 64 (x in two bf16 parts on the tensor cores
+        // for bf16 and E8M0-scaled weights; the f32 product for f32 scales), 300 (the f32 product)
+        for (int m : new int[]{1, 3, 16, 64, 300}) {
+            for (QuantFormat f : FORMATS) {
+                QuantizedTensor whole = gpu.toDevice(f.quantize(randn(r, 0.1f, rows, k)));
+                try {
+                    QuantizedTensor w = new QuantizedTensor(whole.format(), 128, k, whole.codes().slice(0, 128, 256),
+                            whole.scales().slice(0, 1, 2), null, 1f);
+                    float[] wv = CudaQuantTest.dequantizeRef(new QuantizedTensor(w.format(), 128, k, gpu.toHost(w.codes()),
+                            gpu.toHost(w.scales()), null, 1f));
+                    products(f.name() + " rows 128..255, " + m + " rows of x", null, w, wv, r, m, 128, k);
+                } finally {
+                    gpu.free(whole);
+                }
             }
+            Tensor wb = randn(r, 0.1f, 96, k).to(DType.BF16);
+            products("bf16, " + m + " rows of x", dev(wb), null, wb.toFloatArray(), r, m, 96, k);
         }
-        Tensor wb = randn(r, 0.1f, 96, k).to(DType.BF16);
-        products("bf16", dev(wb), null, wb.toFloatArray(), r, m, 96, k);
     }
 
     private void products(String what, Tensor w, QuantizedTensor q, float[] wv, SplittableRandom r, int m, int n, int k) {

@@ -35,6 +35,7 @@ final class CudaMqaAttention {
     private final Kernel indexerScores;
     private final Kernel sinkDecode;
     private final Kernel hcMix;
+    private final Kernel hcMix4;
     private final Kernel hcCollapse;
     private final Kernel hcExpand;
     private final DeviceTable decodeTable;
@@ -52,6 +53,7 @@ final class CudaMqaAttention {
         this.indexerScores = ctx.kernel("mqa", "mqa_indexer_scores");
         this.sinkDecode = ctx.kernel("mqa", "mqa_sink_decode");
         this.hcMix = ctx.kernel("mqa", "hc_mix");
+        this.hcMix4 = ctx.kernel("mqa", "hc_mix4");
         this.hcCollapse = ctx.kernel("mqa", "hc_collapse");
         this.hcExpand = ctx.kernel("mqa", "hc_expand");
         this.decodeTable = new DeviceTable(ctx, "sink decode table");
@@ -248,7 +250,11 @@ final class CudaMqaAttention {
         if (rows == 0) {
             return;
         }
-        ctx.launch(hcMix, (rows + 127) / 128, 128, m, base, y, rows, hc, iters, s0, s1, s2, eps);
+        if (hc == 4) {   // 16 lanes a row (the same bits)
+            ctx.launch(hcMix4, (rows + 7) / 8, 128, m, base, y, rows, iters, s0, s1, s2, eps);
+        } else {
+            ctx.launch(hcMix, (rows + 127) / 128, 128, m, base, y, rows, hc, iters, s0, s1, s2, eps);
+        }
     }
 
     /**

@@ -229,6 +229,49 @@ extern "C" __global__ void hc_mix(const float* m, const float* base, float* y, i
     for (int i = 0; i < hc * hc; i++) yr[2 * hc + i] = c[i];
 }
 
+// hc_mix for hc = 4 (DeepSeek V4's), 16 lanes a token row (two rows a warp): lane (j, k) = (l / 4, l % 4) of its group
+// holds comb[j][k], lanes 0..3 also pre[l] and lanes 4..7 post[l - 4]. A row's or a column's sum gathers its four
+// values by shuffles and adds them in the host's order (0, 1, 2, 3), so every value is hc_mix's bit for bit, with the
+// 2 * iters - 1 normalisations of a row spread over its lanes instead of one thread's loops over local memory.
+extern "C" __global__ void hc_mix4(const float* m, const float* base, float* y, int rows, int iters, float s0, float s1, float s2,
+                                   float eps) {
+    int lane = threadIdx.x & 31;
+    int l = lane & 15;
+    int gbase = lane & 16;
+    int r = (int) (((i64) blockIdx.x * blockDim.x + threadIdx.x) >> 4);
+    bool live = r < rows;
+    int rr = live ? r : rows - 1;
+    const float* mr = m + (i64) rr * 24;
+    float* yr = y + (i64) rr * 24;
+    if (live && l < 4) yr[l] = 1.0f / (1.0f + expf(-(mr[l] * s0 + base[l]))) + eps;
+    if (live && l >= 4 && l < 8) yr[l] = 2.0f / (1.0f + expf(-(mr[l] * s1 + base[l])));
+    int j = l >> 2;
+    int k = l & 3;
+    float v = mr[8 + l] * s2 + base[8 + l];
+    float a0 = __shfl_sync(0xffffffffu, v, gbase + 4 * j);
+    float a1 = __shfl_sync(0xffffffffu, v, gbase + 4 * j + 1);
+    float a2 = __shfl_sync(0xffffffffu, v, gbase + 4 * j + 2);
+    float a3 = __shfl_sync(0xffffffffu, v, gbase + 4 * j + 3);
+    float mx = fmaxf(fmaxf(fmaxf(fmaxf(-ORBIT_INF, a0), a1), a2), a3);
+    float e = expf(v - mx);
+    float sum = __shfl_sync(0xffffffffu, e, gbase + 4 * j);
+    sum += __shfl_sync(0xffffffffu, e, gbase + 4 * j + 1);
+    sum += __shfl_sync(0xffffffffu, e, gbase + 4 * j + 2);
+    sum += __shfl_sync(0xffffffffu, e, gbase + 4 * j + 3);
+    float c = e / sum + eps;
+    for (int st = 1; st < 2 * iters; st++) {
+        bool columns = (st & 1) == 1;   // a column: lanes b * 4 + k; a row: j * 4 + b
+        int at = columns ? gbase + k : gbase + 4 * j;
+        int step = columns ? 4 : 1;
+        float t = __shfl_sync(0xffffffffu, c, at);
+        t += __shfl_sync(0xffffffffu, c, at + step);
+        t += __shfl_sync(0xffffffffu, c, at + 2 * step);
+        t += __shfl_sync(0xffffffffu, c, at + 3 * step);
+        c /= t + eps;
+    }
+    if (live) yr[8 + l] = c;
+}
+
 // DeepSeek V4's hyper-connection collapse (CudaMqaAttention.hyperConnectionCollapse), a thread an element of y [rows, H]:
 // y[r, c] = sum over j ascending of w[r, j] * s[r, j, c], the pre mixes the first hc of w's width columns a row, the
 // streams s [rows, hc, H]; each product rounded, then added in order from 0 (no contraction), as the host's loops.

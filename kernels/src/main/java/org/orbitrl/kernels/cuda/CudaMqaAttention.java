@@ -297,13 +297,19 @@ final class CudaMqaAttention {
         }
     }
 
+    /** Whether a device tensor starts on a 16-byte boundary (the decode kernel's rows are read and written 16 bytes at a time). */
+    private static boolean aligned16(Tensor t) {
+        return CudaAllocator.address(t) % 16 == 0;
+    }
+
     /** Head widths {@link #sinkDecode} takes: multiples of 32 up to this. */
     static final int DECODE_MAX_DIM = 512;
 
     /**
      * Whether {@link org.orbitrl.kernels.Backend#sinkDecodeAttention} takes these operands here: f32 and contiguous, q
      * [B, H, d], k [B, d], each window and entry set [rows, d], a chosen index within its set, sinks [H], out [B, H, d],
-     * d a multiple of 32 up to {@link #DECODE_MAX_DIM}; not with {@code -Dorbit.cuda.mqa=off}. Throws, naming the
+     * d a multiple of 32 up to {@link #DECODE_MAX_DIM}, k, out and the keys' rows 16-byte aligned; not with
+     * {@code -Dorbit.cuda.mqa=off}. Throws, naming the
      * operand, for shapes that do not agree.
      */
     static boolean fitsSinkDecode(Tensor q, Tensor[] windows, Tensor k, Tensor[] entries, int[][] chosen, Tensor sinks,
@@ -336,12 +342,12 @@ final class CudaMqaAttention {
                 }
             }
         }
-        if (off() || d % 32 != 0 || d > DECODE_MAX_DIM || !f32Contiguous(q, k, sinks, out)) {
+        if (off() || d % 32 != 0 || d > DECODE_MAX_DIM || !f32Contiguous(q, k, sinks, out) || !aligned16(k) || !aligned16(out)) {
             return false;
         }
         for (int i = 0; i < b; i++) {
             for (Tensor t : new Tensor[]{windows[i], entries[i]}) {
-                if (t != null && !f32Contiguous(t)) {
+                if (t != null && (!f32Contiguous(t) || !aligned16(t))) {
                     return false;
                 }
             }

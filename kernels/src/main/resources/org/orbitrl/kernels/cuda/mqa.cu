@@ -92,10 +92,13 @@ extern "C" __global__ void mqa_indexer_scores(const float* s, const float* w, co
 // keys (V = K). The keys of b, in order: the rows of its window, row b of k (the new token's key), then its entries (all,
 // or those its indexer chose). table row b (6 words): window address, window rows, entries address, entries, offset of
 // its chosen indices among the table's words (-1: every entry), keys after the window's and the new one. A block stages
-// SINK_TILE keys at a time in shared memory (rows 516 floats apart, so that neither the products' lanes nor the weighted
-// sums' meet in a bank); its warps keep an online softmax each. d a multiple of 32, at most 512.
+// SINK_TILE keys at a time in shared memory (rows SINK_ROW floats apart: 16 banks between a key's row and the next, so
+// the four lanes of each of two keys that a quarter-warp's 16-byte reads serve meet in no bank); its warps keep an
+// online softmax each. A key's score: four lanes, each over every fourth 16-byte piece of the key in four partial sums
+// (no dependent chain of d multiply-adds). The weighted sums: lane l holds dims 4l + 128i .. + 3 (16-byte reads of a
+// key's row). d a multiple of 4, at most 512.
 #define SINK_TILE 8
-#define SINK_ROW 516
+#define SINK_ROW 528
 extern "C" __global__ void __launch_bounds__(256) mqa_sink_decode(const float* q, const long long* table, const float* k,
                                                                   const float* sinks, float* out, int heads, int d,
                                                                   float scale) {
@@ -118,15 +121,15 @@ extern "C" __global__ void __launch_bounds__(256) mqa_sink_decode(const float* q
         int hh = h0 + i / d;
         qs[i / d][i % d] = hh < heads ? q[((i64) b * heads + hh) * d + i % d] : 0.0f;
     }
-    int nd = d / 32;
     int d4 = d / 4;
-    float acc[16];
+    float4 acc[4];
 #pragma unroll
-    for (int i = 0; i < 16; i++) acc[i] = 0.0f;
+    for (int i = 0; i < 4; i++) acc[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     float m = -ORBIT_INF;
     float l = 0.0f;
     int kk = lane >> 2;
     int r = lane & 3;
+    const float4* q4 = (const float4*) qs[warp];
     for (int t0 = 0; t0 < keys; t0 += SINK_TILE) {
         int nk = min(SINK_TILE, keys - t0);
         __syncthreads();
@@ -152,8 +155,17 @@ extern "C" __global__ void __launch_bounds__(256) mqa_sink_decode(const float* q
         }
         __syncthreads();
         if (!active) continue;
-        float s = 0.0f;
-        for (int i = r; i < d; i += 4) s = fmaf(qs[warp][i], ks[kk][i], s);
+        const float4* k4 = (const float4*) ks[kk];
+        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+        for (int i = r; i < d4; i += 4) {
+            float4 a = q4[i];
+            float4 c = k4[i];
+            s0 = fmaf(a.x, c.x, s0);
+            s1 = fmaf(a.y, c.y, s1);
+            s2 = fmaf(a.z, c.z, s2);
+            s3 = fmaf(a.w, c.w, s3);
+        }
+        float s = (s0 + s1) + (s2 + s3);
         s += __shfl_xor_sync(0xffffffffu, s, 1);
         s += __shfl_xor_sync(0xffffffffu, s, 2);
         s = kk < nk ? s * scale : -ORBIT_INF;
@@ -166,12 +178,24 @@ extern "C" __global__ void __launch_bounds__(256) mqa_sink_decode(const float* q
         for (int o = 1; o < 32; o <<= 1) ps += __shfl_xor_sync(0xffffffffu, ps, o);
         l = l * corr + ps;
 #pragma unroll
-        for (int i = 0; i < 16; i++) acc[i] *= corr;
+        for (int i = 0; i < 4; i++) {
+            acc[i].x *= corr;
+            acc[i].y *= corr;
+            acc[i].z *= corr;
+            acc[i].w *= corr;
+        }
         for (int j = 0; j < nk; j++) {
             float pj = __shfl_sync(0xffffffffu, p, j * 4);
+            const float4* kr = (const float4*) ks[j];
 #pragma unroll
-            for (int i = 0; i < 16; i++) {
-                if (i < nd) acc[i] = fmaf(pj, ks[j][lane + 32 * i], acc[i]);
+            for (int i = 0; i < 4; i++) {
+                if (lane + 32 * i < d4) {
+                    float4 v = kr[lane + 32 * i];
+                    acc[i].x = fmaf(pj, v.x, acc[i].x);
+                    acc[i].y = fmaf(pj, v.y, acc[i].y);
+                    acc[i].z = fmaf(pj, v.z, acc[i].z);
+                    acc[i].w = fmaf(pj, v.w, acc[i].w);
+                }
             }
         }
         m = mn;
@@ -181,10 +205,10 @@ extern "C" __global__ void __launch_bounds__(256) mqa_sink_decode(const float* q
     float mf = fmaxf(m, sink);
     float c = expf(m - mf);
     float inv = c / (l * c + expf(sink - mf));
-    float* o = out + ((i64) b * heads + h) * d;
+    float4* o = (float4*) (out + ((i64) b * heads + h) * d);
 #pragma unroll
-    for (int i = 0; i < 16; i++) {
-        if (i < nd) o[lane + 32 * i] = acc[i] * inv;
+    for (int i = 0; i < 4; i++) {
+        if (lane + 32 * i < d4) o[lane + 32 * i] = make_float4(acc[i].x * inv, acc[i].y * inv, acc[i].z * inv, acc[i].w * inv);
     }
 }
 

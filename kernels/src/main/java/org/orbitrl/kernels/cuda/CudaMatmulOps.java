@@ -356,7 +356,8 @@ final class CudaMatmulOps {
      * y [m, n] = x [m, k] · wᵀ for a bf16 w (exact weight values) through bf16 tensor cores with x's rows kept to within
      * 2^-18 of their values: x split into hi = bf16(x) and lo = bf16(x − hi) ({@code split_bf16_f32}), then y = hi · wᵀ
      * and y += lo · wᵀ (cuBLAS, f32 accumulation). The weight is read twice at bf16 where the f32 product read it widened
-     * to f32 (twice the bytes, after a widening pass) on the f32 CUDA cores.
+     * to f32 (twice the bytes, after a widening pass) on the f32 CUDA cores. A value beyond bf16's largest finite one
+     * (about 3.39e38) has an infinite hi and its products are NaN.
      */
     private void splitXGemm(Tensor x, Tensor wb, Tensor y, int m, int n, int k) {
         long mk = (long) m * k;

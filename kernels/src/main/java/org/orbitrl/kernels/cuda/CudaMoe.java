@@ -110,7 +110,7 @@ public final class CudaMoe {
     }
 
     /**
-     * Whether {@link #moeMatmulGrouped} may multiply INT4 experts on the tensor cores when more than one
+     * Whether {@link #moeMatmulGrouped} may multiply INT4 and MXFP4 experts on the tensor cores when more than one
      * token is routed (x rounded to bf16, weight values exact, f32 accumulation; on by default). Off,
      * every batch takes the fused dequantize-GEMV (x and weights exact in f32), as the batch of one
      * always does.

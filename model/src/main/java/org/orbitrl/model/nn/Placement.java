@@ -46,11 +46,7 @@ public final class Placement {
         QuantizedTensor first = experts.length > 1 && experts[0] instanceof Weight.Quantized q ? q.w() : null;
         boolean stack = first != null && !allocator.hostMemory();
         for (int e = 0; stack && e < experts.length; e++) {
-            stack = experts[e] instanceof Weight.Quantized q && q.w().format() == first.format() && q.w().rows() == first.rows()
-                    && q.w().cols() == first.cols() && (q.w().zeros() == null) == (first.zeros() == null)
-                    && Float.floatToRawIntBits(q.w().globalScale()) == Float.floatToRawIntBits(first.globalScale())
-                    && sameLayout(q.w().codes(), first.codes()) && sameLayout(q.w().scales(), first.scales())
-                    && (first.zeros() == null || sameLayout(q.w().zeros(), first.zeros()));
+            stack = stacksWith(experts[e], first);
         }
         if (!stack) {
             for (int e = 0; e < experts.length; e++) {
@@ -75,6 +71,56 @@ public final class Placement {
             out[e] = Weight.of(new QuantizedTensor(q.format(), q.rows(), q.cols(), c, s, z, q.globalScale()));
         }
         return out;
+    }
+
+    /**
+     * {@link #experts(TensorAllocator, Weight[])} for experts made one at a time ({@code source.apply(e)}, asked once each,
+     * in order, and not kept): on a device each is copied into its piece of the stack as soon as it is made, so a
+     * layer's experts quantized on load are never all held on the host at once. The stack's layout is the first
+     * expert's; an expert that does not stack with it (another format or shape) is placed alone, and the experts then
+     * no longer read as one matrix. Every expert must be held (no null).
+     */
+    public static Weight[] experts(TensorAllocator allocator, int count, java.util.function.IntFunction<Weight> source) {
+        Weight[] out = new Weight[count];
+        Weight firstWeight = count > 0 ? source.apply(0) : null;
+        if (count < 2 || allocator.hostMemory() || !(firstWeight instanceof Weight.Quantized fq)) {
+            for (int e = 0; e < count; e++) {
+                Weight w = e == 0 ? firstWeight : source.apply(e);
+                out[e] = weight(allocator, java.util.Objects.requireNonNull(w, "expert " + e));
+            }
+            return out;
+        }
+        QuantizedTensor first = fq.w();
+        Tensor codes = stackOf(allocator, first.codes(), count);
+        Tensor scales = stackOf(allocator, first.scales(), count);
+        Tensor zeros = first.zeros() == null ? null : stackOf(allocator, first.zeros(), count);
+        for (int e = 0; e < count; e++) {
+            Weight w = java.util.Objects.requireNonNull(e == 0 ? firstWeight : source.apply(e), "expert " + e);
+            if (!stacksWith(w, first)) {
+                out[e] = weight(allocator, w);
+                continue;
+            }
+            QuantizedTensor q = ((Weight.Quantized) w).w();
+            Tensor c = piece(codes, e, count);
+            Tensor sc = piece(scales, e, count);
+            Tensor z = zeros == null ? null : piece(zeros, e, count);
+            allocator.copy(q.codes(), c);
+            allocator.copy(q.scales(), sc);
+            if (z != null) {
+                allocator.copy(q.zeros(), z);
+            }
+            out[e] = Weight.of(new QuantizedTensor(q.format(), q.rows(), q.cols(), c, sc, z, q.globalScale()));
+        }
+        return out;
+    }
+
+    /** Whether {@code w} is quantized as {@code first} is, in a layout of the same shapes (a piece of its stack). */
+    private static boolean stacksWith(Weight w, QuantizedTensor first) {
+        return w instanceof Weight.Quantized q && q.w().format() == first.format() && q.w().rows() == first.rows()
+                && q.w().cols() == first.cols() && (q.w().zeros() == null) == (first.zeros() == null)
+                && Float.floatToRawIntBits(q.w().globalScale()) == Float.floatToRawIntBits(first.globalScale())
+                && sameLayout(q.w().codes(), first.codes()) && sameLayout(q.w().scales(), first.scales())
+                && (first.zeros() == null || sameLayout(q.w().zeros(), first.zeros()));
     }
 
     private static boolean sameLayout(Tensor t, Tensor first) {

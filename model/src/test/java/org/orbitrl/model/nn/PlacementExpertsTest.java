@@ -9,6 +9,7 @@ import org.orbitrl.kernels.quant.Int4G32;
 import org.orbitrl.kernels.quant.Int4G32Asym;
 import org.orbitrl.kernels.quant.QuantFormat;
 import org.orbitrl.kernels.quant.QuantizedTensor;
+import org.orbitrl.model.StrictAllocator;
 import org.orbitrl.model.StrictBackend;
 
 import java.util.SplittableRandom;
@@ -87,6 +88,56 @@ class PlacementExpertsTest {
                 System.arraycopy(all, e * want.length, got, 0, want.length);
                 assertArrayEquals(want, got, format.name() + ": rows of expert " + e + " in the stacked matrix");
             }
+        }
+    }
+
+    /**
+     * The form that makes each expert as it is placed: every expert asked once, in order, each copied before the next is
+     * asked (the stack's pieces so far already hold their experts); the experts read as one stacked matrix of the same
+     * rows as the array form's; an expert of another format is placed alone, and then there is no stacked matrix; host
+     * memory keeps each as made.
+     */
+    @Test
+    void expertsMadeOneAtATimeArePlacedAsTheyAreMade() {
+        StrictBackend device = new StrictBackend();
+        TensorAllocator a = device.allocator();
+        Weight[] host = quantizedExperts(Int4G32.INSTANCE, 77);
+        java.util.List<Integer> asked = new java.util.ArrayList<>();
+        Weight[] placed = Placement.experts(a, EXPERTS, e -> {
+            asked.add(e);
+            return host[e];
+        });
+        assertEquals(java.util.List.of(0, 1, 2, 3, 4), asked, "each expert asked once, in order");
+        QuantizedTensor[] quantized = new QuantizedTensor[EXPERTS];
+        for (int e = 0; e < EXPERTS; e++) {
+            quantized[e] = q(placed[e]);
+            assertArrayEquals(rows(TensorAllocator.heap(), q(host[e])), rows(a, quantized[e]), "expert " + e);
+        }
+        QuantizedTensor stacked = new ExpertWeights(ROWS, COLS, new Tensor[EXPERTS], quantized).stacked();
+        assertNotNull(stacked, "experts placed as made read as one matrix");
+        assertArrayEquals(rows(a, new ExpertWeights(ROWS, COLS, new Tensor[EXPERTS],
+                java.util.Arrays.stream(Placement.experts(a, host)).map(PlacementExpertsTest::q).toArray(QuantizedTensor[]::new))
+                .stacked()), rows(a, stacked), "the same stacked rows as the array form's");
+
+        // each expert is copied into its piece (its codes and its scales) before the next one is asked
+        StrictAllocator sa = device.allocator();
+        int before = sa.copies();
+        Placement.experts(a, EXPERTS, e -> {
+            assertEquals(before + 2 * e, sa.copies(), "experts copied before expert " + e + " is made");
+            return host[e];
+        });
+        assertEquals(before + 2 * EXPERTS, sa.copies());
+
+        Weight[] mixed = quantizedExperts(Int4G32.INSTANCE, 78);
+        mixed[2] = quantizedExperts(Int4G32Asym.INSTANCE, 79)[2];
+        Weight[] placedMixed = Placement.experts(a, EXPERTS, e -> mixed[e]);
+        assertNull(weights(placedMixed).stacked(), "another format among them: no stacked matrix");
+        for (int e = 0; e < EXPERTS; e++) {
+            assertArrayEquals(rows(TensorAllocator.heap(), q(mixed[e])), rows(a, q(placedMixed[e])), "mixed expert " + e);
+        }
+        Weight[] same = Placement.experts(TensorAllocator.heap(), EXPERTS, e -> host[e]);
+        for (int e = 0; e < EXPERTS; e++) {
+            assertSame(host[e], same[e], "host memory: expert " + e + " as made");
         }
     }
 

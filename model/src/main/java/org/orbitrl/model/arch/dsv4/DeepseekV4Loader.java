@@ -100,20 +100,16 @@ final class DeepseekV4Loader {
 
     /**
      * A layer's routed experts, each projection's experts placed together ({@link Placement#experts}: quantized experts
-     * back to back in device memory, which the grouped tensor-core products read as one stacked matrix).
+     * back to back in device memory, which the grouped tensor-core products read as one stacked matrix), each expert
+     * read (and quantized, if asked) as it is placed.
      */
     private DenseMlp[] routedExperts(String p, String hp, DeepseekV4Config c, int h) {
         int n = c.experts();
-        Weight[][] w = new Weight[3][n];   // gate (w1), up (w3), down (w2)
-        for (int e = 0; e < n; e++) {
-            String ep = p + "ffn.experts." + e + ".";
-            w[0][e] = expert(ep + "w1", c.moeIntermediate(), h);
-            w[1][e] = expert(ep + "w3", c.moeIntermediate(), h);
-            w[2][e] = expert(ep + "w2", h, c.moeIntermediate());
-        }
-        for (int j = 0; j < 3; j++) {
-            w[j] = Placement.experts(place, w[j]);
-        }
+        int inter = c.moeIntermediate();
+        Weight[][] w = {   // gate (w1), up (w3), down (w2)
+                Placement.experts(place, n, e -> expert(p + "ffn.experts." + e + ".w1", inter, h)),
+                Placement.experts(place, n, e -> expert(p + "ffn.experts." + e + ".w3", inter, h)),
+                Placement.experts(place, n, e -> expert(p + "ffn.experts." + e + ".w2", h, inter))};
         DenseMlp[] experts = new DenseMlp[n];
         for (int e = 0; e < n; e++) {
             String eh = hp + "mlp.experts." + e + ".";

@@ -1,48 +1,38 @@
 // Strided copies between views, gpt-oss's clamped SwiGLU on an interleaved gate_up, and DeepSeek V4's SwiGLU with its
 // limit on separate gate and up.
 
-// dst = src for a view of up to 4 dimensions [n0, n1, n2, n3] (leading ones padded with size 1),
-// strides in elements, 4-byte elements. n = n0·n1·n2·n3. The general form: 64-bit indices.
-extern "C" __global__ void strided_copy_u32(const u32* src, u32* dst, i64 n, i64 n1, i64 n2, i64 n3,
-                                            i64 s0, i64 s1, i64 s2, i64 s3, i64 d0, i64 d1, i64 d2, i64 d3) {
-    GRID_STRIDE(i, n) {
-        i64 r = i;
-        i64 i3 = r % n3;
+// dst = src for a view of up to 4 dimensions [n0, n1, n2, n3] (leading ones padded with size 1), strides in units of T,
+// n = n0·n1·n2·n3 units. I: the index type, u32 where n fits 32 bits (its divisions a few instructions where a 64-bit
+// division takes a routine), else i64. T: u32 (4-byte elements) or uint4 (16 bytes: four elements of a last dimension
+// contiguous on both sides, every stride and both addresses in whole units).
+template <typename T, typename I>
+__device__ __forceinline__ void strided_copy(const T* src, T* dst, I n, I n1, I n2, I n3, i64 s0, i64 s1, i64 s2, i64 s3, i64 d0,
+                                             i64 d1, i64 d2, i64 d3) {
+    for (I i = (I) blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (I) gridDim.x * blockDim.x) {
+        I r = i;
+        I i3 = r % n3;
         r /= n3;
-        i64 i2 = r % n2;
+        I i2 = r % n2;
         r /= n2;
-        i64 i1 = r % n1;
-        i64 i0 = r / n1;
+        I i1 = r % n1;
+        I i0 = r / n1;
         dst[i0 * d0 + i1 * d1 + i2 * d2 + i3 * d3] = src[i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3];
     }
 }
 
-// The same copy where the view's count fits 32 bits (its indices split by 32-bit divisions, a few instructions where
-// a 64-bit division takes a routine), in units of T: u32 (4 bytes) or uint4 (16 bytes: four elements of a last
-// dimension contiguous on both sides, every stride and both addresses in whole units).
-template <typename T>
-__device__ __forceinline__ void strided_copy_small(const T* src, T* dst, u32 n, u32 n1, u32 n2, u32 n3, i64 s0, i64 s1, i64 s2,
-                                                   i64 s3, i64 d0, i64 d1, i64 d2, i64 d3) {
-    for (u32 i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-        u32 r = i;
-        u32 i3 = r % n3;
-        r /= n3;
-        u32 i2 = r % n2;
-        r /= n2;
-        u32 i1 = r % n1;
-        u32 i0 = r / n1;
-        dst[i0 * d0 + i1 * d1 + i2 * d2 + i3 * d3] = src[i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3];
-    }
+extern "C" __global__ void strided_copy_u32(const u32* src, u32* dst, i64 n, i64 n1, i64 n2, i64 n3,
+                                            i64 s0, i64 s1, i64 s2, i64 s3, i64 d0, i64 d1, i64 d2, i64 d3) {
+    strided_copy<u32, i64>(src, dst, n, n1, n2, n3, s0, s1, s2, s3, d0, d1, d2, d3);
 }
 
 extern "C" __global__ void strided_copy_u32_i32(const u32* src, u32* dst, u32 n, u32 n1, u32 n2, u32 n3, i64 s0, i64 s1, i64 s2,
                                                 i64 s3, i64 d0, i64 d1, i64 d2, i64 d3) {
-    strided_copy_small<u32>(src, dst, n, n1, n2, n3, s0, s1, s2, s3, d0, d1, d2, d3);
+    strided_copy<u32, u32>(src, dst, n, n1, n2, n3, s0, s1, s2, s3, d0, d1, d2, d3);
 }
 
 extern "C" __global__ void strided_copy_u32x4_i32(const uint4* src, uint4* dst, u32 n, u32 n1, u32 n2, u32 n3, i64 s0, i64 s1,
                                                   i64 s2, i64 s3, i64 d0, i64 d1, i64 d2, i64 d3) {
-    strided_copy_small<uint4>(src, dst, n, n1, n2, n3, s0, s1, s2, s3, d0, d1, d2, d3);
+    strided_copy<uint4, u32>(src, dst, n, n1, n2, n3, s0, s1, s2, s3, d0, d1, d2, d3);
 }
 
 // gu [rows, 2I] (gate 2j, up 2j+1) -> out [rows, I]; n = rows·I.

@@ -74,31 +74,7 @@ class CudaMoeGroupedMmaTest extends CudaTestBase {
                 float[] wf = CudaQuantTest.dequantizeRef(stacked);
                 QuantizedTensor dw = gpu.toDevice(stacked);
                 try {
-                    for (int[] rt : routings) {
-                        int tokens = rt[0];
-                        int topk = rt[1];
-                        int[] ids = routeWithCounts(r, tokens, topk, java.util.Arrays.copyOfRange(rt, 2, rt.length));
-                        try (MoeRouting routing = gpu.moe().moeRouting(e, ids.length)) {
-                            gpu.moe().moeRoute(dev(Tensor.ofInts(ids, tokens, topk)), routing);
-                            for (boolean perPair : new boolean[]{false, true}) {
-                                for (boolean bf16 : new boolean[]{false, true}) {
-                                    int xRows = perPair ? ids.length : tokens;
-                                    float[] xv = randn(r, 1f, xRows, k).toFloatArray();
-                                    if (bf16) {
-                                        xv = bf16Round(xv);
-                                    }
-                                    Tensor x = Tensor.of(xv, xRows, k);
-                                    Tensor y = poisoned(DType.F32, ids.length, n);
-                                    gpu.moe().moeMatmulGrouped(dev(bf16 ? x.to(DType.BF16) : x), dw, routing, y);
-                                    float[][] ref = reference(tc ? bf16Round(xv) : xv, perPair ? 1 : topk, ids, wf, n, k);
-                                    String what = "moeMatmulGrouped " + (tc ? "tensor cores " : "GEMV ") + format + " N " + n + " K " + k
-                                            + " tokens " + tokens + " topk " + topk + (perPair ? " x per pair" : " x per token")
-                                            + (bf16 ? " bf16" : " f32");
-                                    assertWithin(what, ref[0], gpu.toHost(y).toFloatArray(), tolerance(ref[1]));
-                                }
-                            }
-                        }
-                    }
+                    checkRoutings(r, e, routings, dw, wf, n, k, tc, format);
                 } finally {
                     gpu.free(dw);
                 }
@@ -136,31 +112,7 @@ class CudaMoeGroupedMmaTest extends CudaTestBase {
             float[] wf = CudaQuantTest.dequantizeRef(stacked);
             QuantizedTensor dw = gpu.toDevice(stacked);
             try {
-                for (int[] rt : routings) {
-                    int tokens = rt[0];
-                    int topk = rt[1];
-                    int[] ids = routeWithCounts(r, tokens, topk, java.util.Arrays.copyOfRange(rt, 2, rt.length));
-                    try (MoeRouting routing = gpu.moe().moeRouting(e, ids.length)) {
-                        gpu.moe().moeRoute(dev(Tensor.ofInts(ids, tokens, topk)), routing);
-                        for (boolean perPair : new boolean[]{false, true}) {
-                            for (boolean bf16 : new boolean[]{false, true}) {
-                                int xRows = perPair ? ids.length : tokens;
-                                float[] xv = randn(r, 1f, xRows, k).toFloatArray();
-                                if (bf16) {
-                                    xv = bf16Round(xv);
-                                }
-                                Tensor x = Tensor.of(xv, xRows, k);
-                                Tensor y = poisoned(DType.F32, ids.length, n);
-                                gpu.moe().moeMatmulGrouped(dev(bf16 ? x.to(DType.BF16) : x), dw, routing, y);
-                                float[][] ref = reference(tc ? bf16Round(xv) : xv, perPair ? 1 : topk, ids, wf, n, k);
-                                String what = "moeMatmulGrouped " + (tc ? "tensor cores " : "GEMV ") + "mxfp4 N " + n + " K " + k
-                                        + " tokens " + tokens + " topk " + topk + (perPair ? " x per pair" : " x per token")
-                                        + (bf16 ? " bf16" : " f32");
-                                assertWithin(what, ref[0], gpu.toHost(y).toFloatArray(), tolerance(ref[1]));
-                            }
-                        }
-                    }
-                }
+                checkRoutings(r, e, routings, dw, wf, n, k, tc, "mxfp4");
             } finally {
                 gpu.free(dw);
             }
@@ -268,6 +220,40 @@ class CudaMoeGroupedMmaTest extends CudaTestBase {
                 }
             } finally {
                 gpu.free(dw);
+            }
+        }
+    }
+
+    /**
+     * Each routing ({tokens, topk, pairs of each expert...}) through {@code moeMatmulGrouped} over the device experts dw
+     * (wf: their decoded values), x per token and per pair, f32 and bf16, against double sums of x (rounded to bf16 where
+     * the tensor cores take the call, {@code tc}).
+     */
+    private void checkRoutings(SplittableRandom r, int e, int[][] routings, QuantizedTensor dw, float[] wf, int n, int k, boolean tc,
+                               String format) {
+        for (int[] rt : routings) {
+            int tokens = rt[0];
+            int topk = rt[1];
+            int[] ids = routeWithCounts(r, tokens, topk, java.util.Arrays.copyOfRange(rt, 2, rt.length));
+            try (MoeRouting routing = gpu.moe().moeRouting(e, ids.length)) {
+                gpu.moe().moeRoute(dev(Tensor.ofInts(ids, tokens, topk)), routing);
+                for (boolean perPair : new boolean[]{false, true}) {
+                    for (boolean bf16 : new boolean[]{false, true}) {
+                        int xRows = perPair ? ids.length : tokens;
+                        float[] xv = randn(r, 1f, xRows, k).toFloatArray();
+                        if (bf16) {
+                            xv = bf16Round(xv);
+                        }
+                        Tensor x = Tensor.of(xv, xRows, k);
+                        Tensor y = poisoned(DType.F32, ids.length, n);
+                        gpu.moe().moeMatmulGrouped(dev(bf16 ? x.to(DType.BF16) : x), dw, routing, y);
+                        float[][] ref = reference(tc ? bf16Round(xv) : xv, perPair ? 1 : topk, ids, wf, n, k);
+                        String what = "moeMatmulGrouped " + (tc ? "tensor cores " : "GEMV ") + format + " N " + n + " K " + k
+                                + " tokens " + tokens + " topk " + topk + (perPair ? " x per pair" : " x per token")
+                                + (bf16 ? " bf16" : " f32");
+                        assertWithin(what, ref[0], gpu.toHost(y).toFloatArray(), tolerance(ref[1]));
+                    }
+                }
             }
         }
     }

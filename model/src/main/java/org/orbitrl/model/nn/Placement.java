@@ -59,16 +59,7 @@ public final class Placement {
         Tensor scales = stackOf(allocator, first.scales(), n);
         Tensor zeros = first.zeros() == null ? null : stackOf(allocator, first.zeros(), n);
         for (int e = 0; e < n; e++) {
-            QuantizedTensor q = ((Weight.Quantized) experts[e]).w();
-            Tensor c = piece(codes, e, n);
-            Tensor s = piece(scales, e, n);
-            Tensor z = zeros == null ? null : piece(zeros, e, n);
-            allocator.copy(q.codes(), c);
-            allocator.copy(q.scales(), s);
-            if (z != null) {
-                allocator.copy(q.zeros(), z);
-            }
-            out[e] = Weight.of(new QuantizedTensor(q.format(), q.rows(), q.cols(), c, s, z, q.globalScale()));
+            out[e] = intoPiece(allocator, ((Weight.Quantized) experts[e]).w(), codes, scales, zeros, e, n);
         }
         return out;
     }
@@ -100,18 +91,23 @@ public final class Placement {
                 out[e] = weight(allocator, w);
                 continue;
             }
-            QuantizedTensor q = ((Weight.Quantized) w).w();
-            Tensor c = piece(codes, e, count);
-            Tensor sc = piece(scales, e, count);
-            Tensor z = zeros == null ? null : piece(zeros, e, count);
-            allocator.copy(q.codes(), c);
-            allocator.copy(q.scales(), sc);
-            if (z != null) {
-                allocator.copy(q.zeros(), z);
-            }
-            out[e] = Weight.of(new QuantizedTensor(q.format(), q.rows(), q.cols(), c, sc, z, q.globalScale()));
+            out[e] = intoPiece(allocator, ((Weight.Quantized) w).w(), codes, scales, zeros, e, count);
         }
         return out;
+    }
+
+    /** Expert e of {@code count} copied into its pieces of the stacks, as a weight viewing them. */
+    private static Weight intoPiece(TensorAllocator allocator, QuantizedTensor q, Tensor codes, Tensor scales, Tensor zeros, int e,
+                                    int count) {
+        Tensor c = piece(codes, e, count);
+        Tensor s = piece(scales, e, count);
+        Tensor z = zeros == null ? null : piece(zeros, e, count);
+        allocator.copy(q.codes(), c);
+        allocator.copy(q.scales(), s);
+        if (z != null) {
+            allocator.copy(q.zeros(), z);
+        }
+        return Weight.of(new QuantizedTensor(q.format(), q.rows(), q.cols(), c, s, z, q.globalScale()));
     }
 
     /** Whether {@code w} is quantized as {@code first} is, in a layout of the same shapes (a piece of its stack). */

@@ -21,6 +21,13 @@ import org.orbitrl.model.nn.Linear;
  * unclosed at -inf, and can break such a tie differently from its own decode.)
  */
 final class DeepseekV4Indexer {
+    /**
+     * {@code -Dorbit.v4.indexerScores=always}: the scores made and read even where every query keeps all of its closed
+     * entries (read at each call; a check and a timing aid, the choice is the same). {@code needed} (the default) skips
+     * them there.
+     */
+    static final String SCORES_PROPERTY = "orbit.v4.indexerScores";
+
     final DeepseekV4Compressor compressor;
     final Linear qB;           // [heads*dim, qLoraRank]
     final Linear weightsProj;  // [heads, hidden]
@@ -41,24 +48,30 @@ final class DeepseekV4Indexer {
         return new DeepseekV4Indexer(compressor.view(), qB.view(), weightsProj.view(), heads, dim, topK);
     }
 
-    /** Per row of the batch, the chosen compressed-entry indices (at most top-k, all causally closed). */
+    /**
+     * Per row of the batch, the chosen compressed-entry indices (at most top-k, all causally closed). Where no query has
+     * more closed entries than top-k, each keeps all of them whatever their scores, so the scores are not made (nor the
+     * queries and weights they read, nor their copy to the host): below {@code rate · index_topk} positions (2048 at
+     * V4's released 4 and 512) a step's indexer is its compressor alone. {@value #SCORES_PROPERTY}{@code =always}
+     * makes the scores there too (the same choice).
+     */
     int[][] select(Backend b, Node x, Node qr, int[] positions, DeepseekV4Attention.Seg[] segs, int rate,
                    DeepseekV4Config c) {
+        boolean alwaysScore = switch (System.getProperty(SCORES_PROPERTY, "needed")) {
+            case "needed" -> false;
+            case "always" -> true;
+            case String v -> throw new IllegalArgumentException("-D" + SCORES_PROPERTY + "=" + v + ": expected needed or always");
+        };
         try (Scratch ignored = Scratch.open(b.allocator())) {   // its values end with the choice, taped forward or not
-            return choose(b, x, qr, positions, segs, rate, c);
+            return choose(b, x, qr, positions, segs, rate, c, alwaysScore);
         }
     }
 
     private int[][] choose(Backend b, Node x, Node qr, int[] positions, DeepseekV4Attention.Seg[] segs, int rate,
-                           DeepseekV4Config c) {
+                           DeepseekV4Config c, boolean alwaysScore) {
         int n = positions.length;
         // no tape: nothing here is recorded for backward, and x and qr keep the device copies their other readers made
         Node[] proj = compressor.project(null, b, x, n);
-        Node q = Ops.linear(null, b, qB, qr, n);                       // [N, heads*dim]
-        q = Rope.apply(null, b, q, heads, dim, c.compressRope(), positions, false, true);
-        Node w = Ops.linear(null, b, weightsProj, x, n);               // [N, heads], read only where the host scores
-        float qScale = (float) (1 / Math.sqrt(dim));
-        float wScale = (float) (1 / Math.sqrt(heads));
         int[][] out = new int[n][];
         int width = compressor.width();
         // every segment's scores are asked for before any is read, into one tensor on a device, which is read back once
@@ -74,12 +87,9 @@ final class DeepseekV4Indexer {
                             Ops.rows(null, null, proj[1], width, s.start(), s.len()), c.compressRope());
             total += (long) s.len() * (keysOf[si].size() / dim);
         }
-        TensorAllocator a = b.allocator();
-        Tensor shared = total > 0 && !a.hostMemory() && b.takesDeepseekV4Attention()
-                ? a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, total) : null;
-        Scores[] pending = new Scores[segs.length];
         int[][] closedOf = new int[segs.length][];
         int[] closedAll = new int[n];
+        boolean within = true;
         for (int si = 0; si < segs.length; si++) {
             DeepseekV4Attention.Seg s = segs[si];
             int m = keysOf[si].size() / dim;
@@ -87,8 +97,26 @@ final class DeepseekV4Indexer {
             for (int i = 0; i < s.len(); i++) {
                 closedOf[si][i] = Math.min(m, (positions[s.start() + i] + 1) / rate);
                 closedAll[s.start() + i] = closedOf[si][i];
+                within &= closedOf[si][i] <= topK;
             }
         }
+        if (within && !alwaysScore) {   // every query keeps every closed entry (DeepseekV4TopK.select's order at k = n)
+            for (int si = 0; si < segs.length; si++) {
+                for (int i = 0; i < segs[si].len(); i++) {
+                    out[segs[si].start() + i] = java.util.stream.IntStream.range(0, closedOf[si][i]).toArray();
+                }
+            }
+            return out;
+        }
+        TensorAllocator a = b.allocator();
+        Tensor shared = total > 0 && !a.hostMemory() && b.takesDeepseekV4Attention()
+                ? a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, total) : null;
+        Scores[] pending = new Scores[segs.length];
+        Node q = Ops.linear(null, b, qB, qr, n);                       // [N, heads*dim]
+        q = Rope.apply(null, b, q, heads, dim, c.compressRope(), positions, false, true);
+        Node w = Ops.linear(null, b, weightsProj, x, n);               // [N, heads], read only where the host scores
+        float qScale = (float) (1 / Math.sqrt(dim));
+        float wScale = (float) (1 / Math.sqrt(heads));
         // on a device the weights are scaled and the closed counts uploaded once for every segment, each segment's
         // scores one launch over its own rows and entries
         boolean batched = shared != null && q.onDevice() && w.onDevice();

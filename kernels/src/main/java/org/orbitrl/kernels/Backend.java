@@ -66,6 +66,18 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * {@code ys[i] = rmsnorm(x) · ws[i]ᵀ}, {@code rmsnorm(x) = normWeight ⊙ x / sqrt(mean(x²) + eps)} per row of x, for one
+     * to three dense weights that read the same normed x (an attention block's q, k and v at a decode step: the block's
+     * input norm folded into its projections), where the backend has a fused form for this call: it then writes every
+     * ys[i] and returns true. Its numbers are those of {@link #rmsNorm} followed by {@link #matmulShared}, within f32
+     * rounding (the norm's sum may be taken in another order). Returns false without writing anything where there is
+     * none (here, and in exact mode): the caller then runs those steps.
+     */
+    default boolean rmsNormMatmulShared(Tensor x, Tensor normWeight, float eps, Tensor[] ws, Tensor[] ys) {
+        return false;
+    }
+
+    /**
      * Whether this backend's grouped expert products take routed experts held in {@code format} as stored (a loader
      * asks before it loads a checkpoint whose experts are in that format). The host's take every format.
      */

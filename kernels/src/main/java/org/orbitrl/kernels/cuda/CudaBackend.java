@@ -395,6 +395,20 @@ public final class CudaBackend implements Backend {
     }
 
     /**
+     * Decode batches of 1 to 8 rows outside exact mode, one to three bf16 weights: the norm staged by every block of one
+     * GEMV launch over all of them ({@link CudaMatmulOps#rmsNormMatmulShared}; {@code -Dorbit.cuda.normShared=off}
+     * declines).
+     */
+    @Override
+    public boolean rmsNormMatmulShared(Tensor x, Tensor normWeight, float eps, Tensor[] ws, Tensor[] ys) {
+        if (exact) {
+            return false;
+        }
+        ctx.device.bind();
+        return matmulOps.rmsNormMatmulShared(x, normWeight, eps, ws, ys);
+    }
+
+    /**
      * {@code y += x · wᵀ} for a bf16 weight (x, y f32): a residual add folded into the projection, one
      * launch up to 16 rows (the GEMV, exact weights, f32 accumulation), else cuBLAS with β = 1 on
      * bf16-rounded x.

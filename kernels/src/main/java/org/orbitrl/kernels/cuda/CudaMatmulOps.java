@@ -144,7 +144,9 @@ final class CudaMatmulOps {
 
     /**
      * ys[i] = x · ws[i]ᵀ for weights that read the same x (an attention block's q, k and v), the numbers of {@link #matmul}
-     * for each: up to three f32 weights on the narrow path in one {@code narrow_matmul3_f32} launch; bf16 weights above
+     * for each: up to three f32 weights on the narrow path in one {@code narrow_matmul3_f32} launch; two or three bf16
+     * weights at the GEMV's rows in one {@code bgemv_lr_m*} launch without terms (each weight's sums those of its own
+     * {@code bgemv_m*}; {@code -Dorbit.cuda.gemvShared=off}, read at each call, launches a GEMV each); bf16 weights above
      * the GEMV's rows with x rounded to bf16 once for all of them (one staging chunk), a cuBLAS product each; anything
      * else a {@link #matmul} each.
      */
@@ -159,6 +161,8 @@ final class CudaMatmulOps {
         boolean narrowAll = narrow() && ws.length >= 2 && ws.length <= 3 && dtype == DType.F32 && m <= NARROW_MAX_ROWS && k > 0
                 && k % 4 == 0;
         boolean stagedAll = ws.length >= 2 && dtype == DType.BF16 && m > QGEMV_MAX_ROWS && DeviceScratch.stagingRows(m, k) >= m;
+        boolean gemvAll = QGEMV && ws.length >= 2 && ws.length <= 3 && dtype == DType.BF16 && m <= QGEMV_MAX_ROWS && k % 8 == 0
+                && !"off".equals(System.getProperty("orbit.cuda.gemvShared"));
         for (int i = 0; i < ws.length; i++) {
             ctx.devContiguous("matmulShared w", ws[i], null);
             ctx.devContiguous("matmulShared y", ys[i], DType.F32);
@@ -167,8 +171,21 @@ final class CudaMatmulOps {
             }
             narrowAll &= ws[i].dtype() == DType.F32 && ws[i].size(0) <= NARROW_MAX_N && aligned16(x, ws[i]);
             stagedAll &= ws[i].dtype() == DType.BF16;
+            gemvAll &= ws[i].dtype() == DType.BF16 && aligned16(x, ws[i]);
         }
         if (m == 0) {
+            return;
+        }
+        if (gemvAll) {
+            long[] w = new long[3];
+            long[] y = new long[3];
+            int[] n = new int[3];
+            for (int i = 0; i < ws.length; i++) {
+                w[i] = CudaAllocator.address(ws[i]);
+                y[i] = CudaAllocator.address(ys[i]);
+                n[i] = ws[i].size(0);
+            }
+            qgemv.launchBf16LowRank(x, m, k, w, y, n, new long[3], new long[3], new float[3], new int[3]);
             return;
         }
         if (narrowAll) {
@@ -199,6 +216,52 @@ final class CudaMatmulOps {
                 matmul(x, ws[i], ys[i]);
             }
         }
+    }
+
+    /**
+     * {@link org.orbitrl.kernels.Backend#rmsNormMatmulShared}: {@code ys[i] = rmsnorm(x) · ws[i]ᵀ} in one {@code
+     * bgemv_norm_lr_m*} launch for 1 to {@value CudaQgemv#NORM_SHARED_MAX_ROWS} rows of x and one to three bf16 weights
+     * (K a multiple of 8, the normed rows within a block's shared memory, x and the weights 16-byte aligned), the norm
+     * weight f32 or bf16 [K]; {@code -Dorbit.cuda.normShared=off} (read at each call) declines. False, with nothing
+     * written, for any other call; throws where the shapes do not agree.
+     */
+    boolean rmsNormMatmulShared(Tensor x, Tensor normWeight, float eps, Tensor[] ws, Tensor[] ys) {
+        if (ws.length != ys.length || ws.length == 0 || ws.length > 3) {
+            throw new IllegalArgumentException("rmsNormMatmulShared: " + ws.length + " weights for " + ys.length
+                    + " outputs (one to three)");
+        }
+        ctx.devContiguous("rmsNormMatmulShared x", x, DType.F32);
+        ctx.devContiguous("rmsNormMatmulShared norm weight", normWeight, null);
+        int k = x.size(-1);
+        int m = CudaContext.rows(x);
+        if (normWeight.numel() != k || (normWeight.dtype() != DType.F32 && normWeight.dtype() != DType.BF16)) {
+            throw new IllegalArgumentException("rmsNormMatmulShared: norm weight " + normWeight + " is not f32 or bf16 [" + k
+                    + "] for x " + x);
+        }
+        boolean takes = QGEMV && m >= 1 && m <= CudaQgemv.NORM_SHARED_MAX_ROWS && k % 8 == 0
+                && 4L * m * k <= CudaMoePairs.MAX_SHARED - 1024 && !"off".equals(System.getProperty("orbit.cuda.normShared"));
+        for (int i = 0; i < ws.length; i++) {
+            ctx.devContiguous("rmsNormMatmulShared w", ws[i], null);
+            ctx.devContiguous("rmsNormMatmulShared y", ys[i], DType.F32);
+            if (ws[i].rank() != 2 || ws[i].dim(1) != k || ys[i].size(-1) != ws[i].dim(0) || CudaContext.rows(ys[i]) != m) {
+                throw new IllegalArgumentException("rmsNormMatmulShared: x " + x + " · wᵀ " + ws[i] + " -> y " + ys[i]
+                        + " do not agree");
+            }
+            takes &= ws[i].dtype() == DType.BF16 && aligned16(x, ws[i]);
+        }
+        if (!takes) {
+            return false;
+        }
+        long[] w = new long[3];
+        long[] y = new long[3];
+        int[] n = new int[3];
+        for (int i = 0; i < ws.length; i++) {
+            w[i] = CudaAllocator.address(ws[i]);
+            y[i] = CudaAllocator.address(ys[i]);
+            n[i] = ws[i].size(0);
+        }
+        qgemv.launchBf16NormShared(x, m, k, normWeight, eps, w, y, n);
+        return true;
     }
 
     /**

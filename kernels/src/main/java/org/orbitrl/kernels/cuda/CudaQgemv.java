@@ -33,6 +33,7 @@ final class CudaQgemv {
     private final Map<Integer, Kernel> bf16Kernels = new HashMap<>();
     private final Map<Integer, Kernel> bf16LowRank = new HashMap<>();
     private final Map<Integer, Kernel> bf16LowRankA = new HashMap<>();
+    private final Map<Integer, Kernel> bf16NormShared = new HashMap<>();
 
     CudaQgemv(CudaContext ctx) {
         this.ctx = ctx;
@@ -48,7 +49,35 @@ final class CudaQgemv {
             bf16Kernels.put(mt, ctx.kernel("bgemv", "bgemv_m" + mt));
             bf16LowRank.put(mt, ctx.kernel("bgemv", "bgemv_lr_m" + mt));
             bf16LowRankA.put(mt, ctx.kernel("bgemv", "bgemv_lra_m" + mt));
+            if (mt <= NORM_SHARED_MAX_ROWS) {
+                bf16NormShared.put(mt, ctx.kernel("bgemv", "bgemv_norm_lr_m" + mt));
+            }
         }
+    }
+
+    /** Most rows of x {@link #launchBf16NormShared} takes (bgemv_norm_lr_m1, _m4, _m8). */
+    static final int NORM_SHARED_MAX_ROWS = 8;
+
+    /**
+     * {@code ys[i] = rmsnorm(x) · ws[i]ᵀ} for up to three dense bf16 weights ({@code bgemv_norm_lr_m*}, one launch): every
+     * block stages the m normalized rows of x ({@code nw ⊙ x / sqrt(mean(x²) + eps)}, the expression of {@code bgemv_norm*},
+     * nw f32 or bf16) in 4·m·k bytes of shared memory, then computes its row block as {@link #launchBf16LowRank} does
+     * without terms. Addresses w, y per weight (0: none); m at most {@value #NORM_SHARED_MAX_ROWS}, K a multiple of 8, x and
+     * the weights 16-byte aligned.
+     */
+    void launchBf16NormShared(Tensor x, int m, int k, Tensor normWeight, float eps, long[] w, long[] y, int[] n) {
+        int mt = chunkFor(m);
+        int warps = warpsFor(k / 8, bf16KLanes(mt));
+        Object[] lr = lowRankArgs(x, m, k, w, y, n, new long[3], new long[3], new float[3], new int[3], 0);
+        Object[] args = new Object[lr.length + 3];
+        args[0] = x;
+        args[1] = m;
+        args[2] = k;
+        args[3] = normWeight;
+        args[4] = normWeight.dtype() == DType.BF16 ? 1 : 0;
+        args[5] = eps;
+        System.arraycopy(lr, 3, args, 6, lr.length - 3);
+        ctx.launch2dShared(bf16NormShared.get(mt), lowRankBlocks(mt, n), 1, 32 * warps, 4 * m * k, args);
     }
 
     /**

@@ -362,3 +362,20 @@ extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, 3)
 }
 
 BG_NORM_KERNEL(4)
+
+// bgemv_lr without terms after the norm of bgemv_norm_m*: every block stages the M normalized rows of x
+// (bg_stage_norm; dynamic shared memory M * K floats) and computes its row block of up to three products of them
+// (an attention block's q, k and v at a decode step: the block's input norm folded into its projections).
+#define BG_NORM_LR_KERNEL(MT)                                                                                          \
+    extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_##MT)                                          \
+        bgemv_norm_lr_m##MT(const float* x, int M, int K, const void* nw, int nwBf16, float eps, BG_LR_ARGS(0),        \
+                            BG_LR_ARGS(1), BG_LR_ARGS(2)) {                                                            \
+        pdl_enter();                                                                                                   \
+        extern __shared__ float xs[];                                                                                  \
+        __shared__ float sh[32];                                                                                       \
+        bg_stage_norm(x, M, nw, nwBf16, eps, K, xs, sh);                                                               \
+        bg_lr_block<MT>(xs, M, K, BG_LR_PASS(0), BG_LR_PASS(1), BG_LR_PASS(2), blockIdx.x, nullptr, 0);                \
+    }
+BG_NORM_LR_KERNEL(1)
+BG_NORM_LR_KERNEL(4)
+BG_NORM_LR_KERNEL(8)

@@ -126,8 +126,9 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
 
     /**
      * out (+)= Σ_j w[t, j]·(act[t·k + j]·D_eᵀ + s·lo·B_eᵀ), j in order: one token at top 8 and three at top 5, with the
-     * term and without, added into out and overwriting it; 160 rows (not a multiple of a block's 8), K of 768 and 256.
-     * Tolerance {@code 1e-6 + 1e-5·Σ_j |w_j|·(Σ|act·d| + |s|·Σ|lo·b|) + 1e-6·|out0|}.
+     * term and without, added into out and overwriting it; 160 rows (not a multiple of a block's 8), K of 768 and 256; and
+     * one token at top 6 of K 2048 (48 KiB of act rows in shared memory). Tolerance
+     * {@code 1e-6 + 1e-5·Σ_j |w_j|·(Σ|act·d| + |s|·Σ|lo·b|) + 1e-6·|out0|}.
      */
     @Test
     void downItsTermAndTheCombineForEveryLayout() {
@@ -136,13 +137,15 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
         int n = 160;
         int rank = 12;
         for (String format : FORMATS) {
-            for (int k : new int[]{768, 256}) {
+            for (int k : new int[]{768, 256, 2048}) {
                 Experts d = experts(format, r, e, n, k);
                 float[][] bh = new float[e][];
                 ExpertWeights b = loraB(r, e, n, rank, bh);
                 try {
-                    // {tokens, topk, with the term, accumulate}
-                    for (int[] c : new int[][]{{1, 8, 1, 1}, {1, 8, 0, 0}, {3, 5, 1, 0}}) {
+                    // {tokens, topk, with the term, accumulate}; top 6 of K 2048 (DeepSeek V4-Flash's experts): 48 KiB of act
+                    // rows, the most the kernel may take beside its static shared memory without opting in to more
+                    int[][] cases = k == 2048 ? new int[][]{{1, 6, 1, 0}, {1, 6, 0, 1}} : new int[][]{{1, 8, 1, 1}, {1, 8, 0, 0}, {3, 5, 1, 0}};
+                    for (int[] c : cases) {
                         int tokens = c[0];
                         int topk = c[1];
                         boolean term = c[2] == 1;

@@ -146,6 +146,39 @@ final class Qwen3Attention {
         }
     }
 
+    /**
+     * A decode step's attention from the block's input x [N, hidden] before its norm ({@code inputNorm}, eps the model's):
+     * the norm folded into q, k and v's products where the backend has that form for the call ({@link
+     * Backend#rmsNormMatmulShared}) and q, k and v are dense weights without a bias or an enabled adapter, then the
+     * decode's steps as {@link #forward} takes them. False, with nothing done, otherwise (the caller norms x).
+     */
+    boolean decodeFromInput(Backend b, Tensor x, Tensor inputNorm, Tensor positions, RopeTable rope, Tensor out,
+                            PagedDecode decode) {
+        Linear[] qkv = {q, k, v};
+        Tensor[] ws = new Tensor[3];
+        for (int i = 0; i < 3; i++) {
+            Linear l = qkv[i];
+            if (!(l.weight() instanceof Weight.Dense d) || l.bias() != null || (l.adapter() != null && l.adapter().enabled())) {
+                return false;
+            }
+            ws[i] = d.w();
+        }
+        TensorAllocator a = b.allocator();
+        int n = x.size(0);
+        Tensor qs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) heads * headDim);   // [N, Hq*D]
+        Tensor ks = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) kvHeads * headDim); // [N, Hkv*D]
+        Tensor vs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) kvHeads * headDim); // [N, Hkv*D]
+        if (!b.rmsNormMatmulShared(x, inputNorm, eps, ws, new Tensor[]{qs, ks, vs})) {
+            a.release(qs);
+            a.release(ks);
+            a.release(vs);
+            return false;
+        }
+        SegmentAttention.decode(b, decode, layer, qs, ks, vs, heads, kvHeads, headDim, qNorm, kNorm, eps, positions, rope,
+                spec, o, out);
+        return true;
+    }
+
     /** dout [N, hidden] -> dx [N, hidden] (overwritten). Segments must have had no cached past. */
     void backward(Backend b, Tape tape, Tensor positions, int[] segmentLengths, RopeTable rope, Tensor dout, Tensor dx) {
         TensorAllocator a = b.allocator();

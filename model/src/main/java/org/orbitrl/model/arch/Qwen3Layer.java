@@ -130,12 +130,16 @@ final class Qwen3Layer {
                 a.release(out);
             }
         }
-        Tensor normed1 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
         Tensor delta = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);   // [N, hidden]
-        b.rmsNorm(x, inputNorm, config.rmsEps(), normed1);
-        attention.forward(b, normed1, positions, batch, s.rope(), delta, lt == null ? null : lt.attention, decode);
-        if (lt == null) {
-            a.release(normed1);
+        Tensor normed1 = null;                                                    // [N, hidden]
+        // a decode step (never taped): the input norm folded into q, k and v's products where the backend has that form
+        if (decode == null || lt != null || training || !attention.decodeFromInput(b, x, inputNorm, positions, s.rope(), delta, decode)) {
+            normed1 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);
+            b.rmsNorm(x, inputNorm, config.rmsEps(), normed1);
+            attention.forward(b, normed1, positions, batch, s.rope(), delta, lt == null ? null : lt.attention, decode);
+            if (lt == null) {
+                a.release(normed1);
+            }
         }
         if (s.tensorParallel()) {
             s.parallel().tp().allReduceSum(delta);   // row-parallel o_proj: sum the heads' partial outputs

@@ -99,6 +99,9 @@ final class DependentKernels {
             s.add("bgemv/bgemv_m" + mt);
             s.add("bgemv/bgemv_lr_m" + mt);
             s.add("bgemv/bgemv_lra_m" + mt);
+            if (mt <= 8) {
+                s.add("bgemv/bgemv_norm_lr_m" + mt);
+            }
             for (String format : new String[]{"int4", "mxfp4", "nvfp4"}) {
                 for (String x : xs) {
                     s.add("qgemv/qgemv_" + format + "_m" + mt + "_" + x);

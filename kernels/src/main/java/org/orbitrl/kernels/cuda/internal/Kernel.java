@@ -25,7 +25,7 @@ public final class Kernel {
     private final String name;
     private final boolean waitsForPredecessor;
     private CUfunc_st function;
-    private int sharedOptIn = DEFAULT_SHARED; // dynamic shared memory the function may be launched with
+    private int sharedOptIn = -1;             // dynamic shared memory the function may be launched with (-1: not asked yet)
     private int staticShared = -1;            // the function's static shared memory, once asked
     private final int[] residentShape = {-1, -1}; // block size and dynamic shared memory of `resident`
     private int resident;                     // blocks an SM holds at that shape
@@ -101,8 +101,15 @@ public final class Kernel {
         return resident;
     }
 
-    /** Opts the function in to {@code bytes} of dynamic shared memory when it is above what it may use now. */
+    /**
+     * Opts the function in to {@code bytes} of dynamic shared memory when it is above what it may use now: without opting
+     * in, 48 KiB less the function's static shared memory (a launch of 48 KiB of dynamic memory beside any static memory
+     * is refused with an invalid value).
+     */
     void allowShared(int bytes) {
+        if (sharedOptIn < 0) {
+            sharedOptIn = DEFAULT_SHARED - staticSharedBytes();
+        }
         if (bytes > sharedOptIn) {
             int err = cuFuncSetAttribute(function(), CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes);
             if (err != 0) {

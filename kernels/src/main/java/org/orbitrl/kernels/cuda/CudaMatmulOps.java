@@ -239,7 +239,8 @@ final class CudaMatmulOps {
                     + "] for x " + x);
         }
         boolean takes = QGEMV && m >= 1 && m <= CudaQgemv.NORM_SHARED_MAX_ROWS && k % 8 == 0
-                && 4L * m * k <= CudaMoePairs.MAX_SHARED - 1024 && !"off".equals(System.getProperty("orbit.cuda.normShared"));
+                && !"off".equals(System.getProperty("orbit.cuda.normShared"))
+                && 4L * m * k + qgemv.normSharedStaticBytes(m) <= CudaMoePairs.MAX_SHARED;
         for (int i = 0; i < ws.length; i++) {
             ctx.devContiguous("rmsNormMatmulShared w", ws[i], null);
             ctx.devContiguous("rmsNormMatmulShared y", ys[i], DType.F32);

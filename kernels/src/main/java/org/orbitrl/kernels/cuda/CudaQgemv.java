@@ -77,7 +77,15 @@ final class CudaQgemv {
         args[4] = normWeight.dtype() == DType.BF16 ? 1 : 0;
         args[5] = eps;
         System.arraycopy(lr, 3, args, 6, lr.length - 3);
-        ctx.launch2dShared(bf16NormShared.get(mt), lowRankBlocks(mt, n), 1, 32 * warps, 4 * m * k, args);
+        long blocks = lowRankBlocks(mt, n);
+        if (blocks > 0) {
+            ctx.launch2dShared(bf16NormShared.get(mt), blocks, 1, 32 * warps, 4 * m * k, args);
+        }
+    }
+
+    /** Bytes of static shared memory {@link #launchBf16NormShared}'s kernel for m rows declares (beside its 4·m·k). */
+    int normSharedStaticBytes(int m) {
+        return bf16NormShared.get(chunkFor(m)).staticSharedBytes();
     }
 
     /**
@@ -89,7 +97,10 @@ final class CudaQgemv {
     void launchBf16LowRank(Tensor x, int m, int k, long[] w, long[] y, int[] n, long[] lo, long[] b, float[] scales, int[] ranks) {
         int mt = chunkFor(Math.min(m, MAX_CHUNK));
         int warps = warpsFor(k / 8, bf16KLanes(mt));
-        ctx.launch(bf16LowRank.get(mt), lowRankBlocks(mt, n), 32 * warps, lowRankArgs(x, m, k, w, y, n, lo, b, scales, ranks, 0));
+        long blocks = lowRankBlocks(mt, n);
+        if (blocks > 0) {
+            ctx.launch(bf16LowRank.get(mt), blocks, 32 * warps, lowRankArgs(x, m, k, w, y, n, lo, b, scales, ranks, 0));
+        }
     }
 
     /**

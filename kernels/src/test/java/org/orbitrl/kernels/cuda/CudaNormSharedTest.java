@@ -40,8 +40,15 @@ class CudaNormSharedTest extends CudaTestBase {
                 gpu.matmulShared(x, ws, one);
                 withProperty("orbit.cuda.gemvShared", "off", () -> gpu.matmulShared(x, ws, each));
                 for (int i = 0; i < count; i++) {
-                    assertBitsEqual("K " + k + ", " + m + " rows, weight " + i, gpu.toHost(each[i]).toFloatArray(),
-                            gpu.toHost(one[i]).toFloatArray());
+                    float[] got = gpu.toHost(one[i]).toFloatArray();
+                    assertNoNaN("K " + k + ", " + m + " rows, weight " + i, got);
+                    assertBitsEqual("K " + k + ", " + m + " rows, weight " + i, gpu.toHost(each[i]).toFloatArray(), got);
+                }
+                // the one launch is the shared GEMV's: left out, every output keeps its poison
+                Tensor[] omitted = outputs(m, shape);
+                withProperty("orbit.cuda.omitKernels", "^bgemv_lr_m", () -> gpu.matmulShared(x, ws, omitted));
+                for (int i = 0; i < count; i++) {
+                    assertTrue(Float.isNaN(gpu.toHost(omitted[i]).toFloatArray()[0]), "weight " + i + " written by another launch");
                 }
             }
         }
@@ -114,6 +121,10 @@ class CudaNormSharedTest extends CudaTestBase {
                     }
                     assertWithin(what + ", weight " + i, want, gpu.toHost(ys[i]).toFloatArray(), tol);
                 }
+                Tensor[] omitted = {poisoned(DType.F32, m, 4096), poisoned(DType.F32, m, 512), poisoned(DType.F32, m, 512)};
+                withProperty("orbit.cuda.omitKernels", "^bgemv_norm_lr_m",
+                        () -> assertTrue(gpu.rmsNormMatmulShared(x, g, eps, ws, omitted)));
+                assertTrue(Float.isNaN(gpu.toHost(omitted[0]).toFloatArray()[0]), what + ": q written by another launch");
             }
         }
         Tensor g = dev(randn(r, 1f, k));
@@ -134,6 +145,14 @@ class CudaNormSharedTest extends CudaTestBase {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                 () -> gpu.rmsNormMatmulShared(x1, dev(randn(r, 1f, k - 8)), eps, ws, y1));
         assertTrue(e.getMessage().contains("norm weight"), e.getMessage());
+    }
+
+    private static void assertNoNaN(String what, float[] v) {
+        for (int i = 0; i < v.length; i++) {
+            if (Float.isNaN(v[i])) {
+                throw new AssertionError(what + ": NaN at " + i + " (an output left unwritten)");
+            }
+        }
     }
 
     private Tensor[] outputs(int m, int[] shape) {

@@ -395,7 +395,7 @@ public final class CudaBackend implements Backend {
     }
 
     /**
-     * Decode batches of 1 to 8 rows outside exact mode, one to three bf16 weights: the norm staged by every block of one
+     * A decode step of one row outside exact mode, one to three bf16 weights: the norm staged by every block of one
      * GEMV launch over all of them ({@link CudaMatmulOps#rmsNormMatmulShared}; {@code -Dorbit.cuda.normShared=off}
      * declines).
      */

@@ -55,8 +55,12 @@ final class CudaQgemv {
         }
     }
 
-    /** Most rows of x {@link #launchBf16NormShared} takes (bgemv_norm_lr_m1, _m4, _m8). */
-    static final int NORM_SHARED_MAX_ROWS = 8;
+    /**
+     * Most rows of x {@link #launchBf16NormShared} takes ({@code bgemv_norm_lr_m1}). One: at 8 rows every block staging
+     * 64 KiB of normed rows made a Qwen3-30B-A3B-wide step slower than the norm's own launch (9.307 against 7.463 ms on
+     * an H100), where one row gained (4.463 against 4.609 ms).
+     */
+    static final int NORM_SHARED_MAX_ROWS = 1;
 
     /**
      * {@code ys[i] = rmsnorm(x) · ws[i]ᵀ} for up to three dense bf16 weights ({@code bgemv_norm_lr_m*}, one launch): every

@@ -99,7 +99,7 @@ final class DependentKernels {
             s.add("bgemv/bgemv_m" + mt);
             s.add("bgemv/bgemv_lr_m" + mt);
             s.add("bgemv/bgemv_lra_m" + mt);
-            if (mt <= 8) {
+            if (mt == 1) {
                 s.add("bgemv/bgemv_norm_lr_m" + mt);
             }
             for (String format : new String[]{"int4", "mxfp4", "nvfp4"}) {

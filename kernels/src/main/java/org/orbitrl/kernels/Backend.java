@@ -795,6 +795,18 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * A decode step's residual add, the norm after its attention and its router in one call, where the backend has a fused
+     * form: {@code sum = a + b}, {@code normed = rmsNorm(sum)} ({@link #addRmsNorm}'s values within f32 rounding: the norm's
+     * sum may be taken in another order), then {@link #moeRouterTopk} of normed into weights and ids [T, k]. Writes all
+     * four and returns true; false without writing anything where there is none (here): the caller then runs {@link
+     * #addRmsNorm} and the router.
+     */
+    default boolean addRmsNormRouterTopk(Tensor a, Tensor b, Tensor sum, Tensor normWeight, float eps, Tensor normed,
+                                         Tensor router, int k, boolean normalize, Tensor weights, Tensor ids) {
+        return false;
+    }
+
+    /**
      * A decode step's down products per routed pair, their LoRA terms and the weighting back into the tokens in one
      * call, where the backend has a fused form: out [T, H] row t (+)= Σ_j weights[t, j] · (act[t·k + j] · D_eᵀ + lora)
      * (j ascending, e = ids[t, j]) for act f32 [T·k, I], ids i32 and weights f32 [T, k]; overwrites out unless {@code

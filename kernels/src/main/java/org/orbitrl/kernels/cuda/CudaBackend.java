@@ -1112,6 +1112,22 @@ public final class CudaBackend implements Backend {
     }
 
     /**
+     * Where {@link #moeRouterTopk} takes its block-a-token launch (fewer than {@code orbit.cuda.routerTiles} tokens):
+     * the same launch over {@code a + b}, writing the sum and its norm too ({@code moe_router_add_norm_topk}; {@code
+     * -Dorbit.cuda.addNormRouter=off}, read at each call, declines, as {@code orbit.cuda.routerTopk=off} and exact mode do).
+     */
+    @Override
+    public boolean addRmsNormRouterTopk(Tensor a, Tensor b, Tensor sum, Tensor normWeight, float eps, Tensor normed,
+                                        Tensor router, int k, boolean normalize, Tensor weights, Tensor ids) {
+        if (exact || "off".equals(System.getProperty("orbit.cuda.routerTopk"))
+                || "off".equals(System.getProperty("orbit.cuda.addNormRouter"))) {
+            return false;
+        }
+        ctx.device.bind();
+        return fusedDecode.addNormRouterTopk(a, b, sum, normWeight, eps, normed, router, k, normalize, weights, ids);
+    }
+
+    /**
      * Below {@link CudaMoePairs#STACKED_PAIRS} pairs (a decode step of one token at top-8), stacked quantized experts: the
      * down products, their LoRA terms and the combine in one launch ({@link CudaMoePairs#downCombine}).
      */

@@ -53,6 +53,7 @@ public final class CudaFusedDecode {
     private final Kernel norm4;
     private final Kernel routerNormTopk;
     private final Kernel routerTiles;
+    private final Kernel routerAddNormTopk;
     private final EnumMap<QuantLayout, Kernel> swiglu = new EnumMap<>(QuantLayout.class);
     private final EnumMap<QuantLayout, Kernel> swigluR2 = new EnumMap<>(QuantLayout.class);
     /** Rows of each matrix a lane of the gate/up launch takes: 4 (QGS_R, fewer larger blocks) or 2; {@code -Dorbit.cuda.decodeGateUpRows}. */
@@ -80,6 +81,7 @@ public final class CudaFusedDecode {
         this.norm4 = ctx.kernel("bgemv", "bgemv_norm_m4");
         this.routerNormTopk = ctx.kernel("moe", "moe_router_norm_topk");
         this.routerTiles = ctx.kernel("moe", "moe_router_tiles");
+        this.routerAddNormTopk = ctx.kernel("moe", "moe_router_add_norm_topk");
         for (QuantLayout l : QuantLayout.values()) {
             swiglu.put(l, ctx.kernel("qgemv", "qgemv_swiglu_" + l.kernelSuffix()));
             swigluR2.put(l, ctx.kernel("qgemv", "qgemv_swiglu_r2_" + l.kernelSuffix()));
@@ -187,6 +189,48 @@ public final class CudaFusedDecode {
         ctx.launch2dShared(routerNormTopk, (e + ROUTER_WARPS - 1) / ROUTER_WARPS, tokens, 32 * ROUTER_WARPS, 4 * (hd + e), x, null, 0,
                 0f, null, router, hd, e, topk, normalize ? 1 : 0, logits, ctx.tickets, values, indices);
         return Router.SELECTED;
+    }
+
+    /**
+     * {@link org.orbitrl.kernels.Backend#addRmsNormRouterTopk}: {@code moe_router_add_norm_topk}, {@code moe_router_norm_topk}
+     * over the rows a + b, its blocks writing their shares of the sum and of its norm (norm weight f32 or bf16 [H]), where
+     * {@link #moeRouterTopk} takes that block-a-token launch for these tokens (fewer than the tiles' bound); false,
+     * launching nothing, otherwise. Throws where the shapes do not agree.
+     */
+    boolean addNormRouterTopk(Tensor a, Tensor b, Tensor sum, Tensor normWeight, float eps, Tensor normed, Tensor router, int topk,
+                              boolean normalize, Tensor values, Tensor indices) {
+        for (Tensor t : new Tensor[]{a, b, sum, normed}) {
+            ctx.devContiguous("addRmsNormRouterTopk rows", t, DType.F32);
+        }
+        ctx.devContiguous("addRmsNormRouterTopk norm weight", normWeight, null);
+        ctx.devContiguous("addRmsNormRouterTopk values", values, DType.F32);
+        ctx.devContiguous("addRmsNormRouterTopk indices", indices, DType.I32);
+        int hd = a.size(-1);
+        int tokens = CudaContext.rows(a);
+        for (Tensor t : new Tensor[]{b, sum, normed}) {
+            if (t.size(-1) != hd || CudaContext.rows(t) != tokens) {
+                throw new IllegalArgumentException("addRmsNormRouterTopk: " + t + " is not [" + tokens + ", " + hd + "] as a " + a);
+            }
+        }
+        if (normWeight.numel() != hd || (normWeight.dtype() != DType.F32 && normWeight.dtype() != DType.BF16)) {
+            throw new IllegalArgumentException("addRmsNormRouterTopk: norm weight " + normWeight + " is not f32 or bf16 [" + hd + "]");
+        }
+        if (router.dtype() != DType.BF16 || router.rank() != 2 || !router.isContiguous() || router.dim(1) != hd || hd % 8 != 0
+                || CudaAllocator.address(router) % 16 != 0 || 4L * (hd + router.size(0)) > SHARED_LIMIT || tokens == 0
+                || tokens > CudaContext.TICKETS || CudaAllocator.address(a) % 16 != 0 || CudaAllocator.address(b) % 16 != 0
+                || tileRows(tokens, router.size(0), hd, ctx.device.multiprocessors(), System.getProperty(ROUTER_TILES_PROPERTY)) > 0) {
+            return false;
+        }
+        int e = router.size(0);
+        if (topk <= 0 || topk > e || values.numel() != (long) tokens * topk || indices.numel() != (long) tokens * topk) {
+            throw new IllegalArgumentException("addRmsNormRouterTopk: router " + router + " [experts, hidden], top " + topk
+                    + " into " + values + " and " + indices + " [tokens, topk]");
+        }
+        Tensor logits = ctx.scratch(CudaContext.Scratch.ROUTER_LOGITS, DType.F32, (long) tokens * e); // [T, E]
+        ctx.launch2dShared(routerAddNormTopk, (e + ROUTER_WARPS - 1) / ROUTER_WARPS, tokens, 32 * ROUTER_WARPS, 4 * (hd + e), a, b,
+                sum, normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0, eps, normed, router, hd, e, topk, normalize ? 1 : 0,
+                logits, ctx.tickets, values, indices);
+        return true;
     }
 
     /**

@@ -297,10 +297,11 @@ extern "C" __global__ void moe_router_topk(const float* x, const uint4* w, int H
 // (one memory round trip at H <= 2048). The block that finishes token t last (a ticket counted on the
 // device) reads the E logits back and its first warp selects the experts (router_select_warp), then
 // re-arms the ticket to 0.
-extern "C" __global__ void moe_router_norm_topk(const float* x, const void* nw, int nwBf16, float eps, float* h, const uint4* w,
-                                                int H, int E, int topk, int normalize, float* logits, int* tickets,
-                                                float* values, int* indices) {
-    pdl_enter();
+// moe_router_norm_topk's body; with d (not null) the row staged is x[t] + d[t] (one f32 add a value, add_rmsnorm's sum),
+// and each block writes its share of that sum to sum[t] (the residual stream after the attention) beside its share of h.
+__device__ __forceinline__ void router_norm_topk(const float* x, const float* d, float* sum, const void* nw, int nwBf16,
+                                                 float eps, float* h, const uint4* w, int H, int E, int topk, int normalize,
+                                                 float* logits, int* tickets, float* values, int* indices) {
     extern __shared__ float smem[];
     float* xs = smem;       // [H]
     float* lg = smem + H;   // [E]
@@ -315,20 +316,31 @@ extern "C" __global__ void moe_router_norm_topk(const float* x, const void* nw, 
     uint4 q[8];
     if (e < E) router_fetch(wrow, units, 0, lane, q);
     const float4* xr = (const float4*) (x + (i64) t * H);
+    const float4* dr = d == nullptr ? nullptr : (const float4*) (d + (i64) t * H);
     int H4 = H >> 2;
     float4 xv[4]; // the row's float4s of this thread, loaded together (H <= 2048 at 128 threads: one pass)
+    float4 dv[4];
     float ss = 0.0f;
     for (int c0 = 0; c0 < H4; c0 += 4 * blockDim.x) {
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             int c = c0 + threadIdx.x + i * blockDim.x;
-            if (c < H4) xv[i] = xr[c];
+            if (c < H4) {
+                xv[i] = xr[c];
+                if (d != nullptr) dv[i] = dr[c];
+            }
         }
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             int c = c0 + threadIdx.x + i * blockDim.x;
             if (c < H4) {
                 float4 v = xv[i];
+                if (d != nullptr) {
+                    v.x += dv[i].x;
+                    v.y += dv[i].y;
+                    v.z += dv[i].z;
+                    v.w += dv[i].w;
+                }
                 ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
                 *(float4*) (xs + 4 * c) = v;
             }
@@ -341,9 +353,13 @@ extern "C" __global__ void moe_router_norm_topk(const float* x, const void* nw, 
         int lo = blockIdx.x * share;
         for (int c = threadIdx.x; c < H; c += blockDim.x) {
             float wi = nwBf16 ? bf16_to_f32(((const u16*) nw)[c]) : ((const float*) nw)[c];
-            float v = wi * (xs[c] * inv);
+            float raw = xs[c];
+            float v = wi * (raw * inv);
             xs[c] = v;
-            if (c >= lo && c < lo + share) h[(i64) t * H + c] = v;
+            if (c >= lo && c < lo + share) {
+                h[(i64) t * H + c] = v;
+                if (sum != nullptr) sum[(i64) t * H + c] = raw;
+            }
         }
         __syncthreads();
     }
@@ -369,6 +385,24 @@ extern "C" __global__ void moe_router_norm_topk(const float* x, const void* nw, 
         router_select_warp(lg, E, topk, normalize, values + (i64) t * topk, indices + (i64) t * topk);
         if (threadIdx.x == 0) tickets[t] = 0;
     }
+}
+
+
+extern "C" __global__ void moe_router_norm_topk(const float* x, const void* nw, int nwBf16, float eps, float* h, const uint4* w,
+                                                int H, int E, int topk, int normalize, float* logits, int* tickets,
+                                                float* values, int* indices) {
+    pdl_enter();
+    router_norm_topk(x, nullptr, nullptr, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices);
+}
+
+// moe_router_norm_topk of the row x[t] + d[t] (a decode step's residual after the attention, add_rmsnorm's sum), which
+// its blocks also write to sum: the residual add, the post-attention norm (into h, the experts' input) and the router
+// in one launch.
+extern "C" __global__ void moe_router_add_norm_topk(const float* x, const float* d, float* sum, const void* nw, int nwBf16,
+                                                    float eps, float* h, const uint4* w, int H, int E, int topk, int normalize,
+                                                    float* logits, int* tickets, float* values, int* indices) {
+    pdl_enter();
+    router_norm_topk(x, d, sum, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices);
 }
 
 // The router of a decode batch over x as it is (moe_router_norm_topk without its norm) in fewer, wider blocks: block

@@ -155,6 +155,79 @@ class CudaFusedDecodeTest extends CudaTestBase {
     }
 
     /**
+     * The residual add, the norm after the attention and the router in one launch ({@link CudaBackend#addRmsNormRouterTopk},
+     * {@code moe_router_add_norm_topk}) against {@link CudaBackend#addRmsNorm} then {@link CudaBackend#moeRouterTopk} of its
+     * norm: the sum bit for bit (the same f32 add), the norm within {@code 1e-6·|v| + 1e-7} (its sum of squares in another
+     * order), the same experts and their weights within 1e-5 of each, at 1, 3 and 7 tokens (below the tiles' 8), hidden
+     * 2048 with 128 experts at top 8 (f32 norm weight) and 256 with 60 at top 3 (bf16 norm weight). At 8 tokens (the
+     * tiles' launch) and with {@code -Dorbit.cuda.addNormRouter=off} the call declines and writes nothing.
+     */
+    @Test
+    void theAddTheNormAndTheRouterInOneLaunch() {
+        SplittableRandom r = rng(341);
+        // {tokens, H, E, topk, bf16 norm weight}
+        int[][] cases = {{1, 2048, 128, 8, 0}, {3, 2048, 128, 8, 0}, {7, 256, 60, 3, 1}};
+        for (int[] c : cases) {
+            int t = c[0];
+            int h = c[1];
+            int e = c[2];
+            int topk = c[3];
+            float[] x = randn(r, 1f, t, h).toFloatArray();
+            float[] d = randn(r, 0.5f, t, h).toFloatArray();
+            Tensor gHost = randn(r, 0.2f, h);
+            for (int i = 0; i < h; i++) {
+                gHost.setFloat(1f + gHost.getFloat(i), i);
+            }
+            Tensor g = dev(c[4] == 1 ? gHost.to(DType.BF16) : gHost);
+            Tensor dx = dev(Tensor.of(x, t, h));
+            Tensor dd = dev(Tensor.of(d, t, h));
+            Tensor dw = dev(Tensor.of(bf16Round(randn(r, 0.2f, e, h).toFloatArray()), e, h).to(DType.BF16));
+            String what = t + " tokens, H " + h + ", " + e + " experts at top " + topk;
+            Tensor sum = poisoned(DType.F32, t, h);
+            Tensor normed = poisoned(DType.F32, t, h);
+            Tensor values = poisoned(DType.F32, t, topk);
+            Tensor idx = poisoned(DType.I32, t, topk);
+            assertTrue(gpu.addRmsNormRouterTopk(dx, dd, sum, g, 1e-6f, normed, dw, topk, true, values, idx), what + ": taken");
+            Tensor sumRef = poisoned(DType.F32, t, h);
+            Tensor normedRef = poisoned(DType.F32, t, h);
+            gpu.addRmsNorm(dx, dd, sumRef, g, 1e-6f, normedRef);
+            Tensor valuesRef = poisoned(DType.F32, t, topk);
+            Tensor idxRef = poisoned(DType.I32, t, topk);
+            assertTrue(gpu.moeRouterTopk(normedRef, dw, topk, true, valuesRef, idxRef), what + ": the reference router");
+            float[] sumGot = gpu.toHost(sum).toFloatArray();
+            float[] sumWant = new float[t * h];
+            for (int i = 0; i < sumWant.length; i++) {
+                sumWant[i] = x[i] + d[i];
+            }
+            assertBitsEqual(what + ": the sum", sumWant, sumGot);
+            float[] nWant = gpu.toHost(normedRef).toFloatArray();
+            double[] tol = new double[nWant.length];
+            for (int i = 0; i < tol.length; i++) {
+                tol[i] = 1e-6 * Math.abs(nWant[i]) + 1e-7;
+            }
+            assertWithin(what + ": the norm", nWant, gpu.toHost(normed).toFloatArray(), tol);
+            assertExact(what + ": the experts", gpu.toHost(idxRef).toLongArray(), gpu.toHost(idx).toLongArray());
+            assertClose(what + ": their weights", gpu.toHost(valuesRef).toFloatArray(), gpu.toHost(values).toFloatArray(), 1e-5, 0);
+        }
+        int h = 256;
+        Tensor g = dev(randn(r, 1f, h));
+        Tensor dw = dev(Tensor.of(bf16Round(randn(r, 0.2f, 60, h).toFloatArray()), 60, h).to(DType.BF16));
+        for (int t : new int[]{8, 2}) {
+            Tensor sum = poisoned(DType.F32, t, h);
+            Tensor values = poisoned(DType.F32, t, 3);
+            Runnable call = () -> assertFalse(gpu.addRmsNormRouterTopk(dev(randn(r, 1f, t, h)), dev(randn(r, 1f, t, h)), sum, g, 1e-6f,
+                    poisoned(DType.F32, t, h), dw, 3, true, values, poisoned(DType.I32, t, 3)), t + " tokens declined");
+            if (t == 8) {
+                call.run();
+            } else {
+                withProperty("orbit.cuda.addNormRouter", "off", call);
+            }
+            assertTrue(Float.isNaN(gpu.toHost(sum).toFloatArray()[0]) && Float.isNaN(gpu.toHost(values).toFloatArray()[0]),
+                    t + " tokens: a declined call writes nothing");
+        }
+    }
+
+    /**
      * The router of x as it is in tiles ({@code moe_router_tiles}, a block an expert chunk and a tile of tokens) against
      * the same call a block a token ({@code moe_router_norm_topk}, the switch off): the same values and indices bit for
      * bit, at 1 to 200 tokens (the tile kernel forced down to 1 token), hidden 2048 and 7168, 60 to 384 experts.

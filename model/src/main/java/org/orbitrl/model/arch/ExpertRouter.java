@@ -30,6 +30,15 @@ sealed interface ExpertRouter {
         return new Routed(r.weights(), r.ids());
     }
 
+    /**
+     * A decode step's choice from its residual before the norm: {@code sum = x + delta}, {@code normed} its norm ({@link
+     * Backend#addRmsNorm}), then {@link #routeDecode} of normed; in one backend call where the backend fuses the three.
+     */
+    default Routed routeDecodeAfterAdd(Backend b, Tensor x, Tensor delta, Tensor sum, Tensor normWeight, float eps, Tensor normed) {
+        b.addRmsNorm(x, delta, sum, normWeight, eps, normed);
+        return routeDecode(b, normed);
+    }
+
     /** dLogits f32 [N, E] (overwritten) from dWeight f32 [N, k], the gradient of the routing weights of {@code r}. */
     void logitGrad(Backend b, Routed r, Tensor dWeight, Tensor dLogits);
 
@@ -89,6 +98,25 @@ sealed interface ExpertRouter {
                 a.release(ids);
             }
             return ExpertRouter.super.routeDecode(b, x);
+        }
+
+        /** In one call where the backend has one ({@link Backend#addRmsNormRouterTopk}), as {@link #routeDecode}. */
+        @Override
+        public Routed routeDecodeAfterAdd(Backend b, Tensor x, Tensor delta, Tensor sum, Tensor normWeight, float eps,
+                                          Tensor normed) {
+            TensorAllocator a = b.allocator();
+            int n = x.size(0);
+            if (linear.bias() == null && (linear.adapter() == null || !linear.adapter().enabled())
+                    && linear.weight() instanceof Weight.Dense d) {
+                Tensor weights = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, topK);   // [N, k]
+                Tensor ids = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, n, topK);       // [N, k]
+                if (b.addRmsNormRouterTopk(x, delta, sum, normWeight, eps, normed, d.w(), topK, normTopK, weights, ids)) {
+                    return new Routed(weights, ids);
+                }
+                a.release(weights);
+                a.release(ids);
+            }
+            return ExpertRouter.super.routeDecodeAfterAdd(b, x, delta, sum, normWeight, eps, normed);
         }
 
         @Override

@@ -125,6 +125,22 @@ final class GroupedMoe {
     }
 
     /**
+     * {@link #forwardPairs} with accumulate of the residual before the block's norm: {@code out = x + delta}, its norm
+     * into {@code normed} (the experts' input), the routing of normed, then the experts per pair weighted into out; the
+     * add, the norm and the routing in one backend call where it fuses them ({@link ExpertRouter#routeDecodeAfterAdd}).
+     */
+    void forwardPairsAfterAdd(Backend b, Tensor x, Tensor delta, Tensor out, Tensor normWeight, float eps, Tensor normed) {
+        if (grouped.isFused()) {
+            b.addRmsNorm(x, delta, out, normWeight, eps, normed);
+            forwardPairsFused(b, normed, out, true);
+            return;
+        }
+        ExpertRouter.Routed r = router.routeDecodeAfterAdd(b, x, delta, out, normWeight, eps, normed);
+        grouped.forwardPairs(b, normed, r.ids(), r.weights(), out, true);
+        r.release(b.allocator());
+    }
+
+    /**
      * gpt-oss's form of {@link #forwardPairs}: each pair's row through its expert's fused gate_up and its LoRA, gate_up's
      * bias by the pair's expert ({@link Backend#moeExpertBiasPairs}), the clamped SwiGLU, down with its LoRA and bias,
      * and the pairs weighted back into their tokens. Nothing read on the host.

@@ -146,14 +146,15 @@ final class Qwen3Layer {
         }
         Tensor mid = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);     // [N, hidden]
         Tensor normed2 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
-        b.addRmsNorm(x, delta, mid, postNorm, config.rmsEps(), normed2);          // mid = x + delta, normed2 its norm
         if (moe != null && lt == null && !training && !s.expertParallel()) {
-            // inference: the block's output added into the residual stream in place (mid + moe, as below, one launch fewer)
+            // inference: mid = x + delta, normed2 its norm, and the block's output added into mid in place (as below, one
+            // launch fewer; at a decode step the add, the norm and the router one launch where the backend fuses them)
+            moe.forwardAddAfterNorm(b, x, delta, mid, postNorm, config.rmsEps(), normed2);
             a.release(delta);
-            moe.forwardAdd(b, normed2, mid);
             a.release(normed2);
             return mid;
         }
+        b.addRmsNorm(x, delta, mid, postNorm, config.rmsEps(), normed2);          // mid = x + delta, normed2 its norm
         if (moe != null && s.expertParallel()) {
             ExpertDispatch.Tape dt = lt == null ? null : new ExpertDispatch.Tape();
             ExpertDispatch.forward(moe, b, s.parallel().ep(), normed2, delta, dt, training);

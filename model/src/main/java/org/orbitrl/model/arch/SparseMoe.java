@@ -199,6 +199,20 @@ final class SparseMoe implements ExpertParallelBlock {
      * out [N, hidden] += the block's output for x, outside training (no tape): the decode form's pairs weighted straight
      * into out where it applies, else the output and an add. The bits of a {@link #forward} and {@link Backend#add}.
      */
+    /**
+     * {@link #forwardAdd} from the residual before the block's norm, for inference: {@code out = x + delta}, {@code normed}
+     * its norm ({@link Backend#addRmsNorm}), then out += the block of normed; on the per-pair path the add, the norm and the
+     * routing in one backend call where it fuses them ({@link GroupedMoe#forwardPairsAfterAdd}).
+     */
+    void forwardAddAfterNorm(Backend b, Tensor x, Tensor delta, Tensor out, Tensor normWeight, float eps, Tensor normed) {
+        if (useGrouped && grouped != null && grouped.supports(b) && grouped.takesPairs(b, x, null, false)) {
+            grouped.forwardPairsAfterAdd(b, x, delta, out, normWeight, eps, normed);
+            return;
+        }
+        b.addRmsNorm(x, delta, out, normWeight, eps, normed);
+        forwardAdd(b, normed, out);
+    }
+
     void forwardAdd(Backend b, Tensor x, Tensor out) {
         if (useGrouped && grouped != null && grouped.supports(b) && grouped.takesPairs(b, x, null, false)) {
             grouped.forwardPairs(b, x, out, true);

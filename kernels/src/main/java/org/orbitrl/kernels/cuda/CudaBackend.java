@@ -1112,15 +1112,16 @@ public final class CudaBackend implements Backend {
     }
 
     /**
-     * Where {@link #moeRouterTopk} takes its block-a-token launch (fewer than {@code orbit.cuda.routerTiles} tokens):
-     * the same launch over {@code a + b}, writing the sum and its norm too ({@code moe_router_add_norm_topk}; {@code
-     * -Dorbit.cuda.addNormRouter=off}, read at each call, declines, as {@code orbit.cuda.routerTopk=off} and exact mode do).
+     * With {@code -Dorbit.cuda.addNormRouter=on} (read at each call; off by default: its speed has not been measured),
+     * where {@link #moeRouterTopk} takes its block-a-token launch (fewer than {@code orbit.cuda.routerTiles} tokens): the
+     * same launch over {@code a + b}, writing the sum and its norm too ({@code moe_router_add_norm_topk}). Declines
+     * otherwise, with {@code orbit.cuda.routerTopk=off}, and in exact mode.
      */
     @Override
     public boolean addRmsNormRouterTopk(Tensor a, Tensor b, Tensor sum, Tensor normWeight, float eps, Tensor normed,
                                         Tensor router, int k, boolean normalize, Tensor weights, Tensor ids) {
         if (exact || "off".equals(System.getProperty("orbit.cuda.routerTopk"))
-                || "off".equals(System.getProperty("orbit.cuda.addNormRouter"))) {
+                || !"on".equals(System.getProperty("orbit.cuda.addNormRouter", "off"))) {
             return false;
         }
         ctx.device.bind();

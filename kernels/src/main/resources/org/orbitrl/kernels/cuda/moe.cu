@@ -387,7 +387,6 @@ __device__ __forceinline__ void router_norm_topk(const float* x, const float* d,
     }
 }
 
-
 extern "C" __global__ void moe_router_norm_topk(const float* x, const void* nw, int nwBf16, float eps, float* h, const uint4* w,
                                                 int H, int E, int topk, int normalize, float* logits, int* tickets,
                                                 float* values, int* indices) {

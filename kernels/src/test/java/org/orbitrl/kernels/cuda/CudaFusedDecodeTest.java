@@ -159,11 +159,17 @@ class CudaFusedDecodeTest extends CudaTestBase {
      * {@code moe_router_add_norm_topk}) against {@link CudaBackend#addRmsNorm} then {@link CudaBackend#moeRouterTopk} of its
      * norm: the sum bit for bit (the same f32 add), the norm within {@code 1e-6·|v| + 1e-7} (its sum of squares in another
      * order), the same experts and their weights within 1e-5 of each, at 1, 3 and 7 tokens (below the tiles' 8), hidden
-     * 2048 with 128 experts at top 8 (f32 norm weight) and 256 with 60 at top 3 (bf16 norm weight). At 8 tokens (the
-     * tiles' launch) and with {@code -Dorbit.cuda.addNormRouter=off} the call declines and writes nothing.
+     * 2048 with 128 experts at top 8 (f32 norm weight) and 256 with 60 at top 3 (bf16 norm weight), with {@code
+     * -Dorbit.cuda.addNormRouter=on}. At 8 tokens (the tiles' launch) and without the switch (its default) the call
+     * declines and writes nothing.
      */
     @Test
     void theAddTheNormAndTheRouterInOneLaunch() {
+        withProperty("orbit.cuda.addNormRouter", "on", this::addNormRouter);
+        declinedAddNormRouter();
+    }
+
+    private void addNormRouter() {
         SplittableRandom r = rng(341);
         // {tokens, H, E, topk, bf16 norm weight}
         int[][] cases = {{1, 2048, 128, 8, 0}, {3, 2048, 128, 8, 0}, {7, 256, 60, 3, 1}};
@@ -209,6 +215,10 @@ class CudaFusedDecodeTest extends CudaTestBase {
             assertExact(what + ": the experts", gpu.toHost(idxRef).toLongArray(), gpu.toHost(idx).toLongArray());
             assertClose(what + ": their weights", gpu.toHost(valuesRef).toFloatArray(), gpu.toHost(values).toFloatArray(), 1e-5, 0);
         }
+    }
+
+    private void declinedAddNormRouter() {
+        SplittableRandom r = rng(342);
         int h = 256;
         Tensor g = dev(randn(r, 1f, h));
         Tensor dw = dev(Tensor.of(bf16Round(randn(r, 0.2f, 60, h).toFloatArray()), 60, h).to(DType.BF16));
@@ -218,9 +228,9 @@ class CudaFusedDecodeTest extends CudaTestBase {
             Runnable call = () -> assertFalse(gpu.addRmsNormRouterTopk(dev(randn(r, 1f, t, h)), dev(randn(r, 1f, t, h)), sum, g, 1e-6f,
                     poisoned(DType.F32, t, h), dw, 3, true, values, poisoned(DType.I32, t, 3)), t + " tokens declined");
             if (t == 8) {
-                call.run();
+                withProperty("orbit.cuda.addNormRouter", "on", call);
             } else {
-                withProperty("orbit.cuda.addNormRouter", "off", call);
+                call.run();   // the switch at its default
             }
             assertTrue(Float.isNaN(gpu.toHost(sum).toFloatArray()[0]) && Float.isNaN(gpu.toHost(values).toFloatArray()[0]),
                     t + " tokens: a declined call writes nothing");

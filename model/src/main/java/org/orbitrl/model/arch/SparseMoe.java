@@ -191,15 +191,6 @@ final class SparseMoe implements ExpertParallelBlock {
     }
 
     /**
-     * x [N, hidden] -> out [N, hidden]. {@code training}: a forward of a training step, with or without a tape (under
-     * recompute a layer runs without one first, then with one for backward, and both must compute the same); false for
-     * inference and decode, which may take the backend's per-pair experts ({@link GroupedMoe}).
-     */
-    /**
-     * out [N, hidden] += the block's output for x, outside training (no tape): the decode form's pairs weighted straight
-     * into out where it applies, else the output and an add. The bits of a {@link #forward} and {@link Backend#add}.
-     */
-    /**
      * {@link #forwardAdd} from the residual before the block's norm, for inference: {@code out = x + delta}, {@code normed}
      * its norm ({@link Backend#addRmsNorm}), then out += the block of normed; on the per-pair path the add, the norm and the
      * routing in one backend call where it fuses them ({@link GroupedMoe#forwardPairsAfterAdd}).
@@ -213,6 +204,10 @@ final class SparseMoe implements ExpertParallelBlock {
         forwardAdd(b, normed, out);
     }
 
+    /**
+     * out [N, hidden] += the block's output for x, outside training (no tape): the decode form's pairs weighted straight
+     * into out where it applies, else the output and an add. The bits of a {@link #forward} and {@link Backend#add}.
+     */
     void forwardAdd(Backend b, Tensor x, Tensor out) {
         if (useGrouped && grouped != null && grouped.supports(b) && grouped.takesPairs(b, x, null, false)) {
             grouped.forwardPairs(b, x, out, true);
@@ -240,6 +235,11 @@ final class SparseMoe implements ExpertParallelBlock {
         return h != null && h.enabled();
     }
 
+    /**
+     * x [N, hidden] -> out [N, hidden]. {@code training}: a forward of a training step, with or without a tape (under
+     * recompute a layer runs without one first, then with one for backward, and both must compute the same); false for
+     * inference and decode, which may take the backend's per-pair experts ({@link GroupedMoe}).
+     */
     void forward(Backend b, Tensor x, Tensor out, Tape tape, boolean training) {
         if (useGrouped && grouped != null && grouped.supports(b)) {
             GroupedMoe.Tape gt = tape == null ? null : new GroupedMoe.Tape();

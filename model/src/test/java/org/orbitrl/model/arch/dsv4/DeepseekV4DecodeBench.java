@@ -24,7 +24,8 @@ import java.util.SplittableRandom;
  * sequence's cache, one new token a sequence): V4-Flash's widths ({@code models/deepseek-v4-flash/config.json}) with
  * fewer layers, experts and vocabulary ({@link RandomDeepseekV4}, MXFP4 routed experts; layers 0-1 sliding, 2
  * compressed-sparse, 3 heavily compressed, as released), each sequence prefilled with {@code context} tokens. Per batch,
- * the median of 8 steps ({@code -Dorbit.bench.steps}; host preparation to logits on the device) and the step against the HBM limit:
+ * the median of 8 steps ({@code -Dorbit.bench.steps}; host preparation to logits on the device) after 8 untimed ones
+ * ({@code -Dorbit.bench.warmup}) and the step against the HBM limit:
  * the bytes a step reads at least (every linear but the routed experts as held, the routed experts of the distinct
  * experts a layer expects under uniform routing, E·(1 − (1 − k/E)^B), the LM head, each sequence's decode state: its
  * window's K=V rows and compressed entries, f32 as held) over the device's copy bandwidth measured in the same run.
@@ -43,6 +44,12 @@ import java.util.SplittableRandom;
  */
 public final class DeepseekV4DecodeBench {
     private static final int STEPS = Integer.getInteger("orbit.bench.steps", 8);
+    /**
+     * Untimed steps before each batch's timed ones ({@code -Dorbit.bench.warmup}, 8 by default): the first batch of a run
+     * otherwise times steps the JIT has not compiled yet (one warm-up step left batch 1 host-bound and varying by a
+     * quarter from run to run).
+     */
+    private static final int WARMUP = Math.max(1, Integer.getInteger("orbit.bench.warmup", 8));
 
     private DeepseekV4DecodeBench() {
     }
@@ -93,15 +100,19 @@ public final class DeepseekV4DecodeBench {
                 SplittableRandom r = new SplittableRandom(1_000_003L * batch + 17);
                 double[] ms = new double[STEPS];
                 double bytes = 0;
-                for (int i = 0; i < STEPS + 1; i++) {
-                    if (i == STEPS / 2 + 1) {
+                for (int i = 0; i < WARMUP + STEPS; i++) {
+                    int timed = i - WARMUP;   // negative: a warm-up step
+                    if (timed == STEPS / 2) {
                         bytes = bytesPerStep(model, caches, batch) + adapterBytes;
                     }
-                    if (range && i == STEPS) {
+                    if (range && timed == STEPS - 1) {
                         profiler("cuProfilerStart");
                     }
-                    ms[Math.max(0, i - 1)] = step(gpu, model, caches, r);
-                    if (range && i == STEPS) {
+                    double t = step(gpu, model, caches, r);
+                    if (timed >= 0) {
+                        ms[timed] = t;
+                    }
+                    if (range && timed == STEPS - 1) {
                         profiler("cuProfilerStop");
                     }
                 }
@@ -168,7 +179,7 @@ public final class DeepseekV4DecodeBench {
         List<KvCache> caches = new ArrayList<>();
         SplittableRandom r = new SplittableRandom(batch);
         for (int b = 0; b < batch; b++) {
-            KvCache c = model.newCache(context + STEPS + 4);
+            KvCache c = model.newCache(context + WARMUP + STEPS + 8);   // and the sampled and profiled steps
             caches.add(c);
             int[] prompt = r.ints(context, 0, model.vocabSize()).toArray();
             model.backend().allocator().release(model.forwardLast(List.of(new CausalLM.Segment(prompt, c))));

@@ -799,7 +799,7 @@ public interface Backend extends AutoCloseable {
      * form: {@code sum = a + b}, {@code normed = rmsNorm(sum)} ({@link #addRmsNorm}'s values within f32 rounding: the norm's
      * sum may be taken in another order), then {@link #moeRouterTopk} of normed into weights and ids [T, k]. Writes all
      * four and returns true; false without writing anything where there is none (here): the caller then runs {@link
-     * #addRmsNorm} and the router.
+     * #addRmsNorm} and the router. sum and normed must not overlap a or b.
      */
     default boolean addRmsNormRouterTopk(Tensor a, Tensor b, Tensor sum, Tensor normWeight, float eps, Tensor normed,
                                          Tensor router, int k, boolean normalize, Tensor weights, Tensor ids) {

@@ -221,6 +221,13 @@ public final class CudaFusedDecode {
                 || tileRows(tokens, router.size(0), hd, ctx.device.multiprocessors(), System.getProperty(ROUTER_TILES_PROPERTY)) > 0) {
             return false;
         }
+        for (Tensor out : new Tensor[]{sum, normed}) {   // every block reads whole rows of a and b while others write
+            for (Tensor in : new Tensor[]{a, b}) {
+                if (overlap(out, in)) {
+                    throw new IllegalArgumentException("addRmsNormRouterTopk: " + out + " overlaps its input " + in);
+                }
+            }
+        }
         int e = router.size(0);
         if (topk <= 0 || topk > e || values.numel() != (long) tokens * topk || indices.numel() != (long) tokens * topk) {
             throw new IllegalArgumentException("addRmsNormRouterTopk: router " + router + " [experts, hidden], top " + topk
@@ -231,6 +238,12 @@ public final class CudaFusedDecode {
                 sum, normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0, eps, normed, router, hd, e, topk, normalize ? 1 : 0,
                 logits, ctx.tickets, values, indices);
         return true;
+    }
+
+    private static boolean overlap(Tensor p, Tensor q) {
+        long pa = CudaAllocator.address(p);
+        long qa = CudaAllocator.address(q);
+        return pa < qa + q.byteSize() && qa < pa + p.byteSize();
     }
 
     /**

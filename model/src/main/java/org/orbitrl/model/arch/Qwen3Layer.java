@@ -149,8 +149,14 @@ final class Qwen3Layer {
         if (moe != null && lt == null && !training && !s.expertParallel()) {
             // inference: mid = x + delta, normed2 its norm, and the block's output added into mid in place (as below, one
             // launch fewer; at a decode step the add, the norm and the router one launch where the backend fuses them)
-            moe.forwardAddAfterNorm(b, x, delta, mid, postNorm, config.rmsEps(), normed2);
+            boolean pairs = moe.forwardPairsAfterAdd(b, x, delta, mid, postNorm, config.rmsEps(), normed2);
+            if (!pairs) {
+                b.addRmsNorm(x, delta, mid, postNorm, config.rmsEps(), normed2);
+            }
             a.release(delta);
+            if (!pairs) {
+                moe.forwardAdd(b, normed2, mid);
+            }
             a.release(normed2);
             return mid;
         }

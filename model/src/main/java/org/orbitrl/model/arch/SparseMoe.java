@@ -191,17 +191,18 @@ final class SparseMoe implements ExpertParallelBlock {
     }
 
     /**
-     * {@link #forwardAdd} from the residual before the block's norm, for inference: {@code out = x + delta}, {@code normed}
-     * its norm ({@link Backend#addRmsNorm}), then out += the block of normed; on the per-pair path the add, the norm and the
-     * routing in one backend call where it fuses them ({@link GroupedMoe#forwardPairsAfterAdd}).
+     * Where {@link #forwardAdd} of these rows takes the per-pair path (a decode step): from the residual before the block's
+     * norm, {@code out = x + delta}, {@code normed} its norm ({@link Backend#addRmsNorm}), then out += the block of normed,
+     * the add, the norm and the routing in one backend call where it fuses them ({@link GroupedMoe#forwardPairsAfterAdd}),
+     * and true. False, with nothing done, elsewhere (the caller adds, norms and calls {@link #forwardAdd}, releasing delta
+     * before the block's own buffers are made).
      */
-    void forwardAddAfterNorm(Backend b, Tensor x, Tensor delta, Tensor out, Tensor normWeight, float eps, Tensor normed) {
+    boolean forwardPairsAfterAdd(Backend b, Tensor x, Tensor delta, Tensor out, Tensor normWeight, float eps, Tensor normed) {
         if (useGrouped && grouped != null && grouped.supports(b) && grouped.takesPairs(b, x, null, false)) {
             grouped.forwardPairsAfterAdd(b, x, delta, out, normWeight, eps, normed);
-            return;
+            return true;
         }
-        b.addRmsNorm(x, delta, out, normWeight, eps, normed);
-        forwardAdd(b, normed, out);
+        return false;
     }
 
     /**

@@ -177,30 +177,18 @@ final class CudaMatmulOps {
             return;
         }
         if (gemvAll) {
-            long[] w = new long[3];
-            long[] y = new long[3];
-            int[] n = new int[3];
-            for (int i = 0; i < ws.length; i++) {
-                w[i] = CudaAllocator.address(ws[i]);
-                y[i] = CudaAllocator.address(ys[i]);
-                n[i] = ws[i].size(0);
-            }
-            qgemv.launchBf16LowRank(x, m, k, w, y, n, new long[3], new long[3], new float[3], new int[3]);
+            Three t = three(ws, ys);
+            qgemv.launchBf16LowRank(x, m, k, t.w(), t.y(), t.n(), new long[3], new long[3], new float[3], new int[3]);
             return;
         }
         if (narrowAll) {
-            long[] w = new long[3];
-            long[] y = new long[3];
-            int[] n = new int[3];
+            Three t = three(ws, ys);
             long blocks = 0;
-            for (int i = 0; i < ws.length; i++) {
-                w[i] = CudaAllocator.address(ws[i]);
-                y[i] = CudaAllocator.address(ys[i]);
-                n[i] = ws[i].size(0);
-                blocks += (n[i] + 7) / 8;
+            for (int rows : t.n()) {
+                blocks += (rows + 7) / 8;
             }
             if (blocks > 0) {
-                launchNarrow3(x, m, k, w, y, n, blocks, 0L);
+                launchNarrow3(x, m, k, t.w(), t.y(), t.n(), blocks, 0L);
             }
         } else if (stagedAll) {
             Tensor xb = ctx.scratch(CudaContext.Scratch.X_BF16, DType.BF16, DeviceScratch.stagingElements(m, k)); // [m, k]
@@ -253,16 +241,23 @@ final class CudaMatmulOps {
         if (!takes) {
             return false;
         }
-        long[] w = new long[3];
-        long[] y = new long[3];
-        int[] n = new int[3];
-        for (int i = 0; i < ws.length; i++) {
-            w[i] = CudaAllocator.address(ws[i]);
-            y[i] = CudaAllocator.address(ys[i]);
-            n[i] = ws[i].size(0);
-        }
-        qgemv.launchBf16NormShared(x, m, k, normWeight, eps, w, y, n);
+        Three t = three(ws, ys);
+        qgemv.launchBf16NormShared(x, m, k, normWeight, eps, t.w(), t.y(), t.n());
         return true;
+    }
+
+    /** Up to three weights' and outputs' addresses and the weights' rows, as the three-product launches take them (0: none). */
+    private record Three(long[] w, long[] y, int[] n) {
+    }
+
+    private static Three three(Tensor[] ws, Tensor[] ys) {
+        Three t = new Three(new long[3], new long[3], new int[3]);
+        for (int i = 0; i < ws.length; i++) {
+            t.w()[i] = CudaAllocator.address(ws[i]);
+            t.y()[i] = CudaAllocator.address(ys[i]);
+            t.n()[i] = ws[i].size(0);
+        }
+        return t;
     }
 
     /**

@@ -85,38 +85,39 @@ sealed interface ExpertRouter {
         /** In one call where the backend has one ({@link Backend#moeRouterTopk}: a dense router without bias or adapter). */
         @Override
         public Routed routeDecode(Backend b, Tensor x) {
-            TensorAllocator a = b.allocator();
-            int n = x.size(0);
-            if (linear.bias() == null && (linear.adapter() == null || !linear.adapter().enabled())
-                    && linear.weight() instanceof Weight.Dense d) {
-                Tensor weights = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, topK);   // [N, k]
-                Tensor ids = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, n, topK);       // [N, k]
-                if (b.moeRouterTopk(x, d.w(), topK, normTopK, weights, ids)) {
-                    return new Routed(weights, ids);
-                }
-                a.release(weights);
-                a.release(ids);
-            }
-            return ExpertRouter.super.routeDecode(b, x);
+            Routed r = fused(b, x.size(0), (w, weights, ids) -> b.moeRouterTopk(x, w, topK, normTopK, weights, ids));
+            return r != null ? r : ExpertRouter.super.routeDecode(b, x);
         }
 
         /** In one call where the backend has one ({@link Backend#addRmsNormRouterTopk}), as {@link #routeDecode}. */
         @Override
         public Routed routeDecodeAfterAdd(Backend b, Tensor x, Tensor delta, Tensor sum, Tensor normWeight, float eps,
                                           Tensor normed) {
-            TensorAllocator a = b.allocator();
-            int n = x.size(0);
-            if (linear.bias() == null && (linear.adapter() == null || !linear.adapter().enabled())
-                    && linear.weight() instanceof Weight.Dense d) {
-                Tensor weights = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, topK);   // [N, k]
-                Tensor ids = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, n, topK);       // [N, k]
-                if (b.addRmsNormRouterTopk(x, delta, sum, normWeight, eps, normed, d.w(), topK, normTopK, weights, ids)) {
-                    return new Routed(weights, ids);
-                }
-                a.release(weights);
-                a.release(ids);
+            Routed r = fused(b, x.size(0), (w, weights, ids) ->
+                    b.addRmsNormRouterTopk(x, delta, sum, normWeight, eps, normed, w, topK, normTopK, weights, ids));
+            return r != null ? r : ExpertRouter.super.routeDecodeAfterAdd(b, x, delta, sum, normWeight, eps, normed);
+        }
+
+        /** A backend call that writes n tokens' choice from the dense router w, or declines (false, nothing written). */
+        private interface FusedCall {
+            boolean run(Tensor w, Tensor weights, Tensor ids);
+        }
+
+        /** The choice of {@code call} where the router is dense without bias or adapter and the backend takes it; else null. */
+        private Routed fused(Backend b, int n, FusedCall call) {
+            if (linear.bias() != null || (linear.adapter() != null && linear.adapter().enabled())
+                    || !(linear.weight() instanceof Weight.Dense d)) {
+                return null;
             }
-            return ExpertRouter.super.routeDecodeAfterAdd(b, x, delta, sum, normWeight, eps, normed);
+            TensorAllocator a = b.allocator();
+            Tensor weights = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, topK);   // [N, k]
+            Tensor ids = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, n, topK);       // [N, k]
+            if (call.run(d.w(), weights, ids)) {
+                return new Routed(weights, ids);
+            }
+            a.release(weights);
+            a.release(ids);
+            return null;
         }
 
         @Override

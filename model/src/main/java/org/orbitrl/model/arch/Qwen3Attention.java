@@ -70,12 +70,12 @@ final class Qwen3Attention {
 
     /** Whether q, k, v and o are dense, without bias and without an enabled adapter (a backend's whole-layer decode form). */
     boolean plainDense() {
-        for (Linear l : new Linear[]{q, k, v, o}) {
-            if (!(l.weight() instanceof Weight.Dense) || l.bias() != null || (l.adapter() != null && l.adapter().enabled())) {
-                return false;
-            }
-        }
-        return true;
+        return plain(q) && plain(k) && plain(v) && plain(o);
+    }
+
+    /** A dense weight without a bias or an enabled adapter. */
+    private static boolean plain(Linear l) {
+        return l.weight() instanceof Weight.Dense && l.bias() == null && (l.adapter() == null || !l.adapter().enabled());
     }
 
     AttentionSpec spec() {
@@ -154,15 +154,10 @@ final class Qwen3Attention {
      */
     boolean decodeFromInput(Backend b, Tensor x, Tensor inputNorm, Tensor positions, RopeTable rope, Tensor out,
                             PagedDecode decode) {
-        Linear[] qkv = {q, k, v};
-        Tensor[] ws = new Tensor[3];
-        for (int i = 0; i < 3; i++) {
-            Linear l = qkv[i];
-            if (!(l.weight() instanceof Weight.Dense d) || l.bias() != null || (l.adapter() != null && l.adapter().enabled())) {
-                return false;
-            }
-            ws[i] = d.w();
+        if (!plain(q) || !plain(k) || !plain(v)) {
+            return false;
         }
+        Tensor[] ws = {((Weight.Dense) q.weight()).w(), ((Weight.Dense) k.weight()).w(), ((Weight.Dense) v.weight()).w()};
         TensorAllocator a = b.allocator();
         int n = x.size(0);
         Tensor qs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) heads * headDim);   // [N, Hq*D]

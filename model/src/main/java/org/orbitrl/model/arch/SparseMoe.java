@@ -198,7 +198,8 @@ final class SparseMoe implements ExpertParallelBlock {
      * before the block's own buffers are made).
      */
     boolean forwardPairsAfterAdd(Backend b, Tensor x, Tensor delta, Tensor out, Tensor normWeight, float eps, Tensor normed) {
-        if (useGrouped && grouped != null && grouped.supports(b) && grouped.takesPairs(b, x, null, false)) {
+        // the pairs' bound first: a prefill, which forwardAdd then takes, asks supports (adapter probes) no more than before
+        if (useGrouped && grouped != null && grouped.takesPairs(b, x, null, false) && grouped.supports(b)) {
             grouped.forwardPairsAfterAdd(b, x, delta, out, normWeight, eps, normed);
             return true;
         }

@@ -71,6 +71,10 @@ final class CudaFlashAttention {
     private final Kernel pagedMma128;
     private final Kernel pagedMma3x64;  // three stages a warp
     private final Kernel pagedMma3x128;
+    private final Kernel pagedMmaMerged64;   // the same, merging their key splits themselves
+    private final Kernel pagedMmaMerged128;
+    private final Kernel pagedMma3xMerged64;
+    private final Kernel pagedMma3xMerged128;
     private final Kernel combine;
     private final Kernel kvWrite;
     private final Kernel kvWriteBf16;
@@ -94,6 +98,10 @@ final class CudaFlashAttention {
         this.pagedMma128 = ctx.kernel("paged_decode", "paged_decode_mma_d128_kvbf16");
         this.pagedMma3x64 = ctx.kernel("paged_decode", "paged_decode_mma3_d64_kvbf16");
         this.pagedMma3x128 = ctx.kernel("paged_decode", "paged_decode_mma3_d128_kvbf16");
+        this.pagedMmaMerged64 = ctx.kernel("paged_decode", "paged_decode_mma_merged_d64_kvbf16");
+        this.pagedMmaMerged128 = ctx.kernel("paged_decode", "paged_decode_mma_merged_d128_kvbf16");
+        this.pagedMma3xMerged64 = ctx.kernel("paged_decode", "paged_decode_mma3_merged_d64_kvbf16");
+        this.pagedMma3xMerged128 = ctx.kernel("paged_decode", "paged_decode_mma3_merged_d128_kvbf16");
         this.kvWriteBf16 = ctx.kernel("flash_attention", "paged_kv_write_kvbf16");
         this.prefill = ctx.kernel("flash_attention", "flash_prefill_f32");
         this.paged = ctx.kernel("flash_attention", "paged_decode_f32");
@@ -303,15 +311,27 @@ final class CudaFlashAttention {
         long[] qs = q.strides();
         long[] os = out.strides();
         long blocks = (long) b * hkv * splits; // the real sequences only (base may count padding)
+        // each warp's ring of key and value tiles (rows padded by 16 bytes), reused for the warps' merge and, merging the
+        // splits in the launch, for each head's split weights (G · (splits + 1) floats)
+        int ring = pagedStages();
+        int stages = MMA_WARPS * ring * 2 * MMA_KEYS * (d + 8) * 2;
+        int merge = 4 * (2 * MMA_WARPS * 16 + MMA_WARPS * 16 * d);
+        // the tensor-core kernels merge their splits themselves (a ticket a sequence's kv head) unless switched off
+        boolean merged = mma && splits > 1 && (long) b * hkv <= CudaContext.TICKETS && 4L * group * (splits + 1) <= Math.max(stages, merge)
+                && mergedSplits();
         if (mma) {
-            // each warp's ring of key and value tiles (rows padded by 16 bytes), reused for the warps' merge
-            int ring = pagedStages();
-            int stages = MMA_WARPS * ring * 2 * MMA_KEYS * (d + 8) * 2;
-            int merge = 4 * (2 * MMA_WARPS * 16 + MMA_WARPS * 16 * d);
-            Kernel kernel = ring == 3 ? (d == 64 ? pagedMma3x64 : pagedMma3x128) : (d == 64 ? pagedMma64 : pagedMma128);
-            ctx.launchShared(kernel, blocks, 32 * MMA_WARPS, Math.max(stages, merge), q, qs[0], qs[1], kCache,
-                    vCache, tables, maxBlocks, lens, blockSize, out, os[0], os[1], hq, hkv, d, dv, spec.slidingWindow(), spec.scale(),
-                    sinks, splits, splitLen, partAcc, partMl);
+            Kernel kernel = merged
+                    ? ring == 3 ? (d == 64 ? pagedMma3xMerged64 : pagedMma3xMerged128) : (d == 64 ? pagedMmaMerged64 : pagedMmaMerged128)
+                    : ring == 3 ? (d == 64 ? pagedMma3x64 : pagedMma3x128) : (d == 64 ? pagedMma64 : pagedMma128);
+            if (merged) {
+                ctx.launchShared(kernel, blocks, 32 * MMA_WARPS, Math.max(stages, merge), q, qs[0], qs[1], kCache,
+                        vCache, tables, maxBlocks, lens, blockSize, out, os[0], os[1], hq, hkv, d, dv, spec.slidingWindow(),
+                        spec.scale(), sinks, splits, splitLen, partAcc, partMl, ctx.tickets);
+            } else {
+                ctx.launchShared(kernel, blocks, 32 * MMA_WARPS, Math.max(stages, merge), q, qs[0], qs[1], kCache,
+                        vCache, tables, maxBlocks, lens, blockSize, out, os[0], os[1], hq, hkv, d, dv, spec.slidingWindow(),
+                        spec.scale(), sinks, splits, splitLen, partAcc, partMl);
+            }
         } else if (tiled) {
             int warps = (group + tiledHeads - 1) / tiledHeads;
             // two stages of key and value tiles, q rows and probabilities of the block's head slots
@@ -328,9 +348,25 @@ final class CudaFlashAttention {
                     blockSize, out, os[0], os[1], hq, hkv, d, dv, spec.slidingWindow(), spec.scale(), sinks, splits, splitLen,
                     partAcc, partMl);
         }
-        if (splits > 1) {
+        if (splits > 1 && !merged) {
             ctx.launch(combine, (long) b * hq, 128, partAcc, partMl, out, os[0], os[1], hq, dv, splits);
         }
+    }
+
+    /**
+     * Whether the tensor-core decode kernels merge their key splits in the launch ({@code paged_decode_mma*_merged_*}: the
+     * block of a sequence's kv head that finishes last merges its splits as {@code attention_combine} does, bit for bit,
+     * and that launch is left out): {@code -Dorbit.cuda.decodeMerge}, read at each call, {@code on} or {@code off} (the
+     * default: its first form, each merging block recomputing every head's weights, measured 1.18x slower at one sequence
+     * of Qwen3-30B-A3B on an H100).
+     */
+    static boolean mergedSplits() {
+        String v = System.getProperty("orbit.cuda.decodeMerge", "off");
+        return switch (v) {
+            case "on" -> true;
+            case "off" -> false;
+            default -> throw new IllegalArgumentException("-Dorbit.cuda.decodeMerge=" + v + ": expected on or off");
+        };
     }
 
     private void checkCaches(String op, Tensor kCache, Tensor vCache) {

@@ -308,7 +308,7 @@ template <int D, int ST>
 __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 qH, const u16* kc, const u16* vc, const int* tables,
                                           int maxBlocks, const int* lens, int blockSize, float* out, i64 oB, i64 oH, int Hq, int Hkv,
                                           int window, float scale, const float* sinks, int splits, int splitLen, float* partAcc,
-                                          float* partMl) {
+                                          float* partMl, int* tickets = nullptr) {
     constexpr int ROW = D + 8;              // a staged row, bf16: 16 bytes of padding (conflict-free ldmatrix)
     constexpr int TILE = PM_TK * ROW;       // one tile of keys or values
     constexpr int STAGE = 2 * TILE;         // keys, then values
@@ -511,6 +511,57 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
             }
         }
     }
+    if (splits == 1 || tickets == nullptr) return;
+    // The splits merged by the block of (b, kvh) that writes its partials last (a ticket counted per (b, kvh), re-armed
+    // to 0 by that block): attention_combine's values (the same products and sums in its order), its launch left out.
+    __shared__ int last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(tickets + (i64) b * Hkv + kvh, 1) == splits - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    // each head's split weights e^(m_s - M) and 1 / sum_s l_s e^(m_s - M) once, in the stages' shared memory (G * (splits +
+    // 1) floats: the launcher merges here only where they fit), then four channels of out a thread at a time from 16-byte
+    // reads of the partials; reads past L1 (__ldcg): the other splits' blocks wrote them
+    float* wsh = (float*) sm; // [G][splits]
+    float* ish = wsh + G * splits;
+    if ((int) threadIdx.x < G) {
+        int r = threadIdx.x;
+        i64 base = ((i64) b * Hq + kvh * G + r) * splits;
+        float mx = -ORBIT_INF;
+        for (int s = 0; s < splits; s++) mx = fmaxf(mx, __ldcg(partMl + 2 * (base + s)));
+        float sum = 0.0f;
+        for (int s = 0; s < splits; s++) {
+            float w = expf(__ldcg(partMl + 2 * (base + s)) - mx);
+            wsh[r * splits + s] = w;
+            sum += __ldcg(partMl + 2 * (base + s) + 1) * w;
+        }
+        ish[r] = 1.0f / sum;
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < G * (D / 4); idx += blockDim.x) {
+        int r = idx / (D / 4);
+        int d4 = idx - r * (D / 4);
+        int h = kvh * G + r;
+        i64 base = ((i64) b * Hq + h) * splits;
+        float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        for (int s = 0; s < splits; s++) {
+            float4 a = __ldcg((const float4*) (partAcc + (base + s) * D) + d4);
+            float w = wsh[r * splits + s];
+            o.x += a.x * w;
+            o.y += a.y * w;
+            o.z += a.z * w;
+            o.w += a.w * w;
+        }
+        float inv = ish[r];
+        float* orow = out + (i64) b * oB + (i64) h * oH + 4 * d4;
+        orow[0] = o.x * inv;
+        orow[1] = o.y * inv;
+        orow[2] = o.z * inv;
+        orow[3] = o.w * inv;
+    }
+    if (threadIdx.x == 0) tickets[(i64) b * Hkv + kvh] = 0;
 }
 
 #define PM_KERNEL(NAME, D, ST)                                                                                         \
@@ -525,3 +576,19 @@ PM_KERNEL(paged_decode_mma_d128_kvbf16, 128, 2)
 PM_KERNEL(paged_decode_mma_d64_kvbf16, 64, 2)
 PM_KERNEL(paged_decode_mma3_d128_kvbf16, 128, 3)
 PM_KERNEL(paged_decode_mma3_d64_kvbf16, 64, 3)
+
+// The same kernels merging their key splits themselves (tickets: i32 [B * Hkv] of zeros, left zero): the block of a
+// (sequence, kv head) that writes its split's partials last merges them into out as attention_combine does, whose
+// launch is then left out. With one split they are the kernels above.
+#define PM_KERNEL_MERGED(NAME, D, ST)                                                                                  \
+    extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) NAME(PAGED_DECODE_ARGS(u16), int* tickets) {           \
+        pdl_enter();                                                                                                   \
+        extern __shared__ __align__(16) u16 NAME##_sm[];                                                               \
+        pm_decode<D, ST>(NAME##_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq, Hkv,       \
+                         window, scale, sinks, splits, splitLen, partAcc, partMl, tickets);                            \
+    }
+
+PM_KERNEL_MERGED(paged_decode_mma_merged_d128_kvbf16, 128, 2)
+PM_KERNEL_MERGED(paged_decode_mma_merged_d64_kvbf16, 64, 2)
+PM_KERNEL_MERGED(paged_decode_mma3_merged_d128_kvbf16, 128, 3)
+PM_KERNEL_MERGED(paged_decode_mma3_merged_d64_kvbf16, 64, 3)

@@ -235,7 +235,7 @@ class CudaPagedDecodeTest extends CudaTestBase {
         return check(c, r, backends, names, bf16Cache, null);
     }
 
-    /** As above, backend k launching under the system property {@code props.get(k)} (key, value; null: none). */
+    /** As above, backend k launching under the system properties {@code props.get(k)} (key, value, key, value...; null: none). */
     private float[][] check(Case c, SplittableRandom r, List<CudaBackend> backends, List<String> names, boolean bf16Cache,
                             List<String[]> props) {
         int b = c.lens().length;
@@ -315,11 +315,14 @@ class CudaPagedDecodeTest extends CudaTestBase {
             gpu.synchronize();
             String[] prop = props == null ? null : props.get(k);
             Runnable launch = () -> backend.pagedDecodeAttention(dq, dkc, dvc, dt, dl, bs, hkv, outWide.slice(2, 0, dv), specGpu);
-            if (prop == null) {
-                launch.run();
-            } else {
-                withProperty(prop[0], prop[1], launch);
+            Runnable run = launch;
+            for (int i = 0; prop != null && i + 1 < prop.length; i += 2) {   // key, value pairs, each set around the ones after it
+                String key = prop[i];
+                String value = prop[i + 1];
+                Runnable inner = run;
+                run = () -> withProperty(key, value, inner);
             }
+            run.run();
             float[] wide = backend.toHost(outWide).toFloatArray();
             float[] got = new float[b * hq * dv];
             int untouched = 0;
@@ -421,5 +424,52 @@ class CudaPagedDecodeTest extends CudaTestBase {
             applied++;
         }
         assertTrue(applied >= 6, "the tensor-core kernel applied to " + applied + " cases");
+    }
+
+    /**
+     * The tensor-core kernels merging their key splits in the launch ({@code -Dorbit.cuda.decodeMerge=on}: the block of a
+     * sequence's kv head that finishes last merges them) give the bits of the separate merge ({@code =off}, the default:
+     * {@code attention_combine}) over every case they apply to, each within the rounding bound of {@link
+     * #mmaBound}; with {@code attention_combine} left out of the launches the merged form still writes every output (so
+     * its merge, not that launch, wrote them), and a second run on the same backend, whose tickets the first re-armed,
+     * gives the same bits again.
+     */
+    @Test
+    void splitsMergedInTheLaunchGiveTheBitsOfTheSeparateMerge() {
+        SplittableRandom r = rng(72);
+        int applied = 0;
+        for (Case c : cases()) {
+            boolean mma = c.d() == c.dv() && (c.d() == 64 || c.d() == 128) && c.hq() / c.hkv() <= 16;
+            if (!mma) {
+                continue;
+            }
+            List<String[]> props = Arrays.asList(new String[]{"orbit.cuda.decodeMerge", "off"}, new String[]{"orbit.cuda.decodeMerge", "on"},
+                    new String[]{"orbit.cuda.decodeMerge", "on", "orbit.cuda.omitKernels", "^attention_combine"},
+                    new String[]{"orbit.cuda.decodeMerge", "on"});
+            float[][] outs = check(c, r, List.of(gpu, gpu, gpu, gpu), List.of("separate merge", "merged", "merged, combine left out",
+                    "merged again"), true, props);
+            for (int v = 1; v < outs.length; v++) {
+                for (int j = 0; j < outs[0].length; j++) {
+                    if (Float.floatToRawIntBits(outs[0][j]) != Float.floatToRawIntBits(outs[v][j])) {
+                        org.junit.jupiter.api.Assertions.fail(c + ": element " + j + " " + outs[v][j] + " in run " + v + ", "
+                                + outs[0][j] + " with the separate merge");
+                    }
+                }
+            }
+            applied += splits(c) > 1 ? 1 : 0;
+        }
+        assertTrue(applied >= 4, "the tensor-core kernel with more than one key split applied to " + applied + " cases");
+    }
+
+    /** The key splits the tensor-core kernel takes for case c ({@link CudaFlashAttention#mmaSplits}, as the backend counts them). */
+    private static int splits(Case c) {
+        int b = c.lens().length;
+        int maxBlocks = 0;
+        for (int len : c.lens()) {
+            maxBlocks = Math.max(maxBlocks, (len + c.blockSize() - 1) / c.blockSize());
+        }
+        maxBlocks += 1;   // as check() makes the tables
+        long base = (long) (b <= 1 ? 1 : Integer.highestOneBit(b - 1) << 1) * c.hkv();
+        return CudaFlashAttention.mmaSplits(base, 2 * gpu.context().device.multiprocessors(), maxBlocks * c.blockSize());
     }
 }

@@ -50,6 +50,10 @@ final class DependentKernels {
         s.add("paged_decode/paged_decode_mma_d128_kvbf16");
         s.add("paged_decode/paged_decode_mma3_d64_kvbf16");
         s.add("paged_decode/paged_decode_mma3_d128_kvbf16");
+        s.add("paged_decode/paged_decode_mma_merged_d64_kvbf16");   // the same merging their key splits
+        s.add("paged_decode/paged_decode_mma_merged_d128_kvbf16");
+        s.add("paged_decode/paged_decode_mma3_merged_d64_kvbf16");
+        s.add("paged_decode/paged_decode_mma3_merged_d128_kvbf16");
         s.add("attention/attention_combine");
         s.add("paged_mla/paged_mla_decode_kvbf16");
         s.add("moe/moe_route");
@@ -93,6 +97,7 @@ final class DependentKernels {
             s.add("qgemv/qgemv_swiglu_r2_" + format);
             s.add("qgemv/qgemv_down_combine_" + format);
             s.add("qgemv/qgemv_swiglu_lora_" + format);
+            s.add("qgemv/qgemv_swiglu_lora_r6_" + format);
             s.add("qgemv/qgemv_down_combine_lora_" + format);
         }
         String[] xs = {"f32", "bf16"};

@@ -48,7 +48,7 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
 
     /**
      * act = silu(x·G_eᵀ + s_g·lo_g·Bg_eᵀ) · (x·U_eᵀ + s_u·lo_u·Bu_eᵀ): one token at top 8 (x a row a token), two at top 4
-     * with x a row a pair, three at top 5; both terms, the gate's alone, none; 100 rows (not a multiple of a block's 16 or 24) and
+     * with x a row a pair, three at top 5; both terms, the gate's alone, none; 104 rows (a multiple of 8, as asymmetric INT4 experts need, and not of a block's 16 or 24) and
      * K of 256 and 768, four rows a lane ({@code -Dorbit.cuda.swigluRows=4}). act within {@code 1e-6 + 1.1·e_g·|u| +
      * |silu(g)|·e_u + 1e-6·|act|}; with six rows a lane ({@code =6}, the four-row launch left out) the same bits.
      */
@@ -56,7 +56,7 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
     void gateUpTheirTermsAndTheSwigluForEveryLayout() {
         SplittableRandom r = rng(951);
         int e = 16;
-        int n = 100;
+        int n = 104;
         int rank = 8;
         for (String format : FORMATS) {
             for (int k : new int[]{256, 768}) {

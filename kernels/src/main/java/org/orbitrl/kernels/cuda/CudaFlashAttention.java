@@ -7,6 +7,7 @@ import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.internal.Kernel;
 import org.orbitrl.kernels.cuda.internal.Launcher;
 
+import java.util.Arrays;
 import java.util.function.Function;
 
 /**
@@ -316,22 +317,17 @@ final class CudaFlashAttention {
         int ring = pagedStages();
         int stages = MMA_WARPS * ring * 2 * MMA_KEYS * (d + 8) * 2;
         int merge = 4 * (2 * MMA_WARPS * 16 + MMA_WARPS * 16 * d);
-        // the tensor-core kernels merge their splits themselves (a ticket a sequence's kv head) unless switched off
+        // the tensor-core kernels merge their splits themselves (a ticket a sequence's kv head) where switched on
         boolean merged = mma && splits > 1 && (long) b * hkv <= CudaContext.TICKETS && 4L * group * (splits + 1) <= Math.max(stages, merge)
                 && mergedSplits();
         if (mma) {
             Kernel kernel = merged
                     ? ring == 3 ? (d == 64 ? pagedMma3xMerged64 : pagedMma3xMerged128) : (d == 64 ? pagedMmaMerged64 : pagedMmaMerged128)
                     : ring == 3 ? (d == 64 ? pagedMma3x64 : pagedMma3x128) : (d == 64 ? pagedMma64 : pagedMma128);
-            if (merged) {
-                ctx.launchShared(kernel, blocks, 32 * MMA_WARPS, Math.max(stages, merge), q, qs[0], qs[1], kCache,
-                        vCache, tables, maxBlocks, lens, blockSize, out, os[0], os[1], hq, hkv, d, dv, spec.slidingWindow(),
-                        spec.scale(), sinks, splits, splitLen, partAcc, partMl, ctx.tickets);
-            } else {
-                ctx.launchShared(kernel, blocks, 32 * MMA_WARPS, Math.max(stages, merge), q, qs[0], qs[1], kCache,
-                        vCache, tables, maxBlocks, lens, blockSize, out, os[0], os[1], hq, hkv, d, dv, spec.slidingWindow(),
-                        spec.scale(), sinks, splits, splitLen, partAcc, partMl);
-            }
+            Object[] args = {q, qs[0], qs[1], kCache, vCache, tables, maxBlocks, lens, blockSize, out, os[0], os[1], hq, hkv, d, dv,
+                    spec.slidingWindow(), spec.scale(), sinks, splits, splitLen, partAcc, partMl, ctx.tickets};
+            ctx.launchShared(kernel, blocks, 32 * MMA_WARPS, Math.max(stages, merge),
+                    merged ? args : Arrays.copyOf(args, args.length - 1));   // the tickets: the merged kernels' only
         } else if (tiled) {
             int warps = (group + tiledHeads - 1) / tiledHeads;
             // two stages of key and value tiles, q rows and probabilities of the block's head slots

@@ -25,11 +25,17 @@ __device__ __forceinline__ void report_error(int* err, int code, i64 value, int 
 // may start while the kernel before it on the stream still runs: griddepcontrol.wait blocks until that
 // kernel has completed and its memory is visible, then launch_dependents lets the next such kernel
 // start its blocks. Without the launch attribute both are no-ops. A kernel the host launches this way
-// calls pdl_enter() as its first statement, before any read or write of global memory.
+// calls pdl_enter() as its first statement, before any read or write of global memory. Built with
+// ORBIT_PDL_TRIGGER_AT_EXIT (KernelLibrary's -Dorbit.cuda.pdlTrigger=exit) it leaves launch_dependents out: a
+// block then lets the next kernel start when it exits, so that kernel's waiting blocks do not hold an SM's
+// slots while this one still has blocks to place. Where the trigger falls never changes what the next
+// kernel reads: its own griddepcontrol.wait waits for this kernel's completion either way.
 __device__ __forceinline__ void pdl_enter() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
+#ifndef ORBIT_PDL_TRIGGER_AT_EXIT
     asm volatile("griddepcontrol.launch_dependents;");
+#endif
 #endif
 }
 

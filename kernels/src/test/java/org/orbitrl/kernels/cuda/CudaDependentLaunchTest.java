@@ -63,15 +63,20 @@ class CudaDependentLaunchTest extends CudaTestBase {
         final Tensor logits = poisoned(DType.F32, M, V);
 
         void step() {
-            gpu.embedding(table, ids, x);
-            gpu.rmsNorm(x, n1, EPS, h);
-            gpu.matmul(h, wg, g);
-            gpu.matmulQuantized(h, wu, u);
-            gpu.swiglu(g, u, a);
-            gpu.matmulAccumulate(a, wd, x);
-            gpu.rmsNorm(x, n2, EPS, h);
-            gpu.matmul(h, lm, logits);
-            gpu.argmax(logits, ids);
+            step(gpu);
+        }
+
+        /** The chain on backend {@code be} (gpu's or a sibling sharing its memory). */
+        void step(CudaBackend be) {
+            be.embedding(table, ids, x);
+            be.rmsNorm(x, n1, EPS, h);
+            be.matmul(h, wg, g);
+            be.matmulQuantized(h, wu, u);
+            be.swiglu(g, u, a);
+            be.matmulAccumulate(a, wd, x);
+            be.rmsNorm(x, n2, EPS, h);
+            be.matmul(h, lm, logits);
+            be.argmax(logits, ids);
         }
 
         /** First ids back, every intermediate NaN again. */
@@ -145,6 +150,66 @@ class CudaDependentLaunchTest extends CudaTestBase {
                     assertTrue(edges.full() >= DEPENDENT_PER_STEP - 1, "full edges between the chain's kernels: " + edges);
                 }
             }
+        } finally {
+            gpu.dependentLaunches(before);
+            c.close();
+        }
+    }
+
+    /**
+     * Kernels built to let the next kernel start only as their blocks exit ({@code -Dorbit.cuda.pdlTrigger=exit}, a sibling
+     * backend's own kernels) give the chain's bits with dependent launches on, launched one by one and as a replayed
+     * graph, against gpu's plain launches; the sibling's kernels are the ones built that way.
+     */
+    @Test
+    void kernelsThatLetTheNextStartAtTheirExitGiveTheSameChain() {
+        assumeTrue(gpu.dependentLaunchesSupported(), () -> "no programmatic dependent launch here: " + gpu.kernelInfo());
+        boolean before = gpu.dependentLaunches();
+        Chain c = new Chain();
+        String old = System.getProperty("orbit.cuda.pdlTrigger");
+        System.setProperty("orbit.cuda.pdlTrigger", "exit");
+        CudaBackend exit;
+        try {
+            exit = new CudaBackend(gpu);
+        } finally {
+            if (old == null) {
+                System.clearProperty("orbit.cuda.pdlTrigger");
+            } else {
+                System.setProperty("orbit.cuda.pdlTrigger", old);
+            }
+        }
+        try (exit) {
+            assertTrue(exit.context().kernels.triggersAtExit() && !gpu.context().kernels.triggersAtExit(),
+                    "the sibling's kernels let the next start at their exit, gpu's at their start");
+            gpu.dependentLaunches(false);
+            float[][] refLogits = new float[STEPS][];
+            long[][] refIds = new long[STEPS][];
+            c.reset();
+            for (int p = 0; p < STEPS; p++) {
+                c.step();
+                refLogits[p] = gpu.toHost(c.logits).toFloatArray();
+                refIds[p] = gpu.toHost(c.ids).toLongArray();
+            }
+            exit.dependentLaunches(true);
+            long n0 = Launcher.dependentLaunches();
+            c.reset();
+            gpu.synchronize();
+            for (int p = 0; p < STEPS; p++) {
+                c.step(exit);
+                assertArrayEquals(refLogits[p], exit.toHost(c.logits).toFloatArray(), 0f, "step " + p + ": trigger at exit, logits");
+                assertArrayEquals(refIds[p], exit.toHost(c.ids).toLongArray(), "step " + p + ": trigger at exit, ids");
+            }
+            assertEquals((long) DEPENDENT_PER_STEP * STEPS, Launcher.dependentLaunches() - n0, "every kernel of the chain a dependent launch");
+            c.reset();
+            gpu.synchronize();
+            try (CudaGraph graph = CudaGraph.capture(exit.stream(), () -> c.step(exit))) {
+                for (int p = 0; p < STEPS; p++) {
+                    graph.launch(exit.stream());
+                    assertArrayEquals(refLogits[p], exit.toHost(c.logits).toFloatArray(), 0f, "step " + p + ": trigger at exit, replay");
+                    assertArrayEquals(refIds[p], exit.toHost(c.ids).toLongArray(), "step " + p + ": trigger at exit, replay ids");
+                }
+            }
+            exit.synchronize();
         } finally {
             gpu.dependentLaunches(before);
             c.close();

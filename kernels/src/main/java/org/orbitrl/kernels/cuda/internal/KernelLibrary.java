@@ -33,6 +33,13 @@ public final class KernelLibrary implements AutoCloseable {
     public static final String DEPENDENT_LAUNCH_PROPERTY = "orbit.cuda.pdl";
     /** The first architecture ({@code __CUDA_ARCH__} / 10) with programmatic dependent launch. */
     static final int DEPENDENT_LAUNCH_ARCH = 90;
+    /**
+     * Where a dependent-launch kernel lets the next one start: {@code start} (the default: in {@code pdl_enter()}, right
+     * after its wait) or {@code exit} (when each of its blocks exits; the kernels built with {@code
+     * ORBIT_PDL_TRIGGER_AT_EXIT}). Read once, when a library is made. Only where dependent launches are on does it
+     * matter, and it never changes what a kernel reads.
+     */
+    public static final String DEPENDENT_TRIGGER_PROPERTY = "orbit.cuda.pdlTrigger";
 
     private final KernelCompiler compiler;
     private final int arch; // the compiled architecture as a number (90 for sm_90)
@@ -42,6 +49,7 @@ public final class KernelLibrary implements AutoCloseable {
     private int compiled;
     private int cached;
     private boolean dependentLaunches;
+    private final boolean triggerAtExit = triggerAtExit(System.getProperty(DEPENDENT_TRIGGER_PROPERTY));
 
     /** A library with dependent launches on or off as {@code dependentLaunches} (see {@link #dependentLaunches(boolean)}). */
     public KernelLibrary(KernelCompiler compiler, boolean dependentLaunches) {
@@ -88,6 +96,23 @@ public final class KernelLibrary implements AutoCloseable {
         }
     }
 
+    /** {@value #DEPENDENT_TRIGGER_PROPERTY} as given: {@code exit} true, {@code start} or unset false, else an error naming it. */
+    static boolean triggerAtExit(String property) {
+        if (property == null || property.isEmpty()) {
+            return false;
+        }
+        return switch (property) {
+            case "exit" -> true;
+            case "start" -> false;
+            default -> throw new IllegalArgumentException("-D" + DEPENDENT_TRIGGER_PROPERTY + "=" + property + ": expected start or exit");
+        };
+    }
+
+    /** Whether this library's kernels let the next kernel start only as their blocks exit ({@value #DEPENDENT_TRIGGER_PROPERTY}). */
+    public boolean triggersAtExit() {
+        return triggerAtExit;
+    }
+
     /** Whether dependent launches can be turned on: the kernels are built for sm_90 or newer. */
     public boolean dependentLaunchesSupported() {
         return arch >= DEPENDENT_LAUNCH_ARCH;
@@ -130,7 +155,7 @@ public final class KernelLibrary implements AutoCloseable {
         CUmod_st m = modules.get(file);
         if (m == null) {
             long t0 = System.nanoTime();
-            String source = source(file);
+            String source = source(file, triggerAtExit);
             KernelCompiler.Image image = compiler.compile(file, source);
             byte[] bytes = image.bytes();
             BytePointer data = new BytePointer(bytes.length + 1L);
@@ -163,6 +188,11 @@ public final class KernelLibrary implements AutoCloseable {
     /** The text NVRTC compiles for {@code file}.cu: common.cuh, then the file with its headers in place. */
     static String source(String file) {
         return resource("common.cuh") + "\n#line 1 \"" + file + ".cu\"\n" + withHeaders(file + ".cu", resource(file + ".cu"), 0);
+    }
+
+    /** {@link #source(String)}, built to let the next kernel start only at a block's exit where {@code triggerAtExit}. */
+    static String source(String file, boolean triggerAtExit) {
+        return (triggerAtExit ? "#define ORBIT_PDL_TRIGGER_AT_EXIT 1\n" : "") + source(file);
     }
 
     /** {@code text} of resource {@code name} with each line {@code #include "h.cuh"} replaced by that header (headers may include headers). */

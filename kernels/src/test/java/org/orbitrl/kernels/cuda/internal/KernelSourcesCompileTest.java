@@ -18,6 +18,7 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
+import java.util.regex.Pattern;
 import java.util.stream.Stream;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -57,6 +58,37 @@ class KernelSourcesCompileTest {
         } finally {
             pool.shutdownNow();
         }
+    }
+
+    /**
+     * Kernels built with {@code -Dorbit.cuda.pdlTrigger=exit} wait for their predecessor as before and leave the trigger
+     * out ({@code norm.cu}'s PTX: {@code griddepcontrol.wait} in both builds, {@code griddepcontrol.launch_dependents}
+     * only in the default one). Skipped where no {@code nvcc} is found.
+     */
+    @Test
+    void aTriggerAtExitBuildKeepsTheWaitsAndDropsTheTriggers() throws IOException, InterruptedException {
+        Path nvcc = nvcc();
+        assumeTrue(nvcc != null, "no nvcc on PATH, in $CUDA_HOME/bin or /usr/local/cuda/bin: kernel sources not compiled here");
+        Path dir = Files.createTempDirectory("orbit-nvcc-pdl");
+        String[] ptx = new String[2];
+        for (int i = 0; i < 2; i++) {
+            Path src = dir.resolve("norm" + i + ".cu");
+            Path out = dir.resolve("norm" + i + ".ptx");
+            Files.writeString(src, KernelLibrary.source("norm", i == 1), StandardCharsets.UTF_8);
+            Process p = new ProcessBuilder(nvcc.toString(), "-std=c++17", "-arch=sm_90", "--fmad=true", "-ptx", "-o", out.toString(),
+                    src.toString()).redirectErrorStream(true).start();
+            String log = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+            assertEquals(0, p.waitFor(), "nvcc -ptx norm.cu" + (i == 1 ? " (trigger at exit)" : "") + ": " + log);
+            ptx[i] = Files.readString(out);
+        }
+        long waits = count(ptx[0], "griddepcontrol.wait");
+        assertTrue(waits > 0 && count(ptx[0], "griddepcontrol.launch_dependents") == waits, "the default build: a wait and a trigger each");
+        assertEquals(waits, count(ptx[1], "griddepcontrol.wait"), "the trigger-at-exit build keeps every wait");
+        assertEquals(0, count(ptx[1], "griddepcontrol.launch_dependents"), "the trigger-at-exit build has no trigger");
+    }
+
+    private static long count(String text, String word) {
+        return Pattern.compile(Pattern.quote(word)).matcher(text).results().count();
     }
 
     /**

@@ -166,19 +166,7 @@ class CudaDependentLaunchTest extends CudaTestBase {
         assumeTrue(gpu.dependentLaunchesSupported(), () -> "no programmatic dependent launch here: " + gpu.kernelInfo());
         boolean before = gpu.dependentLaunches();
         Chain c = new Chain();
-        String old = System.getProperty("orbit.cuda.pdlTrigger");
-        System.setProperty("orbit.cuda.pdlTrigger", "exit");
-        CudaBackend exit;
-        try {
-            exit = new CudaBackend(gpu);
-        } finally {
-            if (old == null) {
-                System.clearProperty("orbit.cuda.pdlTrigger");
-            } else {
-                System.setProperty("orbit.cuda.pdlTrigger", old);
-            }
-        }
-        try (exit) {
+        try (CudaBackend exit = sibling("orbit.cuda.pdlTrigger", "exit")) {
             assertTrue(exit.context().kernels.triggersAtExit() && !gpu.context().kernels.triggersAtExit(),
                     "the sibling's kernels let the next start at their exit, gpu's at their start");
             gpu.dependentLaunches(false);

@@ -201,26 +201,6 @@ class CudaPagedDecodeTest extends CudaTestBase {
         return sibling("orbit.cuda.pagedDecode", choice, "orbit.cuda.pagedMma", "off");
     }
 
-    /** A backend sharing {@code gpu}'s memory, made with the system properties {@code keyValues} (key, value, ...). */
-    private static CudaBackend sibling(String... keyValues) {
-        String[] before = new String[keyValues.length / 2];
-        for (int i = 0; i < before.length; i++) {
-            before[i] = System.getProperty(keyValues[2 * i]);
-            System.setProperty(keyValues[2 * i], keyValues[2 * i + 1]);
-        }
-        try {
-            return new CudaBackend(gpu);
-        } finally {
-            for (int i = 0; i < before.length; i++) {
-                if (before[i] == null) {
-                    System.clearProperty(keyValues[2 * i]);
-                } else {
-                    System.setProperty(keyValues[2 * i], before[i]);
-                }
-            }
-        }
-    }
-
     /** Runs {@code c} on each backend (inputs uploaded through {@code gpu}) and compares with the scalar reference. */
     private void check(Case c, SplittableRandom r, List<CudaBackend> backends, List<String> names) {
         check(c, r, backends, names, false);
@@ -449,12 +429,7 @@ class CudaPagedDecodeTest extends CudaTestBase {
             float[][] outs = check(c, r, List.of(gpu, gpu, gpu, gpu), List.of("separate merge", "merged", "merged, combine left out",
                     "merged again"), true, props);
             for (int v = 1; v < outs.length; v++) {
-                for (int j = 0; j < outs[0].length; j++) {
-                    if (Float.floatToRawIntBits(outs[0][j]) != Float.floatToRawIntBits(outs[v][j])) {
-                        org.junit.jupiter.api.Assertions.fail(c + ": element " + j + " " + outs[v][j] + " in run " + v + ", "
-                                + outs[0][j] + " with the separate merge");
-                    }
-                }
+                assertBitsEqual(c + ": run " + v + " against the separate merge", outs[0], outs[v]);
             }
             applied += splits(c) > 1 ? 1 : 0;
         }

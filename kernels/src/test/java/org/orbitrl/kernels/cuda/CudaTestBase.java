@@ -129,6 +129,26 @@ abstract class CudaTestBase {
         assertClose(what, ref, got, rel * scale, rel);
     }
 
+    /** A backend sharing {@code gpu}'s memory, made with the system properties {@code keyValues} (key, value, ...). */
+    static CudaBackend sibling(String... keyValues) {
+        String[] before = new String[keyValues.length / 2];
+        for (int i = 0; i < before.length; i++) {
+            before[i] = System.getProperty(keyValues[2 * i]);
+            System.setProperty(keyValues[2 * i], keyValues[2 * i + 1]);
+        }
+        try {
+            return new CudaBackend(gpu);
+        } finally {
+            for (int i = 0; i < before.length; i++) {
+                if (before[i] == null) {
+                    System.clearProperty(keyValues[2 * i]);
+                } else {
+                    System.setProperty(keyValues[2 * i], before[i]);
+                }
+            }
+        }
+    }
+
     /** Runs {@code body} with the system property {@code key} set to {@code value}, restoring the old value after. */
     static void withProperty(String key, String value, Runnable body) {
         String old = System.getProperty(key);

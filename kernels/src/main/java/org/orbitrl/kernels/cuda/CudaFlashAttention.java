@@ -290,7 +290,7 @@ final class CudaFlashAttention {
         // The split count depends only on the table's capacity, so a captured graph stays valid as sequences grow.
         // Tiled: 4 blocks per SM asked for (3 fit at D = Dv = 128), splits of whole tiles down to one; and while the
         // batch alone does not reach that, blocks of at most TILED_SPLIT_KEYS keys (the longest blocks set the tail).
-        int splits = mma ? mmaSplits(base, 2 * ctx.device.multiprocessors(), maxKeys)
+        int splits = mma ? mmaSplits(base, 2 * ctx.device.multiprocessors(), maxKeys, mmaSplitKeys())
                 : tiled ? tiledSplits(base, 4 * ctx.device.multiprocessors(), maxKeys)
                 : splitCount(base, 2 * ctx.device.multiprocessors(), maxKeys, 64);
         String forced = System.getProperty("orbit.cuda.pagedSplits");   // a bench's sweep: the key splits, read at each call
@@ -393,12 +393,40 @@ final class CudaFlashAttention {
     /**
      * The tensor-core kernels' key splits: as many as keep {@code base} blocks a split within {@code target}
      * (rounded down: a block's warps stream their own tiles, so fewer, longer blocks do better), at most one per
-     * {@link #MMA_SPLIT_KEYS} keys of the capacity, at least one. Measured on the H200 (sequences of 524 keys in tables
+     * {@code splitKeys} keys of the capacity ({@link #mmaSplitKeys}), at least one. Measured on the H200 (sequences of 524 keys in tables
      * of 1024, a bf16 cache): 64 sequences 40.6 µs with one split against 63.6 with eight; 8 sequences 14.8 µs with
      * eight against 19.2 with seventeen; 256 sequences one split.
      */
-    static int mmaSplits(long base, int target, int maxKeys) {
-        return base >= target ? 1 : (int) Math.max(1, Math.min(target / base, (maxKeys + MMA_SPLIT_KEYS - 1) / MMA_SPLIT_KEYS));
+    static int mmaSplits(long base, int target, int maxKeys, int splitKeys) {
+        return base >= target ? 1 : (int) Math.max(1, Math.min(target / base, (maxKeys + splitKeys - 1) / splitKeys));
+    }
+
+    /** {@value #SPLIT_KEYS_PROPERTY}: the fewest keys of the tables' capacity a tensor-core split takes. */
+    static final String SPLIT_KEYS_PROPERTY = "orbit.cuda.pagedSplitKeys";
+
+    /**
+     * The fewest keys of the tables' capacity a tensor-core key split takes: {@value #MMA_SPLIT_KEYS} (a tile for each
+     * of a block's warps) unless {@code -Dorbit.cuda.pagedSplitKeys} (read at each call) asks for 16, 32 or 48, so that
+     * a one- or two-sequence step spreads its keys over more blocks (some of whose warps then have no tile). On an H100,
+     * a Qwen3-30B-A3B-wide step at one sequence over tables of 1024 keys took 4.404-4.430 ms with 24-32 splits against
+     * 4.485 with the default 16 (BENCHMARKS.md).
+     */
+    static int mmaSplitKeys() {
+        String v = System.getProperty(SPLIT_KEYS_PROPERTY);
+        if (v == null) {
+            return MMA_SPLIT_KEYS;
+        }
+        int n;
+        try {
+            n = Integer.parseInt(v.trim());
+        } catch (NumberFormatException e) {
+            n = -1;
+        }
+        if (n < MMA_KEYS || n > MMA_SPLIT_KEYS || n % MMA_KEYS != 0) {
+            throw new IllegalArgumentException("-D" + SPLIT_KEYS_PROPERTY + "=" + v + ": expected 16, 32, 48 or 64 (the fewest"
+                    + " keys a tensor-core split takes, whole tiles of " + MMA_KEYS + ")");
+        }
+        return n;
     }
 
     /**

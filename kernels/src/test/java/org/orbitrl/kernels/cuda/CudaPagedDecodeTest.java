@@ -436,8 +436,39 @@ class CudaPagedDecodeTest extends CudaTestBase {
         assertTrue(applied >= 4, "the tensor-core kernel with more than one key split applied to " + applied + " cases");
     }
 
+    /**
+     * Finer key splits than a tile for each of a block's warps ({@code -Dorbit.cuda.pagedSplitKeys=32} and {@code 16}:
+     * splits of at least 32 and 16 keys of the capacity, some of whose warps have no tile) stay within the tensor-core
+     * kernel's rounding bound ({@link #mmaBound}) over every case it applies to, the separate merge and the merge in
+     * the launch alike, and split at least three cases more finely than the default.
+     */
+    @Test
+    void finerKeySplitsStayWithinTheRoundingBound() {
+        SplittableRandom r = rng(73);
+        int finer = 0;
+        for (Case c : cases()) {
+            boolean mma = c.d() == c.dv() && (c.d() == 64 || c.d() == 128) && c.hq() / c.hkv() <= 16;
+            if (!mma) {
+                continue;
+            }
+            List<String[]> props = Arrays.asList(new String[]{CudaFlashAttention.SPLIT_KEYS_PROPERTY, "64"},
+                    new String[]{CudaFlashAttention.SPLIT_KEYS_PROPERTY, "32"},
+                    new String[]{CudaFlashAttention.SPLIT_KEYS_PROPERTY, "16"},
+                    new String[]{CudaFlashAttention.SPLIT_KEYS_PROPERTY, "16", "orbit.cuda.decodeMerge", "on"});
+            check(c, r, List.of(gpu, gpu, gpu, gpu), List.of("64 keys a split", "32 keys", "16 keys", "16 keys, merged in the launch"),
+                    true, props);
+            finer += splits(c, 16) > splits(c) ? 1 : 0;
+        }
+        assertTrue(finer >= 3, "cases split more finely with 16 keys a split than by default: " + finer);
+    }
+
     /** The key splits the tensor-core kernel takes for case c ({@link CudaFlashAttention#mmaSplits}, as the backend counts them). */
     private static int splits(Case c) {
+        return splits(c, CudaFlashAttention.MMA_SPLIT_KEYS);
+    }
+
+    /** {@link #splits(Case)} with splits of at least {@code splitKeys} keys of the capacity. */
+    private static int splits(Case c, int splitKeys) {
         int b = c.lens().length;
         int maxBlocks = 0;
         for (int len : c.lens()) {
@@ -445,6 +476,6 @@ class CudaPagedDecodeTest extends CudaTestBase {
         }
         maxBlocks += 1;   // as check() makes the tables
         long base = (long) (b <= 1 ? 1 : Integer.highestOneBit(b - 1) << 1) * c.hkv();
-        return CudaFlashAttention.mmaSplits(base, 2 * gpu.context().device.multiprocessors(), maxBlocks * c.blockSize());
+        return CudaFlashAttention.mmaSplits(base, 2 * gpu.context().device.multiprocessors(), maxBlocks * c.blockSize(), splitKeys);
     }
 }

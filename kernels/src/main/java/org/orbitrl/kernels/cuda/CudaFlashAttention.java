@@ -393,9 +393,9 @@ final class CudaFlashAttention {
     /**
      * The tensor-core kernels' key splits: as many as keep {@code base} blocks a split within {@code target}
      * (rounded down: a block's warps stream their own tiles, so fewer, longer blocks do better), at most one per
-     * {@code splitKeys} keys of the capacity ({@link #mmaSplitKeys}), at least one. Measured on the H200 (sequences of 524 keys in tables
-     * of 1024, a bf16 cache): 64 sequences 40.6 µs with one split against 63.6 with eight; 8 sequences 14.8 µs with
-     * eight against 19.2 with seventeen; 256 sequences one split.
+     * {@code splitKeys} keys of the capacity ({@link #mmaSplitKeys}), at least one. Measured on the H200 (sequences of
+     * 524 keys in tables of 1024, a bf16 cache): 64 sequences 40.6 µs with one split against 63.6 with eight; 8
+     * sequences 14.8 µs with eight against 19.2 with seventeen; 256 sequences one split.
      */
     static int mmaSplits(long base, int target, int maxKeys, int splitKeys) {
         return base >= target ? 1 : (int) Math.max(1, Math.min(target / base, (maxKeys + splitKeys - 1) / splitKeys));

@@ -369,7 +369,7 @@ class CudaPagedDecodeTest extends CudaTestBase {
             int applied = 0;
             for (Case c : cases()) {
                 float[][] outs = check(c, r, List.of(gpu, tiled), List.of("tensor cores", "tiled, 2 heads a warp"), true);
-                boolean mma = c.d() == c.dv() && (c.d() == 64 || c.d() == 128) && c.hq() / c.hkv() <= 16;
+                boolean mma = tensorCores(c);
                 boolean differs = !Arrays.equals(outs[0], outs[1]);
                 assertTrue(differs == mma, c + ": the default backend's output " + (differs ? "differs from" : "equals")
                         + " the tiled kernel's, but the tensor-core kernel " + (mma ? "applies" : "does not apply"));
@@ -389,7 +389,7 @@ class CudaPagedDecodeTest extends CudaTestBase {
         SplittableRandom r = rng(71);
         int applied = 0;
         for (Case c : cases()) {
-            boolean mma = c.d() == c.dv() && (c.d() == 64 || c.d() == 128) && c.hq() / c.hkv() <= 16;
+            boolean mma = tensorCores(c);
             if (!mma) {
                 continue;
             }
@@ -419,7 +419,7 @@ class CudaPagedDecodeTest extends CudaTestBase {
         SplittableRandom r = rng(72);
         int applied = 0;
         for (Case c : cases()) {
-            boolean mma = c.d() == c.dv() && (c.d() == 64 || c.d() == 128) && c.hq() / c.hkv() <= 16;
+            boolean mma = tensorCores(c);
             if (!mma) {
                 continue;
             }
@@ -447,7 +447,7 @@ class CudaPagedDecodeTest extends CudaTestBase {
         SplittableRandom r = rng(73);
         int finer = 0;
         for (Case c : cases()) {
-            boolean mma = c.d() == c.dv() && (c.d() == 64 || c.d() == 128) && c.hq() / c.hkv() <= 16;
+            boolean mma = tensorCores(c);
             if (!mma) {
                 continue;
             }
@@ -460,6 +460,11 @@ class CudaPagedDecodeTest extends CudaTestBase {
             finer += splits(c, 16) > splits(c) ? 1 : 0;
         }
         assertTrue(finer >= 3, "cases split more finely with 16 keys a split than by default: " + finer);
+    }
+
+    /** Whether the tensor-core kernel takes case c over a bf16 cache: equal head dims of 64 or 128, a query group of at most 16. */
+    private static boolean tensorCores(Case c) {
+        return c.d() == c.dv() && (c.d() == 64 || c.d() == 128) && c.hq() / c.hkv() <= 16;
     }
 
     /** The key splits the tensor-core kernel takes for case c ({@link CudaFlashAttention#mmaSplits}, as the backend counts them). */

@@ -50,20 +50,22 @@ class PagedSplitsTest {
         }
         assertEquals(64, CudaFlashAttention.mmaSplits(4, target, 1024, 16), "one sequence, 16 keys a split: 64");
         for (String v : new String[]{"8", "80", "24", "x"}) {
-            System.setProperty(CudaFlashAttention.SPLIT_KEYS_PROPERTY, v);
-            try {
+            withSplitKeys(v, () -> {
                 IllegalArgumentException e = assertThrows(IllegalArgumentException.class, CudaFlashAttention::mmaSplitKeys);
                 assertTrue(e.getMessage().contains("pagedSplitKeys=" + v), e.getMessage());
-            } finally {
-                System.clearProperty(CudaFlashAttention.SPLIT_KEYS_PROPERTY);
-            }
+            });
         }
-        System.setProperty(CudaFlashAttention.SPLIT_KEYS_PROPERTY, "32");
+        withSplitKeys("32", () -> assertEquals(32, CudaFlashAttention.mmaSplitKeys()));
+        assertEquals(k, CudaFlashAttention.mmaSplitKeys(), "64 by default");
+    }
+
+    /** Runs {@code body} with {@code -Dorbit.cuda.pagedSplitKeys=v}, cleared after. */
+    private static void withSplitKeys(String v, Runnable body) {
+        System.setProperty(CudaFlashAttention.SPLIT_KEYS_PROPERTY, v);
         try {
-            assertEquals(32, CudaFlashAttention.mmaSplitKeys());
+            body.run();
         } finally {
             System.clearProperty(CudaFlashAttention.SPLIT_KEYS_PROPERTY);
         }
-        assertEquals(k, CudaFlashAttention.mmaSplitKeys(), "64 by default");
     }
 }

@@ -40,6 +40,8 @@ final class CudaFlashAttention {
     private static final int MMA_KEYS = 16;   // PM_TK
     /** Keys a tensor-core decode block takes at least: a tile for each of its warps. */
     static final int MMA_SPLIT_KEYS = MMA_WARPS * MMA_KEYS;
+    /** The fewest keys a tensor-core split takes by default while its blocks stay within one an SM ({@link #mmaSplits}). */
+    static final int MMA_FINE_SPLIT_KEYS = 32;
 
     private final CudaContext ctx;
     private final Kernel prefill;
@@ -290,7 +292,7 @@ final class CudaFlashAttention {
         // The split count depends only on the table's capacity, so a captured graph stays valid as sequences grow.
         // Tiled: 4 blocks per SM asked for (3 fit at D = Dv = 128), splits of whole tiles down to one; and while the
         // batch alone does not reach that, blocks of at most TILED_SPLIT_KEYS keys (the longest blocks set the tail).
-        int splits = mma ? mmaSplits(base, 2 * ctx.device.multiprocessors(), maxKeys, mmaSplitKeys())
+        int splits = mma ? mmaSplits(base, ctx.device.multiprocessors(), maxKeys, mmaSplitKeys())
                 : tiled ? tiledSplits(base, 4 * ctx.device.multiprocessors(), maxKeys)
                 : splitCount(base, 2 * ctx.device.multiprocessors(), maxKeys, 64);
         String forced = System.getProperty("orbit.cuda.pagedSplits");   // a bench's sweep: the key splits, read at each call
@@ -391,13 +393,25 @@ final class CudaFlashAttention {
     }
 
     /**
-     * The tensor-core kernels' key splits: as many as keep {@code base} blocks a split within {@code target}
-     * (rounded down: a block's warps stream their own tiles, so fewer, longer blocks do better), at most one per
-     * {@code splitKeys} keys of the capacity ({@link #mmaSplitKeys}), at least one. Measured on the H200 (sequences of
-     * 524 keys in tables of 1024, a bf16 cache): 64 sequences 40.6 µs with one split against 63.6 with eight; 8
-     * sequences 14.8 µs with eight against 19.2 with seventeen; 256 sequences one split.
+     * The tensor-core kernels' key splits on a device of {@code sms} SMs: as many as keep {@code base} blocks a split
+     * within two blocks an SM (rounded down: a block's warps stream their own tiles, so fewer, longer blocks do
+     * better), at most one per {@value #MMA_SPLIT_KEYS} keys of the capacity; and while one block an SM is not reached,
+     * up to one per {@value #MMA_FINE_SPLIT_KEYS} keys (some of whose warps then have no tile). At least one.
+     * {@code splitKeys} set ({@link #mmaSplitKeys}, not 0): two blocks an SM, at most one split per that many keys.
+     * Measured on the H200 (sequences of 524 keys in tables of 1024, a bf16 cache): 64 sequences 40.6 µs with one
+     * split against 63.6 with eight; 8 sequences 14.8 µs with eight against 19.2 with seventeen; 256 sequences one
+     * split. On an H100, a Qwen3-30B-A3B-wide step over tables of 1024 keys (BENCHMARKS.md): one sequence 4.396-4.407
+     * ms with 32 splits against 4.470 with 16; two sequences 6.449-6.459 with 16 against 6.577-6.582 with 32.
      */
-    static int mmaSplits(long base, int target, int maxKeys, int splitKeys) {
+    static int mmaSplits(long base, int sms, int maxKeys, int splitKeys) {
+        if (splitKeys > 0) {
+            return capped(base, 2 * sms, maxKeys, splitKeys);
+        }
+        return Math.max(capped(base, 2 * sms, maxKeys, MMA_SPLIT_KEYS), capped(base, sms, maxKeys, MMA_FINE_SPLIT_KEYS));
+    }
+
+    /** As many splits as keep {@code base} blocks a split within {@code target}, at most one per {@code splitKeys} keys, at least one. */
+    private static int capped(long base, int target, int maxKeys, int splitKeys) {
         return base >= target ? 1 : (int) Math.max(1, Math.min(target / base, (maxKeys + splitKeys - 1) / splitKeys));
     }
 
@@ -405,16 +419,14 @@ final class CudaFlashAttention {
     static final String SPLIT_KEYS_PROPERTY = "orbit.cuda.pagedSplitKeys";
 
     /**
-     * The fewest keys of the tables' capacity a tensor-core key split takes: {@value #MMA_SPLIT_KEYS} (a tile for each
-     * of a block's warps) unless {@code -Dorbit.cuda.pagedSplitKeys} (read at each call) asks for 16, 32 or 48, so that
-     * a one- or two-sequence step spreads its keys over more blocks (some of whose warps then have no tile). On an H100,
-     * a Qwen3-30B-A3B-wide step at one sequence over tables of 1024 keys took 4.404-4.430 ms with 24-32 splits against
-     * 4.485 with the default 16 (BENCHMARKS.md).
+     * The fewest keys of the tables' capacity a tensor-core key split takes when {@code -Dorbit.cuda.pagedSplitKeys}
+     * (read at each call) sets them: 16, 32, 48 or 64; 0 when unset (the default of {@link #mmaSplits}: 64, and 32
+     * while the blocks stay within one an SM).
      */
     static int mmaSplitKeys() {
         String v = System.getProperty(SPLIT_KEYS_PROPERTY);
         if (v == null) {
-            return MMA_SPLIT_KEYS;
+            return 0;
         }
         int n;
         try {

@@ -469,10 +469,10 @@ class CudaPagedDecodeTest extends CudaTestBase {
 
     /** The key splits the tensor-core kernel takes for case c ({@link CudaFlashAttention#mmaSplits}, as the backend counts them). */
     private static int splits(Case c) {
-        return splits(c, CudaFlashAttention.MMA_SPLIT_KEYS);
+        return splits(c, 0);
     }
 
-    /** {@link #splits(Case)} with splits of at least {@code splitKeys} keys of the capacity. */
+    /** {@link #splits(Case)} with splits of at least {@code splitKeys} keys of the capacity (0: the default rule). */
     private static int splits(Case c, int splitKeys) {
         int b = c.lens().length;
         int maxBlocks = 0;
@@ -481,6 +481,6 @@ class CudaPagedDecodeTest extends CudaTestBase {
         }
         maxBlocks += 1;   // as check() makes the tables
         long base = (long) (b <= 1 ? 1 : Integer.highestOneBit(b - 1) << 1) * c.hkv();
-        return CudaFlashAttention.mmaSplits(base, 2 * gpu.context().device.multiprocessors(), maxBlocks * c.blockSize(), splitKeys);
+        return CudaFlashAttention.mmaSplits(base, gpu.context().device.multiprocessors(), maxBlocks * c.blockSize(), splitKeys);
     }
 }

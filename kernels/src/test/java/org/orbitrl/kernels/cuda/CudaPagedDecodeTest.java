@@ -388,19 +388,10 @@ class CudaPagedDecodeTest extends CudaTestBase {
     void aDeeperRingOfTilesGivesTheSameBits() {
         SplittableRandom r = rng(71);
         int applied = 0;
-        for (Case c : cases()) {
-            boolean mma = tensorCores(c);
-            if (!mma) {
-                continue;
-            }
+        for (Case c : tensorCoreCases()) {
             List<String[]> props = Arrays.asList(new String[]{"orbit.cuda.pagedStages", "2"}, new String[]{"orbit.cuda.pagedStages", "3"});
             float[][] outs = check(c, r, List.of(gpu, gpu), List.of("two stages", "three stages"), true, props);
-            for (int j = 0; j < outs[0].length; j++) {
-                if (Float.floatToRawIntBits(outs[0][j]) != Float.floatToRawIntBits(outs[1][j])) {
-                    org.junit.jupiter.api.Assertions.fail(c + ": element " + j + " " + outs[1][j] + " with three stages, " + outs[0][j]
-                            + " with two");
-                }
-            }
+            assertBitsEqual(c + ": three stages against two", outs[0], outs[1]);
             applied++;
         }
         assertTrue(applied >= 6, "the tensor-core kernel applied to " + applied + " cases");
@@ -418,11 +409,7 @@ class CudaPagedDecodeTest extends CudaTestBase {
     void splitsMergedInTheLaunchGiveTheBitsOfTheSeparateMerge() {
         SplittableRandom r = rng(72);
         int applied = 0;
-        for (Case c : cases()) {
-            boolean mma = tensorCores(c);
-            if (!mma) {
-                continue;
-            }
+        for (Case c : tensorCoreCases()) {
             List<String[]> props = Arrays.asList(new String[]{"orbit.cuda.decodeMerge", "off"}, new String[]{"orbit.cuda.decodeMerge", "on"},
                     new String[]{"orbit.cuda.decodeMerge", "on", "orbit.cuda.omitKernels", "^attention_combine"},
                     new String[]{"orbit.cuda.decodeMerge", "on"});
@@ -446,11 +433,7 @@ class CudaPagedDecodeTest extends CudaTestBase {
     void finerKeySplitsStayWithinTheRoundingBound() {
         SplittableRandom r = rng(73);
         int finer = 0;
-        for (Case c : cases()) {
-            boolean mma = tensorCores(c);
-            if (!mma) {
-                continue;
-            }
+        for (Case c : tensorCoreCases()) {
             List<String[]> props = Arrays.asList(new String[]{CudaFlashAttention.SPLIT_KEYS_PROPERTY, "64"},
                     new String[]{CudaFlashAttention.SPLIT_KEYS_PROPERTY, "32"},
                     new String[]{CudaFlashAttention.SPLIT_KEYS_PROPERTY, "16"},
@@ -460,6 +443,11 @@ class CudaPagedDecodeTest extends CudaTestBase {
             finer += splits(c, 16) > splits(c) ? 1 : 0;
         }
         assertTrue(finer >= 3, "cases split more finely with 16 keys a split than by default: " + finer);
+    }
+
+    /** The cases the tensor-core kernel takes ({@link #tensorCores}). */
+    private static List<Case> tensorCoreCases() {
+        return cases().stream().filter(CudaPagedDecodeTest::tensorCores).toList();
     }
 
     /** Whether the tensor-core kernel takes case c over a bf16 cache: equal head dims of 64 or 128, a query group of at most 16. */

@@ -126,6 +126,18 @@ public interface Backend extends AutoCloseable {
         }
     }
 
+    /**
+     * {@link #matmulF32} by a block-diagonal weight, in one call where the backend has a grouped form for it: the
+     * quantized q [G · r, K] holds G groups of r rows, and {@code y[t, g] = x[t, g] · (rows g·r .. g·r + r of q)ᵀ} for x
+     * f32 [N, G, K] and y f32 [N, G, r], both contiguous (DeepSeek V4's output projection wo_a, a head group a group),
+     * with matmulF32's numbers: x's rows kept f32, the weight's exact values, f32 sums. Returns true having written y;
+     * false, writing nothing, where there is none (the default, and a backend in exact mode, whose per-group products
+     * keep their batch-invariant bits): the caller then multiplies group by group.
+     */
+    default boolean matmulF32Grouped(Tensor x, QuantizedTensor q, int groups, Tensor y) {
+        return false;
+    }
+
     /** {@code dx = dy · w} with dy's rows kept f32, as {@link #matmulF32} for its forward. */
     default void matmulTransposedF32(Tensor dy, Tensor w, QuantizedTensor q, Tensor dx) {
         if ((w == null) == (q == null)) {

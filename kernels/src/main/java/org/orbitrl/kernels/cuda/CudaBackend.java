@@ -478,6 +478,16 @@ public final class CudaBackend implements Backend {
         matmulOps.matmulF32(x, w, q, y);
     }
 
+    /** Outside exact mode: one launch for every group at decode sizes (see {@code CudaMatmulOps#matmulF32Grouped}). */
+    @Override
+    public boolean matmulF32Grouped(Tensor x, QuantizedTensor q, int groups, Tensor y) {
+        if (exact) {
+            return false;
+        }
+        ctx.device.bind();
+        return matmulOps.matmulF32Grouped(x, q, groups, y);
+    }
+
     /** As {@link #matmulF32}: cuBLAS f32 over the weight's f32 values outside exact mode. */
     @Override
     public void matmulTransposedF32(Tensor dy, Tensor w, QuantizedTensor q, Tensor dx) {

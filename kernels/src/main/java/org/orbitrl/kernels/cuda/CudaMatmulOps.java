@@ -429,11 +429,66 @@ final class CudaMatmulOps {
 
     /** {@code gemv_fp8_block} over an FP8 block weight (the caller checked {@link #fp8Gemv} and the alignment). */
     private void fp8GemvLaunch(Tensor x, QuantizedTensor w, Tensor y, int m, int n, int k) {
+        int cols = n < 4096 && m <= 2 ? 1 : FP8_GEMV_COLUMNS;   // a narrow weight at two rows: more warps
+        fp8GemvLaunch(x, w, y, m, n, k, cols, n, k);
+    }
+
+    /** {@code gemv_fp8_block}, x row m of group g at {@code m · xStride + g · k} for the rows [g · groupRows, + groupRows). */
+    private void fp8GemvLaunch(Tensor x, QuantizedTensor w, Tensor y, int m, int n, int k, int cols, int groupRows, int xStride) {
         ctx.devContiguous("fp8 weight codes", w.codes(), DType.F8E4M3);
         ctx.devContiguous("fp8 weight scales", w.scales(), null);
-        int cols = n < 4096 && m <= 2 ? 1 : FP8_GEMV_COLUMNS;   // a narrow weight at two rows: more warps
         ctx.launch(gemvFp8, gemvGrid((n + cols - 1) / cols), GEMV_BLOCK, x, w.codes(), w.scales(),
-                w.format() == Fp8Block128Ue8m0.INSTANCE ? 1 : 0, y, m, n, k, cols);
+                w.format() == Fp8Block128Ue8m0.INSTANCE ? 1 : 0, y, m, n, k, cols, groupRows, xStride);
+    }
+
+    /**
+     * {@code Backend#matmulF32Grouped} outside exact mode: y [m, G, r] = x [m, G, k] by the G blocks of rows of an FP8 block
+     * weight [G · r, k], each group's rows against its own slice of x, in one launch where {@link #matmulF32} would make G:
+     * at up to {@link #FP8_GEMV_MAX_ROWS} rows {@code gemv_fp8_block} over the whole weight (the same sums as its
+     * per-group products); at up to {@value #SPLIT_X_MAX_ROWS} rows of an E8M0-scaled weight the weight dequantized to
+     * bf16 once (exact) and x split once into bf16 hi and lo ({@link #splitXGemm}'s form), then two strided-batched
+     * cuBLAS products over the groups. False, having done nothing, for anything else (another format, more rows, an
+     * unaligned x): the caller then multiplies group by group.
+     */
+    boolean matmulF32Grouped(Tensor x, QuantizedTensor q, int groups, Tensor y) {
+        if (!fp8Block(q) || groups <= 0 || q.rows() % groups != 0) {
+            return false;
+        }
+        ctx.devContiguous("matmulF32Grouped x", x, DType.F32);
+        ctx.devContiguous("matmulF32Grouped y", y, DType.F32);
+        int n = Math.toIntExact(q.rows());
+        int k = Math.toIntExact(q.cols());
+        int r = n / groups;
+        if (x.rank() != 3 || x.size(1) != groups || x.size(2) != k || y.rank() != 3 || y.size(0) != x.size(0)
+                || y.size(1) != groups || y.size(2) != r) {
+            throw new IllegalArgumentException("matmulF32Grouped: x " + x + " by the " + groups + " groups of " + q
+                    + " -> y " + y + ": expected x [m, " + groups + ", " + k + "] and y [m, " + groups + ", " + r + "]");
+        }
+        int m = x.size(0);
+        if (m == 0) {
+            return true;
+        }
+        if (m <= FP8_GEMV_MAX_ROWS && k % 16 == 0 && r % FP8_GEMV_COLUMNS == 0 && aligned16(x, q.codes())) {
+            fp8GemvLaunch(x, q, y, m, n, k, FP8_GEMV_COLUMNS, r, groups * k);
+            return true;
+        }
+        if (SPLIT_X && m <= SPLIT_X_MAX_ROWS && q.format() == Fp8Block128Ue8m0.INSTANCE && k % 8 == 0) {
+            Tensor wb = ctx.scratch(CudaContext.Scratch.DEQUANT_BF16, DType.BF16, (long) n * k).reshape(n, k);
+            dequantizeFp8(q, wb);   // E4M3 values times powers of two: exact in bf16
+            long mk = (long) m * groups * k;
+            Tensor xs = ctx.scratch(CudaContext.Scratch.X_BF16, DType.BF16, 2 * mk);   // hi [m, G, k], then lo
+            ctx.launch(splitBf16, ctx.gridFor(mk, 256), 256, x, xs, xs.slice(0, mk, 2 * mk), mk);
+            long xa = CudaAllocator.address(xs);
+            long wa = CudaAllocator.address(wb);
+            long ya = CudaAllocator.address(y);
+            // column-major per group g: y_gᵀ [r, m] (ld G·r) = W_g [r, k] (stored k-major: op T, ld k) · x_gᵀ [k, m] (ld G·k)
+            ctx.cublas.gemmStridedBatchedBf16(true, false, r, m, k, 1f, wa, k, (long) r * k, xa, groups * k, k,
+                    0f, ya, groups * r, r, groups);
+            ctx.cublas.gemmStridedBatchedBf16(true, false, r, m, k, 1f, wa, k, (long) r * k, xa + 2 * mk, groups * k, k,
+                    1f, ya, groups * r, r, groups);
+            return true;
+        }
+        return false;
     }
 
     /**

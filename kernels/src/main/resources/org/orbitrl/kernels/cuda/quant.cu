@@ -464,64 +464,78 @@ extern "C" __global__ void gemv_bf16(const float* __restrict__ x, const uint4* _
 // cols ≤ FP8_GEMV_ROWS output columns (more: fewer reads of x; fewer: more warps for a narrow weight), each lane 16
 // codes of each (one 16-byte load, inside one 128-column block) at a time against the same 16 values of every row of
 // x (loaded once for the warp's columns), their products summed in f32 and multiplied by the block's scale once; K a
-// multiple of 16, codes and x 16-byte aligned. x is never rounded and the weight's values are exact; a row's value is
-// its f32 sums in a fixed order (batch-invariant).
+// multiple of 16, codes and x 16-byte aligned. A lane's loads of two such steps are issued before either is used.
+// x is never rounded and the weight's values are exact; a row's value is its f32 sums in a fixed order (the lane's
+// steps in order, then the warp's sum: batch-invariant).
+// Grouped (a block-diagonal weight, DeepSeek V4's wo_a): output column n reads the K values of x row m from
+// x + m * xStride + (n / groupRows) * K, so the groups of rows [g * groupRows, (g + 1) * groupRows) of w multiply their
+// own slices of x [M, N / groupRows, K]; groupRows a multiple of cols. Ungrouped: groupRows = N, xStride = K.
 #define FP8_GEMV_ROWS 4
 #define FP8_GEMV_MAXM 4
 
 extern "C" __global__ void gemv_fp8_block(const float* __restrict__ x, const uint4* __restrict__ codes,
                                           const void* __restrict__ scales, int scaleU8, float* __restrict__ y, int M,
-                                          int N, int K, int cols) {
+                                          int N, int K, int cols, int groupRows, int xStride) {
     int n0 = (int) (((i64) blockIdx.x * blockDim.x + threadIdx.x) >> 5) * cols;
     int lane = threadIdx.x & 31;
     if (n0 >= N) return;
     int units = K / 16;
     int kb = (K + 127) / 128;
+    const float* xg = x + (i64) (n0 / groupRows) * K; // the warp's columns are in one group
     float acc[FP8_GEMV_ROWS][FP8_GEMV_MAXM];
 #pragma unroll
     for (int r = 0; r < FP8_GEMV_ROWS; r++) {
 #pragma unroll
         for (int m = 0; m < FP8_GEMV_MAXM; m++) acc[r][m] = 0.0f;
     }
-    for (int u = lane; u < units; u += 32) {
-        uint4 q[FP8_GEMV_ROWS];
-        float s[FP8_GEMV_ROWS];
+    for (int u0 = lane; u0 < units; u0 += 64) {
+        uint4 q[2][FP8_GEMV_ROWS];
+        float s[2][FP8_GEMV_ROWS];
 #pragma unroll
-        for (int r = 0; r < FP8_GEMV_ROWS; r++) {
-            int n = n0 + r;
-            if (r < cols && n < N) {
-                q[r] = codes[(i64) n * units + u];
-                i64 si = (i64) (n / 128) * kb + (u >> 3);
-                s[r] = scaleU8 ? e8m0(((const unsigned char*) scales)[si]) : ((const float*) scales)[si];
-            }
-        }
-        float4 xv[FP8_GEMV_MAXM][4];
+        for (int h = 0; h < 2; h++) {
+            int u = u0 + 32 * h;
 #pragma unroll
-        for (int m = 0; m < FP8_GEMV_MAXM; m++) {
-            if (m < M) {
-                const float4* xr = (const float4*) (x + (i64) m * K + (i64) u * 16);
-#pragma unroll
-                for (int j = 0; j < 4; j++) xv[m][j] = xr[j];
+            for (int r = 0; r < FP8_GEMV_ROWS; r++) {
+                int n = n0 + r;
+                if (u < units && r < cols && n < N) {
+                    q[h][r] = codes[(i64) n * units + u];
+                    i64 si = (i64) (n / 128) * kb + (u >> 3);
+                    s[h][r] = scaleU8 ? e8m0(((const unsigned char*) scales)[si]) : ((const float*) scales)[si];
+                }
             }
         }
 #pragma unroll
-        for (int r = 0; r < FP8_GEMV_ROWS; r++) {
-            if (r < cols && n0 + r < N) {
-                float wv[16];
-                e4m3x4_to_f32(q[r].x, wv);
-                e4m3x4_to_f32(q[r].y, wv + 4);
-                e4m3x4_to_f32(q[r].z, wv + 8);
-                e4m3x4_to_f32(q[r].w, wv + 12);
+        for (int h = 0; h < 2; h++) {
+            int u = u0 + 32 * h;
+            if (u >= units) break;
+            float4 xv[FP8_GEMV_MAXM][4];
 #pragma unroll
-                for (int m = 0; m < FP8_GEMV_MAXM; m++) {
-                    if (m < M) {
-                        float d = 0.0f;
+            for (int m = 0; m < FP8_GEMV_MAXM; m++) {
+                if (m < M) {
+                    const float4* xr = (const float4*) (xg + (i64) m * xStride + (i64) u * 16);
 #pragma unroll
-                        for (int j = 0; j < 4; j++) {
-                            float4 a = xv[m][j];
-                            d += wv[4 * j] * a.x + wv[4 * j + 1] * a.y + wv[4 * j + 2] * a.z + wv[4 * j + 3] * a.w;
+                    for (int j = 0; j < 4; j++) xv[m][j] = xr[j];
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < FP8_GEMV_ROWS; r++) {
+                if (r < cols && n0 + r < N) {
+                    float wv[16];
+                    e4m3x4_to_f32(q[h][r].x, wv);
+                    e4m3x4_to_f32(q[h][r].y, wv + 4);
+                    e4m3x4_to_f32(q[h][r].z, wv + 8);
+                    e4m3x4_to_f32(q[h][r].w, wv + 12);
+#pragma unroll
+                    for (int m = 0; m < FP8_GEMV_MAXM; m++) {
+                        if (m < M) {
+                            float d = 0.0f;
+#pragma unroll
+                            for (int j = 0; j < 4; j++) {
+                                float4 a = xv[m][j];
+                                d += wv[4 * j] * a.x + wv[4 * j + 1] * a.y + wv[4 * j + 2] * a.z + wv[4 * j + 3] * a.w;
+                            }
+                            acc[r][m] += d * s[h][r];
                         }
-                        acc[r][m] += d * s[r];
                     }
                 }
             }

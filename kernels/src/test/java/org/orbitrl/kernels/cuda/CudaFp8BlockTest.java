@@ -8,7 +8,11 @@ import org.orbitrl.kernels.quant.Fp8Block128Ue8m0;
 import org.orbitrl.kernels.quant.QuantFormat;
 import org.orbitrl.kernels.quant.QuantizedTensor;
 
+import java.util.Arrays;
 import java.util.SplittableRandom;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * FP8 E4M3 weights with 128×128 block scales (DeepSeek's fp8 checkpoints: f32 scales as V3, E8M0 as V4) on the device,
@@ -26,7 +30,8 @@ import java.util.SplittableRandom;
  *   <li>{@code matmulF32} and {@code matmulTransposedF32} (x never rounded to bf16; at 16 to 256 rows carried as two
  *       bf16 parts, within 2^-18 of each value) against double sums of x's f32 values and the decoded weights, |err| ≤
  *       1e-6 + 1e-5·Σ|x·w| (bf16-rounded rows of 1024 values put some 1e-4 of that sum on a typical element and fail),
- *       at 1 to 300 rows of x (every form the products take); a bf16 weight through the same calls likewise.</li>
+ *       at 1 to 300 rows of x (every form the products take); a bf16 weight through the same calls likewise;</li>
+ *   <li>{@code matmulF32Grouped}, a block-diagonal weight's groups in one call, likewise (its own method's text).</li>
  * </ul>
  */
 class CudaFp8BlockTest extends CudaTestBase {
@@ -110,6 +115,64 @@ class CudaFp8BlockTest extends CudaTestBase {
             }
             Tensor wb = randn(r, 0.1f, 96, k).to(DType.BF16);
             products("bf16, " + m + " rows of x", dev(wb), null, wb.toFloatArray(), r, m, 96, k);
+        }
+    }
+
+    /**
+     * {@code matmulF32Grouped} (DeepSeek V4's wo_a: 3 groups of 256 rows here, each against its own slice of x [m, 3,
+     * 512]) in one call: at 1 to 4 rows the FP8 GEMV over the whole weight, against the double sums (the tolerance
+     * above) and, at 3 and 4 rows, bit for bit the per-group {@code matmulF32} (the same kernel and warp shape: the
+     * group's x slice and rows are all that differ); at 5 and 32 rows of an E8M0-scaled weight the strided-batched split
+     * products, against the double sums; declined with y untouched (still NaN) for f32 scales above 4 rows and at 300.
+     */
+    @Test
+    void theGroupedF32ProductTakesEveryGroupInOneCall() {
+        SplittableRandom r = rng(84);
+        int groups = 3;
+        int rows = 256;
+        int k = 512;
+        int n = groups * rows;
+        for (QuantFormat f : FORMATS) {
+            QuantizedTensor w = f.quantize(randn(r, 0.1f, n, k));
+            float[] wv = CudaQuantTest.dequantizeRef(w);
+            QuantizedTensor dw = gpu.toDevice(w);
+            try {
+                for (int m : new int[]{1, 3, 4, 5, 32, 300}) {
+                    String what = f.name() + " " + groups + " groups of " + rows + "x" + k + ", " + m + " rows";
+                    float[] x = randn(r, 1f, m, groups, k).toFloatArray();
+                    Tensor y = poisoned(DType.F32, m, groups, rows);
+                    boolean took = gpu.matmulF32Grouped(dev(Tensor.of(x, m, groups, k)), dw, groups, y);
+                    boolean expected = m <= 4 || (m <= 256 && f == Fp8Block128Ue8m0.INSTANCE);
+                    assertEquals(expected, took, what + ": taken");
+                    float[] got = gpu.toHost(y).toFloatArray();
+                    if (!took) {
+                        for (float v : got) {
+                            assertTrue(Float.isNaN(v), what + ": declined, yet y was written");
+                        }
+                        continue;
+                    }
+                    for (int g = 0; g < groups; g++) {
+                        float[] xg = new float[m * k];
+                        float[] yg = new float[m * rows];
+                        for (int t = 0; t < m; t++) {
+                            System.arraycopy(x, (t * groups + g) * k, xg, t * k, k);
+                            System.arraycopy(got, (t * groups + g) * rows, yg, t * rows, rows);
+                        }
+                        float[] wg = Arrays.copyOfRange(wv, g * rows * k, (g + 1) * rows * k);
+                        check(what + ", group " + g, xg, wg, m, rows, k, false, yg);
+                        if (m == 3 || m == 4) {
+                            QuantizedTensor view = new QuantizedTensor(dw.format(), rows, k,
+                                    dw.codes().slice(0, (long) g * rows, (long) (g + 1) * rows),
+                                    dw.scales().slice(0, (long) g * rows / 128, (long) (g + 1) * rows / 128), null, 1f);
+                            Tensor one = poisoned(DType.F32, m, rows);
+                            gpu.matmulF32(dev(Tensor.of(xg, m, k)), null, view, one);
+                            assertBitsEqual(what + ", group " + g + " against its own product", gpu.toHost(one).toFloatArray(), yg);
+                        }
+                    }
+                }
+            } finally {
+                gpu.free(dw);
+            }
         }
     }
 

@@ -128,6 +128,25 @@ public final class Cublas implements AutoCloseable {
     }
 
     /**
+     * {@link #gemmStridedBatched} over bf16 A and B (f32 C and accumulation): {@code batch} products at fixed strides
+     * (elements between consecutive A, B and C), in one call.
+     */
+    public void gemmStridedBatchedBf16(boolean transA, boolean transB, int m, int n, int k, float alpha, long a, int lda,
+                                       long strideA, long b, int ldb, long strideB, float beta, long c, int ldc, long strideC,
+                                       int batch) {
+        if (Launcher.omitted("cublas")) {
+            return;
+        }
+        alphaBeta.put(0, alpha).put(1, beta);
+        int err = cublasGemmStridedBatchedEx(handle, transA ? CUBLAS_OP_T : CUBLAS_OP_N, transB ? CUBLAS_OP_T : CUBLAS_OP_N, m, n,
+                k, alphaBeta, new DevicePointer(a), CUDA_R_16BF, lda, strideA, new DevicePointer(b), CUDA_R_16BF, ldb, strideB,
+                alphaBeta.getPointer(1), new DevicePointer(c), CUDA_R_32F, ldc, strideC, batch, CUBLAS_COMPUTE_32F,
+                CUBLAS_GEMM_DEFAULT);
+        CudaCheck.cublas(err, "cublasGemmStridedBatchedEx", (transA ? "T" : "N") + (transB ? "T" : "N"), "m " + m, "n " + n,
+                "k " + k, "lda " + lda, "ldb " + ldb, "ldc " + ldc, "batch " + batch, "bf16 x bf16 -> f32");
+    }
+
+    /**
      * {@code batch} column-major products of one size through pointer arrays ({@code cublasGemmBatchedEx}):
      * {@code C_i[m, n] = alpha · op(A_i)[m, k] · B_i[k, n] + beta · C_i}, A and B bf16, C f32, f32 accumulation. The three
      * arrays of {@code batch} device pointers each are device memory at {@code aArray}, {@code bArray}

@@ -16,14 +16,16 @@ import org.orbitrl.model.nn.Weight;
  * each way at V4-Flash's widths). It runs on the backend, a product a group ({@link Backend#matmulF32}: its rows stay
  * f32, because its output reaches the next layers' indexers, whose top-k a bf16 rounding of these rows moves); o is
  * copied there once, each group's columns gathered into one contiguous operand by {@link Backend#copy}, each product's
- * rows put back into the group's columns of the output, which is copied back once. The backward runs the same way
- * through {@link Backend#matmulTransposedF32}.
+ * rows put back into the group's columns of the output, which is copied back once. A backend with a grouped form for
+ * the call ({@link Backend#matmulF32Grouped}: an FP8 weight at a decode step's rows on the device) takes every group
+ * in one instead. The backward runs a group at a time through {@link Backend#matmulTransposedF32}.
  *
  * <p>The weight stays in its stored form (bf16, or FP8 with 128×128 block scales; each group's rows a view of it
  * where the groups start on block rows, else dequantized to f32 once), so the planner's count of it holds.
  */
 final class GroupedOutput {
-    private final Weight[] groups;   // [r, in] each, in the backend's memory
+    private final Weight whole;      // [groups·r, in], in the backend's memory
+    private final Weight[] groups;   // [r, in] each, views of it
     private final int in;
     private final int r;
 
@@ -38,6 +40,7 @@ final class GroupedOutput {
         }
         this.in = in;
         this.r = r;
+        this.whole = w;
         this.groups = new Weight[groups];
         for (int g = 0; g < groups; g++) {
             this.groups[g] = rows(w, (long) g * r, (long) (g + 1) * r);
@@ -91,12 +94,38 @@ final class GroupedOutput {
         boolean keep = Ops.keepsValues(b);
         Tensor x = keep ? o.placed(a, n, g, in) : Ops.device(a, o.v(), n, g, in);   // [N, groups, in]
         Tensor y = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, g, r);
-        // a group's rows are a contiguous view of one token's; a few tokens' groups go through one copy each way with
-        // the groups leading ([groups, N, ·]: every group's rows contiguous); more, a group at a time (its copies only)
+        Node yn;
+        try {
+            // a backend's grouped form takes every group in one call (a decode step's rows; it declines what it has none for)
+            if (!(whole instanceof Weight.Quantized wq && b.matmulF32Grouped(x, wq.w(), g, y))) {
+                byGroup(b, x, y, n);
+            }
+            yn = Ops.made(b, y);
+        } catch (RuntimeException e) {
+            a.release(y);
+            throw e;
+        } finally {
+            if (!keep) {
+                a.release(x);   // not kept: the backward does not read it
+            }
+        }
+        if (t != null) {
+            t.record(yn, () -> backward(b, yn.gradPlaced(a, n, g, r), o, n));
+        }
+        return yn;
+    }
+
+    /**
+     * y [N, groups, r] from x [N, groups, in] a product a group. A group's rows are a contiguous view of one token's; a
+     * few tokens' groups go through one copy each way with the groups leading ([groups, N, ·]: every group's rows
+     * contiguous); more, a group at a time (its copies only).
+     */
+    private void byGroup(Backend b, Tensor x, Tensor y, int n) {
+        TensorAllocator a = b.allocator();
+        int g = groups.length;
         boolean few = n > 1 && n <= FEW_TOKENS;
         Tensor xg = n == 1 ? null : a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, few ? (long) g * n : n, in);
         Tensor yg = n == 1 ? null : a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, few ? (long) g * n : n, r);
-        Node yn;
         try {
             if (few) {
                 b.copy(x.transpose(0, 1), xg.reshape(g, n, in));
@@ -115,20 +144,9 @@ final class GroupedOutput {
             if (few) {
                 b.copy(yg.reshape(g, n, r).transpose(0, 1), y);
             }
-            yn = Ops.made(b, y);
-        } catch (RuntimeException e) {
-            a.release(y);
-            throw e;
         } finally {
             Ops.release(a, xg, yg);
-            if (!keep) {
-                a.release(x);   // not kept: the backward does not read it
-            }
         }
-        if (t != null) {
-            t.record(yn, () -> backward(b, yn.gradPlaced(a, n, g, r), o, n));
-        }
-        return yn;
     }
 
     /** Sends dy [N, groups, r] (in the backend's memory) to o's gradient. */

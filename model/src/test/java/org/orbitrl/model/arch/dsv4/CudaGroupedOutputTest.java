@@ -19,8 +19,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /**
  * DeepSeek V4's wo_a ({@link GroupedOutput}) on the CUDA backend with the weight in V4's stored form, FP8 E4M3 with
  * E8M0 block scales in device memory, each head group's 128 rows a view of it: against the closed form over the
- * decoded weight (1e-5 of each output's largest magnitude, as {@link GroupedOutputTest}) with the default kernels and
- * in exact mode; in exact mode the rows of 3 tokens equal the same tokens' rows inside a batch of 40 bit for bit (what
+ * decoded weight (1e-5 of each output's largest magnitude, as {@link GroupedOutputTest}) at 1, 3, 5, 32 and 300 tokens
+ * (the default kernels take every group in one call up to 256 tokens, {@code Backend#matmulF32Grouped}) with the
+ * default kernels and in exact mode; in exact mode the rows of 3 tokens equal the same tokens' rows inside a batch of 40 bit for bit (what
  * rollout's recompute needs). Skipped, with the reason, where no CUDA device is present.
  */
 class CudaGroupedOutputTest {
@@ -40,7 +41,9 @@ class CudaGroupedOutputTest {
             Weight placed = Placement.weight(gpu.allocator(), Weight.of(q));
             assertTrue(placed instanceof Weight.Quantized pq && gpu.allocator().owns(pq.w().codes()), "FP8 in device memory");
             GroupedOutput p = new GroupedOutput(placed, groups, in, r);
-            GroupedOutputTest.check(p, gpu, wv, rnd, 5, groups, in, r);
+            for (int n : new int[]{1, 3, 5, 32, 300}) {   // the grouped forms (1-4 and 5-256 rows), then a group at a time
+                GroupedOutputTest.check(p, gpu, wv, rnd, n, groups, in, r);
+            }
             if (gpu.exact()) {
                 int n = 40;
                 int few = 3;

@@ -49,6 +49,8 @@ final class CudaMoeMma {
     private final Kernel[][] fp4AfterKernels = new Kernel[3][2];
     private final Kernel[] fp4ShortKernels = new Kernel[2];
     private final Kernel[] fp4Short4Kernels = new Kernel[2];
+    private final Kernel[] st2Kernels = new Kernel[2];        // MT 8, 2 stages, two blocks an SM (INT4)
+    private final Kernel[] fp4St2Kernels = new Kernel[2];     // the same for MXFP4
     private final Kernel[][] gateUpKernels = new Kernel[3][2];
     private final Kernel[] gateUp3Kernels = new Kernel[2];    // MT 8, 2 stages, three blocks an SM
     private final Kernel[] gateUp16Kernels = new Kernel[2];   // MT 16, 2 stages, two blocks an SM
@@ -84,6 +86,8 @@ final class CudaMoeMma {
             short4Kernels[d] = ctx.kernel("qmma", "qmma_int4_grouped_short4_m8" + xt[d]);
             fp4ShortKernels[d] = ctx.kernel("qmma", "qmma_mxfp4_grouped_short_m8" + xt[d]);
             fp4Short4Kernels[d] = ctx.kernel("qmma", "qmma_mxfp4_grouped_short4_m8" + xt[d]);
+            st2Kernels[d] = ctx.kernel("qmma", "qmma_int4_grouped_st2_m8" + xt[d]);
+            fp4St2Kernels[d] = ctx.kernel("qmma", "qmma_mxfp4_grouped_st2_m8" + xt[d]);
             gateUp3Kernels[d] = ctx.kernel("qmma", "qmma_int4_gate_up3_m8" + xt[d]);
             gateUp16Kernels[d] = ctx.kernel("qmma", "qmma_int4_gate_up_st2_m16" + xt[d]);
         }
@@ -177,6 +181,9 @@ final class CudaMoeMma {
         } else if (mt == 8 && !shortK().equals("off") && fits(3, SHORT_WEIGHT_SHARED, k)) {
             kernel = (fp4 ? fp4ShortKernels : shortKernels)[xi];
             shared = SHORT_WEIGHT_SHARED + mt * xStride(k);
+        } else if (mt == 8 && twoStagesForTwoBlocks(k)) {
+            kernel = (fp4 ? fp4St2Kernels : st2Kernels)[xi];
+            shared = TWO_STAGE_WEIGHT_SHARED + mt * xStride(k);
         } else {
             kernel = (fp4 ? fp4AfterKernels : afterKernels)[mtIndex(mt)][xi];
             shared = WEIGHT_SHARED + mt * xStride(k);
@@ -276,6 +283,16 @@ final class CudaMoeMma {
     }
 
     /** {@code -Dorbit.cuda.moeShortK}: 3 (default), 4 or off ({@link #fused}). */
+    /**
+     * Whether a plain launch of 8-row chunks takes two weight stages so that two blocks fit an SM, where four stages and
+     * the staged x rows of this K leave room for one (K 4096, DeepSeek V4's experts: 8 warps an SM otherwise). Read at
+     * each launch: {@code -Dorbit.cuda.moeStages=auto} (default) so, {@code =4} keeps the four-stage kernel.
+     */
+    private static boolean twoStagesForTwoBlocks(int k) {
+        return !"4".equals(System.getProperty("orbit.cuda.moeStages", "auto")) && !fits(2, WEIGHT_SHARED, k)
+                && fits(2, TWO_STAGE_WEIGHT_SHARED, k);
+    }
+
     private static String shortK() {
         return System.getProperty("orbit.cuda.moeShortK", "3");
     }

@@ -494,7 +494,8 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
 
 // The products of one matrix: qmma_int4_grouped_* refill a stage before its products (QM_STAGES - 1 in
 // flight), qmma_int4_grouped_after_* after them (QM_STAGES in flight), qmma_int4_grouped_short_* with 3
-// stages and three blocks an SM, qmma_int4_grouped_short4_* with 2 stages and four (short K, 8 x rows a chunk).
+// stages and three blocks an SM, qmma_int4_grouped_short4_* with 2 stages and four (short K, 8 x rows a chunk),
+// qmma_int4_grouped_st2_* with 2 stages and two blocks (a K whose 8 staged x rows leave room for one block of 4 stages).
 #define QM_KERNEL(NAME, MT, XT, XB, ST, AFTER, MINB)                                                                   \
     extern "C" __global__ void __launch_bounds__(32 * QM_WARPS, MINB)                                                  \
         NAME##_m##MT##_##XT(const void* x, int xDiv, const int* offsets, const int* order, const int* active,          \
@@ -530,6 +531,8 @@ QM_KERNEL_FP4(qmma_mxfp4_grouped_short, 8, f32, false, 3, true, 3)
 QM_KERNEL_FP4(qmma_mxfp4_grouped_short, 8, bf16, true, 3, true, 3)
 QM_KERNEL_FP4(qmma_mxfp4_grouped_short4, 8, f32, false, 2, true, 4)
 QM_KERNEL_FP4(qmma_mxfp4_grouped_short4, 8, bf16, true, 2, true, 4)
+QM_KERNEL_FP4(qmma_mxfp4_grouped_st2, 8, f32, false, 2, true, 2)
+QM_KERNEL_FP4(qmma_mxfp4_grouped_st2, 8, bf16, true, 2, true, 2)
 
 QM_KERNEL(qmma_int4_grouped, 8, f32, false, QM_STAGES, false, 2)
 QM_KERNEL(qmma_int4_grouped, 16, f32, false, QM_STAGES, false, 2)
@@ -547,6 +550,8 @@ QM_KERNEL(qmma_int4_grouped_short, 8, f32, false, 3, true, 3)
 QM_KERNEL(qmma_int4_grouped_short, 8, bf16, true, 3, true, 3)
 QM_KERNEL(qmma_int4_grouped_short4, 8, f32, false, 2, true, 4)
 QM_KERNEL(qmma_int4_grouped_short4, 8, bf16, true, 2, true, 4)
+QM_KERNEL(qmma_int4_grouped_st2, 8, f32, false, 2, true, 2)
+QM_KERNEL(qmma_int4_grouped_st2, 8, bf16, true, 2, true, 2)
 
 // One matrix with its LoRA term, f32 x and y: y[p] = x[p / xDiv] . W_e^T + s lo[p] . B_e^T (rollout's down
 // projection with an adapter on the experts); the shapes of qmma_int4_grouped_after_*, _short_* and _short4_*.

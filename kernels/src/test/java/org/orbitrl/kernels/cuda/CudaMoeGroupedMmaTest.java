@@ -119,6 +119,48 @@ class CudaMoeGroupedMmaTest extends CudaTestBase {
         }
     }
 
+    /**
+     * At K 4096 (DeepSeek V4's experts), where four weight stages and 8 staged x rows leave room for one block an SM, a
+     * plain launch takes two stages and two blocks: INT4 and MXFP4 experts against the double reference (the tolerance
+     * of {@link #checkRoutings}) at 1 to 8 rows an expert, and bit for bit the four-stage kernel's products
+     * ({@code -Dorbit.cuda.moeStages=4}: the same steps over K, the same sums).
+     */
+    @Test
+    void twoStagesAtLongKGiveTheFourStageSums() {
+        SplittableRandom r = rng(99);
+        int e = 5;
+        int n = 136;
+        int k = 4096;
+        int[][] routings = {{16, 2, 8, 1, 7, 0, 16}, {3, 1, 1, 0, 1, 1, 0}};
+        for (String format : new String[]{"int4-g32", "mxfp4"}) {
+            QuantizedTensor stacked = CudaQuantTest.random(format, r, e * n, k);
+            float[] wf = CudaQuantTest.dequantizeRef(stacked);
+            QuantizedTensor dw = gpu.toDevice(stacked);
+            try {
+                checkRoutings(r, e, routings, dw, wf, n, k, true, format);
+                int tokens = 16;
+                int[] ids = routeWithCounts(r, tokens, 2, new int[]{8, 1, 7, 0, 16});
+                try (MoeRouting routing = gpu.moe().moeRouting(e, ids.length)) {
+                    gpu.moe().moeRoute(dev(Tensor.ofInts(ids, tokens, 2)), routing);
+                    Tensor x = dev(randn(r, 1f, tokens, k));
+                    Tensor two = poisoned(DType.F32, ids.length, n);
+                    Tensor four = poisoned(DType.F32, ids.length, n);
+                    gpu.moe().moeMatmulGrouped(x, dw, routing, two);
+                    System.setProperty("orbit.cuda.moeStages", "4");
+                    try {
+                        gpu.moe().moeMatmulGrouped(x, dw, routing, four);
+                    } finally {
+                        System.clearProperty("orbit.cuda.moeStages");
+                    }
+                    assertBitsEqual(format + " K " + k + ": two stages against four", gpu.toHost(four).toFloatArray(),
+                            gpu.toHost(two).toFloatArray());
+                }
+            } finally {
+                gpu.free(dw);
+            }
+        }
+    }
+
     @Test
     void tensorCoresAgreeWithTheGemvOnBf16X() {
         // bf16 x: both paths multiply the same exact values; they differ only in f32 summation order

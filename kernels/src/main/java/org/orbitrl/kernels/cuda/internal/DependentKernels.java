@@ -122,12 +122,14 @@ final class DependentKernels {
             }
             s.add("qmma/qmma_int4_grouped_short_m8_" + x);
             s.add("qmma/qmma_int4_grouped_short4_m8_" + x);
+            s.add("qmma/qmma_int4_grouped_st2_m8_" + x);
             for (int mt : new int[]{8, 16, 32}) {
                 s.add("qmma/qmma_mxfp4_grouped_m" + mt + "_" + x);
                 s.add("qmma/qmma_mxfp4_grouped_after_m" + mt + "_" + x);
             }
             s.add("qmma/qmma_mxfp4_grouped_short_m8_" + x);
             s.add("qmma/qmma_mxfp4_grouped_short4_m8_" + x);
+            s.add("qmma/qmma_mxfp4_grouped_st2_m8_" + x);
             s.add("qmma/qmma_int4_gate_up3_m8_" + x);
             s.add("qmma/qmma_int4_gate_up_st2_m16_" + x);
         }

@@ -34,6 +34,7 @@ final class CudaMqaAttention {
     private final Kernel sinkSoftmax;
     private final Kernel indexerScores;
     private final Kernel sinkDecode;
+    private final Kernel sinkDecodeMerge;
     private final Kernel hcMix;
     private final Kernel hcMix4;
     private final Kernel hcCollapse;
@@ -52,6 +53,7 @@ final class CudaMqaAttention {
         this.sinkSoftmax = ctx.kernel("mqa", "mqa_masked_sink_softmax");
         this.indexerScores = ctx.kernel("mqa", "mqa_indexer_scores");
         this.sinkDecode = ctx.kernel("mqa", "mqa_sink_decode");
+        this.sinkDecodeMerge = ctx.kernel("mqa", "mqa_sink_decode_merge");
         this.hcMix = ctx.kernel("mqa", "hc_mix");
         this.hcMix4 = ctx.kernel("mqa", "hc_mix4");
         this.hcCollapse = ctx.kernel("mqa", "hc_collapse");
@@ -355,38 +357,109 @@ final class CudaMqaAttention {
         return true;
     }
 
+    /** Heads a block of {@code mqa_sink_decode} takes, a warp each (its SINK_HEADS). */
+    private static final int DECODE_HEADS = 8;
+    /** Keys a shared-memory tile of {@code mqa_sink_decode} holds (its SINK_TILE); two tiles are in flight. */
+    private static final int DECODE_TILE = 16;
+    /** Keys a split of {@link #sinkDecode} takes at least: two tiles, so that the copy of one overlaps the other's work. */
+    static final int DECODE_SPLIT_KEYS = 2 * DECODE_TILE;
     /**
-     * DeepSeek V4's decode attention ({@link org.orbitrl.kernels.Backend#sinkDecodeAttention}) in one launch: a block a
-     * (sequence, 8 heads) over a table of each sequence's key rows ({@code mqa_sink_decode}), uploaded by one copy.
+     * {@code -Dorbit.cuda.sinkDecodeSplits=N} (read at each call): every sequence's keys split over N blocks instead of
+     * {@link #decodeSplits(int, int, int, int)}'s count; for tests (splits with no keys, the merge at any batch).
+     */
+    static final String DECODE_SPLITS_PROPERTY = "orbit.cuda.sinkDecodeSplits";
+
+    /**
+     * The key splits of {@link #sinkDecode}: one where {@code batch} sequences' blocks of 8 heads already give each of
+     * the device's {@code multiprocessors} two blocks (two fit at once: registers, and two tiles of shared memory
+     * each); else as many as keep the blocks within that, each split at least {@link #DECODE_SPLIT_KEYS} of the longest
+     * sequence's {@code maxKeys}.
+     */
+    static int decodeSplits(int batch, int heads, int maxKeys, int multiprocessors) {
+        long base = (long) batch * ((heads + DECODE_HEADS - 1) / DECODE_HEADS);
+        long target = 2L * multiprocessors;
+        if (base >= target) {
+            return 1;
+        }
+        return (int) Math.max(1, Math.min(target / base, (maxKeys + DECODE_SPLIT_KEYS - 1) / DECODE_SPLIT_KEYS));
+    }
+
+    /** {@link #DECODE_SPLITS_PROPERTY}'s count where set (checked), else {@link #decodeSplits(int, int, int, int)}'s. */
+    private int decodeSplits(int batch, int heads, int maxKeys) {
+        String set = System.getProperty(DECODE_SPLITS_PROPERTY);
+        if (set == null) {
+            return decodeSplits(batch, heads, maxKeys, ctx.device.multiprocessors());
+        }
+        int most = 65535 / ((heads + DECODE_HEADS - 1) / DECODE_HEADS);   // the grid's y: head blocks times splits
+        int n;
+        try {
+            n = Integer.parseInt(set.trim());
+        } catch (NumberFormatException e) {
+            n = 0;
+        }
+        if (n < 1 || n > most) {
+            throw new IllegalArgumentException("-D" + DECODE_SPLITS_PROPERTY + "=" + set + ": expected a split count of 1 to "
+                    + most + " for " + heads + " heads");
+        }
+        return n;
+    }
+
+    /**
+     * DeepSeek V4's decode attention ({@link org.orbitrl.kernels.Backend#sinkDecodeAttention}) over a table of each
+     * sequence's key rows, uploaded by one copy ({@code mqa_sink_decode}): a block a (sequence, 8 heads, key split),
+     * {@link #decodeSplits(int, int, int, int)} splits. One split writes out; several write partials [B, H, splits, d] and
+     * [B, H, splits, {max, sum}] to scratch, which {@code mqa_sink_decode_merge} combines with the sinks into out. Two
+     * launches at most, no host read: a graph may capture it.
      */
     void sinkDecode(Tensor q, Tensor[] windows, Tensor k, Tensor[] entries, int[][] chosen, Tensor sinks, float scale,
                     Tensor out) {
         int b = q.size(0);
         int heads = q.size(1);
         int d = q.size(2);
+        if (b == 0 || heads == 0) {
+            return;
+        }
         long words = 6L * b;
         for (int[] c : chosen) {
             words += c == null ? 0 : c.length;
         }
         java.lang.foreign.MemorySegment h = decodeTable.host(words);
         long at = 6L * b;
+        int maxKeys = 0;
         for (int i = 0; i < b; i++) {
             long row = 6L * i;
+            int rows = windows[i] == null ? 0 : windows[i].size(0);
             int m = entries[i] == null ? 0 : entries[i].size(0);
+            int picked = chosen[i] == null ? m : chosen[i].length;
+            maxKeys = Math.max(maxKeys, rows + 1 + picked);
             h.setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG, row, windows[i] == null ? 0L : CudaAllocator.address(windows[i]));
-            h.setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG, row + 1, windows[i] == null ? 0L : windows[i].size(0));
+            h.setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG, row + 1, rows);
             h.setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG, row + 2, entries[i] == null ? 0L : CudaAllocator.address(entries[i]));
             h.setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG, row + 3, m);
             h.setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG, row + 4, chosen[i] == null ? -1L : at);
-            h.setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG, row + 5, chosen[i] == null ? m : chosen[i].length);
+            h.setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG, row + 5, picked);
             if (chosen[i] != null) {
                 for (int e : chosen[i]) {
                     h.setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG, at++, e);
                 }
             }
         }
+        int splits = decodeSplits(b, heads, maxKeys);
         long table = decodeTable.upload(h, words);
-        ctx.launch2d(sinkDecode, b, (heads + 7) / 8, 256, q, table, k, sinks, out, heads, d, scale);
+        Tensor partAcc = null;
+        Tensor partMl = null;
+        if (splits > 1) {
+            long parts = (long) b * heads * splits;
+            partAcc = ctx.scratch(CudaContext.Scratch.ATTENTION_ACC, DType.F32, parts * d);   // [B, H, splits, d]
+            partMl = ctx.scratch(CudaContext.Scratch.ATTENTION_ML, DType.F32, parts * 2);     // [B, H, splits, {max, sum}]
+        }
+        int headBlocks = (heads + DECODE_HEADS - 1) / DECODE_HEADS;
+        ctx.launch2dShared(sinkDecode, b, headBlocks * splits, 32 * DECODE_HEADS, 2 * DECODE_TILE * d * DType.F32.bytes(),
+                q, table, k, sinks, out, heads, d, scale, splits, partAcc, partMl);
+        if (splits > 1) {
+            ctx.launch(sinkDecodeMerge, (long) b * heads, (d / 4 + 31) / 32 * 32, partAcc, partMl, sinks, out, heads, d,
+                    splits);
+        }
     }
 
     /**

@@ -87,129 +87,220 @@ extern "C" __global__ void mqa_indexer_scores(const float* s, const float* w, co
     out[(i64) t * outLd + m] = acc;
 }
 
-// DeepSeek V4's decode attention, one query a sequence (CudaMqaAttention.sinkDecode): for sequence b (blockIdx.x) and
-// head h (blockIdx.y * 8 + the warp), softmax([scale * q_(b,h)·key_j]_j ++ [sink_h]) without the sink's share weighs the
-// keys (V = K). The keys of b, in order: the rows of its window, row b of k (the new token's key), then its entries (all,
-// or those its indexer chose). table row b (6 words): window address, window rows, entries address, entries, offset of
-// its chosen indices among the table's words (-1: every entry), keys after the window's and the new one. A block stages
-// SINK_TILE keys at a time in shared memory (rows SINK_ROW floats apart: 16 banks between a key's row and the next, so
-// the four lanes of each of two keys that a quarter-warp's 16-byte reads serve meet in no bank); its warps keep an
-// online softmax each. A key's score: four lanes, each over every fourth 16-byte piece of the key in four partial sums
-// (no dependent chain of d multiply-adds). The weighted sums: lane l holds dims 4l + 128i .. + 3 (16-byte reads of a
-// key's row). d a multiple of 4, at most 512.
-#define SINK_TILE 8
-#define SINK_ROW 528
-extern "C" __global__ void __launch_bounds__(256) mqa_sink_decode(const float* q, const long long* table, const float* k,
-                                                                  const float* sinks, float* out, int heads, int d,
-                                                                  float scale) {
-    __shared__ __align__(16) float qs[8][512];
-    __shared__ __align__(16) float ks[SINK_TILE][SINK_ROW];
+// DeepSeek V4's decode attention, one query a sequence (CudaMqaAttention.sinkDecode): for sequence b and head h,
+// softmax([scale * q_(b,h)·key_j]_j ++ [sink_h]) without the sink's share weighs the keys (V = K). The keys of b, in
+// order: the rows of its window, row b of k (the new token's key), then its entries (all, or those its indexer chose).
+// table row b (6 words): window address, window rows, entries address, entries, offset of its chosen indices among the
+// table's words (-1: every entry), keys after the window's and the new one.
+//
+// Grid (sequences, head blocks * splits): blockIdx.x the sequence, blockIdx.y = split * head blocks + head block, a
+// head block SINK_HEADS heads, a warp each. Split s of `splits` takes its sequence's keys [s * per, (s + 1) * per), per
+// the keys over the splits rounded up to whole tiles; a split past the keys takes none. A block stages SINK_TILE keys at
+// a time in shared memory (dynamic, [2][SINK_TILE][d]): the next tile's rows are copied (cp.async) while the warps work
+// on this one, and the source rows of the tile after that (a chosen entry's is one more read of the table) are looked up
+// meanwhile. Each warp keeps its head's online softmax: lane l holds the query's and the weighted sum's channels
+// 4l + 128i .. + 3 (i < 4) in registers and reads the same channels of a key, so one warp reads a key's row whole, 16
+// bytes a lane, and each quarter-warp meets every bank once: the rows lie d apart without padding. Four keys at a time:
+// their dot products summed over the warp by shuffles (every lane gets the same sums), the running sums rescaled when
+// the maximum grows, then the four keys added in with their weights from the same registers (128 registers a thread:
+// two blocks an SM). One split: the block normalises with the sink in the sum and writes out. Several: it writes its
+// unnormalised partial (m, l, acc[d]) for each of its heads (m = -inf, l = 0, acc = 0 for a split with no keys) and
+// mqa_sink_decode_merge adds the splits and the sink. d a multiple of 4, at most 512.
+#define SINK_TILE 16
+#define SINK_HEADS 8
+
+// Row of key j of a sequence: its window's row j, its new key kNew, or entry e = j - winRows - 1 (the e-th chosen one
+// where chosenAt >= 0).
+__device__ __forceinline__ const float* sink_key_row(const long long* table, const float* win, int winRows, const float* kNew,
+                                                     const float* ent, int chosenAt, int d, int j) {
+    if (j < winRows) return win + (i64) j * d;
+    if (j == winRows) return kNew;
+    int e = j - winRows - 1;
+    int idx = chosenAt < 0 ? e : (int) table[chosenAt + e];
+    return ent + (i64) idx * d;
+}
+
+// Copies one tile's rows (src[key], null past the split's keys: zeros) to dst [SINK_TILE][d], the block's threads over
+// its 16-byte pieces; any is a valid address for the pieces that read nothing.
+__device__ __forceinline__ void sink_stage(float* dst, const float* const* src, int d, const float* any) {
+    int d4 = d / 4;
+    u32 base = smem_addr(dst);
+    for (int i = threadIdx.x; i < SINK_TILE * d4; i += blockDim.x) {
+        int key = i / d4;
+        const float* s = src[key];
+        cp_async16_zfill(base + (u32) i * 16u, s != 0 ? s + 4 * (i - key * d4) : any, s != 0);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256, 2) mqa_sink_decode(const float* q, const long long* table, const float* k,
+                                                                     const float* sinks, float* out, int heads, int d,
+                                                                     float scale, int splits, float* partAcc,
+                                                                     float* partMl) {
+    extern __shared__ __align__(16) float sink_tiles[];   // [2][SINK_TILE][d]
+    __shared__ const float* rows[2][SINK_TILE];            // source rows of tiles t & 1 in flight
     int b = blockIdx.x;
+    int headBlocks = (heads + SINK_HEADS - 1) / SINK_HEADS;
+    int split = blockIdx.y / headBlocks;
     int warp = threadIdx.x >> 5;
     int lane = threadIdx.x & 31;
-    int h0 = blockIdx.y * 8;
-    int h = h0 + warp;
+    int h = (blockIdx.y % headBlocks) * SINK_HEADS + warp;
     bool active = h < heads;
     const long long* row = table + (i64) b * 6;
     const float* win = (const float*) row[0];
     int winRows = (int) row[1];
     const float* ent = (const float*) row[2];
     int chosenAt = (int) row[4];
-    int picked = (int) row[5];
-    int keys = winRows + 1 + picked;
-    for (int i = threadIdx.x; i < 8 * d; i += blockDim.x) {
-        int hh = h0 + i / d;
-        qs[i / d][i % d] = hh < heads ? q[((i64) b * heads + hh) * d + i % d] : 0.0f;
-    }
+    int keys = winRows + 1 + (int) row[5];
+    const float* kNew = k + (i64) b * d;
+    int per = ((keys + splits - 1) / splits + SINK_TILE - 1) / SINK_TILE * SINK_TILE;
+    int k0 = (int) min((i64) keys, (i64) split * per);
+    int n = min(keys - k0, per);   // this split's keys: k0 .. k0 + n - 1
+    int tiles = (n + SINK_TILE - 1) / SINK_TILE;
     int d4 = d / 4;
-    float4 acc[4];
-#pragma unroll
-    for (int i = 0; i < 4; i++) acc[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    float m = -ORBIT_INF;
-    float l = 0.0f;
-    int kk = lane >> 2;
-    int r = lane & 3;
-    const float4* q4 = (const float4*) qs[warp];
-    for (int t0 = 0; t0 < keys; t0 += SINK_TILE) {
-        int nk = min(SINK_TILE, keys - t0);
-        __syncthreads();
-        for (int i = threadIdx.x; i < SINK_TILE * d4; i += blockDim.x) {
-            int key = i / d4;
-            int c4 = i % d4;
-            float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            if (key < nk) {
-                int j = t0 + key;
-                const float* src;
-                if (j < winRows) {
-                    src = win + (i64) j * d;
-                } else if (j == winRows) {
-                    src = k + (i64) b * d;
-                } else {
-                    int e = j - winRows - 1;
-                    int idx = chosenAt < 0 ? e : (int) table[chosenAt + e];
-                    src = ent + (i64) idx * d;
-                }
-                v = ((const float4*) src)[c4];
-            }
-            *(float4*) &ks[key][c4 * 4] = v;
-        }
-        __syncthreads();
-        if (!active) continue;
-        const float4* k4 = (const float4*) ks[kk];
-        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
-        for (int i = r; i < d4; i += 4) {
-            float4 a = q4[i];
-            float4 c = k4[i];
-            s0 = fmaf(a.x, c.x, s0);
-            s1 = fmaf(a.y, c.y, s1);
-            s2 = fmaf(a.z, c.z, s2);
-            s3 = fmaf(a.w, c.w, s3);
-        }
-        float s = (s0 + s1) + (s2 + s3);
-        s += __shfl_xor_sync(0xffffffffu, s, 1);
-        s += __shfl_xor_sync(0xffffffffu, s, 2);
-        s = kk < nk ? s * scale : -ORBIT_INF;
-        float tm = s;
-        for (int o = 4; o < 32; o <<= 1) tm = fmaxf(tm, __shfl_xor_sync(0xffffffffu, tm, o));
-        float mn = fmaxf(m, tm);
-        float corr = expf(m - mn);
-        float p = kk < nk ? expf(s - mn) : 0.0f;
-        float ps = r == 0 ? p : 0.0f;   // a key's four lanes hold its p: count it once
-        for (int o = 1; o < 32; o <<= 1) ps += __shfl_xor_sync(0xffffffffu, ps, o);
-        l = l * corr + ps;
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            acc[i].x *= corr;
-            acc[i].y *= corr;
-            acc[i].z *= corr;
-            acc[i].w *= corr;
-        }
-        for (int j = 0; j < nk; j++) {
-            float pj = __shfl_sync(0xffffffffu, p, j * 4);
-            const float4* kr = (const float4*) ks[j];
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                if (lane + 32 * i < d4) {
-                    float4 v = kr[lane + 32 * i];
-                    acc[i].x = fmaf(pj, v.x, acc[i].x);
-                    acc[i].y = fmaf(pj, v.y, acc[i].y);
-                    acc[i].z = fmaf(pj, v.z, acc[i].z);
-                    acc[i].w = fmaf(pj, v.w, acc[i].w);
-                }
-            }
-        }
-        m = mn;
+    if (threadIdx.x < 2 * SINK_TILE) {
+        int j = threadIdx.x;
+        rows[j / SINK_TILE][j % SINK_TILE] = j < n ? sink_key_row(table, win, winRows, kNew, ent, chosenAt, d, k0 + j) : 0;
     }
-    if (!active) return;
-    float sink = sinks[h];
-    float mf = fmaxf(m, sink);
-    float c = expf(m - mf);
-    float inv = c / (l * c + expf(sink - mf));
-    float4* o = (float4*) (out + ((i64) b * heads + h) * d);
+    float4 qv[4];
+    float4 acc[4];
+    const float* qr = q + ((i64) b * heads + (active ? h : 0)) * d;
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-        if (lane + 32 * i < d4) o[lane + 32 * i] = make_float4(acc[i].x * inv, acc[i].y * inv, acc[i].z * inv, acc[i].w * inv);
+        int c = 4 * (lane + 32 * i);
+        qv[i] = active && c < d ? make_float4(qr[c], qr[c + 1], qr[c + 2], qr[c + 3]) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        acc[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
+    float m = -ORBIT_INF;
+    float l = 0.0f;
+    __syncthreads();
+    if (tiles > 0) sink_stage(sink_tiles, rows[0], d, kNew);
+    cp_async_commit();
+    for (int t = 0; t < tiles; t++) {
+        // tile t + 2's rows: looked up now, stored once this tile's work is done (slot t & 1, free then)
+        const float* next = 0;
+        int jn = (t + 2) * SINK_TILE + threadIdx.x;
+        if (threadIdx.x < SINK_TILE && jn < n) next = sink_key_row(table, win, winRows, kNew, ent, chosenAt, d, k0 + jn);
+        if (t + 1 < tiles) sink_stage(sink_tiles + ((t + 1) & 1) * SINK_TILE * d, rows[(t + 1) & 1], d, kNew);
+        cp_async_commit();
+        cp_async_wait<1>();   // this thread's copies of tile t have landed
+        __syncthreads();      // and every thread's
+        if (active) {
+            const float* tile = sink_tiles + (t & 1) * SINK_TILE * d;
+            int nk = min(SINK_TILE, n - t * SINK_TILE);
+#pragma unroll 1
+            for (int c = 0; c < nk; c += 4) {
+                float4 kv[4][4];
+                float s[4];
+#pragma unroll
+                for (int jj = 0; jj < 4; jj++) {
+                    const float4* kr = (const float4*) (tile + (c + jj) * d);
+                    float s0 = 0.0f, s1 = 0.0f;
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        kv[jj][i] = lane + 32 * i < d4 ? kr[lane + 32 * i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                        s0 = fmaf(qv[i].x, kv[jj][i].x, s0);
+                        s1 = fmaf(qv[i].y, kv[jj][i].y, s1);
+                        s0 = fmaf(qv[i].z, kv[jj][i].z, s0);
+                        s1 = fmaf(qv[i].w, kv[jj][i].w, s1);
+                    }
+                    s[jj] = s0 + s1;
+                }
+#pragma unroll
+                for (int o = 16; o > 0; o >>= 1) {
+#pragma unroll
+                    for (int jj = 0; jj < 4; jj++) s[jj] += __shfl_xor_sync(0xffffffffu, s[jj], o);
+                }
+                float cm = -ORBIT_INF;
+#pragma unroll
+                for (int jj = 0; jj < 4; jj++) {
+                    s[jj] = c + jj < nk ? s[jj] * scale : -ORBIT_INF;   // rows past the tile's keys are zeros
+                    cm = fmaxf(cm, s[jj]);
+                }
+                if (cm > m) {   // the same in every lane
+                    float corr = expf(m - cm);
+                    l *= corr;
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        acc[i].x *= corr;
+                        acc[i].y *= corr;
+                        acc[i].z *= corr;
+                        acc[i].w *= corr;
+                    }
+                    m = cm;
+                }
+                float p[4];
+#pragma unroll
+                for (int jj = 0; jj < 4; jj++) p[jj] = c + jj < nk ? expf(s[jj] - m) : 0.0f;
+                l += (p[0] + p[1]) + (p[2] + p[3]);
+#pragma unroll
+                for (int jj = 0; jj < 4; jj++) {
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        acc[i].x = fmaf(p[jj], kv[jj][i].x, acc[i].x);
+                        acc[i].y = fmaf(p[jj], kv[jj][i].y, acc[i].y);
+                        acc[i].z = fmaf(p[jj], kv[jj][i].z, acc[i].z);
+                        acc[i].w = fmaf(p[jj], kv[jj][i].w, acc[i].w);
+                    }
+                }
+            }
+        }
+        if (threadIdx.x < SINK_TILE) rows[t & 1][threadIdx.x] = next;
+        __syncthreads();      // tile t's buffer and rows slot free for tile t + 2
+    }
+    if (!active) return;
+    if (splits == 1) {
+        float sink = sinks[h];
+        float mf = fmaxf(m, sink);
+        float cs = expf(m - mf);
+        float inv = cs / (l * cs + expf(sink - mf));
+        float4* o = (float4*) (out + ((i64) b * heads + h) * d);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            if (lane + 32 * i < d4) o[lane + 32 * i] = make_float4(acc[i].x * inv, acc[i].y * inv, acc[i].z * inv, acc[i].w * inv);
+        }
+        return;
+    }
+    i64 part = ((i64) b * heads + h) * splits + split;
+    float4* pa = (float4*) (partAcc + part * d);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        if (lane + 32 * i < d4) pa[lane + 32 * i] = acc[i];
+    }
+    if (lane == 0) {
+        partMl[2 * part] = m;
+        partMl[2 * part + 1] = l;
+    }
+}
+
+// mqa_sink_decode's splits merged, a block a (sequence, head) row r = b * heads + h, thread c its channels 4c .. 4c + 3:
+// partAcc [rows, splits, d] and partMl [rows, splits, {m, l}] the splits' partials; with M the largest of their m and
+// the sink, out = sum_s e^(m_s - M) acc_s / (sum_s e^(m_s - M) l_s + e^(sink_h - M)), the splits added in order. A split
+// with no keys (m = -inf, l = 0, acc = 0) weighs nothing.
+extern "C" __global__ void mqa_sink_decode_merge(const float* partAcc, const float* partMl, const float* sinks, float* out,
+                                                 int heads, int d, int splits) {
+    i64 r = blockIdx.x;
+    int c = threadIdx.x;
+    const float* ml = partMl + r * splits * 2;
+    float sink = sinks[r % heads];
+    float mx = sink;
+    for (int s = 0; s < splits; s++) mx = fmaxf(mx, ml[2 * s]);
+    float sum = 0.0f;
+    for (int s = 0; s < splits; s++) sum += ml[2 * s + 1] * expf(ml[2 * s] - mx);
+    float inv = 1.0f / (sum + expf(sink - mx));
+    int d4 = d / 4;
+    if (c >= d4) return;
+    const float4* a = (const float4*) (partAcc + r * splits * d) + c;
+    float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll 4
+    for (int s = 0; s < splits; s++) {
+        float w = expf(ml[2 * s] - mx);
+        float4 v = a[(i64) s * d4];
+        o.x = fmaf(w, v.x, o.x);
+        o.y = fmaf(w, v.y, o.y);
+        o.z = fmaf(w, v.z, o.z);
+        o.w = fmaf(w, v.w, o.w);
+    }
+    ((float4*) (out + r * d))[c] = make_float4(o.x * inv, o.y * inv, o.z * inv, o.w * inv);
 }
 
 // DeepSeek V4's hyper-connection mixes from their projections (CudaMqaAttention.hyperConnectionMix), a thread a token

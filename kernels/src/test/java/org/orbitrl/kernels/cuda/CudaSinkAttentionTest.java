@@ -7,6 +7,7 @@ import org.orbitrl.kernels.Tensor;
 import java.util.Arrays;
 import java.util.SplittableRandom;
 
+import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -146,6 +147,119 @@ class CudaSinkAttentionTest extends CudaTestBase {
                         dev(q), winDev, dev(k), entDev, bad, dev(sinks), scale, out));
                 assertTrue(e.getMessage().contains("sequence 1 chose entry 3 of 3"), e.getMessage());
             }
+        }
+    }
+
+    /**
+     * The decode attention's keys split over several blocks, each split's partial softmax merged with the sink, against
+     * the same closed form within 2e-5 of the output's scale: f32 products and sums against double, the splits' partial
+     * sums and the merge's rescaling rounding as one block's online softmax does, orders of magnitude below the bound
+     * at these key counts, while one key left out or counted twice, or the sink's share kept, moves some output by far
+     * more than the bound. Cases at V4's width (64 heads of 512): one sequence of 1,713 keys (1,200 window rows, the
+     * new key, 512 chosen of 900 entries; queries three times as wide, so that the running maximum grows across tiles)
+     * and two of 1,104 and 1,504 keys (every entry; the short one's last splits take no keys), each at the default
+     * split count, forced to 1 (one block walks every tile), 3 and 64; one sequence of 9 keys forced to 64 splits (all
+     * but one take none); 32 sequences of 0-130 window rows and 0-400 entries, some chosen (V4's decode batch: one
+     * split by default on an H100), by default and forced to 4; 12 heads of 160 (a half-idle block of heads, channels
+     * not a multiple of 128) forced to 5. The split rule's counts on an H100's 132 multiprocessors, and a split count
+     * out of range refused.
+     */
+    @Test
+    void decodeKeysSplitOverBlocksMatchTheClosedForm() {
+        assertEquals(33, CudaMqaAttention.decodeSplits(1, 64, 1713, 132), "one sequence: 2 blocks an SM");
+        assertEquals(16, CudaMqaAttention.decodeSplits(2, 64, 1504, 132), "two sequences");
+        assertEquals(13, CudaMqaAttention.decodeSplits(2, 64, 387, 132), "two sequences, 32 keys a split at least");
+        assertEquals(1, CudaMqaAttention.decodeSplits(1, 64, 20, 132), "fewer keys than two tiles");
+        assertEquals(1, CudaMqaAttention.decodeSplits(32, 64, 400, 132), "32 sequences: 256 blocks already");
+        SplittableRandom r = rng(7104);
+        String[] forced = {null, "1", "3", "64"};
+        DecodeInputs one = decodeInputs(r, 64, 512, 3f, new int[]{1200}, new int[]{900}, new int[]{512});
+        checkSplitDecode("1 sequence of 1713 keys", one, forced);
+        DecodeInputs two = decodeInputs(r, 64, 512, 1f, new int[]{1100, 3}, new int[]{3, 1500}, new int[]{-1, -1});
+        checkSplitDecode("2 sequences of 1104 and 1504 keys", two, forced);
+        DecodeInputs few = decodeInputs(r, 64, 512, 1f, new int[]{5}, new int[]{10}, new int[]{3});
+        checkSplitDecode("1 sequence of 9 keys", few, new String[]{"64"});
+        int b = 32;
+        int[] windows = new int[b];
+        int[] entries = new int[b];
+        int[] picks = new int[b];
+        for (int i = 0; i < b; i++) {
+            windows[i] = r.nextInt(131);
+            entries[i] = r.nextInt(401);
+            picks[i] = i % 2 == 1 && entries[i] > 0 ? Math.min(entries[i], 256) : -1;
+        }
+        DecodeInputs batch = decodeInputs(r, 64, 512, 1f, windows, entries, picks);
+        checkSplitDecode("32 sequences", batch, new String[]{null, "4"});
+        DecodeInputs narrow = decodeInputs(r, 12, 160, 1f, new int[]{70, 0, 33}, new int[]{40, 90, 0},
+                new int[]{17, -1, -1});
+        checkSplitDecode("3 sequences of 12 heads of 160", narrow, new String[]{"5"});
+        Tensor out = dev(nan(1, 64, 512));
+        withProperty(CudaMqaAttention.DECODE_SPLITS_PROPERTY, "0", () -> {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> gpu.sinkDecodeAttention(
+                    dev(few.q), devAll(few.win), dev(few.k), devAll(few.ent), few.chosen, dev(few.sinks), few.scale, out));
+            assertTrue(e.getMessage().contains(CudaMqaAttention.DECODE_SPLITS_PROPERTY + "=0"), e.getMessage());
+        });
+    }
+
+    /** A decode step's operands on the host: q [B, H, d], k [B, d], sinks [H], each sequence's window, entries, choice. */
+    private record DecodeInputs(Tensor q, Tensor k, Tensor sinks, Tensor[] win, Tensor[] ent, int[][] chosen, float scale) {
+    }
+
+    /**
+     * Seeded operands of a decode step: q uniform in ±qScale, keys and entries in ±1, sinks in ±2; sequence i's window
+     * has windows[i] rows (none: null), its entries entries[i], of which it sees all (picks[i] = -1) or picks[i] chosen
+     * at random, in ascending order.
+     */
+    private static DecodeInputs decodeInputs(SplittableRandom r, int h, int d, float qScale, int[] windows, int[] entries,
+                                             int[] picks) {
+        int b = windows.length;
+        Tensor[] win = new Tensor[b];
+        Tensor[] ent = new Tensor[b];
+        int[][] chosen = new int[b][];
+        for (int i = 0; i < b; i++) {
+            win[i] = windows[i] == 0 ? null : randn(r, 1f, windows[i], d);
+            ent[i] = entries[i] == 0 ? null : randn(r, 1f, entries[i], d);
+            if (picks[i] >= 0) {
+                int[] all = java.util.stream.IntStream.range(0, entries[i]).toArray();
+                for (int j = all.length - 1; j > 0; j--) {
+                    int o = r.nextInt(j + 1);
+                    int x = all[j];
+                    all[j] = all[o];
+                    all[o] = x;
+                }
+                chosen[i] = Arrays.stream(all, 0, picks[i]).sorted().toArray();
+            }
+        }
+        return new DecodeInputs(randn(r, qScale, b, h, d), randn(r, 1f, b, d), randn(r, 2f, h), win, ent, chosen,
+                (float) (1 / Math.sqrt(d)));
+    }
+
+    /** Device copies of the tensors that are there (nulls stay null), freed after the test. */
+    private Tensor[] devAll(Tensor[] host) {
+        Tensor[] t = new Tensor[host.length];
+        for (int i = 0; i < host.length; i++) {
+            t[i] = host[i] == null ? null : dev(host[i]);
+        }
+        return t;
+    }
+
+    /** in's decode attention at each split count (null: the default) against the closed form within 2e-5 of its scale. */
+    private void checkSplitDecode(String what, DecodeInputs in, String[] splitCounts) {
+        int b = in.q.size(0), h = in.q.size(1), d = in.q.size(2);
+        float[] ref = decodeReference(in.q, in.win, in.k, in.ent, in.chosen, in.sinks, in.scale);
+        Tensor q = dev(in.q), k = dev(in.k), sinks = dev(in.sinks);
+        Tensor[] win = devAll(in.win), ent = devAll(in.ent);
+        for (String splits : splitCounts) {
+            Tensor out = dev(nan(b, h, d));
+            Runnable call = () -> assertTrue(gpu.sinkDecodeAttention(q, win, k, ent, in.chosen, sinks, in.scale, out),
+                    "the default kernels take it");
+            if (splits == null) {
+                call.run();
+            } else {
+                withProperty(CudaMqaAttention.DECODE_SPLITS_PROPERTY, splits, call);
+            }
+            assertCloseToScale("sink decode attention, " + what + " of " + h + " heads of " + d + ", "
+                    + (splits == null ? "default splits" : splits + " splits"), ref, gpu.toHost(out).toFloatArray(), 2e-5);
         }
     }
 

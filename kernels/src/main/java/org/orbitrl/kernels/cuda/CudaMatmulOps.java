@@ -122,9 +122,14 @@ final class CudaMatmulOps {
         switch (w.dtype()) {
             case F32 -> {
                 if (narrow() && m <= NARROW_MAX_ROWS && n <= NARROW_MAX_N && k > 0 && k % 4 == 0 && aligned16(x, w)) {
-                    int stride = Math.min(k / 4, CudaMoePairs.LONG_K_PIECES);   // the 16-byte x pieces a row stages
-                    int mt = narrowRows();
-                    ctx.launch2dShared(narrow, (n + 7) / 8, (m + mt - 1) / mt, 256, 16 * mt * stride, x, w, y, m, n, k, mt);
+                    if (NarrowSplitK.takes(k)) {
+                        NarrowSplitK.launch(ctx, narrow, x, w, y, m, n, k);   // a long K in splits
+                    } else {
+                        int stride = Math.min(k / 4, CudaMoePairs.LONG_K_PIECES);   // the 16-byte x pieces a row stages
+                        int mt = narrowRows();
+                        ctx.launch2dShared(narrow, (n + 7) / 8, (m + mt - 1) / mt, 256, 16 * mt * stride, x, w, y, m, n, k, mt,
+                                1, null, null);
+                    }
                 } else {
                     ctx.cublas.gemm(CudaAllocator.address(x), CudaAllocator.address(w), CudaAllocator.address(y), m, n, k, false);
                 }

@@ -21,13 +21,19 @@ final class CudaRowOps {
     private final Kernel rmsnormV4;
     private final Kernel addRmsnormV4;
     /**
-     * Longer rows of a multiple of 4 values up to {@value #V4_ROW_MAX} (a model's hidden size) are normalized with the row
-     * held in registers ({@code rmsnorm_v4_f32}, 256 threads, chosen by the row length alone); {@code -Dorbit.cuda.v4Norm=off}
-     * keeps {@code rmsnorm_f32}.
+     * Longer rows of a multiple of 4 values up to {@value #V4_ROW_MAX} are normalized with the row held in registers
+     * ({@code rmsnorm_v4_f32}, a block of {@link #v4Block} threads a row); {@code -Dorbit.cuda.v4Norm=off} keeps
+     * {@code rmsnorm_f32}.
      */
     private static final boolean V4_NORM = !"off".equals(System.getProperty("orbit.cuda.v4Norm"));
+    /** Threads of a v4 block for a model's hidden size, up to {@code V4_VALUES · V4_BLOCK} = 8192 values. */
     static final int V4_BLOCK = 256;
-    static final int V4_ROW_MAX = 8 * 4 * V4_BLOCK;   // RN_V float4s a thread
+    /** The most threads a v4 block has (RN_MAX_THREADS in norm.cu, the kernels' launch bound). */
+    private static final int V4_MAX_BLOCK = 1024;
+    /** Values a thread of the v4 kernels holds: RN_V float4s. */
+    private static final int V4_VALUES = 8 * 4;
+    /** The longest rows the v4 kernels take (DeepSeek V4's hyper-connection norm is 4 · 4096 wide). */
+    static final int V4_ROW_MAX = V4_VALUES * V4_MAX_BLOCK;
     /**
      * Rows up to this long (a head's q or k) are normalized a warp a row ({@code rmsnorm_warp_f32}, and its backward),
      * longer ones a block a row; chosen by the row length alone, so a row's value never depends on the rows beside it.
@@ -109,9 +115,9 @@ final class CudaRowOps {
             if (h <= WARP_ROW_MAX) {
                 ctx.launch(rmsnormWarp, (rows + WARP_ROWS - 1) / WARP_ROWS, 32 * WARP_ROWS, x, weight,
                         weight.dtype() == DType.BF16 ? 1 : 0, out, h, eps, (long) rows);
-            } else if (V4_NORM && h % 4 == 0 && h <= V4_ROW_MAX) {
+            } else if (v4Block(h) > 0) {
                 boolean vec = CudaAllocator.address(x) % 16 == 0 && CudaAllocator.address(out) % 16 == 0;
-                ctx.launch(rmsnormV4, rows, V4_BLOCK, x, weight, weight.dtype() == DType.BF16 ? 1 : 0, out, h, eps, vec ? 1 : 0);
+                ctx.launch(rmsnormV4, rows, v4Block(h), x, weight, weight.dtype() == DType.BF16 ? 1 : 0, out, h, eps, vec ? 1 : 0);
             } else {
                 ctx.launch(rmsnorm, rows, rowBlock(h), x, weight, weight.dtype() == DType.BF16 ? 1 : 0, out, h, eps);
             }
@@ -134,14 +140,31 @@ final class CudaRowOps {
         int h = a.size(-1);
         checkNormWeight("addRmsNorm", weight, h);
         int rows = CudaContext.rows(a);
-        if (h > WARP_ROW_MAX && V4_NORM && h % 4 == 0 && h <= V4_ROW_MAX && rows > 0) {
+        if (h > WARP_ROW_MAX && v4Block(h) > 0 && rows > 0) {
             boolean vec = aligned16(a) && aligned16(b) && aligned16(sum) && aligned16(out);
-            ctx.launch(addRmsnormV4, rows, V4_BLOCK, a, b, sum, weight, weight.dtype() == DType.BF16 ? 1 : 0, out, h, eps,
+            ctx.launch(addRmsnormV4, rows, v4Block(h), a, b, sum, weight, weight.dtype() == DType.BF16 ? 1 : 0, out, h, eps,
                     vec ? 1 : 0);
         } else {
             binary("add", add, a, b, sum);
             rmsNorm(sum, weight, eps, out);
         }
+    }
+
+    /**
+     * Threads of the v4 kernels' block for rows of h values: the fewest of 256, 512 and 1024 whose registers hold the row
+     * (a model's hidden size at 256; the hyper-connection norm's 16384 at 512), 0 where they take no such row (h not a
+     * multiple of 4, longer than {@value #V4_ROW_MAX}, or {@code -Dorbit.cuda.v4Norm=off}). By h alone: the block sets the
+     * order of a row's sums, which then never depends on the rows beside it.
+     */
+    static int v4Block(int h) {
+        if (!V4_NORM || h % 4 != 0 || h > V4_ROW_MAX) {
+            return 0;
+        }
+        int block = V4_BLOCK;
+        while ((long) V4_VALUES * block < h) {
+            block *= 2;
+        }
+        return block;
     }
 
     /** A norm's weight: f32 or bf16, one value a column of the h-wide rows. */

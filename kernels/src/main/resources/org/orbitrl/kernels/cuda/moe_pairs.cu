@@ -13,7 +13,8 @@
 // moe_routed_dense_a (f32 rows of a long K, few rows: a LoRA's A) and moe_routed_dense_k (short K: a LoRA's B) sum in
 // orders of their own, so a row's bits differ from the others' (none of these runs in exact mode); moe_routed_dense:
 // the grouped form that takes an expert's pairs one at a time (the reference of the others, -Dorbit.cuda.routedPairs=single).
-// narrow_matmul_f32: moe_routed_dense_a's sums for a plain product (a LoRA's A in an attention projection at decode).
+// narrow_matmul_f32: moe_routed_dense_a's sums for a plain product (a LoRA's A in an attention projection at decode), or
+// over a long K narrow.cuh's split form (DeepSeek V4's hyper-connection mix).
 // moe_routed_tc_a/_a2: a LoRA's A over the grouped pairs on tensor cores (three TF32 products; the host's default where
 // K is a multiple of 16).
 
@@ -561,12 +562,19 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
 }
 
 // y [M, N] = x [M, K] . w^T for f32 x and a few f32 rows of w (a LoRA's A over a decode batch, narrow.cuh's narrow_rows):
-// block (row chunk of w along blockIdx.x, mt rows of x along blockIdx.y).
+// block (row chunk of w along blockIdx.x, mt rows of x along blockIdx.y). With splits > 1, narrow_split's form for a
+// long K (blockIdx.x: row chunk and split; part [splits, M, N] its partial sums, tickets a counter per (chunk, row chunk),
+// 0 between launches).
 extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
-    narrow_matmul_f32(const float* x, const float* w, float* y, int M, int N, int K, int mt) {
+    narrow_matmul_f32(const float* x, const float* w, float* y, int M, int N, int K, int mt, int splits, float* part,
+                      int* tickets) {
     pdl_enter();
-    extern __shared__ float4 xa[]; // [mt, min(K / 4, MA_PIECES)]
-    narrow_rows(x, w, y, M, N, K, mt, blockIdx.x, blockIdx.y, xa);
+    extern __shared__ float4 xa[]; // [mt, min(K / 4, MA_PIECES)], with splits [mt, SK_PIECES]
+    if (splits > 1) {
+        narrow_split(x, w, y, M, N, K, mt, splits, part, tickets, xa);
+    } else {
+        narrow_rows(x, w, y, M, N, K, mt, blockIdx.x, blockIdx.y, xa);
+    }
 }
 
 // Up to three such products of the same x in one launch (an attention block's q, k and v LoRA A): narrow3_block's

@@ -131,6 +131,101 @@ __device__ __forceinline__ void narrow_rows(const float* x, const float* w, floa
             xa, rb, [&](int i, int q, float4 v) { xout(m0 + i, q, v); });
 }
 
+// The split-K form of narrow_rows for a long K (DeepSeek V4's hyper-connection mix: y [M, 24] = x [M, 4 * 4096] . w^T),
+// where the row blocks alone are too few blocks to draw on the device's bandwidth (3 at 24 rows of w: 18 us at one row
+// on an H100). Block (rb, split s, chunk of mt x rows), blockIdx.x = rb * splits + s: warp w takes row n = rb * MP_WARPS
+// + w of w over the split's SK_PIECES 16-byte pieces (lane l the pieces l, l + 32, ..., loaded before anything else),
+// the chunk's x slices staged in shared memory; the sum of (x row i, w row n) over the split (its lane's pieces in
+// order, then across the warp) goes to part [splits, M, N]. The block of (chunk, rb) that writes its partials last (a
+// ticket counted per (chunk, rb), re-armed to 0 by that block) adds each output's splits: lane l the splits l, l + 32,
+// ... in order, then across the warp. A value's sums are set by K (the split count) alone, never by M or by which
+// block finishes last: batch-invariant and the same bits every run. Needs mt <= MA_ROWS, blockDim.x = 32 * MP_WARPS,
+// K % 4 == 0, x and the rows of w 16-byte aligned; xa holds [mt, SK_PIECES] pieces.
+#define SK_V 4                                          // 16-byte pieces of a w row a lane holds
+#define SK_PIECES (32 * SK_V)                           // pieces a split takes (512 values: NarrowSplitK.SPLIT_VALUES)
+#define SK_XB (MA_ROWS * SK_PIECES / (32 * MP_WARPS))   // x pieces a thread stages
+
+__device__ __forceinline__ void narrow_split(const float* x, const float* w, float* y, int M, int N, int K, int mt, int splits,
+                                             float* part, int* tickets, float4* xa) {
+    __shared__ int last;
+    int rb = blockIdx.x / splits;
+    int s = blockIdx.x - rb * splits;
+    int m0 = blockIdx.y * mt;
+    int m = min(mt, M - m0);
+    int p0 = s * SK_PIECES;
+    int kl = min(SK_PIECES, (K >> 2) - p0); // pieces of this split
+    int lane = threadIdx.x & 31;
+    int n = rb * MP_WARPS + (threadIdx.x >> 5);
+    bool row = n < N; // warp-uniform
+    const float4* wr = (const float4*) (w + (i64) (row ? n : 0) * K) + p0;
+    float4 wv[SK_V];
+#pragma unroll
+    for (int i = 0; i < SK_V; i++) {
+        int q = lane + 32 * i;
+        wv[i] = row && q < kl ? __ldg(wr + q) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+    float4 v[SK_XB]; // every x load of the thread in flight before any is stored
+#pragma unroll
+    for (int u = 0; u < SK_XB; u++) {
+        int i = threadIdx.x + u * 32 * MP_WARPS;
+        int j = i / SK_PIECES;
+        int q = i - j * SK_PIECES;
+        if (j < m && q < kl) v[u] = __ldg((const float4*) (x + (i64) (m0 + j) * K) + p0 + q);
+    }
+#pragma unroll
+    for (int u = 0; u < SK_XB; u++) {
+        int i = threadIdx.x + u * 32 * MP_WARPS;
+        int j = i / SK_PIECES;
+        if (j < m && i - j * SK_PIECES < kl) xa[i] = v[u];
+    }
+    __syncthreads();
+    if (row) {
+        for (int j = 0; j < m; j++) {
+            const float4* xj = xa + j * SK_PIECES;
+            float d = 0.0f;
+#pragma unroll
+            for (int i = 0; i < SK_V; i++) {
+                int q = lane + 32 * i;
+                if (q < kl) { // slots past kl were not staged
+                    float4 a = xj[q];
+                    d = fmaf(wv[i].x, a.x, d);
+                    d = fmaf(wv[i].y, a.y, d);
+                    d = fmaf(wv[i].z, a.z, d);
+                    d = fmaf(wv[i].w, a.w, d);
+                }
+            }
+            d = warp_sum(d);
+            if (lane == 0) part[((i64) s * M + m0 + j) * N + n] = d;
+        }
+    }
+    int t = blockIdx.y * (gridDim.x / splits) + rb;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(tickets + t, 1) == splits - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    if (row) { // reads past L1 (__ldcg): the other splits' blocks wrote them
+        float d[MA_ROWS];
+#pragma unroll
+        for (int j = 0; j < MA_ROWS; j++) d[j] = 0.0f;
+        for (int sl = lane; sl < splits; sl += 32) {
+#pragma unroll
+            for (int j = 0; j < MA_ROWS; j++) {
+                if (j < m) d[j] += __ldcg(part + ((i64) sl * M + m0 + j) * N + n);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < MA_ROWS; j++) {
+            if (j < m) {
+                float r = warp_sum(d[j]);
+                if (lane == 0) y[(i64) (m0 + j) * N + n] = r;
+            }
+        }
+    }
+    if (threadIdx.x == 0) tickets[t] = 0;
+}
+
 // Block (rb, chunk) of up to three such products of the same x (an attention block's q, k and v LoRA A): y_i = x . w_i^T
 // for the i with n_i > 0, the row blocks of w_0, then w_1's, then w_2's along rb; each the sums of narrow_rows. With xb
 // (n0 > 0), the first row block's blocks also write x rounded to bf16 (round to nearest even) into xb [M, K].

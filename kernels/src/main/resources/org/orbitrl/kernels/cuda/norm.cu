@@ -13,11 +13,15 @@ extern "C" __global__ void rmsnorm_f32(const float* x, const void* w, int wBf16,
     }
 }
 
-// The same for rows of h % 4 == 0 up to RN_V * 4 * blockDim.x values (a model's hidden size): thread t holds the
-// values 4 (t + u blockDim.x) .. + 3 (u < RN_V) in registers, loaded at once (16-byte loads when vec: x and out
-// 16-byte aligned; else one value at a time, the same sums), so a row costs one round trip to memory where
-// rmsnorm_f32 loads a value, adds it and loads the next (then reads the row again). Chosen by h alone.
+// The same for rows of h % 4 == 0 up to RN_V * 4 * blockDim.x values: thread t holds the values 4 (t + u blockDim.x)
+// .. + 3 (u < RN_V) in registers, loaded at once (16-byte loads when vec: x and out 16-byte aligned; else one value at
+// a time, the same sums), so a row costs one round trip to memory where rmsnorm_f32 loads a value, adds it and loads
+// the next (then reads the row again). Blocks of 256 threads take a model's hidden size (up to 8192 values), of 512 and
+// 1024 the longer rows up to 32768 (DeepSeek V4's hyper-connection norm over 4 streams of 4096: 16.5 us a row on an H100
+// through rmsnorm_f32); the block is chosen by h alone (CudaRowOps.v4Block), so a row's sums do not depend on how many
+// rows a call has. 1024 threads bound the kernels to 64 registers a thread (they need about 50).
 #define RN_V 8
+#define RN_MAX_THREADS 1024
 
 // The norm of one row held as rmsnorm_v4_f32 holds it (v, zeros past h / 4), written to yr.
 __device__ __forceinline__ void rn_v4_row(const float4 (&v)[RN_V], const void* w, int wBf16, float* yr, int h, float eps, int vec,
@@ -63,7 +67,8 @@ __device__ __forceinline__ float4 rn_load4(const float* r, int i, int vec) {
     return vec ? ((const float4*) r)[i] : make_float4(r[4 * i], r[4 * i + 1], r[4 * i + 2], r[4 * i + 3]);
 }
 
-extern "C" __global__ void rmsnorm_v4_f32(const float* x, const void* w, int wBf16, float* out, int h, float eps, int vec) {
+extern "C" __global__ void __launch_bounds__(RN_MAX_THREADS)
+    rmsnorm_v4_f32(const float* x, const void* w, int wBf16, float* out, int h, float eps, int vec) {
     pdl_enter();
     __shared__ float sh[32];
     const float* xr = x + (i64) blockIdx.x * h;
@@ -79,8 +84,8 @@ extern "C" __global__ void rmsnorm_v4_f32(const float* x, const void* w, int wBf
 
 // A residual add and the norm of its sum in one launch: sum = a + b (add_f32's values), out = rmsnorm_v4_f32 of sum (its
 // values): a decoder layer's stream after attention and the norm before its MLP. vec: a, b, sum and out 16-byte aligned.
-extern "C" __global__ void add_rmsnorm_v4_f32(const float* a, const float* b, float* sum, const void* w, int wBf16, float* out,
-                                              int h, float eps, int vec) {
+extern "C" __global__ void __launch_bounds__(RN_MAX_THREADS)
+    add_rmsnorm_v4_f32(const float* a, const float* b, float* sum, const void* w, int wBf16, float* out, int h, float eps, int vec) {
     pdl_enter();
     __shared__ float sh[32];
     i64 row = (i64) blockIdx.x * h;

@@ -34,7 +34,7 @@ import java.util.SplittableRandom;
  * and the routed experts (no gradients; the limit counts its tensors). {@code -Dorbit.bench.profile=true}: after the
  * timed steps of each batch, one more step with every backend operation waited for ({@link OpProfiler}) and the calling
  * thread's stack sampled ({@link StackSampler}): where a decode step goes; {@code -Dorbit.bench.sample=true}: four
- * more steps with the stack sampled alone (the waits of unprofiled steps). {@code -Dorbit.bench.exact=true}: the
+ * more steps ({@code -Dorbit.bench.sampleSteps}) with the stack sampled alone (the waits of unprofiled steps). {@code -Dorbit.bench.exact=true}: the
  * backend in exact mode. {@code -Dorbit.bench.fp8=true}: the linears the released checkpoints hold in FP8 (block-128, E8M0
  * scales) are FP8 here too ({@link RandomDeepseekV4}); bf16 otherwise. {@code -Dorbit.bench.profilerRange=true}: the
  * driver's profiler range ({@code cuProfilerStart} / {@code Stop}) around the last timed step of each batch, for
@@ -50,6 +50,8 @@ public final class DeepseekV4DecodeBench {
      * quarter from run to run).
      */
     private static final int WARMUP = Math.max(1, Integer.getInteger("orbit.bench.warmup", 8));
+    /** Steps {@code -Dorbit.bench.sample=true} samples ({@code -Dorbit.bench.sampleSteps}, 4 by default). */
+    private static final int SAMPLED = Math.max(1, Integer.getInteger("orbit.bench.sampleSteps", 4));
 
     private DeepseekV4DecodeBench() {
     }
@@ -124,11 +126,11 @@ public final class DeepseekV4DecodeBench {
                 if (Boolean.getBoolean("orbit.bench.sample")) {   // the host thread of unprofiled steps: where it waits
                     long start = System.nanoTime();
                     String samples = StackSampler.sample(() -> {
-                        for (int i = 0; i < 4; i++) {
+                        for (int i = 0; i < SAMPLED; i++) {
                             step(gpu, model, caches, r);
                         }
                     }, 40);
-                    profiles.add(String.format("batch %d, four steps sampled: %.1f ms%n%s", batch,
+                    profiles.add(String.format("batch %d, %d steps sampled: %.1f ms%n%s", batch, SAMPLED,
                             (System.nanoTime() - start) / 1e6, samples));
                 }
                 if (profile) {
@@ -179,7 +181,7 @@ public final class DeepseekV4DecodeBench {
         List<KvCache> caches = new ArrayList<>();
         SplittableRandom r = new SplittableRandom(batch);
         for (int b = 0; b < batch; b++) {
-            KvCache c = model.newCache(context + WARMUP + STEPS + 8);   // and the sampled and profiled steps
+            KvCache c = model.newCache(context + WARMUP + STEPS + SAMPLED + 4);   // and the sampled and profiled steps
             caches.add(c);
             int[] prompt = r.ints(context, 0, model.vocabSize()).toArray();
             model.backend().allocator().release(model.forwardLast(List.of(new CausalLM.Segment(prompt, c))));

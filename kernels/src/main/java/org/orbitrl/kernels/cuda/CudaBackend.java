@@ -478,7 +478,7 @@ public final class CudaBackend implements Backend {
         matmulOps.matmulF32(x, w, q, y);
     }
 
-    /** Outside exact mode: one launch for every group at decode sizes (see {@code CudaMatmulOps#matmulF32Grouped}). */
+    /** Outside exact mode: one call for every group at decode sizes (see {@code CudaMatmulOps#matmulF32Grouped}). */
     @Override
     public boolean matmulF32Grouped(Tensor x, QuantizedTensor q, int groups, Tensor y) {
         if (exact) {

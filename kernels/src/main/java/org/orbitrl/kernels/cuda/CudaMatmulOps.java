@@ -448,9 +448,9 @@ final class CudaMatmulOps {
 
     /**
      * {@code Backend#matmulF32Grouped} outside exact mode: y [m, G, r] = x [m, G, k] by the G blocks of rows of an FP8 block
-     * weight [G · r, k], each group's rows against its own slice of x, in one launch where {@link #matmulF32} would make G:
-     * at up to {@link #FP8_GEMV_MAX_ROWS} rows {@code gemv_fp8_block} over the whole weight (the same sums as its
-     * per-group products); at up to {@value #SPLIT_X_MAX_ROWS} rows of an E8M0-scaled weight the weight dequantized to
+     * weight [G · r, k], each group's rows against its own slice of x, in one call where {@link #matmulF32} would make G:
+     * at up to {@link #FP8_GEMV_MAX_ROWS} rows one {@code gemv_fp8_block} over the whole weight (at 2 to 4 rows the same
+     * sums as its per-group products, which take that kernel too); at up to {@value #SPLIT_X_MAX_ROWS} rows of an E8M0-scaled weight the weight dequantized to
      * bf16 once (exact) and x split once into bf16 hi and lo ({@link #splitXGemm}'s form), then two strided-batched
      * cuBLAS products over the groups. False, having done nothing, for anything else (another format, more rows, an
      * unaligned x): the caller then multiplies group by group.
@@ -487,10 +487,10 @@ final class CudaMatmulOps {
             long wa = CudaAllocator.address(wb);
             long ya = CudaAllocator.address(y);
             // column-major per group g: y_gᵀ [r, m] (ld G·r) = W_g [r, k] (stored k-major: op T, ld k) · x_gᵀ [k, m] (ld G·k)
-            ctx.cublas.gemmStridedBatchedBf16(true, false, r, m, k, 1f, wa, k, (long) r * k, xa, groups * k, k,
-                    0f, ya, groups * r, r, groups);
-            ctx.cublas.gemmStridedBatchedBf16(true, false, r, m, k, 1f, wa, k, (long) r * k, xa + 2 * mk, groups * k, k,
-                    1f, ya, groups * r, r, groups);
+            ctx.cublas.gemmStridedBatched(true, false, r, m, k, 1f, wa, k, (long) r * k, xa, groups * k, k,
+                    0f, ya, groups * r, r, groups, true);
+            ctx.cublas.gemmStridedBatched(true, false, r, m, k, 1f, wa, k, (long) r * k, xa + 2 * mk, groups * k, k,
+                    1f, ya, groups * r, r, groups, true);
             return true;
         }
         return false;

@@ -21,7 +21,9 @@ import org.orbitrl.kernels.quant.QuantizedTensor;
  * when MT is above 8) and streams each weight byte once per chunk of MT rows. The fused shapes
  * ({@link #fused}) add: gate and up of the same experts in one launch ({@link #launchGateUp}: a block
  * computes 64 rows of both and writes silu(gate)·up in bf16), short K (the down projection) in three
- * blocks an SM, and 16-row chunks in two weight stages where four stages leave room for 8 rows only.
+ * blocks an SM, and 16-row chunks in two weight stages where four stages leave room for 8 rows only. A plain
+ * launch of 8-row chunks at a K whose staged rows leave room for one block of four stages takes two stages and two
+ * blocks an SM ({@link #twoStagesForTwoBlocks}: K 4096, DeepSeek V4's experts).
  */
 final class CudaMoeMma {
     private static final int ROWS_PER_BLOCK = 128; // QM_WARPS * 16
@@ -282,7 +284,6 @@ final class CudaMoeMma {
                 upLo, upB, upScale, rank);
     }
 
-    /** {@code -Dorbit.cuda.moeShortK}: 3 (default), 4 or off ({@link #fused}). */
     /**
      * Whether a plain launch of 8-row chunks takes two weight stages so that two blocks fit an SM, where four stages and
      * the staged x rows of this K leave room for one (K 4096, DeepSeek V4's experts: 8 warps an SM otherwise). Read at
@@ -293,6 +294,7 @@ final class CudaMoeMma {
                 && fits(2, TWO_STAGE_WEIGHT_SHARED, k);
     }
 
+    /** {@code -Dorbit.cuda.moeShortK}: 3 (default), 4 or off ({@link #fused}). */
     private static String shortK() {
         return System.getProperty("orbit.cuda.moeShortK", "3");
     }

@@ -344,7 +344,7 @@ final class CudaMqaAttention {
                 }
             }
         }
-        if (off() || d % 32 != 0 || d > DECODE_MAX_DIM || !f32Contiguous(q, k, sinks, out) || !aligned16(k) || !aligned16(out)) {
+        if (off() || d == 0 || d % 32 != 0 || d > DECODE_MAX_DIM || !f32Contiguous(q, k, sinks, out) || !aligned16(k) || !aligned16(out)) {
             return false;
         }
         for (int i = 0; i < b; i++) {
@@ -409,7 +409,9 @@ final class CudaMqaAttention {
      * sequence's key rows, uploaded by one copy ({@code mqa_sink_decode}): a block a (sequence, 8 heads, key split),
      * {@link #decodeSplits(int, int, int, int)} splits. One split writes out; several write partials [B, H, splits, d] and
      * [B, H, splits, {max, sum}] to scratch, which {@code mqa_sink_decode_merge} combines with the sinks into out. Two
-     * launches at most, no host read: a graph may capture it.
+     * launches at most and no host read, but the table and the split count are made on the host at each call (from the
+     * sequences' rows), so a captured call would replay them as they were. The split count follows the batch and its
+     * longest sequence: a sequence's bits depend on which sequences share its call (exact mode does not take this path).
      */
     void sinkDecode(Tensor q, Tensor[] windows, Tensor k, Tensor[] entries, int[][] chosen, Tensor sinks, float scale,
                     Tensor out) {

@@ -82,7 +82,7 @@ final class CudaOftOps {
         // has batch stride 0.
         int rows = Math.toIntExact(total / in);
         ctx.cublas.gemmStridedBatched(!transposed, false, b, rows, b, 1f, CudaAllocator.address(rotationT), b,
-                stored == 1 ? 0 : (long) b * b, CudaAllocator.address(x), in, b, 0f, CudaAllocator.address(y), in, b, in / b);
+                stored == 1 ? 0 : (long) b * b, CudaAllocator.address(x), in, b, 0f, CudaAllocator.address(y), in, b, in / b, false);
     }
 
     /** One block per stored block, with {@code mats} b×b double matrices and b doubles of work each. */

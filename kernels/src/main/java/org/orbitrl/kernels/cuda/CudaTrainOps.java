@@ -192,7 +192,7 @@ final class CudaTrainOps {
         long ldg = rowStride("blockGradTN g", g);
         // per block, as matmulTN: out_iᵀ [bs, bs] += g_iᵀ [bs, M] · x_i [M, bs] in column-major terms
         ctx.cublas.gemmStridedBatched(false, true, bs, bs, m, 1f, CudaAllocator.address(g), Math.toIntExact(ldg), bs,
-                CudaAllocator.address(x), Math.toIntExact(ldx), bs, 1f, CudaAllocator.address(out), bs, (long) bs * bs, blocks);
+                CudaAllocator.address(x), Math.toIntExact(ldx), bs, 1f, CudaAllocator.address(out), bs, (long) bs * bs, blocks, false);
     }
 
     private static long rowStride(String what, Tensor t) {

@@ -464,7 +464,8 @@ extern "C" __global__ void gemv_bf16(const float* __restrict__ x, const uint4* _
 // cols ≤ FP8_GEMV_ROWS output columns (more: fewer reads of x; fewer: more warps for a narrow weight), each lane 16
 // codes of each (one 16-byte load, inside one 128-column block) at a time against the same 16 values of every row of
 // x (loaded once for the warp's columns), their products summed in f32 and multiplied by the block's scale once; K a
-// multiple of 16, codes and x 16-byte aligned. A lane's loads of two such steps are issued before either is used.
+// multiple of 16, codes and x 16-byte aligned. A lane's weight loads (codes, scales) of two such steps are issued
+// before either step is used.
 // x is never rounded and the weight's values are exact; a row's value is its f32 sums in a fixed order (the lane's
 // steps in order, then the warp's sum: batch-invariant).
 // Grouped (a block-diagonal weight, DeepSeek V4's wo_a): output column n reads the K values of x row m from

@@ -109,41 +109,25 @@ public final class Cublas implements AutoCloseable {
     }
 
     /**
-     * {@code batch} f32 products at fixed strides, each as {@link #gemm(boolean, boolean, int, int, int, float, long,
+     * {@code batch} products at fixed strides, each as {@link #gemm(boolean, boolean, int, int, int, float, long,
      * int, long, int, float, long, int, boolean)} (column-major; strides in elements between consecutive
-     * A, B and C), in one call.
+     * A, B and C), in one call; {@code bf16} selects bf16 A and B, C is always f32, accumulation f32.
      */
     public void gemmStridedBatched(boolean transA, boolean transB, int m, int n, int k, float alpha, long a, int lda, long strideA,
-                                   long b, int ldb, long strideB, float beta, long c, int ldc, long strideC, int batch) {
+                                   long b, int ldb, long strideB, float beta, long c, int ldc, long strideC, int batch,
+                                   boolean bf16) {
         if (Launcher.omitted("cublas")) {
             return;
         }
+        int type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
         alphaBeta.put(0, alpha).put(1, beta);
         int err = cublasGemmStridedBatchedEx(handle, transA ? CUBLAS_OP_T : CUBLAS_OP_N, transB ? CUBLAS_OP_T : CUBLAS_OP_N, m, n,
-                k, alphaBeta, new DevicePointer(a), CUDA_R_32F, lda, strideA, new DevicePointer(b), CUDA_R_32F, ldb, strideB,
+                k, alphaBeta, new DevicePointer(a), type, lda, strideA, new DevicePointer(b), type, ldb, strideB,
                 alphaBeta.getPointer(1), new DevicePointer(c), CUDA_R_32F, ldc, strideC, batch, CUBLAS_COMPUTE_32F,
                 CUBLAS_GEMM_DEFAULT);
         CudaCheck.cublas(err, "cublasGemmStridedBatchedEx", (transA ? "T" : "N") + (transB ? "T" : "N"), "m " + m, "n " + n,
-                "k " + k, "lda " + lda, "ldb " + ldb, "ldc " + ldc, "batch " + batch, "f32 x f32 -> f32");
-    }
-
-    /**
-     * {@link #gemmStridedBatched} over bf16 A and B (f32 C and accumulation): {@code batch} products at fixed strides
-     * (elements between consecutive A, B and C), in one call.
-     */
-    public void gemmStridedBatchedBf16(boolean transA, boolean transB, int m, int n, int k, float alpha, long a, int lda,
-                                       long strideA, long b, int ldb, long strideB, float beta, long c, int ldc, long strideC,
-                                       int batch) {
-        if (Launcher.omitted("cublas")) {
-            return;
-        }
-        alphaBeta.put(0, alpha).put(1, beta);
-        int err = cublasGemmStridedBatchedEx(handle, transA ? CUBLAS_OP_T : CUBLAS_OP_N, transB ? CUBLAS_OP_T : CUBLAS_OP_N, m, n,
-                k, alphaBeta, new DevicePointer(a), CUDA_R_16BF, lda, strideA, new DevicePointer(b), CUDA_R_16BF, ldb, strideB,
-                alphaBeta.getPointer(1), new DevicePointer(c), CUDA_R_32F, ldc, strideC, batch, CUBLAS_COMPUTE_32F,
-                CUBLAS_GEMM_DEFAULT);
-        CudaCheck.cublas(err, "cublasGemmStridedBatchedEx", (transA ? "T" : "N") + (transB ? "T" : "N"), "m " + m, "n " + n,
-                "k " + k, "lda " + lda, "ldb " + ldb, "ldc " + ldc, "batch " + batch, "bf16 x bf16 -> f32");
+                "k " + k, "lda " + lda, "ldb " + ldb, "ldc " + ldc, "batch " + batch,
+                bf16 ? "bf16 x bf16 -> f32" : "f32 x f32 -> f32");
     }
 
     /**

@@ -20,8 +20,8 @@ import org.orbitrl.model.nn.Weight;
  * the call ({@link Backend#matmulF32Grouped}: an FP8 weight at a decode step's rows on the device) takes every group
  * in one instead. The backward runs a group at a time through {@link Backend#matmulTransposedF32}.
  *
- * <p>The weight stays in its stored form (bf16, or FP8 with 128×128 block scales; each group's rows a view of it
- * where the groups start on block rows, else dequantized to f32 once), so the planner's count of it holds.
+ * <p>The weight stays in its stored form (bf16, or FP8 with 128×128 block scales whose groups start on block rows, each
+ * group's rows a view of it), so the planner's count of it holds.
  */
 final class GroupedOutput {
     private final Weight whole;      // [groups·r, in], in the backend's memory

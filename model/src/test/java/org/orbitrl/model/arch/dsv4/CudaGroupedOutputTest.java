@@ -21,8 +21,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * E8M0 block scales in device memory, each head group's 128 rows a view of it: against the closed form over the
  * decoded weight (1e-5 of each output's largest magnitude, as {@link GroupedOutputTest}) at 1, 3, 5, 32 and 300 tokens
  * (the default kernels take every group in one call up to 256 tokens, {@code Backend#matmulF32Grouped}) with the
- * default kernels and in exact mode; in exact mode the rows of 3 tokens equal the same tokens' rows inside a batch of 40 bit for bit (what
- * rollout's recompute needs). Skipped, with the reason, where no CUDA device is present.
+ * default kernels and in exact mode; in exact mode the rows of 3 tokens equal the same tokens' rows inside a batch of
+ * 40 bit for bit (what rollout's recompute needs). Skipped, with the reason, where no CUDA device is present.
  */
 class CudaGroupedOutputTest {
     @RegisterExtension

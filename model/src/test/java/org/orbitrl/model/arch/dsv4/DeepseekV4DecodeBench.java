@@ -34,8 +34,8 @@ import java.util.SplittableRandom;
  * and the routed experts (no gradients; the limit counts its tensors). {@code -Dorbit.bench.profile=true}: after the
  * timed steps of each batch, one more step with every backend operation waited for ({@link OpProfiler}) and the calling
  * thread's stack sampled ({@link StackSampler}): where a decode step goes; {@code -Dorbit.bench.sample=true}: four
- * more steps ({@code -Dorbit.bench.sampleSteps}) with the stack sampled alone (the waits of unprofiled steps). {@code -Dorbit.bench.exact=true}: the
- * backend in exact mode. {@code -Dorbit.bench.fp8=true}: the linears the released checkpoints hold in FP8 (block-128, E8M0
+ * more steps ({@code -Dorbit.bench.sampleSteps}) with the stack sampled alone (the waits of unprofiled steps).
+ * {@code -Dorbit.bench.exact=true}: the backend in exact mode. {@code -Dorbit.bench.fp8=true}: the linears the released checkpoints hold in FP8 (block-128, E8M0
  * scales) are FP8 here too ({@link RandomDeepseekV4}); bf16 otherwise. {@code -Dorbit.bench.profilerRange=true}: the
  * driver's profiler range ({@code cuProfilerStart} / {@code Stop}) around the last timed step of each batch, for
  * {@code ncu --profile-from-start off}.

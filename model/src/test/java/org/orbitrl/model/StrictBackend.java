@@ -130,6 +130,45 @@ public final class StrictBackend implements Backend {
         });
     }
 
+    /**
+     * The grouped form a device backend has for a block-diagonal weight: x, y and the weight's parts must be device
+     * memory and contiguous; each group's rows of the decoded weight against its slice of x, summed in f32 in order.
+     */
+    @Override
+    public boolean matmulF32Grouped(Tensor x, QuantizedTensor q, int groups, Tensor y) {
+        device("matmulF32Grouped", x, y, q.codes(), q.scales(), q.zeros());
+        contiguous("matmulF32Grouped", x, y, q.codes(), q.scales(), q.zeros());
+        int k = Math.toIntExact(q.cols());
+        int r = Math.toIntExact(q.rows() / groups);
+        if (q.rows() % groups != 0 || x.rank() != 3 || x.size(1) != groups || x.size(2) != k || y.rank() != 3
+                || y.size(0) != x.size(0) || y.size(1) != groups || y.size(2) != r) {
+            throw new IllegalArgumentException("matmulF32Grouped: x " + x + " by the " + groups + " groups of " + q + " -> y " + y
+                    + ": expected x [m, " + groups + ", " + k + "] and y [m, " + groups + ", " + r + "]");
+        }
+        on(() -> {
+            Tensor decoded = Tensor.of(new float[Math.toIntExact(q.rows() * k)], q.rows(), k);
+            inner.dequantize(q, decoded);
+            float[] w = decoded.toFloatArray();
+            float[] xv = x.toFloatArray();
+            int m = x.size(0);
+            float[] out = new float[m * groups * r];
+            for (int t = 0; t < m; t++) {
+                for (int g = 0; g < groups; g++) {
+                    for (int j = 0; j < r; j++) {
+                        float acc = 0f;
+                        for (int i = 0; i < k; i++) {
+                            acc += xv[(t * groups + g) * k + i] * w[(g * r + j) * k + i];
+                        }
+                        out[(t * groups + g) * r + j] = acc;
+                    }
+                }
+            }
+            y.copyFrom(Tensor.of(out, y.shape()));
+            return null;
+        });
+        return true;
+    }
+
     @Override
     public void dequantize(QuantizedTensor w, Tensor out) {
         device("dequantize", out, w.codes(), w.scales(), w.zeros());

@@ -53,6 +53,29 @@ class GroupedOutputTest {
         check(new GroupedOutput(w, groups, in, r), cpu, Weight.decoded(w).toFloatArray(), rnd, n, groups, in, r);
     }
 
+    /**
+     * An FP8 weight in device memory on a backend with the grouped form ({@link org.orbitrl.model.StrictBackend}'s, as
+     * the CUDA backend's): every group in one call, its operands device memory and contiguous, against the closed form
+     * at 1 and 5 tokens; the backward, a group at a time, likewise.
+     */
+    @Test
+    void aBackendsGroupedFormTakesEveryGroupInOneCall() {
+        int groups = 2;
+        int in = 160;
+        int r = 128;
+        SplittableRandom rnd = new SplittableRandom(33);
+        QuantizedTensor q = Fp8Block128Ue8m0.INSTANCE.quantize(Tensor.of(random(rnd, groups * r * in), (long) groups * r, in));
+        float[] wv = Weight.decoded(Weight.of(q)).toFloatArray();
+        try (org.orbitrl.model.StrictBackend strict = new org.orbitrl.model.StrictBackend()) {
+            Weight placed = org.orbitrl.model.nn.Placement.weight(strict.allocator(), Weight.of(q));
+            assertTrue(placed instanceof Weight.Quantized pq && strict.allocator().owns(pq.w().codes()), "FP8 in device memory");
+            GroupedOutput p = new GroupedOutput(placed, groups, in, r);
+            for (int n : new int[]{1, 5}) {
+                check(p, strict, wv, rnd, n, groups, in, r);
+            }
+        }
+    }
+
     @Test
     void aShapeThatDoesNotAgreeIsNamed() {
         Tensor w = Tensor.of(new float[6 * 4], 6, 4);

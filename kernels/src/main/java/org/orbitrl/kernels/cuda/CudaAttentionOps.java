@@ -33,6 +33,7 @@ final class CudaAttentionOps {
     /** Tensor-core prefill and backward (default mode only; see {@link CudaMmaAttention}). */
     final CudaMmaAttention mma;
     final CudaMqaAttention mqa;
+    final CudaSinkDecode sinkDecode;
     /** Decode over a latent paged cache (values the keys' leading channels; DeepSeek-V3, Kimi-K2). */
     final CudaLatentDecode latent;
     /** Exact mode's tiled attention (head dims up to 128); wider heads take the per-query kernel. */
@@ -54,6 +55,7 @@ final class CudaAttentionOps {
         this.flash = new CudaFlashAttention(ctx, this::deviceTable);
         this.mma = new CudaMmaAttention(ctx);
         this.mqa = new CudaMqaAttention(ctx, backend);
+        this.sinkDecode = new CudaSinkDecode(ctx);
         this.latent = new CudaLatentDecode(ctx, backend);
         this.exactTiles = new CudaExactAttention(ctx);
     }

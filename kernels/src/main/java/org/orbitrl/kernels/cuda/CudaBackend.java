@@ -794,11 +794,11 @@ public final class CudaBackend implements Backend {
     @Override
     public boolean sinkDecodeAttention(Tensor q, Tensor[] windows, Tensor k, Tensor[] entries, int[][] chosen, Tensor sinks,
                                        float scale, Tensor out) {
-        if (!CudaMqaAttention.fitsSinkDecode(q, windows, k, entries, chosen, sinks, out) || exact) {
+        if (!CudaSinkDecode.fits(q, windows, k, entries, chosen, sinks, out) || exact) {
             return false;
         }
         ctx.device.bind();
-        attentionOps.mqa.sinkDecode(q, windows, k, entries, chosen, sinks, scale, out);
+        attentionOps.sinkDecode.attend(q, windows, k, entries, chosen, sinks, scale, out);
         return true;
     }
 

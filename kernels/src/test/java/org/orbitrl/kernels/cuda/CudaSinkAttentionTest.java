@@ -161,16 +161,11 @@ class CudaSinkAttentionTest extends CudaTestBase {
      * split count, forced to 1 (one block walks every tile), 3 and 64; one sequence of 9 keys forced to 64 splits (all
      * but one take none); 32 sequences of 0-130 window rows and 0-400 entries, some chosen (V4's decode batch: one
      * split by default on an H100), by default and forced to 4; 12 heads of 160 (a half-idle block of heads, channels
-     * not a multiple of 128) forced to 5. The split rule's counts on an H100's 132 multiprocessors, and a split count
-     * out of range refused.
+     * not a multiple of 128) forced to 5. A split count out of range refused (the rule's counts:
+     * {@link SinkDecodeSplitsTest}).
      */
     @Test
     void decodeKeysSplitOverBlocksMatchTheClosedForm() {
-        assertEquals(33, CudaMqaAttention.decodeSplits(1, 64, 1713, 132), "one sequence: 2 blocks an SM");
-        assertEquals(16, CudaMqaAttention.decodeSplits(2, 64, 1504, 132), "two sequences");
-        assertEquals(13, CudaMqaAttention.decodeSplits(2, 64, 387, 132), "two sequences, 32 keys a split at least");
-        assertEquals(1, CudaMqaAttention.decodeSplits(1, 64, 20, 132), "fewer keys than two tiles");
-        assertEquals(1, CudaMqaAttention.decodeSplits(32, 64, 400, 132), "32 sequences: 256 blocks already");
         SplittableRandom r = rng(7104);
         String[] forced = {null, "1", "3", "64"};
         DecodeInputs one = decodeInputs(r, 64, 512, 3f, new int[]{1200}, new int[]{900}, new int[]{512});
@@ -194,10 +189,10 @@ class CudaSinkAttentionTest extends CudaTestBase {
                 new int[]{17, -1, -1});
         checkSplitDecode("3 sequences of 12 heads of 160", narrow, new String[]{"5"});
         Tensor out = dev(nan(1, 64, 512));
-        withProperty(CudaMqaAttention.DECODE_SPLITS_PROPERTY, "0", () -> {
+        withProperty(CudaSinkDecode.DECODE_SPLITS_PROPERTY, "0", () -> {
             IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> gpu.sinkDecodeAttention(
                     dev(few.q), devAll(few.win), dev(few.k), devAll(few.ent), few.chosen, dev(few.sinks), few.scale, out));
-            assertTrue(e.getMessage().contains(CudaMqaAttention.DECODE_SPLITS_PROPERTY + "=0"), e.getMessage());
+            assertTrue(e.getMessage().contains(CudaSinkDecode.DECODE_SPLITS_PROPERTY + "=0"), e.getMessage());
         });
     }
 
@@ -256,7 +251,7 @@ class CudaSinkAttentionTest extends CudaTestBase {
             if (splits == null) {
                 call.run();
             } else {
-                withProperty(CudaMqaAttention.DECODE_SPLITS_PROPERTY, splits, call);
+                withProperty(CudaSinkDecode.DECODE_SPLITS_PROPERTY, splits, call);
             }
             assertCloseToScale("sink decode attention, " + what + " of " + h + " heads of " + d + ", "
                     + (splits == null ? "default splits" : splits + " splits"), ref, gpu.toHost(out).toFloatArray(), 2e-5);

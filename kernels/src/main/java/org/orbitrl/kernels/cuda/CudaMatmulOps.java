@@ -425,11 +425,19 @@ final class CudaMatmulOps {
      */
     private void splitXGemm(Tensor x, Tensor wb, Tensor y, int m, int n, int k) {
         long mk = (long) m * k;
-        Tensor xs = ctx.scratch(CudaContext.Scratch.X_BF16, DType.BF16, 2 * mk);   // hi [m, k], then lo [m, k]
-        ctx.launch(splitBf16, ctx.gridFor(mk, 256), 256, x, xs, xs.slice(0, mk, 2 * mk), mk);
-        long xa = CudaAllocator.address(xs);
+        long xa = splitX(x, mk);
         ctx.cublas.gemm(xa, CudaAllocator.address(wb), CudaAllocator.address(y), m, n, k, true);
         ctx.cublas.gemmAccumulate(xa + 2 * mk, CudaAllocator.address(wb), CudaAllocator.address(y), m, n, k);
+    }
+
+    /**
+     * The n f32 values of x as two bf16 parts ({@code split_bf16_f32}) in the reused buffer: hi = bf16(x) at the
+     * returned address, lo = bf16(x − hi) 2n bytes after it; valid until the buffer's next use.
+     */
+    private long splitX(Tensor x, long n) {
+        Tensor xs = ctx.scratch(CudaContext.Scratch.X_BF16, DType.BF16, 2 * n);   // hi [n], then lo [n]
+        ctx.launch(splitBf16, ctx.gridFor(n, 256), 256, x, xs, xs.slice(0, n, 2 * n), n);
+        return CudaAllocator.address(xs);
     }
 
     /** {@code gemv_fp8_block} over an FP8 block weight (the caller checked {@link #fp8Gemv} and the alignment). */
@@ -481,9 +489,7 @@ final class CudaMatmulOps {
             Tensor wb = ctx.scratch(CudaContext.Scratch.DEQUANT_BF16, DType.BF16, (long) n * k).reshape(n, k);
             dequantizeFp8(q, wb);   // E4M3 values times powers of two: exact in bf16
             long mk = (long) m * groups * k;
-            Tensor xs = ctx.scratch(CudaContext.Scratch.X_BF16, DType.BF16, 2 * mk);   // hi [m, G, k], then lo
-            ctx.launch(splitBf16, ctx.gridFor(mk, 256), 256, x, xs, xs.slice(0, mk, 2 * mk), mk);
-            long xa = CudaAllocator.address(xs);
+            long xa = splitX(x, mk);   // hi [m, G, k], then lo
             long wa = CudaAllocator.address(wb);
             long ya = CudaAllocator.address(y);
             // column-major per group g: y_gᵀ [r, m] (ld G·r) = W_g [r, k] (stored k-major: op T, ld k) · x_gᵀ [k, m] (ld G·k)

@@ -112,12 +112,13 @@ final class CudaRowOps {
         checkNormWeight("rmsNorm", weight, h);
         int rows = CudaContext.rows(x);
         if (rows > 0 && h > 0) {
+            int v4 = v4Block(h);
             if (h <= WARP_ROW_MAX) {
                 ctx.launch(rmsnormWarp, (rows + WARP_ROWS - 1) / WARP_ROWS, 32 * WARP_ROWS, x, weight,
                         weight.dtype() == DType.BF16 ? 1 : 0, out, h, eps, (long) rows);
-            } else if (v4Block(h) > 0) {
+            } else if (v4 > 0) {
                 boolean vec = CudaAllocator.address(x) % 16 == 0 && CudaAllocator.address(out) % 16 == 0;
-                ctx.launch(rmsnormV4, rows, v4Block(h), x, weight, weight.dtype() == DType.BF16 ? 1 : 0, out, h, eps, vec ? 1 : 0);
+                ctx.launch(rmsnormV4, rows, v4, x, weight, weight.dtype() == DType.BF16 ? 1 : 0, out, h, eps, vec ? 1 : 0);
             } else {
                 ctx.launch(rmsnorm, rows, rowBlock(h), x, weight, weight.dtype() == DType.BF16 ? 1 : 0, out, h, eps);
             }
@@ -140,9 +141,10 @@ final class CudaRowOps {
         int h = a.size(-1);
         checkNormWeight("addRmsNorm", weight, h);
         int rows = CudaContext.rows(a);
-        if (h > WARP_ROW_MAX && v4Block(h) > 0 && rows > 0) {
+        int v4 = v4Block(h);
+        if (h > WARP_ROW_MAX && v4 > 0 && rows > 0) {
             boolean vec = aligned16(a) && aligned16(b) && aligned16(sum) && aligned16(out);
-            ctx.launch(addRmsnormV4, rows, v4Block(h), a, b, sum, weight, weight.dtype() == DType.BF16 ? 1 : 0, out, h, eps,
+            ctx.launch(addRmsnormV4, rows, v4, a, b, sum, weight, weight.dtype() == DType.BF16 ? 1 : 0, out, h, eps,
                     vec ? 1 : 0);
         } else {
             binary("add", add, a, b, sum);

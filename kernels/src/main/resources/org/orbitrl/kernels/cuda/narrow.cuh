@@ -34,6 +34,26 @@ struct MaNone {
     __device__ __forceinline__ void operator()(int, int, float4) const {}
 };
 
+// A warp's sum of a row of W and a staged row of x: the lane's V pieces of W (pieces lane, lane + 32, ... of the
+// pass, in wv) times the same pieces of x (xj, staged in shared memory), pieces past kl left out, in order, then across
+// the warp (every lane gets it).
+template <int V>
+__device__ __forceinline__ float narrow_dot(const float4 (&wv)[V], const float4* xj, int kl, int lane) {
+    float d = 0.0f;
+#pragma unroll
+    for (int i = 0; i < V; i++) {
+        int q = lane + 32 * i;
+        if (q < kl) { // slots past kl were not staged
+            float4 a = xj[q];
+            d = fmaf(wv[i].x, a.x, d);
+            d = fmaf(wv[i].y, a.y, d);
+            d = fmaf(wv[i].z, a.z, d);
+            d = fmaf(wv[i].w, a.w, d);
+        }
+    }
+    return warp_sum(d);
+}
+
 template <typename XRow, typename Out, typename XOut>
 __device__ __forceinline__ void ma_rows(const float* w, int N, int K, int count, int mt, XRow xrow, Out out, float4* xa,
                                         int rb, XOut xout) {
@@ -94,20 +114,7 @@ __device__ __forceinline__ void ma_rows(const float* w, int N, int K, int count,
             __syncthreads();
             if (row) {
                 for (int j = 0; j < m; j++) {
-                    const float4* xj = xa + j * stride;
-                    float d = 0.0f;
-#pragma unroll
-                    for (int i = 0; i < MA_V; i++) {
-                        int q = lane + 32 * i;
-                        if (q < kl) { // slots past kl were not staged
-                            float4 a = xj[q];
-                            d = fmaf(wv[i].x, a.x, d);
-                            d = fmaf(wv[i].y, a.y, d);
-                            d = fmaf(wv[i].z, a.z, d);
-                            d = fmaf(wv[i].w, a.w, d);
-                        }
-                    }
-                    d = warp_sum(d);
+                    float d = narrow_dot(wv, xa + j * stride, kl, lane);
                     if (lane == 0) out(c + j, n, k0 > 0, d);
                 }
             }
@@ -181,20 +188,7 @@ __device__ __forceinline__ void narrow_split(const float* x, const float* w, flo
     __syncthreads();
     if (row) {
         for (int j = 0; j < m; j++) {
-            const float4* xj = xa + j * SK_PIECES;
-            float d = 0.0f;
-#pragma unroll
-            for (int i = 0; i < SK_V; i++) {
-                int q = lane + 32 * i;
-                if (q < kl) { // slots past kl were not staged
-                    float4 a = xj[q];
-                    d = fmaf(wv[i].x, a.x, d);
-                    d = fmaf(wv[i].y, a.y, d);
-                    d = fmaf(wv[i].z, a.z, d);
-                    d = fmaf(wv[i].w, a.w, d);
-                }
-            }
-            d = warp_sum(d);
+            float d = narrow_dot(wv, xa + j * SK_PIECES, kl, lane);
             if (lane == 0) part[((i64) s * M + m0 + j) * N + n] = d;
         }
     }

@@ -9,6 +9,20 @@ public interface TensorAllocator {
     /** A zero-filled contiguous tensor. */
     Tensor allocate(MemoryCategory category, DType dtype, long... shape);
 
+    /**
+     * A contiguous tensor whose values are undefined until written: for an output that the next operation on it writes
+     * whole (a backend operation's {@code y = ...}), where zero-filling it would cost a device a launch of its own (and
+     * a captured step a node at every replay). An allocator whose fill costs nothing zero-fills it as {@link #allocate}
+     * does; under {@link #poisonUninitialized} it holds {@link #poison}'s values instead.
+     */
+    default Tensor allocateUninitialized(MemoryCategory category, DType dtype, long... shape) {
+        Tensor t = allocate(category, dtype, shape);
+        if (poisonUninitialized() && hostMemory()) {
+            poison(t);
+        }
+        return t;
+    }
+
     // The four methods below move values between host memory and this allocator's memory. Host
     // allocators keep their defaults (their memory is host memory); a device allocator overrides them.
 
@@ -121,6 +135,15 @@ public interface TensorAllocator {
     /** True when released host tensors are poisoned (system property {@code orbit.poisonReleased}). */
     static boolean poisonReleased() {
         return Boolean.getBoolean("orbit.poisonReleased");
+    }
+
+    /**
+     * True when {@link #allocateUninitialized}'s tensors are filled with {@link #poison}'s values (system property
+     * {@code orbit.poisonUninitialized}; the test JVMs set it), so that an element nothing wrote reaches what reads it as
+     * NaN (an invalid index) instead of a zero that may pass for a value.
+     */
+    static boolean poisonUninitialized() {
+        return Boolean.getBoolean("orbit.poisonUninitialized");
     }
 
     /** True when {@code t} starts at its segment's start and covers all of it (a whole host allocation). */

@@ -44,6 +44,19 @@ public final class StrictAllocator implements TensorAllocator {
         return t;
     }
 
+    /** As a device allocator's: not zero-filled, and poisoned under {@link TensorAllocator#poisonUninitialized}. */
+    @Override
+    public Tensor allocateUninitialized(MemoryCategory category, DType dtype, long... shape) {
+        Tensor t = allocate(category, dtype, shape);
+        if (TensorAllocator.poisonUninitialized()) {
+            backend.on(() -> {
+                TensorAllocator.poison(t);
+                return null;
+            });
+        }
+        return t;
+    }
+
     /** True for tensors of this allocator's memory (views included). */
     public boolean owns(Tensor t) {
         return t.segment().scope().equals(arena.scope());

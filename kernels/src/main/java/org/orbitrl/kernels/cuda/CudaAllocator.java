@@ -21,7 +21,8 @@ import static org.bytedeco.cuda.global.cudart.*;
  * stream, so a free never synchronises the device; {@code cudaMalloc} while the stream is being
  * captured into a graph), never managed memory, accounted by
  * {@link MemoryCategory}: live and peak bytes per category, and the total. Allocations are
- * zero-filled on the owning stream. Memory lives until {@link #free} or {@link #close}, except
+ * zero-filled on the owning stream ({@link #allocateUninitialized}'s are not filled: poisoned under
+ * {@link TensorAllocator#poisonUninitialized}). Memory lives until {@link #free} or {@link #close}, except
  * that allocations of the per-step categories {@link MemoryCategory#ACTIVATIONS} and
  * {@link MemoryCategory#LOGITS} are also released once no tensor refers to their memory any more
  * (the model code drops its temporaries, as on the host): the garbage collector reports them, and
@@ -37,6 +38,15 @@ import static org.bytedeco.cuda.global.cudart.*;
  * requested once the per-step bytes allocated since the last such request and still live exceed a
  * quarter of the device memory that was free when the allocator was made
  * ({@link #collectionThreshold}).
+ *
+ * <p><b>Reuse on the host.</b> A released activation or logits block of up to {@link #REUSE_BLOCK_BYTES}
+ * is kept, {@link #REUSE_BYTES} in all, for the next allocation of its size, which takes it without a
+ * CUDA call: a decode step's few hundred small temporaries each step, where {@code cudaMallocAsync} and
+ * {@code cudaFreeAsync} cost a host thread more than the step's launches. The reuse is ordered on the
+ * stream as the pool's would be (the release is issued after the block's last use there, the reuse
+ * after the release). The pool keeps freed memory anyway (its release threshold is unbounded), so the
+ * device holds no more than before; an allocation that finds the device full hands the kept blocks
+ * back to the pool before it retries.
  *
  * <p><b>Device tensors.</b> A tensor from this allocator is an ordinary {@link Tensor} whose
  * segment spans the device allocation ({@link #deviceSegment}). That segment is never
@@ -58,6 +68,10 @@ import static org.bytedeco.cuda.global.cudart.*;
 public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     /** Allocation granularity (and alignment) in bytes. */
     public static final long ALIGN = 256;
+    /** Released per-step bytes kept for reuse, at most ({@code -Dorbit.cuda.reuseBytes}; 0: none kept). */
+    static final long REUSE_BYTES = Long.getLong("orbit.cuda.reuseBytes", 1L << 30);
+    /** The largest block kept for reuse ({@code -Dorbit.cuda.reuseBlockBytes}). */
+    static final long REUSE_BLOCK_BYTES = Long.getLong("orbit.cuda.reuseBlockBytes", 64L << 20);
 
     // async: from the device's stream-ordered pool (cudaMallocAsync), freed on the stream without a
     // device-wide synchronisation; else cudaMalloc (while the stream is being captured into a graph)
@@ -112,6 +126,9 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     private CaptureMemory capture;                  // the arena a step being captured allocates from, else null
     private final java.util.List<CaptureMemory> arenas = new java.util.ArrayList<>(); // live arenas
     private final java.util.List<Block> retired = new java.util.ArrayList<>(); // freed while captured steps live
+    // released per-step blocks by allocated size: device addresses kept for the next allocation of that size
+    private final java.util.HashMap<Long, java.util.ArrayDeque<Long>> reusable = new java.util.HashMap<>();
+    private long reusableBytes;
     private long liveTotal;
     private long peakTotal;
     private boolean closed;
@@ -228,7 +245,17 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     }
 
     @Override
-    public synchronized Tensor allocate(MemoryCategory category, DType dtype, long... shape) {
+    public Tensor allocate(MemoryCategory category, DType dtype, long... shape) {
+        return allocate(category, dtype, shape, true);
+    }
+
+    /** As {@link #allocate}, without the zero fill (no memset issued): the caller's next operation writes it whole. */
+    @Override
+    public Tensor allocateUninitialized(MemoryCategory category, DType dtype, long... shape) {
+        return allocate(category, dtype, shape, false);
+    }
+
+    private synchronized Tensor allocate(MemoryCategory category, DType dtype, long[] shape, boolean zero) {
         if (closed) {
             throw new IllegalStateException("allocator of " + device + " is closed");
         }
@@ -242,7 +269,7 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         long bytes = Math.max(ALIGN, (Math.multiplyExact(n, dtype.bytes()) + ALIGN - 1) / ALIGN * ALIGN);
         device.bind();
         if (capture != null) {
-            return allocateInArena(category, dtype, shape, n, bytes);
+            return allocateInArena(category, dtype, shape, n, bytes, zero);
         }
         boolean perStep = RELEASED_WHEN_UNREACHABLE.contains(category);
         if (perStep && sinceCollection + bytes > collectionThreshold) {
@@ -252,18 +279,24 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         }
         releaseUnreachable();
         boolean async = !capturing();
-        Pointer p = new Pointer();
-        int err = async ? cudaMallocAsync(p, bytes, stream.handle()) : cudaMalloc(p, bytes);
-        if (err == CUDA_ERROR_MEMORY_ALLOCATION) {
-            cudaGetLastError(); // clear the (non-sticky) error before retrying
-            collectUnreachable();
-            p = new Pointer();
-            err = async ? cudaMallocAsync(p, bytes, stream.handle()) : cudaMalloc(p, bytes);
+        long address = async ? takeReusable(bytes) : 0;
+        if (address == 0) {
+            Pointer p = new Pointer();
+            int err = async ? cudaMallocAsync(p, bytes, stream.handle()) : cudaMalloc(p, bytes);
+            if (err == CUDA_ERROR_MEMORY_ALLOCATION) {
+                cudaGetLastError(); // clear the (non-sticky) error before retrying
+                freeReusable();
+                collectUnreachable();
+                p = new Pointer();
+                err = async ? cudaMallocAsync(p, bytes, stream.handle()) : cudaMalloc(p, bytes);
+            }
+            if (err != 0) {
+                CudaCheck.check(err, "cudaMalloc", category, dtype + Arrays.toString(shape), bytes + " bytes",
+                        liveTotal + " bytes live on " + device);
+            }
+            address = p.address();
         }
-        CudaCheck.check(err, "cudaMalloc", category, dtype + Arrays.toString(shape), bytes + " bytes",
-                liveTotal + " bytes live on " + device);
-        long address = p.address();
-        CudaCheck.check(cudaMemsetAsync(new DevicePointer(address), 0, bytes, stream.handle()), "cudaMemsetAsync", bytes + " bytes");
+        fill(address, bytes, dtype, zero);
         MemorySegment segment = deviceSegment(address, bytes);
         Block block = new Block(address, bytes, Math.multiplyExact(n, dtype.bytes()), category, async,
                 new java.lang.ref.WeakReference<>(segment), generation, null, 0);
@@ -291,7 +324,8 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     }
 
     // an allocation of the step being captured: the next block of its arena's plan, zero-filled by a captured memset
-    private Tensor allocateInArena(MemoryCategory category, DType dtype, long[] shape, long n, long bytes) {
+    // (with zero; else none, or the poison's)
+    private Tensor allocateInArena(MemoryCategory category, DType dtype, long[] shape, long n, long bytes, boolean zero) {
         long off = capture.plan.take(bytes);
         if (off < 0) {
             throw new org.orbitrl.kernels.NotCapturableException("allocation of " + bytes + " bytes (" + category + " " + dtype
@@ -299,11 +333,63 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
                     + " bytes: the step allocated differently while captured than in its measuring run");
         }
         long address = capture.base + off;
-        CudaCheck.check(cudaMemsetAsync(new DevicePointer(address), 0, bytes, stream.handle()), "cudaMemsetAsync", bytes + " bytes");
+        fill(address, bytes, dtype, zero);
         MemorySegment segment = deviceSegment(address, bytes);
         blocks.put(address, new Block(address, bytes, Math.multiplyExact(n, dtype.bytes()), category, false,
                 new java.lang.ref.WeakReference<>(segment), generation, capture, off));
         return Tensor.wrap(segment, dtype, shape);
+    }
+
+    /**
+     * Fills a new allocation on the stream: zeros (zero), else nothing, or under
+     * {@link TensorAllocator#poisonUninitialized} {@link TensorAllocator#poison}'s values (NaN; the most negative
+     * integer), 4, 2 or 1 bytes a word as the dtype's elements.
+     */
+    private void fill(long address, long bytes, DType dtype, boolean zero) {
+        int err;
+        if (zero) {
+            err = cuMemsetD32Async(address, 0, bytes / 4, stream.handle());   // bytes: a multiple of ALIGN
+        } else if (!TensorAllocator.poisonUninitialized()) {
+            return;
+        } else if (dtype.bytes() >= 4) {
+            err = cuMemsetD32Async(address, dtype.isFloatingPoint() ? 0x7fc00000 : 0x80000000, bytes / 4, stream.handle());
+        } else if (dtype.bytes() == 2) {
+            err = cuMemsetD16Async(address, (short) (dtype == DType.F16 ? 0x7e00 : 0x7fc0), bytes / 2, stream.handle());
+        } else {
+            err = cuMemsetD8Async(address, (byte) (dtype.isFloatingPoint() ? 0x7f : 0x80), bytes, stream.handle());
+        }
+        if (err != 0) {
+            CudaCheck.driver(err, zero ? "cuMemsetD32Async (zero fill)" : "cuMemsetAsync (poison fill)", bytes + " bytes", dtype);
+        }
+    }
+
+    /** A kept block of exactly {@code bytes} (allocated size), taken out of the reusable ones; 0 where none is kept. */
+    private long takeReusable(long bytes) {
+        java.util.ArrayDeque<Long> q = reusableBytes == 0 ? null : reusable.get(bytes);
+        if (q == null || q.isEmpty()) {
+            return 0;
+        }
+        reusableBytes -= bytes;
+        return q.pop();
+    }
+
+    /** Hands every kept block back to the pool (on the stream). */
+    private void freeReusable() {
+        for (var e : reusable.entrySet()) {
+            for (long address : e.getValue()) {
+                int err = cudaFreeAsync(new DevicePointer(address), stream.handle());
+                if (err != 0) {
+                    CudaCheck.check(err, "cudaFreeAsync", "kept block", e.getKey() + " bytes");
+                }
+            }
+        }
+        reusable.clear();
+        reusableBytes = 0;
+    }
+
+    /** Blocks kept for reuse, and their bytes: {count, bytes}. */
+    synchronized long[] reusable() {
+        return new long[]{reusable.values().stream().mapToLong(java.util.ArrayDeque::size).sum(), reusableBytes};
     }
 
     /** Starts recording the arena plan of the allocations and releases the thread issues until {@link #endMeasure}. */
@@ -449,7 +535,7 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         if (inCapture()) {
             throw new org.orbitrl.kernels.NotCapturableException("upload of " + host);
         }
-        Tensor dev = allocate(category, host.dtype(), host.shape());
+        Tensor dev = allocate(category, host.dtype(), host.shape(), false);   // the copy writes it whole
         copy(host, dev);
         return dev;
     }
@@ -460,7 +546,7 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         if (inCapture()) {
             throw new org.orbitrl.kernels.NotCapturableException("upload of " + values.length + " floats");
         }
-        Tensor dev = allocate(category, DType.F32, shape);
+        Tensor dev = allocate(category, DType.F32, shape, false);   // the staged copy writes it whole
         if (dev.numel() != values.length) {
             free(dev);
             throw new IllegalArgumentException(values.length + " values do not fill shape " + Arrays.toString(shape));
@@ -745,8 +831,15 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
             deferred.add(b);    // a free inside a capture would become part of the graph
             return;
         }
-        if (b.async) {
-            CudaCheck.check(cudaFreeAsync(new DevicePointer(b.address), stream.handle()), "cudaFreeAsync", b.bytes + " bytes", b.category);
+        if (b.async && !closed && b.bytes <= REUSE_BLOCK_BYTES && reusableBytes + b.bytes <= REUSE_BYTES
+                && RELEASED_WHEN_UNREACHABLE.contains(b.category)) {
+            reusable.computeIfAbsent(b.bytes, k -> new java.util.ArrayDeque<>()).push(b.address);
+            reusableBytes += b.bytes;
+        } else if (b.async) {
+            int err = cudaFreeAsync(new DevicePointer(b.address), stream.handle());
+            if (err != 0) {
+                CudaCheck.check(err, "cudaFreeAsync", b.bytes + " bytes", b.category);
+            }
         } else {
             CudaCheck.check(cudaFree(new DevicePointer(b.address)), "cudaFree", b.bytes + " bytes", b.category);
         }
@@ -874,6 +967,7 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         retired.forEach(this::release);
         retired.clear();
         unreachable.clear();
+        freeReusable();
         stream.synchronize();
         pinned.close();
         pinnedHost.freeAll();

@@ -101,4 +101,62 @@ class CudaAllocatorReleaseTest extends CudaTestBase {
         assertTrue(a.collectionThreshold() > 0 && a.collectionThreshold() <= gpu.device().totalMemory() / 4,
                 "collection threshold " + a.collectionThreshold() + " is a quarter of the free memory at most");
     }
+
+    /**
+     * A released activation is kept on the host for the next allocation of its size, which takes it without a CUDA
+     * call: the same address comes back, zero-filled by {@link CudaAllocator#allocate} (the values written before the
+     * release are gone) and, from {@link CudaAllocator#allocateUninitialized}, poisoned under the test JVMs'
+     * {@code orbit.poisonUninitialized} (NaN for f32, the most negative int for i32); another size, and a released
+     * block of another category (kv cache), are not taken.
+     */
+    @Test
+    void releasedBlocksAreReusedForTheirSizeAndFilledAsAsked() {
+        org.junit.jupiter.api.Assumptions.assumeTrue(CudaAllocator.REUSE_BYTES > 0, "reuse switched off");
+        org.junit.jupiter.api.Assertions.assertTrue(org.orbitrl.kernels.TensorAllocator.poisonUninitialized(),
+                "the device test JVMs run with -Dorbit.poisonUninitialized=true (tools/gpu/run-suite)");
+        CudaAllocator a = gpu.allocator();
+        long act0 = a.liveBytes(MemoryCategory.ACTIVATIONS);
+        Tensor t = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, 3, 1000);   // [3, 1000]: 12032 bytes allocated
+        long address = CudaAllocator.address(t);
+        gpu.copyToDevice(randn(rng(113), 1f, 3, 1000), t);
+        a.release(t);
+        long[] kept = a.reusable();
+        assertTrue(kept[0] >= 1 && kept[1] >= 12032, "the released block is kept: " + java.util.Arrays.toString(kept));
+        Tensor other = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, 5, 1000);   // another size
+        assertTrue(CudaAllocator.address(other) != address, "a block of another size is not taken");
+        Tensor again = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, 1000, 3);   // the same bytes
+        assertEquals(address, CudaAllocator.address(again), "the kept block is taken by the same size");
+        float[] z = gpu.toHost(again).toFloatArray();
+        for (int k = 0; k < z.length; k++) {
+            if (z[k] != 0f) {
+                fail("a reused block from allocate reads " + z[k] + " at " + k + ", expected 0");
+            }
+        }
+        gpu.copyToDevice(randn(rng(114), 1f, 1000, 3), again);
+        a.release(again);
+        Tensor poisoned = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, 3000);
+        assertEquals(address, CudaAllocator.address(poisoned), "the kept block is taken again");
+        float[] p = gpu.toHost(poisoned).toFloatArray();
+        for (int k = 0; k < p.length; k++) {
+            if (!Float.isNaN(p[k])) {
+                fail("an uninitialized f32 element reads " + p[k] + " at " + k + ", expected NaN (poisoned)");
+            }
+        }
+        Tensor ints = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.I32, 37);
+        long[] iv = gpu.toHost(ints).toLongArray();
+        for (int k = 0; k < iv.length; k++) {
+            assertEquals(Integer.MIN_VALUE, iv[k], "uninitialized i32 element " + k);
+        }
+        Tensor kv = a.allocate(MemoryCategory.KV_CACHE, DType.F32, 3, 1000);
+        long[] before = a.reusable();
+        a.free(kv);   // not a per-step category: handed back to the pool, not kept
+        org.junit.jupiter.api.Assertions.assertArrayEquals(before, a.reusable(), "a kv cache block is not kept");
+        Tensor after = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, 3, 1000);
+        assertTrue(CudaAllocator.address(after) != address, "the poisoned block is live, not taken twice");
+        a.release(other);
+        a.release(poisoned);
+        a.release(ints);
+        a.release(after);
+        assertEquals(act0, a.liveBytes(MemoryCategory.ACTIVATIONS), "every activation released; kept blocks are not live");
+    }
 }

@@ -62,7 +62,7 @@ final class ExpertLora {
     /** y [P, out] += s·(x·Aᵀ)·Bᵀ per expert's rows of x [P, in]. */
     void forward(Backend bk, GroupOffsets offsets, Tensor x, Tensor y) {
         TensorAllocator al = bk.allocator();
-        Tensor xa = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, x.size(0), a.rows());   // [P, r]
+        Tensor xa = al.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, x.size(0), a.rows());   // [P, r]
         offsets.matmul(bk, x, a, xa, 0);
         offsets.matmulAccumulate(bk, xa, b, scale, y);
         al.release(xa);
@@ -80,8 +80,8 @@ final class ExpertLora {
     static void forward(Backend bk, GroupOffsets offsets, Tensor x, ExpertLora first, Tensor y1, ExpertLora second, Tensor y2) {
         TensorAllocator al = bk.allocator();
         int p = x.size(0);
-        Tensor xa1 = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, first.a.rows());    // [P, r]
-        Tensor xa2 = al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, second.a.rows());   // [P, r]
+        Tensor xa1 = al.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, p, first.a.rows());    // [P, r]
+        Tensor xa2 = al.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, p, second.a.rows());   // [P, r]
         offsets.matmulShared(bk, x, new ExpertWeights[]{first.a, second.a}, new Tensor[]{xa1, xa2}, 0);
         offsets.matmulAccumulate(bk, xa1, first.b, first.scale, y1);
         offsets.matmulAccumulate(bk, xa2, second.b, second.scale, y2);
@@ -95,7 +95,7 @@ final class ExpertLora {
      * {@link #addPairsB} adds s·xa·B_eᵀ into y, or the backend fuses that term into the projection ({@link #pairTerm}).
      */
     Tensor pairsA(Backend bk, Tensor x, int xDiv, Tensor ids) {
-        Tensor xa = bk.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, ids.numel(), a.rows());   // [P, r]
+        Tensor xa = bk.allocator().allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, ids.numel(), a.rows());   // [P, r]
         bk.moeExpertMatmulPairs(x, xDiv, a, ids, 1f, xa, false);
         return xa;
     }
@@ -106,8 +106,8 @@ final class ExpertLora {
      */
     static Tensor[] pairsA(Backend bk, Tensor x, int xDiv, Tensor ids, ExpertLora first, ExpertLora second) {
         TensorAllocator al = bk.allocator();
-        Tensor[] xa = {al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, ids.numel(), first.a.rows()),
-                al.allocate(MemoryCategory.ACTIVATIONS, DType.F32, ids.numel(), second.a.rows())};
+        Tensor[] xa = {al.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, ids.numel(), first.a.rows()),
+                al.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, ids.numel(), second.a.rows())};
         bk.moeExpertMatmulPairsShared(x, xDiv, new ExpertWeights[]{first.a, second.a}, ids, xa);
         return xa;
     }

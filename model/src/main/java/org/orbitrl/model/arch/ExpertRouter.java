@@ -59,7 +59,7 @@ sealed interface ExpertRouter {
 
     /** Router logits of x [N, hidden]: f32 [N, E], an activation of the caller's. */
     private static Tensor logits(Backend b, Linear router, Tensor x) {
-        Tensor logits = b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, x.size(0), router.out()); // [N, E]
+        Tensor logits = b.allocator().allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, x.size(0), router.out()); // [N, E]
         router.forward(b, x, logits);
         return logits;
     }
@@ -75,9 +75,9 @@ sealed interface ExpertRouter {
             int n = x.size(0);
             Tensor probs = logits(b, linear, x);                                       // [N, E]
             b.softmax(probs);
-            Tensor chosen = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, topK);    // [N, k]
-            Tensor weights = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, topK);   // [N, k]
-            Tensor ids = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, n, topK);       // [N, k]
+            Tensor chosen = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, topK);    // [N, k]
+            Tensor weights = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, topK);   // [N, k]
+            Tensor ids = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.I32, n, topK);       // [N, k]
             b.moeTopk(probs, topK, normTopK, chosen, weights, ids);
             return new Routed(weights, ids, probs, chosen);
         }
@@ -110,8 +110,8 @@ sealed interface ExpertRouter {
                 return null;
             }
             TensorAllocator a = b.allocator();
-            Tensor weights = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, topK);   // [N, k]
-            Tensor ids = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, n, topK);       // [N, k]
+            Tensor weights = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, topK);   // [N, k]
+            Tensor ids = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.I32, n, topK);       // [N, k]
             if (call.run(d.w(), weights, ids)) {
                 return new Routed(weights, ids);
             }
@@ -138,8 +138,8 @@ sealed interface ExpertRouter {
             TensorAllocator a = b.allocator();
             int n = x.size(0);
             Tensor scores = logits(b, linear, x);                                      // [N, E], the scores in place
-            Tensor weights = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, topK);   // [N, k]
-            Tensor ids = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, n, topK);       // [N, k]
+            Tensor weights = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, topK);   // [N, k]
+            Tensor ids = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.I32, n, topK);       // [N, k]
             b.moeSigmoidTopk(scores, bias, nGroup, topkGroup, topK, normTopK, scaling, scores, weights, ids);
             return new Routed(weights, ids, scores);
         }

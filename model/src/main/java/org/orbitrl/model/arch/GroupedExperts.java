@@ -252,13 +252,13 @@ public final class GroupedExperts {
         if (!keepOffsets) {
             a.release(offsetsDev);
         }
-        Tensor xs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, h);      // [P, hidden]
+        Tensor xs = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, p, h);      // [P, hidden]
         b.moeGather(x, order, k, null, xs);
         Tensor g;   // [P, I]; fused: gate_up [P, 2I]
         Tensor u;   // [P, I]; null when fused
         if (fused == null) {
-            g = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);
-            u = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);
+            g = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);
+            u = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);
             offsets.matmulShared(b, xs, new ExpertWeights[]{gate, up}, new Tensor[]{g, u}, chunk);
             ExpertLora gateLora = ExpertLora.of(linears[0]);
             ExpertLora upLora = ExpertLora.of(linears[1]);
@@ -270,13 +270,13 @@ public final class GroupedExperts {
             }
         } else {
             inter = gate.rows() / 2;
-            g = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, 2L * inter);
+            g = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, p, 2L * inter);
             u = null;
             offsets.matmul(b, xs, gate, g, chunk);
             b.moeExpertBias(g, fused.gateUpBias(), offsetsDev);
             adaptersForward(b, linears[0], offsets, xs, g);
         }
-        Tensor act = tape == null && fused == null ? g : a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter); // [P, I]
+        Tensor act = tape == null && fused == null ? g : a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, p, inter); // [P, I]
         activation(b, g, u, act);
         if (tape == null) {
             a.release(xs);
@@ -286,7 +286,7 @@ public final class GroupedExperts {
                 a.release(g);
             }
         }
-        Tensor ys = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, h);      // [P, hidden]
+        Tensor ys = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, p, h);      // [P, hidden]
         offsets.matmul(b, act, down, ys, chunk);
         if (fused != null) {
             b.moeExpertBias(ys, fused.downBias(), offsetsDev);
@@ -391,10 +391,10 @@ public final class GroupedExperts {
             gateA = gateLora == null ? null : gateLora.pairsA(b, x, k, ids);
             upA = upLora == null ? null : upLora.pairsA(b, x, k, ids);
         }
-        Tensor g = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);     // [P, I]: act
+        Tensor g = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);     // [P, I]: act
         if (limit != Float.POSITIVE_INFINITY || !b.moeSwigluPairs(x, k, gate, up, ids, gateA == null ? null : gateLora.pairTerm(gateA),
                 upA == null ? null : upLora.pairTerm(upA), g)) {
-            Tensor u = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter); // [P, I]
+            Tensor u = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, p, inter); // [P, I]
             b.moeExpertMatmulPairs(x, k, gate, ids, 1f, g, false);
             b.moeExpertMatmulPairs(x, k, up, ids, 1f, u, false);
             if (gateA != null) {
@@ -413,7 +413,7 @@ public final class GroupedExperts {
             release(a, downA, g);
             return;
         }
-        Tensor ys = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, x.size(1)); // [P, hidden]
+        Tensor ys = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, p, x.size(1)); // [P, hidden]
         if (downA == null || !b.moeExpertMatmulPairsLora(g, 1, down, ids, downLora.pairTerm(downA), ys)) {
             b.moeExpertMatmulPairs(g, 1, down, ids, 1f, ys, false);
             if (downA != null) {

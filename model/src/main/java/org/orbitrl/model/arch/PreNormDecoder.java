@@ -109,7 +109,7 @@ final class PreNormDecoder<L> {
         // a decode step over paged pools: one cache write and one attention a layer for the whole batch
         PagedDecode decode = tape == null ? PagedDecode.of(a, batch) : null;
         int h = embed.size(1);
-        Tensor x = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);           // [N, hidden] residual stream
+        Tensor x = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, h);           // [N, hidden] residual stream
         Tensor idsDev = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(ids, n));  // i32 [N]
         b.embedding(embed, idsDev, x);
         a.release(idsDev);
@@ -149,7 +149,7 @@ final class PreNormDecoder<L> {
                 s.cache().advance(s.tokens().length);
             }
         }
-        Tensor normed = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden]
+        Tensor normed = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden]
         b.rmsNorm(x, finalNorm, eps, normed);
         emit(hidden, layers, normed);
         if (tape != null) {
@@ -159,11 +159,11 @@ final class PreNormDecoder<L> {
         Tensor headIn = normed;
         if (lastOnly && tape == null && n > batch.size()) {   // the sampled rows alone
             Tensor rows = a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(CausalLM.lastRows(batch), batch.size()));
-            headIn = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, batch.size(), h);   // [segments, hidden]
+            headIn = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, batch.size(), h);   // [segments, hidden]
             b.gatherRows(normed, rows, headIn);
             a.release(rows);
         }
-        Tensor logits = a.allocate(MemoryCategory.LOGITS, DType.F32, headIn.size(0), lmHead.out()); // [rows, vocab]
+        Tensor logits = a.allocateUninitialized(MemoryCategory.LOGITS, DType.F32, headIn.size(0), lmHead.out()); // [rows, vocab]
         lmHead.forward(b, headIn, logits);
         if (headIn != normed) {
             a.release(headIn);
@@ -189,17 +189,17 @@ final class PreNormDecoder<L> {
             TensorAllocator a = backend.allocator();
             int n = positions.size(0);
             int h = embed.size(1);
-            Tensor x = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);           // [N, hidden] residual stream
+            Tensor x = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, h);           // [N, hidden] residual stream
             backend.embedding(embed, ids, x);
             for (int i = 0; i < layers; i++) {
                 Tensor in = x;
                 x = layer.apply(i, x, positions, null, paged, null, false);
                 a.release(in);
             }
-            Tensor normed = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden]
+            Tensor normed = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden]
             backend.rmsNorm(x, finalNorm, eps, normed);
             a.release(x);
-            Tensor logits = a.allocate(MemoryCategory.LOGITS, DType.F32, n, lmHead.out()); // [N, vocab]
+            Tensor logits = a.allocateUninitialized(MemoryCategory.LOGITS, DType.F32, n, lmHead.out()); // [N, vocab]
             lmHead.forward(backend, normed, logits);
             a.release(normed);
             return logits;

@@ -105,9 +105,9 @@ final class Qwen3Attention {
                  Tape tape, PagedDecode decode) {
         TensorAllocator a = b.allocator();
         int n = x.size(0);
-        Tensor qs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) heads * headDim);   // [N, Hq*D]
-        Tensor ks = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) kvHeads * headDim); // [N, Hkv*D]
-        Tensor vs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) kvHeads * headDim); // [N, Hkv*D]
+        Tensor qs = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) heads * headDim);   // [N, Hq*D]
+        Tensor ks = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) kvHeads * headDim); // [N, Hkv*D]
+        Tensor vs = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) kvHeads * headDim); // [N, Hkv*D]
         Linear.forwardShared(b, x, new Linear[]{q, k, v}, new Tensor[]{qs, ks, vs});
         if (decode != null) {   // a decode step (never taped): norms, rope and the cache write in one backend step
             SegmentAttention.decode(b, decode, layer, qs, ks, vs, heads, kvHeads, headDim, qNorm, kNorm, eps, positions, rope,
@@ -119,8 +119,8 @@ final class Qwen3Attention {
         if (tape != null) {
             tape.qRaw = qs;
             tape.kRaw = ks;
-            q3 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) heads * headDim);
-            k3 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) kvHeads * headDim);
+            q3 = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) heads * headDim);
+            k3 = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) kvHeads * headDim);
         }
         b.rmsNorm(qs.reshape((long) n * heads, headDim), qNorm, eps, q3.reshape((long) n * heads, headDim));
         b.rmsNorm(ks.reshape((long) n * kvHeads, headDim), kNorm, eps, k3.reshape((long) n * kvHeads, headDim));
@@ -160,9 +160,9 @@ final class Qwen3Attention {
         Tensor[] ws = {((Weight.Dense) q.weight()).w(), ((Weight.Dense) k.weight()).w(), ((Weight.Dense) v.weight()).w()};
         TensorAllocator a = b.allocator();
         int n = x.size(0);
-        Tensor qs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) heads * headDim);   // [N, Hq*D]
-        Tensor ks = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) kvHeads * headDim); // [N, Hkv*D]
-        Tensor vs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) kvHeads * headDim); // [N, Hkv*D]
+        Tensor qs = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) heads * headDim);   // [N, Hq*D]
+        Tensor ks = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) kvHeads * headDim); // [N, Hkv*D]
+        Tensor vs = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) kvHeads * headDim); // [N, Hkv*D]
         if (!b.rmsNormMatmulShared(x, inputNorm, eps, ws, new Tensor[]{qs, ks, vs})) {
             a.release(qs);
             a.release(ks);

@@ -123,18 +123,18 @@ final class Qwen3Layer {
                 && b.decodesLayers()) {
             DecodeLayer w = decodeWeights(config);
             if (w != null) {   // one sequence's decode token: the whole layer in one backend call where it has one
-                Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [1, hidden]
+                Tensor out = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [1, hidden]
                 if (decode.layer(b, i, w, x, out, positions, s.rope())) {
                     return out;
                 }
                 a.release(out);
             }
         }
-        Tensor delta = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);   // [N, hidden]
+        Tensor delta = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, h);   // [N, hidden]
         Tensor normed1 = null;                                                    // [N, hidden]
         // a decode step (never taped): the input norm folded into q, k and v's products where the backend has that form
         if (decode == null || lt != null || training || !attention.decodeFromInput(b, x, inputNorm, positions, s.rope(), delta, decode)) {
-            normed1 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);
+            normed1 = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, h);
             b.rmsNorm(x, inputNorm, config.rmsEps(), normed1);
             attention.forward(b, normed1, positions, batch, s.rope(), delta, lt == null ? null : lt.attention, decode);
             if (lt == null) {
@@ -144,8 +144,8 @@ final class Qwen3Layer {
         if (s.tensorParallel()) {
             s.parallel().tp().allReduceSum(delta);   // row-parallel o_proj: sum the heads' partial outputs
         }
-        Tensor mid = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);     // [N, hidden]
-        Tensor normed2 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
+        Tensor mid = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, h);     // [N, hidden]
+        Tensor normed2 = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
         if (moe != null && lt == null && !training && !s.expertParallel()) {
             // inference: mid = x + delta, normed2 its norm, and the block's output added into mid in place (as below, one
             // launch fewer; at a decode step the add, the norm and the router one launch where the backend fuses them)
@@ -186,7 +186,7 @@ final class Qwen3Layer {
         if (lt == null) {
             a.release(normed2);
         }
-        Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);     // [N, hidden]
+        Tensor out = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, h);     // [N, hidden]
         b.add(mid, delta, out);
         a.release(delta);
         if (lt == null) {

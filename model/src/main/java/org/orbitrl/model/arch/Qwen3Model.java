@@ -381,7 +381,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
                 emit(hidden, i + 1, x);
             }
         }
-        Tensor normed = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
+        Tensor normed = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
         b.rmsNorm(x, finalNorm, config.rmsEps(), normed);
         emit(hidden, layers.length, normed);
         if (tape != null) {
@@ -395,11 +395,11 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         }
         Tensor headIn = normed;
         if (lastRows != null) {   // the sampled rows alone
-            headIn = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, lastRows.size(0), h);   // [rows, hidden]
+            headIn = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, lastRows.size(0), h);   // [rows, hidden]
             b.gatherRows(normed, lastRows, headIn);
         }
         int rows = headIn.size(0);
-        Tensor logits = a.allocate(MemoryCategory.LOGITS, DType.F32, rows, config.vocab()); // [rows, vocab]
+        Tensor logits = a.allocateUninitialized(MemoryCategory.LOGITS, DType.F32, rows, config.vocab()); // [rows, vocab]
         if (tensorParallel()) {
             Tensor block = a.allocate(MemoryCategory.LOGITS, DType.F32, rows, lmHead.out());  // [rows, vocab/tp]
             lmHead.forward(b, headIn, block);

@@ -75,13 +75,13 @@ final class SegmentAttention {
                        Linear o, Tensor out) {
         TensorAllocator a = b.allocator();
         int n = qs.size(0);
-        Tensor q3 = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, headDim);   // [N, Hq, D]
+        Tensor q3 = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, headDim);   // [N, Hq, D]
         decode.prepare(b, layer, qs.reshape(n, heads, headDim), ks.reshape(n, kvHeads, headDim), vs.reshape(n, kvHeads, headDim),
                 qNorm, kNorm, eps, positions, rope, q3);
         a.release(qs);
         a.release(ks);
         a.release(vs);
-        Tensor attn = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, headDim); // [N, Hq, D]
+        Tensor attn = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, headDim); // [N, Hq, D]
         decode.attend(b, layer, q3, attn, spec);
         a.release(q3);
         o.forward(b, attn.reshape(n, (long) heads * headDim), out);
@@ -103,7 +103,7 @@ final class SegmentAttention {
         int heads = q3.size(1);
         int dv = v3.size(2);
         TensorAllocator a = b.allocator();
-        Tensor attn = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, dv); // [N, Hq, Dv]
+        Tensor attn = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, dv); // [N, Hq, Dv]
         Tensor lse = keepStats && b.keepsAttentionStats() ? a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, heads) : null;
         if (!attend(b, layer, batch, q3, k3, v3, false, spec, attn, lse) && lse != null) {
             a.release(lse);

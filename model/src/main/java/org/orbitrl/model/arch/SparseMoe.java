@@ -153,11 +153,11 @@ final class SparseMoe implements ExpertParallelBlock {
         TensorAllocator a = b.allocator();
         int n = x.size(0);
         int e = experts.length;
-        Tensor logits = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, e); // [N, E]
+        Tensor logits = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, e); // [N, E]
         router.forward(b, x, logits);
         b.softmax(logits);
-        Tensor vals = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, topK);  // [N, k]
-        Tensor idx = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, n, topK);   // [N, k]
+        Tensor vals = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, topK);  // [N, k]
+        Tensor idx = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.I32, n, topK);   // [N, k]
         b.topk(logits, topK, vals, idx);
         // the routing decision is taken on the host: [N, k] values and ids, and the [N, E] probabilities for backward
         float[] chosen = a.toHost(vals).toFloatArray();
@@ -216,7 +216,7 @@ final class SparseMoe implements ExpertParallelBlock {
             return;
         }
         TensorAllocator a = b.allocator();
-        Tensor delta = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, out.shape());   // [N, hidden]
+        Tensor delta = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, out.shape());   // [N, hidden]
         forward(b, x, delta, null, false);
         b.add(out, delta, out);
         a.release(delta);

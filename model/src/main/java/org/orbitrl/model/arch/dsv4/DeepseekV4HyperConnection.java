@@ -71,7 +71,7 @@ final class DeepseekV4HyperConnection {
         int mm = mixes();
         if (b != null && Ops.keepsValues(b) && m.onDevice()) {
             org.orbitrl.kernels.TensorAllocator a = b.allocator();
-            org.orbitrl.kernels.Tensor y = a.allocate(org.orbitrl.kernels.MemoryCategory.ACTIVATIONS,
+            org.orbitrl.kernels.Tensor y = a.allocateUninitialized(org.orbitrl.kernels.MemoryCategory.ACTIVATIONS,
                     org.orbitrl.kernels.DType.F32, n, mm);
             if (b.hyperConnectionMix(m.placed(a, n, mm), Ops.constant(b, base, new long[]{mm}), scale[0], scale[1],
                     scale[2], hc, iters, hcEps, y)) {

@@ -496,7 +496,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         }
         int h = c.hidden();
         int hc = c.hcMult();
-        Tensor emb = backend.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);  // [N, hidden]
+        Tensor emb = backend.allocator().allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, h);  // [N, hidden]
         Tensor idt = backend.allocator().upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(ids, n));
         backend.embedding(embed, idt, emb);
         backend.allocator().release(idt);

@@ -186,16 +186,16 @@ final class DeepseekV4Moe {
         int h = router.in();
         int e = experts.length;
         Tensor xt = x.placed(a, n, h);
-        Tensor lt = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, e);
+        Tensor lt = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, e);
         router.forward(b, xt, lt);
         Tensor fixed = tid2eid == null ? null : a.upload(MemoryCategory.ACTIVATIONS, Tensor.ofInts(hashRows(ids), n, topK));
-        Tensor st = t == null ? lt : a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, e);   // the scores (in place: inference)
-        Tensor idsT = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, n, topK);
-        Tensor wt = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, topK);
+        Tensor st = t == null ? lt : a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, e);   // the scores (in place: inference)
+        Tensor idsT = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.I32, n, topK);
+        Tensor wt = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, topK);
         b.moeScoreTopk(lt, !sigmoid, bias == null ? null : Ops.constant(b, bias, new long[]{e}), fixed, topK, scaling, st, wt,
                 idsT);
         Ops.release(a, fixed);
-        Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);
+        Tensor out = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, h);
         if (t == null) {
             Ops.release(a, forwardOnDevice(b, xt, idsT, wt, out, null, inference));
             Ops.release(a, lt, idsT, wt);
@@ -275,13 +275,13 @@ final class DeepseekV4Moe {
         } else {
             grouped.forward(b, xt, ids, w, out, tape, chunk, false);
         }
-        Tensor g = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, is);
-        Tensor u = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, is);
+        Tensor g = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, is);
+        Tensor u = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, is);
         shared.gate().forward(b, xt, g);
         shared.up().forward(b, xt, u);
-        Tensor act = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, is);
+        Tensor act = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, is);
         b.limitedSwiglu(g, u, limit, act);
-        Tensor ys = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);
+        Tensor ys = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, h);
         shared.down().forward(b, act, ys);
         b.add(out, ys, out);
         a.release(ys);

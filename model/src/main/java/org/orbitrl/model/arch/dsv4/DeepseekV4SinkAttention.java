@@ -128,7 +128,7 @@ final class DeepseekV4SinkAttention {
         Tensor qt = keep ? q.placed(a, tq, heads, d) : Ops.device(a, q.v(), tq, heads, d);
         Tensor kvt = keep ? kv.placed(a, s, d) : Ops.device(a, kv.v(), s, d);
         Tensor st = Ops.device(a, sinks, heads);
-        Tensor out = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, tq, heads, d);
+        Tensor out = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, tq, heads, d);
         for (Block blk : blocks) {
             Tensor kb = blockKeys(b, kvt, s, blk);
             Tensor mb = Ops.device(a, blockMask(mask, s, blk), blk.rows(), blk.keys());

@@ -93,7 +93,7 @@ final class GroupedOutput {
         int g = groups.length;
         boolean keep = Ops.keepsValues(b);
         Tensor x = keep ? o.placed(a, n, g, in) : Ops.device(a, o.v(), n, g, in);   // [N, groups, in]
-        Tensor y = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, g, r);
+        Tensor y = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, g, r);
         Node yn;
         try {
             // a backend's grouped form takes every group in one call (a decode step's rows; it declines what it has none for)
@@ -124,8 +124,8 @@ final class GroupedOutput {
         TensorAllocator a = b.allocator();
         int g = groups.length;
         boolean few = n > 1 && n <= FEW_TOKENS;
-        Tensor xg = n == 1 ? null : a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, few ? (long) g * n : n, in);
-        Tensor yg = n == 1 ? null : a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, few ? (long) g * n : n, r);
+        Tensor xg = n == 1 ? null : a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, few ? (long) g * n : n, in);
+        Tensor yg = n == 1 ? null : a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, few ? (long) g * n : n, r);
         try {
             if (few) {
                 b.copy(x.transpose(0, 1), xg.reshape(g, n, in));

@@ -178,7 +178,7 @@ final class HyperConnectionOps {
      * once the longest has been seen).
      */
     private static Tensor iota(TensorAllocator a, int n) {
-        Tensor t = a.allocate(MemoryCategory.ACTIVATIONS, DType.I32, n);
+        Tensor t = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.I32, n);
         synchronized (IOTAS) {   // the copy too: another thread's longer upload releases this one
             Tensor longest = IOTAS.get(a);
             if (longest == null || longest.numel() < n) {
@@ -203,6 +203,6 @@ final class HyperConnectionOps {
     private static final java.util.Map<TensorAllocator, Tensor> IOTAS = new java.util.WeakHashMap<>();
 
     private static Tensor alloc(TensorAllocator a, long... shape) {
-        return a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, shape);
+        return a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, shape);
     }
 }

@@ -206,7 +206,7 @@ final class Ops {
     }
 
     static Tensor alloc(Backend b, long... shape) {
-        return b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, shape);
+        return b.allocator().allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, shape);
     }
 
     /** y [rows, out] = lin(x [rows, in]). */
@@ -219,7 +219,7 @@ final class Ops {
         int in = lin.in();
         int out = lin.out();
         Tensor xt = x.placed(b.allocator(), rows, in);
-        Tensor yt = b.allocator().allocate(category, DType.F32, rows, out);
+        Tensor yt = b.allocator().allocateUninitialized(category, DType.F32, rows, out);
         lin.forward(b, xt, yt);
         Node y = made(b, yt);
         if (t != null) {

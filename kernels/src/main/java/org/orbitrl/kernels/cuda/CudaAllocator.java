@@ -129,6 +129,7 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     // released per-step blocks by allocated size: device addresses kept for the next allocation of that size
     private final java.util.HashMap<Long, java.util.ArrayDeque<Long>> reusable = new java.util.HashMap<>();
     private long reusableBytes;
+    private long capturedZeroFills;   // zero fills issued into captured steps (a memset node each, run at every replay)
     private long liveTotal;
     private long peakTotal;
     private boolean closed;
@@ -334,6 +335,9 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         }
         long address = capture.base + off;
         fill(address, bytes, dtype, zero);
+        if (zero) {
+            capturedZeroFills++;
+        }
         MemorySegment segment = deviceSegment(address, bytes);
         blocks.put(address, new Block(address, bytes, Math.multiplyExact(n, dtype.bytes()), category, false,
                 new java.lang.ref.WeakReference<>(segment), generation, capture, off));
@@ -385,6 +389,14 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         }
         reusable.clear();
         reusableBytes = 0;
+    }
+
+    /**
+     * Zero fills captured into steps so far: each a memset node that every replay of its step runs (a decode step's
+     * allocations take {@link #allocateUninitialized} where their first operation writes them whole).
+     */
+    public synchronized long capturedZeroFills() {
+        return capturedZeroFills;
     }
 
     /** Blocks kept for reuse, and their bytes: {count, bytes}. */

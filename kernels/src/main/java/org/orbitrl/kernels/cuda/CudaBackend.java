@@ -218,7 +218,7 @@ public final class CudaBackend implements Backend {
 
     /** A device copy of {@code host}, contiguous, accounted under {@code category}. */
     public Tensor toDevice(Tensor host, MemoryCategory category) {
-        Tensor dev = ctx.allocator.allocate(category, host.dtype(), host.shape());
+        Tensor dev = ctx.allocator.allocateUninitialized(category, host.dtype(), host.shape());   // the copy writes it whole
         copyToDevice(host, dev);
         return dev;
     }
@@ -1060,7 +1060,7 @@ public final class CudaBackend implements Backend {
             return;
         }
         // quantized experts scaled or added into y: the plain product into a temporary, then the axpy
-        Tensor tmp = ctx.allocator.allocate(MemoryCategory.ACTIVATIONS, DType.F32, y.shape());
+        Tensor tmp = ctx.allocator.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, y.shape());
         try {
             moePairs.matmul(x, xDiv, experts, ids, 1f, tmp, false);
             if (accumulate) {

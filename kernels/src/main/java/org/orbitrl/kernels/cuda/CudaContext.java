@@ -120,7 +120,7 @@ final class CudaContext implements AutoCloseable {
      */
     Tensor scratch(Scratch which, DType dtype, long elements) {
         if (allocator.stepScoped()) {
-            return allocator.allocate(MemoryCategory.ACTIVATIONS, dtype, Math.max(elements, 1024)).slice(0, 0, elements);
+            return allocator.allocateUninitialized(MemoryCategory.ACTIVATIONS, dtype, Math.max(elements, 1024)).slice(0, 0, elements);
         }
         Tensor t = scratch.get(which);
         if (t == null || t.numel() < elements) {
@@ -128,7 +128,7 @@ final class CudaContext implements AutoCloseable {
                 allocator.freeUncaptured(t);   // captured steps have scratch of their own
             }
             MemoryCategory c = which == Scratch.DEQUANT_BF16 ? MemoryCategory.DEQUANT_BUFFERS : MemoryCategory.ACTIVATIONS;
-            t = allocator.allocate(c, dtype, Math.max(elements, 1024));
+            t = allocator.allocateUninitialized(c, dtype, Math.max(elements, 1024));
             scratch.put(which, t);
         }
         return t.slice(0, 0, elements);

@@ -60,7 +60,7 @@ final class DeviceTable {
             if (device != null) {
                 ctx.allocator.free(device);
             }
-            device = ctx.allocator.allocate(MemoryCategory.ACTIVATIONS, DType.I64, Math.max(words, 1024));
+            device = ctx.allocator.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.I64, Math.max(words, 1024));
         }
         long dst = CudaAllocator.address(device);
         CudaCheck.check(cudaMemcpyAsync(new DevicePointer(dst), new DevicePointer(h.address()), 8 * words, cudaMemcpyHostToDevice,
@@ -69,7 +69,7 @@ final class DeviceTable {
     }
 
     private long uploadInStep(MemorySegment h, long words) {
-        Tensor t = ctx.allocator.allocate(MemoryCategory.ACTIVATIONS, DType.I64, Math.max(words, 1));
+        Tensor t = ctx.allocator.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.I64, Math.max(words, 1));
         MemorySegment src = Arena.ofAuto().allocate(8 * Math.max(words, 1), 16);
         MemorySegment.copy(h, 0, src, 0, 8 * words);
         ctx.allocator.holdForCapture(src);

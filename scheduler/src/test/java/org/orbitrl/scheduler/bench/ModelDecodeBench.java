@@ -352,7 +352,11 @@ public final class ModelDecodeBench {
         gpu.dependentLaunches(KernelLibrary.dependentLaunchesAsked(System.getProperty(KernelLibrary.DEPENDENT_LAUNCH_PROPERTY)));
         String omit = System.getProperty("orbit.bench.omit", "");
         if (omit.isEmpty()) {
-            return gpu.captureStep(step::run);
+            long fills = gpu.allocator().capturedZeroFills();
+            CapturedStep s = gpu.captureStep(step::run);
+            System.out.printf("batch %d: %d zero fills captured into the step%n", step.batch(),
+                    gpu.allocator().capturedZeroFills() - fills);
+            return s;
         }
         long wholeOutput;
         try (CapturedStep whole = gpu.captureStep(step::run)) {

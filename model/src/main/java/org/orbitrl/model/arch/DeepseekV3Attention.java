@@ -138,6 +138,11 @@ final class DeepseekV3Attention {
         return a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, shape);
     }
 
+    /** An f32 activation its first operation writes whole: no zero fill ({@link TensorAllocator#allocateUninitialized}). */
+    private static Tensor written(TensorAllocator a, long... shape) {
+        return a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, shape);
+    }
+
     /**
      * x [N, hidden] (normed input) -> out [N, hidden]. Segments without a cache attend to their own
      * tokens' entries (training); segments with one append their entries to it and attend over the
@@ -157,38 +162,38 @@ final class DeepseekV3Attention {
                  Tensor out, Tape tape) {
         TensorAllocator a = b.allocator();
         int n = x.size(0);
-        Tensor qs = alloc(a, n, (long) heads * qk);                       // [N, H*qk]
+        Tensor qs = written(a, n, (long) heads * qk);                       // [N, H*qk]
         Tensor qa = null;
         Tensor qan = null;
         if (q != null) {
             q.forward(b, x, qs);
         } else {
-            qa = alloc(a, n, qA.out());                                   // [N, qLora]
+            qa = written(a, n, qA.out());                                   // [N, qLora]
             qA.forward(b, x, qa);
-            qan = alloc(a, n, qA.out());                                  // [N, qLora]
+            qan = written(a, n, qA.out());                                  // [N, qLora]
             b.rmsNorm(qa, qANorm, eps, qan);
             qB.forward(b, qan, qs);
         }
         Tensor q3 = qs.reshape(n, heads, qk);
         b.rope(q3.slice(2, nope, qk), positions, rope);
-        Tensor kva = alloc(a, n, r + rot);                                 // [N, R+rope]
+        Tensor kva = written(a, n, r + rot);                                 // [N, R+rope]
         kvA.forward(b, x, kva);
-        Tensor latent = alloc(a, n, r);                                    // [N, R]
+        Tensor latent = written(a, n, r);                                    // [N, R]
         b.copy(kva.slice(1, 0, r), latent);
-        Tensor latentN = alloc(a, n, r);                                   // [N, R]
+        Tensor latentN = written(a, n, r);                                   // [N, R]
         b.rmsNorm(latent, kvANorm, eps, latentN);
-        Tensor kRot = alloc(a, n, 1, rot);                                 // [N, 1, rope]
+        Tensor kRot = written(a, n, 1, rot);                                 // [N, 1, rope]
         b.copy(kva.slice(1, r, r + rot), kRot.reshape(n, rot));
         b.rope(kRot, positions, rope);
 
         int w = r + rot;
-        Tensor entry = alloc(a, n, 1, w);                                  // [N, 1, R+rope] what a cache keeps
+        Tensor entry = written(a, n, 1, w);                                  // [N, 1, R+rope] what a cache keeps
         b.copy(latentN, entry.select(1, 0).slice(1, 0, r));
         b.copy(kRot.select(1, 0), entry.select(1, 0).slice(1, r, w));
         Linear.AdapterHook.LowRank lora = lowRankKvB();                  // an enabled LoRA on kv_b: its terms, unmerged
         Tensor kvbW = lora != null ? baseWeight(b) : absorbWeight(b);     // [H*(nope+v), R]
         boolean ownsKvbW = lora == null && adaptedKvB();                   // the adapted layer's image, made here
-        Tensor qLat = alloc(a, n, heads, w);                               // [N, H, R+rope]
+        Tensor qLat = written(a, n, heads, w);                               // [N, H, R+rope]
         // key rows absorbed: qLat_h = qNope_h · W_kb_h, every head's in a few grouped calls
         if (lora != null) {
             headProducts.timesKeyBlockLowRank(b, q3.slice(2, 0, nope), kvbW, lora, qLat.slice(2, 0, r));
@@ -196,14 +201,14 @@ final class DeepseekV3Attention {
             headProducts.timesBlock(b, q3.slice(2, 0, nope), kvbW, MlaHeadProducts.Block.KEY, qLat.slice(2, 0, r));
         }
         b.copy(q3.slice(2, nope, qk), qLat.slice(2, r, w));
-        Tensor outLat = alloc(a, n, heads, r);                             // [N, H, R]
+        Tensor outLat = written(a, n, heads, r);                             // [N, H, R]
         if (decode != null) {
             decode.write(b, layer, entry.reshape(n, w), null);
             decode.attend(b, layer, qLat, outLat, spec);
         } else {
             SegmentAttention.attend(b, layer, batch, qLat, entry, entry.slice(2, 0, r), true, spec, outLat);
         }
-        Tensor attn = alloc(a, n, heads, vd);                              // [N, H, v]
+        Tensor attn = written(a, n, heads, vd);                              // [N, H, v]
         // value rows: attn_h = outLat_h · W_vb_hᵀ
         if (lora != null) {
             headProducts.timesValueBlockTLowRank(b, outLat, kvbW, lora, attn);

@@ -196,7 +196,7 @@ final class DeepseekV3Moe implements ExpertParallelBlock {
         if (ep != null) {
             Tensor base = null;   // [N, hidden] the shared experts' output, where each token's sum starts
             if (shared != null) {
-                base = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, x.shape());
+                base = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, x.shape());
                 DenseMlp.Tape st = tape == null ? null : new DenseMlp.Tape();
                 shared.forward(b, x, base, st);
                 if (tape != null) {

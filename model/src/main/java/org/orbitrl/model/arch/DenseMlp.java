@@ -141,11 +141,11 @@ public final class DenseMlp {
     void forward(Backend b, Tensor x, Tensor out, Tape tape, Weight[] dense) {
         TensorAllocator a = b.allocator();
         int n = x.size(0);
-        Tensor g = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, gate.out()); // [N, I]
-        Tensor u = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, up.out());   // [N, I]
+        Tensor g = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, gate.out()); // [N, I]
+        Tensor u = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, up.out());   // [N, I]
         gate.forwardWith(dense == null ? gate.weight() : dense[0], b, x, g);
         up.forwardWith(dense == null ? up.weight() : dense[1], b, x, u);
-        Tensor act = tape == null ? g : a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, gate.out());
+        Tensor act = tape == null ? g : a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, gate.out());
         b.swiglu(g, u, act);
         if (tape == null) {
             a.release(u);

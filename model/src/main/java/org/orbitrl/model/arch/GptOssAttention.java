@@ -80,9 +80,9 @@ final class GptOssAttention {
                  Tape tape, PagedDecode decode) {
         TensorAllocator a = b.allocator();
         int n = x.size(0);
-        Tensor qs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) heads * headDim);   // [N, Hq*D]
-        Tensor ks = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) kvHeads * headDim); // [N, Hkv*D]
-        Tensor vs = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) kvHeads * headDim); // [N, Hkv*D]
+        Tensor qs = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) heads * headDim);   // [N, Hq*D]
+        Tensor ks = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) kvHeads * headDim); // [N, Hkv*D]
+        Tensor vs = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) kvHeads * headDim); // [N, Hkv*D]
         Linear.forwardShared(b, x, new Linear[]{q, k, v}, new Tensor[]{qs, ks, vs});
         if (decode != null && tape == null) {   // no head norms: rope and the cache write, then the batch's attention
             SegmentAttention.decode(b, decode, layer, qs, ks, vs, heads, kvHeads, headDim, null, null, 0f, positions, rope, spec,

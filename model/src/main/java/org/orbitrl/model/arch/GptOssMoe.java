@@ -128,7 +128,7 @@ final class GptOssMoe {
     Routing route(Backend b, Tensor x) {
         int n = x.size(0);
         int e = experts();
-        Tensor logits = b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, e); // [N, E]
+        Tensor logits = b.allocator().allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, e); // [N, E]
         router.forward(b, x, logits);
         float[] lg = b.allocator().toHost(logits).toFloatArray(); // device->host: the routing decision
         int[] expert = new int[n * topK];

@@ -153,7 +153,7 @@ final class GroupedMoe {
         int inter = down.cols();
         ExpertRouter.Routed r = router.routeDecode(b, x);
         Tensor ids = r.ids();
-        Tensor gu = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, 2L * inter);   // [P, 2I]
+        Tensor gu = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, p, 2L * inter);   // [P, 2I]
         b.moeExpertMatmulPairs(x, k, gate, ids, 1f, gu, false);
         ExpertLora guLora = ExpertLora.of(grouped.projections(0));
         if (guLora != null) {
@@ -162,10 +162,10 @@ final class GroupedMoe {
             a.release(guA);
         }
         b.moeExpertBiasPairs(gu, f.gateUpBias(), ids);
-        Tensor act = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);       // [P, I]
+        Tensor act = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, p, inter);       // [P, I]
         b.clampedSwiglu(gu, f.alpha(), f.limit(), act);
         a.release(gu);
-        Tensor ys = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, p, x.size(1));   // [P, hidden]
+        Tensor ys = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, p, x.size(1));   // [P, hidden]
         b.moeExpertMatmulPairs(act, 1, down, ids, 1f, ys, false);
         ExpertLora downLora = ExpertLora.of(grouped.projections(2));
         if (downLora != null) {

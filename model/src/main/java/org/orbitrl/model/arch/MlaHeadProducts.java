@@ -73,9 +73,9 @@ final class MlaHeadProducts {
         for (int t0 = 0; t0 < n; t0 += chunk) {
             int c = Math.min(chunk, n - t0);
             Tensor x = src.slice(0, t0, t0 + c);
-            Tensor keys = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, c, heads, r);    // [C, H, R]
+            Tensor keys = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, c, heads, r);    // [C, H, R]
             timesBlock(b, x, kvbW, Block.KEY, keys);
-            Tensor xb = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, c, heads, rank);  // [C, H, rank] = x_h · B_h
+            Tensor xb = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, c, heads, rank);  // [C, H, rank] = x_h · B_h
             terms.timesBlock(b, x, lora.b(), Block.KEY, xb);
             b.matmulTransposedAxpy(xb.reshape((long) c * heads, rank), lora.a(), lora.scale(),
                     keys.reshape((long) c * heads, r));                                      // += s · xb · A
@@ -99,9 +99,9 @@ final class MlaHeadProducts {
         int chunk = tokenChunk(n, Math.max(r, vd));
         for (int t0 = 0; t0 < n; t0 += chunk) {
             int c = Math.min(chunk, n - t0);
-            Tensor xa = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, (long) c * heads, rank);   // [C·H, rank]
+            Tensor xa = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, (long) c * heads, rank);   // [C·H, rank]
             b.matmul(src.slice(0, t0, t0 + c).reshape((long) c * heads, r), lora.a(), xa);
-            Tensor term = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, c, heads, vd);          // [C, H, v]
+            Tensor term = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, c, heads, vd);          // [C, H, v]
             terms.timesBlockT(b, xa.reshape(c, heads, rank), lora.b(), Block.VALUE, term);
             a.release(xa);
             b.axpy(lora.scale(), term, dst.slice(0, t0, t0 + c));
@@ -124,7 +124,7 @@ final class MlaHeadProducts {
         for (int h0 = 0; h0 < heads; h0 += group) {
             int g = Math.min(group, heads - h0);
             Tensor xs = headMajor(b, src, h0, g);                                              // [G·N, in]
-            Tensor ys = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, (long) g * n, out);  // [G·N, out]
+            Tensor ys = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, (long) g * n, out);  // [G·N, out]
             ExpertWeights w = weights(kvbW, which, h0, g);
             if (transposed) {
                 b.moeExpertMatmulTransposed(xs, w, offsets(g, n), ys, 0);
@@ -174,7 +174,7 @@ final class MlaHeadProducts {
     private static Tensor headMajor(Backend b, Tensor src, int h0, int g) {
         int n = src.size(0);
         int d = src.size(2);
-        Tensor t = b.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, (long) g * n, d);   // [G·N, d]
+        Tensor t = b.allocator().allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, (long) g * n, d);   // [G·N, d]
         b.copy(src.slice(1, h0, h0 + g).transpose(0, 1), t.reshape(g, n, d));
         return t;
     }

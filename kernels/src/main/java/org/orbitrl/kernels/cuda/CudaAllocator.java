@@ -126,9 +126,8 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     private CaptureMemory capture;                  // the arena a step being captured allocates from, else null
     private final java.util.List<CaptureMemory> arenas = new java.util.ArrayList<>(); // live arenas
     private final java.util.List<Block> retired = new java.util.ArrayList<>(); // freed while captured steps live
-    // released per-step blocks by allocated size: device addresses kept for the next allocation of that size
-    private final java.util.HashMap<Long, java.util.ArrayDeque<Long>> reusable = new java.util.HashMap<>();
-    private long reusableBytes;
+    // released per-step blocks: device addresses kept for the next allocation of their size
+    private final ReusableBlocks reusable = new ReusableBlocks(REUSE_BYTES, REUSE_BLOCK_BYTES);
     private long capturedZeroFills;   // zero fills issued into captured steps (a memset node each, run at every replay)
     private long liveTotal;
     private long peakTotal;
@@ -280,7 +279,7 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         }
         releaseUnreachable();
         boolean async = !capturing();
-        long address = async ? takeReusable(bytes) : 0;
+        long address = async ? reusable.take(bytes) : 0;
         if (address == 0) {
             Pointer p = new Pointer();
             int err = async ? cudaMallocAsync(p, bytes, stream.handle()) : cudaMalloc(p, bytes);
@@ -367,28 +366,14 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         }
     }
 
-    /** A kept block of exactly {@code bytes} (allocated size), taken out of the reusable ones; 0 where none is kept. */
-    private long takeReusable(long bytes) {
-        java.util.ArrayDeque<Long> q = reusableBytes == 0 ? null : reusable.get(bytes);
-        if (q == null || q.isEmpty()) {
-            return 0;
-        }
-        reusableBytes -= bytes;
-        return q.pop();
-    }
-
     /** Hands every kept block back to the pool (on the stream). */
     private void freeReusable() {
-        for (var e : reusable.entrySet()) {
-            for (long address : e.getValue()) {
-                int err = cudaFreeAsync(new DevicePointer(address), stream.handle());
-                if (err != 0) {
-                    CudaCheck.check(err, "cudaFreeAsync", "kept block", e.getKey() + " bytes");
-                }
+        reusable.drain(address -> {
+            int err = cudaFreeAsync(new DevicePointer(address), stream.handle());
+            if (err != 0) {
+                CudaCheck.check(err, "cudaFreeAsync", "a kept block at 0x" + Long.toHexString(address));
             }
-        }
-        reusable.clear();
-        reusableBytes = 0;
+        });
     }
 
     /**
@@ -401,7 +386,7 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
 
     /** Blocks kept for reuse, and their bytes: {count, bytes}. */
     synchronized long[] reusable() {
-        return new long[]{reusable.values().stream().mapToLong(java.util.ArrayDeque::size).sum(), reusableBytes};
+        return new long[]{reusable.count(), reusable.bytes()};
     }
 
     /** Starts recording the arena plan of the allocations and releases the thread issues until {@link #endMeasure}. */
@@ -843,16 +828,14 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
             deferred.add(b);    // a free inside a capture would become part of the graph
             return;
         }
-        if (b.async && !closed && b.bytes <= REUSE_BLOCK_BYTES && reusableBytes + b.bytes <= REUSE_BYTES
-                && RELEASED_WHEN_UNREACHABLE.contains(b.category)) {
-            reusable.computeIfAbsent(b.bytes, k -> new java.util.ArrayDeque<>()).push(b.address);
-            reusableBytes += b.bytes;
-        } else if (b.async) {
+        // a per-step block is kept for the next allocation of its size where the caps allow (accounted as freed below)
+        boolean kept = b.async && !closed && RELEASED_WHEN_UNREACHABLE.contains(b.category) && reusable.keep(b.address, b.bytes);
+        if (!kept && b.async) {
             int err = cudaFreeAsync(new DevicePointer(b.address), stream.handle());
             if (err != 0) {
                 CudaCheck.check(err, "cudaFreeAsync", b.bytes + " bytes", b.category);
             }
-        } else {
+        } else if (!kept) {
             CudaCheck.check(cudaFree(new DevicePointer(b.address)), "cudaFree", b.bytes + " bytes", b.category);
         }
         live.get(b.category)[0] -= b.bytes;

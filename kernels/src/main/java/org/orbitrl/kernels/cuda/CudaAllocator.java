@@ -44,9 +44,10 @@ import static org.bytedeco.cuda.global.cudart.*;
  * CUDA call: a decode step's few hundred small temporaries each step, where {@code cudaMallocAsync} and
  * {@code cudaFreeAsync} cost a host thread more than the step's launches. The reuse is ordered on the
  * stream as the pool's would be (the release is issued after the block's last use there, the reuse
- * after the release). The pool keeps freed memory anyway (its release threshold is unbounded), so the
- * device holds no more than before; an allocation that finds the device full hands the kept blocks
- * back to the pool before it retries.
+ * after the release). The pool keeps freed memory anyway (its release threshold is unbounded), but a
+ * kept block serves only its own size and only this allocator (each backend on a device has its own):
+ * hence the caps, and {@link #keptBytes} beside the live bytes. An allocation that finds the device
+ * full hands this allocator's kept blocks back to the pool before it retries.
  *
  * <p><b>Device tensors.</b> A tensor from this allocator is an ordinary {@link Tensor} whose
  * segment spans the device allocation ({@link #deviceSegment}). That segment is never
@@ -69,7 +70,7 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     /** Allocation granularity (and alignment) in bytes. */
     public static final long ALIGN = 256;
     /** Released per-step bytes kept for reuse, at most ({@code -Dorbit.cuda.reuseBytes}; 0: none kept). */
-    static final long REUSE_BYTES = Long.getLong("orbit.cuda.reuseBytes", 1L << 30);
+    static final long REUSE_BYTES = Long.getLong("orbit.cuda.reuseBytes", 256L << 20);
     /** The largest block kept for reuse ({@code -Dorbit.cuda.reuseBlockBytes}). */
     static final long REUSE_BLOCK_BYTES = Long.getLong("orbit.cuda.reuseBlockBytes", 64L << 20);
 
@@ -285,8 +286,10 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
             int err = async ? cudaMallocAsync(p, bytes, stream.handle()) : cudaMalloc(p, bytes);
             if (err == CUDA_ERROR_MEMORY_ALLOCATION) {
                 cudaGetLastError(); // clear the (non-sticky) error before retrying
-                freeReusable();
                 collectUnreachable();
+                if (async) {
+                    freeReusable();   // after the collection: the blocks it released were kept too
+                }
                 p = new Pointer();
                 err = async ? cudaMallocAsync(p, bytes, stream.handle()) : cudaMalloc(p, bytes);
             }
@@ -382,6 +385,11 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
      */
     public synchronized long capturedZeroFills() {
         return capturedZeroFills;
+    }
+
+    /** Bytes of released blocks kept for reuse (not live; still the device's, as the pool's retained memory is). */
+    public synchronized long keptBytes() {
+        return reusable.bytes();
     }
 
     /** Blocks kept for reuse, and their bytes: {count, bytes}. */

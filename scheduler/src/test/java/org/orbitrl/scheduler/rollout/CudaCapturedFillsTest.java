@@ -30,7 +30,7 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
  * INT4 experts, a bf16 paged cache, no adapter) is written whole by its first operation, so none asks for a memset node,
  * which each replay would run (on an H100 they were about a sixth of Qwen3-30B-A3B's one-sequence step). At one
  * sequence and at two padded to six rows; each step's replay equals the same step run eagerly, bit for bit, over four
- * steps. Under the device test JVMs' {@code orbit.poisonUninitialized} the allocations start as NaN, so a value read
+ * steps, and the real rows' logits are finite. Under the device test JVMs' {@code orbit.poisonUninitialized} the allocations start as NaN, so a value read
  * before it is written shows in the logits. Skipped where no CUDA device is present.
  */
 class CudaCapturedFillsTest {
@@ -84,6 +84,12 @@ class CudaCapturedFillsTest {
                         }
                         float[] replayed = host(captured.replay());
                         step.finish(segs);
+                        for (int i = 0; i < shape[0] * vocabOf(eager, shape[1]); i++) {   // the real rows: no poison reached them
+                            if (!Float.isFinite(eager[i])) {
+                                throw new AssertionError(shape[1] + " rows, step " + s + ": logit " + i + " of the eager run is "
+                                        + eager[i]);
+                            }
+                        }
                         assertArrayEquals(eager, replayed, shape[1] + " rows, step " + s + ": the replay's logits against the eager run's");
                     }
                 } finally {
@@ -104,6 +110,11 @@ class CudaCapturedFillsTest {
         }
         gpu.allocator().release(model.forward(List.of(new CausalLM.Segment(prompt, s))));
         return s;
+    }
+
+    /** Columns of logits [rows, vocab] held flat. */
+    private static int vocabOf(float[] logits, int rows) {
+        return logits.length / rows;
     }
 
     private static float[] host(Tensor logits) {

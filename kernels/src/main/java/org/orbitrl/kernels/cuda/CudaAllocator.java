@@ -819,6 +819,10 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
             throw new IllegalArgumentException("free: " + t + " at 0x" + Long.toHexString(address(t))
                     + " is not an allocation of " + device);
         }
+        if (b.owner().get() != t.segment()) {   // released or freed before, its address since given to another allocation
+            throw new IllegalArgumentException("free: " + t + " at 0x" + Long.toHexString(address(t))
+                    + " was released or freed already; the address now holds another allocation of " + device);
+        }
         if (b.arena() != null) {
             throw new IllegalArgumentException("free: " + t + " is arena memory of a captured step (freed with the step)");
         }

@@ -126,6 +126,9 @@ class CudaAllocatorReleaseTest extends CudaTestBase {
         assertTrue(CudaAllocator.address(other) != address, "a block of another size is not taken");
         Tensor again = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, 1000, 3);   // the same bytes
         assertEquals(address, CudaAllocator.address(again), "the kept block is taken by the same size");
+        Tensor stale = t;
+        org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class, () -> a.free(stale),
+                "a free through the released handle must not free the allocation now at its address");
         float[] z = gpu.toHost(again).toFloatArray();
         for (int k = 0; k < z.length; k++) {
             if (z[k] != 0f) {

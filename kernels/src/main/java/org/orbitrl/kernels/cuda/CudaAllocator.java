@@ -73,6 +73,8 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
     static final long REUSE_BYTES = Long.getLong("orbit.cuda.reuseBytes", 256L << 20);
     /** The largest block kept for reuse ({@code -Dorbit.cuda.reuseBlockBytes}). */
     static final long REUSE_BLOCK_BYTES = Long.getLong("orbit.cuda.reuseBlockBytes", 64L << 20);
+    /** {@link TensorAllocator#poisonUninitialized}, read once: not a property lookup an allocation. */
+    private static final boolean POISON = TensorAllocator.poisonUninitialized();
 
     // async: from the device's stream-ordered pool (cudaMallocAsync), freed on the stream without a
     // device-wide synchronisation; else cudaMalloc (while the stream is being captured into a graph)
@@ -355,7 +357,7 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         int err;
         if (zero) {
             err = cuMemsetD32Async(address, 0, bytes / 4, stream.handle());   // bytes: a multiple of ALIGN
-        } else if (!TensorAllocator.poisonUninitialized()) {
+        } else if (!POISON) {
             return;
         } else if (dtype.bytes() >= 4) {
             err = cuMemsetD32Async(address, dtype.isFloatingPoint() ? 0x7fc00000 : 0x80000000, bytes / 4, stream.handle());

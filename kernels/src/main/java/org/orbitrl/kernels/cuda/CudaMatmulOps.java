@@ -213,7 +213,8 @@ final class CudaMatmulOps {
 
     /**
      * {@link org.orbitrl.kernels.Backend#rmsNormMatmulShared}: {@code ys[i] = rmsnorm(x) · ws[i]ᵀ} in one {@code
-     * bgemv_norm_lr_m1} launch for {@value CudaQgemv#NORM_SHARED_MAX_ROWS} row of x and one to three bf16 weights
+     * bgemv_norm_scale_m1} launch ({@code bgemv_norm_lr_m1} under {@code -Dorbit.cuda.normFold=stage}) for {@value
+     * CudaQgemv#NORM_SHARED_MAX_ROWS} row of x and one to three bf16 weights
      * (K a multiple of 8, the normed rows within a block's shared memory, x and the weights 16-byte aligned), the norm
      * weight f32 or bf16 [K]; {@code -Dorbit.cuda.normShared=off} (read at each call) declines. False, with nothing
      * written, for any other call; throws where the shapes do not agree.

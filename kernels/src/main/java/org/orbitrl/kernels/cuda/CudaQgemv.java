@@ -34,6 +34,7 @@ final class CudaQgemv {
     private final Map<Integer, Kernel> bf16LowRank = new HashMap<>();
     private final Map<Integer, Kernel> bf16LowRankA = new HashMap<>();
     private final Map<Integer, Kernel> bf16NormShared = new HashMap<>();
+    private final Kernel bf16NormScale;
 
     CudaQgemv(CudaContext ctx) {
         this.ctx = ctx;
@@ -53,6 +54,25 @@ final class CudaQgemv {
                 bf16NormShared.put(mt, ctx.kernel("bgemv", "bgemv_norm_lr_m" + mt));
             }
         }
+        bf16NormScale = ctx.kernel("bgemv", "bgemv_norm_scale_m1");
+    }
+
+    /**
+     * {@code -Dorbit.cuda.normFold=scale|stage} (read at each call): how {@link #launchBf16NormShared} folds the norm into
+     * one row's products. {@code scale} (the default): {@code bgemv_norm_scale_m1}, which multiplies the weights with
+     * {@code nw ⊙ x} as it reads x and scales each total by {@code 1 / sqrt(mean(x²) + eps)}, its blocks' weight loads
+     * waiting for nothing; {@code stage}: {@code bgemv_norm_lr_m1}, every block staging the normed row in shared memory
+     * first (the same values to rounding).
+     */
+    static final String NORM_FOLD_PROPERTY = "orbit.cuda.normFold";
+
+    private static boolean normScaled() {
+        String v = System.getProperty(NORM_FOLD_PROPERTY, "scale");
+        return switch (v) {
+            case "scale" -> true;
+            case "stage" -> false;
+            default -> throw new IllegalArgumentException("-D" + NORM_FOLD_PROPERTY + "=" + v + ": expected scale or stage");
+        };
     }
 
     /**
@@ -72,6 +92,14 @@ final class CudaQgemv {
     void launchBf16NormShared(Tensor x, int m, int k, Tensor normWeight, float eps, long[] w, long[] y, int[] n) {
         int mt = chunkFor(m);
         int warps = warpsFor(k / 8, bf16KLanes(mt));
+        if (m == 1 && normScaled()) {
+            long blocks = lowRankBlocks(1, n);
+            if (blocks > 0) {
+                ctx.launch(bf16NormScale, blocks, 32 * warps, x, k, normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0, eps,
+                        w[0], y[0], n[0], w[1], y[1], n[1], w[2], y[2], n[2]);
+            }
+            return;
+        }
         Object[] lr = lowRankArgs(x, m, k, w, y, n, new long[3], new long[3], new float[3], new int[3], 0);
         Object[] args = new Object[lr.length + 3];
         args[0] = x;

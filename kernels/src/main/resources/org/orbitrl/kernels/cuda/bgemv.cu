@@ -377,3 +377,124 @@ BG_NORM_KERNEL(4)
         bg_lr_block<MT>(xs, M, K, BG_LR_PASS(0), BG_LR_PASS(1), BG_LR_PASS(2), blockIdx.x, nullptr, 0);                \
     }
 BG_NORM_LR_KERNEL(1) // one row: at 8 rows each block's 64 KiB of staged rows cost more than the norm's own launch
+
+// bgemv_norm_lr_m1's products with the norm's scale applied to the totals: y_i[n] = inv * sum over k of w_i[n, k] *
+// (nw[k] * x[k]), inv = 1 / sqrt(mean(x^2) + eps), where bgemv_norm_lr_m1 multiplies the staged row nw * (x * inv).
+// Nothing is staged: a lane multiplies its weights with nw * x as it reads x (through L1, as bgemv reads x), and the
+// lanes of row lane 0, which between them read each x value once, sum its squares beside; the block adds those up with
+// the rows' sums. A block's weight loads so wait for nothing, where staging the normed row first took the x and nw
+// round trips and a block reduction. The same products to rounding (the scale moves from each term to the total).
+template <int KQ, int R, int U>
+__device__ __forceinline__ void bgemv_ns1(const float* __restrict__ x, const void* nw, int nwBf16, float eps,
+                                          const uint4* __restrict__ w, float* y, int N, int K, int blk) {
+    constexpr int RL = 32 / KQ; // row lanes of a warp
+    constexpr int RB = RL * R;  // rows of the block
+    __shared__ float red[BG_WARPS][RB];
+    __shared__ float rss[BG_WARPS];
+    int G = K / 8;
+    int lane = threadIdx.x & 31;
+    int warp = threadIdx.x >> 5;
+    int W = blockDim.x >> 5;
+    int rl = lane % RL;
+    int kq = lane / RL;
+    int row0 = blk * RB;
+    i64 grow[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        int n = row0 + rl + RL * r;
+        grow[r] = n < N ? n : N - 1;
+    }
+    int S = W * KQ;
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[r] = 0.0f;
+    float ss = 0.0f;
+    for (int g = warp * KQ + kq; g < G; g += U * S) {
+        uint4 q[U][R];
+#pragma unroll
+        for (int u = 0; u < U; u++)
+#pragma unroll
+            for (int r = 0; r < R; r++)
+                if (u == 0 || g + u * S < G) q[u][r] = w[grow[r] * G + g + u * S];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            if (u == 0 || g + u * S < G) {
+                int k = (g + u * S) * 8;
+                const float4* xp = (const float4*) (x + k);
+                float4 x0 = xp[0];
+                float4 x1 = xp[1];
+                float a[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+                float nv[8];
+                if (nwBf16) {
+                    uint4 nb = *(const uint4*) ((const u16*) nw + k);
+                    u32 words[4] = {nb.x, nb.y, nb.z, nb.w};
+#pragma unroll
+                    for (int j = 0; j < 4; j++) {
+                        nv[2 * j] = __uint_as_float(words[j] << 16);
+                        nv[2 * j + 1] = __uint_as_float(words[j] & 0xffff0000u);
+                    }
+                } else {
+                    const float4* np = (const float4*) ((const float*) nw + k);
+                    float4 n0 = np[0];
+                    float4 n1 = np[1];
+                    nv[0] = n0.x, nv[1] = n0.y, nv[2] = n0.z, nv[3] = n0.w;
+                    nv[4] = n1.x, nv[5] = n1.y, nv[6] = n1.z, nv[7] = n1.w;
+                }
+                if (rl == 0) {
+#pragma unroll
+                    for (int i = 0; i < 8; i++) ss = fmaf(a[i], a[i], ss);
+                }
+#pragma unroll
+                for (int i = 0; i < 8; i++) a[i] *= nv[i];
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    u32 words[4] = {q[u][r].x, q[u][r].y, q[u][r].z, q[u][r].w};
+                    float d = acc[r];
+#pragma unroll
+                    for (int j = 0; j < 4; j++) {
+                        d = fmaf(__uint_as_float(words[j] << 16), a[2 * j], d);
+                        d = fmaf(__uint_as_float(words[j] & 0xffff0000u), a[2 * j + 1], d);
+                    }
+                    acc[r] = d;
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        float v = acc[r];
+#pragma unroll
+        for (int o = RL; o < 32; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (kq == 0) red[warp][rl + RL * r] = v;
+    }
+    ss = warp_sum(ss);
+    if (lane == 0) rss[warp] = ss;
+    __syncthreads();
+    float tot = 0.0f;
+    for (int ww = 0; ww < W; ww++) tot += rss[ww];
+    float inv = 1.0f / sqrtf(tot / (float) K + eps);
+    for (int i = threadIdx.x; i < RB; i += blockDim.x) {
+        float v = 0.0f;
+        for (int ww = 0; ww < W; ww++) v += red[ww][i];
+        if (row0 + i < N) y[row0 + i] = v * inv;
+    }
+}
+
+// Up to three products of the normed row (an attention block's q, k and v at a one-token decode step), bgemv_ns1's sums:
+// the row blocks of w0, then w1's, then w2's along blockIdx.x (n_i 0: none). No dynamic shared memory.
+extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_1)
+    bgemv_norm_scale_m1(const float* x, int K, const void* nw, int nwBf16, float eps, const uint4* w0, float* y0, int n0,
+                        const uint4* w1, float* y1, int n1, const uint4* w2, float* y2, int n2) {
+    pdl_enter();
+    constexpr int RB = 32 / BG_KQ_1 * BG_R_1;
+    int nb0 = (n0 + RB - 1) / RB;
+    int nb1 = (n1 + RB - 1) / RB;
+    int rb = blockIdx.x;
+    if (rb < nb0) {
+        bgemv_ns1<BG_KQ_1, BG_R_1, BG_U_1>(x, nw, nwBf16, eps, w0, y0, n0, K, rb);
+    } else if (rb < nb0 + nb1) {
+        bgemv_ns1<BG_KQ_1, BG_R_1, BG_U_1>(x, nw, nwBf16, eps, w1, y1, n1, K, rb - nb0);
+    } else {
+        bgemv_ns1<BG_KQ_1, BG_R_1, BG_U_1>(x, nw, nwBf16, eps, w2, y2, n2, K, rb - nb0 - nb1);
+    }
+}

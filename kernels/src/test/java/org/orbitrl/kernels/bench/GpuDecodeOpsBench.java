@@ -23,7 +23,7 @@ import java.util.SplittableRandom;
  *   <li>fused dequantize-GEMV ({@code gemvQuantized}) for INT4 g32 sym/asym, MXFP4, NVFP4 at model
  *       shapes, M = 1, 8, 16, f32 and bf16 x; dense bf16 GEMV ({@code matmul}) incl. a 151936-row
  *       lm_head: effective GB/s (weights + x + y) from CUDA-graph replays rotating over more weight
- *       copies than fit in L2;</li>
+ *       copies than fit in L2 (and, at one row, the same product over one weight the L2 keeps);</li>
  *   <li>one Qwen3-30B-A3B MoE layer (128 INT4 experts, top-8) at 1, 8, 64, 256 tokens: device
  *       routing + grouped gate/up/down + SwiGLU, against the bytes of the distinct experts (above one
  *       token also with the tensor-core path off: the fused GEMV);</li>
@@ -38,9 +38,13 @@ import java.util.SplittableRandom;
  *       ({@code -Dorbit.cuda.pagedMla=off}, each sequence's keys gathered and attended to in turn, timed eagerly);</li>
  *   <li>{@code lowrank}: an attention block's projections with their LoRA terms at 32 and 64 rows, fused
  *       ({@code matmulLowRank}) against the unfused steps.</li>
+ *   <li>{@code qkv}: a one-token decode step's attention products at Qwen3-30B-A3B's widths (q 4096, k and v 512 rows
+ *       over 2048; o 2048 over 4096), in the forms a step may take them: q, k and v with the input norm folded in
+ *       ({@code rmsNormMatmulShared}), the three after a separate norm ({@code matmulShared}), one stacked 5120-row
+ *       product, and o, each over weight copies rotated past L2 and over one copy the L2 keeps.</li>
  * </ul>
  * Usage: {@code GpuDecodeOpsBench [OUT_DIR [PARTS]]}, PARTS a comma list of {@code gemv}, {@code moe},
- * {@code attention}, {@code splits}, {@code lowrank}, {@code latent} ({@code gemv,moe,attention} by default); prints a table and
+ * {@code attention}, {@code splits}, {@code lowrank}, {@code qkv}, {@code latent} ({@code gemv,moe,attention} by default); prints a table and
  * writes {@code decode-ops.md}.
  */
 public final class GpuDecodeOpsBench {
@@ -67,6 +71,9 @@ public final class GpuDecodeOpsBench {
             }
             if (parts.contains("lowrank")) {
                 lowRank(gpu, copy);
+            }
+            if (parts.contains("qkv")) {
+                attentionProducts(gpu, copy);
             }
             if (parts.contains("splits")) {
                 pagedSplits(gpu, copy);
@@ -98,6 +105,69 @@ public final class GpuDecodeOpsBench {
             v[i] = (float) ((r.nextDouble() * 2 - 1) * 0.05);
         }
         return QuantFormats.byName(format).quantize(Tensor.of(v, n, k));
+    }
+
+    private static void attentionProducts(CudaBackend gpu, double copy) {
+        SplittableRandom r = new SplittableRandom(19);
+        int h = 2048;
+        int[] rows = {4096, 512, 512};
+        Tensor x = f32(gpu, r, DType.F32, 1, h);
+        Tensor nw = f32(gpu, r, DType.BF16, 1, h).reshape(h);
+        Tensor xo = f32(gpu, r, DType.F32, 1, 4096);
+        long qkvBytes = 5120L * h * 2;
+        int copies = (int) Math.max(2, (512L << 20) / qkvBytes);
+        Tensor[][] ws = new Tensor[copies][3];
+        Tensor[] stacked = new Tensor[copies];
+        Tensor[] os = new Tensor[copies];
+        for (int c = 0; c < copies; c++) {
+            for (int i = 0; i < 3; i++) {
+                ws[c][i] = f32(gpu, r, DType.BF16, rows[i], h);
+            }
+            stacked[c] = f32(gpu, r, DType.BF16, 5120, h);
+            os[c] = f32(gpu, r, DType.BF16, h, 4096);
+        }
+        Tensor[] ys = new Tensor[3];
+        for (int i = 0; i < 3; i++) {
+            ys[i] = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, 1, rows[i]);
+        }
+        Tensor y5 = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, 1, 5120);
+        Tensor yo = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, 1, h);
+        for (boolean hot : new boolean[]{false, true}) {
+            String where = hot ? ", one copy in L2" : "";
+            double ms = GpuBench.graphMs(gpu, 7, () -> {
+                for (int c = 0; c < copies; c++) {
+                    if (!gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws[hot ? 0 : c], ys)) {
+                        throw new IllegalStateException("no folded norm for q, k and v at one row");
+                    }
+                }
+            }) / copies;
+            TABLE.bandwidthRow(String.format("q,k,v 5120x2048 M=1, norm folded%s (%.2f us)", where, ms * 1e3), qkvBytes / (ms * 1e6), copy);
+            ms = GpuBench.graphMs(gpu, 7, () -> {
+                for (int c = 0; c < copies; c++) {
+                    gpu.matmulShared(x, ws[hot ? 0 : c], ys);
+                }
+            }) / copies;
+            TABLE.bandwidthRow(String.format("q,k,v 5120x2048 M=1, three products%s (%.2f us)", where, ms * 1e3), qkvBytes / (ms * 1e6), copy);
+            ms = GpuBench.graphMs(gpu, 7, () -> {
+                for (int c = 0; c < copies; c++) {
+                    gpu.matmul(x, stacked[hot ? 0 : c], y5);
+                }
+            }) / copies;
+            TABLE.bandwidthRow(String.format("q,k,v stacked 5120x2048 M=1%s (%.2f us)", where, ms * 1e3), qkvBytes / (ms * 1e6), copy);
+            ms = GpuBench.graphMs(gpu, 7, () -> {
+                for (int c = 0; c < copies; c++) {
+                    gpu.matmul(xo, os[hot ? 0 : c], yo);
+                }
+            }) / copies;
+            TABLE.bandwidthRow(String.format("o 2048x4096 M=1%s (%.2f us)", where, ms * 1e3), 2048L * 4096 * 2 / (ms * 1e6), copy);
+        }
+        for (int c = 0; c < copies; c++) {
+            for (Tensor w : ws[c]) {
+                gpu.free(w);
+            }
+            gpu.free(stacked[c]);
+            gpu.free(os[c]);
+        }
     }
 
     private static void gemvs(CudaBackend gpu, double copy) {
@@ -158,6 +228,15 @@ public final class GpuDecodeOpsBench {
                 long bytes = w0.byteSize() + x.byteSize() + y.byteSize();
                 double gbs = bytes / (ms * 1e6);
                 TABLE.bandwidthRow(String.format("bf16 GEMV %dx%d M=%d (%.2f us)", s[0], s[1], m, ms * 1e3), gbs, copy);
+                if (m == 1 && w0.byteSize() < (32L << 20)) { // the same product over one weight, which stays in the L2
+                    double hot = GpuBench.graphMs(gpu, 7, () -> {
+                        for (int i = 0; i < ws.length; i++) {
+                            gpu.matmul(x, w0, y);
+                        }
+                    }) / copies;
+                    TABLE.bandwidthRow(String.format("bf16 GEMV %dx%d M=1, one weight in L2 (%.2f us)", s[0], s[1], hot * 1e3),
+                            bytes / (hot * 1e6), copy);
+                }
                 gpu.free(x);
                 gpu.free(y);
             }

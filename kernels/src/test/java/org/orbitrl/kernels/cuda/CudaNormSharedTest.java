@@ -57,7 +57,8 @@ class CudaNormSharedTest extends CudaTestBase {
     /**
      * The norm folded into the products against a double reference of {@code y = (g ⊙ x / sqrt(mean(x²) + eps)) · Wᵀ}:
      * Qwen3-30B-A3B's q, k and v at one row, a norm weight in f32 and in bf16, rows of x at 1/4, 1 and 4 times the
-     * others' size (so the norm matters). Tolerance per element {@code 1e-6 + 2e-6·Σ_k |xn_k·w_k|} (f32 sums, the norm's rounding
+     * others' size (so the norm matters), in both folds ({@code -Dorbit.cuda.normFold=scale}: the totals scaled;
+     * {@code stage}: the normed row staged). Tolerance per element {@code 1e-6 + 2e-6·Σ_k |xn_k·w_k|} (f32 sums, the norm's rounding
      * carried through the product). Two rows, a K not a multiple of 8, and an f32 weight decline, writing
      * nothing; a norm weight of the wrong length is refused naming it.
      */
@@ -91,41 +92,46 @@ class CudaNormSharedTest extends CudaTestBase {
                     }
                 }
                 Tensor x = dev(Tensor.of(xv, m, k));
-                Tensor[] ys = new Tensor[3];
-                for (int i = 0; i < 3; i++) {
-                    ys[i] = poisoned(DType.F32, m, shape[1 + i]);
-                }
-                String what = normType + " norm weight, x of scale 4^" + (round - 1);
-                assertTrue(gpu.rmsNormMatmulShared(x, g, eps, ws, ys), what + ": the fused launch takes the call");
-                for (int i = 0; i < 3; i++) {
-                    int n = shape[1 + i];
-                    float[] wv = wsHost[i].to(DType.F32).toFloatArray();
-                    float[] want = new float[m * n];
-                    double[] tol = new double[m * n];
-                    for (int row = 0; row < m; row++) {
-                        double ss = 0;
-                        for (int c = 0; c < k; c++) {
-                            ss += (double) xv[row * k + c] * xv[row * k + c];
+                int sc = round;
+                for (String mode : new String[]{"scale", "stage"}) {   // the scale applied to the totals; the row staged normed
+                    withProperty("orbit.cuda.normFold", mode, () -> {
+                        Tensor[] ys = new Tensor[3];
+                        for (int i = 0; i < 3; i++) {
+                            ys[i] = poisoned(DType.F32, m, shape[1 + i]);
                         }
-                        double inv = 1 / Math.sqrt(ss / k + eps);
-                        for (int o = 0; o < n; o++) {
-                            double v = 0;
-                            double abs = 0;
-                            for (int c = 0; c < k; c++) {
-                                double t = gv[c] * (xv[row * k + c] * inv) * wv[o * k + c];
-                                v += t;
-                                abs += Math.abs(t);
+                        String what = normType + " norm weight, x of scale 4^" + (sc - 1) + ", " + mode;
+                        assertTrue(gpu.rmsNormMatmulShared(x, g, eps, ws, ys), what + ": the fused launch takes the call");
+                        for (int i = 0; i < 3; i++) {
+                            int n = shape[1 + i];
+                            float[] wv = wsHost[i].to(DType.F32).toFloatArray();
+                            float[] want = new float[m * n];
+                            double[] tol = new double[m * n];
+                            for (int row = 0; row < m; row++) {
+                                double ss = 0;
+                                for (int c = 0; c < k; c++) {
+                                    ss += (double) xv[row * k + c] * xv[row * k + c];
+                                }
+                                double inv = 1 / Math.sqrt(ss / k + eps);
+                                for (int o = 0; o < n; o++) {
+                                    double v = 0;
+                                    double abs = 0;
+                                    for (int c = 0; c < k; c++) {
+                                        double t = gv[c] * (xv[row * k + c] * inv) * wv[o * k + c];
+                                        v += t;
+                                        abs += Math.abs(t);
+                                    }
+                                    want[row * n + o] = (float) v;
+                                    tol[row * n + o] = 1e-6 + 2e-6 * abs;
+                                }
                             }
-                            want[row * n + o] = (float) v;
-                            tol[row * n + o] = 1e-6 + 2e-6 * abs;
+                            assertWithin(what + ", weight " + i, want, gpu.toHost(ys[i]).toFloatArray(), tol);
                         }
-                    }
-                    assertWithin(what + ", weight " + i, want, gpu.toHost(ys[i]).toFloatArray(), tol);
+                        Tensor[] omitted = {poisoned(DType.F32, m, 4096), poisoned(DType.F32, m, 512), poisoned(DType.F32, m, 512)};
+                        withProperty("orbit.cuda.omitKernels", "^bgemv_norm_(lr|scale)_m",
+                                () -> assertTrue(gpu.rmsNormMatmulShared(x, g, eps, ws, omitted)));
+                        assertTrue(Float.isNaN(gpu.toHost(omitted[0]).toFloatArray()[0]), what + ": q written by another launch");
+                    });
                 }
-                Tensor[] omitted = {poisoned(DType.F32, m, 4096), poisoned(DType.F32, m, 512), poisoned(DType.F32, m, 512)};
-                withProperty("orbit.cuda.omitKernels", "^bgemv_norm_lr_m",
-                        () -> assertTrue(gpu.rmsNormMatmulShared(x, g, eps, ws, omitted)));
-                assertTrue(Float.isNaN(gpu.toHost(omitted[0]).toFloatArray()[0]), what + ": q written by another launch");
             }
         }
         Tensor g = dev(randn(r, 1f, k));

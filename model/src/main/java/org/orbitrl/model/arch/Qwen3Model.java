@@ -347,7 +347,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         TensorAllocator a = b.allocator();
         int n = positions.size(0);
         int h = config.hidden();
-        Tensor x = a.allocate(MemoryCategory.ACTIVATIONS, DType.F32, n, h);      // [N, hidden] residual stream
+        Tensor x = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden] residual stream: the embedding writes it
         if (tensorParallel()) {
             VocabParallel.embed(b, parallel.tp(), embed, ids, x);
         } else {
@@ -370,7 +370,8 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
                 }
             }
             Tensor in = x;
-            x = layers[i].forward(b, shared, i, x, positions, batch, lt, decode, tape != null);
+            x = layers[i].forward(b, shared, i, x, positions, batch, lt, decode, tape != null,
+                    i + 1 < layers.length ? layers[i + 1] : null);
             if (tape == null && hidden == null) {
                 a.release(in);   // kept by neither a tape nor a sink
             }
@@ -401,7 +402,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         int rows = headIn.size(0);
         Tensor logits = a.allocateUninitialized(MemoryCategory.LOGITS, DType.F32, rows, config.vocab()); // [rows, vocab]
         if (tensorParallel()) {
-            Tensor block = a.allocate(MemoryCategory.LOGITS, DType.F32, rows, lmHead.out());  // [rows, vocab/tp]
+            Tensor block = a.allocateUninitialized(MemoryCategory.LOGITS, DType.F32, rows, lmHead.out()); // [rows, vocab/tp]
             lmHead.forward(b, headIn, block);
             VocabParallel.gatherLogits(b, parallel.tp(), block, logits);
             a.release(block);

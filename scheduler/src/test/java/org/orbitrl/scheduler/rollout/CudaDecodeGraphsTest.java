@@ -373,4 +373,51 @@ class CudaDecodeGraphsTest {
             }
         }
     }
+
+    /**
+     * {@code -Dorbit.cuda.warm=on} (each layer's o and router weights read through the L2 by blocks of its decode
+     * attention's launch, the next layer's q, k and v by blocks of its router's) changes no value: on the qwen3_moe
+     * fixture (INT4 experts, LoRA on o and on the fused experts, so that q, k and v take the norm-folded decode form), the
+     * replayed graphs and the eager engine each give the tokens and log-probs of their run without it bit for bit at 1
+     * and at 6 sequences, with the default 128 warm blocks and with 5 (fewer than a wave's loads), and the launches carry
+     * the weights (counted by the backend).
+     */
+    @Test
+    void warmedDecodeStepsEqualTheUnwarmedBitForBit() {
+        AdapterConfig lora = AdapterConfig.lora(8, 16, List.of("o_proj"), List.of("mlp.experts.gate_up_proj", "mlp.experts.down_proj"));
+        for (int n : new int[]{1, 6}) {
+            List<Request> reqs = requests(n, 53 + n);
+            for (RolloutEngine.Graphs graphs : new RolloutEngine.Graphs[]{RolloutEngine.Graphs.ON, RolloutEngine.Graphs.OFF}) {
+                Run base = run(gpu, graphs, reqs, 3, false, "qwen3_moe", lora, BaseFormat.INT4);
+                for (String blocks : new String[]{"128", "5"}) {
+                    long before = gpu.prefetchesCarried();
+                    Run warmed;
+                    System.setProperty("orbit.cuda.warm", "on");
+                    System.setProperty("orbit.cuda.warmBlocks", blocks);
+                    try {
+                        warmed = run(gpu, graphs, reqs, 3, false, "qwen3_moe", lora, BaseFormat.INT4);
+                    } finally {
+                        System.clearProperty("orbit.cuda.warm");
+                        System.clearProperty("orbit.cuda.warmBlocks");
+                    }
+                    long carried = gpu.prefetchesCarried() - before;
+                    String what = "warm blocks " + blocks + ", graphs " + graphs + ", " + n + " sequences";
+                    assertTrue(carried > 0, what + ": launches carrying the weights: " + carried);
+                    assertEquals(base.done().size(), warmed.done().size(), what);
+                    for (int i = 0; i < base.done().size(); i++) {
+                        Completion a = base.done().get(i);
+                        Completion b = warmed.done().get(i);
+                        assertArrayEquals(a.tokens(), b.tokens(), what + ", completion " + a.requestId() + " tokens");
+                        for (int t = 0; t < a.tokens().length; t++) {
+                            assertEquals(Float.floatToIntBits(a.policyLogprobs()[t]), Float.floatToIntBits(b.policyLogprobs()[t]),
+                                    what + ", completion " + a.requestId() + " token " + t + ": without " + a.policyLogprobs()[t]
+                                            + ", with " + b.policyLogprobs()[t]);
+                        }
+                    }
+                    System.out.printf("warmed decode (%s): %d carrying launches, %d completions bit for bit%n", what, carried,
+                            base.done().size());
+                }
+            }
+        }
+    }
 }

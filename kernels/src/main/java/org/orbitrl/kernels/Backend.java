@@ -78,14 +78,6 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
-     * A hint: {@code weights} (frozen, read by operations a few launches from now) may be brought nearer the device's
-     * cores while the operations before them leave its memory idle. Changes no value, and nothing where a backend has
-     * no use for it (here). Null entries are skipped.
-     */
-    default void prefetch(Tensor... weights) {
-    }
-
-    /**
      * Whether this backend's grouped expert products take routed experts held in {@code format} as stored (a loader
      * asks before it loads a checkpoint whose experts are in that format). The host's take every format.
      */

@@ -409,23 +409,6 @@ public final class CudaBackend implements Backend {
     }
 
     /**
-     * Keeps up to three of {@code weights} for the next launch that reads them through the L2 in blocks of its own
-     * ({@link CudaContext#warm}: the tensor-core decode attention and the decode router carry them) where
-     * {@code -Dorbit.cuda.warm=on} (read at each call; off by default).
-     */
-    @Override
-    public void prefetch(Tensor... weights) {
-        if (!exact) {
-            ctx.warm(weights);
-        }
-    }
-
-    /** Launches that have carried {@link #prefetch}'s weights so far. */
-    public long prefetchesCarried() {
-        return ctx.warmCarried();
-    }
-
-    /**
      * {@code y += x · wᵀ} for a bf16 weight (x, y f32): a residual add folded into the projection, one
      * launch up to 16 rows (the GEMV, exact weights, f32 accumulation), else cuBLAS with β = 1 on
      * bf16-rounded x.

@@ -37,17 +37,6 @@ final class CudaContext implements AutoCloseable {
     private final boolean highPriority;
     private CudaStream side;             // created on first use: work that overlaps the stream's within one op
     private final List<CudaEvent> events = new ArrayList<>();
-    private final long[] warmAddress = new long[3]; // spans asked for by warm() and not yet carried (0: none)
-    private final long[] warmUnits = new long[3];   // their 16-byte units
-    private long warmCarried;                        // launches that have carried spans
-
-    /**
-     * {@code -Dorbit.cuda.warm=on|off} (read at each call; off by default): whether {@link #warm} keeps the spans it is
-     * given for the next launch that carries them. {@code -Dorbit.cuda.warmBlocks} (default 128): the blocks a carrying
-     * launch adds for them.
-     */
-    static final String WARM_PROPERTY = "orbit.cuda.warm";
-    static final String WARM_BLOCKS_PROPERTY = "orbit.cuda.warmBlocks";
 
     CudaContext(CudaDevice device, KernelLibrary kernels) {
         this(device, kernels, false);
@@ -65,75 +54,6 @@ final class CudaContext implements AutoCloseable {
         this.tickets = allocator.allocate(MemoryCategory.RUNTIME_RESERVE, DType.I32, TICKETS);
         this.cublasWorkspace = allocator.allocate(MemoryCategory.RUNTIME_RESERVE, DType.U8, Cublas.WORKSPACE_BYTES);
         this.cublas = new Cublas(stream.handle(), CudaAllocator.address(cublasWorkspace), Cublas.WORKSPACE_BYTES);
-    }
-
-    /**
-     * Weights the launches after the next few read ({@link CudaBackend#prefetch}): kept, up to three, for the next launch
-     * that carries them (the tensor-core decode attention, the decode router), which reads their bytes through the L2 in
-     * blocks of its own past its grid while its own blocks wait on their round trips (common.cuh's {@code l2_warm}). A
-     * later call replaces spans not yet carried. Spans that are not device tensors of this allocator, contiguous and
-     * 16-byte aligned are skipped. Nothing is kept while {@value #WARM_PROPERTY} is off. What any launch computes is the
-     * same either way.
-     */
-    void warm(Tensor... tensors) {
-        Arrays.fill(warmAddress, 0L);
-        Arrays.fill(warmUnits, 0L);
-        if (!"on".equals(System.getProperty(WARM_PROPERTY, "off"))) {
-            return;
-        }
-        int k = 0;
-        for (Tensor t : tensors) {
-            if (k < 3 && t != null && t.numel() > 0 && allocator.owns(t) && t.isContiguous() && CudaAllocator.address(t) % 16 == 0) {
-                warmAddress[k] = CudaAllocator.address(t);
-                warmUnits[k] = t.numel() * t.dtype().bytes() / 16;
-                k++;
-            }
-        }
-    }
-
-    /**
-     * The spans {@link #warm} keeps, as a carrying kernel's trailing {@code WARM_ARGS} (address, units; three pairs), and
-     * forgets them; null where none are kept.
-     */
-    Object[] takeWarm() {
-        if (warmAddress[0] == 0L) {
-            return null;
-        }
-        Object[] a = new Object[6];
-        for (int i = 0; i < 3; i++) {
-            a[2 * i] = warmAddress[i];
-            a[2 * i + 1] = warmUnits[i];
-        }
-        Arrays.fill(warmAddress, 0L);
-        Arrays.fill(warmUnits, 0L);
-        warmCarried++;
-        return a;
-    }
-
-    /** Launches that have carried {@link #warm}'s spans so far. */
-    long warmCarried() {
-        return warmCarried;
-    }
-
-    /** The blocks a carrying launch adds for the spans ({@value #WARM_BLOCKS_PROPERTY}, default 128). */
-    static int warmBlocks() {
-        String v = System.getProperty(WARM_BLOCKS_PROPERTY, "128");
-        try {
-            int n = Integer.parseInt(v.trim());
-            if (n >= 1) {
-                return n;
-            }
-        } catch (NumberFormatException e) {
-            // below
-        }
-        throw new IllegalArgumentException("-D" + WARM_BLOCKS_PROPERTY + "=" + v + ": expected a positive number of blocks");
-    }
-
-    /** {@code base} followed by {@code tail}. */
-    static Object[] concat(Object[] base, Object... tail) {
-        Object[] a = Arrays.copyOf(base, base.length + tail.length);
-        System.arraycopy(tail, 0, a, base.length, tail.length);
-        return a;
     }
 
     /**

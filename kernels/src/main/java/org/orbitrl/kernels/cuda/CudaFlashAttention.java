@@ -74,10 +74,6 @@ final class CudaFlashAttention {
     private final Kernel pagedMma128;
     private final Kernel pagedMma3x64;  // three stages a warp
     private final Kernel pagedMma3x128;
-    private final Kernel pagedMmaWarm64;     // the same, carrying warm blocks (CudaContext#warm)
-    private final Kernel pagedMmaWarm128;
-    private final Kernel pagedMma3xWarm64;
-    private final Kernel pagedMma3xWarm128;
     private final Kernel pagedMmaMerged64;   // the same, merging their key splits themselves
     private final Kernel pagedMmaMerged128;
     private final Kernel pagedMma3xMerged64;
@@ -105,10 +101,6 @@ final class CudaFlashAttention {
         this.pagedMma128 = ctx.kernel("paged_decode", "paged_decode_mma_d128_kvbf16");
         this.pagedMma3x64 = ctx.kernel("paged_decode", "paged_decode_mma3_d64_kvbf16");
         this.pagedMma3x128 = ctx.kernel("paged_decode", "paged_decode_mma3_d128_kvbf16");
-        this.pagedMmaWarm64 = ctx.kernel("paged_decode", "paged_decode_mma_warm_d64_kvbf16");
-        this.pagedMmaWarm128 = ctx.kernel("paged_decode", "paged_decode_mma_warm_d128_kvbf16");
-        this.pagedMma3xWarm64 = ctx.kernel("paged_decode", "paged_decode_mma3_warm_d64_kvbf16");
-        this.pagedMma3xWarm128 = ctx.kernel("paged_decode", "paged_decode_mma3_warm_d128_kvbf16");
         this.pagedMmaMerged64 = ctx.kernel("paged_decode", "paged_decode_mma_merged_d64_kvbf16");
         this.pagedMmaMerged128 = ctx.kernel("paged_decode", "paged_decode_mma_merged_d128_kvbf16");
         this.pagedMma3xMerged64 = ctx.kernel("paged_decode", "paged_decode_mma3_merged_d64_kvbf16");
@@ -336,15 +328,8 @@ final class CudaFlashAttention {
                     : ring == 3 ? (d == 64 ? pagedMma3x64 : pagedMma3x128) : (d == 64 ? pagedMma64 : pagedMma128);
             Object[] args = {q, qs[0], qs[1], kCache, vCache, tables, maxBlocks, lens, blockSize, out, os[0], os[1], hq, hkv, d, dv,
                     spec.slidingWindow(), spec.scale(), sinks, splits, splitLen, partAcc, partMl, ctx.tickets};
-            Object[] warm = merged || blocks > Integer.MAX_VALUE / 2 ? null : ctx.takeWarm();
-            if (warm != null) {   // blocks past the attention's read the weights the launches after it take (CudaContext#warm)
-                Kernel carrier = ring == 3 ? (d == 64 ? pagedMma3xWarm64 : pagedMma3xWarm128) : (d == 64 ? pagedMmaWarm64 : pagedMmaWarm128);
-                ctx.launchShared(carrier, blocks + CudaContext.warmBlocks(), 32 * MMA_WARPS, Math.max(stages, merge),
-                        CudaContext.concat(CudaContext.concat(Arrays.copyOf(args, args.length - 1), (int) blocks), warm));
-            } else {
-                ctx.launchShared(kernel, blocks, 32 * MMA_WARPS, Math.max(stages, merge),
-                        merged ? args : Arrays.copyOf(args, args.length - 1));   // the tickets: the merged kernels' only
-            }
+            ctx.launchShared(kernel, blocks, 32 * MMA_WARPS, Math.max(stages, merge),
+                    merged ? args : Arrays.copyOf(args, args.length - 1));   // the tickets: the merged kernels' only
         } else if (tiled) {
             int warps = (group + tiledHeads - 1) / tiledHeads;
             // two stages of key and value tiles, q rows and probabilities of the block's head slots

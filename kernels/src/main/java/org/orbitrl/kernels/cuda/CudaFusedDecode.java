@@ -52,8 +52,6 @@ public final class CudaFusedDecode {
     private final Kernel norm1;
     private final Kernel norm4;
     private final Kernel routerNormTopk;
-    private final Kernel routerNormTopkWarm;     // the same carrying warm blocks (CudaContext#warm)
-    private final Kernel routerAddNormTopkWarm;
     private final Kernel routerTiles;
     private final Kernel routerAddNormTopk;
     private final EnumMap<QuantLayout, Kernel> swiglu = new EnumMap<>(QuantLayout.class);
@@ -82,8 +80,6 @@ public final class CudaFusedDecode {
         this.norm1 = ctx.kernel("bgemv", "bgemv_norm1");
         this.norm4 = ctx.kernel("bgemv", "bgemv_norm_m4");
         this.routerNormTopk = ctx.kernel("moe", "moe_router_norm_topk");
-        this.routerNormTopkWarm = ctx.kernel("moe", "moe_router_norm_topk_warm");
-        this.routerAddNormTopkWarm = ctx.kernel("moe", "moe_router_add_norm_topk_warm");
         this.routerTiles = ctx.kernel("moe", "moe_router_tiles");
         this.routerAddNormTopk = ctx.kernel("moe", "moe_router_add_norm_topk");
         for (QuantLayout l : QuantLayout.values()) {
@@ -190,7 +186,7 @@ public final class CudaFusedDecode {
                     group ? ctx.tickets.slice(0, CudaContext.TICKETS - 1, CudaContext.TICKETS) : null, ctx.errorFlag);
             return group ? Router.SELECTED_AND_GROUPED : Router.SELECTED;
         }
-        launchRouter(routerNormTopk, routerNormTopkWarm, (e + ROUTER_WARPS - 1) / ROUTER_WARPS, tokens, 4 * (hd + e), x, null, 0,
+        ctx.launch2dShared(routerNormTopk, (e + ROUTER_WARPS - 1) / ROUTER_WARPS, tokens, 32 * ROUTER_WARPS, 4 * (hd + e), x, null, 0,
                 0f, null, router, hd, e, topk, normalize ? 1 : 0, logits, ctx.tickets, values, indices);
         return Router.SELECTED;
     }
@@ -238,7 +234,7 @@ public final class CudaFusedDecode {
                     + " into " + values + " and " + indices + " [tokens, topk]");
         }
         Tensor logits = ctx.scratch(CudaContext.Scratch.ROUTER_LOGITS, DType.F32, (long) tokens * e); // [T, E]
-        launchRouter(routerAddNormTopk, routerAddNormTopkWarm, (e + ROUTER_WARPS - 1) / ROUTER_WARPS, tokens, 4 * (hd + e), a, b,
+        ctx.launch2dShared(routerAddNormTopk, (e + ROUTER_WARPS - 1) / ROUTER_WARPS, tokens, 32 * ROUTER_WARPS, 4 * (hd + e), a, b,
                 sum, normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0, eps, normed, router, hd, e, topk, normalize ? 1 : 0,
                 logits, ctx.tickets, values, indices);
         return true;
@@ -321,7 +317,7 @@ public final class CudaFusedDecode {
         }
         Tensor logits = ctx.scratch(CudaContext.Scratch.ROUTER_LOGITS, DType.F32, (long) tokens * e); // [T, E]
         int chunks = (e + ROUTER_WARPS - 1) / ROUTER_WARPS;
-        launchRouter(routerNormTopk, routerNormTopkWarm, chunks, tokens, (int) shared, x, normWeight,
+        ctx.launch2dShared(routerNormTopk, chunks, tokens, 32 * ROUTER_WARPS, (int) shared, x, normWeight,
                 normWeight.dtype() == DType.BF16 ? 1 : 0, eps, h, router, hd, e, topk, normalize ? 1 : 0, logits,
                 ctx.tickets, values, indices);
     }
@@ -539,21 +535,5 @@ public final class CudaFusedDecode {
         int routerBlocks = (experts + PERSISTENT_WARPS - 1) / PERSISTENT_WARPS;
         int useful = Math.max(tiles, Math.max(chunks, routerBlocks));
         return (int) Math.min((long) perSm * ctx.device.multiprocessors(), useful);
-    }
-
-    /**
-     * {@code plain} on chunks x tokens blocks of ROUTER_WARPS warps; where {@link CudaContext#warm} keeps spans,
-     * {@code carrier} instead, its rows of blocks past the tokens' reading them (the same values: the tokens' blocks are
-     * {@code plain}'s).
-     */
-    private void launchRouter(Kernel plain, Kernel carrier, int chunks, int tokens, int shared, Object... args) {
-        Object[] warm = ctx.takeWarm();
-        if (warm == null) {
-            ctx.launch2dShared(plain, chunks, tokens, 32 * ROUTER_WARPS, shared, args);
-            return;
-        }
-        int rows = (CudaContext.warmBlocks() + chunks - 1) / chunks;
-        ctx.launch2dShared(carrier, chunks, tokens + rows, 32 * ROUTER_WARPS, shared,
-                CudaContext.concat(CudaContext.concat(args, tokens), warm));
     }
 }

@@ -39,39 +39,6 @@ __device__ __forceinline__ void pdl_enter() {
 #endif
 }
 
-// Frozen weights that a latency-bound launch reads through the L2 for the launches after it (CudaContext#warm): up to
-// three spans of 16-byte units (p null or n 0: none). The launch carries them in blocks of its own past its grid, which
-// read every unit once (8 loads a thread in flight, past L1) and keep nothing: the bytes come from HBM while the
-// launch's own blocks wait on their round trips, and the products after it find them in the L2. They write nothing,
-// so what a carrying launch computes is the same with them or without.
-#define WARM_ARGS const uint4 *wp0, i64 wn0, const uint4 *wp1, i64 wn1, const uint4 *wp2, i64 wn2
-#define WARM_PASS wp0, wn0, wp1, wn1, wp2, wn2
-
-__device__ __forceinline__ void l2_warm_span(const uint4* p, i64 n, i64 self, i64 stride, u32& acc) {
-    if (p == 0) return;
-    for (i64 i = self; i < n; i += 8 * stride) {
-        uint4 v[8];
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            i64 u = i + j * stride;
-            v[j] = u < n ? __ldcg(p + u) : make_uint4(0u, 0u, 0u, 0u);
-        }
-#pragma unroll
-        for (int j = 0; j < 8; j++) acc ^= v[j].x ^ v[j].y ^ v[j].z ^ v[j].w;
-    }
-}
-
-// Warm block wb of nwb: its share of the spans' units.
-__device__ __forceinline__ void l2_warm(int wb, int nwb, WARM_ARGS) {
-    i64 stride = (i64) nwb * blockDim.x;
-    i64 self = (i64) wb * blockDim.x + threadIdx.x;
-    u32 acc = 0;
-    l2_warm_span(wp0, wn0, self, stride, acc);
-    l2_warm_span(wp1, wn1, self, stride, acc);
-    l2_warm_span(wp2, wn2, self, stride, acc);
-    asm volatile("" ::"r"(acc)); // the loads are used: the block ends once they have landed
-}
-
 // The parameters every paged decode kernel takes (flash_attention.cu, paged_decode.cu; CudaFlashAttention passes them
 // in this order), over a cache of CT values, and their names to pass on.
 #define PAGED_DECODE_ARGS(CT)                                                                                          \

@@ -404,32 +404,6 @@ extern "C" __global__ void moe_router_add_norm_topk(const float* x, const float*
     router_norm_topk(x, d, sum, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices);
 }
 
-// moe_router_norm_topk and moe_router_add_norm_topk carrying warm blocks (common.cuh's l2_warm): the rows of blocks past
-// the tokens' (blockIdx.y >= T) read the WARM_ARGS spans (the next layer's q, k and v, read after the experts) and do
-// nothing else; the tokens' blocks are the kernels' above, their tickets counted over gridDim.x as before.
-extern "C" __global__ void moe_router_norm_topk_warm(const float* x, const void* nw, int nwBf16, float eps, float* h, const uint4* w,
-                                                     int H, int E, int topk, int normalize, float* logits, int* tickets,
-                                                     float* values, int* indices, int T, WARM_ARGS) {
-    pdl_enter();
-    if ((int) blockIdx.y >= T) {
-        l2_warm(((int) blockIdx.y - T) * (int) gridDim.x + (int) blockIdx.x, ((int) gridDim.y - T) * (int) gridDim.x, WARM_PASS);
-        return;
-    }
-    router_norm_topk(x, nullptr, nullptr, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices);
-}
-
-extern "C" __global__ void moe_router_add_norm_topk_warm(const float* x, const float* d, float* sum, const void* nw, int nwBf16,
-                                                         float eps, float* h, const uint4* w, int H, int E, int topk, int normalize,
-                                                         float* logits, int* tickets, float* values, int* indices, int T,
-                                                         WARM_ARGS) {
-    pdl_enter();
-    if ((int) blockIdx.y >= T) {
-        l2_warm(((int) blockIdx.y - T) * (int) gridDim.x + (int) blockIdx.x, ((int) gridDim.y - T) * (int) gridDim.x, WARM_PASS);
-        return;
-    }
-    router_norm_topk(x, d, sum, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices);
-}
-
 // The router of a decode batch over x as it is (moe_router_norm_topk without its norm) in fewer, wider blocks: block
 // (expert chunk blockIdx.x, token tile blockIdx.y) of RT_WARPS warps stages the tile's tt rows of x (dynamic shared
 // memory, max(tt * H, RT_WARPS * E) floats) once, every copy in flight at once (cp.async), and warp w holds expert

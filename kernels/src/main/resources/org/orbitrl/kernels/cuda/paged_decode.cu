@@ -592,23 +592,3 @@ PM_KERNEL_MERGED(paged_decode_mma_merged_d128_kvbf16, 128, 2)
 PM_KERNEL_MERGED(paged_decode_mma_merged_d64_kvbf16, 64, 2)
 PM_KERNEL_MERGED(paged_decode_mma3_merged_d128_kvbf16, 128, 3)
 PM_KERNEL_MERGED(paged_decode_mma3_merged_d64_kvbf16, 64, 3)
-
-// The tensor-core decode kernels carrying warm blocks (common.cuh's l2_warm): blocks past the attention's attnBlocks read
-// the WARM_ARGS spans (a decode step's o and router weights, read after the attention and its combine) and do nothing
-// else; the attention's blocks are the kernels' above, the same values.
-#define PM_KERNEL_WARM(NAME, D, ST)                                                                                    \
-    extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) NAME(PAGED_DECODE_ARGS(u16), int attnBlocks, WARM_ARGS) { \
-        pdl_enter();                                                                                                   \
-        if ((int) blockIdx.x >= attnBlocks) {                                                                          \
-            l2_warm((int) blockIdx.x - attnBlocks, (int) gridDim.x - attnBlocks, WARM_PASS);                           \
-            return;                                                                                                    \
-        }                                                                                                              \
-        extern __shared__ __align__(16) u16 NAME##_sm[];                                                               \
-        pm_decode<D, ST>(NAME##_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq, Hkv,       \
-                         window, scale, sinks, splits, splitLen, partAcc, partMl);                                     \
-    }
-
-PM_KERNEL_WARM(paged_decode_mma_warm_d128_kvbf16, 128, 2)
-PM_KERNEL_WARM(paged_decode_mma_warm_d64_kvbf16, 64, 2)
-PM_KERNEL_WARM(paged_decode_mma3_warm_d128_kvbf16, 128, 3)
-PM_KERNEL_WARM(paged_decode_mma3_warm_d64_kvbf16, 64, 3)

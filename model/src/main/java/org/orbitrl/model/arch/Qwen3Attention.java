@@ -78,20 +78,6 @@ final class Qwen3Attention {
         return l.weight() instanceof Weight.Dense && l.bias() == null && (l.adapter() == null || !l.adapter().enabled());
     }
 
-    /** q, k and v's weights where dense (null entries otherwise), for {@link Backend#prefetch}. */
-    Tensor[] inputWeights() {
-        return new Tensor[]{denseOrNull(q), denseOrNull(k), denseOrNull(v)};
-    }
-
-    /** o's weight where dense, else null. */
-    Tensor outputWeight() {
-        return denseOrNull(o);
-    }
-
-    private static Tensor denseOrNull(Linear l) {
-        return l.weight() instanceof Weight.Dense d ? d.w() : null;
-    }
-
     AttentionSpec spec() {
         return spec;
     }
@@ -165,10 +151,9 @@ final class Qwen3Attention {
      * the norm folded into q, k and v's products where the backend has that form for the call ({@link
      * Backend#rmsNormMatmulShared}) and q, k and v are dense weights without a bias or an enabled adapter, then the
      * decode's steps as {@link #forward} takes them. False, with nothing done, otherwise (the caller norms x).
-     * {@code upcoming}: weights read after the attention, handed to {@link Backend#prefetch} once q, k and v are issued.
      */
     boolean decodeFromInput(Backend b, Tensor x, Tensor inputNorm, Tensor positions, RopeTable rope, Tensor out,
-                            PagedDecode decode, Tensor... upcoming) {
+                            PagedDecode decode) {
         if (!plain(q) || !plain(k) || !plain(v)) {
             return false;
         }
@@ -184,7 +169,6 @@ final class Qwen3Attention {
             a.release(vs);
             return false;
         }
-        b.prefetch(upcoming);   // read after the attention, whose launches leave the memory idle
         SegmentAttention.decode(b, decode, layer, qs, ks, vs, heads, kvHeads, headDim, qNorm, kNorm, eps, positions, rope,
                 spec, o, out);
         return true;

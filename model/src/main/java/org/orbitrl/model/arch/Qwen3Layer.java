@@ -115,16 +115,6 @@ final class Qwen3Layer {
      */
     Tensor forward(Backend b, Shared s, int i, Tensor x, Tensor positions, List<CausalLM.Segment> batch, Tape lt,
                    PagedDecode decode, boolean training) {
-        return forward(b, s, i, x, positions, batch, lt, decode, training, null);
-    }
-
-    /**
-     * As above; {@code next}: the layer after this one in a decode step, or null. A decode step hands the backend's
-     * {@link Backend#prefetch} o's and the router's weights once q, k and v are issued, and {@code next}'s q, k and v
-     * before this layer's experts: weights read after the launches that leave the memory idle.
-     */
-    Tensor forward(Backend b, Shared s, int i, Tensor x, Tensor positions, List<CausalLM.Segment> batch, Tape lt,
-                   PagedDecode decode, boolean training, Qwen3Layer next) {
         TensorAllocator a = b.allocator();
         DecoderConfig config = s.config();
         int n = x.size(0);
@@ -143,9 +133,7 @@ final class Qwen3Layer {
         Tensor delta = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, h);   // [N, hidden]
         Tensor normed1 = null;                                                    // [N, hidden]
         // a decode step (never taped): the input norm folded into q, k and v's products where the backend has that form
-        Tensor router = moe == null || !(moe.router.weight() instanceof Weight.Dense d) ? null : d.w();
-        if (decode == null || lt != null || training
-                || !attention.decodeFromInput(b, x, inputNorm, positions, s.rope(), delta, decode, attention.outputWeight(), router)) {
+        if (decode == null || lt != null || training || !attention.decodeFromInput(b, x, inputNorm, positions, s.rope(), delta, decode)) {
             normed1 = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, h);
             b.rmsNorm(x, inputNorm, config.rmsEps(), normed1);
             attention.forward(b, normed1, positions, batch, s.rope(), delta, lt == null ? null : lt.attention, decode);
@@ -159,9 +147,6 @@ final class Qwen3Layer {
         Tensor mid = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, h);     // [N, hidden]
         Tensor normed2 = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
         if (moe != null && lt == null && !training && !s.expertParallel()) {
-            if (decode != null && next != null) {
-                b.prefetch(next.attention.inputWeights());   // read during the router and the experts
-            }
             // inference: mid = x + delta, normed2 its norm, and the block's output added into mid in place (as below, one
             // launch fewer; at a decode step the add, the norm and the router one launch where the backend fuses them)
             boolean pairs = moe.forwardPairsAfterAdd(b, x, delta, mid, postNorm, config.rmsEps(), normed2);

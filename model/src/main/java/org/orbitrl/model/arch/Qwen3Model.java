@@ -370,8 +370,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
                 }
             }
             Tensor in = x;
-            x = layers[i].forward(b, shared, i, x, positions, batch, lt, decode, tape != null,
-                    i + 1 < layers.length ? layers[i + 1] : null);
+            x = layers[i].forward(b, shared, i, x, positions, batch, lt, decode, tape != null);
             if (tape == null && hidden == null) {
                 a.release(in);   // kept by neither a tape nor a sink
             }

@@ -54,10 +54,6 @@ final class DependentKernels {
         s.add("paged_decode/paged_decode_mma_merged_d128_kvbf16");
         s.add("paged_decode/paged_decode_mma3_merged_d64_kvbf16");
         s.add("paged_decode/paged_decode_mma3_merged_d128_kvbf16");
-        s.add("paged_decode/paged_decode_mma_warm_d64_kvbf16");   // the same carrying warm blocks
-        s.add("paged_decode/paged_decode_mma_warm_d128_kvbf16");
-        s.add("paged_decode/paged_decode_mma3_warm_d64_kvbf16");
-        s.add("paged_decode/paged_decode_mma3_warm_d128_kvbf16");
         s.add("attention/attention_combine");
         s.add("paged_mla/paged_mla_decode_kvbf16");
         s.add("moe/moe_route");
@@ -70,8 +66,6 @@ final class DependentKernels {
         s.add("moe/moe_router_topk");
         s.add("moe/moe_router_norm_topk");        // the fused decode operations (CudaFusedDecode)
         s.add("moe/moe_router_add_norm_topk");
-        s.add("moe/moe_router_norm_topk_warm");
-        s.add("moe/moe_router_add_norm_topk_warm");
         s.add("moe/moe_router_tiles");
         s.add("bgemv/bgemv_norm1");
         s.add("bgemv/bgemv_norm_m4");

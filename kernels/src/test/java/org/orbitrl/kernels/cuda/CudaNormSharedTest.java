@@ -92,39 +92,43 @@ class CudaNormSharedTest extends CudaTestBase {
                     }
                 }
                 Tensor x = dev(Tensor.of(xv, m, k));
-                int sc = round;
+                float[][] want = new float[3][];   // the double reference and its bound per weight, for either fold
+                double[][] tol = new double[3][];
+                for (int i = 0; i < 3; i++) {
+                    int n = shape[1 + i];
+                    float[] wv = wsHost[i].to(DType.F32).toFloatArray();
+                    want[i] = new float[m * n];
+                    tol[i] = new double[m * n];
+                    for (int row = 0; row < m; row++) {
+                        double ss = 0;
+                        for (int c = 0; c < k; c++) {
+                            ss += (double) xv[row * k + c] * xv[row * k + c];
+                        }
+                        double inv = 1 / Math.sqrt(ss / k + eps);
+                        for (int o = 0; o < n; o++) {
+                            double v = 0;
+                            double abs = 0;
+                            for (int c = 0; c < k; c++) {
+                                double t = gv[c] * (xv[row * k + c] * inv) * wv[o * k + c];
+                                v += t;
+                                abs += Math.abs(t);
+                            }
+                            want[i][row * n + o] = (float) v;
+                            tol[i][row * n + o] = 1e-6 + 2e-6 * abs;
+                        }
+                    }
+                }
+                String scaleOfX = normType + " norm weight, x of scale 4^" + (round - 1);
                 for (String mode : new String[]{"scale", "stage"}) {   // the scale applied to the totals; the row staged normed
                     withProperty("orbit.cuda.normFold", mode, () -> {
                         Tensor[] ys = new Tensor[3];
                         for (int i = 0; i < 3; i++) {
                             ys[i] = poisoned(DType.F32, m, shape[1 + i]);
                         }
-                        String what = normType + " norm weight, x of scale 4^" + (sc - 1) + ", " + mode;
+                        String what = scaleOfX + ", " + mode;
                         assertTrue(gpu.rmsNormMatmulShared(x, g, eps, ws, ys), what + ": the fused launch takes the call");
                         for (int i = 0; i < 3; i++) {
-                            int n = shape[1 + i];
-                            float[] wv = wsHost[i].to(DType.F32).toFloatArray();
-                            float[] want = new float[m * n];
-                            double[] tol = new double[m * n];
-                            for (int row = 0; row < m; row++) {
-                                double ss = 0;
-                                for (int c = 0; c < k; c++) {
-                                    ss += (double) xv[row * k + c] * xv[row * k + c];
-                                }
-                                double inv = 1 / Math.sqrt(ss / k + eps);
-                                for (int o = 0; o < n; o++) {
-                                    double v = 0;
-                                    double abs = 0;
-                                    for (int c = 0; c < k; c++) {
-                                        double t = gv[c] * (xv[row * k + c] * inv) * wv[o * k + c];
-                                        v += t;
-                                        abs += Math.abs(t);
-                                    }
-                                    want[row * n + o] = (float) v;
-                                    tol[row * n + o] = 1e-6 + 2e-6 * abs;
-                                }
-                            }
-                            assertWithin(what + ", weight " + i, want, gpu.toHost(ys[i]).toFloatArray(), tol);
+                            assertWithin(what + ", weight " + i, want[i], gpu.toHost(ys[i]).toFloatArray(), tol[i]);
                         }
                         Tensor[] omitted = {poisoned(DType.F32, m, 4096), poisoned(DType.F32, m, 512), poisoned(DType.F32, m, 512)};
                         withProperty("orbit.cuda.omitKernels", "^bgemv_norm_(lr|scale)_m",

@@ -398,6 +398,23 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * {@link #pagedDecodePrep} and then {@link #pagedDecodeAttention} of the prepared q in one call where the backend
+     * has a fused form for these arguments: the same inputs (q [B, Hq, D], k and v [B, Hkv, D] as the projections wrote
+     * them), the new keys and values written at {@code slots} as the preparation writes them, and out [B, Hq, D] the
+     * attention over each sequence's keys up to {@code lens[b]}. The numbers are those of the two operations up to the
+     * order of the sums (not bit for bit); a sequence whose slot is negative attends over its prepared key and value, which
+     * are not written.
+     *
+     * @return false (the default) where the backend has no such form: the caller runs the two operations, and nothing was
+     * written
+     */
+    default boolean pagedDecodePrepAttention(Tensor q, Tensor k, Tensor v, Tensor qNorm, Tensor kNorm, float eps, Tensor positions,
+                                             RopeTable rope, Tensor kCache, Tensor vCache, Tensor slots, Tensor tables, Tensor lens,
+                                             int blockSize, Tensor out, AttentionSpec spec) {
+        return false;
+    }
+
+    /**
      * A whole decoder layer of a decode step at one token ({@link DecodeLayer}: attention and routed experts, no adapter)
      * in one call where the backend has a fused form: {@code out = x + o(attention)}, then {@code out += experts(rmsnorm(out))},
      * with the new key and value written into the paged caches at {@code slots[0]} and the attention over the keys of

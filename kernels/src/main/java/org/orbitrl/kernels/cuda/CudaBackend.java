@@ -949,6 +949,19 @@ public final class CudaBackend implements Backend {
     }
 
     /**
+     * The preparation and the attention in one launch outside exact mode where {@link CudaFlashAttention#prepAttention}
+     * applies (exact mode declines: its steps are the training forward's).
+     */
+    @Override
+    public boolean pagedDecodePrepAttention(Tensor q, Tensor k, Tensor v, Tensor qNorm, Tensor kNorm, float eps, Tensor positions,
+                                            RopeTable rope, Tensor kCache, Tensor vCache, Tensor slots, Tensor tables, Tensor lens,
+                                            int blockSize, Tensor out, AttentionSpec spec) {
+        ctx.device.bind();
+        return !exact && attentionOps.flash.prepAttention(q, k, v, qNorm, kNorm, eps, positions, rope, kCache, vCache, slots, tables, lens,
+                blockSize, out, spec);
+    }
+
+    /**
      * Decode attention inputs in one launch from the fused q/k/v projection: for each sequence b,
      * per q and k head an RMSNorm over the head dimension (when the norm weight is given, as
      * {@link #rmsNorm}), rope at {@code positions[b]} (as {@link #rope}), q into {@code qOut}, and k and v

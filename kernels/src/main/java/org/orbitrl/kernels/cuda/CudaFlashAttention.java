@@ -78,6 +78,10 @@ final class CudaFlashAttention {
     private final Kernel pagedMmaMerged128;
     private final Kernel pagedMma3xMerged64;
     private final Kernel pagedMma3xMerged128;
+    private final Kernel pagedMmaPrep64;     // the same with the step's q/k/v preparation, in clusters
+    private final Kernel pagedMmaPrep128;
+    private final Kernel pagedMma3xPrep64;
+    private final Kernel pagedMma3xPrep128;
     private final Kernel combine;
     private final Kernel kvWrite;
     private final Kernel kvWriteBf16;
@@ -105,6 +109,10 @@ final class CudaFlashAttention {
         this.pagedMmaMerged128 = ctx.kernel("paged_decode", "paged_decode_mma_merged_d128_kvbf16");
         this.pagedMma3xMerged64 = ctx.kernel("paged_decode", "paged_decode_mma3_merged_d64_kvbf16");
         this.pagedMma3xMerged128 = ctx.kernel("paged_decode", "paged_decode_mma3_merged_d128_kvbf16");
+        this.pagedMmaPrep64 = ctx.kernel("paged_decode", "paged_decode_mma_prep_d64_kvbf16");
+        this.pagedMmaPrep128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_d128_kvbf16");
+        this.pagedMma3xPrep64 = ctx.kernel("paged_decode", "paged_decode_mma3_prep_d64_kvbf16");
+        this.pagedMma3xPrep128 = ctx.kernel("paged_decode", "paged_decode_mma3_prep_d128_kvbf16");
         this.kvWriteBf16 = ctx.kernel("flash_attention", "paged_kv_write_kvbf16");
         this.prefill = ctx.kernel("flash_attention", "flash_prefill_f32");
         this.paged = ctx.kernel("flash_attention", "paged_decode_f32");
@@ -163,16 +171,7 @@ final class CudaFlashAttention {
                     + " [" + b + "], caches " + kCache + " / " + vCache + " rows of " + hkv + " x " + d + " / " + dv + ", rotary dim "
                     + table.rotaryDim() + " at most " + d);
         }
-        DType normType = null;
-        for (Tensor n : new Tensor[]{qNorm, kNorm}) {
-            if (n != null) {
-                ctx.devContiguous(op + " norm weight", n, null);
-                if (n.numel() != d || (n.dtype() != DType.F32 && n.dtype() != DType.BF16) || (normType != null && n.dtype() != normType)) {
-                    throw new IllegalArgumentException(op + ": norm weights must be f32 or bf16 [" + d + "] of one dtype, got " + n);
-                }
-                normType = n.dtype();
-            }
-        }
+        DType normType = normType(op, qNorm, kNorm, d);
         if (b == 0) {
             return;
         }
@@ -183,6 +182,134 @@ final class CudaFlashAttention {
         System.arraycopy(inputs, 0, args, 0, inputs.length);
         System.arraycopy(rest, 0, args, inputs.length, rest.length);
         Launcher.launch(kernel, ctx.stream.handle(), b, hq + hkv, 128, 4 * d, args);
+    }
+
+    /** The dtype of the per-head norm weights (f32 or bf16 [D], one dtype for both; null where neither is given), checked. */
+    private DType normType(String op, Tensor qNorm, Tensor kNorm, int d) {
+        DType normType = null;
+        for (Tensor n : new Tensor[]{qNorm, kNorm}) {
+            if (n != null) {
+                ctx.devContiguous(op + " norm weight", n, null);
+                if (n.numel() != d || (n.dtype() != DType.F32 && n.dtype() != DType.BF16) || (normType != null && n.dtype() != normType)) {
+                    throw new IllegalArgumentException(op + ": norm weights must be f32 or bf16 [" + d + "] of one dtype, got " + n);
+                }
+                normType = n.dtype();
+            }
+        }
+        return normType;
+    }
+
+    /** {@value}: the decode attention with the step's q/k/v preparation in its launch ({@link #prepAttention}). */
+    static final String PREP_ATTENTION_PROPERTY = "orbit.cuda.prepAttention";
+    /** The most blocks of a (sequence, kv head)'s cluster (sm_90's non-portable limit). */
+    static final int PREP_MAX_CLUSTER = 16;
+    /** The widest tables (in keys) {@link #prepAttention} takes where the default key splits outnumber a cluster's blocks. */
+    static final int PREP_MAX_KEYS = 2048;
+
+    /**
+     * {@link #qkvPrep3} and then {@link #pagedDecode} of the prepared q in one launch ({@code paged_decode_mma_prep_*}),
+     * where the tensor-core decode kernels take the cache (bf16, equal head dims of 64 or 128, query groups up to
+     * {@value #MMA_MAX_GROUP}), the rope turns the whole head, and the device has thread block clusters (sm_90): the
+     * blocks of a sequence's kv head, as many as {@link #mmaSplits} gives it up to {@value #PREP_MAX_CLUSTER} (one
+     * cluster), deal its key tiles out in turn and merge their partials through each other's shared memory, so that
+     * neither the preparation's launch nor {@code attention_combine}'s is left; the block whose tile holds the new key
+     * makes that row and writes it to the caches. Where the default splits outnumber a cluster (many keys, few
+     * sequences) it takes tables of up to {@value #PREP_MAX_KEYS} keys only. {@code -Dorbit.cuda.prepAttention} (read at
+     * each call): {@code on} (the default), {@code off}, or a cluster size from 1 to 16 to take always (a test's sweep).
+     *
+     * @return false, nothing launched, where it does not apply: the caller prepares and attends in two operations
+     */
+    boolean prepAttention(Tensor q, Tensor k, Tensor v, Tensor qNorm, Tensor kNorm, float eps, Tensor positions, RopeTable table,
+                          Tensor kCache, Tensor vCache, Tensor slots, Tensor tables, Tensor lens, int blockSize, Tensor out,
+                          AttentionSpec spec) {
+        int forced = prepCluster();
+        if (forced < 0 || !pagedMma || ctx.device.computeCapabilityMajor() < 9 || kCache.dtype() != DType.BF16 || vCache == null) {
+            return false;
+        }
+        String op = "pagedDecodePrepAttention";
+        ctx.devContiguous(op + " q", q, DType.F32);
+        ctx.devContiguous(op + " k", k, DType.F32);
+        ctx.devContiguous(op + " v", v, DType.F32);
+        ctx.devContiguous(op + " positions", positions, DType.I32);
+        ctx.devContiguous(op + " slots", slots, DType.I32);
+        int b = Math.toIntExact(positions.numel());
+        if (q.rank() != 3 || k.rank() != 3 || v.rank() != 3 || q.size(0) != b || k.size(0) != b || v.size(0) != b
+                || k.size(1) != v.size(1) || k.size(2) != q.size(2) || slots.numel() != b) {
+            throw new IllegalArgumentException(op + ": q " + q + ", k " + k + ", v " + v + " must be [B, Hq, D], [B, Hkv, D], [B, Hkv, Dv]"
+                    + " for " + b + " positions and slots " + slots);
+        }
+        int hq = q.size(1);
+        int hkv = k.size(1);
+        int d = q.size(2);
+        checkPaged(ctx, q, kCache, vCache, tables, lens, blockSize, hkv, out);
+        DType normType = normType(op, qNorm, kNorm, d);
+        Tensor sinks = spec.sinks();
+        if (sinks != null) {
+            ctx.devContiguous(op + " sinks", sinks, DType.F32);
+            if (sinks.numel() != hq) {
+                throw new IllegalArgumentException(op + ": sinks " + sinks + " must hold one logit per query head (" + hq + ")");
+            }
+        }
+        int group = hq / hkv;
+        if (v.size(2) != d || out.size(2) != d || (d != 64 && d != 128) || group > MMA_MAX_GROUP || table.rotaryDim() != d
+                || table.maxPositions() <= 0 || kCache.dim(0) > Integer.MAX_VALUE || CudaAllocator.address(kCache) % 16 != 0
+                || CudaAllocator.address(vCache) % 16 != 0) {
+            return false;
+        }
+        int maxBlocks = tables.size(1);
+        int maxKeys = maxBlocks * blockSize;
+        long base = (long) (b <= 1 ? 1 : Integer.highestOneBit(b - 1) << 1) * hkv;   // as pagedDecode counts it
+        int cluster = forced;
+        if (cluster == 0) {
+            int splits = mmaSplits(base, ctx.device.multiprocessors(), maxKeys, mmaSplitKeys());
+            if (splits > PREP_MAX_CLUSTER && maxKeys > PREP_MAX_KEYS) {
+                return false;
+            }
+            cluster = Math.min(splits, PREP_MAX_CLUSTER);
+        }
+        if (b == 0) {
+            return true;
+        }
+        int ring = pagedStages();
+        int stages = MMA_WARPS * ring * 2 * MMA_KEYS * (d + 8) * 2;
+        int merge = 4 * (2 * MMA_WARPS * 16 + MMA_WARPS * 16 * d) + 4 * (group * d + 2 * group);   // the warps', then the block's partial
+        Kernel kernel = ring == 3 ? (d == 64 ? pagedMma3xPrep64 : pagedMma3xPrep128) : (d == 64 ? pagedMmaPrep64 : pagedMmaPrep128);
+        Tensor[] cs = ropeTables.apply(table);
+        long[] qs = q.strides();
+        long[] os = out.strides();
+        Object[] args = {q, qs[0], qs[1], kCache, vCache, tables, maxBlocks, lens, blockSize, out, os[0], os[1], hq, hkv, d, d,
+                spec.slidingWindow(), spec.scale(), sinks, cluster, 0, null, null, k, v, qNorm, kNorm, normType == DType.BF16 ? 1 : 0, eps,
+                positions, cs[0], cs[1], table.style() == RopeTable.Style.INTERLEAVED ? 1 : 0, table.maxPositions(), slots, ctx.errorFlag};
+        long blocks = (long) b * hkv * cluster;
+        if (cluster > 1) {
+            Launcher.launchClusters(kernel, ctx.stream.handle(), blocks, cluster, 32 * MMA_WARPS, Math.max(stages, merge), args);
+        } else {
+            ctx.launchShared(kernel, blocks, 32 * MMA_WARPS, Math.max(stages, merge), args);
+        }
+        return true;
+    }
+
+    /** {@link #PREP_ATTENTION_PROPERTY}: -1 off, 0 on (the cluster from the key splits), or the cluster size to take. */
+    static int prepCluster() {
+        String v = System.getProperty(PREP_ATTENTION_PROPERTY, "on").trim();
+        switch (v) {
+            case "on":
+                return 0;
+            case "off":
+                return -1;
+            default:
+                int n;
+                try {
+                    n = Integer.parseInt(v);
+                } catch (NumberFormatException e) {
+                    n = 0;
+                }
+                if (n < 1 || n > PREP_MAX_CLUSTER) {
+                    throw new IllegalArgumentException("-D" + PREP_ATTENTION_PROPERTY + "=" + v + ": expected on, off or a cluster size from 1 to "
+                            + PREP_MAX_CLUSTER);
+                }
+                return n;
+        }
     }
 
     /**

@@ -207,6 +207,39 @@ __device__ __forceinline__ void mma_bf16_16816(float* c, u32 a0, u32 a1, u32 a2,
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+// Thread block clusters (sm_90+; a launch with a cluster dimension): cluster_sync, every thread of every block of the
+// cluster arriving (release) and waiting (acquire), so that what a block wrote to its shared memory, and to global
+// memory, before it is visible to the cluster's blocks after; cluster_addr, the address of this block's shared variable
+// at smem (smem_addr) in the shared memory of the cluster's block `rank`; ld_cluster_f32, a load from such an address.
+// Below sm_90 they trap (the launchers take them only on sm_90 and later).
+__device__ __forceinline__ void cluster_sync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+#else
+    __trap();
+#endif
+}
+
+__device__ __forceinline__ u32 cluster_addr(u32 smem, u32 rank) {
+    u32 r = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(r) : "r"(smem), "r"(rank));
+#else
+    __trap();
+#endif
+    return r;
+}
+
+__device__ __forceinline__ float ld_cluster_f32(u32 addr) {
+    float v = 0.0f;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(addr) : "memory");
+#else
+    __trap();
+#endif
+    return v;
+}
+
 // tf32_bits: x rounded to tf32 (cvt.rna: to nearest, ties away from zero), its bit pattern. mma_tf32_1688: c += A . B,
 // mma m16n8k8 with tf32 A (16 x 8: a0..a3) and B (8 x 8: b0, b1) given as bit patterns, f32 accumulation.
 __device__ __forceinline__ u32 tf32_bits(float x) {

@@ -304,11 +304,105 @@ __device__ __forceinline__ unsigned pm_pack(float lo, float hi) {
     return f32x2_to_bf16x2(lo, hi);
 }
 
-template <int D, int ST>
+// The preparation a decode step's attention may take in its own launch (paged_decode_mma_prep_*): q [B, Hq, D] and
+// the new token's k, v [B, Hkv, D] as the projections wrote them, each q and k head normed over D (qNorm, kNorm f32 or
+// bf16 [D], or null: no norm) and roped at pos[b] over the whole of D (tables [maxPos, D / 2], pairs (c, c + D / 2), or
+// (2i, 2i + 1) when interleaved), as qkv_prep_head takes them; k and v rounded to bf16 into the caches at row slots[b]
+// (negative: not written).
+struct PmPrep {
+    const float* k;
+    const float* v;
+    const void* qNorm;
+    const void* kNorm;
+    int normBf16;
+    float eps;
+    const int* pos;
+    const float* cosT;
+    const float* sinT;
+    int interleaved;
+    int maxPos;
+    const int* slots;
+    int* err;
+};
+
+__device__ __forceinline__ float pm_norm_weight(const void* w, int bf16, int c) {
+    return bf16 ? bf16_to_f32(((const u16*) w)[c]) : ((const float*) w)[c];
+}
+
+// rope_f32's pair (x1, x2) at the angle of (cs, sn): x1 * cs - x2 * sn into x1, x2 * cs + x1 * sn into x2.
+__device__ __forceinline__ void pm_rotate(float& x1, float& x2, float cs, float sn) {
+    float a = x1 * cs - x2 * sn;
+    float b = x2 * cs + x1 * sn;
+    x1 = a;
+    x2 = b;
+}
+
+// The new key's row of its tile (krow, vrow: the key and value rows in the warp's stage), made by the warp from the
+// projections as qkv_prep_head makes it and written to the caches at the sequence's slot as well: lane l takes
+// channels l * D / 32 .. + D / 32 - 1.
+template <int D>
+__device__ __forceinline__ void pm_new_row(u16* krow, u16* vrow, const PmPrep& prep, int b, int kvh, int Hkv, const u16* kc,
+                                           const u16* vc, int lane) {
+    constexpr int DL = D / 32;
+    int c0 = lane * DL;
+    const float* kr = prep.k + ((i64) b * Hkv + kvh) * D + c0;
+    const float* vr = prep.v + ((i64) b * Hkv + kvh) * D + c0;
+    float x[DL], v[DL];
+#pragma unroll
+    for (int j = 0; j < DL; j++) {
+        x[j] = kr[j];
+        v[j] = vr[j];
+    }
+    if (prep.kNorm != nullptr) {
+        float ss = 0.0f;
+#pragma unroll
+        for (int j = 0; j < DL; j++) ss += x[j] * x[j];
+        ss = warp_sum(ss);
+        float inv = 1.0f / sqrtf(ss / (float) D + prep.eps);
+#pragma unroll
+        for (int j = 0; j < DL; j++) x[j] = pm_norm_weight(prep.kNorm, prep.normBf16, c0 + j) * (x[j] * inv);
+    }
+    int p = prep.pos[b];
+    if (p >= 0 && p < prep.maxPos) {
+        const float* cr = prep.cosT + (i64) p * (D / 2);
+        const float* sr = prep.sinT + (i64) p * (D / 2);
+        if (prep.interleaved) {
+#pragma unroll
+            for (int j = 0; j < DL; j += 2) pm_rotate(x[j], x[j + 1], cr[(c0 + j) >> 1], sr[(c0 + j) >> 1]);
+        } else { // channel c < D / 2 pairs with c + D / 2, lane l's with lane l + 16's
+            bool low = lane < 16;
+#pragma unroll
+            for (int j = 0; j < DL; j++) {
+                float other = __shfl_xor_sync(0xffffffffu, x[j], 16);
+                float x1 = low ? x[j] : other;
+                float x2 = low ? other : x[j];
+                int jj = (lane & 15) * DL + j;
+                pm_rotate(x1, x2, cr[jj], sr[jj]);
+                x[j] = low ? x1 : x2;
+            }
+        }
+    }
+    int slot = prep.slots[b];
+    u16* kd = slot >= 0 ? (u16*) kc + ((i64) slot * Hkv + kvh) * D + c0 : nullptr;
+    u16* vd = slot >= 0 ? (u16*) vc + ((i64) slot * Hkv + kvh) * D + c0 : nullptr;
+#pragma unroll
+    for (int j = 0; j < DL; j++) {
+        u16 kb = f32_to_bf16_bits(x[j]);
+        u16 vb = f32_to_bf16_bits(v[j]);
+        krow[c0 + j] = kb;
+        vrow[c0 + j] = vb;
+        if (kd != nullptr) {
+            kd[j] = kb;
+            vd[j] = vb;
+        }
+    }
+}
+
+template <int D, int ST, bool PREP = false>
 __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 qH, const u16* kc, const u16* vc, const int* tables,
                                           int maxBlocks, const int* lens, int blockSize, float* out, i64 oB, i64 oH, int Hq, int Hkv,
                                           int window, float scale, const float* sinks, int splits, int splitLen, float* partAcc,
-                                          float* partMl, int* tickets = nullptr) {
+                                          float* partMl, int* tickets = nullptr, const PmPrep* prep = nullptr) {
     constexpr int ROW = D + 8;              // a staged row, bf16: 16 bytes of padding (conflict-free ldmatrix)
     constexpr int TILE = PM_TK * ROW;       // one tile of keys or values
     constexpr int STAGE = 2 * TILE;         // keys, then values
@@ -327,6 +421,18 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
     int G = sp.G;
     int ks = sp.ks;
     int ke = sp.ke;
+    // the warp's tiles of the split: first, first + stride, ...; with PREP the blocks of a (sequence, kv head) are one
+    // cluster of `splits` blocks that deal the tiles of all its keys out in turn (block `split`'s warp w takes tiles
+    // split * PM_WARPS + w, + PM_WARPS * splits, ...), so that every block has keys whatever the context's length
+    int first = warp;
+    int stride = PM_WARPS;
+    if (PREP) {
+        int kp = lens[b] - 1;
+        ks = window > 0 && kp - window + 1 > 0 ? kp - window + 1 : 0;
+        ke = kp;
+        first = split * PM_WARPS + warp;
+        stride = PM_WARPS * splits;
+    }
     int tiles = ke >= ks ? (ke - ks) / PM_TK + 1 : 0;
     const int* table = tables + (i64) b * maxBlocks;
     const u16* kb = kc + (i64) kvh * D;
@@ -357,27 +463,91 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
             cp_async16_zfill(kd + (unsigned) (TILE * 2) + 16 * c, vr + 8 * c, valid);
         }
     };
-    int mine = tiles > warp ? (tiles - warp + PM_WARPS - 1) / PM_WARPS : 0; // this warp's tiles
+    int mine = tiles > first ? (tiles - first + stride - 1) / stride : 0; // this warp's tiles
 #pragma unroll
     for (int i = 0; i < ST - 1; i++) {
-        if (i < mine) load(warp + i * PM_WARPS, i, page(warp + i * PM_WARPS));
+        if (i < mine) load(first + i * stride, i, page(first + i * stride));
         cp_async_commit();
     }
-    int nextPage = ST - 1 < mine ? page(warp + (ST - 1) * PM_WARPS) : 0; // the page of the next tile to copy
+    int nextPage = ST - 1 < mine ? page(first + (ST - 1) * stride) : 0; // the page of the next tile to copy
 
     // q as the A operand: rows g and g + 8 are query heads kvh * G + row (zero past G), k-step kk's columns 16 kk + 2t,
     // + 1 (a0, a1) and + 8, + 9 (a2, a3)
     unsigned qa[KS][4];
+    if (PREP) {
+        // the lanes of row r = g + 8h hold its columns 16 kk + 2t + (0, 1, 8, 9) (y[h][kk][0..3]), between the four of
+        // them all D: the norm's sum of squares over two shuffles; a pair of the rope is within one lane (c and c + D / 2
+        // are k-steps kk and kk + KS / 2; 2i and 2i + 1 adjacent)
+        float y[2][KS][4];
+        int p = prep->pos[b];
+        bool rot = p >= 0 && p < prep->maxPos;
+        if (!rot && split == 0 && kvh == 0 && threadIdx.x == 0) report_error(prep->err, ERR_POSITION_OUT_OF_RANGE, p, b);
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
-        int r = g + 8 * h;
-        const float* qr = q + (i64) b * qB + (i64) (kvh * G + (r < G ? r : 0)) * qH;
+        for (int h = 0; h < 2; h++) {
+            int r = g + 8 * h;
+            const float* qr = q + (i64) b * qB + (i64) (kvh * G + (r < G ? r : 0)) * qH;
+            float ss = 0.0f;
 #pragma unroll
-        for (int kk = 0; kk < KS; kk++) {
-            float2 x0 = r < G ? *(const float2*) (qr + 16 * kk + 2 * t) : make_float2(0.0f, 0.0f);
-            float2 x1 = r < G ? *(const float2*) (qr + 16 * kk + 2 * t + 8) : make_float2(0.0f, 0.0f);
-            qa[kk][h] = pm_pack(x0.x, x0.y);
-            qa[kk][2 + h] = pm_pack(x1.x, x1.y);
+            for (int kk = 0; kk < KS; kk++) {
+                float2 x0 = r < G ? *(const float2*) (qr + 16 * kk + 2 * t) : make_float2(0.0f, 0.0f);
+                float2 x1 = r < G ? *(const float2*) (qr + 16 * kk + 2 * t + 8) : make_float2(0.0f, 0.0f);
+                y[h][kk][0] = x0.x;
+                y[h][kk][1] = x0.y;
+                y[h][kk][2] = x1.x;
+                y[h][kk][3] = x1.y;
+                ss += x0.x * x0.x + x0.y * x0.y + x1.x * x1.x + x1.y * x1.y;
+            }
+            if (prep->qNorm != nullptr) {
+                ss += __shfl_xor_sync(0xffffffffu, ss, 1);
+                ss += __shfl_xor_sync(0xffffffffu, ss, 2);
+                float inv = 1.0f / sqrtf(ss / (float) D + prep->eps);
+#pragma unroll
+                for (int kk = 0; kk < KS; kk++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        int c = 16 * kk + 2 * t + (e & 1) + 8 * (e >> 1);
+                        y[h][kk][e] = pm_norm_weight(prep->qNorm, prep->normBf16, c) * (y[h][kk][e] * inv);
+                    }
+            }
+            if (rot) {
+                const float* cr = prep->cosT + (i64) p * (D / 2);
+                const float* sr = prep->sinT + (i64) p * (D / 2);
+                if (prep->interleaved) {
+#pragma unroll
+                    for (int kk = 0; kk < KS; kk++)
+#pragma unroll
+                        for (int e = 0; e < 4; e += 2) {
+                            int jj = (16 * kk + 2 * t + 8 * (e >> 1)) >> 1;
+                            pm_rotate(y[h][kk][e], y[h][kk][e + 1], cr[jj], sr[jj]);
+                        }
+                } else {
+#pragma unroll
+                    for (int kk = 0; kk < KS / 2; kk++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            int jj = 16 * kk + 2 * t + (e & 1) + 8 * (e >> 1);
+                            pm_rotate(y[h][kk][e], y[h][kk + KS / 2][e], cr[jj], sr[jj]);
+                        }
+                }
+            }
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++) {
+                qa[kk][h] = pm_pack(y[h][kk][0], y[h][kk][1]);
+                qa[kk][2 + h] = pm_pack(y[h][kk][2], y[h][kk][3]);
+            }
+        }
+    } else {
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            int r = g + 8 * h;
+            const float* qr = q + (i64) b * qB + (i64) (kvh * G + (r < G ? r : 0)) * qH;
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++) {
+                float2 x0 = r < G ? *(const float2*) (qr + 16 * kk + 2 * t) : make_float2(0.0f, 0.0f);
+                float2 x1 = r < G ? *(const float2*) (qr + 16 * kk + 2 * t + 8) : make_float2(0.0f, 0.0f);
+                qa[kk][h] = pm_pack(x0.x, x0.y);
+                qa[kk][2 + h] = pm_pack(x1.x, x1.y);
+            }
         }
     }
     // running max and this lane's share of the sum for rows g (0) and g + 8 (1); the sink joins split 0 once (warp 0)
@@ -401,11 +571,18 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
     unsigned kAddr = (unsigned) ((((mi >> 1) * 8 + (lane & 7)) * ROW + (mi & 1) * 8) * 2);
     unsigned vAddr = (unsigned) ((((mi & 1) * 8 + (lane & 7)) * ROW + (mi >> 1) * 8) * 2);
     for (int i = 0; i < mine; i++) {
-        if (i + ST - 1 < mine) load(warp + (i + ST - 1) * PM_WARPS, (i + ST - 1) % ST, nextPage); // the stage of tile i - 1
+        if (i + ST - 1 < mine) load(first + (i + ST - 1) * stride, (i + ST - 1) % ST, nextPage); // the stage of tile i - 1
         cp_async_commit();
-        if (i + ST < mine) nextPage = page(warp + (i + ST) * PM_WARPS); // lands while tile i is multiplied
+        if (i + ST < mine) nextPage = page(first + (i + ST) * stride); // lands while tile i is multiplied
         cp_async_wait<ST - 1>(); // tile i has landed (this lane's copies)
         __syncwarp();
+        if (PREP && ke - ks - (first + i * stride) * PM_TK < PM_TK) {
+            // the tile of the new key: its row made here from the projections (what the cache had there was copied and
+            // is overwritten) and written to the caches
+            pm_new_row<D>(wsm + (i % ST) * STAGE + ((ke - ks) % PM_TK) * ROW, wsm + (i % ST) * STAGE + TILE + ((ke - ks) % PM_TK) * ROW,
+                          *prep, b, kvh, Hkv, kc, vc, lane);
+            __syncwarp();
+        }
         unsigned kt = wbase + (unsigned) ((i % ST) * STAGE * 2);
         unsigned vt = kt + (unsigned) (TILE * 2);
         float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
@@ -416,7 +593,7 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
             mma_bf16_16816(s[0], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], kf[0], kf[1]);
             mma_bf16_16816(s[1], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], kf[2], kf[3]);
         }
-        int key0 = ks + (warp + i * PM_WARPS) * PM_TK; // key of column 0
+        int key0 = ks + (first + i * stride) * PM_TK; // key of column 0
         unsigned pa[4];
 #pragma unroll
         for (int h = 0; h < 2; h++) { // rows g, g + 8: values c = 2h, 2h + 1 of both n-tiles
@@ -502,6 +679,13 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
         int h = kvh * G + r;
         if (splits == 1) {
             out[(i64) b * oB + (i64) h * oH + d] = v / sum;
+        } else if (PREP) { // the block's partial, in its shared memory past the warps' (res [G][D], then resMl [G][2])
+            float* res = acc + PM_WARPS * 16 * D;
+            res[r * D + d] = v;
+            if (d == 0) {
+                res[G * D + 2 * r] = mx;
+                res[G * D + 2 * r + 1] = sum;
+            }
         } else {
             i64 part = ((i64) b * Hq + h) * splits + split;
             partAcc[part * D + d] = v;
@@ -510,6 +694,33 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
                 partMl[2 * part + 1] = sum;
             }
         }
+    }
+    if (PREP && splits > 1) {
+        // The cluster's partials merged as attention_combine merges splits (the same expressions, in rank order), block
+        // `split` taking its share of the G * D outputs from every block's shared memory; no block leaves while another
+        // may still read its partial.
+        cluster_sync();
+        u32 res = smem_addr(acc + PM_WARPS * 16 * D);
+        int share = (G * D + splits - 1) / splits;
+        int end = min(G * D, (split + 1) * share);
+        for (int idx = split * share + threadIdx.x; idx < end; idx += blockDim.x) {
+            int r = idx / D;
+            int d = idx - r * D;
+            float mx = -ORBIT_INF;
+            for (int s = 0; s < splits; s++) mx = fmaxf(mx, ld_cluster_f32(cluster_addr(res + 4 * (G * D + 2 * r), s)));
+            float sum = 0.0f;
+            float o = 0.0f;
+            for (int s = 0; s < splits; s++) {
+                u32 a = cluster_addr(res, s);
+                float e = expf(ld_cluster_f32(a + 4 * (G * D + 2 * r)) - mx);
+                sum += ld_cluster_f32(a + 4 * (G * D + 2 * r + 1)) * e;
+                o += ld_cluster_f32(a + 4 * (r * D + d)) * e;
+            }
+            float inv = 1.0f / sum;
+            out[(i64) b * oB + (i64) (kvh * G + r) * oH + d] = o * inv;
+        }
+        cluster_sync();
+        return;
     }
     if (splits == 1 || tickets == nullptr) return;
     // The splits merged by the block of (b, kvh) that writes its partials last (a ticket counted per (b, kvh), re-armed
@@ -576,6 +787,27 @@ PM_KERNEL(paged_decode_mma_d128_kvbf16, 128, 2)
 PM_KERNEL(paged_decode_mma_d64_kvbf16, 64, 2)
 PM_KERNEL(paged_decode_mma3_d128_kvbf16, 128, 3)
 PM_KERNEL(paged_decode_mma3_d64_kvbf16, 64, 3)
+
+// The same kernels with the step's q/k/v preparation folded in (PmPrep; qkv_prep3's launch left out): q holds the
+// projection's raw q, pk and pv its raw k and v [B, Hkv, D]; the blocks of a (sequence, kv head) are one cluster of
+// `splits` blocks (the launch's cluster dimension, up to 16) dealing its key tiles out in turn and merging their
+// partials through each other's shared memory, so that attention_combine's launch is left out too. The new key's row
+// is made by the warp whose tile holds it and written to the caches there. splitLen, partAcc and partMl are unused.
+#define PM_PREP_KERNEL(NAME, D, ST)                                                                                    \
+    extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) NAME(PAGED_DECODE_ARGS(u16), const float* pk,           \
+        const float* pv, const void* qNorm, const void* kNorm, int normBf16, float eps, const int* pos, const float* cosT, \
+        const float* sinT, int interleaved, int maxPos, const int* slots, int* err) {                                   \
+        pdl_enter();                                                                                                   \
+        extern __shared__ __align__(16) u16 NAME##_sm[];                                                               \
+        PmPrep prep{pk, pv, qNorm, kNorm, normBf16, eps, pos, cosT, sinT, interleaved, maxPos, slots, err};            \
+        pm_decode<D, ST, true>(NAME##_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq, Hkv, \
+                               window, scale, sinks, splits, splitLen, partAcc, partMl, nullptr, &prep);               \
+    }
+
+PM_PREP_KERNEL(paged_decode_mma_prep_d128_kvbf16, 128, 2)
+PM_PREP_KERNEL(paged_decode_mma_prep_d64_kvbf16, 64, 2)
+PM_PREP_KERNEL(paged_decode_mma3_prep_d128_kvbf16, 128, 3)
+PM_PREP_KERNEL(paged_decode_mma3_prep_d64_kvbf16, 64, 3)
 
 // The same kernels merging their key splits themselves (tickets: i32 [B * Hkv] of zeros, left zero): the block of a
 // (sequence, kv head) that writes its split's partials last merges them into out as attention_combine does, whose

@@ -336,7 +336,7 @@ class CudaPagedDecodeTest extends CudaTestBase {
      * a factor e^{2Δ}, so |õ − o| ≤ ((e^{2Δ} − 1) + 2⁻⁹·e^{2Δ})·max|v| over the row's visible keys, plus 1e-5 for f32
      * accumulation. k, v: [len, Hkv, D|Dv] of the sequence.
      */
-    private static float mmaBound(float[] qRow, Tensor k, Tensor v, int kvh, int len, int window, float scale) {
+    static float mmaBound(float[] qRow, Tensor k, Tensor v, int kvh, int len, int window, float scale) {
         int d = qRow.length;
         int lo = window > 0 ? Math.max(0, len - window) : 0;
         double delta = 0;

@@ -75,15 +75,19 @@ final class SegmentAttention {
                        Linear o, Tensor out) {
         TensorAllocator a = b.allocator();
         int n = qs.size(0);
-        Tensor q3 = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, headDim);   // [N, Hq, D]
-        decode.prepare(b, layer, qs.reshape(n, heads, headDim), ks.reshape(n, kvHeads, headDim), vs.reshape(n, kvHeads, headDim),
-                qNorm, kNorm, eps, positions, rope, q3);
+        Tensor q = qs.reshape(n, heads, headDim);
+        Tensor k = ks.reshape(n, kvHeads, headDim);
+        Tensor v = vs.reshape(n, kvHeads, headDim);
+        Tensor attn = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, headDim); // [N, Hq, D]
+        if (!decode.prepareAndAttend(b, layer, q, k, v, qNorm, kNorm, eps, positions, rope, attn, spec)) {
+            Tensor q3 = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, headDim);   // [N, Hq, D]
+            decode.prepare(b, layer, q, k, v, qNorm, kNorm, eps, positions, rope, q3);
+            decode.attend(b, layer, q3, attn, spec);
+            a.release(q3);
+        }
         a.release(qs);
         a.release(ks);
         a.release(vs);
-        Tensor attn = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, headDim); // [N, Hq, D]
-        decode.attend(b, layer, q3, attn, spec);
-        a.release(q3);
         o.forward(b, attn.reshape(n, (long) heads * headDim), out);
         a.release(attn);
     }

@@ -143,6 +143,19 @@ public final class PagedDecode {
     }
 
     /**
+     * {@link #prepare} and {@link #attend} in one backend call where it has that form ({@link
+     * Backend#pagedDecodePrepAttention}): q [B, Hq, D], k and v [B, Hkv, D] as the projections wrote them, out [B, Hq, D].
+     * False, nothing written, where the backend declines or the layer's pool stores no values.
+     */
+    public boolean prepareAndAttend(Backend b, int layer, Tensor q, Tensor k, Tensor v, Tensor qNorm, Tensor kNorm, float eps,
+                                    Tensor positions, RopeTable rope, Tensor out, AttentionSpec spec) {
+        BlockPool p = windowed(layer) ? windowPool : pool;
+        return p.values(layer) != null && b.pagedDecodePrepAttention(q, k, v, qNorm, kNorm, eps, positions, rope, p.keys(layer),
+                p.values(layer), windowed(layer) ? windowSlots : slots, windowed(layer) ? windowTables : tables, lens, p.blockSize(), out,
+                spec);
+    }
+
+    /**
      * A whole decoder layer of a one-sequence step in one backend call where it has one ({@link Backend#decodeLayer}): x
      * [1, hidden] in, out [1, hidden] written, the new key and value into {@code layer}'s caches. False (nothing written)
      * for a batch of several sequences or where the backend declines.

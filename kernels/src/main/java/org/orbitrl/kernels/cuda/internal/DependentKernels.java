@@ -54,6 +54,10 @@ final class DependentKernels {
         s.add("paged_decode/paged_decode_mma_merged_d128_kvbf16");
         s.add("paged_decode/paged_decode_mma3_merged_d64_kvbf16");
         s.add("paged_decode/paged_decode_mma3_merged_d128_kvbf16");
+        s.add("paged_decode/paged_decode_mma_prep_d64_kvbf16");     // the same with the step's q/k/v preparation, a cluster
+        s.add("paged_decode/paged_decode_mma_prep_d128_kvbf16");
+        s.add("paged_decode/paged_decode_mma3_prep_d64_kvbf16");
+        s.add("paged_decode/paged_decode_mma3_prep_d128_kvbf16");
         s.add("attention/attention_combine");
         s.add("paged_mla/paged_mla_decode_kvbf16");
         s.add("moe/moe_route");

@@ -4,6 +4,7 @@ import org.bytedeco.cuda.cudart.CUfunc_st;
 import org.orbitrl.kernels.cuda.CudaCheck;
 
 import static org.bytedeco.cuda.global.cudart.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+import static org.bytedeco.cuda.global.cudart.CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED;
 import static org.bytedeco.cuda.global.cudart.CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES;
 import static org.bytedeco.cuda.global.cudart.cuFuncGetAttribute;
 import static org.bytedeco.cuda.global.cudart.cuFuncSetAttribute;
@@ -29,6 +30,7 @@ public final class Kernel {
     private int staticShared = -1;            // the function's static shared memory, once asked
     private final int[] residentShape = {-1, -1}; // block size and dynamic shared memory of `resident`
     private int resident;                     // blocks an SM holds at that shape
+    private boolean nonPortableClusters;      // allowed clusters past the portable 8 blocks
 
     Kernel(KernelLibrary library, String file, String name) {
         this.library = library;
@@ -116,6 +118,17 @@ public final class Kernel {
                 CudaCheck.driver(err, "cuFuncSetAttribute max dynamic shared memory of " + this, bytes + " B");
             }
             sharedOptIn = bytes;
+        }
+    }
+
+    /** Allows launches in clusters of {@code blocks} (past the portable 8, the driver is asked once; sm_90 takes 16). */
+    void allowClusterSize(int blocks) {
+        if (blocks > 8 && !nonPortableClusters) {
+            int err = cuFuncSetAttribute(function(), CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1);
+            if (err != 0) {
+                CudaCheck.driver(err, "cuFuncSetAttribute non-portable cluster size of " + this, blocks + " blocks a cluster");
+            }
+            nonPortableClusters = true;
         }
     }
 

@@ -14,6 +14,7 @@ import java.lang.foreign.ValueLayout;
 import java.util.regex.Pattern;
 import java.util.regex.PatternSyntaxException;
 
+import static org.bytedeco.cuda.global.cudart.CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
 import static org.bytedeco.cuda.global.cudart.CU_LAUNCH_ATTRIBUTE_COOPERATIVE;
 import static org.bytedeco.cuda.global.cudart.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
 import static org.bytedeco.cuda.global.cudart.cuLaunchKernel;
@@ -31,7 +32,9 @@ import static org.bytedeco.cuda.global.cudart.cuLaunchKernelEx;
  * serialization allowed: its blocks may start once every block of the kernel before it on the stream
  * has started and called {@code griddepcontrol.launch_dependents} (or ended), and its first statement
  * waits until that kernel has completed. A cooperative launch ({@link #launchCooperative}) goes through
- * {@code cuLaunchKernelEx} with the cooperative attribute. Every other launch goes through {@code cuLaunchKernel}.
+ * {@code cuLaunchKernelEx} with the cooperative attribute, a launch of thread block clusters ({@link #launchClusters})
+ * with the cluster dimension (and programmatic stream serialization where the kernel waits for its predecessor). Every
+ * other launch goes through {@code cuLaunchKernel}.
  *
  * <p>Arguments: {@link Long} (a 64-bit value or device address), {@link Integer} (int),
  * {@link Float} (float), {@link Tensor} (the device address of its first element) and
@@ -57,6 +60,9 @@ public final class Launcher {
         final CUlaunchAttribute attribute; // programmatic stream serialization allowed
         final CUlaunchConfig cooperativeConfig;      // a cooperative launch's configuration
         final CUlaunchAttribute cooperativeAttribute; // cooperative: every block resident at once
+        final CUlaunchConfig clusterConfig;        // a launch of clusters: attrs -> clusterAttributes
+        final CUlaunchAttribute clusterAttributes; // [2]: the cluster dimension, then programmatic stream serialization
+        final CUlaunchAttribute clusterDim;        // clusterAttributes[0]
         long dependentLaunches;           // launches issued on the dependent path by this thread
 
         Slots() {
@@ -84,6 +90,18 @@ public final class Launcher {
             cooperativeConfig.attrs(cooperativeAttribute);
             cooperativeConfig.numAttrs(1);
             cooperativeConfig.gridDimY(1).gridDimZ(1).blockDimY(1).blockDimZ(1);
+            clusterAttributes = new CUlaunchAttribute(2);
+            Pointer.memset(clusterAttributes, 0, 2 * clusterAttributes.sizeof());
+            clusterDim = clusterAttributes.getPointer(0);
+            clusterDim.id(CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION);
+            clusterDim.value().clusterDim_x(1).clusterDim_y(1).clusterDim_z(1);
+            CUlaunchAttribute serialization = clusterAttributes.getPointer(1);
+            serialization.id(CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION);
+            serialization.value().programmaticStreamSerializationAllowed(1);
+            clusterConfig = new CUlaunchConfig();
+            Pointer.memset(clusterConfig, 0, clusterConfig.sizeof());
+            clusterConfig.attrs(clusterAttributes);
+            clusterConfig.gridDimY(1).gridDimZ(1).blockDimY(1).blockDimZ(1);
         }
     }
 
@@ -180,6 +198,41 @@ public final class Launcher {
         if (err != 0) {
             CudaCheck.driver(err, "cuLaunchKernelEx " + kernel + " (cooperative)", "grid " + gridX, "block " + blockX,
                     "shared " + sharedBytes + " B", args.length + " arguments");
+        }
+    }
+
+    /**
+     * A launch of a 1-D grid in thread block clusters of {@code clusterX} consecutive blocks (sm_90 and later; up to 8, or
+     * 16 where the kernel is allowed sizes past the portable 8, which this asks of the driver), which the device places
+     * together so that their blocks may read each other's shared memory and wait for each other. Dependent as {@link
+     * #launch} where the kernel waits for its predecessor and the library's dependent launches are on; captured into a
+     * graph as a kernel node with its cluster dimension.
+     */
+    public static void launchClusters(Kernel kernel, CUstream_st stream, long gridX, int clusterX, int blockX, int sharedBytes,
+                                      Object... args) {
+        if (gridX <= 0 || gridX > Integer.MAX_VALUE || clusterX <= 0 || clusterX > 16 || gridX % clusterX != 0 || args.length > MAX_ARGS) {
+            throw new IllegalArgumentException("kernel " + kernel + ": bad grid " + gridX + " in clusters of " + clusterX + " or "
+                    + args.length + " arguments");
+        }
+        if (omitted(kernel.name())) {
+            return;
+        }
+        kernel.allowShared(sharedBytes);
+        kernel.allowClusterSize(clusterX);
+        Slots slots = SLOTS.get();
+        marshal(kernel, slots.values, args);
+        boolean dependent = path(kernel) == Path.DEPENDENT;
+        slots.clusterDim.value().clusterDim_x(clusterX);
+        CUlaunchConfig config = slots.clusterConfig;
+        config.numAttrs(dependent ? 2 : 1);
+        config.gridDimX((int) gridX).blockDimX(blockX).sharedMemBytes(sharedBytes).hStream(stream);
+        int err = cuLaunchKernelEx(config, kernel.function(), slots.pointers, (PointerPointer<?>) null);
+        if (err != 0) {
+            CudaCheck.driver(err, "cuLaunchKernelEx " + kernel + " (clusters of " + clusterX + (dependent ? ", dependent launch)" : ")"),
+                    "grid " + gridX, "block " + blockX, "shared " + sharedBytes + " B", args.length + " arguments");
+        }
+        if (dependent) {
+            slots.dependentLaunches++;
         }
     }
 

@@ -498,3 +498,50 @@ extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_1)
         bgemv_ns1<BG_KQ_1, BG_R_1, BG_U_1>(x, nw, nwBf16, eps, w2, y2, n2, K, rb - nb0 - nb1);
     }
 }
+
+// A one-row product whose blocks stage their rows of the weight in shared memory before they wait for the kernel before
+// them (launched as its programmatic dependent, so that the weight streams while that kernel runs): y[n] (+)= x . w[n]
+// for the block's `rows` consecutive rows n (w bf16 [N, K], K a multiple of 8, rows 16-byte aligned; x f32 [K], 16-byte
+// aligned). Dynamic shared memory rows * K bf16, then K floats of x. Warp v takes rows v, v + warps, ...; lane l the
+// 8-weight pieces l, l + 32, ... of a row, f32 products and sums, then the warp's sum.
+extern "C" __global__ void __launch_bounds__(256, 1) bgemv_staged1(const float* x, const u16* w, float* y, int N, int K, int rows,
+                                                                  int accumulate) {
+    extern __shared__ __align__(16) unsigned char bgs_sm[];
+    int n0 = blockIdx.x * rows;
+    int nr = min(rows, N - n0);
+    u32 ws = smem_addr(bgs_sm);
+    float* xs = (float*) (bgs_sm + (i64) rows * K * 2);
+    const char* src = (const char*) (w + (i64) n0 * K);
+    int pieces = nr * (K / 8);
+    for (int i = threadIdx.x; i < pieces; i += blockDim.x) cp_async16_zfill(ws + 16u * (u32) i, src + 16 * (i64) i, true);
+    cp_async_commit();
+    pdl_wait_after_weights();
+    for (int c = threadIdx.x; c < K / 4; c += blockDim.x) ((float4*) xs)[c] = ((const float4*) x)[c];
+    cp_async_wait<0>();
+    __syncthreads();
+    int warp = threadIdx.x >> 5;
+    int lane = threadIdx.x & 31;
+    int warps = blockDim.x >> 5;
+    for (int r = warp; r < nr; r += warps) {
+        const uint4* wr = (const uint4*) (bgs_sm + (i64) r * K * 2);
+        float acc = 0.0f;
+        for (int u = lane; u < K / 8; u += 32) {
+            uint4 q = wr[u];
+            float4 a = ((const float4*) xs)[2 * u];
+            float4 b = ((const float4*) xs)[2 * u + 1];
+            acc = fmaf(__uint_as_float(q.x << 16), a.x, acc);
+            acc = fmaf(__uint_as_float(q.x & 0xffff0000u), a.y, acc);
+            acc = fmaf(__uint_as_float(q.y << 16), a.z, acc);
+            acc = fmaf(__uint_as_float(q.y & 0xffff0000u), a.w, acc);
+            acc = fmaf(__uint_as_float(q.z << 16), b.x, acc);
+            acc = fmaf(__uint_as_float(q.z & 0xffff0000u), b.y, acc);
+            acc = fmaf(__uint_as_float(q.w << 16), b.z, acc);
+            acc = fmaf(__uint_as_float(q.w & 0xffff0000u), b.w, acc);
+        }
+        acc = warp_sum(acc);
+        if (lane == 0) {
+            float* o = y + n0 + r;
+            *o = accumulate ? *o + acc : acc;
+        }
+    }
+}

@@ -209,7 +209,8 @@ final class CudaFlashAttention {
     /**
      * {@link #qkvPrep3} and then {@link #pagedDecode} of the prepared q in one launch ({@code paged_decode_mma_prep_*}),
      * where the tensor-core decode kernels take the cache (bf16, equal head dims of 64 or 128, query groups up to
-     * {@value #MMA_MAX_GROUP}), the rope turns the whole head, and the device has thread block clusters (sm_90): the
+     * {@value #MMA_MAX_GROUP}), the rope turns the whole head, and the kernels have thread block clusters (built for sm_90
+     * or newer, the cluster size one the device takes, {@link Kernel#clustersFit}): the
      * blocks of a sequence's kv head, as many as {@link #mmaSplits} gives it up to {@value #PREP_MAX_CLUSTER} (one
      * cluster), deal its key tiles out in turn and merge their partials through each other's shared memory, so that
      * neither the preparation's launch nor {@code attention_combine}'s is left; the block whose tile holds the new key
@@ -223,7 +224,7 @@ final class CudaFlashAttention {
                           Tensor kCache, Tensor vCache, Tensor slots, Tensor tables, Tensor lens, int blockSize, Tensor out,
                           AttentionSpec spec) {
         int forced = prepCluster();
-        if (forced < 0 || !pagedMma || ctx.device.computeCapabilityMajor() < 9 || kCache.dtype() != DType.BF16 || vCache == null) {
+        if (forced < 0 || !pagedMma || kCache.dtype() != DType.BF16 || vCache == null) {
             return false;
         }
         String op = "pagedDecodePrepAttention";
@@ -281,6 +282,9 @@ final class CudaFlashAttention {
                 spec.slidingWindow(), spec.scale(), sinks, cluster, 0, null, null, k, v, qNorm, kNorm, normType == DType.BF16 ? 1 : 0, eps,
                 positions, cs[0], cs[1], table.style() == RopeTable.Style.INTERLEAVED ? 1 : 0, table.maxPositions(), slots, ctx.errorFlag};
         long blocks = (long) b * hkv * cluster;
+        if (!kernel.clustersFit(cluster, 32 * MMA_WARPS, Math.max(stages, merge))) {
+            return false;   // kernels built below sm_90, or a cluster size this device refuses
+        }
         if (cluster > 1) {
             Launcher.launchClusters(kernel, ctx.stream.handle(), blocks, cluster, 32 * MMA_WARPS, Math.max(stages, merge), args);
         } else {

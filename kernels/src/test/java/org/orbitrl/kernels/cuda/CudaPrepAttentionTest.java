@@ -36,6 +36,7 @@ import static org.junit.jupiter.api.Assertions.fail;
  *   prepared q (the two operations' q) over the keys and values the fused launch left in its cache.</li>
  *   <li>With the preparation's and the combine's kernels left out of the launches ({@code orbit.cuda.omitKernels}) the
  *   same bits: the fused launch does both itself. The same cluster twice: the same bits.</li>
+ *   <li>A sequence whose slot is negative: the same outputs, its row of the cache untouched.</li>
  *   <li>Where it does not apply (an f32 cache, a head dim of 96, a rope over part of the head, the switch off) it returns
  *   false and writes nothing.</li>
  * </ul>
@@ -182,12 +183,17 @@ class CudaPrepAttentionTest extends CudaTestBase {
 
     /** The fused call on fresh copies of the step's caches under {@code -Dorbit.cuda.prepAttention=setting} (and {@code omit}); null where it declined. */
     private Result fused(Step s, String setting, String omit) {
+        return fused(s, setting, omit, s.slotsDev);
+    }
+
+    /** {@link #fused} writing the new rows at {@code slots}. */
+    private Result fused(Step s, String setting, String omit, Tensor slots) {
         Tensor kc = s.keys();
         Tensor vc = s.values();
         Tensor out = poisoned(DType.F32, s.b, s.c.hq(), s.c.d());
         boolean[] took = new boolean[1];
         Runnable call = () -> took[0] = gpu.pagedDecodePrepAttention(s.q, s.k, s.v, s.qNorm, s.kNorm, EPS, s.positions, s.rope, kc, vc,
-                s.slotsDev, s.tablesDev, s.lensDev, s.c.blockSize(), out, s.spec);
+                slots, s.tablesDev, s.lensDev, s.c.blockSize(), out, s.spec);
         withProperty(CudaFlashAttention.PREP_ATTENTION_PROPERTY, setting, omit == null ? call
                 : () -> withProperty("orbit.cuda.omitKernels", omit, call));
         gpu.synchronize();
@@ -279,6 +285,36 @@ class CudaPrepAttentionTest extends CudaTestBase {
                                 + ", bound " + tol);
                     }
                 }
+            }
+        }
+    }
+
+    /**
+     * A sequence whose slot is negative (a padded row of a captured batch): the fused launch attends over its prepared key
+     * and value all the same, so every output has the bits of the run with the slot given, and the cache keeps that row
+     * as it was, every other row as the run with the slot given left it.
+     */
+    @Test
+    void aSequenceWithoutASlotAttendsOverItsRowAndWritesNothing() {
+        SplittableRandom r = rng(304);
+        Case c = new Case(32, 4, 128, 16, 0, false, "bf16", RopeTable.Style.HALF, new int[]{40, 300, 7});
+        Step s = new Step(c, r);
+        Result given = fused(s, "on", null);
+        int[] slots = s.slots.clone();
+        slots[1] = -1;
+        Result none = fused(s, "on", null, dev(Tensor.ofInts(slots, s.b)));
+        assertBitsEqual(c + ": outputs with sequence 1's slot withheld", given.out(), none.out());
+        int w = c.hkv() * c.d();
+        float[] k0 = s.kc.toFloatArray();
+        float[] v0 = s.vc.toFloatArray();
+        for (int i = 0; i < k0.length; i++) {
+            boolean withheld = i / w == s.slots[1];
+            float wantK = withheld ? k0[i] : given.keys()[i];
+            float wantV = withheld ? v0[i] : given.values()[i];
+            if (Float.floatToRawIntBits(wantK) != Float.floatToRawIntBits(none.keys()[i])
+                    || Float.floatToRawIntBits(wantV) != Float.floatToRawIntBits(none.values()[i])) {
+                fail(c + ": cache row " + i / w + " channel " + i % w + (withheld ? " (the withheld slot, to stay as it was)" : "")
+                        + ": key " + none.keys()[i] + " / value " + none.values()[i] + ", expected " + wantK + " / " + wantV);
             }
         }
     }

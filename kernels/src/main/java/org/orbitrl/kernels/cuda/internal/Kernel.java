@@ -1,11 +1,16 @@
 package org.orbitrl.kernels.cuda.internal;
 
 import org.bytedeco.cuda.cudart.CUfunc_st;
+import org.bytedeco.cuda.cudart.CUlaunchAttribute;
+import org.bytedeco.cuda.cudart.CUlaunchConfig;
+import org.bytedeco.javacpp.Pointer;
 import org.orbitrl.kernels.cuda.CudaCheck;
 
 import static org.bytedeco.cuda.global.cudart.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
 import static org.bytedeco.cuda.global.cudart.CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED;
 import static org.bytedeco.cuda.global.cudart.CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES;
+import static org.bytedeco.cuda.global.cudart.CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+import static org.bytedeco.cuda.global.cudart.cuOccupancyMaxActiveClusters;
 import static org.bytedeco.cuda.global.cudart.cuFuncGetAttribute;
 import static org.bytedeco.cuda.global.cudart.cuFuncSetAttribute;
 import static org.bytedeco.cuda.global.cudart.cuOccupancyMaxActiveBlocksPerMultiprocessor;
@@ -31,6 +36,7 @@ public final class Kernel {
     private final int[] residentShape = {-1, -1}; // block size and dynamic shared memory of `resident`
     private int resident;                     // blocks an SM holds at that shape
     private boolean nonPortableClusters;      // allowed clusters past the portable 8 blocks
+    private final java.util.Map<Long, Boolean> clusterShapes = new java.util.HashMap<>(); // (cluster, block, shared) -> fits
 
     Kernel(KernelLibrary library, String file, String name) {
         this.library = library;
@@ -124,6 +130,47 @@ public final class Kernel {
             }
             sharedOptIn = bytes;
         }
+    }
+
+    /**
+     * Whether this kernel can be launched in clusters of {@code clusterX} blocks of {@code blockX} threads and {@code
+     * sharedBytes} of dynamic shared memory here: built for sm_90 or newer, the cluster size allowed (past 8 the driver is
+     * asked), and at least one such cluster resident at once ({@code cuOccupancyMaxActiveClusters}). Asked of the driver
+     * once a shape; false where the driver refuses, never an error.
+     */
+    public boolean clustersFit(int clusterX, int blockX, int sharedBytes) {
+        long key = ((long) clusterX << 48) | ((long) blockX << 32) | (sharedBytes & 0xffffffffL);
+        Boolean fits = clusterShapes.get(key);
+        if (fits == null) {
+            fits = askClusters(clusterX, blockX, sharedBytes);
+            clusterShapes.put(key, fits);
+        }
+        return fits;
+    }
+
+    private boolean askClusters(int clusterX, int blockX, int sharedBytes) {
+        if (!library.dependentLaunchesSupported() || clusterX < 1 || clusterX > 16) {
+            return false;
+        }
+        allowShared(sharedBytes);
+        if (clusterX > 8 && !nonPortableClusters) {
+            if (cuFuncSetAttribute(function(), CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1) != 0) {
+                return false;
+            }
+            nonPortableClusters = true;
+        }
+        CUlaunchAttribute dim = new CUlaunchAttribute();
+        Pointer.memset(dim, 0, dim.sizeof());
+        dim.id(CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION);
+        dim.value().clusterDim_x(clusterX).clusterDim_y(1).clusterDim_z(1);
+        CUlaunchConfig config = new CUlaunchConfig();
+        Pointer.memset(config, 0, config.sizeof());
+        config.gridDimX(clusterX).gridDimY(1).gridDimZ(1).blockDimX(blockX).blockDimY(1).blockDimZ(1).sharedMemBytes(sharedBytes);
+        config.attrs(dim);
+        config.numAttrs(1);
+        int[] n = new int[1];
+        int err = cuOccupancyMaxActiveClusters(n, function(), config);
+        return err == 0 && n[0] > 0;
     }
 
     /** Allows launches in clusters of {@code blocks} (past the portable 8, the driver is asked once; sm_90 takes 16). */

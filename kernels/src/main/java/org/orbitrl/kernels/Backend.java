@@ -836,6 +836,20 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * A decode step's whole routed block for pairs without adapters in one call where the backend has that form: for pair
+     * p = (token t, slot j) of expert ids[t, j], act = silu(x[t] · gate_eᵀ) · (x[t] · up_eᵀ), then out[t] (+)= the sum over
+     * j, in order, of weights[t, j] · (act · down_eᵀ) (x f32 [tokens, hidden], ids i32 and weights f32 [tokens, k], out
+     * f32 [tokens, hidden]). The numbers of {@link #moeSwigluPairs} and {@link #moeDownCombinePairs} up to the order of
+     * the sums.
+     *
+     * @return false (the default) where the backend has no such form: nothing written
+     */
+    default boolean moeExpertsPairs(Tensor x, ExpertWeights gate, ExpertWeights up, ExpertWeights down, Tensor ids, Tensor weights,
+                                    Tensor out, boolean accumulate) {
+        return false;
+    }
+
+    /**
      * A decode step's down products per routed pair, their LoRA terms and the weighting back into the tokens in one
      * call, where the backend has a fused form: out [T, H] row t (+)= Σ_j weights[t, j] · (act[t·k + j] · D_eᵀ + lora)
      * (j ascending, e = ids[t, j]) for act f32 [T·k, I], ids i32 and weights f32 [T, k]; overwrites out unless {@code

@@ -50,6 +50,7 @@ public final class CudaBackend implements Backend {
     private final CudaExactOps exactOps;
     private final CudaExactExperts exactExperts;
     private final CudaMoePairs moePairs;
+    private final CudaMoeCluster moeCluster;
     /**
      * Whether a few tokens' routed experts run per pair ({@link #moePairs(ExpertWeights)}): {@code -Dorbit.cuda.moePairs=off} keeps
      * them grouped by expert (a host read of the counts a layer, so decode steps of MoE models are not captured).
@@ -125,6 +126,7 @@ public final class CudaBackend implements Backend {
         this.fusedDecode = new CudaFusedDecode(ctx, matmulOps, rowOps, moe.ops());
         this.decodeLayer = new CudaDecodeLayer(ctx, attentionOps::deviceTable);
         this.moePairs = new CudaMoePairs(ctx, moe.ops());
+        this.moeCluster = new CudaMoeCluster(ctx);
         this.trainOps = new CudaTrainOps(ctx, rowOps, matmulOps);
         this.attentionBackward = new CudaAttentionBackward(ctx, attentionOps);
         this.exactOps = new CudaExactOps(ctx, matmulOps, exactExperts);
@@ -1160,6 +1162,14 @@ public final class CudaBackend implements Backend {
                                        boolean accumulate) {
         ctx.device.bind();
         return moePairs.downCombine(act, down, ids, lora, weights, out, accumulate);
+    }
+
+    /** The one launch of {@link CudaMoeCluster} outside exact mode where it applies ({@code -Dorbit.cuda.moeCluster=on}). */
+    @Override
+    public boolean moeExpertsPairs(Tensor x, ExpertWeights gate, ExpertWeights up, ExpertWeights down, Tensor ids, Tensor weights,
+                                   Tensor out, boolean accumulate) {
+        ctx.device.bind();
+        return !exact && moeCluster.experts(x, gate, up, down, ids, weights, out, accumulate);
     }
 
     @Override

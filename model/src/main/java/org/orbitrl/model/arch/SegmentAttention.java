@@ -79,15 +79,18 @@ final class SegmentAttention {
         Tensor k = ks.reshape(n, kvHeads, headDim);
         Tensor v = vs.reshape(n, kvHeads, headDim);
         Tensor attn = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, headDim); // [N, Hq, D]
-        if (!decode.prepareAndAttend(b, layer, q, k, v, qNorm, kNorm, eps, positions, rope, attn, spec)) {
-            Tensor q3 = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, headDim);   // [N, Hq, D]
+        boolean fused = decode.prepareAndAttend(b, layer, q, k, v, qNorm, kNorm, eps, positions, rope, attn, spec);
+        Tensor q3 = fused ? null : a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, headDim); // [N, Hq, D]
+        if (!fused) {
             decode.prepare(b, layer, q, k, v, qNorm, kNorm, eps, positions, rope, q3);
-            decode.attend(b, layer, q3, attn, spec);
-            a.release(q3);
         }
         a.release(qs);
         a.release(ks);
         a.release(vs);
+        if (!fused) {
+            decode.attend(b, layer, q3, attn, spec);
+            a.release(q3);
+        }
         o.forward(b, attn.reshape(n, (long) heads * headDim), out);
         a.release(attn);
     }

@@ -835,19 +835,6 @@ public interface Backend extends AutoCloseable {
         return false;
     }
 
-    /**
-     * A decode step's whole routed block for pairs without adapters in one call where the backend has that form: for pair
-     * p = (token t, slot j) of expert ids[t, j], act = silu(x[t] · gate_eᵀ) · (x[t] · up_eᵀ), then out[t] (+)= the sum over
-     * j, in order, of weights[t, j] · (act · down_eᵀ) (x f32 [tokens, hidden], ids i32 and weights f32 [tokens, k], out
-     * f32 [tokens, hidden]). The numbers of {@link #moeSwigluPairs} and {@link #moeDownCombinePairs} up to the order of
-     * the sums.
-     *
-     * @return false (the default) where the backend has no such form: nothing written
-     */
-    default boolean moeExpertsPairs(Tensor x, ExpertWeights gate, ExpertWeights up, ExpertWeights down, Tensor ids, Tensor weights,
-                                    Tensor out, boolean accumulate) {
-        return false;
-    }
 
     /**
      * A decode step's down products per routed pair, their LoRA terms and the weighting back into the tokens in one
@@ -1013,6 +1000,14 @@ public interface Backend extends AutoCloseable {
      */
     default CapturedStep captureStep(java.util.function.Supplier<Tensor> step) {
         return CapturedStep.rerun(name() + " captured step", step);
+    }
+
+    /**
+     * {@link #captureStep(java.util.function.Supplier)} of a step over {@code rows} sequences, for a backend whose
+     * recording depends on the batch (the default ignores it).
+     */
+    default CapturedStep captureStep(java.util.function.Supplier<Tensor> step, int rows) {
+        return captureStep(step);
     }
 
     @Override

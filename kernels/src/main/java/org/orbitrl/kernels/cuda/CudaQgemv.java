@@ -3,7 +3,6 @@ package org.orbitrl.kernels.cuda;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.internal.Kernel;
-import org.orbitrl.kernels.cuda.internal.Launcher;
 import org.orbitrl.kernels.quant.QuantizedTensor;
 
 import java.util.HashMap;
@@ -36,7 +35,6 @@ final class CudaQgemv {
     private final Map<Integer, Kernel> bf16LowRankA = new HashMap<>();
     private final Map<Integer, Kernel> bf16NormShared = new HashMap<>();
     private final Kernel bf16NormScale;
-    private final Kernel bf16Staged;
 
     CudaQgemv(CudaContext ctx) {
         this.ctx = ctx;
@@ -57,7 +55,6 @@ final class CudaQgemv {
             }
         }
         bf16NormScale = ctx.kernel("bgemv", "bgemv_norm_scale_m1");
-        bf16Staged = ctx.kernel("bgemv", "bgemv_staged1");
     }
 
     /**
@@ -68,25 +65,6 @@ final class CudaQgemv {
      * first (the same values to rounding).
      */
     static final String NORM_FOLD_PROPERTY = "orbit.cuda.normFold";
-
-    /**
-     * {@code -Dorbit.cuda.gemvStaged=on|off} (read at each call; off by default): a one-row bf16 product whose rows fit
-     * the SMs' shared memory ({@value #STAGED_SHARED} bytes a block with x, a block an SM) takes {@code bgemv_staged1},
-     * launched as a programmatic dependent of the kernel before it so that its blocks stage their rows of the weight
-     * while that kernel still runs, and multiply once it has ended.
-     */
-    static final String STAGED_PROPERTY = "orbit.cuda.gemvStaged";
-    /** Shared memory a block of {@code bgemv_staged1} may take: beside it an SM keeps a decode attention block. */
-    static final int STAGED_SHARED = 160 * 1024;
-
-    static boolean staged() {
-        String v = System.getProperty(STAGED_PROPERTY, "off");
-        return switch (v) {
-            case "on" -> true;
-            case "off" -> false;
-            default -> throw new IllegalArgumentException("-D" + STAGED_PROPERTY + "=" + v + ": expected on or off");
-        };
-    }
 
     private static boolean normScaled() {
         String v = System.getProperty(NORM_FOLD_PROPERTY, "scale");
@@ -220,15 +198,6 @@ final class CudaQgemv {
      * {@code accumulate} adds into y.
      */
     void launchBf16(Tensor x, Tensor w, Tensor y, int m, int n, int k, boolean accumulate) {
-        if (m == 1 && staged()) {
-            int rows = (int) ceilDiv(n, ctx.device.multiprocessors());
-            int shared = rows * k * 2 + 4 * k;
-            if (shared <= STAGED_SHARED) {
-                Launcher.launchDependent(bf16Staged, ctx.stream.handle(), ceilDiv(n, rows), 256, shared, x, w, y, n, k, rows,
-                        accumulate ? 1 : 0);
-                return;
-            }
-        }
         int mt = chunkFor(Math.min(m, MAX_CHUNK));
         Kernel kernel = bf16Kernels.get(mt);
         int warps = warpsFor(k / 8, bf16KLanes(mt));

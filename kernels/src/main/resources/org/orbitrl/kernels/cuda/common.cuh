@@ -39,18 +39,6 @@ __device__ __forceinline__ void pdl_enter() {
 #endif
 }
 
-// pdl_enter's wait and trigger for a kernel that reads its frozen weights before them (into shared memory, while the
-// kernel before it still runs) and nothing else: launched as a programmatic dependent whatever the library's switch
-// (Launcher.launchDependent), never listed in DependentKernels.
-__device__ __forceinline__ void pdl_wait_after_weights() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#ifndef ORBIT_PDL_TRIGGER_AT_EXIT
-    asm volatile("griddepcontrol.launch_dependents;");
-#endif
-#endif
-}
-
 // The parameters every paged decode kernel takes (flash_attention.cu, paged_decode.cu; CudaFlashAttention passes them
 // in this order), over a cache of CT values, and their names to pass on.
 #define PAGED_DECODE_ARGS(CT)                                                                                          \

@@ -71,65 +71,6 @@ class CudaQgemvTest extends CudaTestBase {
         }
     }
 
-    /**
-     * One-row bf16 products with {@code -Dorbit.cuda.gemvStaged=on} ({@code bgemv_staged1}: each block's rows of the
-     * weight staged in shared memory, the launch a programmatic dependent of the one before): x made on the device by the
-     * launch right before (x = a + b), so that reading x before that launch ended would show; o's shape (2048 x 4096),
-     * 4096 x 2048, rows that do not fill the last block, K of 8, plain and accumulating, against the scalar
-     * backend within 1e-6 + 1e-5·Σ|x·w| (+ 1e-6·|y| accumulating); each taken as a dependent launch (the launcher's count).
-     */
-    @Test
-    void stagedOneRowProductsMatchScalarBackend() {
-        SplittableRandom r = rng(74);
-        int[][] shapes = {{2048, 4096}, {4096, 2048}, {70, 2048}, {33, 200}, {1000, 8}}; // N, K
-        for (int[] s : shapes) {
-            int n = s[0];
-            int k = s[1];
-            float[] wf = bf16Round(randn(r, 0.1f, n, k).toFloatArray());
-            Tensor w = Tensor.of(wf, n, k).to(DType.BF16);
-            Tensor dw = dev(w);
-            for (boolean accumulate : new boolean[]{false, true}) {
-                float[] av = randn(r, 1f, 1, k).toFloatArray();
-                float[] bv = randn(r, 1f, 1, k).toFloatArray();
-                float[] xv = new float[k];
-                for (int i = 0; i < k; i++) {
-                    xv[i] = av[i] + bv[i];
-                }
-                float[] y0 = randn(r, 3f, 1, n).toFloatArray();
-                Tensor prod = Tensor.allocate(Arena.ofAuto(), DType.F32, 1, n);
-                cpu.matmul(Tensor.of(xv, 1, k), w, prod);
-                float[] ref = prod.toFloatArray();
-                if (accumulate) {
-                    for (int i = 0; i < n; i++) {
-                        ref[i] += y0[i];
-                    }
-                }
-                Tensor x = poisoned(DType.F32, 1, k);
-                Tensor y = accumulate ? dev(Tensor.of(y0, 1, n)) : poisoned(DType.F32, 1, n);
-                Tensor da = dev(Tensor.of(av, 1, k));
-                Tensor db = dev(Tensor.of(bv, 1, k));
-                long before = org.orbitrl.kernels.cuda.internal.Launcher.dependentLaunches();
-                withProperty(CudaQgemv.STAGED_PROPERTY, "on", () -> {
-                    gpu.add(da, db, x);
-                    if (accumulate) {
-                        gpu.matmulAccumulate(x, dw, y);
-                    } else {
-                        gpu.matmul(x, dw, y);
-                    }
-                });
-                String what = "staged one-row product N=" + n + " K=" + k + (accumulate ? ", accumulating" : "");
-                org.junit.jupiter.api.Assertions.assertEquals(before + 1, org.orbitrl.kernels.cuda.internal.Launcher.dependentLaunches(),
-                        what + ": launched as a dependent");
-                double[] a = absDot(xv, wf, 1, n, k);
-                double[] tol = new double[a.length];
-                for (int i = 0; i < a.length; i++) {
-                    tol[i] = 1e-6 + 1e-6 * Math.abs(ref[i]) + 1e-5 * a[i];
-                }
-                assertWithin(what, ref, gpu.toHost(y).toFloatArray(), tol);
-            }
-        }
-    }
-
     @Test
     void accumulatingProductAddsIntoY() {
         SplittableRandom r = rng(73);

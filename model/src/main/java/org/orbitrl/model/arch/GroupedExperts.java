@@ -381,10 +381,6 @@ public final class GroupedExperts {
         int p = x.size(0) * k;
         ExpertLora gateLora = ExpertLora.of(linears[0]);
         ExpertLora upLora = ExpertLora.of(linears[1]);
-        if (gateLora == null && upLora == null && ExpertLora.of(linears[2]) == null && limit == Float.POSITIVE_INFINITY && up != null
-                && b.moeExpertsPairs(x, gate, up, down, ids, weights, out, accumulate)) {
-            return;   // the whole block in one call
-        }
         Tensor gateA;                                                                // [P, r]
         Tensor upA;                                                                  // [P, r]
         if (gateLora != null && upLora != null) {   // both A products of x in one call

@@ -112,7 +112,7 @@ final class DecodeGraphs implements AutoCloseable {
             CapturedStep c = captured.get(key);
             if (c == null) {
                 makeRoom(expectedArena(batch), null);
-                c = b.captureStep(step::run);
+                c = b.captureStep(step::run, batch);
                 captured.put(key, c);
                 makeRoom(0, key);
             }

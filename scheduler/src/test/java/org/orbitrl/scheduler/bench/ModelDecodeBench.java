@@ -353,20 +353,20 @@ public final class ModelDecodeBench {
         String omit = System.getProperty("orbit.bench.omit", "");
         if (omit.isEmpty()) {
             long fills = gpu.allocator().capturedZeroFills();
-            CapturedStep s = gpu.captureStep(step::run);
+            CapturedStep s = gpu.captureStep(step::run, step.batch());
             System.out.printf("batch %d: %d zero fills captured into the step%n", step.batch(),
                     gpu.allocator().capturedZeroFills() - fills);
             return s;
         }
         long wholeOutput;
-        try (CapturedStep whole = gpu.captureStep(step::run)) {
+        try (CapturedStep whole = gpu.captureStep(step::run, step.batch())) {
             wholeOutput = CudaAllocator.address(whole.replay());
             gpu.synchronize();
         }
         System.setProperty(Launcher.OMIT_PROPERTY, omit);
         CapturedStep cut;
         try {
-            cut = gpu.captureStep(step::run);
+            cut = gpu.captureStep(step::run, step.batch());
         } finally {
             System.clearProperty(Launcher.OMIT_PROPERTY);
         }

@@ -66,7 +66,6 @@ final class DependentKernels {
         s.add("moe_train/moe_sigmoid_topk");     // DeepSeek-V3's router after its logits
         s.add("moe_train/moe_score_topk");       // DeepSeek V4's router after its logits
         s.add("moe/moe_combine");
-        s.add("moe_cluster/moe_experts_cluster_r6x16_int4");   // a decode token's routed experts in one launch of clusters
         s.add("moe/moe_router_logits");
         s.add("moe/moe_router_topk");
         s.add("moe/moe_router_norm_topk");        // the fused decode operations (CudaFusedDecode)

@@ -54,11 +54,6 @@ public final class Kernel {
         return waitsForPredecessor;
     }
 
-    /** Whether the library's kernels are built for an architecture with dependent launches (sm_90 or newer). */
-    boolean dependentLaunchesSupported() {
-        return library.dependentLaunchesSupported();
-    }
-
     /** Whether the next launch of this kernel is a programmatic dependent launch ({@code cuLaunchKernelEx}). */
     boolean dependentLaunch() {
         return waitsForPredecessor && library.dependentLaunches();

@@ -181,36 +181,6 @@ public final class Launcher {
     }
 
     /**
-     * A launch of a 1-D grid as a programmatic dependent of the kernel before it on the stream whatever the library's
-     * switch, for a kernel that reads nothing but its frozen weights before its wait ({@code pdl_wait_after_weights()}
-     * in {@code common.cuh}): its blocks may start, and stream those weights, while the kernel before it runs. A kernel
-     * built for an architecture without dependent launches (before sm_90) is launched plainly.
-     */
-    public static void launchDependent(Kernel kernel, CUstream_st stream, long gridX, int blockX, int sharedBytes, Object... args) {
-        if (!kernel.dependentLaunchesSupported()) {
-            launch(kernel, stream, gridX, 1, blockX, sharedBytes, args);
-            return;
-        }
-        if (gridX <= 0 || gridX > Integer.MAX_VALUE || args.length > MAX_ARGS) {
-            throw new IllegalArgumentException("kernel " + kernel + ": bad grid " + gridX + " or " + args.length + " arguments");
-        }
-        if (omitted(kernel.name())) {
-            return;
-        }
-        kernel.allowShared(sharedBytes);
-        Slots slots = SLOTS.get();
-        marshal(kernel, slots.values, args);
-        CUlaunchConfig config = slots.config;
-        config.gridDimX((int) gridX).gridDimY(1).blockDimX(blockX).sharedMemBytes(sharedBytes).hStream(stream);
-        int err = cuLaunchKernelEx(config, kernel.function(), slots.pointers, (PointerPointer<?>) null);
-        if (err != 0) {
-            CudaCheck.driver(err, "cuLaunchKernelEx " + kernel + " (dependent launch after its weights)", "grid " + gridX, "block " + blockX,
-                    "shared " + sharedBytes + " B", args.length + " arguments");
-        }
-        slots.dependentLaunches++;
-    }
-
-    /**
      * A cooperative launch of a 1-D grid: the driver starts it only with every block resident at once
      * (more blocks than the device holds fail with {@code CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE}), so
      * its blocks may wait for each other. A stream capture records it as a cooperative kernel node.

@@ -358,8 +358,8 @@ public final class CudaBackend implements Backend {
     /**
      * {@code -Dorbit.cuda.pdlOneRow=on|off} (read at each capture; on by default): a captured step of one sequence is
      * recorded with dependent launches on ({@link #dependentLaunches(boolean)}) where they are off and the kernels take
-     * them. On an H100 a one-sequence Qwen3-30B-A3B step took 3.014 ms with them against 3.085-3.093 without; an
-     * eight-sequence step took 4.5-6.5% longer with them, so the others keep the backend's setting.
+     * them. On an H100 a one-sequence Qwen3-30B-A3B step took 3.040-3.045 ms with them against 3.111-3.127 without; an
+     * eight-sequence step took 5-7% longer with them, so the others keep the backend's setting.
      */
     public static final String ONE_ROW_PDL_PROPERTY = "orbit.cuda.pdlOneRow";
 

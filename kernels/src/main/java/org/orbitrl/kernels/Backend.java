@@ -835,7 +835,6 @@ public interface Backend extends AutoCloseable {
         return false;
     }
 
-
     /**
      * A decode step's down products per routed pair, their LoRA terms and the weighting back into the tokens in one
      * call, where the backend has a fused form: out [T, H] row t (+)= Σ_j weights[t, j] · (act[t·k + j] · D_eᵀ + lora)

@@ -114,6 +114,7 @@ public final class CudaBackend implements Backend {
         KernelCompiler compiler = new KernelCompiler(kernelCache, device.computeCapabilityMajor(), device.computeCapabilityMinor());
         boolean dependentLaunches = KernelLibrary.dependentLaunchesFor(
                 System.getProperty(KernelLibrary.DEPENDENT_LAUNCH_PROPERTY), compiler.archNumber());
+        oneRowDependentLaunches();   // a mistyped value fails here, not as a capture that turns the graphs off
         this.ctx = new CudaContext(device, new KernelLibrary(compiler, dependentLaunches), highPriority);
         this.rowOps = new CudaRowOps(ctx);
         this.matmulOps = new CudaMatmulOps(ctx, rowOps);
@@ -189,8 +190,9 @@ public final class CudaBackend implements Backend {
     /**
      * Whether the kernels of a decode step that wait for their predecessor are launched as
      * programmatic dependents of the kernel before them (Hopper's programmatic dependent launch):
-     * {@code -Dorbit.cuda.pdl=on|off}, off by default ({@code on} needs kernels built for sm_90 or newer).
-     * The numbers are the same either way.
+     * {@code -Dorbit.cuda.pdl=on|off}, off by default ({@code on} needs kernels built for sm_90 or newer); a captured
+     * step of one sequence is recorded with them on all the same ({@link #ONE_ROW_PDL_PROPERTY}). The numbers are the
+     * same either way.
      */
     public boolean dependentLaunches() {
         return ctx.kernels.dependentLaunches();
@@ -363,14 +365,20 @@ public final class CudaBackend implements Backend {
      */
     public static final String ONE_ROW_PDL_PROPERTY = "orbit.cuda.pdlOneRow";
 
+    /** {@link #ONE_ROW_PDL_PROPERTY} as set; a value other than on or off is an error (checked when a backend is made, too). */
+    static boolean oneRowDependentLaunches() {
+        String v = System.getProperty(ONE_ROW_PDL_PROPERTY, "on");
+        return switch (v) {
+            case "on" -> true;
+            case "off" -> false;
+            default -> throw new IllegalArgumentException("-D" + ONE_ROW_PDL_PROPERTY + "=" + v + ": expected on or off");
+        };
+    }
+
     /** {@link #captureStep(java.util.function.Supplier)}, with dependent launches at one sequence ({@link #ONE_ROW_PDL_PROPERTY}). */
     @Override
     public org.orbitrl.kernels.CapturedStep captureStep(java.util.function.Supplier<Tensor> step, int rows) {
-        String v = System.getProperty(ONE_ROW_PDL_PROPERTY, "on");
-        if (!v.equals("on") && !v.equals("off")) {
-            throw new IllegalArgumentException("-D" + ONE_ROW_PDL_PROPERTY + "=" + v + ": expected on or off");
-        }
-        if (rows != 1 || v.equals("off") || dependentLaunches() || !dependentLaunchesSupported()) {
+        if (rows != 1 || !oneRowDependentLaunches() || dependentLaunches() || !dependentLaunchesSupported()) {
             return captureStep(step);
         }
         dependentLaunches(true);

@@ -224,7 +224,8 @@ final class CudaFlashAttention {
                           Tensor kCache, Tensor vCache, Tensor slots, Tensor tables, Tensor lens, int blockSize, Tensor out,
                           AttentionSpec spec) {
         int forced = prepCluster();
-        if (forced < 0 || !pagedMma || kCache.dtype() != DType.BF16 || vCache == null) {
+        if (forced < 0 || !pagedMma || kCache.dtype() != DType.BF16 || vCache == null
+                || System.getProperty("orbit.cuda.pagedSplits") != null) {   // a sweep of the separate attention's splits
             return false;
         }
         String op = "pagedDecodePrepAttention";

@@ -64,7 +64,8 @@ public final class ModelDecodeBench {
      * pays for the JVM's first run (on the H200, batch 64: 20.96-21.11 ms against 20.4-20.6 in later rounds). A variant's
      * {@code orbit.bench.omit=REGEX} leaves the launches it matches out of the captured step ({@link #capture}): the step's
      * time without them, so the difference is their share of the graph (the numbers are then wrong). A variant's
-     * {@code orbit.cuda.pdl=on|off} captures its step with dependent launches on or off.
+     * {@code orbit.cuda.pdl=on|off} captures its step with dependent launches on or off (a step of one sequence with them
+     * on unless {@code orbit.cuda.pdlOneRow=off}).
      */
     private static final String VARIANTS = System.getProperty("orbit.bench.variants", "");
     private static final int ROUNDS = Math.max(1, Integer.getInteger("orbit.bench.rounds", 2));

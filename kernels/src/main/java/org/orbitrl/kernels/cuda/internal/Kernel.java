@@ -165,6 +165,7 @@ public final class Kernel {
         config.numAttrs(1);
         int[] n = new int[1];
         int err = cuOccupancyMaxActiveClusters(n, function(), config);
+        java.lang.ref.Reference.reachabilityFence(dim);   // the config points at it; nothing else holds it
         return err == 0 && n[0] > 0;
     }
 

@@ -33,8 +33,8 @@ import static org.bytedeco.cuda.global.cudart.cuLaunchKernelEx;
  * has started and called {@code griddepcontrol.launch_dependents} (or ended), and its first statement
  * waits until that kernel has completed. A cooperative launch ({@link #launchCooperative}) goes through
  * {@code cuLaunchKernelEx} with the cooperative attribute, a launch of thread block clusters ({@link #launchClusters})
- * with the cluster dimension (and programmatic stream serialization where the kernel waits for its predecessor). Every
- * other launch goes through {@code cuLaunchKernel}.
+ * with the cluster dimension (and programmatic stream serialization only where {@link #CLUSTER_DEPENDENT_PROPERTY} asks
+ * for it too). Every other launch goes through {@code cuLaunchKernel}.
  *
  * <p>Arguments: {@link Long} (a 64-bit value or device address), {@link Integer} (int),
  * {@link Float} (float), {@link Tensor} (the device address of its first element) and

@@ -149,11 +149,7 @@ final class CudaFlashAttention {
         ctx.devContiguous("pagedDecodePrep k", k, DType.F32);
         ctx.devContiguous("pagedDecodePrep v", v, DType.F32);
         int b = Math.toIntExact(positions.numel());
-        if (q.rank() != 3 || k.rank() != 3 || v.rank() != 3 || q.size(0) != b || k.size(0) != b || v.size(0) != b
-                || k.size(1) != v.size(1) || k.size(2) != q.size(2)) {
-            throw new IllegalArgumentException("pagedDecodePrep: q " + q + ", k " + k + ", v " + v + " must be [B, Hq, D], [B, Hkv, D],"
-                    + " [B, Hkv, Dv] for " + b + " positions");
-        }
+        checkProjections("pagedDecodePrep", q, k, v, b);
         prepLaunch("pagedDecodePrep", kCache.dtype() == DType.BF16 ? prep3Bf16 : prep3, new Object[]{q, k, v}, b, q.size(1), k.size(1),
                 q.size(2), v.size(2), qNorm, kNorm, eps, positions, table, qOut, kCache, vCache, slots);
     }
@@ -182,6 +178,45 @@ final class CudaFlashAttention {
         System.arraycopy(inputs, 0, args, 0, inputs.length);
         System.arraycopy(rest, 0, args, inputs.length, rest.length);
         Launcher.launch(kernel, ctx.stream.handle(), b, hq + hkv, 128, 4 * d, args);
+    }
+
+    /** q [B, Hq, D], k [B, Hkv, D] and v [B, Hkv, Dv] of {@code b} sequences, checked. */
+    private static void checkProjections(String op, Tensor q, Tensor k, Tensor v, int b) {
+        if (q.rank() != 3 || k.rank() != 3 || v.rank() != 3 || q.size(0) != b || k.size(0) != b || v.size(0) != b
+                || k.size(1) != v.size(1) || k.size(2) != q.size(2)) {
+            throw new IllegalArgumentException(op + ": q " + q + ", k " + k + ", v " + v + " must be [B, Hq, D], [B, Hkv, D],"
+                    + " [B, Hkv, Dv] for " + b + " positions");
+        }
+    }
+
+    /** The sinks of {@code spec} (null, or f32 [Hq] in device memory), checked. */
+    private Tensor sinks(String op, AttentionSpec spec, int hq) {
+        Tensor sinks = spec.sinks();
+        if (sinks != null) {
+            ctx.devContiguous(op + " sinks", sinks, DType.F32);
+            if (sinks.numel() != hq) {
+                throw new IllegalArgumentException(op + ": sinks " + sinks + " must hold one logit per query head (" + hq + ")");
+            }
+        }
+        return sinks;
+    }
+
+    /**
+     * The batch the key splits are counted for: the sequences rounded up to a power of two (a step padded to a captured
+     * graph's batch splits, and so sums, every row as the unpadded step does), times the kv heads.
+     */
+    private static long splitBase(int b, int hkv) {
+        return (long) (b <= 1 ? 1 : Integer.highestOneBit(b - 1) << 1) * hkv;
+    }
+
+    /** Shared memory of the tensor-core decode kernels' rings of key and value tiles, {@code ring} stages a warp. */
+    private static int mmaStageBytes(int ring, int d) {
+        return MMA_WARPS * ring * 2 * MMA_KEYS * (d + 8) * 2;
+    }
+
+    /** Shared memory of the tensor-core decode kernels' merge of their warps: each warp's max and sum, and accumulator. */
+    private static int mmaMergeBytes(int d) {
+        return 4 * (2 * MMA_WARPS * 16 + MMA_WARPS * 16 * d);
     }
 
     /** The dtype of the per-head norm weights (f32 or bf16 [D], one dtype for both; null where neither is given), checked. */
@@ -235,23 +270,16 @@ final class CudaFlashAttention {
         ctx.devContiguous(op + " positions", positions, DType.I32);
         ctx.devContiguous(op + " slots", slots, DType.I32);
         int b = Math.toIntExact(positions.numel());
-        if (q.rank() != 3 || k.rank() != 3 || v.rank() != 3 || q.size(0) != b || k.size(0) != b || v.size(0) != b
-                || k.size(1) != v.size(1) || k.size(2) != q.size(2) || slots.numel() != b) {
-            throw new IllegalArgumentException(op + ": q " + q + ", k " + k + ", v " + v + " must be [B, Hq, D], [B, Hkv, D], [B, Hkv, Dv]"
-                    + " for " + b + " positions and slots " + slots);
+        checkProjections(op, q, k, v, b);
+        if (slots.numel() != b) {
+            throw new IllegalArgumentException(op + ": slots " + slots + " must hold one row a sequence (" + b + ")");
         }
         int hq = q.size(1);
         int hkv = k.size(1);
         int d = q.size(2);
         checkPaged(ctx, q, kCache, vCache, tables, lens, blockSize, hkv, out);
         DType normType = normType(op, qNorm, kNorm, d);
-        Tensor sinks = spec.sinks();
-        if (sinks != null) {
-            ctx.devContiguous(op + " sinks", sinks, DType.F32);
-            if (sinks.numel() != hq) {
-                throw new IllegalArgumentException(op + ": sinks " + sinks + " must hold one logit per query head (" + hq + ")");
-            }
-        }
+        Tensor sinks = sinks(op, spec, hq);
         int group = hq / hkv;
         if (v.size(2) != d || out.size(2) != d || (d != 64 && d != 128) || group > MMA_MAX_GROUP || table.rotaryDim() != d
                 || table.maxPositions() <= 0 || kCache.dim(0) > Integer.MAX_VALUE || CudaAllocator.address(kCache) % 16 != 0
@@ -260,7 +288,7 @@ final class CudaFlashAttention {
         }
         int maxBlocks = tables.size(1);
         int maxKeys = maxBlocks * blockSize;
-        long base = (long) (b <= 1 ? 1 : Integer.highestOneBit(b - 1) << 1) * hkv;   // as pagedDecode counts it
+        long base = splitBase(b, hkv);
         int cluster = forced;
         if (cluster == 0) {
             int splits = mmaSplits(base, ctx.device.multiprocessors(), maxKeys, mmaSplitKeys());
@@ -273,8 +301,7 @@ final class CudaFlashAttention {
             return true;
         }
         int ring = pagedStages();
-        int stages = MMA_WARPS * ring * 2 * MMA_KEYS * (d + 8) * 2;
-        int merge = 4 * (2 * MMA_WARPS * 16 + MMA_WARPS * 16 * d) + 4 * (group * d + 2 * group);   // the warps', then the block's partial
+        int shared = Math.max(mmaStageBytes(ring, d), mmaMergeBytes(d) + 4 * (group * d + 2 * group));   // the block's partial past the merge
         Kernel kernel = ring == 3 ? (d == 64 ? pagedMma3xPrep64 : pagedMma3xPrep128) : (d == 64 ? pagedMmaPrep64 : pagedMmaPrep128);
         Tensor[] cs = ropeTables.apply(table);
         long[] qs = q.strides();
@@ -283,13 +310,13 @@ final class CudaFlashAttention {
                 spec.slidingWindow(), spec.scale(), sinks, cluster, 0, null, null, k, v, qNorm, kNorm, normType == DType.BF16 ? 1 : 0, eps,
                 positions, cs[0], cs[1], table.style() == RopeTable.Style.INTERLEAVED ? 1 : 0, table.maxPositions(), slots, ctx.errorFlag};
         long blocks = (long) b * hkv * cluster;
-        if (!kernel.clustersFit(cluster, 32 * MMA_WARPS, Math.max(stages, merge))) {
+        if (!kernel.clustersFit(cluster, 32 * MMA_WARPS, shared)) {
             return false;   // kernels built below sm_90, or a cluster size this device refuses
         }
         if (cluster > 1) {
-            Launcher.launchClusters(kernel, ctx.stream.handle(), blocks, cluster, 32 * MMA_WARPS, Math.max(stages, merge), args);
+            Launcher.launchClusters(kernel, ctx.stream.handle(), blocks, cluster, 32 * MMA_WARPS, shared, args);
         } else {
-            ctx.launchShared(kernel, blocks, 32 * MMA_WARPS, Math.max(stages, merge), args);
+            ctx.launchShared(kernel, blocks, 32 * MMA_WARPS, shared, args);
         }
         return true;
     }
@@ -400,13 +427,7 @@ final class CudaFlashAttention {
             throw new IllegalArgumentException("pagedDecodeAttention: head dims " + d + "/" + dv
                     + " must be multiples of 4 up to " + MAX_DIM + ", with 16-byte aligned q rows and caches");
         }
-        Tensor sinks = spec.sinks();
-        if (sinks != null) {
-            ctx.devContiguous("pagedDecodeAttention sinks", sinks, DType.F32);
-            if (sinks.numel() != hq) {
-                throw new IllegalArgumentException("pagedDecodeAttention: sinks " + sinks + " must hold one logit per query head (" + hq + ")");
-            }
-        }
+        Tensor sinks = sinks("pagedDecodeAttention", spec, hq);
         if (b == 0) {
             return;
         }
@@ -418,9 +439,7 @@ final class CudaFlashAttention {
         boolean mma = bf16 && pagedMma && group <= MMA_MAX_GROUP && d == dv && (d == 64 || d == 128) && kCache.dim(0) <= Integer.MAX_VALUE;
         boolean tiled = mma || tiledHeads > 0 && group <= TILED_MAX_GROUP && kCache.dim(0) <= Integer.MAX_VALUE
                 && (!bf16 || (d % 8 == 0 && dv % 8 == 0));
-        // the batch rounded up to a power of two: a step padded to a captured graph's batch splits (and so
-        // sums) every row exactly as the unpadded step does
-        long base = (long) (b <= 1 ? 1 : Integer.highestOneBit(b - 1) << 1) * hkv;
+        long base = splitBase(b, hkv);
         // The split count depends only on the table's capacity, so a captured graph stays valid as sequences grow.
         // Tiled: 4 blocks per SM asked for (3 fit at D = Dv = 128), splits of whole tiles down to one; and while the
         // batch alone does not reach that, blocks of at most TILED_SPLIT_KEYS keys (the longest blocks set the tail).
@@ -449,8 +468,8 @@ final class CudaFlashAttention {
         // each warp's ring of key and value tiles (rows padded by 16 bytes), reused for the warps' merge and, merging the
         // splits in the launch, for each head's split weights (G · (splits + 1) floats)
         int ring = pagedStages();
-        int stages = MMA_WARPS * ring * 2 * MMA_KEYS * (d + 8) * 2;
-        int merge = 4 * (2 * MMA_WARPS * 16 + MMA_WARPS * 16 * d);
+        int stages = mmaStageBytes(ring, d);
+        int merge = mmaMergeBytes(d);
         // the tensor-core kernels merge their splits themselves (a ticket a sequence's kv head) where switched on
         boolean merged = mma && splits > 1 && (long) b * hkv <= CudaContext.TICKETS && 4L * group * (splits + 1) <= Math.max(stages, merge)
                 && mergedSplits();

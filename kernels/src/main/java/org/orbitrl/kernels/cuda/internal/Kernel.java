@@ -148,11 +148,8 @@ public final class Kernel {
             return false;
         }
         allowShared(sharedBytes);
-        if (clusterX > 8 && !nonPortableClusters) {
-            if (cuFuncSetAttribute(function(), CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1) != 0) {
-                return false;
-            }
-            nonPortableClusters = true;
+        if (clusterX > 8 && nonPortableClusterError() != 0) {
+            return false;
         }
         CUlaunchAttribute dim = new CUlaunchAttribute();
         Pointer.memset(dim, 0, dim.sizeof());
@@ -171,13 +168,22 @@ public final class Kernel {
 
     /** Allows launches in clusters of {@code blocks} (past the portable 8, the driver is asked once; sm_90 takes 16). */
     void allowClusterSize(int blocks) {
-        if (blocks > 8 && !nonPortableClusters) {
+        int err = blocks > 8 ? nonPortableClusterError() : 0;
+        if (err != 0) {
+            CudaCheck.driver(err, "cuFuncSetAttribute non-portable cluster size of " + this, blocks + " blocks a cluster");
+        }
+    }
+
+    /** Asks the driver, once, to allow clusters past the portable 8 blocks: its error code, 0 once allowed. */
+    private int nonPortableClusterError() {
+        if (!nonPortableClusters) {
             int err = cuFuncSetAttribute(function(), CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1);
             if (err != 0) {
-                CudaCheck.driver(err, "cuFuncSetAttribute non-portable cluster size of " + this, blocks + " blocks a cluster");
+                return err;
             }
             nonPortableClusters = true;
         }
+        return 0;
     }
 
     @Override

@@ -404,6 +404,173 @@ extern "C" __global__ void moe_router_add_norm_topk(const float* x, const float*
     router_norm_topk(x, d, sum, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices);
 }
 
+// moe_router_norm_topk and moe_router_add_norm_topk with a token's blocks as one thread block cluster (sm_90+; grid C * T,
+// cluster C, blockDim 32 * RC_WARPS; dynamic shared memory H + E floats): block c of token t = blockIdx.x / C stages
+// the row (and its sum with d) with its first RC_SUM_THREADS threads laid out as the 4-warp launch lays them out, so the
+// norm, h and sum hold that launch's bits; warp w takes experts (c * RC_WARPS + w) + i * C * RC_WARPS, each logit the
+// same sum, kept in the block's own shared memory. Where the other launch counts its blocks on a ticket and its last
+// block reads the logits back through L2, here the cluster's barrier orders them and block 0's first warp reads the
+// other blocks' logits from their shared memory, then selects (router_select_warp: the same experts and weights); a
+// second barrier keeps every block's shared memory until it has.
+#define RC_WARPS 16
+#define RC_SUM_THREADS 128 // the threads that stage the row and sum its squares (moe_router_norm_topk's block)
+#define RC_MAX_RANKED 32   // most experts a token router_select_ranked selects
+
+// router_select_warp's selection by the whole block where every logit is finite (the caller checks): each thread ranks
+// its experts (the number of logits larger, or equal at a lower expert: the order of router_select_warp's picks), those
+// ranked below topk are placed by rank, and thread 0 weights them as router_select_warp does (the softmax's max and sum
+// of its first warp, in its order): the same experts and the same bits, one pass over the logits where it takes topk.
+// lg: E logits in shared memory, left as they are. Every thread of the block calls it.
+__device__ __forceinline__ void router_select_ranked(const float* lg, int E, int topk, int normalize, float* values, int* indices) {
+    __shared__ int ranked[RC_MAX_RANKED];
+    __shared__ float sm[2];
+    int lane = threadIdx.x & 31;
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+        float v = lg[e];
+        int rank = 0;
+        for (int j = 0; j < E; j++) {
+            float u = lg[j];
+            rank += (u > v || (u == v && j < e)) ? 1 : 0;
+        }
+        if (rank < topk) ranked[rank] = e;
+    }
+    if (threadIdx.x < 32) { // router_select_warp's max and sum
+        float m = -ORBIT_INF;
+        for (int e = lane; e < E; e += 32) m = fmaxf(m, lg[e]);
+        m = warp_max(m);
+        float s = 0.0f;
+        for (int e = lane; e < E; e += 32) s += expf(lg[e] - m);
+        s = warp_sum(s);
+        if (lane == 0) {
+            sm[0] = m;
+            sm[1] = s;
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float m = sm[0];
+        float inv = 1.0f / sm[1];
+        float picked = 0.0f;
+        for (int j = 0; j < topk; j++) {
+            int e = ranked[j];
+            float p = expf(lg[e] - m) * inv;
+            picked += p;
+            values[j] = p;
+            indices[j] = e;
+        }
+        if (normalize) {
+            float r = 1.0f / picked;
+            for (int j = 0; j < topk; j++) values[j] *= r;
+        }
+    }
+}
+extern "C" __global__ void __launch_bounds__(32 * RC_WARPS)
+    moe_router_cluster(const float* x, const float* d, float* sum, const void* nw, int nwBf16, float eps, float* h, const uint4* w,
+                       int H, int E, int topk, int normalize, int C, float* values, int* indices) {
+    pdl_enter();
+    extern __shared__ float smem[];
+    float* xs = smem;       // [H]
+    float* lg = smem + H;   // [E]: this block's experts' logits (block 0: all of them, for the selection)
+    __shared__ float red[32];
+    int t = blockIdx.x / C;
+    int c = blockIdx.x % C;
+    int lane = threadIdx.x & 31;
+    int warp = threadIdx.x >> 5;
+    int units = H / 8;
+    int stride = C * RC_WARPS;
+    int e0 = c * RC_WARPS + warp;
+    uint4 q[8];
+    if (e0 < E) router_fetch(w + (i64) e0 * units, units, 0, lane, q);
+    float ss = 0.0f;
+    if ((int) threadIdx.x < RC_SUM_THREADS) { // router_norm_topk's staging at blockDim RC_SUM_THREADS
+        const float4* xr = (const float4*) (x + (i64) t * H);
+        const float4* dr = d == nullptr ? nullptr : (const float4*) (d + (i64) t * H);
+        int H4 = H >> 2;
+        float4 xv[4];
+        float4 dv[4];
+        for (int c0 = 0; c0 < H4; c0 += 4 * RC_SUM_THREADS) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                int cc = c0 + threadIdx.x + i * RC_SUM_THREADS;
+                if (cc < H4) {
+                    xv[i] = xr[cc];
+                    if (d != nullptr) dv[i] = dr[cc];
+                }
+            }
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                int cc = c0 + threadIdx.x + i * RC_SUM_THREADS;
+                if (cc < H4) {
+                    float4 v = xv[i];
+                    if (d != nullptr) {
+                        v.x += dv[i].x;
+                        v.y += dv[i].y;
+                        v.z += dv[i].z;
+                        v.w += dv[i].w;
+                    }
+                    ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+                    *(float4*) (xs + 4 * cc) = v;
+                }
+            }
+        }
+        ss = warp_sum(ss); // block_sum's two stages over the summing warps
+        if (lane == 0) red[warp] = ss;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        float v = lane < RC_SUM_THREADS / 32 ? red[lane] : 0.0f;
+        v = warp_sum(v);
+        if (lane == 0) red[0] = v;
+    }
+    __syncthreads();
+    ss = red[0];
+    if (nw != nullptr) {
+        float inv = 1.0f / sqrtf(ss / (float) H + eps);
+        int share = (H + C - 1) / C;
+        int lo = c * share;
+        for (int cc = threadIdx.x; cc < H; cc += blockDim.x) {
+            float wi = nwBf16 ? bf16_to_f32(((const u16*) nw)[cc]) : ((const float*) nw)[cc];
+            float raw = xs[cc];
+            float v = wi * (raw * inv);
+            xs[cc] = v;
+            if (cc >= lo && cc < lo + share) {
+                h[(i64) t * H + cc] = v;
+                if (sum != nullptr) sum[(i64) t * H + cc] = raw;
+            }
+        }
+        __syncthreads();
+    }
+    for (int e = e0; e < E; e += stride) {
+        const uint4* wrow = w + (i64) e * units;
+        if (e != e0) router_fetch(wrow, units, 0, lane, q);
+        float acc = 0.0f;
+        router_dot_units(q, xs, units, 0, lane, acc);
+        for (int u0 = 256; u0 < units; u0 += 256) {
+            router_fetch(wrow, units, u0, lane, q);
+            router_dot_units(q, xs, units, u0, lane, acc);
+        }
+        acc = warp_sum(acc);
+        if (lane == 0) lg[e] = acc;
+    }
+    cluster_sync(); // every block's logits in its shared memory
+    if (c == 0) {   // block 0 reads the others' logits and selects
+        u32 base = smem_addr(lg);
+        bool finite = true;
+        for (int e = threadIdx.x; e < E; e += blockDim.x) {
+            u32 owner = (u32) ((e / RC_WARPS) % C);
+            if (owner != 0u) lg[e] = ld_cluster_f32(cluster_addr(base + 4u * (u32) e, owner));
+            finite = finite && isfinite(lg[e]);
+        }
+        finite = __syncthreads_and(finite);
+        if (finite && topk <= RC_MAX_RANKED) {
+            router_select_ranked(lg, E, topk, normalize, values + (i64) t * topk, indices + (i64) t * topk);
+        } else if (warp == 0) {
+            router_select_warp(lg, E, topk, normalize, values + (i64) t * topk, indices + (i64) t * topk);
+        }
+    }
+    cluster_sync(); // no block leaves before block 0 has read its logits
+}
+
 // The router of a decode batch over x as it is (moe_router_norm_topk without its norm) in fewer, wider blocks: block
 // (expert chunk blockIdx.x, token tile blockIdx.y) of RT_WARPS warps stages the tile's tt rows of x (dynamic shared
 // memory, max(tt * H, RT_WARPS * E) floats) once, every copy in flight at once (cp.async), and warp w holds expert

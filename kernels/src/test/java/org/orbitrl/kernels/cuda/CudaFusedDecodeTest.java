@@ -242,6 +242,99 @@ class CudaFusedDecodeTest extends CudaTestBase {
     }
 
     /**
+     * A token's router blocks as one cluster ({@code moe_router_cluster}, {@code -Dorbit.cuda.routerCluster}) against the
+     * launch that counts them on a ticket (the switch off), in each of the three calls that take it (the router of x as it
+     * is, of its norm, of the sum with the attention's output): h, the sum, the values and the experts bit for bit, at 1 to
+     * 7 tokens (below the tiles' 8), hidden 128 to 7168, 9 to 384 experts, clusters of the default size and of 1, 2, 5 and
+     * 16 blocks; with an infinite value in a row (its logits not finite: the selection by one warp, as the ticketed launch). With the cluster kernel left out of the launches ({@code orbit.cuda.omitKernels}) every output stays
+     * poisoned: the calls above took it.
+     */
+    @Test
+    void theRouterInClustersEqualsTheTicketedLaunchBitForBit() {
+        SplittableRandom r = rng(343);
+        // {tokens, H, E, topk, bf16 norm weight, an infinite x value}
+        int[][] cases = {{1, 2048, 128, 8, 1, 0}, {3, 2048, 128, 8, 0, 0}, {7, 256, 60, 3, 1, 0}, {2, 7168, 384, 8, 0, 0},
+                {1, 128, 9, 9, 0, 0}, {2, 256, 60, 3, 0, 1}};
+        for (int[] c : cases) {
+            int t = c[0];
+            int h = c[1];
+            int e = c[2];
+            int topk = c[3];
+            Tensor hx = randn(r, 1f, t, h);
+            if (c[5] == 1) {
+                hx.setFloat(Float.POSITIVE_INFINITY, t - 1, 5);   // that token's logits not finite: the warp's selection
+            }
+            Tensor dx = dev(hx);
+            Tensor dd = dev(randn(r, 0.5f, t, h));
+            Tensor dnw = dev(Tensor.of(normWeights(r, h, false), h).to(c[4] == 1 ? DType.BF16 : DType.F32));
+            Tensor dw = dev(Tensor.of(bf16Round(randn(r, 0.2f, e, h).toFloatArray()), e, h).to(DType.BF16));
+            String what = t + " tokens, H " + h + ", " + e + " experts at top " + topk;
+            float[][] want = routerOutputs(dx, dd, dnw, dw, t, h, e, topk, "off", null);
+            for (String size : new String[]{"on", "1", "2", "5", "16"}) {
+                float[][] got = routerOutputs(dx, dd, dnw, dw, t, h, e, topk, size, null);
+                for (int i = 0; i < want.length; i++) {
+                    assertBitsEqual(what + ", clusters " + size + ": output " + i + " of " + ROUTER_OUTPUTS, want[i], got[i]);
+                }
+            }
+            float[][] left = routerOutputs(dx, dd, dnw, dw, t, h, e, topk, "on", "moe_router_cluster");
+            for (int i = 0; i < left.length; i++) {
+                for (float v : left[i]) {
+                    assertTrue(Float.isNaN(v), what + ": output " + i + " of " + ROUTER_OUTPUTS + " written without the cluster kernel");
+                }
+            }
+        }
+    }
+
+    private static final String ROUTER_OUTPUTS = "[x's values, x's experts, norm's h, norm's values, norm's experts, sum, "
+            + "sum's h, sum's values, sum's experts]";
+
+    /** The outputs named by {@link #ROUTER_OUTPUTS} (experts as floats) under {@code -Dorbit.cuda.routerCluster=setting}. */
+    private float[][] routerOutputs(Tensor dx, Tensor dd, Tensor dnw, Tensor dw, int t, int h, int e, int topk, String setting,
+                                    String omit) {
+        float[][] out = new float[9][];
+        Runnable calls = () -> {
+            Tensor values = poisoned(DType.F32, t, topk);
+            Tensor idx = poisoned(DType.I32, t, topk);
+            assertTrue(gpu.moeRouterTopk(dx, dw, topk, true, values, idx), "the router of x");
+            out[0] = gpu.toHost(values).toFloatArray();
+            out[1] = asFloats(gpu.toHost(idx).toLongArray());
+            Tensor hOut = poisoned(DType.F32, t, h);
+            values = poisoned(DType.F32, t, topk);
+            idx = poisoned(DType.I32, t, topk);
+            gpu.fusedDecode().moeRouterNormTopk(dx, dnw, EPS, dw, topk, false, hOut, values, idx);
+            out[2] = gpu.toHost(hOut).toFloatArray();
+            out[3] = gpu.toHost(values).toFloatArray();
+            out[4] = asFloats(gpu.toHost(idx).toLongArray());
+            Tensor sum = poisoned(DType.F32, t, h);
+            hOut = poisoned(DType.F32, t, h);
+            values = poisoned(DType.F32, t, topk);
+            idx = poisoned(DType.I32, t, topk);
+            Tensor sumOut = sum;
+            Tensor hSum = hOut;
+            Tensor vSum = values;
+            Tensor iSum = idx;
+            withProperty("orbit.cuda.addNormRouter", "on", () -> assertTrue(
+                    gpu.addRmsNormRouterTopk(dx, dd, sumOut, dnw, EPS, hSum, dw, topk, true, vSum, iSum), "the router of the sum"));
+            out[5] = gpu.toHost(sum).toFloatArray();
+            out[6] = gpu.toHost(hOut).toFloatArray();
+            out[7] = gpu.toHost(values).toFloatArray();
+            out[8] = asFloats(gpu.toHost(idx).toLongArray());
+        };
+        Runnable withOmit = omit == null ? calls : () -> withProperty("orbit.cuda.omitKernels", omit, calls);
+        withProperty(CudaFusedDecode.ROUTER_CLUSTER_PROPERTY, setting, withOmit);
+        return out;
+    }
+
+    /** Experts ids as floats (poisoned i32 entries read back as NaN). */
+    private static float[] asFloats(long[] ids) {
+        float[] f = new float[ids.length];
+        for (int i = 0; i < ids.length; i++) {
+            f[i] = ids[i] == (int) ids[i] && ids[i] >= 0 && ids[i] < (1 << 24) ? (float) ids[i] : Float.NaN;
+        }
+        return f;
+    }
+
+    /**
      * The router of x as it is in tiles ({@code moe_router_tiles}, a block an expert chunk and a tile of tokens) against
      * the same call a block a token ({@code moe_router_norm_topk}, the switch off): the same values and indices bit for
      * bit, at 1 to 200 tokens (the tile kernel forced down to 1 token), hidden 2048 and 7168, 60 to 384 experts.

@@ -4,7 +4,6 @@ import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.internal.Kernel;
-import org.orbitrl.kernels.cuda.internal.Launcher;
 import org.orbitrl.kernels.quant.QuantizedTensor;
 
 import java.util.EnumMap;
@@ -40,20 +39,6 @@ public final class CudaFusedDecode {
     static final String ROUTER_TILES_PROPERTY = "orbit.cuda.routerTiles";
     /** {@code -Dorbit.cuda.routerGroups=off}: the tiled router leaves the grouping of the pairs to its own launch. */
     static final String ROUTER_GROUPS_PROPERTY = "orbit.cuda.routerGroups";
-    /**
-     * {@code -Dorbit.cuda.routerCluster=on|off|N} (read at each call; {@code off} by default): where a decode step's router
-     * takes its block-a-few-experts launch, a token's blocks as one thread block cluster ({@code moe_router_cluster},
-     * sm_90 and later, the cluster size the device takes) whose first block selects from the others' shared memory,
-     * where the default launch counts its blocks on a ticket and reads the logits back through L2. The same bits.
-     * {@code on}: {@code ceil(experts / 16)} blocks of 16 warps, at most 8; N (1 to 16): N blocks (a test's sweep). Off by
-     * default: Qwen3-30B-A3B's one-sequence step measured 3.280-3.307 ms with it against 3.033-3.034 without on an H100,
-     * a cluster launch not being a programmatic dependent of the launch before it.
-     */
-    static final String ROUTER_CLUSTER_PROPERTY = "orbit.cuda.routerCluster";
-    /** Warps of a moe_router_cluster block (RC_WARPS in moe.cu). */
-    private static final int CLUSTER_WARPS = 16;
-    /** The largest cluster every sm_90 device takes. */
-    private static final int PORTABLE_CLUSTER = 8;
     /** Warps of a moe_decode block (MD_WARPS). */
     private static final int PERSISTENT_WARPS = 8;
     private static final int SHARED_LIMIT = 48 * 1024;
@@ -69,7 +54,6 @@ public final class CudaFusedDecode {
     private final Kernel routerNormTopk;
     private final Kernel routerTiles;
     private final Kernel routerAddNormTopk;
-    private final Kernel routerCluster;
     private final EnumMap<QuantLayout, Kernel> swiglu = new EnumMap<>(QuantLayout.class);
     private final EnumMap<QuantLayout, Kernel> swigluR2 = new EnumMap<>(QuantLayout.class);
     /** Rows of each matrix a lane of the gate/up launch takes: 4 (QGS_R, fewer larger blocks) or 2; {@code -Dorbit.cuda.decodeGateUpRows}. */
@@ -98,7 +82,6 @@ public final class CudaFusedDecode {
         this.routerNormTopk = ctx.kernel("moe", "moe_router_norm_topk");
         this.routerTiles = ctx.kernel("moe", "moe_router_tiles");
         this.routerAddNormTopk = ctx.kernel("moe", "moe_router_add_norm_topk");
-        this.routerCluster = ctx.kernel("moe", "moe_router_cluster");
         for (QuantLayout l : QuantLayout.values()) {
             swiglu.put(l, ctx.kernel("qgemv", "qgemv_swiglu_" + l.kernelSuffix()));
             swigluR2.put(l, ctx.kernel("qgemv", "qgemv_swiglu_r2_" + l.kernelSuffix()));
@@ -203,10 +186,8 @@ public final class CudaFusedDecode {
                     group ? ctx.tickets.slice(0, CudaContext.TICKETS - 1, CudaContext.TICKETS) : null, ctx.errorFlag);
             return group ? Router.SELECTED_AND_GROUPED : Router.SELECTED;
         }
-        if (!routerInClusters(x, null, null, null, 0f, null, router, tokens, topk, normalize, values, indices)) {
-            ctx.launch2dShared(routerNormTopk, (e + ROUTER_WARPS - 1) / ROUTER_WARPS, tokens, 32 * ROUTER_WARPS, 4 * (hd + e), x, null,
-                    0, 0f, null, router, hd, e, topk, normalize ? 1 : 0, logits, ctx.tickets, values, indices);
-        }
+        ctx.launch2dShared(routerNormTopk, (e + ROUTER_WARPS - 1) / ROUTER_WARPS, tokens, 32 * ROUTER_WARPS, 4 * (hd + e), x, null, 0,
+                0f, null, router, hd, e, topk, normalize ? 1 : 0, logits, ctx.tickets, values, indices);
         return Router.SELECTED;
     }
 
@@ -252,54 +233,11 @@ public final class CudaFusedDecode {
             throw new IllegalArgumentException("addRmsNormRouterTopk: router " + router + " [experts, hidden], top " + topk
                     + " into " + values + " and " + indices + " [tokens, topk]");
         }
-        if (routerInClusters(a, b, sum, normWeight, eps, normed, router, tokens, topk, normalize, values, indices)) {
-            return true;
-        }
         Tensor logits = ctx.scratch(CudaContext.Scratch.ROUTER_LOGITS, DType.F32, (long) tokens * e); // [T, E]
         ctx.launch2dShared(routerAddNormTopk, (e + ROUTER_WARPS - 1) / ROUTER_WARPS, tokens, 32 * ROUTER_WARPS, 4 * (hd + e), a, b,
                 sum, normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0, eps, normed, router, hd, e, topk, normalize ? 1 : 0,
                 logits, ctx.tickets, values, indices);
         return true;
-    }
-
-    /**
-     * The router of {@code tokens} rows of x (plus d's where given, that sum written to sum) in clusters ({@link
-     * #ROUTER_CLUSTER_PROPERTY}): normed into h with the norm weight where given, else x as it is; false, launching
-     * nothing, where the switch is off or the device takes no such cluster. The caller has checked the shapes.
-     */
-    private boolean routerInClusters(Tensor x, Tensor d, Tensor sum, Tensor normWeight, float eps, Tensor h, Tensor router,
-                                     int tokens, int topk, boolean normalize, Tensor values, Tensor indices) {
-        int hd = x.size(-1);
-        int e = router.size(0);
-        int c = routerClusterSize(e, System.getProperty(ROUTER_CLUSTER_PROPERTY));
-        int shared = 4 * (hd + e);
-        if (c == 0 || !routerCluster.clustersFit(c, 32 * CLUSTER_WARPS, shared)) {
-            return false;
-        }
-        Launcher.launchClusters(routerCluster, ctx.stream.handle(), (long) c * tokens, c, 32 * CLUSTER_WARPS, shared, x, d, sum,
-                normWeight, normWeight != null && normWeight.dtype() == DType.BF16 ? 1 : 0, eps, h, router, hd, e, topk,
-                normalize ? 1 : 0, c, values, indices);
-        return true;
-    }
-
-    /** The blocks of a token's router cluster over {@code experts} experts as {@code property} asks ({@link #ROUTER_CLUSTER_PROPERTY}); 0: none. */
-    static int routerClusterSize(int experts, String property) {
-        if (property == null || property.equals("off")) {
-            return 0;
-        }
-        if (property.equals("on")) {
-            return Math.min(PORTABLE_CLUSTER, (experts + CLUSTER_WARPS - 1) / CLUSTER_WARPS);
-        }
-        int n;
-        try {
-            n = Integer.parseInt(property);
-        } catch (NumberFormatException ex) {
-            n = 0;
-        }
-        if (n < 1 || n > 16) {
-            throw new IllegalArgumentException("-D" + ROUTER_CLUSTER_PROPERTY + "=" + property + ": expected on, off or a cluster size from 1 to 16");
-        }
-        return n;
     }
 
     private static boolean overlap(Tensor p, Tensor q) {
@@ -375,9 +313,6 @@ public final class CudaFusedDecode {
         if (tokens > CudaContext.TICKETS) { // more tokens than tickets: the norm, then the router of any batch
             rows.rmsNorm(x, normWeight, eps, h);
             moeOps.routerTopk(h, router, topk, normalize, values, indices);
-            return;
-        }
-        if (routerInClusters(x, null, null, normWeight, eps, h, router, tokens, topk, normalize, values, indices)) {
             return;
         }
         Tensor logits = ctx.scratch(CudaContext.Scratch.ROUTER_LOGITS, DType.F32, (long) tokens * e); // [T, E]

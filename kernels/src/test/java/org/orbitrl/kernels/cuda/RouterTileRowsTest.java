@@ -9,9 +9,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /**
  * The x rows a block of {@code moe_router_tiles} stages (no GPU needed): enough that expert chunks of 8 times the tiles
  * come near one block an SM, at most 8 rows and 96 KiB of them; none (the per-token kernel) below the switch's token
- * count, with the switch off, or where a row or the selecting warps' logits pass the bytes. And the blocks of a token's
- * router cluster ({@code moe_router_cluster}, off by default): an expert a warp of 16 up to the portable 8 blocks, or
- * the size asked.
+ * count, with the switch off, or where a row or the selecting warps' logits pass the bytes.
  */
 class RouterTileRowsTest {
 
@@ -36,20 +34,5 @@ class RouterTileRowsTest {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                 () -> CudaFusedDecode.tileRows(64, 128, 2048, 132, "many"));
         assertTrue(e.getMessage().contains("orbit.cuda.routerTiles=many"), e.getMessage());
-    }
-
-    @Test
-    void routerClusterSizes() {
-        assertEquals(0, CudaFusedDecode.routerClusterSize(128, null), "off by default");
-        assertEquals(8, CudaFusedDecode.routerClusterSize(128, "on"), "Qwen3-30B-A3B's 128 experts: 8 blocks of 16 warps");
-        assertEquals(8, CudaFusedDecode.routerClusterSize(384, "on"), "Kimi-K2's 384: the portable 8, three experts a warp");
-        assertEquals(2, CudaFusedDecode.routerClusterSize(32, "on"), "gpt-oss-20b's 32 experts");
-        assertEquals(1, CudaFusedDecode.routerClusterSize(9, "on"), "9 experts: one block");
-        assertEquals(16, CudaFusedDecode.routerClusterSize(128, "16"), "a size asked");
-        assertEquals(0, CudaFusedDecode.routerClusterSize(128, "off"), "the switch off");
-        for (String bad : new String[]{"0", "17", "eight"}) {
-            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> CudaFusedDecode.routerClusterSize(128, bad));
-            assertTrue(e.getMessage().contains("orbit.cuda.routerCluster=" + bad), e.getMessage());
-        }
     }
 }

@@ -70,7 +70,6 @@ final class DependentKernels {
         s.add("moe/moe_router_topk");
         s.add("moe/moe_router_norm_topk");        // the fused decode operations (CudaFusedDecode)
         s.add("moe/moe_router_add_norm_topk");
-        s.add("moe/moe_router_cluster");          // the same, a token's blocks one cluster
         s.add("moe/moe_router_tiles");
         s.add("bgemv/bgemv_norm1");
         s.add("bgemv/bgemv_norm_m4");

@@ -82,6 +82,10 @@ final class CudaFlashAttention {
     private final Kernel pagedMmaPrep128;
     private final Kernel pagedMma3xPrep64;
     private final Kernel pagedMma3xPrep128;
+    private final Kernel pagedMmaPrepTk64;   // the same without clusters, the splits merged on a ticket
+    private final Kernel pagedMmaPrepTk128;
+    private final Kernel pagedMma3xPrepTk64;
+    private final Kernel pagedMma3xPrepTk128;
     private final Kernel combine;
     private final Kernel kvWrite;
     private final Kernel kvWriteBf16;
@@ -113,6 +117,10 @@ final class CudaFlashAttention {
         this.pagedMmaPrep128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_d128_kvbf16");
         this.pagedMma3xPrep64 = ctx.kernel("paged_decode", "paged_decode_mma3_prep_d64_kvbf16");
         this.pagedMma3xPrep128 = ctx.kernel("paged_decode", "paged_decode_mma3_prep_d128_kvbf16");
+        this.pagedMmaPrepTk64 = ctx.kernel("paged_decode", "paged_decode_mma_prep_tk_d64_kvbf16");
+        this.pagedMmaPrepTk128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_tk_d128_kvbf16");
+        this.pagedMma3xPrepTk64 = ctx.kernel("paged_decode", "paged_decode_mma3_prep_tk_d64_kvbf16");
+        this.pagedMma3xPrepTk128 = ctx.kernel("paged_decode", "paged_decode_mma3_prep_tk_d128_kvbf16");
         this.kvWriteBf16 = ctx.kernel("flash_attention", "paged_kv_write_kvbf16");
         this.prefill = ctx.kernel("flash_attention", "flash_prefill_f32");
         this.paged = ctx.kernel("flash_attention", "paged_decode_f32");
@@ -236,6 +244,14 @@ final class CudaFlashAttention {
 
     /** {@value}: the decode attention with the step's q/k/v preparation in its launch ({@link #prepAttention}). */
     static final String PREP_ATTENTION_PROPERTY = "orbit.cuda.prepAttention";
+    /**
+     * {@code -Dorbit.cuda.prepMerge=cluster|tickets} (read at each call; {@code cluster} by default): how the blocks of
+     * {@link #prepAttention}'s sequence kv head merge their partials: as one thread block cluster through each other's
+     * shared memory, or in a plain launch (a programmatic dependent where the step's launches are; a cluster launch is
+     * not) whose last block to finish merges them from global memory on a ticket, as the merged decode kernels do. The
+     * same bits either way.
+     */
+    static final String PREP_MERGE_PROPERTY = "orbit.cuda.prepMerge";
     /** The most blocks of a (sequence, kv head)'s cluster (sm_90's non-portable limit). */
     static final int PREP_MAX_CLUSTER = 16;
     /** The widest tables (in keys) {@link #prepAttention} takes where the default key splits outnumber a cluster's blocks. */
@@ -301,15 +317,32 @@ final class CudaFlashAttention {
             return true;
         }
         int ring = pagedStages();
-        int shared = Math.max(mmaStageBytes(ring, d), mmaMergeBytes(d) + 4 * (group * d + 2 * group));   // the block's partial past the merge
-        Kernel kernel = ring == 3 ? (d == 64 ? pagedMma3xPrep64 : pagedMma3xPrep128) : (d == 64 ? pagedMmaPrep64 : pagedMmaPrep128);
         Tensor[] cs = ropeTables.apply(table);
         long[] qs = q.strides();
         long[] os = out.strides();
+        long blocks = (long) b * hkv * cluster;
+        if (ticketedPrepMerge() && (long) b * hkv <= CudaContext.TICKETS) {   // the splits merged on a ticket, no cluster
+            Tensor partAcc = null;
+            Tensor partMl = null;
+            if (cluster > 1) {
+                long parts = (long) b * hq * cluster;
+                partAcc = ctx.scratch(CudaContext.Scratch.ATTENTION_ACC, DType.F32, parts * d); // [B, Hq, splits, D]
+                partMl = ctx.scratch(CudaContext.Scratch.ATTENTION_ML, DType.F32, parts * 2);   // [B, Hq, splits, {max, sum}]
+            }
+            Kernel kernel = ring == 3 ? (d == 64 ? pagedMma3xPrepTk64 : pagedMma3xPrepTk128) : (d == 64 ? pagedMmaPrepTk64 : pagedMmaPrepTk128);
+            // the warps' rings, reused for their merge and the last block's split weights (G · (splits + 1) floats)
+            int shared = Math.max(Math.max(mmaStageBytes(ring, d), mmaMergeBytes(d)), 4 * group * (cluster + 1));
+            ctx.launchShared(kernel, blocks, 32 * MMA_WARPS, shared, q, qs[0], qs[1], kCache, vCache, tables, maxBlocks, lens, blockSize,
+                    out, os[0], os[1], hq, hkv, d, d, spec.slidingWindow(), spec.scale(), sinks, cluster, 0, partAcc, partMl, k, v, qNorm,
+                    kNorm, normType == DType.BF16 ? 1 : 0, eps, positions, cs[0], cs[1],
+                    table.style() == RopeTable.Style.INTERLEAVED ? 1 : 0, table.maxPositions(), slots, ctx.errorFlag, ctx.tickets);
+            return true;
+        }
+        int shared = Math.max(mmaStageBytes(ring, d), mmaMergeBytes(d) + 4 * (group * d + 2 * group));   // the block's partial past the merge
+        Kernel kernel = ring == 3 ? (d == 64 ? pagedMma3xPrep64 : pagedMma3xPrep128) : (d == 64 ? pagedMmaPrep64 : pagedMmaPrep128);
         Object[] args = {q, qs[0], qs[1], kCache, vCache, tables, maxBlocks, lens, blockSize, out, os[0], os[1], hq, hkv, d, d,
                 spec.slidingWindow(), spec.scale(), sinks, cluster, 0, null, null, k, v, qNorm, kNorm, normType == DType.BF16 ? 1 : 0, eps,
                 positions, cs[0], cs[1], table.style() == RopeTable.Style.INTERLEAVED ? 1 : 0, table.maxPositions(), slots, ctx.errorFlag};
-        long blocks = (long) b * hkv * cluster;
         if (!kernel.clustersFit(cluster, 32 * MMA_WARPS, shared)) {
             return false;   // kernels built below sm_90, or a cluster size this device refuses
         }
@@ -319,6 +352,16 @@ final class CudaFlashAttention {
             ctx.launchShared(kernel, blocks, 32 * MMA_WARPS, shared, args);
         }
         return true;
+    }
+
+    /** {@link #PREP_MERGE_PROPERTY}: whether the prepared attention merges its splits on a ticket rather than in a cluster. */
+    static boolean ticketedPrepMerge() {
+        String v = System.getProperty(PREP_MERGE_PROPERTY, "cluster").trim();
+        return switch (v) {
+            case "cluster" -> false;
+            case "tickets" -> true;
+            default -> throw new IllegalArgumentException("-D" + PREP_MERGE_PROPERTY + "=" + v + ": expected cluster or tickets");
+        };
     }
 
     /** {@link #PREP_ATTENTION_PROPERTY}: -1 off, 0 on (the cluster from the key splits), or the cluster size to take. */

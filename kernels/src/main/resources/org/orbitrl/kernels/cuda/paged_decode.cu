@@ -398,7 +398,10 @@ __device__ __forceinline__ void pm_new_row(u16* krow, u16* vrow, const PmPrep& p
     }
 }
 
-template <int D, int ST, bool PREP = false>
+// PREP: the step's preparation folded in (PmPrep), the blocks of a (sequence, kv head) dealing its key tiles out in turn;
+// DSM: those blocks one cluster that merges its partials through distributed shared memory (else, with tickets, the last
+// block to finish merges them from global memory as the merged kernels do).
+template <int D, int ST, bool PREP = false, bool DSM = PREP>
 __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 qH, const u16* kc, const u16* vc, const int* tables,
                                           int maxBlocks, const int* lens, int blockSize, float* out, i64 oB, i64 oH, int Hq, int Hkv,
                                           int window, float scale, const float* sinks, int splits, int splitLen, float* partAcc,
@@ -421,9 +424,9 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
     int G = sp.G;
     int ks = sp.ks;
     int ke = sp.ke;
-    // the warp's tiles of the split: first, first + stride, ...; with PREP the blocks of a (sequence, kv head) are one
-    // cluster of `splits` blocks that deal the tiles of all its keys out in turn (block `split`'s warp w takes tiles
-    // split * PM_WARPS + w, + PM_WARPS * splits, ...), so that every block has keys whatever the context's length
+    // the warp's tiles of the split: first, first + stride, ...; with PREP the `splits` blocks of a (sequence, kv head)
+    // deal the tiles of all its keys out in turn (block `split`'s warp w takes tiles split * PM_WARPS + w, + PM_WARPS *
+    // splits, ...), so that every block has keys whatever the context's length
     int first = warp;
     int stride = PM_WARPS;
     if (PREP) {
@@ -679,7 +682,7 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
         int h = kvh * G + r;
         if (splits == 1) {
             out[(i64) b * oB + (i64) h * oH + d] = v / sum;
-        } else if (PREP) { // the block's partial, in its shared memory past the warps' (res [G][D], then resMl [G][2])
+        } else if (DSM) { // the block's partial, in its shared memory past the warps' (res [G][D], then resMl [G][2])
             float* res = acc + PM_WARPS * 16 * D;
             res[r * D + d] = v;
             if (d == 0) {
@@ -695,7 +698,7 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
             }
         }
     }
-    if (PREP && splits > 1) {
+    if (DSM && splits > 1) {
         // The cluster's partials merged as attention_combine merges splits (the same expressions, in rank order), block
         // `split` taking its share of the G * D outputs from every block's shared memory; no block leaves while another
         // may still read its partial.
@@ -808,6 +811,25 @@ PM_PREP_KERNEL(paged_decode_mma_prep_d128_kvbf16, 128, 2)
 PM_PREP_KERNEL(paged_decode_mma_prep_d64_kvbf16, 64, 2)
 PM_PREP_KERNEL(paged_decode_mma3_prep_d128_kvbf16, 128, 3)
 PM_PREP_KERNEL(paged_decode_mma3_prep_d64_kvbf16, 64, 3)
+
+// The same without clusters (a plain launch, so a programmatic dependent where the step's launches are): the blocks of a
+// (sequence, kv head) deal its key tiles out in turn as above, write their partials to partAcc and partMl, and the last
+// to finish merges them as the merged kernels do (tickets: i32 [B * Hkv] of zeros, left zero). The same bits.
+#define PM_PREP_TICKET_KERNEL(NAME, D, ST)                                                                             \
+    extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) NAME(PAGED_DECODE_ARGS(u16), const float* pk,           \
+        const float* pv, const void* qNorm, const void* kNorm, int normBf16, float eps, const int* pos, const float* cosT, \
+        const float* sinT, int interleaved, int maxPos, const int* slots, int* err, int* tickets) {                      \
+        pdl_enter();                                                                                                   \
+        extern __shared__ __align__(16) u16 NAME##_sm[];                                                               \
+        PmPrep prep{pk, pv, qNorm, kNorm, normBf16, eps, pos, cosT, sinT, interleaved, maxPos, slots, err};            \
+        pm_decode<D, ST, true, false>(NAME##_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq,  \
+                                      Hkv, window, scale, sinks, splits, splitLen, partAcc, partMl, tickets, &prep);    \
+    }
+
+PM_PREP_TICKET_KERNEL(paged_decode_mma_prep_tk_d128_kvbf16, 128, 2)
+PM_PREP_TICKET_KERNEL(paged_decode_mma_prep_tk_d64_kvbf16, 64, 2)
+PM_PREP_TICKET_KERNEL(paged_decode_mma3_prep_tk_d128_kvbf16, 128, 3)
+PM_PREP_TICKET_KERNEL(paged_decode_mma3_prep_tk_d64_kvbf16, 64, 3)
 
 // The same kernels merging their key splits themselves (tickets: i32 [B * Hkv] of zeros, left zero): the block of a
 // (sequence, kv head) that writes its split's partials last merges them into out as attention_combine does, whose

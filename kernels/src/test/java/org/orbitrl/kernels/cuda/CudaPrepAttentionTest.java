@@ -37,6 +37,8 @@ import static org.junit.jupiter.api.Assertions.fail;
  *   <li>With the preparation's and the combine's kernels left out of the launches ({@code orbit.cuda.omitKernels}) the
  *   same bits: the fused launch does both itself. The same cluster twice: the same bits.</li>
  *   <li>A sequence whose slot is negative: the same outputs, its row of the cache untouched.</li>
+ *   <li>Without the cluster, the splits merged by the last block on a ticket ({@code -Dorbit.cuda.prepMerge=tickets}):
+ *   the cluster's bits.</li>
  *   <li>Where it does not apply (an f32 cache, a head dim of 96, a rope over part of the head, the switch off) it returns
  *   false and writes nothing.</li>
  * </ul>
@@ -188,14 +190,20 @@ class CudaPrepAttentionTest extends CudaTestBase {
 
     /** {@link #fused} writing the new rows at {@code slots}. */
     private Result fused(Step s, String setting, String omit, Tensor slots) {
+        return fused(s, setting, omit, slots, "cluster");
+    }
+
+    /** {@link #fused} with its splits merged as {@code -Dorbit.cuda.prepMerge=merge} asks. */
+    private Result fused(Step s, String setting, String omit, Tensor slots, String merge) {
         Tensor kc = s.keys();
         Tensor vc = s.values();
         Tensor out = poisoned(DType.F32, s.b, s.c.hq(), s.c.d());
         boolean[] took = new boolean[1];
         Runnable call = () -> took[0] = gpu.pagedDecodePrepAttention(s.q, s.k, s.v, s.qNorm, s.kNorm, EPS, s.positions, s.rope, kc, vc,
                 slots, s.tablesDev, s.lensDev, s.c.blockSize(), out, s.spec);
-        withProperty(CudaFlashAttention.PREP_ATTENTION_PROPERTY, setting, omit == null ? call
-                : () -> withProperty("orbit.cuda.omitKernels", omit, call));
+        Runnable merged = () -> withProperty(CudaFlashAttention.PREP_MERGE_PROPERTY, merge, call);
+        withProperty(CudaFlashAttention.PREP_ATTENTION_PROPERTY, setting, omit == null ? merged
+                : () -> withProperty("orbit.cuda.omitKernels", omit, merged));
         gpu.synchronize();
         return took[0] ? new Result(gpu.toHost(out).toFloatArray(), gpu.toHost(kc).toFloatArray(), gpu.toHost(vc).toFloatArray()) : null;
     }
@@ -224,6 +232,35 @@ class CudaPrepAttentionTest extends CudaTestBase {
                 }
             }
             assertTrue(first != null, "the default setting ran");
+        }
+    }
+
+    /**
+     * The blocks of a sequence's kv head without a cluster, their splits merged by the last to finish on a ticket ({@code
+     * -Dorbit.cuda.prepMerge=tickets}, {@code paged_decode_mma*_prep_tk_*}): the output and both caches bit for bit the
+     * cluster's, in every case and split count above, twice (the tickets re-armed); with that kernel left out of the
+     * launches the output stays poisoned (the call took it).
+     */
+    @Test
+    void splitsMergedOnATicketGiveTheClustersBits() {
+        SplittableRandom r = rng(305);
+        for (Case c : cases()) {
+            Step s = new Step(c, r);
+            for (String setting : CLUSTERS) {
+                String what = c + ", prepAttention=" + setting + ", merged on a ticket";
+                Result cluster = fused(s, setting, null);
+                for (int run = 0; run < 2; run++) {
+                    Result tk = fused(s, setting, null, s.slotsDev, "tickets");
+                    assertTrue(tk != null, what + ": declined a case the cluster takes");
+                    assertBitsEqual(what + " (run " + run + "): output", cluster.out(), tk.out());
+                    assertBitsEqual(what + " (run " + run + "): keys", cluster.keys(), tk.keys());
+                    assertBitsEqual(what + " (run " + run + "): values", cluster.values(), tk.values());
+                }
+            }
+            Result left = fused(s, "on", "_prep_tk_", s.slotsDev, "tickets");
+            for (float v : left.out()) {
+                assertTrue(Float.isNaN(v), c + ": an output written with the ticketed kernel left out");
+            }
         }
     }
 

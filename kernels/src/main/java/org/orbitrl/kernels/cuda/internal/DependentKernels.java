@@ -58,6 +58,10 @@ final class DependentKernels {
         s.add("paged_decode/paged_decode_mma_prep_d128_kvbf16");
         s.add("paged_decode/paged_decode_mma3_prep_d64_kvbf16");
         s.add("paged_decode/paged_decode_mma3_prep_d128_kvbf16");
+        s.add("paged_decode/paged_decode_mma_prep_tk_d64_kvbf16");  // and without the cluster, the splits merged on a ticket
+        s.add("paged_decode/paged_decode_mma_prep_tk_d128_kvbf16");
+        s.add("paged_decode/paged_decode_mma3_prep_tk_d64_kvbf16");
+        s.add("paged_decode/paged_decode_mma3_prep_tk_d128_kvbf16");
         s.add("attention/attention_combine");
         s.add("paged_mla/paged_mla_decode_kvbf16");
         s.add("moe/moe_route");

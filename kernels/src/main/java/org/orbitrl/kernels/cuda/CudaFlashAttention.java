@@ -268,6 +268,8 @@ final class CudaFlashAttention {
      * makes that row and writes it to the caches. Where the default splits outnumber a cluster (many keys, few
      * sequences) it takes tables of up to {@value #PREP_MAX_KEYS} keys only. {@code -Dorbit.cuda.prepAttention} (read at
      * each call): {@code on} (the default), {@code off}, or a cluster size from 1 to 16 to take always (a test's sweep).
+     * With {@link #PREP_MERGE_PROPERTY} {@code =tickets} the same blocks (the same split counts) are a plain launch that
+     * needs no cluster, the last to finish merging the partials on a ticket.
      *
      * @return false, nothing launched, where it does not apply: the caller prepares and attends in two operations
      */

@@ -249,6 +249,7 @@ class CudaPrepAttentionTest extends CudaTestBase {
             for (String setting : CLUSTERS) {
                 String what = c + ", prepAttention=" + setting + ", merged on a ticket";
                 Result cluster = fused(s, setting, null);
+                assertTrue(cluster != null, what + ": the cluster declined a case it takes");
                 for (int run = 0; run < 2; run++) {
                     Result tk = fused(s, setting, null, s.slotsDev, "tickets");
                     assertTrue(tk != null, what + ": declined a case the cluster takes");
@@ -258,6 +259,7 @@ class CudaPrepAttentionTest extends CudaTestBase {
                 }
             }
             Result left = fused(s, "on", "_prep_tk_", s.slotsDev, "tickets");
+            assertTrue(left != null, c + ": declined with the ticketed kernel left out");
             for (float v : left.out()) {
                 assertTrue(Float.isNaN(v), c + ": an output written with the ticketed kernel left out");
             }

@@ -107,6 +107,18 @@ public final class GpuBench {
         }
     }
 
+    /**
+     * Milliseconds of one call of {@code call(c)} among {@code copies} calls c = 0 .. copies - 1 replayed as one graph
+     * ({@link #graphMs}): each call over its own copy of the weights or caches, so that the copies rotate past the L2.
+     */
+    static double perCopyMs(CudaBackend gpu, int reps, int copies, java.util.function.IntConsumer call) {
+        return graphMs(gpu, reps, () -> {
+            for (int c = 0; c < copies; c++) {
+                call.accept(c);
+            }
+        }) / copies;
+    }
+
     /** Device-to-device copy bandwidth in GB/s (bytes read + written) over 2 GiB, the memory ceiling. */
     public static double copyBandwidth(CudaBackend gpu) {
         long bytes = 2L << 30;

@@ -134,31 +134,17 @@ public final class GpuDecodeOpsBench {
         Tensor yo = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, 1, h);
         for (boolean hot : new boolean[]{false, true}) {
             String where = hot ? ", one copy in L2" : "";
-            double ms = GpuBench.graphMs(gpu, 7, () -> {
-                for (int c = 0; c < copies; c++) {
-                    if (!gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws[hot ? 0 : c], ys)) {
-                        throw new IllegalStateException("no folded norm for q, k and v at one row");
-                    }
+            double ms = GpuBench.perCopyMs(gpu, 7, copies, c -> {
+                if (!gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws[hot ? 0 : c], ys)) {
+                    throw new IllegalStateException("no folded norm for q, k and v at one row");
                 }
-            }) / copies;
+            });
             TABLE.bandwidthRow(String.format("q,k,v 5120x2048 M=1, norm folded%s (%.2f us)", where, ms * 1e3), qkvBytes / (ms * 1e6), copy);
-            ms = GpuBench.graphMs(gpu, 7, () -> {
-                for (int c = 0; c < copies; c++) {
-                    gpu.matmulShared(x, ws[hot ? 0 : c], ys);
-                }
-            }) / copies;
+            ms = GpuBench.perCopyMs(gpu, 7, copies, c -> gpu.matmulShared(x, ws[hot ? 0 : c], ys));
             TABLE.bandwidthRow(String.format("q,k,v 5120x2048 M=1, three products%s (%.2f us)", where, ms * 1e3), qkvBytes / (ms * 1e6), copy);
-            ms = GpuBench.graphMs(gpu, 7, () -> {
-                for (int c = 0; c < copies; c++) {
-                    gpu.matmul(x, stacked[hot ? 0 : c], y5);
-                }
-            }) / copies;
+            ms = GpuBench.perCopyMs(gpu, 7, copies, c -> gpu.matmul(x, stacked[hot ? 0 : c], y5));
             TABLE.bandwidthRow(String.format("q,k,v stacked 5120x2048 M=1%s (%.2f us)", where, ms * 1e3), qkvBytes / (ms * 1e6), copy);
-            ms = GpuBench.graphMs(gpu, 7, () -> {
-                for (int c = 0; c < copies; c++) {
-                    gpu.matmul(xo, os[hot ? 0 : c], yo);
-                }
-            }) / copies;
+            ms = GpuBench.perCopyMs(gpu, 7, copies, c -> gpu.matmul(xo, os[hot ? 0 : c], yo));
             TABLE.bandwidthRow(String.format("o 2048x4096 M=1%s (%.2f us)", where, ms * 1e3), 2048L * 4096 * 2 / (ms * 1e6), copy);
         }
         for (int c = 0; c < copies; c++) {
@@ -191,11 +177,7 @@ public final class GpuDecodeOpsBench {
                         }
                         Tensor x = f32(gpu, r, xt, m, s[1]);
                         Tensor y = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m, s[0]);
-                        double ms = GpuBench.graphMs(gpu, 7, () -> {
-                            for (QuantizedTensor w : ws) {
-                                gpu.gemvQuantized(x, w, y);
-                            }
-                        }) / copies;
+                        double ms = GpuBench.perCopyMs(gpu, 7, ws.length, c -> gpu.gemvQuantized(x, ws[c], y));
                         long bytes = proto.byteSize() + x.byteSize() + y.byteSize();
                         double gbs = bytes / (ms * 1e6);
                         TABLE.bandwidthRow(String.format("%s GEMV %dx%d M=%d x %s (%.2f us)", format, s[0], s[1], m, xt, ms * 1e3), gbs, copy);
@@ -220,11 +202,7 @@ public final class GpuDecodeOpsBench {
             for (int m : new int[]{1, 8, 16}) {
                 Tensor x = f32(gpu, r, DType.F32, m, s[1]);
                 Tensor y = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m, s[0]);
-                double ms = GpuBench.graphMs(gpu, 7, () -> {
-                    for (Tensor w : ws) {
-                        gpu.matmul(x, w, y);
-                    }
-                }) / copies;
+                double ms = GpuBench.perCopyMs(gpu, 7, ws.length, c -> gpu.matmul(x, ws[c], y));
                 long bytes = w0.byteSize() + x.byteSize() + y.byteSize();
                 double gbs = bytes / (ms * 1e6);
                 TABLE.bandwidthRow(String.format("bf16 GEMV %dx%d M=%d (%.2f us)", s[0], s[1], m, ms * 1e3), gbs, copy);
@@ -295,26 +273,22 @@ public final class GpuDecodeOpsBench {
                     ys[i] = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m, shapes[i][0]);
                     los[i] = gpu.allocator().allocate(MemoryCategory.ACTIVATIONS, DType.F32, m, rank);
                 }
-                double fused = GpuBench.graphMs(gpu, 7, () -> {
-                    for (int c = 0; c < copies; c++) {
-                        if (!gpu.matmulLowRank(x, ws[c], terms[c], ys)) {
-                            throw new IllegalStateException("matmulLowRank declined " + m + " rows");
-                        }
+                double fused = GpuBench.perCopyMs(gpu, 7, copies, c -> {
+                    if (!gpu.matmulLowRank(x, ws[c], terms[c], ys)) {
+                        throw new IllegalStateException("matmulLowRank declined " + m + " rows");
                     }
-                }) / copies;
-                double unfused = GpuBench.graphMs(gpu, 7, () -> {
-                    for (int c = 0; c < copies; c++) {
-                        gpu.matmulShared(x, ws[c], ys);
-                        Tensor[] as = new Tensor[count];
-                        for (int i = 0; i < count; i++) {
-                            as[i] = terms[c][i].a();
-                        }
-                        gpu.matmulShared(x, as, los);
-                        for (int i = 0; i < count; i++) {
-                            gpu.matmulAxpy(los[i], terms[c][i].b(), 2f, ys[i]);
-                        }
+                });
+                double unfused = GpuBench.perCopyMs(gpu, 7, copies, c -> {
+                    gpu.matmulShared(x, ws[c], ys);
+                    Tensor[] as = new Tensor[count];
+                    for (int i = 0; i < count; i++) {
+                        as[i] = terms[c][i].a();
                     }
-                }) / copies;
+                    gpu.matmulShared(x, as, los);
+                    for (int i = 0; i < count; i++) {
+                        gpu.matmulAxpy(los[i], terms[c][i].b(), 2f, ys[i]);
+                    }
+                });
                 TABLE.bandwidthRow(String.format("%s + LoRA M=%d fused (%.2f us)", names[bi], m, fused * 1e3), bytes / (fused * 1e6), copy);
                 TABLE.bandwidthRow(String.format("%s + LoRA M=%d unfused (%.2f us)", names[bi], m, unfused * 1e3), bytes / (unfused * 1e6),
                         copy);
@@ -501,11 +475,7 @@ public final class GpuDecodeOpsBench {
                     System.setProperty("orbit.cuda.pagedSplits", splits);
                 }
                 gpu.synchronize();
-                double ms = GpuBench.graphMs(gpu, 10, () -> {
-                    for (Tensor t : dt) {
-                        gpu.pagedDecodeAttention(q, kk, vv, t, dl, bs, hkv, o, spec);
-                    }
-                }) / copies;
+                double ms = GpuBench.perCopyMs(gpu, 10, dt.length, c -> gpu.pagedDecodeAttention(q, kk, vv, dt[c], dl, bs, hkv, o, spec));
                 double gbs = kvBytes / (ms * 1e6);
                 row(String.format("paged decode B=%d S=%d of %d, %s cache, %s (%.1f us)", b, len, width * bs,
                                 dtype.name().toLowerCase(java.util.Locale.ROOT), splits == null ? "default splits" : splits + " splits", ms * 1e3),
@@ -548,11 +518,7 @@ public final class GpuDecodeOpsBench {
                 }
                 Tensor dl = gpu.toDevice(Tensor.ofInts(lens, b), MemoryCategory.ACTIVATIONS);
                 AttentionSpec spec = new AttentionSpec((float) (1 / Math.sqrt(192)), 0, null);
-                double ms = GpuBench.graphMs(gpu, 10, () -> {
-                    for (Tensor t : dt) {
-                        gpu.pagedDecodeAttention(q, kc, null, t, dl, bs, 1, o, spec);
-                    }
-                }) / copies;
+                double ms = GpuBench.perCopyMs(gpu, 10, dt.length, i -> gpu.pagedDecodeAttention(q, kc, null, dt[i], dl, bs, 1, o, spec));
                 double gbs = keyBytes / (ms * 1e6);
                 double tflops = 2.0 * b * hq * len * (d + dv) / (ms * 1e9);
                 row(String.format("latent decode attention B=%d S=%d Hq=%d (%.1f us, %.0f TFLOP/s)", b, len, hq, ms * 1e3, tflops),
@@ -610,22 +576,14 @@ public final class GpuDecodeOpsBench {
             }
             Tensor dl = gpu.toDevice(Tensor.ofInts(lens, b), MemoryCategory.ACTIVATIONS);
             AttentionSpec spec = AttentionSpec.causal(d);
-            double ms = GpuBench.graphMs(gpu, 10, () -> {
-                for (Tensor t : dt) {
-                    gpu.pagedDecodeAttention(q, kc, vc, t, dl, bs, hkv, o, spec);
-                }
-            }) / copies;
+            double ms = GpuBench.perCopyMs(gpu, 10, dt.length, i -> gpu.pagedDecodeAttention(q, kc, vc, dt[i], dl, bs, hkv, o, spec));
             double gbs = kvBytes / (ms * 1e6);
             row(String.format("paged decode attention B=%d S=%d Hq=%d Hkv=%d D=%d (%.1f us)", b, len, hq, hkv, d, ms * 1e3),
                     String.format("%.0f GB/s of K+V", gbs), String.format("copy %.0f GB/s", copy), gbs / copy);
             for (int k = 0; k < siblings.length && len == 512 && b >= 64; k++) { // the kernels behind -Dorbit.cuda.pagedDecode
                 CudaBackend other = siblings[k];
                 gpu.synchronize();
-                double msOther = GpuBench.graphMs(other, 10, () -> {
-                    for (Tensor t : dt) {
-                        other.pagedDecodeAttention(q, kc, vc, t, dl, bs, hkv, o, spec);
-                    }
-                }) / copies;
+                double msOther = GpuBench.perCopyMs(other, 10, dt.length, i -> other.pagedDecodeAttention(q, kc, vc, dt[i], dl, bs, hkv, o, spec));
                 double gbsOther = kvBytes / (msOther * 1e6);
                 row(String.format("paged decode attention B=%d S=%d, %s (%.1f us)", b, len, variants[k][1], msOther * 1e3),
                         String.format("%.0f GB/s of K+V", gbsOther), String.format("copy %.0f GB/s", copy), gbsOther / copy);

@@ -31,6 +31,8 @@ final class CudaQgemv {
     private final CudaContext ctx;
     private final Map<String, Kernel> kernels = new HashMap<>();
     private final Map<Integer, Kernel> bf16Kernels = new HashMap<>();
+    private final Kernel bf16Prologue;       // bgemv_pre1
+    private final Kernel bf16NormPrologue;   // bgemv_norm_pre1
     private final Map<Integer, Kernel> bf16LowRank = new HashMap<>();
     private final Map<Integer, Kernel> bf16LowRankA = new HashMap<>();
     private final Map<Integer, Kernel> bf16NormShared = new HashMap<>();
@@ -55,6 +57,8 @@ final class CudaQgemv {
             }
         }
         bf16NormScale = ctx.kernel("bgemv", "bgemv_norm_scale_m1");
+        this.bf16Prologue = ctx.kernel("bgemv", "bgemv_pre1");
+        this.bf16NormPrologue = ctx.kernel("bgemv", "bgemv_norm_pre1");
     }
 
     /**
@@ -73,6 +77,23 @@ final class CudaQgemv {
             case "stage" -> false;
             default -> throw new IllegalArgumentException("-D" + NORM_FOLD_PROPERTY + "=" + v + ": expected scale or stage");
         };
+    }
+
+    /**
+     * {@code -Dorbit.cuda.gemvPrologue=on} (read at each call): a one-row bf16 product takes {@code bgemv_pre1} (every
+     * weight load of a lane issued before the kernel waits for the one before it; the bits of {@code bgemv_m1}), and
+     * with the staged norm fold ({@link #NORM_FOLD_PROPERTY}{@code =stage}) the norm-folded one-row q/k/v products
+     * {@code bgemv_norm_pre1} (the bits of {@code bgemv_norm_lr_m1}), where a lane's steps fit its registers; {@code
+     * plain} asks for the first alone. It pays only under dependent launches (a one-sequence step's capture, or {@code
+     * -Dorbit.cuda.pdl=on}); the default scaled fold has no prologue form.
+     */
+    static final String PROLOGUE_PROPERTY = "orbit.cuda.gemvPrologue";
+    static final int PROLOGUE_STEPS = 8;   // BGP_STEPS
+
+    /** Whether {@link #PROLOGUE_PROPERTY} asks for the prologue forms: {@code on} both, {@code plain} the plain product's alone. */
+    static boolean prologueAsked(boolean normFolded) {
+        String v = System.getProperty(PROLOGUE_PROPERTY);
+        return "on".equals(v) || (!normFolded && "plain".equals(v));
     }
 
     /**
@@ -97,6 +118,14 @@ final class CudaQgemv {
             if (blocks > 0) {
                 ctx.launch(bf16NormScale, blocks, 32 * warps, x, k, normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0, eps,
                         w[0], y[0], n[0], w[1], y[1], n[1], w[2], y[2], n[2]);
+            }
+            return;
+        }
+        if (m == 1 && prologueAsked(true) && ceilDiv(k / 8, warps * bf16KLanes(1)) <= PROLOGUE_STEPS) {
+            long blocks = lowRankBlocks(1, n);
+            if (blocks > 0) {
+                ctx.launch2dShared(bf16NormPrologue, blocks, 1, 32 * warps, 4 * k, x, k, normWeight,
+                        normWeight.dtype() == DType.BF16 ? 1 : 0, eps, w[0], y[0], n[0], w[1], y[1], n[1], w[2], y[2], n[2]);
             }
             return;
         }
@@ -201,6 +230,10 @@ final class CudaQgemv {
         int mt = chunkFor(Math.min(m, MAX_CHUNK));
         Kernel kernel = bf16Kernels.get(mt);
         int warps = warpsFor(k / 8, bf16KLanes(mt));
+        if (m == 1 && prologueAsked(false) && ceilDiv(k / 8, warps * bf16KLanes(1)) <= PROLOGUE_STEPS) {
+            ctx.launch(bf16Prologue, ceilDiv(n, bf16RowsPerBlock(1)), 32 * warps, x, w, y, n, k, accumulate ? 1 : 0);
+            return;
+        }
         ctx.launch(kernel, ceilDiv(n, bf16RowsPerBlock(mt)), 32 * warps, x, m, w, y, n, k, accumulate ? 1 : 0);
     }
 

@@ -133,7 +133,7 @@ extern "C" __global__ void attention_f32(const float* q, i64 qT, i64 qH,
 // A split that saw no key has m = -inf, l = 0 and weighs nothing. One block per (t, h).
 extern "C" __global__ void attention_combine(const float* partAcc, const float* partMl, float* out, i64 oT, i64 oH,
                                              int Hq, int Dv, int splits) {
-    pdl_enter();
+    pdl_enter_early(); // its dependent (a decode step's o product) may start streaming its weights meanwhile
     int t = blockIdx.x / Hq;
     int h = blockIdx.x % Hq;
     i64 base = ((i64) t * Hq + h) * splits;

@@ -277,6 +277,107 @@ __device__ __forceinline__ void bg_stage_norm(const float* x, int M, const void*
     __syncthreads();
 }
 
+// bgemv_m1 for one row of x with every weight load of a lane issued before pdl_enter(): the same lanes, steps and
+// sums (so the same bits), all of a lane's steps (at most BGP_STEPS: K <= BGP_STEPS * 8 * BG_KQ_1 * warps) held in
+// registers. Launched as a programmatic dependent, its blocks stream their rows of the frozen weights while the kernels
+// before it run (attention_combine's pdl_enter_early lets the o product start during the attention), and only x waits
+// for them. The weights are the only pointers these kernels read before the wait (DependentKernels' prologue kernels);
+// two blocks an SM.
+#define BGP_STEPS 8
+
+// A block's weight loads (rows row0 .. row0 + RB of w [N, K]): bgp_load before the wait, bgp_finish after.
+struct BgPre {
+    uint4 q[BGP_STEPS][BG_R_1];
+};
+
+__device__ __forceinline__ void bgp_load(BgPre& p, const uint4* __restrict__ w, int N, int K, int row0) {
+    constexpr int RL = 32 / BG_KQ_1;
+    int G = K / 8;
+    int lane = threadIdx.x & 31;
+    int S = (blockDim.x >> 5) * BG_KQ_1;
+    int g0 = (threadIdx.x >> 5) * BG_KQ_1 + lane / RL;
+#pragma unroll
+    for (int u = 0; u < BGP_STEPS; u++) {
+#pragma unroll
+        for (int r = 0; r < BG_R_1; r++) {
+            int n = row0 + lane % RL + RL * r;
+            i64 grow = n < N ? n : N - 1; // rows past N are computed, not written
+            if (g0 + u * S < G) p.q[u][r] = w[grow * G + g0 + u * S];
+        }
+    }
+}
+
+// y[row0 ..] (+)= the block's rows times x (one row of K), bgemv's sums and reduction.
+__device__ __forceinline__ void bgp_finish(const BgPre& p, const float* x, float* y, int N, int K, int row0, int accumulate) {
+    constexpr int KQ = BG_KQ_1;
+    constexpr int R = BG_R_1;
+    constexpr int RL = 32 / KQ;
+    constexpr int RB = RL * R;
+    __shared__ float red[BG_WARPS][RB];
+    int G = K / 8;
+    int lane = threadIdx.x & 31;
+    int warp = threadIdx.x >> 5;
+    int W = blockDim.x >> 5;
+    int rl = lane % RL;
+    int kq = lane / RL;
+    int S = W * KQ;
+    int g0 = warp * KQ + kq;
+    float acc[R][1];
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[r][0] = 0.0f;
+#pragma unroll
+    for (int u = 0; u < BGP_STEPS; u++)
+        if (g0 + u * S < G) bg_load<1, R>(p.q[u], x, 1, K, (g0 + u * S) * 8, acc);
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        float v = acc[r][0];
+#pragma unroll
+        for (int o = RL; o < 32; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (kq == 0) red[warp][rl + RL * r] = v;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < RB; i += blockDim.x) {
+        float v = 0.0f;
+        for (int ww = 0; ww < W; ww++) v += red[ww][i];
+        if (row0 + i < N) {
+            float* o = y + row0 + i;
+            *o = accumulate ? *o + v : v;
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, 2)
+    bgemv_pre1(const float* x, const uint4* __restrict__ w, float* y, int N, int K, int accumulate) {
+    BgPre p;
+    int row0 = blockIdx.x * (32 / BG_KQ_1 * BG_R_1);
+    bgp_load(p, w, N, K, row0);
+    pdl_enter();
+    bgp_finish(p, x, y, N, K, row0, accumulate);
+}
+
+// bgemv_norm_lr_m1 without terms (an attention block's q, k and v from its input, the norm folded in) in bgemv_pre1's
+// form: the block's rows of w0, w1 or w2 (the row blocks of w0, then w1's, then w2's along blockIdx.x; n_i 0: none)
+// loaded before the wait, x's norm staged after it (bg_stage_norm; dynamic shared memory K floats). The bits of
+// bgemv_norm_lr_m1.
+extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, 2)
+    bgemv_norm_pre1(const float* x, int K, const void* nw, int nwBf16, float eps, const uint4* __restrict__ w0, float* y0,
+                    int n0, const uint4* __restrict__ w1, float* y1, int n1, const uint4* __restrict__ w2, float* y2, int n2) {
+    constexpr int RB = 32 / BG_KQ_1 * BG_R_1;
+    int nb0 = (n0 + RB - 1) / RB;
+    int nb1 = (n1 + RB - 1) / RB;
+    int rb = blockIdx.x;
+    int which = rb < nb0 ? 0 : rb < nb0 + nb1 ? 1 : 2;
+    int row0 = (which == 0 ? rb : which == 1 ? rb - nb0 : rb - nb0 - nb1) * RB;
+    int N = which == 0 ? n0 : which == 1 ? n1 : n2;
+    BgPre p;
+    bgp_load(p, which == 0 ? w0 : which == 1 ? w1 : w2, N, K, row0);
+    pdl_enter();
+    extern __shared__ float xs[];
+    __shared__ float sh[32];
+    bg_stage_norm(x, 1, nw, nwBf16, eps, K, xs, sh);
+    bgp_finish(p, xs, which == 0 ? y0 : which == 1 ? y1 : y2, N, K, row0, 0);
+}
+
 #ifndef BGN_KQ
 #define BGN_KQ 8 // one-row norm GEMV: k lanes of a warp
 #endif

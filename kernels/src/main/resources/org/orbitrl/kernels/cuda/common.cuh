@@ -39,6 +39,19 @@ __device__ __forceinline__ void pdl_enter() {
 #endif
 }
 
+// pdl_enter with the trigger first: the next kernel's blocks may start as soon as this one's have, so that a dependent
+// with work that needs nothing of this kernel or the ones before it (bgemv_pre1's loads of its frozen weights) does it
+// while they run. The wait is the same, and so is what every dependent reads: its own wait still waits for this
+// kernel's completion. Built with ORBIT_PDL_TRIGGER_AT_EXIT it leaves the trigger out, as pdl_enter does.
+__device__ __forceinline__ void pdl_enter_early() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#ifndef ORBIT_PDL_TRIGGER_AT_EXIT
+    asm volatile("griddepcontrol.launch_dependents;");
+#endif
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 // The parameters every paged decode kernel takes (flash_attention.cu, paged_decode.cu; CudaFlashAttention passes them
 // in this order), over a cache of CT values, and their names to pass on.
 #define PAGED_DECODE_ARGS(CT)                                                                                          \

@@ -8,6 +8,8 @@ import org.orbitrl.kernels.quant.QuantizedTensor;
 import java.lang.foreign.Arena;
 import java.util.SplittableRandom;
 
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
 /**
  * The fused dequantize-GEMV ({@code qgemv.cu}) in dense mode against the scalar backend's
  * {@code matmulQuantized}: every format, f32 and bf16 x, row counts 1..20 (each compile-time chunk,
@@ -69,6 +71,104 @@ class CudaQgemvTest extends CudaTestBase {
                 assertWithin("matmul bf16 w M=" + m + " N=" + n + " K=" + k, ref.toFloatArray(), gpu.toHost(y).toFloatArray(), tol);
             }
         }
+    }
+
+    /**
+     * {@code -Dorbit.cuda.gemvPrologue=on}: the one-row bf16 product whose weight loads precede its wait ({@code
+     * bgemv_pre1}) gives {@code bgemv_m1}'s bits, plain and accumulating, over K from 1 to 512 loads a row (one to eight
+     * steps of a lane) and N not a multiple of a block's 8 rows, and stays within the scalar backend's tolerance
+     * (1e-6 + 1e-5·Σ|x·w|). Then as a programmatic dependent: two products chained (the second's x is the first's y) with
+     * dependent launches on give the same bits as without, so its wait holds back the read of x. The launch is the
+     * prologue kernel's: left out by {@code -Dorbit.cuda.omitKernels=bgemv_pre1}, y keeps its poison. The norm-folded
+     * q/k/v form ({@code bgemv_norm_pre1}) gives {@code bgemv_norm_lr_m1}'s bits, with a bf16 and an f32 norm weight.
+     */
+    @Test
+    void prologueGemvGivesTheBitsOfTheOneRowGemv() {
+        SplittableRandom r = rng(74);
+        int[][] shapes = {{2048, 4096}, {5120, 2048}, {70, 2048}, {33, 200}, {9, 8}}; // N, K
+        for (int[] s : shapes) {
+            int n = s[0];
+            int k = s[1];
+            float[] wf = bf16Round(randn(r, 0.05f, n, k).toFloatArray());
+            Tensor w = Tensor.of(wf, n, k).to(DType.BF16);
+            Tensor dw = dev(w);
+            float[] xv = randn(r, 1f, 1, k).toFloatArray();
+            Tensor x = dev(Tensor.of(xv, 1, k));
+            float[] y0 = randn(r, 2f, 1, n).toFloatArray();
+            String what = "N=" + n + " K=" + k;
+            Tensor plain = poisoned(DType.F32, 1, n);
+            gpu.matmul(x, dw, plain);
+            Tensor pre = poisoned(DType.F32, 1, n);
+            withProperty("orbit.cuda.gemvPrologue", "on", () -> gpu.matmul(x, dw, pre));
+            assertBitsEqual("prologue against bgemv_m1, " + what, gpu.toHost(plain).toFloatArray(), gpu.toHost(pre).toFloatArray());
+            Tensor accPlain = dev(Tensor.of(y0, 1, n));
+            gpu.matmulAccumulate(x, dw, accPlain);
+            Tensor accPre = dev(Tensor.of(y0, 1, n));
+            withProperty("orbit.cuda.gemvPrologue", "on", () -> gpu.matmulAccumulate(x, dw, accPre));
+            assertBitsEqual("accumulating prologue, " + what, gpu.toHost(accPlain).toFloatArray(), gpu.toHost(accPre).toFloatArray());
+            Tensor ref = Tensor.allocate(Arena.ofAuto(), DType.F32, 1, n);
+            cpu.matmul(Tensor.of(xv, 1, k), w, ref);
+            double[] a = absDot(xv, wf, 1, n, k);
+            double[] tol = new double[a.length];
+            for (int i = 0; i < a.length; i++) {
+                tol[i] = 1e-6 + 1e-5 * a[i];
+            }
+            assertWithin("prologue against the scalar backend, " + what, ref.toFloatArray(), gpu.toHost(pre).toFloatArray(), tol);
+            Tensor omitted = poisoned(DType.F32, 1, n);
+            float[] poison = gpu.toHost(omitted).toFloatArray();
+            withProperty("orbit.cuda.gemvPrologue", "on", () -> withProperty("orbit.cuda.omitKernels", "bgemv_pre1",
+                    () -> gpu.matmul(x, dw, omitted)));
+            assertBitsEqual("the prologue kernel is the launch, " + what, poison, gpu.toHost(omitted).toFloatArray());
+        }
+        // the norm-folded products of q, k and v (bgemv_norm_pre1 against bgemv_norm_lr_m1), a bf16 and an f32 norm weight
+        int[][] qkv = {{4096, 512, 512, 2048}, {70, 33, 9, 200}};   // three N, then K
+        for (int[] s : qkv) {
+            int k = s[3];
+            Tensor x = dev(randn(r, 1f, 1, k));
+            for (DType nt : new DType[]{DType.BF16, DType.F32}) {
+                Tensor nw = dev(randn(r, 0.5f, k).to(nt));
+                Tensor[] ws = new Tensor[3];
+                Tensor[] plain = new Tensor[3];
+                Tensor[] pre = new Tensor[3];
+                for (int i = 0; i < 3; i++) {
+                    ws[i] = dev(randn(r, 0.05f, s[i], k).to(DType.BF16));
+                    plain[i] = poisoned(DType.F32, 1, s[i]);
+                    pre[i] = poisoned(DType.F32, 1, s[i]);
+                }
+                assertTrue(gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws, plain), "the norm-folded form takes one row");
+                withProperty("orbit.cuda.gemvPrologue", "on", () -> assertTrue(gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws, pre)));
+                for (int i = 0; i < 3; i++) {
+                    assertBitsEqual("norm-folded prologue against bgemv_norm_lr_m1, weight " + i + " [" + s[i] + ", " + k + "], norm "
+                            + nt, gpu.toHost(plain[i]).toFloatArray(), gpu.toHost(pre[i]).toFloatArray());
+                }
+            }
+        }
+        // chained: y1 = x · w1ᵀ [1, 2048], y2 = y1 · w2ᵀ [1, 1536], the second a dependent that reads the first's output
+        float[] w1 = bf16Round(randn(r, 0.05f, 2048, 4096).toFloatArray());
+        float[] w2 = bf16Round(randn(r, 0.05f, 1536, 2048).toFloatArray());
+        Tensor dw1 = dev(Tensor.of(w1, 2048, 4096).to(DType.BF16));
+        Tensor dw2 = dev(Tensor.of(w2, 1536, 2048).to(DType.BF16));
+        Tensor x = dev(randn(r, 1f, 1, 4096));
+        Tensor[] outs = new Tensor[2];
+        for (int pass = 0; pass < 2; pass++) {
+            boolean dependent = pass == 1;
+            Tensor y1 = poisoned(DType.F32, 1, 2048);
+            Tensor y2 = poisoned(DType.F32, 1, 1536);
+            gpu.dependentLaunches(dependent);
+            try {
+                withProperty("orbit.cuda.gemvPrologue", "on", () -> {
+                    for (int rep = 0; rep < 20; rep++) {   // repeated: a wait that did not hold would show in some of them
+                        gpu.matmul(x, dw1, y1);
+                        gpu.matmul(y1, dw2, y2);
+                    }
+                });
+            } finally {
+                gpu.dependentLaunches(false);
+            }
+            outs[pass] = y2;
+        }
+        assertBitsEqual("chained prologue products, dependent launches on against off", gpu.toHost(outs[0]).toFloatArray(),
+                gpu.toHost(outs[1]).toFloatArray());
     }
 
     @Test

@@ -373,4 +373,45 @@ class CudaDecodeGraphsTest {
             }
         }
     }
+
+    /**
+     * Dependent launches with the one-row products' weight loads ahead of their waits ({@code -Dorbit.cuda.gemvPrologue=on}
+     * under {@code CudaBackend.dependentLaunches(true)}: o and the LM head read their weights while the kernels before
+     * them run, the attention's combine letting o start early) change no value: on the qwen3_moe fixture (INT4 experts,
+     * LoRA on q and on the fused experts, so that o is a plain product), the replayed graphs and the eager engine each give
+     * the tokens and log-probs of their run without either bit for bit, at 1 and at 6 sequences.
+     */
+    @Test
+    void prologueProductsUnderDependentLaunchesGiveTheSameBits() {
+        org.junit.jupiter.api.Assumptions.assumeTrue(gpu.dependentLaunchesSupported(), "dependent launches need sm_90 or newer");
+        AdapterConfig lora = AdapterConfig.lora(8, 16, List.of("q_proj"), List.of("mlp.experts.gate_up_proj", "mlp.experts.down_proj"));
+        for (int n : new int[]{1, 6}) {
+            List<Request> reqs = requests(n, 61 + n);
+            for (RolloutEngine.Graphs graphs : new RolloutEngine.Graphs[]{RolloutEngine.Graphs.ON, RolloutEngine.Graphs.OFF}) {
+                Run base = run(gpu, graphs, reqs, 3, false, "qwen3_moe", lora, BaseFormat.INT4);
+                Run dependent;
+                gpu.dependentLaunches(true);
+                System.setProperty("orbit.cuda.gemvPrologue", "on");
+                try {
+                    dependent = run(gpu, graphs, reqs, 3, false, "qwen3_moe", lora, BaseFormat.INT4);
+                } finally {
+                    System.clearProperty("orbit.cuda.gemvPrologue");
+                    gpu.dependentLaunches(false);
+                }
+                String what = "dependent prologue products, graphs " + graphs + ", " + n + " sequences";
+                assertEquals(base.done().size(), dependent.done().size(), what);
+                for (int i = 0; i < base.done().size(); i++) {
+                    Completion a = base.done().get(i);
+                    Completion b = dependent.done().get(i);
+                    assertArrayEquals(a.tokens(), b.tokens(), what + ", completion " + a.requestId() + " tokens");
+                    for (int t = 0; t < a.tokens().length; t++) {
+                        assertEquals(Float.floatToIntBits(a.policyLogprobs()[t]), Float.floatToIntBits(b.policyLogprobs()[t]),
+                                what + ", completion " + a.requestId() + " token " + t + ": without " + a.policyLogprobs()[t]
+                                        + ", with " + b.policyLogprobs()[t]);
+                    }
+                }
+                System.out.printf("%s: %d completions bit for bit%n", what, base.done().size());
+            }
+        }
+    }
 }

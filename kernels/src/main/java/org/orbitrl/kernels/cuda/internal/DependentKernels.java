@@ -1,14 +1,16 @@
 package org.orbitrl.kernels.cuda.internal;
 
 import java.util.HashSet;
+import java.util.Map;
 import java.util.Set;
 
 /**
  * The kernels that may be launched as programmatic dependents of the kernel before them on the
- * stream: those of a decode step, each of which calls {@code pdl_enter()} ({@code common.cuh}) as
- * the first statement of its body, before it reads or writes global memory. Listing a kernel here
- * whose body does not start so would let it read its predecessor's output before that is written;
- * {@code DependentKernelsSourceTest} checks every entry against the sources.
+ * stream: those of a decode step, each of which calls {@code pdl_enter()} ({@code common.cuh}, or
+ * {@code pdl_enter_early()}, its trigger first) as the first statement of its body, before it reads or
+ * writes global memory; the prologue kernels ({@link #prologues}) read only frozen weights before it.
+ * Listing a kernel here whose body does not start so would let it read its predecessor's output before
+ * that is written; {@code DependentKernelsSourceTest} checks every entry against the sources.
  */
 final class DependentKernels {
     /** "file/name" of every kernel that waits for its predecessor. */
@@ -17,9 +19,22 @@ final class DependentKernels {
     private DependentKernels() {
     }
 
-    /** Whether kernel {@code name} of {@code file}.cu begins with {@code pdl_enter()}. */
+    /**
+     * The listed kernels that read frozen weights before their {@code pdl_enter()} (their prologue: those loads overlap
+     * the kernels before them), by "file/name", with the parameters they may read there: pointers to weights that no
+     * step writes. {@code DependentKernelsSourceTest} checks that nothing else is named before the wait.
+     */
+    private static final Map<String, Set<String>> PROLOGUES = Map.of("bgemv/bgemv_pre1", Set.of("w"),
+            "bgemv/bgemv_norm_pre1", Set.of("w0", "w1", "w2"));
+
+    /** Whether kernel {@code name} of {@code file}.cu waits for its predecessor ({@code pdl_enter()}) before it reads what that wrote. */
     static boolean waitsForPredecessor(String file, String name) {
         return NAMES.contains(file + "/" + name);
+    }
+
+    /** The prologue kernels and the parameters each reads before its wait. */
+    static Map<String, Set<String>> prologues() {
+        return PROLOGUES;
     }
 
     /** Every entry as "file/name" (for the source check). */
@@ -63,6 +78,8 @@ final class DependentKernels {
         s.add("paged_decode/paged_decode_mma3_prep_tk_d64_kvbf16");
         s.add("paged_decode/paged_decode_mma3_prep_tk_d128_kvbf16");
         s.add("attention/attention_combine");
+        s.add("bgemv/bgemv_pre1");            // its weights' loads before the wait (PROLOGUES)
+        s.add("bgemv/bgemv_norm_pre1");       // likewise
         s.add("paged_mla/paged_mla_decode_kvbf16");
         s.add("moe/moe_route");
         s.add("norm/softmax_f32");                // the router's probabilities, then their top k

@@ -38,9 +38,12 @@ class DependentKernelsSourceTest {
     private static final Pattern GLOBAL = Pattern.compile("__global__");
     private static final Pattern LAUNCH_BOUNDS = Pattern.compile("__launch_bounds__\\s*\\([^)]*\\)");
     private static final Pattern DEFINE = Pattern.compile("#define\\s+\\w+\\(([^)]*)\\)");
+    private static final Pattern POINTER_PARAM = Pattern.compile("\\*\\s*(?:__restrict__\\s*)?(\\w+)\\s*[,)]");
+    private static final Pattern WAIT_CALL = Pattern.compile("\\bpdl_enter(?:_early)?\\s*\\(");
 
     /** A {@code __global__} definition: its name (a pattern when a macro pastes it together) and whether it starts with the wait. */
-    private record Definition(String file, String nameExpr, Pattern name, boolean literal, boolean waits, List<String> params) {
+    private record Definition(String file, String nameExpr, Pattern name, boolean literal, boolean waits, List<String> params,
+                              String preWait, List<String> pointers) {
         /** Characters of the name that are not macro parameters. */
         int literalChars() {
             int n = 0;
@@ -68,8 +71,11 @@ class DependentKernelsSourceTest {
             if (matching.isEmpty()) {
                 problems.add(entry + ": no definition in " + file + ".cu");
             }
+            Set<String> frozen = DependentKernels.prologues().get(entry);
             for (Definition d : matching) {
-                if (!d.waits) {
+                if (frozen != null) {
+                    prologueProblems(entry, d, frozen, problems);
+                } else if (!d.waits) {
                     problems.add(entry + ": the body of " + d.nameExpr + " in " + file + ".cu does not start with pdl_enter();");
                 }
             }
@@ -100,9 +106,11 @@ class DependentKernelsSourceTest {
             String src = KernelLibrary.resource(f);
             List<Definition> defs = definitions(file, src);
             long firsts = defs.stream().filter(Definition::waits).count();
-            long calls = Pattern.compile("\\bpdl_enter\\s*\\(").matcher(stripComments(src)).results().count();
-            if (calls != firsts) {
-                problems.add(f + ": pdl_enter() called " + calls + " times, " + firsts + " of them as a kernel's first statement");
+            long prologues = defs.stream().filter(d -> d.literal && DependentKernels.prologues().containsKey(file + "/" + d.nameExpr)).count();
+            long calls = WAIT_CALL.matcher(stripComments(src)).results().count();
+            if (calls != firsts + prologues) {
+                problems.add(f + ": pdl_enter() called " + calls + " times, " + firsts + " of them as a kernel's first statement, "
+                        + prologues + " after a listed prologue");
             }
             for (Definition d : defs) {
                 if (d.literal && d.waits && !listed.contains(file + "/" + d.nameExpr)) {
@@ -148,6 +156,50 @@ class DependentKernelsSourceTest {
         assertFalse(defs.get(2).literal);
     }
 
+    /**
+     * A prologue kernel ({@link DependentKernels#prologues}) waits once, and before that names none of its pointer
+     * parameters but the frozen ones it may read there (a name after {@code .} or {@code ->} is a member, not one).
+     */
+    private static void prologueProblems(String entry, Definition d, Set<String> frozen, List<String> problems) {
+        if (d.preWait == null) {
+            problems.add(entry + ": a prologue kernel without pdl_enter(); in its body");
+            return;
+        }
+        if (d.pointers.isEmpty() || !d.pointers.containsAll(frozen)) {
+            problems.add(entry + ": its pointer parameters " + d.pointers + " do not include the frozen " + frozen);
+        }
+        for (String p : d.pointers) {
+            if (!frozen.contains(p) && Pattern.compile("(?<![.\\w>])" + Pattern.quote(p) + "\\b").matcher(d.preWait).find()) {
+                problems.add(entry + ": reads " + p + " before pdl_enter(); (only " + frozen + " may be read there)");
+            }
+        }
+    }
+
+    @Test
+    void aPrologueKernelNamesOnlyItsFrozenWeightsBeforeTheWait() {
+        String src = """
+                extern "C" __global__ void __launch_bounds__(256, 2) p_f32(const float* x, const uint4* __restrict__ w, float* y, int n) {
+                    uint4 q = w[threadIdx.x];
+                    pdl_enter();
+                    y[0] = x[0] + q.x;
+                }
+                extern "C" __global__ void r_f32(const float* x, const uint4* w, float* y) {
+                    float a = x[1];
+                    uint4 q = w[0];
+                    pdl_enter();
+                    y[0] = a;
+                }
+                """;
+        List<Definition> defs = definitions("t", src);
+        assertEquals(List.of("x", "w", "y"), defs.get(0).pointers());
+        List<String> problems = new ArrayList<>();
+        prologueProblems("t/p_f32", defs.get(0), Set.of("w"), problems);
+        assertEquals(List.of(), problems);
+        prologueProblems("t/r_f32", defs.get(1), Set.of("w"), problems);
+        assertEquals(List.of("t/r_f32: reads x before pdl_enter(); (only [w] may be read there)"), problems);
+        assertFalse(defs.get(0).waits(), "a prologue kernel does not start with the wait");
+    }
+
     /** Every {@code __global__} definition of {@code src}. */
     private static List<Definition> definitions(String file, String src) {
         List<Definition> out = new ArrayList<>();
@@ -162,7 +214,11 @@ class DependentKernelsSourceTest {
             String[] words = beforeParams.split("[\\s\\\\]+");
             String nameExpr = words[words.length - 1];
             String body = stripComments(src.substring(open + 1, Math.min(src.length(), open + 400))).replace("\\", " ").strip();
-            boolean waits = body.startsWith("pdl_enter();");
+            boolean waits = body.startsWith("pdl_enter();") || body.startsWith("pdl_enter_early();");
+            String whole = stripComments(src.substring(open + 1, Math.min(src.length(), open + 6000))).replace("\\", " ");
+            int wait = whole.indexOf("pdl_enter();");
+            String preWait = wait < 0 ? null : whole.substring(0, wait);
+            List<String> pointers = POINTER_PARAM.matcher(head.substring(head.indexOf('(') + 1)).results().map(r -> r.group(1)).toList();
             List<String> params = macroParams(src, m.start());
             Pattern name;
             if (params == null) {
@@ -172,7 +228,7 @@ class DependentKernelsSourceTest {
                         .map(p -> params.contains(p.trim()) ? "\\w+" : Pattern.quote(p.trim()))
                         .collect(Collectors.joining()));
             }
-            out.add(new Definition(file, nameExpr, name, params == null, waits, params));
+            out.add(new Definition(file, nameExpr, name, params == null, waits, params, preWait, pointers));
         }
         return out;
     }

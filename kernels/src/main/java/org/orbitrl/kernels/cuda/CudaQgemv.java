@@ -92,8 +92,13 @@ final class CudaQgemv {
 
     /** Whether {@link #PROLOGUE_PROPERTY} asks for the prologue forms: {@code on} both, {@code plain} the plain product's alone. */
     static boolean prologueAsked(boolean normFolded) {
-        String v = System.getProperty(PROLOGUE_PROPERTY);
-        return "on".equals(v) || (!normFolded && "plain".equals(v));
+        String v = System.getProperty(PROLOGUE_PROPERTY, "off");
+        return switch (v) {
+            case "on" -> true;
+            case "plain" -> !normFolded;
+            case "off" -> false;
+            default -> throw new IllegalArgumentException("-D" + PROLOGUE_PROPERTY + "=" + v + ": expected on, plain or off");
+        };
     }
 
     /**

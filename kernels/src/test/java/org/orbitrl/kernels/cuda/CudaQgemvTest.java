@@ -120,7 +120,8 @@ class CudaQgemvTest extends CudaTestBase {
                     () -> gpu.matmul(x, dw, omitted)));
             assertBitsEqual("the prologue kernel is the launch, " + what, poison, gpu.toHost(omitted).toFloatArray());
         }
-        // the norm-folded products of q, k and v (bgemv_norm_pre1 against bgemv_norm_lr_m1), a bf16 and an f32 norm weight
+        // the norm-folded products of q, k and v with the staged fold (bgemv_norm_pre1 against bgemv_norm_lr_m1; the default
+        // scaled fold has no prologue form), a bf16 and an f32 norm weight
         int[][] qkv = {{4096, 512, 512, 2048}, {70, 33, 9, 200}};   // three N, then K
         for (int[] s : qkv) {
             int k = s[3];
@@ -135,40 +136,63 @@ class CudaQgemvTest extends CudaTestBase {
                     plain[i] = poisoned(DType.F32, 1, s[i]);
                     pre[i] = poisoned(DType.F32, 1, s[i]);
                 }
-                assertTrue(gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws, plain), "the norm-folded form takes one row");
-                withProperty("orbit.cuda.gemvPrologue", "on", () -> assertTrue(gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws, pre)));
+                withProperty("orbit.cuda.normFold", "stage", () -> {
+                    assertTrue(gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws, plain), "the norm-folded form takes one row");
+                    withProperty("orbit.cuda.gemvPrologue", "on", () -> assertTrue(gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws, pre)));
+                });
+                Tensor[] left = new Tensor[3];
+                for (int i = 0; i < 3; i++) {
+                    left[i] = poisoned(DType.F32, 1, s[i]);
+                }
+                withProperty("orbit.cuda.normFold", "stage", () -> withProperty("orbit.cuda.gemvPrologue", "on",
+                        () -> withProperty("orbit.cuda.omitKernels", "bgemv_norm_pre1", () -> gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws, left))));
+                assertTrue(Float.isNaN(gpu.toHost(left[0]).toFloatArray()[0]), "the norm-folded prologue kernel is the launch");
                 for (int i = 0; i < 3; i++) {
                     assertBitsEqual("norm-folded prologue against bgemv_norm_lr_m1, weight " + i + " [" + s[i] + ", " + k + "], norm "
                             + nt, gpu.toHost(plain[i]).toFloatArray(), gpu.toHost(pre[i]).toFloatArray());
                 }
             }
         }
-        // chained: y1 = x · w1ᵀ [1, 2048], y2 = y1 · w2ᵀ [1, 1536], the second a dependent that reads the first's output
+        // chained: y1 = x_i · w1ᵀ [1, 2048], y2_i = y1 · w2ᵀ [1, 1536], the second a dependent that reads the first's output;
+        // a new x each time (and y1 poisoned before it), so that a second product that read y1 before its wait would read
+        // the last x's or the poison and differ
         float[] w1 = bf16Round(randn(r, 0.05f, 2048, 4096).toFloatArray());
         float[] w2 = bf16Round(randn(r, 0.05f, 1536, 2048).toFloatArray());
         Tensor dw1 = dev(Tensor.of(w1, 2048, 4096).to(DType.BF16));
         Tensor dw2 = dev(Tensor.of(w2, 1536, 2048).to(DType.BF16));
-        Tensor x = dev(randn(r, 1f, 1, 4096));
-        Tensor[] outs = new Tensor[2];
+        int reps = 20;   // repeated: a wait that did not hold would show in some of them
+        Tensor[] xs = new Tensor[reps];
+        for (int i = 0; i < reps; i++) {
+            xs[i] = dev(randn(r, 1f, 1, 4096));
+        }
+        float[][][] outs = new float[2][reps][];
+        Tensor poison = poisoned(DType.F32, 1, 2048);
         for (int pass = 0; pass < 2; pass++) {
             boolean dependent = pass == 1;
             Tensor y1 = poisoned(DType.F32, 1, 2048);
-            Tensor y2 = poisoned(DType.F32, 1, 1536);
+            Tensor[] y2 = new Tensor[reps];
+            for (int i = 0; i < reps; i++) {
+                y2[i] = poisoned(DType.F32, 1, 1536);
+            }
             gpu.dependentLaunches(dependent);
             try {
                 withProperty("orbit.cuda.gemvPrologue", "on", () -> {
-                    for (int rep = 0; rep < 20; rep++) {   // repeated: a wait that did not hold would show in some of them
-                        gpu.matmul(x, dw1, y1);
-                        gpu.matmul(y1, dw2, y2);
+                    for (int i = 0; i < reps; i++) {
+                        gpu.copy(poison, y1);
+                        gpu.matmul(xs[i], dw1, y1);
+                        gpu.matmul(y1, dw2, y2[i]);
                     }
                 });
             } finally {
                 gpu.dependentLaunches(false);
             }
-            outs[pass] = y2;
+            for (int i = 0; i < reps; i++) {
+                outs[pass][i] = gpu.toHost(y2[i]).toFloatArray();
+            }
         }
-        assertBitsEqual("chained prologue products, dependent launches on against off", gpu.toHost(outs[0]).toFloatArray(),
-                gpu.toHost(outs[1]).toFloatArray());
+        for (int i = 0; i < reps; i++) {
+            assertBitsEqual("chained prologue products " + i + ", dependent launches on against off", outs[0][i], outs[1][i]);
+        }
     }
 
     @Test

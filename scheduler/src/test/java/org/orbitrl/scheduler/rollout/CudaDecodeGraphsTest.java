@@ -376,10 +376,12 @@ class CudaDecodeGraphsTest {
 
     /**
      * Dependent launches with the one-row products' weight loads ahead of their waits ({@code -Dorbit.cuda.gemvPrologue=on}
-     * under {@code CudaBackend.dependentLaunches(true)}: o and the LM head read their weights while the kernels before
-     * them run, the attention's combine letting o start early) change no value: on the qwen3_moe fixture (INT4 experts,
-     * LoRA on q and on the fused experts, so that o is a plain product), the replayed graphs and the eager engine each give
-     * the tokens and log-probs of their run without either bit for bit, at 1 and at 6 sequences.
+     * under {@code CudaBackend.dependentLaunches(true)}: o and the LM head, {@code bgemv_pre1}, read their weights while the
+     * kernels before them run) change no value: on the qwen3_moe fixture (INT4 experts, LoRA on q and on the fused experts,
+     * so that o is a plain product), the replayed graphs and the eager engine each give the tokens and log-probs of their
+     * run without the prologue bit for bit, at 1 sequence and at 6 (whose one-row steps are their tails). A one-sequence
+     * step's capture takes dependent launches either way ({@code orbit.cuda.pdlOneRow}); what differs there is the
+     * prologue alone.
      */
     @Test
     void prologueProductsUnderDependentLaunchesGiveTheSameBits() {

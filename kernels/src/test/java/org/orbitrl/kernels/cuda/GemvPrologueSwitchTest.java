@@ -1,0 +1,56 @@
+package org.orbitrl.kernels.cuda;
+
+import org.junit.jupiter.api.Test;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.charset.StandardCharsets;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * The one-row prologue products' switch ({@code orbit.cuda.gemvPrologue=on|plain|off}, off by default) and the launcher's
+ * bound on a lane's steps against the kernel's own ({@code BGP_STEPS} in bgemv.cu): no GPU needed.
+ */
+class GemvPrologueSwitchTest {
+
+    @Test
+    void theSwitch() {
+        String key = CudaQgemv.PROLOGUE_PROPERTY;
+        String old = System.getProperty(key);
+        try {
+            System.clearProperty(key);
+            assertFalse(CudaQgemv.prologueAsked(false), "off by default");
+            System.setProperty(key, "plain");
+            assertTrue(CudaQgemv.prologueAsked(false), "plain: the plain product");
+            assertFalse(CudaQgemv.prologueAsked(true), "plain: not the norm-folded one");
+            System.setProperty(key, "on");
+            assertTrue(CudaQgemv.prologueAsked(true), "on: both");
+            System.setProperty(key, "yes");
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> CudaQgemv.prologueAsked(false));
+            assertTrue(e.getMessage().contains("orbit.cuda.gemvPrologue=yes"), e.getMessage());
+        } finally {
+            if (old == null) {
+                System.clearProperty(key);
+            } else {
+                System.setProperty(key, old);
+            }
+        }
+    }
+
+    @Test
+    void theLaunchersStepBoundIsTheKernels() throws IOException {
+        try (InputStream in = CudaQgemv.class.getResourceAsStream("/org/orbitrl/kernels/cuda/bgemv.cu")) {
+            assertNotNull(in, "bgemv.cu on the class path");
+            Matcher m = Pattern.compile("#define\\s+BGP_STEPS\\s+(\\d+)").matcher(new String(in.readAllBytes(), StandardCharsets.UTF_8));
+            assertTrue(m.find(), "bgemv.cu defines BGP_STEPS");
+            assertEquals(Integer.parseInt(m.group(1)), CudaQgemv.PROLOGUE_STEPS, "a lane's steps the kernel holds in registers");
+        }
+    }
+}

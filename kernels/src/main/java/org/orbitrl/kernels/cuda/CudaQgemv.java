@@ -33,6 +33,7 @@ final class CudaQgemv {
     private final Map<Integer, Kernel> bf16Kernels = new HashMap<>();
     private final Kernel bf16Prologue;       // bgemv_pre1
     private final Kernel bf16NormPrologue;   // bgemv_norm_pre1
+    private final Kernel bf16NormScalePrologue;   // bgemv_norm_scale_pre1
     private final Map<Integer, Kernel> bf16LowRank = new HashMap<>();
     private final Map<Integer, Kernel> bf16LowRankA = new HashMap<>();
     private final Map<Integer, Kernel> bf16NormShared = new HashMap<>();
@@ -59,6 +60,7 @@ final class CudaQgemv {
         bf16NormScale = ctx.kernel("bgemv", "bgemv_norm_scale_m1");
         this.bf16Prologue = ctx.kernel("bgemv", "bgemv_pre1");
         this.bf16NormPrologue = ctx.kernel("bgemv", "bgemv_norm_pre1");
+        this.bf16NormScalePrologue = ctx.kernel("bgemv", "bgemv_norm_scale_pre1");
     }
 
     /**
@@ -82,10 +84,10 @@ final class CudaQgemv {
     /**
      * {@code -Dorbit.cuda.gemvPrologue=on} (read at each call): a one-row bf16 product takes {@code bgemv_pre1} (every
      * weight load of a lane issued before the kernel waits for the one before it; the bits of {@code bgemv_m1}), and
-     * with the staged norm fold ({@link #NORM_FOLD_PROPERTY}{@code =stage}) the norm-folded one-row q/k/v products
-     * {@code bgemv_norm_pre1} (the bits of {@code bgemv_norm_lr_m1}), where a lane's steps fit its registers; {@code
-     * plain} asks for the first alone. It pays only under dependent launches (a one-sequence step's capture, or {@code
-     * -Dorbit.cuda.pdl=on}); the default scaled fold has no prologue form.
+     * the norm-folded one-row q/k/v products {@code bgemv_norm_scale_pre1} (the bits of {@code bgemv_norm_scale_m1}) or,
+     * with the staged fold ({@link #NORM_FOLD_PROPERTY}{@code =stage}), {@code bgemv_norm_pre1} (those of {@code
+     * bgemv_norm_lr_m1}), where a lane's steps fit its registers; {@code plain} asks for the first alone. It pays only
+     * under dependent launches (a one-sequence step's capture, or {@code -Dorbit.cuda.pdl=on}).
      */
     static final String PROLOGUE_PROPERTY = "orbit.cuda.gemvPrologue";
     static final int PROLOGUE_STEPS = 8;   // BGP_STEPS
@@ -118,15 +120,16 @@ final class CudaQgemv {
     void launchBf16NormShared(Tensor x, int m, int k, Tensor normWeight, float eps, long[] w, long[] y, int[] n) {
         int mt = chunkFor(m);
         int warps = warpsFor(k / 8, bf16KLanes(mt));
+        boolean prologue = m == 1 && prologueAsked(true) && ceilDiv(k / 8, warps * bf16KLanes(1)) <= PROLOGUE_STEPS;
         if (m == 1 && normScaled()) {
             long blocks = lowRankBlocks(1, n);
             if (blocks > 0) {
-                ctx.launch(bf16NormScale, blocks, 32 * warps, x, k, normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0, eps,
-                        w[0], y[0], n[0], w[1], y[1], n[1], w[2], y[2], n[2]);
+                ctx.launch(prologue ? bf16NormScalePrologue : bf16NormScale, blocks, 32 * warps, x, k, normWeight,
+                        normWeight.dtype() == DType.BF16 ? 1 : 0, eps, w[0], y[0], n[0], w[1], y[1], n[1], w[2], y[2], n[2]);
             }
             return;
         }
-        if (m == 1 && prologueAsked(true) && ceilDiv(k / 8, warps * bf16KLanes(1)) <= PROLOGUE_STEPS) {
+        if (prologue) {
             long blocks = lowRankBlocks(1, n);
             if (blocks > 0) {
                 ctx.launch2dShared(bf16NormPrologue, blocks, 1, 32 * warps, 4 * k, x, k, normWeight,

@@ -485,13 +485,88 @@ BG_NORM_LR_KERNEL(1) // one row: at 8 rows each block's 64 KiB of staged rows co
 // lanes of row lane 0, which between them read each x value once, sum its squares beside; the block adds those up with
 // the rows' sums. A block's weight loads so wait for nothing, where staging the normed row first took the x and nw
 // round trips and a block reduction. The same products to rounding (the scale moves from each term to the total).
+// One step of bgemv_ns1 for a lane: its R rows' 8 weights q (bf16) at element k times nw * x there, into acc; the lanes
+// of row lane 0 (rl) add x's squares to ss.
+template <int R>
+__device__ __forceinline__ void bgns_step(const uint4* q, const float* __restrict__ x, const void* nw, int nwBf16, int k, int rl,
+                                          float* acc, float& ss) {
+    const float4* xp = (const float4*) (x + k);
+    float4 x0 = xp[0];
+    float4 x1 = xp[1];
+    float a[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+    float nv[8];
+    if (nwBf16) {
+        uint4 nb = *(const uint4*) ((const u16*) nw + k);
+        u32 words[4] = {nb.x, nb.y, nb.z, nb.w};
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            nv[2 * j] = __uint_as_float(words[j] << 16);
+            nv[2 * j + 1] = __uint_as_float(words[j] & 0xffff0000u);
+        }
+    } else {
+        const float4* np = (const float4*) ((const float*) nw + k);
+        float4 n0 = np[0];
+        float4 n1 = np[1];
+        nv[0] = n0.x, nv[1] = n0.y, nv[2] = n0.z, nv[3] = n0.w;
+        nv[4] = n1.x, nv[5] = n1.y, nv[6] = n1.z, nv[7] = n1.w;
+    }
+    if (rl == 0) {
+#pragma unroll
+        for (int i = 0; i < 8; i++) ss = fmaf(a[i], a[i], ss);
+    }
+#pragma unroll
+    for (int i = 0; i < 8; i++) a[i] *= nv[i];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        u32 words[4] = {q[r].x, q[r].y, q[r].z, q[r].w};
+        float d = acc[r];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            d = fmaf(__uint_as_float(words[j] << 16), a[2 * j], d);
+            d = fmaf(__uint_as_float(words[j] & 0xffff0000u), a[2 * j + 1], d);
+        }
+        acc[r] = d;
+    }
+}
+
+// The end of bgemv_ns1: the lanes' sums over the k lanes and the warps, x's squares over the block, and each total times
+// 1 / sqrt(mean(x^2) + eps) into y[row0 ..].
+template <int KQ, int R>
+__device__ __forceinline__ void bgns_finish(const float* acc, float ss, float eps, float* y, int N, int K, int row0) {
+    constexpr int RL = 32 / KQ;
+    constexpr int RB = RL * R;
+    __shared__ float red[BG_WARPS][RB];
+    __shared__ float rss[BG_WARPS];
+    int lane = threadIdx.x & 31;
+    int warp = threadIdx.x >> 5;
+    int W = blockDim.x >> 5;
+    int rl = lane % RL;
+    int kq = lane / RL;
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        float v = acc[r];
+#pragma unroll
+        for (int o = RL; o < 32; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (kq == 0) red[warp][rl + RL * r] = v;
+    }
+    ss = warp_sum(ss);
+    if (lane == 0) rss[warp] = ss;
+    __syncthreads();
+    float tot = 0.0f;
+    for (int ww = 0; ww < W; ww++) tot += rss[ww];
+    float inv = 1.0f / sqrtf(tot / (float) K + eps);
+    for (int i = threadIdx.x; i < RB; i += blockDim.x) {
+        float v = 0.0f;
+        for (int ww = 0; ww < W; ww++) v += red[ww][i];
+        if (row0 + i < N) y[row0 + i] = v * inv;
+    }
+}
+
 template <int KQ, int R, int U>
 __device__ __forceinline__ void bgemv_ns1(const float* __restrict__ x, const void* nw, int nwBf16, float eps,
                                           const uint4* __restrict__ w, float* y, int N, int K, int blk) {
     constexpr int RL = 32 / KQ; // row lanes of a warp
     constexpr int RB = RL * R;  // rows of the block
-    __shared__ float red[BG_WARPS][RB];
-    __shared__ float rss[BG_WARPS];
     int G = K / 8;
     int lane = threadIdx.x & 31;
     int warp = threadIdx.x >> 5;
@@ -518,67 +593,10 @@ __device__ __forceinline__ void bgemv_ns1(const float* __restrict__ x, const voi
             for (int r = 0; r < R; r++)
                 if (u == 0 || g + u * S < G) q[u][r] = w[grow[r] * G + g + u * S];
 #pragma unroll
-        for (int u = 0; u < U; u++) {
-            if (u == 0 || g + u * S < G) {
-                int k = (g + u * S) * 8;
-                const float4* xp = (const float4*) (x + k);
-                float4 x0 = xp[0];
-                float4 x1 = xp[1];
-                float a[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
-                float nv[8];
-                if (nwBf16) {
-                    uint4 nb = *(const uint4*) ((const u16*) nw + k);
-                    u32 words[4] = {nb.x, nb.y, nb.z, nb.w};
-#pragma unroll
-                    for (int j = 0; j < 4; j++) {
-                        nv[2 * j] = __uint_as_float(words[j] << 16);
-                        nv[2 * j + 1] = __uint_as_float(words[j] & 0xffff0000u);
-                    }
-                } else {
-                    const float4* np = (const float4*) ((const float*) nw + k);
-                    float4 n0 = np[0];
-                    float4 n1 = np[1];
-                    nv[0] = n0.x, nv[1] = n0.y, nv[2] = n0.z, nv[3] = n0.w;
-                    nv[4] = n1.x, nv[5] = n1.y, nv[6] = n1.z, nv[7] = n1.w;
-                }
-                if (rl == 0) {
-#pragma unroll
-                    for (int i = 0; i < 8; i++) ss = fmaf(a[i], a[i], ss);
-                }
-#pragma unroll
-                for (int i = 0; i < 8; i++) a[i] *= nv[i];
-#pragma unroll
-                for (int r = 0; r < R; r++) {
-                    u32 words[4] = {q[u][r].x, q[u][r].y, q[u][r].z, q[u][r].w};
-                    float d = acc[r];
-#pragma unroll
-                    for (int j = 0; j < 4; j++) {
-                        d = fmaf(__uint_as_float(words[j] << 16), a[2 * j], d);
-                        d = fmaf(__uint_as_float(words[j] & 0xffff0000u), a[2 * j + 1], d);
-                    }
-                    acc[r] = d;
-                }
-            }
-        }
+        for (int u = 0; u < U; u++)
+            if (u == 0 || g + u * S < G) bgns_step<R>(q[u], x, nw, nwBf16, (g + u * S) * 8, rl, acc, ss);
     }
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-        float v = acc[r];
-#pragma unroll
-        for (int o = RL; o < 32; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (kq == 0) red[warp][rl + RL * r] = v;
-    }
-    ss = warp_sum(ss);
-    if (lane == 0) rss[warp] = ss;
-    __syncthreads();
-    float tot = 0.0f;
-    for (int ww = 0; ww < W; ww++) tot += rss[ww];
-    float inv = 1.0f / sqrtf(tot / (float) K + eps);
-    for (int i = threadIdx.x; i < RB; i += blockDim.x) {
-        float v = 0.0f;
-        for (int ww = 0; ww < W; ww++) v += red[ww][i];
-        if (row0 + i < N) y[row0 + i] = v * inv;
-    }
+    bgns_finish<KQ, R>(acc, ss, eps, y, N, K, row0);
 }
 
 // Up to three products of the normed row (an attention block's q, k and v at a one-token decode step), bgemv_ns1's sums:
@@ -598,4 +616,35 @@ extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_1)
     } else {
         bgemv_ns1<BG_KQ_1, BG_R_1, BG_U_1>(x, nw, nwBf16, eps, w2, y2, n2, K, rb - nb0 - nb1);
     }
+}
+
+// bgemv_norm_scale_m1 in bgemv_pre1's form: the block's weight rows loaded before the wait (bgp_load: the steps of
+// bgemv_ns1's lanes, in its order), then bgemv_ns1's steps and end over them, so the same bits. Its weights are the only
+// pointers it reads before the wait (DependentKernels' prologue kernels).
+extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, 2)
+    bgemv_norm_scale_pre1(const float* x, int K, const void* nw, int nwBf16, float eps, const uint4* __restrict__ w0, float* y0,
+                          int n0, const uint4* __restrict__ w1, float* y1, int n1, const uint4* __restrict__ w2, float* y2, int n2) {
+    constexpr int RL = 32 / BG_KQ_1;
+    constexpr int RB = RL * BG_R_1;
+    int nb0 = (n0 + RB - 1) / RB;
+    int nb1 = (n1 + RB - 1) / RB;
+    int rb = blockIdx.x;
+    int which = rb < nb0 ? 0 : rb < nb0 + nb1 ? 1 : 2;
+    int row0 = (which == 0 ? rb : which == 1 ? rb - nb0 : rb - nb0 - nb1) * RB;
+    int N = which == 0 ? n0 : which == 1 ? n1 : n2;
+    BgPre p;
+    bgp_load(p, which == 0 ? w0 : which == 1 ? w1 : w2, N, K, row0);
+    pdl_enter();
+    int G = K / 8;
+    int lane = threadIdx.x & 31;
+    int S = (blockDim.x >> 5) * BG_KQ_1;
+    int g0 = (threadIdx.x >> 5) * BG_KQ_1 + lane / RL;
+    float acc[BG_R_1];
+#pragma unroll
+    for (int r = 0; r < BG_R_1; r++) acc[r] = 0.0f;
+    float ss = 0.0f;
+#pragma unroll
+    for (int u = 0; u < BGP_STEPS; u++)
+        if (g0 + u * S < G) bgns_step<BG_R_1>(p.q[u], x, nw, nwBf16, (g0 + u * S) * 8, lane % RL, acc, ss);
+    bgns_finish<BG_KQ_1, BG_R_1>(acc, ss, eps, which == 0 ? y0 : which == 1 ? y1 : y2, N, K, row0);
 }

@@ -80,7 +80,9 @@ class CudaQgemvTest extends CudaTestBase {
      * (1e-6 + 1e-5·Σ|x·w|). Then as a programmatic dependent: two products chained (the second's x is the first's y) with
      * dependent launches on give the same bits as without, so its wait holds back the read of x. The launch is the
      * prologue kernel's: left out by {@code -Dorbit.cuda.omitKernels=bgemv_pre1}, y keeps its poison. The norm-folded
-     * q/k/v form ({@code bgemv_norm_pre1}) gives {@code bgemv_norm_lr_m1}'s bits, with a bf16 and an f32 norm weight.
+     * q/k/v forms give their plain kernels' bits, with a bf16 and an f32 norm weight: {@code bgemv_norm_scale_pre1} those
+     * of {@code bgemv_norm_scale_m1} (the scaled fold, the default), {@code bgemv_norm_pre1} those of {@code
+     * bgemv_norm_lr_m1} (the staged fold); each the launch (left out, the outputs keep their poison).
      */
     @Test
     void prologueGemvGivesTheBitsOfTheOneRowGemv() {
@@ -120,36 +122,40 @@ class CudaQgemvTest extends CudaTestBase {
                     () -> gpu.matmul(x, dw, omitted)));
             assertBitsEqual("the prologue kernel is the launch, " + what, poison, gpu.toHost(omitted).toFloatArray());
         }
-        // the norm-folded products of q, k and v with the staged fold (bgemv_norm_pre1 against bgemv_norm_lr_m1; the default
-        // scaled fold has no prologue form), a bf16 and an f32 norm weight
+        // the norm-folded products of q, k and v in both folds (bgemv_norm_scale_pre1 against bgemv_norm_scale_m1, the
+        // default; bgemv_norm_pre1 against bgemv_norm_lr_m1, the staged fold), a bf16 and an f32 norm weight
         int[][] qkv = {{4096, 512, 512, 2048}, {70, 33, 9, 200}};   // three N, then K
+        String[][] folds = {{"scale", "bgemv_norm_scale_pre1", "bgemv_norm_scale_m1"}, {"stage", "bgemv_norm_pre1", "bgemv_norm_lr_m1"}};
         for (int[] s : qkv) {
             int k = s[3];
             Tensor x = dev(randn(r, 1f, 1, k));
             for (DType nt : new DType[]{DType.BF16, DType.F32}) {
                 Tensor nw = dev(randn(r, 0.5f, k).to(nt));
                 Tensor[] ws = new Tensor[3];
-                Tensor[] plain = new Tensor[3];
-                Tensor[] pre = new Tensor[3];
                 for (int i = 0; i < 3; i++) {
                     ws[i] = dev(randn(r, 0.05f, s[i], k).to(DType.BF16));
-                    plain[i] = poisoned(DType.F32, 1, s[i]);
-                    pre[i] = poisoned(DType.F32, 1, s[i]);
                 }
-                withProperty("orbit.cuda.normFold", "stage", () -> {
-                    assertTrue(gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws, plain), "the norm-folded form takes one row");
-                    withProperty("orbit.cuda.gemvPrologue", "on", () -> assertTrue(gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws, pre)));
-                });
-                Tensor[] left = new Tensor[3];
-                for (int i = 0; i < 3; i++) {
-                    left[i] = poisoned(DType.F32, 1, s[i]);
-                }
-                withProperty("orbit.cuda.normFold", "stage", () -> withProperty("orbit.cuda.gemvPrologue", "on",
-                        () -> withProperty("orbit.cuda.omitKernels", "bgemv_norm_pre1", () -> gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws, left))));
-                assertTrue(Float.isNaN(gpu.toHost(left[0]).toFloatArray()[0]), "the norm-folded prologue kernel is the launch");
-                for (int i = 0; i < 3; i++) {
-                    assertBitsEqual("norm-folded prologue against bgemv_norm_lr_m1, weight " + i + " [" + s[i] + ", " + k + "], norm "
-                            + nt, gpu.toHost(plain[i]).toFloatArray(), gpu.toHost(pre[i]).toFloatArray());
+                for (String[] fold : folds) {
+                    Tensor[] plain = new Tensor[3];
+                    Tensor[] pre = new Tensor[3];
+                    Tensor[] left = new Tensor[3];
+                    for (int i = 0; i < 3; i++) {
+                        plain[i] = poisoned(DType.F32, 1, s[i]);
+                        pre[i] = poisoned(DType.F32, 1, s[i]);
+                        left[i] = poisoned(DType.F32, 1, s[i]);
+                    }
+                    withProperty("orbit.cuda.normFold", fold[0], () -> {
+                        assertTrue(gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws, plain), "the norm-folded form takes one row");
+                        withProperty("orbit.cuda.gemvPrologue", "on", () -> {
+                            assertTrue(gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws, pre));
+                            withProperty("orbit.cuda.omitKernels", fold[1], () -> gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws, left));
+                        });
+                    });
+                    assertTrue(Float.isNaN(gpu.toHost(left[0]).toFloatArray()[0]), fold[1] + " is the launch");
+                    for (int i = 0; i < 3; i++) {
+                        assertBitsEqual(fold[1] + " against " + fold[2] + ", weight " + i + " [" + s[i] + ", " + k + "], norm " + nt,
+                                gpu.toHost(plain[i]).toFloatArray(), gpu.toHost(pre[i]).toFloatArray());
+                    }
                 }
             }
         }

@@ -25,7 +25,7 @@ final class DependentKernels {
      * step writes. {@code DependentKernelsSourceTest} checks that nothing else is named before the wait.
      */
     private static final Map<String, Set<String>> PROLOGUES = Map.of("bgemv/bgemv_pre1", Set.of("w"),
-            "bgemv/bgemv_norm_pre1", Set.of("w0", "w1", "w2"));
+            "bgemv/bgemv_norm_pre1", Set.of("w0", "w1", "w2"), "bgemv/bgemv_norm_scale_pre1", Set.of("w0", "w1", "w2"));
 
     /** Whether kernel {@code name} of {@code file}.cu waits for its predecessor ({@code pdl_enter()}) before it reads what that wrote. */
     static boolean waitsForPredecessor(String file, String name) {
@@ -80,6 +80,7 @@ final class DependentKernels {
         s.add("attention/attention_combine");
         s.add("bgemv/bgemv_pre1");            // its weights' loads before the wait (PROLOGUES)
         s.add("bgemv/bgemv_norm_pre1");       // likewise
+        s.add("bgemv/bgemv_norm_scale_pre1"); // likewise
         s.add("paged_mla/paged_mla_decode_kvbf16");
         s.add("moe/moe_route");
         s.add("norm/softmax_f32");                // the router's probabilities, then their top k

@@ -323,37 +323,35 @@ final class CudaFlashAttention {
         long[] qs = q.strides();
         long[] os = out.strides();
         long blocks = (long) b * hkv * cluster;
-        if (ticketedPrepMerge() && (long) b * hkv <= CudaContext.TICKETS) {   // the splits merged on a ticket, no cluster
-            Tensor partAcc = null;
-            Tensor partMl = null;
-            if (cluster > 1) {
-                long parts = (long) b * hq * cluster;
-                partAcc = ctx.scratch(CudaContext.Scratch.ATTENTION_ACC, DType.F32, parts * d); // [B, Hq, splits, D]
-                partMl = ctx.scratch(CudaContext.Scratch.ATTENTION_ML, DType.F32, parts * 2);   // [B, Hq, splits, {max, sum}]
-            }
-            Kernel kernel = ring == 3 ? (d == 64 ? pagedMma3xPrepTk64 : pagedMma3xPrepTk128) : (d == 64 ? pagedMmaPrepTk64 : pagedMmaPrepTk128);
-            // the warps' rings, reused for their merge and the last block's split weights (G · (splits + 1) floats)
-            int shared = Math.max(Math.max(mmaStageBytes(ring, d), mmaMergeBytes(d)), 4 * group * (cluster + 1));
-            ctx.launchShared(kernel, blocks, 32 * MMA_WARPS, shared, q, qs[0], qs[1], kCache, vCache, tables, maxBlocks, lens, blockSize,
-                    out, os[0], os[1], hq, hkv, d, d, spec.slidingWindow(), spec.scale(), sinks, cluster, 0, partAcc, partMl, k, v, qNorm,
-                    kNorm, normType == DType.BF16 ? 1 : 0, eps, positions, cs[0], cs[1],
-                    table.style() == RopeTable.Style.INTERLEAVED ? 1 : 0, table.maxPositions(), slots, ctx.errorFlag, ctx.tickets);
-            return true;
-        }
-        int shared = Math.max(mmaStageBytes(ring, d), mmaMergeBytes(d) + 4 * (group * d + 2 * group));   // the block's partial past the merge
-        Kernel kernel = ring == 3 ? (d == 64 ? pagedMma3xPrep64 : pagedMma3xPrep128) : (d == 64 ? pagedMmaPrep64 : pagedMmaPrep128);
+        boolean ticketed = ticketedPrepMerge() && (long) b * hkv <= CudaContext.TICKETS;   // no cluster: merged on a ticket
+        Tensor[] parts = ticketed && cluster > 1 ? splitPartials(b, hq, cluster, d) : new Tensor[2];
+        Kernel kernel = ticketed
+                ? ring == 3 ? (d == 64 ? pagedMma3xPrepTk64 : pagedMma3xPrepTk128) : (d == 64 ? pagedMmaPrepTk64 : pagedMmaPrepTk128)
+                : ring == 3 ? (d == 64 ? pagedMma3xPrep64 : pagedMma3xPrep128) : (d == 64 ? pagedMmaPrep64 : pagedMmaPrep128);
+        // the warps' rings, reused for their merge, then the block's partial past it (a cluster) or the last block's split
+        // weights (G · (splits + 1) floats, on a ticket)
+        int shared = ticketed ? Math.max(Math.max(mmaStageBytes(ring, d), mmaMergeBytes(d)), 4 * group * (cluster + 1))
+                : Math.max(mmaStageBytes(ring, d), mmaMergeBytes(d) + 4 * (group * d + 2 * group));
         Object[] args = {q, qs[0], qs[1], kCache, vCache, tables, maxBlocks, lens, blockSize, out, os[0], os[1], hq, hkv, d, d,
-                spec.slidingWindow(), spec.scale(), sinks, cluster, 0, null, null, k, v, qNorm, kNorm, normType == DType.BF16 ? 1 : 0, eps,
-                positions, cs[0], cs[1], table.style() == RopeTable.Style.INTERLEAVED ? 1 : 0, table.maxPositions(), slots, ctx.errorFlag};
-        if (!kernel.clustersFit(cluster, 32 * MMA_WARPS, shared)) {
+                spec.slidingWindow(), spec.scale(), sinks, cluster, 0, parts[0], parts[1], k, v, qNorm, kNorm,
+                normType == DType.BF16 ? 1 : 0, eps, positions, cs[0], cs[1], table.style() == RopeTable.Style.INTERLEAVED ? 1 : 0,
+                table.maxPositions(), slots, ctx.errorFlag, ticketed ? ctx.tickets : null};
+        if (!ticketed && !kernel.clustersFit(cluster, 32 * MMA_WARPS, shared)) {
             return false;   // kernels built below sm_90, or a cluster size this device refuses
         }
-        if (cluster > 1) {
+        if (!ticketed && cluster > 1) {
             Launcher.launchClusters(kernel, ctx.stream.handle(), blocks, cluster, 32 * MMA_WARPS, shared, args);
         } else {
             ctx.launchShared(kernel, blocks, 32 * MMA_WARPS, shared, args);
         }
         return true;
+    }
+
+    /** The key splits' partials in scratch: {accumulators [B, Hq, splits, Dv], {max, sum} [B, Hq, splits, 2]}, f32. */
+    private Tensor[] splitPartials(int b, int hq, int splits, int dv) {
+        long parts = (long) b * hq * splits;
+        return new Tensor[]{ctx.scratch(CudaContext.Scratch.ATTENTION_ACC, DType.F32, parts * dv),
+                ctx.scratch(CudaContext.Scratch.ATTENTION_ML, DType.F32, parts * 2)};
     }
 
     /** {@link #PREP_MERGE_PROPERTY}: whether the prepared attention merges its splits on a ticket rather than in a cluster. */
@@ -500,13 +498,9 @@ final class CudaFlashAttention {
             int tile = mma ? MMA_KEYS : TILED_KEYS;
             splitLen = (splitLen + tile - 1) / tile * tile; // whole tiles
         }
-        Tensor partAcc = null;
-        Tensor partMl = null;
-        if (splits > 1) {
-            long parts = (long) b * hq * splits;
-            partAcc = ctx.scratch(CudaContext.Scratch.ATTENTION_ACC, DType.F32, parts * dv); // [B, Hq, splits, Dv]
-            partMl = ctx.scratch(CudaContext.Scratch.ATTENTION_ML, DType.F32, parts * 2);    // [B, Hq, splits, {max, sum}]
-        }
+        Tensor[] parts = splits > 1 ? splitPartials(b, hq, splits, dv) : new Tensor[2];
+        Tensor partAcc = parts[0];
+        Tensor partMl = parts[1];
         long[] qs = q.strides();
         long[] os = out.strides();
         long blocks = (long) b * hkv * splits; // the real sequences only (base may count padding)

@@ -277,6 +277,19 @@ __device__ __forceinline__ void bg_stage_norm(const float* x, int M, const void*
     __syncthreads();
 }
 
+// A lane's sums of its R rows (acc) over the k lanes with shuffles, stored by k lane 0 in red[warp] (bgemv's order); the
+// caller's barrier then makes them visible to the threads that add up the warps.
+template <int RL, int R>
+__device__ __forceinline__ void bg_lane_rows(const float* acc, float (*red)[RL * R], int warp, int rl, int kq) {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        float v = acc[r];
+#pragma unroll
+        for (int o = RL; o < 32; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (kq == 0) red[warp][rl + RL * r] = v;
+    }
+}
+
 // bgemv_m1 for one row of x with every weight load of a lane issued before pdl_enter(): the same lanes, steps and
 // sums (so the same bits), all of a lane's steps (at most BGP_STEPS: K <= BGP_STEPS * 8 * BG_KQ_1 * warps) held in
 // registers. Launched as a programmatic dependent, its blocks stream their rows of the frozen weights while the kernels
@@ -328,13 +341,7 @@ __device__ __forceinline__ void bgp_finish(const BgPre& p, const float* x, float
 #pragma unroll
     for (int u = 0; u < BGP_STEPS; u++)
         if (g0 + u * S < G) bg_load<1, R>(p.q[u], x, 1, K, (g0 + u * S) * 8, acc);
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-        float v = acc[r][0];
-#pragma unroll
-        for (int o = RL; o < 32; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (kq == 0) red[warp][rl + RL * r] = v;
-    }
+    bg_lane_rows<RL, R>(&acc[0][0], red, warp, rl, kq);
     __syncthreads();
     for (int i = threadIdx.x; i < RB; i += blockDim.x) {
         float v = 0.0f;
@@ -542,13 +549,7 @@ __device__ __forceinline__ void bgns_finish(const float* acc, float ss, float ep
     int W = blockDim.x >> 5;
     int rl = lane % RL;
     int kq = lane / RL;
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-        float v = acc[r];
-#pragma unroll
-        for (int o = RL; o < 32; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (kq == 0) red[warp][rl + RL * r] = v;
-    }
+    bg_lane_rows<RL, R>(acc, red, warp, rl, kq);
     ss = warp_sum(ss);
     if (lane == 0) rss[warp] = ss;
     __syncthreads();

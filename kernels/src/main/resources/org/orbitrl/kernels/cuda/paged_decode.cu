@@ -792,44 +792,32 @@ PM_KERNEL(paged_decode_mma3_d128_kvbf16, 128, 3)
 PM_KERNEL(paged_decode_mma3_d64_kvbf16, 64, 3)
 
 // The same kernels with the step's q/k/v preparation folded in (PmPrep; qkv_prep3's launch left out): q holds the
-// projection's raw q, pk and pv its raw k and v [B, Hkv, D]; the blocks of a (sequence, kv head) are one cluster of
-// `splits` blocks (the launch's cluster dimension, up to 16) dealing its key tiles out in turn and merging their
-// partials through each other's shared memory, so that attention_combine's launch is left out too. The new key's row
-// is made by the warp whose tile holds it and written to the caches there. splitLen, partAcc and partMl are unused.
-#define PM_PREP_KERNEL(NAME, D, ST)                                                                                    \
-    extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) NAME(PAGED_DECODE_ARGS(u16), const float* pk,           \
-        const float* pv, const void* qNorm, const void* kNorm, int normBf16, float eps, const int* pos, const float* cosT, \
-        const float* sinT, int interleaved, int maxPos, const int* slots, int* err) {                                   \
-        pdl_enter();                                                                                                   \
-        extern __shared__ __align__(16) u16 NAME##_sm[];                                                               \
-        PmPrep prep{pk, pv, qNorm, kNorm, normBf16, eps, pos, cosT, sinT, interleaved, maxPos, slots, err};            \
-        pm_decode<D, ST, true>(NAME##_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq, Hkv, \
-                               window, scale, sinks, splits, splitLen, partAcc, partMl, nullptr, &prep);               \
-    }
-
-PM_PREP_KERNEL(paged_decode_mma_prep_d128_kvbf16, 128, 2)
-PM_PREP_KERNEL(paged_decode_mma_prep_d64_kvbf16, 64, 2)
-PM_PREP_KERNEL(paged_decode_mma3_prep_d128_kvbf16, 128, 3)
-PM_PREP_KERNEL(paged_decode_mma3_prep_d64_kvbf16, 64, 3)
-
-// The same without clusters (a plain launch, so a programmatic dependent where the step's launches are): the blocks of a
-// (sequence, kv head) deal its key tiles out in turn as above, write their partials to partAcc and partMl, and the last
-// to finish merges them as the merged kernels do (tickets: i32 [B * Hkv] of zeros, left zero). The same bits.
-#define PM_PREP_TICKET_KERNEL(NAME, D, ST)                                                                             \
+// projection's raw q, pk and pv its raw k and v [B, Hkv, D]; the `splits` blocks of a (sequence, kv head) deal its key
+// tiles out in turn, so that attention_combine's launch is left out too. The new key's row is made by the warp whose tile
+// holds it and written to the caches there. splitLen is unused. DSM (paged_decode_mma*_prep_*): those blocks are one
+// cluster (the launch's cluster dimension, up to 16) merging their partials through each other's shared memory; partAcc,
+// partMl and tickets unused. Without (paged_decode_mma*_prep_tk_*: a plain launch, so a programmatic dependent where the
+// step's launches are): they write their partials to partAcc and partMl, and the last to finish merges them as the
+// merged kernels do (tickets: i32 [B * Hkv] of zeros, left zero). The same bits either way.
+#define PM_PREP_KERNEL(NAME, D, ST, DSM)                                                                               \
     extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) NAME(PAGED_DECODE_ARGS(u16), const float* pk,           \
         const float* pv, const void* qNorm, const void* kNorm, int normBf16, float eps, const int* pos, const float* cosT, \
         const float* sinT, int interleaved, int maxPos, const int* slots, int* err, int* tickets) {                      \
         pdl_enter();                                                                                                   \
         extern __shared__ __align__(16) u16 NAME##_sm[];                                                               \
         PmPrep prep{pk, pv, qNorm, kNorm, normBf16, eps, pos, cosT, sinT, interleaved, maxPos, slots, err};            \
-        pm_decode<D, ST, true, false>(NAME##_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq,  \
-                                      Hkv, window, scale, sinks, splits, splitLen, partAcc, partMl, tickets, &prep);    \
+        pm_decode<D, ST, true, DSM>(NAME##_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq,   \
+                                    Hkv, window, scale, sinks, splits, splitLen, partAcc, partMl, tickets, &prep);      \
     }
 
-PM_PREP_TICKET_KERNEL(paged_decode_mma_prep_tk_d128_kvbf16, 128, 2)
-PM_PREP_TICKET_KERNEL(paged_decode_mma_prep_tk_d64_kvbf16, 64, 2)
-PM_PREP_TICKET_KERNEL(paged_decode_mma3_prep_tk_d128_kvbf16, 128, 3)
-PM_PREP_TICKET_KERNEL(paged_decode_mma3_prep_tk_d64_kvbf16, 64, 3)
+PM_PREP_KERNEL(paged_decode_mma_prep_d128_kvbf16, 128, 2, true)
+PM_PREP_KERNEL(paged_decode_mma_prep_d64_kvbf16, 64, 2, true)
+PM_PREP_KERNEL(paged_decode_mma3_prep_d128_kvbf16, 128, 3, true)
+PM_PREP_KERNEL(paged_decode_mma3_prep_d64_kvbf16, 64, 3, true)
+PM_PREP_KERNEL(paged_decode_mma_prep_tk_d128_kvbf16, 128, 2, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_tk_d64_kvbf16, 64, 2, false)
+PM_PREP_KERNEL(paged_decode_mma3_prep_tk_d128_kvbf16, 128, 3, false)
+PM_PREP_KERNEL(paged_decode_mma3_prep_tk_d64_kvbf16, 64, 3, false)
 
 // The same kernels merging their key splits themselves (tickets: i32 [B * Hkv] of zeros, left zero): the block of a
 // (sequence, kv head) that writes its split's partials last merges them into out as attention_combine does, whose

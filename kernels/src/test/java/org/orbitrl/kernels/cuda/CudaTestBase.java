@@ -151,10 +151,22 @@ abstract class CudaTestBase {
 
     /** Runs {@code body} with the system property {@code key} set to {@code value}, restoring the old value after. */
     static void withProperty(String key, String value, Runnable body) {
-        String old = System.getProperty(key);
-        System.setProperty(key, value);
-        try {
+        valueWithProperty(key, value, () -> {
             body.run();
+            return null;
+        });
+    }
+
+    /** {@code body}'s value with the system property {@code key} set to {@code value} (null: cleared), the old value restored after. */
+    static <T> T valueWithProperty(String key, String value, java.util.function.Supplier<T> body) {
+        String old = System.getProperty(key);
+        if (value == null) {
+            System.clearProperty(key);
+        } else {
+            System.setProperty(key, value);
+        }
+        try {
+            return body.get();
         } finally {
             if (old == null) {
                 System.clearProperty(key);

@@ -13,6 +13,7 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.orbitrl.kernels.cuda.CudaTestBase.valueWithProperty;
 
 /**
  * The one-row prologue products' switch ({@code orbit.cuda.gemvPrologue=on|plain|off}, off by default) and the launcher's
@@ -23,25 +24,13 @@ class GemvPrologueSwitchTest {
     @Test
     void theSwitch() {
         String key = CudaQgemv.PROLOGUE_PROPERTY;
-        String old = System.getProperty(key);
-        try {
-            System.clearProperty(key);
-            assertFalse(CudaQgemv.prologueAsked(false), "off by default");
-            System.setProperty(key, "plain");
-            assertTrue(CudaQgemv.prologueAsked(false), "plain: the plain product");
-            assertFalse(CudaQgemv.prologueAsked(true), "plain: not the norm-folded one");
-            System.setProperty(key, "on");
-            assertTrue(CudaQgemv.prologueAsked(true), "on: both");
-            System.setProperty(key, "yes");
-            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> CudaQgemv.prologueAsked(false));
-            assertTrue(e.getMessage().contains("orbit.cuda.gemvPrologue=yes"), e.getMessage());
-        } finally {
-            if (old == null) {
-                System.clearProperty(key);
-            } else {
-                System.setProperty(key, old);
-            }
-        }
+        assertFalse(valueWithProperty(key, null, () -> CudaQgemv.prologueAsked(false)), "off by default");
+        assertTrue(valueWithProperty(key, "plain", () -> CudaQgemv.prologueAsked(false)), "plain: the plain product");
+        assertFalse(valueWithProperty(key, "plain", () -> CudaQgemv.prologueAsked(true)), "plain: not the norm-folded one");
+        assertTrue(valueWithProperty(key, "on", () -> CudaQgemv.prologueAsked(true)), "on: both");
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> valueWithProperty(key, "yes", () -> CudaQgemv.prologueAsked(false)));
+        assertTrue(e.getMessage().contains("orbit.cuda.gemvPrologue=yes"), e.getMessage());
     }
 
     @Test

@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.orbitrl.kernels.cuda.CudaTestBase.valueWithProperty;
 
 /**
  * The switches of the decode attention with its preparation folded in (no GPU needed): {@code orbit.cuda.prepAttention}
@@ -16,42 +17,23 @@ class PrepAttentionSwitchesTest {
 
     @Test
     void theClusterSwitch() {
-        assertEquals(0, with(CudaFlashAttention.PREP_ATTENTION_PROPERTY, null, CudaFlashAttention::prepCluster), "on by default");
-        assertEquals(-1, with(CudaFlashAttention.PREP_ATTENTION_PROPERTY, "off", CudaFlashAttention::prepCluster));
-        assertEquals(5, with(CudaFlashAttention.PREP_ATTENTION_PROPERTY, "5", CudaFlashAttention::prepCluster));
+        assertEquals(0, valueWithProperty(CudaFlashAttention.PREP_ATTENTION_PROPERTY, null, CudaFlashAttention::prepCluster), "on by default");
+        assertEquals(-1, valueWithProperty(CudaFlashAttention.PREP_ATTENTION_PROPERTY, "off", CudaFlashAttention::prepCluster));
+        assertEquals(5, valueWithProperty(CudaFlashAttention.PREP_ATTENTION_PROPERTY, "5", CudaFlashAttention::prepCluster));
         for (String bad : new String[]{"0", "17", "many"}) {
             IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                    () -> with(CudaFlashAttention.PREP_ATTENTION_PROPERTY, bad, CudaFlashAttention::prepCluster));
+                    () -> valueWithProperty(CudaFlashAttention.PREP_ATTENTION_PROPERTY, bad, CudaFlashAttention::prepCluster));
             assertTrue(e.getMessage().contains("orbit.cuda.prepAttention=" + bad), e.getMessage());
         }
     }
 
     @Test
     void theMergeSwitch() {
-        assertFalse(with(CudaFlashAttention.PREP_MERGE_PROPERTY, null, CudaFlashAttention::ticketedPrepMerge), "a cluster by default");
-        assertFalse(with(CudaFlashAttention.PREP_MERGE_PROPERTY, "cluster", CudaFlashAttention::ticketedPrepMerge));
-        assertTrue(with(CudaFlashAttention.PREP_MERGE_PROPERTY, "tickets", CudaFlashAttention::ticketedPrepMerge));
+        assertFalse(valueWithProperty(CudaFlashAttention.PREP_MERGE_PROPERTY, null, CudaFlashAttention::ticketedPrepMerge), "a cluster by default");
+        assertFalse(valueWithProperty(CudaFlashAttention.PREP_MERGE_PROPERTY, "cluster", CudaFlashAttention::ticketedPrepMerge));
+        assertTrue(valueWithProperty(CudaFlashAttention.PREP_MERGE_PROPERTY, "tickets", CudaFlashAttention::ticketedPrepMerge));
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> with(CudaFlashAttention.PREP_MERGE_PROPERTY, "ticket", CudaFlashAttention::ticketedPrepMerge));
+                () -> valueWithProperty(CudaFlashAttention.PREP_MERGE_PROPERTY, "ticket", CudaFlashAttention::ticketedPrepMerge));
         assertTrue(e.getMessage().contains("orbit.cuda.prepMerge=ticket") && e.getMessage().contains("cluster or tickets"), e.getMessage());
-    }
-
-    /** {@code body}'s value with the system property {@code key} set to {@code value} (null: cleared), restored after. */
-    private static <T> T with(String key, String value, java.util.function.Supplier<T> body) {
-        String old = System.getProperty(key);
-        if (value == null) {
-            System.clearProperty(key);
-        } else {
-            System.setProperty(key, value);
-        }
-        try {
-            return body.get();
-        } finally {
-            if (old == null) {
-                System.clearProperty(key);
-            } else {
-                System.setProperty(key, old);
-            }
-        }
     }
 }

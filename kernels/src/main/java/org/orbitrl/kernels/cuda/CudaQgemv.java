@@ -103,6 +103,11 @@ final class CudaQgemv {
         };
     }
 
+    /** Whether a lane of a one-row prologue kernel over K columns in blocks of {@code warps} warps holds all its steps. */
+    private static boolean prologueFits(int k, int warps) {
+        return ceilDiv(k / 8, warps * bf16KLanes(1)) <= PROLOGUE_STEPS;
+    }
+
     /**
      * Most rows of x {@link #launchBf16NormShared} takes ({@code bgemv_norm_lr_m1}). One: at 8 rows every block staging
      * 64 KiB of normed rows made a Qwen3-30B-A3B-wide step slower than the norm's own launch (9.307 against 7.463 ms on
@@ -120,7 +125,7 @@ final class CudaQgemv {
     void launchBf16NormShared(Tensor x, int m, int k, Tensor normWeight, float eps, long[] w, long[] y, int[] n) {
         int mt = chunkFor(m);
         int warps = warpsFor(k / 8, bf16KLanes(mt));
-        boolean prologue = m == 1 && prologueAsked(true) && ceilDiv(k / 8, warps * bf16KLanes(1)) <= PROLOGUE_STEPS;
+        boolean prologue = m == 1 && prologueAsked(true) && prologueFits(k, warps);
         if (m == 1 && normScaled()) {
             long blocks = lowRankBlocks(1, n);
             if (blocks > 0) {
@@ -238,7 +243,7 @@ final class CudaQgemv {
         int mt = chunkFor(Math.min(m, MAX_CHUNK));
         Kernel kernel = bf16Kernels.get(mt);
         int warps = warpsFor(k / 8, bf16KLanes(mt));
-        if (m == 1 && prologueAsked(false) && ceilDiv(k / 8, warps * bf16KLanes(1)) <= PROLOGUE_STEPS) {
+        if (m == 1 && prologueAsked(false) && prologueFits(k, warps)) {
             ctx.launch(bf16Prologue, ceilDiv(n, bf16RowsPerBlock(1)), 32 * warps, x, w, y, n, k, accumulate ? 1 : 0);
             return;
         }

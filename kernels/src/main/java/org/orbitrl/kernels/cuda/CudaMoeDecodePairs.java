@@ -4,6 +4,7 @@ import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.internal.Kernel;
+import org.orbitrl.kernels.cuda.internal.Launcher;
 import org.orbitrl.kernels.quant.QuantizedTensor;
 
 import java.util.EnumMap;
@@ -23,10 +24,25 @@ final class CudaMoeDecodePairs {
     /** Experts a token the down launch takes (a warp each): QGD_MAX_TOPK. */
     private static final int MAX_TOPK = 16;
 
+    /**
+     * {@value} ({@code on|off}, read at each call; off by default): INT4 down products right after this class's gate/up
+     * launch over the same ids take {@code qgemv_down_combine_pre_int4}, which reads the ids and issues its first steps'
+     * weight loads before it waits for that launch (the same sums, the same bits). The ids may be read there because the
+     * router wrote them before the gate/up launch, whose blocks wait for the router before they let the down launch start;
+     * so the kernel is taken only while the thread has issued at most {@link #PROLOGUE_GAP} other launches since that
+     * gate/up launch (its pairs' LoRA A product and the like, none of which writes ids).
+     */
+    static final String DOWN_PROLOGUE_PROPERTY = "orbit.cuda.downPrologue";
+    /** Launches a thread may issue between the gate/up launch and the down launch that takes its prologue. */
+    static final int PROLOGUE_GAP = 4;
+
     private final CudaContext ctx;
     private final EnumMap<QuantLayout, Kernel> swiglu = new EnumMap<>(QuantLayout.class);
     private final EnumMap<QuantLayout, Kernel> swiglu6 = new EnumMap<>(QuantLayout.class);
     private final EnumMap<QuantLayout, Kernel> down = new EnumMap<>(QuantLayout.class);
+    private final Kernel downPre;
+    private long swigluIds = -1;     // the ids of the last gate/up launch, and Launcher.launches() just after it
+    private long swigluAt = -1;
 
     CudaMoeDecodePairs(CudaContext ctx) {
         this.ctx = ctx;
@@ -35,6 +51,17 @@ final class CudaMoeDecodePairs {
             swiglu6.put(l, ctx.kernel("qgemv", "qgemv_swiglu_lora_r6_" + l.kernelSuffix()));
             down.put(l, ctx.kernel("qgemv", "qgemv_down_combine_lora_" + l.kernelSuffix()));
         }
+        downPre = ctx.kernel("qgemv", "qgemv_down_combine_pre_int4");
+    }
+
+    /** Whether {@link #DOWN_PROLOGUE_PROPERTY} asks for the prologue form. */
+    static boolean downPrologue() {
+        String v = System.getProperty(DOWN_PROLOGUE_PROPERTY, "off");
+        return switch (v) {
+            case "on" -> true;
+            case "off" -> false;
+            default -> throw new IllegalArgumentException("-D" + DOWN_PROLOGUE_PROPERTY + "=" + v + ": expected on or off");
+        };
     }
 
     /** Whether a call of this many pairs, ids [tokens, k] and x a row per xDiv pairs may take these launches. */
@@ -61,10 +88,14 @@ final class CudaMoeDecodePairs {
         int warps = CudaQgemv.warpsFor(k / 32, 8);
         int laneRows = swigluLaneRows(layout, n, pairs, 32 * warps, 4 * k);
         int rows = 32 / 8 * laneRows;   // 32 / QGS_KQ row lanes
+        long before = Launcher.launches();
         ctx.launch2dShared((laneRows == 6 ? swiglu6 : swiglu).get(layout), (n + rows - 1) / rows, pairs, 32 * warps, 4 * k, x, xDiv, ids,
                 g.codes(), g.scales(), g.zeros(), g.globalScale(), u.codes(), u.scales(), u.zeros(), u.globalScale(), act, n, k,
                 experts, ctx.errorFlag, gl == null ? null : gl.lo(), gTable, gl == null ? 0f : gl.scale(), ul == null ? null : ul.lo(),
                 uTable, ul == null ? 0f : ul.scale(), rank);
+        long after = Launcher.launches();
+        swigluIds = after > before ? CudaAllocator.address(ids) : -1;
+        swigluAt = after;
         return true;
     }
 
@@ -115,8 +146,11 @@ final class CudaMoeDecodePairs {
             throw new IllegalArgumentException("moeDownCombinePairs: weights " + weights + " [" + tokens + ", " + topk + "] and out " + out
                     + " [" + tokens + ", " + n + "] do not fit ids " + ids + " and experts of [" + n + ", " + k + "]");
         }
-        ctx.launch2dShared(down.get(layout), (n + DOWN_ROWS - 1) / DOWN_ROWS, tokens, 32 * topk, 4 * topk * k, act, ids, weights,
-                topk, 0, d.codes(), d.scales(), d.zeros(), d.globalScale(), out, accumulate ? 1 : 0, n, k, experts, ctx.errorFlag,
+        boolean pre = layout == QuantLayout.INT4 && downPrologue() && CudaAllocator.address(ids) == swigluIds
+                && Launcher.launches() - swigluAt <= PROLOGUE_GAP;
+        swigluIds = -1;   // one down launch a gate/up launch
+        ctx.launch2dShared(pre ? downPre : down.get(layout), (n + DOWN_ROWS - 1) / DOWN_ROWS, tokens, 32 * topk, 4 * topk * k, act,
+                ids, weights, topk, 0, d.codes(), d.scales(), d.zeros(), d.globalScale(), out, accumulate ? 1 : 0, n, k, experts, ctx.errorFlag,
                 lora == null ? null : lora.lo(), table, lora == null ? 0f : lora.scale(), rank);
         return true;
     }

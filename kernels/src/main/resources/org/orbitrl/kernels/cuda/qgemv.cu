@@ -341,14 +341,47 @@ __device__ __forceinline__ void qgemv_swiglu(const float* x, int xDiv, const int
 // out[t, n] (+)= c * sum_j w[t, j] * (act[t * topk + j] . Down[e_j]^T[n]), e_j = ids[t, j], c = 1 / sum_j w[t, j]
 // when normalize else 1: the down products of a decode token's routed experts weighted into its residual
 // row in one launch. Block (row chunk, token t = blockIdx.y), one warp per routed expert (blockDim 32 * topk):
-// warp j issues its first steps' weight loads, stages act row t * topk + j in shared memory (dynamic,
+// warp j issues its first steps' weight loads (qgd_begin), stages act row t * topk + j in shared memory (dynamic,
 // topk * K floats), then computes the block's RB rows of expert j's product over the whole of K (lanes
-// split as qgemv's); the experts' sums are weighted and added in j order, as moe_combine adds them.
+// split as qgemv's); the experts' sums are weighted and added in j order, as moe_combine adds them (qgd_finish).
+template <int R, int U>
+struct QgdBegun {
+    uint4 q[U][R];
+    float s0[U][R], s1[U][R], zb[U][R];
+    i64 grow[R];
+    int e;
+    bool ok;
+};
+
+// The warp's expert (ids read past L1: qgemv_down_combine_pre_int4 reads them before its wait) and its first U steps'
+// weight loads; reads nothing but ids and the frozen weights, writes nothing.
 template <int FMT, int KQ, int R, int U>
-__device__ __forceinline__ void qgemv_down_combine(const float* act, const int* ids, const float* wts, int topk, int normalize,
-                                                   const uint4* __restrict__ codes, const void* __restrict__ scales,
-                                                   const u32* __restrict__ zeros, float global, float* out, int accumulate,
-                                                   int N, int K, int E, int* err, const QgLora& lora = QgLora()) {
+__device__ __forceinline__ void qgd_begin(QgdBegun<R, U>& b, const int* ids, int topk, const uint4* __restrict__ codes,
+                                          const void* __restrict__ scales, const u32* __restrict__ zeros, float global, int N,
+                                          int K, int E) {
+    constexpr int RL = 32 / KQ;
+    int G = K / 32;
+    int lane = threadIdx.x & 31;
+    int pair = blockIdx.y * topk + (threadIdx.x >> 5);
+    b.e = __ldcg(ids + pair);
+    b.ok = b.e >= 0 && b.e < E;
+    if (b.ok) {
+        int row0 = blockIdx.x * RL * R;
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            int n = row0 + lane % RL + RL * r;
+            b.grow[r] = (i64) b.e * N + (n < N ? n : N - 1);
+        }
+        int g = lane / RL;
+        if (g < G) qg_fetch<FMT, R, U>(codes, scales, zeros, global, b.grow, G, g, KQ, b.q, b.s0, b.s1, b.zb);
+    }
+}
+
+template <int FMT, int KQ, int R, int U>
+__device__ __forceinline__ void qgd_finish(QgdBegun<R, U>& b, const float* act, const float* wts, int topk, int normalize,
+                                           const uint4* __restrict__ codes, const void* __restrict__ scales,
+                                           const u32* __restrict__ zeros, float global, float* out, int accumulate, int N, int K,
+                                           int* err, const QgLora& lora) {
     constexpr int RL = 32 / KQ;
     constexpr int RB = RL * R;
     extern __shared__ float as[];           // [topk][K]
@@ -361,32 +394,21 @@ __device__ __forceinline__ void qgemv_down_combine(const float* act, const int* 
     int row0 = blockIdx.x * RB;
     int t = blockIdx.y;
     int pair = t * topk + j;
-    int e = ids[pair];
-    bool ok = e >= 0 && e < E;
-    if (!ok && blockIdx.x == 0 && lane == 0) report_error(err, ERR_EXPERT_OUT_OF_RANGE, e, pair);
+    if (!b.ok && blockIdx.x == 0 && lane == 0) report_error(err, ERR_EXPERT_OUT_OF_RANGE, b.e, pair);
     float acc[R][1];
 #pragma unroll
     for (int r = 0; r < R; r++) acc[r][0] = 0.0f;
-    if (ok) {
-        i64 grow[R];
-#pragma unroll
-        for (int r = 0; r < R; r++) {
-            int n = row0 + rl + RL * r;
-            grow[r] = (i64) e * N + (n < N ? n : N - 1);
-        }
-        uint4 q[U][R];
-        float s0[U][R], s1[U][R], zb[U][R];
+    if (b.ok) {
         int g = kq;
-        if (g < G) qg_fetch<FMT, R, U>(codes, scales, zeros, global, grow, G, g, KQ, q, s0, s1, zb);
         float* arow = as + j * K;
         const float4* ag = (const float4*) (act + (i64) pair * K);
         for (int c = lane; c < K / 4; c += 32) ((float4*) arow)[c] = ag[c];
         __syncwarp();
         const char* xr[1] = {(const char*) arow};
         while (g < G) {
-            qg_apply<FMT, 1, false, R, U>(q, s0, s1, zb, G, g, KQ, xr, 1, K, acc);
+            qg_apply<FMT, 1, false, R, U>(b.q, b.s0, b.s1, b.zb, G, g, KQ, xr, 1, K, acc);
             g += U * KQ;
-            if (g < G) qg_fetch<FMT, R, U>(codes, scales, zeros, global, grow, G, g, KQ, q, s0, s1, zb);
+            if (g < G) qg_fetch<FMT, R, U>(codes, scales, zeros, global, b.grow, G, g, KQ, b.q, b.s0, b.s1, b.zb);
         }
     }
 #pragma unroll
@@ -396,7 +418,7 @@ __device__ __forceinline__ void qgemv_down_combine(const float* act, const int* 
         for (int o = RL; o < 32; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
         if (kq == 0) {
             int n = row0 + rl + RL * r;
-            if (ok && n < N) v += lora.term(pair, e, n);
+            if (b.ok && n < N) v += lora.term(pair, b.e, n);
             red[j][rl + RL * r] = v;
         }
     }
@@ -415,6 +437,16 @@ __device__ __forceinline__ void qgemv_down_combine(const float* act, const int* 
         float* o = out + (i64) t * N + row0 + threadIdx.x;
         *o = accumulate ? *o + v : v;
     }
+}
+
+template <int FMT, int KQ, int R, int U>
+__device__ __forceinline__ void qgemv_down_combine(const float* act, const int* ids, const float* wts, int topk, int normalize,
+                                                   const uint4* __restrict__ codes, const void* __restrict__ scales,
+                                                   const u32* __restrict__ zeros, float global, float* out, int accumulate,
+                                                   int N, int K, int E, int* err, const QgLora& lora = QgLora()) {
+    QgdBegun<R, U> b;
+    qgd_begin<FMT, KQ, R, U>(b, ids, topk, codes, scales, zeros, global, N, K, E);
+    qgd_finish<FMT, KQ, R, U>(b, act, wts, topk, normalize, codes, scales, zeros, global, out, accumulate, N, K, err, lora);
 }
 
 // Two shapes of the gate/up launch: QGS_R rows a lane (QGS_MINB blocks an SM), and half as many rows
@@ -474,6 +506,22 @@ __device__ __forceinline__ void qgemv_down_combine(const float* act, const int* 
 
 QG_DECODE_KERNELS(int4, QF_INT4)
 QG_DECODE_LORA_KERNELS(int4, QF_INT4)
+
+// qgemv_down_combine_lora_int4 with its ids read and its first steps' weight loads issued before its wait (at Qwen3-30B-A3B's
+// 768 columns, all of a block's weights), so that they stream while the gate/up launch before it finishes; the same
+// sums (the same bits). Its ids were written by the router before that launch, whose blocks wait for the router before
+// they let this kernel start (CudaMoeDecodePairs takes it only right after its own gate/up launch over the same ids).
+extern "C" __global__ void __launch_bounds__(32 * QGD_MAX_TOPK)
+    qgemv_down_combine_pre_int4(const float* act, const int* ids, const float* wts, int topk, int normalize,
+                                const uint4* codes, const void* scales, const u32* zeros, float global, float* out,
+                                int accumulate, int N, int K, int E, int* err, const float* lo, const unsigned long long* tab,
+                                float sc, int rank) {
+    QgdBegun<QGD_R, QGD_U> b;
+    qgd_begin<QF_INT4, QGD_KQ, QGD_R, QGD_U>(b, ids, topk, codes, scales, zeros, global, N, K, E);
+    pdl_enter();
+    qgd_finish<QF_INT4, QGD_KQ, QGD_R, QGD_U>(b, act, wts, topk, normalize, codes, scales, zeros, global, out, accumulate, N, K,
+                                              err, QgLora{lo, tab, sc, rank});
+}
 QG_DECODE_LORA_KERNELS(mxfp4, QF_MXFP4)
 QG_DECODE_LORA_KERNELS(nvfp4, QF_NVFP4)
 QG_DECODE_KERNELS(mxfp4, QF_MXFP4)

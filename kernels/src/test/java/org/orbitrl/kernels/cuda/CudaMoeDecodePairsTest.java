@@ -207,6 +207,66 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
     }
 
     /**
+     * {@code -Dorbit.cuda.downPrologue=on}: an INT4 down launch right after the gate/up launch over the same ids takes
+     * {@code qgemv_down_combine_pre_int4} (its ids and first weights read before its wait) and gives the default kernel's
+     * bits, with the term and without, one token at top 8 of Qwen3-30B-A3B's 768-wide experts (hidden 256 here); a second
+     * down launch with no gate/up launch before it takes the default kernel (each form shown taken by leaving the other
+     * out: a left-out launch leaves out poisoned). Both after a dependent chain of launches where dependent launches are on.
+     */
+    @Test
+    void downPrologueRightAfterGateUpGivesTheSameBits() {
+        SplittableRandom r = rng(957);
+        int e = 16;
+        int h = 256;
+        int inter = 768;
+        int rank = 8;
+        Experts g = experts("int4-g32", r, e, inter, h);
+        Experts u = experts("int4-g32", r, e, inter, h);
+        Experts d = experts("int4-g32", r, e, h, inter);
+        float[][] bh = new float[e][];
+        ExpertWeights b = loraB(r, e, h, rank, bh);
+        try {
+            for (boolean term : new boolean[]{false, true}) {
+                String what = "one token at top 8" + (term ? ", with the LoRA" : "");
+                Tensor x = dev(randn(r, 1f, 1, h));
+                Tensor ids = dev(Tensor.ofInts(CudaFusedDecodeTest.routes(r, 1, 8, e), 1, 8));
+                Tensor wts = dev(Tensor.of(new float[]{0.3f, 0.1f, 0.05f, 0.2f, 0.15f, 0.08f, 0.07f, 0.05f}, 1, 8));
+                Backend.PairLora pl = term ? new Backend.PairLora(dev(randn(r, 1f, 8, rank)), b, 0.5f) : null;
+                Tensor act = poisoned(DType.F32, 8, inter);
+                Tensor want = poisoned(DType.F32, 1, h);
+                Tensor got = poisoned(DType.F32, 1, h);
+                Tensor again = poisoned(DType.F32, 1, h);
+                Tensor declined = poisoned(DType.F32, 1, h);
+                assertTrue(gpu.moeSwigluPairs(x, 8, g.w(), u.w(), ids, null, null, act), what + ": gate/up");
+                assertTrue(gpu.moeDownCombinePairs(act, d.w(), ids, pl, wts, want, false), what + ": the default down");
+                withProperty(CudaMoeDecodePairs.DOWN_PROLOGUE_PROPERTY, "on", () -> {
+                    assertTrue(gpu.moeSwigluPairs(x, 8, g.w(), u.w(), ids, null, null, act));
+                    withProperty("orbit.cuda.omitKernels", "^qgemv_down_combine_lora_int4$",
+                            () -> assertTrue(gpu.moeDownCombinePairs(act, d.w(), ids, pl, wts, got, false)));
+                    // no gate/up launch since: the default kernel (the prologue form left out here)
+                    withProperty("orbit.cuda.omitKernels", "^qgemv_down_combine_pre_int4$",
+                            () -> assertTrue(gpu.moeDownCombinePairs(act, d.w(), ids, pl, wts, again, false)));
+                    withProperty("orbit.cuda.omitKernels", "^qgemv_down_combine_lora_int4$",
+                            () -> assertTrue(gpu.moeDownCombinePairs(act, d.w(), ids, pl, wts, declined, false)));
+                });
+                float[] w = gpu.toHost(want).toFloatArray();
+                for (float v : w) {
+                    assertTrue(Float.isFinite(v), what + ": the default down wrote " + v);
+                }
+                assertBitsEqual(what + ": the prologue form", w, gpu.toHost(got).toFloatArray());
+                assertBitsEqual(what + ": a down launch with no gate/up launch before it", w, gpu.toHost(again).toFloatArray());
+                for (float v : gpu.toHost(declined).toFloatArray()) {
+                    assertTrue(Float.isNaN(v), what + ": a second down launch took the prologue form and wrote " + v);
+                }
+            }
+        } finally {
+            gpu.free(g.stack());
+            gpu.free(u.stack());
+            gpu.free(d.stack());
+        }
+    }
+
+    /**
      * From {@link CudaMoePairs#STACKED_PAIRS} pairs (two tokens at top 8) the down launch declines (the grouped
      * tensor-core products take such calls), and so does every call with {@code -Dorbit.cuda.moeDecodePairs=off}; a
      * declined call writes nothing.

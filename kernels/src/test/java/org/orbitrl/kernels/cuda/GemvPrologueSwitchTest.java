@@ -16,8 +16,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.orbitrl.kernels.cuda.CudaTestBase.valueWithProperty;
 
 /**
- * The one-row prologue products' switch ({@code orbit.cuda.gemvPrologue=on|plain|off}, off by default) and the launcher's
- * bound on a lane's steps against the kernel's own ({@code BGP_STEPS} in bgemv.cu): no GPU needed.
+ * The one-row prologue products' switch ({@code orbit.cuda.gemvPrologue=on|plain|off}, off by default), the launcher's
+ * bound on a lane's steps against the kernel's own ({@code BGP_STEPS} in bgemv.cu), and the routed experts' down prologue
+ * switch ({@code orbit.cuda.downPrologue=on|off}, off by default): no GPU needed.
  */
 class GemvPrologueSwitchTest {
 
@@ -41,5 +42,16 @@ class GemvPrologueSwitchTest {
             assertTrue(m.find(), "bgemv.cu defines BGP_STEPS");
             assertEquals(Integer.parseInt(m.group(1)), CudaQgemv.PROLOGUE_STEPS, "a lane's steps the kernel holds in registers");
         }
+    }
+
+    @Test
+    void theDownPrologueSwitch() {
+        String key = CudaMoeDecodePairs.DOWN_PROLOGUE_PROPERTY;
+        assertFalse(valueWithProperty(key, null, CudaMoeDecodePairs::downPrologue), "off by default");
+        assertTrue(valueWithProperty(key, "on", CudaMoeDecodePairs::downPrologue), "on");
+        assertFalse(valueWithProperty(key, "off", CudaMoeDecodePairs::downPrologue), "off");
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> valueWithProperty(key, "plain", CudaMoeDecodePairs::downPrologue));
+        assertTrue(e.getMessage().contains("orbit.cuda.downPrologue=plain"), e.getMessage());
     }
 }

@@ -64,6 +64,7 @@ public final class Launcher {
         final CUlaunchAttribute clusterAttributes; // [2]: the cluster dimension, then programmatic stream serialization
         final CUlaunchAttribute clusterDim;        // clusterAttributes[0]
         long dependentLaunches;           // launches issued on the dependent path by this thread
+        long launches;                    // every launch this thread issued (omitted ones not)
 
         Slots() {
             values = Arena.ofAuto().allocate(8L * MAX_ARGS, 16);
@@ -151,6 +152,11 @@ public final class Launcher {
         return SLOTS.get().dependentLaunches;
     }
 
+    /** Kernel launches (of any kind, on any stream) issued through this class by the calling thread so far. */
+    public static long launches() {
+        return SLOTS.get().launches;
+    }
+
     public static void launch(Kernel kernel, CUstream_st stream, long gridX, int gridY, int blockX, int sharedBytes, Object... args) {
         if (gridX <= 0 || gridX > Integer.MAX_VALUE || gridY <= 0 || args.length > MAX_ARGS) {
             throw new IllegalArgumentException("kernel " + kernel + ": bad grid " + gridX + "x" + gridY + " or " + args.length + " arguments");
@@ -170,6 +176,7 @@ public final class Launcher {
                         "grid " + gridX + "x" + gridY, "block " + blockX, "shared " + sharedBytes + " B", args.length + " arguments");
             }
             slots.dependentLaunches++;
+            slots.launches++;
             return;
         }
         int err = cuLaunchKernel(kernel.function(), (int) gridX, gridY, 1, blockX, 1, 1, sharedBytes, stream,
@@ -178,6 +185,7 @@ public final class Launcher {
             CudaCheck.driver(err, "cuLaunchKernel " + kernel, "grid " + gridX + "x" + gridY, "block " + blockX,
                     "shared " + sharedBytes + " B", args.length + " arguments");
         }
+        slots.launches++;
     }
 
     /**
@@ -199,6 +207,7 @@ public final class Launcher {
             CudaCheck.driver(err, "cuLaunchKernelEx " + kernel + " (cooperative)", "grid " + gridX, "block " + blockX,
                     "shared " + sharedBytes + " B", args.length + " arguments");
         }
+        slots.launches++;
     }
 
     /**
@@ -240,6 +249,7 @@ public final class Launcher {
         if (dependent) {
             slots.dependentLaunches++;
         }
+        slots.launches++;
     }
 
     private static void marshal(Kernel kernel, MemorySegment values, Object[] args) {

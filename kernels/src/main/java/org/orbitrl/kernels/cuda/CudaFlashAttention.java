@@ -249,7 +249,8 @@ final class CudaFlashAttention {
      * {@link #prepAttention}'s sequence kv head merge their partials: as one thread block cluster through each other's
      * shared memory, or in a plain launch (a programmatic dependent where the step's launches are; a cluster launch is
      * not) whose last block to finish merges them from global memory on a ticket, as the merged decode kernels do. The
-     * same bits either way.
+     * same bits either way. Measured on an H100 (Qwen3-30B-A3B shape, one sequence): 3.197 against 3.064-3.065 ms, and
+     * 3.060 against 2.931-2.938 with the prologues.
      */
     static final String PREP_MERGE_PROPERTY = "orbit.cuda.prepMerge";
     /** The most blocks of a (sequence, kv head)'s cluster (sm_90's non-portable limit). */

@@ -99,12 +99,12 @@ class CudaQgemvTest extends CudaTestBase {
             float[] y0 = randn(r, 2f, 1, n).toFloatArray();
             String what = "N=" + n + " K=" + k;
             Tensor plain = poisoned(DType.F32, 1, n);
-            gpu.matmul(x, dw, plain);
+            withProperty("orbit.cuda.gemvPrologue", "off", () -> gpu.matmul(x, dw, plain));
             Tensor pre = poisoned(DType.F32, 1, n);
             withProperty("orbit.cuda.gemvPrologue", "on", () -> gpu.matmul(x, dw, pre));
             assertBitsEqual("prologue against bgemv_m1, " + what, gpu.toHost(plain).toFloatArray(), gpu.toHost(pre).toFloatArray());
             Tensor accPlain = dev(Tensor.of(y0, 1, n));
-            gpu.matmulAccumulate(x, dw, accPlain);
+            withProperty("orbit.cuda.gemvPrologue", "off", () -> gpu.matmulAccumulate(x, dw, accPlain));
             Tensor accPre = dev(Tensor.of(y0, 1, n));
             withProperty("orbit.cuda.gemvPrologue", "on", () -> gpu.matmulAccumulate(x, dw, accPre));
             assertBitsEqual("accumulating prologue, " + what, gpu.toHost(accPlain).toFloatArray(), gpu.toHost(accPre).toFloatArray());
@@ -145,7 +145,8 @@ class CudaQgemvTest extends CudaTestBase {
                         left[i] = poisoned(DType.F32, 1, s[i]);
                     }
                     withProperty("orbit.cuda.normFold", fold[0], () -> {
-                        assertTrue(gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws, plain), "the norm-folded form takes one row");
+                        withProperty("orbit.cuda.gemvPrologue", "off", () -> assertTrue(gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws,
+                                plain), "the norm-folded form takes one row"));
                         withProperty("orbit.cuda.gemvPrologue", "on", () -> {
                             assertTrue(gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws, pre));
                             withProperty("orbit.cuda.omitKernels", fold[1], () -> gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws, left));

@@ -16,16 +16,18 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.orbitrl.kernels.cuda.CudaTestBase.valueWithProperty;
 
 /**
- * The one-row prologue products' switch ({@code orbit.cuda.gemvPrologue=on|plain|off}, off by default), the launcher's
+ * The one-row prologue products' switch ({@code orbit.cuda.gemvPrologue=on|plain|off}, plain by default), the launcher's
  * bound on a lane's steps against the kernel's own ({@code BGP_STEPS} in bgemv.cu), and the routed experts' down prologue
- * switch ({@code orbit.cuda.downPrologue=on|off}, off by default): no GPU needed.
+ * switch ({@code orbit.cuda.downPrologue=on|off}, on by default): no GPU needed.
  */
 class GemvPrologueSwitchTest {
 
     @Test
     void theSwitch() {
         String key = CudaQgemv.PROLOGUE_PROPERTY;
-        assertFalse(valueWithProperty(key, null, () -> CudaQgemv.prologueAsked(false)), "off by default");
+        assertTrue(valueWithProperty(key, null, () -> CudaQgemv.prologueAsked(false)), "plain by default: the plain product");
+        assertFalse(valueWithProperty(key, null, () -> CudaQgemv.prologueAsked(true)), "plain by default: not the norm-folded one");
+        assertFalse(valueWithProperty(key, "off", () -> CudaQgemv.prologueAsked(false)), "off: neither");
         assertTrue(valueWithProperty(key, "plain", () -> CudaQgemv.prologueAsked(false)), "plain: the plain product");
         assertFalse(valueWithProperty(key, "plain", () -> CudaQgemv.prologueAsked(true)), "plain: not the norm-folded one");
         assertTrue(valueWithProperty(key, "on", () -> CudaQgemv.prologueAsked(true)), "on: both");
@@ -47,7 +49,7 @@ class GemvPrologueSwitchTest {
     @Test
     void theDownPrologueSwitch() {
         String key = CudaMoeDecodePairs.DOWN_PROLOGUE_PROPERTY;
-        assertFalse(valueWithProperty(key, null, CudaMoeDecodePairs::downPrologue), "off by default");
+        assertTrue(valueWithProperty(key, null, CudaMoeDecodePairs::downPrologue), "on by default");
         assertTrue(valueWithProperty(key, "on", CudaMoeDecodePairs::downPrologue), "on");
         assertFalse(valueWithProperty(key, "off", CudaMoeDecodePairs::downPrologue), "off");
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,

@@ -375,13 +375,14 @@ class CudaDecodeGraphsTest {
     }
 
     /**
-     * Dependent launches with the one-row products' weight loads ahead of their waits ({@code -Dorbit.cuda.gemvPrologue=on}
-     * under {@code CudaBackend.dependentLaunches(true)}: o and the LM head, {@code bgemv_pre1}, read their weights while the
-     * kernels before them run) change no value: on the qwen3_moe fixture (INT4 experts, LoRA on q and on the fused experts,
-     * so that o is a plain product), the replayed graphs and the eager engine each give the tokens and log-probs of their
-     * run without the prologue bit for bit, at 1 sequence and at 6 (whose one-row steps are their tails). A one-sequence
-     * step's capture takes dependent launches either way ({@code orbit.cuda.pdlOneRow}); what differs there is the
-     * prologue alone.
+     * Dependent launches with weight loads ahead of their waits ({@code -Dorbit.cuda.gemvPrologue=on} and {@code
+     * -Dorbit.cuda.downPrologue=on} under {@code CudaBackend.dependentLaunches(true)}: o and the LM head, {@code
+     * bgemv_pre1}, and the norm-folded q/k/v read their weights while the kernels before them run, and so does the routed
+     * experts' down launch, with its ids and its LoRA's A product between it and the gate/up launch) change no value: on
+     * the qwen3_moe fixture (INT4 experts, LoRA on q and on the fused experts, so that o is a plain product), the replayed
+     * graphs and the eager engine each give the tokens and log-probs of their run with neither prologue bit for bit, at 1
+     * sequence and at 6 (whose one-row steps are their tails). A one-sequence step's capture takes dependent launches
+     * either way ({@code orbit.cuda.pdlOneRow}); what differs there is the prologues alone.
      */
     @Test
     void prologueProductsUnderDependentLaunchesGiveTheSameBits() {
@@ -390,14 +391,19 @@ class CudaDecodeGraphsTest {
         for (int n : new int[]{1, 6}) {
             List<Request> reqs = requests(n, 61 + n);
             for (RolloutEngine.Graphs graphs : new RolloutEngine.Graphs[]{RolloutEngine.Graphs.ON, RolloutEngine.Graphs.OFF}) {
-                Run base = run(gpu, graphs, reqs, 3, false, "qwen3_moe", lora, BaseFormat.INT4);
+                Run base;
                 Run dependent;
-                gpu.dependentLaunches(true);
-                System.setProperty("orbit.cuda.gemvPrologue", "on");
+                System.setProperty("orbit.cuda.gemvPrologue", "off");
+                System.setProperty("orbit.cuda.downPrologue", "off");
                 try {
+                    base = run(gpu, graphs, reqs, 3, false, "qwen3_moe", lora, BaseFormat.INT4);
+                    gpu.dependentLaunches(true);
+                    System.setProperty("orbit.cuda.gemvPrologue", "on");
+                    System.setProperty("orbit.cuda.downPrologue", "on");
                     dependent = run(gpu, graphs, reqs, 3, false, "qwen3_moe", lora, BaseFormat.INT4);
                 } finally {
                     System.clearProperty("orbit.cuda.gemvPrologue");
+                    System.clearProperty("orbit.cuda.downPrologue");
                     gpu.dependentLaunches(false);
                 }
                 String what = "dependent prologue products, graphs " + graphs + ", " + n + " sequences";

@@ -52,6 +52,13 @@ public final class CudaFusedDecode {
     private final Kernel norm1;
     private final Kernel norm4;
     private final Kernel routerNormTopk;
+    private final Kernel routerNormTopkPre;
+    /**
+     * {@value} ({@code on|off}, read at each call; off by default): {@link #moeRouterNormTopk} takes {@code
+     * moe_router_norm_topk_pre}, whose warps issue their router rows' loads before the kernel waits for the launch before
+     * it (under dependent launches they stream while that launch runs); the same sums, the same bits.
+     */
+    static final String ROUTER_PROLOGUE_PROPERTY = "orbit.cuda.routerPrologue";
     private final Kernel routerTiles;
     private final Kernel routerAddNormTopk;
     private final EnumMap<QuantLayout, Kernel> swiglu = new EnumMap<>(QuantLayout.class);
@@ -80,6 +87,7 @@ public final class CudaFusedDecode {
         this.norm1 = ctx.kernel("bgemv", "bgemv_norm1");
         this.norm4 = ctx.kernel("bgemv", "bgemv_norm_m4");
         this.routerNormTopk = ctx.kernel("moe", "moe_router_norm_topk");
+        this.routerNormTopkPre = ctx.kernel("moe", "moe_router_norm_topk_pre");
         this.routerTiles = ctx.kernel("moe", "moe_router_tiles");
         this.routerAddNormTopk = ctx.kernel("moe", "moe_router_add_norm_topk");
         for (QuantLayout l : QuantLayout.values()) {
@@ -317,9 +325,20 @@ public final class CudaFusedDecode {
         }
         Tensor logits = ctx.scratch(CudaContext.Scratch.ROUTER_LOGITS, DType.F32, (long) tokens * e); // [T, E]
         int chunks = (e + ROUTER_WARPS - 1) / ROUTER_WARPS;
-        ctx.launch2dShared(routerNormTopk, chunks, tokens, 32 * ROUTER_WARPS, (int) shared, x, normWeight,
+        ctx.launch2dShared(routerPrologue() ? routerNormTopkPre : routerNormTopk, chunks, tokens, 32 * ROUTER_WARPS, (int) shared, x,
+                normWeight,
                 normWeight.dtype() == DType.BF16 ? 1 : 0, eps, h, router, hd, e, topk, normalize ? 1 : 0, logits,
                 ctx.tickets, values, indices);
+    }
+
+    /** Whether {@link #ROUTER_PROLOGUE_PROPERTY} asks for the prologue form. */
+    static boolean routerPrologue() {
+        String v = System.getProperty(ROUTER_PROLOGUE_PROPERTY, "off");
+        return switch (v) {
+            case "on" -> true;
+            case "off" -> false;
+            default -> throw new IllegalArgumentException("-D" + ROUTER_PROLOGUE_PROPERTY + "=" + v + ": expected on or off");
+        };
     }
 
     /** Rows of each of gate and up a lane of {@link #moeSwigluPairs} takes (4 or 2); a block takes 4 lanes' rows. */

@@ -299,9 +299,17 @@ extern "C" __global__ void moe_router_topk(const float* x, const uint4* w, int H
 // re-arms the ticket to 0.
 // moe_router_norm_topk's body; with d (not null) the row staged is x[t] + d[t] (one f32 add a value, add_rmsnorm's sum),
 // and each block writes its share of that sum to sum[t] (the residual stream after the attention) beside its share of h.
+// The warp's expert row's first 8 loads a lane (router_norm_topk's first step; the frozen weights alone).
+__device__ __forceinline__ void router_row_fetch(const uint4* __restrict__ w, int H, int E, uint4* q) {
+    int e = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (e < E) router_fetch(w + (i64) e * (H / 8), H / 8, 0, threadIdx.x & 31, q);
+}
+
+// fetched: q holds router_row_fetch's loads already (issued before the kernel's wait), else they are issued here.
 __device__ __forceinline__ void router_norm_topk(const float* x, const float* d, float* sum, const void* nw, int nwBf16,
                                                  float eps, float* h, const uint4* w, int H, int E, int topk, int normalize,
-                                                 float* logits, int* tickets, float* values, int* indices) {
+                                                 float* logits, int* tickets, float* values, int* indices, uint4* q,
+                                                 bool fetched) {
     extern __shared__ float smem[];
     float* xs = smem;       // [H]
     float* lg = smem + H;   // [E]
@@ -313,8 +321,7 @@ __device__ __forceinline__ void router_norm_topk(const float* x, const float* d,
     int e = blockIdx.x * warps + (threadIdx.x >> 5);
     int units = H / 8;
     const uint4* wrow = w + (i64) (e < E ? e : 0) * units;
-    uint4 q[8];
-    if (e < E) router_fetch(wrow, units, 0, lane, q);
+    if (!fetched && e < E) router_fetch(wrow, units, 0, lane, q);   // router_row_fetch's loads
     const float4* xr = (const float4*) (x + (i64) t * H);
     const float4* dr = d == nullptr ? nullptr : (const float4*) (d + (i64) t * H);
     int H4 = H >> 2;
@@ -391,7 +398,21 @@ extern "C" __global__ void moe_router_norm_topk(const float* x, const void* nw, 
                                                 int H, int E, int topk, int normalize, float* logits, int* tickets,
                                                 float* values, int* indices) {
     pdl_enter();
-    router_norm_topk(x, nullptr, nullptr, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices);
+    uint4 q[8];
+    router_norm_topk(x, nullptr, nullptr, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices, q,
+                     false);
+}
+
+// moe_router_norm_topk with its warps' weight loads issued before its wait (the whole row at H <= 2048), so that under
+// dependent launches they stream while the launch before it runs; the same sums (the same bits).
+extern "C" __global__ void moe_router_norm_topk_pre(const float* x, const void* nw, int nwBf16, float eps, float* h,
+                                                    const uint4* w, int H, int E, int topk, int normalize, float* logits,
+                                                    int* tickets, float* values, int* indices) {
+    uint4 q[8];
+    router_row_fetch(w, H, E, q);
+    pdl_enter();
+    router_norm_topk(x, nullptr, nullptr, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices, q,
+                     true);
 }
 
 // moe_router_norm_topk of the row x[t] + d[t] (a decode step's residual after the attention, add_rmsnorm's sum), which
@@ -401,7 +422,8 @@ extern "C" __global__ void moe_router_add_norm_topk(const float* x, const float*
                                                     float eps, float* h, const uint4* w, int H, int E, int topk, int normalize,
                                                     float* logits, int* tickets, float* values, int* indices) {
     pdl_enter();
-    router_norm_topk(x, d, sum, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices);
+    uint4 q[8];
+    router_norm_topk(x, d, sum, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices, q, false);
 }
 
 // The router of a decode batch over x as it is (moe_router_norm_topk without its norm) in fewer, wider blocks: block

@@ -9,6 +9,7 @@ import org.orbitrl.kernels.quant.QuantizedTensor;
 import java.util.Arrays;
 import java.util.SplittableRandom;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -108,6 +109,70 @@ class CudaFusedDecodeTest extends CudaTestBase {
                     checkSelection(what + " (run " + run + ")", xn, w, e, h, topk, normalize,
                             gpu.toHost(values).toFloatArray(), gpu.toHost(ids).toLongArray());
                 }
+            }
+        }
+    }
+
+    /**
+     * {@code -Dorbit.cuda.routerPrologue=on}: {@code moe_router_norm_topk_pre} (its router rows' loads before its wait) gives
+     * the plain kernel's h, values and experts bit for bit, 1 and 5 tokens, H 2048 and 256 (one step of loads a lane and a
+     * part of one), twice each (the tickets re-armed); and as a dependent launch right after the launch that writes its x
+     * (x = a + b by the residual add and norm, {@code add_rmsnorm_v4_f32}), the same bits as without dependent launches. The launch is the prologue kernel's:
+     * left out, the outputs keep their poison.
+     */
+    @Test
+    void routerPrologueGivesThePlainKernelsBits() {
+        SplittableRandom r = rng(313);
+        for (int[] c : new int[][]{{1, 2048, 128, 8}, {5, 256, 60, 3}}) {
+            int t = c[0];
+            int h = c[1];
+            int e = c[2];
+            int topk = c[3];
+            String what = "tokens " + t + " H " + h + " E " + e + " top " + topk;
+            Tensor a = dev(randn(r, 2f, t, h));
+            Tensor b = dev(randn(r, 1f, t, h));
+            Tensor dnw = dev(Tensor.of(normWeights(r, h, false), h));
+            Tensor dw = dev(randn(r, 0.2f, e, h).to(DType.BF16));
+            float[][][] outs = new float[3][][];
+            long[][] experts = new long[3][];
+            Tensor normed = poisoned(DType.F32, t, h);
+            for (int form = 0; form < 3; form++) {  // plain, prologue, prologue as a dependent of the add
+                boolean dependent = form == 2;
+                String switched = form == 0 ? "off" : "on";
+                String omit = form == 0 ? "^moe_router_norm_topk$" : "^moe_router_norm_topk_pre$";
+                Tensor x = poisoned(DType.F32, t, h);
+                Tensor hOut = poisoned(DType.F32, t, h);
+                Tensor values = poisoned(DType.F32, t, topk);
+                Tensor ids = poisoned(DType.I32, t, topk);
+                Tensor hLeft = poisoned(DType.F32, t, h);
+                Tensor valuesLeft = poisoned(DType.F32, t, topk);
+                Tensor idsLeft = poisoned(DType.I32, t, topk);
+                gpu.dependentLaunches(dependent);
+                try {
+                    withProperty(CudaFusedDecode.ROUTER_PROLOGUE_PROPERTY, switched, () -> {
+                        for (int run = 0; run < 2; run++) {
+                            gpu.addRmsNorm(a, b, x, dnw, EPS, normed);
+                            gpu.fusedDecode().moeRouterNormTopk(x, dnw, EPS, dw, topk, true, hOut, values, ids);
+                        }
+                        withProperty("orbit.cuda.omitKernels", omit,
+                                () -> gpu.fusedDecode().moeRouterNormTopk(x, dnw, EPS, dw, topk, true, hLeft, valuesLeft, idsLeft));
+                    });
+                } finally {
+                    gpu.dependentLaunches(false);
+                }
+                outs[form] = new float[][]{gpu.toHost(hOut).toFloatArray(), gpu.toHost(values).toFloatArray()};
+                experts[form] = gpu.toHost(ids).toLongArray();
+                assertTrue(Float.isNaN(gpu.toHost(hLeft).toFloatArray()[0]) && Float.isNaN(gpu.toHost(valuesLeft).toFloatArray()[0]),
+                        what + ", form " + form + ": the launch left out wrote its outputs");
+            }
+            for (float v : outs[0][1]) {
+                assertTrue(v > 0f && v <= 1f, what + ": a selected probability " + v);
+            }
+            for (int form = 1; form < 3; form++) {
+                String f = what + (form == 2 ? ", a dependent launch" : "");
+                assertBitsEqual(f + ": h", outs[0][0], outs[form][0]);
+                assertBitsEqual(f + ": values", outs[0][1], outs[form][1]);
+                assertArrayEquals(experts[0], experts[form], f + ": experts");
             }
         }
     }

@@ -18,7 +18,8 @@ import static org.orbitrl.kernels.cuda.CudaTestBase.valueWithProperty;
 /**
  * The one-row prologue products' switch ({@code orbit.cuda.gemvPrologue=on|plain|off}, plain by default), the launcher's
  * bound on a lane's steps against the kernel's own ({@code BGP_STEPS} in bgemv.cu), and the routed experts' down prologue
- * switch ({@code orbit.cuda.downPrologue=on|off}, on by default): no GPU needed.
+ * switch ({@code orbit.cuda.downPrologue=on|off}, on by default) and the router's ({@code orbit.cuda.routerPrologue=on|off},
+ * off by default): no GPU needed.
  */
 class GemvPrologueSwitchTest {
 
@@ -55,5 +56,15 @@ class GemvPrologueSwitchTest {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                 () -> valueWithProperty(key, "plain", CudaMoeDecodePairs::downPrologue));
         assertTrue(e.getMessage().contains("orbit.cuda.downPrologue=plain"), e.getMessage());
+    }
+
+    @Test
+    void theRouterPrologueSwitch() {
+        String key = CudaFusedDecode.ROUTER_PROLOGUE_PROPERTY;
+        assertFalse(valueWithProperty(key, null, CudaFusedDecode::routerPrologue), "off by default");
+        assertTrue(valueWithProperty(key, "on", CudaFusedDecode::routerPrologue), "on");
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> valueWithProperty(key, "yes", CudaFusedDecode::routerPrologue));
+        assertTrue(e.getMessage().contains("orbit.cuda.routerPrologue=yes"), e.getMessage());
     }
 }

@@ -29,7 +29,7 @@ final class DependentKernels {
      */
     private static final Map<String, Set<String>> PROLOGUES = Map.of("bgemv/bgemv_pre1", Set.of("w"),
             "bgemv/bgemv_norm_pre1", Set.of("w0", "w1", "w2"), "bgemv/bgemv_norm_scale_pre1", Set.of("w0", "w1", "w2"),
-            "qgemv/qgemv_down_combine_pre_int4", Set.of("ids", "codes", "scales", "zeros"));
+            "qgemv/qgemv_down_combine_pre_int4", Set.of("ids", "codes", "scales", "zeros"), "moe/moe_router_norm_topk_pre", Set.of("w"));
 
     /** Whether kernel {@code name} of {@code file}.cu waits for its predecessor ({@code pdl_enter()}) before it reads what that wrote. */
     static boolean waitsForPredecessor(String file, String name) {
@@ -96,6 +96,7 @@ final class DependentKernels {
         s.add("moe/moe_router_logits");
         s.add("moe/moe_router_topk");
         s.add("moe/moe_router_norm_topk");        // the fused decode operations (CudaFusedDecode)
+        s.add("moe/moe_router_norm_topk_pre");    // its router rows' loads before the wait (PROLOGUES)
         s.add("moe/moe_router_add_norm_topk");
         s.add("moe/moe_router_tiles");
         s.add("bgemv/bgemv_norm1");

@@ -25,12 +25,13 @@ final class CudaMoeDecodePairs {
     private static final int MAX_TOPK = 16;
 
     /**
-     * {@value} ({@code on|off}, read at each call; on by default): INT4 down products right after this class's gate/up
+     * {@value} ({@code on|off}, read at each call; on by default): INT4 down products soon after this class's gate/up
      * launch over the same ids take {@code qgemv_down_combine_pre_int4}, which reads the ids and issues its first steps'
-     * weight loads before it waits for that launch (the same sums, the same bits). The ids may be read there because the
-     * router wrote them before the gate/up launch, whose blocks wait for the router before they let the down launch start;
-     * so the kernel is taken only while the thread has issued at most {@link #PROLOGUE_GAP} other launches since that
-     * gate/up launch (its pairs' LoRA A product and the like, none of which writes ids). Measured on an H100 (Qwen3-30B-A3B
+     * weight loads before it waits for the launch before it (the same sums, the same bits). The ids may be read there
+     * because the router wrote them before the gate/up launch, whose blocks wait for the router before they let any later
+     * launch start, and because nothing between rewrites them: the kernel is taken only by the thread that made that
+     * gate/up launch, once, while it has issued at most {@link #PROLOGUE_GAP} other launches since (the pairs' LoRA A
+     * product and the like; {@code GroupedExperts} issues nothing else between them). Measured on an H100 (Qwen3-30B-A3B
      * shape, a one-sequence captured step with dependent launches): 3.051-3.054 → 2.956-2.961 ms; at 8 sequences the
      * grouped products take the experts and nothing changes.
      */
@@ -43,8 +44,9 @@ final class CudaMoeDecodePairs {
     private final EnumMap<QuantLayout, Kernel> swiglu6 = new EnumMap<>(QuantLayout.class);
     private final EnumMap<QuantLayout, Kernel> down = new EnumMap<>(QuantLayout.class);
     private final Kernel downPre;
-    private long swigluIds = -1;     // the ids of the last gate/up launch, and Launcher.launches() just after it
+    private long swigluIds = -1;     // the ids of the last gate/up launch, Launcher.launches() just after it, and its thread
     private long swigluAt = -1;
+    private Thread swigluBy;
 
     CudaMoeDecodePairs(CudaContext ctx) {
         this.ctx = ctx;
@@ -98,6 +100,7 @@ final class CudaMoeDecodePairs {
         long after = Launcher.launches();
         swigluIds = after > before ? CudaAllocator.address(ids) : -1;
         swigluAt = after;
+        swigluBy = Thread.currentThread();
         return true;
     }
 
@@ -133,6 +136,9 @@ final class CudaMoeDecodePairs {
      */
     boolean downCombine(Tensor act, QuantizedTensor d, int experts, Tensor ids, Backend.PairLora lora, Tensor table, int rank,
                         Tensor weights, Tensor out, boolean accumulate) {
+        long sinceGateUp = swigluIds == CudaAllocator.address(ids) && swigluBy == Thread.currentThread()
+                ? Launcher.launches() - swigluAt : -1;
+        swigluIds = -1;   // one down call a gate/up launch, taken or not
         QuantLayout layout = QuantLayout.of(d, ctx);
         int n = Math.toIntExact(d.rows() / experts);
         int k = Math.toIntExact(d.cols());
@@ -148,11 +154,10 @@ final class CudaMoeDecodePairs {
             throw new IllegalArgumentException("moeDownCombinePairs: weights " + weights + " [" + tokens + ", " + topk + "] and out " + out
                     + " [" + tokens + ", " + n + "] do not fit ids " + ids + " and experts of [" + n + ", " + k + "]");
         }
-        boolean pre = layout == QuantLayout.INT4 && downPrologue() && CudaAllocator.address(ids) == swigluIds
-                && Launcher.launches() - swigluAt <= PROLOGUE_GAP;
-        swigluIds = -1;   // one down launch a gate/up launch
+        boolean pre = layout == QuantLayout.INT4 && downPrologue() && sinceGateUp >= 0 && sinceGateUp <= PROLOGUE_GAP;
         ctx.launch2dShared(pre ? downPre : down.get(layout), (n + DOWN_ROWS - 1) / DOWN_ROWS, tokens, 32 * topk, 4 * topk * k, act,
-                ids, weights, topk, 0, d.codes(), d.scales(), d.zeros(), d.globalScale(), out, accumulate ? 1 : 0, n, k, experts, ctx.errorFlag,
+                ids, weights, topk, 0, d.codes(), d.scales(), d.zeros(), d.globalScale(), out, accumulate ? 1 : 0, n, k, experts,
+                ctx.errorFlag,
                 lora == null ? null : lora.lo(), table, lora == null ? 0f : lora.scale(), rank);
         return true;
     }

@@ -114,16 +114,17 @@ class CudaFusedDecodeTest extends CudaTestBase {
     }
 
     /**
-     * {@code -Dorbit.cuda.routerPrologue=on}: {@code moe_router_norm_topk_pre} (its router rows' loads before its wait) gives
-     * the plain kernel's h, values and experts bit for bit, 1 and 5 tokens, H 2048 and 256 (one step of loads a lane and a
-     * part of one), twice each (the tickets re-armed); and as a dependent launch right after the launch that writes its x
-     * (x = a + b by the residual add and norm, {@code add_rmsnorm_v4_f32}), the same bits as without dependent launches. The launch is the prologue kernel's:
-     * left out, the outputs keep their poison.
+     * {@code -Dorbit.cuda.routerPrologue=on}: {@code moe_router_norm_topk_pre} (its router rows' loads before its wait)
+     * gives the plain kernel's h, values and experts bit for bit: 1, 5 and 2 tokens, H 2048, 256 and 4096 (one step of
+     * loads a lane, a part of one, and two, the second after the wait), 62 experts (a block's warps past the last), twice
+     * each (the tickets re-armed); and as a dependent launch right after the launch that writes its x (x = a + b by the
+     * residual add and norm, {@code addRmsNorm}), the same bits as without dependent launches. The launch is the
+     * prologue kernel's: left out, the outputs keep their poison.
      */
     @Test
     void routerPrologueGivesThePlainKernelsBits() {
         SplittableRandom r = rng(313);
-        for (int[] c : new int[][]{{1, 2048, 128, 8}, {5, 256, 60, 3}}) {
+        for (int[] c : new int[][]{{1, 2048, 128, 8}, {5, 256, 60, 3}, {2, 4096, 62, 6}}) {
             int t = c[0];
             int h = c[1];
             int e = c[2];

@@ -207,59 +207,83 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
     }
 
     /**
-     * {@code -Dorbit.cuda.downPrologue=on} (the default): an INT4 down launch right after the gate/up launch over the same
+     * {@code -Dorbit.cuda.downPrologue=on} (the default): an INT4 down launch soon after the gate/up launch over the same
      * ids takes {@code qgemv_down_combine_pre_int4} (its ids and first weights read before its wait) and gives the bits of
-     * the kernel it takes with {@code =off}, with the term and without, one token at top 8 of Qwen3-30B-A3B's 768-wide experts (hidden 256 here); a second
-     * down launch with no gate/up launch before it takes the default kernel (each form shown taken by leaving the other
-     * out: a left-out launch leaves out poisoned). Both after a dependent chain of launches where dependent launches are on.
+     * the kernel it takes with {@code =off}, with the term and without, one token at top 8 of Qwen3-30B-A3B's 768-wide
+     * experts (hidden 256 here). The ids and weights are the router's, written on the device into buffers of -1 each time
+     * (an early read of the ids would find -1, out of range, reported), the router, gate/up and down chained as dependent
+     * launches for the prologue form and as plain launches for the reference. A second down call with no gate/up launch
+     * before it takes the plain kernel, and so does one from another thread. Each form is shown to be the launch by
+     * leaving the other out (a left-out launch leaves its output poisoned).
      */
     @Test
-    void downPrologueRightAfterGateUpGivesTheSameBits() {
+    void downPrologueAfterGateUpGivesTheSameBits() {
         SplittableRandom r = rng(957);
         int e = 16;
         int h = 256;
         int inter = 768;
         int rank = 8;
+        int topk = 8;
         Experts g = experts("int4-g32", r, e, inter, h);
         Experts u = experts("int4-g32", r, e, inter, h);
         Experts d = experts("int4-g32", r, e, h, inter);
         float[][] bh = new float[e][];
         ExpertWeights b = loraB(r, e, h, rank, bh);
+        Tensor router = dev(randn(r, 0.5f, e, h).to(DType.BF16));
+        Tensor nw = dev(Tensor.of(CudaFusedDecodeTest.normWeights(r, h, false), h));
         try {
             for (boolean term : new boolean[]{false, true}) {
                 String what = "one token at top 8" + (term ? ", with the LoRA" : "");
                 Tensor x = dev(randn(r, 1f, 1, h));
-                Tensor ids = dev(Tensor.ofInts(CudaFusedDecodeTest.routes(r, 1, 8, e), 1, 8));
-                Tensor wts = dev(Tensor.of(new float[]{0.3f, 0.1f, 0.05f, 0.2f, 0.15f, 0.08f, 0.07f, 0.05f}, 1, 8));
-                Backend.PairLora pl = term ? new Backend.PairLora(dev(randn(r, 1f, 8, rank)), b, 0.5f) : null;
-                Tensor act = poisoned(DType.F32, 8, inter);
-                Tensor want = poisoned(DType.F32, 1, h);
-                Tensor got = poisoned(DType.F32, 1, h);
-                Tensor again = poisoned(DType.F32, 1, h);
-                Tensor declined = poisoned(DType.F32, 1, h);
-                withProperty(CudaMoeDecodePairs.DOWN_PROLOGUE_PROPERTY, "off", () -> {
-                    assertTrue(gpu.moeSwigluPairs(x, 8, g.w(), u.w(), ids, null, null, act), what + ": gate/up");
-                    assertTrue(gpu.moeDownCombinePairs(act, d.w(), ids, pl, wts, want, false), what + ": the plain down");
-                });
-                withProperty(CudaMoeDecodePairs.DOWN_PROLOGUE_PROPERTY, "on", () -> {
-                    assertTrue(gpu.moeSwigluPairs(x, 8, g.w(), u.w(), ids, null, null, act));
-                    withProperty("orbit.cuda.omitKernels", "^qgemv_down_combine_lora_int4$",
-                            () -> assertTrue(gpu.moeDownCombinePairs(act, d.w(), ids, pl, wts, got, false)));
-                    // no gate/up launch since: the default kernel (the prologue form left out here)
-                    withProperty("orbit.cuda.omitKernels", "^qgemv_down_combine_pre_int4$",
-                            () -> assertTrue(gpu.moeDownCombinePairs(act, d.w(), ids, pl, wts, again, false)));
-                    withProperty("orbit.cuda.omitKernels", "^qgemv_down_combine_lora_int4$",
-                            () -> assertTrue(gpu.moeDownCombinePairs(act, d.w(), ids, pl, wts, declined, false)));
-                });
-                float[] w = gpu.toHost(want).toFloatArray();
-                for (float v : w) {
+                Backend.PairLora pl = term ? new Backend.PairLora(dev(randn(r, 1f, topk, rank)), b, 0.5f) : null;
+                float[][] outs = new float[2][];
+                for (int form = 0; form < 2; form++) {
+                    boolean pre = form == 1;
+                    Tensor ids = poisoned(DType.I32, 1, topk);
+                    Tensor wts = poisoned(DType.F32, 1, topk);
+                    Tensor hx = poisoned(DType.F32, 1, h);
+                    Tensor act = poisoned(DType.F32, topk, inter);
+                    Tensor out = poisoned(DType.F32, 1, h);
+                    gpu.dependentLaunches(pre);
+                    try {
+                        withProperty(CudaMoeDecodePairs.DOWN_PROLOGUE_PROPERTY, pre ? "on" : "off", () -> withProperty(
+                                "orbit.cuda.omitKernels", pre ? "^qgemv_down_combine_lora_int4$" : "^qgemv_down_combine_pre_int4$", () -> {
+                                    gpu.fusedDecode().moeRouterNormTopk(x, nw, 1e-6f, router, topk, true, hx, wts, ids);
+                                    assertTrue(gpu.moeSwigluPairs(hx, topk, g.w(), u.w(), ids, null, null, act), what + ": gate/up");
+                                    assertTrue(gpu.moeDownCombinePairs(act, d.w(), ids, pl, wts, out, false), what + ": down");
+                                }));
+                    } finally {
+                        gpu.dependentLaunches(false);
+                    }
+                    outs[form] = gpu.toHost(out).toFloatArray();
+                    if (pre) {
+                        // no gate/up launch since: the plain kernel (left out here, so out2 keeps its poison)
+                        Tensor out2 = poisoned(DType.F32, 1, h);
+                        withProperty("orbit.cuda.omitKernels", "^qgemv_down_combine_lora_int4$",
+                                () -> assertTrue(gpu.moeDownCombinePairs(act, d.w(), ids, pl, wts, out2, false)));
+                        assertTrue(Float.isNaN(gpu.toHost(out2).toFloatArray()[0]), what + ": a second down call took the prologue form");
+                        // from another thread, right after this thread's gate/up launch: the plain kernel too
+                        assertTrue(gpu.moeSwigluPairs(hx, topk, g.w(), u.w(), ids, null, null, act));
+                        Tensor out3 = poisoned(DType.F32, 1, h);
+                        boolean[] taken = new boolean[1];
+                        Thread other = new Thread(() -> taken[0] = gpu.moeDownCombinePairs(act, d.w(), ids, pl, wts, out3, false));
+                        withProperty("orbit.cuda.omitKernels", "^qgemv_down_combine_lora_int4$", () -> {
+                            other.start();
+                            try {
+                                other.join();
+                            } catch (InterruptedException ex) {
+                                throw new IllegalStateException(ex);
+                            }
+                        });
+                        assertTrue(taken[0], what + ": another thread's down call returned");
+                        assertTrue(Float.isNaN(gpu.toHost(out3).toFloatArray()[0]),
+                                what + ": another thread's down call took the prologue form");
+                    }
+                }
+                for (float v : outs[0]) {
                     assertTrue(Float.isFinite(v), what + ": the plain down wrote " + v);
                 }
-                assertBitsEqual(what + ": the prologue form", w, gpu.toHost(got).toFloatArray());
-                assertBitsEqual(what + ": a down launch with no gate/up launch before it", w, gpu.toHost(again).toFloatArray());
-                for (float v : gpu.toHost(declined).toFloatArray()) {
-                    assertTrue(Float.isNaN(v), what + ": a second down launch took the prologue form and wrote " + v);
-                }
+                assertBitsEqual(what + ": the prologue form, dependent launches", outs[0], outs[1]);
             }
         } finally {
             gpu.free(g.stack());

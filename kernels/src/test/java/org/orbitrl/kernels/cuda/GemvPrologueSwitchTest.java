@@ -63,6 +63,7 @@ class GemvPrologueSwitchTest {
         String key = CudaFusedDecode.ROUTER_PROLOGUE_PROPERTY;
         assertFalse(valueWithProperty(key, null, CudaFusedDecode::routerPrologue), "off by default");
         assertTrue(valueWithProperty(key, "on", CudaFusedDecode::routerPrologue), "on");
+        assertFalse(valueWithProperty(key, "off", CudaFusedDecode::routerPrologue), "off");
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                 () -> valueWithProperty(key, "yes", CudaFusedDecode::routerPrologue));
         assertTrue(e.getMessage().contains("orbit.cuda.routerPrologue=yes"), e.getMessage());

@@ -381,8 +381,10 @@ class CudaDecodeGraphsTest {
      * experts' down launch, with its ids and its LoRA's A product between it and the gate/up launch) change no value: on
      * the qwen3_moe fixture (INT4 experts, LoRA on q and on the fused experts, so that o is a plain product), the replayed
      * graphs and the eager engine each give the tokens and log-probs of their run with neither prologue bit for bit, at 1
-     * sequence and at 6 (whose one-row steps are their tails). A one-sequence step's capture takes dependent launches
-     * either way ({@code orbit.cuda.pdlOneRow}); what differs there is the prologues alone.
+     * sequence and at 6 (whose one-row steps are their tails), with the plain few-pair down kernel left out of the
+     * prologue run (so that a down launch that declined the prologue would change the bits). A one-sequence step's
+     * capture takes dependent launches either way ({@code orbit.cuda.pdlOneRow}); what differs there is the prologues
+     * alone.
      */
     @Test
     void prologueProductsUnderDependentLaunchesGiveTheSameBits() {
@@ -393,17 +395,29 @@ class CudaDecodeGraphsTest {
             for (RolloutEngine.Graphs graphs : new RolloutEngine.Graphs[]{RolloutEngine.Graphs.ON, RolloutEngine.Graphs.OFF}) {
                 Run base;
                 Run dependent;
-                System.setProperty("orbit.cuda.gemvPrologue", "off");
-                System.setProperty("orbit.cuda.downPrologue", "off");
+                String[] keys = {"orbit.cuda.gemvPrologue", "orbit.cuda.downPrologue", "orbit.cuda.omitKernels"};
+                String[] was = new String[keys.length];
+                for (int i = 0; i < keys.length; i++) {
+                    was[i] = System.getProperty(keys[i]);
+                }
+                System.setProperty(keys[0], "off");
+                System.setProperty(keys[1], "off");
                 try {
                     base = run(gpu, graphs, reqs, 3, false, "qwen3_moe", lora, BaseFormat.INT4);
                     gpu.dependentLaunches(true);
-                    System.setProperty("orbit.cuda.gemvPrologue", "on");
-                    System.setProperty("orbit.cuda.downPrologue", "on");
+                    System.setProperty(keys[0], "on");
+                    System.setProperty(keys[1], "on");
+                    // every few-pair down launch must be the prologue form: the plain one left out would change the bits
+                    System.setProperty(keys[2], "^qgemv_down_combine_lora_int4$");
                     dependent = run(gpu, graphs, reqs, 3, false, "qwen3_moe", lora, BaseFormat.INT4);
                 } finally {
-                    System.clearProperty("orbit.cuda.gemvPrologue");
-                    System.clearProperty("orbit.cuda.downPrologue");
+                    for (int i = 0; i < keys.length; i++) {
+                        if (was[i] == null) {
+                            System.clearProperty(keys[i]);
+                        } else {
+                            System.setProperty(keys[i], was[i]);
+                        }
+                    }
                     gpu.dependentLaunches(false);
                 }
                 String what = "dependent prologue products, graphs " + graphs + ", " + n + " sequences";

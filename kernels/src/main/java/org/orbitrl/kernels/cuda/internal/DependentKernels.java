@@ -23,9 +23,9 @@ final class DependentKernels {
      * The listed kernels that read frozen weights before their {@code pdl_enter()} (their prologue: those loads overlap
      * the kernels before them), by "file/name", with the parameters they may read there: pointers to weights that no
      * step writes, and one stated exception: {@code qgemv_down_combine_pre_int4}'s expert ids, which the router wrote
-     * before the launch before it (its host takes it only right after its gate/up launch over the same ids, whose
-     * blocks wait for the router before they let it start). {@code DependentKernelsSourceTest} checks that nothing else
-     * is named before the wait.
+     * before the gate/up launch over them, whose blocks wait for the router before they let any later launch start (its
+     * host takes it only soon after that launch; it reads them past L1). {@code DependentKernelsSourceTest} checks that
+     * nothing else is named before the wait, and that the ids are read with {@code __ldcg}.
      */
     private static final Map<String, Set<String>> PROLOGUES = Map.of("bgemv/bgemv_pre1", Set.of("w"),
             "bgemv/bgemv_norm_pre1", Set.of("w0", "w1", "w2"), "bgemv/bgemv_norm_scale_pre1", Set.of("w0", "w1", "w2"),

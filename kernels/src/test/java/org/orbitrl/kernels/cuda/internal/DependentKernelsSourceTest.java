@@ -85,6 +85,23 @@ class DependentKernelsSourceTest {
         }
     }
 
+    /**
+     * The one prologue parameter that is not a frozen weight, the down prologue's expert ids ({@link DependentKernels}'s
+     * stated exception), is read before the wait by {@code qgd_begin} alone, and past L1 ({@code __ldcg}): an L1 line
+     * of an earlier layer's ids must not answer it.
+     */
+    @Test
+    void theDownProloguesIdsAreReadPastL1() {
+        assertEquals(Set.of("ids", "codes", "scales", "zeros"), DependentKernels.prologues().get("qgemv/qgemv_down_combine_pre_int4"));
+        String src = stripComments(KernelLibrary.resource("qgemv.cu"));
+        int begin = src.indexOf("void qgd_begin(");
+        assertTrue(begin >= 0, "qgemv.cu defines qgd_begin");
+        String body = src.substring(begin, src.indexOf("\n}\n", begin));
+        assertTrue(body.contains("__ldcg(ids + pair)"), "qgd_begin reads the ids with __ldcg:\n" + body);
+        assertEquals(1, Pattern.compile("\\bids\\b").matcher(body.substring(body.indexOf('{'))).results().count(),
+                "qgd_begin reads ids once, past L1:\n" + body);
+    }
+
     @Test
     void waitIsOnlyFirstAndOnlyInListedKernels() throws IOException, URISyntaxException {
         URL common = KernelLibrary.class.getResource("/org/orbitrl/kernels/cuda/common.cuh");

@@ -367,12 +367,7 @@ public final class CudaBackend implements Backend {
 
     /** {@link #ONE_ROW_PDL_PROPERTY} as set; a value other than on or off is an error (checked when a backend is made, too). */
     static boolean oneRowDependentLaunches() {
-        String v = System.getProperty(ONE_ROW_PDL_PROPERTY, "on");
-        return switch (v) {
-            case "on" -> true;
-            case "off" -> false;
-            default -> throw new IllegalArgumentException("-D" + ONE_ROW_PDL_PROPERTY + "=" + v + ": expected on or off");
-        };
+        return Switches.onOff(ONE_ROW_PDL_PROPERTY, true);
     }
 
     /** {@link #captureStep(java.util.function.Supplier)}, with dependent launches at one sequence ({@link #ONE_ROW_PDL_PROPERTY}). */

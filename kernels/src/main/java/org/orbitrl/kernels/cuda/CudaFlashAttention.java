@@ -550,12 +550,7 @@ final class CudaFlashAttention {
      * H100, and a form that recomputed each head's split weights for every channel 5.440 against 4.611).
      */
     static boolean mergedSplits() {
-        String v = System.getProperty("orbit.cuda.decodeMerge", "off");
-        return switch (v) {
-            case "on" -> true;
-            case "off" -> false;
-            default -> throw new IllegalArgumentException("-Dorbit.cuda.decodeMerge=" + v + ": expected on or off");
-        };
+        return Switches.onOff("orbit.cuda.decodeMerge", false);
     }
 
     private void checkCaches(String op, Tensor kCache, Tensor vCache) {

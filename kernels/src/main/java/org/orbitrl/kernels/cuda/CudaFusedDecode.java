@@ -326,19 +326,13 @@ public final class CudaFusedDecode {
         Tensor logits = ctx.scratch(CudaContext.Scratch.ROUTER_LOGITS, DType.F32, (long) tokens * e); // [T, E]
         int chunks = (e + ROUTER_WARPS - 1) / ROUTER_WARPS;
         ctx.launch2dShared(routerPrologue() ? routerNormTopkPre : routerNormTopk, chunks, tokens, 32 * ROUTER_WARPS, (int) shared, x,
-                normWeight,
-                normWeight.dtype() == DType.BF16 ? 1 : 0, eps, h, router, hd, e, topk, normalize ? 1 : 0, logits,
+                normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0, eps, h, router, hd, e, topk, normalize ? 1 : 0, logits,
                 ctx.tickets, values, indices);
     }
 
     /** Whether {@link #ROUTER_PROLOGUE_PROPERTY} asks for the prologue form. */
     static boolean routerPrologue() {
-        String v = System.getProperty(ROUTER_PROLOGUE_PROPERTY, "off");
-        return switch (v) {
-            case "on" -> true;
-            case "off" -> false;
-            default -> throw new IllegalArgumentException("-D" + ROUTER_PROLOGUE_PROPERTY + "=" + v + ": expected on or off");
-        };
+        return Switches.onOff(ROUTER_PROLOGUE_PROPERTY, false);
     }
 
     /** Rows of each of gate and up a lane of {@link #moeSwigluPairs} takes (4 or 2); a block takes 4 lanes' rows. */

@@ -60,12 +60,7 @@ final class CudaMoeDecodePairs {
 
     /** Whether {@link #DOWN_PROLOGUE_PROPERTY} asks for the prologue form. */
     static boolean downPrologue() {
-        String v = System.getProperty(DOWN_PROLOGUE_PROPERTY, "on");
-        return switch (v) {
-            case "on" -> true;
-            case "off" -> false;
-            default -> throw new IllegalArgumentException("-D" + DOWN_PROLOGUE_PROPERTY + "=" + v + ": expected on or off");
-        };
+        return Switches.onOff(DOWN_PROLOGUE_PROPERTY, true);
     }
 
     /** Whether a call of this many pairs, ids [tokens, k] and x a row per xDiv pairs may take these launches. */
@@ -157,8 +152,7 @@ final class CudaMoeDecodePairs {
         boolean pre = layout == QuantLayout.INT4 && downPrologue() && sinceGateUp >= 0 && sinceGateUp <= PROLOGUE_GAP;
         ctx.launch2dShared(pre ? downPre : down.get(layout), (n + DOWN_ROWS - 1) / DOWN_ROWS, tokens, 32 * topk, 4 * topk * k, act,
                 ids, weights, topk, 0, d.codes(), d.scales(), d.zeros(), d.globalScale(), out, accumulate ? 1 : 0, n, k, experts,
-                ctx.errorFlag,
-                lora == null ? null : lora.lo(), table, lora == null ? 0f : lora.scale(), rank);
+                ctx.errorFlag, lora == null ? null : lora.lo(), table, lora == null ? 0f : lora.scale(), rank);
         return true;
     }
 }

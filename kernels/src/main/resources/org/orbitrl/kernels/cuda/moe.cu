@@ -289,6 +289,12 @@ extern "C" __global__ void moe_router_topk(const float* x, const uint4* w, int H
     router_select(lg, E, topk, normalize, values + (i64) t * topk, indices + (i64) t * topk, red, redi);
 }
 
+// The warp's expert row's first 8 loads a lane (router_norm_topk's first step; the frozen weights alone).
+__device__ __forceinline__ void router_row_fetch(const uint4* __restrict__ w, int H, int E, uint4* q) {
+    int e = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (e < E) router_fetch(w + (i64) e * (H / 8), H / 8, 0, threadIdx.x & 31, q);
+}
+
 // The router of a decode step in one launch over the device (grid ceil(E / warps) x T, dynamic shared
 // H + E floats): every block of token t = blockIdx.y stages xs = nw * (x[t] / sqrt(mean(x[t]^2) + eps))
 // (rmsnorm_f32's expression; nw f32 or bf16) and writes its share of those values to h[t] (the experts'
@@ -299,12 +305,6 @@ extern "C" __global__ void moe_router_topk(const float* x, const uint4* w, int H
 // re-arms the ticket to 0.
 // moe_router_norm_topk's body; with d (not null) the row staged is x[t] + d[t] (one f32 add a value, add_rmsnorm's sum),
 // and each block writes its share of that sum to sum[t] (the residual stream after the attention) beside its share of h.
-// The warp's expert row's first 8 loads a lane (router_norm_topk's first step; the frozen weights alone).
-__device__ __forceinline__ void router_row_fetch(const uint4* __restrict__ w, int H, int E, uint4* q) {
-    int e = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (e < E) router_fetch(w + (i64) e * (H / 8), H / 8, 0, threadIdx.x & 31, q);
-}
-
 // fetched: q holds router_row_fetch's loads already (issued before the kernel's wait), else they are issued here.
 __device__ __forceinline__ void router_norm_topk(const float* x, const float* d, float* sum, const void* nw, int nwBf16,
                                                  float eps, float* h, const uint4* w, int H, int E, int topk, int normalize,

@@ -82,6 +82,8 @@ final class CudaFlashAttention {
     private final Kernel pagedMmaPrep128;
     private final Kernel pagedMma3xPrep64;
     private final Kernel pagedMma3xPrep128;
+    private final Kernel pagedMmaPrepPre64;  // the same (a ring of 2) asking the L2 for their first lines before the wait
+    private final Kernel pagedMmaPrepPre128;
     private final Kernel pagedMmaPrepTk64;   // the same without clusters, the splits merged on a ticket
     private final Kernel pagedMmaPrepTk128;
     private final Kernel pagedMma3xPrepTk64;
@@ -117,6 +119,8 @@ final class CudaFlashAttention {
         this.pagedMmaPrep128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_d128_kvbf16");
         this.pagedMma3xPrep64 = ctx.kernel("paged_decode", "paged_decode_mma3_prep_d64_kvbf16");
         this.pagedMma3xPrep128 = ctx.kernel("paged_decode", "paged_decode_mma3_prep_d128_kvbf16");
+        this.pagedMmaPrepPre64 = ctx.kernel("paged_decode", "paged_decode_mma_prep_pre_d64_kvbf16");
+        this.pagedMmaPrepPre128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_pre_d128_kvbf16");
         this.pagedMmaPrepTk64 = ctx.kernel("paged_decode", "paged_decode_mma_prep_tk_d64_kvbf16");
         this.pagedMmaPrepTk128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_tk_d128_kvbf16");
         this.pagedMma3xPrepTk64 = ctx.kernel("paged_decode", "paged_decode_mma3_prep_tk_d64_kvbf16");
@@ -328,7 +332,8 @@ final class CudaFlashAttention {
         Tensor[] parts = ticketed && cluster > 1 ? splitPartials(b, hq, cluster, d) : new Tensor[2];
         Kernel kernel = ticketed
                 ? ring == 3 ? (d == 64 ? pagedMma3xPrepTk64 : pagedMma3xPrepTk128) : (d == 64 ? pagedMmaPrepTk64 : pagedMmaPrepTk128)
-                : ring == 3 ? (d == 64 ? pagedMma3xPrep64 : pagedMma3xPrep128) : (d == 64 ? pagedMmaPrep64 : pagedMmaPrep128);
+                : ring == 3 ? (d == 64 ? pagedMma3xPrep64 : pagedMma3xPrep128)
+                : prologue() ? (d == 64 ? pagedMmaPrepPre64 : pagedMmaPrepPre128) : (d == 64 ? pagedMmaPrep64 : pagedMmaPrep128);
         // the warps' rings, reused for their merge, then the block's partial past it (a cluster) or the last block's split
         // weights (G · (splits + 1) floats, on a ticket)
         int shared = ticketed ? Math.max(Math.max(mmaStageBytes(ring, d), mmaMergeBytes(d)), 4 * group * (cluster + 1))
@@ -353,6 +358,20 @@ final class CudaFlashAttention {
         long parts = (long) b * hq * splits;
         return new Tensor[]{ctx.scratch(CudaContext.Scratch.ATTENTION_ACC, DType.F32, parts * dv),
                 ctx.scratch(CudaContext.Scratch.ATTENTION_ML, DType.F32, parts * 2)};
+    }
+
+    /**
+     * {@code -Dorbit.cuda.attentionPrologue=on|off} (read at each call): whether the cluster form of {@link #prepAttention}
+     * at a ring of two stages takes {@code paged_decode_mma_prep_pre_*}, whose blocks ask the L2 for the lines their body
+     * reads first (each warp's first tiles of key and value rows, the head norms' weights, the rope tables' row) before
+     * they wait for the launch before them, so that those DRAM reads overlap the q/k/v projections. The same body, the
+     * same bits.
+     */
+    static final String PROLOGUE_PROPERTY = "orbit.cuda.attentionPrologue";
+
+    /** Whether {@link #PROLOGUE_PROPERTY} asks for the prologue form. */
+    static boolean prologue() {
+        return Switches.onOff(PROLOGUE_PROPERTY, false);
     }
 
     /** {@link #PREP_MERGE_PROPERTY}: whether the prepared attention merges its splits on a ticket rather than in a cluster. */

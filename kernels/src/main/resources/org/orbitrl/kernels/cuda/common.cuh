@@ -268,6 +268,12 @@ __device__ __forceinline__ void mma_tf32_1688(float* c, u32 a0, u32 a1, u32 a2, 
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+// A hint that the 128-byte line holding p be brought into the L2: no value comes back and nothing waits for it (a
+// prologue's way to start the DRAM reads of what its body will load after the wait).
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
 // Asynchronous copies global -> shared (sm_80+): 16 bytes, or 16 zero bytes where !valid (nothing is read then; src must
 // still be a valid address); the commit of the copies issued so far as one group; the wait until at most N groups are
 // in flight.

@@ -266,6 +266,68 @@ class CudaPrepAttentionTest extends CudaTestBase {
         }
     }
 
+    /**
+     * {@code -Dorbit.cuda.attentionPrologue=on} ({@code paged_decode_mma_prep_pre_*}: the lines its body reads first asked
+     * of the L2 before its wait) gives the plain cluster kernel's output and caches bit for bit, in every case above with
+     * the cluster the launcher picks and with 1, 5 and 16 blocks forced; also as a dependent launch right after the launch
+     * that writes its q (q = q + 0 by the residual add and norm), against the plain kernel without dependent launches.
+     * The launch is the prologue kernel's: with it left out the output keeps its poison.
+     */
+    @Test
+    void attentionPrologueGivesThePlainKernelsBits() {
+        SplittableRandom r = rng(306);
+        for (Case c : cases()) {
+            Step s = new Step(c, r);
+            for (String setting : new String[]{"on", "1", "5", "16"}) {
+                String what = c + ", prepAttention=" + setting;
+                Result plain = chained(s, setting, "off", false, null);
+                assertTrue(plain != null, what + ": the plain kernel declined a case it takes");
+                for (boolean dependent : new boolean[]{false, true}) {
+                    String f = what + ", attention prologue" + (dependent ? ", a dependent launch" : "");
+                    Result pre = chained(s, setting, "on", dependent, null);
+                    assertTrue(pre != null, f + ": declined a case the plain kernel takes");
+                    assertBitsEqual(f + ": output", plain.out(), pre.out());
+                    assertBitsEqual(f + ": keys", plain.keys(), pre.keys());
+                    assertBitsEqual(f + ": values", plain.values(), pre.values());
+                }
+                Result left = chained(s, setting, "on", false, "_prep_pre_");
+                for (float v : left.out()) {
+                    assertTrue(Float.isNaN(v), what + ": an output written with the prologue kernel left out");
+                }
+            }
+        }
+    }
+
+    /**
+     * The fused call on fresh copies of the step's caches right after a launch that writes its q (the step's q plus
+     * zeros, by {@code addRmsNorm}), under {@code -Dorbit.cuda.prepAttention=setting} and {@code attentionPrologue},
+     * with dependent launches on or off, {@code omit} left out; null where it declined.
+     */
+    private Result chained(Step s, String setting, String prologue, boolean dependent, String omit) {
+        Tensor kc = s.keys();
+        Tensor vc = s.values();
+        Tensor out = poisoned(DType.F32, s.b, s.c.hq(), s.c.d());
+        long row = (long) s.c.hq() * s.c.d();
+        Tensor q = poisoned(DType.F32, s.b, s.c.hq(), s.c.d());
+        Tensor zeros = dev(Tensor.of(new float[Math.toIntExact(s.b * row)], s.b, row));
+        Tensor nw = dev(Tensor.of(CudaFusedDecodeTest.normWeights(rng(307), Math.toIntExact(row), false), row));
+        Tensor normed = poisoned(DType.F32, s.b, row);
+        boolean[] took = new boolean[1];
+        gpu.dependentLaunches(dependent);
+        try {
+            withProperty(CudaFlashAttention.PREP_ATTENTION_PROPERTY, setting, () -> withProperty(CudaFlashAttention.PROLOGUE_PROPERTY,
+                    prologue, () -> withProperty("orbit.cuda.omitKernels", omit, () -> {
+                        gpu.addRmsNorm(s.q.reshape(s.b, row), zeros, q.reshape(s.b, row), nw, EPS, normed);
+                        took[0] = gpu.pagedDecodePrepAttention(q, s.k, s.v, s.qNorm, s.kNorm, EPS, s.positions, s.rope, kc, vc,
+                                s.slotsDev, s.tablesDev, s.lensDev, s.c.blockSize(), out, s.spec);
+                    })));
+        } finally {
+            gpu.dependentLaunches(false);
+        }
+        gpu.synchronize();
+        return took[0] ? new Result(gpu.toHost(out).toFloatArray(), gpu.toHost(kc).toFloatArray(), gpu.toHost(vc).toFloatArray()) : null;
+    }
+
     /** Every cache row but the new keys' bit for bit; new keys within one bf16 ulp, most equal. */
     private static void checkCaches(String what, Step s, Result sep, Result got) {
         assertBitsEqual(what + ": value cache", sep.values(), got.values());

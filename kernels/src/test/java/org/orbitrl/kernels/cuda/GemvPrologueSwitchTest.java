@@ -18,8 +18,8 @@ import static org.orbitrl.kernels.cuda.CudaTestBase.valueWithProperty;
 /**
  * The one-row prologue products' switch ({@code orbit.cuda.gemvPrologue=on|plain|off}, plain by default), the launcher's
  * bound on a lane's steps against the kernel's own ({@code BGP_STEPS} in bgemv.cu), and the routed experts' down prologue
- * switch ({@code orbit.cuda.downPrologue=on|off}, on by default) and the router's ({@code orbit.cuda.routerPrologue=on|off},
- * off by default): no GPU needed.
+ * switch ({@code orbit.cuda.downPrologue=on|off}, on by default), the router's ({@code orbit.cuda.routerPrologue=on|off},
+ * off by default) and the prepared attention's ({@code orbit.cuda.attentionPrologue=on|off}, off by default): no GPU needed.
  */
 class GemvPrologueSwitchTest {
 
@@ -67,5 +67,16 @@ class GemvPrologueSwitchTest {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                 () -> valueWithProperty(key, "yes", CudaFusedDecode::routerPrologue));
         assertTrue(e.getMessage().contains("orbit.cuda.routerPrologue=yes"), e.getMessage());
+    }
+
+    @Test
+    void theAttentionPrologueSwitch() {
+        String key = CudaFlashAttention.PROLOGUE_PROPERTY;
+        assertFalse(valueWithProperty(key, null, CudaFlashAttention::prologue), "off by default");
+        assertTrue(valueWithProperty(key, "on", CudaFlashAttention::prologue), "on");
+        assertFalse(valueWithProperty(key, "off", CudaFlashAttention::prologue), "off");
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> valueWithProperty(key, "1", CudaFlashAttention::prologue));
+        assertTrue(e.getMessage().contains("orbit.cuda.attentionPrologue=1"), e.getMessage());
     }
 }

@@ -55,8 +55,9 @@ public final class CudaFusedDecode {
     private final Kernel routerNormTopkPre;
     /**
      * {@value} ({@code on|off}, read at each call; off by default): {@link #moeRouterNormTopk} takes {@code
-     * moe_router_norm_topk_pre}, whose warps issue their router rows' loads before the kernel waits for the launch before
-     * it (under dependent launches they stream while that launch runs); the same sums, the same bits.
+     * moe_router_norm_topk_pre}, whose warps issue their router rows' loads, and whose blocks ask the L2 for the norm
+     * weight's lines, before the kernel waits for the launch before it (under dependent launches they stream while that
+     * launch runs); the same sums, the same bits.
      */
     static final String ROUTER_PROLOGUE_PROPERTY = "orbit.cuda.routerPrologue";
     private final Kernel routerTiles;

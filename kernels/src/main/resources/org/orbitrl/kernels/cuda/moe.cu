@@ -403,13 +403,16 @@ extern "C" __global__ void moe_router_norm_topk(const float* x, const void* nw, 
                      false);
 }
 
-// moe_router_norm_topk with its warps' weight loads issued before its wait (the whole row at H <= 2048), so that under
-// dependent launches they stream while the launch before it runs; the same sums (the same bits).
+// moe_router_norm_topk with its warps' weight loads issued before its wait (the whole row at H <= 2048), and the norm
+// weight's lines asked of the L2, so that under dependent launches they stream while the launch before it runs; the same
+// sums (the same bits).
 extern "C" __global__ void moe_router_norm_topk_pre(const float* x, const void* nw, int nwBf16, float eps, float* h,
                                                     const uint4* w, int H, int E, int topk, int normalize, float* logits,
                                                     int* tickets, float* values, int* indices) {
     uint4 q[8];
     router_row_fetch(w, H, E, q);
+    for (int l = threadIdx.x; nw != nullptr && l < (H * (nwBf16 ? 2 : 4) + 127) / 128; l += blockDim.x)
+        prefetch_l2((const char*) nw + 128 * l);
     pdl_enter();
     router_norm_topk(x, nullptr, nullptr, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices, q,
                      true);

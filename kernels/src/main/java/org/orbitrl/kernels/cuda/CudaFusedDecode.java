@@ -54,7 +54,8 @@ public final class CudaFusedDecode {
     private final Kernel routerNormTopk;
     private final Kernel routerNormTopkPre;
     /**
-     * {@value} ({@code on|off}, read at each call; off by default): {@link #moeRouterNormTopk} takes {@code
+     * {@value} ({@code on|off}, read at each call; off by default): {@link #moeRouterNormTopk}, and {@link #moeRouterTopk}
+     * where it takes the block-a-token launch (a decode step's few tokens), take {@code
      * moe_router_norm_topk_pre}, whose warps issue their router rows' loads, and whose blocks ask the L2 for the norm
      * weight's lines, before the kernel waits for the launch before it (under dependent launches they stream while that
      * launch runs); the same sums, the same bits.
@@ -195,8 +196,9 @@ public final class CudaFusedDecode {
                     group ? ctx.tickets.slice(0, CudaContext.TICKETS - 1, CudaContext.TICKETS) : null, ctx.errorFlag);
             return group ? Router.SELECTED_AND_GROUPED : Router.SELECTED;
         }
-        ctx.launch2dShared(routerNormTopk, (e + ROUTER_WARPS - 1) / ROUTER_WARPS, tokens, 32 * ROUTER_WARPS, 4 * (hd + e), x, null, 0,
-                0f, null, router, hd, e, topk, normalize ? 1 : 0, logits, ctx.tickets, values, indices);
+        ctx.launch2dShared(routerPrologue() ? routerNormTopkPre : routerNormTopk, (e + ROUTER_WARPS - 1) / ROUTER_WARPS, tokens,
+                32 * ROUTER_WARPS, 4 * (hd + e), x, null, 0, 0f, null, router, hd, e, topk, normalize ? 1 : 0, logits, ctx.tickets, values,
+                indices);
         return Router.SELECTED;
     }
 

@@ -54,15 +54,16 @@ public final class CudaFusedDecode {
     private final Kernel routerNormTopk;
     private final Kernel routerNormTopkPre;
     /**
-     * {@value} ({@code on|off}, read at each call; off by default): {@link #moeRouterNormTopk}, and {@link #moeRouterTopk}
-     * where it takes the block-a-token launch (a decode step's few tokens), take {@code
-     * moe_router_norm_topk_pre}, whose warps issue their router rows' loads, and whose blocks ask the L2 for the norm
+     * {@value} ({@code on|off}, read at each call; off by default): {@link #moeRouterNormTopk}, {@link #moeRouterTopk}
+     * where it takes the block-a-token launch (a decode step's few tokens) and {@link #addNormRouterTopk} take {@code
+     * moe_router_norm_topk_pre} ({@code moe_router_add_norm_topk_pre}), whose warps issue their router rows' loads, and whose blocks ask the L2 for the norm
      * weight's lines, before the kernel waits for the launch before it (under dependent launches they stream while that
      * launch runs); the same sums, the same bits.
      */
     static final String ROUTER_PROLOGUE_PROPERTY = "orbit.cuda.routerPrologue";
     private final Kernel routerTiles;
     private final Kernel routerAddNormTopk;
+    private final Kernel routerAddNormTopkPre;
     private final EnumMap<QuantLayout, Kernel> swiglu = new EnumMap<>(QuantLayout.class);
     private final EnumMap<QuantLayout, Kernel> swigluR2 = new EnumMap<>(QuantLayout.class);
     /** Rows of each matrix a lane of the gate/up launch takes: 4 (QGS_R, fewer larger blocks) or 2; {@code -Dorbit.cuda.decodeGateUpRows}. */
@@ -92,6 +93,7 @@ public final class CudaFusedDecode {
         this.routerNormTopkPre = ctx.kernel("moe", "moe_router_norm_topk_pre");
         this.routerTiles = ctx.kernel("moe", "moe_router_tiles");
         this.routerAddNormTopk = ctx.kernel("moe", "moe_router_add_norm_topk");
+        this.routerAddNormTopkPre = ctx.kernel("moe", "moe_router_add_norm_topk_pre");
         for (QuantLayout l : QuantLayout.values()) {
             swiglu.put(l, ctx.kernel("qgemv", "qgemv_swiglu_" + l.kernelSuffix()));
             swigluR2.put(l, ctx.kernel("qgemv", "qgemv_swiglu_r2_" + l.kernelSuffix()));
@@ -245,9 +247,9 @@ public final class CudaFusedDecode {
                     + " into " + values + " and " + indices + " [tokens, topk]");
         }
         Tensor logits = ctx.scratch(CudaContext.Scratch.ROUTER_LOGITS, DType.F32, (long) tokens * e); // [T, E]
-        ctx.launch2dShared(routerAddNormTopk, (e + ROUTER_WARPS - 1) / ROUTER_WARPS, tokens, 32 * ROUTER_WARPS, 4 * (hd + e), a, b,
-                sum, normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0, eps, normed, router, hd, e, topk, normalize ? 1 : 0,
-                logits, ctx.tickets, values, indices);
+        ctx.launch2dShared(routerPrologue() ? routerAddNormTopkPre : routerAddNormTopk, (e + ROUTER_WARPS - 1) / ROUTER_WARPS, tokens,
+                32 * ROUTER_WARPS, 4 * (hd + e), a, b, sum, normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0, eps, normed, router,
+                hd, e, topk, normalize ? 1 : 0, logits, ctx.tickets, values, indices);
         return true;
     }
 

@@ -429,6 +429,20 @@ extern "C" __global__ void moe_router_add_norm_topk(const float* x, const float*
     router_norm_topk(x, d, sum, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices, q, false);
 }
 
+// moe_router_add_norm_topk with moe_router_norm_topk_pre's prologue (the warps' router rows in registers, the norm
+// weight's lines asked of the L2, before the wait); the same sums (the same bits).
+extern "C" __global__ void moe_router_add_norm_topk_pre(const float* x, const float* d, float* sum, const void* nw, int nwBf16,
+                                                        float eps, float* h, const uint4* w, int H, int E, int topk,
+                                                        int normalize, float* logits, int* tickets, float* values,
+                                                        int* indices) {
+    uint4 q[8];
+    router_row_fetch(w, H, E, q);
+    for (int l = threadIdx.x; nw != nullptr && l < (H * (nwBf16 ? 2 : 4) + 127) / 128; l += blockDim.x)
+        prefetch_l2((const char*) nw + 128 * l);
+    pdl_enter();
+    router_norm_topk(x, d, sum, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices, q, true);
+}
+
 // The router of a decode batch over x as it is (moe_router_norm_topk without its norm) in fewer, wider blocks: block
 // (expert chunk blockIdx.x, token tile blockIdx.y) of RT_WARPS warps stages the tile's tt rows of x (dynamic shared
 // memory, max(tt * H, RT_WARPS * E) floats) once, every copy in flight at once (cp.async), and warp w holds expert

@@ -284,8 +284,9 @@ class CudaFusedDecodeTest extends CudaTestBase {
      * norm: the sum bit for bit (the same f32 add), the norm within {@code 1e-6·|v| + 1e-7} (its sum of squares in another
      * order), the same experts and their weights within 1e-5 of each, at 1, 3 and 7 tokens (below the tiles' 8), hidden
      * 2048 with 128 experts at top 8 (f32 norm weight) and 256 with 60 at top 3 (bf16 norm weight), with {@code
-     * -Dorbit.cuda.addNormRouter=on}, every pick an expert with a positive weight. At 8 tokens (the tiles' launch) and
-     * with the switch off (its default) the call declines and writes nothing.
+     * -Dorbit.cuda.addNormRouter=on}, every pick an expert with a positive weight; with {@code -Dorbit.cuda.routerPrologue=on}
+     * the same bits, also as a dependent launch. At 8 tokens (the tiles' launch) and with the switch off (its default) the
+     * call declines and writes nothing.
      */
     @Test
     void theAddTheNormAndTheRouterInOneLaunch() {
@@ -346,6 +347,32 @@ class CudaFusedDecodeTest extends CudaTestBase {
             }
             assertExact(what + ": the experts", gpu.toHost(idxRef).toLongArray(), chosen);
             assertClose(what + ": their weights", gpu.toHost(valuesRef).toFloatArray(), weights, 1e-5, 0);
+            // the router's prologue (moe_router_add_norm_topk_pre): the same bits, as a dependent launch too; the launch its own
+            for (boolean dependent : new boolean[]{false, true}) {
+                String f = what + ", the router's prologue" + (dependent ? ", a dependent launch" : "");
+                Tensor sumPre = poisoned(DType.F32, t, h);
+                Tensor normedPre = poisoned(DType.F32, t, h);
+                Tensor valuesPre = poisoned(DType.F32, t, topk);
+                Tensor idxPre = poisoned(DType.I32, t, topk);
+                Tensor left = poisoned(DType.F32, t, topk);
+                gpu.dependentLaunches(dependent);
+                try {
+                    withProperty(CudaFusedDecode.ROUTER_PROLOGUE_PROPERTY, "on", () -> {
+                        gpu.addRmsNorm(dx, dd, sumRef, g, 1e-6f, normedRef);   // a launch before it
+                        assertTrue(gpu.addRmsNormRouterTopk(dx, dd, sumPre, g, 1e-6f, normedPre, dw, topk, true, valuesPre, idxPre), f);
+                        withProperty("orbit.cuda.omitKernels", "^moe_router_add_norm_topk_pre$", () -> assertTrue(gpu.addRmsNormRouterTopk(
+                                dx, dd, poisoned(DType.F32, t, h), g, 1e-6f, poisoned(DType.F32, t, h), dw, topk, true, left,
+                                poisoned(DType.I32, t, topk)), f));
+                    });
+                } finally {
+                    gpu.dependentLaunches(false);
+                }
+                assertBitsEqual(f + ": the sum", sumGot, gpu.toHost(sumPre).toFloatArray());
+                assertBitsEqual(f + ": the norm", gpu.toHost(normed).toFloatArray(), gpu.toHost(normedPre).toFloatArray());
+                assertBitsEqual(f + ": the weights", weights, gpu.toHost(valuesPre).toFloatArray());
+                assertExact(f + ": the experts", chosen, gpu.toHost(idxPre).toLongArray());
+                assertTrue(Float.isNaN(gpu.toHost(left).toFloatArray()[0]), f + ": the launch left out wrote its outputs");
+            }
         }
     }
 

@@ -34,6 +34,7 @@ final class CudaQgemv {
     private final Kernel bf16Prologue;       // bgemv_pre1
     private final Kernel bf16NormPrologue;   // bgemv_norm_pre1
     private final Kernel bf16NormScalePrologue;   // bgemv_norm_scale_pre1
+    private final Kernel bf16NormScaleL2;         // bgemv_norm_scale_l2_m1
     private final Map<Integer, Kernel> bf16LowRank = new HashMap<>();
     private final Map<Integer, Kernel> bf16LowRankA = new HashMap<>();
     private final Map<Integer, Kernel> bf16NormShared = new HashMap<>();
@@ -61,6 +62,7 @@ final class CudaQgemv {
         this.bf16Prologue = ctx.kernel("bgemv", "bgemv_pre1");
         this.bf16NormPrologue = ctx.kernel("bgemv", "bgemv_norm_pre1");
         this.bf16NormScalePrologue = ctx.kernel("bgemv", "bgemv_norm_scale_pre1");
+        this.bf16NormScaleL2 = ctx.kernel("bgemv", "bgemv_norm_scale_l2_m1");
     }
 
     /**
@@ -82,11 +84,13 @@ final class CudaQgemv {
     }
 
     /**
-     * {@code -Dorbit.cuda.gemvPrologue=on|plain|off} (read at each call; {@code plain} by default): {@code plain} has a
+     * {@code -Dorbit.cuda.gemvPrologue=on|plain|l2|off} (read at each call; {@code plain} by default): {@code plain} has a
      * one-row bf16 product take {@code bgemv_pre1} (every weight load of a lane issued before the kernel waits for the one
      * before it; the bits of {@code bgemv_m1}) where a lane's steps fit its registers; {@code on} also the norm-folded
      * one-row q/k/v products, {@code bgemv_norm_scale_pre1} (the bits of {@code bgemv_norm_scale_m1}) or, with the staged
-     * fold ({@link #NORM_FOLD_PROPERTY}{@code =stage}), {@code bgemv_norm_pre1} (those of {@code bgemv_norm_lr_m1}). It
+     * fold ({@link #NORM_FOLD_PROPERTY}{@code =stage}), {@code bgemv_norm_pre1} (those of {@code bgemv_norm_lr_m1});
+     * {@code l2} plain's, and the scaled fold's q/k/v products {@code bgemv_norm_scale_l2_m1}, whose blocks ask the L2 for
+     * their weight rows' lines before the wait and load them after it (the bits of {@code bgemv_norm_scale_m1}). It
      * pays only under dependent launches (a one-sequence step's capture, or {@code -Dorbit.cuda.pdl=on}). Measured on an
      * H100 (Qwen3-30B-A3B shape, one sequence, with the down prologue): off 2.956-2.961, plain 2.929-2.944, on 2.973 ms.
      */
@@ -98,10 +102,16 @@ final class CudaQgemv {
         String v = System.getProperty(PROLOGUE_PROPERTY, "plain");
         return switch (v) {
             case "on" -> true;
-            case "plain" -> !normFolded;
+            case "plain", "l2" -> !normFolded;
             case "off" -> false;
-            default -> throw new IllegalArgumentException("-D" + PROLOGUE_PROPERTY + "=" + v + ": expected on, plain or off");
+            default -> throw new IllegalArgumentException("-D" + PROLOGUE_PROPERTY + "=" + v + ": expected on, plain, l2 or off");
         };
+    }
+
+    /** Whether {@link #PROLOGUE_PROPERTY} asks for the scaled fold's L2 prologue ({@code l2}). */
+    static boolean l2PrologueAsked() {
+        prologueAsked(false);   // the value checked
+        return "l2".equals(System.getProperty(PROLOGUE_PROPERTY));
     }
 
     /** Whether a lane of a one-row prologue kernel over K columns in blocks of {@code warps} warps holds all its steps. */
@@ -130,7 +140,8 @@ final class CudaQgemv {
         if (m == 1 && normScaled()) {
             long blocks = lowRankBlocks(1, n);
             if (blocks > 0) {
-                ctx.launch(prologue ? bf16NormScalePrologue : bf16NormScale, blocks, 32 * warps, x, k, normWeight,
+                ctx.launch(prologue ? bf16NormScalePrologue : l2PrologueAsked() ? bf16NormScaleL2 : bf16NormScale, blocks, 32 * warps, x,
+                        k, normWeight,
                         normWeight.dtype() == DType.BF16 ? 1 : 0, eps, w[0], y[0], n[0], w[1], y[1], n[1], w[2], y[2], n[2]);
             }
             return;

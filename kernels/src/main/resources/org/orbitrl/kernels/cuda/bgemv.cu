@@ -619,6 +619,47 @@ extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_1)
     }
 }
 
+// The lines of the block's weight rows (bgemv_norm_scale_m1's row block blockIdx.x) and of the norm weight asked of the
+// L2: no value comes back.
+__device__ __forceinline__ void bgns_prefetch(int K, const void* nw, int nwBf16, const uint4* w0, int n0, const uint4* w1,
+                                              int n1, const uint4* w2, int n2) {
+    constexpr int RB = 32 / BG_KQ_1 * BG_R_1;
+    int nb0 = (n0 + RB - 1) / RB;
+    int nb1 = (n1 + RB - 1) / RB;
+    int rb = blockIdx.x;
+    int which = rb < nb0 ? 0 : rb < nb0 + nb1 ? 1 : 2;
+    int row0 = (which == 0 ? rb : which == 1 ? rb - nb0 : rb - nb0 - nb1) * RB;
+    int N = which == 0 ? n0 : which == 1 ? n1 : n2;
+    const char* w = (const char*) (which == 0 ? w0 : which == 1 ? w1 : w2);
+    int rows = N - row0 < RB ? N - row0 : RB;
+    int per = (2 * K + 127) / 128; // lines of a row
+    for (int l = threadIdx.x; l < rows * per; l += blockDim.x)
+        prefetch_l2(w + (i64) (row0 + l / per) * (2 * K) + 128 * (l % per));
+    int nl = (K * (nwBf16 ? 2 : 4) + 127) / 128;
+    for (int l = threadIdx.x; l < nl; l += blockDim.x) prefetch_l2((const char*) nw + 128 * l);
+}
+
+// bgemv_norm_scale_m1 with its block's weight rows and the norm weight asked of the L2 before the wait (bgns_prefetch),
+// so that under dependent launches their DRAM reads overlap the launch before it: the same loads and sums after the
+// wait, the same bits.
+extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_1)
+    bgemv_norm_scale_l2_m1(const float* x, int K, const void* nw, int nwBf16, float eps, const uint4* w0, float* y0, int n0,
+                           const uint4* w1, float* y1, int n1, const uint4* w2, float* y2, int n2) {
+    bgns_prefetch(K, nw, nwBf16, w0, n0, w1, n1, w2, n2);
+    pdl_enter();
+    constexpr int RB = 32 / BG_KQ_1 * BG_R_1;
+    int nb0 = (n0 + RB - 1) / RB;
+    int nb1 = (n1 + RB - 1) / RB;
+    int rb = blockIdx.x;
+    if (rb < nb0) {
+        bgemv_ns1<BG_KQ_1, BG_R_1, BG_U_1>(x, nw, nwBf16, eps, w0, y0, n0, K, rb);
+    } else if (rb < nb0 + nb1) {
+        bgemv_ns1<BG_KQ_1, BG_R_1, BG_U_1>(x, nw, nwBf16, eps, w1, y1, n1, K, rb - nb0);
+    } else {
+        bgemv_ns1<BG_KQ_1, BG_R_1, BG_U_1>(x, nw, nwBf16, eps, w2, y2, n2, K, rb - nb0 - nb1);
+    }
+}
+
 // bgemv_norm_scale_m1 in bgemv_pre1's form: the block's weight rows loaded before the wait (bgp_load: the steps of
 // bgemv_ns1's lanes, in its order), then bgemv_ns1's steps and end over them, so the same bits. Its weights are the only
 // pointers it reads before the wait (DependentKernels' prologue kernels).

@@ -82,7 +82,8 @@ class CudaQgemvTest extends CudaTestBase {
      * prologue kernel's: left out by {@code -Dorbit.cuda.omitKernels=bgemv_pre1}, y keeps its poison. The norm-folded
      * q/k/v forms give their plain kernels' bits, with a bf16 and an f32 norm weight: {@code bgemv_norm_scale_pre1} those
      * of {@code bgemv_norm_scale_m1} (the scaled fold, the default), {@code bgemv_norm_pre1} those of {@code
-     * bgemv_norm_lr_m1} (the staged fold); each the launch (left out, the outputs keep their poison).
+     * bgemv_norm_lr_m1} (the staged fold), and with {@code =l2} {@code bgemv_norm_scale_l2_m1} those of {@code
+     * bgemv_norm_scale_m1}; each the launch (left out, the outputs keep their poison).
      */
     @Test
     void prologueGemvGivesTheBitsOfTheOneRowGemv() {
@@ -125,7 +126,8 @@ class CudaQgemvTest extends CudaTestBase {
         // the norm-folded products of q, k and v in both folds (bgemv_norm_scale_pre1 against bgemv_norm_scale_m1, the
         // default; bgemv_norm_pre1 against bgemv_norm_lr_m1, the staged fold), a bf16 and an f32 norm weight
         int[][] qkv = {{4096, 512, 512, 2048}, {70, 33, 9, 200}};   // three N, then K
-        String[][] folds = {{"scale", "bgemv_norm_scale_pre1", "bgemv_norm_scale_m1"}, {"stage", "bgemv_norm_pre1", "bgemv_norm_lr_m1"}};
+        String[][] folds = {{"scale", "bgemv_norm_scale_pre1", "bgemv_norm_scale_m1", "on"}, {"stage", "bgemv_norm_pre1", "bgemv_norm_lr_m1", "on"},
+                {"scale", "bgemv_norm_scale_l2_m1", "bgemv_norm_scale_m1", "l2"}};
         for (int[] s : qkv) {
             int k = s[3];
             Tensor x = dev(randn(r, 1f, 1, k));
@@ -147,7 +149,7 @@ class CudaQgemvTest extends CudaTestBase {
                     withProperty("orbit.cuda.normFold", fold[0], () -> {
                         withProperty("orbit.cuda.gemvPrologue", "off", () -> assertTrue(gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws,
                                 plain), "the norm-folded form takes one row"));
-                        withProperty("orbit.cuda.gemvPrologue", "on", () -> {
+                        withProperty("orbit.cuda.gemvPrologue", fold[3], () -> {
                             assertTrue(gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws, pre));
                             withProperty("orbit.cuda.omitKernels", fold[1], () -> gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws, left));
                         });

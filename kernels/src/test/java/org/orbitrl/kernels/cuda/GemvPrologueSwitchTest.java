@@ -16,7 +16,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.orbitrl.kernels.cuda.CudaTestBase.valueWithProperty;
 
 /**
- * The one-row prologue products' switch ({@code orbit.cuda.gemvPrologue=on|plain|off}, plain by default), the launcher's
+ * The one-row prologue products' switch ({@code orbit.cuda.gemvPrologue=on|plain|l2|off}, plain by default), the launcher's
  * bound on a lane's steps against the kernel's own ({@code BGP_STEPS} in bgemv.cu), and the routed experts' down prologue
  * switch ({@code orbit.cuda.downPrologue=on|off}, on by default), the router's ({@code orbit.cuda.routerPrologue=on|off},
  * off by default) and the prepared attention's ({@code orbit.cuda.attentionPrologue=on|off}, off by default): no GPU needed.
@@ -32,6 +32,11 @@ class GemvPrologueSwitchTest {
         assertTrue(valueWithProperty(key, "plain", () -> CudaQgemv.prologueAsked(false)), "plain: the plain product");
         assertFalse(valueWithProperty(key, "plain", () -> CudaQgemv.prologueAsked(true)), "plain: not the norm-folded one");
         assertTrue(valueWithProperty(key, "on", () -> CudaQgemv.prologueAsked(true)), "on: both");
+        assertFalse(valueWithProperty(key, "on", CudaQgemv::l2PrologueAsked), "on: not the L2 prologue");
+        assertTrue(valueWithProperty(key, "l2", () -> CudaQgemv.prologueAsked(false)), "l2: the plain product's");
+        assertFalse(valueWithProperty(key, "l2", () -> CudaQgemv.prologueAsked(true)), "l2: not the norm-folded one's registers");
+        assertTrue(valueWithProperty(key, "l2", CudaQgemv::l2PrologueAsked), "l2: the L2 prologue");
+        assertFalse(valueWithProperty(key, null, CudaQgemv::l2PrologueAsked), "plain by default: not the L2 prologue");
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                 () -> valueWithProperty(key, "yes", () -> CudaQgemv.prologueAsked(false)));
         assertTrue(e.getMessage().contains("orbit.cuda.gemvPrologue=yes"), e.getMessage());

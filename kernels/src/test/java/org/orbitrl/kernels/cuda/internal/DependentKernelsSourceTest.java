@@ -119,11 +119,12 @@ class DependentKernelsSourceTest {
             assertTrue(body.contains(read), "pm_prefetch reads " + read + ":\n" + body);
         }
         assertFalse(body.contains("[") || body.contains("->"), "pm_prefetch indexes or dereferences a pointer:\n" + body);
-        String noDecls = body.replaceAll("\\b(?:const\\s+)?\\w+\\s*\\*\\s+(?=\\w+\\s*=)", " ").replaceAll("\\(const char\\s*\\*\\)", " ");
+        String noDecls = body.replaceAll("\\b(?:const\\s+)?\\w+\\s*\\*\\s+(?=\\w+\\s*=)", " ")   // pointer declarations
+                .replaceAll("\\(\\s*(?:const\\s+)?\\w+\\s*\\*?\\s*\\)", " ");                        // casts
         Matcher deref = Pattern.compile("(?<![\\w)\\s])\\s*\\*\\s*[\\w(]").matcher(noDecls);
         assertFalse(deref.find(), "pm_prefetch dereferences a pointer: " + (deref.find(0) ? noDecls.substring(deref.start(),
                 Math.min(noDecls.length(), deref.end() + 20)) : ""));
-        Set<String> calls = Pattern.compile("\\b([a-z_]\\w*)\\s*\\(").matcher(body).results().map(r -> r.group(1))
+        Set<String> calls = Pattern.compile("\\b([A-Za-z_]\\w*)\\s*(?:<[^<>()]*>\\s*)?\\(").matcher(body).results().map(r -> r.group(1))
                 .filter(n -> !Set.of("if", "for", "return").contains(n)).collect(Collectors.toSet());
         assertEquals(Set.of("__ldcg", "prefetch_l2"), calls, "the calls of pm_prefetch");
     }

@@ -364,8 +364,9 @@ final class CudaFlashAttention {
      * {@code -Dorbit.cuda.attentionPrologue=on|off} (read at each call): whether the cluster form of {@link #prepAttention}
      * at a ring of two stages takes {@code paged_decode_mma_prep_pre_*}, whose blocks ask the L2 for the lines their body
      * reads first (each warp's first tiles of key and value rows, the head norms' weights, the rope tables' row) before
-     * they wait for the launch before them, so that those DRAM reads overlap the q/k/v projections. The same body, the
-     * same bits.
+     * they wait for the launch before them, so that those DRAM reads overlap the q/k/v projections where the cluster
+     * launch is itself a programmatic dependent ({@link Launcher#CLUSTER_DEPENDENT_PROPERTY}; without it the blocks start
+     * after that launch is done, and the prefetches overlap nothing). The same body, the same bits.
      */
     static final String PROLOGUE_PROPERTY = "orbit.cuda.attentionPrologue";
 

@@ -56,9 +56,9 @@ public final class CudaFusedDecode {
     /**
      * {@value} ({@code on|off}, read at each call; off by default): {@link #moeRouterNormTopk}, {@link #moeRouterTopk}
      * where it takes the block-a-token launch (a decode step's few tokens) and {@link #addNormRouterTopk} take {@code
-     * moe_router_norm_topk_pre} ({@code moe_router_add_norm_topk_pre}), whose warps issue their router rows' loads, and whose blocks ask the L2 for the norm
-     * weight's lines, before the kernel waits for the launch before it (under dependent launches they stream while that
-     * launch runs); the same sums, the same bits.
+     * moe_router_norm_topk_pre} ({@code moe_router_add_norm_topk_pre}), whose warps issue their router rows' loads, and
+     * whose blocks ask the L2 for the norm weight's lines, before the kernel waits for the launch before it (under
+     * dependent launches they stream while that launch runs); the same sums, the same bits.
      */
     static final String ROUTER_PROLOGUE_PROPERTY = "orbit.cuda.routerPrologue";
     private final Kernel routerTiles;

@@ -600,12 +600,27 @@ __device__ __forceinline__ void bgemv_ns1(const float* __restrict__ x, const voi
     bgns_finish<KQ, R>(acc, ss, eps, y, N, K, row0);
 }
 
-// Up to three products of the normed row (an attention block's q, k and v at a one-token decode step), bgemv_ns1's sums:
-// the row blocks of w0, then w1's, then w2's along blockIdx.x (n_i 0: none). No dynamic shared memory.
-extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_1)
-    bgemv_norm_scale_m1(const float* x, int K, const void* nw, int nwBf16, float eps, const uint4* w0, float* y0, int n0,
-                        const uint4* w1, float* y1, int n1, const uint4* w2, float* y2, int n2) {
-    pdl_enter();
+// Which of the (up to three) weights row block blockIdx.x of the one-row norm-folded products takes, its first row and
+// that weight's rows: the row blocks of w0, then w1's, then w2's.
+struct BgnsBlock {
+    int which, row0, N;
+};
+
+__device__ __forceinline__ BgnsBlock bgns_block(int n0, int n1, int n2) {
+    constexpr int RB = 32 / BG_KQ_1 * BG_R_1;
+    int nb0 = (n0 + RB - 1) / RB;
+    int nb1 = (n1 + RB - 1) / RB;
+    int rb = blockIdx.x;
+    BgnsBlock b;
+    b.which = rb < nb0 ? 0 : rb < nb0 + nb1 ? 1 : 2;
+    b.row0 = (b.which == 0 ? rb : b.which == 1 ? rb - nb0 : rb - nb0 - nb1) * RB;
+    b.N = b.which == 0 ? n0 : b.which == 1 ? n1 : n2;
+    return b;
+}
+
+// The body of bgemv_norm_scale_m1 after its wait: row block blockIdx.x's bgemv_ns1.
+__device__ __forceinline__ void bgns_m1(const float* x, int K, const void* nw, int nwBf16, float eps, const uint4* w0, float* y0,
+                                        int n0, const uint4* w1, float* y1, int n1, const uint4* w2, float* y2, int n2) {
     constexpr int RB = 32 / BG_KQ_1 * BG_R_1;
     int nb0 = (n0 + RB - 1) / RB;
     int nb1 = (n1 + RB - 1) / RB;
@@ -619,19 +634,24 @@ extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_1)
     }
 }
 
+// Up to three products of the normed row (an attention block's q, k and v at a one-token decode step), bgemv_ns1's sums:
+// the row blocks of w0, then w1's, then w2's along blockIdx.x (n_i 0: none). No dynamic shared memory.
+extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_1)
+    bgemv_norm_scale_m1(const float* x, int K, const void* nw, int nwBf16, float eps, const uint4* w0, float* y0, int n0,
+                        const uint4* w1, float* y1, int n1, const uint4* w2, float* y2, int n2) {
+    pdl_enter();
+    bgns_m1(x, K, nw, nwBf16, eps, w0, y0, n0, w1, y1, n1, w2, y2, n2);
+}
+
 // The lines of the block's weight rows (bgemv_norm_scale_m1's row block blockIdx.x) and of the norm weight asked of the
 // L2: no value comes back.
 __device__ __forceinline__ void bgns_prefetch(int K, const void* nw, int nwBf16, const uint4* w0, int n0, const uint4* w1,
                                               int n1, const uint4* w2, int n2) {
     constexpr int RB = 32 / BG_KQ_1 * BG_R_1;
-    int nb0 = (n0 + RB - 1) / RB;
-    int nb1 = (n1 + RB - 1) / RB;
-    int rb = blockIdx.x;
-    int which = rb < nb0 ? 0 : rb < nb0 + nb1 ? 1 : 2;
-    int row0 = (which == 0 ? rb : which == 1 ? rb - nb0 : rb - nb0 - nb1) * RB;
-    int N = which == 0 ? n0 : which == 1 ? n1 : n2;
-    const char* w = (const char*) (which == 0 ? w0 : which == 1 ? w1 : w2);
-    int rows = N - row0 < RB ? N - row0 : RB;
+    BgnsBlock b = bgns_block(n0, n1, n2);
+    int row0 = b.row0;
+    const char* w = (const char*) (b.which == 0 ? w0 : b.which == 1 ? w1 : w2);
+    int rows = b.N - row0 < RB ? b.N - row0 : RB;
     int per = (2 * K + 127) / 128; // lines of a row
     for (int l = threadIdx.x; l < rows * per; l += blockDim.x)
         prefetch_l2(w + (i64) (row0 + l / per) * (2 * K) + 128 * (l % per));
@@ -647,17 +667,7 @@ extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_1)
                            const uint4* w1, float* y1, int n1, const uint4* w2, float* y2, int n2) {
     bgns_prefetch(K, nw, nwBf16, w0, n0, w1, n1, w2, n2);
     pdl_enter();
-    constexpr int RB = 32 / BG_KQ_1 * BG_R_1;
-    int nb0 = (n0 + RB - 1) / RB;
-    int nb1 = (n1 + RB - 1) / RB;
-    int rb = blockIdx.x;
-    if (rb < nb0) {
-        bgemv_ns1<BG_KQ_1, BG_R_1, BG_U_1>(x, nw, nwBf16, eps, w0, y0, n0, K, rb);
-    } else if (rb < nb0 + nb1) {
-        bgemv_ns1<BG_KQ_1, BG_R_1, BG_U_1>(x, nw, nwBf16, eps, w1, y1, n1, K, rb - nb0);
-    } else {
-        bgemv_ns1<BG_KQ_1, BG_R_1, BG_U_1>(x, nw, nwBf16, eps, w2, y2, n2, K, rb - nb0 - nb1);
-    }
+    bgns_m1(x, K, nw, nwBf16, eps, w0, y0, n0, w1, y1, n1, w2, y2, n2);
 }
 
 // bgemv_norm_scale_m1 in bgemv_pre1's form: the block's weight rows loaded before the wait (bgp_load: the steps of
@@ -667,13 +677,10 @@ extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, 2)
     bgemv_norm_scale_pre1(const float* x, int K, const void* nw, int nwBf16, float eps, const uint4* __restrict__ w0, float* y0,
                           int n0, const uint4* __restrict__ w1, float* y1, int n1, const uint4* __restrict__ w2, float* y2, int n2) {
     constexpr int RL = 32 / BG_KQ_1;
-    constexpr int RB = RL * BG_R_1;
-    int nb0 = (n0 + RB - 1) / RB;
-    int nb1 = (n1 + RB - 1) / RB;
-    int rb = blockIdx.x;
-    int which = rb < nb0 ? 0 : rb < nb0 + nb1 ? 1 : 2;
-    int row0 = (which == 0 ? rb : which == 1 ? rb - nb0 : rb - nb0 - nb1) * RB;
-    int N = which == 0 ? n0 : which == 1 ? n1 : n2;
+    BgnsBlock b = bgns_block(n0, n1, n2);
+    int which = b.which;
+    int row0 = b.row0;
+    int N = b.N;
     BgPre p;
     bgp_load(p, which == 0 ? w0 : which == 1 ? w1 : w2, N, K, row0);
     pdl_enter();

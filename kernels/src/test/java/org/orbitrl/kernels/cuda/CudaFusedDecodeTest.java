@@ -9,7 +9,6 @@ import org.orbitrl.kernels.quant.QuantizedTensor;
 import java.util.Arrays;
 import java.util.SplittableRandom;
 
-import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -114,130 +113,7 @@ class CudaFusedDecodeTest extends CudaTestBase {
     }
 
     /**
-     * {@code -Dorbit.cuda.routerPrologue=on}: {@code moe_router_norm_topk_pre} (its router rows' loads before its wait)
-     * gives the plain kernel's h, values and experts bit for bit: 1, 5 and 2 tokens, H 2048, 256 and 4096 (one step of
-     * loads a lane, a part of one, and two, the second after the wait), 62 experts (a block's warps past the last), twice
-     * each (the tickets re-armed); and as a dependent launch right after the launch that writes its x (x = a + b by the
-     * residual add and norm, {@code addRmsNorm}), the same bits as without dependent launches. The launch is the
-     * prologue kernel's: left out, the outputs keep their poison.
-     */
-    @Test
-    void routerPrologueGivesThePlainKernelsBits() {
-        SplittableRandom r = rng(313);
-        for (int[] c : new int[][]{{1, 2048, 128, 8}, {5, 256, 60, 3}, {2, 4096, 62, 6}}) {
-            int t = c[0];
-            int h = c[1];
-            int e = c[2];
-            int topk = c[3];
-            String what = "tokens " + t + " H " + h + " E " + e + " top " + topk;
-            Tensor a = dev(randn(r, 2f, t, h));
-            Tensor b = dev(randn(r, 1f, t, h));
-            Tensor dnw = dev(Tensor.of(normWeights(r, h, false), h));
-            Tensor dw = dev(randn(r, 0.2f, e, h).to(DType.BF16));
-            float[][][] outs = new float[3][][];
-            long[][] experts = new long[3][];
-            Tensor normed = poisoned(DType.F32, t, h);
-            for (int form = 0; form < 3; form++) {  // plain, prologue, prologue as a dependent of the add
-                boolean dependent = form == 2;
-                String switched = form == 0 ? "off" : "on";
-                String omit = form == 0 ? "^moe_router_norm_topk$" : "^moe_router_norm_topk_pre$";
-                Tensor x = poisoned(DType.F32, t, h);
-                Tensor hOut = poisoned(DType.F32, t, h);
-                Tensor values = poisoned(DType.F32, t, topk);
-                Tensor ids = poisoned(DType.I32, t, topk);
-                Tensor hLeft = poisoned(DType.F32, t, h);
-                Tensor valuesLeft = poisoned(DType.F32, t, topk);
-                Tensor idsLeft = poisoned(DType.I32, t, topk);
-                gpu.dependentLaunches(dependent);
-                try {
-                    withProperty(CudaFusedDecode.ROUTER_PROLOGUE_PROPERTY, switched, () -> {
-                        for (int run = 0; run < 2; run++) {
-                            gpu.addRmsNorm(a, b, x, dnw, EPS, normed);
-                            gpu.fusedDecode().moeRouterNormTopk(x, dnw, EPS, dw, topk, true, hOut, values, ids);
-                        }
-                        withProperty("orbit.cuda.omitKernels", omit,
-                                () -> gpu.fusedDecode().moeRouterNormTopk(x, dnw, EPS, dw, topk, true, hLeft, valuesLeft, idsLeft));
-                    });
-                } finally {
-                    gpu.dependentLaunches(false);
-                }
-                outs[form] = new float[][]{gpu.toHost(hOut).toFloatArray(), gpu.toHost(values).toFloatArray()};
-                experts[form] = gpu.toHost(ids).toLongArray();
-                assertTrue(Float.isNaN(gpu.toHost(hLeft).toFloatArray()[0]) && Float.isNaN(gpu.toHost(valuesLeft).toFloatArray()[0]),
-                        what + ", form " + form + ": the launch left out wrote its outputs");
-            }
-            for (float v : outs[0][1]) {
-                assertTrue(v > 0f && v <= 1f, what + ": a selected probability " + v);
-            }
-            for (int form = 1; form < 3; form++) {
-                String f = what + (form == 2 ? ", a dependent launch" : "");
-                assertBitsEqual(f + ": h", outs[0][0], outs[form][0]);
-                assertBitsEqual(f + ": values", outs[0][1], outs[form][1]);
-                assertArrayEquals(experts[0], experts[form], f + ": experts");
-            }
-        }
-    }
-
-    /**
-     * The same switch where the router takes x as it is ({@link CudaBackend#moeRouterTopk} at a decode step's few tokens:
-     * {@code moe_router_norm_topk_pre} without its norm): the plain kernel's values and experts bit for bit, 1 and 5
-     * tokens, also as a dependent launch right after the residual add and norm that writes its x; the launch is the
-     * prologue kernel's (left out, the outputs keep their poison).
-     */
-    @Test
-    void routerPrologueOfNormedRowsGivesThePlainKernelsBits() {
-        SplittableRandom r = rng(314);
-        for (int[] c : new int[][]{{1, 2048, 128, 8}, {5, 256, 60, 3}}) {
-            int t = c[0];
-            int h = c[1];
-            int e = c[2];
-            int topk = c[3];
-            String what = "tokens " + t + " H " + h + " E " + e + " top " + topk;
-            Tensor a = dev(randn(r, 2f, t, h));
-            Tensor b = dev(randn(r, 1f, t, h));
-            Tensor dnw = dev(Tensor.of(normWeights(r, h, false), h));
-            Tensor dw = dev(randn(r, 0.2f, e, h).to(DType.BF16));
-            float[][] vals = new float[3][];
-            long[][] experts = new long[3][];
-            for (int form = 0; form < 3; form++) {  // plain, prologue, prologue as a dependent of the add and norm
-                String omit = form == 0 ? "^moe_router_norm_topk$" : "^moe_router_norm_topk_pre$";
-                Tensor sum = poisoned(DType.F32, t, h);
-                Tensor normed = poisoned(DType.F32, t, h);
-                Tensor values = poisoned(DType.F32, t, topk);
-                Tensor ids = poisoned(DType.I32, t, topk);
-                Tensor valuesLeft = poisoned(DType.F32, t, topk);
-                Tensor idsLeft = poisoned(DType.I32, t, topk);
-                boolean[] took = new boolean[2];
-                gpu.dependentLaunches(form == 2);
-                try {
-                    withProperty(CudaFusedDecode.ROUTER_PROLOGUE_PROPERTY, form == 0 ? "off" : "on", () -> {
-                        for (int run = 0; run < 2; run++) {
-                            gpu.addRmsNorm(a, b, sum, dnw, EPS, normed);
-                            took[0] = gpu.moeRouterTopk(normed, dw, topk, true, values, ids);
-                        }
-                        withProperty("orbit.cuda.omitKernels", omit, () -> took[1] = gpu.moeRouterTopk(normed, dw, topk, true, valuesLeft, idsLeft));
-                    });
-                } finally {
-                    gpu.dependentLaunches(false);
-                }
-                assertTrue(took[0] && took[1], what + ", form " + form + ": the router declined");
-                vals[form] = gpu.toHost(values).toFloatArray();
-                experts[form] = gpu.toHost(ids).toLongArray();
-                assertTrue(Float.isNaN(gpu.toHost(valuesLeft).toFloatArray()[0]), what + ", form " + form + ": the launch left out wrote its outputs");
-            }
-            for (float v : vals[0]) {
-                assertTrue(v > 0f && v <= 1f, what + ": a selected probability " + v);
-            }
-            for (int form = 1; form < 3; form++) {
-                String f = what + (form == 2 ? ", a dependent launch" : "");
-                assertBitsEqual(f + ": values", vals[0], vals[form]);
-                assertArrayEquals(experts[0], experts[form], f + ": experts");
-            }
-        }
-    }
-
-    /**
-     * The router of x as it is ({@link CudaBackend#moeRouterTopk}: the kernel above without its norm), rollout's decode
+     * The router of x as it is ({@link CudaBackend#moeRouterTopk}: the router kernel without its norm), rollout's decode
      * router: the same selection check on x itself, in three runs (the tickets re-armed), 1, 5 and 64 tokens; a router
      * that is not bf16 is declined and nothing written.
      */

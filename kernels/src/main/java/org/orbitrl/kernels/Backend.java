@@ -66,6 +66,16 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * A hint, no operation: the frozen tensors given (weights no step writes, such as the next layer's q, k and v at a
+     * decode step) are read soon, so a device backend may ask its cache for their bytes while the launches before that
+     * read leave its memory bandwidth idle. It changes no value. The CUDA backend hands them to the next launch that can
+     * carry the ask (the router of a decode step's few tokens), with {@code -Dorbit.cuda.l2Ahead=on}; each call replaces
+     * the asks not yet carried. Here nothing is done.
+     */
+    default void prefetchFrozen(Tensor... frozen) {
+    }
+
+    /**
      * {@code ys[i] = rmsnorm(x) · ws[i]ᵀ}, {@code rmsnorm(x) = normWeight ⊙ x / sqrt(mean(x²) + eps)} per row of x, for one
      * to three dense weights that read the same normed x (an attention block's q, k and v at a decode step: the block's
      * input norm folded into its projections), where the backend has a fused form for this call: it then writes every

@@ -1137,6 +1137,22 @@ public final class CudaBackend implements Backend {
     }
 
     /** Stacked INT4 experts from {@link CudaMoePairs#STACKED_PAIRS} pairs with an f32 LoRA: one tensor-core launch ({@link CudaMoePairs#matmulLora}). */
+    /**
+     * {@value #L2_AHEAD_PROPERTY} ({@code on|off}, read at each call; off by default): {@link #prefetchFrozen} hands the
+     * tensors to the next router launch of a decode step's few tokens ({@code moe_router_norm_topk_pre} and its add-norm
+     * form), whose blocks ask the L2 for their bytes (bulk prefetches, 16 KiB each) before the launch's wait, so that
+     * they stream while the router, bound by latency, runs: Qwen3-MoE's decode step asks for the next layer's q, k and v
+     * there. The same values either way.
+     */
+    static final String L2_AHEAD_PROPERTY = "orbit.cuda.l2Ahead";
+
+    @Override
+    public void prefetchFrozen(Tensor... frozen) {
+        if (!exact && Switches.onOff(L2_AHEAD_PROPERTY, false)) {
+            fusedDecode.prefetchFrozen(frozen);
+        }
+    }
+
     @Override
     public boolean moeExpertMatmulPairsLora(Tensor x, int xDiv, ExpertWeights experts, Tensor ids, PairLora lora, Tensor y) {
         ctx.device.bind();

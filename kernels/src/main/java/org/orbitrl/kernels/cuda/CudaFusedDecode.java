@@ -6,7 +6,10 @@ import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.internal.Kernel;
 import org.orbitrl.kernels.quant.QuantizedTensor;
 
+import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.EnumMap;
+import java.util.List;
 
 /**
  * The fused operations of a decode step at few tokens ({@link CudaBackend#fusedDecode()}): each folds
@@ -62,6 +65,10 @@ public final class CudaFusedDecode {
      */
     static final String ROUTER_PROLOGUE_PROPERTY = "orbit.cuda.routerPrologue";
     private final Kernel routerTiles;
+    /** Most frozen tensors one router launch asks of the L2 ({@link #prefetchFrozen}; the kernels' a0..a2). */
+    static final int AHEAD = 3;
+    /** The asks of {@link #prefetchFrozen} no router launch has carried yet. */
+    private final List<Tensor> ahead = new ArrayList<>(AHEAD);
     private final Kernel routerAddNormTopk;
     private final Kernel routerAddNormTopkPre;
     private final EnumMap<QuantLayout, Kernel> swiglu = new EnumMap<>(QuantLayout.class);
@@ -198,9 +205,8 @@ public final class CudaFusedDecode {
                     group ? ctx.tickets.slice(0, CudaContext.TICKETS - 1, CudaContext.TICKETS) : null, ctx.errorFlag);
             return group ? Router.SELECTED_AND_GROUPED : Router.SELECTED;
         }
-        ctx.launch2dShared(routerPrologue() ? routerNormTopkPre : routerNormTopk, (e + ROUTER_WARPS - 1) / ROUTER_WARPS, tokens,
-                32 * ROUTER_WARPS, 4 * (hd + e), x, null, 0, 0f, null, router, hd, e, topk, normalize ? 1 : 0, logits, ctx.tickets, values,
-                indices);
+        launchRouter(routerNormTopk, routerNormTopkPre, (e + ROUTER_WARPS - 1) / ROUTER_WARPS, tokens, 4 * (hd + e), x, null, 0, 0f,
+                null, router, hd, e, topk, normalize ? 1 : 0, logits, ctx.tickets, values, indices);
         return Router.SELECTED;
     }
 
@@ -247,9 +253,9 @@ public final class CudaFusedDecode {
                     + " into " + values + " and " + indices + " [tokens, topk]");
         }
         Tensor logits = ctx.scratch(CudaContext.Scratch.ROUTER_LOGITS, DType.F32, (long) tokens * e); // [T, E]
-        ctx.launch2dShared(routerPrologue() ? routerAddNormTopkPre : routerAddNormTopk, (e + ROUTER_WARPS - 1) / ROUTER_WARPS, tokens,
-                32 * ROUTER_WARPS, 4 * (hd + e), a, b, sum, normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0, eps, normed, router,
-                hd, e, topk, normalize ? 1 : 0, logits, ctx.tickets, values, indices);
+        launchRouter(routerAddNormTopk, routerAddNormTopkPre, (e + ROUTER_WARPS - 1) / ROUTER_WARPS, tokens, 4 * (hd + e), a, b, sum,
+                normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0, eps, normed, router, hd, e, topk, normalize ? 1 : 0, logits,
+                ctx.tickets, values, indices);
         return true;
     }
 
@@ -330,9 +336,44 @@ public final class CudaFusedDecode {
         }
         Tensor logits = ctx.scratch(CudaContext.Scratch.ROUTER_LOGITS, DType.F32, (long) tokens * e); // [T, E]
         int chunks = (e + ROUTER_WARPS - 1) / ROUTER_WARPS;
-        ctx.launch2dShared(routerPrologue() ? routerNormTopkPre : routerNormTopk, chunks, tokens, 32 * ROUTER_WARPS, (int) shared, x,
-                normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0, eps, h, router, hd, e, topk, normalize ? 1 : 0, logits,
-                ctx.tickets, values, indices);
+        launchRouter(routerNormTopk, routerNormTopkPre, chunks, tokens, (int) shared, x, normWeight,
+                normWeight.dtype() == DType.BF16 ? 1 : 0, eps, h, router, hd, e, topk, normalize ? 1 : 0, logits, ctx.tickets, values,
+                indices);
+    }
+
+    /**
+     * Frozen tensors whose bytes the next router launch asks of the L2 before its wait (the {@code _pre} form, whatever
+     * {@link #ROUTER_PROLOGUE_PROPERTY} says): up to {@value #AHEAD} contiguous device tensors, 16-byte aligned (others
+     * are left out); replaces the asks not yet carried, and none clears them. A hint: no value changes.
+     */
+    void prefetchFrozen(Tensor... frozen) {
+        ahead.clear();
+        for (Tensor t : frozen) {
+            if (ahead.size() < AHEAD && t != null && t.isContiguous() && ctx.allocator.owns(t)
+                    && CudaAllocator.address(t) % 16 == 0) {
+                ahead.add(t);
+            }
+        }
+    }
+
+    /**
+     * One router launch of the block-a-token form: {@code pre} (the prologue kernel, its last six parameters the asks of
+     * {@link #prefetchFrozen}, which it takes and clears) where asks are pending or the prologue is asked for, else
+     * {@code plain}.
+     */
+    private void launchRouter(Kernel plain, Kernel pre, int gridX, int tokens, int shared, Object... args) {
+        if (ahead.isEmpty() && !routerPrologue()) {
+            ctx.launch2dShared(plain, gridX, tokens, 32 * ROUTER_WARPS, shared, args);
+            return;
+        }
+        Object[] all = Arrays.copyOf(args, args.length + 2 * AHEAD);
+        for (int i = 0; i < AHEAD; i++) {
+            Tensor t = i < ahead.size() ? ahead.get(i) : null;
+            all[args.length + 2 * i] = t;
+            all[args.length + 2 * i + 1] = t == null ? 0L : t.byteSize();
+        }
+        ahead.clear();
+        ctx.launch2dShared(pre, gridX, tokens, 32 * ROUTER_WARPS, shared, all);
     }
 
     /** Whether {@link #ROUTER_PROLOGUE_PROPERTY} asks for the prologue form. */

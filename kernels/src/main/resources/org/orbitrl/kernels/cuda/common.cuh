@@ -274,6 +274,24 @@ __device__ __forceinline__ void prefetch_l2(const void* p) {
     asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
+// Asks the L2 for bytes [p, p + n) of memory no launch of the step writes (the frozen weights a later launch reads; p 16-byte
+// aligned, the last n % 16 bytes left out): bulk prefetches (sm_90, the copy engine's cp.async.bulk.prefetch) of
+// L2_AHEAD_CHUNK bytes, the chunks dealt to the grid's blocks in turn and within a block to its first warp's lanes. A hint:
+// no value comes back, nothing waits for it, and a launch asks it before its wait so that those reads use the DRAM
+// bandwidth a latency-bound launch leaves idle (a router's, an attention's).
+#define L2_AHEAD_CHUNK 16384
+__device__ __forceinline__ void l2_ahead(const char* p, long long n) {
+    n &= ~15LL;
+    if (p == nullptr || n <= 0 || threadIdx.x >= 32) return;
+    long long blocks = (long long) gridDim.x * gridDim.y;
+    long long chunks = (n + L2_AHEAD_CHUNK - 1) / L2_AHEAD_CHUNK;
+    for (long long c = (long long) blockIdx.y * gridDim.x + blockIdx.x + blocks * threadIdx.x; c < chunks; c += 32 * blocks) {
+        long long off = c * L2_AHEAD_CHUNK;
+        unsigned bytes = (unsigned) (n - off < L2_AHEAD_CHUNK ? n - off : L2_AHEAD_CHUNK);
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + off), "r"(bytes) : "memory");
+    }
+}
+
 // Asynchronous copies global -> shared (sm_80+): 16 bytes, or 16 zero bytes where !valid (nothing is read then; src must
 // still be a valid address); the commit of the copies issued so far as one group; the wait until at most N groups are
 // in flight.

@@ -140,4 +140,80 @@ class CudaRouterPrologueTest extends CudaTestBase {
             }
         }
     }
+
+    /**
+     * {@link CudaBackend#prefetchFrozen} with {@code -Dorbit.cuda.l2Ahead=on}: the next router launch (here {@code
+     * moeRouterTopk} at 1 and 3 tokens, right after the add and norm that writes its x, under dependent launches) takes
+     * {@code moe_router_norm_topk_pre} with the asks (a 20 MiB bf16 weight, a slice not 16-byte aligned, which is left
+     * out, an f32 tensor whose bytes are not a multiple of 16, and two more, the last past the three a launch carries) and gives
+     * the plain kernel's values and experts bit for bit, the asked tensors unchanged; the asks are carried once (the
+     * launch after takes the plain kernel), and with the switch off the router takes the plain kernel. Each launch is
+     * shown by leaving its kernel out: the outputs keep their poison.
+     */
+    @Test
+    void framesAskedOfTheL2LeaveTheRoutersBitsAndAreCarriedOnce() {
+        SplittableRandom r = rng(315);
+        Tensor big = dev(randn(r, 0.1f, 5120, 2048).to(DType.BF16)); // 20 MiB, the q/k/v weights' order of size
+        Tensor odd = dev(randn(r, 1f, 333));                           // 1332 bytes
+        Tensor misaligned = dev(randn(r, 1f, 64)).slice(0, 1, 63);    // 4 bytes past a 16-byte boundary
+        Tensor fourth = dev(randn(r, 1f, 4096));
+        Tensor fifth = dev(randn(r, 1f, 4096));
+        float[][] before = {gpu.toHost(big).toFloatArray(), gpu.toHost(odd).toFloatArray()};
+        for (int[] c : new int[][]{{1, 2048, 128, 8}, {3, 256, 60, 3}}) {
+            int t = c[0];
+            int h = c[1];
+            int e = c[2];
+            int topk = c[3];
+            String what = "tokens " + t + " H " + h + " E " + e + " top " + topk;
+            Tensor a = dev(randn(r, 2f, t, h));
+            Tensor b = dev(randn(r, 1f, t, h));
+            Tensor dnw = dev(Tensor.of(CudaFusedDecodeTest.normWeights(r, h, false), h));
+            Tensor dw = dev(randn(r, 0.2f, e, h).to(DType.BF16));
+            Tensor sum = dev(randn(r, 1f, t, h));
+            Tensor normed = dev(randn(r, 1f, t, h));
+            gpu.addRmsNorm(a, b, sum, dnw, EPS, normed);
+            // form 0 plain (switch off, asks given); 1 asks carried; 2 the launch after it (asks spent)
+            float[][] vals = new float[3][];
+            long[][] experts = new long[3][];
+            String[] launched = {"^moe_router_norm_topk$", "^moe_router_norm_topk_pre$", "^moe_router_norm_topk$"};
+            gpu.dependentLaunches(true);
+            try {
+                for (int form = 0; form < 3; form++) {
+                    int f = form;
+                    Tensor values = poisoned(DType.F32, t, topk);
+                    Tensor ids = poisoned(DType.I32, t, topk);
+                    Tensor valuesLeft = poisoned(DType.F32, t, topk);
+                    Tensor idsLeft = poisoned(DType.I32, t, topk);
+                    boolean[] took = new boolean[2];
+                    withProperty(CudaBackend.L2_AHEAD_PROPERTY, form == 0 ? "off" : "on", () -> {
+                        gpu.addRmsNorm(a, b, sum, dnw, EPS, normed);
+                        if (f < 2) {
+                            gpu.prefetchFrozen(big, misaligned, odd, fourth, fifth);
+                        }
+                        withProperty("orbit.cuda.omitKernels", launched[f], () -> took[1] = gpu.moeRouterTopk(normed, dw, topk, true, valuesLeft, idsLeft));
+                        if (f < 2) {
+                            gpu.prefetchFrozen(big, misaligned, odd, fourth, fifth);
+                        }
+                        took[0] = gpu.moeRouterTopk(normed, dw, topk, true, values, ids);
+                    });
+                    assertTrue(took[0] && took[1], what + ", form " + form + ": the router declined");
+                    assertTrue(Float.isNaN(gpu.toHost(valuesLeft).toFloatArray()[0]),
+                            what + ", form " + form + ": the launch left out (" + launched[form] + ") wrote its outputs");
+                    vals[form] = gpu.toHost(values).toFloatArray();
+                    experts[form] = gpu.toHost(ids).toLongArray();
+                }
+            } finally {
+                gpu.dependentLaunches(false);
+            }
+            for (float v : vals[0]) {
+                assertTrue(v > 0f && v <= 1f, what + ": a selected probability " + v);
+            }
+            for (int form = 1; form < 3; form++) {
+                assertBitsEqual(what + ", form " + form + ": values", vals[0], vals[form]);
+                assertArrayEquals(experts[0], experts[form], what + ", form " + form + ": experts");
+            }
+        }
+        assertBitsEqual("the asked weight", before[0], gpu.toHost(big).toFloatArray());
+        assertBitsEqual("the asked f32 tensor", before[1], gpu.toHost(odd).toFloatArray());
+    }
 }

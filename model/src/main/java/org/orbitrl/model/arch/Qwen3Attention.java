@@ -12,6 +12,7 @@ import org.orbitrl.model.nn.Linear;
 import org.orbitrl.model.nn.Weight;
 
 import java.util.List;
+import java.util.stream.Stream;
 
 /**
  * Qwen3 attention: q/k/v projections, a per-head RMSNorm on q and k, rotary embedding
@@ -71,6 +72,15 @@ final class Qwen3Attention {
     /** Whether q, k, v and o are dense, without bias and without an enabled adapter (a backend's whole-layer decode form). */
     boolean plainDense() {
         return plain(q) && plain(k) && plain(v) && plain(o);
+    }
+
+    /**
+     * q, k and v's dense base weights, those that are dense: frozen, and read by a decode step's first products whatever
+     * adapter the layer has (the bytes a step may ask the device's cache for ahead, {@link Backend#prefetchFrozen}).
+     */
+    Tensor[] frozenQkv() {
+        return Stream.of(q, k, v).filter(l -> l.weight() instanceof Weight.Dense).map(l -> ((Weight.Dense) l.weight()).w())
+                .toArray(Tensor[]::new);
     }
 
     /** A dense weight without a bias or an enabled adapter. */

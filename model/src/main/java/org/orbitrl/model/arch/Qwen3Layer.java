@@ -112,9 +112,11 @@ final class Qwen3Layer {
      * backend's whole-layer form where it has one ({@link Backend#decodeLayer}).
      *
      * @param training a layer of a training step's forward (with or without its tape), never taking the decode forms
+     * @param ahead    frozen weights the next launches after this layer read (the next layer's q, k and v; null: none), which
+     *                 a decode step asks the device's cache for during its router ({@link Backend#prefetchFrozen})
      */
     Tensor forward(Backend b, Shared s, int i, Tensor x, Tensor positions, List<CausalLM.Segment> batch, Tape lt,
-                   PagedDecode decode, boolean training) {
+                   PagedDecode decode, boolean training, Tensor[] ahead) {
         TensorAllocator a = b.allocator();
         DecoderConfig config = s.config();
         int n = x.size(0);
@@ -149,6 +151,9 @@ final class Qwen3Layer {
         if (moe != null && lt == null && !training && !s.expertParallel()) {
             // inference: mid = x + delta, normed2 its norm, and the block's output added into mid in place (as below, one
             // launch fewer; at a decode step the add, the norm and the router one launch where the backend fuses them)
+            if (decode != null && ahead != null) {
+                b.prefetchFrozen(ahead);   // the next layer's q/k/v, asked of the cache while the router (bound by latency) runs
+            }
             boolean pairs = moe.forwardPairsAfterAdd(b, x, delta, mid, postNorm, config.rmsEps(), normed2);
             if (!pairs) {
                 b.addRmsNorm(x, delta, mid, postNorm, config.rmsEps(), normed2);

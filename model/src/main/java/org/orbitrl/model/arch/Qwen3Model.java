@@ -370,7 +370,9 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
                 }
             }
             Tensor in = x;
-            x = layers[i].forward(b, shared, i, x, positions, batch, lt, decode, tape != null);
+            // a decode step's asks of the device's cache: the next layer's q/k/v (none after the last: clears the asks)
+            Tensor[] ahead = decode == null ? null : i + 1 < layers.length ? layers[i + 1].attention.frozenQkv() : new Tensor[0];
+            x = layers[i].forward(b, shared, i, x, positions, batch, lt, decode, tape != null, ahead);
             if (tape == null && hidden == null) {
                 a.release(in);   // kept by neither a tape nor a sink
             }
@@ -450,7 +452,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             }
             if (lt == null) {
                 lt = new Qwen3Layer.Tape();
-                Tensor out = layers[i].forward(b, shared, i, tape.layerInput[i], tape.positions, tape.batch, lt, null, true); // recompute
+                Tensor out = layers[i].forward(b, shared, i, tape.layerInput[i], tape.positions, tape.batch, lt, null, true, null); // recompute
                 a.release(out);   // the tape keeps the original output as the next layer's input
             }
             Tensor dOut = dx;

@@ -185,6 +185,11 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
         return config.layers();
     }
 
+    /** Layer {@code i}'s weights and blocks. */
+    Qwen3Layer layer(int i) {
+        return layers[i];
+    }
+
     @Override
     public CacheGeometry cacheGeometry() {
         return new CacheGeometry(config.layers(), config.kvHeads(), config.headDim(), config.headDim());

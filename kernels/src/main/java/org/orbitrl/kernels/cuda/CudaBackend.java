@@ -1138,19 +1138,23 @@ public final class CudaBackend implements Backend {
 
     /** Stacked INT4 experts from {@link CudaMoePairs#STACKED_PAIRS} pairs with an f32 LoRA: one tensor-core launch ({@link CudaMoePairs#matmulLora}). */
     /**
-     * {@value #L2_AHEAD_PROPERTY} ({@code on|off}, read at each call; off by default): {@link #prefetchFrozen} hands the
-     * tensors to the next router launch of a decode step's few tokens ({@code moe_router_norm_topk_pre} and its add-norm
-     * form), whose blocks ask the L2 for their bytes (bulk prefetches, 16 KiB each) before the launch's wait, so that
-     * they stream while the router, bound by latency, runs: Qwen3-MoE's decode step asks for the next layer's q, k and v
-     * there. The same values either way.
+     * {@value #L2_AHEAD_PROPERTY} ({@code off|on|bulk}, read at each call; off by default): {@link #prefetchFrozen} hands
+     * the tensors to the next router launch of a decode step's few tokens ({@code moe_router_norm_topk_pre} and its
+     * add-norm form), whose threads ask the L2 for their bytes before the launch's wait, a {@code prefetch.global.L2} a
+     * line ({@code on}) or bulk prefetches of 16 KiB ({@code bulk}), so that they stream while the router, bound by
+     * latency, runs: Qwen3-MoE's decode step asks for the next layer's q, k and v there. The same values either way.
      */
     static final String L2_AHEAD_PROPERTY = "orbit.cuda.l2Ahead";
 
     @Override
     public void prefetchFrozen(Tensor... frozen) {
-        if (!exact && Switches.onOff(L2_AHEAD_PROPERTY, false)) {
-            fusedDecode.prefetchFrozen(frozen);
-        }
+        String v = System.getProperty(L2_AHEAD_PROPERTY, "off");
+        boolean bulk = switch (v) {
+            case "off", "on" -> false;
+            case "bulk" -> true;
+            default -> throw new IllegalArgumentException("-D" + L2_AHEAD_PROPERTY + "=" + v + ": expected off, on or bulk");
+        };
+        fusedDecode.prefetchFrozen(bulk, "off".equals(v) || exact ? new Tensor[0] : frozen);   // off: clears the asks
     }
 
     @Override

@@ -69,6 +69,8 @@ public final class CudaFusedDecode {
     static final int AHEAD = 3;
     /** The asks of {@link #prefetchFrozen} no router launch has carried yet. */
     private final List<Tensor> ahead = new ArrayList<>(AHEAD);
+    /** Whether those asks go as bulk prefetches (else a line each). */
+    private boolean aheadBulk;
     private final Kernel routerAddNormTopk;
     private final Kernel routerAddNormTopkPre;
     private final EnumMap<QuantLayout, Kernel> swiglu = new EnumMap<>(QuantLayout.class);
@@ -343,11 +345,13 @@ public final class CudaFusedDecode {
 
     /**
      * Frozen tensors whose bytes the next router launch asks of the L2 before its wait (the {@code _pre} form, whatever
-     * {@link #ROUTER_PROLOGUE_PROPERTY} says): up to {@value #AHEAD} contiguous device tensors, 16-byte aligned (others
-     * are left out); replaces the asks not yet carried, and none clears them. A hint: no value changes.
+     * {@link #ROUTER_PROLOGUE_PROPERTY} says), a line at a time or in bulk prefetches ({@code bulk}): up to {@value #AHEAD}
+     * contiguous device tensors, 16-byte aligned (others are left out); replaces the asks not yet carried, and none clears
+     * them. A hint: no value changes.
      */
-    void prefetchFrozen(Tensor... frozen) {
+    void prefetchFrozen(boolean bulk, Tensor... frozen) {
         ahead.clear();
+        aheadBulk = bulk;
         for (Tensor t : frozen) {
             if (ahead.size() < AHEAD && t != null && t.isContiguous() && ctx.allocator.owns(t)
                     && CudaAllocator.address(t) % 16 == 0) {
@@ -357,7 +361,7 @@ public final class CudaFusedDecode {
     }
 
     /**
-     * One router launch of the block-a-token form: {@code pre} (the prologue kernel, its last six parameters the asks of
+     * One router launch of the block-a-token form: {@code pre} (the prologue kernel, its last seven parameters the asks of
      * {@link #prefetchFrozen}, which it takes and clears) where asks are pending or the prologue is asked for, else
      * {@code plain}.
      */
@@ -366,12 +370,13 @@ public final class CudaFusedDecode {
             ctx.launch2dShared(plain, gridX, tokens, 32 * ROUTER_WARPS, shared, args);
             return;
         }
-        Object[] all = Arrays.copyOf(args, args.length + 2 * AHEAD);
+        Object[] all = Arrays.copyOf(args, args.length + 2 * AHEAD + 1);
         for (int i = 0; i < AHEAD; i++) {
             Tensor t = i < ahead.size() ? ahead.get(i) : null;
             all[args.length + 2 * i] = t;
             all[args.length + 2 * i + 1] = t == null ? 0L : t.byteSize();
         }
+        all[all.length - 1] = aheadBulk ? 1 : 0;
         ahead.clear();
         ctx.launch2dShared(pre, gridX, tokens, 32 * ROUTER_WARPS, shared, all);
     }

@@ -275,17 +275,25 @@ __device__ __forceinline__ void prefetch_l2(const void* p) {
 }
 
 // Asks the L2 for bytes [p, p + n) of memory no launch of the step writes (the frozen weights a later launch reads; p 16-byte
-// aligned, the last n % 16 bytes left out): bulk prefetches (sm_90, the copy engine's cp.async.bulk.prefetch) of
-// L2_AHEAD_CHUNK bytes, the chunks dealt to the grid's blocks in turn and within a block to its first warp's lanes. A hint:
-// no value comes back, nothing waits for it, and a launch asks it before its wait so that those reads use the DRAM
-// bandwidth a latency-bound launch leaves idle (a router's, an attention's).
+// aligned), so that those reads use the DRAM bandwidth a latency-bound launch leaves idle (a router's); a launch asks it
+// before its wait. A hint: no value comes back and nothing reads what it fetched. bulk 0: one prefetch.global.L2 a 128-byte
+// line, the lines dealt to the grid's threads in turn (each thread's are issued and forgotten); bulk 1: bulk prefetches
+// (sm_90's copy engine, cp.async.bulk.prefetch) of L2_AHEAD_CHUNK bytes, the chunks dealt to the blocks' first warps' lanes
+// (the last n % 16 bytes left out).
 #define L2_AHEAD_CHUNK 16384
-__device__ __forceinline__ void l2_ahead(const char* p, long long n) {
-    n &= ~15LL;
-    if (p == nullptr || n <= 0 || threadIdx.x >= 32) return;
+__device__ __forceinline__ void l2_ahead(const char* p, long long n, int bulk) {
+    if (p == nullptr || n <= 0) return;
     long long blocks = (long long) gridDim.x * gridDim.y;
+    long long block = (long long) blockIdx.y * gridDim.x + blockIdx.x;
+    if (!bulk) {
+        long long threads = blocks * blockDim.x;
+        for (long long l = block * blockDim.x + threadIdx.x; l < (n + 127) / 128; l += threads) prefetch_l2(p + 128 * l);
+        return;
+    }
+    n &= ~15LL;
+    if (threadIdx.x >= 32) return;
     long long chunks = (n + L2_AHEAD_CHUNK - 1) / L2_AHEAD_CHUNK;
-    for (long long c = (long long) blockIdx.y * gridDim.x + blockIdx.x + blocks * threadIdx.x; c < chunks; c += 32 * blocks) {
+    for (long long c = block + blocks * threadIdx.x; c < chunks; c += 32 * blocks) {
         long long off = c * L2_AHEAD_CHUNK;
         unsigned bytes = (unsigned) (n - off < L2_AHEAD_CHUNK ? n - off : L2_AHEAD_CHUNK);
         asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + off), "r"(bytes) : "memory");

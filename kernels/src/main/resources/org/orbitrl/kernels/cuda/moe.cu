@@ -406,18 +406,18 @@ extern "C" __global__ void moe_router_norm_topk(const float* x, const void* nw, 
 // moe_router_norm_topk with its warps' weight loads issued before its wait (the whole row at H <= 2048), and the norm
 // weight's lines asked of the L2, so that under dependent launches they stream while the launch before it runs; the same
 // sums (the same bits). a0..a2 (n0..n2 bytes; null or 0: none): frozen weights of later launches (the next layer's q, k
-// and v) asked of the L2 the same way (l2_ahead), streaming while this latency-bound launch runs.
+// and v) asked of the L2 the same way (l2_ahead, by lines or in bulk), streaming while this latency-bound launch runs.
 extern "C" __global__ void moe_router_norm_topk_pre(const float* x, const void* nw, int nwBf16, float eps, float* h,
                                                     const uint4* w, int H, int E, int topk, int normalize, float* logits,
                                                     int* tickets, float* values, int* indices, const char* a0, long long n0,
-                                                    const char* a1, long long n1, const char* a2, long long n2) {
+                                                    const char* a1, long long n1, const char* a2, long long n2, int bulk) {
     uint4 q[8];
     router_row_fetch(w, H, E, q);
     for (int l = threadIdx.x; nw != nullptr && l < (H * (nwBf16 ? 2 : 4) + 127) / 128; l += blockDim.x)
         prefetch_l2((const char*) nw + 128 * l);
-    l2_ahead(a0, n0);
-    l2_ahead(a1, n1);
-    l2_ahead(a2, n2);
+    l2_ahead(a0, n0, bulk);
+    l2_ahead(a1, n1, bulk);
+    l2_ahead(a2, n2, bulk);
     pdl_enter();
     router_norm_topk(x, nullptr, nullptr, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices, q,
                      true);
@@ -440,14 +440,14 @@ extern "C" __global__ void moe_router_add_norm_topk_pre(const float* x, const fl
                                                         float eps, float* h, const uint4* w, int H, int E, int topk,
                                                         int normalize, float* logits, int* tickets, float* values,
                                                         int* indices, const char* a0, long long n0, const char* a1,
-                                                        long long n1, const char* a2, long long n2) {
+                                                        long long n1, const char* a2, long long n2, int bulk) {
     uint4 q[8];
     router_row_fetch(w, H, E, q);
     for (int l = threadIdx.x; nw != nullptr && l < (H * (nwBf16 ? 2 : 4) + 127) / 128; l += blockDim.x)
         prefetch_l2((const char*) nw + 128 * l);
-    l2_ahead(a0, n0);
-    l2_ahead(a1, n1);
-    l2_ahead(a2, n2);
+    l2_ahead(a0, n0, bulk);
+    l2_ahead(a1, n1, bulk);
+    l2_ahead(a2, n2, bulk);
     pdl_enter();
     router_norm_topk(x, d, sum, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices, q, true);
 }

@@ -142,7 +142,7 @@ class CudaRouterPrologueTest extends CudaTestBase {
     }
 
     /**
-     * {@link CudaBackend#prefetchFrozen} with {@code -Dorbit.cuda.l2Ahead=on}: the next router launch (here {@code
+     * {@link CudaBackend#prefetchFrozen} with {@code -Dorbit.cuda.l2Ahead=on} and {@code =bulk}: the next router launch (here {@code
      * moeRouterTopk} at 1 and 3 tokens, right after the add and norm that writes its x, under dependent launches) takes
      * {@code moe_router_norm_topk_pre} with the asks (a 20 MiB bf16 weight, a slice not 16-byte aligned, which is left
      * out, an f32 tensor whose bytes are not a multiple of 16, and two more, the last past the three a launch carries) and gives
@@ -172,26 +172,30 @@ class CudaRouterPrologueTest extends CudaTestBase {
             Tensor sum = dev(randn(r, 1f, t, h));
             Tensor normed = dev(randn(r, 1f, t, h));
             gpu.addRmsNorm(a, b, sum, dnw, EPS, normed);
-            // form 0 plain (switch off, asks given); 1 asks carried; 2 the launch after it (asks spent)
-            float[][] vals = new float[3][];
-            long[][] experts = new long[3][];
-            String[] launched = {"^moe_router_norm_topk$", "^moe_router_norm_topk_pre$", "^moe_router_norm_topk$"};
+            // form 0 plain (switch off, asks given); 1 and 3 asks carried (a line each, in bulk); 2 and 4 the launch after
+            // (asks spent)
+            float[][] vals = new float[5][];
+            long[][] experts = new long[5][];
+            String[] launched = {"^moe_router_norm_topk$", "^moe_router_norm_topk_pre$", "^moe_router_norm_topk$",
+                    "^moe_router_norm_topk_pre$", "^moe_router_norm_topk$"};
+            String[] mode = {"off", "on", "on", "bulk", "bulk"};
             gpu.dependentLaunches(true);
             try {
-                for (int form = 0; form < 3; form++) {
+                for (int form = 0; form < 5; form++) {
                     int f = form;
+                    boolean ask = form == 0 || form % 2 == 1;
                     Tensor values = poisoned(DType.F32, t, topk);
                     Tensor ids = poisoned(DType.I32, t, topk);
                     Tensor valuesLeft = poisoned(DType.F32, t, topk);
                     Tensor idsLeft = poisoned(DType.I32, t, topk);
                     boolean[] took = new boolean[2];
-                    withProperty(CudaBackend.L2_AHEAD_PROPERTY, form == 0 ? "off" : "on", () -> {
+                    withProperty(CudaBackend.L2_AHEAD_PROPERTY, mode[form], () -> {
                         gpu.addRmsNorm(a, b, sum, dnw, EPS, normed);
-                        if (f < 2) {
+                        if (ask) {
                             gpu.prefetchFrozen(big, misaligned, odd, fourth, fifth);
                         }
                         withProperty("orbit.cuda.omitKernels", launched[f], () -> took[1] = gpu.moeRouterTopk(normed, dw, topk, true, valuesLeft, idsLeft));
-                        if (f < 2) {
+                        if (ask) {
                             gpu.prefetchFrozen(big, misaligned, odd, fourth, fifth);
                         }
                         took[0] = gpu.moeRouterTopk(normed, dw, topk, true, values, ids);
@@ -208,7 +212,7 @@ class CudaRouterPrologueTest extends CudaTestBase {
             for (float v : vals[0]) {
                 assertTrue(v > 0f && v <= 1f, what + ": a selected probability " + v);
             }
-            for (int form = 1; form < 3; form++) {
+            for (int form = 1; form < 5; form++) {
                 assertBitsEqual(what + ", form " + form + ": values", vals[0], vals[form]);
                 assertArrayEquals(experts[0], experts[form], what + ", form " + form + ": experts");
             }

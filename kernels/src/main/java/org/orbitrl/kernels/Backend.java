@@ -69,8 +69,8 @@ public interface Backend extends AutoCloseable {
      * A hint, no operation: the frozen tensors given (weights no step writes, such as the next layer's q, k and v at a
      * decode step) are read soon, so a device backend may ask its cache for their bytes while the launches before that
      * read leave its memory bandwidth idle. It changes no value. The CUDA backend hands them to the next launch that can
-     * carry the ask (the router of a decode step's few tokens), with {@code -Dorbit.cuda.l2Ahead=on}; each call replaces
-     * the asks not yet carried. Here nothing is done.
+     * carry the ask (the router of a decode step's few tokens), with {@code -Dorbit.cuda.l2Ahead=on|bulk}; each call
+     * replaces the asks not yet carried. Here nothing is done.
      */
     default void prefetchFrozen(Tensor... frozen) {
     }

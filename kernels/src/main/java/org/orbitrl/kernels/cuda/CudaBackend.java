@@ -1136,7 +1136,6 @@ public final class CudaBackend implements Backend {
         return moePairs.swiglu(x, xDiv, gate, up, ids, gateLora, upLora, act);
     }
 
-    /** Stacked INT4 experts from {@link CudaMoePairs#STACKED_PAIRS} pairs with an f32 LoRA: one tensor-core launch ({@link CudaMoePairs#matmulLora}). */
     /**
      * {@value #L2_AHEAD_PROPERTY} ({@code off|on|bulk}, read at each call; off by default): {@link #prefetchFrozen} hands
      * the tensors to the next router launch of a decode step's few tokens ({@code moe_router_norm_topk_pre} and its
@@ -1157,6 +1156,7 @@ public final class CudaBackend implements Backend {
         fusedDecode.prefetchFrozen(bulk, "off".equals(v) || exact ? new Tensor[0] : frozen);   // off: clears the asks
     }
 
+    /** Stacked INT4 experts from {@link CudaMoePairs#STACKED_PAIRS} pairs with an f32 LoRA: one tensor-core launch ({@link CudaMoePairs#matmulLora}). */
     @Override
     public boolean moeExpertMatmulPairsLora(Tensor x, int xDiv, ExpertWeights experts, Tensor ids, PairLora lora, Tensor y) {
         ctx.device.bind();

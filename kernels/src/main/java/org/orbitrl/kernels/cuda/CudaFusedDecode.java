@@ -65,14 +65,14 @@ public final class CudaFusedDecode {
      */
     static final String ROUTER_PROLOGUE_PROPERTY = "orbit.cuda.routerPrologue";
     private final Kernel routerTiles;
+    private final Kernel routerAddNormTopk;
+    private final Kernel routerAddNormTopkPre;
     /** Most frozen tensors one router launch asks of the L2 ({@link #prefetchFrozen}; the kernels' a0..a2). */
     static final int AHEAD = 3;
     /** The asks of {@link #prefetchFrozen} no router launch has carried yet. */
     private final List<Tensor> ahead = new ArrayList<>(AHEAD);
     /** Whether those asks go as bulk prefetches (else a line each). */
     private boolean aheadBulk;
-    private final Kernel routerAddNormTopk;
-    private final Kernel routerAddNormTopkPre;
     private final EnumMap<QuantLayout, Kernel> swiglu = new EnumMap<>(QuantLayout.class);
     private final EnumMap<QuantLayout, Kernel> swigluR2 = new EnumMap<>(QuantLayout.class);
     /** Rows of each matrix a lane of the gate/up launch takes: 4 (QGS_R, fewer larger blocks) or 2; {@code -Dorbit.cuda.decodeGateUpRows}. */

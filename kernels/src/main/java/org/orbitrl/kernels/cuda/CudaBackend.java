@@ -1153,7 +1153,11 @@ public final class CudaBackend implements Backend {
             case "bulk" -> true;
             default -> throw new IllegalArgumentException("-D" + L2_AHEAD_PROPERTY + "=" + v + ": expected off, on or bulk");
         };
-        fusedDecode.prefetchFrozen(bulk, "off".equals(v) || exact ? new Tensor[0] : frozen);   // off: clears the asks
+        if ("off".equals(v) || exact) {
+            fusedDecode.prefetchFrozen(false);   // clears the asks
+        } else {
+            fusedDecode.prefetchFrozen(bulk, frozen);
+        }
     }
 
     /** Stacked INT4 experts from {@link CudaMoePairs#STACKED_PAIRS} pairs with an f32 LoRA: one tensor-core launch ({@link CudaMoePairs#matmulLora}). */

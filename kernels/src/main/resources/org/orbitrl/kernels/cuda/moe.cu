@@ -295,6 +295,19 @@ __device__ __forceinline__ void router_row_fetch(const uint4* __restrict__ w, in
     if (e < E) router_fetch(w + (i64) e * (H / 8), H / 8, 0, threadIdx.x & 31, q);
 }
 
+// The router prologue kernels' work before their wait, on frozen memory only: the warp's router row's first loads
+// (router_row_fetch, into q), the norm weight's lines asked of the L2, and the spans a0..a2 asked of the L2 (l2_ahead).
+__device__ __forceinline__ void router_prologue(const uint4* w, int H, int E, const void* nw, int nwBf16, const char* a0,
+                                                long long n0, const char* a1, long long n1, const char* a2, long long n2,
+                                                int bulk, uint4* q) {
+    router_row_fetch(w, H, E, q);
+    for (int l = threadIdx.x; nw != nullptr && l < (H * (nwBf16 ? 2 : 4) + 127) / 128; l += blockDim.x)
+        prefetch_l2((const char*) nw + 128 * l);
+    l2_ahead(a0, n0, bulk);
+    l2_ahead(a1, n1, bulk);
+    l2_ahead(a2, n2, bulk);
+}
+
 // The router of a decode step in one launch over the device (grid ceil(E / warps) x T, dynamic shared
 // H + E floats): every block of token t = blockIdx.y stages xs = nw * (x[t] / sqrt(mean(x[t]^2) + eps))
 // (rmsnorm_f32's expression; nw f32 or bf16) and writes its share of those values to h[t] (the experts'
@@ -412,12 +425,7 @@ extern "C" __global__ void moe_router_norm_topk_pre(const float* x, const void* 
                                                     int* tickets, float* values, int* indices, const char* a0, long long n0,
                                                     const char* a1, long long n1, const char* a2, long long n2, int bulk) {
     uint4 q[8];
-    router_row_fetch(w, H, E, q);
-    for (int l = threadIdx.x; nw != nullptr && l < (H * (nwBf16 ? 2 : 4) + 127) / 128; l += blockDim.x)
-        prefetch_l2((const char*) nw + 128 * l);
-    l2_ahead(a0, n0, bulk);
-    l2_ahead(a1, n1, bulk);
-    l2_ahead(a2, n2, bulk);
+    router_prologue(w, H, E, nw, nwBf16, a0, n0, a1, n1, a2, n2, bulk, q);
     pdl_enter();
     router_norm_topk(x, nullptr, nullptr, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices, q,
                      true);
@@ -442,12 +450,7 @@ extern "C" __global__ void moe_router_add_norm_topk_pre(const float* x, const fl
                                                         int* indices, const char* a0, long long n0, const char* a1,
                                                         long long n1, const char* a2, long long n2, int bulk) {
     uint4 q[8];
-    router_row_fetch(w, H, E, q);
-    for (int l = threadIdx.x; nw != nullptr && l < (H * (nwBf16 ? 2 : 4) + 127) / 128; l += blockDim.x)
-        prefetch_l2((const char*) nw + 128 * l);
-    l2_ahead(a0, n0, bulk);
-    l2_ahead(a1, n1, bulk);
-    l2_ahead(a2, n2, bulk);
+    router_prologue(w, H, E, nw, nwBf16, a0, n0, a1, n1, a2, n2, bulk, q);
     pdl_enter();
     router_norm_topk(x, d, sum, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices, q, true);
 }

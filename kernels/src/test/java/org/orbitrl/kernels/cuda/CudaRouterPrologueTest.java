@@ -29,39 +29,31 @@ class CudaRouterPrologueTest extends CudaTestBase {
     @Test
     void routerPrologueGivesThePlainKernelsBits() {
         SplittableRandom r = rng(313);
-        for (int[] c : new int[][]{{1, 2048, 128, 8}, {5, 256, 60, 3}, {2, 4096, 62, 6}}) {
-            int t = c[0];
-            int h = c[1];
-            int e = c[2];
-            int topk = c[3];
-            String what = "tokens " + t + " H " + h + " E " + e + " top " + topk;
-            Tensor a = dev(randn(r, 2f, t, h));
-            Tensor b = dev(randn(r, 1f, t, h));
-            Tensor dnw = dev(Tensor.of(CudaFusedDecodeTest.normWeights(r, h, false), h));
-            Tensor dw = dev(randn(r, 0.2f, e, h).to(DType.BF16));
+        for (int[] shape : new int[][]{{1, 2048, 128, 8}, {5, 256, 60, 3}, {2, 4096, 62, 6}}) {
+            Case c = routerCase(r, shape);
             float[][][] outs = new float[3][][];
             long[][] experts = new long[3][];
-            Tensor normed = poisoned(DType.F32, t, h);
+            Tensor normed = poisoned(DType.F32, c.t(), c.h());
             for (int form = 0; form < 3; form++) {  // plain, prologue, prologue as a dependent of the add
                 boolean dependent = form == 2;
                 String switched = form == 0 ? "off" : "on";
                 String omit = form == 0 ? "^moe_router_norm_topk$" : "^moe_router_norm_topk_pre$";
-                Tensor x = poisoned(DType.F32, t, h);
-                Tensor hOut = poisoned(DType.F32, t, h);
-                Tensor values = poisoned(DType.F32, t, topk);
-                Tensor ids = poisoned(DType.I32, t, topk);
-                Tensor hLeft = poisoned(DType.F32, t, h);
-                Tensor valuesLeft = poisoned(DType.F32, t, topk);
-                Tensor idsLeft = poisoned(DType.I32, t, topk);
+                Tensor x = poisoned(DType.F32, c.t(), c.h());
+                Tensor hOut = poisoned(DType.F32, c.t(), c.h());
+                Tensor values = poisoned(DType.F32, c.t(), c.topk());
+                Tensor ids = poisoned(DType.I32, c.t(), c.topk());
+                Tensor hLeft = poisoned(DType.F32, c.t(), c.h());
+                Tensor valuesLeft = poisoned(DType.F32, c.t(), c.topk());
+                Tensor idsLeft = poisoned(DType.I32, c.t(), c.topk());
                 gpu.dependentLaunches(dependent);
                 try {
                     withProperty(CudaFusedDecode.ROUTER_PROLOGUE_PROPERTY, switched, () -> {
                         for (int run = 0; run < 2; run++) {
-                            gpu.addRmsNorm(a, b, x, dnw, EPS, normed);
-                            gpu.fusedDecode().moeRouterNormTopk(x, dnw, EPS, dw, topk, true, hOut, values, ids);
+                            gpu.addRmsNorm(c.a(), c.b(), x, c.dnw(), EPS, normed);
+                            gpu.fusedDecode().moeRouterNormTopk(x, c.dnw(), EPS, c.dw(), c.topk(), true, hOut, values, ids);
                         }
                         withProperty("orbit.cuda.omitKernels", omit,
-                                () -> gpu.fusedDecode().moeRouterNormTopk(x, dnw, EPS, dw, topk, true, hLeft, valuesLeft, idsLeft));
+                                () -> gpu.fusedDecode().moeRouterNormTopk(x, c.dnw(), EPS, c.dw(), c.topk(), true, hLeft, valuesLeft, idsLeft));
                     });
                 } finally {
                     gpu.dependentLaunches(false);
@@ -69,13 +61,13 @@ class CudaRouterPrologueTest extends CudaTestBase {
                 outs[form] = new float[][]{gpu.toHost(hOut).toFloatArray(), gpu.toHost(values).toFloatArray()};
                 experts[form] = gpu.toHost(ids).toLongArray();
                 assertTrue(Float.isNaN(gpu.toHost(hLeft).toFloatArray()[0]) && Float.isNaN(gpu.toHost(valuesLeft).toFloatArray()[0]),
-                        what + ", form " + form + ": the launch left out wrote its outputs");
+                        c.what() + ", form " + form + ": the launch left out wrote its outputs");
             }
             for (float v : outs[0][1]) {
-                assertTrue(v > 0f && v <= 1f, what + ": a selected probability " + v);
+                assertTrue(v > 0f && v <= 1f, c.what() + ": a selected probability " + v);
             }
             for (int form = 1; form < 3; form++) {
-                String f = what + (form == 2 ? ", a dependent launch" : "");
+                String f = c.what() + (form == 2 ? ", a dependent launch" : "");
                 assertBitsEqual(f + ": h", outs[0][0], outs[form][0]);
                 assertBitsEqual(f + ": values", outs[0][1], outs[form][1]);
                 assertArrayEquals(experts[0], experts[form], f + ": experts");
@@ -92,49 +84,41 @@ class CudaRouterPrologueTest extends CudaTestBase {
     @Test
     void routerPrologueOfNormedRowsGivesThePlainKernelsBits() {
         SplittableRandom r = rng(314);
-        for (int[] c : new int[][]{{1, 2048, 128, 8}, {5, 256, 60, 3}}) {
-            int t = c[0];
-            int h = c[1];
-            int e = c[2];
-            int topk = c[3];
-            String what = "tokens " + t + " H " + h + " E " + e + " top " + topk;
-            Tensor a = dev(randn(r, 2f, t, h));
-            Tensor b = dev(randn(r, 1f, t, h));
-            Tensor dnw = dev(Tensor.of(CudaFusedDecodeTest.normWeights(r, h, false), h));
-            Tensor dw = dev(randn(r, 0.2f, e, h).to(DType.BF16));
+        for (int[] shape : new int[][]{{1, 2048, 128, 8}, {5, 256, 60, 3}}) {
+            Case c = routerCase(r, shape);
             float[][] vals = new float[3][];
             long[][] experts = new long[3][];
             for (int form = 0; form < 3; form++) {  // plain, prologue, prologue as a dependent of the add and norm
                 String omit = form == 0 ? "^moe_router_norm_topk$" : "^moe_router_norm_topk_pre$";
-                Tensor sum = poisoned(DType.F32, t, h);
-                Tensor normed = poisoned(DType.F32, t, h);
-                Tensor values = poisoned(DType.F32, t, topk);
-                Tensor ids = poisoned(DType.I32, t, topk);
-                Tensor valuesLeft = poisoned(DType.F32, t, topk);
-                Tensor idsLeft = poisoned(DType.I32, t, topk);
+                Tensor sum = poisoned(DType.F32, c.t(), c.h());
+                Tensor normed = poisoned(DType.F32, c.t(), c.h());
+                Tensor values = poisoned(DType.F32, c.t(), c.topk());
+                Tensor ids = poisoned(DType.I32, c.t(), c.topk());
+                Tensor valuesLeft = poisoned(DType.F32, c.t(), c.topk());
+                Tensor idsLeft = poisoned(DType.I32, c.t(), c.topk());
                 boolean[] took = new boolean[2];
                 gpu.dependentLaunches(form == 2);
                 try {
                     withProperty(CudaFusedDecode.ROUTER_PROLOGUE_PROPERTY, form == 0 ? "off" : "on", () -> {
                         for (int run = 0; run < 2; run++) {
-                            gpu.addRmsNorm(a, b, sum, dnw, EPS, normed);
-                            took[0] = gpu.moeRouterTopk(normed, dw, topk, true, values, ids);
+                            gpu.addRmsNorm(c.a(), c.b(), sum, c.dnw(), EPS, normed);
+                            took[0] = gpu.moeRouterTopk(normed, c.dw(), c.topk(), true, values, ids);
                         }
-                        withProperty("orbit.cuda.omitKernels", omit, () -> took[1] = gpu.moeRouterTopk(normed, dw, topk, true, valuesLeft, idsLeft));
+                        withProperty("orbit.cuda.omitKernels", omit, () -> took[1] = gpu.moeRouterTopk(normed, c.dw(), c.topk(), true, valuesLeft, idsLeft));
                     });
                 } finally {
                     gpu.dependentLaunches(false);
                 }
-                assertTrue(took[0] && took[1], what + ", form " + form + ": the router declined");
+                assertTrue(took[0] && took[1], c.what() + ", form " + form + ": the router declined");
                 vals[form] = gpu.toHost(values).toFloatArray();
                 experts[form] = gpu.toHost(ids).toLongArray();
-                assertTrue(Float.isNaN(gpu.toHost(valuesLeft).toFloatArray()[0]), what + ", form " + form + ": the launch left out wrote its outputs");
+                assertTrue(Float.isNaN(gpu.toHost(valuesLeft).toFloatArray()[0]), c.what() + ", form " + form + ": the launch left out wrote its outputs");
             }
             for (float v : vals[0]) {
-                assertTrue(v > 0f && v <= 1f, what + ": a selected probability " + v);
+                assertTrue(v > 0f && v <= 1f, c.what() + ": a selected probability " + v);
             }
             for (int form = 1; form < 3; form++) {
-                String f = what + (form == 2 ? ", a dependent launch" : "");
+                String f = c.what() + (form == 2 ? ", a dependent launch" : "");
                 assertBitsEqual(f + ": values", vals[0], vals[form]);
                 assertArrayEquals(experts[0], experts[form], f + ": experts");
             }
@@ -159,19 +143,11 @@ class CudaRouterPrologueTest extends CudaTestBase {
         Tensor fourth = dev(randn(r, 1f, 4096));
         Tensor fifth = dev(randn(r, 1f, 4096));
         float[][] before = {gpu.toHost(big).toFloatArray(), gpu.toHost(odd).toFloatArray()};
-        for (int[] c : new int[][]{{1, 2048, 128, 8}, {3, 256, 60, 3}}) {
-            int t = c[0];
-            int h = c[1];
-            int e = c[2];
-            int topk = c[3];
-            String what = "tokens " + t + " H " + h + " E " + e + " top " + topk;
-            Tensor a = dev(randn(r, 2f, t, h));
-            Tensor b = dev(randn(r, 1f, t, h));
-            Tensor dnw = dev(Tensor.of(CudaFusedDecodeTest.normWeights(r, h, false), h));
-            Tensor dw = dev(randn(r, 0.2f, e, h).to(DType.BF16));
-            Tensor sum = dev(randn(r, 1f, t, h));
-            Tensor normed = dev(randn(r, 1f, t, h));
-            gpu.addRmsNorm(a, b, sum, dnw, EPS, normed);
+        for (int[] shape : new int[][]{{1, 2048, 128, 8}, {3, 256, 60, 3}}) {
+            Case c = routerCase(r, shape);
+            Tensor sum = dev(randn(r, 1f, c.t(), c.h()));
+            Tensor normed = dev(randn(r, 1f, c.t(), c.h()));
+            gpu.addRmsNorm(c.a(), c.b(), sum, c.dnw(), EPS, normed);
             // form 0 plain (switch off, asks given); 1 and 3 asks carried (a line each, in bulk); 2 and 4 the launch after
             // (asks spent)
             float[][] vals = new float[5][];
@@ -184,25 +160,25 @@ class CudaRouterPrologueTest extends CudaTestBase {
                 for (int form = 0; form < 5; form++) {
                     int f = form;
                     boolean ask = form == 0 || form % 2 == 1;
-                    Tensor values = poisoned(DType.F32, t, topk);
-                    Tensor ids = poisoned(DType.I32, t, topk);
-                    Tensor valuesLeft = poisoned(DType.F32, t, topk);
-                    Tensor idsLeft = poisoned(DType.I32, t, topk);
+                    Tensor values = poisoned(DType.F32, c.t(), c.topk());
+                    Tensor ids = poisoned(DType.I32, c.t(), c.topk());
+                    Tensor valuesLeft = poisoned(DType.F32, c.t(), c.topk());
+                    Tensor idsLeft = poisoned(DType.I32, c.t(), c.topk());
                     boolean[] took = new boolean[2];
                     withProperty(CudaBackend.L2_AHEAD_PROPERTY, mode[form], () -> {
-                        gpu.addRmsNorm(a, b, sum, dnw, EPS, normed);
+                        gpu.addRmsNorm(c.a(), c.b(), sum, c.dnw(), EPS, normed);
                         if (ask) {
                             gpu.prefetchFrozen(big, misaligned, odd, fourth, fifth);
                         }
-                        withProperty("orbit.cuda.omitKernels", launched[f], () -> took[1] = gpu.moeRouterTopk(normed, dw, topk, true, valuesLeft, idsLeft));
+                        withProperty("orbit.cuda.omitKernels", launched[f], () -> took[1] = gpu.moeRouterTopk(normed, c.dw(), c.topk(), true, valuesLeft, idsLeft));
                         if (ask) {
                             gpu.prefetchFrozen(big, misaligned, odd, fourth, fifth);
                         }
-                        took[0] = gpu.moeRouterTopk(normed, dw, topk, true, values, ids);
+                        took[0] = gpu.moeRouterTopk(normed, c.dw(), c.topk(), true, values, ids);
                     });
-                    assertTrue(took[0] && took[1], what + ", form " + form + ": the router declined");
+                    assertTrue(took[0] && took[1], c.what() + ", form " + form + ": the router declined");
                     assertTrue(Float.isNaN(gpu.toHost(valuesLeft).toFloatArray()[0]),
-                            what + ", form " + form + ": the launch left out (" + launched[form] + ") wrote its outputs");
+                            c.what() + ", form " + form + ": the launch left out (" + launched[form] + ") wrote its outputs");
                     vals[form] = gpu.toHost(values).toFloatArray();
                     experts[form] = gpu.toHost(ids).toLongArray();
                 }
@@ -210,14 +186,30 @@ class CudaRouterPrologueTest extends CudaTestBase {
                 gpu.dependentLaunches(false);
             }
             for (float v : vals[0]) {
-                assertTrue(v > 0f && v <= 1f, what + ": a selected probability " + v);
+                assertTrue(v > 0f && v <= 1f, c.what() + ": a selected probability " + v);
             }
             for (int form = 1; form < 5; form++) {
-                assertBitsEqual(what + ", form " + form + ": values", vals[0], vals[form]);
-                assertArrayEquals(experts[0], experts[form], what + ", form " + form + ": experts");
+                assertBitsEqual(c.what() + ", form " + form + ": values", vals[0], vals[form]);
+                assertArrayEquals(experts[0], experts[form], c.what() + ", form " + form + ": experts");
             }
         }
         assertBitsEqual("the asked weight", before[0], gpu.toHost(big).toFloatArray());
         assertBitsEqual("the asked f32 tensor", before[1], gpu.toHost(odd).toFloatArray());
+    }
+
+    /** A router case: t tokens of width h, e experts, the top topk; rows a and b, a norm weight and bf16 router rows. */
+    private record Case(int t, int h, int e, int topk, String what, Tensor a, Tensor b, Tensor dnw, Tensor dw) {
+    }
+
+    /** The case of shape {tokens, hidden, experts, top k}, its tensors drawn from r in that order. */
+    private Case routerCase(SplittableRandom r, int[] shape) {
+        int t = shape[0];
+        int h = shape[1];
+        int e = shape[2];
+        Tensor a = dev(randn(r, 2f, t, h));
+        Tensor b = dev(randn(r, 1f, t, h));
+        Tensor dnw = dev(Tensor.of(CudaFusedDecodeTest.normWeights(r, h, false), h));
+        Tensor dw = dev(randn(r, 0.2f, e, h).to(DType.BF16));
+        return new Case(t, h, e, shape[3], "tokens " + t + " H " + h + " E " + e + " top " + shape[3], a, b, dnw, dw);
     }
 }

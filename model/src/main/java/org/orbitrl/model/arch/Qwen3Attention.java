@@ -25,6 +25,8 @@ final class Qwen3Attention {
     final Linear o;
     final Tensor qNorm; // [headDim]
     final Tensor kNorm; // [headDim]
+    /** q, k and v's dense base weights (frozen: worked out once, asked for at every decode step). */
+    private final Tensor[] frozenQkv;
     private final int layer;
     private final int heads;
     private final int kvHeads;
@@ -67,6 +69,8 @@ final class Qwen3Attention {
         this.headDim = c.headDim();
         this.eps = c.rmsEps();
         this.spec = new AttentionSpec((float) (1.0 / Math.sqrt(c.headDim())), c.windows()[layer], null);
+        this.frozenQkv = Stream.of(q, k, v).filter(l -> l.weight() instanceof Weight.Dense)
+                .map(l -> ((Weight.Dense) l.weight()).w()).toArray(Tensor[]::new);
     }
 
     /** Whether q, k, v and o are dense, without bias and without an enabled adapter (a backend's whole-layer decode form). */
@@ -76,11 +80,11 @@ final class Qwen3Attention {
 
     /**
      * q, k and v's dense base weights, those that are dense: frozen, and read by a decode step's first products whatever
-     * adapter the layer has (the bytes a step may ask the device's cache for ahead, {@link Backend#prefetchFrozen}).
+     * adapter the layer has (the bytes a step may ask the device's cache for ahead, {@link Backend#prefetchFrozen}). The
+     * array is shared: not to be changed.
      */
     Tensor[] frozenQkv() {
-        return Stream.of(q, k, v).filter(l -> l.weight() instanceof Weight.Dense).map(l -> ((Weight.Dense) l.weight()).w())
-                .toArray(Tensor[]::new);
+        return frozenQkv;
     }
 
     /** A dense weight without a bias or an enabled adapter. */

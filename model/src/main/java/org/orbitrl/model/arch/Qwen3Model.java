@@ -38,6 +38,8 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
     private final Backend backend;
     private final Tensor embed;       // [vocab, hidden]; under tensor parallelism this rank's [vocab/tp, hidden] rows
     private final Qwen3Layer[] layers;
+    /** A decode step's ask after its last layer ({@link Backend#prefetchFrozen}): none, which clears what no launch carried. */
+    private static final Tensor[] NO_ASKS = {};
     private final Tensor finalNorm;   // [hidden]
     private final Linear lmHead;      // [vocab, hidden]; under tensor parallelism [vocab/tp, hidden]
     private final RankGroups parallel; // null: the whole model on one rank
@@ -376,7 +378,7 @@ public final class Qwen3Model implements Trainable, AdapterTargets {
             }
             Tensor in = x;
             // a decode step's asks of the device's cache: the next layer's q/k/v (none after the last: clears the asks)
-            Tensor[] ahead = decode == null ? null : i + 1 < layers.length ? layers[i + 1].attention.frozenQkv() : new Tensor[0];
+            Tensor[] ahead = decode == null ? null : i + 1 < layers.length ? layers[i + 1].attention.frozenQkv() : NO_ASKS;
             x = layers[i].forward(b, shared, i, x, positions, batch, lt, decode, tape != null, ahead);
             if (tape == null && hidden == null) {
                 a.release(in);   // kept by neither a tape nor a sink

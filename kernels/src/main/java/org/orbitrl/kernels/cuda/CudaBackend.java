@@ -1154,9 +1154,9 @@ public final class CudaBackend implements Backend {
             default -> throw new IllegalArgumentException("-D" + L2_AHEAD_PROPERTY + "=" + v + ": expected off, on or bulk");
         };
         if ("off".equals(v) || exact) {
-            fusedDecode.prefetchFrozen(false);   // clears the asks
+            fusedDecode.router().prefetchFrozen(false);   // clears the asks
         } else {
-            fusedDecode.prefetchFrozen(bulk, frozen);
+            fusedDecode.router().prefetchFrozen(bulk, frozen);
         }
     }
 
@@ -1168,7 +1168,7 @@ public final class CudaBackend implements Backend {
     }
 
     /**
-     * The logits, the softmax and the top k in one launch ({@link CudaFusedDecode#moeRouterTopk}), above
+     * The logits, the softmax and the top k in one launch ({@link CudaDecodeRouter#moeRouterTopk}), above
      * {@link CudaMoePairs#DIRECT_PAIRS} pairs with the pairs grouped by expert for the expert calls on the same ids in the
      * same launch; outside exact mode, {@code -Dorbit.cuda.routerTopk=off} (read at each call) declines.
      */
@@ -1180,11 +1180,11 @@ public final class CudaBackend implements Backend {
         ctx.device.bind();
         int experts = router.rank() == 2 ? router.size(0) : 0;
         MoeRouting routing = experts > 0 ? moePairs.routingForRouter(experts, Math.toIntExact(ids.numel())) : null;
-        CudaFusedDecode.Router done = fusedDecode.moeRouterTopk(x, router, k, normalize, weights, ids, routing);
-        if (done == CudaFusedDecode.Router.SELECTED_AND_GROUPED) {
+        CudaDecodeRouter.Router done = fusedDecode.router().moeRouterTopk(x, router, k, normalize, weights, ids, routing);
+        if (done == CudaDecodeRouter.Router.SELECTED_AND_GROUPED) {
             moePairs.groupedBy(experts, ids);
         }
-        return done != CudaFusedDecode.Router.DECLINED;
+        return done != CudaDecodeRouter.Router.DECLINED;
     }
 
     /**
@@ -1201,7 +1201,7 @@ public final class CudaBackend implements Backend {
             return false;
         }
         ctx.device.bind();
-        return fusedDecode.addNormRouterTopk(a, b, sum, normWeight, eps, normed, router, k, normalize, weights, ids);
+        return fusedDecode.router().addNormRouterTopk(a, b, sum, normWeight, eps, normed, router, k, normalize, weights, ids);
     }
 
     /**

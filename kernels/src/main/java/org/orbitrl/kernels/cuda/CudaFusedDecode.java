@@ -6,10 +6,7 @@ import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.internal.Kernel;
 import org.orbitrl.kernels.quant.QuantizedTensor;
 
-import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.EnumMap;
-import java.util.List;
 
 /**
  * The fused operations of a decode step at few tokens ({@link CudaBackend#fusedDecode()}): each folds
@@ -29,19 +26,6 @@ public final class CudaFusedDecode {
     static final int NORM_GEMV_MAX_ROWS = 4;
     /** Most routed experts per token of {@link #moeDownCombine} (one warp each; QGD_MAX_TOPK in qgemv.cu). */
     static final int MAX_TOPK = 16;
-    private static final int ROUTER_WARPS = 4;
-    /** Experts a block of {@code moe_router_tiles} takes (RT_WARPS in moe.cu), most x rows it stages, their bytes. */
-    private static final int TILE_WARPS = 8;
-    private static final int TILE_MOST_ROWS = 8;
-    private static final int TILE_SHARED = 96 * 1024;
-    /**
-     * {@code -Dorbit.cuda.routerTiles=N}: the router of x as it is takes {@code moe_router_tiles} from N tokens a call
-     * (8 by default; {@code off}: never), a block an expert chunk and a tile of tokens, where below it takes
-     * {@code moe_router_norm_topk}, a block a token and four experts. The same bits either way. Read at each call.
-     */
-    static final String ROUTER_TILES_PROPERTY = "orbit.cuda.routerTiles";
-    /** {@code -Dorbit.cuda.routerGroups=off}: the tiled router leaves the grouping of the pairs to its own launch. */
-    static final String ROUTER_GROUPS_PROPERTY = "orbit.cuda.routerGroups";
     /** Warps of a moe_decode block (MD_WARPS). */
     private static final int PERSISTENT_WARPS = 8;
     private static final int SHARED_LIMIT = 48 * 1024;
@@ -51,28 +35,10 @@ public final class CudaFusedDecode {
     private final CudaContext ctx;
     private final CudaMatmulOps matmul;
     private final CudaRowOps rows;
-    private final CudaMoeOps moeOps;
+    /** The router's launches (its own class: the router, its norm and its add folded in, the tiles, the asks ahead). */
+    private final CudaDecodeRouter router;
     private final Kernel norm1;
     private final Kernel norm4;
-    private final Kernel routerNormTopk;
-    private final Kernel routerNormTopkPre;
-    /**
-     * {@value} ({@code on|off}, read at each call; off by default): {@link #moeRouterNormTopk}, {@link #moeRouterTopk}
-     * where it takes the block-a-token launch (a decode step's few tokens) and {@link #addNormRouterTopk} take {@code
-     * moe_router_norm_topk_pre} ({@code moe_router_add_norm_topk_pre}), whose warps issue their router rows' loads, and
-     * whose blocks ask the L2 for the norm weight's lines, before the kernel waits for the launch before it (under
-     * dependent launches they stream while that launch runs); the same sums, the same bits.
-     */
-    static final String ROUTER_PROLOGUE_PROPERTY = "orbit.cuda.routerPrologue";
-    private final Kernel routerTiles;
-    private final Kernel routerAddNormTopk;
-    private final Kernel routerAddNormTopkPre;
-    /** Most frozen tensors one router launch asks of the L2 ({@link #prefetchFrozen}; the kernels' a0..a2). */
-    static final int AHEAD = 3;
-    /** The asks of {@link #prefetchFrozen} no router launch has carried yet. */
-    private final List<Tensor> ahead = new ArrayList<>(AHEAD);
-    /** Whether those asks go as bulk prefetches (else a line each). */
-    private boolean aheadBulk;
     private final EnumMap<QuantLayout, Kernel> swiglu = new EnumMap<>(QuantLayout.class);
     private final EnumMap<QuantLayout, Kernel> swigluR2 = new EnumMap<>(QuantLayout.class);
     /** Rows of each matrix a lane of the gate/up launch takes: 4 (QGS_R, fewer larger blocks) or 2; {@code -Dorbit.cuda.decodeGateUpRows}. */
@@ -95,14 +61,9 @@ public final class CudaFusedDecode {
         this.ctx = ctx;
         this.matmul = matmul;
         this.rows = rows;
-        this.moeOps = moeOps;
+        this.router = new CudaDecodeRouter(ctx, rows, moeOps);
         this.norm1 = ctx.kernel("bgemv", "bgemv_norm1");
         this.norm4 = ctx.kernel("bgemv", "bgemv_norm_m4");
-        this.routerNormTopk = ctx.kernel("moe", "moe_router_norm_topk");
-        this.routerNormTopkPre = ctx.kernel("moe", "moe_router_norm_topk_pre");
-        this.routerTiles = ctx.kernel("moe", "moe_router_tiles");
-        this.routerAddNormTopk = ctx.kernel("moe", "moe_router_add_norm_topk");
-        this.routerAddNormTopkPre = ctx.kernel("moe", "moe_router_add_norm_topk_pre");
         for (QuantLayout l : QuantLayout.values()) {
             swiglu.put(l, ctx.kernel("qgemv", "qgemv_swiglu_" + l.kernelSuffix()));
             swigluR2.put(l, ctx.kernel("qgemv", "qgemv_swiglu_r2_" + l.kernelSuffix()));
@@ -110,6 +71,11 @@ public final class CudaFusedDecode {
             moeDecode.put(l, ctx.kernel("moe_decode", "moe_decode_" + l.kernelSuffix()));
         }
         this.gridBarrier = ctx.allocator.allocate(MemoryCategory.RUNTIME_RESERVE, DType.I32, 2);
+    }
+
+    /** The router of a decode step's few tokens: its product, softmax and top-k, with the norm or the add before it. */
+    public CudaDecodeRouter router() {
+        return router;
     }
 
     /**
@@ -154,236 +120,6 @@ public final class CudaFusedDecode {
         } else {
             matmul.matmul(normed, w, y);
         }
-    }
-
-    /** What {@link #moeRouterTopk} did: declined (nothing launched), selected the experts, or also grouped the pairs. */
-    enum Router { DECLINED, SELECTED, SELECTED_AND_GROUPED }
-
-    /**
-     * The router of x as it is (normed before): values and indices [T, topk] of the topk largest of softmax(x ·
-     * routerᵀ) per token, divided by their sum when {@code normalize}: {@code moe_router_norm_topk} without its norm, or
-     * from {@link #tileRows}' token count {@code moe_router_tiles}, one launch up to {@link CudaContext#TICKETS} tokens
-     * (the router of any batch above). Declines, launching nothing, where the shapes do not suit it (router not bf16
-     * [E, hidden] 16-byte aligned, hidden not a multiple of 8, hidden + E floats past the kernel's shared memory). Where
-     * {@code routing} is given and the call takes {@code moe_router_tiles} with at most
-     * {@value CudaMoeOps#ROUTE_RANK_PAIRS} pairs, the pairs are also grouped by expert into it in the same launch (the
-     * last block runs {@code moe_route}'s body: the same offsets, active experts and order), unless
-     * {@code -Dorbit.cuda.routerGroups=off} (read at each call).
-     */
-    Router moeRouterTopk(Tensor x, Tensor router, int topk, boolean normalize, Tensor values, Tensor indices, MoeRouting routing) {
-        ctx.device.bind();
-        ctx.devContiguous("moeRouterTopk x", x, DType.F32);
-        ctx.devContiguous("moeRouterTopk values", values, DType.F32);
-        ctx.devContiguous("moeRouterTopk indices", indices, DType.I32);
-        int hd = x.size(-1);
-        int tokens = CudaContext.rows(x);
-        if (router.dtype() != DType.BF16 || router.rank() != 2 || !router.isContiguous() || router.dim(1) != hd || hd % 8 != 0
-                || CudaAllocator.address(router) % 16 != 0 || 4L * (hd + router.size(0)) > SHARED_LIMIT || tokens == 0) {
-            return Router.DECLINED;
-        }
-        int e = router.size(0);
-        if (topk <= 0 || topk > e || values.numel() != (long) tokens * topk || indices.numel() != (long) tokens * topk) {
-            throw new IllegalArgumentException("moeRouterTopk: x " + x + ", router " + router + " [experts, hidden], top " + topk
-                    + " into " + values + " and " + indices + " [tokens, topk]");
-        }
-        if (tokens > CudaContext.TICKETS) {
-            moeOps.routerTopk(x, router, topk, normalize, values, indices);
-            return Router.SELECTED;
-        }
-        Tensor logits = ctx.scratch(CudaContext.Scratch.ROUTER_LOGITS, DType.F32, (long) tokens * e); // [T, E]
-        int tt = tileRows(tokens, e, hd, ctx.device.multiprocessors(), System.getProperty(ROUTER_TILES_PROPERTY));
-        if (tt > 0 && CudaAllocator.address(x) % 16 == 0) {
-            int chunks = (e + TILE_WARPS - 1) / TILE_WARPS;
-            int shared = 4 * Math.max(tt * hd, TILE_WARPS * e);
-            int pairs = tokens * topk;
-            boolean group = routing != null && routing.numExperts() == e && pairs <= CudaMoeOps.ROUTE_RANK_PAIRS
-                    && pairs <= routing.maxPairs() && !"off".equals(System.getProperty(ROUTER_GROUPS_PROPERTY));
-            if (group) {
-                routing.routed(pairs, topk);
-            }
-            ctx.launch2dShared(routerTiles, chunks, (tokens + tt - 1) / tt, 32 * TILE_WARPS, shared, x, router, hd, e, tokens, tt,
-                    topk, normalize ? 1 : 0, logits, ctx.tickets, values, indices, group ? routing.offsets() : null,
-                    group ? routing.active() : null, group ? routing.order() : null,
-                    group ? ctx.tickets.slice(0, CudaContext.TICKETS - 1, CudaContext.TICKETS) : null, ctx.errorFlag);
-            return group ? Router.SELECTED_AND_GROUPED : Router.SELECTED;
-        }
-        launchRouter(routerNormTopk, routerNormTopkPre, (e + ROUTER_WARPS - 1) / ROUTER_WARPS, tokens, 4 * (hd + e), x, null, 0, 0f,
-                null, router, hd, e, topk, normalize ? 1 : 0, logits, ctx.tickets, values, indices);
-        return Router.SELECTED;
-    }
-
-    /**
-     * {@link org.orbitrl.kernels.Backend#addRmsNormRouterTopk}: {@code moe_router_add_norm_topk}, {@code moe_router_norm_topk}
-     * over the rows a + b, its blocks writing their shares of the sum and of its norm (norm weight f32 or bf16 [H]), where
-     * {@link #moeRouterTopk} takes that block-a-token launch for these tokens (fewer than the tiles' bound); false,
-     * launching nothing, otherwise. Throws where the shapes do not agree.
-     */
-    boolean addNormRouterTopk(Tensor a, Tensor b, Tensor sum, Tensor normWeight, float eps, Tensor normed, Tensor router, int topk,
-                              boolean normalize, Tensor values, Tensor indices) {
-        for (Tensor t : new Tensor[]{a, b, sum, normed}) {
-            ctx.devContiguous("addRmsNormRouterTopk rows", t, DType.F32);
-        }
-        ctx.devContiguous("addRmsNormRouterTopk norm weight", normWeight, null);
-        ctx.devContiguous("addRmsNormRouterTopk values", values, DType.F32);
-        ctx.devContiguous("addRmsNormRouterTopk indices", indices, DType.I32);
-        int hd = a.size(-1);
-        int tokens = CudaContext.rows(a);
-        for (Tensor t : new Tensor[]{b, sum, normed}) {
-            if (t.size(-1) != hd || CudaContext.rows(t) != tokens) {
-                throw new IllegalArgumentException("addRmsNormRouterTopk: " + t + " is not [" + tokens + ", " + hd + "] as a " + a);
-            }
-        }
-        if (normWeight.numel() != hd || (normWeight.dtype() != DType.F32 && normWeight.dtype() != DType.BF16)) {
-            throw new IllegalArgumentException("addRmsNormRouterTopk: norm weight " + normWeight + " is not f32 or bf16 [" + hd + "]");
-        }
-        if (router.dtype() != DType.BF16 || router.rank() != 2 || !router.isContiguous() || router.dim(1) != hd || hd % 8 != 0
-                || CudaAllocator.address(router) % 16 != 0 || 4L * (hd + router.size(0)) > SHARED_LIMIT || tokens == 0
-                || tokens > CudaContext.TICKETS || CudaAllocator.address(a) % 16 != 0 || CudaAllocator.address(b) % 16 != 0
-                || tileRows(tokens, router.size(0), hd, ctx.device.multiprocessors(), System.getProperty(ROUTER_TILES_PROPERTY)) > 0) {
-            return false;
-        }
-        for (Tensor out : new Tensor[]{sum, normed}) {   // every block reads whole rows of a and b while others write
-            for (Tensor in : new Tensor[]{a, b}) {
-                if (overlap(out, in)) {
-                    throw new IllegalArgumentException("addRmsNormRouterTopk: " + out + " overlaps its input " + in);
-                }
-            }
-        }
-        int e = router.size(0);
-        if (topk <= 0 || topk > e || values.numel() != (long) tokens * topk || indices.numel() != (long) tokens * topk) {
-            throw new IllegalArgumentException("addRmsNormRouterTopk: router " + router + " [experts, hidden], top " + topk
-                    + " into " + values + " and " + indices + " [tokens, topk]");
-        }
-        Tensor logits = ctx.scratch(CudaContext.Scratch.ROUTER_LOGITS, DType.F32, (long) tokens * e); // [T, E]
-        launchRouter(routerAddNormTopk, routerAddNormTopkPre, (e + ROUTER_WARPS - 1) / ROUTER_WARPS, tokens, 4 * (hd + e), a, b, sum,
-                normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0, eps, normed, router, hd, e, topk, normalize ? 1 : 0, logits,
-                ctx.tickets, values, indices);
-        return true;
-    }
-
-    private static boolean overlap(Tensor p, Tensor q) {
-        long pa = CudaAllocator.address(p);
-        long qa = CudaAllocator.address(q);
-        return pa < qa + q.byteSize() && qa < pa + p.byteSize();
-    }
-
-    /**
-     * The x rows a block of {@code moe_router_tiles} stages for {@code tokens} tokens over {@code experts} experts of
-     * {@code hidden} values, on {@code sms} multiprocessors: enough that the expert chunks times the tiles come near one
-     * block an SM, at most {@value #TILE_MOST_ROWS} and {@value #TILE_SHARED} bytes of rows (two blocks an SM); 0 where
-     * the call takes {@code moe_router_norm_topk} (fewer tokens than the switch's bound, the switch off, a row past the
-     * bytes, or the selecting warps' logits past them).
-     */
-    static int tileRows(int tokens, int experts, int hidden, int sms, String property) {
-        int from = 8;
-        if (property != null) {
-            if (property.equals("off")) {
-                return 0;
-            }
-            try {
-                from = Integer.parseInt(property);
-            } catch (NumberFormatException ex) {
-                throw new IllegalArgumentException("-D" + ROUTER_TILES_PROPERTY + "=" + property + ": expected off or a token count");
-            }
-        }
-        int fit = TILE_SHARED / (4 * hidden);
-        if (tokens < Math.max(1, from) || fit < 1 || 4L * TILE_WARPS * experts > TILE_SHARED) {
-            return 0;
-        }
-        long chunks = (experts + TILE_WARPS - 1) / TILE_WARPS;
-        long rows = (tokens * chunks + sms - 1) / sms;
-        return (int) Math.max(1, Math.min(Math.min(rows, TILE_MOST_ROWS), fit));
-    }
-
-    /**
-     * The router of a decode step in one launch: {@code h = rmsnorm(x)} (written out: the experts' input),
-     * router logits {@code h · routerᵀ}, softmax, and the top-k probabilities (ties to the lower expert),
-     * divided by their sum when {@code normalize}. x f32 [T, H], norm weight f32 or bf16 [H], router bf16
-     * [E, H] (H a multiple of 8), h f32 [T, H], values f32 [T, topk], indices i32 [T, topk]. The logits are
-     * spread over ceil(E / 4) blocks a token; the block that finishes a token last selects its experts.
-     * The tickets that find that block are the backend's own, so launches of this op on one backend run
-     * one after another (its stream); up to 4096 tokens a launch, more take the unfused norm and router.
-     */
-    public void moeRouterNormTopk(Tensor x, Tensor normWeight, float eps, Tensor router, int topk, boolean normalize, Tensor h,
-                                  Tensor values, Tensor indices) {
-        ctx.device.bind();
-        ctx.devContiguous("moeRouterNormTopk x", x, DType.F32);
-        ctx.devContiguous("moeRouterNormTopk h", h, DType.F32);
-        ctx.devContiguous("moeRouterNormTopk router", router, DType.BF16);
-        ctx.devContiguous("moeRouterNormTopk norm weight", normWeight, null);
-        ctx.devContiguous("moeRouterNormTopk values", values, DType.F32);
-        ctx.devContiguous("moeRouterNormTopk indices", indices, DType.I32);
-        int hd = x.size(-1);
-        int tokens = CudaContext.rows(x);
-        int e = router.rank() == 2 ? router.size(0) : 0;
-        if (router.rank() != 2 || router.dim(1) != hd || hd % 8 != 0 || h.numel() != (long) tokens * hd || normWeight.numel() != hd
-                || (normWeight.dtype() != DType.F32 && normWeight.dtype() != DType.BF16) || topk <= 0 || topk > e
-                || values.numel() != (long) tokens * topk || indices.numel() != (long) tokens * topk) {
-            throw new IllegalArgumentException("moeRouterNormTopk: x " + x + " (hidden a multiple of 8), norm weight " + normWeight
-                    + ", router " + router + " [experts, hidden], top " + topk + " into h " + h + ", " + values + " and " + indices
-                    + " [tokens, topk]");
-        }
-        long shared = 4L * (hd + e);
-        if (shared > SHARED_LIMIT || CudaAllocator.address(router) % 16 != 0) {
-            throw new IllegalArgumentException("moeRouterNormTopk: hidden " + hd + " + experts " + e
-                    + " exceed the kernel's shared memory, or " + router + " is not 16-byte aligned");
-        }
-        if (tokens == 0) {
-            return;
-        }
-        if (tokens > CudaContext.TICKETS) { // more tokens than tickets: the norm, then the router of any batch
-            rows.rmsNorm(x, normWeight, eps, h);
-            moeOps.routerTopk(h, router, topk, normalize, values, indices);
-            return;
-        }
-        Tensor logits = ctx.scratch(CudaContext.Scratch.ROUTER_LOGITS, DType.F32, (long) tokens * e); // [T, E]
-        int chunks = (e + ROUTER_WARPS - 1) / ROUTER_WARPS;
-        launchRouter(routerNormTopk, routerNormTopkPre, chunks, tokens, (int) shared, x, normWeight,
-                normWeight.dtype() == DType.BF16 ? 1 : 0, eps, h, router, hd, e, topk, normalize ? 1 : 0, logits, ctx.tickets, values,
-                indices);
-    }
-
-    /**
-     * Frozen tensors whose bytes the next router launch asks of the L2 before its wait (the {@code _pre} form, whatever
-     * {@link #ROUTER_PROLOGUE_PROPERTY} says), a line at a time or in bulk prefetches ({@code bulk}): up to {@value #AHEAD}
-     * contiguous device tensors, 16-byte aligned (others are left out); replaces the asks not yet carried, and none clears
-     * them. A hint: no value changes.
-     */
-    void prefetchFrozen(boolean bulk, Tensor... frozen) {
-        ahead.clear();
-        aheadBulk = bulk;
-        for (Tensor t : frozen) {
-            if (ahead.size() < AHEAD && t != null && t.isContiguous() && ctx.allocator.owns(t)
-                    && CudaAllocator.address(t) % 16 == 0) {
-                ahead.add(t);
-            }
-        }
-    }
-
-    /**
-     * One router launch of the block-a-token form: {@code pre} (the prologue kernel, its last seven parameters the asks of
-     * {@link #prefetchFrozen}, which it takes and clears) where asks are pending or the prologue is asked for, else
-     * {@code plain}.
-     */
-    private void launchRouter(Kernel plain, Kernel pre, int gridX, int tokens, int shared, Object... args) {
-        if (ahead.isEmpty() && !routerPrologue()) {
-            ctx.launch2dShared(plain, gridX, tokens, 32 * ROUTER_WARPS, shared, args);
-            return;
-        }
-        Object[] all = Arrays.copyOf(args, args.length + 2 * AHEAD + 1);
-        for (int i = 0; i < AHEAD; i++) {
-            Tensor t = i < ahead.size() ? ahead.get(i) : null;
-            all[args.length + 2 * i] = t;
-            all[args.length + 2 * i + 1] = t == null ? 0L : t.byteSize();
-        }
-        all[all.length - 1] = aheadBulk ? 1 : 0;
-        ahead.clear();
-        ctx.launch2dShared(pre, gridX, tokens, 32 * ROUTER_WARPS, shared, all);
-    }
-
-    /** Whether {@link #ROUTER_PROLOGUE_PROPERTY} asks for the prologue form. */
-    static boolean routerPrologue() {
-        return Switches.onOff(ROUTER_PROLOGUE_PROPERTY, false);
     }
 
     /** Rows of each of gate and up a lane of {@link #moeSwigluPairs} takes (4 or 2); a block takes 4 lanes' rows. */
@@ -522,7 +258,7 @@ public final class CudaFusedDecode {
     /**
      * The routed MLP of a decode step with its norm, router and residual add:
      * {@code x += Σ_j w_j · (silu(h · G[e_j]ᵀ) · (h · U[e_j]ᵀ)) · D[e_j]ᵀ} with {@code h = rmsnorm(x)} and
-     * (w, e) the router's top-k of {@code h · routerᵀ} as {@link #moeRouterNormTopk} selects them (written
+     * (w, e) the router's top-k of {@code h · routerᵀ} as {@link CudaDecodeRouter#moeRouterNormTopk} selects them (written
      * to values and indices). x f32 [T, H]; norm weight f32 or bf16 [H]; router bf16 [E, H]; gate and up
      * stack E experts as [E·I, H], down as [E·H, I], one quantized format; values f32 and indices i32 [T, topk].
      *
@@ -530,7 +266,7 @@ public final class CudaFusedDecode {
      * cooperative launch whose blocks pass the router's logits and the SwiGLU rows to each other through
      * two grid barriers ({@code moe_decode.cu}): the three launches' latencies become two barriers'. Its barrier
      * counters are the op's own, so launches of it on one backend run one after another (its stream).
-     * Otherwise (the default) it is {@link #moeRouterNormTopk},
+     * Otherwise (the default) it is {@link CudaDecodeRouter#moeRouterNormTopk},
      * {@link #moeSwigluPairs} and {@link #moeDownCombine}. Both ways compute the same products in f32
      * (the norm's sum of squares reduced in a different order).
      */
@@ -574,7 +310,7 @@ public final class CudaFusedDecode {
         Tensor act = ctx.scratch(CudaContext.Scratch.MOE_ACT, DType.F32, (long) tokens * topk * inter).reshape(tokens * topk, inter);
         Tensor logits = ctx.scratch(CudaContext.Scratch.ROUTER_LOGITS, DType.F32, (long) tokens * numExperts);
         if (grid == 0) {
-            moeRouterNormTopk(x, normWeight, eps, router, topk, normalize, h, values, indices);
+            this.router.moeRouterNormTopk(x, normWeight, eps, router, topk, normalize, h, values, indices);
             moeSwigluPairs(h, gate, up, numExperts, indices, act);
             moeDownCombine(act, down, numExperts, indices, values, false, x, true);
             return;

@@ -519,7 +519,7 @@ final class CudaMoePairs {
     }
 
     /**
-     * The kept routing a decode step's router may fill in its own launch ({@link CudaFusedDecode#moeRouterTopk}) for
+     * The kept routing a decode step's router may fill in its own launch ({@link CudaDecodeRouter#moeRouterTopk}) for
      * {@code pairs} pairs over {@code experts} experts: null where the grouped calls would not read it (at most
      * {@value #DIRECT_PAIRS} pairs: each pair reads its expert's rows), or where it would be allocated inside a capture.
      */

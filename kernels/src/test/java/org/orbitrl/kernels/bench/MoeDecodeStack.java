@@ -313,7 +313,7 @@ public final class MoeDecodeStack implements AutoCloseable {
             }
             if (fusedNorm) {
                 if (on(Part.ROUTER)) { // the MLP's norm inside; h written for the experts
-                    fd.moeRouterNormTopk(x, L.postNorm, eps, L.router, s.topk(), true, h, topv, topi);
+                    fd.router().moeRouterNormTopk(x, L.postNorm, eps, L.router, s.topk(), true, h, topv, topi);
                 }
             } else {
                 if (on(Part.NORMS)) {

@@ -96,7 +96,7 @@ class CudaFusedDecodeTest extends CudaTestBase {
                     Tensor hOut = poisoned(DType.F32, t, h);
                     Tensor values = poisoned(DType.F32, t, topk);
                     Tensor ids = poisoned(DType.I32, t, topk);
-                    gpu.fusedDecode().moeRouterNormTopk(dx, dnw, EPS, dw, topk, normalize, hOut, values, ids);
+                    gpu.fusedDecode().router().moeRouterNormTopk(dx, dnw, EPS, dw, topk, normalize, hOut, values, ids);
                     float[] hv = gpu.toHost(hOut).toFloatArray();
                     float[] hRef = new float[t * h];
                     double[] hTol = new double[t * h];
@@ -166,7 +166,7 @@ class CudaFusedDecodeTest extends CudaTestBase {
      */
     @Test
     void theAddTheNormAndTheRouterInOneLaunch() {
-        withProperty(CudaFusedDecode.ROUTER_TILES_PROPERTY, "8", () -> {   // the tiles from 8 tokens (the default)
+        withProperty(CudaDecodeRouter.ROUTER_TILES_PROPERTY, "8", () -> {   // the tiles from 8 tokens (the default)
             withProperty("orbit.cuda.addNormRouter", "on", this::addNormRouter);
             declinedAddNormRouter();
         });
@@ -233,7 +233,7 @@ class CudaFusedDecodeTest extends CudaTestBase {
                 Tensor left = poisoned(DType.F32, t, topk);
                 gpu.dependentLaunches(dependent);
                 try {
-                    withProperty(CudaFusedDecode.ROUTER_PROLOGUE_PROPERTY, "on", () -> {
+                    withProperty(CudaDecodeRouter.ROUTER_PROLOGUE_PROPERTY, "on", () -> {
                         gpu.addRmsNorm(dx, dd, sumRef, g, 1e-6f, normedRef);   // a launch before it
                         assertTrue(gpu.addRmsNormRouterTopk(dx, dd, sumPre, g, 1e-6f, normedPre, dw, topk, true, valuesPre, idxPre), f);
                         withProperty("orbit.cuda.omitKernels", "^moe_router_add_norm_topk_pre$", () -> assertTrue(gpu.addRmsNormRouterTopk(
@@ -293,7 +293,7 @@ class CudaFusedDecodeTest extends CudaTestBase {
                 String[] modes = {"off", "1"};
                 for (int m = 0; m < 2; m++) {
                     int mode = m;
-                    withProperty(CudaFusedDecode.ROUTER_TILES_PROPERTY, modes[m], () -> {
+                    withProperty(CudaDecodeRouter.ROUTER_TILES_PROPERTY, modes[m], () -> {
                         Tensor values = poisoned(DType.F32, t, topk);
                         Tensor idx = poisoned(DType.I32, t, topk);
                         assertTrue(gpu.moeRouterTopk(dx, dw, topk, normalize, values, idx), what);
@@ -340,7 +340,7 @@ class CudaFusedDecodeTest extends CudaTestBase {
             String[] modes = {"on", "off"};
             for (int m = 0; m < 2; m++) {
                 int mode = m;
-                withProperty(CudaFusedDecode.ROUTER_GROUPS_PROPERTY, modes[m], () -> {
+                withProperty(CudaDecodeRouter.ROUTER_GROUPS_PROPERTY, modes[m], () -> {
                     Tensor values = poisoned(DType.F32, tokens, topk);
                     Tensor idx = poisoned(DType.I32, tokens, topk);
                     assertTrue(gpu.moeRouterTopk(dx, dw, topk, true, values, idx), what);

@@ -248,7 +248,7 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
                     try {
                         withProperty(CudaMoeDecodePairs.DOWN_PROLOGUE_PROPERTY, pre ? "on" : "off", () -> withProperty(
                                 "orbit.cuda.omitKernels", pre ? "^qgemv_down_combine_lora_int4$" : "^qgemv_down_combine_pre_int4$", () -> {
-                                    gpu.fusedDecode().moeRouterNormTopk(x, nw, 1e-6f, router, topk, true, hx, wts, ids);
+                                    gpu.fusedDecode().router().moeRouterNormTopk(x, nw, 1e-6f, router, topk, true, hx, wts, ids);
                                     assertTrue(gpu.moeSwigluPairs(hx, topk, g.w(), u.w(), ids, null, null, act), what + ": gate/up");
                                     assertTrue(gpu.moeDownCombinePairs(act, d.w(), ids, pl, wts, out, false), what + ": down");
                                 }));

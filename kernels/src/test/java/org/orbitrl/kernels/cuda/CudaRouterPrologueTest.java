@@ -47,13 +47,13 @@ class CudaRouterPrologueTest extends CudaTestBase {
                 Tensor idsLeft = poisoned(DType.I32, c.t(), c.topk());
                 gpu.dependentLaunches(dependent);
                 try {
-                    withProperty(CudaFusedDecode.ROUTER_PROLOGUE_PROPERTY, switched, () -> {
+                    withProperty(CudaDecodeRouter.ROUTER_PROLOGUE_PROPERTY, switched, () -> {
                         for (int run = 0; run < 2; run++) {
                             gpu.addRmsNorm(c.a(), c.b(), x, c.dnw(), EPS, normed);
-                            gpu.fusedDecode().moeRouterNormTopk(x, c.dnw(), EPS, c.dw(), c.topk(), true, hOut, values, ids);
+                            gpu.fusedDecode().router().moeRouterNormTopk(x, c.dnw(), EPS, c.dw(), c.topk(), true, hOut, values, ids);
                         }
                         withProperty("orbit.cuda.omitKernels", omit,
-                                () -> gpu.fusedDecode().moeRouterNormTopk(x, c.dnw(), EPS, c.dw(), c.topk(), true, hLeft, valuesLeft, idsLeft));
+                                () -> gpu.fusedDecode().router().moeRouterNormTopk(x, c.dnw(), EPS, c.dw(), c.topk(), true, hLeft, valuesLeft, idsLeft));
                     });
                 } finally {
                     gpu.dependentLaunches(false);
@@ -99,7 +99,7 @@ class CudaRouterPrologueTest extends CudaTestBase {
                 boolean[] took = new boolean[2];
                 gpu.dependentLaunches(form == 2);
                 try {
-                    withProperty(CudaFusedDecode.ROUTER_PROLOGUE_PROPERTY, form == 0 ? "off" : "on", () -> {
+                    withProperty(CudaDecodeRouter.ROUTER_PROLOGUE_PROPERTY, form == 0 ? "off" : "on", () -> {
                         for (int run = 0; run < 2; run++) {
                             gpu.addRmsNorm(c.a(), c.b(), sum, c.dnw(), EPS, normed);
                             took[0] = gpu.moeRouterTopk(normed, c.dw(), c.topk(), true, values, ids);

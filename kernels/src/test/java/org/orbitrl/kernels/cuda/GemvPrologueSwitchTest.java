@@ -65,12 +65,12 @@ class GemvPrologueSwitchTest {
 
     @Test
     void theRouterPrologueSwitch() {
-        String key = CudaFusedDecode.ROUTER_PROLOGUE_PROPERTY;
-        assertFalse(valueWithProperty(key, null, CudaFusedDecode::routerPrologue), "off by default");
-        assertTrue(valueWithProperty(key, "on", CudaFusedDecode::routerPrologue), "on");
-        assertFalse(valueWithProperty(key, "off", CudaFusedDecode::routerPrologue), "off");
+        String key = CudaDecodeRouter.ROUTER_PROLOGUE_PROPERTY;
+        assertFalse(valueWithProperty(key, null, CudaDecodeRouter::routerPrologue), "off by default");
+        assertTrue(valueWithProperty(key, "on", CudaDecodeRouter::routerPrologue), "on");
+        assertFalse(valueWithProperty(key, "off", CudaDecodeRouter::routerPrologue), "off");
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> valueWithProperty(key, "yes", CudaFusedDecode::routerPrologue));
+                () -> valueWithProperty(key, "yes", CudaDecodeRouter::routerPrologue));
         assertTrue(e.getMessage().contains("orbit.cuda.routerPrologue=yes"), e.getMessage());
     }
 

@@ -1,6 +1,7 @@
 package org.orbitrl.kernels.comm;
 
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 import org.orbitrl.kernels.Tensor;
@@ -209,8 +210,8 @@ class LocalGroupTest {
     }
 
     @Test
+    @Timeout(30)   // a peer left waiting would give up only after the group's 60 s
     void aFailingRankReleasesItsPeers() {
-        long start = System.nanoTime();
         var e = assertThrows(IllegalStateException.class, () -> LocalRanks.run(3, c -> {
             if (c.rank() == 1) {
                 throw new IllegalArgumentException("rank 1 input is bad");
@@ -218,7 +219,6 @@ class LocalGroupTest {
             c.barrier();
             return null;
         }));
-        assertTrue((System.nanoTime() - start) / 1e9 < 10, "peers were released promptly");
         assertTrue(e.getMessage().contains("failed"), e.getMessage());
     }
 }

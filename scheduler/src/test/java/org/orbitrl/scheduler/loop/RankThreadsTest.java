@@ -10,7 +10,6 @@ import java.util.concurrent.TimeUnit;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertThrows;
-import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * Calls on every rank's thread: results in rank order, each rank on its own thread every time; a rank that fails while
@@ -34,7 +33,6 @@ class RankThreadsTest {
     void aFailingRankReleasesTheOthersAndIsTheOneReported() throws Exception {
         CyclicBarrier collective = new CyclicBarrier(3);   // ranks 0 and 2 wait for rank 1, as in an all-reduce
         try (RankThreads t = new RankThreads("test", 3, collective::reset)) {
-            long t0 = System.nanoTime();
             RankThreads.RankFailure f = assertThrows(RankThreads.RankFailure.class, () -> t.all(r -> {
                 if (r == 1) {
                     Thread.sleep(50);   // the others are waiting by now
@@ -42,12 +40,11 @@ class RankThreadsTest {
                 }
                 return collective.await(30, TimeUnit.SECONDS);
             }));
-            assertTrue(System.nanoTime() - t0 < TimeUnit.SECONDS.toNanos(20), "the waiting ranks were released, not timed out");
             assertEquals(1, f.rank());
             assertEquals("rank 1's device is gone", f.getMessage());
             assertEquals(2, f.getSuppressed().length, "the other ranks' failures under it");
             for (Throwable s : f.getSuppressed()) {
-                assertInstanceOf(BrokenBarrierException.class, s);
+                assertInstanceOf(BrokenBarrierException.class, s, "released by the reset (a wait that ran out would be a TimeoutException)");
             }
             // the threads serve the next call
             assertEquals(List.of(0, 1, 2), t.all(r -> r));

@@ -96,6 +96,14 @@ final class GenerateCommand implements Callable<Integer> {
                     throw new IllegalArgumentException("--prompt-ids: " + id + " is outside the vocabulary [0, " + m.vocabSize() + ")");
                 }
             }
+            int positions = lm.spec().maxPositionEmbeddings();
+            long fed = (long) promptIds.length + maxNewTokens - 1;   // the prompt, then each new token but the last
+            if (fed > positions) {
+                throw new IllegalArgumentException("--prompt-ids (" + promptIds.length + " ids) and --max-new-tokens "
+                        + maxNewTokens + " need " + fed + " positions; " + configOf(lm)
+                        + " allows max_position_embeddings " + positions + " (at most "
+                        + Math.max(0, positions + 1 - promptIds.length) + " new tokens after this prompt)");
+            }
             KvCache cache = m.newCache(promptIds.length + maxNewTokens);
             SplittableRandom rng = new SplittableRandom(seed);
             List<Integer> out = new ArrayList<>();
@@ -131,5 +139,10 @@ final class GenerateCommand implements Callable<Integer> {
             }
             return 0;
         }
+    }
+
+    /** The file a loaded model's {@code max_position_embeddings} came from, for messages. */
+    static Object configOf(LoadedModel lm) {
+        return lm.spec().source() != null ? lm.spec().source() : "the model's config";
     }
 }

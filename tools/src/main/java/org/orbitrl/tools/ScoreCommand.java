@@ -59,6 +59,10 @@ final class ScoreCommand implements Callable<Integer> {
             int b = ids.size(0);
             int t = ids.size(1);
             CausalLM m = lm.model();
+            if (t > lm.spec().maxPositionEmbeddings()) {
+                throw new IllegalArgumentException(tokens + ": input_ids [" + b + ", " + t + "] has " + t + " positions a row; "
+                        + GenerateCommand.configOf(lm) + " allows max_position_embeddings " + lm.spec().maxPositionEmbeddings());
+            }
             List<CausalLM.Segment> batch = new ArrayList<>();
             for (int i = 0; i < b; i++) {
                 int[] s = new int[t];

@@ -76,6 +76,33 @@ class ScoreAndGenerateCommandTest {
         assertTrue(err.contains("int3") && err.contains("int4"), err);
     }
 
+    @Test
+    void sequencesPastTheModelsPositionsAreRefusedBeforeAnyWorkNamingTheFlagsAndTheConfig(@TempDir Path tmp) throws Exception {
+        Path dir = HF.resolve("qwen3");   // max_position_embeddings 256
+        String config = dir.resolve("config.json").toString();
+        String prompt = "1,2,3,4,5,6,7,8,9,10";
+        String err = captureErr(() -> assertEquals(1, Orbit.execute("generate", "--model", dir.toString(),
+                "--prompt-ids", prompt, "--max-new-tokens", "248", "--greedy")));
+        assertEquals("orbit generate: --prompt-ids (10 ids) and --max-new-tokens 248 need 257 positions; " + config
+                + " allows max_position_embeddings 256 (at most 247 new tokens after this prompt)", err.strip());
+        // the bound it names is the model's own: 247 new tokens run (the last one is never fed back)
+        String printed = capture(() -> assertEquals(0, Orbit.execute("generate", "--model", dir.toString(),
+                "--prompt-ids", prompt, "--max-new-tokens", "247", "--greedy")));
+        String[] lines = printed.strip().split("\n");
+        assertEquals(247, lines[lines.length - 1].split(" ").length, "new tokens printed");
+        int[] ids = new int[257];
+        for (int i = 0; i < ids.length; i++) {
+            ids[i] = 1 + i % 50;
+        }
+        Path tokens = tmp.resolve("long.safetensors");
+        new org.orbitrl.model.checkpoint.SafetensorsWriter().add("input_ids", org.orbitrl.kernels.Tensor.ofInts(ids, 1, 257))
+                .write(tokens);
+        err = captureErr(() -> assertEquals(1, Orbit.execute("score", "--model", dir.toString(), "--tokens", tokens.toString(),
+                "--out", tmp.resolve("out.safetensors").toString())));
+        assertEquals("orbit score: " + tokens + ": input_ids [1, 257] has 257 positions a row; " + config
+                + " allows max_position_embeddings 256", err.strip());
+    }
+
     static void assertClose(String what, float[] ref, float[] got, float atol) {
         assertEquals(ref.length, got.length, what);
         for (int i = 0; i < ref.length; i++) {

@@ -60,6 +60,11 @@ public record AdapterSpec(AdapterKind type, int rank, double alpha, double dropo
     }
 
     @Override
+    public String choiceKey() {
+        return "type";
+    }
+
+    @Override
     public Map<String, String> unusedKeys() {
         Map<String, String> out = new LinkedHashMap<>();
         if (type == AdapterKind.OFT) {

@@ -69,6 +69,11 @@ public record OptimizerSpec(@Tunable double lr, LrSchedule schedule, int warmupS
     }
 
     @Override
+    public String choiceKey() {
+        return "schedule";
+    }
+
+    @Override
     public Map<String, String> unusedKeys() {
         if (schedule != LrSchedule.CONSTANT) {
             return Map.of();

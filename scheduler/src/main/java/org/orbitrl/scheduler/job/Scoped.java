@@ -12,9 +12,16 @@ interface Scoped {
     /** The keys that do not apply to this section's choice, each with the reason. */
     Map<String, String> unusedKeys();
 
-    /** Adds a problem for every key the file sets that does not apply; returns the record. */
+    /** The key of this section's choice ({@code kind}, {@code type}, {@code schedule}). */
+    String choiceKey();
+
+    /**
+     * Adds a problem for every key the file sets that does not apply; returns the record. Where the
+     * file's choice itself was refused (the record then holds the default), nothing more is said: the
+     * keys were written for the choice the file meant, not for the default.
+     */
     static <T extends Scoped> T check(Section s, T built) {
-        if (built != null) {
+        if (built != null && !s.refused(built.choiceKey())) {
             built.unusedKeys().forEach((key, why) -> {
                 if (s.has(key)) {
                     s.problemAt(key, why);

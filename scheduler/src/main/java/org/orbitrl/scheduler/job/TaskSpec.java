@@ -65,6 +65,11 @@ public record TaskSpec(TaskKind kind, int digits, int listLength, int maxValue, 
     }
 
     @Override
+    public String choiceKey() {
+        return "kind";
+    }
+
+    @Override
     public Map<String, String> unusedKeys() {
         Map<String, String> out = new LinkedHashMap<>();
         for (Map.Entry<String, TaskKind> e : OWNER.entrySet()) {

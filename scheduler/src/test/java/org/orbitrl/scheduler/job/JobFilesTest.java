@@ -142,6 +142,34 @@ class JobFilesTest {
     }
 
     @Test
+    void aRefusedChoiceIsTheOneProblemNotTheKeysWrittenForIt() {
+        List<ConfigProblem> p = problems("""
+                model: {path: m}
+                task:
+                  kind: sorrt
+                  list_length: 6
+                adapter:
+                  type: offt
+                  oft_block_size: 16
+                optimizer:
+                  schedule: cosine
+                  warmup_steps: 10
+                """);
+        String all = p.toString();
+        assertEquals(List.of("task.kind", "adapter.type", "optimizer.schedule"), p.stream().map(ConfigProblem::key).toList(), all);
+        assertTrue(p.get(0).message().startsWith("expected one of addition, sort, countdown, jsonl, got 'sorrt'"), all);
+        assertEquals(3, p.get(0).line());
+        // the same keys under a valid choice they do not belong to are still refused
+        p = problems("""
+                model: {path: m}
+                task:
+                  kind: addition
+                  list_length: 6
+                """);
+        assertEquals(List.of("task.list_length"), p.stream().map(ConfigProblem::key).toList(), p.toString());
+    }
+
+    @Test
     void oftRefusesExpertTargetsItWouldNotTrain() throws Exception {
         List<ConfigProblem> p = problems("""
                 model: {path: m}

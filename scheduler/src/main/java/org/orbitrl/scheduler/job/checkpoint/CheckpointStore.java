@@ -105,10 +105,15 @@ public final class CheckpointStore {
         return Checkpoint.open(target, false);
     }
 
-    /** The newest checkpoint that passes every check; newer ones that fail are set aside with a warning. */
+    /**
+     * The newest checkpoint that passes every check; newer ones that fail are set aside with a warning. Where every
+     * one fails, a last warning says that the job starts from step 0.
+     */
     public Found latest() throws IOException {
         List<String> warnings = new ArrayList<>();
-        for (Path p : list()) {
+        List<Path> files = list();
+        for (int i = 0; i < files.size(); i++) {
+            Path p = files.get(i);
             try {
                 Checkpoint cp = Checkpoint.open(p, true);
                 if (cp.step() != CheckpointFormat.stepOf(p.getFileName().toString())) {
@@ -117,8 +122,12 @@ public final class CheckpointStore {
                 return new Found(cp, warnings);
             } catch (IOException e) {
                 String aside = setAside(p);
-                warnings.add(e.getMessage() + "; " + aside + "; trying the previous checkpoint");
+                warnings.add(e.getMessage() + "; " + aside + (i + 1 < files.size() ? "; trying the previous checkpoint" : ""));
             }
+        }
+        if (!warnings.isEmpty()) {
+            warnings.add("no checkpoint in " + dir + " passes its checks (" + warnings.size() + " set aside): the job starts"
+                    + " from step 0, with a new adapter");
         }
         return new Found(null, warnings);
     }

@@ -214,6 +214,12 @@ public final class Section {
         }
     }
 
+    /** Whether a problem was already recorded at this section's {@code relativeKey} (its value refused as read, say). */
+    public boolean refused(String relativeKey) {
+        String key = keyPath(relativeKey);
+        return problems.stream().anyMatch(p -> p.key().equals(key));
+    }
+
     /** Records a problem about a key of this section, at the key's line (or the section's, if absent). */
     public void problemAt(String relativeKey, String message) {
         int[] pos = position(relativeKey);

@@ -121,7 +121,13 @@ class CheckpointStoreTest {
         assertNull(found.checkpoint());
         assertTrue(found.warnings().isEmpty());
         Files.write(dir.resolve("ckpt-000000000009.orbit"), random(2, 10));
-        assertTrue(store.latest().warnings().getFirst().contains("truncated: 10 bytes"));
+        found = store.latest();
+        assertNull(found.checkpoint());
+        assertEquals(2, found.warnings().size(), found.warnings().toString());
+        assertTrue(found.warnings().getFirst().contains("truncated: 10 bytes"), found.warnings().toString());
+        assertFalse(found.warnings().getFirst().contains("previous checkpoint"), "there is none: " + found.warnings());
+        assertEquals("no checkpoint in " + dir + " passes its checks (1 set aside): the job starts from step 0, with a new"
+                + " adapter", found.warnings().get(1));
     }
 
     static void flip(Path file, long offset) throws IOException {

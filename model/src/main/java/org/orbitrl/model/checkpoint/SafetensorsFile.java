@@ -93,7 +93,11 @@ public final class SafetensorsFile implements AutoCloseable {
         try {
             root = JSON.readTree(header);
         } catch (JsonProcessingException e) {
-            throw new CheckpointException(path, null, "header is not valid JSON: " + e.getOriginalMessage(), e);
+            var at = e.getLocation();
+            String where = at == null || at.getByteOffset() < 0 ? ""
+                    : " at byte " + (8 + at.getByteOffset()) + " of the file (byte " + at.getByteOffset() + " of the " + n
+                    + "-byte header)";
+            throw new CheckpointException(path, null, "header is not valid JSON" + where + ": " + e.getOriginalMessage(), e);
         } catch (IOException e) {
             throw new CheckpointException(path, null, "header cannot be read: " + e.getMessage(), e);
         }

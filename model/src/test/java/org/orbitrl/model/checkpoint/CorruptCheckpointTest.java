@@ -102,6 +102,8 @@ class CorruptCheckpointTest {
     @Test
     void invalidHeaderJson() throws IOException {
         failsOpen(raw("{\"a\": {\"dtype\": \"F32\", ", 0), null, "not valid JSON");
+        // where: the header's 'x' is its byte 6, the file's 14 (after the 8-byte length)
+        failsOpen(raw("{\"a\": x}", 0), null, "not valid JSON at byte 14 of the file (byte 6 of the 8-byte header)");
         failsOpen(raw("[1,2,3]", 0), null, "must be a JSON object", "array");
         failsOpen(raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
                 + "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8), null, "not valid JSON", "'a'");

@@ -408,9 +408,7 @@ public sealed interface AdapterSpec {
                     names.add(n.substring(n.lastIndexOf('.', n.lastIndexOf('.') - 1) + 1));
                 }
             }
-            throw new IllegalArgumentException("adapter " + adapter + ": " + String.join(", ", unmatched)
-                    + (unmatched.size() == 1 ? " names" : " name") + " no projection of " + spec.modelType()
-                    + " (its projections: " + String.join(", ", names) + ")");
+            throw new UnmatchedModulesException(adapter, unmatched, spec.modelType(), List.copyOf(names));
         }
         return reached;
     }
@@ -436,5 +434,34 @@ public sealed interface AdapterSpec {
             return "";
         }
         return ":" + String.join("+", targets.stream().sorted().map(p -> p.name().toLowerCase(Locale.ROOT)).toList());
+    }
+
+    /** Modules of an adapter that name no projection of the model (a refusal the job's keys can be put to). */
+    public static final class UnmatchedModulesException extends IllegalArgumentException {
+        private final List<String> modules;
+        private final String modelType;
+        private final List<String> projections;
+
+        UnmatchedModulesException(AdapterSpec adapter, List<String> modules, String modelType, List<String> projections) {
+            super("adapter " + adapter + ": " + whatIsWrong(modules, modelType, projections));
+            this.modules = List.copyOf(modules);
+            this.modelType = modelType;
+            this.projections = List.copyOf(projections);
+        }
+
+        /** The module names that match nothing, as given. */
+        public List<String> modules() {
+            return modules;
+        }
+
+        /** What is wrong with {@code these} of the modules: they name no projection, and the model's projections. */
+        public String whatIsWrong(List<String> these) {
+            return whatIsWrong(these, modelType, projections);
+        }
+
+        private static String whatIsWrong(List<String> modules, String modelType, List<String> projections) {
+            return String.join(", ", modules) + (modules.size() == 1 ? " names" : " name") + " no projection of " + modelType
+                    + " (its projections: " + String.join(", ", projections) + ")";
+        }
     }
 }

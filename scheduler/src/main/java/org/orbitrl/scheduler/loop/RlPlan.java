@@ -163,8 +163,37 @@ final class RlPlan {
         try {
             return request(spec);
         } catch (RuntimeException e) {
-            throw new JobException("planning job " + spec.name() + ": " + e.getMessage(), e);
+            throw new JobException("planning job " + spec.name() + ": " + describe(spec, e), e);
         }
+    }
+
+    /**
+     * A planning failure as the job's: adapter modules that name no projection of the model put to the job's keys
+     * ({@code adapter.targets}, {@code adapter.expert_targets}); anything else as it is.
+     */
+    static String describe(JobSpec spec, RuntimeException e) {
+        if (!(e instanceof AdapterSpec.UnmatchedModulesException u)) {
+            return e.getMessage();
+        }
+        List<String> targets = new ArrayList<>();
+        List<String> experts = new ArrayList<>();
+        for (String m : u.modules()) {
+            if (spec.adapter().targets().contains(m)) {
+                targets.add(m);
+            } else if (m.equals("mlp.experts.gate_up_proj")) {   // the fused parameter of gate_proj and up_proj
+                spec.adapter().expertTargets().stream().filter(t -> t.equals("gate_proj") || t.equals("up_proj")).forEach(experts::add);
+            } else {
+                experts.add(m.startsWith("mlp.experts.") ? m.substring("mlp.experts.".length()) : m);
+            }
+        }
+        List<String> parts = new ArrayList<>();
+        if (!targets.isEmpty()) {
+            parts.add("adapter.targets: " + u.whatIsWrong(targets));
+        }
+        if (!experts.isEmpty()) {
+            parts.add("adapter.expert_targets: " + u.whatIsWrong(experts));
+        }
+        return String.join("; ", parts);
     }
 
     /**
@@ -242,7 +271,7 @@ final class RlPlan {
         } catch (PlanRefusedException e) {
             throw e;
         } catch (RuntimeException e) {
-            throw new JobException("planning job " + spec.name() + ": " + e.getMessage(), e);
+            throw new JobException("planning job " + spec.name() + ": " + describe(spec, e), e);
         }
     }
 }

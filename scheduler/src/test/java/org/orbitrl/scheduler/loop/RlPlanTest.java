@@ -9,17 +9,20 @@ import org.orbitrl.memory.plan.NodeSpec;
 import org.orbitrl.memory.plan.ParallelLayout;
 import org.orbitrl.memory.plan.PlanRequest;
 import org.orbitrl.scheduler.job.ComputeBackend;
+import org.orbitrl.scheduler.job.JobException;
 import org.orbitrl.scheduler.job.JobPlan;
 import org.orbitrl.scheduler.job.JobSpec;
 import org.orbitrl.scheduler.job.MemorySpec;
 import org.orbitrl.scheduler.job.PlacementSpec;
 import org.orbitrl.scheduler.job.SamplingSpec;
 
+import java.nio.file.Path;
 import java.util.List;
 import java.util.Map;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
@@ -30,6 +33,24 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * default for 0.
  */
 class RlPlanTest {
+
+    @Test
+    void adapterModulesTheModelLacksAreRefusedAtTheJobsKeys() throws Exception {
+        JobSpec q = QuickstartJobTest.quickstart();   // qwen3_moe
+        org.orbitrl.scheduler.job.AdapterSpec a = q.adapter();
+        JobException e = assertThrows(JobException.class, () -> RlPlan.plan(q.withAdapter(new org.orbitrl.scheduler.job.AdapterSpec(
+                a.type(), a.rank(), a.alpha(), a.dropout(), List.of("q_proj", "qq_proj", "o_projj"), a.expertTargets(),
+                a.oftBlockSize()))));
+        assertTrue(e.getMessage().startsWith("planning job quickstart: adapter.targets: qq_proj, o_projj name no projection"
+                + " of qwen3_moe (its projections: "), e.getMessage());
+        assertTrue(e.getMessage().contains("q_proj") && e.getMessage().contains("down_proj"), "lists the model's: " + e.getMessage());
+        // a dense model has no experts: the expert targets are the keys at fault, as the job file wrote them
+        Path dense = Path.of(System.getProperty("orbit.fixtures", "../../shared/fixtures"), "hf", "qwen3");
+        JobSpec onDense = q.withModel(new org.orbitrl.scheduler.job.ModelSpec(dense, q.model().baseFormat()));
+        e = assertThrows(JobException.class, () -> RlPlan.plan(onDense));
+        assertTrue(e.getMessage().startsWith("planning job quickstart: adapter.expert_targets: gate_proj, up_proj, down_proj"
+                + " name no projection of qwen3 "), e.getMessage());
+    }
 
     @Test
     void cpuAndCudaJobsArePlannedAgainstTheirOwnMemory() throws Exception {

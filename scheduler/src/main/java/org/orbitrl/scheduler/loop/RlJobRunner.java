@@ -44,6 +44,8 @@ import org.orbitrl.scheduler.task.Evaluation;
 import org.orbitrl.scheduler.task.Problem;
 import org.orbitrl.scheduler.task.Reward;
 import org.orbitrl.scheduler.task.Task;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
 import java.nio.file.Files;
@@ -67,6 +69,7 @@ import java.util.function.IntFunction;
  * ({@link RolloutReplicas}); each adapter version is copied into every engine's idle slot.
  */
 public final class RlJobRunner implements JobRunner {
+    private static final Logger LOG = LoggerFactory.getLogger(RlJobRunner.class);
     private final JobContext ctx;
     private JobSpec spec;
     private volatile Tunables tunables;
@@ -201,6 +204,10 @@ public final class RlJobRunner implements JobRunner {
                 trainers.copyFromFirst();   // every trainer resumes from the one adapter
             }
             reader.startAfter(state.consumedIndex());
+            long restoredStep = resumeFrom == null ? -1 : state.step();
+            long restoredVersion = state.adapterVersion();
+            ResumeLeftovers.of(sampleLog, state.consumedIndex())
+                    .ifPresent(l -> LOG.warn("job {}: {}", spec.name(), l.describe(restoredStep, restoredVersion)));
             // engine r copies from the trainer on its device where each engine has one (colocated), else the first's
             IntFunction<Adapter> sourceOf = rolloutDevices == 0 ? r -> trainers.trainers().get(r).adapter() : r -> trainerAdapter;
             rollout.publish(sourceOf, state.adapterVersion() + 1);   // rollout serves what the trainer holds

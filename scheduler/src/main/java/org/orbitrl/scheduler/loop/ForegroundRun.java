@@ -50,7 +50,6 @@ public final class ForegroundRun {
      */
     public static Outcome run(JobSpec spec, Path dataDir, PrintStream out, AtomicBoolean stop)
             throws JobException, IOException {
-        CheckpointStore checkpoints = new CheckpointStore(dataDir.resolve("checkpoints"), spec.checkpoint().keep());
         boolean gpu = spec.placement().backend() == org.orbitrl.scheduler.job.ComputeBackend.CUDA;
         List<String> devices = java.util.stream.IntStream.range(0, Math.max(1, spec.placement().devices()))
                 .mapToObj(i -> (gpu ? "cuda:" : "cpu:") + i).toList();   // the first devices of the machine
@@ -58,6 +57,8 @@ public final class ForegroundRun {
         try (JobRunner runner = provider(spec.runner()).create(ctx)) {
             JobPlan plan = runner.plan();
             out.println(plan.table());
+            // after the plan: a job refused there leaves no folders behind
+            CheckpointStore checkpoints = new CheckpointStore(dataDir.resolve("checkpoints"), spec.checkpoint().keep());
             CheckpointStore.Found found = checkpoints.latest();
             found.warnings().forEach(w -> out.println("warning: " + w));
             Checkpoint cp = found.checkpoint();

@@ -35,14 +35,20 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 class RlPlanTest {
 
     @Test
-    void adapterModulesTheModelLacksAreRefusedAtTheJobsKeys() throws Exception {
+    void adapterModulesTheModelLacksAreRefusedAtTheJobsKeys(@org.junit.jupiter.api.io.TempDir Path tmp) throws Exception {
         JobSpec q = QuickstartJobTest.quickstart();   // qwen3_moe
         org.orbitrl.scheduler.job.AdapterSpec a = q.adapter();
-        JobException e = assertThrows(JobException.class, () -> RlPlan.plan(q.withAdapter(new org.orbitrl.scheduler.job.AdapterSpec(
-                a.type(), a.rank(), a.alpha(), a.dropout(), List.of("q_proj", "qq_proj", "o_projj"), a.expertTargets(),
-                a.oftBlockSize()))));
+        JobSpec bad = q.withAdapter(new org.orbitrl.scheduler.job.AdapterSpec(a.type(), a.rank(), a.alpha(), a.dropout(),
+                List.of("q_proj", "qq_proj", "o_projj"), a.expertTargets(), a.oftBlockSize()));
+        JobException e = assertThrows(JobException.class, () -> RlPlan.plan(bad));
         assertTrue(e.getMessage().startsWith("planning job quickstart: adapter.targets: qq_proj, o_projj name no projection"
                 + " of qwen3_moe (its projections: "), e.getMessage());
+        // run in the foreground, the refusal is the same and leaves no folders behind
+        Path data = tmp.resolve("data");
+        JobException run = assertThrows(JobException.class, () -> ForegroundRun.run(bad, data,
+                new java.io.PrintStream(java.io.OutputStream.nullOutputStream()), new java.util.concurrent.atomic.AtomicBoolean()));
+        assertEquals(e.getMessage(), run.getMessage());
+        assertFalse(java.nio.file.Files.exists(data), "a refused job's data folder");
         assertTrue(e.getMessage().contains("q_proj") && e.getMessage().contains("down_proj"), "lists the model's: " + e.getMessage());
         // a dense model has no experts: the expert targets are the keys at fault, as the job file wrote them
         Path dense = Path.of(System.getProperty("orbit.fixtures", "../../shared/fixtures"), "hf", "qwen3");

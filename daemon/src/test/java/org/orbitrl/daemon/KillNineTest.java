@@ -106,7 +106,8 @@ class KillNineTest {
         Path stateMap = tmp.resolve("data/state/jobs.cm3"); // present once a daemon has created it
         long seed = Long.getLong("orbit.test.kill9.seed", 20_260_601L);
         SplittableRandom rnd = new SplittableRandom(seed);
-        int plannedKills = 10;   // a count, not a time budget: as many kills, of the same seeded kinds, on a slow machine as on a fast one
+        // a count, not a time budget: as many kills, of the same seeded kinds, on a slow machine as on a fast one
+        int plannedKills = 10;
         int kills = 0;
         int killsDuringStartup = 0;
         int killsDuringRecovery = 0;

@@ -26,7 +26,6 @@ import org.orbitrl.scheduler.log.SampleLogWriter;
  * read back, in order, once.
  */
 class SampleLogAfterKillTest {
-
     @TempDir
     Path tmp;
 

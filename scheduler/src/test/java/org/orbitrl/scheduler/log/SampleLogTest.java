@@ -9,7 +9,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Map;
 import java.util.SplittableRandom;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -17,28 +16,6 @@ import org.junit.jupiter.api.io.TempDir;
 class SampleLogTest {
     @TempDir
     Path dir;
-
-    /** A seeded random group: G samples with random tokens, log-probs, masks and rewards. */
-    static SampleGroup randomGroup(SplittableRandom rnd, long groupId, int g, long version) {
-        List<SampleRecord> samples = new ArrayList<>();
-        int[] prompt = rnd.ints(1 + rnd.nextInt(40), 0, 151_000).toArray();
-        for (int i = 0; i < g; i++) {
-            int n = 1 + rnd.nextInt(64);
-            float[] lp = new float[n];
-            boolean[] mask = new boolean[n];
-            for (int t = 0; t < n; t++) {
-                lp[t] = (float) -rnd.nextDouble(12);
-                mask[t] = rnd.nextInt(10) != 0;
-            }
-            double correct = rnd.nextInt(2);
-            samples.add(SampleRecord.builder().job("j").promptId("p" + groupId).group(groupId, i, g).promptTokens(prompt)
-                    .response(rnd.ints(n, 0, 151_000).toArray(), lp, mask).version(version)
-                    .reward(correct + 0.1, Map.of("correct", correct, "format", 0.1))
-                    .finishReason(rnd.nextBoolean() ? FinishReason.STOP : FinishReason.LENGTH)
-                    .timings(new SampleTimings(1000, 2000 + rnd.nextInt(1000), rnd.nextInt(100))).build());
-        }
-        return new SampleGroup(samples);
-    }
 
     @Test
     void entriesReadBackInOrderWithTheirIndicesAndResumeAfterAnIndex() {
@@ -48,7 +25,7 @@ class SampleLogTest {
         try (SampleLog log = SampleLog.open(dir.resolve("samples")); SampleLogWriter w = log.writer()) {
             assertEquals(SampleLog.NO_INDEX, log.lastIndex());
             for (int g = 0; g < 25; g++) {
-                SampleGroup group = randomGroup(rnd, g, 4, g / 5);
+                SampleGroup group = SampleGroups.random(rnd, g, 4, g / 5);
                 indices.add(w.append(group));
                 written.add(group);
                 if (g % 5 == 4) {
@@ -91,10 +68,10 @@ class SampleLogTest {
         try (SampleLog log = SampleLog.open(dir); SampleLogWriter w = log.writer(); SampleLogReader r = log.reader()) {
             assertNull(r.next());
             assertNull(r.lastGroup());
-            long a = w.append(randomGroup(rnd, 0, 2, 0));
+            long a = w.append(SampleGroups.random(rnd, 0, 2, 0));
             assertEquals(a, r.next().index());
             assertNull(r.next());
-            long b = w.append(randomGroup(rnd, 1, 2, 0));
+            long b = w.append(SampleGroups.random(rnd, 1, 2, 0));
             LogEntry e = r.next();
             assertEquals(b, e.index());
             assertEquals(1, assertInstanceOf(LogEntry.Group.class, e).group().groupId());
@@ -104,7 +81,7 @@ class SampleLogTest {
     @Test
     void groupsAndRecordsRefuseInconsistentContent() {
         SplittableRandom rnd = new SplittableRandom(5);
-        SampleGroup g = randomGroup(rnd, 1, 3, 0);
+        SampleGroup g = SampleGroups.random(rnd, 1, 3, 0);
         List<SampleRecord> ragged = List.of(g.samples().get(0), g.samples().get(2));
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> new SampleGroup(ragged));
         assertEquals("group 1 is ragged: position 0 holds sample 0/3 in a group of 2", e.getMessage());

@@ -6,42 +6,19 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Map;
 import java.util.Optional;
 import java.util.SplittableRandom;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.orbitrl.scheduler.log.AdapterVersionEvent;
-import org.orbitrl.scheduler.log.FinishReason;
-import org.orbitrl.scheduler.log.SampleGroup;
+import org.orbitrl.scheduler.log.SampleGroups;
 import org.orbitrl.scheduler.log.SampleLog;
 import org.orbitrl.scheduler.log.SampleLogWriter;
-import org.orbitrl.scheduler.log.SampleRecord;
-import org.orbitrl.scheduler.log.SampleTimings;
 
 /** A resumed job counts what its sample log holds past the checkpoint's read position, and the versions that made it. */
 class ResumeLeftoversTest {
     @TempDir
     Path dir;
-
-    static SampleGroup group(SplittableRandom rnd, long id, int size, long version) {
-        List<SampleRecord> samples = new ArrayList<>();
-        int[] prompt = rnd.ints(3 + rnd.nextInt(10), 0, 500).toArray();
-        for (int i = 0; i < size; i++) {
-            int n = 1 + rnd.nextInt(16);
-            float[] lp = new float[n];
-            boolean[] mask = new boolean[n];
-            for (int t = 0; t < n; t++) {
-                lp[t] = (float) -rnd.nextDouble(8);
-                mask[t] = true;
-            }
-            samples.add(SampleRecord.builder().job("j").promptId("p" + id).group(id, i, size).promptTokens(prompt)
-                    .response(rnd.ints(n, 0, 500).toArray(), lp, mask).version(version)
-                    .reward(rnd.nextInt(2), Map.of()).finishReason(FinishReason.STOP)
-                    .timings(new SampleTimings(10, 20, 1)).build());
-        }
-        return new SampleGroup(samples);
-    }
 
     @Test
     void theGroupsPastTheReadPositionAreCountedWithTheirVersions() {
@@ -49,7 +26,7 @@ class ResumeLeftoversTest {
         List<Long> indices = new ArrayList<>();
         try (SampleLog log = SampleLog.open(dir.resolve("samples")); SampleLogWriter w = log.writer()) {
             for (int g = 0; g < 9; g++) {   // groups of 4 by versions 0, 0, 0, 1, 1, 1, 2, 2, 2; a version event after each third
-                indices.add(w.append(group(rnd, g, 4, g / 3)));
+                indices.add(w.append(SampleGroups.random(rnd, g, 4, g / 3)));
                 if (g % 3 == 2) {
                     indices.add(w.append(AdapterVersionEvent.of(g / 3 + 1, g / 3 + 1, "sha256:00", "", 10, 5)));
                 }

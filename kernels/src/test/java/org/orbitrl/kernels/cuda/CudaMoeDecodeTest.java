@@ -174,7 +174,7 @@ class CudaMoeDecodeTest extends CudaTestBase {
         l.run(dx, values, indices, normalize);
         float[] v = gpu.toHost(values).toFloatArray();
         long[] ids = gpu.toHost(indices).toLongArray();
-        CudaFusedDecodeTest.checkSelection(what, CudaFusedDecodeTest.normalize(x, l.nw, tokens, h), l.rw, c[2], h, topk, normalize, v, ids);
+        CudaDecodeRouterTest.checkSelection(what, CudaFusedDecodeTest.normalize(x, l.nw, tokens, h), l.rw, c[2], h, topk, normalize, v, ids);
         assertWithin(what, l.reference(x, ids, v, tokens), gpu.toHost(dx).toFloatArray(), l.tolerance(x, ids, tokens, v));
     }
 

@@ -1,0 +1,372 @@
+package org.orbitrl.kernels.cuda;
+
+import org.junit.jupiter.api.Test;
+import org.orbitrl.kernels.DType;
+import org.orbitrl.kernels.ExpertWeights;
+import org.orbitrl.kernels.Tensor;
+import org.orbitrl.kernels.quant.QuantizedTensor;
+
+import java.util.Arrays;
+import java.util.SplittableRandom;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * The decode router's launches ({@link CudaDecodeRouter}) against references computed here in double from the inputs:
+ * the norm written out within {@code 1e-6 + 1e-5·|ref|}, and the selection, where near-ties may be ordered differently
+ * in f32 than in double, so each chosen expert's reference probability must equal the reference's j-th largest within
+ * the probability tolerance, and no expert twice (the tolerances of {@link CudaFusedDecodeTest}); the tiles, the
+ * grouped pairs and the add-and-norm launch against the block-a-token launch bit for bit.
+ */
+class CudaDecodeRouterTest extends CudaTestBase {
+    private static final float EPS = 1e-6f;
+
+    @Test
+    void routerNormTopkWritesTheNormAndSelectsTheLargestProbabilities() {
+        SplittableRandom r = rng(312);
+        int[][] cases = {{1, 2048, 128, 8}, {5, 256, 60, 3}, {64, 512, 128, 8}, {2, 128, 9, 9}}; // {tokens, H, E, topk}
+        for (int[] c : cases) {
+            for (boolean normalize : new boolean[]{true, false}) {
+                int t = c[0];
+                int h = c[1];
+                int e = c[2];
+                int topk = c[3];
+                String what = "moeRouterNormTopk tokens " + t + " H " + h + " E " + e + " top " + topk + (normalize ? " normalized" : "");
+                float[] x = randn(r, 2f, t, h).toFloatArray();
+                float[] nw = CudaFusedDecodeTest.normWeights(r, h, false);
+                float[] w = bf16Round(randn(r, 0.2f, e, h).toFloatArray());
+                Tensor dx = dev(Tensor.of(x, t, h));
+                Tensor dnw = dev(Tensor.of(nw, h));
+                Tensor dw = dev(Tensor.of(w, e, h).to(DType.BF16));
+                double[][] xn = CudaFusedDecodeTest.normalize(x, nw, t, h);
+                for (int run = 0; run < 3; run++) { // the tickets are re-armed: every launch selects again
+                    Tensor hOut = poisoned(DType.F32, t, h);
+                    Tensor values = poisoned(DType.F32, t, topk);
+                    Tensor ids = poisoned(DType.I32, t, topk);
+                    gpu.fusedDecode().router().moeRouterNormTopk(dx, dnw, EPS, dw, topk, normalize, hOut, values, ids);
+                    float[] hv = gpu.toHost(hOut).toFloatArray();
+                    float[] hRef = new float[t * h];
+                    double[] hTol = new double[t * h];
+                    for (int i = 0; i < t * h; i++) {
+                        hRef[i] = (float) xn[i / h][i % h];
+                        hTol[i] = 1e-6 + 1e-5 * Math.abs(hRef[i]);
+                    }
+                    assertWithin(what + ", h (run " + run + ")", hRef, hv, hTol);
+                    checkSelection(what + " (run " + run + ")", xn, w, e, h, topk, normalize,
+                            gpu.toHost(values).toFloatArray(), gpu.toHost(ids).toLongArray());
+                }
+            }
+        }
+    }
+
+    /**
+     * The router of x as it is ({@link CudaBackend#moeRouterTopk}: the router kernel without its norm), rollout's decode
+     * router: the same selection check on x itself, in three runs (the tickets re-armed), 1, 5 and 64 tokens; a router
+     * that is not bf16 is declined and nothing written.
+     */
+    @Test
+    void routerTopkOfUnnormedRowsSelectsTheLargestProbabilities() {
+        SplittableRandom r = rng(313);
+        // {tokens, H, E, topk}; H 7168 and E 256: DeepSeek-V3's router
+        int[][] cases = {{1, 2048, 128, 8}, {5, 256, 60, 3}, {64, 512, 128, 8}, {37, 2048, 128, 8}, {40, 7168, 256, 8}};
+        for (int[] c : cases) {
+            for (boolean normalize : new boolean[]{true, false}) {
+                int t = c[0];
+                int h = c[1];
+                int e = c[2];
+                int topk = c[3];
+                String what = "moeRouterTopk tokens " + t + " H " + h + " E " + e + " top " + topk + (normalize ? " normalized" : "");
+                float[] x = randn(r, 1f, t, h).toFloatArray();
+                float[] w = bf16Round(randn(r, 0.2f, e, h).toFloatArray());
+                Tensor dx = dev(Tensor.of(x, t, h));
+                Tensor dw = dev(Tensor.of(w, e, h).to(DType.BF16));
+                double[][] xd = new double[t][h];
+                for (int i = 0; i < t * h; i++) {
+                    xd[i / h][i % h] = x[i];
+                }
+                for (int run = 0; run < 3; run++) {
+                    Tensor values = poisoned(DType.F32, t, topk);
+                    Tensor ids = poisoned(DType.I32, t, topk);
+                    assertTrue(gpu.moeRouterTopk(dx, dw, topk, normalize, values, ids), what + ": the fused router takes the call");
+                    checkSelection(what + " (run " + run + ")", xd, w, e, h, topk, normalize, gpu.toHost(values).toFloatArray(),
+                            gpu.toHost(ids).toLongArray());
+                }
+            }
+        }
+        Tensor values = poisoned(DType.F32, 1, 8);
+        assertFalse(gpu.moeRouterTopk(dev(randn(r, 1f, 1, 256)), dev(randn(r, 0.2f, 64, 256)), 8, true, values,
+                poisoned(DType.I32, 1, 8)), "an f32 router");
+        for (float v : gpu.toHost(values).toFloatArray()) {
+            assertTrue(Float.isNaN(v), "a declined call wrote " + v);
+        }
+    }
+
+    /**
+     * The residual add, the norm after the attention and the router in one launch ({@link CudaBackend#addRmsNormRouterTopk},
+     * {@code moe_router_add_norm_topk}) against {@link CudaBackend#addRmsNorm} then {@link CudaBackend#moeRouterTopk} of its
+     * norm: the sum bit for bit (the same f32 add), the norm within {@code 1e-6·|v| + 1e-7} (its sum of squares in another
+     * order), the same experts and their weights within 1e-5 of each, at 1, 3 and 7 tokens (below the tiles' 8), hidden
+     * 2048 with 128 experts at top 8 (f32 norm weight) and 256 with 60 at top 3 (bf16 norm weight), with {@code
+     * -Dorbit.cuda.addNormRouter=on}, every pick an expert with a positive weight; with {@code -Dorbit.cuda.routerPrologue=on}
+     * the same bits, also as a dependent launch. At 8 tokens (the tiles' launch) and with the switch off (its default) the
+     * call declines and writes nothing.
+     */
+    @Test
+    void theAddTheNormAndTheRouterInOneLaunch() {
+        withProperty(CudaDecodeRouter.ROUTER_TILES_PROPERTY, "8", () -> {   // the tiles from 8 tokens (the default)
+            withProperty("orbit.cuda.addNormRouter", "on", this::addNormRouter);
+            declinedAddNormRouter();
+        });
+    }
+
+    private void addNormRouter() {
+        SplittableRandom r = rng(341);
+        // {tokens, H, E, topk, bf16 norm weight}
+        int[][] cases = {{1, 2048, 128, 8, 0}, {3, 2048, 128, 8, 0}, {7, 256, 60, 3, 1}};
+        for (int[] c : cases) {
+            int t = c[0];
+            int h = c[1];
+            int e = c[2];
+            int topk = c[3];
+            float[] x = randn(r, 1f, t, h).toFloatArray();
+            float[] d = randn(r, 0.5f, t, h).toFloatArray();
+            Tensor gHost = randn(r, 0.2f, h);
+            for (int i = 0; i < h; i++) {
+                gHost.setFloat(1f + gHost.getFloat(i), i);
+            }
+            Tensor g = dev(c[4] == 1 ? gHost.to(DType.BF16) : gHost);
+            Tensor dx = dev(Tensor.of(x, t, h));
+            Tensor dd = dev(Tensor.of(d, t, h));
+            Tensor dw = dev(Tensor.of(bf16Round(randn(r, 0.2f, e, h).toFloatArray()), e, h).to(DType.BF16));
+            String what = t + " tokens, H " + h + ", " + e + " experts at top " + topk;
+            Tensor sum = poisoned(DType.F32, t, h);
+            Tensor normed = poisoned(DType.F32, t, h);
+            Tensor values = poisoned(DType.F32, t, topk);
+            Tensor idx = poisoned(DType.I32, t, topk);
+            assertTrue(gpu.addRmsNormRouterTopk(dx, dd, sum, g, 1e-6f, normed, dw, topk, true, values, idx), what + ": taken");
+            Tensor sumRef = poisoned(DType.F32, t, h);
+            Tensor normedRef = poisoned(DType.F32, t, h);
+            gpu.addRmsNorm(dx, dd, sumRef, g, 1e-6f, normedRef);
+            Tensor valuesRef = poisoned(DType.F32, t, topk);
+            Tensor idxRef = poisoned(DType.I32, t, topk);
+            assertTrue(gpu.moeRouterTopk(normedRef, dw, topk, true, valuesRef, idxRef), what + ": the reference router");
+            float[] sumGot = gpu.toHost(sum).toFloatArray();
+            float[] sumWant = new float[t * h];
+            for (int i = 0; i < sumWant.length; i++) {
+                sumWant[i] = x[i] + d[i];
+            }
+            assertBitsEqual(what + ": the sum", sumWant, sumGot);
+            float[] nWant = gpu.toHost(normedRef).toFloatArray();
+            double[] tol = new double[nWant.length];
+            for (int i = 0; i < tol.length; i++) {
+                tol[i] = 1e-6 * Math.abs(nWant[i]) + 1e-7;
+            }
+            assertWithin(what + ": the norm", nWant, gpu.toHost(normed).toFloatArray(), tol);
+            long[] chosen = gpu.toHost(idx).toLongArray();
+            float[] weights = gpu.toHost(values).toFloatArray();
+            for (int i = 0; i < chosen.length; i++) {
+                assertTrue(chosen[i] >= 0 && chosen[i] < e && Float.isFinite(weights[i]) && weights[i] > 0,
+                        what + ": pick " + i + " is expert " + chosen[i] + " at " + weights[i]);
+            }
+            assertExact(what + ": the experts", gpu.toHost(idxRef).toLongArray(), chosen);
+            assertClose(what + ": their weights", gpu.toHost(valuesRef).toFloatArray(), weights, 1e-5, 0);
+            // the router's prologue (moe_router_add_norm_topk_pre): the same bits, as a dependent launch too; the launch its own
+            for (boolean dependent : new boolean[]{false, true}) {
+                String f = what + ", the router's prologue" + (dependent ? ", a dependent launch" : "");
+                Tensor sumPre = poisoned(DType.F32, t, h);
+                Tensor normedPre = poisoned(DType.F32, t, h);
+                Tensor valuesPre = poisoned(DType.F32, t, topk);
+                Tensor idxPre = poisoned(DType.I32, t, topk);
+                Tensor left = poisoned(DType.F32, t, topk);
+                gpu.dependentLaunches(dependent);
+                try {
+                    withProperty(CudaDecodeRouter.ROUTER_PROLOGUE_PROPERTY, "on", () -> {
+                        gpu.addRmsNorm(dx, dd, sumRef, g, 1e-6f, normedRef);   // a launch before it
+                        assertTrue(gpu.addRmsNormRouterTopk(dx, dd, sumPre, g, 1e-6f, normedPre, dw, topk, true, valuesPre, idxPre), f);
+                        withProperty("orbit.cuda.omitKernels", "^moe_router_add_norm_topk_pre$", () -> assertTrue(gpu.addRmsNormRouterTopk(
+                                dx, dd, poisoned(DType.F32, t, h), g, 1e-6f, poisoned(DType.F32, t, h), dw, topk, true, left,
+                                poisoned(DType.I32, t, topk)), f));
+                    });
+                } finally {
+                    gpu.dependentLaunches(false);
+                }
+                assertBitsEqual(f + ": the sum", sumGot, gpu.toHost(sumPre).toFloatArray());
+                assertBitsEqual(f + ": the norm", gpu.toHost(normed).toFloatArray(), gpu.toHost(normedPre).toFloatArray());
+                assertBitsEqual(f + ": the weights", weights, gpu.toHost(valuesPre).toFloatArray());
+                assertExact(f + ": the experts", chosen, gpu.toHost(idxPre).toLongArray());
+                assertTrue(Float.isNaN(gpu.toHost(left).toFloatArray()[0]), f + ": the launch left out wrote its outputs");
+            }
+        }
+    }
+
+    private void declinedAddNormRouter() {
+        SplittableRandom r = rng(342);
+        int h = 256;
+        Tensor g = dev(randn(r, 1f, h));
+        Tensor dw = dev(Tensor.of(bf16Round(randn(r, 0.2f, 60, h).toFloatArray()), 60, h).to(DType.BF16));
+        for (int t : new int[]{8, 2}) {
+            Tensor sum = poisoned(DType.F32, t, h);
+            Tensor values = poisoned(DType.F32, t, 3);
+            Runnable call = () -> assertFalse(gpu.addRmsNormRouterTopk(dev(randn(r, 1f, t, h)), dev(randn(r, 1f, t, h)), sum, g, 1e-6f,
+                    poisoned(DType.F32, t, h), dw, 3, true, values, poisoned(DType.I32, t, 3)), t + " tokens declined");
+            withProperty("orbit.cuda.addNormRouter", t == 8 ? "on" : "off", call);   // 8 tokens: the tiles' launch
+            assertTrue(Float.isNaN(gpu.toHost(sum).toFloatArray()[0]) && Float.isNaN(gpu.toHost(values).toFloatArray()[0]),
+                    t + " tokens: a declined call writes nothing");
+        }
+    }
+
+    /**
+     * The router of x as it is in tiles ({@code moe_router_tiles}, a block an expert chunk and a tile of tokens) against
+     * the same call a block a token ({@code moe_router_norm_topk}, the switch off): the same values and indices bit for
+     * bit, at 1 to 200 tokens (the tile kernel forced down to 1 token), hidden 2048 and 7168, 60 to 384 experts.
+     */
+    @Test
+    void routerTilesEqualTheTokenBlocksBitForBit() {
+        SplittableRandom r = rng(317);
+        // {tokens, H, E, topk}
+        int[][] cases = {{1, 2048, 128, 8}, {5, 256, 60, 3}, {8, 2048, 128, 8}, {64, 2048, 128, 8}, {37, 2048, 128, 8},
+                {200, 512, 128, 8}, {40, 7168, 256, 8}, {19, 7168, 384, 8}};
+        for (int[] c : cases) {
+            int t = c[0];
+            int h = c[1];
+            int e = c[2];
+            int topk = c[3];
+            Tensor dx = dev(randn(r, 1f, t, h));
+            Tensor dw = dev(Tensor.of(bf16Round(randn(r, 0.2f, e, h).toFloatArray()), e, h).to(DType.BF16));
+            for (boolean normalize : new boolean[]{true, false}) {
+                String what = "router tokens " + t + " H " + h + " E " + e + " top " + topk + (normalize ? " normalized" : "");
+                float[][] vals = new float[2][];
+                long[][] ids = new long[2][];
+                String[] modes = {"off", "1"};
+                for (int m = 0; m < 2; m++) {
+                    int mode = m;
+                    withProperty(CudaDecodeRouter.ROUTER_TILES_PROPERTY, modes[m], () -> {
+                        Tensor values = poisoned(DType.F32, t, topk);
+                        Tensor idx = poisoned(DType.I32, t, topk);
+                        assertTrue(gpu.moeRouterTopk(dx, dw, topk, normalize, values, idx), what);
+                        vals[mode] = gpu.toHost(values).toFloatArray();
+                        ids[mode] = gpu.toHost(idx).toLongArray();
+                    });
+                }
+                assertExact(what + ": indices", ids[0], ids[1]);
+                assertBitsEqual(what + ": values", vals[0], vals[1]);
+            }
+        }
+    }
+
+    /**
+     * Above {@value CudaMoePairs#DIRECT_PAIRS} pairs the tiled router also groups the pairs by expert in its own launch
+     * ({@code moe_route}'s body in its last block) for the expert calls on the same ids: a grouped product over those ids
+     * then launches no {@code moe_route}, and equals bit for bit the same product after the router with the grouping
+     * switched off (which launches one), and the double reference within {@code 1e-6 + 2e-5·Σ|x·w|}. 64 tokens x 8 of
+     * 128 experts (512 pairs), 20 x 8 of 60, 128 x 8 of 64 (1024 pairs, the most it groups).
+     */
+    @Test
+    void theTiledRouterGroupsThePairsForTheExpertCalls() {
+        SplittableRandom r = rng(331);
+        int h = 256;
+        int n = 48;
+        int topk = 8;
+        for (int[] c : new int[][]{{64, 128}, {20, 60}, {128, 64}}) {
+            int tokens = c[0];
+            int e = c[1];
+            int pairs = tokens * topk;
+            float[] x = randn(r, 1f, tokens, h).toFloatArray();
+            Tensor dx = dev(Tensor.of(x, tokens, h));
+            Tensor dw = dev(Tensor.of(bf16Round(randn(r, 0.2f, e, h).toFloatArray()), e, h).to(DType.BF16));
+            float[][] we = new float[e][];
+            Tensor[] wd = new Tensor[e];
+            for (int i = 0; i < e; i++) {
+                we[i] = randn(r, 0.1f, n, h).toFloatArray();
+                wd[i] = dev(Tensor.of(we[i], n, h));
+            }
+            ExpertWeights experts = new ExpertWeights(n, h, wd, new QuantizedTensor[e]);
+            String what = tokens + " tokens x " + topk + " of " + e + " experts";
+            float[][] ys = new float[2][];
+            long[][] ids = new long[2][];
+            String[] modes = {"on", "off"};
+            for (int m = 0; m < 2; m++) {
+                int mode = m;
+                withProperty(CudaDecodeRouter.ROUTER_GROUPS_PROPERTY, modes[m], () -> {
+                    Tensor values = poisoned(DType.F32, tokens, topk);
+                    Tensor idx = poisoned(DType.I32, tokens, topk);
+                    assertTrue(gpu.moeRouterTopk(dx, dw, topk, true, values, idx), what);
+                    int routes = gpu.moePairRoutes();
+                    Tensor y = poisoned(DType.F32, pairs, n);
+                    gpu.moeExpertMatmulPairs(dx, topk, experts, idx, 1f, y, false);
+                    assertEquals(mode, gpu.moePairRoutes() - routes, what + ", grouping " + modes[mode] + ": moe_route launches");
+                    ys[mode] = gpu.toHost(y).toFloatArray();
+                    ids[mode] = gpu.toHost(idx).toLongArray();
+                });
+            }
+            assertExact(what + ": the router's choice", ids[0], ids[1]);
+            assertBitsEqual(what + ": y with moe_route's grouping against the router's", ys[1], ys[0]);
+            float[] want = new float[pairs * n];
+            double[] tol = new double[want.length];
+            for (int p = 0; p < pairs; p++) {
+                float[] w = we[(int) ids[0][p]];
+                for (int o = 0; o < n; o++) {
+                    double sum = 0;
+                    double abs = 0;
+                    for (int i = 0; i < h; i++) {
+                        double v = (double) x[(p / topk) * h + i] * w[o * h + i];
+                        sum += v;
+                        abs += Math.abs(v);
+                    }
+                    want[p * n + o] = (float) sum;
+                    tol[p * n + o] = 1e-6 + 2e-5 * abs;
+                }
+            }
+            assertWithin(what, want, ys[0], tol);
+        }
+    }
+
+    /** Each token's chosen experts: distinct, each with the reference's j-th largest probability, the values those probabilities. */
+    static void checkSelection(String what, double[][] xn, float[] w, int e, int h, int topk, boolean normalize,
+                                       float[] values, long[] ids) {
+        for (int t = 0; t < xn.length; t++) {
+            double[] p = new double[e];
+            double[] pa = new double[e]; // Σ|x·w| of each logit
+            double max = Double.NEGATIVE_INFINITY;
+            for (int j = 0; j < e; j++) {
+                for (int q = 0; q < h; q++) {
+                    double v = xn[t][q] * w[j * h + q];
+                    p[j] += v;
+                    pa[j] += Math.abs(v);
+                }
+                max = Math.max(max, p[j]);
+            }
+            double sum = 0;
+            double logitTol = 0;
+            for (int j = 0; j < e; j++) {
+                logitTol = Math.max(logitTol, 1e-6 + 2e-5 * pa[j]);
+                p[j] = Math.exp(p[j] - max);
+                sum += p[j];
+            }
+            for (int j = 0; j < e; j++) {
+                p[j] /= sum;
+            }
+            double[] sorted = p.clone();
+            Arrays.sort(sorted);
+            double picked = 0;
+            for (int j = 0; j < topk; j++) {
+                picked += sorted[e - 1 - j];
+            }
+            boolean[] seen = new boolean[e];
+            for (int j = 0; j < topk; j++) {
+                int id = (int) ids[t * topk + j];
+                assertTrue(id >= 0 && id < e && !seen[id], what + ": token " + t + " slot " + j + " expert " + id + " (" + Arrays.toString(
+                        Arrays.copyOfRange(ids, t * topk, t * topk + topk)) + ")");
+                seen[id] = true;
+                double want = sorted[e - 1 - j];
+                double probTol = 1e-6 + 2 * logitTol * want; // a logit error δ moves a probability by about δ·p, twice with the sum
+                assertEquals(want, p[id], probTol, what + ": token " + t + " slot " + j + " expert " + id + " has probability " + p[id]
+                        + ", the reference's " + (j + 1) + "-th largest is " + want);
+                double v = normalize ? want / picked : want;
+                assertEquals(v, values[t * topk + j], 1e-6 + 4 * logitTol * v, what + ": token " + t + " slot " + j + " value");
+            }
+        }
+    }
+}

@@ -387,7 +387,7 @@ extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, 2)
     static_assert(BR_ROWS == 8, "a block's rows are one 16-byte unit of a router row");
     __shared__ float red[BG_WARPS][BR_ROWS];
     __shared__ float ns[BR_ROWS];                 // nw * sum of the block's rows
-    __shared__ float slices[32 * BG_WARPS * 4];   // the last block's partial totals [slices][E]
+    __shared__ __align__(16) float slices[32 * BG_WARPS * 4];   // the last block's partial totals [slices][E]
     __shared__ float lg[32 * BG_WARPS];           // the logits [E]
     __shared__ float sh[32];
     __shared__ int last;

@@ -380,6 +380,7 @@ extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, 2)
 // part[grid * E + b]; the block that finishes last (a ticket) adds the shares in block order (the same bits whichever
 // block that is), writes h, and its first warp selects (router_select_warp), then re-arms the ticket.
 #define BR_ROWS (32 / BG_KQ_1 * BG_R_1)
+#define BR_BATCH 16 // logit shares a thread of the last block has in flight at once
 extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, 2)
     bgemv_route_pre1(const float* x, const uint4* __restrict__ w, int K, const float* res, float* sum, const void* nw,
                      int nwBf16, float eps, float* h, const uint4* __restrict__ rw, int N, int E, int topk, int normalize,
@@ -433,29 +434,35 @@ extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, 2)
     if (!last) return;
     __threadfence();
     int G = gridDim.x;
+    int E4 = E >> 2;
+    int S = blockDim.x / E4;   // slices of the blocks, a float4 of experts a thread: thread (sl, c4) adds blocks sl + i S
+    int sl = threadIdx.x / E4;
+    int c4 = threadIdx.x % E4;
+    float4 v[BR_BATCH];        // its first shares asked for before the sums of squares' barriers, so the two round trips overlap
+#pragma unroll
+    for (int i = 0; i < BR_BATCH; i++) {
+        int b = sl + i * S;
+        v[i] = sl < S && b < G ? __ldcg((const float4*) (part + (i64) b * E) + c4) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
     float tss = 0.0f;   // the blocks' sums of squares: each thread's in block order, then the block's tree
     for (int b = threadIdx.x; b < G; b += blockDim.x) tss += __ldcg(part + (i64) G * E + b);
     tss = block_sum(tss, sh);
     float inv = 1.0f / sqrtf(tss / (float) N + eps);
-    int E4 = E >> 2;
-    int S = blockDim.x / E4;   // slices of the blocks, a float4 of experts a thread
-    int sl = threadIdx.x / E4;
-    int c4 = threadIdx.x % E4;
     if (sl < S) {
-        float4 t = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        for (int b0 = sl; b0 < G; b0 += 8 * S) {
-            float4 v[8];
+        float4 t = make_float4(0.0f, 0.0f, 0.0f, 0.0f);   // the shares in block order
+        for (int b0 = sl;; b0 += BR_BATCH * S) {
 #pragma unroll
-            for (int i = 0; i < 8; i++) {
-                int b = b0 + i * S;
-                v[i] = b < G ? __ldcg((const float4*) (part + (i64) b * E) + c4) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            }
-#pragma unroll
-            for (int i = 0; i < 8; i++) {
+            for (int i = 0; i < BR_BATCH; i++) {
                 t.x += v[i].x;
                 t.y += v[i].y;
                 t.z += v[i].z;
                 t.w += v[i].w;
+            }
+            if (b0 + BR_BATCH * S >= G) break;
+#pragma unroll
+            for (int i = 0; i < BR_BATCH; i++) {
+                int b = b0 + (BR_BATCH + i) * S;
+                v[i] = b < G ? __ldcg((const float4*) (part + (i64) b * E) + c4) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             }
         }
         *(float4*) (slices + sl * E + 4 * c4) = t;

@@ -846,20 +846,6 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
-     * A decode step's o_proj, its residual add, the norm after its attention and its router in one call, where the backend
-     * has a fused form: {@code sum = res + attn · woᵀ} ({@link #matmul}'s product and {@link #add}'s sum), {@code normed =
-     * rmsNorm(sum)} and {@link #moeRouterTopk} of normed into weights and ids [T, k], within f32 rounding (the norm's sum
-     * and the logits may be taken in another order). attn f32 [T, K] (the attention's output), wo [hidden, K] (o_proj's
-     * dense weight), res, sum and normed f32 [T, hidden]; sum may be res itself, and neither sum nor normed may otherwise
-     * overlap an input. Writes all four and returns true; false without writing anything where there is none (here): the
-     * caller then runs o_proj and {@link #addRmsNormRouterTopk}'s steps.
-     */
-    default boolean projectAddNormRouterTopk(Tensor attn, Tensor wo, Tensor res, Tensor sum, Tensor normWeight, float eps,
-                                             Tensor normed, Tensor router, int k, boolean normalize, Tensor weights, Tensor ids) {
-        return false;
-    }
-
-    /**
      * A decode step's down products per routed pair, their LoRA terms and the weighting back into the tokens in one
      * call, where the backend has a fused form: out [T, H] row t (+)= Σ_j weights[t, j] · (act[t·k + j] · D_eᵀ + lora)
      * (j ascending, e = ids[t, j]) for act f32 [T·k, I], ids i32 and weights f32 [T, k]; overwrites out unless {@code

@@ -1205,24 +1205,6 @@ public final class CudaBackend implements Backend {
     }
 
     /**
-     * With {@code -Dorbit.cuda.projRouter=on} (read at each call; off by default: its speed has not been measured), one
-     * token's o_proj, residual add, norm and router in one launch ({@link CudaDecodeRouter#projectAddNormRouterTopk}), where
-     * the router's choice needs no grouping of the pairs (at most {@link CudaMoePairs#DIRECT_PAIRS}). Declines otherwise,
-     * with {@code orbit.cuda.routerTopk=off}, and in exact mode.
-     */
-    @Override
-    public boolean projectAddNormRouterTopk(Tensor attn, Tensor wo, Tensor res, Tensor sum, Tensor normWeight, float eps,
-                                            Tensor normed, Tensor router, int k, boolean normalize, Tensor weights, Tensor ids) {
-        if (exact || "off".equals(System.getProperty("orbit.cuda.routerTopk")) || !CudaDecodeRouter.projectedRouter()
-                || ids.numel() > CudaMoePairs.DIRECT_PAIRS) {
-            return false;
-        }
-        ctx.device.bind();
-        return fusedDecode.router().projectAddNormRouterTopk(attn, wo, res, sum, normWeight, eps, normed, router, k, normalize,
-                weights, ids);
-    }
-
-    /**
      * Below {@link CudaMoePairs#STACKED_PAIRS} pairs (a decode step of one token at top-8), stacked quantized experts: the
      * down products, their LoRA terms and the combine in one launch ({@link CudaMoePairs#downCombine}).
      */

@@ -21,7 +21,7 @@ import java.util.Map;
  */
 final class CudaContext implements AutoCloseable {
     /** Scratch buffers, grown on demand and reused by later calls (all work is on one stream). */
-    enum Scratch { X_BF16, DEQUANT_BF16, ATTENTION_ACC, ATTENTION_ML, ATTENTION_BACKWARD, ATTENTION_BF16, EXACT_DEQUANT, EXACT_PLANES, EXACT_X, EXACT_SPLITS, OFT_WORK, ROUTER_LOGITS, ROUTER_PARTIALS, MOE_ACT, MOE_GATE, MOE_UP, X_F32, LORA_LO, DECODE_LAYER, NARROW_SPLITS }
+    enum Scratch { X_BF16, DEQUANT_BF16, ATTENTION_ACC, ATTENTION_ML, ATTENTION_BACKWARD, ATTENTION_BF16, EXACT_DEQUANT, EXACT_PLANES, EXACT_X, EXACT_SPLITS, OFT_WORK, ROUTER_LOGITS, MOE_ACT, MOE_GATE, MOE_UP, X_F32, LORA_LO, DECODE_LAYER, NARROW_SPLITS }
 
     final CudaDevice device;
     final CudaStream stream;

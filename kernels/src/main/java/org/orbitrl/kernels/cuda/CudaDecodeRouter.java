@@ -46,13 +46,6 @@ public final class CudaDecodeRouter {
     static final String ROUTER_PROLOGUE_PROPERTY = "orbit.cuda.routerPrologue";
     /** Most frozen tensors one router launch asks of the L2 ({@link #prefetchFrozen}; the kernels' a0..a2). */
     static final int AHEAD = 3;
-    /**
-     * {@value} ({@code on|off}, read at each call; off by default): {@link CudaBackend#projectAddNormRouterTopk} takes
-     * {@link #projectAddNormRouterTopk} (a decode token's o_proj, residual add, norm and router in one launch).
-     */
-    static final String PROJECTED_ROUTER_PROPERTY = "orbit.cuda.projRouter";
-    /** o_proj rows a block of {@code bgemv_route_pre1} takes (BR_ROWS: a 16-byte unit of each router row). */
-    private static final int PROJECTED_ROWS = 8;
 
     private final CudaContext ctx;
     private final CudaRowOps rows;
@@ -62,7 +55,6 @@ public final class CudaDecodeRouter {
     private final Kernel routerTiles;
     private final Kernel routerAddNormTopk;
     private final Kernel routerAddNormTopkPre;
-    private final Kernel projectedRouter;
     /** The asks of {@link #prefetchFrozen} no router launch has carried yet. */
     private final List<Tensor> ahead = new ArrayList<>(AHEAD);
     /** Whether those asks go as bulk prefetches (else a line each). */
@@ -77,7 +69,6 @@ public final class CudaDecodeRouter {
         this.routerTiles = ctx.kernel("moe", "moe_router_tiles");
         this.routerAddNormTopk = ctx.kernel("moe", "moe_router_add_norm_topk");
         this.routerAddNormTopkPre = ctx.kernel("moe", "moe_router_add_norm_topk_pre");
-        this.projectedRouter = ctx.kernel("bgemv", "bgemv_route_pre1");
     }
 
     /** What {@link #moeRouterTopk} did: declined (nothing launched), selected the experts, or also grouped the pairs. */
@@ -183,74 +174,6 @@ public final class CudaDecodeRouter {
                 normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0, eps, normed, router, hd, e, topk, normalize ? 1 : 0, logits,
                 ctx.tickets, values, indices);
         return true;
-    }
-
-    /**
-     * {@link org.orbitrl.kernels.Backend#projectAddNormRouterTopk} for one token in one launch, {@code bgemv_route_pre1}:
-     * o_proj's product in {@code bgemv_pre1}'s form (its weight rows loaded before the kernel's wait, so that under
-     * dependent launches they stream during the attention), {@code sum = res + attn · woᵀ} (the bits of that product and
-     * {@code add_rmsnorm}'s add), its norm into normed, and the router's top-k of normed from each block's share of every
-     * logit (its 8 rows' router columns, also loaded before the wait), added up by the block that finishes last (the
-     * backend's tickets, so launches on one backend run one after another). Declines, launching nothing, where the shapes
-     * do not suit it: more than one token; attn f32 [1, K] and wo bf16 [hidden, K] with K a multiple of 8 and a lane's
-     * loads past its registers; hidden not a multiple of 8; router not bf16 [E, hidden] with E a multiple of 4 and at most
-     * the block's threads; an operand not 16-byte aligned. Throws where the shapes do not agree.
-     */
-    boolean projectAddNormRouterTopk(Tensor attn, Tensor wo, Tensor res, Tensor sum, Tensor normWeight, float eps, Tensor normed,
-                                     Tensor router, int topk, boolean normalize, Tensor values, Tensor indices) {
-        ctx.devContiguous("projectAddNormRouterTopk attn", attn, DType.F32);
-        for (Tensor t : new Tensor[]{res, sum, normed}) {
-            ctx.devContiguous("projectAddNormRouterTopk rows", t, DType.F32);
-        }
-        ctx.devContiguous("projectAddNormRouterTopk norm weight", normWeight, null);
-        ctx.devContiguous("projectAddNormRouterTopk values", values, DType.F32);
-        ctx.devContiguous("projectAddNormRouterTopk indices", indices, DType.I32);
-        int hd = res.size(-1);
-        int tokens = CudaContext.rows(res);
-        int k = attn.size(-1);
-        if (wo.rank() != 2 || wo.dim(0) != hd || wo.dim(1) != k || CudaContext.rows(attn) != tokens) {
-            throw new IllegalArgumentException("projectAddNormRouterTopk: attn " + attn + " · woᵀ " + wo + " does not give rows of " + res);
-        }
-        for (Tensor t : new Tensor[]{sum, normed}) {
-            if (t.size(-1) != hd || CudaContext.rows(t) != tokens) {
-                throw new IllegalArgumentException("projectAddNormRouterTopk: " + t + " is not [" + tokens + ", " + hd + "] as " + res);
-            }
-        }
-        if (normWeight.numel() != hd || (normWeight.dtype() != DType.F32 && normWeight.dtype() != DType.BF16)) {
-            throw new IllegalArgumentException("projectAddNormRouterTopk: norm weight " + normWeight + " is not f32 or bf16 [" + hd + "]");
-        }
-        int e = router.rank() == 2 ? router.size(0) : 0;
-        if (router.rank() != 2 || router.dim(1) != hd || topk <= 0 || topk > e || values.numel() != (long) tokens * topk
-                || indices.numel() != (long) tokens * topk) {
-            throw new IllegalArgumentException("projectAddNormRouterTopk: router " + router + " [experts, " + hd + "], top " + topk
-                    + " into " + values + " and " + indices + " [tokens, topk]");
-        }
-        // the last block reads every row of sum while the others write theirs; res may be sum itself (a row read, then written)
-        boolean inPlace = CudaAllocator.address(res) == CudaAllocator.address(sum) && res.numel() == sum.numel();
-        if (overlap(sum, attn) || overlap(normed, attn) || overlap(normed, res) || overlap(sum, normed) || (!inPlace && overlap(sum, res))) {
-            throw new IllegalArgumentException("projectAddNormRouterTopk: sum " + sum + " or normed " + normed
-                    + " overlaps another operand (attn " + attn + ", res " + res + "; sum may be res itself)");
-        }
-        int warps = CudaQgemv.warpsFor(k / 8, CudaQgemv.bf16KLanes(1));
-        boolean fits = tokens == 1 && k % 8 == 0 && hd % PROJECTED_ROWS == 0 && (k / 8 + warps * 8 - 1) / (warps * 8) <= CudaQgemv.PROLOGUE_STEPS
-                && wo.dtype() == DType.BF16 && wo.isContiguous() && router.dtype() == DType.BF16 && router.isContiguous()
-                && e % 4 == 0 && e <= 32 * warps;
-        for (Tensor t : new Tensor[]{attn, wo, router}) {
-            fits &= CudaAllocator.address(t) % 16 == 0;
-        }
-        if (!fits) {
-            return false;
-        }
-        int grid = hd / PROJECTED_ROWS;
-        Tensor part = ctx.scratch(CudaContext.Scratch.ROUTER_PARTIALS, DType.F32, (long) grid * (e + 1)); // [grid, E], then [grid]
-        ctx.launch(projectedRouter, grid, 32 * warps, attn, wo, k, res, sum, normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0, eps,
-                normed, router, hd, e, topk, normalize ? 1 : 0, part, ctx.tickets, values, indices);
-        return true;
-    }
-
-    /** Whether {@link #PROJECTED_ROUTER_PROPERTY} asks for the projected router. */
-    static boolean projectedRouter() {
-        return Switches.onOff(PROJECTED_ROUTER_PROPERTY, false);
     }
 
     private static boolean overlap(Tensor p, Tensor q) {

@@ -6,7 +6,6 @@
 // shuffles, then over the warps through shared memory.
 
 #include "narrow.cuh"
-#include "router.cuh"
 
 #define BG_WARPS 8 // most warps of a block
 // Per x-row chunk MT: k lanes of a warp (KQ), rows of a lane (R), steps whose loads are issued
@@ -321,11 +320,13 @@ __device__ __forceinline__ void bgp_load(BgPre& p, const uint4* __restrict__ w, 
     }
 }
 
-// The block's rows times x (one row of K), bgemv's sums, each warp's into red[warp] (visible after the call's barrier).
-__device__ __forceinline__ void bgp_reduce(const BgPre& p, const float* x, int K, float (*red)[32 / BG_KQ_1 * BG_R_1]) {
+// y[row0 ..] (+)= the block's rows times x (one row of K), bgemv's sums and reduction.
+__device__ __forceinline__ void bgp_finish(const BgPre& p, const float* x, float* y, int N, int K, int row0, int accumulate) {
     constexpr int KQ = BG_KQ_1;
     constexpr int R = BG_R_1;
     constexpr int RL = 32 / KQ;
+    constexpr int RB = RL * R;
+    __shared__ float red[BG_WARPS][RB];
     int G = K / 8;
     int lane = threadIdx.x & 31;
     int warp = threadIdx.x >> 5;
@@ -342,14 +343,6 @@ __device__ __forceinline__ void bgp_reduce(const BgPre& p, const float* x, int K
         if (g0 + u * S < G) bg_load<1, R>(p.q[u], x, 1, K, (g0 + u * S) * 8, acc);
     bg_lane_rows<RL, R>(&acc[0][0], red, warp, rl, kq);
     __syncthreads();
-}
-
-// y[row0 ..] (+)= the block's rows times x (one row of K), bgemv's sums and reduction (the warps added in order).
-__device__ __forceinline__ void bgp_finish(const BgPre& p, const float* x, float* y, int N, int K, int row0, int accumulate) {
-    constexpr int RB = 32 / BG_KQ_1 * BG_R_1;
-    __shared__ float red[BG_WARPS][RB];
-    bgp_reduce(p, x, K, red);
-    int W = blockDim.x >> 5;
     for (int i = threadIdx.x; i < RB; i += blockDim.x) {
         float v = 0.0f;
         for (int ww = 0; ww < W; ww++) v += red[ww][i];
@@ -367,121 +360,6 @@ extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, 2)
     bgp_load(p, w, N, K, row0);
     pdl_enter();
     bgp_finish(p, x, y, N, K, row0, accumulate);
-}
-
-// A decode token's o_proj with the residual add, the post-attention norm and the MoE router after it, in bgemv_pre1's
-// form and one launch: sum = res + x . w^T (x f32 [K], the attention's output; w bf16 [N, K]; the bits of bgemv_pre1 and
-// add_rmsnorm's add), h = nw * (sum * inv) with inv = 1 / sqrt(mean(sum^2) + eps) (rmsnorm_f32's expression, nw f32 or
-// bf16 [N]), and the topk largest of softmax(logits) (ties to the lower expert; divided by their sum when normalize) into
-// values and indices, logits[e] = inv * (sum over rows n of rw[e, n] * (nw[n] * sum[n])) (rw bf16 [E, N]): the norm's
-// scale is one factor of every logit, so each block adds its rows' share before inv is known. Block b (BR_ROWS = 8 rows,
-// N a multiple of 8, E <= blockDim and a multiple of 4) loads its rows of w, of rw (a 16-byte unit an expert) and of nw
-// before the wait, then writes its rows of sum, its logit shares to part[b * E + e] and its sum of squares to
-// part[grid * E + b]; the block that finishes last (a ticket) adds the shares in block order (the same bits whichever
-// block that is), writes h, and its first warp selects (router_select_warp), then re-arms the ticket.
-#define BR_ROWS (32 / BG_KQ_1 * BG_R_1)
-#define BR_BATCH 16 // logit shares a thread of the last block has in flight at once
-extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, 2)
-    bgemv_route_pre1(const float* x, const uint4* __restrict__ w, int K, const float* res, float* sum, const void* nw,
-                     int nwBf16, float eps, float* h, const uint4* __restrict__ rw, int N, int E, int topk, int normalize,
-                     float* part, int* ticket, float* values, int* indices) {
-    static_assert(BR_ROWS == 8, "a block's rows are one 16-byte unit of a router row");
-    __shared__ float red[BG_WARPS][BR_ROWS];
-    __shared__ float ns[BR_ROWS];                 // nw * sum of the block's rows
-    __shared__ __align__(16) float slices[32 * BG_WARPS * 4];   // the last block's partial totals [slices][E]
-    __shared__ float lg[32 * BG_WARPS];           // the logits [E]
-    __shared__ float sh[32];
-    __shared__ int last;
-    int row0 = blockIdx.x * BR_ROWS;
-    BgPre p;
-    bgp_load(p, w, N, K, row0);
-    uint4 rq = make_uint4(0, 0, 0, 0);
-    if ((int) threadIdx.x < E) rq = rw[(i64) threadIdx.x * (N / 8) + row0 / 8];
-    float wn = 0.0f;
-    if ((int) threadIdx.x < BR_ROWS) wn = nwBf16 ? bf16_to_f32(((const u16*) nw)[row0 + threadIdx.x]) : ((const float*) nw)[row0 + threadIdx.x];
-    pdl_enter();
-    bgp_reduce(p, x, K, red);
-    int W = blockDim.x >> 5;
-    float ss = 0.0f;
-    if ((int) threadIdx.x < BR_ROWS) {
-        float v = 0.0f;
-        for (int ww = 0; ww < W; ww++) v += red[ww][threadIdx.x];
-        float s = res[row0 + threadIdx.x] + v;
-        sum[row0 + threadIdx.x] = s;
-        ns[threadIdx.x] = wn * s;
-        ss = s * s;
-    }
-    if (threadIdx.x < 32) {   // the block's sum of squares, its rows in order
-#pragma unroll
-        for (int o = 1; o < BR_ROWS; o <<= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-        if (threadIdx.x == 0) part[(i64) gridDim.x * E + blockIdx.x] = ss;
-    }
-    __syncthreads();
-    if ((int) threadIdx.x < E) {
-        u32 words[4] = {rq.x, rq.y, rq.z, rq.w};
-        float acc = 0.0f;
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            acc = fmaf(__uint_as_float(words[j] << 16), ns[2 * j], acc);
-            acc = fmaf(__uint_as_float(words[j] & 0xffff0000u), ns[2 * j + 1], acc);
-        }
-        part[(i64) blockIdx.x * E + threadIdx.x] = acc;
-    }
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(ticket, 1) == (int) gridDim.x - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    int G = gridDim.x;
-    int E4 = E >> 2;
-    int S = blockDim.x / E4;   // slices of the blocks, a float4 of experts a thread: thread (sl, c4) adds blocks sl + i S
-    int sl = threadIdx.x / E4;
-    int c4 = threadIdx.x % E4;
-    float4 v[BR_BATCH];        // its first shares asked for before the sums of squares' barriers, so the two round trips overlap
-#pragma unroll
-    for (int i = 0; i < BR_BATCH; i++) {
-        int b = sl + i * S;
-        v[i] = sl < S && b < G ? __ldcg((const float4*) (part + (i64) b * E) + c4) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    }
-    float tss = 0.0f;   // the blocks' sums of squares: each thread's in block order, then the block's tree
-    for (int b = threadIdx.x; b < G; b += blockDim.x) tss += __ldcg(part + (i64) G * E + b);
-    tss = block_sum(tss, sh);
-    float inv = 1.0f / sqrtf(tss / (float) N + eps);
-    if (sl < S) {
-        float4 t = make_float4(0.0f, 0.0f, 0.0f, 0.0f);   // the shares in block order
-        for (int b0 = sl;; b0 += BR_BATCH * S) {
-#pragma unroll
-            for (int i = 0; i < BR_BATCH; i++) {
-                t.x += v[i].x;
-                t.y += v[i].y;
-                t.z += v[i].z;
-                t.w += v[i].w;
-            }
-            if (b0 + BR_BATCH * S >= G) break;
-#pragma unroll
-            for (int i = 0; i < BR_BATCH; i++) {
-                int b = b0 + (BR_BATCH + i) * S;
-                v[i] = b < G ? __ldcg((const float4*) (part + (i64) b * E) + c4) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            }
-        }
-        *(float4*) (slices + sl * E + 4 * c4) = t;
-    }
-    for (int c = threadIdx.x; c < N; c += blockDim.x) {   // h: every block's rows of sum, read past L1
-        float wi = nwBf16 ? bf16_to_f32(((const u16*) nw)[c]) : ((const float*) nw)[c];
-        h[c] = wi * (__ldcg(sum + c) * inv);
-    }
-    __syncthreads();
-    if ((int) threadIdx.x < E) {
-        float t = 0.0f;
-        for (int s2 = 0; s2 < S; s2++) t += slices[s2 * E + threadIdx.x];
-        lg[threadIdx.x] = t * inv;
-    }
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        router_select_warp(lg, E, topk, normalize, values, indices);
-        if (threadIdx.x == 0) *ticket = 0;
-    }
 }
 
 // bgemv_norm_lr_m1 without terms (an attention block's q, k and v from its input, the norm folded in) in bgemv_pre1's

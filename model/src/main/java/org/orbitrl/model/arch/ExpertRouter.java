@@ -39,16 +39,6 @@ sealed interface ExpertRouter {
         return routeDecode(b, normed);
     }
 
-    /**
-     * {@link #routeDecodeAfterAdd} with delta still to be made, {@code delta = attn · woᵀ} (wo the attention's dense o_proj
-     * weight): in one backend call where the backend fuses the product too ({@link Backend#projectAddNormRouterTopk});
-     * null, with nothing done, where it does not (the caller projects attn and takes {@link #routeDecodeAfterAdd}).
-     */
-    default Routed routeDecodeAfterProjection(Backend b, Tensor attn, Tensor wo, Tensor x, Tensor sum, Tensor normWeight, float eps,
-                                              Tensor normed) {
-        return null;
-    }
-
     /** dLogits f32 [N, E] (overwritten) from dWeight f32 [N, k], the gradient of the routing weights of {@code r}. */
     void logitGrad(Backend b, Routed r, Tensor dWeight, Tensor dLogits);
 
@@ -106,14 +96,6 @@ sealed interface ExpertRouter {
             Routed r = fused(b, x.size(0), (w, weights, ids) ->
                     b.addRmsNormRouterTopk(x, delta, sum, normWeight, eps, normed, w, topK, normTopK, weights, ids));
             return r != null ? r : ExpertRouter.super.routeDecodeAfterAdd(b, x, delta, sum, normWeight, eps, normed);
-        }
-
-        /** In one call where the backend has one ({@link Backend#projectAddNormRouterTopk}); else null. */
-        @Override
-        public Routed routeDecodeAfterProjection(Backend b, Tensor attn, Tensor wo, Tensor x, Tensor sum, Tensor normWeight,
-                                                 float eps, Tensor normed) {
-            return fused(b, x.size(0), (w, weights, ids) ->
-                    b.projectAddNormRouterTopk(attn, wo, x, sum, normWeight, eps, normed, w, topK, normTopK, weights, ids));
         }
 
         /** A backend call that writes n tokens' choice from the dense router w, or declines (false, nothing written). */

@@ -141,25 +141,6 @@ final class GroupedMoe {
     }
 
     /**
-     * {@link #forwardPairsAfterAdd} with {@code delta = attn · woᵀ} made in the router's backend call
-     * ({@link ExpertRouter#routeDecodeAfterProjection}): true where that call took it, false with nothing done where it
-     * declined (and for gpt-oss's fused experts, whose router has a bias).
-     */
-    boolean forwardPairsAfterProjection(Backend b, Tensor attn, Tensor wo, Tensor x, Tensor out, Tensor normWeight, float eps,
-                                        Tensor normed) {
-        if (grouped.isFused()) {
-            return false;
-        }
-        ExpertRouter.Routed r = router.routeDecodeAfterProjection(b, attn, wo, x, out, normWeight, eps, normed);
-        if (r == null) {
-            return false;
-        }
-        grouped.forwardPairs(b, normed, r.ids(), r.weights(), out, true);
-        r.release(b.allocator());
-        return true;
-    }
-
-    /**
      * gpt-oss's form of {@link #forwardPairs}: each pair's row through its expert's fused gate_up and its LoRA, gate_up's
      * bias by the pair's expert ({@link Backend#moeExpertBiasPairs}), the clamped SwiGLU, down with its LoRA and bias,
      * and the pairs weighted back into their tokens. Nothing read on the host.

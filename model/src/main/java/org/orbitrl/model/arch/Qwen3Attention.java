@@ -87,11 +87,6 @@ final class Qwen3Attention {
         return frozenQkv;
     }
 
-    /** o_proj's dense base weight [hidden, Hq*D] where o_proj is dense without a bias or an enabled adapter; else null. */
-    Tensor plainO() {
-        return plain(o) ? ((Weight.Dense) o.weight()).w() : null;
-    }
-
     /** A dense weight without a bias or an enabled adapter. */
     private static boolean plain(Linear l) {
         return l.weight() instanceof Weight.Dense && l.bias() == null && (l.adapter() == null || !l.adapter().enabled());
@@ -122,18 +117,6 @@ final class Qwen3Attention {
      */
     void forward(Backend b, Tensor x, Tensor positions, List<CausalLM.Segment> batch, RopeTable rope, Tensor out,
                  Tape tape, PagedDecode decode) {
-        forward(b, x, positions, batch, rope, out, tape, decode, true);
-    }
-
-    /**
-     * As above; a decode step without {@code project} leaves o_proj out: out [N, Hq*D] receives the attention's output,
-     * o_proj's input (the caller projects it, in the router's call where the backend fuses the two).
-     */
-    void forward(Backend b, Tensor x, Tensor positions, List<CausalLM.Segment> batch, RopeTable rope, Tensor out,
-                 Tape tape, PagedDecode decode, boolean project) {
-        if (!project && decode == null) {
-            throw new IllegalArgumentException("layer " + layer + ": only a decode step leaves o_proj to its caller");
-        }
         TensorAllocator a = b.allocator();
         int n = x.size(0);
         Tensor qs = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) heads * headDim);   // [N, Hq*D]
@@ -142,7 +125,7 @@ final class Qwen3Attention {
         Linear.forwardShared(b, x, new Linear[]{q, k, v}, new Tensor[]{qs, ks, vs});
         if (decode != null) {   // a decode step (never taped): norms, rope and the cache write in one backend step
             SegmentAttention.decode(b, decode, layer, qs, ks, vs, heads, kvHeads, headDim, qNorm, kNorm, eps, positions, rope,
-                    spec, project ? o : null, out);
+                    spec, o, out);
             return;
         }
         Tensor q3 = qs;
@@ -181,11 +164,10 @@ final class Qwen3Attention {
      * A decode step's attention from the block's input x [N, hidden] before its norm ({@code inputNorm}, eps the model's):
      * the norm folded into q, k and v's products where the backend has that form for the call ({@link
      * Backend#rmsNormMatmulShared}) and q, k and v are dense weights without a bias or an enabled adapter, then the
-     * decode's steps as {@link #forward} takes them (without {@code project}, out [N, Hq*D] receives o_proj's input, as
-     * there). False, with nothing done, otherwise (the caller norms x).
+     * decode's steps as {@link #forward} takes them. False, with nothing done, otherwise (the caller norms x).
      */
     boolean decodeFromInput(Backend b, Tensor x, Tensor inputNorm, Tensor positions, RopeTable rope, Tensor out,
-                            PagedDecode decode, boolean project) {
+                            PagedDecode decode) {
         if (!plain(q) || !plain(k) || !plain(v)) {
             return false;
         }
@@ -202,7 +184,7 @@ final class Qwen3Attention {
             return false;
         }
         SegmentAttention.decode(b, decode, layer, qs, ks, vs, heads, kvHeads, headDim, qNorm, kNorm, eps, positions, rope,
-                spec, project ? o : null, out);
+                spec, o, out);
         return true;
     }
 

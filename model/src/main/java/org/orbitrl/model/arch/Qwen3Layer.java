@@ -133,19 +133,12 @@ final class Qwen3Layer {
             }
         }
         Tensor delta = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, h);   // [N, hidden]
-        // a decode step before a routed block with a plain o_proj: the attention leaves o_proj to the router's call, which
-        // may fuse the two (Backend#projectAddNormRouterTopk)
-        Tensor wo = decode != null && lt == null && !training && moe != null && !s.tensorParallel() && !s.expertParallel()
-                ? attention.plainO() : null;
-        Tensor attended = wo == null ? delta                                      // [N, hidden], or o_proj's input [N, Hq*D]
-                : a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, (long) config.heads() * config.headDim());
         Tensor normed1 = null;                                                    // [N, hidden]
         // a decode step (never taped): the input norm folded into q, k and v's products where the backend has that form
-        if (decode == null || lt != null || training
-                || !attention.decodeFromInput(b, x, inputNorm, positions, s.rope(), attended, decode, wo == null)) {
+        if (decode == null || lt != null || training || !attention.decodeFromInput(b, x, inputNorm, positions, s.rope(), delta, decode)) {
             normed1 = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, h);
             b.rmsNorm(x, inputNorm, config.rmsEps(), normed1);
-            attention.forward(b, normed1, positions, batch, s.rope(), attended, lt == null ? null : lt.attention, decode, wo == null);
+            attention.forward(b, normed1, positions, batch, s.rope(), delta, lt == null ? null : lt.attention, decode);
             if (lt == null) {
                 a.release(normed1);
             }
@@ -157,25 +150,12 @@ final class Qwen3Layer {
         Tensor normed2 = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, h); // [N, hidden]
         if (moe != null && lt == null && !training && !s.expertParallel()) {
             // inference: mid = x + delta, normed2 its norm, and the block's output added into mid in place (as below, one
-            // launch fewer; at a decode step the add, the norm and the router one launch where the backend fuses them, or
-            // o_proj too)
-            boolean pairs = moe.decodesPairs(b, x);
-            if (wo != null) {
-                if (pairs && moe.forwardPairsAfterProjection(b, attended, wo, x, mid, postNorm, config.rmsEps(), normed2)) {
-                    a.release(attended);
-                    a.release(delta);
-                    a.release(normed2);
-                    return mid;
-                }
-                attention.o.forward(b, attended, delta);
-                a.release(attended);
-            }
+            // launch fewer; at a decode step the add, the norm and the router one launch where the backend fuses them)
             if (decode != null && ahead != null) {
                 b.prefetchFrozen(ahead);   // the next layer's q/k/v, asked of the cache while the router (bound by latency) runs
             }
-            if (pairs) {
-                moe.forwardPairsAfterAdd(b, x, delta, mid, postNorm, config.rmsEps(), normed2);
-            } else {
+            boolean pairs = moe.forwardPairsAfterAdd(b, x, delta, mid, postNorm, config.rmsEps(), normed2);
+            if (!pairs) {
                 b.addRmsNorm(x, delta, mid, postNorm, config.rmsEps(), normed2);
             }
             a.release(delta);

@@ -68,8 +68,7 @@ final class SegmentAttention {
     /**
      * A decode step's attention over paged pools ({@link PagedDecode}): the projections' raw outputs qs [N, Hq*D], ks
      * and vs [N, Hkv*D] (released here) normed per head (qNorm, kNorm, or null) and roped, keys and values written,
-     * the batch's attention, then {@code o} into out [N, hidden]; with o null the attention's output itself into out
-     * [N, Hq*D] (the caller projects it).
+     * the batch's attention, then {@code o} into out [N, hidden].
      */
     static void decode(Backend b, PagedDecode decode, int layer, Tensor qs, Tensor ks, Tensor vs, int heads, int kvHeads,
                        int headDim, Tensor qNorm, Tensor kNorm, float eps, Tensor positions, RopeTable rope, AttentionSpec spec,
@@ -79,8 +78,7 @@ final class SegmentAttention {
         Tensor q = qs.reshape(n, heads, headDim);
         Tensor k = ks.reshape(n, kvHeads, headDim);
         Tensor v = vs.reshape(n, kvHeads, headDim);
-        Tensor attn = o == null ? out.reshape(n, heads, headDim)                                              // [N, Hq, D]
-                : a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, headDim);
+        Tensor attn = a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, headDim); // [N, Hq, D]
         boolean fused = decode.prepareAndAttend(b, layer, q, k, v, qNorm, kNorm, eps, positions, rope, attn, spec);
         Tensor q3 = fused ? null : a.allocateUninitialized(MemoryCategory.ACTIVATIONS, DType.F32, n, heads, headDim); // [N, Hq, D]
         if (!fused) {
@@ -93,10 +91,8 @@ final class SegmentAttention {
             decode.attend(b, layer, q3, attn, spec);
             a.release(q3);
         }
-        if (o != null) {
-            o.forward(b, attn.reshape(n, (long) heads * headDim), out);
-            a.release(attn);
-        }
+        o.forward(b, attn.reshape(n, (long) heads * headDim), out);
+        a.release(attn);
     }
 
     /** The o_proj input [N, Hq*Dv] and the attention's statistics [N, Hq] (null where the backend kept none). */

@@ -191,32 +191,19 @@ final class SparseMoe implements ExpertParallelBlock {
     }
 
     /**
-     * Whether {@link #forwardAdd} of these rows takes the per-pair path (a decode step), which {@link
-     * #forwardPairsAfterAdd} and {@link #forwardPairsAfterProjection} then take. The pairs' bound first: a prefill asks
-     * {@link GroupedExperts#supports} (adapter probes) no more than {@link #forwardAdd} does.
+     * Where {@link #forwardAdd} of these rows takes the per-pair path (a decode step): from the residual before the block's
+     * norm, {@code out = x + delta}, {@code normed} its norm ({@link Backend#addRmsNorm}), then out += the block of normed,
+     * the add, the norm and the routing in one backend call where it fuses them ({@link GroupedMoe#forwardPairsAfterAdd}),
+     * and true. False, with nothing done, elsewhere (the caller adds, norms and calls {@link #forwardAdd}, releasing delta
+     * before the block's own buffers are made).
      */
-    boolean decodesPairs(Backend b, Tensor x) {
-        return useGrouped && grouped != null && grouped.takesPairs(b, x, null, false) && grouped.supports(b);
-    }
-
-    /**
-     * Where {@link #decodesPairs}: from the residual before the block's norm, {@code out = x + delta}, {@code normed} its
-     * norm ({@link Backend#addRmsNorm}), then out += the block of normed, the add, the norm and the routing in one backend
-     * call where it fuses them ({@link GroupedMoe#forwardPairsAfterAdd}).
-     */
-    void forwardPairsAfterAdd(Backend b, Tensor x, Tensor delta, Tensor out, Tensor normWeight, float eps, Tensor normed) {
-        grouped.forwardPairsAfterAdd(b, x, delta, out, normWeight, eps, normed);
-    }
-
-    /**
-     * Where {@link #decodesPairs}: {@link #forwardPairsAfterAdd} with {@code delta = attn · woᵀ} (the attention's output and
-     * its dense o_proj weight) made in the router's backend call where the backend fuses them ({@link
-     * GroupedMoe#forwardPairsAfterProjection}), and true; false, with nothing done, where it does not (the caller projects
-     * attn into delta and takes {@link #forwardPairsAfterAdd}).
-     */
-    boolean forwardPairsAfterProjection(Backend b, Tensor attn, Tensor wo, Tensor x, Tensor out, Tensor normWeight, float eps,
-                                        Tensor normed) {
-        return grouped.forwardPairsAfterProjection(b, attn, wo, x, out, normWeight, eps, normed);
+    boolean forwardPairsAfterAdd(Backend b, Tensor x, Tensor delta, Tensor out, Tensor normWeight, float eps, Tensor normed) {
+        // the pairs' bound first: a prefill, which forwardAdd then takes, asks supports (adapter probes) no more than before
+        if (useGrouped && grouped != null && grouped.takesPairs(b, x, null, false) && grouped.supports(b)) {
+            grouped.forwardPairsAfterAdd(b, x, delta, out, normWeight, eps, normed);
+            return true;
+        }
+        return false;
     }
 
     /**

@@ -39,7 +39,6 @@ final class DependentKernels {
      * through {@code __ldcg} and prefetches.
      */
     private static final Map<String, Set<String>> PROLOGUES = Map.of("bgemv/bgemv_pre1", Set.of("w"),
-            "bgemv/bgemv_route_pre1", Set.of("w", "rw", "nw"),
             "bgemv/bgemv_norm_pre1", Set.of("w0", "w1", "w2"), "bgemv/bgemv_norm_scale_pre1", Set.of("w0", "w1", "w2"), "bgemv/bgemv_norm_scale_l2_m1", Set.of("w0", "w1", "w2", "nw"),
             "qgemv/qgemv_down_combine_pre_int4", Set.of("ids", "codes", "scales", "zeros"), "moe/moe_router_norm_topk_pre", Set.of("w", "nw", "a0", "a1", "a2"), "moe/moe_router_add_norm_topk_pre", Set.of("w", "nw", "a0", "a1", "a2"),
             "paged_decode/paged_decode_mma_prep_pre_d128_kvbf16", PAGED_PREFETCH, "paged_decode/paged_decode_mma_prep_pre_d64_kvbf16",
@@ -99,7 +98,6 @@ final class DependentKernels {
         s.add("paged_decode/paged_decode_mma3_prep_tk_d128_kvbf16");
         s.add("attention/attention_combine");
         s.add("bgemv/bgemv_pre1");            // its weights' loads before the wait (PROLOGUES)
-        s.add("bgemv/bgemv_route_pre1");      // likewise, with its rows' router columns and norm weights (PROLOGUES)
         s.add("bgemv/bgemv_norm_pre1");       // likewise
         s.add("bgemv/bgemv_norm_scale_pre1"); // likewise
         s.add("bgemv/bgemv_norm_scale_l2_m1"); // its weights' lines asked of the L2 before the wait (PROLOGUES)

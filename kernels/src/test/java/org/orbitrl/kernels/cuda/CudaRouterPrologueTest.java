@@ -131,11 +131,16 @@ class CudaRouterPrologueTest extends CudaTestBase {
      * {@code moe_router_norm_topk_pre} with the asks (a 20 MiB bf16 weight, a slice not 16-byte aligned, which is left
      * out, an f32 tensor whose bytes are not a multiple of 16, and two more, the last past the three a launch carries) and gives
      * the plain kernel's values and experts bit for bit, the asked tensors unchanged; the asks are carried once (the
-     * launch after takes the plain kernel), and with the switch off the router takes the plain kernel. Each launch is
-     * shown by leaving its kernel out: the outputs keep their poison.
+     * launch after takes the plain kernel), and with the switch off the router takes the plain kernel (the router's
+     * prologue switch off throughout, so that a launch without asks is the plain kernel's). Each launch is shown by
+     * leaving its kernel out: the outputs keep their poison.
      */
     @Test
     void framesAskedOfTheL2LeaveTheRoutersBitsAndAreCarriedOnce() {
+        withProperty(CudaDecodeRouter.ROUTER_PROLOGUE_PROPERTY, "off", this::asksCarriedOnce);
+    }
+
+    private void asksCarriedOnce() {
         SplittableRandom r = rng(315);
         Tensor big = dev(randn(r, 0.1f, 5120, 2048).to(DType.BF16)); // 20 MiB, the q/k/v weights' order of size
         Tensor odd = dev(randn(r, 1f, 333));                           // 1332 bytes

@@ -19,7 +19,7 @@ import static org.orbitrl.kernels.cuda.CudaTestBase.valueWithProperty;
  * The one-row prologue products' switch ({@code orbit.cuda.gemvPrologue=on|plain|l2|off}, plain by default), the launcher's
  * bound on a lane's steps against the kernel's own ({@code BGP_STEPS} in bgemv.cu), and the routed experts' down prologue
  * switch ({@code orbit.cuda.downPrologue=on|off}, on by default), the router's ({@code orbit.cuda.routerPrologue=on|off},
- * off by default) and the prepared attention's ({@code orbit.cuda.attentionPrologue=on|off}, off by default): no GPU needed.
+ * on by default) and the prepared attention's ({@code orbit.cuda.attentionPrologue=on|off}, off by default): no GPU needed.
  */
 class GemvPrologueSwitchTest {
 
@@ -66,7 +66,7 @@ class GemvPrologueSwitchTest {
     @Test
     void theRouterPrologueSwitch() {
         String key = CudaDecodeRouter.ROUTER_PROLOGUE_PROPERTY;
-        assertFalse(valueWithProperty(key, null, CudaDecodeRouter::routerPrologue), "off by default");
+        assertTrue(valueWithProperty(key, null, CudaDecodeRouter::routerPrologue), "on by default");
         assertTrue(valueWithProperty(key, "on", CudaDecodeRouter::routerPrologue), "on");
         assertFalse(valueWithProperty(key, "off", CudaDecodeRouter::routerPrologue), "off");
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,

@@ -148,6 +148,8 @@ public final class ModelDecodeBench {
                                     double step = run(gpu, model, pool, dc, p, true, null)[0];
                                     if (round >= 0) {
                                         ms[v][round] = step;
+                                        // each as it is taken: a later variant that stops the run leaves these in the log
+                                        System.out.printf("batch %d, round %d, %s: %.3f ms%n", batch, round + 1, variants[v], step);
                                     }
                                 } finally {
                                     before.forEach((k, old) -> {

@@ -315,6 +315,28 @@ public final class CudaBackend implements Backend {
         CudaKernelErrors.raise(ctx);
     }
 
+    /**
+     * Forgets what a traced build's kernels recorded so far (after the stream's work): the next {@link #kernelTimeline}
+     * holds the launches from here. Needs {@code -Dorbit.cuda.trace=on} when the backend is made.
+     */
+    public void traceReset() {
+        synchronize();
+        ctx.kernels.traceReset();
+    }
+
+    /** What a traced build's kernels recorded since {@link #traceReset}, after the stream's work. */
+    public KernelTimeline kernelTimeline() {
+        synchronize();
+        long[] dropped = new long[1];
+        long[] words = ctx.kernels.traceRecords(dropped);
+        return KernelTimeline.of(words, dropped[0]);
+    }
+
+    /** Whether the kernels are built to record the timeline ({@code -Dorbit.cuda.trace=on}). */
+    public boolean traced() {
+        return ctx.kernels.traced();
+    }
+
     private void requireNotCapturing(String operation) {
         if (ctx.allocator.inCapture()) {
             throw new org.orbitrl.kernels.NotCapturableException(operation);

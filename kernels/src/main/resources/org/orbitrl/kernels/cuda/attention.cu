@@ -28,6 +28,7 @@ extern "C" __global__ void attention_f32(const float* q, i64 qT, i64 qH,
                                          int queryStart, int window, float scale, const float* sinks, int vec4,
                                          int splits, int splitLen, float* partAcc, float* partMl,
                                          const int* tables, const int* lens, int maxBlocks, int blockSize) {
+    ORBIT_TRACE_KERNEL();
     extern __shared__ float qsh[]; // [warps, D]
     int split = blockIdx.x % splits;
     int tk = blockIdx.x / splits;
@@ -133,6 +134,7 @@ extern "C" __global__ void attention_f32(const float* q, i64 qT, i64 qH,
 // A split that saw no key has m = -inf, l = 0 and weighs nothing. One block per (t, h).
 extern "C" __global__ void attention_combine(const float* partAcc, const float* partMl, float* out, i64 oT, i64 oH,
                                              int Hq, int Dv, int splits) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter_early(); // its dependent (a decode step's o product) may start streaming its weights meanwhile
     int t = blockIdx.x / Hq;
     int h = blockIdx.x % Hq;

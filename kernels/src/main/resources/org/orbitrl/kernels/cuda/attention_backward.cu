@@ -172,6 +172,7 @@ extern "C" __global__ void __launch_bounds__(AB_THREADS, 3) attnb_q(
         const float* dout, i64 oT, i64 oH, float* dq, i64 dqT, i64 dqH, float* lse, float* delta,
         int T, int Hq, int Hkv, int D, int Dv, int qs, int window, float scale, const float* sinks, int vec,
         const float* fo, i64 foT, i64 foH, const float* flse) {
+    ORBIT_TRACE_KERNEL();
     extern __shared__ float ab_sm[];
     int ldA = ab_ld(D);
     int ldB = ab_ld(Dv);
@@ -312,6 +313,7 @@ extern "C" __global__ void __launch_bounds__(AB_THREADS, 3) attnb_kv(
         const float* dout, i64 oT, i64 oH, float* dk, i64 dkS, i64 dkH, i64 dkP, float* dv, i64 dvS, i64 dvH, i64 dvP,
         const float* lse, const float* delta, int T, int S, int Hq, int Hkv, int D, int Dv, int qs, int window,
         float scale, int splits, int vec) {
+    ORBIT_TRACE_KERNEL();
     extern __shared__ float ab_sm[];
     int ldA = ab_ld(D);
     int ldB = ab_ld(Dv);
@@ -379,6 +381,7 @@ extern "C" __global__ void __launch_bounds__(AB_THREADS, 3) attnb_kv(
 // out [S, Hkv, W] (strides oS, oH) = sum over p = 0 .. splits-1, ascending, of part [splits, S, Hkv, W] (contiguous).
 extern "C" __global__ void attnb_sum_splits(const float* part, int splits, int S, int Hkv, int W, float* out, i64 oS,
                                             i64 oH) {
+    ORBIT_TRACE_KERNEL();
     i64 n = (i64) S * Hkv * W;
     GRID_STRIDE(i, n) {
         int c = (int) (i % W);

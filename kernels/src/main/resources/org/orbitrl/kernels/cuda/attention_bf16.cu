@@ -853,10 +853,12 @@ __device__ __forceinline__ void ab_backward_kv(const E* q, i64 qT, i64 qH, const
 #define AB_BQ128 32
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_forward_d64(AB_FORWARD_ARGS) {
+    ORBIT_TRACE_KERNEL();
     ab_forward<64, 64, AB_BN64, false, float, 8>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks, 0);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_forward_d128(AB_FORWARD_ARGS) {
+    ORBIT_TRACE_KERNEL();
     ab_forward<128, 128, AB_BN128, false, float, 8>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks, 0);
 }
 
@@ -868,43 +870,53 @@ extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_forward_d128(AB_FORW
                                           dvH, dvP, lse, delta, T, S, Hq, Hkv, qs, window, scale, splits)
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_backward_q_d64(AB_BACKWARD_Q_ARGS) {
+    ORBIT_TRACE_KERNEL();
     AB_BACKWARD_Q_CALL(64, AB_BN64, false);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_backward_q_d128(AB_BACKWARD_Q_ARGS) {
+    ORBIT_TRACE_KERNEL();
     AB_BACKWARD_Q_CALL(128, AB_BN128, false);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_backward_kv_d64(AB_BACKWARD_KV_ARGS) {
+    ORBIT_TRACE_KERNEL();
     AB_BACKWARD_KV_CALL(64, AB_BQ64, false);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab_backward_kv_d128(AB_BACKWARD_KV_ARGS) {
+    ORBIT_TRACE_KERNEL();
     AB_BACKWARD_KV_CALL(128, AB_BQ128, false);
 }
 
 // The bf16v2 kernels (FAST above): same tiles and launch shapes.
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_forward_d64(AB_FORWARD_ARGS) {
+    ORBIT_TRACE_KERNEL();
     ab_forward<64, 64, AB_BN64, true, float, 8>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks, 0);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_forward_d128(AB_FORWARD_ARGS) {
+    ORBIT_TRACE_KERNEL();
     ab_forward<128, 128, AB_BN128, true, float, 8>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks, 0);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_backward_q_d64(AB_BACKWARD_Q_ARGS) {
+    ORBIT_TRACE_KERNEL();
     AB_BACKWARD_Q_CALL(64, AB_BN64, true);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_backward_q_d128(AB_BACKWARD_Q_ARGS) {
+    ORBIT_TRACE_KERNEL();
     AB_BACKWARD_Q_CALL(128, AB_BN128, true);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_backward_kv_d64(AB_BACKWARD_KV_ARGS) {
+    ORBIT_TRACE_KERNEL();
     AB_BACKWARD_KV_CALL(64, AB_BQ64, true);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_backward_kv_d128(AB_BACKWARD_KV_ARGS) {
+    ORBIT_TRACE_KERNEL();
     AB_BACKWARD_KV_CALL(128, AB_BQ128, true);
 }
 
@@ -934,34 +946,42 @@ extern "C" __global__ void __launch_bounds__(AB_THREADS) ab2_backward_kv_d128(AB
                                         Hkv, qs, window, scale, splits)
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab3_backward_q_d64(AB3_BACKWARD_Q_ARGS) {
+    ORBIT_TRACE_KERNEL();
     AB3_BACKWARD_Q_CALL(64, AB3_BN64, 8);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab3_backward_q_d128(AB3_BACKWARD_Q_ARGS) {
+    ORBIT_TRACE_KERNEL();
     AB3_BACKWARD_Q_CALL(128, AB3_BN128, 8);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab3_backward_kv_d64(AB3_BACKWARD_KV_ARGS) {
+    ORBIT_TRACE_KERNEL();
     AB3_BACKWARD_KV_CALL(64, AB3_BQ64, 8);
 }
 
 extern "C" __global__ void __launch_bounds__(AB_THREADS) ab3_backward_kv_d128(AB3_BACKWARD_KV_ARGS) {
+    ORBIT_TRACE_KERNEL();
     AB3_BACKWARD_KV_CALL(128, AB3_BQ128, 8);
 }
 
 extern "C" __global__ void __launch_bounds__(128, 2) ab4_backward_q_d64(AB3_BACKWARD_Q_ARGS) {
+    ORBIT_TRACE_KERNEL();
     AB3_BACKWARD_Q_CALL(64, AB3_BN64, 4);
 }
 
 extern "C" __global__ void __launch_bounds__(128, 2) ab4_backward_q_d128(AB3_BACKWARD_Q_ARGS) {
+    ORBIT_TRACE_KERNEL();
     AB3_BACKWARD_Q_CALL(128, AB3_BN128, 4);
 }
 
 extern "C" __global__ void __launch_bounds__(128, 2) ab4_backward_kv_d64(AB3_BACKWARD_KV_ARGS) {
+    ORBIT_TRACE_KERNEL();
     AB3_BACKWARD_KV_CALL(64, AB3_BQ64, 4);
 }
 
 extern "C" __global__ void __launch_bounds__(128, 2) ab4_backward_kv_d128(AB3_BACKWARD_KV_ARGS) {
+    ORBIT_TRACE_KERNEL();
     AB3_BACKWARD_KV_CALL(128, AB3_BQ128, 4);
 }
 
@@ -975,10 +995,12 @@ extern "C" __global__ void __launch_bounds__(128, 2) ab4_backward_kv_d128(AB3_BA
                                        qs, window, scale, sinks, lse)
 
 extern "C" __global__ void __launch_bounds__(128, 2) ab4_forward_d64(AB4_FORWARD_ARGS) {
+    ORBIT_TRACE_KERNEL();
     AB4_FORWARD_CALL(64);
 }
 
 extern "C" __global__ void __launch_bounds__(128, 2) ab4_forward_d128(AB4_FORWARD_ARGS) {
+    ORBIT_TRACE_KERNEL();
     AB4_FORWARD_CALL(128);
 }
 
@@ -987,6 +1009,7 @@ extern "C" __global__ void __launch_bounds__(128, 2) ab4_forward_d128(AB4_FORWAR
 // blockIdx.y picks the tensor. Grid (ceil(rows * H * D / 4 / 256), 2), block 256.
 extern "C" __global__ void ab_to_bf16_pair(const float* x0, i64 x0S, i64 x0H, u16* y0, const float* x1, i64 x1S, i64 x1H,
                                            u16* y1, int rows, int H, int D) {
+    ORBIT_TRACE_KERNEL();
     const float* x = blockIdx.y == 0 ? x0 : x1;
     i64 xS = blockIdx.y == 0 ? x0S : x1S;
     i64 xH = blockIdx.y == 0 ? x0H : x1H;

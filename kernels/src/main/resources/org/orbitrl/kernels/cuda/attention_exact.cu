@@ -325,27 +325,35 @@ __device__ __forceinline__ void attention_exact_body(const float* q, i64 qT, i64
 
 // 64 rows (prefill; _s2 with two key buffers), 8 rows and 16 rows (a decode step: one query's heads of a kv head)
 extern "C" __global__ void __launch_bounds__(256) attention_exact_r64(ATTENTION_EXACT_ARGS) {
+    ORBIT_TRACE_KERNEL();
     attention_exact_body<64, 256, 4, 4, 1>(ATTENTION_EXACT_PASS);
 }
 extern "C" __global__ void __launch_bounds__(256) attention_exact_r64_s2(ATTENTION_EXACT_ARGS) {
+    ORBIT_TRACE_KERNEL();
     attention_exact_body<64, 256, 4, 4, 2>(ATTENTION_EXACT_PASS);
 }
 extern "C" __global__ void __launch_bounds__(128) attention_exact_r16(ATTENTION_EXACT_ARGS) {
+    ORBIT_TRACE_KERNEL();
     attention_exact_body<16, 128, 2, 4, 1>(ATTENTION_EXACT_PASS);
 }
 extern "C" __global__ void __launch_bounds__(128) attention_exact_r8(ATTENTION_EXACT_ARGS) {
+    ORBIT_TRACE_KERNEL();
     attention_exact_body<8, 128, 1, 4, 1>(ATTENTION_EXACT_PASS);
 }
 // the same with the tiles copied by cp.async: one buffer (_a), two (_s2)
 extern "C" __global__ void __launch_bounds__(128) attention_exact_r16_a(ATTENTION_EXACT_ARGS) {
+    ORBIT_TRACE_KERNEL();
     attention_exact_body<16, 128, 2, 4, 1, true>(ATTENTION_EXACT_PASS);
 }
 extern "C" __global__ void __launch_bounds__(128) attention_exact_r8_a(ATTENTION_EXACT_ARGS) {
+    ORBIT_TRACE_KERNEL();
     attention_exact_body<8, 128, 1, 4, 1, true>(ATTENTION_EXACT_PASS);
 }
 extern "C" __global__ void __launch_bounds__(128) attention_exact_r16_s2(ATTENTION_EXACT_ARGS) {
+    ORBIT_TRACE_KERNEL();
     attention_exact_body<16, 128, 2, 4, 2>(ATTENTION_EXACT_PASS);
 }
 extern "C" __global__ void __launch_bounds__(128) attention_exact_r8_s2(ATTENTION_EXACT_ARGS) {
+    ORBIT_TRACE_KERNEL();
     attention_exact_body<8, 128, 1, 4, 2>(ATTENTION_EXACT_PASS);
 }

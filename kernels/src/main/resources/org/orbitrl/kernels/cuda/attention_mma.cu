@@ -480,29 +480,35 @@ __device__ __forceinline__ void am_backward_kv(const float* q, i64 qT, i64 qH, c
         const float *delta, int T, int S, int Hq, int Hkv, int qs, int window, float scale, int splits
 
 extern "C" __global__ void __launch_bounds__(AM_THREADS) am_forward_d64(AM_FORWARD_ARGS) {
+    ORBIT_TRACE_KERNEL();
     am_forward<64, 64>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
 }
 
 extern "C" __global__ void __launch_bounds__(AM_THREADS) am_forward_d128(AM_FORWARD_ARGS) {
+    ORBIT_TRACE_KERNEL();
     am_forward<128, 128>(q, qT, qH, k, kS, kH, v, vS, vH, out, oT, oH, T, Hq, Hkv, qs, window, scale, sinks);
 }
 
 extern "C" __global__ void __launch_bounds__(AM_THREADS) am_backward_q_d64(AM_BACKWARD_Q_ARGS) {
+    ORBIT_TRACE_KERNEL();
     am_backward_q<64, 64>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dq, dqT, dqH, lse, delta, T, Hq, Hkv, qs, window,
                           scale, sinks);
 }
 
 extern "C" __global__ void __launch_bounds__(AM_THREADS) am_backward_q_d128(AM_BACKWARD_Q_ARGS) {
+    ORBIT_TRACE_KERNEL();
     am_backward_q<128, 128>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dq, dqT, dqH, lse, delta, T, Hq, Hkv, qs, window,
                             scale, sinks);
 }
 
 extern "C" __global__ void __launch_bounds__(AM_THREADS) am_backward_kv_d64(AM_BACKWARD_KV_ARGS) {
+    ORBIT_TRACE_KERNEL();
     am_backward_kv<64, 64>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dk, dkS, dkH, dkP, dv, dvS, dvH, dvP, lse, delta,
                            T, S, Hq, Hkv, qs, window, scale, splits);
 }
 
 extern "C" __global__ void __launch_bounds__(AM_THREADS) am_backward_kv_d128(AM_BACKWARD_KV_ARGS) {
+    ORBIT_TRACE_KERNEL();
     am_backward_kv<128, 128>(q, qT, qH, k, kS, kH, v, vS, vH, dout, oT, oH, dk, dkS, dkH, dkP, dv, dvS, dvH, dvP, lse,
                              delta, T, S, Hq, Hkv, qs, window, scale, splits);
 }

@@ -167,6 +167,7 @@ __device__ __forceinline__ void bgemv(const float* __restrict__ x, int M, const 
 #define BG_KERNEL(MT)                                                                                                  \
     extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_##MT)                                          \
         bgemv_m##MT(const float* x, int M, const uint4* w, float* y, int N, int K, int accumulate) {                    \
+        ORBIT_TRACE_KERNEL();                                                                                          \
         pdl_enter();                                                                                                   \
         bgemv<MT, BG_KQ_##MT, BG_R_##MT, BG_U_##MT>(x, M, w, y, N, K, accumulate, blockIdx.x);                         \
     }
@@ -203,6 +204,7 @@ __device__ __forceinline__ void bg_lr_block(const float* x, int M, int K, BG_LR_
 #define BG_LR_KERNEL(MT)                                                                                               \
     extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_##MT)                                          \
         bgemv_lr_m##MT(const float* x, int M, int K, BG_LR_ARGS(0), BG_LR_ARGS(1), BG_LR_ARGS(2)) {                    \
+        ORBIT_TRACE_KERNEL();                                                                                          \
         pdl_enter();                                                                                                   \
         bg_lr_block<MT>(x, M, K, BG_LR_PASS(0), BG_LR_PASS(1), BG_LR_PASS(2), blockIdx.x, nullptr, 0);                 \
     }
@@ -223,6 +225,7 @@ BG_LR_KERNEL(16)
         bgemv_lra_m##MT(const float* x, int M, int K, BG_LR_ARGS(0), BG_LR_ARGS(1), BG_LR_ARGS(2), const float* aw0,   \
                         float* ay0, int an0, const float* aw1, float* ay1, int an1, const float* aw2, float* ay2,      \
                         int an2, int aBlocks, int aChunks, int amt, int* flags) {                                     \
+        ORBIT_TRACE_KERNEL();                                                                                          \
         pdl_enter();                                                                                                   \
         int nA = aBlocks * aChunks;                                                                                    \
         if ((int) blockIdx.x < nA) {                                                                                   \
@@ -256,6 +259,7 @@ BG_LRA_KERNEL(16, BG_MINB_16)
     extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_##MT)                                          \
         bgemv_norm_m##MT(const float* x, int M, const void* nw, int nwBf16, float eps, const uint4* w, float* y, int N,  \
                          int K, int accumulate) {                                                                     \
+        ORBIT_TRACE_KERNEL();                                                                                          \
         pdl_enter();                                                                                                   \
         extern __shared__ float xs[];                                                                                  \
         __shared__ float sh[32];                                                                                       \
@@ -355,6 +359,7 @@ __device__ __forceinline__ void bgp_finish(const BgPre& p, const float* x, float
 
 extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, 2)
     bgemv_pre1(const float* x, const uint4* __restrict__ w, float* y, int N, int K, int accumulate) {
+    ORBIT_TRACE_KERNEL();
     BgPre p;
     int row0 = blockIdx.x * (32 / BG_KQ_1 * BG_R_1);
     bgp_load(p, w, N, K, row0);
@@ -369,6 +374,7 @@ extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, 2)
 extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, 2)
     bgemv_norm_pre1(const float* x, int K, const void* nw, int nwBf16, float eps, const uint4* __restrict__ w0, float* y0,
                     int n0, const uint4* __restrict__ w1, float* y1, int n1, const uint4* __restrict__ w2, float* y2, int n2) {
+    ORBIT_TRACE_KERNEL();
     constexpr int RB = 32 / BG_KQ_1 * BG_R_1;
     int nb0 = (n0 + RB - 1) / RB;
     int nb1 = (n1 + RB - 1) / RB;
@@ -400,6 +406,7 @@ extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, 2)
 // loads issued before the current one is used.
 extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, 3)
     bgemv_norm1(const float* x, const void* nw, int nwBf16, float eps, const uint4* w, float* y, int N, int K, int accumulate) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     constexpr int KQ = BGN_KQ;
     constexpr int R = BGN_R;
@@ -478,6 +485,7 @@ BG_NORM_KERNEL(4)
     extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_##MT)                                          \
         bgemv_norm_lr_m##MT(const float* x, int M, int K, const void* nw, int nwBf16, float eps, BG_LR_ARGS(0),        \
                             BG_LR_ARGS(1), BG_LR_ARGS(2)) {                                                            \
+        ORBIT_TRACE_KERNEL();                                                                                          \
         pdl_enter();                                                                                                   \
         extern __shared__ float xs[];                                                                                  \
         __shared__ float sh[32];                                                                                       \
@@ -639,6 +647,7 @@ __device__ __forceinline__ void bgns_m1(const float* x, int K, const void* nw, i
 extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_1)
     bgemv_norm_scale_m1(const float* x, int K, const void* nw, int nwBf16, float eps, const uint4* w0, float* y0, int n0,
                         const uint4* w1, float* y1, int n1, const uint4* w2, float* y2, int n2) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     bgns_m1(x, K, nw, nwBf16, eps, w0, y0, n0, w1, y1, n1, w2, y2, n2);
 }
@@ -665,6 +674,7 @@ __device__ __forceinline__ void bgns_prefetch(int K, const void* nw, int nwBf16,
 extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_1)
     bgemv_norm_scale_l2_m1(const float* x, int K, const void* nw, int nwBf16, float eps, const uint4* w0, float* y0, int n0,
                            const uint4* w1, float* y1, int n1, const uint4* w2, float* y2, int n2) {
+    ORBIT_TRACE_KERNEL();
     bgns_prefetch(K, nw, nwBf16, w0, n0, w1, n1, w2, n2);
     pdl_enter();
     bgns_m1(x, K, nw, nwBf16, eps, w0, y0, n0, w1, y1, n1, w2, y2, n2);
@@ -676,6 +686,7 @@ extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_1)
 extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, 2)
     bgemv_norm_scale_pre1(const float* x, int K, const void* nw, int nwBf16, float eps, const uint4* __restrict__ w0, float* y0,
                           int n0, const uint4* __restrict__ w1, float* y1, int n1, const uint4* __restrict__ w2, float* y2, int n2) {
+    ORBIT_TRACE_KERNEL();
     constexpr int RL = 32 / BG_KQ_1;
     BgnsBlock b = bgns_block(n0, n1, n2);
     int which = b.which;

@@ -21,6 +21,81 @@ __device__ __forceinline__ void report_error(int* err, int code, i64 value, int 
     }
 }
 
+// The kernel timeline of a traced build (ORBIT_TRACE: KernelLibrary's -Dorbit.cuda.trace=on; without it every macro
+// below is empty and no kernel changes). Every kernel's first statement is ORBIT_TRACE_KERNEL(): thread 0 of each block
+// takes a record of its module's buffer orbit_trace as the block starts, and as it ends writes the launch's grid id, the
+// block and its SM, the global timer at its start, at the return of its wait for the launch before (pdl_enter; 0 where
+// it has none) and at its end; block 0 also writes the kernel's name. Word 0 counts the records taken (those past
+// ORBIT_TRACE_RECORDS are dropped, still counted); the records start at word ORBIT_TRACE_HEAD, ORBIT_TRACE_WORDS words
+// each. The host zeroes word 0 and reads the records back between steps (KernelLibrary.traceReset, traceRecords).
+#ifdef ORBIT_TRACE
+#define ORBIT_TRACE_HEAD 16
+#define ORBIT_TRACE_WORDS 10
+#define ORBIT_TRACE_NAME 40 // bytes of the name kept (words 5..9)
+#define ORBIT_TRACE_RECORDS 131072
+__device__ unsigned long long orbit_trace[ORBIT_TRACE_HEAD + (unsigned long long) ORBIT_TRACE_RECORDS * ORBIT_TRACE_WORDS];
+__shared__ long long orbit_trace_waited;
+
+__device__ __forceinline__ long long orbit_trace_now() {
+    long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+
+__device__ __forceinline__ bool orbit_trace_lead() {
+    return threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0;
+}
+
+struct OrbitTraceBlock {
+    const char* name;
+    long long start;
+    unsigned long long slot;
+
+    __device__ __forceinline__ explicit OrbitTraceBlock(const char* kernel) : name(kernel), start(0), slot(~0ull) {
+        if (orbit_trace_lead()) {
+            start = orbit_trace_now();
+            orbit_trace_waited = 0;
+            slot = atomicAdd(&orbit_trace[0], 1ull);
+        }
+    }
+
+    __device__ __forceinline__ ~OrbitTraceBlock() {
+        if (!orbit_trace_lead() || slot >= ORBIT_TRACE_RECORDS) return;
+        long long end = orbit_trace_now();
+        unsigned long long grid;
+        unsigned int sm;
+        asm volatile("mov.u64 %0, %%gridid;" : "=l"(grid));
+        asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+        unsigned long long b = blockIdx.x + (unsigned long long) gridDim.x * (blockIdx.y + (unsigned long long) gridDim.y * blockIdx.z);
+        unsigned long long* r = orbit_trace + ORBIT_TRACE_HEAD + slot * ORBIT_TRACE_WORDS;
+        r[0] = grid;
+        r[1] = b | ((unsigned long long) sm << 40);
+        r[2] = (unsigned long long) start;
+        r[3] = (unsigned long long) orbit_trace_waited;
+        r[4] = (unsigned long long) end;
+        if (b == 0) {
+            unsigned long long words[ORBIT_TRACE_NAME / 8] = {};
+            bool done = false;
+            for (int i = 0; i < ORBIT_TRACE_NAME; i++) {
+                unsigned long long c = done ? 0 : (unsigned char) name[i];
+                done = done || c == 0;
+                words[i / 8] |= c << (8 * (i % 8));
+            }
+            for (int i = 0; i < ORBIT_TRACE_NAME / 8; i++) r[5 + i] = words[i];
+        }
+    }
+};
+
+#define ORBIT_TRACE_KERNEL() OrbitTraceBlock orbit_trace_block_(__func__)
+#define ORBIT_TRACE_WAITED()                                                                                           \
+    do {                                                                                                               \
+        if (orbit_trace_lead()) orbit_trace_waited = orbit_trace_now();                                                \
+    } while (0)
+#else
+#define ORBIT_TRACE_KERNEL() ((void) 0)
+#define ORBIT_TRACE_WAITED() ((void) 0)
+#endif
+
 // Programmatic dependent launch (sm_90+). A kernel launched with programmatic stream serialization
 // may start while the kernel before it on the stream still runs: griddepcontrol.wait blocks until that
 // kernel has completed and its memory is visible, then launch_dependents lets the next such kernel
@@ -37,6 +112,7 @@ __device__ __forceinline__ void pdl_enter() {
     asm volatile("griddepcontrol.launch_dependents;");
 #endif
 #endif
+    ORBIT_TRACE_WAITED();
 }
 
 // pdl_enter with the trigger first: the next kernel's blocks may start as soon as this one's have, so that a dependent
@@ -50,6 +126,7 @@ __device__ __forceinline__ void pdl_enter_early() {
 #endif
     asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
+    ORBIT_TRACE_WAITED();
 }
 
 // The parameters every paged decode kernel takes (flash_attention.cu, paged_decode.cu; CudaFlashAttention passes them

@@ -879,12 +879,14 @@ __device__ __forceinline__ void decode_layer(DL_ARGS(CT)) {
 }
 
 extern "C" __global__ void __launch_bounds__(DL_BLOCK, 1) decode_layer_f32(DL_ARGS(float)) {
+    ORBIT_TRACE_KERNEL();
     decode_layer<float>(x, out, inNorm, postNorm, normBf16, eps, wq, wk, wv, wo, qNorm, kNorm, headNormBf16, cosT, sinT, half, interleaved,
                         maxPos, pos, kc, vc, slots, tables, maxBlocks, lens, blockSize, scale, router, E, topk, normalize, gc, gs, uc, us,
                         dc, ds, H, Hq, Hkv, D, I, splits, qkv, part, attn, logits, act, bar, err, ringBytes, trace);
 }
 
 extern "C" __global__ void __launch_bounds__(DL_BLOCK, 1) decode_layer_kvbf16(DL_ARGS(u16)) {
+    ORBIT_TRACE_KERNEL();
     decode_layer<u16>(x, out, inNorm, postNorm, normBf16, eps, wq, wk, wv, wo, qNorm, kNorm, headNormBf16, cosT, sinT, half, interleaved,
                       maxPos, pos, kc, vc, slots, tables, maxBlocks, lens, blockSize, scale, router, E, topk, normalize, gc, gs, uc, us,
                       dc, ds, H, Hq, Hkv, D, I, splits, qkv, part, attn, logits, act, bar, err, ringBytes, trace);

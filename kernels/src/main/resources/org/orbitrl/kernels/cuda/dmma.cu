@@ -255,6 +255,7 @@ __device__ __forceinline__ void dmma_tile(const u16* xb, int M, int K, const u16
              const float* lo0, const float* b0, float s0, int r0, const u16* w1, float* y1, int n1, const float* lo1,   \
              const float* b1, float s1, int r1, const u16* w2, float* y2, int n2, const float* lo2, const float* b2,    \
              float s2, int r2) {                                                                                        \
+        ORBIT_TRACE_KERNEL();                                                                                           \
         pdl_enter();                                                                                                    \
         int rb = blockIdx.x;                                                                                            \
         int blocks0 = n0 / DM_ROWS;                                                                                     \

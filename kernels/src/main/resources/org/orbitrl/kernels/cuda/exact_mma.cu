@@ -37,6 +37,7 @@
 
 // planes [3][n]: w = planes[0] + planes[1] + planes[2] as above (bf16 bits).
 extern "C" __global__ void exact_split_planes(const float* w, u16* planes, i64 n) {
+    ORBIT_TRACE_KERNEL();
     GRID_STRIDE(i, n) {
         float v = w[i];
         u16 h0 = f32_to_bf16_bits(v);
@@ -53,6 +54,7 @@ extern "C" __global__ void exact_split_planes(const float* w, u16* planes, i64 n
 // w; J = 3: as exact_split_planes), for dx = dy . w as the product dy . (w^T)^T. Blocks of 256 threads over 32 x 32
 // tiles (blockIdx.x along K, blockIdx.y along N), through shared memory so that both sides are read and written in rows.
 extern "C" __global__ void exact_planes_t(const void* w, int wBf16, u16* planes, int N, int K, int J) {
+    ORBIT_TRACE_KERNEL();
     __shared__ float tile[32][33];
     int k0 = blockIdx.x * 32;
     int n0 = blockIdx.y * 32;
@@ -310,6 +312,7 @@ __device__ __forceinline__ void exact_mma_tile(const float* x, int M, int K, con
 
 // y [n] = part[0][i] + part[1][i] + ... + part[splits - 1][i], added in that order (part [splits][n]).
 extern "C" __global__ void exact_sum_splits(const float* part, int splits, i64 n, float* y) {
+    ORBIT_TRACE_KERNEL();
     GRID_STRIDE(i, n) {
         float s = part[i];
         for (int p = 1; p < splits; p++) s += part[p * n + i];
@@ -321,6 +324,7 @@ extern "C" __global__ void exact_sum_splits(const float* part, int splits, i64 n
 #define EXACT_MMA_KERNEL(NAME, J, W, RT, FOLD)                                                                         \
     extern "C" __global__ void __launch_bounds__(32 * W) NAME(const float* x, int M, int K, const u16* w,              \
                                                               i64 planeStride, float* y, int N, int splits) {          \
+        ORBIT_TRACE_KERNEL();                                                                                          \
         exact_mma_tile<J, W, RT, FOLD>(x, M, K, w, planeStride, y, N, splits);                                         \
     }
 
@@ -717,6 +721,7 @@ __device__ __forceinline__ void exact_mma_group_tile(const float* xAll, int K, i
 // slot is the expert: wtab then holds every expert), and the entries past the last tile up to `cap` {0, 0, 0, 0}. The
 // host sizes cap for the most tiles the call's rows can take. One block of 1024 threads.
 extern "C" __global__ void exact_group_tiles(const int* offsets, int E, int tile, int cap, int4* tiles) {
+    ORBIT_TRACE_KERNEL();
     __shared__ int scan[1024];
     __shared__ int carry;
     int tid = threadIdx.x;
@@ -750,6 +755,7 @@ extern "C" __global__ void exact_group_tiles(const int* offsets, int E, int tile
     extern "C" __global__ void __launch_bounds__(128)                                                                  \
         NAME(const float* x, int K, const int4* tiles, const unsigned long long* wtab, int N, float* y, float* part,    \
              int r0, int L, int splits) {                                                                              \
+        ORBIT_TRACE_KERNEL();                                                                                          \
         int4 tile = tiles[blockIdx.x];                                                                                 \
         const unsigned long long* ent = wtab + 4 * (i64) tile.x;                                                       \
         exact_mma_group_tile<SRC, TRANS, TOK, FOLD, CODES>(x, K, tile, (const u8*) ent[0], (const u8*) ent[1],         \
@@ -771,6 +777,7 @@ EXACT_MMA_GROUP_KERNEL_C(exact_mma_group_int4_m16_fold, FMT_INT4, false, 16, tru
     extern "C" __global__ void __launch_bounds__(128)                                                                  \
         NAME(const float* x, int M, int K, const u8* codes, const u8* scales, const u32* zeros, int N, float* y,      \
              float* part, int splits) {                                                                                \
+        ORBIT_TRACE_KERNEL();                                                                                          \
         int r = blockIdx.x * TOK;                                                                                      \
         exact_mma_group_tile<FMT_INT4, false, TOK, FOLD, true>(x, K, make_int4(0, r, min(TOK, M - r), 0), codes,      \
                                                                scales, zeros, 0.0f, N, y, part, 0, M, splits);          \

@@ -51,6 +51,7 @@ extern "C" __global__ void __launch_bounds__(FA_WARPS * 32) flash_prefill_f32(
         const float* q, i64 qT, i64 qH, const float* k, i64 kS, i64 kH, const float* v, i64 vS, i64 vH,
         float* out, i64 oT, i64 oH, int T, int Hq, int Hkv, int D, int Dv, int queryStart, int window, float scale,
         const float* sinks) {
+    ORBIT_TRACE_KERNEL();
     extern __shared__ float sm[];
     float* qsh = sm;                                   // [FA_WARPS * FA_QW][D]
     float* ksh = qsh + FA_WARPS * FA_QW * D;           // [FA_TK][D + 4]
@@ -255,12 +256,14 @@ __device__ __forceinline__ void paged_decode_body(const float* q, i64 qB, i64 qH
 }
 
 extern "C" __global__ void paged_decode_f32(PAGED_DECODE_ARGS(float)) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     extern __shared__ float sm[];
     paged_decode_body<float>(PAGED_DECODE_PASS, sm);
 }
 
 extern "C" __global__ void paged_decode_kvbf16(PAGED_DECODE_ARGS(u16)) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     extern __shared__ float sm[];
     paged_decode_body<u16>(PAGED_DECODE_PASS, sm);
@@ -288,11 +291,13 @@ __device__ __forceinline__ void kv_write_body(const float* k, const float* v, CT
 
 extern "C" __global__ void paged_kv_write(const float* k, const float* v, float* kc, float* vc, const int* slots, int kw,
                                           int vw) {
+    ORBIT_TRACE_KERNEL();
     kv_write_body(k, v, kc, vc, slots, kw, vw);
 }
 
 extern "C" __global__ void paged_kv_write_kvbf16(const float* k, const float* v, u16* kc, u16* vc, const int* slots, int kw,
                                                 int vw) {
+    ORBIT_TRACE_KERNEL();
     kv_write_body(k, v, kc, vc, slots, kw, vw);
 }
 
@@ -385,23 +390,27 @@ __device__ __forceinline__ void qkv_prep_apart(const float* q, const float* k, c
 
 // The entry points: f32 caches (_f32) and bf16 caches (_kvbf16, k and v rounded to nearest even).
 extern "C" __global__ void qkv_prep_f32(const float* qkv, int Hq, int Hkv, int D, int Dv, QKV_PREP_ARGS(float)) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     qkv_prep_fused<float>(qkv, Hq, Hkv, D, Dv, QKV_PREP_PASS);
 }
 
 extern "C" __global__ void qkv_prep_kvbf16(const float* qkv, int Hq, int Hkv, int D, int Dv, QKV_PREP_ARGS(u16)) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     qkv_prep_fused<u16>(qkv, Hq, Hkv, D, Dv, QKV_PREP_PASS);
 }
 
 extern "C" __global__ void qkv_prep3_f32(const float* q, const float* k, const float* v, int Hq, int Hkv, int D, int Dv,
                                          QKV_PREP_ARGS(float)) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     qkv_prep_apart<float>(q, k, v, Hq, Hkv, D, Dv, QKV_PREP_PASS);
 }
 
 extern "C" __global__ void qkv_prep3_kvbf16(const float* q, const float* k, const float* v, int Hq, int Hkv, int D, int Dv,
                                             QKV_PREP_ARGS(u16)) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     qkv_prep_apart<u16>(q, k, v, Hq, Hkv, D, Dv, QKV_PREP_PASS);
 }

@@ -22,21 +22,25 @@ __device__ __forceinline__ void strided_copy(const T* src, T* dst, I n, I n1, I 
 
 extern "C" __global__ void strided_copy_u32(const u32* src, u32* dst, i64 n, i64 n1, i64 n2, i64 n3,
                                             i64 s0, i64 s1, i64 s2, i64 s3, i64 d0, i64 d1, i64 d2, i64 d3) {
+    ORBIT_TRACE_KERNEL();
     strided_copy<u32, i64>(src, dst, n, n1, n2, n3, s0, s1, s2, s3, d0, d1, d2, d3);
 }
 
 extern "C" __global__ void strided_copy_u32_i32(const u32* src, u32* dst, u32 n, u32 n1, u32 n2, u32 n3, i64 s0, i64 s1, i64 s2,
                                                 i64 s3, i64 d0, i64 d1, i64 d2, i64 d3) {
+    ORBIT_TRACE_KERNEL();
     strided_copy<u32, u32>(src, dst, n, n1, n2, n3, s0, s1, s2, s3, d0, d1, d2, d3);
 }
 
 extern "C" __global__ void strided_copy_u32x4_i32(const uint4* src, uint4* dst, u32 n, u32 n1, u32 n2, u32 n3, i64 s0, i64 s1,
                                                   i64 s2, i64 s3, i64 d0, i64 d1, i64 d2, i64 d3) {
+    ORBIT_TRACE_KERNEL();
     strided_copy<uint4, u32>(src, dst, n, n1, n2, n3, s0, s1, s2, s3, d0, d1, d2, d3);
 }
 
 // gu [rows, 2I] (gate 2j, up 2j+1) -> out [rows, I]; n = rows·I.
 extern "C" __global__ void clamped_swiglu_f32(const float* gu, float* out, i64 n, float alpha, float limit) {
+    ORBIT_TRACE_KERNEL();
     GRID_STRIDE(i, n) {
         float gate = gu[2 * i];
         float up = gu[2 * i + 1];
@@ -49,6 +53,7 @@ extern "C" __global__ void clamped_swiglu_f32(const float* gu, float* out, i64 n
 // d out [rows, I] -> d gu [rows, 2I]; zero where the forward clamped the input.
 extern "C" __global__ void clamped_swiglu_backward_f32(const float* gu, const float* dout, float* dgu, i64 n,
                                                        float alpha, float limit) {
+    ORBIT_TRACE_KERNEL();
     GRID_STRIDE(i, n) {
         float gate = gu[2 * i];
         float up = gu[2 * i + 1];
@@ -63,6 +68,7 @@ extern "C" __global__ void clamped_swiglu_backward_f32(const float* gu, const fl
 
 // DeepSeek V4: out = silu(min(g, limit)) * clamp(u, -limit, limit); n elements of one shape.
 extern "C" __global__ void limited_swiglu_f32(const float* gate, const float* up, float* out, i64 n, float limit) {
+    ORBIT_TRACE_KERNEL();
     GRID_STRIDE(i, n) {
         float g = fminf(gate[i], limit);
         float u = fmaxf(-limit, fminf(up[i], limit));
@@ -73,6 +79,7 @@ extern "C" __global__ void limited_swiglu_f32(const float* gate, const float* up
 // Its backward: zero where the input lay on or beyond its clamp (the host's strict bounds).
 extern "C" __global__ void limited_swiglu_backward_f32(const float* gate, const float* up, const float* dout,
                                                        float* dgate, float* dup, i64 n, float limit) {
+    ORBIT_TRACE_KERNEL();
     GRID_STRIDE(i, n) {
         float gi = gate[i];
         float ui = up[i];
@@ -90,6 +97,7 @@ extern "C" __global__ void limited_swiglu_backward_f32(const float* gate, const 
 // read back. 16-byte moves where both spans
 // are 16-byte aligned and the count a multiple of 4, else 4-byte ones.
 extern "C" __global__ void copy_spans_u32(const long long* table, int n) {
+    ORBIT_TRACE_KERNEL();
     int i = blockIdx.x;
     if (i >= n) return;
     long long s = table[3 * i];

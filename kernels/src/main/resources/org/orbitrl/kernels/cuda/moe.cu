@@ -137,6 +137,7 @@ __device__ __forceinline__ void route_pairs(const int* ids, int P, int E, int* o
 
 // route_pairs in a launch of its own: one block, dynamic shared memory as route_pairs says.
 extern "C" __global__ void moe_route(const int* ids, int P, int E, int* offsets, int* active, int* order, int* err) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     extern __shared__ int sh[]; // cnt [E], then start [E], then (rank) tab [tiles, E] bytes
     route_pairs(ids, P, E, offsets, active, order, err, sh);
@@ -144,6 +145,7 @@ extern "C" __global__ void moe_route(const int* ids, int P, int E, int* offsets,
 
 // xs[i] = x[order[i] / xDiv] rounded to bf16 (round to nearest even); xs [P, K], x f32 [*, K].
 extern "C" __global__ void moe_gather_bf16(const float* x, int xDiv, const int* order, u16* xs, int P, int K) {
+    ORBIT_TRACE_KERNEL();
     i64 total = (i64) P * K;
     GRID_STRIDE(idx, total) {
         int i = (int) (idx / K);
@@ -154,6 +156,7 @@ extern "C" __global__ void moe_gather_bf16(const float* x, int xDiv, const int* 
 
 // y[order[i]] = ys[i]: rows of ys [P, N] (grouped by expert) back to pair order.
 extern "C" __global__ void moe_scatter_rows(const float* ys, const int* order, float* y, int P, int N) {
+    ORBIT_TRACE_KERNEL();
     i64 total = (i64) P * N;
     GRID_STRIDE(idx, total) {
         int i = (int) (idx / N);
@@ -168,6 +171,7 @@ extern "C" __global__ void moe_scatter_rows(const float* ys, const int* order, f
 // whatever the grid).
 extern "C" __global__ void moe_combine(const float* ys, const float* w, int topk, int normalize, float* out, int accumulate,
                                        int H) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     int t = blockIdx.x;
     const float* wt = w + (i64) t * topk;
@@ -199,6 +203,7 @@ __device__ __forceinline__ float moe_router_dot(const float* xs, const uint4* w,
 // (t, chunk) stages x[t] and its warps compute the logits of experts chunk * warps + warp into
 // logits f32 [T, E]. The same per-expert sum as moe_router_topk's own, bit for bit.
 extern "C" __global__ void moe_router_logits(const float* x, const uint4* w, int H, int E, float* logits) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     extern __shared__ float xs[];   // [H]
     int warps = blockDim.x >> 5;
@@ -265,6 +270,7 @@ __device__ __forceinline__ void router_select(float* lg, int E, int topk, int no
 // values f32 [T, topk], indices i32 [T, topk].
 extern "C" __global__ void moe_router_topk(const float* x, const uint4* w, int H, int E, int topk, int normalize,
                                            float* values, int* indices, const float* pre) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     extern __shared__ float smem[];
     float* xs = smem;       // [H]
@@ -410,6 +416,7 @@ __device__ __forceinline__ void router_norm_topk(const float* x, const float* d,
 extern "C" __global__ void moe_router_norm_topk(const float* x, const void* nw, int nwBf16, float eps, float* h, const uint4* w,
                                                 int H, int E, int topk, int normalize, float* logits, int* tickets,
                                                 float* values, int* indices) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     uint4 q[8];
     router_norm_topk(x, nullptr, nullptr, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices, q,
@@ -424,6 +431,7 @@ extern "C" __global__ void moe_router_norm_topk_pre(const float* x, const void* 
                                                     const uint4* w, int H, int E, int topk, int normalize, float* logits,
                                                     int* tickets, float* values, int* indices, const char* a0, long long n0,
                                                     const char* a1, long long n1, const char* a2, long long n2, int bulk) {
+    ORBIT_TRACE_KERNEL();
     uint4 q[8];
     router_prologue(w, H, E, nw, nwBf16, a0, n0, a1, n1, a2, n2, bulk, q);
     pdl_enter();
@@ -437,6 +445,7 @@ extern "C" __global__ void moe_router_norm_topk_pre(const float* x, const void* 
 extern "C" __global__ void moe_router_add_norm_topk(const float* x, const float* d, float* sum, const void* nw, int nwBf16,
                                                     float eps, float* h, const uint4* w, int H, int E, int topk, int normalize,
                                                     float* logits, int* tickets, float* values, int* indices) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     uint4 q[8];
     router_norm_topk(x, d, sum, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices, q, false);
@@ -449,6 +458,7 @@ extern "C" __global__ void moe_router_add_norm_topk_pre(const float* x, const fl
                                                         int normalize, float* logits, int* tickets, float* values,
                                                         int* indices, const char* a0, long long n0, const char* a1,
                                                         long long n1, const char* a2, long long n2, int bulk) {
+    ORBIT_TRACE_KERNEL();
     uint4 q[8];
     router_prologue(w, H, E, nw, nwBf16, a0, n0, a1, n1, a2, n2, bulk, q);
     pdl_enter();
@@ -470,6 +480,7 @@ extern "C" __global__ void __launch_bounds__(32 * RT_WARPS)
     moe_router_tiles(const float* x, const uint4* w, int H, int E, int T, int tt, int topk, int normalize,
                      float* logits, int* tickets, float* values, int* indices, int* offsets, int* active, int* order,
                      int* routeTicket, int* err) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     extern __shared__ __align__(16) float smem[]; // [tt, H] x rows, then [RT_WARPS, E] the selecting warps' logits
     __shared__ int last;

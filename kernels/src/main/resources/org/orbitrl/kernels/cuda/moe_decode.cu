@@ -304,6 +304,7 @@ __device__ __forceinline__ void moe_decode(float* x, const void* nw, int nwBf16,
         const void* gs, const u32* gz, float gglobal, const uint4* uc, const void* us, const u32* uz, float uglobal,        \
         const uint4* dc, const void* ds, const u32* dz, float dglobal, int H, int I, float* logits, float* act,              \
         float* values, int* indices, u32* bar, int* err, long long* trace) {                                      \
+        ORBIT_TRACE_KERNEL();                                                                                               \
         moe_decode<FMT>(x, nw, nwBf16, eps, rw, E, topk, normalize, gc, gs, gz, gglobal, uc, us, uz, uglobal, dc, ds, dz,   \
                         dglobal, H, I, logits, act, values, indices, bar, err, trace);                                      \
     }

@@ -15,6 +15,7 @@
 extern "C" __global__ void __launch_bounds__(256, 3) moe_rows_gemm(const float* in, int K, const float* const* w, i64 wsn, i64 wsk,
                                                                    const int* tiles, float* out, int N, float alpha, float beta,
                                                                    int vec) {
+    ORBIT_TRACE_KERNEL();
     __shared__ __align__(16) float xs[ML_K][ML_ROWS + 4];   // [k, row]
     __shared__ __align__(16) float ws[ML_K][ML_COLS + 4];   // [k, column]
     int e = tiles[3 * blockIdx.x];
@@ -116,6 +117,7 @@ extern "C" __global__ void __launch_bounds__(256, 3) moe_rows_gemm(const float* 
 // (at least 1); block x = slot * bTiles + b tile. A thread owns 4 a x 4 b.
 extern "C" __global__ void __launch_bounds__(256, 3) moe_rows_wgrad(const float* u, int A, const float* v, int B, const int* experts,
                                                                  int bTiles, float* const* g, i64 gsa, i64 gsb, float scale) {
+    ORBIT_TRACE_KERNEL();
     __shared__ __align__(16) float us[ML_K][ML_COLS + 4];    // [row, a]
     __shared__ __align__(16) float vs[ML_K][ML_ROWS + 4];    // [row, b]
     int slot = blockIdx.x / bTiles;

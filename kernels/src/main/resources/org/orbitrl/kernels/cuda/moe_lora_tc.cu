@@ -63,6 +63,7 @@ __device__ __forceinline__ void mt_mma3(float* c, const u32* ah, const u32* al, 
 extern "C" __global__ void __launch_bounds__(256, 3) moe_rows_gemm_tc(const float* in, int K, const float* const* w, int E, i64 wsn,
                                                                       i64 wsk, const int* tiles, int colTiles, int sets,
                                                                       float* const* outs, int N, float alpha, float beta, int vec) {
+    ORBIT_TRACE_KERNEL();
     __shared__ __align__(16) float xs[2][MT_ROWS][MT_XS];   // [buffer][row, k] the rows of in
     __shared__ __align__(16) float wh[MT_COLS][MT_XS];      // [column, k] tf32 hi of W
     __shared__ __align__(16) float wl[MT_COLS][MT_XS];      // [column, k] tf32 lo of W
@@ -220,6 +221,7 @@ extern "C" __global__ void __launch_bounds__(256, 3) moe_rows_gemm_tc(const floa
 extern "C" __global__ void __launch_bounds__(256, 3) moe_rows_wgrad_tc(const float* u, int A, const float* v, int B,
                                                                        const int* experts, int bTiles, float* const* g,
                                                                        i64 gsa, i64 gsb, float scale) {
+    ORBIT_TRACE_KERNEL();
     __shared__ __align__(16) float vs[2][MT_K][MT_GB + MT_GS];   // [buffer][row, b]
     __shared__ __align__(16) float uh[MT_K][MT_GA + MT_GS];      // [row, a] tf32 hi of u
     __shared__ __align__(16) float ul[MT_K][MT_GA + MT_GS];      // [row, a] tf32 lo of u

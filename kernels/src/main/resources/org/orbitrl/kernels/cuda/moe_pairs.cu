@@ -227,6 +227,7 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
     moe_routed_dense_r1(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
                         const unsigned long long* table, int wBf16, int vec, float scale, float* y, int accumulate, int N, int K,
                         int mt, int* err) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     extern __shared__ float xs[]; // [mt, K]
     mr_expert<1>(x, xDiv, offsets, order, active, table, wBf16, vec, scale, y, accumulate, N, K, mt, err, xs);
@@ -236,6 +237,7 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
     moe_routed_dense_r4(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
                         const unsigned long long* table, int wBf16, int vec, float scale, float* y, int accumulate, int N, int K,
                         int mt, int* err) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     extern __shared__ float xs[]; // [mt, K]
     mr_expert<4>(x, xDiv, offsets, order, active, table, wBf16, vec, scale, y, accumulate, N, K, mt, err, xs);
@@ -274,6 +276,7 @@ __device__ __forceinline__ void ma_expert(const float* x, int xDiv, const int* o
 extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
     moe_routed_dense_a(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
                        const unsigned long long* table, float scale, float* y, int accumulate, int N, int K, int mt, int* err) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     extern __shared__ float4 xa[]; // [mt, min(K / 4, MA_PIECES)]: the pass's slices of mt x rows
     if ((int) blockIdx.y >= active[0]) return;
@@ -287,6 +290,7 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
     moe_routed_dense_a2(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
                         const unsigned long long* table0, float* y0, int N0, const unsigned long long* table1, float* y1,
                         int N1, int K, int mt, int* err) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     extern __shared__ float4 xa[]; // [mt, min(K / 4, MA_PIECES)]
     if ((int) blockIdx.y >= active[0]) return;
@@ -522,6 +526,7 @@ __device__ __forceinline__ void ta_expert2(const float* x, int xDiv, const int* 
 extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
     moe_routed_tc_a(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
                     const unsigned long long* table, float scale, float* y, int accumulate, int N, int K, int* err) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     __shared__ __align__(16) float red[MP_WARPS * 16 * TA_RED];
     if ((int) blockIdx.y >= active[0]) return;
@@ -534,6 +539,7 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
     moe_routed_tc_a2(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
                      const unsigned long long* table0, float* y0, int N0, const unsigned long long* table1, float* y1, int N1,
                      int K, int* err) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     __shared__ __align__(16) float red[MP_WARPS * 16 * TA_RED];
     if ((int) blockIdx.y >= active[0]) return;
@@ -545,6 +551,7 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
 extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
     moe_routed_tcp_a(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
                      const unsigned long long* table, float scale, float* y, int accumulate, int N, int K, int* err) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     extern __shared__ __align__(16) float tsm[];
     if ((int) blockIdx.y >= active[0]) return;
@@ -555,6 +562,7 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
     moe_routed_tcp_a2(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
                       const unsigned long long* table0, float* y0, int N0, const unsigned long long* table1, float* y1, int N1,
                       int K, int* err) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     extern __shared__ __align__(16) float tsm[];
     if ((int) blockIdx.y >= active[0]) return;
@@ -568,6 +576,7 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
 extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
     narrow_matmul_f32(const float* x, const float* w, float* y, int M, int N, int K, int mt, int splits, float* part,
                       int* tickets) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     extern __shared__ float4 xa[]; // [mt, min(K / 4, MA_PIECES)], with splits [mt, SK_PIECES]
     if (splits > 1) {
@@ -583,6 +592,7 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
 extern "C" __global__ void __launch_bounds__(32 * MP_WARPS, 2)
     narrow_matmul3_f32(const float* x, int M, int K, int mt, const float* w0, float* y0, int n0, const float* w1, float* y1,
                        int n1, const float* w2, float* y2, int n2, u16* xb) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     extern __shared__ float4 xa[]; // [mt, min(K / 4, MA_PIECES)]
     narrow3_block(x, M, K, mt, w0, y0, n0, w1, y1, n1, w2, y2, n2, xb, xa, blockIdx.x, blockIdx.y);
@@ -599,6 +609,7 @@ extern "C" __global__ void __launch_bounds__(MS_THREADS)
     moe_routed_dense_k(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
                        const unsigned long long* table, int wBf16, int vec, float scale, float* y, int accumulate, int N, int K,
                        int mt, int* err) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     __shared__ float xs[MR_PAIRS * MS_K];
     if ((int) blockIdx.y >= active[0]) return;
@@ -668,6 +679,7 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
     moe_routed_dense(const float* x, int xDiv, const int* offsets, const int* order, const int* active,
                      const unsigned long long* table, int wBf16, int vec, float scale, float* y, int accumulate, int N, int K,
                      int E, int* err) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     extern __shared__ float xs[]; // [K]
     if ((int) blockIdx.y >= active[0]) return;
@@ -708,6 +720,7 @@ __device__ __forceinline__ void mp_dense(const float* x, int xDiv, const int* id
 extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
     moe_pairs_dense(const float* x, int xDiv, const int* ids, const unsigned long long* table, int wBf16, int vec, float scale,
                     float* y, int accumulate, int N, int K, int E, int* err) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     extern __shared__ float xs[]; // [K]
     mp_dense<MP_R>(x, xDiv, ids, table, wBf16, vec, scale, y, accumulate, N, K, E, err, xs, blockIdx.x);
@@ -718,6 +731,7 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
 extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
     moe_pairs_dense_r1(const float* x, int xDiv, const int* ids, const unsigned long long* table, int wBf16, int vec, float scale,
                        float* y, int accumulate, int N, int K, int E, int* err) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     extern __shared__ float xs[]; // [K]
     mp_dense<1>(x, xDiv, ids, table, wBf16, vec, scale, y, accumulate, N, K, E, err, xs, blockIdx.x);
@@ -729,6 +743,7 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
 extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
     moe_pairs_dense_r1x2(const float* x, int xDiv, const int* ids, const unsigned long long* table0, float* y0, int N0,
                          const unsigned long long* table1, float* y1, int N1, int K, int E, int* err) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     extern __shared__ float xs[]; // [K]
     int b0 = (N0 + MP_WARPS - 1) / MP_WARPS;

@@ -11,6 +11,7 @@
 // divided by their sum (j ascending) when normalize.
 extern "C" __global__ void moe_topk_weights(const float* probs, int E, int k, int normalize, float* chosen, float* weights,
                                             int* ids) {
+    ORBIT_TRACE_KERNEL();
     extern __shared__ float pr[];
     __shared__ float red[32];
     __shared__ int redi[32];
@@ -59,6 +60,7 @@ extern "C" __global__ void moe_topk_weights(const float* probs, int E, int k, in
 #define MT_WARPS 8
 extern "C" __global__ void __launch_bounds__(32 * MT_WARPS)
     moe_topk_warps(const float* probs, int T, int E, int k, int normalize, float* chosen, float* weights, int* ids) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     extern __shared__ float prw[];
     int lane = threadIdx.x & 31;
@@ -98,6 +100,7 @@ extern "C" __global__ void __launch_bounds__(32 * MT_WARPS)
 extern "C" __global__ void __launch_bounds__(32 * MT_WARPS)
     moe_sigmoid_topk(const float* logits, const float* bias, int T, int E, int groups, int topkGroups, int k, int normalize,
                      float scaling, float* scores, float* weights, int* ids) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     extern __shared__ float sig_smem[];
     __shared__ float gscore[MT_WARPS][32];
@@ -180,6 +183,7 @@ extern "C" __global__ void __launch_bounds__(32 * MT_WARPS)
 extern "C" __global__ void __launch_bounds__(32 * MT_WARPS)
     moe_score_topk(const float* logits, int sqrtSoftplus, const float* bias, const int* fixed, int T, int E, int k,
                    float scaling, float* scores, float* weights, int* ids, int* err) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     extern __shared__ float score_smem[];
     int lane = threadIdx.x & 31;
@@ -245,6 +249,7 @@ extern "C" __global__ void __launch_bounds__(32 * MT_WARPS)
 extern "C" __global__ void __launch_bounds__(32 * MT_WARPS)
     moe_sigmoid_router_backward(const float* scores, const int* ids, const float* dw, int T, int E, int k, int normalize,
                                 float scaling, float* dlogits) {
+    ORBIT_TRACE_KERNEL();
     int lane = threadIdx.x & 31;
     int t = blockIdx.x * MT_WARPS + (threadIdx.x >> 5);
     if (t >= T) return;
@@ -271,6 +276,7 @@ extern "C" __global__ void __launch_bounds__(32 * MT_WARPS)
 
 // position[order[i]] = i.
 extern "C" __global__ void moe_positions(const int* order, int P, int* position) {
+    ORBIT_TRACE_KERNEL();
     GRID_STRIDE(i, (i64) P) {
         int o = order[i];
         if (o >= 0 && o < P) position[o] = (int) i;   // a slot left empty by an id out of range is skipped
@@ -279,6 +285,7 @@ extern "C" __global__ void moe_positions(const int* order, int P, int* position)
 
 // dst[i] = w[order[i]] * src[order[i] / k] (w null: 1); src [T, H], dst [P, H].
 extern "C" __global__ void moe_gather_pairs(const float* src, const int* order, int k, const float* w, float* dst, int P, int H) {
+    ORBIT_TRACE_KERNEL();
     i64 total = (i64) P * H;
     GRID_STRIDE(idx, total) {
         int i = (int) (idx / H);
@@ -293,6 +300,7 @@ extern "C" __global__ void moe_gather_pairs(const float* src, const int* order, 
 // and written 16 bytes at a time when vec (H % 4 == 0, src and dst 16-byte aligned). Bit-identical.
 extern "C" __global__ void moe_gather_rows(const float* src, const int* order, int k, const float* w, float* dst, int P, int H,
                                            int vec) {
+    ORBIT_TRACE_KERNEL();
     for (int i = blockIdx.x; i < P; i += gridDim.x) {
         int p = order[i];
         float s = w ? w[p] : 1.0f;
@@ -323,6 +331,7 @@ extern "C" __global__ void moe_gather_rows(const float* src, const int* order, i
 // out[t] (+)= sum_j w[t * k + j] * ys[position[t * k + j]] (j ascending; w null: 1). One block a token.
 extern "C" __global__ void moe_combine_grouped(const float* ys, const int* position, const float* w, int k, float* out,
                                                int accumulate, int H) {
+    ORBIT_TRACE_KERNEL();
     int t = blockIdx.x;
     for (int c = threadIdx.x; c < H; c += blockDim.x) {
         float acc = 0.0f;
@@ -339,6 +348,7 @@ extern "C" __global__ void moe_combine_grouped(const float* ys, const int* posit
 // ys[r] += bias[e] for the expert e whose grouped rows [offsets[e], offsets[e + 1]) hold r (the largest e with
 // offsets[e] <= r: experts without rows are passed over). One block a row.
 extern "C" __global__ void moe_expert_bias(float* ys, const float* bias, const int* offsets, int E, int N) {
+    ORBIT_TRACE_KERNEL();
     int r = blockIdx.x;
     int lo = 0;
     int hi = E;
@@ -355,6 +365,7 @@ extern "C" __global__ void moe_expert_bias(float* ys, const float* bias, const i
 
 // ys[p] += bias[ids[p]]: rows a (token, expert) pair each. One block a row.
 extern "C" __global__ void moe_expert_bias_pairs(float* ys, const float* bias, const int* ids, int N) {
+    ORBIT_TRACE_KERNEL();
     int r = blockIdx.x;
     const float* b = bias + (i64) ids[r] * N;
     float* y = ys + (i64) r * N;
@@ -365,6 +376,7 @@ extern "C" __global__ void moe_expert_bias_pairs(float* ys, const float* bias, c
 
 // dw[p] = <dout[p / k], ys[position[p]]>: one warp a pair.
 extern "C" __global__ void moe_weight_grad(const float* dout, const float* ys, const int* position, int k, float* dw, int P, int H) {
+    ORBIT_TRACE_KERNEL();
     int p = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
     if (p >= P) return;
@@ -380,6 +392,7 @@ extern "C" __global__ void moe_weight_grad(const float* dout, const float* ys, c
 // dw [T, k] through the top-k renormalisation (when normalize) and the softmax into dlogits [T, E].
 extern "C" __global__ void moe_router_backward(const float* probs, const float* chosen, const float* w, const int* ids,
                                                const float* dw, int k, int normalize, int E, float* dlogits) {
+    ORBIT_TRACE_KERNEL();
     extern __shared__ float dp[];
     __shared__ float red[32];
     int t = blockIdx.x;
@@ -409,6 +422,7 @@ extern "C" __global__ void moe_router_backward(const float* probs, const float* 
 // product written as bf16 with a row stride of 2 * H); they become the row's H f32 values. Dynamic
 // shared 2 * H bytes: the whole row is read before any of it is written.
 extern "C" __global__ void moe_widen_bf16_rows(float* y, int H) {
+    ORBIT_TRACE_KERNEL();
     extern __shared__ float widen_row[];
     u16* s = (u16*) widen_row;
     float* row = y + (i64) blockIdx.x * H;
@@ -423,6 +437,7 @@ extern "C" __global__ void moe_widen_bf16_rows(float* y, int H) {
 // expert's last rows in the output, or are added to them (accumulate). cols a multiple of 4, both
 // addresses 16-byte aligned.
 extern "C" __global__ void moe_copy_tile_rows(const unsigned long long* table, int cols, int accumulate) {
+    ORBIT_TRACE_KERNEL();
     const unsigned long long* t = table + 3 * (i64) blockIdx.y;
     const float4* src = (const float4*) t[0];
     float4* dst = (float4*) t[1];
@@ -449,6 +464,7 @@ extern "C" __global__ void moe_copy_tile_rows(const unsigned long long* table, i
 // Grid tiles, 256 threads, dynamic shared E ints: counts[tile, e] = pairs of expert e in the tile; an id
 // outside [0, E) is reported and left out.
 extern "C" __global__ void moe_group_count(const int* ids, int P, int E, int* counts, int* err) {
+    ORBIT_TRACE_KERNEL();
     extern __shared__ int hist[];   // [E]
     for (int e = threadIdx.x; e < E; e += blockDim.x) hist[e] = 0;
     __syncthreads();
@@ -471,6 +487,7 @@ extern "C" __global__ void moe_group_count(const int* ids, int P, int E, int* co
 // One block of 1024 threads (E <= 1024): offsets [E + 1] = exclusive sum of the experts' totals, and
 // counts[tile, e] becomes the first slot of the tile's pairs of expert e in order.
 extern "C" __global__ void moe_group_scan(int* counts, int tiles, int E, int* offsets) {
+    ORBIT_TRACE_KERNEL();
     __shared__ int sums[1024];
     int e = threadIdx.x;
     int total = 0;
@@ -502,6 +519,7 @@ extern "C" __global__ void moe_group_scan(int* counts, int tiles, int E, int* of
 // the warps' slots of an expert follow each other in warp order, so order lists each expert's pairs
 // ascending.
 extern "C" __global__ void moe_group_scatter(const int* ids, int P, int E, const int* counts, int* order) {
+    ORBIT_TRACE_KERNEL();
     extern __shared__ int slots[];   // [warps, E]
     int lane = threadIdx.x & 31;
     int w = threadIdx.x >> 5;

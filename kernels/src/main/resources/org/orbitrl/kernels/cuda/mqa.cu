@@ -7,6 +7,7 @@
 // In place: row r of s holds the scaled scores of query position firstPos + r / rowsPerQuery against keys 0..cols-1;
 // keys up to that position become the softmax's probabilities (f32, max subtracted), the others 0.
 extern "C" __global__ void mqa_causal_softmax(float* s, int cols, int ld, int rowsPerQuery, int firstPos) {
+    ORBIT_TRACE_KERNEL();
     __shared__ float red[32];
     float* row = s + (i64) blockIdx.x * ld;
     int valid = min(cols, firstPos + (int) blockIdx.x / rowsPerQuery + 1);
@@ -27,6 +28,7 @@ extern "C" __global__ void mqa_causal_softmax(float* s, int cols, int ld, int ro
 // In place in dp: the scores' gradient ds = p * (dp - sum_j p * dp) * scale of a row of probabilities p and their
 // gradient dp (rows of cols values, ld apart; p is 0 beyond a row's keys, so ds is too).
 extern "C" __global__ void mqa_softmax_backward(const float* p, float* dp, int cols, int ld, float scale) {
+    ORBIT_TRACE_KERNEL();
     __shared__ float red[32];
     const float* pr = p + (i64) blockIdx.x * ld;
     float* dr = dp + (i64) blockIdx.x * ld;
@@ -42,6 +44,7 @@ extern "C" __global__ void mqa_softmax_backward(const float* p, float* dp, int c
 // A hidden key's probability is 0.
 extern "C" __global__ void mqa_masked_sink_softmax(float* s, const float* mask, const float* sinks, int cols, int ld,
                                                    int heads, int maskLd) {
+    ORBIT_TRACE_KERNEL();
     __shared__ float red[32];
     float* row = s + (i64) blockIdx.x * ld;
     const float* mrow = mask + (i64) (blockIdx.x / heads) * maskLd;
@@ -71,6 +74,7 @@ extern "C" __global__ void mqa_masked_sink_softmax(float* s, const float* mask, 
 // -inf for the others. A thread an entry of a query: blockIdx.y the query, x over entries.
 extern "C" __global__ void mqa_indexer_scores(const float* s, const float* w, const int* closed, float* out, int cols,
                                               int heads, float qScale, int outLd) {
+    ORBIT_TRACE_KERNEL();
     int m = blockIdx.x * blockDim.x + threadIdx.x;
     int t = blockIdx.y;
     if (m >= cols) return;
@@ -136,6 +140,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) mqa_sink_decode(const float
                                                                      const float* sinks, float* out, int heads, int d,
                                                                      float scale, int splits, float* partAcc,
                                                                      float* partMl) {
+    ORBIT_TRACE_KERNEL();
     extern __shared__ __align__(16) float sink_tiles[];   // [2][SINK_TILE][d]
     __shared__ const float* rows[2][SINK_TILE];            // source rows of tiles t & 1 in flight
     int b = blockIdx.x;
@@ -278,6 +283,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) mqa_sink_decode(const float
 // with no keys (m = -inf, l = 0, acc = 0) weighs nothing.
 extern "C" __global__ void mqa_sink_decode_merge(const float* partAcc, const float* partMl, const float* sinks, float* out,
                                                  int heads, int d, int splits) {
+    ORBIT_TRACE_KERNEL();
     i64 r = blockIdx.x;
     int c = threadIdx.x;
     const float* ml = partMl + r * splits * 2;
@@ -309,6 +315,7 @@ extern "C" __global__ void mqa_sink_decode_merge(const float* partAcc, const flo
 // Sinkhorn normalisations, columns first and alternating (each divides by its sum plus eps). hc at most 8.
 extern "C" __global__ void hc_mix(const float* m, const float* base, float* y, int rows, int hc, int iters, float s0,
                                   float s1, float s2, float eps) {
+    ORBIT_TRACE_KERNEL();
     int r = blockIdx.x * blockDim.x + threadIdx.x;
     if (r >= rows) return;
     int mm = (2 + hc) * hc;
@@ -350,6 +357,7 @@ extern "C" __global__ void hc_mix(const float* m, const float* base, float* y, i
 // 2 * iters - 1 normalisations of a row spread over its lanes instead of one thread's loops over local memory.
 extern "C" __global__ void hc_mix4(const float* m, const float* base, float* y, int rows, int iters, float s0, float s1, float s2,
                                    float eps) {
+    ORBIT_TRACE_KERNEL();
     int lane = threadIdx.x & 31;
     int l = lane & 15;
     int gbase = lane & 16;
@@ -391,6 +399,7 @@ extern "C" __global__ void hc_mix4(const float* m, const float* base, float* y, 
 // y[r, c] = sum over j ascending of w[r, j] * s[r, j, c], the pre mixes the first hc of w's width columns a row, the
 // streams s [rows, hc, H]; each product rounded, then added in order from 0 (no contraction), as the host's loops.
 extern "C" __global__ void hc_collapse(const float* w, const float* s, float* y, int rows, int hc, int H, int width) {
+    ORBIT_TRACE_KERNEL();
     i64 i = (i64) blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (i64) rows * H) return;
     i64 r = i / H;
@@ -407,6 +416,7 @@ extern "C" __global__ void hc_collapse(const float* w, const float* s, float* y,
 // product rounded, then added in order (no contraction), as the host's loops.
 extern "C" __global__ void hc_expand(const float* w, const float* f, const float* s, float* out, int rows, int hc, int H,
                                      int width) {
+    ORBIT_TRACE_KERNEL();
     i64 i = (i64) blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (i64) rows * hc * H) return;
     i64 rk = i / H;

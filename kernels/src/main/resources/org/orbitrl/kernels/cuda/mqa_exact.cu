@@ -229,6 +229,7 @@ __device__ __forceinline__ void sink_attention_exact(const float* q, const float
 #define SINK_EXACT(W)                                                                                                  \
     extern "C" __global__ void __launch_bounds__(32 * W) mqa_sink_attention_exact_w##W(const float* q, const float* kv, \
             const float* mask, const float* sinks, float* out, int s, int heads, int d, float scale, int vec) {        \
+        ORBIT_TRACE_KERNEL();                                                                                          \
         sink_attention_exact<W>(q, kv, mask, sinks, out, s, heads, d, scale, vec);                                     \
     }
 SINK_EXACT(1)
@@ -243,6 +244,7 @@ SINK_EXACT(8)
 // + d + 2) floats: each warp's chunk rows, and its chunk's a_c, m_c and l_c for warp 0 to add in order.
 extern "C" __global__ void __launch_bounds__(SR_THREADS) mqa_sink_attention_exact_row(const float* q, const float* kv,
         const float* mask, const float* sinks, float* out, int s, int heads, int d, float scale, int vec) {
+    ORBIT_TRACE_KERNEL();
     extern __shared__ float sm[];
     __shared__ int seen[SR_THREADS + SX_CHUNK];
     __shared__ int warpSeen[SR_WARPS];
@@ -326,6 +328,7 @@ __device__ __forceinline__ float ix_add_head(float acc, float dot, float qScale,
 // (ceil(M / IX_TILE), ceil(T / IX_TILE)), IX_THREADS threads, dynamic shared memory 2 * IX_TILE * (D + 1) floats.
 extern "C" __global__ void __launch_bounds__(IX_THREADS) mqa_indexer_exact(const float* q, const float* keys,
         const float* w, const int* closed, float* out, int tq, int mm, int heads, int dd, float qScale) {
+    ORBIT_TRACE_KERNEL();
     extern __shared__ float sm[];
     const int ld = dd + 1;
     float* Ks = sm;                  // [IX_TILE][D + 1]: the tile's entries
@@ -401,6 +404,7 @@ extern "C" __global__ void __launch_bounds__(IX_THREADS) mqa_indexer_exact(const
 // IR_THREADS threads, dynamic shared memory (H + IR_ENTRIES) * (D + 1) + H * IR_ENTRIES floats.
 extern "C" __global__ void __launch_bounds__(IR_THREADS) mqa_indexer_exact_rows(const float* q, const float* keys,
         const float* w, const int* closed, float* out, int tq, int mm, int heads, int dd, float qScale) {
+    ORBIT_TRACE_KERNEL();
     extern __shared__ float sm[];
     const int ld = dd + 1;
     float* Qs = sm;                          // [H][D + 1]: the query's heads

@@ -2,6 +2,7 @@
 
 // out[r, i] = w[i] * (x[r, i] / sqrt(mean(x[r]^2) + eps)); w f32 or bf16. In place allowed.
 extern "C" __global__ void rmsnorm_f32(const float* x, const void* w, int wBf16, float* out, int h, float eps) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     __shared__ float sh[32];
     const float* xr = x + (i64) blockIdx.x * h;
@@ -69,6 +70,7 @@ __device__ __forceinline__ float4 rn_load4(const float* r, int i, int vec) {
 
 extern "C" __global__ void __launch_bounds__(RN_MAX_THREADS)
     rmsnorm_v4_f32(const float* x, const void* w, int wBf16, float* out, int h, float eps, int vec) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     __shared__ float sh[32];
     const float* xr = x + (i64) blockIdx.x * h;
@@ -86,6 +88,7 @@ extern "C" __global__ void __launch_bounds__(RN_MAX_THREADS)
 // values): a decoder layer's stream after attention and the norm before its MLP. vec: a, b, sum and out 16-byte aligned.
 extern "C" __global__ void __launch_bounds__(RN_MAX_THREADS)
     add_rmsnorm_v4_f32(const float* a, const float* b, float* sum, const void* w, int wBf16, float* out, int h, float eps, int vec) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     __shared__ float sh[32];
     i64 row = (i64) blockIdx.x * h;
@@ -120,6 +123,7 @@ extern "C" __global__ void __launch_bounds__(RN_MAX_THREADS)
 // how many rows a call has.
 extern "C" __global__ void rmsnorm_warp_f32(const float* x, const void* w, int wBf16, float* out, int h, float eps,
                                             i64 rows) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     i64 r = (i64) blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (r >= rows) return;
@@ -141,6 +145,7 @@ extern "C" __global__ void rmsnorm_warp_f32(const float* x, const void* w, int w
 
 // Softmax over each row of n, in place.
 extern "C" __global__ void softmax_f32(float* x, int n) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     __shared__ float sh[32];
     float* xr = x + (i64) blockIdx.x * n;
@@ -156,6 +161,7 @@ extern "C" __global__ void softmax_f32(float* x, int n) {
 
 // Log-softmax over each row of n, in place: x - (max + log(sum(exp(x - max)))).
 extern "C" __global__ void log_softmax_f32(float* x, int n) {
+    ORBIT_TRACE_KERNEL();
     __shared__ float sh[32];
     float* xr = x + (i64) blockIdx.x * n;
     float m = -ORBIT_INF;

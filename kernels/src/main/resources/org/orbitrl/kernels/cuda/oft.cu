@@ -80,6 +80,7 @@ __device__ void oft_mul(const double* x, const double* y, double* out, double c,
 // Work: 1 matrix + b (exact), 3 matrices + b (series).
 extern "C" __global__ void oft_rotation(const float* param, int b, int terms, float* rotationT, double* workspace,
                                         int useShared) {
+    ORBIT_TRACE_KERNEL();
     int mats = terms == 0 ? 1 : 3;
     double* w = oft_work(workspace, useShared, mats, b);
     int n = b * b;
@@ -130,6 +131,7 @@ extern "C" __global__ void oft_rotation(const float* param, int b, int terms, fl
 // Work: 2 matrices + b (exact), 5 matrices + b (series).
 extern "C" __global__ void oft_rotation_backward(const float* param, const float* dR, int b, int terms, float* grad,
                                                  double* workspace, int useShared) {
+    ORBIT_TRACE_KERNEL();
     int mats = terms == 0 ? 2 : 5;
     double* w = oft_work(workspace, useShared, mats, b);
     int n = b * b;
@@ -221,6 +223,7 @@ extern "C" __global__ void oft_rotation_backward(const float* param, const float
 // coft, in place per stored block: ||Q||_F = sqrt(2 sum v^2) (double, fixed tree); above radius,
 // v <- radius (v / ||Q||_F). One block of OFT_THREADS per row of n values.
 extern "C" __global__ void oft_project(float* param, int n, double radius) {
+    ORBIT_TRACE_KERNEL();
     __shared__ double sh[OFT_THREADS];
     float* v = param + (i64) blockIdx.x * n;
     double ss = 0.0;
@@ -242,6 +245,7 @@ extern "C" __global__ void oft_project(float* param, int n, double radius) {
 // sum over the slice in ascending order without fused multiply-adds (the host's OftOps.rotate).
 extern "C" __global__ void oft_rotate(const float* x, const float* rotationT, float* y, i64 total, int in, int b,
                                       int stored, int transposed) {
+    ORBIT_TRACE_KERNEL();
     for (i64 idx = (i64) blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += (i64) gridDim.x * blockDim.x) {
         int col = (int) (idx % in);
         int i = col / b;

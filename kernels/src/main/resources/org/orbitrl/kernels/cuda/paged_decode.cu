@@ -256,6 +256,7 @@ __device__ __forceinline__ void pd_decode(
 
 // Four query heads per warp: blocks of ceil(G / 4) <= 2 warps.
 extern "C" __global__ void __launch_bounds__(64) paged_decode_tiled_f32(PAGED_DECODE_ARGS(float)) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     extern __shared__ __align__(16) float sm[];
     pd_decode<4, float>(sm, PAGED_DECODE_PASS);
@@ -264,6 +265,7 @@ extern "C" __global__ void __launch_bounds__(64) paged_decode_tiled_f32(PAGED_DE
 // Two query heads per warp (the default): blocks of ceil(G / 2) <= 4 warps, each tile read from shared memory by
 // twice the warps.
 extern "C" __global__ void __launch_bounds__(128) paged_decode_tiled_h2_f32(PAGED_DECODE_ARGS(float)) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     extern __shared__ __align__(16) float sm[];
     pd_decode<2, float>(sm, PAGED_DECODE_PASS);
@@ -271,12 +273,14 @@ extern "C" __global__ void __launch_bounds__(128) paged_decode_tiled_h2_f32(PAGE
 
 // The same over a bf16 cache.
 extern "C" __global__ void __launch_bounds__(64) paged_decode_tiled_kvbf16(PAGED_DECODE_ARGS(u16)) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     extern __shared__ __align__(16) float sm[];
     pd_decode<4, u16>((u16*) sm, PAGED_DECODE_PASS);
 }
 
 extern "C" __global__ void __launch_bounds__(128) paged_decode_tiled_h2_kvbf16(PAGED_DECODE_ARGS(u16)) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     extern __shared__ __align__(16) float sm[];
     pd_decode<2, u16>((u16*) sm, PAGED_DECODE_PASS);
@@ -780,6 +784,7 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
 
 #define PM_KERNEL(NAME, D, ST)                                                                                         \
     extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) NAME(PAGED_DECODE_ARGS(u16)) {                         \
+        ORBIT_TRACE_KERNEL();                                                                                          \
         pdl_enter();                                                                                                   \
         extern __shared__ __align__(16) u16 NAME##_sm[];                                                               \
         pm_decode<D, ST>(NAME##_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq, Hkv,       \
@@ -803,6 +808,7 @@ PM_KERNEL(paged_decode_mma3_d64_kvbf16, 64, 3)
     extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) NAME(PAGED_DECODE_ARGS(u16), const float* pk,           \
         const float* pv, const void* qNorm, const void* kNorm, int normBf16, float eps, const int* pos, const float* cosT, \
         const float* sinT, int interleaved, int maxPos, const int* slots, int* err, int* tickets) {                      \
+        ORBIT_TRACE_KERNEL();                                                                                          \
         pdl_enter();                                                                                                   \
         extern __shared__ __align__(16) u16 NAME##_sm[];                                                               \
         PmPrep prep{pk, pv, qNorm, kNorm, normBf16, eps, pos, cosT, sinT, interleaved, maxPos, slots, err};            \
@@ -877,6 +883,7 @@ extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) paged_decode_mma_pre
         const float* sinks, int splits, int splitLen, float* partAcc, float* partMl, const float* pk, const float* pv,
         const void* qNorm, const void* kNorm, int normBf16, float eps, const int* pos, const float* cosT,
         const float* sinT, int interleaved, int maxPos, const int* slots, int* err, int* tickets) {
+    ORBIT_TRACE_KERNEL();
     pm_prefetch<128, 2>(kc, vc, tables, maxBlocks, lens, blockSize, Hkv, window, splits, qNorm, kNorm, normBf16, pos, cosT,
                         sinT, maxPos);
     pdl_enter();
@@ -892,6 +899,7 @@ extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) paged_decode_mma_pre
         const float* sinks, int splits, int splitLen, float* partAcc, float* partMl, const float* pk, const float* pv,
         const void* qNorm, const void* kNorm, int normBf16, float eps, const int* pos, const float* cosT,
         const float* sinT, int interleaved, int maxPos, const int* slots, int* err, int* tickets) {
+    ORBIT_TRACE_KERNEL();
     pm_prefetch<64, 2>(kc, vc, tables, maxBlocks, lens, blockSize, Hkv, window, splits, qNorm, kNorm, normBf16, pos, cosT,
                        sinT, maxPos);
     pdl_enter();
@@ -906,6 +914,7 @@ extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) paged_decode_mma_pre
 // launch is then left out. With one split they are the kernels above.
 #define PM_KERNEL_MERGED(NAME, D, ST)                                                                                  \
     extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) NAME(PAGED_DECODE_ARGS(u16), int* tickets) {           \
+        ORBIT_TRACE_KERNEL();                                                                                          \
         pdl_enter();                                                                                                   \
         extern __shared__ __align__(16) u16 NAME##_sm[];                                                               \
         pm_decode<D, ST>(NAME##_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq, Hkv,       \

@@ -42,6 +42,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) paged_mla_decode_kvbf16(
         const float* q, i64 qB, i64 qH, const u16* kc, const int* tables, int maxBlocks, const int* lens, int blockSize,
         float* out, i64 oB, i64 oH, int Hq, int headTiles, float scale, int splits, int splitLen, float* partAcc,
         float* partMl) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     extern __shared__ __align__(16) unsigned char ml_sm[];
     const int tid = threadIdx.x;

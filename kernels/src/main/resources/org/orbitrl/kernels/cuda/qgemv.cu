@@ -190,6 +190,7 @@ __device__ __forceinline__ void qgemv(int mode, const void* x, int xDiv, int M, 
         NAME(int mode, const void* x, int xDiv, int M, const int* ids, const int* offsets, const int* order,             \
              const int* active, const uint4* codes, const void* scales, const u32* zeros, float global, float* y, int N, \
              int K, int E, int* err) {                                                                                  \
+        ORBIT_TRACE_KERNEL();                                                                                          \
         pdl_enter();                                                                                                   \
         qgemv<FMT, MT, XB, QG_KQ_##MT, QG_R_##MT, QG_U_##MT>(mode, x, xDiv, M, ids, offsets, order, active, codes,     \
                                                             scales, zeros, global, y, N, K, E, err);                    \
@@ -215,6 +216,7 @@ QG_FORMAT(nvfp4, QF_NVFP4)
     extern "C" __global__ void __launch_bounds__(32 * QG_WARPS, QG_MINB_##MT)                                          \
         NAME(const float* x, int xDiv, const int* ids, const int* offsets, const int* order, const int* active,         \
              const uint4* table, float* y, int N, int K, int E, int* err) {                                             \
+        ORBIT_TRACE_KERNEL();                                                                                          \
         pdl_enter();                                                                                                   \
         qgemv<FMT, MT, false, QG_KQ_##MT, QG_R_##MT, QG_U_##MT, true>(MODE, x, xDiv, 1, ids, offsets, order, active,    \
                                                                      table, 0, 0, 0.0f, y, N, K, E, err);              \
@@ -455,18 +457,21 @@ __device__ __forceinline__ void qgemv_down_combine(const float* act, const int* 
     extern "C" __global__ void __launch_bounds__(32 * QG_WARPS, QGS_MINB) qgemv_swiglu_##FNAME(                             \
         const float* x, int xDiv, const int* ids, const uint4* gc, const void* gs, const u32* gz, float gglobal,            \
         const uint4* uc, const void* us, const u32* uz, float uglobal, float* act, int N, int K, int E, int* err) {         \
+        ORBIT_TRACE_KERNEL();                                                                                                \
         pdl_enter();                                                                                                         \
         qgemv_swiglu<FMT, QGS_KQ, QGS_R>(x, xDiv, ids, gc, gs, gz, gglobal, uc, us, uz, uglobal, act, N, K, E, err);        \
     }                                                                                                                      \
     extern "C" __global__ void __launch_bounds__(32 * QG_WARPS, 3) qgemv_swiglu_r2_##FNAME(                                 \
         const float* x, int xDiv, const int* ids, const uint4* gc, const void* gs, const u32* gz, float gglobal,            \
         const uint4* uc, const void* us, const u32* uz, float uglobal, float* act, int N, int K, int E, int* err) {         \
+        ORBIT_TRACE_KERNEL();                                                                                                \
         pdl_enter();                                                                                                         \
         qgemv_swiglu<FMT, QGS_KQ, 2>(x, xDiv, ids, gc, gs, gz, gglobal, uc, us, uz, uglobal, act, N, K, E, err);            \
     }                                                                                                                      \
     extern "C" __global__ void __launch_bounds__(32 * QGD_MAX_TOPK) qgemv_down_combine_##FNAME(                             \
         const float* act, const int* ids, const float* wts, int topk, int normalize, const uint4* codes,                    \
         const void* scales, const u32* zeros, float global, float* out, int accumulate, int N, int K, int E, int* err) {    \
+        ORBIT_TRACE_KERNEL();                                                                                                \
         pdl_enter();                                                                                                         \
         qgemv_down_combine<FMT, QGD_KQ, QGD_R, QGD_U>(act, ids, wts, topk, normalize, codes, scales, zeros, global, out,   \
                                                      accumulate, N, K, E, err);                                            \
@@ -482,6 +487,7 @@ __device__ __forceinline__ void qgemv_down_combine(const float* act, const int* 
         const uint4* uc, const void* us, const u32* uz, float uglobal, float* act, int N, int K, int E, int* err,           \
         const float* glo, const unsigned long long* gtab, float gsc, const float* ulo, const unsigned long long* utab,       \
         float usc, int rank) {                                                                                               \
+        ORBIT_TRACE_KERNEL();                                                                                                \
         pdl_enter();                                                                                                         \
         qgemv_swiglu<FMT, QGS_KQ, QGS_R>(x, xDiv, ids, gc, gs, gz, gglobal, uc, us, uz, uglobal, act, N, K, E, err,         \
                                          QgLora{glo, gtab, gsc, rank}, QgLora{ulo, utab, usc, rank});                        \
@@ -491,6 +497,7 @@ __device__ __forceinline__ void qgemv_down_combine(const float* act, const int* 
         const uint4* uc, const void* us, const u32* uz, float uglobal, float* act, int N, int K, int E, int* err,           \
         const float* glo, const unsigned long long* gtab, float gsc, const float* ulo, const unsigned long long* utab,       \
         float usc, int rank) {                                                                                               \
+        ORBIT_TRACE_KERNEL();                                                                                                \
         pdl_enter();                                                                                                         \
         qgemv_swiglu<FMT, QGS_KQ, 6>(x, xDiv, ids, gc, gs, gz, gglobal, uc, us, uz, uglobal, act, N, K, E, err,             \
                                      QgLora{glo, gtab, gsc, rank}, QgLora{ulo, utab, usc, rank});                            \
@@ -499,6 +506,7 @@ __device__ __forceinline__ void qgemv_down_combine(const float* act, const int* 
         const float* act, const int* ids, const float* wts, int topk, int normalize, const uint4* codes,                    \
         const void* scales, const u32* zeros, float global, float* out, int accumulate, int N, int K, int E, int* err,      \
         const float* lo, const unsigned long long* tab, float sc, int rank) {                                                \
+        ORBIT_TRACE_KERNEL();                                                                                                \
         pdl_enter();                                                                                                         \
         qgemv_down_combine<FMT, QGD_KQ, QGD_R, QGD_U>(act, ids, wts, topk, normalize, codes, scales, zeros, global, out,   \
                                                      accumulate, N, K, E, err, QgLora{lo, tab, sc, rank});                 \
@@ -519,6 +527,7 @@ extern "C" __global__ void __launch_bounds__(32 * QGD_MAX_TOPK)
                                 const uint4* codes, const void* scales, const u32* zeros, float global, float* out,
                                 int accumulate, int N, int K, int E, int* err, const float* lo, const unsigned long long* tab,
                                 float sc, int rank) {
+    ORBIT_TRACE_KERNEL();
     QgdBegun<QGD_R, QGD_U> b;
     qgd_begin<QF_INT4, QGD_KQ, QGD_R, QGD_U>(b, ids, topk, codes, scales, zeros, global, N, K, E);
     pdl_enter();

@@ -500,6 +500,7 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
     extern "C" __global__ void __launch_bounds__(32 * QM_WARPS, MINB)                                                  \
         NAME##_m##MT##_##XT(const void* x, int xDiv, const int* offsets, const int* order, const int* active,          \
                             const u8* codes, const u16* scales, const u32* zeros, float* y, int N, int K, int xStride) { \
+        ORBIT_TRACE_KERNEL();                                                                                          \
         pdl_enter();                                                                                                   \
         qmma_grouped<MT, XB, ST, AFTER, false, false>(x, xDiv, offsets, order, active, codes, scales, zeros, 0, 0, 0, y, \
                                                        N, K, xStride);                                                  \
@@ -510,6 +511,7 @@ __device__ __forceinline__ void qmma_grouped(const void* x, int xDiv, const int*
     extern "C" __global__ void __launch_bounds__(32 * QM_WARPS, MINB)                                                  \
         NAME##_m##MT##_##XT(const void* x, int xDiv, const int* offsets, const int* order, const int* active,          \
                             const u8* codes, const u8* scales, float* y, int N, int K, int xStride) {                  \
+        ORBIT_TRACE_KERNEL();                                                                                          \
         pdl_enter();                                                                                                   \
         qmma_grouped<MT, XB, ST, AFTER, false, false, false, true>(x, xDiv, offsets, order, active, codes,             \
                                                                    (const u16*) scales, 0, 0, 0, 0, y, N, K, xStride); \
@@ -560,6 +562,7 @@ QM_KERNEL(qmma_int4_grouped_st2, 8, bf16, true, 2, true, 2)
         NAME##_m##MT##_f32(const void* x, int xDiv, const int* offsets, const int* order, const int* active,           \
                            const u8* codes, const u16* scales, const u32* zeros, float* y, int N, int K, int xStride,  \
                            const float* lo, const unsigned long long* table, float s, int R) {                         \
+        ORBIT_TRACE_KERNEL();                                                                                          \
         pdl_enter();                                                                                                   \
         qmma_grouped<MT, false, ST, true, false, false, true>(x, xDiv, offsets, order, active, codes, scales, zeros, 0, \
                                                               0, 0, y, N, K, xStride, QmLora{lo, table, s},             \
@@ -581,6 +584,7 @@ QM_KERNEL_LORA(qmma_int4_grouped_lora_short4, 8, 2, 4)
         NAME##_m##MT##_##XT(const void* x, int xDiv, const int* offsets, const int* order, const int* active,        \
                             const u8* gcodes, const u16* gscales, const u32* gzeros, const u8* ucodes,               \
                             const u16* uscales, const u32* uzeros, u16* act, int N, int K, int xStride) {            \
+        ORBIT_TRACE_KERNEL();                                                                                        \
         pdl_enter();                                                                                                 \
         qmma_grouped<MT, XB, ST, true, true, true>(x, xDiv, offsets, order, active, gcodes, gscales, gzeros, ucodes, \
                                                    uscales, uzeros, act, N, K, xStride);                             \
@@ -606,6 +610,7 @@ QM_GATE_UP(qmma_int4_gate_up_st2, 16, bf16, true, 2, 2)
                            const u16* uscales, const u32* uzeros, float* act, int N, int K, int xStride,             \
                            const float* glo, const unsigned long long* gtable, float gs, const float* ulo,           \
                            const unsigned long long* utable, float us, int R) {                                      \
+        ORBIT_TRACE_KERNEL();                                                                                        \
         pdl_enter();                                                                                                 \
         qmma_grouped<MT, false, ST, true, true, false, true>(x, xDiv, offsets, order, active, gcodes, gscales, gzeros, \
                                                              ucodes, uscales, uzeros, act, N, K, xStride,             \

@@ -77,14 +77,17 @@ __device__ void dequant(const uint4* codes, const void* scales, const u32* zeros
 
 extern "C" __global__ void dequant_int4(const uint4* codes, const void* scales, const u32* zeros, float global, void* out,
                                       int outBf16, int N, int K) {
+    ORBIT_TRACE_KERNEL();
     dequant<FMT_INT4>(codes, scales, zeros, global, out, outBf16, N, K);
 }
 extern "C" __global__ void dequant_mxfp4(const uint4* codes, const void* scales, const u32* zeros, float global, void* out,
                                       int outBf16, int N, int K) {
+    ORBIT_TRACE_KERNEL();
     dequant<FMT_MXFP4>(codes, scales, zeros, global, out, outBf16, N, K);
 }
 extern "C" __global__ void dequant_nvfp4(const uint4* codes, const void* scales, const u32* zeros, float global, void* out,
                                       int outBf16, int N, int K) {
+    ORBIT_TRACE_KERNEL();
     dequant<FMT_NVFP4>(codes, scales, zeros, global, out, outBf16, N, K);
 }
 
@@ -120,6 +123,7 @@ __device__ __forceinline__ void e4m3x4_to_f32(u32 w, float* out) {
 // (round to nearest even). One thread a run of 8 values of a row: K a multiple of 8, any N.
 extern "C" __global__ void dequant_fp8_block(const uint2* codes, const void* scales, int scaleU8, void* out, int outBf16,
                                              int N, int K) {
+    ORBIT_TRACE_KERNEL();
     i64 units = (i64) N * (K / 8);
     int kb = (K + 127) / 128;
     for (i64 u = (i64) blockIdx.x * blockDim.x + threadIdx.x; u < units; u += (i64) gridDim.x * blockDim.x) {
@@ -191,12 +195,15 @@ __device__ void dequant_experts(const unsigned long long* table, u16* out, int N
 }
 
 extern "C" __global__ void dequant_experts_int4(const unsigned long long* table, u16* out, int N, int K) {
+    ORBIT_TRACE_KERNEL();
     dequant_experts<FMT_INT4>(table, out, N, K);
 }
 extern "C" __global__ void dequant_experts_mxfp4(const unsigned long long* table, u16* out, int N, int K) {
+    ORBIT_TRACE_KERNEL();
     dequant_experts<FMT_MXFP4>(table, out, N, K);
 }
 extern "C" __global__ void dequant_experts_nvfp4(const unsigned long long* table, u16* out, int N, int K) {
+    ORBIT_TRACE_KERNEL();
     dequant_experts<FMT_NVFP4>(table, out, N, K);
 }
 
@@ -385,15 +392,18 @@ __device__ void moe_gemv_q(const float* x, int xPerPair, int topk, const int* id
 #define QUANT_KERNELS(NAME, FMT)                                                                                       \
     extern "C" __global__ void gemv_##NAME(const float* x, const u32* codes, const void* scales, const u32* zeros,    \
                                            float global, float* y, int M, int N, int K) {                            \
+        ORBIT_TRACE_KERNEL();                                                                                          \
         gemv_q<FMT>(x, codes, scales, zeros, global, y, M, N, K);                                                      \
     }                                                                                                                  \
     extern "C" __global__ void gemv1_##NAME(const float* x, const uint2* codes, const void* scales, const u32* zeros,  \
                                             float global, float* y, int N, int K) {                                   \
+        ORBIT_TRACE_KERNEL();                                                                                          \
         gemv1_q<FMT>(x, codes, scales, zeros, global, y, N, K);                                                        \
     }                                                                                                                  \
     extern "C" __global__ void moe_gemv_##NAME(const float* x, int xPerPair, int topk, const int* ids,                \
                                                const u32* codes, const void* scales, const u32* zeros, float global,  \
                                                float* y, int N, int K, int E, int* err) {                             \
+        ORBIT_TRACE_KERNEL();                                                                                          \
         moe_gemv_q<FMT>(x, xPerPair, topk, ids, codes, scales, zeros, global, y, N, K, E, err);                        \
     }
 
@@ -405,6 +415,7 @@ QUANT_KERNELS(nvfp4, FMT_NVFP4)
 
 extern "C" __global__ void gemv_bf16(const float* __restrict__ x, const uint4* __restrict__ w, float* __restrict__ y,
                                      int M, int N, int K) {
+    ORBIT_TRACE_KERNEL();
     int n = (int) (((i64) blockIdx.x * blockDim.x + threadIdx.x) >> 5);
     int lane = threadIdx.x & 31;
     if (n >= N) return;
@@ -477,6 +488,7 @@ extern "C" __global__ void gemv_bf16(const float* __restrict__ x, const uint4* _
 extern "C" __global__ void gemv_fp8_block(const float* __restrict__ x, const uint4* __restrict__ codes,
                                           const void* __restrict__ scales, int scaleU8, float* __restrict__ y, int M,
                                           int N, int K, int cols, int groupRows, int xStride) {
+    ORBIT_TRACE_KERNEL();
     int n0 = (int) (((i64) blockIdx.x * blockDim.x + threadIdx.x) >> 5) * cols;
     int lane = threadIdx.x & 31;
     if (n0 >= N) return;

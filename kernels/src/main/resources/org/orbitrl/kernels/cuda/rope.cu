@@ -4,6 +4,7 @@
 extern "C" __global__ void rope_f32(float* x, i64 strideT, i64 strideH, int T, int H, int half, int interleaved,
                                     const void* pos, int posI64, const float* cosT, const float* sinT, int maxPos,
                                     int* err) {
+    ORBIT_TRACE_KERNEL();
     i64 total = (i64) T * H * half;
     GRID_STRIDE(idx, total) {
         int j = (int) (idx % half);

@@ -87,6 +87,7 @@ __device__ int largest_key(const float* x, int v, float m, float t, int mode, do
 // req: i32 [7, B] field-major: row, top-k, key low, key high, temperature, top-p, min-p (f32 bits).
 extern "C" __global__ void sample_tokens_f32(const float* logits, int v, i64 nRows, const int* req, int nReq,
                                              int* tokens, float* slogp, int* err) {
+    ORBIT_TRACE_KERNEL();
     __shared__ double shd[SAMPLE_THREADS];
     __shared__ int shi[SAMPLE_THREADS];
     int b = blockIdx.x;

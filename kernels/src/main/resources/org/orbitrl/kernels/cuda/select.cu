@@ -3,6 +3,7 @@
 // out[r, :] = table[ids[r], :]; table f32 or bf16 [vocab, h]; ids i32 or i64 [n].
 extern "C" __global__ void embedding_f32(const void* table, int tableBf16, const void* ids, int idsI64,
                                          float* out, int n, int h, i64 vocab, int* err) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     for (int r = blockIdx.x; r < n; r += gridDim.x) {
         i64 id = idsI64 ? ((const i64*) ids)[r] : (i64) ((const int*) ids)[r];
@@ -66,6 +67,7 @@ __device__ __forceinline__ void block_best(float& bv, int& bi, float* shv, int* 
 
 // Per row of n: the index of the largest value, ties to the lower index. out i32 or i64.
 extern "C" __global__ void argmax_f32(const float* x, int n, void* out, int outI64) {
+    ORBIT_TRACE_KERNEL();
     pdl_enter();
     __shared__ float shv[32];
     __shared__ int shi[32];
@@ -89,6 +91,7 @@ extern "C" __global__ void argmax_f32(const float* x, int n, void* out, int outI
 // Per row of n: the k best (value, index) in the order above, written in that order.
 // Pass j picks the best element that comes strictly after pass j-1's pick in the order.
 extern "C" __global__ void topk_f32(const float* x, int n, int k, float* values, void* indices, int idxI64) {
+    ORBIT_TRACE_KERNEL();
     __shared__ float shv[32];
     __shared__ int shi[32];
     const float* xr = x + (i64) blockIdx.x * n;

@@ -7,11 +7,13 @@
 
 // y += alpha * x over n elements.
 extern "C" __global__ void axpy_f32(float alpha, const float* x, float* y, i64 n) {
+    ORBIT_TRACE_KERNEL();
     GRID_STRIDE(i, n) { y[i] += alpha * x[i]; }
 }
 
 // y [rows, n] += bias [n] for every row.
 extern "C" __global__ void add_bias_f32(float* y, const float* bias, int n, i64 total) {
+    ORBIT_TRACE_KERNEL();
     GRID_STRIDE(i, total) { y[i] += bias[i % n]; }
 }
 
@@ -48,11 +50,13 @@ __device__ __forceinline__ void gather_rows_body(const T* src, const void* rows,
 
 extern "C" __global__ void gather_rows_f32(const float* src, const void* rows, int rowsI64, float* dst, int n, int h,
                                            i64 srcRows, int* err) {
+    ORBIT_TRACE_KERNEL();
     gather_rows_body(src, rows, rowsI64, dst, n, h, srcRows, err);
 }
 
 extern "C" __global__ void gather_rows_bf16_f32(const u16* src, const void* rows, int rowsI64, float* dst, int n, int h,
                                                 i64 srcRows, int* err) {
+    ORBIT_TRACE_KERNEL();
     gather_rows_body(src, rows, rowsI64, dst, n, h, srcRows, err);
 }
 
@@ -60,6 +64,7 @@ extern "C" __global__ void gather_rows_bf16_f32(const u16* src, const void* rows
 // One thread per column walks every i, so the sum into a row is always taken in ascending i.
 extern "C" __global__ void scatter_add_rows_f32(const float* src, const void* rows, int rowsI64, const float* weights,
                                                 float* dst, int n, int h, i64 dstRows, int* err) {
+    ORBIT_TRACE_KERNEL();
     GRID_STRIDE(c, (i64) h) {
         for (int i = 0; i < n; i++) {
             i64 r = row_index(rows, rowsI64, i);
@@ -77,6 +82,7 @@ extern "C" __global__ void scatter_add_rows_f32(const float* src, const void* ro
 // dx = r*g - x * r^3 * sum(g*x) / h. dx may alias dy.
 extern "C" __global__ void rmsnorm_backward_f32(const float* x, const void* w, int wBf16, const float* dy, float* dx,
                                                 int h, float eps) {
+    ORBIT_TRACE_KERNEL();
     __shared__ float sh[32];
     i64 o = (i64) blockIdx.x * h;
     float ss = 0.0f;
@@ -100,6 +106,7 @@ extern "C" __global__ void rmsnorm_backward_f32(const float* x, const void* w, i
 // The same for short rows (h <= 512): one warp a row, 8 rows a block, the sums by shuffles (see rmsnorm_warp_f32).
 extern "C" __global__ void rmsnorm_backward_warp_f32(const float* x, const void* w, int wBf16, const float* dy, float* dx,
                                                      int h, float eps, i64 rows) {
+    ORBIT_TRACE_KERNEL();
     i64 r = (i64) blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (r >= rows) return;
     int lane = threadIdx.x & 31;
@@ -125,6 +132,7 @@ extern "C" __global__ void rmsnorm_backward_warp_f32(const float* x, const void*
 // out = silu(g)*u: dg = dout*u*s*(1 + g*(1-s)), du = dout*silu(g), s = sigmoid(g).
 extern "C" __global__ void swiglu_backward_f32(const float* gate, const float* up, const float* dout, float* dgate,
                                                float* dup, i64 n) {
+    ORBIT_TRACE_KERNEL();
     GRID_STRIDE(i, n) {
         float g = gate[i];
         float d = dout[i];
@@ -140,6 +148,7 @@ extern "C" __global__ void swiglu_backward_f32(const float* gate, const float* u
 extern "C" __global__ void rope_backward_f32(float* x, i64 strideT, i64 strideH, int T, int H, int half, int interleaved,
                                              const void* pos, int posI64, const float* cosT, const float* sinT,
                                              int maxPos, int* err) {
+    ORBIT_TRACE_KERNEL();
     i64 total = (i64) T * H * half;
     GRID_STRIDE(idx, total) {
         int j = (int) (idx % half);
@@ -182,6 +191,7 @@ extern "C" __global__ void attention_backward_q(const float* q, i64 qT, i64 qH, 
                                                 float* dq, i64 dqT, i64 dqH, float* lse, float* delta,
                                                 int T, int Hq, int Hkv, int D, int Dv, int qs, int window, float scale,
                                                 const float* sinks) {
+    ORBIT_TRACE_KERNEL();
     int item = blockIdx.x;
     int t = item / Hq;
     int h = item % Hq;
@@ -233,6 +243,7 @@ extern "C" __global__ void attention_backward_kv(const float* q, i64 qT, i64 qH,
                                                  float* dk, i64 dkS, i64 dkH, float* dv, i64 dvS, i64 dvH,
                                                  const float* lse, const float* delta,
                                                  int T, int Hq, int Hkv, int D, int Dv, int qs, int window, float scale) {
+    ORBIT_TRACE_KERNEL();
     int s = blockIdx.x / Hkv;
     int g = blockIdx.x % Hkv;
     int lane = threadIdx.x;
@@ -281,6 +292,7 @@ extern "C" __global__ void attention_backward_kv(const float* q, i64 qT, i64 qH,
 #define EXACT_ROWS 8
 
 extern "C" __global__ void exact_matmul_f32(const float* x, const void* w, int wBf16, float* y, int M, int N, int K) {
+    ORBIT_TRACE_KERNEL();
     int n = (int) (((i64) blockIdx.x * blockDim.x + threadIdx.x) >> 5);
     int lane = threadIdx.x & 31;
     int m0 = blockIdx.y * EXACT_ROWS;
@@ -313,6 +325,7 @@ extern "C" __global__ void exact_matmul_f32(const float* x, const void* w, int w
 extern "C" __global__ void adamw_f32(float* p, const float* g, float* m, float* v, int clipped, float clip, float b1,
                                      float omb1, float b2, float omb2, float decay, float stepSize, float bc2Sqrt,
                                      float eps, i64 n) {
+    ORBIT_TRACE_KERNEL();
     GRID_STRIDE(i, n) {
         float gi = g[i];
         if (clipped) gi = __fmul_rn(gi, clip);
@@ -334,6 +347,7 @@ extern "C" __global__ void adamw_f32(float* p, const float* g, float* m, float* 
 #define I64_MAX 0x7fffffffffffffffLL
 
 extern "C" __global__ void sumsq_nonfinite_f32(const float* x, i64 n, i64 chunk, i64* out) {
+    ORBIT_TRACE_KERNEL();
     __shared__ double sh[STATS_THREADS];
     __shared__ i64 shb[STATS_THREADS];
     i64 lo = (i64) blockIdx.x * chunk;
@@ -390,6 +404,7 @@ __device__ float row_max(const float* x, int v, float* shf) {
 
 extern "C" __global__ void token_logprobs_f32(const float* logits, int v, const int* rows, const int* tokens, float t,
                                               float* out, i64 nRows, int* err) {
+    ORBIT_TRACE_KERNEL();
     __shared__ double sh[LOGP_THREADS];
     __shared__ float shf[32];
     int i = blockIdx.x;
@@ -411,6 +426,7 @@ extern "C" __global__ void token_logprobs_f32(const float* logits, int v, const 
 // d[rows[i], tokens[i]] += g / T, with p = softmax(logits[rows[i]] / T) as above. Rows are distinct.
 extern "C" __global__ void logprob_backward_f32(const float* logits, int v, const int* rows, const int* tokens,
                                                 const float* dlogp, float t, float* d, i64 nRows, int* err) {
+    ORBIT_TRACE_KERNEL();
     __shared__ double sh[LOGP_THREADS];
     __shared__ float shf[32];
     int i = blockIdx.x;

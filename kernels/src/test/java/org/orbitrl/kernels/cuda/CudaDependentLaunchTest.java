@@ -204,6 +204,77 @@ class CudaDependentLaunchTest extends CudaTestBase {
         }
     }
 
+    /**
+     * A traced build ({@code -Dorbit.cuda.trace=on}, a sibling backend's own kernels) gives the chain's bits and records
+     * each of its launches once a step, launched one by one and as a replayed graph: nine launches after each reset,
+     * each with its blocks, the same kernel where the chain repeats an operation (the two norms, the first and last
+     * bf16 products), every block's start no later than its end, and, for the dependent launches, the wait of each
+     * returning no earlier than the last recorded end of the launch before it (what {@code griddepcontrol.wait} promises).
+     * The untraced backend refuses to read a timeline, naming the switch.
+     */
+    @Test
+    void aTracedBuildRecordsEveryLaunchOfTheChainAndKeepsItsBits() {
+        assumeTrue(gpu.dependentLaunchesSupported(), () -> "no programmatic dependent launch here: " + gpu.kernelInfo());
+        boolean before = gpu.dependentLaunches();
+        Chain c = new Chain();
+        try (CudaBackend traced = sibling("orbit.cuda.trace", "on")) {
+            assertTrue(traced.traced() && !gpu.traced(), "the sibling's kernels are traced, gpu's are not");
+            IllegalStateException refused = org.junit.jupiter.api.Assertions.assertThrows(IllegalStateException.class, gpu::kernelTimeline);
+            assertTrue(refused.getMessage().contains("orbit.cuda.trace=on"), refused.getMessage());
+            gpu.dependentLaunches(false);
+            float[][] refLogits = new float[STEPS][];
+            c.reset();
+            for (int p = 0; p < STEPS; p++) {
+                c.step();
+                refLogits[p] = gpu.toHost(c.logits).toFloatArray();
+            }
+            traced.dependentLaunches(true);
+            c.reset();
+            gpu.synchronize();
+            for (int p = 0; p < STEPS; p++) {
+                traced.traceReset();
+                c.step(traced);
+                KernelTimeline t = traced.kernelTimeline();
+                assertArrayEquals(refLogits[p], traced.toHost(c.logits).toFloatArray(), 0f, "step " + p + ": traced, logits");
+                checkTimeline(t, "step " + p);
+            }
+            c.reset();
+            gpu.synchronize();
+            try (CudaGraph graph = CudaGraph.capture(traced.stream(), () -> c.step(traced))) {
+                for (int p = 0; p < STEPS; p++) {
+                    traced.traceReset();
+                    graph.launch(traced.stream());
+                    KernelTimeline t = traced.kernelTimeline();
+                    assertArrayEquals(refLogits[p], traced.toHost(c.logits).toFloatArray(), 0f, "step " + p + ": traced replay, logits");
+                    checkTimeline(t, "replay " + p);
+                }
+            }
+        } finally {
+            gpu.dependentLaunches(before);
+            c.close();
+        }
+    }
+
+    private static void checkTimeline(KernelTimeline t, String what) {
+        java.util.List<KernelTimeline.Launch> ls = t.launches();
+        assertEquals(DEPENDENT_PER_STEP, ls.size(), what + ": launches " + ls);
+        assertEquals(0, t.dropped(), what);
+        assertEquals(ls.get(1).name(), ls.get(6).name(), what + ": the two norms' kernel");
+        assertEquals(ls.get(2).name(), ls.get(7).name(), what + ": the first and last bf16 products' kernel");
+        for (int i = 0; i < ls.size(); i++) {
+            KernelTimeline.Launch l = ls.get(i);
+            assertTrue(!l.name().isEmpty() && !l.name().startsWith("grid "), what + ": launch " + i + " named by its block 0: " + l);
+            assertTrue(l.blocks() >= 1 && l.sms() >= 1 && l.sms() <= l.blocks(), what + ": launch " + i + " blocks: " + l);
+            assertTrue(l.firstStart() <= l.medianStart() && l.medianStart() <= l.lastStart() && l.firstStart() <= l.medianEnd()
+                    && l.medianEnd() <= l.lastEnd(), what + ": launch " + i + " times in order: " + l);
+            if (i > 0) {
+                assertTrue(l.waited(), what + ": launch " + i + " is a dependent launch: " + l);
+                assertTrue(l.medianWaited() >= ls.get(i - 1).lastEnd(),
+                        what + ": launch " + i + "'s wait returns after launch " + (i - 1) + " ends: " + l + " after " + ls.get(i - 1));
+            }
+        }
+    }
+
     /** Step {@code p}'s logits from {@code ids} on the scalar backend, and the ids as argmax of the GPU's logits. */
     private void checkAgainstScalar(int p, long[] ids, float[] gotLogits, long[] gotIds) {
         int[] in = new int[M];

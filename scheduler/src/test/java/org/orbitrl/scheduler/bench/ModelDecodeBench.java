@@ -8,6 +8,7 @@ import org.orbitrl.kernels.OpProfiler;
 import org.orbitrl.kernels.cuda.CudaAllocator;
 import org.orbitrl.kernels.cuda.CudaBackend;
 import org.orbitrl.kernels.cuda.CudaEvent;
+import org.orbitrl.kernels.cuda.KernelTimeline;
 import org.orbitrl.kernels.cuda.internal.KernelLibrary;
 import org.orbitrl.kernels.cuda.internal.Launcher;
 import org.orbitrl.model.adapter.AdapterConfig;
@@ -82,6 +83,7 @@ public final class ModelDecodeBench {
 
     public static void main(String[] args) throws Exception {
         Path out = Path.of(args[0]);
+        traceOut = out;
         Path config = Path.of(args[1]);
         int context = args.length > 2 ? Integer.parseInt(args[2]) : 512;
         int[] batches = args.length > 3 ? Arrays.stream(args[3].split(",")).mapToInt(Integer::parseInt).toArray() : new int[]{1, 8, 64};
@@ -380,6 +382,42 @@ public final class ModelDecodeBench {
         return cut;
     }
 
+    /** Where a traced run ({@code -Dorbit.cuda.trace=on}) writes each step's timeline as CSV; null: not written. */
+    private static Path traceOut;
+    private static int traced;
+
+    /**
+     * One more replay of the captured step in a traced build, its launches printed: averaged by kernel over the middle
+     * half of the step's launches (the layers away from the embedding and the LM head), and the launches of one layer in
+     * the middle as they ran; the whole timeline written as CSV beside the bench's report.
+     */
+    private static void traceStep(CudaBackend gpu, CapturedStep captured, DecodeStep step, BlockPool pool, List<PagedSequence> seqs,
+                                  DecoderConfig dc, SplittableRandom r) {
+        List<CausalLM.Segment> segs = new ArrayList<>();
+        for (PagedSequence s : seqs) {
+            segs.add(new CausalLM.Segment(new int[]{r.nextInt(dc.vocab())}, s));
+        }
+        DecodeStep.blocksAfterReserve(segs, pool);
+        step.prepare(segs);
+        gpu.traceReset();
+        captured.replay();
+        KernelTimeline t = gpu.kernelTimeline();
+        step.finish(segs);
+        int n = t.launches().size();
+        int per = Math.max(1, (n - 2) / dc.layers());
+        System.out.printf("batch %d, traced step: %d launches, %.1f µs from the first start to the last end, %d records dropped%n"
+                + "averaged over launches %d to %d:%n%s%nlaunches of a layer in the middle:%n%s%n", seqs.size(), n, t.spanNanos() / 1e3,
+                t.dropped(), n / 4, 3 * n / 4, t.byKernel(n / 4, 3 * n / 4), t.table(n / 2, n / 2 + per + 1));
+        if (traceOut != null) {
+            Path f = traceOut.resolve("trace-" + (++traced) + "-batch" + seqs.size() + ".csv");
+            try {
+                Files.writeString(f, t.csv());
+            } catch (java.io.IOException e) {
+                throw new java.io.UncheckedIOException("cannot write the step's timeline to " + f, e);
+            }
+        }
+    }
+
     /**
      * {median ms a step, 1 if replayed as a graph else 0} of decoding {@code STEPS} tokens (after one that warms up and
      * captures) on forks of the prefilled sequences, with the experts per pair or grouped; the tokens are the same in
@@ -437,6 +475,9 @@ public final class ModelDecodeBench {
                 }
             }
             if (captured != null) {
+                if (gpu.traced()) {
+                    traceStep(gpu, captured, step, pool, seqs, dc, r);
+                }
                 captured.close();
             }
             Arrays.sort(ms);

@@ -3,6 +3,8 @@ package org.orbitrl.kernels.cuda.internal;
 import org.bytedeco.cuda.cudart.CUfunc_st;
 import org.bytedeco.cuda.cudart.CUmod_st;
 import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.javacpp.LongPointer;
+import org.bytedeco.javacpp.SizeTPointer;
 import org.orbitrl.kernels.cuda.CudaCheck;
 
 import java.io.IOException;
@@ -40,6 +42,13 @@ public final class KernelLibrary implements AutoCloseable {
      * matter, and it never changes what a kernel reads.
      */
     public static final String DEPENDENT_TRIGGER_PROPERTY = "orbit.cuda.pdlTrigger";
+    /**
+     * The kernel timeline: {@code on} builds every kernel with {@code ORBIT_TRACE} (common.cuh: each block records its
+     * launch, SM and the global timer at its start, its wait's return and its end into the buffer {@link #traceInto}
+     * names), {@code off} or unset builds them without. Read once, when a library is made; a traced build is a
+     * diagnostic (each block takes an atomic and a few stores), never a default.
+     */
+    public static final String TRACE_PROPERTY = "orbit.cuda.trace";
 
     private final KernelCompiler compiler;
     private final int arch; // the compiled architecture as a number (90 for sm_90)
@@ -50,6 +59,7 @@ public final class KernelLibrary implements AutoCloseable {
     private int cached;
     private boolean dependentLaunches;
     private final boolean triggerAtExit = triggerAtExit(System.getProperty(DEPENDENT_TRIGGER_PROPERTY));
+    private final boolean traced = traced(System.getProperty(TRACE_PROPERTY));
 
     /** A library with dependent launches on or off as {@code dependentLaunches} (see {@link #dependentLaunches(boolean)}). */
     public KernelLibrary(KernelCompiler compiler, boolean dependentLaunches) {
@@ -108,6 +118,99 @@ public final class KernelLibrary implements AutoCloseable {
         };
     }
 
+    /** {@value #TRACE_PROPERTY} as given: {@code on} true, {@code off} or unset false, else an error naming it. */
+    static boolean traced(String property) {
+        if (property == null || property.isEmpty()) {
+            return false;
+        }
+        return switch (property) {
+            case "on" -> true;
+            case "off" -> false;
+            default -> throw new IllegalArgumentException("-D" + TRACE_PROPERTY + "=" + property + ": expected on or off");
+        };
+    }
+
+    /** Whether this library's kernels are built to record the kernel timeline ({@value #TRACE_PROPERTY}). */
+    public boolean traced() {
+        return traced;
+    }
+
+    /** Words of a module's trace buffer before its first record, and of a record (common.cuh's ORBIT_TRACE_HEAD, _WORDS). */
+    public static final int TRACE_HEAD = 16;
+    public static final int TRACE_WORDS = 10;
+    /** Records a module's buffer holds (common.cuh's ORBIT_TRACE_RECORDS). */
+    public static final int TRACE_RECORDS = 131072;
+
+    /** Zeroes every loaded module's count of trace records; the caller has synchronised the device. Only for a traced build. */
+    public void traceReset() {
+        requireTraced();
+        for (Map.Entry<String, CUmod_st> e : modules.entrySet()) {
+            long address = traceBuffer(e.getKey(), e.getValue());
+            CudaCheck.driver(cuMemsetD32(address, 0, 2), "cuMemsetD32 " + e.getKey() + "/orbit_trace");
+        }
+    }
+
+    /**
+     * The records every loaded module's kernels wrote since {@link #traceReset} (the caller has synchronised the device),
+     * module after module, {@link #TRACE_WORDS} words each; {@code dropped[0]} gets how many did not fit.
+     */
+    public long[] traceRecords(long[] dropped) {
+        requireTraced();
+        java.util.List<long[]> parts = new java.util.ArrayList<>();
+        long lost = 0;
+        int total = 0;
+        for (Map.Entry<String, CUmod_st> e : modules.entrySet()) {
+            long address = traceBuffer(e.getKey(), e.getValue());
+            long taken = readWords(e.getKey(), address, 1)[0];
+            int kept = (int) Math.min(taken, TRACE_RECORDS);
+            lost += taken - kept;
+            if (kept > 0) {
+                long[] words = readWords(e.getKey(), address + (long) TRACE_HEAD * Long.BYTES, kept * TRACE_WORDS);
+                parts.add(words);
+                total += words.length;
+            }
+        }
+        if (dropped != null && dropped.length > 0) {
+            dropped[0] = lost;
+        }
+        long[] all = new long[total];
+        int at = 0;
+        for (long[] p : parts) {
+            System.arraycopy(p, 0, all, at, p.length);
+            at += p.length;
+        }
+        return all;
+    }
+
+    private void requireTraced() {
+        if (!traced) {
+            throw new IllegalStateException("the kernels are built without the timeline: run with -D" + TRACE_PROPERTY + "=on");
+        }
+    }
+
+    private static long traceBuffer(String file, CUmod_st m) {
+        long[] address = new long[1];
+        try (SizeTPointer bytes = new SizeTPointer(1)) {
+            CudaCheck.driver(cuModuleGetGlobal(address, bytes, m, "orbit_trace"), "cuModuleGetGlobal " + file + "/orbit_trace");
+            long expected = ((long) TRACE_HEAD + (long) TRACE_RECORDS * TRACE_WORDS) * Long.BYTES;
+            if (bytes.get() != expected) {
+                throw new IllegalStateException(file + ".cu: orbit_trace is " + bytes.get() + " bytes, expected " + expected
+                        + " (common.cuh's ORBIT_TRACE_HEAD, _RECORDS and _WORDS against KernelLibrary's)");
+            }
+        }
+        return address[0];
+    }
+
+    private static long[] readWords(String file, long address, int words) {
+        try (LongPointer host = new LongPointer(words)) {
+            CudaCheck.driver(cuMemcpyDtoH(host, address, (long) words * Long.BYTES), "cuMemcpyDtoH " + file + "/orbit_trace",
+                    words + " words");
+            long[] out = new long[words];
+            host.get(out);
+            return out;
+        }
+    }
+
     /** Whether this library's kernels let the next kernel start only as their blocks exit ({@value #DEPENDENT_TRIGGER_PROPERTY}). */
     public boolean triggersAtExit() {
         return triggerAtExit;
@@ -155,7 +258,7 @@ public final class KernelLibrary implements AutoCloseable {
         CUmod_st m = modules.get(file);
         if (m == null) {
             long t0 = System.nanoTime();
-            String source = source(file, triggerAtExit);
+            String source = source(file, triggerAtExit, traced);
             KernelCompiler.Image image = compiler.compile(file, source);
             byte[] bytes = image.bytes();
             BytePointer data = new BytePointer(bytes.length + 1L);
@@ -193,6 +296,11 @@ public final class KernelLibrary implements AutoCloseable {
     /** {@link #source(String)}, built to let the next kernel start only at a block's exit where {@code triggerAtExit}. */
     static String source(String file, boolean triggerAtExit) {
         return (triggerAtExit ? "#define ORBIT_PDL_TRIGGER_AT_EXIT 1\n" : "") + source(file);
+    }
+
+    /** {@link #source(String, boolean)}, built to record the kernel timeline where {@code traced}. */
+    static String source(String file, boolean triggerAtExit, boolean traced) {
+        return (traced ? "#define ORBIT_TRACE 1\n" : "") + source(file, triggerAtExit);
     }
 
     /** {@code text} of resource {@code name} with each line {@code #include "h.cuh"} replaced by that header (headers may include headers). */

@@ -36,16 +36,26 @@ class KernelSourcesCompileTest {
 
     @Test
     void everyKernelSourceCompilesForSm90() throws Exception {
+        compileAll(false);
+    }
+
+    /** The same with the kernel timeline ({@code -Dorbit.cuda.trace=on}): every kernel's record compiles into it. */
+    @Test
+    void everyKernelSourceCompilesTraced() throws Exception {
+        compileAll(true);
+    }
+
+    private static void compileAll(boolean traced) throws Exception {
         Path nvcc = nvcc();
         assumeTrue(nvcc != null, "no nvcc on PATH, in $CUDA_HOME/bin or /usr/local/cuda/bin: kernel sources not compiled here");
         List<String> names = kernelNames();
         assertTrue(names.size() > 30 && names.contains("paged_mla"), "the kernel sources: " + names);
-        Path dir = Files.createTempDirectory("orbit-nvcc");
+        Path dir = Files.createTempDirectory(traced ? "orbit-nvcc-trace" : "orbit-nvcc");
         ExecutorService pool = Executors.newFixedThreadPool(Math.max(1, Runtime.getRuntime().availableProcessors()));
         try {
             List<Future<String>> results = new ArrayList<>();
             for (String name : names) {
-                results.add(pool.submit(() -> compile(nvcc, dir, name)));
+                results.add(pool.submit(() -> compile(nvcc, dir, name, traced)));
             }
             List<String> failures = new ArrayList<>();
             for (Future<String> f : results) {
@@ -54,7 +64,7 @@ class KernelSourcesCompileTest {
                     failures.add(problem);
                 }
             }
-            assertEquals(List.of(), failures, "kernel sources that do not compile cleanly");
+            assertEquals(List.of(), failures, "kernel sources that do not compile cleanly" + (traced ? " (traced)" : ""));
         } finally {
             pool.shutdownNow();
         }
@@ -91,6 +101,29 @@ class KernelSourcesCompileTest {
         return Pattern.compile(Pattern.quote(word)).matcher(text).results().count();
     }
 
+    /** The kernel sources and headers, file names with their extensions ({@code norm.cu}, {@code router.cuh}). */
+    static List<String> sourceFiles() {
+        try {
+            URL known = KernelLibrary.class.getResource(SOURCES + "paged_mla.cu");
+            assertTrue(known != null, "paged_mla.cu is on the class path under " + SOURCES);
+            URI uri = known.toURI();
+            if ("jar".equals(uri.getScheme())) {
+                try (FileSystem jar = FileSystems.newFileSystem(uri, Map.of())) {
+                    return filesIn(jar.getPath(SOURCES));
+                }
+            }
+            return filesIn(Path.of(uri).getParent());
+        } catch (IOException | URISyntaxException e) {
+            throw new IllegalStateException("cannot list the kernel sources", e);
+        }
+    }
+
+    private static List<String> filesIn(Path dir) throws IOException {
+        try (Stream<Path> files = Files.list(dir)) {
+            return files.map(p -> p.getFileName().toString()).filter(n -> n.endsWith(".cu") || n.endsWith(".cuh")).sorted().toList();
+        }
+    }
+
     /**
      * The kernel sources' names as the class path holds them (the module's resources directory in a build, the jar on a
      * machine that has only the jars), found beside {@code paged_mla.cu}.
@@ -116,8 +149,13 @@ class KernelSourcesCompileTest {
 
     /** Null when {@code name}.cu compiles without an error; else what nvcc said. */
     private static String compile(Path nvcc, Path dir, String name) throws IOException, InterruptedException {
+        return compile(nvcc, dir, name, false);
+    }
+
+    /** {@link #compile(Path, Path, String)}, built with the kernel timeline where {@code traced}. */
+    private static String compile(Path nvcc, Path dir, String name, boolean traced) throws IOException, InterruptedException {
         Path src = dir.resolve(name + ".cu");
-        Files.writeString(src, KernelLibrary.source(name), StandardCharsets.UTF_8);
+        Files.writeString(src, KernelLibrary.source(name, false, traced), StandardCharsets.UTF_8);
         Process p = new ProcessBuilder(nvcc.toString(), "-std=c++17", "-arch=sm_90", "--fmad=true", "-cubin", "-o", dir.resolve(name + ".cubin").toString(), src.toString()).redirectErrorStream(true).start();
         String log = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
         int rc = p.waitFor();

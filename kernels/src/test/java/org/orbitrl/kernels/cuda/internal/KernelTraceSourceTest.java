@@ -1,0 +1,92 @@
+package org.orbitrl.kernels.cuda.internal;
+
+import org.junit.jupiter.api.Test;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * The kernel timeline's build switch ({@code -Dorbit.cuda.trace}) and its one rule for the sources: every kernel's first
+ * statement is {@code ORBIT_TRACE_KERNEL()}, so that a traced build records every launch. No GPU needed.
+ */
+class KernelTraceSourceTest {
+    private static final Pattern GLOBAL = Pattern.compile("__global__");
+
+    @Test
+    void onDefinesTheTraceAheadOfTheSourceAndOffLeavesItAsBefore() {
+        assertTrue(KernelLibrary.traced("on"));
+        assertFalse(KernelLibrary.traced("off"));
+        assertFalse(KernelLibrary.traced(null));
+        assertFalse(KernelLibrary.traced(""));
+        String plain = KernelLibrary.source("norm", false);
+        assertEquals(plain, KernelLibrary.source("norm", false, false));
+        String traced = KernelLibrary.source("norm", false, true);
+        assertTrue(traced.startsWith("#define ORBIT_TRACE 1\n") && traced.endsWith(plain), "the define, then the same text");
+        String both = KernelLibrary.source("norm", true, true);
+        assertTrue(both.startsWith("#define ORBIT_TRACE 1\n#define ORBIT_PDL_TRIGGER_AT_EXIT 1\n"), "both switches");
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> KernelLibrary.traced("yes"));
+        assertTrue(e.getMessage().contains("orbit.cuda.trace") && e.getMessage().contains("on or off"), e.getMessage());
+    }
+
+    @Test
+    void commonHeadersLayoutIsTheOneTheHostReads() {
+        String common = KernelLibrary.resource("common.cuh");
+        assertTrue(common.contains("#define ORBIT_TRACE_HEAD " + KernelLibrary.TRACE_HEAD + "\n"), "the head's words");
+        assertTrue(common.contains("#define ORBIT_TRACE_WORDS " + KernelLibrary.TRACE_WORDS + "\n"), "a record's words");
+        assertTrue(common.contains("#define ORBIT_TRACE_RECORDS " + KernelLibrary.TRACE_RECORDS + "\n"), "records a module holds");
+        assertTrue(common.contains("#define ORBIT_TRACE_KERNEL() ((void) 0)"), "nothing in a plain build");
+    }
+
+    @Test
+    void everyKernelBeginsWithItsTraceRecord() {
+        List<String> missing = new ArrayList<>();
+        int kernels = 0;
+        for (String file : KernelSourcesCompileTest.sourceFiles()) {
+            String text = KernelLibrary.resource(file);
+            Matcher m = GLOBAL.matcher(text);
+            while (m.find()) {
+                int lineStart = text.lastIndexOf('\n', m.start()) + 1;
+                if (text.substring(lineStart, m.start()).contains("//")) {
+                    continue; // a comment's word
+                }
+                int body = bodyStart(text, m.end());
+                if (body < 0) {
+                    continue; // a declaration
+                }
+                kernels++;
+                String after = text.substring(body + 1).replace("\\\n", "\n").stripLeading();
+                if (!after.startsWith("ORBIT_TRACE_KERNEL();")) {
+                    int line = (int) text.substring(0, m.start()).chars().filter(c -> c == '\n').count() + 1;
+                    missing.add(file + ":" + line);
+                }
+            }
+        }
+        assertTrue(kernels > 200, "kernels found: " + kernels);
+        assertEquals(List.of(), missing, "kernels whose first statement is not ORBIT_TRACE_KERNEL()");
+    }
+
+    /** The index of the kernel's opening brace (the first at parenthesis depth 0 after {@code from}); -1 where a ';' comes first. */
+    private static int bodyStart(String text, int from) {
+        int depth = 0;
+        for (int i = from; i < text.length(); i++) {
+            char c = text.charAt(i);
+            if (c == '(') {
+                depth++;
+            } else if (c == ')') {
+                depth--;
+            } else if (depth == 0 && c == ';') {
+                return -1;
+            } else if (depth == 0 && c == '{') {
+                return i;
+            }
+        }
+        return -1;
+    }
+}

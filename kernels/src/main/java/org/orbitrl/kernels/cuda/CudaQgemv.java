@@ -39,6 +39,7 @@ final class CudaQgemv {
     private final Map<Integer, Kernel> bf16LowRankA = new HashMap<>();
     private final Map<Integer, Kernel> bf16NormShared = new HashMap<>();
     private final Kernel bf16NormScale;
+    private final Kernel bf16NormScaleWave;       // bgemv_norm_scale_w1
 
     CudaQgemv(CudaContext ctx) {
         this.ctx = ctx;
@@ -59,6 +60,7 @@ final class CudaQgemv {
             }
         }
         bf16NormScale = ctx.kernel("bgemv", "bgemv_norm_scale_m1");
+        bf16NormScaleWave = ctx.kernel("bgemv", "bgemv_norm_scale_w1");
         this.bf16Prologue = ctx.kernel("bgemv", "bgemv_pre1");
         this.bf16NormPrologue = ctx.kernel("bgemv", "bgemv_norm_pre1");
         this.bf16NormScalePrologue = ctx.kernel("bgemv", "bgemv_norm_scale_pre1");
@@ -108,6 +110,19 @@ final class CudaQgemv {
         };
     }
 
+    /**
+     * {@code -Dorbit.cuda.qkvWave=on|off} (read at each call; {@code on} by default): the norm-folded one-row products
+     * without a prologue take {@code bgemv_norm_scale_w1}, built for five blocks an SM, rather than {@code
+     * bgemv_norm_scale_m1} (four): the same PTX and bits; at Qwen3-30B-A3B's 640 row blocks of q, k and v one wave on
+     * 132 SMs instead of a second wave's tail.
+     */
+    static final String WAVE_PROPERTY = "orbit.cuda.qkvWave";
+
+    /** Whether {@link #WAVE_PROPERTY} asks for the five-blocks-an-SM build. */
+    static boolean waveAsked() {
+        return Switches.onOff(WAVE_PROPERTY, true);
+    }
+
     /** Whether {@link #PROLOGUE_PROPERTY} asks for the scaled fold's L2 prologue ({@code l2}). */
     static boolean l2PrologueAsked() {
         prologueAsked(false);   // the value checked
@@ -140,7 +155,8 @@ final class CudaQgemv {
         if (m == 1 && normScaled()) {
             long blocks = lowRankBlocks(1, n);
             if (blocks > 0) {
-                ctx.launch(prologue ? bf16NormScalePrologue : l2PrologueAsked() ? bf16NormScaleL2 : bf16NormScale, blocks, 32 * warps, x,
+                ctx.launch(prologue ? bf16NormScalePrologue : l2PrologueAsked() ? bf16NormScaleL2
+                                : waveAsked() ? bf16NormScaleWave : bf16NormScale, blocks, 32 * warps, x,
                         k, normWeight,
                         normWeight.dtype() == DType.BF16 ? 1 : 0, eps, w[0], y[0], n[0], w[1], y[1], n[1], w[2], y[2], n[2]);
             }

@@ -652,6 +652,18 @@ extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_1)
     bgns_m1(x, K, nw, nwBf16, eps, w0, y0, n0, w1, y1, n1, w2, y2, n2);
 }
 
+// bgemv_norm_scale_m1 built for five blocks an SM (48 registers, no spills at sm_90): q, k and v of Qwen3-30B-A3B are 640
+// row blocks, which at m1's four an SM (61 registers) took a second wave of 112 blocks whose tail the kernel timeline
+// showed (4.3 µs a layer); at five an SM all 640 are resident at once. The same PTX (launch bounds only steer the
+// register allocation), so the same bits.
+extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, 5)
+    bgemv_norm_scale_w1(const float* x, int K, const void* nw, int nwBf16, float eps, const uint4* w0, float* y0, int n0,
+                        const uint4* w1, float* y1, int n1, const uint4* w2, float* y2, int n2) {
+    ORBIT_TRACE_KERNEL();
+    pdl_enter();
+    bgns_m1(x, K, nw, nwBf16, eps, w0, y0, n0, w1, y1, n1, w2, y2, n2);
+}
+
 // The lines of the block's weight rows (bgemv_norm_scale_m1's row block blockIdx.x) and of the norm weight asked of the
 // L2: no value comes back.
 __device__ __forceinline__ void bgns_prefetch(int K, const void* nw, int nwBf16, const uint4* w0, int n0, const uint4* w1,

@@ -299,6 +299,7 @@ extern "C" __global__ void __launch_bounds__(128) paged_decode_tiled_h2_kvbf16(P
 //   to bf16: it differs from the tiled kernels (exact products of f32 q with the widened cache) by that rounding.
 #define PM_WARPS 4
 #define PM_TK 16 // keys a warp's tile
+#define PM_MAX_CLUSTER 16 // blocks of a cluster whose merge issues all its reads at once
 
 __device__ __forceinline__ void pm_wait_all() {
     asm volatile("cp.async.wait_all;\n" ::: "memory");
@@ -341,22 +342,54 @@ __device__ __forceinline__ void pm_rotate(float& x1, float& x2, float cs, float 
     x2 = b;
 }
 
-// The new key's row of its tile (krow, vrow: the key and value rows in the warp's stage), made by the warp from the
-// projections as qkv_prep_head makes it and written to the caches at the sequence's slot as well: lane l takes
-// channels l * D / 32 .. + D / 32 - 1.
+// What the new key's row is made of, lane l's channels l * D / 32 .. + D / 32 - 1 (pm_new_row_load): its raw k and v, the
+// key norm's weights, the rope's cos and sin for its channels at the sequence's position (rot: the position is in the
+// tables) and the cache slot. Loaded by the warp whose tile holds the new key as the kernel starts, so that these round
+// trips overlap the tiles' copies rather than follow them.
 template <int D>
-__device__ __forceinline__ void pm_new_row(u16* krow, u16* vrow, const PmPrep& prep, int b, int kvh, int Hkv, const u16* kc,
-                                           const u16* vc, int lane) {
+struct PmNewRow {
+    float x[D / 32], v[D / 32], w[D / 32], cs[D / 32], sn[D / 32];
+    bool rot;
+    int slot;
+};
+
+template <int D>
+__device__ __forceinline__ void pm_new_row_load(PmNewRow<D>& nr, const PmPrep& prep, int b, int kvh, int Hkv, int lane) {
     constexpr int DL = D / 32;
     int c0 = lane * DL;
     const float* kr = prep.k + ((i64) b * Hkv + kvh) * D + c0;
     const float* vr = prep.v + ((i64) b * Hkv + kvh) * D + c0;
-    float x[DL], v[DL];
 #pragma unroll
     for (int j = 0; j < DL; j++) {
-        x[j] = kr[j];
-        v[j] = vr[j];
+        nr.x[j] = kr[j];
+        nr.v[j] = vr[j];
+        nr.w[j] = prep.kNorm != nullptr ? pm_norm_weight(prep.kNorm, prep.normBf16, c0 + j) : 0.0f;
     }
+    nr.slot = prep.slots[b];
+    int p = prep.pos[b];
+    nr.rot = p >= 0 && p < prep.maxPos;
+    if (nr.rot) {
+        const float* cr = prep.cosT + (i64) p * (D / 2);
+        const float* sr = prep.sinT + (i64) p * (D / 2);
+#pragma unroll
+        for (int j = 0; j < DL; j++) {
+            int jj = prep.interleaved ? (c0 + (j & ~1)) >> 1 : (lane & 15) * DL + j;
+            nr.cs[j] = cr[jj];
+            nr.sn[j] = sr[jj];
+        }
+    }
+}
+
+// The new key's row of its tile (krow, vrow: the key and value rows in the warp's stage), made by the warp from what
+// pm_new_row_load loaded as qkv_prep_head makes it, and written to the caches at the sequence's slot as well.
+template <int D>
+__device__ __forceinline__ void pm_new_row(u16* krow, u16* vrow, const PmNewRow<D>& nr, const PmPrep& prep, int kvh, int Hkv,
+                                           const u16* kc, const u16* vc, int lane) {
+    constexpr int DL = D / 32;
+    int c0 = lane * DL;
+    float x[DL];
+#pragma unroll
+    for (int j = 0; j < DL; j++) x[j] = nr.x[j];
     if (prep.kNorm != nullptr) {
         float ss = 0.0f;
 #pragma unroll
@@ -364,15 +397,12 @@ __device__ __forceinline__ void pm_new_row(u16* krow, u16* vrow, const PmPrep& p
         ss = warp_sum(ss);
         float inv = 1.0f / sqrtf(ss / (float) D + prep.eps);
 #pragma unroll
-        for (int j = 0; j < DL; j++) x[j] = pm_norm_weight(prep.kNorm, prep.normBf16, c0 + j) * (x[j] * inv);
+        for (int j = 0; j < DL; j++) x[j] = nr.w[j] * (x[j] * inv);
     }
-    int p = prep.pos[b];
-    if (p >= 0 && p < prep.maxPos) {
-        const float* cr = prep.cosT + (i64) p * (D / 2);
-        const float* sr = prep.sinT + (i64) p * (D / 2);
+    if (nr.rot) {
         if (prep.interleaved) {
 #pragma unroll
-            for (int j = 0; j < DL; j += 2) pm_rotate(x[j], x[j + 1], cr[(c0 + j) >> 1], sr[(c0 + j) >> 1]);
+            for (int j = 0; j < DL; j += 2) pm_rotate(x[j], x[j + 1], nr.cs[j], nr.sn[j]);
         } else { // channel c < D / 2 pairs with c + D / 2, lane l's with lane l + 16's
             bool low = lane < 16;
 #pragma unroll
@@ -380,19 +410,18 @@ __device__ __forceinline__ void pm_new_row(u16* krow, u16* vrow, const PmPrep& p
                 float other = __shfl_xor_sync(0xffffffffu, x[j], 16);
                 float x1 = low ? x[j] : other;
                 float x2 = low ? other : x[j];
-                int jj = (lane & 15) * DL + j;
-                pm_rotate(x1, x2, cr[jj], sr[jj]);
+                pm_rotate(x1, x2, nr.cs[j], nr.sn[j]);
                 x[j] = low ? x1 : x2;
             }
         }
     }
-    int slot = prep.slots[b];
+    int slot = nr.slot;
     u16* kd = slot >= 0 ? (u16*) kc + ((i64) slot * Hkv + kvh) * D + c0 : nullptr;
     u16* vd = slot >= 0 ? (u16*) vc + ((i64) slot * Hkv + kvh) * D + c0 : nullptr;
 #pragma unroll
     for (int j = 0; j < DL; j++) {
         u16 kb = f32_to_bf16_bits(x[j]);
-        u16 vb = f32_to_bf16_bits(v[j]);
+        u16 vb = f32_to_bf16_bits(nr.v[j]);
         krow[c0 + j] = kb;
         vrow[c0 + j] = vb;
         if (kd != nullptr) {
@@ -477,6 +506,11 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
         cp_async_commit();
     }
     int nextPage = ST - 1 < mine ? page(first + (ST - 1) * stride) : 0; // the page of the next tile to copy
+    // the new key's tile (with PREP): the warp that takes it loads the row's inputs now
+    int newTile = ke >= ks ? (ke - ks) / PM_TK : -1;
+    bool holdsNew = PREP && newTile >= first && (newTile - first) % stride == 0;
+    PmNewRow<D> nr;
+    if (holdsNew) pm_new_row_load<D>(nr, *prep, b, kvh, Hkv, lane);
 
     // q as the A operand: rows g and g + 8 are query heads kvh * G + row (zero past G), k-step kk's columns 16 kk + 2t,
     // + 1 (a0, a1) and + 8, + 9 (a2, a3)
@@ -583,11 +617,11 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
         if (i + ST < mine) nextPage = page(first + (i + ST) * stride); // lands while tile i is multiplied
         cp_async_wait<ST - 1>(); // tile i has landed (this lane's copies)
         __syncwarp();
-        if (PREP && ke - ks - (first + i * stride) * PM_TK < PM_TK) {
+        if (holdsNew && first + i * stride == newTile) {
             // the tile of the new key: its row made here from the projections (what the cache had there was copied and
             // is overwritten) and written to the caches
             pm_new_row<D>(wsm + (i % ST) * STAGE + ((ke - ks) % PM_TK) * ROW, wsm + (i % ST) * STAGE + TILE + ((ke - ks) % PM_TK) * ROW,
-                          *prep, b, kvh, Hkv, kc, vc, lane);
+                          nr, *prep, kvh, Hkv, kc, vc, lane);
             __syncwarp();
         }
         unsigned kt = wbase + (unsigned) ((i % ST) * STAGE * 2);
@@ -714,14 +748,40 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
             int r = idx / D;
             int d = idx - r * D;
             float mx = -ORBIT_INF;
-            for (int s = 0; s < splits; s++) mx = fmaxf(mx, ld_cluster_f32(cluster_addr(res + 4 * (G * D + 2 * r), s)));
             float sum = 0.0f;
             float o = 0.0f;
-            for (int s = 0; s < splits; s++) {
-                u32 a = cluster_addr(res, s);
-                float e = expf(ld_cluster_f32(a + 4 * (G * D + 2 * r)) - mx);
-                sum += ld_cluster_f32(a + 4 * (G * D + 2 * r + 1)) * e;
-                o += ld_cluster_f32(a + 4 * (r * D + d)) * e;
+            if (splits <= PM_MAX_CLUSTER) {
+                // every block's values issued at once (one round trip of distributed shared memory, not one a block),
+                // then the same expressions in rank order
+                float ms[PM_MAX_CLUSTER], ls[PM_MAX_CLUSTER], os[PM_MAX_CLUSTER];
+#pragma unroll
+                for (int s = 0; s < PM_MAX_CLUSTER; s++) {
+                    if (s < splits) {
+                        u32 a = cluster_addr(res, s);
+                        ms[s] = ld_cluster_f32(a + 4 * (G * D + 2 * r));
+                        ls[s] = ld_cluster_f32(a + 4 * (G * D + 2 * r + 1));
+                        os[s] = ld_cluster_f32(a + 4 * (r * D + d));
+                    }
+                }
+#pragma unroll
+                for (int s = 0; s < PM_MAX_CLUSTER; s++)
+                    if (s < splits) mx = fmaxf(mx, ms[s]);
+#pragma unroll
+                for (int s = 0; s < PM_MAX_CLUSTER; s++) {
+                    if (s < splits) {
+                        float e = expf(ms[s] - mx);
+                        sum += ls[s] * e;
+                        o += os[s] * e;
+                    }
+                }
+            } else {
+                for (int s = 0; s < splits; s++) mx = fmaxf(mx, ld_cluster_f32(cluster_addr(res + 4 * (G * D + 2 * r), s)));
+                for (int s = 0; s < splits; s++) {
+                    u32 a = cluster_addr(res, s);
+                    float e = expf(ld_cluster_f32(a + 4 * (G * D + 2 * r)) - mx);
+                    sum += ld_cluster_f32(a + 4 * (G * D + 2 * r + 1)) * e;
+                    o += ld_cluster_f32(a + 4 * (r * D + d)) * e;
+                }
             }
             float inv = 1.0f / sum;
             out[(i64) b * oB + (i64) (kvh * G + r) * oH + d] = o * inv;

@@ -83,7 +83,8 @@ class CudaQgemvTest extends CudaTestBase {
      * q/k/v forms give their plain kernels' bits, with a bf16 and an f32 norm weight: {@code bgemv_norm_scale_pre1} those
      * of {@code bgemv_norm_scale_m1} (the scaled fold, the default), {@code bgemv_norm_pre1} those of {@code
      * bgemv_norm_lr_m1} (the staged fold), and with {@code =l2} {@code bgemv_norm_scale_l2_m1} those of {@code
-     * bgemv_norm_scale_m1}; each the launch (left out, the outputs keep their poison).
+     * bgemv_norm_scale_m1}, and without a prologue {@code bgemv_norm_scale_w1} (five blocks an SM, {@code
+     * -Dorbit.cuda.qkvWave}) those of {@code bgemv_norm_scale_m1}; each the launch (left out, the outputs keep their poison).
      */
     @Test
     void prologueGemvGivesTheBitsOfTheOneRowGemv() {
@@ -126,8 +127,9 @@ class CudaQgemvTest extends CudaTestBase {
         // the norm-folded products of q, k and v in both folds (bgemv_norm_scale_pre1 against bgemv_norm_scale_m1, the
         // default; bgemv_norm_pre1 against bgemv_norm_lr_m1, the staged fold), a bf16 and an f32 norm weight
         int[][] qkv = {{4096, 512, 512, 2048}, {70, 33, 9, 200}};   // three N, then K
+        // (and bgemv_norm_scale_w1, the default without a prologue, built for five blocks an SM, against m1)
         String[][] folds = {{"scale", "bgemv_norm_scale_pre1", "bgemv_norm_scale_m1", "on"}, {"stage", "bgemv_norm_pre1", "bgemv_norm_lr_m1", "on"},
-                {"scale", "bgemv_norm_scale_l2_m1", "bgemv_norm_scale_m1", "l2"}};
+                {"scale", "bgemv_norm_scale_l2_m1", "bgemv_norm_scale_m1", "l2"}, {"scale", "bgemv_norm_scale_w1", "bgemv_norm_scale_m1", "off"}};
         for (int[] s : qkv) {
             int k = s[3];
             Tensor x = dev(randn(r, 1f, 1, k));
@@ -147,8 +149,8 @@ class CudaQgemvTest extends CudaTestBase {
                         left[i] = poisoned(DType.F32, 1, s[i]);
                     }
                     withProperty("orbit.cuda.normFold", fold[0], () -> {
-                        withProperty("orbit.cuda.gemvPrologue", "off", () -> assertTrue(gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws,
-                                plain), "the norm-folded form takes one row"));
+                        withProperty("orbit.cuda.gemvPrologue", "off", () -> withProperty("orbit.cuda.qkvWave", "off",
+                                () -> assertTrue(gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws, plain), "the norm-folded form takes one row")));
                         withProperty("orbit.cuda.gemvPrologue", fold[3], () -> {
                             assertTrue(gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws, pre));
                             withProperty("orbit.cuda.omitKernels", fold[1], () -> gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws, left));

@@ -119,6 +119,7 @@ final class DependentKernels {
         s.add("bgemv/bgemv_norm1");
         s.add("bgemv/bgemv_norm_m4");
         s.add("bgemv/bgemv_norm_scale_m1");
+        s.add("bgemv/bgemv_norm_scale_w1");
         s.add("moe_pairs/moe_pairs_dense");          // the per-pair decode experts (CudaMoePairs)
         s.add("moe_pairs/moe_pairs_dense_r1");
         s.add("moe_pairs/moe_pairs_dense_r1x2");

@@ -20,9 +20,12 @@ import java.util.Map;
  * before it: its last end less the previous launch's, so that a chain's spans add up to its time.
  */
 public final class KernelTimeline {
-    /** One launch: its grid id, kernel, blocks, and the timer (ns) at its blocks' starts, waits' returns and ends. */
+    /**
+     * One launch: its grid id, kernel, blocks, and the timer (ns) at its blocks' starts, waits' returns and ends; marks:
+     * the median over its blocks of each point the kernel marks (ORBIT_TRACE_MARK), 0 where no block passed it.
+     */
     public record Launch(long grid, String name, int blocks, int sms, long firstStart, long medianStart, long lastStart,
-                         long medianWaited, long medianEnd, long lastEnd) {
+                         long medianWaited, long medianEnd, long lastEnd, long[] marks) {
         /** Whether its blocks waited for the launch before (a programmatic dependent). */
         public boolean waited() {
             return medianWaited != 0;
@@ -79,8 +82,14 @@ public final class KernelTimeline {
             long[] w2 = Arrays.copyOf(waits, waited);
             Arrays.sort(w2);
             String name = names.getOrDefault(e.getKey(), "grid " + e.getKey());
+            long[] marks = new long[KernelLibrary.TRACE_MARKS];
+            for (int k = 0; k < marks.length; k++) {
+                final int at = 10 + k;
+                long[] ms = rs.stream().mapToLong(r -> r[at]).filter(v -> v != 0).sorted().toArray();
+                marks[k] = ms.length == 0 ? 0 : ms[ms.length / 2];
+            }
             out.add(new Launch(e.getKey(), name, n, sms.cardinality(), starts[0], starts[n / 2], starts[n - 1],
-                    waited == 0 ? 0 : w2[waited / 2], ends[n / 2], ends[n - 1]));
+                    waited == 0 ? 0 : w2[waited / 2], ends[n / 2], ends[n - 1], marks));
         }
         out.sort(Comparator.comparingLong(Launch::firstStart).thenComparingLong(Launch::grid));
         return new KernelTimeline(out, dropped);
@@ -142,6 +151,7 @@ public final class KernelTimeline {
      */
     public String byKernel(int from, int to) {
         Map<String, double[]> sums = new LinkedHashMap<>(); // count, blocks, start, wait, waitCount, body, tail, span
+        Map<String, double[]> markSums = new LinkedHashMap<>(); // per mark: sum of µs after the wait's return (or start), count
         for (int i = Math.max(1, from); i < Math.min(to, launches.size()); i++) {
             Launch l = launches.get(i);
             Gaps g = gaps(i);
@@ -156,6 +166,14 @@ public final class KernelTimeline {
             s[5] += g.body;
             s[6] += g.tail;
             s[7] += g.span;
+            double base = l.waited() ? l.medianWaited() : l.medianStart();
+            for (int k = 0; k < l.marks().length; k++) {
+                if (l.marks()[k] != 0) {
+                    double[] m = markSums.computeIfAbsent(l.name(), x -> new double[2 * KernelLibrary.TRACE_MARKS]);
+                    m[2 * k] += (l.marks()[k] - base) / 1e3;
+                    m[2 * k + 1]++;
+                }
+            }
         }
         StringBuilder sb = new StringBuilder();
         sb.append("| kernel | launches | blocks | start | wait returns | body | tail | span |\n|---|---|---|---|---|---|---|---|\n");
@@ -169,6 +187,16 @@ public final class KernelTimeline {
         }
         sb.append(String.format(Locale.ROOT, "%nThe averaged spans of launches %d to %d add up to %.1f µs.%n", Math.max(1, from),
                 Math.min(to, launches.size()), total));
+        for (Map.Entry<String, double[]> e : markSums.entrySet()) {
+            double[] m = e.getValue();
+            sb.append(e.getKey()).append(": its marks after the wait's return (or the start), µs:");
+            for (int k = 0; k < KernelLibrary.TRACE_MARKS; k++) {
+                if (m[2 * k + 1] > 0) {
+                    sb.append(String.format(Locale.ROOT, " %d %.2f", k, m[2 * k] / m[2 * k + 1]));
+                }
+            }
+            sb.append('\n');
+        }
         return sb.toString();
     }
 

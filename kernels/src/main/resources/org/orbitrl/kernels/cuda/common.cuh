@@ -25,16 +25,19 @@ __device__ __forceinline__ void report_error(int* err, int code, i64 value, int 
 // below is empty and no kernel changes). Every kernel's first statement is ORBIT_TRACE_KERNEL(): thread 0 of each block
 // takes a record of its module's buffer orbit_trace as the block starts, and as it ends writes the launch's grid id, the
 // block and its SM, the global timer at its start, at the return of its wait for the launch before (pdl_enter; 0 where
-// it has none) and at its end; block 0 also writes the kernel's name. Word 0 counts the records taken (those past
+// it has none), at its end and at up to ORBIT_TRACE_MARKS points of its own (ORBIT_TRACE_MARK(i): thread 0's time there;
+// 0 where it did not pass); block 0 also writes the kernel's name. Word 0 counts the records taken (those past
 // ORBIT_TRACE_RECORDS are dropped, still counted); the records start at word ORBIT_TRACE_HEAD, ORBIT_TRACE_WORDS words
 // each. The host zeroes word 0 and reads the records back between steps (KernelLibrary.traceReset, traceRecords).
 #ifdef ORBIT_TRACE
 #define ORBIT_TRACE_HEAD 16
-#define ORBIT_TRACE_WORDS 10
+#define ORBIT_TRACE_WORDS 16
 #define ORBIT_TRACE_NAME 40 // bytes of the name kept (words 5..9)
+#define ORBIT_TRACE_MARKS 6 // words 10..15
 #define ORBIT_TRACE_RECORDS 131072
 __device__ unsigned long long orbit_trace[ORBIT_TRACE_HEAD + (unsigned long long) ORBIT_TRACE_RECORDS * ORBIT_TRACE_WORDS];
 __shared__ long long orbit_trace_waited;
+__shared__ long long orbit_trace_marks[ORBIT_TRACE_MARKS];
 
 __device__ __forceinline__ long long orbit_trace_now() {
     long long t;
@@ -55,6 +58,7 @@ struct OrbitTraceBlock {
         if (orbit_trace_lead()) {
             start = orbit_trace_now();
             orbit_trace_waited = 0;
+            for (int i = 0; i < ORBIT_TRACE_MARKS; i++) orbit_trace_marks[i] = 0;
             slot = atomicAdd(&orbit_trace[0], 1ull);
         }
     }
@@ -73,6 +77,7 @@ struct OrbitTraceBlock {
         r[2] = (unsigned long long) start;
         r[3] = (unsigned long long) orbit_trace_waited;
         r[4] = (unsigned long long) end;
+        for (int i = 0; i < ORBIT_TRACE_MARKS; i++) r[10 + i] = (unsigned long long) orbit_trace_marks[i];
         if (b == 0) {
             unsigned long long words[ORBIT_TRACE_NAME / 8] = {};
             bool done = false;
@@ -91,9 +96,14 @@ struct OrbitTraceBlock {
     do {                                                                                                               \
         if (orbit_trace_lead()) orbit_trace_waited = orbit_trace_now();                                                \
     } while (0)
+#define ORBIT_TRACE_MARK(i)                                                                                            \
+    do {                                                                                                               \
+        if (orbit_trace_lead()) orbit_trace_marks[i] = orbit_trace_now();                                              \
+    } while (0)
 #else
 #define ORBIT_TRACE_KERNEL() ((void) 0)
 #define ORBIT_TRACE_WAITED() ((void) 0)
+#define ORBIT_TRACE_MARK(i) ((void) 0)
 #endif
 
 // Programmatic dependent launch (sm_90+). A kernel launched with programmatic stream serialization

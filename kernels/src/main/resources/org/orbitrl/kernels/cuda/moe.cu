@@ -399,18 +399,22 @@ __device__ __forceinline__ void router_norm_topk(const float* x, const float* d,
         acc = warp_sum(acc);
         if (lane == 0) logits[(i64) t * E + e] = acc;
     }
+    ORBIT_TRACE_MARK(0); // the block's logits
     __threadfence();
     __syncthreads();
     if (threadIdx.x == 0) last = atomicAdd(tickets + t, 1) == (int) gridDim.x - 1;
     __syncthreads();
     if (!last) return;
+    ORBIT_TRACE_MARK(1); // the last block, its ticket back
     __threadfence();
     for (int c = threadIdx.x; c < E; c += blockDim.x) lg[c] = ((volatile const float*) logits)[(i64) t * E + c]; // past L1: other blocks wrote them
     __syncthreads();
+    ORBIT_TRACE_MARK(2); // the logits read back
     if (threadIdx.x < 32) {
         router_select_warp(lg, E, topk, normalize, values + (i64) t * topk, indices + (i64) t * topk);
         if (threadIdx.x == 0) tickets[t] = 0;
     }
+    ORBIT_TRACE_MARK(3); // selected
 }
 
 extern "C" __global__ void moe_router_norm_topk(const float* x, const void* nw, int nwBf16, float eps, float* h, const uint4* w,

@@ -511,6 +511,7 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
     bool holdsNew = PREP && newTile >= first && (newTile - first) % stride == 0;
     PmNewRow<D> nr;
     if (holdsNew) pm_new_row_load<D>(nr, *prep, b, kvh, Hkv, lane);
+    ORBIT_TRACE_MARK(0); // the first tiles' copies issued
 
     // q as the A operand: rows g and g + 8 are query heads kvh * G + row (zero past G), k-step kk's columns 16 kk + 2t,
     // + 1 (a0, a1) and + 8, + 9 (a2, a3)
@@ -591,6 +592,7 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
             }
         }
     }
+    ORBIT_TRACE_MARK(1); // q ready
     // running max and this lane's share of the sum for rows g (0) and g + 8 (1); the sink joins split 0 once (warp 0)
     float m[2], l[2];
 #pragma unroll
@@ -679,6 +681,7 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
         }
         __syncwarp(); // every lane is done with this stage before it is refilled
     }
+    ORBIT_TRACE_MARK(2); // the warp's tiles multiplied
     pm_wait_all();
     __syncthreads(); // every warp is done with its stages: they take the merge
 
@@ -736,11 +739,13 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
             }
         }
     }
+    ORBIT_TRACE_MARK(3); // the block's warps merged
     if (DSM && splits > 1) {
         // The cluster's partials merged as attention_combine merges splits (the same expressions, in rank order), block
         // `split` taking its share of the G * D outputs from every block's shared memory; no block leaves while another
         // may still read its partial.
         cluster_sync();
+        ORBIT_TRACE_MARK(4); // the cluster's partials ready
         u32 res = smem_addr(acc + PM_WARPS * 16 * D);
         int share = (G * D + splits - 1) / splits;
         int end = min(G * D, (split + 1) * share);
@@ -786,6 +791,7 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
             float inv = 1.0f / sum;
             out[(i64) b * oB + (i64) (kvh * G + r) * oH + d] = o * inv;
         }
+        ORBIT_TRACE_MARK(5); // the block's share merged
         cluster_sync();
         return;
     }

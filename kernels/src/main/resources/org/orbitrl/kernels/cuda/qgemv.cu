@@ -297,6 +297,7 @@ __device__ __forceinline__ void qgemv_swiglu(const float* x, int xDiv, const int
         if (blockIdx.x == 0 && threadIdx.x == 0) report_error(err, ERR_EXPERT_OUT_OF_RANGE, e, p);
         return;
     }
+    ORBIT_TRACE_MARK(0); // the expert known
     i64 grow[R];
 #pragma unroll
     for (int r = 0; r < R; r++) {
@@ -314,6 +315,7 @@ __device__ __forceinline__ void qgemv_swiglu(const float* x, int xDiv, const int
     const float4* xg = (const float4*) (x + (i64) (p / xDiv) * K);
     for (int c = threadIdx.x; c < K / 4; c += blockDim.x) ((float4*) xs)[c] = xg[c];
     __syncthreads();
+    ORBIT_TRACE_MARK(1); // x staged, the weights' loads issued
     const char* xr[1] = {(const char*) xs};
     float ag[R][1], au[R][1];
 #pragma unroll
@@ -323,8 +325,10 @@ __device__ __forceinline__ void qgemv_swiglu(const float* x, int xDiv, const int
     }
     qg_gate_up_steps<FMT, R>(gc, gs, gz, gglobal, uc, us, uz, uglobal, grow, G, g, S, xr, K, qg, gs0, gs1, gzb, qu, us0, us1, uzb,
                              ag, au);
+    ORBIT_TRACE_MARK(2); // the lane's products summed
     qg_gate_up_to_shared<RL, R, QG_WARPS>(ag, au, red, warp, rl, kq);
     __syncthreads();
+    ORBIT_TRACE_MARK(3); // the warps' sums in shared memory
     for (int i = threadIdx.x; i < RB; i += blockDim.x) {
         float gv = 0.0f;
         float uv = 0.0f;

@@ -106,7 +106,11 @@ class KernelTimelineTest {
             long bStart = aEnd - 2_000;
             long bWait = aEnd + 700;
             long bEnd = bWait + 3_000 + r.nextInt(300);
-            rs.addAll(launch(grid++, "b", 3, bStart, 0, bWait - 1, bEnd));
+            List<long[]> b = launch(grid++, "b", 3, bStart, 0, bWait - 1, bEnd);
+            for (long[] rec : b) {
+                rec[10 + 2] = rec[3] + 300; // its mark 2, 0.3 µs after each block's wait
+            }
+            rs.addAll(b);
             spanB += bEnd - aEnd;
             prevEnd = bEnd;
             t = bEnd;
@@ -118,6 +122,8 @@ class KernelTimelineTest {
         assertTrue(s.contains(String.format(java.util.Locale.ROOT, "| b | 4 | 3 | -2.00 | 0.70 | ")), s);
         assertTrue(s.contains(String.format(java.util.Locale.ROOT, "| %.2f |%n| b |", spanA / 4 / 1e3)), s);
         assertTrue(s.contains(String.format(java.util.Locale.ROOT, "The averaged spans of launches 1 to 9 add up to %.1f µs.", (spanA + spanB) / 4 / 1e3)), s);
+        assertTrue(s.contains("\nb: its marks after the wait's return (or the start), µs: 2 0.30\n"), s);
+        assertTrue(!s.contains("\na: its marks"), "a marks nothing: " + s);
     }
 
     @Test

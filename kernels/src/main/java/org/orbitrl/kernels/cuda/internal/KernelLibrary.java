@@ -137,7 +137,9 @@ public final class KernelLibrary implements AutoCloseable {
 
     /** Words of a module's trace buffer before its first record, and of a record (common.cuh's ORBIT_TRACE_HEAD, _WORDS). */
     public static final int TRACE_HEAD = 16;
-    public static final int TRACE_WORDS = 10;
+    public static final int TRACE_WORDS = 16;
+    /** Points of its own a kernel may mark (common.cuh's ORBIT_TRACE_MARKS, a record's last words). */
+    public static final int TRACE_MARKS = 6;
     /** Records a module's buffer holds (common.cuh's ORBIT_TRACE_RECORDS). */
     public static final int TRACE_RECORDS = 131072;
 

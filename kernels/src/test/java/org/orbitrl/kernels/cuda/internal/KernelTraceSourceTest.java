@@ -41,6 +41,8 @@ class KernelTraceSourceTest {
         assertTrue(common.contains("#define ORBIT_TRACE_HEAD " + KernelLibrary.TRACE_HEAD + "\n"), "the head's words");
         assertTrue(common.contains("#define ORBIT_TRACE_WORDS " + KernelLibrary.TRACE_WORDS + "\n"), "a record's words");
         assertTrue(common.contains("#define ORBIT_TRACE_RECORDS " + KernelLibrary.TRACE_RECORDS + "\n"), "records a module holds");
+        assertTrue(common.contains("#define ORBIT_TRACE_MARKS " + KernelLibrary.TRACE_MARKS + " "), "a kernel's own marks");
+        assertEquals(KernelLibrary.TRACE_WORDS, 10 + KernelLibrary.TRACE_MARKS, "the marks are a record's last words");
         assertTrue(common.contains("#define ORBIT_TRACE_KERNEL() ((void) 0)"), "nothing in a plain build");
     }
 

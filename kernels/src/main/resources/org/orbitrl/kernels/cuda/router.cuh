@@ -59,14 +59,8 @@ __device__ __forceinline__ void router_fetch(const uint4* __restrict__ row, int 
 
 // The selection of router_select by one warp (no block barriers): the softmax's max and sum over the E
 // logits lg (shared memory), then the topk largest logits in descending order (ties to the lower expert),
-// their probabilities expf(l - max) / sum, optionally divided by their sum. The taken logits of lg are set to -inf.
-// Where E <= 32 * RS_MAX and topk <= 32 the lanes hold their logits (e = lane + 32 i) in registers and lane j keeps
-// the j-th pick, written once at the end: no shared-memory round trip a pick and no global one a value (the
-// one-sequence router's last block spent 3.6 µs here in the kernel timeline); the same comparisons in the same order,
-// so the same picks and values as router_select_warp_shared, which takes the rest.
-#define RS_MAX 16
-
-__device__ __forceinline__ void router_select_warp_shared(float* lg, int E, int topk, int normalize, float* values, int* indices) {
+// their probabilities expf(l - max) / sum, optionally divided by their sum. lg is overwritten.
+__device__ __forceinline__ void router_select_warp(float* lg, int E, int topk, int normalize, float* values, int* indices) {
     int lane = threadIdx.x & 31;
     float m = -ORBIT_INF;
     for (int e = lane; e < E; e += 32) m = fmaxf(m, lg[e]);
@@ -93,65 +87,4 @@ __device__ __forceinline__ void router_select_warp_shared(float* lg, int E, int 
         float r = 1.0f / picked;
         for (int j = 0; j < topk; j++) values[j] *= r;
     }
-}
-
-__device__ __forceinline__ void router_select_warp(float* lg, int E, int topk, int normalize, float* values, int* indices) {
-    if (E > 32 * RS_MAX || topk > 32) {
-        router_select_warp_shared(lg, E, topk, normalize, values, indices);
-        return;
-    }
-    int lane = threadIdx.x & 31;
-    float v[RS_MAX];
-#pragma unroll
-    for (int i = 0; i < RS_MAX; i++) v[i] = lane + 32 * i < E ? lg[lane + 32 * i] : -ORBIT_INF;
-    float m = -ORBIT_INF;
-#pragma unroll
-    for (int i = 0; i < RS_MAX; i++)
-        if (lane + 32 * i < E) m = fmaxf(m, v[i]);
-    m = warp_max(m);
-    float s = 0.0f;
-#pragma unroll
-    for (int i = 0; i < RS_MAX; i++)
-        if (lane + 32 * i < E) s += expf(v[i] - m);
-    s = warp_sum(s);
-    float inv = 1.0f / s;
-    float picked = 0.0f;
-    float mine = 0.0f; // lane j: the j-th pick's probability and expert
-    int mineIdx = 0x7fffffff;
-    for (int j = 0; j < topk; j++) {
-        float bv = -ORBIT_INF;
-        int bi = 0x7fffffff;
-#pragma unroll
-        for (int i = 0; i < RS_MAX; i++) {
-            int e = lane + 32 * i;
-            if (e < E && (v[i] > bv || (v[i] == bv && e < bi))) {
-                bv = v[i];
-                bi = e;
-            }
-        }
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-            if (ov > bv || (ov == bv && oi < bi)) {
-                bv = ov;
-                bi = oi;
-            }
-        }
-        float p = expf(bv - m) * inv;
-        picked += p;
-        if (lane == j) {
-            mine = p;
-            mineIdx = bi;
-        }
-#pragma unroll
-        for (int i = 0; i < RS_MAX; i++)
-            if (lane + 32 * i == bi) v[i] = -ORBIT_INF; // taken (none when no logit is a number)
-    }
-    if (lane < topk) {
-        values[lane] = normalize ? mine * (1.0f / picked) : mine;
-        indices[lane] = mineIdx;
-        if ((unsigned) mineIdx < (unsigned) E) lg[mineIdx] = -ORBIT_INF;
-    }
-    __syncwarp();
 }

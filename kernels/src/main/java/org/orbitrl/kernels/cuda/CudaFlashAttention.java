@@ -86,6 +86,8 @@ final class CudaFlashAttention {
     private final Kernel pagedMmaPrepPre128;
     private final Kernel pagedMmaPrepTk64;   // the same without clusters, the splits merged on a ticket
     private final Kernel pagedMmaPrepTk128;
+    private final Kernel pagedMmaPrepQf64;   // the cluster form with q made before the first copies (PREP_Q_FIRST_PROPERTY)
+    private final Kernel pagedMmaPrepQf128;
     private final Kernel pagedMma3xPrepTk64;
     private final Kernel pagedMma3xPrepTk128;
     private final Kernel combine;
@@ -123,6 +125,8 @@ final class CudaFlashAttention {
         this.pagedMmaPrepPre128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_pre_d128_kvbf16");
         this.pagedMmaPrepTk64 = ctx.kernel("paged_decode", "paged_decode_mma_prep_tk_d64_kvbf16");
         this.pagedMmaPrepTk128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_tk_d128_kvbf16");
+        this.pagedMmaPrepQf64 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qf_d64_kvbf16");
+        this.pagedMmaPrepQf128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qf_d128_kvbf16");
         this.pagedMma3xPrepTk64 = ctx.kernel("paged_decode", "paged_decode_mma3_prep_tk_d64_kvbf16");
         this.pagedMma3xPrepTk128 = ctx.kernel("paged_decode", "paged_decode_mma3_prep_tk_d128_kvbf16");
         this.kvWriteBf16 = ctx.kernel("flash_attention", "paged_kv_write_kvbf16");
@@ -257,6 +261,13 @@ final class CudaFlashAttention {
      * 3.060 against 2.931-2.938 with the prologues.
      */
     static final String PREP_MERGE_PROPERTY = "orbit.cuda.prepMerge";
+    /**
+     * {@code -Dorbit.cuda.prepQFirst=on} (opt-in, read at each call): the prepared attention's cluster form at a ring of two
+     * without its prologue makes q (its loads, the head norm and the rope) before it issues its first tiles' copies
+     * ({@code paged_decode_mma_prep_qf_*}) instead of after them; the same bits. The kernel timeline put q ready 3.3 µs
+     * after those copies were issued.
+     */
+    static final String PREP_Q_FIRST_PROPERTY = "orbit.cuda.prepQFirst";
     /** The most blocks of a (sequence, kv head)'s cluster (sm_90's non-portable limit). */
     static final int PREP_MAX_CLUSTER = 16;
     /** The widest tables (in keys) {@link #prepAttention} takes where the default key splits outnumber a cluster's blocks. */
@@ -333,7 +344,9 @@ final class CudaFlashAttention {
         Kernel kernel = ticketed
                 ? ring == 3 ? (d == 64 ? pagedMma3xPrepTk64 : pagedMma3xPrepTk128) : (d == 64 ? pagedMmaPrepTk64 : pagedMmaPrepTk128)
                 : ring == 3 ? (d == 64 ? pagedMma3xPrep64 : pagedMma3xPrep128)
-                : prologue() ? (d == 64 ? pagedMmaPrepPre64 : pagedMmaPrepPre128) : (d == 64 ? pagedMmaPrep64 : pagedMmaPrep128);
+                : prologue() ? (d == 64 ? pagedMmaPrepPre64 : pagedMmaPrepPre128)
+                : Switches.onOff(PREP_Q_FIRST_PROPERTY, false) ? (d == 64 ? pagedMmaPrepQf64 : pagedMmaPrepQf128)
+                : (d == 64 ? pagedMmaPrep64 : pagedMmaPrep128);
         // the warps' rings, reused for their merge, then the block's partial past it (a cluster) or the last block's split
         // weights (G · (splits + 1) floats, on a ticket)
         int shared = ticketed ? Math.max(Math.max(mmaStageBytes(ring, d), mmaMergeBytes(d)), 4 * group * (cluster + 1))

@@ -434,7 +434,7 @@ __device__ __forceinline__ void pm_new_row(u16* krow, u16* vrow, const PmNewRow<
 // PREP: the step's preparation folded in (PmPrep), the blocks of a (sequence, kv head) dealing its key tiles out in turn;
 // DSM: those blocks one cluster that merges its partials through distributed shared memory (else, with tickets, the last
 // block to finish merges them from global memory as the merged kernels do).
-template <int D, int ST, bool PREP = false, bool DSM = PREP>
+template <int D, int ST, bool PREP = false, bool DSM = PREP, bool QFIRST = false>
 __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 qH, const u16* kc, const u16* vc, const int* tables,
                                           int maxBlocks, const int* lens, int blockSize, float* out, i64 oB, i64 oH, int Hq, int Hkv,
                                           int window, float scale, const float* sinks, int splits, int splitLen, float* partAcc,
@@ -499,6 +499,109 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
             cp_async16_zfill(kd + (unsigned) (TILE * 2) + 16 * c, vr + 8 * c, valid);
         }
     };
+    // q as the A operand: rows g and g + 8 are query heads kvh * G + row (zero past G), k-step kk's columns 16 kk + 2t,
+    // + 1 (a0, a1) and + 8, + 9 (a2, a3)
+    unsigned qa[KS][4];
+    // made here (QFIRST: before the first tiles' copies are issued, so that q's round trips overlap the block tables' and
+    // the copies'; else after them), the same expressions either way
+    auto makeQ = [&]() {
+        if (PREP) {
+            // the lanes of row r = g + 8h hold its columns 16 kk + 2t + (0, 1, 8, 9) (y[h][kk][0..3]), between the four of
+            // them all D: the norm's sum of squares over two shuffles; a pair of the rope is within one lane (c and c + D / 2
+            // are k-steps kk and kk + KS / 2; 2i and 2i + 1 adjacent)
+            float y[2][KS][4];
+            int p = prep->pos[b];
+            bool rot = p >= 0 && p < prep->maxPos;
+            if (!rot && split == 0 && kvh == 0 && threadIdx.x == 0) report_error(prep->err, ERR_POSITION_OUT_OF_RANGE, p, b);
+            // every load first (both rows' q, the norm's weights and the rope's row for the lane's columns, which both rows
+            // share), so that their round trips overlap rather than follow one another row by row (4 µs of the attention's
+            // 12 in the kernel timeline); then the same expressions as before, row by row
+    #pragma unroll
+            for (int h = 0; h < 2; h++) {
+                int r = g + 8 * h;
+                const float* qr = q + (i64) b * qB + (i64) (kvh * G + (r < G ? r : 0)) * qH;
+    #pragma unroll
+                for (int kk = 0; kk < KS; kk++) {
+                    float2 x0 = r < G ? *(const float2*) (qr + 16 * kk + 2 * t) : make_float2(0.0f, 0.0f);
+                    float2 x1 = r < G ? *(const float2*) (qr + 16 * kk + 2 * t + 8) : make_float2(0.0f, 0.0f);
+                    y[h][kk][0] = x0.x;
+                    y[h][kk][1] = x0.y;
+                    y[h][kk][2] = x1.x;
+                    y[h][kk][3] = x1.y;
+                }
+            }
+            float nwv[KS][4];
+            if (prep->qNorm != nullptr) {
+    #pragma unroll
+                for (int kk = 0; kk < KS; kk++)
+    #pragma unroll
+                    for (int e = 0; e < 4; e++) nwv[kk][e] = pm_norm_weight(prep->qNorm, prep->normBf16, 16 * kk + 2 * t + (e & 1) + 8 * (e >> 1));
+            }
+            float cs[KS][4], sn[KS][4]; // the rope's factors as each column's pm_rotate takes them
+            if (rot) {
+                const float* cr = prep->cosT + (i64) p * (D / 2);
+                const float* sr = prep->sinT + (i64) p * (D / 2);
+    #pragma unroll
+                for (int kk = 0; kk < KS; kk++)
+    #pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        int jj = prep->interleaved ? (16 * kk + 2 * t + 8 * (e >> 1)) >> 1 : 16 * (kk % (KS / 2)) + 2 * t + (e & 1) + 8 * (e >> 1);
+                        bool used = prep->interleaved ? (e & 1) == 0 : kk < KS / 2;
+                        cs[kk][e] = used ? cr[jj] : 0.0f;
+                        sn[kk][e] = used ? sr[jj] : 0.0f;
+                    }
+            }
+    #pragma unroll
+            for (int h = 0; h < 2; h++) {
+                float ss = 0.0f;
+    #pragma unroll
+                for (int kk = 0; kk < KS; kk++) {
+                    ss += y[h][kk][0] * y[h][kk][0] + y[h][kk][1] * y[h][kk][1] + y[h][kk][2] * y[h][kk][2] + y[h][kk][3] * y[h][kk][3];
+                }
+                if (prep->qNorm != nullptr) {
+                    ss += __shfl_xor_sync(0xffffffffu, ss, 1);
+                    ss += __shfl_xor_sync(0xffffffffu, ss, 2);
+                    float inv = 1.0f / sqrtf(ss / (float) D + prep->eps);
+    #pragma unroll
+                    for (int kk = 0; kk < KS; kk++)
+    #pragma unroll
+                        for (int e = 0; e < 4; e++) y[h][kk][e] = nwv[kk][e] * (y[h][kk][e] * inv);
+                }
+                if (rot) {
+                    if (prep->interleaved) {
+    #pragma unroll
+                        for (int kk = 0; kk < KS; kk++)
+    #pragma unroll
+                            for (int e = 0; e < 4; e += 2) pm_rotate(y[h][kk][e], y[h][kk][e + 1], cs[kk][e], sn[kk][e]);
+                    } else {
+    #pragma unroll
+                        for (int kk = 0; kk < KS / 2; kk++)
+    #pragma unroll
+                            for (int e = 0; e < 4; e++) pm_rotate(y[h][kk][e], y[h][kk + KS / 2][e], cs[kk][e], sn[kk][e]);
+                    }
+                }
+    #pragma unroll
+                for (int kk = 0; kk < KS; kk++) {
+                    qa[kk][h] = pm_pack(y[h][kk][0], y[h][kk][1]);
+                    qa[kk][2 + h] = pm_pack(y[h][kk][2], y[h][kk][3]);
+                }
+            }
+        } else {
+    #pragma unroll
+            for (int h = 0; h < 2; h++) {
+                int r = g + 8 * h;
+                const float* qr = q + (i64) b * qB + (i64) (kvh * G + (r < G ? r : 0)) * qH;
+    #pragma unroll
+                for (int kk = 0; kk < KS; kk++) {
+                    float2 x0 = r < G ? *(const float2*) (qr + 16 * kk + 2 * t) : make_float2(0.0f, 0.0f);
+                    float2 x1 = r < G ? *(const float2*) (qr + 16 * kk + 2 * t + 8) : make_float2(0.0f, 0.0f);
+                    qa[kk][h] = pm_pack(x0.x, x0.y);
+                    qa[kk][2 + h] = pm_pack(x1.x, x1.y);
+                }
+            }
+        }
+    };
+    if (QFIRST) makeQ();
     int mine = tiles > first ? (tiles - first + stride - 1) / stride : 0; // this warp's tiles
 #pragma unroll
     for (int i = 0; i < ST - 1; i++) {
@@ -513,104 +616,7 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
     if (holdsNew) pm_new_row_load<D>(nr, *prep, b, kvh, Hkv, lane);
     ORBIT_TRACE_MARK(0); // the first tiles' copies issued
 
-    // q as the A operand: rows g and g + 8 are query heads kvh * G + row (zero past G), k-step kk's columns 16 kk + 2t,
-    // + 1 (a0, a1) and + 8, + 9 (a2, a3)
-    unsigned qa[KS][4];
-    if (PREP) {
-        // the lanes of row r = g + 8h hold its columns 16 kk + 2t + (0, 1, 8, 9) (y[h][kk][0..3]), between the four of
-        // them all D: the norm's sum of squares over two shuffles; a pair of the rope is within one lane (c and c + D / 2
-        // are k-steps kk and kk + KS / 2; 2i and 2i + 1 adjacent)
-        float y[2][KS][4];
-        int p = prep->pos[b];
-        bool rot = p >= 0 && p < prep->maxPos;
-        if (!rot && split == 0 && kvh == 0 && threadIdx.x == 0) report_error(prep->err, ERR_POSITION_OUT_OF_RANGE, p, b);
-        // every load first (both rows' q, the norm's weights and the rope's row for the lane's columns, which both rows
-        // share), so that their round trips overlap rather than follow one another row by row (4 µs of the attention's
-        // 12 in the kernel timeline); then the same expressions as before, row by row
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            int r = g + 8 * h;
-            const float* qr = q + (i64) b * qB + (i64) (kvh * G + (r < G ? r : 0)) * qH;
-#pragma unroll
-            for (int kk = 0; kk < KS; kk++) {
-                float2 x0 = r < G ? *(const float2*) (qr + 16 * kk + 2 * t) : make_float2(0.0f, 0.0f);
-                float2 x1 = r < G ? *(const float2*) (qr + 16 * kk + 2 * t + 8) : make_float2(0.0f, 0.0f);
-                y[h][kk][0] = x0.x;
-                y[h][kk][1] = x0.y;
-                y[h][kk][2] = x1.x;
-                y[h][kk][3] = x1.y;
-            }
-        }
-        float nwv[KS][4];
-        if (prep->qNorm != nullptr) {
-#pragma unroll
-            for (int kk = 0; kk < KS; kk++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) nwv[kk][e] = pm_norm_weight(prep->qNorm, prep->normBf16, 16 * kk + 2 * t + (e & 1) + 8 * (e >> 1));
-        }
-        float cs[KS][4], sn[KS][4]; // the rope's factors as each column's pm_rotate takes them
-        if (rot) {
-            const float* cr = prep->cosT + (i64) p * (D / 2);
-            const float* sr = prep->sinT + (i64) p * (D / 2);
-#pragma unroll
-            for (int kk = 0; kk < KS; kk++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    int jj = prep->interleaved ? (16 * kk + 2 * t + 8 * (e >> 1)) >> 1 : 16 * (kk % (KS / 2)) + 2 * t + (e & 1) + 8 * (e >> 1);
-                    bool used = prep->interleaved ? (e & 1) == 0 : kk < KS / 2;
-                    cs[kk][e] = used ? cr[jj] : 0.0f;
-                    sn[kk][e] = used ? sr[jj] : 0.0f;
-                }
-        }
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            float ss = 0.0f;
-#pragma unroll
-            for (int kk = 0; kk < KS; kk++) {
-                ss += y[h][kk][0] * y[h][kk][0] + y[h][kk][1] * y[h][kk][1] + y[h][kk][2] * y[h][kk][2] + y[h][kk][3] * y[h][kk][3];
-            }
-            if (prep->qNorm != nullptr) {
-                ss += __shfl_xor_sync(0xffffffffu, ss, 1);
-                ss += __shfl_xor_sync(0xffffffffu, ss, 2);
-                float inv = 1.0f / sqrtf(ss / (float) D + prep->eps);
-#pragma unroll
-                for (int kk = 0; kk < KS; kk++)
-#pragma unroll
-                    for (int e = 0; e < 4; e++) y[h][kk][e] = nwv[kk][e] * (y[h][kk][e] * inv);
-            }
-            if (rot) {
-                if (prep->interleaved) {
-#pragma unroll
-                    for (int kk = 0; kk < KS; kk++)
-#pragma unroll
-                        for (int e = 0; e < 4; e += 2) pm_rotate(y[h][kk][e], y[h][kk][e + 1], cs[kk][e], sn[kk][e]);
-                } else {
-#pragma unroll
-                    for (int kk = 0; kk < KS / 2; kk++)
-#pragma unroll
-                        for (int e = 0; e < 4; e++) pm_rotate(y[h][kk][e], y[h][kk + KS / 2][e], cs[kk][e], sn[kk][e]);
-                }
-            }
-#pragma unroll
-            for (int kk = 0; kk < KS; kk++) {
-                qa[kk][h] = pm_pack(y[h][kk][0], y[h][kk][1]);
-                qa[kk][2 + h] = pm_pack(y[h][kk][2], y[h][kk][3]);
-            }
-        }
-    } else {
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            int r = g + 8 * h;
-            const float* qr = q + (i64) b * qB + (i64) (kvh * G + (r < G ? r : 0)) * qH;
-#pragma unroll
-            for (int kk = 0; kk < KS; kk++) {
-                float2 x0 = r < G ? *(const float2*) (qr + 16 * kk + 2 * t) : make_float2(0.0f, 0.0f);
-                float2 x1 = r < G ? *(const float2*) (qr + 16 * kk + 2 * t + 8) : make_float2(0.0f, 0.0f);
-                qa[kk][h] = pm_pack(x0.x, x0.y);
-                qa[kk][2 + h] = pm_pack(x1.x, x1.y);
-            }
-        }
-    }
+    if (!QFIRST) makeQ();
     ORBIT_TRACE_MARK(1); // q ready
     // running max and this lane's share of the sum for rows g (0) and g + 8 (1); the sink joins split 0 once (warp 0)
     float m[2], l[2];
@@ -889,7 +895,7 @@ PM_KERNEL(paged_decode_mma3_d64_kvbf16, 64, 3)
 // partMl and tickets unused. Without (paged_decode_mma*_prep_tk_*: a plain launch, so a programmatic dependent where the
 // step's launches are): they write their partials to partAcc and partMl, and the last to finish merges them as the
 // merged kernels do (tickets: i32 [B * Hkv] of zeros, left zero). The same bits either way.
-#define PM_PREP_KERNEL(NAME, D, ST, DSM)                                                                               \
+#define PM_PREP_KERNEL(NAME, D, ST, DSM, QF)                                                                           \
     extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) NAME(PAGED_DECODE_ARGS(u16), const float* pk,           \
         const float* pv, const void* qNorm, const void* kNorm, int normBf16, float eps, const int* pos, const float* cosT, \
         const float* sinT, int interleaved, int maxPos, const int* slots, int* err, int* tickets) {                      \
@@ -897,18 +903,21 @@ PM_KERNEL(paged_decode_mma3_d64_kvbf16, 64, 3)
         pdl_enter();                                                                                                   \
         extern __shared__ __align__(16) u16 NAME##_sm[];                                                               \
         PmPrep prep{pk, pv, qNorm, kNorm, normBf16, eps, pos, cosT, sinT, interleaved, maxPos, slots, err};            \
-        pm_decode<D, ST, true, DSM>(NAME##_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq,   \
+        pm_decode<D, ST, true, DSM, QF>(NAME##_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq,   \
                                     Hkv, window, scale, sinks, splits, splitLen, partAcc, partMl, tickets, &prep);      \
     }
 
-PM_PREP_KERNEL(paged_decode_mma_prep_d128_kvbf16, 128, 2, true)
-PM_PREP_KERNEL(paged_decode_mma_prep_d64_kvbf16, 64, 2, true)
-PM_PREP_KERNEL(paged_decode_mma3_prep_d128_kvbf16, 128, 3, true)
-PM_PREP_KERNEL(paged_decode_mma3_prep_d64_kvbf16, 64, 3, true)
-PM_PREP_KERNEL(paged_decode_mma_prep_tk_d128_kvbf16, 128, 2, false)
-PM_PREP_KERNEL(paged_decode_mma_prep_tk_d64_kvbf16, 64, 2, false)
-PM_PREP_KERNEL(paged_decode_mma3_prep_tk_d128_kvbf16, 128, 3, false)
-PM_PREP_KERNEL(paged_decode_mma3_prep_tk_d64_kvbf16, 64, 3, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_d128_kvbf16, 128, 2, true, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_d64_kvbf16, 64, 2, true, false)
+PM_PREP_KERNEL(paged_decode_mma3_prep_d128_kvbf16, 128, 3, true, false)
+PM_PREP_KERNEL(paged_decode_mma3_prep_d64_kvbf16, 64, 3, true, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_tk_d128_kvbf16, 128, 2, false, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_tk_d64_kvbf16, 64, 2, false, false)
+PM_PREP_KERNEL(paged_decode_mma3_prep_tk_d128_kvbf16, 128, 3, false, false)
+PM_PREP_KERNEL(paged_decode_mma3_prep_tk_d64_kvbf16, 64, 3, false, false)
+// The cluster form with q made before the first tiles' copies are issued (-Dorbit.cuda.prepQFirst=on): the same bits.
+PM_PREP_KERNEL(paged_decode_mma_prep_qf_d128_kvbf16, 128, 2, true, true)
+PM_PREP_KERNEL(paged_decode_mma_prep_qf_d64_kvbf16, 64, 2, true, true)
 
 // The prepared attention's prologue (paged_decode_mma_prep_pre_*): before the kernel's wait, the lines its body reads
 // first are asked of the L2, so that their DRAM reads overlap the launch before it (the q/k/v projections): each warp's

@@ -88,3 +88,61 @@ __device__ __forceinline__ void router_select_warp(float* lg, int E, int topk, i
         for (int j = 0; j < topk; j++) values[j] *= r;
     }
 }
+
+// router_select_warp's picks and values by every thread of the block (sh: at least 2 + topk floats of shared memory):
+// where every logit is finite and topk <= 30, each logit's rank in router_select_warp's order (the larger value, then
+// the lower expert) is the count of the logits before it in that order, and the logits of rank below topk are the picks
+// in order; the softmax's max and sum are router_select_warp's (its first warp's loops), each pick's probability its
+// expression, the normalisation the sum of the picks in order. Otherwise the first warp selects as router_select_warp.
+// lg is left as it was where the ranks select.
+__device__ __forceinline__ void router_select_ranked(float* lg, int E, int topk, int normalize, float* values, int* indices,
+                                                     float* sh) {
+    __shared__ int nonFinite;
+    if (threadIdx.x == 0) nonFinite = 0;
+    __syncthreads();
+    for (int e = threadIdx.x; e < E; e += blockDim.x)
+        if (!(fabsf(lg[e]) < ORBIT_INF)) nonFinite = 1;
+    __syncthreads();
+    if (nonFinite || topk > 30) {
+        if (threadIdx.x < 32) router_select_warp(lg, E, topk, normalize, values, indices);
+        return;
+    }
+    if (threadIdx.x < 32) {
+        int lane = threadIdx.x;
+        float m = -ORBIT_INF;
+        for (int e = lane; e < E; e += 32) m = fmaxf(m, lg[e]);
+        m = warp_max(m);
+        float s = 0.0f;
+        for (int e = lane; e < E; e += 32) s += expf(lg[e] - m);
+        s = warp_sum(s);
+        if (lane == 0) {
+            sh[0] = m;
+            sh[1] = 1.0f / s;
+        }
+    }
+    __syncthreads();
+    float m = sh[0];
+    float inv = sh[1];
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+        float x = lg[e];
+        int rank = 0;
+        for (int j = 0; j < E; j++) {
+            float y = lg[j];
+            rank += y > x || (y == x && j < e) ? 1 : 0;
+        }
+        if (rank < topk) {
+            sh[2 + rank] = expf(x - m) * inv;
+            indices[rank] = e;
+        }
+    }
+    __syncthreads();
+    if ((int) threadIdx.x < topk) {
+        float p = sh[2 + threadIdx.x];
+        if (normalize) {
+            float picked = 0.0f;
+            for (int j = 0; j < topk; j++) picked += sh[2 + j];
+            p *= 1.0f / picked;
+        }
+        values[threadIdx.x] = p;
+    }
+}

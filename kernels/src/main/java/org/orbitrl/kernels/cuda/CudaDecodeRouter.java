@@ -45,13 +45,6 @@ public final class CudaDecodeRouter {
      * (Qwen3-30B-A3B's captured one-sequence step): 2.903-2.921 ms against 2.930-2.954 with {@code off}.
      */
     static final String ROUTER_PROLOGUE_PROPERTY = "orbit.cuda.routerPrologue";
-    /**
-     * {@code -Dorbit.cuda.routerRanked=on} (opt-in, read at each call): the prologue router's last block selects with all
-     * its threads ({@code moe_router_norm_topk_pre_rk}, {@code router_select_ranked}: each logit's rank counted against
-     * the others) instead of one warp's rounds, where every logit is finite; the same picks and values. The kernel
-     * timeline put the one warp's selection at 3.7 µs of the router's 7.1 a layer.
-     */
-    static final String ROUTER_RANKED_PROPERTY = "orbit.cuda.routerRanked";
     /** Most frozen tensors one router launch asks of the L2 ({@link #prefetchFrozen}; the kernels' a0..a2). */
     static final int AHEAD = 3;
 
@@ -60,7 +53,6 @@ public final class CudaDecodeRouter {
     private final CudaMoeOps moeOps;
     private final Kernel routerNormTopk;
     private final Kernel routerNormTopkPre;
-    private final Kernel routerNormTopkPreRanked;
     private final Kernel routerTiles;
     private final Kernel routerAddNormTopk;
     private final Kernel routerAddNormTopkPre;
@@ -75,7 +67,6 @@ public final class CudaDecodeRouter {
         this.moeOps = moeOps;
         this.routerNormTopk = ctx.kernel("moe", "moe_router_norm_topk");
         this.routerNormTopkPre = ctx.kernel("moe", "moe_router_norm_topk_pre");
-        this.routerNormTopkPreRanked = ctx.kernel("moe", "moe_router_norm_topk_pre_rk");
         this.routerTiles = ctx.kernel("moe", "moe_router_tiles");
         this.routerAddNormTopk = ctx.kernel("moe", "moe_router_add_norm_topk");
         this.routerAddNormTopkPre = ctx.kernel("moe", "moe_router_add_norm_topk_pre");
@@ -303,8 +294,7 @@ public final class CudaDecodeRouter {
         }
         all[all.length - 1] = aheadBulk ? 1 : 0;
         ahead.clear();
-        ctx.launch2dShared(pre == routerNormTopkPre && Switches.onOff(ROUTER_RANKED_PROPERTY, false) ? routerNormTopkPreRanked : pre, gridX,
-                tokens, 32 * ROUTER_WARPS, shared, all);
+        ctx.launch2dShared(pre, gridX, tokens, 32 * ROUTER_WARPS, shared, all);
     }
 
     /** Whether {@link #ROUTER_PROLOGUE_PROPERTY} asks for the prologue form. */

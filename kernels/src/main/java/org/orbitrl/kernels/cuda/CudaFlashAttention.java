@@ -86,7 +86,7 @@ final class CudaFlashAttention {
     private final Kernel pagedMmaPrepPre128;
     private final Kernel pagedMmaPrepTk64;   // the same without clusters, the splits merged on a ticket
     private final Kernel pagedMmaPrepTk128;
-    private final Kernel pagedMmaPrepQf64;   // the cluster form with q made before the first copies (PREP_Q_FIRST_PROPERTY)
+    private final Kernel pagedMmaPrepQf64;   // the cluster form with q made before the first copies (PREP_Q_FIRST_PROPERTY, the default)
     private final Kernel pagedMmaPrepQf128;
     private final Kernel pagedMma3xPrepTk64;
     private final Kernel pagedMma3xPrepTk128;
@@ -262,12 +262,19 @@ final class CudaFlashAttention {
      */
     static final String PREP_MERGE_PROPERTY = "orbit.cuda.prepMerge";
     /**
-     * {@code -Dorbit.cuda.prepQFirst=on} (opt-in, read at each call): the prepared attention's cluster form at a ring of two
-     * without its prologue makes q (its loads, the head norm and the rope) before it issues its first tiles' copies
-     * ({@code paged_decode_mma_prep_qf_*}) instead of after them; the same bits. The kernel timeline put q ready 3.3 µs
-     * after those copies were issued.
+     * {@code -Dorbit.cuda.prepQFirst=on|off} (read at each call; on by default): the prepared attention's cluster form at a
+     * ring of two without its prologue makes q (its loads, the head norm and the rope) before it issues its first tiles'
+     * copies ({@code paged_decode_mma_prep_qf_*}), so that q's round trips overlap the block tables' and the copies',
+     * instead of after them ({@code off}: {@code paged_decode_mma_prep_*}); the same bits. The kernel timeline put q ready
+     * 3.3 µs after those copies were issued; on an H100 the captured one-sequence step of the Qwen3-30B-A3B shape took
+     * 2.832-2.848 ms with it against 2.873-2.889 without (one JVM).
      */
     static final String PREP_Q_FIRST_PROPERTY = "orbit.cuda.prepQFirst";
+
+    /** Whether {@link #PREP_Q_FIRST_PROPERTY} asks for the q-first kernels. */
+    static boolean prepQFirst() {
+        return Switches.onOff(PREP_Q_FIRST_PROPERTY, true);
+    }
     /** The most blocks of a (sequence, kv head)'s cluster (sm_90's non-portable limit). */
     static final int PREP_MAX_CLUSTER = 16;
     /** The widest tables (in keys) {@link #prepAttention} takes where the default key splits outnumber a cluster's blocks. */
@@ -345,7 +352,7 @@ final class CudaFlashAttention {
                 ? ring == 3 ? (d == 64 ? pagedMma3xPrepTk64 : pagedMma3xPrepTk128) : (d == 64 ? pagedMmaPrepTk64 : pagedMmaPrepTk128)
                 : ring == 3 ? (d == 64 ? pagedMma3xPrep64 : pagedMma3xPrep128)
                 : prologue() ? (d == 64 ? pagedMmaPrepPre64 : pagedMmaPrepPre128)
-                : Switches.onOff(PREP_Q_FIRST_PROPERTY, false) ? (d == 64 ? pagedMmaPrepQf64 : pagedMmaPrepQf128)
+                : prepQFirst() ? (d == 64 ? pagedMmaPrepQf64 : pagedMmaPrepQf128)
                 : (d == 64 ? pagedMmaPrep64 : pagedMmaPrep128);
         // the warps' rings, reused for their merge, then the block's partial past it (a cluster) or the last block's split
         // weights (G · (splits + 1) floats, on a ticket)

@@ -325,7 +325,6 @@ __device__ __forceinline__ void router_prologue(const uint4* w, int H, int E, co
 // moe_router_norm_topk's body; with d (not null) the row staged is x[t] + d[t] (one f32 add a value, add_rmsnorm's sum),
 // and each block writes its share of that sum to sum[t] (the residual stream after the attention) beside its share of h.
 // fetched: q holds router_row_fetch's loads already (issued before the kernel's wait), else they are issued here.
-template <bool RANKED = false>
 __device__ __forceinline__ void router_norm_topk(const float* x, const float* d, float* sum, const void* nw, int nwBf16,
                                                  float eps, float* h, const uint4* w, int H, int E, int topk, int normalize,
                                                  float* logits, int* tickets, float* values, int* indices, uint4* q,
@@ -411,10 +410,7 @@ __device__ __forceinline__ void router_norm_topk(const float* x, const float* d,
     for (int c = threadIdx.x; c < E; c += blockDim.x) lg[c] = ((volatile const float*) logits)[(i64) t * E + c]; // past L1: other blocks wrote them
     __syncthreads();
     ORBIT_TRACE_MARK(2); // the logits read back
-    if (RANKED) {
-        router_select_ranked(lg, E, topk, normalize, values + (i64) t * topk, indices + (i64) t * topk, red);
-        if (threadIdx.x == 0) tickets[t] = 0;
-    } else if (threadIdx.x < 32) {
+    if (threadIdx.x < 32) {
         router_select_warp(lg, E, topk, normalize, values + (i64) t * topk, indices + (i64) t * topk);
         if (threadIdx.x == 0) tickets[t] = 0;
     }
@@ -444,21 +440,6 @@ extern "C" __global__ void moe_router_norm_topk_pre(const float* x, const void* 
     router_prologue(w, H, E, nw, nwBf16, a0, n0, a1, n1, a2, n2, bulk, q);
     pdl_enter();
     router_norm_topk(x, nullptr, nullptr, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices, q,
-                     true);
-}
-
-// moe_router_norm_topk_pre whose last block selects with all its threads (router_select_ranked: each finite logit's
-// rank counted against all of them) instead of one warp's eight rounds (-Dorbit.cuda.routerRanked=on, opt-in); the same
-// picks and values.
-extern "C" __global__ void moe_router_norm_topk_pre_rk(const float* x, const void* nw, int nwBf16, float eps, float* h,
-                                                    const uint4* w, int H, int E, int topk, int normalize, float* logits,
-                                                    int* tickets, float* values, int* indices, const char* a0, long long n0,
-                                                    const char* a1, long long n1, const char* a2, long long n2, int bulk) {
-    ORBIT_TRACE_KERNEL();
-    uint4 q[8];
-    router_prologue(w, H, E, nw, nwBf16, a0, n0, a1, n1, a2, n2, bulk, q);
-    pdl_enter();
-    router_norm_topk<true>(x, nullptr, nullptr, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices, q,
                      true);
 }
 

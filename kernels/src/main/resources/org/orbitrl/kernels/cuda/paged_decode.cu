@@ -915,7 +915,8 @@ PM_PREP_KERNEL(paged_decode_mma_prep_tk_d128_kvbf16, 128, 2, false, false)
 PM_PREP_KERNEL(paged_decode_mma_prep_tk_d64_kvbf16, 64, 2, false, false)
 PM_PREP_KERNEL(paged_decode_mma3_prep_tk_d128_kvbf16, 128, 3, false, false)
 PM_PREP_KERNEL(paged_decode_mma3_prep_tk_d64_kvbf16, 64, 3, false, false)
-// The cluster form with q made before the first tiles' copies are issued (-Dorbit.cuda.prepQFirst=on): the same bits.
+// The cluster form with q made before the first tiles' copies are issued (the default; -Dorbit.cuda.prepQFirst=off for the
+// kernels above): the same bits.
 PM_PREP_KERNEL(paged_decode_mma_prep_qf_d128_kvbf16, 128, 2, true, true)
 PM_PREP_KERNEL(paged_decode_mma_prep_qf_d64_kvbf16, 64, 2, true, true)
 

@@ -299,6 +299,36 @@ class CudaPrepAttentionTest extends CudaTestBase {
     }
 
     /**
+     * {@code -Dorbit.cuda.prepQFirst} (on by default: {@code paged_decode_mma_prep_qf_*}, q made before the first tiles'
+     * copies are issued) gives the output and caches of the kernel that makes q after them ({@code =off}) bit for bit, in
+     * every case above with the cluster the launcher picks and with 1, 5 and 16 blocks forced, with dependent launches off
+     * and on; the launch is the q-first kernel's: with it left out the output keeps its poison.
+     */
+    @Test
+    void qMadeFirstGivesTheKernelsBits() {
+        SplittableRandom r = rng(308);
+        for (Case c : cases()) {
+            Step s = new Step(c, r);
+            for (String setting : new String[]{"on", "1", "5", "16"}) {
+                for (boolean dependent : new boolean[]{false, true}) {
+                    String what = c + ", prepAttention=" + setting + (dependent ? ", a dependent launch" : "");
+                    Result[] got = new Result[3];
+                    withProperty(CudaFlashAttention.PREP_Q_FIRST_PROPERTY, "off", () -> got[0] = chained(s, setting, "off", dependent, null));
+                    withProperty(CudaFlashAttention.PREP_Q_FIRST_PROPERTY, "on", () -> got[1] = chained(s, setting, "off", dependent, null));
+                    withProperty(CudaFlashAttention.PREP_Q_FIRST_PROPERTY, "on", () -> got[2] = chained(s, setting, "off", dependent, "_prep_qf_"));
+                    assertTrue(got[0] != null && got[1] != null, what + ": declined a case it takes");
+                    assertBitsEqual(what + ": output", got[0].out(), got[1].out());
+                    assertBitsEqual(what + ": keys", got[0].keys(), got[1].keys());
+                    assertBitsEqual(what + ": values", got[0].values(), got[1].values());
+                    for (float v : got[2].out()) {
+                        assertTrue(Float.isNaN(v), what + ": an output written with the q-first kernel left out");
+                    }
+                }
+            }
+        }
+    }
+
+    /**
      * The fused call on fresh copies of the step's caches right after a launch that writes its q (the step's q plus
      * zeros, by {@code addRmsNorm}), under {@code -Dorbit.cuda.prepAttention=setting} and {@code attentionPrologue},
      * with dependent launches on or off, {@code omit} left out; null where it declined.

@@ -19,7 +19,9 @@ import static org.orbitrl.kernels.cuda.CudaTestBase.valueWithProperty;
  * The one-row prologue products' switch ({@code orbit.cuda.gemvPrologue=on|plain|l2|off}, plain by default), the launcher's
  * bound on a lane's steps against the kernel's own ({@code BGP_STEPS} in bgemv.cu), and the routed experts' down prologue
  * switch ({@code orbit.cuda.downPrologue=on|off}, on by default), the router's ({@code orbit.cuda.routerPrologue=on|off},
- * on by default) and the prepared attention's ({@code orbit.cuda.attentionPrologue=on|off}, off by default): no GPU needed.
+ * on by default) and the prepared attention's ({@code orbit.cuda.attentionPrologue=on|off}, off by default); q, k and v's
+ * build for one wave ({@code orbit.cuda.qkvWave=on|off}) and the attention's q made first ({@code orbit.cuda.prepQFirst=on|off}),
+ * both on by default: no GPU needed.
  */
 class GemvPrologueSwitchTest {
 
@@ -50,6 +52,20 @@ class GemvPrologueSwitchTest {
             assertTrue(m.find(), "bgemv.cu defines BGP_STEPS");
             assertEquals(Integer.parseInt(m.group(1)), CudaQgemv.PROLOGUE_STEPS, "a lane's steps the kernel holds in registers");
         }
+    }
+
+    @Test
+    void theOneWaveAndQFirstSwitches() {
+        String wave = CudaQgemv.WAVE_PROPERTY;
+        assertTrue(valueWithProperty(wave, null, CudaQgemv::waveAsked), "one wave by default");
+        assertFalse(valueWithProperty(wave, "off", CudaQgemv::waveAsked), "off: the four-blocks build");
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> valueWithProperty(wave, "5", CudaQgemv::waveAsked));
+        assertTrue(e.getMessage().contains("orbit.cuda.qkvWave=5"), e.getMessage());
+        String first = CudaFlashAttention.PREP_Q_FIRST_PROPERTY;
+        assertTrue(valueWithProperty(first, null, CudaFlashAttention::prepQFirst), "q first by default");
+        assertFalse(valueWithProperty(first, "off", CudaFlashAttention::prepQFirst), "off: q after the first copies");
+        e = assertThrows(IllegalArgumentException.class, () -> valueWithProperty(first, "early", CudaFlashAttention::prepQFirst));
+        assertTrue(e.getMessage().contains("orbit.cuda.prepQFirst=early"), e.getMessage());
     }
 
     @Test

@@ -40,8 +40,7 @@ final class DependentKernels {
      */
     private static final Map<String, Set<String>> PROLOGUES = Map.of("bgemv/bgemv_pre1", Set.of("w"),
             "bgemv/bgemv_norm_pre1", Set.of("w0", "w1", "w2"), "bgemv/bgemv_norm_scale_pre1", Set.of("w0", "w1", "w2"), "bgemv/bgemv_norm_scale_l2_m1", Set.of("w0", "w1", "w2", "nw"),
-            "qgemv/qgemv_down_combine_pre_int4", Set.of("ids", "codes", "scales", "zeros"), "moe/moe_router_norm_topk_pre", Set.of("w", "nw", "a0", "a1", "a2"),
-            "moe/moe_router_norm_topk_pre_rk", Set.of("w", "nw", "a0", "a1", "a2"), "moe/moe_router_add_norm_topk_pre", Set.of("w", "nw", "a0", "a1", "a2"),
+            "qgemv/qgemv_down_combine_pre_int4", Set.of("ids", "codes", "scales", "zeros"), "moe/moe_router_norm_topk_pre", Set.of("w", "nw", "a0", "a1", "a2"), "moe/moe_router_add_norm_topk_pre", Set.of("w", "nw", "a0", "a1", "a2"),
             "paged_decode/paged_decode_mma_prep_pre_d128_kvbf16", PAGED_PREFETCH, "paged_decode/paged_decode_mma_prep_pre_d64_kvbf16",
             PAGED_PREFETCH);
 
@@ -116,7 +115,6 @@ final class DependentKernels {
         s.add("moe/moe_router_topk");
         s.add("moe/moe_router_norm_topk");        // the fused decode operations (CudaFusedDecode)
         s.add("moe/moe_router_norm_topk_pre");    // its router rows' loads before the wait (PROLOGUES)
-        s.add("moe/moe_router_norm_topk_pre_rk"); // the same, its last block selecting by ranks (PROLOGUES)
         s.add("moe/moe_router_add_norm_topk");
         s.add("moe/moe_router_add_norm_topk_pre");  // with the prologue of moe_router_norm_topk_pre (PROLOGUES)
         s.add("moe/moe_router_tiles");

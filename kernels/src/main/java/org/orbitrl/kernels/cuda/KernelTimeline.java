@@ -5,6 +5,7 @@ import org.orbitrl.kernels.cuda.internal.KernelLibrary;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.BitSet;
 import java.util.Comparator;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
@@ -15,8 +16,8 @@ import java.util.Map;
 /**
  * The launches a traced build's kernels recorded ({@code -Dorbit.cuda.trace=on}; {@link CudaBackend#kernelTimeline}):
  * for each launch its kernel, its blocks, and the global timer (ns) at its blocks' starts, at the return of their wait
- * for the launch before (kernels launched as programmatic dependents; none for the others) and at their ends, in the
- * order of the launches' first block starts. A launch's <em>span</em> is how far it moves the last end of the work
+ * for the launch before ({@code pdl_enter}, which returns at once where the launch is not a programmatic dependent;
+ * none for kernels without it) and at their ends, in the order of the launches' first block starts. A launch's <em>span</em> is how far it moves the last end of the work
  * before it: its last end less the previous launch's, so that a chain's spans add up to its time.
  */
 public final class KernelTimeline {
@@ -26,7 +27,7 @@ public final class KernelTimeline {
      */
     public record Launch(long grid, String name, int blocks, int sms, long firstStart, long medianStart, long lastStart,
                          long medianWaited, long medianEnd, long lastEnd, long[] marks) {
-        /** Whether its blocks waited for the launch before (a programmatic dependent). */
+        /** Whether its blocks passed a wait for the launch before ({@code pdl_enter}). */
         public boolean waited() {
             return medianWaited != 0;
         }
@@ -42,8 +43,8 @@ public final class KernelTimeline {
 
     /**
      * The launches of {@code words} (records of {@link KernelLibrary#TRACE_WORDS} words: grid id, block | SM &lt;&lt; 40,
-     * start, waited (0: no wait), end, then block 0's name in 40 bytes); {@code dropped}: records the buffers had no room
-     * for. A launch whose block 0 left no record is named by its grid id.
+     * start, waited (0: no wait), end, block 0's name in 40 bytes, then the kernel's marks); {@code dropped}: records the
+     * buffers had no room for. A launch whose block 0 left no record is named by its grid id.
      */
     public static KernelTimeline of(long[] words, long dropped) {
         int w = KernelLibrary.TRACE_WORDS;
@@ -67,7 +68,7 @@ public final class KernelTimeline {
             long[] ends = new long[n];
             long[] waits = new long[n];
             int waited = 0;
-            java.util.BitSet sms = new java.util.BitSet();
+            BitSet sms = new BitSet();
             for (int i = 0; i < n; i++) {
                 long[] r = rs.get(i);
                 starts[i] = r[2];

@@ -516,11 +516,11 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
             // every load first (both rows' q, the norm's weights and the rope's row for the lane's columns, which both rows
             // share), so that their round trips overlap rather than follow one another row by row (4 µs of the attention's
             // 12 in the kernel timeline); then the same expressions as before, row by row
-    #pragma unroll
+#pragma unroll
             for (int h = 0; h < 2; h++) {
                 int r = g + 8 * h;
                 const float* qr = q + (i64) b * qB + (i64) (kvh * G + (r < G ? r : 0)) * qH;
-    #pragma unroll
+#pragma unroll
                 for (int kk = 0; kk < KS; kk++) {
                     float2 x0 = r < G ? *(const float2*) (qr + 16 * kk + 2 * t) : make_float2(0.0f, 0.0f);
                     float2 x1 = r < G ? *(const float2*) (qr + 16 * kk + 2 * t + 8) : make_float2(0.0f, 0.0f);
@@ -532,18 +532,18 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
             }
             float nwv[KS][4];
             if (prep->qNorm != nullptr) {
-    #pragma unroll
+#pragma unroll
                 for (int kk = 0; kk < KS; kk++)
-    #pragma unroll
+#pragma unroll
                     for (int e = 0; e < 4; e++) nwv[kk][e] = pm_norm_weight(prep->qNorm, prep->normBf16, 16 * kk + 2 * t + (e & 1) + 8 * (e >> 1));
             }
             float cs[KS][4], sn[KS][4]; // the rope's factors as each column's pm_rotate takes them
             if (rot) {
                 const float* cr = prep->cosT + (i64) p * (D / 2);
                 const float* sr = prep->sinT + (i64) p * (D / 2);
-    #pragma unroll
+#pragma unroll
                 for (int kk = 0; kk < KS; kk++)
-    #pragma unroll
+#pragma unroll
                     for (int e = 0; e < 4; e++) {
                         int jj = prep->interleaved ? (16 * kk + 2 * t + 8 * (e >> 1)) >> 1 : 16 * (kk % (KS / 2)) + 2 * t + (e & 1) + 8 * (e >> 1);
                         bool used = prep->interleaved ? (e & 1) == 0 : kk < KS / 2;
@@ -551,10 +551,10 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
                         sn[kk][e] = used ? sr[jj] : 0.0f;
                     }
             }
-    #pragma unroll
+#pragma unroll
             for (int h = 0; h < 2; h++) {
                 float ss = 0.0f;
-    #pragma unroll
+#pragma unroll
                 for (int kk = 0; kk < KS; kk++) {
                     ss += y[h][kk][0] * y[h][kk][0] + y[h][kk][1] * y[h][kk][1] + y[h][kk][2] * y[h][kk][2] + y[h][kk][3] * y[h][kk][3];
                 }
@@ -562,36 +562,36 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
                     ss += __shfl_xor_sync(0xffffffffu, ss, 1);
                     ss += __shfl_xor_sync(0xffffffffu, ss, 2);
                     float inv = 1.0f / sqrtf(ss / (float) D + prep->eps);
-    #pragma unroll
+#pragma unroll
                     for (int kk = 0; kk < KS; kk++)
-    #pragma unroll
+#pragma unroll
                         for (int e = 0; e < 4; e++) y[h][kk][e] = nwv[kk][e] * (y[h][kk][e] * inv);
                 }
                 if (rot) {
                     if (prep->interleaved) {
-    #pragma unroll
+#pragma unroll
                         for (int kk = 0; kk < KS; kk++)
-    #pragma unroll
+#pragma unroll
                             for (int e = 0; e < 4; e += 2) pm_rotate(y[h][kk][e], y[h][kk][e + 1], cs[kk][e], sn[kk][e]);
                     } else {
-    #pragma unroll
+#pragma unroll
                         for (int kk = 0; kk < KS / 2; kk++)
-    #pragma unroll
+#pragma unroll
                             for (int e = 0; e < 4; e++) pm_rotate(y[h][kk][e], y[h][kk + KS / 2][e], cs[kk][e], sn[kk][e]);
                     }
                 }
-    #pragma unroll
+#pragma unroll
                 for (int kk = 0; kk < KS; kk++) {
                     qa[kk][h] = pm_pack(y[h][kk][0], y[h][kk][1]);
                     qa[kk][2 + h] = pm_pack(y[h][kk][2], y[h][kk][3]);
                 }
             }
         } else {
-    #pragma unroll
+#pragma unroll
             for (int h = 0; h < 2; h++) {
                 int r = g + 8 * h;
                 const float* qr = q + (i64) b * qB + (i64) (kvh * G + (r < G ? r : 0)) * qH;
-    #pragma unroll
+#pragma unroll
                 for (int kk = 0; kk < KS; kk++) {
                     float2 x0 = r < G ? *(const float2*) (qr + 16 * kk + 2 * t) : make_float2(0.0f, 0.0f);
                     float2 x1 = r < G ? *(const float2*) (qr + 16 * kk + 2 * t + 8) : make_float2(0.0f, 0.0f);

@@ -12,7 +12,9 @@ import java.io.InputStream;
 import java.io.UncheckedIOException;
 import java.lang.ref.Reference;
 import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
 import java.util.HashMap;
+import java.util.List;
 import java.util.Map;
 
 import static org.bytedeco.cuda.global.cudart.*;
@@ -89,14 +91,18 @@ public final class KernelLibrary implements AutoCloseable {
 
     /** The value of {@value #DEPENDENT_LAUNCH_PROPERTY} as asked: {@code on} true, {@code off} or null false, else an error naming it. */
     public static boolean dependentLaunchesAsked(String property) {
-        if (property == null || property.isEmpty()) {
+        return twoWay(DEPENDENT_LAUNCH_PROPERTY, property, "on", "off", "on or off");
+    }
+
+    /** A two-valued switch's value: {@code yes} true, {@code no}, null or empty false, else an error naming the key and what it takes. */
+    private static boolean twoWay(String key, String value, String yes, String no, String expected) {
+        if (value == null || value.isEmpty() || value.equals(no)) {
             return false;
         }
-        return switch (property) {
-            case "on" -> true;
-            case "off" -> false;
-            default -> throw new IllegalArgumentException("-D" + DEPENDENT_LAUNCH_PROPERTY + "=" + property + ": expected on or off");
-        };
+        if (value.equals(yes)) {
+            return true;
+        }
+        throw new IllegalArgumentException("-D" + key + "=" + value + ": expected " + expected);
     }
 
     private static void requireDependentArch(int arch) {
@@ -108,26 +114,12 @@ public final class KernelLibrary implements AutoCloseable {
 
     /** {@value #DEPENDENT_TRIGGER_PROPERTY} as given: {@code exit} true, {@code start} or unset false, else an error naming it. */
     static boolean triggerAtExit(String property) {
-        if (property == null || property.isEmpty()) {
-            return false;
-        }
-        return switch (property) {
-            case "exit" -> true;
-            case "start" -> false;
-            default -> throw new IllegalArgumentException("-D" + DEPENDENT_TRIGGER_PROPERTY + "=" + property + ": expected start or exit");
-        };
+        return twoWay(DEPENDENT_TRIGGER_PROPERTY, property, "exit", "start", "start or exit");
     }
 
     /** {@value #TRACE_PROPERTY} as given: {@code on} true, {@code off} or unset false, else an error naming it. */
     static boolean traced(String property) {
-        if (property == null || property.isEmpty()) {
-            return false;
-        }
-        return switch (property) {
-            case "on" -> true;
-            case "off" -> false;
-            default -> throw new IllegalArgumentException("-D" + TRACE_PROPERTY + "=" + property + ": expected on or off");
-        };
+        return twoWay(TRACE_PROPERTY, property, "on", "off", "on or off");
     }
 
     /** Whether this library's kernels are built to record the kernel timeline ({@value #TRACE_PROPERTY}). */
@@ -158,7 +150,7 @@ public final class KernelLibrary implements AutoCloseable {
      */
     public long[] traceRecords(long[] dropped) {
         requireTraced();
-        java.util.List<long[]> parts = new java.util.ArrayList<>();
+        List<long[]> parts = new ArrayList<>();
         long lost = 0;
         int total = 0;
         for (Map.Entry<String, CUmod_st> e : modules.entrySet()) {

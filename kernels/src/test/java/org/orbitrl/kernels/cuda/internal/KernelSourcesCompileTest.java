@@ -101,7 +101,11 @@ class KernelSourcesCompileTest {
         return Pattern.compile(Pattern.quote(word)).matcher(text).results().count();
     }
 
-    /** The kernel sources and headers, file names with their extensions ({@code norm.cu}, {@code router.cuh}). */
+    /**
+     * The kernel sources and headers as the class path holds them (the module's resources directory in a build, the jar on
+     * a machine that has only the jars), found beside {@code paged_mla.cu}: file names with their extensions ({@code
+     * norm.cu}, {@code router.cuh}).
+     */
     static List<String> sourceFiles() {
         try {
             URL known = KernelLibrary.class.getResource(SOURCES + "paged_mla.cu");
@@ -124,35 +128,12 @@ class KernelSourcesCompileTest {
         }
     }
 
-    /**
-     * The kernel sources' names as the class path holds them (the module's resources directory in a build, the jar on a
-     * machine that has only the jars), found beside {@code paged_mla.cu}.
-     */
-    private static List<String> kernelNames() throws IOException, URISyntaxException {
-        URL known = KernelLibrary.class.getResource(SOURCES + "paged_mla.cu");
-        assertTrue(known != null, "paged_mla.cu is on the class path under " + SOURCES);
-        URI uri = known.toURI();
-        if ("jar".equals(uri.getScheme())) {
-            try (FileSystem jar = FileSystems.newFileSystem(uri, Map.of())) {
-                return namesIn(jar.getPath(SOURCES));
-            }
-        }
-        return namesIn(Path.of(uri).getParent());
+    /** The kernel sources' names without {@code .cu} ({@link #sourceFiles}' {@code .cu} files). */
+    private static List<String> kernelNames() {
+        return sourceFiles().stream().filter(n -> n.endsWith(".cu")).map(n -> n.substring(0, n.length() - 3)).toList();
     }
 
-    private static List<String> namesIn(Path dir) throws IOException {
-        try (Stream<Path> files = Files.list(dir)) {
-            return files.map(p -> p.getFileName().toString()).filter(n -> n.endsWith(".cu")).sorted()
-                    .map(n -> n.substring(0, n.length() - 3)).toList();
-        }
-    }
-
-    /** Null when {@code name}.cu compiles without an error; else what nvcc said. */
-    private static String compile(Path nvcc, Path dir, String name) throws IOException, InterruptedException {
-        return compile(nvcc, dir, name, false);
-    }
-
-    /** {@link #compile(Path, Path, String)}, built with the kernel timeline where {@code traced}. */
+    /** Null when {@code name}.cu (built with the kernel timeline where {@code traced}) compiles without an error; else what nvcc said. */
     private static String compile(Path nvcc, Path dir, String name, boolean traced) throws IOException, InterruptedException {
         Path src = dir.resolve(name + ".cu");
         Files.writeString(src, KernelLibrary.source(name, false, traced), StandardCharsets.UTF_8);

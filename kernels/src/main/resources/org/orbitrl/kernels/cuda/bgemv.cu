@@ -132,7 +132,7 @@ __device__ __forceinline__ void bgemv(const float* __restrict__ x, int M, const 
             for (int u = 0; u < U; u++)
 #pragma unroll
                 for (int r = 0; r < R; r++)
-                    if (u == 0 || g + u * S < G) q[u][r] = w[grow[r] * G + g + u * S];
+                    if (u == 0 || g + u * S < G) q[u][r] = ld_stream(w + grow[r] * G + g + u * S);
 #pragma unroll
             for (int u = 0; u < U; u++)
                 if (u == 0 || g + u * S < G) bg_load<MT, R>(q[u], xc, mcount, K, (g + u * S) * 8, acc);
@@ -319,7 +319,7 @@ __device__ __forceinline__ void bgp_load(BgPre& p, const uint4* __restrict__ w, 
         for (int r = 0; r < BG_R_1; r++) {
             int n = row0 + lane % RL + RL * r;
             i64 grow = n < N ? n : N - 1; // rows past N are computed, not written
-            if (g0 + u * S < G) p.q[u][r] = w[grow * G + g0 + u * S];
+            if (g0 + u * S < G) p.q[u][r] = ld_stream(w + grow * G + g0 + u * S);
         }
     }
 }
@@ -600,7 +600,7 @@ __device__ __forceinline__ void bgemv_ns1(const float* __restrict__ x, const voi
         for (int u = 0; u < U; u++)
 #pragma unroll
             for (int r = 0; r < R; r++)
-                if (u == 0 || g + u * S < G) q[u][r] = w[grow[r] * G + g + u * S];
+                if (u == 0 || g + u * S < G) q[u][r] = ld_stream(w + grow[r] * G + g + u * S);
 #pragma unroll
         for (int u = 0; u < U; u++)
             if (u == 0 || g + u * S < G) bgns_step<R>(q[u], x, nw, nwBf16, (g + u * S) * 8, rl, acc, ss);

@@ -71,18 +71,18 @@ template <int FMT>
 __device__ __forceinline__ void qg_scales(const void* __restrict__ scales, const u32* __restrict__ zeros, float global, i64 row,
                                           int G, int g, float& s0, float& s1, float& zb) {
     if (FMT == QF_INT4) {
-        s0 = bf16_to_f32(((const u16*) scales)[row * G + g]);
+        s0 = bf16_to_f32(ld_stream((const u16*) scales + row * G + g));
         s1 = s0;
         int z = zeros == 0 ? 8 : (int) ((zeros[(row >> 3) * G + g] >> (4 * (int) (row & 7))) & 15u);
         zb = 8388608.0f + (float) z;
     } else if (FMT == QF_MXFP4) {
-        s0 = qg_e8m0(((const u8*) scales)[row * G + g]);
+        s0 = qg_e8m0(ld_stream((const u8*) scales + row * G + g));
         s1 = s0;
         zb = 0.0f;
     } else {
         const u8* sp = (const u8*) scales + row * (2 * G) + 2 * g;
-        s0 = qg_e4m3(sp[0]) / global;
-        s1 = qg_e4m3(sp[1]) / global;
+        s0 = qg_e4m3(ld_stream(sp)) / global;
+        s1 = qg_e4m3(ld_stream(sp + 1)) / global;
         zb = 0.0f;
     }
 }
@@ -126,7 +126,7 @@ __device__ __forceinline__ void qg_fetch(const uint4* __restrict__ codes, const 
     for (int u = 0; u < U; u++)
 #pragma unroll
         for (int r = 0; r < R; r++)
-            if (u == 0 || g + u * S < G) q[u][r] = codes[grow[r] * G + g + u * S];
+            if (u == 0 || g + u * S < G) q[u][r] = ld_stream(codes + grow[r] * G + g + u * S);
 #pragma unroll
     for (int u = 0; u < U; u++)
 #pragma unroll

@@ -34,12 +34,16 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 class KernelSourcesCompileTest {
     private static final String SOURCES = "/org/orbitrl/kernels/cuda/";
 
+    /** As a library builds them by default: the weights' streams loaded evict-first ({@code ORBIT_L2_STREAM}). */
     @Test
     void everyKernelSourceCompilesForSm90() throws Exception {
         compileAll(false);
     }
 
-    /** The same with the kernel timeline ({@code -Dorbit.cuda.trace=on}): every kernel's record compiles into it. */
+    /**
+     * The same with the kernel timeline ({@code -Dorbit.cuda.trace=on}): every kernel's record compiles into it; built with
+     * plain weight loads ({@code -Dorbit.cuda.l2Stream=off}), so that both of common.cuh's forms of them compile.
+     */
     @Test
     void everyKernelSourceCompilesTraced() throws Exception {
         compileAll(true);
@@ -133,10 +137,13 @@ class KernelSourcesCompileTest {
         return sourceFiles().stream().filter(n -> n.endsWith(".cu")).map(n -> n.substring(0, n.length() - 3)).toList();
     }
 
-    /** Null when {@code name}.cu (built with the kernel timeline where {@code traced}) compiles without an error; else what nvcc said. */
+    /**
+     * Null when {@code name}.cu (built with the kernel timeline and plain weight loads where {@code traced}, else without the
+     * timeline and with evict-first weight loads) compiles without an error; else what nvcc said.
+     */
     private static String compile(Path nvcc, Path dir, String name, boolean traced) throws IOException, InterruptedException {
         Path src = dir.resolve(name + ".cu");
-        Files.writeString(src, KernelLibrary.source(name, false, traced), StandardCharsets.UTF_8);
+        Files.writeString(src, KernelLibrary.source(name, false, traced, !traced), StandardCharsets.UTF_8);
         Process p = new ProcessBuilder(nvcc.toString(), "-std=c++17", "-arch=sm_90", "--fmad=true", "-cubin", "-o", dir.resolve(name + ".cubin").toString(), src.toString()).redirectErrorStream(true).start();
         String log = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
         int rc = p.waitFor();

@@ -35,6 +35,37 @@ class KernelTraceSourceTest {
         assertTrue(e.getMessage().contains("orbit.cuda.trace") && e.getMessage().contains("on or off"), e.getMessage());
     }
 
+    /**
+     * {@code -Dorbit.cuda.l2Stream}: on or unset defines {@code ORBIT_L2_STREAM} ahead of the rest, off leaves the text as
+     * before; common.cuh's {@code ld_stream} is the evict-first load under the define and the plain load without it, and the
+     * products' weight loads go through it.
+     */
+    @Test
+    void theWeightStreamsPolicyIsOneDefineAheadOfTheSource() {
+        assertTrue(KernelLibrary.streamed(null));
+        assertTrue(KernelLibrary.streamed(""));
+        assertTrue(KernelLibrary.streamed("on"));
+        assertFalse(KernelLibrary.streamed("off"));
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> KernelLibrary.streamed("first"));
+        assertTrue(e.getMessage().contains("orbit.cuda.l2Stream") && e.getMessage().contains("on or off"), e.getMessage());
+        String plain = KernelLibrary.source("bgemv", false, false);
+        assertEquals(plain, KernelLibrary.source("bgemv", false, false, false));
+        String streamed = KernelLibrary.source("bgemv", false, false, true);
+        assertTrue(streamed.startsWith("#define ORBIT_L2_STREAM 1\n") && streamed.endsWith(plain), "the define, then the same text");
+        String common = KernelLibrary.resource("common.cuh");
+        int define = common.indexOf("#ifdef ORBIT_L2_STREAM");
+        int other = common.indexOf("#else", define);
+        assertTrue(define > 0 && other > define, "common.cuh's two forms of ld_stream");
+        assertTrue(common.substring(define, other).contains("createpolicy.fractional.L2::evict_first"), "evict-first under the define");
+        assertTrue(common.substring(other, common.indexOf("#endif", other)).contains("uint4 ld_stream(const uint4* a) { return *a; }"),
+                "the plain load without it");
+        assertTrue(plain.contains("ld_stream(w + grow[r] * G + g + u * S)") && plain.contains("ld_stream(w + grow * G + g0 + u * S)"),
+                "bgemv's weight loads");
+        String experts = KernelLibrary.source("qgemv", false, false);
+        assertTrue(experts.contains("ld_stream(codes + grow[r] * G + g + u * S)") && experts.contains("ld_stream((const u16*) scales"),
+                "the quantized experts' codes and scales");
+    }
+
     @Test
     void commonHeadersLayoutIsTheOneTheHostReads() {
         String common = KernelLibrary.resource("common.cuh");

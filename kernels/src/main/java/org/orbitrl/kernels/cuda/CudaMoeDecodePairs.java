@@ -44,6 +44,12 @@ final class CudaMoeDecodePairs {
     private final EnumMap<QuantLayout, Kernel> swiglu6 = new EnumMap<>(QuantLayout.class);
     private final EnumMap<QuantLayout, Kernel> down = new EnumMap<>(QuantLayout.class);
     private final Kernel downPre;
+    private final Kernel swiglu6RolledInt4;
+    /**
+     * {@value} ({@code on|off}, read at each call; off by default): the INT4 gate/up launch of six rows a lane takes {@code
+     * qgemv_swiglu_lora_r6c_int4}, its groups' code words multiplied in a loop (a third less code, the same bits).
+     */
+    static final String GATE_UP_ROLLED_PROPERTY = "orbit.cuda.gateUpRolled";
     private long swigluIds = -1;     // the ids of the last gate/up launch, Launcher.launches() just after it, and its thread
     private long swigluAt = -1;
     private Thread swigluBy;
@@ -56,6 +62,7 @@ final class CudaMoeDecodePairs {
             down.put(l, ctx.kernel("qgemv", "qgemv_down_combine_lora_" + l.kernelSuffix()));
         }
         downPre = ctx.kernel("qgemv", "qgemv_down_combine_pre_int4");
+        swiglu6RolledInt4 = ctx.kernel("qgemv", "qgemv_swiglu_lora_r6c_int4");
     }
 
     /** Whether {@link #DOWN_PROLOGUE_PROPERTY} asks for the prologue form. */
@@ -88,7 +95,8 @@ final class CudaMoeDecodePairs {
         int laneRows = swigluLaneRows(layout, n, pairs, 32 * warps, 4 * k);
         int rows = 32 / 8 * laneRows;   // 32 / QGS_KQ row lanes
         long before = Launcher.launches();
-        ctx.launch2dShared((laneRows == 6 ? swiglu6 : swiglu).get(layout), (n + rows - 1) / rows, pairs, 32 * warps, 4 * k, x, xDiv, ids,
+        Kernel six = layout == QuantLayout.INT4 && Switches.onOff(GATE_UP_ROLLED_PROPERTY, false) ? swiglu6RolledInt4 : swiglu6.get(layout);
+        ctx.launch2dShared(laneRows == 6 ? six : swiglu.get(layout), (n + rows - 1) / rows, pairs, 32 * warps, 4 * k, x, xDiv, ids,
                 g.codes(), g.scales(), g.zeros(), g.globalScale(), u.codes(), u.scales(), u.zeros(), u.globalScale(), act, n, k,
                 experts, ctx.errorFlag, gl == null ? null : gl.lo(), gTable, gl == null ? 0f : gl.scale(), ul == null ? null : ul.lo(),
                 uTable, ul == null ? 0f : ul.scale(), rank);

@@ -44,6 +44,13 @@ final class CudaRowOps {
     static final int WARP_ROWS = 8;
     final Kernel softmax;
     private final Kernel addRmsnormV4Ask;
+    private final Kernel addRmsnormV2;
+    /**
+     * {@value} ({@code on|off}, read at each call; off by default): {@link #addRmsNorm} of rows of at most 8 values a thread
+     * takes {@code add_rmsnorm_v2_f32} (two float4s a thread where the v4 kernel holds eight: the same sums and bits from
+     * 9 KiB of code rather than 23).
+     */
+    static final String NARROW_NORM_PROPERTY = "orbit.cuda.narrowNorm";
     /** Most frozen tensors one add-norm launch asks of the L2 ({@link #prefetchFrozen}; the kernel's a0..a2). */
     static final int AHEAD = 3;
     /** The asks of {@link #prefetchFrozen} no add-norm launch has carried yet. */
@@ -64,6 +71,7 @@ final class CudaRowOps {
         this.rmsnormV4 = ctx.kernel("norm", "rmsnorm_v4_f32");
         this.addRmsnormV4 = ctx.kernel("norm", "add_rmsnorm_v4_f32");
         this.addRmsnormV4Ask = ctx.kernel("norm", "add_rmsnorm_v4_ask_f32");
+        this.addRmsnormV2 = ctx.kernel("norm", "add_rmsnorm_v2_f32");
         this.softmax = ctx.kernel("norm", "softmax_f32");
         this.logSoftmax = ctx.kernel("norm", "log_softmax_f32");
     }
@@ -161,8 +169,9 @@ final class CudaRowOps {
                 ctx.launch(addRmsnormV4Ask, rows + ctx.device.multiprocessors(), v4, args);
                 return;
             }
-            ctx.launch(addRmsnormV4, rows, v4, a, b, sum, weight, weight.dtype() == DType.BF16 ? 1 : 0, out, h, eps,
-                    vec ? 1 : 0);
+            boolean narrow = h <= 8 * v4 && Switches.onOff(NARROW_NORM_PROPERTY, false);
+            ctx.launch(narrow ? addRmsnormV2 : addRmsnormV4, rows, v4, a, b, sum, weight, weight.dtype() == DType.BF16 ? 1 : 0, out,
+                    h, eps, vec ? 1 : 0);
         } else {
             binary("add", add, a, b, sum);
             rmsNorm(sum, weight, eps, out);

@@ -24,13 +24,15 @@ extern "C" __global__ void rmsnorm_f32(const float* x, const void* w, int wBf16,
 #define RN_V 8
 #define RN_MAX_THREADS 1024
 
-// The norm of one row held as rmsnorm_v4_f32 holds it (v, zeros past h / 4), written to yr.
-__device__ __forceinline__ void rn_v4_row(const float4 (&v)[RN_V], const void* w, int wBf16, float* yr, int h, float eps, int vec,
+// The norm of one row held as rmsnorm_v4_f32 holds it (v, zeros past h / 4), written to yr. V: the float4s a thread holds
+// (RN_V, or fewer where the row fits: the terms past the row are zeros, so the same sums).
+template <int V = RN_V>
+__device__ __forceinline__ void rn_v4_row(const float4 (&v)[V], const void* w, int wBf16, float* yr, int h, float eps, int vec,
                                           float* sh) {
     int h4 = h >> 2;
     float ss = 0.0f;
 #pragma unroll
-    for (int u = 0; u < RN_V; u++) {
+    for (int u = 0; u < V; u++) {
         ss = fmaf(v[u].x, v[u].x, ss);
         ss = fmaf(v[u].y, v[u].y, ss);
         ss = fmaf(v[u].z, v[u].z, ss);
@@ -39,7 +41,7 @@ __device__ __forceinline__ void rn_v4_row(const float4 (&v)[RN_V], const void* w
     ss = block_sum(ss, sh);
     float inv = 1.0f / sqrtf(ss / (float) h + eps);
 #pragma unroll
-    for (int u = 0; u < RN_V; u++) {
+    for (int u = 0; u < V; u++) {
         int i = threadIdx.x + u * blockDim.x;
         if (i < h4) {
             float4 wv;
@@ -86,14 +88,15 @@ extern "C" __global__ void __launch_bounds__(RN_MAX_THREADS)
 
 // A residual add and the norm of its sum in one launch: sum = a + b (add_f32's values), out = rmsnorm_v4_f32 of sum (its
 // values): a decoder layer's stream after attention and the norm before its MLP. vec: a, b, sum and out 16-byte aligned.
+template <int V = RN_V>
 __device__ __forceinline__ void add_rmsnorm_v4_body(const float* a, const float* b, float* sum, const void* w, int wBf16, float* out,
                                                     int h, float eps, int vec) {
     __shared__ float sh[32];
     i64 row = (i64) blockIdx.x * h;
     int h4 = h >> 2;
-    float4 v[RN_V];
+    float4 v[V];
 #pragma unroll
-    for (int u = 0; u < RN_V; u++) {
+    for (int u = 0; u < V; u++) {
         int i = threadIdx.x + u * blockDim.x;
         if (i < h4) {
             float4 x = rn_load4(a + row, i, vec);
@@ -112,7 +115,7 @@ __device__ __forceinline__ void add_rmsnorm_v4_body(const float* a, const float*
             v[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         }
     }
-    rn_v4_row(v, w, wBf16, out + row, h, eps, vec, sh);
+    rn_v4_row<V>(v, w, wBf16, out + row, h, eps, vec, sh);
 }
 
 extern "C" __global__ void __launch_bounds__(RN_MAX_THREADS)
@@ -120,6 +123,17 @@ extern "C" __global__ void __launch_bounds__(RN_MAX_THREADS)
     ORBIT_TRACE_KERNEL();
     pdl_enter();
     add_rmsnorm_v4_body(a, b, sum, w, wBf16, out, h, eps, vec);
+}
+
+// add_rmsnorm_v4_f32 for rows of at most 8 values a thread (a model's hidden size up to 2048 at 256 threads): two float4s a
+// thread rather than RN_V, the rest of the row's terms being zeros there, so the same sums and bits from a fraction of the
+// code (-Dorbit.cuda.narrowNorm=on): a launch of one block runs its code once, and code not in the SM's instruction cache
+// costs about 80-180 cycles a KiB from the L2 (CodeFetchProbe).
+extern "C" __global__ void __launch_bounds__(RN_MAX_THREADS)
+    add_rmsnorm_v2_f32(const float* a, const float* b, float* sum, const void* w, int wBf16, float* out, int h, float eps, int vec) {
+    ORBIT_TRACE_KERNEL();
+    pdl_enter();
+    add_rmsnorm_v4_body<2>(a, b, sum, w, wBf16, out, h, eps, vec);
 }
 
 // add_rmsnorm_v4_f32 with blocks past its rows (blockIdx.x >= rows) that only ask the L2 for the spans a0..a2 (frozen

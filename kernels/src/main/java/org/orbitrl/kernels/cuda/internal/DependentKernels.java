@@ -68,6 +68,7 @@ final class DependentKernels {
         s.add("norm/rmsnorm_warp_f32");
         s.add("norm/rmsnorm_v4_f32");
         s.add("norm/add_rmsnorm_v4_f32");
+        s.add("norm/add_rmsnorm_v2_f32");
         s.add("norm/add_rmsnorm_v4_ask_f32"); // its blocks past the rows ask the L2 for frozen spans and leave (PROLOGUES)
         s.add("elementwise/swiglu_f32");
         s.add("flash_attention/qkv_prep_f32");
@@ -155,6 +156,7 @@ final class DependentKernels {
             s.add("qgemv/qgemv_swiglu_lora_r6_" + format);
             s.add("qgemv/qgemv_down_combine_lora_" + format);
         }
+        s.add("qgemv/qgemv_swiglu_lora_r6c_int4");
         String[] xs = {"f32", "bf16"};
         for (int mt : new int[]{1, 4, 8, 16}) {
             s.add("bgemv/bgemv_m" + mt);

@@ -1159,13 +1159,11 @@ public final class CudaBackend implements Backend {
     }
 
     /**
-     * {@value #L2_AHEAD_PROPERTY} ({@code off|on|bulk|norm}, read at each call; off by default): {@link #prefetchFrozen}
-     * hands the tensors to the next router launch of a decode step's few tokens ({@code moe_router_norm_topk_pre} and its
+     * {@value #L2_AHEAD_PROPERTY} ({@code off|on|bulk}, read at each call; off by default): {@link #prefetchFrozen} hands
+     * the tensors to the next router launch of a decode step's few tokens ({@code moe_router_norm_topk_pre} and its
      * add-norm form), whose threads ask the L2 for their bytes before the launch's wait, a {@code prefetch.global.L2} a
      * line ({@code on}) or bulk prefetches of 16 KiB ({@code bulk}), so that they stream while the router, bound by
-     * latency, runs: Qwen3-MoE's decode step asks for the next layer's q, k and v there; {@code norm} hands them to the
-     * residual add and norm before the router instead ({@link CudaRowOps#prefetchFrozen}: one block an SM past its rows
-     * asks, a line a thread, and leaves). The same values either way.
+     * latency, runs: Qwen3-MoE's decode step asks for the next layer's q, k and v there. The same values either way.
      */
     static final String L2_AHEAD_PROPERTY = "orbit.cuda.l2Ahead";
 
@@ -1173,18 +1171,13 @@ public final class CudaBackend implements Backend {
     public void prefetchFrozen(Tensor... frozen) {
         String v = System.getProperty(L2_AHEAD_PROPERTY, "off");
         boolean bulk = switch (v) {
-            case "off", "on", "norm" -> false;
+            case "off", "on" -> false;
             case "bulk" -> true;
-            default -> throw new IllegalArgumentException("-D" + L2_AHEAD_PROPERTY + "=" + v + ": expected off, on, bulk or norm");
+            default -> throw new IllegalArgumentException("-D" + L2_AHEAD_PROPERTY + "=" + v + ": expected off, on or bulk");
         };
         if ("off".equals(v) || exact) {
             fusedDecode.router().prefetchFrozen(false);   // clears the asks
-            rowOps.prefetchFrozen();
-        } else if ("norm".equals(v)) {
-            fusedDecode.router().prefetchFrozen(false);
-            rowOps.prefetchFrozen(frozen);
         } else {
-            rowOps.prefetchFrozen();
             fusedDecode.router().prefetchFrozen(bulk, frozen);
         }
     }

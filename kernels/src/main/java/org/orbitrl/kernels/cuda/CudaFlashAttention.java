@@ -88,8 +88,6 @@ final class CudaFlashAttention {
     private final Kernel pagedMmaPrepTk128;
     private final Kernel pagedMmaPrepQf64;   // the cluster form with q made before the first copies (PREP_Q_FIRST_PROPERTY, the default)
     private final Kernel pagedMmaPrepQf128;
-    private final Kernel pagedMmaPrepQp64;   // the same with the first tiles' pages and the new key's inputs loaded before q
-    private final Kernel pagedMmaPrepQp128;
     private final Kernel pagedMma3xPrepTk64;
     private final Kernel pagedMma3xPrepTk128;
     private final Kernel combine;
@@ -129,8 +127,6 @@ final class CudaFlashAttention {
         this.pagedMmaPrepTk128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_tk_d128_kvbf16");
         this.pagedMmaPrepQf64 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qf_d64_kvbf16");
         this.pagedMmaPrepQf128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qf_d128_kvbf16");
-        this.pagedMmaPrepQp64 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qp_d64_kvbf16");
-        this.pagedMmaPrepQp128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qp_d128_kvbf16");
         this.pagedMma3xPrepTk64 = ctx.kernel("paged_decode", "paged_decode_mma3_prep_tk_d64_kvbf16");
         this.pagedMma3xPrepTk128 = ctx.kernel("paged_decode", "paged_decode_mma3_prep_tk_d128_kvbf16");
         this.kvWriteBf16 = ctx.kernel("flash_attention", "paged_kv_write_kvbf16");
@@ -266,26 +262,18 @@ final class CudaFlashAttention {
      */
     static final String PREP_MERGE_PROPERTY = "orbit.cuda.prepMerge";
     /**
-     * {@code -Dorbit.cuda.prepQFirst=on|off|pages} (read at each call; on by default): the prepared attention's cluster
-     * form at a ring of two without its prologue makes q (its loads, the head norm and the rope) before it issues its first
-     * tiles' copies ({@code paged_decode_mma_prep_qf_*}), so that q's round trips overlap the block tables' and the
-     * copies', instead of after them ({@code off}: {@code paged_decode_mma_prep_*}); {@code pages} also loads the first
-     * tiles' pages and the new key's inputs before q ({@code paged_decode_mma_prep_qp_*}), so that all of those round trips
-     * overlap. The same bits either way. The kernel timeline put q ready 3.3 µs after those copies were issued; on an H100
-     * the captured one-sequence step of the Qwen3-30B-A3B shape took 2.832-2.848 ms with {@code on} against 2.873-2.889
-     * with {@code off} (one JVM).
+     * {@code -Dorbit.cuda.prepQFirst=on|off} (read at each call; on by default): the prepared attention's cluster form at a
+     * ring of two without its prologue makes q (its loads, the head norm and the rope) before it issues its first tiles'
+     * copies ({@code paged_decode_mma_prep_qf_*}), so that q's round trips overlap the block tables' and the copies',
+     * instead of after them ({@code off}: {@code paged_decode_mma_prep_*}); the same bits. The kernel timeline put q ready
+     * 3.3 µs after those copies were issued; on an H100 the captured one-sequence step of the Qwen3-30B-A3B shape took
+     * 2.832-2.848 ms with it against 2.873-2.889 without (one JVM).
      */
     static final String PREP_Q_FIRST_PROPERTY = "orbit.cuda.prepQFirst";
 
-    /** {@link #PREP_Q_FIRST_PROPERTY}'s form: 0 off, 1 on (the default), 2 pages. */
-    static int prepQFirst() {
-        String v = System.getProperty(PREP_Q_FIRST_PROPERTY, "on");
-        return switch (v) {
-            case "off" -> 0;
-            case "on" -> 1;
-            case "pages" -> 2;
-            default -> throw new IllegalArgumentException("-D" + PREP_Q_FIRST_PROPERTY + "=" + v + ": expected on, off or pages");
-        };
+    /** Whether {@link #PREP_Q_FIRST_PROPERTY} asks for the q-first kernels. */
+    static boolean prepQFirst() {
+        return Switches.onOff(PREP_Q_FIRST_PROPERTY, true);
     }
     /** The most blocks of a (sequence, kv head)'s cluster (sm_90's non-portable limit). */
     static final int PREP_MAX_CLUSTER = 16;
@@ -364,8 +352,7 @@ final class CudaFlashAttention {
                 ? ring == 3 ? (d == 64 ? pagedMma3xPrepTk64 : pagedMma3xPrepTk128) : (d == 64 ? pagedMmaPrepTk64 : pagedMmaPrepTk128)
                 : ring == 3 ? (d == 64 ? pagedMma3xPrep64 : pagedMma3xPrep128)
                 : prologue() ? (d == 64 ? pagedMmaPrepPre64 : pagedMmaPrepPre128)
-                : prepQFirst() == 2 ? (d == 64 ? pagedMmaPrepQp64 : pagedMmaPrepQp128)
-                : prepQFirst() == 1 ? (d == 64 ? pagedMmaPrepQf64 : pagedMmaPrepQf128)
+                : prepQFirst() ? (d == 64 ? pagedMmaPrepQf64 : pagedMmaPrepQf128)
                 : (d == 64 ? pagedMmaPrep64 : pagedMmaPrep128);
         // the warps' rings, reused for their merge, then the block's partial past it (a cluster) or the last block's split
         // weights (G · (splits + 1) floats, on a ticket)

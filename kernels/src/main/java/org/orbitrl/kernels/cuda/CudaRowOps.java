@@ -43,7 +43,6 @@ final class CudaRowOps {
     /** Rows a block of the warp-a-row kernels. */
     static final int WARP_ROWS = 8;
     final Kernel softmax;
-    private final Kernel addRmsnormV4Ask;
     private final Kernel addRmsnormV2;
     /**
      * {@value} ({@code on|off}, read at each call; off by default): {@link #addRmsNorm} of rows of at most 8 values a thread
@@ -51,10 +50,6 @@ final class CudaRowOps {
      * 9 KiB of code rather than 23).
      */
     static final String NARROW_NORM_PROPERTY = "orbit.cuda.narrowNorm";
-    /** Most frozen tensors one add-norm launch asks of the L2 ({@link #prefetchFrozen}; the kernel's a0..a2). */
-    static final int AHEAD = 3;
-    /** The asks of {@link #prefetchFrozen} no add-norm launch has carried yet. */
-    private final java.util.List<Tensor> ahead = new java.util.ArrayList<>(AHEAD);
     final Kernel logSoftmax;
 
     CudaRowOps(CudaContext ctx) {
@@ -70,7 +65,6 @@ final class CudaRowOps {
         this.rmsnormWarp = ctx.kernel("norm", "rmsnorm_warp_f32");
         this.rmsnormV4 = ctx.kernel("norm", "rmsnorm_v4_f32");
         this.addRmsnormV4 = ctx.kernel("norm", "add_rmsnorm_v4_f32");
-        this.addRmsnormV4Ask = ctx.kernel("norm", "add_rmsnorm_v4_ask_f32");
         this.addRmsnormV2 = ctx.kernel("norm", "add_rmsnorm_v2_f32");
         this.softmax = ctx.kernel("norm", "softmax_f32");
         this.logSoftmax = ctx.kernel("norm", "log_softmax_f32");
@@ -158,39 +152,12 @@ final class CudaRowOps {
         int v4 = v4Block(h);
         if (h > WARP_ROW_MAX && v4 > 0 && rows > 0) {
             boolean vec = aligned16(a) && aligned16(b) && aligned16(sum) && aligned16(out);
-            if (!ahead.isEmpty()) {   // the asks: one block an SM past the rows
-                Object[] args = {a, b, sum, weight, weight.dtype() == DType.BF16 ? 1 : 0, out, h, eps, vec ? 1 : 0, rows,
-                        null, 0L, null, 0L, null, 0L};
-                for (int i = 0; i < ahead.size(); i++) {
-                    args[10 + 2 * i] = ahead.get(i);
-                    args[11 + 2 * i] = ahead.get(i).byteSize();
-                }
-                ahead.clear();
-                ctx.launch(addRmsnormV4Ask, rows + ctx.device.multiprocessors(), v4, args);
-                return;
-            }
             boolean narrow = h <= 8 * v4 && Switches.onOff(NARROW_NORM_PROPERTY, false);
             ctx.launch(narrow ? addRmsnormV2 : addRmsnormV4, rows, v4, a, b, sum, weight, weight.dtype() == DType.BF16 ? 1 : 0, out,
                     h, eps, vec ? 1 : 0);
         } else {
             binary("add", add, a, b, sum);
             rmsNorm(sum, weight, eps, out);
-        }
-    }
-
-    /**
-     * Frozen tensors whose bytes the next {@link #addRmsNorm} launch of the v4 form asks of the L2 ({@code
-     * add_rmsnorm_v4_ask_f32}: one block an SM past the rows, a prefetch a line, no wait), so that they stream while the
-     * norm and the router after it run: up to {@value #AHEAD} contiguous device tensors, 16-byte aligned (others are left
-     * out); replaces the asks not yet carried, and none clears them. A hint: no value changes.
-     */
-    void prefetchFrozen(Tensor... frozen) {
-        ahead.clear();
-        for (Tensor t : frozen) {
-            if (ahead.size() < AHEAD && t != null && t.isContiguous() && ctx.allocator.owns(t)
-                    && CudaAllocator.address(t) % 16 == 0) {
-                ahead.add(t);
-            }
         }
     }
 

@@ -136,32 +136,6 @@ extern "C" __global__ void __launch_bounds__(RN_MAX_THREADS)
     add_rmsnorm_v4_body<2>(a, b, sum, w, wBf16, out, h, eps, vec);
 }
 
-// add_rmsnorm_v4_f32 with blocks past its rows (blockIdx.x >= rows) that only ask the L2 for the spans a0..a2 (frozen
-// weights a later launch reads: a decode step's next layer's q, k and v, -Dorbit.cuda.l2Ahead=norm), a prefetch.global.L2
-// a 128-byte line, the lines dealt to those blocks' threads in turn, and leave without waiting or writing: launched as a
-// programmatic dependent, they start while the launch before it (the o product) ends, and the lines stream while the
-// norm and the router, both bound by latency, run. The rows' blocks are add_rmsnorm_v4_f32's: the same values.
-extern "C" __global__ void __launch_bounds__(RN_MAX_THREADS)
-    add_rmsnorm_v4_ask_f32(const float* a, const float* b, float* sum, const void* w, int wBf16, float* out, int h, float eps,
-                           int vec, int rows, const char* a0, long long n0, const char* a1, long long n1, const char* a2,
-                           long long n2) {
-    ORBIT_TRACE_KERNEL();
-    if ((int) blockIdx.x >= rows) {
-        long long threads = (long long) (gridDim.x - rows) * blockDim.x;
-        long long me = (long long) (blockIdx.x - rows) * blockDim.x + threadIdx.x;
-        const char* spans[3] = {a0, a1, a2};
-        long long bytes[3] = {n0, n1, n2};
-#pragma unroll
-        for (int s = 0; s < 3; s++) {
-            if (spans[s] == nullptr || bytes[s] <= 0) continue;
-            for (long long l = me; l < (bytes[s] + 127) / 128; l += threads) prefetch_l2(spans[s] + 128 * l);
-        }
-        return;
-    }
-    pdl_enter();
-    add_rmsnorm_v4_body(a, b, sum, w, wBf16, out, h, eps, vec);
-}
-
 // The same for short rows (h <= WARP_ROW_MAX, a head's q or k): one warp a row, 8 rows a block, the sum of squares by
 // shuffles alone. A block of 128 threads a row of 128 spent its time on the block barriers of the reduction (0.67 ms
 // for [524288, 128] on the H200, five times its bytes' time). Chosen by h alone, so a row's result does not depend on

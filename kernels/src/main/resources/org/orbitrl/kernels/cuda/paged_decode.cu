@@ -434,9 +434,7 @@ __device__ __forceinline__ void pm_new_row(u16* krow, u16* vrow, const PmNewRow<
 // PREP: the step's preparation folded in (PmPrep), the blocks of a (sequence, kv head) dealing its key tiles out in turn;
 // DSM: those blocks one cluster that merges its partials through distributed shared memory (else, with tickets, the last
 // block to finish merges them from global memory as the merged kernels do).
-// QFIRST: 0 q made after the first tiles' copies are issued; 1 before them; 2 before them, with the tiles' pages and the new
-// key's inputs loaded first, so that those round trips, q's and the rope row's all overlap. The same values either way.
-template <int D, int ST, bool PREP = false, bool DSM = PREP, int QFIRST = 0>
+template <int D, int ST, bool PREP = false, bool DSM = PREP, bool QFIRST = false>
 __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 qH, const u16* kc, const u16* vc, const int* tables,
                                           int maxBlocks, const int* lens, int blockSize, float* out, i64 oB, i64 oH, int Hq, int Hkv,
                                           int window, float scale, const float* sinks, int splits, int splitLen, float* partAcc,
@@ -603,39 +601,19 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
             }
         }
     };
-    int mine;       // this warp's tiles
-    int nextPage;   // the page of the next tile to copy
-    int newTile;    // the new key's tile (with PREP): the warp that takes it loads the row's inputs
-    bool holdsNew;
-    PmNewRow<D> nr;
-    if (QFIRST == 2) { // the first tiles' pages and the new key's inputs loaded before q is made, then the copies
-        mine = tiles > first ? (tiles - first + stride - 1) / stride : 0;
-        newTile = ke >= ks ? (ke - ks) / PM_TK : -1;
-        holdsNew = PREP && newTile >= first && (newTile - first) % stride == 0;
-        int pages[ST];
+    if (QFIRST) makeQ();
+    int mine = tiles > first ? (tiles - first + stride - 1) / stride : 0; // this warp's tiles
 #pragma unroll
-        for (int i = 0; i < ST; i++) pages[i] = i < mine ? page(first + i * stride) : 0;
-        if (holdsNew) pm_new_row_load<D>(nr, *prep, b, kvh, Hkv, lane);
-        makeQ();
-#pragma unroll
-        for (int i = 0; i < ST - 1; i++) {
-            if (i < mine) load(first + i * stride, i, pages[i]);
-            cp_async_commit();
-        }
-        nextPage = ST - 1 < mine ? pages[ST - 1] : 0;
-    } else {
-        if (QFIRST) makeQ();
-        mine = tiles > first ? (tiles - first + stride - 1) / stride : 0;
-#pragma unroll
-        for (int i = 0; i < ST - 1; i++) {
-            if (i < mine) load(first + i * stride, i, page(first + i * stride));
-            cp_async_commit();
-        }
-        nextPage = ST - 1 < mine ? page(first + (ST - 1) * stride) : 0;
-        newTile = ke >= ks ? (ke - ks) / PM_TK : -1;
-        holdsNew = PREP && newTile >= first && (newTile - first) % stride == 0;
-        if (holdsNew) pm_new_row_load<D>(nr, *prep, b, kvh, Hkv, lane);
+    for (int i = 0; i < ST - 1; i++) {
+        if (i < mine) load(first + i * stride, i, page(first + i * stride));
+        cp_async_commit();
     }
+    int nextPage = ST - 1 < mine ? page(first + (ST - 1) * stride) : 0; // the page of the next tile to copy
+    // the new key's tile (with PREP): the warp that takes it loads the row's inputs now
+    int newTile = ke >= ks ? (ke - ks) / PM_TK : -1;
+    bool holdsNew = PREP && newTile >= first && (newTile - first) % stride == 0;
+    PmNewRow<D> nr;
+    if (holdsNew) pm_new_row_load<D>(nr, *prep, b, kvh, Hkv, lane);
     ORBIT_TRACE_MARK(0); // the first tiles' copies issued
 
     if (!QFIRST) makeQ();
@@ -929,22 +907,18 @@ PM_KERNEL(paged_decode_mma3_d64_kvbf16, 64, 3)
                                     Hkv, window, scale, sinks, splits, splitLen, partAcc, partMl, tickets, &prep);      \
     }
 
-PM_PREP_KERNEL(paged_decode_mma_prep_d128_kvbf16, 128, 2, true, 0)
-PM_PREP_KERNEL(paged_decode_mma_prep_d64_kvbf16, 64, 2, true, 0)
-PM_PREP_KERNEL(paged_decode_mma3_prep_d128_kvbf16, 128, 3, true, 0)
-PM_PREP_KERNEL(paged_decode_mma3_prep_d64_kvbf16, 64, 3, true, 0)
-PM_PREP_KERNEL(paged_decode_mma_prep_tk_d128_kvbf16, 128, 2, false, 0)
-PM_PREP_KERNEL(paged_decode_mma_prep_tk_d64_kvbf16, 64, 2, false, 0)
-PM_PREP_KERNEL(paged_decode_mma3_prep_tk_d128_kvbf16, 128, 3, false, 0)
-PM_PREP_KERNEL(paged_decode_mma3_prep_tk_d64_kvbf16, 64, 3, false, 0)
+PM_PREP_KERNEL(paged_decode_mma_prep_d128_kvbf16, 128, 2, true, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_d64_kvbf16, 64, 2, true, false)
+PM_PREP_KERNEL(paged_decode_mma3_prep_d128_kvbf16, 128, 3, true, false)
+PM_PREP_KERNEL(paged_decode_mma3_prep_d64_kvbf16, 64, 3, true, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_tk_d128_kvbf16, 128, 2, false, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_tk_d64_kvbf16, 64, 2, false, false)
+PM_PREP_KERNEL(paged_decode_mma3_prep_tk_d128_kvbf16, 128, 3, false, false)
+PM_PREP_KERNEL(paged_decode_mma3_prep_tk_d64_kvbf16, 64, 3, false, false)
 // The cluster form with q made before the first tiles' copies are issued (the default; -Dorbit.cuda.prepQFirst=off for the
 // kernels above): the same bits.
-PM_PREP_KERNEL(paged_decode_mma_prep_qf_d128_kvbf16, 128, 2, true, 1)
-PM_PREP_KERNEL(paged_decode_mma_prep_qf_d64_kvbf16, 64, 2, true, 1)
-// The q-first form with the first tiles' pages and the new key's inputs loaded before q (-Dorbit.cuda.prepQFirst=pages):
-// the same bits.
-PM_PREP_KERNEL(paged_decode_mma_prep_qp_d128_kvbf16, 128, 2, true, 2)
-PM_PREP_KERNEL(paged_decode_mma_prep_qp_d64_kvbf16, 64, 2, true, 2)
+PM_PREP_KERNEL(paged_decode_mma_prep_qf_d128_kvbf16, 128, 2, true, true)
+PM_PREP_KERNEL(paged_decode_mma_prep_qf_d64_kvbf16, 64, 2, true, true)
 
 // The prepared attention's prologue (paged_decode_mma_prep_pre_*): before the kernel's wait, the lines its body reads
 // first are asked of the L2, so that their DRAM reads overlap the launch before it (the q/k/v projections): each warp's

@@ -37,7 +37,7 @@ public final class CodeFetchProbe {
             System.out.println("|---|---|---|---|---|---|");
             String[][] kinds = {{"code_line_", "code_loop_", "32"}, {"code_fline_", "code_floop_", "128"}};
             for (String[] kind : kinds)
-            for (int n : kind[2].equals("32") ? new int[]{1024, 4096} : new int[]{64, 256, 1024}) {
+            for (int n : kind[2].equals("32") ? new int[]{1024, 4096} : new int[]{64, 256, 512, 768, 1024}) {
                 int stepBytes = Integer.parseInt(kind[2]);
                 long[][] byForm = new long[2][];
                 for (int f = 0; f < 2; f++) {

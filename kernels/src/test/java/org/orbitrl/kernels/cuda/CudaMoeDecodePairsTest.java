@@ -50,7 +50,8 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
      * act = silu(x·G_eᵀ + s_g·lo_g·Bg_eᵀ) · (x·U_eᵀ + s_u·lo_u·Bu_eᵀ): one token at top 8 (x a row a token), two at top 4
      * with x a row a pair, three at top 5; both terms, the gate's alone, none; 104 rows (a multiple of 8, as asymmetric
      * INT4 experts need, and not of a block's 16 or 24) and K of 256 and 768, four rows a lane ({@code -Dorbit.cuda.swigluRows=4}). act within {@code 1e-6 + 1.1·e_g·|u| +
-     * |silu(g)|·e_u + 1e-6·|act|}; with six rows a lane ({@code =6}, the four-row launch left out) the same bits.
+     * |silu(g)|·e_u + 1e-6·|act|}; with six rows a lane ({@code =6}, the four-row launch left out) the same bits, and for
+     * INT4 also with its code words multiplied in a loop ({@code -Dorbit.cuda.gateUpRolled=on}, the other launches left out).
      */
     @Test
     void gateUpTheirTermsAndTheSwigluForEveryLayout() {
@@ -124,6 +125,15 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
                         withProperty("orbit.cuda.swigluRows", "6", () -> withProperty("orbit.cuda.omitKernels", "^qgemv_swiglu_lora_[imn]",
                                 () -> assertTrue(gpu.moeSwigluPairs(xd, xDiv, g.w(), u.w(), idsd, gl, ul, act6))));
                         assertBitsEqual(what + ", 6 rows a lane", got, gpu.toHost(act6).toFloatArray());
+                        if (format.startsWith("int4")) {
+                            // the same with the code words multiplied in a loop (-Dorbit.cuda.gateUpRolled=on): the same bits,
+                            // from its own launch (every other gate/up kernel left out)
+                            Tensor actRolled = poisoned(DType.F32, pairs, n);
+                            withProperty("orbit.cuda.swigluRows", "6", () -> withProperty(CudaMoeDecodePairs.GATE_UP_ROLLED_PROPERTY, "on",
+                                    () -> withProperty("orbit.cuda.omitKernels", "^qgemv_swiglu_lora_([imn]|r6_)",
+                                            () -> assertTrue(gpu.moeSwigluPairs(xd, xDiv, g.w(), u.w(), idsd, gl, ul, actRolled)))));
+                            assertBitsEqual(what + ", 6 rows a lane, rolled", got, gpu.toHost(actRolled).toFloatArray());
+                        }
                     }
                 } finally {
                     gpu.free(g.stack());

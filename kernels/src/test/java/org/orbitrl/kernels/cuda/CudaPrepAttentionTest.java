@@ -300,35 +300,28 @@ class CudaPrepAttentionTest extends CudaTestBase {
 
     /**
      * {@code -Dorbit.cuda.prepQFirst} (on by default: {@code paged_decode_mma_prep_qf_*}, q made before the first tiles'
-     * copies are issued; {@code pages}: {@code paged_decode_mma_prep_qp_*}, the tiles' pages and the new key's inputs loaded
-     * before q) gives the output and caches of the kernel that makes q after them ({@code =off}) bit for bit, in every case
-     * above with the cluster the launcher picks and with 1, 5 and 16 blocks forced, with dependent launches off and on;
-     * each launch is its kernel's: with it left out the output keeps its poison.
+     * copies are issued) gives the output and caches of the kernel that makes q after them ({@code =off}) bit for bit, in
+     * every case above with the cluster the launcher picks and with 1, 5 and 16 blocks forced, with dependent launches off
+     * and on; the launch is the q-first kernel's: with it left out the output keeps its poison.
      */
     @Test
     void qMadeFirstGivesTheKernelsBits() {
         SplittableRandom r = rng(308);
-        String[][] forms = {{"on", "_prep_qf_"}, {"pages", "_prep_qp_"}};
         for (Case c : cases()) {
             Step s = new Step(c, r);
             for (String setting : new String[]{"on", "1", "5", "16"}) {
                 for (boolean dependent : new boolean[]{false, true}) {
                     String what = c + ", prepAttention=" + setting + (dependent ? ", a dependent launch" : "");
-                    Result[] plain = new Result[1];
-                    withProperty(CudaFlashAttention.PREP_Q_FIRST_PROPERTY, "off", () -> plain[0] = chained(s, setting, "off", dependent, null));
-                    assertTrue(plain[0] != null, what + ": declined a case it takes");
-                    for (String[] form : forms) {
-                        String how = what + ", prepQFirst=" + form[0];
-                        Result[] got = new Result[2];
-                        withProperty(CudaFlashAttention.PREP_Q_FIRST_PROPERTY, form[0], () -> got[0] = chained(s, setting, "off", dependent, null));
-                        withProperty(CudaFlashAttention.PREP_Q_FIRST_PROPERTY, form[0], () -> got[1] = chained(s, setting, "off", dependent, form[1]));
-                        assertTrue(got[0] != null, how + ": declined a case it takes");
-                        assertBitsEqual(how + ": output", plain[0].out(), got[0].out());
-                        assertBitsEqual(how + ": keys", plain[0].keys(), got[0].keys());
-                        assertBitsEqual(how + ": values", plain[0].values(), got[0].values());
-                        for (float v : got[1].out()) {
-                            assertTrue(Float.isNaN(v), how + ": an output written with its kernel left out");
-                        }
+                    Result[] got = new Result[3];
+                    withProperty(CudaFlashAttention.PREP_Q_FIRST_PROPERTY, "off", () -> got[0] = chained(s, setting, "off", dependent, null));
+                    withProperty(CudaFlashAttention.PREP_Q_FIRST_PROPERTY, "on", () -> got[1] = chained(s, setting, "off", dependent, null));
+                    withProperty(CudaFlashAttention.PREP_Q_FIRST_PROPERTY, "on", () -> got[2] = chained(s, setting, "off", dependent, "_prep_qf_"));
+                    assertTrue(got[0] != null && got[1] != null, what + ": declined a case it takes");
+                    assertBitsEqual(what + ": output", got[0].out(), got[1].out());
+                    assertBitsEqual(what + ": keys", got[0].keys(), got[1].keys());
+                    assertBitsEqual(what + ": values", got[0].values(), got[1].values());
+                    for (float v : got[2].out()) {
+                        assertTrue(Float.isNaN(v), what + ": an output written with the q-first kernel left out");
                     }
                 }
             }

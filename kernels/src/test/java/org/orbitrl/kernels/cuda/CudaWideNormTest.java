@@ -115,47 +115,39 @@ class CudaWideNormTest extends CudaTestBase {
     }
 
     /**
-     * {@code -Dorbit.cuda.l2Ahead=norm}: frozen tensors handed to {@link CudaBackend#prefetchFrozen} go with the next
-     * residual add and norm ({@code add_rmsnorm_v4_ask_f32}, one block an SM past the rows asking the L2 for their lines):
-     * the sum and the norm are the plain kernel's bit for bit (one row and three, a model's hidden size), the asked tensors
-     * keep their values, the asks are carried by one launch (the next is the plain kernel's: with it left out the output
-     * keeps its poison), and the launch that carried them is the asking kernel's (left out: poison).
+     * {@code -Dorbit.cuda.narrowNorm=on}: the residual add and norm of rows of at most 8 values a thread ({@code
+     * add_rmsnorm_v2_f32}, two float4s a thread) gives the v4 kernel's sum and norm bit for bit, at a model's hidden sizes
+     * (2048, 1536, 516: a row short of a full pass) from aligned and unaligned buffers, one row and five; the launch is its
+     * own (left out: poison), and a longer row (2052) keeps the v4 kernel.
      */
     @Test
-    void addNormThatAsksTheL2AheadGivesThePlainKernelsBits() {
-        SplittableRandom r = rng(2103);
-        for (int rows : new int[]{1, 3}) {
-            int h = 2048;
-            Tensor a = dev(randn(r, 3f, rows, h));
-            Tensor b = dev(randn(r, 1f, rows, h));
-            Tensor w = dev(randn(r, 1.5f, h).to(DType.BF16));
-            Tensor wantSum = poisoned(DType.F32, rows, h);
-            Tensor want = poisoned(DType.F32, rows, h);
-            gpu.addRmsNorm(a, b, wantSum, w, 1e-6f, want);
-            float[] bigHost = randn(r, 1f, 5L << 18).toFloatArray();   // 5 MiB of frozen weights, and two smaller ones
-            Tensor big = dev(Tensor.of(bigHost, bigHost.length));
-            Tensor small = dev(randn(r, 1f, 1000));
-            Tensor odd = dev(randn(r, 1f, 37));
-            String what = "addRmsNorm with asks [" + rows + ", " + h + "]";
-            Tensor sum = poisoned(DType.F32, rows, h);
-            Tensor out = poisoned(DType.F32, rows, h);
-            Tensor omitted = poisoned(DType.F32, rows, h);
-            Tensor omittedNext = poisoned(DType.F32, rows, h);
-            withProperty(CudaBackend.L2_AHEAD_PROPERTY, "norm", () -> {
-                gpu.prefetchFrozen(big, small, odd);
-                gpu.addRmsNorm(a, b, sum, w, 1e-6f, out);
-                gpu.prefetchFrozen(big);
-                withProperty("orbit.cuda.omitKernels", "^add_rmsnorm_v4_ask_f32$", () -> gpu.addRmsNorm(a, b, sum, w, 1e-6f, omitted));
-                gpu.prefetchFrozen(big);
-                gpu.addRmsNorm(a, b, sum, w, 1e-6f, out);   // carries the asks
-                withProperty("orbit.cuda.omitKernels", "^add_rmsnorm_v4_f32$", () -> gpu.addRmsNorm(a, b, sum, w, 1e-6f, omittedNext));
-            });
-            assertBitsEqual(what + ": sum", gpu.toHost(wantSum).toFloatArray(), gpu.toHost(sum).toFloatArray());
-            assertBitsEqual(what + ": norm", gpu.toHost(want).toFloatArray(), gpu.toHost(out).toFloatArray());
-            assertTrue(Float.isNaN(gpu.toHost(omitted).toFloatArray()[0]), what + ": the asks carried by another launch");
-            assertTrue(Float.isNaN(gpu.toHost(omittedNext).toFloatArray()[0]), what + ": the asks carried twice");
-            assertBitsEqual(what + ": the asked tensor", bigHost, gpu.toHost(big).toFloatArray());
+    void narrowAddNormGivesTheV4KernelsBits() {
+        SplittableRandom r = rng(2105);
+        for (int h : new int[]{2048, 1536, 516, 2052}) {
+            for (int rows : new int[]{1, 5}) {
+                for (int offset : new int[]{0, 1}) {
+                    Tensor a = dev(randn(r, 3f, rows * h + offset)).slice(0, offset, offset + rows * h).reshape(rows, h);
+                    Tensor b = dev(randn(r, 1f, rows, h));
+                    Tensor w = dev(randn(r, 1.5f, h).to(DType.BF16));
+                    String what = "addRmsNorm [" + rows + ", " + h + "]" + (offset > 0 ? ", unaligned" : "");
+                    Tensor wantSum = poisoned(DType.F32, rows, h);
+                    Tensor want = poisoned(DType.F32, rows, h);
+                    gpu.addRmsNorm(a, b, wantSum, w, 1e-6f, want);
+                    Tensor sum = poisoned(DType.F32, rows, h);
+                    Tensor out = poisoned(DType.F32, rows, h);
+                    boolean narrow = h <= 8 * CudaRowOps.v4Block(h);
+                    withProperty(CudaRowOps.NARROW_NORM_PROPERTY, "on", () -> withProperty("orbit.cuda.omitKernels",
+                            narrow ? "^add_rmsnorm_v4_f32$" : "^add_rmsnorm_v2_f32$", () -> gpu.addRmsNorm(a, b, sum, w, 1e-6f, out)));
+                    assertBitsEqual(what + ": sum", gpu.toHost(wantSum).toFloatArray(), gpu.toHost(sum).toFloatArray());
+                    assertBitsEqual(what + ": norm", gpu.toHost(want).toFloatArray(), gpu.toHost(out).toFloatArray());
+                    Tensor omitted = poisoned(DType.F32, rows, h);
+                    withProperty(CudaRowOps.NARROW_NORM_PROPERTY, "on", () -> withProperty("orbit.cuda.omitKernels",
+                            narrow ? "^add_rmsnorm_v2_f32$" : "^add_rmsnorm_v4_f32$", () -> gpu.addRmsNorm(a, b, sum, w, 1e-6f, omitted)));
+                    assertTrue(Float.isNaN(gpu.toHost(omitted).toFloatArray()[0]), what + ": written by another launch");
+                }
+            }
         }
+        assertTrue(2048 <= 8 * CudaRowOps.v4Block(2048) && 2052 > 8 * CudaRowOps.v4Block(2052), "the narrow form's rows");
     }
 
     /** w ⊙ x / sqrt(mean(x²) + eps) per row, in double. */

@@ -45,9 +45,13 @@
 #define FP_1024 FP_256 FP_256 FP_256 FP_256
 FP_KERNEL(code_fline_64, FP_64)
 FP_KERNEL(code_fline_256, FP_256)
+FP_KERNEL(code_fline_512, FP_256 FP_256)
+FP_KERNEL(code_fline_768, FP_256 FP_256 FP_256)
 FP_KERNEL(code_fline_1024, FP_1024)
 FP_KERNEL(code_floop_64, _Pragma("unroll 1") for (int i = 0; i < 64 / 16; i++) { FP_16 })
 FP_KERNEL(code_floop_256, _Pragma("unroll 1") for (int i = 0; i < 256 / 16; i++) { FP_16 })
+FP_KERNEL(code_floop_512, _Pragma("unroll 1") for (int i = 0; i < 512 / 16; i++) { FP_16 })
+FP_KERNEL(code_floop_768, _Pragma("unroll 1") for (int i = 0; i < 768 / 16; i++) { FP_16 })
 FP_KERNEL(code_floop_1024, _Pragma("unroll 1") for (int i = 0; i < 1024 / 16; i++) { FP_16 })
 
 CP_KERNEL(code_line_256, CP_256("add.u32"))

@@ -41,7 +41,6 @@ final class DependentKernels {
     private static final Map<String, Set<String>> PROLOGUES = Map.of("bgemv/bgemv_pre1", Set.of("w"),
             "bgemv/bgemv_norm_pre1", Set.of("w0", "w1", "w2"), "bgemv/bgemv_norm_scale_pre1", Set.of("w0", "w1", "w2"), "bgemv/bgemv_norm_scale_l2_m1", Set.of("w0", "w1", "w2", "nw"),
             "qgemv/qgemv_down_combine_pre_int4", Set.of("ids", "codes", "scales", "zeros"), "moe/moe_router_norm_topk_pre", Set.of("w", "nw", "a0", "a1", "a2"), "moe/moe_router_add_norm_topk_pre", Set.of("w", "nw", "a0", "a1", "a2"),
-            "norm/add_rmsnorm_v4_ask_f32", Set.of("a0", "a1", "a2"),
             "paged_decode/paged_decode_mma_prep_pre_d128_kvbf16", PAGED_PREFETCH, "paged_decode/paged_decode_mma_prep_pre_d64_kvbf16",
             PAGED_PREFETCH);
 
@@ -69,7 +68,6 @@ final class DependentKernels {
         s.add("norm/rmsnorm_v4_f32");
         s.add("norm/add_rmsnorm_v4_f32");
         s.add("norm/add_rmsnorm_v2_f32");
-        s.add("norm/add_rmsnorm_v4_ask_f32"); // its blocks past the rows ask the L2 for frozen spans and leave (PROLOGUES)
         s.add("elementwise/swiglu_f32");
         s.add("flash_attention/qkv_prep_f32");
         s.add("flash_attention/qkv_prep3_f32");

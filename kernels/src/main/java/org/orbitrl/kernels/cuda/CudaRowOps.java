@@ -50,6 +50,11 @@ final class CudaRowOps {
      * 9 KiB of code rather than 23).
      */
     static final String NARROW_NORM_PROPERTY = "orbit.cuda.narrowNorm";
+
+    /** Whether {@link #NARROW_NORM_PROPERTY} asks for the narrow add-norm kernel. */
+    static boolean narrowNorm() {
+        return Switches.onOff(NARROW_NORM_PROPERTY, false);
+    }
     final Kernel logSoftmax;
 
     CudaRowOps(CudaContext ctx) {
@@ -152,7 +157,7 @@ final class CudaRowOps {
         int v4 = v4Block(h);
         if (h > WARP_ROW_MAX && v4 > 0 && rows > 0) {
             boolean vec = aligned16(a) && aligned16(b) && aligned16(sum) && aligned16(out);
-            boolean narrow = h <= 8 * v4 && Switches.onOff(NARROW_NORM_PROPERTY, false);
+            boolean narrow = h <= 8 * v4 && narrowNorm();
             ctx.launch(narrow ? addRmsnormV2 : addRmsnormV4, rows, v4, a, b, sum, weight, weight.dtype() == DType.BF16 ? 1 : 0, out,
                     h, eps, vec ? 1 : 0);
         } else {

@@ -383,7 +383,7 @@ __device__ __forceinline__ void qgd_begin(QgdBegun<R, U>& b, const int* ids, int
     }
 }
 
-template <int FMT, int KQ, int R, int U>
+template <int FMT, int KQ, int R, int U, bool ROLL = false>
 __device__ __forceinline__ void qgd_finish(QgdBegun<R, U>& b, const float* act, const float* wts, int topk, int normalize,
                                            const uint4* __restrict__ codes, const void* __restrict__ scales,
                                            const u32* __restrict__ zeros, float global, float* out, int accumulate, int N, int K,
@@ -412,7 +412,7 @@ __device__ __forceinline__ void qgd_finish(QgdBegun<R, U>& b, const float* act, 
         __syncwarp();
         const char* xr[1] = {(const char*) arow};
         while (g < G) {
-            qg_apply<FMT, 1, false, R, U>(b.q, b.s0, b.s1, b.zb, G, g, KQ, xr, 1, K, acc);
+            qg_apply<FMT, 1, false, R, U, ROLL>(b.q, b.s0, b.s1, b.zb, G, g, KQ, xr, 1, K, acc);
             g += U * KQ;
             if (g < G) qg_fetch<FMT, R, U>(codes, scales, zeros, global, b.grow, G, g, KQ, b.q, b.s0, b.s1, b.zb);
         }
@@ -550,6 +550,20 @@ extern "C" __global__ void __launch_bounds__(32 * QGD_MAX_TOPK)
     pdl_enter();
     qgd_finish<QF_INT4, QGD_KQ, QGD_R, QGD_U>(b, act, wts, topk, normalize, codes, scales, zeros, global, out, accumulate, N, K,
                                               err, QgLora{lo, tab, sc, rank});
+}
+// qgemv_down_combine_pre_int4 with each group's four code words multiplied in a loop (qg_group's ROLL: the same sums in the
+// same order, so the same bits, from less code; -Dorbit.cuda.downRolled=on).
+extern "C" __global__ void __launch_bounds__(32 * QGD_MAX_TOPK)
+    qgemv_down_combine_prec_int4(const float* act, const int* ids, const float* wts, int topk, int normalize,
+                                 const uint4* codes, const void* scales, const u32* zeros, float global, float* out,
+                                 int accumulate, int N, int K, int E, int* err, const float* lo, const unsigned long long* tab,
+                                 float sc, int rank) {
+    ORBIT_TRACE_KERNEL();
+    QgdBegun<QGD_R, QGD_U> b;
+    qgd_begin<QF_INT4, QGD_KQ, QGD_R, QGD_U>(b, ids, topk, codes, scales, zeros, global, N, K, E);
+    pdl_enter();
+    qgd_finish<QF_INT4, QGD_KQ, QGD_R, QGD_U, true>(b, act, wts, topk, normalize, codes, scales, zeros, global, out, accumulate, N,
+                                                    K, err, QgLora{lo, tab, sc, rank});
 }
 QG_DECODE_LORA_KERNELS(mxfp4, QF_MXFP4)
 QG_DECODE_LORA_KERNELS(nvfp4, QF_NVFP4)

@@ -224,7 +224,9 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
      * (an early read of the ids would find -1, out of range, reported), the router, gate/up and down chained as dependent
      * launches for the prologue form and as plain launches for the reference. A second down call with no gate/up launch
      * before it takes the plain kernel, and so does one from another thread. Each form is shown to be the launch by
-     * leaving the other out (a left-out launch leaves its output poisoned).
+     * leaving the other out (a left-out launch leaves its output poisoned). With {@code -Dorbit.cuda.downRolled=on} the
+     * prologue form is {@code qgemv_down_combine_prec_int4} (its code words multiplied in a loop): the same bits, from its
+     * own launch (the other two left out).
      */
     @Test
     void downPrologueAfterGateUpGivesTheSameBits() {
@@ -246,9 +248,11 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
                 String what = "one token at top 8" + (term ? ", with the LoRA" : "");
                 Tensor x = dev(randn(r, 1f, 1, h));
                 Backend.PairLora pl = term ? new Backend.PairLora(dev(randn(r, 1f, topk, rank)), b, 0.5f) : null;
-                float[][] outs = new float[2][];
-                for (int form = 0; form < 2; form++) {
-                    boolean pre = form == 1;
+                float[][] outs = new float[3][];
+                for (int form = 0; form < 3; form++) {   // plain, the prologue form, that form with its words in a loop
+                    boolean pre = form >= 1;
+                    String omit = form == 0 ? "^qgemv_down_combine_pre_int4$" : form == 1 ? "^qgemv_down_combine_lora_int4$"
+                            : "^qgemv_down_combine_(lora|pre)_int4$";
                     Tensor ids = poisoned(DType.I32, 1, topk);
                     Tensor wts = poisoned(DType.F32, 1, topk);
                     Tensor hx = poisoned(DType.F32, 1, h);
@@ -256,12 +260,13 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
                     Tensor out = poisoned(DType.F32, 1, h);
                     gpu.dependentLaunches(pre);
                     try {
-                        withProperty(CudaMoeDecodePairs.DOWN_PROLOGUE_PROPERTY, pre ? "on" : "off", () -> withProperty(
-                                "orbit.cuda.omitKernels", pre ? "^qgemv_down_combine_lora_int4$" : "^qgemv_down_combine_pre_int4$", () -> {
+                        withProperty(CudaMoeDecodePairs.DOWN_ROLLED_PROPERTY, form == 2 ? "on" : "off", () -> withProperty(
+                                CudaMoeDecodePairs.DOWN_PROLOGUE_PROPERTY, pre ? "on" : "off", () -> withProperty(
+                                "orbit.cuda.omitKernels", omit, () -> {
                                     gpu.fusedDecode().router().moeRouterNormTopk(x, nw, 1e-6f, router, topk, true, hx, wts, ids);
                                     assertTrue(gpu.moeSwigluPairs(hx, topk, g.w(), u.w(), ids, null, null, act), what + ": gate/up");
                                     assertTrue(gpu.moeDownCombinePairs(act, d.w(), ids, pl, wts, out, false), what + ": down");
-                                }));
+                                })));
                     } finally {
                         gpu.dependentLaunches(false);
                     }
@@ -294,6 +299,7 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
                     assertTrue(Float.isFinite(v), what + ": the plain down wrote " + v);
                 }
                 assertBitsEqual(what + ": the prologue form, dependent launches", outs[0], outs[1]);
+                assertBitsEqual(what + ": the prologue form with its words in a loop (downRolled)", outs[0], outs[2]);
             }
         } finally {
             gpu.free(g.stack());

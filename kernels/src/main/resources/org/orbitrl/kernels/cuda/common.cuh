@@ -390,7 +390,9 @@ __device__ __forceinline__ void l2_ahead(const char* p, long long n, int bulk) {
 // Loads of frozen weights that a decode step reads once (the products' streams: q/k/v, o, the experts, the LM head).
 // Built with ORBIT_L2_STREAM (KernelLibrary's orbit.cuda.l2Stream) they carry an evict-first L2 policy, so that the step's
 // tens of megabytes of weights a layer pass through the L2 without pushing out what is read again (the kernels' code, the
-// caches' rows, the activations, a prefetch's lines); else they are the plain loads. The same values either way.
+// caches' rows, the activations, a prefetch's lines); else they are the plain loads. The same values either way. The
+// policy's loads are volatile, so that they stay where the source puts them: never above a pdl_enter() they follow (a
+// tensor the launch before wrote is read only after the wait, as a plain load would be).
 #ifdef ORBIT_L2_STREAM
 __device__ __forceinline__ unsigned long long l2_stream_policy() {
     unsigned long long p;
@@ -399,19 +401,19 @@ __device__ __forceinline__ unsigned long long l2_stream_policy() {
 }
 __device__ __forceinline__ uint4 ld_stream(const uint4* a) {
     uint4 v;
-    asm("ld.global.nc.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
+    asm volatile("ld.global.nc.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
         : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
         : "l"(a), "l"(l2_stream_policy()));
     return v;
 }
 __device__ __forceinline__ u16 ld_stream(const u16* a) {
     u16 v;
-    asm("ld.global.nc.L2::cache_hint.u16 %0, [%1], %2;" : "=h"(v) : "l"(a), "l"(l2_stream_policy()));
+    asm volatile("ld.global.nc.L2::cache_hint.u16 %0, [%1], %2;" : "=h"(v) : "l"(a), "l"(l2_stream_policy()));
     return v;
 }
 __device__ __forceinline__ u8 ld_stream(const u8* a) {
     u16 v;
-    asm("ld.global.nc.L2::cache_hint.u8 %0, [%1], %2;" : "=h"(v) : "l"(a), "l"(l2_stream_policy()));
+    asm volatile("ld.global.nc.L2::cache_hint.u8 %0, [%1], %2;" : "=h"(v) : "l"(a), "l"(l2_stream_policy()));
     return (u8) v;
 }
 #else

@@ -337,6 +337,11 @@ public final class CudaBackend implements Backend {
         return ctx.kernels.traced();
     }
 
+    /** The machine code of kernel {@code name} as loaded, in bytes ({@link KernelLibrary#codeBytes}); -1 where unknown. */
+    public int kernelCodeBytes(String name) {
+        return ctx.kernels.codeBytes(name);
+    }
+
     private void requireNotCapturing(String operation) {
         if (ctx.allocator.inCapture()) {
             throw new org.orbitrl.kernels.NotCapturableException(operation);

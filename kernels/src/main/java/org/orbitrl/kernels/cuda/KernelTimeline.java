@@ -151,6 +151,14 @@ public final class KernelTimeline {
      * layer, what each launch adds to a layer.
      */
     public String byKernel(int from, int to) {
+        return byKernel(from, to, null);
+    }
+
+    /**
+     * {@link #byKernel(int, int)} with a column of each kernel's machine code in KiB ({@code codeBytes}: a kernel's {@code
+     * .text} bytes, negative where unknown; null: no column).
+     */
+    public String byKernel(int from, int to, java.util.function.ToIntFunction<String> codeBytes) {
         Map<String, double[]> sums = new LinkedHashMap<>(); // count, blocks, start, wait, waitCount, body, tail, span
         Map<String, double[]> markSums = new LinkedHashMap<>(); // per mark: sum of µs after the wait's return (or start), count
         for (int i = Math.max(1, from); i < Math.min(to, launches.size()); i++) {
@@ -177,14 +185,20 @@ public final class KernelTimeline {
             }
         }
         StringBuilder sb = new StringBuilder();
-        sb.append("| kernel | launches | blocks | start | wait returns | body | tail | span |\n|---|---|---|---|---|---|---|---|\n");
+        sb.append(codeBytes == null ? "| kernel | launches | blocks | start | wait returns | body | tail | span |\n|---|---|---|---|---|---|---|---|\n"
+                : "| kernel | launches | blocks | start | wait returns | body | tail | span | code KiB |\n|---|---|---|---|---|---|---|---|---|\n");
         double total = 0;
         for (Map.Entry<String, double[]> e : sums.entrySet()) {
             double[] s = e.getValue();
             double n = s[0];
             total += s[7] / n;
-            sb.append(String.format(Locale.ROOT, "| %s | %.0f | %.0f | %.2f | %s | %.2f | %.2f | %.2f |%n", e.getKey(), n, s[1] / n,
+            sb.append(String.format(Locale.ROOT, "| %s | %.0f | %.0f | %.2f | %s | %.2f | %.2f | %.2f |", e.getKey(), n, s[1] / n,
                     s[2] / n, s[4] == 0 ? "" : String.format(Locale.ROOT, "%.2f", s[3] / s[4]), s[5] / n, s[6] / n, s[7] / n));
+            if (codeBytes != null) {
+                int bytes = codeBytes.applyAsInt(e.getKey());
+                sb.append(bytes < 0 ? " |" : String.format(Locale.ROOT, " %.1f |", bytes / 1024.0));
+            }
+            sb.append('\n');
         }
         sb.append(String.format(Locale.ROOT, "%nThe averaged spans of launches %d to %d add up to %.1f µs.%n", Math.max(1, from),
                 Math.min(to, launches.size()), total));

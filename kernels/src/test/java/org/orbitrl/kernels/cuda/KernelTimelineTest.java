@@ -124,6 +124,12 @@ class KernelTimelineTest {
         assertTrue(s.contains(String.format(java.util.Locale.ROOT, "The averaged spans of launches 1 to 9 add up to %.1f µs.", (spanA + spanB) / 4 / 1e3)), s);
         assertTrue(s.contains("\nb: its marks after the wait's return (or the start), µs: 2 0.30\n"), s);
         assertTrue(!s.contains("\na: its marks"), "a marks nothing: " + s);
+        // with the kernels' machine code: a column in KiB, empty where unknown; the same rows before it
+        String code = tl.byKernel(1, 9, name -> name.equals("a") ? 23296 : -1);
+        assertTrue(code.startsWith("| kernel | launches | blocks | start | wait returns | body | tail | span | code KiB |\n"), code);
+        assertTrue(code.contains(String.format(java.util.Locale.ROOT, "| %.2f | 22.8 |%n| b |", spanA / 4 / 1e3)), code);
+        assertTrue(code.contains(String.format(java.util.Locale.ROOT, "| b | 4 | 3 | -2.00 | 0.70 | ")) && code.contains(" | |\n\nThe averaged"),
+                code);
     }
 
     @Test

@@ -407,7 +407,7 @@ public final class ModelDecodeBench {
         int per = Math.max(1, (n - 2) / dc.layers());
         System.out.printf("batch %d, traced step: %d launches, %.1f µs from the first start to the last end, %d records dropped%n"
                 + "averaged over launches %d to %d:%n%s%nlaunches of a layer in the middle:%n%s%n", seqs.size(), n, t.spanNanos() / 1e3,
-                t.dropped(), n / 4, 3 * n / 4, t.byKernel(n / 4, 3 * n / 4), t.table(n / 2, n / 2 + per + 1));
+                t.dropped(), n / 4, 3 * n / 4, t.byKernel(n / 4, 3 * n / 4, gpu::kernelCodeBytes), t.table(n / 2, n / 2 + per + 1));
         if (traceOut != null) {
             Path f = traceOut.resolve("trace-" + (++traced) + "-batch" + seqs.size() + ".csv");
             try {

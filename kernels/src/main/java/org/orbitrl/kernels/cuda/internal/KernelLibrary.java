@@ -64,6 +64,7 @@ public final class KernelLibrary implements AutoCloseable {
     private final int arch; // the compiled architecture as a number (90 for sm_90)
     private final Map<String, CUmod_st> modules = new HashMap<>();
     private final Map<String, CUfunc_st> functions = new HashMap<>();
+    private final Map<String, Integer> codeBytes = new HashMap<>(); // kernel name -> .text bytes of the loaded modules' cubins
     private long compileNanos;
     private int compiled;
     private int cached;
@@ -139,6 +140,14 @@ public final class KernelLibrary implements AutoCloseable {
     /** Whether this library's kernels load the frozen weights' streams evict-first ({@value #L2_STREAM_PROPERTY}). */
     public boolean streamed() {
         return streamed;
+    }
+
+    /**
+     * The machine code of kernel {@code name} in its loaded module's cubin ({@link CubinText}), in bytes; -1 where no loaded
+     * module holds it as a cubin (not loaded yet, or loaded from PTX).
+     */
+    public int codeBytes(String name) {
+        return codeBytes.getOrDefault(name, -1);
     }
 
     /** Whether this library's kernels are built to record the kernel timeline ({@value #TRACE_PROPERTY}). */
@@ -274,6 +283,9 @@ public final class KernelLibrary implements AutoCloseable {
             String source = source(file, triggerAtExit, traced, streamed);
             KernelCompiler.Image image = compiler.compile(file, source);
             byte[] bytes = image.bytes();
+            if (!image.ptx()) {
+                codeBytes.putAll(CubinText.sizes(bytes));
+            }
             BytePointer data = new BytePointer(bytes.length + 1L);
             data.put(bytes, 0, bytes.length).put(bytes.length, (byte) 0); // PTX must be NUL-terminated
             m = new CUmod_st();

@@ -69,6 +69,12 @@ class KernelSourcesCompileTest {
                 }
             }
             assertEquals(List.of(), failures, "kernel sources that do not compile cleanly" + (traced ? " (traced)" : ""));
+            if (!traced) { // the machine code of a cubin nvcc built, as CubinText reads it: the narrow add-norm is the smaller
+                java.util.Map<String, Integer> sizes = CubinText.sizes(Files.readAllBytes(dir.resolve("norm.cubin")));
+                int wide = sizes.getOrDefault("add_rmsnorm_v4_f32", -1);
+                int narrow = sizes.getOrDefault("add_rmsnorm_v2_f32", -1);
+                assertTrue(narrow > 1024 && wide > narrow && wide % 128 == 0, "norm.cubin's .text sizes: " + sizes);
+            }
         } finally {
             pool.shutdownNow();
         }

@@ -38,14 +38,6 @@ final class CudaMoeDecodePairs {
     static final String DOWN_PROLOGUE_PROPERTY = "orbit.cuda.downPrologue";
     /** Launches a thread may issue between the gate/up launch and the down launch that takes its prologue. */
     static final int PROLOGUE_GAP = 4;
-
-    private final CudaContext ctx;
-    private final EnumMap<QuantLayout, Kernel> swiglu = new EnumMap<>(QuantLayout.class);
-    private final EnumMap<QuantLayout, Kernel> swiglu6 = new EnumMap<>(QuantLayout.class);
-    private final EnumMap<QuantLayout, Kernel> down = new EnumMap<>(QuantLayout.class);
-    private final Kernel downPre;
-    private final Kernel swiglu6RolledInt4;
-    private final Kernel downPreRolled;
     /**
      * {@value} ({@code on|off}, read at each call; off by default): the INT4 down launch's prologue form takes {@code
      * qgemv_down_combine_prec_int4}, its groups' code words multiplied in a loop (less code, the same bits).
@@ -56,6 +48,14 @@ final class CudaMoeDecodePairs {
      * qgemv_swiglu_lora_r6c_int4}, its groups' code words multiplied in a loop (a third less code, the same bits).
      */
     static final String GATE_UP_ROLLED_PROPERTY = "orbit.cuda.gateUpRolled";
+
+    private final CudaContext ctx;
+    private final EnumMap<QuantLayout, Kernel> swiglu = new EnumMap<>(QuantLayout.class);
+    private final EnumMap<QuantLayout, Kernel> swiglu6 = new EnumMap<>(QuantLayout.class);
+    private final EnumMap<QuantLayout, Kernel> down = new EnumMap<>(QuantLayout.class);
+    private final Kernel downPre;
+    private final Kernel swiglu6RolledInt4;
+    private final Kernel downPreRolled;
     private long swigluIds = -1;     // the ids of the last gate/up launch, Launcher.launches() just after it, and its thread
     private long swigluAt = -1;
     private Thread swigluBy;

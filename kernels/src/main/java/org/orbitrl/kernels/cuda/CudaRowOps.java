@@ -43,6 +43,7 @@ final class CudaRowOps {
     /** Rows a block of the warp-a-row kernels. */
     static final int WARP_ROWS = 8;
     final Kernel softmax;
+    final Kernel logSoftmax;
     private final Kernel addRmsnormV2;
     /**
      * {@value} ({@code on|off}, read at each call; off by default): {@link #addRmsNorm} of rows of at most 8 values a thread
@@ -50,12 +51,6 @@ final class CudaRowOps {
      * 9 KiB of code rather than 23).
      */
     static final String NARROW_NORM_PROPERTY = "orbit.cuda.narrowNorm";
-
-    /** Whether {@link #NARROW_NORM_PROPERTY} asks for the narrow add-norm kernel. */
-    static boolean narrowNorm() {
-        return Switches.onOff(NARROW_NORM_PROPERTY, false);
-    }
-    final Kernel logSoftmax;
 
     CudaRowOps(CudaContext ctx) {
         this.ctx = ctx;
@@ -73,6 +68,11 @@ final class CudaRowOps {
         this.addRmsnormV2 = ctx.kernel("norm", "add_rmsnorm_v2_f32");
         this.softmax = ctx.kernel("norm", "softmax_f32");
         this.logSoftmax = ctx.kernel("norm", "log_softmax_f32");
+    }
+
+    /** Whether {@link #NARROW_NORM_PROPERTY} asks for the narrow add-norm kernel. */
+    static boolean narrowNorm() {
+        return Switches.onOff(NARROW_NORM_PROPERTY, false);
     }
 
     void binary(String op, Kernel kernel, Tensor a, Tensor b, Tensor out) {

@@ -112,8 +112,9 @@ final class CudaMoeDecodePairs {
         int laneRows = swigluLaneRows(layout, n, pairs, 32 * warps, 4 * k);
         int rows = 32 / 8 * laneRows;   // 32 / QGS_KQ row lanes
         long before = Launcher.launches();
-        Kernel six = layout == QuantLayout.INT4 && gateUpRolled() ? swiglu6RolledInt4 : swiglu6.get(layout);
-        ctx.launch2dShared(laneRows == 6 ? six : swiglu.get(layout), (n + rows - 1) / rows, pairs, 32 * warps, 4 * k, x, xDiv, ids,
+        Kernel kernel = laneRows != 6 ? swiglu.get(layout)
+                : layout == QuantLayout.INT4 && gateUpRolled() ? swiglu6RolledInt4 : swiglu6.get(layout);
+        ctx.launch2dShared(kernel, (n + rows - 1) / rows, pairs, 32 * warps, 4 * k, x, xDiv, ids,
                 g.codes(), g.scales(), g.zeros(), g.globalScale(), u.codes(), u.scales(), u.zeros(), u.globalScale(), act, n, k,
                 experts, ctx.errorFlag, gl == null ? null : gl.lo(), gTable, gl == null ? 0f : gl.scale(), ul == null ? null : ul.lo(),
                 uTable, ul == null ? 0f : ul.scale(), rank);
@@ -175,8 +176,8 @@ final class CudaMoeDecodePairs {
                     + " [" + tokens + ", " + n + "] do not fit ids " + ids + " and experts of [" + n + ", " + k + "]");
         }
         boolean pre = layout == QuantLayout.INT4 && downPrologue() && sinceGateUp >= 0 && sinceGateUp <= PROLOGUE_GAP;
-        Kernel prologue = downRolled() ? downPreRolled : downPre;
-        ctx.launch2dShared(pre ? prologue : down.get(layout), (n + DOWN_ROWS - 1) / DOWN_ROWS, tokens, 32 * topk, 4 * topk * k, act,
+        Kernel kernel = !pre ? down.get(layout) : downRolled() ? downPreRolled : downPre;
+        ctx.launch2dShared(kernel, (n + DOWN_ROWS - 1) / DOWN_ROWS, tokens, 32 * topk, 4 * topk * k, act,
                 ids, weights, topk, 0, d.codes(), d.scales(), d.zeros(), d.globalScale(), out, accumulate ? 1 : 0, n, k, experts,
                 ctx.errorFlag, lora == null ? null : lora.lo(), table, lora == null ? 0f : lora.scale(), rank);
         return true;

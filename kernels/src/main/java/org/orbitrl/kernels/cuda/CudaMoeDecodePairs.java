@@ -38,24 +38,12 @@ final class CudaMoeDecodePairs {
     static final String DOWN_PROLOGUE_PROPERTY = "orbit.cuda.downPrologue";
     /** Launches a thread may issue between the gate/up launch and the down launch that takes its prologue. */
     static final int PROLOGUE_GAP = 4;
-    /**
-     * {@value} ({@code on|off}, read at each call; off by default): the INT4 down launch's prologue form takes {@code
-     * qgemv_down_combine_prec_int4}, its groups' code words multiplied in a loop (less code, the same bits).
-     */
-    static final String DOWN_ROLLED_PROPERTY = "orbit.cuda.downRolled";
-    /**
-     * {@value} ({@code on|off}, read at each call; off by default): the INT4 gate/up launch of six rows a lane takes {@code
-     * qgemv_swiglu_lora_r6c_int4}, its groups' code words multiplied in a loop (a third less code, the same bits).
-     */
-    static final String GATE_UP_ROLLED_PROPERTY = "orbit.cuda.gateUpRolled";
 
     private final CudaContext ctx;
     private final EnumMap<QuantLayout, Kernel> swiglu = new EnumMap<>(QuantLayout.class);
     private final EnumMap<QuantLayout, Kernel> swiglu6 = new EnumMap<>(QuantLayout.class);
     private final EnumMap<QuantLayout, Kernel> down = new EnumMap<>(QuantLayout.class);
     private final Kernel downPre;
-    private final Kernel swiglu6RolledInt4;
-    private final Kernel downPreRolled;
     private long swigluIds = -1;     // the ids of the last gate/up launch, Launcher.launches() just after it, and its thread
     private long swigluAt = -1;
     private Thread swigluBy;
@@ -68,18 +56,6 @@ final class CudaMoeDecodePairs {
             down.put(l, ctx.kernel("qgemv", "qgemv_down_combine_lora_" + l.kernelSuffix()));
         }
         downPre = ctx.kernel("qgemv", "qgemv_down_combine_pre_int4");
-        swiglu6RolledInt4 = ctx.kernel("qgemv", "qgemv_swiglu_lora_r6c_int4");
-        downPreRolled = ctx.kernel("qgemv", "qgemv_down_combine_prec_int4");
-    }
-
-    /** Whether {@link #GATE_UP_ROLLED_PROPERTY} asks for the rolled gate/up kernel. */
-    static boolean gateUpRolled() {
-        return Switches.onOff(GATE_UP_ROLLED_PROPERTY, false);
-    }
-
-    /** Whether {@link #DOWN_ROLLED_PROPERTY} asks for the rolled down kernel. */
-    static boolean downRolled() {
-        return Switches.onOff(DOWN_ROLLED_PROPERTY, false);
     }
 
     /** Whether {@link #DOWN_PROLOGUE_PROPERTY} asks for the prologue form. */
@@ -112,9 +88,7 @@ final class CudaMoeDecodePairs {
         int laneRows = swigluLaneRows(layout, n, pairs, 32 * warps, 4 * k);
         int rows = 32 / 8 * laneRows;   // 32 / QGS_KQ row lanes
         long before = Launcher.launches();
-        Kernel kernel = laneRows != 6 ? swiglu.get(layout)
-                : layout == QuantLayout.INT4 && gateUpRolled() ? swiglu6RolledInt4 : swiglu6.get(layout);
-        ctx.launch2dShared(kernel, (n + rows - 1) / rows, pairs, 32 * warps, 4 * k, x, xDiv, ids,
+        ctx.launch2dShared((laneRows == 6 ? swiglu6 : swiglu).get(layout), (n + rows - 1) / rows, pairs, 32 * warps, 4 * k, x, xDiv, ids,
                 g.codes(), g.scales(), g.zeros(), g.globalScale(), u.codes(), u.scales(), u.zeros(), u.globalScale(), act, n, k,
                 experts, ctx.errorFlag, gl == null ? null : gl.lo(), gTable, gl == null ? 0f : gl.scale(), ul == null ? null : ul.lo(),
                 uTable, ul == null ? 0f : ul.scale(), rank);
@@ -176,8 +150,7 @@ final class CudaMoeDecodePairs {
                     + " [" + tokens + ", " + n + "] do not fit ids " + ids + " and experts of [" + n + ", " + k + "]");
         }
         boolean pre = layout == QuantLayout.INT4 && downPrologue() && sinceGateUp >= 0 && sinceGateUp <= PROLOGUE_GAP;
-        Kernel kernel = !pre ? down.get(layout) : downRolled() ? downPreRolled : downPre;
-        ctx.launch2dShared(kernel, (n + DOWN_ROWS - 1) / DOWN_ROWS, tokens, 32 * topk, 4 * topk * k, act,
+        ctx.launch2dShared(pre ? downPre : down.get(layout), (n + DOWN_ROWS - 1) / DOWN_ROWS, tokens, 32 * topk, 4 * topk * k, act,
                 ids, weights, topk, 0, d.codes(), d.scales(), d.zeros(), d.globalScale(), out, accumulate ? 1 : 0, n, k, experts,
                 ctx.errorFlag, lora == null ? null : lora.lo(), table, lora == null ? 0f : lora.scale(), rank);
         return true;

@@ -46,9 +46,10 @@ final class CudaRowOps {
     final Kernel logSoftmax;
     private final Kernel addRmsnormV2;
     /**
-     * {@value} ({@code on|off}, read at each call; off by default): {@link #addRmsNorm} of rows of at most 8 values a thread
+     * {@value} ({@code on|off}, read at each call; on by default): {@link #addRmsNorm} of rows of at most 8 values a thread
      * takes {@code add_rmsnorm_v2_f32} (two float4s a thread where the v4 kernel holds eight: the same sums and bits from
-     * 9 KiB of code rather than 23).
+     * 9 KiB of code rather than 23; a one-sequence decode step's add+norm is one block whose code is its time); {@code off}
+     * takes the v4 kernel.
      */
     static final String NARROW_NORM_PROPERTY = "orbit.cuda.narrowNorm";
 
@@ -72,7 +73,7 @@ final class CudaRowOps {
 
     /** Whether {@link #NARROW_NORM_PROPERTY} asks for the narrow add-norm kernel. */
     static boolean narrowNorm() {
-        return Switches.onOff(NARROW_NORM_PROPERTY, false);
+        return Switches.onOff(NARROW_NORM_PROPERTY, true);
     }
 
     void binary(String op, Kernel kernel, Tensor a, Tensor b, Tensor out) {

@@ -274,7 +274,7 @@ struct QgLora {
 // them in one launch. qgemv's lane split (KQ k lanes, R rows a lane, warps over K) with each lane
 // holding the same R rows of both matrices; a step's loads of both are issued before x is staged in
 // shared memory (dynamic, K floats). The block's rows of gate and up never leave the SM.
-template <int FMT, int KQ, int R, bool ROLL = false>
+template <int FMT, int KQ, int R>
 __device__ __forceinline__ void qgemv_swiglu(const float* x, int xDiv, const int* ids, const uint4* __restrict__ gc,
                                              const void* __restrict__ gs, const u32* __restrict__ gz, float gglobal,
                                              const uint4* __restrict__ uc, const void* __restrict__ us,
@@ -323,7 +323,7 @@ __device__ __forceinline__ void qgemv_swiglu(const float* x, int xDiv, const int
         ag[r][0] = 0.0f;
         au[r][0] = 0.0f;
     }
-    qg_gate_up_steps<FMT, R, ROLL>(gc, gs, gz, gglobal, uc, us, uz, uglobal, grow, G, g, S, xr, K, qg, gs0, gs1, gzb, qu, us0, us1, uzb,
+    qg_gate_up_steps<FMT, R>(gc, gs, gz, gglobal, uc, us, uz, uglobal, grow, G, g, S, xr, K, qg, gs0, gs1, gzb, qu, us0, us1, uzb,
                              ag, au);
     ORBIT_TRACE_MARK(2); // the lane's products summed
     qg_gate_up_to_shared<RL, R, QG_WARPS>(ag, au, red, warp, rl, kq);
@@ -383,7 +383,7 @@ __device__ __forceinline__ void qgd_begin(QgdBegun<R, U>& b, const int* ids, int
     }
 }
 
-template <int FMT, int KQ, int R, int U, bool ROLL = false>
+template <int FMT, int KQ, int R, int U>
 __device__ __forceinline__ void qgd_finish(QgdBegun<R, U>& b, const float* act, const float* wts, int topk, int normalize,
                                            const uint4* __restrict__ codes, const void* __restrict__ scales,
                                            const u32* __restrict__ zeros, float global, float* out, int accumulate, int N, int K,
@@ -412,7 +412,7 @@ __device__ __forceinline__ void qgd_finish(QgdBegun<R, U>& b, const float* act, 
         __syncwarp();
         const char* xr[1] = {(const char*) arow};
         while (g < G) {
-            qg_apply<FMT, 1, false, R, U, ROLL>(b.q, b.s0, b.s1, b.zb, G, g, KQ, xr, 1, K, acc);
+            qg_apply<FMT, 1, false, R, U>(b.q, b.s0, b.s1, b.zb, G, g, KQ, xr, 1, K, acc);
             g += U * KQ;
             if (g < G) qg_fetch<FMT, R, U>(codes, scales, zeros, global, b.grow, G, g, KQ, b.q, b.s0, b.s1, b.zb);
         }
@@ -519,19 +519,6 @@ __device__ __forceinline__ void qgemv_down_combine(const float* act, const int* 
 QG_DECODE_KERNELS(int4, QF_INT4)
 QG_DECODE_LORA_KERNELS(int4, QF_INT4)
 
-// qgemv_swiglu_lora_r6_int4 with each group's four code words multiplied in a loop rather than unrolled (qg_group's ROLL:
-// the same sums in the same order, so the same bits, from a quarter of the products' code; -Dorbit.cuda.gateUpRolled=on).
-extern "C" __global__ void __launch_bounds__(32 * QG_WARPS, 2) qgemv_swiglu_lora_r6c_int4(
-    const float* x, int xDiv, const int* ids, const uint4* gc, const void* gs, const u32* gz, float gglobal,
-    const uint4* uc, const void* us, const u32* uz, float uglobal, float* act, int N, int K, int E, int* err,
-    const float* glo, const unsigned long long* gtab, float gsc, const float* ulo, const unsigned long long* utab,
-    float usc, int rank) {
-    ORBIT_TRACE_KERNEL();
-    pdl_enter();
-    qgemv_swiglu<QF_INT4, QGS_KQ, 6, true>(x, xDiv, ids, gc, gs, gz, gglobal, uc, us, uz, uglobal, act, N, K, E, err,
-                                           QgLora{glo, gtab, gsc, rank}, QgLora{ulo, utab, usc, rank});
-}
-
 // qgemv_down_combine_lora_int4 with its ids read and its first steps' weight loads issued before its wait (at Qwen3-30B-A3B's
 // 768 columns, all of a block's weights), so that they stream while the launches before it finish; the same sums (the
 // same bits). What makes the early read of ids sound: a launch between the router that wrote them and this one waits
@@ -550,20 +537,6 @@ extern "C" __global__ void __launch_bounds__(32 * QGD_MAX_TOPK)
     pdl_enter();
     qgd_finish<QF_INT4, QGD_KQ, QGD_R, QGD_U>(b, act, wts, topk, normalize, codes, scales, zeros, global, out, accumulate, N, K,
                                               err, QgLora{lo, tab, sc, rank});
-}
-// qgemv_down_combine_pre_int4 with each group's four code words multiplied in a loop (qg_group's ROLL: the same sums in the
-// same order, so the same bits, from less code; -Dorbit.cuda.downRolled=on).
-extern "C" __global__ void __launch_bounds__(32 * QGD_MAX_TOPK)
-    qgemv_down_combine_prec_int4(const float* act, const int* ids, const float* wts, int topk, int normalize,
-                                 const uint4* codes, const void* scales, const u32* zeros, float global, float* out,
-                                 int accumulate, int N, int K, int E, int* err, const float* lo, const unsigned long long* tab,
-                                 float sc, int rank) {
-    ORBIT_TRACE_KERNEL();
-    QgdBegun<QGD_R, QGD_U> b;
-    qgd_begin<QF_INT4, QGD_KQ, QGD_R, QGD_U>(b, ids, topk, codes, scales, zeros, global, N, K, E);
-    pdl_enter();
-    qgd_finish<QF_INT4, QGD_KQ, QGD_R, QGD_U, true>(b, act, wts, topk, normalize, codes, scales, zeros, global, out, accumulate, N,
-                                                    K, err, QgLora{lo, tab, sc, rank});
 }
 QG_DECODE_LORA_KERNELS(mxfp4, QF_MXFP4)
 QG_DECODE_LORA_KERNELS(nvfp4, QF_NVFP4)

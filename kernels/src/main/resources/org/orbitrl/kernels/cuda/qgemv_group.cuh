@@ -87,47 +87,33 @@ __device__ __forceinline__ void qg_scales(const void* __restrict__ scales, const
     }
 }
 
-// acc[r][m] += word wd (values 8 wd .. 8 wd + 7) of the group g of rows r (codes q[r], scales s0/s1, zero zb) times x rows
-// xr[m].
+// acc[r][m] += the group g of rows r (codes q[r], scales s0/s1, zero zb) times x rows xr[m].
 template <int FMT, int MT, bool XB, int R>
-__device__ __forceinline__ void qg_group_word(int wd, const uint4* q, const float* s0, const float* s1, const float* zb,
-                                              const char* const* xr, int mcount, int K, int g, float (*acc)[MT]) {
-    float w[R][8];
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-        u32 word = wd == 0 ? q[r].x : wd == 1 ? q[r].y : wd == 2 ? q[r].z : q[r].w;
-        qg_decode8<FMT>(word, zb[r], w[r]);
-    }
-    int k = g * 32 + wd * 8;
-#pragma unroll
-    for (int m = 0; m < MT; m++) {
-        if (m < mcount) {
-            float a[8];
-            qg_x8<XB>(xr[m], k, a);
-#pragma unroll
-            for (int r = 0; r < R; r++) {
-                float d = w[r][0] * a[0];
-#pragma unroll
-                for (int i = 1; i < 8; i++) d = fmaf(w[r][i], a[i], d);
-                acc[r][m] = fmaf(d, wd < 2 ? s0[r] : s1[r], acc[r][m]);
-            }
-        }
-    }
-}
-
-// acc[r][m] += the group g of rows r (codes q[r], scales s0/s1, zero zb) times x rows xr[m], word by word. ROLL: the four
-// words in a loop rather than unrolled (a quarter of the code, the same sums in the same order): a launch that runs its
-// products once fetches its code once, and straight-line code not in the SM's instruction cache costs about 80-180 cycles
-// a KiB from the L2 (CodeFetchProbe).
-template <int FMT, int MT, bool XB, int R, bool ROLL = false>
 __device__ __forceinline__ void qg_group(const uint4* q, const float* s0, const float* s1, const float* zb, const char* const* xr,
                                          int mcount, int K, int g, float (*acc)[MT]) {
-    if (ROLL) {
-#pragma unroll 1
-        for (int wd = 0; wd < 4; wd++) qg_group_word<FMT, MT, XB, R>(wd, q, s0, s1, zb, xr, mcount, K, g, acc);
-    } else {
 #pragma unroll
-        for (int wd = 0; wd < 4; wd++) qg_group_word<FMT, MT, XB, R>(wd, q, s0, s1, zb, xr, mcount, K, g, acc);
+    for (int wd = 0; wd < 4; wd++) {
+        float w[R][8];
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            u32 word = wd == 0 ? q[r].x : wd == 1 ? q[r].y : wd == 2 ? q[r].z : q[r].w;
+            qg_decode8<FMT>(word, zb[r], w[r]);
+        }
+        int k = g * 32 + wd * 8;
+#pragma unroll
+        for (int m = 0; m < MT; m++) {
+            if (m < mcount) {
+                float a[8];
+                qg_x8<XB>(xr[m], k, a);
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    float d = w[r][0] * a[0];
+#pragma unroll
+                    for (int i = 1; i < 8; i++) d = fmaf(w[r][i], a[i], d);
+                    acc[r][m] = fmaf(d, wd < 2 ? s0[r] : s1[r], acc[r][m]);
+                }
+            }
+        }
     }
 }
 
@@ -149,18 +135,18 @@ __device__ __forceinline__ void qg_fetch(const uint4* __restrict__ codes, const 
 }
 
 // The products of the steps qg_fetch loaded, times the mcount rows xr of x, into acc.
-template <int FMT, int MT, bool XB, int R, int U, bool ROLL = false>
+template <int FMT, int MT, bool XB, int R, int U>
 __device__ __forceinline__ void qg_apply(uint4 (*q)[R], float (*s0)[R], float (*s1)[R], float (*zb)[R], int G, int g, int S,
                                          const char* const* xr, int mcount, int K, float (*acc)[MT]) {
 #pragma unroll
     for (int u = 0; u < U; u++)
-        if (u == 0 || g + u * S < G) qg_group<FMT, MT, XB, R, ROLL>(q[u], s0[u], s1[u], zb[u], xr, mcount, K, g + u * S, acc);
+        if (u == 0 || g + u * S < G) qg_group<FMT, MT, XB, R>(q[u], s0[u], s1[u], zb[u], xr, mcount, K, g + u * S, acc);
 }
 
 // The gate and up products of a lane's R rows (as qgemv_swiglu and moe_decode compute them): from the
 // step g whose loads qg_fetch has issued into (qg, gs0, ..) and (qu, us0, ..), each step's products
 // over x (xr) into ag and au, then the next step's loads.
-template <int FMT, int R, bool ROLL = false>
+template <int FMT, int R>
 __device__ __forceinline__ void qg_gate_up_steps(const uint4* __restrict__ gc, const void* __restrict__ gs, const u32* __restrict__ gz,
                                                  float gglobal, const uint4* __restrict__ uc, const void* __restrict__ us,
                                                  const u32* __restrict__ uz, float uglobal, const i64* grow, int G, int g, int S,
@@ -168,8 +154,8 @@ __device__ __forceinline__ void qg_gate_up_steps(const uint4* __restrict__ gc, c
                                                  float (*gzb)[R], uint4 (*qu)[R], float (*us0)[R], float (*us1)[R],
                                                  float (*uzb)[R], float (*ag)[1], float (*au)[1]) {
     while (g < G) {
-        qg_apply<FMT, 1, false, R, 1, ROLL>(qg, gs0, gs1, gzb, G, g, S, xr, 1, K, ag);
-        qg_apply<FMT, 1, false, R, 1, ROLL>(qu, us0, us1, uzb, G, g, S, xr, 1, K, au);
+        qg_apply<FMT, 1, false, R, 1>(qg, gs0, gs1, gzb, G, g, S, xr, 1, K, ag);
+        qg_apply<FMT, 1, false, R, 1>(qu, us0, us1, uzb, G, g, S, xr, 1, K, au);
         g += S;
         if (g < G) {
             qg_fetch<FMT, R, 1>(gc, gs, gz, gglobal, grow, G, g, S, qg, gs0, gs1, gzb);

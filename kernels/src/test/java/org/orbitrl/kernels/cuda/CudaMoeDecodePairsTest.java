@@ -50,8 +50,7 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
      * act = silu(x·G_eᵀ + s_g·lo_g·Bg_eᵀ) · (x·U_eᵀ + s_u·lo_u·Bu_eᵀ): one token at top 8 (x a row a token), two at top 4
      * with x a row a pair, three at top 5; both terms, the gate's alone, none; 104 rows (a multiple of 8, as asymmetric
      * INT4 experts need, and not of a block's 16 or 24) and K of 256 and 768, four rows a lane ({@code -Dorbit.cuda.swigluRows=4}). act within {@code 1e-6 + 1.1·e_g·|u| +
-     * |silu(g)|·e_u + 1e-6·|act|}; with six rows a lane ({@code =6}, the four-row launch left out) the same bits, and for
-     * INT4 also with its code words multiplied in a loop ({@code -Dorbit.cuda.gateUpRolled=on}, the other launches left out).
+     * |silu(g)|·e_u + 1e-6·|act|}; with six rows a lane ({@code =6}, the four-row launch left out) the same bits.
      */
     @Test
     void gateUpTheirTermsAndTheSwigluForEveryLayout() {
@@ -125,15 +124,6 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
                         withProperty("orbit.cuda.swigluRows", "6", () -> withProperty("orbit.cuda.omitKernels", "^qgemv_swiglu_lora_[imn]",
                                 () -> assertTrue(gpu.moeSwigluPairs(xd, xDiv, g.w(), u.w(), idsd, gl, ul, act6))));
                         assertBitsEqual(what + ", 6 rows a lane", got, gpu.toHost(act6).toFloatArray());
-                        if (format.startsWith("int4")) {
-                            // the same with the code words multiplied in a loop (-Dorbit.cuda.gateUpRolled=on): the same bits,
-                            // from its own launch (every other gate/up kernel left out)
-                            Tensor actRolled = poisoned(DType.F32, pairs, n);
-                            withProperty("orbit.cuda.swigluRows", "6", () -> withProperty(CudaMoeDecodePairs.GATE_UP_ROLLED_PROPERTY, "on",
-                                    () -> withProperty("orbit.cuda.omitKernels", "^qgemv_swiglu_lora_([imn]|r6_)",
-                                            () -> assertTrue(gpu.moeSwigluPairs(xd, xDiv, g.w(), u.w(), idsd, gl, ul, actRolled)))));
-                            assertBitsEqual(what + ", 6 rows a lane, rolled", got, gpu.toHost(actRolled).toFloatArray());
-                        }
                     }
                 } finally {
                     gpu.free(g.stack());
@@ -224,9 +214,7 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
      * (an early read of the ids would find -1, out of range, reported), the router, gate/up and down chained as dependent
      * launches for the prologue form and as plain launches for the reference. A second down call with no gate/up launch
      * before it takes the plain kernel, and so does one from another thread. Each form is shown to be the launch by
-     * leaving the other out (a left-out launch leaves its output poisoned). With {@code -Dorbit.cuda.downRolled=on} the
-     * prologue form is {@code qgemv_down_combine_prec_int4} (its code words multiplied in a loop): the same bits, from its
-     * own launch (the other two left out).
+     * leaving the other out (a left-out launch leaves its output poisoned).
      */
     @Test
     void downPrologueAfterGateUpGivesTheSameBits() {
@@ -248,11 +236,9 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
                 String what = "one token at top 8" + (term ? ", with the LoRA" : "");
                 Tensor x = dev(randn(r, 1f, 1, h));
                 Backend.PairLora pl = term ? new Backend.PairLora(dev(randn(r, 1f, topk, rank)), b, 0.5f) : null;
-                float[][] outs = new float[3][];
-                for (int form = 0; form < 3; form++) {   // plain, the prologue form, that form with its words in a loop
-                    boolean pre = form >= 1;
-                    String omit = form == 0 ? "^qgemv_down_combine_pre_int4$" : form == 1 ? "^qgemv_down_combine_lora_int4$"
-                            : "^qgemv_down_combine_(lora|pre)_int4$";
+                float[][] outs = new float[2][];
+                for (int form = 0; form < 2; form++) {
+                    boolean pre = form == 1;
                     Tensor ids = poisoned(DType.I32, 1, topk);
                     Tensor wts = poisoned(DType.F32, 1, topk);
                     Tensor hx = poisoned(DType.F32, 1, h);
@@ -260,13 +246,12 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
                     Tensor out = poisoned(DType.F32, 1, h);
                     gpu.dependentLaunches(pre);
                     try {
-                        withProperty(CudaMoeDecodePairs.DOWN_ROLLED_PROPERTY, form == 2 ? "on" : "off", () -> withProperty(
-                                CudaMoeDecodePairs.DOWN_PROLOGUE_PROPERTY, pre ? "on" : "off", () -> withProperty(
-                                "orbit.cuda.omitKernels", omit, () -> {
+                        withProperty(CudaMoeDecodePairs.DOWN_PROLOGUE_PROPERTY, pre ? "on" : "off", () -> withProperty(
+                                "orbit.cuda.omitKernels", pre ? "^qgemv_down_combine_lora_int4$" : "^qgemv_down_combine_pre_int4$", () -> {
                                     gpu.fusedDecode().router().moeRouterNormTopk(x, nw, 1e-6f, router, topk, true, hx, wts, ids);
                                     assertTrue(gpu.moeSwigluPairs(hx, topk, g.w(), u.w(), ids, null, null, act), what + ": gate/up");
                                     assertTrue(gpu.moeDownCombinePairs(act, d.w(), ids, pl, wts, out, false), what + ": down");
-                                })));
+                                }));
                     } finally {
                         gpu.dependentLaunches(false);
                     }
@@ -299,7 +284,6 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
                     assertTrue(Float.isFinite(v), what + ": the plain down wrote " + v);
                 }
                 assertBitsEqual(what + ": the prologue form, dependent launches", outs[0], outs[1]);
-                assertBitsEqual(what + ": the prologue form with its words in a loop (downRolled)", outs[0], outs[2]);
             }
         } finally {
             gpu.free(g.stack());

@@ -46,8 +46,8 @@ class CudaNormTest extends CudaTestBase {
     }
 
     /**
-     * The residual add and the norm of its sum in one launch ({@code add_rmsnorm_v4_f32} for rows of 513-8192 values, a
-     * multiple of 4) give the bits of {@code add} then {@code rmsNorm}, for f32 and bf16 weights, from aligned buffers
+     * The residual add and the norm of its sum in one launch (rows of 513-8192 values, a multiple of 4: {@code
+     * add_rmsnorm_v2_f32} where a row is at most 8 values a thread, else {@code add_rmsnorm_v4_f32}) give the bits of {@code add} then {@code rmsNorm}, for f32 and bf16 weights, from aligned buffers
      * and from views off 16-byte boundaries; other rows take the two launches. The sum against the host's exactly, the
      * norm against the host's as in the test above.
      */

@@ -68,21 +68,15 @@ class GemvPrologueSwitchTest {
         assertTrue(e.getMessage().contains("orbit.cuda.prepQFirst=early"), e.getMessage());
     }
 
-    /** The forms with less code for the same bits: off by default, on by their switch, anything else an error naming it. */
+    /** The narrow residual add and norm: on by default, off by its switch, anything else an error naming it. */
     @Test
-    void theLessCodeSwitches() {
-        String[] keys = {CudaMoeDecodePairs.GATE_UP_ROLLED_PROPERTY, CudaMoeDecodePairs.DOWN_ROLLED_PROPERTY, CudaRowOps.NARROW_NORM_PROPERTY};
-        java.util.List<java.util.function.BooleanSupplier> asked = java.util.List.of(CudaMoeDecodePairs::gateUpRolled,
-                CudaMoeDecodePairs::downRolled, CudaRowOps::narrowNorm);
-        for (int i = 0; i < keys.length; i++) {
-            String key = keys[i];
-            java.util.function.BooleanSupplier s = asked.get(i);
-            assertFalse(valueWithProperty(key, null, s::getAsBoolean), key + ": off by default");
-            assertTrue(valueWithProperty(key, "on", s::getAsBoolean), key + ": on");
-            assertFalse(valueWithProperty(key, "off", s::getAsBoolean), key + ": off");
-            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> valueWithProperty(key, "yes", s::getAsBoolean));
-            assertTrue(e.getMessage().contains(key + "=yes"), e.getMessage());
-        }
+    void theNarrowNormSwitch() {
+        String key = CudaRowOps.NARROW_NORM_PROPERTY;
+        assertTrue(valueWithProperty(key, null, CudaRowOps::narrowNorm), "on by default");
+        assertTrue(valueWithProperty(key, "on", CudaRowOps::narrowNorm), "on");
+        assertFalse(valueWithProperty(key, "off", CudaRowOps::narrowNorm), "off: the v4 kernel");
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> valueWithProperty(key, "yes", CudaRowOps::narrowNorm));
+        assertTrue(e.getMessage().contains(key + "=yes"), e.getMessage());
     }
 
     @Test

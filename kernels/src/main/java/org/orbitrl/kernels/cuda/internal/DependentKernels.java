@@ -40,7 +40,7 @@ final class DependentKernels {
      */
     private static final Map<String, Set<String>> PROLOGUES = Map.of("bgemv/bgemv_pre1", Set.of("w"),
             "bgemv/bgemv_norm_pre1", Set.of("w0", "w1", "w2"), "bgemv/bgemv_norm_scale_pre1", Set.of("w0", "w1", "w2"), "bgemv/bgemv_norm_scale_l2_m1", Set.of("w0", "w1", "w2", "nw"),
-            "qgemv/qgemv_down_combine_pre_int4", Set.of("ids", "codes", "scales", "zeros"), "qgemv/qgemv_down_combine_prec_int4", Set.of("ids", "codes", "scales", "zeros"), "moe/moe_router_norm_topk_pre", Set.of("w", "nw", "a0", "a1", "a2"), "moe/moe_router_add_norm_topk_pre", Set.of("w", "nw", "a0", "a1", "a2"),
+            "qgemv/qgemv_down_combine_pre_int4", Set.of("ids", "codes", "scales", "zeros"), "moe/moe_router_norm_topk_pre", Set.of("w", "nw", "a0", "a1", "a2"), "moe/moe_router_add_norm_topk_pre", Set.of("w", "nw", "a0", "a1", "a2"),
             "paged_decode/paged_decode_mma_prep_pre_d128_kvbf16", PAGED_PREFETCH, "paged_decode/paged_decode_mma_prep_pre_d64_kvbf16",
             PAGED_PREFETCH);
 
@@ -105,7 +105,6 @@ final class DependentKernels {
         s.add("bgemv/bgemv_norm_scale_pre1"); // likewise
         s.add("bgemv/bgemv_norm_scale_l2_m1"); // its weights' lines asked of the L2 before the wait (PROLOGUES)
         s.add("qgemv/qgemv_down_combine_pre_int4"); // likewise, and its expert ids (PROLOGUES)
-        s.add("qgemv/qgemv_down_combine_prec_int4"); // the same with its code words in a loop (PROLOGUES)
         s.add("paged_mla/paged_mla_decode_kvbf16");
         s.add("moe/moe_route");
         s.add("norm/softmax_f32");                // the router's probabilities, then their top k
@@ -155,7 +154,6 @@ final class DependentKernels {
             s.add("qgemv/qgemv_swiglu_lora_r6_" + format);
             s.add("qgemv/qgemv_down_combine_lora_" + format);
         }
-        s.add("qgemv/qgemv_swiglu_lora_r6c_int4");
         String[] xs = {"f32", "bf16"};
         for (int mt : new int[]{1, 4, 8, 16}) {
             s.add("bgemv/bgemv_m" + mt);

@@ -329,6 +329,48 @@ class CudaPrepAttentionTest extends CudaTestBase {
     }
 
     /**
+     * {@code -Dorbit.cuda.prepGroup8=on} ({@code paged_decode_mma_prep_qf8_*}, for groups of at most 8 query heads with the
+     * rope in halves) gives the q-first kernel's output and caches bit for bit, in every such case above (groups of 8, 8
+     * and 1; D 128 and 64; sinks, windows, f32 and bf16 norms and none) with the cluster the launcher picks and with 1, 5
+     * and 16 blocks forced, with dependent launches off and on; the launch is its own (left out: poison); the cases with
+     * interleaved rope or groups of 16 keep the q-first kernel (the group-8 kernel left out changes nothing there).
+     */
+    @Test
+    void groupsOfEightGiveTheQFirstKernelsBits() {
+        SplittableRandom r = rng(309);
+        int taken = 0;
+        for (Case c : cases()) {
+            Step s = new Step(c, r);
+            boolean fits = c.hq() / c.hkv() <= 8 && c.style() != RopeTable.Style.INTERLEAVED;
+            taken += fits ? 1 : 0;
+            for (String setting : new String[]{"on", "1", "5", "16"}) {
+                for (boolean dependent : new boolean[]{false, true}) {
+                    String what = c + ", prepAttention=" + setting + (dependent ? ", a dependent launch" : "");
+                    Result[] got = new Result[3];
+                    withProperty(CudaFlashAttention.PREP_GROUP8_PROPERTY, "off", () -> got[0] = chained(s, setting, "off", dependent, "_prep_qf8_"));
+                    withProperty(CudaFlashAttention.PREP_GROUP8_PROPERTY, "on", () -> got[1] = chained(s, setting, "off", dependent, "_prep_qf_"));
+                    withProperty(CudaFlashAttention.PREP_GROUP8_PROPERTY, "on", () -> got[2] = chained(s, setting, "off", dependent, "_prep_qf8_"));
+                    assertTrue(got[0] != null && got[1] != null && got[2] != null, what + ": declined a case it takes");
+                    if (fits) {
+                        assertBitsEqual(what + ": output", got[0].out(), got[1].out());
+                        assertBitsEqual(what + ": keys", got[0].keys(), got[1].keys());
+                        assertBitsEqual(what + ": values", got[0].values(), got[1].values());
+                        for (float v : got[2].out()) {
+                            assertTrue(Float.isNaN(v), what + ": an output written with the group-8 kernel left out");
+                        }
+                    } else {
+                        assertBitsEqual(what + ": output, the q-first kernel", got[0].out(), got[2].out());
+                        for (float v : got[1].out()) {
+                            assertTrue(Float.isNaN(v), what + ": an output written with the q-first kernel left out");
+                        }
+                    }
+                }
+            }
+        }
+        assertEquals(4, taken, "the cases the group-8 kernel takes");
+    }
+
+    /**
      * The fused call on fresh copies of the step's caches right after a launch that writes its q (the step's q plus
      * zeros, by {@code addRmsNorm}), under {@code -Dorbit.cuda.prepAttention=setting} and {@code attentionPrologue},
      * with dependent launches on or off, {@code omit} left out; null where it declined.

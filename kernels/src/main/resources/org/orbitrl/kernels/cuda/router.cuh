@@ -57,10 +57,9 @@ __device__ __forceinline__ void router_fetch(const uint4* __restrict__ row, int 
     }
 }
 
-// The selection of router_select by one warp (no block barriers): the softmax's max and sum over the E
-// logits lg (shared memory), then the topk largest logits in descending order (ties to the lower expert),
-// their probabilities expf(l - max) / sum, optionally divided by their sum. lg is overwritten.
-__device__ __forceinline__ void router_select_warp(float* lg, int E, int topk, int normalize, float* values, int* indices) {
+// router_select_warp's selection by rescans of lg (shared memory, overwritten: a pick's logit becomes -inf), a pick a
+// warp_pick, lane 0 writing each pick and then dividing the written values by their sum.
+__device__ __forceinline__ void router_select_scan(float* lg, int E, int topk, int normalize, float* values, int* indices) {
     int lane = threadIdx.x & 31;
     float m = -ORBIT_INF;
     for (int e = lane; e < E; e += 32) m = fmaxf(m, lg[e]);
@@ -87,4 +86,96 @@ __device__ __forceinline__ void router_select_warp(float* lg, int E, int topk, i
         float r = 1.0f / picked;
         for (int j = 0; j < topk; j++) values[j] *= r;
     }
+}
+
+// Order-preserving keys of floats that are numbers (x < y exactly when key(x) < key(y); -0 and +0 one key, as they
+// compare equal), and back (+0 for that key).
+__device__ __forceinline__ u32 router_key(float x) {
+    u32 u = x == 0.0f ? 0u : __float_as_uint(x);
+    return (u & 0x80000000u) ? ~u : u | 0x80000000u;
+}
+
+__device__ __forceinline__ float router_unkey(u32 k) {
+    return __uint_as_float((k & 0x80000000u) ? k & 0x7fffffffu : ~k);
+}
+
+// router_select_scan's values and experts with the logits in registers (lane l's E / 32 of them: e = l + 32 i, i < L):
+// a pick is each lane's best (the larger, then the lower expert, as warp_pick) and then the warp's by two reductions
+// (the largest key, then the lowest expert that holds it: warp_pick's total order), its owner striking it out; lane j
+// keeps pick j and writes it (the division by the picks' sum once, as the scan divides what it wrote). Nothing is
+// written to memory between picks.
+#if defined(ORBIT_ROUTER_REGS) && __CUDA_ARCH__ >= 800
+template <int L>
+__device__ __forceinline__ void router_select_regs(const float* lg, int E, int topk, int normalize, float* values, int* indices) {
+    int lane = threadIdx.x & 31;
+    float v[L];
+    float m = -ORBIT_INF;
+#pragma unroll
+    for (int i = 0; i < L; i++) {
+        int e = lane + 32 * i;
+        v[i] = e < E ? lg[e] : -ORBIT_INF;
+        if (e < E) m = fmaxf(m, v[i]);
+    }
+    m = warp_max(m);
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < L; i++)
+        if (lane + 32 * i < E) s += expf(v[i] - m);
+    s = warp_sum(s);
+    float inv = 1.0f / s;
+    float picked = 0.0f;
+    float mine = 0.0f;
+    int mineAt = 0;
+    for (int j = 0; j < topk; j++) {
+        float bv = -ORBIT_INF;
+        int bi = 0x7fffffff;
+#pragma unroll
+        for (int i = 0; i < L; i++) {
+            int e = lane + 32 * i;
+            if (e < E && (v[i] > bv || (v[i] == bv && e < bi))) {
+                bv = v[i];
+                bi = e;
+            }
+        }
+        u32 key = router_key(bv);
+        u32 top = __reduce_max_sync(0xffffffffu, key);
+        bi = (int) __reduce_min_sync(0xffffffffu, key == top ? (u32) bi : 0x7fffffffu);
+        bv = router_unkey(top);
+        float p = expf(bv - m) * inv;
+        picked += p;
+        if (lane == j) {
+            mine = p;
+            mineAt = bi;
+        }
+        if ((unsigned) bi < (unsigned) E && lane == (bi & 31)) { // taken (none when no logit is a number)
+#pragma unroll
+            for (int i = 0; i < L; i++)
+                if (i == (bi >> 5)) v[i] = -ORBIT_INF;
+        }
+    }
+    if (lane < topk) {
+        values[lane] = normalize ? mine * (1.0f / picked) : mine;
+        indices[lane] = mineAt;
+    }
+    __syncwarp();
+}
+#endif
+
+// The selection of router_select by one warp (no block barriers): the softmax's max and sum over the E
+// logits lg (shared memory), then the topk largest logits in descending order (ties to the lower expert),
+// their probabilities expf(l - max) / sum, optionally divided by their sum. Built with ORBIT_ROUTER_REGS (KernelLibrary's
+// orbit.cuda.routerRegs), router_select_regs where the logits fit the lanes' registers (E <= 384) and topk <= 32; else
+// router_select_scan (which overwrites lg). The same values and experts.
+__device__ __forceinline__ void router_select_warp(float* lg, int E, int topk, int normalize, float* values, int* indices) {
+#if defined(ORBIT_ROUTER_REGS) && __CUDA_ARCH__ >= 800 // redux.sync
+    if (topk <= 32 && E <= 128) {
+        router_select_regs<4>(lg, E, topk, normalize, values, indices);
+        return;
+    }
+    if (topk <= 32 && E <= 384) {
+        router_select_regs<12>(lg, E, topk, normalize, values, indices);
+        return;
+    }
+#endif
+    router_select_scan(lg, E, topk, normalize, values, indices);
 }

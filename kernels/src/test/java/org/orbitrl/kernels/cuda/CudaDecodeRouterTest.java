@@ -26,7 +26,9 @@ class CudaDecodeRouterTest extends CudaTestBase {
     @Test
     void routerNormTopkWritesTheNormAndSelectsTheLargestProbabilities() {
         SplittableRandom r = rng(312);
-        int[][] cases = {{1, 2048, 128, 8}, {5, 256, 60, 3}, {64, 512, 128, 8}, {2, 128, 9, 9}}; // {tokens, H, E, topk}
+        // {tokens, H, E, topk}: the selection in registers at E <= 128 and <= 384, rescans of shared memory past that
+        int[][] cases = {{1, 2048, 128, 8}, {5, 256, 60, 3}, {64, 512, 128, 8}, {2, 128, 9, 9}, {3, 256, 256, 8}, {2, 256, 384, 8},
+                {2, 128, 400, 6}};
         for (int[] c : cases) {
             for (boolean normalize : new boolean[]{true, false}) {
                 int t = c[0];
@@ -57,6 +59,68 @@ class CudaDecodeRouterTest extends CudaTestBase {
                     checkSelection(what + " (run " + run + ")", xn, w, e, h, topk, normalize,
                             gpu.toHost(values).toFloatArray(), gpu.toHost(ids).toLongArray());
                 }
+            }
+        }
+    }
+
+    /**
+     * With {@code -Dorbit.cuda.routerRegs=on} (the JVM's, read as the backend's library is made) the selection in registers
+     * (top 32 or fewer: each lane's logits held, a pick a two-step warp reduction) gives the rescans' values and experts
+     * bit for bit (top 33 takes the rescans; its first 32 picks unnormalized against top 32's; without it both are the
+     * rescans, and the test checks their ties):
+     * at 40 and 384 experts (the registers' two forms), 1 and 3 tokens, a router whose rows repeat (equal logits, bit for
+     * bit: the lower expert first) and whose rows of zeros make logits of +0 (ties among them too, in the top 32 of 40),
+     * in three runs.
+     */
+    @Test
+    void theSelectionInRegistersGivesTheRescansBits() {
+        SplittableRandom r = rng(313);
+        for (int[] c : new int[][]{{1, 256, 40}, {3, 256, 384}}) {
+            int t = c[0];
+            int h = c[1];
+            int e = c[2];
+            float[] x = randn(r, 2f, t, h).toFloatArray();
+            float[] nw = CudaFusedDecodeTest.normWeights(r, h, false);
+            float[] w = bf16Round(randn(r, 0.2f, e, h).toFloatArray());
+            for (int j = 0; j < e; j += 7) { // expert j + 3 repeats j; every 7th's successor a row of zeros
+                if (j + 3 < e) {
+                    System.arraycopy(w, j * h, w, (j + 3) * h, h);
+                }
+                if (j + 1 < e) {
+                    Arrays.fill(w, (j + 1) * h, (j + 2) * h, 0f);
+                }
+            }
+            Tensor dx = dev(Tensor.of(x, t, h));
+            Tensor dnw = dev(Tensor.of(nw, h));
+            Tensor dw = dev(Tensor.of(w, e, h).to(DType.BF16));
+            String what = "moeRouterNormTopk tokens " + t + " E " + e + ", routerRegs=" + System.getProperty("orbit.cuda.routerRegs", "off");
+            for (int run = 0; run < 3; run++) {
+                float[][] vals = new float[2][];
+                long[][] ids = new long[2][];
+                for (int form = 0; form < 2; form++) {
+                    int topk = 32 + form;
+                    Tensor hOut = poisoned(DType.F32, t, h);
+                    Tensor values = poisoned(DType.F32, t, topk);
+                    Tensor idx = poisoned(DType.I32, t, topk);
+                    gpu.fusedDecode().router().moeRouterNormTopk(dx, dnw, EPS, dw, topk, false, hOut, values, idx);
+                    vals[form] = gpu.toHost(values).toFloatArray();
+                    ids[form] = gpu.toHost(idx).toLongArray();
+                }
+                int equalPairs = 0;
+                for (int k = 0; k < t; k++) {
+                    for (int j = 0; j < 32; j++) {
+                        String at = what + " (run " + run + "), token " + k + ", pick " + j;
+                        assertEquals(ids[1][k * 33 + j], ids[0][k * 32 + j], at + ": expert");
+                        assertEquals(Float.floatToRawIntBits(vals[1][k * 33 + j]), Float.floatToRawIntBits(vals[0][k * 32 + j]),
+                                at + ": value " + vals[1][k * 33 + j] + " against " + vals[0][k * 32 + j]);
+                        int id = (int) ids[0][k * 32 + j];
+                        if (j > 0 && vals[0][k * 32 + j] == vals[0][k * 32 + j - 1]) {
+                            equalPairs++;
+                            assertTrue(ids[0][k * 32 + j - 1] < id, at + ": an equal value after a higher expert");
+                        }
+                    }
+                }
+                assertTrue(equalPairs >= t, what + ": the router's repeated rows made " + equalPairs + " equal picks");
             }
         }
     }

@@ -59,6 +59,14 @@ public final class KernelLibrary implements AutoCloseable {
      * H100 the Qwen3-30B-A3B step at one sequence took 2.712 ms with it against 2.830-2.891 ms without (BENCHMARKS).
      */
     public static final String L2_STREAM_PROPERTY = "orbit.cuda.l2Stream";
+    /**
+     * The routers' top-k selection (router.cuh's {@code router_select_warp}): {@code on} builds every kernel with {@code
+     * ORBIT_ROUTER_REGS}, a warp's picks from the logits held in its lanes' registers (two warp reductions a pick, each
+     * lane writing its own pick once) where E <= 384 and top k <= 32; {@code off} or unset, the rescans of shared
+     * memory (a shuffle tree a pick, lane 0 writing each pick and then dividing what it wrote). The same values and
+     * experts. Read once, when a library is made.
+     */
+    public static final String ROUTER_REGS_PROPERTY = "orbit.cuda.routerRegs";
 
     private final KernelCompiler compiler;
     private final int arch; // the compiled architecture as a number (90 for sm_90)
@@ -72,6 +80,7 @@ public final class KernelLibrary implements AutoCloseable {
     private final boolean triggerAtExit = triggerAtExit(System.getProperty(DEPENDENT_TRIGGER_PROPERTY));
     private final boolean traced = traced(System.getProperty(TRACE_PROPERTY));
     private final boolean streamed = streamed(System.getProperty(L2_STREAM_PROPERTY));
+    private final boolean routerRegs = routerRegs(System.getProperty(ROUTER_REGS_PROPERTY));
 
     /** A library with dependent launches on or off as {@code dependentLaunches} (see {@link #dependentLaunches(boolean)}). */
     public KernelLibrary(KernelCompiler compiler, boolean dependentLaunches) {
@@ -135,6 +144,11 @@ public final class KernelLibrary implements AutoCloseable {
     /** {@value #L2_STREAM_PROPERTY} as given: {@code on} or unset true, {@code off} false, else an error naming it. */
     static boolean streamed(String property) {
         return !twoWay(L2_STREAM_PROPERTY, property, "off", "on", "on or off");
+    }
+
+    /** {@value #ROUTER_REGS_PROPERTY} as given: {@code on} true, {@code off} or unset false, else an error naming it. */
+    static boolean routerRegs(String property) {
+        return twoWay(ROUTER_REGS_PROPERTY, property, "on", "off", "on or off");
     }
 
     /** Whether this library's kernels load the frozen weights' streams evict-first ({@value #L2_STREAM_PROPERTY}). */
@@ -280,7 +294,7 @@ public final class KernelLibrary implements AutoCloseable {
         CUmod_st m = modules.get(file);
         if (m == null) {
             long t0 = System.nanoTime();
-            String source = source(file, triggerAtExit, traced, streamed);
+            String source = source(file, triggerAtExit, traced, streamed, routerRegs);
             KernelCompiler.Image image = compiler.compile(file, source);
             byte[] bytes = image.bytes();
             if (!image.ptx()) {
@@ -331,6 +345,11 @@ public final class KernelLibrary implements AutoCloseable {
     /** {@link #source(String, boolean, boolean)}, its frozen weights' streams loaded evict-first where {@code streamed}. */
     static String source(String file, boolean triggerAtExit, boolean traced, boolean streamed) {
         return (streamed ? "#define ORBIT_L2_STREAM 1\n" : "") + source(file, triggerAtExit, traced);
+    }
+
+    /** {@link #source(String, boolean, boolean, boolean)}, the routers' selection in registers where {@code routerRegs}. */
+    static String source(String file, boolean triggerAtExit, boolean traced, boolean streamed, boolean routerRegs) {
+        return (routerRegs ? "#define ORBIT_ROUTER_REGS 1\n" : "") + source(file, triggerAtExit, traced, streamed);
     }
 
     /** {@code text} of resource {@code name} with each line {@code #include "h.cuh"} replaced by that header (headers may include headers). */

@@ -42,7 +42,8 @@ class KernelSourcesCompileTest {
 
     /**
      * The same with the kernel timeline ({@code -Dorbit.cuda.trace=on}): every kernel's record compiles into it; built with
-     * plain weight loads ({@code -Dorbit.cuda.l2Stream=off}), so that both of common.cuh's forms of them compile.
+     * plain weight loads ({@code -Dorbit.cuda.l2Stream=off}), so that both of common.cuh's forms of them compile, and the
+     * routers' selection in registers ({@code -Dorbit.cuda.routerRegs=on}), so that both of router.cuh's do.
      */
     @Test
     void everyKernelSourceCompilesTraced() throws Exception {
@@ -144,12 +145,12 @@ class KernelSourcesCompileTest {
     }
 
     /**
-     * Null when {@code name}.cu (built with the kernel timeline and plain weight loads where {@code traced}, else without the
-     * timeline and with evict-first weight loads) compiles without an error; else what nvcc said.
+     * Null when {@code name}.cu (built with the kernel timeline, plain weight loads and the routers' selection in registers
+     * where {@code traced}, else as by default) compiles without an error; else what nvcc said.
      */
     private static String compile(Path nvcc, Path dir, String name, boolean traced) throws IOException, InterruptedException {
         Path src = dir.resolve(name + ".cu");
-        Files.writeString(src, KernelLibrary.source(name, false, traced, !traced), StandardCharsets.UTF_8);
+        Files.writeString(src, KernelLibrary.source(name, false, traced, !traced, traced), StandardCharsets.UTF_8);
         Process p = new ProcessBuilder(nvcc.toString(), "-std=c++17", "-arch=sm_90", "--fmad=true", "-cubin", "-o", dir.resolve(name + ".cubin").toString(), src.toString()).redirectErrorStream(true).start();
         String log = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
         int rc = p.waitFor();

@@ -41,6 +41,30 @@ class KernelTraceSourceTest {
      * products' weight loads go through it.
      */
     @Test
+    void theRoutersSelectionInRegistersIsOneDefineAheadOfTheSource() {
+        assertFalse(KernelLibrary.routerRegs(null));
+        assertFalse(KernelLibrary.routerRegs(""));
+        assertFalse(KernelLibrary.routerRegs("off"));
+        assertTrue(KernelLibrary.routerRegs("on"));
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> KernelLibrary.routerRegs("regs"));
+        assertTrue(e.getMessage().contains("orbit.cuda.routerRegs=regs") && e.getMessage().contains("on or off"), e.getMessage());
+        String plain = KernelLibrary.source("moe", false, false, true);
+        assertEquals(plain, KernelLibrary.source("moe", false, false, true, false));
+        String regs = KernelLibrary.source("moe", false, false, true, true);
+        assertTrue(regs.startsWith("#define ORBIT_ROUTER_REGS 1\n") && regs.endsWith(plain), "the define, then the same text");
+        String router = KernelLibrary.resource("router.cuh");
+        int select = router.indexOf("void router_select_warp(");
+        int guard = router.indexOf("#if defined(ORBIT_ROUTER_REGS) && __CUDA_ARCH__ >= 800", select);
+        int end = router.indexOf("#endif", guard);
+        assertTrue(select > 0 && guard > select && end > guard, "router_select_warp's guarded registers form");
+        assertTrue(router.substring(guard, end).contains("router_select_regs<4>(") && router.substring(end).contains("router_select_scan("),
+                "the registers under the define, the rescans past it");
+        for (String file : new String[]{"moe", "moe_decode", "decode_layer"}) {
+            assertTrue(KernelLibrary.source(file, false, false).contains("router_select_warp("), file + " selects through router_select_warp");
+        }
+    }
+
+    @Test
     void theWeightStreamsPolicyIsOneDefineAheadOfTheSource() {
         assertTrue(KernelLibrary.streamed(null));
         assertTrue(KernelLibrary.streamed(""));

@@ -912,8 +912,9 @@ PM_KERNEL(paged_decode_mma3_d64_kvbf16, 64, 3)
         pdl_enter();                                                                                                   \
         extern __shared__ __align__(16) u16 NAME##_sm[];                                                               \
         PmPrep prep{pk, pv, qNorm, kNorm, normBf16, eps, pos, cosT, sinT, G8 ? 0 : interleaved, maxPos, slots, err};   \
-        pm_decode<D, ST, true, DSM, QF, G8>(NAME##_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq,   \
-                                    Hkv, window, scale, sinks, splits, splitLen, partAcc, partMl, tickets, &prep);      \
+        pm_decode<D, ST, true, DSM, QF, G8>(NAME##_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, \
+                                            oH, Hq, Hkv, window, scale, sinks, splits, splitLen, partAcc, partMl,      \
+                                            tickets, &prep);                                                           \
     }
 
 PM_PREP_KERNEL(paged_decode_mma_prep_d128_kvbf16, 128, 2, true, false, false)

@@ -369,10 +369,10 @@ final class CudaFlashAttention {
                 ? ring == 3 ? (d == 64 ? pagedMma3xPrepTk64 : pagedMma3xPrepTk128) : (d == 64 ? pagedMmaPrepTk64 : pagedMmaPrepTk128)
                 : ring == 3 ? (d == 64 ? pagedMma3xPrep64 : pagedMma3xPrep128)
                 : prologue() ? (d == 64 ? pagedMmaPrepPre64 : pagedMmaPrepPre128)
-                : prepQFirst() && group <= 8 && table.style() != RopeTable.Style.INTERLEAVED && prepGroup8()
+                : !prepQFirst() ? (d == 64 ? pagedMmaPrep64 : pagedMmaPrep128)
+                : group <= 8 && table.style() != RopeTable.Style.INTERLEAVED && prepGroup8()
                 ? (d == 64 ? pagedMmaPrepQf8x64 : pagedMmaPrepQf8x128)
-                : prepQFirst() ? (d == 64 ? pagedMmaPrepQf64 : pagedMmaPrepQf128)
-                : (d == 64 ? pagedMmaPrep64 : pagedMmaPrep128);
+                : (d == 64 ? pagedMmaPrepQf64 : pagedMmaPrepQf128);
         // the warps' rings, reused for their merge, then the block's partial past it (a cluster) or the last block's split
         // weights (G · (splits + 1) floats, on a ticket)
         int shared = ticketed ? Math.max(Math.max(mmaStageBytes(ring, d), mmaMergeBytes(d)), 4 * group * (cluster + 1))

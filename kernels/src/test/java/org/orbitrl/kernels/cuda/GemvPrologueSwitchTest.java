@@ -71,44 +71,30 @@ class GemvPrologueSwitchTest {
     /** The narrow residual add and norm: on by default, off by its switch, anything else an error naming it. */
     @Test
     void theNarrowNormSwitch() {
-        String key = CudaRowOps.NARROW_NORM_PROPERTY;
-        assertTrue(valueWithProperty(key, null, CudaRowOps::narrowNorm), "on by default");
-        assertTrue(valueWithProperty(key, "on", CudaRowOps::narrowNorm), "on");
-        assertFalse(valueWithProperty(key, "off", CudaRowOps::narrowNorm), "off: the v4 kernel");
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> valueWithProperty(key, "yes", CudaRowOps::narrowNorm));
-        assertTrue(e.getMessage().contains(key + "=yes"), e.getMessage());
+        assertOnOff(CudaRowOps.NARROW_NORM_PROPERTY, true, CudaRowOps::narrowNorm, "yes");
     }
 
     @Test
     void theDownPrologueSwitch() {
-        String key = CudaMoeDecodePairs.DOWN_PROLOGUE_PROPERTY;
-        assertTrue(valueWithProperty(key, null, CudaMoeDecodePairs::downPrologue), "on by default");
-        assertTrue(valueWithProperty(key, "on", CudaMoeDecodePairs::downPrologue), "on");
-        assertFalse(valueWithProperty(key, "off", CudaMoeDecodePairs::downPrologue), "off");
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> valueWithProperty(key, "plain", CudaMoeDecodePairs::downPrologue));
-        assertTrue(e.getMessage().contains("orbit.cuda.downPrologue=plain"), e.getMessage());
+        assertOnOff(CudaMoeDecodePairs.DOWN_PROLOGUE_PROPERTY, true, CudaMoeDecodePairs::downPrologue, "plain");
     }
 
     @Test
     void theRouterPrologueSwitch() {
-        String key = CudaDecodeRouter.ROUTER_PROLOGUE_PROPERTY;
-        assertTrue(valueWithProperty(key, null, CudaDecodeRouter::routerPrologue), "on by default");
-        assertTrue(valueWithProperty(key, "on", CudaDecodeRouter::routerPrologue), "on");
-        assertFalse(valueWithProperty(key, "off", CudaDecodeRouter::routerPrologue), "off");
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> valueWithProperty(key, "yes", CudaDecodeRouter::routerPrologue));
-        assertTrue(e.getMessage().contains("orbit.cuda.routerPrologue=yes"), e.getMessage());
+        assertOnOff(CudaDecodeRouter.ROUTER_PROLOGUE_PROPERTY, true, CudaDecodeRouter::routerPrologue, "yes");
     }
 
     @Test
     void theAttentionPrologueSwitch() {
-        String key = CudaFlashAttention.PROLOGUE_PROPERTY;
-        assertFalse(valueWithProperty(key, null, CudaFlashAttention::prologue), "off by default");
-        assertTrue(valueWithProperty(key, "on", CudaFlashAttention::prologue), "on");
-        assertFalse(valueWithProperty(key, "off", CudaFlashAttention::prologue), "off");
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> valueWithProperty(key, "1", CudaFlashAttention::prologue));
-        assertTrue(e.getMessage().contains("orbit.cuda.attentionPrologue=1"), e.getMessage());
+        assertOnOff(CudaFlashAttention.PROLOGUE_PROPERTY, false, CudaFlashAttention::prologue, "1");
+    }
+
+    /** Switch {@code key}: {@code byDefault} unset, true at {@code on}, false at {@code off}, {@code bad} an error naming it. */
+    private static void assertOnOff(String key, boolean byDefault, java.util.function.BooleanSupplier asked, String bad) {
+        assertEquals(byDefault, valueWithProperty(key, null, asked::getAsBoolean), key + ": " + (byDefault ? "on" : "off") + " by default");
+        assertTrue(valueWithProperty(key, "on", asked::getAsBoolean), key + ": on");
+        assertFalse(valueWithProperty(key, "off", asked::getAsBoolean), key + ": off");
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> valueWithProperty(key, bad, asked::getAsBoolean));
+        assertTrue(e.getMessage().contains(key + "=" + bad), e.getMessage());
     }
 }

@@ -36,9 +36,9 @@ class KernelTraceSourceTest {
     }
 
     /**
-     * {@code -Dorbit.cuda.l2Stream}: on or unset defines {@code ORBIT_L2_STREAM} ahead of the rest, off leaves the text as
-     * before; common.cuh's {@code ld_stream} is the evict-first load under the define and the plain load without it, and the
-     * products' weight loads go through it.
+     * {@code -Dorbit.cuda.routerRegs}: on defines {@code ORBIT_ROUTER_REGS} ahead of the rest, off or unset leaves the text
+     * as before; router.cuh's {@code router_select_warp} takes the registers' form only under the define, and every
+     * router's source selects through it.
      */
     @Test
     void theRoutersSelectionInRegistersIsOneDefineAheadOfTheSource() {
@@ -64,6 +64,11 @@ class KernelTraceSourceTest {
         }
     }
 
+    /**
+     * {@code -Dorbit.cuda.l2Stream}: on or unset defines {@code ORBIT_L2_STREAM} ahead of the rest, off leaves the text as
+     * before; common.cuh's {@code ld_stream} is the evict-first load under the define and the plain load without it, and the
+     * products' weight loads go through it.
+     */
     @Test
     void theWeightStreamsPolicyIsOneDefineAheadOfTheSource() {
         assertTrue(KernelLibrary.streamed(null));

@@ -21,7 +21,8 @@ import static org.orbitrl.kernels.cuda.CudaTestBase.valueWithProperty;
  * switch ({@code orbit.cuda.downPrologue=on|off}, on by default), the router's ({@code orbit.cuda.routerPrologue=on|off},
  * on by default) and the prepared attention's ({@code orbit.cuda.attentionPrologue=on|off}, off by default); q, k and v's
  * build for one wave ({@code orbit.cuda.qkvWave=on|off}) and the attention's q made first ({@code orbit.cuda.prepQFirst=on|off}),
- * both on by default: no GPU needed.
+ * both on by default; the narrow add+norm ({@code orbit.cuda.narrowNorm}, on by default) and the attention for groups of
+ * at most 8 ({@code orbit.cuda.prepGroup8}, off by default): no GPU needed.
  */
 class GemvPrologueSwitchTest {
 
@@ -87,6 +88,12 @@ class GemvPrologueSwitchTest {
     @Test
     void theAttentionPrologueSwitch() {
         assertOnOff(CudaFlashAttention.PROLOGUE_PROPERTY, false, CudaFlashAttention::prologue, "1");
+    }
+
+    /** The attention for groups of at most 8: off by default (opt-in until measured). */
+    @Test
+    void theGroupOfEightSwitch() {
+        assertOnOff(CudaFlashAttention.PREP_GROUP8_PROPERTY, false, CudaFlashAttention::prepGroup8, "8");
     }
 
     /** Switch {@code key}: {@code byDefault} unset, true at {@code on}, false at {@code off}, {@code bad} an error naming it. */

@@ -36,12 +36,21 @@ final class CudaMoeDecodePairs {
      * grouped products take the experts and nothing changes.
      */
     static final String DOWN_PROLOGUE_PROPERTY = "orbit.cuda.downPrologue";
+    /**
+     * {@value} ({@code on|off}, read at each call; off by default): the gate/up launch takes its {@code _xf} kernels,
+     * which issue x's copies into shared memory first, before the expert id is read and the weights' loads are issued
+     * (the plain kernels stage x behind the weights: the kernel timeline puts x staged 6.1 µs after the wait, the last
+     * weight in, at one token of Qwen3-30B-A3B, and no warp multiplies before it). The same sums, the same bits.
+     */
+    static final String X_FIRST_PROPERTY = "orbit.cuda.swigluXFirst";
     /** Launches a thread may issue between the gate/up launch and the down launch that takes its prologue. */
     static final int PROLOGUE_GAP = 4;
 
     private final CudaContext ctx;
     private final EnumMap<QuantLayout, Kernel> swiglu = new EnumMap<>(QuantLayout.class);
     private final EnumMap<QuantLayout, Kernel> swiglu6 = new EnumMap<>(QuantLayout.class);
+    private final EnumMap<QuantLayout, Kernel> swigluXf = new EnumMap<>(QuantLayout.class);
+    private final EnumMap<QuantLayout, Kernel> swiglu6Xf = new EnumMap<>(QuantLayout.class);
     private final EnumMap<QuantLayout, Kernel> down = new EnumMap<>(QuantLayout.class);
     private final Kernel downPre;
     private long swigluIds = -1;     // the ids of the last gate/up launch, Launcher.launches() just after it, and its thread
@@ -53,6 +62,8 @@ final class CudaMoeDecodePairs {
         for (QuantLayout l : QuantLayout.values()) {
             swiglu.put(l, ctx.kernel("qgemv", "qgemv_swiglu_lora_" + l.kernelSuffix()));
             swiglu6.put(l, ctx.kernel("qgemv", "qgemv_swiglu_lora_r6_" + l.kernelSuffix()));
+            swigluXf.put(l, ctx.kernel("qgemv", "qgemv_swiglu_lora_xf_" + l.kernelSuffix()));
+            swiglu6Xf.put(l, ctx.kernel("qgemv", "qgemv_swiglu_lora_r6_xf_" + l.kernelSuffix()));
             down.put(l, ctx.kernel("qgemv", "qgemv_down_combine_lora_" + l.kernelSuffix()));
         }
         downPre = ctx.kernel("qgemv", "qgemv_down_combine_pre_int4");
@@ -61,6 +72,11 @@ final class CudaMoeDecodePairs {
     /** Whether {@link #DOWN_PROLOGUE_PROPERTY} asks for the prologue form. */
     static boolean downPrologue() {
         return Switches.onOff(DOWN_PROLOGUE_PROPERTY, true);
+    }
+
+    /** Whether {@link #X_FIRST_PROPERTY} asks for the x-first kernels. */
+    static boolean xFirst() {
+        return Switches.onOff(X_FIRST_PROPERTY, false);
     }
 
     /** Whether a call of this many pairs, ids [tokens, k] and x a row per xDiv pairs may take these launches. */
@@ -88,7 +104,9 @@ final class CudaMoeDecodePairs {
         int laneRows = swigluLaneRows(layout, n, pairs, 32 * warps, 4 * k);
         int rows = 32 / 8 * laneRows;   // 32 / QGS_KQ row lanes
         long before = Launcher.launches();
-        ctx.launch2dShared((laneRows == 6 ? swiglu6 : swiglu).get(layout), (n + rows - 1) / rows, pairs, 32 * warps, 4 * k, x, xDiv, ids,
+        boolean xf = xFirst();
+        Kernel kernel = (laneRows == 6 ? xf ? swiglu6Xf : swiglu6 : xf ? swigluXf : swiglu).get(layout);
+        ctx.launch2dShared(kernel, (n + rows - 1) / rows, pairs, 32 * warps, 4 * k, x, xDiv, ids,
                 g.codes(), g.scales(), g.zeros(), g.globalScale(), u.codes(), u.scales(), u.zeros(), u.globalScale(), act, n, k,
                 experts, ctx.errorFlag, gl == null ? null : gl.lo(), gTable, gl == null ? 0f : gl.scale(), ul == null ? null : ul.lo(),
                 uTable, ul == null ? 0f : ul.scale(), rank);

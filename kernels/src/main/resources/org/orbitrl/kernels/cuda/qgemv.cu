@@ -273,8 +273,10 @@ struct QgLora {
 // (blockIdx.y = p): the gate and up products of a decode step's routed pairs and the SwiGLU between
 // them in one launch. qgemv's lane split (KQ k lanes, R rows a lane, warps over K) with each lane
 // holding the same R rows of both matrices; a step's loads of both are issued before x is staged in
-// shared memory (dynamic, K floats). The block's rows of gate and up never leave the SM.
-template <int FMT, int KQ, int R>
+// shared memory (dynamic, K floats). The block's rows of gate and up never leave the SM. XF: x's copies into
+// shared memory (cp.async, at the L2) issued first, before the expert id is read and the weights' loads: staged
+// behind the weights, x comes back after all of them, and no warp multiplies until the SM's last weight has come.
+template <int FMT, int KQ, int R, bool XF = false>
 __device__ __forceinline__ void qgemv_swiglu(const float* x, int xDiv, const int* ids, const uint4* __restrict__ gc,
                                              const void* __restrict__ gs, const u32* __restrict__ gz, float gglobal,
                                              const uint4* __restrict__ uc, const void* __restrict__ us,
@@ -292,8 +294,15 @@ __device__ __forceinline__ void qgemv_swiglu(const float* x, int xDiv, const int
     int kq = lane / RL;
     int row0 = blockIdx.x * RB;
     int p = blockIdx.y;
+    const float4* xg = (const float4*) (x + (i64) (p / xDiv) * K);
+    if (XF) {
+        u32 xa = smem_addr(xs);
+        for (int c = threadIdx.x; c < K / 4; c += blockDim.x) cp_async16_zfill(xa + 16 * c, xg + c, true);
+        cp_async_commit();
+    }
     int e = ids[p];
     if (e < 0 || e >= E) { // the whole block leaves
+        if (XF) cp_async_wait<0>();
         if (blockIdx.x == 0 && threadIdx.x == 0) report_error(err, ERR_EXPERT_OUT_OF_RANGE, e, p);
         return;
     }
@@ -312,8 +321,11 @@ __device__ __forceinline__ void qgemv_swiglu(const float* x, int xDiv, const int
         qg_fetch<FMT, R, 1>(gc, gs, gz, gglobal, grow, G, g, S, qg, gs0, gs1, gzb);
         qg_fetch<FMT, R, 1>(uc, us, uz, uglobal, grow, G, g, S, qu, us0, us1, uzb);
     }
-    const float4* xg = (const float4*) (x + (i64) (p / xDiv) * K);
-    for (int c = threadIdx.x; c < K / 4; c += blockDim.x) ((float4*) xs)[c] = xg[c];
+    if (XF) {
+        cp_async_wait<0>();
+    } else {
+        for (int c = threadIdx.x; c < K / 4; c += blockDim.x) ((float4*) xs)[c] = xg[c];
+    }
     __syncthreads();
     ORBIT_TRACE_MARK(1); // x staged, the weights' loads issued
     const char* xr[1] = {(const char*) xs};
@@ -484,7 +496,7 @@ __device__ __forceinline__ void qgemv_down_combine(const float* act, const int* 
 // The same launches with the pairs' LoRA terms (rollout's decode step at few tokens): gate's and up's added to g and u
 // before the SwiGLU (glo / ulo null: none), down's to each expert's product before it is weighted. The gate/up launch
 // also with 6 rows a lane (_r6, two blocks an SM): a one-token step's 8 pairs of Qwen3-30B-A3B's experts (768 rows) are
-// then 256 blocks, one wave of an H100 or H200, where 4 rows a lane make 384 blocks in two.
+// then 256 blocks, one wave of an H100 or H200, where 4 rows a lane make 384 blocks in two. _xf: x staged first.
 #define QG_DECODE_LORA_KERNELS(FNAME, FMT)                                                                                   \
     extern "C" __global__ void __launch_bounds__(32 * QG_WARPS, QGS_MINB) qgemv_swiglu_lora_##FNAME(                        \
         const float* x, int xDiv, const int* ids, const uint4* gc, const void* gs, const u32* gz, float gglobal,            \
@@ -505,6 +517,26 @@ __device__ __forceinline__ void qgemv_down_combine(const float* act, const int* 
         pdl_enter();                                                                                                         \
         qgemv_swiglu<FMT, QGS_KQ, 6>(x, xDiv, ids, gc, gs, gz, gglobal, uc, us, uz, uglobal, act, N, K, E, err,             \
                                      QgLora{glo, gtab, gsc, rank}, QgLora{ulo, utab, usc, rank});                            \
+    }                                                                                                                      \
+    extern "C" __global__ void __launch_bounds__(32 * QG_WARPS, QGS_MINB) qgemv_swiglu_lora_xf_##FNAME(                     \
+        const float* x, int xDiv, const int* ids, const uint4* gc, const void* gs, const u32* gz, float gglobal,            \
+        const uint4* uc, const void* us, const u32* uz, float uglobal, float* act, int N, int K, int E, int* err,           \
+        const float* glo, const unsigned long long* gtab, float gsc, const float* ulo, const unsigned long long* utab,       \
+        float usc, int rank) {                                                                                               \
+        ORBIT_TRACE_KERNEL();                                                                                                \
+        pdl_enter();                                                                                                         \
+        qgemv_swiglu<FMT, QGS_KQ, QGS_R, true>(x, xDiv, ids, gc, gs, gz, gglobal, uc, us, uz, uglobal, act, N, K, E, err,   \
+                                               QgLora{glo, gtab, gsc, rank}, QgLora{ulo, utab, usc, rank});                  \
+    }                                                                                                                      \
+    extern "C" __global__ void __launch_bounds__(32 * QG_WARPS, 2) qgemv_swiglu_lora_r6_xf_##FNAME(                        \
+        const float* x, int xDiv, const int* ids, const uint4* gc, const void* gs, const u32* gz, float gglobal,            \
+        const uint4* uc, const void* us, const u32* uz, float uglobal, float* act, int N, int K, int E, int* err,           \
+        const float* glo, const unsigned long long* gtab, float gsc, const float* ulo, const unsigned long long* utab,       \
+        float usc, int rank) {                                                                                               \
+        ORBIT_TRACE_KERNEL();                                                                                                \
+        pdl_enter();                                                                                                         \
+        qgemv_swiglu<FMT, QGS_KQ, 6, true>(x, xDiv, ids, gc, gs, gz, gglobal, uc, us, uz, uglobal, act, N, K, E, err,       \
+                                           QgLora{glo, gtab, gsc, rank}, QgLora{ulo, utab, usc, rank});                      \
     }                                                                                                                      \
     extern "C" __global__ void __launch_bounds__(32 * QGD_MAX_TOPK) qgemv_down_combine_lora_##FNAME(                        \
         const float* act, const int* ids, const float* wts, int topk, int normalize, const uint4* codes,                    \

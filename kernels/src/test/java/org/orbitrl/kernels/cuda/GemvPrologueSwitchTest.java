@@ -96,6 +96,12 @@ class GemvPrologueSwitchTest {
         assertOnOff(CudaFlashAttention.PREP_GROUP8_PROPERTY, false, CudaFlashAttention::prepGroup8, "8");
     }
 
+    /** The gate/up launch with x staged first: off by default (opt-in until measured). */
+    @Test
+    void theGateUpXFirstSwitch() {
+        assertOnOff(CudaMoeDecodePairs.X_FIRST_PROPERTY, false, CudaMoeDecodePairs::xFirst, "first");
+    }
+
     /** Switch {@code key}: {@code byDefault} unset, true at {@code on}, false at {@code off}, {@code bad} an error naming it. */
     private static void assertOnOff(String key, boolean byDefault, java.util.function.BooleanSupplier asked, String bad) {
         assertEquals(byDefault, valueWithProperty(key, null, asked::getAsBoolean), key + ": " + (byDefault ? "on" : "off") + " by default");

@@ -154,6 +154,8 @@ final class DependentKernels {
             s.add("qgemv/qgemv_down_combine_" + format);
             s.add("qgemv/qgemv_swiglu_lora_" + format);
             s.add("qgemv/qgemv_swiglu_lora_r6_" + format);
+            s.add("qgemv/qgemv_swiglu_lora_xf_" + format);
+            s.add("qgemv/qgemv_swiglu_lora_r6_xf_" + format);
             s.add("qgemv/qgemv_down_combine_lora_" + format);
         }
         String[] xs = {"f32", "bf16"};

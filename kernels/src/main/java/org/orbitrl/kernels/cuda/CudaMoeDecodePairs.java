@@ -37,7 +37,7 @@ final class CudaMoeDecodePairs {
      */
     static final String DOWN_PROLOGUE_PROPERTY = "orbit.cuda.downPrologue";
     /**
-     * {@value} ({@code on|off}, read at each call; off by default): the gate/up launch takes its {@code _xf} kernels,
+     * {@value} ({@code on|off}, read at each call; on by default): the gate/up launch takes its {@code _xf} kernels,
      * which issue x's copies into shared memory first, before the expert id is read and the weights' loads are issued
      * (the plain kernels stage x behind the weights: the kernel timeline puts x staged 6.1 µs after the wait, the last
      * weight in, at one token of Qwen3-30B-A3B, and no warp multiplies before it). The same sums, the same bits.
@@ -76,7 +76,7 @@ final class CudaMoeDecodePairs {
 
     /** Whether {@link #X_FIRST_PROPERTY} asks for the x-first kernels. */
     static boolean xFirst() {
-        return Switches.onOff(X_FIRST_PROPERTY, false);
+        return Switches.onOff(X_FIRST_PROPERTY, true);
     }
 
     /** Whether a call of this many pairs, ids [tokens, k] and x a row per xDiv pairs may take these launches. */

@@ -274,8 +274,10 @@ struct QgLora {
 // them in one launch. qgemv's lane split (KQ k lanes, R rows a lane, warps over K) with each lane
 // holding the same R rows of both matrices; a step's loads of both are issued before x is staged in
 // shared memory (dynamic, K floats). The block's rows of gate and up never leave the SM. XF: x's copies into
-// shared memory (cp.async, at the L2) issued first, before the expert id is read and the weights' loads: staged
-// behind the weights, x comes back after all of them, and no warp multiplies until the SM's last weight has come.
+// shared memory (cp.async, at the L2) issued first, before the expert id is read and the weights' loads, and the
+// scale and zero words decoded after the barrier that x's staging ends in: staged behind the weights, or with a
+// decode of a scale ahead of the barrier, x is in shared memory only when the warp's weights are in, and no warp
+// multiplies until the block's last weight has come.
 template <int FMT, int KQ, int R, bool XF = false>
 __device__ __forceinline__ void qgemv_swiglu(const float* x, int xDiv, const int* ids, const uint4* __restrict__ gc,
                                              const void* __restrict__ gs, const u32* __restrict__ gz, float gglobal,
@@ -317,9 +319,15 @@ __device__ __forceinline__ void qgemv_swiglu(const float* x, int xDiv, const int
     int g = warp * KQ + kq;
     uint4 qg[1][R], qu[1][R];
     float gs0[1][R], gs1[1][R], gzb[1][R], us0[1][R], us1[1][R], uzb[1][R];
+    u32 gsr[R], gzr[R], usr[R], uzr[R];
     if (g < G) {
-        qg_fetch<FMT, R, 1>(gc, gs, gz, gglobal, grow, G, g, S, qg, gs0, gs1, gzb);
-        qg_fetch<FMT, R, 1>(uc, us, uz, uglobal, grow, G, g, S, qu, us0, us1, uzb);
+        if (XF) { // the scale and zero words decoded after the barrier below, so that no warp waits there for its weights
+            qg_fetch_words<FMT, R>(gc, gs, gz, grow, G, g, qg[0], gsr, gzr);
+            qg_fetch_words<FMT, R>(uc, us, uz, grow, G, g, qu[0], usr, uzr);
+        } else {
+            qg_fetch<FMT, R, 1>(gc, gs, gz, gglobal, grow, G, g, S, qg, gs0, gs1, gzb);
+            qg_fetch<FMT, R, 1>(uc, us, uz, uglobal, grow, G, g, S, qu, us0, us1, uzb);
+        }
     }
     if (XF) {
         cp_async_wait<0>();
@@ -328,6 +336,13 @@ __device__ __forceinline__ void qgemv_swiglu(const float* x, int xDiv, const int
     }
     __syncthreads();
     ORBIT_TRACE_MARK(1); // x staged, the weights' loads issued
+    if (XF && g < G) {
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            qg_scales_of<FMT>(gsr[r], gzr[r], gz, gglobal, grow[r], gs0[0][r], gs1[0][r], gzb[0][r]);
+            qg_scales_of<FMT>(usr[r], uzr[r], uz, uglobal, grow[r], us0[0][r], us1[0][r], uzb[0][r]);
+        }
+    }
     const char* xr[1] = {(const char*) xs};
     float ag[R][1], au[R][1];
 #pragma unroll

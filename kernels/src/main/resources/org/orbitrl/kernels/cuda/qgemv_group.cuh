@@ -87,6 +87,43 @@ __device__ __forceinline__ void qg_scales(const void* __restrict__ scales, const
     }
 }
 
+// qg_scales in two halves, for a kernel that issues the loads and decodes them after something else waits: the
+// words as loaded (qg_scales_load: sr the scale bits, zr INT4's word of its own zero table) and their values
+// (qg_scales_of), qg_scales' expressions.
+template <int FMT>
+__device__ __forceinline__ void qg_scales_load(const void* __restrict__ scales, const u32* __restrict__ zeros, i64 row, int G, int g,
+                                               u32& sr, u32& zr) {
+    zr = 0u;
+    if (FMT == QF_INT4) {
+        sr = ld_stream((const u16*) scales + row * G + g);
+        if (zeros != 0) zr = zeros[(row >> 3) * G + g];
+    } else if (FMT == QF_MXFP4) {
+        sr = ld_stream((const u8*) scales + row * G + g);
+    } else {
+        const u8* sp = (const u8*) scales + row * (2 * G) + 2 * g;
+        sr = (u32) ld_stream(sp) | ((u32) ld_stream(sp + 1) << 8);
+    }
+}
+
+template <int FMT>
+__device__ __forceinline__ void qg_scales_of(u32 sr, u32 zr, const u32* zeros, float global, i64 row, float& s0, float& s1,
+                                             float& zb) {
+    if (FMT == QF_INT4) {
+        s0 = bf16_to_f32((u16) sr);
+        s1 = s0;
+        int z = zeros == 0 ? 8 : (int) ((zr >> (4 * (int) (row & 7))) & 15u);
+        zb = 8388608.0f + (float) z;
+    } else if (FMT == QF_MXFP4) {
+        s0 = qg_e8m0(sr);
+        s1 = s0;
+        zb = 0.0f;
+    } else {
+        s0 = qg_e4m3(sr & 0xffu) / global;
+        s1 = qg_e4m3(sr >> 8) / global;
+        zb = 0.0f;
+    }
+}
+
 // acc[r][m] += the group g of rows r (codes q[r], scales s0/s1, zero zb) times x rows xr[m].
 template <int FMT, int MT, bool XB, int R>
 __device__ __forceinline__ void qg_group(const uint4* q, const float* s0, const float* s1, const float* zb, const char* const* xr,
@@ -132,6 +169,17 @@ __device__ __forceinline__ void qg_fetch(const uint4* __restrict__ codes, const 
 #pragma unroll
         for (int r = 0; r < R; r++)
             if (u == 0 || g + u * S < G) qg_scales<FMT>(scales, zeros, global, grow[r], G, g + u * S, s0[u][r], s1[u][r], zb[u][r]);
+}
+
+// qg_fetch of one step (g) with the scale and zero words left as loaded (qg_scales_load): nothing waits for a load.
+template <int FMT, int R>
+__device__ __forceinline__ void qg_fetch_words(const uint4* __restrict__ codes, const void* __restrict__ scales,
+                                               const u32* __restrict__ zeros, const i64* grow, int G, int g, uint4* q, u32* sr,
+                                               u32* zr) {
+#pragma unroll
+    for (int r = 0; r < R; r++) q[r] = ld_stream(codes + grow[r] * G + g);
+#pragma unroll
+    for (int r = 0; r < R; r++) qg_scales_load<FMT>(scales, zeros, grow[r], G, g, sr[r], zr[r]);
 }
 
 // The products of the steps qg_fetch loaded, times the mcount rows xr of x, into acc.

@@ -302,7 +302,8 @@ class CudaPrepAttentionTest extends CudaTestBase {
      * {@code -Dorbit.cuda.prepQFirst} (on by default: {@code paged_decode_mma_prep_qf_*}, q made before the first tiles'
      * copies are issued) gives the output and caches of the kernel that makes q after them ({@code =off}) bit for bit, in
      * every case above with the cluster the launcher picks and with 1, 5 and 16 blocks forced, with dependent launches off
-     * and on; the launch is the q-first kernel's: with it left out the output keeps its poison.
+     * and on; the launch is the q-first kernel's: with it left out the output keeps its poison. The kernels for groups of
+     * at most 8 off ({@code -Dorbit.cuda.prepGroup8=off}; their own test is the next).
      */
     @Test
     void qMadeFirstGivesTheKernelsBits() {
@@ -313,9 +314,11 @@ class CudaPrepAttentionTest extends CudaTestBase {
                 for (boolean dependent : new boolean[]{false, true}) {
                     String what = c + ", prepAttention=" + setting + (dependent ? ", a dependent launch" : "");
                     Result[] got = new Result[3];
-                    withProperty(CudaFlashAttention.PREP_Q_FIRST_PROPERTY, "off", () -> got[0] = chained(s, setting, "off", dependent, null));
-                    withProperty(CudaFlashAttention.PREP_Q_FIRST_PROPERTY, "on", () -> got[1] = chained(s, setting, "off", dependent, null));
-                    withProperty(CudaFlashAttention.PREP_Q_FIRST_PROPERTY, "on", () -> got[2] = chained(s, setting, "off", dependent, "_prep_qf_"));
+                    withProperty(CudaFlashAttention.PREP_GROUP8_PROPERTY, "off", () -> {
+                        withProperty(CudaFlashAttention.PREP_Q_FIRST_PROPERTY, "off", () -> got[0] = chained(s, setting, "off", dependent, null));
+                        withProperty(CudaFlashAttention.PREP_Q_FIRST_PROPERTY, "on", () -> got[1] = chained(s, setting, "off", dependent, null));
+                        withProperty(CudaFlashAttention.PREP_Q_FIRST_PROPERTY, "on", () -> got[2] = chained(s, setting, "off", dependent, "_prep_qf_"));
+                    });
                     assertTrue(got[0] != null && got[1] != null, what + ": declined a case it takes");
                     assertBitsEqual(what + ": output", got[0].out(), got[1].out());
                     assertBitsEqual(what + ": keys", got[0].keys(), got[1].keys());

@@ -22,7 +22,8 @@ import static org.orbitrl.kernels.cuda.CudaTestBase.valueWithProperty;
  * on by default) and the prepared attention's ({@code orbit.cuda.attentionPrologue=on|off}, off by default); q, k and v's
  * build for one wave ({@code orbit.cuda.qkvWave=on|off}) and the attention's q made first ({@code orbit.cuda.prepQFirst=on|off}),
  * both on by default; the narrow add+norm ({@code orbit.cuda.narrowNorm}, on by default) and the attention for groups of
- * at most 8 ({@code orbit.cuda.prepGroup8}, off by default): no GPU needed.
+ * at most 8 ({@code orbit.cuda.prepGroup8}) and the gate/up launch with x staged first ({@code orbit.cuda.swigluXFirst}), all
+ * three on by default: no GPU needed.
  */
 class GemvPrologueSwitchTest {
 
@@ -90,16 +91,16 @@ class GemvPrologueSwitchTest {
         assertOnOff(CudaFlashAttention.PROLOGUE_PROPERTY, false, CudaFlashAttention::prologue, "1");
     }
 
-    /** The attention for groups of at most 8: off by default (opt-in until measured). */
+    /** The attention for groups of at most 8: on by default. */
     @Test
     void theGroupOfEightSwitch() {
-        assertOnOff(CudaFlashAttention.PREP_GROUP8_PROPERTY, false, CudaFlashAttention::prepGroup8, "8");
+        assertOnOff(CudaFlashAttention.PREP_GROUP8_PROPERTY, true, CudaFlashAttention::prepGroup8, "8");
     }
 
-    /** The gate/up launch with x staged first: off by default (opt-in until measured). */
+    /** The gate/up launch with x staged first: on by default. */
     @Test
     void theGateUpXFirstSwitch() {
-        assertOnOff(CudaMoeDecodePairs.X_FIRST_PROPERTY, false, CudaMoeDecodePairs::xFirst, "first");
+        assertOnOff(CudaMoeDecodePairs.X_FIRST_PROPERTY, true, CudaMoeDecodePairs::xFirst, "first");
     }
 
     /** Switch {@code key}: {@code byDefault} unset, true at {@code on}, false at {@code off}, {@code bad} an error naming it. */

@@ -36,14 +36,14 @@ class KernelTraceSourceTest {
     }
 
     /**
-     * {@code -Dorbit.cuda.routerRegs}: on defines {@code ORBIT_ROUTER_REGS} ahead of the rest, off or unset leaves the text
-     * as before; router.cuh's {@code router_select_warp} takes the registers' form only under the define, and every
+     * {@code -Dorbit.cuda.routerRegs}: on or unset defines {@code ORBIT_ROUTER_REGS} ahead of the rest, off leaves the
+     * text as it is; router.cuh's {@code router_select_warp} takes the registers' form only under the define, and every
      * router's source selects through it.
      */
     @Test
     void theRoutersSelectionInRegistersIsOneDefineAheadOfTheSource() {
-        assertFalse(KernelLibrary.routerRegs(null));
-        assertFalse(KernelLibrary.routerRegs(""));
+        assertTrue(KernelLibrary.routerRegs(null));
+        assertTrue(KernelLibrary.routerRegs(""));
         assertFalse(KernelLibrary.routerRegs("off"));
         assertTrue(KernelLibrary.routerRegs("on"));
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> KernelLibrary.routerRegs("regs"));

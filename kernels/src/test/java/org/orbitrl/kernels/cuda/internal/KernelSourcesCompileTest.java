@@ -34,7 +34,7 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 class KernelSourcesCompileTest {
     private static final String SOURCES = "/org/orbitrl/kernels/cuda/";
 
-    /** As a library builds them by default: the weights' streams loaded evict-first ({@code ORBIT_L2_STREAM}). */
+    /** As a library builds them by default: the weights' streams loaded evict-first ({@code ORBIT_L2_STREAM}), the routers' selection in registers ({@code ORBIT_ROUTER_REGS}). */
     @Test
     void everyKernelSourceCompilesForSm90() throws Exception {
         compileAll(false);
@@ -43,7 +43,7 @@ class KernelSourcesCompileTest {
     /**
      * The same with the kernel timeline ({@code -Dorbit.cuda.trace=on}): every kernel's record compiles into it; built with
      * plain weight loads ({@code -Dorbit.cuda.l2Stream=off}), so that both of common.cuh's forms of them compile, and the
-     * routers' selection in registers ({@code -Dorbit.cuda.routerRegs=on}), so that both of router.cuh's do.
+     * routers' selection by rescans ({@code -Dorbit.cuda.routerRegs=off}), so that both of router.cuh's do.
      */
     @Test
     void everyKernelSourceCompilesTraced() throws Exception {
@@ -150,7 +150,7 @@ class KernelSourcesCompileTest {
      */
     private static String compile(Path nvcc, Path dir, String name, boolean traced) throws IOException, InterruptedException {
         Path src = dir.resolve(name + ".cu");
-        Files.writeString(src, KernelLibrary.source(name, false, traced, !traced, traced), StandardCharsets.UTF_8);
+        Files.writeString(src, KernelLibrary.source(name, false, traced, !traced, !traced), StandardCharsets.UTF_8);
         Process p = new ProcessBuilder(nvcc.toString(), "-std=c++17", "-arch=sm_90", "--fmad=true", "-cubin", "-o", dir.resolve(name + ".cubin").toString(), src.toString()).redirectErrorStream(true).start();
         String log = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
         int rc = p.waitFor();

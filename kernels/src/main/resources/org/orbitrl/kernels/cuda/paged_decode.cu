@@ -931,7 +931,7 @@ PM_PREP_KERNEL(paged_decode_mma_prep_qf_d128_kvbf16, 128, 2, true, true, false)
 PM_PREP_KERNEL(paged_decode_mma_prep_qf_d64_kvbf16, 64, 2, true, true, false)
 // The q-first cluster form for groups of at most 8 query heads with the rope in halves (c, c + D / 2), as Qwen3's and
 // gpt-oss's are (G8: the mma's padding rows made and kept without code; `interleaved` ignored, taken as 0): 18% less
-// code for the same bits (-Dorbit.cuda.prepGroup8=on).
+// code for the same bits (the default there; -Dorbit.cuda.prepGroup8=off for the kernels above).
 PM_PREP_KERNEL(paged_decode_mma_prep_qf8_d128_kvbf16, 128, 2, true, true, true)
 PM_PREP_KERNEL(paged_decode_mma_prep_qf8_d64_kvbf16, 64, 2, true, true, true)
 

@@ -68,6 +68,7 @@ __device__ __forceinline__ void router_select_scan(float* lg, int E, int topk, i
     for (int e = lane; e < E; e += 32) s += expf(lg[e] - m);
     s = warp_sum(s);
     float inv = 1.0f / s;
+    ORBIT_TRACE_MARK(4); // the softmax's max and sum (marks 4 and 5: the selecting block's, in every router's timeline)
     float picked = 0.0f;
     for (int j = 0; j < topk; j++) {
         float bv;
@@ -82,6 +83,7 @@ __device__ __forceinline__ void router_select_scan(float* lg, int E, int topk, i
         }
         __syncwarp();
     }
+    ORBIT_TRACE_MARK(5); // the picks made
     if (normalize && lane == 0) {
         float r = 1.0f / picked;
         for (int j = 0; j < topk; j++) values[j] *= r;
@@ -123,6 +125,7 @@ __device__ __forceinline__ void router_select_regs(const float* lg, int E, int t
         if (lane + 32 * i < E) s += expf(v[i] - m);
     s = warp_sum(s);
     float inv = 1.0f / s;
+    ORBIT_TRACE_MARK(4); // the softmax's max and sum
     float picked = 0.0f;
     float mine = 0.0f;
     int mineAt = 0;
@@ -153,6 +156,7 @@ __device__ __forceinline__ void router_select_regs(const float* lg, int E, int t
                 if (i == (bi >> 5)) v[i] = -ORBIT_INF;
         }
     }
+    ORBIT_TRACE_MARK(5); // the picks made
     if (lane < topk) {
         values[lane] = normalize ? mine * (1.0f / picked) : mine;
         indices[lane] = mineAt;
@@ -164,7 +168,7 @@ __device__ __forceinline__ void router_select_regs(const float* lg, int E, int t
 // The selection of router_select by one warp (no block barriers): the softmax's max and sum over the E
 // logits lg (shared memory), then the topk largest logits in descending order (ties to the lower expert),
 // their probabilities expf(l - max) / sum, optionally divided by their sum. Built with ORBIT_ROUTER_REGS (KernelLibrary's
-// orbit.cuda.routerRegs), router_select_regs where the logits fit the lanes' registers (E <= 384) and topk <= 32; else
+// orbit.cuda.routerRegs, on by default), router_select_regs where the logits fit the lanes' registers (E <= 384) and topk <= 32; else
 // router_select_scan (which overwrites lg). The same values and experts.
 __device__ __forceinline__ void router_select_warp(float* lg, int E, int topk, int normalize, float* values, int* indices) {
 #if defined(ORBIT_ROUTER_REGS) && __CUDA_ARCH__ >= 800 // redux.sync

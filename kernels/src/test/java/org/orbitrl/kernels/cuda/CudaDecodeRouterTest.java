@@ -64,10 +64,10 @@ class CudaDecodeRouterTest extends CudaTestBase {
     }
 
     /**
-     * With {@code -Dorbit.cuda.routerRegs=on} (the JVM's, read as the backend's library is made) the selection in registers
-     * (top 32 or fewer: each lane's logits held, a pick a two-step warp reduction) gives the rescans' values and experts
-     * bit for bit (top 33 takes the rescans; its first 32 picks unnormalized against top 32's; without it both are the
-     * rescans, and the test checks their ties):
+     * The selection in registers ({@code -Dorbit.cuda.routerRegs}, on by default, read as the backend's library is made;
+     * top 32 or fewer: each lane's logits held, a pick a two-step warp reduction) gives the rescans' values and experts
+     * bit for bit (top 33 takes the rescans; its first 32 picks unnormalized against top 32's; with the switch off for the
+     * JVM both are the rescans, and the test checks their ties):
      * at 40 and 384 experts (the registers' two forms), 1 and 3 tokens, a router whose rows repeat (equal logits, bit for
      * bit: the lower expert first) and whose rows of zeros make logits of +0 (ties among them too, in the top 32 of 40),
      * in three runs.
@@ -93,7 +93,7 @@ class CudaDecodeRouterTest extends CudaTestBase {
             Tensor dx = dev(Tensor.of(x, t, h));
             Tensor dnw = dev(Tensor.of(nw, h));
             Tensor dw = dev(Tensor.of(w, e, h).to(DType.BF16));
-            String what = "moeRouterNormTopk tokens " + t + " E " + e + ", routerRegs=" + System.getProperty("orbit.cuda.routerRegs", "off");
+            String what = "moeRouterNormTopk tokens " + t + " E " + e + ", routerRegs=" + System.getProperty("orbit.cuda.routerRegs", "on");
             for (int run = 0; run < 3; run++) {
                 float[][] vals = new float[2][];
                 long[][] ids = new long[2][];

@@ -91,8 +91,8 @@ __device__ __forceinline__ void qg_scales(const void* __restrict__ scales, const
 // words as loaded (qg_scales_load: sr the scale bits, zr INT4's word of its own zero table) and their values
 // (qg_scales_of), qg_scales' expressions.
 template <int FMT>
-__device__ __forceinline__ void qg_scales_load(const void* __restrict__ scales, const u32* __restrict__ zeros, i64 row, int G, int g,
-                                               u32& sr, u32& zr) {
+__device__ __forceinline__ void qg_scales_load(const void* __restrict__ scales, const u32* __restrict__ zeros, i64 row, int G,
+                                               int g, u32& sr, u32& zr) {
     zr = 0u;
     if (FMT == QF_INT4) {
         sr = ld_stream((const u16*) scales + row * G + g);

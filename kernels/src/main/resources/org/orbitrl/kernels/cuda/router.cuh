@@ -168,8 +168,8 @@ __device__ __forceinline__ void router_select_regs(const float* lg, int E, int t
 // The selection of router_select by one warp (no block barriers): the softmax's max and sum over the E
 // logits lg (shared memory), then the topk largest logits in descending order (ties to the lower expert),
 // their probabilities expf(l - max) / sum, optionally divided by their sum. Built with ORBIT_ROUTER_REGS (KernelLibrary's
-// orbit.cuda.routerRegs, on by default), router_select_regs where the logits fit the lanes' registers (E <= 384) and topk <= 32; else
-// router_select_scan (which overwrites lg). The same values and experts.
+// orbit.cuda.routerRegs, on by default), router_select_regs where the logits fit the lanes' registers (E <= 384) and
+// topk <= 32; else router_select_scan (which overwrites lg). The same values and experts.
 __device__ __forceinline__ void router_select_warp(float* lg, int E, int topk, int normalize, float* values, int* indices) {
 #if defined(ORBIT_ROUTER_REGS) && __CUDA_ARCH__ >= 800 // redux.sync
     if (topk <= 32 && E <= 128) {

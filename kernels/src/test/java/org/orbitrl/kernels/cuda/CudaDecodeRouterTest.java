@@ -93,7 +93,8 @@ class CudaDecodeRouterTest extends CudaTestBase {
             Tensor dx = dev(Tensor.of(x, t, h));
             Tensor dnw = dev(Tensor.of(nw, h));
             Tensor dw = dev(Tensor.of(w, e, h).to(DType.BF16));
-            String what = "moeRouterNormTopk tokens " + t + " E " + e + ", routerRegs=" + System.getProperty("orbit.cuda.routerRegs", "on");
+            String what = "moeRouterNormTopk tokens " + t + " E " + e + ", routerRegs="
+                    + System.getProperty("orbit.cuda.routerRegs", "on");
             for (int run = 0; run < 3; run++) {
                 float[][] vals = new float[2][];
                 long[][] ids = new long[2][];

@@ -49,8 +49,9 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
     /**
      * act = silu(x·G_eᵀ + s_g·lo_g·Bg_eᵀ) · (x·U_eᵀ + s_u·lo_u·Bu_eᵀ): one token at top 8 (x a row a token), two at top 4
      * with x a row a pair, three at top 5; both terms, the gate's alone, none; 104 rows (a multiple of 8, as asymmetric
-     * INT4 experts need, and not of a block's 16 or 24) and K of 256 and 768, four rows a lane ({@code -Dorbit.cuda.swigluRows=4},
-     * x staged behind the weights: {@code -Dorbit.cuda.swigluXFirst=off}). act within {@code 1e-6 + 1.1·e_g·|u| +
+     * INT4 experts need, and not of a block's 16 or 24) and K of 256 and 768, four rows a lane ({@code
+     * -Dorbit.cuda.swigluRows=4}, x staged behind the weights: {@code -Dorbit.cuda.swigluXFirst=off}). act within {@code
+     * 1e-6 + 1.1·e_g·|u| +
      * |silu(g)|·e_u + 1e-6·|act|}; with six rows a lane ({@code =6}, the four-row launch left out) the same bits, and with x
      * staged first ({@link CudaMoeDecodePairs#X_FIRST_PROPERTY}, the plain kernels left out) at four and six.
      */
@@ -118,7 +119,8 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
                         Tensor idsd = dev(Tensor.ofInts(ids, tokens, topk));
                         Tensor act = poisoned(DType.F32, pairs, n);
                         withProperty(CudaMoeDecodePairs.X_FIRST_PROPERTY, "off", () -> withProperty("orbit.cuda.swigluRows", "4",
-                                () -> assertTrue(gpu.moeSwigluPairs(xd, xDiv, g.w(), u.w(), idsd, gl, ul, act), what + ": the GEMV launch takes the call")));
+                                () -> assertTrue(gpu.moeSwigluPairs(xd, xDiv, g.w(), u.w(), idsd, gl, ul, act),
+                                        what + ": the GEMV launch takes the call")));
                         float[] got = gpu.toHost(act).toFloatArray();
                         assertWithin(what, want, got, tol);
                         // six rows a lane (fewer, larger blocks): the same sums bit for bit, from its own launch
@@ -130,8 +132,8 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
                         // x staged first (the _xf kernels, the plain ones left out): the same bits at 4 and 6 rows a lane
                         for (String rows : new String[]{"4", "6"}) {
                             Tensor actXf = poisoned(DType.F32, pairs, n);
-                            withProperty(CudaMoeDecodePairs.X_FIRST_PROPERTY, "on", () -> withProperty("orbit.cuda.swigluRows", rows,
-                                    () -> withProperty("orbit.cuda.omitKernels", "^qgemv_swiglu_lora_(r6_)?[imn]",
+                            withProperty(CudaMoeDecodePairs.X_FIRST_PROPERTY, "on", () -> withProperty("orbit.cuda.swigluRows",
+                                    rows, () -> withProperty("orbit.cuda.omitKernels", "^qgemv_swiglu_lora_(r6_)?[imn]",
                                             () -> assertTrue(gpu.moeSwigluPairs(xd, xDiv, g.w(), u.w(), idsd, gl, ul, actXf)))));
                             assertBitsEqual(what + ", x first, " + rows + " rows a lane", got, gpu.toHost(actXf).toFloatArray());
                         }

@@ -314,10 +314,11 @@ class CudaPrepAttentionTest extends CudaTestBase {
                 for (boolean dependent : new boolean[]{false, true}) {
                     String what = c + ", prepAttention=" + setting + (dependent ? ", a dependent launch" : "");
                     Result[] got = new Result[3];
+                    String q1 = CudaFlashAttention.PREP_Q_FIRST_PROPERTY;
                     withProperty(CudaFlashAttention.PREP_GROUP8_PROPERTY, "off", () -> {
-                        withProperty(CudaFlashAttention.PREP_Q_FIRST_PROPERTY, "off", () -> got[0] = chained(s, setting, "off", dependent, null));
-                        withProperty(CudaFlashAttention.PREP_Q_FIRST_PROPERTY, "on", () -> got[1] = chained(s, setting, "off", dependent, null));
-                        withProperty(CudaFlashAttention.PREP_Q_FIRST_PROPERTY, "on", () -> got[2] = chained(s, setting, "off", dependent, "_prep_qf_"));
+                        withProperty(q1, "off", () -> got[0] = chained(s, setting, "off", dependent, null));
+                        withProperty(q1, "on", () -> got[1] = chained(s, setting, "off", dependent, null));
+                        withProperty(q1, "on", () -> got[2] = chained(s, setting, "off", dependent, "_prep_qf_"));
                     });
                     assertTrue(got[0] != null && got[1] != null, what + ": declined a case it takes");
                     assertBitsEqual(what + ": output", got[0].out(), got[1].out());

@@ -34,7 +34,10 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 class KernelSourcesCompileTest {
     private static final String SOURCES = "/org/orbitrl/kernels/cuda/";
 
-    /** As a library builds them by default: the weights' streams loaded evict-first ({@code ORBIT_L2_STREAM}), the routers' selection in registers ({@code ORBIT_ROUTER_REGS}). */
+    /**
+     * As a library builds them by default: the weights' streams loaded evict-first ({@code ORBIT_L2_STREAM}), the routers'
+     * selection in registers ({@code ORBIT_ROUTER_REGS}).
+     */
     @Test
     void everyKernelSourceCompilesForSm90() throws Exception {
         compileAll(false);

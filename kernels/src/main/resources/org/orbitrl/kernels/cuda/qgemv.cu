@@ -508,51 +508,28 @@ __device__ __forceinline__ void qgemv_down_combine(const float* act, const int* 
                                                      accumulate, N, K, E, err);                                            \
     }
 
+// A gate/up launch with the pairs' LoRA terms: kernel NAME, MINB blocks an SM, R rows a lane, XF x staged first.
+#define QG_SWIGLU_LORA_KERNEL(NAME, FMT, MINB, R, XF)                                                                       \
+    extern "C" __global__ void __launch_bounds__(32 * QG_WARPS, MINB) NAME(                                                 \
+        const float* x, int xDiv, const int* ids, const uint4* gc, const void* gs, const u32* gz, float gglobal,            \
+        const uint4* uc, const void* us, const u32* uz, float uglobal, float* act, int N, int K, int E, int* err,           \
+        const float* glo, const unsigned long long* gtab, float gsc, const float* ulo, const unsigned long long* utab,       \
+        float usc, int rank) {                                                                                               \
+        ORBIT_TRACE_KERNEL();                                                                                                \
+        pdl_enter();                                                                                                         \
+        qgemv_swiglu<FMT, QGS_KQ, R, XF>(x, xDiv, ids, gc, gs, gz, gglobal, uc, us, uz, uglobal, act, N, K, E, err,         \
+                                         QgLora{glo, gtab, gsc, rank}, QgLora{ulo, utab, usc, rank});                        \
+    }
+
 // The same launches with the pairs' LoRA terms (rollout's decode step at few tokens): gate's and up's added to g and u
 // before the SwiGLU (glo / ulo null: none), down's to each expert's product before it is weighted. The gate/up launch
 // also with 6 rows a lane (_r6, two blocks an SM): a one-token step's 8 pairs of Qwen3-30B-A3B's experts (768 rows) are
 // then 256 blocks, one wave of an H100 or H200, where 4 rows a lane make 384 blocks in two. _xf: x staged first.
 #define QG_DECODE_LORA_KERNELS(FNAME, FMT)                                                                                   \
-    extern "C" __global__ void __launch_bounds__(32 * QG_WARPS, QGS_MINB) qgemv_swiglu_lora_##FNAME(                        \
-        const float* x, int xDiv, const int* ids, const uint4* gc, const void* gs, const u32* gz, float gglobal,            \
-        const uint4* uc, const void* us, const u32* uz, float uglobal, float* act, int N, int K, int E, int* err,           \
-        const float* glo, const unsigned long long* gtab, float gsc, const float* ulo, const unsigned long long* utab,       \
-        float usc, int rank) {                                                                                               \
-        ORBIT_TRACE_KERNEL();                                                                                                \
-        pdl_enter();                                                                                                         \
-        qgemv_swiglu<FMT, QGS_KQ, QGS_R>(x, xDiv, ids, gc, gs, gz, gglobal, uc, us, uz, uglobal, act, N, K, E, err,         \
-                                         QgLora{glo, gtab, gsc, rank}, QgLora{ulo, utab, usc, rank});                        \
-    }                                                                                                                      \
-    extern "C" __global__ void __launch_bounds__(32 * QG_WARPS, 2) qgemv_swiglu_lora_r6_##FNAME(                           \
-        const float* x, int xDiv, const int* ids, const uint4* gc, const void* gs, const u32* gz, float gglobal,            \
-        const uint4* uc, const void* us, const u32* uz, float uglobal, float* act, int N, int K, int E, int* err,           \
-        const float* glo, const unsigned long long* gtab, float gsc, const float* ulo, const unsigned long long* utab,       \
-        float usc, int rank) {                                                                                               \
-        ORBIT_TRACE_KERNEL();                                                                                                \
-        pdl_enter();                                                                                                         \
-        qgemv_swiglu<FMT, QGS_KQ, 6>(x, xDiv, ids, gc, gs, gz, gglobal, uc, us, uz, uglobal, act, N, K, E, err,             \
-                                     QgLora{glo, gtab, gsc, rank}, QgLora{ulo, utab, usc, rank});                            \
-    }                                                                                                                      \
-    extern "C" __global__ void __launch_bounds__(32 * QG_WARPS, QGS_MINB) qgemv_swiglu_lora_xf_##FNAME(                     \
-        const float* x, int xDiv, const int* ids, const uint4* gc, const void* gs, const u32* gz, float gglobal,            \
-        const uint4* uc, const void* us, const u32* uz, float uglobal, float* act, int N, int K, int E, int* err,           \
-        const float* glo, const unsigned long long* gtab, float gsc, const float* ulo, const unsigned long long* utab,       \
-        float usc, int rank) {                                                                                               \
-        ORBIT_TRACE_KERNEL();                                                                                                \
-        pdl_enter();                                                                                                         \
-        qgemv_swiglu<FMT, QGS_KQ, QGS_R, true>(x, xDiv, ids, gc, gs, gz, gglobal, uc, us, uz, uglobal, act, N, K, E, err,   \
-                                               QgLora{glo, gtab, gsc, rank}, QgLora{ulo, utab, usc, rank});                  \
-    }                                                                                                                      \
-    extern "C" __global__ void __launch_bounds__(32 * QG_WARPS, 2) qgemv_swiglu_lora_r6_xf_##FNAME(                        \
-        const float* x, int xDiv, const int* ids, const uint4* gc, const void* gs, const u32* gz, float gglobal,            \
-        const uint4* uc, const void* us, const u32* uz, float uglobal, float* act, int N, int K, int E, int* err,           \
-        const float* glo, const unsigned long long* gtab, float gsc, const float* ulo, const unsigned long long* utab,       \
-        float usc, int rank) {                                                                                               \
-        ORBIT_TRACE_KERNEL();                                                                                                \
-        pdl_enter();                                                                                                         \
-        qgemv_swiglu<FMT, QGS_KQ, 6, true>(x, xDiv, ids, gc, gs, gz, gglobal, uc, us, uz, uglobal, act, N, K, E, err,       \
-                                           QgLora{glo, gtab, gsc, rank}, QgLora{ulo, utab, usc, rank});                      \
-    }                                                                                                                      \
+    QG_SWIGLU_LORA_KERNEL(qgemv_swiglu_lora_##FNAME, FMT, QGS_MINB, QGS_R, false)                                          \
+    QG_SWIGLU_LORA_KERNEL(qgemv_swiglu_lora_r6_##FNAME, FMT, 2, 6, false)                                                  \
+    QG_SWIGLU_LORA_KERNEL(qgemv_swiglu_lora_xf_##FNAME, FMT, QGS_MINB, QGS_R, true)                                        \
+    QG_SWIGLU_LORA_KERNEL(qgemv_swiglu_lora_r6_xf_##FNAME, FMT, 2, 6, true)                                                \
     extern "C" __global__ void __launch_bounds__(32 * QGD_MAX_TOPK) qgemv_down_combine_lora_##FNAME(                        \
         const float* act, const int* ids, const float* wts, int topk, int normalize, const uint4* codes,                    \
         const void* scales, const u32* zeros, float global, float* out, int accumulate, int N, int K, int E, int* err,      \

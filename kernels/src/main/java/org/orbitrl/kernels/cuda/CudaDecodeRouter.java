@@ -45,6 +45,14 @@ public final class CudaDecodeRouter {
      * (Qwen3-30B-A3B's captured one-sequence step): 2.903-2.921 ms against 2.930-2.954 with {@code off}.
      */
     static final String ROUTER_PROLOGUE_PROPERTY = "orbit.cuda.routerPrologue";
+    /**
+     * {@value} ({@code on|off}, read at each call; off by default): the prologue form's last block selects a token's
+     * experts with all its threads ({@code moe_router_norm_topk_rk_pre}, {@code moe_router_add_norm_topk_rk_pre}:
+     * moe.cu's router_select_block, thread e counting the logits that come before logit e in the selection's order)
+     * where the logits fit its threads, in place of its first warp's top-k rounds of reductions; the same values and
+     * experts. Taken where the prologue form is ({@link #ROUTER_PROLOGUE_PROPERTY} or pending asks).
+     */
+    static final String ROUTER_RANK_PROPERTY = "orbit.cuda.routerRank";
     /** Most frozen tensors one router launch asks of the L2 ({@link #prefetchFrozen}; the kernels' a0..a2). */
     static final int AHEAD = 3;
 
@@ -56,6 +64,8 @@ public final class CudaDecodeRouter {
     private final Kernel routerTiles;
     private final Kernel routerAddNormTopk;
     private final Kernel routerAddNormTopkPre;
+    private final Kernel routerNormTopkRank;
+    private final Kernel routerAddNormTopkRank;
     /** The asks of {@link #prefetchFrozen} no router launch has carried yet. */
     private final List<Tensor> ahead = new ArrayList<>(AHEAD);
     /** Whether those asks go as bulk prefetches (else a line each). */
@@ -70,6 +80,8 @@ public final class CudaDecodeRouter {
         this.routerTiles = ctx.kernel("moe", "moe_router_tiles");
         this.routerAddNormTopk = ctx.kernel("moe", "moe_router_add_norm_topk");
         this.routerAddNormTopkPre = ctx.kernel("moe", "moe_router_add_norm_topk_pre");
+        this.routerNormTopkRank = ctx.kernel("moe", "moe_router_norm_topk_rk_pre");
+        this.routerAddNormTopkRank = ctx.kernel("moe", "moe_router_add_norm_topk_rk_pre");
     }
 
     /** What {@link #moeRouterTopk} did: declined (nothing launched), selected the experts, or also grouped the pairs. */
@@ -123,8 +135,9 @@ public final class CudaDecodeRouter {
                     group ? ctx.tickets.slice(0, CudaContext.TICKETS - 1, CudaContext.TICKETS) : null, ctx.errorFlag);
             return group ? Router.SELECTED_AND_GROUPED : Router.SELECTED;
         }
-        launchRouter(routerNormTopk, routerNormTopkPre, (e + ROUTER_WARPS - 1) / ROUTER_WARPS, tokens, 4 * (hd + e), x, null, 0, 0f,
-                null, router, hd, e, topk, normalize ? 1 : 0, logits, ctx.tickets, values, indices);
+        launchRouter(routerNormTopk, routerRank() ? routerNormTopkRank : routerNormTopkPre, (e + ROUTER_WARPS - 1) / ROUTER_WARPS,
+                tokens, 4 * (hd + e), x, null, 0, 0f, null, router, hd, e, topk, normalize ? 1 : 0, logits, ctx.tickets, values,
+                indices);
         return Router.SELECTED;
     }
 
@@ -171,7 +184,8 @@ public final class CudaDecodeRouter {
                     + " into " + values + " and " + indices + " [tokens, topk]");
         }
         Tensor logits = ctx.scratch(CudaContext.Scratch.ROUTER_LOGITS, DType.F32, (long) tokens * e); // [T, E]
-        launchRouter(routerAddNormTopk, routerAddNormTopkPre, (e + ROUTER_WARPS - 1) / ROUTER_WARPS, tokens, 4 * (hd + e), a, b, sum,
+        launchRouter(routerAddNormTopk, routerRank() ? routerAddNormTopkRank : routerAddNormTopkPre,
+                (e + ROUTER_WARPS - 1) / ROUTER_WARPS, tokens, 4 * (hd + e), a, b, sum,
                 normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0, eps, normed, router, hd, e, topk, normalize ? 1 : 0, logits,
                 ctx.tickets, values, indices);
         return true;
@@ -254,9 +268,9 @@ public final class CudaDecodeRouter {
         }
         Tensor logits = ctx.scratch(CudaContext.Scratch.ROUTER_LOGITS, DType.F32, (long) tokens * e); // [T, E]
         int chunks = (e + ROUTER_WARPS - 1) / ROUTER_WARPS;
-        launchRouter(routerNormTopk, routerNormTopkPre, chunks, tokens, (int) shared, x, normWeight,
-                normWeight.dtype() == DType.BF16 ? 1 : 0, eps, h, router, hd, e, topk, normalize ? 1 : 0, logits, ctx.tickets, values,
-                indices);
+        launchRouter(routerNormTopk, routerRank() ? routerNormTopkRank : routerNormTopkPre, chunks, tokens, (int) shared, x,
+                normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0, eps, h, router, hd, e, topk, normalize ? 1 : 0, logits,
+                ctx.tickets, values, indices);
     }
 
     /**
@@ -295,6 +309,11 @@ public final class CudaDecodeRouter {
         all[all.length - 1] = aheadBulk ? 1 : 0;
         ahead.clear();
         ctx.launch2dShared(pre, gridX, tokens, 32 * ROUTER_WARPS, shared, all);
+    }
+
+    /** Whether {@link #ROUTER_RANK_PROPERTY} asks for the block's selection. */
+    static boolean routerRank() {
+        return Switches.onOff(ROUTER_RANK_PROPERTY, false);
     }
 
     /** Whether {@link #ROUTER_PROLOGUE_PROPERTY} asks for the prologue form. */

@@ -325,6 +325,9 @@ __device__ __forceinline__ void router_prologue(const uint4* w, int H, int E, co
 // moe_router_norm_topk's body; with d (not null) the row staged is x[t] + d[t] (one f32 add a value, add_rmsnorm's sum),
 // and each block writes its share of that sum to sum[t] (the residual stream after the attention) beside its share of h.
 // fetched: q holds router_row_fetch's loads already (issued before the kernel's wait), else they are issued here.
+// RANK: the last block selects with all its threads (router_select_block), else with its first warp (router_select_warp);
+// the same values and experts.
+template <bool RANK = false>
 __device__ __forceinline__ void router_norm_topk(const float* x, const float* d, float* sum, const void* nw, int nwBf16,
                                                  float eps, float* h, const uint4* w, int H, int E, int topk, int normalize,
                                                  float* logits, int* tickets, float* values, int* indices, uint4* q,
@@ -410,7 +413,10 @@ __device__ __forceinline__ void router_norm_topk(const float* x, const float* d,
     for (int c = threadIdx.x; c < E; c += blockDim.x) lg[c] = ((volatile const float*) logits)[(i64) t * E + c]; // past L1: other blocks wrote them
     __syncthreads();
     ORBIT_TRACE_MARK(2); // the logits read back
-    if (threadIdx.x < 32) {
+    if (RANK) {
+        router_select_block(lg, E, topk, normalize, values + (i64) t * topk, indices + (i64) t * topk);
+        if (threadIdx.x == 0) tickets[t] = 0;
+    } else if (threadIdx.x < 32) {
         router_select_warp(lg, E, topk, normalize, values + (i64) t * topk, indices + (i64) t * topk);
         if (threadIdx.x == 0) tickets[t] = 0;
     }
@@ -467,6 +473,33 @@ extern "C" __global__ void moe_router_add_norm_topk_pre(const float* x, const fl
     router_prologue(w, H, E, nw, nwBf16, a0, n0, a1, n1, a2, n2, bulk, q);
     pdl_enter();
     router_norm_topk(x, d, sum, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices, q, true);
+}
+
+// moe_router_norm_topk_pre and moe_router_add_norm_topk_pre with the last block's selection by all its threads
+// (router_select_block): the same values and experts.
+extern "C" __global__ void moe_router_norm_topk_rk_pre(const float* x, const void* nw, int nwBf16, float eps, float* h,
+                                                       const uint4* w, int H, int E, int topk, int normalize, float* logits,
+                                                       int* tickets, float* values, int* indices, const char* a0, long long n0,
+                                                       const char* a1, long long n1, const char* a2, long long n2, int bulk) {
+    ORBIT_TRACE_KERNEL();
+    uint4 q[8];
+    router_prologue(w, H, E, nw, nwBf16, a0, n0, a1, n1, a2, n2, bulk, q);
+    pdl_enter();
+    router_norm_topk<true>(x, nullptr, nullptr, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices,
+                           q, true);
+}
+
+extern "C" __global__ void moe_router_add_norm_topk_rk_pre(const float* x, const float* d, float* sum, const void* nw,
+                                                           int nwBf16, float eps, float* h, const uint4* w, int H, int E,
+                                                           int topk, int normalize, float* logits, int* tickets,
+                                                           float* values, int* indices, const char* a0, long long n0,
+                                                           const char* a1, long long n1, const char* a2, long long n2,
+                                                           int bulk) {
+    ORBIT_TRACE_KERNEL();
+    uint4 q[8];
+    router_prologue(w, H, E, nw, nwBf16, a0, n0, a1, n1, a2, n2, bulk, q);
+    pdl_enter();
+    router_norm_topk<true>(x, d, sum, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices, q, true);
 }
 
 // The router of a decode batch over x as it is (moe_router_norm_topk without its norm) in fewer, wider blocks: block

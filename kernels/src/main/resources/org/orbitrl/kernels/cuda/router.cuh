@@ -183,3 +183,64 @@ __device__ __forceinline__ void router_select_warp(float* lg, int E, int topk, i
 #endif
     router_select_scan(lg, E, topk, normalize, values, indices);
 }
+
+// router_select_warp's values and experts (the same bits) by every thread of the block, where the E logits fit its
+// threads (E <= blockDim.x), topk <= 32 and every logit is finite; else router_select_warp by the first warp. Thread e
+// holds logit e and counts the logits that come before it in the selection's total order (the larger, then the lower
+// expert: warp_pick's) from lg (shared memory, read only here); a count below topk is that pick's place. Every warp
+// computes the softmax's max and sum as the warp forms do (lane over e = lane + 32 i in order, then the butterfly), and
+// lanes j < topk of the first warp take the picks' probabilities in pick order (their sum in that order, as the warp
+// forms add them). The picks' places, about E flops a thread, in place of topk rounds of reductions a warp. Every
+// thread of the block must call it (it has block barriers).
+__device__ __forceinline__ void router_select_block(float* lg, int E, int topk, int normalize, float* values, int* indices) {
+    __shared__ float pickV[32];
+    __shared__ int pickE[32];
+    int t = threadIdx.x;
+    float v = t < E ? lg[t] : 0.0f;
+    bool whole = E <= (int) blockDim.x && topk <= 32;
+    if (!whole || __syncthreads_or(t < E && !isfinite(v))) { // uniform: E, topk and blockDim are the block's
+        if (t < 32) router_select_warp(lg, E, topk, normalize, values, indices);
+        __syncthreads();
+        return;
+    }
+    int lane = t & 31;
+    float m = -ORBIT_INF;
+    for (int e = lane; e < E; e += 32) m = fmaxf(m, lg[e]);
+    m = warp_max(m);
+    float s = 0.0f;
+    for (int e = lane; e < E; e += 32) s += expf(lg[e] - m);
+    s = warp_sum(s);
+    float inv = 1.0f / s;
+    ORBIT_TRACE_MARK(4); // the softmax's max and sum
+    if (t < E) {
+        int before = 0;
+        int e4 = E & ~3;
+#pragma unroll 8
+        for (int j = 0; j < e4; j += 4) {
+            float4 w = *(const float4*) (lg + j);
+            before += (w.x > v) | ((w.x == v) & (j < t));
+            before += (w.y > v) | ((w.y == v) & (j + 1 < t));
+            before += (w.z > v) | ((w.z == v) & (j + 2 < t));
+            before += (w.w > v) | ((w.w == v) & (j + 3 < t));
+        }
+        for (int j = e4; j < E; j++) before += (lg[j] > v) | ((lg[j] == v) & (j < t));
+        if (before < topk) {
+            pickV[before] = v;
+            pickE[before] = t;
+        }
+    }
+    __syncthreads();
+    ORBIT_TRACE_MARK(5); // the picks made
+    if (t < topk) {
+        float picked = 0.0f;
+        float mine = 0.0f;
+#pragma unroll 8
+        for (int j = 0; j < topk; j++) {
+            float p = expf(pickV[j] - m) * inv;
+            picked += p;
+            if (j == t) mine = p;
+        }
+        values[t] = normalize ? mine * (1.0f / picked) : mine;
+        indices[t] = pickE[t];
+    }
+}

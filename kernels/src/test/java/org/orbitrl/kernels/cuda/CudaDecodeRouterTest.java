@@ -127,6 +127,96 @@ class CudaDecodeRouterTest extends CudaTestBase {
     }
 
     /**
+     * The last block's selection by all its threads ({@code -Dorbit.cuda.routerRank=on}: {@code moe_router_norm_topk_rk_pre}
+     * and {@code moe_router_add_norm_topk_rk_pre}, each thread counting the logits before its own) gives the first warp's
+     * values and experts bit for bit, through all three router calls of a decode step (the norm and router, the router
+     * of x as it is, the residual add, norm and router): 1 and 3 tokens, 40 and 128 experts (the block's threads), 160
+     * (more experts than threads) and top 33 (past 32), both of which take the warp's selection inside the kernel; a
+     * router whose rows repeat (equal logits: the lower expert first, checked) and whose rows of zeros make logits of
+     * +0; and a router row of 1e38 whose logit is not finite (the warp's selection again), normalized and not.
+     */
+    @Test
+    void theBlocksSelectionGivesTheWarpsBits() {
+        SplittableRandom r = rng(319);
+        // {tokens, H, E, topk, a row of 1e38}
+        int[][] cases = {{1, 2048, 128, 8, 0}, {3, 256, 40, 8, 0}, {1, 256, 128, 32, 0}, {2, 256, 160, 8, 0}, {2, 256, 128, 33, 0},
+                {1, 256, 128, 8, 1}};
+        for (int[] c : cases) {
+            int t = c[0];
+            int h = c[1];
+            int e = c[2];
+            int topk = c[3];
+            float[] x = randn(r, 2f, t, h).toFloatArray();
+            float[] d = randn(r, 1f, t, h).toFloatArray();
+            float[] nw = CudaFusedDecodeTest.normWeights(r, h, false);
+            float[] w = bf16Round(randn(r, 0.2f, e, h).toFloatArray());
+            for (int j = 0; j < e; j += 7) { // expert j + 3 repeats j; every 7th's successor a row of zeros
+                if (j + 3 < e) {
+                    System.arraycopy(w, j * h, w, (j + 3) * h, h);
+                }
+                if (j + 1 < e) {
+                    Arrays.fill(w, (j + 1) * h, (j + 2) * h, 0f);
+                }
+            }
+            if (c[4] == 1) {
+                Arrays.fill(w, 5 * h, 6 * h, 1e38f);
+            }
+            Tensor dx = dev(Tensor.of(x, t, h));
+            Tensor dd = dev(Tensor.of(d, t, h));
+            Tensor dnw = dev(Tensor.of(nw, h));
+            Tensor dw = dev(Tensor.of(w, e, h).to(DType.BF16));
+            for (boolean normalize : new boolean[]{true, false}) {
+                for (int call = 0; call < 3; call++) {
+                    String what = new String[]{"moeRouterNormTopk", "moeRouterTopk", "addRmsNormRouterTopk"}[call] + " tokens " + t
+                            + " H " + h + " E " + e + " top " + topk + (c[4] == 1 ? ", a row of 1e38" : "")
+                            + (normalize ? ", normalized" : "");
+                    float[][] vals = new float[2][];
+                    long[][] ids = new long[2][];
+                    for (int form = 0; form < 2; form++) {
+                        Tensor values = poisoned(DType.F32, t, topk);
+                        Tensor idx = poisoned(DType.I32, t, topk);
+                        int which = call;
+                        boolean norm = normalize;
+                        Runnable route = () -> {
+                            switch (which) {
+                                case 0 -> gpu.fusedDecode().router().moeRouterNormTopk(dx, dnw, EPS, dw, topk, norm,
+                                        poisoned(DType.F32, t, h), values, idx);
+                                case 1 -> assertTrue(gpu.moeRouterTopk(dx, dw, topk, norm, values, idx), what + ": taken");
+                                default -> assertTrue(gpu.addRmsNormRouterTopk(dx, dd, poisoned(DType.F32, t, h), dnw, EPS,
+                                        poisoned(DType.F32, t, h), dw, topk, norm, values, idx), what + ": taken");
+                            }
+                        };
+                        Runnable fused = () -> withProperty("orbit.cuda.addNormRouter", "on", route);
+                        withProperty(CudaDecodeRouter.ROUTER_RANK_PROPERTY, form == 0 ? "off" : "on",
+                                () -> withProperty(CudaDecodeRouter.ROUTER_PROLOGUE_PROPERTY, "on", fused));
+                        vals[form] = gpu.toHost(values).toFloatArray();
+                        ids[form] = gpu.toHost(idx).toLongArray();
+                    }
+                    assertExact(what + ": the experts", ids[0], ids[1]);
+                    assertBitsEqual(what + ": the values", vals[0], vals[1]);
+                    if (c[4] == 1) { // a logit past f32: the softmax's sum is not a number
+                        assertTrue(Float.isNaN(vals[1][0]), what + ": value " + vals[1][0] + " where a logit is not finite");
+                        continue;
+                    }
+                    int equalPairs = 0;
+                    for (int k = 0; k < t; k++) {
+                        for (int j = 1; j < topk; j++) {
+                            if (vals[1][k * topk + j] == vals[1][k * topk + j - 1]) {
+                                equalPairs++;
+                                assertTrue(ids[1][k * topk + j - 1] < ids[1][k * topk + j], what + ", token " + k + ", pick " + j
+                                        + ": an equal value after a higher expert");
+                            }
+                        }
+                    }
+                    if (topk >= 32) {
+                        assertTrue(equalPairs >= t, what + ": the router's repeated rows made " + equalPairs + " equal picks");
+                    }
+                }
+            }
+        }
+    }
+
+    /**
      * The router of x as it is ({@link CudaBackend#moeRouterTopk}: the router kernel without its norm), rollout's decode
      * router: the same selection check on x itself, in three runs (the tickets re-armed), 1, 5 and 64 tokens; a router
      * that is not bf16 is declined and nothing written.

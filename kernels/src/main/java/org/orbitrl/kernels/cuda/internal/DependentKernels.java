@@ -38,11 +38,18 @@ final class DependentKernels {
      * is named before the wait, that the ids are read with {@code __ldcg}, and that the attention's prologue reads only
      * through {@code __ldcg} and prefetches.
      */
-    private static final Map<String, Set<String>> PROLOGUES = Map.of("bgemv/bgemv_pre1", Set.of("w"),
-            "bgemv/bgemv_norm_pre1", Set.of("w0", "w1", "w2"), "bgemv/bgemv_norm_scale_pre1", Set.of("w0", "w1", "w2"), "bgemv/bgemv_norm_scale_l2_m1", Set.of("w0", "w1", "w2", "nw"),
-            "qgemv/qgemv_down_combine_pre_int4", Set.of("ids", "codes", "scales", "zeros"), "moe/moe_router_norm_topk_pre", Set.of("w", "nw", "a0", "a1", "a2"), "moe/moe_router_add_norm_topk_pre", Set.of("w", "nw", "a0", "a1", "a2"),
-            "paged_decode/paged_decode_mma_prep_pre_d128_kvbf16", PAGED_PREFETCH, "paged_decode/paged_decode_mma_prep_pre_d64_kvbf16",
-            PAGED_PREFETCH);
+    private static final Map<String, Set<String>> PROLOGUES = Map.ofEntries(
+            Map.entry("bgemv/bgemv_pre1", Set.of("w")),
+            Map.entry("bgemv/bgemv_norm_pre1", Set.of("w0", "w1", "w2")),
+            Map.entry("bgemv/bgemv_norm_scale_pre1", Set.of("w0", "w1", "w2")),
+            Map.entry("bgemv/bgemv_norm_scale_l2_m1", Set.of("w0", "w1", "w2", "nw")),
+            Map.entry("qgemv/qgemv_down_combine_pre_int4", Set.of("ids", "codes", "scales", "zeros")),
+            Map.entry("moe/moe_router_norm_topk_pre", Set.of("w", "nw", "a0", "a1", "a2")),
+            Map.entry("moe/moe_router_add_norm_topk_pre", Set.of("w", "nw", "a0", "a1", "a2")),
+            Map.entry("moe/moe_router_norm_topk_rk_pre", Set.of("w", "nw", "a0", "a1", "a2")),
+            Map.entry("moe/moe_router_add_norm_topk_rk_pre", Set.of("w", "nw", "a0", "a1", "a2")),
+            Map.entry("paged_decode/paged_decode_mma_prep_pre_d128_kvbf16", PAGED_PREFETCH),
+            Map.entry("paged_decode/paged_decode_mma_prep_pre_d64_kvbf16", PAGED_PREFETCH));
 
     /** Whether kernel {@code name} of {@code file}.cu waits for its predecessor ({@code pdl_enter()}) before it reads what that wrote. */
     static boolean waitsForPredecessor(String file, String name) {
@@ -120,6 +127,8 @@ final class DependentKernels {
         s.add("moe/moe_router_norm_topk_pre");    // its router rows' loads before the wait (PROLOGUES)
         s.add("moe/moe_router_add_norm_topk");
         s.add("moe/moe_router_add_norm_topk_pre");  // with the prologue of moe_router_norm_topk_pre (PROLOGUES)
+        s.add("moe/moe_router_norm_topk_rk_pre");     // the two above with the block's selection (PROLOGUES)
+        s.add("moe/moe_router_add_norm_topk_rk_pre");
         s.add("moe/moe_router_tiles");
         s.add("bgemv/bgemv_norm1");
         s.add("bgemv/bgemv_norm_m4");

@@ -184,26 +184,50 @@ __device__ __forceinline__ void router_select_warp(float* lg, int E, int topk, i
     router_select_scan(lg, E, topk, normalize, values, indices);
 }
 
-// router_select_warp's values and experts (the same bits) by every thread of the block, where the E logits fit its
-// threads (E <= blockDim.x), topk <= 32 and every logit is finite; else router_select_warp by the first warp. Thread e
-// holds logit e and counts the logits that come before it in the selection's total order (the larger, then the lower
-// expert: warp_pick's) from lg (shared memory, read only here); a count below topk is that pick's place. Every warp
-// computes the softmax's max and sum as the warp forms do (lane over e = lane + 32 i in order, then the butterfly), and
-// lanes j < topk of the first warp take the picks' probabilities in pick order (their sum in that order, as the warp
-// forms add them). The picks' places, about E flops a thread, in place of topk rounds of reductions a warp. Every
-// thread of the block must call it (it has block barriers).
+// router_select_warp's values and experts (the same bits) by every warp of the block, where the E logits fit its
+// threads (E <= blockDim.x), topk <= 32, ceil(E / 32) * topk <= 128 and every logit is finite; else router_select_warp
+// by the first warp. In the selection's total order (the larger, then the lower expert: warp_pick's), lane l of warp w
+// holds logit 32 w + l and counts the warp's logits before its own (shuffles); the warp's first topk are candidates,
+// in slot w * topk + that count, so that among equal values the lower slot is the lower expert. Then candidate c counts
+// the candidates before it (the larger, then the lower slot): every pick is among its warp's first topk, and its count
+// among the candidates is its place. Every warp computes the softmax's max and sum as the warp forms do (lane over e =
+// lane + 32 i in order, then the butterfly), and lanes j < topk of the first warp take the picks' probabilities in pick
+// order (their sum in that order, as the warp forms add them). About 64 comparisons a thread in place of topk rounds
+// of reductions a warp. Every thread of the block must call it (it has block barriers); lg (shared) is read only.
 __device__ __forceinline__ void router_select_block(float* lg, int E, int topk, int normalize, float* values, int* indices) {
+    __shared__ float candV[128];
+    __shared__ int candE[128];
     __shared__ float pickV[32];
     __shared__ int pickE[32];
     int t = threadIdx.x;
-    float v = t < E ? lg[t] : 0.0f;
-    bool whole = E <= (int) blockDim.x && topk <= 32;
+    int lane = t & 31;
+    int warp = t >> 5;
+    float v = t < E ? lg[t] : -ORBIT_INF;
+    int warps = (E + 31) >> 5;
+    int cands = warps * topk;
+    bool whole = E <= (int) blockDim.x && topk <= 32 && cands <= 128;
     if (!whole || __syncthreads_or(t < E && !isfinite(v))) { // uniform: E, topk and blockDim are the block's
         if (t < 32) router_select_warp(lg, E, topk, normalize, values, indices);
         __syncthreads();
         return;
     }
-    int lane = t & 31;
+    if (warp < warps) {
+        int before = 0; // a lane past E holds -inf, which no finite logit counts
+#pragma unroll
+        for (int j = 0; j < 32; j++) {
+            float u = __shfl_sync(0xffffffffu, v, j);
+            before += (u > v) | ((u == v) & (j < lane));
+        }
+        if (lane < topk) {
+            candV[warp * topk + lane] = -ORBIT_INF; // the slots of a warp of fewer than topk logits
+            candE[warp * topk + lane] = 0;
+        }
+        __syncwarp();
+        if (t < E && before < topk) {
+            candV[warp * topk + before] = v;
+            candE[warp * topk + before] = t;
+        }
+    }
     float m = -ORBIT_INF;
     for (int e = lane; e < E; e += 32) m = fmaxf(m, lg[e]);
     m = warp_max(m);
@@ -212,24 +236,27 @@ __device__ __forceinline__ void router_select_block(float* lg, int E, int topk, 
     s = warp_sum(s);
     float inv = 1.0f / s;
     ORBIT_TRACE_MARK(4); // the softmax's max and sum
-    if (t < E) {
-        int before = 0;
-        int e4 = E & ~3;
+    __syncthreads();
+    if (t < cands) {
+        float c = candV[t];
+        if (c != -ORBIT_INF) {
+            int before = 0;
 #pragma unroll 8
-        for (int j = 0; j < e4; j += 4) {
-            float4 w = *(const float4*) (lg + j);
-            before += (w.x > v) | ((w.x == v) & (j < t));
-            before += (w.y > v) | ((w.y == v) & (j + 1 < t));
-            before += (w.z > v) | ((w.z == v) & (j + 2 < t));
-            before += (w.w > v) | ((w.w == v) & (j + 3 < t));
-        }
-        for (int j = e4; j < E; j++) before += (lg[j] > v) | ((lg[j] == v) & (j < t));
-        if (before < topk) {
-            pickV[before] = v;
-            pickE[before] = t;
+            for (int j = 0; j < cands; j++) {
+                float u = candV[j];
+                before += (u > c) | ((u == c) & (j < t));
+            }
+            if (before < topk) {
+                pickV[before] = c;
+                pickE[before] = candE[t];
+            }
         }
     }
-    __syncthreads();
+    if (cands <= 32) {
+        __syncwarp();
+    } else {
+        __syncthreads();
+    }
     ORBIT_TRACE_MARK(5); // the picks made
     if (t < topk) {
         float picked = 0.0f;

@@ -6,6 +6,7 @@ import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.kernels.cuda.internal.DevicePointer;
+import org.orbitrl.kernels.cuda.internal.Launcher;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
@@ -661,6 +662,7 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
             }
             java.lang.ref.Reference.reachabilityFence(h);
         } else if (toDevice) {
+            Launcher.settleDeferred(); // a copy that may read what a launch left to the next ones
             CudaCheck.check(cudaMemcpyAsync(new DevicePointer(address(dst)), new DevicePointer(address(src)), bytes,
                     cudaMemcpyDeviceToDevice, stream.handle()), "cudaMemcpyAsync device->device", dst, bytes + " bytes");
         } else {
@@ -671,6 +673,7 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
                     pinned.download(address(src), MemorySegment.ofAddress(address(h)).reinterpret(src.byteSize()));
                 }
             } else {
+                Launcher.settleDeferred(); // a copy that may read what a launch left to the next ones
                 CudaCheck.check(cudaMemcpyAsync(new DevicePointer(address(h)), new DevicePointer(address(src)), src.byteSize(),
                         cudaMemcpyDeviceToHost, stream.handle()), "cudaMemcpyAsync device->host", src, src.byteSize() + " bytes");
                 stream.synchronize();
@@ -728,6 +731,7 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
             throw new org.orbitrl.kernels.NotCapturableException("device->host copy into " + dst);
         }
         device.bind();
+        Launcher.settleDeferred(); // a copy that may read what a launch left to the next ones
         CudaCheck.check(cudaMemcpyAsync(new DevicePointer(address(dst)), new DevicePointer(address(src)), src.byteSize(),
                 cudaMemcpyDeviceToHost, stream.handle()), "cudaMemcpyAsync device->pinned host", src, src.byteSize() + " bytes");
     }
@@ -886,10 +890,12 @@ public final class CudaAllocator implements TensorAllocator, AutoCloseable {
         int from = peer.device.index();
         int to = device.index();
         if (from == to) {
+            Launcher.settleDeferred(); // a copy that may read what a launch left to the next ones
             CudaCheck.check(cudaMemcpyAsync(new DevicePointer(address(dst)), new DevicePointer(address(src)), bytes,
                     cudaMemcpyDeviceToDevice, stream.handle()), "cudaMemcpyAsync device->device (another stream's)", dst,
                     bytes + " bytes");
         } else {
+            Launcher.settleDeferred(); // a copy that may read what a launch left to the next ones
             CudaCheck.check(cudaMemcpyPeerAsync(new DevicePointer(address(dst)), to, new DevicePointer(address(src)), from,
                     bytes, stream.handle()), "cudaMemcpyPeerAsync", "GPU " + from + " -> GPU " + to, dst, bytes + " bytes");
         }

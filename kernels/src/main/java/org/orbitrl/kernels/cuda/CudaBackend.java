@@ -12,6 +12,7 @@ import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.internal.DevicePointer;
 import org.orbitrl.kernels.cuda.internal.KernelCompiler;
 import org.orbitrl.kernels.cuda.internal.KernelLibrary;
+import org.orbitrl.kernels.cuda.internal.Launcher;
 import org.orbitrl.kernels.quant.QuantizedTensor;
 
 import java.lang.foreign.Arena;
@@ -260,6 +261,7 @@ public final class CudaBackend implements Backend {
         boolean direct = host.isContiguous() && host.segment().isNative();
         Tensor dst = direct ? host : Tensor.allocate(Arena.ofAuto(), dev.dtype(), dev.shape());
         ctx.device.bind();
+        Launcher.settleDeferred(); // a copy that may read what a launch left to the next ones
         CudaCheck.check(cudaMemcpyAsync(new DevicePointer(CudaAllocator.address(dst)), new DevicePointer(CudaAllocator.address(dev)),
                 dev.byteSize(), cudaMemcpyDeviceToHost, ctx.stream.handle()), "cudaMemcpyAsync device->host", dev, dev.byteSize() + " bytes");
         synchronize();
@@ -283,6 +285,7 @@ public final class CudaBackend implements Backend {
         ctx.devContiguous("copy source", src, dst.dtype());
         ctx.devContiguous("copy destination", dst, src.dtype());
         ctx.device.bind();
+        Launcher.settleDeferred(); // a copy that may read what a launch left to the next ones
         CudaCheck.check(cudaMemcpyAsync(new DevicePointer(CudaAllocator.address(dst)), new DevicePointer(CudaAllocator.address(src)),
                 dst.byteSize(), cudaMemcpyDeviceToDevice, ctx.stream.handle()), "cudaMemcpyAsync device->device", dst, dst.byteSize() + " bytes");
     }

@@ -119,6 +119,9 @@ final class CudaContext implements AutoCloseable {
      * arena), so that a captured graph never refers to a shared buffer a later step may grow and free.
      */
     Tensor scratch(Scratch which, DType dtype, long elements) {
+        if (which == Scratch.ROUTER_LOGITS) {
+            Launcher.settleDeferred(); // a choice left to the next launches reads the logits this call may replace
+        }
         if (allocator.stepScoped()) {
             return allocator.allocateUninitialized(MemoryCategory.ACTIVATIONS, dtype, Math.max(elements, 1024)).slice(0, 0, elements);
         }

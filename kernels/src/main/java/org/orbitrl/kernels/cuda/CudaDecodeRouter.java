@@ -3,6 +3,7 @@ package org.orbitrl.kernels.cuda;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.internal.Kernel;
+import org.orbitrl.kernels.cuda.internal.Launcher;
 
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -55,8 +56,22 @@ public final class CudaDecodeRouter {
      * 51.2-51.3), the step 2.582-2.615 ms against 2.581-2.664 in three pairs of variants of one JVM.
      */
     static final String ROUTER_RANK_PROPERTY = "orbit.cuda.routerRank";
+    /**
+     * {@value} ({@code on|off}, read at each call; off by default): the block-a-token router of a decode step whose pairs
+     * take {@link CudaMoeDecodePairs}' launches writes its logits (and h) and leaves ({@code moe_router_norm_logits_pre},
+     * no ticket, no selection); the choice of experts is left to the launches that read the logits first ({@link
+     * Pending}, a {@link Launcher.Deferred}): the gate/up launch over the same ids picks each pair's expert in its blocks
+     * ({@code qgemv_swiglu_lora_*_xf_pk_*}, router.cuh's router_picks_block) and writes the ids, the down launch chooses
+     * the experts and their weights in its prologue ({@code qgemv_down_combine_pre_pk_int4}) and writes the weights; any
+     * other launch of the thread first, a host copy or a sync has {@code moe_router_select} choose them (router_select_block).
+     * The same values and experts every way; the router's span loses its ticket, read-back and selection (about 3 µs in
+     * the kernel timeline of a one-sequence Qwen3-30B-A3B step on an H100), the gate/up launch gains a selection.
+     */
+    static final String ROUTER_DEFER_PROPERTY = "orbit.cuda.routerDefer";
     /** Most frozen tensors one router launch asks of the L2 ({@link #prefetchFrozen}; the kernels' a0..a2). */
     static final int AHEAD = 3;
+    /** Most experts a deferred choice takes: the gate/up pick's logits (QG_WARPS * 32 in qgemv.cu). */
+    private static final int DEFER_MOST_EXPERTS = 256;
 
     private final CudaContext ctx;
     private final CudaRowOps rows;
@@ -68,6 +83,8 @@ public final class CudaDecodeRouter {
     private final Kernel routerAddNormTopkPre;
     private final Kernel routerNormTopkRank;
     private final Kernel routerAddNormTopkRank;
+    private final Kernel routerLogits;
+    private final Kernel routerSelect;
     /** The asks of {@link #prefetchFrozen} no router launch has carried yet. */
     private final List<Tensor> ahead = new ArrayList<>(AHEAD);
     /** Whether those asks go as bulk prefetches (else a line each). */
@@ -84,6 +101,74 @@ public final class CudaDecodeRouter {
         this.routerAddNormTopkPre = ctx.kernel("moe", "moe_router_add_norm_topk_pre");
         this.routerNormTopkRank = ctx.kernel("moe", "moe_router_norm_topk_rk_pre");
         this.routerAddNormTopkRank = ctx.kernel("moe", "moe_router_add_norm_topk_rk_pre");
+        this.routerLogits = ctx.kernel("moe", "moe_router_norm_logits_pre");
+        this.routerSelect = ctx.kernel("moe", "moe_router_select");
+    }
+
+    /**
+     * A router launch's choice of experts for {@code tokens} tokens, left to the launches that read its logits [T, E]
+     * first ({@link #ROUTER_DEFER_PROPERTY}): until then values and indices [T, topk] hold nothing of it. {@code
+     * idsWritten}: a gate/up launch has picked the experts and written indices; the weights are still to come.
+     */
+    record Pending(CudaDecodeRouter router, Tensor logits, Tensor values, Tensor indices, int tokens, int experts, int topk,
+                   boolean normalize, boolean idsWritten) implements Launcher.Deferred {
+        /** The same choice with the indices written. */
+        Pending withIds() {
+            return new Pending(router, logits, values, indices, tokens, experts, topk, normalize, true);
+        }
+
+        /** Whether this choice's indices are those at {@code ids}. */
+        boolean writes(Tensor ids) {
+            return CudaAllocator.address(ids) == CudaAllocator.address(indices) && ids.numel() == indices.numel();
+        }
+
+        /** {@code moe_router_select}: the values and indices from the logits, on the router's stream. */
+        @Override
+        public void settle() {
+            router.select(this);
+        }
+    }
+
+    /** Whether {@link #ROUTER_DEFER_PROPERTY} asks for the deferred choice. */
+    static boolean routerDefer() {
+        return Switches.onOff(ROUTER_DEFER_PROPERTY, false);
+    }
+
+    /** The choice of {@code indices}' experts left to the thread's next launch and not yet picked, or null. */
+    static Pending pendingPicks(Tensor indices) {
+        return Launcher.deferred() instanceof Pending p && !p.idsWritten() && p.writes(indices) ? p : null;
+    }
+
+    /** The weights of {@code indices}' experts left to the thread's next launch, the experts picked, or null. */
+    static Pending pendingWeights(Tensor indices, Tensor values) {
+        return Launcher.deferred() instanceof Pending p && p.idsWritten() && p.writes(indices)
+                && CudaAllocator.address(values) == CudaAllocator.address(p.values()) ? p : null;
+    }
+
+    /**
+     * Whether a block-a-token launch over these tokens leaves its choice to the launches after it: the switch on, the
+     * prologue form taken, the pairs below {@link CudaMoePairs#STACKED_PAIRS} (the decode launches that pick), at most
+     * {@value #DEFER_MOST_EXPERTS} experts and as many as the down launch's threads (32 a pick), top 16 at most.
+     */
+    private boolean defers(int tokens, int experts, int topk) {
+        return routerDefer() && (routerPrologue() || !ahead.isEmpty()) && (long) tokens * topk < CudaMoePairs.STACKED_PAIRS
+                && experts <= DEFER_MOST_EXPERTS && topk <= 16 && experts <= 32 * topk && (experts + 31) / 32 * topk <= 128;
+    }
+
+    /** The logits-only router launch, its choice left to the thread's next launches. */
+    private void deferChoice(int chunks, int tokens, int shared, Tensor x, Tensor normWeight, int nwBf16, float eps, Tensor h,
+                             Tensor router, int hd, int e, int topk, boolean normalize, Tensor logits, Tensor values, Tensor indices) {
+        ctx.launch2dShared(routerLogits, chunks, tokens, 32 * ROUTER_WARPS, shared,
+                withAsks(x, normWeight, nwBf16, eps, h, router, hd, e, logits));
+        Launcher.defer(new Pending(this, logits, values, indices, tokens, e, topk, normalize, false));
+    }
+
+    /** {@link Pending#settle}: moe_router_select, a block a token. */
+    private void select(Pending p) {
+        ctx.device.bind();
+        int threads = Math.min(1024, Math.max(32, (p.experts() + 31) / 32 * 32));
+        ctx.launchShared(routerSelect, p.tokens(), threads, 4 * p.experts(), p.logits(), p.experts(), p.topk(), p.normalize() ? 1 : 0,
+                p.values(), p.indices());
     }
 
     /** What {@link #moeRouterTopk} did: declined (nothing launched), selected the experts, or also grouped the pairs. */
@@ -136,6 +221,11 @@ public final class CudaDecodeRouter {
                     group ? routing.active() : null, group ? routing.order() : null,
                     group ? ctx.tickets.slice(0, CudaContext.TICKETS - 1, CudaContext.TICKETS) : null, ctx.errorFlag);
             return group ? Router.SELECTED_AND_GROUPED : Router.SELECTED;
+        }
+        if (defers(tokens, e, topk)) {
+            deferChoice((e + ROUTER_WARPS - 1) / ROUTER_WARPS, tokens, 4 * (hd + e), x, null, 0, 0f, null, router, hd, e, topk, normalize,
+                    logits, values, indices);
+            return Router.SELECTED;
         }
         launchRouter(routerNormTopk, routerRank() ? routerNormTopkRank : routerNormTopkPre, (e + ROUTER_WARPS - 1) / ROUTER_WARPS,
                 tokens, 4 * (hd + e), x, null, 0, 0f, null, router, hd, e, topk, normalize ? 1 : 0, logits, ctx.tickets, values,
@@ -270,6 +360,11 @@ public final class CudaDecodeRouter {
         }
         Tensor logits = ctx.scratch(CudaContext.Scratch.ROUTER_LOGITS, DType.F32, (long) tokens * e); // [T, E]
         int chunks = (e + ROUTER_WARPS - 1) / ROUTER_WARPS;
+        if (defers(tokens, e, topk)) {
+            deferChoice(chunks, tokens, (int) shared, x, normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0, eps, h, router, hd, e,
+                    topk, normalize, logits, values, indices);
+            return;
+        }
         launchRouter(routerNormTopk, routerRank() ? routerNormTopkRank : routerNormTopkPre, chunks, tokens, (int) shared, x,
                 normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0, eps, h, router, hd, e, topk, normalize ? 1 : 0, logits,
                 ctx.tickets, values, indices);
@@ -302,6 +397,11 @@ public final class CudaDecodeRouter {
             ctx.launch2dShared(plain, gridX, tokens, 32 * ROUTER_WARPS, shared, args);
             return;
         }
+        ctx.launch2dShared(pre, gridX, tokens, 32 * ROUTER_WARPS, shared, withAsks(args));
+    }
+
+    /** args and the asks of {@link #prefetchFrozen} (the prologue kernels' last seven parameters), which it takes and clears. */
+    private Object[] withAsks(Object... args) {
         Object[] all = Arrays.copyOf(args, args.length + 2 * AHEAD + 1);
         for (int i = 0; i < AHEAD; i++) {
             Tensor t = i < ahead.size() ? ahead.get(i) : null;
@@ -310,7 +410,7 @@ public final class CudaDecodeRouter {
         }
         all[all.length - 1] = aheadBulk ? 1 : 0;
         ahead.clear();
-        ctx.launch2dShared(pre, gridX, tokens, 32 * ROUTER_WARPS, shared, all);
+        return all;
     }
 
     /** Whether {@link #ROUTER_RANK_PROPERTY} asks for the block's selection. */

@@ -2,6 +2,7 @@ package org.orbitrl.kernels.cuda;
 
 import org.bytedeco.cuda.cudart.CUgraphExec_st;
 import org.bytedeco.cuda.cudart.CUgraph_st;
+import org.orbitrl.kernels.cuda.internal.Launcher;
 
 import static org.bytedeco.cuda.global.cudart.*;
 
@@ -27,6 +28,7 @@ public final class CudaGraph implements AutoCloseable {
         CUgraph_st g = new CUgraph_st();
         try {
             work.run();
+            Launcher.settleDeferred(); // what a launch left to the next ones, captured with it
         } catch (RuntimeException | Error e) {
             int err = cudaStreamEndCapture(stream.handle(), g);   // the capture ends whatever happened in it
             if (err != cudaSuccess) {

@@ -7,6 +7,7 @@ import org.orbitrl.kernels.cuda.internal.Kernel;
 import org.orbitrl.kernels.cuda.internal.Launcher;
 import org.orbitrl.kernels.quant.QuantizedTensor;
 
+import java.util.Arrays;
 import java.util.EnumMap;
 
 /**
@@ -53,8 +54,11 @@ final class CudaMoeDecodePairs {
     private final EnumMap<QuantLayout, Kernel> swiglu6 = new EnumMap<>(QuantLayout.class);
     private final EnumMap<QuantLayout, Kernel> swigluXf = new EnumMap<>(QuantLayout.class);
     private final EnumMap<QuantLayout, Kernel> swiglu6Xf = new EnumMap<>(QuantLayout.class);
+    private final EnumMap<QuantLayout, Kernel> swigluPick = new EnumMap<>(QuantLayout.class);
+    private final EnumMap<QuantLayout, Kernel> swiglu6Pick = new EnumMap<>(QuantLayout.class);
     private final EnumMap<QuantLayout, Kernel> down = new EnumMap<>(QuantLayout.class);
     private final Kernel downPre;
+    private final Kernel downPrePick;
     private long swigluIds = -1;     // the ids of the last gate/up launch, Launcher.launches() just after it, and its thread
     private long swigluAt = -1;
     private Thread swigluBy;
@@ -66,9 +70,12 @@ final class CudaMoeDecodePairs {
             swiglu6.put(l, ctx.kernel("qgemv", "qgemv_swiglu_lora_r6_" + l.kernelSuffix()));
             swigluXf.put(l, ctx.kernel("qgemv", "qgemv_swiglu_lora_xf_" + l.kernelSuffix()));
             swiglu6Xf.put(l, ctx.kernel("qgemv", "qgemv_swiglu_lora_r6_xf_" + l.kernelSuffix()));
+            swigluPick.put(l, ctx.kernel("qgemv", "qgemv_swiglu_lora_xf_pk_" + l.kernelSuffix()));
+            swiglu6Pick.put(l, ctx.kernel("qgemv", "qgemv_swiglu_lora_r6_xf_pk_" + l.kernelSuffix()));
             down.put(l, ctx.kernel("qgemv", "qgemv_down_combine_lora_" + l.kernelSuffix()));
         }
         downPre = ctx.kernel("qgemv", "qgemv_down_combine_pre_int4");
+        downPrePick = ctx.kernel("qgemv", "qgemv_down_combine_pre_pk_int4");
     }
 
     /** Whether {@link #DOWN_PROLOGUE_PROPERTY} asks for the prologue form. */
@@ -107,11 +114,26 @@ final class CudaMoeDecodePairs {
         int rows = 32 / 8 * laneRows;   // 32 / QGS_KQ row lanes
         long before = Launcher.launches();
         boolean xf = xFirst();
-        Kernel kernel = (laneRows == 6 ? xf ? swiglu6Xf : swiglu6 : xf ? swigluXf : swiglu).get(layout);
-        ctx.launch2dShared(kernel, (n + rows - 1) / rows, pairs, 32 * warps, 4 * k, x, xDiv, ids,
-                g.codes(), g.scales(), g.zeros(), g.globalScale(), u.codes(), u.scales(), u.zeros(), u.globalScale(), act, n, k,
-                experts, ctx.errorFlag, gl == null ? null : gl.lo(), gTable, gl == null ? 0f : gl.scale(), ul == null ? null : ul.lo(),
-                uTable, ul == null ? 0f : ul.scale(), rank);
+        // a router launch's choice of these ids left to this launch: the x-first kernels that pick each pair's expert
+        CudaDecodeRouter.Pending pick = xf ? CudaDecodeRouter.pendingPicks(ids) : null;
+        if (pick != null && (pick.experts() != experts || pick.topk() != ids.size(-1))) {
+            pick = null;
+        }
+        Kernel kernel = pick != null ? (laneRows == 6 ? swiglu6Pick : swigluPick).get(layout)
+                : (laneRows == 6 ? xf ? swiglu6Xf : swiglu6 : xf ? swigluXf : swiglu).get(layout);
+        Object[] args = {x, xDiv, ids, g.codes(), g.scales(), g.zeros(), g.globalScale(), u.codes(), u.scales(), u.zeros(),
+                u.globalScale(), act, n, k, experts, ctx.errorFlag, gl == null ? null : gl.lo(), gTable, gl == null ? 0f : gl.scale(),
+                ul == null ? null : ul.lo(), uTable, ul == null ? 0f : ul.scale(), rank};
+        if (pick != null) {
+            Launcher.take(pick);
+            args = Arrays.copyOf(args, args.length + 2);
+            args[args.length - 2] = pick.logits();
+            args[args.length - 1] = pick.topk();
+        }
+        ctx.launch2dShared(kernel, (n + rows - 1) / rows, pairs, 32 * warps, 4 * k, args);
+        if (pick != null) {
+            Launcher.defer(pick.withIds());   // the weights still to come: the down launch's prologue, or moe_router_select
+        }
         long after = Launcher.launches();
         swigluIds = after > before ? CudaAllocator.address(ids) : -1;
         swigluAt = after;
@@ -170,9 +192,22 @@ final class CudaMoeDecodePairs {
                     + " [" + tokens + ", " + n + "] do not fit ids " + ids + " and experts of [" + n + ", " + k + "]");
         }
         boolean pre = layout == QuantLayout.INT4 && downPrologue() && sinceGateUp >= 0 && sinceGateUp <= PROLOGUE_GAP;
-        ctx.launch2dShared(pre ? downPre : down.get(layout), (n + DOWN_ROWS - 1) / DOWN_ROWS, tokens, 32 * topk, 4 * topk * k, act,
-                ids, weights, topk, 0, d.codes(), d.scales(), d.zeros(), d.globalScale(), out, accumulate ? 1 : 0, n, k, experts,
-                ctx.errorFlag, lora == null ? null : lora.lo(), table, lora == null ? 0f : lora.scale(), rank);
+        // the weights of a router launch's choice left to this launch (its gate/up launch picked the experts): chosen again
+        // in the prologue, from the router's logits
+        CudaDecodeRouter.Pending pick = pre ? CudaDecodeRouter.pendingWeights(ids, weights) : null;
+        if (pick != null && (pick.experts() != experts || pick.experts() > 32 * topk || pick.topk() != topk)) {
+            pick = null;
+        }
+        Object[] args = {act, ids, weights, topk, 0, d.codes(), d.scales(), d.zeros(), d.globalScale(), out, accumulate ? 1 : 0, n, k,
+                experts, ctx.errorFlag, lora == null ? null : lora.lo(), table, lora == null ? 0f : lora.scale(), rank};
+        if (pick != null) {
+            Launcher.take(pick);
+            args = Arrays.copyOf(args, args.length + 2);
+            args[args.length - 2] = pick.logits();
+            args[args.length - 1] = pick.normalize() ? 1 : 0;
+        }
+        ctx.launch2dShared(pick != null ? downPrePick : pre ? downPre : down.get(layout), (n + DOWN_ROWS - 1) / DOWN_ROWS, tokens,
+                32 * topk, 4 * topk * k, args);
         return true;
     }
 }

@@ -1,6 +1,7 @@
 package org.orbitrl.kernels.cuda;
 
 import org.bytedeco.cuda.cudart.CUstream_st;
+import org.orbitrl.kernels.cuda.internal.Launcher;
 
 import static org.bytedeco.cuda.global.cudart.*;
 
@@ -43,6 +44,7 @@ public final class CudaStream implements AutoCloseable {
 
     /** Blocks until all work issued so far has finished; throws if any of it failed. */
     public void synchronize() {
+        Launcher.settleDeferred();
         CudaCheck.check(cudaStreamSynchronize(handle), "cudaStreamSynchronize");
     }
 

@@ -325,9 +325,13 @@ __device__ __forceinline__ void router_prologue(const uint4* w, int H, int E, co
 // moe_router_norm_topk's body; with d (not null) the row staged is x[t] + d[t] (one f32 add a value, add_rmsnorm's sum),
 // and each block writes its share of that sum to sum[t] (the residual stream after the attention) beside its share of h.
 // fetched: q holds router_row_fetch's loads already (issued before the kernel's wait), else they are issued here.
-// RANK: the last block selects with all its threads (router_select_block), else with its first warp (router_select_warp);
-// the same values and experts.
-template <bool RANK = false>
+// SELECT: ROUTER_WARP the last block selects with its first warp (router_select_warp), ROUTER_BLOCK with all its warps
+// (router_select_block; the same values and experts), ROUTER_LOGITS none: the blocks write h and the logits and leave
+// (no ticket; values and indices untouched), the selection left to the launches that read the logits.
+#define ROUTER_WARP 0
+#define ROUTER_BLOCK 1
+#define ROUTER_LOGITS 2
+template <int SELECT = ROUTER_WARP>
 __device__ __forceinline__ void router_norm_topk(const float* x, const float* d, float* sum, const void* nw, int nwBf16,
                                                  float eps, float* h, const uint4* w, int H, int E, int topk, int normalize,
                                                  float* logits, int* tickets, float* values, int* indices, uint4* q,
@@ -403,6 +407,7 @@ __device__ __forceinline__ void router_norm_topk(const float* x, const float* d,
         if (lane == 0) logits[(i64) t * E + e] = acc;
     }
     ORBIT_TRACE_MARK(0); // the block's logits
+    if (SELECT == ROUTER_LOGITS) return;
     __threadfence();
     __syncthreads();
     if (threadIdx.x == 0) last = atomicAdd(tickets + t, 1) == (int) gridDim.x - 1;
@@ -413,7 +418,7 @@ __device__ __forceinline__ void router_norm_topk(const float* x, const float* d,
     for (int c = threadIdx.x; c < E; c += blockDim.x) lg[c] = ((volatile const float*) logits)[(i64) t * E + c]; // past L1: other blocks wrote them
     __syncthreads();
     ORBIT_TRACE_MARK(2); // the logits read back
-    if (RANK) {
+    if (SELECT == ROUTER_BLOCK) {
         router_select_block(lg, E, topk, normalize, values + (i64) t * topk, indices + (i64) t * topk);
         if (threadIdx.x == 0) tickets[t] = 0;
     } else if (threadIdx.x < 32) {
@@ -485,7 +490,7 @@ extern "C" __global__ void moe_router_norm_topk_rk_pre(const float* x, const voi
     uint4 q[8];
     router_prologue(w, H, E, nw, nwBf16, a0, n0, a1, n1, a2, n2, bulk, q);
     pdl_enter();
-    router_norm_topk<true>(x, nullptr, nullptr, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices,
+    router_norm_topk<ROUTER_BLOCK>(x, nullptr, nullptr, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices,
                            q, true);
 }
 
@@ -499,7 +504,33 @@ extern "C" __global__ void moe_router_add_norm_topk_rk_pre(const float* x, const
     uint4 q[8];
     router_prologue(w, H, E, nw, nwBf16, a0, n0, a1, n1, a2, n2, bulk, q);
     pdl_enter();
-    router_norm_topk<true>(x, d, sum, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices, q, true);
+    router_norm_topk<ROUTER_BLOCK>(x, d, sum, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices, q, true);
+}
+
+// moe_router_norm_topk_pre's h and logits alone (ROUTER_LOGITS): the selection is left to the launches that read the
+// logits (qgemv's _pk kernels, moe_router_select), so that the launch ends when its last block has written its logits.
+extern "C" __global__ void moe_router_norm_logits_pre(const float* x, const void* nw, int nwBf16, float eps, float* h,
+                                                      const uint4* w, int H, int E, float* logits, const char* a0, long long n0,
+                                                      const char* a1, long long n1, const char* a2, long long n2, int bulk) {
+    ORBIT_TRACE_KERNEL();
+    uint4 q[8];
+    router_prologue(w, H, E, nw, nwBf16, a0, n0, a1, n1, a2, n2, bulk, q);
+    pdl_enter();
+    router_norm_topk<ROUTER_LOGITS>(x, nullptr, nullptr, nw, nwBf16, eps, h, w, H, E, 0, 0, logits, nullptr, nullptr, nullptr, q,
+                                    true);
+}
+
+// The selection of router_select_warp (the same values and experts) from the logits [T, E] a router launch left
+// (moe_router_norm_logits_pre): block t (grid T, blockDim a multiple of 32 at least E where the block forms take the
+// logits; dynamic shared E floats) selects token t's experts with router_select_block.
+extern "C" __global__ void moe_router_select(const float* logits, int E, int topk, int normalize, float* values, int* indices) {
+    ORBIT_TRACE_KERNEL();
+    pdl_enter();
+    extern __shared__ float lg[]; // [E]
+    int t = blockIdx.x;
+    for (int c = threadIdx.x; c < E; c += blockDim.x) lg[c] = __ldcg(logits + (i64) t * E + c);
+    __syncthreads();
+    router_select_block(lg, E, topk, normalize, values + (i64) t * topk, indices + (i64) t * topk);
 }
 
 // The router of a decode batch over x as it is (moe_router_norm_topk without its norm) in fewer, wider blocks: block

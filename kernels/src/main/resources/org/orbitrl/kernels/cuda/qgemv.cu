@@ -33,6 +33,7 @@
 // bits); a null codes word is an expert this rank does not hold (reported as out of range).
 
 #include "qgemv_group.cuh"
+#include "router.cuh"
 #define ERR_EXPERT_NOT_HELD 5 // a pair routed to an expert this rank does not hold (CudaKernelErrors)
 #define QG_WARPS 8 // most warps of a block
 // Per x-row chunk MT: k lanes of a warp (KQ), rows of a lane (R), steps whose loads are issued
@@ -269,6 +270,14 @@ struct QgLora {
     }
 };
 
+// A gate/up launch's experts chosen in the launch (the _pk kernels): token p / topk's logits [T, E] as a router launch
+// that selects nothing left them (moe_router_norm_logits_pre), pair p's expert its pick p % topk (router_picks_block:
+// router_select_warp's experts), written to ids[p] by the pair's blocks of blockIdx.x 0 for the launches after.
+struct QgPick {
+    const float* logits = nullptr;
+    int topk = 0;
+};
+
 // act[p, n] = silu(g) * u with g = x[p / xDiv] . Gate[e]^T[n], u = x[p / xDiv] . Up[e]^T[n], e = ids[p]
 // (blockIdx.y = p): the gate and up products of a decode step's routed pairs and the SwiGLU between
 // them in one launch. qgemv's lane split (KQ k lanes, R rows a lane, warps over K) with each lane
@@ -278,12 +287,14 @@ struct QgLora {
 // scale and zero words decoded after the barrier that x's staging ends in: staged behind the weights, or with a
 // decode of a scale ahead of the barrier, x is in shared memory only when the warp's weights are in, and no warp
 // multiplies until the block's last weight has come.
-template <int FMT, int KQ, int R, bool XF = false>
+// PK: the experts chosen here from pick's logits (QgPick), not read from ids.
+template <int FMT, int KQ, int R, bool XF = false, bool PK = false>
 __device__ __forceinline__ void qgemv_swiglu(const float* x, int xDiv, const int* ids, const uint4* __restrict__ gc,
                                              const void* __restrict__ gs, const u32* __restrict__ gz, float gglobal,
                                              const uint4* __restrict__ uc, const void* __restrict__ us,
                                              const u32* __restrict__ uz, float uglobal, float* act, int N, int K, int E,
-                                             int* err, const QgLora& gl = QgLora(), const QgLora& ul = QgLora()) {
+                                             int* err, const QgLora& gl = QgLora(), const QgLora& ul = QgLora(),
+                                             const QgPick& pick = QgPick()) {
     constexpr int RL = 32 / KQ;
     constexpr int RB = RL * R;
     extern __shared__ float xs[];          // [K]
@@ -302,7 +313,20 @@ __device__ __forceinline__ void qgemv_swiglu(const float* x, int xDiv, const int
         for (int c = threadIdx.x; c < K / 4; c += blockDim.x) cp_async16_zfill(xa + 16 * c, xg + c, true);
         cp_async_commit();
     }
-    int e = ids[p];
+    int e;
+    if (PK) {
+        __shared__ float lg[QG_WARPS * 32];
+        __shared__ float pickV[32];
+        __shared__ int pickE[32];
+        const float* row = pick.logits + (i64) (p / pick.topk) * E;
+        for (int c = threadIdx.x; c < E; c += blockDim.x) lg[c] = __ldcg(row + c);
+        __syncthreads();
+        router_picks_block(lg, E, pick.topk, pickV, pickE);
+        e = pickE[p % pick.topk];
+        if (blockIdx.x == 0 && threadIdx.x == 0) ((int*) ids)[p] = e;
+    } else {
+        e = ids[p];
+    }
     if (e < 0 || e >= E) { // the whole block leaves
         if (XF) cp_async_wait<0>();
         if (blockIdx.x == 0 && threadIdx.x == 0) report_error(err, ERR_EXPERT_OUT_OF_RANGE, e, p);
@@ -386,17 +410,17 @@ struct QgdBegun {
     bool ok;
 };
 
-// The warp's expert (ids read past L1: qgemv_down_combine_pre_int4 reads them before its wait) and its first U steps'
-// weight loads; reads nothing but ids and the frozen weights, writes nothing.
-template <int FMT, int KQ, int R, int U>
+// The warp's expert (ids read past L1: qgemv_down_combine_pre_int4 reads them before its wait; or the
+// expert e given: GIVEN) and its first U steps' weight loads; reads nothing but ids and the frozen weights, writes nothing.
+template <int FMT, int KQ, int R, int U, bool GIVEN = false>
 __device__ __forceinline__ void qgd_begin(QgdBegun<R, U>& b, const int* ids, int topk, const uint4* __restrict__ codes,
                                           const void* __restrict__ scales, const u32* __restrict__ zeros, float global, int N,
-                                          int K, int E) {
+                                          int K, int E, int e = -1) {
     constexpr int RL = 32 / KQ;
     int G = K / 32;
     int lane = threadIdx.x & 31;
     int pair = blockIdx.y * topk + (threadIdx.x >> 5);
-    b.e = __ldcg(ids + pair);
+    b.e = GIVEN ? e : __ldcg(ids + pair);
     b.ok = b.e >= 0 && b.e < E;
     if (b.ok) {
         int row0 = blockIdx.x * RL * R;
@@ -410,7 +434,8 @@ __device__ __forceinline__ void qgd_begin(QgdBegun<R, U>& b, const int* ids, int
     }
 }
 
-template <int FMT, int KQ, int R, int U>
+// ROW: wts is the token's row of weights (else the [T, topk] weights).
+template <int FMT, int KQ, int R, int U, bool ROW = false>
 __device__ __forceinline__ void qgd_finish(QgdBegun<R, U>& b, const float* act, const float* wts, int topk, int normalize,
                                            const uint4* __restrict__ codes, const void* __restrict__ scales,
                                            const u32* __restrict__ zeros, float global, float* out, int accumulate, int N, int K,
@@ -457,7 +482,7 @@ __device__ __forceinline__ void qgd_finish(QgdBegun<R, U>& b, const float* act, 
     }
     __syncthreads();
     if ((int) threadIdx.x < RB && row0 + (int) threadIdx.x < N) {
-        const float* wt = wts + (i64) t * topk;
+        const float* wt = ROW ? wts : wts + (i64) t * topk;
         float c = 1.0f;
         if (normalize) {
             float s = 0.0f;
@@ -521,6 +546,20 @@ __device__ __forceinline__ void qgemv_down_combine(const float* act, const int* 
                                          QgLora{glo, gtab, gsc, rank}, QgLora{ulo, utab, usc, rank});                        \
     }
 
+// The x-first gate/up launch with its experts chosen in the launch (QgPick; ids written, not read): NAME as above.
+#define QG_SWIGLU_PICK_KERNEL(NAME, FMT, MINB, R)                                                                           \
+    extern "C" __global__ void __launch_bounds__(32 * QG_WARPS, MINB) NAME(                                                 \
+        const float* x, int xDiv, int* ids, const uint4* gc, const void* gs, const u32* gz, float gglobal,                  \
+        const uint4* uc, const void* us, const u32* uz, float uglobal, float* act, int N, int K, int E, int* err,           \
+        const float* glo, const unsigned long long* gtab, float gsc, const float* ulo, const unsigned long long* utab,       \
+        float usc, int rank, const float* logits, int topk) {                                                                \
+        ORBIT_TRACE_KERNEL();                                                                                                \
+        pdl_enter();                                                                                                         \
+        qgemv_swiglu<FMT, QGS_KQ, R, true, true>(x, xDiv, ids, gc, gs, gz, gglobal, uc, us, uz, uglobal, act, N, K, E, err, \
+                                                 QgLora{glo, gtab, gsc, rank}, QgLora{ulo, utab, usc, rank},                 \
+                                                 QgPick{logits, topk});                                                      \
+    }
+
 // The same launches with the pairs' LoRA terms (rollout's decode step at few tokens): gate's and up's added to g and u
 // before the SwiGLU (glo / ulo null: none), down's to each expert's product before it is weighted. The gate/up launch
 // also with 6 rows a lane (_r6, two blocks an SM): a one-token step's 8 pairs of Qwen3-30B-A3B's experts (768 rows) are
@@ -530,6 +569,8 @@ __device__ __forceinline__ void qgemv_down_combine(const float* act, const int* 
     QG_SWIGLU_LORA_KERNEL(qgemv_swiglu_lora_r6_##FNAME, FMT, 2, 6, false)                                                  \
     QG_SWIGLU_LORA_KERNEL(qgemv_swiglu_lora_xf_##FNAME, FMT, QGS_MINB, QGS_R, true)                                        \
     QG_SWIGLU_LORA_KERNEL(qgemv_swiglu_lora_r6_xf_##FNAME, FMT, 2, 6, true)                                                \
+    QG_SWIGLU_PICK_KERNEL(qgemv_swiglu_lora_xf_pk_##FNAME, FMT, QGS_MINB, QGS_R)                                           \
+    QG_SWIGLU_PICK_KERNEL(qgemv_swiglu_lora_r6_xf_pk_##FNAME, FMT, 2, 6)                                                   \
     extern "C" __global__ void __launch_bounds__(32 * QGD_MAX_TOPK) qgemv_down_combine_lora_##FNAME(                        \
         const float* act, const int* ids, const float* wts, int topk, int normalize, const uint4* codes,                    \
         const void* scales, const u32* zeros, float global, float* out, int accumulate, int N, int K, int E, int* err,      \
@@ -561,6 +602,39 @@ extern "C" __global__ void __launch_bounds__(32 * QGD_MAX_TOPK)
     pdl_enter();
     qgd_finish<QF_INT4, QGD_KQ, QGD_R, QGD_U>(b, act, wts, topk, normalize, codes, scales, zeros, global, out, accumulate, N, K,
                                               err, QgLora{lo, tab, sc, rank});
+}
+
+// qgemv_down_combine_pre_int4 with the token's experts and weights chosen in its prologue from the logits [T, E] a router
+// launch that selects nothing left (moe_router_norm_logits_pre; router_select_block over them: router_select_warp's
+// values and experts, divided by their sum where pickNormalize, as the router's), not read from ids and wts; the blocks
+// of blockIdx.x 0 write both after the wait, for the
+// launches after. What makes the early read of the logits sound is what makes qgemv_down_combine_pre_int4's read of
+// ids sound: the router wrote them before the gate/up launch (the _pk kernel that chose the same experts), whose blocks
+// wait for it before they let any later launch start. E at most the block's threads (32 * topk) for the block forms.
+extern "C" __global__ void __launch_bounds__(32 * QGD_MAX_TOPK)
+    qgemv_down_combine_pre_pk_int4(const float* act, int* ids, float* wts, int topk, int normalize, const uint4* codes,
+                                   const void* scales, const u32* zeros, float global, float* out, int accumulate, int N, int K,
+                                   int E, int* err, const float* lo, const unsigned long long* tab, float sc, int rank,
+                                   const float* logits, int pickNormalize) {
+    ORBIT_TRACE_KERNEL();
+    __shared__ float lg[32 * QGD_MAX_TOPK];
+    __shared__ float wt[QGD_MAX_TOPK];
+    __shared__ int picked[QGD_MAX_TOPK];
+    int t = blockIdx.y;
+    for (int c = threadIdx.x; c < E; c += blockDim.x) lg[c] = __ldcg(logits + (i64) t * E + c);
+    __syncthreads();
+    router_select_block(lg, E, topk, pickNormalize, wt, picked);
+    __syncthreads();
+    QgdBegun<QGD_R, QGD_U> b;
+    qgd_begin<QF_INT4, QGD_KQ, QGD_R, QGD_U, true>(b, nullptr, topk, codes, scales, zeros, global, N, K, E,
+                                                   picked[threadIdx.x >> 5]);
+    pdl_enter();
+    if (blockIdx.x == 0 && (int) threadIdx.x < topk) {
+        ids[t * topk + threadIdx.x] = picked[threadIdx.x];
+        wts[t * topk + threadIdx.x] = wt[threadIdx.x];
+    }
+    qgd_finish<QF_INT4, QGD_KQ, QGD_R, QGD_U, true>(b, act, wt, topk, normalize, codes, scales, zeros, global, out, accumulate,
+                                                    N, K, err, QgLora{lo, tab, sc, rank});
 }
 QG_DECODE_LORA_KERNELS(mxfp4, QF_MXFP4)
 QG_DECODE_LORA_KERNELS(nvfp4, QF_NVFP4)

@@ -184,50 +184,85 @@ __device__ __forceinline__ void router_select_warp(float* lg, int E, int topk, i
     router_select_scan(lg, E, topk, normalize, values, indices);
 }
 
-// router_select_warp's values and experts (the same bits) by every warp of the block, where the E logits fit its
-// threads (E <= blockDim.x), topk <= 32, ceil(E / 32) * topk <= 128 and every logit is finite; else router_select_warp
-// by the first warp. In the selection's total order (the larger, then the lower expert: warp_pick's), lane l of warp w
-// holds logit 32 w + l and counts the warp's logits before its own (shuffles); the warp's first topk are candidates,
-// in slot w * topk + that count, so that among equal values the lower slot is the lower expert. Then candidate c counts
-// the candidates before it (the larger, then the lower slot): every pick is among its warp's first topk, and its count
-// among the candidates is its place. Every warp computes the softmax's max and sum as the warp forms do (lane over e =
-// lane + 32 i in order, then the butterfly), and lanes j < topk of the first warp take the picks' probabilities in pick
-// order (their sum in that order, as the warp forms add them). About 64 comparisons a thread in place of topk rounds
-// of reductions a warp. Every thread of the block must call it (it has block barriers); lg (shared) is read only.
-__device__ __forceinline__ void router_select_block(float* lg, int E, int topk, int normalize, float* values, int* indices) {
-    __shared__ float candV[128];
-    __shared__ int candE[128];
-    __shared__ float pickV[32];
-    __shared__ int pickE[32];
+// The block forms of router_select_warp's selection (router_select_block, router_picks_block): in the selection's total
+// order (the larger, then the lower expert: warp_pick's), lane l of warp w holds logit 32 w + l and counts the warp's
+// logits before its own (shuffles); the warp's first topk are candidates, in slot w * topk + that count, so that among
+// equal values the lower slot is the lower expert. Then candidate c counts the candidates before it (the larger, then
+// the lower slot): every pick is among its warp's first topk, and its count among the candidates is its place. About
+// 64 comparisons a thread in place of topk rounds of reductions a warp. They take the block's threads where the E
+// logits fit them (E <= blockDim.x), topk <= 32, ceil(E / 32) * topk <= ROUTER_CANDS and every logit is finite.
+#define ROUTER_CANDS 128
+
+// Whether the block forms take these logits (lg shared, written before the call; a block barrier, which every thread
+// of the block must reach).
+__device__ __forceinline__ bool router_block_takes(const float* lg, int E, int topk) {
+    int t = threadIdx.x;
+    bool whole = E <= (int) blockDim.x && topk <= 32 && ((E + 31) >> 5) * topk <= ROUTER_CANDS;
+    return whole && !__syncthreads_or(t < E && !isfinite(lg[t])); // uniform: E, topk and blockDim are the block's
+}
+
+// The candidates of warps w < ceil(E / 32) into candV / candE (shared, ROUTER_CANDS each); no barrier after.
+__device__ __forceinline__ void router_candidates(const float* lg, int E, int topk, float* candV, int* candE) {
     int t = threadIdx.x;
     int lane = t & 31;
     int warp = t >> 5;
-    float v = t < E ? lg[t] : -ORBIT_INF;
-    int warps = (E + 31) >> 5;
-    int cands = warps * topk;
-    bool whole = E <= (int) blockDim.x && topk <= 32 && cands <= 128;
-    if (!whole || __syncthreads_or(t < E && !isfinite(v))) { // uniform: E, topk and blockDim are the block's
+    if (warp >= (E + 31) >> 5) return;
+    float v = t < E ? lg[t] : -ORBIT_INF; // a lane past E holds -inf, which no finite logit counts
+    int before = 0;
+#pragma unroll
+    for (int j = 0; j < 32; j++) {
+        float u = __shfl_sync(0xffffffffu, v, j);
+        before += (u > v) | ((u == v) & (j < lane));
+    }
+    if (lane < topk) {
+        candV[warp * topk + lane] = -ORBIT_INF; // the slots of a warp of fewer than topk logits
+        candE[warp * topk + lane] = 0;
+    }
+    __syncwarp();
+    if (t < E && before < topk) {
+        candV[warp * topk + before] = v;
+        candE[warp * topk + before] = t;
+    }
+}
+
+// The picks' logits and experts in pick order into pickV / pickE (shared, topk each) from the candidates (after a
+// barrier that ends router_candidates); no barrier after.
+__device__ __forceinline__ void router_places(int E, int topk, const float* candV, const int* candE, float* pickV, int* pickE) {
+    int t = threadIdx.x;
+    int cands = ((E + 31) >> 5) * topk;
+    if (t >= cands) return;
+    float c = candV[t];
+    if (c == -ORBIT_INF) return;
+    int before = 0;
+#pragma unroll 8
+    for (int j = 0; j < cands; j++) {
+        float u = candV[j];
+        before += (u > c) | ((u == c) & (j < t));
+    }
+    if (before < topk) {
+        pickV[before] = c;
+        pickE[before] = candE[t];
+    }
+}
+
+// router_select_warp's values and experts (the same bits) by every warp of the block where the block forms take the
+// logits, else by its first warp (router_select_warp). Every warp computes the softmax's max and sum as the warp forms
+// do (lane over e = lane + 32 i in order, then the butterfly), and lanes j < topk of the first warp take the picks'
+// probabilities in pick order (their sum in that order, as the warp forms add them). Every thread of the block must
+// call it (it has block barriers); lg (shared) is read only. values and indices may be shared; written by threads
+// below topk, with no barrier after.
+__device__ __forceinline__ void router_select_block(float* lg, int E, int topk, int normalize, float* values, int* indices) {
+    __shared__ float candV[ROUTER_CANDS];
+    __shared__ int candE[ROUTER_CANDS];
+    __shared__ float pickV[32];
+    __shared__ int pickE[32];
+    int t = threadIdx.x;
+    if (!router_block_takes(lg, E, topk)) {
         if (t < 32) router_select_warp(lg, E, topk, normalize, values, indices);
-        __syncthreads();
         return;
     }
-    if (warp < warps) {
-        int before = 0; // a lane past E holds -inf, which no finite logit counts
-#pragma unroll
-        for (int j = 0; j < 32; j++) {
-            float u = __shfl_sync(0xffffffffu, v, j);
-            before += (u > v) | ((u == v) & (j < lane));
-        }
-        if (lane < topk) {
-            candV[warp * topk + lane] = -ORBIT_INF; // the slots of a warp of fewer than topk logits
-            candE[warp * topk + lane] = 0;
-        }
-        __syncwarp();
-        if (t < E && before < topk) {
-            candV[warp * topk + before] = v;
-            candE[warp * topk + before] = t;
-        }
-    }
+    router_candidates(lg, E, topk, candV, candE);
+    int lane = t & 31;
     float m = -ORBIT_INF;
     for (int e = lane; e < E; e += 32) m = fmaxf(m, lg[e]);
     m = warp_max(m);
@@ -237,22 +272,8 @@ __device__ __forceinline__ void router_select_block(float* lg, int E, int topk, 
     float inv = 1.0f / s;
     ORBIT_TRACE_MARK(4); // the softmax's max and sum
     __syncthreads();
-    if (t < cands) {
-        float c = candV[t];
-        if (c != -ORBIT_INF) {
-            int before = 0;
-#pragma unroll 8
-            for (int j = 0; j < cands; j++) {
-                float u = candV[j];
-                before += (u > c) | ((u == c) & (j < t));
-            }
-            if (before < topk) {
-                pickV[before] = c;
-                pickE[before] = candE[t];
-            }
-        }
-    }
-    if (cands <= 32) {
+    router_places(E, topk, candV, candE, pickV, pickE);
+    if (((E + 31) >> 5) * topk <= 32) {
         __syncwarp();
     } else {
         __syncthreads();
@@ -270,4 +291,21 @@ __device__ __forceinline__ void router_select_block(float* lg, int E, int topk, 
         values[t] = normalize ? mine * (1.0f / picked) : mine;
         indices[t] = pickE[t];
     }
+}
+
+// The experts router_select_warp picks (the same experts), in pick order into pickE (shared, topk), with no values:
+// the block forms where they take the logits, else router_select_warp by the first warp (its values into pickV,
+// shared, topk). Every thread of the block must call it; every thread sees pickE after it (a barrier ends it).
+__device__ __forceinline__ void router_picks_block(float* lg, int E, int topk, float* pickV, int* pickE) {
+    __shared__ float candV[ROUTER_CANDS];
+    __shared__ int candE[ROUTER_CANDS];
+    if (!router_block_takes(lg, E, topk)) {
+        if (threadIdx.x < 32) router_select_warp(lg, E, topk, 0, pickV, pickE);
+        __syncthreads();
+        return;
+    }
+    router_candidates(lg, E, topk, candV, candE);
+    __syncthreads();
+    router_places(E, topk, candV, candE, pickV, pickE);
+    __syncthreads();
 }

@@ -306,6 +306,124 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
     }
 
     /**
+     * The router's choice left to the launches that read its logits ({@link CudaDecodeRouter#ROUTER_DEFER_PROPERTY}):
+     * router, gate/up and down as a decode step chains them (dependent launches, the router's prologue form) give the
+     * bits of the router that selects (the switch off): h, the experts, their weights, act and the combined rows. One
+     * token at top 8 of 128 experts (the router's norm; and with the down launch's LoRA term) and three at top 4 of 100
+     * (the router of x as it is, unnormalized weights), 64-wide experts; hidden 2048 (gate/up blocks of 8 warps, which
+     * pick with the block forms) and 256 (blocks of one warp: router_select_warp's picks). With {@code moe_router_select} left
+     * out the chain's outputs are the same: gate/up picked the experts and down chose them and their weights. Where
+     * another launch comes between the router and gate/up, or between gate/up and down, {@code moe_router_select} makes
+     * the choice first and the bits are the same; a host read right after the router has it made too (left out, the
+     * weights keep their poison).
+     */
+    @Test
+    void theRoutersChoiceLeftToGateUpAndDownGivesTheSameBits() {
+        SplittableRandom r = rng(959);
+        int inter = 64;
+        int rank = 8;
+        // {tokens, experts, topk, normalize and the norm, the LoRA term, hidden}
+        for (int[] c : new int[][]{{1, 128, 8, 1, 0, 2048}, {1, 128, 8, 1, 1, 2048}, {3, 100, 4, 0, 0, 2048}, {1, 128, 8, 1, 0, 256}}) {
+            int t = c[0];
+            int e = c[1];
+            int topk = c[2];
+            boolean norm = c[3] == 1;
+            int h = c[5];
+            String what = t + " tokens at top " + topk + " of " + e + ", hidden " + h + (norm ? ", normed" : ", x as it is")
+                    + (c[4] == 1 ? ", with the LoRA" : "");
+            Experts g = experts("int4-g32", r, e, inter, h);
+            Experts u = experts("int4-g32", r, e, inter, h);
+            Experts d = experts("int4-g32", r, e, h, inter);
+            try {
+                float[][] bh = new float[e][];
+                Backend.PairLora pl = c[4] == 1 ? new Backend.PairLora(dev(randn(r, 1f, t * topk, rank)), loraB(r, e, h, rank, bh), 0.5f)
+                        : null;
+                Tensor router = dev(randn(r, 0.5f, e, h).to(DType.BF16));
+                Tensor nw = dev(Tensor.of(CudaFusedDecodeTest.normWeights(r, h, false), h));
+                Tensor x = dev(randn(r, 1f, t, h));
+                Tensor other = dev(randn(r, 1f, 4, 64));
+                Tensor otherWeight = dev(randn(r, 1f, 64));
+                Tensor otherOut = poisoned(DType.F32, 4, 64);
+                // forms: 0 the router selects; 1 left to gate/up and down (moe_router_select left out); 2 another launch
+                // between the router and gate/up; 3 another between gate/up and down
+                float[][][] outs = new float[4][][];
+                long[][] chosen = new long[4][];
+                for (int form = 0; form < 4; form++) {
+                    int f = form;
+                    Tensor ids = poisoned(DType.I32, t, topk);
+                    Tensor wts = poisoned(DType.F32, t, topk);
+                    Tensor hx = norm ? poisoned(DType.F32, t, h) : x;
+                    Tensor act = poisoned(DType.F32, t * topk, inter);
+                    Tensor out = poisoned(DType.F32, t, h);
+                    Runnable chain = () -> {
+                        if (norm) {
+                            gpu.fusedDecode().router().moeRouterNormTopk(x, nw, 1e-6f, router, topk, true, hx, wts, ids);
+                        } else {
+                            assertTrue(gpu.moeRouterTopk(x, router, topk, false, wts, ids), what + ": the router");
+                        }
+                        if (f == 2) {
+                            gpu.rmsNorm(other, otherWeight, 1e-6f, otherOut);
+                        }
+                        assertTrue(gpu.moeSwigluPairs(hx, topk, g.w(), u.w(), ids, null, null, act), what + ": gate/up");
+                        if (f == 3) {
+                            gpu.rmsNorm(other, otherWeight, 1e-6f, otherOut);
+                        }
+                        assertTrue(gpu.moeDownCombinePairs(act, d.w(), ids, pl, wts, out, false), what + ": down");
+                    };
+                    gpu.dependentLaunches(true);
+                    try {
+                        String omit = form == 1 ? "^moe_router_select$" : "^nothing$";
+                        withProperty(CudaDecodeRouter.ROUTER_DEFER_PROPERTY, form == 0 ? "off" : "on",
+                                () -> withProperty("orbit.cuda.omitKernels", omit, chain));
+                    } finally {
+                        gpu.dependentLaunches(false);
+                    }
+                    outs[form] = new float[][]{gpu.toHost(out).toFloatArray(), gpu.toHost(act).toFloatArray(),
+                            gpu.toHost(wts).toFloatArray(), gpu.toHost(hx).toFloatArray()};
+                    chosen[form] = gpu.toHost(ids).toLongArray();
+                }
+                for (float v : outs[0][0]) {
+                    assertTrue(Float.isFinite(v), what + ": the selecting router's chain wrote " + v);
+                }
+                for (int form = 1; form < 4; form++) {
+                    String f = what + ", form " + form;
+                    assertExact(f + ": the experts", chosen[0], chosen[form]);
+                    assertBitsEqual(f + ": the weights", outs[0][2], outs[form][2]);
+                    assertBitsEqual(f + ": h", outs[0][3], outs[form][3]);
+                    assertBitsEqual(f + ": act", outs[0][1], outs[form][1]);
+                    assertBitsEqual(f + ": the combined rows", outs[0][0], outs[form][0]);
+                }
+                // a host read right after the router: moe_router_select makes the choice (left out: the weights' poison)
+                for (boolean omitted : new boolean[]{false, true}) {
+                    Tensor ids = poisoned(DType.I32, t, topk);
+                    Tensor wts = poisoned(DType.F32, t, topk);
+                    float[][] read = new float[1][];
+                    withProperty(CudaDecodeRouter.ROUTER_DEFER_PROPERTY, "on", () -> withProperty("orbit.cuda.omitKernels",
+                            omitted ? "^moe_router_select$" : "^nothing$", () -> {
+                                if (norm) {
+                                    gpu.fusedDecode().router().moeRouterNormTopk(x, nw, 1e-6f, router, topk, true, poisoned(DType.F32, t, h),
+                                            wts, ids);
+                                } else {
+                                    assertTrue(gpu.moeRouterTopk(x, router, topk, false, wts, ids), what + ": the router");
+                                }
+                                read[0] = gpu.toHost(wts).toFloatArray();
+                            }));
+                    if (omitted) {
+                        assertTrue(Float.isNaN(read[0][0]), what + ": the weights were written without moe_router_select");
+                    } else {
+                        assertBitsEqual(what + ": the weights read on the host", outs[0][2], read[0]);
+                        assertExact(what + ": the experts read on the host", chosen[0], gpu.toHost(ids).toLongArray());
+                    }
+                }
+            } finally {
+                gpu.free(g.stack());
+                gpu.free(u.stack());
+                gpu.free(d.stack());
+            }
+        }
+    }
+
+    /**
      * From {@link CudaMoePairs#STACKED_PAIRS} pairs (two tokens at top 8) the down launch declines (the grouped
      * tensor-core products take such calls), and so does every call with {@code -Dorbit.cuda.moeDecodePairs=off}; a
      * declined call writes nothing.

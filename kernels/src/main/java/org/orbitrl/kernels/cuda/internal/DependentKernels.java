@@ -31,7 +31,8 @@ final class DependentKernels {
     /**
      * The listed kernels that read frozen weights before their {@code pdl_enter()} (their prologue: those loads overlap
      * the kernels before them), by "file/name", with the parameters they may read there: pointers to weights that no
-     * step writes, and two stated exceptions: {@code qgemv_down_combine_pre_int4}'s expert ids, which the router wrote
+     * step writes, and these stated exceptions: {@code qgemv_down_combine_pre_int4}'s expert ids (and {@code
+     * qgemv_down_combine_pre_pk_int4}'s router logits, which it chooses them from), which the router wrote
      * before the gate/up launch over them, whose blocks wait for the router before they let any later launch start (its
      * host takes it only soon after that launch; it reads them past L1); and the prepared attention's prologue ({@link
      * #PAGED_PREFETCH}), which only finds lines to prefetch. {@code DependentKernelsSourceTest} checks that nothing else
@@ -48,6 +49,8 @@ final class DependentKernels {
             Map.entry("moe/moe_router_add_norm_topk_pre", Set.of("w", "nw", "a0", "a1", "a2")),
             Map.entry("moe/moe_router_norm_topk_rk_pre", Set.of("w", "nw", "a0", "a1", "a2")),
             Map.entry("moe/moe_router_add_norm_topk_rk_pre", Set.of("w", "nw", "a0", "a1", "a2")),
+            Map.entry("moe/moe_router_norm_logits_pre", Set.of("w", "nw", "a0", "a1", "a2")),
+            Map.entry("qgemv/qgemv_down_combine_pre_pk_int4", Set.of("logits", "codes", "scales", "zeros")),
             Map.entry("paged_decode/paged_decode_mma_prep_pre_d128_kvbf16", PAGED_PREFETCH),
             Map.entry("paged_decode/paged_decode_mma_prep_pre_d64_kvbf16", PAGED_PREFETCH));
 
@@ -129,6 +132,9 @@ final class DependentKernels {
         s.add("moe/moe_router_add_norm_topk_pre");  // with the prologue of moe_router_norm_topk_pre (PROLOGUES)
         s.add("moe/moe_router_norm_topk_rk_pre");     // the two above with the block's selection (PROLOGUES)
         s.add("moe/moe_router_add_norm_topk_rk_pre");
+        s.add("moe/moe_router_norm_logits_pre");      // its logits alone, the choice left to the launches after (PROLOGUES)
+        s.add("moe/moe_router_select");               // that choice, where no later launch makes it
+        s.add("qgemv/qgemv_down_combine_pre_pk_int4"); // the down prologue choosing from the router's logits (PROLOGUES)
         s.add("moe/moe_router_tiles");
         s.add("bgemv/bgemv_norm1");
         s.add("bgemv/bgemv_norm_m4");
@@ -165,6 +171,8 @@ final class DependentKernels {
             s.add("qgemv/qgemv_swiglu_lora_r6_" + format);
             s.add("qgemv/qgemv_swiglu_lora_xf_" + format);
             s.add("qgemv/qgemv_swiglu_lora_r6_xf_" + format);
+            s.add("qgemv/qgemv_swiglu_lora_xf_pk_" + format);
+            s.add("qgemv/qgemv_swiglu_lora_r6_xf_pk_" + format);
             s.add("qgemv/qgemv_down_combine_lora_" + format);
         }
         String[] xs = {"f32", "bf16"};

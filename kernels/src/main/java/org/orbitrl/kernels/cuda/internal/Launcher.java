@@ -147,6 +147,49 @@ public final class Launcher {
         return o.pattern.matcher(name).find();
     }
 
+    /**
+     * Work a launch left to the launches after it on the same thread (a router launch that wrote its logits and left the
+     * choice of experts to the launch that reads them first): the launch that takes it ({@link #take}) does it itself;
+     * any other launch of the thread ({@link #launch}, {@link #launchCooperative}, {@link #launchClusters}) has it done
+     * first ({@link #settleDeferred}), as do the thread's host reads and syncs that call {@link #settleDeferred}.
+     */
+    public interface Deferred {
+        /** Does the work (its own launches, on the stream of the launch that left it). */
+        void settle();
+    }
+
+    /** Work a launch of each thread left to the launches after it. */
+    private static final ThreadLocal<Deferred> DEFERRED = new ThreadLocal<>();
+
+    /** Leaves {@code d} to the thread's next launches; work left before it and not yet done is done first. */
+    public static void defer(Deferred d) {
+        settleDeferred();
+        DEFERRED.set(d);
+    }
+
+    /** The work left to the thread's next launch (null: none), which stays left. */
+    public static Deferred deferred() {
+        return DEFERRED.get();
+    }
+
+    /** Takes {@code d}, left to the thread's next launch, so that no launch does it: the caller's launch does. */
+    public static void take(Deferred d) {
+        Deferred left = DEFERRED.get();
+        if (left != d) {
+            throw new IllegalStateException("take: " + d + " is not the work left to this thread's next launch (" + left + ")");
+        }
+        DEFERRED.remove();
+    }
+
+    /** Does the work left to the thread's next launch, if any, now. */
+    public static void settleDeferred() {
+        Deferred d = DEFERRED.get();
+        if (d != null) {
+            DEFERRED.remove();
+            d.settle();
+        }
+    }
+
     /** Launches issued on the dependent path by the calling thread so far. */
     public static long dependentLaunches() {
         return SLOTS.get().dependentLaunches;
@@ -161,6 +204,7 @@ public final class Launcher {
         if (gridX <= 0 || gridX > Integer.MAX_VALUE || gridY <= 0 || args.length > MAX_ARGS) {
             throw new IllegalArgumentException("kernel " + kernel + ": bad grid " + gridX + "x" + gridY + " or " + args.length + " arguments");
         }
+        settleDeferred();
         if (omitted(kernel.name())) {
             return;
         }
@@ -197,6 +241,7 @@ public final class Launcher {
         if (gridX <= 0 || args.length > MAX_ARGS) {
             throw new IllegalArgumentException("kernel " + kernel + ": bad grid " + gridX + " or " + args.length + " arguments");
         }
+        settleDeferred();
         kernel.allowShared(sharedBytes);
         Slots slots = SLOTS.get();
         marshal(kernel, slots.values, args);
@@ -229,6 +274,7 @@ public final class Launcher {
             throw new IllegalArgumentException("kernel " + kernel + ": bad grid " + gridX + " in clusters of " + clusterX + " or "
                     + args.length + " arguments");
         }
+        settleDeferred();
         if (omitted(kernel.name())) {
             return;
         }

@@ -100,6 +100,13 @@ class DependentKernelsSourceTest {
         assertTrue(body.contains("__ldcg(ids + pair)"), "qgd_begin reads the ids with __ldcg:\n" + body);
         assertEquals(1, Pattern.compile("\\bids\\b").matcher(body.substring(body.indexOf('{'))).results().count(),
                 "qgd_begin reads ids once, past L1:\n" + body);
+        // the form that chooses the experts from the router's logits reads them once before its wait, past L1 too
+        assertEquals(Set.of("logits", "codes", "scales", "zeros"), DependentKernels.prologues().get("qgemv/qgemv_down_combine_pre_pk_int4"));
+        int pk = src.indexOf("qgemv_down_combine_pre_pk_int4(");
+        assertTrue(pk >= 0, "qgemv.cu defines qgemv_down_combine_pre_pk_int4");
+        String pre = src.substring(src.indexOf('{', pk), src.indexOf("pdl_enter();", pk));
+        assertTrue(pre.contains("__ldcg(logits + "), "the pick's prologue reads the logits with __ldcg:\n" + pre);
+        assertEquals(1, Pattern.compile("\\blogits\\b").matcher(pre).results().count(), "the logits read once, past L1:\n" + pre);
     }
 
     /**

@@ -1,4 +1,5 @@
-// Router helpers shared by the router kernels (moe.cu, moe_train.cu) and the persistent decode MoE (moe_decode.cu).
+// Router helpers shared by the router kernels (moe.cu, moe_train.cu), the persistent decode MoE (moe_decode.cu) and the
+// decode expert launches that pick their experts from a router's logits (qgemv.cu's _pk kernels).
 
 // The larger value, then the lower index, among v[e] for e = first, first + step, ... below E, then across the warp by a
 // butterfly of shuffles: a total order on finite values, so every reduction tree picks the same one (bv -inf and bi

@@ -295,13 +295,15 @@ __device__ __forceinline__ void router_select_block(float* lg, int E, int topk, 
 }
 
 // The experts router_select_warp picks (the same experts), in pick order into pickE (shared, topk), with no values:
-// the block forms where they take the logits, else router_select_warp by the first warp (its values into pickV,
-// shared, topk). Every thread of the block must call it; every thread sees pickE after it (a barrier ends it).
+// the block forms where they take the logits, else router_select_scan by the first warp (router_select_warp's rescans,
+// its values into pickV, shared, topk; it overwrites lg), whose loops leave the launch's registers to its own work
+// where the register form's unrolled picks, compiled in beside it, made a gate/up launch spill. Every thread of the
+// block must call it; every thread sees pickE after it (a barrier ends it).
 __device__ __forceinline__ void router_picks_block(float* lg, int E, int topk, float* pickV, int* pickE) {
     __shared__ float candV[ROUTER_CANDS];
     __shared__ int candE[ROUTER_CANDS];
     if (!router_block_takes(lg, E, topk)) {
-        if (threadIdx.x < 32) router_select_warp(lg, E, topk, 0, pickV, pickE);
+        if (threadIdx.x < 32) router_select_scan(lg, E, topk, 0, pickV, pickE);
         __syncthreads();
         return;
     }

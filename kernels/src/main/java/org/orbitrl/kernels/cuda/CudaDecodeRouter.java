@@ -66,9 +66,10 @@ public final class CudaDecodeRouter {
      * other launch of the thread first, a host copy or a sync has {@code moe_router_select} choose them (router_select_block).
      * The same values and experts every way; the router's span loses its ticket, read-back and selection (about 3 µs in
      * the kernel timeline of a one-sequence Qwen3-30B-A3B step on an H100), the gate/up launch gains a selection. Measured
-     * on an H100 (that step): 2.686-2.705 ms against 2.642-2.663 with it off, so it stays off. The choice is the router
-     * thread's: the launches that read the ids or weights must come from the thread that launched the router (a decode
-     * step's do), since another thread's launch does not make it first.
+     * on an H100 (that step): 2.686-2.705 ms against 2.642-2.663 with it off, so it stays off (that form's gate/up kernel
+     * spilled; the picks' fallback to the rescans since, which leaves it 8 bytes of spill, is not yet timed). The choice
+     * is the router thread's: the launches that read the ids or weights must come from the thread that launched the
+     * router (a decode step's do), since another thread's launch does not make it first.
      */
     static final String ROUTER_DEFER_PROPERTY = "orbit.cuda.routerDefer";
     /** Most frozen tensors one router launch asks of the L2 ({@link #prefetchFrozen}; the kernels' a0..a2). */

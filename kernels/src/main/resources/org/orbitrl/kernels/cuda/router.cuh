@@ -58,17 +58,25 @@ __device__ __forceinline__ void router_fetch(const uint4* __restrict__ row, int 
     }
 }
 
-// router_select_warp's selection by rescans of lg (shared memory, overwritten: a pick's logit becomes -inf), a pick a
-// warp_pick, lane 0 writing each pick and then dividing the written values by their sum.
-__device__ __forceinline__ void router_select_scan(float* lg, int E, int topk, int normalize, float* values, int* indices) {
+// The softmax's max m and 1 / sum of expf(l - m) over the E logits lg (shared), as every selection computes them: lane
+// over e = lane + 32 i in order, then the butterfly (every lane gets the same bits).
+__device__ __forceinline__ void router_softmax(const float* lg, int E, float& m, float& inv) {
     int lane = threadIdx.x & 31;
-    float m = -ORBIT_INF;
+    m = -ORBIT_INF;
     for (int e = lane; e < E; e += 32) m = fmaxf(m, lg[e]);
     m = warp_max(m);
     float s = 0.0f;
     for (int e = lane; e < E; e += 32) s += expf(lg[e] - m);
     s = warp_sum(s);
-    float inv = 1.0f / s;
+    inv = 1.0f / s;
+}
+
+// router_select_warp's selection by rescans of lg (shared memory, overwritten: a pick's logit becomes -inf), a pick a
+// warp_pick, lane 0 writing each pick and then dividing the written values by their sum.
+__device__ __forceinline__ void router_select_scan(float* lg, int E, int topk, int normalize, float* values, int* indices) {
+    int lane = threadIdx.x & 31;
+    float m, inv;
+    router_softmax(lg, E, m, inv);
     ORBIT_TRACE_MARK(4); // the softmax's max and sum (marks 4 and 5: the selecting block's, in every router's timeline)
     float picked = 0.0f;
     for (int j = 0; j < topk; j++) {
@@ -263,14 +271,8 @@ __device__ __forceinline__ void router_select_block(float* lg, int E, int topk, 
         return;
     }
     router_candidates(lg, E, topk, candV, candE);
-    int lane = t & 31;
-    float m = -ORBIT_INF;
-    for (int e = lane; e < E; e += 32) m = fmaxf(m, lg[e]);
-    m = warp_max(m);
-    float s = 0.0f;
-    for (int e = lane; e < E; e += 32) s += expf(lg[e] - m);
-    s = warp_sum(s);
-    float inv = 1.0f / s;
+    float m, inv;
+    router_softmax(lg, E, m, inv);
     ORBIT_TRACE_MARK(4); // the softmax's max and sum
     __syncthreads();
     router_places(E, topk, candV, candE, pickV, pickE);

@@ -81,15 +81,7 @@ class CudaDecodeRouterTest extends CudaTestBase {
             int e = c[2];
             float[] x = randn(r, 2f, t, h).toFloatArray();
             float[] nw = CudaFusedDecodeTest.normWeights(r, h, false);
-            float[] w = bf16Round(randn(r, 0.2f, e, h).toFloatArray());
-            for (int j = 0; j < e; j += 7) { // expert j + 3 repeats j; every 7th's successor a row of zeros
-                if (j + 3 < e) {
-                    System.arraycopy(w, j * h, w, (j + 3) * h, h);
-                }
-                if (j + 1 < e) {
-                    Arrays.fill(w, (j + 1) * h, (j + 2) * h, 0f);
-                }
-            }
+            float[] w = tiedRouter(r, e, h);
             Tensor dx = dev(Tensor.of(x, t, h));
             Tensor dnw = dev(Tensor.of(nw, h));
             Tensor dw = dev(Tensor.of(w, e, h).to(DType.BF16));
@@ -149,15 +141,7 @@ class CudaDecodeRouterTest extends CudaTestBase {
             float[] x = randn(r, 2f, t, h).toFloatArray();
             float[] d = randn(r, 1f, t, h).toFloatArray();
             float[] nw = CudaFusedDecodeTest.normWeights(r, h, false);
-            float[] w = bf16Round(randn(r, 0.2f, e, h).toFloatArray());
-            for (int j = 0; j < e; j += 7) { // expert j + 3 repeats j; every 7th's successor a row of zeros
-                if (j + 3 < e) {
-                    System.arraycopy(w, j * h, w, (j + 3) * h, h);
-                }
-                if (j + 1 < e) {
-                    Arrays.fill(w, (j + 1) * h, (j + 2) * h, 0f);
-                }
-            }
+            float[] w = tiedRouter(r, e, h);
             if (c[4] == 1) {
                 Arrays.fill(w, 5 * h, 6 * h, 1e38f);
             }
@@ -214,6 +198,23 @@ class CudaDecodeRouterTest extends CudaTestBase {
                 }
             }
         }
+    }
+
+    /**
+     * A bf16-exact router [e, h] whose logits tie: expert j + 3 repeats expert j and every 7th expert's successor is a row
+     * of zeros (logits of +0), for j = 0, 7, 14, ...
+     */
+    private static float[] tiedRouter(SplittableRandom r, int e, int h) {
+        float[] w = bf16Round(randn(r, 0.2f, e, h).toFloatArray());
+        for (int j = 0; j < e; j += 7) {
+            if (j + 3 < e) {
+                System.arraycopy(w, j * h, w, (j + 3) * h, h);
+            }
+            if (j + 1 < e) {
+                Arrays.fill(w, (j + 1) * h, (j + 2) * h, 0f);
+            }
+        }
+        return w;
     }
 
     /**

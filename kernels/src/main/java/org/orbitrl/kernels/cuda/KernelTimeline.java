@@ -35,10 +35,12 @@ public final class KernelTimeline {
 
     private final List<Launch> launches;
     private final long dropped;
+    private final Map<Long, List<long[]>> records; // each launch's records by grid id, in block order
 
-    private KernelTimeline(List<Launch> launches, long dropped) {
+    private KernelTimeline(List<Launch> launches, long dropped, Map<Long, List<long[]>> records) {
         this.launches = List.copyOf(launches);
         this.dropped = dropped;
+        this.records = records;
     }
 
     /**
@@ -63,6 +65,7 @@ public final class KernelTimeline {
         List<Launch> out = new ArrayList<>();
         for (Map.Entry<Long, List<long[]>> e : byGrid.entrySet()) {
             List<long[]> rs = e.getValue();
+            rs.sort(Comparator.comparingLong(r -> r[1] & ((1L << 40) - 1)));
             int n = rs.size();
             long[] starts = new long[n];
             long[] ends = new long[n];
@@ -93,7 +96,7 @@ public final class KernelTimeline {
                     waited == 0 ? 0 : w2[waited / 2], ends[n / 2], ends[n - 1], marks));
         }
         out.sort(Comparator.comparingLong(Launch::firstStart).thenComparingLong(Launch::grid));
-        return new KernelTimeline(out, dropped);
+        return new KernelTimeline(out, dropped, byGrid);
     }
 
     private static String name(long[] r) {
@@ -212,6 +215,45 @@ public final class KernelTimeline {
             }
             sb.append('\n');
         }
+        return sb.toString();
+    }
+
+    /**
+     * Launch i's blocks one a line, in block order (i ≥ 1), in µs after launch i − 1's last end: each block's SM, start,
+     * its wait's return (empty without one), its marks (empty where it did not pass them) and its end; then the block that
+     * ended last. Where the median lines of {@link #byKernel} hide which block a launch waits for, this names it.
+     */
+    public String blocks(int i) {
+        if (i < 1 || i >= launches.size()) {
+            throw new IllegalArgumentException("launch " + i + ": expected 1 to " + (launches.size() - 1));
+        }
+        Launch l = launches.get(i);
+        double prevEnd = launches.get(i - 1).lastEnd();
+        StringBuilder sb = new StringBuilder(String.format(Locale.ROOT, "launch %d, %s, %d blocks (µs after launch %d's last end):%n",
+                i, l.name(), l.blocks(), i - 1));
+        sb.append("| block | SM | start | wait returns |");
+        for (int k = 0; k < KernelLibrary.TRACE_MARKS; k++) {
+            sb.append(" mark ").append(k).append(" |");
+        }
+        sb.append(" end |\n|---|---|---|---|");
+        sb.append("---|".repeat(KernelLibrary.TRACE_MARKS)).append("---|\n");
+        long lastBlock = -1;
+        long lastEnd = Long.MIN_VALUE;
+        for (long[] r : records.get(l.grid())) {
+            long block = r[1] & ((1L << 40) - 1);
+            sb.append(String.format(Locale.ROOT, "| %d | %d | %.2f | %s |", block, r[1] >>> 40, (r[2] - prevEnd) / 1e3,
+                    r[3] == 0 ? "" : String.format(Locale.ROOT, "%.2f", (r[3] - prevEnd) / 1e3)));
+            for (int k = 0; k < KernelLibrary.TRACE_MARKS; k++) {
+                long m = r[10 + k];
+                sb.append(m == 0 ? " |" : String.format(Locale.ROOT, " %.2f |", (m - prevEnd) / 1e3));
+            }
+            sb.append(String.format(Locale.ROOT, " %.2f |%n", (r[4] - prevEnd) / 1e3));
+            if (r[4] > lastEnd) {
+                lastEnd = r[4];
+                lastBlock = block;
+            }
+        }
+        sb.append(String.format(Locale.ROOT, "The last to end: block %d, at %.2f.%n", lastBlock, (lastEnd - prevEnd) / 1e3));
         return sb.toString();
     }
 

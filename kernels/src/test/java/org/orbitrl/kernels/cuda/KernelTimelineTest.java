@@ -133,6 +133,28 @@ class KernelTimelineTest {
     }
 
     @Test
+    void blocksListsALaunchsBlocksInBlockOrderAgainstTheLaunchBefore() {
+        List<long[]> rs = new ArrayList<>();
+        rs.addAll(launch(5, "qkv", 2, 1_000, 0, 0, 10_000));                      // ends 10 000
+        List<long[]> att = launch(6, "attention", 4, 10_500, 250, 11_000, 14_000); // block b: start 10 500 + 250 b, end 14 000 + 250 b
+        att.get(1)[10 + 3] = 12_345;                                              // block 1's mark 3
+        att.get(2)[4] = 19_000;                                                   // block 2 ends last
+        Collections.reverse(att);                                                 // records in any order
+        rs.addAll(att);
+        KernelTimeline t = KernelTimeline.of(words(rs), 0);
+        String s = t.blocks(1);
+        assertTrue(s.startsWith("launch 1, attention, 4 blocks (µs after launch 0's last end):\n| block | SM | start | wait returns | mark 0 |"), s);
+        String[] lines = s.split("\n");
+        assertEquals(1 + 2 + 4 + 1, lines.length, s);
+        // block 1 on SM 1: start 0.75, wait 11 001 → 1.00, mark 3 at 2.345 → 2.35, end 14 250 → 4.25
+        assertEquals("| 1 | 1 | 0.75 | 1.00 | | | | 2.35 | | | 4.25 |", lines[4], s);
+        assertEquals("| 0 | 0 | 0.50 | 1.00 | | | | | | | 4.00 |", lines[3], s);
+        assertEquals("The last to end: block 2, at 9.00.", lines[7], s);
+        assertThrows(IllegalArgumentException.class, () -> t.blocks(0));
+        assertThrows(IllegalArgumentException.class, () -> t.blocks(2));
+    }
+
+    @Test
     void recordsOfTheWrongLengthAreRefused() {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> KernelTimeline.of(new long[W + 3], 0));
         assertTrue(e.getMessage().contains("not a multiple of " + W), e.getMessage());

@@ -384,6 +384,11 @@ public final class ModelDecodeBench {
 
     /** Where a traced run ({@code -Dorbit.cuda.trace=on}) writes each step's timeline as CSV; null: not written. */
     private static Path traceOut;
+    /**
+     * {@code -Dorbit.bench.traceBlocks=REGEX}: a traced run also prints, block by block ({@link KernelTimeline#blocks}),
+     * the launches of the middle layer whose kernel names REGEX finds; empty: none.
+     */
+    private static final java.util.regex.Pattern TRACE_BLOCKS = java.util.regex.Pattern.compile(System.getProperty("orbit.bench.traceBlocks", "^$"));
     private static int traced;
 
     /**
@@ -408,6 +413,11 @@ public final class ModelDecodeBench {
         System.out.printf("batch %d, traced step: %d launches, %.1f µs from the first start to the last end, %d records dropped%n"
                 + "averaged over launches %d to %d:%n%s%nlaunches of a layer in the middle:%n%s%n", seqs.size(), n, t.spanNanos() / 1e3,
                 t.dropped(), n / 4, 3 * n / 4, t.byKernel(n / 4, 3 * n / 4, gpu::kernelCodeBytes), t.table(n / 2, n / 2 + per + 1));
+        for (int i = n / 2; i < Math.min(n, n / 2 + per + 1); i++) {
+            if (TRACE_BLOCKS.matcher(t.launches().get(i).name()).find()) {
+                System.out.println(t.blocks(i));
+            }
+        }
         if (traceOut != null) {
             Path f = traceOut.resolve("trace-" + (++traced) + "-batch" + seqs.size() + ".csv");
             try {

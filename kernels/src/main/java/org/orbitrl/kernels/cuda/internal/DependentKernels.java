@@ -103,6 +103,10 @@ final class DependentKernels {
         s.add("paged_decode/paged_decode_mma_prep_qf_d128_kvbf16");
         s.add("paged_decode/paged_decode_mma_prep_qf8_d64_kvbf16"); // the same for groups of at most 8, the rope in halves
         s.add("paged_decode/paged_decode_mma_prep_qf8_d128_kvbf16");
+        s.add("paged_decode/paged_decode_mma_prep_qfp_d64_kvbf16"); // the same two, each block's partial pushed to its merger
+        s.add("paged_decode/paged_decode_mma_prep_qfp_d128_kvbf16");
+        s.add("paged_decode/paged_decode_mma_prep_qf8p_d64_kvbf16");
+        s.add("paged_decode/paged_decode_mma_prep_qf8p_d128_kvbf16");
         s.add("paged_decode/paged_decode_mma3_prep_d64_kvbf16");
         s.add("paged_decode/paged_decode_mma3_prep_d128_kvbf16");
         s.add("paged_decode/paged_decode_mma_prep_pre_d64_kvbf16"); // its first lines asked of the L2 before the wait (PROLOGUES)

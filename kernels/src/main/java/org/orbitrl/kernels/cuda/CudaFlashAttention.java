@@ -94,6 +94,10 @@ final class CudaFlashAttention {
     private final Kernel pagedMmaPrepQfp128;
     private final Kernel pagedMmaPrepQf8p64;
     private final Kernel pagedMmaPrepQf8p128;
+    private final Kernel pagedMmaPrepQfl64;   // the q-first forms with each round of loads issued together (PREP_LOADS_FIRST_PROPERTY)
+    private final Kernel pagedMmaPrepQfl128;
+    private final Kernel pagedMmaPrepQf8l64;
+    private final Kernel pagedMmaPrepQf8l128;
     private final Kernel pagedMma3xPrepTk64;
     private final Kernel pagedMma3xPrepTk128;
     private final Kernel combine;
@@ -139,6 +143,10 @@ final class CudaFlashAttention {
         this.pagedMmaPrepQfp128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qfp_d128_kvbf16");
         this.pagedMmaPrepQf8p64 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qf8p_d64_kvbf16");
         this.pagedMmaPrepQf8p128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qf8p_d128_kvbf16");
+        this.pagedMmaPrepQfl64 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qfl_d64_kvbf16");
+        this.pagedMmaPrepQfl128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qfl_d128_kvbf16");
+        this.pagedMmaPrepQf8l64 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qf8l_d64_kvbf16");
+        this.pagedMmaPrepQf8l128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qf8l_d128_kvbf16");
         this.pagedMma3xPrepTk64 = ctx.kernel("paged_decode", "paged_decode_mma3_prep_tk_d64_kvbf16");
         this.pagedMma3xPrepTk128 = ctx.kernel("paged_decode", "paged_decode_mma3_prep_tk_d128_kvbf16");
         this.kvWriteBf16 = ctx.kernel("flash_attention", "paged_kv_write_kvbf16");
@@ -312,6 +320,21 @@ final class CudaFlashAttention {
      */
     static final String PREP_PUSH_PROPERTY = "orbit.cuda.prepPush";
 
+    /**
+     * {@code -Dorbit.cuda.prepLoadsFirst=on|off} (read at each call; on by default): where the q-first cluster form is
+     * taken (and the partials are not pushed), {@code paged_decode_mma_prep_qfl_*} / {@code _qf8l_*}, whose warps issue
+     * each round of their loads together, since a warp issues in order and stalls at the first use of a load that has
+     * not come: q's, the norm weights', the position's and the length's; then the block table's pages and the rope's row;
+     * then the first tiles' copies, with q made while they come. Two chains of two round trips each (the length, then the
+     * table; the position, then the rope's row) before the copies, in place of one after the other. The same bits.
+     */
+    static final String PREP_LOADS_FIRST_PROPERTY = "orbit.cuda.prepLoadsFirst";
+
+    /** Whether {@link #PREP_LOADS_FIRST_PROPERTY} asks for the loads issued by rounds. */
+    static boolean prepLoadsFirst() {
+        return Switches.onOff(PREP_LOADS_FIRST_PROPERTY, true);
+    }
+
     /** Whether {@link #PREP_PUSH_PROPERTY} asks for the pushed partials. */
     static boolean prepPush() {
         return Switches.onOff(PREP_PUSH_PROPERTY, false);
@@ -392,12 +415,14 @@ final class CudaFlashAttention {
         boolean qFirst = !ticketed && ring != 3 && !prologue() && prepQFirst();
         boolean group8 = group <= 8 && table.style() != RopeTable.Style.INTERLEAVED && prepGroup8();
         boolean push = qFirst && cluster > 1 && prepPush();
+        boolean loadsFirst = qFirst && !push && prepLoadsFirst();
         Kernel kernel = ticketed
                 ? ring == 3 ? (d == 64 ? pagedMma3xPrepTk64 : pagedMma3xPrepTk128) : (d == 64 ? pagedMmaPrepTk64 : pagedMmaPrepTk128)
                 : ring == 3 ? (d == 64 ? pagedMma3xPrep64 : pagedMma3xPrep128)
                 : prologue() ? (d == 64 ? pagedMmaPrepPre64 : pagedMmaPrepPre128)
                 : !qFirst ? (d == 64 ? pagedMmaPrep64 : pagedMmaPrep128)
                 : push ? group8 ? (d == 64 ? pagedMmaPrepQf8p64 : pagedMmaPrepQf8p128) : (d == 64 ? pagedMmaPrepQfp64 : pagedMmaPrepQfp128)
+                : loadsFirst ? group8 ? (d == 64 ? pagedMmaPrepQf8l64 : pagedMmaPrepQf8l128) : (d == 64 ? pagedMmaPrepQfl64 : pagedMmaPrepQfl128)
                 : group8 ? (d == 64 ? pagedMmaPrepQf8x64 : pagedMmaPrepQf8x128)
                 : (d == 64 ? pagedMmaPrepQf64 : pagedMmaPrepQf128);
         // the warps' rings, reused for their merge, then the block's partial past it (a cluster), the inbox of the

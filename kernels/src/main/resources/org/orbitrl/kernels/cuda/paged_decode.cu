@@ -436,7 +436,9 @@ __device__ __forceinline__ void pm_new_row(u16* krow, u16* vrow, const PmNewRow<
 // block to finish merges them from global memory as the merged kernels do). G8: the group is at most 8 query heads, so the
 // mma's rows g + 8 are padding: q's rows there are zeros made without code (no loads, norm or rope), and their scores,
 // probabilities and partials are neither made nor stored (the rows a group has come out bit for bit as without it).
-template <int D, int ST, bool PREP = false, bool DSM = PREP, bool QFIRST = false, bool G8 = false, bool PUSH = false>
+// PUSH (with DSM): each block's partial pushed to the block that merges it. LF (with PREP and QFIRST): the loads issued
+// by rounds (below). Neither changes a value.
+template <int D, int ST, bool PREP = false, bool DSM = PREP, bool QFIRST = false, bool G8 = false, bool PUSH = false, bool LF = false>
 __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 qH, const u16* kc, const u16* vc, const int* tables,
                                           int maxBlocks, const int* lens, int blockSize, float* out, i64 oB, i64 oH, int Hq, int Hkv,
                                           int window, float scale, const float* sinks, int splits, int splitLen, float* partAcc,
@@ -511,89 +513,101 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
         for (int kk = 0; kk < KS; kk++) qa[kk][1] = qa[kk][3] = 0u; // rows g + 8: padding
     }
     // made here (QFIRST: before the first tiles' copies are issued, so that q's round trips overlap the block tables' and
-    // the copies'; else after them), the same expressions either way
-    auto makeQ = [&]() {
-        if (PREP) {
-            // the lanes of row r = g + 8h hold its columns 16 kk + 2t + (0, 1, 8, 9) (y[h][kk][0..3]), between the four of
-            // them all D: the norm's sum of squares over two shuffles; a pair of the rope is within one lane (c and c + D / 2
-            // are k-steps kk and kk + KS / 2; 2i and 2i + 1 adjacent)
-            float y[2][KS][4];
-            int p = prep->pos[b];
-            bool rot = p >= 0 && p < prep->maxPos;
-            if (!rot && split == 0 && kvh == 0 && threadIdx.x == 0) report_error(prep->err, ERR_POSITION_OUT_OF_RANGE, p, b);
-            // every load first (both rows' q, the norm's weights and the rope's row for the lane's columns, which both rows
-            // share), so that their round trips overlap rather than follow one another row by row (4 µs of the attention's
-            // 12 in the kernel timeline); then the same expressions as before, row by row
+    // the copies'; else after them; LF: in three parts around the copies, below), the same expressions every way
+    // the lanes of row r = g + 8h hold its columns 16 kk + 2t + (0, 1, 8, 9) (y[h][kk][0..3]), between the four of
+    // them all D: the norm's sum of squares over two shuffles; a pair of the rope is within one lane (c and c + D / 2
+    // are k-steps kk and kk + KS / 2; 2i and 2i + 1 adjacent)
+    float y[2][KS][4];
+    float nwv[KS][4];
+    float cs[KS][4], sn[KS][4]; // the rope's factors as each column's pm_rotate takes them
+    int p = 0;
+    bool rot = false;
+    // every load first (both rows' q, the norm's weights and the position), so that their round trips overlap rather
+    // than follow one another row by row (4 µs of the attention's 12 in the kernel timeline)
+    auto qLoads = [&]() {
+        p = prep->pos[b];
 #pragma unroll
-            for (int h = 0; h < HR; h++) {
-                int r = g + 8 * h;
-                const float* qr = q + (i64) b * qB + (i64) (kvh * G + (r < G ? r : 0)) * qH;
+        for (int h = 0; h < HR; h++) {
+            int r = g + 8 * h;
+            const float* qr = q + (i64) b * qB + (i64) (kvh * G + (r < G ? r : 0)) * qH;
 #pragma unroll
-                for (int kk = 0; kk < KS; kk++) {
-                    float2 x0 = r < G ? *(const float2*) (qr + 16 * kk + 2 * t) : make_float2(0.0f, 0.0f);
-                    float2 x1 = r < G ? *(const float2*) (qr + 16 * kk + 2 * t + 8) : make_float2(0.0f, 0.0f);
-                    y[h][kk][0] = x0.x;
-                    y[h][kk][1] = x0.y;
-                    y[h][kk][2] = x1.x;
-                    y[h][kk][3] = x1.y;
-                }
+            for (int kk = 0; kk < KS; kk++) {
+                float2 x0 = r < G ? *(const float2*) (qr + 16 * kk + 2 * t) : make_float2(0.0f, 0.0f);
+                float2 x1 = r < G ? *(const float2*) (qr + 16 * kk + 2 * t + 8) : make_float2(0.0f, 0.0f);
+                y[h][kk][0] = x0.x;
+                y[h][kk][1] = x0.y;
+                y[h][kk][2] = x1.x;
+                y[h][kk][3] = x1.y;
             }
-            float nwv[KS][4];
+        }
+        if (prep->qNorm != nullptr) {
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) nwv[kk][e] = pm_norm_weight(prep->qNorm, prep->normBf16, 16 * kk + 2 * t + (e & 1) + 8 * (e >> 1));
+        }
+    };
+    // the rope's row for the lane's columns, which both rows share (a round trip after the position's)
+    auto qRopeLoads = [&]() {
+        rot = p >= 0 && p < prep->maxPos;
+        if (!rot && split == 0 && kvh == 0 && threadIdx.x == 0) report_error(prep->err, ERR_POSITION_OUT_OF_RANGE, p, b);
+        if (rot) {
+            const float* cr = prep->cosT + (i64) p * (D / 2);
+            const float* sr = prep->sinT + (i64) p * (D / 2);
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int jj = prep->interleaved ? (16 * kk + 2 * t + 8 * (e >> 1)) >> 1 : 16 * (kk % (KS / 2)) + 2 * t + (e & 1) + 8 * (e >> 1);
+                    bool used = prep->interleaved ? (e & 1) == 0 : kk < KS / 2;
+                    cs[kk][e] = used ? cr[jj] : 0.0f;
+                    sn[kk][e] = used ? sr[jj] : 0.0f;
+                }
+        }
+    };
+    // then the same expressions as before, row by row
+    auto qMake = [&]() {
+#pragma unroll
+        for (int h = 0; h < HR; h++) {
+            float ss = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++) {
+                ss += y[h][kk][0] * y[h][kk][0] + y[h][kk][1] * y[h][kk][1] + y[h][kk][2] * y[h][kk][2] + y[h][kk][3] * y[h][kk][3];
+            }
             if (prep->qNorm != nullptr) {
+                ss += __shfl_xor_sync(0xffffffffu, ss, 1);
+                ss += __shfl_xor_sync(0xffffffffu, ss, 2);
+                float inv = 1.0f / sqrtf(ss / (float) D + prep->eps);
 #pragma unroll
                 for (int kk = 0; kk < KS; kk++)
 #pragma unroll
-                    for (int e = 0; e < 4; e++) nwv[kk][e] = pm_norm_weight(prep->qNorm, prep->normBf16, 16 * kk + 2 * t + (e & 1) + 8 * (e >> 1));
+                    for (int e = 0; e < 4; e++) y[h][kk][e] = nwv[kk][e] * (y[h][kk][e] * inv);
             }
-            float cs[KS][4], sn[KS][4]; // the rope's factors as each column's pm_rotate takes them
             if (rot) {
-                const float* cr = prep->cosT + (i64) p * (D / 2);
-                const float* sr = prep->sinT + (i64) p * (D / 2);
-#pragma unroll
-                for (int kk = 0; kk < KS; kk++)
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        int jj = prep->interleaved ? (16 * kk + 2 * t + 8 * (e >> 1)) >> 1 : 16 * (kk % (KS / 2)) + 2 * t + (e & 1) + 8 * (e >> 1);
-                        bool used = prep->interleaved ? (e & 1) == 0 : kk < KS / 2;
-                        cs[kk][e] = used ? cr[jj] : 0.0f;
-                        sn[kk][e] = used ? sr[jj] : 0.0f;
-                    }
-            }
-#pragma unroll
-            for (int h = 0; h < HR; h++) {
-                float ss = 0.0f;
-#pragma unroll
-                for (int kk = 0; kk < KS; kk++) {
-                    ss += y[h][kk][0] * y[h][kk][0] + y[h][kk][1] * y[h][kk][1] + y[h][kk][2] * y[h][kk][2] + y[h][kk][3] * y[h][kk][3];
-                }
-                if (prep->qNorm != nullptr) {
-                    ss += __shfl_xor_sync(0xffffffffu, ss, 1);
-                    ss += __shfl_xor_sync(0xffffffffu, ss, 2);
-                    float inv = 1.0f / sqrtf(ss / (float) D + prep->eps);
+                if (prep->interleaved) {
 #pragma unroll
                     for (int kk = 0; kk < KS; kk++)
 #pragma unroll
-                        for (int e = 0; e < 4; e++) y[h][kk][e] = nwv[kk][e] * (y[h][kk][e] * inv);
-                }
-                if (rot) {
-                    if (prep->interleaved) {
+                        for (int e = 0; e < 4; e += 2) pm_rotate(y[h][kk][e], y[h][kk][e + 1], cs[kk][e], sn[kk][e]);
+                } else {
 #pragma unroll
-                        for (int kk = 0; kk < KS; kk++)
+                    for (int kk = 0; kk < KS / 2; kk++)
 #pragma unroll
-                            for (int e = 0; e < 4; e += 2) pm_rotate(y[h][kk][e], y[h][kk][e + 1], cs[kk][e], sn[kk][e]);
-                    } else {
-#pragma unroll
-                        for (int kk = 0; kk < KS / 2; kk++)
-#pragma unroll
-                            for (int e = 0; e < 4; e++) pm_rotate(y[h][kk][e], y[h][kk + KS / 2][e], cs[kk][e], sn[kk][e]);
-                    }
-                }
-#pragma unroll
-                for (int kk = 0; kk < KS; kk++) {
-                    qa[kk][h] = pm_pack(y[h][kk][0], y[h][kk][1]);
-                    qa[kk][2 + h] = pm_pack(y[h][kk][2], y[h][kk][3]);
+                        for (int e = 0; e < 4; e++) pm_rotate(y[h][kk][e], y[h][kk + KS / 2][e], cs[kk][e], sn[kk][e]);
                 }
             }
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++) {
+                qa[kk][h] = pm_pack(y[h][kk][0], y[h][kk][1]);
+                qa[kk][2 + h] = pm_pack(y[h][kk][2], y[h][kk][3]);
+            }
+        }
+    };
+    auto makeQ = [&]() {
+        if (PREP) {
+            qLoads();
+            qRopeLoads();
+            qMake();
         } else {
 #pragma unroll
             for (int h = 0; h < HR; h++) {
@@ -609,22 +623,47 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
             }
         }
     };
-    if (QFIRST) makeQ();
-    int mine = tiles > first ? (tiles - first + stride - 1) / stride : 0; // this warp's tiles
-#pragma unroll
-    for (int i = 0; i < ST - 1; i++) {
-        if (i < mine) load(first + i * stride, i, page(first + i * stride));
-        cp_async_commit();
-    }
-    int nextPage = ST - 1 < mine ? page(first + (ST - 1) * stride) : 0; // the page of the next tile to copy
-    // the new key's tile (with PREP): the warp that takes it loads the row's inputs now
-    int newTile = ke >= ks ? (ke - ks) / PM_TK : -1;
-    bool holdsNew = PREP && newTile >= first && (newTile - first) % stride == 0;
+    int mine = 0;
+    int nextPage = 0;
+    int newTile = ke >= ks ? (ke - ks) / PM_TK : -1; // the new key's tile (with PREP)
+    bool holdsNew = false;
     PmNewRow<D> nr;
-    if (holdsNew) pm_new_row_load<D>(nr, *prep, b, kvh, Hkv, lane);
-    ORBIT_TRACE_MARK(0); // the first tiles' copies issued
-
-    if (!QFIRST) makeQ();
+    if (LF) {
+        // A warp issues its loads in order and stalls at the first use of one that has not come, so that each chain of
+        // loads (the length, then the block table, then the copies; the position, then the rope's row) costs its round
+        // trips one after another. Here the loads of each round go out together: q, the norm's weights, the position and
+        // the length; then the tables' pages and the rope's row; then the copies, while q is made.
+        qLoads();
+        mine = tiles > first ? (tiles - first + stride - 1) / stride : 0;
+        int pg[ST - 1];
+#pragma unroll
+        for (int i = 0; i < ST - 1; i++) pg[i] = i < mine ? page(first + i * stride) : 0;
+        nextPage = ST - 1 < mine ? page(first + (ST - 1) * stride) : 0;
+        qRopeLoads();
+        holdsNew = newTile >= first && (newTile - first) % stride == 0;
+        if (holdsNew) pm_new_row_load<D>(nr, *prep, b, kvh, Hkv, lane);
+#pragma unroll
+        for (int i = 0; i < ST - 1; i++) {
+            if (i < mine) load(first + i * stride, i, pg[i]);
+            cp_async_commit();
+        }
+        ORBIT_TRACE_MARK(0); // the first tiles' copies issued
+        qMake();
+    } else {
+        if (QFIRST) makeQ();
+        mine = tiles > first ? (tiles - first + stride - 1) / stride : 0; // this warp's tiles
+#pragma unroll
+        for (int i = 0; i < ST - 1; i++) {
+            if (i < mine) load(first + i * stride, i, page(first + i * stride));
+            cp_async_commit();
+        }
+        nextPage = ST - 1 < mine ? page(first + (ST - 1) * stride) : 0; // the page of the next tile to copy
+        // the warp that takes the new key's tile loads the row's inputs now
+        holdsNew = PREP && newTile >= first && (newTile - first) % stride == 0;
+        if (holdsNew) pm_new_row_load<D>(nr, *prep, b, kvh, Hkv, lane);
+        ORBIT_TRACE_MARK(0); // the first tiles' copies issued
+        if (!QFIRST) makeQ();
+    }
     ORBIT_TRACE_MARK(1); // q ready
     // running max and this lane's share of the sum for rows g (0) and g + 8 (1); the sink joins split 0 once (warp 0)
     float m[2], l[2];
@@ -949,43 +988,50 @@ PM_KERNEL(paged_decode_mma3_d64_kvbf16, 64, 3)
 // step's launches are): they write their partials to partAcc and partMl, and the last to finish merges them as the
 // merged kernels do (tickets: i32 [B * Hkv] of zeros, left zero). The same bits either way. G8: see pm_decode; the rope
 // in halves.
-#define PM_PREP_KERNEL(NAME, D, ST, DSM, QF, G8, PU)                                                                    \
-    extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) NAME(PAGED_DECODE_ARGS(u16), const float* pk,           \
+#define PM_PREP_KERNEL(NAME, D, ST, DSM, QF, G8, PU, LF)                                                                   \
+    extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) NAME(PAGED_DECODE_ARGS(u16), const float* pk,              \
         const float* pv, const void* qNorm, const void* kNorm, int normBf16, float eps, const int* pos, const float* cosT, \
-        const float* sinT, int interleaved, int maxPos, const int* slots, int* err, int* tickets) {                      \
-        ORBIT_TRACE_KERNEL();                                                                                          \
-        pdl_enter();                                                                                                   \
-        extern __shared__ __align__(16) u16 NAME##_sm[];                                                               \
-        PmPrep prep{pk, pv, qNorm, kNorm, normBf16, eps, pos, cosT, sinT, G8 ? 0 : interleaved, maxPos, slots, err};   \
-        pm_decode<D, ST, true, DSM, QF, G8, PU>(NAME##_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, \
-                                            oH, Hq, Hkv, window, scale, sinks, splits, splitLen, partAcc, partMl,      \
-                                            tickets, &prep);                                                           \
+        const float* sinT, int interleaved, int maxPos, const int* slots, int* err, int* tickets) {                        \
+        ORBIT_TRACE_KERNEL();                                                                                              \
+        pdl_enter();                                                                                                       \
+        extern __shared__ __align__(16) u16 NAME##_sm[];                                                                   \
+        PmPrep prep{pk, pv, qNorm, kNorm, normBf16, eps, pos, cosT, sinT, G8 ? 0 : interleaved, maxPos, slots, err};       \
+        pm_decode<D, ST, true, DSM, QF, G8, PU, LF>(NAME##_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize,      \
+                                                    out, oB, oH, Hq, Hkv, window, scale, sinks, splits, splitLen,          \
+                                                    partAcc, partMl, tickets, &prep);                                      \
     }
 
-PM_PREP_KERNEL(paged_decode_mma_prep_d128_kvbf16, 128, 2, true, false, false, false)
-PM_PREP_KERNEL(paged_decode_mma_prep_d64_kvbf16, 64, 2, true, false, false, false)
-PM_PREP_KERNEL(paged_decode_mma3_prep_d128_kvbf16, 128, 3, true, false, false, false)
-PM_PREP_KERNEL(paged_decode_mma3_prep_d64_kvbf16, 64, 3, true, false, false, false)
-PM_PREP_KERNEL(paged_decode_mma_prep_tk_d128_kvbf16, 128, 2, false, false, false, false)
-PM_PREP_KERNEL(paged_decode_mma_prep_tk_d64_kvbf16, 64, 2, false, false, false, false)
-PM_PREP_KERNEL(paged_decode_mma3_prep_tk_d128_kvbf16, 128, 3, false, false, false, false)
-PM_PREP_KERNEL(paged_decode_mma3_prep_tk_d64_kvbf16, 64, 3, false, false, false, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_d128_kvbf16, 128, 2, true, false, false, false, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_d64_kvbf16, 64, 2, true, false, false, false, false)
+PM_PREP_KERNEL(paged_decode_mma3_prep_d128_kvbf16, 128, 3, true, false, false, false, false)
+PM_PREP_KERNEL(paged_decode_mma3_prep_d64_kvbf16, 64, 3, true, false, false, false, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_tk_d128_kvbf16, 128, 2, false, false, false, false, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_tk_d64_kvbf16, 64, 2, false, false, false, false, false)
+PM_PREP_KERNEL(paged_decode_mma3_prep_tk_d128_kvbf16, 128, 3, false, false, false, false, false)
+PM_PREP_KERNEL(paged_decode_mma3_prep_tk_d64_kvbf16, 64, 3, false, false, false, false, false)
 // The cluster form with q made before the first tiles' copies are issued (the default; -Dorbit.cuda.prepQFirst=off for the
 // kernels above): the same bits.
-PM_PREP_KERNEL(paged_decode_mma_prep_qf_d128_kvbf16, 128, 2, true, true, false, false)
-PM_PREP_KERNEL(paged_decode_mma_prep_qf_d64_kvbf16, 64, 2, true, true, false, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_qf_d128_kvbf16, 128, 2, true, true, false, false, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_qf_d64_kvbf16, 64, 2, true, true, false, false, false)
 // The q-first cluster form for groups of at most 8 query heads with the rope in halves (c, c + D / 2), as Qwen3's and
 // gpt-oss's are (G8: the mma's padding rows made and kept without code; `interleaved` ignored, taken as 0): 18% less
 // code for the same bits (the default there; -Dorbit.cuda.prepGroup8=off for the kernels above).
-PM_PREP_KERNEL(paged_decode_mma_prep_qf8_d128_kvbf16, 128, 2, true, true, true, false)
-PM_PREP_KERNEL(paged_decode_mma_prep_qf8_d64_kvbf16, 64, 2, true, true, true, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_qf8_d128_kvbf16, 128, 2, true, true, true, false, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_qf8_d64_kvbf16, 64, 2, true, true, true, false, false)
 // The q-first cluster forms with each block's partial pushed to the inbox of the block that merges it, before the
 // cluster's barrier, in place of each block reading every other's partial after it (-Dorbit.cuda.prepPush=on): no read
 // of another block's shared memory after the barrier, and no second barrier before the blocks leave. The same bits.
-PM_PREP_KERNEL(paged_decode_mma_prep_qfp_d128_kvbf16, 128, 2, true, true, false, true)
-PM_PREP_KERNEL(paged_decode_mma_prep_qfp_d64_kvbf16, 64, 2, true, true, false, true)
-PM_PREP_KERNEL(paged_decode_mma_prep_qf8p_d128_kvbf16, 128, 2, true, true, true, true)
-PM_PREP_KERNEL(paged_decode_mma_prep_qf8p_d64_kvbf16, 64, 2, true, true, true, true)
+PM_PREP_KERNEL(paged_decode_mma_prep_qfp_d128_kvbf16, 128, 2, true, true, false, true, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_qfp_d64_kvbf16, 64, 2, true, true, false, true, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_qf8p_d128_kvbf16, 128, 2, true, true, true, true, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_qf8p_d64_kvbf16, 64, 2, true, true, true, true, false)
+// The q-first cluster forms with each round of loads issued together (LF, -Dorbit.cuda.prepLoadsFirst=on): q's, the
+// norm's, the position's and the length's; then the block tables' and the rope's row; then the first copies, with q
+// made after them. The same bits.
+PM_PREP_KERNEL(paged_decode_mma_prep_qfl_d128_kvbf16, 128, 2, true, true, false, false, true)
+PM_PREP_KERNEL(paged_decode_mma_prep_qfl_d64_kvbf16, 64, 2, true, true, false, false, true)
+PM_PREP_KERNEL(paged_decode_mma_prep_qf8l_d128_kvbf16, 128, 2, true, true, true, false, true)
+PM_PREP_KERNEL(paged_decode_mma_prep_qf8l_d64_kvbf16, 64, 2, true, true, true, false, true)
 
 // The prepared attention's prologue (paged_decode_mma_prep_pre_*): before the kernel's wait, the lines its body reads
 // first are asked of the L2, so that their DRAM reads overlap the launch before it (the q/k/v projections): each warp's

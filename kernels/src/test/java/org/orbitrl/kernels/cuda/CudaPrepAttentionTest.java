@@ -318,7 +318,7 @@ class CudaPrepAttentionTest extends CudaTestBase {
                     withProperty(CudaFlashAttention.PREP_GROUP8_PROPERTY, "off", () -> {
                         withProperty(q1, "off", () -> got[0] = chained(s, setting, "off", dependent, null));
                         withProperty(q1, "on", () -> got[1] = chained(s, setting, "off", dependent, null));
-                        withProperty(q1, "on", () -> got[2] = chained(s, setting, "off", dependent, "_prep_qf_"));
+                        withProperty(q1, "on", () -> got[2] = chained(s, setting, "off", dependent, "_prep_qfl?_"));
                     });
                     assertTrue(got[0] != null && got[1] != null, what + ": declined a case it takes");
                     assertBitsEqual(what + ": output", got[0].out(), got[1].out());
@@ -351,9 +351,9 @@ class CudaPrepAttentionTest extends CudaTestBase {
                 for (boolean dependent : new boolean[]{false, true}) {
                     String what = c + ", prepAttention=" + setting + (dependent ? ", a dependent launch" : "");
                     Result[] got = new Result[3];
-                    withProperty(CudaFlashAttention.PREP_GROUP8_PROPERTY, "off", () -> got[0] = chained(s, setting, "off", dependent, "_prep_qf8_"));
-                    withProperty(CudaFlashAttention.PREP_GROUP8_PROPERTY, "on", () -> got[1] = chained(s, setting, "off", dependent, "_prep_qf_"));
-                    withProperty(CudaFlashAttention.PREP_GROUP8_PROPERTY, "on", () -> got[2] = chained(s, setting, "off", dependent, "_prep_qf8_"));
+                    withProperty(CudaFlashAttention.PREP_GROUP8_PROPERTY, "off", () -> got[0] = chained(s, setting, "off", dependent, "_prep_qf8l?_"));
+                    withProperty(CudaFlashAttention.PREP_GROUP8_PROPERTY, "on", () -> got[1] = chained(s, setting, "off", dependent, "_prep_qfl?_"));
+                    withProperty(CudaFlashAttention.PREP_GROUP8_PROPERTY, "on", () -> got[2] = chained(s, setting, "off", dependent, "_prep_qf8l?_"));
                     assertTrue(got[0] != null && got[1] != null && got[2] != null, what + ": declined a case it takes");
                     if (fits) {
                         assertBitsEqual(what + ": output", got[0].out(), got[1].out());
@@ -372,6 +372,36 @@ class CudaPrepAttentionTest extends CudaTestBase {
             }
         }
         assertEquals(4, taken, "the cases the group-8 kernel takes");
+    }
+
+    /**
+     * The loads issued by rounds ({@code -Dorbit.cuda.prepLoadsFirst=on}, {@code _prep_qfl_} / {@code _prep_qf8l_}) give the
+     * q-first kernels' output and caches bit for bit, with the cluster from the key splits and at 1, 5 and 16 blocks,
+     * every case, as a plain and a dependent launch: each form shown to be the launch by leaving the other out.
+     */
+    @Test
+    void loadsByRoundsGiveTheQFirstKernelsBits() {
+        SplittableRandom r = rng(313);
+        for (Case c : cases()) {
+            Step s = new Step(c, r);
+            for (String setting : new String[]{"on", "1", "5", "16"}) {
+                for (boolean dependent : new boolean[]{false, true}) {
+                    String what = c + ", prepAttention=" + setting + (dependent ? ", a dependent launch" : "");
+                    Result[] got = new Result[3];
+                    String lf = CudaFlashAttention.PREP_LOADS_FIRST_PROPERTY;
+                    withProperty(lf, "off", () -> got[0] = chained(s, setting, "off", dependent, "_prep_qf8?l_"));
+                    withProperty(lf, "on", () -> got[1] = chained(s, setting, "off", dependent, "_prep_qf8?_d"));
+                    withProperty(lf, "on", () -> got[2] = chained(s, setting, "off", dependent, "_prep_qf8?l_"));
+                    assertTrue(got[0] != null && got[1] != null && got[2] != null, what + ": declined a case it takes");
+                    assertBitsEqual(what + ": output", got[0].out(), got[1].out());
+                    assertBitsEqual(what + ": keys", got[0].keys(), got[1].keys());
+                    assertBitsEqual(what + ": values", got[0].values(), got[1].values());
+                    for (float v : got[2].out()) {
+                        assertTrue(Float.isNaN(v), what + ": an output written with the loads-first kernels left out");
+                    }
+                }
+            }
+        }
     }
 
     /**

@@ -107,6 +107,10 @@ final class DependentKernels {
         s.add("paged_decode/paged_decode_mma_prep_qfp_d128_kvbf16");
         s.add("paged_decode/paged_decode_mma_prep_qf8p_d64_kvbf16");
         s.add("paged_decode/paged_decode_mma_prep_qf8p_d128_kvbf16");
+        s.add("paged_decode/paged_decode_mma_prep_qfl_d64_kvbf16"); // the same two, each round of loads issued together
+        s.add("paged_decode/paged_decode_mma_prep_qfl_d128_kvbf16");
+        s.add("paged_decode/paged_decode_mma_prep_qf8l_d64_kvbf16");
+        s.add("paged_decode/paged_decode_mma_prep_qf8l_d128_kvbf16");
         s.add("paged_decode/paged_decode_mma3_prep_d64_kvbf16");
         s.add("paged_decode/paged_decode_mma3_prep_d128_kvbf16");
         s.add("paged_decode/paged_decode_mma_prep_pre_d64_kvbf16"); // its first lines asked of the L2 before the wait (PROLOGUES)

@@ -90,10 +90,6 @@ final class CudaFlashAttention {
     private final Kernel pagedMmaPrepQf128;
     private final Kernel pagedMmaPrepQf8x64;  // the same for groups of at most 8 with the rope in halves (PREP_GROUP8_PROPERTY)
     private final Kernel pagedMmaPrepQf8x128;
-    private final Kernel pagedMmaPrepQfp64;   // the q-first forms with the partials pushed to their mergers (PREP_PUSH_PROPERTY)
-    private final Kernel pagedMmaPrepQfp128;
-    private final Kernel pagedMmaPrepQf8p64;
-    private final Kernel pagedMmaPrepQf8p128;
     private final Kernel pagedMmaPrepQfl64;   // the q-first forms with each round of loads issued together (PREP_LOADS_FIRST_PROPERTY)
     private final Kernel pagedMmaPrepQfl128;
     private final Kernel pagedMmaPrepQf8l64;
@@ -139,10 +135,6 @@ final class CudaFlashAttention {
         this.pagedMmaPrepQf128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qf_d128_kvbf16");
         this.pagedMmaPrepQf8x64 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qf8_d64_kvbf16");
         this.pagedMmaPrepQf8x128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qf8_d128_kvbf16");
-        this.pagedMmaPrepQfp64 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qfp_d64_kvbf16");
-        this.pagedMmaPrepQfp128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qfp_d128_kvbf16");
-        this.pagedMmaPrepQf8p64 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qf8p_d64_kvbf16");
-        this.pagedMmaPrepQf8p128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qf8p_d128_kvbf16");
         this.pagedMmaPrepQfl64 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qfl_d64_kvbf16");
         this.pagedMmaPrepQfl128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qfl_d128_kvbf16");
         this.pagedMmaPrepQf8l64 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qf8l_d64_kvbf16");
@@ -311,18 +303,8 @@ final class CudaFlashAttention {
     }
 
     /**
-     * {@code -Dorbit.cuda.prepPush=on|off} (read at each call; off by default): where the q-first cluster form is taken,
-     * {@code paged_decode_mma_prep_qfp_*} / {@code _qf8p_*}, whose blocks push their merged partials (each output to the
-     * block that merges it, with its row's max and sum) into that block's inbox in shared memory before the cluster's
-     * barrier, so that after it each block merges from its own shared memory and leaves, in place of reading every
-     * block's partial through distributed shared memory and waiting at a second barrier until no block reads its own.
-     * The same expressions in the same order: the same bits.
-     */
-    static final String PREP_PUSH_PROPERTY = "orbit.cuda.prepPush";
-
-    /**
      * {@code -Dorbit.cuda.prepLoadsFirst=on|off} (read at each call; on by default): where the q-first cluster form is
-     * taken (and the partials are not pushed), {@code paged_decode_mma_prep_qfl_*} / {@code _qf8l_*}, whose warps issue
+     * taken, {@code paged_decode_mma_prep_qfl_*} / {@code _qf8l_*}, whose warps issue
      * each round of their loads together, since a warp issues in order and stalls at the first use of a load that has
      * not come: q's, the norm weights', the position's and the length's; then the block table's pages and the rope's row;
      * then the first tiles' copies, with q made while they come. Two chains of two round trips each (the length, then the
@@ -335,10 +317,6 @@ final class CudaFlashAttention {
         return Switches.onOff(PREP_LOADS_FIRST_PROPERTY, true);
     }
 
-    /** Whether {@link #PREP_PUSH_PROPERTY} asks for the pushed partials. */
-    static boolean prepPush() {
-        return Switches.onOff(PREP_PUSH_PROPERTY, false);
-    }
     /** The most blocks of a (sequence, kv head)'s cluster (sm_90's non-portable limit). */
     static final int PREP_MAX_CLUSTER = 16;
     /** The widest tables (in keys) {@link #prepAttention} takes where the default key splits outnumber a cluster's blocks. */
@@ -414,22 +392,18 @@ final class CudaFlashAttention {
         Tensor[] parts = ticketed && cluster > 1 ? splitPartials(b, hq, cluster, d) : new Tensor[2];
         boolean qFirst = !ticketed && ring != 3 && !prologue() && prepQFirst();
         boolean group8 = group <= 8 && table.style() != RopeTable.Style.INTERLEAVED && prepGroup8();
-        boolean push = qFirst && cluster > 1 && prepPush();
-        boolean loadsFirst = qFirst && !push && prepLoadsFirst();
+        boolean loadsFirst = qFirst && prepLoadsFirst();
         Kernel kernel = ticketed
                 ? ring == 3 ? (d == 64 ? pagedMma3xPrepTk64 : pagedMma3xPrepTk128) : (d == 64 ? pagedMmaPrepTk64 : pagedMmaPrepTk128)
                 : ring == 3 ? (d == 64 ? pagedMma3xPrep64 : pagedMma3xPrep128)
                 : prologue() ? (d == 64 ? pagedMmaPrepPre64 : pagedMmaPrepPre128)
                 : !qFirst ? (d == 64 ? pagedMmaPrep64 : pagedMmaPrep128)
-                : push ? group8 ? (d == 64 ? pagedMmaPrepQf8p64 : pagedMmaPrepQf8p128) : (d == 64 ? pagedMmaPrepQfp64 : pagedMmaPrepQfp128)
                 : loadsFirst ? group8 ? (d == 64 ? pagedMmaPrepQf8l64 : pagedMmaPrepQf8l128) : (d == 64 ? pagedMmaPrepQfl64 : pagedMmaPrepQfl128)
                 : group8 ? (d == 64 ? pagedMmaPrepQf8x64 : pagedMmaPrepQf8x128)
                 : (d == 64 ? pagedMmaPrepQf64 : pagedMmaPrepQf128);
-        // the warps' rings, reused for their merge, then the block's partial past it (a cluster), the inbox of the
-        // partials pushed to it (pushed: [cluster][share] outputs and [cluster][G][2] maxima and sums), or the last
-        // block's split weights (G · (splits + 1) floats, on a ticket)
+        // the warps' rings, reused for their merge, then the block's partial past it (a cluster) or the last block's split
+        // weights (G · (splits + 1) floats, on a ticket)
         int shared = ticketed ? Math.max(Math.max(mmaStageBytes(ring, d), mmaMergeBytes(d)), 4 * group * (cluster + 1))
-                : push ? Math.max(mmaStageBytes(ring, d), mmaMergeBytes(d)) + 4 * (cluster * ((group * d + cluster - 1) / cluster) + 2 * cluster * group)
                 : Math.max(mmaStageBytes(ring, d), mmaMergeBytes(d) + 4 * (group * d + 2 * group));
         Object[] args = {q, qs[0], qs[1], kCache, vCache, tables, maxBlocks, lens, blockSize, out, os[0], os[1], hq, hkv, d, d,
                 spec.slidingWindow(), spec.scale(), sinks, cluster, 0, parts[0], parts[1], k, v, qNorm, kNorm,

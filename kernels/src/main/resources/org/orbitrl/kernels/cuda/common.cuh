@@ -320,25 +320,6 @@ __device__ __forceinline__ void cluster_sync() {
 #endif
 }
 
-// cluster_arrive_relaxed and cluster_wait, cluster_sync's halves apart: the arrival orders nothing (a block says it has
-// started, so that the cluster's blocks may write to its shared memory once cluster_wait returns); each thread alternates
-// them, one arrival for each wait, cluster_sync counting as both.
-__device__ __forceinline__ void cluster_arrive_relaxed() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
-#else
-    __trap();
-#endif
-}
-
-__device__ __forceinline__ void cluster_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory");
-#else
-    __trap();
-#endif
-}
-
 __device__ __forceinline__ u32 cluster_addr(u32 smem, u32 rank) {
     u32 r = 0;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -347,15 +328,6 @@ __device__ __forceinline__ u32 cluster_addr(u32 smem, u32 rank) {
     __trap();
 #endif
     return r;
-}
-
-// st_cluster_f32: a store to such an address (seen by that block after a cluster_sync of both).
-__device__ __forceinline__ void st_cluster_f32(u32 addr, float v) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("st.shared::cluster.f32 [%0], %1;" :: "r"(addr), "f"(v) : "memory");
-#else
-    __trap();
-#endif
 }
 
 __device__ __forceinline__ float ld_cluster_f32(u32 addr) {

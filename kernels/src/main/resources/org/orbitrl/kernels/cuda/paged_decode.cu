@@ -436,9 +436,8 @@ __device__ __forceinline__ void pm_new_row(u16* krow, u16* vrow, const PmNewRow<
 // block to finish merges them from global memory as the merged kernels do). G8: the group is at most 8 query heads, so the
 // mma's rows g + 8 are padding: q's rows there are zeros made without code (no loads, norm or rope), and their scores,
 // probabilities and partials are neither made nor stored (the rows a group has come out bit for bit as without it).
-// PUSH (with DSM): each block's partial pushed to the block that merges it. LF (with PREP and QFIRST): the loads issued
-// by rounds (below). Neither changes a value.
-template <int D, int ST, bool PREP = false, bool DSM = PREP, bool QFIRST = false, bool G8 = false, bool PUSH = false, bool LF = false>
+// LF (with PREP and QFIRST): the loads issued by rounds (below), the same values.
+template <int D, int ST, bool PREP = false, bool DSM = PREP, bool QFIRST = false, bool G8 = false, bool LF = false>
 __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 qH, const u16* kc, const u16* vc, const int* tables,
                                           int maxBlocks, const int* lens, int blockSize, float* out, i64 oB, i64 oH, int Hq, int Hkv,
                                           int window, float scale, const float* sinks, int splits, int splitLen, float* partAcc,
@@ -454,7 +453,6 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
     int lane = threadIdx.x & 31;
     int g = lane >> 2;
     int t = lane & 3;
-    if (DSM && PUSH && splits > 1) cluster_arrive_relaxed(); // this block has started: the others may write to its inbox
 
     PdSplit sp = pd_split(lens, Hq, Hkv, window, splits, splitLen);
     int split = sp.split;
@@ -777,13 +775,6 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
         }
     }
     __syncthreads();
-    // PUSH: block s's inbox, past the rings and the warps' merge: [splits][share] of the outputs it merges, then
-    // [splits][G][2] the max and sum of the rows they are in, each block's at its rank
-    constexpr int PM_INBOX = (PM_WARPS * ST * STAGE > 2 * (2 * PM_WARPS * 16 + PM_WARPS * 16 * D) ? PM_WARPS * ST * STAGE
-                              : 2 * (2 * PM_WARPS * 16 + PM_WARPS * 16 * D)) / 2; // floats
-    float* inbox = (float*) sm + PM_INBOX;
-    int share = (G * D + splits - 1) / splits;
-    if (DSM && PUSH && splits > 1) cluster_wait(); // every block has started
     for (int idx = threadIdx.x; idx < G * D; idx += blockDim.x) {
         int r = idx / D;
         int d = idx - r * D;
@@ -803,17 +794,6 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
         int h = kvh * G + r;
         if (splits == 1) {
             out[(i64) b * oB + (i64) h * oH + d] = v / sum;
-        } else if (DSM && PUSH) { // the block's partial, written to the inbox of the block that merges it
-            int owner = idx / share;
-            st_cluster_f32(cluster_addr(smem_addr(inbox + split * share + (idx - owner * share)), owner), v);
-            if (d == 0) { // the row's max and sum, to each block whose share holds one of its outputs
-                int last = min(splits - 1, (r * D + D - 1) / share);
-                for (int ow = r * D / share; ow <= last; ow++) {
-                    u32 a = cluster_addr(smem_addr(inbox + splits * share + 2 * (split * G + r)), ow);
-                    st_cluster_f32(a, mx);
-                    st_cluster_f32(a + 4, sum);
-                }
-            }
         } else if (DSM) { // the block's partial, in its shared memory past the warps' (res [G][D], then resMl [G][2])
             float* res = acc + PM_WARPS * 16 * D;
             res[r * D + d] = v;
@@ -831,32 +811,6 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
         }
     }
     ORBIT_TRACE_MARK(3); // the block's warps merged
-    if (DSM && PUSH && splits > 1) {
-        // The cluster's partials, pushed to the blocks that merge them, merged from this block's inbox as below (the same
-        // expressions in rank order): no read of another block's shared memory, so no block waits for the others to leave.
-        cluster_sync();
-        ORBIT_TRACE_MARK(4); // the cluster's partials ready
-        const float* inMl = inbox + splits * share;
-        int end = min(G * D, (split + 1) * share);
-        for (int idx = split * share + threadIdx.x; idx < end; idx += blockDim.x) {
-            int r = idx / D;
-            int d = idx - r * D;
-            const float* col = inbox + (idx - split * share);
-            float mx = -ORBIT_INF;
-            float sum = 0.0f;
-            float o = 0.0f;
-            for (int s = 0; s < splits; s++) mx = fmaxf(mx, inMl[2 * (s * G + r)]);
-            for (int s = 0; s < splits; s++) {
-                float e = expf(inMl[2 * (s * G + r)] - mx);
-                sum += inMl[2 * (s * G + r) + 1] * e;
-                o += col[s * share] * e;
-            }
-            float inv = 1.0f / sum;
-            out[(i64) b * oB + (i64) (kvh * G + r) * oH + d] = o * inv;
-        }
-        ORBIT_TRACE_MARK(5); // the block's share merged
-        return;
-    }
     if (DSM && splits > 1) {
         // The cluster's partials merged as attention_combine merges splits (the same expressions, in rank order), block
         // `split` taking its share of the G * D outputs from every block's shared memory; no block leaves while another
@@ -988,7 +942,7 @@ PM_KERNEL(paged_decode_mma3_d64_kvbf16, 64, 3)
 // step's launches are): they write their partials to partAcc and partMl, and the last to finish merges them as the
 // merged kernels do (tickets: i32 [B * Hkv] of zeros, left zero). The same bits either way. G8: see pm_decode; the rope
 // in halves.
-#define PM_PREP_KERNEL(NAME, D, ST, DSM, QF, G8, PU, LF)                                                                   \
+#define PM_PREP_KERNEL(NAME, D, ST, DSM, QF, G8, LF)                                                                       \
     extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) NAME(PAGED_DECODE_ARGS(u16), const float* pk,              \
         const float* pv, const void* qNorm, const void* kNorm, int normBf16, float eps, const int* pos, const float* cosT, \
         const float* sinT, int interleaved, int maxPos, const int* slots, int* err, int* tickets) {                        \
@@ -996,42 +950,35 @@ PM_KERNEL(paged_decode_mma3_d64_kvbf16, 64, 3)
         pdl_enter();                                                                                                       \
         extern __shared__ __align__(16) u16 NAME##_sm[];                                                                   \
         PmPrep prep{pk, pv, qNorm, kNorm, normBf16, eps, pos, cosT, sinT, G8 ? 0 : interleaved, maxPos, slots, err};       \
-        pm_decode<D, ST, true, DSM, QF, G8, PU, LF>(NAME##_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize,      \
-                                                    out, oB, oH, Hq, Hkv, window, scale, sinks, splits, splitLen,          \
-                                                    partAcc, partMl, tickets, &prep);                                      \
+        pm_decode<D, ST, true, DSM, QF, G8, LF>(NAME##_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out,     \
+                                                oB, oH, Hq, Hkv, window, scale, sinks, splits, splitLen, partAcc,          \
+                                                partMl, tickets, &prep);                                                   \
     }
 
-PM_PREP_KERNEL(paged_decode_mma_prep_d128_kvbf16, 128, 2, true, false, false, false, false)
-PM_PREP_KERNEL(paged_decode_mma_prep_d64_kvbf16, 64, 2, true, false, false, false, false)
-PM_PREP_KERNEL(paged_decode_mma3_prep_d128_kvbf16, 128, 3, true, false, false, false, false)
-PM_PREP_KERNEL(paged_decode_mma3_prep_d64_kvbf16, 64, 3, true, false, false, false, false)
-PM_PREP_KERNEL(paged_decode_mma_prep_tk_d128_kvbf16, 128, 2, false, false, false, false, false)
-PM_PREP_KERNEL(paged_decode_mma_prep_tk_d64_kvbf16, 64, 2, false, false, false, false, false)
-PM_PREP_KERNEL(paged_decode_mma3_prep_tk_d128_kvbf16, 128, 3, false, false, false, false, false)
-PM_PREP_KERNEL(paged_decode_mma3_prep_tk_d64_kvbf16, 64, 3, false, false, false, false, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_d128_kvbf16, 128, 2, true, false, false, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_d64_kvbf16, 64, 2, true, false, false, false)
+PM_PREP_KERNEL(paged_decode_mma3_prep_d128_kvbf16, 128, 3, true, false, false, false)
+PM_PREP_KERNEL(paged_decode_mma3_prep_d64_kvbf16, 64, 3, true, false, false, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_tk_d128_kvbf16, 128, 2, false, false, false, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_tk_d64_kvbf16, 64, 2, false, false, false, false)
+PM_PREP_KERNEL(paged_decode_mma3_prep_tk_d128_kvbf16, 128, 3, false, false, false, false)
+PM_PREP_KERNEL(paged_decode_mma3_prep_tk_d64_kvbf16, 64, 3, false, false, false, false)
 // The cluster form with q made before the first tiles' copies are issued (the default; -Dorbit.cuda.prepQFirst=off for the
 // kernels above): the same bits.
-PM_PREP_KERNEL(paged_decode_mma_prep_qf_d128_kvbf16, 128, 2, true, true, false, false, false)
-PM_PREP_KERNEL(paged_decode_mma_prep_qf_d64_kvbf16, 64, 2, true, true, false, false, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_qf_d128_kvbf16, 128, 2, true, true, false, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_qf_d64_kvbf16, 64, 2, true, true, false, false)
 // The q-first cluster form for groups of at most 8 query heads with the rope in halves (c, c + D / 2), as Qwen3's and
 // gpt-oss's are (G8: the mma's padding rows made and kept without code; `interleaved` ignored, taken as 0): 18% less
 // code for the same bits (the default there; -Dorbit.cuda.prepGroup8=off for the kernels above).
-PM_PREP_KERNEL(paged_decode_mma_prep_qf8_d128_kvbf16, 128, 2, true, true, true, false, false)
-PM_PREP_KERNEL(paged_decode_mma_prep_qf8_d64_kvbf16, 64, 2, true, true, true, false, false)
-// The q-first cluster forms with each block's partial pushed to the inbox of the block that merges it, before the
-// cluster's barrier, in place of each block reading every other's partial after it (-Dorbit.cuda.prepPush=on): no read
-// of another block's shared memory after the barrier, and no second barrier before the blocks leave. The same bits.
-PM_PREP_KERNEL(paged_decode_mma_prep_qfp_d128_kvbf16, 128, 2, true, true, false, true, false)
-PM_PREP_KERNEL(paged_decode_mma_prep_qfp_d64_kvbf16, 64, 2, true, true, false, true, false)
-PM_PREP_KERNEL(paged_decode_mma_prep_qf8p_d128_kvbf16, 128, 2, true, true, true, true, false)
-PM_PREP_KERNEL(paged_decode_mma_prep_qf8p_d64_kvbf16, 64, 2, true, true, true, true, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_qf8_d128_kvbf16, 128, 2, true, true, true, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_qf8_d64_kvbf16, 64, 2, true, true, true, false)
 // The q-first cluster forms with each round of loads issued together (LF, -Dorbit.cuda.prepLoadsFirst=on): q's, the
 // norm's, the position's and the length's; then the block tables' and the rope's row; then the first copies, with q
 // made after them. The same bits.
-PM_PREP_KERNEL(paged_decode_mma_prep_qfl_d128_kvbf16, 128, 2, true, true, false, false, true)
-PM_PREP_KERNEL(paged_decode_mma_prep_qfl_d64_kvbf16, 64, 2, true, true, false, false, true)
-PM_PREP_KERNEL(paged_decode_mma_prep_qf8l_d128_kvbf16, 128, 2, true, true, true, false, true)
-PM_PREP_KERNEL(paged_decode_mma_prep_qf8l_d64_kvbf16, 64, 2, true, true, true, false, true)
+PM_PREP_KERNEL(paged_decode_mma_prep_qfl_d128_kvbf16, 128, 2, true, true, false, true)
+PM_PREP_KERNEL(paged_decode_mma_prep_qfl_d64_kvbf16, 64, 2, true, true, false, true)
+PM_PREP_KERNEL(paged_decode_mma_prep_qf8l_d128_kvbf16, 128, 2, true, true, true, true)
+PM_PREP_KERNEL(paged_decode_mma_prep_qf8l_d64_kvbf16, 64, 2, true, true, true, true)
 
 // The prepared attention's prologue (paged_decode_mma_prep_pre_*): before the kernel's wait, the lines its body reads
 // first are asked of the L2, so that their DRAM reads overlap the launch before it (the q/k/v projections): each warp's

@@ -405,35 +405,6 @@ class CudaPrepAttentionTest extends CudaTestBase {
     }
 
     /**
-     * The partials pushed to the blocks that merge them ({@code -Dorbit.cuda.prepPush=on}, {@code _prep_qfp_} /
-     * {@code _prep_qf8p_}) give the q-first kernels' output and caches bit for bit, at clusters of 2, 5 and 16 blocks
-     * (shares of the outputs that split rows unevenly, blocks without keys), every case: each form shown to be the
-     * launch by leaving the other out.
-     */
-    @Test
-    void pushedPartialsGiveTheClustersBits() {
-        SplittableRandom r = rng(311);
-        for (Case c : cases()) {
-            Step s = new Step(c, r);
-            for (String setting : new String[]{"2", "5", "16"}) {
-                String what = c + ", prepAttention=" + setting;
-                Result[] got = new Result[3];
-                String push = CudaFlashAttention.PREP_PUSH_PROPERTY;
-                withProperty(push, "off", () -> got[0] = chained(s, setting, "off", false, "_prep_qf8?p_"));
-                withProperty(push, "on", () -> got[1] = chained(s, setting, "off", false, "_prep_qf8?_d"));
-                withProperty(push, "on", () -> got[2] = chained(s, setting, "off", false, "_prep_qf8?p_"));
-                assertTrue(got[0] != null && got[1] != null && got[2] != null, what + ": declined a case it takes");
-                assertBitsEqual(what + ": output", got[0].out(), got[1].out());
-                assertBitsEqual(what + ": keys", got[0].keys(), got[1].keys());
-                assertBitsEqual(what + ": values", got[0].values(), got[1].values());
-                for (float v : got[2].out()) {
-                    assertTrue(Float.isNaN(v), what + ": an output written with the pushing kernels left out");
-                }
-            }
-        }
-    }
-
-    /**
      * The fused call on fresh copies of the step's caches right after a launch that writes its q (the step's q plus
      * zeros, by {@code addRmsNorm}), under {@code -Dorbit.cuda.prepAttention=setting} and {@code attentionPrologue},
      * with dependent launches on or off, {@code omit} left out; null where it declined.

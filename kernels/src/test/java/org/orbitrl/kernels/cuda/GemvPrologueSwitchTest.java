@@ -97,11 +97,10 @@ class GemvPrologueSwitchTest {
         assertOnOff(CudaFlashAttention.PREP_GROUP8_PROPERTY, true, CudaFlashAttention::prepGroup8, "8");
     }
 
-    /** The attention's loads issued by rounds: on by default; its partials pushed to their mergers: off. */
+    /** The attention's loads issued by rounds: on by default. */
     @Test
-    void theAttentionsLoadsFirstAndPushSwitches() {
+    void theAttentionsLoadsFirstSwitch() {
         assertOnOff(CudaFlashAttention.PREP_LOADS_FIRST_PROPERTY, true, CudaFlashAttention::prepLoadsFirst, "rounds");
-        assertOnOff(CudaFlashAttention.PREP_PUSH_PROPERTY, false, CudaFlashAttention::prepPush, "push");
     }
 
     /** The gate/up launch with x staged first: on by default. */

@@ -103,10 +103,6 @@ final class DependentKernels {
         s.add("paged_decode/paged_decode_mma_prep_qf_d128_kvbf16");
         s.add("paged_decode/paged_decode_mma_prep_qf8_d64_kvbf16"); // the same for groups of at most 8, the rope in halves
         s.add("paged_decode/paged_decode_mma_prep_qf8_d128_kvbf16");
-        s.add("paged_decode/paged_decode_mma_prep_qfp_d64_kvbf16"); // the same two, each block's partial pushed to its merger
-        s.add("paged_decode/paged_decode_mma_prep_qfp_d128_kvbf16");
-        s.add("paged_decode/paged_decode_mma_prep_qf8p_d64_kvbf16");
-        s.add("paged_decode/paged_decode_mma_prep_qf8p_d128_kvbf16");
         s.add("paged_decode/paged_decode_mma_prep_qfl_d64_kvbf16"); // the same two, each round of loads issued together
         s.add("paged_decode/paged_decode_mma_prep_qfl_d128_kvbf16");
         s.add("paged_decode/paged_decode_mma_prep_qf8l_d64_kvbf16");

@@ -312,6 +312,27 @@ final class CudaFlashAttention {
      */
     static final String PREP_LOADS_FIRST_PROPERTY = "orbit.cuda.prepLoadsFirst";
 
+    /**
+     * {@code -Dorbit.cuda.attentionTrigger=start|copies|tiles} (read at each call; {@code start} by default): where the
+     * loads-first kernels ({@link #PREP_LOADS_FIRST_PROPERTY}) let the launch after them start its blocks, which in a
+     * one-sequence step is o's product loading its 16.8 MB of weights ahead of its wait: at each block's start, once
+     * its first copies are issued, or once its tiles are multiplied. Later, o's loads no longer queue in the memory
+     * system ahead of the attention's few round trips, but have less of the attention's time to come in. What o reads
+     * is the same: its wait waits for the attention's completion either way.
+     */
+    static final String TRIGGER_PROPERTY = "orbit.cuda.attentionTrigger";
+
+    /** {@link #TRIGGER_PROPERTY} as the kernels' {@code trigger}: 0 at the start, 1 after the first copies, 2 after the tiles. */
+    static int attentionTrigger() {
+        String v = System.getProperty(TRIGGER_PROPERTY, "start").trim();
+        return switch (v) {
+            case "start" -> 0;
+            case "copies" -> 1;
+            case "tiles" -> 2;
+            default -> throw new IllegalArgumentException("-D" + TRIGGER_PROPERTY + "=" + v + ": expected start, copies or tiles");
+        };
+    }
+
     /** Whether {@link #PREP_LOADS_FIRST_PROPERTY} asks for the loads issued by rounds. */
     static boolean prepLoadsFirst() {
         return Switches.onOff(PREP_LOADS_FIRST_PROPERTY, true);
@@ -408,7 +429,7 @@ final class CudaFlashAttention {
         Object[] args = {q, qs[0], qs[1], kCache, vCache, tables, maxBlocks, lens, blockSize, out, os[0], os[1], hq, hkv, d, d,
                 spec.slidingWindow(), spec.scale(), sinks, cluster, 0, parts[0], parts[1], k, v, qNorm, kNorm,
                 normType == DType.BF16 ? 1 : 0, eps, positions, cs[0], cs[1], table.style() == RopeTable.Style.INTERLEAVED ? 1 : 0,
-                table.maxPositions(), slots, ctx.errorFlag, ticketed ? ctx.tickets : null};
+                table.maxPositions(), slots, ctx.errorFlag, ticketed ? ctx.tickets : null, loadsFirst ? attentionTrigger() : 0};
         if (!ticketed && !kernel.clustersFit(cluster, 32 * MMA_WARPS, shared)) {
             return false;   // kernels built below sm_90, or a cluster size this device refuses
         }

@@ -125,6 +125,24 @@ __device__ __forceinline__ void pdl_enter() {
     ORBIT_TRACE_WAITED();
 }
 
+// pdl_enter without the trigger, and the trigger alone: a kernel that starts with pdl_enter_late() calls pdl_trigger()
+// where its dependents may start (every block, on every path, or exits first), so that their early work does not crowd
+// its own first loads (the prepared decode attention: o's weight loads queue in the memory system ahead of its round
+// trips). What the dependents read is the same: their wait waits for this kernel's completion. Built with
+// ORBIT_PDL_TRIGGER_AT_EXIT the trigger is left out.
+__device__ __forceinline__ void pdl_enter_late() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+    ORBIT_TRACE_WAITED();
+}
+
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && !defined(ORBIT_PDL_TRIGGER_AT_EXIT)
+    asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
 // pdl_enter with the trigger first: the next kernel's blocks may start as soon as this one's have, so that a dependent
 // with work that needs nothing of this kernel or the ones before it (bgemv_pre1's loads of its frozen weights) does it
 // while they run. The wait is the same, and so is what every dependent reads: its own wait still waits for this

@@ -441,7 +441,8 @@ template <int D, int ST, bool PREP = false, bool DSM = PREP, bool QFIRST = false
 __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 qH, const u16* kc, const u16* vc, const int* tables,
                                           int maxBlocks, const int* lens, int blockSize, float* out, i64 oB, i64 oH, int Hq, int Hkv,
                                           int window, float scale, const float* sinks, int splits, int splitLen, float* partAcc,
-                                          float* partMl, int* tickets = nullptr, const PmPrep* prep = nullptr) {
+                                          float* partMl, int* tickets = nullptr, const PmPrep* prep = nullptr,
+                                          int trigger = 0) {
     constexpr int ROW = D + 8;              // a staged row, bf16: 16 bytes of padding (conflict-free ldmatrix)
     constexpr int TILE = PM_TK * ROW;       // one tile of keys or values
     constexpr int STAGE = 2 * TILE;         // keys, then values
@@ -627,6 +628,7 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
     bool holdsNew = false;
     PmNewRow<D> nr;
     if (LF) {
+        if (trigger <= 0) pdl_trigger(); // the dependents may start now (trigger: 0), after the first copies (1) or the tiles (2)
         // A warp issues its loads in order and stalls at the first use of one that has not come, so that each chain of
         // loads (the length, then the block table, then the copies; the position, then the rope's row) costs its round
         // trips one after another. Here the loads of each round go out together: q, the norm's weights, the position and
@@ -646,6 +648,7 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
             cp_async_commit();
         }
         ORBIT_TRACE_MARK(0); // the first tiles' copies issued
+        if (trigger == 1) pdl_trigger();
         qMake();
     } else {
         if (QFIRST) makeQ();
@@ -753,6 +756,7 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
         __syncwarp(); // every lane is done with this stage before it is refilled
     }
     ORBIT_TRACE_MARK(2); // the warp's tiles multiplied
+    if (LF && trigger >= 2) pdl_trigger();
     pm_wait_all();
     __syncthreads(); // every warp is done with its stages: they take the merge
 
@@ -941,44 +945,56 @@ PM_KERNEL(paged_decode_mma3_d64_kvbf16, 64, 3)
 // partMl and tickets unused. Without (paged_decode_mma*_prep_tk_*: a plain launch, so a programmatic dependent where the
 // step's launches are): they write their partials to partAcc and partMl, and the last to finish merges them as the
 // merged kernels do (tickets: i32 [B * Hkv] of zeros, left zero). The same bits either way. G8: see pm_decode; the rope
-// in halves.
-#define PM_PREP_KERNEL(NAME, D, ST, DSM, QF, G8, LF)                                                                       \
+// in halves. `trigger`: see PM_PREP_LF_KERNEL (unused here: the trigger comes with the wait).
+#define PM_PREP_KERNEL(NAME, D, ST, DSM, QF, G8)                                                                           \
     extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) NAME(PAGED_DECODE_ARGS(u16), const float* pk,              \
         const float* pv, const void* qNorm, const void* kNorm, int normBf16, float eps, const int* pos, const float* cosT, \
-        const float* sinT, int interleaved, int maxPos, const int* slots, int* err, int* tickets) {                        \
+        const float* sinT, int interleaved, int maxPos, const int* slots, int* err, int* tickets, int trigger) {           \
         ORBIT_TRACE_KERNEL();                                                                                              \
         pdl_enter();                                                                                                       \
         extern __shared__ __align__(16) u16 NAME##_sm[];                                                                   \
         PmPrep prep{pk, pv, qNorm, kNorm, normBf16, eps, pos, cosT, sinT, G8 ? 0 : interleaved, maxPos, slots, err};       \
-        pm_decode<D, ST, true, DSM, QF, G8, LF>(NAME##_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out,     \
-                                                oB, oH, Hq, Hkv, window, scale, sinks, splits, splitLen, partAcc,          \
-                                                partMl, tickets, &prep);                                                   \
+        pm_decode<D, ST, true, DSM, QF, G8, false>(NAME##_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize,       \
+            out, oB, oH, Hq, Hkv, window, scale, sinks, splits, splitLen, partAcc, partMl, tickets, &prep, trigger);       \
     }
 
-PM_PREP_KERNEL(paged_decode_mma_prep_d128_kvbf16, 128, 2, true, false, false, false)
-PM_PREP_KERNEL(paged_decode_mma_prep_d64_kvbf16, 64, 2, true, false, false, false)
-PM_PREP_KERNEL(paged_decode_mma3_prep_d128_kvbf16, 128, 3, true, false, false, false)
-PM_PREP_KERNEL(paged_decode_mma3_prep_d64_kvbf16, 64, 3, true, false, false, false)
-PM_PREP_KERNEL(paged_decode_mma_prep_tk_d128_kvbf16, 128, 2, false, false, false, false)
-PM_PREP_KERNEL(paged_decode_mma_prep_tk_d64_kvbf16, 64, 2, false, false, false, false)
-PM_PREP_KERNEL(paged_decode_mma3_prep_tk_d128_kvbf16, 128, 3, false, false, false, false)
-PM_PREP_KERNEL(paged_decode_mma3_prep_tk_d64_kvbf16, 64, 3, false, false, false, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_d128_kvbf16, 128, 2, true, false, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_d64_kvbf16, 64, 2, true, false, false)
+PM_PREP_KERNEL(paged_decode_mma3_prep_d128_kvbf16, 128, 3, true, false, false)
+PM_PREP_KERNEL(paged_decode_mma3_prep_d64_kvbf16, 64, 3, true, false, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_tk_d128_kvbf16, 128, 2, false, false, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_tk_d64_kvbf16, 64, 2, false, false, false)
+PM_PREP_KERNEL(paged_decode_mma3_prep_tk_d128_kvbf16, 128, 3, false, false, false)
+PM_PREP_KERNEL(paged_decode_mma3_prep_tk_d64_kvbf16, 64, 3, false, false, false)
 // The cluster form with q made before the first tiles' copies are issued (the default; -Dorbit.cuda.prepQFirst=off for the
 // kernels above): the same bits.
-PM_PREP_KERNEL(paged_decode_mma_prep_qf_d128_kvbf16, 128, 2, true, true, false, false)
-PM_PREP_KERNEL(paged_decode_mma_prep_qf_d64_kvbf16, 64, 2, true, true, false, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_qf_d128_kvbf16, 128, 2, true, true, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_qf_d64_kvbf16, 64, 2, true, true, false)
 // The q-first cluster form for groups of at most 8 query heads with the rope in halves (c, c + D / 2), as Qwen3's and
 // gpt-oss's are (G8: the mma's padding rows made and kept without code; `interleaved` ignored, taken as 0): 18% less
 // code for the same bits (the default there; -Dorbit.cuda.prepGroup8=off for the kernels above).
-PM_PREP_KERNEL(paged_decode_mma_prep_qf8_d128_kvbf16, 128, 2, true, true, true, false)
-PM_PREP_KERNEL(paged_decode_mma_prep_qf8_d64_kvbf16, 64, 2, true, true, true, false)
+PM_PREP_KERNEL(paged_decode_mma_prep_qf8_d128_kvbf16, 128, 2, true, true, true)
+PM_PREP_KERNEL(paged_decode_mma_prep_qf8_d64_kvbf16, 64, 2, true, true, true)
 // The q-first cluster forms with each round of loads issued together (LF, -Dorbit.cuda.prepLoadsFirst=on): q's, the
 // norm's, the position's and the length's; then the block tables' and the rope's row; then the first copies, with q
-// made after them. The same bits.
-PM_PREP_KERNEL(paged_decode_mma_prep_qfl_d128_kvbf16, 128, 2, true, true, false, true)
-PM_PREP_KERNEL(paged_decode_mma_prep_qfl_d64_kvbf16, 64, 2, true, true, false, true)
-PM_PREP_KERNEL(paged_decode_mma_prep_qf8l_d128_kvbf16, 128, 2, true, true, true, true)
-PM_PREP_KERNEL(paged_decode_mma_prep_qf8l_d64_kvbf16, 64, 2, true, true, true, true)
+// made after them. The same bits. They wait without the trigger (pdl_enter_late) and let the launch after them
+// start at `trigger`: 0 at once, 1 once a block's first copies are issued, 2 once its tiles are multiplied.
+#define PM_PREP_LF_KERNEL(NAME, D, G8)                                                                                     \
+    extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) NAME(PAGED_DECODE_ARGS(u16), const float* pk,              \
+        const float* pv, const void* qNorm, const void* kNorm, int normBf16, float eps, const int* pos, const float* cosT, \
+        const float* sinT, int interleaved, int maxPos, const int* slots, int* err, int* tickets, int trigger) {           \
+        ORBIT_TRACE_KERNEL();                                                                                              \
+        pdl_enter_late();                                                                                                  \
+        extern __shared__ __align__(16) u16 NAME##_sm[];                                                                   \
+        PmPrep prep{pk, pv, qNorm, kNorm, normBf16, eps, pos, cosT, sinT, G8 ? 0 : interleaved, maxPos, slots, err};       \
+        pm_decode<D, 2, true, true, true, G8, true>(NAME##_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize,      \
+            out, oB, oH, Hq, Hkv, window, scale, sinks, splits, splitLen, partAcc, partMl, tickets, &prep, trigger);       \
+    }
+
+PM_PREP_LF_KERNEL(paged_decode_mma_prep_qfl_d128_kvbf16, 128, false)
+PM_PREP_LF_KERNEL(paged_decode_mma_prep_qfl_d64_kvbf16, 64, false)
+PM_PREP_LF_KERNEL(paged_decode_mma_prep_qf8l_d128_kvbf16, 128, true)
+PM_PREP_LF_KERNEL(paged_decode_mma_prep_qf8l_d64_kvbf16, 64, true)
 
 // The prepared attention's prologue (paged_decode_mma_prep_pre_*): before the kernel's wait, the lines its body reads
 // first are asked of the L2, so that their DRAM reads overlap the launch before it (the q/k/v projections): each warp's
@@ -1037,7 +1053,7 @@ extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) paged_decode_mma_pre
         int blockSize, float* out, i64 oB, i64 oH, int Hq, int Hkv, int D, int Dv, int window, float scale,
         const float* sinks, int splits, int splitLen, float* partAcc, float* partMl, const float* pk, const float* pv,
         const void* qNorm, const void* kNorm, int normBf16, float eps, const int* pos, const float* cosT,
-        const float* sinT, int interleaved, int maxPos, const int* slots, int* err, int* tickets) {
+        const float* sinT, int interleaved, int maxPos, const int* slots, int* err, int* tickets, int trigger) {
     ORBIT_TRACE_KERNEL();
     pm_prefetch<128, 2>(kc, vc, tables, maxBlocks, lens, blockSize, Hkv, window, splits, qNorm, kNorm, normBf16, pos, cosT,
                         sinT, maxPos);
@@ -1053,7 +1069,7 @@ extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) paged_decode_mma_pre
         int blockSize, float* out, i64 oB, i64 oH, int Hq, int Hkv, int D, int Dv, int window, float scale,
         const float* sinks, int splits, int splitLen, float* partAcc, float* partMl, const float* pk, const float* pv,
         const void* qNorm, const void* kNorm, int normBf16, float eps, const int* pos, const float* cosT,
-        const float* sinT, int interleaved, int maxPos, const int* slots, int* err, int* tickets) {
+        const float* sinT, int interleaved, int maxPos, const int* slots, int* err, int* tickets, int trigger) {
     ORBIT_TRACE_KERNEL();
     pm_prefetch<64, 2>(kc, vc, tables, maxBlocks, lens, blockSize, Hkv, window, splits, qNorm, kNorm, normBf16, pos, cosT,
                        sinT, maxPos);

@@ -405,11 +405,57 @@ class CudaPrepAttentionTest extends CudaTestBase {
     }
 
     /**
+     * Where the loads-first kernels let the launch after them start ({@code -Dorbit.cuda.attentionTrigger=start|copies|tiles})
+     * changes no value: as dependent launches between a launch that writes q and one that reads the attention's output
+     * (a residual add and norm of it), the output, both caches and the reader's rows bit for bit the same under each, with
+     * the cluster from the key splits and at 1, 5 and 16 blocks, every case.
+     */
+    @Test
+    void whereTheAttentionTriggersChangesNoValue() {
+        SplittableRandom r = rng(317);
+        for (Case c : cases()) {
+            Step s = new Step(c, r);
+            for (String setting : new String[]{"on", "1", "5", "16"}) {
+                float[][] read = new float[3][];
+                Result[] got = new Result[3];
+                String[] where = {"start", "copies", "tiles"};
+                for (int i = 0; i < 3; i++) {
+                    int at = i;
+                    withProperty(CudaFlashAttention.TRIGGER_PROPERTY, where[i], () -> {
+                        float[][] after = new float[1][];
+                        got[at] = chained(s, setting, "off", true, "_prep_qf8?_d", after);
+                        read[at] = after[0];
+                    });
+                }
+                for (int i = 1; i < 3; i++) {
+                    String what = c + ", prepAttention=" + setting + ", attentionTrigger=" + where[i];
+                    assertTrue(got[0] != null && got[i] != null, what + ": declined a case it takes");
+                    assertBitsEqual(what + ": output", got[0].out(), got[i].out());
+                    assertBitsEqual(what + ": keys", got[0].keys(), got[i].keys());
+                    assertBitsEqual(what + ": values", got[0].values(), got[i].values());
+                    assertBitsEqual(what + ": the dependent reader's rows", read[0], read[i]);
+                }
+                for (float v : read[0]) {
+                    assertTrue(Float.isFinite(v), c + ", prepAttention=" + setting + ": the reader's rows are its own");
+                }
+            }
+        }
+    }
+
+    /**
      * The fused call on fresh copies of the step's caches right after a launch that writes its q (the step's q plus
      * zeros, by {@code addRmsNorm}), under {@code -Dorbit.cuda.prepAttention=setting} and {@code attentionPrologue},
      * with dependent launches on or off, {@code omit} left out; null where it declined.
      */
     private Result chained(Step s, String setting, String prologue, boolean dependent, String omit) {
+        return chained(s, setting, prologue, dependent, omit, null);
+    }
+
+    /**
+     * {@link #chained(Step, String, String, boolean, String)}, and where {@code after} is given, a residual add and norm of
+     * the attention's output launched right after it (a dependent launch with them on), its rows into {@code after[0]}.
+     */
+    private Result chained(Step s, String setting, String prologue, boolean dependent, String omit, float[][] after) {
         Tensor kc = s.keys();
         Tensor vc = s.values();
         Tensor out = poisoned(DType.F32, s.b, s.c.hq(), s.c.d());
@@ -418,6 +464,8 @@ class CudaPrepAttentionTest extends CudaTestBase {
         Tensor zeros = dev(Tensor.of(new float[Math.toIntExact(s.b * row)], s.b, row));
         Tensor nw = dev(Tensor.of(CudaFusedDecodeTest.normWeights(rng(307), Math.toIntExact(row), false), row));
         Tensor normed = poisoned(DType.F32, s.b, row);
+        Tensor sum2 = poisoned(DType.F32, s.b, row);
+        Tensor normed2 = poisoned(DType.F32, s.b, row);
         boolean[] took = new boolean[1];
         gpu.dependentLaunches(dependent);
         try {
@@ -426,11 +474,17 @@ class CudaPrepAttentionTest extends CudaTestBase {
                         gpu.addRmsNorm(s.q.reshape(s.b, row), zeros, q.reshape(s.b, row), nw, EPS, normed);
                         took[0] = gpu.pagedDecodePrepAttention(q, s.k, s.v, s.qNorm, s.kNorm, EPS, s.positions, s.rope, kc, vc,
                                 s.slotsDev, s.tablesDev, s.lensDev, s.c.blockSize(), out, s.spec);
+                        if (after != null) {
+                            gpu.addRmsNorm(out.reshape(s.b, row), zeros, sum2, nw, EPS, normed2);
+                        }
                     })));
         } finally {
             gpu.dependentLaunches(false);
         }
         gpu.synchronize();
+        if (after != null) {
+            after[0] = gpu.toHost(normed2).toFloatArray();
+        }
         return took[0] ? new Result(gpu.toHost(out).toFloatArray(), gpu.toHost(kc).toFloatArray(), gpu.toHost(vc).toFloatArray()) : null;
     }
 

@@ -97,6 +97,18 @@ class GemvPrologueSwitchTest {
         assertOnOff(CudaFlashAttention.PREP_GROUP8_PROPERTY, true, CudaFlashAttention::prepGroup8, "8");
     }
 
+    /** Where the loads-first attention lets the launch after it start: at its start by default. */
+    @Test
+    void theAttentionTriggerSwitch() {
+        assertEquals(0, valueWithProperty(CudaFlashAttention.TRIGGER_PROPERTY, null, CudaFlashAttention::attentionTrigger));
+        assertEquals(0, valueWithProperty(CudaFlashAttention.TRIGGER_PROPERTY, "start", CudaFlashAttention::attentionTrigger));
+        assertEquals(1, valueWithProperty(CudaFlashAttention.TRIGGER_PROPERTY, "copies", CudaFlashAttention::attentionTrigger));
+        assertEquals(2, valueWithProperty(CudaFlashAttention.TRIGGER_PROPERTY, " tiles ", CudaFlashAttention::attentionTrigger));
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> valueWithProperty(CudaFlashAttention.TRIGGER_PROPERTY, "exit", CudaFlashAttention::attentionTrigger));
+        assertTrue(e.getMessage().contains("orbit.cuda.attentionTrigger=exit") && e.getMessage().contains("start, copies or tiles"), e.getMessage());
+    }
+
     /** The attention's loads issued by rounds: on by default. */
     @Test
     void theAttentionsLoadsFirstSwitch() {

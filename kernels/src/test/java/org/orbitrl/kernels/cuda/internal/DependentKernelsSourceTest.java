@@ -29,7 +29,7 @@ import static org.junit.jupiter.api.Assertions.fail;
 /**
  * The kernels launched as programmatic dependents ({@link DependentKernels}) against the CUDA
  * sources: each one's body (written out, or in the {@code #define} that stamps it out) starts with
- * {@code pdl_enter();} before anything else, {@code pdl_enter} is called nowhere else, and every
+ * {@code pdl_enter();} (or {@code pdl_enter_early();}, {@code pdl_enter_late();}) before anything else, {@code pdl_enter} is called nowhere else, and every
  * written-out kernel that starts with it is listed (no kernel waits for a launch that never comes
  * as a dependent one). A listed kernel that read global memory before the wait would race with
  * its predecessor on the GPU; this finds it without one.
@@ -39,7 +39,7 @@ class DependentKernelsSourceTest {
     private static final Pattern LAUNCH_BOUNDS = Pattern.compile("__launch_bounds__\\s*\\([^)]*\\)");
     private static final Pattern DEFINE = Pattern.compile("#define\\s+\\w+\\(([^)]*)\\)");
     private static final Pattern POINTER_PARAM = Pattern.compile("\\*\\s*(?:__restrict__\\s*)?(\\w+)\\s*[,)]");
-    private static final Pattern WAIT_CALL = Pattern.compile("\\bpdl_enter(?:_early)?\\s*\\(");
+    private static final Pattern WAIT_CALL = Pattern.compile("\\bpdl_enter(?:_early|_late)?\\s*\\(");
 
     /** A {@code __global__} definition: its name (a pattern when a macro pastes it together) and whether it starts with the wait. */
     private record Definition(String file, String nameExpr, Pattern name, boolean literal, boolean waits, List<String> params,
@@ -271,7 +271,7 @@ class DependentKernelsSourceTest {
             if (body.startsWith(TRACE)) {
                 body = body.substring(TRACE.length()).strip(); // the timeline's record: in a traced build it touches its own buffer alone
             }
-            boolean waits = body.startsWith("pdl_enter();") || body.startsWith("pdl_enter_early();");
+            boolean waits = body.startsWith("pdl_enter();") || body.startsWith("pdl_enter_early();") || body.startsWith("pdl_enter_late();");
             String whole = stripComments(src.substring(open + 1, Math.min(src.length(), open + 6000))).replace("\\", " ");
             int wait = whole.indexOf("pdl_enter();");
             String preWait = wait < 0 ? null : whole.substring(0, wait);

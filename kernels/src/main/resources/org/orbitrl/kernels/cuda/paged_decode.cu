@@ -882,19 +882,39 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
     __threadfence();
     // each head's split weights e^(m_s - M) and 1 / sum_s l_s e^(m_s - M) once, in the stages' shared memory (G * (splits +
     // 1) floats: the launcher merges here only where they fit), then four channels of out a thread at a time from 16-byte
-    // reads of the partials; reads past L1 (__ldcg): the other splits' blocks wrote them
+    // reads of the partials; reads past L1 (__ldcg): the other splits' blocks wrote them. Up to PM_MAX_CLUSTER splits
+    // every split's values are issued at once (one round trip, not one for each few splits), then the same expressions
+    // in split order.
     float* wsh = (float*) sm; // [G][splits]
     float* ish = wsh + G * splits;
     if ((int) threadIdx.x < G) {
         int r = threadIdx.x;
         i64 base = ((i64) b * Hq + kvh * G + r) * splits;
         float mx = -ORBIT_INF;
-        for (int s = 0; s < splits; s++) mx = fmaxf(mx, __ldcg(partMl + 2 * (base + s)));
         float sum = 0.0f;
-        for (int s = 0; s < splits; s++) {
-            float w = expf(__ldcg(partMl + 2 * (base + s)) - mx);
-            wsh[r * splits + s] = w;
-            sum += __ldcg(partMl + 2 * (base + s) + 1) * w;
+        if (splits <= PM_MAX_CLUSTER) {
+            float2 ml2[PM_MAX_CLUSTER]; // (max, sum) of each split
+#pragma unroll
+            for (int s = 0; s < PM_MAX_CLUSTER; s++)
+                if (s < splits) ml2[s] = __ldcg((const float2*) (partMl + 2 * (base + s)));
+#pragma unroll
+            for (int s = 0; s < PM_MAX_CLUSTER; s++)
+                if (s < splits) mx = fmaxf(mx, ml2[s].x);
+#pragma unroll
+            for (int s = 0; s < PM_MAX_CLUSTER; s++) {
+                if (s < splits) {
+                    float w = expf(ml2[s].x - mx);
+                    wsh[r * splits + s] = w;
+                    sum += ml2[s].y * w;
+                }
+            }
+        } else {
+            for (int s = 0; s < splits; s++) mx = fmaxf(mx, __ldcg(partMl + 2 * (base + s)));
+            for (int s = 0; s < splits; s++) {
+                float w = expf(__ldcg(partMl + 2 * (base + s)) - mx);
+                wsh[r * splits + s] = w;
+                sum += __ldcg(partMl + 2 * (base + s) + 1) * w;
+            }
         }
         ish[r] = 1.0f / sum;
     }
@@ -905,13 +925,23 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
         int h = kvh * G + r;
         i64 base = ((i64) b * Hq + h) * splits;
         float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        for (int s = 0; s < splits; s++) {
-            float4 a = __ldcg((const float4*) (partAcc + (base + s) * D) + d4);
+        auto add = [&](float4 a, int s) {
             float w = wsh[r * splits + s];
             o.x += a.x * w;
             o.y += a.y * w;
             o.z += a.z * w;
             o.w += a.w * w;
+        };
+        if (splits <= PM_MAX_CLUSTER) {
+            float4 a[PM_MAX_CLUSTER];
+#pragma unroll
+            for (int s = 0; s < PM_MAX_CLUSTER; s++)
+                if (s < splits) a[s] = __ldcg((const float4*) (partAcc + (base + s) * D) + d4);
+#pragma unroll
+            for (int s = 0; s < PM_MAX_CLUSTER; s++)
+                if (s < splits) add(a[s], s);
+        } else {
+            for (int s = 0; s < splits; s++) add(__ldcg((const float4*) (partAcc + (base + s) * D) + d4), s);
         }
         float inv = ish[r];
         float* orow = out + (i64) b * oB + (i64) h * oH + 4 * d4;

@@ -967,6 +967,18 @@ PM_KERNEL(paged_decode_mma_d64_kvbf16, 64, 2)
 PM_KERNEL(paged_decode_mma3_d128_kvbf16, 128, 3)
 PM_KERNEL(paged_decode_mma3_d64_kvbf16, 64, 3)
 
+// The prepared kernels' parameters past PAGED_DECODE_ARGS, and their body past the wait (PM_PREP_KERNEL, PM_PREP_LF_KERNEL)
+#define PM_PREP_ARGS                                                                                                         \
+    const float *pk, const float *pv, const void *qNorm, const void *kNorm, int normBf16, float eps, const int *pos,         \
+            const float *cosT, const float *sinT, int interleaved, int maxPos, const int *slots, int *err, int *tickets,     \
+            int trigger
+#define PM_PREP_BODY(NAME, D, ST, DSM, QF, G8, LF)                                                                         \
+    extern __shared__ __align__(16) u16 NAME##_sm[];                                                                       \
+    PmPrep prep{pk, pv, qNorm, kNorm, normBf16, eps, pos, cosT, sinT, G8 ? 0 : interleaved, maxPos, slots, err};           \
+    pm_decode<D, ST, true, DSM, QF, G8, LF>(NAME##_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, \
+                                            Hq, Hkv, window, scale, sinks, splits, splitLen, partAcc, partMl, tickets,     \
+                                            &prep, trigger)
+
 // The same kernels with the step's q/k/v preparation folded in (PmPrep; qkv_prep3's launch left out): q holds the
 // projection's raw q, pk and pv its raw k and v [B, Hkv, D]; the `splits` blocks of a (sequence, kv head) deal its key
 // tiles out in turn, so that attention_combine's launch is left out too. The new key's row is made by the warp whose tile
@@ -976,16 +988,11 @@ PM_KERNEL(paged_decode_mma3_d64_kvbf16, 64, 3)
 // step's launches are): they write their partials to partAcc and partMl, and the last to finish merges them as the
 // merged kernels do (tickets: i32 [B * Hkv] of zeros, left zero). The same bits either way. G8: see pm_decode; the rope
 // in halves. `trigger`: see PM_PREP_LF_KERNEL (unused here: the trigger comes with the wait).
-#define PM_PREP_KERNEL(NAME, D, ST, DSM, QF, G8)                                                                           \
-    extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) NAME(PAGED_DECODE_ARGS(u16), const float* pk,              \
-        const float* pv, const void* qNorm, const void* kNorm, int normBf16, float eps, const int* pos, const float* cosT, \
-        const float* sinT, int interleaved, int maxPos, const int* slots, int* err, int* tickets, int trigger) {           \
-        ORBIT_TRACE_KERNEL();                                                                                              \
-        pdl_enter();                                                                                                       \
-        extern __shared__ __align__(16) u16 NAME##_sm[];                                                                   \
-        PmPrep prep{pk, pv, qNorm, kNorm, normBf16, eps, pos, cosT, sinT, G8 ? 0 : interleaved, maxPos, slots, err};       \
-        pm_decode<D, ST, true, DSM, QF, G8, false>(NAME##_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize,       \
-            out, oB, oH, Hq, Hkv, window, scale, sinks, splits, splitLen, partAcc, partMl, tickets, &prep, trigger);       \
+#define PM_PREP_KERNEL(NAME, D, ST, DSM, QF, G8)                                                             \
+    extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) NAME(PAGED_DECODE_ARGS(u16), PM_PREP_ARGS) { \
+        ORBIT_TRACE_KERNEL();                                                                                \
+        pdl_enter();                                                                                         \
+        PM_PREP_BODY(NAME, D, ST, DSM, QF, G8, false);                                                       \
     }
 
 PM_PREP_KERNEL(paged_decode_mma_prep_d128_kvbf16, 128, 2, true, false, false)
@@ -1009,16 +1016,11 @@ PM_PREP_KERNEL(paged_decode_mma_prep_qf8_d64_kvbf16, 64, 2, true, true, true)
 // norm's, the position's and the length's; then the block tables' and the rope's row; then the first copies, with q
 // made after them. The same bits. They wait without the trigger (pdl_enter_late) and let the launch after them
 // start at `trigger`: 0 at once, 1 once a block's first copies are issued, 2 once its tiles are multiplied.
-#define PM_PREP_LF_KERNEL(NAME, D, G8)                                                                                     \
-    extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) NAME(PAGED_DECODE_ARGS(u16), const float* pk,              \
-        const float* pv, const void* qNorm, const void* kNorm, int normBf16, float eps, const int* pos, const float* cosT, \
-        const float* sinT, int interleaved, int maxPos, const int* slots, int* err, int* tickets, int trigger) {           \
-        ORBIT_TRACE_KERNEL();                                                                                              \
-        pdl_enter_late();                                                                                                  \
-        extern __shared__ __align__(16) u16 NAME##_sm[];                                                                   \
-        PmPrep prep{pk, pv, qNorm, kNorm, normBf16, eps, pos, cosT, sinT, G8 ? 0 : interleaved, maxPos, slots, err};       \
-        pm_decode<D, 2, true, true, true, G8, true>(NAME##_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize,      \
-            out, oB, oH, Hq, Hkv, window, scale, sinks, splits, splitLen, partAcc, partMl, tickets, &prep, trigger);       \
+#define PM_PREP_LF_KERNEL(NAME, D, G8)                                                                       \
+    extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) NAME(PAGED_DECODE_ARGS(u16), PM_PREP_ARGS) { \
+        ORBIT_TRACE_KERNEL();                                                                                \
+        pdl_enter_late();                                                                                    \
+        PM_PREP_BODY(NAME, D, 2, true, true, G8, true);                                                      \
     }
 
 PM_PREP_LF_KERNEL(paged_decode_mma_prep_qfl_d128_kvbf16, 128, false)

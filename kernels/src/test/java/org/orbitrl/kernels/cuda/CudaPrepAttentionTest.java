@@ -321,12 +321,8 @@ class CudaPrepAttentionTest extends CudaTestBase {
                         withProperty(q1, "on", () -> got[2] = chained(s, setting, "off", dependent, "_prep_qfl?_"));
                     });
                     assertTrue(got[0] != null && got[1] != null, what + ": declined a case it takes");
-                    assertBitsEqual(what + ": output", got[0].out(), got[1].out());
-                    assertBitsEqual(what + ": keys", got[0].keys(), got[1].keys());
-                    assertBitsEqual(what + ": values", got[0].values(), got[1].values());
-                    for (float v : got[2].out()) {
-                        assertTrue(Float.isNaN(v), what + ": an output written with the q-first kernel left out");
-                    }
+                    assertSameBits(what, got[0], got[1]);
+                    assertUnwritten(what + ": an output written with the q-first kernel left out", got[2]);
                 }
             }
         }
@@ -356,17 +352,11 @@ class CudaPrepAttentionTest extends CudaTestBase {
                     withProperty(CudaFlashAttention.PREP_GROUP8_PROPERTY, "on", () -> got[2] = chained(s, setting, "off", dependent, "_prep_qf8l?_"));
                     assertTrue(got[0] != null && got[1] != null && got[2] != null, what + ": declined a case it takes");
                     if (fits) {
-                        assertBitsEqual(what + ": output", got[0].out(), got[1].out());
-                        assertBitsEqual(what + ": keys", got[0].keys(), got[1].keys());
-                        assertBitsEqual(what + ": values", got[0].values(), got[1].values());
-                        for (float v : got[2].out()) {
-                            assertTrue(Float.isNaN(v), what + ": an output written with the group-8 kernel left out");
-                        }
+                        assertSameBits(what, got[0], got[1]);
+                        assertUnwritten(what + ": an output written with the group-8 kernel left out", got[2]);
                     } else {
                         assertBitsEqual(what + ": output, the q-first kernel", got[0].out(), got[2].out());
-                        for (float v : got[1].out()) {
-                            assertTrue(Float.isNaN(v), what + ": an output written with the q-first kernel left out");
-                        }
+                        assertUnwritten(what + ": an output written with the q-first kernel left out", got[1]);
                     }
                 }
             }
@@ -393,12 +383,8 @@ class CudaPrepAttentionTest extends CudaTestBase {
                     withProperty(lf, "on", () -> got[1] = chained(s, setting, "off", dependent, "_prep_qf8?_d"));
                     withProperty(lf, "on", () -> got[2] = chained(s, setting, "off", dependent, "_prep_qf8?l_"));
                     assertTrue(got[0] != null && got[1] != null && got[2] != null, what + ": declined a case it takes");
-                    assertBitsEqual(what + ": output", got[0].out(), got[1].out());
-                    assertBitsEqual(what + ": keys", got[0].keys(), got[1].keys());
-                    assertBitsEqual(what + ": values", got[0].values(), got[1].values());
-                    for (float v : got[2].out()) {
-                        assertTrue(Float.isNaN(v), what + ": an output written with the loads-first kernels left out");
-                    }
+                    assertSameBits(what, got[0], got[1]);
+                    assertUnwritten(what + ": an output written with the loads-first kernels left out", got[2]);
                 }
             }
         }
@@ -430,9 +416,7 @@ class CudaPrepAttentionTest extends CudaTestBase {
                 for (int i = 1; i < 3; i++) {
                     String what = c + ", prepAttention=" + setting + ", attentionTrigger=" + where[i];
                     assertTrue(got[0] != null && got[i] != null, what + ": declined a case it takes");
-                    assertBitsEqual(what + ": output", got[0].out(), got[i].out());
-                    assertBitsEqual(what + ": keys", got[0].keys(), got[i].keys());
-                    assertBitsEqual(what + ": values", got[0].values(), got[i].values());
+                    assertSameBits(what, got[0], got[i]);
                     assertBitsEqual(what + ": the dependent reader's rows", read[0], read[i]);
                 }
                 for (float v : read[0]) {
@@ -486,6 +470,20 @@ class CudaPrepAttentionTest extends CudaTestBase {
             after[0] = gpu.toHost(normed2).toFloatArray();
         }
         return took[0] ? new Result(gpu.toHost(out).toFloatArray(), gpu.toHost(kc).toFloatArray(), gpu.toHost(vc).toFloatArray()) : null;
+    }
+
+    /** The output and both caches of {@code got} bit for bit those of {@code want}. */
+    private static void assertSameBits(String what, Result want, Result got) {
+        assertBitsEqual(what + ": output", want.out(), got.out());
+        assertBitsEqual(what + ": keys", want.keys(), got.keys());
+        assertBitsEqual(what + ": values", want.values(), got.values());
+    }
+
+    /** Every output of {@code got} still the poison it was given: the kernel left out was the one that writes it. */
+    private static void assertUnwritten(String what, Result got) {
+        for (float v : got.out()) {
+            assertTrue(Float.isNaN(v), what);
+        }
     }
 
     /** Every cache row but the new keys' bit for bit; new keys within one bf16 ulp, most equal. */

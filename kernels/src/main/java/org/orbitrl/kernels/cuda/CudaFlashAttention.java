@@ -313,7 +313,7 @@ final class CudaFlashAttention {
     static final String PREP_LOADS_FIRST_PROPERTY = "orbit.cuda.prepLoadsFirst";
 
     /**
-     * {@code -Dorbit.cuda.attentionTrigger=start|copies|tiles} (read at each call; {@code start} by default): where the
+     * {@code -Dorbit.cuda.attentionTrigger=start|copies|tiles} (read at each call; {@code copies} by default): where the
      * loads-first kernels ({@link #PREP_LOADS_FIRST_PROPERTY}) let the launch after them start its blocks, which in a
      * one-sequence step is o's product loading its 16.8 MB of weights ahead of its wait: at each block's start, once
      * its first copies are issued, or once its tiles are multiplied. Later, o's loads no longer queue in the memory
@@ -324,7 +324,7 @@ final class CudaFlashAttention {
 
     /** {@link #TRIGGER_PROPERTY} as the kernels' {@code trigger}: 0 at the start, 1 after the first copies, 2 after the tiles. */
     static int attentionTrigger() {
-        String v = System.getProperty(TRIGGER_PROPERTY, "start").trim();
+        String v = System.getProperty(TRIGGER_PROPERTY, "copies").trim();
         return switch (v) {
             case "start" -> 0;
             case "copies" -> 1;

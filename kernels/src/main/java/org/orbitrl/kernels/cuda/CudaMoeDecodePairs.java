@@ -46,6 +46,21 @@ final class CudaMoeDecodePairs {
      * H100 (Qwen3-30B-A3B shape, a one-sequence captured step): 2.573 ms against 2.621 with it off.
      */
     static final String X_FIRST_PROPERTY = "orbit.cuda.swigluXFirst";
+    /**
+     * {@value} ({@code wait|loads}, read at each call; {@code wait} by default): where the x-first gate/up launch lets
+     * the launch after it start its blocks, which at one token is the down launch's prologue streaming its experts'
+     * weights: at its wait, or once every warp's first weight loads are issued ({@code qgemv_swiglu_lora_*xfl_*}), so
+     * that the down prologue's loads queue behind gate/up's rather than ahead of them. The same bits: the down launch's
+     * wait waits for gate/up's completion either way, and gate/up still waits for the router before it lets it start.
+     */
+    static final String GATE_UP_TRIGGER_PROPERTY = "orbit.cuda.gateUpTrigger";
+    /**
+     * {@value} ({@code wait|staged}, read at each call; {@code wait} by default): where the down launch's prologue form
+     * lets the launch after it start, which at one token is the next layer's q/k/v product streaming its weights ahead
+     * of its wait: at its wait, or once a block's act rows are staged ({@code qgemv_down_combine_pre_lt_int4}). The same
+     * bits.
+     */
+    static final String DOWN_TRIGGER_PROPERTY = "orbit.cuda.downTrigger";
     /** Launches a thread may issue between the gate/up launch and the down launch that takes its prologue. */
     static final int PROLOGUE_GAP = 4;
 
@@ -54,10 +69,13 @@ final class CudaMoeDecodePairs {
     private final EnumMap<QuantLayout, Kernel> swiglu6 = new EnumMap<>(QuantLayout.class);
     private final EnumMap<QuantLayout, Kernel> swigluXf = new EnumMap<>(QuantLayout.class);
     private final EnumMap<QuantLayout, Kernel> swiglu6Xf = new EnumMap<>(QuantLayout.class);
+    private final EnumMap<QuantLayout, Kernel> swigluXfl = new EnumMap<>(QuantLayout.class);
+    private final EnumMap<QuantLayout, Kernel> swiglu6Xfl = new EnumMap<>(QuantLayout.class);
     private final EnumMap<QuantLayout, Kernel> swigluPick = new EnumMap<>(QuantLayout.class);
     private final EnumMap<QuantLayout, Kernel> swiglu6Pick = new EnumMap<>(QuantLayout.class);
     private final EnumMap<QuantLayout, Kernel> down = new EnumMap<>(QuantLayout.class);
     private final Kernel downPre;
+    private final Kernel downPreLate;
     private final Kernel downPrePick;
     private long swigluIds = -1;     // the ids of the last gate/up launch, Launcher.launches() just after it, and its thread
     private long swigluAt = -1;
@@ -70,11 +88,14 @@ final class CudaMoeDecodePairs {
             swiglu6.put(l, ctx.kernel("qgemv", "qgemv_swiglu_lora_r6_" + l.kernelSuffix()));
             swigluXf.put(l, ctx.kernel("qgemv", "qgemv_swiglu_lora_xf_" + l.kernelSuffix()));
             swiglu6Xf.put(l, ctx.kernel("qgemv", "qgemv_swiglu_lora_r6_xf_" + l.kernelSuffix()));
+            swigluXfl.put(l, ctx.kernel("qgemv", "qgemv_swiglu_lora_xfl_" + l.kernelSuffix()));
+            swiglu6Xfl.put(l, ctx.kernel("qgemv", "qgemv_swiglu_lora_r6_xfl_" + l.kernelSuffix()));
             swigluPick.put(l, ctx.kernel("qgemv", "qgemv_swiglu_lora_xf_pk_" + l.kernelSuffix()));
             swiglu6Pick.put(l, ctx.kernel("qgemv", "qgemv_swiglu_lora_r6_xf_pk_" + l.kernelSuffix()));
             down.put(l, ctx.kernel("qgemv", "qgemv_down_combine_lora_" + l.kernelSuffix()));
         }
         downPre = ctx.kernel("qgemv", "qgemv_down_combine_pre_int4");
+        downPreLate = ctx.kernel("qgemv", "qgemv_down_combine_pre_lt_int4");
         downPrePick = ctx.kernel("qgemv", "qgemv_down_combine_pre_pk_int4");
     }
 
@@ -86,6 +107,25 @@ final class CudaMoeDecodePairs {
     /** Whether {@link #X_FIRST_PROPERTY} asks for the x-first kernels. */
     static boolean xFirst() {
         return Switches.onOff(X_FIRST_PROPERTY, true);
+    }
+
+    /** Whether {@link #GATE_UP_TRIGGER_PROPERTY} asks for the trigger once the weights' loads are issued. */
+    static boolean gateUpTriggersLate() {
+        return twoWay(GATE_UP_TRIGGER_PROPERTY, "loads");
+    }
+
+    /** Whether {@link #DOWN_TRIGGER_PROPERTY} asks for the trigger once the act rows are staged. */
+    static boolean downTriggersLate() {
+        return twoWay(DOWN_TRIGGER_PROPERTY, "staged");
+    }
+
+    /** {@code key} as {@code wait} (or unset): false; as {@code late}: true; anything else an error naming both. */
+    private static boolean twoWay(String key, String late) {
+        String v = System.getProperty(key, "wait").trim();
+        if (v.equals("wait") || v.equals(late)) {
+            return v.equals(late);
+        }
+        throw new IllegalArgumentException("-D" + key + "=" + v + ": expected wait or " + late);
     }
 
     /** Whether a call of this many pairs, ids [tokens, k] and x a row per xDiv pairs may take these launches. */
@@ -114,13 +154,14 @@ final class CudaMoeDecodePairs {
         int rows = 32 / 8 * laneRows;   // 32 / QGS_KQ row lanes
         long before = Launcher.launches();
         boolean xf = xFirst();
+        boolean late = xf && gateUpTriggersLate();
         // a router launch's choice of these ids left to this launch: the x-first kernels that pick each pair's expert
         CudaDecodeRouter.Pending pick = xf ? CudaDecodeRouter.pendingPicks(ids) : null;
         if (pick != null && (pick.experts() != experts || pick.topk() != ids.size(-1))) {
             pick = null;
         }
         Kernel kernel = pick != null ? (laneRows == 6 ? swiglu6Pick : swigluPick).get(layout)
-                : (laneRows == 6 ? xf ? swiglu6Xf : swiglu6 : xf ? swigluXf : swiglu).get(layout);
+                : (laneRows == 6 ? xf ? late ? swiglu6Xfl : swiglu6Xf : swiglu6 : xf ? late ? swigluXfl : swigluXf : swiglu).get(layout);
         Object[] args = {x, xDiv, ids, g.codes(), g.scales(), g.zeros(), g.globalScale(), u.codes(), u.scales(), u.zeros(),
                 u.globalScale(), act, n, k, experts, ctx.errorFlag, gl == null ? null : gl.lo(), gTable, gl == null ? 0f : gl.scale(),
                 ul == null ? null : ul.lo(), uTable, ul == null ? 0f : ul.scale(), rank};
@@ -206,7 +247,7 @@ final class CudaMoeDecodePairs {
             args[args.length - 2] = pick.logits();
             args[args.length - 1] = pick.normalize() ? 1 : 0;
         }
-        ctx.launch2dShared(pick != null ? downPrePick : pre ? downPre : down.get(layout), (n + DOWN_ROWS - 1) / DOWN_ROWS, tokens,
+        ctx.launch2dShared(pick != null ? downPrePick : pre ? downTriggersLate() ? downPreLate : downPre : down.get(layout), (n + DOWN_ROWS - 1) / DOWN_ROWS, tokens,
                 32 * topk, 4 * topk * k, args);
         return true;
     }

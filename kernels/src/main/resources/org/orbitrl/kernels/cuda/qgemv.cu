@@ -287,8 +287,10 @@ struct QgPick {
 // scale and zero words decoded after the barrier that x's staging ends in: staged behind the weights, or with a
 // decode of a scale ahead of the barrier, x is in shared memory only when the warp's weights are in, and no warp
 // multiplies until the block's last weight has come.
-// PK: the experts chosen here from pick's logits (QgPick), not read from ids.
-template <int FMT, int KQ, int R, bool XF = false, bool PK = false>
+// PK: the experts chosen here from pick's logits (QgPick), not read from ids. LT: the kernel waited with pdl_enter_late,
+// and its dependents may start once every warp's first weight loads are issued (pdl_trigger), so that the down launch's
+// prologue (its weights' loads) queues behind them, not ahead.
+template <int FMT, int KQ, int R, bool XF = false, bool PK = false, bool LT = false>
 __device__ __forceinline__ void qgemv_swiglu(const float* x, int xDiv, const int* ids, const uint4* __restrict__ gc,
                                              const void* __restrict__ gs, const u32* __restrict__ gz, float gglobal,
                                              const uint4* __restrict__ uc, const void* __restrict__ us,
@@ -353,6 +355,7 @@ __device__ __forceinline__ void qgemv_swiglu(const float* x, int xDiv, const int
             qg_fetch<FMT, R, 1>(uc, us, uz, uglobal, grow, G, g, S, qu, us0, us1, uzb);
         }
     }
+    if (LT) pdl_trigger(); // every thread, the weights' loads issued
     if (XF) {
         cp_async_wait<0>();
     } else {
@@ -434,8 +437,10 @@ __device__ __forceinline__ void qgd_begin(QgdBegun<R, U>& b, const int* ids, int
     }
 }
 
-// ROW: wts is the token's row of weights (else the [T, topk] weights).
-template <int FMT, int KQ, int R, int U, bool ROW = false>
+// ROW: wts is the token's row of weights (else the [T, topk] weights). LT: the kernel waited with pdl_enter_late, and
+// its dependents may start once the block's act rows are staged (pdl_trigger, every thread), so that their prologues'
+// loads (the next layer's q/k/v weights) queue behind those, not ahead.
+template <int FMT, int KQ, int R, int U, bool ROW = false, bool LT = false>
 __device__ __forceinline__ void qgd_finish(QgdBegun<R, U>& b, const float* act, const float* wts, int topk, int normalize,
                                            const uint4* __restrict__ codes, const void* __restrict__ scales,
                                            const u32* __restrict__ zeros, float global, float* out, int accumulate, int N, int K,
@@ -462,12 +467,15 @@ __device__ __forceinline__ void qgd_finish(QgdBegun<R, U>& b, const float* act, 
         const float4* ag = (const float4*) (act + (i64) pair * K);
         for (int c = lane; c < K / 4; c += 32) ((float4*) arow)[c] = ag[c];
         __syncwarp();
+        if (LT) pdl_trigger();
         const char* xr[1] = {(const char*) arow};
         while (g < G) {
             qg_apply<FMT, 1, false, R, U>(b.q, b.s0, b.s1, b.zb, G, g, KQ, xr, 1, K, acc);
             g += U * KQ;
             if (g < G) qg_fetch<FMT, R, U>(codes, scales, zeros, global, b.grow, G, g, KQ, b.q, b.s0, b.s1, b.zb);
         }
+    } else if (LT) {
+        pdl_trigger();
     }
 #pragma unroll
     for (int r = 0; r < R; r++) {
@@ -546,6 +554,20 @@ __device__ __forceinline__ void qgemv_down_combine(const float* act, const int* 
                                          QgLora{glo, gtab, gsc, rank}, QgLora{ulo, utab, usc, rank});                        \
     }
 
+// The x-first gate/up launch that lets its dependents start once its weights' loads are issued (qgemv_swiglu's LT):
+// NAME as above, the same bits.
+#define QG_SWIGLU_LORA_LT_KERNEL(NAME, FMT, MINB, R)                                                                        \
+    extern "C" __global__ void __launch_bounds__(32 * QG_WARPS, MINB) NAME(                                                 \
+        const float* x, int xDiv, const int* ids, const uint4* gc, const void* gs, const u32* gz, float gglobal,            \
+        const uint4* uc, const void* us, const u32* uz, float uglobal, float* act, int N, int K, int E, int* err,           \
+        const float* glo, const unsigned long long* gtab, float gsc, const float* ulo, const unsigned long long* utab,       \
+        float usc, int rank) {                                                                                               \
+        ORBIT_TRACE_KERNEL();                                                                                                \
+        pdl_enter_late();                                                                                                    \
+        qgemv_swiglu<FMT, QGS_KQ, R, true, false, true>(x, xDiv, ids, gc, gs, gz, gglobal, uc, us, uz, uglobal, act, N, K, E, \
+                                                        err, QgLora{glo, gtab, gsc, rank}, QgLora{ulo, utab, usc, rank});    \
+    }
+
 // The x-first gate/up launch with its experts chosen in the launch (QgPick; ids written, not read): NAME as above.
 #define QG_SWIGLU_PICK_KERNEL(NAME, FMT, MINB, R)                                                                           \
     extern "C" __global__ void __launch_bounds__(32 * QG_WARPS, MINB) NAME(                                                 \
@@ -563,12 +585,15 @@ __device__ __forceinline__ void qgemv_down_combine(const float* act, const int* 
 // The same launches with the pairs' LoRA terms (rollout's decode step at few tokens): gate's and up's added to g and u
 // before the SwiGLU (glo / ulo null: none), down's to each expert's product before it is weighted. The gate/up launch
 // also with 6 rows a lane (_r6, two blocks an SM): a one-token step's 8 pairs of Qwen3-30B-A3B's experts (768 rows) are
-// then 256 blocks, one wave of an H100 or H200, where 4 rows a lane make 384 blocks in two. _xf: x staged first.
+// then 256 blocks, one wave of an H100 or H200, where 4 rows a lane make 384 blocks in two. _xf: x staged first; _xfl:
+// and the dependents let start once the weights' loads are issued.
 #define QG_DECODE_LORA_KERNELS(FNAME, FMT)                                                                                   \
     QG_SWIGLU_LORA_KERNEL(qgemv_swiglu_lora_##FNAME, FMT, QGS_MINB, QGS_R, false)                                          \
     QG_SWIGLU_LORA_KERNEL(qgemv_swiglu_lora_r6_##FNAME, FMT, 2, 6, false)                                                  \
     QG_SWIGLU_LORA_KERNEL(qgemv_swiglu_lora_xf_##FNAME, FMT, QGS_MINB, QGS_R, true)                                        \
     QG_SWIGLU_LORA_KERNEL(qgemv_swiglu_lora_r6_xf_##FNAME, FMT, 2, 6, true)                                                \
+    QG_SWIGLU_LORA_LT_KERNEL(qgemv_swiglu_lora_xfl_##FNAME, FMT, QGS_MINB, QGS_R)                                          \
+    QG_SWIGLU_LORA_LT_KERNEL(qgemv_swiglu_lora_r6_xfl_##FNAME, FMT, 2, 6)                                                  \
     QG_SWIGLU_PICK_KERNEL(qgemv_swiglu_lora_xf_pk_##FNAME, FMT, QGS_MINB, QGS_R)                                           \
     QG_SWIGLU_PICK_KERNEL(qgemv_swiglu_lora_r6_xf_pk_##FNAME, FMT, 2, 6)                                                   \
     extern "C" __global__ void __launch_bounds__(32 * QGD_MAX_TOPK) qgemv_down_combine_lora_##FNAME(                        \
@@ -602,6 +627,22 @@ extern "C" __global__ void __launch_bounds__(32 * QGD_MAX_TOPK)
     pdl_enter();
     qgd_finish<QF_INT4, QGD_KQ, QGD_R, QGD_U>(b, act, wts, topk, normalize, codes, scales, zeros, global, out, accumulate, N, K,
                                               err, QgLora{lo, tab, sc, rank});
+}
+
+// qgemv_down_combine_pre_int4 letting its dependents start once a block's act rows are staged (qgd_finish's LT), not at
+// its wait: the next layer's q/k/v launch, whose prologue streams its weights, then queues them behind those rows. The
+// same prologue, the same bits.
+extern "C" __global__ void __launch_bounds__(32 * QGD_MAX_TOPK)
+    qgemv_down_combine_pre_lt_int4(const float* act, const int* ids, const float* wts, int topk, int normalize,
+                                   const uint4* codes, const void* scales, const u32* zeros, float global, float* out,
+                                   int accumulate, int N, int K, int E, int* err, const float* lo, const unsigned long long* tab,
+                                   float sc, int rank) {
+    ORBIT_TRACE_KERNEL();
+    QgdBegun<QGD_R, QGD_U> b;
+    qgd_begin<QF_INT4, QGD_KQ, QGD_R, QGD_U>(b, ids, topk, codes, scales, zeros, global, N, K, E);
+    pdl_enter_late();
+    qgd_finish<QF_INT4, QGD_KQ, QGD_R, QGD_U, false, true>(b, act, wts, topk, normalize, codes, scales, zeros, global, out,
+                                                           accumulate, N, K, err, QgLora{lo, tab, sc, rank});
 }
 
 // qgemv_down_combine_pre_int4 with the token's experts and weights chosen in its prologue from the logits [T, E] a router

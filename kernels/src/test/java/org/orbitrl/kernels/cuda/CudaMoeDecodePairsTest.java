@@ -306,6 +306,89 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
     }
 
     /**
+     * Where gate/up and down let the launch after them start ({@link CudaMoeDecodePairs#GATE_UP_TRIGGER_PROPERTY}{@code
+     * =loads}, {@link CudaMoeDecodePairs#DOWN_TRIGGER_PROPERTY}{@code =staged}) changes no value: the router, gate/up
+     * (at four and six rows a lane), down and a second router over down's rows chained as dependent launches give the
+     * bits of the chain with both at their wait, with the down launch's LoRA term and without, one token at top 8 of
+     * 768-wide experts (hidden 256). Each late form is shown to be the launch by leaving its waiting kernel out.
+     */
+    @Test
+    void lateTriggersGiveTheSameBits() {
+        SplittableRandom r = rng(967);
+        int e = 16;
+        int h = 256;
+        int inter = 768;
+        int rank = 8;
+        int topk = 8;
+        Experts g = experts("int4-g32", r, e, inter, h);
+        Experts u = experts("int4-g32", r, e, inter, h);
+        Experts d = experts("int4-g32", r, e, h, inter);
+        float[][] bh = new float[e][];
+        ExpertWeights b = loraB(r, e, h, rank, bh);
+        Tensor router = dev(randn(r, 0.5f, e, h).to(DType.BF16));
+        Tensor nw = dev(Tensor.of(CudaFusedDecodeTest.normWeights(r, h, false), h));
+        try {
+            for (String rows : new String[]{"4", "6"}) {
+                for (boolean term : new boolean[]{false, true}) {
+                    String what = "one token at top 8, " + rows + " rows a lane" + (term ? ", with the LoRA" : "");
+                    Tensor x = dev(randn(r, 1f, 1, h));
+                    Backend.PairLora pl = term ? new Backend.PairLora(dev(randn(r, 1f, topk, rank)), b, 0.5f) : null;
+                    float[][][] got = new float[2][][];
+                    for (int form = 0; form < 2; form++) {
+                        boolean late = form == 1;
+                        Tensor ids = poisoned(DType.I32, 1, topk);
+                        Tensor wts = poisoned(DType.F32, 1, topk);
+                        Tensor hx = poisoned(DType.F32, 1, h);
+                        Tensor act = poisoned(DType.F32, topk, inter);
+                        Tensor out = poisoned(DType.F32, 1, h);
+                        Tensor ids2 = poisoned(DType.I32, 1, topk);
+                        Tensor wts2 = poisoned(DType.F32, 1, topk);
+                        Tensor hx2 = poisoned(DType.F32, 1, h);
+                        String omit = late ? "^qgemv_swiglu_lora_(r6_)?xf_int4$|^qgemv_down_combine_pre_int4$"
+                                : "^qgemv_swiglu_lora_(r6_)?xfl_int4$|^qgemv_down_combine_pre_lt_int4$";
+                        gpu.dependentLaunches(true);
+                        try {
+                            withProperty(CudaMoeDecodePairs.GATE_UP_TRIGGER_PROPERTY, late ? "loads" : "wait",
+                                    () -> withProperty(CudaMoeDecodePairs.DOWN_TRIGGER_PROPERTY, late ? "staged" : "wait",
+                                            () -> withProperty("orbit.cuda.swigluRows", rows,
+                                                    () -> withProperty("orbit.cuda.omitKernels", omit, () -> {
+                                var rt = gpu.fusedDecode().router();
+                                rt.moeRouterNormTopk(x, nw, 1e-6f, router, topk, true, hx, wts, ids);
+                                assertTrue(gpu.moeSwigluPairs(hx, topk, g.w(), u.w(), ids, null, null, act), what + ": gate/up");
+                                assertTrue(gpu.moeDownCombinePairs(act, d.w(), ids, pl, wts, out, false), what + ": down");
+                                rt.moeRouterNormTopk(out, nw, 1e-6f, router, topk, true, hx2, wts2, ids2);
+                            }))));
+                        } finally {
+                            gpu.dependentLaunches(false);
+                        }
+                        got[form] = new float[][]{gpu.toHost(act).toFloatArray(), gpu.toHost(out).toFloatArray(),
+                                gpu.toHost(hx2).toFloatArray(), gpu.toHost(wts2).toFloatArray(), intsAsFloats(gpu.toHost(ids2).toIntArray())};
+                    }
+                    String[] names = {"act", "down's rows", "the second router's normed rows", "its weights", "its experts"};
+                    for (int i = 0; i < names.length; i++) {
+                        for (float v : got[0][i]) {
+                            assertTrue(Float.isFinite(v), what + ": " + names[i] + " at the wait hold " + v);
+                        }
+                        assertBitsEqual(what + ": " + names[i] + ", late triggers", got[0][i], got[1][i]);
+                    }
+                }
+            }
+        } finally {
+            gpu.free(g.stack());
+            gpu.free(u.stack());
+            gpu.free(d.stack());
+        }
+    }
+
+    private static float[] intsAsFloats(int[] v) {
+        float[] f = new float[v.length];
+        for (int i = 0; i < v.length; i++) {
+            f[i] = v[i];
+        }
+        return f;
+    }
+
+    /**
      * The router's choice left to the launches that read its logits ({@link CudaDecodeRouter#ROUTER_DEFER_PROPERTY}):
      * router, gate/up and down as a decode step chains them (dependent launches, the router's prologue form) give the
      * bits of the router that selects (the switch off): h, the experts, their weights, act and the combined rows. One

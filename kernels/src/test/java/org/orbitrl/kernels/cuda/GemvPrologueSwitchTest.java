@@ -97,16 +97,29 @@ class GemvPrologueSwitchTest {
         assertOnOff(CudaFlashAttention.PREP_GROUP8_PROPERTY, true, CudaFlashAttention::prepGroup8, "8");
     }
 
-    /** Where the loads-first attention lets the launch after it start: at its start by default. */
+    /** Where the loads-first attention lets the launch after it start: once its first copies are issued by default. */
     @Test
     void theAttentionTriggerSwitch() {
-        assertEquals(0, valueWithProperty(CudaFlashAttention.TRIGGER_PROPERTY, null, CudaFlashAttention::attentionTrigger));
+        assertEquals(1, valueWithProperty(CudaFlashAttention.TRIGGER_PROPERTY, null, CudaFlashAttention::attentionTrigger));
         assertEquals(0, valueWithProperty(CudaFlashAttention.TRIGGER_PROPERTY, "start", CudaFlashAttention::attentionTrigger));
         assertEquals(1, valueWithProperty(CudaFlashAttention.TRIGGER_PROPERTY, "copies", CudaFlashAttention::attentionTrigger));
         assertEquals(2, valueWithProperty(CudaFlashAttention.TRIGGER_PROPERTY, " tiles ", CudaFlashAttention::attentionTrigger));
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                 () -> valueWithProperty(CudaFlashAttention.TRIGGER_PROPERTY, "exit", CudaFlashAttention::attentionTrigger));
         assertTrue(e.getMessage().contains("orbit.cuda.attentionTrigger=exit") && e.getMessage().contains("start, copies or tiles"), e.getMessage());
+    }
+
+    /** Where gate/up and down let the launch after them start: at their wait by default. */
+    @Test
+    void theMoeTriggerSwitches() {
+        assertEquals(false, valueWithProperty(CudaMoeDecodePairs.GATE_UP_TRIGGER_PROPERTY, null, CudaMoeDecodePairs::gateUpTriggersLate));
+        assertEquals(false, valueWithProperty(CudaMoeDecodePairs.GATE_UP_TRIGGER_PROPERTY, "wait", CudaMoeDecodePairs::gateUpTriggersLate));
+        assertEquals(true, valueWithProperty(CudaMoeDecodePairs.GATE_UP_TRIGGER_PROPERTY, "loads", CudaMoeDecodePairs::gateUpTriggersLate));
+        assertEquals(false, valueWithProperty(CudaMoeDecodePairs.DOWN_TRIGGER_PROPERTY, null, CudaMoeDecodePairs::downTriggersLate));
+        assertEquals(true, valueWithProperty(CudaMoeDecodePairs.DOWN_TRIGGER_PROPERTY, " staged ", CudaMoeDecodePairs::downTriggersLate));
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> valueWithProperty(CudaMoeDecodePairs.DOWN_TRIGGER_PROPERTY, "loads", CudaMoeDecodePairs::downTriggersLate));
+        assertTrue(e.getMessage().contains("orbit.cuda.downTrigger=loads") && e.getMessage().contains("wait or staged"), e.getMessage());
     }
 
     /** The attention's loads issued by rounds: on by default. */

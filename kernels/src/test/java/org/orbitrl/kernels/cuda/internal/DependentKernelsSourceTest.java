@@ -273,7 +273,8 @@ class DependentKernelsSourceTest {
             }
             boolean waits = body.startsWith("pdl_enter();") || body.startsWith("pdl_enter_early();") || body.startsWith("pdl_enter_late();");
             String whole = stripComments(src.substring(open + 1, Math.min(src.length(), open + 6000))).replace("\\", " ");
-            int wait = whole.indexOf("pdl_enter();");
+            Matcher waitCall = WAIT_CALL.matcher(whole);
+            int wait = waitCall.find() ? waitCall.start() : -1;
             String preWait = wait < 0 ? null : whole.substring(0, wait);
             List<String> pointers = POINTER_PARAM.matcher(head.substring(head.indexOf('(') + 1)).results().map(r -> r.group(1)).toList();
             List<String> params = macroParams(src, m.start());

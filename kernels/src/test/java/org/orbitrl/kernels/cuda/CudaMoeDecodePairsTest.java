@@ -53,7 +53,9 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
      * -Dorbit.cuda.swigluRows=4}, x staged behind the weights: {@code -Dorbit.cuda.swigluXFirst=off}). act within {@code
      * 1e-6 + 1.1·e_g·|u| +
      * |silu(g)|·e_u + 1e-6·|act|}; with six rows a lane ({@code =6}, the four-row launch left out) the same bits, and with x
-     * staged first ({@link CudaMoeDecodePairs#X_FIRST_PROPERTY}, the plain kernels left out) at four and six.
+     * staged first ({@link CudaMoeDecodePairs#X_FIRST_PROPERTY}, the plain kernels left out) at four and six, letting
+     * the launch after them start at their wait and once their loads are issued ({@link
+     * CudaMoeDecodePairs#GATE_UP_TRIGGER_PROPERTY}).
      */
     @Test
     void gateUpTheirTermsAndTheSwigluForEveryLayout() {
@@ -129,13 +131,19 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
                                 () -> withProperty("orbit.cuda.omitKernels", "^qgemv_swiglu_lora_[imn]",
                                         () -> assertTrue(gpu.moeSwigluPairs(xd, xDiv, g.w(), u.w(), idsd, gl, ul, act6)))));
                         assertBitsEqual(what + ", 6 rows a lane", got, gpu.toHost(act6).toFloatArray());
-                        // x staged first (the _xf kernels, the plain ones left out): the same bits at 4 and 6 rows a lane
+                        // x staged first (the _xf kernels, the plain ones left out; and the _xfl ones, which let the
+                        // launch after them start later, the _xf left out): the same bits at 4 and 6 rows a lane
                         for (String rows : new String[]{"4", "6"}) {
-                            Tensor actXf = poisoned(DType.F32, pairs, n);
-                            withProperty(CudaMoeDecodePairs.X_FIRST_PROPERTY, "on", () -> withProperty("orbit.cuda.swigluRows",
-                                    rows, () -> withProperty("orbit.cuda.omitKernels", "^qgemv_swiglu_lora_(r6_)?[imn]",
-                                            () -> assertTrue(gpu.moeSwigluPairs(xd, xDiv, g.w(), u.w(), idsd, gl, ul, actXf)))));
-                            assertBitsEqual(what + ", x first, " + rows + " rows a lane", got, gpu.toHost(actXf).toFloatArray());
+                            for (String trigger : new String[]{"wait", "loads"}) {
+                                Tensor actXf = poisoned(DType.F32, pairs, n);
+                                String omit = trigger.equals("wait") ? "^qgemv_swiglu_lora_(r6_)?([imn]|xfl_)" : "^qgemv_swiglu_lora_(r6_)?([imn]|xf_)";
+                                withProperty(CudaMoeDecodePairs.X_FIRST_PROPERTY, "on", () -> withProperty("orbit.cuda.swigluRows",
+                                        rows, () -> withProperty(CudaMoeDecodePairs.GATE_UP_TRIGGER_PROPERTY, trigger,
+                                                () -> withProperty("orbit.cuda.omitKernels", omit,
+                                                        () -> assertTrue(gpu.moeSwigluPairs(xd, xDiv, g.w(), u.w(), idsd, gl, ul, actXf))))));
+                                assertBitsEqual(what + ", x first, " + rows + " rows a lane, trigger at " + trigger, got,
+                                        gpu.toHost(actXf).toFloatArray());
+                            }
                         }
                     }
                 } finally {

@@ -109,10 +109,10 @@ class GemvPrologueSwitchTest {
         assertTrue(e.getMessage().contains("orbit.cuda.attentionTrigger=exit") && e.getMessage().contains("start, copies or tiles"), e.getMessage());
     }
 
-    /** Where gate/up and down let the launch after them start: at their wait by default. */
+    /** Where gate/up and down let the launch after them start: gate/up once its loads are issued, down at its wait, by default. */
     @Test
     void theMoeTriggerSwitches() {
-        assertEquals(false, valueWithProperty(CudaMoeDecodePairs.GATE_UP_TRIGGER_PROPERTY, null, CudaMoeDecodePairs::gateUpTriggersLate));
+        assertEquals(true, valueWithProperty(CudaMoeDecodePairs.GATE_UP_TRIGGER_PROPERTY, null, CudaMoeDecodePairs::gateUpTriggersLate));
         assertEquals(false, valueWithProperty(CudaMoeDecodePairs.GATE_UP_TRIGGER_PROPERTY, "wait", CudaMoeDecodePairs::gateUpTriggersLate));
         assertEquals(true, valueWithProperty(CudaMoeDecodePairs.GATE_UP_TRIGGER_PROPERTY, "loads", CudaMoeDecodePairs::gateUpTriggersLate));
         assertEquals(false, valueWithProperty(CudaMoeDecodePairs.DOWN_TRIGGER_PROPERTY, null, CudaMoeDecodePairs::downTriggersLate));

@@ -318,7 +318,9 @@ final class CudaFlashAttention {
      * one-sequence step is o's product loading its 16.8 MB of weights ahead of its wait: at each block's start, once
      * its first copies are issued, or once its tiles are multiplied. Later, o's loads no longer queue in the memory
      * system ahead of the attention's few round trips, but have less of the attention's time to come in. What o reads
-     * is the same: its wait waits for the attention's completion either way.
+     * is the same: its wait waits for the attention's completion either way. Measured on an H100 (Qwen3-30B-A3B shape,
+     * a one-sequence captured step, two pairs of variants in one JVM): 2.586-2.622 ms at the start, 2.473-2.532 after
+     * the copies, 2.541-2.585 after the tiles; at 8 sequences no difference.
      */
     static final String TRIGGER_PROPERTY = "orbit.cuda.attentionTrigger";
 

@@ -51,7 +51,7 @@ final class CudaMoeDecodePairs {
      * the launch after it start its blocks, which at one token is the down launch's prologue streaming its experts'
      * weights: at its wait ({@code qgemv_swiglu_lora_*xf_*}), or once every warp's first weight loads are issued
      * ({@code qgemv_swiglu_lora_*xfl_*}), so that the down prologue's loads queue behind gate/up's rather than ahead of
-     * them. The same bits: the down launch's wait waits for gate/up's completion either way, and gate/up still waits for
+     * them (the {@code _pk} kernels, which choose the experts themselves, trigger at their wait). The same bits: the down launch's wait waits for gate/up's completion either way, and gate/up still waits for
      * the router before it lets it start. Measured on an H100 (Qwen3-30B-A3B shape, a one-sequence captured step, two
      * pairs of variants in one JVM): 2.498-2.525 ms at the wait against 2.461-2.482 once the loads are issued.
      */

@@ -612,9 +612,9 @@ QG_DECODE_LORA_KERNELS(int4, QF_INT4)
 // qgemv_down_combine_lora_int4 with its ids read and its first steps' weight loads issued before its wait (at Qwen3-30B-A3B's
 // 768 columns, all of a block's weights), so that they stream while the launches before it finish; the same sums (the
 // same bits). What makes the early read of ids sound: a launch between the router that wrote them and this one waits
-// for its predecessor before it lets its dependents start (the gate/up launch over the same ids does, pdl_enter), so
-// the router has completed before this grid starts; nothing between rewrites them; and they are read past L1 (__ldcg),
-// at L2, where the router's writes are. CudaMoeDecodePairs takes the kernel only after its own gate/up launch over the
+// for its predecessor before it lets its dependents start (the gate/up launch over the same ids does: pdl_enter, or
+// pdl_enter_late before its pdl_trigger), so the router has completed before this grid starts; nothing between rewrites
+// them; and they are read past L1 (__ldcg), at L2, where the router's writes are. CudaMoeDecodePairs takes the kernel only after its own gate/up launch over the
 // same ids, with at most PROLOGUE_GAP launches of the thread between (the pairs' LoRA A product and the like).
 extern "C" __global__ void __launch_bounds__(32 * QGD_MAX_TOPK)
     qgemv_down_combine_pre_int4(const float* act, const int* ids, const float* wts, int topk, int normalize,

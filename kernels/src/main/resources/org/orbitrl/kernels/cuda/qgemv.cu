@@ -541,22 +541,9 @@ __device__ __forceinline__ void qgemv_down_combine(const float* act, const int* 
                                                      accumulate, N, K, E, err);                                            \
     }
 
-// A gate/up launch with the pairs' LoRA terms: kernel NAME, MINB blocks an SM, R rows a lane, XF x staged first.
-#define QG_SWIGLU_LORA_KERNEL(NAME, FMT, MINB, R, XF)                                                                       \
-    extern "C" __global__ void __launch_bounds__(32 * QG_WARPS, MINB) NAME(                                                 \
-        const float* x, int xDiv, const int* ids, const uint4* gc, const void* gs, const u32* gz, float gglobal,            \
-        const uint4* uc, const void* us, const u32* uz, float uglobal, float* act, int N, int K, int E, int* err,           \
-        const float* glo, const unsigned long long* gtab, float gsc, const float* ulo, const unsigned long long* utab,       \
-        float usc, int rank) {                                                                                               \
-        ORBIT_TRACE_KERNEL();                                                                                                \
-        pdl_enter();                                                                                                         \
-        qgemv_swiglu<FMT, QGS_KQ, R, XF>(x, xDiv, ids, gc, gs, gz, gglobal, uc, us, uz, uglobal, act, N, K, E, err,         \
-                                         QgLora{glo, gtab, gsc, rank}, QgLora{ulo, utab, usc, rank});                        \
-    }
-
-// The x-first gate/up launch that lets its dependents start once its weights' loads are issued (qgemv_swiglu's LT):
-// NAME as above, the same bits.
-#define QG_SWIGLU_LORA_LT_KERNEL(NAME, FMT, MINB, R)                                                                        \
+// A gate/up launch with the pairs' LoRA terms: kernel NAME, MINB blocks an SM, R rows a lane, XF x staged first; LT its
+// dependents let start once its weights' loads are issued (qgemv_swiglu's LT), else at its wait (pdl_enter's order).
+#define QG_SWIGLU_LORA_KERNEL(NAME, FMT, MINB, R, XF, LT)                                                                   \
     extern "C" __global__ void __launch_bounds__(32 * QG_WARPS, MINB) NAME(                                                 \
         const float* x, int xDiv, const int* ids, const uint4* gc, const void* gs, const u32* gz, float gglobal,            \
         const uint4* uc, const void* us, const u32* uz, float uglobal, float* act, int N, int K, int E, int* err,           \
@@ -564,8 +551,9 @@ __device__ __forceinline__ void qgemv_down_combine(const float* act, const int* 
         float usc, int rank) {                                                                                               \
         ORBIT_TRACE_KERNEL();                                                                                                \
         pdl_enter_late();                                                                                                    \
-        qgemv_swiglu<FMT, QGS_KQ, R, true, false, true>(x, xDiv, ids, gc, gs, gz, gglobal, uc, us, uz, uglobal, act, N, K, E, \
-                                                        err, QgLora{glo, gtab, gsc, rank}, QgLora{ulo, utab, usc, rank});    \
+        if (!LT) pdl_trigger();                                                                                              \
+        qgemv_swiglu<FMT, QGS_KQ, R, XF, false, LT>(x, xDiv, ids, gc, gs, gz, gglobal, uc, us, uz, uglobal, act, N, K, E,    \
+                                                    err, QgLora{glo, gtab, gsc, rank}, QgLora{ulo, utab, usc, rank});         \
     }
 
 // The x-first gate/up launch with its experts chosen in the launch (QgPick; ids written, not read): NAME as above.
@@ -588,12 +576,12 @@ __device__ __forceinline__ void qgemv_down_combine(const float* act, const int* 
 // then 256 blocks, one wave of an H100 or H200, where 4 rows a lane make 384 blocks in two. _xf: x staged first; _xfl:
 // and the dependents let start once the weights' loads are issued.
 #define QG_DECODE_LORA_KERNELS(FNAME, FMT)                                                                                   \
-    QG_SWIGLU_LORA_KERNEL(qgemv_swiglu_lora_##FNAME, FMT, QGS_MINB, QGS_R, false)                                          \
-    QG_SWIGLU_LORA_KERNEL(qgemv_swiglu_lora_r6_##FNAME, FMT, 2, 6, false)                                                  \
-    QG_SWIGLU_LORA_KERNEL(qgemv_swiglu_lora_xf_##FNAME, FMT, QGS_MINB, QGS_R, true)                                        \
-    QG_SWIGLU_LORA_KERNEL(qgemv_swiglu_lora_r6_xf_##FNAME, FMT, 2, 6, true)                                                \
-    QG_SWIGLU_LORA_LT_KERNEL(qgemv_swiglu_lora_xfl_##FNAME, FMT, QGS_MINB, QGS_R)                                          \
-    QG_SWIGLU_LORA_LT_KERNEL(qgemv_swiglu_lora_r6_xfl_##FNAME, FMT, 2, 6)                                                  \
+    QG_SWIGLU_LORA_KERNEL(qgemv_swiglu_lora_##FNAME, FMT, QGS_MINB, QGS_R, false, false)                                   \
+    QG_SWIGLU_LORA_KERNEL(qgemv_swiglu_lora_r6_##FNAME, FMT, 2, 6, false, false)                                           \
+    QG_SWIGLU_LORA_KERNEL(qgemv_swiglu_lora_xf_##FNAME, FMT, QGS_MINB, QGS_R, true, false)                                 \
+    QG_SWIGLU_LORA_KERNEL(qgemv_swiglu_lora_r6_xf_##FNAME, FMT, 2, 6, true, false)                                         \
+    QG_SWIGLU_LORA_KERNEL(qgemv_swiglu_lora_xfl_##FNAME, FMT, QGS_MINB, QGS_R, true, true)                                 \
+    QG_SWIGLU_LORA_KERNEL(qgemv_swiglu_lora_r6_xfl_##FNAME, FMT, 2, 6, true, true)                                         \
     QG_SWIGLU_PICK_KERNEL(qgemv_swiglu_lora_xf_pk_##FNAME, FMT, QGS_MINB, QGS_R)                                           \
     QG_SWIGLU_PICK_KERNEL(qgemv_swiglu_lora_r6_xf_pk_##FNAME, FMT, 2, 6)                                                   \
     extern "C" __global__ void __launch_bounds__(32 * QGD_MAX_TOPK) qgemv_down_combine_lora_##FNAME(                        \

@@ -228,6 +228,32 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
     }
 
     /**
+     * One token's routed experts of 16 at Qwen3-30B-A3B's 768 rows with hidden 256, INT4 g32 (gate, up, down), down's
+     * LoRA B of rank 8, a bf16 router and its norm weights, drawn from r in that order.
+     */
+    private record OneTokenLayer(Experts g, Experts u, Experts d, ExpertWeights b, Tensor router, Tensor nw) {
+    }
+
+    private OneTokenLayer oneTokenLayer(SplittableRandom r) {
+        int e = 16;
+        int h = 256;
+        int inter = 768;
+        Experts g = experts("int4-g32", r, e, inter, h);
+        Experts u = experts("int4-g32", r, e, inter, h);
+        Experts d = experts("int4-g32", r, e, h, inter);
+        ExpertWeights b = loraB(r, e, h, 8, new float[e][]);
+        Tensor router = dev(randn(r, 0.5f, e, h).to(DType.BF16));
+        Tensor nw = dev(Tensor.of(CudaFusedDecodeTest.normWeights(r, h, false), h));
+        return new OneTokenLayer(g, u, d, b, router, nw);
+    }
+
+    private void free(OneTokenLayer layer) {
+        gpu.free(layer.g().stack());
+        gpu.free(layer.u().stack());
+        gpu.free(layer.d().stack());
+    }
+
+    /**
      * {@code -Dorbit.cuda.downPrologue=on} (the default): an INT4 down launch soon after the gate/up launch over the same
      * ids takes {@code qgemv_down_combine_pre_int4} (its ids and first weights read before its wait) and gives the bits of
      * the kernel it takes with {@code =off}, with the term and without, one token at top 8 of Qwen3-30B-A3B's 768-wide
@@ -240,18 +266,17 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
     @Test
     void downPrologueAfterGateUpGivesTheSameBits() {
         SplittableRandom r = rng(957);
-        int e = 16;
         int h = 256;
         int inter = 768;
         int rank = 8;
         int topk = 8;
-        Experts g = experts("int4-g32", r, e, inter, h);
-        Experts u = experts("int4-g32", r, e, inter, h);
-        Experts d = experts("int4-g32", r, e, h, inter);
-        float[][] bh = new float[e][];
-        ExpertWeights b = loraB(r, e, h, rank, bh);
-        Tensor router = dev(randn(r, 0.5f, e, h).to(DType.BF16));
-        Tensor nw = dev(Tensor.of(CudaFusedDecodeTest.normWeights(r, h, false), h));
+        OneTokenLayer layer = oneTokenLayer(r);
+        Experts g = layer.g();
+        Experts u = layer.u();
+        Experts d = layer.d();
+        ExpertWeights b = layer.b();
+        Tensor router = layer.router();
+        Tensor nw = layer.nw();
         try {
             for (boolean term : new boolean[]{false, true}) {
                 String what = "one token at top 8" + (term ? ", with the LoRA" : "");
@@ -307,9 +332,7 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
                 assertBitsEqual(what + ": the prologue form, dependent launches", outs[0], outs[1]);
             }
         } finally {
-            gpu.free(g.stack());
-            gpu.free(u.stack());
-            gpu.free(d.stack());
+            free(layer);
         }
     }
 
@@ -323,18 +346,17 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
     @Test
     void lateTriggersGiveTheSameBits() {
         SplittableRandom r = rng(967);
-        int e = 16;
         int h = 256;
         int inter = 768;
         int rank = 8;
         int topk = 8;
-        Experts g = experts("int4-g32", r, e, inter, h);
-        Experts u = experts("int4-g32", r, e, inter, h);
-        Experts d = experts("int4-g32", r, e, h, inter);
-        float[][] bh = new float[e][];
-        ExpertWeights b = loraB(r, e, h, rank, bh);
-        Tensor router = dev(randn(r, 0.5f, e, h).to(DType.BF16));
-        Tensor nw = dev(Tensor.of(CudaFusedDecodeTest.normWeights(r, h, false), h));
+        OneTokenLayer layer = oneTokenLayer(r);
+        Experts g = layer.g();
+        Experts u = layer.u();
+        Experts d = layer.d();
+        ExpertWeights b = layer.b();
+        Tensor router = layer.router();
+        Tensor nw = layer.nw();
         try {
             for (String rows : new String[]{"4", "6"}) {
                 for (boolean term : new boolean[]{false, true}) {
@@ -382,9 +404,7 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
                 }
             }
         } finally {
-            gpu.free(g.stack());
-            gpu.free(u.stack());
-            gpu.free(d.stack());
+            free(layer);
         }
     }
 

@@ -40,6 +40,7 @@ final class CudaQgemv {
     private final Map<Integer, Kernel> bf16NormShared = new HashMap<>();
     private final Kernel bf16NormScale;
     private final Kernel bf16NormScaleWave;       // bgemv_norm_scale_w1
+    private final Kernel bf16NormScaleStaged;     // bgemv_norm_scale_st1
 
     CudaQgemv(CudaContext ctx) {
         this.ctx = ctx;
@@ -61,6 +62,7 @@ final class CudaQgemv {
         }
         bf16NormScale = ctx.kernel("bgemv", "bgemv_norm_scale_m1");
         bf16NormScaleWave = ctx.kernel("bgemv", "bgemv_norm_scale_w1");
+        bf16NormScaleStaged = ctx.kernel("bgemv", "bgemv_norm_scale_st1");
         this.bf16Prologue = ctx.kernel("bgemv", "bgemv_pre1");
         this.bf16NormPrologue = ctx.kernel("bgemv", "bgemv_norm_pre1");
         this.bf16NormScalePrologue = ctx.kernel("bgemv", "bgemv_norm_scale_pre1");
@@ -123,6 +125,40 @@ final class CudaQgemv {
         return Switches.onOff(WAVE_PROPERTY, true);
     }
 
+    /**
+     * {@code -Dorbit.cuda.qkvStaged=on|off} (read at each call; off by default): the norm-folded one-row products without
+     * another prologue take {@code bgemv_norm_scale_st1} where its staging fits ({@link #stagedRowBlocks}): a grid of one
+     * block an SM, each block's rows copied into its shared memory by bulk copies before its wait, so that under
+     * dependent launches all of q, k and v stream while the launch before runs (a one-token step's down launch), then
+     * {@code bgemv_norm_scale_m1}'s sums over them: the same bits.
+     */
+    static final String STAGED_PROPERTY = "orbit.cuda.qkvStaged";
+
+    /** Most dynamic shared memory a staged block takes (below sm_90's 227 KiB, so that blocks of the launch before fit beside it). */
+    static final int STAGED_MAX_SHARED = 200 * 1024;
+
+    /** {@code BGS_PAD} and {@code BGS_MAX_PER} of bgemv.cu. */
+    static final int STAGED_PAD = 32;
+    static final int STAGED_MAX_PER = 16;
+
+    /**
+     * Row blocks of {@code bgemv_norm_scale_st1} a block takes for these products over K columns on a device of {@code
+     * sms} SMs (a grid of at most one block an SM), or 0 where its staging does not fit ({@link #STAGED_MAX_SHARED}).
+     */
+    static int stagedRowBlocks(int k, int[] n, int sms) {
+        long total = lowRankBlocks(1, n);
+        if (total == 0 || sms <= 0) {
+            return 0;
+        }
+        int per = (int) ceilDiv(total, sms);
+        return per <= STAGED_MAX_PER && stagedShared(k, per) <= STAGED_MAX_SHARED ? per : 0;
+    }
+
+    /** Bytes of dynamic shared memory of a staged block of {@code per} row blocks over K columns. */
+    static long stagedShared(int k, int per) {
+        return (long) per * bf16RowsPerBlock(1) * (2L * k + STAGED_PAD);
+    }
+
     /** Whether {@link #PROLOGUE_PROPERTY} asks for the scaled fold's L2 prologue ({@code l2}). */
     static boolean l2PrologueAsked() {
         prologueAsked(false);   // the value checked
@@ -154,7 +190,13 @@ final class CudaQgemv {
         boolean prologue = m == 1 && prologueAsked(true) && prologueFits(k, warps);
         if (m == 1 && normScaled()) {
             long blocks = lowRankBlocks(1, n);
-            if (blocks > 0) {
+            int per = prologue || l2PrologueAsked() || ctx.device.computeCapabilityMajor() < 9
+                    || !Switches.onOff(STAGED_PROPERTY, false) ? 0 : stagedRowBlocks(k, n, ctx.device.multiprocessors());
+            if (per > 0) {
+                ctx.launchShared(bf16NormScaleStaged, ceilDiv(blocks, per), 32 * warps, (int) stagedShared(k, per), x, k,
+                        normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0, eps, w[0], y[0], n[0], w[1], y[1], n[1], w[2],
+                        y[2], n[2], per);
+            } else if (blocks > 0) {
                 ctx.launch(prologue ? bf16NormScalePrologue : l2PrologueAsked() ? bf16NormScaleL2
                                 : waveAsked() ? bf16NormScaleWave : bf16NormScale, blocks, 32 * warps, x,
                         k, normWeight,

@@ -608,17 +608,17 @@ __device__ __forceinline__ void bgemv_ns1(const float* __restrict__ x, const voi
     bgns_finish<KQ, R>(acc, ss, eps, y, N, K, row0);
 }
 
-// Which of the (up to three) weights row block blockIdx.x of the one-row norm-folded products takes, its first row and
-// that weight's rows: the row blocks of w0, then w1's, then w2's.
+// Which of the (up to three) weights row block rb (blockIdx.x where not given) of the one-row norm-folded products takes,
+// its first row and that weight's rows: the row blocks of w0, then w1's, then w2's.
 struct BgnsBlock {
     int which, row0, N;
 };
 
-__device__ __forceinline__ BgnsBlock bgns_block(int n0, int n1, int n2) {
+__device__ __forceinline__ BgnsBlock bgns_block(int n0, int n1, int n2, int rb = -1) {
     constexpr int RB = 32 / BG_KQ_1 * BG_R_1;
     int nb0 = (n0 + RB - 1) / RB;
     int nb1 = (n1 + RB - 1) / RB;
-    int rb = blockIdx.x;
+    if (rb < 0) rb = blockIdx.x;
     BgnsBlock b;
     b.which = rb < nb0 ? 0 : rb < nb0 + nb1 ? 1 : 2;
     b.row0 = (b.which == 0 ? rb : b.which == 1 ? rb - nb0 : rb - nb0 - nb1) * RB;
@@ -690,6 +690,85 @@ extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_1)
     bgns_prefetch(K, nw, nwBf16, w0, n0, w1, n1, w2, n2);
     pdl_enter();
     bgns_m1(x, K, nw, nwBf16, eps, w0, y0, n0, w1, y1, n1, w2, y2, n2);
+}
+
+// bgemv_norm_scale_m1 with a block's weight rows staged in shared memory: block b takes row blocks b * per .. b * per +
+// per - 1 (bgns_block's order; per so that the grid is one block an SM), and before its wait copies their rows into
+// shared memory (bulk_load, a barrier a row block; rows of 2K bytes at a stride of 2K + BGS_PAD, so that a warp's 16-byte
+// reads of four rows fall in distinct banks). Under dependent launches those copies stream the whole of q, k and v while
+// the launch before runs (a one-token step's down launch, whose blocks leave room beside them), where a plain product's
+// blocks only start their loads at their wait. After the wait each row block, once landed, is bgemv_ns1's lanes, steps
+// and end over the staged rows: the same sums, so the bits of bgemv_norm_scale_m1. Dynamic shared memory per * 8 rows of
+// 2K + BGS_PAD bytes; per at most BGS_MAX_PER; sm_90 (the host takes it nowhere else).
+#define BGS_PAD 32
+#define BGS_MAX_PER 16
+
+// The prologue: the barriers armed, and each row block's rows copied by its thread (threadIdx.x < count); frozen weights only.
+__device__ __forceinline__ void bgs_stage(int K, const uint4* w0, int n0, const uint4* w1, int n1, const uint4* w2, int n2,
+                                          int first, int count, char* st, unsigned long long* bars) {
+    constexpr int RB = 32 / BG_KQ_1 * BG_R_1;
+    if (threadIdx.x == 0) {
+        for (int j = 0; j < count; j++) mbar_init(bars + j);
+        mbar_init_fence();
+    }
+    __syncthreads();
+    int j = threadIdx.x;
+    if (j < count) {
+        BgnsBlock b = bgns_block(n0, n1, n2, first + j);
+        const char* w = (const char*) (b.which == 0 ? w0 : b.which == 1 ? w1 : w2);
+        int rows = b.N - b.row0 < RB ? b.N - b.row0 : RB;
+        u32 row = 2u * (u32) K;
+        mbar_expect_tx(bars + j, (u32) rows * row);
+        for (int i = 0; i < rows; i++)
+            bulk_load(st + (i64) (j * RB + i) * (row + BGS_PAD), w + (i64) (b.row0 + i) * row, row, bars + j);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, 5)
+    bgemv_norm_scale_st1(const float* x, int K, const void* nw, int nwBf16, float eps, const uint4* w0, float* y0, int n0,
+                         const uint4* w1, float* y1, int n1, const uint4* w2, float* y2, int n2, int per) {
+    ORBIT_TRACE_KERNEL();
+    constexpr int KQ = BG_KQ_1;
+    constexpr int R = BG_R_1;
+    constexpr int RL = 32 / KQ;
+    constexpr int RB = RL * R;
+    extern __shared__ __align__(128) char st[];
+    __shared__ __align__(8) unsigned long long bars[BGS_MAX_PER];
+    int total = (n0 + RB - 1) / RB + (n1 + RB - 1) / RB + (n2 + RB - 1) / RB;
+    int first = blockIdx.x * per;
+    int count = total - first < per ? total - first : per;
+    bgs_stage(K, w0, n0, w1, n1, w2, n2, first, count, st, bars);
+    pdl_enter();
+    int G = K / 8;
+    int lane = threadIdx.x & 31;
+    int warp = threadIdx.x >> 5;
+    int rl = lane % RL;
+    int S = (blockDim.x >> 5) * KQ;
+    int g0 = warp * KQ + lane / RL;
+    i64 stride = 2 * (i64) K + BGS_PAD;
+    for (int j = 0; j < count; j++) {
+        BgnsBlock b = bgns_block(n0, n1, n2, first + j);
+        const char* rows[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            int n = b.row0 + rl + RL * r;
+            rows[r] = st + (j * RB + (n < b.N ? n : b.N - 1) - b.row0) * stride; // rows past N computed, not written
+        }
+        mbar_wait(bars + j, 0);
+        ORBIT_TRACE_MARK(0); // the row block landed
+        float acc[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) acc[r] = 0.0f;
+        float ss = 0.0f;
+        for (int g = g0; g < G; g += S) {
+            uint4 q[R];
+#pragma unroll
+            for (int r = 0; r < R; r++) q[r] = *(const uint4*) (rows[r] + 16 * g);
+            bgns_step<R>(q, x, nw, nwBf16, g * 8, rl, acc, ss);
+        }
+        bgns_finish<KQ, R>(acc, ss, eps, b.which == 0 ? y0 : b.which == 1 ? y1 : y2, b.N, K, b.row0);
+        __syncthreads(); // bgns_finish's shared sums read before the next row block writes them
+    }
 }
 
 // bgemv_norm_scale_m1 in bgemv_pre1's form: the block's weight rows loaded before the wait (bgp_load: the steps of

@@ -56,6 +56,33 @@ class GemvPrologueSwitchTest {
         }
     }
 
+    /**
+     * The staged q/k/v product's shape ({@code orbit.cuda.qkvStaged}, off by default): its row blocks a block as a grid of
+     * at most one block an SM needs them, its shared memory, where it declines, and the launcher's padding and bound the
+     * kernel's ({@code BGS_PAD}, {@code BGS_MAX_PER}).
+     */
+    @Test
+    void theStagedQkvShape() throws IOException {
+        int[] qwen = {4096, 512, 512};  // Qwen3-30B-A3B's q, k and v at K 2048: 640 row blocks of 8
+        assertEquals(5, CudaQgemv.stagedRowBlocks(2048, qwen, 132), "640 row blocks on 132 SMs: 5 a block, 128 blocks");
+        assertEquals(5L * 8 * (4096 + 32), CudaQgemv.stagedShared(2048, 5));
+        assertEquals(0, CudaQgemv.stagedRowBlocks(4096, qwen, 132), "K 4096: 5 row blocks of 8 rows of 8 KiB do not fit");
+        assertEquals(1, CudaQgemv.stagedRowBlocks(512, new int[]{70, 33, 9}, 132), "fewer row blocks than SMs: one a block");
+        assertEquals(2, CudaQgemv.stagedRowBlocks(512, new int[]{1030, 100, 36}, 132), "147 row blocks on 132 SMs");
+        assertEquals(0, CudaQgemv.stagedRowBlocks(256, new int[]{8 * 17 * 4, 0, 0}, 4), "17 row blocks a block: past the bound");
+        assertEquals(0, CudaQgemv.stagedRowBlocks(2048, new int[]{0, 0, 0}, 132), "nothing to stage");
+        assertFalse(valueWithProperty(CudaQgemv.STAGED_PROPERTY, null, () -> Switches.onOff(CudaQgemv.STAGED_PROPERTY, false)));
+        try (InputStream in = CudaQgemv.class.getResourceAsStream("/org/orbitrl/kernels/cuda/bgemv.cu")) {
+            assertNotNull(in, "bgemv.cu on the class path");
+            String src = new String(in.readAllBytes(), StandardCharsets.UTF_8);
+            Matcher pad = Pattern.compile("#define\\s+BGS_PAD\\s+(\\d+)").matcher(src);
+            Matcher per = Pattern.compile("#define\\s+BGS_MAX_PER\\s+(\\d+)").matcher(src);
+            assertTrue(pad.find() && per.find(), "bgemv.cu defines BGS_PAD and BGS_MAX_PER");
+            assertEquals(Integer.parseInt(pad.group(1)), CudaQgemv.STAGED_PAD, "bytes after each staged row");
+            assertEquals(Integer.parseInt(per.group(1)), CudaQgemv.STAGED_MAX_PER, "row blocks a block the kernel has barriers for");
+        }
+    }
+
     @Test
     void theOneWaveAndQFirstSwitches() {
         String wave = CudaQgemv.WAVE_PROPERTY;

@@ -57,10 +57,12 @@ final class CudaMoeDecodePairs {
      */
     static final String GATE_UP_TRIGGER_PROPERTY = "orbit.cuda.gateUpTrigger";
     /**
-     * {@value} ({@code wait|staged}, read at each call; {@code wait} by default): where the down launch's prologue form
-     * lets the launch after it start, which at one token is the next layer's q/k/v product streaming its weights ahead
-     * of its wait: at its wait, or once a block's act rows are staged ({@code qgemv_down_combine_pre_lt_int4}). The same
-     * bits. Measured on an H100 as above: no faster (2.497-2.513 ms against 2.486-2.525).
+     * {@value} ({@code wait|staged|early}, read at each call; {@code wait} by default): where the down launch's prologue
+     * form lets the launch after it start, which at one token is the next layer's q/k/v product streaming its weights
+     * ahead of its wait: at its wait, once a block's act rows are staged ({@code qgemv_down_combine_pre_lt_int4}), or as
+     * soon as its prologue's loads are issued, before its wait ({@code qgemv_down_combine_pre_et_int4}: q/k/v's blocks
+     * then start during the gate/up launch's tail). The same bits. Measured on an H100 as above: {@code staged} no faster
+     * (2.497-2.513 ms against 2.486-2.525).
      */
     static final String DOWN_TRIGGER_PROPERTY = "orbit.cuda.downTrigger";
     /** Launches a thread may issue between the gate/up launch and the down launch that takes its prologue. */
@@ -78,6 +80,7 @@ final class CudaMoeDecodePairs {
     private final EnumMap<QuantLayout, Kernel> down = new EnumMap<>(QuantLayout.class);
     private final Kernel downPre;
     private final Kernel downPreLate;
+    private final Kernel downPreEarly;
     private final Kernel downPrePick;
     private long swigluIds = -1;     // the ids of the last gate/up launch, Launcher.launches() just after it, and its thread
     private long swigluAt = -1;
@@ -98,6 +101,7 @@ final class CudaMoeDecodePairs {
         }
         downPre = ctx.kernel("qgemv", "qgemv_down_combine_pre_int4");
         downPreLate = ctx.kernel("qgemv", "qgemv_down_combine_pre_lt_int4");
+        downPreEarly = ctx.kernel("qgemv", "qgemv_down_combine_pre_et_int4");
         downPrePick = ctx.kernel("qgemv", "qgemv_down_combine_pre_pk_int4");
     }
 
@@ -116,9 +120,22 @@ final class CudaMoeDecodePairs {
         return twoWay(GATE_UP_TRIGGER_PROPERTY, "loads", true);
     }
 
-    /** Whether {@link #DOWN_TRIGGER_PROPERTY} asks for the trigger once the act rows are staged. */
-    static boolean downTriggersLate() {
-        return twoWay(DOWN_TRIGGER_PROPERTY, "staged", false);
+    /** Where {@link #DOWN_TRIGGER_PROPERTY} asks the down prologue kernel to let its dependents start: wait, staged or early. */
+    static String downTrigger() {
+        String v = System.getProperty(DOWN_TRIGGER_PROPERTY, "wait").trim();
+        if (v.equals("wait") || v.equals("staged") || v.equals("early")) {
+            return v;
+        }
+        throw new IllegalArgumentException("-D" + DOWN_TRIGGER_PROPERTY + "=" + v + ": expected wait, staged or early");
+    }
+
+    /** The down prologue kernel {@link #downTrigger} asks for. */
+    private Kernel downPrologueKernel() {
+        return switch (downTrigger()) {
+            case "staged" -> downPreLate;
+            case "early" -> downPreEarly;
+            default -> downPre;
+        };
     }
 
     /** {@code key} as {@code wait}: false; as {@code late}: true; unset: {@code byDefault}; anything else an error naming both. */
@@ -249,7 +266,7 @@ final class CudaMoeDecodePairs {
             args[args.length - 2] = pick.logits();
             args[args.length - 1] = pick.normalize() ? 1 : 0;
         }
-        ctx.launch2dShared(pick != null ? downPrePick : pre ? downTriggersLate() ? downPreLate : downPre : down.get(layout), (n + DOWN_ROWS - 1) / DOWN_ROWS, tokens,
+        ctx.launch2dShared(pick != null ? downPrePick : pre ? downPrologueKernel() : down.get(layout), (n + DOWN_ROWS - 1) / DOWN_ROWS, tokens,
                 32 * topk, 4 * topk * k, args);
         return true;
     }

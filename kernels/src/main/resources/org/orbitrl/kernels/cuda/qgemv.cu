@@ -633,6 +633,24 @@ extern "C" __global__ void __launch_bounds__(32 * QGD_MAX_TOPK)
                                                            accumulate, N, K, err, QgLora{lo, tab, sc, rank});
 }
 
+// qgemv_down_combine_pre_int4 letting its dependents start as soon as its prologue's loads are issued, before its wait
+// (pdl_enter_early): the next layer's q/k/v launch, whose prologue copies its weights into shared memory
+// (bgemv_norm_scale_st1), then starts beside this launch's blocks as they arrive, during the gate/up launch's tail, and
+// streams its weights while this launch waits and runs. What it reads after its own wait is this launch's output, so
+// the same: this launch completes only after its own wait. The same prologue, the same bits.
+extern "C" __global__ void __launch_bounds__(32 * QGD_MAX_TOPK)
+    qgemv_down_combine_pre_et_int4(const float* act, const int* ids, const float* wts, int topk, int normalize,
+                                   const uint4* codes, const void* scales, const u32* zeros, float global, float* out,
+                                   int accumulate, int N, int K, int E, int* err, const float* lo, const unsigned long long* tab,
+                                   float sc, int rank) {
+    ORBIT_TRACE_KERNEL();
+    QgdBegun<QGD_R, QGD_U> b;
+    qgd_begin<QF_INT4, QGD_KQ, QGD_R, QGD_U>(b, ids, topk, codes, scales, zeros, global, N, K, E);
+    pdl_enter_early();
+    qgd_finish<QF_INT4, QGD_KQ, QGD_R, QGD_U>(b, act, wts, topk, normalize, codes, scales, zeros, global, out, accumulate, N, K,
+                                              err, QgLora{lo, tab, sc, rank});
+}
+
 // qgemv_down_combine_pre_int4 with the token's experts and weights chosen in its prologue from the logits [T, E] a router
 // launch that selects nothing left (moe_router_norm_logits_pre; router_select_block over them: router_select_warp's
 // values and experts, divided by their sum where pickNormalize, as the router's), not read from ids and wts; the blocks

@@ -338,9 +338,9 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
 
     /**
      * Where gate/up and down let the launch after them start ({@link CudaMoeDecodePairs#GATE_UP_TRIGGER_PROPERTY}{@code
-     * =loads}, {@link CudaMoeDecodePairs#DOWN_TRIGGER_PROPERTY}{@code =staged}) changes no value: the router, gate/up
-     * (at four and six rows a lane), down and a second router over down's rows chained as dependent launches give the
-     * bits of the chain with both at their wait, with the down launch's LoRA term and without, one token at top 8 of
+     * =loads}, {@link CudaMoeDecodePairs#DOWN_TRIGGER_PROPERTY}{@code =staged} or {@code =early}) changes no value: the
+     * router, gate/up (at four and six rows a lane), down and a second router over down's rows chained as dependent
+     * launches give the bits of the chain with both at their wait, with the down launch's LoRA term and without, one token at top 8 of
      * 768-wide experts (hidden 256). Each late form is shown to be the launch by leaving its waiting kernel out.
      */
     @Test
@@ -363,9 +363,10 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
                     String what = "one token at top 8, " + rows + " rows a lane" + (term ? ", with the LoRA" : "");
                     Tensor x = dev(randn(r, 1f, 1, h));
                     Backend.PairLora pl = term ? new Backend.PairLora(dev(randn(r, 1f, topk, rank)), b, 0.5f) : null;
-                    float[][][] got = new float[2][][];
-                    for (int form = 0; form < 2; form++) {
-                        boolean late = form == 1;
+                    float[][][] got = new float[3][][];
+                    for (int form = 0; form < 3; form++) {
+                        boolean late = form > 0;
+                        String downAt = form == 0 ? "wait" : form == 1 ? "staged" : "early";
                         Tensor ids = poisoned(DType.I32, 1, topk);
                         Tensor wts = poisoned(DType.F32, 1, topk);
                         Tensor hx = poisoned(DType.F32, 1, h);
@@ -374,12 +375,13 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
                         Tensor ids2 = poisoned(DType.I32, 1, topk);
                         Tensor wts2 = poisoned(DType.F32, 1, topk);
                         Tensor hx2 = poisoned(DType.F32, 1, h);
-                        String omit = late ? "^qgemv_swiglu_lora_(r6_)?xf_int4$|^qgemv_down_combine_pre_int4$"
-                                : "^qgemv_swiglu_lora_(r6_)?xfl_int4$|^qgemv_down_combine_pre_lt_int4$";
+                        String omit = form == 0 ? "^qgemv_swiglu_lora_(r6_)?xfl_int4$|^qgemv_down_combine_pre_(lt|et)_int4$"
+                                : form == 1 ? "^qgemv_swiglu_lora_(r6_)?xf_int4$|^qgemv_down_combine_pre_(et_)?int4$"
+                                : "^qgemv_swiglu_lora_(r6_)?xf_int4$|^qgemv_down_combine_pre_(lt_)?int4$";
                         gpu.dependentLaunches(true);
                         try {
                             withProperty(CudaMoeDecodePairs.GATE_UP_TRIGGER_PROPERTY, late ? "loads" : "wait",
-                                    () -> withProperty(CudaMoeDecodePairs.DOWN_TRIGGER_PROPERTY, late ? "staged" : "wait",
+                                    () -> withProperty(CudaMoeDecodePairs.DOWN_TRIGGER_PROPERTY, downAt,
                                             () -> withProperty("orbit.cuda.swigluRows", rows,
                                                     () -> withProperty("orbit.cuda.omitKernels", omit, () -> {
                                 var rt = gpu.fusedDecode().router();
@@ -400,6 +402,7 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
                             assertTrue(Float.isFinite(v), what + ": " + names[i] + " at the wait hold " + v);
                         }
                         assertBitsEqual(what + ": " + names[i] + ", late triggers", got[0][i], got[1][i]);
+                        assertBitsEqual(what + ": " + names[i] + ", down's trigger before its wait", got[0][i], got[2][i]);
                     }
                 }
             }

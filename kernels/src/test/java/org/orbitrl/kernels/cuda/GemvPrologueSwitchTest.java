@@ -142,11 +142,12 @@ class GemvPrologueSwitchTest {
         assertEquals(true, valueWithProperty(CudaMoeDecodePairs.GATE_UP_TRIGGER_PROPERTY, null, CudaMoeDecodePairs::gateUpTriggersLate));
         assertEquals(false, valueWithProperty(CudaMoeDecodePairs.GATE_UP_TRIGGER_PROPERTY, "wait", CudaMoeDecodePairs::gateUpTriggersLate));
         assertEquals(true, valueWithProperty(CudaMoeDecodePairs.GATE_UP_TRIGGER_PROPERTY, "loads", CudaMoeDecodePairs::gateUpTriggersLate));
-        assertEquals(false, valueWithProperty(CudaMoeDecodePairs.DOWN_TRIGGER_PROPERTY, null, CudaMoeDecodePairs::downTriggersLate));
-        assertEquals(true, valueWithProperty(CudaMoeDecodePairs.DOWN_TRIGGER_PROPERTY, " staged ", CudaMoeDecodePairs::downTriggersLate));
+        assertEquals("wait", valueWithProperty(CudaMoeDecodePairs.DOWN_TRIGGER_PROPERTY, null, CudaMoeDecodePairs::downTrigger));
+        assertEquals("staged", valueWithProperty(CudaMoeDecodePairs.DOWN_TRIGGER_PROPERTY, " staged ", CudaMoeDecodePairs::downTrigger));
+        assertEquals("early", valueWithProperty(CudaMoeDecodePairs.DOWN_TRIGGER_PROPERTY, "early", CudaMoeDecodePairs::downTrigger));
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> valueWithProperty(CudaMoeDecodePairs.DOWN_TRIGGER_PROPERTY, "loads", CudaMoeDecodePairs::downTriggersLate));
-        assertTrue(e.getMessage().contains("orbit.cuda.downTrigger=loads") && e.getMessage().contains("wait or staged"), e.getMessage());
+                () -> valueWithProperty(CudaMoeDecodePairs.DOWN_TRIGGER_PROPERTY, "loads", CudaMoeDecodePairs::downTrigger));
+        assertTrue(e.getMessage().contains("orbit.cuda.downTrigger=loads") && e.getMessage().contains("wait, staged or early"), e.getMessage());
     }
 
     /** The attention's loads issued by rounds: on by default. */

@@ -16,6 +16,7 @@ import java.util.regex.PatternSyntaxException;
 
 import static org.bytedeco.cuda.global.cudart.CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
 import static org.bytedeco.cuda.global.cudart.CU_LAUNCH_ATTRIBUTE_COOPERATIVE;
+import static org.bytedeco.cuda.global.cudart.CU_LAUNCH_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT;
 import static org.bytedeco.cuda.global.cudart.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
 import static org.bytedeco.cuda.global.cudart.cuLaunchKernel;
 import static org.bytedeco.cuda.global.cudart.cuLaunchKernelEx;
@@ -57,12 +58,15 @@ public final class Launcher {
         final MemorySegment table;        // [MAX_ARGS] pointers into values
         final PointerArray pointers;      // table as JavaCPP sees it
         final CUlaunchConfig config;      // the dependent launch's configuration, attrs -> attribute
-        final CUlaunchAttribute attribute; // programmatic stream serialization allowed
+        final CUlaunchAttribute attribute; // [2]: programmatic stream serialization allowed, then a carveout (CARVEOUT_PROPERTY)
+        final CUlaunchAttribute carveout;  // attribute[1]
         final CUlaunchConfig cooperativeConfig;      // a cooperative launch's configuration
         final CUlaunchAttribute cooperativeAttribute; // cooperative: every block resident at once
         final CUlaunchConfig clusterConfig;        // a launch of clusters: attrs -> clusterAttributes
-        final CUlaunchAttribute clusterAttributes; // [2]: the cluster dimension, then programmatic stream serialization
+        final CUlaunchAttribute clusterAttributes; // [3]: the cluster dimension, then a carveout and programmatic stream
+                                                   // serialization where asked (filled at each launch)
         final CUlaunchAttribute clusterDim;        // clusterAttributes[0]
+        final CUlaunchAttribute[] clusterRest;     // clusterAttributes[1], [2]
         long dependentLaunches;           // launches issued on the dependent path by this thread
         long launches;                    // every launch this thread issued (omitted ones not)
 
@@ -73,10 +77,12 @@ public final class Launcher {
                 table.setAtIndex(ValueLayout.JAVA_LONG, i, values.address() + 8L * i);
             }
             pointers = new PointerArray(table.address());
-            attribute = new CUlaunchAttribute();
-            Pointer.memset(attribute, 0, attribute.sizeof());
+            attribute = new CUlaunchAttribute(2);
+            Pointer.memset(attribute, 0, 2 * attribute.sizeof());
             attribute.id(CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION);
             attribute.value().programmaticStreamSerializationAllowed(1);
+            carveout = attribute.getPointer(1);
+            carveout.id(CU_LAUNCH_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT);
             config = new CUlaunchConfig();
             Pointer.memset(config, 0, config.sizeof());
             config.attrs(attribute);
@@ -91,14 +97,12 @@ public final class Launcher {
             cooperativeConfig.attrs(cooperativeAttribute);
             cooperativeConfig.numAttrs(1);
             cooperativeConfig.gridDimY(1).gridDimZ(1).blockDimY(1).blockDimZ(1);
-            clusterAttributes = new CUlaunchAttribute(2);
-            Pointer.memset(clusterAttributes, 0, 2 * clusterAttributes.sizeof());
+            clusterAttributes = new CUlaunchAttribute(3);
+            Pointer.memset(clusterAttributes, 0, 3 * clusterAttributes.sizeof());
             clusterDim = clusterAttributes.getPointer(0);
             clusterDim.id(CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION);
             clusterDim.value().clusterDim_x(1).clusterDim_y(1).clusterDim_z(1);
-            CUlaunchAttribute serialization = clusterAttributes.getPointer(1);
-            serialization.id(CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION);
-            serialization.value().programmaticStreamSerializationAllowed(1);
+            clusterRest = new CUlaunchAttribute[]{clusterAttributes.getPointer(1), clusterAttributes.getPointer(2)};
             clusterConfig = new CUlaunchConfig();
             Pointer.memset(clusterConfig, 0, clusterConfig.sizeof());
             clusterConfig.attrs(clusterAttributes);
@@ -213,6 +217,9 @@ public final class Launcher {
         marshal(kernel, slots.values, args);
         if (path(kernel) == Path.DEPENDENT) {
             CUlaunchConfig config = slots.config;
+            int percent = carveout(kernel.name());
+            slots.carveout.value().sharedMemCarveout(percent);
+            config.numAttrs(percent < 0 ? 1 : 2);
             config.gridDimX((int) gridX).gridDimY(gridY).blockDimX(blockX).sharedMemBytes(sharedBytes).hStream(stream);
             int err = cuLaunchKernelEx(config, kernel.function(), slots.pointers, (PointerPointer<?>) null);
             if (err != 0) {
@@ -230,6 +237,43 @@ public final class Launcher {
                     "shared " + sharedBytes + " B", args.length + " arguments");
         }
         slots.launches++;
+    }
+
+    /**
+     * {@code -Dorbit.cuda.carveout=PERCENT:REGEX} (read at each launch; unset by default): a dependent launch of a kernel
+     * whose name matches REGEX asks for PERCENT (0 to 100) of the SM's unified L1 and shared memory as shared memory (the
+     * launch's preferred carveout), so that the kernels of a decode step can agree on one configuration: an SM changes its
+     * configuration only once its blocks have left, so that a dependent whose blocks need more shared memory than the
+     * configuration of the launch before holds cannot start beside that launch's blocks. A measuring aid.
+     */
+    public static final String CARVEOUT_PROPERTY = "orbit.cuda.carveout";
+
+    private static volatile String carveoutValue;
+    private static volatile int carveoutPercent = -1;
+    private static volatile Pattern carveoutKernels;
+
+    /** The carveout {@link #CARVEOUT_PROPERTY} asks of a launch of {@code name}, or -1 for none. */
+    static int carveout(String name) {
+        String v = System.getProperty(CARVEOUT_PROPERTY);
+        if (v == null || v.isEmpty()) {
+            return -1;
+        }
+        if (!v.equals(carveoutValue)) {
+            int colon = v.indexOf(':');
+            int percent;
+            try {
+                percent = colon > 0 ? Integer.parseInt(v.substring(0, colon)) : -1;
+            } catch (NumberFormatException e) {
+                percent = -1;
+            }
+            if (percent < 0 || percent > 100) {
+                throw new IllegalArgumentException("-D" + CARVEOUT_PROPERTY + "=" + v + ": expected PERCENT:REGEX, PERCENT 0 to 100");
+            }
+            carveoutKernels = Pattern.compile(v.substring(colon + 1));
+            carveoutPercent = percent;
+            carveoutValue = v;
+        }
+        return carveoutKernels.matcher(name).matches() ? carveoutPercent : -1;
     }
 
     /**
@@ -284,8 +328,20 @@ public final class Launcher {
         marshal(kernel, slots.values, args);
         boolean dependent = path(kernel) == Path.DEPENDENT && "on".equals(System.getProperty(CLUSTER_DEPENDENT_PROPERTY, "off"));
         slots.clusterDim.value().clusterDim_x(clusterX);
+        int attrs = 1;
+        int percent = carveout(kernel.name());
+        if (percent >= 0) {
+            CUlaunchAttribute a = slots.clusterRest[attrs++ - 1];
+            a.id(CU_LAUNCH_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT);
+            a.value().sharedMemCarveout(percent);
+        }
+        if (dependent) {
+            CUlaunchAttribute a = slots.clusterRest[attrs++ - 1];
+            a.id(CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION);
+            a.value().programmaticStreamSerializationAllowed(1);
+        }
         CUlaunchConfig config = slots.clusterConfig;
-        config.numAttrs(dependent ? 2 : 1);
+        config.numAttrs(attrs);
         config.gridDimX((int) gridX).blockDimX(blockX).sharedMemBytes(sharedBytes).hStream(stream);
         int err = cuLaunchKernelEx(config, kernel.function(), slots.pointers, (PointerPointer<?>) null);
         if (err != 0) {

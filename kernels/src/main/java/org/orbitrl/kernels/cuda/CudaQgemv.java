@@ -41,6 +41,7 @@ final class CudaQgemv {
     private final Kernel bf16NormScale;
     private final Kernel bf16NormScaleWave;       // bgemv_norm_scale_w1
     private final Kernel bf16NormScaleStaged;     // bgemv_norm_scale_st1
+    private final Kernel bf16NormScaleCopied;     // bgemv_norm_scale_sa1
 
     CudaQgemv(CudaContext ctx) {
         this.ctx = ctx;
@@ -63,6 +64,7 @@ final class CudaQgemv {
         bf16NormScale = ctx.kernel("bgemv", "bgemv_norm_scale_m1");
         bf16NormScaleWave = ctx.kernel("bgemv", "bgemv_norm_scale_w1");
         bf16NormScaleStaged = ctx.kernel("bgemv", "bgemv_norm_scale_st1");
+        bf16NormScaleCopied = ctx.kernel("bgemv", "bgemv_norm_scale_sa1");
         this.bf16Prologue = ctx.kernel("bgemv", "bgemv_pre1");
         this.bf16NormPrologue = ctx.kernel("bgemv", "bgemv_norm_pre1");
         this.bf16NormScalePrologue = ctx.kernel("bgemv", "bgemv_norm_scale_pre1");
@@ -126,13 +128,23 @@ final class CudaQgemv {
     }
 
     /**
-     * {@code -Dorbit.cuda.qkvStaged=on|off} (read at each call; off by default): the norm-folded one-row products without
-     * another prologue take {@code bgemv_norm_scale_st1} where its staging fits ({@link #stagedRowBlocks}): a grid of one
-     * block an SM, each block's rows copied into its shared memory by bulk copies before its wait, so that under
-     * dependent launches all of q, k and v stream while the launch before runs (a one-token step's down launch), then
-     * {@code bgemv_norm_scale_m1}'s sums over them: the same bits.
+     * {@code -Dorbit.cuda.qkvStaged=off|bulk|copies} (read at each call; off by default): the norm-folded one-row products
+     * without another prologue take {@code bgemv_norm_scale_st1} ({@code bulk}) or {@code bgemv_norm_scale_sa1} ({@code
+     * copies}) where their staging fits ({@link #stagedRowBlocks}): a grid of one block an SM, each block's rows copied
+     * into its shared memory before its wait, by bulk copies or by every thread's 16-byte asynchronous copies, so that
+     * under dependent launches all of q, k and v stream while the launch before runs (a one-token step's down launch),
+     * then {@code bgemv_norm_scale_m1}'s sums over them: the same bits.
      */
     static final String STAGED_PROPERTY = "orbit.cuda.qkvStaged";
+
+    /** What {@link #STAGED_PROPERTY} asks for: off, bulk or copies. */
+    static String staged() {
+        String v = System.getProperty(STAGED_PROPERTY, "off").trim();
+        if (v.equals("off") || v.equals("bulk") || v.equals("copies")) {
+            return v;
+        }
+        throw new IllegalArgumentException("-D" + STAGED_PROPERTY + "=" + v + ": expected off, bulk or copies");
+    }
 
     /** Most dynamic shared memory a staged block takes (below sm_90's 227 KiB, so that blocks of the launch before fit beside it). */
     static final int STAGED_MAX_SHARED = 200 * 1024;
@@ -191,9 +203,9 @@ final class CudaQgemv {
         if (m == 1 && normScaled()) {
             long blocks = lowRankBlocks(1, n);
             int per = prologue || l2PrologueAsked() || ctx.device.computeCapabilityMajor() < 9
-                    || !Switches.onOff(STAGED_PROPERTY, false) ? 0 : stagedRowBlocks(k, n, ctx.device.multiprocessors());
+                    || staged().equals("off") ? 0 : stagedRowBlocks(k, n, ctx.device.multiprocessors());
             if (per > 0) {
-                ctx.launchShared(bf16NormScaleStaged, ceilDiv(blocks, per), 32 * warps, (int) stagedShared(k, per), x, k,
+                ctx.launchShared(staged().equals("bulk") ? bf16NormScaleStaged : bf16NormScaleCopied, ceilDiv(blocks, per), 32 * warps, (int) stagedShared(k, per), x, k,
                         normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0, eps, w[0], y[0], n[0], w[1], y[1], n[1], w[2],
                         y[2], n[2], per);
             } else if (blocks > 0) {

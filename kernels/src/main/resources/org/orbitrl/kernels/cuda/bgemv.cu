@@ -694,51 +694,69 @@ extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, BG_MINB_1)
 
 // bgemv_norm_scale_m1 with a block's weight rows staged in shared memory: block b takes row blocks b * per .. b * per +
 // per - 1 (bgns_block's order; per so that the grid is one block an SM), and before its wait copies their rows into
-// shared memory (bulk_load, a barrier a row block; rows of 2K bytes at a stride of 2K + BGS_PAD, so that a warp's 16-byte
-// reads of four rows fall in distinct banks). Under dependent launches those copies stream the whole of q, k and v while
-// the launch before runs (a one-token step's down launch, whose blocks leave room beside them), where a plain product's
-// blocks only start their loads at their wait. After the wait each row block, once landed, is bgemv_ns1's lanes, steps
-// and end over the staged rows: the same sums, so the bits of bgemv_norm_scale_m1. Dynamic shared memory per * 8 rows of
-// 2K + BGS_PAD bytes; per at most BGS_MAX_PER; sm_90 (the host takes it nowhere else).
+// shared memory (rows of 2K bytes at a stride of 2K + BGS_PAD, so that a warp's 16-byte reads of four rows fall in
+// distinct banks; a barrier a row block), by bulk copies (bgemv_norm_scale_st1: each row block's rows by one thread) or
+// by every thread's 16-byte asynchronous copies (bgemv_norm_scale_sa1). Under dependent launches those copies stream q,
+// k and v while the launch before runs (a one-token step's down launch, whose blocks leave room beside them), where a
+// plain product's blocks only start their loads at their wait. After the wait each row block, once landed, is
+// bgemv_ns1's lanes, steps and end over the staged rows: the same sums, so the bits of bgemv_norm_scale_m1. Dynamic
+// shared memory per * 8 rows of 2K + BGS_PAD bytes; per at most BGS_MAX_PER; sm_90 (the host takes them nowhere else).
 #define BGS_PAD 32
 #define BGS_MAX_PER 16
 
-// The prologue: the barriers armed, and each row block's rows copied by its thread (threadIdx.x < count); frozen weights only.
+// The prologue: the barriers armed and each row block's rows copied; frozen weights only. BULK: by bulk copies, row block
+// j's by thread j, its barrier completed by one arrival and its bytes; else by 16-byte copies dealt to every thread, each
+// thread arriving on row block j's barrier once its copies so far have landed (cp.async.mbarrier.arrive.noinc).
+template <bool BULK>
 __device__ __forceinline__ void bgs_stage(int K, const uint4* w0, int n0, const uint4* w1, int n1, const uint4* w2, int n2,
                                           int first, int count, char* st, unsigned long long* bars) {
     constexpr int RB = 32 / BG_KQ_1 * BG_R_1;
     if (threadIdx.x == 0) {
-        for (int j = 0; j < count; j++) mbar_init(bars + j);
+        for (int j = 0; j < count; j++) {
+            if (BULK) {
+                mbar_init(bars + j);
+            } else {
+                asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bars + j)), "r"(blockDim.x) : "memory");
+            }
+        }
         mbar_init_fence();
     }
     __syncthreads();
-    int j = threadIdx.x;
-    if (j < count) {
+    u32 row = 2u * (u32) K;
+    if (BULK) {
+        int j = threadIdx.x;
+        if (j < count) {
+            BgnsBlock b = bgns_block(n0, n1, n2, first + j);
+            const char* w = (const char*) (b.which == 0 ? w0 : b.which == 1 ? w1 : w2);
+            int rows = b.N - b.row0 < RB ? b.N - b.row0 : RB;
+            mbar_expect_tx(bars + j, (u32) rows * row);
+            for (int i = 0; i < rows; i++)
+                bulk_load(st + (i64) (j * RB + i) * (row + BGS_PAD), w + (i64) (b.row0 + i) * row, row, bars + j);
+        }
+        return;
+    }
+    int chunks = (int) (row / 16);
+    for (int j = 0; j < count; j++) {
         BgnsBlock b = bgns_block(n0, n1, n2, first + j);
         const char* w = (const char*) (b.which == 0 ? w0 : b.which == 1 ? w1 : w2);
         int rows = b.N - b.row0 < RB ? b.N - b.row0 : RB;
-        u32 row = 2u * (u32) K;
-        mbar_expect_tx(bars + j, (u32) rows * row);
-        for (int i = 0; i < rows; i++)
-            bulk_load(st + (i64) (j * RB + i) * (row + BGS_PAD), w + (i64) (b.row0 + i) * row, row, bars + j);
+        for (int c = threadIdx.x; c < rows * chunks; c += blockDim.x) {
+            int i = c / chunks;
+            int o = 16 * (c - i * chunks);
+            cp_async16_zfill(smem_addr(st + (i64) (j * RB + i) * (row + BGS_PAD) + o), w + (i64) (b.row0 + i) * row + o, true);
+        }
+        asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(smem_addr(bars + j)) : "memory");
     }
 }
 
-extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, 5)
-    bgemv_norm_scale_st1(const float* x, int K, const void* nw, int nwBf16, float eps, const uint4* w0, float* y0, int n0,
-                         const uint4* w1, float* y1, int n1, const uint4* w2, float* y2, int n2, int per) {
-    ORBIT_TRACE_KERNEL();
+// The staged products after the wait (bgemv_norm_scale_st1, _sa1): each row block once its barrier completes.
+__device__ __forceinline__ void bgs_products(const float* x, int K, const void* nw, int nwBf16, float eps, float* y0, int n0,
+                                             float* y1, int n1, float* y2, int n2, int first, int count, const char* st,
+                                             unsigned long long* bars) {
     constexpr int KQ = BG_KQ_1;
     constexpr int R = BG_R_1;
     constexpr int RL = 32 / KQ;
     constexpr int RB = RL * R;
-    extern __shared__ __align__(128) char st[];
-    __shared__ __align__(8) unsigned long long bars[BGS_MAX_PER];
-    int total = (n0 + RB - 1) / RB + (n1 + RB - 1) / RB + (n2 + RB - 1) / RB;
-    int first = blockIdx.x * per;
-    int count = total - first < per ? total - first : per;
-    bgs_stage(K, w0, n0, w1, n1, w2, n2, first, count, st, bars);
-    pdl_enter();
     int G = K / 8;
     int lane = threadIdx.x & 31;
     int warp = threadIdx.x >> 5;
@@ -769,6 +787,40 @@ extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, 5)
         bgns_finish<KQ, R>(acc, ss, eps, b.which == 0 ? y0 : b.which == 1 ? y1 : y2, b.N, K, b.row0);
         __syncthreads(); // bgns_finish's shared sums read before the next row block writes them
     }
+}
+
+// Row block b's first and count of a staged launch (per a block).
+__device__ __forceinline__ int bgs_count(int n0, int n1, int n2, int per, int& first) {
+    constexpr int RB = 32 / BG_KQ_1 * BG_R_1;
+    int total = (n0 + RB - 1) / RB + (n1 + RB - 1) / RB + (n2 + RB - 1) / RB;
+    first = blockIdx.x * per;
+    return total - first < per ? total - first : per;
+}
+
+extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, 5)
+    bgemv_norm_scale_st1(const float* x, int K, const void* nw, int nwBf16, float eps, const uint4* w0, float* y0, int n0,
+                         const uint4* w1, float* y1, int n1, const uint4* w2, float* y2, int n2, int per) {
+    ORBIT_TRACE_KERNEL();
+    extern __shared__ __align__(128) char st[];
+    __shared__ __align__(8) unsigned long long bars[BGS_MAX_PER];
+    int first;
+    int count = bgs_count(n0, n1, n2, per, first);
+    bgs_stage<true>(K, w0, n0, w1, n1, w2, n2, first, count, st, bars);
+    pdl_enter();
+    bgs_products(x, K, nw, nwBf16, eps, y0, n0, y1, n1, y2, n2, first, count, st, bars);
+}
+
+extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, 5)
+    bgemv_norm_scale_sa1(const float* x, int K, const void* nw, int nwBf16, float eps, const uint4* w0, float* y0, int n0,
+                         const uint4* w1, float* y1, int n1, const uint4* w2, float* y2, int n2, int per) {
+    ORBIT_TRACE_KERNEL();
+    extern __shared__ __align__(128) char st[];
+    __shared__ __align__(8) unsigned long long bars[BGS_MAX_PER];
+    int first;
+    int count = bgs_count(n0, n1, n2, per, first);
+    bgs_stage<false>(K, w0, n0, w1, n1, w2, n2, first, count, st, bars);
+    pdl_enter();
+    bgs_products(x, K, nw, nwBf16, eps, y0, n0, y1, n1, y2, n2, first, count, st, bars);
 }
 
 // bgemv_norm_scale_m1 in bgemv_pre1's form: the block's weight rows loaded before the wait (bgp_load: the steps of

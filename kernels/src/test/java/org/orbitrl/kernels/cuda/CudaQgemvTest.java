@@ -207,8 +207,9 @@ class CudaQgemvTest extends CudaTestBase {
     }
 
     /**
-     * {@code -Dorbit.cuda.qkvStaged=on}: q, k and v's norm-folded one-row products with each block's weight rows copied
-     * into its shared memory before its wait ({@code bgemv_norm_scale_st1}) give {@code bgemv_norm_scale_m1}'s bits, bf16
+     * {@code -Dorbit.cuda.qkvStaged=bulk|copies}: q, k and v's norm-folded one-row products with each block's weight rows
+     * copied into its shared memory before its wait ({@code bgemv_norm_scale_st1} by bulk copies, {@code
+     * bgemv_norm_scale_sa1} by every thread's asynchronous copies) give {@code bgemv_norm_scale_m1}'s bits, bf16
      * and f32 norm weights, over Qwen3-30B-A3B's q/k/v (640 row blocks, 5 a block, blocks whose row blocks run from q into
      * k), weights of rows that end inside a row block with blocks of two row blocks across that end, and fewer row blocks
      * than SMs; each within 1e-6 + 1e-5·Σ|normed x·w| of the scalar backend's rmsNorm then matmul. The launch is the staged
@@ -218,6 +219,12 @@ class CudaQgemvTest extends CudaTestBase {
      */
     @Test
     void stagedQkvGivesTheBitsOfTheOneRowNormProducts() {
+        for (String form : new String[]{"bulk", "copies"}) {
+            stagedQkv(form, form.equals("bulk") ? "bgemv_norm_scale_st1" : "bgemv_norm_scale_sa1");
+        }
+    }
+
+    private void stagedQkv(String form, String kernel) {
         SplittableRandom r = rng(75);
         int[][] qkv = {{4096, 512, 512, 2048}, {1030, 100, 36, 512}, {70, 33, 9, 200}};   // three N, then K
         for (int[] s : qkv) {
@@ -241,9 +248,9 @@ class CudaQgemvTest extends CudaTestBase {
                 }
                 withProperty("orbit.cuda.gemvPrologue", "off", () -> withProperty("orbit.cuda.qkvWave", "off", () -> {
                     assertTrue(gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws, plain));
-                    withProperty("orbit.cuda.qkvStaged", "on", () -> {
+                    withProperty("orbit.cuda.qkvStaged", form, () -> {
                         assertTrue(gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws, staged));
-                        withProperty("orbit.cuda.omitKernels", "bgemv_norm_scale_st1",
+                        withProperty("orbit.cuda.omitKernels", kernel,
                                 () -> gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws, left));
                     });
                 }));
@@ -253,8 +260,8 @@ class CudaQgemvTest extends CudaTestBase {
                 for (int i = 0; i < 3; i++) {
                     String what = "weight " + i + " [" + s[i] + ", " + k + "], norm " + nt;
                     float[] got = gpu.toHost(staged[i]).toFloatArray();
-                    assertBitsEqual("bgemv_norm_scale_st1 against bgemv_norm_scale_m1, " + what, gpu.toHost(plain[i]).toFloatArray(), got);
-                    assertTrue(Float.isNaN(gpu.toHost(left[i]).toFloatArray()[0]), "bgemv_norm_scale_st1 is the launch, " + what);
+                    assertBitsEqual(kernel + " against bgemv_norm_scale_m1, " + what, gpu.toHost(plain[i]).toFloatArray(), got);
+                    assertTrue(Float.isNaN(gpu.toHost(left[i]).toFloatArray()[0]), kernel + " is the launch, " + what);
                     Tensor ref = Tensor.allocate(Arena.ofAuto(), DType.F32, 1, s[i]);
                     cpu.matmul(normed, wh[i], ref);
                     double[] a = absDot(nv, wh[i].toFloatArray(), 1, s[i], k);
@@ -262,7 +269,7 @@ class CudaQgemvTest extends CudaTestBase {
                     for (int j = 0; j < a.length; j++) {
                         tol[j] = 1e-6 + 1e-5 * a[j];
                     }
-                    assertWithin("bgemv_norm_scale_st1 against the scalar backend, " + what, ref.toFloatArray(), got, tol);
+                    assertWithin(kernel + " against the scalar backend, " + what, ref.toFloatArray(), got, tol);
                 }
             }
         }
@@ -289,7 +296,7 @@ class CudaQgemvTest extends CudaTestBase {
             }
             gpu.dependentLaunches(dependent);
             try {
-                withProperty("orbit.cuda.qkvStaged", "on", () -> {
+                withProperty("orbit.cuda.qkvStaged", form, () -> {
                     for (int i = 0; i < reps; i++) {
                         gpu.matmul(us[i], a, xb);
                         assertTrue(gpu.rmsNormMatmulShared(xb, nw, 1e-6f, ws, ys[i]));
@@ -310,7 +317,7 @@ class CudaQgemvTest extends CudaTestBase {
             }
         }
         for (int i = 0; i < reps; i++) {
-            assertBitsEqual("chained staged products " + i + ", dependent launches on against off", outs[0][i], outs[1][i]);
+            assertBitsEqual("chained staged products (" + kernel + ") " + i + ", dependent launches on against off", outs[0][i], outs[1][i]);
         }
     }
 

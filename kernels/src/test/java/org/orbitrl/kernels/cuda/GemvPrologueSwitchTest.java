@@ -57,7 +57,7 @@ class GemvPrologueSwitchTest {
     }
 
     /**
-     * The staged q/k/v product's shape ({@code orbit.cuda.qkvStaged}, off by default): its row blocks a block as a grid of
+     * The staged q/k/v products' switch ({@code orbit.cuda.qkvStaged=off|bulk|copies}, off by default) and shape: its row blocks a block as a grid of
      * at most one block an SM needs them, its shared memory, where it declines, and the launcher's padding and bound the
      * kernel's ({@code BGS_PAD}, {@code BGS_MAX_PER}).
      */
@@ -71,7 +71,12 @@ class GemvPrologueSwitchTest {
         assertEquals(2, CudaQgemv.stagedRowBlocks(512, new int[]{1030, 100, 36}, 132), "147 row blocks on 132 SMs");
         assertEquals(0, CudaQgemv.stagedRowBlocks(256, new int[]{8 * 17 * 4, 0, 0}, 4), "17 row blocks a block: past the bound");
         assertEquals(0, CudaQgemv.stagedRowBlocks(2048, new int[]{0, 0, 0}, 132), "nothing to stage");
-        assertFalse(valueWithProperty(CudaQgemv.STAGED_PROPERTY, null, () -> Switches.onOff(CudaQgemv.STAGED_PROPERTY, false)));
+        assertEquals("off", valueWithProperty(CudaQgemv.STAGED_PROPERTY, null, CudaQgemv::staged));
+        assertEquals("bulk", valueWithProperty(CudaQgemv.STAGED_PROPERTY, "bulk", CudaQgemv::staged));
+        assertEquals("copies", valueWithProperty(CudaQgemv.STAGED_PROPERTY, " copies", CudaQgemv::staged));
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> valueWithProperty(CudaQgemv.STAGED_PROPERTY, "on", CudaQgemv::staged));
+        assertTrue(e.getMessage().contains("orbit.cuda.qkvStaged=on") && e.getMessage().contains("off, bulk or copies"), e.getMessage());
         try (InputStream in = CudaQgemv.class.getResourceAsStream("/org/orbitrl/kernels/cuda/bgemv.cu")) {
             assertNotNull(in, "bgemv.cu on the class path");
             String src = new String(in.readAllBytes(), StandardCharsets.UTF_8);

@@ -205,12 +205,13 @@ final class CudaQgemv {
         boolean prologue = m == 1 && prologueAsked(true) && prologueFits(k, warps);
         if (m == 1 && normScaled()) {
             long blocks = lowRankBlocks(1, n);
-            int per = prologue || l2PrologueAsked() || ctx.device.computeCapabilityMajor() < 9
-                    || staged().equals("off") ? 0 : stagedRowBlocks(k, n, ctx.device.multiprocessors());
+            String staged = staged();
+            int per = prologue || l2PrologueAsked() || ctx.device.computeCapabilityMajor() < 9 || staged.equals("off") ? 0
+                    : stagedRowBlocks(k, n, ctx.device.multiprocessors());
             if (per > 0) {
-                ctx.launchShared(staged().equals("bulk") ? bf16NormScaleStaged : bf16NormScaleCopied, ceilDiv(blocks, per), 32 * warps, (int) stagedShared(k, per), x, k,
-                        normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0, eps, w[0], y[0], n[0], w[1], y[1], n[1], w[2],
-                        y[2], n[2], per);
+                ctx.launchShared(staged.equals("bulk") ? bf16NormScaleStaged : bf16NormScaleCopied, ceilDiv(blocks, per),
+                        32 * warps, (int) stagedShared(k, per), x, k, normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0, eps,
+                        w[0], y[0], n[0], w[1], y[1], n[1], w[2], y[2], n[2], per);
             } else if (blocks > 0) {
                 ctx.launch(prologue ? bf16NormScalePrologue : l2PrologueAsked() ? bf16NormScaleL2
                                 : waveAsked() ? bf16NormScaleWave : bf16NormScale, blocks, 32 * warps, x,

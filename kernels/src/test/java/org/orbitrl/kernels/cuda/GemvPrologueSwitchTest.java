@@ -23,7 +23,8 @@ import static org.orbitrl.kernels.cuda.CudaTestBase.valueWithProperty;
  * build for one wave ({@code orbit.cuda.qkvWave=on|off}) and the attention's q made first ({@code orbit.cuda.prepQFirst=on|off}),
  * both on by default; the narrow add+norm ({@code orbit.cuda.narrowNorm}, on by default) and the attention for groups of
  * at most 8 ({@code orbit.cuda.prepGroup8}) and the gate/up launch with x staged first ({@code orbit.cuda.swigluXFirst}), all
- * three on by default: no GPU needed.
+ * three on by default; the staged q/k/v products' ({@code orbit.cuda.qkvStaged=off|bulk|copies}, off by default) and the
+ * MoE launches' triggers: no GPU needed.
  */
 class GemvPrologueSwitchTest {
 

@@ -248,32 +248,39 @@ public final class Launcher {
      */
     public static final String CARVEOUT_PROPERTY = "orbit.cuda.carveout";
 
-    private static volatile String carveoutValue;
-    private static volatile int carveoutPercent = -1;
-    private static volatile Pattern carveoutKernels;
+    /** The last {@link #CARVEOUT_PROPERTY} value read, parsed. */
+    private record Carveout(String value, int percent, Pattern kernels) {
+    }
+
+    private static volatile Carveout carveout = new Carveout("", -1, null);
 
     /** The carveout {@link #CARVEOUT_PROPERTY} asks of a launch of {@code name}, or -1 for none. */
     static int carveout(String name) {
-        String v = System.getProperty(CARVEOUT_PROPERTY);
-        if (v == null || v.isEmpty()) {
+        String v = System.getProperty(CARVEOUT_PROPERTY, "");
+        if (v.isEmpty()) {
             return -1;
         }
-        if (!v.equals(carveoutValue)) {
+        Carveout c = carveout;
+        if (!c.value.equals(v)) {
             int colon = v.indexOf(':');
-            int percent;
+            int percent = -1;
             try {
-                percent = colon > 0 ? Integer.parseInt(v.substring(0, colon)) : -1;
+                percent = colon > 0 ? Integer.parseInt(v.substring(0, colon).trim()) : -1;
             } catch (NumberFormatException e) {
-                percent = -1;
+                // reported below
             }
             if (percent < 0 || percent > 100) {
                 throw new IllegalArgumentException("-D" + CARVEOUT_PROPERTY + "=" + v + ": expected PERCENT:REGEX, PERCENT 0 to 100");
             }
-            carveoutKernels = Pattern.compile(v.substring(colon + 1));
-            carveoutPercent = percent;
-            carveoutValue = v;
+            try {
+                c = new Carveout(v, percent, Pattern.compile(v.substring(colon + 1)));
+            } catch (PatternSyntaxException e) {
+                throw new IllegalArgumentException("-D" + CARVEOUT_PROPERTY + "=" + v + ": not a regular expression after the colon: "
+                        + e.getDescription(), e);
+            }
+            carveout = c;
         }
-        return carveoutKernels.matcher(name).matches() ? carveoutPercent : -1;
+        return c.kernels.matcher(name).matches() ? c.percent : -1;
     }
 
     /**

@@ -123,11 +123,7 @@ final class CudaMoeDecodePairs {
 
     /** Where {@link #DOWN_TRIGGER_PROPERTY} asks the down prologue kernel to let its dependents start: wait, staged or early. */
     static String downTrigger() {
-        String v = System.getProperty(DOWN_TRIGGER_PROPERTY, "wait").trim();
-        if (v.equals("wait") || v.equals("staged") || v.equals("early")) {
-            return v;
-        }
-        throw new IllegalArgumentException("-D" + DOWN_TRIGGER_PROPERTY + "=" + v + ": expected wait, staged or early");
+        return Switches.oneOf(DOWN_TRIGGER_PROPERTY, "wait", "wait", "staged", "early");
     }
 
     /** The down prologue kernel {@link #downTrigger} asks for. */
@@ -141,11 +137,7 @@ final class CudaMoeDecodePairs {
 
     /** {@code key} as {@code wait}: false; as {@code late}: true; unset: {@code byDefault}; anything else an error naming both. */
     private static boolean twoWay(String key, String late, boolean byDefault) {
-        String v = System.getProperty(key, byDefault ? late : "wait").trim();
-        if (v.equals("wait") || v.equals(late)) {
-            return v.equals(late);
-        }
-        throw new IllegalArgumentException("-D" + key + "=" + v + ": expected wait or " + late);
+        return Switches.oneOf(key, byDefault ? late : "wait", "wait", late).equals(late);
     }
 
     /** Whether a call of this many pairs, ids [tokens, k] and x a row per xDiv pairs may take these launches. */

@@ -142,11 +142,7 @@ final class CudaQgemv {
 
     /** What {@link #STAGED_PROPERTY} asks for: off, bulk or copies. */
     static String staged() {
-        String v = System.getProperty(STAGED_PROPERTY, "off").trim();
-        if (v.equals("off") || v.equals("bulk") || v.equals("copies")) {
-            return v;
-        }
-        throw new IllegalArgumentException("-D" + STAGED_PROPERTY + "=" + v + ": expected off, bulk or copies");
+        return Switches.oneOf(STAGED_PROPERTY, "off", "off", "bulk", "copies");
     }
 
     /** Most dynamic shared memory a staged block takes (below sm_90's 227 KiB, so that blocks of the launch before fit beside it). */

@@ -49,18 +49,23 @@ class GemvPrologueSwitchTest {
 
     @Test
     void theLaunchersStepBoundIsTheKernels() throws IOException {
+        assertEquals(bgemvDefine("BGP_STEPS"), CudaQgemv.PROLOGUE_STEPS, "a lane's steps the kernel holds in registers");
+    }
+
+    /** The value of bgemv.cu's {@code #define name N}. */
+    private static int bgemvDefine(String name) throws IOException {
         try (InputStream in = CudaQgemv.class.getResourceAsStream("/org/orbitrl/kernels/cuda/bgemv.cu")) {
             assertNotNull(in, "bgemv.cu on the class path");
-            Matcher m = Pattern.compile("#define\\s+BGP_STEPS\\s+(\\d+)").matcher(new String(in.readAllBytes(), StandardCharsets.UTF_8));
-            assertTrue(m.find(), "bgemv.cu defines BGP_STEPS");
-            assertEquals(Integer.parseInt(m.group(1)), CudaQgemv.PROLOGUE_STEPS, "a lane's steps the kernel holds in registers");
+            Matcher m = Pattern.compile("#define\\s+" + name + "\\s+(\\d+)").matcher(new String(in.readAllBytes(), StandardCharsets.UTF_8));
+            assertTrue(m.find(), "bgemv.cu defines " + name);
+            return Integer.parseInt(m.group(1));
         }
     }
 
     /**
-     * The staged q/k/v products' switch ({@code orbit.cuda.qkvStaged=off|bulk|copies}, off by default) and shape: its row blocks a block as a grid of
-     * at most one block an SM needs them, its shared memory, where it declines, and the launcher's padding and bound the
-     * kernel's ({@code BGS_PAD}, {@code BGS_MAX_PER}).
+     * The staged q/k/v products' switch ({@code orbit.cuda.qkvStaged=off|bulk|copies}, off by default) and shape: its row
+     * blocks a block as a grid of at most one block an SM needs them, its shared memory, where it declines, and the
+     * launcher's padding and bound the kernel's ({@code BGS_PAD}, {@code BGS_MAX_PER}).
      */
     @Test
     void theStagedQkvShape() throws IOException {
@@ -78,16 +83,10 @@ class GemvPrologueSwitchTest {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                 () -> valueWithProperty(CudaQgemv.STAGED_PROPERTY, "on", CudaQgemv::staged));
         assertTrue(e.getMessage().contains("orbit.cuda.qkvStaged=on") && e.getMessage().contains("off, bulk or copies"), e.getMessage());
-        try (InputStream in = CudaQgemv.class.getResourceAsStream("/org/orbitrl/kernels/cuda/bgemv.cu")) {
-            assertNotNull(in, "bgemv.cu on the class path");
-            String src = new String(in.readAllBytes(), StandardCharsets.UTF_8);
-            Matcher pad = Pattern.compile("#define\\s+BGS_PAD\\s+(\\d+)").matcher(src);
-            Matcher per = Pattern.compile("#define\\s+BGS_MAX_PER\\s+(\\d+)").matcher(src);
-            assertTrue(pad.find() && per.find(), "bgemv.cu defines BGS_PAD and BGS_MAX_PER");
-            assertEquals(Integer.parseInt(pad.group(1)), CudaQgemv.STAGED_PAD, "bytes after each staged row");
-            assertEquals(Integer.parseInt(per.group(1)), CudaQgemv.STAGED_MAX_PER, "row blocks a block the kernel has barriers for");
-        }
+        assertEquals(bgemvDefine("BGS_PAD"), CudaQgemv.STAGED_PAD, "bytes after each staged row");
+        assertEquals(bgemvDefine("BGS_MAX_PER"), CudaQgemv.STAGED_MAX_PER, "row blocks a block the kernel has barriers for");
     }
+
 
     @Test
     void theOneWaveAndQFirstSwitches() {

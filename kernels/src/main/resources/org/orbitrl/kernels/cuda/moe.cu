@@ -328,6 +328,16 @@ __device__ __forceinline__ void router_prologue(const uint4* w, int H, int E, co
 // SELECT: ROUTER_WARP the last block selects with its first warp (router_select_warp), ROUTER_BLOCK with all its warps
 // (router_select_block; the same values and experts), ROUTER_LOGITS none: the blocks write h and the logits and leave
 // (no ticket; values and indices untouched), the selection left to the launches that read the logits.
+// The norm weight's four values at float4 c (f32 or bf16), by scalar loads (no alignment asked of nw past its type's).
+__device__ __forceinline__ float4 router_norm_weight4(const void* nw, int nwBf16, int c) {
+    if (nwBf16) {
+        const u16* w = (const u16*) nw + 4 * c;
+        return make_float4(bf16_to_f32(w[0]), bf16_to_f32(w[1]), bf16_to_f32(w[2]), bf16_to_f32(w[3]));
+    }
+    const float* w = (const float*) nw + 4 * c;
+    return make_float4(w[0], w[1], w[2], w[3]);
+}
+
 #define ROUTER_WARP 0
 #define ROUTER_BLOCK 1
 #define ROUTER_LOGITS 2
@@ -351,8 +361,12 @@ __device__ __forceinline__ void router_norm_topk(const float* x, const float* d,
     const float4* xr = (const float4*) (x + (i64) t * H);
     const float4* dr = d == nullptr ? nullptr : (const float4*) (d + (i64) t * H);
     int H4 = H >> 2;
-    float4 xv[4]; // the row's float4s of this thread, loaded together (H <= 2048 at 128 threads: one pass)
+    // one pass (H <= 2048 at 128 threads): the thread's float4s of the row and of the norm weight loaded together, and
+    // the norm applied to them in registers; past that the norm's loop below reads the weight a value at a time
+    bool onePass = H4 <= 4 * (int) blockDim.x;
+    float4 xv[4]; // the row's float4s of this thread (then x + d), loaded together
     float4 dv[4];
+    float4 gv[4]; // the norm weight's values at those float4s (one pass)
     float ss = 0.0f;
     for (int c0 = 0; c0 < H4; c0 += 4 * blockDim.x) {
 #pragma unroll
@@ -361,6 +375,7 @@ __device__ __forceinline__ void router_norm_topk(const float* x, const float* d,
             if (c < H4) {
                 xv[i] = xr[c];
                 if (d != nullptr) dv[i] = dr[c];
+                if (onePass && nw != nullptr) gv[i] = router_norm_weight4(nw, nwBf16, c);
             }
         }
 #pragma unroll
@@ -376,11 +391,36 @@ __device__ __forceinline__ void router_norm_topk(const float* x, const float* d,
                 }
                 ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
                 *(float4*) (xs + 4 * c) = v;
+                xv[i] = v;
             }
         }
     }
     ss = block_sum(ss, red);   // its barriers also order the staging above
-    if (nw != nullptr) {       // nw null: x is the router's input as it is (normed before), h not written
+    if (nw != nullptr && onePass) { // each thread norms its own float4s (rmsnorm_f32's expression), from registers
+        float inv = 1.0f / sqrtf(ss / (float) H + eps);
+        int share = (H + gridDim.x - 1) / gridDim.x;
+        int lo = blockIdx.x * share;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int c = threadIdx.x + i * blockDim.x;
+            if (c < H4) {
+                float raw[4] = {xv[i].x, xv[i].y, xv[i].z, xv[i].w};
+                float wi[4] = {gv[i].x, gv[i].y, gv[i].z, gv[i].w};
+                float v[4];
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    v[j] = wi[j] * (raw[j] * inv);
+                    int col = 4 * c + j;
+                    if (col >= lo && col < lo + share) {
+                        h[(i64) t * H + col] = v[j];
+                        if (sum != nullptr) sum[(i64) t * H + col] = raw[j];
+                    }
+                }
+                *(float4*) (xs + 4 * c) = make_float4(v[0], v[1], v[2], v[3]);
+            }
+        }
+        __syncthreads();
+    } else if (nw != nullptr) { // nw null: x is the router's input as it is (normed before), h not written
         float inv = 1.0f / sqrtf(ss / (float) H + eps);
         int share = (H + gridDim.x - 1) / gridDim.x;
         int lo = blockIdx.x * share;

@@ -264,7 +264,8 @@ class CudaDecodeRouterTest extends CudaTestBase {
      * {@code moe_router_add_norm_topk}) against {@link CudaBackend#addRmsNorm} then {@link CudaBackend#moeRouterTopk} of its
      * norm: the sum bit for bit (the same f32 add), the norm within {@code 1e-6·|v| + 1e-7} (its sum of squares in another
      * order), the same experts and their weights within 1e-5 of each, at 1, 3 and 7 tokens (below the tiles' 8), hidden
-     * 2048 with 128 experts at top 8 (f32 norm weight) and 256 with 60 at top 3 (bf16 norm weight), with {@code
+     * 2048 with 128 experts at top 8 (f32 norm weight), 256 with 60 at top 3 and 4096 with 128 at top 8 (bf16 norm weight;
+     * 4096 past the kernel's one pass over the row, where each thread norms its own values from registers), with {@code
      * -Dorbit.cuda.addNormRouter=on}, every pick an expert with a positive weight; with {@code -Dorbit.cuda.routerPrologue=on}
      * the same bits, also as a dependent launch. At 8 tokens (the tiles' launch) and with the switch off (its default) the
      * call declines and writes nothing.
@@ -280,7 +281,7 @@ class CudaDecodeRouterTest extends CudaTestBase {
     private void addNormRouter() {
         SplittableRandom r = rng(341);
         // {tokens, H, E, topk, bf16 norm weight}
-        int[][] cases = {{1, 2048, 128, 8, 0}, {3, 2048, 128, 8, 0}, {7, 256, 60, 3, 1}};
+        int[][] cases = {{1, 2048, 128, 8, 0}, {3, 2048, 128, 8, 0}, {7, 256, 60, 3, 1}, {2, 4096, 128, 8, 1}};
         for (int[] c : cases) {
             int t = c[0];
             int h = c[1];

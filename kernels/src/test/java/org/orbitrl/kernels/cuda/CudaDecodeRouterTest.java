@@ -267,13 +267,14 @@ class CudaDecodeRouterTest extends CudaTestBase {
      * 2048 with 128 experts at top 8 (f32 norm weight), 256 with 60 at top 3 and 4096 with 128 at top 8 (bf16 norm weight;
      * 4096 past the kernel's one pass over the row, where each thread norms its own values from registers), with {@code
      * -Dorbit.cuda.addNormRouter=on}, every pick an expert with a positive weight; with {@code -Dorbit.cuda.routerPrologue=on}
-     * the same bits, also as a dependent launch. At 8 tokens (the tiles' launch) and with the switch off (its default) the
-     * call declines and writes nothing.
+     * the same bits, also as a dependent launch; with the switch unset (on by default) the call taken. At 8 tokens (the
+     * tiles' launch) and with {@code -Dorbit.cuda.addNormRouter=off} the call declines and writes nothing.
      */
     @Test
     void theAddTheNormAndTheRouterInOneLaunch() {
         withProperty(CudaDecodeRouter.ROUTER_TILES_PROPERTY, "8", () -> {   // the tiles from 8 tokens (the default)
             withProperty("orbit.cuda.addNormRouter", "on", this::addNormRouter);
+            withProperty("orbit.cuda.addNormRouter", null, this::takenByDefault);
             declinedAddNormRouter();
         });
     }
@@ -357,6 +358,33 @@ class CudaDecodeRouterTest extends CudaTestBase {
                 assertTrue(Float.isNaN(gpu.toHost(left).toFloatArray()[0]), f + ": the launch left out wrote its outputs");
             }
         }
+    }
+
+    /** Unset, the switch takes the call at 2 tokens: the sum written, the experts those of the two launches. */
+    private void takenByDefault() {
+        SplittableRandom r = rng(343);
+        int t = 2;
+        int h = 256;
+        Tensor g = dev(randn(r, 1f, h));
+        Tensor dw = dev(Tensor.of(bf16Round(randn(r, 0.2f, 60, h).toFloatArray()), 60, h).to(DType.BF16));
+        float[] x = randn(r, 1f, t, h).toFloatArray();
+        float[] d = randn(r, 0.5f, t, h).toFloatArray();
+        Tensor dx = dev(Tensor.of(x, t, h));
+        Tensor dd = dev(Tensor.of(d, t, h));
+        Tensor sum = poisoned(DType.F32, t, h);
+        Tensor idx = poisoned(DType.I32, t, 3);
+        assertTrue(gpu.addRmsNormRouterTopk(dx, dd, sum, g, 1e-6f, poisoned(DType.F32, t, h), dw, 3, true,
+                poisoned(DType.F32, t, 3), idx), "taken with the switch unset");
+        float[] sumWant = new float[t * h];
+        for (int i = 0; i < sumWant.length; i++) {
+            sumWant[i] = x[i] + d[i];
+        }
+        assertBitsEqual("the sum with the switch unset", sumWant, gpu.toHost(sum).toFloatArray());
+        Tensor normedRef = poisoned(DType.F32, t, h);
+        gpu.addRmsNorm(dx, dd, poisoned(DType.F32, t, h), g, 1e-6f, normedRef);
+        Tensor idxRef = poisoned(DType.I32, t, 3);
+        assertTrue(gpu.moeRouterTopk(normedRef, dw, 3, true, poisoned(DType.F32, t, 3), idxRef), "the reference router");
+        assertExact("the experts with the switch unset", gpu.toHost(idxRef).toLongArray(), gpu.toHost(idx).toLongArray());
     }
 
     private void declinedAddNormRouter() {

@@ -66,6 +66,14 @@ final class CudaMoeDecodePairs {
      * -Dorbit.cuda.qkvStaged}), which stays slower with it.
      */
     static final String DOWN_TRIGGER_PROPERTY = "orbit.cuda.downTrigger";
+    /**
+     * {@value} ({@code on|off}, read at each call; off by default, not yet measured): with the down trigger at its wait
+     * (its default), the down prologue form whose loads after the wait go out at once as asynchronous copies into shared
+     * memory ({@code qgemv_down_combine_pre_cp_int4}: the act rows, the token's expert weights and the rows of out it adds
+     * to), where the plain kernel's act rows cost a round trip through the L2 an iteration of their loop and its weights
+     * and out two more after the products. The same bits. The other triggers keep their plain loads.
+     */
+    static final String DOWN_COPIES_PROPERTY = "orbit.cuda.downCopies";
     /** Launches a thread may issue between the gate/up launch and the down launch that takes its prologue. */
     static final int PROLOGUE_GAP = 4;
 
@@ -82,6 +90,7 @@ final class CudaMoeDecodePairs {
     private final Kernel downPre;
     private final Kernel downPreLate;
     private final Kernel downPreEarly;
+    private final Kernel downPreCopies;
     private final Kernel downPrePick;
     private long swigluIds = -1;     // the ids of the last gate/up launch, Launcher.launches() just after it, and its thread
     private long swigluAt = -1;
@@ -103,6 +112,7 @@ final class CudaMoeDecodePairs {
         downPre = ctx.kernel("qgemv", "qgemv_down_combine_pre_int4");
         downPreLate = ctx.kernel("qgemv", "qgemv_down_combine_pre_lt_int4");
         downPreEarly = ctx.kernel("qgemv", "qgemv_down_combine_pre_et_int4");
+        downPreCopies = ctx.kernel("qgemv", "qgemv_down_combine_pre_cp_int4");
         downPrePick = ctx.kernel("qgemv", "qgemv_down_combine_pre_pk_int4");
     }
 
@@ -126,12 +136,12 @@ final class CudaMoeDecodePairs {
         return Switches.oneOf(DOWN_TRIGGER_PROPERTY, "wait", "wait", "staged", "early");
     }
 
-    /** The down prologue kernel {@link #downTrigger} asks for. */
+    /** The down prologue kernel {@link #downTrigger} and {@link #DOWN_COPIES_PROPERTY} ask for. */
     private Kernel downPrologueKernel() {
         return switch (downTrigger()) {
             case "staged" -> downPreLate;
             case "early" -> downPreEarly;
-            default -> downPre;
+            default -> Switches.onOff(DOWN_COPIES_PROPERTY, false) ? downPreCopies : downPre;
         };
     }
 

@@ -360,10 +360,6 @@ EXACT_MMA_KERNEL(exact_mma_j3_fold, 3, 4, 1, true)
 #define EMG_BF16 4
 #define EMG_ROWS 64 // weight rows a block: 4 warps of one 16-row tile
 
-__device__ __forceinline__ void cp_async4(u32 dst, const void* src) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst), "l"(src) : "memory");
-}
-
 // Raw bytes a stage holds of the weight's 64 rows: f32 rows as x's, bf16 rows as a plane, a quantized row's 16 code
 // bytes with the 4-byte words holding its scales and its zero nibble.
 template <int SRC, bool TRANS>

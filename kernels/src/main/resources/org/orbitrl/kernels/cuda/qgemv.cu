@@ -439,8 +439,12 @@ __device__ __forceinline__ void qgd_begin(QgdBegun<R, U>& b, const int* ids, int
 
 // ROW: wts is the token's row of weights (else the [T, topk] weights). LT: the kernel waited with pdl_enter_late, and
 // its dependents may start once the block's act rows are staged (pdl_trigger, every thread), so that their prologues'
-// loads (the next layer's q/k/v weights) queue behind those, not ahead.
-template <int FMT, int KQ, int R, int U, bool ROW = false, bool LT = false>
+// loads (the next layer's q/k/v weights) queue behind those, not ahead. CP (without ROW): every load after the wait
+// issued at once as asynchronous copies into shared memory: the token's weights and (with accumulate) the block's rows
+// of out as the function starts, then the act rows (cp.async at the L2), so that their round trips pass together and
+// during the products, where plain loads cost one round trip after another (the act rows' loop ends each iteration in a
+// store to shared memory; the weights and out are read after the products); the same values in the same expressions.
+template <int FMT, int KQ, int R, int U, bool ROW = false, bool LT = false, bool CP = false>
 __device__ __forceinline__ void qgd_finish(QgdBegun<R, U>& b, const float* act, const float* wts, int topk, int normalize,
                                            const uint4* __restrict__ codes, const void* __restrict__ scales,
                                            const u32* __restrict__ zeros, float global, float* out, int accumulate, int N, int K,
@@ -457,6 +461,14 @@ __device__ __forceinline__ void qgd_finish(QgdBegun<R, U>& b, const float* act, 
     int row0 = blockIdx.x * RB;
     int t = blockIdx.y;
     int pair = t * topk + j;
+    __shared__ float wq[QGD_MAX_TOPK]; // CP: the token's weights
+    __shared__ float oq[RB];           // CP, with accumulate: out's rows of the block
+    if (CP) {
+        if ((int) threadIdx.x < topk) cp_async4(smem_addr(wq + threadIdx.x), wts + (i64) t * topk + threadIdx.x);
+        if (accumulate && (int) threadIdx.x < RB && row0 + (int) threadIdx.x < N)
+            cp_async4(smem_addr(oq + threadIdx.x), out + (i64) t * N + row0 + threadIdx.x);
+        cp_async_commit();
+    }
     if (!b.ok && blockIdx.x == 0 && lane == 0) report_error(err, ERR_EXPERT_OUT_OF_RANGE, b.e, pair);
     float acc[R][1];
 #pragma unroll
@@ -465,7 +477,14 @@ __device__ __forceinline__ void qgd_finish(QgdBegun<R, U>& b, const float* act, 
         int g = kq;
         float* arow = as + j * K;
         const float4* ag = (const float4*) (act + (i64) pair * K);
-        for (int c = lane; c < K / 4; c += 32) ((float4*) arow)[c] = ag[c];
+        if (CP) {
+            u32 aa = smem_addr(arow);
+            for (int c = lane; c < K / 4; c += 32) cp_async16_zfill(aa + 16 * c, ag + c, true);
+            cp_async_commit();
+            cp_async_wait<0>();
+        } else {
+            for (int c = lane; c < K / 4; c += 32) ((float4*) arow)[c] = ag[c];
+        }
         __syncwarp();
         if (LT) pdl_trigger();
         const char* xr[1] = {(const char*) arow};
@@ -488,9 +507,10 @@ __device__ __forceinline__ void qgd_finish(QgdBegun<R, U>& b, const float* act, 
             red[j][rl + RL * r] = v;
         }
     }
+    if (CP) cp_async_wait<0>();
     __syncthreads();
     if ((int) threadIdx.x < RB && row0 + (int) threadIdx.x < N) {
-        const float* wt = ROW ? wts : wts + (i64) t * topk;
+        const float* wt = CP ? wq : ROW ? wts : wts + (i64) t * topk;
         float c = 1.0f;
         if (normalize) {
             float s = 0.0f;
@@ -501,7 +521,7 @@ __device__ __forceinline__ void qgd_finish(QgdBegun<R, U>& b, const float* act, 
         for (int i = 0; i < topk; i++) v += wt[i] * red[i][threadIdx.x];
         v *= c;
         float* o = out + (i64) t * N + row0 + threadIdx.x;
-        *o = accumulate ? *o + v : v;
+        *o = accumulate ? (CP ? oq[threadIdx.x] : *o) + v : v;
     }
 }
 
@@ -615,6 +635,21 @@ extern "C" __global__ void __launch_bounds__(32 * QGD_MAX_TOPK)
     pdl_enter();
     qgd_finish<QF_INT4, QGD_KQ, QGD_R, QGD_U>(b, act, wts, topk, normalize, codes, scales, zeros, global, out, accumulate, N, K,
                                               err, QgLora{lo, tab, sc, rank});
+}
+
+// qgemv_down_combine_pre_int4 with every load after its wait issued at once as asynchronous copies (qgd_finish's CP: the
+// act rows, the token's weights, out's rows): the same prologue, the same bits.
+extern "C" __global__ void __launch_bounds__(32 * QGD_MAX_TOPK)
+    qgemv_down_combine_pre_cp_int4(const float* act, const int* ids, const float* wts, int topk, int normalize,
+                                   const uint4* codes, const void* scales, const u32* zeros, float global, float* out,
+                                   int accumulate, int N, int K, int E, int* err, const float* lo, const unsigned long long* tab,
+                                   float sc, int rank) {
+    ORBIT_TRACE_KERNEL();
+    QgdBegun<QGD_R, QGD_U> b;
+    qgd_begin<QF_INT4, QGD_KQ, QGD_R, QGD_U>(b, ids, topk, codes, scales, zeros, global, N, K, E);
+    pdl_enter();
+    qgd_finish<QF_INT4, QGD_KQ, QGD_R, QGD_U, false, false, true>(b, act, wts, topk, normalize, codes, scales, zeros, global, out,
+                                                                 accumulate, N, K, err, QgLora{lo, tab, sc, rank});
 }
 
 // qgemv_down_combine_pre_int4 letting its dependents start once a block's act rows are staged (qgd_finish's LT), not at

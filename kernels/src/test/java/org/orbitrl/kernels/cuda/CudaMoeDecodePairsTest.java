@@ -337,6 +337,70 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
     }
 
     /**
+     * {@link CudaMoeDecodePairs#DOWN_COPIES_PROPERTY}{@code =on}: the down prologue form whose loads after its wait are
+     * asynchronous copies ({@code qgemv_down_combine_pre_cp_int4}) gives the plain prologue kernel's bits: the router,
+     * gate/up and down chained as dependent launches, with the down launch's LoRA term and without, writing out and adding
+     * to it (seeded values, the act rows, the weights and out all read by copies), one token at top 8 of 768-wide experts
+     * (hidden 256). Each form is shown to be the launch by leaving the other out (a left-out launch leaves out as it was).
+     */
+    @Test
+    void downCopiesGiveTheSameBits() {
+        SplittableRandom r = rng(977);
+        int h = 256;
+        int inter = 768;
+        int rank = 8;
+        int topk = 8;
+        OneTokenLayer layer = oneTokenLayer(r);
+        Experts g = layer.g();
+        Experts u = layer.u();
+        Experts d = layer.d();
+        ExpertWeights b = layer.b();
+        Tensor router = layer.router();
+        Tensor nw = layer.nw();
+        try {
+            for (boolean term : new boolean[]{false, true}) {
+                for (boolean accumulate : new boolean[]{false, true}) {
+                    String what = "one token at top 8" + (term ? ", with the LoRA" : "") + (accumulate ? ", added to out" : "");
+                    Tensor x = dev(randn(r, 1f, 1, h));
+                    float[] before = randn(r, 1f, 1, h).toFloatArray();
+                    Backend.PairLora pl = term ? new Backend.PairLora(dev(randn(r, 1f, topk, rank)), b, 0.5f) : null;
+                    float[][] outs = new float[2][];
+                    for (int form = 0; form < 2; form++) {
+                        boolean copies = form == 1;
+                        Tensor ids = poisoned(DType.I32, 1, topk);
+                        Tensor wts = poisoned(DType.F32, 1, topk);
+                        Tensor hx = poisoned(DType.F32, 1, h);
+                        Tensor act = poisoned(DType.F32, topk, inter);
+                        Tensor out = accumulate ? dev(Tensor.of(before.clone(), 1, h)) : poisoned(DType.F32, 1, h);
+                        gpu.dependentLaunches(true);
+                        try {
+                            withProperty(CudaMoeDecodePairs.DOWN_COPIES_PROPERTY, copies ? "on" : "off", () -> withProperty(
+                                    "orbit.cuda.omitKernels", copies ? "^qgemv_down_combine_pre_int4$" : "^qgemv_down_combine_pre_cp_int4$",
+                                    () -> {
+                                        gpu.fusedDecode().router().moeRouterNormTopk(x, nw, 1e-6f, router, topk, true, hx, wts, ids);
+                                        assertTrue(gpu.moeSwigluPairs(hx, topk, g.w(), u.w(), ids, null, null, act), what + ": gate/up");
+                                        assertTrue(gpu.moeDownCombinePairs(act, d.w(), ids, pl, wts, out, accumulate), what + ": down");
+                                    }));
+                        } finally {
+                            gpu.dependentLaunches(false);
+                        }
+                        outs[form] = gpu.toHost(out).toFloatArray();
+                    }
+                    int moved = 0;
+                    for (int i = 0; i < h; i++) {
+                        assertTrue(Float.isFinite(outs[0][i]), what + ": the plain kernel wrote " + outs[0][i] + " at " + i);
+                        moved += outs[0][i] != before[i] ? 1 : 0;
+                    }
+                    assertTrue(moved > h / 2, what + ": the plain kernel changed " + moved + " of " + h + " values");
+                    assertBitsEqual(what + ": the copies' form", outs[0], outs[1]);
+                }
+            }
+        } finally {
+            free(layer);
+        }
+    }
+
+    /**
      * Where gate/up and down let the launch after them start ({@link CudaMoeDecodePairs#GATE_UP_TRIGGER_PROPERTY}{@code
      * =loads}, {@link CudaMoeDecodePairs#DOWN_TRIGGER_PROPERTY}{@code =staged} or {@code =early}) changes no value: the
      * router, gate/up (at four and six rows a lane), down and a second router over down's rows chained as dependent

@@ -49,6 +49,7 @@ final class DependentKernels {
             Map.entry("qgemv/qgemv_down_combine_pre_int4", Set.of("ids", "codes", "scales", "zeros")),
             Map.entry("qgemv/qgemv_down_combine_pre_lt_int4", Set.of("ids", "codes", "scales", "zeros")),
             Map.entry("qgemv/qgemv_down_combine_pre_et_int4", Set.of("ids", "codes", "scales", "zeros")),
+            Map.entry("qgemv/qgemv_down_combine_pre_cp_int4", Set.of("ids", "codes", "scales", "zeros")),
             Map.entry("moe/moe_router_norm_topk_pre", Set.of("w", "nw", "a0", "a1", "a2")),
             Map.entry("moe/moe_router_add_norm_topk_pre", Set.of("w", "nw", "a0", "a1", "a2")),
             Map.entry("moe/moe_router_norm_topk_rk_pre", Set.of("w", "nw", "a0", "a1", "a2")),
@@ -129,6 +130,7 @@ final class DependentKernels {
         s.add("qgemv/qgemv_down_combine_pre_int4"); // likewise, and its expert ids (PROLOGUES)
         s.add("qgemv/qgemv_down_combine_pre_lt_int4"); // the same, its dependents let start once its act rows are staged
         s.add("qgemv/qgemv_down_combine_pre_et_int4"); // the same, its dependents let start before its wait
+        s.add("qgemv/qgemv_down_combine_pre_cp_int4"); // the same, its loads after the wait as asynchronous copies
         s.add("paged_mla/paged_mla_decode_kvbf16");
         s.add("moe/moe_route");
         s.add("norm/softmax_f32");                // the router's probabilities, then their top k

@@ -314,6 +314,16 @@ __device__ __forceinline__ void router_prologue(const uint4* w, int H, int E, co
     l2_ahead(a2, n2, bulk);
 }
 
+// The norm weight's four values at float4 c (f32 or bf16), by scalar loads (no alignment asked of nw past its type's).
+__device__ __forceinline__ float4 router_norm_weight4(const void* nw, int nwBf16, int c) {
+    if (nwBf16) {
+        const u16* w = (const u16*) nw + 4 * c;
+        return make_float4(bf16_to_f32(w[0]), bf16_to_f32(w[1]), bf16_to_f32(w[2]), bf16_to_f32(w[3]));
+    }
+    const float* w = (const float*) nw + 4 * c;
+    return make_float4(w[0], w[1], w[2], w[3]);
+}
+
 // The router of a decode step in one launch over the device (grid ceil(E / warps) x T, dynamic shared
 // H + E floats): every block of token t = blockIdx.y stages xs = nw * (x[t] / sqrt(mean(x[t]^2) + eps))
 // (rmsnorm_f32's expression; nw f32 or bf16) and writes its share of those values to h[t] (the experts'
@@ -328,16 +338,6 @@ __device__ __forceinline__ void router_prologue(const uint4* w, int H, int E, co
 // SELECT: ROUTER_WARP the last block selects with its first warp (router_select_warp), ROUTER_BLOCK with all its warps
 // (router_select_block; the same values and experts), ROUTER_LOGITS none: the blocks write h and the logits and leave
 // (no ticket; values and indices untouched), the selection left to the launches that read the logits.
-// The norm weight's four values at float4 c (f32 or bf16), by scalar loads (no alignment asked of nw past its type's).
-__device__ __forceinline__ float4 router_norm_weight4(const void* nw, int nwBf16, int c) {
-    if (nwBf16) {
-        const u16* w = (const u16*) nw + 4 * c;
-        return make_float4(bf16_to_f32(w[0]), bf16_to_f32(w[1]), bf16_to_f32(w[2]), bf16_to_f32(w[3]));
-    }
-    const float* w = (const float*) nw + 4 * c;
-    return make_float4(w[0], w[1], w[2], w[3]);
-}
-
 #define ROUTER_WARP 0
 #define ROUTER_BLOCK 1
 #define ROUTER_LOGITS 2
@@ -396,6 +396,7 @@ __device__ __forceinline__ void router_norm_topk(const float* x, const float* d,
         }
     }
     ss = block_sum(ss, red);   // its barriers also order the staging above
+    // nw null: x is the router's input as it is (normed before), h not written
     if (nw != nullptr && onePass) { // each thread norms its own float4s (rmsnorm_f32's expression), from registers
         float inv = 1.0f / sqrtf(ss / (float) H + eps);
         int share = (H + gridDim.x - 1) / gridDim.x;
@@ -420,7 +421,7 @@ __device__ __forceinline__ void router_norm_topk(const float* x, const float* d,
             }
         }
         __syncthreads();
-    } else if (nw != nullptr) { // nw null: x is the router's input as it is (normed before), h not written
+    } else if (nw != nullptr) { // rows past one pass: the norm from xs, the weight read a value at a time
         float inv = 1.0f / sqrtf(ss / (float) H + eps);
         int share = (H + gridDim.x - 1) / gridDim.x;
         int lo = blockIdx.x * share;

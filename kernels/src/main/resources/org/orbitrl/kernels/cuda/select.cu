@@ -1,6 +1,8 @@
 // Gathers and selections.
 
-// out[r, :] = table[ids[r], :]; table f32 or bf16 [vocab, h]; ids i32 or i64 [n].
+// out[r, :] = table[ids[r], :]; table f32 or bf16 [vocab, h]; ids i32 or i64 [n]. A thread loads EMB_V values of the
+// row before it stores any (a decode step's one row is one block: its loads in one round trip, not one a value).
+#define EMB_V 8
 extern "C" __global__ void embedding_f32(const void* table, int tableBf16, const void* ids, int idsI64,
                                          float* out, int n, int h, i64 vocab, int* err) {
     ORBIT_TRACE_KERNEL();
@@ -12,12 +14,20 @@ extern "C" __global__ void embedding_f32(const void* table, int tableBf16, const
             if (threadIdx.x == 0) report_error(err, ERR_INDEX_OUT_OF_RANGE, id, r);
             continue;
         }
-        if (tableBf16) {
-            const u16* row = (const u16*) table + id * h;
-            for (int i = threadIdx.x; i < h; i += blockDim.x) o[i] = bf16_to_f32(row[i]);
-        } else {
-            const float* row = (const float*) table + id * h;
-            for (int i = threadIdx.x; i < h; i += blockDim.x) o[i] = row[i];
+        const u16* rowb = (const u16*) table + id * h;
+        const float* rowf = (const float*) table + id * h;
+        for (int i0 = threadIdx.x; i0 < h; i0 += EMB_V * blockDim.x) {
+            float v[EMB_V];
+#pragma unroll
+            for (int k = 0; k < EMB_V; k++) {
+                int i = i0 + k * blockDim.x;
+                if (i < h) v[k] = tableBf16 ? bf16_to_f32(rowb[i]) : rowf[i];
+            }
+#pragma unroll
+            for (int k = 0; k < EMB_V; k++) {
+                int i = i0 + k * blockDim.x;
+                if (i < h) o[i] = v[k];
+            }
         }
     }
 }

@@ -16,23 +16,26 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  */
 class CudaSelectTest extends CudaTestBase {
 
+    /** Widths 129, 2048 and 2500: one partial pass of a thread's loads, one whole, one and a tail (256 threads, 8 a pass). */
     @Test
     void embeddingF32AndBf16TablesI32AndI64Ids() {
         SplittableRandom r = rng(61);
-        for (DType tt : new DType[]{DType.F32, DType.BF16}) {
-            for (DType it : new DType[]{DType.I32, DType.I64}) {
-                int vocab = 1000;
-                int h = 129;
-                Tensor table = randn(r, 1f, vocab, h).to(tt);
-                Tensor ids = Tensor.allocate(Arena.ofAuto(), it, 2, 9);
-                for (int i = 0; i < 18; i++) {
-                    ids.setLong(r.nextInt(vocab), i / 9, i % 9);
+        int vocab = 1000;
+        for (int h : new int[]{129, 2048, 2500}) {
+            for (DType tt : new DType[]{DType.F32, DType.BF16}) {
+                for (DType it : new DType[]{DType.I32, DType.I64}) {
+                    Tensor table = randn(r, 1f, vocab, h).to(tt);
+                    Tensor ids = Tensor.allocate(Arena.ofAuto(), it, 2, 9);
+                    for (int i = 0; i < 18; i++) {
+                        ids.setLong(r.nextInt(vocab), i / 9, i % 9);
+                    }
+                    Tensor ref = Tensor.allocate(Arena.ofAuto(), DType.F32, 2, 9, h);
+                    cpu.embedding(table, ids, ref);
+                    Tensor out = poisoned(DType.F32, 2, 9, h);
+                    gpu.embedding(dev(table), dev(ids), out);
+                    assertClose("embedding " + tt + " ids " + it + " width " + h, ref.toFloatArray(),
+                            gpu.toHost(out).toFloatArray(), 0, 0);
                 }
-                Tensor ref = Tensor.allocate(Arena.ofAuto(), DType.F32, 2, 9, h);
-                cpu.embedding(table, ids, ref);
-                Tensor out = poisoned(DType.F32, 2, 9, h);
-                gpu.embedding(dev(table), dev(ids), out);
-                assertClose("embedding " + tt + " ids " + it, ref.toFloatArray(), gpu.toHost(out).toFloatArray(), 0, 0);
             }
         }
     }

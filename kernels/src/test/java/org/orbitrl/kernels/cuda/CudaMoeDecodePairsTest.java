@@ -234,6 +234,25 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
     private record OneTokenLayer(Experts g, Experts u, Experts d, ExpertWeights b, Tensor router, Tensor nw) {
     }
 
+    /** The router's choice, its input to the experts and gate/up's rows of {@link #routeGateUpDown}. */
+    private record Routed(Tensor ids, Tensor wts, Tensor hx, Tensor act) {
+    }
+
+    /**
+     * One token x [1, h] through the layer's router, gate/up (topk pairs of inter rows) and down (into out, added where
+     * accumulate), each into buffers poisoned first; asserts that gate/up and down take the call.
+     */
+    private Routed routeGateUpDown(OneTokenLayer layer, Tensor x, int topk, int inter, Backend.PairLora pl, Tensor out,
+                                   boolean accumulate, String what) {
+        int h = x.size(-1);
+        Routed c = new Routed(poisoned(DType.I32, 1, topk), poisoned(DType.F32, 1, topk), poisoned(DType.F32, 1, h),
+                poisoned(DType.F32, topk, inter));
+        gpu.fusedDecode().router().moeRouterNormTopk(x, layer.nw(), 1e-6f, layer.router(), topk, true, c.hx(), c.wts(), c.ids());
+        assertTrue(gpu.moeSwigluPairs(c.hx(), topk, layer.g().w(), layer.u().w(), c.ids(), null, null, c.act()), what + ": gate/up");
+        assertTrue(gpu.moeDownCombinePairs(c.act(), layer.d().w(), c.ids(), pl, c.wts(), out, accumulate), what + ": down");
+        return c;
+    }
+
     private OneTokenLayer oneTokenLayer(SplittableRandom r) {
         int e = 16;
         int h = 256;
@@ -351,36 +370,22 @@ class CudaMoeDecodePairsTest extends CudaTestBase {
         int rank = 8;
         int topk = 8;
         OneTokenLayer layer = oneTokenLayer(r);
-        Experts g = layer.g();
-        Experts u = layer.u();
-        Experts d = layer.d();
-        ExpertWeights b = layer.b();
-        Tensor router = layer.router();
-        Tensor nw = layer.nw();
         try {
             for (boolean term : new boolean[]{false, true}) {
                 for (boolean accumulate : new boolean[]{false, true}) {
                     String what = "one token at top 8" + (term ? ", with the LoRA" : "") + (accumulate ? ", added to out" : "");
                     Tensor x = dev(randn(r, 1f, 1, h));
                     float[] before = randn(r, 1f, 1, h).toFloatArray();
-                    Backend.PairLora pl = term ? new Backend.PairLora(dev(randn(r, 1f, topk, rank)), b, 0.5f) : null;
+                    Backend.PairLora pl = term ? new Backend.PairLora(dev(randn(r, 1f, topk, rank)), layer.b(), 0.5f) : null;
                     float[][] outs = new float[2][];
                     for (int form = 0; form < 2; form++) {
                         boolean copies = form == 1;
-                        Tensor ids = poisoned(DType.I32, 1, topk);
-                        Tensor wts = poisoned(DType.F32, 1, topk);
-                        Tensor hx = poisoned(DType.F32, 1, h);
-                        Tensor act = poisoned(DType.F32, topk, inter);
                         Tensor out = accumulate ? dev(Tensor.of(before.clone(), 1, h)) : poisoned(DType.F32, 1, h);
                         gpu.dependentLaunches(true);
                         try {
                             withProperty(CudaMoeDecodePairs.DOWN_COPIES_PROPERTY, copies ? "on" : "off", () -> withProperty(
                                     "orbit.cuda.omitKernels", copies ? "^qgemv_down_combine_pre_int4$" : "^qgemv_down_combine_pre_cp_int4$",
-                                    () -> {
-                                        gpu.fusedDecode().router().moeRouterNormTopk(x, nw, 1e-6f, router, topk, true, hx, wts, ids);
-                                        assertTrue(gpu.moeSwigluPairs(hx, topk, g.w(), u.w(), ids, null, null, act), what + ": gate/up");
-                                        assertTrue(gpu.moeDownCombinePairs(act, d.w(), ids, pl, wts, out, accumulate), what + ": down");
-                                    }));
+                                    () -> routeGateUpDown(layer, x, topk, inter, pl, out, accumulate, what)));
                         } finally {
                             gpu.dependentLaunches(false);
                         }

@@ -598,7 +598,7 @@ public interface Backend extends AutoCloseable {
      * the routing weights f32 [T, k]: chosen divided by its row sum when {@code normalize}, else chosen.
      */
     default void moeTopk(Tensor probs, int k, boolean normalize, Tensor chosen, Tensor weights, Tensor ids) {
-        MoeHostOps.topk(probs, k, normalize, chosen, weights, ids);
+        MoeRoutingHostOps.topk(probs, k, normalize, chosen, weights, ids);
     }
 
     /**
@@ -612,7 +612,7 @@ public interface Backend extends AutoCloseable {
      */
     default void moeSigmoidTopk(Tensor logits, Tensor bias, int groups, int topkGroups, int k, boolean normalize, float scaling,
                                 Tensor scores, Tensor weights, Tensor ids) {
-        MoeHostOps.sigmoidTopk(logits, bias, groups, topkGroups, k, normalize, scaling, scores, weights, ids);
+        MoeRoutingHostOps.sigmoidTopk(logits, bias, groups, topkGroups, k, normalize, scaling, scores, weights, ids);
     }
 
     /**
@@ -626,7 +626,7 @@ public interface Backend extends AutoCloseable {
      */
     default void moeScoreTopk(Tensor logits, boolean sqrtSoftplus, Tensor bias, Tensor fixed, int k, float scaling,
                               Tensor scores, Tensor weights, Tensor ids) {
-        MoeHostOps.scoreTopk(logits, sqrtSoftplus, bias, fixed, k, scaling, scores, weights, ids);
+        MoeRoutingHostOps.scoreTopk(logits, sqrtSoftplus, bias, fixed, k, scaling, scores, weights, ids);
     }
 
     /**
@@ -637,7 +637,7 @@ public interface Backend extends AutoCloseable {
      */
     default void moeSigmoidRouterBackward(Tensor scores, Tensor ids, Tensor dWeight, boolean normalize, float scaling,
                                           Tensor dLogits) {
-        MoeHostOps.sigmoidRouterBackward(scores, ids, dWeight, normalize, scaling, dLogits);
+        MoeRoutingHostOps.sigmoidRouterBackward(scores, ids, dWeight, normalize, scaling, dLogits);
     }
 
     /**
@@ -903,7 +903,7 @@ public interface Backend extends AutoCloseable {
      */
     default void moeRouterBackward(Tensor probs, Tensor chosen, Tensor weights, Tensor ids, Tensor dWeight, boolean normalize,
                                    Tensor dLogits) {
-        MoeHostOps.routerBackward(probs, chosen, weights, ids, dWeight, normalize, dLogits);
+        MoeRoutingHostOps.routerBackward(probs, chosen, weights, ids, dWeight, normalize, dLogits);
     }
 
     // ------------------------------------------------------------------ policy log-probs, optimizer

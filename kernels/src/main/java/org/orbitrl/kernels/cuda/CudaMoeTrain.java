@@ -4,6 +4,7 @@ import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.ExpertWeights;
 import org.orbitrl.kernels.MemoryCategory;
 import org.orbitrl.kernels.MoeHostOps;
+import org.orbitrl.kernels.MoeRoutingHostOps;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.cuda.internal.Kernel;
 
@@ -129,7 +130,7 @@ final class CudaMoeTrain {
 
     void sigmoidTopk(Tensor logits, Tensor bias, int groups, int topkGroups, int k, boolean normalize, float scaling, Tensor scores,
                      Tensor weights, Tensor ids) {
-        MoeHostOps.checkSigmoidRouting("moeSigmoidTopk", logits, bias, groups, topkGroups, k, scores);
+        MoeRoutingHostOps.checkSigmoidRouting("moeSigmoidTopk", logits, bias, groups, topkGroups, k, scores);
         ctx.devContiguous("moeSigmoidTopk logits", logits, DType.F32);
         ctx.devContiguous("moeSigmoidTopk scores", scores, DType.F32);
         ctx.devContiguous("moeSigmoidTopk weights", weights, DType.F32);
@@ -156,7 +157,7 @@ final class CudaMoeTrain {
 
     void scoreTopk(Tensor logits, boolean sqrtSoftplus, Tensor bias, Tensor fixed, int k, float scaling, Tensor scores,
                    Tensor weights, Tensor ids) {
-        MoeHostOps.checkScoreRouting("moeScoreTopk", logits, bias, fixed, k, scores);
+        MoeRoutingHostOps.checkScoreRouting("moeScoreTopk", logits, bias, fixed, k, scores);
         ctx.devContiguous("moeScoreTopk logits", logits, DType.F32);
         ctx.devContiguous("moeScoreTopk scores", scores, DType.F32);
         ctx.devContiguous("moeScoreTopk weights", weights, DType.F32);

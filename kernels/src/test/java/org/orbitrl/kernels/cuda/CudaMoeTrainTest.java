@@ -4,6 +4,7 @@ import org.junit.jupiter.api.Test;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.ExpertWeights;
 import org.orbitrl.kernels.MoeHostOps;
+import org.orbitrl.kernels.MoeRoutingHostOps;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.quant.QuantizedTensor;
 
@@ -34,7 +35,7 @@ class CudaMoeTrainTest extends CudaTestBase {
         Tensor probs = softmax(randn(r, 3f, T, E));
         for (boolean normalize : new boolean[]{false, true}) {
             Tensor[] ref = {host(DType.F32, T, K), host(DType.F32, T, K), host(DType.I32, T, K)};
-            MoeHostOps.topk(probs, K, normalize, ref[0], ref[1], ref[2]);
+            MoeRoutingHostOps.topk(probs, K, normalize, ref[0], ref[1], ref[2]);
             Tensor c = poisoned(DType.F32, T, K);
             Tensor w = poisoned(DType.F32, T, K);
             Tensor ids = poisoned(DType.I32, T, K);
@@ -83,7 +84,7 @@ class CudaMoeTrainTest extends CudaTestBase {
                     String what = "moeTopk " + t + " tokens, " + e + " experts, top " + k + (ties ? ", ties" : "")
                             + (normalize ? ", normalized" : "");
                     Tensor[] ref = {host(DType.F32, t, k), host(DType.F32, t, k), host(DType.I32, t, k)};
-                    MoeHostOps.topk(probs, k, normalize, ref[0], ref[1], ref[2]);
+                    MoeRoutingHostOps.topk(probs, k, normalize, ref[0], ref[1], ref[2]);
                     Tensor[] warps = topkOn(probs, k, normalize, null);
                     Tensor[] blocks = topkOn(probs, k, normalize, "block");
                     assertExact(what + " ids", ref[2].toLongArray(), gpu.toHost(warps[2]).toLongArray());
@@ -166,7 +167,7 @@ class CudaMoeTrainTest extends CudaTestBase {
                 Tensor sRef = host(DType.F32, t, e);
                 Tensor wRef = host(DType.F32, t, k);
                 Tensor iRef = host(DType.I32, t, k);
-                MoeHostOps.sigmoidTopk(logits, bias, groups, keep, k, normalize, scaling, sRef, wRef, iRef);
+                MoeRoutingHostOps.sigmoidTopk(logits, bias, groups, keep, k, normalize, scaling, sRef, wRef, iRef);
                 Tensor inPlace = dev(logits);
                 Tensor w = poisoned(DType.F32, t, k);
                 Tensor ids = poisoned(DType.I32, t, k);
@@ -182,7 +183,7 @@ class CudaMoeTrainTest extends CudaTestBase {
 
                 Tensor dw = randn(r, 1f, t, k);
                 Tensor lRef = host(DType.F32, t, e);
-                MoeHostOps.sigmoidRouterBackward(sRef, iRef, dw, normalize, scaling, lRef);
+                MoeRoutingHostOps.sigmoidRouterBackward(sRef, iRef, dw, normalize, scaling, lRef);
                 Tensor lGot = poisoned(DType.F32, t, e);
                 gpu.moeSigmoidRouterBackward(dev(sRef), dev(iRef), dev(dw), normalize, scaling, lGot);
                 assertClose(what + ": dLogits", lRef.toFloatArray(), gpu.toHost(lGot).toFloatArray(), 0, 0);
@@ -237,7 +238,7 @@ class CudaMoeTrainTest extends CudaTestBase {
                 Tensor sRef = host(DType.F32, t, e);
                 Tensor wRef = host(DType.F32, t, k);
                 Tensor iRef = host(DType.I32, t, k);
-                MoeHostOps.scoreTopk(logits, sqrtSoftplus, bias, fixed, k, scaling, sRef, wRef, iRef);
+                MoeRoutingHostOps.scoreTopk(logits, sqrtSoftplus, bias, fixed, k, scaling, sRef, wRef, iRef);
                 Tensor inPlace = dev(logits);
                 Tensor w = poisoned(DType.F32, t, k);
                 Tensor ids = poisoned(DType.I32, t, k);
@@ -257,14 +258,14 @@ class CudaMoeTrainTest extends CudaTestBase {
         Tensor lg = Tensor.of(new float[]{0.4f, 0.3f, -0.2f, 0.1f}, 1, 4);
         Tensor minf = Tensor.of(new float[]{0f, Float.NEGATIVE_INFINITY, Float.NEGATIVE_INFINITY, 0f}, 4);
         Tensor iRef = host(DType.I32, 1, 3);
-        MoeHostOps.scoreTopk(lg, false, minf, null, 3, 1f, host(DType.F32, 1, 4), host(DType.F32, 1, 3), iRef);
+        MoeRoutingHostOps.scoreTopk(lg, false, minf, null, 3, 1f, host(DType.F32, 1, 4), host(DType.F32, 1, 3), iRef);
         assertArrayEquals(new long[]{0, 3, 1}, iRef.toLongArray(), "the host's choice of -inf");
         Tensor ids3 = poisoned(DType.I32, 1, 3);
         gpu.moeScoreTopk(dev(lg), false, dev(minf), null, 3, 1f, poisoned(DType.F32, 1, 4), poisoned(DType.F32, 1, 3), ids3);
         assertArrayEquals(iRef.toLongArray(), gpu.toHost(ids3).toLongArray(), "the device's choice of -inf");
         // a token with fewer numbers than choices (NaN scores): an error on both sides, never an expert chosen twice
         Tensor nan = Tensor.of(new float[]{0.1f, Float.NaN, Float.NaN, Float.NaN}, 1, 4);
-        assertThrows(IllegalArgumentException.class, () -> MoeHostOps.scoreTopk(nan, true, null, null, 2, 1f,
+        assertThrows(IllegalArgumentException.class, () -> MoeRoutingHostOps.scoreTopk(nan, true, null, null, 2, 1f,
                 host(DType.F32, 1, 4), host(DType.F32, 1, 2), host(DType.I32, 1, 2)));
         gpu.moeScoreTopk(dev(nan), true, null, null, 2, 1f, poisoned(DType.F32, 1, 4), poisoned(DType.F32, 1, 2),
                 poisoned(DType.I32, 1, 2));
@@ -381,10 +382,10 @@ class CudaMoeTrainTest extends CudaTestBase {
             Tensor c = host(DType.F32, T, K);
             Tensor rw = host(DType.F32, T, K);
             Tensor ids = host(DType.I32, T, K);
-            MoeHostOps.topk(probs, K, normalize, c, rw, ids);
+            MoeRoutingHostOps.topk(probs, K, normalize, c, rw, ids);
             Tensor dw = randn(r, 1f, T, K);
             Tensor lref = host(DType.F32, T, E);
-            MoeHostOps.routerBackward(probs, c, rw, ids, dw, normalize, lref);
+            MoeRoutingHostOps.routerBackward(probs, c, rw, ids, dw, normalize, lref);
             Tensor lgot = poisoned(DType.F32, T, E);
             gpu.moeRouterBackward(dev(probs), dev(c), dev(rw), dev(ids), dev(dw), normalize, lgot);
             assertClose("moeRouterBackward normalize " + normalize, lref.toFloatArray(), gpu.toHost(lgot).toFloatArray(), 1e-6, 1e-5);

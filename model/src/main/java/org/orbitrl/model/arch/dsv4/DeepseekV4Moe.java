@@ -3,7 +3,7 @@ package org.orbitrl.model.arch.dsv4;
 import org.orbitrl.kernels.Backend;
 import org.orbitrl.kernels.DType;
 import org.orbitrl.kernels.MemoryCategory;
-import org.orbitrl.kernels.MoeHostOps;
+import org.orbitrl.kernels.MoeRoutingHostOps;
 import org.orbitrl.kernels.Tensor;
 import org.orbitrl.kernels.TensorAllocator;
 import org.orbitrl.model.arch.DenseMlp;
@@ -92,7 +92,7 @@ final class DeepseekV4Moe {
 
     /** The score of a logit, rounded as {@link Backend#moeScoreTopk} rounds it. */
     private float score(float x) {
-        return sigmoid ? (float) (1.0 / (1.0 + Math.exp(-x))) : MoeHostOps.sqrtSoftplus(x);
+        return sigmoid ? (float) (1.0 / (1.0 + Math.exp(-x))) : MoeRoutingHostOps.sqrtSoftplus(x);
     }
 
     /** d score / d x. */

@@ -9,6 +9,7 @@ import org.orbitrl.model.arch.DenseMlp;
 import org.orbitrl.model.arch.KvCache;
 import org.orbitrl.model.arch.SequenceCache;
 import org.orbitrl.model.arch.Trainable;
+import org.orbitrl.model.arch.dsv4.DeepseekV4TrainTape.Recompute;
 import org.orbitrl.model.nn.AdapterTargets;
 import org.orbitrl.model.nn.Linear;
 import org.orbitrl.model.spec.AttentionKind;
@@ -64,45 +65,6 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         Layer view() {
             return new Layer(attnHc, attnNorm, attn.view(), ffnHc, ffnNorm, moe.view());
         }
-    }
-
-    /**
-     * One sequence's decode state, attached to its {@link SequenceCache}: its values in {@code allocator}'s memory (a
-     * device's on a device backend, where they stay between steps); a fork copies them there.
-     */
-    private static final class SeqState implements SequenceCache.Attachment {
-        int length;
-        final DeepseekV4Attention.State[] layers;
-        private final org.orbitrl.kernels.TensorAllocator allocator;
-
-        SeqState(int n, org.orbitrl.kernels.TensorAllocator allocator) {
-            this.allocator = allocator;
-            layers = new DeepseekV4Attention.State[n];
-            for (int i = 0; i < n; i++) {
-                layers[i] = new DeepseekV4Attention.State();
-            }
-        }
-
-        @Override
-        public SeqState copy() {
-            SeqState c = new SeqState(layers.length, allocator);
-            c.length = length;
-            for (int i = 0; i < layers.length; i++) {
-                layers[i].copyInto(c.layers[i], allocator);
-            }
-            return c;
-        }
-
-        @Override
-        public void release() {
-            for (DeepseekV4Attention.State s : layers) {
-                s.release(allocator);
-            }
-        }
-    }
-
-    private static SeqState stateOf(SequenceCache cache) {
-        return cache.attachment() instanceof SeqState s ? s : null;
     }
 
     DeepseekV4Model(DeepseekV4Config c, Backend backend, Tensor embed, Layer[] layers, float[] headFn, float[] headBase,
@@ -214,13 +176,8 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
      * layers), the open windows' raw projections and the overlap halves. 0 for a cache it has not seen.
      */
     public long stateBytes(SequenceCache cache, int layer) {
-        SeqState st = stateOf(cache);
-        if (st == null) {
-            return 0;
-        }
-        DeepseekV4Attention.State s = st.layers[layer];
-        long floats = s.window == null ? 0 : s.window.floats();
-        return 4 * (floats + s.comp.floats() + s.index.floats());
+        DeepseekV4DecodeState st = DeepseekV4DecodeState.of(cache);
+        return st == null ? 0 : st.stateBytes(layer);
     }
 
     /**
@@ -236,50 +193,19 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
      * are multiples of); while an entries allocation doubles, the old one is held beside the new until its rows move.
      */
     public static long decodeStateBytes(ModelSpec spec, long tokens) {
-        if (tokens <= 0) {
-            return 0;
-        }
-        org.orbitrl.model.spec.DeepseekV4Spec v = spec.deepseekV4();
-        if (v == null) {
-            throw new IllegalArgumentException("decode state bytes of a model that is not DeepSeek V4: " + spec.modelType());
-        }
-        long d = spec.headDim();
-        long floats = 0;
-        for (int l = 0; l < spec.numLayers(); l++) {
-            AttentionKind kind = spec.attentionKind(l);
-            floats += spec.slidingWindow() > 1 ? (long) (spec.slidingWindow() - 1 + StateRows.WINDOW_SLACK) * d : 0;
-            int rate = v.compressRate(kind);
-            if (rate > 0) {
-                boolean csa = kind == AttentionKind.COMPRESSED_SPARSE;
-                floats += compressorFloats(rate, csa ? 2 * d : d, d, tokens);
-                if (csa) {
-                    long id = v.indexHeadDim();
-                    floats += compressorFloats(rate, 2 * id, id, tokens);
-                }
-            }
-        }
-        return 4 * floats;
-    }
-
-    private static long compressorFloats(int rate, long width, long dim, long tokens) {
-        long entries = tokens / rate;
-        return 2L * rate * width + (entries == 0 ? 0 : StateRows.capacityFor(DeepseekV4Compressor.ENTRIES_FIRST, entries) * dim);
+        return DeepseekV4DecodeState.bytes(spec, tokens);
     }
 
     /** Layer {@code layer}'s decode state for {@code cache}, or null for a cache this model has not seen. */
     DeepseekV4Attention.State layerState(SequenceCache cache, int layer) {
-        SeqState st = stateOf(cache);
+        DeepseekV4DecodeState st = DeepseekV4DecodeState.of(cache);
         return st == null ? null : st.layers[layer];
     }
 
     /** Bytes (f32) of the compressed entries (pooled KV and indexer keys) kept for {@code cache} in {@code layer}. */
     public long compressedEntryBytes(SequenceCache cache, int layer) {
-        SeqState st = stateOf(cache);
-        if (st == null) {
-            return 0;
-        }
-        DeepseekV4Attention.State s = st.layers[layer];
-        return 4L * (s.comp.entryFloats() + s.index.entryFloats());
+        DeepseekV4DecodeState st = DeepseekV4DecodeState.of(cache);
+        return st == null ? 0 : st.entryBytes(layer);
     }
 
     /** A cache that supplies the sequence length; the model keeps the V4 state beside it. */
@@ -305,80 +231,6 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
     }
 
     /**
-     * What a training forward keeps: the tape and the logits node; with recompute, the tape covers only the head (the
-     * last layer's output on), and {@code recompute} holds each layer's input streams to run the layer again.
-     */
-    static final class TrainTape implements Trainable.Tape {
-        final GradTape tape;
-        final Node logits;    // [N, vocab]
-        final Recompute recompute;   // null: every layer is on the tape
-        private final int vocab;
-        private final org.orbitrl.kernels.TensorAllocator place;
-        private Tensor placed;  // the logits in the backend's memory, made at the first ask
-        private boolean used;   // the backward has run
-        private final org.orbitrl.model.arch.HostBuffers buffers;   // where offloaded inputs' host tensors go back
-
-        TrainTape(GradTape tape, Node logits, Recompute recompute, int vocab, org.orbitrl.kernels.TensorAllocator place,
-                  org.orbitrl.model.arch.HostBuffers buffers) {
-            this.buffers = buffers;
-            this.tape = tape;
-            this.logits = logits;
-            this.recompute = recompute;
-            this.vocab = vocab;
-            this.place = place;
-        }
-
-        @Override
-        public Tensor logits() {
-            if (placed == null) {
-                placed = logits.onDevice() ? logits.placed(place, logits.size() / vocab, vocab)
-                        : place.uploadFloats(MemoryCategory.LOGITS, logits.v(), logits.size() / vocab, vocab);
-            }
-            return placed;
-        }
-
-        /** Releases every layer's values (the recomputed layers' inputs), the head's and the logits. */
-        @Override
-        public void release(org.orbitrl.kernels.TensorAllocator a) {
-            tape.release(a);
-            if (recompute != null) {
-                for (Node in : recompute.inputs) {
-                    if (in != null) {
-                        in.release(a);
-                    }
-                }
-                recompute.last.release(a);
-                recompute.host.forEach(buffers::give);
-                recompute.host.clear();
-            }
-            logits.release(a);
-            if (placed != null) {
-                a.release(placed);
-                placed = null;
-            }
-            used = true;
-        }
-    }
-
-    /**
-     * A layer's inputs and where the layer's output went: what a backward with recompute needs to run each layer again
-     * on its own tape, last layer first.
-     */
-    static final class Recompute {
-        final Node[] inputs;    // [layer]: the input streams [N, hc, hidden]
-        final List<Tensor> host = new ArrayList<>();   // the offloaded inputs' host tensors, given back at the release
-        Node last;              // the last layer's output, on the head's tape
-        int[] ids;
-        int[] pos;
-        DeepseekV4Attention.Seg[][] segs;   // [layer][sequence]
-
-        Recompute(int layers) {
-            inputs = new Node[layers];
-            segs = new DeepseekV4Attention.Seg[layers][];
-        }
-    }
-
-    /**
      * The training forward. Without {@code recompute} every intermediate of every layer stays on the tape until the
      * backward (device memory on a device backend). With it, each layer runs untaped and keeps only its input streams;
      * the backward runs each layer again on its own tape (the same operations on the same values: the same bits,
@@ -392,12 +244,12 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         }
         GradTape tape = new GradTape();
         Recompute rc = recompute ? new Recompute(layers.length) : null;
-        return new TrainTape(tape, run(batch, null, tape, rc), rc, c.vocab(), backend.allocator(), hostBuffers);
+        return new DeepseekV4TrainTape(tape, run(batch, null, tape, rc), rc, c.vocab(), backend.allocator(), hostBuffers);
     }
 
     @Override
     public void backward(Trainable.Tape t, Tensor dLogits) {
-        if (!(t instanceof TrainTape tt)) {
+        if (!(t instanceof DeepseekV4TrainTape tt)) {
             throw new IllegalArgumentException("not a tape of this model: " + t);
         }
         if (tt.used) {
@@ -458,7 +310,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
         }
         int[] ids = new int[n];
         int[] pos = new int[n];
-        SeqState[] seqStates = new SeqState[batch.size()];
+        DeepseekV4DecodeState[] seqStates = new DeepseekV4DecodeState[batch.size()];
         int[] pos0 = new int[batch.size()];
         int k = 0;
         for (int si = 0; si < batch.size(); si++) {
@@ -466,7 +318,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
             int past = 0;
             if (s.cache() != null) {
                 past = s.cache().length();
-                SeqState st = stateOf(s.cache());
+                DeepseekV4DecodeState st = DeepseekV4DecodeState.of(s.cache());
                 if (st == null || (past == 0 && st.length != 0)) {
                     if (past != 0) {
                         throw new IllegalStateException("a sequence cache at length " + past + " has no DeepSeek V4 "
@@ -475,7 +327,7 @@ public final class DeepseekV4Model implements Trainable, AdapterTargets {
                     if (st != null) {   // a cache rewound to its start: the old state goes, a new one begins
                         st.release();
                     }
-                    st = new SeqState(layers.length, backend.allocator());
+                    st = new DeepseekV4DecodeState(layers.length, backend.allocator());
                     s.cache().attach(st);
                 } else if (st.length != past) {
                     throw new IllegalStateException("a sequence cache at length " + past + " has DeepSeek V4 state for "

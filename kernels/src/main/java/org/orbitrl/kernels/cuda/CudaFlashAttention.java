@@ -82,10 +82,6 @@ final class CudaFlashAttention {
     private final Kernel pagedMmaPrep128;
     private final Kernel pagedMma3xPrep64;
     private final Kernel pagedMma3xPrep128;
-    private final Kernel pagedMmaPrepPre64;  // the same (a ring of 2) asking the L2 for their first lines before the wait
-    private final Kernel pagedMmaPrepPre128;
-    private final Kernel pagedMmaPrepTk64;   // the same without clusters, the splits merged on a ticket
-    private final Kernel pagedMmaPrepTk128;
     private final Kernel pagedMmaPrepQf64;   // the cluster form with q made before the first copies (PREP_Q_FIRST_PROPERTY, the default)
     private final Kernel pagedMmaPrepQf128;
     private final Kernel pagedMmaPrepQf8x64;  // the same for groups of at most 8 with the rope in halves (PREP_GROUP8_PROPERTY)
@@ -94,8 +90,6 @@ final class CudaFlashAttention {
     private final Kernel pagedMmaPrepQfl128;
     private final Kernel pagedMmaPrepQf8l64;
     private final Kernel pagedMmaPrepQf8l128;
-    private final Kernel pagedMma3xPrepTk64;
-    private final Kernel pagedMma3xPrepTk128;
     private final Kernel combine;
     private final Kernel kvWrite;
     private final Kernel kvWriteBf16;
@@ -127,10 +121,6 @@ final class CudaFlashAttention {
         this.pagedMmaPrep128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_d128_kvbf16");
         this.pagedMma3xPrep64 = ctx.kernel("paged_decode", "paged_decode_mma3_prep_d64_kvbf16");
         this.pagedMma3xPrep128 = ctx.kernel("paged_decode", "paged_decode_mma3_prep_d128_kvbf16");
-        this.pagedMmaPrepPre64 = ctx.kernel("paged_decode", "paged_decode_mma_prep_pre_d64_kvbf16");
-        this.pagedMmaPrepPre128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_pre_d128_kvbf16");
-        this.pagedMmaPrepTk64 = ctx.kernel("paged_decode", "paged_decode_mma_prep_tk_d64_kvbf16");
-        this.pagedMmaPrepTk128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_tk_d128_kvbf16");
         this.pagedMmaPrepQf64 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qf_d64_kvbf16");
         this.pagedMmaPrepQf128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qf_d128_kvbf16");
         this.pagedMmaPrepQf8x64 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qf8_d64_kvbf16");
@@ -139,8 +129,6 @@ final class CudaFlashAttention {
         this.pagedMmaPrepQfl128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qfl_d128_kvbf16");
         this.pagedMmaPrepQf8l64 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qf8l_d64_kvbf16");
         this.pagedMmaPrepQf8l128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qf8l_d128_kvbf16");
-        this.pagedMma3xPrepTk64 = ctx.kernel("paged_decode", "paged_decode_mma3_prep_tk_d64_kvbf16");
-        this.pagedMma3xPrepTk128 = ctx.kernel("paged_decode", "paged_decode_mma3_prep_tk_d128_kvbf16");
         this.kvWriteBf16 = ctx.kernel("flash_attention", "paged_kv_write_kvbf16");
         this.prefill = ctx.kernel("flash_attention", "flash_prefill_f32");
         this.paged = ctx.kernel("flash_attention", "paged_decode_f32");
@@ -265,17 +253,8 @@ final class CudaFlashAttention {
     /** {@value}: the decode attention with the step's q/k/v preparation in its launch ({@link #prepAttention}). */
     static final String PREP_ATTENTION_PROPERTY = "orbit.cuda.prepAttention";
     /**
-     * {@code -Dorbit.cuda.prepMerge=cluster|tickets} (read at each call; {@code cluster} by default): how the blocks of
-     * {@link #prepAttention}'s sequence kv head merge their partials: as one thread block cluster through each other's
-     * shared memory, or in a plain launch (a programmatic dependent where the step's launches are; a cluster launch is
-     * not) whose last block to finish merges them from global memory on a ticket, as the merged decode kernels do. The
-     * same bits either way. Measured on an H100 (Qwen3-30B-A3B shape, one sequence): 3.197 against 3.064-3.065 ms, and
-     * 3.060 against 2.931-2.938 with the prologues.
-     */
-    static final String PREP_MERGE_PROPERTY = "orbit.cuda.prepMerge";
-    /**
      * {@code -Dorbit.cuda.prepQFirst=on|off} (read at each call; on by default): the prepared attention's cluster form at a
-     * ring of two without its prologue makes q (its loads, the head norm and the rope) before it issues its first tiles'
+     * ring of two makes q (its loads, the head norm and the rope) before it issues its first tiles'
      * copies ({@code paged_decode_mma_prep_qf_*}), so that q's round trips overlap the block tables' and the copies',
      * instead of after them ({@code off}: {@code paged_decode_mma_prep_*}); the same bits. The kernel timeline put q ready
      * 3.3 µs after those copies were issued; on an H100 the captured one-sequence step of the Qwen3-30B-A3B shape took
@@ -356,8 +335,6 @@ final class CudaFlashAttention {
      * makes that row and writes it to the caches. Where the default splits outnumber a cluster (many keys, few
      * sequences) it takes tables of up to {@value #PREP_MAX_KEYS} keys only. {@code -Dorbit.cuda.prepAttention} (read at
      * each call): {@code on} (the default), {@code off}, or a cluster size from 1 to 16 to take always (a test's sweep).
-     * With {@link #PREP_MERGE_PROPERTY} {@code =tickets} the same blocks (the same split counts) are a plain launch that
-     * needs no cluster, the last to finish merging the partials on a ticket.
      *
      * @return false, nothing launched, where it does not apply: the caller prepares and attends in two operations
      */
@@ -411,31 +388,24 @@ final class CudaFlashAttention {
         long[] qs = q.strides();
         long[] os = out.strides();
         long blocks = (long) b * hkv * cluster;
-        boolean ticketed = ticketedPrepMerge() && (long) b * hkv <= CudaContext.TICKETS;   // no cluster: merged on a ticket
-        Tensor[] parts = ticketed && cluster > 1 ? splitPartials(b, hq, cluster, d) : new Tensor[2];
-        boolean qFirst = !ticketed && ring != 3 && !prologue() && prepQFirst();
+        boolean qFirst = ring != 3 && prepQFirst();
         boolean group8 = group <= 8 && table.style() != RopeTable.Style.INTERLEAVED && prepGroup8();
         boolean loadsFirst = qFirst && prepLoadsFirst();
-        Kernel kernel = ticketed
-                ? ring == 3 ? (d == 64 ? pagedMma3xPrepTk64 : pagedMma3xPrepTk128) : (d == 64 ? pagedMmaPrepTk64 : pagedMmaPrepTk128)
-                : ring == 3 ? (d == 64 ? pagedMma3xPrep64 : pagedMma3xPrep128)
-                : prologue() ? (d == 64 ? pagedMmaPrepPre64 : pagedMmaPrepPre128)
+        Kernel kernel = ring == 3 ? (d == 64 ? pagedMma3xPrep64 : pagedMma3xPrep128)
                 : !qFirst ? (d == 64 ? pagedMmaPrep64 : pagedMmaPrep128)
                 : loadsFirst ? group8 ? (d == 64 ? pagedMmaPrepQf8l64 : pagedMmaPrepQf8l128) : (d == 64 ? pagedMmaPrepQfl64 : pagedMmaPrepQfl128)
                 : group8 ? (d == 64 ? pagedMmaPrepQf8x64 : pagedMmaPrepQf8x128)
                 : (d == 64 ? pagedMmaPrepQf64 : pagedMmaPrepQf128);
-        // the warps' rings, reused for their merge, then the block's partial past it (a cluster) or the last block's split
-        // weights (G · (splits + 1) floats, on a ticket)
-        int shared = ticketed ? Math.max(Math.max(mmaStageBytes(ring, d), mmaMergeBytes(d)), 4 * group * (cluster + 1))
-                : Math.max(mmaStageBytes(ring, d), mmaMergeBytes(d) + 4 * (group * d + 2 * group));
+        // the warps' rings, reused for their merge, then the block's partial past it
+        int shared = Math.max(mmaStageBytes(ring, d), mmaMergeBytes(d) + 4 * (group * d + 2 * group));
         Object[] args = {q, qs[0], qs[1], kCache, vCache, tables, maxBlocks, lens, blockSize, out, os[0], os[1], hq, hkv, d, d,
-                spec.slidingWindow(), spec.scale(), sinks, cluster, 0, parts[0], parts[1], k, v, qNorm, kNorm,
+                spec.slidingWindow(), spec.scale(), sinks, cluster, 0, null, null, k, v, qNorm, kNorm,
                 normType == DType.BF16 ? 1 : 0, eps, positions, cs[0], cs[1], table.style() == RopeTable.Style.INTERLEAVED ? 1 : 0,
-                table.maxPositions(), slots, ctx.errorFlag, ticketed ? ctx.tickets : null, loadsFirst ? attentionTrigger() : 0};
-        if (!ticketed && !kernel.clustersFit(cluster, 32 * MMA_WARPS, shared)) {
+                table.maxPositions(), slots, ctx.errorFlag, null, loadsFirst ? attentionTrigger() : 0};
+        if (!kernel.clustersFit(cluster, 32 * MMA_WARPS, shared)) {
             return false;   // kernels built below sm_90, or a cluster size this device refuses
         }
-        if (!ticketed && cluster > 1) {
+        if (cluster > 1) {
             Launcher.launchClusters(kernel, ctx.stream.handle(), blocks, cluster, 32 * MMA_WARPS, shared, args);
         } else {
             ctx.launchShared(kernel, blocks, 32 * MMA_WARPS, shared, args);
@@ -448,31 +418,6 @@ final class CudaFlashAttention {
         long parts = (long) b * hq * splits;
         return new Tensor[]{ctx.scratch(CudaContext.Scratch.ATTENTION_ACC, DType.F32, parts * dv),
                 ctx.scratch(CudaContext.Scratch.ATTENTION_ML, DType.F32, parts * 2)};
-    }
-
-    /**
-     * {@code -Dorbit.cuda.attentionPrologue=on|off} (read at each call): whether the cluster form of {@link #prepAttention}
-     * at a ring of two stages takes {@code paged_decode_mma_prep_pre_*}, whose blocks ask the L2 for the lines their body
-     * reads first (each warp's first tiles of key and value rows, the head norms' weights, the rope tables' row) before
-     * they wait for the launch before them, so that those DRAM reads overlap the q/k/v projections where the cluster
-     * launch is itself a programmatic dependent ({@link Launcher#CLUSTER_DEPENDENT_PROPERTY}; without it the blocks start
-     * after that launch is done, and the prefetches overlap nothing). The same body, the same bits.
-     */
-    static final String PROLOGUE_PROPERTY = "orbit.cuda.attentionPrologue";
-
-    /** Whether {@link #PROLOGUE_PROPERTY} asks for the prologue form. */
-    static boolean prologue() {
-        return Switches.onOff(PROLOGUE_PROPERTY, false);
-    }
-
-    /** {@link #PREP_MERGE_PROPERTY}: whether the prepared attention merges its splits on a ticket rather than in a cluster. */
-    static boolean ticketedPrepMerge() {
-        String v = System.getProperty(PREP_MERGE_PROPERTY, "cluster").trim();
-        return switch (v) {
-            case "cluster" -> false;
-            case "tickets" -> true;
-            default -> throw new IllegalArgumentException("-D" + PREP_MERGE_PROPERTY + "=" + v + ": expected cluster or tickets");
-        };
     }
 
     /** {@link #PREP_ATTENTION_PROPERTY}: -1 off, 0 on (the cluster from the key splits), or the cluster size to take. */

@@ -982,12 +982,9 @@ PM_KERNEL(paged_decode_mma3_d64_kvbf16, 64, 3)
 // The same kernels with the step's q/k/v preparation folded in (PmPrep; qkv_prep3's launch left out): q holds the
 // projection's raw q, pk and pv its raw k and v [B, Hkv, D]; the `splits` blocks of a (sequence, kv head) deal its key
 // tiles out in turn, so that attention_combine's launch is left out too. The new key's row is made by the warp whose tile
-// holds it and written to the caches there. splitLen is unused. DSM (paged_decode_mma*_prep_*): those blocks are one
-// cluster (the launch's cluster dimension, up to 16) merging their partials through each other's shared memory; partAcc,
-// partMl and tickets unused. Without (paged_decode_mma*_prep_tk_*: a plain launch, so a programmatic dependent where the
-// step's launches are): they write their partials to partAcc and partMl, and the last to finish merges them as the
-// merged kernels do (tickets: i32 [B * Hkv] of zeros, left zero). The same bits either way. G8: see pm_decode; the rope
-// in halves. `trigger`: see PM_PREP_LF_KERNEL (unused here: the trigger comes with the wait).
+// holds it and written to the caches there. splitLen is unused. DSM: those blocks are one cluster (the launch's cluster
+// dimension, up to 16) merging their partials through each other's shared memory; partAcc, partMl and tickets unused.
+// G8: see pm_decode; the rope in halves. `trigger`: see PM_PREP_LF_KERNEL (unused here: the trigger comes with the wait).
 #define PM_PREP_KERNEL(NAME, D, ST, DSM, QF, G8)                                                             \
     extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) NAME(PAGED_DECODE_ARGS(u16), PM_PREP_ARGS) { \
         ORBIT_TRACE_KERNEL();                                                                                \
@@ -999,10 +996,6 @@ PM_PREP_KERNEL(paged_decode_mma_prep_d128_kvbf16, 128, 2, true, false, false)
 PM_PREP_KERNEL(paged_decode_mma_prep_d64_kvbf16, 64, 2, true, false, false)
 PM_PREP_KERNEL(paged_decode_mma3_prep_d128_kvbf16, 128, 3, true, false, false)
 PM_PREP_KERNEL(paged_decode_mma3_prep_d64_kvbf16, 64, 3, true, false, false)
-PM_PREP_KERNEL(paged_decode_mma_prep_tk_d128_kvbf16, 128, 2, false, false, false)
-PM_PREP_KERNEL(paged_decode_mma_prep_tk_d64_kvbf16, 64, 2, false, false, false)
-PM_PREP_KERNEL(paged_decode_mma3_prep_tk_d128_kvbf16, 128, 3, false, false, false)
-PM_PREP_KERNEL(paged_decode_mma3_prep_tk_d64_kvbf16, 64, 3, false, false, false)
 // The cluster form with q made before the first tiles' copies are issued (the default; -Dorbit.cuda.prepQFirst=off for the
 // kernels above): the same bits.
 PM_PREP_KERNEL(paged_decode_mma_prep_qf_d128_kvbf16, 128, 2, true, true, false)
@@ -1027,90 +1020,6 @@ PM_PREP_LF_KERNEL(paged_decode_mma_prep_qfl_d128_kvbf16, 128, false)
 PM_PREP_LF_KERNEL(paged_decode_mma_prep_qfl_d64_kvbf16, 64, false)
 PM_PREP_LF_KERNEL(paged_decode_mma_prep_qf8l_d128_kvbf16, 128, true)
 PM_PREP_LF_KERNEL(paged_decode_mma_prep_qf8l_d64_kvbf16, 64, true)
-
-// The prepared attention's prologue (paged_decode_mma_prep_pre_*): before the kernel's wait, the lines its body reads
-// first are asked of the L2, so that their DRAM reads overlap the launch before it (the q/k/v projections): each warp's
-// first ST tiles of key and value rows, as pm_decode deals them out, and the head norms' weights and the rope tables' row
-// at the new position. It reads lens, tables and pos, which the host's copy wrote before the step's launches, past L1,
-// and only to find those lines: the body reads all of them again after the wait, so that nothing read here reaches a
-// value, whatever it held. The cache rows, tables and weights are only prefetched (no value comes back).
-template <int D, int ST>
-__device__ __forceinline__ void pm_prefetch(const u16* kc, const u16* vc, const int* tables, int maxBlocks, const int* lens,
-                                            int blockSize, int Hkv, int window, int splits, const void* qNorm,
-                                            const void* kNorm, int normBf16, const int* pos, const float* cosT,
-                                            const float* sinT, int maxPos) {
-    int warp = threadIdx.x >> 5;
-    int lane = threadIdx.x & 31;
-    int split = blockIdx.x % splits;
-    int bk = blockIdx.x / splits;
-    int kvh = bk % Hkv;
-    int b = bk / Hkv;
-    int kp = __ldcg(lens + b) - 1; // the new key
-    if (kp < 0 || kp >= maxBlocks * blockSize) return;
-    int ks = window > 0 && kp - window + 1 > 0 ? kp - window + 1 : 0;
-    int tiles = (kp - ks) / PM_TK + 1;
-    const int* table = tables + (i64) b * maxBlocks;
-    int cr = lane >> 1;              // the lane's row of a tile and half of it, as pm_decode copies them
-    int ch = (lane & 1) * (D / 2);
-    i64 rowStride = (i64) Hkv * D;
-#pragma unroll
-    for (int i = 0; i < ST; i++) {
-        int tile = split * PM_WARPS + warp + i * PM_WARPS * splits;
-        int key = ks + tile * PM_TK + cr;
-        if (tile < tiles && key <= kp) {
-            i64 row = (i64) __ldcg(table + key / blockSize) * blockSize + key % blockSize;
-            prefetch_l2(kc + row * rowStride + kvh * D + ch);
-            prefetch_l2(vc + row * rowStride + kvh * D + ch);
-        }
-    }
-    if (warp == 0) { // lanes [0, RL): the cos row's lines, [RL, 2 RL) the sin row's, then q's norm, then k's
-        constexpr int RL = (D / 2) * 4 / 128 > 0 ? (D / 2) * 4 / 128 : 1;
-        int p = __ldcg(pos + b);
-        if (p >= 0 && p < maxPos && lane < 2 * RL) {
-            const float* t = lane < RL ? cosT : sinT;
-            prefetch_l2(t + (i64) p * (D / 2) + 32 * (lane % RL));
-        }
-        int nl = (D * (normBf16 ? 2 : 4) + 127) / 128;
-        int l = lane - 2 * RL;
-        if (qNorm != nullptr && l >= 0 && l < nl) prefetch_l2((const char*) qNorm + 128 * l);
-        l -= nl;
-        if (kNorm != nullptr && l >= 0 && l < nl) prefetch_l2((const char*) kNorm + 128 * l);
-    }
-}
-
-// paged_decode_mma_prep_d128/_d64_kvbf16 (the cluster's merge, a ring of 2) with pm_prefetch before the wait; the same
-// body, the same bits.
-extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) paged_decode_mma_prep_pre_d128_kvbf16(
-        const float* q, i64 qB, i64 qH, const u16* kc, const u16* vc, const int* tables, int maxBlocks, const int* lens,
-        int blockSize, float* out, i64 oB, i64 oH, int Hq, int Hkv, int D, int Dv, int window, float scale,
-        const float* sinks, int splits, int splitLen, float* partAcc, float* partMl, const float* pk, const float* pv,
-        const void* qNorm, const void* kNorm, int normBf16, float eps, const int* pos, const float* cosT,
-        const float* sinT, int interleaved, int maxPos, const int* slots, int* err, int* tickets, int trigger) {
-    ORBIT_TRACE_KERNEL();
-    pm_prefetch<128, 2>(kc, vc, tables, maxBlocks, lens, blockSize, Hkv, window, splits, qNorm, kNorm, normBf16, pos, cosT,
-                        sinT, maxPos);
-    pdl_enter();
-    extern __shared__ __align__(16) u16 pm_pre128_sm[];
-    PmPrep prep{pk, pv, qNorm, kNorm, normBf16, eps, pos, cosT, sinT, interleaved, maxPos, slots, err};
-    pm_decode<128, 2, true, true>(pm_pre128_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq, Hkv,
-                                  window, scale, sinks, splits, splitLen, partAcc, partMl, tickets, &prep);
-}
-
-extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) paged_decode_mma_prep_pre_d64_kvbf16(
-        const float* q, i64 qB, i64 qH, const u16* kc, const u16* vc, const int* tables, int maxBlocks, const int* lens,
-        int blockSize, float* out, i64 oB, i64 oH, int Hq, int Hkv, int D, int Dv, int window, float scale,
-        const float* sinks, int splits, int splitLen, float* partAcc, float* partMl, const float* pk, const float* pv,
-        const void* qNorm, const void* kNorm, int normBf16, float eps, const int* pos, const float* cosT,
-        const float* sinT, int interleaved, int maxPos, const int* slots, int* err, int* tickets, int trigger) {
-    ORBIT_TRACE_KERNEL();
-    pm_prefetch<64, 2>(kc, vc, tables, maxBlocks, lens, blockSize, Hkv, window, splits, qNorm, kNorm, normBf16, pos, cosT,
-                       sinT, maxPos);
-    pdl_enter();
-    extern __shared__ __align__(16) u16 pm_pre64_sm[];
-    PmPrep prep{pk, pv, qNorm, kNorm, normBf16, eps, pos, cosT, sinT, interleaved, maxPos, slots, err};
-    pm_decode<64, 2, true, true>(pm_pre64_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, Hq, Hkv,
-                                 window, scale, sinks, splits, splitLen, partAcc, partMl, tickets, &prep);
-}
 
 // The same kernels merging their key splits themselves (tickets: i32 [B * Hkv] of zeros, left zero): the block of a
 // (sequence, kv head) that writes its split's partials last merges them into out as attention_combine does, whose

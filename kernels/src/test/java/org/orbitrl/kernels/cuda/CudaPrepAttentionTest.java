@@ -37,8 +37,6 @@ import static org.junit.jupiter.api.Assertions.fail;
  *   <li>With the preparation's and the combine's kernels left out of the launches ({@code orbit.cuda.omitKernels}) the
  *   same bits: the fused launch does both itself. The same cluster twice: the same bits.</li>
  *   <li>A sequence whose slot is negative: the same outputs, its row of the cache untouched.</li>
- *   <li>Without the cluster, the splits merged by the last block on a ticket ({@code -Dorbit.cuda.prepMerge=tickets}):
- *   the cluster's bits.</li>
  *   <li>Where it does not apply (an f32 cache, a head dim of 96, a rope over part of the head, the switch off) it returns
  *   false and writes nothing.</li>
  * </ul>
@@ -190,20 +188,14 @@ class CudaPrepAttentionTest extends CudaTestBase {
 
     /** {@link #fused} writing the new rows at {@code slots}. */
     private Result fused(Step s, String setting, String omit, Tensor slots) {
-        return fused(s, setting, omit, slots, "cluster");
-    }
-
-    /** {@link #fused} with its splits merged as {@code -Dorbit.cuda.prepMerge=merge} asks. */
-    private Result fused(Step s, String setting, String omit, Tensor slots, String merge) {
         Tensor kc = s.keys();
         Tensor vc = s.values();
         Tensor out = poisoned(DType.F32, s.b, s.c.hq(), s.c.d());
         boolean[] took = new boolean[1];
         Runnable call = () -> took[0] = gpu.pagedDecodePrepAttention(s.q, s.k, s.v, s.qNorm, s.kNorm, EPS, s.positions, s.rope, kc, vc,
                 slots, s.tablesDev, s.lensDev, s.c.blockSize(), out, s.spec);
-        Runnable merged = () -> withProperty(CudaFlashAttention.PREP_MERGE_PROPERTY, merge, call);
-        withProperty(CudaFlashAttention.PREP_ATTENTION_PROPERTY, setting, omit == null ? merged
-                : () -> withProperty("orbit.cuda.omitKernels", omit, merged));
+        withProperty(CudaFlashAttention.PREP_ATTENTION_PROPERTY, setting, omit == null ? call
+                : () -> withProperty("orbit.cuda.omitKernels", omit, call));
         gpu.synchronize();
         return took[0] ? new Result(gpu.toHost(out).toFloatArray(), gpu.toHost(kc).toFloatArray(), gpu.toHost(vc).toFloatArray()) : null;
     }
@@ -236,69 +228,6 @@ class CudaPrepAttentionTest extends CudaTestBase {
     }
 
     /**
-     * The blocks of a sequence's kv head without a cluster, their splits merged by the last to finish on a ticket ({@code
-     * -Dorbit.cuda.prepMerge=tickets}, {@code paged_decode_mma*_prep_tk_*}): the output and both caches bit for bit the
-     * cluster's, in every case and split count above, twice (the tickets re-armed); with that kernel left out of the
-     * launches the output stays poisoned (the call took it).
-     */
-    @Test
-    void splitsMergedOnATicketGiveTheClustersBits() {
-        SplittableRandom r = rng(305);
-        for (Case c : cases()) {
-            Step s = new Step(c, r);
-            for (String setting : CLUSTERS) {
-                String what = c + ", prepAttention=" + setting + ", merged on a ticket";
-                Result cluster = fused(s, setting, null);
-                assertTrue(cluster != null, what + ": the cluster declined a case it takes");
-                for (int run = 0; run < 2; run++) {
-                    Result tk = fused(s, setting, null, s.slotsDev, "tickets");
-                    assertTrue(tk != null, what + ": declined a case the cluster takes");
-                    assertBitsEqual(what + " (run " + run + "): output", cluster.out(), tk.out());
-                    assertBitsEqual(what + " (run " + run + "): keys", cluster.keys(), tk.keys());
-                    assertBitsEqual(what + " (run " + run + "): values", cluster.values(), tk.values());
-                }
-            }
-            Result left = fused(s, "on", "_prep_tk_", s.slotsDev, "tickets");
-            assertTrue(left != null, c + ": declined with the ticketed kernel left out");
-            for (float v : left.out()) {
-                assertTrue(Float.isNaN(v), c + ": an output written with the ticketed kernel left out");
-            }
-        }
-    }
-
-    /**
-     * {@code -Dorbit.cuda.attentionPrologue=on} ({@code paged_decode_mma_prep_pre_*}: the lines its body reads first asked
-     * of the L2 before its wait) gives the plain cluster kernel's output and caches bit for bit, in every case above with
-     * the cluster the launcher picks and with 1, 5 and 16 blocks forced; also as a dependent launch right after the launch
-     * that writes its q (q = q + 0 by the residual add and norm), against the plain kernel without dependent launches.
-     * The launch is the prologue kernel's: with it left out the output keeps its poison.
-     */
-    @Test
-    void attentionPrologueGivesThePlainKernelsBits() {
-        SplittableRandom r = rng(306);
-        for (Case c : cases()) {
-            Step s = new Step(c, r);
-            for (String setting : new String[]{"on", "1", "5", "16"}) {
-                String what = c + ", prepAttention=" + setting;
-                Result plain = chained(s, setting, "off", false, null);
-                assertTrue(plain != null, what + ": the plain kernel declined a case it takes");
-                for (boolean dependent : new boolean[]{false, true}) {
-                    String f = what + ", attention prologue" + (dependent ? ", a dependent launch" : "");
-                    Result pre = chained(s, setting, "on", dependent, null);
-                    assertTrue(pre != null, f + ": declined a case the plain kernel takes");
-                    assertBitsEqual(f + ": output", plain.out(), pre.out());
-                    assertBitsEqual(f + ": keys", plain.keys(), pre.keys());
-                    assertBitsEqual(f + ": values", plain.values(), pre.values());
-                }
-                Result left = chained(s, setting, "on", false, "_prep_pre_");
-                for (float v : left.out()) {
-                    assertTrue(Float.isNaN(v), what + ": an output written with the prologue kernel left out");
-                }
-            }
-        }
-    }
-
-    /**
      * {@code -Dorbit.cuda.prepQFirst} (on by default: {@code paged_decode_mma_prep_qf_*}, q made before the first tiles'
      * copies are issued) gives the output and caches of the kernel that makes q after them ({@code =off}) bit for bit, in
      * every case above with the cluster the launcher picks and with 1, 5 and 16 blocks forced, with dependent launches off
@@ -316,9 +245,9 @@ class CudaPrepAttentionTest extends CudaTestBase {
                     Result[] got = new Result[3];
                     String q1 = CudaFlashAttention.PREP_Q_FIRST_PROPERTY;
                     withProperty(CudaFlashAttention.PREP_GROUP8_PROPERTY, "off", () -> {
-                        withProperty(q1, "off", () -> got[0] = chained(s, setting, "off", dependent, null));
-                        withProperty(q1, "on", () -> got[1] = chained(s, setting, "off", dependent, null));
-                        withProperty(q1, "on", () -> got[2] = chained(s, setting, "off", dependent, "_prep_qfl?_"));
+                        withProperty(q1, "off", () -> got[0] = chained(s, setting, dependent, null));
+                        withProperty(q1, "on", () -> got[1] = chained(s, setting, dependent, null));
+                        withProperty(q1, "on", () -> got[2] = chained(s, setting, dependent, "_prep_qfl?_"));
                     });
                     assertTrue(got[0] != null && got[1] != null, what + ": declined a case it takes");
                     assertSameBits(what, got[0], got[1]);
@@ -347,9 +276,9 @@ class CudaPrepAttentionTest extends CudaTestBase {
                 for (boolean dependent : new boolean[]{false, true}) {
                     String what = c + ", prepAttention=" + setting + (dependent ? ", a dependent launch" : "");
                     Result[] got = new Result[3];
-                    withProperty(CudaFlashAttention.PREP_GROUP8_PROPERTY, "off", () -> got[0] = chained(s, setting, "off", dependent, "_prep_qf8l?_"));
-                    withProperty(CudaFlashAttention.PREP_GROUP8_PROPERTY, "on", () -> got[1] = chained(s, setting, "off", dependent, "_prep_qfl?_"));
-                    withProperty(CudaFlashAttention.PREP_GROUP8_PROPERTY, "on", () -> got[2] = chained(s, setting, "off", dependent, "_prep_qf8l?_"));
+                    withProperty(CudaFlashAttention.PREP_GROUP8_PROPERTY, "off", () -> got[0] = chained(s, setting, dependent, "_prep_qf8l?_"));
+                    withProperty(CudaFlashAttention.PREP_GROUP8_PROPERTY, "on", () -> got[1] = chained(s, setting, dependent, "_prep_qfl?_"));
+                    withProperty(CudaFlashAttention.PREP_GROUP8_PROPERTY, "on", () -> got[2] = chained(s, setting, dependent, "_prep_qf8l?_"));
                     assertTrue(got[0] != null && got[1] != null && got[2] != null, what + ": declined a case it takes");
                     if (fits) {
                         assertSameBits(what, got[0], got[1]);
@@ -379,9 +308,9 @@ class CudaPrepAttentionTest extends CudaTestBase {
                     String what = c + ", prepAttention=" + setting + (dependent ? ", a dependent launch" : "");
                     Result[] got = new Result[3];
                     String lf = CudaFlashAttention.PREP_LOADS_FIRST_PROPERTY;
-                    withProperty(lf, "off", () -> got[0] = chained(s, setting, "off", dependent, "_prep_qf8?l_"));
-                    withProperty(lf, "on", () -> got[1] = chained(s, setting, "off", dependent, "_prep_qf8?_d"));
-                    withProperty(lf, "on", () -> got[2] = chained(s, setting, "off", dependent, "_prep_qf8?l_"));
+                    withProperty(lf, "off", () -> got[0] = chained(s, setting, dependent, "_prep_qf8?l_"));
+                    withProperty(lf, "on", () -> got[1] = chained(s, setting, dependent, "_prep_qf8?_d"));
+                    withProperty(lf, "on", () -> got[2] = chained(s, setting, dependent, "_prep_qf8?l_"));
                     assertTrue(got[0] != null && got[1] != null && got[2] != null, what + ": declined a case it takes");
                     assertSameBits(what, got[0], got[1]);
                     assertUnwritten(what + ": an output written with the loads-first kernels left out", got[2]);
@@ -409,7 +338,7 @@ class CudaPrepAttentionTest extends CudaTestBase {
                     int at = i;
                     withProperty(CudaFlashAttention.TRIGGER_PROPERTY, where[i], () -> {
                         float[][] after = new float[1][];
-                        got[at] = chained(s, setting, "off", true, "_prep_qf8?_d", after);
+                        got[at] = chained(s, setting, true, "_prep_qf8?_d", after);
                         read[at] = after[0];
                     });
                 }
@@ -428,18 +357,18 @@ class CudaPrepAttentionTest extends CudaTestBase {
 
     /**
      * The fused call on fresh copies of the step's caches right after a launch that writes its q (the step's q plus
-     * zeros, by {@code addRmsNorm}), under {@code -Dorbit.cuda.prepAttention=setting} and {@code attentionPrologue},
-     * with dependent launches on or off, {@code omit} left out; null where it declined.
+     * zeros, by {@code addRmsNorm}), under {@code -Dorbit.cuda.prepAttention=setting}, with dependent launches on or off,
+     * {@code omit} left out; null where it declined.
      */
-    private Result chained(Step s, String setting, String prologue, boolean dependent, String omit) {
-        return chained(s, setting, prologue, dependent, omit, null);
+    private Result chained(Step s, String setting, boolean dependent, String omit) {
+        return chained(s, setting, dependent, omit, null);
     }
 
     /**
-     * {@link #chained(Step, String, String, boolean, String)}, and where {@code after} is given, a residual add and norm of
+     * {@link #chained(Step, String, boolean, String)}, and where {@code after} is given, a residual add and norm of
      * the attention's output launched right after it (a dependent launch with them on), its rows into {@code after[0]}.
      */
-    private Result chained(Step s, String setting, String prologue, boolean dependent, String omit, float[][] after) {
+    private Result chained(Step s, String setting, boolean dependent, String omit, float[][] after) {
         Tensor kc = s.keys();
         Tensor vc = s.values();
         Tensor out = poisoned(DType.F32, s.b, s.c.hq(), s.c.d());
@@ -453,15 +382,15 @@ class CudaPrepAttentionTest extends CudaTestBase {
         boolean[] took = new boolean[1];
         gpu.dependentLaunches(dependent);
         try {
-            withProperty(CudaFlashAttention.PREP_ATTENTION_PROPERTY, setting, () -> withProperty(CudaFlashAttention.PROLOGUE_PROPERTY,
-                    prologue, () -> withProperty("orbit.cuda.omitKernels", omit, () -> {
+            withProperty(CudaFlashAttention.PREP_ATTENTION_PROPERTY, setting, () -> withProperty("orbit.cuda.omitKernels", omit,
+                    () -> {
                         gpu.addRmsNorm(s.q.reshape(s.b, row), zeros, q.reshape(s.b, row), nw, EPS, normed);
                         took[0] = gpu.pagedDecodePrepAttention(q, s.k, s.v, s.qNorm, s.kNorm, EPS, s.positions, s.rope, kc, vc,
                                 s.slotsDev, s.tablesDev, s.lensDev, s.c.blockSize(), out, s.spec);
                         if (after != null) {
                             gpu.addRmsNorm(out.reshape(s.b, row), zeros, sum2, nw, EPS, normed2);
                         }
-                    })));
+                    }));
         } finally {
             gpu.dependentLaunches(false);
         }

@@ -18,8 +18,8 @@ import static org.orbitrl.kernels.cuda.CudaTestBase.valueWithProperty;
 /**
  * The one-row prologue products' switch ({@code orbit.cuda.gemvPrologue=on|plain|l2|off}, plain by default), the launcher's
  * bound on a lane's steps against the kernel's own ({@code BGP_STEPS} in bgemv.cu), and the routed experts' down prologue
- * switch ({@code orbit.cuda.downPrologue=on|off}, on by default), the router's ({@code orbit.cuda.routerPrologue=on|off},
- * on by default) and the prepared attention's ({@code orbit.cuda.attentionPrologue=on|off}, off by default); q, k and v's
+ * switch ({@code orbit.cuda.downPrologue=on|off}, on by default) and the router's ({@code orbit.cuda.routerPrologue=on|off},
+ * on by default); q, k and v's
  * build for one wave ({@code orbit.cuda.qkvWave=on|off}) and the attention's q made first ({@code orbit.cuda.prepQFirst=on|off}),
  * both on by default; the narrow add+norm ({@code orbit.cuda.narrowNorm}, on by default) and the attention for groups of
  * at most 8 ({@code orbit.cuda.prepGroup8}) and the gate/up launch with x staged first ({@code orbit.cuda.swigluXFirst}), all
@@ -116,11 +116,6 @@ class GemvPrologueSwitchTest {
     @Test
     void theRouterPrologueSwitch() {
         assertOnOff(CudaDecodeRouter.ROUTER_PROLOGUE_PROPERTY, true, CudaDecodeRouter::routerPrologue, "yes");
-    }
-
-    @Test
-    void theAttentionPrologueSwitch() {
-        assertOnOff(CudaFlashAttention.PROLOGUE_PROPERTY, false, CudaFlashAttention::prologue, "1");
     }
 
     /** The attention for groups of at most 8: on by default. */

@@ -20,24 +20,13 @@ final class DependentKernels {
     }
 
     /**
-     * What the prepared attention's prologue ({@code pm_prefetch}) names before the wait: the step's lengths, block tables
-     * and positions, which the host's copy wrote before the step's launches, read past L1 and only to find lines to
-     * prefetch; and the caches, the head norms' weights and the rope tables, only prefetched into the L2 (no value comes
-     * back). The body reads all of them again after the wait, so nothing read before it reaches a value.
-     * {@code DependentKernelsSourceTest} checks both.
-     */
-    private static final Set<String> PAGED_PREFETCH = Set.of("kc", "vc", "tables", "lens", "pos", "qNorm", "kNorm", "cosT", "sinT");
-
-    /**
      * The listed kernels that read frozen weights before their {@code pdl_enter()} (their prologue: those loads overlap
      * the kernels before them), by "file/name", with the parameters they may read there: pointers to weights that no
      * step writes, and these stated exceptions: {@code qgemv_down_combine_pre_int4}'s expert ids (and {@code
      * qgemv_down_combine_pre_pk_int4}'s router logits, which it chooses them from), which the router wrote
      * before the gate/up launch over them, whose blocks wait for the router before they let any later launch start (its
-     * host takes it only soon after that launch; it reads them past L1); and the prepared attention's prologue ({@link
-     * #PAGED_PREFETCH}), which only finds lines to prefetch. {@code DependentKernelsSourceTest} checks that nothing else
-     * is named before the wait, that the ids are read with {@code __ldcg}, and that the attention's prologue reads only
-     * through {@code __ldcg} and prefetches.
+     * host takes it only soon after that launch; it reads them past L1). {@code DependentKernelsSourceTest} checks that
+     * nothing else is named before the wait and that the ids are read with {@code __ldcg}.
      */
     private static final Map<String, Set<String>> PROLOGUES = Map.ofEntries(
             Map.entry("bgemv/bgemv_pre1", Set.of("w")),
@@ -55,9 +44,7 @@ final class DependentKernels {
             Map.entry("moe/moe_router_norm_topk_rk_pre", Set.of("w", "nw", "a0", "a1", "a2")),
             Map.entry("moe/moe_router_add_norm_topk_rk_pre", Set.of("w", "nw", "a0", "a1", "a2")),
             Map.entry("moe/moe_router_norm_logits_pre", Set.of("w", "nw", "a0", "a1", "a2")),
-            Map.entry("qgemv/qgemv_down_combine_pre_pk_int4", Set.of("logits", "codes", "scales", "zeros")),
-            Map.entry("paged_decode/paged_decode_mma_prep_pre_d128_kvbf16", PAGED_PREFETCH),
-            Map.entry("paged_decode/paged_decode_mma_prep_pre_d64_kvbf16", PAGED_PREFETCH));
+            Map.entry("qgemv/qgemv_down_combine_pre_pk_int4", Set.of("logits", "codes", "scales", "zeros")));
 
     /** Whether kernel {@code name} of {@code file}.cu waits for its predecessor ({@code pdl_enter()}) before it reads what that wrote. */
     static boolean waitsForPredecessor(String file, String name) {
@@ -114,12 +101,6 @@ final class DependentKernels {
         s.add("paged_decode/paged_decode_mma_prep_qf8l_d128_kvbf16");
         s.add("paged_decode/paged_decode_mma3_prep_d64_kvbf16");
         s.add("paged_decode/paged_decode_mma3_prep_d128_kvbf16");
-        s.add("paged_decode/paged_decode_mma_prep_pre_d64_kvbf16"); // its first lines asked of the L2 before the wait (PROLOGUES)
-        s.add("paged_decode/paged_decode_mma_prep_pre_d128_kvbf16");
-        s.add("paged_decode/paged_decode_mma_prep_tk_d64_kvbf16");  // and without the cluster, the splits merged on a ticket
-        s.add("paged_decode/paged_decode_mma_prep_tk_d128_kvbf16");
-        s.add("paged_decode/paged_decode_mma3_prep_tk_d64_kvbf16");
-        s.add("paged_decode/paged_decode_mma3_prep_tk_d128_kvbf16");
         s.add("attention/attention_combine");
         s.add("bgemv/bgemv_pre1");            // its weights' loads before the wait (PROLOGUES)
         s.add("bgemv/bgemv_norm_pre1");       // likewise

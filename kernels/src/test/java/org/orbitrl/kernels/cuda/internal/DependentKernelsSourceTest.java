@@ -109,33 +109,6 @@ class DependentKernelsSourceTest {
         assertEquals(1, Pattern.compile("\\blogits\\b").matcher(pre).results().count(), "the logits read once, past L1:\n" + pre);
     }
 
-    /**
-     * The prepared attention's prologue ({@code pm_prefetch}, {@link DependentKernels}'s second stated exception) reads
-     * memory only through {@code __ldcg} (the lengths, the block table and the positions: an L1 line it left must not
-     * answer the body after the wait) and otherwise only names lines to {@code prefetch_l2}: no indexing, no member
-     * access, no dereference, no other call that could load.
-     */
-    @Test
-    void thePreparedAttentionsPrologueOnlyReadsPastL1AndPrefetches() {
-        String src = stripComments(KernelLibrary.resource("paged_decode.cu"));
-        int begin = src.indexOf("void pm_prefetch(");
-        assertTrue(begin >= 0, "paged_decode.cu defines pm_prefetch");
-        String body = src.substring(src.indexOf('{', begin) + 1, src.indexOf("\n}\n", begin));
-        assertEquals(3, Pattern.compile("__ldcg\\(").matcher(body).results().count(), "three reads past L1:\n" + body);
-        for (String read : List.of("__ldcg(lens + b)", "__ldcg(table + ", "__ldcg(pos + b)")) {
-            assertTrue(body.contains(read), "pm_prefetch reads " + read + ":\n" + body);
-        }
-        assertFalse(body.contains("[") || body.contains("->"), "pm_prefetch indexes or dereferences a pointer:\n" + body);
-        String noDecls = body.replaceAll("\\b(?:const\\s+)?\\w+\\s*\\*\\s+(?=\\w+\\s*=)", " ")   // pointer declarations
-                .replaceAll("\\(\\s*(?:const\\s+)?\\w+\\s*\\*?\\s*\\)", " ");                        // casts
-        Matcher deref = Pattern.compile("(?<![\\w)\\s])\\s*\\*\\s*[\\w(]").matcher(noDecls);
-        assertFalse(deref.find(), "pm_prefetch dereferences a pointer: " + (deref.find(0) ? noDecls.substring(deref.start(),
-                Math.min(noDecls.length(), deref.end() + 20)) : ""));
-        Set<String> calls = Pattern.compile("\\b([A-Za-z_]\\w*)\\s*(?:<[^<>()]*>\\s*)?\\(").matcher(body).results().map(r -> r.group(1))
-                .filter(n -> !Set.of("if", "for", "return").contains(n)).collect(Collectors.toSet());
-        assertEquals(Set.of("__ldcg", "prefetch_l2"), calls, "the calls of pm_prefetch");
-    }
-
     @Test
     void waitIsOnlyFirstAndOnlyInListedKernels() throws IOException, URISyntaxException {
         URL common = KernelLibrary.class.getResource("/org/orbitrl/kernels/cuda/common.cuh");

@@ -62,8 +62,8 @@ final class CudaMoeDecodePairs {
      * ahead of its wait: at its wait, once a block's act rows are staged ({@code qgemv_down_combine_pre_lt_int4}), or as
      * soon as its prologue's loads are issued, before its wait ({@code qgemv_down_combine_pre_et_int4}: q/k/v's blocks
      * then start during the gate/up launch's tail). The same bits. Measured on an H100 as above: {@code staged} no faster
-     * (2.497-2.513 ms against 2.486-2.525); {@code early} only with q/k/v staged in shared memory ({@code
-     * -Dorbit.cuda.qkvStaged}), which stays slower with it.
+     * (2.497-2.513 ms against 2.486-2.525); {@code early} within the rounds' spread, and with q/k/v staged in shared
+     * memory (a form since removed) slower.
      */
     static final String DOWN_TRIGGER_PROPERTY = "orbit.cuda.downTrigger";
     /**

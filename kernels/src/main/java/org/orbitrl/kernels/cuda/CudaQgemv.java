@@ -34,14 +34,11 @@ final class CudaQgemv {
     private final Kernel bf16Prologue;       // bgemv_pre1
     private final Kernel bf16NormPrologue;   // bgemv_norm_pre1
     private final Kernel bf16NormScalePrologue;   // bgemv_norm_scale_pre1
-    private final Kernel bf16NormScaleL2;         // bgemv_norm_scale_l2_m1
     private final Map<Integer, Kernel> bf16LowRank = new HashMap<>();
     private final Map<Integer, Kernel> bf16LowRankA = new HashMap<>();
     private final Map<Integer, Kernel> bf16NormShared = new HashMap<>();
     private final Kernel bf16NormScale;
     private final Kernel bf16NormScaleWave;       // bgemv_norm_scale_w1
-    private final Kernel bf16NormScaleStaged;     // bgemv_norm_scale_st1
-    private final Kernel bf16NormScaleCopied;     // bgemv_norm_scale_sa1
 
     CudaQgemv(CudaContext ctx) {
         this.ctx = ctx;
@@ -63,12 +60,9 @@ final class CudaQgemv {
         }
         bf16NormScale = ctx.kernel("bgemv", "bgemv_norm_scale_m1");
         bf16NormScaleWave = ctx.kernel("bgemv", "bgemv_norm_scale_w1");
-        bf16NormScaleStaged = ctx.kernel("bgemv", "bgemv_norm_scale_st1");
-        bf16NormScaleCopied = ctx.kernel("bgemv", "bgemv_norm_scale_sa1");
         this.bf16Prologue = ctx.kernel("bgemv", "bgemv_pre1");
         this.bf16NormPrologue = ctx.kernel("bgemv", "bgemv_norm_pre1");
         this.bf16NormScalePrologue = ctx.kernel("bgemv", "bgemv_norm_scale_pre1");
-        this.bf16NormScaleL2 = ctx.kernel("bgemv", "bgemv_norm_scale_l2_m1");
     }
 
     /**
@@ -90,13 +84,11 @@ final class CudaQgemv {
     }
 
     /**
-     * {@code -Dorbit.cuda.gemvPrologue=on|plain|l2|off} (read at each call; {@code plain} by default): {@code plain} has a
+     * {@code -Dorbit.cuda.gemvPrologue=on|plain|off} (read at each call; {@code plain} by default): {@code plain} has a
      * one-row bf16 product take {@code bgemv_pre1} (every weight load of a lane issued before the kernel waits for the one
      * before it; the bits of {@code bgemv_m1}) where a lane's steps fit its registers; {@code on} also the norm-folded
      * one-row q/k/v products, {@code bgemv_norm_scale_pre1} (the bits of {@code bgemv_norm_scale_m1}) or, with the staged
-     * fold ({@link #NORM_FOLD_PROPERTY}{@code =stage}), {@code bgemv_norm_pre1} (those of {@code bgemv_norm_lr_m1});
-     * {@code l2} plain's, and the scaled fold's q/k/v products {@code bgemv_norm_scale_l2_m1}, whose blocks ask the L2 for
-     * their weight rows' lines before the wait and load them after it (the bits of {@code bgemv_norm_scale_m1}). It
+     * fold ({@link #NORM_FOLD_PROPERTY}{@code =stage}), {@code bgemv_norm_pre1} (those of {@code bgemv_norm_lr_m1}). It
      * pays only under dependent launches (a one-sequence step's capture, or {@code -Dorbit.cuda.pdl=on}). Measured on an
      * H100 (Qwen3-30B-A3B shape, one sequence, with the down prologue): off 2.956-2.961, plain 2.929-2.944, on 2.973 ms.
      */
@@ -108,9 +100,9 @@ final class CudaQgemv {
         String v = System.getProperty(PROLOGUE_PROPERTY, "plain");
         return switch (v) {
             case "on" -> true;
-            case "plain", "l2" -> !normFolded;
+            case "plain" -> !normFolded;
             case "off" -> false;
-            default -> throw new IllegalArgumentException("-D" + PROLOGUE_PROPERTY + "=" + v + ": expected on, plain, l2 or off");
+            default -> throw new IllegalArgumentException("-D" + PROLOGUE_PROPERTY + "=" + v + ": expected on, plain or off");
         };
     }
 
@@ -125,55 +117,6 @@ final class CudaQgemv {
     /** Whether {@link #WAVE_PROPERTY} asks for the five-blocks-an-SM build. */
     static boolean waveAsked() {
         return Switches.onOff(WAVE_PROPERTY, true);
-    }
-
-    /**
-     * {@code -Dorbit.cuda.qkvStaged=off|bulk|copies} (read at each call; off by default): the norm-folded one-row products
-     * without another prologue take {@code bgemv_norm_scale_st1} ({@code bulk}) or {@code bgemv_norm_scale_sa1} ({@code
-     * copies}) where their staging fits ({@link #stagedRowBlocks}): a grid of one block an SM, each block's rows copied
-     * into its shared memory before its wait, by bulk copies or by every thread's 16-byte asynchronous copies, so that
-     * under dependent launches all of q, k and v stream while the launch before runs (a one-token step's down launch),
-     * then {@code bgemv_norm_scale_m1}'s sums over them: the same bits. Measured slower (Qwen3-30B-A3B shape, a
-     * one-sequence captured step): on an H100 2.637-2.656 ms by bulk copies against 2.425-2.442; on an H200, with the down
-     * launch's early trigger ({@code -Dorbit.cuda.downTrigger=early}), 2.469-2.494 by asynchronous copies and 2.517-2.524
-     * by bulk copies against 2.273-2.290.
-     */
-    static final String STAGED_PROPERTY = "orbit.cuda.qkvStaged";
-
-    /** What {@link #STAGED_PROPERTY} asks for: off, bulk or copies. */
-    static String staged() {
-        return Switches.oneOf(STAGED_PROPERTY, "off", "off", "bulk", "copies");
-    }
-
-    /** Most dynamic shared memory a staged block takes (below sm_90's 227 KiB, so that blocks of the launch before fit beside it). */
-    static final int STAGED_MAX_SHARED = 200 * 1024;
-
-    /** {@code BGS_PAD} and {@code BGS_MAX_PER} of bgemv.cu. */
-    static final int STAGED_PAD = 32;
-    static final int STAGED_MAX_PER = 16;
-
-    /**
-     * Row blocks of {@code bgemv_norm_scale_st1} a block takes for these products over K columns on a device of {@code
-     * sms} SMs (a grid of at most one block an SM), or 0 where its staging does not fit ({@link #STAGED_MAX_SHARED}).
-     */
-    static int stagedRowBlocks(int k, int[] n, int sms) {
-        long total = lowRankBlocks(1, n);
-        if (total == 0 || sms <= 0) {
-            return 0;
-        }
-        int per = (int) ceilDiv(total, sms);
-        return per <= STAGED_MAX_PER && stagedShared(k, per) <= STAGED_MAX_SHARED ? per : 0;
-    }
-
-    /** Bytes of dynamic shared memory of a staged block of {@code per} row blocks over K columns. */
-    static long stagedShared(int k, int per) {
-        return (long) per * bf16RowsPerBlock(1) * (2L * k + STAGED_PAD);
-    }
-
-    /** Whether {@link #PROLOGUE_PROPERTY} asks for the scaled fold's L2 prologue ({@code l2}). */
-    static boolean l2PrologueAsked() {
-        prologueAsked(false);   // the value checked
-        return "l2".equals(System.getProperty(PROLOGUE_PROPERTY));
     }
 
     /** Whether a lane of a one-row prologue kernel over K columns in blocks of {@code warps} warps holds all its steps. */
@@ -201,17 +144,9 @@ final class CudaQgemv {
         boolean prologue = m == 1 && prologueAsked(true) && prologueFits(k, warps);
         if (m == 1 && normScaled()) {
             long blocks = lowRankBlocks(1, n);
-            String staged = staged();
-            int per = prologue || l2PrologueAsked() || ctx.device.computeCapabilityMajor() < 9 || staged.equals("off") ? 0
-                    : stagedRowBlocks(k, n, ctx.device.multiprocessors());
-            if (per > 0) {
-                ctx.launchShared(staged.equals("bulk") ? bf16NormScaleStaged : bf16NormScaleCopied, ceilDiv(blocks, per),
-                        32 * warps, (int) stagedShared(k, per), x, k, normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0, eps,
-                        w[0], y[0], n[0], w[1], y[1], n[1], w[2], y[2], n[2], per);
-            } else if (blocks > 0) {
-                ctx.launch(prologue ? bf16NormScalePrologue : l2PrologueAsked() ? bf16NormScaleL2
-                                : waveAsked() ? bf16NormScaleWave : bf16NormScale, blocks, 32 * warps, x,
-                        k, normWeight,
+            if (blocks > 0) {
+                ctx.launch(prologue ? bf16NormScalePrologue : waveAsked() ? bf16NormScaleWave : bf16NormScale, blocks,
+                        32 * warps, x, k, normWeight,
                         normWeight.dtype() == DType.BF16 ? 1 : 0, eps, w[0], y[0], n[0], w[1], y[1], n[1], w[2], y[2], n[2]);
             }
             return;

@@ -669,8 +669,8 @@ extern "C" __global__ void __launch_bounds__(32 * QGD_MAX_TOPK)
 }
 
 // qgemv_down_combine_pre_int4 letting its dependents start as soon as its prologue's loads are issued, before its wait
-// (pdl_enter_early): the next layer's q/k/v launch, whose prologue copies its weights into shared memory
-// (bgemv_norm_scale_st1, _sa1), then starts beside this launch's blocks as they arrive, during the gate/up launch's
+// (pdl_enter_early): the next layer's q/k/v launch, where its prologue loads its weights (bgemv_norm_scale_pre1, under
+// -Dorbit.cuda.gemvPrologue=on), then starts beside this launch's blocks as they arrive, during the gate/up launch's
 // tail, and streams its weights while this launch waits and runs. What it reads after its own wait is this launch's output, so
 // the same: this launch completes only after its own wait. The same prologue, the same bits.
 extern "C" __global__ void __launch_bounds__(32 * QGD_MAX_TOPK)

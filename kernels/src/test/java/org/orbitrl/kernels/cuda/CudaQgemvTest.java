@@ -82,8 +82,7 @@ class CudaQgemvTest extends CudaTestBase {
      * prologue kernel's: left out by {@code -Dorbit.cuda.omitKernels=bgemv_pre1}, y keeps its poison. The norm-folded
      * q/k/v forms give their plain kernels' bits, with a bf16 and an f32 norm weight: {@code bgemv_norm_scale_pre1} those
      * of {@code bgemv_norm_scale_m1} (the scaled fold, the default), {@code bgemv_norm_pre1} those of {@code
-     * bgemv_norm_lr_m1} (the staged fold), and with {@code =l2} {@code bgemv_norm_scale_l2_m1} those of {@code
-     * bgemv_norm_scale_m1}, and without a prologue {@code bgemv_norm_scale_w1} (five blocks an SM, {@code
+     * bgemv_norm_lr_m1} (the staged fold), and without a prologue {@code bgemv_norm_scale_w1} (five blocks an SM, {@code
      * -Dorbit.cuda.qkvWave}) those of {@code bgemv_norm_scale_m1}; each the launch (left out, the outputs keep their poison).
      */
     @Test
@@ -129,7 +128,7 @@ class CudaQgemvTest extends CudaTestBase {
         int[][] qkv = {{4096, 512, 512, 2048}, {70, 33, 9, 200}};   // three N, then K
         // (and bgemv_norm_scale_w1, the default without a prologue, built for five blocks an SM, against m1)
         String[][] folds = {{"scale", "bgemv_norm_scale_pre1", "bgemv_norm_scale_m1", "on"}, {"stage", "bgemv_norm_pre1", "bgemv_norm_lr_m1", "on"},
-                {"scale", "bgemv_norm_scale_l2_m1", "bgemv_norm_scale_m1", "l2"}, {"scale", "bgemv_norm_scale_w1", "bgemv_norm_scale_m1", "off"}};
+                {"scale", "bgemv_norm_scale_w1", "bgemv_norm_scale_m1", "off"}};
         for (int[] s : qkv) {
             int k = s[3];
             Tensor x = dev(randn(r, 1f, 1, k));
@@ -203,121 +202,6 @@ class CudaQgemvTest extends CudaTestBase {
         }
         for (int i = 0; i < reps; i++) {
             assertBitsEqual("chained prologue products " + i + ", dependent launches on against off", outs[0][i], outs[1][i]);
-        }
-    }
-
-    /**
-     * {@code -Dorbit.cuda.qkvStaged=bulk|copies}: q, k and v's norm-folded one-row products with each block's weight rows
-     * copied into its shared memory before its wait ({@code bgemv_norm_scale_st1} by bulk copies, {@code
-     * bgemv_norm_scale_sa1} by every thread's asynchronous copies) give {@code bgemv_norm_scale_m1}'s bits, bf16
-     * and f32 norm weights, over Qwen3-30B-A3B's q/k/v (640 row blocks, 5 a block, blocks whose row blocks run from q into
-     * k), weights of rows that end inside a row block with blocks of two row blocks across that end, and fewer row blocks
-     * than SMs; each within 1e-6 + 1e-5·Σ|normed x·w| of the scalar backend's rmsNorm then matmul. The launch is the staged
-     * kernel's (left out, the outputs keep their poison). Then as a programmatic dependent of the product that writes its
-     * x, 20 times over with a new x each time: dependent launches on give the bits of off, so its wait holds back x's read
-     * while the weights' copies go ahead.
-     */
-    @Test
-    void stagedQkvGivesTheBitsOfTheOneRowNormProducts() {
-        for (String form : new String[]{"bulk", "copies"}) {
-            stagedQkv(form, form.equals("bulk") ? "bgemv_norm_scale_st1" : "bgemv_norm_scale_sa1");
-        }
-    }
-
-    private void stagedQkv(String form, String kernel) {
-        SplittableRandom r = rng(75);
-        int[][] qkv = {{4096, 512, 512, 2048}, {1030, 100, 36, 512}, {70, 33, 9, 200}};   // three N, then K
-        for (int[] s : qkv) {
-            int k = s[3];
-            float[] xv = randn(r, 1f, 1, k).toFloatArray();
-            Tensor x = dev(Tensor.of(xv, 1, k));
-            for (DType nt : new DType[]{DType.BF16, DType.F32}) {
-                Tensor nwHost = randn(r, 0.5f, k).to(nt);
-                Tensor nw = dev(nwHost);
-                Tensor[] wh = new Tensor[3];
-                Tensor[] ws = new Tensor[3];
-                Tensor[] plain = new Tensor[3];
-                Tensor[] staged = new Tensor[3];
-                Tensor[] left = new Tensor[3];
-                for (int i = 0; i < 3; i++) {
-                    wh[i] = randn(r, 0.05f, s[i], k).to(DType.BF16);
-                    ws[i] = dev(wh[i]);
-                    plain[i] = poisoned(DType.F32, 1, s[i]);
-                    staged[i] = poisoned(DType.F32, 1, s[i]);
-                    left[i] = poisoned(DType.F32, 1, s[i]);
-                }
-                withProperty("orbit.cuda.gemvPrologue", "off", () -> withProperty("orbit.cuda.qkvWave", "off", () -> {
-                    assertTrue(gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws, plain));
-                    withProperty("orbit.cuda.qkvStaged", form, () -> {
-                        assertTrue(gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws, staged));
-                        withProperty("orbit.cuda.omitKernels", kernel,
-                                () -> gpu.rmsNormMatmulShared(x, nw, 1e-6f, ws, left));
-                    });
-                }));
-                Tensor normed = Tensor.allocate(Arena.ofAuto(), DType.F32, 1, k);
-                cpu.rmsNorm(Tensor.of(xv, 1, k), nwHost, 1e-6f, normed);
-                float[] nv = normed.toFloatArray();
-                for (int i = 0; i < 3; i++) {
-                    String what = "weight " + i + " [" + s[i] + ", " + k + "], norm " + nt;
-                    float[] got = gpu.toHost(staged[i]).toFloatArray();
-                    assertBitsEqual(kernel + " against bgemv_norm_scale_m1, " + what, gpu.toHost(plain[i]).toFloatArray(), got);
-                    assertTrue(Float.isNaN(gpu.toHost(left[i]).toFloatArray()[0]), kernel + " is the launch, " + what);
-                    Tensor ref = Tensor.allocate(Arena.ofAuto(), DType.F32, 1, s[i]);
-                    cpu.matmul(normed, wh[i], ref);
-                    double[] a = absDot(nv, wh[i].toFloatArray(), 1, s[i], k);
-                    double[] tol = new double[a.length];
-                    for (int j = 0; j < a.length; j++) {
-                        tol[j] = 1e-6 + 1e-5 * a[j];
-                    }
-                    assertWithin(kernel + " against the scalar backend, " + what, ref.toFloatArray(), got, tol);
-                }
-            }
-        }
-        // chained: x_i = u_i · a [1, 2048] by bgemv, then q/k/v of it staged, the second a dependent reading the first's output
-        int k = 2048;
-        Tensor a = dev(randn(r, 0.05f, k, 1024).to(DType.BF16));
-        Tensor nw = dev(randn(r, 0.5f, k).to(DType.BF16));
-        Tensor[] ws = {dev(randn(r, 0.05f, 4096, k).to(DType.BF16)), dev(randn(r, 0.05f, 512, k).to(DType.BF16)),
-                dev(randn(r, 0.05f, 512, k).to(DType.BF16))};
-        int reps = 20;
-        Tensor[] us = new Tensor[reps];
-        for (int i = 0; i < reps; i++) {
-            us[i] = dev(randn(r, 1f, 1, 1024));
-        }
-        float[][][] outs = new float[2][reps][];
-        for (int pass = 0; pass < 2; pass++) {
-            boolean dependent = pass == 1;
-            Tensor xb = poisoned(DType.F32, 1, k);
-            Tensor[][] ys = new Tensor[reps][3];
-            for (int i = 0; i < reps; i++) {
-                for (int j = 0; j < 3; j++) {
-                    ys[i][j] = poisoned(DType.F32, 1, ws[j].dim(0));
-                }
-            }
-            gpu.dependentLaunches(dependent);
-            try {
-                withProperty("orbit.cuda.qkvStaged", form, () -> {
-                    for (int i = 0; i < reps; i++) {
-                        gpu.matmul(us[i], a, xb);
-                        assertTrue(gpu.rmsNormMatmulShared(xb, nw, 1e-6f, ws, ys[i]));
-                    }
-                });
-            } finally {
-                gpu.dependentLaunches(false);
-            }
-            for (int i = 0; i < reps; i++) {
-                float[] all = new float[4096 + 512 + 512];
-                int at = 0;
-                for (int j = 0; j < 3; j++) {
-                    float[] v = gpu.toHost(ys[i][j]).toFloatArray();
-                    System.arraycopy(v, 0, all, at, v.length);
-                    at += v.length;
-                }
-                outs[pass][i] = all;
-            }
-        }
-        for (int i = 0; i < reps; i++) {
-            assertBitsEqual("chained staged products (" + kernel + ") " + i + ", dependent launches on against off", outs[0][i], outs[1][i]);
         }
     }
 

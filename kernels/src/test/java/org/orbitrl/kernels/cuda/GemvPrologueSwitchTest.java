@@ -16,15 +16,14 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.orbitrl.kernels.cuda.CudaTestBase.valueWithProperty;
 
 /**
- * The one-row prologue products' switch ({@code orbit.cuda.gemvPrologue=on|plain|l2|off}, plain by default), the launcher's
+ * The one-row prologue products' switch ({@code orbit.cuda.gemvPrologue=on|plain|off}, plain by default), the launcher's
  * bound on a lane's steps against the kernel's own ({@code BGP_STEPS} in bgemv.cu), and the routed experts' down prologue
  * switch ({@code orbit.cuda.downPrologue=on|off}, on by default) and the router's ({@code orbit.cuda.routerPrologue=on|off},
  * on by default); q, k and v's
  * build for one wave ({@code orbit.cuda.qkvWave=on|off}) and the attention's q made first ({@code orbit.cuda.prepQFirst=on|off}),
  * both on by default; the narrow add+norm ({@code orbit.cuda.narrowNorm}, on by default) and the attention for groups of
  * at most 8 ({@code orbit.cuda.prepGroup8}) and the gate/up launch with x staged first ({@code orbit.cuda.swigluXFirst}), all
- * three on by default; the staged q/k/v products' ({@code orbit.cuda.qkvStaged=off|bulk|copies}, off by default) and the
- * MoE launches' triggers: no GPU needed.
+ * three on by default; and the MoE launches' triggers: no GPU needed.
  */
 class GemvPrologueSwitchTest {
 
@@ -37,14 +36,12 @@ class GemvPrologueSwitchTest {
         assertTrue(valueWithProperty(key, "plain", () -> CudaQgemv.prologueAsked(false)), "plain: the plain product");
         assertFalse(valueWithProperty(key, "plain", () -> CudaQgemv.prologueAsked(true)), "plain: not the norm-folded one");
         assertTrue(valueWithProperty(key, "on", () -> CudaQgemv.prologueAsked(true)), "on: both");
-        assertFalse(valueWithProperty(key, "on", CudaQgemv::l2PrologueAsked), "on: not the L2 prologue");
-        assertTrue(valueWithProperty(key, "l2", () -> CudaQgemv.prologueAsked(false)), "l2: the plain product's");
-        assertFalse(valueWithProperty(key, "l2", () -> CudaQgemv.prologueAsked(true)), "l2: not the norm-folded one's registers");
-        assertTrue(valueWithProperty(key, "l2", CudaQgemv::l2PrologueAsked), "l2: the L2 prologue");
-        assertFalse(valueWithProperty(key, null, CudaQgemv::l2PrologueAsked), "plain by default: not the L2 prologue");
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> valueWithProperty(key, "yes", () -> CudaQgemv.prologueAsked(false)));
-        assertTrue(e.getMessage().contains("orbit.cuda.gemvPrologue=yes"), e.getMessage());
+        for (String bad : new String[]{"yes", "l2"}) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> valueWithProperty(key, bad, () -> CudaQgemv.prologueAsked(false)));
+            assertTrue(e.getMessage().contains("orbit.cuda.gemvPrologue=" + bad) && e.getMessage().contains("on, plain or off"),
+                    e.getMessage());
+        }
     }
 
     @Test
@@ -61,32 +58,6 @@ class GemvPrologueSwitchTest {
             return Integer.parseInt(m.group(1));
         }
     }
-
-    /**
-     * The staged q/k/v products' switch ({@code orbit.cuda.qkvStaged=off|bulk|copies}, off by default) and shape: its row
-     * blocks a block as a grid of at most one block an SM needs them, its shared memory, where it declines, and the
-     * launcher's padding and bound the kernel's ({@code BGS_PAD}, {@code BGS_MAX_PER}).
-     */
-    @Test
-    void theStagedQkvShape() throws IOException {
-        int[] qwen = {4096, 512, 512};  // Qwen3-30B-A3B's q, k and v at K 2048: 640 row blocks of 8
-        assertEquals(5, CudaQgemv.stagedRowBlocks(2048, qwen, 132), "640 row blocks on 132 SMs: 5 a block, 128 blocks");
-        assertEquals(5L * 8 * (4096 + 32), CudaQgemv.stagedShared(2048, 5));
-        assertEquals(0, CudaQgemv.stagedRowBlocks(4096, qwen, 132), "K 4096: 5 row blocks of 8 rows of 8 KiB do not fit");
-        assertEquals(1, CudaQgemv.stagedRowBlocks(512, new int[]{70, 33, 9}, 132), "fewer row blocks than SMs: one a block");
-        assertEquals(2, CudaQgemv.stagedRowBlocks(512, new int[]{1030, 100, 36}, 132), "147 row blocks on 132 SMs");
-        assertEquals(0, CudaQgemv.stagedRowBlocks(256, new int[]{8 * 17 * 4, 0, 0}, 4), "17 row blocks a block: past the bound");
-        assertEquals(0, CudaQgemv.stagedRowBlocks(2048, new int[]{0, 0, 0}, 132), "nothing to stage");
-        assertEquals("off", valueWithProperty(CudaQgemv.STAGED_PROPERTY, null, CudaQgemv::staged));
-        assertEquals("bulk", valueWithProperty(CudaQgemv.STAGED_PROPERTY, "bulk", CudaQgemv::staged));
-        assertEquals("copies", valueWithProperty(CudaQgemv.STAGED_PROPERTY, " copies", CudaQgemv::staged));
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> valueWithProperty(CudaQgemv.STAGED_PROPERTY, "on", CudaQgemv::staged));
-        assertTrue(e.getMessage().contains("orbit.cuda.qkvStaged=on") && e.getMessage().contains("off, bulk or copies"), e.getMessage());
-        assertEquals(bgemvDefine("BGS_PAD"), CudaQgemv.STAGED_PAD, "bytes after each staged row");
-        assertEquals(bgemvDefine("BGS_MAX_PER"), CudaQgemv.STAGED_MAX_PER, "row blocks a block the kernel has barriers for");
-    }
-
 
     @Test
     void theOneWaveAndQFirstSwitches() {

@@ -32,9 +32,6 @@ final class DependentKernels {
             Map.entry("bgemv/bgemv_pre1", Set.of("w")),
             Map.entry("bgemv/bgemv_norm_pre1", Set.of("w0", "w1", "w2")),
             Map.entry("bgemv/bgemv_norm_scale_pre1", Set.of("w0", "w1", "w2")),
-            Map.entry("bgemv/bgemv_norm_scale_l2_m1", Set.of("w0", "w1", "w2", "nw")),
-            Map.entry("bgemv/bgemv_norm_scale_st1", Set.of("w0", "w1", "w2")),
-            Map.entry("bgemv/bgemv_norm_scale_sa1", Set.of("w0", "w1", "w2")),
             Map.entry("qgemv/qgemv_down_combine_pre_int4", Set.of("ids", "codes", "scales", "zeros")),
             Map.entry("qgemv/qgemv_down_combine_pre_lt_int4", Set.of("ids", "codes", "scales", "zeros")),
             Map.entry("qgemv/qgemv_down_combine_pre_et_int4", Set.of("ids", "codes", "scales", "zeros")),
@@ -105,9 +102,6 @@ final class DependentKernels {
         s.add("bgemv/bgemv_pre1");            // its weights' loads before the wait (PROLOGUES)
         s.add("bgemv/bgemv_norm_pre1");       // likewise
         s.add("bgemv/bgemv_norm_scale_pre1"); // likewise
-        s.add("bgemv/bgemv_norm_scale_l2_m1"); // its weights' lines asked of the L2 before the wait (PROLOGUES)
-        s.add("bgemv/bgemv_norm_scale_st1");  // its weights' rows copied into shared memory before the wait (PROLOGUES)
-        s.add("bgemv/bgemv_norm_scale_sa1");  // likewise
         s.add("qgemv/qgemv_down_combine_pre_int4"); // likewise, and its expert ids (PROLOGUES)
         s.add("qgemv/qgemv_down_combine_pre_lt_int4"); // the same, its dependents let start once its act rows are staged
         s.add("qgemv/qgemv_down_combine_pre_et_int4"); // the same, its dependents let start before its wait

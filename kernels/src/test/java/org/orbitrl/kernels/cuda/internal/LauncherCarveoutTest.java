@@ -35,10 +35,10 @@ class LauncherCarveoutTest {
         String key = Launcher.CARVEOUT_PROPERTY;
         System.clearProperty(key);
         assertEquals(-1, Launcher.carveout("qgemv_down_combine_pre_int4"), "none by default");
-        System.setProperty(key, "100:(qgemv_down.*|bgemv_norm_scale_s[ta]1)");
+        System.setProperty(key, "100:(qgemv_down.*|bgemv_norm_scale_w1)");
         assertEquals(100, Launcher.carveout("qgemv_down_combine_pre_et_int4"));
-        assertEquals(100, Launcher.carveout("bgemv_norm_scale_sa1"));
-        assertEquals(-1, Launcher.carveout("bgemv_norm_scale_st1x"), "the whole name matches");
+        assertEquals(100, Launcher.carveout("bgemv_norm_scale_w1"));
+        assertEquals(-1, Launcher.carveout("bgemv_norm_scale_w1x"), "the whole name matches");
         assertEquals(-1, Launcher.carveout("moe_router_norm_topk_rk_pre"));
         System.setProperty(key, "0:moe_.*");
         assertEquals(0, Launcher.carveout("moe_router_norm_topk_rk_pre"), "read again at each launch");

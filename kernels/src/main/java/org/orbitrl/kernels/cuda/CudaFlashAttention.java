@@ -90,6 +90,8 @@ final class CudaFlashAttention {
     private final Kernel pagedMmaPrepQfl128;
     private final Kernel pagedMmaPrepQf8l64;
     private final Kernel pagedMmaPrepQf8l128;
+    private final Kernel pagedMmaPrepQf8p64;  // the group-8 loads-first forms with the first pages read in round one
+    private final Kernel pagedMmaPrepQf8p128;
     private final Kernel combine;
     private final Kernel kvWrite;
     private final Kernel kvWriteBf16;
@@ -129,6 +131,8 @@ final class CudaFlashAttention {
         this.pagedMmaPrepQfl128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qfl_d128_kvbf16");
         this.pagedMmaPrepQf8l64 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qf8l_d64_kvbf16");
         this.pagedMmaPrepQf8l128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qf8l_d128_kvbf16");
+        this.pagedMmaPrepQf8p64 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qf8p_d64_kvbf16");
+        this.pagedMmaPrepQf8p128 = ctx.kernel("paged_decode", "paged_decode_mma_prep_qf8p_d128_kvbf16");
         this.kvWriteBf16 = ctx.kernel("flash_attention", "paged_kv_write_kvbf16");
         this.prefill = ctx.kernel("flash_attention", "flash_prefill_f32");
         this.paged = ctx.kernel("flash_attention", "paged_decode_f32");
@@ -319,6 +323,22 @@ final class CudaFlashAttention {
         return Switches.onOff(PREP_LOADS_FIRST_PROPERTY, true);
     }
 
+    /**
+     * {@code -Dorbit.cuda.prepPagesFirst=on|off} (read at each call; off by default, not yet measured): where the
+     * group-8 loads-first kernel is taken, {@code paged_decode_mma_prep_qf8p_*} in its place, whose first round of loads
+     * also holds the block table's pages of each warp's first tiles, read as though the keys start at 0 (true but in a
+     * sliding window past its length, where the kernel reads them after the length as before), and reads the length
+     * after the others. The loads-first kernel's SASS reads the length first and stalls at its first use, so that q's
+     * loads follow the length's round trip, and the copies follow the length's and the table's; here the copies follow
+     * one round trip and q two (the position, then the rope's row). The same bits.
+     */
+    static final String PREP_PAGES_FIRST_PROPERTY = "orbit.cuda.prepPagesFirst";
+
+    /** Whether {@link #PREP_PAGES_FIRST_PROPERTY} asks for the pages read in round one. */
+    static boolean prepPagesFirst() {
+        return Switches.onOff(PREP_PAGES_FIRST_PROPERTY, false);
+    }
+
     /** The most blocks of a (sequence, kv head)'s cluster (sm_90's non-portable limit). */
     static final int PREP_MAX_CLUSTER = 16;
     /** The widest tables (in keys) {@link #prepAttention} takes where the default key splits outnumber a cluster's blocks. */
@@ -393,7 +413,8 @@ final class CudaFlashAttention {
         boolean loadsFirst = qFirst && prepLoadsFirst();
         Kernel kernel = ring == 3 ? (d == 64 ? pagedMma3xPrep64 : pagedMma3xPrep128)
                 : !qFirst ? (d == 64 ? pagedMmaPrep64 : pagedMmaPrep128)
-                : loadsFirst ? group8 ? (d == 64 ? pagedMmaPrepQf8l64 : pagedMmaPrepQf8l128) : (d == 64 ? pagedMmaPrepQfl64 : pagedMmaPrepQfl128)
+                : loadsFirst ? group8 ? prepPagesFirst() ? (d == 64 ? pagedMmaPrepQf8p64 : pagedMmaPrepQf8p128)
+                : (d == 64 ? pagedMmaPrepQf8l64 : pagedMmaPrepQf8l128) : (d == 64 ? pagedMmaPrepQfl64 : pagedMmaPrepQfl128)
                 : group8 ? (d == 64 ? pagedMmaPrepQf8x64 : pagedMmaPrepQf8x128)
                 : (d == 64 ? pagedMmaPrepQf64 : pagedMmaPrepQf128);
         // the warps' rings, reused for their merge, then the block's partial past it

@@ -68,6 +68,19 @@ __device__ __forceinline__ PdSplit pd_split(const int* lens, int Hq, int Hkv, in
     return r;
 }
 
+// pd_split's block indices alone (ks and ke left 0): what a block knows before it reads the length.
+__device__ __forceinline__ PdSplit pd_index(int Hq, int Hkv, int splits) {
+    PdSplit r;
+    r.split = blockIdx.x % splits;
+    int bk = blockIdx.x / splits;
+    r.kvh = bk % Hkv;
+    r.b = bk / Hkv;
+    r.G = Hq / Hkv;
+    r.ks = 0;
+    r.ke = 0;
+    return r;
+}
+
 // Issues the copies of keys tile .. tile + PD_TK - 1 (those <= ke) into one stage; rows past ke
 // are zeroed (a zero probability times a stale value must stay zero). Lane l finds key tile + l's
 // cache row (PD_TK is the warp width), then warp w copies rows w, w + warps, ... with lane l taking
@@ -436,8 +449,11 @@ __device__ __forceinline__ void pm_new_row(u16* krow, u16* vrow, const PmNewRow<
 // block to finish merges them from global memory as the merged kernels do). G8: the group is at most 8 query heads, so the
 // mma's rows g + 8 are padding: q's rows there are zeros made without code (no loads, norm or rope), and their scores,
 // probabilities and partials are neither made nor stored (the rows a group has come out bit for bit as without it).
-// LF (with PREP and QFIRST): the loads issued by rounds (below), the same values.
-template <int D, int ST, bool PREP = false, bool DSM = PREP, bool QFIRST = false, bool G8 = false, bool LF = false>
+// LF (with PREP and QFIRST): the loads issued by rounds (below), the same values. SP (with LF): the length read after
+// round one's other loads, and the pages of the warp's first tiles read in that round as though its keys start at 0
+// (they do but in a sliding window past its length), so that the first copies follow one round trip, not two.
+template <int D, int ST, bool PREP = false, bool DSM = PREP, bool QFIRST = false, bool G8 = false, bool LF = false,
+          bool SP = false>
 __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 qH, const u16* kc, const u16* vc, const int* tables,
                                           int maxBlocks, const int* lens, int blockSize, float* out, i64 oB, i64 oH, int Hq, int Hkv,
                                           int window, float scale, const float* sinks, int splits, int splitLen, float* partAcc,
@@ -454,8 +470,10 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
     int lane = threadIdx.x & 31;
     int g = lane >> 2;
     int t = lane & 3;
+    static_assert(!SP || (LF && PREP), "the pages read first with the loads by rounds");
 
-    PdSplit sp = pd_split(lens, Hq, Hkv, window, splits, splitLen);
+    // SP: the length is read in round one (below), after the loads that do not need it
+    PdSplit sp = SP ? pd_index(Hq, Hkv, splits) : pd_split(lens, Hq, Hkv, window, splits, splitLen);
     int split = sp.split;
     int kvh = sp.kvh;
     int b = sp.b;
@@ -468,13 +486,15 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
     int first = warp;
     int stride = PM_WARPS;
     if (PREP) {
-        int kp = lens[b] - 1;
-        ks = window > 0 && kp - window + 1 > 0 ? kp - window + 1 : 0;
-        ke = kp;
+        if (!SP) {
+            int kp = lens[b] - 1;
+            ks = window > 0 && kp - window + 1 > 0 ? kp - window + 1 : 0;
+            ke = kp;
+        }
         first = split * PM_WARPS + warp;
         stride = PM_WARPS * splits;
     }
-    int tiles = ke >= ks ? (ke - ks) / PM_TK + 1 : 0;
+    int tiles = ke >= ks && !SP ? (ke - ks) / PM_TK + 1 : 0; // SP: set once the length is read
     const int* table = tables + (i64) b * maxBlocks;
     const u16* kb = kc + (i64) kvh * D;
     const u16* vb = vc + (i64) kvh * D;
@@ -624,7 +644,7 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
     };
     int mine = 0;
     int nextPage = 0;
-    int newTile = ke >= ks ? (ke - ks) / PM_TK : -1; // the new key's tile (with PREP)
+    int newTile = ke >= ks && !SP ? (ke - ks) / PM_TK : -1; // the new key's tile (with PREP; SP: set below)
     bool holdsNew = false;
     PmNewRow<D> nr;
     if (LF) {
@@ -632,13 +652,34 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
         // A warp issues its loads in order and stalls at the first use of one that has not come, so that each chain of
         // loads (the length, then the block table, then the copies; the position, then the rope's row) costs its round
         // trips one after another. Here the loads of each round go out together: q, the norm's weights, the position and
-        // the length; then the tables' pages and the rope's row; then the copies, while q is made.
+        // the length; then the tables' pages and the rope's row; then the copies, while q is made. SP: the pages of the
+        // warp's first ST tiles at keys from 0, then q's loads, then the length, all in round one; where the keys do
+        // start at 0 those are the pages `page` reads (a page past the length is never used: its copies are zero
+        // fills), so the copies go out as the round returns.
+        int sp0[ST]; // SP: the pages of the warp's first tiles at keys from 0 (0 past the table)
+        if (SP) {
+            int cap = maxBlocks * blockSize;
+#pragma unroll
+            for (int i = 0; i < ST; i++) {
+                int key = (first + i * stride) * PM_TK + cr;
+                sp0[i] = key < cap ? table[key / blockSize] : 0;
+            }
+        }
         qLoads();
+        bool fromZero = false;
+        if (SP) {
+            int kp = lens[b] - 1; // round one's last load
+            ks = window > 0 && kp - window + 1 > 0 ? kp - window + 1 : 0;
+            ke = kp;
+            tiles = ke >= ks ? (ke - ks) / PM_TK + 1 : 0;
+            newTile = ke >= ks ? (ke - ks) / PM_TK : -1;
+            fromZero = ks == 0;
+        }
         mine = tiles > first ? (tiles - first + stride - 1) / stride : 0;
         int pg[ST - 1];
 #pragma unroll
-        for (int i = 0; i < ST - 1; i++) pg[i] = i < mine ? page(first + i * stride) : 0;
-        nextPage = ST - 1 < mine ? page(first + (ST - 1) * stride) : 0;
+        for (int i = 0; i < ST - 1; i++) pg[i] = i < mine ? fromZero ? sp0[i] : page(first + i * stride) : 0;
+        nextPage = ST - 1 < mine ? fromZero ? sp0[ST - 1] : page(first + (ST - 1) * stride) : 0;
         qRopeLoads();
         holdsNew = newTile >= first && (newTile - first) % stride == 0;
         if (holdsNew) pm_new_row_load<D>(nr, *prep, b, kvh, Hkv, lane);
@@ -972,10 +1013,10 @@ PM_KERNEL(paged_decode_mma3_d64_kvbf16, 64, 3)
     const float *pk, const float *pv, const void *qNorm, const void *kNorm, int normBf16, float eps, const int *pos,         \
             const float *cosT, const float *sinT, int interleaved, int maxPos, const int *slots, int *err, int *tickets,     \
             int trigger
-#define PM_PREP_BODY(NAME, D, ST, DSM, QF, G8, LF)                                                                         \
+#define PM_PREP_BODY(NAME, D, ST, DSM, QF, G8, LF, SP)                                                                     \
     extern __shared__ __align__(16) u16 NAME##_sm[];                                                                       \
     PmPrep prep{pk, pv, qNorm, kNorm, normBf16, eps, pos, cosT, sinT, G8 ? 0 : interleaved, maxPos, slots, err};           \
-    pm_decode<D, ST, true, DSM, QF, G8, LF>(NAME##_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, \
+    pm_decode<D, ST, true, DSM, QF, G8, LF, SP>(NAME##_sm, q, qB, qH, kc, vc, tables, maxBlocks, lens, blockSize, out, oB, oH, \
                                             Hq, Hkv, window, scale, sinks, splits, splitLen, partAcc, partMl, tickets,     \
                                             &prep, trigger)
 
@@ -989,7 +1030,7 @@ PM_KERNEL(paged_decode_mma3_d64_kvbf16, 64, 3)
     extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) NAME(PAGED_DECODE_ARGS(u16), PM_PREP_ARGS) { \
         ORBIT_TRACE_KERNEL();                                                                                \
         pdl_enter();                                                                                         \
-        PM_PREP_BODY(NAME, D, ST, DSM, QF, G8, false);                                                       \
+        PM_PREP_BODY(NAME, D, ST, DSM, QF, G8, false, false);                                                \
     }
 
 PM_PREP_KERNEL(paged_decode_mma_prep_d128_kvbf16, 128, 2, true, false, false)
@@ -1009,17 +1050,22 @@ PM_PREP_KERNEL(paged_decode_mma_prep_qf8_d64_kvbf16, 64, 2, true, true, true)
 // norm's, the position's and the length's; then the block tables' and the rope's row; then the first copies, with q
 // made after them. The same bits. They wait without the trigger (pdl_enter_late) and let the launch after them
 // start at `trigger`: 0 at once, 1 once a block's first copies are issued, 2 once its tiles are multiplied.
-#define PM_PREP_LF_KERNEL(NAME, D, G8)                                                                       \
+#define PM_PREP_LF_KERNEL(NAME, D, G8, SP)                                                                   \
     extern "C" __global__ void __launch_bounds__(32 * PM_WARPS) NAME(PAGED_DECODE_ARGS(u16), PM_PREP_ARGS) { \
         ORBIT_TRACE_KERNEL();                                                                                \
         pdl_enter_late();                                                                                    \
-        PM_PREP_BODY(NAME, D, 2, true, true, G8, true);                                                      \
+        PM_PREP_BODY(NAME, D, 2, true, true, G8, true, SP);                                                  \
     }
 
-PM_PREP_LF_KERNEL(paged_decode_mma_prep_qfl_d128_kvbf16, 128, false)
-PM_PREP_LF_KERNEL(paged_decode_mma_prep_qfl_d64_kvbf16, 64, false)
-PM_PREP_LF_KERNEL(paged_decode_mma_prep_qf8l_d128_kvbf16, 128, true)
-PM_PREP_LF_KERNEL(paged_decode_mma_prep_qf8l_d64_kvbf16, 64, true)
+PM_PREP_LF_KERNEL(paged_decode_mma_prep_qfl_d128_kvbf16, 128, false, false)
+PM_PREP_LF_KERNEL(paged_decode_mma_prep_qfl_d64_kvbf16, 64, false, false)
+PM_PREP_LF_KERNEL(paged_decode_mma_prep_qf8l_d128_kvbf16, 128, true, false)
+PM_PREP_LF_KERNEL(paged_decode_mma_prep_qf8l_d64_kvbf16, 64, true, false)
+// The group-8 loads-first forms with the pages read first (SP, -Dorbit.cuda.prepPagesFirst=on): the length read after
+// round one's other loads and the first tiles' pages in that round, so that their copies follow one round trip where
+// they followed two (the length's, then the table's). The same bits.
+PM_PREP_LF_KERNEL(paged_decode_mma_prep_qf8p_d128_kvbf16, 128, true, true)
+PM_PREP_LF_KERNEL(paged_decode_mma_prep_qf8p_d64_kvbf16, 64, true, true)
 
 // The same kernels merging their key splits themselves (tickets: i32 [B * Hkv] of zeros, left zero): the block of a
 // (sequence, kv head) that writes its split's partials last merges them into out as attention_combine does, whose

@@ -320,6 +320,42 @@ class CudaPrepAttentionTest extends CudaTestBase {
     }
 
     /**
+     * The group-8 loads-first kernel with its first tiles' pages read in round one ({@code -Dorbit.cuda.prepPagesFirst=on},
+     * {@code _prep_qf8p_}) gives {@code _prep_qf8l_}'s output and caches bit for bit, with the cluster from the key splits
+     * and at 1, 5 and 16 blocks, every case (sliding windows past their length among them, where it reads the pages after
+     * the length), as a plain and a dependent launch; each form shown to be the launch by leaving the other out. The
+     * cases it does not take (groups past 8, an interleaved rope) take the kernels they took.
+     */
+    @Test
+    void pagesReadFirstGiveTheLoadsFirstKernelsBits() {
+        SplittableRandom r = rng(319);
+        int taken = 0;
+        for (Case c : cases()) {
+            Step s = new Step(c, r);
+            boolean group8 = c.hq() / c.hkv() <= 8 && c.style() != RopeTable.Style.INTERLEAVED;
+            taken += group8 ? 1 : 0;
+            for (String setting : new String[]{"on", "1", "5", "16"}) {
+                for (boolean dependent : new boolean[]{false, true}) {
+                    String what = c + ", prepAttention=" + setting + (dependent ? ", a dependent launch" : "");
+                    Result[] got = new Result[3];
+                    String pf = CudaFlashAttention.PREP_PAGES_FIRST_PROPERTY;
+                    withProperty(pf, "off", () -> got[0] = chained(s, setting, dependent, "_prep_qf8p_"));
+                    withProperty(pf, "on", () -> got[1] = chained(s, setting, dependent, group8 ? "_prep_qf8l_" : "_prep_qf8p_"));
+                    withProperty(pf, "on", () -> got[2] = chained(s, setting, dependent, group8 ? "_prep_qf8p_" : "_prep_qf8l_"));
+                    assertTrue(got[0] != null && got[1] != null && got[2] != null, what + ": declined a case it takes");
+                    assertSameBits(what, got[0], got[1]);
+                    if (group8) {
+                        assertUnwritten(what + ": an output written with the pages-first kernel left out", got[2]);
+                    } else {
+                        assertSameBits(what + ": the pages-first kernel is not this case's", got[0], got[2]);
+                    }
+                }
+            }
+        }
+        assertTrue(taken >= 4, "the cases the pages-first kernel takes: " + taken);
+    }
+
+    /**
      * Where the loads-first kernels let the launch after them start ({@code -Dorbit.cuda.attentionTrigger=start|copies|tiles})
      * changes no value: as dependent launches between a launch that writes q and one that reads the attention's output
      * (a residual add and norm of it), the output, both caches and the reader's rows bit for bit the same under each, with

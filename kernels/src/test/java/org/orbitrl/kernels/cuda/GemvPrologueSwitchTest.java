@@ -23,7 +23,7 @@ import static org.orbitrl.kernels.cuda.CudaTestBase.valueWithProperty;
  * build for one wave ({@code orbit.cuda.qkvWave=on|off}) and the attention's q made first ({@code orbit.cuda.prepQFirst=on|off}),
  * both on by default; the narrow add+norm ({@code orbit.cuda.narrowNorm}, on by default) and the attention for groups of
  * at most 8 ({@code orbit.cuda.prepGroup8}) and the gate/up launch with x staged first ({@code orbit.cuda.swigluXFirst}), all
- * three on by default; and the MoE launches' triggers: no GPU needed.
+ * three on by default; the group-8 attention's pages read first ({@code orbit.cuda.prepPagesFirst}, off by default); and the MoE launches' triggers: no GPU needed.
  */
 class GemvPrologueSwitchTest {
 
@@ -93,6 +93,12 @@ class GemvPrologueSwitchTest {
     @Test
     void theGroupOfEightSwitch() {
         assertOnOff(CudaFlashAttention.PREP_GROUP8_PROPERTY, true, CudaFlashAttention::prepGroup8, "8");
+    }
+
+    /** The group-8 attention's pages read in round one: off by default. */
+    @Test
+    void thePagesFirstSwitch() {
+        assertOnOff(CudaFlashAttention.PREP_PAGES_FIRST_PROPERTY, false, CudaFlashAttention::prepPagesFirst, "first");
     }
 
     /** Where the loads-first attention lets the launch after it start: once its first copies are issued by default. */

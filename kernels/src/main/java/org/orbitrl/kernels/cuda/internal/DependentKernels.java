@@ -96,6 +96,8 @@ final class DependentKernels {
         s.add("paged_decode/paged_decode_mma_prep_qfl_d128_kvbf16");
         s.add("paged_decode/paged_decode_mma_prep_qf8l_d64_kvbf16");
         s.add("paged_decode/paged_decode_mma_prep_qf8l_d128_kvbf16");
+        s.add("paged_decode/paged_decode_mma_prep_qf8p_d64_kvbf16"); // the same, the first pages read in round one
+        s.add("paged_decode/paged_decode_mma_prep_qf8p_d128_kvbf16");
         s.add("paged_decode/paged_decode_mma3_prep_d64_kvbf16");
         s.add("paged_decode/paged_decode_mma3_prep_d128_kvbf16");
         s.add("attention/attention_combine");

@@ -327,10 +327,12 @@ final class CudaFlashAttention {
      * {@code -Dorbit.cuda.prepPagesFirst=on|off} (read at each call; off by default, not yet measured): where the
      * group-8 loads-first kernel is taken, {@code paged_decode_mma_prep_qf8p_*} in its place, whose first round of loads
      * also holds the block table's pages of each warp's first tiles, read as though the keys start at 0 (true but in a
-     * sliding window past its length, where the kernel reads them after the length as before), and reads the length
-     * after the others. The loads-first kernel's SASS reads the length first and stalls at its first use, so that q's
-     * loads follow the length's round trip, and the copies follow the length's and the table's; here the copies follow
-     * one round trip and q two (the position, then the rope's row). The same bits.
+     * sliding window past its length, where the kernel reads them after the length as before), reads the length after
+     * the others, keeps the norm weights as their bits until q is made, and issues its first copies before the rope's
+     * row and the new key's inputs. The loads-first kernel's SASS (nvcc 13.0, sm_90) stalls at the length's first use
+     * before it issues q's loads, and with bf16 norm weights again at their conversion before the pages' loads: its
+     * first copies follow three round trips (the length's, q's and the norm's, the pages'), q three; here the copies
+     * follow one and q two (the position, then the rope's row). The same bits.
      */
     static final String PREP_PAGES_FIRST_PROPERTY = "orbit.cuda.prepPagesFirst";
 

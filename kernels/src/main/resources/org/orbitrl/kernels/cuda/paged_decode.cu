@@ -366,8 +366,21 @@ struct PmNewRow {
     int slot;
 };
 
-template <int D>
-__device__ __forceinline__ void pm_new_row_load(PmNewRow<D>& nr, const PmPrep& prep, int b, int kvh, int Hkv, int lane) {
+// The norm weight at c as its bits (a bf16's in the low half), made a value by pm_norm_bits_value: a load whose value
+// is not used where it is loaded, so that the loads after it go out before its round trip ends.
+__device__ __forceinline__ float pm_norm_bits(const void* w, int bf16, int c) {
+    return bf16 ? __uint_as_float((u32) ((const u16*) w)[c]) : ((const float*) w)[c];
+}
+
+__device__ __forceinline__ float pm_norm_bits_value(float bits, int bf16) {
+    return bf16 ? __uint_as_float(__float_as_uint(bits) << 16) : bits; // bf16_to_f32's expression
+}
+
+// RAW: the key norm's weights kept as their bits (pm_norm_bits; pm_new_row<D, true> makes them values) and the position
+// given (p, read before), so that nothing here waits for a load.
+template <int D, bool RAW = false>
+__device__ __forceinline__ void pm_new_row_load(PmNewRow<D>& nr, const PmPrep& prep, int b, int kvh, int Hkv, int lane,
+                                                int pGiven = 0) {
     constexpr int DL = D / 32;
     int c0 = lane * DL;
     const float* kr = prep.k + ((i64) b * Hkv + kvh) * D + c0;
@@ -376,10 +389,11 @@ __device__ __forceinline__ void pm_new_row_load(PmNewRow<D>& nr, const PmPrep& p
     for (int j = 0; j < DL; j++) {
         nr.x[j] = kr[j];
         nr.v[j] = vr[j];
-        nr.w[j] = prep.kNorm != nullptr ? pm_norm_weight(prep.kNorm, prep.normBf16, c0 + j) : 0.0f;
+        nr.w[j] = prep.kNorm == nullptr ? 0.0f
+                : RAW ? pm_norm_bits(prep.kNorm, prep.normBf16, c0 + j) : pm_norm_weight(prep.kNorm, prep.normBf16, c0 + j);
     }
     nr.slot = prep.slots[b];
-    int p = prep.pos[b];
+    int p = RAW ? pGiven : prep.pos[b];
     nr.rot = p >= 0 && p < prep.maxPos;
     if (nr.rot) {
         const float* cr = prep.cosT + (i64) p * (D / 2);
@@ -395,7 +409,7 @@ __device__ __forceinline__ void pm_new_row_load(PmNewRow<D>& nr, const PmPrep& p
 
 // The new key's row of its tile (krow, vrow: the key and value rows in the warp's stage), made by the warp from what
 // pm_new_row_load loaded as qkv_prep_head makes it, and written to the caches at the sequence's slot as well.
-template <int D>
+template <int D, bool RAW = false>
 __device__ __forceinline__ void pm_new_row(u16* krow, u16* vrow, const PmNewRow<D>& nr, const PmPrep& prep, int kvh, int Hkv,
                                            const u16* kc, const u16* vc, int lane) {
     constexpr int DL = D / 32;
@@ -410,7 +424,7 @@ __device__ __forceinline__ void pm_new_row(u16* krow, u16* vrow, const PmNewRow<
         ss = warp_sum(ss);
         float inv = 1.0f / sqrtf(ss / (float) D + prep.eps);
 #pragma unroll
-        for (int j = 0; j < DL; j++) x[j] = nr.w[j] * (x[j] * inv);
+        for (int j = 0; j < DL; j++) x[j] = (RAW ? pm_norm_bits_value(nr.w[j], prep.normBf16) : nr.w[j]) * (x[j] * inv);
     }
     if (nr.rot) {
         if (prep.interleaved) {
@@ -450,8 +464,9 @@ __device__ __forceinline__ void pm_new_row(u16* krow, u16* vrow, const PmNewRow<
 // mma's rows g + 8 are padding: q's rows there are zeros made without code (no loads, norm or rope), and their scores,
 // probabilities and partials are neither made nor stored (the rows a group has come out bit for bit as without it).
 // LF (with PREP and QFIRST): the loads issued by rounds (below), the same values. SP (with LF): the length read after
-// round one's other loads, and the pages of the warp's first tiles read in that round as though its keys start at 0
-// (they do but in a sliding window past its length), so that the first copies follow one round trip, not two.
+// round one's other loads, the pages of the warp's first tiles read in that round as though its keys start at 0 (they
+// do but in a sliding window past its length), no loaded value used before the length's (the norm weights kept as bits,
+// pm_norm_bits), and the first copies issued before round two, so that they follow one round trip.
 template <int D, int ST, bool PREP = false, bool DSM = PREP, bool QFIRST = false, bool G8 = false, bool LF = false,
           bool SP = false>
 __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 qH, const u16* kc, const u16* vc, const int* tables,
@@ -563,7 +578,10 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
 #pragma unroll
             for (int kk = 0; kk < KS; kk++)
 #pragma unroll
-                for (int e = 0; e < 4; e++) nwv[kk][e] = pm_norm_weight(prep->qNorm, prep->normBf16, 16 * kk + 2 * t + (e & 1) + 8 * (e >> 1));
+                for (int e = 0; e < 4; e++) {
+                    int c = 16 * kk + 2 * t + (e & 1) + 8 * (e >> 1);
+                    nwv[kk][e] = SP ? pm_norm_bits(prep->qNorm, prep->normBf16, c) : pm_norm_weight(prep->qNorm, prep->normBf16, c);
+                }
         }
     };
     // the rope's row for the lane's columns, which both rows share (a round trip after the position's)
@@ -600,7 +618,10 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
 #pragma unroll
                 for (int kk = 0; kk < KS; kk++)
 #pragma unroll
-                    for (int e = 0; e < 4; e++) y[h][kk][e] = nwv[kk][e] * (y[h][kk][e] * inv);
+                    for (int e = 0; e < 4; e++) {
+                        float w = SP ? pm_norm_bits_value(nwv[kk][e], prep->normBf16) : nwv[kk][e];
+                        y[h][kk][e] = w * (y[h][kk][e] * inv);
+                    }
             }
             if (rot) {
                 if (prep->interleaved) {
@@ -680,13 +701,20 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
 #pragma unroll
         for (int i = 0; i < ST - 1; i++) pg[i] = i < mine ? fromZero ? sp0[i] : page(first + i * stride) : 0;
         nextPage = ST - 1 < mine ? fromZero ? sp0[ST - 1] : page(first + (ST - 1) * stride) : 0;
-        qRopeLoads();
-        holdsNew = newTile >= first && (newTile - first) % stride == 0;
-        if (holdsNew) pm_new_row_load<D>(nr, *prep, b, kvh, Hkv, lane);
+        if (!SP) { // SP: round two after the copies
+            qRopeLoads();
+            holdsNew = newTile >= first && (newTile - first) % stride == 0;
+            if (holdsNew) pm_new_row_load<D>(nr, *prep, b, kvh, Hkv, lane);
+        }
 #pragma unroll
         for (int i = 0; i < ST - 1; i++) {
             if (i < mine) load(first + i * stride, i, pg[i]);
             cp_async_commit();
+        }
+        if (SP) { // the rope's row and the new key's inputs (its position the one q's round read)
+            qRopeLoads();
+            holdsNew = newTile >= first && (newTile - first) % stride == 0;
+            if (holdsNew) pm_new_row_load<D, true>(nr, *prep, b, kvh, Hkv, lane, p);
         }
         ORBIT_TRACE_MARK(0); // the first tiles' copies issued
         if (trigger == 1) pdl_trigger();
@@ -736,8 +764,8 @@ __device__ __forceinline__ void pm_decode(u16* sm, const float* q, i64 qB, i64 q
         if (holdsNew && first + i * stride == newTile) {
             // the tile of the new key: its row made here from the projections (what the cache had there was copied and
             // is overwritten) and written to the caches
-            pm_new_row<D>(wsm + (i % ST) * STAGE + ((ke - ks) % PM_TK) * ROW, wsm + (i % ST) * STAGE + TILE + ((ke - ks) % PM_TK) * ROW,
-                          nr, *prep, kvh, Hkv, kc, vc, lane);
+            pm_new_row<D, SP>(wsm + (i % ST) * STAGE + ((ke - ks) % PM_TK) * ROW,
+                              wsm + (i % ST) * STAGE + TILE + ((ke - ks) % PM_TK) * ROW, nr, *prep, kvh, Hkv, kc, vc, lane);
             __syncwarp();
         }
         unsigned kt = wbase + (unsigned) ((i % ST) * STAGE * 2);
@@ -1062,8 +1090,9 @@ PM_PREP_LF_KERNEL(paged_decode_mma_prep_qfl_d64_kvbf16, 64, false, false)
 PM_PREP_LF_KERNEL(paged_decode_mma_prep_qf8l_d128_kvbf16, 128, true, false)
 PM_PREP_LF_KERNEL(paged_decode_mma_prep_qf8l_d64_kvbf16, 64, true, false)
 // The group-8 loads-first forms with the pages read first (SP, -Dorbit.cuda.prepPagesFirst=on): the length read after
-// round one's other loads and the first tiles' pages in that round, so that their copies follow one round trip where
-// they followed two (the length's, then the table's). The same bits.
+// round one's other loads, the first tiles' pages in that round, the norm weights kept as bits until q is made, and the
+// first copies issued before round two (the rope's row, the new key's inputs), so that the copies follow one round trip
+// where the SASS of the forms above has them follow three. The same bits.
 PM_PREP_LF_KERNEL(paged_decode_mma_prep_qf8p_d128_kvbf16, 128, true, true)
 PM_PREP_LF_KERNEL(paged_decode_mma_prep_qf8p_d64_kvbf16, 64, true, true)
 

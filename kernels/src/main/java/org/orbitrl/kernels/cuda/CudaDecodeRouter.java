@@ -57,6 +57,14 @@ public final class CudaDecodeRouter {
      */
     static final String ROUTER_RANK_PROPERTY = "orbit.cuda.routerRank";
     /**
+     * {@value} ({@code on|off}, read at each call; off by default, not yet measured): {@link #addNormRouterTopk}'s
+     * block-selecting prologue form takes {@code moe_router_add_norm_topk_rk_pre_nb}, whose threads load the norm weight
+     * as its bits and make it a value where the norm is applied: {@code moe_router_add_norm_topk_rk_pre}'s SASS (nvcc
+     * 13.0, sm_90) converts each float4's bf16 weights right after their loads, so that a thread's four float4s of x, d
+     * and the weight go out in four round trips, one after another, where here they go out together. The same bits.
+     */
+    static final String ROUTER_NORM_BITS_PROPERTY = "orbit.cuda.routerNormBits";
+    /**
      * {@value} ({@code on|off}, read at each call; off by default): the block-a-token router of a decode step whose pairs
      * take {@link CudaMoeDecodePairs}' launches writes its logits (and h) and leaves ({@code moe_router_norm_logits_pre},
      * no ticket, no selection); the choice of experts is left to the launches that read the logits first ({@link
@@ -87,6 +95,7 @@ public final class CudaDecodeRouter {
     private final Kernel routerAddNormTopkPre;
     private final Kernel routerNormTopkRank;
     private final Kernel routerAddNormTopkRank;
+    private final Kernel routerAddNormTopkRankBits;
     private final Kernel routerLogits;
     private final Kernel routerSelect;
     /** The asks of {@link #prefetchFrozen} no router launch has carried yet. */
@@ -105,6 +114,7 @@ public final class CudaDecodeRouter {
         this.routerAddNormTopkPre = ctx.kernel("moe", "moe_router_add_norm_topk_pre");
         this.routerNormTopkRank = ctx.kernel("moe", "moe_router_norm_topk_rk_pre");
         this.routerAddNormTopkRank = ctx.kernel("moe", "moe_router_add_norm_topk_rk_pre");
+        this.routerAddNormTopkRankBits = ctx.kernel("moe", "moe_router_add_norm_topk_rk_pre_nb");
         this.routerLogits = ctx.kernel("moe", "moe_router_norm_logits_pre");
         this.routerSelect = ctx.kernel("moe", "moe_router_select");
     }
@@ -280,7 +290,8 @@ public final class CudaDecodeRouter {
                     + " into " + values + " and " + indices + " [tokens, topk]");
         }
         Tensor logits = ctx.scratch(CudaContext.Scratch.ROUTER_LOGITS, DType.F32, (long) tokens * e); // [T, E]
-        launchRouter(routerAddNormTopk, routerRank() ? routerAddNormTopkRank : routerAddNormTopkPre,
+        launchRouter(routerAddNormTopk, routerRank() ? routerNormBits() ? routerAddNormTopkRankBits : routerAddNormTopkRank
+                        : routerAddNormTopkPre,
                 (e + ROUTER_WARPS - 1) / ROUTER_WARPS, tokens, 4 * (hd + e), a, b, sum,
                 normWeight, normWeight.dtype() == DType.BF16 ? 1 : 0, eps, normed, router, hd, e, topk, normalize ? 1 : 0, logits,
                 ctx.tickets, values, indices);
@@ -415,6 +426,11 @@ public final class CudaDecodeRouter {
         all[all.length - 1] = aheadBulk ? 1 : 0;
         ahead.clear();
         return all;
+    }
+
+    /** Whether {@link #ROUTER_NORM_BITS_PROPERTY} asks for the norm weights loaded as their bits. */
+    static boolean routerNormBits() {
+        return Switches.onOff(ROUTER_NORM_BITS_PROPERTY, false);
     }
 
     /** Whether {@link #ROUTER_RANK_PROPERTY} asks for the block's selection. */

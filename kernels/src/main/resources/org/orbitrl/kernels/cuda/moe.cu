@@ -324,6 +324,23 @@ __device__ __forceinline__ float4 router_norm_weight4(const void* nw, int nwBf16
     return make_float4(w[0], w[1], w[2], w[3]);
 }
 
+// router_norm_weight4's loads with no value made of them (a bf16's bits in each float's low half; router_norm_bits4_value
+// makes them values): a warp stalls at the first use of a load that has not come, so that the conversion right after
+// the loads held back every later load of the staging, a round trip for each float4 of the row.
+__device__ __forceinline__ float4 router_norm_bits4(const void* nw, int nwBf16, int c) {
+    if (nwBf16) {
+        const u16* w = (const u16*) nw + 4 * c;
+        return make_float4(__uint_as_float((u32) w[0]), __uint_as_float((u32) w[1]), __uint_as_float((u32) w[2]),
+                           __uint_as_float((u32) w[3]));
+    }
+    const float* w = (const float*) nw + 4 * c;
+    return make_float4(w[0], w[1], w[2], w[3]);
+}
+
+__device__ __forceinline__ float router_norm_bits_value(float bits, int nwBf16) {
+    return nwBf16 ? __uint_as_float(__float_as_uint(bits) << 16) : bits; // bf16_to_f32's expression
+}
+
 // The router of a decode step in one launch over the device (grid ceil(E / warps) x T, dynamic shared
 // H + E floats): every block of token t = blockIdx.y stages xs = nw * (x[t] / sqrt(mean(x[t]^2) + eps))
 // (rmsnorm_f32's expression; nw f32 or bf16) and writes its share of those values to h[t] (the experts'
@@ -341,7 +358,9 @@ __device__ __forceinline__ float4 router_norm_weight4(const void* nw, int nwBf16
 #define ROUTER_WARP 0
 #define ROUTER_BLOCK 1
 #define ROUTER_LOGITS 2
-template <int SELECT = ROUTER_WARP>
+// NB: the one pass's norm weights loaded as their bits (router_norm_bits4) and made values where the norm is applied, so
+// that the whole row's loads go out together; the same values.
+template <int SELECT = ROUTER_WARP, bool NB = false>
 __device__ __forceinline__ void router_norm_topk(const float* x, const float* d, float* sum, const void* nw, int nwBf16,
                                                  float eps, float* h, const uint4* w, int H, int E, int topk, int normalize,
                                                  float* logits, int* tickets, float* values, int* indices, uint4* q,
@@ -375,7 +394,7 @@ __device__ __forceinline__ void router_norm_topk(const float* x, const float* d,
             if (c < H4) {
                 xv[i] = xr[c];
                 if (d != nullptr) dv[i] = dr[c];
-                if (onePass && nw != nullptr) gv[i] = router_norm_weight4(nw, nwBf16, c);
+                if (onePass && nw != nullptr) gv[i] = NB ? router_norm_bits4(nw, nwBf16, c) : router_norm_weight4(nw, nwBf16, c);
             }
         }
 #pragma unroll
@@ -407,6 +426,10 @@ __device__ __forceinline__ void router_norm_topk(const float* x, const float* d,
             if (c < H4) {
                 float raw[4] = {xv[i].x, xv[i].y, xv[i].z, xv[i].w};
                 float wi[4] = {gv[i].x, gv[i].y, gv[i].z, gv[i].w};
+                if (NB) {
+#pragma unroll
+                    for (int j = 0; j < 4; j++) wi[j] = router_norm_bits_value(wi[j], nwBf16);
+                }
                 float v[4];
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
@@ -546,6 +569,23 @@ extern "C" __global__ void moe_router_add_norm_topk_rk_pre(const float* x, const
     router_prologue(w, H, E, nw, nwBf16, a0, n0, a1, n1, a2, n2, bulk, q);
     pdl_enter();
     router_norm_topk<ROUTER_BLOCK>(x, d, sum, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values, indices, q, true);
+}
+
+// moe_router_add_norm_topk_rk_pre with the norm weights loaded as their bits (router_norm_topk's NB): the row's loads
+// of x, d and the weights issued together where the conversion of bf16 weights held each float4's behind the one
+// before; the same values, the same bits.
+extern "C" __global__ void moe_router_add_norm_topk_rk_pre_nb(const float* x, const float* d, float* sum, const void* nw,
+                                                              int nwBf16, float eps, float* h, const uint4* w, int H, int E,
+                                                              int topk, int normalize, float* logits, int* tickets,
+                                                              float* values, int* indices, const char* a0, long long n0,
+                                                              const char* a1, long long n1, const char* a2, long long n2,
+                                                              int bulk) {
+    ORBIT_TRACE_KERNEL();
+    uint4 q[8];
+    router_prologue(w, H, E, nw, nwBf16, a0, n0, a1, n1, a2, n2, bulk, q);
+    pdl_enter();
+    router_norm_topk<ROUTER_BLOCK, true>(x, d, sum, nw, nwBf16, eps, h, w, H, E, topk, normalize, logits, tickets, values,
+                                         indices, q, true);
 }
 
 // moe_router_norm_topk_pre's h and logits alone (ROUTER_LOGITS): the selection is left to the launches that read the

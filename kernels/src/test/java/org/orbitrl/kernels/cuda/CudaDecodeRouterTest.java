@@ -265,9 +265,11 @@ class CudaDecodeRouterTest extends CudaTestBase {
      * norm: the sum bit for bit (the same f32 add), the norm within {@code 1e-6·|v| + 1e-7} (its sum of squares in another
      * order), the same experts and their weights within 1e-5 of each, at 1, 3 and 7 tokens (below the tiles' 8), hidden
      * 2048 with 128 experts at top 8 (f32 norm weight), 256 with 60 at top 3 and 4096 with 128 at top 8 (bf16 norm weight;
-     * 4096 past the kernel's one pass over the row, where each thread norms its own values from registers), with {@code
+     * 4096 past the kernel's one pass over the row, where each thread norms its own values from registers) and 2048 with
+     * 128 at top 8 again with a bf16 norm weight, with {@code
      * -Dorbit.cuda.addNormRouter=on}, every pick an expert with a positive weight; with {@code -Dorbit.cuda.routerPrologue=on}
-     * the same bits, also as a dependent launch; with the switch unset (on by default) the call taken. At 8 tokens (the
+     * the same bits, also as a dependent launch, and so with {@code -Dorbit.cuda.routerNormBits=on} (the norm weights
+     * loaded as their bits); with the switch unset (on by default) the call taken. At 8 tokens (the
      * tiles' launch) and with {@code -Dorbit.cuda.addNormRouter=off} the call declines and writes nothing.
      */
     @Test
@@ -282,7 +284,7 @@ class CudaDecodeRouterTest extends CudaTestBase {
     private void addNormRouter() {
         SplittableRandom r = rng(341);
         // {tokens, H, E, topk, bf16 norm weight}
-        int[][] cases = {{1, 2048, 128, 8, 0}, {3, 2048, 128, 8, 0}, {7, 256, 60, 3, 1}, {2, 4096, 128, 8, 1}};
+        int[][] cases = {{1, 2048, 128, 8, 0}, {3, 2048, 128, 8, 0}, {7, 256, 60, 3, 1}, {2, 4096, 128, 8, 1}, {1, 2048, 128, 8, 1}};
         for (int[] c : cases) {
             int t = c[0];
             int h = c[1];
@@ -355,6 +357,32 @@ class CudaDecodeRouterTest extends CudaTestBase {
                 assertBitsEqual(f + ": the norm", gpu.toHost(normed).toFloatArray(), gpu.toHost(normedPre).toFloatArray());
                 assertBitsEqual(f + ": the weights", weights, gpu.toHost(valuesPre).toFloatArray());
                 assertExact(f + ": the experts", chosen, gpu.toHost(idxPre).toLongArray());
+                assertTrue(Float.isNaN(gpu.toHost(left).toFloatArray()[0]), f + ": the launch left out wrote its outputs");
+            }
+            // the norm weights loaded as their bits (moe_router_add_norm_topk_rk_pre_nb): the same bits; the launch its own
+            for (boolean dependent : new boolean[]{false, true}) {
+                String f = what + ", the norm weights as bits" + (dependent ? ", a dependent launch" : "");
+                Tensor sumNb = poisoned(DType.F32, t, h);
+                Tensor normedNb = poisoned(DType.F32, t, h);
+                Tensor valuesNb = poisoned(DType.F32, t, topk);
+                Tensor idxNb = poisoned(DType.I32, t, topk);
+                Tensor left = poisoned(DType.F32, t, topk);
+                gpu.dependentLaunches(dependent);
+                try {
+                    withProperty(CudaDecodeRouter.ROUTER_NORM_BITS_PROPERTY, "on", () -> {
+                        gpu.addRmsNorm(dx, dd, sumRef, g, 1e-6f, normedRef);   // a launch before it
+                        assertTrue(gpu.addRmsNormRouterTopk(dx, dd, sumNb, g, 1e-6f, normedNb, dw, topk, true, valuesNb, idxNb), f);
+                        withProperty("orbit.cuda.omitKernels", "^moe_router_add_norm_topk_rk_pre_nb$", () -> assertTrue(
+                                gpu.addRmsNormRouterTopk(dx, dd, poisoned(DType.F32, t, h), g, 1e-6f, poisoned(DType.F32, t, h), dw,
+                                        topk, true, left, poisoned(DType.I32, t, topk)), f));
+                    });
+                } finally {
+                    gpu.dependentLaunches(false);
+                }
+                assertBitsEqual(f + ": the sum", sumGot, gpu.toHost(sumNb).toFloatArray());
+                assertBitsEqual(f + ": the norm", gpu.toHost(normed).toFloatArray(), gpu.toHost(normedNb).toFloatArray());
+                assertBitsEqual(f + ": the weights", weights, gpu.toHost(valuesNb).toFloatArray());
+                assertExact(f + ": the experts", chosen, gpu.toHost(idxNb).toLongArray());
                 assertTrue(Float.isNaN(gpu.toHost(left).toFloatArray()[0]), f + ": the launch left out wrote its outputs");
             }
         }

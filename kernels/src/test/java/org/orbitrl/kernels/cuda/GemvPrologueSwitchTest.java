@@ -23,7 +23,8 @@ import static org.orbitrl.kernels.cuda.CudaTestBase.valueWithProperty;
  * build for one wave ({@code orbit.cuda.qkvWave=on|off}) and the attention's q made first ({@code orbit.cuda.prepQFirst=on|off}),
  * both on by default; the narrow add+norm ({@code orbit.cuda.narrowNorm}, on by default) and the attention for groups of
  * at most 8 ({@code orbit.cuda.prepGroup8}) and the gate/up launch with x staged first ({@code orbit.cuda.swigluXFirst}), all
- * three on by default; the group-8 attention's pages read first ({@code orbit.cuda.prepPagesFirst}, off by default); and the MoE launches' triggers: no GPU needed.
+ * three on by default; the group-8 attention's pages read first ({@code orbit.cuda.prepPagesFirst}) and the add+norm router's norm weights
+ * as bits ({@code orbit.cuda.routerNormBits}), both off by default; and the MoE launches' triggers: no GPU needed.
  */
 class GemvPrologueSwitchTest {
 
@@ -93,6 +94,12 @@ class GemvPrologueSwitchTest {
     @Test
     void theGroupOfEightSwitch() {
         assertOnOff(CudaFlashAttention.PREP_GROUP8_PROPERTY, true, CudaFlashAttention::prepGroup8, "8");
+    }
+
+    /** The add+norm router's norm weights loaded as their bits: off by default. */
+    @Test
+    void theRouterNormBitsSwitch() {
+        assertOnOff(CudaDecodeRouter.ROUTER_NORM_BITS_PROPERTY, false, CudaDecodeRouter::routerNormBits, "bits");
     }
 
     /** The group-8 attention's pages read in round one: off by default. */

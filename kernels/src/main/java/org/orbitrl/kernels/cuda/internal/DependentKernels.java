@@ -40,6 +40,7 @@ final class DependentKernels {
             Map.entry("moe/moe_router_add_norm_topk_pre", Set.of("w", "nw", "a0", "a1", "a2")),
             Map.entry("moe/moe_router_norm_topk_rk_pre", Set.of("w", "nw", "a0", "a1", "a2")),
             Map.entry("moe/moe_router_add_norm_topk_rk_pre", Set.of("w", "nw", "a0", "a1", "a2")),
+            Map.entry("moe/moe_router_add_norm_topk_rk_pre_nb", Set.of("w", "nw", "a0", "a1", "a2")),
             Map.entry("moe/moe_router_norm_logits_pre", Set.of("w", "nw", "a0", "a1", "a2")),
             Map.entry("qgemv/qgemv_down_combine_pre_pk_int4", Set.of("logits", "codes", "scales", "zeros")));
 
@@ -123,6 +124,7 @@ final class DependentKernels {
         s.add("moe/moe_router_add_norm_topk_pre");  // with the prologue of moe_router_norm_topk_pre (PROLOGUES)
         s.add("moe/moe_router_norm_topk_rk_pre");     // the two above with the block's selection (PROLOGUES)
         s.add("moe/moe_router_add_norm_topk_rk_pre");
+        s.add("moe/moe_router_add_norm_topk_rk_pre_nb"); // the same, its norm weights loaded as bits
         s.add("moe/moe_router_norm_logits_pre");      // its logits alone, the choice left to the launches after (PROLOGUES)
         s.add("moe/moe_router_select");               // that choice, where no later launch makes it
         s.add("qgemv/qgemv_down_combine_pre_pk_int4"); // the down prologue choosing from the router's logits (PROLOGUES)

@@ -32,6 +32,7 @@ final class CudaQgemv {
     private final Map<String, Kernel> kernels = new HashMap<>();
     private final Map<Integer, Kernel> bf16Kernels = new HashMap<>();
     private final Kernel bf16Prologue;       // bgemv_pre1
+    private final Kernel bf16PrologueStagedX; // bgemv_pre1_xs
     private final Kernel bf16NormPrologue;   // bgemv_norm_pre1
     private final Kernel bf16NormScalePrologue;   // bgemv_norm_scale_pre1
     private final Map<Integer, Kernel> bf16LowRank = new HashMap<>();
@@ -61,6 +62,7 @@ final class CudaQgemv {
         bf16NormScale = ctx.kernel("bgemv", "bgemv_norm_scale_m1");
         bf16NormScaleWave = ctx.kernel("bgemv", "bgemv_norm_scale_w1");
         this.bf16Prologue = ctx.kernel("bgemv", "bgemv_pre1");
+        this.bf16PrologueStagedX = ctx.kernel("bgemv", "bgemv_pre1_xs");
         this.bf16NormPrologue = ctx.kernel("bgemv", "bgemv_norm_pre1");
         this.bf16NormScalePrologue = ctx.kernel("bgemv", "bgemv_norm_scale_pre1");
     }
@@ -104,6 +106,23 @@ final class CudaQgemv {
             case "off" -> false;
             default -> throw new IllegalArgumentException("-D" + PROLOGUE_PROPERTY + "=" + v + ": expected on, plain or off");
         };
+    }
+
+    /**
+     * {@code -Dorbit.cuda.gemvStagedX=on|off} (read at each call; off by default, not yet measured): where a one-row bf16
+     * product takes {@code bgemv_pre1} (its weights loaded before its wait), {@code bgemv_pre1_xs} in its place where
+     * its row of x fits {@value #STAGED_X_MAX_BYTES} bytes of shared memory: x copied into shared
+     * memory after the wait by every thread's asynchronous copies at once, one round trip, where {@code bgemv_pre1}'s SASS
+     * (nvcc 13.0, sm_90) reads each step's x right before its multiply-adds use it, a round trip a step (8 at the
+     * attention output's K of 4096, o's product). The same bits.
+     */
+    static final String STAGED_X_PROPERTY = "orbit.cuda.gemvStagedX";
+    /** Most bytes of x {@code bgemv_pre1_xs} stages (the default dynamic shared memory limit). */
+    static final int STAGED_X_MAX_BYTES = 48 * 1024;
+
+    /** Whether {@link #STAGED_X_PROPERTY} asks for x staged in shared memory. */
+    static boolean stagedXAsked() {
+        return Switches.onOff(STAGED_X_PROPERTY, false);
     }
 
     /**
@@ -261,7 +280,12 @@ final class CudaQgemv {
         Kernel kernel = bf16Kernels.get(mt);
         int warps = warpsFor(k / 8, bf16KLanes(mt));
         if (m == 1 && prologueAsked(false) && prologueFits(k, warps)) {
-            ctx.launch(bf16Prologue, ceilDiv(n, bf16RowsPerBlock(1)), 32 * warps, x, w, y, n, k, accumulate ? 1 : 0);
+            if (stagedXAsked() && 4L * k <= STAGED_X_MAX_BYTES) {   // x 16-byte aligned: the callers' check
+                ctx.launchShared(bf16PrologueStagedX, ceilDiv(n, bf16RowsPerBlock(1)), 32 * warps, 4 * k, x, w, y, n, k,
+                        accumulate ? 1 : 0);
+            } else {
+                ctx.launch(bf16Prologue, ceilDiv(n, bf16RowsPerBlock(1)), 32 * warps, x, w, y, n, k, accumulate ? 1 : 0);
+            }
             return;
         }
         ctx.launch(kernel, ceilDiv(n, bf16RowsPerBlock(mt)), 32 * warps, x, m, w, y, n, k, accumulate ? 1 : 0);

@@ -367,6 +367,27 @@ extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, 2)
     bgp_finish(p, x, y, N, K, row0, accumulate);
 }
 
+// bgemv_pre1 with x staged in shared memory after the wait (dynamic, K floats; x 16-byte aligned): every thread's 16-byte
+// asynchronous copies of x issued together, one round trip, then bgp_finish's steps over the staged row. In bgemv_pre1's
+// SASS (nvcc 13.0, sm_90) each step's fused multiply-adds use its x loads right after issuing them, so that a lane's
+// steps (8 at K 4096) read x in as many round trips one after another. The same sums of the same values, so the same
+// bits.
+extern "C" __global__ void __launch_bounds__(32 * BG_WARPS, 2)
+    bgemv_pre1_xs(const float* x, const uint4* __restrict__ w, float* y, int N, int K, int accumulate) {
+    ORBIT_TRACE_KERNEL();
+    extern __shared__ __align__(16) float bgx[]; // [K]
+    BgPre p;
+    int row0 = blockIdx.x * (32 / BG_KQ_1 * BG_R_1);
+    bgp_load(p, w, N, K, row0);
+    pdl_enter();
+    u32 xa = smem_addr(bgx);
+    for (int c = threadIdx.x; c < K / 4; c += blockDim.x) cp_async16_zfill(xa + 16 * c, (const float4*) x + c, true);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+    bgp_finish(p, bgx, y, N, K, row0, accumulate);
+}
+
 // bgemv_norm_lr_m1 without terms (an attention block's q, k and v from its input, the norm folded in) in bgemv_pre1's
 // form: the block's rows of w0, w1 or w2 (the row blocks of w0, then w1's, then w2's along blockIdx.x; n_i 0: none)
 // loaded before the wait, x's norm staged after it (bg_stage_norm; dynamic shared memory K floats). The bits of

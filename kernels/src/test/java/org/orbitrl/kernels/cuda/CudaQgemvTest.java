@@ -205,6 +205,81 @@ class CudaQgemvTest extends CudaTestBase {
         }
     }
 
+    /**
+     * {@code -Dorbit.cuda.gemvStagedX=on} ({@code bgemv_pre1_xs}: {@code bgemv_pre1} with x copied into shared memory after
+     * its wait) gives {@code bgemv_pre1}'s bits, plain and accumulating, over K from 8 to 4096 (one to eight steps of a
+     * lane) and N not a multiple of a block's rows; the launch is its own (left out, y keeps its poison). Then chained as programmatic dependents, the second product reading the first's output (o's product after the
+     * attention's): dependent launches on give the bits of off, 20 times over with a new x each time, and those of the
+     * unstaged kernel.
+     */
+    @Test
+    void stagedXGivesTheBitsOfThePrologueGemv() {
+        SplittableRandom r = rng(76);
+        int[][] shapes = {{2048, 4096}, {5120, 2048}, {70, 2048}, {33, 200}, {9, 8}}; // N, K
+        for (int[] s : shapes) {
+            int n = s[0];
+            int k = s[1];
+            Tensor dw = dev(randn(r, 0.05f, n, k).to(DType.BF16));
+            Tensor x = dev(randn(r, 1f, 1, k));
+            float[] y0 = randn(r, 2f, 1, n).toFloatArray();
+            String what = "N=" + n + " K=" + k;
+            Tensor plain = poisoned(DType.F32, 1, n);
+            Tensor staged = poisoned(DType.F32, 1, n);
+            Tensor left = poisoned(DType.F32, 1, n);
+            Tensor accPlain = dev(Tensor.of(y0, 1, n));
+            Tensor accStaged = dev(Tensor.of(y0, 1, n));
+            withProperty("orbit.cuda.gemvPrologue", "plain", () -> {
+                gpu.matmul(x, dw, plain);
+                gpu.matmulAccumulate(x, dw, accPlain);
+                withProperty(CudaQgemv.STAGED_X_PROPERTY, "on", () -> {
+                    gpu.matmul(x, dw, staged);
+                    gpu.matmulAccumulate(x, dw, accStaged);
+                    withProperty("orbit.cuda.omitKernels", "^bgemv_pre1_xs$", () -> gpu.matmul(x, dw, left));
+                });
+            });
+            assertBitsEqual("bgemv_pre1_xs against bgemv_pre1, " + what, gpu.toHost(plain).toFloatArray(), gpu.toHost(staged).toFloatArray());
+            assertBitsEqual("accumulating, " + what, gpu.toHost(accPlain).toFloatArray(), gpu.toHost(accStaged).toFloatArray());
+            assertTrue(Float.isNaN(gpu.toHost(left).toFloatArray()[0]), "bgemv_pre1_xs is the launch, " + what);
+        }
+        Tensor dw1 = dev(randn(r, 0.05f, 2048, 4096).to(DType.BF16));
+        Tensor dw2 = dev(randn(r, 0.05f, 1536, 2048).to(DType.BF16));
+        int reps = 20;
+        Tensor[] xs = new Tensor[reps];
+        for (int i = 0; i < reps; i++) {
+            xs[i] = dev(randn(r, 1f, 1, 4096));
+        }
+        Tensor poison = poisoned(DType.F32, 1, 2048);
+        float[][][] outs = new float[3][reps][];
+        for (int pass = 0; pass < 3; pass++) {
+            boolean dependent = pass > 0;
+            String stagedX = pass == 2 ? "off" : "on";
+            Tensor y1 = poisoned(DType.F32, 1, 2048);
+            Tensor[] y2 = new Tensor[reps];
+            for (int i = 0; i < reps; i++) {
+                y2[i] = poisoned(DType.F32, 1, 1536);
+            }
+            gpu.dependentLaunches(dependent);
+            try {
+                withProperty("orbit.cuda.gemvPrologue", "plain", () -> withProperty(CudaQgemv.STAGED_X_PROPERTY, stagedX, () -> {
+                    for (int i = 0; i < reps; i++) {
+                        gpu.copy(poison, y1);
+                        gpu.matmul(xs[i], dw1, y1);
+                        gpu.matmul(y1, dw2, y2[i]);
+                    }
+                }));
+            } finally {
+                gpu.dependentLaunches(false);
+            }
+            for (int i = 0; i < reps; i++) {
+                outs[pass][i] = gpu.toHost(y2[i]).toFloatArray();
+            }
+        }
+        for (int i = 0; i < reps; i++) {
+            assertBitsEqual("chained staged products " + i + ", dependent launches on against off", outs[1][i], outs[0][i]);
+            assertBitsEqual("chained staged products " + i + " against unstaged", outs[2][i], outs[1][i]);
+        }
+    }
+
     @Test
     void accumulatingProductAddsIntoY() {
         SplittableRandom r = rng(73);

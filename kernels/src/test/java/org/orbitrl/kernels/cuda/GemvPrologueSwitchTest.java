@@ -19,12 +19,13 @@ import static org.orbitrl.kernels.cuda.CudaTestBase.valueWithProperty;
  * The one-row prologue products' switch ({@code orbit.cuda.gemvPrologue=on|plain|off}, plain by default), the launcher's
  * bound on a lane's steps against the kernel's own ({@code BGP_STEPS} in bgemv.cu), and the routed experts' down prologue
  * switch ({@code orbit.cuda.downPrologue=on|off}, on by default) and the router's ({@code orbit.cuda.routerPrologue=on|off},
- * on by default); q, k and v's
- * build for one wave ({@code orbit.cuda.qkvWave=on|off}) and the attention's q made first ({@code orbit.cuda.prepQFirst=on|off}),
- * both on by default; the narrow add+norm ({@code orbit.cuda.narrowNorm}, on by default) and the attention for groups of
- * at most 8 ({@code orbit.cuda.prepGroup8}) and the gate/up launch with x staged first ({@code orbit.cuda.swigluXFirst}), all
- * three on by default; the group-8 attention's pages read first ({@code orbit.cuda.prepPagesFirst}) and the add+norm router's norm weights
- * as bits ({@code orbit.cuda.routerNormBits}), both off by default; and the MoE launches' triggers: no GPU needed.
+ * on by default); q, k and v's build for one wave ({@code orbit.cuda.qkvWave=on|off}) and the attention's q made first
+ * ({@code orbit.cuda.prepQFirst=on|off}), both on by default; the narrow add+norm ({@code orbit.cuda.narrowNorm}, on by
+ * default) and the attention for groups of at most 8 ({@code orbit.cuda.prepGroup8}) and the gate/up launch with x staged
+ * first ({@code orbit.cuda.swigluXFirst}), all three on by default; the group-8 attention's pages read first ({@code
+ * orbit.cuda.prepPagesFirst}), the add+norm router's norm weights as bits ({@code orbit.cuda.routerNormBits}) and the
+ * one-row product's x staged ({@code orbit.cuda.gemvStagedX}), all three off by default; and the MoE launches'
+ * triggers: no GPU needed.
  */
 class GemvPrologueSwitchTest {
 
@@ -94,6 +95,12 @@ class GemvPrologueSwitchTest {
     @Test
     void theGroupOfEightSwitch() {
         assertOnOff(CudaFlashAttention.PREP_GROUP8_PROPERTY, true, CudaFlashAttention::prepGroup8, "8");
+    }
+
+    /** The one-row prologue product's x staged in shared memory: off by default. */
+    @Test
+    void theStagedXSwitch() {
+        assertOnOff(CudaQgemv.STAGED_X_PROPERTY, false, CudaQgemv::stagedXAsked, "yes");
     }
 
     /** The add+norm router's norm weights loaded as their bits: off by default. */

@@ -30,6 +30,7 @@ final class DependentKernels {
      */
     private static final Map<String, Set<String>> PROLOGUES = Map.ofEntries(
             Map.entry("bgemv/bgemv_pre1", Set.of("w")),
+            Map.entry("bgemv/bgemv_pre1_xs", Set.of("w")),
             Map.entry("bgemv/bgemv_norm_pre1", Set.of("w0", "w1", "w2")),
             Map.entry("bgemv/bgemv_norm_scale_pre1", Set.of("w0", "w1", "w2")),
             Map.entry("qgemv/qgemv_down_combine_pre_int4", Set.of("ids", "codes", "scales", "zeros")),
@@ -103,6 +104,7 @@ final class DependentKernels {
         s.add("paged_decode/paged_decode_mma3_prep_d128_kvbf16");
         s.add("attention/attention_combine");
         s.add("bgemv/bgemv_pre1");            // its weights' loads before the wait (PROLOGUES)
+        s.add("bgemv/bgemv_pre1_xs");         // the same, x staged in shared memory after the wait
         s.add("bgemv/bgemv_norm_pre1");       // likewise
         s.add("bgemv/bgemv_norm_scale_pre1"); // likewise
         s.add("qgemv/qgemv_down_combine_pre_int4"); // likewise, and its expert ids (PROLOGUES)

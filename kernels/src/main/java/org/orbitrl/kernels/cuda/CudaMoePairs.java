@@ -63,6 +63,15 @@ final class CudaMoePairs {
      * the default's, which streams them through shared memory).
      */
     static final String LORA_A_PROPERTY = "orbit.cuda.moeLoraA";
+    /**
+     * {@value} ({@code on|off}, read at each call; off by default, not yet measured): a few pairs' LoRA A products (the
+     * rows of {@code moe_pairs_dense_r1}, {@code moe_pairs_dense_r1x2}) take {@code moe_pairs_dense_r1_cp} and {@code
+     * moe_pairs_dense_r1x2_cp} where x is 16-byte aligned: each block's row of x copied into shared memory by every
+     * thread's asynchronous copies, issued before the expert id is read, so that their round trip overlaps the id's and
+     * the expert table's; the plain kernels' SASS (nvcc 13.0, sm_90) stores each value of x right after its load, a round
+     * trip for each of a thread's K / 256 values (8 at K 2048) after the id's and the table's. The same bits.
+     */
+    static final String PAIRS_COPIES_PROPERTY = "orbit.cuda.pairsCopies";
     /** Rows of W a block of the tensor-core LoRA A kernels takes (four n-tiles of 8). */
     private static final int TC_A_ROWS = 32;
     /** The shared-memory rings of {@code moe_routed_tcp_a}: MP_WARPS * TA_ST * TA_STF floats in moe_pairs.cu. */
@@ -100,6 +109,8 @@ final class CudaMoePairs {
     private final Kernel dense;
     private final Kernel denseR1;
     private final Kernel denseR1x2;         // the same for two sets (the gate's and the up's LoRA A) in one launch
+    private final Kernel denseR1Copies;     // the two with x staged by asynchronous copies (PAIRS_COPIES_PROPERTY)
+    private final Kernel denseR1x2Copies;
     private final Kernel routedDense;       // grouped on the device: 4 rows a warp
     private final Kernel routedDenseRow;    // a row a warp (few rows, long K: a LoRA's A in bf16)
     private final Kernel routedDenseLongK;  // a row a warp, its slice of K held in registers (a LoRA's A in f32)
@@ -128,6 +139,8 @@ final class CudaMoePairs {
         this.dense = ctx.kernel("moe_pairs", "moe_pairs_dense");
         this.denseR1 = ctx.kernel("moe_pairs", "moe_pairs_dense_r1");
         this.denseR1x2 = ctx.kernel("moe_pairs", "moe_pairs_dense_r1x2");
+        this.denseR1Copies = ctx.kernel("moe_pairs", "moe_pairs_dense_r1_cp");
+        this.denseR1x2Copies = ctx.kernel("moe_pairs", "moe_pairs_dense_r1x2_cp");
         this.routedDense = ctx.kernel("moe_pairs", "moe_routed_dense_r4");
         this.routedDenseRow = ctx.kernel("moe_pairs", "moe_routed_dense_r1");
         this.routedDenseShortK = ctx.kernel("moe_pairs", "moe_routed_dense_k");
@@ -247,7 +260,8 @@ final class CudaMoePairs {
         boolean lone = !kind.bf16 && vec && n <= LONE_ROWS_MAX;
         int rowsPerBlock = lone ? DENSE_WARPS : DENSE_ROWS_PER_BLOCK;
         long gridX = (n + rowsPerBlock - 1) / rowsPerBlock;
-        ctx.launch2dShared(lone ? denseR1 : dense, gridX, pairs, DENSE_THREADS, (int) Math.max(shared, 16), x, xDiv, ids, table,
+        Kernel kernel = !lone ? dense : pairsCopies() && CudaAllocator.address(x) % 16 == 0 ? denseR1Copies : denseR1;
+        ctx.launch2dShared(kernel, gridX, pairs, DENSE_THREADS, (int) Math.max(shared, 16), x, xDiv, ids, table,
                 kind.bf16 ? 1 : 0, vec ? 1 : 0, scale, y, accumulate ? 1 : 0, n, k, w.experts(), ctx.errorFlag);
         return true;
     }
@@ -292,8 +306,8 @@ final class CudaMoePairs {
                 return false;
             }
             long gridX = (ws[0].rows() + DENSE_WARPS - 1) / DENSE_WARPS + (ws[1].rows() + DENSE_WARPS - 1) / DENSE_WARPS;
-            ctx.launch2dShared(denseR1x2, gridX, pairs, DENSE_THREADS, 4 * k, x, xDiv, ids, tables[0], ys[0], ws[0].rows(), tables[1],
-                    ys[1], ws[1].rows(), k, e, ctx.errorFlag);
+            ctx.launch2dShared(pairsCopies() ? denseR1x2Copies : denseR1x2, gridX, pairs, DENSE_THREADS, 4 * k, x, xDiv, ids,
+                    tables[0], ys[0], ws[0].rows(), tables[1], ys[1], ws[1].rows(), k, e, ctx.errorFlag);
             return true;
         }
         MoeRouting r = routed(e, ids);
@@ -509,6 +523,11 @@ final class CudaMoePairs {
     }
 
     /** Whether the tensor-core LoRA A kernels hold their loads in registers ({@code -Dorbit.cuda.moeLoraA=tc}). */
+    /** Whether {@link #PAIRS_COPIES_PROPERTY} asks for x staged by asynchronous copies. */
+    static boolean pairsCopies() {
+        return Switches.onOff(PAIRS_COPIES_PROPERTY, false);
+    }
+
     private static boolean loraARegisters() {
         return "tc".equals(System.getProperty(LORA_A_PROPERTY));
     }

@@ -699,19 +699,33 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
     }
 }
 
-template <int R>
+// CP: x's row copied into xs by every thread's 16-byte asynchronous copies, issued before the expert id is read (x
+// 16-byte aligned, K a multiple of 4), so that its round trip overlaps the id's and the table's; the plain loop stores
+// each value right after its load, a round trip for each of a thread's K / blockDim values. The same xs, the same sums.
+template <int R, bool CP = false>
 __device__ __forceinline__ void mp_dense(const float* x, int xDiv, const int* ids, const unsigned long long* table, int wBf16,
                                          int vec, float scale, float* y, int accumulate, int N, int K, int E, int* err, float* xs,
                                          int blk) {
     int p = blockIdx.y;
+    if (CP) {
+        u32 xa = smem_addr(xs);
+        const float4* x4 = (const float4*) (x + (i64) (p / xDiv) * K);
+        for (int c = threadIdx.x; c < K / 4; c += blockDim.x) cp_async16_zfill(xa + 16 * c, x4 + c, true);
+        cp_async_commit();
+    }
     int e = ids[p];
     const void* w = e >= 0 && e < E ? (const void*) table[e] : (const void*) 0;
     if (w == 0) { // the whole block leaves
+        if (CP) cp_async_wait<0>();
         if (blk == 0 && threadIdx.x == 0) report_error(err, e >= 0 && e < E ? ERR_EXPERT_NOT_HELD : ERR_EXPERT_OUT_OF_RANGE, e, p);
         return;
     }
     const float* xr = x + (i64) (p / xDiv) * K;
-    for (int k = threadIdx.x; k < K; k += blockDim.x) xs[k] = xr[k];
+    if (CP) {
+        cp_async_wait<0>();
+    } else {
+        for (int k = threadIdx.x; k < K; k += blockDim.x) xs[k] = xr[k];
+    }
     __syncthreads();
     mp_pair<R>(xs, w, wBf16, vec, scale, y, accumulate, N, K, p, blk);
 }
@@ -751,5 +765,30 @@ extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
         mp_dense<1>(x, xDiv, ids, table0, 0, 1, 1.0f, y0, 0, N0, K, E, err, xs, blockIdx.x);
     } else {
         mp_dense<1>(x, xDiv, ids, table1, 0, 1, 1.0f, y1, 0, N1, K, E, err, xs, blockIdx.x - b0);
+    }
+}
+
+// moe_pairs_dense_r1 and moe_pairs_dense_r1x2 with x's row staged by asynchronous copies issued before the expert id is
+// read (mp_dense's CP; x 16-byte aligned, K a multiple of 4): the same sums, the same bits.
+extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
+    moe_pairs_dense_r1_cp(const float* x, int xDiv, const int* ids, const unsigned long long* table, int wBf16, int vec,
+                          float scale, float* y, int accumulate, int N, int K, int E, int* err) {
+    ORBIT_TRACE_KERNEL();
+    pdl_enter();
+    extern __shared__ __align__(16) float xs[]; // [K]
+    mp_dense<1, true>(x, xDiv, ids, table, wBf16, vec, scale, y, accumulate, N, K, E, err, xs, blockIdx.x);
+}
+
+extern "C" __global__ void __launch_bounds__(32 * MP_WARPS)
+    moe_pairs_dense_r1x2_cp(const float* x, int xDiv, const int* ids, const unsigned long long* table0, float* y0, int N0,
+                            const unsigned long long* table1, float* y1, int N1, int K, int E, int* err) {
+    ORBIT_TRACE_KERNEL();
+    pdl_enter();
+    extern __shared__ __align__(16) float xs[]; // [K]
+    int b0 = (N0 + MP_WARPS - 1) / MP_WARPS;
+    if ((int) blockIdx.x < b0) {
+        mp_dense<1, true>(x, xDiv, ids, table0, 0, 1, 1.0f, y0, 0, N0, K, E, err, xs, blockIdx.x);
+    } else {
+        mp_dense<1, true>(x, xDiv, ids, table1, 0, 1, 1.0f, y1, 0, N1, K, E, err, xs, blockIdx.x - b0);
     }
 }

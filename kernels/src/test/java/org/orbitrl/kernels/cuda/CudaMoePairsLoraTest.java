@@ -360,6 +360,75 @@ class CudaMoePairsLoraTest extends CudaTestBase {
         }
     }
 
+    /**
+     * {@code -Dorbit.cuda.pairsCopies=on} ({@code moe_pairs_dense_r1_cp}, {@code moe_pairs_dense_r1x2_cp}: x's row staged
+     * by asynchronous copies issued before the expert id is read) gives the plain kernels' bits: a call each and both sets
+     * in one launch, at 1, 3 and 8 tokens of top 8 (up to {@link CudaMoePairs#DIRECT_PAIRS} pairs), K 768, 2048 and 4096,
+     * x a row a pair and a row a token, plain and as dependent launches after the launch that writes x; each form shown to
+     * be the launch by leaving it out (its outputs keep their poison).
+     */
+    @Test
+    void xStagedByCopiesGivesThePlainPairKernelsBits() {
+        SplittableRandom r = rng(915);
+        int experts = 16;
+        int topk = 8;
+        for (int[] c : new int[][]{{1, 2048, 8}, {3, 768, 1}, {8, 4096, 8}}) {
+            int tokens = c[0];
+            int k = c[1];
+            int xDiv = c[2] == 1 ? 1 : topk;
+            int pairs = tokens * topk;
+            int[] ranks = {32, 16};
+            ExpertWeights[] sets = new ExpertWeights[2];
+            for (int i = 0; i < 2; i++) {
+                Tensor[] w = new Tensor[experts];
+                for (int e = 0; e < experts; e++) {
+                    w[e] = dev(randn(r, 0.05f, ranks[i], k));
+                }
+                sets[i] = new ExpertWeights(ranks[i], k, w, new QuantizedTensor[experts]);
+            }
+            Tensor x0 = dev(randn(r, 1f, pairs / xDiv, k));
+            Tensor x = poisoned(DType.F32, pairs / xDiv, k);
+            Tensor ids = dev(Tensor.ofInts(CudaFusedDecodeTest.routes(r, tokens, topk, experts), tokens, topk));
+            long[][][] out = new long[4][][];   // plain, copies; then plain and copies as dependent launches
+            for (int form = 0; form < 4; form++) {
+                boolean copies = form % 2 == 1;
+                boolean dependent = form >= 2;
+                Tensor one = poisoned(DType.F32, pairs, ranks[0]);
+                Tensor[] both = {poisoned(DType.F32, pairs, ranks[0]), poisoned(DType.F32, pairs, ranks[1])};
+                boolean before = gpu.dependentLaunches();
+                gpu.dependentLaunches(dependent && gpu.dependentLaunchesSupported());
+                try {
+                    withProperty(CudaMoePairs.PAIRS_COPIES_PROPERTY, copies ? "on" : "off", () -> {
+                        gpu.scale(x0, 1f, x);   // a launch that writes x (exactly x0), right before
+                        gpu.moeExpertMatmulPairs(x, xDiv, sets[0], ids, 1f, one, false);
+                        gpu.scale(x0, 1f, x);
+                        gpu.moeExpertMatmulPairsShared(x, xDiv, sets, ids, both);
+                    });
+                } finally {
+                    gpu.dependentLaunches(before);
+                }
+                out[form] = new long[][]{bitsOf(one), bitsOf(both[0]), bitsOf(both[1])};
+            }
+            String what = tokens + " tokens, K " + k + ", xDiv " + xDiv;
+            String[] names = {"a call", "both sets, the first", "both sets, the second"};
+            for (int form = 1; form < 4; form++) {
+                for (int i = 0; i < names.length; i++) {
+                    assertArrayEquals(out[0][i], out[form][i], what + ", " + names[i] + ": form " + form + " against the plain kernel");
+                }
+            }
+            Tensor leftOne = poisoned(DType.F32, pairs, ranks[0]);
+            Tensor[] leftBoth = {poisoned(DType.F32, pairs, ranks[0]), poisoned(DType.F32, pairs, ranks[1])};
+            withProperty(CudaMoePairs.PAIRS_COPIES_PROPERTY, "on", () -> withProperty("orbit.cuda.omitKernels",
+                    "^moe_pairs_dense_r1(x2)?_cp$", () -> {
+                        gpu.moeExpertMatmulPairs(x0, xDiv, sets[0], ids, 1f, leftOne, false);
+                        gpu.moeExpertMatmulPairsShared(x0, xDiv, sets, ids, leftBoth);
+                    }));
+            for (Tensor t : new Tensor[]{leftOne, leftBoth[0], leftBoth[1]}) {
+                assertTrue(Float.isNaN(gpu.toHost(t).toFloatArray()[0]), what + ": the copies' kernels are the launches");
+            }
+        }
+    }
+
     private long[] bitsOf(Tensor t) {
         float[] v = gpu.toHost(t).toFloatArray();
         long[] b = new long[v.length];

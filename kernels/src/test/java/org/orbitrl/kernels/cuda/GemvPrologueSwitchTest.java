@@ -24,8 +24,8 @@ import static org.orbitrl.kernels.cuda.CudaTestBase.valueWithProperty;
  * default) and the attention for groups of at most 8 ({@code orbit.cuda.prepGroup8}) and the gate/up launch with x staged
  * first ({@code orbit.cuda.swigluXFirst}), all three on by default; the group-8 attention's pages read first ({@code
  * orbit.cuda.prepPagesFirst}), the add+norm router's norm weights as bits ({@code orbit.cuda.routerNormBits}) and the
- * one-row product's x staged ({@code orbit.cuda.gemvStagedX}), all three off by default; and the MoE launches'
- * triggers: no GPU needed.
+ * one-row product's x staged ({@code orbit.cuda.gemvStagedX}) and the few pairs' LoRA A with x staged by copies ({@code
+ * orbit.cuda.pairsCopies}), all four off by default; and the MoE launches' triggers: no GPU needed.
  */
 class GemvPrologueSwitchTest {
 
@@ -95,6 +95,12 @@ class GemvPrologueSwitchTest {
     @Test
     void theGroupOfEightSwitch() {
         assertOnOff(CudaFlashAttention.PREP_GROUP8_PROPERTY, true, CudaFlashAttention::prepGroup8, "8");
+    }
+
+    /** The few pairs' LoRA A products with x staged by asynchronous copies: off by default. */
+    @Test
+    void thePairsCopiesSwitch() {
+        assertOnOff(CudaMoePairs.PAIRS_COPIES_PROPERTY, false, CudaMoePairs::pairsCopies, "copies");
     }
 
     /** The one-row prologue product's x staged in shared memory: off by default. */

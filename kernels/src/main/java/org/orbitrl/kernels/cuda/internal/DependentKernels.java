@@ -137,7 +137,9 @@ final class DependentKernels {
         s.add("bgemv/bgemv_norm_scale_w1");
         s.add("moe_pairs/moe_pairs_dense");          // the per-pair decode experts (CudaMoePairs)
         s.add("moe_pairs/moe_pairs_dense_r1");
+        s.add("moe_pairs/moe_pairs_dense_r1_cp"); // the same, x staged by asynchronous copies
         s.add("moe_pairs/moe_pairs_dense_r1x2");
+        s.add("moe_pairs/moe_pairs_dense_r1x2_cp"); // the same, x staged by asynchronous copies
         s.add("moe_pairs/moe_routed_dense_r1");
         s.add("moe_pairs/moe_routed_dense_r4");
         s.add("moe_pairs/moe_routed_dense_k");

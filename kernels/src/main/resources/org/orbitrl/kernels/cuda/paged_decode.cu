@@ -53,22 +53,7 @@ struct PdSplit {
     int b, kvh, split, G, ks, ke;
 };
 
-__device__ __forceinline__ PdSplit pd_split(const int* lens, int Hq, int Hkv, int window, int splits, int splitLen) {
-    PdSplit r;
-    r.split = blockIdx.x % splits;
-    int bk = blockIdx.x / splits;
-    r.kvh = bk % Hkv;
-    r.b = bk / Hkv;
-    r.G = Hq / Hkv;
-    int pos = lens[r.b] - 1;
-    int lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
-    int ks = r.split * splitLen;
-    r.ke = ks + splitLen - 1 < pos ? ks + splitLen - 1 : pos; // last key of this split
-    r.ks = ks < lo ? lo : ks;
-    return r;
-}
-
-// pd_split's block indices alone (ks and ke left 0): what a block knows before it reads the length.
+// A block's indices alone (ks and ke left 0): what it knows before it reads the length.
 __device__ __forceinline__ PdSplit pd_index(int Hq, int Hkv, int splits) {
     PdSplit r;
     r.split = blockIdx.x % splits;
@@ -78,6 +63,16 @@ __device__ __forceinline__ PdSplit pd_index(int Hq, int Hkv, int splits) {
     r.G = Hq / Hkv;
     r.ks = 0;
     r.ke = 0;
+    return r;
+}
+
+__device__ __forceinline__ PdSplit pd_split(const int* lens, int Hq, int Hkv, int window, int splits, int splitLen) {
+    PdSplit r = pd_index(Hq, Hkv, splits);
+    int pos = lens[r.b] - 1;
+    int lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+    int ks = r.split * splitLen;
+    r.ke = ks + splitLen - 1 < pos ? ks + splitLen - 1 : pos; // last key of this split
+    r.ks = ks < lo ? lo : ks;
     return r;
 }
 

@@ -333,57 +333,37 @@ class CudaDecodeRouterTest extends CudaTestBase {
             }
             assertExact(what + ": the experts", gpu.toHost(idxRef).toLongArray(), chosen);
             assertClose(what + ": their weights", gpu.toHost(valuesRef).toFloatArray(), weights, 1e-5, 0);
-            // the router's prologue (moe_router_add_norm_topk_pre): the same bits, as a dependent launch too; the launch its own
-            for (boolean dependent : new boolean[]{false, true}) {
-                String f = what + ", the router's prologue" + (dependent ? ", a dependent launch" : "");
-                Tensor sumPre = poisoned(DType.F32, t, h);
-                Tensor normedPre = poisoned(DType.F32, t, h);
-                Tensor valuesPre = poisoned(DType.F32, t, topk);
-                Tensor idxPre = poisoned(DType.I32, t, topk);
-                Tensor left = poisoned(DType.F32, t, topk);
-                gpu.dependentLaunches(dependent);
-                try {
-                    withProperty(CudaDecodeRouter.ROUTER_PROLOGUE_PROPERTY, "on", () -> {
-                        gpu.addRmsNorm(dx, dd, sumRef, g, 1e-6f, normedRef);   // a launch before it
-                        assertTrue(gpu.addRmsNormRouterTopk(dx, dd, sumPre, g, 1e-6f, normedPre, dw, topk, true, valuesPre, idxPre), f);
-                        withProperty("orbit.cuda.omitKernels", "^moe_router_add_norm_topk(_rk)?_pre$", () -> assertTrue(gpu.addRmsNormRouterTopk(
-                                dx, dd, poisoned(DType.F32, t, h), g, 1e-6f, poisoned(DType.F32, t, h), dw, topk, true, left,
-                                poisoned(DType.I32, t, topk)), f));
-                    });
-                } finally {
-                    gpu.dependentLaunches(false);
+            // the router's prologue (moe_router_add_norm_topk_(rk_)pre) and its norm weights loaded as their bits
+            // (moe_router_add_norm_topk_rk_pre_nb): the same bits, as a dependent launch too; each launch its own
+            String[][] forms = {{"the router's prologue", CudaDecodeRouter.ROUTER_PROLOGUE_PROPERTY, "^moe_router_add_norm_topk(_rk)?_pre$"},
+                    {"the norm weights as bits", CudaDecodeRouter.ROUTER_NORM_BITS_PROPERTY, "^moe_router_add_norm_topk_rk_pre_nb$"}};
+            for (String[] form : forms) {
+                for (boolean dependent : new boolean[]{false, true}) {
+                    String f = what + ", " + form[0] + (dependent ? ", a dependent launch" : "");
+                    Tensor sumPre = poisoned(DType.F32, t, h);
+                    Tensor normedPre = poisoned(DType.F32, t, h);
+                    Tensor valuesPre = poisoned(DType.F32, t, topk);
+                    Tensor idxPre = poisoned(DType.I32, t, topk);
+                    Tensor left = poisoned(DType.F32, t, topk);
+                    gpu.dependentLaunches(dependent);
+                    try {
+                        withProperty(form[1], "on", () -> {
+                            gpu.addRmsNorm(dx, dd, sumRef, g, 1e-6f, normedRef);   // a launch before it
+                            assertTrue(gpu.addRmsNormRouterTopk(dx, dd, sumPre, g, 1e-6f, normedPre, dw, topk, true, valuesPre, idxPre),
+                                    f);
+                            withProperty("orbit.cuda.omitKernels", form[2], () -> assertTrue(gpu.addRmsNormRouterTopk(dx, dd,
+                                    poisoned(DType.F32, t, h), g, 1e-6f, poisoned(DType.F32, t, h), dw, topk, true, left,
+                                    poisoned(DType.I32, t, topk)), f));
+                        });
+                    } finally {
+                        gpu.dependentLaunches(false);
+                    }
+                    assertBitsEqual(f + ": the sum", sumGot, gpu.toHost(sumPre).toFloatArray());
+                    assertBitsEqual(f + ": the norm", gpu.toHost(normed).toFloatArray(), gpu.toHost(normedPre).toFloatArray());
+                    assertBitsEqual(f + ": the weights", weights, gpu.toHost(valuesPre).toFloatArray());
+                    assertExact(f + ": the experts", chosen, gpu.toHost(idxPre).toLongArray());
+                    assertTrue(Float.isNaN(gpu.toHost(left).toFloatArray()[0]), f + ": the launch left out wrote its outputs");
                 }
-                assertBitsEqual(f + ": the sum", sumGot, gpu.toHost(sumPre).toFloatArray());
-                assertBitsEqual(f + ": the norm", gpu.toHost(normed).toFloatArray(), gpu.toHost(normedPre).toFloatArray());
-                assertBitsEqual(f + ": the weights", weights, gpu.toHost(valuesPre).toFloatArray());
-                assertExact(f + ": the experts", chosen, gpu.toHost(idxPre).toLongArray());
-                assertTrue(Float.isNaN(gpu.toHost(left).toFloatArray()[0]), f + ": the launch left out wrote its outputs");
-            }
-            // the norm weights loaded as their bits (moe_router_add_norm_topk_rk_pre_nb): the same bits; the launch its own
-            for (boolean dependent : new boolean[]{false, true}) {
-                String f = what + ", the norm weights as bits" + (dependent ? ", a dependent launch" : "");
-                Tensor sumNb = poisoned(DType.F32, t, h);
-                Tensor normedNb = poisoned(DType.F32, t, h);
-                Tensor valuesNb = poisoned(DType.F32, t, topk);
-                Tensor idxNb = poisoned(DType.I32, t, topk);
-                Tensor left = poisoned(DType.F32, t, topk);
-                gpu.dependentLaunches(dependent);
-                try {
-                    withProperty(CudaDecodeRouter.ROUTER_NORM_BITS_PROPERTY, "on", () -> {
-                        gpu.addRmsNorm(dx, dd, sumRef, g, 1e-6f, normedRef);   // a launch before it
-                        assertTrue(gpu.addRmsNormRouterTopk(dx, dd, sumNb, g, 1e-6f, normedNb, dw, topk, true, valuesNb, idxNb), f);
-                        withProperty("orbit.cuda.omitKernels", "^moe_router_add_norm_topk_rk_pre_nb$", () -> assertTrue(
-                                gpu.addRmsNormRouterTopk(dx, dd, poisoned(DType.F32, t, h), g, 1e-6f, poisoned(DType.F32, t, h), dw,
-                                        topk, true, left, poisoned(DType.I32, t, topk)), f));
-                    });
-                } finally {
-                    gpu.dependentLaunches(false);
-                }
-                assertBitsEqual(f + ": the sum", sumGot, gpu.toHost(sumNb).toFloatArray());
-                assertBitsEqual(f + ": the norm", gpu.toHost(normed).toFloatArray(), gpu.toHost(normedNb).toFloatArray());
-                assertBitsEqual(f + ": the weights", weights, gpu.toHost(valuesNb).toFloatArray());
-                assertExact(f + ": the experts", chosen, gpu.toHost(idxNb).toLongArray());
-                assertTrue(Float.isNaN(gpu.toHost(left).toFloatArray()[0]), f + ": the launch left out wrote its outputs");
             }
         }
     }

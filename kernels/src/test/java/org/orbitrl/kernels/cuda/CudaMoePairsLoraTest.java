@@ -264,14 +264,7 @@ class CudaMoePairsLoraTest extends CudaTestBase {
             int xDiv = c[2] == 1 ? 1 : topk;
             int pairs = tokens * topk;   // above CudaMoePairs.DIRECT_PAIRS, or up to it (a pair's blocks each)
             int[] ranks = {32, 16};
-            ExpertWeights[] sets = new ExpertWeights[2];
-            for (int i = 0; i < 2; i++) {
-                Tensor[] w = new Tensor[experts];
-                for (int e = 0; e < experts; e++) {
-                    w[e] = dev(randn(r, 0.05f, ranks[i], k));
-                }
-                sets[i] = new ExpertWeights(ranks[i], k, w, new QuantizedTensor[experts]);
-            }
+            ExpertWeights[] sets = loraASets(r, experts, ranks, k);
             Tensor x = dev(randn(r, 1f, pairs / xDiv, k));
             Tensor ids = dev(Tensor.ofInts(CudaFusedDecodeTest.routes(r, tokens, topk, experts), tokens, topk));
             Tensor[] alone = new Tensor[2];
@@ -378,14 +371,7 @@ class CudaMoePairsLoraTest extends CudaTestBase {
             int xDiv = c[2] == 1 ? 1 : topk;
             int pairs = tokens * topk;
             int[] ranks = {32, 16};
-            ExpertWeights[] sets = new ExpertWeights[2];
-            for (int i = 0; i < 2; i++) {
-                Tensor[] w = new Tensor[experts];
-                for (int e = 0; e < experts; e++) {
-                    w[e] = dev(randn(r, 0.05f, ranks[i], k));
-                }
-                sets[i] = new ExpertWeights(ranks[i], k, w, new QuantizedTensor[experts]);
-            }
+            ExpertWeights[] sets = loraASets(r, experts, ranks, k);
             Tensor x0 = dev(randn(r, 1f, pairs / xDiv, k));
             Tensor x = poisoned(DType.F32, pairs / xDiv, k);
             Tensor ids = dev(Tensor.ofInts(CudaFusedDecodeTest.routes(r, tokens, topk, experts), tokens, topk));
@@ -427,6 +413,19 @@ class CudaMoePairsLoraTest extends CudaTestBase {
                 assertTrue(Float.isNaN(gpu.toHost(t).toFloatArray()[0]), what + ": the copies' kernels are the launches");
             }
         }
+    }
+
+    /** Per rank a set of f32 experts [rank, k] on the device (a LoRA's A each), drawn from r in that order. */
+    private ExpertWeights[] loraASets(SplittableRandom r, int experts, int[] ranks, int k) {
+        ExpertWeights[] sets = new ExpertWeights[ranks.length];
+        for (int i = 0; i < ranks.length; i++) {
+            Tensor[] w = new Tensor[experts];
+            for (int e = 0; e < experts; e++) {
+                w[e] = dev(randn(r, 0.05f, ranks[i], k));
+            }
+            sets[i] = new ExpertWeights(ranks[i], k, w, new QuantizedTensor[experts]);
+        }
+        return sets;
     }
 
     private long[] bitsOf(Tensor t) {
